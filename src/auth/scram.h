@@ -1,0 +1,47 @@
+/* Client side of server login: SCRAM-SHA-256 (RFC 5802/7677, no channel binding) and the
+ * md5 password hash, so tusk can log in to PostgreSQL with a configured password.
+ * Pure functions over strings, OpenSSL for the crypto. */
+#ifndef TUSK_AUTH_SCRAM_H
+#define TUSK_AUTH_SCRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SCRAM_NONCE_LEN 24       /* raw random bytes before base64 */
+#define SCRAM_KEY_LEN 32         /* SHA-256 */
+#define SCRAM_MSG_MAX 1024       /* bound on every SCRAM message tusk builds or accepts */
+
+struct scram_client {
+	/* private */
+	char password[1024];
+	char client_nonce[64];
+	char client_first_bare[128];
+	char server_first[SCRAM_MSG_MAX];
+	char client_final_without_proof[SCRAM_MSG_MAX];
+	uint8_t salted_password[SCRAM_KEY_LEN];
+	uint8_t server_signature[SCRAM_KEY_LEN];
+	int state;
+};
+
+/* 0, or -EINVAL when the password is too long. Generates the client nonce (RAND_bytes). */
+__attribute__((warn_unused_result))
+int scram_client_init(struct scram_client *sc, const char *password);
+/* The client-first-message ("n,,n=,r=NONCE"): writes it to out (NUL-terminated) and
+ * returns its length, or -ENOSPC. */
+int scram_client_first(struct scram_client *sc, char *out, size_t cap);
+/* Given the server-first-message (r=,s=,i=), writes the client-final-message with proof and
+ * returns its length; -EPROTO when the server message is malformed, its nonce does not
+ * extend ours, or the iteration count is outside 1..10,000,000; -ENOSPC. */
+int scram_client_final(struct scram_client *sc, const char *server_first, size_t len, char *out,
+		       size_t cap);
+/* Verify the server-final-message ("v=..."): 0 when the signature matches, -EPROTO else
+ * (also for "e=..." server errors). */
+int scram_client_verify_final(struct scram_client *sc, const char *server_final, size_t len);
+/* Wipe secrets. */
+void scram_client_clear(struct scram_client *sc);
+
+/* PostgreSQL md5 password response: "md5" || md5hex(md5hex(password || user) || salt).
+ * out gets 35 characters plus NUL. */
+void auth_md5_response(const char *user, const char *password, const uint8_t salt[4], char out[36]);
+
+#endif

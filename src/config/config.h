@@ -1,0 +1,99 @@
+/* Configuration: the YAML file parsed into one immutable generation (struct tusk_config).
+ * Keys are declared in tables in config.c with type, bounds, default and whether a reload
+ * may change them. Loading reports every error, each as "FILE:LINE: KEY: message". */
+#ifndef TUSK_CONFIG_CONFIG_H
+#define TUSK_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define CONFIG_NAME_MAX 64   /* database, user and service names */
+#define CONFIG_HOST_MAX 256
+
+enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
+
+enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
+
+struct config_listen {
+	char host[CONFIG_HOST_MAX]; /* numeric address or name; "*" means all addresses */
+	int port;
+};
+
+struct config_host {
+	char host[CONFIG_HOST_MAX];
+	int port; /* default 5432 when "host" has no ":port" */
+};
+
+struct config_service {
+	char name[CONFIG_NAME_MAX];
+	int nhosts;
+	struct config_host *hosts;
+};
+
+/* One entry of "pools": first match on (database, user) wins; "*" matches any name. */
+struct config_pool_rule {
+	char database[CONFIG_NAME_MAX];
+	char user[CONFIG_NAME_MAX];
+	char service_name[CONFIG_NAME_MAX];
+	const struct config_service *service; /* resolved from service_name */
+	enum pool_mode mode;                  /* default session */
+	int size;                             /* max server connections per (database, user); default 20 */
+	char *server_user;                    /* NULL: log in as the client's user */
+	char *server_password;                /* NULL: none configured */
+	char *server_database;                /* NULL: the client's database */
+	int line;                             /* where the rule starts, for logs */
+};
+
+struct tusk_config {
+	char *path;
+
+	int nlisten;
+	struct config_listen *listen; /* default one: 127.0.0.1:6432 */
+
+	int workers; /* "auto" resolves to the number of online CPUs; default auto */
+
+	struct {
+		enum log_level level;   /* default info */
+		enum log_format format; /* default text */
+		char *target;           /* "stderr" (default), "file:PATH" or "syslog" */
+	} log;
+
+	int nservices;
+	struct config_service *services;
+
+	int npools;
+	struct config_pool_rule *pools;
+
+	/* Timeouts in milliseconds. */
+	uint64_t pool_wait_timeout_ms;      /* default 30s: claim deadline */
+	uint64_t server_connect_timeout_ms; /* default 5s: TCP connect + server login */
+	uint64_t server_reset_timeout_ms;   /* default 5s: reset query must finish within */
+	uint64_t client_login_timeout_ms;   /* default 15s: startup must finish within */
+	uint64_t server_idle_timeout_ms;    /* default 10m: idle pooled servers closed after; 0 = never */
+
+	char *server_reset_query;      /* default "DISCARD ALL"; "" = none */
+	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
+	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
+	int max_client_connections;    /* default 10000 */
+};
+
+/* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL. */
+int config_parse_duration_ms(const char *s, uint64_t *out);
+/* Parse "512", "64kB", "16MB", "1GB" (1024 multiples; "k"/"K"/"kB", "M"/"MB", "G"/"GB"). 0 or -EINVAL/-ERANGE. */
+int config_parse_size(const char *s, uint64_t *out);
+
+/* Load path. On success returns 0 and *out; otherwise writes every error to errout as
+ * "FILE:LINE: KEY: message\n" and returns the (positive) number of errors. */
+__attribute__((warn_unused_result))
+int config_load(const char *path, FILE *errout, struct tusk_config **out);
+void config_free(struct tusk_config *cfg);
+
+/* First rule matching (database, user), or NULL. */
+const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,
+						 const char *user);
+
+const char *config_pool_mode_name(enum pool_mode mode);
+
+#endif

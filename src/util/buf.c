@@ -1,0 +1,57 @@
+/* Fixed-capacity byte buffers (see buf.h). */
+#include "util/buf.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+int buf_init(struct buf *b, size_t cap)
+{
+	b->data = malloc(cap);
+	if (!b->data)
+		return -ENOMEM;
+	b->cap = cap;
+	b->start = b->end = 0;
+	return 0;
+}
+
+void buf_free(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->cap = b->start = b->end = 0;
+}
+
+void buf_consume(struct buf *b, size_t n)
+{
+	b->start += n;
+	if (b->start >= b->end)
+		b->start = b->end = 0;
+}
+
+void buf_produce(struct buf *b, size_t n)
+{
+	b->end += n;
+}
+
+void buf_compact(struct buf *b)
+{
+	if (b->start == 0)
+		return;
+	size_t n = b->end - b->start;
+	memmove(b->data, b->data + b->start, n);
+	b->start = 0;
+	b->end = n;
+}
+
+int buf_append(struct buf *b, const void *p, size_t n)
+{
+	if (buf_room(b) < n) {
+		buf_compact(b);
+		if (buf_room(b) < n)
+			return -ENOSPC;
+	}
+	memcpy(b->data + b->end, p, n);
+	b->end += n;
+	return 0;
+}

@@ -1,0 +1,38 @@
+/* Byte buffers: a fixed-capacity window of bytes [start, end) inside data[0, cap).
+ * Used for socket reads, relayed bytes and messages tusk builds itself. Capacity is
+ * fixed at creation: nothing on the relay path grows a buffer. */
+#ifndef TUSK_UTIL_BUF_H
+#define TUSK_UTIL_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+struct buf {
+	uint8_t *data; /* private */
+	size_t cap;    /* read-only */
+	size_t start;  /* read-only: first unconsumed byte */
+	size_t end;    /* read-only: one past the last byte */
+};
+
+/* 0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int buf_init(struct buf *b, size_t cap);
+void buf_free(struct buf *b);
+
+static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
+static inline const uint8_t *buf_head(const struct buf *b) { return b->data + b->start; }
+static inline uint8_t *buf_tail(struct buf *b) { return b->data + b->end; }
+static inline size_t buf_room(const struct buf *b) { return b->cap - b->end; }
+static inline bool buf_empty(const struct buf *b) { return b->start == b->end; }
+static inline void buf_reset(struct buf *b) { b->start = b->end = 0; }
+
+/* Mark n bytes at the head consumed; an emptied buffer rewinds to offset 0. */
+void buf_consume(struct buf *b, size_t n);
+/* Mark n bytes written at the tail (after a read() into buf_tail()). */
+void buf_produce(struct buf *b, size_t n);
+/* Move unconsumed bytes to offset 0 so the whole free room is at the tail. */
+void buf_compact(struct buf *b);
+/* Append n bytes; 0 or -ENOSPC (nothing appended). */
+__attribute__((warn_unused_result)) int buf_append(struct buf *b, const void *p, size_t n);
+
+#endif

@@ -1,0 +1,38 @@
+/* Logging: levels are checked before any formatting; lines are formatted on the calling
+ * thread into a bounded queue and written by one logger thread, so an event loop never
+ * blocks on log I/O. When the queue is full lines are dropped and counted. */
+#ifndef TUSK_UTIL_LOG_H
+#define TUSK_UTIL_LOG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+/* target: "stderr", "file:PATH" or "syslog". 0 or a negative errno. Before log_init (and
+ * after log_shutdown) lines go synchronously to stderr, so startup errors are seen. */
+__attribute__((warn_unused_result))
+int log_init(enum log_level level, enum log_format format, const char *target);
+/* Flush what is queued, stop the logger thread. */
+void log_shutdown(void);
+void log_set_level(enum log_level level);
+bool log_enabled(enum log_level level);
+uint64_t log_dropped(void);
+
+/* id: the connection id ("c7f3a91e2") or NULL; ctx: "db/user@addr:port" or NULL.
+ * Text line: "2026-11-21 07:27:24.123 UTC [pid] LEVEL id db/user@addr:port: message".
+ * JSON line: {"ts":..,"level":..,"id":..,"ctx":..,"msg":..} with proper escaping. */
+void log_write(enum log_level level, const char *id, const char *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+#define log_at(level, id, ctx, ...)                               \
+	do {                                                          \
+		if (log_enabled(level))                                   \
+			log_write((level), (id), (ctx), __VA_ARGS__);         \
+	} while (0)
+#define log_error(id, ctx, ...) log_at(LOG_ERROR, id, ctx, __VA_ARGS__)
+#define log_warn(id, ctx, ...) log_at(LOG_WARN, id, ctx, __VA_ARGS__)
+#define log_info(id, ctx, ...) log_at(LOG_INFO, id, ctx, __VA_ARGS__)
+#define log_debug(id, ctx, ...) log_at(LOG_DEBUG, id, ctx, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages tusk needs to build, test, fuzz and benchmark.
+# Fast when everything is present (one dpkg-query); apt-get runs only for what is missing.
+# As root it installs; otherwise it prints the sudo line and fails, so nobody builds half-equipped.
+set -euo pipefail
+
+PACKAGES=(
+	# build
+	cmake make gcc clang pkg-config libev-dev libyaml-dev libssl-dev libcmocka-dev
+	libclang-rt-14-dev # ASan/UBSan/libFuzzer runtimes for clang
+	# integration tests and bench
+	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest
+	procps iproute2 util-linux
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+	[ "$status" = installed ] || missing+=("$pkg")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-deps: missing packages: ${missing[*]}" >&2
+	echo "install-deps: run: sudo apt-get install -y ${missing[*]}" >&2
+	exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+# Debian's postgresql-common would create and start a "main" cluster on 5432; tests and bench run
+# their own throwaway servers on free ports, so stop it from being created in the first place.
+mkdir -p /etc/postgresql-common/createcluster.d
+echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/tusk-no-main.conf
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -9,7 +9,7 @@ PACKAGES=(
 	cmake make gcc clang pkg-config libev-dev libyaml-dev libssl-dev libcmocka-dev
 	libclang-rt-14-dev # ASan/UBSan/libFuzzer runtimes for clang
 	# integration tests and bench
-	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest
+	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest python3-pytest-timeout
 	procps iproute2 util-linux
 )
 

@@ -1,0 +1,60 @@
+# Entry points for developers and CI. CMake does the building; this file only sequences.
+#   make build   configure + build into build/
+#   make run     build, then run tusk (./tusk.yaml, or a throwaway PostgreSQL + generated config)
+#   make test    unit tests (ctest) then the integration suite against build/tusk
+#   make asan    ASan+UBSan build into build-asan/
+#   make bench   pgbench -S: direct vs PgBouncer vs tusk
+SHELL := /bin/bash
+PYTHON := /usr/bin/python3
+JOBS ?= 2
+TUSK_BIN ?= $(abspath build/tusk)
+BENCH_SECONDS ?= 10
+# Extra arguments for pytest, e.g. make integration PYTEST_ARGS='-k copy -x'
+PYTEST_ARGS ?=
+SAN_CC := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
+
+.PHONY: all deps build run test unit integration asan asan-test bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	cmake -S . -B build
+	cmake --build build -j$(JOBS)
+
+run: deps build
+	scripts/run-dev.sh
+
+# Runs both suites even when the first fails, then repeats their summary lines last.
+test: deps build
+	@mkdir -p build/test-logs; \
+	echo "=== unit tests (ctest) ==="; \
+	(cd build && ctest --output-on-failure -j$(JOBS)) 2>&1 | tee build/test-logs/ctest.log; unit=$${PIPESTATUS[0]}; \
+	echo "=== integration tests (pytest, TUSK_BIN=$(TUSK_BIN)) ==="; \
+	TUSK_BIN=$(TUSK_BIN) $(PYTHON) -m pytest tests/integration $(PYTEST_ARGS) 2>&1 | tee build/test-logs/pytest.log; integ=$${PIPESTATUS[0]}; \
+	echo "=== summary ==="; \
+	echo -n "unit:        "; (grep -E 'tests passed|No tests were found' build/test-logs/ctest.log || echo "no ctest summary (exit $$unit)") | tail -n1; \
+	echo -n "integration: "; (grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* =+$$' build/test-logs/pytest.log || echo "no pytest summary (exit $$integ)") | tail -n1; \
+	[ $$unit -eq 0 ] && [ $$integ -eq 0 ]
+
+unit: build
+	cd build && ctest --output-on-failure -j$(JOBS)
+
+# The integration suite alone, against any binary: make integration TUSK_BIN=build-asan/tusk
+integration:
+	TUSK_BIN=$(abspath $(TUSK_BIN)) $(PYTHON) -m pytest tests/integration $(PYTEST_ARGS)
+
+asan:
+	cmake -S . -B build-asan -DTUSK_SANITIZE=ON -DCMAKE_C_COMPILER=$(SAN_CC) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build build-asan -j$(JOBS)
+
+asan-test: asan
+	$(MAKE) integration TUSK_BIN=$(abspath build-asan/tusk)
+
+bench: deps build
+	bench/compare.sh $(BENCH_SECONDS)
+
+clean:
+	rm -rf build build-asan build-fuzz .run .pytest_cache tests/integration/__pycache__

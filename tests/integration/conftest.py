@@ -1,0 +1,449 @@
+"""Fixtures for tusk's integration suite: a throwaway PostgreSQL 15 per session, tusk instances
+per test, and helpers to connect through them.
+
+Environment:
+  TUSK_BIN            the binary under test (default: <repo>/build/tusk)
+  TUSK_TEST_DIRECT=1  point clients straight at PostgreSQL, no tusk: checks the harness and the
+                      tests themselves; tests of tusk-only behaviour are skipped
+  PG_BIN              PostgreSQL 15 binaries (default /usr/lib/postgresql/15/bin)
+  TUSK_IT_KEEP=1      keep the temporary directory (data, logs) even when everything passed
+"""
+
+import atexit
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+TUSK_BIN = Path(os.environ.get("TUSK_BIN") or REPO / "build" / "tusk").resolve()
+DIRECT = os.environ.get("TUSK_TEST_DIRECT") == "1"
+IS_ROOT = os.geteuid() == 0
+
+TEST_DB = "tusk_test"
+BENCH_DB = "tusk_bench"
+PASSWORDS = {"pw_clear": "clear-secret", "pw_md5": "md5-secret", "pw_scram": "scram-secret"}
+
+# An id tusk puts in every ErrorResponse it writes itself: "tusk c7f3a91e2: ...".
+TUSK_ERROR_RE = re.compile(r"tusk [cs][0-9a-f]{8}")
+SANITIZER_RE = re.compile(
+    r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|SUMMARY: \w+Sanitizer|WARNING: ThreadSanitizer"
+)
+
+
+def _binary_is_sanitized(path):
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return False
+    return b"__asan_init" in data or b"__ubsan_handle" in data
+
+
+
+SANITIZED = _binary_is_sanitized(TUSK_BIN)
+# Sanitized binaries are slower; every deadline scales with this.
+SLOW = 3.0 if SANITIZED else 1.0
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "tusk_only: needs tusk itself; skipped with TUSK_TEST_DIRECT=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not DIRECT:
+        return
+    skip = pytest.mark.skip(reason="TUSK_TEST_DIRECT=1: tests tusk-only behaviour")
+    for item in items:
+        if "tusk_only" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config):
+    if DIRECT:
+        return "tusk: DIRECT mode, clients talk straight to PostgreSQL"
+    return f"tusk: {TUSK_BIN}{' (sanitized)' if SANITIZED else ''}"
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def free_port():
+    """A loopback port nobody listens on right now. Racy by nature, good enough for tests."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def as_postgres(cmd):
+    """PostgreSQL (and PgBouncer) refuse to run as root."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if IS_ROOT else list(cmd)
+
+
+def run(cmd, timeout=60, check=True, **kw):
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and p.returncode != 0:
+        raise RuntimeError(f"{cmd} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}")
+    return p
+
+
+def connect(port, user="tusk_trust", dbname=TEST_DB, **kw):
+    kw.setdefault("connect_timeout", int(30 * SLOW))
+    kw.setdefault("autocommit", True)
+    return psycopg.connect(host="127.0.0.1", port=port, user=user, dbname=dbname, **kw)
+
+
+def wait_until(pred, timeout, interval=0.05, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not reached within {timeout:.1f}s")
+
+
+class PgServer:
+    """A throwaway PostgreSQL 15 cluster in its own directory on a free loopback port."""
+
+    def __init__(self, base):
+        self.base = Path(base)
+        self.data = self.base / "data"
+        self.sockdir = self.base / "sock"
+        self.log = self.base / "postgres.log"
+        self.port = free_port()
+        self.running = False
+
+    def _pg(self, tool, *args, timeout=120):
+        return run(as_postgres([str(PG_BIN / tool), *args]), timeout=timeout)
+
+    def init(self):
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.sockdir.mkdir(exist_ok=True)
+        if IS_ROOT:
+            shutil.chown(self.base, "postgres", "postgres")
+            shutil.chown(self.sockdir, "postgres", "postgres")
+        self._pg("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                 "--locale=C", "-N")
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.write(
+                f"""
+# tusk integration tests
+port = {self.port}
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '{self.sockdir}'
+max_connections = 200
+superuser_reserved_connections = 3
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+shared_buffers = 64MB
+log_min_messages = warning
+log_connections = off
+"""
+            )
+        # pw_* lines come first: pg_hba.conf is first match.
+        (self.data / "pg_hba.conf").write_text(
+            """local all all trust
+host all pw_clear 127.0.0.1/32 password
+host all pw_md5 127.0.0.1/32 md5
+host all pw_scram 127.0.0.1/32 scram-sha-256
+host all all 127.0.0.1/32 trust
+"""
+        )
+        self.start()
+        self.setup_roles_and_db()
+
+    def start(self):
+        self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                 "-o", f"-p {self.port}", "start")
+        self.running = True
+
+    def stop(self, mode="fast"):
+        if not self.running:
+            return
+        self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        self.running = False
+
+    def admin(self, dbname="postgres"):
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname,
+                               autocommit=True, connect_timeout=10)
+
+    def execute(self, sql, params=None, dbname="postgres"):
+        with self.admin(dbname) as c:
+            cur = c.execute(sql, params)
+            return cur.fetchall() if cur.description else None
+
+    def setup_roles_and_db(self):
+        with self.admin() as c:
+            c.execute("create role tusk_trust login")
+            c.execute("create role tusk_solo login")
+            c.execute("set password_encryption = 'md5'")
+            c.execute(f"create role pw_md5 login password '{PASSWORDS['pw_md5']}'")
+            c.execute("set password_encryption = 'scram-sha-256'")
+            c.execute(f"create role pw_clear login password '{PASSWORDS['pw_clear']}'")
+            c.execute(f"create role pw_scram login password '{PASSWORDS['pw_scram']}'")
+            c.execute(f"create database {TEST_DB} owner tusk_trust")
+            c.execute(f"create database {BENCH_DB} owner tusk_trust")
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="tusk_trust", dbname=TEST_DB,
+                             autocommit=True) as c:
+            c.execute("create table items (id int primary key, name text not null)")
+            c.execute("insert into items select g, 'item ' || g from generate_series(1, 1000) g")
+            c.execute("create table kv (k text primary key, v text)")
+            c.execute("grant select on items to public")
+        run(as_postgres([str(PG_BIN / "pgbench"), "-i", "-q", "-s", "1", "-h", "127.0.0.1",
+                         "-p", str(self.port), "-U", "tusk_trust", BENCH_DB]), timeout=120)
+
+    def backends(self, user=None, dbname=TEST_DB):
+        """Client backends connected to dbname (optionally as user), excluding our own."""
+        sql = ("select count(*) from pg_stat_activity where backend_type = 'client backend' "
+               "and datname = %s and pid <> pg_backend_pid()")
+        params = [dbname]
+        if user:
+            sql += " and usename = %s"
+            params.append(user)
+        return self.execute(sql, params)[0][0]
+
+    def destroy(self):
+        try:
+            self.stop("immediate")
+        except Exception:
+            pass
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+_atexit_servers = []
+
+
+@atexit.register
+def _stop_leftovers():
+    for s in _atexit_servers:
+        if s.running:
+            try:
+                s.stop("immediate")
+            except Exception:
+                pass
+
+
+@pytest.fixture(scope="session")
+def workdir(request):
+    d = Path(tempfile.mkdtemp(prefix="tusk-it-"))
+    if IS_ROOT:
+        shutil.chown(d, "postgres", "postgres")
+    yield d
+    if request.session.testsfailed or os.environ.get("TUSK_IT_KEEP") == "1":
+        print(f"\nintegration logs kept in {d}")
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _make_pg(base):
+    s = PgServer(base)
+    _atexit_servers.append(s)
+    s.init()
+    return s
+
+
+@pytest.fixture(scope="session")
+def pg(workdir):
+    """The session's PostgreSQL. A test may pg.stop()/pg.start() it; it is restarted if left down."""
+    s = _make_pg(workdir / "pg")
+    yield s
+    s.stop("fast")
+    shutil.rmtree(s.data, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _pg_left_running(request):
+    yield
+    if "pg" in request.fixturenames:
+        s = request.getfixturevalue("pg")
+        if not s.running:
+            s.start()
+
+
+@pytest.fixture
+def private_pg(workdir, request):
+    """A PostgreSQL of this test's own, for tests that shut it down under load."""
+    s = _make_pg(workdir / f"pg-{request.node.name}"[:100])
+    yield s
+    s.destroy()
+
+
+def _yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    s = str(v)
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_./-]*", s) and s.lower() not in (
+            "true", "false", "yes", "no", "on", "off", "null", "y", "n"):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_yaml(obj, indent=0):
+    """Block-style YAML for dicts, lists and scalars: what a person would write."""
+    pad = "  " * indent
+    lines = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(v, (dict, list)) and v:
+                lines.append(f"{pad}{k}:")
+                lines.append(to_yaml(v, indent + 1))
+            elif isinstance(v, list):
+                lines.append(f"{pad}{k}: []")
+            else:
+                lines.append(f"{pad}{k}: {_yaml_scalar(v)}")
+    elif isinstance(obj, list):
+        for v in obj:
+            if isinstance(v, dict):
+                sub = to_yaml(v, indent + 1).split("\n")
+                lines.append(f"{pad}- {sub[0].lstrip()}")
+                lines.extend(sub[1:])
+            else:
+                lines.append(f"{pad}- {_yaml_scalar(v)}")
+    return "\n".join(lines)
+
+
+class Tusk:
+    """One running tusk (or, with TUSK_TEST_DIRECT=1, a stand-in that points at PostgreSQL)."""
+
+    def __init__(self, dirpath, pg_port, pools=None, services=None, workers=2, log_level="info",
+                 **settings):
+        self.dir = Path(dirpath)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.cfg_path = self.dir / "tusk.yaml"
+        self.log_path = self.dir / "tusk.log"
+        self.proc = None
+        services = services or {"main": {"hosts": [f"127.0.0.1:{pg_port}"]}}
+        pools = pools or [{"database": "*", "user": "*", "service": "main", "mode": "session", "size": 20}]
+        cfg = {
+            "listen": [{"host": "127.0.0.1", "port": self.port}],
+            "workers": workers,
+            "log": {"level": log_level, "format": "text", "target": "stderr"},
+            "services": services,
+            "pools": pools,
+        }
+        cfg.update(settings)
+        self.cfg_path.write_text(to_yaml(cfg) + "\n")
+        if DIRECT:
+            self.port = pg_port
+
+    def start(self, timeout=None):
+        if DIRECT:
+            return self
+        timeout = timeout or 15 * SLOW
+        if not TUSK_BIN.exists():
+            pytest.fail(f"tusk binary {TUSK_BIN} does not exist (make build)")
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([str(TUSK_BIN), "-c", str(self.cfg_path)], stdin=subprocess.DEVNULL,
+                                     stdout=self.logf, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"tusk exited with {self.proc.returncode} before listening on {self.port}\n"
+                            f"--- config\n{self.cfg_path.read_text()}--- log\n{self.log_tail()}")
+            if port_open(self.port):
+                return self
+            time.sleep(0.05)
+        pytest.fail(f"tusk did not listen on {self.port} within {timeout}s\n{self.log_tail()}")
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=60):
+        return "\n".join(self.log_text().splitlines()[-n:])
+
+    def status(self, field):
+        """A /proc/PID/status field in kB (VmRSS, VmHWM)."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def connect(self, user="tusk_trust", dbname=TEST_DB, **kw):
+        return connect(self.port, user=user, dbname=dbname, **kw)
+
+    def stop(self):
+        """SIGTERM and wait; returns a list of problems (empty when the exit was clean)."""
+        problems = []
+        if not self.proc:
+            return problems
+        if self.proc.poll() is not None:
+            problems.append(f"tusk died during the test with exit code {self.proc.returncode}")
+        else:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=15 * SLOW)
+                if rc != 0:
+                    problems.append(f"tusk exited with {rc} after SIGTERM (want 0)")
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                problems.append("tusk did not exit within the deadline after SIGTERM; killed")
+        self.logf.close()
+        if SANITIZER_RE.search(self.log_text()):
+            problems.append("sanitizer report in tusk's log")
+        self.proc = None
+        return problems
+
+
+@pytest.fixture
+def tusk(request, tmp_path_factory, pg):
+    """Factory: tusk(pools=..., services=..., pool_wait_timeout='1s', ...) -> running Tusk.
+    Teardown stops every instance with SIGTERM and fails the test unless each exited 0 with no
+    sanitizer report in its log."""
+    started = []
+
+    def start(pg_server=None, **kw):
+        server = pg_server or pg
+        t = Tusk(tmp_path_factory.mktemp("tusk"), server.port, **kw)
+        started.append(t)
+        return t.start()
+
+    yield start
+    problems = []
+    for t in started:
+        for p in t.stop():
+            problems.append(f"{p}\n--- {t.log_path}\n{t.log_tail()}")
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for t in started:
+            print(f"--- tusk log {t.log_path} (tail)\n{t.log_tail()}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+def assert_tusk_error(msg):
+    assert TUSK_ERROR_RE.search(msg), f"error from tusk lacks 'tusk <id>': {msg!r}"

@@ -1,0 +1,107 @@
+"""The plain path: real clients (psql, psycopg) log in through tusk and run queries."""
+
+import os
+import subprocess
+
+import pytest
+
+from conftest import DIRECT, PG_BIN, SLOW, TEST_DB, connect
+import pgwire
+
+
+def psql(port, sql, user="tusk_trust", env=None):
+    return subprocess.run(
+        [str(PG_BIN / "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
+         "-U", user, "-d", TEST_DB, "-c", sql],
+        capture_output=True, text=True, timeout=30 * SLOW, env=env)
+
+
+def test_psql_select_1(tusk):
+    t = tusk()
+    p = psql(t.port, "select 1")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "1\n"
+
+
+def test_psql_reads_table_and_reports_sql_errors(tusk):
+    t = tusk()
+    p = psql(t.port, "select count(*), sum(id) from items")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "1000|500500\n"
+    p = psql(t.port, "select * from no_such_table")
+    assert p.returncode != 0
+    assert 'relation "no_such_table" does not exist' in p.stderr
+
+
+def test_psycopg_extended_protocol_and_transactions(tusk):
+    t = tusk()
+    with t.connect(autocommit=False) as c:
+        assert c.execute("select %s::int + %s::int", (40, 2)).fetchone() == (42,)
+        c.execute("insert into kv values ('tx', 'rolled back')")
+        c.rollback()
+        assert c.execute("select count(*) from kv where k = 'tx'").fetchone() == (0,)
+        c.execute("insert into kv values ('tx', 'kept')")
+        c.commit()
+    with t.connect() as c:
+        assert c.execute("select v from kv where k = 'tx'").fetchone() == ("kept",)
+        c.execute("delete from kv where k = 'tx'")
+
+
+def test_client_startup_parameters_reach_server(tusk):
+    t = tusk()
+    # libpq sends PGTZ and PGDATESTYLE in the startup packet as TimeZone/DateStyle.
+    os.environ["PGTZ"] = "America/Sao_Paulo"
+    os.environ["PGDATESTYLE"] = "SQL, DMY"
+    try:
+        with t.connect(application_name="tusk-it-app") as c:
+            assert c.execute("show application_name").fetchone() == ("tusk-it-app",)
+            assert c.execute("show timezone").fetchone() == ("America/Sao_Paulo",)
+            assert c.execute("show datestyle").fetchone() == ("SQL, DMY",)
+            # ... and the client saw the server's ParameterStatus for them
+            assert c.info.parameter_status("application_name") == "tusk-it-app"
+            assert c.info.parameter_status("TimeZone") == "America/Sao_Paulo"
+    finally:
+        del os.environ["PGTZ"]
+        del os.environ["PGDATESTYLE"]
+
+
+def test_client_sees_server_parameter_status(tusk, pg):
+    t = tusk()
+    with pg.admin(TEST_DB) as direct, t.connect() as c:
+        for name in ("server_version", "server_encoding", "client_encoding", "integer_datetimes",
+                     "standard_conforming_strings"):
+            assert c.info.parameter_status(name) == direct.info.parameter_status(name), name
+        assert c.info.server_version == direct.info.server_version
+
+
+@pytest.mark.tusk_only
+def test_backend_key_data_is_minted_by_tusk(tusk):
+    t = tusk()
+    with t.connect() as a, t.connect() as b:
+        real_a = a.execute("select pg_backend_pid()").fetchone()[0]
+        # the client must never learn a server's real key: it may be serving someone else later
+        assert a.info.backend_pid != 0
+        assert a.info.backend_pid != real_a
+        assert a.info.backend_pid != b.info.backend_pid
+
+
+def test_ssl_request_is_refused_then_plain_startup_works(tusk):
+    t = tusk()
+    c = pgwire.RawClient("127.0.0.1", t.port)
+    try:
+        c.send(pgwire.ssl_request())
+        assert c.read_byte() == b"N"
+        c.startup("tusk_trust", TEST_DB)
+        rows, errors = c.simple_query("select 6 * 7")
+        assert errors == [] and rows == [["42"]]
+        c.send(pgwire.terminate_message())
+    finally:
+        c.close()
+
+
+def test_psql_through_sslmode_prefer_falls_back_to_plain(tusk):
+    t = tusk()
+    env = dict(os.environ, PGSSLMODE="prefer")
+    p = psql(t.port, "select 'plain'", env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "plain\n"

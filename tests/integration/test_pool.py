@@ -1,0 +1,166 @@
+"""Session pooling: size limits, FIFO waiting with a deadline, reset and reuse of servers."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import BENCH_DB, DIRECT, SLOW, TEST_DB, assert_tusk_error
+
+
+def pool(size, user="*", database="*"):
+    return {"database": database, "user": user, "service": "main", "mode": "session", "size": size}
+
+
+def backend_pid(conn):
+    return conn.execute("select pg_backend_pid()").fetchone()[0]
+
+
+@pytest.mark.tusk_only
+def test_pool_exhausted_client_gets_error_after_pool_wait_timeout(tusk):
+    t = tusk(pools=[pool(2)], pool_wait_timeout="1s")
+    with t.connect() as a, t.connect() as b:
+        assert backend_pid(a) != backend_pid(b)
+        start = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as ei:
+            with t.connect() as c:
+                c.execute("select 1")
+        took = time.monotonic() - start
+        assert 0.9 <= took <= 5 * SLOW, f"error after {took:.2f}s, pool_wait_timeout is 1s"
+        assert_tusk_error(str(ei.value))
+        # the two holders are unaffected
+        assert a.execute("select 'a'").fetchone() == ("a",)
+        assert b.execute("select 'b'").fetchone() == ("b",)
+
+
+@pytest.mark.tusk_only
+def test_waiting_client_gets_the_server_a_leaving_client_frees(tusk):
+    t = tusk(pools=[pool(2)], pool_wait_timeout="5s")
+    a, b = t.connect(), t.connect()
+    try:
+        pid_a = backend_pid(a)
+        backend_pid(b)
+        got = {}
+
+        def waiter():
+            try:
+                with t.connect() as c:
+                    got["pid"] = backend_pid(c)
+                    got["at"] = time.monotonic()
+            except Exception as e:  # noqa: BLE001
+                got["error"] = str(e)
+
+        th = threading.Thread(target=waiter, daemon=True)
+        th.start()
+        time.sleep(0.5)
+        assert th.is_alive(), f"third client did not wait for a server: {got}"
+        left = time.monotonic()
+        a.close()
+        th.join(10 * SLOW)
+        assert not th.is_alive()
+        assert "error" not in got, got["error"]
+        assert got["pid"] == pid_a, "the waiter should get the server the leaver freed"
+        assert got["at"] - left < 2 * SLOW
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.tusk_only
+def test_waiters_are_served_first_come_first_served(tusk):
+    t = tusk(pools=[pool(1)], pool_wait_timeout="10s")
+    holder = t.connect()
+    order, errors = [], []
+
+    def waiter(name):
+        try:
+            with t.connect() as c:
+                order.append(name)
+                c.execute("select pg_sleep(0.2)")
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{name}: {e}")
+
+    threads = []
+    for name in ("first", "second", "third"):
+        th = threading.Thread(target=waiter, args=(name,), daemon=True)
+        th.start()
+        threads.append(th)
+        time.sleep(0.3)  # each has surely queued before the next arrives
+    holder.close()
+    for th in threads:
+        th.join(20 * SLOW)
+    assert errors == []
+    assert order == ["first", "second", "third"]
+
+
+@pytest.mark.tusk_only
+def test_pools_are_per_database_and_user(tusk):
+    t = tusk(pools=[pool(1)], pool_wait_timeout="1s")
+    with t.connect() as a:
+        backend_pid(a)
+        with t.connect(dbname=BENCH_DB) as b, t.connect(user="tusk_solo") as c:
+            assert b.execute("select current_database()").fetchone() == (BENCH_DB,)
+            assert c.execute("select current_user").fetchone() == ("tusk_solo",)
+
+
+@pytest.mark.tusk_only
+def test_first_matching_rule_wins(tusk):
+    t = tusk(pools=[pool(1, user="tusk_solo"), pool(5)], pool_wait_timeout="1s")
+    with t.connect(user="tusk_solo") as a:
+        backend_pid(a)
+        with pytest.raises(psycopg.OperationalError) as ei:  # tusk_solo's pool is full
+            with t.connect(user="tusk_solo") as b:
+                b.execute("select 1")
+        assert_tusk_error(str(ei.value))
+        with t.connect() as c, t.connect() as d:  # everyone else's has room
+            assert backend_pid(c) != backend_pid(d)
+
+
+def test_session_state_is_reset_and_server_reused(tusk):
+    t = tusk(pools=[pool(1)])
+    with t.connect() as a:
+        pid = backend_pid(a)
+        a.execute("set work_mem = '77MB'")
+        a.execute("create temp table leftover (x int)")
+        a.execute("prepare leftover_stmt as select 1")
+        a.execute("select pg_advisory_lock(77)")
+        assert a.execute("show work_mem").fetchone() == ("77MB",)
+    with t.connect() as b:
+        if not DIRECT:
+            assert backend_pid(b) == pid, "size-1 pool: the next client should reuse the same server"
+        assert b.execute("show work_mem").fetchone() == ("4MB",)
+        assert b.execute("select to_regclass('leftover')").fetchone() == (None,)
+        assert b.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)
+        assert b.execute("select count(*) from pg_locks where locktype = 'advisory'").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("state", ["open", "failed"])
+def test_client_leaving_inside_a_transaction_is_rolled_back(tusk, state):
+    """DISCARD ALL cannot run inside a transaction block: the next client must still get a clean,
+    working server and must not see the first one's uncommitted work."""
+    t = tusk(pools=[pool(1)], pool_wait_timeout="5s")
+    a = t.connect(autocommit=False)
+    a.execute("insert into kv values ('uncommitted', 'x')")
+    a.execute("set local work_mem = '55MB'")
+    if state == "failed":
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("select 1/0")
+    a.close()  # leaves without COMMIT or ROLLBACK
+    with t.connect() as b:
+        assert b.execute("select count(*) from kv where k = 'uncommitted'").fetchone() == (0,)
+        assert b.execute("show work_mem").fetchone() == ("4MB",)
+        assert b.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        b.execute("insert into kv values ('after', 'y')")
+        b.execute("delete from kv where k = 'after'")
+
+
+def test_many_short_sessions_reuse_few_servers(tusk, pg):
+    t = tusk(pools=[pool(3)])
+    pids = set()
+    for _ in range(30):
+        with t.connect() as c:
+            pids.add(backend_pid(c))
+    if not DIRECT:
+        assert len(pids) == 1, f"sequential sessions used {len(pids)} servers; an idle one should be reused"
+        assert pg.backends("tusk_trust") <= 3

@@ -1,0 +1,731 @@
+/* Client connections (see client.h). States: STARTUP (reading the startup packet),
+ * WAITING (for a server: queued, connecting, or applying the client's parameters),
+ * ACTIVE (relaying, see relay.c) and CLOSING (flushing a last error before close).
+ * client_set_state is the one place that changes state and the timers that go with it. */
+#include "frontend/client.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/rand.h>
+
+#include "frontend/client_int.h"
+#include "pool/pool.h"
+#include "pool/server.h"
+#include "proto/proto.h"
+#include "runtime/runtime.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define CLIENT_WBUF_SIZE (32 * 1024)
+#define CLIENT_CLOSE_LINGER 5.0 /* seconds to flush a final error before giving up */
+
+static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+static void start_claim(struct client *c);
+
+static const struct tusk_config *cfg_of(const struct client *c) { return c->worker->rt->cfg; }
+
+static const char *state_name(enum client_state s)
+{
+	switch (s) {
+	case CLIENT_STARTUP: return "startup";
+	case CLIENT_WAITING: return "waiting";
+	case CLIENT_ACTIVE: return "active";
+	case CLIENT_CLOSING: return "closing";
+	}
+	return "?";
+}
+
+static void arm_timer(struct client *c, double seconds)
+{
+	ev_timer_stop(c->worker->loop, &c->timer);
+	if (seconds > 0) {
+		ev_timer_set(&c->timer, seconds, 0.);
+		ev_timer_start(c->worker->loop, &c->timer);
+	}
+}
+
+void client_set_state(struct client *c, enum client_state to)
+{
+	const struct tusk_config *cfg = cfg_of(c);
+	log_debug(c->id, c->ctx, "%s -> %s", state_name(c->state), state_name(to));
+	c->state = to;
+	switch (to) {
+	case CLIENT_STARTUP:
+		arm_timer(c, (double)cfg->client_login_timeout_ms / 1000.0);
+		break;
+	case CLIENT_WAITING:
+		/* The wait deadline is absolute from the moment the client asked for a server. */
+		arm_timer(c, (double)cfg->pool_wait_timeout_ms / 1000.0);
+		break;
+	case CLIENT_ACTIVE:
+		arm_timer(c, 0);
+		break;
+	case CLIENT_CLOSING:
+		arm_timer(c, CLIENT_CLOSE_LINGER);
+		break;
+	}
+	client_update_io(c);
+}
+
+void client_update_io(struct client *c)
+{
+	int want = 0;
+
+	switch (c->state) {
+	case CLIENT_STARTUP:
+	case CLIENT_WAITING:
+	case CLIENT_ACTIVE:
+		if (buf_len(&c->rbuf) < c->rbuf.cap)
+			want |= EV_READ;
+		break;
+	case CLIENT_CLOSING:
+		break;
+	}
+	if (!buf_empty(&c->wbuf) || c->s2c_scanned > 0)
+		want |= EV_WRITE;
+	if (ev_is_active(&c->io) && (c->io.events & (EV_READ | EV_WRITE)) == want)
+		return;
+	ev_io_stop(c->worker->loop, &c->io);
+	if (want) {
+		ev_io_set(&c->io, c->fd, want);
+		ev_io_start(c->worker->loop, &c->io);
+	}
+}
+
+static void unlink_client(struct client *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (c->worker->clients == c)
+		c->worker->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+}
+
+static void free_client(struct client *c)
+{
+	buf_free(&c->rbuf);
+	buf_free(&c->wbuf);
+	free(c->params_mem);
+	free(c);
+}
+
+/* The one teardown. The server, if any, goes back to the pool through a reset or is
+ * closed; a client still waiting in a pool queue whose answer is already on its way is
+ * kept as a "dead" husk until that answer arrives and can be given back. */
+void client_close(struct client *c, const char *reason)
+{
+	struct worker *w = c->worker;
+
+	if (c->state == CLIENT_ACTIVE || c->server)
+		log_info(c->id, c->ctx, "closing client connection: %s", reason);
+	else
+		log_debug(c->id, c->ctx, "closing client connection: %s", reason);
+	ev_io_stop(w->loop, &c->io);
+	ev_timer_stop(w->loop, &c->timer);
+	if (c->server) {
+		struct server *s = c->server;
+		c->server = NULL;
+		relay_release_server(c, s);
+	}
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	cancel_forget(c);
+	unlink_client(c);
+	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
+	if (c->queued && !pool_leave_queue(c->pool, &c->waiter)) {
+		c->dead = true;
+		return;
+	}
+	free_client(c);
+}
+
+/* Append an ErrorResponse whose message names the client, then close once it is flushed. */
+void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+	char text[512], message[600];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	snprintf(message, sizeof message, "tusk %s: %s", c->id, text);
+	log_info(c->id, c->ctx, "closing client connection: %s (%s)", text, sqlstate);
+	if (c->server) {
+		struct server *s = c->server;
+		c->server = NULL;
+		relay_release_server(c, s);
+	}
+	/* A half-relayed server message cannot be followed by one of ours: just close. */
+	if (c->s2c_remaining == 0 && c->s2c_scanned == 0)
+		(void)proto_put_error(&c->wbuf, "FATAL", sqlstate, message, NULL, NULL);
+	c->s2c_scanned = 0;
+	client_set_state(c, CLIENT_CLOSING);
+	client_flush(c);
+}
+
+/* Write tusk's own bytes. 0, or -1 when the client is gone (not closed here). */
+int client_write_wbuf(struct client *c)
+{
+	while (!buf_empty(&c->wbuf)) {
+		ssize_t n = write(c->fd, buf_head(&c->wbuf), buf_len(&c->wbuf));
+		if (n > 0) {
+			buf_consume(&c->wbuf, (size_t)n);
+			continue;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		return -1;
+	}
+	return 0;
+}
+
+/* Flush in CLOSING; closes the client when done or when the peer is gone. */
+void client_flush(struct client *c)
+{
+	if (client_write_wbuf(c) < 0 || buf_empty(&c->wbuf)) {
+		client_close(c, "closed after error");
+		return;
+	}
+	client_update_io(c);
+}
+
+static void format_ctx(struct client *c)
+{
+	char addr[NET_ADDR_STR_MAX];
+	net_addr_str(&c->peer, addr, sizeof addr);
+	if (c->user[0])
+		snprintf(c->ctx, sizeof c->ctx, "%s/%s@%s", c->database, c->user, addr);
+	else
+		snprintf(c->ctx, sizeof c->ctx, "-/-@%s", addr);
+}
+
+void client_accept(struct worker *w, int fd, const struct net_addr *peer)
+{
+	struct runtime *rt = w->rt;
+	int now = atomic_fetch_add_explicit(&rt->nclients, 1, memory_order_relaxed);
+	struct client *c = calloc(1, sizeof *c);
+
+	if (!c)
+		goto err_close_fd;
+	if (buf_init(&c->rbuf, rt->cfg->buffer_size > PROTO_STARTUP_MAX ? rt->cfg->buffer_size : 2 * PROTO_STARTUP_MAX) < 0)
+		goto err_free_client;
+	if (buf_init(&c->wbuf, CLIENT_WBUF_SIZE) < 0)
+		goto err_free_client;
+	id_make(c->id, 'c');
+	c->worker = w;
+	c->fd = fd;
+	c->peer = *peer;
+	c->waiter.worker = w;
+	format_ctx(c);
+	ev_init(&c->io, client_io_cb);
+	c->io.data = c;
+	ev_init(&c->timer, client_timer_cb);
+	c->timer.data = c;
+	c->next = w->clients;
+	if (w->clients)
+		w->clients->prev = c;
+	w->clients = c;
+	log_debug(c->id, c->ctx, "accepted");
+	c->state = CLIENT_STARTUP;
+	client_set_state(c, CLIENT_STARTUP);
+	if (now >= rt->cfg->max_client_connections) {
+		client_fail(c, "53300", "too many client connections (max_client_connections is %d)",
+			    rt->cfg->max_client_connections);
+		return;
+	}
+	return;
+
+err_free_client:
+	buf_free(&c->rbuf);
+	buf_free(&c->wbuf);
+	free(c);
+err_close_fd:
+	atomic_fetch_sub_explicit(&rt->nclients, 1, memory_order_relaxed);
+	log_error(NULL, NULL, "out of memory accepting a client");
+	close(fd);
+}
+
+/* ---- startup ---- */
+
+static bool valid_guc_name(const char *s)
+{
+	if (!*s || strlen(s) >= 64)
+		return false;
+	for (; *s; s++)
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_' ||
+		      *s == '.'))
+			return false;
+	return true;
+}
+
+/* Keep a copy of one parameter for the SETs that apply it on every server the client gets. */
+static int add_param(struct client *c, char **cursor, const char *name, const char *value)
+{
+	if (c->nparams == CLIENT_PARAMS_MAX)
+		return -1;
+	size_t nl = strlen(name) + 1, vl = strlen(value) + 1;
+	memcpy(*cursor, name, nl);
+	c->params[c->nparams].name = *cursor;
+	*cursor += nl;
+	memcpy(*cursor, value, vl);
+	c->params[c->nparams].value = *cursor;
+	*cursor += vl;
+	c->nparams++;
+	return 0;
+}
+
+/* "-c name=value" and "--name=value" from the startup "options" parameter, with backslash
+ * escapes for spaces as libpq documents. Returns 0, or -1 for anything else. */
+static int add_options(struct client *c, char **cursor, const char *opts)
+{
+	char tok[1024];
+	bool want_c_value = false;
+
+	while (*opts) {
+		while (*opts == ' ' || *opts == '\t')
+			opts++;
+		if (!*opts)
+			break;
+		size_t n = 0;
+		while (*opts && *opts != ' ' && *opts != '\t') {
+			if (*opts == '\\' && opts[1])
+				opts++;
+			if (n + 1 >= sizeof tok)
+				return -1;
+			tok[n++] = *opts++;
+		}
+		tok[n] = '\0';
+		const char *assign = NULL;
+		if (want_c_value) {
+			assign = tok;
+			want_c_value = false;
+		} else if (strcmp(tok, "-c") == 0) {
+			want_c_value = true;
+			continue;
+		} else if (strncmp(tok, "-c", 2) == 0) {
+			assign = tok + 2;
+		} else if (strncmp(tok, "--", 2) == 0) {
+			assign = tok + 2;
+		} else {
+			return -1;
+		}
+		char *eq = strchr(assign, '=');
+		if (!eq)
+			return -1;
+		*eq = '\0';
+		for (char *p = (char *)assign; *p; p++)
+			if (*p == '-')
+				*p = '_';
+		if (!valid_guc_name(assign) || add_param(c, cursor, assign, eq + 1) < 0)
+			return -1;
+	}
+	return want_c_value ? -1 : 0;
+}
+
+static int keep_startup(struct client *c, const struct proto_startup *st)
+{
+	size_t need = 0;
+	for (int i = 0; i < st->nparams; i++)
+		need += strlen(st->params[i].name) + strlen(st->params[i].value) + 2;
+	c->params_mem = malloc(need * 2 + 16);
+	if (!c->params_mem)
+		return -ENOMEM;
+	char *cursor = c->params_mem;
+
+	snprintf(c->user, sizeof c->user, "%s", st->user);
+	snprintf(c->database, sizeof c->database, "%s", st->database && st->database[0] ? st->database : st->user);
+	if (strlen(st->user) >= sizeof c->user || (st->database && strlen(st->database) >= sizeof c->database))
+		return -ENAMETOOLONG;
+	for (int i = 0; i < st->nparams; i++) {
+		const char *name = st->params[i].name, *value = st->params[i].value;
+		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strncmp(name, "_pq_.", 5) == 0)
+			continue;
+		if (strcmp(name, "replication") == 0) {
+			if (strcmp(value, "false") && strcmp(value, "0") && strcmp(value, "off") && strcmp(value, "no"))
+				return -EPROTONOSUPPORT;
+			continue;
+		}
+		if (strcmp(name, "options") == 0) {
+			if (add_options(c, &cursor, value) < 0)
+				return -EINVAL;
+			continue;
+		}
+		if (!valid_guc_name(name) || add_param(c, &cursor, name, value) < 0)
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static void on_cancel_request(struct client *c, const struct proto_startup *st)
+{
+	cancel_forward(c->worker, st->cancel_pid, st->cancel_key);
+	client_close(c, "cancel request handled");
+}
+
+static void on_startup(struct client *c, const struct proto_startup *st)
+{
+	const struct config_pool_rule *rule;
+	int rc = keep_startup(c, st);
+
+	format_ctx(c);
+	if (rc == -EPROTONOSUPPORT) {
+		client_fail(c, "08P01", "replication connections are not supported");
+		return;
+	}
+	if (rc == -ENAMETOOLONG) {
+		client_fail(c, "08P01", "user or database name too long");
+		return;
+	}
+	if (rc < 0) {
+		client_fail(c, "08P01", "invalid startup parameters (unsupported options or parameter name)");
+		return;
+	}
+	rule = config_match_pool(cfg_of(c), c->database, c->user);
+	if (!rule) {
+		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
+		return;
+	}
+	c->pool = pool_get(c->worker->rt, rule, c->database, c->user);
+	if (!c->pool) {
+		client_fail(c, "53200", "out of memory");
+		return;
+	}
+	/* The key the client will cancel with; random so that it cannot be guessed. */
+	if (RAND_bytes((unsigned char *)&c->cancel_pid, sizeof c->cancel_pid) != 1 ||
+	    RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1) {
+		client_fail(c, "58000", "could not generate a cancel key");
+		return;
+	}
+	c->cancel_pid &= 0x7fffffff; /* some drivers treat the pid as a signed int */
+	log_debug(c->id, c->ctx, "startup done, asking pool for a server");
+	client_set_state(c, CLIENT_WAITING);
+	start_claim(c);
+}
+
+static void handle_startup_input(struct client *c)
+{
+	for (;;) {
+		struct proto_startup st;
+		ssize_t n = proto_parse_startup(buf_head(&c->rbuf), buf_len(&c->rbuf), &st);
+		if (n == 0)
+			return;
+		if (n < 0) {
+			client_fail(c, "08P01", "invalid startup packet: %s", proto_strerror((int)n));
+			return;
+		}
+		switch (st.kind) {
+		case PROTO_STARTUP_SSL:
+		case PROTO_STARTUP_GSSENC:
+			/* No encryption yet: 'N' tells the client to go on in plaintext (or give up). */
+			buf_consume(&c->rbuf, (size_t)n);
+			if (buf_append(&c->wbuf, "N", 1) < 0 || client_write_wbuf(c) < 0) {
+				client_close(c, "write failed");
+				return;
+			}
+			continue;
+		case PROTO_STARTUP_CANCEL:
+			on_cancel_request(c, &st);
+			return;
+		case PROTO_STARTUP_MESSAGE:
+			on_startup(c, &st);
+			if (c->state != CLIENT_CLOSING)
+				buf_consume(&c->rbuf, (size_t)n);
+			return;
+		}
+	}
+}
+
+/* ---- getting a server ---- */
+
+static void on_server_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			    size_t errlen);
+
+/* Quote a value as an E'' literal so neither quotes nor backslashes can break out. */
+static bool append_literal(char *out, size_t cap, size_t *pos, const char *v)
+{
+	size_t p = *pos;
+	if (p + 3 >= cap)
+		return false;
+	out[p++] = 'E';
+	out[p++] = '\'';
+	for (; *v; v++) {
+		if (p + 3 >= cap)
+			return false;
+		if (*v == '\'' || *v == '\\')
+			out[p++] = *v;
+		out[p++] = *v;
+	}
+	out[p++] = '\'';
+	out[p] = '\0';
+	*pos = p;
+	return true;
+}
+
+/* The SETs that make server s match the client's startup parameters, or "" if none. */
+static int build_sets(const struct client *c, const struct server *s, char *out, size_t cap)
+{
+	size_t pos = 0;
+	out[0] = '\0';
+	for (int i = 0; i < c->nparams; i++) {
+		const char *cur = server_param(s, c->params[i].name);
+		if (cur && strcmp(cur, c->params[i].value) == 0)
+			continue;
+		int n = snprintf(out + pos, cap - pos, "SET %s = ", c->params[i].name);
+		if (n < 0 || (size_t)n >= cap - pos)
+			return -ENOSPC;
+		pos += (size_t)n;
+		if (!append_literal(out, cap, &pos, c->params[i].value) || pos + 2 >= cap)
+			return -ENOSPC;
+		out[pos++] = ';';
+		out[pos] = '\0';
+	}
+	return 0;
+}
+
+static void greet(struct client *c, struct server *s)
+{
+	struct buf *b = &c->wbuf;
+	bool ok = proto_put_auth_ok(b) == 0;
+	for (int i = 0; ok && i < s->nparams; i++)
+		ok = proto_put_parameter_status(b, s->params[i].name, s->params[i].value) == 0;
+	ok = ok && proto_put_backend_key(b, c->cancel_pid, c->cancel_key) == 0;
+	ok = ok && proto_put_ready(b, 'I') == 0;
+	if (!ok) {
+		client_fail(c, "54000", "startup reply too large for the client buffer");
+		return;
+	}
+	relay_start(c, s);
+}
+
+static void on_params_applied(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			      size_t errlen)
+{
+	struct client *c = arg;
+	if (err == 0) {
+		c->server = s;
+		greet(c, s);
+		return;
+	}
+	c->server = NULL;
+	if (s->ok_after_error && errmsg) {
+		/* The server rejected a parameter: the client sees the server's own error, as it
+		 * would have at login. The implicit transaction rolled the SETs back: s is clean. */
+		if (buf_append(&c->wbuf, errmsg, errlen) < 0)
+			(void)0;
+		relay_release_server(c, s);
+		client_set_state(c, CLIENT_CLOSING);
+		client_flush(c);
+		return;
+	}
+	if (s->ok_after_error)
+		relay_release_server(c, s);
+	client_fail(c, "08006", "server connection failed: %s", reason ? reason : "unknown error");
+}
+
+/* s is idle and attached to our loop: apply the client's parameters, then greet. */
+static void use_server(struct client *c, struct server *s)
+{
+	char sets[8192];
+	c->server = s;
+	if (build_sets(c, s, sets, sizeof sets) < 0) {
+		client_fail(c, "54000", "startup parameters too long");
+		return;
+	}
+	if (!sets[0]) {
+		greet(c, s);
+		return;
+	}
+	const char *q[1] = { sets };
+	server_run_queries(s, q, 1, (double)cfg_of(c)->server_connect_timeout_ms / 1000.0, on_params_applied, c);
+}
+
+static void on_server_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			    size_t errlen)
+{
+	struct client *c = arg;
+	if (err == 0) {
+		log_debug(c->id, c->ctx, "got new server %s", s->id);
+		use_server(c, s);
+		return;
+	}
+	/* server.c closes s after we return. */
+	c->server = NULL;
+	if (errmsg && errlen > 0 && errmsg[0] == 'E') {
+		/* Forward the server's own refusal (e.g. 28P01, 3D000): it says it best. */
+		if (buf_append(&c->wbuf, errmsg, errlen) == 0) {
+			log_info(c->id, c->ctx, "closing client connection: %s", reason);
+			client_set_state(c, CLIENT_CLOSING);
+			client_flush(c);
+			return;
+		}
+	}
+	client_fail(c, "08006", "%s", reason ? reason : "could not connect to server");
+}
+
+static void connect_server(struct client *c)
+{
+	struct server *s = server_connect(c->pool, c->worker, on_server_ready, c);
+	if (!s) {
+		pool_drop_slot(c->pool);
+		client_fail(c, "53200", "out of memory connecting to server");
+		return;
+	}
+	c->server = s;
+}
+
+static void start_claim(struct client *c)
+{
+	struct server *s = NULL;
+	switch (pool_claim(c->pool, &c->waiter, &s)) {
+	case POOL_CLAIM_SERVER:
+		server_attach(s, c->worker);
+		log_debug(c->id, c->ctx, "reusing idle server %s", s->id);
+		use_server(c, s);
+		break;
+	case POOL_CLAIM_CONNECT:
+		connect_server(c);
+		break;
+	case POOL_CLAIM_QUEUED:
+		c->queued = true;
+		log_debug(c->id, c->ctx, "pool full, waiting in queue");
+		break;
+	}
+}
+
+void client_on_pool_message(struct worker *w, struct worker_msg *m)
+{
+	struct client *c = (struct client *)((char *)m->waiter - offsetof(struct client, waiter));
+	(void)w;
+	c->queued = false;
+	if (c->dead) {
+		/* The client left while this was in flight: give it back untouched. */
+		if (m->kind == WORKER_MSG_SERVER)
+			pool_put_idle(c->pool, m->server);
+		else
+			pool_drop_slot(c->pool);
+		free_client(c);
+		return;
+	}
+	if (m->kind == WORKER_MSG_SERVER) {
+		server_attach(m->server, c->worker);
+		if (!net_idle_alive(m->server->fd)) {
+			server_close_keep_slot(m->server, "closed by the server while idle");
+			connect_server(c);
+			return;
+		}
+		use_server(c, m->server);
+	} else {
+		connect_server(c);
+	}
+}
+
+/* ---- events ---- */
+
+static void read_startup_phase(struct client *c)
+{
+	if (buf_room(&c->rbuf) == 0)
+		buf_compact(&c->rbuf);
+	if (buf_room(&c->rbuf) == 0) {
+		/* Only possible while waiting for a server: the client talks out of turn. */
+		client_update_io(c);
+		return;
+	}
+	ssize_t n = read(c->fd, buf_tail(&c->rbuf), buf_room(&c->rbuf));
+	if (n == 0) {
+		client_close(c, c->state == CLIENT_STARTUP ? "client closed the connection during startup"
+							   : "client closed the connection while waiting");
+		return;
+	}
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		client_close(c, "read from client failed");
+		return;
+	}
+	buf_produce(&c->rbuf, (size_t)n);
+	if (c->state == CLIENT_STARTUP)
+		handle_startup_input(c);
+	else
+		client_update_io(c);
+}
+
+static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct client *c = io->data;
+	(void)loop;
+
+	switch (c->state) {
+	case CLIENT_STARTUP:
+	case CLIENT_WAITING:
+		if (revents & EV_WRITE) {
+			if (client_write_wbuf(c) < 0) {
+				client_close(c, "write to client failed");
+				return;
+			}
+			client_update_io(c);
+		}
+		if (revents & EV_READ)
+			read_startup_phase(c);
+		break;
+	case CLIENT_ACTIVE:
+		relay_client_event(c, revents);
+		break;
+	case CLIENT_CLOSING:
+		client_flush(c);
+		break;
+	}
+}
+
+static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct client *c = t->data;
+	(void)loop;
+	(void)revents;
+
+	switch (c->state) {
+	case CLIENT_STARTUP:
+		client_fail(c, "08P01", "client did not finish startup within client_login_timeout");
+		break;
+	case CLIENT_WAITING:
+		if (c->queued && pool_leave_queue(c->pool, &c->waiter)) {
+			c->queued = false;
+			client_fail(c, "53300", "timed out after %.1fs waiting for a server connection (pool %s/%s is at size %d)",
+				    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool),
+				    pool_user(c->pool), pool_rule(c->pool)->size);
+		}
+		/* Otherwise a server is on its way or being set up, under its own timeouts. */
+		break;
+	case CLIENT_ACTIVE:
+		break;
+	case CLIENT_CLOSING:
+		client_close(c, "timed out flushing the last error");
+		break;
+	}
+}
+
+void client_close_all(struct worker *w, const char *reason)
+{
+	while (w->clients) {
+		struct client *c = w->clients;
+		if (c->state == CLIENT_CLOSING) {
+			client_close(c, reason);
+			continue;
+		}
+		client_fail(c, "57P01", "%s", reason);
+		/* Shutdown does not wait for slow readers. */
+		if (w->clients == c)
+			client_close(c, reason);
+	}
+}

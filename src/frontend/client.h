@@ -1,0 +1,19 @@
+/* Client connections: the startup phase, waiting for a server, the relay between client
+ * and server in session mode, and the teardown that gives the server back. One state
+ * machine per client, on the worker that accepted it. */
+#ifndef TUSK_FRONTEND_CLIENT_H
+#define TUSK_FRONTEND_CLIENT_H
+
+#include "net/net.h"
+
+struct worker;
+struct worker_msg;
+
+/* Take over an accepted socket. */
+void client_accept(struct worker *w, int fd, const struct net_addr *peer);
+/* A pool answer (server or grant) for a waiting client of this worker. */
+void client_on_pool_message(struct worker *w, struct worker_msg *m);
+/* Close every client of w (shutdown), each with reason in an ErrorResponse. */
+void client_close_all(struct worker *w, const char *reason);
+
+#endif

@@ -1,0 +1,124 @@
+/* Socket plumbing (see net.h). */
+#include "net/net.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int net_resolve(const char *host, int port, bool passive, struct net_addr *out)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC };
+	struct addrinfo *res = NULL;
+	char portstr[16];
+
+	if (port <= 0 || port > 65535)
+		return -EINVAL;
+	snprintf(portstr, sizeof portstr, "%d", port);
+	if (passive)
+		hints.ai_flags |= AI_PASSIVE;
+	const char *node = (host && strcmp(host, "*") != 0 && host[0]) ? host : NULL;
+	int rc = getaddrinfo(node, portstr, &hints, &res);
+	if (rc != 0 || !res)
+		return -EINVAL;
+	memcpy(&out->sa, res->ai_addr, res->ai_addrlen);
+	out->len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int net_listen(const struct net_addr *addr, int backlog)
+{
+	int one = 1;
+	int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0)
+		goto err_close_fd;
+	if (addr->sa.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (bind(fd, (const struct sockaddr *)&addr->sa, addr->len) < 0)
+		goto err_close_fd;
+	if (listen(fd, backlog) < 0)
+		goto err_close_fd;
+	return fd;
+
+err_close_fd : {
+	int e = errno;
+	close(fd);
+	return -e;
+}
+}
+
+int net_connect(const struct net_addr *addr)
+{
+	int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)&addr->sa, addr->len) < 0 && errno != EINPROGRESS) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	net_tune(fd);
+	return fd;
+}
+
+int net_connect_result(int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof err;
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return -errno;
+	return -err;
+}
+
+int net_accept(int lfd, struct net_addr *peer)
+{
+	peer->len = sizeof peer->sa;
+	int fd = accept4(lfd, (struct sockaddr *)&peer->sa, &peer->len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	net_tune(fd);
+	return fd;
+}
+
+void net_tune(int fd)
+{
+	int one = 1;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+}
+
+void net_addr_str(const struct net_addr *addr, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+
+	if (addr->sa.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&addr->sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+		port = ntohs(in->sin_port);
+		snprintf(out, cap, "%s:%d", host, port);
+	} else if (addr->sa.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr->sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+		port = ntohs(in6->sin6_port);
+		snprintf(out, cap, "[%s]:%d", host, port);
+	} else {
+		snprintf(out, cap, "unix");
+	}
+}
+
+bool net_idle_alive(int fd)
+{
+	char c;
+	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}

@@ -1,0 +1,48 @@
+/* Socket plumbing: listening sockets (one per worker with SO_REUSEPORT), non-blocking
+ * connects to servers, and address formatting for logs. No event loop in here. */
+#ifndef TUSK_NET_NET_H
+#define TUSK_NET_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#define NET_ADDR_STR_MAX 64 /* "[ffff:...]:65535" */
+
+struct net_addr {
+	struct sockaddr_storage sa;
+	socklen_t len;
+};
+
+/* Resolve host (numeric or name; "*" = any) and port to the first usable address.
+ * Blocking (getaddrinfo): call at startup or from a non-loop thread only. 0 or -errno/-EINVAL. */
+__attribute__((warn_unused_result))
+int net_resolve(const char *host, int port, bool passive, struct net_addr *out);
+
+/* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT. fd or -errno. */
+__attribute__((warn_unused_result))
+int net_listen(const struct net_addr *addr, int backlog);
+
+/* Start a non-blocking connect. fd (connect in progress or done) or -errno. */
+__attribute__((warn_unused_result))
+int net_connect(const struct net_addr *addr);
+
+/* After the socket turned writable: 0 when connected, else -errno from SO_ERROR. */
+int net_connect_result(int fd);
+
+/* Non-blocking accept with CLOEXEC|NONBLOCK, TCP_NODELAY set. fd or -errno. */
+int net_accept(int lfd, struct net_addr *peer);
+
+/* TCP_NODELAY and keepalive on a connected socket; best effort. */
+void net_tune(int fd);
+
+/* "127.0.0.1:5432" / "[::1]:5432"; always NUL-terminated. */
+void net_addr_str(const struct net_addr *addr, char *out, size_t cap);
+
+/* A pooled idle socket is usable when a non-blocking peek finds nothing to read: EOF means
+ * the server closed it, and unsolicited bytes (a FATAL before close) mean it must not be
+ * handed out either. */
+bool net_idle_alive(int fd);
+
+#endif

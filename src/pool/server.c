@@ -1,0 +1,568 @@
+/* The server connector: connect, log in (trust, cleartext, md5, SCRAM-SHA-256), run
+ * tusk's own simple queries (SETs before handing a server to a client, the reset after),
+ * and close. One state machine per server connection, on the loop of the worker that
+ * currently owns it. */
+#include "pool/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth/scram.h"
+#include "config/config.h"
+#include "pool/pool.h"
+#include "proto/proto.h"
+#include "runtime/runtime.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define SERVER_WBUF_SIZE (32 * 1024)
+
+static void server_io_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void server_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
+static const struct tusk_config *cfg_of(const struct server *s)
+{
+	return s->worker->rt->cfg;
+}
+
+static void set_state(struct server *s, enum server_state to)
+{
+	log_debug(s->id, s->ctx, "state %d -> %d", s->state, to);
+	s->state = to;
+}
+
+/* Watch for reads always, for writes only while tusk has bytes queued for the server. */
+static void update_io(struct server *s)
+{
+	int want = EV_READ | (buf_empty(&s->wbuf) ? 0 : EV_WRITE);
+	if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == want)
+		return;
+	ev_io_stop(s->worker->loop, &s->io);
+	ev_io_set(&s->io, s->fd, want);
+	ev_io_start(s->worker->loop, &s->io);
+}
+
+static void free_server(struct server *s)
+{
+	if (s->worker) {
+		ev_io_stop(s->worker->loop, &s->io);
+		ev_timer_stop(s->worker->loop, &s->timer);
+	}
+	if (s->fd >= 0)
+		close(s->fd);
+	if (s->scram) {
+		scram_client_clear(s->scram);
+		free(s->scram);
+	}
+	free(s->errmsg);
+	buf_free(&s->rbuf);
+	buf_free(&s->wbuf);
+	free(s);
+}
+
+void server_close_keep_slot(struct server *s, const char *reason)
+{
+	log_info(s->id, s->ctx, "closing server connection: %s", reason);
+	if (s->fd >= 0 && s->state != SERVER_CONNECTING && s->state != SERVER_CLOSED) {
+		/* Best effort: a polite Terminate lets the backend exit without a log complaint. */
+		static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
+		ssize_t n = write(s->fd, terminate, sizeof terminate);
+		(void)n;
+	}
+	s->state = SERVER_CLOSED;
+	free_server(s);
+}
+
+void server_close(struct server *s, const char *reason)
+{
+	struct pool *p = s->pool;
+	server_close_keep_slot(s, reason);
+	pool_drop_slot(p);
+}
+
+/* Report the end of an operation. A failure closes the server unless it stayed usable. */
+static void finish(struct server *s, int err, const char *reason)
+{
+	server_done_fn done = s->done;
+	void *arg = s->done_arg;
+	uint8_t *errmsg = s->errmsg;
+	size_t errlen = s->errlen;
+
+	s->done = NULL;
+	s->errmsg = NULL;
+	s->errlen = 0;
+	if (s->worker)
+		ev_timer_stop(s->worker->loop, &s->timer);
+	if (err == 0 || s->ok_after_error) {
+		set_state(s, SERVER_IDLE);
+		ev_io_stop(s->worker->loop, &s->io);
+	}
+	bool close_after = err < 0 && !s->ok_after_error;
+	if (close_after)
+		log_warn(s->id, s->ctx, "server connection failed: %s", reason);
+	if (done)
+		done(s, arg, err, reason, errmsg, errlen);
+	free(errmsg);
+	if (close_after)
+		server_close(s, reason);
+}
+
+static void fail(struct server *s, const char *reason)
+{
+	s->ok_after_error = false;
+	finish(s, -EPROTO, reason);
+}
+
+static int flush_wbuf(struct server *s)
+{
+	while (!buf_empty(&s->wbuf)) {
+		ssize_t n = write(s->fd, buf_head(&s->wbuf), buf_len(&s->wbuf));
+		if (n > 0) {
+			buf_consume(&s->wbuf, (size_t)n);
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			break;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return -EPIPE;
+	}
+	update_io(s);
+	return 0;
+}
+
+struct server *server_connect(struct pool *pool, struct worker *w, server_done_fn done, void *arg)
+{
+	struct runtime *rt = w->rt;
+	const struct config_pool_rule *rule = pool_rule(pool);
+	struct server *s = calloc(1, sizeof *s);
+	char addr[NET_ADDR_STR_MAX];
+
+	if (!s)
+		return NULL;
+	s->fd = -1;
+	if (buf_init(&s->rbuf, rt->cfg->buffer_size) < 0)
+		goto err_free;
+	if (buf_init(&s->wbuf, SERVER_WBUF_SIZE) < 0)
+		goto err_free;
+	id_make(s->id, 's');
+	s->pool = pool;
+	s->worker = w;
+	s->done = done;
+	s->done_arg = arg;
+	s->state = SERVER_CONNECTING;
+	s->created = ev_now(w->loop);
+	s->addr = rt->service_addrs[runtime_service_index(rt, rule->service)];
+	snprintf(s->login_user, sizeof s->login_user, "%s", rule->server_user ? rule->server_user : pool_user(pool));
+	s->login_password = rule->server_password;
+	net_addr_str(&s->addr, addr, sizeof addr);
+	snprintf(s->ctx, sizeof s->ctx, "%s/%s@%s", pool_database(pool), pool_user(pool), addr);
+	ev_init(&s->io, server_io_cb);
+	s->io.data = s;
+	ev_init(&s->timer, server_timer_cb);
+	s->timer.data = s;
+
+	s->fd = net_connect(&s->addr);
+	if (s->fd < 0) {
+		/* Report asynchronously-shaped failures the same way: through done, from the loop. */
+		int e = -s->fd;
+		s->fd = -1;
+		log_warn(s->id, s->ctx, "connect failed: %s", strerror(e));
+		ev_timer_set(&s->timer, 0., 0.);
+		ev_timer_start(w->loop, &s->timer);
+		s->state = SERVER_CLOSED;
+		return s;
+	}
+	ev_io_set(&s->io, s->fd, EV_WRITE);
+	ev_io_start(w->loop, &s->io);
+	ev_timer_set(&s->timer, (double)rt->cfg->server_connect_timeout_ms / 1000.0, 0.);
+	ev_timer_start(w->loop, &s->timer);
+	log_debug(s->id, s->ctx, "connecting");
+	return s;
+
+err_free:
+	buf_free(&s->rbuf);
+	buf_free(&s->wbuf);
+	free(s);
+	return NULL;
+}
+
+static int send_startup(struct server *s)
+{
+	const struct config_pool_rule *rule = pool_rule(s->pool);
+	struct proto_param params[2] = {
+		{ "user", s->login_user },
+		{ "database", rule->server_database ? rule->server_database : pool_database(s->pool) },
+	};
+	if (proto_put_startup(&s->wbuf, params, 2) < 0)
+		return -ENOSPC;
+	set_state(s, SERVER_LOGIN);
+	return flush_wbuf(s);
+}
+
+static void on_connected(struct server *s)
+{
+	int err = net_connect_result(s->fd);
+	if (err < 0) {
+		char reason[128];
+		snprintf(reason, sizeof reason, "could not connect to server: %s", strerror(-err));
+		fail(s, reason);
+		return;
+	}
+	if (send_startup(s) < 0)
+		fail(s, "could not send startup packet");
+}
+
+static int handle_auth(struct server *s, const uint8_t *body, size_t len)
+{
+	struct proto_auth a;
+	char msg[SCRAM_MSG_MAX];
+	int n;
+
+	if (proto_parse_auth(body, len, &a) < 0) {
+		fail(s, "malformed authentication request from server");
+		return -1;
+	}
+	if (a.code == PROTO_AUTH_OK)
+		return 0;
+	if (!s->login_password) {
+		fail(s, "the server asked for a password and none is configured for this pool (set server_password)");
+		return -1;
+	}
+	switch (a.code) {
+	case PROTO_AUTH_CLEARTEXT:
+		if (proto_put_password(&s->wbuf, s->login_password) < 0)
+			goto err_nospace;
+		break;
+	case PROTO_AUTH_MD5: {
+		char md5[36];
+		if (a.data_len != 4) {
+			fail(s, "malformed md5 salt from server");
+			return -1;
+		}
+		auth_md5_response(s->login_user, s->login_password, a.data, md5);
+		if (proto_put_password(&s->wbuf, md5) < 0)
+			goto err_nospace;
+		break;
+	}
+	case PROTO_AUTH_SASL:
+		if (!proto_sasl_has_mechanism(a.data, a.data_len, "SCRAM-SHA-256")) {
+			fail(s, "the server offers no SASL mechanism tusk supports (need SCRAM-SHA-256)");
+			return -1;
+		}
+		s->scram = calloc(1, sizeof *s->scram);
+		if (!s->scram || scram_client_init(s->scram, s->login_password) < 0) {
+			fail(s, "could not start SCRAM authentication");
+			return -1;
+		}
+		n = scram_client_first(s->scram, msg, sizeof msg);
+		if (n < 0 || proto_put_sasl_initial(&s->wbuf, "SCRAM-SHA-256", msg, (size_t)n) < 0)
+			goto err_nospace;
+		break;
+	case PROTO_AUTH_SASL_CONTINUE:
+		if (!s->scram) {
+			fail(s, "unexpected SASL continue from server");
+			return -1;
+		}
+		n = scram_client_final(s->scram, (const char *)a.data, a.data_len, msg, sizeof msg);
+		if (n < 0) {
+			fail(s, "invalid SCRAM server-first-message");
+			return -1;
+		}
+		if (proto_put_sasl_response(&s->wbuf, msg, (size_t)n) < 0)
+			goto err_nospace;
+		break;
+	case PROTO_AUTH_SASL_FINAL:
+		if (!s->scram || scram_client_verify_final(s->scram, (const char *)a.data, a.data_len) < 0) {
+			fail(s, "SCRAM server signature did not verify");
+			return -1;
+		}
+		scram_client_clear(s->scram);
+		free(s->scram);
+		s->scram = NULL;
+		return 0;
+	default: {
+		char reason[96];
+		snprintf(reason, sizeof reason, "unsupported authentication method %u requested by server", a.code);
+		fail(s, reason);
+		return -1;
+	}
+	}
+	if (flush_wbuf(s) < 0) {
+		fail(s, "write to server failed");
+		return -1;
+	}
+	return 0;
+
+err_nospace:
+	fail(s, "authentication message too large");
+	return -1;
+}
+
+const char *server_param(const struct server *s, const char *name)
+{
+	for (int i = 0; i < s->nparams; i++)
+		if (strcmp(s->params[i].name, name) == 0)
+			return s->params[i].value;
+	return NULL;
+}
+
+void server_set_param(struct server *s, const char *name, const char *value)
+{
+	int i;
+	for (i = 0; i < s->nparams; i++)
+		if (strcmp(s->params[i].name, name) == 0)
+			break;
+	if (i == s->nparams) {
+		if (s->nparams == SERVER_PARAMS_MAX) {
+			log_warn(s->id, s->ctx, "too many server parameters; ignoring %s", name);
+			return;
+		}
+		s->nparams++;
+		snprintf(s->params[i].name, sizeof s->params[i].name, "%s", name);
+	}
+	snprintf(s->params[i].value, sizeof s->params[i].value, "%s", value);
+}
+
+static void keep_error(struct server *s, const uint8_t *msg, size_t len)
+{
+	if (s->errmsg)
+		return;
+	s->errmsg = malloc(len);
+	if (s->errmsg) {
+		memcpy(s->errmsg, msg, len);
+		s->errlen = len;
+	}
+}
+
+/* One complete message during login or a query of ours. Returns 1 to go on, 0 when the
+ * operation finished (finish() ran; s may be gone), -1 when it failed (s is gone). */
+static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, size_t total)
+{
+	const uint8_t *body = msg + PROTO_HDR_LEN;
+	size_t len = total - PROTO_HDR_LEN;
+
+	switch (type) {
+	case 'R':
+		if (s->state != SERVER_LOGIN) {
+			fail(s, "authentication request outside login");
+			return -1;
+		}
+		return handle_auth(s, body, len) < 0 ? -1 : 1;
+	case 'S': {
+		const char *name, *value;
+		if (proto_parse_parameter_status(body, len, &name, &value) == 0)
+			server_set_param(s, name, value);
+		return 1;
+	}
+	case 'K':
+		if (proto_parse_backend_key(body, len, &s->backend_pid, &s->backend_key) < 0) {
+			fail(s, "malformed BackendKeyData from server");
+			return -1;
+		}
+		return 1;
+	case 'E':
+		keep_error(s, msg, total);
+		if (s->state == SERVER_LOGIN) {
+			struct proto_error_fields f = { 0 };
+			char reason[256];
+			(void)proto_parse_error(body, len, &f);
+			snprintf(reason, sizeof reason, "server refused login: %s %s",
+				 f.sqlstate ? f.sqlstate : "", f.message ? f.message : "");
+			fail(s, reason);
+			return -1;
+		}
+		return 1;
+	case 'Z':
+		if (len != 1) {
+			fail(s, "malformed ReadyForQuery from server");
+			return -1;
+		}
+		s->tx_status = body[0];
+		if (s->state == SERVER_LOGIN) {
+			log_debug(s->id, s->ctx, "logged in (backend pid %u)", s->backend_pid);
+			finish(s, 0, NULL);
+			return 0;
+		}
+		if (--s->pending_rfq > 0)
+			return 1;
+		if (s->errmsg) {
+			s->ok_after_error = true;
+			finish(s, -EPROTO, "query failed on server");
+		} else {
+			finish(s, 0, NULL);
+		}
+		return 0;
+	case 'G': case 'H': case 'W':
+		fail(s, "unexpected COPY from a query of tusk's own");
+		return -1;
+	default:
+		/* NoticeResponse, CommandComplete, rows, NotificationResponse, NegotiateProtocolVersion... */
+		return 1;
+	}
+}
+
+/* Types we may drop without looking when they do not fit in the buffer. */
+static bool skippable(uint8_t type)
+{
+	return type == 'D' || type == 'N' || type == 'A' || type == 'T' || type == 'C';
+}
+
+static void process_input(struct server *s)
+{
+	uint32_t max = cfg_of(s)->max_message_size;
+
+	while (!buf_empty(&s->rbuf)) {
+		struct proto_hdr h;
+		ssize_t r = proto_read_hdr(buf_head(&s->rbuf), buf_len(&s->rbuf), max, &h);
+		if (r == 0)
+			break;
+		if (r < 0) {
+			fail(s, "protocol violation from server");
+			return;
+		}
+		size_t total = (size_t)h.len + 1;
+		if (buf_len(&s->rbuf) < total) {
+			if (total > s->rbuf.cap && skippable(h.type)) {
+				/* Too big to hold and not needed: drop what we have, keep skipping. */
+				s->pending_skip = total - buf_len(&s->rbuf);
+				buf_consume(&s->rbuf, buf_len(&s->rbuf));
+				return;
+			}
+			if (total > s->rbuf.cap) {
+				fail(s, "message from server larger than the buffer");
+				return;
+			}
+			buf_compact(&s->rbuf);
+			break;
+		}
+		/* Consume before handling: a finished operation may start the next one (and read
+		 * the buffer again) from inside handle_message. The bytes stay valid until the
+		 * next read into the buffer. */
+		const uint8_t *msg = buf_head(&s->rbuf);
+		buf_consume(&s->rbuf, total);
+		if (handle_message(s, h.type, msg, total) <= 0)
+			return;
+	}
+}
+
+static void read_input(struct server *s)
+{
+	for (;;) {
+		if (buf_room(&s->rbuf) == 0)
+			buf_compact(&s->rbuf);
+		ssize_t n = read(s->fd, buf_tail(&s->rbuf), buf_room(&s->rbuf));
+		if (n > 0) {
+			if (s->pending_skip) {
+				size_t k = (size_t)n < s->pending_skip ? (size_t)n : s->pending_skip;
+				s->pending_skip -= k;
+				buf_produce(&s->rbuf, (size_t)n);
+				buf_consume(&s->rbuf, k);
+			} else {
+				buf_produce(&s->rbuf, (size_t)n);
+			}
+			enum server_state before = s->state;
+			process_input(s);
+			/* process_input may have finished the operation (and freed s on failure). */
+			return (void)before;
+		}
+		if (n == 0) {
+			fail(s, "server closed the connection");
+			return;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		fail(s, "read from server failed");
+		return;
+	}
+}
+
+static void server_io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct server *s = io->data;
+	(void)loop;
+
+	if (s->state == SERVER_CONNECTING) {
+		on_connected(s);
+		return;
+	}
+	if (revents & EV_WRITE) {
+		if (flush_wbuf(s) < 0) {
+			fail(s, "write to server failed");
+			return;
+		}
+	}
+	if (revents & EV_READ)
+		read_input(s);
+}
+
+static void server_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct server *s = t->data;
+	(void)loop;
+	(void)revents;
+
+	switch (s->state) {
+	case SERVER_CLOSED: /* connect() failed synchronously */
+		fail(s, "could not connect to server");
+		break;
+	case SERVER_CONNECTING:
+	case SERVER_LOGIN:
+		fail(s, "timed out connecting to the server (server_connect_timeout)");
+		break;
+	default:
+		fail(s, "timed out waiting for the server");
+		break;
+	}
+}
+
+void server_run_queries(struct server *s, const char *const *sqls, int nqueries, double timeout,
+			server_done_fn done, void *arg)
+{
+	s->done = done;
+	s->done_arg = arg;
+	s->ok_after_error = false;
+	s->pending_rfq = nqueries;
+	set_state(s, SERVER_QUERY);
+	for (int i = 0; i < nqueries; i++) {
+		if (proto_put_query(&s->wbuf, sqls[i]) < 0) {
+			fail(s, "query of tusk's own too large");
+			return;
+		}
+	}
+	ev_timer_stop(s->worker->loop, &s->timer);
+	ev_timer_set(&s->timer, timeout, 0.);
+	ev_timer_start(s->worker->loop, &s->timer);
+	if (flush_wbuf(s) < 0) {
+		fail(s, "write to server failed");
+		return;
+	}
+	/* Replies may already be buffered only if the server spoke out of turn; handle them. */
+	if (!buf_empty(&s->rbuf))
+		process_input(s);
+}
+
+void server_attach(struct server *s, struct worker *w)
+{
+	server_detach(s);
+	s->worker = w;
+	ev_init(&s->io, server_io_cb);
+	s->io.data = s;
+	ev_io_set(&s->io, s->fd, EV_READ);
+	ev_init(&s->timer, server_timer_cb);
+	s->timer.data = s;
+}
+
+void server_detach(struct server *s)
+{
+	if (s->worker) {
+		ev_io_stop(s->worker->loop, &s->io);
+		ev_timer_stop(s->worker->loop, &s->timer);
+	}
+	s->worker = NULL;
+}

@@ -1,0 +1,104 @@
+/* One server connection: the connector (TCP connect, startup, password/md5/SCRAM login),
+ * simple-query exchanges tusk runs itself (SETs, reset), and the state it needs to be
+ * pooled. While in use by a client, frontend/relay.c drives its socket. */
+#ifndef TUSK_POOL_SERVER_H
+#define TUSK_POOL_SERVER_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "net/net.h"
+#include "util/buf.h"
+#include "util/id.h"
+
+struct pool;
+struct worker;
+struct scram_client;
+
+#define SERVER_PARAMS_MAX 32
+#define SERVER_PARAM_NAME_MAX 64
+#define SERVER_PARAM_VALUE_MAX 256
+
+enum server_state {
+	SERVER_CONNECTING, /* TCP connect in progress */
+	SERVER_LOGIN,      /* startup sent, authenticating, collecting parameters */
+	SERVER_QUERY,      /* running a query of tusk's own (SETs, reset), swallowing replies */
+	SERVER_ACTIVE,     /* linked to a client; relay.c moves the bytes */
+	SERVER_IDLE,       /* clean and idle: parked in its pool (detached) or about to be */
+	SERVER_CLOSED,
+};
+
+struct server_param {
+	char name[SERVER_PARAM_NAME_MAX];
+	char value[SERVER_PARAM_VALUE_MAX];
+};
+
+struct server;
+/* err == 0: done, the server is idle on the caller's loop. err < 0: failed; reason says why
+ * and errmsg/errlen hold the server's ErrorResponse (type byte included) when it sent one;
+ * the server is still alive when ok_after_error (a failed query of ours), else closed. */
+typedef void (*server_done_fn)(struct server *s, void *arg, int err, const char *reason,
+			       const uint8_t *errmsg, size_t errlen);
+
+struct server {
+	char id[ID_LEN];                      /* read-only */
+	enum server_state state;              /* read-only outside server.c and relay.c */
+	struct pool *pool;                    /* read-only */
+	struct worker *worker;                /* owning worker while attached, else NULL */
+	int fd;
+	ev_io io;                             /* relay.c may re-point its callback in ACTIVE */
+	ev_timer timer;
+	struct buf rbuf;                      /* bytes read from the server */
+	struct buf wbuf;                      /* bytes tusk wrote for the server */
+	uint32_t backend_pid, backend_key;    /* from BackendKeyData */
+	uint8_t tx_status;                    /* last ReadyForQuery status */
+	int nparams;
+	struct server_param params[SERVER_PARAMS_MAX]; /* as last reported by the server */
+	struct net_addr addr;                 /* where the server is (for cancel) */
+	char ctx[192];                        /* "db/user@host:port" for logs */
+	double idle_since;                    /* ev_now when parked */
+	double created;
+	bool ok_after_error;                  /* see server_done_fn */
+	void *owner;                          /* the client using it while ACTIVE (relay.c) */
+	int pending_rfq;                      /* ReadyForQuery messages still owed */
+	/* private */
+	struct server *next_idle;
+	server_done_fn done;
+	void *done_arg;
+	struct scram_client *scram;
+	const char *login_password;
+	char login_user[64];
+	size_t pending_skip;                  /* bytes of an oversized skippable message still to drop */
+	uint8_t *errmsg;                      /* first ErrorResponse seen in a query of ours */
+	size_t errlen;
+};
+
+/* Start connecting a new server for pool on worker w (the slot was reserved with
+ * pool_claim). done runs once on w's loop. NULL only on allocation failure (the slot is
+ * then still the caller's to drop). */
+struct server *server_connect(struct pool *pool, struct worker *w, server_done_fn done, void *arg);
+
+/* Run sql as a simple query on an idle attached server, swallowing every reply; done runs
+ * when ReadyForQuery arrives (err < 0 with the server's error if one came; the server is
+ * then still usable when s->ok_after_error) or the connection fails or times out. nqueries
+ * is the number of Query messages in sql_list (each NUL-separated string is one Query). */
+void server_run_queries(struct server *s, const char *const *sqls, int nqueries, double timeout,
+			server_done_fn done, void *arg);
+
+/* Attach a detached server to worker w's loop (watchers idle), or detach it. */
+void server_attach(struct server *s, struct worker *w);
+void server_detach(struct server *s);
+
+/* Look up a reported parameter; NULL when the server never reported it. */
+const char *server_param(const struct server *s, const char *name);
+/* Record a ParameterStatus (name/value from the server). */
+void server_set_param(struct server *s, const char *name, const char *value);
+
+/* Close and free. Releases the pool slot (pool_drop_slot). Callable from any thread for a
+ * detached server, else only on the owning worker. reason goes to the log. */
+void server_close(struct server *s, const char *reason);
+/* Close and free without releasing the slot: the caller reuses it (pool_claim). */
+void server_close_keep_slot(struct server *s, const char *reason);
+
+#endif

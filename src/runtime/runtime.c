@@ -1,0 +1,122 @@
+/* Runtime start and stop (see runtime.h). */
+#include "runtime/runtime.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "frontend/cancel.h"
+#include "pool/pool.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define LISTEN_BACKLOG 1024
+
+int runtime_service_index(const struct runtime *rt, const struct config_service *svc)
+{
+	return (int)(svc - rt->cfg->services);
+}
+
+static int resolve_services(struct runtime *rt)
+{
+	const struct tusk_config *cfg = rt->cfg;
+	rt->service_addrs = calloc((size_t)cfg->nservices, sizeof *rt->service_addrs);
+	if (!rt->service_addrs)
+		return -ENOMEM;
+	for (int i = 0; i < cfg->nservices; i++) {
+		const struct config_host *h = &cfg->services[i].hosts[0];
+		int rc = net_resolve(h->host, h->port, false, &rt->service_addrs[i]);
+		if (rc < 0) {
+			log_error(NULL, NULL, "service %s: cannot resolve %s:%d", cfg->services[i].name, h->host, h->port);
+			return rc;
+		}
+		if (cfg->services[i].nhosts > 1)
+			log_warn(NULL, NULL, "service %s: only the first host is used for now", cfg->services[i].name);
+	}
+	return 0;
+}
+
+int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
+{
+	int rc;
+	int nfds = 0;
+	int *fds = NULL;
+
+	memset(rt, 0, sizeof *rt);
+	rt->cfg = cfg;
+	atomic_init(&rt->nclients, 0);
+	rt->pools = pool_registry_new();
+	rt->cancels = cancel_registry_new();
+	rt->nworkers = cfg->workers;
+	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
+	rt->listen_addrs = calloc((size_t)cfg->nlisten, sizeof *rt->listen_addrs);
+	fds = calloc((size_t)cfg->nlisten * (size_t)cfg->workers, sizeof *fds);
+	if (!rt->pools || !rt->cancels || !rt->workers || !rt->listen_addrs || !fds) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	rc = resolve_services(rt);
+	if (rc < 0)
+		goto err;
+	for (int i = 0; i < cfg->nlisten; i++) {
+		rc = net_resolve(cfg->listen[i].host, cfg->listen[i].port, true, &rt->listen_addrs[i]);
+		if (rc < 0) {
+			log_error(NULL, NULL, "listen %s:%d: cannot resolve", cfg->listen[i].host, cfg->listen[i].port);
+			goto err;
+		}
+	}
+	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
+	 * connections over the workers without an acceptor thread. */
+	for (int w = 0; w < cfg->workers; w++) {
+		for (int i = 0; i < cfg->nlisten; i++) {
+			int fd = net_listen(&rt->listen_addrs[i], LISTEN_BACKLOG);
+			if (fd < 0) {
+				rc = fd;
+				log_error(NULL, NULL, "listen %s:%d: %s", cfg->listen[i].host, cfg->listen[i].port,
+					  strerror(-fd));
+				goto err;
+			}
+			fds[nfds++] = fd;
+		}
+	}
+	for (int w = 0; w < cfg->workers; w++) {
+		rc = worker_start(rt, w, fds + w * cfg->nlisten, cfg->nlisten, &rt->workers[w]);
+		if (rc < 0) {
+			log_error(NULL, NULL, "cannot start worker %d: %s", w, strerror(-rc));
+			goto err;
+		}
+		/* From here the worker owns (and closes) its listening sockets. */
+		for (int i = 0; i < cfg->nlisten; i++)
+			fds[w * cfg->nlisten + i] = -1;
+	}
+	for (int i = 0; i < cfg->nlisten; i++)
+		log_info(NULL, NULL, "listening on %s:%d with %d workers", cfg->listen[i].host, cfg->listen[i].port,
+			 cfg->workers);
+	free(fds);
+	return 0;
+
+err:
+	for (int i = 0; fds && i < nfds; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	free(fds);
+	runtime_stop(rt);
+	return rc;
+}
+
+void runtime_stop(struct runtime *rt)
+{
+	for (int w = 0; rt->workers && w < rt->nworkers; w++)
+		if (rt->workers[w])
+			worker_stop(rt->workers[w]);
+	for (int w = 0; rt->workers && w < rt->nworkers; w++)
+		if (rt->workers[w])
+			worker_join(rt->workers[w]);
+	pool_registry_free(rt->pools);
+	cancel_registry_free(rt->cancels);
+	free(rt->workers);
+	free(rt->listen_addrs);
+	free(rt->service_addrs);
+	memset(rt, 0, sizeof *rt);
+}

@@ -1,0 +1,41 @@
+/* The runtime: the one place for process-wide state. It owns the configuration generation,
+ * the worker threads, the shared pools and the resolved service addresses. Everything else
+ * reaches shared state through a struct runtime pointer, never through globals. */
+#ifndef TUSK_RUNTIME_RUNTIME_H
+#define TUSK_RUNTIME_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "net/net.h"
+
+struct worker;
+struct pool_registry;
+struct cancel_registry;
+
+struct runtime {
+	const struct tusk_config *cfg;   /* read-only while workers run */
+	int nworkers;
+	struct worker **workers;
+	struct net_addr *listen_addrs;   /* one per cfg->listen entry */
+	struct net_addr *service_addrs;  /* cfg->services[i].hosts[0] resolved */
+	struct pool_registry *pools;     /* shared by all workers; has its own locks */
+	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
+	/* Clients connected now, across workers; relaxed ordering suffices because it
+	 * only bounds admission, it orders no other memory. */
+	atomic_int nclients;
+};
+
+/* Resolve addresses, open listeners, start the workers. 0 or a negative errno, after
+ * logging what failed. */
+__attribute__((warn_unused_result))
+int runtime_start(struct runtime *rt, const struct tusk_config *cfg);
+/* Ask every worker to stop, join them, close pooled servers, free everything. */
+void runtime_stop(struct runtime *rt);
+
+/* Index into cfg->services of svc. */
+int runtime_service_index(const struct runtime *rt, const struct config_service *svc);
+
+#endif

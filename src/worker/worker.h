@@ -1,0 +1,47 @@
+/* Worker threads: each runs one libev loop and owns every connection it serves. Other
+ * threads talk to a worker only through its inbox (worker_post), which wakes the loop
+ * with an ev_async. */
+#ifndef TUSK_WORKER_WORKER_H
+#define TUSK_WORKER_WORKER_H
+
+#include <ev.h>
+#include <stdbool.h>
+
+struct runtime;
+struct server;
+struct pool_waiter;
+struct client;
+
+enum worker_msg_kind {
+	WORKER_MSG_SERVER, /* a pooled server for a waiting client */
+	WORKER_MSG_GRANT,  /* a waiting client may open a new server connection */
+};
+
+struct worker_msg {
+	enum worker_msg_kind kind;
+	struct pool_waiter *waiter;
+	struct server *server; /* WORKER_MSG_SERVER: detached from every loop */
+	struct worker_msg *next;
+};
+
+struct worker {
+	int index;            /* read-only */
+	struct runtime *rt;   /* read-only */
+	struct ev_loop *loop; /* read-only; used only on this worker's thread */
+	struct client *clients; /* private to frontend/: clients served here */
+	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
+	/* private */
+	void *priv;
+};
+
+/* Create worker index, with its loop and listeners (fds), and start its thread. */
+__attribute__((warn_unused_result))
+int worker_start(struct runtime *rt, int index, const int *listen_fds, int nlisten, struct worker **out);
+/* Thread-safe: queue msg (owned by the worker from now on) and wake the loop. */
+void worker_post(struct worker *w, struct worker_msg *msg);
+/* Thread-safe: ask the worker to close its listeners and connections and end its loop. */
+void worker_stop(struct worker *w);
+/* Wait for the thread and free the worker. */
+void worker_join(struct worker *w);
+
+#endif

@@ -44,4 +44,16 @@ void scram_client_clear(struct scram_client *sc);
  * out gets 35 characters plus NUL. */
 void auth_md5_response(const char *user, const char *password, const uint8_t salt[4], char out[36]);
 
+/* Beyond the return values above: a step called out of order (or after a failed step)
+ * returns -EINVAL, an OpenSSL failure (RNG, digest) -EIO. scram_client_final runs PBKDF2 with
+ * the server's iteration count on the calling thread. auth_md5_response leaves out empty when
+ * md5 is unavailable (a FIPS-only OpenSSL), which the server then rejects. */
+
+/* For tests: scram_client_init with a fixed client nonce (printable ASCII without ',', under
+ * 64 bytes) and the user name to send in "n=" (escaped as a SASLname), so known vectors such as
+ * RFC 7677's run through the same code as a real login. 0 or -EINVAL. */
+__attribute__((warn_unused_result))
+int scram_client_init_with_nonce(struct scram_client *sc, const char *user, const char *password,
+				 const char *nonce);
+
 #endif

@@ -9,6 +9,8 @@
 
 #include "config/config.h"
 
+#define LOG_LINE_MAX 2048 /* bytes per line, '\n' included; a longer line is cut and ends in "..." */
+
 /* target: "stderr", "file:PATH" or "syslog". 0 or a negative errno. Before log_init (and
  * after log_shutdown) lines go synchronously to stderr, so startup errors are seen. */
 __attribute__((warn_unused_result))
@@ -24,6 +26,15 @@ uint64_t log_dropped(void);
  * JSON line: {"ts":..,"level":..,"id":..,"ctx":..,"msg":..} with proper escaping. */
 void log_write(enum log_level level, const char *id, const char *ctx, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+
+/* Beyond the contract above: log_init returns -EINVAL for an unknown target or format, -EBUSY
+ * when already running, or the open(2) error of the log file (created 0640, O_APPEND).
+ * log_init and log_shutdown are called from one thread (startup, exit), never concurrently.
+ * Outside log_init..log_shutdown lines keep the format of the last log_init (text before any).
+ * log_dropped also counts queued lines the target failed to take (a full disk). Text lines
+ * escape control characters (\n, \r, \xHH) so one call is one line; syslog text lines leave
+ * out the timestamp and pid, which syslog adds. JSON lines also carry "pid", write null for a
+ * NULL id or ctx, and replace invalid UTF-8 with U+FFFD. */
 
 #define log_at(level, id, ctx, ...)                               \
 	do {                                                          \

@@ -79,7 +79,8 @@ struct tusk_config {
 	int max_client_connections;    /* default 10000 */
 };
 
-/* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL. */
+/* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;
+ * -ERANGE when the result does not fit in 64 bits. */
 int config_parse_duration_ms(const char *s, uint64_t *out);
 /* Parse "512", "64kB", "16MB", "1GB" (1024 multiples; "k"/"K"/"kB", "M"/"MB", "G"/"GB"). 0 or -EINVAL/-ERANGE. */
 int config_parse_size(const char *s, uint64_t *out);
@@ -89,6 +90,12 @@ int config_parse_size(const char *s, uint64_t *out);
 __attribute__((warn_unused_result))
 int config_load(const char *path, FILE *errout, struct tusk_config **out);
 void config_free(struct tusk_config *cfg);
+
+/* Before a reload replaces cur with next: writes "FILE:0: KEY: ..." to errout (may be NULL)
+ * for each key that only a restart may change (listen, workers, log.format, log.target,
+ * buffer_size) and differs, and returns how many; 0 means next may replace cur. */
+__attribute__((warn_unused_result))
+int config_check_reload(const struct tusk_config *cur, const struct tusk_config *next, FILE *errout);
 
 /* First rule matching (database, user), or NULL. */
 const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,

@@ -1,0 +1,1324 @@
+/* Configuration loading: reads the YAML file with libyaml's document API, checks every key
+ * against the tables below and builds one immutable struct tusk_config. Owns every message
+ * about a bad configuration; all errors are collected, sorted by line and printed at once. */
+#include "config/config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define PATH_LEN 512 /* dotted key paths in messages; longer ones are cut */
+#define MS_PER_DAY (24ULL * 3600 * 1000)
+
+/* Enum fields are written through an int pointer. */
+_Static_assert(sizeof(enum log_level) == sizeof(int), "enum log_level is int-sized");
+_Static_assert(sizeof(enum log_format) == sizeof(int), "enum log_format is int-sized");
+_Static_assert(sizeof(enum pool_mode) == sizeof(int), "enum pool_mode is int-sized");
+
+struct loader;
+
+enum key_type {
+	KEY_INT,      /* int; bounds on the value */
+	KEY_CPUS,     /* int, or "auto" for the online CPUs clamped to the bounds */
+	KEY_DURATION, /* uint64_t milliseconds; bounds in milliseconds */
+	KEY_SIZE,     /* uint32_t bytes; bounds in bytes (max at most UINT32_MAX) */
+	KEY_ENUM,     /* int-sized enum spelled as one of .names */
+	KEY_STRING,   /* char *, malloc'd; bounds on the length; no default and not required: NULL */
+	KEY_CHARS,    /* char[max + 1] in the struct; bounds on the length */
+	KEY_MAPPING,  /* nested struct at .offset, keys in .sub */
+	KEY_CUSTOM,   /* .parse does everything; it gets the enclosing struct, not a field */
+};
+
+struct enum_name {
+	const char *name;
+	int value;
+};
+
+struct key_table;
+
+/* node is NULL when the key is absent (never for required keys): apply the default. */
+typedef void key_parse_fn(struct loader *ld, const yaml_node_t *node, int line, const char *path,
+			  char *base);
+
+/* One configuration key. A new key is one row in one of the tables below: the loader, the
+ * defaults, config_free and config_check_reload all work from these rows. */
+struct key_def {
+	const char *name;
+	enum key_type type;
+	size_t offset;     /* of the field in the enclosing struct (not KEY_CUSTOM) */
+	uint64_t min, max; /* value bounds, or length bounds for strings */
+	const char *def;   /* default, parsed exactly as if it came from the file */
+	bool required;
+	bool reloadable;   /* may differ between the running generation and a reloaded one */
+	bool secret;       /* never echo the value in a message */
+	const struct enum_name *names;         /* KEY_ENUM; ends with a NULL name */
+	const char *(*check)(const char *val); /* strings: NULL or what is wrong */
+	const struct key_table *sub;           /* KEY_MAPPING */
+	key_parse_fn *parse;                   /* KEY_CUSTOM */
+	void (*release)(char *base);           /* KEY_CUSTOM: free what .parse allocated */
+	bool (*equal)(const char *a, const char *b); /* KEY_CUSTOM and not reloadable */
+};
+
+struct key_table {
+	const struct key_def *keys;
+	size_t n;
+};
+
+struct config_error {
+	int line;
+	size_t seq; /* keeps errors on one line in the order they were found */
+	char *text; /* "KEY: message" */
+};
+
+struct loader {
+	const char *path;
+	yaml_document_t doc;
+	struct tusk_config *cfg;
+	struct config_error *errs;
+	size_t nerrs, cap;
+	size_t nlost; /* errors found but not recorded for lack of memory; still counted */
+};
+
+static void report(struct loader *ld, int line, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void report(struct loader *ld, int line, const char *key, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+
+	if (ld->nerrs == ld->cap) {
+		size_t cap = ld->cap ? ld->cap * 2 : 16;
+		struct config_error *errs = realloc(ld->errs, cap * sizeof(*errs));
+		if (!errs) {
+			ld->nlost++;
+			return;
+		}
+		ld->errs = errs;
+		ld->cap = cap;
+	}
+	char *text;
+	if (asprintf(&text, "%s: %s", key, msg) < 0) {
+		ld->nlost++;
+		return;
+	}
+	ld->errs[ld->nerrs] = (struct config_error){ .line = line, .seq = ld->nerrs, .text = text };
+	ld->nerrs++;
+}
+
+static int compare_errors(const void *a, const void *b)
+{
+	const struct config_error *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static size_t print_errors(struct loader *ld, FILE *errout)
+{
+	if (ld->nerrs)
+		qsort(ld->errs, ld->nerrs, sizeof(*ld->errs), compare_errors);
+	for (size_t i = 0; i < ld->nerrs; i++) {
+		if (errout)
+			fprintf(errout, "%s:%d: %s\n", ld->path, ld->errs[i].line, ld->errs[i].text);
+		free(ld->errs[i].text);
+	}
+	if (ld->nlost && errout)
+		fprintf(errout, "%s:0: -: out of memory; %zu more errors not shown\n", ld->path, ld->nlost);
+	free(ld->errs);
+	return ld->nerrs + ld->nlost;
+}
+
+/* ---- Scalars ---------------------------------------------------------------------------- */
+
+/* Decimal digits only: no sign, space or base prefix. *end is left after the digits. A number
+ * too large is -ERANGE, but only once the caller knows the rest of the text is valid. */
+static int parse_digits(const char *s, uint64_t *out, const char **end)
+{
+	const char *p = s;
+	uint64_t v = 0;
+	bool overflow = false;
+
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			overflow = true;
+		else
+			v = v * 10 + d;
+	}
+	if (p == s)
+		return -EINVAL;
+	*out = v;
+	*end = p;
+	return overflow ? -ERANGE : 0;
+}
+
+struct unit {
+	const char *name;
+	uint64_t factor;
+};
+
+static int parse_with_units(const char *s, const struct unit *units, uint64_t *out)
+{
+	const char *rest;
+	uint64_t v;
+	int r = parse_digits(s, &v, &rest);
+
+	if (r == -EINVAL)
+		return r;
+	for (const struct unit *u = units; u->name; u++) {
+		if (strcmp(rest, u->name) != 0)
+			continue;
+		if (r < 0)
+			return r;
+		if (v > UINT64_MAX / u->factor)
+			return -ERANGE;
+		*out = v * u->factor;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static const struct unit duration_units[] = {
+	{ "", 1 },         { "ms", 1 },         { "s", 1000 },          { "m", 60 * 1000 },
+	{ "h", 3600 * 1000 }, { "d", MS_PER_DAY }, { NULL, 0 },
+};
+
+static const struct unit size_units[] = {
+	{ "", 1 },          { "B", 1 },          { "k", 1ULL << 10 },  { "K", 1ULL << 10 },
+	{ "kB", 1ULL << 10 }, { "KB", 1ULL << 10 }, { "M", 1ULL << 20 }, { "MB", 1ULL << 20 },
+	{ "G", 1ULL << 30 },  { "GB", 1ULL << 30 }, { NULL, 0 },
+};
+
+int config_parse_duration_ms(const char *s, uint64_t *out)
+{
+	return parse_with_units(s, duration_units, out);
+}
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+	return parse_with_units(s, size_units, out);
+}
+
+/* An optional '-' and digits. Negative values are returned as such for the range check. */
+static int parse_int(const char *s, int64_t *out)
+{
+	bool neg = *s == '-';
+	const char *rest;
+	uint64_t v;
+	int r = parse_digits(s + neg, &v, &rest);
+
+	if (r == -EINVAL || *rest)
+		return -EINVAL;
+	if (r < 0 || v > INT64_MAX)
+		return -ERANGE;
+	*out = neg ? -(int64_t)v : (int64_t)v;
+	return 0;
+}
+
+/* Largest unit that divides v exactly, so that bounds read as the user would write them. */
+static const char *format_units(char *buf, size_t n, uint64_t v, const struct unit *units)
+{
+	const struct unit *best = NULL;
+
+	for (const struct unit *u = units; u->name; u++)
+		if (u->name[0] && v % u->factor == 0 && (!best || u->factor > best->factor))
+			best = u;
+	if (!best || v == 0)
+		snprintf(buf, n, "%llu", (unsigned long long)v);
+	else
+		snprintf(buf, n, "%llu%s", (unsigned long long)(v / best->factor), best->name);
+	return buf;
+}
+
+static const struct unit size_names[] = {
+	{ "B", 1 }, { "kB", 1ULL << 10 }, { "MB", 1ULL << 20 }, { "GB", 1ULL << 30 }, { NULL, 0 },
+};
+
+/* A value for a message: quoted, control bytes escaped, long values cut. */
+static const char *quote(char *buf, size_t n, const char *s)
+{
+	size_t o = 0;
+
+	buf[o++] = '"';
+	for (; *s && o + 8 < n; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x20 || c == 0x7f || c == '"' || c == '\\')
+			o += (size_t)snprintf(buf + o, n - o, c == '"' || c == '\\' ? "\\%c" : "\\x%02x", c);
+		else
+			buf[o++] = (char)c;
+	}
+	if (*s) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o++] = '"';
+	buf[o] = '\0';
+	return buf;
+}
+
+/* ---- Nodes ------------------------------------------------------------------------------ */
+
+static int node_line(const yaml_node_t *node)
+{
+	return (int)node->start_mark.line + 1;
+}
+
+static const char *scalar_text(const yaml_node_t *node)
+{
+	return (const char *)node->data.scalar.value;
+}
+
+/* "~", "null", "" and friends, unquoted: YAML's null. */
+static bool is_null(const yaml_node_t *node)
+{
+	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+
+	if (node->type != YAML_SCALAR_NODE || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	for (size_t i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++)
+		if (strcmp(scalar_text(node), nulls[i]) == 0)
+			return true;
+	return false;
+}
+
+static const char *describe_node(char *buf, size_t n, const yaml_node_t *node)
+{
+	if (node->type == YAML_MAPPING_NODE)
+		return "a mapping";
+	if (node->type == YAML_SEQUENCE_NODE)
+		return "a sequence";
+	if (is_null(node))
+		return "nothing";
+	return quote(buf, n, scalar_text(node));
+}
+
+static void report_type(struct loader *ld, const yaml_node_t *node, const char *path, const char *expected)
+{
+	char buf[128];
+
+	report(ld, node_line(node), path, "expected %s, found %s", expected, describe_node(buf, sizeof(buf), node));
+}
+
+static const yaml_node_t *get_node(struct loader *ld, int index)
+{
+	return yaml_document_get_node(&ld->doc, index);
+}
+
+static bool key_is(const yaml_node_t *key, const char *name)
+{
+	return key && key->type == YAML_SCALAR_NODE && strcmp(scalar_text(key), name) == 0;
+}
+
+/* Value of the first pair whose key is name, or NULL. */
+static const yaml_node_t *find_value(struct loader *ld, const yaml_node_t *map, const char *name)
+{
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++)
+		if (key_is(get_node(ld, p->key), name))
+			return get_node(ld, p->value);
+	return NULL;
+}
+
+/* Whether a pair before p has the same key: the duplicate is reported once, by check_keys. */
+static bool is_repeat(struct loader *ld, const yaml_node_t *map, const yaml_node_pair_t *p)
+{
+	const yaml_node_t *key = get_node(ld, p->key);
+
+	for (const yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++)
+		if (key_is(get_node(ld, q->key), scalar_text(key)))
+			return true;
+	return false;
+}
+
+/* Dotted key paths; cut at PATH_LEN, which only shortens a message. */
+static void append_path(char out[PATH_LEN], size_t *len, const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n > PATH_LEN - 1 - *len)
+		n = PATH_LEN - 1 - *len;
+	memcpy(out + *len, s, n);
+	*len += n;
+	out[*len] = '\0';
+}
+
+static void join_key(char out[PATH_LEN], const char *path, const char *key)
+{
+	size_t len = 0;
+
+	out[0] = '\0';
+	append_path(out, &len, path);
+	if (*path)
+		append_path(out, &len, ".");
+	append_path(out, &len, key);
+}
+
+static void join_index(char out[PATH_LEN], const char *path, size_t i)
+{
+	char index[32];
+	size_t len = 0;
+
+	snprintf(index, sizeof(index), "[%zu]", i);
+	out[0] = '\0';
+	append_path(out, &len, path);
+	append_path(out, &len, index);
+}
+
+/* Keys must be strings and appear once per mapping. */
+static void check_keys(struct loader *ld, const yaml_node_t *map, const char *path)
+{
+	for (yaml_node_pair_t *p = map->data.mapping.pairs.start; p < map->data.mapping.pairs.top; p++) {
+		const yaml_node_t *key = get_node(ld, p->key);
+		char sub[PATH_LEN];
+
+		if (key->type != YAML_SCALAR_NODE || is_null(key)) {
+			report(ld, node_line(key), *path ? path : "-", "keys must be strings");
+			continue;
+		}
+		for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+			const yaml_node_t *prev = get_node(ld, q->key);
+			if (key_is(prev, scalar_text(key))) {
+				join_key(sub, path, scalar_text(key));
+				report(ld, node_line(key), sub, "duplicate key (first at line %d)", node_line(prev));
+				break;
+			}
+		}
+	}
+}
+
+/* ---- Values from key tables ------------------------------------------------------------- */
+
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[64];
+
+	if (lb >= sizeof(row) / sizeof(row[0]) || la >= 64)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+static const struct key_def *lookup_key(const struct key_table *t, const char *name)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (strcmp(t->keys[i].name, name) == 0)
+			return &t->keys[i];
+	return NULL;
+}
+
+static void report_unknown(struct loader *ld, const yaml_node_t *key, const char *path, const struct key_table *t)
+{
+	const char *best = NULL;
+	size_t best_d = 3; /* suggest only near misses */
+	char sub[PATH_LEN];
+
+	for (size_t i = 0; i < t->n; i++) {
+		size_t d = edit_distance(scalar_text(key), t->keys[i].name);
+		if (d < best_d) {
+			best = t->keys[i].name;
+			best_d = d;
+		}
+	}
+	join_key(sub, path, scalar_text(key));
+	if (best)
+		report(ld, node_line(key), sub, "unknown key (did you mean \"%s\"?)", best);
+	else
+		report(ld, node_line(key), sub, "unknown key");
+}
+
+static void describe_expected(char *buf, size_t n, const struct key_def *d)
+{
+	size_t o;
+
+	switch (d->type) {
+	case KEY_INT:
+		snprintf(buf, n, "an integer");
+		return;
+	case KEY_CPUS:
+		snprintf(buf, n, "an integer or \"auto\"");
+		return;
+	case KEY_DURATION:
+		snprintf(buf, n, "a duration such as 250ms, 30s, 5m, 1h or 2d");
+		return;
+	case KEY_SIZE:
+		snprintf(buf, n, "a size such as 512, 64kB, 16MB or 1GB");
+		return;
+	case KEY_ENUM:
+		o = (size_t)snprintf(buf, n, "one of");
+		for (const struct enum_name *e = d->names; e->name && o < n; e++)
+			o += (size_t)snprintf(buf + o, n - o, "%s %s", e == d->names ? "" : ",", e->name);
+		return;
+	case KEY_STRING:
+	case KEY_CHARS:
+		snprintf(buf, n, "a string");
+		return;
+	case KEY_MAPPING:
+	case KEY_CUSTOM:
+		snprintf(buf, n, "a mapping");
+		return;
+	}
+}
+
+static void report_range(struct loader *ld, int line, const char *path, const struct key_def *d, const char *text,
+			 const struct unit *units)
+{
+	char lo[32], hi[32], q[128];
+
+	if (units) {
+		format_units(lo, sizeof(lo), d->min, units);
+		format_units(hi, sizeof(hi), d->max, units);
+	} else {
+		snprintf(lo, sizeof(lo), "%llu", (unsigned long long)d->min);
+		snprintf(hi, sizeof(hi), "%llu", (unsigned long long)d->max);
+	}
+	report(ld, line, path, "%s is out of range (%s to %s)", quote(q, sizeof(q), text), lo, hi);
+}
+
+static void report_bad(struct loader *ld, int line, const char *path, const struct key_def *d, const char *text)
+{
+	char want[160], q[128];
+
+	describe_expected(want, sizeof(want), d);
+	report(ld, line, path, "expected %s, found %s", want, d->secret ? "something else" : quote(q, sizeof(q), text));
+}
+
+static int online_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+/* Text is a scalar from the file or a default from a table: both go through here. */
+static void parse_text(struct loader *ld, const struct key_def *d, const char *text, size_t len, int line,
+		       const char *path, char *base)
+{
+	void *dst = base + d->offset;
+	uint64_t u;
+	int64_t v;
+	int r;
+
+	if (strlen(text) != len) {
+		report(ld, line, path, "must not contain NUL bytes");
+		return;
+	}
+	switch (d->type) {
+	case KEY_CPUS:
+		if (strcmp(text, "auto") == 0) {
+			int n = online_cpus();
+			*(int *)dst = n < (int)d->min ? (int)d->min : n > (int)d->max ? (int)d->max : n;
+			return;
+		}
+		/* fall through */
+	case KEY_INT:
+		r = parse_int(text, &v);
+		if (r == -EINVAL)
+			report_bad(ld, line, path, d, text);
+		else if (r < 0 || v < 0 || (uint64_t)v < d->min || (uint64_t)v > d->max)
+			report_range(ld, line, path, d, text, NULL);
+		else
+			*(int *)dst = (int)v;
+		return;
+	case KEY_DURATION:
+	case KEY_SIZE:
+		r = d->type == KEY_DURATION ? config_parse_duration_ms(text, &u) : config_parse_size(text, &u);
+		if (r == -EINVAL)
+			report_bad(ld, line, path, d, text);
+		else if (r < 0 || u < d->min || u > d->max)
+			report_range(ld, line, path, d, text, d->type == KEY_DURATION ? duration_units : size_names);
+		else if (d->type == KEY_DURATION)
+			*(uint64_t *)dst = u;
+		else
+			*(uint32_t *)dst = (uint32_t)u;
+		return;
+	case KEY_ENUM:
+		for (const struct enum_name *e = d->names; e->name; e++) {
+			if (strcmp(e->name, text) == 0) {
+				*(int *)dst = e->value;
+				return;
+			}
+		}
+		report_bad(ld, line, path, d, text);
+		return;
+	case KEY_STRING:
+	case KEY_CHARS: {
+		const char *problem = d->check ? d->check(text) : NULL;
+		char q[128];
+
+		if (len < d->min || len > d->max) {
+			report(ld, line, path, "must be %llu to %llu bytes long, found %zu", (unsigned long long)d->min,
+			       (unsigned long long)d->max, len);
+		} else if (problem) {
+			report(ld, line, path, "%s, found %s", problem, d->secret ? "something else" : quote(q, sizeof(q), text));
+		} else if (d->type == KEY_CHARS) {
+			memcpy(dst, text, len + 1);
+		} else {
+			char *copy = strdup(text);
+			if (!copy) {
+				report(ld, line, path, "out of memory");
+				return;
+			}
+			free(*(char **)dst);
+			*(char **)dst = copy;
+		}
+		return;
+	}
+	case KEY_MAPPING:
+	case KEY_CUSTOM:
+		break;
+	}
+}
+
+static void parse_mapping(struct loader *ld, const yaml_node_t *node, int line, const char *path,
+			  const struct key_table *t, char *base);
+
+static void parse_value(struct loader *ld, const struct key_def *d, const yaml_node_t *node, int line,
+			const char *path, char *base)
+{
+	char want[160];
+
+	/* A key set to null ("key:" with nothing after it, "~") is the same as leaving it out,
+	 * so that a section whose keys are all commented out takes the defaults. */
+	if (node && is_null(node) && !d->required)
+		node = NULL;
+	if (d->type == KEY_MAPPING) {
+		parse_mapping(ld, node, line, path, d->sub, base + d->offset);
+		return;
+	}
+	if (d->type == KEY_CUSTOM) {
+		d->parse(ld, node, line, path, base);
+		return;
+	}
+	if (!node) {
+		if (d->def)
+			parse_text(ld, d, d->def, strlen(d->def), line, path, base);
+		return;
+	}
+	if (node->type != YAML_SCALAR_NODE || is_null(node)) {
+		describe_expected(want, sizeof(want), d);
+		report_type(ld, node, path, want);
+		return;
+	}
+	parse_text(ld, d, scalar_text(node), node->data.scalar.length, node_line(node), path, base);
+}
+
+/* node NULL: the mapping is absent, so every key takes its default. line: where to report
+ * missing required keys when node is NULL. */
+static void parse_mapping(struct loader *ld, const yaml_node_t *node, int line, const char *path,
+			  const struct key_table *t, char *base)
+{
+	bool quiet = false; /* the mapping itself is wrong: do not also report its missing keys */
+
+	if (node && node->type != YAML_MAPPING_NODE) {
+		report_type(ld, node, *path ? path : "-", "a mapping");
+		node = NULL;
+		quiet = true;
+	}
+	if (node) {
+		line = node_line(node);
+		check_keys(ld, node, path);
+		for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
+			const yaml_node_t *key = get_node(ld, p->key);
+			if (key->type == YAML_SCALAR_NODE && !is_null(key) && !lookup_key(t, scalar_text(key)) &&
+			    !is_repeat(ld, node, p))
+				report_unknown(ld, key, path, t);
+		}
+	}
+	/* In table order, not file order: a key may depend on one declared above it (pools on
+	 * services). Messages are sorted by line before they are printed. */
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key_def *d = &t->keys[i];
+		const yaml_node_t *value = node ? find_value(ld, node, d->name) : NULL;
+		char sub[PATH_LEN];
+
+		join_key(sub, path, d->name);
+		if (!value && d->required) {
+			if (!quiet)
+				report(ld, line, sub, "required key is missing");
+			continue;
+		}
+		parse_value(ld, d, value, line, sub, base);
+	}
+}
+
+/* ---- Sections with their own shape ------------------------------------------------------ */
+
+static const char *check_log_target(const char *val)
+{
+	if (strcmp(val, "stderr") == 0 || strcmp(val, "syslog") == 0)
+		return NULL;
+	if (strncmp(val, "file:", 5) == 0)
+		return val[5] ? NULL : "file: needs a path, as in file:/var/log/tusk.log";
+	return "expected stderr, syslog or file:PATH";
+}
+
+static const struct enum_name log_level_names[] = {
+	{ "error", LOG_ERROR }, { "warn", LOG_WARN }, { "info", LOG_INFO }, { "debug", LOG_DEBUG }, { NULL, 0 },
+};
+
+static const struct enum_name log_format_names[] = {
+	{ "text", LOG_FORMAT_TEXT }, { "json", LOG_FORMAT_JSON }, { NULL, 0 },
+};
+
+static const struct enum_name pool_mode_names[] = {
+	{ "session", POOL_MODE_SESSION },
+	{ "transaction", POOL_MODE_TRANSACTION },
+	{ "statement", POOL_MODE_STATEMENT },
+	{ NULL, 0 },
+};
+
+#define LOG_FIELD(f) (offsetof(struct tusk_config, log.f) - offsetof(struct tusk_config, log))
+
+/* The logger can change its level at run time, but not its output. */
+static const struct key_def log_keys[] = {
+	{ .name = "level", .type = KEY_ENUM, .offset = LOG_FIELD(level), .names = log_level_names, .def = "info",
+	  .reloadable = true },
+	{ .name = "format", .type = KEY_ENUM, .offset = LOG_FIELD(format), .names = log_format_names, .def = "text" },
+	{ .name = "target", .type = KEY_STRING, .offset = LOG_FIELD(target), .min = 1, .max = 4096,
+	  .check = check_log_target, .def = "stderr" },
+};
+static const struct key_table log_table = { log_keys, sizeof(log_keys) / sizeof(log_keys[0]) };
+
+static const struct key_def listen_keys[] = {
+	{ .name = "host", .type = KEY_CHARS, .offset = offsetof(struct config_listen, host), .min = 1,
+	  .max = CONFIG_HOST_MAX - 1, .required = true },
+	{ .name = "port", .type = KEY_INT, .offset = offsetof(struct config_listen, port), .min = 1, .max = 65535,
+	  .def = "6432" },
+};
+static const struct key_table listen_table = { listen_keys, sizeof(listen_keys) / sizeof(listen_keys[0]) };
+
+static void parse_listen(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct tusk_config *cfg = (struct tusk_config *)base;
+	size_t n;
+
+	if (!node) {
+		cfg->listen = calloc(1, sizeof(*cfg->listen));
+		if (!cfg->listen) {
+			report(ld, line, path, "out of memory");
+			return;
+		}
+		strcpy(cfg->listen[0].host, "127.0.0.1");
+		cfg->listen[0].port = 6432;
+		cfg->nlisten = 1;
+		return;
+	}
+	if (node->type != YAML_SEQUENCE_NODE) {
+		report_type(ld, node, path, "a sequence of {host, port}");
+		return;
+	}
+	n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (n == 0) {
+		report(ld, node_line(node), path, "list at least one address");
+		return;
+	}
+	cfg->listen = calloc(n, sizeof(*cfg->listen));
+	if (!cfg->listen) {
+		report(ld, node_line(node), path, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item = get_node(ld, node->data.sequence.items.start[i]);
+		struct config_listen *l = &cfg->listen[cfg->nlisten++];
+		char sub[PATH_LEN];
+
+		join_index(sub, path, i);
+		parse_mapping(ld, item, node_line(item), sub, &listen_table, (char *)l);
+		for (size_t j = 0; j < i; j++) {
+			if (l->host[0] && l->port && strcmp(cfg->listen[j].host, l->host) == 0 &&
+			    cfg->listen[j].port == l->port) {
+				report(ld, node_line(item), sub, "same address as %s[%zu]", path, j);
+				break;
+			}
+		}
+	}
+}
+
+static void release_listen(char *base)
+{
+	struct tusk_config *cfg = (struct tusk_config *)base;
+
+	free(cfg->listen);
+	cfg->listen = NULL;
+	cfg->nlisten = 0;
+}
+
+static bool equal_listen(const char *a, const char *b)
+{
+	const struct tusk_config *x = (const struct tusk_config *)a, *y = (const struct tusk_config *)b;
+
+	if (x->nlisten != y->nlisten)
+		return false;
+	for (int i = 0; i < x->nlisten; i++)
+		if (strcmp(x->listen[i].host, y->listen[i].host) != 0 || x->listen[i].port != y->listen[i].port)
+			return false;
+	return true;
+}
+
+/* "host:port", "host" (port 5432), "[v6]:port" or "[v6]". NULL or what is wrong. */
+static const char *parse_host_port(const char *s, struct config_host *h)
+{
+	const char *host = s, *port = NULL;
+	size_t hostlen;
+
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (!close)
+			return "missing ] after an IPv6 address";
+		host = s + 1;
+		hostlen = (size_t)(close - host);
+		if (close[1] == ':')
+			port = close + 2;
+		else if (close[1])
+			return "expected :PORT after ]";
+	} else {
+		const char *colon = strchr(s, ':');
+		if (colon && strchr(colon + 1, ':'))
+			return "put IPv6 addresses in brackets, as in [::1]:5432";
+		hostlen = colon ? (size_t)(colon - s) : strlen(s);
+		if (colon)
+			port = colon + 1;
+	}
+	if (hostlen == 0)
+		return "empty host";
+	if (hostlen >= sizeof(h->host))
+		return "host name too long";
+	memcpy(h->host, host, hostlen);
+	h->host[hostlen] = '\0';
+	h->port = 5432;
+	if (port) {
+		int64_t v;
+		int r = parse_int(port, &v);
+		if (r == -EINVAL || *port == '-')
+			return "port must be a number";
+		if (r < 0 || v < 1 || v > 65535)
+			return "port must be between 1 and 65535";
+		h->port = (int)v;
+	}
+	return NULL;
+}
+
+static void parse_hosts(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct config_service *svc = (struct config_service *)base;
+	size_t n;
+
+	(void)line; /* required: node is never NULL */
+	if (node->type != YAML_SEQUENCE_NODE) {
+		report_type(ld, node, path, "a sequence of \"host:port\"");
+		return;
+	}
+	n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (n == 0) {
+		report(ld, node_line(node), path, "list at least one host");
+		return;
+	}
+	svc->hosts = calloc(n, sizeof(*svc->hosts));
+	if (!svc->hosts) {
+		report(ld, node_line(node), path, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item = get_node(ld, node->data.sequence.items.start[i]);
+		const char *problem;
+		char sub[PATH_LEN], q[128];
+
+		join_index(sub, path, i);
+		if (item->type != YAML_SCALAR_NODE || is_null(item)) {
+			report_type(ld, item, sub, "\"host:port\"");
+			continue;
+		}
+		problem = parse_host_port(scalar_text(item), &svc->hosts[svc->nhosts]);
+		if (problem)
+			report(ld, node_line(item), sub, "%s, found %s", problem, quote(q, sizeof(q), scalar_text(item)));
+		else
+			svc->nhosts++;
+	}
+}
+
+static void release_hosts(char *base)
+{
+	struct config_service *svc = (struct config_service *)base;
+
+	free(svc->hosts);
+	svc->hosts = NULL;
+	svc->nhosts = 0;
+}
+
+static const struct key_def service_keys[] = {
+	{ .name = "hosts", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_hosts,
+	  .release = release_hosts },
+};
+static const struct key_table service_table = { service_keys, sizeof(service_keys) / sizeof(service_keys[0]) };
+
+static void parse_services(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct tusk_config *cfg = (struct tusk_config *)base;
+	size_t n;
+
+	(void)line; /* required: node is never NULL */
+	if (node->type != YAML_MAPPING_NODE) {
+		report_type(ld, node, path, "a mapping of service names");
+		return;
+	}
+	n = (size_t)(node->data.mapping.pairs.top - node->data.mapping.pairs.start);
+	if (n == 0) {
+		report(ld, node_line(node), path, "define at least one service");
+		return;
+	}
+	cfg->services = calloc(n, sizeof(*cfg->services));
+	if (!cfg->services) {
+		report(ld, node_line(node), path, "out of memory");
+		return;
+	}
+	check_keys(ld, node, path);
+	for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
+		const yaml_node_t *key = get_node(ld, p->key);
+		struct config_service *svc;
+		char sub[PATH_LEN];
+		size_t len;
+
+		if (key->type != YAML_SCALAR_NODE || is_null(key) || is_repeat(ld, node, p))
+			continue; /* reported by check_keys */
+		join_key(sub, path, scalar_text(key));
+		len = key->data.scalar.length;
+		if (len == 0 || len >= CONFIG_NAME_MAX || strlen(scalar_text(key)) != len) {
+			report(ld, node_line(key), sub, "service names must be 1 to %d bytes, without NUL",
+			       CONFIG_NAME_MAX - 1);
+			continue;
+		}
+		svc = &cfg->services[cfg->nservices++];
+		memcpy(svc->name, scalar_text(key), len + 1);
+		parse_mapping(ld, get_node(ld, p->value), node_line(key), sub, &service_table, (char *)svc);
+	}
+}
+
+static void free_fields(const struct key_table *t, char *base);
+
+static void release_services(char *base)
+{
+	struct tusk_config *cfg = (struct tusk_config *)base;
+
+	for (int i = 0; i < cfg->nservices; i++)
+		free_fields(&service_table, (char *)&cfg->services[i]);
+	free(cfg->services);
+	cfg->services = NULL;
+	cfg->nservices = 0;
+}
+
+#define RULE_FIELD(f) offsetof(struct config_pool_rule, f)
+
+static const struct key_def pool_keys[] = {
+	{ .name = "database", .type = KEY_CHARS, .offset = RULE_FIELD(database), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .def = "*", .reloadable = true },
+	{ .name = "user", .type = KEY_CHARS, .offset = RULE_FIELD(user), .min = 1, .max = CONFIG_NAME_MAX - 1,
+	  .def = "*", .reloadable = true },
+	/* Left empty when omitted; parse_pools then picks the only service. */
+	{ .name = "service", .type = KEY_CHARS, .offset = RULE_FIELD(service_name), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "mode", .type = KEY_ENUM, .offset = RULE_FIELD(mode), .names = pool_mode_names, .def = "session",
+	  .reloadable = true },
+	{ .name = "size", .type = KEY_INT, .offset = RULE_FIELD(size), .min = 1, .max = 10000, .def = "20",
+	  .reloadable = true },
+	{ .name = "server_user", .type = KEY_STRING, .offset = RULE_FIELD(server_user), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "server_password", .type = KEY_STRING, .offset = RULE_FIELD(server_password), .min = 0,
+	  .max = 1024, .reloadable = true, .secret = true },
+	{ .name = "server_database", .type = KEY_STRING, .offset = RULE_FIELD(server_database), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+};
+static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
+
+static void resolve_service(struct loader *ld, const yaml_node_t *item, const char *path,
+			    struct config_pool_rule *rule)
+{
+	struct tusk_config *cfg = ld->cfg;
+	const yaml_node_t *value;
+	char sub[PATH_LEN], q[128];
+
+	if (cfg->nservices == 0)
+		return; /* services are missing or broken, which is reported already */
+	join_key(sub, path, "service");
+	if (!rule->service_name[0]) {
+		if (cfg->nservices == 1) {
+			memcpy(rule->service_name, cfg->services[0].name, sizeof(rule->service_name));
+			rule->service = &cfg->services[0];
+		} else {
+			report(ld, rule->line, sub, "required when more than one service is defined");
+		}
+		return;
+	}
+	for (int i = 0; i < cfg->nservices; i++) {
+		if (strcmp(cfg->services[i].name, rule->service_name) == 0) {
+			rule->service = &cfg->services[i];
+			return;
+		}
+	}
+	value = item->type == YAML_MAPPING_NODE ? find_value(ld, item, "service") : NULL;
+	const char *near = NULL;
+	for (int i = 0; i < cfg->nservices && !near; i++)
+		if (edit_distance(cfg->services[i].name, rule->service_name) < 3)
+			near = cfg->services[i].name;
+	report(ld, value ? node_line(value) : rule->line, sub, "unknown service %s%s%s%s",
+	       quote(q, sizeof(q), rule->service_name), near ? " (did you mean \"" : "", near ? near : "",
+	       near ? "\"?)" : "");
+}
+
+/* Whether every (database, user) that b matches is matched by a first. */
+static bool rule_covers(const struct config_pool_rule *a, const struct config_pool_rule *b)
+{
+	return (strcmp(a->database, "*") == 0 || strcmp(a->database, b->database) == 0) &&
+	       (strcmp(a->user, "*") == 0 || strcmp(a->user, b->user) == 0);
+}
+
+static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct tusk_config *cfg = (struct tusk_config *)base;
+	bool *clean;
+	size_t n;
+
+	(void)line; /* required: node is never NULL */
+	if (node->type != YAML_SEQUENCE_NODE) {
+		report_type(ld, node, path, "a sequence of pool rules");
+		return;
+	}
+	n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (n == 0) {
+		report(ld, node_line(node), path, "list at least one pool rule");
+		return;
+	}
+	cfg->pools = calloc(n, sizeof(*cfg->pools));
+	clean = calloc(n, sizeof(*clean));
+	if (!cfg->pools || !clean) {
+		free(clean);
+		report(ld, node_line(node), path, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item = get_node(ld, node->data.sequence.items.start[i]);
+		struct config_pool_rule *rule = &cfg->pools[cfg->npools++];
+		size_t before = ld->nerrs + ld->nlost;
+		char sub[PATH_LEN];
+
+		join_index(sub, path, i);
+		rule->line = node_line(item);
+		parse_mapping(ld, item, rule->line, sub, &pool_table, (char *)rule);
+		resolve_service(ld, item, sub, rule);
+		clean[i] = ld->nerrs + ld->nlost == before;
+	}
+	/* A rule behind one that matches all it would is dead: almost surely a mistake in order. */
+	for (size_t j = 1; j < n; j++) {
+		for (size_t i = 0; i < j && clean[j]; i++) {
+			if (clean[i] && rule_covers(&cfg->pools[i], &cfg->pools[j])) {
+				char sub[PATH_LEN];
+				join_index(sub, path, j);
+				report(ld, cfg->pools[j].line, sub, "never matches: %s[%zu] (line %d) comes first and matches it all",
+				       path, i, cfg->pools[i].line);
+				break;
+			}
+		}
+	}
+	free(clean);
+}
+
+static void release_pools(char *base)
+{
+	struct tusk_config *cfg = (struct tusk_config *)base;
+
+	for (int i = 0; i < cfg->npools; i++)
+		free_fields(&pool_table, (char *)&cfg->pools[i]);
+	free(cfg->pools);
+	cfg->pools = NULL;
+	cfg->npools = 0;
+}
+
+/* ---- The top level ---------------------------------------------------------------------- */
+
+#define TOP_FIELD(f) offsetof(struct tusk_config, f)
+
+/* Order matters where a key refers to another: services before pools. Timeouts are capped so
+ * that no timer arithmetic can overflow; 0 is allowed only where it means "never". */
+static const struct key_def top_keys[] = {
+	{ .name = "listen", .type = KEY_CUSTOM, .parse = parse_listen, .release = release_listen,
+	  .equal = equal_listen },
+	{ .name = "workers", .type = KEY_CPUS, .offset = TOP_FIELD(workers), .min = 1, .max = 256, .def = "auto" },
+	{ .name = "log", .type = KEY_MAPPING, .offset = TOP_FIELD(log), .sub = &log_table, .reloadable = true },
+	{ .name = "services", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_services,
+	  .release = release_services },
+	{ .name = "pools", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_pools,
+	  .release = release_pools },
+	{ .name = "pool_wait_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(pool_wait_timeout_ms), .min = 1,
+	  .max = MS_PER_DAY, .def = "30s", .reloadable = true },
+	{ .name = "server_connect_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_connect_timeout_ms),
+	  .min = 1, .max = MS_PER_DAY, .def = "5s", .reloadable = true },
+	{ .name = "server_reset_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_reset_timeout_ms),
+	  .min = 1, .max = MS_PER_DAY, .def = "5s", .reloadable = true },
+	{ .name = "client_login_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(client_login_timeout_ms),
+	  .min = 1, .max = MS_PER_DAY, .def = "15s", .reloadable = true },
+	{ .name = "server_idle_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_idle_timeout_ms),
+	  .min = 0, .max = 30 * MS_PER_DAY, .def = "10m", .reloadable = true },
+	{ .name = "server_reset_query", .type = KEY_STRING, .offset = TOP_FIELD(server_reset_query), .min = 0,
+	  .max = 4096, .def = "DISCARD ALL", .reloadable = true },
+	{ .name = "max_message_size", .type = KEY_SIZE, .offset = TOP_FIELD(max_message_size), .min = 8 << 10,
+	  .max = 1 << 30, .def = "64MB", .reloadable = true },
+	/* Buffers come from per-size pools set up at start. */
+	{ .name = "buffer_size", .type = KEY_SIZE, .offset = TOP_FIELD(buffer_size), .min = 4 << 10,
+	  .max = 16 << 20, .def = "64kB" },
+	{ .name = "max_client_connections", .type = KEY_INT, .offset = TOP_FIELD(max_client_connections), .min = 1,
+	  .max = 1000000, .def = "10000", .reloadable = true },
+};
+static const struct key_table top_table = { top_keys, sizeof(top_keys) / sizeof(top_keys[0]) };
+
+static void free_fields(const struct key_table *t, char *base)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key_def *d = &t->keys[i];
+		if (d->type == KEY_STRING) {
+			free(*(char **)(base + d->offset));
+			*(char **)(base + d->offset) = NULL;
+		} else if (d->type == KEY_MAPPING) {
+			free_fields(d->sub, base + d->offset);
+		} else if (d->type == KEY_CUSTOM && d->release) {
+			d->release(base);
+		}
+	}
+}
+
+void config_free(struct tusk_config *cfg)
+{
+	if (!cfg)
+		return;
+	free_fields(&top_table, (char *)cfg);
+	free(cfg->path);
+	free(cfg);
+}
+
+static int read_whole_file(const char *path, char **data, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	size_t cap = 0, n = 0;
+	char *buf = NULL;
+	int err = 0;
+
+	if (!f)
+		return -errno;
+	for (;;) {
+		if (n == cap) {
+			char *bigger = realloc(buf, cap ? cap * 2 : 8192);
+			if (!bigger) {
+				err = -ENOMEM;
+				break;
+			}
+			buf = bigger;
+			cap = cap ? cap * 2 : 8192;
+		}
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0) {
+			if (ferror(f))
+				err = errno ? -errno : -EIO;
+			break;
+		}
+	}
+	fclose(f);
+	if (err) {
+		free(buf);
+		return err;
+	}
+	*data = buf;
+	*len = n;
+	return 0;
+}
+
+static void report_yaml_error(struct loader *ld, const yaml_parser_t *parser, const char *data, size_t len)
+{
+	int line = (int)parser->problem_mark.line + 1;
+	const char *problem = parser->problem ? parser->problem : "malformed YAML";
+
+	if (parser->error == YAML_MEMORY_ERROR) {
+		report(ld, 0, "-", "out of memory");
+	} else if (parser->error == YAML_READER_ERROR) {
+		/* The reader (bytes that are not UTF-8) has no mark, and decodes ahead of the scanner,
+		 * so count the lines up to the offset it reports. */
+		int reader_line = 1;
+		for (size_t i = 0; i < parser->problem_offset && i < len; i++)
+			reader_line += data[i] == '\n';
+		report(ld, reader_line, "-", "%s at byte %zu", problem, parser->problem_offset);
+	} else if (parser->context) {
+		report(ld, line, "-", "%s (%s at line %d)", problem, parser->context,
+		       (int)parser->context_mark.line + 1);
+	} else {
+		report(ld, line, "-", "%s", problem);
+	}
+}
+
+static void load_document(struct loader *ld, const char *data, size_t len)
+{
+	yaml_parser_t parser;
+	yaml_document_t extra;
+	const yaml_node_t *root;
+
+	if (!yaml_parser_initialize(&parser)) {
+		report(ld, 0, "-", "out of memory");
+		return;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+	if (!yaml_parser_load(&parser, &ld->doc)) {
+		report_yaml_error(ld, &parser, data, len);
+		yaml_parser_delete(&parser);
+		return;
+	}
+
+	root = yaml_document_get_root_node(&ld->doc);
+	if (!root)
+		parse_mapping(ld, NULL, 1, "", &top_table, (char *)ld->cfg); /* empty file */
+	else if (root->type != YAML_MAPPING_NODE)
+		report_type(ld, root, "-", "a mapping of keys at the top level");
+	else
+		parse_mapping(ld, root, 1, "", &top_table, (char *)ld->cfg);
+
+	if (!yaml_parser_load(&parser, &extra)) {
+		report_yaml_error(ld, &parser, data, len);
+	} else {
+		const yaml_node_t *next = yaml_document_get_root_node(&extra);
+		if (next)
+			report(ld, node_line(next), "-", "only one YAML document is allowed");
+		yaml_document_delete(&extra);
+	}
+	yaml_document_delete(&ld->doc);
+	yaml_parser_delete(&parser);
+}
+
+int config_load(const char *path, FILE *errout, struct tusk_config **out)
+{
+	struct loader ld = { .path = path };
+	char *data = NULL;
+	size_t len = 0;
+	int r;
+
+	*out = NULL;
+	r = read_whole_file(path, &data, &len);
+	if (r < 0) {
+		report(&ld, 0, "-", "cannot open: %s", strerror(-r));
+		return (int)print_errors(&ld, errout);
+	}
+	ld.cfg = calloc(1, sizeof(*ld.cfg));
+	if (ld.cfg)
+		ld.cfg->path = strdup(path);
+	if (!ld.cfg || !ld.cfg->path)
+		report(&ld, 0, "-", "out of memory");
+	else
+		load_document(&ld, data, len);
+	free(data);
+
+	r = (int)print_errors(&ld, errout);
+	if (r > 0) {
+		config_free(ld.cfg);
+		return r;
+	}
+	*out = ld.cfg;
+	return 0;
+}
+
+static bool field_equal(const struct key_def *d, const char *a, const char *b)
+{
+	a += d->offset;
+	b += d->offset;
+	switch (d->type) {
+	case KEY_INT:
+	case KEY_CPUS:
+	case KEY_ENUM:
+		return *(const int *)a == *(const int *)b;
+	case KEY_DURATION:
+		return *(const uint64_t *)a == *(const uint64_t *)b;
+	case KEY_SIZE:
+		return *(const uint32_t *)a == *(const uint32_t *)b;
+	case KEY_STRING: {
+		const char *x = *(char *const *)a, *y = *(char *const *)b;
+		return x == y || (x && y && strcmp(x, y) == 0);
+	}
+	case KEY_CHARS:
+		return strcmp(a, b) == 0;
+	case KEY_MAPPING:
+	case KEY_CUSTOM:
+		break;
+	}
+	return true;
+}
+
+static int diff_fixed(const struct key_table *t, const char *path, const char *cur, const char *next,
+		      const char *file, FILE *errout)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key_def *d = &t->keys[i];
+		char sub[PATH_LEN];
+		bool same;
+
+		join_key(sub, path, d->name);
+		if (d->type == KEY_MAPPING) {
+			n += diff_fixed(d->sub, sub, cur + d->offset, next + d->offset, file, errout);
+			continue;
+		}
+		if (d->reloadable)
+			continue;
+		same = d->type == KEY_CUSTOM ? d->equal(cur, next) : field_equal(d, cur, next);
+		if (!same) {
+			if (errout)
+				fprintf(errout, "%s:0: %s: cannot be changed by a reload; restart tusk to apply it\n", file,
+					sub);
+			n++;
+		}
+	}
+	return n;
+}
+
+int config_check_reload(const struct tusk_config *cur, const struct tusk_config *next, FILE *errout)
+{
+	return diff_fixed(&top_table, "", (const char *)cur, (const char *)next, next->path, errout);
+}
+
+const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,
+						 const char *user)
+{
+	for (int i = 0; i < cfg->npools; i++) {
+		const struct config_pool_rule *r = &cfg->pools[i];
+		if ((strcmp(r->database, "*") == 0 || strcmp(r->database, database) == 0) &&
+		    (strcmp(r->user, "*") == 0 || strcmp(r->user, user) == 0))
+			return r;
+	}
+	return NULL;
+}
+
+const char *config_pool_mode_name(enum pool_mode mode)
+{
+	for (const struct enum_name *e = pool_mode_names; e->name; e++)
+		if (e->value == (int)mode)
+			return e->name;
+	return "unknown";
+}

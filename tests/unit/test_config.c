@@ -1,0 +1,763 @@
+/* Unit tests for config/: duration and size parsing, loading a full file and the defaults,
+ * every kind of error with its exact "FILE:LINE: KEY:" prefix, pool rule matching, the reload
+ * check, and the shipped tusk.yaml.example. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+
+struct result {
+	char path[64];
+	struct tusk_config *cfg;
+	char *errs; /* everything config_load wrote */
+	int n;
+};
+
+static void load_path(struct result *r, const char *path)
+{
+	size_t size;
+	FILE *f = open_memstream(&r->errs, &size);
+
+	assert_non_null(f);
+	r->n = config_load(path, f, &r->cfg);
+	fclose(f);
+	if (r->n == 0)
+		assert_non_null(r->cfg);
+	else
+		assert_null(r->cfg);
+}
+
+static void load_text(struct result *r, const char *yaml)
+{
+	size_t len = strlen(yaml);
+	int fd;
+
+	strcpy(r->path, "/tmp/tusk_test_config_XXXXXX.yaml");
+	fd = mkstemps(r->path, 5);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, yaml, len), (ssize_t)len);
+	close(fd);
+	load_path(r, r->path);
+	unlink(r->path);
+}
+
+static void release(struct result *r)
+{
+	config_free(r->cfg);
+	free(r->errs);
+}
+
+/* text is "LINE: KEY: message" without the file name. */
+static void check_error(const struct result *r, const char *text)
+{
+	char want[1024];
+
+	snprintf(want, sizeof(want), "%s:%s\n", r->path, text);
+	if (!strstr(r->errs, want)) {
+		print_error("expected the line\n  %sin\n%s", want, r->errs);
+		fail();
+	}
+}
+
+static void one_error(const char *yaml, const char *text)
+{
+	struct result r;
+
+	load_text(&r, yaml);
+	if (r.n != 1)
+		print_error("expected 1 error, got %d:\n%s", r.n, r.errs);
+	assert_int_equal(r.n, 1);
+	check_error(&r, text);
+	release(&r);
+}
+
+/* Five lines that load cleanly; error cases add lines from 6 on. */
+#define BASE                       \
+	"services:\n"              \
+	"  main:\n"                \
+	"    hosts: [\"db:5432\"]\n" \
+	"pools:\n"                 \
+	"  - server_database: app\n"
+
+/* ---- Durations and sizes ---- */
+
+static void test_duration_valid(void **state)
+{
+	static const struct {
+		const char *text;
+		uint64_t ms;
+	} cases[] = {
+		{ "0", 0 },
+		{ "250", 250 },
+		{ "250ms", 250 },
+		{ "30s", 30000 },
+		{ "5m", 300000 },
+		{ "1h", 3600000 },
+		{ "2d", 172800000 },
+		{ "007s", 7000 },
+		{ "18446744073709551615", UINT64_MAX },
+		{ "213503982334d", 213503982334ULL * 86400000ULL },
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 1;
+		assert_int_equal(config_parse_duration_ms(cases[i].text, &v), 0);
+		assert_int_equal(v, cases[i].ms);
+	}
+}
+
+static void test_duration_invalid(void **state)
+{
+	static const char *const cases[] = {
+		"", "s", "ms", "-1", "+5", "1.5s", "10 s", " 10s", "10s ", "10S", "10sec", "0x10", "1ms2", "1e3", "1_000",
+		"99999999999999999999999x",
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 42;
+		assert_int_equal(config_parse_duration_ms(cases[i], &v), -EINVAL);
+		assert_int_equal(v, 42);
+	}
+}
+
+static void test_duration_overflow(void **state)
+{
+	uint64_t v = 42;
+	(void)state;
+
+	assert_int_equal(config_parse_duration_ms("18446744073709551616", &v), -ERANGE);
+	assert_int_equal(config_parse_duration_ms("99999999999999999999999ms", &v), -ERANGE);
+	assert_int_equal(config_parse_duration_ms("18446744073709551615s", &v), -ERANGE);
+	assert_int_equal(config_parse_duration_ms("213503982335d", &v), -ERANGE);
+	assert_int_equal(v, 42);
+}
+
+static void test_size_valid(void **state)
+{
+	static const struct {
+		const char *text;
+		uint64_t bytes;
+	} cases[] = {
+		{ "0", 0 },
+		{ "512", 512 },
+		{ "512B", 512 },
+		{ "1k", 1024 },
+		{ "1K", 1024 },
+		{ "64kB", 65536 },
+		{ "64KB", 65536 },
+		{ "16M", 16 << 20 },
+		{ "16MB", 16 << 20 },
+		{ "1G", 1 << 30 },
+		{ "1GB", 1 << 30 },
+		{ "17179869183GB", 17179869183ULL << 30 },
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 1;
+		assert_int_equal(config_parse_size(cases[i].text, &v), 0);
+		assert_int_equal(v, cases[i].bytes);
+	}
+}
+
+static void test_size_invalid(void **state)
+{
+	static const char *const cases[] = {
+		"", "kB", "-1", "1.5MB", "1 MB", "1mb", "1kb", "1Mb", "1TB", "1GiB", "0x100", " 1k", "1k ",
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 42;
+		assert_int_equal(config_parse_size(cases[i], &v), -EINVAL);
+		assert_int_equal(v, 42);
+	}
+}
+
+static void test_size_overflow(void **state)
+{
+	uint64_t v = 42;
+	(void)state;
+
+	assert_int_equal(config_parse_size("17179869184GB", &v), -ERANGE);
+	assert_int_equal(config_parse_size("18014398509481984kB", &v), -ERANGE);
+	assert_int_equal(config_parse_size("99999999999999999999", &v), -ERANGE);
+	assert_int_equal(v, 42);
+}
+
+/* ---- Loading ---- */
+
+static void test_full_config(void **state)
+{
+	static const char yaml[] =
+		"listen:\n"                                    /* 1 */
+		"  - host: 0.0.0.0\n"                          /* 2 */
+		"    port: 7000\n"                             /* 3 */
+		"  - host: \"::1\"\n"                          /* 4 */
+		"workers: 3\n"                                 /* 5 */
+		"log:\n"                                       /* 6 */
+		"  level: debug\n"                             /* 7 */
+		"  format: json\n"                             /* 8 */
+		"  target: file:/var/log/tusk.log\n"           /* 9 */
+		"services:\n"                                  /* 10 */
+		"  primary:\n"                                 /* 11 */
+		"    hosts: [\"db1.example:5433\", db2, \"[fd00::1]:6000\", \"[::1]\"]\n"
+		"  replica:\n"                                 /* 13 */
+		"    hosts:\n"                                 /* 14 */
+		"      - 10.0.0.9:5432\n"                      /* 15 */
+		"pools:\n"                                     /* 16 */
+		"  - database: app\n"                          /* 17 */
+		"    user: alice\n"                            /* 18 */
+		"    service: replica\n"                       /* 19 */
+		"    mode: transaction\n"                      /* 20 */
+		"    size: 7\n"                                /* 21 */
+		"    server_user: app_rw\n"                    /* 22 */
+		"    server_password: \"s3:cret\"\n"           /* 23 */
+		"    server_database: app_prod\n"              /* 24 */
+		"  - database: \"*\"\n"                        /* 25 */
+		"    service: primary\n"                       /* 26 */
+		"    mode: statement\n"                        /* 27 */
+		"pool_wait_timeout: 250ms\n"
+		"server_connect_timeout: 2s\n"
+		"server_reset_timeout: 1m\n"
+		"client_login_timeout: 1h\n"
+		"server_idle_timeout: 0\n"
+		"server_reset_query: \"\"\n"
+		"max_message_size: 1MB\n"
+		"buffer_size: 16kB\n"
+		"max_client_connections: 42\n";
+	struct result r;
+	const struct tusk_config *c;
+	(void)state;
+
+	load_text(&r, yaml);
+	assert_string_equal(r.errs, "");
+	assert_int_equal(r.n, 0);
+	c = r.cfg;
+	assert_string_equal(c->path, r.path);
+
+	assert_int_equal(c->nlisten, 2);
+	assert_string_equal(c->listen[0].host, "0.0.0.0");
+	assert_int_equal(c->listen[0].port, 7000);
+	assert_string_equal(c->listen[1].host, "::1");
+	assert_int_equal(c->listen[1].port, 6432);
+
+	assert_int_equal(c->workers, 3);
+	assert_int_equal(c->log.level, LOG_DEBUG);
+	assert_int_equal(c->log.format, LOG_FORMAT_JSON);
+	assert_string_equal(c->log.target, "file:/var/log/tusk.log");
+
+	assert_int_equal(c->nservices, 2);
+	assert_string_equal(c->services[0].name, "primary");
+	assert_int_equal(c->services[0].nhosts, 4);
+	assert_string_equal(c->services[0].hosts[0].host, "db1.example");
+	assert_int_equal(c->services[0].hosts[0].port, 5433);
+	assert_string_equal(c->services[0].hosts[1].host, "db2");
+	assert_int_equal(c->services[0].hosts[1].port, 5432);
+	assert_string_equal(c->services[0].hosts[2].host, "fd00::1");
+	assert_int_equal(c->services[0].hosts[2].port, 6000);
+	assert_string_equal(c->services[0].hosts[3].host, "::1");
+	assert_int_equal(c->services[0].hosts[3].port, 5432);
+	assert_string_equal(c->services[1].name, "replica");
+	assert_int_equal(c->services[1].nhosts, 1);
+	assert_string_equal(c->services[1].hosts[0].host, "10.0.0.9");
+	assert_int_equal(c->services[1].hosts[0].port, 5432);
+
+	assert_int_equal(c->npools, 2);
+	assert_string_equal(c->pools[0].database, "app");
+	assert_string_equal(c->pools[0].user, "alice");
+	assert_string_equal(c->pools[0].service_name, "replica");
+	assert_ptr_equal(c->pools[0].service, &c->services[1]);
+	assert_int_equal(c->pools[0].mode, POOL_MODE_TRANSACTION);
+	assert_int_equal(c->pools[0].size, 7);
+	assert_string_equal(c->pools[0].server_user, "app_rw");
+	assert_string_equal(c->pools[0].server_password, "s3:cret");
+	assert_string_equal(c->pools[0].server_database, "app_prod");
+	assert_int_equal(c->pools[0].line, 17);
+	assert_string_equal(c->pools[1].database, "*");
+	assert_string_equal(c->pools[1].user, "*");
+	assert_string_equal(c->pools[1].service_name, "primary");
+	assert_ptr_equal(c->pools[1].service, &c->services[0]);
+	assert_int_equal(c->pools[1].mode, POOL_MODE_STATEMENT);
+	assert_int_equal(c->pools[1].size, 20);
+	assert_null(c->pools[1].server_user);
+	assert_null(c->pools[1].server_password);
+	assert_null(c->pools[1].server_database);
+	assert_int_equal(c->pools[1].line, 25);
+
+	assert_int_equal(c->pool_wait_timeout_ms, 250);
+	assert_int_equal(c->server_connect_timeout_ms, 2000);
+	assert_int_equal(c->server_reset_timeout_ms, 60000);
+	assert_int_equal(c->client_login_timeout_ms, 3600000);
+	assert_int_equal(c->server_idle_timeout_ms, 0);
+	assert_string_equal(c->server_reset_query, "");
+	assert_int_equal(c->max_message_size, 1 << 20);
+	assert_int_equal(c->buffer_size, 16 << 10);
+	assert_int_equal(c->max_client_connections, 42);
+	release(&r);
+}
+
+static void test_defaults(void **state)
+{
+	struct result r;
+	const struct tusk_config *c;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	(void)state;
+
+	load_text(&r, "services:\n  only:\n    hosts: [db]\npools:\n  - {}\n");
+	assert_string_equal(r.errs, "");
+	c = r.cfg;
+
+	assert_int_equal(c->nlisten, 1);
+	assert_string_equal(c->listen[0].host, "127.0.0.1");
+	assert_int_equal(c->listen[0].port, 6432);
+	assert_int_equal(c->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+	assert_int_equal(c->log.level, LOG_INFO);
+	assert_int_equal(c->log.format, LOG_FORMAT_TEXT);
+	assert_string_equal(c->log.target, "stderr");
+
+	/* A rule with neither database nor user matches everything, on the only service. */
+	assert_int_equal(c->npools, 1);
+	assert_string_equal(c->pools[0].database, "*");
+	assert_string_equal(c->pools[0].user, "*");
+	assert_string_equal(c->pools[0].service_name, "only");
+	assert_ptr_equal(c->pools[0].service, &c->services[0]);
+	assert_int_equal(c->pools[0].mode, POOL_MODE_SESSION);
+	assert_int_equal(c->pools[0].size, 20);
+	assert_null(c->pools[0].server_user);
+	assert_null(c->pools[0].server_password);
+	assert_null(c->pools[0].server_database);
+	assert_int_equal(c->pools[0].line, 5);
+
+	assert_int_equal(c->pool_wait_timeout_ms, 30000);
+	assert_int_equal(c->server_connect_timeout_ms, 5000);
+	assert_int_equal(c->server_reset_timeout_ms, 5000);
+	assert_int_equal(c->client_login_timeout_ms, 15000);
+	assert_int_equal(c->server_idle_timeout_ms, 600000);
+	assert_string_equal(c->server_reset_query, "DISCARD ALL");
+	assert_int_equal(c->max_message_size, 64 << 20);
+	assert_int_equal(c->buffer_size, 64 << 10);
+	assert_int_equal(c->max_client_connections, 10000);
+	release(&r);
+}
+
+static void test_workers_auto_and_nulls(void **state)
+{
+	struct result r;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	(void)state;
+
+	/* A key set to null is the same as leaving it out. */
+	load_text(&r, BASE "    server_user: ~\n    service:\nworkers: auto\nserver_reset_query:\nlog:\n");
+	assert_string_equal(r.errs, "");
+	assert_int_equal(r.cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
+	assert_null(r.cfg->pools[0].server_user);
+	assert_string_equal(r.cfg->pools[0].service_name, "main");
+	assert_string_equal(r.cfg->server_reset_query, "DISCARD ALL");
+	assert_string_equal(r.cfg->log.target, "stderr");
+	release(&r);
+}
+
+/* ---- Errors ---- */
+
+static void test_error_missing_file(void **state)
+{
+	struct result r;
+	(void)state;
+
+	strcpy(r.path, "/nonexistent/tusk.yaml");
+	load_path(&r, r.path);
+	assert_int_equal(r.n, 1);
+	assert_string_equal(r.errs, "/nonexistent/tusk.yaml:0: -: cannot open: No such file or directory\n");
+	release(&r);
+}
+
+static void test_error_syntax(void **state)
+{
+	(void)state;
+	one_error(BASE "workers: [1, 2\n", "7: -: did not find expected ',' or ']' (while parsing a flow sequence at line 6)");
+	one_error(BASE "  bad indent: 1\n", "6: -: did not find expected '-' indicator (while parsing a block collection at line 5)");
+	one_error(BASE "x: \xff\n", "6: -: invalid leading UTF-8 octet at byte 76");
+}
+
+static void test_error_shape(void **state)
+{
+	(void)state;
+	one_error("- a\n- b\n", "1: -: expected a mapping of keys at the top level, found a sequence");
+	one_error(BASE "---\nworkers: 1\n", "7: -: only one YAML document is allowed");
+	one_error(BASE "? [a]\n: 1\n", "6: -: keys must be strings");
+}
+
+static void test_error_unknown_key(void **state)
+{
+	(void)state;
+	one_error(BASE "bogus: 1\n", "6: bogus: unknown key");
+	one_error(BASE "pool_wait_timout: 5s\n", "6: pool_wait_timout: unknown key (did you mean \"pool_wait_timeout\"?)");
+	one_error(BASE "    sise: 3\n", "6: pools[0].sise: unknown key (did you mean \"size\"?)");
+	one_error(BASE "log:\n  colour: true\n", "7: log.colour: unknown key");
+	one_error(BASE "listen:\n  - host: a\n    tls: on\n", "8: listen[0].tls: unknown key");
+	one_error(BASE "    port: 1\n", "6: pools[0].port: unknown key");
+	one_error("services:\n  main:\n    hosts: [db]\n    weight: 2\npools: [{}]\n",
+		  "4: services.main.weight: unknown key");
+}
+
+static void test_error_duplicate_key(void **state)
+{
+	(void)state;
+	one_error(BASE "workers: 1\nworkers: 2\n", "7: workers: duplicate key (first at line 6)");
+	one_error(BASE "    server_database: b\n", "6: pools[0].server_database: duplicate key (first at line 5)");
+	one_error("services:\n  a:\n    hosts: [x]\n  a:\n    hosts: [y]\npools: [{}]\n",
+		  "4: services.a: duplicate key (first at line 2)");
+	one_error(BASE "listen:\n  - host: a\n  - host: a\n    port: 6432\n", "8: listen[1]: same address as listen[0]");
+}
+
+static void test_error_wrong_type(void **state)
+{
+	(void)state;
+	one_error(BASE "workers: [1]\n", "6: workers: expected an integer or \"auto\", found a sequence");
+	one_error(BASE "workers: many\n", "6: workers: expected an integer or \"auto\", found \"many\"");
+	one_error(BASE "    size: abc\n", "6: pools[0].size: expected an integer, found \"abc\"");
+	one_error(BASE "    size: 2.5\n", "6: pools[0].size: expected an integer, found \"2.5\"");
+	one_error(BASE "    mode: {a: 1}\n", "6: pools[0].mode: expected one of session, transaction, statement, found a mapping");
+	one_error(BASE "    mode: pipelined\n",
+		  "6: pools[0].mode: expected one of session, transaction, statement, found \"pipelined\"");
+	one_error(BASE "pool_wait_timeout: soon\n",
+		  "6: pool_wait_timeout: expected a duration such as 250ms, 30s, 5m, 1h or 2d, found \"soon\"");
+	one_error(BASE "buffer_size: 1.5MB\n",
+		  "6: buffer_size: expected a size such as 512, 64kB, 16MB or 1GB, found \"1.5MB\"");
+	one_error(BASE "server_reset_query: [a]\n", "6: server_reset_query: expected a string, found a sequence");
+	one_error(BASE "log: stderr\n", "6: log: expected a mapping, found \"stderr\"");
+	one_error(BASE "listen: 127.0.0.1:6432\n", "6: listen: expected a sequence of {host, port}, found \"127.0.0.1:6432\"");
+	one_error(BASE "listen:\n  - 127.0.0.1\n", "7: listen[0]: expected a mapping, found \"127.0.0.1\"");
+	one_error("services: [a]\npools: [{}]\n", "1: services: expected a mapping of service names, found a sequence");
+	one_error("services:\n  main: db:5432\npools: [{}]\n", "2: services.main: expected a mapping, found \"db:5432\"");
+	one_error("services:\n  main:\n    hosts: db\npools: [{}]\n",
+		  "3: services.main.hosts: expected a sequence of \"host:port\", found \"db\"");
+	one_error("services:\n  main:\n    hosts: [[db]]\npools: [{}]\n",
+		  "3: services.main.hosts[0]: expected \"host:port\", found a sequence");
+	one_error("services:\n  main:\n    hosts: [db]\npools:\n  main: {}\n",
+		  "5: pools: expected a sequence of pool rules, found a mapping");
+	one_error("services:\n  main:\n    hosts: [db]\npools:\n  - main\n", "5: pools[0]: expected a mapping, found \"main\"");
+}
+
+static void test_error_out_of_range(void **state)
+{
+	(void)state;
+	one_error(BASE "workers: 0\n", "6: workers: \"0\" is out of range (1 to 256)");
+	one_error(BASE "workers: 257\n", "6: workers: \"257\" is out of range (1 to 256)");
+	one_error(BASE "workers: -1\n", "6: workers: \"-1\" is out of range (1 to 256)");
+	one_error(BASE "    size: 0\n", "6: pools[0].size: \"0\" is out of range (1 to 10000)");
+	one_error(BASE "    size: 99999999999999999999\n",
+		  "6: pools[0].size: \"99999999999999999999\" is out of range (1 to 10000)");
+	one_error(BASE "max_client_connections: 0\n", "6: max_client_connections: \"0\" is out of range (1 to 1000000)");
+	one_error(BASE "pool_wait_timeout: 0\n", "6: pool_wait_timeout: \"0\" is out of range (1ms to 1d)");
+	one_error(BASE "server_connect_timeout: 2d\n", "6: server_connect_timeout: \"2d\" is out of range (1ms to 1d)");
+	one_error(BASE "server_idle_timeout: 31d\n", "6: server_idle_timeout: \"31d\" is out of range (0 to 30d)");
+	one_error(BASE "client_login_timeout: 99999999999999999999s\n",
+		  "6: client_login_timeout: \"99999999999999999999s\" is out of range (1ms to 1d)");
+	one_error(BASE "buffer_size: 1kB\n", "6: buffer_size: \"1kB\" is out of range (4kB to 16MB)");
+	one_error(BASE "buffer_size: 17MB\n", "6: buffer_size: \"17MB\" is out of range (4kB to 16MB)");
+	one_error(BASE "max_message_size: 2GB\n", "6: max_message_size: \"2GB\" is out of range (8kB to 1GB)");
+	one_error(BASE "max_message_size: 17179869184GB\n",
+		  "6: max_message_size: \"17179869184GB\" is out of range (8kB to 1GB)");
+	one_error(BASE "    database: \"\"\n", "6: pools[0].database: must be 1 to 63 bytes long, found 0");
+	one_error(BASE "    user: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n",
+		  "6: pools[0].user: must be 1 to 63 bytes long, found 64");
+	one_error(BASE "    server_user: \"a\\0b\"\n", "6: pools[0].server_user: must not contain NUL bytes");
+}
+
+static void test_error_listen(void **state)
+{
+	(void)state;
+	one_error(BASE "listen:\n  - host: a\n    port: 0\n", "8: listen[0].port: \"0\" is out of range (1 to 65535)");
+	one_error(BASE "listen:\n  - host: a\n    port: 65536\n", "8: listen[0].port: \"65536\" is out of range (1 to 65535)");
+	one_error(BASE "listen:\n  - port: 6000\n", "7: listen[0].host: required key is missing");
+	one_error(BASE "listen: []\n", "6: listen: list at least one address");
+}
+
+static void test_error_host_port(void **state)
+{
+	static const struct {
+		const char *host;
+		const char *message;
+	} cases[] = {
+		{ "db:abc", "port must be a number, found \"db:abc\"" },
+		{ "db:", "port must be a number, found \"db:\"" },
+		{ "db:-1", "port must be a number, found \"db:-1\"" },
+		{ "db:0", "port must be between 1 and 65535, found \"db:0\"" },
+		{ "db:65536", "port must be between 1 and 65535, found \"db:65536\"" },
+		{ ":5432", "empty host, found \":5432\"" },
+		{ "::1", "put IPv6 addresses in brackets, as in [::1]:5432, found \"::1\"" },
+		{ "[::1", "missing ] after an IPv6 address, found \"[::1\"" },
+		{ "[::1]5432", "expected :PORT after ], found \"[::1]5432\"" },
+		{ "[]:5432", "empty host, found \"[]:5432\"" },
+		{ "", "empty host, found \"\"" },
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char yaml[256], want[256];
+		snprintf(yaml, sizeof(yaml), "services:\n  main:\n    hosts:\n      - ok\n      - \"%s\"\npools: [{}]\n",
+			 cases[i].host);
+		snprintf(want, sizeof(want), "5: services.main.hosts[1]: %s", cases[i].message);
+		one_error(yaml, want);
+	}
+	one_error("services:\n  main:\n    hosts: []\npools: [{}]\n", "3: services.main.hosts: list at least one host");
+	one_error("services:\n  main: {}\npools: [{}]\n", "2: services.main.hosts: required key is missing");
+}
+
+static void test_error_services_and_pools(void **state)
+{
+	(void)state;
+	one_error("pools: [{}]\n", "1: services: required key is missing");
+	one_error("services:\n  main:\n    hosts: [db]\n", "1: pools: required key is missing");
+	one_error("services: {}\npools: [{}]\n", "1: services: define at least one service");
+	one_error("services:\n  main:\n    hosts: [db]\npools: []\n", "4: pools: list at least one pool rule");
+	one_error("services:\n  main:\n    hosts: [db]\npools: ~\n", "4: pools: expected a sequence of pool rules, found nothing");
+	one_error(BASE "    service: nope\n", "6: pools[0].service: unknown service \"nope\"");
+	one_error(BASE "    service: mian\n", "6: pools[0].service: unknown service \"mian\" (did you mean \"main\"?)");
+	one_error("services:\n  a:\n    hosts: [x]\n  b:\n    hosts: [y]\npools:\n  - user: bob\n",
+		  "7: pools[0].service: required when more than one service is defined");
+	/* The rule may come before the services it names. */
+	{
+		struct result r;
+		load_text(&r, "pools:\n  - service: main\nservices:\n  main:\n    hosts: [db]\n");
+		assert_string_equal(r.errs, "");
+		assert_ptr_equal(r.cfg->pools[0].service, &r.cfg->services[0]);
+		release(&r);
+	}
+	one_error(BASE "  - database: app\n", "6: pools[1]: never matches: pools[0] (line 5) comes first and matches it all");
+	one_error("services:\n  " "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa:\n    hosts: [db]\npools: [{}]\n",
+		  "2: services.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: "
+		  "service names must be 1 to 63 bytes, without NUL");
+}
+
+static void test_error_log(void **state)
+{
+	(void)state;
+	one_error(BASE "log:\n  level: verbose\n",
+		  "7: log.level: expected one of error, warn, info, debug, found \"verbose\"");
+	one_error(BASE "log:\n  format: xml\n", "7: log.format: expected one of text, json, found \"xml\"");
+	one_error(BASE "log:\n  target: stdout\n", "7: log.target: expected stderr, syslog or file:PATH, found \"stdout\"");
+	one_error(BASE "log:\n  target: \"file:\"\n",
+		  "7: log.target: file: needs a path, as in file:/var/log/tusk.log, found \"file:\"");
+}
+
+static void test_error_secret_not_echoed(void **state)
+{
+	struct result r;
+	char yaml[2048];
+	(void)state;
+
+	snprintf(yaml, sizeof(yaml), BASE "    server_password: %01100d\n", 7);
+	load_text(&r, yaml);
+	assert_int_equal(r.n, 1);
+	check_error(&r, "6: pools[0].server_password: must be 0 to 1024 bytes long, found 1100");
+	assert_null(strstr(r.errs, "00007"));
+	release(&r);
+}
+
+/* All errors are reported, sorted by line, however the loader happened to find them. */
+static void test_many_errors(void **state)
+{
+	static const char yaml[] =
+		"pools:\n"                  /* 1 */
+		"  - service: nope\n"       /* 2: unknown service, found after services */
+		"    size: 0\n"             /* 3 */
+		"workers: lots\n"           /* 4 */
+		"services:\n"               /* 5 */
+		"  main:\n"                 /* 6 */
+		"    hosts: [\"db:99999\"]\n" /* 7 */
+		"log:\n"                    /* 8 */
+		"  level: loud\n"           /* 9 */
+		"bogus: 1\n"                /* 10 */
+		"bogus: 2\n";               /* 11: unknown and duplicate */
+	struct result r;
+	const char *p;
+	(void)state;
+
+	load_text(&r, yaml);
+	assert_int_equal(r.n, 7);
+	check_error(&r, "2: pools[0].service: unknown service \"nope\"");
+	check_error(&r, "3: pools[0].size: \"0\" is out of range (1 to 10000)");
+	check_error(&r, "4: workers: expected an integer or \"auto\", found \"lots\"");
+	check_error(&r, "7: services.main.hosts[0]: port must be between 1 and 65535, found \"db:99999\"");
+	check_error(&r, "9: log.level: expected one of error, warn, info, debug, found \"loud\"");
+	check_error(&r, "10: bogus: unknown key");
+	check_error(&r, "11: bogus: duplicate key (first at line 10)");
+	/* Sorted: each line's number is not smaller than the one before. */
+	p = r.errs;
+	for (int last = 0; *p;) {
+		int line = atoi(p + strlen(r.path) + 1);
+		assert_true(line >= last);
+		last = line;
+		p = strchr(p, '\n') + 1;
+	}
+	release(&r);
+}
+
+static void test_empty_file(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, "");
+	assert_int_equal(r.n, 2);
+	check_error(&r, "1: services: required key is missing");
+	check_error(&r, "1: pools: required key is missing");
+	release(&r);
+}
+
+/* ---- Using a configuration ---- */
+
+static void test_match_pool(void **state)
+{
+	static const char yaml[] =
+		"services:\n  main:\n    hosts: [db]\n"
+		"pools:\n"
+		"  - {database: app, user: alice, size: 1}\n"
+		"  - {database: app, size: 2}\n"
+		"  - {user: bob, size: 3}\n"
+		"  - {database: other, user: bob, size: 9}\n"
+		"  - {size: 4}\n";
+	struct result r;
+	const struct tusk_config *c;
+	(void)state;
+
+	/* {other, bob} can never match behind {*, bob}: an error. Without it, check matching. */
+	load_text(&r, yaml);
+	assert_int_equal(r.n, 1);
+	check_error(&r, "8: pools[3]: never matches: pools[2] (line 7) comes first and matches it all");
+	release(&r);
+
+	load_text(&r, "services:\n  main:\n    hosts: [db]\n"
+		      "pools:\n"
+		      "  - {database: app, user: alice, size: 1}\n"
+		      "  - {database: app, size: 2}\n"
+		      "  - {user: bob, size: 3}\n"
+		      "  - {size: 4}\n");
+	assert_string_equal(r.errs, "");
+	c = r.cfg;
+	assert_int_equal(config_match_pool(c, "app", "alice")->size, 1);
+	assert_int_equal(config_match_pool(c, "app", "bob")->size, 2); /* first match wins over {*, bob} */
+	assert_int_equal(config_match_pool(c, "app", "carol")->size, 2);
+	assert_int_equal(config_match_pool(c, "other", "bob")->size, 3);
+	assert_int_equal(config_match_pool(c, "other", "alice")->size, 4);
+	assert_int_equal(config_match_pool(c, "*", "x")->size, 4);
+	assert_int_equal(config_match_pool(c, "application", "alice")->size, 4); /* no prefix matching */
+	release(&r);
+
+	load_text(&r, "services:\n  main:\n    hosts: [db]\npools:\n  - {database: app}\n");
+	assert_string_equal(r.errs, "");
+	assert_non_null(config_match_pool(r.cfg, "app", "anyone"));
+	assert_null(config_match_pool(r.cfg, "other", "anyone"));
+	release(&r);
+}
+
+static void test_pool_mode_name(void **state)
+{
+	(void)state;
+	assert_string_equal(config_pool_mode_name(POOL_MODE_SESSION), "session");
+	assert_string_equal(config_pool_mode_name(POOL_MODE_TRANSACTION), "transaction");
+	assert_string_equal(config_pool_mode_name(POOL_MODE_STATEMENT), "statement");
+	assert_string_equal(config_pool_mode_name((enum pool_mode)99), "unknown");
+}
+
+static void test_check_reload(void **state)
+{
+	struct result a, b;
+	char *out;
+	size_t size;
+	FILE *f;
+	(void)state;
+
+	load_text(&a, BASE "workers: 2\n");
+	load_text(&b, BASE "    mode: transaction\nworkers: 2\npool_wait_timeout: 1s\nlog:\n  level: debug\n");
+	assert_int_equal(a.n + b.n, 0);
+	assert_int_equal(config_check_reload(a.cfg, b.cfg, NULL), 0);
+	release(&b);
+
+	load_text(&b, BASE "workers: 3\nlisten:\n  - host: \"*\"\nbuffer_size: 8kB\nlog:\n  format: json\n");
+	assert_int_equal(b.n, 0);
+	f = open_memstream(&out, &size);
+	assert_int_equal(config_check_reload(a.cfg, b.cfg, f), 4);
+	fclose(f);
+	assert_non_null(strstr(out, ":0: listen: cannot be changed by a reload"));
+	assert_non_null(strstr(out, ":0: workers: cannot be changed by a reload"));
+	assert_non_null(strstr(out, ":0: log.format: cannot be changed by a reload"));
+	assert_non_null(strstr(out, ":0: buffer_size: cannot be changed by a reload"));
+	free(out);
+	release(&b);
+	release(&a);
+}
+
+/* The example shipped at the top of the tree must load as it is. */
+static void test_example_loads(void **state)
+{
+	char path[4096];
+	const char *data = getenv("TUSK_TEST_DATA");
+	struct result r;
+	(void)state;
+
+	/* __FILE__ is absolute under CMake; TUSK_TEST_DATA (tests/unit/data) is the fallback. */
+	const char *tests = strstr(__FILE__, "/tests/unit/");
+	if (tests) {
+		snprintf(path, sizeof(path), "%.*s/tusk.yaml.example", (int)(tests - __FILE__), __FILE__);
+	} else {
+		assert_non_null(data);
+		snprintf(path, sizeof(path), "%s/../../../tusk.yaml.example", data);
+	}
+	strcpy(r.path, "example");
+	load_path(&r, path);
+	assert_string_equal(r.errs, "");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->nservices, 1);
+	assert_int_equal(r.cfg->npools, 1);
+	release(&r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_duration_valid),
+		cmocka_unit_test(test_duration_invalid),
+		cmocka_unit_test(test_duration_overflow),
+		cmocka_unit_test(test_size_valid),
+		cmocka_unit_test(test_size_invalid),
+		cmocka_unit_test(test_size_overflow),
+		cmocka_unit_test(test_full_config),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_workers_auto_and_nulls),
+		cmocka_unit_test(test_error_missing_file),
+		cmocka_unit_test(test_error_syntax),
+		cmocka_unit_test(test_error_shape),
+		cmocka_unit_test(test_error_unknown_key),
+		cmocka_unit_test(test_error_duplicate_key),
+		cmocka_unit_test(test_error_wrong_type),
+		cmocka_unit_test(test_error_out_of_range),
+		cmocka_unit_test(test_error_listen),
+		cmocka_unit_test(test_error_host_port),
+		cmocka_unit_test(test_error_services_and_pools),
+		cmocka_unit_test(test_error_log),
+		cmocka_unit_test(test_error_secret_not_echoed),
+		cmocka_unit_test(test_many_errors),
+		cmocka_unit_test(test_empty_file),
+		cmocka_unit_test(test_match_pool),
+		cmocka_unit_test(test_pool_mode_name),
+		cmocka_unit_test(test_check_reload),
+		cmocka_unit_test(test_example_loads),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

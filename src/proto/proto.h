@@ -67,7 +67,10 @@ struct proto_startup {
  * PROTO_STARTUP_MAX are rejected as soon as the length word is readable. A StartupMessage
  * must be version 3.x (minor ignored), have a "user" and end with the terminating NUL;
  * SSL/GSSENC requests must be exactly 8 bytes, CancelRequest exactly 16. String pointers
- * in *out point into buf, so the caller copies what it keeps before reusing buf. */
+ * in *out point into buf, so the caller copies what it keeps before reusing buf.
+ * Like PostgreSQL, an empty "user" counts as missing, an empty "database" as absent (NULL),
+ * and bytes after the terminating NUL are malformed. Unlike it, a repeated "user" or
+ * "database" is malformed: tusk must never route by one value while the server uses another. */
 ssize_t proto_parse_startup(const uint8_t *buf, size_t len, struct proto_startup *out);
 
 /* ---- typed messages ---- */
@@ -118,7 +121,9 @@ int proto_parse_parameter_status(const uint8_t *body, size_t len, const char **n
 int proto_parse_backend_key(const uint8_t *body, size_t len, uint32_t *pid, uint32_t *key);
 
 /* Authentication request body ('R'): code plus whatever follows it (salt for md5, mechanism
- * list for SASL, SASL data for continue/final). Returns 0 or PROTO_EMALFORMED. */
+ * list for SASL, SASL data for continue/final). Returns 0 or PROTO_EMALFORMED. For the codes
+ * below data_len is checked: 0 for ok/cleartext, 4 for md5, and for SASL a list of one or more
+ * mechanisms whose empty-string terminator is the last byte. Other codes are not checked. */
 enum proto_auth_code {
 	PROTO_AUTH_OK = 0,
 	PROTO_AUTH_CLEARTEXT = 3,

@@ -36,7 +36,7 @@ test: deps build
 	TUSK_BIN=$(TUSK_BIN) $(PYTHON) -m pytest tests/integration $(PYTEST_ARGS) 2>&1 | tee build/test-logs/pytest.log; integ=$${PIPESTATUS[0]}; \
 	echo "=== summary ==="; \
 	echo -n "unit:        "; (grep -E 'tests passed|No tests were found' build/test-logs/ctest.log || echo "no ctest summary (exit $$unit)") | tail -n1; \
-	echo -n "integration: "; (grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* =+$$' build/test-logs/pytest.log || echo "no pytest summary (exit $$integ)") | tail -n1; \
+	echo -n "integration: "; (grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* =+$$' build/test-logs/pytest.log || echo "no pytest summary (exit $$integ)") | tail -n1 | sed -E 's/^=+ //; s/ =+$$//'; \
 	[ $$unit -eq 0 ] && [ $$integ -eq 0 ]
 
 unit: build

@@ -85,6 +85,7 @@ void client_update_io(struct client *c)
 			want |= EV_READ;
 		break;
 	case CLIENT_CLOSING:
+		want |= EV_READ; /* drained and dropped, see client_flush */
 		break;
 	}
 	if (!buf_empty(&c->wbuf) || c->s2c_scanned > 0)
@@ -191,14 +192,40 @@ int client_write_wbuf(struct client *c)
 	return 0;
 }
 
-/* Flush in CLOSING; closes the client when done or when the peer is gone. */
+/* Flush in CLOSING. Closing a socket that still has unread input makes the kernel send a
+ * RST, and the client may then lose the error we just wrote; so once the error is out we
+ * half-close, and drop whatever the client still sends until it closes its side (or the
+ * linger timer fires). */
 void client_flush(struct client *c)
 {
-	if (client_write_wbuf(c) < 0 || buf_empty(&c->wbuf)) {
+	if (client_write_wbuf(c) < 0) {
+		client_close(c, "client went away");
+		return;
+	}
+	if (buf_empty(&c->wbuf) && !c->shut_wr) {
+		c->shut_wr = true;
+		if (shutdown(c->fd, SHUT_WR) < 0) {
+			client_close(c, "closed after error");
+			return;
+		}
+	}
+	client_update_io(c);
+}
+
+static void drain_closing(struct client *c)
+{
+	uint8_t scratch[4096];
+	for (int i = 0; i < 16; i++) {
+		ssize_t n = read(c->fd, scratch, sizeof scratch);
+		if (n > 0)
+			continue;
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return;
 		client_close(c, "closed after error");
 		return;
 	}
-	client_update_io(c);
 }
 
 static void format_ctx(struct client *c)
@@ -439,9 +466,11 @@ static void handle_startup_input(struct client *c)
 			on_cancel_request(c, &st);
 			return;
 		case PROTO_STARTUP_MESSAGE:
+			/* Consume first: on_startup may link a server at once and start relaying
+			 * whatever follows in rbuf. st still points at the bytes, which stay put
+			 * until the next read. */
+			buf_consume(&c->rbuf, (size_t)n);
 			on_startup(c, &st);
-			if (c->state != CLIENT_CLOSING)
-				buf_consume(&c->rbuf, (size_t)n);
 			return;
 		}
 	}
@@ -607,15 +636,18 @@ static void start_claim(struct client *c)
 void client_on_pool_message(struct worker *w, struct worker_msg *m)
 {
 	struct client *c = (struct client *)((char *)m->waiter - offsetof(struct client, waiter));
-	(void)w;
 	c->queued = false;
-	if (c->dead) {
-		/* The client left while this was in flight: give it back untouched. */
-		if (m->kind == WORKER_MSG_SERVER)
+	if (c->dead || w->stopping) {
+		/* The client left while this was in flight: give it back untouched (or, when
+		 * shutting down, close it so that nothing is left in a dead inbox). */
+		if (m->kind == WORKER_MSG_SERVER && !w->stopping)
 			pool_put_idle(c->pool, m->server);
+		else if (m->kind == WORKER_MSG_SERVER)
+			server_close(m->server, "tusk is shutting down");
 		else
 			pool_drop_slot(c->pool);
-		free_client(c);
+		if (c->dead)
+			free_client(c);
 		return;
 	}
 	if (m->kind == WORKER_MSG_SERVER) {
@@ -683,7 +715,11 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		relay_client_event(c, revents);
 		break;
 	case CLIENT_CLOSING:
-		client_flush(c);
+		if (revents & EV_WRITE) {
+			client_flush(c);
+			return;
+		}
+		drain_closing(c);
 		break;
 	}
 }

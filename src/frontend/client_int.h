@@ -51,6 +51,7 @@ struct client {
 	struct pool_waiter waiter;
 	bool queued;                /* waiter is (or was, until the answer arrives) in the pool queue */
 	bool dead;                  /* closed while an answer from the pool was in flight */
+	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
 	struct client *prev, *next; /* worker->clients */
 

@@ -167,6 +167,8 @@ static void server_lost(struct client *c, struct server *s, const char *reason)
 	/* Whatever the server said last (often its own FATAL) goes out first. */
 	(void)scan_server(c, s, c->worker->rt->cfg->max_message_size);
 	(void)write_scanned(c->fd, &s->rbuf, &c->s2c_scanned);
+	log_debug(c->id, c->ctx, "server %s lost with %zu bytes unsent, %u of a message outstanding", sid,
+		  c->s2c_scanned, c->s2c_remaining);
 	c->server = NULL;
 	s->owner = NULL;
 	cancel_set_target(c, NULL);

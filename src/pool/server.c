@@ -45,12 +45,42 @@ static void update_io(struct server *s)
 	ev_io_start(s->worker->loop, &s->io);
 }
 
+static void link_worker(struct server *s, struct worker *w)
+{
+	s->worker = w;
+	s->wprev = NULL;
+	s->wnext = w->servers;
+	if (w->servers)
+		w->servers->wprev = s;
+	w->servers = s;
+}
+
+static void unlink_worker(struct server *s)
+{
+	struct worker *w = s->worker;
+	if (!w)
+		return;
+	ev_io_stop(w->loop, &s->io);
+	ev_timer_stop(w->loop, &s->timer);
+	if (s->wprev)
+		s->wprev->wnext = s->wnext;
+	else
+		w->servers = s->wnext;
+	if (s->wnext)
+		s->wnext->wprev = s->wprev;
+	s->wprev = s->wnext = NULL;
+	s->worker = NULL;
+}
+
+void server_close_all(struct worker *w, const char *reason)
+{
+	while (w->servers)
+		server_close(w->servers, reason);
+}
+
 static void free_server(struct server *s)
 {
-	if (s->worker) {
-		ev_io_stop(s->worker->loop, &s->io);
-		ev_timer_stop(s->worker->loop, &s->timer);
-	}
+	unlink_worker(s);
 	if (s->fd >= 0)
 		close(s->fd);
 	if (s->scram) {
@@ -150,7 +180,7 @@ struct server *server_connect(struct pool *pool, struct worker *w, server_done_f
 		goto err_free;
 	id_make(s->id, 's');
 	s->pool = pool;
-	s->worker = w;
+	link_worker(s, w);
 	s->done = done;
 	s->done_arg = arg;
 	s->state = SERVER_CONNECTING;
@@ -550,7 +580,7 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
 void server_attach(struct server *s, struct worker *w)
 {
 	server_detach(s);
-	s->worker = w;
+	link_worker(s, w);
 	ev_init(&s->io, server_io_cb);
 	s->io.data = s;
 	ev_io_set(&s->io, s->fd, EV_READ);
@@ -560,9 +590,5 @@ void server_attach(struct server *s, struct worker *w)
 
 void server_detach(struct server *s)
 {
-	if (s->worker) {
-		ev_io_stop(s->worker->loop, &s->io);
-		ev_timer_stop(s->worker->loop, &s->timer);
-	}
-	s->worker = NULL;
+	unlink_worker(s);
 }

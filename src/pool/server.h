@@ -64,6 +64,7 @@ struct server {
 	int pending_rfq;                      /* ReadyForQuery messages still owed */
 	/* private */
 	struct server *next_idle;
+	struct server *wprev, *wnext;         /* worker->servers while attached */
 	server_done_fn done;
 	void *done_arg;
 	struct scram_client *scram;

@@ -113,6 +113,12 @@ void runtime_stop(struct runtime *rt)
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
 		if (rt->workers[w])
 			worker_join(rt->workers[w]);
+	/* Freeing settles the inboxes; a settled message may post to another worker's inbox,
+	 * so settle all before freeing any (pool_drop_slot only posts to live waiters, and
+	 * every client is closed by now, so this converges in one pass per worker). */
+	for (int w = 0; rt->workers && w < rt->nworkers; w++)
+		if (rt->workers[w])
+			worker_free(rt->workers[w]);
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
 	free(rt->workers);

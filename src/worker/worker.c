@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "frontend/client.h"
+#include "pool/server.h"
 #include "pool/pool.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -76,6 +77,7 @@ static void drain_inbox(struct worker *w)
 		}
 		ev_timer_stop(w->loop, &p->tick);
 		client_close_all(w, "tusk is shutting down");
+		server_close_all(w, "tusk is shutting down");
 		ev_async_stop(w->loop, &p->wake);
 		/* Remaining watchers belong to connections being closed; break out now. */
 		ev_break(w->loop, EVBREAK_ALL);
@@ -100,8 +102,6 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	ev_run(w->loop, 0);
-	/* Messages that raced with the stop: give their servers and grants back. */
-	drain_inbox(w);
 	return NULL;
 }
 
@@ -183,8 +183,15 @@ void worker_stop(struct worker *w)
 
 void worker_join(struct worker *w)
 {
+	pthread_join(priv(w)->thread, NULL);
+}
+
+void worker_free(struct worker *w)
+{
 	struct worker_priv *p = priv(w);
-	pthread_join(p->thread, NULL);
+	/* No thread runs any more, so nothing can post: this drain is the last. */
+	drain_inbox(w);
+	server_close_all(w, "tusk is shutting down");
 	ev_loop_destroy(w->loop);
 	pthread_mutex_destroy(&p->inbox_lock);
 	free(p->listen_io);

@@ -11,6 +11,7 @@ struct runtime;
 struct server;
 struct pool_waiter;
 struct client;
+struct server;
 
 enum worker_msg_kind {
 	WORKER_MSG_SERVER, /* a pooled server for a waiting client */
@@ -29,6 +30,7 @@ struct worker {
 	struct runtime *rt;   /* read-only */
 	struct ev_loop *loop; /* read-only; used only on this worker's thread */
 	struct client *clients; /* private to frontend/: clients served here */
+	struct server *servers; /* private to pool/server.c: servers attached to this loop */
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	/* private */
 	void *priv;
@@ -41,7 +43,12 @@ int worker_start(struct runtime *rt, int index, const int *listen_fds, int nlist
 void worker_post(struct worker *w, struct worker_msg *msg);
 /* Thread-safe: ask the worker to close its listeners and connections and end its loop. */
 void worker_stop(struct worker *w);
-/* Wait for the thread and free the worker. */
+/* Wait for the thread to end. */
 void worker_join(struct worker *w);
+/* After every worker is joined: settle messages still in the inbox (their servers are
+ * closed, their grants dropped) and free the worker. */
+void worker_free(struct worker *w);
+/* Close the servers still attached to w's loop (shutdown; defined in pool/server.c). */
+void server_close_all(struct worker *w, const char *reason);
 
 #endif

@@ -37,7 +37,7 @@ def test_200_clients_50_queries_each(tusk, pg):
         with pg.admin(TEST_DB) as c:
             while not stop_watch.is_set():
                 n = c.execute("select count(*) from pg_stat_activity where usename = 'tusk_trust' "
-                              "and backend_type = 'client backend'").fetchone()[0]
+                              "and datname = %s and backend_type = 'client backend'", (TEST_DB,)).fetchone()[0]
                 peak[0] = max(peak[0], n)
                 time.sleep(0.05)
 

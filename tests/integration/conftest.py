@@ -341,7 +341,7 @@ class Tusk:
         cfg = {
             "listen": [{"host": "127.0.0.1", "port": self.port}],
             "workers": workers,
-            "log": {"level": log_level, "format": "text", "target": "stderr"},
+            "log": settings.pop("log", {"level": log_level, "format": "text", "target": "stderr"}),
             "services": services,
             "pools": pools,
         }

@@ -2,7 +2,6 @@
 and well-behaved clients running at the same time see no error."""
 
 import contextlib
-import os
 import socket
 import struct
 import threading

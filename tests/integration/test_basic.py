@@ -1,11 +1,12 @@
 """The plain path: real clients (psql, psycopg) log in through tusk and run queries."""
 
 import os
+import re
 import subprocess
 
 import pytest
 
-from conftest import DIRECT, PG_BIN, SLOW, TEST_DB, connect
+from conftest import PG_BIN, SLOW, TEST_DB, wait_until
 import pgwire
 
 
@@ -105,3 +106,23 @@ def test_psql_through_sslmode_prefer_falls_back_to_plain(tusk):
     p = psql(t.port, "select 'plain'", env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout == "plain\n"
+
+
+@pytest.mark.tusk_only
+def test_log_lines_carry_connection_id_and_context(tusk):
+    t = tusk()
+    with t.connect(application_name="log-check") as c:
+        c.execute("select 1")
+    line_re = re.compile(r" c[0-9a-f]{8} tusk_test/tusk_trust@127\.0\.0\.1:\d+: ")
+    # the log is written by a logger thread: give it a moment
+    wait_until(lambda: line_re.search(t.log_text()), 5 * SLOW, what="a client log line with id and db/user@addr:port")
+
+
+@pytest.mark.tusk_only
+def test_log_target_file(tusk, tmp_path):
+    path = tmp_path / "tusk-file.log"
+    t = tusk(log={"level": "info", "format": "text", "target": f"file:{path}"})
+    with t.connect() as c:
+        c.execute("select 1")
+    wait_until(lambda: path.exists() and "tusk_test/tusk_trust@" in path.read_text(), 5 * SLOW,
+               what=f"client log lines in {path}")

@@ -1,7 +1,6 @@
 """Big data through tusk: COPY both ways byte-identical, a 100 MB result with bounded memory."""
 
 import hashlib
-import os
 import random
 import time
 

@@ -6,7 +6,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import BENCH_DB, DIRECT, SLOW, TEST_DB, assert_tusk_error
+from conftest import BENCH_DB, DIRECT, SLOW, TUSK_ERROR_RE, assert_tusk_error, wait_until
 
 
 def pool(size, user="*", database="*"):
@@ -29,6 +29,9 @@ def test_pool_exhausted_client_gets_error_after_pool_wait_timeout(tusk):
         took = time.monotonic() - start
         assert 0.9 <= took <= 5 * SLOW, f"error after {took:.2f}s, pool_wait_timeout is 1s"
         assert_tusk_error(str(ei.value))
+        # the id in the client's error leads to tusk's log
+        cid = TUSK_ERROR_RE.search(str(ei.value)).group(0).split()[1]
+        wait_until(lambda: cid in t.log_text(), 5 * SLOW, what=f"{cid} in tusk's log")
         # the two holders are unaffected
         assert a.execute("select 'a'").fetchone() == ("a",)
         assert b.execute("select 'b'").fetchone() == ("b",)

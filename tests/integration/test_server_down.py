@@ -20,8 +20,16 @@ def acceptable_shutdown_error(sqlstate, msg):
 
 
 def test_postgres_stopped_under_load_then_restarted(tusk, private_pg):
+    """Two kinds of client are connected when PostgreSQL stops (pg_ctl stop -m fast):
+    - sleepers, in the middle of a long query: each must get PostgreSQL's FATAL 57P01 relayed, or
+      an error from tusk carrying the client's id;
+    - busy clients firing short queries: each must get *an* error. A client whose next query is
+      in flight when the connection closes can see a bare "server closed the connection": the
+      close turns into a reset that drops the error before libpq reads it. PostgreSQL alone does
+      the same (TUSK_TEST_DIRECT=1 shows it), so only sleepers are held to the exact error."""
     t = tusk(pg_server=private_pg, server_connect_timeout="2s", pool_wait_timeout="3s")
-    n = 12
+    nbusy, nsleep = 8, 6
+    n = nbusy + nsleep
     outcome = [None] * n
     ran = [0] * n
     stop_by = time.monotonic() + 60 * SLOW
@@ -32,6 +40,8 @@ def test_postgres_stopped_under_load_then_restarted(tusk, private_pg):
                 while time.monotonic() < stop_by:
                     assert c.execute("select %s::int from pg_sleep(0.005)", (i,)).fetchone() == (i,)
                     ran[i] += 1
+                    if i >= nbusy:
+                        c.execute("select pg_sleep(60)")
             outcome[i] = ("no error", "")
         except psycopg.Error as e:
             outcome[i] = (e.sqlstate, str(e))
@@ -45,13 +55,16 @@ def test_postgres_stopped_under_load_then_restarted(tusk, private_pg):
     while not all(ran) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert all(ran), f"not every client ran a query before the stop: {ran} {outcome}"
+    time.sleep(0.2)  # sleepers are inside pg_sleep(60)
 
     private_pg.stop("fast")
     for th in threads:
         th.join(30 * SLOW)
     assert not any(th.is_alive() for th in threads), "clients hung after PostgreSQL stopped"
-    bad = [(i, o) for i, o in enumerate(outcome) if o is None or not acceptable_shutdown_error(*o)]
-    assert not bad, f"clients without an acceptable error: {bad}"
+    no_error = [(i, o) for i, o in enumerate(outcome) if o is None or o[0] in ("no error", "unexpected")]
+    assert not no_error, f"clients without an error: {no_error}"
+    bad = [(i, o) for i, o in enumerate(outcome[nbusy:], nbusy) if not acceptable_shutdown_error(*o)]
+    assert not bad, f"clients in a query got neither 57P01 nor a tusk error with their id: {bad}"
     for sqlstate, msg in outcome:
         if "tusk" in msg:
             assert_tusk_error(msg)

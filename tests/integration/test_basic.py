@@ -3,7 +3,10 @@
 import os
 import re
 import subprocess
+import threading
+import time
 
+import psycopg
 import pytest
 
 from conftest import PG_BIN, SLOW, TEST_DB, wait_until
@@ -126,3 +129,47 @@ def test_log_target_file(tusk, tmp_path):
         c.execute("select 1")
     wait_until(lambda: path.exists() and "tusk_test/tusk_trust@" in path.read_text(), 5 * SLOW,
                what=f"client log lines in {path}")
+
+
+def test_cancel_request_reaches_the_right_query(tusk):
+    t = tusk()
+    with t.connect() as victim, t.connect() as bystander:
+        timer = threading.Timer(0.5, victim.cancel)
+        timer.start()
+        start = time.monotonic()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                victim.execute("select pg_sleep(20)")
+        finally:
+            timer.cancel()
+        assert time.monotonic() - start < 5 * SLOW
+        assert bystander.execute("select 'untouched'").fetchone() == ("untouched",)
+        assert victim.execute("select 'still usable'").fetchone() == ("still usable",)
+
+
+@pytest.mark.tusk_only
+def test_max_client_connections(tusk):
+    t = tusk(max_client_connections=3)
+    held = [t.connect() for _ in range(3)]
+    try:
+        c = pgwire.RawClient("127.0.0.1", t.port, timeout=10 * SLOW)
+        try:
+            c.send(pgwire.startup_packet({"user": "tusk_trust", "database": TEST_DB}))
+            outcome, detail = c.expect_error_or_close(timeout=10 * SLOW)
+            if outcome == "error":
+                assert detail["M"].startswith("tusk "), detail
+        finally:
+            c.close()
+    finally:
+        for h in held:
+            h.close()
+    # a slot frees up when a client leaves
+    wait_until(lambda: _can_query(t), 10 * SLOW, what="a new client accepted after others left")
+
+
+def _can_query(t):
+    try:
+        with t.connect(connect_timeout=5) as c:
+            return c.execute("select 1").fetchone() == (1,)
+    except psycopg.OperationalError:
+        return False

@@ -1,5 +1,6 @@
 """Session pooling: size limits, FIFO waiting with a deadline, reset and reuse of servers."""
 
+import os
 import threading
 import time
 
@@ -169,3 +170,23 @@ def test_many_short_sessions_reuse_few_servers(tusk, pg):
         # but never more than the pool's size.
         assert len(pids) <= 3, f"30 sequential sessions used {len(pids)} servers of a size-3 pool"
         assert pg.backends("tusk_trust") <= 3
+
+
+def test_reused_server_takes_the_next_clients_startup_parameters(tusk):
+    """A server keeps the startup parameters of the client it was opened for, and DISCARD ALL
+    resets to those. The next client on the same server must still see its own."""
+    t = tusk(pools=[pool(1)])
+    pids = set()
+    for app, tz in [("first", "UTC"), ("second", "Asia/Tokyo"), ("third", "America/New_York")]:
+        os.environ["PGTZ"] = tz  # libpq sends it as TimeZone in the startup packet
+        try:
+            with t.connect(application_name=app) as c:
+                pids.add(backend_pid(c))
+                got = c.execute("select current_setting('application_name'), current_setting('TimeZone')")
+                assert got.fetchone() == (app, tz)
+                assert c.info.parameter_status("application_name") == app
+                assert c.info.parameter_status("TimeZone") == tz
+        finally:
+            del os.environ["PGTZ"]
+    if not DIRECT:
+        assert len(pids) == 1, "size-1 pool: one server for all three"

@@ -190,3 +190,28 @@ def test_reused_server_takes_the_next_clients_startup_parameters(tusk):
             del os.environ["PGTZ"]
     if not DIRECT:
         assert len(pids) == 1, "size-1 pool: one server for all three"
+
+
+@pytest.mark.tusk_only
+def test_idle_servers_closed_after_server_idle_timeout(tusk, pg):
+    t = tusk(pools=[pool(5, user="tusk_solo"), pool(5)], server_idle_timeout="1s")
+    with t.connect(user="tusk_solo") as a, t.connect(user="tusk_solo") as b:
+        backend_pid(a), backend_pid(b)
+    assert pg.backends("tusk_solo") >= 2, "pooled servers stay open while idle"
+    wait_until(lambda: pg.backends("tusk_solo") == 0, 10 * SLOW, what="idle servers closed")
+    with t.connect(user="tusk_solo") as c:
+        assert c.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.tusk_only
+def test_custom_server_reset_query(tusk):
+    t = tusk(pools=[pool(1)], server_reset_query="RESET work_mem")
+    with t.connect() as a:
+        pid = backend_pid(a)
+        a.execute("set work_mem = '77MB'")
+        a.execute("set maintenance_work_mem = '99MB'")
+    with t.connect() as b:
+        assert backend_pid(b) == pid
+        assert b.execute("show work_mem").fetchone() == ("4MB",)
+        # only what the configured reset query resets is reset
+        assert b.execute("show maintenance_work_mem").fetchone() == ("99MB",)

@@ -125,7 +125,8 @@ def wait_until(pred, timeout, interval=0.05, what="condition"):
 class PgServer:
     """A throwaway PostgreSQL 15 cluster in its own directory on a free loopback port."""
 
-    def __init__(self, base):
+    def __init__(self, base, with_bench=True):
+        self.with_bench = with_bench
         self.base = Path(base)
         self.data = self.base / "data"
         self.sockdir = self.base / "sock"
@@ -210,6 +211,8 @@ host all all 127.0.0.1/32 trust
             c.execute("insert into items select g, 'item ' || g from generate_series(1, 1000) g")
             c.execute("create table kv (k text primary key, v text)")
             c.execute("grant select on items to public")
+        if not self.with_bench:
+            return
         run(as_postgres([str(PG_BIN / "pgbench"), "-i", "-q", "-s", "1", "-h", "127.0.0.1",
                          "-p", str(self.port), "-U", "tusk_trust", BENCH_DB]), timeout=120)
 
@@ -256,8 +259,8 @@ def workdir(request):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _make_pg(base):
-    s = PgServer(base)
+def _make_pg(base, with_bench=True):
+    s = PgServer(base, with_bench)
     _atexit_servers.append(s)
     s.init()
     return s
@@ -284,7 +287,7 @@ def _pg_left_running(request):
 @pytest.fixture
 def private_pg(workdir, request):
     """A PostgreSQL of this test's own, for tests that shut it down under load."""
-    s = _make_pg(workdir / f"pg-{request.node.name}"[:100])
+    s = _make_pg(workdir / f"pg-{request.node.name}"[:100], with_bench=False)
     yield s
     s.destroy()
 

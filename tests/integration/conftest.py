@@ -178,12 +178,29 @@ host all all 127.0.0.1/32 trust
         self._pg("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                  "-o", f"-p {self.port}", "start")
         self.running = True
+        # Remembered so the postmaster can be stopped even if pg_ctl can't (data dir gone).
+        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
 
     def stop(self, mode="fast"):
         if not self.running:
             return
-        self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
-        self.running = False
+        try:
+            self._pg("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+        except Exception:
+            self._kill_postmaster(signal.SIGINT if mode == "fast" else signal.SIGQUIT)
+            raise
+        finally:
+            self.running = False
+
+    def _kill_postmaster(self, sig):
+        try:
+            os.kill(self.pid, sig)
+            for _ in range(100):
+                os.kill(self.pid, 0)
+                time.sleep(0.1)
+            os.kill(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, AttributeError):
+            pass
 
     def admin(self, dbname="postgres"):
         return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname,

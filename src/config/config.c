@@ -944,6 +944,12 @@ static const struct key_def pool_keys[] = {
 	  .reloadable = true },
 	{ .name = "size", .type = KEY_INT, .offset = RULE_FIELD(size), .min = 1, .max = 10000, .def = "20",
 	  .reloadable = true },
+	{ .name = "min_size", .type = KEY_INT, .offset = RULE_FIELD(min_size), .min = 0, .max = 10000, .def = "0",
+	  .reloadable = true },
+	{ .name = "max_db_connections", .type = KEY_INT, .offset = RULE_FIELD(max_db_connections), .min = 0,
+	  .max = 100000, .def = "0", .reloadable = true },
+	{ .name = "max_user_connections", .type = KEY_INT, .offset = RULE_FIELD(max_user_connections), .min = 0,
+	  .max = 100000, .def = "0", .reloadable = true },
 	{ .name = "server_user", .type = KEY_STRING, .offset = RULE_FIELD(server_user), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "server_password", .type = KEY_STRING, .offset = RULE_FIELD(server_password), .min = 0,
@@ -1028,6 +1034,11 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 		rule->line = node_line(item);
 		parse_mapping(ld, item, rule->line, sub, &pool_table, (char *)rule);
 		resolve_service(ld, item, sub, rule);
+		if (rule->min_size > rule->size) {
+			char key[PATH_LEN];
+			join_key(key, sub, "min_size");
+			report(ld, rule->line, key, "%d is larger than size (%d)", rule->min_size, rule->size);
+		}
 		clean[i] = ld->nerrs + ld->nlost == before;
 	}
 	/* A rule behind one that matches all it would is dead: almost surely a mistake in order. */
@@ -1081,6 +1092,12 @@ static const struct key_def top_keys[] = {
 	  .min = 1, .max = MS_PER_DAY, .def = "15s", .reloadable = true },
 	{ .name = "server_idle_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_idle_timeout_ms),
 	  .min = 0, .max = 30 * MS_PER_DAY, .def = "10m", .reloadable = true },
+	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = TOP_FIELD(server_lifetime_ms), .min = 0,
+	  .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
+	{ .name = "idle_transaction_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(idle_transaction_timeout_ms),
+	  .min = 0, .max = MS_PER_DAY, .def = "0", .reloadable = true },
+	{ .name = "max_prepared_statements", .type = KEY_INT, .offset = TOP_FIELD(max_prepared_statements),
+	  .min = 0, .max = 100000, .def = "200", .reloadable = true },
 	{ .name = "server_reset_query", .type = KEY_STRING, .offset = TOP_FIELD(server_reset_query), .min = 0,
 	  .max = 4096, .def = "DISCARD ALL", .reloadable = true },
 	{ .name = "max_message_size", .type = KEY_SIZE, .offset = TOP_FIELD(max_message_size), .min = 8 << 10,

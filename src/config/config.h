@@ -40,6 +40,9 @@ struct config_pool_rule {
 	const struct config_service *service; /* resolved from service_name */
 	enum pool_mode mode;                  /* default session */
 	int size;                             /* max server connections per (database, user); default 20 */
+	int min_size;                         /* kept connected per (database, user); default 0 */
+	int max_db_connections;               /* across the pools of one database; 0 = no limit */
+	int max_user_connections;             /* across the pools of one user; 0 = no limit */
 	char *server_user;                    /* NULL: log in as the client's user */
 	char *server_password;                /* NULL: none configured */
 	char *server_database;                /* NULL: the client's database */
@@ -72,6 +75,10 @@ struct tusk_config {
 	uint64_t server_reset_timeout_ms;   /* default 5s: reset query must finish within */
 	uint64_t client_login_timeout_ms;   /* default 15s: startup must finish within */
 	uint64_t server_idle_timeout_ms;    /* default 10m: idle pooled servers closed after; 0 = never */
+
+	uint64_t server_lifetime_ms;        /* default 1h: servers older (+-jitter) are closed when idle; 0 = never */
+	uint64_t idle_transaction_timeout_ms; /* default 0 (off): close clients idle inside a transaction */
+	int max_prepared_statements;   /* default 200: per server, LRU; 0 = pass named statements through */
 
 	char *server_reset_query;      /* default "DISCARD ALL"; "" = none */
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */

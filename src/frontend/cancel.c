@@ -1,15 +1,18 @@
-/* Cancel requests. Each client gets a BackendKeyData minted by tusk; the registry maps
- * that key to the server serving the client right now (or to nothing), so a cancel that
- * arrives on any worker reaches exactly that server and never one that has moved on to
- * another client. The registry lock guards the table and the targets in it; it is held
- * for a lookup or an update only, never across I/O. */
+/* Cancel requests. Each client gets a BackendKeyData minted by tusk, registered here with
+ * the worker that serves the client. A CancelRequest may arrive on any worker: it is looked
+ * up and posted to the client's own worker, which alone knows which server the client holds
+ * right now. That worker sends the cancel to that server and keeps the server from going to
+ * another client until PostgreSQL has taken the cancel (it closes the cancel connection
+ * once it has signalled the backend), so a cancel never lands on a stranger's query.
+ * The registry lock guards the table; it is held for a lookup or an update, never for I/O. */
+#include "frontend/cancel.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "frontend/cancel.h"
 #include "frontend/client_int.h"
 #include "pool/server.h"
 #include "proto/proto.h"
@@ -22,19 +25,15 @@
 
 struct cancel_entry {
 	struct cancel_entry *next;
-	const struct client *client; /* identity only; never dereferenced outside the lock owner */
+	struct client *client;  /* dereferenced only on worker, the client's own thread */
+	struct worker *worker;
 	uint32_t pid, key;
-	bool has_target;
-	struct net_addr addr;
-	uint32_t backend_pid, backend_key;
-	char server_id[ID_LEN];
 };
 
 struct cancel_registry {
-	pthread_mutex_t lock;
+	pthread_mutex_t lock; /* protects buckets and every entry in them */
 	struct cancel_entry *buckets[CANCEL_BUCKETS];
 };
-
 
 struct cancel_registry *cancel_registry_new(void)
 {
@@ -60,85 +59,119 @@ void cancel_registry_free(struct cancel_registry *reg)
 	free(reg);
 }
 
-static struct cancel_entry **find(struct cancel_registry *reg, uint32_t pid, const struct client *c)
-{
-	struct cancel_entry **pp = &reg->buckets[pid % CANCEL_BUCKETS];
-	while (*pp && (*pp)->client != c)
-		pp = &(*pp)->next;
-	return pp;
-}
-
-/* s == NULL: the client holds no server now. Entries are created on first use. */
-void cancel_set_target(struct client *c, const struct server *s)
+int cancel_register(struct client *c)
 {
 	struct cancel_registry *reg = c->worker->rt->cancels;
+	struct cancel_entry *e = calloc(1, sizeof *e);
+	if (!e)
+		return -ENOMEM;
+	e->client = c;
+	e->worker = c->worker;
+	e->pid = c->cancel_pid;
+	e->key = c->cancel_key;
 	pthread_mutex_lock(&reg->lock);
-	struct cancel_entry **pp = find(reg, c->cancel_pid, c);
-	struct cancel_entry *e = *pp;
-	if (!e && s) {
-		e = calloc(1, sizeof *e);
-		if (e) {
-			e->client = c;
-			e->pid = c->cancel_pid;
-			e->key = c->cancel_key;
-			*pp = e;
-		}
-	}
-	if (e) {
-		e->has_target = s != NULL;
-		if (s) {
-			e->addr = s->addr;
-			e->backend_pid = s->backend_pid;
-			e->backend_key = s->backend_key;
-			memcpy(e->server_id, s->id, ID_LEN);
-		}
-	}
+	e->next = reg->buckets[e->pid % CANCEL_BUCKETS];
+	reg->buckets[e->pid % CANCEL_BUCKETS] = e;
 	pthread_mutex_unlock(&reg->lock);
+	c->cancel_registered = true;
+	return 0;
 }
 
 void cancel_forget(struct client *c)
 {
 	struct cancel_registry *reg = c->worker->rt->cancels;
+	struct cancel_entry *e = NULL;
+
+	if (!c->cancel_registered)
+		return;
 	pthread_mutex_lock(&reg->lock);
-	struct cancel_entry **pp = find(reg, c->cancel_pid, c);
-	struct cancel_entry *e = *pp;
-	if (e)
-		*pp = e->next;
+	for (struct cancel_entry **pp = &reg->buckets[c->cancel_pid % CANCEL_BUCKETS]; *pp; pp = &(*pp)->next) {
+		if ((*pp)->client == c) {
+			e = *pp;
+			*pp = e->next;
+			break;
+		}
+	}
 	pthread_mutex_unlock(&reg->lock);
+	c->cancel_registered = false;
 	free(e);
 }
 
-/* One outgoing CancelRequest: connect, write 16 bytes, close. */
+/* ---- sending ---- */
+
+/* One outgoing CancelRequest: connect, write 16 bytes, wait for PostgreSQL to close. */
 struct cancel_conn {
+	struct cancel_conn *prev, *next; /* worker->cancel_conns */
+	struct cancel_conn *snext;       /* server->cancels */
+	struct worker *worker;
+	struct server *server;           /* held back from the pool until we are done; may be NULL */
 	ev_io io;
 	ev_timer timer;
-	struct ev_loop *loop;
+	bool sent;
 	uint8_t pkt[16];
 	char server_id[ID_LEN];
 };
 
 static void cancel_conn_free(struct cancel_conn *cc)
 {
-	ev_io_stop(cc->loop, &cc->io);
-	ev_timer_stop(cc->loop, &cc->timer);
+	struct worker *w = cc->worker;
+	struct server *s = cc->server;
+
+	if (cc->prev)
+		cc->prev->next = cc->next;
+	else
+		w->cancel_conns = cc->next;
+	if (cc->next)
+		cc->next->prev = cc->prev;
+	ev_io_stop(w->loop, &cc->io);
+	ev_timer_stop(w->loop, &cc->timer);
 	close(cc->io.fd);
+	if (s) {
+		for (struct cancel_conn **pp = &s->cancels; *pp; pp = &(*pp)->snext) {
+			if (*pp == cc) {
+				*pp = cc->snext;
+				break;
+			}
+		}
+	}
 	free(cc);
+	if (s && !s->cancels && s->park_after_cancel) {
+		s->park_after_cancel = false;
+		relay_park_server(s);
+	}
+}
+
+void cancel_detach_server(struct server *s)
+{
+	for (struct cancel_conn *cc = s->cancels; cc; cc = cc->snext)
+		cc->server = NULL;
+	s->cancels = NULL;
+	s->park_after_cancel = false;
 }
 
 static void cancel_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct cancel_conn *cc = io->data;
-	(void)loop;
 	(void)revents;
-	if (net_connect_result(io->fd) == 0) {
-		ssize_t n = write(io->fd, cc->pkt, sizeof cc->pkt);
-		if (n != (ssize_t)sizeof cc->pkt)
+
+	if (!cc->sent) {
+		if (net_connect_result(io->fd) < 0 || write(io->fd, cc->pkt, sizeof cc->pkt) != (ssize_t)sizeof cc->pkt) {
 			log_warn(cc->server_id, NULL, "could not send cancel request");
-		else
-			log_debug(cc->server_id, NULL, "cancel request sent");
-	} else {
-		log_warn(cc->server_id, NULL, "could not connect to send cancel request");
+			cancel_conn_free(cc);
+			return;
+		}
+		cc->sent = true;
+		ev_io_stop(loop, &cc->io);
+		ev_io_set(&cc->io, io->fd, EV_READ);
+		ev_io_start(loop, &cc->io);
+		return;
 	}
+	/* PostgreSQL says nothing on a cancel connection: EOF means it has been handled. */
+	char c;
+	ssize_t n = read(io->fd, &c, 1);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	log_debug(cc->server_id, NULL, "cancel request handled by the server");
 	cancel_conn_free(cc);
 }
 
@@ -151,46 +184,99 @@ static void cancel_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	cancel_conn_free(cc);
 }
 
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
+/* Send a cancel for s's running query from worker w (s's own worker). */
+void cancel_send_for(struct worker *w, struct server *s)
 {
-	struct cancel_registry *reg = w->rt->cancels;
-	struct cancel_entry target;
-	bool found = false;
-
-	pthread_mutex_lock(&reg->lock);
-	for (struct cancel_entry *e = reg->buckets[pid % CANCEL_BUCKETS]; e; e = e->next) {
-		if (e->pid == pid && e->key == key) {
-			found = e->has_target;
-			target = *e;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&reg->lock);
-	if (!found) {
-		log_debug(NULL, NULL, "cancel request for no running query; ignored");
-		return;
-	}
-
 	struct cancel_conn *cc = calloc(1, sizeof *cc);
 	struct buf b = { 0 };
 	if (!cc)
 		return;
-	int fd = net_connect(&target.addr);
+	int fd = net_connect(&s->addr);
 	if (fd < 0) {
 		free(cc);
-		log_warn(target.server_id, NULL, "could not connect to send cancel request");
+		log_warn(s->id, s->ctx, "could not connect to send cancel request");
 		return;
 	}
 	b.data = cc->pkt;
 	b.cap = sizeof cc->pkt;
-	(void)proto_put_cancel_request(&b, target.backend_pid, target.backend_key);
-	memcpy(cc->server_id, target.server_id, ID_LEN);
-	cc->loop = w->loop;
+	(void)proto_put_cancel_request(&b, s->backend_pid, s->backend_key);
+	memcpy(cc->server_id, s->id, ID_LEN);
+	cc->worker = w;
+	cc->server = s;
+	cc->snext = s->cancels;
+	s->cancels = cc;
+	cc->next = w->cancel_conns;
+	if (cc->next)
+		cc->next->prev = cc;
+	w->cancel_conns = cc;
 	ev_io_init(&cc->io, cancel_io_cb, fd, EV_WRITE);
 	cc->io.data = cc;
 	ev_timer_init(&cc->timer, cancel_timer_cb, CANCEL_TIMEOUT, 0.);
 	cc->timer.data = cc;
 	ev_io_start(w->loop, &cc->io);
 	ev_timer_start(w->loop, &cc->timer);
-	log_info(target.server_id, NULL, "forwarding cancel request to backend pid %u", target.backend_pid);
+	log_info(s->id, s->ctx, "sending cancel request to backend pid %u", s->backend_pid);
+}
+
+void cancel_close_all(struct worker *w)
+{
+	while (w->cancel_conns)
+		cancel_conn_free(w->cancel_conns);
+}
+
+/* ---- receiving ---- */
+
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
+{
+	struct cancel_registry *reg = w->rt->cancels;
+	struct worker *owner = NULL;
+
+	pthread_mutex_lock(&reg->lock);
+	for (struct cancel_entry *e = reg->buckets[pid % CANCEL_BUCKETS]; e; e = e->next) {
+		if (e->pid == pid && e->key == key) {
+			owner = e->worker;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg->lock);
+	if (!owner) {
+		log_info(NULL, NULL, "cancel request with an unknown key; ignored");
+		return;
+	}
+	struct worker_msg *m = calloc(1, sizeof *m);
+	if (!m)
+		return;
+	m->kind = WORKER_MSG_CANCEL;
+	m->cancel_pid = pid;
+	m->cancel_key = key;
+	worker_post(owner, m);
+}
+
+void cancel_on_message(struct worker *w, const struct worker_msg *m)
+{
+	struct cancel_registry *reg = w->rt->cancels;
+	struct client *c = NULL;
+
+	if (w->stopping)
+		return;
+	/* Entries are removed on the client's own thread, which is this one: an entry found
+	 * now names a live client. */
+	pthread_mutex_lock(&reg->lock);
+	for (struct cancel_entry *e = reg->buckets[m->cancel_pid % CANCEL_BUCKETS]; e; e = e->next) {
+		if (e->pid == m->cancel_pid && e->key == m->cancel_key && e->worker == w) {
+			c = e->client;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg->lock);
+	if (!c)
+		return;
+	struct server *s = c->server;
+	if (!s || s->state != SERVER_ACTIVE || (s->expect_count == 0 && s->pending_rfq == 0)) {
+		/* No server, or nothing running on it: PostgreSQL would ignore it too. */
+		log_debug(c->id, c->ctx, "cancel request while no query runs; ignored");
+		return;
+	}
+	log_info(c->id, c->ctx, "client asked to cancel its query on server %s", s->id);
+	cancel_send_for(w, s);
 }

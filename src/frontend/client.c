@@ -1,6 +1,7 @@
 /* Client connections (see client.h). States: STARTUP (reading the startup packet),
- * WAITING (for a server: queued, connecting, or applying the client's parameters),
- * ACTIVE (relaying, see relay.c) and CLOSING (flushing a last error before close).
+ * WAITING (for a server: queued, connecting, or applying the client's session to it),
+ * ACTIVE (relaying, see relay.c), IDLE (transaction/statement pooling: between
+ * transactions, no server) and CLOSING (flushing a last error before close).
  * client_set_state is the one place that changes state and the timers that go with it. */
 #include "frontend/client.h"
 
@@ -14,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include "frontend/client_int.h"
+#include "pool/prepared.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "proto/proto.h"
@@ -34,6 +36,7 @@ static const char *state_name(enum client_state s)
 {
 	switch (s) {
 	case CLIENT_STARTUP: return "startup";
+	case CLIENT_IDLE: return "idle";
 	case CLIENT_WAITING: return "waiting";
 	case CLIENT_ACTIVE: return "active";
 	case CLIENT_CLOSING: return "closing";
@@ -64,6 +67,7 @@ void client_set_state(struct client *c, enum client_state to)
 		arm_timer(c, (double)cfg->pool_wait_timeout_ms / 1000.0);
 		break;
 	case CLIENT_ACTIVE:
+	case CLIENT_IDLE:
 		arm_timer(c, 0);
 		break;
 	case CLIENT_CLOSING:
@@ -81,6 +85,7 @@ void client_update_io(struct client *c)
 	case CLIENT_STARTUP:
 	case CLIENT_WAITING:
 	case CLIENT_ACTIVE:
+	case CLIENT_IDLE:
 		if (buf_len(&c->rbuf) < c->rbuf.cap)
 			want |= EV_READ;
 		break;
@@ -114,7 +119,8 @@ static void free_client(struct client *c)
 {
 	buf_free(&c->rbuf);
 	buf_free(&c->wbuf);
-	free(c->params_mem);
+	session_free(&c->session);
+	prep_client_free(c->prep);
 	free(c);
 }
 
@@ -251,10 +257,12 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer)
 	if (buf_init(&c->wbuf, CLIENT_WBUF_SIZE) < 0)
 		goto err_free_client;
 	id_make(c->id, 'c');
+	c->serial = atomic_fetch_add_explicit(&rt->next_client_serial, 1, memory_order_relaxed) + 1;
 	c->worker = w;
 	c->fd = fd;
 	c->peer = *peer;
 	c->waiter.worker = w;
+	c->waiter.owner = c->serial;
 	format_ctx(c);
 	ev_init(&c->io, client_io_cb);
 	c->io.data = c;
@@ -297,25 +305,15 @@ static bool valid_guc_name(const char *s)
 	return true;
 }
 
-/* Keep a copy of one parameter for the SETs that apply it on every server the client gets. */
-static int add_param(struct client *c, char **cursor, const char *name, const char *value)
+/* Keep one parameter for the SETs that apply it on every server the client gets. */
+static int add_param(struct client *c, const char *name, const char *value)
 {
-	if (c->nparams == CLIENT_PARAMS_MAX)
-		return -1;
-	size_t nl = strlen(name) + 1, vl = strlen(value) + 1;
-	memcpy(*cursor, name, nl);
-	c->params[c->nparams].name = *cursor;
-	*cursor += nl;
-	memcpy(*cursor, value, vl);
-	c->params[c->nparams].value = *cursor;
-	*cursor += vl;
-	c->nparams++;
-	return 0;
+	return session_param_set(&c->session, name, value) < 0 ? -1 : 0;
 }
 
 /* "-c name=value" and "--name=value" from the startup "options" parameter, with backslash
  * escapes for spaces as libpq documents. Returns 0, or -1 for anything else. */
-static int add_options(struct client *c, char **cursor, const char *opts)
+static int add_options(struct client *c, const char *opts)
 {
 	char tok[1024];
 	bool want_c_value = false;
@@ -355,7 +353,7 @@ static int add_options(struct client *c, char **cursor, const char *opts)
 		for (char *p = (char *)assign; *p; p++)
 			if (*p == '-')
 				*p = '_';
-		if (!valid_guc_name(assign) || add_param(c, cursor, assign, eq + 1) < 0)
+		if (!valid_guc_name(assign) || add_param(c, assign, eq + 1) < 0)
 			return -1;
 	}
 	return want_c_value ? -1 : 0;
@@ -363,14 +361,6 @@ static int add_options(struct client *c, char **cursor, const char *opts)
 
 static int keep_startup(struct client *c, const struct proto_startup *st)
 {
-	size_t need = 0;
-	for (int i = 0; i < st->nparams; i++)
-		need += strlen(st->params[i].name) + strlen(st->params[i].value) + 2;
-	c->params_mem = malloc(need * 2 + 16);
-	if (!c->params_mem)
-		return -ENOMEM;
-	char *cursor = c->params_mem;
-
 	snprintf(c->user, sizeof c->user, "%s", st->user);
 	snprintf(c->database, sizeof c->database, "%s", st->database && st->database[0] ? st->database : st->user);
 	if (strlen(st->user) >= sizeof c->user || (st->database && strlen(st->database) >= sizeof c->database))
@@ -385,11 +375,11 @@ static int keep_startup(struct client *c, const struct proto_startup *st)
 			continue;
 		}
 		if (strcmp(name, "options") == 0) {
-			if (add_options(c, &cursor, value) < 0)
+			if (add_options(c, value) < 0)
 				return -EINVAL;
 			continue;
 		}
-		if (!valid_guc_name(name) || add_param(c, &cursor, name, value) < 0)
+		if (!valid_guc_name(name) || add_param(c, name, value) < 0)
 			return -EINVAL;
 	}
 	return 0;
@@ -429,6 +419,14 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		client_fail(c, "53200", "out of memory");
 		return;
 	}
+	c->mode = rule->mode;
+	if (c->mode != POOL_MODE_SESSION && cfg_of(c)->max_prepared_statements > 0) {
+		c->prep = prep_client_new(CLIENT_MAX_STATEMENTS, CLIENT_MAX_STATEMENT_BYTES);
+		if (!c->prep) {
+			client_fail(c, "53200", "out of memory");
+			return;
+		}
+	}
 	/* The key the client will cancel with; random so that it cannot be guessed. */
 	if (RAND_bytes((unsigned char *)&c->cancel_pid, sizeof c->cancel_pid) != 1 ||
 	    RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1) {
@@ -436,6 +434,10 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		return;
 	}
 	c->cancel_pid &= 0x7fffffff; /* some drivers treat the pid as a signed int */
+	if (cancel_register(c) < 0) {
+		client_fail(c, "53200", "out of memory");
+		return;
+	}
 	log_debug(c->id, c->ctx, "startup done, asking pool for a server");
 	client_set_state(c, CLIENT_WAITING);
 	start_claim(c);
@@ -480,49 +482,64 @@ static void handle_startup_input(struct client *c)
 
 static void on_server_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			    size_t errlen);
+static void start_claim(struct client *c);
 
-/* Quote a value as an E'' literal so neither quotes nor backslashes can break out. */
-static bool append_literal(char *out, size_t cap, size_t *pos, const char *v)
+static const char *lookup_server_param(const void *server, const char *name)
 {
-	size_t p = *pos;
-	if (p + 3 >= cap)
-		return false;
-	out[p++] = 'E';
-	out[p++] = '\'';
-	for (; *v; v++) {
-		if (p + 3 >= cap)
-			return false;
-		if (*v == '\'' || *v == '\\')
-			out[p++] = *v;
-		out[p++] = *v;
-	}
-	out[p++] = '\'';
-	out[p] = '\0';
-	*pos = p;
-	return true;
+	return server_param(server, name);
 }
 
-/* The SETs that make server s match the client's startup parameters, or "" if none. */
-static int build_sets(const struct client *c, const struct server *s, char *out, size_t cap)
+/* After the first server took the client's startup parameters: the ones it reports are
+ * tracked from now on through ParameterStatus; the ones it does not report (search_path,
+ * work_mem, ...) become carried SETs like any the client issues later. */
+static int settle_startup_session(struct client *c, struct server *s)
 {
-	size_t pos = 0;
-	out[0] = '\0';
-	for (int i = 0; i < c->nparams; i++) {
-		const char *cur = server_param(s, c->params[i].name);
-		if (cur && strcmp(cur, c->params[i].value) == 0)
+	struct session_state *st = &c->session;
+	struct session_state fresh = { 0 };
+	size_t it = 0;
+	const char *name, *value;
+	int rc = 0;
+
+	while (rc == 0 && session_param_next(st, &it, &name, &value)) {
+		if (server_param(s, name))
 			continue;
-		int n = snprintf(out + pos, cap - pos, "SET %s = ", c->params[i].name);
-		if (n < 0 || (size_t)n >= cap - pos)
-			return -ENOSPC;
-		pos += (size_t)n;
-		if (!append_literal(out, cap, &pos, c->params[i].value) || pos + 2 >= cap)
-			return -ENOSPC;
-		out[pos++] = ';';
-		out[pos] = '\0';
+		char stmt[1024];
+		size_t pos = 0;
+		/* Same quoting as session_build_sync uses for reported ones. */
+		int n = snprintf(stmt, sizeof stmt, "SET %s = E'", name);
+		if (n < 0 || (size_t)n >= sizeof stmt)
+			return -E2BIG;
+		pos = (size_t)n;
+		for (const char *v = value; *v; v++) {
+			if (pos + 4 >= sizeof stmt)
+				return -E2BIG;
+			if (*v == '\'' || *v == '\\')
+				stmt[pos++] = *v;
+			stmt[pos++] = *v;
+		}
+		stmt[pos++] = '\'';
+		rc = session_pending_set(st, name, stmt, pos);
 	}
+	if (rc < 0)
+		return rc;
+	session_commit(st);
+	/* The client's view of reported parameters is now exactly the server's. */
+	for (int i = 0; i < s->nparams && rc == 0; i++)
+		if (!session_param_read_only(s->params[i].name))
+			rc = session_param_set(&fresh, s->params[i].name, s->params[i].value);
+	if (rc < 0) {
+		session_free(&fresh);
+		return rc;
+	}
+	free(st->params);
+	st->params = fresh.params;
+	st->params_len = fresh.params_len;
+	s->carry_hash = st->carry_hash;
 	return 0;
 }
 
+/* AuthenticationOk, the server's parameters, tusk's cancel key, ReadyForQuery. Then a
+ * session-pooled client keeps the server; the others give it back until they ask again. */
 static void greet(struct client *c, struct server *s)
 {
 	struct buf *b = &c->wbuf;
@@ -535,16 +552,36 @@ static void greet(struct client *c, struct server *s)
 		client_fail(c, "54000", "startup reply too large for the client buffer");
 		return;
 	}
-	relay_start(c, s);
+	if (settle_startup_session(c, s) < 0) {
+		client_fail(c, "54000", "startup parameters too large");
+		return;
+	}
+	c->greeted = true;
+	log_debug(c->id, c->ctx, "logged in");
+	if (c->mode == POOL_MODE_SESSION) {
+		relay_start(c, s);
+		return;
+	}
+	c->server = NULL;
+	s->last_owner = c->serial;
+	s->idle_since = ev_now(c->worker->loop);
+	server_detach(s);
+	pool_put_idle(s->pool, s);
+	client_go_idle(c);
 }
 
-static void on_params_applied(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
-			      size_t errlen)
+static void use_server(struct client *c, struct server *s);
+
+static void on_session_applied(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			       size_t errlen)
 {
 	struct client *c = arg;
 	if (err == 0) {
 		c->server = s;
-		greet(c, s);
+		if (!c->greeted)
+			greet(c, s);
+		else
+			relay_start(c, s);
 		return;
 	}
 	c->server = NULL;
@@ -552,7 +589,7 @@ static void on_params_applied(struct server *s, void *arg, int err, const char *
 		/* The server rejected a parameter: the client sees the server's own error, as it
 		 * would have at login. The implicit transaction rolled the SETs back: s is clean. */
 		if (buf_append(&c->wbuf, errmsg, errlen) < 0)
-			(void)0;
+			log_warn(c->id, c->ctx, "server error too large to pass on");
 		relay_release_server(c, s);
 		client_set_state(c, CLIENT_CLOSING);
 		client_flush(c);
@@ -563,21 +600,68 @@ static void on_params_applied(struct server *s, void *arg, int err, const char *
 	client_fail(c, "08006", "server connection failed: %s", reason ? reason : "unknown error");
 }
 
-/* s is idle and attached to our loop: apply the client's parameters, then greet. */
+static void on_reset_all(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			 size_t errlen)
+{
+	struct client *c = arg;
+	if (err == 0) {
+		s->carry_hash = 0;
+		use_server(c, s);
+		return;
+	}
+	on_session_applied(s, arg, err, reason, errmsg, errlen);
+}
+
+/* s is idle and attached to our loop: make it look like the client's session (SETs for
+ * what differs), then greet or relay. A server still carrying another client's unreported
+ * settings is wiped with RESET ALL first. */
 static void use_server(struct client *c, struct server *s)
 {
-	char sets[8192];
+	char sets[16384];
+	double timeout = (double)cfg_of(c)->server_connect_timeout_ms / 1000.0;
+
 	c->server = s;
-	if (build_sets(c, s, sets, sizeof sets) < 0) {
-		client_fail(c, "54000", "startup parameters too long");
+	if (s->carry_hash != 0 && s->carry_hash != c->session.carry_hash) {
+		const char *q[1] = { "RESET ALL" };
+		server_run_queries(s, q, 1, timeout, on_reset_all, c);
+		return;
+	}
+	if (session_build_sync(&c->session, s, lookup_server_param, s->carry_hash, sets, sizeof sets) < 0) {
+		client_fail(c, "54000", "session parameters too long");
 		return;
 	}
 	if (!sets[0]) {
-		greet(c, s);
+		on_session_applied(s, c, 0, NULL, NULL, 0);
 		return;
 	}
+	/* After this the server carries exactly the client's settings. */
+	s->carry_hash = c->session.carry_hash;
 	const char *q[1] = { sets };
-	server_run_queries(s, q, 1, (double)cfg_of(c)->server_connect_timeout_ms / 1000.0, on_params_applied, c);
+	server_run_queries(s, q, 1, timeout, on_session_applied, c);
+}
+
+void client_go_idle(struct client *c)
+{
+	client_set_state(c, CLIENT_IDLE);
+	if (client_write_wbuf(c) < 0) {
+		client_close(c, "write to client failed");
+		return;
+	}
+	if (!buf_empty(&c->rbuf))
+		client_need_server(c);
+	else
+		client_update_io(c);
+}
+
+void client_need_server(struct client *c)
+{
+	/* A Terminate needs no server. */
+	if (buf_len(&c->rbuf) >= PROTO_HDR_LEN && buf_head(&c->rbuf)[0] == 'X') {
+		client_close(c, "client terminated the session");
+		return;
+	}
+	client_set_state(c, CLIENT_WAITING);
+	start_claim(c);
 }
 
 static void on_server_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
@@ -605,6 +689,13 @@ static void on_server_ready(struct server *s, void *arg, int err, const char *re
 
 static void connect_server(struct client *c)
 {
+	if (!pool_may_connect(c->pool, ev_now(c->worker->loop))) {
+		char why[256];
+		pool_down_reason(c->pool, ev_now(c->worker->loop), why, sizeof why);
+		client_fail(c, "08006", "server for %s/%s is not accepting connections: %s", pool_database(c->pool),
+			    pool_user(c->pool), why);
+		return;
+	}
 	struct server *s = server_connect(c->pool, c->worker, on_server_ready, c);
 	if (!s) {
 		pool_drop_slot(c->pool);
@@ -617,7 +708,14 @@ static void connect_server(struct client *c)
 static void start_claim(struct client *c)
 {
 	struct server *s = NULL;
-	switch (pool_claim(c->pool, &c->waiter, &s)) {
+	switch (pool_claim(c->pool, &c->waiter, ev_now(c->worker->loop), &s)) {
+	case POOL_CLAIM_DOWN: {
+		char why[256];
+		pool_down_reason(c->pool, ev_now(c->worker->loop), why, sizeof why);
+		client_fail(c, "08006", "server for %s/%s is not accepting connections: %s", pool_database(c->pool),
+			    pool_user(c->pool), why);
+		break;
+	}
 	case POOL_CLAIM_SERVER:
 		server_attach(s, c->worker);
 		log_debug(c->id, c->ctx, "reusing idle server %s", s->id);
@@ -631,6 +729,11 @@ static void start_claim(struct client *c)
 		log_debug(c->id, c->ctx, "pool full, waiting in queue");
 		break;
 	}
+}
+
+void client_on_cancel_message(struct worker *w, struct worker_msg *m)
+{
+	cancel_on_message(w, m);
 }
 
 void client_on_pool_message(struct worker *w, struct worker_msg *m)
@@ -689,6 +792,8 @@ static void read_startup_phase(struct client *c)
 	buf_produce(&c->rbuf, (size_t)n);
 	if (c->state == CLIENT_STARTUP)
 		handle_startup_input(c);
+	else if (c->state == CLIENT_IDLE)
+		client_need_server(c);
 	else
 		client_update_io(c);
 }
@@ -701,6 +806,7 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	switch (c->state) {
 	case CLIENT_STARTUP:
 	case CLIENT_WAITING:
+	case CLIENT_IDLE:
 		if (revents & EV_WRITE) {
 			if (client_write_wbuf(c) < 0) {
 				client_close(c, "write to client failed");
@@ -744,6 +850,10 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		/* Otherwise a server is on its way or being set up, under its own timeouts. */
 		break;
 	case CLIENT_ACTIVE:
+		/* Armed only while the client sits inside an open transaction with nothing owed. */
+		client_fail(c, "25P03", "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)");
+		break;
+	case CLIENT_IDLE:
 		break;
 	case CLIENT_CLOSING:
 		client_close(c, "timed out flushing the last error");

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "frontend/session.h"
 #include "net/net.h"
 #include "pool/pool.h"
 #include "util/buf.h"
@@ -15,19 +16,18 @@
 
 struct server;
 struct worker;
+struct worker_msg;
+struct prep_client;
 
-#define CLIENT_PARAMS_MAX 64
+#define CLIENT_MAX_STATEMENTS 10000          /* named prepared statements per client */
+#define CLIENT_MAX_STATEMENT_BYTES (16u << 20) /* their memory per client */
 
 enum client_state {
 	CLIENT_STARTUP, /* reading the startup packet (SSL/GSSENC answered 'N') */
-	CLIENT_WAITING, /* startup done; waiting for, connecting or preparing a server */
-	CLIENT_ACTIVE,  /* greeted; bytes relayed to and from c->server */
+	CLIENT_WAITING, /* needs a server: queued, connecting, or preparing it */
+	CLIENT_ACTIVE,  /* a server is linked; bytes relayed both ways */
+	CLIENT_IDLE,    /* transaction/statement mode: logged in, between transactions, no server */
 	CLIENT_CLOSING, /* flushing a last message; then closed */
-};
-
-struct client_param {
-	const char *name;  /* into params_mem */
-	const char *value;
 };
 
 struct client {
@@ -43,15 +43,22 @@ struct client {
 	char ctx[192]; /* "db/user@addr:port" */
 	char database[CONFIG_NAME_MAX];
 	char user[CONFIG_NAME_MAX];
-	int nparams;
-	struct client_param params[CLIENT_PARAMS_MAX]; /* startup parameters to apply on servers */
-	char *params_mem;
+	struct session_state session; /* what every server it gets must look like */
+	enum pool_mode mode;
+	uint64_t serial;            /* unique per process: the "remembered owner" of servers */
+	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
+	bool pinned;                /* session state that cannot be carried: keep the server */
+	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
+	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
+	bool copy_in;               /* the server waits for COPY data from the client */
+	struct prep_client *prep;   /* named statements (transaction/statement pooling only) */
 	struct pool *pool;
 	struct server *server;      /* connecting, preparing or attached */
 	struct pool_waiter waiter;
 	bool queued;                /* waiter is (or was, until the answer arrives) in the pool queue */
 	bool dead;                  /* closed while an answer from the pool was in flight */
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
+	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
 	struct client *prev, *next; /* worker->clients */
 
@@ -71,6 +78,11 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 int client_write_wbuf(struct client *c);
 void client_flush(struct client *c);
 
+/* client.c: the client needs a server for bytes it sent while idle. */
+void client_need_server(struct client *c);
+/* Greeting done or transaction over: no server, wait for the next request. */
+void client_go_idle(struct client *c);
+
 /* relay.c */
 void relay_start(struct client *c, struct server *s);
 void relay_client_event(struct client *c, int revents);
@@ -79,10 +91,18 @@ void relay_client_event(struct client *c, int revents);
 void relay_release_server(struct client *c, struct server *s);
 
 /* cancel.c: the registry lives in the runtime (cancel_registry_new/free there). */
+/* A CancelRequest arrived on w: post it to the worker of the client that owns the key. */
 void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
-/* Point the client's cancel key at s, or at nothing (s == NULL). */
-void cancel_set_target(struct client *c, const struct server *s);
-/* Drop the client's entry (teardown). */
+/* On the owner's worker: cancel what the client's server runs now, if anything. */
+void cancel_on_message(struct worker *w, const struct worker_msg *m);
+/* Register the client's minted key (after startup); forget it at teardown. */
+__attribute__((warn_unused_result)) int cancel_register(struct client *c);
 void cancel_forget(struct client *c);
+/* Send a CancelRequest for what server s (attached to w) runs now. Until PostgreSQL has
+ * taken it, s is not parked (relay_park_server waits). */
+void cancel_send_for(struct worker *w, struct server *s);
+
+/* relay.c: park s in its pool, or hold it on this loop while cancels are in flight. */
+void relay_park_server(struct server *s);
 
 #endif

@@ -1,38 +1,97 @@
 /* The relay: while a client holds a server, bytes move between the two sockets straight
- * out of each side's read buffer, without re-encoding. A scanner walks message headers in
- * both directions so tusk knows the protocol position: it counts requests that owe a
- * ReadyForQuery (Query, Sync, FunctionCall), reads the transaction status from each
- * ReadyForQuery, records ParameterStatus, and keeps the client's Terminate from reaching a
- * server that will be reused. Bodies are never copied. A side whose peer cannot take more
- * stops being read, so memory stays bounded whatever the result size. */
+ * out of each side's read buffer, without re-encoding. Header scanners walk the messages in
+ * both directions. Client to server they record what each request owes (the expect queue
+ * on the server), note session changes (SET, DISCARD, ...) and, in transaction and
+ * statement pooling, rename named prepared statements to tusk's server-side names,
+ * preparing them first on a server that lacks them. Server to client they match replies to
+ * that queue, drop the replies to tusk's own requests, answer requests tusk handles itself
+ * in order, and find the ReadyForQuery that ends a transaction so the server can go back
+ * to the pool. Only small messages are ever held whole; bodies otherwise stream. A side
+ * whose peer cannot take more is not read, so memory stays bounded. */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "frontend/client_int.h"
 #include "pool/pool.h"
+#include "pool/prepared.h"
 #include "pool/server.h"
 #include "proto/proto.h"
+#include "router/classify.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
 #define RELAY_INSPECT_MAX 8192 /* largest ParameterStatus we look into; bigger ones just pass */
+#define RELAY_TARGET_MAX 256   /* Describe/Close are a kind byte and one name */
 
 enum scan_result {
 	SCAN_OK,        /* scanned as far as the bytes allow */
+	SCAN_STALL,     /* stopped until what is already scanned (or queued) has been written */
 	SCAN_TERMINATE, /* the client's Terminate sits at the head */
 	SCAN_BAD,       /* protocol violation */
+	SCAN_CLOSED,    /* the client was failed and is gone */
 };
 
 static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents);
+static void release_after_transaction(struct client *c, struct server *s);
+
+static const struct tusk_config *cfg_of(const struct client *c) { return c->worker->rt->cfg; }
+
+/* ---- the expect queue ---- */
+
+static bool expect_room(const struct server *s, int n)
+{
+	return s->expect_count + n <= SERVER_EXPECT_MAX;
+}
+
+static struct server_expect *expect_push(struct server *s, uint8_t kind, uint8_t action)
+{
+	struct server_expect *e = &s->expect[(s->expect_head + s->expect_count) % SERVER_EXPECT_MAX];
+	s->expect_count++;
+	e->kind = kind;
+	e->action = action;
+	e->has_hash = false;
+	return e;
+}
+
+static struct server_expect *expect_head(struct server *s)
+{
+	return s->expect_count ? &s->expect[s->expect_head] : NULL;
+}
+
+static void expect_pop(struct server *s)
+{
+	s->expect_head = (uint16_t)((s->expect_head + 1) % SERVER_EXPECT_MAX);
+	s->expect_count--;
+}
+
+static bool ends_with_ready(uint8_t kind)
+{
+	return kind == EXPECT_SYNC || kind == EXPECT_QUERY || kind == EXPECT_FUNCTION;
+}
+
+/* After an error in the extended protocol the server skips everything up to the next Sync:
+ * whatever those requests were owed will never come, and statements they would have
+ * prepared do not exist. */
+static void expect_skip_to_sync(struct server *s)
+{
+	struct server_expect *e;
+	while ((e = expect_head(s)) && !ends_with_ready(e->kind)) {
+		if (e->has_hash && s->prep)
+			prep_server_forget(s->prep, e->hash);
+		expect_pop(s);
+	}
+}
+
+/* ---- io ---- */
 
 static void server_update_io(struct client *c, struct server *s)
 {
 	int want = 0;
 	if (buf_len(&s->rbuf) < s->rbuf.cap)
 		want |= EV_READ;
-	if (c->c2s_scanned > 0)
+	if (c->c2s_scanned > 0 || !buf_empty(&s->wbuf))
 		want |= EV_WRITE;
 	if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == want)
 		return;
@@ -41,81 +100,6 @@ static void server_update_io(struct client *c, struct server *s)
 		ev_io_set(&s->io, s->fd, want);
 		ev_io_start(c->worker->loop, &s->io);
 	}
-}
-
-/* Client to server: count what owes a ReadyForQuery, stop at Terminate. */
-static enum scan_result scan_client(struct client *c, struct server *s, uint32_t max)
-{
-	struct buf *b = &c->rbuf;
-
-	while (c->c2s_scanned < buf_len(b)) {
-		size_t avail = buf_len(b) - c->c2s_scanned;
-		if (c->c2s_remaining > 0) {
-			size_t k = avail < c->c2s_remaining ? avail : c->c2s_remaining;
-			c->c2s_scanned += k;
-			c->c2s_remaining -= (uint32_t)k;
-			continue;
-		}
-		struct proto_hdr h;
-		ssize_t r = proto_read_hdr(buf_head(b) + c->c2s_scanned, avail, max, &h);
-		if (r == 0)
-			break;
-		if (r < 0)
-			return SCAN_BAD;
-		if (h.type == 'X')
-			return c->c2s_scanned == 0 ? SCAN_TERMINATE : SCAN_OK;
-		if (h.type == 'Q' || h.type == 'S' || h.type == 'F')
-			s->pending_rfq++;
-		size_t total = (size_t)h.len + 1;
-		size_t k = avail < total ? avail : total;
-		c->c2s_scanned += k;
-		c->c2s_remaining = (uint32_t)(total - k);
-	}
-	return SCAN_OK;
-}
-
-/* Server to client: note transaction status and parameters on the way past. */
-static enum scan_result scan_server(struct client *c, struct server *s, uint32_t max)
-{
-	struct buf *b = &s->rbuf;
-
-	while (c->s2c_scanned < buf_len(b)) {
-		size_t avail = buf_len(b) - c->s2c_scanned;
-		if (c->s2c_remaining > 0) {
-			size_t k = avail < c->s2c_remaining ? avail : c->s2c_remaining;
-			c->s2c_scanned += k;
-			c->s2c_remaining -= (uint32_t)k;
-			continue;
-		}
-		const uint8_t *m = buf_head(b) + c->s2c_scanned;
-		struct proto_hdr h;
-		ssize_t r = proto_read_hdr(m, avail, max, &h);
-		if (r == 0)
-			break;
-		if (r < 0)
-			return SCAN_BAD;
-		size_t total = (size_t)h.len + 1;
-		bool inspect = h.type == 'Z' || (h.type == 'S' && total <= RELAY_INSPECT_MAX);
-		if (inspect) {
-			if (avail < total)
-				break; /* wait for the whole (small) message */
-			if (h.type == 'Z') {
-				if (h.len != 5)
-					return SCAN_BAD;
-				s->tx_status = m[PROTO_HDR_LEN];
-				if (s->pending_rfq > 0)
-					s->pending_rfq--;
-			} else {
-				const char *name, *value;
-				if (proto_parse_parameter_status(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &name, &value) == 0)
-					server_set_param(s, name, value);
-			}
-		}
-		size_t k = avail < total ? avail : total;
-		c->s2c_scanned += k;
-		c->s2c_remaining = (uint32_t)(total - k);
-	}
-	return SCAN_OK;
 }
 
 /* Read once into b. >0 bytes, 0 EOF, -EAGAIN nothing now or no room, other <0 error. */
@@ -141,23 +125,489 @@ static ssize_t read_some(int fd, struct buf *b)
 	}
 }
 
-/* Write the scanned prefix of b to fd. 0 (maybe partial), or <0 on a dead peer. */
-static int write_scanned(int fd, struct buf *b, size_t *scanned)
+/* Write n bytes at the head of b to fd, consuming what went out. 0 (maybe partial, *n
+ * updated), or <0 on a dead peer. */
+static int write_head(int fd, struct buf *b, size_t *n)
 {
-	while (*scanned > 0) {
-		ssize_t n = write(fd, buf_head(b), *scanned);
-		if (n > 0) {
-			buf_consume(b, (size_t)n);
-			*scanned -= (size_t)n;
+	while (*n > 0) {
+		ssize_t w = write(fd, buf_head(b), *n);
+		if (w > 0) {
+			buf_consume(b, (size_t)w);
+			*n -= (size_t)w;
 			continue;
 		}
-		if (n < 0 && errno == EINTR)
+		if (w < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			return 0;
 		return -EPIPE;
 	}
 	return 0;
+}
+
+static int flush_buf(int fd, struct buf *b)
+{
+	size_t n = buf_len(b);
+	return write_head(fd, b, &n);
+}
+
+/* ---- client to server ---- */
+
+/* Session effects of one SQL text (a Query, or the query of a Parse). Returns false when
+ * the client had to be failed. */
+static bool note_sql(struct client *c, struct server *s, const char *sql, size_t len)
+{
+	struct classify_result r;
+
+	if (!classify_maybe_session(sql, len))
+		return true;
+	if (classify_sql(sql, len, &r) < 0 || r.parse_error)
+		return true; /* the server will reject it the same way; nothing changes */
+	for (int i = 0; i < r.nsession; i++) {
+		const struct classify_stmt *st = &r.stmts[i];
+		const char *pin = NULL;
+		int rc = 0;
+		switch (st->kind) {
+		case CLASSIFY_SET:
+			if (st->flags & (CLASSIFY_F_NAME_TRUNCATED | CLASSIFY_F_FROM_CURRENT)) {
+				pin = "SET that cannot be replayed elsewhere";
+				break;
+			}
+			/* Reported parameters come back as ParameterStatus; only the rest is carried. */
+			if (!server_param(s, st->name))
+				rc = session_pending_set(&c->session, st->name, sql + st->offset, st->length);
+			break;
+		case CLASSIFY_RESET:
+			if (!server_param(s, st->name))
+				rc = session_pending_reset(&c->session, st->name);
+			break;
+		case CLASSIFY_RESET_ALL:
+			rc = session_pending_reset_all(&c->session);
+			break;
+		case CLASSIFY_DISCARD_ALL:
+			rc = session_pending_reset_all(&c->session);
+			if (c->prep)
+				prep_client_clear(c->prep);
+			if (s->prep)
+				prep_server_forget_all(s->prep);
+			break;
+		case CLASSIFY_DEALLOCATE_ALL:
+			if (c->prep)
+				prep_client_clear(c->prep);
+			if (s->prep)
+				prep_server_forget_all(s->prep);
+			break;
+		case CLASSIFY_ROLLBACK:
+			c->tx_failed = true; /* SETs of this transaction are undone */
+			break;
+		case CLASSIFY_ROLLBACK_TO:
+			/* Undoes only what followed the savepoint, which tusk does not track: fine
+			 * unless this transaction changed settings. */
+			if (c->session.pending_len)
+				pin = "ROLLBACK TO SAVEPOINT after a SET";
+			break;
+		case CLASSIFY_TEMP_OBJECT:
+			if (!(st->flags & CLASSIFY_F_ON_COMMIT_DROP))
+				pin = "temporary object";
+			break;
+		case CLASSIFY_PREPARE:
+		case CLASSIFY_EXECUTE:
+		case CLASSIFY_LISTEN:
+		case CLASSIFY_HOLD_CURSOR:
+		case CLASSIFY_SESSION_AUTH:
+		case CLASSIFY_LOAD:
+		case CLASSIFY_UNKNOWN:
+			pin = "session state that lives in the server process";
+			break;
+		default:
+			break;
+		}
+		/* State that cannot be recreated on another server: this client keeps its server
+		 * from now on, as in session pooling. */
+		if (pin && c->mode != POOL_MODE_SESSION && !c->pinned) {
+			c->pinned = true;
+			log_info(c->id, c->ctx, "pinned to server %s for the rest of the session: %s (%.*s)", s->id, pin,
+				 (int)(st->length > 60 ? 60 : st->length), sql + st->offset);
+		}
+		if (rc < 0) {
+			client_fail(c, "54000", "session settings too large to carry between servers");
+			return false;
+		}
+	}
+	if (r.truncated && c->mode != POOL_MODE_SESSION && !c->pinned) {
+		c->pinned = true;
+		log_info(c->id, c->ctx, "pinned to server %s: too many session statements in one query", s->id);
+	}
+	return true;
+}
+
+/* Make sure server s has statement e, preparing it first (reply dropped) if not. The
+ * caller checked queue and buffer room. */
+static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
+{
+	struct prep_hash evicted;
+	if (prep_server_has(s->prep, e->hash))
+		return true;
+	if (prep_server_add(s->prep, e->hash, &evicted)) {
+		char name[PREP_SERVER_NAME_SIZE];
+		prep_server_name(evicted, name);
+		if (prep_put_close_statement(&s->wbuf, name) < 0)
+			return false;
+		expect_push(s, EXPECT_CLOSE, EXPECT_DROP);
+	}
+	if (prep_put_parse(&s->wbuf, e->server_name, e->body, e->body_len) < 0)
+		return false;
+	struct server_expect *x = expect_push(s, EXPECT_PARSE, EXPECT_DROP);
+	x->has_hash = true;
+	x->hash = e->hash;
+	return true;
+}
+
+/* Bytes tusk may need in s->wbuf to handle one message: a Close, a Parse and the message. */
+static bool wbuf_room_for(struct server *s, size_t body)
+{
+	if (buf_room(&s->wbuf) < body + 256)
+		buf_compact(&s->wbuf);
+	return buf_room(&s->wbuf) >= body + 256;
+}
+
+/* One client message at the scan position that tusk must look into. Returns SCAN_OK after
+ * advancing (or consuming), or why it stopped. */
+static enum scan_result scan_client_message(struct client *c, struct server *s, const struct proto_hdr *h,
+					    size_t avail)
+{
+	struct buf *b = &c->rbuf;
+	const uint8_t *m = buf_head(b) + c->c2s_scanned;
+	size_t total = (size_t)h->len + 1;
+	uint32_t max = cfg_of(c)->max_message_size;
+	bool rename = s->prep != NULL && c->prep != NULL;
+
+	switch (h->type) {
+	case 'Q':
+		if (total <= b->cap) {
+			if (avail < total)
+				return SCAN_OK; /* wait for all of it */
+			if (!note_sql(c, s, (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN - 1))
+				return SCAN_CLOSED;
+		}
+		expect_push(s, EXPECT_QUERY, EXPECT_FORWARD);
+		s->pending_rfq++;
+		break;
+	case 'P': {
+		if (total > b->cap) {
+			/* Too big to hold: fine while it is the unnamed statement, streamed as is. */
+			if (avail < PROTO_HDR_LEN + 1)
+				return SCAN_OK;
+			if (rename && m[PROTO_HDR_LEN] != 0) {
+				client_fail(c, "54000", "a named Parse message larger than buffer_size (%u bytes) cannot be pooled",
+					    (unsigned)b->cap);
+				return SCAN_CLOSED;
+			}
+			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
+			break;
+		}
+		if (avail < total)
+			return SCAN_OK;
+		struct prep_parse p;
+		if (prep_read_parse(m, avail, max, &p) <= 0)
+			return SCAN_BAD;
+		if (!note_sql(c, s, p.query, strlen(p.query)))
+			return SCAN_CLOSED;
+		if (!rename || p.name_len == 0) {
+			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
+			break;
+		}
+		if (c->c2s_scanned > 0 || !wbuf_room_for(s, total))
+			return SCAN_STALL;
+		const struct prep_stmt *e;
+		/* Re-parsing a live name is an error in PostgreSQL (42P05); tusk replaces it. */
+		(void)prep_client_remove(c->prep, p.name);
+		int rc = prep_client_add(c->prep, &p, &e);
+		if (rc == -EDQUOT) {
+			client_fail(c, "53400", "too many prepared statements on this connection");
+			return SCAN_CLOSED;
+		}
+		if (rc < 0) {
+			client_fail(c, "53200", "out of memory for prepared statements");
+			return SCAN_CLOSED;
+		}
+		if (prep_server_has(s->prep, e->hash)) {
+			/* Already there: the client still gets its ParseComplete, in order. */
+			expect_push(s, EXPECT_PARSE, EXPECT_INJECT);
+		} else {
+			struct prep_hash evicted;
+			if (prep_server_add(s->prep, e->hash, &evicted)) {
+				char name[PREP_SERVER_NAME_SIZE];
+				prep_server_name(evicted, name);
+				if (prep_put_close_statement(&s->wbuf, name) < 0)
+					return SCAN_BAD;
+				expect_push(s, EXPECT_CLOSE, EXPECT_DROP);
+			}
+			if (prep_put_parse(&s->wbuf, e->server_name, p.rest, p.rest_len) < 0)
+				return SCAN_BAD;
+			struct server_expect *x = expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
+			x->has_hash = true;
+			x->hash = e->hash;
+		}
+		buf_consume(b, total);
+		return SCAN_OK;
+	}
+	case 'B': {
+		if (!rename) {
+			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
+			break;
+		}
+		struct prep_bind_head bh;
+		ssize_t head = prep_read_bind_head(m, avail, max, &bh);
+		if (head < 0)
+			return SCAN_BAD;
+		if (head == 0)
+			return SCAN_OK;
+		const struct prep_stmt *e = bh.stmt_len ? prep_client_find(c->prep, bh.stmt) : NULL;
+		if (!e) {
+			/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
+			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
+			break;
+		}
+		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len + (size_t)head))
+			return SCAN_STALL;
+		if (!ensure_prepared(s, e) || prep_put_bind_head(&s->wbuf, &bh, e->server_name) < 0)
+			return SCAN_BAD;
+		expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
+		buf_consume(b, (size_t)head);
+		/* The parameters follow unchanged, streamed. */
+		c->c2s_remaining = (uint32_t)(total - (size_t)head);
+		return SCAN_OK;
+	}
+	case 'D':
+	case 'C': {
+		if (total > RELAY_TARGET_MAX)
+			return SCAN_BAD;
+		if (avail < total)
+			return SCAN_OK;
+		struct prep_target t;
+		if (prep_read_target(m, avail, &t) <= 0)
+			return SCAN_BAD;
+		uint8_t kind = h->type == 'C' ? EXPECT_CLOSE : t.kind == 'S' ? EXPECT_DESCRIBE_STMT : EXPECT_DESCRIBE_PORTAL;
+		const struct prep_stmt *e =
+			rename && t.kind == 'S' && t.name_len ? prep_client_find(c->prep, t.name) : NULL;
+		if (h->type == 'C' && rename && t.kind == 'S' && t.name_len) {
+			/* Statements are shared on the server: Close only forgets the client's name. */
+			if (c->c2s_scanned > 0)
+				return SCAN_STALL;
+			(void)prep_client_remove(c->prep, t.name);
+			expect_push(s, EXPECT_CLOSE, EXPECT_INJECT);
+			buf_consume(b, total);
+			return SCAN_OK;
+		}
+		if (!e) {
+			expect_push(s, kind, EXPECT_FORWARD);
+			break;
+		}
+		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len))
+			return SCAN_STALL;
+		if (!ensure_prepared(s, e) || prep_put_describe_statement(&s->wbuf, e->server_name) < 0)
+			return SCAN_BAD;
+		expect_push(s, kind, EXPECT_FORWARD);
+		buf_consume(b, total);
+		return SCAN_OK;
+	}
+	case 'E':
+		expect_push(s, EXPECT_EXECUTE, EXPECT_FORWARD);
+		break;
+	case 'S':
+		expect_push(s, EXPECT_SYNC, EXPECT_FORWARD);
+		s->pending_rfq++;
+		break;
+	case 'F':
+		expect_push(s, EXPECT_FUNCTION, EXPECT_FORWARD);
+		s->pending_rfq++;
+		break;
+	default:
+		break; /* Flush, COPY data/done/fail: no reply of their own */
+	}
+	size_t k = avail < total ? avail : total;
+	c->c2s_scanned += k;
+	c->c2s_remaining = (uint32_t)(total - k);
+	return SCAN_OK;
+}
+
+static enum scan_result scan_client(struct client *c, struct server *s)
+{
+	struct buf *b = &c->rbuf;
+	uint32_t max = cfg_of(c)->max_message_size;
+
+	while (c->c2s_scanned < buf_len(b)) {
+		size_t avail = buf_len(b) - c->c2s_scanned;
+		if (c->c2s_remaining > 0) {
+			size_t k = avail < c->c2s_remaining ? avail : c->c2s_remaining;
+			c->c2s_scanned += k;
+			c->c2s_remaining -= (uint32_t)k;
+			continue;
+		}
+		struct proto_hdr h;
+		ssize_t r = proto_read_hdr(buf_head(b) + c->c2s_scanned, avail, max, &h);
+		if (r == 0)
+			break;
+		if (r < 0)
+			return SCAN_BAD;
+		if (h.type == 'X')
+			return c->c2s_scanned == 0 ? SCAN_TERMINATE : SCAN_STALL;
+		if (!expect_room(s, 3))
+			return SCAN_STALL; /* the client is far ahead: let replies drain first */
+		size_t before_len = buf_len(b), before_scanned = c->c2s_scanned;
+		enum scan_result res = scan_client_message(c, s, &h, avail);
+		if (res != SCAN_OK)
+			return res;
+		if (buf_len(b) == before_len && c->c2s_scanned == before_scanned)
+			break; /* waiting for the rest of a message it must see whole */
+	}
+	return SCAN_OK;
+}
+
+/* ---- server to client ---- */
+
+static void on_ready_for_query(struct client *c, struct server *s, uint8_t status)
+{
+	s->tx_status = status;
+	if (s->pending_rfq > 0)
+		s->pending_rfq--;
+	c->copy_in = false;
+	if (status == 'E')
+		c->tx_failed = true;
+	if (status == 'I') {
+		if (c->tx_failed)
+			session_discard(&c->session);
+		else
+			session_commit(&c->session);
+		c->tx_failed = false;
+	}
+}
+
+static enum scan_result scan_server(struct client *c, struct server *s)
+{
+	struct buf *b = &s->rbuf;
+	uint32_t max = cfg_of(c)->max_message_size;
+
+	for (;;) {
+		struct server_expect *e = expect_head(s);
+		if (c->s2c_remaining == 0 && e && e->action == EXPECT_INJECT) {
+			if (c->s2c_scanned > 0)
+				return SCAN_STALL;
+			int rc = e->kind == EXPECT_PARSE ? prep_put_parse_complete(&c->wbuf) : prep_put_close_complete(&c->wbuf);
+			if (rc < 0)
+				return SCAN_STALL;
+			expect_pop(s);
+			continue;
+		}
+		if (c->s2c_scanned >= buf_len(b) || c->release_pending)
+			break;
+		size_t avail = buf_len(b) - c->s2c_scanned;
+		if (c->s2c_remaining > 0) {
+			size_t k = avail < c->s2c_remaining ? avail : c->s2c_remaining;
+			c->s2c_scanned += k;
+			c->s2c_remaining -= (uint32_t)k;
+			continue;
+		}
+		const uint8_t *m = buf_head(b) + c->s2c_scanned;
+		struct proto_hdr h;
+		ssize_t r = proto_read_hdr(m, avail, max, &h);
+		if (r == 0)
+			break;
+		if (r < 0)
+			return SCAN_BAD;
+		size_t total = (size_t)h.len + 1;
+		bool drop = false;
+
+		switch (h.type) {
+		case 'Z':
+			if (h.len != 5)
+				return SCAN_BAD;
+			if (avail < total)
+				return SCAN_OK;
+			if (e && ends_with_ready(e->kind))
+				expect_pop(s);
+			on_ready_for_query(c, s, m[PROTO_HDR_LEN]);
+			break;
+		case 'S':
+			if (total <= RELAY_INSPECT_MAX) {
+				const char *name, *value;
+				if (avail < total)
+					return SCAN_OK;
+				if (proto_parse_parameter_status(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &name, &value) == 0) {
+					server_set_param(s, name, value);
+					/* The client changed it (SET, RESET, DISCARD): it is theirs to keep. */
+					if (c->greeted && !session_param_read_only(name) &&
+					    session_param_set(&c->session, name, value) < 0)
+						return SCAN_BAD;
+				}
+			}
+			break;
+		case 'E':
+			c->tx_failed = true;
+			if (e && !ends_with_ready(e->kind))
+				expect_skip_to_sync(s);
+			c->copy_in = false;
+			break;
+		case '1':
+		case '3':
+			if (!e || e->kind != (h.type == '1' ? EXPECT_PARSE : EXPECT_CLOSE))
+				return SCAN_BAD;
+			if (e->action == EXPECT_DROP) {
+				if (c->s2c_scanned > 0)
+					return SCAN_STALL;
+				if (avail < total)
+					return SCAN_OK;
+				drop = true;
+			}
+			expect_pop(s);
+			break;
+		case '2':
+			if (!e || e->kind != EXPECT_BIND)
+				return SCAN_BAD;
+			expect_pop(s);
+			break;
+		case 't':
+			if (e && e->kind == EXPECT_DESCRIBE_STMT)
+				e->kind = EXPECT_DESCRIBE_PORTAL;
+			break;
+		case 'T':
+		case 'n':
+			if (e && e->kind == EXPECT_DESCRIBE_PORTAL)
+				expect_pop(s);
+			break;
+		case 'C':
+		case 'I':
+		case 's':
+			if (e && e->kind == EXPECT_EXECUTE)
+				expect_pop(s);
+			break;
+		case 'G':
+			c->copy_in = true;
+			break;
+		default:
+			break;
+		}
+		if (drop) {
+			buf_consume(b, total);
+			continue;
+		}
+		size_t k = avail < total ? avail : total;
+		c->s2c_scanned += k;
+		c->s2c_remaining = (uint32_t)(total - k);
+
+		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION && s->pending_rfq == 0 && s->expect_count == 0) {
+			if (c->mode == POOL_MODE_STATEMENT && s->tx_status != 'I') {
+				client_fail(c, "08P01", "transaction blocks are not allowed in statement pooling mode");
+				return SCAN_CLOSED;
+			}
+			if (s->tx_status == 'I' && !c->pinned) {
+				c->release_pending = true;
+				break;
+			}
+		}
+	}
+	return SCAN_OK;
 }
 
 static void server_lost(struct client *c, struct server *s, const char *reason)
@@ -165,66 +615,101 @@ static void server_lost(struct client *c, struct server *s, const char *reason)
 	char sid[ID_LEN];
 	memcpy(sid, s->id, ID_LEN);
 	/* Whatever the server said last (often its own FATAL) goes out first. */
-	(void)scan_server(c, s, c->worker->rt->cfg->max_message_size);
-	(void)write_scanned(c->fd, &s->rbuf, &c->s2c_scanned);
-	log_debug(c->id, c->ctx, "server %s lost with %zu bytes unsent, %u of a message outstanding", sid,
-		  c->s2c_scanned, c->s2c_remaining);
+	c->release_pending = false;
+	if (scan_server(c, s) != SCAN_CLOSED) {
+		(void)flush_buf(c->fd, &c->wbuf);
+		if (buf_empty(&c->wbuf))
+			(void)write_head(c->fd, &s->rbuf, &c->s2c_scanned);
+	} else {
+		return;
+	}
 	c->server = NULL;
 	s->owner = NULL;
-	cancel_set_target(c, NULL);
 	server_close(s, reason);
 	client_fail(c, "08006", "server connection %s %s", sid, reason);
 }
 
-/* Move client bytes to the server. Returns false when c was closed. */
+/* Move client bytes (after tusk's own) to the server. Returns false when c was closed. */
 static bool pump_c2s(struct client *c, struct server *s)
 {
-	switch (scan_client(c, s, c->worker->rt->cfg->max_message_size)) {
-	case SCAN_BAD:
-		client_fail(c, "08P01", "invalid message from client (bad length)");
-		return false;
-	case SCAN_TERMINATE:
-		buf_consume(&c->rbuf, PROTO_HDR_LEN);
-		client_close(c, "client terminated the session");
-		return false;
-	case SCAN_OK:
-		break;
+	for (;;) {
+		enum scan_result r = scan_client(c, s);
+		switch (r) {
+		case SCAN_BAD:
+			client_fail(c, "08P01", "invalid message from client");
+			return false;
+		case SCAN_CLOSED:
+			return false;
+		case SCAN_TERMINATE:
+			buf_consume(&c->rbuf, PROTO_HDR_LEN);
+			client_close(c, "client terminated the session");
+			return false;
+		default:
+			break;
+		}
+		if (flush_buf(s->fd, &s->wbuf) < 0 ||
+		    (buf_empty(&s->wbuf) && write_head(s->fd, &c->rbuf, &c->c2s_scanned) < 0)) {
+			server_lost(c, s, "closed while writing to it");
+			return false;
+		}
+		/* Go round again only if a stall has cleared: everything scanned went out. */
+		if (r != SCAN_STALL && !(c->c2s_scanned == 0 && c->c2s_remaining == 0 &&
+					 buf_len(&c->rbuf) >= PROTO_HDR_LEN && buf_head(&c->rbuf)[0] == 'X'))
+			return true;
+		if (c->c2s_scanned > 0 || !buf_empty(&s->wbuf))
+			return true;
+		if (!expect_room(s, 3))
+			return true;
 	}
-	if (write_scanned(s->fd, &c->rbuf, &c->c2s_scanned) < 0) {
-		server_lost(c, s, "closed while writing to it");
-		return false;
-	}
-	/* A Terminate right after forwarded bytes is now at the head. */
-	if (c->c2s_scanned == 0 && c->c2s_remaining == 0 && buf_len(&c->rbuf) >= PROTO_HDR_LEN &&
-	    buf_head(&c->rbuf)[0] == 'X')
-		return pump_c2s(c, s);
-	return true;
 }
 
-/* Move server bytes (after tusk's own) to the client. Returns false when c was closed. */
+/* Move server bytes (after tusk's own) to the client. Returns false when c was closed or
+ * the server was released (c->server changed). */
 static bool pump_s2c(struct client *c, struct server *s)
 {
-	if (client_write_wbuf(c) < 0) {
-		client_close(c, "write to client failed");
-		return false;
+	for (;;) {
+		if (flush_buf(c->fd, &c->wbuf) < 0) {
+			client_close(c, "write to client failed");
+			return false;
+		}
+		if (!buf_empty(&c->wbuf))
+			return true;
+		enum scan_result r = scan_server(c, s);
+		if (r == SCAN_CLOSED)
+			return false;
+		if (r == SCAN_BAD) {
+			server_lost(c, s, "sent a message out of order or malformed");
+			return false;
+		}
+		if (flush_buf(c->fd, &c->wbuf) < 0 || (buf_empty(&c->wbuf) && write_head(c->fd, &s->rbuf, &c->s2c_scanned) < 0)) {
+			client_close(c, "write to client failed");
+			return false;
+		}
+		if (c->release_pending && c->s2c_scanned == 0 && buf_empty(&c->wbuf)) {
+			release_after_transaction(c, s);
+			return false;
+		}
+		if (r != SCAN_STALL || c->s2c_scanned > 0 || !buf_empty(&c->wbuf))
+			return true;
 	}
-	if (!buf_empty(&c->wbuf))
-		return true;
-	if (scan_server(c, s, c->worker->rt->cfg->max_message_size) == SCAN_BAD) {
-		server_lost(c, s, "sent an invalid message");
-		return false;
-	}
-	if (write_scanned(c->fd, &s->rbuf, &c->s2c_scanned) < 0) {
-		client_close(c, "write to client failed");
-		return false;
-	}
-	return true;
 }
 
 static void update_both(struct client *c, struct server *s)
 {
 	client_update_io(c);
 	server_update_io(c, s);
+}
+
+/* Both directions, until neither can move. false when c is closed or s released. */
+static bool pump_both(struct client *c, struct server *s)
+{
+	if (!pump_c2s(c, s))
+		return false;
+	/* Replies tusk gives itself (ParseComplete, CloseComplete) may be due now. */
+	if (!pump_s2c(c, s))
+		return false;
+	update_both(c, s);
+	return true;
 }
 
 void relay_client_event(struct client *c, int revents)
@@ -245,10 +730,10 @@ void relay_client_event(struct client *c, int revents)
 			client_close(c, "read from client failed");
 			return;
 		}
-		if (!pump_c2s(c, s))
-			return;
+		if (n > 0 && ev_is_active(&c->timer))
+			ev_timer_stop(c->worker->loop, &c->timer); /* idle-in-transaction timer */
 	}
-	update_both(c, s);
+	(void)pump_both(c, s);
 }
 
 static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
@@ -257,10 +742,6 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct client *c = s->owner;
 	(void)loop;
 
-	if (revents & EV_WRITE) {
-		if (!pump_c2s(c, s))
-			return;
-	}
 	if (revents & EV_READ) {
 		ssize_t n = read_some(s->fd, &s->rbuf);
 		if (n == 0) {
@@ -274,7 +755,14 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 		if (!pump_s2c(c, s))
 			return;
 	}
-	update_both(c, s);
+	if (!pump_both(c, s))
+		return;
+	/* Inside a transaction with nothing owed: the client is the one keeping it open. */
+	if (s->tx_status != 'I' && s->expect_count == 0 && s->pending_rfq == 0 &&
+	    cfg_of(c)->idle_transaction_timeout_ms && !ev_is_active(&c->timer)) {
+		ev_timer_set(&c->timer, (double)cfg_of(c)->idle_transaction_timeout_ms / 1000.0, 0.);
+		ev_timer_start(c->worker->loop, &c->timer);
+	}
 }
 
 void relay_start(struct client *c, struct server *s)
@@ -286,18 +774,70 @@ void relay_start(struct client *c, struct server *s)
 	s->owner = c;
 	s->state = SERVER_ACTIVE;
 	s->pending_rfq = 0;
+	s->expect_head = s->expect_count = 0;
 	c->server = s;
 	c->c2s_scanned = c->s2c_scanned = 0;
 	c->c2s_remaining = c->s2c_remaining = 0;
-	cancel_set_target(c, s);
+	c->release_pending = false;
 	log_debug(c->id, c->ctx, "linked to server %s", s->id);
 	client_set_state(c, CLIENT_ACTIVE);
-	/* Greeting first; the client may also have pipelined bytes after its startup. */
+	/* Greeting first (when there is one); the client may also have bytes waiting. */
 	if (!pump_s2c(c, s))
 		return;
-	if (!buf_empty(&c->rbuf) && !pump_c2s(c, s))
+	(void)pump_both(c, s);
+}
+
+/* ---- giving the server back ---- */
+
+static void park(struct server *s)
+{
+	if (s->cancels) {
+		/* A cancel for its last client's query is still on its way: nobody else gets this
+		 * server before PostgreSQL has taken it (cancel.c parks it then). */
+		s->park_after_cancel = true;
+		s->state = SERVER_IDLE;
+		ev_io_stop(s->worker->loop, &s->io);
+		ev_timer_stop(s->worker->loop, &s->timer);
 		return;
-	update_both(c, s);
+	}
+	s->idle_since = ev_now(s->worker->loop);
+	server_detach(s);
+	if (s->expires_at && s->idle_since >= s->expires_at) {
+		server_close(s, "server_lifetime reached");
+		return;
+	}
+	pool_put_idle(s->pool, s);
+}
+
+void relay_park_server(struct server *s)
+{
+	park(s);
+}
+
+static void release_after_transaction(struct client *c, struct server *s)
+{
+	struct worker *w = c->worker;
+
+	ev_io_stop(w->loop, &s->io);
+	s->owner = NULL;
+	s->last_owner = c->serial;
+	s->carry_hash = c->session.carry_hash;
+	s->state = SERVER_IDLE;
+	c->server = NULL;
+	c->release_pending = false;
+	if (!buf_empty(&s->rbuf)) {
+		/* Asynchronous chatter after the last ReadyForQuery belonged to this client. */
+		log_debug(c->id, c->ctx, "dropping %zu unsolicited bytes from server %s", buf_len(&s->rbuf), s->id);
+		buf_reset(&s->rbuf);
+	}
+	log_debug(c->id, c->ctx, "transaction done, server %s back to the pool", s->id);
+	if (w->stopping) {
+		server_close(s, "shutting down");
+	} else {
+		server_attach(s, w); /* back to the connector's callbacks before parking */
+		park(s);
+	}
+	client_go_idle(c);
 }
 
 static void on_reset_done(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
@@ -306,30 +846,66 @@ static void on_reset_done(struct server *s, void *arg, int err, const char *reas
 	(void)arg;
 	(void)errmsg;
 	(void)errlen;
+	(void)reason;
 	if (err < 0) {
 		if (s->ok_after_error)
 			server_close(s, "reset query failed");
-		/* else server.c closes it, having logged reason */
-		(void)reason;
+		/* else server.c closes it, having logged why */
 		return;
 	}
 	if (s->tx_status != 'I') {
 		server_close(s, "still in a transaction after reset");
 		return;
 	}
-	s->idle_since = ev_now(s->worker->loop);
-	server_detach(s);
-	pool_put_idle(s->pool, s);
+	park(s);
+}
+
+/* ROLLBACK if a transaction is open, and the reset query when the session may have left
+ * state behind (session pooling, or a pinned client); then park. */
+static void reset_and_park(struct server *s, bool full_reset)
+{
+	const struct tusk_config *cfg = s->worker->rt->cfg;
+	const char *queries[2];
+	int n = 0;
+
+	if (s->tx_status != 'I')
+		queries[n++] = "ROLLBACK";
+	if (full_reset && cfg->server_reset_query && cfg->server_reset_query[0]) {
+		queries[n++] = cfg->server_reset_query;
+		/* Whatever it was, the session is now as fresh as a new connection. */
+		s->carry_hash = 0;
+		if (s->prep)
+			prep_server_forget_all(s->prep);
+	}
+	if (n == 0) {
+		s->state = SERVER_IDLE;
+		park(s);
+		return;
+	}
+	server_run_queries(s, queries, n, (double)cfg->server_reset_timeout_ms / 1000.0, on_reset_done, NULL);
+}
+
+static void on_drained(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+		       size_t errlen)
+{
+	(void)errmsg;
+	(void)errlen;
+	(void)reason;
+	if (err < 0)
+		return; /* closed by server.c */
+	reset_and_park(s, arg != NULL);
 }
 
 void relay_release_server(struct client *c, struct server *s)
 {
 	struct worker *w = c->worker;
-	const struct tusk_config *cfg = w->rt->cfg;
+	const struct tusk_config *cfg = cfg_of(c);
 	bool was_active = s->state == SERVER_ACTIVE;
+	bool full_reset = c->mode == POOL_MODE_SESSION || c->pinned;
 
 	s->owner = NULL;
-	cancel_set_target(c, NULL);
+	s->last_owner = c->serial;
+	s->carry_hash = c->session.carry_hash;
 	if (w->stopping) {
 		server_close(s, "shutting down");
 		return;
@@ -339,28 +915,44 @@ void relay_release_server(struct client *c, struct server *s)
 		server_close(s, "client left before the server was ready");
 		return;
 	}
-	/* Clean means: every request answered, no message half-way in either direction. */
-	bool clean = s->pending_rfq == 0 && (!was_active || (c->s2c_remaining == 0 && c->c2s_remaining == 0 &&
-							      c->c2s_scanned == 0));
-	if (!clean) {
-		server_close(s, "client left in the middle of a request");
+	if (was_active && c->c2s_remaining > 0) {
+		/* Half a message went to the server and the rest never will. */
+		server_close(s, "client left in the middle of sending a message");
 		return;
 	}
-	/* Bytes left unread from a clean server are asynchronous chatter (notices,
-	 * notifications) meant for the client that left. */
+	/* Replies not yet passed on are for a client that is gone. */
 	buf_reset(&s->rbuf);
 	server_attach(s, w);
-
-	const char *queries[2];
-	int n = 0;
-	if (s->tx_status != 'I')
-		queries[n++] = "ROLLBACK";
-	if (cfg->server_reset_query && cfg->server_reset_query[0])
-		queries[n++] = cfg->server_reset_query;
-	if (n == 0) {
-		s->state = SERVER_IDLE;
-		on_reset_done(s, NULL, 0, NULL, NULL, 0);
+	if (!was_active || (s->pending_rfq == 0 && s->expect_count == 0)) {
+		reset_and_park(s, full_reset);
 		return;
 	}
-	server_run_queries(s, queries, n, (double)cfg->server_reset_timeout_ms / 1000.0, on_reset_done, NULL);
+
+	/* The client left with requests in flight: cancel what runs, complete what it began
+	 * (a COPY it fed, a pipeline it never synced), wait for the server to be ready, then
+	 * roll back and reuse it. */
+	log_info(c->id, c->ctx, "client left mid-request: cancelling on server %s and draining it", s->id);
+	int nrfq = s->pending_rfq;
+	if (c->copy_in) {
+		/* CopyFail: 'f', length, "client left\0" */
+		static const uint8_t copyfail[] = { 'f', 0, 0, 0, 16, 'c', 'l', 'i', 'e', 'n', 't', ' ', 'l', 'e', 'f', 't', 0 };
+		if (buf_append(&s->wbuf, copyfail, sizeof copyfail) < 0) {
+			server_close(s, "could not abort the client's COPY");
+			return;
+		}
+	}
+	struct server_expect *last = s->expect_count
+		? &s->expect[(s->expect_head + s->expect_count - 1) % SERVER_EXPECT_MAX] : NULL;
+	if (last && !ends_with_ready(last->kind)) {
+		static const uint8_t sync[5] = { 'S', 0, 0, 0, 4 };
+		if (buf_append(&s->wbuf, sync, sizeof sync) < 0) {
+			server_close(s, "could not finish the client's pipeline");
+			return;
+		}
+		nrfq++;
+	}
+	s->expect_head = s->expect_count = 0;
+	cancel_send_for(w, s);
+	server_drain(s, nrfq, (double)cfg->server_reset_timeout_ms / 1000.0, on_drained,
+		     full_reset ? (void *)1 : NULL);
 }

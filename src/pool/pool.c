@@ -27,7 +27,16 @@ struct pool {
 	int nslots;           /* servers connecting, in use or idle; <= rule->size */
 	struct server *idle;  /* parked, most recently used first */
 	struct pool_waiter *wait_head, *wait_tail;
+	int failures;         /* consecutive failed connects */
+	double backoff;       /* seconds; 0 while the backend answers */
+	double down_until;    /* no new connections before this (loop time) */
+	char last_error[160];
+	unsigned jitter_seed;
 };
+
+#define POOL_BACKOFF_FIRST 0.25
+#define POOL_BACKOFF_MAX 10.0
+#define POOL_PREFER_SCAN 32 /* idle servers looked at for a preferred one */
 
 struct pool_registry {
 	pthread_mutex_t lock; /* protects head and count */
@@ -81,6 +90,7 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	p->rule = rule;
 	p->rt = rt;
 	p->index = reg->count++;
+	p->jitter_seed = (unsigned)p->index * 2654435761u;
 	pthread_mutex_init(&p->lock, NULL);
 	p->next = reg->head;
 	reg->head = p;
@@ -119,7 +129,28 @@ static struct pool_waiter *dequeue(struct pool *p)
 	return w;
 }
 
-enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, struct server **out)
+/* Unlink the idle server to hand out: w's own last server, else one last used on w's worker,
+ * else the most recently used. Under the pool lock. */
+static struct server *take_preferred(struct pool *p, const struct pool_waiter *w)
+{
+	struct server **best = NULL, **pp = &p->idle;
+	int rank = 3;
+	for (int i = 0; *pp && i < POOL_PREFER_SCAN; i++, pp = &(*pp)->next_idle) {
+		int r = (*pp)->last_owner == w->owner ? 0 : (*pp)->last_worker == w->worker->index ? 1 : 2;
+		if (r < rank) {
+			rank = r;
+			best = pp;
+			if (r == 0)
+				break;
+		}
+	}
+	struct server *s = *best;
+	*best = s->next_idle;
+	s->next_idle = NULL;
+	return s;
+}
+
+enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out)
 {
 	for (;;) {
 		struct server *s = NULL;
@@ -127,10 +158,12 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, struct 
 		pthread_mutex_lock(&p->lock);
 		/* Waiters already queued go first: strict FIFO. */
 		if (!p->wait_head && p->idle) {
-			s = p->idle;
-			p->idle = s->next_idle;
-			s->next_idle = NULL;
+			s = take_preferred(p, w);
 		} else if (!p->wait_head && p->nslots < p->rule->size) {
+			if (now < p->down_until) {
+				pthread_mutex_unlock(&p->lock);
+				return POOL_CLAIM_DOWN;
+			}
 			p->nslots++;
 			pthread_mutex_unlock(&p->lock);
 			return POOL_CLAIM_CONNECT;
@@ -225,28 +258,91 @@ bool pool_leave_queue(struct pool *p, struct pool_waiter *w)
 	return was_queued;
 }
 
-void pool_expire_idle(struct runtime *rt, int worker_index, int nworkers, double now)
+bool pool_may_connect(struct pool *p, double now)
 {
+	bool ok;
+	pthread_mutex_lock(&p->lock);
+	ok = now >= p->down_until;
+	pthread_mutex_unlock(&p->lock);
+	if (!ok)
+		pool_drop_slot(p);
+	return ok;
+}
+
+void pool_connect_failed(struct pool *p, double now, const char *reason)
+{
+	pthread_mutex_lock(&p->lock);
+	snprintf(p->last_error, sizeof p->last_error, "%s", reason ? reason : "unknown error");
+	/* One failure may be a blip (or the restart that just finished): the next client
+	 * tries again at once. From the second on, clients fail fast while backed off. */
+	if (++p->failures < 2) {
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	p->backoff = p->backoff ? p->backoff * 2 : POOL_BACKOFF_FIRST;
+	if (p->backoff > POOL_BACKOFF_MAX)
+		p->backoff = POOL_BACKOFF_MAX;
+	/* +-25% so that pools (and tusk instances) do not retry in lockstep. */
+	double jitter = 0.75 + (double)(rand_r(&p->jitter_seed) % 1000) / 2000.0;
+	p->down_until = now + p->backoff * jitter;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pool_connect_succeeded(struct pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->failures = 0;
+	p->backoff = 0;
+	p->down_until = 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
+{
+	pthread_mutex_lock(&p->lock);
+	snprintf(out, cap, "%s; next attempt in %.1fs", p->last_error, p->down_until > now ? p->down_until - now : 0.0);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void on_min_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			 size_t errlen)
+{
+	(void)arg;
+	(void)errmsg;
+	(void)errlen;
+	(void)reason;
+	if (err < 0)
+		return; /* server.c closes it and releases the slot; the backoff was noted */
+	s->idle_since = ev_now(s->worker->loop);
+	server_detach(s);
+	pool_put_idle(s->pool, s);
+}
+
+void pool_maintain(struct worker *w, double now)
+{
+	struct runtime *rt = w->rt;
 	struct pool_registry *reg = rt->pools;
-	uint64_t timeout_ms = rt->cfg->server_idle_timeout_ms;
+	double idle_timeout = (double)rt->cfg->server_idle_timeout_ms / 1000.0;
 	struct pool *head;
 
-	if (timeout_ms == 0)
-		return;
 	pthread_mutex_lock(&reg->lock);
 	head = reg->head;
 	pthread_mutex_unlock(&reg->lock);
 
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
 	for (struct pool *p = head; p; p = p->next) {
-		if (p->index % nworkers != worker_index)
+		if (p->index % rt->nworkers != w->index)
 			continue;
 		struct server *expired = NULL;
+		int open = 0;
 		pthread_mutex_lock(&p->lock);
 		struct server **pp = &p->idle;
 		while (*pp) {
 			struct server *s = *pp;
-			if (now - s->idle_since >= (double)timeout_ms / 1000.0) {
+			bool too_old = s->expires_at && now >= s->expires_at;
+			bool too_idle = idle_timeout > 0 && now - s->idle_since >= idle_timeout &&
+					p->nslots > p->rule->min_size;
+			if (too_old || too_idle) {
 				*pp = s->next_idle;
 				s->next_idle = expired;
 				expired = s;
@@ -254,11 +350,18 @@ void pool_expire_idle(struct runtime *rt, int worker_index, int nworkers, double
 				pp = &s->next_idle;
 			}
 		}
+		/* Keep min_size open, one connect per pool per tick so a down backend is not hammered. */
+		if (p->nslots < p->rule->min_size && now >= p->down_until && !p->wait_head) {
+			p->nslots++;
+			open = 1;
+		}
 		pthread_mutex_unlock(&p->lock);
 		while (expired) {
 			struct server *s = expired;
 			expired = s->next_idle;
-			server_close(s, "idle timeout");
+			server_close(s, s->expires_at && now >= s->expires_at ? "server_lifetime reached" : "idle timeout");
 		}
+		if (open && !server_connect(p, w, on_min_ready, NULL))
+			pool_drop_slot(p);
 	}
 }

@@ -7,6 +7,7 @@
 #define TUSK_POOL_POOL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config/config.h"
@@ -20,6 +21,7 @@ struct worker;
 struct pool_waiter {
 	struct pool_waiter *next; /* private to pool */
 	struct worker *worker;    /* set by the owner: where to post the answer */
+	uint64_t owner;           /* set by the owner: its serial, to find the server it used last */
 	bool queued;              /* private to pool; under the pool lock */
 };
 
@@ -41,8 +43,24 @@ enum pool_claim_result {
 	POOL_CLAIM_SERVER,  /* *out is a parked server that passed the liveness check */
 	POOL_CLAIM_CONNECT, /* a slot is reserved: open a new server connection */
 	POOL_CLAIM_QUEUED,  /* w is queued; a WORKER_MSG_SERVER or _GRANT will come */
+	POOL_CLAIM_DOWN,    /* the backend keeps refusing connections: fail now (pool_down_reason) */
 };
-enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, struct server **out);
+/* Preference among idle servers: the one w->owner used last (its session already matches:
+ * no SETs), then one last used on w->worker, then the most recently used. now is the
+ * caller's loop time. */
+enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out);
+
+/* A grant arrived or a slot is reserved: may it be used to connect now? false (and the slot
+ * released) while the backend is backed off. */
+bool pool_may_connect(struct pool *p, double now);
+
+/* Connect outcomes drive the backoff: from the second consecutive failure to reach the
+ * server (refused, timed out, shutting down), new connects back off exponentially with
+ * jitter, 0.25 s up to 10 s, and claims fail fast meanwhile; a login that succeeds clears it. */
+void pool_connect_failed(struct pool *p, double now, const char *reason);
+void pool_connect_succeeded(struct pool *p);
+/* Why the pool is backed off, and for how long still (seconds), for the client's error. */
+void pool_down_reason(struct pool *p, double now, char *out, size_t cap);
 
 /* A clean, idle, detached server goes back: to the longest waiter or to the idle list. */
 void pool_put_idle(struct pool *p, struct server *s);
@@ -53,8 +71,9 @@ void pool_drop_slot(struct pool *p);
  * is already on its way to w->worker and must be taken (and given back) there. */
 bool pool_leave_queue(struct pool *p, struct pool_waiter *w);
 
-/* Close parked servers idle for longer than the configured timeout, in pools whose index
- * maps to this worker, so expiry spreads over the workers. */
-void pool_expire_idle(struct runtime *rt, int worker_index, int nworkers, double now);
+/* Housekeeping for the pools whose index maps to this worker (so it spreads over the
+ * workers): close parked servers idle longer than server_idle_timeout or past their
+ * lifetime, and open servers up to min_size. */
+void pool_maintain(struct worker *w, double now);
 
 #endif

@@ -80,6 +80,7 @@ void server_close_all(struct worker *w, const char *reason)
 
 static void free_server(struct server *s)
 {
+	cancel_detach_server(s);
 	unlink_worker(s);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -88,6 +89,7 @@ static void free_server(struct server *s)
 		free(s->scram);
 	}
 	free(s->errmsg);
+	prep_server_free(s->prep);
 	buf_free(&s->rbuf);
 	buf_free(&s->wbuf);
 	free(s);
@@ -113,6 +115,22 @@ void server_close(struct server *s, const char *reason)
 	pool_drop_slot(p);
 }
 
+/* Whether a failed login means the backend is unavailable (back off) rather than that this
+ * login is wrong (a password, a database name: retrying at once is as good as later).
+ * No ErrorResponse at all means the connection itself failed. */
+static bool backoff_worthy(const uint8_t *errmsg, size_t errlen)
+{
+	struct proto_error_fields f = { 0 };
+	if (!errmsg || errlen <= PROTO_HDR_LEN)
+		return true;
+	if (proto_parse_error(errmsg + PROTO_HDR_LEN, errlen - PROTO_HDR_LEN, &f) < 0 || !f.sqlstate)
+		return true;
+	/* 08 connection exception, 53 insufficient resources (too many connections),
+	 * 57 operator intervention (shutting down, starting up) */
+	return strncmp(f.sqlstate, "08", 2) == 0 || strncmp(f.sqlstate, "53", 2) == 0 ||
+	       strncmp(f.sqlstate, "57", 2) == 0;
+}
+
 /* Report the end of an operation. A failure closes the server unless it stayed usable. */
 static void finish(struct server *s, int err, const char *reason)
 {
@@ -126,6 +144,12 @@ static void finish(struct server *s, int err, const char *reason)
 	s->errlen = 0;
 	if (s->worker)
 		ev_timer_stop(s->worker->loop, &s->timer);
+	if (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0)) {
+		if (err == 0)
+			pool_connect_succeeded(s->pool);
+		else if (backoff_worthy(errmsg, errlen))
+			pool_connect_failed(s->pool, ev_now(s->worker->loop), reason);
+	}
 	if (err == 0 || s->ok_after_error) {
 		set_state(s, SERVER_IDLE);
 		ev_io_stop(s->worker->loop, &s->io);
@@ -178,6 +202,12 @@ struct server *server_connect(struct pool *pool, struct worker *w, server_done_f
 		goto err_free;
 	if (buf_init(&s->wbuf, SERVER_WBUF_SIZE) < 0)
 		goto err_free;
+	/* Only transaction and statement pooling rename statements; session mode passes them. */
+	if (rule->mode != POOL_MODE_SESSION && rt->cfg->max_prepared_statements > 0) {
+		s->prep = prep_server_new((uint32_t)rt->cfg->max_prepared_statements);
+		if (!s->prep)
+			goto err_free;
+	}
 	id_make(s->id, 's');
 	s->pool = pool;
 	link_worker(s, w);
@@ -185,6 +215,12 @@ struct server *server_connect(struct pool *pool, struct worker *w, server_done_f
 	s->done_arg = arg;
 	s->state = SERVER_CONNECTING;
 	s->created = ev_now(w->loop);
+	if (rt->cfg->server_lifetime_ms) {
+		/* +-10% so that servers opened together do not all expire together. */
+		unsigned r = (unsigned)random() % 2001;
+		double life = (double)rt->cfg->server_lifetime_ms / 1000.0 * (0.9 + (double)r / 10000.0);
+		s->expires_at = s->created + life;
+	}
 	s->addr = rt->service_addrs[runtime_service_index(rt, rule->service)];
 	snprintf(s->login_user, sizeof s->login_user, "%s", rule->server_user ? rule->server_user : pool_user(pool));
 	s->login_password = rule->server_password;
@@ -395,6 +431,8 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 		}
 		return 1;
 	case 'E':
+		if (s->state == SERVER_DRAINING)
+			return 1; /* the cancel we sent, or the client's own failure: nobody to tell */
 		keep_error(s, msg, total);
 		if (s->state == SERVER_LOGIN) {
 			struct proto_error_fields f = { 0 };
@@ -426,7 +464,29 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 			finish(s, 0, NULL);
 		}
 		return 0;
-	case 'G': case 'H': case 'W':
+	case 'G':
+		if (s->state == SERVER_DRAINING) {
+			/* The client left in the middle of COPY FROM STDIN: abort it. */
+			static const char why[] = "client disconnected";
+			uint8_t m[5 + sizeof why];
+			m[0] = 'f';
+			uint32_t l = 4 + sizeof why;
+			m[1] = (uint8_t)(l >> 24), m[2] = (uint8_t)(l >> 16), m[3] = (uint8_t)(l >> 8), m[4] = (uint8_t)l;
+			memcpy(m + 5, why, sizeof why);
+			if (buf_append(&s->wbuf, m, sizeof m) < 0 || flush_wbuf(s) < 0) {
+				fail(s, "could not abort COPY");
+				return -1;
+			}
+			return 1;
+		}
+		fail(s, "unexpected COPY from a query of tusk's own");
+		return -1;
+	case 'H':
+		if (s->state == SERVER_DRAINING)
+			return 1; /* COPY TO STDOUT: its data is dropped like any other reply */
+		fail(s, "unexpected COPY from a query of tusk's own");
+		return -1;
+	case 'W':
 		fail(s, "unexpected COPY from a query of tusk's own");
 		return -1;
 	default:
@@ -436,9 +496,11 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 }
 
 /* Types we may drop without looking when they do not fit in the buffer. */
-static bool skippable(uint8_t type)
+static bool skippable(const struct server *s, uint8_t type)
 {
-	return type == 'D' || type == 'N' || type == 'A' || type == 'T' || type == 'C';
+	if (s->state == SERVER_DRAINING)
+		return type != 'Z' && type != 'G' && type != 'W' && type != 'R';
+	return type == 'D' || type == 'N' || type == 'A' || type == 'T' || type == 'C' || type == 'd';
 }
 
 static void process_input(struct server *s)
@@ -456,7 +518,7 @@ static void process_input(struct server *s)
 		}
 		size_t total = (size_t)h.len + 1;
 		if (buf_len(&s->rbuf) < total) {
-			if (total > s->rbuf.cap && skippable(h.type)) {
+			if (total > s->rbuf.cap && skippable(s, h.type)) {
 				/* Too big to hold and not needed: drop what we have, keep skipping. */
 				s->pending_skip = total - buf_len(&s->rbuf);
 				buf_consume(&s->rbuf, buf_len(&s->rbuf));
@@ -577,6 +639,27 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
 		process_input(s);
 }
 
+void server_drain(struct server *s, int nrfq, double timeout, server_done_fn done, void *arg)
+{
+	s->done = done;
+	s->done_arg = arg;
+	s->ok_after_error = false;
+	s->pending_rfq = nrfq;
+	set_state(s, SERVER_DRAINING);
+	ev_io_stop(s->worker->loop, &s->io);
+	ev_set_cb(&s->io, server_io_cb);
+	s->io.data = s;
+	ev_timer_stop(s->worker->loop, &s->timer);
+	ev_timer_set(&s->timer, timeout, 0.);
+	ev_timer_start(s->worker->loop, &s->timer);
+	if (flush_wbuf(s) < 0) {
+		fail(s, "write to server failed");
+		return;
+	}
+	if (!buf_empty(&s->rbuf))
+		process_input(s);
+}
+
 void server_attach(struct server *s, struct worker *w)
 {
 	server_detach(s);
@@ -590,5 +673,7 @@ void server_attach(struct server *s, struct worker *w)
 
 void server_detach(struct server *s)
 {
+	if (s->worker)
+		s->last_worker = s->worker->index;
 	unlink_worker(s);
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "net/net.h"
+#include "pool/prepared.h"
 #include "util/buf.h"
 #include "util/id.h"
 
@@ -25,8 +26,36 @@ enum server_state {
 	SERVER_LOGIN,      /* startup sent, authenticating, collecting parameters */
 	SERVER_QUERY,      /* running a query of tusk's own (SETs, reset), swallowing replies */
 	SERVER_ACTIVE,     /* linked to a client; relay.c moves the bytes */
+	SERVER_DRAINING,   /* its client left mid-request: cancelled, replies discarded until idle */
 	SERVER_IDLE,       /* clean and idle: parked in its pool (detached) or about to be */
 	SERVER_CLOSED,
+};
+
+/* What the server owes for each request it was sent, in order. Injected requests of
+ * tusk's own get their replies dropped; requests tusk answers itself (a Parse the server
+ * already has, a Close of a statement) get their reply injected when they reach the head. */
+enum server_expect_kind {
+	EXPECT_PARSE,            /* '1' */
+	EXPECT_BIND,             /* '2' */
+	EXPECT_DESCRIBE_STMT,    /* 't' then 'T' or 'n' */
+	EXPECT_DESCRIBE_PORTAL,  /* 'T' or 'n' */
+	EXPECT_EXECUTE,          /* 'C', 'I' or 's' */
+	EXPECT_CLOSE,            /* '3' */
+	EXPECT_SYNC,             /* 'Z' */
+	EXPECT_QUERY,            /* everything up to 'Z' */
+	EXPECT_FUNCTION,         /* 'V' ... 'Z' */
+};
+enum server_expect_action {
+	EXPECT_FORWARD, /* the client asked: pass the reply on */
+	EXPECT_DROP,    /* tusk asked: swallow the reply */
+	EXPECT_INJECT,  /* tusk answers the client itself, in order, when this reaches the head */
+};
+#define SERVER_EXPECT_MAX 512
+struct server_expect {
+	uint8_t kind;
+	uint8_t action;
+	bool has_hash;      /* a named Parse: forget hash from the server's set if it fails */
+	struct prep_hash hash;
 };
 
 struct server_param {
@@ -61,6 +90,15 @@ struct server {
 	double created;
 	bool ok_after_error;                  /* see server_done_fn */
 	void *owner;                          /* the client using it while ACTIVE (relay.c) */
+	uint64_t last_owner;                  /* serial of the last client: same one back = no sync */
+	int last_worker;                      /* index of the worker it last ran on */
+	uint64_t carry_hash;                  /* which client's unreported SETs it carries (0: none) */
+	struct prep_server *prep;             /* named statements prepared on it (NULL: none tracked) */
+	struct cancel_conn *cancels;          /* CancelRequests in flight for it (frontend/cancel.c) */
+	bool park_after_cancel;               /* released, waiting for those before parking */
+	double expires_at;                    /* server_lifetime with jitter; 0 = never */
+	struct server_expect expect[SERVER_EXPECT_MAX]; /* ring, relay.c */
+	uint16_t expect_head, expect_count;
 	int pending_rfq;                      /* ReadyForQuery messages still owed */
 	/* private */
 	struct server *next_idle;
@@ -86,6 +124,10 @@ struct server *server_connect(struct pool *pool, struct worker *w, server_done_f
  * is the number of Query messages in sql_list (each NUL-separated string is one Query). */
 void server_run_queries(struct server *s, const char *const *sqls, int nqueries, double timeout,
 			server_done_fn done, void *arg);
+
+/* Discard everything the server sends until nrfq ReadyForQuery messages have come (a
+ * client left mid-request), then done runs as for server_run_queries. */
+void server_drain(struct server *s, int nrfq, double timeout, server_done_fn done, void *arg);
 
 /* Attach a detached server to worker w's loop (watchers idle), or detach it. */
 void server_attach(struct server *s, struct worker *w);

@@ -26,6 +26,8 @@ struct runtime {
 	/* Clients connected now, across workers; relaxed ordering suffices because it
 	 * only bounds admission, it orders no other memory. */
 	atomic_int nclients;
+	/* Source of client serials (remembered owners); relaxed: uniqueness is all it gives. */
+	atomic_uint_fast64_t next_client_serial;
 };
 
 /* Resolve addresses, open listeners, start the workers. 0 or a negative errno, after

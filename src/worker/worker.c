@@ -65,7 +65,10 @@ static void drain_inbox(struct worker *w)
 
 	while (m) {
 		struct worker_msg *next = m->next;
-		client_on_pool_message(w, m);
+		if (m->kind == WORKER_MSG_CANCEL)
+			client_on_cancel_message(w, m);
+		else
+			client_on_pool_message(w, m);
 		free(m);
 		m = next;
 	}
@@ -95,7 +98,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
 	(void)revents;
-	pool_expire_idle(w->rt, w->index, w->rt->nworkers, ev_now(loop));
+	pool_maintain(w, ev_now(loop));
 }
 
 static void *worker_main(void *arg)
@@ -192,6 +195,7 @@ void worker_free(struct worker *w)
 	/* No thread runs any more, so nothing can post: this drain is the last. */
 	drain_inbox(w);
 	server_close_all(w, "tusk is shutting down");
+	cancel_close_all(w);
 	ev_loop_destroy(w->loop);
 	pthread_mutex_destroy(&p->inbox_lock);
 	free(p->listen_io);

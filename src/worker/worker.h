@@ -6,9 +6,11 @@
 
 #include <ev.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 struct runtime;
 struct server;
+struct cancel_conn;
 struct pool_waiter;
 struct client;
 struct server;
@@ -16,12 +18,14 @@ struct server;
 enum worker_msg_kind {
 	WORKER_MSG_SERVER, /* a pooled server for a waiting client */
 	WORKER_MSG_GRANT,  /* a waiting client may open a new server connection */
+	WORKER_MSG_CANCEL, /* a CancelRequest for a client of this worker */
 };
 
 struct worker_msg {
 	enum worker_msg_kind kind;
 	struct pool_waiter *waiter;
 	struct server *server; /* WORKER_MSG_SERVER: detached from every loop */
+	uint32_t cancel_pid, cancel_key; /* WORKER_MSG_CANCEL: the key the client sent */
 	struct worker_msg *next;
 };
 
@@ -31,6 +35,7 @@ struct worker {
 	struct ev_loop *loop; /* read-only; used only on this worker's thread */
 	struct client *clients; /* private to frontend/: clients served here */
 	struct server *servers; /* private to pool/server.c: servers attached to this loop */
+	struct cancel_conn *cancel_conns; /* private to frontend/cancel.c: cancels being sent */
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	/* private */
 	void *priv;
@@ -48,6 +53,10 @@ void worker_join(struct worker *w);
 /* After every worker is joined: settle messages still in the inbox (their servers are
  * closed, their grants dropped) and free the worker. */
 void worker_free(struct worker *w);
+/* Abandon cancel requests still being sent (shutdown), and forget the ones for a server
+ * being freed (defined in frontend/cancel.c). */
+void cancel_close_all(struct worker *w);
+void cancel_detach_server(struct server *s);
 /* Close the servers still attached to w's loop (shutdown; defined in pool/server.c). */
 void server_close_all(struct worker *w, const char *reason);
 

@@ -1,0 +1,241 @@
+/* Client session state (see session.h). Blobs of NUL-separated strings keep a client's
+ * footprint to what it actually set; they change only on SET/ParameterStatus, never on
+ * the per-message path. */
+#include "frontend/session.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <xxhash.h>
+
+void session_free(struct session_state *st)
+{
+	free(st->params);
+	free(st->carry);
+	free(st->pending);
+	memset(st, 0, sizeof *st);
+}
+
+/* Remove the pair starting at off (name at off, value after it). */
+static void blob_remove_pair(char *blob, size_t *len, size_t off)
+{
+	size_t nl = strlen(blob + off) + 1;
+	size_t vl = strlen(blob + off + nl) + 1;
+	memmove(blob + off, blob + off + nl + vl, *len - off - nl - vl);
+	*len -= nl + vl;
+}
+
+static long blob_find(const char *blob, size_t len, const char *name)
+{
+	size_t off = 0;
+	while (off < len) {
+		size_t nl = strlen(blob + off) + 1;
+		if (strcasecmp(blob + off, name) == 0)
+			return (long)off;
+		off += nl;
+		off += strlen(blob + off) + 1;
+	}
+	return -1;
+}
+
+static int blob_put(char **blob, size_t *len, const char *name, const char *value, size_t vlen)
+{
+	long at = blob_find(*blob, *len, name);
+	if (at >= 0)
+		blob_remove_pair(*blob, len, (size_t)at);
+	size_t nl = strlen(name) + 1;
+	size_t need = *len + nl + vlen + 1;
+	if (need > SESSION_MAX_BYTES)
+		return -E2BIG;
+	char *p = realloc(*blob, need);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p + *len, name, nl);
+	memcpy(p + *len + nl, value, vlen);
+	p[*len + nl + vlen] = '\0';
+	*blob = p;
+	*len = need;
+	return 0;
+}
+
+int session_param_set(struct session_state *st, const char *name, const char *value)
+{
+	const char *cur = session_param_get(st, name);
+	if (cur && strcmp(cur, value) == 0)
+		return 0;
+	return blob_put(&st->params, &st->params_len, name, value, strlen(value));
+}
+
+const char *session_param_get(const struct session_state *st, const char *name)
+{
+	long at = blob_find(st->params, st->params_len, name);
+	if (at < 0)
+		return NULL;
+	return st->params + at + strlen(st->params + at) + 1;
+}
+
+bool session_param_next(const struct session_state *st, size_t *pos, const char **name, const char **value)
+{
+	if (*pos >= st->params_len)
+		return false;
+	*name = st->params + *pos;
+	*pos += strlen(*name) + 1;
+	*value = st->params + *pos;
+	*pos += strlen(*value) + 1;
+	return true;
+}
+
+bool session_param_read_only(const char *name)
+{
+	static const char *const ro[] = { "server_version", "server_encoding", "integer_datetimes", "is_superuser",
+					  "session_authorization", "in_hot_standby", "scram_iterations" };
+	for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++)
+		if (strcasecmp(name, ro[i]) == 0)
+			return true;
+	return false;
+}
+
+static int pending_append(struct session_state *st, char op, const char *a, const char *b, size_t blen)
+{
+	size_t al = a ? strlen(a) + 1 : 0;
+	size_t need = st->pending_len + 1 + al + (b ? blen + 1 : 0);
+	if (need > SESSION_MAX_BYTES)
+		return -E2BIG;
+	char *p = realloc(st->pending, need);
+	if (!p)
+		return -ENOMEM;
+	size_t o = st->pending_len;
+	p[o++] = op;
+	if (a) {
+		memcpy(p + o, a, al);
+		o += al;
+	}
+	if (b) {
+		memcpy(p + o, b, blen);
+		o += blen;
+		p[o++] = '\0';
+	}
+	st->pending = p;
+	st->pending_len = o;
+	return 0;
+}
+
+int session_pending_set(struct session_state *st, const char *name, const char *stmt, size_t len)
+{
+	return pending_append(st, 'S', name, stmt, len);
+}
+
+int session_pending_reset(struct session_state *st, const char *name)
+{
+	return pending_append(st, 'R', name, NULL, 0);
+}
+
+int session_pending_reset_all(struct session_state *st)
+{
+	return pending_append(st, 'A', NULL, NULL, 0);
+}
+
+static void rehash(struct session_state *st)
+{
+	st->carry_hash = st->carry_len ? XXH3_64bits(st->carry, st->carry_len) : 0;
+	if (st->carry_len && st->carry_hash == 0)
+		st->carry_hash = 1;
+}
+
+void session_commit(struct session_state *st)
+{
+	size_t o = 0;
+	while (o < st->pending_len) {
+		char op = st->pending[o++];
+		if (op == 'A') {
+			st->carry_len = 0;
+			continue;
+		}
+		const char *name = st->pending + o;
+		o += strlen(name) + 1;
+		if (op == 'R') {
+			long at = blob_find(st->carry, st->carry_len, name);
+			if (at >= 0)
+				blob_remove_pair(st->carry, &st->carry_len, (size_t)at);
+			continue;
+		}
+		const char *text = st->pending + o;
+		o += strlen(text) + 1;
+		/* A change that does not fit is dropped with the rest of the blob's bound; the
+		 * server still has it, and the caller pins such sessions. */
+		(void)blob_put(&st->carry, &st->carry_len, name, text, strlen(text));
+	}
+	st->pending_len = 0;
+	rehash(st);
+}
+
+void session_discard(struct session_state *st)
+{
+	st->pending_len = 0;
+}
+
+/* E'...' literal: neither quotes nor backslashes can break out. */
+static int put_literal(char *out, size_t cap, size_t *pos, const char *v)
+{
+	size_t p = *pos;
+	if (p + 3 >= cap)
+		return -ENOSPC;
+	out[p++] = 'E';
+	out[p++] = '\'';
+	for (; *v; v++) {
+		if (p + 4 >= cap)
+			return -ENOSPC;
+		if (*v == '\'' || *v == '\\')
+			out[p++] = *v;
+		out[p++] = *v;
+	}
+	out[p++] = '\'';
+	out[p] = '\0';
+	*pos = p;
+	return 0;
+}
+
+static int put_str(char *out, size_t cap, size_t *pos, const char *s, size_t n)
+{
+	if (*pos + n + 1 >= cap)
+		return -ENOSPC;
+	memcpy(out + *pos, s, n);
+	*pos += n;
+	out[*pos] = '\0';
+	return 0;
+}
+
+int session_build_sync(const struct session_state *st, const void *server, session_lookup_fn lookup,
+		       uint64_t server_carry_hash, char *out, size_t cap)
+{
+	size_t pos = 0, it = 0;
+	const char *name, *value;
+
+	if (cap == 0)
+		return -ENOSPC;
+	out[0] = '\0';
+	while (session_param_next(st, &it, &name, &value)) {
+		if (session_param_read_only(name))
+			continue;
+		const char *cur = lookup(server, name);
+		if (cur && strcmp(cur, value) == 0)
+			continue;
+		if (put_str(out, cap, &pos, "SET ", 4) < 0 || put_str(out, cap, &pos, name, strlen(name)) < 0 ||
+		    put_str(out, cap, &pos, " = ", 3) < 0 || put_literal(out, cap, &pos, value) < 0 ||
+		    put_str(out, cap, &pos, ";", 1) < 0)
+			return -ENOSPC;
+	}
+	if (st->carry_len && server_carry_hash != st->carry_hash) {
+		size_t o = 0;
+		while (o < st->carry_len) {
+			o += strlen(st->carry + o) + 1;
+			const char *text = st->carry + o;
+			size_t tl = strlen(text);
+			o += tl + 1;
+			if (put_str(out, cap, &pos, text, tl) < 0 || put_str(out, cap, &pos, ";", 1) < 0)
+				return -ENOSPC;
+		}
+	}
+	return 0;
+}

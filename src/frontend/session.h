@@ -1,0 +1,61 @@
+/* A client's session state as tusk must recreate it on whichever server the client gets:
+ * the values of the parameters the server reports (ParameterStatus: TimeZone, DateStyle,
+ * application_name, ...) and, for settings the server does not report (search_path,
+ * work_mem, ...), the text of the client's own SET statements, replayed verbatim.
+ * SETs are transactional, so changes seen inside a transaction stay pending until it
+ * commits, and are dropped if it fails or rolls back. Pure data: no I/O. */
+#ifndef TUSK_FRONTEND_SESSION_H
+#define TUSK_FRONTEND_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SESSION_MAX_BYTES (64 * 1024) /* bound on each blob; beyond it changes are refused */
+
+struct session_state {
+	/* private: NUL-separated "name\0value\0" pairs */
+	char *params;
+	size_t params_len;
+	/* private: "name\0statement\0" pairs, in the order the client set them */
+	char *carry;
+	size_t carry_len;
+	uint64_t carry_hash; /* read-only: 0 when carry is empty */
+	/* private: pending changes to carry in the current transaction: records of
+	 * 'S' name\0 text\0, 'R' name\0, or 'A' (reset all) */
+	char *pending;
+	size_t pending_len;
+};
+
+void session_free(struct session_state *st);
+
+/* Reported parameters. 0 or -ENOMEM / -E2BIG. */
+__attribute__((warn_unused_result))
+int session_param_set(struct session_state *st, const char *name, const char *value);
+const char *session_param_get(const struct session_state *st, const char *name);
+/* Iterate: start with *pos = 0; false at the end. */
+bool session_param_next(const struct session_state *st, size_t *pos, const char **name, const char **value);
+
+/* True for reported parameters that only the server sets (server_version, is_superuser...). */
+bool session_param_read_only(const char *name);
+
+/* Changes seen in the current transaction. 0 or -ENOMEM / -E2BIG. */
+__attribute__((warn_unused_result))
+int session_pending_set(struct session_state *st, const char *name, const char *stmt, size_t len);
+__attribute__((warn_unused_result))
+int session_pending_reset(struct session_state *st, const char *name);
+__attribute__((warn_unused_result))
+int session_pending_reset_all(struct session_state *st);
+/* The transaction committed (apply pending) or failed/rolled back (drop pending). */
+void session_commit(struct session_state *st);
+void session_discard(struct session_state *st);
+
+/* The SQL that turns a server into this session: SETs for every reported parameter whose
+ * server value (lookup) differs, then the carried statements unless the server already
+ * carries exactly these (server_carry_hash == st->carry_hash). Writes a NUL-terminated
+ * string to out ("" when nothing is needed). 0 or -ENOSPC. */
+typedef const char *(*session_lookup_fn)(const void *server, const char *name);
+int session_build_sync(const struct session_state *st, const void *server, session_lookup_fn lookup,
+		       uint64_t server_carry_hash, char *out, size_t cap);
+
+#endif

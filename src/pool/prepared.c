@@ -1,0 +1,616 @@
+/* Named prepared statements in transaction pooling (see prepared.h): statement identity, the
+ * per-client name map, the per-server LRU set, and the readers and rewriters of the messages
+ * that name statements. Readers see bytes a client chose: every length is checked against
+ * what is present and against a limit before use. Builders write nothing unless all fits. */
+#include "pool/prepared.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <xxhash.h>
+
+#include "proto/proto.h"
+
+/* ---- identity ---- */
+
+static uint64_t load_be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* SHA-256, not XXH3: with XXH3's public default secret, colliding inputs can be constructed,
+ * and server-side names are visible to every session (pg_prepared_statements), so a client
+ * could plant a statement under the name of another client's query. This runs once per Parse
+ * of a new client name, never per Bind, so its cost does not matter. */
+int prep_identity(const uint8_t *rest, size_t len, struct prep_hash *out)
+{
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	if (EVP_Digest(rest, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 16)
+		return -ENOMEM;
+	out->hi = load_be64(md);
+	out->lo = load_be64(md + 8);
+	return 0;
+}
+
+void prep_server_name(struct prep_hash h, char out[PREP_SERVER_NAME_SIZE])
+{
+	static const char hex[] = "0123456789abcdef";
+	memcpy(out, "tusk_", 5);
+	for (int i = 0; i < 16; i++)
+		out[5 + i] = hex[(h.hi >> (60 - 4 * i)) & 0xf];
+	for (int i = 0; i < 16; i++)
+		out[21 + i] = hex[(h.lo >> (60 - 4 * i)) & 0xf];
+	out[37] = '\0';
+}
+
+/* ---- readers ---- */
+
+/* The length of the NUL-terminated name at p, of which have bytes are present and total belong
+ * to the message: >= 0 the length, -1 need more, PROTO_EMALFORMED when the name is longer than
+ * PREP_NAME_MAX or the message ends first. Looks at no more than PREP_NAME_MAX + 1 bytes, so a
+ * stream that never sends a NUL is rejected instead of waited for. */
+static ssize_t scan_name(const uint8_t *p, size_t have, size_t total)
+{
+	size_t window = have < PREP_NAME_MAX + 1 ? have : PREP_NAME_MAX + 1;
+	const uint8_t *nul = window ? memchr(p, 0, window) : NULL;
+	if (nul)
+		return nul - p;
+	if (window == PREP_NAME_MAX + 1 || have == total)
+		return PROTO_EMALFORMED;
+	return -1;
+}
+
+/* The header of a message of the expected type(s): PROTO_HDR_LEN, 0 or PROTO_E*. The type is
+ * checked as soon as one byte is present so a caller's mix-up is not mistaken for "need more". */
+static ssize_t read_hdr(const uint8_t *msg, size_t avail, uint32_t max_len, uint8_t t1, uint8_t t2,
+			struct proto_hdr *h)
+{
+	if (avail >= 1 && msg[0] != t1 && msg[0] != t2)
+		return PROTO_EMALFORMED;
+	return proto_read_hdr(msg, avail, max_len, h);
+}
+
+ssize_t prep_read_parse(const uint8_t *msg, size_t avail, uint32_t max_len, struct prep_parse *out)
+{
+	struct proto_hdr h;
+	ssize_t n = read_hdr(msg, avail, max_len, 'P', 'P', &h);
+	if (n <= 0)
+		return n;
+	size_t total = 1 + (size_t)h.len;
+	if (avail < total)
+		return 0;
+
+	struct proto_reader r;
+	proto_reader_init(&r, msg + PROTO_HDR_LEN, h.len - 4);
+	const char *name = proto_get_cstr(&r);
+	size_t name_len = r.off ? r.off - 1 : 0;
+	size_t rest_off = r.off;
+	const char *query = proto_get_cstr(&r);
+	uint16_t nparams = proto_get_u16(&r);
+	proto_get_bytes(&r, (size_t)nparams * 4);
+	/* PostgreSQL rejects trailing bytes too (pq_getmsgend), and they would be hashed. */
+	if (r.err || proto_remaining(&r) != 0 || name_len > PREP_NAME_MAX)
+		return PROTO_EMALFORMED;
+
+	out->name = name;
+	out->name_len = name_len;
+	out->query = query;
+	out->nparams = nparams;
+	out->rest = r.p + rest_off;
+	out->rest_len = r.len - rest_off;
+	return (ssize_t)total;
+}
+
+ssize_t prep_read_bind_head(const uint8_t *msg, size_t avail, uint32_t max_len,
+			    struct prep_bind_head *out)
+{
+	struct proto_hdr h;
+	ssize_t n = read_hdr(msg, avail, max_len, 'B', 'B', &h);
+	if (n <= 0)
+		return n;
+	/* Only the message's own bytes count: what follows it in the buffer is another message. */
+	const uint8_t *body = msg + PROTO_HDR_LEN;
+	size_t total = h.len - 4;
+	size_t have = avail - PROTO_HDR_LEN < total ? avail - PROTO_HDR_LEN : total;
+
+	ssize_t plen = scan_name(body, have, total);
+	if (plen < 0)
+		return plen == -1 ? 0 : plen;
+	size_t soff = (size_t)plen + 1;
+	ssize_t slen = scan_name(body + soff, have - soff, total - soff);
+	if (slen < 0)
+		return slen == -1 ? 0 : slen;
+
+	out->len = h.len;
+	out->portal = (const char *)body;
+	out->portal_len = (size_t)plen;
+	out->stmt = (const char *)body + soff;
+	out->stmt_len = (size_t)slen;
+	return (ssize_t)(PROTO_HDR_LEN + soff + (size_t)slen + 1);
+}
+
+/* Kind byte, name, NUL: the largest Describe or Close body with a name tusk accepts. */
+#define TARGET_LEN_MAX (4 + 1 + PREP_NAME_MAX + 1)
+
+ssize_t prep_read_target(const uint8_t *msg, size_t avail, struct prep_target *out)
+{
+	struct proto_hdr h;
+	ssize_t n = read_hdr(msg, avail, TARGET_LEN_MAX, 'D', 'C', &h);
+	if (n <= 0)
+		return n == PROTO_ETOOLONG ? PROTO_EMALFORMED : n;
+	if (h.len < 4 + 2)
+		return PROTO_EMALFORMED; /* no room for a kind and a NUL */
+	size_t total = 1 + (size_t)h.len;
+	if (avail < total)
+		return 0;
+
+	const uint8_t *body = msg + PROTO_HDR_LEN;
+	size_t name_size = h.len - 4 - 1; /* including the NUL */
+	if (body[0] != 'S' && body[0] != 'P')
+		return PROTO_EMALFORMED;
+	/* The first NUL must be the last byte: no unterminated name, no trailing bytes. */
+	if (memchr(body + 1, 0, name_size) != body + 1 + name_size - 1)
+		return PROTO_EMALFORMED;
+
+	out->type = h.type;
+	out->kind = body[0];
+	out->name = (const char *)body + 1;
+	out->name_len = name_size - 1;
+	return (ssize_t)total;
+}
+
+/* ---- builders ---- */
+
+/* The wire's length words are signed 32-bit. */
+#define PREP_BUILD_MAX ((size_t)INT32_MAX)
+
+/* Room for exactly n bytes at the tail, or NULL with b untouched (compacting only once the
+ * message is known to fit keeps start/end unchanged on failure too). */
+static uint8_t *reserve(struct buf *b, size_t n)
+{
+	if (n > PREP_BUILD_MAX || n > b->cap - buf_len(b))
+		return NULL;
+	if (n > buf_room(b))
+		buf_compact(b);
+	return buf_tail(b);
+}
+
+static uint8_t *put_u8(uint8_t *p, uint8_t v)
+{
+	*p = v;
+	return p + 1;
+}
+
+static uint8_t *put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+	return p + 4;
+}
+
+static uint8_t *put_mem(uint8_t *p, const void *src, size_t n)
+{
+	if (n)
+		memcpy(p, src, n);
+	return p + n;
+}
+
+/* Opens a message whose length word is len (so 1 + len bytes in all, or just the head of it
+ * when head < 1 + len); returns where the body goes, or NULL. */
+static uint8_t *begin(struct buf *b, uint8_t type, size_t len, size_t head)
+{
+	if (len > PREP_BUILD_MAX)
+		return NULL;
+	uint8_t *p = reserve(b, head);
+	if (!p)
+		return NULL;
+	return put_be32(put_u8(p, type), (uint32_t)len);
+}
+
+static int finish(struct buf *b, const uint8_t *p, size_t n)
+{
+	assert(p == buf_tail(b) + n);
+	(void)p;
+	buf_produce(b, n);
+	return 0;
+}
+
+int prep_put_parse(struct buf *b, const char *server_name, const uint8_t *rest, size_t rest_len)
+{
+	size_t nlen = strlen(server_name) + 1;
+	size_t n = PROTO_HDR_LEN + nlen + rest_len;
+	uint8_t *p = begin(b, 'P', n - 1, n);
+	if (!p)
+		return -ENOSPC;
+	p = put_mem(p, server_name, nlen);
+	p = put_mem(p, rest, rest_len);
+	return finish(b, p, n);
+}
+
+int prep_put_bind_head(struct buf *b, const struct prep_bind_head *h, const char *server_name)
+{
+	size_t nlen = strlen(server_name);
+	size_t len = (size_t)h->len - h->stmt_len + nlen;
+	size_t n = PROTO_HDR_LEN + h->portal_len + 1 + nlen + 1;
+	if (len > PREP_BUILD_MAX)
+		return -EMSGSIZE;
+	uint8_t *p = begin(b, 'B', len, n);
+	if (!p)
+		return -ENOSPC;
+	p = put_mem(p, h->portal, h->portal_len + 1);
+	p = put_mem(p, server_name, nlen + 1);
+	return finish(b, p, n);
+}
+
+static int put_target(struct buf *b, uint8_t type, const char *server_name)
+{
+	size_t nlen = strlen(server_name) + 1;
+	size_t n = PROTO_HDR_LEN + 1 + nlen;
+	uint8_t *p = begin(b, type, n - 1, n);
+	if (!p)
+		return -ENOSPC;
+	p = put_u8(p, 'S');
+	p = put_mem(p, server_name, nlen);
+	return finish(b, p, n);
+}
+
+int prep_put_describe_statement(struct buf *b, const char *server_name)
+{
+	return put_target(b, 'D', server_name);
+}
+
+int prep_put_close_statement(struct buf *b, const char *server_name)
+{
+	return put_target(b, 'C', server_name);
+}
+
+static int put_empty(struct buf *b, uint8_t type)
+{
+	uint8_t *p = begin(b, type, 4, PROTO_HDR_LEN);
+	if (!p)
+		return -ENOSPC;
+	return finish(b, p, PROTO_HDR_LEN);
+}
+
+int prep_put_parse_complete(struct buf *b)
+{
+	return put_empty(b, '1');
+}
+
+int prep_put_close_complete(struct buf *b)
+{
+	return put_empty(b, '3');
+}
+
+/* ---- per client: open addressing on the name, linear probing ---- */
+
+struct prep_client {
+	uint32_t max_statements;
+	size_t max_bytes;
+	uint32_t count;
+	size_t bytes;            /* sum of entry_size() over the entries */
+	size_t mask;             /* table size - 1; the table is NULL until the first add */
+	struct prep_stmt **tab;  /* NULL = empty slot; load kept at or below 1/2 */
+};
+
+static size_t entry_size(size_t body_len)
+{
+	return sizeof(struct prep_stmt) + body_len;
+}
+
+static uint64_t name_hash(const char *name, size_t len)
+{
+	return XXH3_64bits(name, len);
+}
+
+struct prep_client *prep_client_new(uint32_t max_statements, size_t max_bytes)
+{
+	struct prep_client *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	c->max_statements = max_statements;
+	c->max_bytes = max_bytes;
+	return c;
+}
+
+/* The slot holding name, or the empty slot where it would go. Needs a table. */
+static size_t client_slot(const struct prep_client *c, const char *name, uint64_t h)
+{
+	size_t i = (size_t)h & c->mask;
+	while (c->tab[i] && !(c->tab[i]->name_hash == h && strcmp(c->tab[i]->name, name) == 0))
+		i = (i + 1) & c->mask;
+	return i;
+}
+
+static int client_grow(struct prep_client *c)
+{
+	size_t size = c->tab ? 2 * (c->mask + 1) : 16;
+	struct prep_stmt **tab = calloc(size, sizeof *tab);
+	if (!tab)
+		return -ENOMEM;
+	for (size_t i = 0; c->tab && i <= c->mask; i++) {
+		struct prep_stmt *e = c->tab[i];
+		if (!e)
+			continue;
+		size_t j = (size_t)e->name_hash & (size - 1);
+		while (tab[j])
+			j = (j + 1) & (size - 1);
+		tab[j] = e;
+	}
+	free(c->tab);
+	c->tab = tab;
+	c->mask = size - 1;
+	return 0;
+}
+
+int prep_client_add(struct prep_client *c, const struct prep_parse *p, const struct prep_stmt **out)
+{
+	if (p->name_len == 0 || p->name_len > PREP_NAME_MAX)
+		return -EINVAL;
+	uint64_t h = name_hash(p->name, p->name_len);
+	if (c->tab && c->tab[client_slot(c, p->name, h)])
+		return -EEXIST;
+	size_t esize = entry_size(p->rest_len);
+	if (c->count >= c->max_statements || esize > c->max_bytes - c->bytes)
+		return -EDQUOT;
+	if (!c->tab || 2 * ((size_t)c->count + 1) > c->mask + 1) {
+		int err = client_grow(c);
+		if (err)
+			return err;
+	}
+
+	struct prep_stmt *e = malloc(esize);
+	if (!e)
+		return -ENOMEM;
+	if (prep_identity(p->rest, p->rest_len, &e->hash) != 0) {
+		free(e);
+		return -ENOMEM;
+	}
+	prep_server_name(e->hash, e->server_name);
+	memcpy(e->name, p->name, p->name_len);
+	e->name[p->name_len] = '\0';
+	e->name_hash = h;
+	e->body_len = p->rest_len;
+	memcpy(e->body, p->rest, p->rest_len);
+
+	c->tab[client_slot(c, e->name, h)] = e;
+	c->count++;
+	c->bytes += esize;
+	*out = e;
+	return 0;
+}
+
+const struct prep_stmt *prep_client_find(const struct prep_client *c, const char *name)
+{
+	size_t len = strnlen(name, PREP_NAME_MAX + 1);
+	if (!c->tab || len == 0 || len > PREP_NAME_MAX)
+		return NULL;
+	return c->tab[client_slot(c, name, name_hash(name, len))];
+}
+
+int prep_client_remove(struct prep_client *c, const char *name)
+{
+	size_t len = strnlen(name, PREP_NAME_MAX + 1);
+	if (!c->tab || len == 0 || len > PREP_NAME_MAX)
+		return -ENOENT;
+	size_t i = client_slot(c, name, name_hash(name, len));
+	struct prep_stmt *e = c->tab[i];
+	if (!e)
+		return -ENOENT;
+	c->count--;
+	c->bytes -= entry_size(e->body_len);
+	free(e);
+	c->tab[i] = NULL;
+
+	/* Backward-shift deletion: pull later entries of the probe run into the hole unless their
+	 * home slot lies cyclically in (hole, j], where moving them would put them before home. */
+	for (size_t j = (i + 1) & c->mask; c->tab[j]; j = (j + 1) & c->mask) {
+		size_t home = (size_t)c->tab[j]->name_hash & c->mask;
+		bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+		if (stays)
+			continue;
+		c->tab[i] = c->tab[j];
+		c->tab[j] = NULL;
+		i = j;
+	}
+	return 0;
+}
+
+void prep_client_clear(struct prep_client *c)
+{
+	for (size_t i = 0; c->tab && i <= c->mask; i++) {
+		free(c->tab[i]);
+		c->tab[i] = NULL;
+	}
+	c->count = 0;
+	c->bytes = 0;
+}
+
+uint32_t prep_client_count(const struct prep_client *c)
+{
+	return c->count;
+}
+
+void prep_client_free(struct prep_client *c)
+{
+	if (!c)
+		return;
+	prep_client_clear(c);
+	free(c->tab);
+	free(c);
+}
+
+/* ---- per server: fixed slots, an index by hash, an LRU list through the slots ---- */
+
+#define NIL UINT32_MAX
+
+struct server_slot {
+	struct prep_hash h;
+	uint32_t prev, next; /* LRU neighbours (towards head = most recent), or the free list */
+};
+
+struct prep_server {
+	uint32_t max;
+	uint32_t count;
+	uint32_t used;       /* slots ever handed out since the last forget_all */
+	uint32_t free_list;  /* slots given back by forget, through next */
+	uint32_t head, tail; /* most and least recently used */
+	size_t mask;         /* index size - 1 */
+	uint32_t *index;     /* slot + 1, 0 = empty; load at most 1/2 */
+	struct server_slot *slots;
+};
+
+struct prep_server *prep_server_new(uint32_t max_prepared)
+{
+	if (max_prepared == 0)
+		return NULL;
+	struct prep_server *s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	size_t size = 4;
+	while (size < 2 * (size_t)max_prepared)
+		size *= 2;
+	s->index = calloc(size, sizeof *s->index);
+	s->slots = calloc(max_prepared, sizeof *s->slots);
+	if (!s->index || !s->slots) {
+		prep_server_free(s);
+		return NULL;
+	}
+	s->max = max_prepared;
+	s->mask = size - 1;
+	prep_server_forget_all(s);
+	return s;
+}
+
+void prep_server_free(struct prep_server *s)
+{
+	if (!s)
+		return;
+	free(s->index);
+	free(s->slots);
+	free(s);
+}
+
+/* Index position of h, or of the empty position where it would go. */
+static size_t server_pos(const struct prep_server *s, struct prep_hash h)
+{
+	size_t i = (size_t)h.lo & s->mask;
+	while (s->index[i] && !prep_hash_equal(s->slots[s->index[i] - 1].h, h))
+		i = (i + 1) & s->mask;
+	return i;
+}
+
+static void lru_unlink(struct prep_server *s, uint32_t k)
+{
+	struct server_slot *e = &s->slots[k];
+	if (e->prev != NIL)
+		s->slots[e->prev].next = e->next;
+	else
+		s->head = e->next;
+	if (e->next != NIL)
+		s->slots[e->next].prev = e->prev;
+	else
+		s->tail = e->prev;
+}
+
+static void lru_push_head(struct prep_server *s, uint32_t k)
+{
+	struct server_slot *e = &s->slots[k];
+	e->prev = NIL;
+	e->next = s->head;
+	if (s->head != NIL)
+		s->slots[s->head].prev = k;
+	else
+		s->tail = k;
+	s->head = k;
+}
+
+/* Empties index position i, then backward-shift deletion as in the client map. */
+static void index_delete(struct prep_server *s, size_t i)
+{
+	s->index[i] = 0;
+	for (size_t j = (i + 1) & s->mask; s->index[j]; j = (j + 1) & s->mask) {
+		size_t home = (size_t)s->slots[s->index[j] - 1].h.lo & s->mask;
+		bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+		if (stays)
+			continue;
+		s->index[i] = s->index[j];
+		s->index[j] = 0;
+		i = j;
+	}
+}
+
+bool prep_server_has(struct prep_server *s, struct prep_hash h)
+{
+	size_t i = server_pos(s, h);
+	if (!s->index[i])
+		return false;
+	uint32_t k = s->index[i] - 1;
+	lru_unlink(s, k);
+	lru_push_head(s, k);
+	return true;
+}
+
+bool prep_server_add(struct prep_server *s, struct prep_hash h, struct prep_hash *evicted)
+{
+	if (prep_server_has(s, h))
+		return false;
+
+	bool did_evict = false;
+	uint32_t k;
+	if (s->count == s->max) {
+		k = s->tail;
+		*evicted = s->slots[k].h;
+		did_evict = true;
+		lru_unlink(s, k);
+		index_delete(s, server_pos(s, s->slots[k].h));
+		s->count--;
+	} else if (s->free_list != NIL) {
+		k = s->free_list;
+		s->free_list = s->slots[k].next;
+	} else {
+		k = s->used++;
+	}
+
+	s->slots[k].h = h;
+	s->index[server_pos(s, h)] = k + 1;
+	lru_push_head(s, k);
+	s->count++;
+	return did_evict;
+}
+
+void prep_server_forget(struct prep_server *s, struct prep_hash h)
+{
+	size_t i = server_pos(s, h);
+	if (!s->index[i])
+		return;
+	uint32_t k = s->index[i] - 1;
+	lru_unlink(s, k);
+	index_delete(s, i);
+	s->slots[k].next = s->free_list;
+	s->free_list = k;
+	s->count--;
+}
+
+void prep_server_forget_all(struct prep_server *s)
+{
+	memset(s->index, 0, (s->mask + 1) * sizeof *s->index);
+	s->count = 0;
+	s->used = 0;
+	s->free_list = NIL;
+	s->head = s->tail = NIL;
+}
+
+uint32_t prep_server_count(const struct prep_server *s)
+{
+	return s->count;
+}

@@ -1,0 +1,181 @@
+/* Named prepared statements in transaction pooling: each client's statement names mapped to
+ * tusk's own server-side names, the set of statements each server holds (LRU-capped), and the
+ * readers and rewriters for the extended-protocol messages that carry statement names (Parse,
+ * Bind, Describe, Close). Pure bookkeeping over byte ranges: no I/O, no locks. A prep_client
+ * is used by its client's worker only; a prep_server travels with its server connection, so it
+ * is touched by one thread at a time (servers change threads only while parked).
+ *
+ * Conventions (docs/ARCHITECTURE.md): commands return 0 or -errno; predicates return bool;
+ * readers return the bytes consumed (> 0), 0 for "need more", or a negative PROTO_E*; builders
+ * append to a struct buf and return 0 or -ENOSPC, leaving the buffer unchanged on failure.
+ *
+ * Statement identity is a cryptographic hash of the Parse body after the name (query text,
+ * parameter count, parameter type OIDs), so every worker derives the same server-side name
+ * "tusk_<32 hex>" with no shared registry; a collision would make one client's Bind run
+ * another client's query, hence SHA-256 and not a fast hash that can be forced to collide. */
+#ifndef TUSK_POOL_PREPARED_H
+#define TUSK_POOL_PREPARED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/buf.h"
+
+/* Longest statement or portal name accepted, bytes without the NUL: NAMEDATALEN - 1.
+ * (PostgreSQL itself silently truncates longer names to this; tusk rejects them.) */
+#define PREP_NAME_MAX 63
+/* Size of a server-side name buffer: "tusk_" + 32 hex digits + NUL. */
+#define PREP_SERVER_NAME_SIZE 38
+
+/* ---- identity ---- */
+
+struct prep_hash {
+	uint64_t hi, lo;
+};
+
+static inline bool prep_hash_equal(struct prep_hash a, struct prep_hash b)
+{
+	return a.hi == b.hi && a.lo == b.lo;
+}
+
+/* Identity of a statement from the Parse body after its name (struct prep_parse.rest).
+ * 0 or -ENOMEM (the digest could not be computed). */
+__attribute__((warn_unused_result))
+int prep_identity(const uint8_t *rest, size_t len, struct prep_hash *out);
+/* The server-side name for a hash: "tusk_" + 32 lowercase hex digits, NUL-terminated. */
+void prep_server_name(struct prep_hash h, char out[PREP_SERVER_NAME_SIZE]);
+
+/* ---- readers of client messages (msg points at the type byte) ---- */
+
+/* Parse ('P'). All pointers point into msg. */
+struct prep_parse {
+	const char *name;    /* statement name, NUL-terminated; "" is the unnamed statement */
+	size_t name_len;
+	const char *query;   /* NUL-terminated */
+	uint16_t nparams;    /* number of parameter type OIDs that follow */
+	const uint8_t *rest; /* the body after the name: query, count, OIDs (what is hashed) */
+	size_t rest_len;
+};
+/* Reads a whole Parse message. Returns its size (type byte + length word) once all of it is
+ * in msg[0, avail), 0 before. PROTO_ETOOSHORT / PROTO_ETOOLONG when the length word is below 4
+ * or above max_len (as soon as it is readable); PROTO_EMALFORMED when the type is not 'P', a
+ * string lacks its NUL, the name exceeds PREP_NAME_MAX, or the OIDs do not end the body
+ * exactly. */
+ssize_t prep_read_parse(const uint8_t *msg, size_t avail, uint32_t max_len, struct prep_parse *out);
+
+/* Head of a Bind ('B'): type, length word, portal name, statement name. The rest of a Bind
+ * (formats, parameter values: any size) is never needed, so it can be streamed unchanged. */
+struct prep_bind_head {
+	uint32_t len;       /* the Bind's length word */
+	const char *portal; /* NUL-terminated, points into msg */
+	size_t portal_len;
+	const char *stmt;   /* NUL-terminated, points into msg */
+	size_t stmt_len;
+};
+/* Returns the size of the head (5 + portal + NUL + statement + NUL) once both names are in
+ * msg[0, avail), else 0; at most 5 + 2 * (PREP_NAME_MAX + 1) bytes are ever needed. To
+ * rewrite, drop that many bytes, append prep_put_bind_head(), then forward the remaining
+ * len + 1 - head bytes of the original unchanged. PROTO_ETOOSHORT / PROTO_ETOOLONG for a
+ * length word below 4 or above max_len; PROTO_EMALFORMED when the type is not 'B', a name
+ * exceeds PREP_NAME_MAX, or the names do not fit inside the message. */
+ssize_t prep_read_bind_head(const uint8_t *msg, size_t avail, uint32_t max_len,
+			    struct prep_bind_head *out);
+
+/* Describe ('D') or Close ('C'): a target kind and one name, always a small message. */
+struct prep_target {
+	uint8_t type;     /* 'D' or 'C' */
+	uint8_t kind;     /* 'S' (prepared statement) or 'P' (portal) */
+	const char *name; /* NUL-terminated, points into msg */
+	size_t name_len;
+};
+/* Returns the message size once all of it is in msg[0, avail), 0 before. PROTO_ETOOSHORT for
+ * a length word below 4; PROTO_EMALFORMED for another type, a kind other than 'S'/'P', a name
+ * without its NUL or longer than PREP_NAME_MAX, or bytes after the name. */
+ssize_t prep_read_target(const uint8_t *msg, size_t avail, struct prep_target *out);
+
+/* ---- builders ---- */
+
+/* Parse named server_name with the original body after the name (struct prep_parse.rest, or
+ * struct prep_stmt.body when replaying). */
+__attribute__((warn_unused_result))
+int prep_put_parse(struct buf *b, const char *server_name, const uint8_t *rest, size_t rest_len);
+/* The head of the rewritten Bind: type, new length word (old length - statement name length +
+ * server name length), portal name, server_name. -EMSGSIZE when that length word would pass
+ * INT32_MAX (impossible with a max_len of INT32_MAX - PREP_SERVER_NAME_SIZE or less). */
+__attribute__((warn_unused_result))
+int prep_put_bind_head(struct buf *b, const struct prep_bind_head *h, const char *server_name);
+/* Describe 'S' / Close 'S' of server_name (no Flush or Sync: the caller's concern). */
+__attribute__((warn_unused_result))
+int prep_put_describe_statement(struct buf *b, const char *server_name);
+__attribute__((warn_unused_result))
+int prep_put_close_statement(struct buf *b, const char *server_name);
+/* ParseComplete ('1') and CloseComplete ('3'), for answers tusk gives the client itself. */
+__attribute__((warn_unused_result))
+int prep_put_parse_complete(struct buf *b);
+__attribute__((warn_unused_result))
+int prep_put_close_complete(struct buf *b);
+
+/* ---- per client: the client's statement names ---- */
+
+/* One named statement of a client. Owned by its prep_client; valid until that name is removed
+ * or the map is cleared or freed. All fields are read-only to callers. */
+struct prep_stmt {
+	struct prep_hash hash;
+	char server_name[PREP_SERVER_NAME_SIZE];
+	char name[PREP_NAME_MAX + 1];       /* the client's name */
+	uint64_t name_hash;                 /* private: the map's own key hash */
+	size_t body_len;
+	uint8_t body[];                     /* copy of the Parse body after the name */
+};
+
+struct prep_client;
+
+/* An empty map (allocates nothing more until the first add). max_statements bounds the number
+ * of names, max_bytes the memory their entries take (struct + body each); 0 forbids all.
+ * NULL on allocation failure. */
+struct prep_client *prep_client_new(uint32_t max_statements, size_t max_bytes);
+void prep_client_free(struct prep_client *c); /* NULL is fine */
+
+/* Records a named Parse the client sent (p from prep_read_parse), copying its body: one
+ * malloc. *out is the new entry. -EINVAL for the unnamed statement (never tracked: pass it
+ * through), -EEXIST when the name is taken (PostgreSQL's 42P05: the map is unchanged), -EDQUOT
+ * when max_statements or max_bytes would be exceeded, -ENOMEM.
+ * PostgreSQL creates the statement only if the Parse succeeds: if the server answers it with
+ * an ErrorResponse, or skips it after an earlier error in the same pipeline, remove the name. */
+__attribute__((warn_unused_result))
+int prep_client_add(struct prep_client *c, const struct prep_parse *p, const struct prep_stmt **out);
+/* The entry for a client name, or NULL. */
+const struct prep_stmt *prep_client_find(const struct prep_client *c, const char *name);
+/* Forgets a name (Close 'S'; a failed Parse). 0 or -ENOENT (not an error for Close). */
+int prep_client_remove(struct prep_client *c, const char *name);
+/* Forgets every name (DISCARD ALL, DEALLOCATE ALL). */
+void prep_client_clear(struct prep_client *c);
+uint32_t prep_client_count(const struct prep_client *c);
+
+/* ---- per server: the statements prepared on one server connection ---- */
+
+struct prep_server;
+
+/* An empty set holding at most max_prepared (>= 1) statements; all memory is allocated here.
+ * NULL when max_prepared is 0 or on allocation failure. */
+struct prep_server *prep_server_new(uint32_t max_prepared);
+void prep_server_free(struct prep_server *s); /* NULL is fine */
+
+/* True when the server holds h; marks it most recently used. */
+bool prep_server_has(struct prep_server *s, struct prep_hash h);
+/* Records h as prepared (call when sending its Parse), most recently used. When the set was
+ * full, the least recently used statement is dropped and returned in *evicted with true: the
+ * caller sends Close for it. Adding a held hash only marks it used. Never fails.
+ * The server skips everything after an error until Sync, so the set is only as true as the
+ * caller's rollback: a Parse that got no ParseComplete is forgotten, and an evicting Close
+ * that got no CloseComplete is added back (else the next Parse of it fails with 42P05). */
+bool prep_server_add(struct prep_server *s, struct prep_hash h, struct prep_hash *evicted);
+/* Drops one hash (its Parse failed or was skipped, or the statement went stale on the server). */
+void prep_server_forget(struct prep_server *s, struct prep_hash h);
+/* Drops all (DISCARD ALL / DEALLOCATE ALL ran on the server, or a fresh connection). */
+void prep_server_forget_all(struct prep_server *s);
+uint32_t prep_server_count(const struct prep_server *s);
+
+#endif

@@ -1,0 +1,1115 @@
+/* Statement classifier for transaction pooling: a lexer that mirrors PostgreSQL's scanner
+ * closely enough to never miss a session statement, and libpg_query for the real answer.
+ *
+ * The parse tree is read from libpg_query's protobuf output with the small bounds-checked
+ * reader below, not with protobuf-c's unpack: unpack builds the whole tree on the heap and
+ * recurses with about 1.5 kB of stack per tree level, while all this code needs are a few
+ * fields at the top of each statement. Field numbers come from pg_query.proto of libpg_query
+ * 15-4.0.0; tests/unit/test_classify.c has a statement that fails if any one of them is wrong. */
+#include "router/classify.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pg_query.h>
+
+#if !defined(PG_VERSION_NUM) || PG_VERSION_NUM / 10000 != 15
+#error "classify.c reads libpg_query's PostgreSQL 15 parse tree: check the field numbers"
+#endif
+
+/* ---- lexer ---------------------------------------------------------------------------- */
+
+/* Words the rules look at; everything else is W_OTHER. */
+enum word {
+	W_NONE, /* not a word (start of text, or a non-word token) */
+	W_OTHER,
+	/* session statements when they start one */
+	W_SET, W_RESET, W_DISCARD, W_PREPARE, W_EXECUTE, W_DEALLOCATE, W_LISTEN, W_UNLISTEN,
+	W_DECLARE, W_LOAD, W_CLOSE,
+	/* transaction control when it starts a statement */
+	W_BEGIN, W_START, W_COMMIT, W_END, W_ROLLBACK, W_ABORT, W_SAVEPOINT, W_RELEASE,
+	/* the words that can stand right before TEMP in PostgreSQL's grammar (OptTemp, into_clause) */
+	W_CREATE, W_REPLACE, W_LOCAL, W_GLOBAL, W_INTO,
+	W_TEMP, /* TEMP or TEMPORARY */
+};
+
+#define WORD_MAXLEN 10 /* "deallocate" */
+
+struct lex {
+	bool session;     /* a session rule fired (see classify_maybe_session) */
+	bool txn;         /* a transaction-control word starts a statement */
+	bool pg_temp;     /* an identifier starting with pg_temp */
+	enum word first;  /* the text's first token, if it is a word */
+	size_t first_at;  /* offset of the text's first token; the length when there is none */
+	size_t tokens;    /* tokens that can add a level to a parse tree (not literals , . ;) */
+};
+
+static inline unsigned char lower_ascii(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+/* PostgreSQL's {space} is [ \t\n\r\f]; \v is taken too: one more place a statement may start
+ * only adds false positives. */
+static inline bool is_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+static inline bool is_ident_start(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+}
+
+/* {dolq_cont}: an identifier character except '$'. */
+static inline bool is_dolq_cont(unsigned char c)
+{
+	return is_ident_start(c) || (c >= '0' && c <= '9');
+}
+
+static inline bool is_ident_cont(unsigned char c)
+{
+	return is_dolq_cont(c) || c == '$';
+}
+
+static enum word lookup_word(const unsigned char *w, size_t n)
+{
+	unsigned char l[WORD_MAXLEN];
+
+	if (n < 3 || n > WORD_MAXLEN)
+		return W_OTHER;
+	for (size_t i = 0; i < n; i++)
+		l[i] = lower_ascii(w[i]);
+#define IS(word) (memcmp(l, word, sizeof(word) - 1) == 0)
+	/* By length, then by first letter: one or two comparisons per word. */
+	switch (n) {
+	case 3:
+		return IS("set") ? W_SET : IS("end") ? W_END : W_OTHER;
+	case 4:
+		return IS("load") ? W_LOAD : IS("into") ? W_INTO : IS("temp") ? W_TEMP : W_OTHER;
+	case 5:
+		switch (l[0]) {
+		case 'r': return IS("reset") ? W_RESET : W_OTHER;
+		case 'c': return IS("close") ? W_CLOSE : W_OTHER;
+		case 'b': return IS("begin") ? W_BEGIN : W_OTHER;
+		case 's': return IS("start") ? W_START : W_OTHER;
+		case 'a': return IS("abort") ? W_ABORT : W_OTHER;
+		case 'l': return IS("local") ? W_LOCAL : W_OTHER;
+		default: return W_OTHER;
+		}
+	case 6:
+		switch (l[0]) {
+		case 'l': return IS("listen") ? W_LISTEN : W_OTHER;
+		case 'c': return IS("commit") ? W_COMMIT : IS("create") ? W_CREATE : W_OTHER;
+		case 'g': return IS("global") ? W_GLOBAL : W_OTHER;
+		default: return W_OTHER;
+		}
+	case 7:
+		switch (l[0]) {
+		case 'd': return IS("discard") ? W_DISCARD : IS("declare") ? W_DECLARE : W_OTHER;
+		case 'p': return IS("prepare") ? W_PREPARE : W_OTHER;
+		case 'e': return IS("execute") ? W_EXECUTE : W_OTHER;
+		case 'r': return IS("release") ? W_RELEASE : IS("replace") ? W_REPLACE : W_OTHER;
+		default: return W_OTHER;
+		}
+	case 8:
+		return IS("unlisten") ? W_UNLISTEN : IS("rollback") ? W_ROLLBACK : W_OTHER;
+	case 9:
+		return IS("savepoint") ? W_SAVEPOINT : IS("temporary") ? W_TEMP : W_OTHER;
+	default:
+		return IS("deallocate") ? W_DEALLOCATE : W_OTHER;
+	}
+#undef IS
+}
+
+static bool starts_pg_temp(const unsigned char *w, size_t n)
+{
+	static const char p[] = "pg_temp";
+
+	if (n < sizeof p - 1)
+		return false;
+	for (size_t i = 0; i < sizeof p - 1; i++)
+		if (lower_ascii(w[i]) != (unsigned char)p[i])
+			return false;
+	return true;
+}
+
+/* End of a quoted literal or identifier opened at s[i]. The quote doubles to escape itself;
+ * with backslash (E'...'), a backslash escapes the byte after it. Unterminated: n. */
+static size_t skip_quoted(const unsigned char *s, size_t i, size_t n, unsigned char q, bool backslash)
+{
+	for (i++; i < n; i++) {
+		if (backslash && s[i] == '\\') {
+			i++;
+			continue;
+		}
+		if (s[i] == q) {
+			if (i + 1 < n && s[i + 1] == q) {
+				i++;
+				continue;
+			}
+			return i + 1;
+		}
+	}
+	return n;
+}
+
+/* End of a (nested) block comment opened at s[i], as PostgreSQL's xc state reads it. */
+static size_t skip_block_comment(const unsigned char *s, size_t i, size_t n)
+{
+	unsigned depth = 1;
+
+	for (i += 2; i + 1 < n; i++) {
+		if (s[i] == '*' && s[i + 1] == '/') {
+			i++;
+			if (--depth == 0)
+				return i + 1;
+		} else if (s[i] == '/' && s[i + 1] == '*') {
+			i++;
+			depth++;
+		}
+	}
+	return n;
+}
+
+/* Length of a dollar-quote delimiter $tag$ at s[i], 0 if there is none ({dolqdelim}). */
+static size_t dollar_delim_len(const unsigned char *s, size_t i, size_t n)
+{
+	size_t j = i + 1;
+
+	if (j < n && is_ident_start(s[j]))
+		for (j++; j < n && is_dolq_cont(s[j]); j++)
+			;
+	return (j < n && s[j] == '$') ? j + 1 - i : 0;
+}
+
+/* One pass over s[0, n). The scanner rules mirrored are PostgreSQL 15's scan.l with
+ * standard_conforming_strings on: where this code could disagree with it, it errs towards
+ * seeing more words (treating a literal as code), never fewer. stop_early returns as soon as
+ * out->session is known to be true. */
+static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct lex *out)
+{
+	bool at_start = true; /* no token since the start or the last ';' */
+	enum word prev = W_NONE;
+	size_t i = 0;
+
+	*out = (struct lex){.first = W_NONE, .first_at = n};
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t tok = i;
+
+		if (is_space(c)) {
+			i++;
+			continue;
+		}
+		if (c == '-' && i + 1 < n && s[i + 1] == '-') {
+			while (i < n && s[i] != '\n' && s[i] != '\r')
+				i++;
+			continue;
+		}
+		if (c == '/' && i + 1 < n && s[i + 1] == '*') {
+			i = skip_block_comment(s, i, n);
+			continue;
+		}
+		if (out->first_at == n)
+			out->first_at = tok;
+
+		if (is_ident_start(c)) {
+			size_t j = i + 1;
+			while (j < n && is_ident_cont(s[j]))
+				j++;
+			/* A one-letter prefix glued to a quote is a literal, not a word: E'', B'', X'',
+			 * N'', U&'' (and U&"" is an identifier that can spell anything in escapes). */
+			if (j == i + 1 && j < n && s[j] == '\'') {
+				unsigned char l = lower_ascii(c);
+				if (l == 'e' || l == 'b' || l == 'x' || l == 'n') {
+					i = skip_quoted(s, j, n, '\'', l == 'e');
+					at_start = false;
+					prev = W_NONE;
+					continue;
+				}
+			}
+			if (j == i + 1 && lower_ascii(c) == 'u' && j + 1 < n && s[j] == '&' &&
+			    (s[j + 1] == '\'' || s[j + 1] == '"')) {
+				if (s[j + 1] == '"')
+					out->session = true;
+				i = skip_quoted(s, j + 1, n, s[j + 1], false);
+				out->tokens++;
+				at_start = false;
+				prev = W_NONE;
+				if (out->session && stop_early)
+					return;
+				continue;
+			}
+
+			enum word w = lookup_word(s + i, j - i);
+			out->tokens++;
+			if (starts_pg_temp(s + i, j - i))
+				out->pg_temp = out->session = true;
+			if (at_start) {
+				if (tok == out->first_at)
+					out->first = w;
+				switch (w) {
+				case W_SET: case W_RESET: case W_DISCARD: case W_PREPARE: case W_EXECUTE:
+				case W_DEALLOCATE: case W_LISTEN: case W_UNLISTEN: case W_DECLARE: case W_LOAD:
+				case W_CLOSE:
+					out->session = true;
+					break;
+				case W_BEGIN: case W_START: case W_COMMIT: case W_END: case W_ROLLBACK:
+				case W_ABORT: case W_SAVEPOINT: case W_RELEASE:
+					out->txn = true;
+					break;
+				default:
+					break;
+				}
+			}
+			if (w == W_EXECUTE)
+				out->session = true;
+			if (w == W_TEMP && (prev == W_CREATE || prev == W_REPLACE || prev == W_LOCAL ||
+			                    prev == W_GLOBAL || prev == W_INTO))
+				out->session = true;
+			if (out->session && stop_early)
+				return;
+			prev = w;
+			at_start = false;
+			i = j;
+			continue;
+		}
+
+		at_start = false;
+		prev = W_NONE;
+		switch (c) {
+		case ';':
+			at_start = true;
+			i++;
+			break;
+		case ',':
+		case '.':
+			i++;
+			break;
+		case '\'':
+			i = skip_quoted(s, i, n, '\'', false);
+			break;
+		case '"': {
+			size_t end = skip_quoted(s, i, n, '"', false);
+			if (starts_pg_temp(s + i + 1, end - i - 1)) {
+				out->pg_temp = out->session = true;
+				if (stop_early)
+					return;
+			}
+			out->tokens++;
+			i = end;
+			break;
+		}
+		case '$': {
+			size_t dl = dollar_delim_len(s, i, n);
+			if (dl == 0) { /* a parameter $1 or a stray '$' */
+				out->tokens++;
+				i++;
+				break;
+			}
+			const unsigned char *close = memmem(s + i + dl, n - i - dl, s + i, dl);
+			i = close ? (size_t)(close - s) + dl : n;
+			break;
+		}
+		default:
+			if (c >= '0' && c <= '9') {
+				while (i < n && s[i] >= '0' && s[i] <= '9')
+					i++;
+			} else {
+				out->tokens++;
+				i++;
+			}
+			break;
+		}
+	}
+}
+
+bool classify_maybe_session(const char *sql, size_t len)
+{
+	struct lex lx;
+
+	if (sql == NULL || len == 0)
+		return false;
+	lex_sql((const unsigned char *)sql, len, true, &lx);
+	return lx.session;
+}
+
+/* ---- protobuf reader -------------------------------------------------------------------- */
+
+/* Field numbers from pg_query.proto (libpg_query 15-4.0.0). */
+enum {
+	PB_PARSE_RESULT_VERSION = 1, PB_PARSE_RESULT_STMTS = 2,
+	PB_RAW_STMT_STMT = 1,
+	/* Node is a oneof: the field number is the node's type */
+	PB_NODE_SELECT_STMT = 58, PB_NODE_CLOSE_PORTAL_STMT = 68, PB_NODE_CREATE_STMT = 71,
+	PB_NODE_CREATE_FUNCTION_STMT = 78, PB_NODE_LISTEN_STMT = 84, PB_NODE_UNLISTEN_STMT = 85,
+	PB_NODE_TRANSACTION_STMT = 86, PB_NODE_VIEW_STMT = 87, PB_NODE_LOAD_STMT = 88,
+	PB_NODE_EXPLAIN_STMT = 93, PB_NODE_CREATE_TABLE_AS_STMT = 94, PB_NODE_CREATE_SEQ_STMT = 95,
+	PB_NODE_VARIABLE_SET_STMT = 97, PB_NODE_DISCARD_STMT = 99, PB_NODE_PREPARE_STMT = 119,
+	PB_NODE_EXECUTE_STMT = 120, PB_NODE_DEALLOCATE_STMT = 121, PB_NODE_DECLARE_CURSOR_STMT = 122,
+	PB_NODE_DEF_ELEM = 195, PB_NODE_STRING = 233,
+	PB_VARIABLE_SET_STMT_KIND = 1, PB_VARIABLE_SET_STMT_NAME = 2, PB_VARIABLE_SET_STMT_ARGS = 3,
+	PB_VARIABLE_SET_STMT_IS_LOCAL = 4,
+	PB_TRANSACTION_STMT_KIND = 1, PB_TRANSACTION_STMT_SAVEPOINT_NAME = 3,
+	PB_TRANSACTION_STMT_GID = 4, PB_TRANSACTION_STMT_CHAIN = 5,
+	PB_DISCARD_STMT_TARGET = 1,
+	PB_PREPARE_STMT_NAME = 1, PB_EXECUTE_STMT_NAME = 1, PB_DEALLOCATE_STMT_NAME = 1,
+	PB_LISTEN_STMT_CONDITIONNAME = 1, PB_UNLISTEN_STMT_CONDITIONNAME = 1,
+	PB_DECLARE_CURSOR_STMT_PORTALNAME = 1, PB_DECLARE_CURSOR_STMT_OPTIONS = 2,
+	PB_CLOSE_PORTAL_STMT_PORTALNAME = 1,
+	PB_LOAD_STMT_FILENAME = 1,
+	PB_CREATE_STMT_RELATION = 1, PB_CREATE_STMT_ONCOMMIT = 9,
+	PB_VIEW_STMT_VIEW = 1,
+	PB_CREATE_SEQ_STMT_SEQUENCE = 1,
+	PB_CREATE_TABLE_AS_STMT_QUERY = 1, PB_CREATE_TABLE_AS_STMT_INTO = 2,
+	PB_INTO_CLAUSE_REL = 1, PB_INTO_CLAUSE_ON_COMMIT = 5,
+	PB_SELECT_STMT_INTO_CLAUSE = 2, PB_SELECT_STMT_OP = 17, PB_SELECT_STMT_LARG = 19,
+	PB_EXPLAIN_STMT_QUERY = 1, PB_EXPLAIN_STMT_OPTIONS = 2,
+	PB_CREATE_FUNCTION_STMT_FUNCNAME = 3,
+	PB_RANGE_VAR_SCHEMANAME = 2, PB_RANGE_VAR_RELNAME = 3, PB_RANGE_VAR_RELPERSISTENCE = 5,
+	PB_DEF_ELEM_DEFNAME = 2,
+	PB_STRING_SVAL = 1,
+};
+
+/* Enum values from pg_query.proto (they are not PostgreSQL's own numbering). */
+enum {
+	PB_VAR_SET_VALUE = 1, PB_VAR_SET_DEFAULT = 2, PB_VAR_SET_CURRENT = 3, PB_VAR_SET_MULTI = 4,
+	PB_VAR_RESET = 5, PB_VAR_RESET_ALL = 6,
+	PB_TRANS_BEGIN = 1, PB_TRANS_START = 2, PB_TRANS_COMMIT = 3, PB_TRANS_ROLLBACK = 4,
+	PB_TRANS_SAVEPOINT = 5, PB_TRANS_RELEASE = 6, PB_TRANS_ROLLBACK_TO = 7, PB_TRANS_PREPARE = 8,
+	PB_TRANS_COMMIT_PREPARED = 9, PB_TRANS_ROLLBACK_PREPARED = 10,
+	PB_DISCARD_ALL = 1, PB_DISCARD_PLANS = 2, PB_DISCARD_SEQUENCES = 3, PB_DISCARD_TEMP = 4,
+	PB_ONCOMMIT_DROP = 4,
+	PB_SETOP_NONE = 1,
+};
+
+/* PostgreSQL's CURSOR_OPT_HOLD (parsenodes.h), kept as is in DeclareCursorStmt.options. */
+#define PG_CURSOR_OPT_HOLD 0x0020
+
+/* A message: a byte range of libpg_query's output. */
+struct pb {
+	const uint8_t *p, *end;
+};
+
+/* An absent string: empty, but with real pointers so that lengths are plain subtractions. */
+static const uint8_t pb_empty[1];
+static const struct pb no_name = {pb_empty, pb_empty};
+
+static bool pb_varint(struct pb *b, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	for (unsigned shift = 0; shift < 64 && b->p < b->end; shift += 7) {
+		uint8_t c = *b->p++;
+		x |= (uint64_t)(c & 0x7f) << shift;
+		if (!(c & 0x80)) {
+			*v = x;
+			return true;
+		}
+	}
+	return false;
+}
+
+enum pb_wire { PB_VARINT = 0, PB_FIXED64 = 1, PB_BYTES = 2, PB_FIXED32 = 5 };
+
+/* Reads the field at b->p: its number and wire type, the value of a varint, the payload of a
+ * length-delimited field. False at the end of b or on malformed bytes (b->p is then at end). */
+static bool pb_next(struct pb *b, uint32_t *field, enum pb_wire *wire, uint64_t *v, struct pb *sub)
+{
+	uint64_t key, len;
+
+	if (b->p >= b->end || !pb_varint(b, &key) || key >> 3 == 0 || key >> 3 > UINT32_MAX)
+		goto malformed;
+	*field = (uint32_t)(key >> 3);
+	*wire = (enum pb_wire)(key & 7);
+	*v = 0;
+	*sub = (struct pb){b->end, b->end};
+	switch (key & 7) {
+	case PB_VARINT:
+		if (!pb_varint(b, v))
+			goto malformed;
+		return true;
+	case PB_FIXED64:
+	case PB_FIXED32:
+		len = (key & 7) == PB_FIXED64 ? 8 : 4;
+		if ((uint64_t)(b->end - b->p) < len)
+			goto malformed;
+		b->p += len;
+		return true;
+	case PB_BYTES:
+		if (!pb_varint(b, &len) || len > (uint64_t)(b->end - b->p))
+			goto malformed;
+		*sub = (struct pb){b->p, b->p + len};
+		b->p += len;
+		return true;
+	default:
+		goto malformed;
+	}
+malformed:
+	b->p = b->end;
+	return false;
+}
+
+/* Decoding state of one statement: where its entries go, and whether the tree made sense. */
+struct decode {
+	struct classify_result *out;
+	const struct lex *lx;
+	int index;
+	size_t offset, length;
+	bool bad; /* a malformed or unexpected tree: the statement is CLASSIFY_UNKNOWN */
+};
+
+/* The last occurrence of a length-delimited field (protobuf: the last one wins). */
+static bool pb_bytes(struct decode *d, struct pb m, uint32_t want, struct pb *out)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub;
+	bool found = false;
+
+	while (m.p < m.end) {
+		if (!pb_next(&m, &f, &w, &v, &sub)) {
+			d->bad = true;
+			return false;
+		}
+		if (f == want && w == PB_BYTES) {
+			*out = sub;
+			found = true;
+		}
+	}
+	return found;
+}
+
+/* A varint field, 0 when absent (proto3 leaves out default values). */
+static uint64_t pb_uint(struct decode *d, struct pb m, uint32_t want)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v, val = 0;
+	struct pb sub;
+
+	while (m.p < m.end) {
+		if (!pb_next(&m, &f, &w, &v, &sub)) {
+			d->bad = true;
+			return 0;
+		}
+		if (f == want && w == PB_VARINT)
+			val = v;
+	}
+	return val;
+}
+
+/* A Node: its type (the oneof's field number) and payload; 0 for an empty node. */
+static uint32_t pb_node(struct decode *d, struct pb node, struct pb *payload)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+
+	if (node.p == node.end)
+		return 0;
+	if (!pb_next(&node, &f, &w, &v, payload) || w != PB_BYTES) {
+		d->bad = true;
+		return 0;
+	}
+	return f;
+}
+
+static bool pb_equals(struct pb s, const char *text)
+{
+	size_t n = strlen(text);
+	return (size_t)(s.end - s.p) == n && memcmp(s.p, text, n) == 0;
+}
+
+static bool pb_has_prefix(struct pb s, const char *text)
+{
+	size_t n = strlen(text);
+	return (size_t)(s.end - s.p) >= n && memcmp(s.p, text, n) == 0;
+}
+
+/* ---- classification ------------------------------------------------------------------- */
+
+static void add_entry(struct decode *d, enum classify_kind kind, unsigned flags, const char *prefix,
+                      struct pb name, bool lower)
+{
+	struct classify_result *out = d->out;
+	struct classify_stmt *st;
+	size_t plen = prefix ? strlen(prefix) : 0, nlen = (size_t)(name.end - name.p), k = 0;
+
+	if (out->nsession == CLASSIFY_MAX_STMTS) {
+		out->truncated = true;
+		return;
+	}
+	st = &out->stmts[out->nsession++];
+	memset(st, 0, sizeof *st);
+	st->kind = kind;
+	st->index = d->index;
+	st->offset = d->offset;
+	st->length = d->length;
+	st->flags = flags;
+	if (plen + nlen > CLASSIFY_NAME_MAX - 1)
+		st->flags |= CLASSIFY_F_NAME_TRUNCATED;
+	for (size_t i = 0; i < plen && k < CLASSIFY_NAME_MAX - 1; i++)
+		st->name[k++] = prefix[i];
+	for (size_t i = 0; i < nlen && k < CLASSIFY_NAME_MAX - 1; i++)
+		st->name[k++] = lower ? (char)lower_ascii(name.p[i]) : (char)name.p[i];
+	st->name[k] = '\0';
+}
+
+static void add(struct decode *d, enum classify_kind kind, unsigned flags, struct pb name)
+{
+	add_entry(d, kind, flags, NULL, name, false);
+}
+
+static bool name_is(struct pb name, const char *lower)
+{
+	size_t n = strlen(lower);
+
+	if ((size_t)(name.end - name.p) != n)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (lower_ascii(name.p[i]) != (unsigned char)lower[i])
+			return false;
+	return true;
+}
+
+/* SESSION CHARACTERISTICS AS TRANSACTION ...: one SET of default_transaction_* per mode. */
+static void classify_session_characteristics(struct decode *d, struct pb m, bool is_local)
+{
+	struct pb args = m, item, elem, defname;
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	int n = 0;
+
+	while (args.p < args.end && pb_next(&args, &f, &w, &v, &item)) {
+		if (f != PB_VARIABLE_SET_STMT_ARGS)
+			continue;
+		if (pb_node(d, item, &elem) != PB_NODE_DEF_ELEM ||
+		    !pb_bytes(d, elem, PB_DEF_ELEM_DEFNAME, &defname) ||
+		    !pb_has_prefix(defname, "transaction_")) {
+			d->bad = true;
+			return;
+		}
+		add_entry(d, is_local ? CLASSIFY_SET_LOCAL : CLASSIFY_SET, 0, "default_", defname, true);
+		n++;
+	}
+	if (n == 0)
+		d->bad = true;
+}
+
+static void classify_variable_set(struct decode *d, struct pb m)
+{
+	uint64_t kind = pb_uint(d, m, PB_VARIABLE_SET_STMT_KIND);
+	bool is_local = pb_uint(d, m, PB_VARIABLE_SET_STMT_IS_LOCAL) != 0;
+	struct pb name = no_name;
+	enum classify_kind k;
+	unsigned flags = 0;
+
+	pb_bytes(d, m, PB_VARIABLE_SET_STMT_NAME, &name);
+	switch (kind) {
+	case PB_VAR_SET_CURRENT:
+		flags = CLASSIFY_F_FROM_CURRENT;
+		k = CLASSIFY_SET;
+		break;
+	case PB_VAR_SET_VALUE:
+		k = CLASSIFY_SET;
+		break;
+	case PB_VAR_SET_DEFAULT: /* SET x TO DEFAULT is RESET x */
+	case PB_VAR_RESET:
+		k = CLASSIFY_RESET;
+		break;
+	case PB_VAR_RESET_ALL:
+		add(d, CLASSIFY_RESET_ALL, 0, no_name);
+		return;
+	case PB_VAR_SET_MULTI:
+		/* SET TRANSACTION ... and SET TRANSACTION SNAPSHOT last one transaction; SET SESSION
+		 * CHARACTERISTICS AS TRANSACTION ... sets default_transaction_* for the session. */
+		if (pb_equals(name, "TRANSACTION") || pb_equals(name, "TRANSACTION SNAPSHOT"))
+			return;
+		if (pb_equals(name, "SESSION CHARACTERISTICS"))
+			classify_session_characteristics(d, m, is_local);
+		else
+			d->bad = true;
+		return;
+	default:
+		d->bad = true;
+		return;
+	}
+	if (is_local)
+		k = CLASSIFY_SET_LOCAL;
+	else if (name_is(name, "role") || name_is(name, "session_authorization"))
+		k = CLASSIFY_SESSION_AUTH;
+	else if (name_is(name, "transaction_isolation") || name_is(name, "transaction_read_only") ||
+	         name_is(name, "transaction_deferrable"))
+		return; /* reset from default_transaction_* when each transaction starts */
+	add_entry(d, k, flags, NULL, name, true);
+}
+
+static void classify_transaction(struct decode *d, struct pb m)
+{
+	struct pb name = no_name;
+	unsigned flags = pb_uint(d, m, PB_TRANSACTION_STMT_CHAIN) ? CLASSIFY_F_CHAIN : 0;
+
+	switch (pb_uint(d, m, PB_TRANSACTION_STMT_KIND)) {
+	case PB_TRANS_BEGIN:
+	case PB_TRANS_START:
+		add(d, CLASSIFY_BEGIN, 0, no_name);
+		break;
+	case PB_TRANS_COMMIT:
+		add(d, CLASSIFY_COMMIT, flags, no_name);
+		break;
+	case PB_TRANS_PREPARE:
+		pb_bytes(d, m, PB_TRANSACTION_STMT_GID, &name);
+		add(d, CLASSIFY_COMMIT, CLASSIFY_F_TWO_PHASE, name);
+		break;
+	case PB_TRANS_ROLLBACK:
+		add(d, CLASSIFY_ROLLBACK, flags, no_name);
+		break;
+	case PB_TRANS_SAVEPOINT:
+		pb_bytes(d, m, PB_TRANSACTION_STMT_SAVEPOINT_NAME, &name);
+		add(d, CLASSIFY_SAVEPOINT, 0, name);
+		break;
+	case PB_TRANS_RELEASE:
+		pb_bytes(d, m, PB_TRANSACTION_STMT_SAVEPOINT_NAME, &name);
+		add(d, CLASSIFY_RELEASE, 0, name);
+		break;
+	case PB_TRANS_ROLLBACK_TO:
+		pb_bytes(d, m, PB_TRANSACTION_STMT_SAVEPOINT_NAME, &name);
+		add(d, CLASSIFY_ROLLBACK_TO, 0, name);
+		break;
+	case PB_TRANS_COMMIT_PREPARED: /* not about this session's transaction */
+	case PB_TRANS_ROLLBACK_PREPARED:
+		break;
+	default:
+		d->bad = true;
+		break;
+	}
+}
+
+/* pg_temp is the session's temporary schema; pg_temp_N names it (or another session's, which
+ * PostgreSQL refuses). Case matters: "PG_TEMP" quoted is an ordinary schema. */
+static bool schema_is_temp(struct pb schema)
+{
+	return pb_equals(schema, "pg_temp") || pb_has_prefix(schema, "pg_temp_");
+}
+
+/* A RangeVar naming a relation being created: temporary? Its name goes to *name. */
+static bool range_var_is_temp(struct decode *d, struct pb rv, struct pb *name)
+{
+	struct pb schema = no_name, persistence = no_name;
+
+	*name = no_name;
+	pb_bytes(d, rv, PB_RANGE_VAR_RELNAME, name);
+	pb_bytes(d, rv, PB_RANGE_VAR_SCHEMANAME, &schema);
+	pb_bytes(d, rv, PB_RANGE_VAR_RELPERSISTENCE, &persistence);
+	return pb_equals(persistence, "t") || schema_is_temp(schema);
+}
+
+/* An IntoClause (CREATE TABLE AS, SELECT INTO): adds TEMP_OBJECT when it creates a temporary
+ * table, and says so. */
+static bool classify_into(struct decode *d, struct pb into)
+{
+	struct pb rel, name;
+
+	if (!pb_bytes(d, into, PB_INTO_CLAUSE_REL, &rel) || !range_var_is_temp(d, rel, &name))
+		return false;
+	add(d, CLASSIFY_TEMP_OBJECT,
+	    pb_uint(d, into, PB_INTO_CLAUSE_ON_COMMIT) == PB_ONCOMMIT_DROP ? CLASSIFY_F_ON_COMMIT_DROP : 0,
+	    name);
+	return true;
+}
+
+/* The statements EXPLAIN can wrap and that matter here. analyze: EXPLAIN ANALYZE runs them. */
+static void classify_query(struct decode *d, uint32_t type, struct pb m, bool analyze)
+{
+	struct pb sub, inner;
+
+	switch (type) {
+	case PB_NODE_EXECUTE_STMT:
+		pb_bytes(d, m, PB_EXECUTE_STMT_NAME, &sub);
+		add(d, CLASSIFY_EXECUTE, 0, sub);
+		break;
+	case PB_NODE_CREATE_TABLE_AS_STMT:
+		if (analyze && pb_bytes(d, m, PB_CREATE_TABLE_AS_STMT_INTO, &sub) && classify_into(d, sub))
+			break;
+		if (pb_bytes(d, m, PB_CREATE_TABLE_AS_STMT_QUERY, &sub) &&
+		    pb_node(d, sub, &inner) == PB_NODE_EXECUTE_STMT) {
+			pb_bytes(d, inner, PB_EXECUTE_STMT_NAME, &sub);
+			add(d, CLASSIFY_EXECUTE, 0, sub);
+		}
+		break;
+	case PB_NODE_SELECT_STMT:
+		if (!analyze)
+			break;
+		/* In UNION/INTERSECT/EXCEPT the INTO sits on the leftmost SELECT: walk down larg. */
+		for (size_t depth = 0; depth <= CLASSIFY_MAX_TOKENS && !d->bad; depth++) {
+			uint64_t op = pb_uint(d, m, PB_SELECT_STMT_OP);
+			if (op == 0 || op == PB_SETOP_NONE) {
+				if (pb_bytes(d, m, PB_SELECT_STMT_INTO_CLAUSE, &sub))
+					classify_into(d, sub);
+				break;
+			}
+			if (!pb_bytes(d, m, PB_SELECT_STMT_LARG, &m))
+				break;
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+static bool explain_analyzes(struct decode *d, struct pb m)
+{
+	struct pb opts = m, item, elem, defname;
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+
+	/* Any ANALYZE option counts, even ANALYZE false: a false positive at worst. */
+	while (opts.p < opts.end && pb_next(&opts, &f, &w, &v, &item))
+		if (f == PB_EXPLAIN_STMT_OPTIONS && pb_node(d, item, &elem) == PB_NODE_DEF_ELEM &&
+		    pb_bytes(d, elem, PB_DEF_ELEM_DEFNAME, &defname) && pb_equals(defname, "analyze"))
+			return true;
+	return false;
+}
+
+/* CREATE FUNCTION pg_temp.f(): the function lives in the session's temporary schema. */
+static void classify_create_function(struct decode *d, struct pb m)
+{
+	struct pb it = m, item, str, part, schema = no_name, name = no_name;
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+
+	while (it.p < it.end && pb_next(&it, &f, &w, &v, &item)) {
+		if (f != PB_CREATE_FUNCTION_STMT_FUNCNAME)
+			continue;
+		part = no_name;
+		if (pb_node(d, item, &str) == PB_NODE_STRING)
+			pb_bytes(d, str, PB_STRING_SVAL, &part);
+		schema = name;
+		name = part;
+	}
+	if (schema_is_temp(schema))
+		add(d, CLASSIFY_TEMP_OBJECT, 0, name);
+}
+
+static void classify_node(struct decode *d, uint32_t type, struct pb m)
+{
+	struct pb sub = no_name, name;
+	uint64_t v;
+
+	switch (type) {
+	case PB_NODE_VARIABLE_SET_STMT:
+		classify_variable_set(d, m);
+		break;
+	case PB_NODE_TRANSACTION_STMT:
+		classify_transaction(d, m);
+		break;
+	case PB_NODE_DISCARD_STMT:
+		switch (pb_uint(d, m, PB_DISCARD_STMT_TARGET)) {
+		case PB_DISCARD_ALL:
+			add(d, CLASSIFY_DISCARD_ALL, 0, no_name);
+			break;
+		case PB_DISCARD_PLANS:
+			add_entry(d, CLASSIFY_DISCARD_OTHER, 0, "plans", no_name, false);
+			break;
+		case PB_DISCARD_SEQUENCES:
+			add_entry(d, CLASSIFY_DISCARD_OTHER, 0, "sequences", no_name, false);
+			break;
+		case PB_DISCARD_TEMP:
+			add_entry(d, CLASSIFY_DISCARD_OTHER, 0, "temp", no_name, false);
+			break;
+		default:
+			d->bad = true;
+			break;
+		}
+		break;
+	case PB_NODE_PREPARE_STMT:
+		pb_bytes(d, m, PB_PREPARE_STMT_NAME, &sub);
+		add(d, CLASSIFY_PREPARE, 0, sub);
+		break;
+	case PB_NODE_DEALLOCATE_STMT:
+		if (pb_bytes(d, m, PB_DEALLOCATE_STMT_NAME, &sub))
+			add(d, CLASSIFY_DEALLOCATE, 0, sub);
+		else
+			add(d, CLASSIFY_DEALLOCATE_ALL, 0, no_name);
+		break;
+	case PB_NODE_LISTEN_STMT:
+		pb_bytes(d, m, PB_LISTEN_STMT_CONDITIONNAME, &sub);
+		add(d, CLASSIFY_LISTEN, 0, sub);
+		break;
+	case PB_NODE_UNLISTEN_STMT:
+		if (pb_bytes(d, m, PB_UNLISTEN_STMT_CONDITIONNAME, &sub))
+			add(d, CLASSIFY_UNLISTEN, 0, sub);
+		else
+			add(d, CLASSIFY_UNLISTEN_ALL, 0, no_name);
+		break;
+	case PB_NODE_DECLARE_CURSOR_STMT:
+		if (pb_uint(d, m, PB_DECLARE_CURSOR_STMT_OPTIONS) & PG_CURSOR_OPT_HOLD) {
+			pb_bytes(d, m, PB_DECLARE_CURSOR_STMT_PORTALNAME, &sub);
+			add(d, CLASSIFY_HOLD_CURSOR, 0, sub);
+		}
+		break;
+	case PB_NODE_CLOSE_PORTAL_STMT:
+		if (pb_bytes(d, m, PB_CLOSE_PORTAL_STMT_PORTALNAME, &sub))
+			add(d, CLASSIFY_CLOSE, 0, sub);
+		else
+			add(d, CLASSIFY_CLOSE_ALL, 0, no_name);
+		break;
+	case PB_NODE_LOAD_STMT:
+		pb_bytes(d, m, PB_LOAD_STMT_FILENAME, &sub);
+		add(d, CLASSIFY_LOAD, 0, sub);
+		break;
+	case PB_NODE_CREATE_STMT:
+		if (pb_bytes(d, m, PB_CREATE_STMT_RELATION, &sub) && range_var_is_temp(d, sub, &name)) {
+			v = pb_uint(d, m, PB_CREATE_STMT_ONCOMMIT);
+			add(d, CLASSIFY_TEMP_OBJECT, v == PB_ONCOMMIT_DROP ? CLASSIFY_F_ON_COMMIT_DROP : 0, name);
+		}
+		break;
+	case PB_NODE_VIEW_STMT:
+		if (pb_bytes(d, m, PB_VIEW_STMT_VIEW, &sub) && range_var_is_temp(d, sub, &name))
+			add(d, CLASSIFY_TEMP_OBJECT, 0, name);
+		break;
+	case PB_NODE_CREATE_SEQ_STMT:
+		if (pb_bytes(d, m, PB_CREATE_SEQ_STMT_SEQUENCE, &sub) && range_var_is_temp(d, sub, &name))
+			add(d, CLASSIFY_TEMP_OBJECT, 0, name);
+		break;
+	case PB_NODE_CREATE_FUNCTION_STMT:
+		classify_create_function(d, m);
+		break;
+	case PB_NODE_CREATE_TABLE_AS_STMT:
+	case PB_NODE_SELECT_STMT:
+		classify_query(d, type, m, true);
+		break;
+	case PB_NODE_EXECUTE_STMT:
+		classify_query(d, type, m, false);
+		break;
+	case PB_NODE_EXPLAIN_STMT: {
+		struct pb inner;
+		if (pb_bytes(d, m, PB_EXPLAIN_STMT_QUERY, &sub)) {
+			uint32_t t = pb_node(d, sub, &inner);
+			classify_query(d, t, inner, explain_analyzes(d, m));
+		}
+		break;
+	}
+	default:
+		/* Any other CREATE that names pg_temp (a type, domain, operator, index on a temporary
+		 * table ...) makes or needs session-local objects: flagged without reading its tree. */
+		if (d->lx->first == W_CREATE && d->lx->pg_temp)
+			add(d, CLASSIFY_TEMP_OBJECT, 0, no_name);
+		break;
+	}
+}
+
+static bool is_out_of_memory(const PgQueryError *e)
+{
+	return e->message && strcmp(e->message, "out of memory") == 0;
+}
+
+/* Parses text (NUL-terminated: one statement) into a tree and classifies it. */
+static int classify_text(struct decode *d, const char *text)
+{
+	PgQueryProtobufParseResult r = pg_query_parse_protobuf(text);
+	struct pb res, raw = no_name, stmt = no_name, node;
+	uint32_t f, type;
+	enum pb_wire w;
+	uint64_t v;
+	int nraw = 0, rc = 0, before = d->out->nsession;
+
+	if (r.error) {
+		if (is_out_of_memory(r.error))
+			rc = -ENOMEM;
+		else
+			d->bad = true; /* the whole text parsed, so this is unexpected */
+		goto out;
+	}
+	res = (struct pb){(const uint8_t *)r.parse_tree.data, (const uint8_t *)r.parse_tree.data + r.parse_tree.len};
+	if (pb_uint(d, res, PB_PARSE_RESULT_VERSION) / 10000 != PG_VERSION_NUM / 10000) {
+		rc = -EPROTO;
+		goto out;
+	}
+	while (res.p < res.end) {
+		if (!pb_next(&res, &f, &w, &v, &stmt)) {
+			d->bad = true;
+			goto out;
+		}
+		if (f == PB_PARSE_RESULT_STMTS && w == PB_BYTES) {
+			raw = stmt;
+			nraw++;
+		}
+	}
+	if (nraw != 1 || !pb_bytes(d, raw, PB_RAW_STMT_STMT, &stmt)) {
+		d->bad = true;
+		goto out;
+	}
+	type = pb_node(d, stmt, &node);
+	if (!d->bad)
+		classify_node(d, type, node);
+out:
+	if (d->bad && rc == 0) {
+		/* Whatever was added from a tree that did not make sense goes; one UNKNOWN stays. */
+		d->out->nsession = before;
+		add(d, CLASSIFY_UNKNOWN, 0, no_name);
+	}
+	pg_query_free_protobuf_parse_result(r);
+	return rc;
+}
+
+static int classify(const char *sql, size_t len, struct classify_result *out, bool exhaustive)
+{
+	PgQuerySplitResult sr;
+	size_t n;
+	char *buf;
+	int rc = 0;
+
+	memset(out, 0, offsetof(struct classify_result, stmts));
+	n = (sql && len) ? strnlen(sql, len) : 0;
+	if (n > CLASSIFY_MAX_LEN)
+		return -E2BIG;
+	if (n == 0)
+		return 0;
+	/* libpg_query wants a C string; the padding keeps any multibyte look-ahead in bounds. */
+	buf = malloc(n + 8);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, sql, n);
+	memset(buf + n, 0, 8);
+
+	/* The whole text once through the grammar without building a tree: statement boundaries
+	 * and syntax errors, in constant stack whatever the nesting. */
+	sr = pg_query_split_with_parser(buf);
+	if (sr.error) {
+		if (is_out_of_memory(sr.error))
+			rc = -ENOMEM;
+		else
+			out->parse_error = true;
+		goto err_free_split;
+	}
+	out->nstmts = sr.n_stmts;
+	for (int i = 0; i < sr.n_stmts; i++) {
+		size_t loc = (size_t)sr.stmts[i]->stmt_location, slen = (size_t)sr.stmts[i]->stmt_len;
+		struct lex lx;
+
+		if (sr.stmts[i]->stmt_location < 0 || sr.stmts[i]->stmt_len < 0 || loc > n || slen > n - loc) {
+			rc = -EPROTO;
+			goto err_free_split;
+		}
+		if (slen == 0)
+			slen = n - loc;
+		lex_sql((const unsigned char *)buf + loc, slen, false, &lx);
+		if (!exhaustive && !lx.session && !lx.txn)
+			continue;
+
+		struct decode d = {
+			.out = out,
+			.lx = &lx,
+			.index = i,
+			.offset = loc + lx.first_at,
+			.length = slen - lx.first_at,
+		};
+		if (lx.first_at == slen) { /* no token where the parser found a statement */
+			d.offset = loc;
+			d.length = slen;
+			add(&d, CLASSIFY_UNKNOWN, 0, no_name);
+			continue;
+		}
+		if (lx.tokens > CLASSIFY_MAX_TOKENS) {
+			add(&d, CLASSIFY_UNKNOWN, 0, no_name);
+			continue;
+		}
+		char *end = buf + loc + slen, saved = *end;
+		*end = '\0';
+		rc = classify_text(&d, buf + d.offset);
+		*end = saved;
+		if (rc < 0)
+			goto err_free_split;
+	}
+	pg_query_free_split_result(sr);
+	free(buf);
+	return 0;
+
+err_free_split:
+	pg_query_free_split_result(sr);
+	free(buf);
+	if (rc < 0) {
+		out->nstmts = 0;
+		out->nsession = 0;
+		out->truncated = false;
+	}
+	return rc;
+}
+
+int classify_sql(const char *sql, size_t len, struct classify_result *out)
+{
+	return classify(sql, len, out, false);
+}
+
+int classify_sql_exhaustive(const char *sql, size_t len, struct classify_result *out)
+{
+	return classify(sql, len, out, true);
+}
+
+bool classify_is_valid_guc_name(const char *name)
+{
+	bool part_start = true;
+	size_t n = 0;
+
+	if (name == NULL)
+		return false;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++, n++) {
+		if (n >= CLASSIFY_NAME_MAX - 1)
+			return false;
+		if (*p == '.') {
+			if (part_start)
+				return false; /* empty part */
+			part_start = true;
+		} else if (is_ident_start(*p)) {
+			part_start = false;
+		} else if (!part_start && ((*p >= '0' && *p <= '9') || *p == '$')) {
+			continue;
+		} else {
+			return false;
+		}
+	}
+	return !part_start;
+}
+
+const char *classify_kind_name(enum classify_kind kind)
+{
+	switch (kind) {
+	case CLASSIFY_OTHER: return "other";
+	case CLASSIFY_SET: return "set";
+	case CLASSIFY_SET_LOCAL: return "set_local";
+	case CLASSIFY_RESET: return "reset";
+	case CLASSIFY_RESET_ALL: return "reset_all";
+	case CLASSIFY_DISCARD_ALL: return "discard_all";
+	case CLASSIFY_DISCARD_OTHER: return "discard_other";
+	case CLASSIFY_PREPARE: return "prepare";
+	case CLASSIFY_EXECUTE: return "execute";
+	case CLASSIFY_DEALLOCATE: return "deallocate";
+	case CLASSIFY_DEALLOCATE_ALL: return "deallocate_all";
+	case CLASSIFY_LISTEN: return "listen";
+	case CLASSIFY_UNLISTEN: return "unlisten";
+	case CLASSIFY_UNLISTEN_ALL: return "unlisten_all";
+	case CLASSIFY_HOLD_CURSOR: return "hold_cursor";
+	case CLASSIFY_CLOSE: return "close";
+	case CLASSIFY_CLOSE_ALL: return "close_all";
+	case CLASSIFY_TEMP_OBJECT: return "temp_object";
+	case CLASSIFY_SESSION_AUTH: return "session_auth";
+	case CLASSIFY_LOAD: return "load";
+	case CLASSIFY_BEGIN: return "begin";
+	case CLASSIFY_COMMIT: return "commit";
+	case CLASSIFY_ROLLBACK: return "rollback";
+	case CLASSIFY_SAVEPOINT: return "savepoint";
+	case CLASSIFY_RELEASE: return "release";
+	case CLASSIFY_ROLLBACK_TO: return "rollback_to";
+	case CLASSIFY_UNKNOWN: return "unknown";
+	}
+	return "?";
+}

@@ -77,10 +77,22 @@ static bool ends_with_ready(uint8_t kind)
 static void expect_skip_to_sync(struct server *s)
 {
 	struct server_expect *e;
+	struct prep_hash kept[SERVER_EXPECT_MAX / 2];
+	int nkept = 0;
+
 	while ((e = expect_head(s)) && !ends_with_ready(e->kind)) {
-		if (e->has_hash && s->prep)
-			prep_server_forget(s->prep, e->hash);
+		if (e->has_hash && s->prep) {
+			if (e->kind == EXPECT_PARSE)
+				prep_server_forget(s->prep, e->hash);
+			else if (nkept < (int)(sizeof kept / sizeof kept[0]))
+				kept[nkept++] = e->hash; /* a skipped eviction Close: still on the server */
+		}
 		expect_pop(s);
+	}
+	/* After the Parses are forgotten, so that putting these back evicts nothing. */
+	for (int i = 0; i < nkept; i++) {
+		struct prep_hash ev;
+		(void)prep_server_add(s->prep, kept[i], &ev);
 	}
 }
 
@@ -253,7 +265,9 @@ static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
 		prep_server_name(evicted, name);
 		if (prep_put_close_statement(&s->wbuf, name) < 0)
 			return false;
-		expect_push(s, EXPECT_CLOSE, EXPECT_DROP);
+		struct server_expect *x = expect_push(s, EXPECT_CLOSE, EXPECT_DROP);
+		x->has_hash = true;
+		x->hash = evicted;
 	}
 	if (prep_put_parse(&s->wbuf, e->server_name, e->body, e->body_len) < 0)
 		return false;
@@ -341,7 +355,9 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 				prep_server_name(evicted, name);
 				if (prep_put_close_statement(&s->wbuf, name) < 0)
 					return SCAN_BAD;
-				expect_push(s, EXPECT_CLOSE, EXPECT_DROP);
+				struct server_expect *x = expect_push(s, EXPECT_CLOSE, EXPECT_DROP);
+				x->has_hash = true;
+				x->hash = evicted;
 			}
 			if (prep_put_parse(&s->wbuf, e->server_name, p.rest, p.rest_len) < 0)
 				return SCAN_BAD;

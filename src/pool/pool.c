@@ -5,6 +5,7 @@
 #include "pool/pool.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,8 +15,20 @@
 #include "util/log.h"
 #include "worker/worker.h"
 
+/* Servers of all pools of one database, or of one user, for max_db_connections and
+ * max_user_connections. */
+struct pool_group {
+	struct pool_group *next; /* registry list, immutable once linked */
+	char name[CONFIG_NAME_MAX];
+	bool is_user;
+	/* Servers now; acq_rel is enough: it orders nothing else, and overshoot is undone at
+	 * once by the one that overshot. */
+	atomic_int count;
+};
+
 struct pool {
 	/* immutable after creation */
+	struct pool_group *db_group, *user_group;
 	char database[CONFIG_NAME_MAX];
 	char user[CONFIG_NAME_MAX];
 	const struct config_pool_rule *rule;
@@ -39,10 +52,66 @@ struct pool {
 #define POOL_PREFER_SCAN 32 /* idle servers looked at for a preferred one */
 
 struct pool_registry {
-	pthread_mutex_t lock; /* protects head and count */
+	pthread_mutex_t lock; /* protects head, count and groups */
 	struct pool *head;
 	int count;
+	struct pool_group *groups;
 };
+
+static struct pool_group *find_group(struct pool_registry *reg, const char *name, bool is_user)
+{
+	struct pool_group *g;
+	for (g = reg->groups; g; g = g->next)
+		if (g->is_user == is_user && strcmp(g->name, name) == 0)
+			return g;
+	g = calloc(1, sizeof *g);
+	if (!g)
+		return NULL;
+	snprintf(g->name, sizeof g->name, "%s", name);
+	g->is_user = is_user;
+	atomic_init(&g->count, 0);
+	g->next = reg->groups;
+	reg->groups = g;
+	return g;
+}
+
+/* Take one server's room in a group under limit (0 = none). */
+static bool group_take(struct pool_group *g, int limit)
+{
+	int now = atomic_fetch_add_explicit(&g->count, 1, memory_order_acq_rel);
+	if (limit > 0 && now >= limit) {
+		atomic_fetch_sub_explicit(&g->count, 1, memory_order_acq_rel);
+		return false;
+	}
+	return true;
+}
+
+static void group_give(struct pool_group *g)
+{
+	atomic_fetch_sub_explicit(&g->count, 1, memory_order_acq_rel);
+}
+
+/* A new slot for p: within size and both group limits. Under p's lock. */
+static bool reserve_slot(struct pool *p)
+{
+	if (p->nslots >= p->rule->size)
+		return false;
+	if (!group_take(p->db_group, p->rule->max_db_connections))
+		return false;
+	if (!group_take(p->user_group, p->rule->max_user_connections)) {
+		group_give(p->db_group);
+		return false;
+	}
+	p->nslots++;
+	return true;
+}
+
+static void unreserve_slot(struct pool *p)
+{
+	p->nslots--;
+	group_give(p->db_group);
+	group_give(p->user_group);
+}
 
 struct pool_registry *pool_registry_new(void)
 {
@@ -68,6 +137,11 @@ void pool_registry_free(struct pool_registry *reg)
 		free(p);
 		p = next;
 	}
+	while (reg->groups) {
+		struct pool_group *g = reg->groups;
+		reg->groups = g->next;
+		free(g);
+	}
 	pthread_mutex_destroy(&reg->lock);
 	free(reg);
 }
@@ -89,6 +163,13 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	snprintf(p->user, sizeof p->user, "%s", user);
 	p->rule = rule;
 	p->rt = rt;
+	p->db_group = find_group(reg, database, false);
+	p->user_group = find_group(reg, user, true);
+	if (!p->db_group || !p->user_group) {
+		free(p);
+		p = NULL;
+		goto out;
+	}
 	p->index = reg->count++;
 	p->jitter_seed = (unsigned)p->index * 2654435761u;
 	pthread_mutex_init(&p->lock, NULL);
@@ -150,39 +231,122 @@ static struct server *take_preferred(struct pool *p, const struct pool_waiter *w
 	return s;
 }
 
+static struct pool *registry_head(struct pool_registry *reg)
+{
+	pthread_mutex_lock(&reg->lock);
+	struct pool *head = reg->head;
+	pthread_mutex_unlock(&reg->lock);
+	return head;
+}
+
+static bool shares_limited_group(const struct pool *a, const struct pool *b)
+{
+	return (a->db_group == b->db_group && a->rule->max_db_connections > 0) ||
+	       (a->user_group == b->user_group && a->rule->max_user_connections > 0);
+}
+
+/* p is held back by max_db_connections / max_user_connections: close an idle server of
+ * another pool of the same database or user to make room (its slot's release then wakes
+ * p's waiter, see group_wake). */
+static void evict_for(struct pool *p)
+{
+	for (struct pool *q = registry_head(p->rt->pools); q; q = q->next) {
+		if (q == p || !shares_limited_group(p, q))
+			continue;
+		pthread_mutex_lock(&q->lock);
+		struct server *s = q->idle;
+		if (s)
+			q->idle = s->next_idle;
+		pthread_mutex_unlock(&q->lock);
+		if (s) {
+			server_close(s, "making room under max_db_connections / max_user_connections");
+			return;
+		}
+	}
+}
+
 enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out)
 {
-	for (;;) {
-		struct server *s = NULL;
+	struct server *s = NULL;
+	bool limited = false;
 
-		pthread_mutex_lock(&p->lock);
-		/* Waiters already queued go first: strict FIFO. */
-		if (!p->wait_head && p->idle) {
-			s = take_preferred(p, w);
-		} else if (!p->wait_head && p->nslots < p->rule->size) {
-			if (now < p->down_until) {
-				pthread_mutex_unlock(&p->lock);
-				return POOL_CLAIM_DOWN;
-			}
-			p->nslots++;
-			pthread_mutex_unlock(&p->lock);
-			return POOL_CLAIM_CONNECT;
-		} else {
-			enqueue(p, w);
-			pthread_mutex_unlock(&p->lock);
-			return POOL_CLAIM_QUEUED;
-		}
+	pthread_mutex_lock(&p->lock);
+	/* Waiters already queued go first: strict FIFO. */
+	if (!p->wait_head && p->idle) {
+		s = take_preferred(p, w);
+	} else if (!p->wait_head && p->nslots < p->rule->size && now < p->down_until) {
 		pthread_mutex_unlock(&p->lock);
-
-		/* Outside the lock: one syscall tells a dead idle socket from a live one. */
-		if (net_idle_alive(s->fd)) {
-			*out = s;
-			return POOL_CLAIM_SERVER;
-		}
-		/* Its slot becomes ours to reconnect with, rather than going to a waiter behind us. */
-		server_close_keep_slot(s, "closed by the server while idle");
+		return POOL_CLAIM_DOWN;
+	} else if (!p->wait_head && reserve_slot(p)) {
+		pthread_mutex_unlock(&p->lock);
 		return POOL_CLAIM_CONNECT;
+	} else {
+		/* Below size yet refused: a database or user limit is what holds it back. */
+		limited = p->nslots < p->rule->size;
+		enqueue(p, w);
+		pthread_mutex_unlock(&p->lock);
+		if (limited)
+			evict_for(p);
+		return POOL_CLAIM_QUEUED;
 	}
+	pthread_mutex_unlock(&p->lock);
+
+	/* Outside the lock: one syscall tells a dead idle socket from a live one. */
+	if (net_idle_alive(s->fd)) {
+		*out = s;
+		return POOL_CLAIM_SERVER;
+	}
+	/* Its slot becomes ours to reconnect with, rather than going to a waiter behind us. */
+	server_close_keep_slot(s, "closed by the server while idle");
+	return POOL_CLAIM_CONNECT;
+}
+
+static void post_grant(struct pool_waiter *w)
+{
+	struct worker_msg *m = calloc(1, sizeof *m);
+	if (!m)
+		return; /* the waiter times out; its reserved slot is leaked until then: OOM only */
+	m->kind = WORKER_MSG_GRANT;
+	m->waiter = w;
+	worker_post(w->worker, m);
+}
+
+/* Room appeared in p's database/user groups: the first other pool sharing a limited group
+ * that has a waiter and room gets a slot reserved and granted. */
+static void group_wake(struct pool *p)
+{
+	if (p->rule->max_db_connections <= 0 && p->rule->max_user_connections <= 0)
+		return;
+	for (struct pool *q = registry_head(p->rt->pools); q; q = q->next) {
+		if (q == p || !shares_limited_group(p, q))
+			continue;
+		struct pool_waiter *w = NULL;
+		pthread_mutex_lock(&q->lock);
+		if (q->wait_head && reserve_slot(q))
+			w = dequeue(q);
+		pthread_mutex_unlock(&q->lock);
+		if (w) {
+			post_grant(w);
+			return;
+		}
+	}
+}
+
+/* Another pool of p's limited database/user groups has clients waiting. */
+static bool group_has_waiters(struct pool *p)
+{
+	if (p->rule->max_db_connections <= 0 && p->rule->max_user_connections <= 0)
+		return false;
+	for (struct pool *q = registry_head(p->rt->pools); q; q = q->next) {
+		if (q == p || !shares_limited_group(p, q))
+			continue;
+		pthread_mutex_lock(&q->lock);
+		bool waiting = q->wait_head != NULL;
+		pthread_mutex_unlock(&q->lock);
+		if (waiting)
+			return true;
+	}
+	return false;
 }
 
 void pool_put_idle(struct pool *p, struct server *s)
@@ -191,11 +355,22 @@ void pool_put_idle(struct pool *p, struct server *s)
 
 	pthread_mutex_lock(&p->lock);
 	w = dequeue(p);
-	if (!w) {
-		s->next_idle = p->idle;
-		p->idle = s;
-	}
 	pthread_mutex_unlock(&p->lock);
+	/* Outside p's lock: group_has_waiters takes other pools' locks. */
+	if (!w && group_has_waiters(p)) {
+		/* Idle here while another pool of the database/user waits for room: give it. */
+		server_close(s, "making room under max_db_connections / max_user_connections");
+		return;
+	}
+	if (!w) {
+		pthread_mutex_lock(&p->lock);
+		w = dequeue(p); /* one may have queued meanwhile */
+		if (!w) {
+			s->next_idle = p->idle;
+			p->idle = s;
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
 	if (w) {
 		struct worker_msg *m = calloc(1, sizeof *m);
 		if (!m) {
@@ -217,20 +392,12 @@ void pool_drop_slot(struct pool *p)
 	pthread_mutex_lock(&p->lock);
 	w = dequeue(p);
 	if (!w)
-		p->nslots--;
+		unreserve_slot(p);
 	pthread_mutex_unlock(&p->lock);
-	if (w) {
-		struct worker_msg *m = calloc(1, sizeof *m);
-		if (!m) {
-			pthread_mutex_lock(&p->lock);
-			p->nslots--;
-			pthread_mutex_unlock(&p->lock);
-			return;
-		}
-		m->kind = WORKER_MSG_GRANT;
-		m->waiter = w;
-		worker_post(w->worker, m);
-	}
+	if (w)
+		post_grant(w); /* the slot passes to the waiter as it is */
+	else
+		group_wake(p);
 }
 
 bool pool_leave_queue(struct pool *p, struct pool_waiter *w)
@@ -351,10 +518,8 @@ void pool_maintain(struct worker *w, double now)
 			}
 		}
 		/* Keep min_size open, one connect per pool per tick so a down backend is not hammered. */
-		if (p->nslots < p->rule->min_size && now >= p->down_until && !p->wait_head) {
-			p->nslots++;
+		if (p->nslots < p->rule->min_size && now >= p->down_until && !p->wait_head && reserve_slot(p))
 			open = 1;
-		}
 		pthread_mutex_unlock(&p->lock);
 		while (expired) {
 			struct server *s = expired;

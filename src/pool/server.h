@@ -54,7 +54,7 @@ enum server_expect_action {
 struct server_expect {
 	uint8_t kind;
 	uint8_t action;
-	bool has_hash;      /* a named Parse: forget hash from the server's set if it fails */
+	bool has_hash;      /* a named Parse (forget hash if it fails) or an eviction Close (keep hash if skipped) */
 	struct prep_hash hash;
 };
 

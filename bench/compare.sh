@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# bench/compare.sh [SECONDS]: pgbench -S -c 32 -j 2 direct vs PgBouncer (session) vs tusk (session)
-# on a throwaway PostgreSQL 15 (scale 10). Alternates the three targets for 3 rounds, because these
-# machines are noisy, then prints tps per run, the median per target and its ratio to direct.
-# Prints numbers only; asserts nothing. Stops everything it started.
-# Env: TUSK_BIN (default build/tusk), ROUNDS (3), CLIENTS (32), PGBENCH_ARGS (extra, e.g. "-M extended").
+# bench/compare.sh [SECONDS]: pgbench -S direct vs PgBouncer vs tusk on a throwaway PostgreSQL 15
+# (scale 10), in these scenarios:
+#   session      -M simple,   32 clients, session pooling
+#   txn-simple   -M simple,   32 clients, transaction pooling (20 servers)
+#   txn-extended -M extended, 32 clients, transaction pooling
+#   txn-prepared -M prepared, 32 clients, transaction pooling (PgBouncer 1.18 cannot)
+#   txn-1000     -M simple, 1000 clients, transaction pooling (direct: more than max_connections)
+# Each scenario alternates the three targets for ROUNDS rounds (these machines are noisy), then
+# prints tps per run, the median per target and its ratio to direct (or to PgBouncer where direct
+# cannot run). Prints numbers only; asserts nothing. Stops everything it started.
+# Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (space-separated subset of the above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
-CLIENTS=${CLIENTS:-32}
-PGBENCH_ARGS=${PGBENCH_ARGS:-}
+SCENARIOS=${SCENARIOS:-session txn-simple txn-extended txn-prepared txn-1000}
+TXN_POOL=20
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
@@ -66,6 +72,8 @@ shared_buffers = 128MB
 fsync = off
 synchronous_commit = off
 CONF
+# 1000 clients need 1000 sockets in pgbench and in each pooler, plus their servers.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
 pg_started=1
 "$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
@@ -74,18 +82,19 @@ pg_started=1
 cat >"$DIR/userlist.txt" <<EOT
 "postgres" ""
 EOT
+# One PgBouncer, one database name per pooling mode.
 cat >"$DIR/pgbouncer.ini" <<INI
 [databases]
-bench = host=127.0.0.1 port=$PG_PORT dbname=bench
+bench_s = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=session pool_size=40
+bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$TXN_POOL
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $BOUNCER_PORT
 unix_socket_dir =
 auth_type = trust
 auth_file = $DIR/userlist.txt
-pool_mode = session
-default_pool_size = $((CLIENTS + 8))
-max_client_conn = 1000
+max_client_conn = 2000
+max_db_connections = 0
 logfile = $DIR/pgbouncer.log
 pidfile = $DIR/pgbouncer.pid
 INI
@@ -103,59 +112,83 @@ services:
   main:
     hosts: ["127.0.0.1:$PG_PORT"]
 pools:
-  - database: "*"
-    user: "*"
-    service: main
+  - database: bench_s
+    server_database: bench
     mode: session
-    size: $((CLIENTS + 8))
+    size: 40
+  - database: bench_t
+    server_database: bench
+    mode: transaction
+    size: $TXN_POOL
+max_client_connections: 5000
 YAML
 "$TUSK" -c "$DIR/tusk.yaml" 2>"$DIR/tusk.log" &
 tusk_pid=$!
 wait_port "$TUSK_PORT"
 
 declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [tusk]=$TUSK_PORT)
-declare -A RESULTS=()
 TARGETS=(direct pgbouncer tusk)
 
+# run_one TARGET DBNAME CLIENTS ARGS...: prints tps, or "failed"
 run_one() {
-	local target=$1 out tps
-	# shellcheck disable=SC2086
-	if out=$("$PG_BIN/pgbench" -n -S -c "$CLIENTS" -j 2 -T "$DURATION" $PGBENCH_ARGS \
-		-h 127.0.0.1 -p "${PORT[$target]}" -U postgres bench 2>&1); then
+	local target=$1 db=$2 clients=$3 out tps=
+	shift 3
+	[ "$target" = direct ] && db=bench
+	if out=$("$PG_BIN/pgbench" -n -S -c "$clients" -j 2 -T "$DURATION" "$@" \
+		-h 127.0.0.1 -p "${PORT[$target]}" -U postgres "$db" 2>&1); then
 		tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
 	fi
-	if [ -z "${tps:-}" ]; then
-		echo "bench: $target run failed:" >&2
-		tail -5 <<<"$out" >&2
+	if [ -z "$tps" ]; then
+		echo "bench: $target failed: $(grep -m1 -iE 'error|fatal|abort' <<<"$out" | cut -c1-160)" >&2
 		tps=failed
 	fi
 	echo "$tps"
 }
 
-echo
-echo "pgbench -S -c $CLIENTS -j 2 -T $DURATION${PGBENCH_ARGS:+ $PGBENCH_ARGS}, scale 10, session mode, $ROUNDS rounds"
-printf '%-6s %-10s %12s\n' round target tps
-for round in $(seq 1 "$ROUNDS"); do
-	# rotate the order each round so no target always runs first (or on a warmer cache)
-	for i in 0 1 2; do
-		target=${TARGETS[$(((i + round - 1) % 3))]}
-		tps=$(run_one "$target")
-		RESULTS[$target]="${RESULTS[$target]:-} $tps"
-		printf '%-6s %-10s %12s\n' "$round" "$target" "$tps"
-	done
-done
-
 median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else printf "%.6f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
+
+SUMMARY=()
+scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
+	local name=$1 db=$2 clients=$3
+	shift 3
+	declare -A res=()
+	echo
+	echo "== $name: pgbench -S -c $clients -j 2 -T $DURATION $*, scale 10, $ROUNDS rounds"
+	printf '%-6s %-10s %12s\n' round target tps
+	for round in $(seq 1 "$ROUNDS"); do
+		# rotate the order each round so no target always runs first (or on a warmer cache)
+		for i in 0 1 2; do
+			local target=${TARGETS[$(((i + round - 1) % 3))]}
+			local tps
+			tps=$(run_one "$target" "$db" "$clients" "$@")
+			res[$target]="${res[$target]:-} $tps"
+			printf '%-6s %-10s %12s\n' "$round" "$target" "$tps"
+		done
+	done
+	local d b t
+	d=$(median <<<"${res[direct]}")
+	b=$(median <<<"${res[pgbouncer]}")
+	t=$(median <<<"${res[tusk]}")
+	printf '%-10s %12s %10s %12s\n' target "median tps" "vs direct" "vs pgbouncer"
+	printf '%-10s %12s %10s %12s\n' direct "$d" 1.00 "$(ratio "$d" "$b")"
+	printf '%-10s %12s %10s %12s\n' pgbouncer "$b" "$(ratio "$b" "$d")" 1.00
+	printf '%-10s %12s %10s %12s\n' tusk "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")"
+	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s' "$name" "$d" "$b" "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")")")
+}
+
+for sc in $SCENARIOS; do
+	case $sc in
+	session) scenario session bench_s 32 -M simple ;;
+	txn-simple) scenario txn-simple bench_t 32 -M simple ;;
+	txn-extended) scenario txn-extended bench_t 32 -M extended ;;
+	txn-prepared) scenario txn-prepared bench_t 32 -M prepared ;;
+	txn-1000) scenario txn-1000 bench_t 1000 -M simple ;;
+	*) echo "bench: unknown scenario $sc" >&2 ;;
+	esac
+done
 
 echo
-printf '%-10s %12s %8s\n' target "median tps" "vs direct"
-direct=$(median <<<"${RESULTS[direct]}")
-for target in "${TARGETS[@]}"; do
-	m=$(median <<<"${RESULTS[$target]}")
-	if [[ $m != n/a && $direct != n/a ]]; then
-		ratio=$(awk -v a="$m" -v b="$direct" 'BEGIN {printf "%.2f", a / b}')
-		printf '%-10s %12.0f %8s\n' "$target" "$m" "$ratio"
-	else
-		printf '%-10s %12s %8s\n' "$target" "$m" "n/a"
-	fi
-done
+echo "== summary (median tps; ratios of tusk)"
+printf '%-13s %10s %10s %10s %10s %12s\n' scenario direct pgbouncer tusk "tusk/dir" "tusk/pgb"
+printf '%s\n' "${SUMMARY[@]}"

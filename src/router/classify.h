@@ -95,7 +95,8 @@ struct classify_result {
 	                  * TRANSACTION ..., which gives a CLASSIFY_SET (or _SET_LOCAL) per mode it sets,
 	                  * named default_transaction_isolation / _read_only / _deferrable, all with the
 	                  * statement's index, offset and length */
-	bool truncated;  /* more than CLASSIFY_MAX_STMTS entries: the rest were dropped */
+	bool truncated;  /* more than CLASSIFY_MAX_STMTS entries: the rest were dropped, so the
+	                  * caller must treat the text as unknown */
 	bool parse_error;/* libpg_query rejected the text: nstmts and stmts[] are empty. A PostgreSQL
 	                  * 15 server rejects it too and runs none of it. A server of another major
 	                  * version may accept it (1_000, new syntax): when classify_maybe_session()

@@ -1,0 +1,623 @@
+/* Unit tests for the statement classifier: every kind through the statement that produces it
+ * (which also checks each protobuf field number classify.c reads), statement offsets in
+ * multi-statement texts, literals and comments that hide keywords, parse errors, the length
+ * and depth limits, and that the lexical pre-check never says no where the parser says yes. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "router/classify.h"
+
+/* One statement and what it must classify as. name NULL: don't check; flags are checked. */
+struct single {
+	const char *sql;
+	enum classify_kind kind;
+	const char *name;
+	unsigned flags;
+};
+
+static const struct single singles[] = {
+	/* SET and its spellings */
+	{"SET search_path TO a, b", CLASSIFY_SET, "search_path", 0},
+	{"set Search_Path = 'x'", CLASSIFY_SET, "search_path", 0},
+	{"SET \"Search_Path\" = x", CLASSIFY_SET, "search_path", 0},
+	{"SET SESSION statement_timeout = 5", CLASSIFY_SET, "statement_timeout", 0},
+	{"sEt sEsSiOn work_mem tO '1MB'", CLASSIFY_SET, "work_mem", 0},
+	{"SET myapp.user_id = 42", CLASSIFY_SET, "myapp.user_id", 0},
+	{"SET TIME ZONE 'UTC'", CLASSIFY_SET, "timezone", 0},
+	{"SET NAMES 'utf8'", CLASSIFY_SET, "client_encoding", 0},
+	{"SET SCHEMA 'x'", CLASSIFY_SET, "search_path", 0},
+	{"SET XML OPTION DOCUMENT", CLASSIFY_SET, "xmloption", 0},
+	{"SET work_mem FROM CURRENT", CLASSIFY_SET, "work_mem", CLASSIFY_F_FROM_CURRENT},
+	{"SET LOCAL statement_timeout = 5", CLASSIFY_SET_LOCAL, "statement_timeout", 0},
+	{"set local Work_Mem to default", CLASSIFY_SET_LOCAL, "work_mem", 0},
+	{"SET LOCAL ROLE bob", CLASSIFY_SET_LOCAL, "role", 0},
+	/* RESET, and SET ... TO DEFAULT which is the same thing */
+	{"RESET work_mem", CLASSIFY_RESET, "work_mem", 0},
+	{"SET x.y = DEFAULT", CLASSIFY_RESET, "x.y", 0},
+	{"SET TIME ZONE LOCAL", CLASSIFY_RESET, "timezone", 0},
+	{"SET NAMES", CLASSIFY_RESET, "client_encoding", 0},
+	{"reset TIME ZONE", CLASSIFY_RESET, "timezone", 0},
+	{"RESET ALL", CLASSIFY_RESET_ALL, "", 0},
+	/* roles */
+	{"SET ROLE admin", CLASSIFY_SESSION_AUTH, "role", 0},
+	{"SET ROLE NONE", CLASSIFY_SESSION_AUTH, "role", 0},
+	{"SET role = DEFAULT", CLASSIFY_SESSION_AUTH, "role", 0},
+	{"RESET ROLE", CLASSIFY_SESSION_AUTH, "role", 0},
+	{"SET SESSION AUTHORIZATION 'u'", CLASSIFY_SESSION_AUTH, "session_authorization", 0},
+	{"SET SESSION AUTHORIZATION DEFAULT", CLASSIFY_SESSION_AUTH, "session_authorization", 0},
+	{"RESET SESSION AUTHORIZATION", CLASSIFY_SESSION_AUTH, "session_authorization", 0},
+	/* DISCARD */
+	{"DISCARD ALL", CLASSIFY_DISCARD_ALL, "", 0},
+	{"discard plans", CLASSIFY_DISCARD_OTHER, "plans", 0},
+	{"DISCARD SEQUENCES", CLASSIFY_DISCARD_OTHER, "sequences", 0},
+	{"DISCARD TEMP", CLASSIFY_DISCARD_OTHER, "temp", 0},
+	{"DISCARD TEMPORARY", CLASSIFY_DISCARD_OTHER, "temp", 0},
+	/* SQL-level prepared statements */
+	{"PREPARE p(int) AS SELECT $1", CLASSIFY_PREPARE, "p", 0},
+	{"PREPARE \"My Stmt\" AS SELECT 1", CLASSIFY_PREPARE, "My Stmt", 0},
+	{"prepare Q1 as insert into t values (1)", CLASSIFY_PREPARE, "q1", 0},
+	{"EXECUTE p(1)", CLASSIFY_EXECUTE, "p", 0},
+	{"EXPLAIN EXECUTE p", CLASSIFY_EXECUTE, "p", 0},
+	{"EXPLAIN (ANALYZE, BUFFERS) EXECUTE p(2)", CLASSIFY_EXECUTE, "p", 0},
+	{"CREATE TABLE t AS EXECUTE p", CLASSIFY_EXECUTE, "p", 0},
+	{"DEALLOCATE p", CLASSIFY_DEALLOCATE, "p", 0},
+	{"DEALLOCATE PREPARE p", CLASSIFY_DEALLOCATE, "p", 0},
+	{"DEALLOCATE ALL", CLASSIFY_DEALLOCATE_ALL, "", 0},
+	{"deallocate prepare all", CLASSIFY_DEALLOCATE_ALL, "", 0},
+	/* LISTEN */
+	{"LISTEN chan", CLASSIFY_LISTEN, "chan", 0},
+	{"LISTEN \"Chan\"", CLASSIFY_LISTEN, "Chan", 0},
+	{"UNLISTEN chan", CLASSIFY_UNLISTEN, "chan", 0},
+	{"UNLISTEN *", CLASSIFY_UNLISTEN_ALL, "", 0},
+	/* cursors */
+	{"DECLARE c CURSOR WITH HOLD FOR SELECT 1", CLASSIFY_HOLD_CURSOR, "c", 0},
+	{"DECLARE c BINARY INSENSITIVE NO SCROLL CURSOR WITH HOLD FOR SELECT 1", CLASSIFY_HOLD_CURSOR, "c", 0},
+	{"CLOSE c", CLASSIFY_CLOSE, "c", 0},
+	{"CLOSE ALL", CLASSIFY_CLOSE_ALL, "", 0},
+	/* temporary objects */
+	{"CREATE TEMP TABLE t (a int)", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"CREATE TEMPORARY TABLE IF NOT EXISTS t (a int)", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"create local temp table t (a int)", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"CREATE GLOBAL TEMPORARY TABLE t (a int)", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"CREATE /* why not */ TEMP TABLE t (a int)", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"CREATE TEMP TABLE t (a int) ON COMMIT DROP", CLASSIFY_TEMP_OBJECT, "t", CLASSIFY_F_ON_COMMIT_DROP},
+	{"CREATE TEMP TABLE t (a int) ON COMMIT DELETE ROWS", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"CREATE TEMP VIEW v AS SELECT 1", CLASSIFY_TEMP_OBJECT, "v", 0},
+	{"CREATE OR REPLACE TEMP VIEW v AS SELECT 1", CLASSIFY_TEMP_OBJECT, "v", 0},
+	{"CREATE TEMP RECURSIVE VIEW v (n) AS SELECT 1", CLASSIFY_TEMP_OBJECT, "v", 0},
+	{"CREATE TEMP SEQUENCE s", CLASSIFY_TEMP_OBJECT, "s", 0},
+	{"CREATE TABLE pg_temp.x (a int)", CLASSIFY_TEMP_OBJECT, "x", 0},
+	{"CREATE TABLE \"pg_temp\".x (a int)", CLASSIFY_TEMP_OBJECT, "x", 0},
+	{"CREATE VIEW pg_temp.v AS SELECT 1", CLASSIFY_TEMP_OBJECT, "v", 0},
+	{"CREATE TEMP TABLE t AS SELECT 1", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"CREATE TEMP TABLE t ON COMMIT DROP AS SELECT 1", CLASSIFY_TEMP_OBJECT, "t", CLASSIFY_F_ON_COMMIT_DROP},
+	{"SELECT 1 INTO TEMP t", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"SELECT 1 INTO TEMPORARY TABLE t", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"SELECT 1 INTO pg_temp.t", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"WITH w AS (SELECT 1 AS a) SELECT a INTO LOCAL TEMP t FROM w", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"SELECT 1 AS a INTO TEMP t UNION SELECT 2 UNION SELECT 3", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"EXPLAIN ANALYZE CREATE TEMP TABLE t AS SELECT 1", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"EXPLAIN ANALYZE SELECT 1 INTO TEMP t", CLASSIFY_TEMP_OBJECT, "t", 0},
+	{"CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'select 1'", CLASSIFY_TEMP_OBJECT, "f", 0},
+	{"CREATE TYPE pg_temp.ty AS (a int)", CLASSIFY_TEMP_OBJECT, "", 0},
+	{"CREATE INDEX ON pg_temp_3.t (a)", CLASSIFY_TEMP_OBJECT, "", 0},
+	/* LOAD */
+	{"LOAD 'auto_explain'", CLASSIFY_LOAD, "auto_explain", 0},
+	/* transaction control */
+	{"BEGIN", CLASSIFY_BEGIN, "", 0},
+	{"begin work", CLASSIFY_BEGIN, "", 0},
+	{"BEGIN ISOLATION LEVEL SERIALIZABLE", CLASSIFY_BEGIN, "", 0},
+	{"START TRANSACTION READ ONLY", CLASSIFY_BEGIN, "", 0},
+	{"COMMIT", CLASSIFY_COMMIT, "", 0},
+	{"END", CLASSIFY_COMMIT, "", 0},
+	{"COMMIT AND CHAIN", CLASSIFY_COMMIT, "", CLASSIFY_F_CHAIN},
+	{"PREPARE TRANSACTION 'gx'", CLASSIFY_COMMIT, "gx", CLASSIFY_F_TWO_PHASE},
+	{"ROLLBACK", CLASSIFY_ROLLBACK, "", 0},
+	{"ABORT", CLASSIFY_ROLLBACK, "", 0},
+	{"ROLLBACK AND CHAIN", CLASSIFY_ROLLBACK, "", CLASSIFY_F_CHAIN},
+	{"SAVEPOINT s1", CLASSIFY_SAVEPOINT, "s1", 0},
+	{"RELEASE s1", CLASSIFY_RELEASE, "s1", 0},
+	{"RELEASE SAVEPOINT s1", CLASSIFY_RELEASE, "s1", 0},
+	{"ROLLBACK TO s1", CLASSIFY_ROLLBACK_TO, "s1", 0},
+	{"ROLLBACK TO SAVEPOINT s1", CLASSIFY_ROLLBACK_TO, "s1", 0},
+	/* no session state */
+	{"SELECT 1", CLASSIFY_OTHER, NULL, 0},
+	{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", CLASSIFY_OTHER, NULL, 0},
+	{"SET TRANSACTION SNAPSHOT '00000003-0000001B-1'", CLASSIFY_OTHER, NULL, 0},
+	{"SET transaction_isolation = 'serializable'", CLASSIFY_OTHER, NULL, 0},
+	{"RESET TRANSACTION ISOLATION LEVEL", CLASSIFY_OTHER, NULL, 0},
+	{"SET CONSTRAINTS ALL DEFERRED", CLASSIFY_OTHER, NULL, 0},
+	{"COMMIT PREPARED 'gx'", CLASSIFY_OTHER, NULL, 0},
+	{"ROLLBACK PREPARED 'gx'", CLASSIFY_OTHER, NULL, 0},
+	{"DECLARE c CURSOR FOR SELECT 1", CLASSIFY_OTHER, NULL, 0},
+	{"DECLARE c SCROLL CURSOR WITHOUT HOLD FOR SELECT 1", CLASSIFY_OTHER, NULL, 0},
+	{"UPDATE t SET a = 1", CLASSIFY_OTHER, NULL, 0},
+	{"ALTER TABLE t SET SCHEMA s", CLASSIFY_OTHER, NULL, 0},
+	{"ALTER ROLE bob SET work_mem = '1MB'", CLASSIFY_OTHER, NULL, 0},
+	{"ALTER DATABASE d RESET ALL", CLASSIFY_OTHER, NULL, 0},
+	{"INSERT INTO t VALUES ('SET x = 1')", CLASSIFY_OTHER, NULL, 0},
+	{"SHOW work_mem", CLASSIFY_OTHER, NULL, 0},
+	{"NOTIFY chan, 'x'", CLASSIFY_OTHER, NULL, 0},
+	{"CREATE TABLE t (a int)", CLASSIFY_OTHER, NULL, 0},
+	{"CREATE TABLE t (temp int)", CLASSIFY_OTHER, NULL, 0},
+	{"CREATE UNLOGGED TABLE t (a int)", CLASSIFY_OTHER, NULL, 0},
+	{"SELECT temp FROM weather", CLASSIFY_OTHER, NULL, 0},
+	{"SELECT * FROM pg_temp.t", CLASSIFY_OTHER, NULL, 0},
+	{"EXPLAIN CREATE TEMP TABLE t AS SELECT 1", CLASSIFY_OTHER, NULL, 0},
+	{"EXPLAIN SELECT 1 INTO TEMP t", CLASSIFY_OTHER, NULL, 0},
+	{"SELECT 1 INTO t", CLASSIFY_OTHER, NULL, 0},
+	{"CREATE TABLE t2 AS SELECT 1", CLASSIFY_OTHER, NULL, 0},
+	{"GRANT EXECUTE ON FUNCTION f() TO bob", CLASSIFY_OTHER, NULL, 0},
+	{"CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'select 1'", CLASSIFY_OTHER, NULL, 0},
+	{"DO $$ BEGIN SET work_mem = '1MB'; END $$", CLASSIFY_OTHER, NULL, 0},
+	{"select 'SET x = 1'", CLASSIFY_OTHER, NULL, 0},
+	{"select $$; SET x = 1; $$", CLASSIFY_OTHER, NULL, 0},
+	{"select $a$ $$ ; SET x = 1; $ $a$", CLASSIFY_OTHER, NULL, 0},
+	{"select E'\\'; SET x = 1; --'", CLASSIFY_OTHER, NULL, 0},
+	{"select \"SET x = 1; \"", CLASSIFY_OTHER, NULL, 0},
+	{"select 1 -- ; SET x = 1", CLASSIFY_OTHER, NULL, 0},
+	{"select 1 /* ; SET x = 1; */", CLASSIFY_OTHER, NULL, 0},
+	{"select 1 /* /* */ ; SET x = 1; */", CLASSIFY_OTHER, NULL, 0},
+	{"CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END", CLASSIFY_OTHER, NULL, 0},
+	{"CREATE RULE r AS ON INSERT TO t DO ALSO (NOTIFY c; NOTIFY d)", CLASSIFY_OTHER, NULL, 0},
+};
+
+static bool is_session_kind(enum classify_kind k)
+{
+	switch (k) {
+	case CLASSIFY_OTHER:
+	case CLASSIFY_BEGIN:
+	case CLASSIFY_COMMIT:
+	case CLASSIFY_ROLLBACK:
+	case CLASSIFY_SAVEPOINT:
+	case CLASSIFY_RELEASE:
+	case CLASSIFY_ROLLBACK_TO:
+	case CLASSIFY_UNKNOWN:
+		return false;
+	default:
+		return true;
+	}
+}
+
+/* classify_sql on an exact-size heap copy without a NUL, so a sanitizer build sees any read
+ * past the end; also checks the oracle and the pre-check agree with it. */
+static int classify_exact(const char *sql, size_t len, struct classify_result *out)
+{
+	char *copy = malloc(len ? len : 1);
+	struct classify_result ex;
+	int rc, rc_ex;
+
+	assert_non_null(copy);
+	memcpy(copy, sql, len);
+	rc = classify_sql(copy, len, out);
+	rc_ex = classify_sql_exhaustive(copy, len, &ex);
+	assert_int_equal(rc, rc_ex);
+	assert_int_equal(out->nstmts, ex.nstmts);
+	assert_int_equal(out->parse_error, ex.parse_error);
+	assert_int_equal(out->nsession, ex.nsession);
+	for (int i = 0; i < out->nsession; i++) {
+		assert_int_equal(out->stmts[i].kind, ex.stmts[i].kind);
+		assert_int_equal(out->stmts[i].index, ex.stmts[i].index);
+		assert_int_equal(out->stmts[i].offset, ex.stmts[i].offset);
+		assert_int_equal(out->stmts[i].length, ex.stmts[i].length);
+		assert_int_equal(out->stmts[i].flags, ex.stmts[i].flags);
+		assert_string_equal(out->stmts[i].name, ex.stmts[i].name);
+		if (is_session_kind(out->stmts[i].kind) && !classify_maybe_session(copy, len))
+			fail_msg("maybe_session false for %s in: %.*s", classify_kind_name(out->stmts[i].kind),
+			         (int)len, sql);
+	}
+	free(copy);
+	return rc;
+}
+
+static void check_single(const struct single *c)
+{
+	struct classify_result r;
+	size_t len = strlen(c->sql);
+
+	assert_int_equal(classify_exact(c->sql, len, &r), 0);
+	if (r.parse_error)
+		fail_msg("parse error: %s", c->sql);
+	assert_int_equal(r.nstmts, 1);
+	if (c->kind == CLASSIFY_OTHER) {
+		if (r.nsession != 0)
+			fail_msg("%s: got %s, want other", c->sql, classify_kind_name(r.stmts[0].kind));
+		return;
+	}
+	if (r.nsession != 1)
+		fail_msg("%s: %d entries, want 1 %s", c->sql, r.nsession, classify_kind_name(c->kind));
+	if (r.stmts[0].kind != c->kind)
+		fail_msg("%s: got %s, want %s", c->sql, classify_kind_name(r.stmts[0].kind), classify_kind_name(c->kind));
+	if (c->name && strcmp(r.stmts[0].name, c->name) != 0)
+		fail_msg("%s: name \"%s\", want \"%s\"", c->sql, r.stmts[0].name, c->name);
+	if (r.stmts[0].flags != c->flags)
+		fail_msg("%s: flags %#x, want %#x", c->sql, r.stmts[0].flags, c->flags);
+	assert_int_equal(r.stmts[0].index, 0);
+	assert_int_equal(r.stmts[0].offset, 0);
+	assert_int_equal(r.stmts[0].length, len);
+}
+
+static void test_every_kind(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof singles / sizeof singles[0]; i++)
+		check_single(&singles[i]);
+}
+
+static void test_every_kind_is_covered(void **state)
+{
+	(void)state;
+	for (int k = CLASSIFY_OTHER; k <= CLASSIFY_UNKNOWN; k++) {
+		bool seen = k == CLASSIFY_UNKNOWN; /* test_depth_limit */
+		for (size_t i = 0; i < sizeof singles / sizeof singles[0]; i++)
+			seen |= (int)singles[i].kind == k;
+		if (!seen)
+			fail_msg("no test for %s", classify_kind_name((enum classify_kind)k));
+		assert_string_not_equal(classify_kind_name((enum classify_kind)k), "?");
+	}
+}
+
+/* Statements start where a statement can start: whatever is said inside literals, comments,
+ * or in the middle of another statement does not count. */
+static void test_maybe_session(void **state)
+{
+	(void)state;
+	static const char *yes[] = {
+		"SET x = 1", "  set x = 1", "RESET x", "DISCARD ALL", "PREPARE p AS SELECT 1",
+		"EXECUTE p", "DEALLOCATE p", "LISTEN c", "UNLISTEN c", "DECLARE c CURSOR FOR SELECT 1",
+		"LOAD 'x'", "CLOSE c", "select 1; SeT x = 1", "select 1;set x = 1", "/* c */ SET x = 1",
+		"-- c\nSET x = 1", "/* a /* b */ c */SET x = 1", "EXPLAIN EXECUTE p",
+		"CREATE TEMP TABLE t ()", "create temporary table t ()", "CREATE OR REPLACE TEMP VIEW v AS SELECT 1",
+		"create local temp table t ()", "CREATE GLOBAL TEMPORARY TABLE t ()", "SELECT 1 INTO TEMP t",
+		"CREATE /* x */ TEMP TABLE t ()", "CREATE TABLE pg_temp.t ()", "CREATE TABLE PG_TEMP.t ()",
+		"CREATE TABLE \"pg_temp\".t ()", "create table pg_temp_3.t ()", "CREATE TABLE U&\"\\0070g_temp\".t ()",
+		"select 'a\\'; SET x = 1; --'", /* standard_conforming_strings = on: 'a\' ends */
+		"select e'x'; set x = 1", "select 1e'x'; set x = 1", "select $1; set x = 1",
+		"select a$b$; set x = 1", "select $a; set x = 1",
+	};
+	static const char *no[] = {
+		"", "   ", "SELECT 1", "UPDATE t SET a = 1", "ALTER TABLE t RESET (fillfactor)",
+		"select 'SET x = 1'", "select 'it''s; SET x = 1'", "select E'\\'; SET x = 1; --'",
+		"select $$; SET x = 1; $$", "select $tag$ $$; SET x = 1; $x$ $tag$", "select \"; SET x = 1\"",
+		"select 1 -- ; SET x = 1", "select 1 /* ; SET x = 1 */", "select 1 /* /* */ ; SET x = 1 */",
+		"SELECT temp FROM weather", "INSERT INTO weather (temp) VALUES (1)", "select settings from t",
+		"select reset_at from t", "select x as set_x", "select b'1'; ", "select U&'\\0041'",
+		"CREATE TABLE t (temp int)", "select n'set'", "select x'1f'",
+	};
+
+	for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
+		if (!classify_maybe_session(yes[i], strlen(yes[i])))
+			fail_msg("maybe_session false: %s", yes[i]);
+	for (size_t i = 0; i < sizeof no / sizeof no[0]; i++)
+		if (classify_maybe_session(no[i], strlen(no[i])))
+			fail_msg("maybe_session true: %s", no[i]);
+	assert_false(classify_maybe_session(NULL, 0));
+	/* The length bounds the scan: the SET past it is not seen. */
+	assert_false(classify_maybe_session("select 1; SET x = 1", 9));
+}
+
+/* Each statement's text is exactly sql[offset, offset + length). */
+static void expect_text(const char *sql, const struct classify_stmt *st, const char *text)
+{
+	size_t n = strlen(text);
+	if (st->length != n || memcmp(sql + st->offset, text, n) != 0)
+		fail_msg("text \"%.*s\", want \"%s\"", (int)st->length, sql + st->offset, text);
+}
+
+static void test_multi_statement(void **state)
+{
+	(void)state;
+	struct classify_result r;
+	const char *sql = "SET a=1; SELECT 1; SET LOCAL b=2";
+
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nstmts, 3);
+	assert_int_equal(r.nsession, 2);
+	assert_false(r.truncated);
+	assert_int_equal(r.stmts[0].kind, CLASSIFY_SET);
+	assert_string_equal(r.stmts[0].name, "a");
+	assert_int_equal(r.stmts[0].index, 0);
+	expect_text(sql, &r.stmts[0], "SET a=1");
+	assert_int_equal(r.stmts[1].kind, CLASSIFY_SET_LOCAL);
+	assert_string_equal(r.stmts[1].name, "b");
+	assert_int_equal(r.stmts[1].index, 2);
+	expect_text(sql, &r.stmts[1], "SET LOCAL b=2");
+
+	/* Leading whitespace and comments are not part of a statement; the rest up to ';' is. */
+	sql = "  /* c */ SET a = 1 ;\n-- x\n\tRESET b;;; BEGIN; LISTEN \"x;y\";select ';SET c=1'; COMMIT -- end";
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nstmts, 6);
+	assert_int_equal(r.nsession, 5);
+	expect_text(sql, &r.stmts[0], "SET a = 1 ");
+	expect_text(sql, &r.stmts[1], "RESET b");
+	assert_int_equal(r.stmts[1].index, 1);
+	expect_text(sql, &r.stmts[2], "BEGIN");
+	assert_int_equal(r.stmts[2].kind, CLASSIFY_BEGIN);
+	expect_text(sql, &r.stmts[3], "LISTEN \"x;y\"");
+	assert_string_equal(r.stmts[3].name, "x;y");
+	assert_int_equal(r.stmts[3].index, 3);
+	expect_text(sql, &r.stmts[4], "COMMIT -- end");
+	assert_int_equal(r.stmts[4].index, 5);
+
+	/* SET SESSION CHARACTERISTICS: one entry per default it sets, same statement text. */
+	sql = "select 1; SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE";
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nstmts, 2);
+	assert_int_equal(r.nsession, 3);
+	assert_string_equal(r.stmts[0].name, "default_transaction_isolation");
+	assert_string_equal(r.stmts[1].name, "default_transaction_read_only");
+	assert_string_equal(r.stmts[2].name, "default_transaction_deferrable");
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(r.stmts[i].kind, CLASSIFY_SET);
+		assert_int_equal(r.stmts[i].index, 1);
+		expect_text(sql, &r.stmts[i], sql + 10);
+	}
+	sql = "SET LOCAL SESSION CHARACTERISTICS AS TRANSACTION READ WRITE";
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nsession, 1);
+	assert_int_equal(r.stmts[0].kind, CLASSIFY_SET_LOCAL);
+	assert_string_equal(r.stmts[0].name, "default_transaction_read_only");
+
+	/* standard_conforming_strings = on: a backslash does not escape in a plain literal. */
+	sql = "select 'a\\'; SET x = 1; --'";
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nstmts, 2);
+	assert_int_equal(r.nsession, 1);
+	expect_text(sql, &r.stmts[0], "SET x = 1");
+}
+
+static void test_truncated(void **state)
+{
+	(void)state;
+	struct classify_result r;
+	char sql[1024] = "";
+
+	for (int i = 0; i < 20; i++)
+		snprintf(sql + strlen(sql), sizeof sql - strlen(sql), "SET v%d = %d; ", i, i);
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nstmts, 20);
+	assert_int_equal(r.nsession, CLASSIFY_MAX_STMTS);
+	assert_true(r.truncated);
+	assert_string_equal(r.stmts[15].name, "v15");
+	assert_int_equal(r.stmts[15].index, 15);
+}
+
+static void test_parse_errors(void **state)
+{
+	(void)state;
+	static const char *bad[] = {
+		"SELEC 1", "SET x = 1; SELEC 1", "SET CATALOG 'x'", "select 'unterminated", "SET x =",
+		"select $$ unterminated", "select 1 /* unterminated", "select \"unterminated",
+	};
+	struct classify_result r;
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		assert_int_equal(classify_exact(bad[i], strlen(bad[i]), &r), 0);
+		if (!r.parse_error)
+			fail_msg("no parse error: %s", bad[i]);
+		assert_int_equal(r.nstmts, 0);
+		assert_int_equal(r.nsession, 0);
+	}
+}
+
+static void test_empty(void **state)
+{
+	(void)state;
+	static const char *empty[] = {"", "   \n", "-- nothing", "/* nothing */", ";", " ; ;"};
+	struct classify_result r;
+
+	for (size_t i = 0; i < sizeof empty / sizeof empty[0]; i++) {
+		assert_int_equal(classify_exact(empty[i], strlen(empty[i]), &r), 0);
+		assert_false(r.parse_error);
+		assert_int_equal(r.nstmts, 0);
+		assert_int_equal(r.nsession, 0);
+	}
+	assert_int_equal(classify_sql(NULL, 0, &r), 0);
+	assert_int_equal(r.nstmts, 0);
+}
+
+/* The text ends at the first NUL byte, as it does for the server. */
+static void test_nul_ends_text(void **state)
+{
+	(void)state;
+	static const char sql[] = "SET a = 1\0; SET b = 2";
+	struct classify_result r;
+
+	assert_int_equal(classify_exact(sql, sizeof sql - 1, &r), 0);
+	assert_int_equal(r.nstmts, 1);
+	assert_int_equal(r.nsession, 1);
+	assert_string_equal(r.stmts[0].name, "a");
+	assert_int_equal(r.stmts[0].length, 9);
+}
+
+static void test_length_limit(void **state)
+{
+	(void)state;
+	size_t n = CLASSIFY_MAX_LEN + 1;
+	char *sql = malloc(n);
+	struct classify_result r;
+
+	assert_non_null(sql);
+	/* A SET, then a block comment padding the text to exactly the limit: classified. */
+	memset(sql, ' ', n);
+	memcpy(sql, "SET a = 1; /*", 13);
+	memcpy(sql + CLASSIFY_MAX_LEN - 2, "*/", 2);
+	assert_int_equal(classify_sql(sql, CLASSIFY_MAX_LEN, &r), 0);
+	assert_int_equal(r.nstmts, 1);
+	assert_int_equal(r.nsession, 1);
+	assert_true(classify_maybe_session(sql, CLASSIFY_MAX_LEN));
+	/* One byte more is not, and leaves no entries behind. */
+	r.nsession = 5;
+	assert_int_equal(classify_sql(sql, n, &r), -E2BIG);
+	assert_int_equal(r.nstmts, 0);
+	assert_int_equal(r.nsession, 0);
+	/* A NUL within the limit makes the text short enough. */
+	sql[20] = '\0';
+	assert_int_equal(classify_sql(sql, n, &r), 0);
+	free(sql);
+}
+
+static char *repeat(const char *head, const char *unit, size_t times, const char *tail)
+{
+	size_t hl = strlen(head), ul = strlen(unit), tl = strlen(tail);
+	char *s = malloc(hl + ul * times + tl + 1), *p;
+
+	assert_non_null(s);
+	memcpy(s, head, hl);
+	p = s + hl;
+	for (size_t i = 0; i < times; i++, p += ul)
+		memcpy(p, unit, ul);
+	memcpy(p, tail, tl + 1);
+	return s;
+}
+
+/* A deep expression in a statement that needs no tree costs nothing; in one that does, it is
+ * UNKNOWN rather than a stack overflow in libpg_query. */
+static void test_depth_limit(void **state)
+{
+	(void)state;
+	struct classify_result r;
+	char *sql = repeat("SET a = 1; SELECT 1", "+1", 200000, "; RESET b");
+
+	assert_int_equal(classify_sql(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nstmts, 3);
+	assert_int_equal(r.nsession, 2);
+	assert_int_equal(r.stmts[0].kind, CLASSIFY_SET);
+	assert_int_equal(r.stmts[1].kind, CLASSIFY_RESET);
+	assert_int_equal(r.stmts[1].index, 2);
+	assert_int_equal(classify_sql_exhaustive(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nsession, 3);
+	assert_int_equal(r.stmts[1].kind, CLASSIFY_UNKNOWN);
+	assert_int_equal(r.stmts[1].index, 1);
+	free(sql);
+
+	sql = repeat("PREPARE p AS SELECT 1", "+1", CLASSIFY_MAX_TOKENS + 1, "");
+	assert_int_equal(classify_sql(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nsession, 1);
+	assert_int_equal(r.stmts[0].kind, CLASSIFY_UNKNOWN);
+	assert_int_equal(r.stmts[0].length, strlen(sql));
+	free(sql);
+
+	/* Just under the bound is parsed for real. */
+	sql = repeat("PREPARE p AS SELECT 1", "+1", CLASSIFY_MAX_TOKENS - 10, "");
+	assert_int_equal(classify_sql(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nsession, 1);
+	assert_int_equal(r.stmts[0].kind, CLASSIFY_PREPARE);
+	free(sql);
+
+	/* Nested brackets run into the grammar's own stack limit: a parse error, no crash. */
+	sql = repeat("SET a = 1; SELECT ", "(", 100000, "1");
+	assert_int_equal(classify_sql(sql, strlen(sql), &r), 0);
+	assert_true(r.parse_error);
+	free(sql);
+}
+
+static void test_long_names(void **state)
+{
+	(void)state;
+	struct classify_result r;
+	char sql[512], want[CLASSIFY_NAME_MAX];
+	char part[64];
+
+	/* Identifiers are cut to 63 bytes by the parser; a dotted GUC name can still be longer. */
+	memset(part, 'a', 63);
+	part[63] = '\0';
+	snprintf(sql, sizeof sql, "SET %s.%s = 1", part, part);
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nsession, 1);
+	assert_int_equal(r.stmts[0].flags, CLASSIFY_F_NAME_TRUNCATED);
+	memcpy(want, sql + 4, CLASSIFY_NAME_MAX - 1);
+	want[CLASSIFY_NAME_MAX - 1] = '\0';
+	assert_string_equal(r.stmts[0].name, want);
+	assert_int_equal(strlen(r.stmts[0].name), CLASSIFY_NAME_MAX - 1);
+
+	snprintf(sql, sizeof sql, "PREPARE %s%s AS SELECT 1", part, part);
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.stmts[0].flags, 0);
+	assert_string_equal(r.stmts[0].name, part);
+}
+
+static void test_valid_guc_name(void **state)
+{
+	(void)state;
+	static const char *good[] = {"work_mem", "search_path", "TimeZone", "a.b", "myapp.user_id",
+	                             "a.b.c", "_x", "x$1", "a1.b2", "\xc3\xa9t\xc3\xa9"};
+	static const char *bad[] = {"", ".", "a.", ".a", "a..b", "1a", "a.1b", "a b", "a-b", "a;b",
+	                            "$a", "a.$b", "\"a\""};
+	char long_name[CLASSIFY_NAME_MAX + 1];
+
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+		if (!classify_is_valid_guc_name(good[i]))
+			fail_msg("not valid: %s", good[i]);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (classify_is_valid_guc_name(bad[i]))
+			fail_msg("valid: %s", bad[i]);
+	assert_false(classify_is_valid_guc_name(NULL));
+	memset(long_name, 'a', CLASSIFY_NAME_MAX - 1);
+	long_name[CLASSIFY_NAME_MAX - 1] = '\0';
+	assert_true(classify_is_valid_guc_name(long_name));
+	long_name[CLASSIFY_NAME_MAX - 1] = 'a';
+	long_name[CLASSIFY_NAME_MAX] = '\0';
+	assert_false(classify_is_valid_guc_name(long_name));
+}
+
+/* libpg_query keeps its state in thread-local memory contexts: workers may classify at once. */
+static void *classify_loop(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 300; i++) {
+		const struct single *c = &singles[(size_t)i % (sizeof singles / sizeof singles[0])];
+		struct classify_result r;
+		if (classify_sql(c->sql, strlen(c->sql), &r) != 0 || r.nstmts != 1)
+			return (void *)1;
+		if (c->kind == CLASSIFY_OTHER ? r.nsession != 0 : (r.nsession != 1 || r.stmts[0].kind != c->kind))
+			return (void *)1;
+		struct classify_result bad;
+		if (classify_sql("SET x = 1; SELEC", 16, &bad) != 0 || !bad.parse_error)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void test_threads(void **state)
+{
+	(void)state;
+	pthread_t t[4];
+	void *ret;
+
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, classify_loop, NULL), 0);
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(t[i], &ret), 0);
+		assert_null(ret);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_every_kind),
+		cmocka_unit_test(test_every_kind_is_covered),
+		cmocka_unit_test(test_maybe_session),
+		cmocka_unit_test(test_multi_statement),
+		cmocka_unit_test(test_truncated),
+		cmocka_unit_test(test_parse_errors),
+		cmocka_unit_test(test_empty),
+		cmocka_unit_test(test_nul_ends_text),
+		cmocka_unit_test(test_length_limit),
+		cmocka_unit_test(test_depth_limit),
+		cmocka_unit_test(test_long_names),
+		cmocka_unit_test(test_valid_guc_name),
+		cmocka_unit_test(test_threads),
+	};
+	return cmocka_run_group_tests_name("classify", tests, NULL, NULL);
+}

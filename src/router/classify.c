@@ -43,6 +43,7 @@ struct lex {
 	bool pg_temp;     /* an identifier starting with pg_temp */
 	enum word first;  /* the text's first token, if it is a word */
 	size_t first_at;  /* offset of the text's first token; the length when there is none */
+	size_t last_end;  /* offset just past the text's last token (trailing comments excluded) */
 	size_t tokens;    /* tokens that can add a level to a parse tree (not literals , . ;) */
 };
 
@@ -185,6 +186,64 @@ static size_t dollar_delim_len(const unsigned char *s, size_t i, size_t n)
 	return (j < n && s[j] == '$') ? j + 1 - i : 0;
 }
 
+/* The token at s[i], which starts with an identifier character: a word, or a literal with a
+ * one-letter prefix. Updates the rules' state; returns the end of the token. */
+static size_t lex_word(const unsigned char *s, size_t i, size_t n, bool *at_start, enum word *prev,
+                       struct lex *out)
+{
+	unsigned char l = lower_ascii(s[i]);
+	size_t j = i + 1;
+
+	while (j < n && is_ident_cont(s[j]))
+		j++;
+	/* A one-letter prefix glued to a quote is a literal, not a word: E'', B'', X'', N'', U&''
+	 * (and U&"", an identifier that can spell anything, pg_temp too, in escapes). */
+	if (j == i + 1 && j < n && s[j] == '\'' && (l == 'e' || l == 'b' || l == 'x' || l == 'n')) {
+		*at_start = false;
+		*prev = W_NONE;
+		return skip_quoted(s, j, n, '\'', l == 'e');
+	}
+	if (j == i + 1 && l == 'u' && j + 1 < n && s[j] == '&' && (s[j + 1] == '\'' || s[j + 1] == '"')) {
+		if (s[j + 1] == '"') {
+			out->session = true;
+			out->tokens++;
+		}
+		*at_start = false;
+		*prev = W_NONE;
+		return skip_quoted(s, j + 1, n, s[j + 1], false);
+	}
+
+	enum word w = lookup_word(s + i, j - i);
+	out->tokens++;
+	if (starts_pg_temp(s + i, j - i))
+		out->pg_temp = out->session = true;
+	if (*at_start) {
+		if (i == out->first_at)
+			out->first = w;
+		switch (w) {
+		case W_SET: case W_RESET: case W_DISCARD: case W_PREPARE: case W_EXECUTE:
+		case W_DEALLOCATE: case W_LISTEN: case W_UNLISTEN: case W_DECLARE: case W_LOAD:
+		case W_CLOSE:
+			out->session = true;
+			break;
+		case W_BEGIN: case W_START: case W_COMMIT: case W_END: case W_ROLLBACK:
+		case W_ABORT: case W_SAVEPOINT: case W_RELEASE:
+			out->txn = true;
+			break;
+		default:
+			break;
+		}
+	}
+	if (w == W_EXECUTE)
+		out->session = true;
+	if (w == W_TEMP && (*prev == W_CREATE || *prev == W_REPLACE || *prev == W_LOCAL ||
+	                    *prev == W_GLOBAL || *prev == W_INTO))
+		out->session = true;
+	*prev = w;
+	*at_start = false;
+	return j;
+}
+
 /* One pass over s[0, n). The scanner rules mirrored are PostgreSQL 15's scan.l with
  * standard_conforming_strings on: where this code could disagree with it, it errs towards
  * seeing more words (treating a literal as code), never fewer. stop_early returns as soon as
@@ -198,7 +257,6 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct le
 	*out = (struct lex){.first = W_NONE, .first_at = n};
 	while (i < n) {
 		unsigned char c = s[i];
-		size_t tok = i;
 
 		if (is_space(c)) {
 			i++;
@@ -213,117 +271,57 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct le
 			i = skip_block_comment(s, i, n);
 			continue;
 		}
+
+		/* A token starts at i. */
 		if (out->first_at == n)
-			out->first_at = tok;
-
+			out->first_at = i;
 		if (is_ident_start(c)) {
-			size_t j = i + 1;
-			while (j < n && is_ident_cont(s[j]))
-				j++;
-			/* A one-letter prefix glued to a quote is a literal, not a word: E'', B'', X'',
-			 * N'', U&'' (and U&"" is an identifier that can spell anything in escapes). */
-			if (j == i + 1 && j < n && s[j] == '\'') {
-				unsigned char l = lower_ascii(c);
-				if (l == 'e' || l == 'b' || l == 'x' || l == 'n') {
-					i = skip_quoted(s, j, n, '\'', l == 'e');
-					at_start = false;
-					prev = W_NONE;
-					continue;
-				}
-			}
-			if (j == i + 1 && lower_ascii(c) == 'u' && j + 1 < n && s[j] == '&' &&
-			    (s[j + 1] == '\'' || s[j + 1] == '"')) {
-				if (s[j + 1] == '"')
-					out->session = true;
-				i = skip_quoted(s, j + 1, n, s[j + 1], false);
-				out->tokens++;
-				at_start = false;
-				prev = W_NONE;
-				if (out->session && stop_early)
-					return;
-				continue;
-			}
-
-			enum word w = lookup_word(s + i, j - i);
-			out->tokens++;
-			if (starts_pg_temp(s + i, j - i))
-				out->pg_temp = out->session = true;
-			if (at_start) {
-				if (tok == out->first_at)
-					out->first = w;
-				switch (w) {
-				case W_SET: case W_RESET: case W_DISCARD: case W_PREPARE: case W_EXECUTE:
-				case W_DEALLOCATE: case W_LISTEN: case W_UNLISTEN: case W_DECLARE: case W_LOAD:
-				case W_CLOSE:
-					out->session = true;
-					break;
-				case W_BEGIN: case W_START: case W_COMMIT: case W_END: case W_ROLLBACK:
-				case W_ABORT: case W_SAVEPOINT: case W_RELEASE:
-					out->txn = true;
-					break;
-				default:
-					break;
-				}
-			}
-			if (w == W_EXECUTE)
-				out->session = true;
-			if (w == W_TEMP && (prev == W_CREATE || prev == W_REPLACE || prev == W_LOCAL ||
-			                    prev == W_GLOBAL || prev == W_INTO))
-				out->session = true;
-			if (out->session && stop_early)
-				return;
-			prev = w;
-			at_start = false;
-			i = j;
-			continue;
-		}
-
-		at_start = false;
-		prev = W_NONE;
-		switch (c) {
-		case ';':
-			at_start = true;
-			i++;
-			break;
-		case ',':
-		case '.':
-			i++;
-			break;
-		case '\'':
-			i = skip_quoted(s, i, n, '\'', false);
-			break;
-		case '"': {
-			size_t end = skip_quoted(s, i, n, '"', false);
-			if (starts_pg_temp(s + i + 1, end - i - 1)) {
-				out->pg_temp = out->session = true;
-				if (stop_early)
-					return;
-			}
-			out->tokens++;
-			i = end;
-			break;
-		}
-		case '$': {
-			size_t dl = dollar_delim_len(s, i, n);
-			if (dl == 0) { /* a parameter $1 or a stray '$' */
-				out->tokens++;
+			i = lex_word(s, i, n, &at_start, &prev, out);
+		} else {
+			at_start = c == ';';
+			prev = W_NONE;
+			switch (c) {
+			case ';':
+			case ',':
+			case '.':
 				i++;
 				break;
-			}
-			const unsigned char *close = memmem(s + i + dl, n - i - dl, s + i, dl);
-			i = close ? (size_t)(close - s) + dl : n;
-			break;
-		}
-		default:
-			if (c >= '0' && c <= '9') {
-				while (i < n && s[i] >= '0' && s[i] <= '9')
-					i++;
-			} else {
+			case '\'':
+				i = skip_quoted(s, i, n, '\'', false);
+				break;
+			case '"': {
+				size_t end = skip_quoted(s, i, n, '"', false);
+				if (starts_pg_temp(s + i + 1, end - i - 1))
+					out->pg_temp = out->session = true;
 				out->tokens++;
-				i++;
+				i = end;
+				break;
 			}
-			break;
+			case '$': {
+				size_t dl = dollar_delim_len(s, i, n);
+				if (dl == 0) { /* a parameter $1 or a stray '$' */
+					out->tokens++;
+					i++;
+					break;
+				}
+				const unsigned char *close = memmem(s + i + dl, n - i - dl, s + i, dl);
+				i = close ? (size_t)(close - s) + dl : n;
+				break;
+			}
+			default:
+				if (c >= '0' && c <= '9') {
+					while (i < n && s[i] >= '0' && s[i] <= '9')
+						i++;
+				} else {
+					out->tokens++;
+					i++;
+				}
+				break;
+			}
 		}
+		out->last_end = i;
+		if (stop_early && out->session)
+			return;
 	}
 }
 
@@ -1011,7 +1009,7 @@ static int classify(const char *sql, size_t len, struct classify_result *out, bo
 			.lx = &lx,
 			.index = i,
 			.offset = loc + lx.first_at,
-			.length = slen - lx.first_at,
+			.length = lx.last_end - lx.first_at,
 		};
 		if (lx.first_at == slen) { /* no token where the parser found a statement */
 			d.offset = loc;
@@ -1023,7 +1021,7 @@ static int classify(const char *sql, size_t len, struct classify_result *out, bo
 			add(&d, CLASSIFY_UNKNOWN, 0, no_name);
 			continue;
 		}
-		char *end = buf + loc + slen, saved = *end;
+		char *end = buf + d.offset + d.length, saved = *end;
 		*end = '\0';
 		rc = classify_text(&d, buf + d.offset);
 		*end = saved;

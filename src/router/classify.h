@@ -68,15 +68,16 @@ enum classify_kind {
 #define CLASSIFY_F_TWO_PHASE      0x10u /* COMMIT: it is PREPARE TRANSACTION; name is the gid */
 
 /* One statement of interest. The text sql[offset, offset + length) is the statement as the
- * parser delimited it, without leading whitespace and comments and without its ';'. It can end
- * in a "--" comment, so whoever joins statements must put a newline before the next ';'. */
+ * parser delimited it, from its first token to its last: no whitespace or comment before or
+ * after it, no ';'. So statements can be joined with ";" and replayed: none ends inside a
+ * "--" comment. */
 struct classify_stmt {
 	enum classify_kind kind;
 	int index;        /* position of the statement among all nstmts statements, from 0: the
 	                   * index-th CommandComplete of a simple Query answers it */
 	unsigned flags;   /* CLASSIFY_F_* */
 	size_t offset;    /* of the statement's first token within the text given */
-	size_t length;    /* bytes up to the statement's end (its ';' or the end of the text) */
+	size_t length;    /* bytes up to the end of the statement's last token */
 	/* SET/SET_LOCAL/RESET/SESSION_AUTH: the GUC name, lower-cased as PostgreSQL compares them
 	 * ("timezone" for SET TIME ZONE, "client_encoding" for SET NAMES, "search_path" for SET
 	 * SCHEMA, "xmloption", "role", "session_authorization").

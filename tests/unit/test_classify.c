@@ -332,12 +332,12 @@ static void test_multi_statement(void **state)
 	assert_int_equal(r.stmts[1].index, 2);
 	expect_text(sql, &r.stmts[1], "SET LOCAL b=2");
 
-	/* Leading whitespace and comments are not part of a statement; the rest up to ';' is. */
+	/* Whitespace and comments around a statement are not part of it; those inside are. */
 	sql = "  /* c */ SET a = 1 ;\n-- x\n\tRESET b;;; BEGIN; LISTEN \"x;y\";select ';SET c=1'; COMMIT -- end";
 	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
 	assert_int_equal(r.nstmts, 6);
 	assert_int_equal(r.nsession, 5);
-	expect_text(sql, &r.stmts[0], "SET a = 1 ");
+	expect_text(sql, &r.stmts[0], "SET a = 1");
 	expect_text(sql, &r.stmts[1], "RESET b");
 	assert_int_equal(r.stmts[1].index, 1);
 	expect_text(sql, &r.stmts[2], "BEGIN");
@@ -345,8 +345,18 @@ static void test_multi_statement(void **state)
 	expect_text(sql, &r.stmts[3], "LISTEN \"x;y\"");
 	assert_string_equal(r.stmts[3].name, "x;y");
 	assert_int_equal(r.stmts[3].index, 3);
-	expect_text(sql, &r.stmts[4], "COMMIT -- end");
+	expect_text(sql, &r.stmts[4], "COMMIT");
 	assert_int_equal(r.stmts[4].index, 5);
+
+	/* A trailing "--" comment stays out, so texts joined with ';' replay as they should. */
+	sql = "SET a = /* x */ 1 -- note\n; SET b = $$--$$ -- note";
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	assert_int_equal(r.nsession, 2);
+	expect_text(sql, &r.stmts[0], "SET a = /* x */ 1");
+	expect_text(sql, &r.stmts[1], "SET b = $$--$$");
+	sql = "SET a = -- why\r1 /* a /* nested */ comment */  ";
+	assert_int_equal(classify_exact(sql, strlen(sql), &r), 0);
+	expect_text(sql, &r.stmts[0], "SET a = -- why\r1");
 
 	/* SET SESSION CHARACTERISTICS: one entry per default it sets, same statement text. */
 	sql = "select 1; SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE";

@@ -1,0 +1,314 @@
+"""Transaction pooling when things go wrong: clients that vanish mid transaction or mid query,
+cancel requests, and a PostgreSQL that refuses connections or restarts under tusk."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+import pgwire
+from conftest import SLOW, TEST_DB, TUSK_ERROR_RE, assert_tusk_error, connect, free_port, wait_until
+from txn_util import (Psql, activity, backend_pid, locks_held, shutdown_socket, txn_pool,
+                      wait_no_backends)
+
+pytestmark = pytest.mark.tusk_only
+
+LOCKED_ID = 7
+
+
+def server_is_clean(pg, pid):
+    """The backend exists, runs nothing, has no transaction open and holds no lock."""
+    a = activity(pg, pid)
+    return a is not None and a[0] == "idle" and not a[1] and locks_held(pg, pid) == []
+
+
+def row_is_free(pg):
+    with pg.admin(TEST_DB) as c:
+        c.execute("set lock_timeout = '100ms'")
+        try:
+            with c.transaction():
+                c.execute("select id from items where id = %s for update nowait", (LOCKED_ID,))
+            return True
+        except psycopg.errors.LockNotAvailable:
+            return False
+
+
+# --- clients that vanish ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["psql_sigkill", "socket_reset"])
+def test_client_killed_inside_a_transaction_holding_a_row_lock(tusk, pg, how):
+    """Within 1 s of the client vanishing, its transaction is rolled back (no 'idle in
+    transaction', no lock), another client can lock the row, and the same server is reused."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    marker = f"txn_kill_{how}"
+    if how == "psql_sigkill":
+        p = Psql(t.port)
+        try:
+            p.send("begin;")
+            p.send(f"select id, '{marker}' from items where id = {LOCKED_ID} for update;")
+            rows = []
+            wait_until(lambda: rows.extend(pg.execute(
+                "select pid from pg_stat_activity where state = 'idle in transaction' and query like %s",
+                (f"%{marker}%",))) or rows, 10 * SLOW, what="psql inside its transaction")
+            pid = rows[0][0]
+            assert not row_is_free(pg), "the row should be locked by psql's transaction"
+            killed = time.monotonic()
+            p.kill()
+        finally:
+            p.close()
+    else:
+        c = t.connect(autocommit=False)
+        pid = c.execute(f"select pg_backend_pid(), '{marker}' from items where id = %s for update",
+                        (LOCKED_ID,)).fetchone()[0]
+        assert activity(pg, pid)[0] == "idle in transaction"
+        assert not row_is_free(pg)
+        killed = time.monotonic()
+        shutdown_socket(c)
+        c.close()
+    wait_until(lambda: server_is_clean(pg, pid), 1.0 * SLOW,
+               what=f"backend {pid} without transaction or locks after the client vanished")
+    took = time.monotonic() - killed
+    assert row_is_free(pg)
+    with t.connect() as d:
+        assert backend_pid(d) == pid, "size 1: the next client should reuse the rolled-back server"
+        assert d.execute("select id from items where id = %s for update nowait", (LOCKED_ID,)).fetchone() == \
+            (LOCKED_ID,)
+    print(f"clean {took:.3f}s after the client vanished")
+
+
+def test_client_gone_mid_query_is_cancelled_and_server_reused(tusk, pg):
+    """A client inside a transaction with a lock vanishes while its pg_sleep(30) runs: tusk
+    cancels the query, rolls back, and hands the server to the next client within 1 s."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    c = t.connect(autocommit=False)
+    pid = c.execute("select pg_backend_pid() from items where id = %s for update", (LOCKED_ID,)).fetchone()[0]
+    c.execute("insert into kv values ('txn-gone-mid-query', 'uncommitted')")
+    outcome = {}
+
+    def sleeper():
+        try:
+            c.execute("select pg_sleep(30)")
+            outcome["result"] = "completed"
+        except Exception as e:  # noqa: BLE001 - the client's own view does not matter here
+            outcome["result"] = type(e).__name__
+
+    th = threading.Thread(target=sleeper, daemon=True)
+    th.start()
+    wait_until(lambda: (activity(pg, pid) or ("",))[0] == "active", 5 * SLOW, what="pg_sleep running")
+    vanished = time.monotonic()
+    shutdown_socket(c)
+    wait_until(lambda: server_is_clean(pg, pid), 1.0 * SLOW,
+               what="the abandoned pg_sleep cancelled and its transaction rolled back")
+    with t.connect() as d:
+        assert backend_pid(d) == pid
+        assert d.execute("select count(*) from kv where k = 'txn-gone-mid-query'").fetchone() == (0,)
+    assert time.monotonic() - vanished < 3 * SLOW
+    th.join(10)
+    c.close()
+    assert row_is_free(pg)
+
+
+def test_client_gone_mid_copy_is_aborted_and_server_reused(tusk, pg):
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    c = t.connect(autocommit=False)
+    pid = backend_pid(c)
+    cur = c.cursor()
+    copy_cm = cur.copy("copy kv (k, v) from stdin")
+    copy = copy_cm.__enter__()
+    for i in range(100):
+        copy.write_row((f"txn-copy-{i}", "x"))
+    copy.write(b"")  # flush what is buffered
+    time.sleep(0.2)
+    shutdown_socket(c)
+    wait_until(lambda: server_is_clean(pg, pid), 1.0 * SLOW, what="the abandoned COPY aborted and rolled back")
+    with t.connect() as d:
+        assert backend_pid(d) == pid
+        assert d.execute("select count(*) from kv where k like 'txn-copy-%'").fetchone() == (0,)
+    try:
+        copy_cm.__exit__(None, None, None)
+    except Exception:  # noqa: BLE001 - the socket is gone, as intended
+        pass
+    c.close()
+
+
+def test_many_clients_vanishing_leave_no_transactions(tusk, pg):
+    """Five rounds of four clients, each inside a transaction that wrote a row, vanishing at
+    once over a pool of 4: each next round gets cleaned servers, nothing they wrote is visible."""
+    t = tusk(pools=[txn_pool(4)], pool_wait_timeout="10s")
+    wait_no_backends(pg)
+    pids = set()
+    for rnd in range(5):
+        conns = [t.connect(autocommit=False) for _ in range(4)]
+        for i, c in enumerate(conns):
+            pids.add(c.execute("insert into kv values (%s, 'x') returning pg_backend_pid()",
+                               (f"txn-vanish-{rnd}-{i}",)).fetchone()[0])
+        for c in conns:
+            shutdown_socket(c)
+        for c in conns:
+            c.close()
+    assert len(pids) <= 4, f"{len(pids)} servers for a pool of 4"
+    wait_until(lambda: all(server_is_clean(pg, p) for p in pids), 2 * SLOW, what="all servers clean")
+    with t.connect() as d:
+        assert d.execute("select count(*) from kv where k like 'txn-vanish-%'").fetchone() == (0,)
+        assert backend_pid(d) in pids
+
+
+# --- cancel -------------------------------------------------------------------------------------
+
+def test_cancel_hits_only_the_cancelling_clients_query(tusk):
+    """Two clients share a pool of 2: a's pg_sleep(10) is cancelled and fails with 57014 within
+    1 s, while b's pg_sleep(2), running at the same time, completes normally."""
+    t = tusk(pools=[txn_pool(2)], pool_wait_timeout="5s")
+    a, b = t.connect(), t.connect()
+    try:
+        result = {}
+
+        def run_b():
+            started = time.monotonic()
+            try:
+                b.execute("select pg_sleep(2)")
+                result["b"] = ("ok", time.monotonic() - started)
+            except Exception as e:  # noqa: BLE001
+                result["b"] = (f"{type(e).__name__}: {e}", time.monotonic() - started)
+
+        def run_a():
+            try:
+                a.execute("select pg_sleep(10)")
+                result["a"] = ("completed", time.monotonic())
+            except psycopg.Error as e:
+                result["a"] = (e.sqlstate, time.monotonic())
+
+        tb = threading.Thread(target=run_b, daemon=True)
+        ta = threading.Thread(target=run_a, daemon=True)
+        tb.start()
+        ta.start()
+        time.sleep(0.4)  # both are inside their sleeps
+        cancelled = time.monotonic()
+        a.cancel()
+        ta.join(5 * SLOW)
+        assert "a" in result, "a's query did not end after its cancel"
+        state, ended = result["a"]
+        assert state == "57014", f"a's query ended with {state}, want 57014"
+        assert ended - cancelled < 1.0 * SLOW, f"a's query ended {ended - cancelled:.2f}s after its cancel"
+        tb.join(10 * SLOW)
+        assert result.get("b", ("missing", 0))[0] == "ok", f"b's pg_sleep(2) was hit: {result.get('b')}"
+        assert result["b"][1] >= 1.9
+        # both go on working
+        assert a.execute("select 'a'").fetchone() == ("a",)
+        assert b.execute("select 'b'").fetchone() == ("b",)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cancel_from_an_idle_client_does_not_reach_its_last_server(tusk):
+    """a used the only server and went idle; b now runs on that server. a's cancel must not
+    cancel b's query (the server a used last is b's now)."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    a, b = t.connect(), t.connect()
+    try:
+        pid = backend_pid(a)
+        result = {}
+
+        def run_b():
+            try:
+                got = b.execute("select pg_backend_pid() from pg_sleep(1.5)").fetchone()[0]
+                result["b"] = ("ok", got)
+            except Exception as e:  # noqa: BLE001
+                result["b"] = (f"{type(e).__name__}: {e}", None)
+
+        th = threading.Thread(target=run_b, daemon=True)
+        th.start()
+        time.sleep(0.4)
+        for _ in range(3):
+            a.cancel()
+            time.sleep(0.1)
+        th.join(10 * SLOW)
+        assert result.get("b") == ("ok", pid), f"b's query on a's former server: {result.get('b')}"
+        assert a.execute("select 1").fetchone() == (1,)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cancel_inside_a_transaction_then_rollback_and_go_on(tusk):
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    with t.connect(autocommit=False) as a:
+        a.execute("insert into kv values ('txn-cancelled', 'x')")
+        timer = threading.Timer(0.3, a.cancel)
+        timer.start()
+        try:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                a.execute("select pg_sleep(10)")
+        finally:
+            timer.cancel()
+        assert a.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        a.rollback()
+        assert a.execute("select count(*) from kv where k = 'txn-cancelled'").fetchone() == (0,)
+        a.commit()
+    with t.connect() as b:  # the server was released clean
+        assert b.execute("select 1").fetchone() == (1,)
+
+
+# --- a backend that refuses or restarts ---------------------------------------------------------
+
+def test_refusing_backend_fails_fast(tusk):
+    """A service pointing at a closed port: clients get an error long before pool_wait_timeout."""
+    dead = free_port()
+    t = tusk(pools=[txn_pool(2)], services={"main": {"hosts": [f"127.0.0.1:{dead}"]}},
+             pool_wait_timeout="10s", server_connect_timeout="5s")
+    for attempt in range(3):  # also while tusk backs off between connect attempts
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as ei:
+            with t.connect(connect_timeout=15) as c:
+                c.execute("select 1")
+        took = time.monotonic() - started
+        assert took < 2 * SLOW, f"attempt {attempt}: error after {took:.2f}s, pool_wait_timeout is 10s"
+        assert_tusk_error(str(ei.value))
+    raw = pgwire.RawClient("127.0.0.1", t.port, timeout=10 * SLOW)
+    try:
+        raw.send(pgwire.startup_packet({"user": "tusk_trust", "database": TEST_DB}))
+        kind, fields = raw.expect_error_or_close(timeout=5 * SLOW)
+        if kind == "error":
+            assert fields["C"] == "08006", fields
+            assert TUSK_ERROR_RE.search(fields["M"]), fields
+        else:
+            # a successful login then an error at the first query is the other acceptable shape
+            pytest.fail(f"tusk closed without an ErrorResponse: {fields}")
+    finally:
+        raw.close()
+
+
+def test_backend_down_then_up_recovers(tusk, private_pg):
+    """PostgreSQL stops: clients get a fast error. It starts again: tusk serves without a
+    restart. (Short name: private_pg's socket path includes it and is limited to 107 bytes.)"""
+    t = tusk(pg_server=private_pg, pools=[txn_pool(2)], pool_wait_timeout="10s", server_connect_timeout="3s")
+    idle = connect(t.port)  # connected across the restart, holding no server
+    try:
+        assert idle.execute("select 1").fetchone() == (1,)
+        with connect(t.port) as c:
+            assert c.execute("select 2").fetchone() == (2,)
+        private_pg.stop("fast")
+        for attempt in range(2):
+            started = time.monotonic()
+            with pytest.raises(psycopg.OperationalError) as ei:
+                with connect(t.port) as c:
+                    c.execute("select 1")
+            took = time.monotonic() - started
+            assert took < 2 * SLOW, f"attempt {attempt} with PostgreSQL down: error after {took:.2f}s"
+            assert_tusk_error(str(ei.value))
+        private_pg.start()
+
+        def works():
+            try:
+                with connect(t.port, connect_timeout=5) as c:
+                    return c.execute("select 3").fetchone() == (3,)
+            except psycopg.OperationalError:
+                return False
+
+        wait_until(works, 10 * SLOW, interval=0.2, what="tusk serving again after PostgreSQL came back")
+        # the client that stayed idle through the restart gets a fresh server
+        assert idle.execute("select 4").fetchone() == (4,)
+    finally:
+        idle.close()

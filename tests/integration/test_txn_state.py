@@ -1,0 +1,324 @@
+"""Session state in transaction pooling: a client's settings follow it from server to server
+and never show in another client's session, with PostgreSQL's transactional semantics (a
+rolled-back or failed SET is not kept, SET LOCAL ends with its transaction, RESET restores);
+state that cannot move pins the client to its server."""
+
+import os
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import SLOW, TEST_DB
+from txn_util import backend_pid, run_threads, txn_pool
+
+pytestmark = pytest.mark.tusk_only
+
+SETTINGS = ("TimeZone", "DateStyle", "IntervalStyle", "search_path", "statement_timeout", "work_mem",
+            "application_name")
+
+
+def settings(conn):
+    sql = "select " + ", ".join(f"current_setting('{s}')" for s in SETTINGS)
+    return dict(zip(SETTINGS, conn.execute(sql, prepare=False).fetchone()))
+
+
+@pytest.fixture(scope="module")
+def schemas(pg):
+    """txn_sa.marker says 'a'; public has no marker table."""
+    with pg.admin(TEST_DB) as c:
+        c.execute("drop schema if exists txn_sa cascade")
+        c.execute("create schema txn_sa authorization tusk_trust")
+        c.execute("create table txn_sa.marker (v text)")
+        c.execute("insert into txn_sa.marker values ('a')")
+        c.execute("grant all on txn_sa.marker to public")
+    yield
+    with pg.admin(TEST_DB) as c:
+        c.execute("drop schema if exists txn_sa cascade")
+
+
+A_SETS = {
+    "TimeZone": ("set timezone = 'Asia/Tokyo'", "Asia/Tokyo"),
+    "DateStyle": ("set datestyle = 'SQL, DMY'", "SQL, DMY"),
+    "IntervalStyle": ("set intervalstyle = 'iso_8601'", "iso_8601"),
+    "search_path": ("set search_path = txn_sa, public", "txn_sa, public"),
+    "statement_timeout": ("set statement_timeout = '300ms'", "300ms"),
+    "work_mem": ("set work_mem = '17MB'", "17MB"),
+    "application_name": ("set application_name = 'txn-a'", "txn-a"),
+}
+
+
+def test_settings_never_leak_between_clients_sharing_one_server(tusk, schemas):
+    """Size 1: a and b take turns on the same server. a's SETs (reported parameters and
+    unreported ones) show, and take effect, in a's transactions only; b keeps its own."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    with t.connect() as a, t.connect() as b:
+        assert backend_pid(a) == backend_pid(b), "size 1: one server for both"
+        base = settings(b)
+        base_tz = b.info.parameter_status("TimeZone")
+        for sql, _ in A_SETS.values():
+            a.execute(sql)
+        mine = {k: v for k, (_, v) in A_SETS.items()}
+        for rnd in range(3):
+            assert settings(b) == base, f"round {rnd}: a's settings leaked into b's session"
+            assert b.info.parameter_status("TimeZone") == base_tz
+            assert b.info.parameter_status("application_name") == base["application_name"]
+            assert b.execute("select to_regclass('marker')").fetchone() == (None,)
+            assert b.execute("select '2024-03-04'::date::text, interval '1 day'::text").fetchone() == \
+                ("2024-03-04", "1 day")
+            assert b.execute("select 'slept' from pg_sleep(0.5)").fetchone() == ("slept",)
+
+            assert settings(a) == mine, f"round {rnd}: a lost its own settings"
+            assert a.info.parameter_status("TimeZone") == "Asia/Tokyo"
+            assert a.info.parameter_status("DateStyle") == "SQL, DMY"
+            assert a.info.parameter_status("application_name") == "txn-a"
+            assert a.execute("select v from marker").fetchone() == ("a",)  # search_path works
+            assert a.execute("select '2024-03-04'::date::text, interval '1 day'::text").fetchone() == \
+                ("04/03/2024", "P1D")
+            with pytest.raises(psycopg.errors.QueryCanceled):  # statement_timeout works
+                a.execute("select pg_sleep(1)")
+            assert backend_pid(a) == backend_pid(b)
+
+
+class Pair:
+    """Clients a and b on a pool of size 1: every b_is_untouched() makes b take the server
+    between two of a's transactions, so a's next one must get its session rebuilt."""
+
+    def __init__(self, t):
+        self.a, self.b = t.connect(), t.connect()
+        self.base = settings(self.b)
+        self.a.execute("set timezone = 'Asia/Tokyo'")
+        self.a.execute("set search_path = txn_sa, public")
+        self.a.execute("set work_mem = '20MB'")
+        self.b_is_untouched()
+
+    def b_is_untouched(self):
+        assert settings(self.b) == self.base, "a's settings showed in b's session"
+        assert backend_pid(self.a) == backend_pid(self.b)
+
+    def a_has(self, **want):
+        got = settings(self.a)
+        return {k: got[k] for k in want}
+
+    def close(self):
+        self.a.close()
+        self.b.close()
+
+
+@pytest.fixture
+def pair(tusk, schemas):
+    p = Pair(tusk(pools=[txn_pool(1)], pool_wait_timeout="5s"))
+    yield p
+    p.close()
+
+
+KEPT = {"TimeZone": "Asia/Tokyo", "search_path": "txn_sa, public", "work_mem": "20MB"}
+
+
+@pytest.mark.parametrize("how", ["psycopg_rollback", "sql_statements", "one_query_string"])
+def test_rolled_back_set_is_not_kept(pair, how):
+    """SETs inside a transaction that rolls back are undone (PostgreSQL semantics), also once
+    the client's next transaction runs on a server rebuilt for it."""
+    a = pair.a
+    if how == "psycopg_rollback":  # BEGIN/ROLLBACK sent by psycopg, extended protocol
+        with a.transaction(force_rollback=True):
+            a.execute("set timezone = 'Europe/Paris'")
+            a.execute("set search_path = public")
+            a.execute("set work_mem = '33MB'")
+            assert settings(a)["TimeZone"] == "Europe/Paris"
+    elif how == "sql_statements":  # each its own simple Query
+        a.execute("begin")
+        a.execute("set timezone = 'Europe/Paris'")
+        a.execute("set search_path = public")
+        a.execute("set work_mem = '33MB'")
+        a.execute("rollback")
+    else:
+        a.execute("begin; set timezone = 'Europe/Paris'; set search_path = public; set work_mem = '33MB'; "
+                  "rollback")
+    assert pair.a_has(**KEPT) == KEPT, "right after the rollback, on the same server"
+    pair.b_is_untouched()
+    assert pair.a_has(**KEPT) == KEPT, "a rolled-back SET was replayed on a's next server"
+    assert a.info.parameter_status("TimeZone") == "Asia/Tokyo"
+
+
+def test_failed_transaction_set_is_not_kept(pair):
+    a = pair.a
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        with a.transaction():
+            a.execute("set statement_timeout = '1s'")
+            a.execute("set datestyle = 'German'")
+            a.execute("set work_mem = '33MB'")
+            a.execute("select 1 / 0")
+    pair.b_is_untouched()
+    want = {"statement_timeout": pair.base["statement_timeout"], "DateStyle": pair.base["DateStyle"],
+            "work_mem": "20MB"}
+    assert pair.a_has(**want) == want
+
+
+def test_committed_set_is_kept_and_set_local_is_not(pair):
+    a = pair.a
+    with a.transaction():
+        a.execute("set work_mem = '44MB'")
+        a.execute("set timezone = 'America/Lima'")
+    pair.b_is_untouched()
+    assert pair.a_has(work_mem=1, TimeZone=1) == {"work_mem": "44MB", "TimeZone": "America/Lima"}
+    with a.transaction():
+        a.execute("set local work_mem = '55MB'")
+        a.execute("set local timezone = 'Africa/Cairo'")
+        a.execute("set local search_path = public")
+        assert pair.a_has(work_mem=1, TimeZone=1) == {"work_mem": "55MB", "TimeZone": "Africa/Cairo"}
+    pair.b_is_untouched()
+    want = {"work_mem": "44MB", "TimeZone": "America/Lima", "search_path": "txn_sa, public"}
+    assert pair.a_has(**want) == want, "SET LOCAL outlived its transaction"
+
+
+def test_reset_and_reset_all(pair):
+    a = pair.a
+    a.execute("reset search_path")
+    a.execute("reset timezone")
+    pair.b_is_untouched()
+    want = {"search_path": pair.base["search_path"], "TimeZone": pair.base["TimeZone"], "work_mem": "20MB"}
+    assert pair.a_has(**want) == want
+    assert a.execute("select to_regclass('marker')").fetchone() == (None,)
+    a.execute("set datestyle = 'Postgres, MDY'")
+    a.execute("set statement_timeout = '9s'")
+    a.execute("reset all")
+    pair.b_is_untouched()
+    assert settings(a) == pair.base
+
+
+def test_startup_options_follow_the_client(tusk, schemas):
+    """Settings from the startup packet (options -c ..., PGTZ) are each client's own too."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    os.environ["PGTZ"] = "Pacific/Auckland"
+    try:
+        a = t.connect(options="-c search_path=txn_sa,public -c statement_timeout=4s -c work_mem=12MB")
+    finally:
+        del os.environ["PGTZ"]
+    b = t.connect(options="-c work_mem=13MB")
+    try:
+        for _ in range(3):
+            got = settings(a)
+            assert (got["TimeZone"], got["search_path"], got["statement_timeout"], got["work_mem"]) == \
+                ("Pacific/Auckland", "txn_sa,public", "4s", "12MB"), "(PostgreSQL shows txn_sa,public)"
+            assert a.execute("select v from marker").fetchone() == ("a",)
+            got = settings(b)
+            assert got["work_mem"] == "13MB" and got["statement_timeout"] == "0"
+            assert got["TimeZone"] != "Pacific/Auckland"
+            assert b.execute("select to_regclass('marker')").fetchone() == (None,)
+            assert backend_pid(a) == backend_pid(b)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_settings_follow_each_client_across_servers(tusk):
+    """Eight clients, three servers, each client with its own TimeZone, search_path and
+    work_mem, all checked on every transaction while the servers are shuffled among them."""
+    t = tusk(pools=[txn_pool(3)], pool_wait_timeout="10s")
+    zones = ["UTC", "Asia/Tokyo", "Europe/Paris", "America/Lima", "Africa/Cairo", "Asia/Kolkata",
+             "Australia/Sydney", "America/Denver"]
+    pids_seen = set()
+    lock = threading.Lock()
+
+    def client(i):
+        with t.connect() as c:
+            c.execute(f"set timezone = '{zones[i]}'")
+            c.execute(f"set search_path = s{i}, public")
+            c.execute(f"set work_mem = '{i + 10}MB'")
+            mine = set()
+            for k in range(25):
+                got = c.execute("select current_setting('TimeZone'), current_setting('search_path'), "
+                                "current_setting('work_mem'), pg_backend_pid() from pg_sleep(0.003)").fetchone()
+                assert got[:3] == (zones[i], f"s{i}, public", f"{i + 10}MB"), f"client {i} txn {k}: {got}"
+                mine.add(got[3])
+            with lock:
+                pids_seen.update(mine)
+
+    errors, hung = run_threads(client, [(i,) for i in range(8)], timeout=60)
+    assert hung == 0 and errors == [], f"hung {hung}, errors {errors[:5]}"
+    assert len(pids_seen) >= 2, "the clients should have shared several servers"
+
+
+# --- pinning ------------------------------------------------------------------------------------
+
+PINNERS = {
+    "listen": ("listen txn_chan", None),
+    "temp_table": ("create temp table txn_tmp (x int)", "insert into txn_tmp values (1)"),
+    "sql_prepare": ("prepare txn_stmt (int) as select $1 * 2", "execute txn_stmt (21)"),
+    "hold_cursor": ("declare txn_cur cursor with hold for select generate_series(1, 100)", "fetch 1 from txn_cur"),
+    "set_role": ("set role tusk_trust", None),
+}
+
+
+@pytest.mark.parametrize("what", list(PINNERS))
+def test_session_state_pins_the_client_to_its_server(tusk, what):
+    """After a statement whose state lives in the server process, the client keeps its server
+    (state still there, every transaction on the same backend) while another client, running at
+    the same time, never gets that server; once the pinned client leaves, nothing of its state
+    is seen by the next clients."""
+    t = tusk(pools=[txn_pool(2)], pool_wait_timeout="5s")
+    setup, use = PINNERS[what]
+    a, b = t.connect(), t.connect()
+    try:
+        a.execute(setup)
+        pid_a = backend_pid(a)
+        results = []
+        for k in range(8):
+            with b.transaction():  # b holds a server while a runs: a's must not be given away
+                pid_b = backend_pid(b)
+                assert pid_b != pid_a, f"b got a's pinned server after {setup!r}"
+                assert backend_pid(a) == pid_a, f"a moved off its server after {setup!r}"
+                if use:
+                    cur = a.execute(use)
+                    results.append(cur.fetchall() if cur.description else None)
+        if what == "temp_table":
+            assert a.execute("select count(*) from txn_tmp").fetchone() == (8,)
+            assert b.execute("select to_regclass('txn_tmp')").fetchone() == (None,)
+        elif what == "sql_prepare":
+            assert results == [[(42,)]] * 8
+        elif what == "hold_cursor":
+            assert [r[0][0] for r in results] == list(range(1, 9)), "the WITH HOLD cursor lost its place"
+        elif what == "listen":
+            got = []
+            a.add_notify_handler(lambda n: got.append((n.channel, n.payload)))
+            b.execute("notify txn_chan, 'hello'")
+            deadline = time.monotonic() + 3 * SLOW
+            while not got and time.monotonic() < deadline:
+                a.execute("select 1")
+                time.sleep(0.05)
+            assert got == [("txn_chan", "hello")]
+        elif what == "set_role":
+            assert a.execute("select current_user, session_user").fetchone() == ("tusk_trust", "tusk_trust")
+    finally:
+        a.close()
+    # the pinned server went back cleaned: two clients at once see both servers
+    c, d = t.connect(autocommit=False), t.connect(autocommit=False)
+    try:
+        pids = set()
+        for conn in (c, d):
+            row = conn.execute(
+                "select pg_backend_pid(), (select count(*) from pg_listening_channels()), "
+                "to_regclass('txn_tmp') is null, (select count(*) from pg_prepared_statements where from_sql), "
+                "(select count(*) from pg_cursors)").fetchone()
+            pids.add(row[0])
+            assert row[1:] == (0, True, 0, 0), f"{what}: a pinned client's state survived it: {row}"
+        assert pid_a in pids
+    finally:
+        c.close()
+        d.close()
+        b.close()
+
+
+def test_on_commit_drop_temp_table_does_not_pin(tusk):
+    """A temp table that ends with its transaction leaves nothing behind: the client is not
+    pinned, so with one server another client is served right after."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="2s")
+    with t.connect() as a, t.connect() as b:
+        with a.transaction():
+            a.execute("create temp table txn_scratch (x int) on commit drop")
+            a.execute("insert into txn_scratch values (1), (2)")
+            assert a.execute("select sum(x) from txn_scratch").fetchone() == (3,)
+        assert b.execute("select to_regclass('txn_scratch') is null").fetchone() == (True,)
+        assert a.execute("select 1").fetchone() == (1,)

@@ -16,6 +16,7 @@
 
 #include "frontend/client_int.h"
 #include "pool/prepared.h"
+#include "router/classify.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "proto/proto.h"
@@ -503,21 +504,19 @@ static int settle_startup_session(struct client *c, struct server *s)
 	while (rc == 0 && session_param_next(st, &it, &name, &value)) {
 		if (server_param(s, name))
 			continue;
-		char stmt[1024];
+		char stmt[2048];
 		size_t pos = 0;
-		/* Same quoting as session_build_sync uses for reported ones. */
-		int n = snprintf(stmt, sizeof stmt, "SET %s = E'", name);
-		if (n < 0 || (size_t)n >= sizeof stmt)
+		/* set_config, as session_build_sync uses: it parses values like startup does. */
+		strcpy(stmt, "SELECT set_config(");
+		pos = strlen(stmt);
+		if (session_put_literal(stmt, sizeof stmt, &pos, name) < 0 || pos + 2 >= sizeof stmt)
 			return -E2BIG;
-		pos = (size_t)n;
-		for (const char *v = value; *v; v++) {
-			if (pos + 4 >= sizeof stmt)
-				return -E2BIG;
-			if (*v == '\'' || *v == '\\')
-				stmt[pos++] = *v;
-			stmt[pos++] = *v;
-		}
-		stmt[pos++] = '\'';
+		memcpy(stmt + pos, ", ", 3);
+		pos += 2;
+		if (session_put_literal(stmt, sizeof stmt, &pos, value) < 0 || pos + 8 >= sizeof stmt)
+			return -E2BIG;
+		memcpy(stmt + pos, ", false)", 9);
+		pos += 8;
 		rc = session_pending_set(st, name, stmt, pos);
 	}
 	if (rc < 0)
@@ -534,6 +533,7 @@ static int settle_startup_session(struct client *c, struct server *s)
 	free(st->params);
 	st->params = fresh.params;
 	st->params_len = fresh.params_len;
+	st->params_hash = fresh.params_hash;
 	s->carry_hash = st->carry_hash;
 	return 0;
 }
@@ -626,6 +626,11 @@ static void use_server(struct client *c, struct server *s)
 		server_run_queries(s, q, 1, timeout, on_reset_all, c);
 		return;
 	}
+	if (s->params_hash == c->session.params_hash && s->carry_hash == c->session.carry_hash) {
+		/* Same settings (typically: the server this client used last). */
+		on_session_applied(s, c, 0, NULL, NULL, 0);
+		return;
+	}
 	if (session_build_sync(&c->session, s, lookup_server_param, s->carry_hash, sets, sizeof sets) < 0) {
 		client_fail(c, "54000", "session parameters too long");
 		return;
@@ -653,11 +658,110 @@ void client_go_idle(struct client *c)
 		client_update_io(c);
 }
 
+/* Whether rbuf holds, whole, only named Parse messages and then a Sync (libpq's PQprepare,
+ * pgbench -M prepared, drivers preparing ahead). *len gets the bytes they span. */
+static bool only_parses_then_sync(struct client *c, size_t *len, int *count)
+{
+	const uint8_t *p = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf), off = 0;
+	int nparse = 0;
+
+	while (off < avail) {
+		struct proto_hdr h;
+		if (proto_read_hdr(p + off, avail - off, cfg_of(c)->max_message_size, &h) <= 0)
+			return false;
+		size_t total = (size_t)h.len + 1;
+		if (avail - off < total)
+			return false;
+		if (h.type == 'S') {
+			*len = off + total;
+			*count = nparse;
+			return nparse > 0;
+		}
+		struct prep_parse pp;
+		struct classify_result r;
+		if (h.type != 'P' || prep_read_parse(p + off, total, cfg_of(c)->max_message_size, &pp) <= 0 ||
+		    pp.name_len == 0)
+			return false;
+		/* Only statements the parser accepts and that change no session state (the
+		 * server would answer these with ParseComplete too); transaction control is fine. */
+		if (classify_sql(pp.query, strlen(pp.query), &r) < 0 || r.parse_error || r.truncated)
+			return false;
+		for (int i = 0; i < r.nsession; i++) {
+			enum classify_kind k = r.stmts[i].kind;
+			if (k != CLASSIFY_BEGIN && k != CLASSIFY_COMMIT && k != CLASSIFY_ROLLBACK && k != CLASSIFY_SAVEPOINT &&
+			    k != CLASSIFY_RELEASE && k != CLASSIFY_ROLLBACK_TO)
+				return false;
+		}
+		nparse++;
+		off += total;
+	}
+	return false;
+}
+
+/* Outside a transaction, "prepare these" needs no server: the statements are recorded and
+ * prepared on whichever server first runs them (before their Bind or Describe), and the
+ * client gets ParseComplete and ReadyForQuery at once. Besides saving a round trip and a
+ * server per prepare, this keeps a client that prepares while its siblings on the same
+ * thread hold every server in a transaction (pgbench -M prepared) from deadlocking the
+ * pool. The cost: a statement that is valid SQL but names a missing table fails at its
+ * first execution rather than at prepare time. */
+static bool answer_parses_locally(struct client *c)
+{
+	size_t len = 0;
+	int count = 0;
+
+	if (!c->prep || !only_parses_then_sync(c, &len, &count))
+		return false;
+	/* All replies or none: ParseComplete is 5 bytes, ReadyForQuery 6. */
+	buf_compact(&c->wbuf);
+	if (buf_room(&c->wbuf) < (size_t)count * 5 + 6)
+		return false;
+	const uint8_t *p = buf_head(&c->rbuf);
+	size_t off = 0;
+	while (off < len) {
+		struct proto_hdr h;
+		(void)proto_read_hdr(p + off, len - off, cfg_of(c)->max_message_size, &h);
+		size_t total = (size_t)h.len + 1;
+		if (h.type == 'P') {
+			struct prep_parse pp;
+			const struct prep_stmt *e;
+			(void)prep_read_parse(p + off, total, cfg_of(c)->max_message_size, &pp);
+			(void)prep_client_remove(c->prep, pp.name);
+			int rc = prep_client_add(c->prep, &pp, &e);
+			if (rc < 0) {
+				client_fail(c, rc == -EDQUOT ? "53400" : "53200", "%s",
+					    rc == -EDQUOT ? "too many prepared statements on this connection"
+							  : "out of memory for prepared statements");
+				return true;
+			}
+			if (prep_put_parse_complete(&c->wbuf) < 0)
+				break; /* cannot happen: room checked above */
+		} else if (proto_put_ready(&c->wbuf, 'I') < 0) {
+			break;
+		}
+		off += total;
+	}
+	buf_consume(&c->rbuf, len);
+	log_debug(c->id, c->ctx, "answered a prepare without a server");
+	if (client_write_wbuf(c) < 0) {
+		client_close(c, "write to client failed");
+		return true;
+	}
+	client_update_io(c);
+	return true;
+}
+
 void client_need_server(struct client *c)
 {
 	/* A Terminate needs no server. */
 	if (buf_len(&c->rbuf) >= PROTO_HDR_LEN && buf_head(&c->rbuf)[0] == 'X') {
 		client_close(c, "client terminated the session");
+		return;
+	}
+	if (c->state == CLIENT_IDLE && answer_parses_locally(c)) {
+		if (c->state == CLIENT_IDLE && !buf_empty(&c->rbuf))
+			client_need_server(c);
 		return;
 	}
 	client_set_state(c, CLIENT_WAITING);

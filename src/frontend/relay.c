@@ -10,6 +10,7 @@
  * whose peer cannot take more is not read, so memory stays bounded. */
 #include <errno.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "frontend/client_int.h"
@@ -24,6 +25,7 @@
 
 #define RELAY_INSPECT_MAX 8192 /* largest ParameterStatus we look into; bigger ones just pass */
 #define RELAY_TARGET_MAX 256   /* Describe/Close are a kind byte and one name */
+#define RELAY_EARLY_RELEASE_MAX 4096 /* a final reply this small is copied to release early */
 
 enum scan_result {
 	SCAN_OK,        /* scanned as far as the bytes allow */
@@ -52,6 +54,7 @@ static struct server_expect *expect_push(struct server *s, uint8_t kind, uint8_t
 	e->kind = kind;
 	e->action = action;
 	e->has_hash = false;
+	e->all = false;
 	return e;
 }
 
@@ -64,6 +67,25 @@ static void expect_pop(struct server *s)
 {
 	s->expect_head = (uint16_t)((s->expect_head + 1) % SERVER_EXPECT_MAX);
 	s->expect_count--;
+}
+
+static const char *expect_name(uint8_t kind)
+{
+	static const char *const names[] = { "Parse", "Bind", "Describe statement", "Describe portal", "Execute",
+					     "Close", "Sync", "Query", "FunctionCall" };
+	return kind < sizeof names / sizeof names[0] ? names[kind] : "?";
+}
+
+static void expect_dump(const struct client *c, const struct server *s)
+{
+	char line[512];
+	size_t n = 0;
+	for (int i = 0; i < s->expect_count && n + 24 < sizeof line; i++) {
+		const struct server_expect *e = &s->expect[(s->expect_head + i) % SERVER_EXPECT_MAX];
+		n += (size_t)snprintf(line + n, sizeof line - n, " %s/%c", expect_name(e->kind), "FDI"[e->action]);
+	}
+	line[n] = '\0';
+	log_warn(c->id, c->ctx, "owed by server %s:%s", s->id, line);
 }
 
 static bool ends_with_ready(uint8_t kind)
@@ -253,6 +275,33 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 	return true;
 }
 
+/* A Query that is exactly one DEALLOCATE of a statement the client prepared through the
+ * protocol (psycopg closes its own statements this way), or DEALLOCATE ALL. Such names
+ * live only in tusk's map (servers hold them as tusk_<hash>), so tusk answers the query
+ * itself. Returns the tag to answer with, or NULL to pass the query on. */
+static const char *local_deallocate(struct client *c, const char *sql, size_t len)
+{
+	struct classify_result r;
+	size_t i = 0;
+
+	if (!c->prep)
+		return NULL;
+	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
+		i++;
+	if (len - i < 10 || strncasecmp(sql + i, "deallocate", 10) != 0)
+		return NULL;
+	if (classify_sql(sql, len, &r) < 0 || r.parse_error || r.nstmts != 1 || r.nsession != 1)
+		return NULL;
+	if (r.stmts[0].kind == CLASSIFY_DEALLOCATE_ALL) {
+		prep_client_clear(c->prep);
+		return "DEALLOCATE ALL";
+	}
+	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE || (r.stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED) ||
+	    prep_client_remove(c->prep, r.stmts[0].name) < 0)
+		return NULL;
+	return "DEALLOCATE";
+}
+
 /* Make sure server s has statement e, preparing it first (reply dropped) if not. The
  * caller checked queue and buffer room. */
 static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
@@ -277,6 +326,61 @@ static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
 	return true;
 }
 
+static bool wbuf_room_for(struct server *s, size_t body);
+
+/* Statement pooling: does this SQL open a transaction block (BEGIN, START TRANSACTION)? */
+static bool opens_transaction(const char *sql, size_t cap)
+{
+	struct classify_result r;
+	size_t len = strnlen(sql, cap);
+	if (classify_sql(sql, len, &r) < 0 || r.parse_error)
+		return false;
+	for (int i = 0; i < r.nsession; i++)
+		if (r.stmts[i].kind == CLASSIFY_BEGIN)
+			return true;
+	return false;
+}
+
+/* An unnamed Parse of "DEALLOCATE name" for a statement the client prepared through the
+ * protocol (psycopg with libpq < 17 evicts its statements this way, through the extended
+ * protocol): the name exists only in tusk's map, so the query becomes a DEALLOCATE of the
+ * server-side name, which the server then really drops (and tusk forgets), so the client
+ * gets the exact replies it expects. SCAN_BAD here only means "not such a Parse". */
+static enum scan_result rewrite_deallocate(struct client *c, struct server *s, const struct prep_parse *p,
+					   size_t total)
+{
+	struct classify_result r;
+	size_t qlen = strlen(p->query), i = 0;
+
+	while (i < qlen && (p->query[i] == ' ' || p->query[i] == '\t' || p->query[i] == '\n' || p->query[i] == '\r'))
+		i++;
+	if (p->nparams != 0 || qlen - i < 10 || strncasecmp(p->query + i, "deallocate", 10) != 0)
+		return SCAN_BAD;
+	if (classify_sql(p->query, qlen, &r) < 0 || r.parse_error || r.nstmts != 1 || r.nsession != 1 ||
+	    r.stmts[0].kind != CLASSIFY_DEALLOCATE || (r.stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED))
+		return SCAN_BAD;
+	const struct prep_stmt *e = prep_client_find(c->prep, r.stmts[0].name);
+	if (!e)
+		return SCAN_BAD;
+	if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len + 64) || !expect_room(s, 3))
+		return SCAN_STALL;
+	/* It must exist on this server to be dropped without an error. */
+	if (!ensure_prepared(s, e))
+		return SCAN_BAD;
+	struct prep_hash h = e->hash;
+	uint8_t rest[16 + PREP_SERVER_NAME_SIZE];
+	int n = snprintf((char *)rest, sizeof rest, "DEALLOCATE %s", e->server_name);
+	rest[n + 1] = 0; /* no parameter types: int16 0 */
+	rest[n + 2] = 0;
+	if (prep_put_parse(&s->wbuf, "", rest, (size_t)n + 3) < 0)
+		return SCAN_STALL;
+	prep_server_forget(s->prep, h);
+	(void)prep_client_remove(c->prep, r.stmts[0].name);
+	expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
+	buf_consume(&c->rbuf, total);
+	return SCAN_OK;
+}
+
 /* Bytes tusk may need in s->wbuf to handle one message: a Close, a Parse and the message. */
 static bool wbuf_room_for(struct server *s, size_t body)
 {
@@ -296,12 +400,44 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	uint32_t max = cfg_of(c)->max_message_size;
 	bool rename = s->prep != NULL && c->prep != NULL;
 
+	if (s->skipping && h->type != 'S') {
+		/* Ignored by the server until the Sync: passed on as they are, owing nothing,
+		 * and (statements never created) recorded nowhere. */
+		size_t k = avail < total ? avail : total;
+		c->c2s_scanned += k;
+		c->c2s_remaining = (uint32_t)(total - k);
+		return SCAN_OK;
+	}
+
+	if (c->mode == POOL_MODE_STATEMENT && (h->type == 'Q' || h->type == 'P') && total <= b->cap) {
+		if (avail < total)
+			return SCAN_OK;
+		const char *sql = (const char *)m + PROTO_HDR_LEN;
+		if (h->type == 'P')
+			sql += strnlen(sql, total - PROTO_HDR_LEN) + 1; /* past the statement name */
+		if ((size_t)(sql - (const char *)m) < total && opens_transaction(sql, total - (size_t)(sql - (const char *)m))) {
+			if (c->c2s_scanned > 0)
+				return SCAN_STALL; /* answer it in order, after what went before */
+			client_fail(c, "08P01", "transaction blocks are not allowed in statement pooling mode");
+			return SCAN_CLOSED;
+		}
+	}
+
 	switch (h->type) {
 	case 'Q':
 		if (total <= b->cap) {
 			if (avail < total)
 				return SCAN_OK; /* wait for all of it */
-			if (!note_sql(c, s, (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN - 1))
+			const char *sql = (const char *)m + PROTO_HDR_LEN;
+			const char *tag = c->c2s_scanned == 0 ? local_deallocate(c, sql, total - PROTO_HDR_LEN - 1) : NULL;
+			if (tag) {
+				/* Answered in order by scan_server; the server never sees it. */
+				struct server_expect *x = expect_push(s, EXPECT_QUERY, EXPECT_INJECT);
+				x->all = strcmp(tag, "DEALLOCATE ALL") == 0;
+				buf_consume(b, total);
+				return SCAN_OK;
+			}
+			if (!note_sql(c, s, sql, total - PROTO_HDR_LEN - 1))
 				return SCAN_CLOSED;
 		}
 		expect_push(s, EXPECT_QUERY, EXPECT_FORWARD);
@@ -325,6 +461,11 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		struct prep_parse p;
 		if (prep_read_parse(m, avail, max, &p) <= 0)
 			return SCAN_BAD;
+		if (rename && p.name_len == 0) {
+			enum scan_result dr = rewrite_deallocate(c, s, &p, total);
+			if (dr != SCAN_BAD)
+				return dr; /* handled (SCAN_OK), or must wait (SCAN_STALL) */
+		}
 		if (!note_sql(c, s, p.query, strlen(p.query)))
 			return SCAN_CLOSED;
 		if (!rename || p.name_len == 0) {
@@ -434,6 +575,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	case 'S':
 		expect_push(s, EXPECT_SYNC, EXPECT_FORWARD);
 		s->pending_rfq++;
+		s->skipping = false;
 		break;
 	case 'F':
 		expect_push(s, EXPECT_FUNCTION, EXPECT_FORWARD);
@@ -510,7 +652,25 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 		if (c->s2c_remaining == 0 && e && e->action == EXPECT_INJECT) {
 			if (c->s2c_scanned > 0)
 				return SCAN_STALL;
-			int rc = e->kind == EXPECT_PARSE ? prep_put_parse_complete(&c->wbuf) : prep_put_close_complete(&c->wbuf);
+			int rc;
+			if (e->kind == EXPECT_QUERY) {
+				/* A DEALLOCATE tusk answers: tag, then ReadyForQuery with the status the
+				 * server was in before it (nothing changed on the server). */
+				size_t room = buf_room(&c->wbuf);
+				if (room < 32)
+					return SCAN_STALL;
+				rc = proto_put_command_complete(&c->wbuf, e->all ? "DEALLOCATE ALL" : "DEALLOCATE");
+				if (rc == 0)
+					rc = proto_put_ready(&c->wbuf, s->tx_status ? s->tx_status : 'I');
+				expect_pop(s);
+				if (c->mode != POOL_MODE_SESSION && s->pending_rfq == 0 && s->expect_count == 0 &&
+				    s->tx_status == 'I' && !c->pinned && !s->skipping) {
+					c->release_pending = true;
+					break;
+				}
+				continue;
+			}
+			rc = e->kind == EXPECT_PARSE ? prep_put_parse_complete(&c->wbuf) : prep_put_close_complete(&c->wbuf);
 			if (rc < 0)
 				return SCAN_STALL;
 			expect_pop(s);
@@ -541,6 +701,22 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 				return SCAN_BAD;
 			if (avail < total)
 				return SCAN_OK;
+			if (c->mode == POOL_MODE_STATEMENT && m[PROTO_HDR_LEN] != 'I' && s->pending_rfq <= 1 &&
+			    s->expect_count <= 1) {
+				/* A transaction block in statement pooling: refuse it while the client still
+				 * waits for this ReadyForQuery, so the error is the answer it reads (a FATAL
+				 * arriving later, between requests, is lost by libpq). The server is rolled
+				 * back when it is released. */
+				if (c->s2c_scanned > 0)
+					return SCAN_STALL;
+				if (e && ends_with_ready(e->kind))
+					expect_pop(s);
+				s->tx_status = m[PROTO_HDR_LEN];
+				s->pending_rfq = 0;
+				buf_consume(b, total);
+				client_fail(c, "08P01", "transaction blocks are not allowed in statement pooling mode");
+				return SCAN_CLOSED;
+			}
 			if (e && ends_with_ready(e->kind))
 				expect_pop(s);
 			on_ready_for_query(c, s, m[PROTO_HDR_LEN]);
@@ -561,14 +737,23 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			break;
 		case 'E':
 			c->tx_failed = true;
-			if (e && !ends_with_ready(e->kind))
+			if (e && !ends_with_ready(e->kind)) {
 				expect_skip_to_sync(s);
+				/* No Sync sent yet: the server will ignore what the client sends until
+				 * one comes, so those messages must owe nothing (scan_client). */
+				if (!expect_head(s))
+					s->skipping = true;
+			}
 			c->copy_in = false;
 			break;
 		case '1':
 		case '3':
-			if (!e || e->kind != (h.type == '1' ? EXPECT_PARSE : EXPECT_CLOSE))
+			if (!e || e->kind != (h.type == '1' ? EXPECT_PARSE : EXPECT_CLOSE)) {
+				log_warn(c->id, c->ctx, "server %s replied '%c' where %s was owed (%u queued)", s->id, h.type,
+					 e ? expect_name(e->kind) : "nothing", s->expect_count);
+				expect_dump(c, s);
 				return SCAN_BAD;
+			}
 			if (e->action == EXPECT_DROP) {
 				if (c->s2c_scanned > 0)
 					return SCAN_STALL;
@@ -579,8 +764,12 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			expect_pop(s);
 			break;
 		case '2':
-			if (!e || e->kind != EXPECT_BIND)
+			if (!e || e->kind != EXPECT_BIND) {
+				log_warn(c->id, c->ctx, "server %s replied '2' where %s was owed (%u queued)", s->id,
+					 e ? expect_name(e->kind) : "nothing", s->expect_count);
+				expect_dump(c, s);
 				return SCAN_BAD;
+			}
 			expect_pop(s);
 			break;
 		case 't':
@@ -593,6 +782,18 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 				expect_pop(s);
 			break;
 		case 'C':
+			/* Session changes are pending in this transaction: a ROLLBACK (or a COMMIT of
+			 * a failed transaction, which reports ROLLBACK too) undoes them. The tag is
+			 * the server's own word for it, whatever statement the client used. */
+			if (c->session.pending_len && total <= RELAY_INSPECT_MAX) {
+				if (avail < total)
+					return SCAN_OK;
+				if (total - PROTO_HDR_LEN >= 9 && memcmp(m + PROTO_HDR_LEN, "ROLLBACK", 9) == 0)
+					c->tx_failed = true;
+			}
+			if (e && e->kind == EXPECT_EXECUTE)
+				expect_pop(s);
+			break;
 		case 'I':
 		case 's':
 			if (e && e->kind == EXPECT_EXECUTE)
@@ -613,10 +814,6 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 		c->s2c_remaining = (uint32_t)(total - k);
 
 		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION && s->pending_rfq == 0 && s->expect_count == 0) {
-			if (c->mode == POOL_MODE_STATEMENT && s->tx_status != 'I') {
-				client_fail(c, "08P01", "transaction blocks are not allowed in statement pooling mode");
-				return SCAN_CLOSED;
-			}
 			if (s->tx_status == 'I' && !c->pinned) {
 				c->release_pending = true;
 				break;
@@ -624,6 +821,13 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 		}
 	}
 	return SCAN_OK;
+}
+
+/* Nothing owed either way, nothing half-sent: the server can go to another client. */
+static bool releasable(const struct client *c, const struct server *s)
+{
+	return s->expect_count == 0 && s->pending_rfq == 0 && c->c2s_scanned == 0 && c->c2s_remaining == 0 &&
+	       buf_empty(&s->wbuf) && !s->skipping;
 }
 
 static void server_lost(struct client *c, struct server *s, const char *reason)
@@ -697,13 +901,29 @@ static bool pump_s2c(struct client *c, struct server *s)
 			server_lost(c, s, "sent a message out of order or malformed");
 			return false;
 		}
+		/* The transaction's last reply is small (the usual case): move it to the client's
+		 * buffer and release the server before the client can even read its answer, so
+		 * its next request (or another client's) finds the server back in the pool. */
+		if (c->release_pending && c->s2c_scanned <= RELAY_EARLY_RELEASE_MAX && releasable(c, s) &&
+		    buf_append(&c->wbuf, buf_head(&s->rbuf), c->s2c_scanned) == 0) {
+			buf_consume(&s->rbuf, c->s2c_scanned);
+			c->s2c_scanned = 0;
+			release_after_transaction(c, s);
+			return false;
+		}
 		if (flush_buf(c->fd, &c->wbuf) < 0 || (buf_empty(&c->wbuf) && write_head(c->fd, &s->rbuf, &c->s2c_scanned) < 0)) {
 			client_close(c, "write to client failed");
 			return false;
 		}
 		if (c->release_pending && c->s2c_scanned == 0 && buf_empty(&c->wbuf)) {
-			release_after_transaction(c, s);
-			return false;
+			/* The client may have sent more since the final ReadyForQuery was scanned: then
+			 * the transaction (or the next one) goes on here. */
+			if (releasable(c, s)) {
+				release_after_transaction(c, s);
+				return false;
+			}
+			c->release_pending = false;
+			continue;
 		}
 		if (r != SCAN_STALL || c->s2c_scanned > 0 || !buf_empty(&c->wbuf))
 			return true;
@@ -791,6 +1011,7 @@ void relay_start(struct client *c, struct server *s)
 	s->state = SERVER_ACTIVE;
 	s->pending_rfq = 0;
 	s->expect_head = s->expect_count = 0;
+	s->skipping = false;
 	c->server = s;
 	c->c2s_scanned = c->s2c_scanned = 0;
 	c->c2s_remaining = c->s2c_remaining = 0;
@@ -939,7 +1160,7 @@ void relay_release_server(struct client *c, struct server *s)
 	/* Replies not yet passed on are for a client that is gone. */
 	buf_reset(&s->rbuf);
 	server_attach(s, w);
-	if (!was_active || (s->pending_rfq == 0 && s->expect_count == 0)) {
+	if (!was_active || (s->pending_rfq == 0 && s->expect_count == 0 && !s->skipping)) {
 		reset_and_park(s, full_reset);
 		return;
 	}
@@ -959,7 +1180,7 @@ void relay_release_server(struct client *c, struct server *s)
 	}
 	struct server_expect *last = s->expect_count
 		? &s->expect[(s->expect_head + s->expect_count - 1) % SERVER_EXPECT_MAX] : NULL;
-	if (last && !ends_with_ready(last->kind)) {
+	if (s->skipping || (last && !ends_with_ready(last->kind))) {
 		static const uint8_t sync[5] = { 'S', 0, 0, 0, 4 };
 		if (buf_append(&s->wbuf, sync, sizeof sync) < 0) {
 			server_close(s, "could not finish the client's pipeline");

@@ -9,6 +9,9 @@
 #include <strings.h>
 #include <xxhash.h>
 
+#include "pool/server.h"
+#include "util/phash.h"
+
 void session_free(struct session_state *st)
 {
 	free(st->params);
@@ -64,7 +67,12 @@ int session_param_set(struct session_state *st, const char *name, const char *va
 	const char *cur = session_param_get(st, name);
 	if (cur && strcmp(cur, value) == 0)
 		return 0;
-	return blob_put(&st->params, &st->params_len, name, value, strlen(value));
+	bool counted = !session_param_read_only(name);
+	uint64_t out = cur && counted ? phash_pair(name, cur) : 0;
+	int rc = blob_put(&st->params, &st->params_len, name, value, strlen(value));
+	if (rc == 0 && counted)
+		st->params_hash += phash_pair(name, value) - out;
+	return rc;
 }
 
 const char *session_param_get(const struct session_state *st, const char *name)
@@ -88,12 +96,7 @@ bool session_param_next(const struct session_state *st, size_t *pos, const char 
 
 bool session_param_read_only(const char *name)
 {
-	static const char *const ro[] = { "server_version", "server_encoding", "integer_datetimes", "is_superuser",
-					  "session_authorization", "in_hot_standby", "scram_iterations" };
-	for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++)
-		if (strcasecmp(name, ro[i]) == 0)
-			return true;
-	return false;
+	return server_param_read_only(name);
 }
 
 static int pending_append(struct session_state *st, char op, const char *a, const char *b, size_t blen)
@@ -176,7 +179,7 @@ void session_discard(struct session_state *st)
 }
 
 /* E'...' literal: neither quotes nor backslashes can break out. */
-static int put_literal(char *out, size_t cap, size_t *pos, const char *v)
+int session_put_literal(char *out, size_t cap, size_t *pos, const char *v)
 {
 	size_t p = *pos;
 	if (p + 3 >= cap)
@@ -215,17 +218,23 @@ int session_build_sync(const struct session_state *st, const void *server, sessi
 	if (cap == 0)
 		return -ENOSPC;
 	out[0] = '\0';
+	/* set_config() parses a value exactly as a startup parameter is parsed (a list such
+	 * as "a,b" stays a list), which SET with one quoted literal would not. */
+	bool any = false;
 	while (session_param_next(st, &it, &name, &value)) {
 		if (session_param_read_only(name))
 			continue;
 		const char *cur = lookup(server, name);
 		if (cur && strcmp(cur, value) == 0)
 			continue;
-		if (put_str(out, cap, &pos, "SET ", 4) < 0 || put_str(out, cap, &pos, name, strlen(name)) < 0 ||
-		    put_str(out, cap, &pos, " = ", 3) < 0 || put_literal(out, cap, &pos, value) < 0 ||
-		    put_str(out, cap, &pos, ";", 1) < 0)
+		if (put_str(out, cap, &pos, any ? ", set_config(" : "SELECT set_config(", any ? 13 : 18) < 0 ||
+		    session_put_literal(out, cap, &pos, name) < 0 || put_str(out, cap, &pos, ", ", 2) < 0 ||
+		    session_put_literal(out, cap, &pos, value) < 0 || put_str(out, cap, &pos, ", false)", 8) < 0)
 			return -ENOSPC;
+		any = true;
 	}
+	if (any && put_str(out, cap, &pos, ";", 1) < 0)
+		return -ENOSPC;
 	if (st->carry_len && server_carry_hash != st->carry_hash) {
 		size_t o = 0;
 		while (o < st->carry_len) {

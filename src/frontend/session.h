@@ -21,6 +21,7 @@ struct session_state {
 	char *carry;
 	size_t carry_len;
 	uint64_t carry_hash; /* read-only: 0 when carry is empty */
+	uint64_t params_hash; /* read-only: phash of the settable params (util/phash.h) */
 	/* private: pending changes to carry in the current transaction: records of
 	 * 'S' name\0 text\0, 'R' name\0, or 'A' (reset all) */
 	char *pending;
@@ -54,6 +55,9 @@ void session_discard(struct session_state *st);
  * server value (lookup) differs, then the carried statements unless the server already
  * carries exactly these (server_carry_hash == st->carry_hash). Writes a NUL-terminated
  * string to out ("" when nothing is needed). 0 or -ENOSPC. */
+/* Append v as an E'' literal at out[*pos] (NUL-terminated). 0 or -ENOSPC. */
+int session_put_literal(char *out, size_t cap, size_t *pos, const char *v);
+
 typedef const char *(*session_lookup_fn)(const void *server, const char *name);
 int session_build_sync(const struct session_state *st, const void *server, session_lookup_fn lookup,
 		       uint64_t server_carry_hash, char *out, size_t cap);

@@ -50,6 +50,8 @@ struct pool {
 #define POOL_BACKOFF_FIRST 0.25
 #define POOL_BACKOFF_MAX 10.0
 #define POOL_PREFER_SCAN 32 /* idle servers looked at for a preferred one */
+#define POOL_PEEK_AFTER 1.0 /* seconds idle before housekeeping peeks at a parked server */
+#define POOL_CHECKS_PER_TICK 16 /* idle servers peeked at per pool per housekeeping tick */
 
 struct pool_registry {
 	pthread_mutex_t lock; /* protects head, count and groups */
@@ -291,7 +293,9 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	}
 	pthread_mutex_unlock(&p->lock);
 
-	/* Outside the lock: one syscall tells a dead idle socket from a live one. */
+	/* Outside the lock: one syscall tells a dead idle socket from a live one (or one with a
+	 * FATAL waiting), so a client never gets a server that died while parked. */
+	(void)now;
 	if (net_idle_alive(s->fd)) {
 		*out = s;
 		return POOL_CLAIM_SERVER;
@@ -299,6 +303,21 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	/* Its slot becomes ours to reconnect with, rather than going to a waiter behind us. */
 	server_close_keep_slot(s, "closed by the server while idle");
 	return POOL_CLAIM_CONNECT;
+}
+
+/* The one cross-thread hand-over of a server: detached, it goes to the waiter's worker. */
+static void post_server(struct pool_waiter *w, struct server *s)
+{
+	struct worker_msg *m = calloc(1, sizeof *m);
+	if (!m) {
+		/* Out of memory: the waiter will time out; do not lose the slot. */
+		server_close(s, "out of memory handing over");
+		return;
+	}
+	m->kind = WORKER_MSG_SERVER;
+	m->waiter = w;
+	m->server = s;
+	worker_post(w->worker, m);
 }
 
 static void post_grant(struct pool_waiter *w)
@@ -371,18 +390,8 @@ void pool_put_idle(struct pool *p, struct server *s)
 		}
 		pthread_mutex_unlock(&p->lock);
 	}
-	if (w) {
-		struct worker_msg *m = calloc(1, sizeof *m);
-		if (!m) {
-			/* Out of memory: the waiter will time out; do not lose the slot. */
-			server_close(s, "out of memory handing over");
-			return;
-		}
-		m->kind = WORKER_MSG_SERVER;
-		m->waiter = w;
-		m->server = s;
-		worker_post(w->worker, m);
-	}
+	if (w)
+		post_server(w, s);
 }
 
 void pool_drop_slot(struct pool *p)
@@ -500,8 +509,8 @@ void pool_maintain(struct worker *w, double now)
 	for (struct pool *p = head; p; p = p->next) {
 		if (p->index % rt->nworkers != w->index)
 			continue;
-		struct server *expired = NULL;
-		int open = 0;
+		struct server *expired = NULL, *check = NULL;
+		int open = 0, nchecks = 0;
 		pthread_mutex_lock(&p->lock);
 		struct server **pp = &p->idle;
 		while (*pp) {
@@ -509,10 +518,20 @@ void pool_maintain(struct worker *w, double now)
 			bool too_old = s->expires_at && now >= s->expires_at;
 			bool too_idle = idle_timeout > 0 && now - s->idle_since >= idle_timeout &&
 					p->nslots > p->rule->min_size;
-			if (too_old || too_idle) {
+			/* Idle servers die unseen (server restart, pg_terminate_backend, a middlebox
+			 * timeout): peek at a few per tick, outside the lock. */
+			bool due = nchecks < POOL_CHECKS_PER_TICK && now - s->idle_since >= POOL_PEEK_AFTER &&
+				   now - s->checked_at >= POOL_PEEK_AFTER;
+			if (too_old || too_idle || due) {
 				*pp = s->next_idle;
-				s->next_idle = expired;
-				expired = s;
+				if (too_old || too_idle) {
+					s->next_idle = expired;
+					expired = s;
+				} else {
+					s->next_idle = check;
+					check = s;
+					nchecks++;
+				}
 			} else {
 				pp = &s->next_idle;
 			}
@@ -525,6 +544,29 @@ void pool_maintain(struct worker *w, double now)
 			struct server *s = expired;
 			expired = s->next_idle;
 			server_close(s, s->expires_at && now >= s->expires_at ? "server_lifetime reached" : "idle timeout");
+		}
+		while (check) {
+			struct server *s = check;
+			check = s->next_idle;
+			if (!net_idle_alive(s->fd)) {
+				server_close(s, "closed by the server while idle");
+				continue;
+			}
+			s->checked_at = now;
+			/* Back at the tail (the least recently used end, where it was), unless a
+			 * client queued meanwhile: then it is theirs. */
+			pthread_mutex_lock(&p->lock);
+			struct pool_waiter *waiter = dequeue(p);
+			if (!waiter) {
+				struct server **tail = &p->idle;
+				while (*tail)
+					tail = &(*tail)->next_idle;
+				s->next_idle = NULL;
+				*tail = s;
+			}
+			pthread_mutex_unlock(&p->lock);
+			if (waiter)
+				post_server(waiter, s);
 		}
 		if (open && !server_connect(p, w, on_min_ready, NULL))
 			pool_drop_slot(p);

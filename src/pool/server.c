@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "auth/scram.h"
@@ -16,6 +17,7 @@
 #include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
+#include "util/phash.h"
 #include "worker/worker.h"
 
 #define SERVER_WBUF_SIZE (32 * 1024)
@@ -389,8 +391,22 @@ void server_set_param(struct server *s, const char *name, const char *value)
 		}
 		s->nparams++;
 		snprintf(s->params[i].name, sizeof s->params[i].name, "%s", name);
+	} else if (!server_param_read_only(name)) {
+		s->params_hash -= phash_pair(s->params[i].name, s->params[i].value);
 	}
 	snprintf(s->params[i].value, sizeof s->params[i].value, "%s", value);
+	if (!server_param_read_only(name))
+		s->params_hash += phash_pair(s->params[i].name, s->params[i].value);
+}
+
+bool server_param_read_only(const char *name)
+{
+	static const char *const ro[] = { "server_version", "server_encoding", "integer_datetimes", "is_superuser",
+					  "session_authorization", "in_hot_standby", "scram_iterations" };
+	for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++)
+		if (strcasecmp(name, ro[i]) == 0)
+			return true;
+	return false;
 }
 
 static void keep_error(struct server *s, const uint8_t *msg, size_t len)

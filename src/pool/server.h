@@ -55,6 +55,7 @@ struct server_expect {
 	uint8_t kind;
 	uint8_t action;
 	bool has_hash;      /* a named Parse (forget hash if it fails) or an eviction Close (keep hash if skipped) */
+	bool all;           /* an injected DEALLOCATE reply: "DEALLOCATE ALL" */
 	struct prep_hash hash;
 };
 
@@ -84,9 +85,11 @@ struct server {
 	uint8_t tx_status;                    /* last ReadyForQuery status */
 	int nparams;
 	struct server_param params[SERVER_PARAMS_MAX]; /* as last reported by the server */
+	uint64_t params_hash;                 /* phash of the settable ones (util/phash.h) */
 	struct net_addr addr;                 /* where the server is (for cancel) */
 	char ctx[192];                        /* "db/user@host:port" for logs */
 	double idle_since;                    /* ev_now when parked */
+	double checked_at;                    /* last liveness peek while parked (pool.c) */
 	double created;
 	bool ok_after_error;                  /* see server_done_fn */
 	void *owner;                          /* the client using it while ACTIVE (relay.c) */
@@ -99,6 +102,7 @@ struct server {
 	double expires_at;                    /* server_lifetime with jitter; 0 = never */
 	struct server_expect expect[SERVER_EXPECT_MAX]; /* ring, relay.c */
 	uint16_t expect_head, expect_count;
+	bool skipping;                        /* after an error, the server ignores all but Sync */
 	int pending_rfq;                      /* ReadyForQuery messages still owed */
 	/* private */
 	struct server *next_idle;
@@ -137,6 +141,9 @@ void server_detach(struct server *s);
 const char *server_param(const struct server *s, const char *name);
 /* Record a ParameterStatus (name/value from the server). */
 void server_set_param(struct server *s, const char *name, const char *value);
+/* Reported parameters only the server sets (server_version, is_superuser, ...): never SET,
+ * not part of params_hash. */
+bool server_param_read_only(const char *name);
 
 /* Close and free. Releases the pool slot (pool_drop_slot). Callable from any thread for a
  * detached server, else only on the owning worker. reason goes to the log. */

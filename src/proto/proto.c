@@ -537,6 +537,16 @@ int proto_put_query(struct buf *b, const char *sql)
 	return finish(b, p, n);
 }
 
+int proto_put_command_complete(struct buf *b, const char *tag)
+{
+	size_t n = PROTO_HDR_LEN + cstr_size(tag);
+	uint8_t *p = begin_typed(b, 'C', n);
+	if (!p)
+		return -ENOSPC;
+	p = put_cstr(p, tag);
+	return finish(b, p, n);
+}
+
 int proto_put_terminate(struct buf *b)
 {
 	size_t n = PROTO_HDR_LEN;

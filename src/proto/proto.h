@@ -154,6 +154,7 @@ int proto_put_notice(struct buf *b, const char *severity, const char *sqlstate,
 int proto_put_parameter_status(struct buf *b, const char *name, const char *value);
 int proto_put_backend_key(struct buf *b, uint32_t pid, uint32_t key);
 int proto_put_ready(struct buf *b, uint8_t status); /* 'I', 'T' or 'E' */
+int proto_put_command_complete(struct buf *b, const char *tag); /* 'C' */
 int proto_put_auth_ok(struct buf *b);
 /* StartupMessage (protocol 3.0) from name/value pairs. */
 int proto_put_startup(struct buf *b, const struct proto_param *params, int nparams);

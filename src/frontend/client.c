@@ -945,13 +945,22 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		client_fail(c, "08P01", "client did not finish startup within client_login_timeout");
 		break;
 	case CLIENT_WAITING:
+		/* One deadline covers queueing, connecting and preparing the server. */
 		if (c->queued && pool_leave_queue(c->pool, &c->waiter)) {
 			c->queued = false;
 			client_fail(c, "53300", "timed out after %.1fs waiting for a server connection (pool %s/%s is at size %d)",
 				    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool),
 				    pool_user(c->pool), pool_rule(c->pool)->size);
+		} else if (!c->queued && c->server) {
+			/* Still connecting or being prepared: the server finishes on its own and
+			 * joins the pool; the client is told now. */
+			server_orphan(c->server);
+			c->server = NULL;
+			client_fail(c, "53300", "timed out after %.1fs getting a server connection ready (pool %s/%s)",
+				    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool),
+				    pool_user(c->pool));
 		}
-		/* Otherwise a server is on its way or being set up, under its own timeouts. */
+		/* Otherwise (queued, but a server is already on its way) the answer is due now. */
 		break;
 	case CLIENT_ACTIVE:
 		/* Armed only while the client sits inside an open transaction with nothing owed. */

@@ -676,6 +676,33 @@ void server_drain(struct server *s, int nrfq, double timeout, server_done_fn don
 		process_input(s);
 }
 
+static void on_orphan_done(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			   size_t errlen)
+{
+	(void)arg;
+	(void)reason;
+	(void)errmsg;
+	(void)errlen;
+	if (err < 0) {
+		if (s->ok_after_error)
+			server_close(s, "orphaned server's query failed");
+		return; /* else closed by finish() */
+	}
+	if (s->tx_status != 'I') {
+		server_close(s, "orphaned server not idle");
+		return;
+	}
+	s->idle_since = ev_now(s->worker->loop);
+	server_detach(s);
+	pool_put_idle(s->pool, s);
+}
+
+void server_orphan(struct server *s)
+{
+	s->done = on_orphan_done;
+	s->done_arg = NULL;
+}
+
 void server_attach(struct server *s, struct worker *w)
 {
 	server_detach(s);

@@ -133,6 +133,10 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
  * client left mid-request), then done runs as for server_run_queries. */
 void server_drain(struct server *s, int nrfq, double timeout, server_done_fn done, void *arg);
 
+/* Its client gave up while it was connecting or running a query of tusk's own: when that
+ * ends it is parked (or closed on failure) instead of reported to anyone. */
+void server_orphan(struct server *s);
+
 /* Attach a detached server to worker w's loop (watchers idle), or detach it. */
 void server_attach(struct server *s, struct worker *w);
 void server_detach(struct server *s);

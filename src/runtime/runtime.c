@@ -8,6 +8,7 @@
 
 #include "frontend/cancel.h"
 #include "pool/pool.h"
+#include "pool/resolver.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -18,21 +19,30 @@ int runtime_service_index(const struct runtime *rt, const struct config_service 
 	return (int)(svc - rt->cfg->services);
 }
 
+/* Each service's backends, through its resolver. Until backend management lands, pools
+ * connect to the first backend found. */
 static int resolve_services(struct runtime *rt)
 {
 	const struct tusk_config *cfg = rt->cfg;
+	struct resolver_backend found[RESOLVER_MAX_BACKENDS];
+
 	rt->service_addrs = calloc((size_t)cfg->nservices, sizeof *rt->service_addrs);
 	if (!rt->service_addrs)
 		return -ENOMEM;
 	for (int i = 0; i < cfg->nservices; i++) {
-		const struct config_host *h = &cfg->services[i].hosts[0];
-		int rc = net_resolve(h->host, h->port, false, &rt->service_addrs[i]);
-		if (rc < 0) {
-			log_error(NULL, NULL, "service %s: cannot resolve %s:%d", cfg->services[i].name, h->host, h->port);
-			return rc;
+		struct resolver *r = resolver_static_new(&cfg->services[i]);
+		if (!r)
+			return -ENOMEM;
+		int n = resolver_resolve(r, found, RESOLVER_MAX_BACKENDS);
+		resolver_free(r);
+		if (n < 0) {
+			log_error(NULL, NULL, "service %s: no backend could be resolved", cfg->services[i].name);
+			return n;
 		}
-		if (cfg->services[i].nhosts > 1)
-			log_warn(NULL, NULL, "service %s: only the first host is used for now", cfg->services[i].name);
+		rt->service_addrs[i] = found[0].addr;
+		if (n > 1)
+			log_warn(NULL, NULL, "service %s: %d backends; only %s is used until backend management lands",
+				 cfg->services[i].name, n, found[0].name);
 	}
 	return 0;
 }

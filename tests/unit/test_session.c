@@ -1,0 +1,115 @@
+/* Unit tests for frontend/session.c: a client's settings as tusk recreates them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <errno.h>
+
+#include <cmocka.h>
+
+#include "frontend/session.h"
+
+struct fake_server {
+	const char *names[4];
+	const char *values[4];
+};
+
+static const char *lookup(const void *server, const char *name)
+{
+	const struct fake_server *s = server;
+	for (int i = 0; i < 4 && s->names[i]; i++)
+		if (strcmp(s->names[i], name) == 0)
+			return s->values[i];
+	return NULL;
+}
+
+static void test_params_set_get_and_fingerprint(void **state)
+{
+	(void)state;
+	struct session_state a = { 0 }, b = { 0 };
+	assert_int_equal(session_param_set(&a, "TimeZone", "UTC"), 0);
+	assert_int_equal(session_param_set(&a, "DateStyle", "ISO, MDY"), 0);
+	assert_string_equal(session_param_get(&a, "timezone"), "UTC"); /* names are case-insensitive */
+	/* Same settings in another order: same fingerprint. */
+	assert_int_equal(session_param_set(&b, "DateStyle", "ISO, MDY"), 0);
+	assert_int_equal(session_param_set(&b, "TimeZone", "UTC"), 0);
+	assert_true(a.params_hash == b.params_hash);
+	assert_int_equal(session_param_set(&b, "TimeZone", "Asia/Tokyo"), 0);
+	assert_false(a.params_hash == b.params_hash);
+	assert_string_equal(session_param_get(&b, "TimeZone"), "Asia/Tokyo");
+	/* Read-only parameters never count. */
+	uint64_t before = b.params_hash;
+	assert_int_equal(session_param_set(&b, "server_version", "15.18"), 0);
+	assert_true(b.params_hash == before);
+	session_free(&a);
+	session_free(&b);
+}
+
+static void test_pending_commit_and_discard(void **state)
+{
+	(void)state;
+	struct session_state st = { 0 };
+	const char *set1 = "SET search_path TO a, public";
+	assert_int_equal(session_pending_set(&st, "search_path", set1, strlen(set1)), 0);
+	session_discard(&st); /* the transaction rolled back */
+	assert_int_equal(st.carry_len, 0);
+	assert_true(st.carry_hash == 0);
+
+	assert_int_equal(session_pending_set(&st, "search_path", set1, strlen(set1)), 0);
+	assert_int_equal(session_pending_set(&st, "work_mem", "SET work_mem = '8MB'", 20), 0);
+	session_commit(&st);
+	assert_true(st.carry_hash != 0);
+	uint64_t two = st.carry_hash;
+
+	assert_int_equal(session_pending_reset(&st, "work_mem"), 0);
+	session_commit(&st);
+	assert_true(st.carry_hash != two);
+
+	assert_int_equal(session_pending_reset_all(&st), 0);
+	session_commit(&st);
+	assert_int_equal(st.carry_len, 0);
+	assert_true(st.carry_hash == 0);
+	session_free(&st);
+}
+
+static void test_build_sync(void **state)
+{
+	(void)state;
+	struct session_state st = { 0 };
+	struct fake_server srv = { { "TimeZone", "DateStyle", "is_superuser", NULL }, { "UTC", "ISO, MDY", "on", NULL } };
+	char out[512];
+
+	assert_int_equal(session_param_set(&st, "TimeZone", "UTC"), 0);
+	assert_int_equal(session_param_set(&st, "DateStyle", "ISO, MDY"), 0);
+	assert_int_equal(session_build_sync(&st, &srv, lookup, 0, out, sizeof out), 0);
+	assert_string_equal(out, ""); /* nothing differs */
+
+	assert_int_equal(session_param_set(&st, "TimeZone", "it's\\x"), 0);
+	assert_int_equal(session_build_sync(&st, &srv, lookup, 0, out, sizeof out), 0);
+	/* Quotes and backslashes doubled inside E'' literals: no way out of the literal. */
+	assert_string_equal(out, "SELECT set_config(E'TimeZone', E'it''s\\\\x', false);");
+
+	const char *set = "SET search_path TO a";
+	assert_int_equal(session_pending_set(&st, "search_path", set, strlen(set)), 0);
+	session_commit(&st);
+	assert_int_equal(session_build_sync(&st, &srv, lookup, 0, out, sizeof out), 0);
+	assert_non_null(strstr(out, ";SET search_path TO a;"));
+	/* A server already carrying exactly these SETs gets none of them again. */
+	assert_int_equal(session_build_sync(&st, &srv, lookup, st.carry_hash, out, sizeof out), 0);
+	assert_null(strstr(out, "search_path"));
+	/* Too small an output buffer is an error, not a truncated statement. */
+	assert_int_equal(session_build_sync(&st, &srv, lookup, 0, out, 16), -ENOSPC);
+	session_free(&st);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_params_set_get_and_fingerprint),
+		cmocka_unit_test(test_pending_commit_and_discard),
+		cmocka_unit_test(test_build_sync),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

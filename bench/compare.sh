@@ -99,7 +99,8 @@ logfile = $DIR/pgbouncer.log
 pidfile = $DIR/pgbouncer.pid
 INI
 [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR/pgbouncer.ini" "$DIR/userlist.txt"
-as_postgres "$PGBOUNCER" -d "$DIR/pgbouncer.ini"
+# runuser does not pass on the raised descriptor limit: set it in the daemon's own shell.
+as_postgres bash -c "ulimit -n 8192 2>/dev/null; exec $PGBOUNCER -d $DIR/pgbouncer.ini"
 wait_port "$BOUNCER_PORT"
 
 cat >"$DIR/tusk.yaml" <<YAML
@@ -134,7 +135,8 @@ run_one() {
 	local target=$1 db=$2 clients=$3 out tps=
 	shift 3
 	[ "$target" = direct ] && db=bench
-	if out=$("$PG_BIN/pgbench" -n -S -c "$clients" -j 2 -T "$DURATION" "$@" \
+	# A target that stops answering must not hang the whole run.
+	if out=$(timeout $((DURATION + 60)) "$PG_BIN/pgbench" -n -S -c "$clients" -j 2 -T "$DURATION" "$@" \
 		-h 127.0.0.1 -p "${PORT[$target]}" -U postgres "$db" 2>&1); then
 		tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
 	fi

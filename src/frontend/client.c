@@ -565,7 +565,6 @@ static void greet(struct client *c, struct server *s)
 	c->server = NULL;
 	s->last_owner = c->serial;
 	s->idle_since = ev_now(c->worker->loop);
-	server_detach(s);
 	pool_put_idle(s->pool, s);
 	client_go_idle(c);
 }
@@ -647,11 +646,13 @@ static void use_server(struct client *c, struct server *s)
 
 void client_go_idle(struct client *c)
 {
-	client_set_state(c, CLIENT_IDLE);
+	/* Write first: a watcher switched to EV_WRITE and back costs libev two failed
+	 * EPOLL_CTL_ADDs and two MODs. */
 	if (client_write_wbuf(c) < 0) {
 		client_close(c, "write to client failed");
 		return;
 	}
+	client_set_state(c, CLIENT_IDLE);
 	if (!buf_empty(&c->rbuf))
 		client_need_server(c);
 	else
@@ -821,7 +822,7 @@ static void start_claim(struct client *c)
 		break;
 	}
 	case POOL_CLAIM_SERVER:
-		server_attach(s, c->worker);
+		server_unpark(s);
 		log_debug(c->id, c->ctx, "reusing idle server %s", s->id);
 		use_server(c, s);
 		break;
@@ -847,8 +848,12 @@ void client_on_pool_message(struct worker *w, struct worker_msg *m)
 	if (c->dead || w->stopping) {
 		/* The client left while this was in flight: give it back untouched (or, when
 		 * shutting down, close it so that nothing is left in a dead inbox). */
-		if (m->kind == WORKER_MSG_SERVER && !w->stopping)
+		if (m->kind == WORKER_MSG_SERVER && !w->stopping) {
+			if (m->server->worker != w)
+				server_attach(m->server, w);
+			m->server->idle_since = ev_now(w->loop);
 			pool_put_idle(c->pool, m->server);
+		}
 		else if (m->kind == WORKER_MSG_SERVER)
 			server_close(m->server, "tusk is shutting down");
 		else
@@ -858,13 +863,20 @@ void client_on_pool_message(struct worker *w, struct worker_msg *m)
 		return;
 	}
 	if (m->kind == WORKER_MSG_SERVER) {
-		server_attach(m->server, c->worker);
-		if (!net_idle_alive(m->server->fd)) {
-			server_close_keep_slot(m->server, "closed by the server while idle");
+		struct server *s = m->server;
+		bool moved = s->worker != c->worker;
+		if (moved)
+			server_attach(s, c->worker);
+		else
+			server_unpark(s);
+		/* A server that comes straight from a release was fine a moment ago; one that sat
+		 * parked elsewhere (a steal) was watched by another loop until it left: peek. */
+		if (moved && ev_now(c->worker->loop) - s->idle_since > SERVER_PEEK_AFTER && !net_idle_alive(s->fd)) {
+			server_close_keep_slot(s, "closed by the server while idle");
 			connect_server(c);
 			return;
 		}
-		use_server(c, m->server);
+		use_server(c, s);
 	} else {
 		connect_server(c);
 	}

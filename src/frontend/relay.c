@@ -1003,7 +1003,7 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 void relay_start(struct client *c, struct server *s)
 {
-	ev_io_stop(c->worker->loop, &s->io);
+	/* The watcher may stay armed: only its callback changes (no epoll change). */
 	ev_timer_stop(c->worker->loop, &s->timer);
 	ev_set_cb(&s->io, relay_server_cb);
 	s->io.data = s;
@@ -1038,7 +1038,6 @@ static void park(struct server *s)
 		return;
 	}
 	s->idle_since = ev_now(s->worker->loop);
-	server_detach(s);
 	if (s->expires_at && s->idle_since >= s->expires_at) {
 		server_close(s, "server_lifetime reached");
 		return;
@@ -1055,7 +1054,8 @@ static void release_after_transaction(struct client *c, struct server *s)
 {
 	struct worker *w = c->worker;
 
-	ev_io_stop(w->loop, &s->io);
+	/* The watcher stays armed (server_park re-points it): stopping and restarting it would
+	 * cost libev a failed EPOLL_CTL_ADD and a MOD per transaction. */
 	s->owner = NULL;
 	s->last_owner = c->serial;
 	s->carry_hash = c->session.carry_hash;
@@ -1068,12 +1068,10 @@ static void release_after_transaction(struct client *c, struct server *s)
 		buf_reset(&s->rbuf);
 	}
 	log_debug(c->id, c->ctx, "transaction done, server %s back to the pool", s->id);
-	if (w->stopping) {
+	if (w->stopping)
 		server_close(s, "shutting down");
-	} else {
-		server_attach(s, w); /* back to the connector's callbacks before parking */
-		park(s);
-	}
+	else
+		park(s); /* stays on this loop, watcher armed: no epoll change */
 	client_go_idle(c);
 }
 
@@ -1159,7 +1157,7 @@ void relay_release_server(struct client *c, struct server *s)
 	}
 	/* Replies not yet passed on are for a client that is gone. */
 	buf_reset(&s->rbuf);
-	server_attach(s, w);
+	server_unpark(s);
 	if (!was_active || (s->pending_rfq == 0 && s->expect_count == 0 && !s->skipping)) {
 		reset_and_park(s, full_reset);
 		return;

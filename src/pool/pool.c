@@ -1,7 +1,14 @@
 /* Shared pools (see pool.h). Locking: the registry lock guards the list of pools and is
- * held only to find or add one; each pool's lock guards its counters, idle list and wait
+ * held only to find or add one; each pool's lock guards its counters, idle lists and wait
  * queue, and is never held while doing I/O or taking another pool's lock. Worker inbox
- * posts happen after the pool lock is released. */
+ * posts happen after the pool lock is released.
+ *
+ * Idle servers stay parked on the loop of the worker that last used them, watched for
+ * reads (a server that closes or talks while idle is closed at once), in that worker's
+ * idle list of the pool. A claim on the same worker takes one without any system call;
+ * another worker asks the owner, through its inbox, to hand one over (pool_on_steal):
+ * the owner detaches it and posts it back. That is the only path by which a server
+ * changes threads. */
 #include "pool/pool.h"
 
 #include <pthread.h>
@@ -38,7 +45,8 @@ struct pool {
 
 	pthread_mutex_t lock; /* protects everything below */
 	int nslots;           /* servers connecting, in use or idle; <= rule->size */
-	struct server *idle;  /* parked, most recently used first */
+	int nidle;            /* servers in all idle lists */
+	struct server **idle; /* per worker index: parked there, most recently used first */
 	struct pool_waiter *wait_head, *wait_tail;
 	int failures;         /* consecutive failed connects */
 	double backoff;       /* seconds; 0 while the backend answers */
@@ -50,8 +58,6 @@ struct pool {
 #define POOL_BACKOFF_FIRST 0.25
 #define POOL_BACKOFF_MAX 10.0
 #define POOL_PREFER_SCAN 32 /* idle servers looked at for a preferred one */
-#define POOL_PEEK_AFTER 1.0 /* seconds idle before housekeeping peeks at a parked server */
-#define POOL_CHECKS_PER_TICK 16 /* idle servers peeked at per pool per housekeeping tick */
 
 struct pool_registry {
 	pthread_mutex_t lock; /* protects head, count and groups */
@@ -130,12 +136,9 @@ void pool_registry_free(struct pool_registry *reg)
 	struct pool *p = reg->head;
 	while (p) {
 		struct pool *next = p->next;
-		while (p->idle) {
-			struct server *s = p->idle;
-			p->idle = s->next_idle;
-			server_close(s, "shutting down");
-		}
+		/* Parked servers belong to their workers, which closed them before this. */
 		pthread_mutex_destroy(&p->lock);
+		free(p->idle);
 		free(p);
 		p = next;
 	}
@@ -167,7 +170,9 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	p->rt = rt;
 	p->db_group = find_group(reg, database, false);
 	p->user_group = find_group(reg, user, true);
-	if (!p->db_group || !p->user_group) {
+	p->idle = calloc((size_t)rt->nworkers, sizeof *p->idle);
+	if (!p->db_group || !p->user_group || !p->idle) {
+		free(p->idle);
 		free(p);
 		p = NULL;
 		goto out;
@@ -212,26 +217,67 @@ static struct pool_waiter *dequeue(struct pool *p)
 	return w;
 }
 
-/* Unlink the idle server to hand out: w's own last server, else one last used on w's worker,
- * else the most recently used. Under the pool lock. */
-static struct server *take_preferred(struct pool *p, const struct pool_waiter *w)
+static void idle_push(struct pool *p, struct server *s, int wi)
 {
-	struct server **best = NULL, **pp = &p->idle;
-	int rank = 3;
-	for (int i = 0; *pp && i < POOL_PREFER_SCAN; i++, pp = &(*pp)->next_idle) {
-		int r = (*pp)->last_owner == w->owner ? 0 : (*pp)->last_worker == w->worker->index ? 1 : 2;
-		if (r < rank) {
-			rank = r;
-			best = pp;
-			if (r == 0)
-				break;
+	s->idle_worker = wi;
+	s->prev_idle = NULL;
+	s->next_idle = p->idle[wi];
+	if (s->next_idle)
+		s->next_idle->prev_idle = s;
+	p->idle[wi] = s;
+	p->nidle++;
+}
+
+static void idle_unlink(struct pool *p, struct server *s)
+{
+	if (s->prev_idle)
+		s->prev_idle->next_idle = s->next_idle;
+	else
+		p->idle[s->idle_worker] = s->next_idle;
+	if (s->next_idle)
+		s->next_idle->prev_idle = s->prev_idle;
+	s->next_idle = s->prev_idle = NULL;
+	s->idle_worker = -1;
+	p->nidle--;
+}
+
+/* The idle server of worker wi to hand to w: the one w's owner used last (its session
+ * already matches: no SETs), else the most recently used. Under the pool lock. */
+static struct server *take_preferred(struct pool *p, int wi, const struct pool_waiter *w)
+{
+	struct server *best = p->idle[wi], *s = best;
+	for (int i = 0; s && i < POOL_PREFER_SCAN; i++, s = s->next_idle) {
+		if (s->last_owner == w->owner) {
+			best = s;
+			break;
 		}
 	}
-	struct server *s = *best;
-	*best = s->next_idle;
-	s->next_idle = NULL;
-	return s;
+	if (best)
+		idle_unlink(p, best);
+	return best;
 }
+
+/* A worker other than self (-1: any) with idle servers in p, or -1. Under the pool lock. */
+static int worker_with_idle(const struct pool *p, int self)
+{
+	for (int i = 0; i < p->rt->nworkers; i++)
+		if (i != self && p->idle[i])
+			return i;
+	return -1;
+}
+
+void pool_forget_idle(struct server *s)
+{
+	struct pool *p = s->pool;
+	pthread_mutex_lock(&p->lock);
+	if (s->idle_worker >= 0)
+		idle_unlink(p, s);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void post_steal(struct pool *p, int owner);
+static void post_server(struct pool_waiter *w, struct server *s);
+static void post_grant(struct pool_waiter *w);
 
 static struct pool *registry_head(struct pool_registry *reg)
 {
@@ -250,15 +296,16 @@ static bool shares_limited_group(const struct pool *a, const struct pool *b)
 /* p is held back by max_db_connections / max_user_connections: close an idle server of
  * another pool of the same database or user to make room (its slot's release then wakes
  * p's waiter, see group_wake). */
-static void evict_for(struct pool *p)
+static void evict_for(struct pool *p, int wi)
 {
 	for (struct pool *q = registry_head(p->rt->pools); q; q = q->next) {
 		if (q == p || !shares_limited_group(p, q))
 			continue;
+		/* Only servers parked on this thread can be closed from here. */
 		pthread_mutex_lock(&q->lock);
-		struct server *s = q->idle;
+		struct server *s = q->idle[wi];
 		if (s)
-			q->idle = s->next_idle;
+			idle_unlink(q, s);
 		pthread_mutex_unlock(&q->lock);
 		if (s) {
 			server_close(s, "making room under max_db_connections / max_user_connections");
@@ -270,12 +317,19 @@ static void evict_for(struct pool *p)
 enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out)
 {
 	struct server *s = NULL;
+	int wi = w->worker->index, owner = -1;
 	bool limited = false;
 
 	pthread_mutex_lock(&p->lock);
 	/* Waiters already queued go first: strict FIFO. */
-	if (!p->wait_head && p->idle) {
-		s = take_preferred(p, w);
+	if (!p->wait_head && p->idle[wi]) {
+		s = take_preferred(p, wi, w);
+	} else if (!p->wait_head && (owner = worker_with_idle(p, wi)) >= 0) {
+		/* Idle servers exist, on other threads: queue, and ask one owner to hand over. */
+		enqueue(p, w);
+		pthread_mutex_unlock(&p->lock);
+		post_steal(p, owner);
+		return POOL_CLAIM_QUEUED;
 	} else if (!p->wait_head && p->nslots < p->rule->size && now < p->down_until) {
 		pthread_mutex_unlock(&p->lock);
 		return POOL_CLAIM_DOWN;
@@ -284,30 +338,32 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 		return POOL_CLAIM_CONNECT;
 	} else {
 		/* Below size yet refused: a database or user limit is what holds it back. */
-		limited = p->nslots < p->rule->size;
+		limited = p->nslots < p->rule->size && !p->wait_head;
 		enqueue(p, w);
+		/* Others queued first; idle servers may still be parked somewhere (their owners
+		 * hand them to the head of the queue, in order). */
+		owner = worker_with_idle(p, -1);
 		pthread_mutex_unlock(&p->lock);
+		if (owner >= 0)
+			post_steal(p, owner);
 		if (limited)
-			evict_for(p);
+			evict_for(p, wi);
 		return POOL_CLAIM_QUEUED;
 	}
 	pthread_mutex_unlock(&p->lock);
-
-	/* Outside the lock: one syscall tells a dead idle socket from a live one (or one with a
-	 * FATAL waiting), so a client never gets a server that died while parked. */
-	(void)now;
-	if (net_idle_alive(s->fd)) {
-		*out = s;
-		return POOL_CLAIM_SERVER;
-	}
-	/* Its slot becomes ours to reconnect with, rather than going to a waiter behind us. */
-	server_close_keep_slot(s, "closed by the server while idle");
-	return POOL_CLAIM_CONNECT;
+	/* Parked on this loop and watched: had it closed or spoken, it would be gone already. */
+	*out = s;
+	return POOL_CLAIM_SERVER;
 }
 
-/* The one cross-thread hand-over of a server: detached, it goes to the waiter's worker. */
+/* The one cross-thread hand-over of a server: detached, it goes to the waiter's worker.
+ * When the waiter is on the server's own worker (called on that thread), the server stays
+ * attached and the message stays local. */
 static void post_server(struct pool_waiter *w, struct server *s)
 {
+	bool local = s->worker == w->worker;
+	if (!local)
+		server_detach(s);
 	struct worker_msg *m = calloc(1, sizeof *m);
 	if (!m) {
 		/* Out of memory: the waiter will time out; do not lose the slot. */
@@ -317,7 +373,20 @@ static void post_server(struct pool_waiter *w, struct server *s)
 	m->kind = WORKER_MSG_SERVER;
 	m->waiter = w;
 	m->server = s;
-	worker_post(w->worker, m);
+	if (local)
+		worker_post_local(w->worker, m);
+	else
+		worker_post(w->worker, m);
+}
+
+static void post_steal(struct pool *p, int owner)
+{
+	struct worker_msg *m = calloc(1, sizeof *m);
+	if (!m)
+		return; /* the waiter gets the next server released, or times out */
+	m->kind = WORKER_MSG_STEAL;
+	m->pool = p;
+	worker_post(p->rt->workers[owner], m);
 }
 
 static void post_grant(struct pool_waiter *w)
@@ -371,6 +440,7 @@ static bool group_has_waiters(struct pool *p)
 void pool_put_idle(struct pool *p, struct server *s)
 {
 	struct pool_waiter *w;
+	struct worker *owner = s->worker;
 
 	pthread_mutex_lock(&p->lock);
 	w = dequeue(p);
@@ -385,13 +455,46 @@ void pool_put_idle(struct pool *p, struct server *s)
 		pthread_mutex_lock(&p->lock);
 		w = dequeue(p); /* one may have queued meanwhile */
 		if (!w) {
-			s->next_idle = p->idle;
-			p->idle = s;
+			server_park(s);
+			idle_push(p, s, owner->index);
 		}
 		pthread_mutex_unlock(&p->lock);
 	}
 	if (w)
 		post_server(w, s);
+}
+
+void pool_on_steal(struct worker *self, struct pool *p)
+{
+	for (;;) {
+		struct pool_waiter *w = NULL;
+		struct server *s = NULL;
+		int owner = -1;
+
+		pthread_mutex_lock(&p->lock);
+		if (!p->wait_head) {
+			pthread_mutex_unlock(&p->lock);
+			return;
+		}
+		if (p->idle[self->index]) {
+			w = dequeue(p);
+			s = take_preferred(p, self->index, w);
+		} else if ((owner = worker_with_idle(p, self->index)) < 0 && reserve_slot(p)) {
+			/* None idle anywhere, but room: the waiter opens a new server rather than
+			 * wait for a release. */
+			w = dequeue(p);
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (s) {
+			post_server(w, s);
+			continue; /* more waiters, more parked here? */
+		}
+		if (w)
+			post_grant(w);
+		else if (owner >= 0)
+			post_steal(p, owner); /* another worker has one now */
+		return;
+	}
 }
 
 void pool_drop_slot(struct pool *p)
@@ -490,83 +593,44 @@ static void on_min_ready(struct server *s, void *arg, int err, const char *reaso
 	if (err < 0)
 		return; /* server.c closes it and releases the slot; the backoff was noted */
 	s->idle_since = ev_now(s->worker->loop);
-	server_detach(s);
 	pool_put_idle(s->pool, s);
 }
 
 void pool_maintain(struct worker *w, double now)
 {
 	struct runtime *rt = w->rt;
-	struct pool_registry *reg = rt->pools;
 	double idle_timeout = (double)rt->cfg->server_idle_timeout_ms / 1000.0;
-	struct pool *head;
-
-	pthread_mutex_lock(&reg->lock);
-	head = reg->head;
-	pthread_mutex_unlock(&reg->lock);
 
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
-	for (struct pool *p = head; p; p = p->next) {
-		if (p->index % rt->nworkers != w->index)
-			continue;
-		struct server *expired = NULL, *check = NULL;
-		int open = 0, nchecks = 0;
+	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
+		struct server *expired = NULL;
+		int open = 0;
 		pthread_mutex_lock(&p->lock);
-		struct server **pp = &p->idle;
-		while (*pp) {
-			struct server *s = *pp;
+		/* This worker's parked servers: it alone may close them. */
+		struct server *s = p->idle[w->index];
+		while (s) {
+			struct server *next = s->next_idle;
 			bool too_old = s->expires_at && now >= s->expires_at;
 			bool too_idle = idle_timeout > 0 && now - s->idle_since >= idle_timeout &&
 					p->nslots > p->rule->min_size;
-			/* Idle servers die unseen (server restart, pg_terminate_backend, a middlebox
-			 * timeout): peek at a few per tick, outside the lock. */
-			bool due = nchecks < POOL_CHECKS_PER_TICK && now - s->idle_since >= POOL_PEEK_AFTER &&
-				   now - s->checked_at >= POOL_PEEK_AFTER;
-			if (too_old || too_idle || due) {
-				*pp = s->next_idle;
-				if (too_old || too_idle) {
-					s->next_idle = expired;
-					expired = s;
-				} else {
-					s->next_idle = check;
-					check = s;
-					nchecks++;
-				}
-			} else {
-				pp = &s->next_idle;
+			if (too_old || too_idle) {
+				idle_unlink(p, s);
+				s->next_idle = expired;
+				expired = s;
 			}
+			s = next;
 		}
-		/* Keep min_size open, one connect per pool per tick so a down backend is not hammered. */
-		if (p->nslots < p->rule->min_size && now >= p->down_until && !p->wait_head && reserve_slot(p))
+		/* Keep min_size open: one pool's worth per worker (by pool index), one connect per
+		 * tick so a down backend is not hammered. */
+		if (p->index % rt->nworkers == w->index && p->nslots < p->rule->min_size && now >= p->down_until &&
+		    !p->wait_head && reserve_slot(p))
 			open = 1;
 		pthread_mutex_unlock(&p->lock);
 		while (expired) {
-			struct server *s = expired;
-			expired = s->next_idle;
-			server_close(s, s->expires_at && now >= s->expires_at ? "server_lifetime reached" : "idle timeout");
-		}
-		while (check) {
-			struct server *s = check;
-			check = s->next_idle;
-			if (!net_idle_alive(s->fd)) {
-				server_close(s, "closed by the server while idle");
-				continue;
-			}
-			s->checked_at = now;
-			/* Back at the tail (the least recently used end, where it was), unless a
-			 * client queued meanwhile: then it is theirs. */
-			pthread_mutex_lock(&p->lock);
-			struct pool_waiter *waiter = dequeue(p);
-			if (!waiter) {
-				struct server **tail = &p->idle;
-				while (*tail)
-					tail = &(*tail)->next_idle;
-				s->next_idle = NULL;
-				*tail = s;
-			}
-			pthread_mutex_unlock(&p->lock);
-			if (waiter)
-				post_server(waiter, s);
+			struct server *x = expired;
+			expired = x->next_idle;
+			x->next_idle = NULL;
+			server_close(x, x->expires_at && now >= x->expires_at ? "server_lifetime reached" : "idle timeout");
 		}
 		if (open && !server_connect(p, w, on_min_ready, NULL))
 			pool_drop_slot(p);

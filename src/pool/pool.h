@@ -62,8 +62,14 @@ void pool_connect_succeeded(struct pool *p);
 /* Why the pool is backed off, and for how long still (seconds), for the client's error. */
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap);
 
-/* A clean, idle, detached server goes back: to the longest waiter or to the idle list. */
+/* A clean, idle server attached to the calling worker goes back: to the longest waiter
+ * (detached and posted), or parked on this worker's loop in its idle list. */
 void pool_put_idle(struct pool *p, struct server *s);
+/* On worker self, asked by another worker's claim: hand one of self's parked servers to
+ * the longest waiter of p, if both still exist. */
+void pool_on_steal(struct worker *self, struct pool *p);
+/* A parked server is being closed: take it off its idle list. */
+void pool_forget_idle(struct server *s);
 /* A slot is gone (its server closed, its connect failed, or a grant was not used): the
  * longest waiter, if any, gets the slot as a grant. */
 void pool_drop_slot(struct pool *p);
@@ -71,9 +77,9 @@ void pool_drop_slot(struct pool *p);
  * is already on its way to w->worker and must be taken (and given back) there. */
 bool pool_leave_queue(struct pool *p, struct pool_waiter *w);
 
-/* Housekeeping for the pools whose index maps to this worker (so it spreads over the
- * workers): close parked servers idle longer than server_idle_timeout or past their
- * lifetime, and open servers up to min_size. */
+/* Housekeeping on worker w: close the servers parked on it that were idle longer than
+ * server_idle_timeout or are past their lifetime; and, for the pools whose index maps to
+ * w (so it spreads over the workers), open servers up to min_size. */
 void pool_maintain(struct worker *w, double now);
 
 #endif

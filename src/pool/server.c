@@ -99,6 +99,8 @@ static void free_server(struct server *s)
 
 void server_close_keep_slot(struct server *s, const char *reason)
 {
+	if (s->idle_worker >= 0)
+		pool_forget_idle(s);
 	log_info(s->id, s->ctx, "closing server connection: %s", reason);
 	if (s->fd >= 0 && s->state != SERVER_CONNECTING && s->state != SERVER_CLOSED) {
 		/* Best effort: a polite Terminate lets the backend exit without a log complaint. */
@@ -152,10 +154,10 @@ static void finish(struct server *s, int err, const char *reason)
 		else if (backoff_worthy(errmsg, errlen))
 			pool_connect_failed(s->pool, ev_now(s->worker->loop), reason);
 	}
-	if (err == 0 || s->ok_after_error) {
+	/* The watcher stays armed: whoever uses the server next (relay, park) re-points the
+	 * callback, which costs no epoll change. */
+	if (err == 0 || s->ok_after_error)
 		set_state(s, SERVER_IDLE);
-		ev_io_stop(s->worker->loop, &s->io);
-	}
 	bool close_after = err < 0 && !s->ok_after_error;
 	if (close_after)
 		log_warn(s->id, s->ctx, "server connection failed: %s", reason);
@@ -211,6 +213,7 @@ struct server *server_connect(struct pool *pool, struct worker *w, server_done_f
 			goto err_free;
 	}
 	id_make(s->id, 's');
+	s->idle_worker = -1;
 	s->pool = pool;
 	link_worker(s, w);
 	s->done = done;
@@ -599,6 +602,11 @@ static void server_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		on_connected(s);
 		return;
 	}
+	if (s->state == SERVER_IDLE && (revents & EV_READ)) {
+		/* Between operations nothing is owed: bytes now mean trouble. */
+		server_close(s, "sent data while idle");
+		return;
+	}
 	if (revents & EV_WRITE) {
 		if (flush_wbuf(s) < 0) {
 			fail(s, "write to server failed");
@@ -637,6 +645,8 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
 	s->ok_after_error = false;
 	s->pending_rfq = nqueries;
 	set_state(s, SERVER_QUERY);
+	ev_set_cb(&s->io, server_io_cb);
+	s->io.data = s;
 	for (int i = 0; i < nqueries; i++) {
 		if (proto_put_query(&s->wbuf, sqls[i]) < 0) {
 			fail(s, "query of tusk's own too large");
@@ -662,7 +672,6 @@ void server_drain(struct server *s, int nrfq, double timeout, server_done_fn don
 	s->ok_after_error = false;
 	s->pending_rfq = nrfq;
 	set_state(s, SERVER_DRAINING);
-	ev_io_stop(s->worker->loop, &s->io);
 	ev_set_cb(&s->io, server_io_cb);
 	s->io.data = s;
 	ev_timer_stop(s->worker->loop, &s->timer);
@@ -693,8 +702,37 @@ static void on_orphan_done(struct server *s, void *arg, int err, const char *rea
 		return;
 	}
 	s->idle_since = ev_now(s->worker->loop);
-	server_detach(s);
 	pool_put_idle(s->pool, s);
+}
+
+static void server_parked_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct server *s = io->data;
+	(void)loop;
+	(void)revents;
+	/* Nothing is owed by an idle server: EOF, a FATAL before close, or noise all mean it
+	 * must not be handed out. */
+	server_close(s, "closed by the server while idle");
+}
+
+void server_park(struct server *s)
+{
+	ev_timer_stop(s->worker->loop, &s->timer);
+	s->state = SERVER_IDLE;
+	s->owner = NULL;
+	ev_set_cb(&s->io, server_parked_cb);
+	s->io.data = s;
+	if (!ev_is_active(&s->io) || (s->io.events & (EV_READ | EV_WRITE)) != EV_READ) {
+		ev_io_stop(s->worker->loop, &s->io);
+		ev_io_set(&s->io, s->fd, EV_READ);
+		ev_io_start(s->worker->loop, &s->io);
+	}
+}
+
+void server_unpark(struct server *s)
+{
+	ev_set_cb(&s->io, server_io_cb);
+	s->io.data = s;
 }
 
 void server_orphan(struct server *s)

@@ -18,6 +18,7 @@ struct worker;
 struct scram_client;
 
 #define SERVER_PARAMS_MAX 32
+#define SERVER_PEEK_AFTER 0.1 /* seconds parked after which a server moved between threads is peeked at */
 #define SERVER_PARAM_NAME_MAX 64
 #define SERVER_PARAM_VALUE_MAX 256
 
@@ -105,7 +106,8 @@ struct server {
 	bool skipping;                        /* after an error, the server ignores all but Sync */
 	int pending_rfq;                      /* ReadyForQuery messages still owed */
 	/* private */
-	struct server *next_idle;
+	struct server *next_idle, *prev_idle; /* pool idle list (pool.c), under the pool lock */
+	int idle_worker;                      /* whose idle list it is on; -1 when not parked */
 	struct server *wprev, *wnext;         /* worker->servers while attached */
 	server_done_fn done;
 	void *done_arg;
@@ -132,6 +134,13 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
 /* Discard everything the server sends until nrfq ReadyForQuery messages have come (a
  * client left mid-request), then done runs as for server_run_queries. */
 void server_drain(struct server *s, int nrfq, double timeout, server_done_fn done, void *arg);
+
+/* Parked on its worker's loop: watched for reads (a parked server that closes or talks is
+ * closed), no timer. pool.c calls it when putting the server on an idle list. */
+void server_park(struct server *s);
+/* Back in use on its own loop: tusk's own callbacks, watchers left running (no epoll
+ * change). relay.c then takes the io callback for the relay. */
+void server_unpark(struct server *s);
 
 /* Its client gave up while it was connecting or running a query of tusk's own: when that
  * ends it is parked (or closed on failure) instead of reported to anyone. */

@@ -26,6 +26,7 @@ struct worker_priv {
 	ev_io *listen_io;
 	pthread_mutex_t inbox_lock; /* protects inbox_head/tail and stop_requested */
 	struct worker_msg *inbox_head, *inbox_tail;
+	struct worker_msg *local_head, *local_tail; /* posted by this thread itself: no lock */
 	bool stop_requested;
 };
 
@@ -57,6 +58,21 @@ static void drain_inbox(struct worker *w)
 	struct worker_msg *m;
 	bool stop;
 
+	/* Own messages first: they were posted before anything now in the inbox was seen. */
+	while ((m = p->local_head)) {
+		p->local_head = m->next;
+		if (!p->local_head)
+			p->local_tail = NULL;
+		m->next = NULL;
+		if (m->kind == WORKER_MSG_CANCEL)
+			client_on_cancel_message(w, m);
+		else if (m->kind == WORKER_MSG_STEAL)
+			pool_on_steal(w, m->pool);
+		else
+			client_on_pool_message(w, m);
+		free(m);
+	}
+
 	pthread_mutex_lock(&p->inbox_lock);
 	m = p->inbox_head;
 	p->inbox_head = p->inbox_tail = NULL;
@@ -67,6 +83,8 @@ static void drain_inbox(struct worker *w)
 		struct worker_msg *next = m->next;
 		if (m->kind == WORKER_MSG_CANCEL)
 			client_on_cancel_message(w, m);
+		else if (m->kind == WORKER_MSG_STEAL)
+			pool_on_steal(w, m->pool);
 		else
 			client_on_pool_message(w, m);
 		free(m);
@@ -173,6 +191,19 @@ void worker_post(struct worker *w, struct worker_msg *msg)
 	p->inbox_tail = msg;
 	pthread_mutex_unlock(&p->inbox_lock);
 	ev_async_send(w->loop, &p->wake);
+}
+
+void worker_post_local(struct worker *w, struct worker_msg *msg)
+{
+	struct worker_priv *p = priv(w);
+	msg->next = NULL;
+	if (p->local_tail)
+		p->local_tail->next = msg;
+	else
+		p->local_head = msg;
+	p->local_tail = msg;
+	/* Run wake_cb on this loop's next turn, without the eventfd write of ev_async_send. */
+	ev_feed_event(w->loop, &p->wake, EV_ASYNC);
 }
 
 void worker_stop(struct worker *w)

@@ -12,6 +12,7 @@ struct runtime;
 struct server;
 struct cancel_conn;
 struct pool_waiter;
+struct pool;
 struct client;
 struct server;
 
@@ -19,6 +20,7 @@ enum worker_msg_kind {
 	WORKER_MSG_SERVER, /* a pooled server for a waiting client */
 	WORKER_MSG_GRANT,  /* a waiting client may open a new server connection */
 	WORKER_MSG_CANCEL, /* a CancelRequest for a client of this worker */
+	WORKER_MSG_STEAL,  /* another worker's client waits: hand over a server parked here */
 };
 
 struct worker_msg {
@@ -26,6 +28,7 @@ struct worker_msg {
 	struct pool_waiter *waiter;
 	struct server *server; /* WORKER_MSG_SERVER: detached from every loop */
 	uint32_t cancel_pid, cancel_key; /* WORKER_MSG_CANCEL: the key the client sent */
+	struct pool *pool;               /* WORKER_MSG_STEAL */
 	struct worker_msg *next;
 };
 
@@ -46,6 +49,8 @@ __attribute__((warn_unused_result))
 int worker_start(struct runtime *rt, int index, const int *listen_fds, int nlisten, struct worker **out);
 /* Thread-safe: queue msg (owned by the worker from now on) and wake the loop. */
 void worker_post(struct worker *w, struct worker_msg *msg);
+/* Only on w's own thread: the same, for a message to itself (no lock, no system call). */
+void worker_post_local(struct worker *w, struct worker_msg *msg);
 /* Thread-safe: ask the worker to close its listeners and connections and end its loop. */
 void worker_stop(struct worker *w);
 /* Wait for the thread to end. */

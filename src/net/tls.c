@@ -1,0 +1,469 @@
+/* TLS for both legs (client -> tusk, tusk -> server) over non-blocking sockets. OpenSSL does
+ * the record layer straight on the fd: tls_write hands the caller's whole buffer to
+ * SSL_write_ex (full 16 KB records, no copy of ours), tls_read decrypts into the caller's. */
+#include "net/tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+struct tls_ctx {
+	SSL_CTX *ssl_ctx;
+	bool server;
+	bool verify_peer;   /* peer certificates are checked against a CA */
+	int verify;         /* client side: 0, 1, 2 */
+	char *hostname;     /* client side default for verify 2; owned */
+};
+
+struct tls_conn {
+	SSL *ssl;
+	bool server;
+	bool verify_peer;
+	char err[TLS_ERR_MAX];
+};
+
+/* Drain the thread's OpenSSL error queue into buf as "prefix: reason[: reason...]". */
+static void collect_errors(char *buf, size_t cap, const char *prefix)
+{
+	size_t n;
+	unsigned long e;
+
+	if (cap == 0)
+		return;
+	n = (size_t)snprintf(buf, cap, "%s", prefix);
+	while ((e = ERR_get_error()) != 0) {
+		char one[160];
+
+		if (n + 3 >= cap)
+			continue; /* keep draining */
+		ERR_error_string_n(e, one, sizeof(one));
+		n += (size_t)snprintf(buf + n, cap - n, ": %s", one);
+	}
+	if (n >= cap)
+		n = cap - 1;
+	buf[n] = '\0';
+}
+
+static int ctx_common(SSL_CTX *s)
+{
+	/* Renegotiation mid-stream would need both directions of readiness at odd times and
+	 * buys nothing; compression is CRIME. */
+	SSL_CTX_set_options(s, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+			       SSL_OP_IGNORE_UNEXPECTED_EOF);
+	if (!SSL_CTX_set_min_proto_version(s, TLS1_2_VERSION))
+		return -1;
+	/* The caller's output buffer may be compacted between retries; partial writes let a
+	 * large buffer go out record by record as the socket accepts it. Buffers stay
+	 * allocated (no RELEASE_BUFFERS): freeing and re-allocating 16 KB per idle moment costs
+	 * more than it saves on a pooler's few thousand connections. */
+	SSL_CTX_set_mode(s, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_clear_mode(s, SSL_MODE_RELEASE_BUFFERS);
+	/* Read ahead: one recv() fetches several records instead of a header then a body. */
+	SSL_CTX_set_read_ahead(s, 1);
+	/* No session cache: it is a locked structure shared by every worker, and pooled
+	 * connections are long-lived, so resumption would save little. */
+	SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
+	return 0;
+}
+
+static int ctx_fail(SSL_CTX *s, char *err, size_t errcap, const char *what, int rc)
+{
+	collect_errors(err, errcap, what);
+	SSL_CTX_free(s);
+	return rc;
+}
+
+int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap, struct tls_ctx **out)
+{
+	static const unsigned char sid_ctx[] = "tusk";
+	struct tls_ctx *t;
+	SSL_CTX *s;
+	char what[320];
+	bool verify = o->mode == TLS_SERVER_VERIFY_CA || o->mode == TLS_SERVER_VERIFY_FULL;
+
+	*out = NULL;
+	ERR_clear_error();
+	if (!o->cert_file || !o->key_file) {
+		snprintf(err, errcap, "TLS server needs a certificate and a key file");
+		return -EINVAL;
+	}
+	if (verify && !o->ca_file) {
+		snprintf(err, errcap, "client certificate verification needs a CA file");
+		return -EINVAL;
+	}
+	s = SSL_CTX_new(TLS_server_method());
+	if (!s) {
+		collect_errors(err, errcap, "SSL_CTX_new");
+		return -ENOMEM;
+	}
+	if (ctx_common(s) < 0)
+		return ctx_fail(s, err, errcap, "TLS 1.2 minimum", -EPROTO);
+	SSL_CTX_set_options(s, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
+	SSL_CTX_set_num_tickets(s, 0);
+	if (o->ciphers && !SSL_CTX_set_cipher_list(s, o->ciphers)) {
+		snprintf(what, sizeof(what), "ciphers \"%s\"", o->ciphers);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	if (!SSL_CTX_use_certificate_chain_file(s, o->cert_file)) {
+		snprintf(what, sizeof(what), "certificate %s", o->cert_file);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	if (!SSL_CTX_use_PrivateKey_file(s, o->key_file, SSL_FILETYPE_PEM)) {
+		snprintf(what, sizeof(what), "key %s", o->key_file);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	if (!SSL_CTX_check_private_key(s)) {
+		snprintf(what, sizeof(what), "key %s does not match certificate %s", o->key_file, o->cert_file);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	/* Without a session id context OpenSSL refuses handshakes that verify a client cert. */
+	SSL_CTX_set_session_id_context(s, sid_ctx, sizeof(sid_ctx) - 1);
+	if (verify) {
+		STACK_OF(X509_NAME) *names;
+
+		if (!SSL_CTX_load_verify_locations(s, o->ca_file, NULL)) {
+			snprintf(what, sizeof(what), "CA file %s", o->ca_file);
+			return ctx_fail(s, err, errcap, what, -EINVAL);
+		}
+		names = SSL_load_client_CA_file(o->ca_file);
+		if (!names) {
+			snprintf(what, sizeof(what), "CA names from %s", o->ca_file);
+			return ctx_fail(s, err, errcap, what, -EINVAL);
+		}
+		SSL_CTX_set_client_CA_list(s, names);
+		SSL_CTX_set_verify(s, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	} else {
+		SSL_CTX_set_verify(s, SSL_VERIFY_NONE, NULL);
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return ctx_fail(s, err, errcap, "out of memory", -ENOMEM);
+	t->ssl_ctx = s;
+	t->server = true;
+	t->verify_peer = verify;
+	*out = t;
+	return 0;
+}
+
+int tls_ctx_client_new(const struct tls_client_opts *o, char *err, size_t errcap, struct tls_ctx **out)
+{
+	struct tls_ctx *t;
+	SSL_CTX *s;
+	char what[320];
+
+	*out = NULL;
+	ERR_clear_error();
+	if (o->verify < 0 || o->verify > 2) {
+		snprintf(err, errcap, "verify must be 0, 1 or 2");
+		return -EINVAL;
+	}
+	if (!o->cert_file != !o->key_file) {
+		snprintf(err, errcap, "a client certificate needs both a certificate and a key file");
+		return -EINVAL;
+	}
+	s = SSL_CTX_new(TLS_client_method());
+	if (!s) {
+		collect_errors(err, errcap, "SSL_CTX_new");
+		return -ENOMEM;
+	}
+	if (ctx_common(s) < 0)
+		return ctx_fail(s, err, errcap, "TLS 1.2 minimum", -EPROTO);
+	if (o->cert_file) {
+		if (!SSL_CTX_use_certificate_chain_file(s, o->cert_file)) {
+			snprintf(what, sizeof(what), "certificate %s", o->cert_file);
+			return ctx_fail(s, err, errcap, what, -EINVAL);
+		}
+		if (!SSL_CTX_use_PrivateKey_file(s, o->key_file, SSL_FILETYPE_PEM)) {
+			snprintf(what, sizeof(what), "key %s", o->key_file);
+			return ctx_fail(s, err, errcap, what, -EINVAL);
+		}
+		if (!SSL_CTX_check_private_key(s)) {
+			snprintf(what, sizeof(what), "key %s does not match certificate %s", o->key_file, o->cert_file);
+			return ctx_fail(s, err, errcap, what, -EINVAL);
+		}
+	}
+	if (o->verify > 0) {
+		int ok = o->ca_file ? SSL_CTX_load_verify_locations(s, o->ca_file, NULL)
+				    : SSL_CTX_set_default_verify_paths(s);
+		if (!ok) {
+			snprintf(what, sizeof(what), "CA file %s", o->ca_file ? o->ca_file : "(system default)");
+			return ctx_fail(s, err, errcap, what, -EINVAL);
+		}
+		SSL_CTX_set_verify(s, SSL_VERIFY_PEER, NULL);
+	} else {
+		SSL_CTX_set_verify(s, SSL_VERIFY_NONE, NULL);
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return ctx_fail(s, err, errcap, "out of memory", -ENOMEM);
+	if (o->hostname && !(t->hostname = strdup(o->hostname))) {
+		free(t);
+		return ctx_fail(s, err, errcap, "out of memory", -ENOMEM);
+	}
+	t->ssl_ctx = s;
+	t->verify_peer = o->verify > 0;
+	t->verify = o->verify;
+	*out = t;
+	return 0;
+}
+
+void tls_ctx_free(struct tls_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	SSL_CTX_free(ctx->ssl_ctx);
+	free(ctx->hostname);
+	free(ctx);
+}
+
+static bool is_ip_literal(const char *h)
+{
+	unsigned char a[16];
+
+	return inet_pton(AF_INET, h, a) == 1 || inet_pton(AF_INET6, h, a) == 1;
+}
+
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const char *sni_host)
+{
+	struct tls_conn *c;
+	const char *check;
+
+	if (server != ctx->server)
+		return NULL;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	ERR_clear_error();
+	c->ssl = SSL_new(ctx->ssl_ctx);
+	if (!c->ssl)
+		goto err_free_conn;
+	c->server = server;
+	c->verify_peer = ctx->verify_peer;
+	if (!SSL_set_fd(c->ssl, fd)) /* BIO_NOCLOSE: the fd stays the caller's */
+		goto err_free_ssl;
+	if (server) {
+		SSL_set_accept_state(c->ssl);
+		return c;
+	}
+	SSL_set_connect_state(c->ssl);
+	/* RFC 6066: SNI carries DNS names only. */
+	if (sni_host && *sni_host && !is_ip_literal(sni_host) &&
+	    !SSL_set_tlsext_host_name(c->ssl, sni_host))
+		goto err_free_ssl;
+	check = sni_host && *sni_host ? sni_host : ctx->hostname;
+	if (ctx->verify == 2) {
+		X509_VERIFY_PARAM *p = SSL_get0_param(c->ssl);
+
+		if (!check || !*check)
+			goto err_free_ssl;
+		X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		/* An IP literal must match an IP SAN, which set1_host would never look at. */
+		if (is_ip_literal(check) ? !X509_VERIFY_PARAM_set1_ip_asc(p, check)
+					 : !X509_VERIFY_PARAM_set1_host(p, check, 0))
+			goto err_free_ssl;
+	}
+	return c;
+
+err_free_ssl:
+	SSL_free(c->ssl);
+err_free_conn:
+	free(c);
+	ERR_clear_error();
+	return NULL;
+}
+
+void tls_conn_free(struct tls_conn *c)
+{
+	if (!c)
+		return;
+	SSL_free(c->ssl);
+	free(c);
+}
+
+/* Map a failed SSL_* call to our convention. rc is what the call returned (for the EOF case). */
+static int fail(struct tls_conn *c, int rc, int *want, const char *op)
+{
+	int e = SSL_get_error(c->ssl, rc);
+	int saved = errno;
+
+	switch (e) {
+	case SSL_ERROR_WANT_READ:
+		*want = TLS_WANT_READ;
+		return -EAGAIN;
+	case SSL_ERROR_WANT_WRITE:
+		*want = TLS_WANT_WRITE;
+		return -EAGAIN;
+	case SSL_ERROR_ZERO_RETURN:
+		snprintf(c->err, sizeof(c->err), "%s: connection closed", op);
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		if (ERR_peek_error() != 0) {
+			collect_errors(c->err, sizeof(c->err), op);
+			return -EPROTO;
+		}
+		if (saved == 0)
+			saved = ECONNRESET; /* EOF where OpenSSL still wanted bytes */
+		snprintf(c->err, sizeof(c->err), "%s: %s", op, strerror(saved));
+		return -saved;
+	default: {
+		long vr = SSL_get_verify_result(c->ssl);
+		size_t n;
+
+		collect_errors(c->err, sizeof(c->err), op);
+		if (vr != X509_V_OK) {
+			n = strlen(c->err);
+			snprintf(c->err + n, sizeof(c->err) - n, " (%s)", X509_verify_cert_error_string(vr));
+		}
+		return -EPROTO;
+	}
+	}
+}
+
+int tls_handshake(struct tls_conn *c, int *want)
+{
+	int rc;
+
+	/* OpenSSL reads the thread's error queue to classify a failure: start it empty, as
+	 * other code on this thread (SCRAM's HMACs) may have left entries there. */
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_do_handshake(c->ssl);
+	if (rc == 1)
+		return 0;
+	rc = fail(c, rc, want, "TLS handshake");
+	return rc == 0 ? -ECONNRESET : rc;
+}
+
+ssize_t tls_read(struct tls_conn *c, void *buf, size_t len, int *want)
+{
+	size_t n = 0;
+	int rc;
+
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_read_ex(c->ssl, buf, len, &n);
+	if (rc == 1)
+		return (ssize_t)n;
+	return fail(c, rc, want, "TLS read");
+}
+
+ssize_t tls_write(struct tls_conn *c, const void *buf, size_t len, int *want)
+{
+	size_t n = 0;
+	int rc;
+
+	if (len == 0)
+		return 0;
+	if (len > INT_MAX)
+		len = INT_MAX;
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_write_ex(c->ssl, buf, len, &n);
+	if (rc == 1)
+		return (ssize_t)n;
+	rc = fail(c, rc, want, "TLS write");
+	return rc == 0 ? -EPIPE : rc;
+}
+
+int tls_shutdown(struct tls_conn *c, int *want)
+{
+	int rc;
+
+	ERR_clear_error();
+	errno = 0;
+	rc = SSL_shutdown(c->ssl);
+	if (rc >= 0)
+		return 0; /* 0: ours is sent, theirs not awaited; 1: both done */
+	rc = fail(c, rc, want, "TLS shutdown");
+	return rc == 0 ? 0 : rc;
+}
+
+bool tls_pending(const struct tls_conn *c)
+{
+	/* SSL_has_pending, unlike SSL_pending, also counts read-ahead bytes not yet decrypted. */
+	return SSL_has_pending(c->ssl) == 1;
+}
+
+const char *tls_conn_error(const struct tls_conn *c)
+{
+	return c->err;
+}
+
+int tls_server_end_point(const struct tls_conn *c, uint8_t out[64])
+{
+	X509 *cert = c->server ? SSL_get_certificate(c->ssl) : SSL_get0_peer_certificate(c->ssl);
+	const EVP_MD *md;
+	unsigned int n = 0;
+	int algo = NID_undef;
+
+	if (!cert)
+		return -ENOENT;
+	if (!OBJ_find_sigid_algs(X509_get_signature_nid(cert), &algo, NULL))
+		algo = NID_undef;
+	switch (algo) {
+	case NID_undef:
+	case NID_md5:
+	case NID_sha1:
+		md = EVP_sha256();
+		break;
+	default:
+		md = EVP_get_digestbynid(algo);
+		if (!md || EVP_MD_get_size(md) > 64)
+			return -ENOTSUP;
+	}
+	if (!X509_digest(cert, md, out, &n)) {
+		ERR_clear_error();
+		return -EPROTO;
+	}
+	return (int)n;
+}
+
+bool tls_peer_cn(const struct tls_conn *c, char *out, size_t cap)
+{
+	const X509 *cert = SSL_get0_peer_certificate(c->ssl);
+	const X509_NAME *name;
+	const ASN1_STRING *v;
+	unsigned char *utf8 = NULL;
+	int idx, len;
+	bool ok = false;
+
+	if (!cert || !c->verify_peer || SSL_get_verify_result(c->ssl) != X509_V_OK)
+		return false;
+	name = X509_get_subject_name(cert);
+	idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	if (idx < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, idx) >= 0)
+		return false;
+	v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
+	len = ASN1_STRING_to_UTF8(&utf8, v);
+	if (len < 0) {
+		ERR_clear_error();
+		return false;
+	}
+	/* A NUL inside the name would let "alice\0.evil" pass as "alice". */
+	if ((size_t)len < cap && memchr(utf8, '\0', (size_t)len) == NULL) {
+		memcpy(out, utf8, (size_t)len);
+		out[len] = '\0';
+		ok = true;
+	}
+	OPENSSL_free(utf8);
+	return ok;
+}
+
+const char *tls_version(const struct tls_conn *c)
+{
+	return SSL_is_init_finished(c->ssl) ? SSL_get_version(c->ssl) : "(none)";
+}
+
+const char *tls_cipher(const struct tls_conn *c)
+{
+	return SSL_is_init_finished(c->ssl) ? SSL_get_cipher_name(c->ssl) : "(none)";
+}

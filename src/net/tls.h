@@ -1,0 +1,102 @@
+/* TLS over an already connected, non-blocking socket, for readiness-driven loops: contexts
+ * (one SSL_CTX per configuration, shared by all workers) and per-connection state. Owns no
+ * fd and no event watcher: callers poll for what *want says and call again. */
+#ifndef TUSK_NET_TLS_H
+#define TUSK_NET_TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* What a client of tusk must present. ALLOW and REQUIRE differ only in whether the caller
+ * accepts plaintext; neither asks for a client certificate. VERIFY_CA and VERIFY_FULL both
+ * demand a client certificate signed by ca_file (matching the CN to the user is the
+ * caller's business, through tls_peer_cn()). */
+enum tls_mode_server { TLS_SERVER_DISABLE, TLS_SERVER_ALLOW, TLS_SERVER_REQUIRE, TLS_SERVER_VERIFY_CA, TLS_SERVER_VERIFY_FULL };
+
+struct tls_server_opts {
+	const char *cert_file; /* PEM, may hold the chain after the leaf */
+	const char *key_file;
+	const char *ca_file;   /* required for VERIFY_CA / VERIFY_FULL */
+	const char *ciphers;   /* TLS 1.2 cipher list; NULL = OpenSSL's default */
+	enum tls_mode_server mode;
+};
+
+struct tls_client_opts {
+	const char *ca_file;   /* NULL with verify > 0: the system's default paths */
+	const char *cert_file; /* client certificate, optional (both or neither) */
+	const char *key_file;
+	int verify;            /* 0 none, 1 CA, 2 CA + hostname */
+	const char *hostname;  /* default name to check when tls_conn_new() gets none */
+};
+
+#define TLS_WANT_READ 1
+#define TLS_WANT_WRITE 2
+#define TLS_ERR_MAX 256
+
+/* Immutable once built; OpenSSL 3 lets threads share an SSL_CTX for making connections. */
+struct tls_ctx;
+
+/* 0, or -EINVAL/-EPROTO/-ENOMEM with a message in err (always NUL-terminated). */
+__attribute__((warn_unused_result))
+int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap, struct tls_ctx **out);
+__attribute__((warn_unused_result))
+int tls_ctx_client_new(const struct tls_client_opts *o, char *err, size_t errcap, struct tls_ctx **out);
+/* Connections made from ctx keep it alive (reference counted inside OpenSSL). */
+void tls_ctx_free(struct tls_ctx *ctx);
+
+struct tls_conn;
+
+/* A TLS session over fd, which stays the caller's (not closed by tls_conn_free). On the client
+ * side sni_host is sent as SNI (not when it is an IP literal) and, with verify 2, is the name
+ * the server certificate must carry (falls back to the ctx's hostname). NULL on allocation
+ * failure or when verify 2 has no name to check. */
+__attribute__((warn_unused_result))
+struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const char *sni_host);
+void tls_conn_free(struct tls_conn *c);
+
+/* 0 done; -EAGAIN (then *want is TLS_WANT_READ or TLS_WANT_WRITE); other negative: failed
+ * (tls_conn_error() says why). Application data may arrive with the last flight: check
+ * tls_pending() before waiting for readability. */
+__attribute__((warn_unused_result))
+int tls_handshake(struct tls_conn *c, int *want);
+
+/* > 0 bytes; 0 clean close (close_notify or EOF); -EAGAIN with *want; other negative: error.
+ * A read may want the socket writable and a write may want it readable (TLS 1.3 key updates):
+ * wait for what *want says, not for the direction of the call. */
+__attribute__((warn_unused_result))
+ssize_t tls_read(struct tls_conn *c, void *buf, size_t len, int *want);
+/* Returns after at least one record went out (partial writes): > 0 bytes taken from buf.
+ * After -EAGAIN call again with the same bytes; buf may have moved (compacted, reallocated)
+ * but len must not shrink. */
+__attribute__((warn_unused_result))
+ssize_t tls_write(struct tls_conn *c, const void *buf, size_t len, int *want);
+
+/* Send close_notify (one-way: the peer's is not awaited). 0, -EAGAIN with *want, or error. */
+__attribute__((warn_unused_result))
+int tls_shutdown(struct tls_conn *c, int *want);
+
+/* Bytes are buffered inside (decrypted, or read ahead from the socket): read again before
+ * waiting, or the loop may sleep on data it already has. */
+bool tls_pending(const struct tls_conn *c);
+/* The last failure's reason; "" when none. Valid until the next call on c. */
+const char *tls_conn_error(const struct tls_conn *c);
+
+/* tls-server-end-point channel binding (RFC 5929) for SCRAM-SHA-256-PLUS: the hash of the
+ * SERVER's certificate on either side (ours on a server conn, the peer's on a client conn),
+ * with the certificate's signature hash, SHA-256 when that is MD5, SHA-1 or unknown. Length
+ * (32 for SHA-256) or negative when there is no certificate yet. */
+__attribute__((warn_unused_result))
+int tls_server_end_point(const struct tls_conn *c, uint8_t out[64]);
+
+/* The peer certificate's CN (UTF-8, NUL-terminated) when the peer presented a certificate
+ * that was verified; false when there is none, it was not verified, the name is absent,
+ * ambiguous (several CNs), holds a NUL, or does not fit in cap. */
+bool tls_peer_cn(const struct tls_conn *c, char *out, size_t cap);
+
+/* "TLSv1.3", cipher name; "(none)" before the handshake. */
+const char *tls_version(const struct tls_conn *c);
+const char *tls_cipher(const struct tls_conn *c);
+
+#endif

@@ -1,0 +1,623 @@
+/* Unit tests for net/tls: a CA, a server and a client certificate made at test time with the
+ * OpenSSL API, then both ends of a non-blocking socketpair driven alternately with poll(). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "net/tls.h"
+
+static char dir[64];
+static char ca_pem[128], srv_pem[128], srv_key[128], cli_pem[128], cli_key[128], other_ca_pem[128];
+
+/* ---- certificates ---- */
+
+static void add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+	X509V3_CTX v3;
+	X509_EXTENSION *ext;
+
+	X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
+	ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+	assert_non_null(ext);
+	assert_int_equal(X509_add_ext(cert, ext, -1), 1);
+	X509_EXTENSION_free(ext);
+}
+
+/* A P-256 key and a certificate for cn signed by (issuer, ikey), self-signed when issuer is NULL. */
+static void make_cert(const char *cn, X509 *issuer, EVP_PKEY *ikey, bool ca, const char *san,
+		      X509 **cert_out, EVP_PKEY **key_out)
+{
+	static long serial = 1;
+	EVP_PKEY *key = EVP_EC_gen("P-256");
+	X509 *cert = X509_new();
+	X509_NAME *name;
+
+	assert_non_null(key);
+	assert_non_null(cert);
+	X509_set_version(cert, 2);
+	ASN1_INTEGER_set(X509_get_serialNumber(cert), serial++);
+	X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+	X509_gmtime_adj(X509_getm_notAfter(cert), 86400);
+	X509_set_pubkey(cert, key);
+	name = X509_get_subject_name(cert);
+	X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
+	X509_set_issuer_name(cert, issuer ? X509_get_subject_name(issuer) : name);
+	if (ca) {
+		add_ext(cert, issuer ? issuer : cert, NID_basic_constraints, "critical,CA:TRUE");
+		add_ext(cert, issuer ? issuer : cert, NID_key_usage, "critical,keyCertSign,cRLSign");
+	} else {
+		add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+	}
+	if (san)
+		add_ext(cert, issuer ? issuer : cert, NID_subject_alt_name, san);
+	assert_true(X509_sign(cert, ikey ? ikey : key, EVP_sha256()) > 0);
+	*cert_out = cert;
+	*key_out = key;
+}
+
+static void write_cert(const char *path, X509 *cert)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(PEM_write_X509(f, cert), 1);
+	fclose(f);
+}
+
+static void write_key(const char *path, EVP_PKEY *key)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL), 1);
+	fclose(f);
+}
+
+static int setup_certs(void **state)
+{
+	X509 *ca, *srv, *cli, *other;
+	EVP_PKEY *cak, *srvk, *clik, *otherk;
+
+	(void)state;
+	signal(SIGPIPE, SIG_IGN);
+	snprintf(dir, sizeof(dir), "/tmp/tusk-tls-XXXXXX");
+	if (!mkdtemp(dir))
+		return -1;
+	snprintf(ca_pem, sizeof(ca_pem), "%s/ca.pem", dir);
+	snprintf(other_ca_pem, sizeof(other_ca_pem), "%s/other-ca.pem", dir);
+	snprintf(srv_pem, sizeof(srv_pem), "%s/server.pem", dir);
+	snprintf(srv_key, sizeof(srv_key), "%s/server.key", dir);
+	snprintf(cli_pem, sizeof(cli_pem), "%s/client.pem", dir);
+	snprintf(cli_key, sizeof(cli_key), "%s/client.key", dir);
+
+	make_cert("tusk test CA", NULL, NULL, true, NULL, &ca, &cak);
+	make_cert("localhost", ca, cak, false, "DNS:localhost,IP:127.0.0.1", &srv, &srvk);
+	make_cert("alice", ca, cak, false, NULL, &cli, &clik);
+	make_cert("someone else's CA", NULL, NULL, true, NULL, &other, &otherk);
+	write_cert(ca_pem, ca);
+	write_cert(other_ca_pem, other);
+	write_cert(srv_pem, srv);
+	write_key(srv_key, srvk);
+	write_cert(cli_pem, cli);
+	write_key(cli_key, clik);
+	X509_free(ca), X509_free(srv), X509_free(cli), X509_free(other);
+	EVP_PKEY_free(cak), EVP_PKEY_free(srvk), EVP_PKEY_free(clik), EVP_PKEY_free(otherk);
+	return 0;
+}
+
+static int teardown_certs(void **state)
+{
+	const char *files[] = { ca_pem, other_ca_pem, srv_pem, srv_key, cli_pem, cli_key };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		unlink(files[i]);
+	rmdir(dir);
+	return 0;
+}
+
+/* ---- connections over a socketpair ---- */
+
+struct pair {
+	int fd[2]; /* [0] client end, [1] server end */
+	struct tls_ctx *cctx, *sctx;
+	struct tls_conn *cli, *srv;
+};
+
+static void nonblock(int fd)
+{
+	assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+}
+
+static struct tls_ctx *server_ctx(enum tls_mode_server mode)
+{
+	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .ca_file = ca_pem, .mode = mode };
+	struct tls_ctx *ctx;
+	char err[256];
+
+	if (tls_ctx_server_new(&o, err, sizeof(err), &ctx) != 0)
+		fail_msg("server ctx: %s", err);
+	return ctx;
+}
+
+static struct tls_ctx *client_ctx(int verify, const char *ca, bool with_cert)
+{
+	struct tls_client_opts o = { .ca_file = ca, .verify = verify };
+	struct tls_ctx *ctx;
+	char err[256];
+
+	if (with_cert) {
+		o.cert_file = cli_pem;
+		o.key_file = cli_key;
+	}
+	if (tls_ctx_client_new(&o, err, sizeof(err), &ctx) != 0)
+		fail_msg("client ctx: %s", err);
+	return ctx;
+}
+
+static void pair_open(struct pair *p, struct tls_ctx *cctx, struct tls_ctx *sctx, const char *host)
+{
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, p->fd), 0);
+	nonblock(p->fd[0]);
+	nonblock(p->fd[1]);
+	p->cctx = cctx;
+	p->sctx = sctx;
+	p->cli = tls_conn_new(cctx, p->fd[0], false, host);
+	p->srv = tls_conn_new(sctx, p->fd[1], true, NULL);
+	assert_non_null(p->cli);
+	assert_non_null(p->srv);
+}
+
+static void pair_close(struct pair *p)
+{
+	tls_conn_free(p->cli);
+	tls_conn_free(p->srv);
+	tls_ctx_free(p->cctx);
+	tls_ctx_free(p->sctx);
+	close(p->fd[0]);
+	close(p->fd[1]);
+}
+
+static short want_events(int want)
+{
+	return want == TLS_WANT_WRITE ? POLLOUT : POLLIN;
+}
+
+/* Step both handshakes until each has finished or failed; both results out. A side that
+ * failed stops; the other then sees EOF or an alert, so this always ends. */
+static void handshake(struct pair *p, int *crc, int *src)
+{
+	int cw = 0, sw = 0;
+
+	*crc = *src = -EAGAIN;
+	for (int rounds = 0; rounds < 1000 && (*crc == -EAGAIN || *src == -EAGAIN); rounds++) {
+		struct pollfd pf[2];
+		nfds_t n = 0;
+
+		if (*crc == -EAGAIN)
+			*crc = tls_handshake(p->cli, &cw);
+		if (*src == -EAGAIN)
+			*src = tls_handshake(p->srv, &sw);
+		if (*crc == -EAGAIN)
+			pf[n++] = (struct pollfd){ .fd = p->fd[0], .events = want_events(cw) };
+		if (*src == -EAGAIN)
+			pf[n++] = (struct pollfd){ .fd = p->fd[1], .events = want_events(sw) };
+		if (*crc != -EAGAIN && *src == -EAGAIN && *crc < 0)
+			shutdown(p->fd[0], SHUT_RDWR); /* a failed client hangs up, as a caller would */
+		if (*src != -EAGAIN && *crc == -EAGAIN && *src < 0)
+			shutdown(p->fd[1], SHUT_RDWR);
+		if (n > 0)
+			assert_true(poll(pf, n, 5000) > 0);
+	}
+	assert_int_not_equal(*crc, -EAGAIN);
+	assert_int_not_equal(*src, -EAGAIN);
+}
+
+static void handshake_ok(struct pair *p)
+{
+	int crc, src;
+
+	handshake(p, &crc, &src);
+	if (crc != 0 || src != 0)
+		fail_msg("handshake: client %d (%s), server %d (%s)", crc, tls_conn_error(p->cli), src,
+			 tls_conn_error(p->srv));
+}
+
+static uint8_t pattern(size_t i)
+{
+	return (uint8_t)(i * 2654435761u >> 13);
+}
+
+/* Send n bytes from one end to the other with partial writes and retries. After every
+ * -EAGAIN the rest is rewritten from a different copy of the data, which is what a caller
+ * compacting its buffer does (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER). */
+static void transfer(struct tls_conn *from, int from_fd, struct tls_conn *to, int to_fd, size_t n)
+{
+	uint8_t *src[2] = { malloc(n), malloc(n) };
+	uint8_t *dst = malloc(n);
+	size_t sent = 0, got = 0;
+	int which = 0, ww = 0, rw = TLS_WANT_READ;
+	bool write_blocked = false, read_blocked = false;
+
+	assert_non_null(src[0]);
+	assert_non_null(src[1]);
+	assert_non_null(dst);
+	for (size_t i = 0; i < n; i++)
+		src[0][i] = src[1][i] = pattern(i);
+	while (got < n) {
+		write_blocked = read_blocked = false;
+		while (sent < n) {
+			ssize_t r = tls_write(from, src[which] + sent, n - sent, &ww);
+
+			if (r == -EAGAIN) {
+				which ^= 1;
+				write_blocked = true;
+				break;
+			}
+			assert_true(r > 0);
+			assert_true((size_t)r <= n - sent);
+			sent += (size_t)r;
+		}
+		for (;;) {
+			ssize_t r = tls_read(to, dst + got, n - got, &rw);
+
+			if (r == -EAGAIN) {
+				read_blocked = true;
+				break;
+			}
+			if (r <= 0)
+				fail_msg("read %zd: %s", r, tls_conn_error(to));
+			got += (size_t)r;
+			if (got == n)
+				break;
+		}
+		if (got < n && write_blocked && read_blocked && !tls_pending(to)) {
+			struct pollfd pf[2] = {
+				{ .fd = from_fd, .events = want_events(ww) },
+				{ .fd = to_fd, .events = want_events(rw) },
+			};
+			assert_true(poll(pf, 2, 5000) > 0);
+		}
+	}
+	assert_int_equal(sent, n);
+	for (size_t i = 0; i < n; i++)
+		if (dst[i] != pattern(i))
+			fail_msg("byte %zu differs", i);
+	free(src[0]);
+	free(src[1]);
+	free(dst);
+}
+
+/* ---- tests ---- */
+
+static void test_round_trip(void **state)
+{
+	struct pair p;
+
+	(void)state;
+	pair_open(&p, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
+	assert_string_equal(tls_version(p.cli), "(none)");
+	handshake_ok(&p);
+	assert_string_equal(tls_version(p.cli), "TLSv1.3");
+	assert_string_equal(tls_version(p.srv), "TLSv1.3");
+	assert_string_equal(tls_cipher(p.cli), tls_cipher(p.srv));
+
+	transfer(p.cli, p.fd[0], p.srv, p.fd[1], 13);
+	transfer(p.srv, p.fd[1], p.cli, p.fd[0], 13);
+	transfer(p.cli, p.fd[0], p.srv, p.fd[1], 1 << 20);
+	transfer(p.srv, p.fd[1], p.cli, p.fd[0], 1 << 20);
+	assert_false(tls_pending(p.cli));
+	assert_false(tls_pending(p.srv));
+	pair_close(&p);
+}
+
+/* TLS 1.2 still works (a raw OpenSSL client capped at 1.2), with the configured cipher list. */
+static void test_tls12(void **state)
+{
+	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .mode = TLS_SERVER_REQUIRE,
+				     .ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256" };
+	struct tls_ctx *sctx;
+	struct tls_conn *srv;
+	SSL_CTX *rctx = SSL_CTX_new(TLS_client_method());
+	SSL *cli;
+	char err[256], buf[8];
+	uint8_t a[64];
+	int sv[2], sw = 0, src = -EAGAIN, crc = 0;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(tls_ctx_server_new(&o, err, sizeof(err), &sctx), 0);
+	assert_non_null(rctx);
+	assert_int_equal(SSL_CTX_set_max_proto_version(rctx, TLS1_2_VERSION), 1);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	nonblock(sv[0]);
+	nonblock(sv[1]);
+	cli = SSL_new(rctx);
+	SSL_set_fd(cli, sv[0]);
+	SSL_set_connect_state(cli);
+	srv = tls_conn_new(sctx, sv[1], true, NULL);
+	assert_non_null(srv);
+	for (int i = 0; i < 100 && (src == -EAGAIN || crc != 1); i++) {
+		struct pollfd pf[2] = { { .fd = sv[0], .events = POLLIN }, { .fd = sv[1], .events = POLLIN } };
+
+		if (crc != 1) {
+			crc = SSL_do_handshake(cli);
+			assert_true(crc == 1 || SSL_get_error(cli, crc) == SSL_ERROR_WANT_READ);
+		}
+		if (src == -EAGAIN)
+			src = tls_handshake(srv, &sw);
+		if (src == -EAGAIN || crc != 1)
+			assert_true(poll(pf, 2, 5000) > 0);
+	}
+	assert_int_equal(src, 0);
+	assert_int_equal(crc, 1);
+	assert_string_equal(tls_version(srv), "TLSv1.2");
+	assert_string_equal(tls_cipher(srv), "ECDHE-ECDSA-AES128-GCM-SHA256");
+	assert_int_equal(tls_server_end_point(srv, a), 32);
+	assert_int_equal(tls_write(srv, "hello", 5, &sw), 5);
+	assert_int_equal(SSL_read_ex(cli, buf, sizeof(buf), &n), 1);
+	assert_int_equal(n, 5);
+	assert_memory_equal(buf, "hello", 5);
+	SSL_free(cli);
+	SSL_CTX_free(rctx);
+	tls_conn_free(srv);
+	tls_ctx_free(sctx);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void test_bad_ciphers(void **state)
+{
+	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .ciphers = "NOPE-NOT-A-CIPHER" };
+	struct tls_ctx *ctx;
+	char err[256];
+
+	(void)state;
+	assert_int_equal(tls_ctx_server_new(&o, err, sizeof(err), &ctx), -EINVAL);
+	assert_null(ctx);
+	assert_non_null(strstr(err, "NOPE-NOT-A-CIPHER"));
+	o.ciphers = NULL;
+	o.key_file = cli_key; /* not the server certificate's key */
+	assert_int_equal(tls_ctx_server_new(&o, err, sizeof(err), &ctx), -EINVAL);
+	if (!strstr(err, "mismatch"))
+		fail_msg("%s", err);
+}
+
+static void test_end_point(void **state)
+{
+	struct pair p;
+	uint8_t a[64], b[64], want[32];
+	unsigned int n = 0;
+	X509 *cert;
+	FILE *f;
+
+	(void)state;
+	pair_open(&p, client_ctx(1, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), NULL);
+	assert_true(tls_server_end_point(p.cli, a) < 0); /* no peer certificate yet */
+	handshake_ok(&p);
+	assert_int_equal(tls_server_end_point(p.cli, a), 32);
+	assert_int_equal(tls_server_end_point(p.srv, b), 32);
+	assert_memory_equal(a, b, 32);
+
+	f = fopen(srv_pem, "r");
+	assert_non_null(f);
+	cert = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	assert_non_null(cert);
+	assert_int_equal(X509_digest(cert, EVP_sha256(), want, &n), 1);
+	assert_int_equal(n, 32);
+	assert_memory_equal(a, want, 32);
+	X509_free(cert);
+	pair_close(&p);
+}
+
+static void test_verify_full_hostname(void **state)
+{
+	struct pair p;
+	int crc, src;
+
+	(void)state;
+	pair_open(&p, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
+	handshake_ok(&p);
+	pair_close(&p);
+
+	pair_open(&p, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "127.0.0.1");
+	handshake_ok(&p);
+	pair_close(&p);
+
+	pair_open(&p, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "db.example.com");
+	handshake(&p, &crc, &src);
+	assert_int_equal(crc, -EPROTO);
+	assert_non_null(strstr(tls_conn_error(p.cli), "certificate verify failed"));
+	assert_non_null(strstr(tls_conn_error(p.cli), "mismatch"));
+	pair_close(&p);
+
+	pair_open(&p, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "127.0.0.2");
+	handshake(&p, &crc, &src);
+	assert_int_equal(crc, -EPROTO);
+	pair_close(&p);
+
+	/* verify 1 checks the CA only: a wrong name passes, a wrong CA does not. */
+	pair_open(&p, client_ctx(1, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "db.example.com");
+	handshake_ok(&p);
+	pair_close(&p);
+
+	pair_open(&p, client_ctx(1, other_ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
+	handshake(&p, &crc, &src);
+	assert_int_equal(crc, -EPROTO);
+	assert_non_null(strstr(tls_conn_error(p.cli), "certificate verify failed"));
+	pair_close(&p);
+
+	/* verify 0 takes anything. */
+	pair_open(&p, client_ctx(0, NULL, false), server_ctx(TLS_SERVER_REQUIRE), "db.example.com");
+	handshake_ok(&p);
+	pair_close(&p);
+}
+
+static void test_verify_full_needs_name(void **state)
+{
+	struct tls_ctx *ctx = client_ctx(2, ca_pem, false);
+	int sv[2];
+
+	(void)state;
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	assert_null(tls_conn_new(ctx, sv[0], false, NULL));
+	assert_null(tls_conn_new(ctx, sv[0], true, "localhost")); /* a client ctx is not a server */
+	tls_ctx_free(ctx);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void test_client_cert_cn(void **state)
+{
+	struct pair p;
+	char cn[64];
+
+	(void)state;
+	pair_open(&p, client_ctx(2, ca_pem, true), server_ctx(TLS_SERVER_VERIFY_FULL), "localhost");
+	handshake_ok(&p);
+	assert_true(tls_peer_cn(p.srv, cn, sizeof(cn)));
+	assert_string_equal(cn, "alice");
+	assert_false(tls_peer_cn(p.srv, cn, 5)); /* "alice" needs 6 */
+	assert_true(tls_peer_cn(p.cli, cn, sizeof(cn)));
+	assert_string_equal(cn, "localhost");
+	transfer(p.cli, p.fd[0], p.srv, p.fd[1], 4096);
+	pair_close(&p);
+
+	/* Not requested in require mode, so there is no CN even when the client has a cert. */
+	pair_open(&p, client_ctx(1, ca_pem, true), server_ctx(TLS_SERVER_REQUIRE), NULL);
+	handshake_ok(&p);
+	assert_false(tls_peer_cn(p.srv, cn, sizeof(cn)));
+	pair_close(&p);
+
+	/* Unverified server certificate: no CN either. */
+	pair_open(&p, client_ctx(0, NULL, false), server_ctx(TLS_SERVER_REQUIRE), NULL);
+	handshake_ok(&p);
+	assert_false(tls_peer_cn(p.cli, cn, sizeof(cn)));
+	pair_close(&p);
+}
+
+static void test_missing_client_cert(void **state)
+{
+	struct pair p;
+	int crc, src;
+
+	(void)state;
+	pair_open(&p, client_ctx(1, ca_pem, false), server_ctx(TLS_SERVER_VERIFY_CA), NULL);
+	handshake(&p, &crc, &src);
+	assert_true(src < 0);
+	assert_non_null(strstr(tls_conn_error(p.srv), "certificate"));
+	pair_close(&p);
+}
+
+/* A raw OpenSSL client capped at TLS 1.1, at security level 0 so it really sends a 1.1 hello. */
+static void test_tls11_refused(void **state)
+{
+	struct tls_ctx *sctx = server_ctx(TLS_SERVER_REQUIRE);
+	SSL_CTX *old = SSL_CTX_new(TLS_client_method());
+	SSL *cli;
+	struct tls_conn *srv;
+	int sv[2], sw = 0, src = -EAGAIN, crc = -1;
+
+	(void)state;
+	assert_non_null(old);
+	assert_int_equal(SSL_CTX_set_min_proto_version(old, TLS1_1_VERSION), 1);
+	assert_int_equal(SSL_CTX_set_max_proto_version(old, TLS1_1_VERSION), 1);
+	assert_int_equal(SSL_CTX_set_cipher_list(old, "DEFAULT:@SECLEVEL=0"), 1);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	nonblock(sv[0]);
+	nonblock(sv[1]);
+	cli = SSL_new(old);
+	SSL_set_fd(cli, sv[0]);
+	SSL_set_connect_state(cli);
+	srv = tls_conn_new(sctx, sv[1], true, NULL);
+	assert_non_null(srv);
+
+	for (int i = 0; i < 100 && src == -EAGAIN; i++) {
+		struct pollfd pf = { .fd = sv[1], .events = POLLIN };
+
+		crc = SSL_do_handshake(cli);
+		assert_true(crc != 1 && SSL_get_error(cli, crc) == SSL_ERROR_WANT_READ); /* hello sent */
+		src = tls_handshake(srv, &sw);
+		if (src == -EAGAIN)
+			assert_true(poll(&pf, 1, 5000) > 0);
+	}
+	assert_int_equal(src, -EPROTO);
+	if (!strstr(tls_conn_error(srv), "unsupported protocol"))
+		fail_msg("%s", tls_conn_error(srv));
+	ERR_clear_error();
+	SSL_free(cli);
+	SSL_CTX_free(old);
+	tls_conn_free(srv);
+	tls_ctx_free(sctx);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+static void test_clean_close(void **state)
+{
+	struct pair p;
+	char buf[64];
+	int want = 0;
+
+	(void)state;
+	/* close_notify */
+	pair_open(&p, client_ctx(1, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), NULL);
+	handshake_ok(&p);
+	assert_int_equal(tls_read(p.srv, buf, sizeof(buf), &want), -EAGAIN);
+	assert_int_equal(want, TLS_WANT_READ);
+	assert_int_equal(tls_write(p.cli, "bye", 3, &want), 3);
+	assert_int_equal(tls_shutdown(p.cli, &want), 0);
+	assert_int_equal(tls_read(p.srv, buf, sizeof(buf), &want), 3);
+	assert_memory_equal(buf, "bye", 3);
+	assert_int_equal(tls_read(p.srv, buf, sizeof(buf), &want), 0);
+	pair_close(&p);
+
+	/* plain EOF, no close_notify */
+	pair_open(&p, client_ctx(1, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), NULL);
+	handshake_ok(&p);
+	tls_conn_free(p.srv);
+	p.srv = NULL;
+	close(p.fd[1]);
+	p.fd[1] = -1;
+	assert_int_equal(tls_read(p.cli, buf, sizeof(buf), &want), 0);
+	assert_true(tls_write(p.cli, "x", 1, &want) < 0);
+	pair_close(&p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_tls12),
+		cmocka_unit_test(test_bad_ciphers),
+		cmocka_unit_test(test_end_point),
+		cmocka_unit_test(test_verify_full_hostname),
+		cmocka_unit_test(test_verify_full_needs_name),
+		cmocka_unit_test(test_client_cert_cn),
+		cmocka_unit_test(test_missing_client_cert),
+		cmocka_unit_test(test_tls11_refused),
+		cmocka_unit_test(test_clean_close),
+	};
+
+	return cmocka_run_group_tests(tests, setup_certs, teardown_certs);
+}

@@ -16,6 +16,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+/* With read ahead, one recv() fills this much: four full records per syscall. */
+#define TLS_READ_BUFFER (4 * (16384 + 256))
+
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
 	bool server;
@@ -69,6 +72,7 @@ static int ctx_common(SSL_CTX *s)
 	SSL_CTX_clear_mode(s, SSL_MODE_RELEASE_BUFFERS);
 	/* Read ahead: one recv() fetches several records instead of a header then a body. */
 	SSL_CTX_set_read_ahead(s, 1);
+	SSL_CTX_set_default_read_buffer_len(s, TLS_READ_BUFFER);
 	/* No session cache: it is a locked structure shared by every worker, and pooled
 	 * connections are long-lived, so resumption would save little. */
 	SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);

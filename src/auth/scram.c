@@ -2,6 +2,7 @@
  * logging in to a server. Owns no state beyond the caller's struct scram_client; every byte
  * the server sends is bounded and validated before it is used. */
 #include "auth/scram.h"
+#include "auth/scram_int.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -13,13 +14,9 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#define SCRAM_ITER_MAX 10000000
-
 /* The gs2 header "n,," (no channel binding, no authzid) and its base64 for the c= attribute. */
 #define SCRAM_GS2_HEADER "n,,"
 #define SCRAM_GS2_HEADER_B64 "biws"
-/* A key, proof or signature in base64: 32 bytes make 44 characters. */
-#define SCRAM_KEY_B64_LEN ((SCRAM_KEY_LEN + 2) / 3 * 4)
 
 /* A zeroed struct is SCRAM_UNINIT; every step checks it follows the one before. */
 enum scram_state {
@@ -34,7 +31,7 @@ enum scram_state {
 static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* Base64 of n bytes into out (NUL-terminated): its length, or -ENOSPC. */
-static int b64_encode(const uint8_t *in, size_t n, char *out, size_t cap)
+int scram_b64_encode(const uint8_t *in, size_t n, char *out, size_t cap)
 {
 	size_t need = (n + 2) / 3 * 4;
 	if (need >= cap)
@@ -72,7 +69,7 @@ static int b64_value(char c)
 
 /* Strict base64 (standard alphabet, padded, canonical, no whitespace) into at most cap bytes: the decoded
  * length, or -EPROTO when the text is not base64 or decodes to more than cap bytes. */
-static int b64_decode(const char *in, size_t n, uint8_t *out, size_t cap)
+int scram_b64_decode(const char *in, size_t n, uint8_t *out, size_t cap)
 {
 	if (n == 0 || n % 4 != 0)
 		return -EPROTO;
@@ -109,19 +106,14 @@ static int b64_decode(const char *in, size_t n, uint8_t *out, size_t cap)
 }
 
 /* RFC 5802 printable: 0x21..0x7e except ','. */
-static bool nonce_char_ok(char c)
+bool scram_nonce_char_ok(char c)
 {
 	return c >= 0x21 && c <= 0x7e && c != ',';
 }
 
 /* Reads from a server message one attribute "a=value" up to the next ',' or the end.
  * The value is at least one byte long and contains no ','. */
-struct scram_reader {
-	const char *p;
-	const char *end;
-};
-
-static int read_attr(struct scram_reader *r, char *name, const char **val, size_t *vlen)
+int scram_read_attr(struct scram_reader *r, char *name, const char **val, size_t *vlen)
 {
 	if (r->end - r->p < 3 || r->p[1] != '=')
 		return -EPROTO;
@@ -144,23 +136,23 @@ static int read_attr(struct scram_reader *r, char *name, const char **val, size_
 
 /* Read the attribute that the grammar requires next; "m" (mandatory extension) is refused
  * wherever it appears because we implement none. */
-static int expect_attr(struct scram_reader *r, char want, const char **val, size_t *vlen)
+int scram_expect_attr(struct scram_reader *r, char want, const char **val, size_t *vlen)
 {
 	char name;
-	if (read_attr(r, &name, val, vlen) < 0 || name != want)
+	if (scram_read_attr(r, &name, val, vlen) < 0 || name != want)
 		return -EPROTO;
 	return 0;
 }
 
 /* Extensions after the required attributes must be ignored (RFC 5802 section 7) but still
  * be well-formed, and "m" must fail authentication. */
-static int skip_extensions(struct scram_reader *r)
+int scram_skip_extensions(struct scram_reader *r)
 {
 	while (r->p < r->end) {
 		char name;
 		const char *val;
 		size_t vlen;
-		if (read_attr(r, &name, &val, &vlen) < 0 || name == 'm')
+		if (scram_read_attr(r, &name, &val, &vlen) < 0 || name == 'm')
 			return -EPROTO;
 	}
 	return 0;
@@ -199,7 +191,7 @@ static int scram_setup(struct scram_client *sc, const char *user, const char *pa
 	if (nlen == 0 || nlen >= sizeof(sc->client_nonce))
 		goto err_clear;
 	for (size_t i = 0; i < nlen; i++)
-		if (!nonce_char_ok(nonce[i]))
+		if (!scram_nonce_char_ok(nonce[i]))
 			goto err_clear;
 	memcpy(sc->client_nonce, nonce, nlen + 1);
 
@@ -228,7 +220,7 @@ int scram_client_init(struct scram_client *sc, const char *password)
 
 	if (RAND_bytes(raw, sizeof(raw)) != 1)
 		return -EIO;
-	if (b64_encode(raw, sizeof(raw), nonce, sizeof(nonce)) < 0)
+	if (scram_b64_encode(raw, sizeof(raw), nonce, sizeof(nonce)) < 0)
 		return -EINVAL; /* SCRAM_NONCE_LEN too large for client_nonce: a build-time mistake */
 	/* PostgreSQL ignores the SCRAM username and uses the one from the startup packet; libpq
 	 * sends "n=" too. */
@@ -239,6 +231,25 @@ int scram_client_init_with_nonce(struct scram_client *sc, const char *user, cons
 				 const char *nonce)
 {
 	return scram_setup(sc, user, password, nonce);
+}
+
+int scram_client_init_with_keys(struct scram_client *sc, const uint8_t client_key[SCRAM_KEY_LEN],
+				const uint8_t server_key[SCRAM_KEY_LEN], const uint8_t *salt,
+				size_t salt_len, int iterations)
+{
+	if (salt_len == 0 || salt_len > SCRAM_SALT_MAX || iterations < 1 ||
+	    iterations > SCRAM_ITER_MAX)
+		return -EINVAL;
+	int rc = scram_client_init(sc, "");
+	if (rc < 0)
+		return rc;
+	memcpy(sc->client_key, client_key, SCRAM_KEY_LEN);
+	memcpy(sc->server_key, server_key, SCRAM_KEY_LEN);
+	memcpy(sc->salt, salt, salt_len);
+	sc->salt_len = salt_len;
+	sc->iterations = iterations;
+	sc->have_keys = true;
+	return 0;
 }
 
 int scram_client_first(struct scram_client *sc, char *out, size_t cap)
@@ -252,11 +263,19 @@ int scram_client_first(struct scram_client *sc, char *out, size_t cap)
 	return n;
 }
 
-static int hmac_sha256(const uint8_t *key, size_t klen, const void *data, size_t dlen,
+int scram_hmac_sha256(const uint8_t *key, size_t klen, const void *data, size_t dlen,
 		       uint8_t out[SCRAM_KEY_LEN])
 {
 	unsigned int olen = 0;
 	if (!HMAC(EVP_sha256(), key, (int)klen, data, dlen, out, &olen) || olen != SCRAM_KEY_LEN)
+		return -EIO;
+	return 0;
+}
+
+int scram_sha256(const void *data, size_t len, uint8_t out[SCRAM_KEY_LEN])
+{
+	unsigned int dlen = 0;
+	if (EVP_Digest(data, len, out, &dlen, EVP_sha256(), NULL) != 1 || dlen != SCRAM_KEY_LEN)
 		return -EIO;
 	return 0;
 }
@@ -276,26 +295,26 @@ static int parse_server_first(const struct scram_client *sc, size_t len, struct 
 	const char *val;
 	size_t vlen;
 
-	/* An "m=" first is the reserved mandatory extension: expect_attr refuses it as "not r". */
-	if (expect_attr(&r, 'r', &val, &vlen) < 0)
+	/* An "m=" first is the reserved mandatory extension: scram_expect_attr refuses it as "not r". */
+	if (scram_expect_attr(&r, 'r', &val, &vlen) < 0)
 		return -EPROTO;
 	size_t cn_len = strlen(sc->client_nonce);
 	if (vlen <= cn_len || memcmp(val, sc->client_nonce, cn_len) != 0)
 		return -EPROTO;
 	for (size_t i = 0; i < vlen; i++)
-		if (!nonce_char_ok(val[i]))
+		if (!scram_nonce_char_ok(val[i]))
 			return -EPROTO;
 	sf->nonce = val;
 	sf->nonce_len = vlen;
 
-	if (expect_attr(&r, 's', &val, &vlen) < 0)
+	if (scram_expect_attr(&r, 's', &val, &vlen) < 0)
 		return -EPROTO;
-	int n = b64_decode(val, vlen, sf->salt, sizeof(sf->salt));
+	int n = scram_b64_decode(val, vlen, sf->salt, sizeof(sf->salt));
 	if (n <= 0)
 		return -EPROTO;
 	sf->salt_len = (size_t)n;
 
-	if (expect_attr(&r, 'i', &val, &vlen) < 0)
+	if (scram_expect_attr(&r, 'i', &val, &vlen) < 0)
 		return -EPROTO;
 	long iter = 0;
 	for (size_t i = 0; i < vlen; i++) {
@@ -309,7 +328,7 @@ static int parse_server_first(const struct scram_client *sc, size_t len, struct 
 		return -EPROTO;
 	sf->iterations = (int)iter;
 
-	return skip_extensions(&r);
+	return scram_skip_extensions(&r);
 }
 
 int scram_client_final(struct scram_client *sc, const char *server_first, size_t len, char *out,
@@ -332,6 +351,11 @@ int scram_client_final(struct scram_client *sc, const char *server_first, size_t
 	sc->server_first[len] = '\0';
 	if (parse_server_first(sc, len, &sf) < 0)
 		goto err_fail;
+	/* Passthrough keys belong to one salt and iteration count; the server's verifier must be
+	 * that one, or the proof would be wrong and the server's error would be misleading. */
+	if (sc->have_keys && (sf.salt_len != sc->salt_len || sf.iterations != sc->iterations ||
+			      memcmp(sf.salt, sc->salt, sc->salt_len) != 0))
+		goto err_fail;
 
 	int n = snprintf(sc->client_final_without_proof, sizeof(sc->client_final_without_proof),
 			 "c=" SCRAM_GS2_HEADER_B64 ",r=%.*s", (int)sf.nonce_len, sf.nonce);
@@ -352,20 +376,25 @@ int scram_client_final(struct scram_client *sc, const char *server_first, size_t
 	size_t am_len = (size_t)n;
 
 	rc = -EIO;
-	if (PKCS5_PBKDF2_HMAC(sc->password, (int)strlen(sc->password), sf.salt, (int)sf.salt_len,
-			      sf.iterations, EVP_sha256(), SCRAM_KEY_LEN, sc->salted_password) != 1)
+	if (sc->have_keys) {
+		memcpy(client_key, sc->client_key, SCRAM_KEY_LEN);
+		memcpy(server_key, sc->server_key, SCRAM_KEY_LEN);
+	} else if (PKCS5_PBKDF2_HMAC(sc->password, (int)strlen(sc->password), sf.salt,
+				     (int)sf.salt_len, sf.iterations, EVP_sha256(), SCRAM_KEY_LEN,
+				     sc->salted_password) != 1 ||
+		   scram_hmac_sha256(sc->salted_password, SCRAM_KEY_LEN, "Client Key", 10,
+				     client_key) < 0 ||
+		   scram_hmac_sha256(sc->salted_password, SCRAM_KEY_LEN, "Server Key", 10,
+				     server_key) < 0) {
 		goto cleanse;
-	unsigned int dlen = 0;
-	if (hmac_sha256(sc->salted_password, SCRAM_KEY_LEN, "Client Key", 10, client_key) < 0 ||
-	    EVP_Digest(client_key, SCRAM_KEY_LEN, stored_key, &dlen, EVP_sha256(), NULL) != 1 ||
-	    dlen != SCRAM_KEY_LEN ||
-	    hmac_sha256(stored_key, SCRAM_KEY_LEN, auth_message, am_len, client_sig) < 0 ||
-	    hmac_sha256(sc->salted_password, SCRAM_KEY_LEN, "Server Key", 10, server_key) < 0 ||
-	    hmac_sha256(server_key, SCRAM_KEY_LEN, auth_message, am_len, sc->server_signature) < 0)
+	}
+	if (scram_sha256(client_key, SCRAM_KEY_LEN, stored_key) < 0 ||
+	    scram_hmac_sha256(stored_key, SCRAM_KEY_LEN, auth_message, am_len, client_sig) < 0 ||
+	    scram_hmac_sha256(server_key, SCRAM_KEY_LEN, auth_message, am_len, sc->server_signature) < 0)
 		goto cleanse;
 	for (size_t i = 0; i < SCRAM_KEY_LEN; i++)
 		proof[i] = client_key[i] ^ client_sig[i];
-	if (b64_encode(proof, sizeof(proof), proof_b64, sizeof(proof_b64)) < 0)
+	if (scram_b64_encode(proof, sizeof(proof), proof_b64, sizeof(proof_b64)) < 0)
 		goto cleanse;
 
 	n = snprintf(out, cap, "%s,p=%s", sc->client_final_without_proof, proof_b64);
@@ -403,9 +432,9 @@ int scram_client_verify_final(struct scram_client *sc, const char *server_final,
 
 	/* "e=..." (a server error) fails here too: only "v=" is accepted first. */
 	struct scram_reader r = { server_final, server_final + len };
-	if (expect_attr(&r, 'v', &val, &vlen) < 0 || skip_extensions(&r) < 0)
+	if (scram_expect_attr(&r, 'v', &val, &vlen) < 0 || scram_skip_extensions(&r) < 0)
 		return -EPROTO;
-	int n = b64_decode(val, vlen, sig, sizeof(sig));
+	int n = scram_b64_decode(val, vlen, sig, sizeof(sig));
 	if (n != SCRAM_KEY_LEN || CRYPTO_memcmp(sig, sc->server_signature, SCRAM_KEY_LEN) != 0)
 		return -EPROTO;
 	sc->state = SCRAM_VERIFIED;
@@ -428,7 +457,7 @@ static void hex_encode(const uint8_t *in, size_t n, char *out)
 }
 
 /* md5 over two pieces, as lowercase hex. 0 or -EIO (md5 unavailable, e.g. a FIPS provider). */
-static int md5_hex(const void *a, size_t alen, const void *b, size_t blen, char out[33])
+int scram_md5_hex(const void *a, size_t alen, const void *b, size_t blen, char out[33])
 {
 	uint8_t md[16];
 	unsigned int mdlen = 0;
@@ -452,8 +481,8 @@ void auth_md5_response(const char *user, const char *password, const uint8_t sal
 	char inner[33], outer[33];
 
 	out[0] = '\0';
-	if (md5_hex(password, strlen(password), user, strlen(user), inner) == 0 &&
-	    md5_hex(inner, 32, salt, 4, outer) == 0) {
+	if (scram_md5_hex(password, strlen(password), user, strlen(user), inner) == 0 &&
+	    scram_md5_hex(inner, 32, salt, 4, outer) == 0) {
 		memcpy(out, "md5", 3);
 		memcpy(out + 3, outer, 33);
 	}

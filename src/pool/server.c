@@ -637,22 +637,21 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	}
 }
 
-void server_run_queries(struct server *s, const char *const *sqls, int nqueries, double timeout,
-			server_done_fn done, void *arg)
+/* Take over the server for an operation of tusk's own that ends after nrfq ReadyForQuery. */
+static void begin_op(struct server *s, enum server_state state, int nrfq, server_done_fn done, void *arg)
 {
 	s->done = done;
 	s->done_arg = arg;
 	s->ok_after_error = false;
-	s->pending_rfq = nqueries;
-	set_state(s, SERVER_QUERY);
+	s->pending_rfq = nrfq;
+	set_state(s, state);
 	ev_set_cb(&s->io, server_io_cb);
 	s->io.data = s;
-	for (int i = 0; i < nqueries; i++) {
-		if (proto_put_query(&s->wbuf, sqls[i]) < 0) {
-			fail(s, "query of tusk's own too large");
-			return;
-		}
-	}
+}
+
+/* Send what is queued, arm the timeout, and handle replies already buffered. */
+static void run_op(struct server *s, double timeout)
+{
 	ev_timer_stop(s->worker->loop, &s->timer);
 	ev_timer_set(&s->timer, timeout, 0.);
 	ev_timer_start(s->worker->loop, &s->timer);
@@ -665,24 +664,23 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
 		process_input(s);
 }
 
+void server_run_queries(struct server *s, const char *const *sqls, int nqueries, double timeout,
+			server_done_fn done, void *arg)
+{
+	begin_op(s, SERVER_QUERY, nqueries, done, arg);
+	for (int i = 0; i < nqueries; i++) {
+		if (proto_put_query(&s->wbuf, sqls[i]) < 0) {
+			fail(s, "query of tusk's own too large");
+			return;
+		}
+	}
+	run_op(s, timeout);
+}
+
 void server_drain(struct server *s, int nrfq, double timeout, server_done_fn done, void *arg)
 {
-	s->done = done;
-	s->done_arg = arg;
-	s->ok_after_error = false;
-	s->pending_rfq = nrfq;
-	set_state(s, SERVER_DRAINING);
-	ev_set_cb(&s->io, server_io_cb);
-	s->io.data = s;
-	ev_timer_stop(s->worker->loop, &s->timer);
-	ev_timer_set(&s->timer, timeout, 0.);
-	ev_timer_start(s->worker->loop, &s->timer);
-	if (flush_wbuf(s) < 0) {
-		fail(s, "write to server failed");
-		return;
-	}
-	if (!buf_empty(&s->rbuf))
-		process_input(s);
+	begin_op(s, SERVER_DRAINING, nrfq, done, arg);
+	run_op(s, timeout);
 }
 
 static void on_orphan_done(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,

@@ -52,6 +52,18 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 	}
 }
 
+/* One message, then freed. */
+static void dispatch(struct worker *w, struct worker_msg *m)
+{
+	if (m->kind == WORKER_MSG_CANCEL)
+		client_on_cancel_message(w, m);
+	else if (m->kind == WORKER_MSG_STEAL)
+		pool_on_steal(w, m->pool);
+	else
+		client_on_pool_message(w, m);
+	free(m);
+}
+
 static void drain_inbox(struct worker *w)
 {
 	struct worker_priv *p = priv(w);
@@ -64,13 +76,7 @@ static void drain_inbox(struct worker *w)
 		if (!p->local_head)
 			p->local_tail = NULL;
 		m->next = NULL;
-		if (m->kind == WORKER_MSG_CANCEL)
-			client_on_cancel_message(w, m);
-		else if (m->kind == WORKER_MSG_STEAL)
-			pool_on_steal(w, m->pool);
-		else
-			client_on_pool_message(w, m);
-		free(m);
+		dispatch(w, m);
 	}
 
 	pthread_mutex_lock(&p->inbox_lock);
@@ -81,13 +87,7 @@ static void drain_inbox(struct worker *w)
 
 	while (m) {
 		struct worker_msg *next = m->next;
-		if (m->kind == WORKER_MSG_CANCEL)
-			client_on_cancel_message(w, m);
-		else if (m->kind == WORKER_MSG_STEAL)
-			pool_on_steal(w, m->pool);
-		else
-			client_on_pool_message(w, m);
-		free(m);
+		dispatch(w, m);
 		m = next;
 	}
 	if (stop && !w->stopping) {

@@ -1,0 +1,83 @@
+/* libFuzzer target for the pg_hba.conf loader. Besides crashes and leaks, it checks that a load
+ * either fails with errors and no result or succeeds, and that every match names a line that
+ * exists and a known method. Errors go to /dev/null so their formatting runs too. The input is an
+ * exact-size heap copy, so ASan flags a read even one byte past it. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/hba.h"
+
+static void check(int ok)
+{
+	if (!ok)
+		abort();
+}
+
+static struct net_addr make_addr(const char *s)
+{
+	struct net_addr a;
+	memset(&a, 0, sizeof(a));
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&a.sa;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a.sa;
+	if (inet_pton(AF_INET, s, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		a.len = sizeof(*v4);
+	} else {
+		check(inet_pton(AF_INET6, s, &v6->sin6_addr) == 1);
+		v6->sin6_family = AF_INET6;
+		a.len = sizeof(*v6);
+	}
+	return a;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static FILE *devnull;
+	static const char *const addrs[] = { "127.0.0.1", "10.1.2.3", "::1", "::ffff:10.1.2.3", "2001:db8::1" };
+	static const char *const names[] = { "all", "app", "My DB", "a\"b", "" };
+	char *text = malloc(size ? size : 1);
+	struct hba *h = (struct hba *)1;
+	size_t lines = 1;
+
+	check(text != NULL);
+	if (!devnull)
+		devnull = fopen("/dev/null", "w");
+	if (size)
+		memcpy(text, data, size);
+	for (size_t i = 0; i < size; i++)
+		lines += text[i] == '\n';
+
+	int n = hba_load_buffer("fuzz.conf", text, size, devnull, &h);
+	check(n >= 0);
+	if (n > 0) {
+		check(h == (struct hba *)1);
+		free(text);
+		return 0;
+	}
+	check(h != NULL && h != (struct hba *)1);
+	check((size_t)hba_count(h) <= lines);
+	for (int conn = HBA_LOCAL; conn <= HBA_HOST_TLS; conn++) {
+		for (size_t a = 0; a <= sizeof(addrs) / sizeof(addrs[0]); a++) {
+			struct net_addr addr;
+			if (a < sizeof(addrs) / sizeof(addrs[0]))
+				addr = make_addr(addrs[a]);
+			for (size_t d = 0; d < sizeof(names) / sizeof(names[0]); d++) {
+				enum hba_method m = (enum hba_method)-1;
+				int line = 0;
+				const struct net_addr *pa = conn == HBA_LOCAL || a == sizeof(addrs) / sizeof(addrs[0]) ? NULL : &addr;
+				if (hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, &m, &line)) {
+					check(line >= 1 && (size_t)line <= lines);
+					check(strcmp(hba_method_name(m), "?") != 0);
+				}
+			}
+		}
+	}
+	hba_free(h);
+	free(text);
+	return 0;
+}

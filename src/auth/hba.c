@@ -1,0 +1,672 @@
+/* pg_hba.conf subset: tokenizes each line the way PostgreSQL does (double quotes, "" inside
+ * quotes for one quote, comma lists that may continue after whitespace, # comments), checks it,
+ * and keeps a flat array of rules for first-match lookup. Owns the rule array and its names. */
+#include "auth/hba.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HBA_FILE_MAX (64u << 20) /* a bigger file is a mistake, not a rule set */
+
+enum hba_type { HBA_TYPE_LOCAL, HBA_TYPE_HOST, HBA_TYPE_HOSTSSL, HBA_TYPE_HOSTNOSSL };
+
+enum hba_name_kind { HBA_NAME_LITERAL, HBA_NAME_ALL, HBA_NAME_SAMEUSER };
+
+struct hba_name {
+	enum hba_name_kind kind;
+	char *name; /* HBA_NAME_LITERAL only */
+};
+
+struct hba_list {
+	struct hba_name *v;
+	int n;
+};
+
+struct hba_rule {
+	int line;
+	enum hba_type type;
+	struct hba_list databases;
+	struct hba_list users;
+	bool addr_all;  /* "all", or a local line */
+	int family;     /* AF_INET or AF_INET6 */
+	uint8_t addr[16]; /* already masked */
+	uint8_t mask[16];
+	enum hba_method method;
+};
+
+struct hba {
+	struct hba_rule *rules;
+	int n;
+};
+
+/* One token of a line after unquoting; field counts whitespace-separated fields from 0, and the
+ * items of a comma list share their field. */
+struct hba_tok {
+	const char *text;
+	bool quoted;
+	int field;
+};
+
+struct hba_field {
+	int first; /* index of its first token */
+	int n;
+};
+
+struct hba_line {
+	struct hba_tok *toks;
+	struct hba_field *fields;
+	int ntoks;
+	int nfields;
+	int cap;
+	char *scratch; /* unquoted token texts, NUL-separated */
+};
+
+struct hba_ctx {
+	const char *name;
+	int line;
+	FILE *errout;
+	int nerr;
+};
+
+__attribute__((format(printf, 2, 3)))
+static void report(struct hba_ctx *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	c->nerr++;
+	if (!c->errout)
+		return;
+	if (c->line > 0)
+		fprintf(c->errout, "%s:%d: hba: ", c->name, c->line);
+	else
+		fprintf(c->errout, "%s: hba: ", c->name);
+	va_start(ap, fmt);
+	vfprintf(c->errout, fmt, ap);
+	va_end(ap);
+	fputc('\n', c->errout);
+}
+
+static bool is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int push_tok(struct hba_line *l, const char *text, bool quoted, int field)
+{
+	if (l->ntoks == l->cap) {
+		int cap = l->cap ? l->cap * 2 : 16;
+		struct hba_tok *t = realloc(l->toks, (size_t)cap * sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		l->toks = t;
+		struct hba_field *f = realloc(l->fields, (size_t)cap * sizeof(*f));
+		if (!f)
+			return -ENOMEM;
+		l->fields = f;
+		l->cap = cap;
+	}
+	l->toks[l->ntoks] = (struct hba_tok){ .text = text, .quoted = quoted, .field = field };
+	if (field == l->nfields) {
+		l->fields[l->nfields++] = (struct hba_field){ .first = l->ntoks, .n = 0 };
+	}
+	l->fields[field].n++;
+	l->ntoks++;
+	return 0;
+}
+
+/* Split one line (no '\n') into tokens. 0, -ENOMEM, or -EINVAL after reporting. */
+static int tokenize(struct hba_ctx *c, const char *s, size_t len, struct hba_line *l)
+{
+	size_t i = 0;
+	char *w;
+	int field = -1;
+
+	l->ntoks = 0;
+	l->nfields = 0;
+	free(l->scratch);
+	/* Unquoting never lengthens a token; each token adds one NUL and there are at most len+1. */
+	l->scratch = malloc(2 * len + 2);
+	if (!l->scratch)
+		return -ENOMEM;
+	w = l->scratch;
+	if (memchr(s, '\0', len)) {
+		report(c, "NUL byte in line");
+		return -EINVAL;
+	}
+	for (;;) {
+		while (i < len && is_blank(s[i]))
+			i++;
+		if (i == len || s[i] == '#')
+			return 0;
+		field++;
+		for (;;) {
+			char *start = w;
+			bool quoted = false, in_quote = false;
+			while (i < len) {
+				char ch = s[i];
+				if (in_quote) {
+					if (ch == '"') {
+						if (i + 1 < len && s[i + 1] == '"') {
+							*w++ = '"';
+							i += 2;
+							continue;
+						}
+						in_quote = false;
+					} else {
+						*w++ = ch;
+					}
+					i++;
+					continue;
+				}
+				if (ch == ',' || ch == '#' || is_blank(ch))
+					break;
+				if (ch == '"')
+					in_quote = quoted = true;
+				else
+					*w++ = ch;
+				i++;
+			}
+			if (in_quote) {
+				report(c, "unterminated quoted string");
+				return -EINVAL;
+			}
+			*w++ = '\0';
+			if (w - 1 == start && !quoted) {
+				report(c, "empty element in a comma-separated list");
+				return -EINVAL;
+			}
+			int rc = push_tok(l, start, quoted, field);
+			if (rc < 0)
+				return rc;
+			if (i < len && s[i] == ',') {
+				i++;
+				while (i < len && is_blank(s[i]))
+					i++;
+				if (i == len || s[i] == '#') {
+					report(c, "list ends with a comma");
+					return -EINVAL;
+				}
+				continue;
+			}
+			break;
+		}
+	}
+}
+
+static bool tok_is(const struct hba_tok *t, const char *kw)
+{
+	return !t->quoted && strcmp(t->text, kw) == 0;
+}
+
+static void free_list(struct hba_list *l)
+{
+	for (int i = 0; i < l->n; i++)
+		free(l->v[i].name);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* Database (is_db) or user list from field f. 0, -ENOMEM, or -EINVAL after reporting. */
+static int parse_list(struct hba_ctx *c, const struct hba_line *l, int f, bool is_db, struct hba_list *out)
+{
+	const char *what = is_db ? "database" : "user";
+	const struct hba_field *fld = &l->fields[f];
+
+	out->v = calloc((size_t)fld->n, sizeof(*out->v));
+	out->n = 0;
+	if (!out->v)
+		return -ENOMEM;
+	for (int k = 0; k < fld->n; k++) {
+		const struct hba_tok *t = &l->toks[fld->first + k];
+		struct hba_name *nm = &out->v[out->n];
+		if (tok_is(t, "all")) {
+			nm->kind = HBA_NAME_ALL;
+		} else if (is_db && tok_is(t, "sameuser")) {
+			nm->kind = HBA_NAME_SAMEUSER;
+		} else if (!t->quoted && (strcmp(t->text, "sameuser") == 0 || strcmp(t->text, "samerole") == 0 ||
+					  strcmp(t->text, "samegroup") == 0 || strcmp(t->text, "replication") == 0)) {
+			report(c, "%s keyword \"%s\" is not supported%s", what, t->text,
+			       strcmp(t->text, "sameuser") == 0 ? " in the user field" : "");
+			goto err;
+		} else if (!t->quoted && t->text[0] == '+') {
+			report(c, "group membership \"%s\" is not supported (write the user names)", t->text);
+			goto err;
+		} else if (!t->quoted && t->text[0] == '@') {
+			report(c, "file inclusion \"%s\" is not supported (write the names inline)", t->text);
+			goto err;
+		} else if (t->text[0] == '\0') {
+			report(c, "empty %s name", what);
+			goto err;
+		} else {
+			nm->kind = HBA_NAME_LITERAL;
+			nm->name = strdup(t->text);
+			if (!nm->name) {
+				free_list(out);
+				return -ENOMEM;
+			}
+		}
+		out->n++;
+	}
+	return 0;
+err:
+	free_list(out);
+	return -EINVAL;
+}
+
+static int parse_method(const char *s, enum hba_method *m)
+{
+	static const enum hba_method all[] = { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT };
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(s, hba_method_name(all[i])) == 0) {
+			*m = all[i];
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* A numeric address into 16 bytes (IPv4 in the first 4). Family or 0. */
+static int parse_ip(const char *s, uint8_t out[16])
+{
+	memset(out, 0, 16);
+	if (inet_pton(AF_INET, s, out) == 1)
+		return AF_INET;
+	if (inet_pton(AF_INET6, s, out) == 1)
+		return AF_INET6;
+	return 0;
+}
+
+static int parse_prefix(const char *s, int max)
+{
+	int v = 0;
+	if (!*s)
+		return -1;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		v = v * 10 + (*s - '0');
+		if (v > max)
+			return -1;
+	}
+	return v;
+}
+
+static void prefix_mask(int bits, uint8_t mask[16])
+{
+	memset(mask, 0, 16);
+	for (int i = 0; i < bits / 8; i++)
+		mask[i] = 0xff;
+	if (bits % 8)
+		mask[bits / 8] = (uint8_t)(0xff00 >> (bits % 8));
+}
+
+/* The address (and maybe netmask) starting at field f: the index of the field after it, or
+ * -EINVAL after reporting. */
+static int parse_address(struct hba_ctx *c, const struct hba_line *l, int f, struct hba_rule *r)
+{
+	const struct hba_tok *t = &l->toks[l->fields[f].first];
+	char buf[64];
+
+	if (l->fields[f].n > 1) {
+		report(c, "the address must be a single value, not a list");
+		return -EINVAL;
+	}
+	if (tok_is(t, "all")) {
+		r->addr_all = true;
+		return f + 1;
+	}
+	if (tok_is(t, "samehost") || tok_is(t, "samenet")) {
+		report(c, "address keyword \"%s\" is not supported", t->text);
+		return -EINVAL;
+	}
+	const char *slash = strchr(t->text, '/');
+	size_t alen = slash ? (size_t)(slash - t->text) : strlen(t->text);
+	if (alen >= sizeof(buf)) {
+		report(c, "invalid IP address \"%s\"", t->text);
+		return -EINVAL;
+	}
+	memcpy(buf, t->text, alen);
+	buf[alen] = '\0';
+	r->family = parse_ip(buf, r->addr);
+	if (!r->family) {
+		report(c, "invalid IP address \"%s\" (host names are not supported)", t->text);
+		return -EINVAL;
+	}
+	int max = r->family == AF_INET ? 32 : 128;
+	if (slash) {
+		int bits = parse_prefix(slash + 1, max);
+		if (bits < 0) {
+			report(c, "invalid CIDR mask in address \"%s\" (0..%d)", t->text, max);
+			return -EINVAL;
+		}
+		prefix_mask(bits, r->mask);
+		f++;
+	} else {
+		/* "ADDRESS NETMASK": the netmask is the next field. */
+		if (f + 1 >= l->nfields) {
+			report(c, "end of line before the netmask of \"%s\"", t->text);
+			return -EINVAL;
+		}
+		const struct hba_tok *m = &l->toks[l->fields[f + 1].first];
+		if (l->fields[f + 1].n > 1 || parse_ip(m->text, r->mask) != r->family) {
+			report(c, "invalid IP mask \"%s\" for address \"%s\"", m->text, t->text);
+			return -EINVAL;
+		}
+		f += 2;
+	}
+	for (int i = 0; i < 16; i++)
+		r->addr[i] &= r->mask[i];
+	return f;
+}
+
+/* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
+static int parse_rule(struct hba_ctx *c, const struct hba_line *l, struct hba_rule *r)
+{
+	const struct hba_tok *t;
+	int f, rc;
+
+	memset(r, 0, sizeof(*r));
+	r->line = c->line;
+	t = &l->toks[0];
+	if (l->fields[0].n > 1) {
+		report(c, "the connection type must be a single value, not a list");
+		return -EINVAL;
+	}
+	if (strcmp(t->text, "local") == 0)
+		r->type = HBA_TYPE_LOCAL;
+	else if (strcmp(t->text, "host") == 0)
+		r->type = HBA_TYPE_HOST;
+	else if (strcmp(t->text, "hostssl") == 0)
+		r->type = HBA_TYPE_HOSTSSL;
+	else if (strcmp(t->text, "hostnossl") == 0)
+		r->type = HBA_TYPE_HOSTNOSSL;
+	else if (strcmp(t->text, "hostgssenc") == 0 || strcmp(t->text, "hostnogssenc") == 0) {
+		report(c, "connection type \"%s\" is not supported", t->text);
+		return -EINVAL;
+	} else {
+		report(c, "invalid connection type \"%s\" (local, host, hostssl or hostnossl)", t->text);
+		return -EINVAL;
+	}
+	if (l->nfields < 2) {
+		report(c, "end of line before the database field");
+		return -EINVAL;
+	}
+	if (l->nfields < 3) {
+		report(c, "end of line before the user field");
+		return -EINVAL;
+	}
+	f = 3;
+	if (r->type == HBA_TYPE_LOCAL) {
+		r->addr_all = true;
+	} else {
+		if (l->nfields < 4) {
+			report(c, "end of line before the address field");
+			return -EINVAL;
+		}
+		f = parse_address(c, l, 3, r);
+		if (f < 0)
+			return f;
+	}
+	if (f >= l->nfields) {
+		report(c, "end of line before the authentication method");
+		return -EINVAL;
+	}
+	t = &l->toks[l->fields[f].first];
+	if (l->fields[f].n > 1 || parse_method(t->text, &r->method) < 0) {
+		report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256 or cert)",
+		       t->text);
+		return -EINVAL;
+	}
+	if (r->method == HBA_CERT && r->type != HBA_TYPE_HOSTSSL) {
+		report(c, "cert authentication is only supported on hostssl lines");
+		return -EINVAL;
+	}
+	if (f + 1 < l->nfields) {
+		t = &l->toks[l->fields[f + 1].first];
+		if (strchr(t->text, '='))
+			report(c, "authentication option \"%s\" is not supported", t->text);
+		else
+			report(c, "unexpected field \"%s\" after the authentication method", t->text);
+		return -EINVAL;
+	}
+	rc = parse_list(c, l, 1, true, &r->databases);
+	if (rc < 0)
+		return rc;
+	rc = parse_list(c, l, 2, false, &r->users);
+	if (rc < 0) {
+		free_list(&r->databases);
+		return rc;
+	}
+	return 0;
+}
+
+void hba_free(struct hba *h)
+{
+	if (!h)
+		return;
+	for (int i = 0; i < h->n; i++) {
+		free_list(&h->rules[i].databases);
+		free_list(&h->rules[i].users);
+	}
+	free(h->rules);
+	free(h);
+}
+
+int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out)
+{
+	struct hba_ctx c = { .name = name, .errout = errout };
+	struct hba_line l = { 0 };
+	struct hba *h = calloc(1, sizeof(*h));
+	int cap = 0;
+	size_t pos = 0;
+
+	if (!h)
+		goto err_nomem;
+	while (pos < len) {
+		const char *s = data + pos;
+		const char *nl = memchr(s, '\n', len - pos);
+		size_t n = nl ? (size_t)(nl - s) : len - pos;
+		pos += n + (nl ? 1 : 0);
+		c.line++;
+
+		int rc = tokenize(&c, s, n, &l);
+		if (rc == -ENOMEM)
+			goto err_free_line;
+		if (rc < 0 || l.ntoks == 0)
+			continue;
+		if (h->n == cap) {
+			int ncap = cap ? cap * 2 : 16;
+			struct hba_rule *nr = realloc(h->rules, (size_t)ncap * sizeof(*nr));
+			if (!nr)
+				goto err_free_line;
+			h->rules = nr;
+			cap = ncap;
+		}
+		rc = parse_rule(&c, &l, &h->rules[h->n]);
+		if (rc == -ENOMEM)
+			goto err_free_line;
+		if (rc == 0)
+			h->n++;
+	}
+	free(l.toks);
+	free(l.fields);
+	free(l.scratch);
+	if (c.nerr) {
+		hba_free(h);
+		return c.nerr;
+	}
+	*out = h;
+	return 0;
+
+err_free_line:
+	free(l.toks);
+	free(l.fields);
+	free(l.scratch);
+	hba_free(h);
+err_nomem:
+	c.line = 0;
+	report(&c, "out of memory");
+	return c.nerr;
+}
+
+int hba_load(const char *path, FILE *errout, struct hba **out)
+{
+	struct hba_ctx c = { .name = path, .errout = errout };
+	FILE *f = fopen(path, "rb");
+	char *data = NULL;
+	size_t len = 0, cap = 0;
+	int rc;
+
+	if (!f) {
+		report(&c, "cannot open: %s", strerror(errno));
+		return c.nerr;
+	}
+	for (;;) {
+		if (len == cap) {
+			if (cap >= HBA_FILE_MAX) {
+				report(&c, "file larger than %u bytes", HBA_FILE_MAX);
+				goto err_free;
+			}
+			cap = cap ? cap * 2 : 4096;
+			char *nd = realloc(data, cap);
+			if (!nd) {
+				report(&c, "out of memory");
+				goto err_free;
+			}
+			data = nd;
+		}
+		size_t n = fread(data + len, 1, cap - len, f);
+		len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(f)) {
+		report(&c, "read error: %s", strerror(errno));
+		goto err_free;
+	}
+	fclose(f);
+	rc = hba_load_buffer(path, data, len, errout, out);
+	free(data);
+	return rc;
+
+err_free:
+	free(data);
+	fclose(f);
+	return c.nerr;
+}
+
+static bool list_match(const struct hba_list *l, const char *name, const char *user)
+{
+	for (int i = 0; i < l->n; i++) {
+		switch (l->v[i].kind) {
+		case HBA_NAME_ALL:
+			return true;
+		case HBA_NAME_SAMEUSER:
+			if (strcmp(name, user) == 0)
+				return true;
+			break;
+		case HBA_NAME_LITERAL:
+			if (strcmp(name, l->v[i].name) == 0)
+				return true;
+			break;
+		}
+	}
+	return false;
+}
+
+static bool addr_match(const struct hba_rule *r, const struct net_addr *addr)
+{
+	uint8_t peer[16];
+	int n;
+
+	if (r->addr_all)
+		return true;
+	if (!addr)
+		return false;
+	if (addr->sa.ss_family == AF_INET) {
+		if (r->family != AF_INET)
+			return false;
+		memcpy(peer, &((const struct sockaddr_in *)&addr->sa)->sin_addr, 4);
+		n = 4;
+	} else if (addr->sa.ss_family == AF_INET6) {
+		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&addr->sa)->sin6_addr;
+		if (r->family == AF_INET) {
+			if (!IN6_IS_ADDR_V4MAPPED(a6))
+				return false;
+			memcpy(peer, &a6->s6_addr[12], 4);
+			n = 4;
+		} else {
+			memcpy(peer, a6->s6_addr, 16);
+			n = 16;
+		}
+	} else {
+		return false;
+	}
+	for (int i = 0; i < n; i++)
+		if ((peer[i] & r->mask[i]) != r->addr[i])
+			return false;
+	return true;
+}
+
+static bool type_match(enum hba_type t, enum hba_conn conn)
+{
+	switch (t) {
+	case HBA_TYPE_LOCAL:
+		return conn == HBA_LOCAL;
+	case HBA_TYPE_HOST:
+		return conn == HBA_HOST_PLAIN || conn == HBA_HOST_TLS;
+	case HBA_TYPE_HOSTSSL:
+		return conn == HBA_HOST_TLS;
+	case HBA_TYPE_HOSTNOSSL:
+		return conn == HBA_HOST_PLAIN;
+	}
+	return false;
+}
+
+bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
+	       const struct net_addr *addr, enum hba_method *method, int *line)
+{
+	for (int i = 0; i < h->n; i++) {
+		const struct hba_rule *r = &h->rules[i];
+		if (!type_match(r->type, conn))
+			continue;
+		if (conn != HBA_LOCAL && !addr_match(r, addr))
+			continue;
+		if (!list_match(&r->databases, database, user) || !list_match(&r->users, user, user))
+			continue;
+		*method = r->method;
+		*line = r->line;
+		return true;
+	}
+	return false;
+}
+
+const char *hba_method_name(enum hba_method m)
+{
+	switch (m) {
+	case HBA_TRUST:
+		return "trust";
+	case HBA_REJECT:
+		return "reject";
+	case HBA_PASSWORD:
+		return "password";
+	case HBA_MD5:
+		return "md5";
+	case HBA_SCRAM:
+		return "scram-sha-256";
+	case HBA_CERT:
+		return "cert";
+	}
+	return "?";
+}
+
+int hba_count(const struct hba *h)
+{
+	return h->n;
+}

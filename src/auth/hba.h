@@ -1,0 +1,50 @@
+/* Client authentication rules: a pg_hba.conf subset (local/host/hostssl/hostnossl, database and
+ * user lists, CIDR or address+netmask, six methods, no options). Loaded once into an immutable
+ * rule list; the first line that matches a connection decides its method. */
+#ifndef TUSK_AUTH_HBA_H
+#define TUSK_AUTH_HBA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "net/net.h"
+
+enum hba_conn { HBA_LOCAL, HBA_HOST_PLAIN, HBA_HOST_TLS };
+enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT };
+
+struct hba; /* opaque, immutable after load: safe to share between threads */
+
+/* Parse the file at path. 0 and *out, or the number of errors (*out untouched), each written to
+ * errout (NULL: not written) as "FILE:LINE: hba: message"; every bad line is reported, not just
+ * the first. A file that cannot be read is one error, "FILE: hba: ...". */
+__attribute__((warn_unused_result))
+int hba_load(const char *path, FILE *errout, struct hba **out);
+
+/* The same over bytes in memory; name stands for FILE in messages. Bytes need not be
+ * NUL-terminated; a NUL byte inside a line is an error. */
+__attribute__((warn_unused_result))
+int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out);
+
+void hba_free(struct hba *h);
+
+/* First matching line: true with its method and line number; false when none matches (the
+ * caller refuses with 28000). addr is NULL for HBA_LOCAL; a NULL addr on a host connection
+ * matches only lines whose address is "all".
+ *
+ * Address families: an IPv4 line (10.0.0.0/8, or address and netmask) matches IPv4 peers and
+ * IPv4-mapped IPv6 peers (::ffff:10.1.2.3) on their embedded IPv4 address, because a dual-stack
+ * listener on "::" sees IPv4 clients that way. PostgreSQL itself compares same-family only;
+ * tusk's rule is the one an administrator writing 10.0.0.0/8 expects. An IPv6 line matches IPv6
+ * peers only, mapped ones included on their full 128 bits (so ::ffff:0:0/96 matches every
+ * mapped peer); it never matches a plain AF_INET peer. */
+bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
+	       const struct net_addr *addr, enum hba_method *method, int *line);
+
+/* "trust", "reject", "password", "md5", "scram-sha-256", "cert"; "?" for anything else. */
+const char *hba_method_name(enum hba_method m);
+
+/* Number of rules loaded (for logs and tests). */
+int hba_count(const struct hba *h);
+
+#endif

@@ -1,0 +1,423 @@
+/* pg_hba.conf subset: every line kind and connection kind, name lists and quoting, CIDR and
+ * netmask addresses in both families (IPv4-mapped peers included), first-match order, and each
+ * load error with its exact "FILE:LINE: hba:" text, all of them reported in one load. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "auth/hba.h"
+
+/* Load text as "t.conf"; returns the error count and leaves the messages in *errs (caller frees). */
+static int load(const char *text, struct hba **h, char **errs)
+{
+	size_t errlen;
+	FILE *ef = open_memstream(errs, &errlen);
+	assert_non_null(ef);
+	int n = hba_load_buffer("t.conf", text, strlen(text), ef, h);
+	fclose(ef);
+	return n;
+}
+
+static struct hba *load_ok(const char *text)
+{
+	struct hba *h = NULL;
+	char *errs = NULL;
+	int n = load(text, &h, &errs);
+	if (n != 0)
+		fprintf(stderr, "unexpected errors:\n%s", errs);
+	assert_int_equal(n, 0);
+	assert_string_equal(errs, "");
+	free(errs);
+	assert_non_null(h);
+	return h;
+}
+
+static void expect_errors(const char *text, int count, const char *messages)
+{
+	struct hba *h = NULL;
+	char *errs = NULL;
+	assert_int_equal(load(text, &h, &errs), count);
+	assert_null(h);
+	assert_string_equal(errs, messages);
+	free(errs);
+}
+
+static struct net_addr ip(const char *s)
+{
+	struct net_addr a;
+	memset(&a, 0, sizeof(a));
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&a.sa;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&a.sa;
+	if (inet_pton(AF_INET, s, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		a.len = sizeof(*v4);
+	} else {
+		assert_int_equal(inet_pton(AF_INET6, s, &v6->sin6_addr), 1);
+		v6->sin6_family = AF_INET6;
+		a.len = sizeof(*v6);
+	}
+	return a;
+}
+
+/* The line that matches, 0 for none; *m gets the method. */
+static int match(const struct hba *h, enum hba_conn conn, const char *db, const char *user, const char *addr,
+		 enum hba_method *m)
+{
+	struct net_addr a;
+	enum hba_method dummy;
+	int line = -1;
+	if (addr)
+		a = ip(addr);
+	if (!hba_match(h, conn, db, user, addr ? &a : NULL, m ? m : &dummy, &line))
+		return 0;
+	assert_true(line > 0);
+	return line;
+}
+
+static void test_line_kinds(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("# comment\n"
+				"\n"
+				"local   all all                trust\n"
+				"hostssl all all 10.0.0.0/8     cert\n"
+				"hostnossl all all 10.0.0.0/8   md5\n"
+				"host    all all all            scram-sha-256\n"
+				"   \t  # indented comment\r\n"
+				"local   all all                reject\n");
+	enum hba_method m;
+	assert_int_equal(hba_count(h), 5);
+	assert_int_equal(match(h, HBA_LOCAL, "db", "u", NULL, &m), 3);
+	assert_int_equal(m, HBA_TRUST);
+	assert_int_equal(match(h, HBA_HOST_TLS, "db", "u", "10.1.1.1", &m), 4);
+	assert_int_equal(m, HBA_CERT);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "db", "u", "10.1.1.1", &m), 5);
+	assert_int_equal(m, HBA_MD5);
+	/* host matches both kinds of TCP connection. */
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "db", "u", "192.0.2.1", &m), 6);
+	assert_int_equal(m, HBA_SCRAM);
+	assert_int_equal(match(h, HBA_HOST_TLS, "db", "u", "2001:db8::1", &m), 6);
+	/* A host connection without an address matches only "all". */
+	assert_int_equal(match(h, HBA_HOST_TLS, "db", "u", NULL, &m), 6);
+	hba_free(h);
+
+	/* hostssl only TLS, hostnossl only plain, local never TCP. */
+	h = load_ok("hostssl all all all password\n");
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "127.0.0.1", &m), 1);
+	assert_int_equal(m, HBA_PASSWORD);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "127.0.0.1", NULL), 0);
+	assert_int_equal(match(h, HBA_LOCAL, "d", "u", NULL, NULL), 0);
+	hba_free(h);
+	h = load_ok("hostnossl all all all trust");
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "127.0.0.1", NULL), 1);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "127.0.0.1", NULL), 0);
+	hba_free(h);
+	h = load_ok("local all all trust\n");
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "127.0.0.1", NULL), 0);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", NULL, NULL), 0);
+	hba_free(h);
+}
+
+static void test_empty_file_matches_nothing(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("# nothing\n\n");
+	assert_int_equal(hba_count(h), 0);
+	assert_int_equal(match(h, HBA_LOCAL, "d", "u", NULL, NULL), 0);
+	hba_free(h);
+	h = load_ok("");
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "::1", NULL), 0);
+	hba_free(h);
+}
+
+static void test_name_lists(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("local app,reports alice,bob trust\n"
+				"local sales, \"My DB\" all md5\n"
+				"local sameuser all password\n"
+				"local \"all\" \"sameuser\" reject\n"
+				"local \"a\"\"b\",x \"c,d\" scram-sha-256 # trailing comment\n"
+				"local all x trust#comment\n");
+	enum hba_method m;
+	assert_int_equal(match(h, HBA_LOCAL, "app", "alice", NULL, &m), 1);
+	assert_int_equal(match(h, HBA_LOCAL, "reports", "bob", NULL, &m), 1);
+	assert_int_equal(m, HBA_TRUST);
+	/* Names are case-sensitive; a list may continue after whitespace following a comma. */
+	assert_int_equal(match(h, HBA_LOCAL, "App", "alice", NULL, &m), 0);
+	assert_int_equal(match(h, HBA_LOCAL, "app", "carol", NULL, &m), 0);
+	assert_int_equal(match(h, HBA_LOCAL, "My DB", "carol", NULL, &m), 2);
+	assert_int_equal(m, HBA_MD5);
+	assert_int_equal(match(h, HBA_LOCAL, "sales", "x", NULL, &m), 2);
+	assert_int_equal(match(h, HBA_LOCAL, "my db", "carol", NULL, &m), 0);
+	/* sameuser: database named like the user. */
+	assert_int_equal(match(h, HBA_LOCAL, "carol", "carol", NULL, &m), 3);
+	assert_int_equal(m, HBA_PASSWORD);
+	/* Quoted keywords are plain names. */
+	assert_int_equal(match(h, HBA_LOCAL, "all", "sameuser", NULL, &m), 4);
+	assert_int_equal(m, HBA_REJECT);
+	assert_int_equal(match(h, HBA_LOCAL, "all", "other", NULL, &m), 0);
+	/* "" inside quotes is one quote; a comma inside quotes is part of the name; # ends the line. */
+	assert_int_equal(match(h, HBA_LOCAL, "a\"b", "c,d", NULL, &m), 5);
+	assert_int_equal(m, HBA_SCRAM);
+	assert_int_equal(match(h, HBA_LOCAL, "x", "c,d", NULL, &m), 5);
+	assert_int_equal(match(h, HBA_LOCAL, "x", "c", NULL, &m), 0);
+	/* An unquoted # starts a comment even inside a word. */
+	assert_int_equal(match(h, HBA_LOCAL, "y", "x", NULL, &m), 6);
+	assert_int_equal(m, HBA_TRUST);
+	hba_free(h);
+}
+
+static void test_cidr_v4(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host all all 192.0.2.7/32 trust\n"
+				"host all all 10.0.0.0/8 md5\n"
+				"host all all 172.16.5.9/12 password\n" /* host bits are ignored */
+				"host all all 0.0.0.0/0 reject\n");
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "192.0.2.7", NULL), 1);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "192.0.2.8", NULL), 4);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "10.255.255.255", NULL), 2);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "11.0.0.0", NULL), 4);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "172.31.0.1", NULL), 3);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "172.32.0.1", NULL), 4);
+	/* IPv4-mapped IPv6 peers match IPv4 lines on their embedded address. */
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "::ffff:192.0.2.7", NULL), 1);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "::ffff:10.1.2.3", NULL), 2);
+	/* /0 is every IPv4 peer, but no IPv6 one. */
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "::1", NULL), 0);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "2001:db8::", NULL), 0);
+	/* Not a mapped address: ::192.0.2.7 (IPv4-compatible) and 64:ff9b::c000:207 (NAT64). */
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "::192.0.2.7", NULL), 0);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "64:ff9b::c000:207", NULL), 0);
+	hba_free(h);
+}
+
+static void test_cidr_v6(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host all all ::1/128 trust\n"
+				"host all all 2001:db8::/32 md5\n"
+				"host all all ::ffff:0:0/96 password\n"
+				"host all all ::/0 reject\n");
+	enum hba_method m;
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "::1", &m), 1);
+	assert_int_equal(m, HBA_TRUST);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "::2", NULL), 4);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "2001:db8:ffff::1", NULL), 2);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "2001:db9::1", NULL), 4);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "::ffff:127.0.0.1", NULL), 3);
+	/* IPv6 lines never match a plain AF_INET peer, not even ::/0. */
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "127.0.0.1", NULL), 0);
+	hba_free(h);
+}
+
+static void test_netmask_form(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host all all 192.168.0.0 255.255.0.0 md5\n"
+				"host all all 127.0.0.1 255.255.255.255 trust\n"
+				"host all all fe80:: ffff:ffff:ffff:ffff:: password\n"
+				"host all all 0.0.0.0 0.0.0.0 reject\n");
+	enum hba_method m;
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "192.168.44.1", &m), 1);
+	assert_int_equal(m, HBA_MD5);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "127.0.0.1", &m), 2);
+	assert_int_equal(m, HBA_TRUST);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "127.0.0.2", NULL), 4);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "fe80::1:2", NULL), 3);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "u", "fe81::1", NULL), 0);
+	hba_free(h);
+}
+
+static void test_first_match_wins(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host app admin 10.0.0.0/8 reject\n"
+				"host app all 10.0.0.0/8 scram-sha-256\n"
+				"host all all 10.0.0.0/8 md5\n"
+				"host app all 10.0.0.0/8 trust\n");
+	enum hba_method m;
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "app", "admin", "10.0.0.1", &m), 1);
+	assert_int_equal(m, HBA_REJECT);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "app", "bob", "10.0.0.1", &m), 2);
+	assert_int_equal(m, HBA_SCRAM);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "other", "admin", "10.0.0.1", &m), 3);
+	assert_int_equal(m, HBA_MD5);
+	hba_free(h);
+}
+
+static void test_each_error(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *line;
+		const char *message;
+	} cases[] = {
+		{ "hots all all all trust", "invalid connection type \"hots\" (local, host, hostssl or hostnossl)" },
+		{ "hostgssenc all all all trust", "connection type \"hostgssenc\" is not supported" },
+		{ "local,host all all trust", "the connection type must be a single value, not a list" },
+		{ "local", "end of line before the database field" },
+		{ "local all", "end of line before the user field" },
+		{ "local all all", "end of line before the authentication method" },
+		{ "host all all", "end of line before the address field" },
+		{ "host all all 10.0.0.0/8", "end of line before the authentication method" },
+		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256 or cert)" },
+		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256 or cert)" },
+		{ "local all all trust clientcert=verify-full", "authentication option \"clientcert=verify-full\" is not supported" },
+		{ "local all all trust extra", "unexpected field \"extra\" after the authentication method" },
+		{ "host all all all md5 map=x", "authentication option \"map=x\" is not supported" },
+		{ "host all all all cert", "cert authentication is only supported on hostssl lines" },
+		{ "local all all cert", "cert authentication is only supported on hostssl lines" },
+		{ "local +admins all trust", "group membership \"+admins\" is not supported (write the user names)" },
+		{ "local all a,+admins trust", "group membership \"+admins\" is not supported (write the user names)" },
+		{ "local @dbs all trust", "file inclusion \"@dbs\" is not supported (write the names inline)" },
+		{ "local all @users trust", "file inclusion \"@users\" is not supported (write the names inline)" },
+		{ "local all sameuser trust", "user keyword \"sameuser\" is not supported in the user field" },
+		{ "local samerole all trust", "database keyword \"samerole\" is not supported" },
+		{ "local replication all trust", "database keyword \"replication\" is not supported" },
+		{ "local \"\" all trust", "empty database name" },
+		{ "local all \"\" trust", "empty user name" },
+		{ "local a,,b all trust", "empty element in a comma-separated list" },
+		{ "local a, all trust", "end of line before the authentication method" }, /* "all" continues the list */
+		{ "local a,", "list ends with a comma" },
+		{ "local a, # x", "list ends with a comma" },
+		{ "local \"My DB all trust", "unterminated quoted string" },
+		{ "host all all db.example.com md5", "invalid IP address \"db.example.com\" (host names are not supported)" },
+		{ "host all all samenet md5", "address keyword \"samenet\" is not supported" },
+		{ "host all all samehost md5", "address keyword \"samehost\" is not supported" },
+		{ "host all all 10.0.0.0/33 md5", "invalid CIDR mask in address \"10.0.0.0/33\" (0..32)" },
+		{ "host all all ::1/129 md5", "invalid CIDR mask in address \"::1/129\" (0..128)" },
+		{ "host all all 10.0.0.0/ md5", "invalid CIDR mask in address \"10.0.0.0/\" (0..32)" },
+		{ "host all all 10.0.0.0/-1 md5", "invalid CIDR mask in address \"10.0.0.0/-1\" (0..32)" },
+		{ "host all all 10.0.0.0/8x md5", "invalid CIDR mask in address \"10.0.0.0/8x\" (0..32)" },
+		{ "host all all 10.0.0.256/8 md5", "invalid IP address \"10.0.0.256/8\" (host names are not supported)" },
+		{ "host all all 10.0.0.0", "end of line before the netmask of \"10.0.0.0\"" },
+		{ "host all all 10.0.0.0 md5", "invalid IP mask \"md5\" for address \"10.0.0.0\"" },
+		{ "host all all 10.0.0.0 ffff:: md5", "invalid IP mask \"ffff::\" for address \"10.0.0.0\"" },
+		{ "host all all 10.0.0.0 255.0.0.0", "end of line before the authentication method" },
+		{ "host all all 10.0.0.0/8,::1/128 md5", "the address must be a single value, not a list" },
+	};
+	char text[256], want[512];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* A good line first, so the bad one is line 2. */
+		snprintf(text, sizeof(text), "local all all trust\n%s\n", cases[i].line);
+		snprintf(want, sizeof(want), "t.conf:2: hba: %s\n", cases[i].message);
+		expect_errors(text, 1, want);
+	}
+}
+
+static void test_nul_byte(void **state)
+{
+	(void)state;
+	static const char text[] = "local all all trust\nlocal all\0 all trust\n";
+	struct hba *h = NULL;
+	char *errs = NULL;
+	size_t errlen;
+	FILE *ef = open_memstream(&errs, &errlen);
+	assert_int_equal(hba_load_buffer("t.conf", text, sizeof(text) - 1, ef, &h), 1);
+	fclose(ef);
+	assert_string_equal(errs, "t.conf:2: hba: NUL byte in line\n");
+	assert_null(h);
+	free(errs);
+}
+
+static void test_all_errors_reported(void **state)
+{
+	(void)state;
+	expect_errors("local all all trust\n"
+		      "host all all 10.0.0.0/99 md5\n"
+		      "# fine\n"
+		      "local all all bogus\n"
+		      "host all all all md5\n"
+		      "local +g all trust\n",
+		      3,
+		      "t.conf:2: hba: invalid CIDR mask in address \"10.0.0.0/99\" (0..32)\n"
+		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256 or cert)\n"
+		      "t.conf:6: hba: group membership \"+g\" is not supported (write the user names)\n");
+}
+
+static void test_load_file(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/tusk-test-hba-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	static const char good[] = "host all all 127.0.0.1/32 scram-sha-256\n";
+	assert_int_equal(write(fd, good, sizeof(good) - 1), (ssize_t)(sizeof(good) - 1));
+	close(fd);
+
+	struct hba *h = NULL;
+	assert_int_equal(hba_load(path, NULL, &h), 0);
+	enum hba_method m;
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "127.0.0.1", &m), 1);
+	assert_int_equal(m, HBA_SCRAM);
+	hba_free(h);
+
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("local all all trust\n\nlocal all all nope\n", f);
+	fclose(f);
+	char *errs = NULL;
+	size_t errlen;
+	FILE *ef = open_memstream(&errs, &errlen);
+	h = NULL;
+	assert_int_equal(hba_load(path, ef, &h), 1);
+	fclose(ef);
+	assert_null(h);
+	char want[256];
+	snprintf(want, sizeof(want),
+		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256 or cert)\n",
+		 path);
+	assert_string_equal(errs, want);
+	free(errs);
+
+	unlink(path);
+	ef = open_memstream(&errs, &errlen);
+	assert_int_equal(hba_load(path, ef, &h), 1);
+	fclose(ef);
+	snprintf(want, sizeof(want), "%s: hba: cannot open: No such file or directory\n", path);
+	assert_string_equal(errs, want);
+	free(errs);
+}
+
+static void test_method_names(void **state)
+{
+	(void)state;
+	assert_string_equal(hba_method_name(HBA_TRUST), "trust");
+	assert_string_equal(hba_method_name(HBA_REJECT), "reject");
+	assert_string_equal(hba_method_name(HBA_PASSWORD), "password");
+	assert_string_equal(hba_method_name(HBA_MD5), "md5");
+	assert_string_equal(hba_method_name(HBA_SCRAM), "scram-sha-256");
+	assert_string_equal(hba_method_name(HBA_CERT), "cert");
+	assert_string_equal(hba_method_name((enum hba_method)99), "?");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_line_kinds),
+		cmocka_unit_test(test_empty_file_matches_nothing),
+		cmocka_unit_test(test_name_lists),
+		cmocka_unit_test(test_cidr_v4),
+		cmocka_unit_test(test_cidr_v6),
+		cmocka_unit_test(test_netmask_form),
+		cmocka_unit_test(test_first_match_wins),
+		cmocka_unit_test(test_each_error),
+		cmocka_unit_test(test_nul_byte),
+		cmocka_unit_test(test_all_errors_reported),
+		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_method_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,263 @@
+"""Client authentication in tusk: client_auth per pool rule (trust, reject, password, md5,
+scram-sha-256), blocked rules, auth_file secrets (plaintext, md5, SCRAM verifiers), server login
+with the client's own credentials (passthrough), hba_file, the unix socket, client_login_timeout,
+and memory staying flat under a stream of failed logins."""
+
+import shutil
+import socket
+import tempfile
+import time
+
+import psycopg
+import pytest
+
+from conftest import PASSWORDS, SLOW, TEST_DB, assert_tusk_error
+from auth_util import (AUTH_CLEARTEXT, AUTH_MD5, AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, fail_cleartext_fast,
+                       login_error_re, md5_secret, normalized_error, psql, raw_login, scram_verifier,
+                       wait_closed, write_auth_file, write_hba)
+
+# Every test here needs tusk itself (auth is tusk's, not PostgreSQL's).
+pytestmark = pytest.mark.tusk_only
+
+# Client-side identity checked by tusk; PostgreSQL trusts tusk_trust, so server login needs nothing.
+USER = "tusk_trust"
+SECRET = "app-secret-1"
+METHODS = ["password", "md5", "scram-sha-256"]
+# What each method asks the client for, first.
+FIRST_REQUEST = {"password": AUTH_CLEARTEXT, "md5": AUTH_MD5, "scram-sha-256": AUTH_SASL}
+
+
+def rule(user="*", database="*", client_auth=None, **extra):
+    r = {"database": database, "user": user, "service": "main", "mode": "session", "size": 5}
+    if client_auth:
+        r["client_auth"] = client_auth
+    r.update(extra)
+    return r
+
+
+def stored(kind, user, password):
+    return {"plain": password, "md5": md5_secret(user, password), "scram": scram_verifier(password)}[kind]
+
+
+def authed_tusk(tusk, tmp_path, method, secrets, pools=None, **kw):
+    auth = write_auth_file(tmp_path / "userlist.txt", secrets)
+    return tusk(pools=pools or [rule(client_auth=method)], auth_file=auth, **kw)
+
+
+def assert_login_ok(t, user, password, expect_user=None, dbname=TEST_DB):
+    expect_user = expect_user or user
+    p = psql(t.port, user, password, dbname=dbname)
+    assert p.returncode == 0 and p.stdout.strip() == expect_user, (p.returncode, p.stdout, p.stderr)
+    with t.connect(user=user, password=password, dbname=dbname) as c:
+        assert c.execute("select current_user").fetchone() == (expect_user,)
+
+
+def assert_refused(t, user, password, sqlstate, dbname=TEST_DB):
+    """psql and psycopg both fail with an error written by tusk; the raw protocol shows the
+    SQLSTATE (libpq hides it on a failed login). -> the raw LoginResult."""
+    p = psql(t.port, user, password, dbname=dbname)
+    assert p.returncode != 0, (p.stdout, p.stderr)
+    assert_tusk_error(p.stderr)
+    with pytest.raises(psycopg.OperationalError) as ei:
+        t.connect(user=user, password=password, dbname=dbname).close()
+    assert_tusk_error(str(ei.value))
+    r = raw_login(t.port, user, password, dbname=dbname)
+    assert r.outcome == "error" and r.sqlstate == sqlstate, r
+    assert_tusk_error(r.message)
+    return r
+
+
+# --- each method, each kind of stored secret --------------------------------------------------
+
+@pytest.mark.parametrize("method,kind", [
+    ("password", "plain"), ("password", "md5"), ("password", "scram"),
+    ("md5", "plain"), ("md5", "md5"), ("md5", "scram"),
+    ("scram-sha-256", "plain"), ("scram-sha-256", "scram"),
+])
+def test_right_password_logs_in(tusk, tmp_path, method, kind):
+    t = authed_tusk(tusk, tmp_path, method, {USER: stored(kind, USER, SECRET)})
+    assert_login_ok(t, USER, SECRET)
+    r = raw_login(t.port, USER, SECRET)
+    assert r.outcome == "ok", r
+    want = FIRST_REQUEST[method]
+    if method == "md5" and kind == "scram":
+        want = AUTH_SASL  # md5 can't be checked against a verifier: tusk asks for SCRAM instead
+    assert r.requests[0] == want, r
+    assert r.requests[-1] == AUTH_OK, r
+    if want == AUTH_SASL:
+        assert r.server_signature_ok, "tusk's SCRAM server signature does not verify"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_wrong_password_is_28P01(tusk, tmp_path, method):
+    t = authed_tusk(tusk, tmp_path, method, {USER: SECRET})
+    r = assert_refused(t, USER, "not-" + SECRET, "28P01")
+    assert login_error_re(USER).match(r.message), r.message
+    p = psql(t.port, USER, "not-" + SECRET)
+    assert "password authentication failed" in p.stderr, p.stderr
+    # the right one still works afterwards
+    assert_login_ok(t, USER, SECRET)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_unknown_user_looks_like_wrong_password(tusk, tmp_path, method):
+    t = authed_tusk(tusk, tmp_path, method, {USER: SECRET})
+    wrong = raw_login(t.port, USER, "not-" + SECRET)
+    ghost = assert_refused(t, "ghost_user", "whatever", "28P01")
+    assert wrong.outcome == "error" and wrong.sqlstate == "28P01", wrong
+    assert login_error_re("ghost_user").match(ghost.message), ghost.message
+    assert normalized_error(ghost.message, "ghost_user") == normalized_error(wrong.message, USER)
+    assert set(ghost.error) == set(wrong.error), (ghost.error, wrong.error)
+    # same requests up to the failure: with SCRAM the exchange runs to the end on a mock verifier
+    assert ghost.requests == wrong.requests, (ghost, wrong)
+    if method == "scram-sha-256":
+        assert ghost.requests == [AUTH_SASL, AUTH_SASL_CONTINUE], ghost
+
+
+def test_trust_and_reject(tusk):
+    t = tusk(pools=[rule(user="tusk_solo", client_auth="reject"), rule(client_auth="trust")])
+    r = raw_login(t.port, USER, None)
+    assert r.outcome == "ok" and r.requests == [AUTH_OK], r  # no password asked
+    assert_login_ok(t, USER, None)
+    assert_refused(t, "tusk_solo", None, "28000")
+
+
+def test_default_client_auth_is_trust(tusk):
+    t = tusk(pools=[rule()])
+    r = raw_login(t.port, USER, None)
+    assert r.outcome == "ok" and r.requests == [AUTH_OK], r
+
+
+def test_blocked_rule_is_28000(tusk, tmp_path):
+    t = authed_tusk(tusk, tmp_path, "password", {USER: SECRET, "tusk_solo": SECRET},
+                    pools=[rule(user="tusk_solo", blocked=True), rule(client_auth="password")])
+    # refused even with the right password
+    assert_refused(t, "tusk_solo", SECRET, "28000")
+    assert_login_ok(t, USER, SECRET)
+
+
+# --- passthrough: no server_password, the client's credentials log in to PostgreSQL -----------
+
+def _pg_secret(pg, user):
+    return pg.execute("select rolpassword from pg_authid where rolname = %s", (user,))[0][0]
+
+
+@pytest.mark.parametrize("user,method", [("pw_clear", "password"), ("pw_md5", "md5"),
+                                         ("pw_scram", "scram-sha-256")])
+def test_passthrough_with_server_secrets(tusk, tmp_path, pg, user, method):
+    secret = {"password": PASSWORDS[user], "md5": _pg_secret(pg, user), "scram-sha-256": _pg_secret(pg, user)}[method]
+    if method == "md5":
+        assert secret == md5_secret(user, PASSWORDS[user])
+    else:
+        assert method == "password" or secret.startswith("SCRAM-SHA-256$")
+    t = authed_tusk(tusk, tmp_path, method, {user: secret}, pools=[rule(user=user, client_auth=method)],
+                    server_connect_timeout="5s")
+    assert_login_ok(t, user, PASSWORDS[user])
+    # a wrong password is caught by tusk, never forwarded
+    r = assert_refused(t, user, "wrong-" + PASSWORDS[user], "28P01")
+    assert login_error_re(user).match(r.message), r.message
+    # two at once: the second login to PostgreSQL also has what it needs
+    with t.connect(user=user, password=PASSWORDS[user]) as a, t.connect(user=user, password=PASSWORDS[user]) as b:
+        assert a.execute("select current_user").fetchone() == (user,)
+        assert b.execute("select current_user").fetchone() == (user,)
+
+
+# --- hba_file -----------------------------------------------------------------------------------
+
+def hba_tusk(tusk, tmp_path, lines, pools=None, secrets=None, **kw):
+    kw["hba_file"] = write_hba(tmp_path / "hba.conf", lines)
+    if secrets:
+        kw["auth_file"] = write_auth_file(tmp_path / "userlist.txt", secrets)
+    return tusk(pools=pools or [rule()], **kw)
+
+
+def test_hba_allows_by_address(tusk, tmp_path):
+    t = hba_tusk(tusk, tmp_path, ["host all all 10.0.0.0/8 reject", "host all all 127.0.0.1/32 trust"])
+    assert_login_ok(t, USER, None)
+
+
+def test_hba_no_match_is_refused(tusk, tmp_path):
+    t = hba_tusk(tusk, tmp_path, ["host all all 10.0.0.0/8 trust", "host all all ::1/128 trust"])
+    assert_refused(t, USER, None, "28000")
+
+
+def test_hba_denies_by_user(tusk, tmp_path):
+    t = hba_tusk(tusk, tmp_path, ["host all tusk_solo 127.0.0.1/32 reject", "host all all 127.0.0.1/32 trust"])
+    assert_refused(t, "tusk_solo", None, "28000")
+    assert_login_ok(t, USER, None)
+
+
+def test_hba_denies_by_database(tusk, tmp_path):
+    t = hba_tusk(tusk, tmp_path, ["host postgres all 127.0.0.1/32 reject", "host all all 127.0.0.1/32 trust"])
+    assert_refused(t, USER, None, "28000", dbname="postgres")
+    assert_login_ok(t, USER, None)
+
+
+def test_hba_method_replaces_rule_client_auth(tusk, tmp_path):
+    # the rule says trust, hba says scram-sha-256: a password is required
+    t = hba_tusk(tusk, tmp_path, ["host all all 127.0.0.1/32 scram-sha-256"], pools=[rule(client_auth="trust")],
+                 secrets={USER: SECRET})
+    r = raw_login(t.port, USER, None)
+    assert r.outcome == "asked" and r.requests == [AUTH_SASL], r
+    assert_refused(t, USER, "wrong", "28P01")
+    assert_login_ok(t, USER, SECRET)
+
+
+def test_hba_local_line_over_unix_socket(tusk, tmp_path):
+    sockdir = tempfile.mkdtemp(prefix="tusk-sock-")  # short: sun_path holds 107 bytes
+    try:
+        t = hba_tusk(tusk, tmp_path, ["local all all trust", "host all all 127.0.0.1/32 reject"],
+                     unix_socket_dir=sockdir)
+        p = psql(t.port, USER, None, host=sockdir)
+        assert p.returncode == 0 and p.stdout.strip() == USER, (p.returncode, p.stdout, p.stderr)
+        with psycopg.connect(host=sockdir, port=t.port, user=USER, dbname=TEST_DB, autocommit=True,
+                             connect_timeout=int(15 * SLOW)) as c:
+            assert c.execute("select current_user").fetchone() == (USER,)
+        # the same tusk over TCP matches the host line: rejected
+        assert_refused(t, USER, None, "28000")
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+# --- client_login_timeout -------------------------------------------------------------------------
+
+def test_login_timeout_closes_silent_clients(tusk, tmp_path):
+    t = authed_tusk(tusk, tmp_path, "password", {USER: SECRET}, client_login_timeout="1s")
+    silent = socket.create_connection(("127.0.0.1", t.port), timeout=5)
+    # one that stops halfway: startup sent, the password request never answered
+    asked, half = raw_login(t.port, USER, None, keep_open=True)
+    try:
+        assert asked.outcome == "asked" and asked.requests == [AUTH_CLEARTEXT], asked
+        start = time.monotonic()
+        # meanwhile another client logs in and works
+        with t.connect(user=USER, password=SECRET) as c:
+            assert c.execute("select 1").fetchone() == (1,)
+        took = wait_closed(silent, 6 * SLOW)
+        assert took is not None, "a client that sent nothing was not closed within 6s"
+        took = time.monotonic() - start
+        assert 0.5 <= took <= 6 * SLOW, took
+        assert wait_closed(half.sock, 6 * SLOW) is not None, "a client stuck in auth was not closed"
+        with t.connect(user=USER, password=SECRET) as c:
+            assert c.execute("select 2").fetchone() == (2,)
+    finally:
+        silent.close()
+        half.close()
+
+
+# --- memory under failed logins -------------------------------------------------------------------
+
+def test_failed_logins_do_not_grow_memory(tusk, tmp_path):
+    t = authed_tusk(tusk, tmp_path, "password", {USER: SECRET})
+    for _ in range(100):
+        assert fail_cleartext_fast(t.port, USER, "wrong") == "28P01"
+    time.sleep(0.2)
+    before = t.status("VmRSS")
+    start = time.monotonic()
+    for i in range(1000):
+        code = fail_cleartext_fast(t.port, USER, "wrong")
+        assert code == "28P01", f"login {i}: {code}"
+    elapsed = time.monotonic() - start
+    time.sleep(0.2)
+    after = t.status("VmRSS")
+    assert after - before <= 5 * 1024, f"VmRSS {before} kB -> {after} kB after 1000 failed logins ({elapsed:.1f}s)"
+    assert_login_ok(t, USER, SECRET)

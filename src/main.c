@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/hba.h"
+#include "auth/userlist.h"
 #include "config/config.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -54,6 +56,16 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
+		struct userlist *users;
+		struct hba *hba;
+		int aerr = runtime_load_auth(cfg, stderr, &users, &hba);
+		userlist_free(users);
+		hba_free(hba);
+		if (aerr > 0) {
+			fprintf(stderr, "%s: %d error%s in auth_file/hba_file; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
+			config_free(cfg);
+			return 1;
+		}
 		printf("%s: configuration is valid\n", path);
 		config_free(cfg);
 		return 0;

@@ -489,3 +489,30 @@ void auth_md5_response(const char *user, const char *password, const uint8_t sal
 	OPENSSL_cleanse(inner, sizeof(inner));
 	OPENSSL_cleanse(outer, sizeof(outer));
 }
+
+void auth_md5_response_from_hash(const char *stored, const uint8_t salt[4], char out[36])
+{
+	char outer[33];
+
+	out[0] = '\0';
+	/* stored is "md5" + md5hex(password || user): the inner step is already done. */
+	if (strlen(stored) != 35 || strncmp(stored, "md5", 3) != 0)
+		return;
+	if (scram_md5_hex(stored + 3, 32, salt, 4, outer) == 0) {
+		memcpy(out, "md5", 3);
+		memcpy(out + 3, outer, 33);
+	}
+	OPENSSL_cleanse(outer, sizeof(outer));
+}
+
+void auth_md5_hash(const char *user, const char *password, char out[36])
+{
+	char inner[33];
+
+	out[0] = '\0';
+	if (scram_md5_hex(password, strlen(password), user, strlen(user), inner) == 0) {
+		memcpy(out, "md5", 3);
+		memcpy(out + 3, inner, 33);
+	}
+	OPENSSL_cleanse(inner, sizeof(inner));
+}

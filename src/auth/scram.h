@@ -66,6 +66,11 @@ void scram_client_clear(struct scram_client *sc);
 /* PostgreSQL md5 password response: "md5" || md5hex(md5hex(password || user) || salt).
  * out gets 35 characters plus NUL. */
 void auth_md5_response(const char *user, const char *password, const uint8_t salt[4], char out[36]);
+/* The stored form PostgreSQL keeps for md5: "md5" || md5hex(password || user). */
+void auth_md5_hash(const char *user, const char *password, char out[36]);
+/* The same from a stored "md5..." hash (auth_file) instead of the password; out is left
+ * empty when stored is not of that form. */
+void auth_md5_response_from_hash(const char *stored, const uint8_t salt[4], char out[36]);
 
 /* Beyond the return values above: a step called out of order (or after a failed step)
  * returns -EINVAL, an OpenSSL failure (RNG, digest) -EIO. scram_client_final runs PBKDF2 with

@@ -684,6 +684,19 @@ static const struct enum_name log_format_names[] = {
 	{ "text", LOG_FORMAT_TEXT }, { "json", LOG_FORMAT_JSON }, { NULL, 0 },
 };
 
+static const struct enum_name client_auth_names[] = {
+	{ "trust", CONFIG_AUTH_TRUST },
+	{ "reject", CONFIG_AUTH_REJECT },
+	{ "password", CONFIG_AUTH_PASSWORD },
+	{ "md5", CONFIG_AUTH_MD5 },
+	{ "scram-sha-256", CONFIG_AUTH_SCRAM },
+	{ NULL, 0 },
+};
+
+static const struct enum_name yes_no_names[] = {
+	{ "false", 0 }, { "true", 1 }, { "no", 0 }, { "yes", 1 }, { "off", 0 }, { "on", 1 }, { NULL, 0 },
+};
+
 static const struct enum_name pool_mode_names[] = {
 	{ "session", POOL_MODE_SESSION },
 	{ "transaction", POOL_MODE_TRANSACTION },
@@ -944,6 +957,10 @@ static const struct key_def pool_keys[] = {
 	  .reloadable = true },
 	{ .name = "size", .type = KEY_INT, .offset = RULE_FIELD(size), .min = 1, .max = 10000, .def = "20",
 	  .reloadable = true },
+	{ .name = "client_auth", .type = KEY_ENUM, .offset = RULE_FIELD(client_auth), .names = client_auth_names,
+	  .def = "trust", .reloadable = true },
+	{ .name = "blocked", .type = KEY_ENUM, .offset = RULE_FIELD(blocked), .names = yes_no_names, .def = "false",
+	  .reloadable = true },
 	{ .name = "min_size", .type = KEY_INT, .offset = RULE_FIELD(min_size), .min = 0, .max = 10000, .def = "0",
 	  .reloadable = true },
 	{ .name = "max_db_connections", .type = KEY_INT, .offset = RULE_FIELD(max_db_connections), .min = 0,
@@ -1092,6 +1109,11 @@ static const struct key_def top_keys[] = {
 	  .min = 1, .max = MS_PER_DAY, .def = "15s", .reloadable = true },
 	{ .name = "server_idle_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_idle_timeout_ms),
 	  .min = 0, .max = 30 * MS_PER_DAY, .def = "10m", .reloadable = true },
+	{ .name = "auth_file", .type = KEY_STRING, .offset = TOP_FIELD(auth_file), .min = 1, .max = 4096,
+	  .reloadable = true },
+	{ .name = "hba_file", .type = KEY_STRING, .offset = TOP_FIELD(hba_file), .min = 1, .max = 4096,
+	  .reloadable = true },
+	{ .name = "unix_socket_dir", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_dir), .min = 1, .max = 90 },
 	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = TOP_FIELD(server_lifetime_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
 	{ .name = "idle_transaction_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(idle_transaction_timeout_ms),

@@ -16,6 +16,9 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 
+/* How clients of a rule prove who they are (hba_file, when set, decides instead). */
+enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM };
+
 struct config_listen {
 	char host[CONFIG_HOST_MAX]; /* numeric address or name; "*" means all addresses */
 	int port;
@@ -41,6 +44,8 @@ struct config_pool_rule {
 	enum pool_mode mode;                  /* default session */
 	int size;                             /* max server connections per (database, user); default 20 */
 	int min_size;                         /* kept connected per (database, user); default 0 */
+	int client_auth;                      /* enum config_auth; default trust */
+	int blocked;                          /* true: clients matching this rule are refused (28000) */
 	int max_db_connections;               /* across the pools of one database; 0 = no limit */
 	int max_user_connections;             /* across the pools of one user; 0 = no limit */
 	char *server_user;                    /* NULL: log in as the client's user */
@@ -81,6 +86,9 @@ struct tusk_config {
 	int max_prepared_statements;   /* default 200: per server, LRU; 0 = pass named statements through */
 
 	char *server_reset_query;      /* default "DISCARD ALL"; "" = none */
+	char *auth_file;               /* NULL: none; PgBouncer userlist.txt format (auth/userlist.h) */
+	char *hba_file;                /* NULL: none; pg_hba.conf syntax (auth/hba.h), before the rules */
+	char *unix_socket_dir;         /* NULL: no Unix socket; else DIR/.s.PGSQL.<port> per listen port */
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
 	int max_client_connections;    /* default 10000 */

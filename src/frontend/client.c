@@ -37,6 +37,7 @@ static const char *state_name(enum client_state s)
 {
 	switch (s) {
 	case CLIENT_STARTUP: return "startup";
+	case CLIENT_AUTH: return "auth";
 	case CLIENT_IDLE: return "idle";
 	case CLIENT_WAITING: return "waiting";
 	case CLIENT_ACTIVE: return "active";
@@ -63,6 +64,8 @@ void client_set_state(struct client *c, enum client_state to)
 	case CLIENT_STARTUP:
 		arm_timer(c, (double)cfg->client_login_timeout_ms / 1000.0);
 		break;
+	case CLIENT_AUTH:
+		break; /* the login timer started at accept keeps running */
 	case CLIENT_WAITING:
 		/* The wait deadline is absolute from the moment the client asked for a server. */
 		arm_timer(c, (double)cfg->pool_wait_timeout_ms / 1000.0);
@@ -84,6 +87,7 @@ void client_update_io(struct client *c)
 
 	switch (c->state) {
 	case CLIENT_STARTUP:
+	case CLIENT_AUTH:
 	case CLIENT_WAITING:
 	case CLIENT_ACTIVE:
 	case CLIENT_IDLE:
@@ -122,6 +126,7 @@ static void free_client(struct client *c)
 	buf_free(&c->wbuf);
 	session_free(&c->session);
 	prep_client_free(c->prep);
+	client_auth_free(c);
 	free(c);
 }
 
@@ -392,6 +397,8 @@ static void on_cancel_request(struct client *c, const struct proto_startup *st)
 	client_close(c, "cancel request handled");
 }
 
+static void after_auth(struct client *c);
+
 static void on_startup(struct client *c, const struct proto_startup *st)
 {
 	const struct config_pool_rule *rule;
@@ -428,6 +435,17 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 			return;
 		}
 	}
+	if (rule->blocked) {
+		client_fail(c, "28000", "user \"%s\" is blocked for database \"%s\"", c->user, c->database);
+		return;
+	}
+	if (client_auth_begin(c, rule->client_auth))
+		after_auth(c);
+}
+
+/* Authenticated: mint the cancel key and look for a server. */
+static void after_auth(struct client *c)
+{
 	/* The key the client will cancel with; random so that it cannot be guessed. */
 	if (RAND_bytes((unsigned char *)&c->cancel_pid, sizeof c->cancel_pid) != 1 ||
 	    RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1) {
@@ -801,7 +819,7 @@ static void connect_server(struct client *c)
 			    pool_user(c->pool), why);
 		return;
 	}
-	struct server *s = server_connect(c->pool, c->worker, on_server_ready, c);
+	struct server *s = server_connect(c->pool, c->worker, &c->cred, on_server_ready, c);
 	if (!s) {
 		pool_drop_slot(c->pool);
 		client_fail(c, "53200", "out of memory connecting to server");
@@ -908,7 +926,10 @@ static void read_startup_phase(struct client *c)
 	buf_produce(&c->rbuf, (size_t)n);
 	if (c->state == CLIENT_STARTUP)
 		handle_startup_input(c);
-	else if (c->state == CLIENT_IDLE)
+	else if (c->state == CLIENT_AUTH) {
+		if (client_auth_input(c) == 1)
+			after_auth(c);
+	} else if (c->state == CLIENT_IDLE)
 		client_need_server(c);
 	else
 		client_update_io(c);
@@ -921,6 +942,7 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 	switch (c->state) {
 	case CLIENT_STARTUP:
+	case CLIENT_AUTH:
 	case CLIENT_WAITING:
 	case CLIENT_IDLE:
 		if (revents & EV_WRITE) {
@@ -954,6 +976,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	switch (c->state) {
 	case CLIENT_STARTUP:
+	case CLIENT_AUTH:
 		client_fail(c, "08P01", "client did not finish startup within client_login_timeout");
 		break;
 	case CLIENT_WAITING:

@@ -11,6 +11,7 @@
 #include "frontend/session.h"
 #include "net/net.h"
 #include "pool/pool.h"
+#include "pool/server.h"
 #include "util/buf.h"
 #include "util/id.h"
 
@@ -18,12 +19,14 @@ struct server;
 struct worker;
 struct worker_msg;
 struct prep_client;
+struct client_auth;
 
 #define CLIENT_MAX_STATEMENTS 10000          /* named prepared statements per client */
 #define CLIENT_MAX_STATEMENT_BYTES (16u << 20) /* their memory per client */
 
 enum client_state {
 	CLIENT_STARTUP, /* reading the startup packet (SSL/GSSENC answered 'N') */
+	CLIENT_AUTH,    /* authenticating (frontend/auth.c) */
 	CLIENT_WAITING, /* needs a server: queued, connecting, or preparing it */
 	CLIENT_ACTIVE,  /* a server is linked; bytes relayed both ways */
 	CLIENT_IDLE,    /* transaction/statement mode: logged in, between transactions, no server */
@@ -52,6 +55,8 @@ struct client {
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
 	struct prep_client *prep;   /* named statements (transaction/statement pooling only) */
+	struct client_auth *auth;   /* during CLIENT_AUTH (auth.c) */
+	struct server_cred cred;    /* what the client's authentication revealed, for passthrough */
 	struct pool *pool;
 	struct server *server;      /* connecting, preparing or attached */
 	struct pool_waiter waiter;
@@ -82,6 +87,15 @@ void client_flush(struct client *c);
 void client_need_server(struct client *c);
 /* Greeting done or transaction over: no server, wait for the next request. */
 void client_go_idle(struct client *c);
+
+/* auth.c: true when the client may go on at once (trust); false when an exchange started
+ * (state CLIENT_AUTH) or the client was failed. */
+bool client_auth_begin(struct client *c, int rule_method);
+/* Bytes arrived in CLIENT_AUTH: 1 authenticated, 0 need more, -1 failed (client gone). */
+int client_auth_input(struct client *c);
+void client_auth_free_state(struct client *c);
+/* Teardown: the exchange state and any credentials kept. */
+void client_auth_free(struct client *c);
 
 /* relay.c */
 void relay_start(struct client *c, struct server *s);

@@ -24,6 +24,11 @@ int net_resolve(const char *host, int port, bool passive, struct net_addr *out);
 __attribute__((warn_unused_result))
 int net_listen(const struct net_addr *addr, int backlog);
 
+/* A non-blocking listening Unix socket at path (a stale socket file is replaced), mode 0777
+ * as PostgreSQL's. fd or -errno (-ENAMETOOLONG when path does not fit). */
+__attribute__((warn_unused_result))
+int net_listen_unix(const char *path, int backlog);
+
 /* Start a non-blocking connect. fd (connect in progress or done) or -errno. */
 __attribute__((warn_unused_result))
 int net_connect(const struct net_addr *addr);

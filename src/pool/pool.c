@@ -632,7 +632,7 @@ void pool_maintain(struct worker *w, double now)
 			x->next_idle = NULL;
 			server_close(x, x->expires_at && now >= x->expires_at ? "server_lifetime reached" : "idle timeout");
 		}
-		if (open && !server_connect(p, w, on_min_ready, NULL))
+		if (open && !server_connect(p, w, NULL, on_min_ready, NULL))
 			pool_drop_slot(p);
 	}
 }

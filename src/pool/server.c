@@ -192,7 +192,8 @@ static int flush_wbuf(struct server *s)
 	return 0;
 }
 
-struct server *server_connect(struct pool *pool, struct worker *w, server_done_fn done, void *arg)
+struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
+			      server_done_fn done, void *arg)
 {
 	struct runtime *rt = w->rt;
 	const struct config_pool_rule *rule = pool_rule(pool);
@@ -229,6 +230,8 @@ struct server *server_connect(struct pool *pool, struct worker *w, server_done_f
 	s->addr = rt->service_addrs[runtime_service_index(rt, rule->service)];
 	snprintf(s->login_user, sizeof s->login_user, "%s", rule->server_user ? rule->server_user : pool_user(pool));
 	s->login_password = rule->server_password;
+	if (!s->login_password && cred)
+		s->cred = *cred;
 	net_addr_str(&s->addr, addr, sizeof addr);
 	snprintf(s->ctx, sizeof s->ctx, "%s/%s@%s", pool_database(pool), pool_user(pool), addr);
 	ev_init(&s->io, server_io_cb);
@@ -299,13 +302,23 @@ static int handle_auth(struct server *s, const uint8_t *body, size_t len)
 	}
 	if (a.code == PROTO_AUTH_OK)
 		return 0;
-	if (!s->login_password) {
-		fail(s, "the server asked for a password and none is configured for this pool (set server_password)");
+	/* Without server_password, the client's own credentials (passthrough), if its
+	 * authentication gave tusk something the server's method can use. */
+	const char *password = s->login_password ? s->login_password
+				: s->cred.kind == SERVER_CRED_PLAIN ? s->cred.secret : NULL;
+	bool md5_hash = !s->login_password && s->cred.kind == SERVER_CRED_MD5;
+	bool scram_keys = !s->login_password && s->cred.kind == SERVER_CRED_SCRAM;
+	bool usable = password || (a.code == PROTO_AUTH_MD5 && md5_hash) ||
+		      (a.code >= PROTO_AUTH_SASL && a.code <= PROTO_AUTH_SASL_FINAL && scram_keys);
+	if (!usable) {
+		fail(s, s->cred.kind == SERVER_CRED_NONE
+				? "the server asked for a password and none is configured for this pool (set server_password)"
+				: "the server's authentication method cannot use the client's credentials (set server_password)");
 		return -1;
 	}
 	switch (a.code) {
 	case PROTO_AUTH_CLEARTEXT:
-		if (proto_put_password(&s->wbuf, s->login_password) < 0)
+		if (proto_put_password(&s->wbuf, password) < 0)
 			goto err_nospace;
 		break;
 	case PROTO_AUTH_MD5: {
@@ -314,7 +327,10 @@ static int handle_auth(struct server *s, const uint8_t *body, size_t len)
 			fail(s, "malformed md5 salt from server");
 			return -1;
 		}
-		auth_md5_response(s->login_user, s->login_password, a.data, md5);
+		if (password)
+			auth_md5_response(s->login_user, password, a.data, md5);
+		else
+			auth_md5_response_from_hash(s->cred.secret, a.data, md5);
 		if (proto_put_password(&s->wbuf, md5) < 0)
 			goto err_nospace;
 		break;
@@ -325,7 +341,10 @@ static int handle_auth(struct server *s, const uint8_t *body, size_t len)
 			return -1;
 		}
 		s->scram = calloc(1, sizeof *s->scram);
-		if (!s->scram || scram_client_init(s->scram, s->login_password) < 0) {
+		if (!s->scram ||
+		    (password ? scram_client_init(s->scram, password)
+			      : scram_client_init_with_keys(s->scram, s->cred.client_key, s->cred.server_key, s->cred.salt,
+							    s->cred.salt_len, s->cred.iterations)) < 0) {
 			fail(s, "could not start SCRAM authentication");
 			return -1;
 		}

@@ -65,6 +65,23 @@ struct server_param {
 	char value[SERVER_PARAM_VALUE_MAX];
 };
 
+/* What tusk logs in to the server with when the rule has no server_password: the client's
+ * own credentials, as far as its authentication revealed them. */
+enum server_cred_kind {
+	SERVER_CRED_NONE,
+	SERVER_CRED_PLAIN, /* cleartext password (client used password auth) */
+	SERVER_CRED_MD5,   /* "md5" + md5(password || user), from auth_file */
+	SERVER_CRED_SCRAM, /* ClientKey recovered from the client's SCRAM proof, with its verifier */
+};
+struct server_cred {
+	enum server_cred_kind kind;
+	char secret[256];
+	uint8_t client_key[32], server_key[32];
+	uint8_t salt[64];
+	size_t salt_len;
+	int iterations;
+};
+
 struct server;
 /* err == 0: done, the server is idle on the caller's loop. err < 0: failed; reason says why
  * and errmsg/errlen hold the server's ErrorResponse (type byte included) when it sent one;
@@ -113,6 +130,7 @@ struct server {
 	void *done_arg;
 	struct scram_client *scram;
 	const char *login_password;
+	struct server_cred cred;              /* used when login_password is NULL */
 	char login_user[64];
 	size_t pending_skip;                  /* bytes of an oversized skippable message still to drop */
 	uint8_t *errmsg;                      /* first ErrorResponse seen in a query of ours */
@@ -122,7 +140,8 @@ struct server {
 /* Start connecting a new server for pool on worker w (the slot was reserved with
  * pool_claim). done runs once on w's loop. NULL only on allocation failure (the slot is
  * then still the caller's to drop). */
-struct server *server_connect(struct pool *pool, struct worker *w, server_done_fn done, void *arg);
+struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
+			      server_done_fn done, void *arg);
 
 /* Run sql as a simple query on an idle attached server, swallowing every reply; done runs
  * when ReadyForQuery arrives (err < 0 with the server's error if one came; the server is

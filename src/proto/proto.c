@@ -492,6 +492,19 @@ int proto_put_auth_ok(struct buf *b)
 	return finish(b, p, n);
 }
 
+int proto_put_auth_request(struct buf *b, uint32_t code, const void *data, size_t len)
+{
+	if (len > PROTO_STARTUP_MAX)
+		return -ENOSPC;
+	size_t n = PROTO_HDR_LEN + 4 + len;
+	uint8_t *p = begin_typed(b, 'R', n);
+	if (!p)
+		return -ENOSPC;
+	p = store_be32(p, code);
+	p = put_mem(p, data, len);
+	return finish(b, p, n);
+}
+
 int proto_put_startup(struct buf *b, const struct proto_param *params, int nparams)
 {
 	size_t n = 8 + 1;

@@ -156,6 +156,9 @@ int proto_put_backend_key(struct buf *b, uint32_t pid, uint32_t key);
 int proto_put_ready(struct buf *b, uint8_t status); /* 'I', 'T' or 'E' */
 int proto_put_command_complete(struct buf *b, const char *tag); /* 'C' */
 int proto_put_auth_ok(struct buf *b);
+/* AuthenticationRequest ('R') with code and the bytes after it (md5 salt, SASL mechanism list
+ * or SASL data). */
+int proto_put_auth_request(struct buf *b, uint32_t code, const void *data, size_t len);
 /* StartupMessage (protocol 3.0) from name/value pairs. */
 int proto_put_startup(struct buf *b, const struct proto_param *params, int nparams);
 int proto_put_cancel_request(struct buf *b, uint32_t pid, uint32_t key);

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/hba.h"
+#include "auth/userlist.h"
 #include "frontend/cancel.h"
 #include "pool/pool.h"
 #include "pool/resolver.h"
@@ -69,6 +71,10 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
 	rc = resolve_services(rt);
 	if (rc < 0)
 		goto err;
+	if (runtime_load_auth(cfg, stderr, &rt->users, &rt->hba) > 0) {
+		rc = -EINVAL;
+		goto err;
+	}
 	for (int i = 0; i < cfg->nlisten; i++) {
 		rc = net_resolve(cfg->listen[i].host, cfg->listen[i].port, true, &rt->listen_addrs[i]);
 		if (rc < 0) {
@@ -90,8 +96,30 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
 			fds[nfds++] = fd;
 		}
 	}
+	/* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
+	for (int i = 0; cfg->unix_socket_dir && i < cfg->nlisten && rt->nunix < (int)(sizeof rt->unix_fd / sizeof rt->unix_fd[0]); i++) {
+		char path[128];
+		snprintf(path, sizeof path, "%s/.s.PGSQL.%d", cfg->unix_socket_dir, cfg->listen[i].port);
+		int fd = net_listen_unix(path, LISTEN_BACKLOG);
+		if (fd < 0) {
+			rc = fd;
+			log_error(NULL, NULL, "listen on Unix socket %s: %s", path, strerror(-fd));
+			goto err;
+		}
+		rt->unix_fd[rt->nunix++] = fd;
+		log_info(NULL, NULL, "listening on Unix socket %s", path);
+	}
 	for (int w = 0; w < cfg->workers; w++) {
-		rc = worker_start(rt, w, fds + w * cfg->nlisten, cfg->nlisten, &rt->workers[w]);
+		int n = cfg->nlisten;
+		int w0[64];
+		const int *mine = fds + w * cfg->nlisten;
+		if (w == 0 && rt->nunix > 0 && cfg->nlisten + rt->nunix <= 64) {
+			memcpy(w0, mine, (size_t)cfg->nlisten * sizeof *w0);
+			memcpy(w0 + cfg->nlisten, rt->unix_fd, (size_t)rt->nunix * sizeof *w0);
+			n += rt->nunix;
+			mine = w0;
+		}
+		rc = worker_start(rt, w, mine, n, &rt->workers[w]);
 		if (rc < 0) {
 			log_error(NULL, NULL, "cannot start worker %d: %s", w, strerror(-rc));
 			goto err;
@@ -99,6 +127,9 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
 		/* From here the worker owns (and closes) its listening sockets. */
 		for (int i = 0; i < cfg->nlisten; i++)
 			fds[w * cfg->nlisten + i] = -1;
+		if (w == 0)
+			for (int i = 0; i < rt->nunix; i++)
+				rt->unix_fd[i] = -1;
 	}
 	for (int i = 0; i < cfg->nlisten; i++)
 		log_info(NULL, NULL, "listening on %s:%d with %d workers", cfg->listen[i].host, cfg->listen[i].port,
@@ -110,9 +141,24 @@ err:
 	for (int i = 0; fds && i < nfds; i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
+	for (int i = 0; i < rt->nunix; i++)
+		if (rt->unix_fd[i] >= 0)
+			close(rt->unix_fd[i]);
 	free(fds);
 	runtime_stop(rt);
 	return rc;
+}
+
+int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba)
+{
+	int nerr = 0;
+	*users = NULL;
+	*hba = NULL;
+	if (cfg->auth_file)
+		nerr += userlist_load(cfg->auth_file, errout, users);
+	if (cfg->hba_file)
+		nerr += hba_load(cfg->hba_file, errout, hba);
+	return nerr;
 }
 
 void runtime_stop(struct runtime *rt)
@@ -131,6 +177,15 @@ void runtime_stop(struct runtime *rt)
 			worker_free(rt->workers[w]);
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
+	userlist_free(rt->users);
+	hba_free(rt->hba);
+	if (rt->cfg && rt->cfg->unix_socket_dir) {
+		for (int i = 0; i < rt->cfg->nlisten; i++) {
+			char path[128];
+			snprintf(path, sizeof path, "%s/.s.PGSQL.%d", rt->cfg->unix_socket_dir, rt->cfg->listen[i].port);
+			(void)unlink(path);
+		}
+	}
 	free(rt->workers);
 	free(rt->listen_addrs);
 	free(rt->service_addrs);

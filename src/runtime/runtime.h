@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "config/config.h"
 #include "net/net.h"
@@ -14,6 +15,8 @@
 struct worker;
 struct pool_registry;
 struct cancel_registry;
+struct userlist;
+struct hba;
 
 struct runtime {
 	const struct tusk_config *cfg;   /* read-only while workers run */
@@ -23,6 +26,10 @@ struct runtime {
 	struct net_addr *service_addrs;  /* cfg->services[i].hosts[0] resolved */
 	struct pool_registry *pools;     /* shared by all workers; has its own locks */
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
+	struct userlist *users;          /* auth_file, or NULL; immutable while workers run */
+	struct hba *hba;                 /* hba_file, or NULL; immutable while workers run */
+	int unix_fd[8];                  /* Unix listening sockets (worker 0 accepts on them) */
+	int nunix;
 	/* Clients connected now, across workers; relaxed ordering suffices because it
 	 * only bounds admission, it orders no other memory. */
 	atomic_int nclients;
@@ -34,6 +41,10 @@ struct runtime {
  * logging what failed. */
 __attribute__((warn_unused_result))
 int runtime_start(struct runtime *rt, const struct tusk_config *cfg);
+/* Load auth_file and hba_file of cfg (either may be absent). 0, or the number of errors,
+ * each printed to errout as FILE:LINE: ... (also used by --check). */
+int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba);
+
 /* Ask every worker to stop, join them, close pooled servers, free everything. */
 void runtime_stop(struct runtime *rt);
 

@@ -1,0 +1,320 @@
+/* Client authentication: after the startup packet and before a server is sought. The method
+ * comes from hba_file (first matching line) or else the pool rule's client_auth; secrets
+ * come from auth_file. An unknown user goes through the same exchange as a known one and
+ * fails the same way (28P01), so logins cannot be used to enumerate users. What the
+ * exchange reveals (the cleartext, the stored md5 hash, or the ClientKey recovered from a
+ * SCRAM proof) is kept in c->cred, so tusk can log in to the server as the client when the
+ * rule has no server_password. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "auth/hba.h"
+#include "auth/scram.h"
+#include "auth/scram_server.h"
+#include "auth/userlist.h"
+#include "frontend/client_int.h"
+#include "pool/server.h"
+#include "proto/proto.h"
+#include "runtime/runtime.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define AUTH_MSG_MAX 8192 /* largest password or SASL message accepted */
+
+enum auth_step {
+	AUTH_WAIT_PASSWORD, /* cleartext */
+	AUTH_WAIT_MD5,
+	AUTH_WAIT_SASL_INITIAL,
+	AUTH_WAIT_SASL_FINAL,
+};
+
+struct client_auth {
+	enum auth_step step;
+	uint8_t salt[4];
+	const struct userlist_entry *entry; /* NULL: unknown user */
+	struct scram_server scram;
+};
+
+static void auth_failed(struct client *c)
+{
+	log_info(c->id, c->ctx, "password authentication failed");
+	client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+}
+
+static int send_request(struct client *c, uint32_t code, const void *data, size_t len)
+{
+	if (proto_put_auth_request(&c->wbuf, code, data, len) < 0 || client_write_wbuf(c) < 0)
+		return -1;
+	client_update_io(c);
+	return 0;
+}
+
+static void start_scram(struct client *c)
+{
+	struct client_auth *a = c->auth;
+	struct scram_verifier v;
+	int rc;
+
+	if (a->entry && a->entry->kind == USERLIST_SCRAM)
+		rc = scram_verifier_parse(&v, a->entry->secret, strlen(a->entry->secret));
+	else if (a->entry && a->entry->kind == USERLIST_PLAIN)
+		rc = scram_verifier_from_password(&v, a->entry->secret);
+	else
+		rc = scram_verifier_mock(&v, c->user); /* unknown user, or only an md5 hash stored */
+	if (rc < 0 || scram_server_init(&a->scram, &v, NULL, 0) < 0) {
+		client_fail(c, "XX000", "could not start SCRAM authentication");
+		return;
+	}
+	static const char mechs[] = "SCRAM-SHA-256\0";
+	a->step = AUTH_WAIT_SASL_INITIAL;
+	if (send_request(c, PROTO_AUTH_SASL, mechs, sizeof mechs) < 0)
+		client_close(c, "write to client failed");
+}
+
+bool client_auth_begin(struct client *c, int rule_method)
+{
+	struct runtime *rt = c->worker->rt;
+	int method = rule_method;
+
+	if (rt->hba) {
+		enum hba_method hm;
+		int line;
+		enum hba_conn conn = c->peer.sa.ss_family == AF_UNIX ? HBA_LOCAL : HBA_HOST_PLAIN;
+		if (!hba_match(rt->hba, conn, c->database, c->user, conn == HBA_LOCAL ? NULL : &c->peer, &hm, &line)) {
+			client_fail(c, "28000", "no hba_file line matches user \"%s\", database \"%s\" from this address",
+				    c->user, c->database);
+			return false;
+		}
+		switch (hm) {
+		case HBA_TRUST: method = CONFIG_AUTH_TRUST; break;
+		case HBA_REJECT: method = CONFIG_AUTH_REJECT; break;
+		case HBA_PASSWORD: method = CONFIG_AUTH_PASSWORD; break;
+		case HBA_MD5: method = CONFIG_AUTH_MD5; break;
+		case HBA_SCRAM: method = CONFIG_AUTH_SCRAM; break;
+		case HBA_CERT:
+			client_fail(c, "28000", "hba_file line %d asks for cert authentication, which needs TLS (not available yet)",
+				    line);
+			return false;
+		}
+		log_debug(c->id, c->ctx, "hba_file line %d: %s", line, hba_method_name(hm));
+	}
+	if (method == CONFIG_AUTH_TRUST)
+		return true;
+	if (method == CONFIG_AUTH_REJECT) {
+		client_fail(c, "28000", "connection rejected for user \"%s\", database \"%s\"", c->user, c->database);
+		return false;
+	}
+
+	struct client_auth *a = calloc(1, sizeof *a);
+	if (!a) {
+		client_fail(c, "53200", "out of memory");
+		return false;
+	}
+	c->auth = a;
+	a->entry = rt->users ? userlist_find(rt->users, c->user) : NULL;
+	client_set_state(c, CLIENT_AUTH);
+	switch (method) {
+	case CONFIG_AUTH_PASSWORD:
+		a->step = AUTH_WAIT_PASSWORD;
+		if (send_request(c, PROTO_AUTH_CLEARTEXT, NULL, 0) < 0)
+			client_close(c, "write to client failed");
+		break;
+	case CONFIG_AUTH_MD5:
+		/* As PostgreSQL: a SCRAM secret cannot answer md5, so SCRAM is asked instead. */
+		if (a->entry && a->entry->kind == USERLIST_SCRAM) {
+			start_scram(c);
+			break;
+		}
+		if (RAND_bytes(a->salt, sizeof a->salt) != 1) {
+			client_fail(c, "58000", "could not generate a salt");
+			break;
+		}
+		a->step = AUTH_WAIT_MD5;
+		if (send_request(c, PROTO_AUTH_MD5, a->salt, sizeof a->salt) < 0)
+			client_close(c, "write to client failed");
+		break;
+	default:
+		start_scram(c);
+		break;
+	}
+	return false;
+}
+
+void client_auth_free(struct client *c)
+{
+	client_auth_free_state(c);
+	OPENSSL_cleanse(&c->cred, sizeof c->cred);
+}
+
+static bool equal_ct(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	return la == lb && CRYPTO_memcmp(a, b, la) == 0;
+}
+
+/* Cleartext password against the stored secret of whatever kind. */
+static bool check_cleartext(struct client *c, const char *password)
+{
+	const struct userlist_entry *e = c->auth->entry;
+	if (!e)
+		return false;
+	switch (e->kind) {
+	case USERLIST_PLAIN:
+		return equal_ct(password, e->secret);
+	case USERLIST_MD5: {
+		char hash[36];
+		auth_md5_hash(c->user, password, hash);
+		return hash[0] && equal_ct(hash, e->secret);
+	}
+	case USERLIST_SCRAM: {
+		struct scram_verifier v;
+		if (scram_verifier_from_password_salt(&v, password, e->salt, e->salt_len, e->iterations) < 0)
+			return false;
+		return CRYPTO_memcmp(v.stored_key, e->stored_key, sizeof v.stored_key) == 0 &&
+		       CRYPTO_memcmp(v.server_key, e->server_key, sizeof v.server_key) == 0;
+	}
+	}
+	return false;
+}
+
+static void keep_cred_plain(struct client *c, const char *password)
+{
+	if (strlen(password) < sizeof c->cred.secret) {
+		c->cred.kind = SERVER_CRED_PLAIN;
+		memcpy(c->cred.secret, password, strlen(password) + 1);
+	}
+}
+
+static void keep_cred_md5(struct client *c)
+{
+	const struct userlist_entry *e = c->auth->entry;
+	if (e->kind == USERLIST_MD5 && strlen(e->secret) < sizeof c->cred.secret) {
+		c->cred.kind = SERVER_CRED_MD5;
+		memcpy(c->cred.secret, e->secret, strlen(e->secret) + 1);
+	} else if (e->kind == USERLIST_PLAIN) {
+		keep_cred_plain(c, e->secret);
+	}
+}
+
+/* One complete 'p' message. Returns true when authentication succeeded. */
+static bool handle_message(struct client *c, const uint8_t *body, size_t len)
+{
+	struct client_auth *a = c->auth;
+	char out[SCRAM_MSG_MAX];
+	int n;
+
+	switch (a->step) {
+	case AUTH_WAIT_PASSWORD: {
+		if (len == 0 || body[len - 1] != 0) {
+			client_fail(c, "08P01", "invalid password message");
+			return false;
+		}
+		if (!check_cleartext(c, (const char *)body)) {
+			auth_failed(c);
+			return false;
+		}
+		keep_cred_plain(c, (const char *)body);
+		return true;
+	}
+	case AUTH_WAIT_MD5:
+		if (len == 0 || body[len - 1] != 0) {
+			client_fail(c, "08P01", "invalid password message");
+			return false;
+		}
+		if (!a->entry || !auth_md5_verify(c->user, a->entry->secret, a->salt, (const char *)body)) {
+			auth_failed(c);
+			return false;
+		}
+		keep_cred_md5(c);
+		return true;
+	case AUTH_WAIT_SASL_INITIAL: {
+		struct proto_reader r;
+		proto_reader_init(&r, body, len);
+		const char *mech = proto_get_cstr(&r);
+		uint32_t dlen = proto_get_u32(&r);
+		const uint8_t *data = r.err || dlen == 0xffffffffu ? NULL : proto_get_bytes(&r, dlen);
+		if (r.err || !data || !mech) {
+			client_fail(c, "08P01", "invalid SASLInitialResponse");
+			return false;
+		}
+		if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+			client_fail(c, "28000", "SASL mechanism %s is not supported", mech);
+			return false;
+		}
+		n = scram_server_first(&a->scram, (const char *)data, dlen, out, sizeof out);
+		if (n < 0) {
+			client_fail(c, "08P01", "invalid SCRAM client-first-message");
+			return false;
+		}
+		a->step = AUTH_WAIT_SASL_FINAL;
+		if (send_request(c, PROTO_AUTH_SASL_CONTINUE, out, (size_t)n) < 0)
+			client_close(c, "write to client failed");
+		return false;
+	}
+	case AUTH_WAIT_SASL_FINAL:
+		n = scram_server_final(&a->scram, (const char *)body, len, out, sizeof out);
+		if (n == -EPERM) {
+			auth_failed(c);
+			return false;
+		}
+		if (n < 0) {
+			client_fail(c, "08P01", "invalid SCRAM client-final-message");
+			return false;
+		}
+		if (proto_put_auth_request(&c->wbuf, PROTO_AUTH_SASL_FINAL, out, (size_t)n) < 0) {
+			client_fail(c, "54000", "SCRAM reply too large");
+			return false;
+		}
+		if (a->entry && a->entry->kind == USERLIST_SCRAM &&
+		    scram_server_client_key(&a->scram, c->cred.client_key) == 0) {
+			c->cred.kind = SERVER_CRED_SCRAM;
+			memcpy(c->cred.server_key, a->entry->server_key, sizeof c->cred.server_key);
+			memcpy(c->cred.salt, a->entry->salt, a->entry->salt_len);
+			c->cred.salt_len = a->entry->salt_len;
+			c->cred.iterations = a->entry->iterations;
+		} else if (a->entry && a->entry->kind == USERLIST_PLAIN) {
+			keep_cred_plain(c, a->entry->secret);
+		}
+		return true;
+	}
+	return false;
+}
+
+int client_auth_input(struct client *c)
+{
+	for (;;) {
+		struct proto_hdr h;
+		ssize_t r = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), AUTH_MSG_MAX, &h);
+		if (r == 0)
+			return 0;
+		if (r < 0 || h.type != 'p') {
+			client_fail(c, "08P01", "expected a password message during authentication");
+			return -1;
+		}
+		size_t total = (size_t)h.len + 1;
+		if (buf_len(&c->rbuf) < total)
+			return 0;
+		const uint8_t *body = buf_head(&c->rbuf) + PROTO_HDR_LEN;
+		buf_consume(&c->rbuf, total); /* bytes stay valid until the next read */
+		if (handle_message(c, body, total - PROTO_HDR_LEN)) {
+			client_auth_free_state(c);
+			return 1;
+		}
+		if (c->state != CLIENT_AUTH)
+			return -1; /* failed or closed */
+	}
+}
+
+void client_auth_free_state(struct client *c)
+{
+	if (c->auth) {
+		scram_server_clear(&c->auth->scram);
+		OPENSSL_cleanse(c->auth, sizeof *c->auth);
+		free(c->auth);
+		c->auth = NULL;
+	}
+}

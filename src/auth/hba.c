@@ -2,6 +2,7 @@
  * quotes for one quote, comma lists that may continue after whitespace, # comments), checks it,
  * and keeps a flat array of rules for first-match lookup. Owns the rule array and its names. */
 #include "auth/hba.h"
+#include "util/file.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -518,47 +519,21 @@ err_nomem:
 int hba_load(const char *path, FILE *errout, struct hba **out)
 {
 	struct hba_ctx c = { .name = path, .errout = errout };
-	FILE *f = fopen(path, "rb");
-	char *data = NULL;
-	size_t len = 0, cap = 0;
-	int rc;
+	char *data;
+	size_t len;
+	int rc = util_read_file(path, HBA_FILE_MAX, false, &data, &len);
 
-	if (!f) {
-		report(&c, "cannot open: %s", strerror(errno));
+	if (rc == -EFBIG) {
+		report(&c, "file larger than %u bytes", HBA_FILE_MAX);
 		return c.nerr;
 	}
-	for (;;) {
-		if (len == cap) {
-			if (cap >= HBA_FILE_MAX) {
-				report(&c, "file larger than %u bytes", HBA_FILE_MAX);
-				goto err_free;
-			}
-			cap = cap ? cap * 2 : 4096;
-			char *nd = realloc(data, cap);
-			if (!nd) {
-				report(&c, "out of memory");
-				goto err_free;
-			}
-			data = nd;
-		}
-		size_t n = fread(data + len, 1, cap - len, f);
-		len += n;
-		if (n == 0)
-			break;
+	if (rc < 0) {
+		report(&c, "cannot open: %s", strerror(-rc));
+		return c.nerr;
 	}
-	if (ferror(f)) {
-		report(&c, "read error: %s", strerror(errno));
-		goto err_free;
-	}
-	fclose(f);
 	rc = hba_load_buffer(path, data, len, errout, out);
 	free(data);
 	return rc;
-
-err_free:
-	free(data);
-	fclose(f);
-	return c.nerr;
 }
 
 static bool list_match(const struct hba_list *l, const char *name, const char *user)

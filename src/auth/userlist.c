@@ -2,6 +2,8 @@
  * (plain, md5, SCRAM verifier with strict base64 decoding) and an open-addressing hash table
  * from user name to entry. Owns the entries, their strings and the table. */
 #include "auth/userlist.h"
+#include "auth/scram_int.h"
+#include "util/file.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -72,56 +74,6 @@ static bool read_quoted(const char *s, size_t len, size_t *i, char *out)
 	return false;
 }
 
-static int b64_value(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Strict base64 (standard alphabet, padded, no whitespace) of s[0..len) into at most cap bytes:
- * the decoded length, or -1. Unused bits of the last group must be zero (canonical form). */
-static int b64_decode(const char *s, size_t len, uint8_t *out, size_t cap)
-{
-	size_t w = 0;
-
-	if (len == 0 || len % 4 != 0)
-		return -1;
-	for (size_t i = 0; i < len; i += 4) {
-		int v[4], pad = 0;
-		for (int k = 0; k < 4; k++) {
-			char ch = s[i + k];
-			if (ch == '=' && i + 4 == len && k >= 2) {
-				v[k] = 0;
-				pad++;
-				continue;
-			}
-			if (pad)
-				return -1; /* data after '=' */
-			v[k] = b64_value(ch);
-			if (v[k] < 0)
-				return -1;
-		}
-		uint32_t g = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
-		size_t n = 3 - (size_t)pad;
-		if ((pad == 1 && (g & 0xff)) || (pad == 2 && (g & 0xffff)))
-			return -1;
-		if (w + n > cap)
-			return -1;
-		for (size_t k = 0; k < n; k++)
-			out[w++] = (uint8_t)(g >> (16 - 8 * k));
-	}
-	return (int)w;
-}
-
 static bool is_hex(char c)
 {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -159,20 +111,20 @@ static int parse_scram(struct ul_ctx *c, const char *s, struct userlist_entry *e
 		return -EINVAL;
 	}
 	e->iterations = (int)iter;
-	int n = b64_decode(colon1 + 1, (size_t)(dollar - colon1 - 1), e->salt, sizeof(e->salt));
+	int n = scram_b64_decode(colon1 + 1, (size_t)(dollar - colon1 - 1), e->salt, sizeof(e->salt));
 	if (n < 1) {
 		report(c, "SCRAM verifier: salt is not base64 of 1..%d bytes", USERLIST_SALT_MAX);
 		return -EINVAL;
 	}
 	e->salt_len = (size_t)n;
 	uint8_t key[USERLIST_KEY_LEN + 1];
-	n = b64_decode(dollar + 1, (size_t)(colon2 - dollar - 1), key, sizeof(key));
+	n = scram_b64_decode(dollar + 1, (size_t)(colon2 - dollar - 1), key, sizeof(key));
 	if (n != USERLIST_KEY_LEN) {
 		report(c, "SCRAM verifier: StoredKey is not base64 of %d bytes", USERLIST_KEY_LEN);
 		return -EINVAL;
 	}
 	memcpy(e->stored_key, key, USERLIST_KEY_LEN);
-	n = b64_decode(colon2 + 1, strlen(colon2 + 1), key, sizeof(key));
+	n = scram_b64_decode(colon2 + 1, strlen(colon2 + 1), key, sizeof(key));
 	if (n != USERLIST_KEY_LEN) {
 		report(c, "SCRAM verifier: ServerKey is not base64 of %d bytes", USERLIST_KEY_LEN);
 		return -EINVAL;
@@ -392,50 +344,22 @@ err_nomem:
 int userlist_load(const char *path, FILE *errout, struct userlist **out)
 {
 	struct ul_ctx c = { .name = path, .errout = errout };
-	FILE *f = fopen(path, "rb");
-	char *data = NULL;
-	size_t len = 0, cap = 0;
-	int rc;
+	char *data;
+	size_t len;
+	int rc = util_read_file(path, USERLIST_FILE_MAX, true, &data, &len);
 
-	if (!f) {
-		report(&c, "cannot open: %s", strerror(errno));
+	if (rc == -EFBIG) {
+		report(&c, "file larger than %u bytes", USERLIST_FILE_MAX);
 		return c.nerr;
 	}
-	for (;;) {
-		if (len == cap) {
-			if (cap >= USERLIST_FILE_MAX) {
-				report(&c, "file larger than %u bytes", USERLIST_FILE_MAX);
-				goto err_free;
-			}
-			cap = cap ? cap * 2 : 4096;
-			char *nd = realloc(data, cap);
-			if (!nd) {
-				report(&c, "out of memory");
-				goto err_free;
-			}
-			data = nd;
-		}
-		size_t n = fread(data + len, 1, cap - len, f);
-		len += n;
-		if (n == 0)
-			break;
+	if (rc < 0) {
+		report(&c, "cannot open: %s", strerror(-rc));
+		return c.nerr;
 	}
-	if (ferror(f)) {
-		report(&c, "read error: %s", strerror(errno));
-		goto err_free;
-	}
-	fclose(f);
 	rc = userlist_load_buffer(path, data, len, errout, out);
-	explicit_bzero(data, cap);
+	explicit_bzero(data, len);
 	free(data);
 	return rc;
-
-err_free:
-	if (data)
-		explicit_bzero(data, cap);
-	free(data);
-	fclose(f);
-	return c.nerr;
 }
 
 const struct userlist_entry *userlist_find(const struct userlist *ul, const char *user)

@@ -4,7 +4,6 @@
  * what is present and against a limit before use. Builders write nothing unless all fits. */
 #include "pool/prepared.h"
 
-#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,99 +167,26 @@ ssize_t prep_read_target(const uint8_t *msg, size_t avail, struct prep_target *o
 
 /* ---- builders ---- */
 
-/* The wire's length words are signed 32-bit. */
-#define PREP_BUILD_MAX ((size_t)INT32_MAX)
-
-/* Room for exactly n bytes at the tail, or NULL with b untouched (compacting only once the
- * message is known to fit keeps start/end unchanged on failure too). */
-static uint8_t *reserve(struct buf *b, size_t n)
-{
-	if (n > PREP_BUILD_MAX || n > b->cap - buf_len(b))
-		return NULL;
-	if (n > buf_room(b))
-		buf_compact(b);
-	return buf_tail(b);
-}
-
-static uint8_t *put_u8(uint8_t *p, uint8_t v)
-{
-	*p = v;
-	return p + 1;
-}
-
-static uint8_t *put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-	return p + 4;
-}
-
-static uint8_t *put_mem(uint8_t *p, const void *src, size_t n)
-{
-	if (n)
-		memcpy(p, src, n);
-	return p + n;
-}
-
-/* Opens a message whose length word is len (so 1 + len bytes in all, or just the head of it
- * when head < 1 + len); returns where the body goes, or NULL. */
-static uint8_t *begin(struct buf *b, uint8_t type, size_t len, size_t head)
-{
-	if (len > PREP_BUILD_MAX)
-		return NULL;
-	uint8_t *p = reserve(b, head);
-	if (!p)
-		return NULL;
-	return put_be32(put_u8(p, type), (uint32_t)len);
-}
-
-static int finish(struct buf *b, const uint8_t *p, size_t n)
-{
-	assert(p == buf_tail(b) + n);
-	(void)p;
-	buf_produce(b, n);
-	return 0;
-}
-
 int prep_put_parse(struct buf *b, const char *server_name, const uint8_t *rest, size_t rest_len)
 {
-	size_t nlen = strlen(server_name) + 1;
-	size_t n = PROTO_HDR_LEN + nlen + rest_len;
-	uint8_t *p = begin(b, 'P', n - 1, n);
-	if (!p)
-		return -ENOSPC;
-	p = put_mem(p, server_name, nlen);
-	p = put_mem(p, rest, rest_len);
-	return finish(b, p, n);
+	struct proto_part parts[] = { { server_name, strlen(server_name) + 1 }, { rest, rest_len } };
+	/* A message too long for its length word does not fit any buffer either. */
+	return proto_put_parts(b, 'P', 0, parts, 2) < 0 ? -ENOSPC : 0;
 }
 
 int prep_put_bind_head(struct buf *b, const struct prep_bind_head *h, const char *server_name)
 {
 	size_t nlen = strlen(server_name);
+	/* The rest of the original Bind follows unchanged: the length word counts it. */
 	size_t len = (size_t)h->len - h->stmt_len + nlen;
-	size_t n = PROTO_HDR_LEN + h->portal_len + 1 + nlen + 1;
-	if (len > PREP_BUILD_MAX)
-		return -EMSGSIZE;
-	uint8_t *p = begin(b, 'B', len, n);
-	if (!p)
-		return -ENOSPC;
-	p = put_mem(p, h->portal, h->portal_len + 1);
-	p = put_mem(p, server_name, nlen + 1);
-	return finish(b, p, n);
+	struct proto_part parts[] = { { h->portal, h->portal_len + 1 }, { server_name, nlen + 1 } };
+	return proto_put_parts(b, 'B', len, parts, 2);
 }
 
 static int put_target(struct buf *b, uint8_t type, const char *server_name)
 {
-	size_t nlen = strlen(server_name) + 1;
-	size_t n = PROTO_HDR_LEN + 1 + nlen;
-	uint8_t *p = begin(b, type, n - 1, n);
-	if (!p)
-		return -ENOSPC;
-	p = put_u8(p, 'S');
-	p = put_mem(p, server_name, nlen);
-	return finish(b, p, n);
+	struct proto_part parts[] = { { "S", 1 }, { server_name, strlen(server_name) + 1 } };
+	return proto_put_parts(b, type, 0, parts, 2) < 0 ? -ENOSPC : 0;
 }
 
 int prep_put_describe_statement(struct buf *b, const char *server_name)
@@ -273,22 +199,14 @@ int prep_put_close_statement(struct buf *b, const char *server_name)
 	return put_target(b, 'C', server_name);
 }
 
-static int put_empty(struct buf *b, uint8_t type)
-{
-	uint8_t *p = begin(b, type, 4, PROTO_HDR_LEN);
-	if (!p)
-		return -ENOSPC;
-	return finish(b, p, PROTO_HDR_LEN);
-}
-
 int prep_put_parse_complete(struct buf *b)
 {
-	return put_empty(b, '1');
+	return proto_put_parts(b, '1', 0, NULL, 0);
 }
 
 int prep_put_close_complete(struct buf *b)
 {
-	return put_empty(b, '3');
+	return proto_put_parts(b, '3', 0, NULL, 0);
 }
 
 /* ---- per client: open addressing on the name, linear probing ---- */

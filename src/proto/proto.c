@@ -492,6 +492,25 @@ int proto_put_auth_ok(struct buf *b)
 	return finish(b, p, n);
 }
 
+int proto_put_parts(struct buf *b, uint8_t type, size_t declared_len, const struct proto_part *parts, int nparts)
+{
+	size_t body = 0;
+	for (int i = 0; i < nparts; i++)
+		body += parts[i].n;
+	size_t len = declared_len ? declared_len : 4 + body;
+	if (len > PROTO_BUILD_MAX || len < 4 + body)
+		return -EMSGSIZE;
+	size_t n = PROTO_HDR_LEN + body;
+	uint8_t *p = reserve(b, n);
+	if (!p)
+		return -ENOSPC;
+	p = store_be32(put_u8(p, type), (uint32_t)len);
+	for (int i = 0; i < nparts; i++)
+		p = put_mem(p, parts[i].p, parts[i].n);
+	buf_produce(b, n);
+	return 0;
+}
+
 int proto_put_auth_request(struct buf *b, uint32_t code, const void *data, size_t len)
 {
 	if (len > PROTO_STARTUP_MAX)

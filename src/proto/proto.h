@@ -145,6 +145,16 @@ bool proto_sasl_has_mechanism(const uint8_t *data, size_t len, const char *mech)
 
 /* ---- builders (append complete messages to b) ---- */
 
+/* A typed message from parts written back to back after the header. declared_len is its
+ * length word (0: 4 + the parts' total); when larger than that, only this head is appended
+ * and the caller streams the rest of the body. 0, -ENOSPC (buffer unchanged), or -EMSGSIZE
+ * when the length word cannot be written (over INT32_MAX). */
+struct proto_part {
+	const void *p;
+	size_t n;
+};
+int proto_put_parts(struct buf *b, uint8_t type, size_t declared_len, const struct proto_part *parts, int nparts);
+
 /* ErrorResponse ('E') or NoticeResponse ('N'): severity is written as both 'S' and 'V';
  * detail and hint may be NULL. */
 int proto_put_error(struct buf *b, const char *severity, const char *sqlstate,

@@ -279,25 +279,30 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
  * protocol (psycopg closes its own statements this way), or DEALLOCATE ALL. Such names
  * live only in tusk's map (servers hold them as tusk_<hash>), so tusk answers the query
  * itself. Returns the tag to answer with, or NULL to pass the query on. */
-static const char *local_deallocate(struct client *c, const char *sql, size_t len)
+/* The text is exactly one DEALLOCATE [ALL] statement (a cheap prefix test first, then the
+ * parser); r holds its classification. */
+static bool is_lone_deallocate(const char *sql, size_t len, struct classify_result *r)
 {
-	struct classify_result r;
 	size_t i = 0;
-
-	if (!c->prep)
-		return NULL;
 	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
 		i++;
 	if (len - i < 10 || strncasecmp(sql + i, "deallocate", 10) != 0)
-		return NULL;
-	if (classify_sql(sql, len, &r) < 0 || r.parse_error || r.nstmts != 1 || r.nsession != 1)
+		return false;
+	return classify_sql(sql, len, r) == 0 && !r->parse_error && r->nstmts == 1 && r->nsession == 1 &&
+	       !(r->stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED);
+}
+
+static const char *local_deallocate(struct client *c, const char *sql, size_t len)
+{
+	struct classify_result r;
+
+	if (!c->prep || !is_lone_deallocate(sql, len, &r))
 		return NULL;
 	if (r.stmts[0].kind == CLASSIFY_DEALLOCATE_ALL) {
 		prep_client_clear(c->prep);
 		return "DEALLOCATE ALL";
 	}
-	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE || (r.stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED) ||
-	    prep_client_remove(c->prep, r.stmts[0].name) < 0)
+	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE || prep_client_remove(c->prep, r.stmts[0].name) < 0)
 		return NULL;
 	return "DEALLOCATE";
 }
@@ -350,14 +355,9 @@ static enum scan_result rewrite_deallocate(struct client *c, struct server *s, c
 					   size_t total)
 {
 	struct classify_result r;
-	size_t qlen = strlen(p->query), i = 0;
 
-	while (i < qlen && (p->query[i] == ' ' || p->query[i] == '\t' || p->query[i] == '\n' || p->query[i] == '\r'))
-		i++;
-	if (p->nparams != 0 || qlen - i < 10 || strncasecmp(p->query + i, "deallocate", 10) != 0)
-		return SCAN_BAD;
-	if (classify_sql(p->query, qlen, &r) < 0 || r.parse_error || r.nstmts != 1 || r.nsession != 1 ||
-	    r.stmts[0].kind != CLASSIFY_DEALLOCATE || (r.stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED))
+	if (p->nparams != 0 || !is_lone_deallocate(p->query, strlen(p->query), &r) ||
+	    r.stmts[0].kind != CLASSIFY_DEALLOCATE)
 		return SCAN_BAD;
 	const struct prep_stmt *e = prep_client_find(c->prep, r.stmts[0].name);
 	if (!e)

@@ -58,11 +58,14 @@ int main(int argc, char **argv)
 	if (check) {
 		struct userlist *users;
 		struct hba *hba;
+		struct tls_ctx **ltls, **stls;
 		int aerr = runtime_load_auth(cfg, stderr, &users, &hba);
 		userlist_free(users);
 		hba_free(hba);
+		aerr += runtime_load_tls(cfg, stderr, &ltls, &stls);
+		runtime_free_tls(cfg, ltls, stls);
 		if (aerr > 0) {
-			fprintf(stderr, "%s: %d error%s in auth_file/hba_file; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
+			fprintf(stderr, "%s: %d error%s in auth_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
 			config_free(cfg);
 			return 1;
 		}

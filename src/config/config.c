@@ -690,6 +690,7 @@ static const struct enum_name client_auth_names[] = {
 	{ "password", CONFIG_AUTH_PASSWORD },
 	{ "md5", CONFIG_AUTH_MD5 },
 	{ "scram-sha-256", CONFIG_AUTH_SCRAM },
+	{ "cert", CONFIG_AUTH_CERT },
 	{ NULL, 0 },
 };
 
@@ -716,11 +717,27 @@ static const struct key_def log_keys[] = {
 };
 static const struct key_table log_table = { log_keys, sizeof(log_keys) / sizeof(log_keys[0]) };
 
+static const struct enum_name tls_listen_names[] = {
+	{ "disable", CONFIG_TLS_DISABLE }, { "allow", CONFIG_TLS_ALLOW }, { "require", CONFIG_TLS_REQUIRE },
+	{ "verify-ca", CONFIG_TLS_VERIFY_CA }, { "verify-full", CONFIG_TLS_VERIFY_FULL }, { NULL, 0 },
+};
+
+static const struct enum_name tls_service_names[] = {
+	{ "disable", CONFIG_STLS_DISABLE }, { "prefer", CONFIG_STLS_PREFER }, { "require", CONFIG_STLS_REQUIRE },
+	{ "verify-ca", CONFIG_STLS_VERIFY_CA }, { "verify-full", CONFIG_STLS_VERIFY_FULL }, { NULL, 0 },
+};
+
+#define LISTEN_FIELD(f) offsetof(struct config_listen, f)
 static const struct key_def listen_keys[] = {
 	{ .name = "host", .type = KEY_CHARS, .offset = offsetof(struct config_listen, host), .min = 1,
 	  .max = CONFIG_HOST_MAX - 1, .required = true },
 	{ .name = "port", .type = KEY_INT, .offset = offsetof(struct config_listen, port), .min = 1, .max = 65535,
 	  .def = "6432" },
+	{ .name = "tls", .type = KEY_ENUM, .offset = LISTEN_FIELD(tls), .names = tls_listen_names, .def = "disable" },
+	{ .name = "tls_cert_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_cert_file), .min = 1, .max = 4096 },
+	{ .name = "tls_key_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_key_file), .min = 1, .max = 4096 },
+	{ .name = "tls_ca_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ca_file), .min = 1, .max = 4096 },
+	{ .name = "tls_ciphers", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ciphers), .min = 1, .max = 4096 },
 };
 static const struct key_table listen_table = { listen_keys, sizeof(listen_keys) / sizeof(listen_keys[0]) };
 
@@ -761,6 +778,12 @@ static void parse_listen(struct loader *ld, const yaml_node_t *node, int line, c
 
 		join_index(sub, path, i);
 		parse_mapping(ld, item, node_line(item), sub, &listen_table, (char *)l);
+		if (l->tls != CONFIG_TLS_DISABLE && (!l->tls_cert_file || !l->tls_key_file))
+			report(ld, node_line(item), sub, "tls %s needs tls_cert_file and tls_key_file",
+			       tls_listen_names[l->tls].name);
+		if ((l->tls == CONFIG_TLS_VERIFY_CA || l->tls == CONFIG_TLS_VERIFY_FULL) && !l->tls_ca_file)
+			report(ld, node_line(item), sub, "tls %s needs tls_ca_file to check client certificates",
+			       tls_listen_names[l->tls].name);
 		for (size_t j = 0; j < i; j++) {
 			if (l->host[0] && l->port && strcmp(cfg->listen[j].host, l->host) == 0 &&
 			    cfg->listen[j].port == l->port) {
@@ -771,13 +794,22 @@ static void parse_listen(struct loader *ld, const yaml_node_t *node, int line, c
 	}
 }
 
+static void free_fields(const struct key_table *t, char *base);
+
 static void release_listen(char *base)
 {
 	struct tusk_config *cfg = (struct tusk_config *)base;
 
+	for (int i = 0; i < cfg->nlisten; i++)
+		free_fields(&listen_table, (char *)&cfg->listen[i]);
 	free(cfg->listen);
 	cfg->listen = NULL;
 	cfg->nlisten = 0;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
 }
 
 static bool equal_listen(const char *a, const char *b)
@@ -787,7 +819,11 @@ static bool equal_listen(const char *a, const char *b)
 	if (x->nlisten != y->nlisten)
 		return false;
 	for (int i = 0; i < x->nlisten; i++)
-		if (strcmp(x->listen[i].host, y->listen[i].host) != 0 || x->listen[i].port != y->listen[i].port)
+		if (strcmp(x->listen[i].host, y->listen[i].host) != 0 || x->listen[i].port != y->listen[i].port ||
+		    x->listen[i].tls != y->listen[i].tls || !same_str(x->listen[i].tls_cert_file, y->listen[i].tls_cert_file) ||
+		    !same_str(x->listen[i].tls_key_file, y->listen[i].tls_key_file) ||
+		    !same_str(x->listen[i].tls_ca_file, y->listen[i].tls_ca_file) ||
+		    !same_str(x->listen[i].tls_ciphers, y->listen[i].tls_ciphers))
 			return false;
 	return true;
 }
@@ -885,6 +921,14 @@ static void release_hosts(char *base)
 static const struct key_def service_keys[] = {
 	{ .name = "hosts", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_hosts,
 	  .release = release_hosts },
+	{ .name = "tls", .type = KEY_ENUM, .offset = offsetof(struct config_service, tls), .names = tls_service_names,
+	  .def = "disable", .reloadable = true },
+	{ .name = "tls_ca_file", .type = KEY_STRING, .offset = offsetof(struct config_service, tls_ca_file), .min = 1,
+	  .max = 4096, .reloadable = true },
+	{ .name = "tls_cert_file", .type = KEY_STRING, .offset = offsetof(struct config_service, tls_cert_file), .min = 1,
+	  .max = 4096, .reloadable = true },
+	{ .name = "tls_key_file", .type = KEY_STRING, .offset = offsetof(struct config_service, tls_key_file), .min = 1,
+	  .max = 4096, .reloadable = true },
 };
 static const struct key_table service_table = { service_keys, sizeof(service_keys) / sizeof(service_keys[0]) };
 
@@ -927,10 +971,11 @@ static void parse_services(struct loader *ld, const yaml_node_t *node, int line,
 		svc = &cfg->services[cfg->nservices++];
 		memcpy(svc->name, scalar_text(key), len + 1);
 		parse_mapping(ld, get_node(ld, p->value), node_line(key), sub, &service_table, (char *)svc);
+		if (!svc->tls_cert_file != !svc->tls_key_file)
+			report(ld, node_line(key), sub, "tls_cert_file and tls_key_file go together");
 	}
 }
 
-static void free_fields(const struct key_table *t, char *base);
 
 static void release_services(char *base)
 {

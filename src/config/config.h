@@ -17,11 +17,25 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 
 /* How clients of a rule prove who they are (hba_file, when set, decides instead). */
-enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM };
+enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM,
+		   CONFIG_AUTH_CERT };
+
+/* TLS towards clients, per listener (same order as net/tls.h's enum tls_mode_server). */
+enum config_tls_listen { CONFIG_TLS_DISABLE, CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIRE, CONFIG_TLS_VERIFY_CA,
+			 CONFIG_TLS_VERIFY_FULL };
+/* TLS towards servers, per service: like libpq's sslmode. */
+enum config_tls_service { CONFIG_STLS_DISABLE, CONFIG_STLS_PREFER, CONFIG_STLS_REQUIRE, CONFIG_STLS_VERIFY_CA,
+			  CONFIG_STLS_VERIFY_FULL };
 
 struct config_listen {
 	char host[CONFIG_HOST_MAX]; /* numeric address or name; "*" means all addresses */
 	int port;
+	int tls;                    /* enum config_tls_listen; default disable */
+	char *tls_cert_file;        /* required unless tls is disable */
+	char *tls_key_file;
+	char *tls_ca_file;          /* required for verify-ca/verify-full; with allow/require a
+	                             * client certificate is asked for and checked when sent */
+	char *tls_ciphers;          /* TLS 1.2 cipher list; NULL: OpenSSL's default */
 };
 
 struct config_host {
@@ -33,6 +47,10 @@ struct config_service {
 	char name[CONFIG_NAME_MAX];
 	int nhosts;
 	struct config_host *hosts;
+	int tls;              /* enum config_tls_service; default disable */
+	char *tls_ca_file;    /* verify-ca/verify-full; NULL: the system's trusted CAs */
+	char *tls_cert_file;  /* optional client certificate for the servers (with tls_key_file) */
+	char *tls_key_file;
 };
 
 /* One entry of "pools": first match on (database, user) wins; "*" matches any name. */

@@ -36,6 +36,7 @@ struct client_auth {
 	enum auth_step step;
 	uint8_t salt[4];
 	const struct userlist_entry *entry; /* NULL: unknown user */
+	bool plus;                          /* SCRAM-SHA-256-PLUS offered (the client is on TLS) */
 	struct scram_server scram;
 };
 
@@ -65,13 +66,18 @@ static void start_scram(struct client *c)
 		rc = scram_verifier_from_password(&v, a->entry->secret);
 	else
 		rc = scram_verifier_mock(&v, c->user); /* unknown user, or only an md5 hash stored */
-	if (rc < 0 || scram_server_init(&a->scram, &v, NULL, 0) < 0) {
+	/* On TLS the binding is the hash of tusk's certificate, and -PLUS is offered first. */
+	uint8_t cb[64];
+	int cblen = c->tls.conn ? tls_server_end_point(c->tls.conn, cb) : -1;
+	if (rc < 0 || scram_server_init(&a->scram, &v, cblen > 0 ? cb : NULL, cblen > 0 ? (size_t)cblen : 0) < 0) {
 		client_fail(c, "XX000", "could not start SCRAM authentication");
 		return;
 	}
 	static const char mechs[] = "SCRAM-SHA-256\0";
+	static const char mechs_plus[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
 	a->step = AUTH_WAIT_SASL_INITIAL;
-	if (send_request(c, PROTO_AUTH_SASL, mechs, sizeof mechs) < 0)
+	a->plus = cblen > 0;
+	if (send_request(c, PROTO_AUTH_SASL, a->plus ? mechs_plus : mechs, a->plus ? sizeof mechs_plus : sizeof mechs) < 0)
 		client_close(c, "write to client failed");
 }
 
@@ -83,7 +89,7 @@ bool client_auth_begin(struct client *c, int rule_method)
 	if (rt->hba) {
 		enum hba_method hm;
 		int line;
-		enum hba_conn conn = c->peer.sa.ss_family == AF_UNIX ? HBA_LOCAL : HBA_HOST_PLAIN;
+		enum hba_conn conn = c->peer.sa.ss_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
 		if (!hba_match(rt->hba, conn, c->database, c->user, conn == HBA_LOCAL ? NULL : &c->peer, &hm, &line)) {
 			client_fail(c, "28000", "no hba_file line matches user \"%s\", database \"%s\" from this address",
 				    c->user, c->database);
@@ -95,15 +101,24 @@ bool client_auth_begin(struct client *c, int rule_method)
 		case HBA_PASSWORD: method = CONFIG_AUTH_PASSWORD; break;
 		case HBA_MD5: method = CONFIG_AUTH_MD5; break;
 		case HBA_SCRAM: method = CONFIG_AUTH_SCRAM; break;
-		case HBA_CERT:
-			client_fail(c, "28000", "hba_file line %d asks for cert authentication, which needs TLS (not available yet)",
-				    line);
-			return false;
+		case HBA_CERT: method = CONFIG_AUTH_CERT; break;
 		}
 		log_debug(c->id, c->ctx, "hba_file line %d: %s", line, hba_method_name(hm));
 	}
 	if (method == CONFIG_AUTH_TRUST)
 		return true;
+	if (method == CONFIG_AUTH_CERT) {
+		/* A certificate the listener's CA verified, whose CN is the user name (PostgreSQL's
+		 * cert method without a user name map). */
+		char cn[CONFIG_NAME_MAX];
+		if (!c->tls.conn || !tls_peer_cn(c->tls.conn, cn, sizeof cn) || strcmp(cn, c->user) != 0) {
+			log_info(c->id, c->ctx, "certificate authentication failed: %s",
+				 !c->tls.conn ? "not on TLS" : "no verified client certificate with CN equal to the user name");
+			client_fail(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
+			return false;
+		}
+		return true;
+	}
 	if (method == CONFIG_AUTH_REJECT) {
 		client_fail(c, "28000", "connection rejected for user \"%s\", database \"%s\"", c->user, c->database);
 		return false;
@@ -241,8 +256,14 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 			client_fail(c, "08P01", "invalid SASLInitialResponse");
 			return false;
 		}
-		if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+		bool plus = strcmp(mech, "SCRAM-SHA-256-PLUS") == 0;
+		if (!(plus && a->plus) && strcmp(mech, "SCRAM-SHA-256") != 0) {
 			client_fail(c, "28000", "SASL mechanism %s is not supported", mech);
+			return false;
+		}
+		/* The mechanism and the GS2 header must agree: -PLUS binds ("p="), the other not. */
+		if (plus != (dlen >= 2 && data[0] == 'p' && data[1] == '=')) {
+			client_fail(c, "08P01", "SCRAM channel binding does not match the mechanism %s", mech);
 			return false;
 		}
 		n = scram_server_first(&a->scram, (const char *)data, dlen, out, sizeof out);

@@ -12,6 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <openssl/rand.h>
 
 #include "frontend/client_int.h"
@@ -32,6 +36,14 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void start_claim(struct client *c);
 
 static const struct tusk_config *cfg_of(const struct client *c) { return c->worker->rt->cfg; }
+
+_Static_assert(EV_READ == TLS_WANT_READ && EV_WRITE == TLS_WANT_WRITE, "tls_link_events speaks libev's bits");
+
+/* The TLS mode of the listener the client came in on (disable for Unix sockets). */
+static int listen_tls_mode(const struct client *c)
+{
+	return c->listen_index < 0 ? CONFIG_TLS_DISABLE : cfg_of(c)->listen[c->listen_index].tls;
+}
 
 static const char *state_name(enum client_state s)
 {
@@ -83,7 +95,8 @@ void client_set_state(struct client *c, enum client_state to)
 
 void client_update_io(struct client *c)
 {
-	int want = 0;
+	bool rd = false, wr;
+	int want;
 
 	switch (c->state) {
 	case CLIENT_STARTUP:
@@ -91,15 +104,20 @@ void client_update_io(struct client *c)
 	case CLIENT_WAITING:
 	case CLIENT_ACTIVE:
 	case CLIENT_IDLE:
-		if (buf_len(&c->rbuf) < c->rbuf.cap)
-			want |= EV_READ;
+		rd = buf_len(&c->rbuf) < c->rbuf.cap;
 		break;
 	case CLIENT_CLOSING:
-		want |= EV_READ; /* drained and dropped, see client_flush */
+		rd = true; /* drained and dropped, see client_flush */
 		break;
 	}
-	if (!buf_empty(&c->wbuf) || c->s2c_scanned > 0)
-		want |= EV_WRITE;
+	wr = !buf_empty(&c->wbuf) || c->s2c_scanned > 0;
+	if (c->tls_handshaking)
+		want = c->tls.rd_want ? c->tls.rd_want : EV_READ;
+	else
+		want = tls_link_events(&c->tls, rd, wr);
+	/* Records OpenSSL already holds wake no poll: go and read them now there is room. */
+	if (rd && c->tls.buffered && !c->tls_handshaking)
+		ev_feed_event(c->worker->loop, &c->io, EV_READ);
 	if (ev_is_active(&c->io) && (c->io.events & (EV_READ | EV_WRITE)) == want)
 		return;
 	ev_io_stop(c->worker->loop, &c->io);
@@ -149,6 +167,7 @@ void client_close(struct client *c, const char *reason)
 		relay_release_server(c, s);
 	}
 	if (c->fd >= 0) {
+		tls_link_close(&c->tls);
 		close(c->fd);
 		c->fd = -1;
 	}
@@ -190,14 +209,12 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 int client_write_wbuf(struct client *c)
 {
 	while (!buf_empty(&c->wbuf)) {
-		ssize_t n = write(c->fd, buf_head(&c->wbuf), buf_len(&c->wbuf));
+		ssize_t n = tls_link_write(c->fd, &c->tls, buf_head(&c->wbuf), buf_len(&c->wbuf));
 		if (n > 0) {
 			buf_consume(&c->wbuf, (size_t)n);
 			continue;
 		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -EAGAIN)
 			return 0;
 		return -1;
 	}
@@ -216,6 +233,8 @@ void client_flush(struct client *c)
 	}
 	if (buf_empty(&c->wbuf) && !c->shut_wr) {
 		c->shut_wr = true;
+		/* On TLS: close_notify, then whatever the client still sends is dropped unread. */
+		tls_link_close(&c->tls);
 		if (shutdown(c->fd, SHUT_WR) < 0) {
 			client_close(c, "closed after error");
 			return;
@@ -228,12 +247,10 @@ static void drain_closing(struct client *c)
 {
 	uint8_t scratch[4096];
 	for (int i = 0; i < 16; i++) {
-		ssize_t n = read(c->fd, scratch, sizeof scratch);
+		ssize_t n = tls_link_read(c->fd, &c->tls, scratch, sizeof scratch);
 		if (n > 0)
 			continue;
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -EAGAIN)
 			return;
 		client_close(c, "closed after error");
 		return;
@@ -248,6 +265,38 @@ static void format_ctx(struct client *c)
 		snprintf(c->ctx, sizeof c->ctx, "%s/%s@%s", c->database, c->user, addr);
 	else
 		snprintf(c->ctx, sizeof c->ctx, "-/-@%s", addr);
+}
+
+/* Which cfg->listen entry accepted fd: the one whose port (and, unless it listens on every
+ * address, address) is the socket's local end. -1 for Unix sockets. */
+static int find_listener(const struct runtime *rt, int fd, const struct net_addr *peer)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof local;
+	int port, found = -1;
+
+	if (peer->sa.ss_family == AF_UNIX || getsockname(fd, (struct sockaddr *)&local, &len) < 0)
+		return -1;
+	if (local.ss_family == AF_INET)
+		port = ntohs(((struct sockaddr_in *)&local)->sin_port);
+	else if (local.ss_family == AF_INET6)
+		port = ntohs(((struct sockaddr_in6 *)&local)->sin6_port);
+	else
+		return -1;
+	for (int i = 0; i < rt->cfg->nlisten; i++) {
+		if (rt->cfg->listen[i].port != port)
+			continue;
+		if (found < 0)
+			found = i;
+		const struct sockaddr_storage *want = &rt->listen_addrs[i].sa;
+		if (want->ss_family == local.ss_family &&
+		    (local.ss_family == AF_INET ? memcmp(&((struct sockaddr_in *)want)->sin_addr,
+						       &((struct sockaddr_in *)&local)->sin_addr, 4) == 0
+						: memcmp(&((struct sockaddr_in6 *)want)->sin6_addr,
+							 &((struct sockaddr_in6 *)&local)->sin6_addr, 16) == 0))
+			return i;
+	}
+	return found;
 }
 
 void client_accept(struct worker *w, int fd, const struct net_addr *peer)
@@ -267,6 +316,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer)
 	c->worker = w;
 	c->fd = fd;
 	c->peer = *peer;
+	c->listen_index = find_listener(rt, fd, peer);
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
 	format_ctx(c);
@@ -417,6 +467,17 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		client_fail(c, "08P01", "invalid startup parameters (unsupported options or parameter name)");
 		return;
 	}
+	if (listen_tls_mode(c) >= CONFIG_TLS_REQUIRE && !c->tls.conn) {
+		client_fail(c, "28000", "TLS is required on this listener (connect with sslmode=require)");
+		return;
+	}
+	if (listen_tls_mode(c) == CONFIG_TLS_VERIFY_FULL) {
+		char cn[CONFIG_NAME_MAX];
+		if (!tls_peer_cn(c->tls.conn, cn, sizeof cn) || strcmp(cn, c->user) != 0) {
+			client_fail(c, "28000", "certificate authentication failed for user \"%s\": the client certificate's CN does not match", c->user);
+			return;
+		}
+	}
 	rule = config_match_pool(cfg_of(c), c->database, c->user);
 	if (!rule) {
 		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
@@ -462,6 +523,64 @@ static void after_auth(struct client *c)
 	start_claim(c);
 }
 
+static void read_startup_phase(struct client *c);
+
+/* Handshake done: log what was agreed; bytes of the startup packet may have come with it. */
+static void tls_step(struct client *c)
+{
+	int want = 0;
+	int rc = tls_handshake(c->tls.conn, &want);
+
+	if (rc == -EAGAIN) {
+		c->tls.rd_want = (uint8_t)want;
+		client_update_io(c);
+		return;
+	}
+	if (rc < 0) {
+		log_info(c->id, c->ctx, "TLS handshake failed: %s", tls_conn_error(c->tls.conn));
+		client_close(c, "TLS handshake failed");
+		return;
+	}
+	c->tls_handshaking = false;
+	c->tls.rd_want = 0;
+	log_debug(c->id, c->ctx, "TLS established: %s %s", tls_version(c->tls.conn), tls_cipher(c->tls.conn));
+	c->tls.buffered = true; /* application data may have come with the last flight */
+	read_startup_phase(c);
+}
+
+/* After an SSLRequest ('S' answered) or a first byte that opens a TLS handshake (direct TLS,
+ * PostgreSQL 17's sslnegotiation=direct). */
+static void start_tls(struct client *c, bool direct)
+{
+	struct tls_ctx *ctx = c->worker->rt->listen_tls[c->listen_index];
+
+	if (c->tls.conn || c->greeted) {
+		client_fail(c, "08P01", "SSLRequest received on an encrypted connection");
+		return;
+	}
+	if (!direct) {
+		/* An SSLRequest: anything the client sent after it would be plaintext that an
+		 * attacker could have injected before the handshake (CVE-2021-23214). */
+		if (!buf_empty(&c->rbuf)) {
+			client_fail(c, "08P01", "received unencrypted data after SSL request");
+			return;
+		}
+		static const char yes = 'S';
+		if (write(c->fd, &yes, 1) != 1) {
+			client_close(c, "write to client failed");
+			return;
+		}
+	}
+	c->tls_probed = true;
+	c->tls.conn = tls_conn_new(ctx, c->fd, true, NULL);
+	if (!c->tls.conn) {
+		client_fail(c, "53200", "out of memory starting TLS");
+		return;
+	}
+	c->tls_handshaking = true;
+	tls_step(c);
+}
+
 static void handle_startup_input(struct client *c)
 {
 	for (;;) {
@@ -475,9 +594,17 @@ static void handle_startup_input(struct client *c)
 		}
 		switch (st.kind) {
 		case PROTO_STARTUP_SSL:
-		case PROTO_STARTUP_GSSENC:
-			/* No encryption yet: 'N' tells the client to go on in plaintext (or give up). */
 			buf_consume(&c->rbuf, (size_t)n);
+			if (listen_tls_mode(c) != CONFIG_TLS_DISABLE) {
+				start_tls(c, false);
+				return;
+			}
+			/* no TLS here: 'N' as for GSSAPI */
+			__attribute__((fallthrough));
+		case PROTO_STARTUP_GSSENC:
+			/* No encryption: 'N' tells the client to go on in plaintext (or give up). */
+			if (st.kind == PROTO_STARTUP_GSSENC)
+				buf_consume(&c->rbuf, (size_t)n);
 			if (buf_append(&c->wbuf, "N", 1) < 0 || client_write_wbuf(c) < 0) {
 				client_close(c, "write failed");
 				return;
@@ -911,15 +1038,30 @@ static void read_startup_phase(struct client *c)
 		client_update_io(c);
 		return;
 	}
-	ssize_t n = read(c->fd, buf_tail(&c->rbuf), buf_room(&c->rbuf));
+	if (c->state == CLIENT_STARTUP && !c->tls_probed && !c->tls.conn && buf_empty(&c->rbuf) &&
+	    listen_tls_mode(c) != CONFIG_TLS_DISABLE) {
+		/* Direct TLS starts with a handshake record (0x16) where a startup packet would
+		 * start with its length's high byte (0 for any valid one). */
+		uint8_t first;
+		ssize_t p = recv(c->fd, &first, 1, MSG_PEEK);
+		if (p == 1 && first == 0x16) {
+			start_tls(c, true);
+			return;
+		}
+		if (p == 1)
+			c->tls_probed = true;
+	}
+	ssize_t n = tls_link_read(c->fd, &c->tls, buf_tail(&c->rbuf), buf_room(&c->rbuf));
 	if (n == 0) {
 		client_close(c, c->state == CLIENT_STARTUP ? "client closed the connection during startup"
 							   : "client closed the connection while waiting");
 		return;
 	}
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		if (n == -EAGAIN) {
+			client_update_io(c);
 			return;
+		}
 		client_close(c, "read from client failed");
 		return;
 	}
@@ -940,6 +1082,13 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct client *c = io->data;
 	(void)loop;
 
+	if (c->tls_handshaking) {
+		tls_step(c);
+		return;
+	}
+	/* A TLS read may wait for writability (and a write for readability): try both then. */
+	if ((c->tls.rd_want == EV_WRITE || c->tls.wr_want == EV_READ))
+		revents |= EV_READ | EV_WRITE;
 	switch (c->state) {
 	case CLIENT_STARTUP:
 	case CLIENT_AUTH:

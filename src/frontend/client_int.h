@@ -10,6 +10,7 @@
 #include "config/config.h"
 #include "frontend/session.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "util/buf.h"
@@ -38,6 +39,10 @@ struct client {
 	enum client_state state;
 	struct worker *worker;
 	int fd;
+	struct tls_link tls;      /* every read and write of fd goes through it */
+	int listen_index;         /* cfg->listen entry it came in on; -1: a Unix socket */
+	bool tls_handshaking;     /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
+	bool tls_probed;          /* STARTUP: the first byte was looked at for direct TLS */
 	ev_io io;
 	ev_timer timer;
 	struct buf rbuf; /* bytes from the client, not yet forwarded */

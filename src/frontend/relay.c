@@ -122,11 +122,11 @@ static void expect_skip_to_sync(struct server *s)
 
 static void server_update_io(struct client *c, struct server *s)
 {
-	int want = 0;
-	if (buf_len(&s->rbuf) < s->rbuf.cap)
-		want |= EV_READ;
-	if (c->c2s_scanned > 0 || !buf_empty(&s->wbuf))
-		want |= EV_WRITE;
+	bool rd = buf_len(&s->rbuf) < s->rbuf.cap;
+	int want = tls_link_events(&s->tls, rd, c->c2s_scanned > 0 || !buf_empty(&s->wbuf));
+	/* Records OpenSSL already holds wake no poll: go and read them now there is room. */
+	if (rd && s->tls.buffered)
+		ev_feed_event(c->worker->loop, &s->io, EV_READ);
 	if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == want)
 		return;
 	ev_io_stop(c->worker->loop, &s->io);
@@ -136,53 +136,42 @@ static void server_update_io(struct client *c, struct server *s)
 	}
 }
 
-/* Read once into b. >0 bytes, 0 EOF, -EAGAIN nothing now or no room, other <0 error. */
-static ssize_t read_some(int fd, struct buf *b)
+/* Read into b (once; on TLS as many records as fit). >0 bytes, 0 EOF, -EAGAIN nothing now
+ * or no room, other <0 error. */
+static ssize_t read_some(int fd, struct tls_link *l, struct buf *b)
 {
 	if (buf_room(b) == 0)
 		buf_compact(b);
 	if (buf_room(b) == 0)
 		return -EAGAIN;
-	for (;;) {
-		ssize_t n = read(fd, buf_tail(b), buf_room(b));
-		if (n > 0) {
-			buf_produce(b, (size_t)n);
-			return n;
-		}
-		if (n == 0)
-			return 0;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return -EAGAIN;
-		return -errno;
-	}
+	ssize_t n = tls_link_read(fd, l, buf_tail(b), buf_room(b));
+	if (n > 0)
+		buf_produce(b, (size_t)n);
+	return n;
 }
 
 /* Write n bytes at the head of b to fd, consuming what went out. 0 (maybe partial, *n
  * updated), or <0 on a dead peer. */
-static int write_head(int fd, struct buf *b, size_t *n)
+static int write_head(int fd, struct tls_link *l, struct buf *b, size_t *n)
 {
 	while (*n > 0) {
-		ssize_t w = write(fd, buf_head(b), *n);
+		ssize_t w = tls_link_write(fd, l, buf_head(b), *n);
 		if (w > 0) {
 			buf_consume(b, (size_t)w);
 			*n -= (size_t)w;
 			continue;
 		}
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (w == -EAGAIN)
 			return 0;
 		return -EPIPE;
 	}
 	return 0;
 }
 
-static int flush_buf(int fd, struct buf *b)
+static int flush_buf(int fd, struct tls_link *l, struct buf *b)
 {
 	size_t n = buf_len(b);
-	return write_head(fd, b, &n);
+	return write_head(fd, l, b, &n);
 }
 
 /* ---- client to server ---- */
@@ -837,9 +826,9 @@ static void server_lost(struct client *c, struct server *s, const char *reason)
 	/* Whatever the server said last (often its own FATAL) goes out first. */
 	c->release_pending = false;
 	if (scan_server(c, s) != SCAN_CLOSED) {
-		(void)flush_buf(c->fd, &c->wbuf);
+		(void)flush_buf(c->fd, &c->tls, &c->wbuf);
 		if (buf_empty(&c->wbuf))
-			(void)write_head(c->fd, &s->rbuf, &c->s2c_scanned);
+			(void)write_head(c->fd, &c->tls, &s->rbuf, &c->s2c_scanned);
 	} else {
 		return;
 	}
@@ -867,8 +856,8 @@ static bool pump_c2s(struct client *c, struct server *s)
 		default:
 			break;
 		}
-		if (flush_buf(s->fd, &s->wbuf) < 0 ||
-		    (buf_empty(&s->wbuf) && write_head(s->fd, &c->rbuf, &c->c2s_scanned) < 0)) {
+		if (flush_buf(s->fd, &s->tls, &s->wbuf) < 0 ||
+		    (buf_empty(&s->wbuf) && write_head(s->fd, &s->tls, &c->rbuf, &c->c2s_scanned) < 0)) {
 			server_lost(c, s, "closed while writing to it");
 			return false;
 		}
@@ -888,7 +877,7 @@ static bool pump_c2s(struct client *c, struct server *s)
 static bool pump_s2c(struct client *c, struct server *s)
 {
 	for (;;) {
-		if (flush_buf(c->fd, &c->wbuf) < 0) {
+		if (flush_buf(c->fd, &c->tls, &c->wbuf) < 0) {
 			client_close(c, "write to client failed");
 			return false;
 		}
@@ -911,7 +900,8 @@ static bool pump_s2c(struct client *c, struct server *s)
 			release_after_transaction(c, s);
 			return false;
 		}
-		if (flush_buf(c->fd, &c->wbuf) < 0 || (buf_empty(&c->wbuf) && write_head(c->fd, &s->rbuf, &c->s2c_scanned) < 0)) {
+		if (flush_buf(c->fd, &c->tls, &c->wbuf) < 0 ||
+		    (buf_empty(&c->wbuf) && write_head(c->fd, &c->tls, &s->rbuf, &c->s2c_scanned) < 0)) {
 			client_close(c, "write to client failed");
 			return false;
 		}
@@ -952,12 +942,15 @@ void relay_client_event(struct client *c, int revents)
 {
 	struct server *s = c->server;
 
+	/* A TLS read may wait for writability (and a write for readability): try both then. */
+	if (c->tls.rd_want == EV_WRITE || c->tls.wr_want == EV_READ)
+		revents |= EV_READ | EV_WRITE;
 	if (revents & EV_WRITE) {
 		if (!pump_s2c(c, s))
 			return;
 	}
 	if (revents & EV_READ) {
-		ssize_t n = read_some(c->fd, &c->rbuf);
+		ssize_t n = read_some(c->fd, &c->tls, &c->rbuf);
 		if (n == 0) {
 			client_close(c, "client closed the connection");
 			return;
@@ -978,8 +971,10 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct client *c = s->owner;
 	(void)loop;
 
+	if (s->tls.rd_want == EV_WRITE || s->tls.wr_want == EV_READ)
+		revents |= EV_READ | EV_WRITE;
 	if (revents & EV_READ) {
-		ssize_t n = read_some(s->fd, &s->rbuf);
+		ssize_t n = read_some(s->fd, &s->tls, &s->rbuf);
 		if (n == 0) {
 			server_lost(c, s, "closed the connection unexpectedly");
 			return;

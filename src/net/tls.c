@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -86,6 +87,21 @@ static int ctx_fail(SSL_CTX *s, char *err, size_t errcap, const char *what, int 
 	return rc;
 }
 
+/* PostgreSQL 17 clients send ALPN "postgresql" (required for direct TLS): choose it when
+ * offered; a client offering only other protocols gets no ALPN, not a failed handshake. */
+static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+		       unsigned int inlen, void *arg)
+{
+	static const unsigned char pg[] = "\012postgresql";
+	unsigned char *sel = NULL;
+	(void)ssl;
+	(void)arg;
+	if (SSL_select_next_proto(&sel, outlen, pg, sizeof pg - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+		return SSL_TLSEXT_ERR_NOACK;
+	*out = sel;
+	return SSL_TLSEXT_ERR_OK;
+}
+
 int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap, struct tls_ctx **out)
 {
 	static const unsigned char sid_ctx[] = "tusk";
@@ -93,6 +109,9 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 	SSL_CTX *s;
 	char what[320];
 	bool verify = o->mode == TLS_SERVER_VERIFY_CA || o->mode == TLS_SERVER_VERIFY_FULL;
+	/* With a CA but no demand, a client certificate is asked for and checked when one is sent
+	 * (as PostgreSQL does with ssl_ca_file), so that cert authentication works there too. */
+	bool ask = verify || o->ca_file;
 
 	*out = NULL;
 	ERR_clear_error();
@@ -131,7 +150,7 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 	}
 	/* Without a session id context OpenSSL refuses handshakes that verify a client cert. */
 	SSL_CTX_set_session_id_context(s, sid_ctx, sizeof(sid_ctx) - 1);
-	if (verify) {
+	if (ask) {
 		STACK_OF(X509_NAME) *names;
 
 		if (!SSL_CTX_load_verify_locations(s, o->ca_file, NULL)) {
@@ -144,7 +163,7 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 			return ctx_fail(s, err, errcap, what, -EINVAL);
 		}
 		SSL_CTX_set_client_CA_list(s, names);
-		SSL_CTX_set_verify(s, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+		SSL_CTX_set_verify(s, verify ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER, NULL);
 	} else {
 		SSL_CTX_set_verify(s, SSL_VERIFY_NONE, NULL);
 	}
@@ -153,7 +172,8 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 		return ctx_fail(s, err, errcap, "out of memory", -ENOMEM);
 	t->ssl_ctx = s;
 	t->server = true;
-	t->verify_peer = verify;
+	t->verify_peer = ask;
+	SSL_CTX_set_alpn_select_cb(s, select_alpn, NULL);
 	*out = t;
 	return 0;
 }
@@ -470,4 +490,79 @@ const char *tls_version(const struct tls_conn *c)
 const char *tls_cipher(const struct tls_conn *c)
 {
 	return SSL_is_init_finished(c->ssl) ? SSL_get_cipher_name(c->ssl) : "(none)";
+}
+
+ssize_t tls_link_read(int fd, struct tls_link *l, void *buf, size_t len)
+{
+	if (!l->conn) {
+		for (;;) {
+			ssize_t n = read(fd, buf, len);
+			if (n >= 0)
+				return n;
+			if (errno == EINTR)
+				continue;
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		}
+	}
+	/* One SSL_read returns at most one record: go on until the socket is empty or buf full,
+	 * since a level-triggered poll says nothing about what OpenSSL already holds. */
+	size_t got = 0;
+	while (got < len) {
+		int want = 0;
+		ssize_t n = tls_read(l->conn, (char *)buf + got, len - got, &want);
+		if (n > 0) {
+			got += (size_t)n;
+			l->rd_want = 0;
+			continue;
+		}
+		if (n == -EAGAIN) {
+			l->rd_want = (uint8_t)want;
+			l->buffered = false;
+			return got ? (ssize_t)got : -EAGAIN;
+		}
+		if (got)
+			break; /* report the bytes now; the EOF or error comes back on the next read */
+		return n;
+	}
+	l->buffered = true;
+	return (ssize_t)got;
+}
+
+ssize_t tls_link_write(int fd, struct tls_link *l, const void *buf, size_t len)
+{
+	if (!l->conn) {
+		for (;;) {
+			ssize_t n = write(fd, buf, len);
+			if (n >= 0)
+				return n;
+			if (errno == EINTR)
+				continue;
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		}
+	}
+	int want = 0;
+	ssize_t n = tls_write(l->conn, buf, len, &want);
+	l->wr_want = n == -EAGAIN ? (uint8_t)want : 0;
+	return n;
+}
+
+int tls_link_events(const struct tls_link *l, bool rd, bool wr)
+{
+	int ev = 0;
+	if (rd)
+		ev |= l->rd_want ? l->rd_want : TLS_WANT_READ;
+	if (wr)
+		ev |= l->wr_want ? l->wr_want : TLS_WANT_WRITE;
+	return ev;
+}
+
+void tls_link_close(struct tls_link *l)
+{
+	if (!l->conn)
+		return;
+	int want;
+	if (tls_shutdown(l->conn, &want) < 0)
+		want = 0; /* the peer is gone or not reading: nothing more to do */
+	tls_conn_free(l->conn);
+	l->conn = NULL;
 }

@@ -95,6 +95,31 @@ int tls_server_end_point(const struct tls_conn *c, uint8_t out[64]);
  * ambiguous (several CNs), holds a NUL, or does not fit in cap. */
 bool tls_peer_cn(const struct tls_conn *c, char *out, size_t cap);
 
+/* A connection as a readiness loop sees it: plaintext (conn NULL) or TLS. Reads and writes
+ * remember which readiness a blocked call waits for (a TLS read may need the socket writable
+ * during a key update, a write readable), and whether decrypted or read-ahead bytes may sit
+ * inside OpenSSL where no poll can see them. TLS_WANT_READ/_WRITE equal libev's EV_READ/_WRITE. */
+struct tls_link {
+	struct tls_conn *conn; /* NULL: plaintext */
+	uint8_t rd_want;       /* what the last blocked read waits for; 0 = TLS_WANT_READ */
+	uint8_t wr_want;       /* what the last blocked write waits for; 0 = TLS_WANT_WRITE */
+	bool buffered;         /* a read stopped for lack of room, not for lack of bytes: read
+	                        * again once there is room, without waiting for the socket */
+};
+
+/* Read into buf from fd, through l->conn when set: as many TLS records as fit (stopping early
+ * leaves l->buffered set). >0 bytes, 0 EOF / close_notify, -EAGAIN nothing now, other < 0
+ * failed. EINTR is retried. */
+__attribute__((warn_unused_result))
+ssize_t tls_link_read(int fd, struct tls_link *l, void *buf, size_t len);
+/* >0 bytes taken (maybe fewer than len), -EAGAIN, or < 0 failed. */
+__attribute__((warn_unused_result))
+ssize_t tls_link_write(int fd, struct tls_link *l, const void *buf, size_t len);
+/* The readiness (TLS_WANT_* bits) to wait for when the caller wants to read and/or write. */
+int tls_link_events(const struct tls_link *l, bool rd, bool wr);
+/* Send close_notify when on TLS (best effort, never blocks) and free the session. */
+void tls_link_close(struct tls_link *l);
+
 /* "TLSv1.3", cipher name; "(none)" before the handshake. */
 const char *tls_version(const struct tls_conn *c);
 const char *tls_cipher(const struct tls_conn *c);

@@ -39,7 +39,8 @@ static void set_state(struct server *s, enum server_state to)
 /* Watch for reads always, for writes only while tusk has bytes queued for the server. */
 static void update_io(struct server *s)
 {
-	int want = EV_READ | (buf_empty(&s->wbuf) ? 0 : EV_WRITE);
+	int want = s->tls_step == SERVER_TLS_HANDSHAKE ? (s->tls.rd_want ? s->tls.rd_want : EV_READ)
+						       : tls_link_events(&s->tls, true, !buf_empty(&s->wbuf));
 	if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == want)
 		return;
 	ev_io_stop(s->worker->loop, &s->io);
@@ -84,6 +85,7 @@ static void free_server(struct server *s)
 {
 	cancel_detach_server(s);
 	unlink_worker(s);
+	tls_link_close(&s->tls);
 	if (s->fd >= 0)
 		close(s->fd);
 	if (s->scram) {
@@ -105,7 +107,7 @@ void server_close_keep_slot(struct server *s, const char *reason)
 	if (s->fd >= 0 && s->state != SERVER_CONNECTING && s->state != SERVER_CLOSED) {
 		/* Best effort: a polite Terminate lets the backend exit without a log complaint. */
 		static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
-		ssize_t n = write(s->fd, terminate, sizeof terminate);
+		ssize_t n = tls_link_write(s->fd, &s->tls, terminate, sizeof terminate);
 		(void)n;
 	}
 	s->state = SERVER_CLOSED;
@@ -177,15 +179,13 @@ static void fail(struct server *s, const char *reason)
 static int flush_wbuf(struct server *s)
 {
 	while (!buf_empty(&s->wbuf)) {
-		ssize_t n = write(s->fd, buf_head(&s->wbuf), buf_len(&s->wbuf));
+		ssize_t n = tls_link_write(s->fd, &s->tls, buf_head(&s->wbuf), buf_len(&s->wbuf));
 		if (n > 0) {
 			buf_consume(&s->wbuf, (size_t)n);
 			continue;
 		}
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -EAGAIN)
 			break;
-		if (n < 0 && errno == EINTR)
-			continue;
 		return -EPIPE;
 	}
 	update_io(s);
@@ -277,6 +277,79 @@ static int send_startup(struct server *s)
 	return flush_wbuf(s);
 }
 
+static int service_tls_mode(const struct server *s)
+{
+	return pool_rule(s->pool)->service->tls;
+}
+
+static void tls_handshake_step(struct server *s)
+{
+	int want = 0;
+	int rc = tls_handshake(s->tls.conn, &want);
+	char reason[TLS_ERR_MAX + 64];
+
+	if (rc == -EAGAIN) {
+		s->tls.rd_want = (uint8_t)want;
+		update_io(s);
+		return;
+	}
+	if (rc < 0) {
+		snprintf(reason, sizeof reason, "TLS handshake with the server failed: %s", tls_conn_error(s->tls.conn));
+		fail(s, reason);
+		return;
+	}
+	s->tls_step = SERVER_TLS_DONE;
+	s->tls.rd_want = 0;
+	log_debug(s->id, s->ctx, "TLS established: %s %s", tls_version(s->tls.conn), tls_cipher(s->tls.conn));
+	if (send_startup(s) < 0)
+		fail(s, "could not send startup packet");
+}
+
+/* The server's one-byte answer to SSLRequest: 'S' starts the handshake, 'N' means plaintext
+ * (acceptable only with tls: prefer). */
+static void on_ssl_answer(struct server *s)
+{
+	uint8_t answer, extra;
+	ssize_t n = read(s->fd, &answer, 1);
+
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n != 1) {
+		fail(s, "server closed the connection during TLS negotiation");
+		return;
+	}
+	if (answer == 'N') {
+		if (service_tls_mode(s) != CONFIG_STLS_PREFER) {
+			fail(s, "server does not support TLS, and the service's tls mode requires it");
+			return;
+		}
+		s->tls_step = SERVER_TLS_DONE;
+		if (send_startup(s) < 0)
+			fail(s, "could not send startup packet");
+		return;
+	}
+	if (answer != 'S') {
+		fail(s, "server answered the SSLRequest with neither S nor N");
+		return;
+	}
+	/* Bytes before our ClientHello cannot come from the server's TLS stack: someone in the
+	 * middle injected them (CVE-2021-23222). */
+	if (recv(s->fd, &extra, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+		fail(s, "server sent unencrypted data after its SSL answer");
+		return;
+	}
+	struct runtime *rt = s->worker->rt;
+	const struct config_pool_rule *rule = pool_rule(s->pool);
+	s->tls.conn = tls_conn_new(rt->service_tls[runtime_service_index(rt, rule->service)], s->fd, false,
+				   rule->service->hosts[0].host);
+	if (!s->tls.conn) {
+		fail(s, "could not start TLS to the server");
+		return;
+	}
+	s->tls_step = SERVER_TLS_HANDSHAKE;
+	tls_handshake_step(s);
+}
+
 static void on_connected(struct server *s)
 {
 	int err = net_connect_result(s->fd);
@@ -286,6 +359,17 @@ static void on_connected(struct server *s)
 		fail(s, reason);
 		return;
 	}
+	if (service_tls_mode(s) != CONFIG_STLS_DISABLE) {
+		static const uint8_t ssl_request[8] = { 0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f };
+		if (write(s->fd, ssl_request, sizeof ssl_request) != (ssize_t)sizeof ssl_request) {
+			fail(s, "could not send SSLRequest");
+			return;
+		}
+		s->tls_step = SERVER_TLS_ANSWER;
+		update_io(s);
+		return;
+	}
+	s->tls_step = SERVER_TLS_DONE;
 	if (send_startup(s) < 0)
 		fail(s, "could not send startup packet");
 }
@@ -584,8 +668,12 @@ static void read_input(struct server *s)
 	for (;;) {
 		if (buf_room(&s->rbuf) == 0)
 			buf_compact(&s->rbuf);
-		ssize_t n = read(s->fd, buf_tail(&s->rbuf), buf_room(&s->rbuf));
+		ssize_t n = tls_link_read(s->fd, &s->tls, buf_tail(&s->rbuf), buf_room(&s->rbuf));
 		if (n > 0) {
+			/* Records OpenSSL holds past a full buffer wake no poll. Fed before processing:
+			 * if processing frees s, stopping its watcher drops the event. */
+			if (s->tls.buffered)
+				ev_feed_event(s->worker->loop, &s->io, EV_READ);
 			if (s->pending_skip) {
 				size_t k = (size_t)n < s->pending_skip ? (size_t)n : s->pending_skip;
 				s->pending_skip -= k;
@@ -603,10 +691,10 @@ static void read_input(struct server *s)
 			fail(s, "server closed the connection");
 			return;
 		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
+		if (n == -EAGAIN) {
+			update_io(s);
 			return;
+		}
 		fail(s, "read from server failed");
 		return;
 	}
@@ -618,9 +706,16 @@ static void server_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	(void)loop;
 
 	if (s->state == SERVER_CONNECTING) {
-		on_connected(s);
+		if (s->tls_step == SERVER_TLS_ANSWER)
+			on_ssl_answer(s);
+		else if (s->tls_step == SERVER_TLS_HANDSHAKE)
+			tls_handshake_step(s);
+		else
+			on_connected(s);
 		return;
 	}
+	if (s->tls.rd_want == EV_WRITE || s->tls.wr_want == EV_READ)
+		revents |= EV_READ | EV_WRITE;
 	if (s->state == SERVER_IDLE && (revents & EV_READ)) {
 		/* Between operations nothing is owed: bytes now mean trouble. */
 		server_close(s, "sent data while idle");

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "net/net.h"
+#include "net/tls.h"
 #include "pool/prepared.h"
 #include "util/buf.h"
 #include "util/id.h"
@@ -35,6 +36,14 @@ enum server_state {
 /* What the server owes for each request it was sent, in order. Injected requests of
  * tusk's own get their replies dropped; requests tusk answers itself (a Parse the server
  * already has, a Close of a statement) get their reply injected when they reach the head. */
+/* TLS negotiation inside SERVER_CONNECTING (so the connect timeout and backoff cover it). */
+enum server_tls_step {
+	SERVER_TLS_NONE,      /* TCP connect in progress */
+	SERVER_TLS_ANSWER,    /* SSLRequest sent, waiting for 'S' or 'N' */
+	SERVER_TLS_HANDSHAKE, /* handshake in progress */
+	SERVER_TLS_DONE,      /* encrypted, or plaintext by choice: login goes on */
+};
+
 enum server_expect_kind {
 	EXPECT_PARSE,            /* '1' */
 	EXPECT_BIND,             /* '2' */
@@ -95,6 +104,8 @@ struct server {
 	struct pool *pool;                    /* read-only */
 	struct worker *worker;                /* owning worker while attached, else NULL */
 	int fd;
+	struct tls_link tls;                  /* every read and write of fd goes through it */
+	uint8_t tls_step;                     /* enum server_tls_step, while SERVER_CONNECTING */
 	ev_io io;                             /* relay.c may re-point its callback in ACTIVE */
 	ev_timer timer;
 	struct buf rbuf;                      /* bytes read from the server */

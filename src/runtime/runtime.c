@@ -9,6 +9,7 @@
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "frontend/cancel.h"
+#include "net/tls.h"
 #include "pool/pool.h"
 #include "pool/resolver.h"
 #include "util/log.h"
@@ -72,6 +73,10 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
 	if (rc < 0)
 		goto err;
 	if (runtime_load_auth(cfg, stderr, &rt->users, &rt->hba) > 0) {
+		rc = -EINVAL;
+		goto err;
+	}
+	if (runtime_load_tls(cfg, stderr, &rt->listen_tls, &rt->service_tls) > 0) {
 		rc = -EINVAL;
 		goto err;
 	}
@@ -161,6 +166,66 @@ int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userli
 	return nerr;
 }
 
+int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
+		     struct tls_ctx ***service_tls)
+{
+	struct tls_ctx **lt = calloc((size_t)cfg->nlisten + 1, sizeof *lt);
+	struct tls_ctx **st = calloc((size_t)cfg->nservices + 1, sizeof *st);
+	char err[TLS_ERR_MAX];
+	int nerr = 0;
+
+	*listen_tls = *service_tls = NULL;
+	if (!lt || !st) {
+		free(lt);
+		free(st);
+		fprintf(errout, "%s: out of memory building TLS contexts\n", cfg->path);
+		return 1;
+	}
+	for (int i = 0; i < cfg->nlisten; i++) {
+		const struct config_listen *l = &cfg->listen[i];
+		if (l->tls == CONFIG_TLS_DISABLE)
+			continue;
+		struct tls_server_opts o = {
+			.cert_file = l->tls_cert_file, .key_file = l->tls_key_file, .ca_file = l->tls_ca_file,
+			.ciphers = l->tls_ciphers, .mode = (enum tls_mode_server)l->tls,
+		};
+		if (tls_ctx_server_new(&o, err, sizeof err, &lt[i]) < 0) {
+			fprintf(errout, "%s: listen[%d]: %s\n", cfg->path, i, err);
+			nerr++;
+		}
+	}
+	for (int i = 0; i < cfg->nservices; i++) {
+		const struct config_service *svc = &cfg->services[i];
+		if (svc->tls == CONFIG_STLS_DISABLE)
+			continue;
+		struct tls_client_opts o = {
+			.ca_file = svc->tls_ca_file, .cert_file = svc->tls_cert_file, .key_file = svc->tls_key_file,
+			.verify = svc->tls == CONFIG_STLS_VERIFY_FULL ? 2 : svc->tls == CONFIG_STLS_VERIFY_CA ? 1 : 0,
+		};
+		if (tls_ctx_client_new(&o, err, sizeof err, &st[i]) < 0) {
+			fprintf(errout, "%s: services.%s: %s\n", cfg->path, svc->name, err);
+			nerr++;
+		}
+	}
+	if (nerr > 0) {
+		runtime_free_tls(cfg, lt, st);
+		return nerr;
+	}
+	*listen_tls = lt;
+	*service_tls = st;
+	return 0;
+}
+
+void runtime_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls)
+{
+	for (int i = 0; listen_tls && i < cfg->nlisten; i++)
+		tls_ctx_free(listen_tls[i]);
+	for (int i = 0; service_tls && i < cfg->nservices; i++)
+		tls_ctx_free(service_tls[i]);
+	free(listen_tls);
+	free(service_tls);
+}
+
 void runtime_stop(struct runtime *rt)
 {
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
@@ -179,6 +244,8 @@ void runtime_stop(struct runtime *rt)
 	cancel_registry_free(rt->cancels);
 	userlist_free(rt->users);
 	hba_free(rt->hba);
+	if (rt->cfg)
+		runtime_free_tls(rt->cfg, rt->listen_tls, rt->service_tls);
 	if (rt->cfg && rt->cfg->unix_socket_dir) {
 		for (int i = 0; i < rt->cfg->nlisten; i++) {
 			char path[128];

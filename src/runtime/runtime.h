@@ -17,6 +17,7 @@ struct pool_registry;
 struct cancel_registry;
 struct userlist;
 struct hba;
+struct tls_ctx;
 
 struct runtime {
 	const struct tusk_config *cfg;   /* read-only while workers run */
@@ -28,6 +29,8 @@ struct runtime {
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
 	struct userlist *users;          /* auth_file, or NULL; immutable while workers run */
 	struct hba *hba;                 /* hba_file, or NULL; immutable while workers run */
+	struct tls_ctx **listen_tls;     /* per cfg->listen entry; NULL where tls is disable */
+	struct tls_ctx **service_tls;    /* per cfg->services entry; NULL where tls is disable */
 	int unix_fd[8];                  /* Unix listening sockets (worker 0 accepts on them) */
 	int nunix;
 	/* Clients connected now, across workers; relaxed ordering suffices because it
@@ -44,6 +47,14 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg);
 /* Load auth_file and hba_file of cfg (either may be absent). 0, or the number of errors,
  * each printed to errout as FILE:LINE: ... (also used by --check). */
 int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba);
+
+/* Build the TLS contexts of cfg's listeners and services (certificates, keys and CAs are
+ * read now). 0, or the number of errors, each printed to errout as "FILE: KEY: message"
+ * (also used by --check). On success the arrays (nlisten and nservices long, NULL entries
+ * where TLS is off) are the caller's: runtime_free_tls. */
+int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
+		     struct tls_ctx ***service_tls);
+void runtime_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls);
 
 /* Ask every worker to stop, join them, close pooled servers, free everything. */
 void runtime_stop(struct runtime *rt);

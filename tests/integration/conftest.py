@@ -349,7 +349,7 @@ class Tusk:
     """One running tusk (or, with TUSK_TEST_DIRECT=1, a stand-in that points at PostgreSQL)."""
 
     def __init__(self, dirpath, pg_port, pools=None, services=None, workers=2, log_level="info",
-                 **settings):
+                 listen_opts=None, **settings):
         self.dir = Path(dirpath)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -359,7 +359,7 @@ class Tusk:
         services = services or {"main": {"hosts": [f"127.0.0.1:{pg_port}"]}}
         pools = pools or [{"database": "*", "user": "*", "service": "main", "mode": "session", "size": 20}]
         cfg = {
-            "listen": [{"host": "127.0.0.1", "port": self.port}],
+            "listen": [{"host": "127.0.0.1", "port": self.port, **(listen_opts or {})}],
             "workers": workers,
             "log": settings.pop("log", {"level": log_level, "format": "text", "target": "stderr"}),
             "services": services,

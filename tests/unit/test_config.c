@@ -406,7 +406,16 @@ static void test_error_unknown_key(void **state)
 	one_error(BASE "pool_wait_timout: 5s\n", "6: pool_wait_timout: unknown key (did you mean \"pool_wait_timeout\"?)");
 	one_error(BASE "    sise: 3\n", "6: pools[0].sise: unknown key (did you mean \"size\"?)");
 	one_error(BASE "log:\n  colour: true\n", "7: log.colour: unknown key");
-	one_error(BASE "listen:\n  - host: a\n    tls: on\n", "8: listen[0].tls: unknown key");
+	one_error(BASE "listen:\n  - host: a\n    ssl: on\n", "8: listen[0].ssl: unknown key");
+	one_error(BASE "listen:\n  - host: a\n    tls: on\n",
+		  "8: listen[0].tls: expected one of disable, allow, require, verify-ca, verify-full, found \"on\"");
+	one_error(BASE "listen:\n  - host: a\n    tls: require\n", "7: listen[0]: tls require needs tls_cert_file and tls_key_file");
+	one_error(BASE "listen:\n  - host: a\n    tls: verify-ca\n    tls_cert_file: c\n    tls_key_file: k\n",
+		  "7: listen[0]: tls verify-ca needs tls_ca_file to check client certificates");
+	one_error("services:\n  main:\n    hosts: [db]\n    tls: allow\npools: [{}]\n",
+		  "4: services.main.tls: expected one of disable, prefer, require, verify-ca, verify-full, found \"allow\"");
+	one_error("services:\n  main:\n    hosts: [db]\n    tls_key_file: k\npools: [{}]\n",
+		  "2: services.main: tls_cert_file and tls_key_file go together");
 	one_error(BASE "    port: 1\n", "6: pools[0].port: unknown key");
 	one_error("services:\n  main:\n    hosts: [db]\n    weight: 2\npools: [{}]\n",
 		  "4: services.main.weight: unknown key");

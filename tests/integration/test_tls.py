@@ -1,0 +1,312 @@
+"""TLS in tusk: per-listener TLS towards clients (allow, require, verify-ca, verify-full, direct
+TLS), cert authentication, SCRAM-SHA-256-PLUS channel binding, hostssl/hostnossl in hba_file,
+per-service TLS towards PostgreSQL (prefer, require, verify-ca, verify-full), and large results
+over both encrypted legs."""
+
+import hashlib
+import shutil
+import socket
+import ssl
+import struct
+import subprocess
+
+import psycopg
+import pytest
+
+from conftest import IS_ROOT, PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, connect
+from auth_util import psql, scram_verifier, write_auth_file, write_hba
+from tls_util import Certs
+
+pytestmark = pytest.mark.tusk_only
+
+USER = "tusk_trust"
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+def listen_tls(certs, mode, ca=False, **extra):
+    o = {"tls": mode, "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key}
+    if ca:
+        o["tls_ca_file"] = certs.ca
+    o.update(extra)
+    return o
+
+
+def tls_conn(t, user=USER, **kw):
+    kw.setdefault("sslmode", "require")
+    return psycopg.connect(host="127.0.0.1", port=t.port, user=user, dbname=TEST_DB,
+                           connect_timeout=int(15 * SLOW), autocommit=True, **kw)
+
+
+def login_error(t, **kw):
+    with pytest.raises(psycopg.OperationalError) as ei:
+        tls_conn(t, **kw).close()
+    return str(ei.value)
+
+
+def test_tls_require_serves_encrypted_clients_and_refuses_plaintext(tusk, certs):
+    t = tusk(listen_opts=listen_tls(certs, "require"))
+    with tls_conn(t) as c:
+        assert c.pgconn.ssl_in_use
+        assert c.execute("select 1").fetchone() == (1,)
+    msg = login_error(t, sslmode="disable")
+    assert "TLS is required" in msg
+    assert_tusk_error(msg)
+
+
+def test_tls_allow_takes_both(tusk, certs):
+    t = tusk(listen_opts=listen_tls(certs, "allow"))
+    with tls_conn(t, sslmode="require") as c:
+        assert c.pgconn.ssl_in_use
+    with tls_conn(t, sslmode="disable") as c:
+        assert not c.pgconn.ssl_in_use
+        assert c.execute("select 2").fetchone() == (2,)
+
+
+def test_tls_disable_answers_n(tusk, certs):
+    t = tusk()
+    with tls_conn(t, sslmode="prefer") as c:
+        assert not c.pgconn.ssl_in_use
+    assert "does not support SSL" in login_error(t, sslmode="require")
+
+
+def test_client_verifies_tusk_certificate(tusk, certs):
+    t = tusk(listen_opts=listen_tls(certs, "require"))
+    for host in ("localhost", "127.0.0.1"):
+        with psycopg.connect(host=host, port=t.port, user=USER, dbname=TEST_DB, sslmode="verify-full",
+                             sslrootcert=certs.ca) as c:
+            assert c.pgconn.ssl_in_use
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(host="localhost", port=t.port, user=USER, dbname=TEST_DB, sslmode="verify-ca",
+                        sslrootcert=certs.rogue_ca).close()
+
+
+def test_psql_over_tls(tusk, certs):
+    t = tusk(listen_opts=listen_tls(certs, "require"))
+    env_sql = "select current_user"
+    r = subprocess.run([str(PG_BIN / "psql"), "-X", "-At", "-c", env_sql,
+                        f"host=127.0.0.1 port={t.port} user={USER} dbname={TEST_DB} sslmode=require"],
+                       capture_output=True, text=True, timeout=30 * SLOW)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == USER
+
+
+def test_scram_channel_binding(tusk, certs, tmp_path):
+    secret = "cb-secret"
+    auth = write_auth_file(tmp_path / "users.txt", {USER: scram_verifier(secret)})
+    t = tusk(listen_opts=listen_tls(certs, "allow"), auth_file=auth,
+             pools=[{"database": "*", "user": "*", "service": "main", "client_auth": "scram-sha-256"}])
+    # channel_binding=require makes libpq insist on SCRAM-SHA-256-PLUS with tls-server-end-point.
+    with tls_conn(t, password=secret, channel_binding="require") as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    r = subprocess.run([str(PG_BIN / "psql"), "-X", "-At", "-w", "-c", "select 7",
+                        f"host=127.0.0.1 port={t.port} user={USER} dbname={TEST_DB} sslmode=require "
+                        f"channel_binding=require password={secret}"],
+                       capture_output=True, text=True, timeout=30 * SLOW)
+    assert r.returncode == 0 and r.stdout.strip() == "7", r.stderr
+    # A wrong password over -PLUS is still 28P01.
+    msg = login_error(t, password="wrong", channel_binding="require")
+    assert "password authentication failed" in msg
+    # Without TLS there is nothing to bind to: libpq refuses, and plain SCRAM still works.
+    with pytest.raises(psycopg.OperationalError, match="channel binding"):
+        tls_conn(t, sslmode="disable", password=secret, channel_binding="require").close()
+    with tls_conn(t, sslmode="disable", password=secret) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+
+
+def test_cert_auth(tusk, certs):
+    t = tusk(listen_opts=listen_tls(certs, "require", ca=True),
+             pools=[{"database": "*", "user": "*", "service": "main", "client_auth": "cert"}])
+    crt, key = certs.client(USER)
+    with tls_conn(t, sslcert=crt, sslkey=key) as c:
+        assert c.execute("select current_user").fetchone() == (USER,)
+    # A valid certificate for someone else, none at all, or one from an untrusted CA: refused.
+    crt2, key2 = certs.client("somebody_else")
+    msg = login_error(t, sslcert=crt2, sslkey=key2)
+    assert "certificate authentication failed" in msg
+    assert_tusk_error(msg)
+    msg = login_error(t, sslcert="/nonexistent", sslkey="/nonexistent")
+    assert "certificate authentication failed" in msg
+    rcrt, rkey = certs.client(USER, ca="rogue")
+    # tusk asks for certificates of its CA: a foreign one fails the handshake itself.
+    msg = login_error(t, sslcert=rcrt, sslkey=rkey)
+    assert "unknown ca" in msg or "certificate" in msg, msg
+
+
+def test_verify_ca_and_verify_full_listeners(tusk, certs):
+    t = tusk(listen_opts=listen_tls(certs, "verify-ca", ca=True))
+    crt, key = certs.client("any_name")
+    with tls_conn(t, sslcert=crt, sslkey=key) as c:  # verify-ca: any CN the CA signed
+        assert c.execute("select 1").fetchone() == (1,)
+    login_error(t)  # no certificate: the handshake fails
+    t2 = tusk(listen_opts=listen_tls(certs, "verify-full", ca=True))
+    crt, key = certs.client(USER)
+    with tls_conn(t2, sslcert=crt, sslkey=key) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    crt, key = certs.client("any_name")
+    assert "CN does not match" in login_error(t2, sslcert=crt, sslkey=key)
+
+
+def test_hostssl_and_hostnossl(tusk, certs, tmp_path):
+    hba = write_hba(tmp_path / "hba.conf", [
+        "hostnossl all all 127.0.0.1/32 reject",
+        "hostssl all all 127.0.0.1/32 trust",
+    ])
+    t = tusk(listen_opts=listen_tls(certs, "allow"), hba_file=hba)
+    with tls_conn(t) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    msg = login_error(t, sslmode="disable")
+    assert "rejected" in msg
+
+
+def _startup(user, db):
+    body = struct.pack("!I", 196608)
+    for k, v in (("user", user), ("database", db)):
+        body += k.encode() + b"\0" + v.encode() + b"\0"
+    body += b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def _read_until_ready(sock):
+    buf = b""
+    msgs = []
+    while True:
+        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!I", buf[1:5])[0]:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return msgs
+            buf += chunk
+        n = 1 + struct.unpack("!I", buf[1:5])[0]
+        msgs.append((buf[:1], buf[5:n]))
+        buf = buf[n:]
+        if msgs[-1][0] in (b"Z", b"E"):
+            return msgs
+
+
+def test_direct_tls(tusk, certs):
+    """PostgreSQL 17's sslnegotiation=direct: the handshake comes first, ALPN "postgresql"."""
+    t = tusk(listen_opts=listen_tls(certs, "require"))
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    ctx.set_alpn_protocols(["postgresql"])
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == "postgresql"
+            s.sendall(_startup(USER, TEST_DB))
+            msgs = _read_until_ready(s)
+            assert msgs[-1][0] == b"Z", msgs
+            q = b"select 42\0"
+            s.sendall(b"Q" + struct.pack("!I", len(q) + 4) + q)
+            msgs = _read_until_ready(s)
+            rows = [m for m in msgs if m[0] == b"D"]
+            assert rows and rows[0][1].endswith(b"42"), msgs
+
+
+def test_plaintext_after_sslrequest_is_refused(tusk, certs):
+    """Bytes pipelined after an SSLRequest would be unencrypted and injectable (CVE-2021-23214)."""
+    t = tusk(listen_opts=listen_tls(certs, "allow"))
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW) as s:
+        s.sendall(struct.pack("!II", 8, 80877103) + _startup(USER, TEST_DB))
+        data = s.recv(4096)
+        assert data[:1] == b"E", data
+        assert b"unencrypted data after SSL request" in data
+
+
+def test_bad_tls_files_fail_check(tmp_path, certs):
+    cfg = tmp_path / "tusk.yaml"
+    cfg.write_text(f"""listen:
+  - host: 127.0.0.1
+    port: 6999
+    tls: require
+    tls_cert_file: {tmp_path}/missing.crt
+    tls_key_file: {certs.server_key}
+  - host: 127.0.0.1
+    port: 7000
+    tls: verify-ca
+    tls_cert_file: {certs.server_crt}
+    tls_key_file: {certs.server_key}
+services:
+  main:
+    hosts: ["127.0.0.1:5432"]
+    tls: verify-full
+    tls_cert_file: {certs.server_crt}
+pools:
+  - database: "*"
+    user: "*"
+""")
+    r = subprocess.run([str(TUSK_BIN), "-c", str(cfg), "--check"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "tls verify-ca needs tls_ca_file" in r.stderr
+    assert "tls_cert_file and tls_key_file go together" in r.stderr
+
+
+# ---- towards the servers ----
+
+@pytest.fixture
+def ssl_pg(private_pg, certs):
+    """A PostgreSQL that takes only TLS connections over TCP."""
+    pg = private_pg
+    for src, name in ((certs.server_crt, "server.crt"), (certs.server_key, "server.key")):
+        shutil.copy(src, pg.data / name)
+        if IS_ROOT:
+            shutil.chown(pg.data / name, "postgres", "postgres")
+        (pg.data / name).chmod(0o600)
+    with open(pg.data / "postgresql.conf", "a") as f:
+        f.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+    (pg.data / "pg_hba.conf").write_text(
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n")
+    pg.stop()
+    pg.start()
+    return pg
+
+
+def test_server_tls_require(tusk, ssl_pg):
+    t = tusk(pg_server=ssl_pg, services={"main": {"hosts": [f"127.0.0.1:{ssl_pg.port}"], "tls": "require"}})
+    with t.connect() as c:
+        assert c.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetchone() == (True,)
+
+
+def test_server_tls_verify_full(tusk, ssl_pg, certs):
+    t = tusk(pg_server=ssl_pg, services={"main": {"hosts": [f"localhost:{ssl_pg.port}"], "tls": "verify-full",
+                                                  "tls_ca_file": certs.ca}})
+    with t.connect() as c:
+        assert c.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetchone() == (True,)
+    bad = tusk(pg_server=ssl_pg, pool_wait_timeout="3s",
+               services={"main": {"hosts": [f"localhost:{ssl_pg.port}"], "tls": "verify-ca",
+                                  "tls_ca_file": certs.rogue_ca}})
+    with pytest.raises(psycopg.OperationalError) as ei:
+        bad.connect().close()
+    assert "certificate verify failed" in str(ei.value) or "TLS handshake" in str(ei.value)
+    assert "certificate verify failed" in bad.log_text()
+
+
+def test_server_tls_prefer_and_require_against_plain_server(tusk, pg):
+    t = tusk(services={"main": {"hosts": [f"127.0.0.1:{pg.port}"], "tls": "prefer"}})
+    with t.connect() as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    t2 = tusk(pool_wait_timeout="3s", services={"main": {"hosts": [f"127.0.0.1:{pg.port}"], "tls": "require"}})
+    with pytest.raises(psycopg.OperationalError) as ei:
+        t2.connect().close()
+    assert "does not support TLS" in str(ei.value)
+
+
+def test_large_result_over_tls_both_legs(tusk, ssl_pg, certs):
+    """20 MB through two TLS legs, byte for byte, in transaction mode."""
+    t = tusk(pg_server=ssl_pg, listen_opts=listen_tls(certs, "require"),
+             services={"main": {"hosts": [f"127.0.0.1:{ssl_pg.port}"], "tls": "require"}},
+             pools=[{"database": "*", "user": "*", "service": "main", "mode": "transaction", "size": 4}])
+    sql = "select string_agg(md5(i::text), '') from generate_series(1, 655360) i"
+    with tls_conn(t) as c:
+        got = c.execute(sql).fetchone()[0]
+        assert len(got) == 32 * 655360
+        with ssl_pg.admin() as d:
+            want = d.execute(sql).fetchone()[0]
+        assert hashlib.sha256(got.encode()).digest() == hashlib.sha256(want.encode()).digest()
+        # and COPY out, streamed
+        n = 0
+        with c.cursor().copy("copy (select i, md5(i::text) from generate_series(1, 200000) i) to stdout") as cp:
+            for chunk in cp:
+                n += len(chunk)
+        assert n > 200000 * 34

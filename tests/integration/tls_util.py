@@ -1,0 +1,46 @@
+"""Certificates for the TLS tests, made with the openssl command line: a CA, a server certificate
+for localhost/127.0.0.1, client certificates by CN, and a second CA nobody trusts."""
+
+import subprocess
+from pathlib import Path
+
+
+def _openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+class Certs:
+    def __init__(self, d):
+        self.dir = Path(d)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca = self._ca("ca", "tusk test CA")
+        self.rogue_ca = self._ca("rogue", "rogue CA")
+        self.server_crt, self.server_key = self._leaf("server", "localhost", "ca",
+                                                      san="DNS:localhost,IP:127.0.0.1")
+        self.clients = {}
+
+    def _ca(self, name, cn):
+        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={cn}",
+                 "-keyout", f"{name}.key", "-out", f"{name}.crt",
+                 "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                 cwd=self.dir)
+        return str(self.dir / f"{name}.crt")
+
+    def _leaf(self, name, cn, ca, san=None):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", cwd=self.dir)
+        ext = self.dir / f"{name}.ext"
+        ext.write_text("basicConstraints=CA:FALSE\n" + (f"subjectAltName={san}\n" if san else ""))
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                 "-CAcreateserial", "-days", "2", "-sha256", "-extfile", ext.name, "-out", f"{name}.crt",
+                 cwd=self.dir)
+        key = self.dir / f"{name}.key"
+        key.chmod(0o600)
+        return str(self.dir / f"{name}.crt"), str(key)
+
+    def client(self, cn, ca="ca"):
+        """(cert, key) for CN=cn signed by ca ('ca' or 'rogue')."""
+        k = (cn, ca)
+        if k not in self.clients:
+            self.clients[k] = self._leaf(f"client-{cn}-{ca}", cn, ca)
+        return self.clients[k]

@@ -6,6 +6,9 @@
 #   txn-extended -M extended, 32 clients, transaction pooling
 #   txn-prepared -M prepared, 32 clients, transaction pooling (PgBouncer 1.18 cannot)
 #   txn-1000     -M simple, 1000 clients, transaction pooling (direct: more than max_connections)
+#   tls-txn      -M simple,   32 clients, transaction pooling, clients on TLS (sslmode=require)
+#   tls-bulk     time to fetch a 100 MB result with psql, plaintext and TLS, through each target
+# TLS is between the client and the first hop only (the poolers talk plaintext to PostgreSQL).
 # Each scenario alternates the three targets for ROUNDS rounds (these machines are noisy), then
 # prints tps per run, the median per target and its ratio to direct (or to PgBouncer where direct
 # cannot run). Prints numbers only; asserts nothing. Stops everything it started.
@@ -14,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-session txn-simple txn-extended txn-prepared txn-1000}
+SCENARIOS=${SCENARIOS:-session txn-simple txn-extended txn-prepared txn-1000 tls-txn tls-bulk}
 TXN_POOL=20
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -63,7 +66,15 @@ trap 'exit 130' INT TERM
 
 echo "bench: PostgreSQL on $PG_PORT, PgBouncer on $BOUNCER_PORT, tusk on $TUSK_PORT; files in $DIR" >&2
 as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C -N >/dev/null
+# One self-signed certificate for PostgreSQL, PgBouncer and tusk alike.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -keyout "$DIR/server.key" \
+	-out "$DIR/server.crt" >/dev/null 2>&1
+chmod 600 "$DIR/server.key"
+[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR/server.key" "$DIR/server.crt"
 cat >>"$PGDATA/postgresql.conf" <<CONF
+ssl = on
+ssl_cert_file = '$DIR/server.crt'
+ssl_key_file = '$DIR/server.key'
 port = $PG_PORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$DIR'
@@ -95,6 +106,10 @@ auth_type = trust
 auth_file = $DIR/userlist.txt
 max_client_conn = 2000
 max_db_connections = 0
+client_tls_sslmode = allow
+client_tls_cert_file = $DIR/server.crt
+client_tls_key_file = $DIR/server.key
+server_tls_sslmode = disable
 logfile = $DIR/pgbouncer.log
 pidfile = $DIR/pgbouncer.pid
 INI
@@ -107,6 +122,9 @@ cat >"$DIR/tusk.yaml" <<YAML
 listen:
   - host: 127.0.0.1
     port: $TUSK_PORT
+    tls: allow
+    tls_cert_file: $DIR/server.crt
+    tls_key_file: $DIR/server.key
 workers: 2
 log: {level: warn, format: text, target: stderr}
 services:
@@ -136,7 +154,7 @@ run_one() {
 	shift 3
 	[ "$target" = direct ] && db=bench
 	# A target that stops answering must not hang the whole run.
-	if out=$(timeout $((DURATION + 60)) "$PG_BIN/pgbench" -n -S -c "$clients" -j 2 -T "$DURATION" "$@" \
+	if out=$(PGSSLMODE=${SSLMODE:-disable} timeout $((DURATION + 60)) "$PG_BIN/pgbench" -n -S -c "$clients" -j 2 -T "$DURATION" "$@" \
 		-h 127.0.0.1 -p "${PORT[$target]}" -U postgres "$db" 2>&1); then
 		tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
 	fi
@@ -179,6 +197,53 @@ scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
 	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s' "$name" "$d" "$b" "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")")")
 }
 
+# bulk TARGET SSLMODE: seconds for psql to fetch a 100 MB result (100,000 rows of 1 kB)
+bulk_one() {
+	local target=$1 mode=$2 db=bench_s t0 t1
+	[ "$target" = direct ] && db=bench
+	t0=$(date +%s.%N)
+	if ! PGSSLMODE=$mode timeout 300 "$PG_BIN/psql" -X -At -o /dev/null -h 127.0.0.1 -p "${PORT[$target]}" \
+		-U postgres -d "$db" -c "select repeat('x', 1000) from generate_series(1, 100000)" 2>"$DIR/bulk.err"; then
+		echo "bench: bulk $target $mode failed: $(head -c 160 "$DIR/bulk.err")" >&2
+		echo failed
+		return
+	fi
+	t1=$(date +%s.%N)
+	awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", b - a}'
+}
+
+bulk() {
+	declare -A res=()
+	echo
+	echo "== tls-bulk: psql fetching 100 MB (100000 rows x 1 kB), plaintext vs TLS, $((ROUNDS * 2)) rounds, seconds"
+	printf '%-6s %-10s %-8s %10s\n' round target mode seconds
+	for round in $(seq 1 $((ROUNDS * 2))); do
+		for i in 0 1 2; do
+			local target=${TARGETS[$(((i + round - 1) % 3))]}
+			for mode in disable require; do
+				local s
+				s=$(bulk_one "$target" "$mode")
+				res[$target-$mode]="${res[$target-$mode]:-} $s"
+				printf '%-6s %-10s %-8s %10s\n' "$round" "$target" "$mode" "$s"
+			done
+		done
+	done
+	printf '%-10s %12s %12s %10s\n' target "plain (s)" "TLS (s)" "TLS/plain"
+	local tt=
+	for target in "${TARGETS[@]}"; do
+		local p t
+		p=$(median <<<"${res[$target-disable]}")
+		t=$(median <<<"${res[$target-require]}")
+		printf '%-10s %12s %12s %10s\n' "$target" "$p" "$t" "$(ratio "$t" "$p")"
+	done
+	local bp bt tp
+	bt=$(median <<<"${res[pgbouncer-require]}")
+	tt=$(median <<<"${res[tusk-require]}")
+	tp=$(median <<<"${res[tusk-disable]}")
+	echo "tusk TLS / tusk plaintext: $(ratio "$tt" "$tp")   tusk TLS / PgBouncer TLS: $(ratio "$tt" "$bt")"
+	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s' "tls-bulk(s)" "$(median <<<"${res[direct-require]}")" "$bt" "$tt" "$(ratio "$tt" "$tp")" "$(ratio "$tt" "$bt")")   (tusk/dir column: tusk TLS / tusk plaintext)")
+}
+
 for sc in $SCENARIOS; do
 	case $sc in
 	session) scenario session bench_s 32 -M simple ;;
@@ -186,6 +251,8 @@ for sc in $SCENARIOS; do
 	txn-extended) scenario txn-extended bench_t 32 -M extended ;;
 	txn-prepared) scenario txn-prepared bench_t 32 -M prepared ;;
 	txn-1000) scenario txn-1000 bench_t 1000 -M simple ;;
+	tls-txn) SSLMODE=require scenario tls-txn bench_t 32 -M simple ;;
+	tls-bulk) bulk ;;
 	*) echo "bench: unknown scenario $sc" >&2 ;;
 	esac
 done

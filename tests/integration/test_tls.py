@@ -278,7 +278,10 @@ def test_server_tls_verify_full(tusk, ssl_pg, certs):
                                   "tls_ca_file": certs.rogue_ca}})
     with pytest.raises(psycopg.OperationalError) as ei:
         bad.connect().close()
-    assert "certificate verify failed" in str(ei.value) or "TLS handshake" in str(ei.value)
+    msg = str(ei.value)
+    # The client hears of the failed handshake, or (when the pool has backed off meanwhile) of
+    # the backend being unreachable; the log names the cause either way.
+    assert any(w in msg for w in ("certificate verify failed", "TLS handshake", "timed out", "refus")), msg
     assert "certificate verify failed" in bad.log_text()
 
 

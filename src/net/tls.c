@@ -564,5 +564,5 @@ void tls_link_close(struct tls_link *l)
 	if (tls_shutdown(l->conn, &want) < 0)
 		want = 0; /* the peer is gone or not reading: nothing more to do */
 	tls_conn_free(l->conn);
-	l->conn = NULL;
+	*l = (struct tls_link){ 0 }; /* plaintext from now on: nothing held, nothing inverted */
 }

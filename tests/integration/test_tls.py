@@ -313,3 +313,17 @@ def test_large_result_over_tls_both_legs(tusk, ssl_pg, certs):
             for chunk in cp:
                 n += len(chunk)
         assert n > 200000 * 34
+
+
+def test_copy_in_over_tls(tusk, certs, pg):
+    """10 MB from a TLS client: full read buffers with records left inside OpenSSL must still
+    be read (no poll reports them)."""
+    t = tusk(listen_opts=listen_tls(certs, "require"), buffer_size="16kB")
+    rows = [f"{i}\t{'y' * 200}\n" for i in range(50000)]
+    data = "".join(rows).encode()
+    with tls_conn(t) as c:
+        c.execute("create temp table tls_in (i int, s text)")
+        with c.cursor().copy("copy tls_in from stdin") as cp:
+            for off in range(0, len(data), 1 << 20):
+                cp.write(data[off:off + (1 << 20)])
+        assert c.execute("select count(*), sum(length(s)) from tls_in").fetchone() == (50000, 50000 * 200)

@@ -945,6 +945,20 @@ static void release_services(char *base)
 
 #define RULE_FIELD(f) offsetof(struct config_pool_rule, f)
 
+/* The user name is always bound as $1 (extended protocol), never pasted into the text. */
+static const char *check_auth_query(const char *val)
+{
+	const char *p = strstr(val, "$1");
+	if (!p || (p[2] >= '0' && p[2] <= '9'))
+		return "must use $1 for the user name (and no other parameter)";
+	for (const char *q = val; (q = strchr(q, '$')) != NULL; q++)
+		if (q[1] >= '2' && q[1] <= '9')
+			return "must use $1 for the user name (and no other parameter)";
+	return NULL;
+}
+
+#define AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
+
 static const struct key_def pool_keys[] = {
 	{ .name = "database", .type = KEY_CHARS, .offset = RULE_FIELD(database), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .def = "*", .reloadable = true },
@@ -973,6 +987,11 @@ static const struct key_def pool_keys[] = {
 	  .max = 1024, .reloadable = true, .secret = true },
 	{ .name = "server_database", .type = KEY_STRING, .offset = RULE_FIELD(server_database), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	/* Override the top-level auth_user / auth_query for this rule; NULL: inherit. */
+	{ .name = "auth_user", .type = KEY_STRING, .offset = RULE_FIELD(auth_user), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "auth_query", .type = KEY_STRING, .offset = RULE_FIELD(auth_query), .min = 1, .max = 4096,
+	  .check = check_auth_query, .reloadable = true },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
 
@@ -1113,6 +1132,12 @@ static const struct key_def top_keys[] = {
 	  .reloadable = true },
 	{ .name = "hba_file", .type = KEY_STRING, .offset = TOP_FIELD(hba_file), .min = 1, .max = 4096,
 	  .reloadable = true },
+	{ .name = "auth_user", .type = KEY_STRING, .offset = TOP_FIELD(auth_user), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "auth_query", .type = KEY_STRING, .offset = TOP_FIELD(auth_query), .min = 1, .max = 4096,
+	  .check = check_auth_query, .def = AUTH_QUERY_DEFAULT, .reloadable = true },
+	{ .name = "auth_cache_ttl", .type = KEY_DURATION, .offset = TOP_FIELD(auth_cache_ttl_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
 	{ .name = "unix_socket_dir", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_dir), .min = 1, .max = 90 },
 	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = TOP_FIELD(server_lifetime_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
@@ -1360,4 +1385,14 @@ const char *config_pool_mode_name(enum pool_mode mode)
 		if (e->value == (int)mode)
 			return e->name;
 	return "unknown";
+}
+
+const char *config_auth_user(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule->auth_user ? rule->auth_user : cfg->auth_user;
+}
+
+const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule->auth_query ? rule->auth_query : cfg->auth_query;
 }

@@ -945,16 +945,23 @@ static void release_services(char *base)
 
 #define RULE_FIELD(f) offsetof(struct config_pool_rule, f)
 
-/* The user name is always bound as $1 (extended protocol), never pasted into the text. */
+/* The user name is always bound as $1 (extended protocol), never pasted into the text;
+ * a query with no $1, or with $2 and up, could not be run with that one parameter. */
 static const char *check_auth_query(const char *val)
 {
-	const char *p = strstr(val, "$1");
-	if (!p || (p[2] >= '0' && p[2] <= '9'))
-		return "must use $1 for the user name (and no other parameter)";
-	for (const char *q = val; (q = strchr(q, '$')) != NULL; q++)
-		if (q[1] >= '2' && q[1] <= '9')
+	bool has_1 = false;
+	for (const char *q = val; (q = strchr(q, '$')) != NULL;) {
+		q++;
+		if (*q < '0' || *q > '9')
+			continue; /* $$ or $tag$ quoting */
+		long n = 0;
+		while (*q >= '0' && *q <= '9' && n < 1000)
+			n = n * 10 + (*q++ - '0');
+		if (n != 1)
 			return "must use $1 for the user name (and no other parameter)";
-	return NULL;
+		has_1 = true;
+	}
+	return has_1 ? NULL : "must use $1 for the user name (and no other parameter)";
 }
 
 #define AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"

@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import PG_BIN, SLOW, TEST_DB, TUSK_BIN, _make_pg, assert_tusk_error
+from conftest import SLOW, TEST_DB, TUSK_BIN, _make_pg, assert_tusk_error, wait_until
 from auth_util import (AUTH_MD5, AUTH_OK, AUTH_SASL, login_error_re, md5_secret, normalized_error, psql,
                        raw_login, write_auth_file)
 
@@ -63,6 +63,11 @@ def aq_pg(workdir):
     set_hba(s)
     yield s
     s.destroy()
+
+
+def wait_log(t, text):
+    """tusk's logger writes asynchronously: wait for the line."""
+    wait_until(lambda: text in t.log_text(), 5 * SLOW, what=f"{text!r} in tusk's log")
 
 
 def rule(method, **extra):
@@ -224,7 +229,7 @@ def test_cache_keeps_logins_working_until_ttl(tusk, tmp_path, aq_pg):
         assert r.outcome == "error" and r.sqlstate == "28000", r
         p = psql(t.port, "aq_md5", PW["aq_md5"])
         assert p.returncode != 0 and "auth_query failed" in p.stderr, p.stderr
-        assert "auth_query connection failed" in t.log_text()
+        wait_log(t, "auth_query connection failed")
     finally:
         set_hba(aq_pg)
     # the auth_user is back: logins work again
@@ -253,7 +258,44 @@ def test_auth_query_error_is_reported_not_taken_as_unknown(tusk, tmp_path, aq_pg
     t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_query="SELECT * FROM public.no_such_fn($1)")
     r = raw_login(t.port, "aq_md5", PW["aq_md5"])
     assert r.outcome == "error" and r.sqlstate == "28000" and "auth_query failed" in r.message, r
-    assert "no_such_fn" in t.log_text()
+    wait_log(t, "no_such_fn")
+
+
+@pytest.mark.parametrize("size", [9000, 20000])  # over the 8 kB row bound; over the 16 kB buffer
+def test_oversized_answer_is_refused(tusk, tmp_path, aq_pg, size):
+    t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_query=f"SELECT $1::text, repeat('x', {size})")
+    r = raw_login(t.port, "aq_md5", PW["aq_md5"])
+    assert r.outcome == "error" and r.sqlstate == "28000" and "auth_query failed" in r.message, r
+    wait_log(t, "too large")
+    # the connection survived the oversized row: the next login's query runs on it or a new one
+    r = raw_login(t.port, "aq_scram", PW["aq_scram"])
+    assert r.outcome == "error" and r.sqlstate == "28000", r
+
+
+SLOW_QUERY = "SELECT usename, passwd FROM pg_shadow, pg_sleep({}) WHERE usename = $1"
+
+
+def test_client_gone_during_the_query_then_answer_cached(tusk, tmp_path, aq_pg):
+    """The client's login timeout fires while its query runs: it is told so, tusk survives, and
+    the answer, which arrives later, is cached for the next login."""
+    t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_query=SLOW_QUERY.format(2 * SLOW),
+                client_login_timeout=f"{int(1000 * SLOW)}ms", server_connect_timeout="30s")
+    r = raw_login(t.port, "aq_md5", PW["aq_md5"], timeout=10 * SLOW)
+    assert r.outcome == "error" and r.sqlstate == "08P01" and "client_login_timeout" in r.message, r
+    time.sleep(2 * SLOW)
+    start = time.monotonic()
+    assert_login_ok(t, "aq_md5", PW["aq_md5"])
+    assert time.monotonic() - start < 1.5 * SLOW, "second login was not served from the cache"
+
+
+def test_query_timeout(tusk, tmp_path, aq_pg):
+    # server_connect_timeout bounds the query too
+    t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_query=SLOW_QUERY.format(5), server_connect_timeout="1s")
+    start = time.monotonic()
+    r = raw_login(t.port, "aq_md5", PW["aq_md5"], timeout=10 * SLOW)
+    assert r.outcome == "error" and r.sqlstate == "28000" and "auth_query failed" in r.message, r
+    assert time.monotonic() - start < 4 * SLOW
+    wait_log(t, "timed out")
 
 
 # --- configuration -------------------------------------------------------------------------------

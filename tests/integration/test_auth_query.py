@@ -5,6 +5,7 @@ checked exactly as auth_file secrets are (md5 and SCRAM exchanges, passthrough t
 One PostgreSQL cluster of this module's own, since the tests change its pg_hba.conf: every role
 used here must give PostgreSQL a password, so passthrough is really exercised."""
 
+import socket
 import subprocess
 import threading
 import time
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from conftest import SLOW, TEST_DB, TUSK_BIN, _make_pg, assert_tusk_error, wait_until
+import pgwire
 from auth_util import (AUTH_MD5, AUTH_OK, AUTH_SASL, login_error_re, md5_secret, normalized_error, psql,
                        raw_login, write_auth_file)
 
@@ -286,6 +288,23 @@ def test_client_gone_during_the_query_then_answer_cached(tusk, tmp_path, aq_pg):
     start = time.monotonic()
     assert_login_ok(t, "aq_md5", PW["aq_md5"])
     assert time.monotonic() - start < 1.5 * SLOW, "second login was not served from the cache"
+
+
+def test_shutdown_with_queries_in_flight(tusk, tmp_path, aq_pg):
+    """SIGTERM while clients wait for auth_query answers: tusk exits 0, and (under ASan) leaks
+    nothing; the fixture's teardown checks both."""
+    t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_query=SLOW_QUERY.format(3), server_connect_timeout="30s")
+    socks = []
+    for user in ("aq_md5", "aq_scram", "aq_ghost"):
+        s = socket.create_connection(("127.0.0.1", t.port), timeout=5)
+        s.sendall(pgwire.startup_packet({"user": user, "database": TEST_DB}))
+        socks.append(s)
+    wait_until(lambda: aq_pg.execute("select count(*) from pg_stat_activity where usename = 'aq_super'")[0][0] > 0,
+               5 * SLOW, what="auth_query connection on the server")
+    problems = t.stop()
+    for s in socks:
+        s.close()
+    assert not problems, problems
 
 
 def test_query_timeout(tusk, tmp_path, aq_pg):

@@ -109,6 +109,7 @@ static void run_next(struct authq_conn *q)
 	for (;;) {
 		struct authq_req *r = q->head;
 		if (!r) {
+			OPENSSL_cleanse(secret, sizeof secret);
 			unlink_conn(q);
 			server_close(q->s, "auth_query connection no longer needed");
 			free(q);

@@ -356,6 +356,10 @@ static int handle_auth(struct server *s, const uint8_t *body, size_t len)
 	bool scram_keys = !s->login_password && s->cred.kind == SERVER_CRED_SCRAM;
 	bool usable = password || (a.code == PROTO_AUTH_MD5 && md5_hash) ||
 		      (a.code >= PROTO_AUTH_SASL && a.code <= PROTO_AUTH_SASL_FINAL && scram_keys);
+	if (!usable && !s->pool) {
+		fail(s, "the server asked for a password and auth_file has no plain or md5 secret for this user");
+		return -1;
+	}
 	if (!usable) {
 		fail(s, s->cred.kind == SERVER_CRED_NONE
 				? "the server asked for a password and none is configured for this pool (set server_password)"

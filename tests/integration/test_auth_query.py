@@ -177,6 +177,14 @@ def test_auth_user_with_trust_and_no_auth_file(tusk, tmp_path, aq_pg):
     assert_refused(t, "aq_md5", "wrong")
 
 
+def test_auth_user_without_secret_is_logged(tusk, tmp_path, aq_pg):
+    # aq_super needs a password (md5 in pg_hba) and auth_file has none for it
+    t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_entries={"someone_else": "x"})
+    r = raw_login(t.port, "aq_md5", PW["aq_md5"])
+    assert r.outcome == "error" and r.sqlstate == "28000" and "auth_query failed" in r.message, r
+    wait_log(t, "auth_file has no plain or md5 secret for this user")
+
+
 def test_concurrent_logins_without_cache(tusk, tmp_path, aq_pg):
     """auth_cache_ttl 0: every login queries; many at once queue on the per-worker
     connection and each gets its own answer."""

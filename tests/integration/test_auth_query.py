@@ -15,6 +15,7 @@ import pytest
 
 from conftest import SLOW, TEST_DB, TUSK_BIN, _make_pg, assert_tusk_error, wait_until
 import pgwire
+from txn_util import PeakWatcher
 from auth_util import (AUTH_MD5, AUTH_OK, AUTH_SASL, login_error_re, md5_secret, normalized_error, psql,
                        raw_login, write_auth_file)
 
@@ -186,9 +187,12 @@ def test_auth_user_without_secret_is_logged(tusk, tmp_path, aq_pg):
 
 
 def test_concurrent_logins_without_cache(tusk, tmp_path, aq_pg):
-    """auth_cache_ttl 0: every login queries; many at once queue on the per-worker
-    connection and each gets its own answer."""
-    t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_cache_ttl=0, workers=2)
+    """auth_cache_ttl 0: every login queries. Many at once (a flood of unknown users among
+    them) queue on the per-worker connection: each client gets its own answer, and
+    PostgreSQL never sees more auth_user backends than tusk has workers."""
+    workers = 2
+    t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_cache_ttl=0, workers=workers,
+                auth_query=SLOW_QUERY.format(0.01))
     results, errors = [], []
 
     def one(user, password, want_ok):
@@ -201,18 +205,23 @@ def test_concurrent_logins_without_cache(tusk, tmp_path, aq_pg):
             errors.append(repr(e))
 
     jobs = []
-    for i in range(8):
+    for i in range(10):
         jobs += [("aq_md5", PW["aq_md5"], True), ("aq_scram", PW["aq_scram"], True),
-                 (f"aq_ghost{i}", "x", False), ("aq_md5", "wrong", False)]
+                 (f"aq_ghost{i}", "x", False), (f"aq_ghost{i}b", "x", False), ("aq_md5", "wrong", False)]
     threads = [threading.Thread(target=one, args=j) for j in jobs]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60 * SLOW)
+    with PeakWatcher(aq_pg, user="aq_super", interval=0.005) as w:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60 * SLOW)
+    assert w.error is None, w.error
     assert not errors, errors
     assert len(results) == len(jobs)
     for user, want_ok, got in results:
         assert got == (user if want_ok else "error"), (user, want_ok, got)
+    assert 1 <= w.peak <= workers, f"{w.peak} auth_user backends at once with {workers} workers"
+    # the connections are closed once their queues are empty
+    wait_until(lambda: aq_pg.backends(user="aq_super") == 0, 5 * SLOW, what="auth_query connections closed")
 
 
 # --- the cache ----------------------------------------------------------------------------------

@@ -157,6 +157,12 @@ static int classify_secret(struct ul_ctx *c, const char *s, struct userlist_entr
 	return 0;
 }
 
+int userlist_parse_secret(const char *secret, struct userlist_entry *e)
+{
+	struct ul_ctx c = { .name = "auth_query", .line = 0, .errout = NULL, .nerr = 0 };
+	return classify_secret(&c, secret, e);
+}
+
 static void free_entry(struct userlist_entry *e)
 {
 	if (e->secret) {

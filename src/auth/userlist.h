@@ -52,6 +52,12 @@ void userlist_free(struct userlist *ul);
 /* The entry for user (exact, case-sensitive), or NULL. */
 const struct userlist_entry *userlist_find(const struct userlist *ul, const char *user);
 
+/* Classify one secret as the loader does (auth_query results): e->kind and, for a SCRAM
+ * verifier, its decoded fields; e->user, e->secret and e->line are left alone. 0, or
+ * -EINVAL for a secret that looks like md5 or SCRAM but is malformed. */
+__attribute__((warn_unused_result))
+int userlist_parse_secret(const char *secret, struct userlist_entry *e);
+
 /* Number of entries. */
 int userlist_count(const struct userlist *ul);
 

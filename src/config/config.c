@@ -990,6 +990,27 @@ static void release_services(char *base)
 
 #define RULE_FIELD(f) offsetof(struct config_pool_rule, f)
 
+/* The user name is always bound as $1 (extended protocol), never pasted into the text;
+ * a query with no $1, or with $2 and up, could not be run with that one parameter. */
+static const char *check_auth_query(const char *val)
+{
+	bool has_1 = false;
+	for (const char *q = val; (q = strchr(q, '$')) != NULL;) {
+		q++;
+		if (*q < '0' || *q > '9')
+			continue; /* $$ or $tag$ quoting */
+		long n = 0;
+		while (*q >= '0' && *q <= '9' && n < 1000)
+			n = n * 10 + (*q++ - '0');
+		if (n != 1)
+			return "must use $1 for the user name (and no other parameter)";
+		has_1 = true;
+	}
+	return has_1 ? NULL : "must use $1 for the user name (and no other parameter)";
+}
+
+#define AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
+
 static const struct key_def pool_keys[] = {
 	{ .name = "database", .type = KEY_CHARS, .offset = RULE_FIELD(database), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .def = "*", .reloadable = true },
@@ -1018,6 +1039,11 @@ static const struct key_def pool_keys[] = {
 	  .max = 1024, .reloadable = true, .secret = true },
 	{ .name = "server_database", .type = KEY_STRING, .offset = RULE_FIELD(server_database), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	/* Override the top-level auth_user / auth_query for this rule; NULL: inherit. */
+	{ .name = "auth_user", .type = KEY_STRING, .offset = RULE_FIELD(auth_user), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "auth_query", .type = KEY_STRING, .offset = RULE_FIELD(auth_query), .min = 1, .max = 4096,
+	  .check = check_auth_query, .reloadable = true },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
 
@@ -1158,6 +1184,12 @@ static const struct key_def top_keys[] = {
 	  .reloadable = true },
 	{ .name = "hba_file", .type = KEY_STRING, .offset = TOP_FIELD(hba_file), .min = 1, .max = 4096,
 	  .reloadable = true },
+	{ .name = "auth_user", .type = KEY_STRING, .offset = TOP_FIELD(auth_user), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "auth_query", .type = KEY_STRING, .offset = TOP_FIELD(auth_query), .min = 1, .max = 4096,
+	  .check = check_auth_query, .def = AUTH_QUERY_DEFAULT, .reloadable = true },
+	{ .name = "auth_cache_ttl", .type = KEY_DURATION, .offset = TOP_FIELD(auth_cache_ttl_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
 	{ .name = "unix_socket_dir", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_dir), .min = 1, .max = 90 },
 	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = TOP_FIELD(server_lifetime_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
@@ -1405,4 +1437,14 @@ const char *config_pool_mode_name(enum pool_mode mode)
 		if (e->value == (int)mode)
 			return e->name;
 	return "unknown";
+}
+
+const char *config_auth_user(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule->auth_user ? rule->auth_user : cfg->auth_user;
+}
+
+const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule->auth_query ? rule->auth_query : cfg->auth_query;
 }

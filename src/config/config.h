@@ -69,6 +69,8 @@ struct config_pool_rule {
 	char *server_user;                    /* NULL: log in as the client's user */
 	char *server_password;                /* NULL: none configured */
 	char *server_database;                /* NULL: the client's database */
+	char *auth_user;                      /* NULL: the top-level auth_user (config_auth_user) */
+	char *auth_query;                     /* NULL: the top-level auth_query (config_auth_query) */
 	int line;                             /* where the rule starts, for logs */
 };
 
@@ -106,6 +108,9 @@ struct tusk_config {
 	char *server_reset_query;      /* default "DISCARD ALL"; "" = none */
 	char *auth_file;               /* NULL: none; PgBouncer userlist.txt format (auth/userlist.h) */
 	char *hba_file;                /* NULL: none; pg_hba.conf syntax (auth/hba.h), before the rules */
+	char *auth_user;               /* NULL: no auth_query; role that runs auth_query for users not in auth_file */
+	char *auth_query;              /* default PgBouncer's pg_shadow query; $1 is the user name */
+	uint64_t auth_cache_ttl_ms;    /* default 60s: how long auth_query answers are kept; 0 = not cached */
 	char *unix_socket_dir;         /* NULL: no Unix socket; else DIR/.s.PGSQL.<port> per listen port */
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
@@ -135,5 +140,10 @@ const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, 
 						 const char *user);
 
 const char *config_pool_mode_name(enum pool_mode mode);
+
+/* The auth_user / auth_query that apply to rule (its own, else the top-level one); the user
+ * is NULL when auth_query is off for the rule. */
+const char *config_auth_user(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 
 #endif

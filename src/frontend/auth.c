@@ -4,7 +4,8 @@
  * fails the same way (28P01), so logins cannot be used to enumerate users. What the
  * exchange reveals (the cleartext, the stored md5 hash, or the ClientKey recovered from a
  * SCRAM proof) is kept in c->cred, so tusk can log in to the server as the client when the
- * rule has no server_password. */
+ * rule has no server_password. A user absent from auth_file, under a rule with an
+ * auth_user, gets its secret from auth_query first (authquery.c); the exchange is the same. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "auth/scram.h"
 #include "auth/scram_server.h"
 #include "auth/userlist.h"
+#include "frontend/authquery.h"
 #include "frontend/client_int.h"
 #include "pool/server.h"
 #include "proto/proto.h"
@@ -38,6 +40,12 @@ struct client_auth {
 	const struct userlist_entry *entry; /* NULL: unknown user */
 	bool plus;                          /* SCRAM-SHA-256-PLUS offered (the client is on TLS) */
 	struct scram_server scram;
+	/* auth_query (authquery.c): the method waiting for the secret, the request in flight,
+	 * and the fetched secret that entry then points to. */
+	int method;
+	struct authq_req *fetch;
+	struct userlist_entry fetched;
+	char fetched_secret[AUTHCACHE_SECRET_MAX];
 };
 
 static void auth_failed(struct client *c)
@@ -80,6 +88,9 @@ static void start_scram(struct client *c)
 	if (send_request(c, PROTO_AUTH_SASL, a->plus ? mechs_plus : mechs, a->plus ? sizeof mechs_plus : sizeof mechs) < 0)
 		client_close(c, "write to client failed");
 }
+
+static void start_exchange(struct client *c, int method);
+static void use_fetched(struct client *c, int result);
 
 bool client_auth_begin(struct client *c, int rule_method)
 {
@@ -132,6 +143,28 @@ bool client_auth_begin(struct client *c, int rule_method)
 	c->auth = a;
 	a->entry = rt->users ? userlist_find(rt->users, c->user) : NULL;
 	client_set_state(c, CLIENT_AUTH);
+	/* ---- auth_query: not in auth_file, so ask the server (or the cache) first ---- */
+	if (!a->entry && config_auth_user(rt->cfg, pool_rule(c->pool))) {
+		a->method = method;
+		int r = authquery_fetch(c, pool_rule(c->pool), a->fetched_secret, &a->fetch);
+		if (r == AUTHQ_PENDING)
+			return false; /* client_auth_fetched goes on */
+		if (r < 0) {
+			client_fail(c, "53200", "out of memory");
+			return false;
+		}
+		use_fetched(c, r);
+	}
+	/* ---- end auth_query ---- */
+	start_exchange(c, method);
+	return false;
+}
+
+/* Ask the client for its password, md5 hash or SCRAM proof, by method. */
+static void start_exchange(struct client *c, int method)
+{
+	struct client_auth *a = c->auth;
+
 	switch (method) {
 	case CONFIG_AUTH_PASSWORD:
 		a->step = AUTH_WAIT_PASSWORD;
@@ -156,8 +189,45 @@ bool client_auth_begin(struct client *c, int rule_method)
 		start_scram(c);
 		break;
 	}
-	return false;
 }
+
+/* ---- auth_query (authquery.c) ---- */
+
+/* The fetched secret becomes the entry the exchange checks against; a malformed one is
+ * treated as no secret (the login fails like a wrong password). */
+static void use_fetched(struct client *c, int result)
+{
+	struct client_auth *a = c->auth;
+
+	if (result != AUTHQ_SECRET)
+		return;
+	if (userlist_parse_secret(a->fetched_secret, &a->fetched) < 0) {
+		log_warn(c->id, c->ctx, "auth_query returned a malformed md5 or SCRAM secret; treating it as none");
+		return;
+	}
+	a->fetched.user = c->user;
+	a->fetched.secret = a->fetched_secret;
+	a->entry = &a->fetched;
+}
+
+void client_auth_fetched(struct client *c, int result, const char *secret)
+{
+	struct client_auth *a = c->auth;
+
+	a->fetch = NULL;
+	if (c->state != CLIENT_AUTH)
+		return; /* failed meanwhile (login timeout); teardown follows */
+	if (result < 0) {
+		client_fail(c, "28000", "could not look up the password of user \"%s\" (auth_query failed)", c->user);
+		return;
+	}
+	if (result == AUTHQ_SECRET)
+		memcpy(a->fetched_secret, secret, strlen(secret) + 1);
+	use_fetched(c, result);
+	start_exchange(c, a->method);
+}
+
+/* ---- end auth_query ---- */
 
 void client_auth_free(struct client *c)
 {
@@ -307,6 +377,8 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 
 int client_auth_input(struct client *c)
 {
+	if (c->auth->fetch)
+		return 0; /* nothing was asked yet: auth_query is running (bytes wait) */
 	for (;;) {
 		struct proto_hdr h;
 		ssize_t r = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), AUTH_MSG_MAX, &h);
@@ -333,6 +405,8 @@ int client_auth_input(struct client *c)
 void client_auth_free_state(struct client *c)
 {
 	if (c->auth) {
+		if (c->auth->fetch)
+			authquery_cancel(c->auth->fetch);
 		scram_server_clear(&c->auth->scram);
 		OPENSSL_cleanse(c->auth, sizeof *c->auth);
 		free(c->auth);

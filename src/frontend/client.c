@@ -18,6 +18,7 @@
 
 #include <openssl/rand.h>
 
+#include "frontend/authquery.h"
 #include "frontend/client_int.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
@@ -1171,4 +1172,6 @@ void client_close_all(struct worker *w, const char *reason)
 		if (w->clients == c)
 			client_close(c, reason);
 	}
+	/* Their auth_query requests are cancelled now: the connections can go. */
+	authquery_close_all(w);
 }

@@ -15,7 +15,8 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer);
 void client_on_pool_message(struct worker *w, struct worker_msg *m);
 /* A CancelRequest for a client of this worker (posted by whichever worker received it). */
 void client_on_cancel_message(struct worker *w, struct worker_msg *m);
-/* Close every client of w (shutdown), each with reason in an ErrorResponse. */
+/* Close every client of w (shutdown), each with reason in an ErrorResponse, then w's
+ * auth_query connections. */
 void client_close_all(struct worker *w, const char *reason);
 
 #endif

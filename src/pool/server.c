@@ -93,6 +93,7 @@ static void free_server(struct server *s)
 		free(s->scram);
 	}
 	free(s->errmsg);
+	free(s->row);
 	prep_server_free(s->prep);
 	buf_free(&s->rbuf);
 	buf_free(&s->wbuf);
@@ -118,7 +119,8 @@ void server_close(struct server *s, const char *reason)
 {
 	struct pool *p = s->pool;
 	server_close_keep_slot(s, reason);
-	pool_drop_slot(p);
+	if (p) /* a pool-less connection (server_connect_login) holds no slot */
+		pool_drop_slot(p);
 }
 
 /* Whether a failed login means the backend is unavailable (back off) rather than that this
@@ -150,7 +152,8 @@ static void finish(struct server *s, int err, const char *reason)
 	s->errlen = 0;
 	if (s->worker)
 		ev_timer_stop(s->worker->loop, &s->timer);
-	if (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0)) {
+	if (s->pool &&
+	    (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0))) {
 		if (err == 0)
 			pool_connect_succeeded(s->pool);
 		else if (backoff_worthy(errmsg, errlen))
@@ -192,69 +195,29 @@ static int flush_wbuf(struct server *s)
 	return 0;
 }
 
-struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
-			      server_done_fn done, void *arg)
+/* Allocate s, fill in what every connection needs, and start the non-blocking connect to
+ * s->addr. The caller has set the pool (or not), the login names and the credentials. */
+static struct server *new_server(struct worker *w, struct pool *pool, size_t rbuf_size)
 {
-	struct runtime *rt = w->rt;
-	const struct config_pool_rule *rule = pool_rule(pool);
 	struct server *s = calloc(1, sizeof *s);
-	char addr[NET_ADDR_STR_MAX];
 
 	if (!s)
 		return NULL;
 	s->fd = -1;
-	if (buf_init(&s->rbuf, rt->cfg->buffer_size) < 0)
+	if (buf_init(&s->rbuf, rbuf_size) < 0)
 		goto err_free;
 	if (buf_init(&s->wbuf, SERVER_WBUF_SIZE) < 0)
 		goto err_free;
-	/* Only transaction and statement pooling rename statements; session mode passes them. */
-	if (rule->mode != POOL_MODE_SESSION && rt->cfg->max_prepared_statements > 0) {
-		s->prep = prep_server_new((uint32_t)rt->cfg->max_prepared_statements);
-		if (!s->prep)
-			goto err_free;
-	}
 	id_make(s->id, 's');
 	s->idle_worker = -1;
 	s->pool = pool;
 	link_worker(s, w);
-	s->done = done;
-	s->done_arg = arg;
 	s->state = SERVER_CONNECTING;
 	s->created = ev_now(w->loop);
-	if (rt->cfg->server_lifetime_ms) {
-		/* +-10% so that servers opened together do not all expire together. */
-		unsigned r = (unsigned)random() % 2001;
-		double life = (double)rt->cfg->server_lifetime_ms / 1000.0 * (0.9 + (double)r / 10000.0);
-		s->expires_at = s->created + life;
-	}
-	s->addr = rt->service_addrs[runtime_service_index(rt, rule->service)];
-	snprintf(s->login_user, sizeof s->login_user, "%s", rule->server_user ? rule->server_user : pool_user(pool));
-	s->login_password = rule->server_password;
-	if (!s->login_password && cred)
-		s->cred = *cred;
-	net_addr_str(&s->addr, addr, sizeof addr);
-	snprintf(s->ctx, sizeof s->ctx, "%s/%s@%s", pool_database(pool), pool_user(pool), addr);
 	ev_init(&s->io, server_io_cb);
 	s->io.data = s;
 	ev_init(&s->timer, server_timer_cb);
 	s->timer.data = s;
-
-	s->fd = net_connect(&s->addr);
-	if (s->fd < 0) {
-		/* Report asynchronously-shaped failures the same way: through done, from the loop. */
-		int e = -s->fd;
-		s->fd = -1;
-		log_warn(s->id, s->ctx, "connect failed: %s", strerror(e));
-		ev_timer_set(&s->timer, 0., 0.);
-		ev_timer_start(w->loop, &s->timer);
-		s->state = SERVER_CLOSED;
-		return s;
-	}
-	ev_io_set(&s->io, s->fd, EV_WRITE);
-	ev_io_start(w->loop, &s->io);
-	ev_timer_set(&s->timer, (double)rt->cfg->server_connect_timeout_ms / 1000.0, 0.);
-	ev_timer_start(w->loop, &s->timer);
-	log_debug(s->id, s->ctx, "connecting");
 	return s;
 
 err_free:
@@ -264,12 +227,97 @@ err_free:
 	return NULL;
 }
 
+static void start_connect(struct server *s, struct worker *w)
+{
+	s->fd = net_connect(&s->addr);
+	if (s->fd < 0) {
+		/* Report asynchronously-shaped failures the same way: through done, from the loop. */
+		int e = -s->fd;
+		s->fd = -1;
+		log_warn(s->id, s->ctx, "connect failed: %s", strerror(e));
+		ev_timer_set(&s->timer, 0., 0.);
+		ev_timer_start(w->loop, &s->timer);
+		s->state = SERVER_CLOSED;
+		return;
+	}
+	ev_io_set(&s->io, s->fd, EV_WRITE);
+	ev_io_start(w->loop, &s->io);
+	ev_timer_set(&s->timer, (double)w->rt->cfg->server_connect_timeout_ms / 1000.0, 0.);
+	ev_timer_start(w->loop, &s->timer);
+	log_debug(s->id, s->ctx, "connecting");
+}
+
+struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
+			      server_done_fn done, void *arg)
+{
+	struct runtime *rt = w->rt;
+	const struct config_pool_rule *rule = pool_rule(pool);
+	char addr[NET_ADDR_STR_MAX];
+	struct server *s = new_server(w, pool, rt->cfg->buffer_size);
+
+	if (!s)
+		return NULL;
+	/* Only transaction and statement pooling rename statements; session mode passes them. */
+	if (rule->mode != POOL_MODE_SESSION && rt->cfg->max_prepared_statements > 0) {
+		s->prep = prep_server_new((uint32_t)rt->cfg->max_prepared_statements);
+		if (!s->prep) {
+			unlink_worker(s);
+			buf_free(&s->rbuf);
+			buf_free(&s->wbuf);
+			free(s);
+			return NULL;
+		}
+	}
+	s->done = done;
+	s->done_arg = arg;
+	if (rt->cfg->server_lifetime_ms) {
+		/* +-10% so that servers opened together do not all expire together. */
+		unsigned r = (unsigned)random() % 2001;
+		double life = (double)rt->cfg->server_lifetime_ms / 1000.0 * (0.9 + (double)r / 10000.0);
+		s->expires_at = s->created + life;
+	}
+	s->service = rule->service;
+	s->addr = rt->service_addrs[runtime_service_index(rt, rule->service)];
+	snprintf(s->login_user, sizeof s->login_user, "%s", rule->server_user ? rule->server_user : pool_user(pool));
+	snprintf(s->login_database, sizeof s->login_database, "%s",
+		 rule->server_database ? rule->server_database : pool_database(pool));
+	s->login_password = rule->server_password;
+	if (!s->login_password && cred)
+		s->cred = *cred;
+	net_addr_str(&s->addr, addr, sizeof addr);
+	snprintf(s->ctx, sizeof s->ctx, "%s/%s@%s", pool_database(pool), pool_user(pool), addr);
+	start_connect(s, w);
+	return s;
+}
+
+struct server *server_connect_login(struct worker *w, const struct server_login *login, server_done_fn done,
+				    void *arg)
+{
+	char addr[NET_ADDR_STR_MAX];
+	/* Small: it carries tusk's own queries and their one-row answers, never a client's. */
+	struct server *s = new_server(w, NULL, SERVER_LOGIN_RBUF_SIZE);
+
+	if (!s)
+		return NULL;
+	s->done = done;
+	s->done_arg = arg;
+	s->addr = *login->addr;
+	s->service = login->service;
+	snprintf(s->login_user, sizeof s->login_user, "%s", login->user);
+	snprintf(s->login_database, sizeof s->login_database, "%s", login->database);
+	if (login->cred)
+		s->cred = *login->cred;
+	net_addr_str(&s->addr, addr, sizeof addr);
+	snprintf(s->ctx, sizeof s->ctx, "%s/%s@%s", login->database, login->user, addr);
+	start_connect(s, w);
+	return s;
+}
+
 static int send_startup(struct server *s)
 {
-	const struct config_pool_rule *rule = pool_rule(s->pool);
 	struct proto_param params[2] = {
 		{ "user", s->login_user },
-		{ "database", rule->server_database ? rule->server_database : pool_database(s->pool) },
+		{ "database", s->login_database },
 	};
 	if (proto_put_startup(&s->wbuf, params, 2) < 0)
 		return -ENOSPC;
@@ -279,7 +327,7 @@ static int send_startup(struct server *s)
 
 static int service_tls_mode(const struct server *s)
 {
-	return pool_rule(s->pool)->service->tls;
+	return s->service->tls;
 }
 
 static void tls_handshake_step(struct server *s)
@@ -339,9 +387,8 @@ static void on_ssl_answer(struct server *s)
 		return;
 	}
 	struct runtime *rt = s->worker->rt;
-	const struct config_pool_rule *rule = pool_rule(s->pool);
-	s->tls.conn = tls_conn_new(rt->service_tls[runtime_service_index(rt, rule->service)], s->fd, false,
-				   rule->service->hosts[0].host);
+	s->tls.conn = tls_conn_new(rt->service_tls[runtime_service_index(rt, s->service)], s->fd, false,
+				   s->service->hosts[0].host);
 	if (!s->tls.conn) {
 		fail(s, "could not start TLS to the server");
 		return;
@@ -394,6 +441,10 @@ static int handle_auth(struct server *s, const uint8_t *body, size_t len)
 	bool scram_keys = !s->login_password && s->cred.kind == SERVER_CRED_SCRAM;
 	bool usable = password || (a.code == PROTO_AUTH_MD5 && md5_hash) ||
 		      (a.code >= PROTO_AUTH_SASL && a.code <= PROTO_AUTH_SASL_FINAL && scram_keys);
+	if (!usable && !s->pool) {
+		fail(s, "the server asked for a password and auth_file has no plain or md5 secret for this user");
+		return -1;
+	}
 	if (!usable) {
 		fail(s, s->cred.kind == SERVER_CRED_NONE
 				? "the server asked for a password and none is configured for this pool (set server_password)"
@@ -526,6 +577,24 @@ static void keep_error(struct server *s, const uint8_t *msg, size_t len)
 	}
 }
 
+/* A DataRow of server_fetch_row: the first is kept if small enough, the rest counted. */
+static void keep_row(struct server *s, const uint8_t *body, size_t len)
+{
+	if (s->nrows++ > 0)
+		return;
+	if (len > SERVER_FETCH_ROW_MAX) {
+		s->row_too_big = true;
+		return;
+	}
+	s->row = malloc(len ? len : 1);
+	if (!s->row) {
+		s->row_too_big = true; /* reported the same way: no row to give */
+		return;
+	}
+	memcpy(s->row, body, len);
+	s->rowlen = len;
+}
+
 /* One complete message during login or a query of ours. Returns 1 to go on, 0 when the
  * operation finished (finish() ran; s may be gone), -1 when it failed (s is gone). */
 static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, size_t total)
@@ -579,6 +648,11 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 		}
 		if (--s->pending_rfq > 0)
 			return 1;
+		if (s->row_too_big && !s->errmsg) {
+			s->ok_after_error = true;
+			finish(s, -EMSGSIZE, "row from a query of tusk's own too large");
+			return 0;
+		}
 		if (s->errmsg) {
 			s->ok_after_error = true;
 			finish(s, -EPROTO, "query failed on server");
@@ -611,6 +685,10 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 	case 'W':
 		fail(s, "unexpected COPY from a query of tusk's own");
 		return -1;
+	case 'D':
+		if (s->fetching && s->state == SERVER_QUERY)
+			keep_row(s, body, len);
+		return 1;
 	default:
 		/* NoticeResponse, CommandComplete, rows, NotificationResponse, NegotiateProtocolVersion... */
 		return 1;
@@ -642,6 +720,8 @@ static void process_input(struct server *s)
 		if (buf_len(&s->rbuf) < total) {
 			if (total > s->rbuf.cap && skippable(s, h.type)) {
 				/* Too big to hold and not needed: drop what we have, keep skipping. */
+				if (h.type == 'D' && s->fetching && s->nrows++ == 0)
+					s->row_too_big = true;
 				s->pending_skip = total - buf_len(&s->rbuf);
 				buf_consume(&s->rbuf, buf_len(&s->rbuf));
 				return;
@@ -758,6 +838,12 @@ static void begin_op(struct server *s, enum server_state state, int nrfq, server
 	s->done_arg = arg;
 	s->ok_after_error = false;
 	s->pending_rfq = nrfq;
+	s->fetching = false;
+	s->row_too_big = false;
+	s->nrows = 0;
+	free(s->row);
+	s->row = NULL;
+	s->rowlen = 0;
 	set_state(s, state);
 	ev_set_cb(&s->io, server_io_cb);
 	s->io.data = s;
@@ -789,6 +875,37 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
 		}
 	}
 	run_op(s, timeout);
+}
+
+void server_fetch_row(struct server *s, const char *sql, const char *param, double timeout, server_done_fn done,
+		      void *arg)
+{
+	static const uint8_t zero16[2] = { 0, 0 }, one16[2] = { 0, 1 }, zero32[4] = { 0, 0, 0, 0 };
+	size_t plen = strlen(param);
+	uint8_t plen_be[4] = { (uint8_t)(plen >> 24), (uint8_t)(plen >> 16), (uint8_t)(plen >> 8), (uint8_t)plen };
+
+	begin_op(s, SERVER_QUERY, 1, done, arg);
+	s->fetching = true;
+	/* Parse "" sql (no parameter types: the server infers $1), Bind "" "" with one text
+	 * parameter and text results, Execute all rows, Sync. The user name travels as a
+	 * parameter, never pasted into the SQL. */
+	const struct proto_part parse[] = { { "", 1 }, { sql, strlen(sql) + 1 }, { zero16, 2 } };
+	const struct proto_part bind[] = { { "", 1 }, { "", 1 }, { zero16, 2 }, { one16, 2 }, { plen_be, 4 },
+					   { param, plen }, { zero16, 2 } };
+	const struct proto_part exec[] = { { "", 1 }, { zero32, 4 } };
+	if (proto_put_parts(&s->wbuf, 'P', 0, parse, 3) < 0 || proto_put_parts(&s->wbuf, 'B', 0, bind, 7) < 0 ||
+	    proto_put_parts(&s->wbuf, 'E', 0, exec, 2) < 0 || proto_put_parts(&s->wbuf, 'S', 0, NULL, 0) < 0) {
+		fail(s, "query of tusk's own too large");
+		return;
+	}
+	run_op(s, timeout);
+}
+
+const uint8_t *server_fetched_row(const struct server *s, size_t *len, int *nrows)
+{
+	*len = s->rowlen;
+	*nrows = s->nrows;
+	return s->row;
 }
 
 void server_drain(struct server *s, int nrfq, double timeout, server_done_fn done, void *arg)

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config/config.h"
 #include "net/net.h"
 #include "net/tls.h"
 #include "pool/prepared.h"
@@ -106,6 +107,7 @@ struct server {
 	int fd;
 	struct tls_link tls;                  /* every read and write of fd goes through it */
 	uint8_t tls_step;                     /* enum server_tls_step, while SERVER_CONNECTING */
+	const struct config_service *service; /* read-only: where it connects (TLS settings, host name) */
 	ev_io io;                             /* relay.c may re-point its callback in ACTIVE */
 	ev_timer timer;
 	struct buf rbuf;                      /* bytes read from the server */
@@ -143,6 +145,13 @@ struct server {
 	const char *login_password;
 	struct server_cred cred;              /* used when login_password is NULL */
 	char login_user[64];
+	char login_database[64];
+	/* server_fetch_row: the first DataRow (body only), rows seen, and whether one was too big */
+	uint8_t *row;
+	size_t rowlen;
+	int nrows;
+	bool fetching;
+	bool row_too_big;
 	size_t pending_skip;                  /* bytes of an oversized skippable message still to drop */
 	uint8_t *errmsg;                      /* first ErrorResponse seen in a query of ours */
 	size_t errlen;
@@ -153,6 +162,33 @@ struct server {
  * then still the caller's to drop). */
 struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
 			      server_done_fn done, void *arg);
+
+/* A connection of tusk's own, outside every pool (frontend/authquery.c's auth_query
+ * connections): logs in as user to database with cred (NULL or SERVER_CRED_NONE: trust),
+ * no server_password involved. done runs once on w's loop, as for server_connect. It holds
+ * no pool slot and must never be handed to a client or parked; server_close just closes
+ * it. NULL only on allocation failure. */
+struct server_login {
+	const struct config_service *service; /* its TLS settings apply */
+	const struct net_addr *addr;
+	const char *user;
+	const char *database;
+	const struct server_cred *cred;
+};
+#define SERVER_LOGIN_RBUF_SIZE (16 * 1024)
+struct server *server_connect_login(struct worker *w, const struct server_login *login, server_done_fn done,
+				    void *arg);
+
+/* Run sql with the extended protocol (unnamed statement, one text parameter param, text
+ * results) on an idle attached server and keep its first row. done runs as for
+ * server_run_queries; on success, server_fetched_row tells what came back. A row over
+ * SERVER_FETCH_ROW_MAX bytes fails the operation (the server stays usable). */
+#define SERVER_FETCH_ROW_MAX 8192
+void server_fetch_row(struct server *s, const char *sql, const char *param, double timeout, server_done_fn done,
+		      void *arg);
+/* Inside or after the done of a successful server_fetch_row, until the next operation:
+ * the number of rows and the first one's DataRow body (NULL when none). */
+const uint8_t *server_fetched_row(const struct server *s, size_t *len, int *nrows);
 
 /* Run sql as a simple query on an idle attached server, swallowing every reply; done runs
  * when ReadyForQuery arrives (err < 0 with the server's error if one came; the server is

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "auth/authcache.h"
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "frontend/cancel.h"
@@ -61,11 +62,12 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
 	atomic_init(&rt->nclients, 0);
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
+	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
 	rt->listen_addrs = calloc((size_t)cfg->nlisten, sizeof *rt->listen_addrs);
 	fds = calloc((size_t)cfg->nlisten * (size_t)cfg->workers, sizeof *fds);
-	if (!rt->pools || !rt->cancels || !rt->workers || !rt->listen_addrs || !fds) {
+	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->workers || !rt->listen_addrs || !fds) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -242,6 +244,7 @@ void runtime_stop(struct runtime *rt)
 			worker_free(rt->workers[w]);
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
+	authcache_free(rt->authcache);
 	userlist_free(rt->users);
 	hba_free(rt->hba);
 	if (rt->cfg)

@@ -18,6 +18,9 @@ struct cancel_registry;
 struct userlist;
 struct hba;
 struct tls_ctx;
+struct authcache;
+
+#define RUNTIME_AUTHCACHE_MAX 10000 /* auth_query answers kept; beyond, random ones are evicted */
 
 struct runtime {
 	const struct tusk_config *cfg;   /* read-only while workers run */
@@ -31,6 +34,7 @@ struct runtime {
 	struct hba *hba;                 /* hba_file, or NULL; immutable while workers run */
 	struct tls_ctx **listen_tls;     /* per cfg->listen entry; NULL where tls is disable */
 	struct tls_ctx **service_tls;    /* per cfg->services entry; NULL where tls is disable */
+	struct authcache *authcache;     /* auth_query answers; shared by all workers; has its own lock */
 	int unix_fd[8];                  /* Unix listening sockets (worker 0 accepts on them) */
 	int nunix;
 	/* Clients connected now, across workers; relaxed ordering suffices because it

@@ -11,6 +11,7 @@
 struct runtime;
 struct server;
 struct cancel_conn;
+struct authq_conn;
 struct pool_waiter;
 struct pool;
 struct client;
@@ -39,6 +40,7 @@ struct worker {
 	struct client *clients; /* private to frontend/: clients served here */
 	struct server *servers; /* private to pool/server.c: servers attached to this loop */
 	struct cancel_conn *cancel_conns; /* private to frontend/cancel.c: cancels being sent */
+	struct authq_conn *authq; /* private to frontend/authquery.c: auth_query connections */
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	/* private */
 	void *priv;

@@ -711,6 +711,42 @@ static void test_check_reload(void **state)
 	release(&a);
 }
 
+/* auth_user / auth_query / auth_cache_ttl: defaults, per-rule overrides, and the $1 rule. */
+static void test_auth_query_keys(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, "services:\n  main:\n    hosts: [db]\npools:\n  - user: app\n    auth_user: lookup\n"
+		      "    auth_query: \"SELECT u, p FROM f($1)\"\n  - {}\n");
+	assert_string_equal(r.errs, "");
+	assert_null(r.cfg->auth_user);
+	assert_string_equal(r.cfg->auth_query, "SELECT usename, passwd FROM pg_shadow WHERE usename=$1");
+	assert_int_equal(r.cfg->auth_cache_ttl_ms, 60000);
+	assert_string_equal(config_auth_user(r.cfg, &r.cfg->pools[0]), "lookup");
+	assert_string_equal(config_auth_query(r.cfg, &r.cfg->pools[0]), "SELECT u, p FROM f($1)");
+	assert_null(config_auth_user(r.cfg, &r.cfg->pools[1])); /* off for this rule */
+	assert_ptr_equal(config_auth_query(r.cfg, &r.cfg->pools[1]), r.cfg->auth_query);
+	release(&r);
+
+	load_text(&r, BASE "auth_user: pgbouncer\nauth_cache_ttl: 0\nauth_query: \"SELECT $$x$$, $1\"\n");
+	assert_string_equal(r.errs, "");
+	assert_string_equal(config_auth_user(r.cfg, &r.cfg->pools[0]), "pgbouncer");
+	assert_int_equal(r.cfg->auth_cache_ttl_ms, 0);
+	release(&r);
+
+	one_error(BASE "auth_query: \"SELECT usename, passwd FROM pg_shadow\"\n",
+		  "6: auth_query: must use $1 for the user name (and no other parameter), found "
+		  "\"SELECT usename, passwd FROM pg_shadow\"");
+	one_error(BASE "auth_query: \"SELECT $1, $2\"\n",
+		  "6: auth_query: must use $1 for the user name (and no other parameter), found \"SELECT $1, $2\"");
+	one_error(BASE "auth_query: \"SELECT $10\"\n",
+		  "6: auth_query: must use $1 for the user name (and no other parameter), found \"SELECT $10\"");
+	one_error(BASE "    auth_query: \"\"\n", "6: pools[0].auth_query: must be 1 to 4096 bytes long, found 0");
+	one_error(BASE "    auth_user: \"\"\n", "6: pools[0].auth_user: must be 1 to 63 bytes long, found 0");
+	one_error(BASE "auth_cache_ttl: 2d\n", "6: auth_cache_ttl: \"2d\" is out of range (0 to 1d)");
+}
+
 /* The example shipped at the top of the tree must load as it is. */
 static void test_example_loads(void **state)
 {
@@ -765,6 +801,7 @@ int main(void)
 		cmocka_unit_test(test_match_pool),
 		cmocka_unit_test(test_pool_mode_name),
 		cmocka_unit_test(test_check_reload),
+		cmocka_unit_test(test_auth_query_keys),
 		cmocka_unit_test(test_example_loads),
 	};
 

@@ -148,15 +148,20 @@ static void nonblock(int fd)
 	assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
 }
 
-static struct tls_ctx *server_ctx(enum tls_mode_server mode)
+static struct tls_ctx *server_ctx_ca(enum tls_mode_server mode, const char *ca)
 {
-	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .ca_file = ca_pem, .mode = mode };
+	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .ca_file = ca, .mode = mode };
 	struct tls_ctx *ctx;
 	char err[256];
 
 	if (tls_ctx_server_new(&o, err, sizeof(err), &ctx) != 0)
 		fail_msg("server ctx: %s", err);
 	return ctx;
+}
+
+static struct tls_ctx *server_ctx(enum tls_mode_server mode)
+{
+	return server_ctx_ca(mode, ca_pem);
 }
 
 static struct tls_ctx *client_ctx(int verify, const char *ca, bool with_cert)
@@ -503,8 +508,18 @@ static void test_client_cert_cn(void **state)
 	transfer(p.cli, p.fd[0], p.srv, p.fd[1], 4096);
 	pair_close(&p);
 
-	/* Not requested in require mode, so there is no CN even when the client has a cert. */
+	/* In require mode with a CA a certificate is asked for (cert authentication needs it)
+	 * and verified when sent; without a CA it is not asked for, so there is no CN. */
 	pair_open(&p, client_ctx(1, ca_pem, true), server_ctx(TLS_SERVER_REQUIRE), NULL);
+	handshake_ok(&p);
+	assert_true(tls_peer_cn(p.srv, cn, sizeof(cn)));
+	assert_string_equal(cn, "alice");
+	pair_close(&p);
+	pair_open(&p, client_ctx(1, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), NULL);
+	handshake_ok(&p);
+	assert_false(tls_peer_cn(p.srv, cn, sizeof(cn)));
+	pair_close(&p);
+	pair_open(&p, client_ctx(1, ca_pem, true), server_ctx_ca(TLS_SERVER_REQUIRE, NULL), NULL);
 	handshake_ok(&p);
 	assert_false(tls_peer_cn(p.srv, cn, sizeof(cn)));
 	pair_close(&p);

@@ -358,6 +358,26 @@ static void test_load_file(void **state)
 	free(errs);
 }
 
+/* One secret on its own (auth_query answers): the same classification as in the file. */
+static void test_parse_secret(void **state)
+{
+	struct userlist_entry e;
+	(void)state;
+
+	memset(&e, 0, sizeof e);
+	assert_int_equal(userlist_parse_secret(PENCIL_VERIFIER, &e), 0);
+	assert_int_equal(e.kind, USERLIST_SCRAM);
+	assert_int_equal(e.iterations, 4096);
+	assert_int_equal(e.salt_len, 16);
+	assert_null(e.user); /* left alone */
+	assert_int_equal(userlist_parse_secret("md5" "0123456789abcdef0123456789abcdef", &e), 0);
+	assert_int_equal(e.kind, USERLIST_MD5);
+	assert_int_equal(userlist_parse_secret("just a password", &e), 0);
+	assert_int_equal(e.kind, USERLIST_PLAIN);
+	assert_true(userlist_parse_secret("md5" "0123456789abcdef0123456789abcdeX", &e) < 0);
+	assert_true(userlist_parse_secret("SCRAM-SHA-256$4096:AQID", &e) < 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -370,6 +390,7 @@ int main(void)
 		cmocka_unit_test(test_all_errors_reported),
 		cmocka_unit_test(test_many_users),
 		cmocka_unit_test(test_load_file),
+		cmocka_unit_test(test_parse_secret),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

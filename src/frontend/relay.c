@@ -764,7 +764,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			}
 			break;
 		case 'E':
-			if (total <= RELAY_INSPECT_MAX) { /* stats: its SQLSTATE */
+			if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
 				if (avail < total)
 					return SCAN_OK;
 				client_count_error(c, m, total);

@@ -208,7 +208,7 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 	put_pool_counter(f, &pools, "tusk_queries_total",
 			 "Queries answered (a Query message or a Sync-terminated extended-protocol batch).",
 			 offsetof(struct stats_counters, query_count), 1.0);
-	put_pool_counter(f, &pools, "tusk_received_bytes_total", "Bytes relayed from clients to servers.",
+	put_pool_counter(f, &pools, "tusk_received_bytes_total", "Bytes the relay wrote to servers for clients of the pool.",
 			 offsetof(struct stats_counters, bytes_received), 1.0);
 	put_pool_counter(f, &pools, "tusk_sent_bytes_total", "Bytes written to clients of the pool.",
 			 offsetof(struct stats_counters, bytes_sent), 1.0);

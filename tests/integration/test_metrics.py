@@ -345,6 +345,49 @@ def test_metrics_move_during_pgbench(tusk, pg):
     assert value(after, "tusk_servers", state="idle", **lab) >= 1
 
 
+def test_queries_and_transactions_counted_exactly(tusk):
+    """Simple and extended queries, an explicit transaction, a failed one, and a slow query
+    landing in its histogram bucket: exact deltas, from one client in session mode."""
+    t = start_with_http(tusk)
+    lab = {"database": "tusk_test", "user": "tusk_trust"}
+
+    def snap():
+        f = scrape(t.http_port)
+        return {
+            "q": value(f, "tusk_queries_total", **lab),
+            "x": value(f, "tusk_transactions_total", **lab),
+            "xs": value(f, "tusk_transaction_seconds_total", **lab),
+            "le025": value(f, "tusk_query_seconds", "tusk_query_seconds_bucket", le="0.25", **lab),
+            "le05": value(f, "tusk_query_seconds", "tusk_query_seconds_bucket", le="0.5", **lab),
+            "rx": value(f, "tusk_received_bytes_total", **lab),
+            "tx": value(f, "tusk_sent_bytes_total", **lab),
+        }
+
+    with t.connect() as c:
+        c.execute("select 1")  # the pool exists from here
+        b = snap()
+        for i in range(10):
+            # extended protocol, unnamed statement: Parse/Bind/Describe/Execute/Sync = 1 query
+            assert c.execute("select %s::int", (i,), prepare=False).fetchone()[0] == i
+        with psycopg.ClientCursor(c) as cur:  # simple protocol: one Query message each
+            for _ in range(3):
+                cur.execute("select 'simple'")
+        with c.transaction():  # BEGIN, 2 queries, COMMIT
+            c.execute("select 1")
+            c.execute("select 2")
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            with c.transaction():  # BEGIN, failing query, ROLLBACK
+                c.execute("select * from no_such_table_here")
+        c.execute("select pg_sleep(0.3)")
+        a = snap()
+    assert a["q"] - b["q"] == 10 + 3 + 4 + 3 + 1
+    assert a["x"] - b["x"] == 10 + 3 + 1 + 1 + 1
+    # The slow query is in (0.25, 0.5]; everything else here is far below 0.25 s.
+    assert a["le05"] - a["le025"] - (b["le05"] - b["le025"]) == 1
+    assert a["xs"] - b["xs"] >= 0.3
+    assert a["rx"] > b["rx"] and a["tx"] > b["tx"]
+
+
 def test_errors_total_counts_sqlstate_class(tusk):
     t = start_with_http(tusk)
     before = scrape(t.http_port)

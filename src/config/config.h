@@ -5,6 +5,7 @@
 #define TUSK_CONFIG_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -115,6 +116,10 @@ struct tusk_config {
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
 	int max_client_connections;    /* default 10000 */
+
+	struct {
+		char *http; /* NULL: no HTTP endpoint; "HOST:PORT" serving /metrics and /health */
+	} admin;
 };
 
 /* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;
@@ -145,5 +150,7 @@ const char *config_pool_mode_name(enum pool_mode mode);
  * is NULL when auth_query is off for the rule. */
 const char *config_auth_user(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+/* Split "HOST:PORT" or "[V6]:PORT" into host (brackets dropped) and port. 0 or -EINVAL. */
+int config_split_host_port(const char *s, char *host, size_t cap, int *port);
 
 #endif

@@ -16,6 +16,7 @@
 #include "pool/pool.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "util/phash.h"
 #include "worker/worker.h"
@@ -81,8 +82,18 @@ void server_close_all(struct worker *w, const char *reason)
 		server_close(w->servers, reason);
 }
 
+/* stats: the server is no longer connecting or logging in (done, failed or closed). */
+static void stats_connect_done(struct server *s)
+{
+	if (s->stats_connecting) {
+		s->stats_connecting = false;
+		stats_server_connecting(pool_stats(s->pool), -1);
+	}
+}
+
 static void free_server(struct server *s)
 {
+	stats_connect_done(s);
 	cancel_detach_server(s);
 	unlink_worker(s);
 	tls_link_close(&s->tls);
@@ -152,6 +163,7 @@ static void finish(struct server *s, int err, const char *reason)
 	s->errlen = 0;
 	if (s->worker)
 		ev_timer_stop(s->worker->loop, &s->timer);
+	stats_connect_done(s);
 	if (s->pool &&
 	    (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0))) {
 		if (err == 0)
@@ -213,6 +225,10 @@ static struct server *new_server(struct worker *w, struct pool *pool, size_t rbu
 	s->pool = pool;
 	link_worker(s, w);
 	s->state = SERVER_CONNECTING;
+	if (pool) { /* pool-less connections (auth_query) are not pool servers */
+		s->stats_connecting = true;
+		stats_server_connecting(pool_stats(pool), 1);
+	}
 	s->created = ev_now(w->loop);
 	ev_init(&s->io, server_io_cb);
 	s->io.data = s;

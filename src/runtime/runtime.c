@@ -13,6 +13,7 @@
 #include "net/tls.h"
 #include "pool/pool.h"
 #include "pool/resolver.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -63,11 +64,12 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
+	rt->stats = stats_new();
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
 	rt->listen_addrs = calloc((size_t)cfg->nlisten, sizeof *rt->listen_addrs);
 	fds = calloc((size_t)cfg->nlisten * (size_t)cfg->workers, sizeof *fds);
-	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->workers || !rt->listen_addrs || !fds) {
+	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->stats || !rt->workers || !rt->listen_addrs || !fds) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -245,6 +247,7 @@ void runtime_stop(struct runtime *rt)
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
 	authcache_free(rt->authcache);
+	stats_free(rt->stats);
 	userlist_free(rt->users);
 	hba_free(rt->hba);
 	if (rt->cfg)

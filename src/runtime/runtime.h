@@ -15,6 +15,7 @@
 struct worker;
 struct pool_registry;
 struct cancel_registry;
+struct stats;
 struct userlist;
 struct hba;
 struct tls_ctx;
@@ -30,6 +31,7 @@ struct runtime {
 	struct net_addr *service_addrs;  /* cfg->services[i].hosts[0] resolved */
 	struct pool_registry *pools;     /* shared by all workers; has its own locks */
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
+	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	struct userlist *users;          /* auth_file, or NULL; immutable while workers run */
 	struct hba *hba;                 /* hba_file, or NULL; immutable while workers run */
 	struct tls_ctx **listen_tls;     /* per cfg->listen entry; NULL where tls is disable */

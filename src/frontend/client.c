@@ -137,7 +137,9 @@ void client_close(struct client *c, const char *reason)
 {
 	struct worker *w = c->worker;
 
-	if (c->state == CLIENT_ACTIVE || c->server)
+	if (c->greeted && cfg_of(c)->log_disconnections)
+		log_info(c->id, c->ctx, "logout after %.3fs: %s", ev_now(w->loop) - c->login_at, reason);
+	else if (c->state == CLIENT_ACTIVE || c->server)
 		log_info(c->id, c->ctx, "closing client connection: %s", reason);
 	else
 		log_debug(c->id, c->ctx, "closing client connection: %s", reason);
@@ -575,6 +577,9 @@ static void greet(struct client *c, struct server *s)
 		return;
 	}
 	c->greeted = true;
+	c->login_at = ev_now(c->worker->loop);
+	if (cfg_of(c)->log_connections)
+		log_info(c->id, c->ctx, "login: %s mode, server %s", config_pool_mode_name(c->mode), s->id);
 	log_debug(c->id, c->ctx, "logged in");
 	if (c->mode == POOL_MODE_SESSION) {
 		relay_start(c, s);
@@ -1021,5 +1026,42 @@ void client_close_all(struct worker *w, const char *reason)
 		/* Shutdown does not wait for slow readers. */
 		if (w->clients == c)
 			client_close(c, reason);
+	}
+}
+
+/* ---- draining (SIGTERM, online restart) ---- */
+
+/* Outside a transaction: closing now loses the client nothing it began. */
+static bool outside_transaction(const struct client *c)
+{
+	switch (c->state) {
+	case CLIENT_STARTUP:
+	case CLIENT_AUTH:
+	case CLIENT_IDLE:
+		return true;
+	case CLIENT_WAITING:
+		/* Not logged in yet; once greeted, a waiting client has a request to run. */
+		return !c->greeted;
+	case CLIENT_ACTIVE: {
+		const struct server *s = c->server;
+		/* Transaction mode releases the server at the transaction's end: ACTIVE is inside. */
+		return c->mode == POOL_MODE_SESSION && s && s->state == SERVER_ACTIVE && s->tx_status == 'I' &&
+		       s->expect_count == 0 && buf_empty(&c->rbuf) && c->c2s_remaining == 0 && c->s2c_remaining == 0 &&
+		       c->s2c_scanned == 0 && c->c2s_scanned == 0 && !c->copy_in && !c->release_pending;
+	}
+	case CLIENT_CLOSING:
+		return false;
+	}
+	return false;
+}
+
+void client_close_quiescent(struct worker *w, const char *reason)
+{
+	struct client *c = w->clients;
+	while (c) {
+		struct client *next = c->next;
+		if (outside_transaction(c))
+			client_fail(c, "57P01", "%s", reason);
+		c = next;
 	}
 }

@@ -227,7 +227,7 @@ struct server *server_connect(struct pool *pool, struct worker *w, const struct 
 		double life = (double)rt->cfg->server_lifetime_ms / 1000.0 * (0.9 + (double)r / 10000.0);
 		s->expires_at = s->created + life;
 	}
-	s->addr = rt->service_addrs[runtime_service_index(rt, rule->service)];
+	s->addr = *runtime_service_addr(rt, rule->service);
 	snprintf(s->login_user, sizeof s->login_user, "%s", rule->server_user ? rule->server_user : pool_user(pool));
 	s->login_password = rule->server_password;
 	if (!s->login_password && cred)

@@ -18,18 +18,53 @@ struct cancel_registry;
 struct userlist;
 struct hba;
 
+/* One configuration generation and what was derived from it. Generations are kept until
+ * exit (a reload is rare and a generation is a few kB): pools, clients and servers may hold
+ * pointers into any of them, and keeping them all makes every such pointer valid for the
+ * life of the process without a reference count on the hot path. */
+struct runtime_gen {
+	struct tusk_config *cfg;
+	struct net_addr *service_addrs; /* cfg->services[i].hosts[0] resolved */
+	struct userlist *users;         /* auth_file, or NULL */
+	struct hba *hba;                /* hba_file, or NULL */
+	struct runtime_gen *older;
+};
+
+/* A listening socket: the runtime keeps a dup of every worker's listening fd, so that an
+ * online restart can hand them all over and a reload can tell which to close. Main thread
+ * only. */
+struct runtime_listener {
+	char key[300]; /* WORKER_LISTEN_KEY_MAX: "host:port" as configured, or "unix:PATH" */
+	int fd;        /* the runtime's dup */
+	int worker;
+};
+
+/* A listening socket received from the process being replaced (online restart). */
+struct runtime_inherited {
+	char key[300];
+	int fd;
+};
+
 struct runtime {
-	const struct tusk_config *cfg;   /* read-only while workers run */
+	/* The current generation's config, users and hba. Written by the main thread only
+	 * (start, reload) with release stores after the generation is fully built; read by
+	 * workers as plain expressions on these _Atomic pointers, which are seq_cst (hence
+	 * acquire) loads: a worker that sees the new pointer sees everything it points to.
+	 * The three are published one after the other: a login between the stores may see a
+	 * new config with the old hba (both valid; the next login sees all new). */
+	const struct tusk_config *_Atomic cfg;
+	struct userlist *_Atomic users;
+	struct hba *_Atomic hba;
+	struct runtime_gen *_Atomic gen; /* newest first; see struct runtime_gen */
 	int nworkers;
 	struct worker **workers;
-	struct net_addr *listen_addrs;   /* one per cfg->listen entry */
-	struct net_addr *service_addrs;  /* cfg->services[i].hosts[0] resolved */
 	struct pool_registry *pools;     /* shared by all workers; has its own locks */
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
-	struct userlist *users;          /* auth_file, or NULL; immutable while workers run */
-	struct hba *hba;                 /* hba_file, or NULL; immutable while workers run */
-	int unix_fd[8];                  /* Unix listening sockets (worker 0 accepts on them) */
-	int nunix;
+	/* main thread only */
+	struct runtime_listener *listeners;
+	int nlisteners, caplisteners;
+	bool draining;
+	bool handed_over; /* listeners went to a new process: leave socket files alone at exit */
 	/* Clients connected now, across workers; relaxed ordering suffices because it
 	 * only bounds admission, it orders no other memory. */
 	atomic_int nclients;
@@ -37,18 +72,30 @@ struct runtime {
 	atomic_uint_fast64_t next_client_serial;
 };
 
-/* Resolve addresses, open listeners, start the workers. 0 or a negative errno, after
- * logging what failed. */
+/* Resolve addresses, open listeners (taking the inherited ones first, see takeover.h;
+ * inherited may be NULL), start the workers. cfg is owned by the runtime from here, even
+ * on failure. 0 or a negative errno, after logging what failed. */
 __attribute__((warn_unused_result))
-int runtime_start(struct runtime *rt, const struct tusk_config *cfg);
+int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited,
+		  int ninherited);
 /* Load auth_file and hba_file of cfg (either may be absent). 0, or the number of errors,
  * each printed to errout as FILE:LINE: ... (also used by --check). */
 int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba);
 
+/* SIGHUP: load path into a new generation and switch to it (pools follow, listeners are
+ * added and removed, restart-only keys are logged and kept). On any error the running
+ * generation stays and every error is logged as FILE:LINE: KEY: message. 0 or negative. */
+__attribute__((warn_unused_result))
+int runtime_reload(struct runtime *rt, const char *path);
+
+/* SIGTERM / online restart: close every listener, and have each worker close its clients
+ * as they leave their transactions. runtime_stop ends it. */
+void runtime_drain(struct runtime *rt);
+
 /* Ask every worker to stop, join them, close pooled servers, free everything. */
 void runtime_stop(struct runtime *rt);
 
-/* Index into cfg->services of svc. */
-int runtime_service_index(const struct runtime *rt, const struct config_service *svc);
+/* The resolved address of svc, a service of any live generation. */
+const struct net_addr *runtime_service_addr(const struct runtime *rt, const struct config_service *svc);
 
 #endif

@@ -630,6 +630,8 @@ void pool_maintain(struct worker *w, double now)
 		int open = 0;
 		bool retired = atomic_load(&p->retired);
 		pthread_mutex_lock(&p->lock);
+		/* Servers beyond a size a reload reduced: parked ones go first. */
+		int excess = p->nslots - p->rule->size;
 		/* This worker's parked servers: it alone may close them. */
 		struct server *s = p->idle[w->index];
 		while (s) {
@@ -637,7 +639,8 @@ void pool_maintain(struct worker *w, double now)
 			bool too_old = s->expires_at && now >= s->expires_at;
 			bool too_idle = idle_timeout > 0 && now - s->idle_since >= idle_timeout &&
 					p->nslots > p->rule->min_size;
-			if (too_old || too_idle || retired) {
+			bool too_many = excess-- > 0;
+			if (too_old || too_idle || too_many || retired) {
 				idle_unlink(p, s);
 				s->next_idle = expired;
 				expired = s;
@@ -655,7 +658,8 @@ void pool_maintain(struct worker *w, double now)
 			expired = x->next_idle;
 			x->next_idle = NULL;
 			server_close(x, retired ? "its pool rule was removed or changed by a reload"
-					 : x->expires_at && now >= x->expires_at ? "server_lifetime reached" : "idle timeout");
+					 : x->expires_at && now >= x->expires_at ? "server_lifetime reached"
+					 : "idle timeout, or pool size reduced by a reload");
 		}
 		if (open && !server_connect(p, w, NULL, on_min_ready, NULL))
 			pool_drop_slot(p);

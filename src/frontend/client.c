@@ -1062,6 +1062,9 @@ void client_close_quiescent(struct worker *w, const char *reason)
 		struct client *next = c->next;
 		if (outside_transaction(c))
 			client_fail(c, "57P01", "%s", reason);
+		else if (c->state == CLIENT_CLOSING && c->shut_wr && buf_empty(&c->wbuf))
+			/* Its error and our FIN are out: do not hold the exit for the linger. */
+			client_close(c, reason);
 		c = next;
 	}
 }

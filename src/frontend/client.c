@@ -1031,17 +1031,23 @@ void client_close_all(struct worker *w, const char *reason)
 
 /* ---- draining (SIGTERM, online restart) ---- */
 
+#define CLIENT_DRAIN_GRACE 0.5 /* seconds after login before a draining worker closes an idle client */
+
 /* Outside a transaction: closing now loses the client nothing it began. */
 static bool outside_transaction(const struct client *c)
 {
+	/* A client still logging in, or greeted a moment ago, is about to send its request
+	 * (the client of an online restart accepted just before the hand-over): let it run;
+	 * client_login_timeout and shutdown_timeout bound the wait. */
+	if (!c->greeted || ev_now(c->worker->loop) - c->login_at < CLIENT_DRAIN_GRACE)
+		return false;
 	switch (c->state) {
 	case CLIENT_STARTUP:
 	case CLIENT_AUTH:
+	case CLIENT_WAITING:
+		return false;
 	case CLIENT_IDLE:
 		return true;
-	case CLIENT_WAITING:
-		/* Not logged in yet; once greeted, a waiting client has a request to run. */
-		return !c->greeted;
 	case CLIENT_ACTIVE: {
 		const struct server *s = c->server;
 		/* Transaction mode releases the server at the transaction's end: ACTIVE is inside. */

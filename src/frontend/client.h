@@ -18,8 +18,9 @@ void client_on_cancel_message(struct worker *w, struct worker_msg *m);
 /* Close every client of w (shutdown), each with reason in an ErrorResponse. */
 void client_close_all(struct worker *w, const char *reason);
 /* Draining (SIGTERM, online restart): close with 57P01 every client of w that is outside a
- * transaction (not logged in yet, idle between transactions, or in session mode with its
- * server idle and nothing in flight). Clients inside one are left to finish it. */
+ * transaction (idle between transactions, or in session mode with its server idle and
+ * nothing in flight) and logged in for more than a moment. Clients inside a transaction,
+ * or still logging in, are left to finish. */
 void client_close_quiescent(struct worker *w, const char *reason);
 
 #endif

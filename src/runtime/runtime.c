@@ -395,6 +395,27 @@ out:
 	return rc;
 }
 
+void runtime_pause_accepting(struct runtime *rt, bool pause)
+{
+	if (rt->paused == pause || rt->draining)
+		return;
+	rt->paused = pause;
+	/* Workers close their own fds; the runtime's dups keep every socket (and the
+	 * connections queued in it) alive. Resuming hands each worker a fresh dup. */
+	for (int w = 0; w < rt->nworkers; w++)
+		if (pause && worker_post_unlisten(rt->workers[w], NULL) < 0)
+			log_error(NULL, NULL, "worker %d: out of memory pausing its listeners", w);
+	for (int i = 0; !pause && i < rt->nlisteners; i++) {
+		const struct runtime_listener *l = &rt->listeners[i];
+		int fd = dup(l->fd);
+		if (fd < 0 || worker_post_listen(rt->workers[l->worker], fd, l->key) < 0) {
+			log_error(NULL, NULL, "cannot resume accepting on %s", l->key);
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+}
+
 void runtime_drain(struct runtime *rt)
 {
 	if (rt->draining)

@@ -64,6 +64,7 @@ struct runtime {
 	struct runtime_listener *listeners;
 	int nlisteners, caplisteners;
 	bool draining;
+	bool paused;      /* takeover in progress: workers do not accept */
 	bool handed_over; /* listeners went to a new process: leave socket files alone at exit */
 	/* Clients connected now, across workers; relaxed ordering suffices because it
 	 * only bounds admission, it orders no other memory. */
@@ -91,6 +92,10 @@ int runtime_reload(struct runtime *rt, const char *path);
 /* SIGTERM / online restart: close every listener, and have each worker close its clients
  * as they leave their transactions. runtime_stop ends it. */
 void runtime_drain(struct runtime *rt);
+
+/* Online restart: stop accepting on every listener but keep them open (pause true), or
+ * accept again (pause false). */
+void runtime_pause_accepting(struct runtime *rt, bool pause);
 
 /* Ask every worker to stop, join them, close pooled servers, free everything. */
 void runtime_stop(struct runtime *rt);

@@ -136,6 +136,9 @@ int takeover_serve(struct runtime *rt, int listen_fd)
 		goto out;
 	}
 	log_info(NULL, NULL, "takeover: a new process asks for the listeners; sending %d", rt->nlisteners);
+	/* Stop accepting now: from here connections wait in the shared backlogs for the new
+	 * process, instead of landing here and being drained a moment later. */
+	runtime_pause_accepting(rt, true);
 	for (int i = 0; i < rt->nlisteners; i++) {
 		snprintf(msg, sizeof msg, "L %s", rt->listeners[i].key);
 		rc = send_msg(conn, msg, rt->listeners[i].fd);
@@ -160,7 +163,7 @@ int takeover_serve(struct runtime *rt, int listen_fd)
 			break;
 	}
 	if (rc <= 0 || strcmp(msg, "DRAIN") != 0) {
-		log_warn(NULL, NULL, "takeover: the new process went away before taking over; still serving");
+		log_warn(NULL, NULL, "takeover: the new process went away before taking over; accepting again");
 		rc = rc < 0 ? rc : 0;
 		goto out;
 	}
@@ -170,6 +173,8 @@ int takeover_serve(struct runtime *rt, int listen_fd)
 	log_info(NULL, NULL, "takeover: listeners handed over; draining");
 	rc = 1;
 out:
+	if (rc != 1)
+		runtime_pause_accepting(rt, false);
 	close(conn);
 	return rc;
 }

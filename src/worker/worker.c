@@ -133,7 +133,7 @@ static void dispatch(struct worker *w, struct worker_msg *m)
 		add_listener(w, m->fd, m->key);
 		break;
 	case WORKER_MSG_UNLISTEN:
-		close_listeners(w, m->key);
+		close_listeners(w, m->key[0] ? m->key : NULL);
 		break;
 	case WORKER_MSG_DRAIN:
 		start_draining(w);

@@ -22,7 +22,7 @@ enum worker_msg_kind {
 	WORKER_MSG_CANCEL, /* a CancelRequest for a client of this worker */
 	WORKER_MSG_STEAL,  /* another worker's client waits: hand over a server parked here */
 	WORKER_MSG_LISTEN,   /* start accepting on fd, a listening socket now owned by the worker */
-	WORKER_MSG_UNLISTEN, /* stop accepting on the listener named key and close it (reload) */
+	WORKER_MSG_UNLISTEN, /* stop accepting on the listener named key (all: key "") and close it */
 	WORKER_MSG_DRAIN,    /* SIGTERM / online restart: close every listener, then each client
 			      * as soon as it is outside a transaction */
 };

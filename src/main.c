@@ -13,9 +13,10 @@
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "config/config.h"
-#include "pool/pool.h"
+#include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "util/sdnotify.h"
 
@@ -23,12 +24,15 @@
  * runs the drain and the stats line. */
 struct control {
 	struct runtime rt;
+	struct metrics_http *http;
 	const char *path;
 	int sigfd;
 	int takeover_fd;   /* listening takeover socket, or -1 */
 	int takeover_conn; /* --takeover: connection to the old process until it drains */
 	double drain_deadline; /* > 0 while draining */
 	double next_stats;
+	double stats_at;            /* when the last stats line's counters were read */
+	uint64_t stats_xacts, stats_queries, stats_in, stats_out; /* their values then */
 };
 
 static double now_mono(void)
@@ -56,12 +60,28 @@ static void begin_drain(struct control *ctl, const char *why)
 	}
 }
 
+/* One line per stats_period: gauges now, rates since the last line (stats/stats.h). */
 static void log_stats(struct control *ctl)
 {
-	struct pool_totals t;
-	pool_registry_totals(ctl->rt.pools, &t);
-	log_info(NULL, NULL, "stats: clients %d, servers %d (idle %d), waiting %d, pools %d",
-		 atomic_load(&ctl->rt.nclients), t.servers, t.idle, t.waiting, t.pools);
+	struct stats_pool_snapshot t;
+	double now = now_mono(), dt;
+
+	stats_totals(&ctl->rt, &t);
+	dt = ctl->stats_at > 0 ? now - ctl->stats_at : 0;
+	if (dt <= 0)
+		dt = 1e9; /* first line: rates are not known yet, print 0 */
+	log_info(NULL, NULL,
+		 "stats: clients %d, servers %d (active %d, idle %d, connecting %d), waiting %d, "
+		 "xacts/s %.1f, queries/s %.1f, in %.0f B/s, out %.0f B/s",
+		 atomic_load(&ctl->rt.nclients), t.sv_active + t.sv_idle + t.sv_connecting, t.sv_active, t.sv_idle,
+		 t.sv_connecting, t.waiters, (double)(t.c.xact_count - ctl->stats_xacts) / dt,
+		 (double)(t.c.query_count - ctl->stats_queries) / dt, (double)(t.c.bytes_received - ctl->stats_in) / dt,
+		 (double)(t.c.bytes_sent - ctl->stats_out) / dt);
+	ctl->stats_at = now;
+	ctl->stats_xacts = t.c.xact_count;
+	ctl->stats_queries = t.c.query_count;
+	ctl->stats_in = t.c.bytes_received;
+	ctl->stats_out = t.c.bytes_sent;
 }
 
 /* Until stopped: 0 for a clean stop (drained, or SIGINT), 1 otherwise. */
@@ -249,11 +269,19 @@ int main(int argc, char **argv)
 			goto err_log;
 		}
 	}
+	char takeover_path[128] = "";
+	if (cfg->takeover_socket)
+		snprintf(takeover_path, sizeof takeover_path, "%s", cfg->takeover_socket);
 	int rc = runtime_start(&ctl.rt, cfg, inherited, ninherited);
 	cfg = NULL; /* the runtime's now */
 	free(inherited);
 	if (rc < 0)
 		goto err_takeover;
+	/* After the listeners are open (/health means tusk listens), before anything stops. */
+	if (metrics_start(&ctl.rt, &ctl.http) < 0) {
+		runtime_stop(&ctl.rt);
+		goto err_takeover;
+	}
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
 	if (takeover) {
 		/* Serving: now the old process may stop accepting. */
@@ -270,6 +298,7 @@ int main(int argc, char **argv)
 	}
 	(void)sdnotify("READY=1\nSTATUS=serving");
 	rc = control_loop(&ctl);
+	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
 	runtime_stop(&ctl.rt);
 	if (ctl.takeover_fd >= 0)
 		close(ctl.takeover_fd);
@@ -283,7 +312,7 @@ err_takeover:
 		close(ctl.takeover_conn);
 	if (ctl.takeover_fd >= 0) {
 		close(ctl.takeover_fd);
-		(void)unlink(ctl.rt.cfg ? ctl.rt.cfg->takeover_socket : path);
+		(void)unlink(takeover_path); /* ours: takeover_listen bound it */
 	}
 err_log:
 	log_shutdown();

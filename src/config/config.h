@@ -5,6 +5,7 @@
 #define TUSK_CONFIG_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -97,6 +98,10 @@ struct tusk_config {
 	int log_disconnections;        /* default true: a line per client logout */
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
 	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
+
+	struct {
+		char *http; /* NULL: no HTTP endpoint; "HOST:PORT" serving /metrics and /health */
+	} admin;
 };
 
 /* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;
@@ -126,5 +131,8 @@ const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, 
 						 const char *user);
 
 const char *config_pool_mode_name(enum pool_mode mode);
+
+/* Split "HOST:PORT" or "[V6]:PORT" into host (brackets dropped) and port. 0 or -EINVAL. */
+int config_split_host_port(const char *s, char *host, size_t cap, int *port);
 
 #endif

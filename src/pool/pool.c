@@ -19,6 +19,7 @@
 #include "net/net.h"
 #include "pool/server.h"
 #include "runtime/runtime.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -41,6 +42,7 @@ struct pool {
 	struct runtime *rt;
 	int index;
 	struct pool *next; /* registry list; immutable once linked (pools are never unlinked) */
+	struct stats_pool *stats; /* its own atomics; no lock */
 
 	/* The rule of the newest configuration generation this pool belongs to. A reload
 	 * (main thread) re-points it at the matching rule of the new generation; every read is
@@ -147,6 +149,7 @@ void pool_registry_free(struct pool_registry *reg)
 		struct pool *next = p->next;
 		/* Parked servers belong to their workers, which closed them before this. */
 		pthread_mutex_destroy(&p->lock);
+		stats_pool_free(p->stats);
 		free(p->idle);
 		free(p);
 		p = next;
@@ -181,7 +184,9 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	p->db_group = find_group(reg, database, false);
 	p->user_group = find_group(reg, user, true);
 	p->idle = calloc((size_t)rt->nworkers, sizeof *p->idle);
-	if (!p->db_group || !p->user_group || !p->idle) {
+	p->stats = stats_pool_new();
+	if (!p->db_group || !p->user_group || !p->idle || !p->stats) {
+		stats_pool_free(p->stats);
 		free(p->idle);
 		free(p);
 		p = NULL;
@@ -202,6 +207,30 @@ out:
 const struct config_pool_rule *pool_rule(const struct pool *p) { return p->rule; }
 const char *pool_database(const struct pool *p) { return p->database; }
 const char *pool_user(const struct pool *p) { return p->user; }
+struct stats_pool *pool_stats(const struct pool *p) { return p->stats; }
+
+void pool_snapshot(struct pool *p, struct pool_gauges *out)
+{
+	pthread_mutex_lock(&p->lock);
+	out->slots = p->nslots;
+	out->idle = p->nidle;
+	out->waiters = 0;
+	for (const struct pool_waiter *w = p->wait_head; w; w = w->next)
+		out->waiters++;
+	out->down = p->backoff > 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), void *arg)
+{
+	struct pool_registry *reg = rt->pools;
+	pthread_mutex_lock(&reg->lock);
+	struct pool *p = reg->head;
+	pthread_mutex_unlock(&reg->lock);
+	/* Each next was written before its pool was published under the lock taken above. */
+	for (; p; p = p->next)
+		cb(p, arg);
+}
 
 static void enqueue(struct pool *p, struct pool_waiter *w)
 {
@@ -711,19 +740,5 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 				break;
 			post_grant(w);
 		}
-	}
-}
-
-void pool_registry_totals(struct pool_registry *reg, struct pool_totals *out)
-{
-	memset(out, 0, sizeof *out);
-	for (struct pool *p = registry_head(reg); p; p = p->next) {
-		pthread_mutex_lock(&p->lock);
-		out->pools++;
-		out->servers += p->nslots;
-		out->idle += p->nidle;
-		for (struct pool_waiter *w = p->wait_head; w; w = w->next)
-			out->waiting++;
-		pthread_mutex_unlock(&p->lock);
 	}
 }

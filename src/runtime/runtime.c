@@ -13,6 +13,7 @@
 #include "frontend/cancel.h"
 #include "pool/pool.h"
 #include "pool/resolver.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -248,9 +249,10 @@ int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_in
 	publish(rt, g);
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
+	rt->stats = stats_new();
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
-	if (!rt->pools || !rt->cancels || !rt->workers) {
+	if (!rt->pools || !rt->cancels || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -447,6 +449,7 @@ void runtime_stop(struct runtime *rt)
 			worker_free(rt->workers[w]);
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
+	stats_free(rt->stats);
 	for (int i = 0; i < rt->nlisteners; i++)
 		close(rt->listeners[i].fd);
 	/* A process that handed its sockets over leaves the socket files to its successor. */

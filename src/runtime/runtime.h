@@ -17,6 +17,7 @@ struct pool_registry;
 struct cancel_registry;
 struct userlist;
 struct hba;
+struct stats;
 
 /* One configuration generation and what was derived from it. Generations are kept until
  * exit (a reload is rare and a generation is a few kB): pools, clients and servers may hold
@@ -66,6 +67,7 @@ struct runtime {
 	bool draining;
 	bool paused;      /* takeover in progress: workers do not accept */
 	bool handed_over; /* listeners went to a new process: leave socket files alone at exit */
+	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	/* Clients connected now, across workers; relaxed ordering suffices because it
 	 * only bounds admission, it orders no other memory. */
 	atomic_int nclients;

@@ -66,11 +66,22 @@ def test_stats_line_every_period(tusk):
     t = tusk(pools=[rule()], stats_period="200ms")
     with t.connect() as c:
         c.execute("select 1")
-        wait_until(lambda: "stats: clients 1, servers 1" in t.log_text(), 5 * SLOW, what="stats line with the client")
+        wait_until(lambda: "stats: clients 1, servers 1 " in t.log_text(), 5 * SLOW, what="stats line with the client")
     time.sleep(0.7)
     lines = [l for l in t.log_text().splitlines() if "stats: clients" in l]
     assert len(lines) >= 3
-    assert re.search(r"stats: clients \d+, servers \d+ \(idle \d+\), waiting \d+, pools \d+", lines[-1])
+    pat = (r"stats: clients \d+, servers \d+ \(active \d+, idle \d+, connecting \d+\), waiting \d+, "
+           r"xacts/s ([\d.]+), queries/s ([\d.]+), in \d+ B/s, out \d+ B/s")
+    assert re.search(pat, lines[-1]), lines[-1]
+    # rates come from the stats counters: queries show up as queries/s
+    with t.connect() as c:
+        for _ in range(100):
+            c.execute("select 1")
+
+    def busy_line():
+        return any(float(m.group(2)) > 0 for m in re.finditer(pat, t.log_text()))
+
+    wait_until(busy_line, 5 * SLOW, what="a stats line with queries/s > 0")
 
 
 @pytest.mark.tusk_only

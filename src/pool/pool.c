@@ -179,7 +179,11 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	snprintf(p->database, sizeof p->database, "%s", database);
 	snprintf(p->user, sizeof p->user, "%s", user);
 	atomic_init(&p->rule, rule);
-	atomic_init(&p->retired, false);
+	/* A worker that matched its rule in the generation a reload just replaced: this pool
+	 * serves that client, then retires. Checked under the registry lock, which the reload's
+	 * walk also takes after publishing, so no pool escapes both the check and the walk. */
+	const struct tusk_config *cfg = rt->cfg;
+	atomic_init(&p->retired, rule < cfg->pools || rule >= cfg->pools + cfg->npools);
 	p->rt = rt;
 	p->db_group = find_group(reg, database, false);
 	p->user_group = find_group(reg, user, true);

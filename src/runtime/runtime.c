@@ -80,43 +80,59 @@ static bool has_key(const struct tusk_config *cfg, const char *key)
 	return false;
 }
 
-/* Record fd (the runtime's dup of a worker's listener). 0 or -ENOMEM. */
-static int add_listener(struct runtime *rt, const char *key, int fd, int worker)
+/* Record a listening socket for worker wi: fd is the worker's (handed over by
+ * post_listeners), the runtime keeps a dup. On failure fd is closed. */
+static int give_listener(struct runtime *rt, const char *key, int fd, int wi)
 {
 	if (rt->nlisteners == rt->caplisteners) {
 		int cap = rt->caplisteners ? rt->caplisteners * 2 : 16;
 		struct runtime_listener *l = realloc(rt->listeners, (size_t)cap * sizeof *l);
-		if (!l)
+		if (!l) {
+			close(fd);
 			return -ENOMEM;
+		}
 		rt->listeners = l;
 		rt->caplisteners = cap;
 	}
-	struct runtime_listener *l = &rt->listeners[rt->nlisteners++];
-	snprintf(l->key, sizeof l->key, "%s", key);
-	l->fd = fd;
-	l->worker = worker;
-	return 0;
-}
-
-/* fd goes to worker wi, the runtime keeps a dup. On failure fd is closed. */
-static int give_listener(struct runtime *rt, const char *key, int fd, int wi)
-{
 	int keep = dup(fd);
 	if (keep < 0) {
 		int e = -errno;
 		close(fd);
 		return e;
 	}
-	if (add_listener(rt, key, keep, wi) < 0) {
-		close(keep);
-		close(fd);
-		return -ENOMEM;
-	}
-	if (worker_post_listen(rt->workers[wi], fd, key) < 0) {
-		close(fd);
-		return -ENOMEM;
-	}
+	struct runtime_listener *l = &rt->listeners[rt->nlisteners++];
+	snprintf(l->key, sizeof l->key, "%s", key);
+	l->fd = keep;
+	l->pending = fd;
+	l->worker = wi;
 	return 0;
+}
+
+/* Workers start accepting only once everything is open: a start or reload that fails
+ * half-way has accepted nobody it would then drop. */
+static void post_listeners(struct runtime *rt)
+{
+	for (int i = 0; i < rt->nlisteners; i++) {
+		struct runtime_listener *l = &rt->listeners[i];
+		if (l->pending < 0)
+			continue;
+		if (worker_post_listen(rt->workers[l->worker], l->pending, l->key) < 0) {
+			log_error(NULL, NULL, "worker %d: out of memory adding listener %s", l->worker, l->key);
+			close(l->pending);
+		}
+		l->pending = -1;
+	}
+}
+
+/* Forget the listeners from index `from` on (not posted yet), closing both fds. */
+static void drop_listeners(struct runtime *rt, int from)
+{
+	for (int i = from; i < rt->nlisteners; i++) {
+		if (rt->listeners[i].pending >= 0)
+			close(rt->listeners[i].pending);
+		close(rt->listeners[i].fd);
+	}
+	rt->nlisteners = from;
 }
 
 /* Listeners for one listen entry: the inherited sockets of the same key first (each must
@@ -280,9 +296,11 @@ int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_in
 			inherited[i].fd = -1;
 		}
 	}
+	post_listeners(rt);
 	return 0;
 
 err:
+	drop_listeners(rt, 0);
 	runtime_stop(rt);
 	return rc;
 }
@@ -357,19 +375,14 @@ int runtime_reload(struct runtime *rt, const char *path)
 				continue;
 			rc = open_entry(rt, g->cfg, &g->cfg->listen[i], NULL, 0);
 			if (rc < 0) {
-				/* Undo the listeners added so far by this reload. */
-				for (int j = before; j < rt->nlisteners; j++) {
-					if (worker_post_unlisten(rt->workers[rt->listeners[j].worker], rt->listeners[j].key) < 0)
-						log_error(NULL, NULL, "reload: out of memory closing %s", rt->listeners[j].key);
-					close(rt->listeners[j].fd);
-				}
-				rt->nlisteners = before;
+				drop_listeners(rt, before); /* none was handed to a worker yet */
 				log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);
 				goto out;
 			}
 		}
 	}
 	publish(rt, g);
+	post_listeners(rt);
 	pool_registry_reload(rt->pools, g->cfg);
 	/* Listeners whose listen entry is gone. */
 	for (int j = 0; j < rt->nlisteners;) {

@@ -37,6 +37,7 @@ struct runtime_gen {
 struct runtime_listener {
 	char key[300]; /* WORKER_LISTEN_KEY_MAX: "host:port" as configured, or "unix:PATH" */
 	int fd;        /* the runtime's dup */
+	int pending;   /* the worker's fd until it is posted to the worker, then -1 */
 	int worker;
 };
 

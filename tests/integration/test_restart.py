@@ -81,6 +81,7 @@ def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
         loop.stop.set()
         loop.join(10)
         assert loop.failures == [], f"{len(loop.failures)} failed of {loop.ok + len(loop.failures)}: {loop.failures[:3]}"
+        print(f"online restart: {loop.ok} connections through the swap, {len(loop.failures)} failed")
         assert loop.ok > 50
         # clients now reach the new process
         with psycopg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", dbname=TEST_DB) as c:
@@ -109,3 +110,33 @@ def test_second_tusk_without_takeover_is_refused(tusk, pg, tmp_path):
     assert "another tusk answers there; start with --takeover" in p.stdout + p.stderr
     with t.connect() as c:
         assert c.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.tusk_only
+def test_failed_takeover_leaves_the_old_process_serving(tusk, pg, tmp_path):
+    sock = tmp_path / "takeover.sock"
+    t = tusk(pools=[rule()], takeover_socket=str(sock))
+    loop = Loop(t.port)
+    loop.start()
+    time.sleep(0.3)
+    # the new process gets the listeners, then fails: its second address is PostgreSQL's
+    # port (after the inherited one, so a worker would already have it if it were posted)
+    good = t.cfg_path.read_text()
+    bad = good.replace("\nworkers:", f"\n  - host: 127.0.0.1\n    port: {pg.port}\nworkers:", 1)
+    assert bad != good
+    t.cfg_path.write_text(bad)
+    new_log = tmp_path / "new.log"
+    new, new_logf = start_new(t, new_log)
+    assert new.wait(15 * SLOW) == 1
+    new_logf.close()
+    assert "received" in new_log.read_text(errors="replace")
+    wait_until(lambda: "accepting again" in t.log_text(), 5 * SLOW, what="old process resumed")
+    time.sleep(0.5)
+    loop.stop.set()
+    loop.join(10)
+    assert loop.failures == [], loop.failures[:3]
+    assert loop.ok > 20
+    t.cfg_path.write_text(good)
+    with t.connect() as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    assert sock.exists()

@@ -82,7 +82,7 @@ def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
         loop.join(10)
         assert loop.failures == [], f"{len(loop.failures)} failed of {loop.ok + len(loop.failures)}: {loop.failures[:3]}"
         print(f"online restart: {loop.ok} connections through the swap, {len(loop.failures)} failed")
-        assert loop.ok > 50
+        assert loop.ok > 20
         # clients now reach the new process
         with psycopg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", dbname=TEST_DB) as c:
             assert c.execute("select 1").fetchone() == (1,)

@@ -1,24 +1,176 @@
 /* tusk: wires configuration, logging, the runtime and signals together. */
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "config/config.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
+#include "runtime/takeover.h"
+#include "stats/stats.h"
 #include "util/log.h"
+#include "util/sdnotify.h"
+
+/* The main thread's state after start: it waits for signals and takeover requests, and
+ * runs the drain and the stats line. */
+struct control {
+	struct runtime rt;
+	struct metrics_http *http;
+	const char *path;
+	int sigfd;
+	int takeover_fd;   /* listening takeover socket, or -1 */
+	int takeover_conn; /* --takeover: connection to the old process until it drains */
+	double drain_deadline; /* > 0 while draining */
+	double next_stats;
+	double stats_at;            /* when the last stats line's counters were read */
+	uint64_t stats_xacts, stats_queries, stats_in, stats_out; /* their values then */
+};
+
+static double now_mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void begin_drain(struct control *ctl, const char *why)
+{
+	if (ctl->drain_deadline > 0)
+		return;
+	const struct tusk_config *cfg = ctl->rt.cfg;
+	(void)sdnotify("STOPPING=1\nSTATUS=draining");
+	log_info(NULL, NULL, "%s: no longer accepting; waiting up to %.1fs for %d client%s to finish their transactions",
+		 why, (double)cfg->shutdown_timeout_ms / 1000.0, atomic_load(&ctl->rt.nclients),
+		 atomic_load(&ctl->rt.nclients) == 1 ? "" : "s");
+	runtime_drain(&ctl->rt);
+	/* Never 0: 0 means "not draining". */
+	ctl->drain_deadline = now_mono() + (double)cfg->shutdown_timeout_ms / 1000.0 + 1e-6;
+	if (ctl->takeover_fd >= 0) {
+		close(ctl->takeover_fd);
+		ctl->takeover_fd = -1;
+	}
+}
+
+/* One line per stats_period: gauges now, rates since the last line (stats/stats.h). */
+static void log_stats(struct control *ctl)
+{
+	struct stats_pool_snapshot t;
+	double now = now_mono(), dt;
+
+	stats_totals(&ctl->rt, &t);
+	dt = ctl->stats_at > 0 ? now - ctl->stats_at : 0;
+	if (dt <= 0)
+		dt = 1e9; /* first line: rates are not known yet, print 0 */
+	log_info(NULL, NULL,
+		 "stats: clients %d, servers %d (active %d, idle %d, connecting %d), waiting %d, "
+		 "xacts/s %.1f, queries/s %.1f, in %.0f B/s, out %.0f B/s",
+		 atomic_load(&ctl->rt.nclients), t.sv_active + t.sv_idle + t.sv_connecting, t.sv_active, t.sv_idle,
+		 t.sv_connecting, t.waiters, (double)(t.c.xact_count - ctl->stats_xacts) / dt,
+		 (double)(t.c.query_count - ctl->stats_queries) / dt, (double)(t.c.bytes_received - ctl->stats_in) / dt,
+		 (double)(t.c.bytes_sent - ctl->stats_out) / dt);
+	ctl->stats_at = now;
+	ctl->stats_xacts = t.c.xact_count;
+	ctl->stats_queries = t.c.query_count;
+	ctl->stats_in = t.c.bytes_received;
+	ctl->stats_out = t.c.bytes_sent;
+}
+
+/* Until stopped: 0 for a clean stop (drained, or SIGINT), 1 otherwise. */
+static int control_loop(struct control *ctl)
+{
+	ctl->next_stats = now_mono() + (double)ctl->rt.cfg->stats_period_ms / 1000.0;
+	for (;;) {
+		double now = now_mono();
+		double wait = 1.0;
+		uint64_t period = ctl->rt.cfg->stats_period_ms;
+
+		if (ctl->drain_deadline > 0) {
+			if (atomic_load(&ctl->rt.nclients) == 0) {
+				log_info(NULL, NULL, "drained: every client has finished");
+				return 0;
+			}
+			if (now >= ctl->drain_deadline) {
+				log_info(NULL, NULL, "shutdown_timeout reached: closing %d remaining client%s",
+					 atomic_load(&ctl->rt.nclients), atomic_load(&ctl->rt.nclients) == 1 ? "" : "s");
+				return 0;
+			}
+			wait = 0.05;
+		}
+		if (period > 0) {
+			if (now >= ctl->next_stats) {
+				log_stats(ctl);
+				ctl->next_stats = now + (double)period / 1000.0;
+			}
+			if (ctl->next_stats - now < wait)
+				wait = ctl->next_stats - now;
+		} else {
+			ctl->next_stats = now + 1.0; /* re-armed when stats_period is reloaded */
+		}
+
+		struct pollfd pfd[2] = { { .fd = ctl->sigfd, .events = POLLIN }, { .fd = ctl->takeover_fd, .events = POLLIN } };
+		int n = poll(pfd, ctl->takeover_fd >= 0 ? 2 : 1, (int)(wait * 1000) + 1);
+		if (n <= 0)
+			continue;
+		if (ctl->takeover_fd >= 0 && (pfd[1].revents & POLLIN)) {
+			int rc = takeover_serve(&ctl->rt, ctl->takeover_fd);
+			if (rc == 1) {
+				begin_drain(ctl, "online restart");
+			} else if (rc < 0) {
+				log_warn(NULL, NULL, "takeover: %s", strerror(-rc));
+			}
+		}
+		if (!(pfd[0].revents & POLLIN))
+			continue;
+		struct signalfd_siginfo si;
+		if (read(ctl->sigfd, &si, sizeof si) != (ssize_t)sizeof si)
+			continue;
+		switch (si.ssi_signo) {
+		case SIGHUP:
+			(void)sdnotify_reloading();
+			log_info(NULL, NULL, "SIGHUP: reloading %s", ctl->path);
+			if (runtime_reload(&ctl->rt, ctl->path) == 0)
+				ctl->next_stats = now_mono() + (double)ctl->rt.cfg->stats_period_ms / 1000.0;
+			(void)sdnotify("READY=1\nSTATUS=serving");
+			break;
+		case SIGUSR1: {
+			int rc = log_reopen();
+			if (rc < 0)
+				log_error(NULL, NULL, "SIGUSR1: cannot reopen the log file: %s", strerror(-rc));
+			else
+				log_info(NULL, NULL, "SIGUSR1: log file reopened");
+			break;
+		}
+		case SIGUSR2:
+			begin_drain(ctl, "SIGUSR2");
+			break;
+		case SIGTERM:
+			begin_drain(ctl, "SIGTERM");
+			break;
+		case SIGINT:
+			log_info(NULL, NULL, "SIGINT: shutting down now");
+			(void)sdnotify("STOPPING=1");
+			return 0;
+		}
+	}
+}
 
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: tusk [-c FILE] [--check] [--version] [--help]\n"
+		"Usage: tusk [-c FILE] [--check] [--takeover] [--version] [--help]\n"
 		"  -c, --config FILE  configuration file (default ./tusk.yaml)\n"
 		"      --check        validate the configuration and exit (0 = valid)\n"
+		"      --takeover     online restart: take the listeners of the tusk running on\n"
+		"                     takeover_socket, then have it drain and exit\n"
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n");
 }
@@ -28,18 +180,20 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check", no_argument, NULL, 'k' },
+		{ "takeover", no_argument, NULL, 't' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = "tusk.yaml";
-	bool check = false;
+	bool check = false, takeover = false;
 	int opt;
 
 	while ((opt = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': path = optarg; break;
 		case 'k': check = true; break;
+		case 't': takeover = true; break;
 		case 'V': printf("tusk %s\n", TUSK_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -75,52 +229,97 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
-	/* Signals are taken synchronously by this thread; workers block them all. */
+	/* Signals are taken synchronously by this thread through a signalfd; workers and the
+	 * logger block them all. */
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	int sigfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sigfd < 0) {
+		perror("tusk: signalfd");
+		config_free(cfg);
+		return 1;
+	}
 
 	if (log_init(cfg->log.level, cfg->log.format, cfg->log.target) < 0) {
 		fprintf(stderr, "tusk: cannot open log target %s\n", cfg->log.target);
 		config_free(cfg);
 		return 1;
 	}
-	struct runtime rt;
-	int rc = runtime_start(&rt, cfg);
-	if (rc < 0) {
-		log_shutdown();
-		config_free(cfg);
-		return 1;
+	struct control ctl = { .path = path, .sigfd = sigfd, .takeover_fd = -1, .takeover_conn = -1 };
+	struct runtime_inherited *inherited = NULL;
+	int ninherited = 0, old_pid = 0;
+	if (takeover) {
+		if (!cfg->takeover_socket) {
+			log_error(NULL, NULL, "--takeover needs takeover_socket in %s", path);
+			goto err_log;
+		}
+		if (takeover_fetch(cfg->takeover_socket, &ctl.takeover_conn, &inherited, &ninherited, &old_pid) < 0)
+			goto err_log;
+	} else if (cfg->takeover_socket) {
+		/* Bound before anything listens: a second tusk on the same ports is refused here. */
+		ctl.takeover_fd = takeover_listen(cfg->takeover_socket);
+		if (ctl.takeover_fd < 0) {
+			log_error(NULL, NULL, "takeover_socket %s: %s", cfg->takeover_socket,
+				  ctl.takeover_fd == -EADDRINUSE ? "another tusk answers there; start with --takeover to replace it"
+								 : strerror(-ctl.takeover_fd));
+			goto err_log;
+		}
 	}
+	char takeover_path[128] = "";
+	if (cfg->takeover_socket)
+		snprintf(takeover_path, sizeof takeover_path, "%s", cfg->takeover_socket);
+	int rc = runtime_start(&ctl.rt, cfg, inherited, ninherited);
+	cfg = NULL; /* the runtime's now */
+	free(inherited);
+	if (rc < 0)
+		goto err_takeover;
 	/* After the listeners are open (/health means tusk listens), before anything stops. */
-	struct metrics_http *http = NULL;
-	if (metrics_start(&rt, &http) < 0) {
-		runtime_stop(&rt);
-		log_shutdown();
-		config_free(cfg);
-		return 1;
+	if (metrics_start(&ctl.rt, &ctl.http) < 0) {
+		runtime_stop(&ctl.rt);
+		goto err_takeover;
 	}
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
-
-	for (;;) {
-		int sig = 0;
-		if (sigwait(&sigs, &sig) != 0)
-			continue;
-		if (sig == SIGHUP) {
-			log_info(NULL, NULL, "SIGHUP: reload is not supported yet; ignoring");
-			continue;
-		}
-		log_info(NULL, NULL, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
-		break;
+	if (takeover) {
+		/* Serving: now the old process may stop accepting. */
+		if (takeover_finish(ctl.takeover_conn) == 0)
+			log_info(NULL, NULL, "takeover: pid %d drains; this process serves", old_pid);
+		ctl.takeover_conn = -1;
+		ctl.takeover_fd = takeover_listen(ctl.rt.cfg->takeover_socket);
+		if (ctl.takeover_fd < 0)
+			log_error(NULL, NULL, "takeover_socket %s: %s; the next online restart will not find this process",
+				  ctl.rt.cfg->takeover_socket, strerror(-ctl.takeover_fd));
+		char mainpid[32];
+		snprintf(mainpid, sizeof mainpid, "MAINPID=%d", (int)getpid());
+		(void)sdnotify(mainpid);
 	}
-	metrics_stop(http); /* its handlers read what runtime_stop frees */
-	runtime_stop(&rt);
+	(void)sdnotify("READY=1\nSTATUS=serving");
+	rc = control_loop(&ctl);
+	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
+	runtime_stop(&ctl.rt);
+	if (ctl.takeover_fd >= 0)
+		close(ctl.takeover_fd);
 	log_info(NULL, NULL, "stopped");
 	log_shutdown();
+	close(sigfd);
+	return rc;
+
+err_takeover:
+	if (ctl.takeover_conn >= 0)
+		close(ctl.takeover_conn);
+	if (ctl.takeover_fd >= 0) {
+		close(ctl.takeover_fd);
+		(void)unlink(takeover_path); /* ours: takeover_listen bound it */
+	}
+err_log:
+	log_shutdown();
 	config_free(cfg);
-	return 0;
+	close(sigfd);
+	return 1;
 }

@@ -1210,8 +1210,9 @@ static const struct key_table admin_table = { admin_keys, sizeof(admin_keys) / s
 /* Order matters where a key refers to another: services before pools. Timeouts are capped so
  * that no timer arithmetic can overflow; 0 is allowed only where it means "never". */
 static const struct key_def top_keys[] = {
+	/* Reloadable: each worker opens and closes its own listeners (runtime_reload). */
 	{ .name = "listen", .type = KEY_CUSTOM, .parse = parse_listen, .release = release_listen,
-	  .equal = equal_listen },
+	  .equal = equal_listen, .reloadable = true },
 	{ .name = "workers", .type = KEY_CPUS, .offset = TOP_FIELD(workers), .min = 1, .max = 256, .def = "auto" },
 	{ .name = "log", .type = KEY_MAPPING, .offset = TOP_FIELD(log), .sub = &log_table, .reloadable = true },
 	{ .name = "services", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_services,
@@ -1254,6 +1255,16 @@ static const struct key_def top_keys[] = {
 	  .max = 16 << 20, .def = "64kB" },
 	{ .name = "max_client_connections", .type = KEY_INT, .offset = TOP_FIELD(max_client_connections), .min = 1,
 	  .max = 1000000, .def = "10000", .reloadable = true },
+	{ .name = "shutdown_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(shutdown_timeout_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "30s", .reloadable = true },
+	{ .name = "log_connections", .type = KEY_ENUM, .offset = TOP_FIELD(log_connections), .names = yes_no_names,
+	  .def = "true", .reloadable = true },
+	{ .name = "log_disconnections", .type = KEY_ENUM, .offset = TOP_FIELD(log_disconnections),
+	  .names = yes_no_names, .def = "true", .reloadable = true },
+	{ .name = "stats_period", .type = KEY_DURATION, .offset = TOP_FIELD(stats_period_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
+	/* The socket an online restart takes the listeners over through; bound at start. */
+	{ .name = "takeover_socket", .type = KEY_STRING, .offset = TOP_FIELD(takeover_socket), .min = 1, .max = 100 },
 	{ .name = "admin", .type = KEY_MAPPING, .offset = TOP_FIELD(admin), .sub = &admin_table },
 };
 static const struct key_table top_table = { top_keys, sizeof(top_keys) / sizeof(top_keys[0]) };
@@ -1466,6 +1477,55 @@ static int diff_fixed(const struct key_table *t, const char *path, const char *c
 int config_check_reload(const struct tusk_config *cur, const struct tusk_config *next, FILE *errout)
 {
 	return diff_fixed(&top_table, "", (const char *)cur, (const char *)next, next->path, errout);
+}
+
+/* Copy the restart-only fields of t from cur into next (strings duplicated). 0 or -ENOMEM. */
+static int keep_fixed(const struct key_table *t, const char *cur, char *next)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key_def *d = &t->keys[i];
+		if (d->type == KEY_MAPPING) {
+			if (keep_fixed(d->sub, cur + d->offset, next + d->offset) < 0)
+				return -ENOMEM;
+			continue;
+		}
+		if (d->reloadable || d->type == KEY_CUSTOM)
+			continue;
+		switch (d->type) {
+		case KEY_STRING: {
+			const char *v = *(char *const *)(cur + d->offset);
+			char *copy = v ? strdup(v) : NULL;
+			if (v && !copy)
+				return -ENOMEM;
+			free(*(char **)(next + d->offset));
+			*(char **)(next + d->offset) = copy;
+			break;
+		}
+		case KEY_INT:
+		case KEY_CPUS:
+		case KEY_ENUM:
+			memcpy(next + d->offset, cur + d->offset, sizeof(int));
+			break;
+		case KEY_DURATION:
+			memcpy(next + d->offset, cur + d->offset, sizeof(uint64_t));
+			break;
+		case KEY_SIZE:
+			memcpy(next + d->offset, cur + d->offset, sizeof(uint32_t));
+			break;
+		case KEY_CHARS:
+			memcpy(next + d->offset, cur + d->offset, (size_t)d->max + 1);
+			break;
+		case KEY_MAPPING:
+		case KEY_CUSTOM:
+			break;
+		}
+	}
+	return 0;
+}
+
+int config_keep_fixed(const struct tusk_config *cur, struct tusk_config *next)
+{
+	return keep_fixed(&top_table, (const char *)cur, (char *)next);
 }
 
 const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,

@@ -116,6 +116,11 @@ struct tusk_config {
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
 	int max_client_connections;    /* default 10000 */
+	uint64_t shutdown_timeout_ms;  /* default 30s: SIGTERM waits this long for transactions to finish */
+	int log_connections;           /* default true: a line per client login */
+	int log_disconnections;        /* default true: a line per client logout */
+	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
+	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
 
 	struct {
 		char *http; /* NULL: no HTTP endpoint; "HOST:PORT" serving /metrics and /health */
@@ -135,10 +140,14 @@ int config_load(const char *path, FILE *errout, struct tusk_config **out);
 void config_free(struct tusk_config *cfg);
 
 /* Before a reload replaces cur with next: writes "FILE:0: KEY: ..." to errout (may be NULL)
- * for each key that only a restart may change (listen, workers, log.format, log.target,
- * buffer_size) and differs, and returns how many; 0 means next may replace cur. */
+ * for each key that only a restart may change (workers, log.format, log.target, buffer_size,
+ * unix_socket_dir, takeover_socket) and differs, and returns how many. */
 __attribute__((warn_unused_result))
 int config_check_reload(const struct tusk_config *cur, const struct tusk_config *next, FILE *errout);
+/* Give next the running values of those restart-only keys, so that a reload applies
+ * everything else and leaves them as they are. 0 or -ENOMEM. */
+__attribute__((warn_unused_result))
+int config_keep_fixed(const struct tusk_config *cur, struct tusk_config *next);
 
 /* First rule matching (database, user), or NULL. */
 const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,

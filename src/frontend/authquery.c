@@ -252,7 +252,7 @@ static struct authq_conn *open_conn(struct client *c, const struct config_pool_r
 	auth_user_cred(rt, config_auth_user(rt->cfg, rule), &cred);
 	struct server_login login = {
 		.service = rule->service,
-		.addr = &rt->service_addrs[runtime_service_index(rt, rule->service)],
+		.addr = runtime_service_addr(rt, rule->service),
 		.user = config_auth_user(rt->cfg, rule),
 		.database = rule->server_database ? rule->server_database : c->database,
 		.cred = &cred,

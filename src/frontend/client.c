@@ -41,10 +41,11 @@ static const struct tusk_config *cfg_of(const struct client *c) { return c->work
 
 _Static_assert(EV_READ == TLS_WANT_READ && EV_WRITE == TLS_WANT_WRITE, "tls_link_events speaks libev's bits");
 
-/* The TLS mode of the listener the client came in on (disable for Unix sockets). */
+/* The TLS mode of the listener the client came in on (disable for Unix sockets, and for a
+ * listener a reload removed between accept and lookup). */
 static int listen_tls_mode(const struct client *c)
 {
-	return c->listen_index < 0 ? CONFIG_TLS_DISABLE : cfg_of(c)->listen[c->listen_index].tls;
+	return c->listen && c->listen_tls ? c->listen->tls : CONFIG_TLS_DISABLE;
 }
 
 static const char *state_name(enum client_state s)
@@ -199,7 +200,9 @@ void client_close(struct client *c, const char *reason)
 {
 	struct worker *w = c->worker;
 
-	if (c->state == CLIENT_ACTIVE || c->server)
+	if (c->greeted && cfg_of(c)->log_disconnections)
+		log_info(c->id, c->ctx, "logout after %.3fs: %s", ev_now(w->loop) - c->login_at, reason);
+	else if (c->state == CLIENT_ACTIVE || c->server)
 		log_info(c->id, c->ctx, "closing client connection: %s", reason);
 	else
 		log_debug(c->id, c->ctx, "closing client connection: %s", reason);
@@ -316,39 +319,7 @@ static void format_ctx(struct client *c)
 		snprintf(c->ctx, sizeof c->ctx, "-/-@%s", addr);
 }
 
-/* Which cfg->listen entry accepted fd: the one whose port (and, unless it listens on every
- * address, address) is the socket's local end. -1 for Unix sockets. */
-static int find_listener(const struct runtime *rt, int fd, const struct net_addr *peer)
-{
-	struct sockaddr_storage local;
-	socklen_t len = sizeof local;
-	int port, found = -1;
-
-	if (peer->sa.ss_family == AF_UNIX || getsockname(fd, (struct sockaddr *)&local, &len) < 0)
-		return -1;
-	if (local.ss_family == AF_INET)
-		port = ntohs(((struct sockaddr_in *)&local)->sin_port);
-	else if (local.ss_family == AF_INET6)
-		port = ntohs(((struct sockaddr_in6 *)&local)->sin6_port);
-	else
-		return -1;
-	for (int i = 0; i < rt->cfg->nlisten; i++) {
-		if (rt->cfg->listen[i].port != port)
-			continue;
-		if (found < 0)
-			found = i;
-		const struct sockaddr_storage *want = &rt->listen_addrs[i].sa;
-		if (want->ss_family == local.ss_family &&
-		    (local.ss_family == AF_INET ? memcmp(&((struct sockaddr_in *)want)->sin_addr,
-						       &((struct sockaddr_in *)&local)->sin_addr, 4) == 0
-						: memcmp(&((struct sockaddr_in6 *)want)->sin6_addr,
-							 &((struct sockaddr_in6 *)&local)->sin6_addr, 16) == 0))
-			return i;
-	}
-	return found;
-}
-
-void client_accept(struct worker *w, int fd, const struct net_addr *peer)
+void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener)
 {
 	struct runtime *rt = w->rt;
 	int now = atomic_fetch_add_explicit(&rt->nclients, 1, memory_order_relaxed);
@@ -365,7 +336,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer)
 	c->worker = w;
 	c->fd = fd;
 	c->peer = *peer;
-	c->listen_index = find_listener(rt, fd, peer);
+	c->listen = peer->sa.ss_family == AF_UNIX ? NULL : runtime_find_listen(rt, listener, &c->listen_tls);
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
 	format_ctx(c);
@@ -601,7 +572,7 @@ static void tls_step(struct client *c)
  * PostgreSQL 17's sslnegotiation=direct). */
 static void start_tls(struct client *c, bool direct)
 {
-	struct tls_ctx *ctx = c->worker->rt->listen_tls[c->listen_index];
+	struct tls_ctx *ctx = c->listen_tls;
 
 	if (c->tls.conn || c->greeted) {
 		client_fail(c, "08P01", "SSLRequest received on an encrypted connection");
@@ -751,6 +722,9 @@ static void greet(struct client *c, struct server *s)
 		return;
 	}
 	c->greeted = true;
+	c->login_at = ev_now(c->worker->loop);
+	if (cfg_of(c)->log_connections)
+		log_info(c->id, c->ctx, "login: %s mode, server %s", config_pool_mode_name(c->mode), s->id);
 	log_debug(c->id, c->ctx, "logged in");
 	if (c->mode == POOL_MODE_SESSION) {
 		relay_start(c, s);
@@ -1225,4 +1199,50 @@ void client_close_all(struct worker *w, const char *reason)
 	}
 	/* Their auth_query requests are cancelled now: the connections can go. */
 	authquery_close_all(w);
+}
+
+/* ---- draining (SIGTERM, online restart) ---- */
+
+#define CLIENT_DRAIN_GRACE 0.5 /* seconds after login before a draining worker closes an idle client */
+
+/* Outside a transaction: closing now loses the client nothing it began. */
+static bool outside_transaction(const struct client *c)
+{
+	/* A client still logging in, or greeted a moment ago, is about to send its request
+	 * (the client of an online restart accepted just before the hand-over): let it run;
+	 * client_login_timeout and shutdown_timeout bound the wait. */
+	if (!c->greeted || ev_now(c->worker->loop) - c->login_at < CLIENT_DRAIN_GRACE)
+		return false;
+	switch (c->state) {
+	case CLIENT_STARTUP:
+	case CLIENT_AUTH:
+	case CLIENT_WAITING:
+		return false;
+	case CLIENT_IDLE:
+		return true;
+	case CLIENT_ACTIVE: {
+		const struct server *s = c->server;
+		/* Transaction mode releases the server at the transaction's end: ACTIVE is inside. */
+		return c->mode == POOL_MODE_SESSION && s && s->state == SERVER_ACTIVE && s->tx_status == 'I' &&
+		       s->expect_count == 0 && buf_empty(&c->rbuf) && c->c2s_remaining == 0 && c->s2c_remaining == 0 &&
+		       c->s2c_scanned == 0 && c->c2s_scanned == 0 && !c->copy_in && !c->release_pending;
+	}
+	case CLIENT_CLOSING:
+		return false;
+	}
+	return false;
+}
+
+void client_close_quiescent(struct worker *w, const char *reason)
+{
+	struct client *c = w->clients;
+	while (c) {
+		struct client *next = c->next;
+		if (outside_transaction(c))
+			client_fail(c, "57P01", "%s", reason);
+		else if (c->state == CLIENT_CLOSING && c->shut_wr && buf_empty(&c->wbuf))
+			/* Its error and our FIN are out: do not hold the exit for the linger. */
+			client_close(c, reason);
+		c = next;
+	}
 }

@@ -9,8 +9,9 @@
 struct worker;
 struct worker_msg;
 
-/* Take over an accepted socket. */
-void client_accept(struct worker *w, int fd, const struct net_addr *peer);
+/* Take over an accepted socket; listener names the listening socket it came from ("host:port"
+ * as configured, see worker.h), which decides its TLS settings. */
+void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener);
 /* A pool answer (server or grant) for a waiting client of this worker. */
 void client_on_pool_message(struct worker *w, struct worker_msg *m);
 /* A CancelRequest for a client of this worker (posted by whichever worker received it). */
@@ -18,5 +19,10 @@ void client_on_cancel_message(struct worker *w, struct worker_msg *m);
 /* Close every client of w (shutdown), each with reason in an ErrorResponse, then w's
  * auth_query connections. */
 void client_close_all(struct worker *w, const char *reason);
+/* Draining (SIGTERM, online restart): close with 57P01 every client of w that is outside a
+ * transaction (idle between transactions, or in session mode with its server idle and
+ * nothing in flight) and logged in for more than a moment. Clients inside a transaction,
+ * or still logging in, are left to finish. */
+void client_close_quiescent(struct worker *w, const char *reason);
 
 #endif

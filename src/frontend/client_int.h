@@ -40,7 +40,8 @@ struct client {
 	struct worker *worker;
 	int fd;
 	struct tls_link tls;      /* every read and write of fd goes through it */
-	int listen_index;         /* cfg->listen entry it came in on; -1: a Unix socket */
+	const struct config_listen *listen; /* the entry it came in on (its generation's); NULL: Unix socket */
+	struct tls_ctx *listen_tls;         /* that entry's TLS context; NULL: plaintext only */
 	bool tls_handshaking;     /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
 	bool tls_probed;          /* STARTUP: the first byte was looked at for direct TLS */
 	ev_io io;
@@ -55,6 +56,7 @@ struct client {
 	enum pool_mode mode;
 	uint64_t serial;            /* unique per process: the "remembered owner" of servers */
 	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
+	double login_at;            /* ev_now when greeted, for the log_disconnections line */
 	bool pinned;                /* session state that cannot be carried: keep the server */
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */

@@ -257,7 +257,8 @@ out:
  * negative errno, with why it failed in why. All services are probed at once. */
 static int probe_backends(struct runtime *rt, char *why, size_t cap)
 {
-	int n = rt->cfg->nservices;
+	const struct tusk_config *cfg = rt->cfg; /* one generation throughout */
+	int n = cfg->nservices;
 	struct pollfd *fds = calloc((size_t)n, sizeof *fds);
 	int rc = -EHOSTUNREACH, pending = 0;
 	char addr[NET_ADDR_STR_MAX];
@@ -268,11 +269,11 @@ static int probe_backends(struct runtime *rt, char *why, size_t cap)
 	}
 	snprintf(why, cap, "no service configured");
 	for (int i = 0; i < n; i++) {
-		fds[i].fd = net_connect(&rt->service_addrs[i]);
+		fds[i].fd = net_connect(runtime_service_addr(rt, &cfg->services[i]));
 		fds[i].events = POLLOUT;
 		if (fds[i].fd < 0) {
-			net_addr_str(&rt->service_addrs[i], addr, sizeof addr);
-			snprintf(why, cap, "service %s (%s): %s", rt->cfg->services[i].name, addr, strerror(-fds[i].fd));
+			net_addr_str(runtime_service_addr(rt, &cfg->services[i]), addr, sizeof addr);
+			snprintf(why, cap, "service %s (%s): %s", cfg->services[i].name, addr, strerror(-fds[i].fd));
 			fds[i].fd = -1; /* poll ignores it */
 			continue;
 		}
@@ -297,8 +298,8 @@ static int probe_backends(struct runtime *rt, char *why, size_t cap)
 				rc = 0;
 				break;
 			}
-			net_addr_str(&rt->service_addrs[i], addr, sizeof addr);
-			snprintf(why, cap, "service %s (%s): %s", rt->cfg->services[i].name, addr, strerror(-err));
+			net_addr_str(runtime_service_addr(rt, &cfg->services[i]), addr, sizeof addr);
+			snprintf(why, cap, "service %s (%s): %s", cfg->services[i].name, addr, strerror(-err));
 			close(fds[i].fd);
 			fds[i].fd = -1;
 			pending--;
@@ -422,6 +423,8 @@ int metrics_start(struct runtime *rt, struct metrics_http **out)
 		flags |= MHD_USE_IPv6;
 	/* The logger goes first so that MHD's own messages about the options reach tusk's log. */
 	m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				     /* SO_REUSEPORT: a new tusk of an online restart binds beside the old one */
+				     MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
 				     MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&addr.sa, MHD_OPTION_CONNECTION_LIMIT,
 				     (unsigned)METRICS_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
 				     (unsigned)METRICS_CONNECTION_TIMEOUT, MHD_OPTION_END);

@@ -39,11 +39,20 @@ struct pool {
 	struct pool_group *db_group, *user_group;
 	char database[CONFIG_NAME_MAX];
 	char user[CONFIG_NAME_MAX];
-	const struct config_pool_rule *rule;
 	struct runtime *rt;
 	int index;
 	struct pool *next; /* registry list; immutable once linked (pools are never unlinked) */
 	struct stats_pool *stats; /* its own atomics; no lock */
+
+	/* The rule of the newest configuration generation this pool belongs to. A reload
+	 * (main thread) re-points it at the matching rule of the new generation; every read is
+	 * an implicit seq_cst load, so a worker sees either rule whole (the runtime keeps every
+	 * generation alive until exit, so an old rule read a moment ago stays valid). */
+	const struct config_pool_rule *_Atomic rule;
+	/* Its rule vanished (or changed what a server is) at a reload: no new client finds it
+	 * (pool_get matches rule pointers of the current generation), its clients finish, its
+	 * servers close when released. Set once by the main thread; read by workers. */
+	atomic_bool retired;
 
 	pthread_mutex_t lock; /* protects everything below */
 	int nslots;           /* servers connecting, in use or idle; <= rule->size */
@@ -162,14 +171,19 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 
 	pthread_mutex_lock(&reg->lock);
 	for (p = reg->head; p; p = p->next)
-		if (p->rule == rule && strcmp(p->database, database) == 0 && strcmp(p->user, user) == 0)
+		if (p->rule == rule && !atomic_load(&p->retired) && strcmp(p->database, database) == 0 && strcmp(p->user, user) == 0)
 			goto out;
 	p = calloc(1, sizeof *p);
 	if (!p)
 		goto out;
 	snprintf(p->database, sizeof p->database, "%s", database);
 	snprintf(p->user, sizeof p->user, "%s", user);
-	p->rule = rule;
+	atomic_init(&p->rule, rule);
+	/* A worker that matched its rule in the generation a reload just replaced: this pool
+	 * serves that client, then retires. Checked under the registry lock, which the reload's
+	 * walk also takes after publishing, so no pool escapes both the check and the walk. */
+	const struct tusk_config *cfg = rt->cfg;
+	atomic_init(&p->retired, rule < cfg->pools || rule >= cfg->pools + cfg->npools);
 	p->rt = rt;
 	p->db_group = find_group(reg, database, false);
 	p->user_group = find_group(reg, user, true);
@@ -481,13 +495,26 @@ void pool_put_idle(struct pool *p, struct server *s)
 		return;
 	}
 	if (!w) {
+		const char *why = NULL;
 		pthread_mutex_lock(&p->lock);
 		w = dequeue(p); /* one may have queued meanwhile */
 		if (!w) {
-			server_park(s);
-			idle_push(p, s, owner->index);
+			/* After a reload: a retired pool keeps no servers, a shrunk one no more
+			 * than its new size. */
+			if (atomic_load(&p->retired))
+				why = "its pool rule was removed or changed by a reload";
+			else if (p->nslots > p->rule->size)
+				why = "pool size was reduced by a reload";
+			else {
+				server_park(s);
+				idle_push(p, s, owner->index);
+			}
 		}
 		pthread_mutex_unlock(&p->lock);
+		if (why) {
+			server_close(s, why);
+			return;
+		}
 	}
 	if (w)
 		post_server(w, s);
@@ -634,7 +661,10 @@ void pool_maintain(struct worker *w, double now)
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
 		struct server *expired = NULL;
 		int open = 0;
+		bool retired = atomic_load(&p->retired);
 		pthread_mutex_lock(&p->lock);
+		/* Servers beyond a size a reload reduced: parked ones go first. */
+		int excess = p->nslots - p->rule->size;
 		/* This worker's parked servers: it alone may close them. */
 		struct server *s = p->idle[w->index];
 		while (s) {
@@ -642,7 +672,8 @@ void pool_maintain(struct worker *w, double now)
 			bool too_old = s->expires_at && now >= s->expires_at;
 			bool too_idle = idle_timeout > 0 && now - s->idle_since >= idle_timeout &&
 					p->nslots > p->rule->min_size;
-			if (too_old || too_idle) {
+			bool too_many = excess-- > 0;
+			if (too_old || too_idle || too_many || retired) {
 				idle_unlink(p, s);
 				s->next_idle = expired;
 				expired = s;
@@ -651,7 +682,7 @@ void pool_maintain(struct worker *w, double now)
 		}
 		/* Keep min_size open: one pool's worth per worker (by pool index), one connect per
 		 * tick so a down backend is not hammered. */
-		if (p->index % rt->nworkers == w->index && p->nslots < p->rule->min_size && now >= p->down_until &&
+		if (!retired && p->index % rt->nworkers == w->index && p->nslots < p->rule->min_size && now >= p->down_until &&
 		    !p->wait_head && reserve_slot(p))
 			open = 1;
 		pthread_mutex_unlock(&p->lock);
@@ -659,9 +690,59 @@ void pool_maintain(struct worker *w, double now)
 			struct server *x = expired;
 			expired = x->next_idle;
 			x->next_idle = NULL;
-			server_close(x, x->expires_at && now >= x->expires_at ? "server_lifetime reached" : "idle timeout");
+			server_close(x, retired ? "its pool rule was removed or changed by a reload"
+					 : x->expires_at && now >= x->expires_at ? "server_lifetime reached"
+					 : "idle timeout, or pool size reduced by a reload");
 		}
 		if (open && !server_connect(p, w, NULL, on_min_ready, NULL))
 			pool_drop_slot(p);
+	}
+}
+
+/* Can servers opened under rule a serve clients of rule b? Mode is included because a
+ * server's prepared-statement tracking is chosen by the mode it was opened for. */
+static bool same_servers(const struct config_pool_rule *a, const struct config_pool_rule *b)
+{
+	const struct config_service *sa = a->service, *sb = b->service;
+	if (a->mode != b->mode || strcmp(sa->name, sb->name) != 0 || sa->nhosts != sb->nhosts)
+		return false;
+	for (int i = 0; i < sa->nhosts; i++)
+		if (strcmp(sa->hosts[i].host, sb->hosts[i].host) != 0 || sa->hosts[i].port != sb->hosts[i].port)
+			return false;
+#define SAME_STR(x, y) ((x) == (y) || ((x) && (y) && strcmp((x), (y)) == 0))
+	return SAME_STR(a->server_user, b->server_user) && SAME_STR(a->server_password, b->server_password) &&
+	       SAME_STR(a->server_database, b->server_database);
+#undef SAME_STR
+}
+
+void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *next)
+{
+	for (struct pool *p = registry_head(reg); p; p = p->next) {
+		if (atomic_load(&p->retired))
+			continue;
+		const struct config_pool_rule *old = p->rule;
+		const struct config_pool_rule *rule = config_match_pool(next, p->database, p->user);
+		if (!rule || rule->blocked || !same_servers(old, rule)) {
+			atomic_store(&p->retired, true);
+			log_info(NULL, NULL, "pool %s/%s retired by reload (%s): its clients finish, its servers close",
+				 p->database, p->user, !rule ? "no rule matches any more" : rule->blocked ? "now blocked"
+				 : "its service, server login or mode changed");
+			continue;
+		}
+		atomic_store(&p->rule, rule);
+		if (old->size != rule->size || old->min_size != rule->min_size)
+			log_info(NULL, NULL, "pool %s/%s: size %d -> %d, min_size %d -> %d", p->database, p->user,
+				 old->size, rule->size, old->min_size, rule->min_size);
+		/* A larger size frees slots now: waiters get them as grants. */
+		for (;;) {
+			struct pool_waiter *w = NULL;
+			pthread_mutex_lock(&p->lock);
+			if (p->wait_head && worker_with_idle(p, -1) < 0 && reserve_slot(p))
+				w = dequeue(p);
+			pthread_mutex_unlock(&p->lock);
+			if (!w)
+				break;
+			post_grant(w);
+		}
 	}
 }

@@ -32,6 +32,12 @@ struct pool_registry *pool_registry_new(void);
 /* Close every parked server and free every pool. No worker may run any more. */
 void pool_registry_free(struct pool_registry *reg);
 
+/* Main thread, after a reload published next: each pool follows the rule of next that
+ * matches its (database, user) when that rule opens the same kind of server (service,
+ * server login, mode), so new limits apply at once; otherwise the pool is retired (no new
+ * clients, its clients finish, its servers close when released). */
+void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *next);
+
 /* Find or create the pool for (database, user) under rule. NULL on allocation failure. */
 struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, const char *database,
 		      const char *user);

@@ -293,7 +293,7 @@ struct server *server_connect(struct pool *pool, struct worker *w, const struct 
 		s->expires_at = s->created + life;
 	}
 	s->service = rule->service;
-	s->addr = rt->service_addrs[runtime_service_index(rt, rule->service)];
+	s->addr = *runtime_service_addr(rt, rule->service);
 	snprintf(s->login_user, sizeof s->login_user, "%s", rule->server_user ? rule->server_user : pool_user(pool));
 	snprintf(s->login_database, sizeof s->login_database, "%s",
 		 rule->server_database ? rule->server_database : pool_database(pool));
@@ -403,7 +403,7 @@ static void on_ssl_answer(struct server *s)
 		return;
 	}
 	struct runtime *rt = s->worker->rt;
-	s->tls.conn = tls_conn_new(rt->service_tls[runtime_service_index(rt, s->service)], s->fd, false,
+	s->tls.conn = tls_conn_new(runtime_service_tls(rt, s->service), s->fd, false,
 				   s->service->hosts[0].host);
 	if (!s->tls.conn) {
 		fail(s, "could not start TLS to the server");

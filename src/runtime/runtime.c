@@ -1,4 +1,6 @@
-/* Runtime start and stop (see runtime.h). */
+/* Runtime start, reload, drain and stop (see runtime.h). Everything here runs on the main
+ * thread; workers are reached through their inboxes and shared state through the _Atomic
+ * pointers of struct runtime. */
 #include "runtime/runtime.h"
 
 #include <errno.h>
@@ -19,141 +21,316 @@
 
 #define LISTEN_BACKLOG 1024
 
-int runtime_service_index(const struct runtime *rt, const struct config_service *svc)
+const struct net_addr *runtime_service_addr(const struct runtime *rt, const struct config_service *svc)
 {
-	return (int)(svc - rt->cfg->services);
+	/* Generations are never freed before exit, so walking the list needs no lock. */
+	for (const struct runtime_gen *g = rt->gen; g; g = g->older)
+		if (svc >= g->cfg->services && svc < g->cfg->services + g->cfg->nservices)
+			return &g->service_addrs[svc - g->cfg->services];
+	return NULL; /* not reached: every rule's service belongs to its generation */
+}
+
+struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct config_service *svc)
+{
+	for (const struct runtime_gen *g = rt->gen; g; g = g->older)
+		if (svc >= g->cfg->services && svc < g->cfg->services + g->cfg->nservices)
+			return g->service_tls[svc - g->cfg->services];
+	return NULL;
 }
 
 /* Each service's backends, through its resolver. Until backend management lands, pools
  * connect to the first backend found. */
-static int resolve_services(struct runtime *rt)
+static int resolve_services(const struct tusk_config *cfg, struct net_addr **out)
 {
-	const struct tusk_config *cfg = rt->cfg;
 	struct resolver_backend found[RESOLVER_MAX_BACKENDS];
+	struct net_addr *addrs = calloc((size_t)cfg->nservices + 1, sizeof *addrs);
 
-	rt->service_addrs = calloc((size_t)cfg->nservices, sizeof *rt->service_addrs);
-	if (!rt->service_addrs)
+	if (!addrs)
 		return -ENOMEM;
 	for (int i = 0; i < cfg->nservices; i++) {
 		struct resolver *r = resolver_static_new(&cfg->services[i]);
-		if (!r)
+		if (!r) {
+			free(addrs);
 			return -ENOMEM;
+		}
 		int n = resolver_resolve(r, found, RESOLVER_MAX_BACKENDS);
 		resolver_free(r);
 		if (n < 0) {
-			log_error(NULL, NULL, "service %s: no backend could be resolved", cfg->services[i].name);
+			log_error(NULL, NULL, "%s: service %s: no backend could be resolved", cfg->path, cfg->services[i].name);
+			free(addrs);
 			return n;
 		}
-		rt->service_addrs[i] = found[0].addr;
+		addrs[i] = found[0].addr;
 		if (n > 1)
 			log_warn(NULL, NULL, "service %s: %d backends; only %s is used until backend management lands",
 				 cfg->services[i].name, n, found[0].name);
 	}
+	*out = addrs;
 	return 0;
 }
 
-int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
+static void listen_key(const struct config_listen *l, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s:%d", l->host, l->port);
+}
+
+const struct config_listen *runtime_find_listen(const struct runtime *rt, const char *key, struct tls_ctx **tls)
+{
+	/* One generation: its config and its contexts belong together. */
+	const struct runtime_gen *g = atomic_load_explicit(&rt->gen, memory_order_acquire);
+	char k[300];
+
+	*tls = NULL;
+	for (int i = 0; key && i < g->cfg->nlisten; i++) {
+		listen_key(&g->cfg->listen[i], k, sizeof k);
+		if (strcmp(k, key) == 0) {
+			*tls = g->listen_tls[i];
+			return &g->cfg->listen[i];
+		}
+	}
+	return NULL;
+}
+
+static void unix_path(const struct tusk_config *cfg, int port, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s/.s.PGSQL.%d", cfg->unix_socket_dir, port);
+}
+
+static bool has_key(const struct tusk_config *cfg, const char *key)
+{
+	char k[300];
+	for (int i = 0; i < cfg->nlisten; i++) {
+		listen_key(&cfg->listen[i], k, sizeof k);
+		if (strcmp(k, key) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Record a listening socket for worker wi: fd is the worker's (handed over by
+ * post_listeners), the runtime keeps a dup. On failure fd is closed. */
+static int give_listener(struct runtime *rt, const char *key, int fd, int wi)
+{
+	if (rt->nlisteners == rt->caplisteners) {
+		int cap = rt->caplisteners ? rt->caplisteners * 2 : 16;
+		struct runtime_listener *l = realloc(rt->listeners, (size_t)cap * sizeof *l);
+		if (!l) {
+			close(fd);
+			return -ENOMEM;
+		}
+		rt->listeners = l;
+		rt->caplisteners = cap;
+	}
+	int keep = dup(fd);
+	if (keep < 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	struct runtime_listener *l = &rt->listeners[rt->nlisteners++];
+	snprintf(l->key, sizeof l->key, "%s", key);
+	l->fd = keep;
+	l->pending = fd;
+	l->worker = wi;
+	return 0;
+}
+
+/* Workers start accepting only once everything is open: a start or reload that fails
+ * half-way has accepted nobody it would then drop. */
+static void post_listeners(struct runtime *rt)
+{
+	for (int i = 0; i < rt->nlisteners; i++) {
+		struct runtime_listener *l = &rt->listeners[i];
+		if (l->pending < 0)
+			continue;
+		if (worker_post_listen(rt->workers[l->worker], l->pending, l->key) < 0) {
+			log_error(NULL, NULL, "worker %d: out of memory adding listener %s", l->worker, l->key);
+			close(l->pending);
+		}
+		l->pending = -1;
+	}
+}
+
+/* Forget the listeners from index `from` on (not posted yet), closing both fds. */
+static void drop_listeners(struct runtime *rt, int from)
+{
+	for (int i = from; i < rt->nlisteners; i++) {
+		if (rt->listeners[i].pending >= 0)
+			close(rt->listeners[i].pending);
+		close(rt->listeners[i].fd);
+	}
+	rt->nlisteners = from;
+}
+
+/* Listeners for one listen entry: the inherited sockets of the same key first (each must
+ * be accepted on, or the connections queued in it would be lost), then fresh SO_REUSEPORT
+ * sockets until every worker has one. Fresh ones are opened before any is handed out, so
+ * a failure leaves nothing half done for this entry. */
+static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const struct config_listen *entry,
+		      struct runtime_inherited *inh, int ninh)
+{
+	char key[300];
+	struct net_addr addr;
+	int w = 0, rc;
+
+	listen_key(entry, key, sizeof key);
+	for (int i = 0; i < ninh; i++) {
+		if (inh[i].fd < 0 || strcmp(inh[i].key, key) != 0)
+			continue;
+		rc = give_listener(rt, key, inh[i].fd, w % rt->nworkers);
+		inh[i].fd = -1;
+		if (rc < 0)
+			return rc;
+		w++;
+	}
+	if (w < rt->nworkers) {
+		int fresh[256];
+		int n = 0;
+		rc = net_resolve(entry->host, entry->port, true, &addr);
+		if (rc < 0) {
+			log_error(NULL, NULL, "%s: listen %s: cannot resolve", cfg->path, key);
+			return rc;
+		}
+		for (; w + n < rt->nworkers; n++) {
+			fresh[n] = net_listen(&addr, LISTEN_BACKLOG);
+			if (fresh[n] < 0) {
+				rc = fresh[n];
+				log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key, strerror(-rc));
+				while (n-- > 0)
+					close(fresh[n]);
+				return rc;
+			}
+		}
+		for (int i = 0; i < n; i++) {
+			rc = give_listener(rt, key, fresh[i], w + i);
+			if (rc < 0) {
+				for (int j = i + 1; j < n; j++)
+					close(fresh[j]);
+				return rc;
+			}
+		}
+	}
+	log_info(NULL, NULL, "listening on %s with %d workers", key, rt->nworkers);
+	return 0;
+}
+
+/* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
+static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct runtime_inherited *inh, int ninh)
+{
+	for (int i = 0; cfg->unix_socket_dir && i < cfg->nlisten; i++) {
+		char path[128], key[300];
+		int fd = -1;
+		unix_path(cfg, cfg->listen[i].port, path, sizeof path);
+		snprintf(key, sizeof key, "unix:%s", path);
+		for (int j = 0; j < rt->nlisteners; j++)
+			if (strcmp(rt->listeners[j].key, key) == 0)
+				goto next; /* two listen entries on one port */
+		for (int j = 0; j < ninh && fd < 0; j++) {
+			if (inh[j].fd >= 0 && strcmp(inh[j].key, key) == 0) {
+				fd = inh[j].fd;
+				inh[j].fd = -1;
+			}
+		}
+		if (fd < 0)
+			fd = net_listen_unix(path, LISTEN_BACKLOG);
+		if (fd < 0) {
+			log_error(NULL, NULL, "listen on Unix socket %s: %s", path, strerror(-fd));
+			return fd;
+		}
+		int rc = give_listener(rt, key, fd, 0);
+		if (rc < 0)
+			return rc;
+		log_info(NULL, NULL, "listening on Unix socket %s", path);
+next:;
+	}
+	return 0;
+}
+
+static void publish(struct runtime *rt, struct runtime_gen *g)
+{
+	g->older = rt->gen;
+	/* Release stores: see struct runtime. The generation list first, so that any rule a
+	 * worker finds through cfg already has its service address reachable. */
+	atomic_store_explicit(&rt->gen, g, memory_order_release);
+	atomic_store_explicit(&rt->cfg, g->cfg, memory_order_release);
+	atomic_store_explicit(&rt->users, g->users, memory_order_release);
+	atomic_store_explicit(&rt->hba, g->hba, memory_order_release);
+}
+
+static void free_gen(struct runtime_gen *g)
+{
+	if (!g)
+		return;
+	userlist_free(g->users);
+	hba_free(g->hba);
+	runtime_free_tls(g->cfg, g->listen_tls, g->service_tls);
+	free(g->service_addrs);
+	config_free(g->cfg);
+	free(g);
+}
+
+int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited)
 {
 	int rc;
-	int nfds = 0;
-	int *fds = NULL;
+	struct runtime_gen *g = calloc(1, sizeof *g);
 
 	memset(rt, 0, sizeof *rt);
-	rt->cfg = cfg;
 	atomic_init(&rt->nclients, 0);
+	if (!g) {
+		config_free(cfg);
+		return -ENOMEM;
+	}
+	g->cfg = cfg;
+	rc = resolve_services(cfg, &g->service_addrs);
+	if (rc < 0) {
+		free_gen(g);
+		return rc;
+	}
+	if (runtime_load_auth(cfg, stderr, &g->users, &g->hba) > 0 ||
+	    runtime_load_tls(cfg, stderr, &g->listen_tls, &g->service_tls) > 0) {
+		free_gen(g);
+		return -EINVAL;
+	}
+	publish(rt, g);
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
 	rt->stats = stats_new();
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
-	rt->listen_addrs = calloc((size_t)cfg->nlisten, sizeof *rt->listen_addrs);
-	fds = calloc((size_t)cfg->nlisten * (size_t)cfg->workers, sizeof *fds);
-	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->stats || !rt->workers || !rt->listen_addrs || !fds) {
+	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;
 		goto err;
 	}
-	rc = resolve_services(rt);
-	if (rc < 0)
-		goto err;
-	if (runtime_load_auth(cfg, stderr, &rt->users, &rt->hba) > 0) {
-		rc = -EINVAL;
-		goto err;
-	}
-	if (runtime_load_tls(cfg, stderr, &rt->listen_tls, &rt->service_tls) > 0) {
-		rc = -EINVAL;
-		goto err;
-	}
-	for (int i = 0; i < cfg->nlisten; i++) {
-		rc = net_resolve(cfg->listen[i].host, cfg->listen[i].port, true, &rt->listen_addrs[i]);
+	for (int w = 0; w < cfg->workers; w++) {
+		rc = worker_start(rt, w, &rt->workers[w]);
 		if (rc < 0) {
-			log_error(NULL, NULL, "listen %s:%d: cannot resolve", cfg->listen[i].host, cfg->listen[i].port);
+			log_error(NULL, NULL, "cannot start worker %d: %s", w, strerror(-rc));
 			goto err;
 		}
 	}
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
 	 * connections over the workers without an acceptor thread. */
-	for (int w = 0; w < cfg->workers; w++) {
-		for (int i = 0; i < cfg->nlisten; i++) {
-			int fd = net_listen(&rt->listen_addrs[i], LISTEN_BACKLOG);
-			if (fd < 0) {
-				rc = fd;
-				log_error(NULL, NULL, "listen %s:%d: %s", cfg->listen[i].host, cfg->listen[i].port,
-					  strerror(-fd));
-				goto err;
-			}
-			fds[nfds++] = fd;
-		}
-	}
-	/* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
-	for (int i = 0; cfg->unix_socket_dir && i < cfg->nlisten && rt->nunix < (int)(sizeof rt->unix_fd / sizeof rt->unix_fd[0]); i++) {
-		char path[128];
-		snprintf(path, sizeof path, "%s/.s.PGSQL.%d", cfg->unix_socket_dir, cfg->listen[i].port);
-		int fd = net_listen_unix(path, LISTEN_BACKLOG);
-		if (fd < 0) {
-			rc = fd;
-			log_error(NULL, NULL, "listen on Unix socket %s: %s", path, strerror(-fd));
+	for (int i = 0; i < cfg->nlisten; i++) {
+		rc = open_entry(rt, cfg, &cfg->listen[i], inherited, ninherited);
+		if (rc < 0)
 			goto err;
-		}
-		rt->unix_fd[rt->nunix++] = fd;
-		log_info(NULL, NULL, "listening on Unix socket %s", path);
 	}
-	for (int w = 0; w < cfg->workers; w++) {
-		int n = cfg->nlisten;
-		int w0[64];
-		const int *mine = fds + w * cfg->nlisten;
-		if (w == 0 && rt->nunix > 0 && cfg->nlisten + rt->nunix <= 64) {
-			memcpy(w0, mine, (size_t)cfg->nlisten * sizeof *w0);
-			memcpy(w0 + cfg->nlisten, rt->unix_fd, (size_t)rt->nunix * sizeof *w0);
-			n += rt->nunix;
-			mine = w0;
+	rc = open_unix(rt, cfg, inherited, ninherited);
+	if (rc < 0)
+		goto err;
+	for (int i = 0; i < ninherited; i++) {
+		if (inherited[i].fd >= 0) {
+			log_warn(NULL, NULL, "inherited listener %s is not in the configuration: closed", inherited[i].key);
+			close(inherited[i].fd);
+			inherited[i].fd = -1;
 		}
-		rc = worker_start(rt, w, mine, n, &rt->workers[w]);
-		if (rc < 0) {
-			log_error(NULL, NULL, "cannot start worker %d: %s", w, strerror(-rc));
-			goto err;
-		}
-		/* From here the worker owns (and closes) its listening sockets. */
-		for (int i = 0; i < cfg->nlisten; i++)
-			fds[w * cfg->nlisten + i] = -1;
-		if (w == 0)
-			for (int i = 0; i < rt->nunix; i++)
-				rt->unix_fd[i] = -1;
 	}
-	for (int i = 0; i < cfg->nlisten; i++)
-		log_info(NULL, NULL, "listening on %s:%d with %d workers", cfg->listen[i].host, cfg->listen[i].port,
-			 cfg->workers);
-	free(fds);
+	post_listeners(rt);
 	return 0;
 
 err:
-	for (int i = 0; fds && i < nfds; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
-	for (int i = 0; i < rt->nunix; i++)
-		if (rt->unix_fd[i] >= 0)
-			close(rt->unix_fd[i]);
-	free(fds);
+	drop_listeners(rt, 0);
 	runtime_stop(rt);
 	return rc;
 }
@@ -168,6 +345,101 @@ int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userli
 	if (cfg->hba_file)
 		nerr += hba_load(cfg->hba_file, errout, hba);
 	return nerr;
+}
+
+/* Each line the loaders wrote (FILE:LINE: KEY: message) as one log line. */
+static void log_lines(enum log_level level, const char *prefix, char *text)
+{
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		log_at(level, NULL, NULL, "%s%s", prefix, line);
+}
+
+int runtime_reload(struct runtime *rt, const char *path)
+{
+	const struct tusk_config *cur = rt->cfg;
+	struct runtime_gen *g = calloc(1, sizeof *g);
+	char *errs = NULL;
+	size_t errlen = 0;
+	FILE *err = open_memstream(&errs, &errlen);
+	int rc = -EINVAL, nerr;
+
+	if (!g || !err) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	nerr = config_load(path, err, &g->cfg);
+	if (nerr == 0)
+		nerr = runtime_load_auth(g->cfg, err, &g->users, &g->hba);
+	if (nerr == 0)
+		nerr = runtime_load_tls(g->cfg, err, &g->listen_tls, &g->service_tls);
+	fflush(err);
+	if (nerr > 0) {
+		log_lines(LOG_ERROR, "reload: ", errs);
+		log_error(NULL, NULL, "reload of %s failed with %d error%s; the running configuration stays", path, nerr,
+			  nerr == 1 ? "" : "s");
+		goto out;
+	}
+	rewind(err);
+	errlen = 0;
+	if (config_check_reload(cur, g->cfg, err) > 0) {
+		fflush(err);
+		log_lines(LOG_WARN, "reload: ", errs);
+		log_warn(NULL, NULL, "reload: the keys above keep their running values until a restart");
+	}
+	if (config_keep_fixed(cur, g->cfg) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = resolve_services(g->cfg, &g->service_addrs);
+	if (rc < 0) {
+		log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);
+		goto out;
+	}
+	/* New listeners before anything is published: an address that cannot be bound fails
+	 * the reload as a whole. */
+	if (!rt->draining) {
+		int before = rt->nlisteners;
+		for (int i = 0; i < g->cfg->nlisten; i++) {
+			char key[300];
+			listen_key(&g->cfg->listen[i], key, sizeof key);
+			if (has_key(cur, key))
+				continue;
+			rc = open_entry(rt, g->cfg, &g->cfg->listen[i], NULL, 0);
+			if (rc < 0) {
+				drop_listeners(rt, before); /* none was handed to a worker yet */
+				log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);
+				goto out;
+			}
+		}
+	}
+	publish(rt, g);
+	post_listeners(rt);
+	pool_registry_reload(rt->pools, g->cfg);
+	/* Listeners whose listen entry is gone. */
+	for (int j = 0; j < rt->nlisteners;) {
+		struct runtime_listener *l = &rt->listeners[j];
+		if (strncmp(l->key, "unix:", 5) == 0 || has_key(g->cfg, l->key)) {
+			j++;
+			continue;
+		}
+		if (worker_post_unlisten(rt->workers[l->worker], l->key) < 0)
+			log_error(NULL, NULL, "reload: out of memory closing listener %s", l->key);
+		log_info(NULL, NULL, "reload: no longer listening on %s (worker %d)", l->key, l->worker);
+		close(l->fd);
+		*l = rt->listeners[--rt->nlisteners];
+	}
+	log_set_level(g->cfg->log.level);
+	log_info(NULL, NULL, "reloaded %s: %d pool rule%s, %d listen address%s", path, g->cfg->npools,
+		 g->cfg->npools == 1 ? "" : "s", g->cfg->nlisten, g->cfg->nlisten == 1 ? "" : "es");
+	g = NULL;
+	rc = 0;
+out:
+	if (err)
+		fclose(err);
+	free(errs);
+	free_gen(g);
+	return rc;
 }
 
 int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
@@ -230,8 +502,44 @@ void runtime_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls
 	free(service_tls);
 }
 
+void runtime_pause_accepting(struct runtime *rt, bool pause)
+{
+	if (rt->paused == pause || rt->draining)
+		return;
+	rt->paused = pause;
+	/* Workers close their own fds; the runtime's dups keep every socket (and the
+	 * connections queued in it) alive. Resuming hands each worker a fresh dup. */
+	for (int w = 0; w < rt->nworkers; w++)
+		if (pause && worker_post_unlisten(rt->workers[w], NULL) < 0)
+			log_error(NULL, NULL, "worker %d: out of memory pausing its listeners", w);
+	for (int i = 0; !pause && i < rt->nlisteners; i++) {
+		const struct runtime_listener *l = &rt->listeners[i];
+		int fd = dup(l->fd);
+		if (fd < 0 || worker_post_listen(rt->workers[l->worker], fd, l->key) < 0) {
+			log_error(NULL, NULL, "cannot resume accepting on %s", l->key);
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+}
+
+void runtime_drain(struct runtime *rt)
+{
+	if (rt->draining)
+		return;
+	rt->draining = true;
+	for (int w = 0; w < rt->nworkers; w++)
+		if (worker_post_drain(rt->workers[w]) < 0)
+			worker_stop(rt->workers[w]); /* out of memory: stopping is the fallback */
+	for (int i = 0; i < rt->nlisteners; i++)
+		close(rt->listeners[i].fd);
+	rt->nlisteners = 0;
+}
+
 void runtime_stop(struct runtime *rt)
 {
+	const struct tusk_config *cfg = rt->cfg;
+
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
 		if (rt->workers[w])
 			worker_stop(rt->workers[w]);
@@ -248,19 +556,23 @@ void runtime_stop(struct runtime *rt)
 	cancel_registry_free(rt->cancels);
 	authcache_free(rt->authcache);
 	stats_free(rt->stats);
-	userlist_free(rt->users);
-	hba_free(rt->hba);
-	if (rt->cfg)
-		runtime_free_tls(rt->cfg, rt->listen_tls, rt->service_tls);
-	if (rt->cfg && rt->cfg->unix_socket_dir) {
-		for (int i = 0; i < rt->cfg->nlisten; i++) {
+	for (int i = 0; i < rt->nlisteners; i++)
+		close(rt->listeners[i].fd);
+	/* A process that handed its sockets over leaves the socket files to its successor. */
+	if (cfg && cfg->unix_socket_dir && !rt->handed_over) {
+		for (int i = 0; i < cfg->nlisten; i++) {
 			char path[128];
-			snprintf(path, sizeof path, "%s/.s.PGSQL.%d", rt->cfg->unix_socket_dir, rt->cfg->listen[i].port);
+			unix_path(cfg, cfg->listen[i].port, path, sizeof path);
 			(void)unlink(path);
 		}
 	}
+	struct runtime_gen *g = rt->gen;
+	while (g) {
+		struct runtime_gen *older = g->older;
+		free_gen(g);
+		g = older;
+	}
+	free(rt->listeners);
 	free(rt->workers);
-	free(rt->listen_addrs);
-	free(rt->service_addrs);
 	memset(rt, 0, sizeof *rt);
 }

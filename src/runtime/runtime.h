@@ -15,30 +15,67 @@
 struct worker;
 struct pool_registry;
 struct cancel_registry;
-struct stats;
 struct userlist;
 struct hba;
+struct stats;
 struct tls_ctx;
 struct authcache;
 
 #define RUNTIME_AUTHCACHE_MAX 10000 /* auth_query answers kept; beyond, random ones are evicted */
 
+/* One configuration generation and what was derived from it. Generations are kept until
+ * exit (a reload is rare and a generation is a few kB): pools, clients and servers may hold
+ * pointers into any of them, and keeping them all makes every such pointer valid for the
+ * life of the process without a reference count on the hot path. */
+struct runtime_gen {
+	struct tusk_config *cfg;
+	struct net_addr *service_addrs; /* cfg->services[i].hosts[0] resolved */
+	struct userlist *users;         /* auth_file, or NULL */
+	struct hba *hba;                /* hba_file, or NULL */
+	struct tls_ctx **listen_tls;    /* per cfg->listen entry; NULL where tls is disable */
+	struct tls_ctx **service_tls;   /* per cfg->services entry; NULL where tls is disable */
+	struct runtime_gen *older;
+};
+
+/* A listening socket: the runtime keeps a dup of every worker's listening fd, so that an
+ * online restart can hand them all over and a reload can tell which to close. Main thread
+ * only. */
+struct runtime_listener {
+	char key[300]; /* WORKER_LISTEN_KEY_MAX: "host:port" as configured, or "unix:PATH" */
+	int fd;        /* the runtime's dup */
+	int pending;   /* the worker's fd until it is posted to the worker, then -1 */
+	int worker;
+};
+
+/* A listening socket received from the process being replaced (online restart). */
+struct runtime_inherited {
+	char key[300];
+	int fd;
+};
+
 struct runtime {
-	const struct tusk_config *cfg;   /* read-only while workers run */
+	/* The current generation's config, users and hba. Written by the main thread only
+	 * (start, reload) with release stores after the generation is fully built; read by
+	 * workers as plain expressions on these _Atomic pointers, which are seq_cst (hence
+	 * acquire) loads: a worker that sees the new pointer sees everything it points to.
+	 * The three are published one after the other: a login between the stores may see a
+	 * new config with the old hba (both valid; the next login sees all new). */
+	const struct tusk_config *_Atomic cfg;
+	struct userlist *_Atomic users;
+	struct hba *_Atomic hba;
+	struct runtime_gen *_Atomic gen; /* newest first; see struct runtime_gen */
 	int nworkers;
 	struct worker **workers;
-	struct net_addr *listen_addrs;   /* one per cfg->listen entry */
-	struct net_addr *service_addrs;  /* cfg->services[i].hosts[0] resolved */
 	struct pool_registry *pools;     /* shared by all workers; has its own locks */
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
+	/* main thread only */
+	struct runtime_listener *listeners;
+	int nlisteners, caplisteners;
+	bool draining;
+	bool paused;      /* takeover in progress: workers do not accept */
+	bool handed_over; /* listeners went to a new process: leave socket files alone at exit */
 	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
-	struct userlist *users;          /* auth_file, or NULL; immutable while workers run */
-	struct hba *hba;                 /* hba_file, or NULL; immutable while workers run */
-	struct tls_ctx **listen_tls;     /* per cfg->listen entry; NULL where tls is disable */
-	struct tls_ctx **service_tls;    /* per cfg->services entry; NULL where tls is disable */
 	struct authcache *authcache;     /* auth_query answers; shared by all workers; has its own lock */
-	int unix_fd[8];                  /* Unix listening sockets (worker 0 accepts on them) */
-	int nunix;
 	/* Clients connected now, across workers; relaxed ordering suffices because it
 	 * only bounds admission, it orders no other memory. */
 	atomic_int nclients;
@@ -46,26 +83,49 @@ struct runtime {
 	atomic_uint_fast64_t next_client_serial;
 };
 
-/* Resolve addresses, open listeners, start the workers. 0 or a negative errno, after
- * logging what failed. */
+/* Resolve addresses, open listeners (taking the inherited ones first, see takeover.h;
+ * inherited may be NULL), start the workers. cfg is owned by the runtime from here, even
+ * on failure. 0 or a negative errno, after logging what failed. */
 __attribute__((warn_unused_result))
-int runtime_start(struct runtime *rt, const struct tusk_config *cfg);
+int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited,
+		  int ninherited);
 /* Load auth_file and hba_file of cfg (either may be absent). 0, or the number of errors,
  * each printed to errout as FILE:LINE: ... (also used by --check). */
 int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba);
 
+/* SIGHUP: load path into a new generation and switch to it (pools follow, listeners are
+ * added and removed, restart-only keys are logged and kept). On any error the running
+ * generation stays and every error is logged as FILE:LINE: KEY: message. 0 or negative. */
+__attribute__((warn_unused_result))
+int runtime_reload(struct runtime *rt, const char *path);
+
+/* SIGTERM / online restart: close every listener, and have each worker close its clients
+ * as they leave their transactions. runtime_stop ends it. */
+void runtime_drain(struct runtime *rt);
+
+/* Online restart: stop accepting on every listener but keep them open (pause true), or
+ * accept again (pause false). */
+void runtime_pause_accepting(struct runtime *rt, bool pause);
+
 /* Build the TLS contexts of cfg's listeners and services (certificates, keys and CAs are
  * read now). 0, or the number of errors, each printed to errout as "FILE: KEY: message"
- * (also used by --check). On success the arrays (nlisten and nservices long, NULL entries
- * where TLS is off) are the caller's: runtime_free_tls. */
+ * (also used by --check and by reload). On success the arrays (nlisten and nservices long,
+ * NULL entries where TLS is off) are the caller's: runtime_free_tls. */
 int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
 		     struct tls_ctx ***service_tls);
 void runtime_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls);
 
+/* The current generation's listen entry that accepted on the listener named key ("host:port",
+ * see worker.h), and its TLS context (NULL when tls is disable). NULL when none matches (a
+ * Unix socket, or an entry a reload just removed). */
+const struct config_listen *runtime_find_listen(const struct runtime *rt, const char *key, struct tls_ctx **tls);
+/* The TLS context for the servers of svc, a service of any generation (NULL: plaintext). */
+struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct config_service *svc);
+
 /* Ask every worker to stop, join them, close pooled servers, free everything. */
 void runtime_stop(struct runtime *rt);
 
-/* Index into cfg->services of svc. */
-int runtime_service_index(const struct runtime *rt, const struct config_service *svc);
+/* The resolved address of svc, a service of any live generation. */
+const struct net_addr *runtime_service_addr(const struct runtime *rt, const struct config_service *svc);
 
 #endif

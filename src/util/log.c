@@ -60,6 +60,7 @@ static struct {
 	enum log_target_kind kind;
 	int fd;
 	pthread_t thread;
+	char path[4096]; /* file target; read by log_reopen on the thread that called log_init */
 } logger = {
 	.level = LOG_INFO,
 	.format = LOG_FORMAT_TEXT,
@@ -459,6 +460,7 @@ int log_init(enum log_level level, enum log_format format, const char *target)
 	logger.ring = ring;
 	logger.kind = kind;
 	logger.fd = fd;
+	snprintf(logger.path, sizeof logger.path, "%s", kind == LOG_TARGET_FILE ? target + 5 : "");
 	logger.tail = logger.count = 0;
 	logger.stopping = false;
 	log_set_level(level);
@@ -515,4 +517,21 @@ void log_shutdown(void)
 	logger.fd = -1;
 	free(logger.ring);
 	logger.ring = NULL;
+}
+
+int log_reopen(void)
+{
+	pthread_mutex_lock(&logger.mu);
+	bool running = logger.running;
+	pthread_mutex_unlock(&logger.mu);
+	if (!running || logger.kind != LOG_TARGET_FILE)
+		return 0;
+	int fd = open(logger.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -errno;
+	/* dup2 swaps the file under the logger thread's descriptor atomically: a write in
+	 * progress lands in the old file or the new one, never nowhere. */
+	int rc = dup2(fd, logger.fd) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
 }

@@ -15,6 +15,11 @@
  * after log_shutdown) lines go synchronously to stderr, so startup errors are seen. */
 __attribute__((warn_unused_result))
 int log_init(enum log_level level, enum log_format format, const char *target);
+/* SIGUSR1 (log rotation): reopen a file:PATH target by name, so lines go to the new file
+ * once the old one was renamed. No-op for stderr and syslog. 0 or a negative errno (the
+ * old file is kept). Same thread as log_init. */
+__attribute__((warn_unused_result))
+int log_reopen(void);
 /* Flush what is queued, stop the logger thread. */
 void log_shutdown(void);
 void log_set_level(enum log_level level);

@@ -1,6 +1,7 @@
 /* Worker threads (see worker.h): a libev loop per thread, its listening sockets (every
- * worker listens on every address with SO_REUSEPORT, so the kernel spreads clients), its
- * inbox, and the periodic work that expires idle pooled servers. */
+ * worker listens on every address with SO_REUSEPORT, so the kernel spreads clients; the
+ * set changes at reload through WORKER_MSG_LISTEN / _UNLISTEN), its inbox, the periodic
+ * work that expires idle pooled servers, and draining at shutdown. */
 #include "worker/worker.h"
 
 #include <errno.h>
@@ -17,13 +18,22 @@
 #include "util/log.h"
 
 #define WORKER_TICK 1.0 /* seconds between housekeeping runs */
+#define WORKER_DRAIN_TICK 0.05 /* seconds between looks for clients that left their transaction */
+
+/* A listening socket this worker accepts on; the fd is the worker's own (the runtime keeps
+ * a dup of it for online restart). */
+struct listener {
+	ev_io io;
+	char key[WORKER_LISTEN_KEY_MAX];
+	struct listener *next;
+};
 
 struct worker_priv {
 	pthread_t thread;
 	ev_async wake;
 	ev_timer tick;
-	int nlisten;
-	ev_io *listen_io;
+	ev_timer drain_tick; /* while draining */
+	struct listener *listeners;
 	pthread_mutex_t inbox_lock; /* protects inbox_head/tail and stop_requested */
 	struct worker_msg *inbox_head, *inbox_tail;
 	struct worker_msg *local_head, *local_tail; /* posted by this thread itself: no lock */
@@ -35,6 +45,7 @@ static struct worker_priv *priv(struct worker *w) { return w->priv; }
 static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct worker *w = io->data;
+	const struct listener *l = (const struct listener *)((char *)io - offsetof(struct listener, io));
 	(void)loop;
 	(void)revents;
 
@@ -48,19 +59,91 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 			log_warn(NULL, NULL, "accept failed: %s", strerror(-fd));
 			return;
 		}
-		client_accept(w, fd, &peer);
+		client_accept(w, fd, &peer, l->key);
 	}
+}
+
+static void add_listener(struct worker *w, int fd, const char *key)
+{
+	struct worker_priv *p = priv(w);
+	struct listener *l = calloc(1, sizeof *l);
+	if (!l || w->draining || w->stopping) {
+		free(l);
+		close(fd);
+		if (!l)
+			log_error(NULL, NULL, "worker %d: out of memory adding listener %s", w->index, key);
+		return;
+	}
+	snprintf(l->key, sizeof l->key, "%s", key);
+	ev_io_init(&l->io, accept_cb, fd, EV_READ);
+	l->io.data = w;
+	ev_io_start(w->loop, &l->io);
+	l->next = p->listeners;
+	p->listeners = l;
+}
+
+/* Close the listeners named key (all when key is NULL). */
+static void close_listeners(struct worker *w, const char *key)
+{
+	struct worker_priv *p = priv(w);
+	struct listener **lp = &p->listeners;
+	while (*lp) {
+		struct listener *l = *lp;
+		if (key && strcmp(l->key, key) != 0) {
+			lp = &l->next;
+			continue;
+		}
+		*lp = l->next;
+		ev_io_stop(w->loop, &l->io);
+		close(l->io.fd);
+		free(l);
+	}
+}
+
+static void drain_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	(void)loop;
+	(void)revents;
+	client_close_quiescent(t->data, "terminating connection because tusk is shutting down");
+}
+
+/* Stop accepting; clients go at their next transaction boundary (drain_tick_cb), and the
+ * main thread stops the worker when all are gone or shutdown_timeout passed. */
+static void start_draining(struct worker *w)
+{
+	struct worker_priv *p = priv(w);
+	if (w->draining || w->stopping)
+		return;
+	w->draining = true;
+	close_listeners(w, NULL);
+	client_close_quiescent(w, "terminating connection because tusk is shutting down");
+	ev_timer_start(w->loop, &p->drain_tick);
 }
 
 /* One message, then freed. */
 static void dispatch(struct worker *w, struct worker_msg *m)
 {
-	if (m->kind == WORKER_MSG_CANCEL)
+	switch (m->kind) {
+	case WORKER_MSG_CANCEL:
 		client_on_cancel_message(w, m);
-	else if (m->kind == WORKER_MSG_STEAL)
+		break;
+	case WORKER_MSG_STEAL:
 		pool_on_steal(w, m->pool);
-	else
+		break;
+	case WORKER_MSG_LISTEN:
+		add_listener(w, m->fd, m->key);
+		break;
+	case WORKER_MSG_UNLISTEN:
+		close_listeners(w, m->key[0] ? m->key : NULL);
+		break;
+	case WORKER_MSG_DRAIN:
+		start_draining(w);
+		break;
+	case WORKER_MSG_SERVER:
+	case WORKER_MSG_GRANT:
 		client_on_pool_message(w, m);
+		break;
+	}
 	free(m);
 }
 
@@ -92,11 +175,9 @@ static void drain_inbox(struct worker *w)
 	}
 	if (stop && !w->stopping) {
 		w->stopping = true;
-		for (int i = 0; i < p->nlisten; i++) {
-			ev_io_stop(w->loop, &p->listen_io[i]);
-			close(p->listen_io[i].fd);
-		}
+		close_listeners(w, NULL);
 		ev_timer_stop(w->loop, &p->tick);
+		ev_timer_stop(w->loop, &p->drain_tick);
 		client_close_all(w, "tusk is shutting down");
 		server_close_all(w, "tusk is shutting down");
 		ev_async_stop(w->loop, &p->wake);
@@ -126,7 +207,7 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int worker_start(struct runtime *rt, int index, const int *listen_fds, int nlisten, struct worker **out)
+int worker_start(struct runtime *rt, int index, struct worker **out)
 {
 	struct worker *w = calloc(1, sizeof *w);
 	struct worker_priv *p = calloc(1, sizeof *p);
@@ -148,15 +229,8 @@ int worker_start(struct runtime *rt, int index, const int *listen_fds, int nlist
 	ev_timer_init(&p->tick, tick_cb, WORKER_TICK, WORKER_TICK);
 	p->tick.data = w;
 	ev_timer_start(w->loop, &p->tick);
-	p->nlisten = nlisten;
-	p->listen_io = calloc((size_t)nlisten, sizeof *p->listen_io);
-	if (nlisten && !p->listen_io)
-		goto err_loop;
-	for (int i = 0; i < nlisten; i++) {
-		ev_io_init(&p->listen_io[i], accept_cb, listen_fds[i], EV_READ);
-		p->listen_io[i].data = w;
-		ev_io_start(w->loop, &p->listen_io[i]);
-	}
+	ev_timer_init(&p->drain_tick, drain_tick_cb, WORKER_DRAIN_TICK, WORKER_DRAIN_TICK);
+	p->drain_tick.data = w;
 
 	/* Signals belong to the main thread; workers start with all of them blocked. */
 	sigfillset(&all);
@@ -171,7 +245,6 @@ int worker_start(struct runtime *rt, int index, const int *listen_fds, int nlist
 	return 0;
 
 err_loop:
-	free(p->listen_io);
 	ev_loop_destroy(w->loop);
 err_free:
 	free(p);
@@ -206,6 +279,34 @@ void worker_post_local(struct worker *w, struct worker_msg *msg)
 	ev_feed_event(w->loop, &p->wake, EV_ASYNC);
 }
 
+static int post_kind(struct worker *w, enum worker_msg_kind kind, int fd, const char *key)
+{
+	struct worker_msg *m = calloc(1, sizeof *m);
+	if (!m)
+		return -ENOMEM;
+	m->kind = kind;
+	m->fd = fd;
+	if (key)
+		snprintf(m->key, sizeof m->key, "%s", key);
+	worker_post(w, m);
+	return 0;
+}
+
+int worker_post_listen(struct worker *w, int fd, const char *key)
+{
+	return post_kind(w, WORKER_MSG_LISTEN, fd, key);
+}
+
+int worker_post_unlisten(struct worker *w, const char *key)
+{
+	return post_kind(w, WORKER_MSG_UNLISTEN, -1, key);
+}
+
+int worker_post_drain(struct worker *w)
+{
+	return post_kind(w, WORKER_MSG_DRAIN, -1, NULL);
+}
+
 void worker_stop(struct worker *w)
 {
 	struct worker_priv *p = priv(w);
@@ -227,9 +328,9 @@ void worker_free(struct worker *w)
 	drain_inbox(w);
 	server_close_all(w, "tusk is shutting down");
 	cancel_close_all(w);
+	close_listeners(w, NULL); /* handed over after the loop ended */
 	ev_loop_destroy(w->loop);
 	pthread_mutex_destroy(&p->inbox_lock);
-	free(p->listen_io);
 	free(p);
 	free(w);
 }

@@ -22,7 +22,13 @@ enum worker_msg_kind {
 	WORKER_MSG_GRANT,  /* a waiting client may open a new server connection */
 	WORKER_MSG_CANCEL, /* a CancelRequest for a client of this worker */
 	WORKER_MSG_STEAL,  /* another worker's client waits: hand over a server parked here */
+	WORKER_MSG_LISTEN,   /* start accepting on fd, a listening socket now owned by the worker */
+	WORKER_MSG_UNLISTEN, /* stop accepting on the listener named key (all: key "") and close it */
+	WORKER_MSG_DRAIN,    /* SIGTERM / online restart: close every listener, then each client
+			      * as soon as it is outside a transaction */
 };
+
+#define WORKER_LISTEN_KEY_MAX 300 /* "host:port" as configured, or "unix:PATH" */
 
 struct worker_msg {
 	enum worker_msg_kind kind;
@@ -30,6 +36,8 @@ struct worker_msg {
 	struct server *server; /* WORKER_MSG_SERVER: detached from every loop */
 	uint32_t cancel_pid, cancel_key; /* WORKER_MSG_CANCEL: the key the client sent */
 	struct pool *pool;               /* WORKER_MSG_STEAL */
+	int fd;                          /* WORKER_MSG_LISTEN */
+	char key[WORKER_LISTEN_KEY_MAX]; /* WORKER_MSG_LISTEN, _UNLISTEN */
 	struct worker_msg *next;
 };
 
@@ -42,13 +50,25 @@ struct worker {
 	struct cancel_conn *cancel_conns; /* private to frontend/cancel.c: cancels being sent */
 	struct authq_conn *authq; /* private to frontend/authquery.c: auth_query connections */
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
+	bool draining;          /* read-only outside worker.c: listeners closed, clients leave at
+				 * their next transaction boundary */
 	/* private */
 	void *priv;
 };
 
-/* Create worker index, with its loop and listeners (fds), and start its thread. */
+/* Create worker index with its loop and start its thread. Listeners come as messages
+ * (worker_post_listen), at start as at reload. */
 __attribute__((warn_unused_result))
-int worker_start(struct runtime *rt, int index, const int *listen_fds, int nlisten, struct worker **out);
+int worker_start(struct runtime *rt, int index, struct worker **out);
+/* Thread-safe: hand listening socket fd (named key) to w, or ask w to close the listener
+ * named key, or to drain (see WORKER_MSG_DRAIN). 0 or -ENOMEM (then fd is still the
+ * caller's). */
+__attribute__((warn_unused_result))
+int worker_post_listen(struct worker *w, int fd, const char *key);
+__attribute__((warn_unused_result))
+int worker_post_unlisten(struct worker *w, const char *key);
+__attribute__((warn_unused_result))
+int worker_post_drain(struct worker *w);
 /* Thread-safe: queue msg (owned by the worker from now on) and wake the loop. */
 void worker_post(struct worker *w, struct worker_msg *msg);
 /* Only on w's own thread: the same, for a message to itself (no lock, no system call). */

@@ -1,0 +1,264 @@
+/* Online restart (see takeover.h): passing listening sockets with SCM_RIGHTS, as HAProxy,
+ * nginx and Envoy do. Plain SO_REUSEPORT would not do: connections queued in the old
+ * process's accept backlog are reset when it closes its listeners. */
+#include "runtime/takeover.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+#define TAKEOVER_TIMEOUT_MS 10000 /* a peer that stalls this long is given up on */
+#define TAKEOVER_MAX 4096         /* listeners received at most */
+
+static int make_addr(const char *path, struct sockaddr_un *sun)
+{
+	memset(sun, 0, sizeof *sun);
+	sun->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sun->sun_path)
+		return -ENAMETOOLONG;
+	memcpy(sun->sun_path, path, strlen(path) + 1);
+	return 0;
+}
+
+static int wait_fd(int fd, short events)
+{
+	struct pollfd p = { .fd = fd, .events = events };
+	int n;
+	do
+		n = poll(&p, 1, TAKEOVER_TIMEOUT_MS);
+	while (n < 0 && errno == EINTR);
+	return n < 0 ? -errno : n == 0 ? -ETIMEDOUT : 0;
+}
+
+/* One message, with fd attached when fd >= 0. */
+static int send_msg(int conn, const char *text, int fd)
+{
+	struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (fd >= 0) {
+		memset(&u, 0, sizeof u);
+		mh.msg_control = u.buf;
+		mh.msg_controllen = sizeof u.buf;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	}
+	int rc = wait_fd(conn, POLLOUT);
+	if (rc < 0)
+		return rc;
+	return sendmsg(conn, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+/* One message into text (NUL-terminated); *fd gets an attached descriptor or -1. Returns
+ * the length, 0 at end of stream, or a negative errno. */
+static int recv_msg(int conn, char *text, size_t cap, int *fd)
+{
+	struct iovec iov = { .iov_base = text, .iov_len = cap - 1 };
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+	int rc = wait_fd(conn, POLLIN);
+	if (rc < 0)
+		return rc;
+	ssize_t n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return -errno;
+	text[n] = '\0';
+	*fd = -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(fd, CMSG_DATA(c), sizeof *fd);
+	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
+		if (*fd >= 0)
+			close(*fd);
+		return -EMSGSIZE;
+	}
+	return (int)n;
+}
+
+int takeover_listen(const char *path)
+{
+	struct sockaddr_un sun;
+	int rc = make_addr(path, &sun);
+	if (rc < 0)
+		return rc;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* Someone answering there is a running tusk: never steal its socket file. */
+	if (connect(fd, (const struct sockaddr *)&sun, sizeof sun) == 0) {
+		close(fd);
+		return -EADDRINUSE;
+	}
+	close(fd);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	(void)unlink(path);
+	if (bind(fd, (const struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, 0600) < 0 || listen(fd, 4) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+int takeover_serve(struct runtime *rt, int listen_fd)
+{
+	char msg[512];
+	int fd, rc;
+	int conn = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	if (conn < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED ? 0 : -errno;
+
+	rc = recv_msg(conn, msg, sizeof msg, &fd);
+	if (fd >= 0)
+		close(fd);
+	if (rc <= 0 || strcmp(msg, "TAKEOVER") != 0 || rt->draining) {
+		log_warn(NULL, NULL, "takeover: unexpected request%s; ignored", rt->draining ? " while draining" : "");
+		rc = rc < 0 ? rc : 0;
+		goto out;
+	}
+	log_info(NULL, NULL, "takeover: a new process asks for the listeners; sending %d", rt->nlisteners);
+	/* Stop accepting now: from here connections wait in the shared backlogs for the new
+	 * process, instead of landing here and being drained a moment later. */
+	runtime_pause_accepting(rt, true);
+	for (int i = 0; i < rt->nlisteners; i++) {
+		snprintf(msg, sizeof msg, "L %s", rt->listeners[i].key);
+		rc = send_msg(conn, msg, rt->listeners[i].fd);
+		if (rc < 0)
+			goto out;
+	}
+	snprintf(msg, sizeof msg, "END %d", (int)getpid());
+	rc = send_msg(conn, msg, -1);
+	if (rc < 0)
+		goto out;
+	/* The new process starts its workers now; it may take a while (and may fail). */
+	for (;;) {
+		struct pollfd p = { .fd = conn, .events = POLLIN };
+		if (poll(&p, 1, 60000) == 0) {
+			rc = -ETIMEDOUT;
+			goto out;
+		}
+		rc = recv_msg(conn, msg, sizeof msg, &fd);
+		if (fd >= 0)
+			close(fd);
+		if (rc != -ETIMEDOUT)
+			break;
+	}
+	if (rc <= 0 || strcmp(msg, "DRAIN") != 0) {
+		log_warn(NULL, NULL, "takeover: the new process went away before taking over; accepting again");
+		rc = rc < 0 ? rc : 0;
+		goto out;
+	}
+	rt->handed_over = true;
+	runtime_drain(rt);
+	rc = send_msg(conn, "OK", -1);
+	log_info(NULL, NULL, "takeover: listeners handed over; draining");
+	rc = 1;
+out:
+	if (rc != 1)
+		runtime_pause_accepting(rt, false);
+	close(conn);
+	return rc;
+}
+
+int takeover_fetch(const char *path, int *conn, struct runtime_inherited **out, int *n, int *old_pid)
+{
+	struct sockaddr_un sun;
+	struct runtime_inherited *inh = NULL;
+	char msg[512];
+	int count = 0, fd, rc;
+
+	*out = NULL;
+	*n = 0;
+	rc = make_addr(path, &sun);
+	if (rc < 0)
+		return rc;
+	*conn = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (*conn < 0)
+		return -errno;
+	if (connect(*conn, (const struct sockaddr *)&sun, sizeof sun) < 0) {
+		rc = -errno;
+		log_error(NULL, NULL, "takeover: cannot connect to %s: %s", path, strerror(-rc));
+		goto err;
+	}
+	rc = send_msg(*conn, "TAKEOVER", -1);
+	if (rc < 0)
+		goto err_io;
+	for (;;) {
+		rc = recv_msg(*conn, msg, sizeof msg, &fd);
+		if (rc <= 0) {
+			rc = rc ? rc : -ECONNRESET;
+			goto err_io;
+		}
+		if (strncmp(msg, "END ", 4) == 0 && fd < 0) {
+			*old_pid = atoi(msg + 4);
+			break;
+		}
+		if (strncmp(msg, "L ", 2) != 0 || fd < 0 || count == TAKEOVER_MAX) {
+			if (fd >= 0)
+				close(fd);
+			rc = -EPROTO;
+			goto err_io;
+		}
+		if (count % 16 == 0) {
+			struct runtime_inherited *more = realloc(inh, (size_t)(count + 16) * sizeof *inh);
+			if (!more) {
+				close(fd);
+				rc = -ENOMEM;
+				goto err_io;
+			}
+			inh = more;
+		}
+		snprintf(inh[count].key, sizeof inh[count].key, "%.*s", (int)sizeof inh[count].key - 1, msg + 2);
+		inh[count++].fd = fd;
+	}
+	log_info(NULL, NULL, "takeover: received %d listener%s from pid %d", count, count == 1 ? "" : "s", *old_pid);
+	*out = inh;
+	*n = count;
+	return 0;
+
+err_io:
+	log_error(NULL, NULL, "takeover: exchange with %s failed: %s", path, strerror(-rc));
+	for (int i = 0; i < count; i++)
+		close(inh[i].fd);
+	free(inh);
+err:
+	close(*conn);
+	*conn = -1;
+	return rc;
+}
+
+int takeover_finish(int conn)
+{
+	char msg[64];
+	int fd;
+	int rc = send_msg(conn, "DRAIN", -1);
+	if (rc == 0) {
+		rc = recv_msg(conn, msg, sizeof msg, &fd);
+		if (fd >= 0)
+			close(fd);
+		rc = rc > 0 && strcmp(msg, "OK") == 0 ? 0 : rc < 0 ? rc : -EPROTO;
+	}
+	if (rc < 0)
+		log_error(NULL, NULL, "takeover: the old process did not confirm draining: %s", strerror(-rc));
+	close(conn);
+	return rc;
+}

@@ -1,0 +1,37 @@
+/* Online restart: a new tusk takes the listening sockets of the running one over a Unix
+ * socket (SCM_RIGHTS), so no connection queued in a listen backlog is ever dropped.
+ *
+ *   new → old  "TAKEOVER"
+ *   old → new  one "L <key>" message per listening socket, the socket attached; then "END <pid>"
+ *   (new starts its workers on those sockets, plus fresh SO_REUSEPORT ones if it has more)
+ *   new → old  "DRAIN"
+ *   old → new  "OK": old has stopped accepting and drains like SIGTERM; new binds the
+ *              takeover socket for the next restart.
+ * The socket is SOCK_SEQPACKET, so every message keeps its boundaries. If the new process
+ * goes away before DRAIN, the old one carries on as if nothing happened. */
+#ifndef TUSK_RUNTIME_TAKEOVER_H
+#define TUSK_RUNTIME_TAKEOVER_H
+
+#include "runtime/runtime.h"
+
+/* Bind and listen on path. A path another tusk answers on is -EADDRINUSE (it is running:
+ * start with --takeover instead); a stale one is replaced. fd or a negative errno. */
+__attribute__((warn_unused_result))
+int takeover_listen(const char *path);
+
+/* Old side, main thread: serve one connection accepted on the takeover socket. Sends
+ * rt's listeners; when the peer asks to DRAIN, drains rt and returns 1 (the caller then
+ * closes its takeover socket and exits once drained); 0 when the peer went away without
+ * asking; negative on error. */
+__attribute__((warn_unused_result))
+int takeover_serve(struct runtime *rt, int listen_fd);
+
+/* New side: connect to path and receive the listeners. *conn stays open for
+ * takeover_finish. 0 or a negative errno (logged). */
+__attribute__((warn_unused_result))
+int takeover_fetch(const char *path, int *conn, struct runtime_inherited **out, int *n, int *old_pid);
+/* New side, once serving: tell the old process to drain, wait for its OK, close conn. */
+__attribute__((warn_unused_result))
+int takeover_finish(int conn);
+
+#endif

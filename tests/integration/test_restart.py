@@ -1,0 +1,142 @@
+"""Online restart: a new tusk started with --takeover receives the listening sockets of the
+running one (SCM_RIGHTS over takeover_socket), serves, and the old one drains. A client loop
+connecting every 10 ms sees no failure; a transaction on the old process commits."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import SANITIZER_RE, SLOW, TEST_DB, TUSK_BIN, wait_until
+from lifecycle_util import finished, rule
+
+
+class Loop(threading.Thread):
+    """Connect, SELECT 1, disconnect, every 10 ms; count what succeeds and what fails."""
+
+    def __init__(self, port):
+        super().__init__(daemon=True)
+        self.port = port
+        self.ok = 0
+        self.failures = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(host="127.0.0.1", port=self.port, user="tusk_trust", dbname=TEST_DB,
+                                     connect_timeout=10, autocommit=True) as c:
+                    assert c.execute("select 1").fetchone() == (1,)
+                self.ok += 1
+            except Exception as e:  # noqa: BLE001 - every failure is the test's finding
+                self.failures.append(repr(e))
+            time.sleep(0.01)
+
+
+def start_new(t, log_path):
+    logf = open(log_path, "ab")
+    proc = subprocess.Popen([str(TUSK_BIN), "-c", str(t.cfg_path), "--takeover"], stdin=subprocess.DEVNULL,
+                            stdout=logf, stderr=subprocess.STDOUT, cwd=t.dir)
+    return proc, logf
+
+
+@pytest.mark.tusk_only
+@pytest.mark.parametrize("new_workers", [2, 3, 1])
+def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
+    pg.execute("create table if not exists restart_t (v int)", dbname=TEST_DB)
+    pg.execute("truncate restart_t", dbname=TEST_DB)
+    pg.execute("grant all on restart_t to public", dbname=TEST_DB)
+    sock = tmp_path / "takeover.sock"
+    t = tusk(pools=[rule(mode="transaction")], takeover_socket=str(sock), shutdown_timeout="20s")
+    old_pid = t.pid
+    # a client of the old process, inside a transaction through the swap
+    held = t.connect(autocommit=False)
+    held.execute("insert into restart_t values (1)")
+
+    loop = Loop(t.port)
+    loop.start()
+    time.sleep(0.5)
+    # the new process may run with another number of workers
+    text = t.cfg_path.read_text().replace("workers: 2", f"workers: {new_workers}")
+    t.cfg_path.write_text(text)
+    new_log = tmp_path / "new.log"
+    new, new_logf = start_new(t, new_log)
+    try:
+        wait_until(lambda: "this process serves" in new_log.read_text(errors="replace"), 15 * SLOW,
+                   what="new process serving")
+        wait_until(lambda: "listeners handed over; draining" in t.log_text(), 5 * SLOW, what="old draining")
+        time.sleep(0.5)
+        # the old transaction goes on and commits on the old process
+        held.execute("insert into restart_t values (2)")
+        held.commit()
+        assert pg.execute("select count(*) from restart_t", dbname=TEST_DB)[0][0] == 2
+        held.close()
+        assert finished(t, 10 * SLOW) == 0
+        assert "drained: every client has finished" in t.log_text()
+        time.sleep(0.5)
+        loop.stop.set()
+        loop.join(10)
+        assert loop.failures == [], f"{len(loop.failures)} failed of {loop.ok + len(loop.failures)}: {loop.failures[:3]}"
+        print(f"online restart: {loop.ok} connections through the swap, {len(loop.failures)} failed")
+        assert loop.ok > 20
+        # clients now reach the new process
+        with psycopg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", dbname=TEST_DB) as c:
+            assert c.execute("select 1").fetchone() == (1,)
+        assert "login:" in new_log.read_text(errors="replace")
+        assert not os.path.exists(f"/proc/{old_pid}/status") or "zombie" in open(f"/proc/{old_pid}/status").read()
+        # and the new process can itself be replaced: it bound takeover_socket
+        assert sock.exists()
+    finally:
+        held.close()
+        loop.stop.set()
+        if new.poll() is None:
+            new.send_signal(signal.SIGTERM)
+        rc = new.wait(15 * SLOW)
+        new_logf.close()
+    assert rc == 0
+    assert not SANITIZER_RE.search(new_log.read_text(errors="replace"))
+
+
+@pytest.mark.tusk_only
+def test_second_tusk_without_takeover_is_refused(tusk, pg, tmp_path):
+    sock = tmp_path / "takeover.sock"
+    t = tusk(pools=[rule()], takeover_socket=str(sock))
+    p = subprocess.run([str(TUSK_BIN), "-c", str(t.cfg_path)], capture_output=True, text=True, timeout=15 * SLOW)
+    assert p.returncode == 1
+    assert "another tusk answers there; start with --takeover" in p.stdout + p.stderr
+    with t.connect() as c:
+        assert c.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.tusk_only
+def test_failed_takeover_leaves_the_old_process_serving(tusk, pg, tmp_path):
+    sock = tmp_path / "takeover.sock"
+    t = tusk(pools=[rule()], takeover_socket=str(sock))
+    loop = Loop(t.port)
+    loop.start()
+    time.sleep(0.3)
+    # the new process gets the listeners, then fails: its second address is PostgreSQL's
+    # port (after the inherited one, so a worker would already have it if it were posted)
+    good = t.cfg_path.read_text()
+    bad = good.replace("\nworkers:", f"\n  - host: 127.0.0.1\n    port: {pg.port}\nworkers:", 1)
+    assert bad != good
+    t.cfg_path.write_text(bad)
+    new_log = tmp_path / "new.log"
+    new, new_logf = start_new(t, new_log)
+    assert new.wait(15 * SLOW) == 1
+    new_logf.close()
+    assert "received" in new_log.read_text(errors="replace")
+    wait_until(lambda: "accepting again" in t.log_text(), 5 * SLOW, what="old process resumed")
+    time.sleep(0.5)
+    loop.stop.set()
+    loop.join(10)
+    assert loop.failures == [], loop.failures[:3]
+    assert loop.ok > 20
+    t.cfg_path.write_text(good)
+    with t.connect() as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    assert sock.exists()

@@ -336,6 +336,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	c->worker = w;
 	c->fd = fd;
 	c->peer = *peer;
+	c->accepted_at = ev_now(w->loop);
 	c->listen = peer->sa.ss_family == AF_UNIX ? NULL : runtime_find_listen(rt, listener, &c->listen_tls);
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
@@ -1204,14 +1205,19 @@ void client_close_all(struct worker *w, const char *reason)
 /* ---- draining (SIGTERM, online restart) ---- */
 
 #define CLIENT_DRAIN_GRACE 0.5 /* seconds after login before a draining worker closes an idle client */
+#define CLIENT_DRAIN_LOGIN_GRACE 2.0 /* seconds after accept before it closes one still logging in */
 
 /* Outside a transaction: closing now loses the client nothing it began. */
 static bool outside_transaction(const struct client *c)
 {
 	/* A client still logging in, or greeted a moment ago, is about to send its request
-	 * (the client of an online restart accepted just before the hand-over): let it run;
-	 * client_login_timeout and shutdown_timeout bound the wait. */
-	if (!c->greeted || ev_now(c->worker->loop) - c->login_at < CLIENT_DRAIN_GRACE)
+	 * (the client of an online restart accepted just before the hand-over): let it run.
+	 * One that is still not logged in well after it connected (it sends nothing, or waits
+	 * for an auth_query answer) has begun nothing either: it goes. */
+	double now = ev_now(c->worker->loop);
+	if (!c->greeted)
+		return (c->state == CLIENT_STARTUP || c->state == CLIENT_AUTH) && now - c->accepted_at >= CLIENT_DRAIN_LOGIN_GRACE;
+	if (now - c->login_at < CLIENT_DRAIN_GRACE)
 		return false;
 	switch (c->state) {
 	case CLIENT_STARTUP:

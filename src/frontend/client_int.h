@@ -57,6 +57,7 @@ struct client {
 	uint64_t serial;            /* unique per process: the "remembered owner" of servers */
 	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
 	double login_at;            /* ev_now when greeted, for the log_disconnections line */
+	double accepted_at;         /* ev_now at accept */
 	bool pinned;                /* session state that cannot be carried: keep the server */
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */

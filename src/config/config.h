@@ -54,6 +54,15 @@ struct config_pool_rule {
 	int line;                             /* where the rule starts, for logs */
 };
 
+/* The admin console (src/console/): the virtual database "tusk" (also "pgbouncer"). */
+struct config_admin {
+	int nusers;
+	char **users;       /* may run every console command */
+	int nstats_users;
+	char **stats_users; /* may run SHOW commands only */
+	int client_auth;    /* enum config_auth when no hba_file; default scram-sha-256 */
+};
+
 struct tusk_config {
 	char *path;
 
@@ -92,6 +101,8 @@ struct tusk_config {
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
 	int max_client_connections;    /* default 10000 */
+
+	struct config_admin admin;
 };
 
 /* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;
@@ -117,5 +128,13 @@ const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, 
 						 const char *user);
 
 const char *config_pool_mode_name(enum pool_mode mode);
+
+/* Whether user is listed in names (admin.users, admin.stats_users). */
+bool config_name_listed(char *const *names, int n, const char *user);
+
+/* Every scalar key of cfg, in table order, as text ("listen", "services" and "pools" are
+ * summarised; secrets are shown as "********"). For the console's SHOW CONFIG. */
+typedef void config_key_fn(void *arg, const char *key, const char *value, const char *def, bool reloadable);
+void config_describe(const struct tusk_config *cfg, config_key_fn *fn, void *arg);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include <openssl/rand.h>
 
+#include "console/console.h"
 #include "frontend/client_int.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
@@ -67,6 +68,7 @@ void client_set_state(struct client *c, enum client_state to)
 	case CLIENT_AUTH:
 		break; /* the login timer started at accept keeps running */
 	case CLIENT_WAITING:
+		c->wait_since = ev_now(c->worker->loop);
 		/* The wait deadline is absolute from the moment the client asked for a server. */
 		arm_timer(c, (double)cfg->pool_wait_timeout_ms / 1000.0);
 		break;
@@ -153,6 +155,7 @@ void client_close(struct client *c, const char *reason)
 		c->fd = -1;
 	}
 	cancel_forget(c);
+	console_client_closed(c);
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	if (c->queued && !pool_leave_queue(c->pool, &c->waiter)) {
@@ -269,6 +272,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer)
 	c->peer = *peer;
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
+	c->connect_time = ev_now(w->loop);
 	format_ctx(c);
 	ev_init(&c->io, client_io_cb);
 	c->io.data = c;
@@ -417,6 +421,11 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		client_fail(c, "08P01", "invalid startup parameters (unsupported options or parameter name)");
 		return;
 	}
+	/* Admin console: its own authentication and access lists, no pool, no server. */
+	if (console_is_admin_db(c->database)) {
+		console_startup(c);
+		return;
+	}
 	rule = config_match_pool(cfg_of(c), c->database, c->user);
 	if (!rule) {
 		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
@@ -446,6 +455,10 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 /* Authenticated: mint the cancel key and look for a server. */
 static void after_auth(struct client *c)
 {
+	if (c->admin) {
+		console_begin(c);
+		return;
+	}
 	/* The key the client will cancel with; random so that it cannot be guessed. */
 	if (RAND_bytes((unsigned char *)&c->cancel_pid, sizeof c->cancel_pid) != 1 ||
 	    RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1) {
@@ -929,7 +942,9 @@ static void read_startup_phase(struct client *c)
 	else if (c->state == CLIENT_AUTH) {
 		if (client_auth_input(c) == 1)
 			after_auth(c);
-	} else if (c->state == CLIENT_IDLE)
+	} else if (c->state == CLIENT_IDLE && c->admin)
+		console_input(c);
+	else if (c->state == CLIENT_IDLE)
 		client_need_server(c);
 	else
 		client_update_io(c);
@@ -951,6 +966,10 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 				return;
 			}
 			client_update_io(c);
+			if (c->admin && buf_empty(&c->wbuf)) {
+				console_writable(c); /* may close c */
+				return;
+			}
 		}
 		if (revents & EV_READ)
 			read_startup_phase(c);

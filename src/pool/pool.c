@@ -53,6 +53,12 @@ struct pool {
 	double down_until;    /* no new connections before this (loop time) */
 	char last_error[160];
 	unsigned jitter_seed;
+	bool paused;          /* console PAUSE: claims queue, nothing is handed to waiters */
+
+	/* Bumped by RECONNECT and KILL: servers connected under an older generation are closed
+	 * when released instead of parked. Relaxed: a server that slips through is merely
+	 * reused once more; it orders no other memory. */
+	atomic_uint generation;
 };
 
 #define POOL_BACKOFF_FIRST 0.25
@@ -204,10 +210,12 @@ static void enqueue(struct pool *p, struct pool_waiter *w)
 	p->wait_tail = w;
 }
 
+/* The longest waiter, or NULL when none or while paused (then nothing is handed out: a
+ * released server is parked, a freed slot released). */
 static struct pool_waiter *dequeue(struct pool *p)
 {
 	struct pool_waiter *w = p->wait_head;
-	if (!w)
+	if (!w || p->paused)
 		return NULL;
 	p->wait_head = w->next;
 	if (!p->wait_head)
@@ -321,6 +329,12 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	bool limited = false;
 
 	pthread_mutex_lock(&p->lock);
+	if (p->paused) {
+		/* Waits for RESUME (or its pool_wait_timeout). */
+		enqueue(p, w);
+		pthread_mutex_unlock(&p->lock);
+		return POOL_CLAIM_QUEUED;
+	}
 	/* Waiters already queued go first: strict FIFO. */
 	if (!p->wait_head && p->idle[wi]) {
 		s = take_preferred(p, wi, w);
@@ -410,7 +424,7 @@ static void group_wake(struct pool *p)
 			continue;
 		struct pool_waiter *w = NULL;
 		pthread_mutex_lock(&q->lock);
-		if (q->wait_head && reserve_slot(q))
+		if (q->wait_head && !q->paused && reserve_slot(q))
 			w = dequeue(q);
 		pthread_mutex_unlock(&q->lock);
 		if (w) {
@@ -442,6 +456,11 @@ void pool_put_idle(struct pool *p, struct server *s)
 	struct pool_waiter *w;
 	struct worker *owner = s->worker;
 
+	if (s->pool_gen != atomic_load_explicit(&p->generation, memory_order_relaxed)) {
+		server_close(s, "closed for RECONNECT or KILL");
+		return;
+	}
+
 	pthread_mutex_lock(&p->lock);
 	w = dequeue(p);
 	pthread_mutex_unlock(&p->lock);
@@ -472,7 +491,7 @@ void pool_on_steal(struct worker *self, struct pool *p)
 		int owner = -1;
 
 		pthread_mutex_lock(&p->lock);
-		if (!p->wait_head) {
+		if (!p->wait_head || p->paused) {
 			pthread_mutex_unlock(&p->lock);
 			return;
 		}
@@ -634,5 +653,70 @@ void pool_maintain(struct worker *w, double now)
 		}
 		if (open && !server_connect(p, w, NULL, on_min_ready, NULL))
 			pool_drop_slot(p);
+	}
+}
+
+/* ---- the admin console's view and controls ---- */
+
+struct pool *pool_first(struct runtime *rt) { return registry_head(rt->pools); }
+struct pool *pool_next(const struct pool *p) { return p->next; }
+
+void pool_get_info(struct pool *p, struct pool_info *out)
+{
+	pthread_mutex_lock(&p->lock);
+	out->nslots = p->nslots;
+	out->nidle = p->nidle;
+	out->nwaiting = 0;
+	for (struct pool_waiter *w = p->wait_head; w; w = w->next)
+		out->nwaiting++;
+	out->paused = p->paused;
+	pthread_mutex_unlock(&p->lock);
+}
+
+unsigned pool_generation(const struct pool *p)
+{
+	return atomic_load_explicit(&p->generation, memory_order_relaxed);
+}
+
+void pool_reconnect(struct pool *p)
+{
+	atomic_fetch_add_explicit(&p->generation, 1, memory_order_relaxed);
+}
+
+void pool_pause(struct pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->paused = true;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pool_resume(struct pool *p)
+{
+	struct pool_waiter *grants = NULL, **tail = &grants;
+	int nworkers = p->rt->nworkers;
+	bool steal[nworkers > 0 ? nworkers : 1];
+
+	pthread_mutex_lock(&p->lock);
+	p->paused = false;
+	/* Parked servers go to the head of the queue through their owners (the one hand-over
+	 * path); when none is parked, free room becomes grants. */
+	for (int i = 0; i < nworkers; i++)
+		steal[i] = p->idle[i] != NULL;
+	if (worker_with_idle(p, -1) < 0) {
+		while (p->wait_head && reserve_slot(p)) {
+			struct pool_waiter *w = dequeue(p);
+			*tail = w;
+			tail = &w->next;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < nworkers; i++)
+		if (steal[i])
+			post_steal(p, i);
+	while (grants) {
+		struct pool_waiter *w = grants;
+		grants = w->next;
+		w->next = NULL;
+		post_grant(w);
 	}
 }

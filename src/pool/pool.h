@@ -82,4 +82,29 @@ bool pool_leave_queue(struct pool *p, struct pool_waiter *w);
  * w (so it spreads over the workers), open servers up to min_size. */
 void pool_maintain(struct worker *w, double now);
 
+/* The admin console (src/console/). Pools are never freed while workers run, so the list
+ * can be walked from any thread: pool_first, then pool_next until NULL. */
+struct pool *pool_first(struct runtime *rt);
+struct pool *pool_next(const struct pool *p);
+
+struct pool_info {
+	int nslots;   /* servers connecting, in use or idle */
+	int nidle;    /* parked */
+	int nwaiting; /* clients queued */
+	bool paused;
+};
+/* A consistent snapshot (under the pool lock). */
+void pool_get_info(struct pool *p, struct pool_info *out);
+
+/* PAUSE: claims queue and nothing is handed to waiters until pool_resume; servers released
+ * meanwhile are parked. The caller waits for nslots == nidle. */
+void pool_pause(struct pool *p);
+void pool_resume(struct pool *p);
+
+/* RECONNECT: servers connected before this are closed when released, not parked (the
+ * caller closes the parked ones on their workers). */
+void pool_reconnect(struct pool *p);
+/* The generation a new server records (server.pool_gen). */
+unsigned pool_generation(const struct pool *p);
+
 #endif

@@ -216,6 +216,7 @@ struct server *server_connect(struct pool *pool, struct worker *w, const struct 
 	id_make(s->id, 's');
 	s->idle_worker = -1;
 	s->pool = pool;
+	s->pool_gen = pool_generation(pool);
 	link_worker(s, w);
 	s->done = done;
 	s->done_arg = arg;

@@ -59,6 +59,8 @@ static void dispatch(struct worker *w, struct worker_msg *m)
 		client_on_cancel_message(w, m);
 	else if (m->kind == WORKER_MSG_STEAL)
 		pool_on_steal(w, m->pool);
+	else if (m->kind == WORKER_MSG_CALL)
+		m->call(w, m->arg);
 	else
 		client_on_pool_message(w, m);
 	free(m);

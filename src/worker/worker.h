@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 struct runtime;
+struct worker;
 struct server;
 struct cancel_conn;
 struct pool_waiter;
@@ -21,6 +22,7 @@ enum worker_msg_kind {
 	WORKER_MSG_GRANT,  /* a waiting client may open a new server connection */
 	WORKER_MSG_CANCEL, /* a CancelRequest for a client of this worker */
 	WORKER_MSG_STEAL,  /* another worker's client waits: hand over a server parked here */
+	WORKER_MSG_CALL,   /* run call(w, arg) on this worker (the admin console's broadcasts) */
 };
 
 struct worker_msg {
@@ -29,6 +31,8 @@ struct worker_msg {
 	struct server *server; /* WORKER_MSG_SERVER: detached from every loop */
 	uint32_t cancel_pid, cancel_key; /* WORKER_MSG_CANCEL: the key the client sent */
 	struct pool *pool;               /* WORKER_MSG_STEAL */
+	void (*call)(struct worker *w, void *arg); /* WORKER_MSG_CALL; also runs while stopping */
+	void *arg;
 	struct worker_msg *next;
 };
 

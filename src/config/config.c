@@ -676,6 +676,45 @@ static const char *check_log_target(const char *val)
 	return "expected stderr, syslog or file:PATH";
 }
 
+int config_split_host_port(const char *s, char *host, size_t cap, int *port)
+{
+	const char *colon = strrchr(s, ':');
+	const char *h = s;
+	size_t hlen;
+	char *end;
+
+	if (!colon || colon == s)
+		return -EINVAL;
+	hlen = (size_t)(colon - s);
+	if (s[0] == '[') {
+		if (hlen < 3 || s[hlen - 1] != ']')
+			return -EINVAL;
+		h = s + 1;
+		hlen -= 2;
+	} else if (memchr(s, ':', hlen)) {
+		return -EINVAL; /* a bare IPv6 address needs brackets */
+	}
+	if (hlen == 0 || hlen >= cap)
+		return -EINVAL;
+	errno = 0;
+	long p = strtol(colon + 1, &end, 10);
+	if (errno || end == colon + 1 || *end || p < 1 || p > 65535)
+		return -EINVAL;
+	memcpy(host, h, hlen);
+	host[hlen] = 0;
+	*port = (int)p;
+	return 0;
+}
+
+static const char *check_host_port(const char *val)
+{
+	char host[CONFIG_HOST_MAX];
+	int port;
+	if (config_split_host_port(val, host, sizeof host, &port) < 0)
+		return "expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127";
+	return NULL;
+}
+
 static const struct enum_name log_level_names[] = {
 	{ "error", LOG_ERROR }, { "warn", LOG_WARN }, { "info", LOG_INFO }, { "debug", LOG_DEBUG }, { NULL, 0 },
 };
@@ -1174,6 +1213,9 @@ static const struct key_def admin_keys[] = {
 	  .release = release_admin_stats_users },
 	{ .name = "client_auth", .type = KEY_ENUM, .offset = ADMIN_FIELD(client_auth), .names = client_auth_names,
 	  .def = "scram-sha-256", .reloadable = true },
+	/* The HTTP endpoint is bound once at start. */
+	{ .name = "http", .type = KEY_STRING, .offset = ADMIN_FIELD(http), .min = 3, .max = CONFIG_HOST_MAX + 8,
+	  .check = check_host_port },
 };
 static const struct key_table admin_table = { admin_keys, sizeof(admin_keys) / sizeof(admin_keys[0]) };
 

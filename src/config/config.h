@@ -5,6 +5,7 @@
 #define TUSK_CONFIG_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -54,13 +55,15 @@ struct config_pool_rule {
 	int line;                             /* where the rule starts, for logs */
 };
 
-/* The admin console (src/console/): the virtual database "tusk" (also "pgbouncer"). */
+/* Operator access: the admin console (src/console/), the virtual database "tusk" (also
+ * "pgbouncer"), and the HTTP metrics endpoint. */
 struct config_admin {
 	int nusers;
 	char **users;       /* may run every console command */
 	int nstats_users;
 	char **stats_users; /* may run SHOW commands only */
 	int client_auth;    /* enum config_auth when no hba_file; default scram-sha-256 */
+	char *http;         /* NULL: no HTTP endpoint; "HOST:PORT" serving /metrics and /health */
 };
 
 struct tusk_config {
@@ -136,5 +139,8 @@ bool config_name_listed(char *const *names, int n, const char *user);
  * summarised; secrets are shown as "********"). For the console's SHOW CONFIG. */
 typedef void config_key_fn(void *arg, const char *key, const char *value, const char *def, bool reloadable);
 void config_describe(const struct tusk_config *cfg, config_key_fn *fn, void *arg);
+
+/* Split "HOST:PORT" or "[V6]:PORT" into host (brackets dropped) and port. 0 or -EINVAL. */
+int config_split_host_port(const char *s, char *host, size_t cap, int *port);
 
 #endif

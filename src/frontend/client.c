@@ -22,6 +22,7 @@
 #include "pool/server.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -47,6 +48,47 @@ static const char *state_name(enum client_state s)
 	return "?";
 }
 
+/* ---- stats ---- */
+static enum stats_client_state stats_state_of(enum client_state s)
+{
+	switch (s) {
+	case CLIENT_STARTUP: return STATS_CLIENT_STARTUP;
+	case CLIENT_AUTH: return STATS_CLIENT_AUTH;
+	case CLIENT_WAITING: return STATS_CLIENT_WAITING;
+	case CLIENT_ACTIVE: return STATS_CLIENT_ACTIVE;
+	case CLIENT_IDLE: return STATS_CLIENT_IDLE;
+	case CLIENT_CLOSING: return STATS_CLIENT_CLOSING;
+	}
+	return STATS_CLIENT_CLOSING;
+}
+
+/* Count c in state `to` (-1: gone) instead of where it was counted, and time its waits for
+ * a server: a wait ends when the client leaves CLIENT_WAITING, served or not. */
+static void count_client(struct client *c, int to)
+{
+	struct stats_pool *sp = c->pool ? pool_stats(c->pool) : NULL;
+	int from = c->stats_state - 1;
+
+	if (from == STATS_CLIENT_WAITING && to != STATS_CLIENT_WAITING && c->wait_start > 0 && c->stats_pool) {
+		stats_count_wait(c->stats_pool, ev_now(c->worker->loop) - c->wait_start);
+		c->wait_start = 0;
+	}
+	if (to == STATS_CLIENT_WAITING && from != STATS_CLIENT_WAITING)
+		c->wait_start = ev_now(c->worker->loop);
+	stats_client_move(c->worker->rt->stats, c->stats_pool, from, sp, to);
+	c->stats_pool = sp;
+	c->stats_state = to + 1;
+}
+/* stats: a whole ErrorResponse (header included) from a server is on its way to c. */
+void client_count_error(struct client *c, const uint8_t *msg, size_t len)
+{
+	struct proto_error_fields f = { 0 };
+	if (len < PROTO_HDR_LEN || proto_parse_error(msg + PROTO_HDR_LEN, len - PROTO_HDR_LEN, &f) < 0)
+		f.sqlstate = NULL;
+	stats_count_error(c->worker->rt->stats, f.sqlstate);
+}
+/* ---- end stats ---- */
+
 static void arm_timer(struct client *c, double seconds)
 {
 	ev_timer_stop(c->worker->loop, &c->timer);
@@ -61,6 +103,7 @@ void client_set_state(struct client *c, enum client_state to)
 	const struct tusk_config *cfg = cfg_of(c);
 	log_debug(c->id, c->ctx, "%s -> %s", state_name(c->state), state_name(to));
 	c->state = to;
+	count_client(c, (int)stats_state_of(to));
 	switch (to) {
 	case CLIENT_STARTUP:
 		arm_timer(c, (double)cfg->client_login_timeout_ms / 1000.0);
@@ -158,6 +201,7 @@ void client_close(struct client *c, const char *reason)
 	console_client_closed(c);
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
+	count_client(c, -1);
 	if (c->queued && !pool_leave_queue(c->pool, &c->waiter)) {
 		c->dead = true;
 		return;
@@ -182,8 +226,10 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 		relay_release_server(c, s);
 	}
 	/* A half-relayed server message cannot be followed by one of ours: just close. */
-	if (c->s2c_remaining == 0 && c->s2c_scanned == 0)
+	if (c->s2c_remaining == 0 && c->s2c_scanned == 0) {
 		(void)proto_put_error(&c->wbuf, "FATAL", sqlstate, message, NULL, NULL);
+		stats_count_error(c->worker->rt->stats, sqlstate);
+	}
 	c->s2c_scanned = 0;
 	client_set_state(c, CLIENT_CLOSING);
 	client_flush(c);
@@ -196,6 +242,8 @@ int client_write_wbuf(struct client *c)
 		ssize_t n = write(c->fd, buf_head(&c->wbuf), buf_len(&c->wbuf));
 		if (n > 0) {
 			buf_consume(&c->wbuf, (size_t)n);
+			if (c->pool) /* stats */
+				stats_add_sent(pool_stats(c->pool), (uint64_t)n);
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -620,6 +668,8 @@ static void on_session_applied(struct server *s, void *arg, int err, const char 
 		 * would have at login. The implicit transaction rolled the SETs back: s is clean. */
 		if (buf_append(&c->wbuf, errmsg, errlen) < 0)
 			log_warn(c->id, c->ctx, "server error too large to pass on");
+		else
+			client_count_error(c, errmsg, errlen);
 		relay_release_server(c, s);
 		client_set_state(c, CLIENT_CLOSING);
 		client_flush(c);
@@ -814,6 +864,7 @@ static void on_server_ready(struct server *s, void *arg, int err, const char *re
 	if (errmsg && errlen > 0 && errmsg[0] == 'E') {
 		/* Forward the server's own refusal (e.g. 28P01, 3D000): it says it best. */
 		if (buf_append(&c->wbuf, errmsg, errlen) == 0) {
+			client_count_error(c, errmsg, errlen);
 			log_info(c->id, c->ctx, "closing client connection: %s", reason);
 			client_set_state(c, CLIENT_CLOSING);
 			client_flush(c);

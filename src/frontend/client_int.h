@@ -74,6 +74,13 @@ struct client {
 	bool admin;                 /* connected to the admin console's database: never gets a server */
 	struct console_session *console; /* the admin client's console state (src/console/) */
 
+	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
+	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered
+	 * query and its transaction began (loop time; 0: none) */
+	int stats_state;
+	struct stats_pool *stats_pool;
+	double wait_start, query_start, xact_start;
+
 	/* relay scanners: bytes at the head of a buffer already checked and ready to forward,
 	 * and bytes of the message being streamed that have not arrived yet */
 	size_t c2s_scanned;
@@ -89,6 +96,8 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int client_write_wbuf(struct client *c);
 void client_flush(struct client *c);
+/* stats: count a whole ErrorResponse message (header included) sent on to c. */
+void client_count_error(struct client *c, const uint8_t *msg, size_t len);
 
 /* client.c: the client needs a server for bytes it sent while idle. */
 void client_need_server(struct client *c);

@@ -20,6 +20,7 @@
 #include "proto/proto.h"
 #include "router/classify.h"
 #include "runtime/runtime.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -625,11 +626,38 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 
 /* ---- server to client ---- */
 
+/* stats: a request that owes a ReadyForQuery went out; time it and its transaction. */
+static void stats_requests_sent(struct client *c, const struct server *s)
+{
+	if (s->pending_rfq == 0 || c->query_start > 0)
+		return;
+	c->query_start = ev_now(c->worker->loop);
+	if (c->xact_start == 0)
+		c->xact_start = c->query_start;
+}
+
+/* stats: a ReadyForQuery ends one query (the oldest unanswered) and, with 'I', its
+ * transaction; pipelined requests still owed are timed from now. */
+static void stats_ready_for_query(struct client *c, const struct server *s, uint8_t status)
+{
+	struct stats_pool *sp = pool_stats(c->pool);
+	double now = ev_now(c->worker->loop);
+	if (c->query_start > 0) {
+		stats_count_query(sp, now - c->query_start);
+		c->query_start = s->pending_rfq > 0 ? now : 0;
+	}
+	if (status == 'I' && c->xact_start > 0) {
+		stats_count_xact(sp, now - c->xact_start);
+		c->xact_start = s->pending_rfq > 0 ? now : 0;
+	}
+}
+
 static void on_ready_for_query(struct client *c, struct server *s, uint8_t status)
 {
 	s->tx_status = status;
 	if (s->pending_rfq > 0)
 		s->pending_rfq--;
+	stats_ready_for_query(c, s, status);
 	c->copy_in = false;
 	if (status == 'E')
 		c->tx_failed = true;
@@ -736,6 +764,13 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			}
 			break;
 		case 'E':
+			if (total <= RELAY_INSPECT_MAX) { /* stats: its SQLSTATE */
+				if (avail < total)
+					return SCAN_OK;
+				client_count_error(c, m, total);
+			} else {
+				client_count_error(c, NULL, 0);
+			}
 			c->tx_failed = true;
 			if (e && !ends_with_ready(e->kind)) {
 				expect_skip_to_sync(s);
@@ -867,11 +902,14 @@ static bool pump_c2s(struct client *c, struct server *s)
 		default:
 			break;
 		}
+		size_t unsent = c->c2s_scanned; /* stats */
 		if (flush_buf(s->fd, &s->wbuf) < 0 ||
 		    (buf_empty(&s->wbuf) && write_head(s->fd, &c->rbuf, &c->c2s_scanned) < 0)) {
 			server_lost(c, s, "closed while writing to it");
 			return false;
 		}
+		stats_add_received(pool_stats(c->pool), unsent - c->c2s_scanned);
+		stats_requests_sent(c, s);
 		/* Go round again only if a stall has cleared: everything scanned went out. */
 		if (r != SCAN_STALL && !(c->c2s_scanned == 0 && c->c2s_remaining == 0 &&
 					 buf_len(&c->rbuf) >= PROTO_HDR_LEN && buf_head(&c->rbuf)[0] == 'X'))
@@ -888,10 +926,12 @@ static bool pump_c2s(struct client *c, struct server *s)
 static bool pump_s2c(struct client *c, struct server *s)
 {
 	for (;;) {
+		size_t unsent = buf_len(&c->wbuf); /* stats */
 		if (flush_buf(c->fd, &c->wbuf) < 0) {
 			client_close(c, "write to client failed");
 			return false;
 		}
+		stats_add_sent(pool_stats(c->pool), unsent - buf_len(&c->wbuf));
 		if (!buf_empty(&c->wbuf))
 			return true;
 		enum scan_result r = scan_server(c, s);
@@ -911,10 +951,12 @@ static bool pump_s2c(struct client *c, struct server *s)
 			release_after_transaction(c, s);
 			return false;
 		}
+		size_t to_write = buf_len(&c->wbuf) + c->s2c_scanned; /* stats */
 		if (flush_buf(c->fd, &c->wbuf) < 0 || (buf_empty(&c->wbuf) && write_head(c->fd, &s->rbuf, &c->s2c_scanned) < 0)) {
 			client_close(c, "write to client failed");
 			return false;
 		}
+		stats_add_sent(pool_stats(c->pool), to_write - (buf_len(&c->wbuf) + c->s2c_scanned));
 		if (c->release_pending && c->s2c_scanned == 0 && buf_empty(&c->wbuf)) {
 			/* The client may have sent more since the final ReadyForQuery was scanned: then
 			 * the transaction (or the next one) goes on here. */

@@ -19,6 +19,7 @@
 #include "net/net.h"
 #include "pool/server.h"
 #include "runtime/runtime.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -42,6 +43,7 @@ struct pool {
 	struct runtime *rt;
 	int index;
 	struct pool *next; /* registry list; immutable once linked (pools are never unlinked) */
+	struct stats_pool *stats; /* its own atomics; no lock */
 
 	pthread_mutex_t lock; /* protects everything below */
 	int nslots;           /* servers connecting, in use or idle; <= rule->size */
@@ -144,6 +146,7 @@ void pool_registry_free(struct pool_registry *reg)
 		struct pool *next = p->next;
 		/* Parked servers belong to their workers, which closed them before this. */
 		pthread_mutex_destroy(&p->lock);
+		stats_pool_free(p->stats);
 		free(p->idle);
 		free(p);
 		p = next;
@@ -177,7 +180,9 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	p->db_group = find_group(reg, database, false);
 	p->user_group = find_group(reg, user, true);
 	p->idle = calloc((size_t)rt->nworkers, sizeof *p->idle);
-	if (!p->db_group || !p->user_group || !p->idle) {
+	p->stats = stats_pool_new();
+	if (!p->db_group || !p->user_group || !p->idle || !p->stats) {
+		stats_pool_free(p->stats);
 		free(p->idle);
 		free(p);
 		p = NULL;
@@ -198,6 +203,30 @@ out:
 const struct config_pool_rule *pool_rule(const struct pool *p) { return p->rule; }
 const char *pool_database(const struct pool *p) { return p->database; }
 const char *pool_user(const struct pool *p) { return p->user; }
+struct stats_pool *pool_stats(const struct pool *p) { return p->stats; }
+
+void pool_snapshot(struct pool *p, struct pool_gauges *out)
+{
+	pthread_mutex_lock(&p->lock);
+	out->slots = p->nslots;
+	out->idle = p->nidle;
+	out->waiters = 0;
+	for (const struct pool_waiter *w = p->wait_head; w; w = w->next)
+		out->waiters++;
+	out->down = p->backoff > 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), void *arg)
+{
+	struct pool_registry *reg = rt->pools;
+	pthread_mutex_lock(&reg->lock);
+	struct pool *p = reg->head;
+	pthread_mutex_unlock(&reg->lock);
+	/* Each next was written before its pool was published under the lock taken above. */
+	for (; p; p = p->next)
+		cb(p, arg);
+}
 
 static void enqueue(struct pool *p, struct pool_waiter *w)
 {

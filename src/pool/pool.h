@@ -14,6 +14,7 @@
 
 struct runtime;
 struct server;
+struct stats_pool;
 struct worker;
 
 /* Embedded in whoever waits (a client). The pool links it; the owner reads nothing but
@@ -38,6 +39,21 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 const struct config_pool_rule *pool_rule(const struct pool *p);
 const char *pool_database(const struct pool *p);
 const char *pool_user(const struct pool *p);
+
+/* The pool's counters (stats/stats.h): live as long as the pool, i.e. the process. */
+struct stats_pool *pool_stats(const struct pool *p);
+
+/* Gauges read under the pool lock, for stats readers on any thread. */
+struct pool_gauges {
+	int slots;   /* servers connecting, in use or idle, plus grants in flight */
+	int idle;    /* parked servers */
+	int waiters; /* clients queued */
+	bool down;   /* connects are backed off: the backend failed twice or more in a row */
+};
+void pool_snapshot(struct pool *p, struct pool_gauges *out);
+/* cb for every pool, from the calling thread, no lock held during cb. Pools are never
+ * unlinked, so the walk is safe against concurrent pool_get (new pools may be missed). */
+void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), void *arg);
 
 enum pool_claim_result {
 	POOL_CLAIM_SERVER,  /* *out is a parked server that passed the liveness check */

@@ -16,6 +16,7 @@
 #include "pool/pool.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "util/phash.h"
 #include "worker/worker.h"
@@ -80,8 +81,18 @@ void server_close_all(struct worker *w, const char *reason)
 		server_close(w->servers, reason);
 }
 
+/* stats: the server is no longer connecting or logging in (done, failed or closed). */
+static void stats_connect_done(struct server *s)
+{
+	if (s->stats_connecting) {
+		s->stats_connecting = false;
+		stats_server_connecting(pool_stats(s->pool), -1);
+	}
+}
+
 static void free_server(struct server *s)
 {
+	stats_connect_done(s);
 	cancel_detach_server(s);
 	unlink_worker(s);
 	if (s->fd >= 0)
@@ -148,6 +159,7 @@ static void finish(struct server *s, int err, const char *reason)
 	s->errlen = 0;
 	if (s->worker)
 		ev_timer_stop(s->worker->loop, &s->timer);
+	stats_connect_done(s);
 	if (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0)) {
 		if (err == 0)
 			pool_connect_succeeded(s->pool);
@@ -221,6 +233,8 @@ struct server *server_connect(struct pool *pool, struct worker *w, const struct 
 	s->done = done;
 	s->done_arg = arg;
 	s->state = SERVER_CONNECTING;
+	s->stats_connecting = true;
+	stats_server_connecting(pool_stats(pool), 1);
 	s->created = ev_now(w->loop);
 	if (rt->cfg->server_lifetime_ms) {
 		/* +-10% so that servers opened together do not all expire together. */

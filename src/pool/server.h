@@ -110,6 +110,7 @@ struct server {
 	double checked_at;                    /* last liveness peek while parked (pool.c) */
 	double created;
 	bool ok_after_error;                  /* see server_done_fn */
+	bool stats_connecting;                /* counted as connecting in its pool's stats */
 	void *owner;                          /* the client using it while ACTIVE (relay.c) */
 	uint64_t last_owner;                  /* serial of the last client: same one back = no sync */
 	int last_worker;                      /* index of the worker it last ran on */

@@ -11,6 +11,7 @@
 #include "frontend/cancel.h"
 #include "pool/pool.h"
 #include "pool/resolver.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -60,11 +61,12 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
 	atomic_init(&rt->nclients, 0);
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
+	rt->stats = stats_new();
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
 	rt->listen_addrs = calloc((size_t)cfg->nlisten, sizeof *rt->listen_addrs);
 	fds = calloc((size_t)cfg->nlisten * (size_t)cfg->workers, sizeof *fds);
-	if (!rt->pools || !rt->cancels || !rt->workers || !rt->listen_addrs || !fds) {
+	if (!rt->pools || !rt->cancels || !rt->stats || !rt->workers || !rt->listen_addrs || !fds) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -177,6 +179,7 @@ void runtime_stop(struct runtime *rt)
 			worker_free(rt->workers[w]);
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
+	stats_free(rt->stats);
 	userlist_free(rt->users);
 	hba_free(rt->hba);
 	if (rt->cfg && rt->cfg->unix_socket_dir) {

@@ -17,6 +17,7 @@ struct pool_registry;
 struct cancel_registry;
 struct userlist;
 struct hba;
+struct stats;
 
 struct runtime {
 	const struct tusk_config *cfg;   /* read-only while workers run */
@@ -28,6 +29,7 @@ struct runtime {
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
 	struct userlist *users;          /* auth_file, or NULL; immutable while workers run */
 	struct hba *hba;                 /* hba_file, or NULL; immutable while workers run */
+	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	int unix_fd[8];                  /* Unix listening sockets (worker 0 accepts on them) */
 	int nunix;
 	/* Clients connected now, across workers; relaxed ordering suffices because it

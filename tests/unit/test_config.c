@@ -554,6 +554,39 @@ static void test_error_log(void **state)
 		  "7: log.target: file: needs a path, as in file:/var/log/tusk.log, found \"file:\"");
 }
 
+static void test_admin_http(void **state)
+{
+	struct result r;
+	char host[64];
+	int port = 0;
+	(void)state;
+
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_null(r.cfg->admin.http); /* absent: no HTTP endpoint */
+	release(&r);
+	load_text(&r, BASE "admin:\n  http: 127.0.0.1:9127\n");
+	assert_int_equal(r.n, 0);
+	assert_string_equal(r.cfg->admin.http, "127.0.0.1:9127");
+	release(&r);
+	one_error(BASE "admin:\n  http: 9127\n",
+		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127, found \"9127\"");
+	one_error(BASE "admin:\n  http: \"localhost:0\"\n",
+		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127, found \"localhost:0\"");
+
+	assert_int_equal(config_split_host_port("[::1]:9127", host, sizeof host, &port), 0);
+	assert_string_equal(host, "::1");
+	assert_int_equal(port, 9127);
+	assert_int_equal(config_split_host_port("localhost:80", host, sizeof host, &port), 0);
+	assert_string_equal(host, "localhost");
+	assert_int_equal(port, 80);
+	assert_int_equal(config_split_host_port("::1:80", host, sizeof host, &port), -EINVAL);
+	assert_int_equal(config_split_host_port(":80", host, sizeof host, &port), -EINVAL);
+	assert_int_equal(config_split_host_port("h:65536", host, sizeof host, &port), -EINVAL);
+	assert_int_equal(config_split_host_port("h:12x", host, sizeof host, &port), -EINVAL);
+	assert_int_equal(config_split_host_port("[]:80", host, sizeof host, &port), -EINVAL);
+}
+
 static void test_error_secret_not_echoed(void **state)
 {
 	struct result r;
@@ -800,6 +833,7 @@ int main(void)
 		cmocka_unit_test(test_error_host_port),
 		cmocka_unit_test(test_error_services_and_pools),
 		cmocka_unit_test(test_error_log),
+		cmocka_unit_test(test_admin_http),
 		cmocka_unit_test(test_error_secret_not_echoed),
 		cmocka_unit_test(test_many_errors),
 		cmocka_unit_test(test_empty_file),

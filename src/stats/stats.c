@@ -1,0 +1,287 @@
+/* Counters (see stats.h). Every counter is a relaxed atomic: each is a monotonic number that
+ * orders no other memory, so relaxed increments are exact and a reader only ever sees a
+ * value some time between two events. Blocks are padded so that a pool's counters do not
+ * share a cache line with another pool's. Gauges of servers and queues come from pool.c
+ * under each pool's own lock. */
+#include "stats/stats.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "pool/pool.h"
+#include "runtime/runtime.h"
+
+const double stats_bucket_bounds[STATS_NBUCKETS] = {
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+};
+
+struct stats_pool {
+	_Alignas(64) atomic_uint_fast64_t xact_count, query_count, wait_count;
+	atomic_uint_fast64_t xact_us, query_us, wait_us;
+	atomic_uint_fast64_t bytes_received, bytes_sent;
+	atomic_uint_fast64_t wait_buckets[STATS_NBUCKETS + 1];
+	atomic_uint_fast64_t query_buckets[STATS_NBUCKETS + 1];
+	atomic_int clients[STATS_CLIENT_NSTATES];
+	atomic_int sv_connecting;
+};
+
+struct stats {
+	_Alignas(64) atomic_int clients[STATS_CLIENT_NSTATES];
+	atomic_uint_fast64_t errors[STATS_NCLASSES];
+};
+
+const char *stats_client_state_name(enum stats_client_state s)
+{
+	switch (s) {
+	case STATS_CLIENT_STARTUP: return "startup";
+	case STATS_CLIENT_AUTH: return "auth";
+	case STATS_CLIENT_WAITING: return "waiting";
+	case STATS_CLIENT_ACTIVE: return "active";
+	case STATS_CLIENT_IDLE: return "idle";
+	case STATS_CLIENT_CLOSING: return "closing";
+	case STATS_CLIENT_NSTATES: break;
+	}
+	return "?";
+}
+
+/* Zeroed memory is a valid zero for these lock-free atomic types (C17 atomic_init is only
+ * needed for types that may carry a lock, which none of these do on our targets). */
+static void *zalloc_aligned(size_t size)
+{
+	void *p = aligned_alloc(64, size);
+	if (p)
+		memset(p, 0, size);
+	return p;
+}
+
+struct stats *stats_new(void) { return zalloc_aligned(sizeof(struct stats)); }
+void stats_free(struct stats *st) { free(st); }
+struct stats_pool *stats_pool_new(void) { return zalloc_aligned(sizeof(struct stats_pool)); }
+void stats_pool_free(struct stats_pool *sp) { free(sp); }
+
+static void add(atomic_uint_fast64_t *a, uint64_t n)
+{
+	atomic_fetch_add_explicit(a, n, memory_order_relaxed);
+}
+
+static uint64_t load(const atomic_uint_fast64_t *a)
+{
+	/* C17 atomic_load takes a non-const pointer in some libcs' prototypes. */
+	return atomic_load_explicit((atomic_uint_fast64_t *)a, memory_order_relaxed);
+}
+
+static uint64_t micros(double seconds)
+{
+	return seconds > 0 ? (uint64_t)(seconds * 1e6 + 0.5) : 0;
+}
+
+int stats_bucket_index(double seconds)
+{
+	/* Linear: 14 compares on the hot path beat a branchy binary search on this size. */
+	for (int i = 0; i < STATS_NBUCKETS; i++)
+		if (seconds <= stats_bucket_bounds[i])
+			return i;
+	return STATS_NBUCKETS;
+}
+
+void stats_count_query(struct stats_pool *sp, double seconds)
+{
+	add(&sp->query_count, 1);
+	add(&sp->query_us, micros(seconds));
+	add(&sp->query_buckets[stats_bucket_index(seconds)], 1);
+}
+
+void stats_count_xact(struct stats_pool *sp, double seconds)
+{
+	add(&sp->xact_count, 1);
+	add(&sp->xact_us, micros(seconds));
+}
+
+void stats_count_wait(struct stats_pool *sp, double seconds)
+{
+	add(&sp->wait_count, 1);
+	add(&sp->wait_us, micros(seconds));
+	add(&sp->wait_buckets[stats_bucket_index(seconds)], 1);
+}
+
+void stats_add_received(struct stats_pool *sp, uint64_t n)
+{
+	if (n)
+		add(&sp->bytes_received, n);
+}
+
+void stats_add_sent(struct stats_pool *sp, uint64_t n)
+{
+	if (n)
+		add(&sp->bytes_sent, n);
+}
+
+void stats_server_connecting(struct stats_pool *sp, int delta)
+{
+	atomic_fetch_add_explicit(&sp->sv_connecting, delta, memory_order_relaxed);
+}
+
+static int class_digit(char ch)
+{
+	if (ch >= '0' && ch <= '9')
+		return ch - '0';
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A' + 10;
+	return -1;
+}
+
+int stats_class_index(const char *sqlstate)
+{
+	if (!sqlstate)
+		return STATS_CLASS_OTHER;
+	int hi = class_digit(sqlstate[0]);
+	if (hi < 0)
+		return STATS_CLASS_OTHER;
+	int lo = class_digit(sqlstate[1]);
+	if (lo < 0)
+		return STATS_CLASS_OTHER;
+	return hi * 36 + lo;
+}
+
+void stats_class_name(int index, char out[6])
+{
+	static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+	if (index < 0 || index >= STATS_CLASS_OTHER) {
+		memcpy(out, "other", 6);
+		return;
+	}
+	out[0] = digits[index / 36];
+	out[1] = digits[index % 36];
+	out[2] = 0;
+}
+
+void stats_count_error(struct stats *st, const char *sqlstate)
+{
+	add(&st->errors[stats_class_index(sqlstate)], 1);
+}
+
+void stats_client_move(struct stats *st, struct stats_pool *from_pool, int from, struct stats_pool *to_pool, int to)
+{
+	if (from >= 0 && from < STATS_CLIENT_NSTATES) {
+		atomic_fetch_sub_explicit(&st->clients[from], 1, memory_order_relaxed);
+		if (from_pool)
+			atomic_fetch_sub_explicit(&from_pool->clients[from], 1, memory_order_relaxed);
+	}
+	if (to >= 0 && to < STATS_CLIENT_NSTATES) {
+		atomic_fetch_add_explicit(&st->clients[to], 1, memory_order_relaxed);
+		if (to_pool)
+			atomic_fetch_add_explicit(&to_pool->clients[to], 1, memory_order_relaxed);
+	}
+}
+
+/* ---- readers ---- */
+
+void stats_pool_read(const struct stats_pool *sp, struct stats_counters *out)
+{
+	memset(out, 0, sizeof *out);
+	/* The loads are not one atomic snapshot: a histogram's count may be an event apart
+	 * from the sum of its buckets, so exporters take _count from the buckets. */
+	for (int i = 0; i <= STATS_NBUCKETS; i++) {
+		out->wait_buckets[i] = load(&sp->wait_buckets[i]);
+		out->query_buckets[i] = load(&sp->query_buckets[i]);
+	}
+	out->xact_count = load(&sp->xact_count);
+	out->query_count = load(&sp->query_count);
+	out->wait_count = load(&sp->wait_count);
+	out->xact_us = load(&sp->xact_us);
+	out->query_us = load(&sp->query_us);
+	out->wait_us = load(&sp->wait_us);
+	out->bytes_received = load(&sp->bytes_received);
+	out->bytes_sent = load(&sp->bytes_sent);
+}
+
+static int load_int(const atomic_int *a)
+{
+	int v = atomic_load_explicit((atomic_int *)a, memory_order_relaxed);
+	return v > 0 ? v : 0; /* a move seen half-done could show -1 for an instant */
+}
+
+void stats_read_global(const struct stats *st, struct stats_global *out)
+{
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
+		out->clients[i] = load_int(&st->clients[i]);
+	for (int i = 0; i < STATS_NCLASSES; i++)
+		out->errors[i] = load(&st->errors[i]);
+}
+
+struct foreach_ctx {
+	void (*cb)(const struct stats_pool_snapshot *snap, void *arg);
+	void *arg;
+};
+
+static void snapshot_one(struct pool *p, void *arg)
+{
+	struct foreach_ctx *ctx = arg;
+	struct stats_pool_snapshot snap;
+	struct pool_gauges g;
+	const struct stats_pool *sp = pool_stats(p);
+
+	memset(&snap, 0, sizeof snap);
+	snap.database = pool_database(p);
+	snap.user = pool_user(p);
+	snap.mode = config_pool_mode_name(pool_rule(p)->mode);
+	snap.size = pool_rule(p)->size;
+	stats_pool_read(sp, &snap.c);
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
+		snap.clients[i] = load_int(&sp->clients[i]);
+	pool_snapshot(p, &g);
+	snap.sv_connecting = load_int(&sp->sv_connecting);
+	snap.sv_idle = g.idle;
+	/* Slots also cover connects and grants in flight; what remains is in use. */
+	snap.sv_active = g.slots - g.idle - snap.sv_connecting;
+	if (snap.sv_active < 0)
+		snap.sv_active = 0;
+	snap.waiters = g.waiters;
+	snap.down = g.down;
+	ctx->cb(&snap, ctx->arg);
+}
+
+void stats_foreach_pool(struct runtime *rt, void (*cb)(const struct stats_pool_snapshot *snap, void *arg),
+			void *arg)
+{
+	struct foreach_ctx ctx = { cb, arg };
+	pool_foreach(rt, snapshot_one, &ctx);
+}
+
+static void add_counters(struct stats_counters *sum, const struct stats_counters *x)
+{
+	sum->xact_count += x->xact_count;
+	sum->query_count += x->query_count;
+	sum->wait_count += x->wait_count;
+	sum->xact_us += x->xact_us;
+	sum->query_us += x->query_us;
+	sum->wait_us += x->wait_us;
+	sum->bytes_received += x->bytes_received;
+	sum->bytes_sent += x->bytes_sent;
+	for (int i = 0; i <= STATS_NBUCKETS; i++) {
+		sum->wait_buckets[i] += x->wait_buckets[i];
+		sum->query_buckets[i] += x->query_buckets[i];
+	}
+}
+
+static void sum_one(const struct stats_pool_snapshot *snap, void *arg)
+{
+	struct stats_pool_snapshot *out = arg;
+	add_counters(&out->c, &snap->c);
+	out->size += snap->size;
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
+		out->clients[i] += snap->clients[i];
+	out->sv_active += snap->sv_active;
+	out->sv_idle += snap->sv_idle;
+	out->sv_connecting += snap->sv_connecting;
+	out->waiters += snap->waiters;
+	out->down = out->down || snap->down;
+}
+
+void stats_totals(struct runtime *rt, struct stats_pool_snapshot *out)
+{
+	memset(out, 0, sizeof *out);
+	stats_foreach_pool(rt, sum_one, out);
+}

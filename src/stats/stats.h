@@ -1,0 +1,118 @@
+/* Process-wide counters for SHOW STATS / SHOW POOLS (console) and /metrics. Workers count on
+ * the hot path with relaxed atomics in a block per pool (no lock, no allocation); readers on
+ * any thread sum them when asked. Counters only grow; gauges come from the pools themselves
+ * (pool_snapshot) and from per-state client counts kept here. */
+#ifndef TUSK_STATS_STATS_H
+#define TUSK_STATS_STATS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct runtime;
+
+/* Histogram upper bounds in seconds (le=...), ascending; a last bucket above them is +Inf. */
+#define STATS_NBUCKETS 14
+extern const double stats_bucket_bounds[STATS_NBUCKETS];
+
+/* SQLSTATE classes: the two first characters, each 0-9 or A-Z; one more slot, "other", for
+ * anything else (a missing or malformed code). */
+#define STATS_NCLASSES (36 * 36 + 1)
+#define STATS_CLASS_OTHER (36 * 36)
+
+/* Client connection states, as counted (frontend maps its own states onto these). */
+enum stats_client_state {
+	STATS_CLIENT_STARTUP, /* reading the startup packet */
+	STATS_CLIENT_AUTH,    /* authenticating */
+	STATS_CLIENT_WAITING, /* needs a server: queued, connecting or preparing it */
+	STATS_CLIENT_ACTIVE,  /* a server is linked */
+	STATS_CLIENT_IDLE,    /* transaction/statement pooling: between transactions, no server */
+	STATS_CLIENT_CLOSING, /* flushing a last message */
+	STATS_CLIENT_NSTATES,
+};
+/* "startup", "auth", "waiting", "active", "idle", "closing". */
+const char *stats_client_state_name(enum stats_client_state s);
+
+struct stats;      /* process-wide block, one in struct runtime (opaque) */
+struct stats_pool; /* counters of one pool, owned by that pool (opaque) */
+
+/* Allocation at startup / pool creation only. NULL on allocation failure. */
+struct stats *stats_new(void);
+void stats_free(struct stats *st);
+struct stats_pool *stats_pool_new(void);
+void stats_pool_free(struct stats_pool *sp);
+
+/* ---- hot path: any worker, lock-free, no allocation ---- */
+
+/* A query (a Query message or a Sync-terminated extended batch) was answered by its
+ * ReadyForQuery after seconds. */
+void stats_count_query(struct stats_pool *sp, double seconds);
+/* A transaction ended (ReadyForQuery 'I') after seconds since its first request. */
+void stats_count_xact(struct stats_pool *sp, double seconds);
+/* A client waited seconds for a server (CLIENT_WAITING until it got one or left). */
+void stats_count_wait(struct stats_pool *sp, double seconds);
+/* Bytes the relay forwarded from clients to servers, and from servers to clients. */
+void stats_add_received(struct stats_pool *sp, uint64_t n);
+void stats_add_sent(struct stats_pool *sp, uint64_t n);
+/* Server connections of the pool in TCP connect or login (+1 at connect, -1 when done). */
+void stats_server_connecting(struct stats_pool *sp, int delta);
+/* An ErrorResponse reached a client, from a server or from tusk; sqlstate may be NULL or
+ * not NUL-terminated past its first two characters. */
+void stats_count_error(struct stats *st, const char *sqlstate);
+/* A client left state `from` (in pool from_pool; from < 0: it was not counted yet) for `to`
+ * (in pool to_pool; to < 0: it is gone). Either pool may be NULL (no pool chosen yet). */
+void stats_client_move(struct stats *st, struct stats_pool *from_pool, int from, struct stats_pool *to_pool,
+		       int to);
+
+/* ---- pure helpers (unit-tested) ---- */
+
+/* The bucket of a duration: the first i with seconds <= stats_bucket_bounds[i], or
+ * STATS_NBUCKETS (+Inf). */
+int stats_bucket_index(double seconds);
+/* The class slot of a SQLSTATE ("42P01" -> slot of "42"), STATS_CLASS_OTHER if malformed. */
+int stats_class_index(const char *sqlstate);
+/* The class of a slot as text: two characters, or "other". out must hold 6 bytes. */
+void stats_class_name(int index, char out[6]);
+
+/* ---- readers: any thread, no lock on the hot path; each counter is read atomically, the
+ * set is "consistent enough" (a counter may be one event ahead of another) ---- */
+
+struct stats_counters {
+	uint64_t xact_count, query_count, wait_count;
+	uint64_t xact_us, query_us, wait_us; /* totals in microseconds */
+	uint64_t bytes_received, bytes_sent;
+	/* Per bucket, NOT cumulative: [i] counts durations in (bound[i-1], bound[i]], the last
+	 * one above every bound. Their sum is wait_count / query_count. */
+	uint64_t wait_buckets[STATS_NBUCKETS + 1];
+	uint64_t query_buckets[STATS_NBUCKETS + 1];
+};
+
+struct stats_pool_snapshot {
+	const char *database, *user; /* live as long as the process (pools are never freed) */
+	const char *mode;            /* "session", "transaction", "statement" */
+	int size;                    /* configured pool size */
+	struct stats_counters c;
+	int clients[STATS_CLIENT_NSTATES]; /* clients of this pool per state */
+	int sv_active;                     /* servers linked to a client or running tusk's own queries */
+	int sv_idle;                       /* parked, ready for a client */
+	int sv_connecting;                 /* TCP connect or login in progress */
+	int waiters;                       /* clients queued for a server */
+	bool down;                         /* connects are backed off (backend unreachable) */
+};
+
+struct stats_global {
+	int clients[STATS_CLIENT_NSTATES]; /* all clients per state, with or without a pool */
+	uint64_t errors[STATS_NCLASSES];   /* ErrorResponses sent to clients per SQLSTATE class */
+};
+
+/* cb once per pool, in no particular order, from the calling thread. Each call takes and
+ * drops that pool's lock for the gauges only; cb runs with no lock held. */
+void stats_foreach_pool(struct runtime *rt, void (*cb)(const struct stats_pool_snapshot *snap, void *arg),
+			void *arg);
+/* Counters and gauges of every pool summed (database, user, mode NULL; size summed). */
+void stats_totals(struct runtime *rt, struct stats_pool_snapshot *out);
+void stats_read_global(const struct stats *st, struct stats_global *out);
+/* Counters of one pool block (used by pool.c for its snapshot). */
+void stats_pool_read(const struct stats_pool *sp, struct stats_counters *out);
+
+#endif

@@ -1,0 +1,208 @@
+/* Unit tests for stats: histogram bucketing at and around the bounds, SQLSTATE class
+ * accounting, client state moves, and exact counts under concurrent increments. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <string.h>
+
+#include "stats/stats.h"
+
+static void test_bucket_bounds_ascending(void **state)
+{
+	(void)state;
+	for (int i = 1; i < STATS_NBUCKETS; i++)
+		assert_true(stats_bucket_bounds[i] > stats_bucket_bounds[i - 1]);
+	assert_true(stats_bucket_bounds[0] == 0.0005);
+	assert_true(stats_bucket_bounds[STATS_NBUCKETS - 1] == 10.0);
+}
+
+static void test_bucket_index(void **state)
+{
+	(void)state;
+	/* le is inclusive, as in Prometheus: a value equal to a bound is in that bucket. */
+	assert_int_equal(stats_bucket_index(0.0), 0);
+	assert_int_equal(stats_bucket_index(-1.0), 0);
+	assert_int_equal(stats_bucket_index(0.0005), 0);
+	assert_int_equal(stats_bucket_index(0.00051), 1);
+	assert_int_equal(stats_bucket_index(0.001), 1);
+	assert_int_equal(stats_bucket_index(0.3), 9); /* (0.25, 0.5] */
+	assert_int_equal(stats_bucket_index(1.0), 10);
+	assert_int_equal(stats_bucket_index(10.0), STATS_NBUCKETS - 1);
+	assert_int_equal(stats_bucket_index(10.0001), STATS_NBUCKETS);
+	assert_int_equal(stats_bucket_index(1e9), STATS_NBUCKETS);
+	for (int i = 0; i < STATS_NBUCKETS; i++)
+		assert_int_equal(stats_bucket_index(stats_bucket_bounds[i]), i);
+}
+
+static void test_histogram_counts(void **state)
+{
+	struct stats_pool *sp = stats_pool_new();
+	struct stats_counters c;
+	(void)state;
+
+	assert_non_null(sp);
+	stats_count_query(sp, 0.0001);
+	stats_count_query(sp, 0.0001);
+	stats_count_query(sp, 0.2);
+	stats_count_query(sp, 60.0);
+	stats_count_wait(sp, 0.003);
+	stats_count_xact(sp, 1.5);
+	stats_add_received(sp, 100);
+	stats_add_sent(sp, 250);
+	stats_add_sent(sp, 0);
+	stats_pool_read(sp, &c);
+	assert_int_equal(c.query_count, 4);
+	assert_int_equal(c.query_buckets[0], 2);
+	assert_int_equal(c.query_buckets[stats_bucket_index(0.2)], 1);
+	assert_int_equal(c.query_buckets[STATS_NBUCKETS], 1);
+	uint64_t sum = 0;
+	for (int i = 0; i <= STATS_NBUCKETS; i++)
+		sum += c.query_buckets[i];
+	assert_int_equal(sum, c.query_count);
+	assert_int_equal(c.query_us, 100 + 100 + 200000 + 60000000);
+	assert_int_equal(c.wait_count, 1);
+	assert_int_equal(c.wait_buckets[stats_bucket_index(0.003)], 1);
+	assert_int_equal(c.wait_us, 3000);
+	assert_int_equal(c.xact_count, 1);
+	assert_int_equal(c.xact_us, 1500000);
+	assert_int_equal(c.bytes_received, 100);
+	assert_int_equal(c.bytes_sent, 250);
+	stats_pool_free(sp);
+}
+
+static void test_class_index(void **state)
+{
+	char name[6];
+	(void)state;
+
+	assert_int_equal(stats_class_index("00000"), 0);
+	assert_int_equal(stats_class_index("42P01"), 4 * 36 + 2);
+	assert_int_equal(stats_class_index("42601"), stats_class_index("42P01"));
+	assert_int_equal(stats_class_index("ZZ999"), 36 * 36 - 1);
+	assert_int_equal(stats_class_index("XX000"), 33 * 36 + 33);
+	assert_int_equal(stats_class_index(NULL), STATS_CLASS_OTHER);
+	assert_int_equal(stats_class_index(""), STATS_CLASS_OTHER);
+	assert_int_equal(stats_class_index("4"), STATS_CLASS_OTHER);
+	assert_int_equal(stats_class_index("4a000"), STATS_CLASS_OTHER); /* lower case is not SQLSTATE */
+	assert_int_equal(stats_class_index("-1"), STATS_CLASS_OTHER);
+
+	stats_class_name(stats_class_index("42P01"), name);
+	assert_string_equal(name, "42");
+	stats_class_name(stats_class_index("08006"), name);
+	assert_string_equal(name, "08");
+	stats_class_name(stats_class_index("XX000"), name);
+	assert_string_equal(name, "XX");
+	stats_class_name(STATS_CLASS_OTHER, name);
+	assert_string_equal(name, "other");
+	/* Every slot round-trips through its name. */
+	for (int i = 0; i < STATS_CLASS_OTHER; i++) {
+		stats_class_name(i, name);
+		assert_int_equal(stats_class_index(name), i);
+	}
+}
+
+static void test_error_accounting(void **state)
+{
+	struct stats *st = stats_new();
+	struct stats_global g;
+	(void)state;
+
+	assert_non_null(st);
+	stats_count_error(st, "42P01");
+	stats_count_error(st, "42601");
+	stats_count_error(st, "28P01");
+	stats_count_error(st, "bogus");
+	stats_count_error(st, NULL);
+	stats_read_global(st, &g);
+	assert_int_equal(g.errors[stats_class_index("42")], 2);
+	assert_int_equal(g.errors[stats_class_index("28")], 1);
+	assert_int_equal(g.errors[STATS_CLASS_OTHER], 2);
+	uint64_t total = 0;
+	for (int i = 0; i < STATS_NCLASSES; i++)
+		total += g.errors[i];
+	assert_int_equal(total, 5);
+	stats_free(st);
+}
+
+static void test_client_moves(void **state)
+{
+	struct stats *st = stats_new();
+	struct stats_pool *a = stats_pool_new(), *b = stats_pool_new();
+	struct stats_global g;
+	(void)state;
+
+	/* Accepted (no pool yet), authenticated, waiting in a, then active, then gone. */
+	stats_client_move(st, NULL, -1, NULL, STATS_CLIENT_STARTUP);
+	stats_client_move(st, NULL, -1, NULL, STATS_CLIENT_STARTUP);
+	stats_client_move(st, NULL, STATS_CLIENT_STARTUP, a, STATS_CLIENT_WAITING);
+	stats_client_move(st, a, STATS_CLIENT_WAITING, a, STATS_CLIENT_ACTIVE);
+	stats_client_move(st, NULL, STATS_CLIENT_STARTUP, b, STATS_CLIENT_IDLE);
+	stats_read_global(st, &g);
+	assert_int_equal(g.clients[STATS_CLIENT_STARTUP], 0);
+	assert_int_equal(g.clients[STATS_CLIENT_WAITING], 0);
+	assert_int_equal(g.clients[STATS_CLIENT_ACTIVE], 1);
+	assert_int_equal(g.clients[STATS_CLIENT_IDLE], 1);
+	stats_client_move(st, a, STATS_CLIENT_ACTIVE, NULL, -1);
+	stats_client_move(st, b, STATS_CLIENT_IDLE, NULL, -1);
+	stats_read_global(st, &g);
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
+		assert_int_equal(g.clients[i], 0);
+	assert_string_equal(stats_client_state_name(STATS_CLIENT_WAITING), "waiting");
+	assert_string_equal(stats_client_state_name(STATS_CLIENT_CLOSING), "closing");
+	stats_pool_free(a);
+	stats_pool_free(b);
+	stats_free(st);
+}
+
+#define NTHREADS 4
+#define PER_THREAD 100000
+
+static void *hammer(void *arg)
+{
+	struct stats_pool *sp = arg;
+	for (int i = 0; i < PER_THREAD; i++) {
+		stats_count_query(sp, (i % 3) * 0.002);
+		stats_add_received(sp, 3);
+	}
+	return NULL;
+}
+
+/* Relaxed atomics lose nothing: the totals are exact once the writers are joined. */
+static void test_concurrent_exact(void **state)
+{
+	struct stats_pool *sp = stats_pool_new();
+	pthread_t t[NTHREADS];
+	struct stats_counters c;
+	(void)state;
+
+	for (int i = 0; i < NTHREADS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, hammer, sp), 0);
+	for (int i = 0; i < NTHREADS; i++)
+		pthread_join(t[i], NULL);
+	stats_pool_read(sp, &c);
+	assert_int_equal(c.query_count, (uint64_t)NTHREADS * PER_THREAD);
+	assert_int_equal(c.bytes_received, (uint64_t)NTHREADS * PER_THREAD * 3);
+	uint64_t sum = 0;
+	for (int i = 0; i <= STATS_NBUCKETS; i++)
+		sum += c.query_buckets[i];
+	assert_int_equal(sum, c.query_count);
+	stats_pool_free(sp);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bucket_bounds_ascending),
+		cmocka_unit_test(test_bucket_index),
+		cmocka_unit_test(test_histogram_counts),
+		cmocka_unit_test(test_class_index),
+		cmocka_unit_test(test_error_accounting),
+		cmocka_unit_test(test_client_moves),
+		cmocka_unit_test(test_concurrent_exact),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,5 +1,5 @@
 /* The admin console's commands (see docs/console.md): parsing, the column lists, and what
- * each does. Connections belong to their workers, so SHOW CLIENTS/SERVERS/POOLS/LISTS,
+ * each does. Connections belong to their workers, so SHOW CLIENTS/SERVERS/POOLS,
  * KILL, KILL_CLIENT and RECONNECT are broadcast: a WORKER_MSG_CALL asks every worker to
  * add its part to one shared collector (its mutex guards the rows and counts); the last
  * worker posts the collector back to the console client's worker, which answers. */
@@ -20,6 +20,7 @@
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "runtime/runtime.h"
+#include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -201,9 +202,8 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 
 /* ---- broadcasts ---- */
 
-/* Per pool, summed over the workers (SHOW POOLS, SHOW LISTS). */
+/* Per pool, over the workers: what the stats gauges do not know (SHOW POOLS). */
 struct pool_tally {
-	long cl_active, cl_waiting, sv_active, sv_idle, sv_login;
 	double maxwait; /* seconds the longest-waiting client has waited */
 };
 
@@ -220,7 +220,6 @@ struct console_collect {
 	int remaining;             /* workers that have not added their part */
 	struct console_out rows;   /* DataRows from the workers */
 	long found;                /* clients/servers affected (KILL, KILL_CLIENT, RECONNECT) */
-	long login_clients, used_clients;
 	struct pool_tally *tally;  /* per pools[] */
 	/* Read and written only on home's thread; NULL once the client has closed. */
 	struct console_session *cs;
@@ -313,12 +312,13 @@ static void client_row(struct console_out *o, const struct client *c, double now
 {
 	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
 	char wait[24], wait_us[24], nprep[16];
-	double waited = c->state == CLIENT_WAITING && c->wait_since > 0 ? now - c->wait_since : 0;
+	double waited = c->state == CLIENT_WAITING && c->wait_start > 0 ? now - c->wait_start : 0;
 
 	addr_parts(&c->peer, addr, sizeof addr, port, sizeof port);
 	local_parts(c->fd, laddr, sizeof laddr, lport, sizeof lport);
 	format_time(c->connect_time, ct, sizeof ct);
-	format_time(c->wait_since > 0 ? c->wait_since : c->connect_time, rt, sizeof rt);
+	format_time(c->query_start > 0 ? c->query_start : c->wait_start > 0 ? c->wait_start : c->connect_time, rt,
+		    sizeof rt);
 	if (waited < 0)
 		waited = 0;
 	snprintf(wait, sizeof wait, "%ld", (long)waited);
@@ -370,33 +370,9 @@ static bool db_selected(const struct console_collect *col, const char *database)
 static void tally_worker(struct console_collect *col, struct worker *w, double now)
 {
 	for (struct client *c = w->clients; c; c = c->next) {
-		if (c->state == CLIENT_STARTUP || c->state == CLIENT_AUTH)
-			col->login_clients++;
-		else
-			col->used_clients++;
-		int i = c->pool ? pool_index(col, c->pool) : -1;
-		if (i < 0)
-			continue;
-		struct pool_tally *t = &col->tally[i];
-		if (c->state == CLIENT_WAITING) {
-			t->cl_waiting++;
-			if (c->wait_since > 0 && now - c->wait_since > t->maxwait)
-				t->maxwait = now - c->wait_since;
-		} else if (c->state == CLIENT_ACTIVE || c->state == CLIENT_IDLE) {
-			t->cl_active++;
-		}
-	}
-	for (struct server *s = w->servers; s; s = s->wnext) {
-		int i = pool_index(col, s->pool);
-		if (i < 0)
-			continue;
-		struct pool_tally *t = &col->tally[i];
-		if (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN)
-			t->sv_login++;
-		else if (s->state == SERVER_IDLE)
-			t->sv_idle++;
-		else if (s->state != SERVER_CLOSED)
-			t->sv_active++;
+		int i = c->pool && c->state == CLIENT_WAITING && c->wait_start > 0 ? pool_index(col, c->pool) : -1;
+		if (i >= 0 && now - c->wait_start > col->tally[i].maxwait)
+			col->tally[i].maxwait = now - c->wait_start;
 	}
 }
 
@@ -464,7 +440,7 @@ static void collect_on_worker(struct worker *w, void *arg)
 	} else if (col->cmd.kind == CMD_SHOW_SERVERS) {
 		for (struct server *s = w->servers; s; s = s->wnext)
 			server_row(&col->rows, s, now);
-	} else if (col->cmd.kind == CMD_SHOW_POOLS || col->cmd.kind == CMD_SHOW_LISTS) {
+	} else if (col->cmd.kind == CMD_SHOW_POOLS) {
 		tally_worker(col, w, now);
 	}
 	bool last = --col->remaining == 0;
@@ -488,53 +464,91 @@ static void long_str(char *out, size_t cap, long v)
 	snprintf(out, cap, "%ld", v);
 }
 
+struct pool_stats_list {
+	int n, cap;
+	struct stats_pool_snapshot *snaps;
+};
+
+static void keep_snapshot(const struct stats_pool_snapshot *snap, void *arg)
+{
+	struct pool_stats_list *l = arg;
+	if (l->n == l->cap) {
+		int cap = l->cap ? 2 * l->cap : 16;
+		struct stats_pool_snapshot *s = realloc(l->snaps, (size_t)cap * sizeof *s);
+		if (!s)
+			return; /* that pool is left out of the answer */
+		l->snaps = s;
+		l->cap = cap;
+	}
+	l->snaps[l->n++] = *snap;
+}
+
+/* SHOW POOLS: counts from the stats gauges, maxwait from the workers' waiting clients. */
 static void pools_rows(struct console_session *cs, struct console_collect *col)
 {
-	for (int i = 0; i < col->npools; i++) {
-		struct pool *p = col->pools[i];
-		struct pool_info info;
-		struct pool_tally *t = &col->tally[i];
-		char v[8][24];
+	struct pool_stats_list l = { 0 };
 
-		pool_get_info(p, &info);
-		long_str(v[0], sizeof v[0], t->cl_active);
-		long_str(v[1], sizeof v[1], t->cl_waiting);
-		long_str(v[2], sizeof v[2], t->sv_active);
-		long_str(v[3], sizeof v[3], info.nidle);
-		long_str(v[4], sizeof v[4], t->sv_login);
-		long_str(v[5], sizeof v[5], (long)t->maxwait);
-		long_str(v[6], sizeof v[6], (long)((t->maxwait - (double)(long)t->maxwait) * 1e6));
+	stats_foreach_pool(col->rt, keep_snapshot, &l);
+	for (int k = 0; k < l.n; k++) {
+		const struct stats_pool_snapshot *sn = &l.snaps[k];
+		double maxwait = 0;
+		bool paused = false;
+		/* database/user point into the pool itself: equal pointers, same pool. */
+		for (int i = 0; i < col->npools; i++) {
+			struct pool *p = col->pools[i];
+			if (pool_database(p) == sn->database && pool_user(p) == sn->user) {
+				struct pool_gauges g;
+				pool_snapshot(p, &g);
+				paused = g.paused;
+				maxwait = col->tally[i].maxwait;
+			}
+		}
+		char v[7][24];
+		long_str(v[0], sizeof v[0], (long)sn->clients[STATS_CLIENT_ACTIVE] + sn->clients[STATS_CLIENT_IDLE]);
+		long_str(v[1], sizeof v[1], sn->clients[STATS_CLIENT_WAITING]);
+		long_str(v[2], sizeof v[2], sn->sv_active);
+		long_str(v[3], sizeof v[3], sn->sv_idle);
+		long_str(v[4], sizeof v[4], sn->sv_connecting);
+		long_str(v[5], sizeof v[5], (long)maxwait);
+		long_str(v[6], sizeof v[6], (long)((maxwait - (double)(long)maxwait) * 1e6));
 		const char *vals[] = {
-			pool_database(p), pool_user(p), v[0], v[1], "0", "0", v[2], "0", "0", v[3], "0", "0", v[4], v[5], v[6],
-			config_pool_mode_name(pool_rule(p)->mode), info.paused ? "1" : "0",
+			sn->database, sn->user, v[0], v[1], "0", "0", v[2], "0", "0", v[3], "0", "0", v[4], v[5], v[6],
+			sn->mode, paused ? "1" : "0",
 		};
 		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}
+	free(l.snaps);
 	console_complete(cs, "SHOW");
 }
 
-static void lists_rows(struct console_session *cs, struct console_collect *col)
+static void show_lists(struct console_session *cs)
 {
-	const struct tusk_config *cfg = col->rt->cfg;
-	long users = 0, used_servers = 0;
+	struct runtime *rt = cs->client->worker->rt;
+	struct stats_global g;
+	struct stats_pool_snapshot tot;
+	long users = 0, npools = 0;
 
-	for (int i = 0; i < col->npools; i++) {
-		struct pool_info info;
+	stats_read_global(rt->stats, &g);
+	stats_totals(rt, &tot);
+	for (struct pool *p = pool_first(rt); p; p = pool_next(p)) {
 		bool seen = false;
-		pool_get_info(col->pools[i], &info);
-		used_servers += info.nslots;
-		for (int j = 0; j < i && !seen; j++)
-			seen = strcmp(pool_user(col->pools[j]), pool_user(col->pools[i])) == 0;
+		for (struct pool *q = pool_first(rt); q != p && !seen; q = pool_next(q))
+			seen = strcmp(pool_user(q), pool_user(p)) == 0;
 		users += !seen;
+		npools++;
 	}
+	long login = g.clients[STATS_CLIENT_STARTUP] + g.clients[STATS_CLIENT_AUTH];
+	long used = 0;
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
+		used += g.clients[i];
 	struct {
 		const char *name;
 		long v;
 	} items[] = {
-		{ "databases", cfg->npools }, { "users", users }, { "pools", col->npools },
-		{ "free_clients", 0 }, { "used_clients", col->used_clients }, { "login_clients", col->login_clients },
-		{ "free_servers", 0 }, { "used_servers", used_servers }, { "dns_names", 0 }, { "dns_zones", 0 },
-		{ "dns_queries", 0 }, { "dns_pending", 0 },
+		{ "databases", rt->cfg->npools }, { "users", users }, { "pools", npools },
+		{ "free_clients", 0 }, { "used_clients", used - login }, { "login_clients", login },
+		{ "free_servers", 0 }, { "used_servers", (long)tot.sv_active + tot.sv_idle + tot.sv_connecting },
+		{ "dns_names", 0 }, { "dns_zones", 0 }, { "dns_queries", 0 }, { "dns_pending", 0 },
 	};
 	for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
 		char v[24];
@@ -568,9 +582,6 @@ static void collect_done(struct worker *w, void *arg)
 		break;
 	case CMD_SHOW_POOLS:
 		pools_rows(cs, col);
-		break;
-	case CMD_SHOW_LISTS:
-		lists_rows(cs, col);
 		break;
 	case CMD_KILL:
 		log_info(cs->client->id, cs->client->ctx, "KILL %s: %ld connections closed", col->cmd.arg, col->found);
@@ -713,9 +724,9 @@ static void show_databases(struct console_session *cs)
 		for (struct pool *p = pool_first(rt); p; p = pool_next(p)) {
 			if (pool_rule(p) != r)
 				continue;
-			struct pool_info info;
-			pool_get_info(p, &info);
-			current += info.nslots;
+			struct pool_gauges info;
+			pool_snapshot(p, &info);
+			current += info.slots;
 			paused = paused || info.paused;
 		}
 		char port[16], size[16], min[16], maxc[16], cur[24];
@@ -759,9 +770,9 @@ static bool pause_quiet(struct console_session *cs)
 	for (struct pool *p = pool_first(cs->client->worker->rt); p; p = pool_next(p)) {
 		if (cs->pause_db[0] && strcmp(pool_database(p), cs->pause_db) != 0)
 			continue;
-		struct pool_info info;
-		pool_get_info(p, &info);
-		if (info.nslots != info.nidle)
+		struct pool_gauges info;
+		pool_snapshot(p, &info);
+		if (info.slots != info.idle)
 			return false;
 	}
 	return true;
@@ -850,10 +861,12 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 	case CMD_SHOW_STATS:
 		console_show_stats(cs);
 		return 0;
+	case CMD_SHOW_LISTS:
+		show_lists(cs);
+		return 0;
 	case CMD_SHOW_POOLS:
 	case CMD_SHOW_CLIENTS:
 	case CMD_SHOW_SERVERS:
-	case CMD_SHOW_LISTS:
 		return broadcast(cs, cmd);
 	case CMD_PAUSE:
 	case CMD_RESUME:

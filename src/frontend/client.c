@@ -111,7 +111,6 @@ void client_set_state(struct client *c, enum client_state to)
 	case CLIENT_AUTH:
 		break; /* the login timer started at accept keeps running */
 	case CLIENT_WAITING:
-		c->wait_since = ev_now(c->worker->loop);
 		/* The wait deadline is absolute from the moment the client asked for a server. */
 		arm_timer(c, (double)cfg->pool_wait_timeout_ms / 1000.0);
 		break;

@@ -70,7 +70,6 @@ struct client {
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
 	struct client *prev, *next; /* worker->clients */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS) */
-	double wait_since;          /* ev_now when it last began waiting for a server */
 	bool admin;                 /* connected to the admin console's database: never gets a server */
 	struct console_session *console; /* the admin client's console state (src/console/) */
 

@@ -214,6 +214,7 @@ void pool_snapshot(struct pool *p, struct pool_gauges *out)
 	for (const struct pool_waiter *w = p->wait_head; w; w = w->next)
 		out->waiters++;
 	out->down = p->backoff > 0;
+	out->paused = p->paused;
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -689,18 +690,6 @@ void pool_maintain(struct worker *w, double now)
 
 struct pool *pool_first(struct runtime *rt) { return registry_head(rt->pools); }
 struct pool *pool_next(const struct pool *p) { return p->next; }
-
-void pool_get_info(struct pool *p, struct pool_info *out)
-{
-	pthread_mutex_lock(&p->lock);
-	out->nslots = p->nslots;
-	out->nidle = p->nidle;
-	out->nwaiting = 0;
-	for (struct pool_waiter *w = p->wait_head; w; w = w->next)
-		out->nwaiting++;
-	out->paused = p->paused;
-	pthread_mutex_unlock(&p->lock);
-}
 
 unsigned pool_generation(const struct pool *p)
 {

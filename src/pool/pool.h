@@ -49,6 +49,7 @@ struct pool_gauges {
 	int idle;    /* parked servers */
 	int waiters; /* clients queued */
 	bool down;   /* connects are backed off: the backend failed twice or more in a row */
+	bool paused; /* console PAUSE (pool_pause) */
 };
 void pool_snapshot(struct pool *p, struct pool_gauges *out);
 /* cb for every pool, from the calling thread, no lock held during cb. Pools are never
@@ -103,18 +104,10 @@ void pool_maintain(struct worker *w, double now);
 struct pool *pool_first(struct runtime *rt);
 struct pool *pool_next(const struct pool *p);
 
-struct pool_info {
-	int nslots;   /* servers connecting, in use or idle */
-	int nidle;    /* parked */
-	int nwaiting; /* clients queued */
-	bool paused;
-};
-/* A consistent snapshot (under the pool lock). */
-void pool_get_info(struct pool *p, struct pool_info *out);
-
 /* PAUSE: claims queue and nothing is handed to waiters until pool_resume; servers released
- * meanwhile are parked. The caller waits for nslots == nidle. */
+ * meanwhile are parked. The caller waits for slots == idle (pool_snapshot). */
 void pool_pause(struct pool *p);
+/* RESUME: the queue is served again (parked servers through their owners, room as grants). */
 void pool_resume(struct pool *p);
 
 /* RECONNECT: servers connected before this are closed when released, not parked (the

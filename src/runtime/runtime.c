@@ -2,6 +2,7 @@
 #include "runtime/runtime.h"
 
 #include <errno.h>
+#include <ev.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -62,6 +63,7 @@ int runtime_start(struct runtime *rt, const struct tusk_config *cfg)
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->stats = stats_new();
+	rt->start_time = ev_time();
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
 	rt->listen_addrs = calloc((size_t)cfg->nlisten, sizeof *rt->listen_addrs);

@@ -575,7 +575,8 @@ static void collect_done(struct worker *w, void *arg)
 	switch (col->cmd.kind) {
 	case CMD_SHOW_CLIENTS:
 	case CMD_SHOW_SERVERS:
-		console_out_raw(&cs->out, col->rows.data + col->rows.start, col->rows.len - col->rows.start);
+		if (col->rows.len > col->rows.start)
+			console_out_raw(&cs->out, col->rows.data + col->rows.start, col->rows.len - col->rows.start);
 		if (col->rows.failed)
 			cs->out.failed = true;
 		console_complete(cs, "SHOW");

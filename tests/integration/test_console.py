@@ -399,3 +399,23 @@ def test_errors_are_clear_and_the_session_goes_on(tusk, tmp_path):
         # Simple protocol after extended errors, on the same connection.
         assert c.execute("SHOW VERSION").fetchone()[0].startswith("tusk ")
         assert ext(c, "SHOW LISTS")[0] == ["list", "items"]
+
+
+def test_answers_longer_than_the_client_buffer(tusk, tmp_path):
+    """SHOW CLIENTS for 200 clients is far more than the 32 kB a client's wbuf holds: the
+    console's own output buffer streams it, in both protocols."""
+    t = start(tusk, tmp_path, mode="transaction")
+    conns = []
+    try:
+        for i in range(200):
+            conns.append(app(t, application_name=f"many-{i:03d}"))
+        _, rows = psql_rows(t, "SHOW CLIENTS")
+        names = sorted(r["application_name"] for r in rows if r["application_name"].startswith("many-"))
+        assert names == [f"many-{i:03d}" for i in range(200)]
+        with admin(t) as c:
+            cols, rows, _ = ext(c, "SHOW CLIENTS")
+            assert sum(1 for r in rows if r[cols.index("application_name")].startswith("many-")) == 200
+            assert c.execute("SHOW VERSION").fetchone()[0].startswith("tusk ")
+    finally:
+        for c in conns:
+            c.close()

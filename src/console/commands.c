@@ -394,6 +394,21 @@ static long close_parked(struct console_collect *col, struct worker *w, const ch
 
 static void collect_done(struct worker *w, void *arg);
 
+/* Close c from the console with 57P01. A client queued for a server leaves the queue first;
+ * when the pool's answer is already on its way, the usual teardown keeps a husk for it
+ * (client_close) and the client just sees the connection end. */
+static void terminate_client(struct client *c, const char *why)
+{
+	if (c->queued) {
+		if (!pool_leave_queue(c->pool, &c->waiter)) {
+			client_close(c, why);
+			return;
+		}
+		c->queued = false;
+	}
+	client_fail(c, "57P01", "terminated by the admin console (%s)", why);
+}
+
 /* On each worker: add this worker's part; the last one posts the result home. */
 static void collect_on_worker(struct worker *w, void *arg)
 {
@@ -408,7 +423,9 @@ static void collect_on_worker(struct worker *w, void *arg)
 		while (c) {
 			struct client *next = c->next;
 			if (!c->admin && c->state != CLIENT_CLOSING && strcmp(c->database, col->cmd.arg) == 0) {
-				client_fail(c, "57P01", "terminated by the admin console (KILL %s)", col->cmd.arg);
+				char why[CONFIG_NAME_MAX + 8];
+				snprintf(why, sizeof why, "KILL %s", col->cmd.arg);
+				terminate_client(c, why);
 				found++;
 			}
 			c = next;
@@ -419,7 +436,7 @@ static void collect_on_worker(struct worker *w, void *arg)
 	case CMD_KILL_CLIENT:
 		for (struct client *c = w->clients; c; c = c->next) {
 			if (strcmp(c->id, col->cmd.arg) == 0 && c->state != CLIENT_CLOSING) {
-				client_fail(c, "57P01", "terminated by the admin console (KILL_CLIENT)");
+				terminate_client(c, "KILL_CLIENT");
 				found++;
 				break;
 			}

@@ -640,6 +640,9 @@ void console_writable(struct client *c)
 
 void console_command_done(struct console_session *cs)
 {
+	/* Killed by its own command (KILL_CLIENT of itself): its error is already out. */
+	if (cs->client->state == CLIENT_CLOSING)
+		return;
 	cs->busy = false;
 	if (cs->busy_simple)
 		out_ready(cs);

@@ -419,3 +419,31 @@ def test_answers_longer_than_the_client_buffer(tusk, tmp_path):
     finally:
         for c in conns:
             c.close()
+
+
+def test_kill_reaches_clients_queued_on_a_paused_pool(tusk, tmp_path):
+    t = start(tusk, tmp_path, mode="transaction")
+    with app(t) as a:
+        a.execute("select 1")
+        assert psql(t, f"PAUSE {TEST_DB}").returncode == 0
+        errors = []
+
+        def query():
+            try:
+                a.execute("select 1")
+            except psycopg.OperationalError as e:
+                errors.append(str(e))
+
+        th = threading.Thread(target=query)
+        th.start()
+        wait_until(lambda: next(r for r in psql_rows(t, "SHOW POOLS")[1] if r["database"] == TEST_DB)["cl_waiting"]
+                   == "1", 5 * SLOW, what="the client to queue")
+        _, clients = psql_rows(t, "SHOW CLIENTS")
+        assert any(r["state"] == "waiting" for r in clients), clients
+        p = psql(t, f"KILL {TEST_DB}")
+        assert p.returncode == 0, p.stderr
+        th.join(10 * SLOW)
+        assert not th.is_alive() and errors and f"KILL {TEST_DB}" in errors[0], errors
+        assert psql(t, "RESUME").returncode == 0
+    with app(t) as b:
+        assert b.execute("select 5").fetchone() == (5,)

@@ -447,3 +447,17 @@ def test_kill_reaches_clients_queued_on_a_paused_pool(tusk, tmp_path):
         assert psql(t, "RESUME").returncode == 0
     with app(t) as b:
         assert b.execute("select 5").fetchone() == (5,)
+
+
+def test_hba_file_decides_how_admins_log_in(tusk, tmp_path):
+    from auth_util import write_hba
+    hba = write_hba(tmp_path / "hba.conf", [
+        "host tusk admin 127.0.0.1/32 trust",
+        "host all all 127.0.0.1/32 scram-sha-256",
+    ])
+    t = start(tusk, tmp_path, hba_file=hba)
+    header, _ = psql_rows(t, "SHOW VERSION", password="not-needed")
+    assert header == ["version"]
+    p = psql(t, "SHOW VERSION", user=MONITOR, password="wrong")
+    assert p.returncode != 0 and "password authentication failed" in p.stderr, p.stderr
+    assert psql_rows(t, "SHOW VERSION", user=MONITOR, password=MONITOR_PW)[0] == ["version"]

@@ -9,6 +9,7 @@
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "config/config.h"
+#include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 
@@ -92,6 +93,14 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return 1;
 	}
+	/* After the listeners are open (/health means tusk listens), before anything stops. */
+	struct metrics_http *http = NULL;
+	if (metrics_start(&rt, &http) < 0) {
+		runtime_stop(&rt);
+		log_shutdown();
+		config_free(cfg);
+		return 1;
+	}
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
 
 	for (;;) {
@@ -105,6 +114,7 @@ int main(int argc, char **argv)
 		log_info(NULL, NULL, "%s: shutting down", sig == SIGINT ? "SIGINT" : "SIGTERM");
 		break;
 	}
+	metrics_stop(http); /* its handlers read what runtime_stop frees */
 	runtime_stop(&rt);
 	log_info(NULL, NULL, "stopped");
 	log_shutdown();

@@ -764,7 +764,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			}
 			break;
 		case 'E':
-			if (total <= RELAY_INSPECT_MAX) { /* stats: its SQLSTATE */
+			if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
 				if (avail < total)
 					return SCAN_OK;
 				client_count_error(c, m, total);
@@ -902,13 +902,13 @@ static bool pump_c2s(struct client *c, struct server *s)
 		default:
 			break;
 		}
-		size_t unsent = c->c2s_scanned; /* stats */
+		size_t unsent = buf_len(&s->wbuf) + c->c2s_scanned; /* stats: rewritten ones included */
 		if (flush_buf(s->fd, &s->wbuf) < 0 ||
 		    (buf_empty(&s->wbuf) && write_head(s->fd, &c->rbuf, &c->c2s_scanned) < 0)) {
 			server_lost(c, s, "closed while writing to it");
 			return false;
 		}
-		stats_add_received(pool_stats(c->pool), unsent - c->c2s_scanned);
+		stats_add_received(pool_stats(c->pool), unsent - (buf_len(&s->wbuf) + c->c2s_scanned));
 		stats_requests_sent(c, s);
 		/* Go round again only if a stall has cleared: everything scanned went out. */
 		if (r != SCAN_STALL && !(c->c2s_scanned == 0 && c->c2s_remaining == 0 &&

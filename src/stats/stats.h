@@ -51,7 +51,8 @@ void stats_count_query(struct stats_pool *sp, double seconds);
 void stats_count_xact(struct stats_pool *sp, double seconds);
 /* A client waited seconds for a server (CLIENT_WAITING until it got one or left). */
 void stats_count_wait(struct stats_pool *sp, double seconds);
-/* Bytes the relay forwarded from clients to servers, and from servers to clients. */
+/* Bytes the relay wrote to servers for clients (as relayed or rewritten), and bytes written
+ * to clients (relayed replies and tusk's own messages). */
 void stats_add_received(struct stats_pool *sp, uint64_t n);
 void stats_add_sent(struct stats_pool *sp, uint64_t n);
 /* Server connections of the pool in TCP connect or login (+1 at connect, -1 when done). */

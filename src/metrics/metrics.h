@@ -1,0 +1,18 @@
+/* The operator's HTTP endpoint (admin.http): /metrics in the Prometheus text format and
+ * /health. It runs in libmicrohttpd's own thread, never on a worker, and only reads shared
+ * state through stats/ (atomics, and each pool's lock for a moment). See docs/metrics.md. */
+#ifndef TUSK_METRICS_METRICS_H
+#define TUSK_METRICS_METRICS_H
+
+struct runtime;
+struct metrics_http; /* opaque */
+
+/* Start serving on rt->cfg->admin.http. *out is NULL when admin.http is absent (and 0 is
+ * returned). 0 or a negative errno, after logging what failed. Call after runtime_start. */
+__attribute__((warn_unused_result))
+int metrics_start(struct runtime *rt, struct metrics_http **out);
+/* Stop the thread and close the socket; waits for a request being served. Call before
+ * runtime_stop, which frees what the handlers read. NULL is fine. */
+void metrics_stop(struct metrics_http *m);
+
+#endif

@@ -811,9 +811,10 @@ static int pause_pools(struct console_session *cs, const char *db)
 {
 	struct ev_loop *loop = cs->client->worker->loop;
 
-	for (struct pool *p = pool_first(cs->client->worker->rt); p; p = pool_next(p))
-		if (!*db || strcmp(pool_database(p), db) == 0)
-			pool_pause(p);
+	if (pool_pause_database(cs->client->worker->rt, db) < 0) {
+		console_error(cs, "53200", "out of memory");
+		return 0;
+	}
 	snprintf(cs->pause_db, sizeof cs->pause_db, "%s", db);
 	log_info(cs->client->id, cs->client->ctx, "PAUSE %s", *db ? db : "(all)");
 	if (pause_quiet(cs)) {
@@ -829,9 +830,7 @@ static int pause_pools(struct console_session *cs, const char *db)
 
 static void resume_pools(struct console_session *cs, const char *db)
 {
-	for (struct pool *p = pool_first(cs->client->worker->rt); p; p = pool_next(p))
-		if (!*db || strcmp(pool_database(p), db) == 0)
-			pool_resume(p);
+	pool_resume_database(cs->client->worker->rt, db);
 	log_info(cs->client->id, cs->client->ctx, "RESUME %s", *db ? db : "(all)");
 	console_complete(cs, "RESUME");
 }

@@ -11,6 +11,7 @@
  * changes threads. */
 #include "pool/pool.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@ struct pool_group {
 	struct pool_group *next; /* registry list, immutable once linked */
 	char name[CONFIG_NAME_MAX];
 	bool is_user;
+	bool paused; /* database groups: console PAUSE, so pools created later start paused; under the registry lock */
 	/* Servers now; acq_rel is enough: it orders nothing else, and overshoot is undone at
 	 * once by the one that overshot. */
 	atomic_int count;
@@ -68,10 +70,11 @@ struct pool {
 #define POOL_PREFER_SCAN 32 /* idle servers looked at for a preferred one */
 
 struct pool_registry {
-	pthread_mutex_t lock; /* protects head, count and groups */
+	pthread_mutex_t lock; /* protects head, count, groups and pause_all */
 	struct pool *head;
 	int count;
 	struct pool_group *groups;
+	bool pause_all; /* console PAUSE without a database */
 };
 
 static struct pool_group *find_group(struct pool_registry *reg, const char *name, bool is_user)
@@ -190,6 +193,7 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	}
 	p->index = reg->count++;
 	p->jitter_seed = (unsigned)p->index * 2654435761u;
+	p->paused = reg->pause_all || p->db_group->paused;
 	pthread_mutex_init(&p->lock, NULL);
 	p->next = reg->head;
 	reg->head = p;
@@ -701,14 +705,59 @@ void pool_reconnect(struct pool *p)
 	atomic_fetch_add_explicit(&p->generation, 1, memory_order_relaxed);
 }
 
-void pool_pause(struct pool *p)
+static void pause_one(struct pool *p)
 {
 	pthread_mutex_lock(&p->lock);
 	p->paused = true;
 	pthread_mutex_unlock(&p->lock);
 }
 
-void pool_resume(struct pool *p)
+static void resume_one(struct pool *p);
+
+/* The registry remembers the pause first (under its lock, where pool_get reads it), then
+ * each existing pool is paused under its own lock: a pool created in between starts paused.
+ * The two locks are never held together. */
+int pool_pause_database(struct runtime *rt, const char *database)
+{
+	struct pool_registry *reg = rt->pools;
+	int rc = 0;
+
+	pthread_mutex_lock(&reg->lock);
+	if (!*database) {
+		reg->pause_all = true;
+	} else {
+		struct pool_group *g = find_group(reg, database, false);
+		if (g)
+			g->paused = true;
+		else
+			rc = -ENOMEM;
+	}
+	pthread_mutex_unlock(&reg->lock);
+	if (rc < 0)
+		return rc;
+	for (struct pool *p = registry_head(reg); p; p = p->next)
+		if (!*database || strcmp(p->database, database) == 0)
+			pause_one(p);
+	return 0;
+}
+
+void pool_resume_database(struct runtime *rt, const char *database)
+{
+	struct pool_registry *reg = rt->pools;
+
+	pthread_mutex_lock(&reg->lock);
+	for (struct pool_group *g = reg->groups; g; g = g->next)
+		if (!g->is_user && (!*database || strcmp(g->name, database) == 0))
+			g->paused = false;
+	if (!*database)
+		reg->pause_all = false;
+	pthread_mutex_unlock(&reg->lock);
+	for (struct pool *p = registry_head(reg); p; p = p->next)
+		if (!*database || strcmp(p->database, database) == 0)
+			resume_one(p);
+}
+
+static void resume_one(struct pool *p)
 {
 	struct pool_waiter *grants = NULL, **tail = &grants;
 	int nworkers = p->rt->nworkers;

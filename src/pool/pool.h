@@ -104,11 +104,12 @@ void pool_maintain(struct worker *w, double now);
 struct pool *pool_first(struct runtime *rt);
 struct pool *pool_next(const struct pool *p);
 
-/* PAUSE: claims queue and nothing is handed to waiters until pool_resume; servers released
- * meanwhile are parked. The caller waits for slots == idle (pool_snapshot). */
-void pool_pause(struct pool *p);
+/* PAUSE: the pools of database ("": all) queue claims and hand nothing to waiters until
+ * pool_resume_database, also pools created meanwhile; servers released meanwhile are parked.
+ * The caller waits for slots == idle (pool_snapshot). 0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int pool_pause_database(struct runtime *rt, const char *database);
 /* RESUME: the queue is served again (parked servers through their owners, room as grants). */
-void pool_resume(struct pool *p);
+void pool_resume_database(struct runtime *rt, const char *database);
 
 /* RECONNECT: servers connected before this are closed when released, not parked (the
  * caller closes the parked ones on their workers). */

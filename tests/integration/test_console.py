@@ -461,3 +461,26 @@ def test_hba_file_decides_how_admins_log_in(tusk, tmp_path):
     p = psql(t, "SHOW VERSION", user=MONITOR, password="wrong")
     assert p.returncode != 0 and "password authentication failed" in p.stderr, p.stderr
     assert psql_rows(t, "SHOW VERSION", user=MONITOR, password=MONITOR_PW)[0] == ["version"]
+
+
+@pytest.mark.parametrize("target", ["", TEST_DB])
+def test_pause_covers_pools_created_while_paused(tusk, tmp_path, target):
+    """No pool exists yet when PAUSE runs: the first client's pool is created paused (its login
+    needs a server in tusk, so the login itself waits) and RESUME lets it through."""
+    t = start(tusk, tmp_path, mode="transaction")
+    assert psql(t, f"PAUSE {target}").returncode == 0
+    result = {}
+
+    def login_and_query():
+        with app(t) as a:
+            result["v"] = a.execute("select 7").fetchone()
+
+    th = threading.Thread(target=login_and_query)
+    th.start()
+    th.join(0.7 * SLOW)
+    assert th.is_alive() and "v" not in result, "a client got a server from a paused database"
+    _, pools = psql_rows(t, "SHOW POOLS")
+    assert [r["paused"] for r in pools if r["database"] == TEST_DB] == ["1"]
+    assert psql(t, f"RESUME {target}").returncode == 0
+    th.join(10 * SLOW)
+    assert result.get("v") == (7,)

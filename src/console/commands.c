@@ -92,20 +92,17 @@ int console_parse(const char *text, size_t len, struct console_cmd *out, char *e
 	const struct keyword *k = NULL;
 
 	*out = (struct console_cmd){ .kind = CMD_EMPTY };
-	/* One statement: trailing blanks and one ';' are fine, a second statement is not. */
+	/* One statement: trailing blanks and one ';' are fine, a second statement is not (a ';'
+	 * inside a quoted name is part of the name). */
 	while (end > p && isspace((unsigned char)end[-1]))
 		end--;
 	if (end > p && end[-1] == ';')
 		end--;
-	if (memchr(p, ';', (size_t)(end - p))) {
-		snprintf(err, errcap, "the admin console runs one command per query");
-		return -EINVAL;
-	}
 	int n = next_word(&p, end, w, sizeof w);
 	if (n == 0)
 		return 0;
 	if (n < 0)
-		goto bad;
+		goto rest;
 	if (word_is(w, "SHOW")) {
 		if (next_word(&p, end, w, sizeof w) <= 0) {
 			snprintf(err, errcap, "SHOW needs an item (SHOW HELP lists them)");
@@ -129,26 +126,41 @@ int console_parse(const char *text, size_t len, struct console_cmd *out, char *e
 	}
 	out->kind = k->kind;
 	if (k->kind == CMD_SHUTDOWN) {
-		n = next_word(&p, end, w, sizeof w);
-		if (n > 0 && word_is(w, "WAIT_FOR_CLIENTS"))
+		const char *q = p;
+		n = next_word(&q, end, w, sizeof w);
+		if (n > 0 && word_is(w, "WAIT_FOR_CLIENTS")) {
 			out->kind = CMD_SHUTDOWN_WAIT;
-		else if (n != 0)
-			goto bad;
+			p = q;
+		}
 	} else if (k->arg > 0) {
-		n = next_word(&p, end, out->arg, sizeof out->arg);
-		if (n < 0)
+		const char *q = p;
+		n = next_word(&q, end, out->arg, sizeof out->arg);
+		if (n > 0 || (n == 0 && q == end))
+			p = q;
+		else if (n == -ENAMETOOLONG)
 			goto bad;
-		if (n == 0 && k->arg == 2) {
+		if (!out->arg[0] && k->arg == 2) {
 			snprintf(err, errcap, "%s needs an argument (%s)", k->word,
 				 k->kind == CMD_KILL_CLIENT ? "a client id" : "a database name");
 			return -EINVAL;
 		}
 	}
-	if (next_word(&p, end, extra, sizeof extra) != 0 || p != end) {
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p == end)
+		return 0;
+	if (*p != ';' && next_word(&p, end, extra, sizeof extra) > 0) {
 		snprintf(err, errcap, "unexpected text after %s", k->word);
 		return -EINVAL;
 	}
-	return 0;
+rest:
+	/* Whatever stopped the parse: a second statement, or text that is no command. */
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p < end && *p == ';') {
+		snprintf(err, errcap, "the admin console runs one command per query");
+		return -EINVAL;
+	}
 bad:
 	snprintf(err, errcap, "syntax error in console command (SHOW HELP lists the commands)");
 	return -EINVAL;

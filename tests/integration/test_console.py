@@ -4,6 +4,7 @@ Parse/Bind/Describe/Execute/Sync), column names checked against PgBouncer's, and
 PAUSE/RESUME, KILL, KILL_CLIENT, RECONNECT, RELOAD and SHUTDOWN checked with real clients."""
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -484,3 +485,38 @@ def test_pause_covers_pools_created_while_paused(tusk, tmp_path, target):
     assert psql(t, f"RESUME {target}").returncode == 0
     th.join(10 * SLOW)
     assert result.get("v") == (7,)
+
+
+def test_pause_and_resume_under_pgbench(tusk, tmp_path):
+    """pgbench (TPC-B-like, transaction pooling) keeps running through PAUSE/RESUME: PAUSE
+    returns between transactions, no transaction runs while paused, none fails."""
+    from conftest import BENCH_DB
+    t = start(tusk, tmp_path, mode="transaction", size=4)
+    cmd = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(t.port), "-U", "tusk_trust", "-n",
+           "-M", "extended", "-c", "6", "-j", "2", "-T", str(int(5 * SLOW)), BENCH_DB]
+    bench = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def xacts():
+            _, rows = psql_rows(t, "SHOW STATS")
+            return int(next((r["total_xact_count"] for r in rows if r["database"] == BENCH_DB), 0))
+
+        wait_until(lambda: xacts() > 50, 10 * SLOW, what="pgbench to get going")
+        p = psql(t, f"PAUSE {BENCH_DB}")
+        assert p.returncode == 0, p.stderr
+        before = xacts()
+        time.sleep(0.5 * SLOW)
+        assert xacts() == before, "transactions ran on a paused database"
+        _, pools = psql_rows(t, "SHOW POOLS")
+        row = next(r for r in pools if r["database"] == BENCH_DB)
+        assert int(row["cl_waiting"]) > 0 and row["sv_active"] == "0", row
+        p = psql(t, f"RESUME {BENCH_DB}")
+        assert p.returncode == 0, p.stderr
+        wait_until(lambda: xacts() > before + 50, 10 * SLOW, what="pgbench to go on after RESUME")
+        out, _ = bench.communicate(timeout=30 * SLOW)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 0, out
+    m = re.search(r"number of failed transactions: (\d+)", out)
+    assert not m or int(m.group(1)) == 0, out

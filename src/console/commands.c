@@ -35,17 +35,25 @@ struct keyword {
 };
 
 static const struct keyword show_words[] = {
-	{ "POOLS", CMD_SHOW_POOLS, 0 },       { "CLIENTS", CMD_SHOW_CLIENTS, 0 },
-	{ "SERVERS", CMD_SHOW_SERVERS, 0 },   { "STATS", CMD_SHOW_STATS, 0 },
-	{ "DATABASES", CMD_SHOW_DATABASES, 0 }, { "CONFIG", CMD_SHOW_CONFIG, 0 },
-	{ "LISTS", CMD_SHOW_LISTS, 0 },       { "VERSION", CMD_SHOW_VERSION, 0 },
-	{ "HELP", CMD_SHOW_HELP, 0 },
+	{ "POOLS", CONSOLE_CMD_SHOW_POOLS, 0 },
+	{ "CLIENTS", CONSOLE_CMD_SHOW_CLIENTS, 0 },
+	{ "SERVERS", CONSOLE_CMD_SHOW_SERVERS, 0 },
+	{ "STATS", CONSOLE_CMD_SHOW_STATS, 0 },
+	{ "DATABASES", CONSOLE_CMD_SHOW_DATABASES, 0 },
+	{ "CONFIG", CONSOLE_CMD_SHOW_CONFIG, 0 },
+	{ "LISTS", CONSOLE_CMD_SHOW_LISTS, 0 },
+	{ "VERSION", CONSOLE_CMD_SHOW_VERSION, 0 },
+	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
 };
 
 static const struct keyword verbs[] = {
-	{ "PAUSE", CMD_PAUSE, 1 },         { "RESUME", CMD_RESUME, 1 },       { "RELOAD", CMD_RELOAD, 0 },
-	{ "KILL", CMD_KILL, 2 },           { "KILL_CLIENT", CMD_KILL_CLIENT, 2 }, { "RECONNECT", CMD_RECONNECT, 1 },
-	{ "SHUTDOWN", CMD_SHUTDOWN, 0 },
+	{ "PAUSE", CONSOLE_CMD_PAUSE, 1 },
+	{ "RESUME", CONSOLE_CMD_RESUME, 1 },
+	{ "RELOAD", CONSOLE_CMD_RELOAD, 0 },
+	{ "KILL", CONSOLE_CMD_KILL, 2 },
+	{ "KILL_CLIENT", CONSOLE_CMD_KILL_CLIENT, 2 },
+	{ "RECONNECT", CONSOLE_CMD_RECONNECT, 1 },
+	{ "SHUTDOWN", CONSOLE_CMD_SHUTDOWN, 0 },
 };
 
 /* The next word (letters, digits, '_', '-', '.', or a "quoted" name) at *p. */
@@ -91,7 +99,7 @@ int console_parse(const char *text, size_t len, struct console_cmd *out, char *e
 	char w[CONFIG_NAME_MAX], extra[CONFIG_NAME_MAX];
 	const struct keyword *k = NULL;
 
-	*out = (struct console_cmd){ .kind = CMD_EMPTY };
+	*out = (struct console_cmd){ .kind = CONSOLE_CMD_EMPTY };
 	/* One statement: trailing blanks and one ';' are fine, a second statement is not (a ';'
 	 * inside a quoted name is part of the name). */
 	while (end > p && isspace((unsigned char)end[-1]))
@@ -125,11 +133,11 @@ int console_parse(const char *text, size_t len, struct console_cmd *out, char *e
 		}
 	}
 	out->kind = k->kind;
-	if (k->kind == CMD_SHUTDOWN) {
+	if (k->kind == CONSOLE_CMD_SHUTDOWN) {
 		const char *q = p;
 		n = next_word(&q, end, w, sizeof w);
 		if (n > 0 && word_is(w, "WAIT_FOR_CLIENTS")) {
-			out->kind = CMD_SHUTDOWN_WAIT;
+			out->kind = CONSOLE_CMD_SHUTDOWN_WAIT;
 			p = q;
 		}
 	} else if (k->arg > 0) {
@@ -141,7 +149,7 @@ int console_parse(const char *text, size_t len, struct console_cmd *out, char *e
 			goto bad;
 		if (!out->arg[0] && k->arg == 2) {
 			snprintf(err, errcap, "%s needs an argument (%s)", k->word,
-				 k->kind == CMD_KILL_CLIENT ? "a client id" : "a database name");
+				 k->kind == CONSOLE_CMD_KILL_CLIENT ? "a client id" : "a database name");
 			return -EINVAL;
 		}
 	}
@@ -200,14 +208,14 @@ static const struct console_column version_cols[] = { T("version") };
 struct console_columns console_columns_of(enum console_cmd_kind kind)
 {
 	switch (kind) {
-	case CMD_SHOW_POOLS: return COLS(pools_cols);
-	case CMD_SHOW_CLIENTS:
-	case CMD_SHOW_SERVERS: return COLS(conn_cols);
-	case CMD_SHOW_STATS: return COLS(stats_cols);
-	case CMD_SHOW_DATABASES: return COLS(databases_cols);
-	case CMD_SHOW_CONFIG: return COLS(config_cols);
-	case CMD_SHOW_LISTS: return COLS(lists_cols);
-	case CMD_SHOW_VERSION: return COLS(version_cols);
+	case CONSOLE_CMD_SHOW_POOLS: return COLS(pools_cols);
+	case CONSOLE_CMD_SHOW_CLIENTS:
+	case CONSOLE_CMD_SHOW_SERVERS: return COLS(conn_cols);
+	case CONSOLE_CMD_SHOW_STATS: return COLS(stats_cols);
+	case CONSOLE_CMD_SHOW_DATABASES: return COLS(databases_cols);
+	case CONSOLE_CMD_SHOW_CONFIG: return COLS(config_cols);
+	case CONSOLE_CMD_SHOW_LISTS: return COLS(lists_cols);
+	case CONSOLE_CMD_SHOW_VERSION: return COLS(version_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
 }
@@ -430,7 +438,7 @@ static void collect_on_worker(struct worker *w, void *arg)
 
 	/* Actions first, outside the lock: closing connections logs and may post messages. */
 	switch (col->cmd.kind) {
-	case CMD_KILL: {
+	case CONSOLE_CMD_KILL: {
 		struct client *c = w->clients;
 		while (c) {
 			struct client *next = c->next;
@@ -445,7 +453,7 @@ static void collect_on_worker(struct worker *w, void *arg)
 		found += close_parked(col, w, "KILL from the admin console");
 		break;
 	}
-	case CMD_KILL_CLIENT:
+	case CONSOLE_CMD_KILL_CLIENT:
 		for (struct client *c = w->clients; c; c = c->next) {
 			if (strcmp(c->id, col->cmd.arg) == 0 && c->state != CLIENT_CLOSING) {
 				terminate_client(c, "KILL_CLIENT");
@@ -454,7 +462,7 @@ static void collect_on_worker(struct worker *w, void *arg)
 			}
 		}
 		break;
-	case CMD_RECONNECT:
+	case CONSOLE_CMD_RECONNECT:
 		found += close_parked(col, w, "RECONNECT from the admin console");
 		break;
 	default:
@@ -463,13 +471,13 @@ static void collect_on_worker(struct worker *w, void *arg)
 
 	pthread_mutex_lock(&col->lock);
 	col->found += found;
-	if (col->cmd.kind == CMD_SHOW_CLIENTS) {
+	if (col->cmd.kind == CONSOLE_CMD_SHOW_CLIENTS) {
 		for (struct client *c = w->clients; c; c = c->next)
 			client_row(&col->rows, c, now);
-	} else if (col->cmd.kind == CMD_SHOW_SERVERS) {
+	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_SERVERS) {
 		for (struct server *s = w->servers; s; s = s->wnext)
 			server_row(&col->rows, s, now);
-	} else if (col->cmd.kind == CMD_SHOW_POOLS) {
+	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_POOLS) {
 		tally_worker(col, w, now);
 	}
 	bool last = --col->remaining == 0;
@@ -602,28 +610,28 @@ static void collect_done(struct worker *w, void *arg)
 	cs->collect = NULL;
 	col->cs = NULL;
 	switch (col->cmd.kind) {
-	case CMD_SHOW_CLIENTS:
-	case CMD_SHOW_SERVERS:
+	case CONSOLE_CMD_SHOW_CLIENTS:
+	case CONSOLE_CMD_SHOW_SERVERS:
 		if (col->rows.len > col->rows.start)
 			console_out_raw(&cs->out, col->rows.data + col->rows.start, col->rows.len - col->rows.start);
 		if (col->rows.failed)
 			cs->out.failed = true;
 		console_complete(cs, "SHOW");
 		break;
-	case CMD_SHOW_POOLS:
+	case CONSOLE_CMD_SHOW_POOLS:
 		pools_rows(cs, col);
 		break;
-	case CMD_KILL:
+	case CONSOLE_CMD_KILL:
 		log_info(cs->client->id, cs->client->ctx, "KILL %s: %ld connections closed", col->cmd.arg, col->found);
 		console_complete(cs, "KILL");
 		break;
-	case CMD_KILL_CLIENT:
+	case CONSOLE_CMD_KILL_CLIENT:
 		if (col->found == 0)
 			console_error(cs, "42704", "no client with id \"%s\"", col->cmd.arg);
 		else
 			console_complete(cs, "KILL_CLIENT");
 		break;
-	case CMD_RECONNECT:
+	case CONSOLE_CMD_RECONNECT:
 		console_complete(cs, "RECONNECT");
 		break;
 	default:
@@ -865,7 +873,7 @@ static void signal_self(struct console_session *cs, int sig, const char *tag)
 
 int console_run(struct console_session *cs, const struct console_cmd *cmd)
 {
-	bool show = cmd->kind >= CMD_SHOW_POOLS && cmd->kind <= CMD_SHOW_HELP;
+	bool show = cmd->kind >= CONSOLE_CMD_SHOW_POOLS && cmd->kind <= CONSOLE_CMD_SHOW_HELP;
 
 	if (!show && !cs->full) {
 		console_error(cs, "42501", "permission denied: user \"%s\" is in admin.stats_users and may only run SHOW commands",
@@ -873,34 +881,34 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return 0;
 	}
 	switch (cmd->kind) {
-	case CMD_EMPTY:
+	case CONSOLE_CMD_EMPTY:
 		return 0;
-	case CMD_SHOW_VERSION:
+	case CONSOLE_CMD_SHOW_VERSION:
 		show_version(cs);
 		return 0;
-	case CMD_SHOW_HELP:
+	case CONSOLE_CMD_SHOW_HELP:
 		show_help(cs);
 		return 0;
-	case CMD_SHOW_CONFIG:
+	case CONSOLE_CMD_SHOW_CONFIG:
 		show_config(cs);
 		return 0;
-	case CMD_SHOW_DATABASES:
+	case CONSOLE_CMD_SHOW_DATABASES:
 		show_databases(cs);
 		return 0;
-	case CMD_SHOW_STATS:
+	case CONSOLE_CMD_SHOW_STATS:
 		console_show_stats(cs);
 		return 0;
-	case CMD_SHOW_LISTS:
+	case CONSOLE_CMD_SHOW_LISTS:
 		show_lists(cs);
 		return 0;
-	case CMD_SHOW_POOLS:
-	case CMD_SHOW_CLIENTS:
-	case CMD_SHOW_SERVERS:
+	case CONSOLE_CMD_SHOW_POOLS:
+	case CONSOLE_CMD_SHOW_CLIENTS:
+	case CONSOLE_CMD_SHOW_SERVERS:
 		return broadcast(cs, cmd);
-	case CMD_PAUSE:
-	case CMD_RESUME:
-	case CMD_KILL:
-	case CMD_RECONNECT:
+	case CONSOLE_CMD_PAUSE:
+	case CONSOLE_CMD_RESUME:
+	case CONSOLE_CMD_KILL:
+	case CONSOLE_CMD_RECONNECT:
 		if (console_is_admin_db(cmd->arg)) {
 			console_error(cs, "42809", "the admin console's own database cannot be the target");
 			return 0;
@@ -909,26 +917,26 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 			console_error(cs, "3D000", "no such database: \"%s\"", cmd->arg);
 			return 0;
 		}
-		if (cmd->kind == CMD_PAUSE)
+		if (cmd->kind == CONSOLE_CMD_PAUSE)
 			return pause_pools(cs, cmd->arg);
-		if (cmd->kind == CMD_RESUME) {
+		if (cmd->kind == CONSOLE_CMD_RESUME) {
 			resume_pools(cs, cmd->arg);
 			return 0;
 		}
 		/* KILL and RECONNECT: servers in use close when released; parked ones now. */
 		reconnect_pools(cs, cmd->arg);
-		log_info(cs->client->id, cs->client->ctx, "%s %s", cmd->kind == CMD_KILL ? "KILL" : "RECONNECT",
+		log_info(cs->client->id, cs->client->ctx, "%s %s", cmd->kind == CONSOLE_CMD_KILL ? "KILL" : "RECONNECT",
 			 *cmd->arg ? cmd->arg : "(all)");
 		return broadcast(cs, cmd);
-	case CMD_KILL_CLIENT:
+	case CONSOLE_CMD_KILL_CLIENT:
 		return broadcast(cs, cmd);
-	case CMD_RELOAD:
+	case CONSOLE_CMD_RELOAD:
 		signal_self(cs, SIGHUP, "RELOAD");
 		return 0;
-	case CMD_SHUTDOWN:
+	case CONSOLE_CMD_SHUTDOWN:
 		signal_self(cs, SIGINT, "SHUTDOWN");
 		return 0;
-	case CMD_SHUTDOWN_WAIT:
+	case CONSOLE_CMD_SHUTDOWN_WAIT:
 		signal_self(cs, SIGTERM, "SHUTDOWN");
 		return 0;
 	}

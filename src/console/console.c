@@ -361,7 +361,7 @@ static void on_query(struct console_session *cs, const uint8_t *body, size_t len
 		console_error(cs, "08P01", "malformed Query message");
 	} else if (console_parse(text, strlen(text), &cmd, err, sizeof err) < 0) {
 		console_error(cs, "42601", "%s", err);
-	} else if (cmd.kind == CMD_EMPTY) {
+	} else if (cmd.kind == CONSOLE_CMD_EMPTY) {
 		console_out_msg(&cs->out, 'I', NULL, 0);
 	} else {
 		struct console_columns cols = console_columns_of(cmd.kind);
@@ -533,7 +533,7 @@ static void on_execute(struct console_session *cs, const uint8_t *body, size_t l
 	}
 	/* A portal runs once: max_rows is not honoured (answers are small and complete). */
 	cs->portal_set = false;
-	if (cs->portal.kind == CMD_EMPTY) {
+	if (cs->portal.kind == CONSOLE_CMD_EMPTY) {
 		console_out_msg(&cs->out, 'I', NULL, 0);
 		return;
 	}

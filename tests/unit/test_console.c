@@ -35,37 +35,37 @@ static void parse_bad(const char *text, const char *want)
 static void test_commands(void **state)
 {
 	(void)state;
-	assert_int_equal(parse_ok("SHOW POOLS").kind, CMD_SHOW_POOLS);
-	assert_int_equal(parse_ok("  show   clients ; ").kind, CMD_SHOW_CLIENTS);
-	assert_int_equal(parse_ok("Show Servers").kind, CMD_SHOW_SERVERS);
-	assert_int_equal(parse_ok("SHOW STATS").kind, CMD_SHOW_STATS);
-	assert_int_equal(parse_ok("SHOW DATABASES").kind, CMD_SHOW_DATABASES);
-	assert_int_equal(parse_ok("SHOW CONFIG").kind, CMD_SHOW_CONFIG);
-	assert_int_equal(parse_ok("SHOW LISTS").kind, CMD_SHOW_LISTS);
-	assert_int_equal(parse_ok("SHOW VERSION").kind, CMD_SHOW_VERSION);
-	assert_int_equal(parse_ok("SHOW HELP").kind, CMD_SHOW_HELP);
-	assert_int_equal(parse_ok("RELOAD").kind, CMD_RELOAD);
-	assert_int_equal(parse_ok("shutdown").kind, CMD_SHUTDOWN);
-	assert_int_equal(parse_ok("SHUTDOWN WAIT_FOR_CLIENTS").kind, CMD_SHUTDOWN_WAIT);
-	assert_int_equal(parse_ok("").kind, CMD_EMPTY);
-	assert_int_equal(parse_ok(" ; ").kind, CMD_EMPTY);
+	assert_int_equal(parse_ok("SHOW POOLS").kind, CONSOLE_CMD_SHOW_POOLS);
+	assert_int_equal(parse_ok("  show   clients ; ").kind, CONSOLE_CMD_SHOW_CLIENTS);
+	assert_int_equal(parse_ok("Show Servers").kind, CONSOLE_CMD_SHOW_SERVERS);
+	assert_int_equal(parse_ok("SHOW STATS").kind, CONSOLE_CMD_SHOW_STATS);
+	assert_int_equal(parse_ok("SHOW DATABASES").kind, CONSOLE_CMD_SHOW_DATABASES);
+	assert_int_equal(parse_ok("SHOW CONFIG").kind, CONSOLE_CMD_SHOW_CONFIG);
+	assert_int_equal(parse_ok("SHOW LISTS").kind, CONSOLE_CMD_SHOW_LISTS);
+	assert_int_equal(parse_ok("SHOW VERSION").kind, CONSOLE_CMD_SHOW_VERSION);
+	assert_int_equal(parse_ok("SHOW HELP").kind, CONSOLE_CMD_SHOW_HELP);
+	assert_int_equal(parse_ok("RELOAD").kind, CONSOLE_CMD_RELOAD);
+	assert_int_equal(parse_ok("shutdown").kind, CONSOLE_CMD_SHUTDOWN);
+	assert_int_equal(parse_ok("SHUTDOWN WAIT_FOR_CLIENTS").kind, CONSOLE_CMD_SHUTDOWN_WAIT);
+	assert_int_equal(parse_ok("").kind, CONSOLE_CMD_EMPTY);
+	assert_int_equal(parse_ok(" ; ").kind, CONSOLE_CMD_EMPTY);
 
 	struct console_cmd c = parse_ok("PAUSE");
-	assert_int_equal(c.kind, CMD_PAUSE);
+	assert_int_equal(c.kind, CONSOLE_CMD_PAUSE);
 	assert_string_equal(c.arg, "");
 	c = parse_ok("pause app_db");
 	assert_string_equal(c.arg, "app_db");
 	c = parse_ok("RESUME \"My DB;x\"");
-	assert_int_equal(c.kind, CMD_RESUME);
+	assert_int_equal(c.kind, CONSOLE_CMD_RESUME);
 	assert_string_equal(c.arg, "My DB;x");
 	c = parse_ok("KILL app-db.2");
-	assert_int_equal(c.kind, CMD_KILL);
+	assert_int_equal(c.kind, CONSOLE_CMD_KILL);
 	assert_string_equal(c.arg, "app-db.2");
 	c = parse_ok("KILL_CLIENT c0123abcd;");
-	assert_int_equal(c.kind, CMD_KILL_CLIENT);
+	assert_int_equal(c.kind, CONSOLE_CMD_KILL_CLIENT);
 	assert_string_equal(c.arg, "c0123abcd");
 	c = parse_ok("RECONNECT");
-	assert_int_equal(c.kind, CMD_RECONNECT);
+	assert_int_equal(c.kind, CONSOLE_CMD_RECONNECT);
 }
 
 static void test_errors(void **state)
@@ -95,18 +95,18 @@ static void test_errors(void **state)
 static void test_columns(void **state)
 {
 	(void)state;
-	struct console_columns p = console_columns_of(CMD_SHOW_POOLS);
+	struct console_columns p = console_columns_of(CONSOLE_CMD_SHOW_POOLS);
 	assert_true(p.n >= 16);
 	assert_string_equal(p.cols[0].name, "database");
 	assert_string_equal(p.cols[15].name, "pool_mode");
 	assert_int_equal(p.cols[2].type_oid, CONSOLE_INT8);
 	assert_int_equal(p.cols[0].type_oid, CONSOLE_TEXT);
-	struct console_columns s = console_columns_of(CMD_SHOW_STATS);
+	struct console_columns s = console_columns_of(CONSOLE_CMD_SHOW_STATS);
 	assert_int_equal(s.n, 15);
 	assert_string_equal(s.cols[14].name, "avg_wait_time");
-	assert_int_equal(console_columns_of(CMD_SHOW_HELP).n, 0);
-	assert_int_equal(console_columns_of(CMD_PAUSE).n, 0);
-	assert_int_equal(console_columns_of(CMD_SHOW_CLIENTS).n, console_columns_of(CMD_SHOW_SERVERS).n);
+	assert_int_equal(console_columns_of(CONSOLE_CMD_SHOW_HELP).n, 0);
+	assert_int_equal(console_columns_of(CONSOLE_CMD_PAUSE).n, 0);
+	assert_int_equal(console_columns_of(CONSOLE_CMD_SHOW_CLIENTS).n, console_columns_of(CONSOLE_CMD_SHOW_SERVERS).n);
 }
 
 int main(void)

@@ -609,6 +609,8 @@ static void collect_done(struct worker *w, void *arg)
 	}
 	cs->collect = NULL;
 	col->cs = NULL;
+	/* Every worker is done with col (the last one's post is ordered by the inbox lock):
+	 * no lock needed from here. */
 	switch (col->cmd.kind) {
 	case CONSOLE_CMD_SHOW_CLIENTS:
 	case CONSOLE_CMD_SHOW_SERVERS:

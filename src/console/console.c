@@ -424,7 +424,6 @@ static void on_bind(struct console_session *cs, const uint8_t *body, size_t len)
 	const char *portal = read_str(body, len, &off);
 	const char *name = portal ? read_str(body, len, &off) : NULL;
 	uint16_t n;
-	uint32_t plen;
 	struct console_stmt *st;
 
 	if (!name || !read_u16(body, len, &off, &n))
@@ -453,7 +452,6 @@ static void on_bind(struct console_session *cs, const uint8_t *body, size_t len)
 			return;
 		}
 	}
-	(void)plen;
 	if (*portal) {
 		console_error(cs, "0A000", "named portals are not supported by the admin console");
 		cs->skipping = true;

@@ -889,6 +889,8 @@ static bool pump_c2s(struct client *c, struct server *s)
 {
 	for (;;) {
 		enum scan_result r = scan_client(c, s);
+		/* stats: what goes to the server below, rewritten messages included */
+		size_t unsent = buf_len(&s->wbuf) + c->c2s_scanned;
 		switch (r) {
 		case SCAN_BAD:
 			client_fail(c, "08P01", "invalid message from client");
@@ -902,7 +904,6 @@ static bool pump_c2s(struct client *c, struct server *s)
 		default:
 			break;
 		}
-		size_t unsent = buf_len(&s->wbuf) + c->c2s_scanned; /* stats: rewritten ones included */
 		if (flush_buf(s->fd, &s->wbuf) < 0 ||
 		    (buf_empty(&s->wbuf) && write_head(s->fd, &c->rbuf, &c->c2s_scanned) < 0)) {
 			server_lost(c, s, "closed while writing to it");
@@ -925,8 +926,8 @@ static bool pump_c2s(struct client *c, struct server *s)
  * the server was released (c->server changed). */
 static bool pump_s2c(struct client *c, struct server *s)
 {
+	size_t unsent = buf_len(&c->wbuf); /* stats: c->wbuf at the top of each round */
 	for (;;) {
-		size_t unsent = buf_len(&c->wbuf); /* stats */
 		if (flush_buf(c->fd, &c->wbuf) < 0) {
 			client_close(c, "write to client failed");
 			return false;
@@ -941,6 +942,9 @@ static bool pump_s2c(struct client *c, struct server *s)
 			server_lost(c, s, "sent a message out of order or malformed");
 			return false;
 		}
+		/* stats: what goes to the client below (an early release's copy is counted when
+		 * client.c writes it) */
+		size_t to_write = buf_len(&c->wbuf) + c->s2c_scanned;
 		/* The transaction's last reply is small (the usual case): move it to the client's
 		 * buffer and release the server before the client can even read its answer, so
 		 * its next request (or another client's) finds the server back in the pool. */
@@ -951,12 +955,12 @@ static bool pump_s2c(struct client *c, struct server *s)
 			release_after_transaction(c, s);
 			return false;
 		}
-		size_t to_write = buf_len(&c->wbuf) + c->s2c_scanned; /* stats */
 		if (flush_buf(c->fd, &c->wbuf) < 0 || (buf_empty(&c->wbuf) && write_head(c->fd, &s->rbuf, &c->s2c_scanned) < 0)) {
 			client_close(c, "write to client failed");
 			return false;
 		}
 		stats_add_sent(pool_stats(c->pool), to_write - (buf_len(&c->wbuf) + c->s2c_scanned));
+		unsent = buf_len(&c->wbuf);
 		if (c->release_pending && c->s2c_scanned == 0 && buf_empty(&c->wbuf)) {
 			/* The client may have sent more since the final ReadyForQuery was scanned: then
 			 * the transaction (or the next one) goes on here. */

@@ -15,9 +15,9 @@
 struct worker;
 struct pool_registry;
 struct cancel_registry;
+struct stats;
 struct userlist;
 struct hba;
-struct stats;
 
 struct runtime {
 	const struct tusk_config *cfg;   /* read-only while workers run */
@@ -27,9 +27,9 @@ struct runtime {
 	struct net_addr *service_addrs;  /* cfg->services[i].hosts[0] resolved */
 	struct pool_registry *pools;     /* shared by all workers; has its own locks */
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
+	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	struct userlist *users;          /* auth_file, or NULL; immutable while workers run */
 	struct hba *hba;                 /* hba_file, or NULL; immutable while workers run */
-	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	int unix_fd[8];                  /* Unix listening sockets (worker 0 accepts on them) */
 	int nunix;
 	/* Clients connected now, across workers; relaxed ordering suffices because it

@@ -251,6 +251,7 @@ void console_begin(struct client *c)
 	}
 	cs->client = c;
 	cs->full = full;
+	ev_init(&cs->pause_timer, NULL); /* started by PAUSE; stopped at teardown either way */
 	c->console = cs;
 	log_info(c->id, c->ctx, "admin console login (%s)", full ? "admin.users" : "admin.stats_users");
 

@@ -1194,10 +1194,97 @@ static void release_pools(char *base)
 	cfg->npools = 0;
 }
 
-#define ADMIN_FIELD(f) (offsetof(struct tusk_config, admin.f) - offsetof(struct tusk_config, admin))
+/* ---- admin: the console ----------------------------------------------------------------- */
 
-/* The HTTP endpoint is bound once at start. */
+/* A sequence of user names into *names / *n (absent: an empty list). */
+static void parse_name_list(struct loader *ld, const yaml_node_t *node, const char *path, char ***names, int *n)
+{
+	size_t count;
+
+	if (!node)
+		return;
+	if (node->type != YAML_SEQUENCE_NODE) {
+		report_type(ld, node, path, "a sequence of user names");
+		return;
+	}
+	count = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (count == 0)
+		return;
+	*names = calloc(count, sizeof(**names));
+	if (!*names) {
+		report(ld, node_line(node), path, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *item = get_node(ld, node->data.sequence.items.start[i]);
+		char sub[PATH_LEN];
+
+		join_index(sub, path, i);
+		if (item->type != YAML_SCALAR_NODE || is_null(item)) {
+			report_type(ld, item, sub, "a user name");
+			continue;
+		}
+		const char *name = scalar_text(item);
+		size_t len = item->data.scalar.length;
+		if (len == 0 || len >= CONFIG_NAME_MAX || strlen(name) != len) {
+			report(ld, node_line(item), sub, "must be 1 to %d bytes long without NUL bytes", CONFIG_NAME_MAX - 1);
+			continue;
+		}
+		(*names)[*n] = strdup(name);
+		if (!(*names)[*n]) {
+			report(ld, node_line(item), sub, "out of memory");
+			continue;
+		}
+		(*n)++;
+	}
+}
+
+static void free_name_list(char ***names, int *n)
+{
+	for (int i = 0; i < *n; i++)
+		free((*names)[i]);
+	free(*names);
+	*names = NULL;
+	*n = 0;
+}
+
+static void parse_admin_users(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct config_admin *a = (struct config_admin *)base;
+	(void)line;
+	parse_name_list(ld, node, path, &a->users, &a->nusers);
+}
+
+static void parse_admin_stats_users(struct loader *ld, const yaml_node_t *node, int line, const char *path,
+				    char *base)
+{
+	struct config_admin *a = (struct config_admin *)base;
+	(void)line;
+	parse_name_list(ld, node, path, &a->stats_users, &a->nstats_users);
+}
+
+static void release_admin_users(char *base)
+{
+	struct config_admin *a = (struct config_admin *)base;
+	free_name_list(&a->users, &a->nusers);
+}
+
+static void release_admin_stats_users(char *base)
+{
+	struct config_admin *a = (struct config_admin *)base;
+	free_name_list(&a->stats_users, &a->nstats_users);
+}
+
+#define ADMIN_FIELD(f) offsetof(struct config_admin, f)
+
 static const struct key_def admin_keys[] = {
+	{ .name = "users", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_admin_users,
+	  .release = release_admin_users },
+	{ .name = "stats_users", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_admin_stats_users,
+	  .release = release_admin_stats_users },
+	{ .name = "client_auth", .type = KEY_ENUM, .offset = ADMIN_FIELD(client_auth), .names = client_auth_names,
+	  .def = "scram-sha-256", .reloadable = true },
+	/* The HTTP endpoint is bound once at start. */
 	{ .name = "http", .type = KEY_STRING, .offset = ADMIN_FIELD(http), .min = 3, .max = CONFIG_HOST_MAX + 8,
 	  .check = check_host_port },
 };
@@ -1265,7 +1352,7 @@ static const struct key_def top_keys[] = {
 	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
 	/* The socket an online restart takes the listeners over through; bound at start. */
 	{ .name = "takeover_socket", .type = KEY_STRING, .offset = TOP_FIELD(takeover_socket), .min = 1, .max = 100 },
-	{ .name = "admin", .type = KEY_MAPPING, .offset = TOP_FIELD(admin), .sub = &admin_table },
+	{ .name = "admin", .type = KEY_MAPPING, .offset = TOP_FIELD(admin), .sub = &admin_table, .reloadable = true },
 };
 static const struct key_table top_table = { top_keys, sizeof(top_keys) / sizeof(top_keys[0]) };
 
@@ -1556,4 +1643,105 @@ const char *config_auth_user(const struct tusk_config *cfg, const struct config_
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule)
 {
 	return rule->auth_query ? rule->auth_query : cfg->auth_query;
+}
+
+bool config_name_listed(char *const *names, int n, const char *user)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(names[i], user) == 0)
+			return true;
+	return false;
+}
+
+static void join_names(char *out, size_t cap, char *const *names, int n)
+{
+	size_t o = 0;
+
+	out[0] = '\0';
+	for (int i = 0; i < n && o < cap; i++)
+		o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? "," : "", names[i]);
+}
+
+/* The value of a KEY_CUSTOM key, summarised. */
+static void describe_custom(const struct tusk_config *cfg, const char *path, char *out, size_t cap)
+{
+	size_t o = 0;
+
+	out[0] = '\0';
+	if (strcmp(path, "listen") == 0) {
+		for (int i = 0; i < cfg->nlisten && o < cap; i++)
+			o += (size_t)snprintf(out + o, cap - o, "%s%s:%d", i ? "," : "", cfg->listen[i].host,
+					      cfg->listen[i].port);
+	} else if (strcmp(path, "services") == 0) {
+		for (int i = 0; i < cfg->nservices && o < cap; i++)
+			o += (size_t)snprintf(out + o, cap - o, "%s%s", i ? "," : "", cfg->services[i].name);
+	} else if (strcmp(path, "pools") == 0) {
+		snprintf(out, cap, "%d rules", cfg->npools);
+	} else if (strcmp(path, "admin.users") == 0) {
+		join_names(out, cap, cfg->admin.users, cfg->admin.nusers);
+	} else if (strcmp(path, "admin.stats_users") == 0) {
+		join_names(out, cap, cfg->admin.stats_users, cfg->admin.nstats_users);
+	}
+}
+
+static void describe_value(const struct key_def *d, const char *base, char *out, size_t cap)
+{
+	const void *src = base + d->offset;
+
+	out[0] = '\0';
+	switch (d->type) {
+	case KEY_INT:
+	case KEY_CPUS:
+		snprintf(out, cap, "%d", *(const int *)src);
+		return;
+	case KEY_DURATION:
+		snprintf(out, cap, "%llums", (unsigned long long)*(const uint64_t *)src);
+		return;
+	case KEY_SIZE:
+		snprintf(out, cap, "%u", *(const uint32_t *)src);
+		return;
+	case KEY_ENUM:
+		for (const struct enum_name *e = d->names; e->name; e++)
+			if (e->value == *(const int *)src) {
+				snprintf(out, cap, "%s", e->name);
+				return;
+			}
+		return;
+	case KEY_STRING: {
+		const char *v = *(char *const *)src;
+		snprintf(out, cap, "%s", v ? (d->secret ? "********" : v) : "");
+		return;
+	}
+	case KEY_CHARS:
+		snprintf(out, cap, "%s", (const char *)src);
+		return;
+	case KEY_MAPPING:
+	case KEY_CUSTOM:
+		return;
+	}
+}
+
+static void describe_table(const struct tusk_config *cfg, const struct key_table *t, const char *path,
+			   const char *base, config_key_fn *fn, void *arg)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key_def *d = &t->keys[i];
+		char sub[PATH_LEN], value[1024];
+
+		join_key(sub, path, d->name);
+		if (d->type == KEY_MAPPING) {
+			describe_table(cfg, d->sub, sub, base + d->offset, fn, arg);
+			continue;
+		}
+		if (d->type == KEY_CUSTOM)
+			describe_custom(cfg, sub, value, sizeof value);
+		else
+			describe_value(d, base, value, sizeof value);
+		fn(arg, sub, value, d->def ? d->def : "", d->reloadable);
+	}
+}
+
+void config_describe(const struct tusk_config *cfg, config_key_fn *fn, void *arg)
+{
+	describe_table(cfg, &top_table, "", (const char *)cfg, fn, arg);
 }

@@ -75,6 +75,17 @@ struct config_pool_rule {
 	int line;                             /* where the rule starts, for logs */
 };
 
+/* Operator access: the admin console (src/console/), the virtual database "tusk" (also
+ * "pgbouncer"), and the HTTP metrics endpoint. */
+struct config_admin {
+	int nusers;
+	char **users;       /* may run every console command */
+	int nstats_users;
+	char **stats_users; /* may run SHOW commands only */
+	int client_auth;    /* enum config_auth when no hba_file; default scram-sha-256 */
+	char *http;         /* NULL: no HTTP endpoint; "HOST:PORT" serving /metrics and /health */
+};
+
 struct tusk_config {
 	char *path;
 
@@ -122,9 +133,7 @@ struct tusk_config {
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
 	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
 
-	struct {
-		char *http; /* NULL: no HTTP endpoint; "HOST:PORT" serving /metrics and /health */
-	} admin;
+	struct config_admin admin;
 };
 
 /* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;
@@ -159,6 +168,15 @@ const char *config_pool_mode_name(enum pool_mode mode);
  * is NULL when auth_query is off for the rule. */
 const char *config_auth_user(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+
+/* Whether user is listed in names (admin.users, admin.stats_users). */
+bool config_name_listed(char *const *names, int n, const char *user);
+
+/* Every scalar key of cfg, in table order, as text ("listen", "services" and "pools" are
+ * summarised; secrets are shown as "********"). For the console's SHOW CONFIG. */
+typedef void config_key_fn(void *arg, const char *key, const char *value, const char *def, bool reloadable);
+void config_describe(const struct tusk_config *cfg, config_key_fn *fn, void *arg);
+
 /* Split "HOST:PORT" or "[V6]:PORT" into host (brackets dropped) and port. 0 or -EINVAL. */
 int config_split_host_port(const char *s, char *host, size_t cap, int *port);
 

@@ -19,6 +19,7 @@
 #include <openssl/rand.h>
 
 #include "frontend/authquery.h"
+#include "console/console.h"
 #include "frontend/client_int.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
@@ -219,6 +220,7 @@ void client_close(struct client *c, const char *reason)
 		c->fd = -1;
 	}
 	cancel_forget(c);
+	console_client_closed(c);
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	count_client(c, -1);
@@ -340,6 +342,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	c->listen = peer->sa.ss_family == AF_UNIX ? NULL : runtime_find_listen(rt, listener, &c->listen_tls);
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
+	c->connect_time = ev_now(w->loop);
 	format_ctx(c);
 	ev_init(&c->io, client_io_cb);
 	c->io.data = c;
@@ -499,6 +502,11 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 			return;
 		}
 	}
+	/* Admin console: its own authentication and access lists, no pool, no server. */
+	if (console_is_admin_db(c->database)) {
+		console_startup(c);
+		return;
+	}
 	rule = config_match_pool(cfg_of(c), c->database, c->user);
 	if (!rule) {
 		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
@@ -528,6 +536,10 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 /* Authenticated: mint the cancel key and look for a server. */
 static void after_auth(struct client *c)
 {
+	if (c->admin) {
+		console_begin(c);
+		return;
+	}
 	/* The key the client will cancel with; random so that it cannot be guessed. */
 	if (RAND_bytes((unsigned char *)&c->cancel_pid, sizeof c->cancel_pid) != 1 ||
 	    RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1) {
@@ -1098,7 +1110,9 @@ static void read_startup_phase(struct client *c)
 	else if (c->state == CLIENT_AUTH) {
 		if (client_auth_input(c) == 1)
 			after_auth(c);
-	} else if (c->state == CLIENT_IDLE)
+	} else if (c->state == CLIENT_IDLE && c->admin)
+		console_input(c);
+	else if (c->state == CLIENT_IDLE)
 		client_need_server(c);
 	else
 		client_update_io(c);
@@ -1127,6 +1141,10 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 				return;
 			}
 			client_update_io(c);
+			if (c->admin && buf_empty(&c->wbuf)) {
+				console_writable(c); /* may close c */
+				return;
+			}
 		}
 		if (revents & EV_READ)
 			read_startup_phase(c);

@@ -1,5 +1,7 @@
 /* Internal to frontend/: the client struct shared by client.c (startup, waiting,
- * teardown), relay.c (moving bytes while a server is attached) and cancel.c. */
+ * teardown), relay.c (moving bytes while a server is attached) and cancel.c. The admin
+ * console (src/console/) also includes it: it answers admin clients itself and lists and
+ * closes clients on their workers. */
 #ifndef TUSK_FRONTEND_CLIENT_INT_H
 #define TUSK_FRONTEND_CLIENT_INT_H
 
@@ -21,6 +23,7 @@ struct worker;
 struct worker_msg;
 struct prep_client;
 struct client_auth;
+struct console_session;
 
 #define CLIENT_MAX_STATEMENTS 10000          /* named prepared statements per client */
 #define CLIENT_MAX_STATEMENT_BYTES (16u << 20) /* their memory per client */
@@ -74,6 +77,9 @@ struct client {
 	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
 	struct client *prev, *next; /* worker->clients */
+	double connect_time;        /* ev_now at accept (SHOW CLIENTS) */
+	bool admin;                 /* connected to the admin console's database: never gets a server */
+	struct console_session *console; /* the admin client's console state (src/console/) */
 
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
 	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered

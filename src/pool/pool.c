@@ -11,6 +11,7 @@
  * changes threads. */
 #include "pool/pool.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -29,6 +30,7 @@ struct pool_group {
 	struct pool_group *next; /* registry list, immutable once linked */
 	char name[CONFIG_NAME_MAX];
 	bool is_user;
+	bool paused; /* database groups: console PAUSE, so pools created later start paused; under the registry lock */
 	/* Servers now; acq_rel is enough: it orders nothing else, and overshoot is undone at
 	 * once by the one that overshot. */
 	atomic_int count;
@@ -64,6 +66,12 @@ struct pool {
 	double down_until;    /* no new connections before this (loop time) */
 	char last_error[160];
 	unsigned jitter_seed;
+	bool paused;          /* console PAUSE: claims queue, nothing is handed to waiters */
+
+	/* Bumped by RECONNECT and KILL: servers connected under an older generation are closed
+	 * when released instead of parked. Relaxed: a server that slips through is merely
+	 * reused once more; it orders no other memory. */
+	atomic_uint generation;
 };
 
 #define POOL_BACKOFF_FIRST 0.25
@@ -71,10 +79,11 @@ struct pool {
 #define POOL_PREFER_SCAN 32 /* idle servers looked at for a preferred one */
 
 struct pool_registry {
-	pthread_mutex_t lock; /* protects head, count and groups */
+	pthread_mutex_t lock; /* protects head, count, groups and pause_all */
 	struct pool *head;
 	int count;
 	struct pool_group *groups;
+	bool pause_all; /* console PAUSE without a database */
 };
 
 static struct pool_group *find_group(struct pool_registry *reg, const char *name, bool is_user)
@@ -198,6 +207,7 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	}
 	p->index = reg->count++;
 	p->jitter_seed = (unsigned)p->index * 2654435761u;
+	p->paused = reg->pause_all || p->db_group->paused;
 	pthread_mutex_init(&p->lock, NULL);
 	p->next = reg->head;
 	reg->head = p;
@@ -222,6 +232,7 @@ void pool_snapshot(struct pool *p, struct pool_gauges *out)
 	for (const struct pool_waiter *w = p->wait_head; w; w = w->next)
 		out->waiters++;
 	out->down = p->backoff > 0;
+	out->paused = p->paused;
 	pthread_mutex_unlock(&p->lock);
 }
 
@@ -247,10 +258,12 @@ static void enqueue(struct pool *p, struct pool_waiter *w)
 	p->wait_tail = w;
 }
 
+/* The longest waiter, or NULL when none or while paused (then nothing is handed out: a
+ * released server is parked, a freed slot released). */
 static struct pool_waiter *dequeue(struct pool *p)
 {
 	struct pool_waiter *w = p->wait_head;
-	if (!w)
+	if (!w || p->paused)
 		return NULL;
 	p->wait_head = w->next;
 	if (!p->wait_head)
@@ -364,6 +377,12 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	bool limited = false;
 
 	pthread_mutex_lock(&p->lock);
+	if (p->paused) {
+		/* Waits for RESUME (or its pool_wait_timeout). */
+		enqueue(p, w);
+		pthread_mutex_unlock(&p->lock);
+		return POOL_CLAIM_QUEUED;
+	}
 	/* Waiters already queued go first: strict FIFO. */
 	if (!p->wait_head && p->idle[wi]) {
 		s = take_preferred(p, wi, w);
@@ -453,7 +472,7 @@ static void group_wake(struct pool *p)
 			continue;
 		struct pool_waiter *w = NULL;
 		pthread_mutex_lock(&q->lock);
-		if (q->wait_head && reserve_slot(q))
+		if (q->wait_head && !q->paused && reserve_slot(q))
 			w = dequeue(q);
 		pthread_mutex_unlock(&q->lock);
 		if (w) {
@@ -484,6 +503,11 @@ void pool_put_idle(struct pool *p, struct server *s)
 {
 	struct pool_waiter *w;
 	struct worker *owner = s->worker;
+
+	if (s->pool_gen != atomic_load_explicit(&p->generation, memory_order_relaxed)) {
+		server_close(s, "closed for RECONNECT or KILL");
+		return;
+	}
 
 	pthread_mutex_lock(&p->lock);
 	w = dequeue(p);
@@ -528,7 +552,7 @@ void pool_on_steal(struct worker *self, struct pool *p)
 		int owner = -1;
 
 		pthread_mutex_lock(&p->lock);
-		if (!p->wait_head) {
+		if (!p->wait_head || p->paused) {
 			pthread_mutex_unlock(&p->lock);
 			return;
 		}
@@ -744,5 +768,103 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 				break;
 			post_grant(w);
 		}
+	}
+}
+
+/* ---- the admin console's view and controls ---- */
+
+struct pool *pool_first(struct runtime *rt) { return registry_head(rt->pools); }
+struct pool *pool_next(const struct pool *p) { return p->next; }
+
+unsigned pool_generation(const struct pool *p)
+{
+	return atomic_load_explicit(&p->generation, memory_order_relaxed);
+}
+
+void pool_reconnect(struct pool *p)
+{
+	atomic_fetch_add_explicit(&p->generation, 1, memory_order_relaxed);
+}
+
+static void pause_one(struct pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->paused = true;
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void resume_one(struct pool *p);
+
+/* The registry remembers the pause first (under its lock, where pool_get reads it), then
+ * each existing pool is paused under its own lock: a pool created in between starts paused.
+ * The two locks are never held together. */
+int pool_pause_database(struct runtime *rt, const char *database)
+{
+	struct pool_registry *reg = rt->pools;
+	int rc = 0;
+
+	pthread_mutex_lock(&reg->lock);
+	if (!*database) {
+		reg->pause_all = true;
+	} else {
+		struct pool_group *g = find_group(reg, database, false);
+		if (g)
+			g->paused = true;
+		else
+			rc = -ENOMEM;
+	}
+	pthread_mutex_unlock(&reg->lock);
+	if (rc < 0)
+		return rc;
+	for (struct pool *p = registry_head(reg); p; p = p->next)
+		if (!*database || strcmp(p->database, database) == 0)
+			pause_one(p);
+	return 0;
+}
+
+void pool_resume_database(struct runtime *rt, const char *database)
+{
+	struct pool_registry *reg = rt->pools;
+
+	pthread_mutex_lock(&reg->lock);
+	for (struct pool_group *g = reg->groups; g; g = g->next)
+		if (!g->is_user && (!*database || strcmp(g->name, database) == 0))
+			g->paused = false;
+	if (!*database)
+		reg->pause_all = false;
+	pthread_mutex_unlock(&reg->lock);
+	for (struct pool *p = registry_head(reg); p; p = p->next)
+		if (!*database || strcmp(p->database, database) == 0)
+			resume_one(p);
+}
+
+static void resume_one(struct pool *p)
+{
+	struct pool_waiter *grants = NULL, **tail = &grants;
+	int nworkers = p->rt->nworkers;
+	bool steal[nworkers > 0 ? nworkers : 1];
+
+	pthread_mutex_lock(&p->lock);
+	p->paused = false;
+	/* Parked servers go to the head of the queue through their owners (the one hand-over
+	 * path); when none is parked, free room becomes grants. */
+	for (int i = 0; i < nworkers; i++)
+		steal[i] = p->idle[i] != NULL;
+	if (worker_with_idle(p, -1) < 0) {
+		while (p->wait_head && reserve_slot(p)) {
+			struct pool_waiter *w = dequeue(p);
+			*tail = w;
+			tail = &w->next;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	for (int i = 0; i < nworkers; i++)
+		if (steal[i])
+			post_steal(p, i);
+	while (grants) {
+		struct pool_waiter *w = grants;
+		grants = w->next;
+		w->next = NULL;
+		post_grant(w);
 	}
 }

@@ -55,6 +55,7 @@ struct pool_gauges {
 	int idle;    /* parked servers */
 	int waiters; /* clients queued */
 	bool down;   /* connects are backed off: the backend failed twice or more in a row */
+	bool paused; /* console PAUSE (pool_pause) */
 };
 void pool_snapshot(struct pool *p, struct pool_gauges *out);
 /* cb for every pool, from the calling thread, no lock held during cb. Pools are never
@@ -103,5 +104,23 @@ bool pool_leave_queue(struct pool *p, struct pool_waiter *w);
  * server_idle_timeout or are past their lifetime; and, for the pools whose index maps to
  * w (so it spreads over the workers), open servers up to min_size. */
 void pool_maintain(struct worker *w, double now);
+
+/* The admin console (src/console/). Pools are never freed while workers run, so the list
+ * can be walked from any thread: pool_first, then pool_next until NULL. */
+struct pool *pool_first(struct runtime *rt);
+struct pool *pool_next(const struct pool *p);
+
+/* PAUSE: the pools of database ("": all) queue claims and hand nothing to waiters until
+ * pool_resume_database, also pools created meanwhile; servers released meanwhile are parked.
+ * The caller waits for slots == idle (pool_snapshot). 0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int pool_pause_database(struct runtime *rt, const char *database);
+/* RESUME: the queue is served again (parked servers through their owners, room as grants). */
+void pool_resume_database(struct runtime *rt, const char *database);
+
+/* RECONNECT: servers connected before this are closed when released, not parked (the
+ * caller closes the parked ones on their workers). */
+void pool_reconnect(struct pool *p);
+/* The generation a new server records (server.pool_gen). */
+unsigned pool_generation(const struct pool *p);
 
 #endif

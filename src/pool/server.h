@@ -132,6 +132,7 @@ struct server {
 	struct cancel_conn *cancels;          /* CancelRequests in flight for it (frontend/cancel.c) */
 	bool park_after_cancel;               /* released, waiting for those before parking */
 	double expires_at;                    /* server_lifetime with jitter; 0 = never */
+	unsigned pool_gen;                    /* pool_generation at connect (RECONNECT, KILL) */
 	struct server_expect expect[SERVER_EXPECT_MAX]; /* ring, relay.c */
 	uint16_t expect_head, expect_count;
 	bool skipping;                        /* after an error, the server ignores all but Sync */

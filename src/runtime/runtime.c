@@ -4,6 +4,7 @@
 #include "runtime/runtime.h"
 
 #include <errno.h>
+#include <ev.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -296,6 +297,7 @@ int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_in
 	rt->cancels = cancel_registry_new();
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
 	rt->stats = stats_new();
+	rt->start_time = ev_time();
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
 	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->stats || !rt->workers) {

@@ -81,6 +81,7 @@ struct runtime {
 	atomic_int nclients;
 	/* Source of client serials (remembered owners); relaxed: uniqueness is all it gives. */
 	atomic_uint_fast64_t next_client_serial;
+	double start_time; /* wall clock (ev_time) at start; read-only: SHOW STATS rates */
 };
 
 /* Resolve addresses, open listeners (taking the inherited ones first, see takeover.h;

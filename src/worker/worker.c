@@ -139,6 +139,9 @@ static void dispatch(struct worker *w, struct worker_msg *m)
 	case WORKER_MSG_DRAIN:
 		start_draining(w);
 		break;
+	case WORKER_MSG_CALL:
+		m->call(w, m->arg);
+		break;
 	case WORKER_MSG_SERVER:
 	case WORKER_MSG_GRANT:
 		client_on_pool_message(w, m);

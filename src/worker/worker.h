@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 struct runtime;
+struct worker;
 struct server;
 struct cancel_conn;
 struct authq_conn;
@@ -26,6 +27,7 @@ enum worker_msg_kind {
 	WORKER_MSG_UNLISTEN, /* stop accepting on the listener named key (all: key "") and close it */
 	WORKER_MSG_DRAIN,    /* SIGTERM / online restart: close every listener, then each client
 			      * as soon as it is outside a transaction */
+	WORKER_MSG_CALL,   /* run call(w, arg) on this worker (the admin console's broadcasts) */
 };
 
 #define WORKER_LISTEN_KEY_MAX 300 /* "host:port" as configured, or "unix:PATH" */
@@ -38,6 +40,8 @@ struct worker_msg {
 	struct pool *pool;               /* WORKER_MSG_STEAL */
 	int fd;                          /* WORKER_MSG_LISTEN */
 	char key[WORKER_LISTEN_KEY_MAX]; /* WORKER_MSG_LISTEN, _UNLISTEN */
+	void (*call)(struct worker *w, void *arg); /* WORKER_MSG_CALL; also runs while stopping */
+	void *arg;
 	struct worker_msg *next;
 };
 

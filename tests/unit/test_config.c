@@ -716,6 +716,56 @@ static void test_pool_mode_name(void **state)
 	assert_string_equal(config_pool_mode_name((enum pool_mode)99), "unknown");
 }
 
+static void collect_key(void *arg, const char *key, const char *value, const char *def, bool reloadable)
+{
+	FILE *f = arg;
+	fprintf(f, "%s=%s|%s|%d\n", key, value, def, reloadable);
+}
+
+/* admin: user lists, client_auth and its default, errors, and SHOW CONFIG's description. */
+static void test_admin(void **state)
+{
+	static const char base[] = "services:\n  main:\n    hosts: [db1]\npools:\n  - database: app\n";
+	struct result r;
+	char yaml[512], *out = NULL;
+	size_t size;
+	FILE *f;
+
+	(void)state;
+	load_text(&r, base);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->admin.nusers, 0);
+	assert_int_equal(r.cfg->admin.nstats_users, 0);
+	assert_int_equal(r.cfg->admin.client_auth, CONFIG_AUTH_SCRAM);
+	release(&r);
+
+	snprintf(yaml, sizeof yaml, "%sadmin:\n  users: [root, ops]\n  stats_users: [mon]\n  client_auth: md5\n", base);
+	load_text(&r, yaml);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->admin.nusers, 2);
+	assert_string_equal(r.cfg->admin.users[1], "ops");
+	assert_true(config_name_listed(r.cfg->admin.users, r.cfg->admin.nusers, "root"));
+	assert_false(config_name_listed(r.cfg->admin.users, r.cfg->admin.nusers, "mon"));
+	assert_true(config_name_listed(r.cfg->admin.stats_users, r.cfg->admin.nstats_users, "mon"));
+	assert_int_equal(r.cfg->admin.client_auth, CONFIG_AUTH_MD5);
+	f = open_memstream(&out, &size);
+	assert_non_null(f);
+	config_describe(r.cfg, collect_key, f);
+	fclose(f);
+	assert_non_null(strstr(out, "admin.users=root,ops||1\n"));
+	assert_non_null(strstr(out, "admin.client_auth=md5|scram-sha-256|1\n"));
+	assert_non_null(strstr(out, "pool_wait_timeout=30000ms|30s|1\n"));
+	assert_non_null(strstr(out, "buffer_size=65536|64kB|0\n"));
+	assert_non_null(strstr(out, "listen=127.0.0.1:6432||0\n"));
+	free(out);
+	release(&r);
+
+	snprintf(yaml, sizeof yaml, "%sadmin:\n  users: root\n", base);
+	one_error(yaml, "7: admin.users: expected a sequence of user names, found \"root\"");
+	snprintf(yaml, sizeof yaml, "%sadmin:\n  stats_users: [\"\"]\n", base);
+	one_error(yaml, "7: admin.stats_users[0]: must be 1 to 63 bytes long without NUL bytes");
+}
+
 static void test_check_reload(void **state)
 {
 	struct result a, b;
@@ -843,6 +893,7 @@ int main(void)
 		cmocka_unit_test(test_pool_mode_name),
 		cmocka_unit_test(test_check_reload),
 		cmocka_unit_test(test_auth_query_keys),
+		cmocka_unit_test(test_admin),
 		cmocka_unit_test(test_example_loads),
 	};
 

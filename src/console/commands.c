@@ -1,0 +1,946 @@
+/* The admin console's commands (see docs/console.md): parsing, the column lists, and what
+ * each does. Connections belong to their workers, so SHOW CLIENTS/SERVERS/POOLS,
+ * KILL, KILL_CLIENT and RECONNECT are broadcast: a WORKER_MSG_CALL asks every worker to
+ * add its part to one shared collector (its mutex guards the rows and counts); the last
+ * worker posts the collector back to the console client's worker, which answers. */
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "console/console_int.h"
+#include "frontend/client_int.h"
+#include "pool/pool.h"
+#include "pool/server.h"
+#include "runtime/runtime.h"
+#include "stats/stats.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define PAUSE_POLL 0.05 /* seconds between checks that paused pools are quiet */
+
+/* ---- parsing ---- */
+
+struct keyword {
+	const char *word;
+	enum console_cmd_kind kind;
+	int arg; /* 0 none, 1 optional, 2 required */
+};
+
+static const struct keyword show_words[] = {
+	{ "POOLS", CONSOLE_CMD_SHOW_POOLS, 0 },
+	{ "CLIENTS", CONSOLE_CMD_SHOW_CLIENTS, 0 },
+	{ "SERVERS", CONSOLE_CMD_SHOW_SERVERS, 0 },
+	{ "STATS", CONSOLE_CMD_SHOW_STATS, 0 },
+	{ "DATABASES", CONSOLE_CMD_SHOW_DATABASES, 0 },
+	{ "CONFIG", CONSOLE_CMD_SHOW_CONFIG, 0 },
+	{ "LISTS", CONSOLE_CMD_SHOW_LISTS, 0 },
+	{ "VERSION", CONSOLE_CMD_SHOW_VERSION, 0 },
+	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
+};
+
+static const struct keyword verbs[] = {
+	{ "PAUSE", CONSOLE_CMD_PAUSE, 1 },
+	{ "RESUME", CONSOLE_CMD_RESUME, 1 },
+	{ "RELOAD", CONSOLE_CMD_RELOAD, 0 },
+	{ "KILL", CONSOLE_CMD_KILL, 2 },
+	{ "KILL_CLIENT", CONSOLE_CMD_KILL_CLIENT, 2 },
+	{ "RECONNECT", CONSOLE_CMD_RECONNECT, 1 },
+	{ "SHUTDOWN", CONSOLE_CMD_SHUTDOWN, 0 },
+};
+
+/* The next word (letters, digits, '_', '-', '.', or a "quoted" name) at *p. */
+static int next_word(const char **p, const char *end, char *out, size_t cap)
+{
+	const char *s = *p;
+	size_t n = 0;
+
+	while (s < end && isspace((unsigned char)*s))
+		s++;
+	if (s < end && *s == '"') {
+		s++;
+		while (s < end && *s != '"') {
+			if (n + 1 >= cap)
+				return -ENAMETOOLONG;
+			out[n++] = *s++;
+		}
+		if (s == end)
+			return -EINVAL;
+		s++;
+	} else {
+		while (s < end && (isalnum((unsigned char)*s) || *s == '_' || *s == '-' || *s == '.')) {
+			if (n + 1 >= cap)
+				return -ENAMETOOLONG;
+			out[n++] = *s++;
+		}
+		if (n == 0 && s < end)
+			return -EINVAL;
+	}
+	out[n] = '\0';
+	*p = s;
+	return (int)n;
+}
+
+static bool word_is(const char *w, const char *kw)
+{
+	return strcasecmp(w, kw) == 0;
+}
+
+int console_parse(const char *text, size_t len, struct console_cmd *out, char *err, size_t errcap)
+{
+	const char *p = text, *end = text + len;
+	char w[CONFIG_NAME_MAX], extra[CONFIG_NAME_MAX];
+	const struct keyword *k = NULL;
+
+	*out = (struct console_cmd){ .kind = CONSOLE_CMD_EMPTY };
+	/* One statement: trailing blanks and one ';' are fine, a second statement is not (a ';'
+	 * inside a quoted name is part of the name). */
+	while (end > p && isspace((unsigned char)end[-1]))
+		end--;
+	if (end > p && end[-1] == ';')
+		end--;
+	int n = next_word(&p, end, w, sizeof w);
+	if (n == 0)
+		return 0;
+	if (n < 0)
+		goto rest;
+	if (word_is(w, "SHOW")) {
+		if (next_word(&p, end, w, sizeof w) <= 0) {
+			snprintf(err, errcap, "SHOW needs an item (SHOW HELP lists them)");
+			return -EINVAL;
+		}
+		for (size_t i = 0; i < sizeof show_words / sizeof show_words[0]; i++)
+			if (word_is(w, show_words[i].word))
+				k = &show_words[i];
+		if (!k) {
+			snprintf(err, errcap, "unknown SHOW item \"%s\" (SHOW HELP lists them)", w);
+			return -EINVAL;
+		}
+	} else {
+		for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++)
+			if (word_is(w, verbs[i].word))
+				k = &verbs[i];
+		if (!k) {
+			snprintf(err, errcap, "unknown command \"%s\" (SHOW HELP lists the commands)", w);
+			return -EINVAL;
+		}
+	}
+	out->kind = k->kind;
+	if (k->kind == CONSOLE_CMD_SHUTDOWN) {
+		const char *q = p;
+		n = next_word(&q, end, w, sizeof w);
+		if (n > 0 && word_is(w, "WAIT_FOR_CLIENTS")) {
+			out->kind = CONSOLE_CMD_SHUTDOWN_WAIT;
+			p = q;
+		}
+	} else if (k->arg > 0) {
+		const char *q = p;
+		n = next_word(&q, end, out->arg, sizeof out->arg);
+		if (n > 0 || (n == 0 && q == end))
+			p = q;
+		else if (n == -ENAMETOOLONG)
+			goto bad;
+		if (!out->arg[0] && k->arg == 2) {
+			snprintf(err, errcap, "%s needs an argument (%s)", k->word,
+				 k->kind == CONSOLE_CMD_KILL_CLIENT ? "a client id" : "a database name");
+			return -EINVAL;
+		}
+	}
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p == end)
+		return 0;
+	if (*p != ';' && next_word(&p, end, extra, sizeof extra) > 0) {
+		snprintf(err, errcap, "unexpected text after %s", k->word);
+		return -EINVAL;
+	}
+rest:
+	/* Whatever stopped the parse: a second statement, or text that is no command. */
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p < end && *p == ';') {
+		snprintf(err, errcap, "the admin console runs one command per query");
+		return -EINVAL;
+	}
+bad:
+	snprintf(err, errcap, "syntax error in console command (SHOW HELP lists the commands)");
+	return -EINVAL;
+}
+
+/* ---- columns ---- */
+
+#define T(name) { name, CONSOLE_TEXT }
+#define I(name) { name, CONSOLE_INT8 }
+
+static const struct console_column pools_cols[] = {
+	T("database"), T("user"), I("cl_active"), I("cl_waiting"), I("cl_active_cancel_req"),
+	I("cl_waiting_cancel_req"), I("sv_active"), I("sv_active_cancel"), I("sv_being_canceled"), I("sv_idle"),
+	I("sv_used"), I("sv_tested"), I("sv_login"), I("maxwait"), I("maxwait_us"), T("pool_mode"), I("paused"),
+};
+static const struct console_column conn_cols[] = {
+	T("type"), T("user"), T("database"), T("state"), T("addr"), I("port"), T("local_addr"), I("local_port"),
+	T("connect_time"), T("request_time"), I("wait"), I("wait_us"), I("close_needed"), T("ptr"), T("link"),
+	I("remote_pid"), T("tls"), T("application_name"), I("prepared_statements"), T("id"),
+};
+static const struct console_column stats_cols[] = {
+	T("database"), I("total_xact_count"), I("total_query_count"), I("total_received"), I("total_sent"),
+	I("total_xact_time"), I("total_query_time"), I("total_wait_time"), I("avg_xact_count"), I("avg_query_count"),
+	I("avg_recv"), I("avg_sent"), I("avg_xact_time"), I("avg_query_time"), I("avg_wait_time"),
+};
+static const struct console_column databases_cols[] = {
+	T("name"), T("host"), I("port"), T("database"), T("force_user"), I("pool_size"), I("min_pool_size"),
+	I("reserve_pool"), T("pool_mode"), I("max_connections"), I("current_connections"), I("paused"),
+	I("disabled"), T("user"), T("service"),
+};
+static const struct console_column config_cols[] = { T("key"), T("value"), T("default"), T("changeable") };
+static const struct console_column lists_cols[] = { T("list"), I("items") };
+static const struct console_column version_cols[] = { T("version") };
+
+#define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
+
+struct console_columns console_columns_of(enum console_cmd_kind kind)
+{
+	switch (kind) {
+	case CONSOLE_CMD_SHOW_POOLS: return COLS(pools_cols);
+	case CONSOLE_CMD_SHOW_CLIENTS:
+	case CONSOLE_CMD_SHOW_SERVERS: return COLS(conn_cols);
+	case CONSOLE_CMD_SHOW_STATS: return COLS(stats_cols);
+	case CONSOLE_CMD_SHOW_DATABASES: return COLS(databases_cols);
+	case CONSOLE_CMD_SHOW_CONFIG: return COLS(config_cols);
+	case CONSOLE_CMD_SHOW_LISTS: return COLS(lists_cols);
+	case CONSOLE_CMD_SHOW_VERSION: return COLS(version_cols);
+	default: return (struct console_columns){ 0, NULL };
+	}
+}
+
+/* ---- broadcasts ---- */
+
+/* Per pool, over the workers: what the stats gauges do not know (SHOW POOLS). */
+struct pool_tally {
+	double maxwait; /* seconds the longest-waiting client has waited */
+};
+
+struct console_collect {
+	/* immutable after start */
+	struct console_cmd cmd;
+	struct runtime *rt;
+	struct worker *home;       /* the console client's worker: gets the completion */
+	int npools;
+	struct pool **pools;       /* snapshot of the registry at start */
+	atomic_int refs;           /* the operation and the client; the last one frees */
+
+	pthread_mutex_t lock;      /* protects everything below */
+	int remaining;             /* workers that have not added their part */
+	struct console_out rows;   /* DataRows from the workers */
+	long found;                /* clients/servers affected (KILL, KILL_CLIENT, RECONNECT) */
+	struct pool_tally *tally;  /* per pools[] */
+	/* Read and written only on home's thread; NULL once the client has closed. */
+	struct console_session *cs;
+};
+
+static void collect_unref(struct console_collect *col)
+{
+	if (atomic_fetch_sub_explicit(&col->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	pthread_mutex_destroy(&col->lock);
+	console_out_free(&col->rows);
+	free(col->pools);
+	free(col->tally);
+	free(col);
+}
+
+static void format_time(double t, char *out, size_t cap)
+{
+	time_t secs = (time_t)t;
+	struct tm tm;
+	if (t <= 0 || !gmtime_r(&secs, &tm)) {
+		snprintf(out, cap, "%s", "");
+		return;
+	}
+	strftime(out, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
+}
+
+static void addr_parts(const struct net_addr *a, char *host, size_t hcap, char *port, size_t pcap)
+{
+	char s[NET_ADDR_STR_MAX];
+	net_addr_str(a, s, sizeof s);
+	/* net_addr_str gives "host:port", "[v6]:port" or a socket path. */
+	char *colon = strrchr(s, ':');
+	if (a->sa.ss_family == AF_UNIX || !colon) {
+		snprintf(host, hcap, "unix");
+		snprintf(port, pcap, "0");
+		return;
+	}
+	*colon = '\0';
+	char *h = s;
+	if (*h == '[') {
+		h++;
+		size_t n = strlen(h);
+		if (n && h[n - 1] == ']')
+			h[n - 1] = '\0';
+	}
+	snprintf(host, hcap, "%s", h);
+	snprintf(port, pcap, "%s", colon + 1);
+}
+
+static void local_parts(int fd, char *host, size_t hcap, char *port, size_t pcap)
+{
+	struct net_addr a = { .len = sizeof a.sa };
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&a.sa, &a.len) < 0) {
+		snprintf(host, hcap, "%s", "");
+		snprintf(port, pcap, "0");
+		return;
+	}
+	addr_parts(&a, host, hcap, port, pcap);
+}
+
+static const char *client_state_name(const struct client *c)
+{
+	switch (c->state) {
+	case CLIENT_STARTUP:
+	case CLIENT_AUTH: return "login";
+	case CLIENT_WAITING: return "waiting";
+	case CLIENT_ACTIVE:
+	case CLIENT_IDLE: return "active";
+	case CLIENT_CLOSING: return "closing";
+	}
+	return "?";
+}
+
+static const char *server_state_name(const struct server *s)
+{
+	switch (s->state) {
+	case SERVER_CONNECTING:
+	case SERVER_LOGIN: return "login";
+	case SERVER_QUERY:
+	case SERVER_ACTIVE:
+	case SERVER_DRAINING: return "active";
+	case SERVER_IDLE: return "idle";
+	case SERVER_CLOSED: return "closed";
+	}
+	return "?";
+}
+
+static void client_row(struct console_out *o, const struct client *c, double now)
+{
+	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
+	char wait[24], wait_us[24], nprep[16];
+	double waited = c->state == CLIENT_WAITING && c->wait_start > 0 ? now - c->wait_start : 0;
+
+	addr_parts(&c->peer, addr, sizeof addr, port, sizeof port);
+	local_parts(c->fd, laddr, sizeof laddr, lport, sizeof lport);
+	format_time(c->connect_time, ct, sizeof ct);
+	format_time(c->query_start > 0 ? c->query_start : c->wait_start > 0 ? c->wait_start : c->connect_time, rt,
+		    sizeof rt);
+	if (waited < 0)
+		waited = 0;
+	snprintf(wait, sizeof wait, "%ld", (long)waited);
+	snprintf(wait_us, sizeof wait_us, "%ld", (long)((waited - (double)(long)waited) * 1e6));
+	snprintf(nprep, sizeof nprep, "%u", c->prep ? prep_client_count(c->prep) : 0u);
+	const char *app = session_param_get(&c->session, "application_name");
+	const char *vals[] = {
+		"C", c->user, c->database, client_state_name(c), addr, port, laddr, lport, ct, rt, wait, wait_us, "0",
+		c->id, c->server ? c->server->id : NULL, "0", "", app ? app : "", nprep, c->id,
+	};
+	console_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
+}
+
+static void server_row(struct console_out *o, const struct server *s, double now)
+{
+	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
+	char pid[16], nprep[16];
+	const struct client *owner = s->state == SERVER_ACTIVE ? s->owner : NULL;
+	bool stale = s->pool_gen != pool_generation(s->pool);
+
+	(void)now;
+	addr_parts(&s->addr, addr, sizeof addr, port, sizeof port);
+	local_parts(s->fd, laddr, sizeof laddr, lport, sizeof lport);
+	format_time(s->created, ct, sizeof ct);
+	format_time(s->state == SERVER_IDLE && s->idle_since > 0 ? s->idle_since : s->created, rt, sizeof rt);
+	snprintf(pid, sizeof pid, "%u", s->backend_pid);
+	snprintf(nprep, sizeof nprep, "%u", s->prep ? prep_server_count(s->prep) : 0u);
+	const char *app = server_param(s, "application_name");
+	const char *vals[] = {
+		"S", pool_user(s->pool), pool_database(s->pool), server_state_name(s), addr, port, laddr, lport, ct, rt,
+		"0", "0", stale ? "1" : "0", s->id, owner ? owner->id : NULL, pid, "", app ? app : "", nprep, s->id,
+	};
+	console_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
+}
+
+static int pool_index(const struct console_collect *col, const struct pool *p)
+{
+	for (int i = 0; i < col->npools; i++)
+		if (col->pools[i] == p)
+			return i;
+	return -1;
+}
+
+static bool db_selected(const struct console_collect *col, const char *database)
+{
+	return !col->cmd.arg[0] || strcmp(col->cmd.arg, database) == 0;
+}
+
+static void tally_worker(struct console_collect *col, struct worker *w, double now)
+{
+	for (struct client *c = w->clients; c; c = c->next) {
+		int i = c->pool && c->state == CLIENT_WAITING && c->wait_start > 0 ? pool_index(col, c->pool) : -1;
+		if (i >= 0 && now - c->wait_start > col->tally[i].maxwait)
+			col->tally[i].maxwait = now - c->wait_start;
+	}
+}
+
+/* Close w's parked servers of the selected pools (RECONNECT, KILL). */
+static long close_parked(struct console_collect *col, struct worker *w, const char *reason)
+{
+	long n = 0;
+	struct server *s = w->servers;
+	while (s) {
+		struct server *next = s->wnext;
+		if (s->state == SERVER_IDLE && s->idle_worker >= 0 && db_selected(col, pool_database(s->pool))) {
+			server_close(s, reason);
+			n++;
+		}
+		s = next;
+	}
+	return n;
+}
+
+static void collect_done(struct worker *w, void *arg);
+
+/* Close c from the console with 57P01. A client queued for a server leaves the queue first;
+ * when the pool's answer is already on its way, the usual teardown keeps a husk for it
+ * (client_close) and the client just sees the connection end. */
+static void terminate_client(struct client *c, const char *why)
+{
+	if (c->queued) {
+		if (!pool_leave_queue(c->pool, &c->waiter)) {
+			client_close(c, why);
+			return;
+		}
+		c->queued = false;
+	}
+	client_fail(c, "57P01", "terminated by the admin console (%s)", why);
+}
+
+/* On each worker: add this worker's part; the last one posts the result home. */
+static void collect_on_worker(struct worker *w, void *arg)
+{
+	struct console_collect *col = arg;
+	double now = ev_now(w->loop);
+	long found = 0;
+
+	/* Actions first, outside the lock: closing connections logs and may post messages. */
+	switch (col->cmd.kind) {
+	case CONSOLE_CMD_KILL: {
+		struct client *c = w->clients;
+		while (c) {
+			struct client *next = c->next;
+			if (!c->admin && c->state != CLIENT_CLOSING && strcmp(c->database, col->cmd.arg) == 0) {
+				char why[CONFIG_NAME_MAX + 8];
+				snprintf(why, sizeof why, "KILL %s", col->cmd.arg);
+				terminate_client(c, why);
+				found++;
+			}
+			c = next;
+		}
+		found += close_parked(col, w, "KILL from the admin console");
+		break;
+	}
+	case CONSOLE_CMD_KILL_CLIENT:
+		for (struct client *c = w->clients; c; c = c->next) {
+			if (strcmp(c->id, col->cmd.arg) == 0 && c->state != CLIENT_CLOSING) {
+				terminate_client(c, "KILL_CLIENT");
+				found++;
+				break;
+			}
+		}
+		break;
+	case CONSOLE_CMD_RECONNECT:
+		found += close_parked(col, w, "RECONNECT from the admin console");
+		break;
+	default:
+		break;
+	}
+
+	pthread_mutex_lock(&col->lock);
+	col->found += found;
+	if (col->cmd.kind == CONSOLE_CMD_SHOW_CLIENTS) {
+		for (struct client *c = w->clients; c; c = c->next)
+			client_row(&col->rows, c, now);
+	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_SERVERS) {
+		for (struct server *s = w->servers; s; s = s->wnext)
+			server_row(&col->rows, s, now);
+	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_POOLS) {
+		tally_worker(col, w, now);
+	}
+	bool last = --col->remaining == 0;
+	pthread_mutex_unlock(&col->lock);
+	if (!last)
+		return;
+	/* Shutting down: the home worker may be gone already; the client is closed anyway. */
+	struct worker_msg *m = w->stopping ? NULL : calloc(1, sizeof *m);
+	if (!m) {
+		collect_unref(col);
+		return;
+	}
+	m->kind = WORKER_MSG_CALL;
+	m->call = collect_done;
+	m->arg = col;
+	worker_post(col->home, m);
+}
+
+static void long_str(char *out, size_t cap, long v)
+{
+	snprintf(out, cap, "%ld", v);
+}
+
+struct pool_stats_list {
+	int n, cap;
+	struct stats_pool_snapshot *snaps;
+};
+
+static void keep_snapshot(const struct stats_pool_snapshot *snap, void *arg)
+{
+	struct pool_stats_list *l = arg;
+	if (l->n == l->cap) {
+		int cap = l->cap ? 2 * l->cap : 16;
+		struct stats_pool_snapshot *s = realloc(l->snaps, (size_t)cap * sizeof *s);
+		if (!s)
+			return; /* that pool is left out of the answer */
+		l->snaps = s;
+		l->cap = cap;
+	}
+	l->snaps[l->n++] = *snap;
+}
+
+/* SHOW POOLS: counts from the stats gauges, maxwait from the workers' waiting clients. */
+static void pools_rows(struct console_session *cs, struct console_collect *col)
+{
+	struct pool_stats_list l = { 0 };
+
+	stats_foreach_pool(col->rt, keep_snapshot, &l);
+	for (int k = 0; k < l.n; k++) {
+		const struct stats_pool_snapshot *sn = &l.snaps[k];
+		double maxwait = 0;
+		bool paused = false;
+		/* database/user point into the pool itself: equal pointers, same pool. */
+		for (int i = 0; i < col->npools; i++) {
+			struct pool *p = col->pools[i];
+			if (pool_database(p) == sn->database && pool_user(p) == sn->user) {
+				struct pool_gauges g;
+				pool_snapshot(p, &g);
+				paused = g.paused;
+				maxwait = col->tally[i].maxwait;
+			}
+		}
+		char v[7][24];
+		long_str(v[0], sizeof v[0], (long)sn->clients[STATS_CLIENT_ACTIVE] + sn->clients[STATS_CLIENT_IDLE]);
+		long_str(v[1], sizeof v[1], sn->clients[STATS_CLIENT_WAITING]);
+		long_str(v[2], sizeof v[2], sn->sv_active);
+		long_str(v[3], sizeof v[3], sn->sv_idle);
+		long_str(v[4], sizeof v[4], sn->sv_connecting);
+		long_str(v[5], sizeof v[5], (long)maxwait);
+		long_str(v[6], sizeof v[6], (long)((maxwait - (double)(long)maxwait) * 1e6));
+		const char *vals[] = {
+			sn->database, sn->user, v[0], v[1], "0", "0", v[2], "0", "0", v[3], "0", "0", v[4], v[5], v[6],
+			sn->mode, paused ? "1" : "0",
+		};
+		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
+	}
+	free(l.snaps);
+	console_complete(cs, "SHOW");
+}
+
+static void show_lists(struct console_session *cs)
+{
+	struct runtime *rt = cs->client->worker->rt;
+	struct stats_global g;
+	struct stats_pool_snapshot tot;
+	long users = 0, npools = 0;
+
+	stats_read_global(rt->stats, &g);
+	stats_totals(rt, &tot);
+	for (struct pool *p = pool_first(rt); p; p = pool_next(p)) {
+		bool seen = false;
+		for (struct pool *q = pool_first(rt); q != p && !seen; q = pool_next(q))
+			seen = strcmp(pool_user(q), pool_user(p)) == 0;
+		users += !seen;
+		npools++;
+	}
+	long login = g.clients[STATS_CLIENT_STARTUP] + g.clients[STATS_CLIENT_AUTH];
+	long used = 0;
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
+		used += g.clients[i];
+	struct {
+		const char *name;
+		long v;
+	} items[] = {
+		{ "databases", rt->cfg->npools }, { "users", users }, { "pools", npools },
+		{ "free_clients", 0 }, { "used_clients", used - login }, { "login_clients", login },
+		{ "free_servers", 0 }, { "used_servers", (long)tot.sv_active + tot.sv_idle + tot.sv_connecting },
+		{ "dns_names", 0 }, { "dns_zones", 0 }, { "dns_queries", 0 }, { "dns_pending", 0 },
+	};
+	for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
+		char v[24];
+		long_str(v, sizeof v, items[i].v);
+		const char *vals[] = { items[i].name, v };
+		console_out_row(&cs->out, 2, vals);
+	}
+	console_complete(cs, "SHOW");
+}
+
+/* On the home worker: answer. */
+static void collect_done(struct worker *w, void *arg)
+{
+	struct console_collect *col = arg;
+	struct console_session *cs = col->cs;
+
+	if (!cs || w->stopping) {
+		/* The client closed (console_cancel dropped its reference) or we are stopping. */
+		collect_unref(col);
+		return;
+	}
+	cs->collect = NULL;
+	col->cs = NULL;
+	/* Every worker is done with col (the last one's post is ordered by the inbox lock):
+	 * no lock needed from here. */
+	switch (col->cmd.kind) {
+	case CONSOLE_CMD_SHOW_CLIENTS:
+	case CONSOLE_CMD_SHOW_SERVERS:
+		if (col->rows.len > col->rows.start)
+			console_out_raw(&cs->out, col->rows.data + col->rows.start, col->rows.len - col->rows.start);
+		if (col->rows.failed)
+			cs->out.failed = true;
+		console_complete(cs, "SHOW");
+		break;
+	case CONSOLE_CMD_SHOW_POOLS:
+		pools_rows(cs, col);
+		break;
+	case CONSOLE_CMD_KILL:
+		log_info(cs->client->id, cs->client->ctx, "KILL %s: %ld connections closed", col->cmd.arg, col->found);
+		console_complete(cs, "KILL");
+		break;
+	case CONSOLE_CMD_KILL_CLIENT:
+		if (col->found == 0)
+			console_error(cs, "42704", "no client with id \"%s\"", col->cmd.arg);
+		else
+			console_complete(cs, "KILL_CLIENT");
+		break;
+	case CONSOLE_CMD_RECONNECT:
+		console_complete(cs, "RECONNECT");
+		break;
+	default:
+		break;
+	}
+	collect_unref(col); /* the client's reference */
+	collect_unref(col); /* the operation's */
+	console_command_done(cs);
+}
+
+/* Start a broadcast for cmd. 1 (async), or 0 with an error already in cs->out. */
+static int broadcast(struct console_session *cs, const struct console_cmd *cmd)
+{
+	struct client *c = cs->client;
+	struct runtime *rt = c->worker->rt;
+	struct console_collect *col = calloc(1, sizeof *col);
+	int n = 0;
+
+	if (!col)
+		goto oom;
+	col->cmd = *cmd;
+	col->rt = rt;
+	col->home = c->worker;
+	col->cs = cs;
+	for (struct pool *p = pool_first(rt); p; p = pool_next(p))
+		n++;
+	col->pools = calloc((size_t)(n ? n : 1), sizeof *col->pools);
+	col->tally = calloc((size_t)(n ? n : 1), sizeof *col->tally);
+	if (!col->pools || !col->tally) {
+		free(col->pools);
+		free(col->tally);
+		free(col);
+		goto oom;
+	}
+	/* Pools created after the count are left out of this answer. */
+	for (struct pool *p = pool_first(rt); p && col->npools < n; p = pool_next(p))
+		col->pools[col->npools++] = p;
+	pthread_mutex_init(&col->lock, NULL);
+	atomic_init(&col->refs, 2);
+	col->remaining = rt->nworkers;
+	cs->collect = col;
+	for (int i = 0; i < rt->nworkers; i++) {
+		struct worker_msg *m = calloc(1, sizeof *m);
+		if (!m) {
+			/* This worker's part is missing from the answer; the rest still come. */
+			log_warn(c->id, c->ctx, "console: out of memory asking worker %d", i);
+			pthread_mutex_lock(&col->lock);
+			bool last = --col->remaining == 0;
+			pthread_mutex_unlock(&col->lock);
+			if (last) {
+				/* Nobody else will post home: answer on the next loop turn. */
+				struct worker_msg *done = calloc(1, sizeof *done);
+				if (done) {
+					done->kind = WORKER_MSG_CALL;
+					done->call = collect_done;
+					done->arg = col;
+					worker_post(col->home, done);
+				}
+			}
+			continue;
+		}
+		m->kind = WORKER_MSG_CALL;
+		m->call = collect_on_worker;
+		m->arg = col;
+		worker_post(rt->workers[i], m);
+	}
+	return 1;
+oom:
+	console_error(cs, "53200", "out of memory");
+	return 0;
+}
+
+void console_cancel(struct console_session *cs)
+{
+	ev_timer_stop(cs->client->worker->loop, &cs->pause_timer);
+	if (cs->collect) {
+		cs->collect->cs = NULL;
+		collect_unref(cs->collect);
+		cs->collect = NULL;
+	}
+}
+
+/* ---- commands answered at once ---- */
+
+static void show_version(struct console_session *cs)
+{
+	const char *vals[] = { "tusk " TUSK_VERSION };
+	console_out_row(&cs->out, 1, vals);
+	console_complete(cs, "SHOW");
+}
+
+static void show_help(struct console_session *cs)
+{
+	console_notice(cs, "Console usage\n"
+			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|LISTS|VERSION\n"
+			   "\tPAUSE [<db>]\n"
+			   "\tRESUME [<db>]\n"
+			   "\tKILL <db>\n"
+			   "\tKILL_CLIENT <client id>\n"
+			   "\tRECONNECT [<db>]\n"
+			   "\tRELOAD\n"
+			   "\tSHUTDOWN [WAIT_FOR_CLIENTS]");
+	console_complete(cs, "SHOW");
+}
+
+static void config_row(void *arg, const char *key, const char *value, const char *def, bool reloadable)
+{
+	struct console_session *cs = arg;
+	const char *vals[] = { key, value, def, reloadable ? "yes" : "no" };
+	console_out_row(&cs->out, 4, vals);
+}
+
+static void show_config(struct console_session *cs)
+{
+	config_describe(cs->client->worker->rt->cfg, config_row, cs);
+	console_complete(cs, "SHOW");
+}
+
+static void show_databases(struct console_session *cs)
+{
+	struct runtime *rt = cs->client->worker->rt;
+	const struct tusk_config *cfg = rt->cfg;
+
+	for (int i = 0; i < cfg->npools; i++) {
+		const struct config_pool_rule *r = &cfg->pools[i];
+		long current = 0;
+		bool paused = false;
+		for (struct pool *p = pool_first(rt); p; p = pool_next(p)) {
+			if (pool_rule(p) != r)
+				continue;
+			struct pool_gauges info;
+			pool_snapshot(p, &info);
+			current += info.slots;
+			paused = paused || info.paused;
+		}
+		char port[16], size[16], min[16], maxc[16], cur[24];
+		const struct config_host *h = r->service && r->service->nhosts ? &r->service->hosts[0] : NULL;
+		snprintf(port, sizeof port, "%d", h ? h->port : 0);
+		snprintf(size, sizeof size, "%d", r->size);
+		snprintf(min, sizeof min, "%d", r->min_size);
+		snprintf(maxc, sizeof maxc, "%d", r->max_db_connections);
+		long_str(cur, sizeof cur, current);
+		const char *vals[] = {
+			r->database, h ? h->host : NULL, port, r->server_database ? r->server_database : r->database,
+			r->server_user, size, min, "0", config_pool_mode_name(r->mode), maxc, cur, paused ? "1" : "0",
+			r->blocked ? "1" : "0", r->user, r->service_name,
+		};
+		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
+	}
+	console_complete(cs, "SHOW");
+}
+
+/* ---- PAUSE, RESUME, RECONNECT, KILL ---- */
+
+/* A database the console may act on: "" (all), or one a pool or a rule names. */
+static bool known_database(struct console_session *cs, const char *db)
+{
+	struct runtime *rt = cs->client->worker->rt;
+
+	if (!*db)
+		return true;
+	for (struct pool *p = pool_first(rt); p; p = pool_next(p))
+		if (strcmp(pool_database(p), db) == 0)
+			return true;
+	for (int i = 0; i < rt->cfg->npools; i++)
+		if (strcmp(rt->cfg->pools[i].database, db) == 0 || strcmp(rt->cfg->pools[i].database, "*") == 0)
+			return true;
+	return false;
+}
+
+/* Whether every server of the paused pools is back (parked or closed). */
+static bool pause_quiet(struct console_session *cs)
+{
+	for (struct pool *p = pool_first(cs->client->worker->rt); p; p = pool_next(p)) {
+		if (cs->pause_db[0] && strcmp(pool_database(p), cs->pause_db) != 0)
+			continue;
+		struct pool_gauges info;
+		pool_snapshot(p, &info);
+		if (info.slots != info.idle)
+			return false;
+	}
+	return true;
+}
+
+static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct console_session *cs = t->data;
+	(void)revents;
+	if (!pause_quiet(cs))
+		return;
+	ev_timer_stop(loop, t);
+	console_complete(cs, "PAUSE");
+	console_command_done(cs);
+}
+
+static int pause_pools(struct console_session *cs, const char *db)
+{
+	struct ev_loop *loop = cs->client->worker->loop;
+
+	if (pool_pause_database(cs->client->worker->rt, db) < 0) {
+		console_error(cs, "53200", "out of memory");
+		return 0;
+	}
+	snprintf(cs->pause_db, sizeof cs->pause_db, "%s", db);
+	log_info(cs->client->id, cs->client->ctx, "PAUSE %s", *db ? db : "(all)");
+	if (pause_quiet(cs)) {
+		console_complete(cs, "PAUSE");
+		return 0;
+	}
+	ev_init(&cs->pause_timer, pause_cb);
+	cs->pause_timer.data = cs;
+	ev_timer_set(&cs->pause_timer, PAUSE_POLL, PAUSE_POLL);
+	ev_timer_start(loop, &cs->pause_timer);
+	return 1;
+}
+
+static void resume_pools(struct console_session *cs, const char *db)
+{
+	pool_resume_database(cs->client->worker->rt, db);
+	log_info(cs->client->id, cs->client->ctx, "RESUME %s", *db ? db : "(all)");
+	console_complete(cs, "RESUME");
+}
+
+static void reconnect_pools(struct console_session *cs, const char *db)
+{
+	for (struct pool *p = pool_first(cs->client->worker->rt); p; p = pool_next(p))
+		if (!*db || strcmp(pool_database(p), db) == 0)
+			pool_reconnect(p);
+}
+
+static void signal_self(struct console_session *cs, int sig, const char *tag)
+{
+	log_info(cs->client->id, cs->client->ctx, "%s from the admin console", tag);
+	/* Answer first: the main thread's sigwait acts on the signal. */
+	console_complete(cs, tag);
+	if (kill(getpid(), sig) < 0)
+		log_error(cs->client->id, cs->client->ctx, "%s: kill: %s", tag, strerror(errno));
+}
+
+int console_run(struct console_session *cs, const struct console_cmd *cmd)
+{
+	bool show = cmd->kind >= CONSOLE_CMD_SHOW_POOLS && cmd->kind <= CONSOLE_CMD_SHOW_HELP;
+
+	if (!show && !cs->full) {
+		console_error(cs, "42501", "permission denied: user \"%s\" is in admin.stats_users and may only run SHOW commands",
+			      cs->client->user);
+		return 0;
+	}
+	switch (cmd->kind) {
+	case CONSOLE_CMD_EMPTY:
+		return 0;
+	case CONSOLE_CMD_SHOW_VERSION:
+		show_version(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_HELP:
+		show_help(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_CONFIG:
+		show_config(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_DATABASES:
+		show_databases(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_STATS:
+		console_show_stats(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_LISTS:
+		show_lists(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_POOLS:
+	case CONSOLE_CMD_SHOW_CLIENTS:
+	case CONSOLE_CMD_SHOW_SERVERS:
+		return broadcast(cs, cmd);
+	case CONSOLE_CMD_PAUSE:
+	case CONSOLE_CMD_RESUME:
+	case CONSOLE_CMD_KILL:
+	case CONSOLE_CMD_RECONNECT:
+		if (console_is_admin_db(cmd->arg)) {
+			console_error(cs, "42809", "the admin console's own database cannot be the target");
+			return 0;
+		}
+		if (!known_database(cs, cmd->arg)) {
+			console_error(cs, "3D000", "no such database: \"%s\"", cmd->arg);
+			return 0;
+		}
+		if (cmd->kind == CONSOLE_CMD_PAUSE)
+			return pause_pools(cs, cmd->arg);
+		if (cmd->kind == CONSOLE_CMD_RESUME) {
+			resume_pools(cs, cmd->arg);
+			return 0;
+		}
+		/* KILL and RECONNECT: servers in use close when released; parked ones now. */
+		reconnect_pools(cs, cmd->arg);
+		log_info(cs->client->id, cs->client->ctx, "%s %s", cmd->kind == CONSOLE_CMD_KILL ? "KILL" : "RECONNECT",
+			 *cmd->arg ? cmd->arg : "(all)");
+		return broadcast(cs, cmd);
+	case CONSOLE_CMD_KILL_CLIENT:
+		return broadcast(cs, cmd);
+	case CONSOLE_CMD_RELOAD:
+		signal_self(cs, SIGHUP, "RELOAD");
+		return 0;
+	case CONSOLE_CMD_SHUTDOWN:
+		signal_self(cs, SIGINT, "SHUTDOWN");
+		return 0;
+	case CONSOLE_CMD_SHUTDOWN_WAIT:
+		signal_self(cs, SIGTERM, "SHUTDOWN");
+		return 0;
+	}
+	return 0;
+}

@@ -1,0 +1,120 @@
+/* Internal to console/: the per-client session (console.c: protocol, output) and the
+ * commands (commands.c). */
+#ifndef TUSK_CONSOLE_CONSOLE_INT_H
+#define TUSK_CONSOLE_CONSOLE_INT_H
+
+#include <ev.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "console/console.h"
+
+struct client;
+struct console_collect;
+
+#define CONSOLE_QUERY_MAX 1024   /* longest command text accepted */
+#define CONSOLE_STATEMENTS 16    /* named statements per admin client */
+#define CONSOLE_NAME_MAX 64      /* statement and portal names */
+#define CONSOLE_OUT_MAX (64u << 20) /* bound on one answer's bytes */
+
+enum console_cmd_kind {
+	CONSOLE_CMD_EMPTY,
+	CONSOLE_CMD_SHOW_POOLS,
+	CONSOLE_CMD_SHOW_CLIENTS,
+	CONSOLE_CMD_SHOW_SERVERS,
+	CONSOLE_CMD_SHOW_STATS,
+	CONSOLE_CMD_SHOW_DATABASES,
+	CONSOLE_CMD_SHOW_CONFIG,
+	CONSOLE_CMD_SHOW_LISTS,
+	CONSOLE_CMD_SHOW_VERSION,
+	CONSOLE_CMD_SHOW_HELP,
+	CONSOLE_CMD_PAUSE,
+	CONSOLE_CMD_RESUME,
+	CONSOLE_CMD_RELOAD,
+	CONSOLE_CMD_KILL,
+	CONSOLE_CMD_KILL_CLIENT,
+	CONSOLE_CMD_RECONNECT,
+	CONSOLE_CMD_SHUTDOWN,
+	CONSOLE_CMD_SHUTDOWN_WAIT,
+};
+
+struct console_cmd {
+	enum console_cmd_kind kind;
+	char arg[CONFIG_NAME_MAX]; /* database or client id; "" when none */
+};
+
+/* A growable output buffer: answers can be longer than the client's wbuf. */
+struct console_out {
+	uint8_t *data;
+	size_t start, len, cap; /* bytes [start, len) not yet moved to the wbuf */
+	bool failed;            /* out of memory or over CONSOLE_OUT_MAX: the answer is lost */
+};
+
+void console_out_raw(struct console_out *o, const void *p, size_t n);
+void console_out_msg(struct console_out *o, uint8_t type, const void *body, size_t n);
+/* A DataRow of ncols text values (NULL: SQL NULL). */
+void console_out_row(struct console_out *o, int ncols, const char *const *vals);
+void console_out_free(struct console_out *o);
+
+/* A column: values always travel as text; the type tells drivers how to read them. */
+#define CONSOLE_TEXT 25u
+#define CONSOLE_INT8 20u
+struct console_column {
+	const char *name;
+	uint32_t type_oid;
+};
+struct console_columns {
+	int n;
+	const struct console_column *cols;
+};
+
+struct console_stmt {
+	char name[CONSOLE_NAME_MAX];
+	bool used;
+	struct console_cmd cmd;
+	char error[160]; /* parse error: reported at Bind/Describe/Execute */
+};
+
+/* One admin client's console state. */
+struct console_session {
+	struct client *client;
+	bool full;                  /* listed in admin.users (else stats_users: SHOW only) */
+	struct console_out out;
+	struct console_stmt stmts[CONSOLE_STATEMENTS]; /* [0] is the unnamed statement */
+	struct console_cmd portal;  /* the unnamed portal (named portals are refused) */
+	bool portal_set;
+	bool portal_described;      /* RowDescription sent: Execute sends rows only */
+	bool skipping;              /* extended protocol: after an error, until Sync */
+	bool busy;                  /* a command runs asynchronously: input waits */
+	bool busy_simple;           /* ... and it came in a simple Query (ReadyForQuery after) */
+	bool busy_describe;         /* ... and its rows need a RowDescription first */
+	struct console_collect *collect; /* in flight, or NULL */
+	ev_timer pause_timer;       /* PAUSE: polls until the paused pools' servers are released */
+	char pause_db[CONFIG_NAME_MAX];
+};
+
+/* commands.c */
+/* Parse one command. 0, or -EINVAL with a message in err. */
+int console_parse(const char *text, size_t len, struct console_cmd *out, char *err, size_t errcap);
+/* The columns a command's answer has (n == 0: none; it answers with a tag only). */
+struct console_columns console_columns_of(enum console_cmd_kind kind);
+/* Run cmd: append DataRows, then a CommandComplete (or an ErrorResponse) to cs->out and
+ * return 0; or start async work and return 1: console_command_done is called later. */
+int console_run(struct console_session *cs, const struct console_cmd *cmd);
+/* SHOW STATS (stats.c). */
+void console_show_stats(struct console_session *cs);
+/* Stop async work of a closing client. */
+void console_cancel(struct console_session *cs);
+
+/* console.c */
+/* Async work of cs ended (its rows and tag, or error, are in cs->out): go on with input. */
+void console_command_done(struct console_session *cs);
+/* Append an ErrorResponse ("tusk <id>: text") to cs->out. */
+void console_error(struct console_session *cs, const char *sqlstate, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void console_notice(struct console_session *cs, const char *text);
+void console_complete(struct console_session *cs, const char *tag);
+
+#endif

@@ -1,0 +1,111 @@
+/* SHOW STATS: the stats module's per-pool counters (stats/stats.h) summed per database, as
+ * PgBouncer shows them. PgBouncer's avg_* rates cover its last stats_period; tusk has no
+ * period, so counts and bytes per second are averaged over tusk's uptime, and the times are
+ * per transaction, query or wait over all of them. */
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "console/console_int.h"
+#include "frontend/client_int.h"
+#include "runtime/runtime.h"
+#include "stats/stats.h"
+#include "worker/worker.h"
+
+struct db_stats {
+	const char *database; /* lives as long as its pool, i.e. the process */
+	struct stats_counters c;
+};
+
+struct db_list {
+	int n, cap;
+	struct db_stats *dbs;
+	bool failed;
+};
+
+static void add_pool(const struct stats_pool_snapshot *snap, void *arg)
+{
+	struct db_list *l = arg;
+	struct db_stats *d = NULL;
+
+	for (int i = 0; i < l->n && !d; i++)
+		if (strcmp(l->dbs[i].database, snap->database) == 0)
+			d = &l->dbs[i];
+	if (!d) {
+		if (l->n == l->cap) {
+			int cap = l->cap ? 2 * l->cap : 16;
+			struct db_stats *dbs = realloc(l->dbs, (size_t)cap * sizeof *dbs);
+			if (!dbs) {
+				l->failed = true;
+				return;
+			}
+			l->dbs = dbs;
+			l->cap = cap;
+		}
+		d = &l->dbs[l->n++];
+		memset(d, 0, sizeof *d);
+		d->database = snap->database;
+	}
+	d->c.xact_count += snap->c.xact_count;
+	d->c.query_count += snap->c.query_count;
+	d->c.wait_count += snap->c.wait_count;
+	d->c.xact_us += snap->c.xact_us;
+	d->c.query_us += snap->c.query_us;
+	d->c.wait_us += snap->c.wait_us;
+	d->c.bytes_received += snap->c.bytes_received;
+	d->c.bytes_sent += snap->c.bytes_sent;
+}
+
+static void u64(char *out, size_t cap, uint64_t v)
+{
+	snprintf(out, cap, "%llu", (unsigned long long)v);
+}
+
+static uint64_t per(uint64_t total, double over)
+{
+	return over > 0 ? (uint64_t)((double)total / over) : 0;
+}
+
+void console_show_stats(struct console_session *cs)
+{
+	struct runtime *rt = cs->client->worker->rt;
+	struct db_list l = { 0 };
+	double uptime = ev_now(cs->client->worker->loop) - rt->start_time;
+
+	stats_foreach_pool(rt, add_pool, &l);
+	if (l.failed) {
+		free(l.dbs);
+		console_error(cs, "53200", "out of memory");
+		return;
+	}
+	if (uptime < 1)
+		uptime = 1;
+	for (int i = 0; i < l.n; i++) {
+		const struct stats_counters *c = &l.dbs[i].c;
+		uint64_t v[14] = {
+			c->xact_count,
+			c->query_count,
+			c->bytes_received,
+			c->bytes_sent,
+			c->xact_us,
+			c->query_us,
+			c->wait_us,
+			per(c->xact_count, uptime),
+			per(c->query_count, uptime),
+			per(c->bytes_received, uptime),
+			per(c->bytes_sent, uptime),
+			c->xact_count ? c->xact_us / c->xact_count : 0,
+			c->query_count ? c->query_us / c->query_count : 0,
+			c->wait_count ? c->wait_us / c->wait_count : 0,
+		};
+		char text[14][24];
+		const char *vals[15] = { l.dbs[i].database };
+		for (int k = 0; k < 14; k++) {
+			u64(text[k], sizeof text[k], v[k]);
+			vals[k + 1] = text[k];
+		}
+		console_out_row(&cs->out, 15, vals);
+	}
+	free(l.dbs);
+	console_complete(cs, "SHOW");
+}

@@ -1,0 +1,522 @@
+"""The admin console: the virtual database "tusk" (also "pgbouncer"). Every command through psql
+(simple protocol) and through psycopg 3 with prepare=True and in pipeline mode (extended protocol:
+Parse/Bind/Describe/Execute/Sync), column names checked against PgBouncer's, and the effects of
+PAUSE/RESUME, KILL, KILL_CLIENT, RECONNECT, RELOAD and SHUTDOWN checked with real clients."""
+
+import os
+import re
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import PG_BIN, SLOW, TEST_DB, assert_tusk_error, wait_until, SANITIZER_RE
+from auth_util import write_auth_file
+
+pytestmark = pytest.mark.tusk_only
+
+ADMIN, ADMIN_PW = "admin", "admin-secret"
+MONITOR, MONITOR_PW = "monitor", "monitor-secret"
+APP_PW = "app-secret"
+
+POOLS_COLS = ["database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req",
+              "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested",
+              "sv_login", "maxwait", "maxwait_us", "pool_mode"]
+CONN_COLS = ["type", "user", "database", "state", "addr", "port", "local_addr", "local_port", "connect_time",
+             "request_time", "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid", "tls",
+             "application_name", "prepared_statements"]
+STATS_COLS = ["database", "total_xact_count", "total_query_count", "total_received", "total_sent",
+              "total_xact_time", "total_query_time", "total_wait_time", "avg_xact_count", "avg_query_count",
+              "avg_recv", "avg_sent", "avg_xact_time", "avg_query_time", "avg_wait_time"]
+DATABASES_COLS = ["name", "host", "port", "database", "force_user", "pool_size", "min_pool_size",
+                  "reserve_pool", "pool_mode", "max_connections", "current_connections", "paused", "disabled"]
+SHOW_COLS = {
+    "POOLS": POOLS_COLS,
+    "CLIENTS": CONN_COLS + ["id"],
+    "SERVERS": CONN_COLS + ["id"],
+    "STATS": STATS_COLS,
+    "DATABASES": DATABASES_COLS,
+    "CONFIG": ["key", "value", "default", "changeable"],
+    "LISTS": ["list", "items"],
+    "VERSION": ["version"],
+}
+
+
+def start(tusk, tmp_path, mode="session", size=5, **kw):
+    auth = write_auth_file(tmp_path / "userlist.txt",
+                           {ADMIN: ADMIN_PW, MONITOR: MONITOR_PW, "tusk_trust": APP_PW})
+    pools = [{"database": "*", "user": "*", "service": "main", "mode": mode, "size": size}]
+    return tusk(pools=pools, auth_file=auth, admin={"users": [ADMIN], "stats_users": [MONITOR]}, **kw)
+
+
+def psql(t, sql, user=ADMIN, password=ADMIN_PW, dbname="tusk", timeout=30):
+    """psql --csv: a header line, then rows. -> CompletedProcess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env["PGPASSWORD"] = password
+    env["PGCONNECT_TIMEOUT"] = str(int(15 * SLOW))
+    cmd = [str(PG_BIN / "psql"), "-X", "--csv", "-w", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+           "-p", str(t.port), "-U", user, "-d", dbname, "-c", sql]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * SLOW, env=env)
+
+
+def psql_rows(t, sql, **kw):
+    """-> (header, rows as dicts) for a successful SHOW."""
+    p = psql(t, sql, **kw)
+    assert p.returncode == 0, (sql, p.stdout, p.stderr)
+    import csv
+    lines = list(csv.reader(p.stdout.splitlines()))
+    header = lines[0]
+    return header, [dict(zip(header, r)) for r in lines[1:]]
+
+
+def admin(t, user=ADMIN, password=ADMIN_PW, dbname="tusk", **kw):
+    return t.connect(user=user, password=password, dbname=dbname, **kw)
+
+
+def ext(conn, sql):
+    """Extended protocol: psycopg prepares (Parse, then Bind/Describe/Execute/Sync).
+    -> (column names, rows)."""
+    cur = conn.cursor()
+    cur.execute(sql, prepare=True)
+    names = [d.name for d in cur.description] if cur.description else None
+    return names, (cur.fetchall() if cur.description else None), cur.statusmessage
+
+
+def pipelined(conn, sql):
+    """Extended protocol with the unnamed statement (psycopg's pipeline mode)."""
+    with conn.pipeline():
+        cur = conn.cursor()
+        cur.execute(sql)
+    names = [d.name for d in cur.description] if cur.description else None
+    return names, (cur.fetchall() if cur.description else None), cur.statusmessage
+
+
+def app(t, **kw):
+    return t.connect(password=APP_PW, **kw)
+
+
+def client_id(t, application_name):
+    _, rows = psql_rows(t, "SHOW CLIENTS")
+    ids = [r["id"] for r in rows if r["application_name"] == application_name]
+    assert len(ids) == 1, rows
+    return ids[0]
+
+
+def test_every_show_command_has_pgbouncer_columns_in_both_protocols(tusk, tmp_path):
+    t = start(tusk, tmp_path)
+    with admin(t) as c:
+        for what, cols in SHOW_COLS.items():
+            header, _ = psql_rows(t, f"SHOW {what}")
+            assert header[:len(cols)] == cols, (what, header)
+            names, rows, status = ext(c, f"SHOW {what}")
+            assert names[:len(cols)] == cols, (what, names)
+            assert status == "SHOW"
+            names2, rows2, _ = pipelined(c, f"show {what.lower()};")
+            assert names2 == names, (what, names2)
+    # The other name of the database answers the same way (existing tooling).
+    header, rows = psql_rows(t, "SHOW VERSION", dbname="pgbouncer")
+    assert header == ["version"] and rows[0]["version"].startswith("tusk ")
+
+
+def test_show_help_is_a_notice(tusk, tmp_path):
+    t = start(tusk, tmp_path)
+    p = psql(t, "SHOW HELP")
+    assert p.returncode == 0, p.stderr
+    assert "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|LISTS|VERSION" in p.stderr
+    assert "KILL_CLIENT" in p.stderr
+    notices = []
+    with admin(t) as c:
+        c.add_notice_handler(lambda d: notices.append(d.message_primary))
+        names, rows, status = ext(c, "SHOW HELP")
+    assert names is None and status == "SHOW"
+    assert any("RECONNECT [<db>]" in n for n in notices), notices
+
+
+def test_show_contents_follow_real_connections(tusk, tmp_path):
+    t = start(tusk, tmp_path)
+    with app(t, application_name="watched") as a:
+        (backend_pid,) = a.execute("select pg_backend_pid()").fetchone()
+        cid = client_id(t, "watched")
+        _, clients = psql_rows(t, "SHOW CLIENTS")
+        me = next(r for r in clients if r["id"] == cid)
+        assert me["type"] == "C" and me["user"] == "tusk_trust" and me["database"] == TEST_DB
+        assert me["state"] == "active" and me["addr"] == "127.0.0.1" and me["ptr"] == cid
+        assert me["local_port"] == str(t.port) and me["connect_time"].endswith("UTC")
+        # The admin client is listed too, on the console's database.
+        assert any(r["database"] == "tusk" and r["user"] == ADMIN for r in clients)
+
+        with admin(t) as c:
+            names, servers, _ = ext(c, "SHOW SERVERS")
+            srv = [dict(zip(names, r)) for r in servers]
+            linked = [s for s in srv if s["link"] == cid]
+            assert len(linked) == 1, srv
+            assert linked[0]["type"] == "S" and linked[0]["state"] == "active"
+            assert int(linked[0]["remote_pid"]) == backend_pid
+
+            names, pools, _ = ext(c, "SHOW POOLS")
+            row = next(dict(zip(names, r)) for r in pools if r[0] == TEST_DB and r[1] == "tusk_trust")
+            assert row["cl_active"] == 1 and row["sv_active"] == 1 and row["cl_waiting"] == 0
+            assert row["pool_mode"] == "session"
+
+            names, lists, _ = ext(c, "SHOW LISTS")
+            items = dict(lists)
+            assert items["pools"] >= 1 and items["used_clients"] >= 2 and items["used_servers"] >= 1
+
+            names, dbs, _ = ext(c, "SHOW DATABASES")
+            db = dict(zip(names, dbs[0]))
+            assert db["name"] == "*" and db["pool_size"] == 5 and db["current_connections"] >= 1
+
+            names, cfg, _ = ext(c, "SHOW CONFIG")
+            conf = {r[0]: r for r in cfg}
+            assert conf["admin.users"][1] == ADMIN
+            assert conf["admin.stats_users"][1] == MONITOR
+            assert conf["pool_wait_timeout"][2] == "30s" and conf["pool_wait_timeout"][3] == "yes"
+            assert conf["buffer_size"][3] == "no"
+
+
+def test_show_stats_counts_queries(tusk, tmp_path):
+    t = start(tusk, tmp_path, mode="transaction")
+    with app(t) as a:
+        for _ in range(5):
+            a.execute("select 1")
+    def stats():
+        _, rows = psql_rows(t, "SHOW STATS")
+        return {r["database"]: r for r in rows}
+    wait_until(lambda: TEST_DB in stats() and int(stats()[TEST_DB]["total_query_count"]) >= 5, 5 * SLOW,
+               what="SHOW STATS to count the queries")
+    row = stats()[TEST_DB]
+    assert int(row["total_xact_count"]) >= 5
+    assert int(row["total_received"]) > 0 and int(row["total_sent"]) > 0
+
+
+def test_pause_holds_new_work_until_resume(tusk, tmp_path):
+    t = start(tusk, tmp_path, mode="transaction")
+    with app(t) as a:
+        a.execute("select 1")
+        # PAUSE waits for servers in use: a transaction open in the pool delays it.
+        a.execute("begin")
+        a.execute("select 1")
+        done = threading.Event()
+        result = {}
+
+        def pause():
+            result["p"] = psql(t, f"PAUSE {TEST_DB}")
+            done.set()
+
+        th = threading.Thread(target=pause)
+        th.start()
+        assert not done.wait(0.5 * SLOW), "PAUSE returned while a server was still in use"
+        a.execute("commit")
+        assert done.wait(10 * SLOW), "PAUSE did not return after the transaction ended"
+        th.join()
+        assert result["p"].returncode == 0 and "PAUSE" not in result["p"].stderr, result["p"].stderr
+
+        _, pools = psql_rows(t, "SHOW POOLS")
+        assert next(r for r in pools if r["database"] == TEST_DB)["paused"] == "1"
+
+        # A new transaction waits while paused ...
+        got = threading.Event()
+
+        def query():
+            a.execute("select 42").fetchone()
+            got.set()
+
+        q = threading.Thread(target=query)
+        q.start()
+        assert not got.wait(0.7 * SLOW), "a query ran on a paused pool"
+        _, pools = psql_rows(t, "SHOW POOLS")
+        assert next(r for r in pools if r["database"] == TEST_DB)["cl_waiting"] == "1"
+        # ... and goes on after RESUME (extended protocol this time).
+        with admin(t) as c:
+            _, _, status = ext(c, f"RESUME {TEST_DB}")
+            assert status == "RESUME"
+        assert got.wait(10 * SLOW), "RESUME did not release the waiting client"
+        q.join()
+
+
+def test_pause_all_extended_and_resume_all(tusk, tmp_path):
+    t = start(tusk, tmp_path, mode="transaction")
+    with app(t) as a:
+        a.execute("select 1")
+        with admin(t) as c:
+            assert ext(c, "PAUSE")[2] == "PAUSE"
+            got = threading.Event()
+            th = threading.Thread(target=lambda: (a.execute("select 1"), got.set()))
+            th.start()
+            assert not got.wait(0.5 * SLOW)
+            assert pipelined(c, "RESUME")[2] == "RESUME"
+            assert got.wait(10 * SLOW)
+            th.join()
+
+
+def test_kill_client_closes_that_client_only(tusk, tmp_path):
+    t = start(tusk, tmp_path)
+    with app(t, application_name="victim") as v, app(t, application_name="bystander") as b:
+        v.execute("select 1")
+        b.execute("select 1")
+        vid = client_id(t, "victim")
+        p = psql(t, f"KILL_CLIENT {vid}")
+        assert p.returncode == 0, p.stderr
+        with pytest.raises(psycopg.OperationalError) as e:
+            v.execute("select 1")
+        assert "KILL_CLIENT" in str(e.value)
+        assert_tusk_error(str(e.value))
+        assert b.execute("select 2").fetchone() == (2,)
+        # Unknown ids are an error, in both protocols.
+        p = psql(t, "KILL_CLIENT c00000000")
+        assert p.returncode != 0 and "no client" in p.stderr
+        bid = client_id(t, "bystander")
+        with admin(t) as c:
+            assert ext(c, f"KILL_CLIENT {bid}")[2] == "KILL_CLIENT"
+        with pytest.raises(psycopg.OperationalError):
+            b.execute("select 1")
+
+
+def test_kill_database_closes_its_clients_and_servers(tusk, tmp_path, pg):
+    t = start(tusk, tmp_path)
+    a, b = app(t), app(t)
+    try:
+        a.execute("select 1")
+        b.execute("select 1")
+        assert pg.backends(user="tusk_trust") >= 2
+        with admin(t) as c:
+            assert ext(c, f"KILL {TEST_DB}")[2] == "KILL"
+        for conn in (a, b):
+            with pytest.raises(psycopg.OperationalError) as e:
+                conn.execute("select 1")
+            assert f"KILL {TEST_DB}" in str(e.value)
+        wait_until(lambda: pg.backends(user="tusk_trust") == 0, 10 * SLOW, what="server connections closed")
+        # New clients are served again.
+        with app(t) as n:
+            assert n.execute("select 3").fetchone() == (3,)
+    finally:
+        a.close()
+        b.close()
+    p = psql(t, "KILL nosuchdb_but_star_rule_matches")
+    assert p.returncode == 0, p.stderr  # a '*' rule makes every name a database
+    p = psql(t, "KILL")
+    assert p.returncode != 0 and "needs an argument" in p.stderr
+
+
+def test_reconnect_gives_fresh_backends(tusk, tmp_path, pg):
+    t = start(tusk, tmp_path, mode="transaction")
+    with app(t) as a:
+        (pid1,) = a.execute("select pg_backend_pid()").fetchone()
+        (again,) = a.execute("select pg_backend_pid()").fetchone()
+        assert again == pid1
+        p = psql(t, f"RECONNECT {TEST_DB}")
+        assert p.returncode == 0, p.stderr
+        (pid2,) = a.execute("select pg_backend_pid()").fetchone()
+        assert pid2 != pid1
+        # A server in use during RECONNECT is closed when released.
+        a.execute("begin")
+        (pid3,) = a.execute("select pg_backend_pid()").fetchone()
+        with admin(t) as c:
+            assert pipelined(c, "RECONNECT")[2] == "RECONNECT"
+        a.execute("commit")
+        (pid4,) = a.execute("select pg_backend_pid()").fetchone()
+        assert pid4 != pid3
+        wait_until(lambda: not pg.execute("select 1 from pg_stat_activity where pid = %s", [pid3]), 10 * SLOW,
+                   what="old backend gone")
+
+
+def test_reload_signals_the_main_thread(tusk, tmp_path):
+    t = start(tusk, tmp_path)
+    p = psql(t, "RELOAD")
+    assert p.returncode == 0, p.stderr
+    wait_until(lambda: "SIGHUP" in t.log_text(), 5 * SLOW, what="SIGHUP in the log")
+    with admin(t) as c:
+        assert ext(c, "RELOAD")[2] == "RELOAD"
+    assert t.proc.poll() is None
+    assert psql_rows(t, "SHOW VERSION")[1]
+
+
+@pytest.mark.parametrize("command,extended", [("SHUTDOWN", False), ("SHUTDOWN WAIT_FOR_CLIENTS", True)])
+def test_shutdown_stops_tusk(tusk, tmp_path, command, extended):
+    t = start(tusk, tmp_path)
+    if extended:
+        with admin(t) as c:
+            try:
+                status = ext(c, command)[2]
+                assert status == "SHUTDOWN"
+            except psycopg.OperationalError as e:
+                # The connection may be closed by the shutdown right after the answer.
+                assert "shutting down" in str(e)
+    else:
+        p = psql(t, command)
+        assert "SHUTDOWN" in p.stdout or p.returncode == 0 or "shutting down" in p.stderr, (p.stdout, p.stderr)
+    rc = t.proc.wait(timeout=15 * SLOW)
+    assert rc == 0
+    t.logf.close()
+    assert not SANITIZER_RE.search(t.log_text())
+    t.proc = None  # stopped on purpose: the fixture has nothing left to stop
+
+
+def test_stats_user_may_only_show(tusk, tmp_path):
+    t = start(tusk, tmp_path)
+    header, rows = psql_rows(t, "SHOW POOLS", user=MONITOR, password=MONITOR_PW)
+    assert header[:len(POOLS_COLS)] == POOLS_COLS
+    for cmd in ["PAUSE", "RESUME", "RELOAD", f"KILL {TEST_DB}", "KILL_CLIENT c1", "RECONNECT", "SHUTDOWN"]:
+        p = psql(t, cmd, user=MONITOR, password=MONITOR_PW)
+        assert p.returncode != 0 and "permission denied" in p.stderr, (cmd, p.stderr)
+        assert_tusk_error(p.stderr)
+    with admin(t, user=MONITOR, password=MONITOR_PW) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            ext(c, "PAUSE")
+        # The connection stays usable after the error.
+        assert ext(c, "SHOW VERSION")[0] == ["version"]
+    assert t.proc.poll() is None
+
+
+def test_unlisted_user_and_wrong_password_are_refused(tusk, tmp_path):
+    t = start(tusk, tmp_path)
+    p = psql(t, "SHOW POOLS", user="tusk_trust", password=APP_PW)
+    assert p.returncode != 0 and "may not use the admin console" in p.stderr, p.stderr
+    assert_tusk_error(p.stderr)
+    p = psql(t, "SHOW POOLS", password="wrong")
+    assert p.returncode != 0 and "password authentication failed" in p.stderr, p.stderr
+    # Regular clients are unaffected by the console's settings.
+    with app(t) as a:
+        assert a.execute("select 1").fetchone() == (1,)
+
+
+def test_errors_are_clear_and_the_session_goes_on(tusk, tmp_path):
+    t = start(tusk, tmp_path)
+    p = psql(t, "SELECT 1")
+    assert p.returncode != 0 and 'unknown command "SELECT"' in p.stderr, p.stderr
+    p = psql(t, "SHOW POOLS; SHOW CLIENTS")
+    assert p.returncode != 0 and "one command per query" in p.stderr, p.stderr
+    p = psql(t, "SHOW NOTHING")
+    assert p.returncode != 0 and 'unknown SHOW item "NOTHING"' in p.stderr, p.stderr
+    with admin(t) as c:
+        with pytest.raises(psycopg.errors.SyntaxError) as e:
+            ext(c, "FROBNICATE")
+        assert_tusk_error(str(e.value))
+        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
+            c.cursor().execute("SHOW POOLS", binary=True)
+        assert "text format only" in str(e.value)
+        # Simple protocol after extended errors, on the same connection.
+        assert c.execute("SHOW VERSION").fetchone()[0].startswith("tusk ")
+        assert ext(c, "SHOW LISTS")[0] == ["list", "items"]
+
+
+def test_answers_longer_than_the_client_buffer(tusk, tmp_path):
+    """SHOW CLIENTS for 200 clients is far more than the 32 kB a client's wbuf holds: the
+    console's own output buffer streams it, in both protocols."""
+    t = start(tusk, tmp_path, mode="transaction")
+    conns = []
+    try:
+        for i in range(200):
+            conns.append(app(t, application_name=f"many-{i:03d}"))
+        _, rows = psql_rows(t, "SHOW CLIENTS")
+        names = sorted(r["application_name"] for r in rows if r["application_name"].startswith("many-"))
+        assert names == [f"many-{i:03d}" for i in range(200)]
+        with admin(t) as c:
+            cols, rows, _ = ext(c, "SHOW CLIENTS")
+            assert sum(1 for r in rows if r[cols.index("application_name")].startswith("many-")) == 200
+            assert c.execute("SHOW VERSION").fetchone()[0].startswith("tusk ")
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_kill_reaches_clients_queued_on_a_paused_pool(tusk, tmp_path):
+    t = start(tusk, tmp_path, mode="transaction")
+    with app(t) as a:
+        a.execute("select 1")
+        assert psql(t, f"PAUSE {TEST_DB}").returncode == 0
+        errors = []
+
+        def query():
+            try:
+                a.execute("select 1")
+            except psycopg.OperationalError as e:
+                errors.append(str(e))
+
+        th = threading.Thread(target=query)
+        th.start()
+        wait_until(lambda: next(r for r in psql_rows(t, "SHOW POOLS")[1] if r["database"] == TEST_DB)["cl_waiting"]
+                   == "1", 5 * SLOW, what="the client to queue")
+        _, clients = psql_rows(t, "SHOW CLIENTS")
+        assert any(r["state"] == "waiting" for r in clients), clients
+        p = psql(t, f"KILL {TEST_DB}")
+        assert p.returncode == 0, p.stderr
+        th.join(10 * SLOW)
+        assert not th.is_alive() and errors and f"KILL {TEST_DB}" in errors[0], errors
+        assert psql(t, "RESUME").returncode == 0
+    with app(t) as b:
+        assert b.execute("select 5").fetchone() == (5,)
+
+
+def test_hba_file_decides_how_admins_log_in(tusk, tmp_path):
+    from auth_util import write_hba
+    hba = write_hba(tmp_path / "hba.conf", [
+        "host tusk admin 127.0.0.1/32 trust",
+        "host all all 127.0.0.1/32 scram-sha-256",
+    ])
+    t = start(tusk, tmp_path, hba_file=hba)
+    header, _ = psql_rows(t, "SHOW VERSION", password="not-needed")
+    assert header == ["version"]
+    p = psql(t, "SHOW VERSION", user=MONITOR, password="wrong")
+    assert p.returncode != 0 and "password authentication failed" in p.stderr, p.stderr
+    assert psql_rows(t, "SHOW VERSION", user=MONITOR, password=MONITOR_PW)[0] == ["version"]
+
+
+@pytest.mark.parametrize("target", ["", TEST_DB])
+def test_pause_covers_pools_created_while_paused(tusk, tmp_path, target):
+    """No pool exists yet when PAUSE runs: the first client's pool is created paused (its login
+    needs a server in tusk, so the login itself waits) and RESUME lets it through."""
+    t = start(tusk, tmp_path, mode="transaction")
+    assert psql(t, f"PAUSE {target}").returncode == 0
+    result = {}
+
+    def login_and_query():
+        with app(t) as a:
+            result["v"] = a.execute("select 7").fetchone()
+
+    th = threading.Thread(target=login_and_query)
+    th.start()
+    th.join(0.7 * SLOW)
+    assert th.is_alive() and "v" not in result, "a client got a server from a paused database"
+    _, pools = psql_rows(t, "SHOW POOLS")
+    assert [r["paused"] for r in pools if r["database"] == TEST_DB] == ["1"]
+    assert psql(t, f"RESUME {target}").returncode == 0
+    th.join(10 * SLOW)
+    assert result.get("v") == (7,)
+
+
+def test_pause_and_resume_under_pgbench(tusk, tmp_path):
+    """pgbench (TPC-B-like, transaction pooling) keeps running through PAUSE/RESUME: PAUSE
+    returns between transactions, no transaction runs while paused, none fails."""
+    from conftest import BENCH_DB
+    t = start(tusk, tmp_path, mode="transaction", size=4)
+    cmd = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(t.port), "-U", "tusk_trust", "-n",
+           "-M", "extended", "-c", "6", "-j", "2", "-T", str(int(5 * SLOW)), BENCH_DB]
+    bench = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def xacts():
+            _, rows = psql_rows(t, "SHOW STATS")
+            return int(next((r["total_xact_count"] for r in rows if r["database"] == BENCH_DB), 0))
+
+        wait_until(lambda: xacts() > 50, 10 * SLOW, what="pgbench to get going")
+        p = psql(t, f"PAUSE {BENCH_DB}")
+        assert p.returncode == 0, p.stderr
+        before = xacts()
+        time.sleep(0.5 * SLOW)
+        assert xacts() == before, "transactions ran on a paused database"
+        _, pools = psql_rows(t, "SHOW POOLS")
+        row = next(r for r in pools if r["database"] == BENCH_DB)
+        assert int(row["cl_waiting"]) > 0 and row["sv_active"] == "0", row
+        p = psql(t, f"RESUME {BENCH_DB}")
+        assert p.returncode == 0, p.stderr
+        wait_until(lambda: xacts() > before + 50, 10 * SLOW, what="pgbench to go on after RESUME")
+        out, _ = bench.communicate(timeout=30 * SLOW)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert bench.returncode == 0, out
+    m = re.search(r"number of failed transactions: (\d+)", out)
+    assert not m or int(m.group(1)) == 0, out

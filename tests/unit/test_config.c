@@ -756,7 +756,7 @@ static void test_admin(void **state)
 	assert_non_null(strstr(out, "admin.client_auth=md5|scram-sha-256|1\n"));
 	assert_non_null(strstr(out, "pool_wait_timeout=30000ms|30s|1\n"));
 	assert_non_null(strstr(out, "buffer_size=65536|64kB|0\n"));
-	assert_non_null(strstr(out, "listen=127.0.0.1:6432||0\n"));
+	assert_non_null(strstr(out, "listen=127.0.0.1:6432||1\n"));
 	free(out);
 	release(&r);
 

@@ -347,7 +347,8 @@ static void client_row(struct console_out *o, const struct client *c, double now
 	const char *app = session_param_get(&c->session, "application_name");
 	const char *vals[] = {
 		"C", c->user, c->database, client_state_name(c), addr, port, laddr, lport, ct, rt, wait, wait_us, "0",
-		c->id, c->server ? c->server->id : NULL, "0", "", app ? app : "", nprep, c->id,
+		c->id, c->server ? c->server->id : NULL, "0", c->tls.conn ? tls_version(c->tls.conn) : "", app ? app : "",
+		nprep, c->id,
 	};
 	console_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
@@ -369,7 +370,8 @@ static void server_row(struct console_out *o, const struct server *s, double now
 	const char *app = server_param(s, "application_name");
 	const char *vals[] = {
 		"S", pool_user(s->pool), pool_database(s->pool), server_state_name(s), addr, port, laddr, lport, ct, rt,
-		"0", "0", stale ? "1" : "0", s->id, owner ? owner->id : NULL, pid, "", app ? app : "", nprep, s->id,
+		"0", "0", stale ? "1" : "0", s->id, owner ? owner->id : NULL, pid, s->tls.conn ? tls_version(s->tls.conn) : "",
+		app ? app : "", nprep, s->id,
 	};
 	console_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
@@ -403,7 +405,7 @@ static long close_parked(struct console_collect *col, struct worker *w, const ch
 	struct server *s = w->servers;
 	while (s) {
 		struct server *next = s->wnext;
-		if (s->state == SERVER_IDLE && s->idle_worker >= 0 && db_selected(col, pool_database(s->pool))) {
+		if (s->pool && s->state == SERVER_IDLE && s->idle_worker >= 0 && db_selected(col, pool_database(s->pool))) {
 			server_close(s, reason);
 			n++;
 		}
@@ -476,7 +478,8 @@ static void collect_on_worker(struct worker *w, void *arg)
 			client_row(&col->rows, c, now);
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_SERVERS) {
 		for (struct server *s = w->servers; s; s = s->wnext)
-			server_row(&col->rows, s, now);
+			if (s->pool) /* pool-less connections (auth_query) serve no client */
+				server_row(&col->rows, s, now);
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_POOLS) {
 		tally_worker(col, w, now);
 	}

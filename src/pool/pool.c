@@ -734,8 +734,11 @@ static bool same_servers(const struct config_pool_rule *a, const struct config_p
 		if (strcmp(sa->hosts[i].host, sb->hosts[i].host) != 0 || sa->hosts[i].port != sb->hosts[i].port)
 			return false;
 #define SAME_STR(x, y) ((x) == (y) || ((x) && (y) && strcmp((x), (y)) == 0))
+	/* TLS too: servers opened in plaintext must not go on serving a service now requiring TLS. */
 	return SAME_STR(a->server_user, b->server_user) && SAME_STR(a->server_password, b->server_password) &&
-	       SAME_STR(a->server_database, b->server_database);
+	       SAME_STR(a->server_database, b->server_database) && sa->tls == sb->tls &&
+	       SAME_STR(sa->tls_ca_file, sb->tls_ca_file) && SAME_STR(sa->tls_cert_file, sb->tls_cert_file) &&
+	       SAME_STR(sa->tls_key_file, sb->tls_key_file);
 #undef SAME_STR
 }
 

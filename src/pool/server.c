@@ -223,7 +223,7 @@ static struct server *new_server(struct worker *w, struct pool *pool, size_t rbu
 	id_make(s->id, 's');
 	s->idle_worker = -1;
 	s->pool = pool;
-	s->pool_gen = pool_generation(pool);
+	s->pool_gen = pool ? pool_generation(pool) : 0;
 	link_worker(s, w);
 	s->state = SERVER_CONNECTING;
 	if (pool) { /* pool-less connections (auth_query) are not pool servers */

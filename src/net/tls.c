@@ -492,18 +492,22 @@ const char *tls_cipher(const struct tls_conn *c)
 	return SSL_is_init_finished(c->ssl) ? SSL_get_cipher_name(c->ssl) : "(none)";
 }
 
+/* One read or write on a plaintext socket, EINTR retried, errors as negative errno. */
+static ssize_t plain_io(int fd, void *buf, size_t len, bool wr)
+{
+	for (;;) {
+		ssize_t n = wr ? write(fd, buf, len) : read(fd, buf, len);
+		if (n >= 0)
+			return n;
+		if (errno != EINTR)
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+	}
+}
+
 ssize_t tls_link_read(int fd, struct tls_link *l, void *buf, size_t len)
 {
-	if (!l->conn) {
-		for (;;) {
-			ssize_t n = read(fd, buf, len);
-			if (n >= 0)
-				return n;
-			if (errno == EINTR)
-				continue;
-			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-		}
-	}
+	if (!l->conn)
+		return plain_io(fd, buf, len, false);
 	/* One SSL_read returns at most one record: go on until the socket is empty or buf full,
 	 * since a level-triggered poll says nothing about what OpenSSL already holds. */
 	size_t got = 0;
@@ -530,16 +534,8 @@ ssize_t tls_link_read(int fd, struct tls_link *l, void *buf, size_t len)
 
 ssize_t tls_link_write(int fd, struct tls_link *l, const void *buf, size_t len)
 {
-	if (!l->conn) {
-		for (;;) {
-			ssize_t n = write(fd, buf, len);
-			if (n >= 0)
-				return n;
-			if (errno == EINTR)
-				continue;
-			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-		}
-	}
+	if (!l->conn)
+		return plain_io(fd, (void *)buf, len, true);
 	int want = 0;
 	ssize_t n = tls_write(l->conn, buf, len, &want);
 	l->wr_want = n == -EAGAIN ? (uint8_t)want : 0;

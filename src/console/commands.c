@@ -1,4 +1,4 @@
-/* The admin console's commands (see docs/console.md): parsing, the column lists, and what
+/* The admin console's commands (see docs/operations.md, "Admin console"): parsing, the column lists, and what
  * each does. Connections belong to their workers, so SHOW CLIENTS/SERVERS/POOLS,
  * KILL, KILL_CLIENT and RECONNECT are broadcast: a WORKER_MSG_CALL asks every worker to
  * add its part to one shared collector (its mutex guards the rows and counts); the last

@@ -1,6 +1,6 @@
 /* The operator's HTTP endpoint (admin.http): /metrics in the Prometheus text format and
  * /health. It runs in libmicrohttpd's own thread, never on a worker, and only reads shared
- * state through stats/ (atomics, and each pool's lock for a moment). See docs/metrics.md. */
+ * state through stats/ (atomics, and each pool's lock for a moment). See docs/operations.md, "Metrics". */
 #ifndef TUSK_METRICS_METRICS_H
 #define TUSK_METRICS_METRICS_H
 

@@ -327,3 +327,26 @@ def test_copy_in_over_tls(tusk, certs, pg):
             for off in range(0, len(data), 1 << 20):
                 cp.write(data[off:off + (1 << 20)])
         assert c.execute("select count(*), sum(length(s)) from tls_in").fetchone() == (50000, 50000 * 200)
+
+
+def test_reload_turns_tls_on_and_keeps_running_on_a_bad_certificate(tusk, pg, certs, tmp_path):
+    from lifecycle_util import reload, rule, write_config
+    t = tusk(pools=[rule()])
+    with tls_conn(t, sslmode="disable") as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    # A certificate file that does not exist: the reload is refused, plaintext goes on.
+    write_config(t, pg, [rule()], listen=[{"host": "127.0.0.1", "port": t.port,
+                                            **listen_tls(certs, "require", tls_cert_file=str(tmp_path / "nope.crt"))}])
+    reload(t, expect_ok=False)
+    assert "nope.crt" in t.log_text()
+    with tls_conn(t, sslmode="disable") as c:
+        assert c.execute("select 1").fetchone() == (1,)
+    # A good one: new clients must use TLS now, a client already connected stays.
+    old = tls_conn(t, sslmode="disable")
+    write_config(t, pg, [rule()], listen=[{"host": "127.0.0.1", "port": t.port, **listen_tls(certs, "require")}])
+    reload(t)
+    with tls_conn(t) as c:
+        assert c.pgconn.ssl_in_use
+    assert "TLS is required" in login_error(t, sslmode="disable")
+    assert old.execute("select 3").fetchone() == (3,)
+    old.close()

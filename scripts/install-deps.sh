@@ -13,6 +13,7 @@ PACKAGES=(
 	# integration tests and bench
 	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest python3-pytest-timeout
 	procps iproute2 util-linux
+	openssl # the TLS tests and bench make their CA and certificates with the openssl command
 )
 
 missing=()

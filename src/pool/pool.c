@@ -17,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "net/net.h"
+#include "proto/proto.h"
 #include "pool/server.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
@@ -67,6 +70,12 @@ struct pool {
 	char last_error[160];
 	unsigned jitter_seed;
 	bool paused;          /* console PAUSE: claims queue, nothing is handed to waiters */
+	/* Passthrough pools (no server_password): the credentials of the last login a client's
+	 * secret carried, so that min_size servers can be opened with nobody waiting. Until
+	 * there is one, a server that wants a password (28xxx) stops min_size connects. */
+	struct server_cred cred;
+	bool have_cred;
+	bool needs_cred;
 
 	/* Bumped by RECONNECT and KILL: servers connected under an older generation are closed
 	 * when released instead of parked. Relaxed: a server that slips through is merely
@@ -158,6 +167,7 @@ void pool_registry_free(struct pool_registry *reg)
 		struct pool *next = p->next;
 		/* Parked servers belong to their workers, which closed them before this. */
 		pthread_mutex_destroy(&p->lock);
+		OPENSSL_cleanse(&p->cred, sizeof p->cred);
 		stats_pool_free(p->stats);
 		free(p->idle);
 		free(p);
@@ -663,15 +673,33 @@ void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
 	pthread_mutex_unlock(&p->lock);
 }
 
+void pool_remember_cred(struct pool *p, const struct server_cred *cred)
+{
+	pthread_mutex_lock(&p->lock);
+	p->cred = *cred;
+	p->have_cred = true;
+	p->needs_cred = false;
+	pthread_mutex_unlock(&p->lock);
+}
+
 static void on_min_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			 size_t errlen)
 {
+	struct proto_error_fields f = { 0 };
 	(void)arg;
-	(void)errmsg;
-	(void)errlen;
 	(void)reason;
-	if (err < 0)
-		return; /* server.c closes it and releases the slot; the backoff was noted */
+	if (err < 0) {
+		/* server.c closes it and releases the slot; the backoff was noted. A refused login
+		 * (class 28) will not pass by retrying each tick without a client's credentials. */
+		if (errmsg && errlen > PROTO_HDR_LEN &&
+		    proto_parse_error(errmsg + PROTO_HDR_LEN, errlen - PROTO_HDR_LEN, &f) == 0 && f.sqlstate &&
+		    strncmp(f.sqlstate, "28", 2) == 0 && !pool_rule(s->pool)->server_password) {
+			pthread_mutex_lock(&s->pool->lock);
+			s->pool->needs_cred = !s->pool->have_cred;
+			pthread_mutex_unlock(&s->pool->lock);
+		}
+		return;
+	}
 	s->idle_since = ev_now(s->worker->loop);
 	pool_put_idle(s->pool, s);
 }
@@ -706,9 +734,16 @@ void pool_maintain(struct worker *w, double now)
 		}
 		/* Keep min_size open: one pool's worth per worker (by pool index), one connect per
 		 * tick so a down backend is not hammered. */
+		struct server_cred cred;
+		bool with_cred = false;
 		if (!retired && p->index % rt->nworkers == w->index && p->nslots < p->rule->min_size && now >= p->down_until &&
-		    !p->wait_head && reserve_slot(p))
+		    !p->wait_head && !p->needs_cred && reserve_slot(p)) {
 			open = 1;
+			if (p->have_cred && !p->rule->server_password) {
+				cred = p->cred;
+				with_cred = true;
+			}
+		}
 		pthread_mutex_unlock(&p->lock);
 		while (expired) {
 			struct server *x = expired;
@@ -718,8 +753,10 @@ void pool_maintain(struct worker *w, double now)
 					 : x->expires_at && now >= x->expires_at ? "server_lifetime reached"
 					 : "idle timeout, or pool size reduced by a reload");
 		}
-		if (open && !server_connect(p, w, NULL, on_min_ready, NULL))
+		if (open && !server_connect(p, w, with_cred ? &cred : NULL, on_min_ready, NULL))
 			pool_drop_slot(p);
+		if (with_cred)
+			OPENSSL_cleanse(&cred, sizeof cred);
 	}
 }
 

@@ -100,6 +100,12 @@ void pool_drop_slot(struct pool *p);
  * is already on its way to w->worker and must be taken (and given back) there. */
 bool pool_leave_queue(struct pool *p, struct pool_waiter *w);
 
+/* A server logged in with credentials a client's authentication revealed (passthrough):
+ * keep them so that min_size servers can be opened without a client (PgBouncer does the
+ * same with the secrets it learns). */
+struct server_cred;
+void pool_remember_cred(struct pool *p, const struct server_cred *cred);
+
 /* Housekeeping on worker w: close the servers parked on it that were idle longer than
  * server_idle_timeout or are past their lifetime; and, for the pools whose index maps to
  * w (so it spreads over the workers), open servers up to min_size. */

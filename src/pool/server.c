@@ -166,6 +166,8 @@ static void finish(struct server *s, int err, const char *reason)
 	stats_connect_done(s);
 	if (s->pool &&
 	    (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0))) {
+		if (err == 0 && s->cred.kind != SERVER_CRED_NONE)
+			pool_remember_cred(s->pool, &s->cred);
 		if (err == 0)
 			pool_connect_succeeded(s->pool);
 		else if (backoff_worthy(errmsg, errlen))

@@ -162,6 +162,23 @@ def test_passthrough_with_server_secrets(tusk, tmp_path, pg, user, method):
         assert b.execute("select current_user").fetchone() == (user,)
 
 
+def test_passthrough_pool_keeps_min_size_after_first_login(tusk, tmp_path, pg):
+    """min_size in a pool with no server_password: nothing to log in with until a client's SCRAM
+    proof reveals the ClientKey; then tusk opens min_size servers itself and keeps them, and it
+    does not hammer PostgreSQL with failing logins before that."""
+    user = "pw_scram"
+    t = authed_tusk(tusk, tmp_path, "scram-sha-256", {user: _pg_secret(pg, user)},
+                    pools=[rule(user=user, client_auth="scram-sha-256", min_size=3, mode="transaction")])
+    time.sleep(2.5 * SLOW)  # a few housekeeping ticks: at most one refused attempt, then none
+    assert t.log_text().count("password authentication failed") <= 1, t.log_tail()
+    assert pg.backends(user=user) == 0
+    assert_login_ok(t, user, PASSWORDS[user])
+    deadline = time.monotonic() + 10 * SLOW
+    while pg.backends(user=user) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pg.backends(user=user) == 3
+
+
 # --- hba_file -----------------------------------------------------------------------------------
 
 def hba_tusk(tusk, tmp_path, lines, pools=None, secrets=None, **kw):

@@ -739,7 +739,9 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			on_ready_for_query(c, s, m[PROTO_HDR_LEN]);
 			break;
 		case 'S':
-			if (total <= RELAY_INSPECT_MAX) {
+			/* Read whole only when it can be: one larger than the read buffer (buffer_size
+			 * may be 4 kB) would never be complete there, and the relay would stall. */
+			if (total <= RELAY_INSPECT_MAX && total <= b->cap) {
 				const char *name, *value;
 				if (avail < total)
 					return SCAN_OK;

@@ -92,6 +92,10 @@ pools:
     mode: session
     size: 20
 pool_wait_timeout: 30s
+# the admin console: psql ... -U postgres tusk -c 'SHOW POOLS' (trust: a throwaway local setup)
+admin:
+  users: [postgres]
+  client_auth: trust
 YAML
 
 "$TUSK" -c "$RUN/tusk.yaml" &
@@ -105,6 +109,8 @@ if port_busy "$TUSK_PORT"; then
 	echo >&2
 	echo "tusk is listening on 127.0.0.1:$TUSK_PORT (config $RUN/tusk.yaml). Connect with:" >&2
 	echo "  psql -h 127.0.0.1 -p $TUSK_PORT -U postgres postgres" >&2
+	echo "Admin console (SHOW POOLS, SHOW CLIENTS, RELOAD, ...):" >&2
+	echo "  psql -h 127.0.0.1 -p $TUSK_PORT -U postgres tusk -c 'SHOW POOLS'" >&2
 	echo "Ctrl-C stops tusk and PostgreSQL." >&2
 	echo >&2
 fi

@@ -7,7 +7,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,36 +66,6 @@ struct hba_line {
 	char *scratch; /* unquoted token texts, NUL-separated */
 };
 
-struct hba_ctx {
-	const char *name;
-	int line;
-	FILE *errout;
-	int nerr;
-};
-
-__attribute__((format(printf, 2, 3)))
-static void report(struct hba_ctx *c, const char *fmt, ...)
-{
-	va_list ap;
-
-	c->nerr++;
-	if (!c->errout)
-		return;
-	if (c->line > 0)
-		fprintf(c->errout, "%s:%d: hba: ", c->name, c->line);
-	else
-		fprintf(c->errout, "%s: hba: ", c->name);
-	va_start(ap, fmt);
-	vfprintf(c->errout, fmt, ap);
-	va_end(ap);
-	fputc('\n', c->errout);
-}
-
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
-
 static int push_tok(struct hba_line *l, const char *text, bool quoted, int field)
 {
 	if (l->ntoks == l->cap) {
@@ -121,7 +90,7 @@ static int push_tok(struct hba_line *l, const char *text, bool quoted, int field
 }
 
 /* Split one line (no '\n') into tokens. 0, -ENOMEM, or -EINVAL after reporting. */
-static int tokenize(struct hba_ctx *c, const char *s, size_t len, struct hba_line *l)
+static int tokenize(struct util_file_report *c, const char *s, size_t len, struct hba_line *l)
 {
 	size_t i = 0;
 	char *w;
@@ -136,11 +105,11 @@ static int tokenize(struct hba_ctx *c, const char *s, size_t len, struct hba_lin
 		return -ENOMEM;
 	w = l->scratch;
 	if (memchr(s, '\0', len)) {
-		report(c, "NUL byte in line");
+		util_file_report(c, "NUL byte in line");
 		return -EINVAL;
 	}
 	for (;;) {
-		while (i < len && is_blank(s[i]))
+		while (i < len && util_is_blank(s[i]))
 			i++;
 		if (i == len || s[i] == '#')
 			return 0;
@@ -164,7 +133,7 @@ static int tokenize(struct hba_ctx *c, const char *s, size_t len, struct hba_lin
 					i++;
 					continue;
 				}
-				if (ch == ',' || ch == '#' || is_blank(ch))
+				if (ch == ',' || ch == '#' || util_is_blank(ch))
 					break;
 				if (ch == '"')
 					in_quote = quoted = true;
@@ -173,12 +142,12 @@ static int tokenize(struct hba_ctx *c, const char *s, size_t len, struct hba_lin
 				i++;
 			}
 			if (in_quote) {
-				report(c, "unterminated quoted string");
+				util_file_report(c, "unterminated quoted string");
 				return -EINVAL;
 			}
 			*w++ = '\0';
 			if (w - 1 == start && !quoted) {
-				report(c, "empty element in a comma-separated list");
+				util_file_report(c, "empty element in a comma-separated list");
 				return -EINVAL;
 			}
 			int rc = push_tok(l, start, quoted, field);
@@ -186,10 +155,10 @@ static int tokenize(struct hba_ctx *c, const char *s, size_t len, struct hba_lin
 				return rc;
 			if (i < len && s[i] == ',') {
 				i++;
-				while (i < len && is_blank(s[i]))
+				while (i < len && util_is_blank(s[i]))
 					i++;
 				if (i == len || s[i] == '#') {
-					report(c, "list ends with a comma");
+					util_file_report(c, "list ends with a comma");
 					return -EINVAL;
 				}
 				continue;
@@ -214,7 +183,7 @@ static void free_list(struct hba_list *l)
 }
 
 /* Database (is_db) or user list from field f. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_list(struct hba_ctx *c, const struct hba_line *l, int f, bool is_db, struct hba_list *out)
+static int parse_list(struct util_file_report *c, const struct hba_line *l, int f, bool is_db, struct hba_list *out)
 {
 	const char *what = is_db ? "database" : "user";
 	const struct hba_field *fld = &l->fields[f];
@@ -232,17 +201,17 @@ static int parse_list(struct hba_ctx *c, const struct hba_line *l, int f, bool i
 			nm->kind = HBA_NAME_SAMEUSER;
 		} else if (!t->quoted && (strcmp(t->text, "sameuser") == 0 || strcmp(t->text, "samerole") == 0 ||
 					  strcmp(t->text, "samegroup") == 0 || strcmp(t->text, "replication") == 0)) {
-			report(c, "%s keyword \"%s\" is not supported%s", what, t->text,
+			util_file_report(c, "%s keyword \"%s\" is not supported%s", what, t->text,
 			       strcmp(t->text, "sameuser") == 0 ? " in the user field" : "");
 			goto err;
 		} else if (!t->quoted && t->text[0] == '+') {
-			report(c, "group membership \"%s\" is not supported (write the user names)", t->text);
+			util_file_report(c, "group membership \"%s\" is not supported (write the user names)", t->text);
 			goto err;
 		} else if (!t->quoted && t->text[0] == '@') {
-			report(c, "file inclusion \"%s\" is not supported (write the names inline)", t->text);
+			util_file_report(c, "file inclusion \"%s\" is not supported (write the names inline)", t->text);
 			goto err;
 		} else if (t->text[0] == '\0') {
-			report(c, "empty %s name", what);
+			util_file_report(c, "empty %s name", what);
 			goto err;
 		} else {
 			nm->kind = HBA_NAME_LITERAL;
@@ -309,13 +278,13 @@ static void prefix_mask(int bits, uint8_t mask[16])
 
 /* The address (and maybe netmask) starting at field f: the index of the field after it, or
  * -EINVAL after reporting. */
-static int parse_address(struct hba_ctx *c, const struct hba_line *l, int f, struct hba_rule *r)
+static int parse_address(struct util_file_report *c, const struct hba_line *l, int f, struct hba_rule *r)
 {
 	const struct hba_tok *t = &l->toks[l->fields[f].first];
 	char buf[64];
 
 	if (l->fields[f].n > 1) {
-		report(c, "the address must be a single value, not a list");
+		util_file_report(c, "the address must be a single value, not a list");
 		return -EINVAL;
 	}
 	if (tok_is(t, "all")) {
@@ -323,27 +292,27 @@ static int parse_address(struct hba_ctx *c, const struct hba_line *l, int f, str
 		return f + 1;
 	}
 	if (tok_is(t, "samehost") || tok_is(t, "samenet")) {
-		report(c, "address keyword \"%s\" is not supported", t->text);
+		util_file_report(c, "address keyword \"%s\" is not supported", t->text);
 		return -EINVAL;
 	}
 	const char *slash = strchr(t->text, '/');
 	size_t alen = slash ? (size_t)(slash - t->text) : strlen(t->text);
 	if (alen >= sizeof(buf)) {
-		report(c, "invalid IP address \"%s\"", t->text);
+		util_file_report(c, "invalid IP address \"%s\"", t->text);
 		return -EINVAL;
 	}
 	memcpy(buf, t->text, alen);
 	buf[alen] = '\0';
 	r->family = parse_ip(buf, r->addr);
 	if (!r->family) {
-		report(c, "invalid IP address \"%s\" (host names are not supported)", t->text);
+		util_file_report(c, "invalid IP address \"%s\" (host names are not supported)", t->text);
 		return -EINVAL;
 	}
 	int max = r->family == AF_INET ? 32 : 128;
 	if (slash) {
 		int bits = parse_prefix(slash + 1, max);
 		if (bits < 0) {
-			report(c, "invalid CIDR mask in address \"%s\" (0..%d)", t->text, max);
+			util_file_report(c, "invalid CIDR mask in address \"%s\" (0..%d)", t->text, max);
 			return -EINVAL;
 		}
 		prefix_mask(bits, r->mask);
@@ -351,12 +320,12 @@ static int parse_address(struct hba_ctx *c, const struct hba_line *l, int f, str
 	} else {
 		/* "ADDRESS NETMASK": the netmask is the next field. */
 		if (f + 1 >= l->nfields) {
-			report(c, "end of line before the netmask of \"%s\"", t->text);
+			util_file_report(c, "end of line before the netmask of \"%s\"", t->text);
 			return -EINVAL;
 		}
 		const struct hba_tok *m = &l->toks[l->fields[f + 1].first];
 		if (l->fields[f + 1].n > 1 || parse_ip(m->text, r->mask) != r->family) {
-			report(c, "invalid IP mask \"%s\" for address \"%s\"", m->text, t->text);
+			util_file_report(c, "invalid IP mask \"%s\" for address \"%s\"", m->text, t->text);
 			return -EINVAL;
 		}
 		f += 2;
@@ -367,7 +336,7 @@ static int parse_address(struct hba_ctx *c, const struct hba_line *l, int f, str
 }
 
 /* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_rule(struct hba_ctx *c, const struct hba_line *l, struct hba_rule *r)
+static int parse_rule(struct util_file_report *c, const struct hba_line *l, struct hba_rule *r)
 {
 	const struct hba_tok *t;
 	int f, rc;
@@ -376,7 +345,7 @@ static int parse_rule(struct hba_ctx *c, const struct hba_line *l, struct hba_ru
 	r->line = c->line;
 	t = &l->toks[0];
 	if (l->fields[0].n > 1) {
-		report(c, "the connection type must be a single value, not a list");
+		util_file_report(c, "the connection type must be a single value, not a list");
 		return -EINVAL;
 	}
 	if (strcmp(t->text, "local") == 0)
@@ -388,18 +357,18 @@ static int parse_rule(struct hba_ctx *c, const struct hba_line *l, struct hba_ru
 	else if (strcmp(t->text, "hostnossl") == 0)
 		r->type = HBA_TYPE_HOSTNOSSL;
 	else if (strcmp(t->text, "hostgssenc") == 0 || strcmp(t->text, "hostnogssenc") == 0) {
-		report(c, "connection type \"%s\" is not supported", t->text);
+		util_file_report(c, "connection type \"%s\" is not supported", t->text);
 		return -EINVAL;
 	} else {
-		report(c, "invalid connection type \"%s\" (local, host, hostssl or hostnossl)", t->text);
+		util_file_report(c, "invalid connection type \"%s\" (local, host, hostssl or hostnossl)", t->text);
 		return -EINVAL;
 	}
 	if (l->nfields < 2) {
-		report(c, "end of line before the database field");
+		util_file_report(c, "end of line before the database field");
 		return -EINVAL;
 	}
 	if (l->nfields < 3) {
-		report(c, "end of line before the user field");
+		util_file_report(c, "end of line before the user field");
 		return -EINVAL;
 	}
 	f = 3;
@@ -407,7 +376,7 @@ static int parse_rule(struct hba_ctx *c, const struct hba_line *l, struct hba_ru
 		r->addr_all = true;
 	} else {
 		if (l->nfields < 4) {
-			report(c, "end of line before the address field");
+			util_file_report(c, "end of line before the address field");
 			return -EINVAL;
 		}
 		f = parse_address(c, l, 3, r);
@@ -415,25 +384,25 @@ static int parse_rule(struct hba_ctx *c, const struct hba_line *l, struct hba_ru
 			return f;
 	}
 	if (f >= l->nfields) {
-		report(c, "end of line before the authentication method");
+		util_file_report(c, "end of line before the authentication method");
 		return -EINVAL;
 	}
 	t = &l->toks[l->fields[f].first];
 	if (l->fields[f].n > 1 || parse_method(t->text, &r->method) < 0) {
-		report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256 or cert)",
+		util_file_report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256 or cert)",
 		       t->text);
 		return -EINVAL;
 	}
 	if (r->method == HBA_CERT && r->type != HBA_TYPE_HOSTSSL) {
-		report(c, "cert authentication is only supported on hostssl lines");
+		util_file_report(c, "cert authentication is only supported on hostssl lines");
 		return -EINVAL;
 	}
 	if (f + 1 < l->nfields) {
 		t = &l->toks[l->fields[f + 1].first];
 		if (strchr(t->text, '='))
-			report(c, "authentication option \"%s\" is not supported", t->text);
+			util_file_report(c, "authentication option \"%s\" is not supported", t->text);
 		else
-			report(c, "unexpected field \"%s\" after the authentication method", t->text);
+			util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
 		return -EINVAL;
 	}
 	rc = parse_list(c, l, 1, true, &r->databases);
@@ -461,7 +430,7 @@ void hba_free(struct hba *h)
 
 int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out)
 {
-	struct hba_ctx c = { .name = name, .errout = errout };
+	struct util_file_report c = { .name = name, .what = "hba", .errout = errout };
 	struct hba_line l = { 0 };
 	struct hba *h = calloc(1, sizeof(*h));
 	int cap = 0;
@@ -469,12 +438,9 @@ int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout
 
 	if (!h)
 		goto err_nomem;
-	while (pos < len) {
-		const char *s = data + pos;
-		const char *nl = memchr(s, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - s) : len - pos;
-		pos += n + (nl ? 1 : 0);
-		c.line++;
+	const char *s;
+	size_t n;
+	while (util_next_line(data, len, &pos, &c, &s, &n)) {
 
 		int rc = tokenize(&c, s, n, &l);
 		if (rc == -ENOMEM)
@@ -512,25 +478,19 @@ err_free_line:
 	hba_free(h);
 err_nomem:
 	c.line = 0;
-	report(&c, "out of memory");
+	util_file_report(&c, "out of memory");
 	return c.nerr;
 }
 
 int hba_load(const char *path, FILE *errout, struct hba **out)
 {
-	struct hba_ctx c = { .name = path, .errout = errout };
+	struct util_file_report c = { .name = path, .what = "hba", .errout = errout };
 	char *data;
 	size_t len;
-	int rc = util_read_file(path, HBA_FILE_MAX, false, &data, &len);
+	int rc = util_load_file(path, HBA_FILE_MAX, false, &c, &data, &len);
 
-	if (rc == -EFBIG) {
-		report(&c, "file larger than %u bytes", HBA_FILE_MAX);
-		return c.nerr;
-	}
-	if (rc < 0) {
-		report(&c, "cannot open: %s", strerror(-rc));
-		return c.nerr;
-	}
+	if (rc > 0)
+		return rc;
 	rc = hba_load_buffer(path, data, len, errout, out);
 	free(data);
 	return rc;

@@ -6,7 +6,6 @@
 #include "util/file.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,36 +18,6 @@ struct userlist {
 	int *slots;    /* index into entries, -1 empty; size a power of two, at least 2n */
 	size_t nslots;
 };
-
-struct ul_ctx {
-	const char *name;
-	int line;
-	FILE *errout;
-	int nerr;
-};
-
-__attribute__((format(printf, 2, 3)))
-static void report(struct ul_ctx *c, const char *fmt, ...)
-{
-	va_list ap;
-
-	c->nerr++;
-	if (!c->errout)
-		return;
-	if (c->line > 0)
-		fprintf(c->errout, "%s:%d: userlist: ", c->name, c->line);
-	else
-		fprintf(c->errout, "%s: userlist: ", c->name);
-	va_start(ap, fmt);
-	vfprintf(c->errout, fmt, ap);
-	va_end(ap);
-	fputc('\n', c->errout);
-}
-
-static bool is_blank(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
-}
 
 /* A double-quoted string at s[*i] ("" inside means one quote) into out (room for len+1).
  * true and *i past the closing quote, or false. */
@@ -83,7 +52,7 @@ static bool is_hex(char c)
 
 /* Parse "SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>" into e. 0 or -EINVAL after
  * reporting what is wrong. */
-static int parse_scram(struct ul_ctx *c, const char *s, struct userlist_entry *e)
+static int parse_scram(struct util_file_report *c, const char *s, struct userlist_entry *e)
 {
 	const char *p = s + strlen(SCRAM_PREFIX);
 	const char *colon1 = strchr(p, ':');
@@ -92,11 +61,11 @@ static int parse_scram(struct ul_ctx *c, const char *s, struct userlist_entry *e
 	long iter = 0;
 
 	if (!colon2) {
-		report(c, "malformed SCRAM verifier: expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>");
+		util_file_report(c, "malformed SCRAM verifier: expected SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>");
 		return -EINVAL;
 	}
 	if (p == colon1) {
-		report(c, "malformed SCRAM verifier: empty iteration count");
+		util_file_report(c, "malformed SCRAM verifier: empty iteration count");
 		return -EINVAL;
 	}
 	for (const char *q = p; q < colon1; q++) {
@@ -107,26 +76,26 @@ static int parse_scram(struct ul_ctx *c, const char *s, struct userlist_entry *e
 		iter = iter * 10 + (*q - '0');
 	}
 	if (iter < 1 || iter > USERLIST_SCRAM_ITER_MAX) {
-		report(c, "SCRAM verifier: iteration count must be 1..%d", USERLIST_SCRAM_ITER_MAX);
+		util_file_report(c, "SCRAM verifier: iteration count must be 1..%d", USERLIST_SCRAM_ITER_MAX);
 		return -EINVAL;
 	}
 	e->iterations = (int)iter;
 	int n = scram_b64_decode(colon1 + 1, (size_t)(dollar - colon1 - 1), e->salt, sizeof(e->salt));
 	if (n < 1) {
-		report(c, "SCRAM verifier: salt is not base64 of 1..%d bytes", USERLIST_SALT_MAX);
+		util_file_report(c, "SCRAM verifier: salt is not base64 of 1..%d bytes", USERLIST_SALT_MAX);
 		return -EINVAL;
 	}
 	e->salt_len = (size_t)n;
 	uint8_t key[USERLIST_KEY_LEN + 1];
 	n = scram_b64_decode(dollar + 1, (size_t)(colon2 - dollar - 1), key, sizeof(key));
 	if (n != USERLIST_KEY_LEN) {
-		report(c, "SCRAM verifier: StoredKey is not base64 of %d bytes", USERLIST_KEY_LEN);
+		util_file_report(c, "SCRAM verifier: StoredKey is not base64 of %d bytes", USERLIST_KEY_LEN);
 		return -EINVAL;
 	}
 	memcpy(e->stored_key, key, USERLIST_KEY_LEN);
 	n = scram_b64_decode(colon2 + 1, strlen(colon2 + 1), key, sizeof(key));
 	if (n != USERLIST_KEY_LEN) {
-		report(c, "SCRAM verifier: ServerKey is not base64 of %d bytes", USERLIST_KEY_LEN);
+		util_file_report(c, "SCRAM verifier: ServerKey is not base64 of %d bytes", USERLIST_KEY_LEN);
 		return -EINVAL;
 	}
 	memcpy(e->server_key, key, USERLIST_KEY_LEN);
@@ -135,14 +104,14 @@ static int parse_scram(struct ul_ctx *c, const char *s, struct userlist_entry *e
 }
 
 /* Kind of the secret, decoding a SCRAM verifier into e. 0 or -EINVAL after reporting. */
-static int classify_secret(struct ul_ctx *c, const char *s, struct userlist_entry *e)
+static int classify_secret(struct util_file_report *c, const char *s, struct userlist_entry *e)
 {
 	size_t len = strlen(s);
 
 	if (strncmp(s, "md5", 3) == 0 && len == 35) {
 		for (size_t i = 3; i < len; i++) {
 			if (!is_hex(s[i])) {
-				report(c, "malformed md5 secret: \"md5\" must be followed by 32 hex digits");
+				util_file_report(c, "malformed md5 secret: \"md5\" must be followed by 32 hex digits");
 				return -EINVAL;
 			}
 		}
@@ -159,7 +128,7 @@ static int classify_secret(struct ul_ctx *c, const char *s, struct userlist_entr
 
 int userlist_parse_secret(const char *secret, struct userlist_entry *e)
 {
-	struct ul_ctx c = { .name = "auth_query", .line = 0, .errout = NULL, .nerr = 0 };
+	struct util_file_report c = { .name = "auth_query", .what = "userlist" };
 	return classify_secret(&c, secret, e);
 }
 
@@ -175,17 +144,17 @@ static void free_entry(struct userlist_entry *e)
 
 /* One line (no '\n') into e: 1 for an entry, 0 for a blank or comment line, -EINVAL after
  * reporting, -ENOMEM. */
-static int parse_line(struct ul_ctx *c, const char *s, size_t len, struct userlist_entry *e)
+static int parse_line(struct util_file_report *c, const char *s, size_t len, struct userlist_entry *e)
 {
 	size_t i = 0;
 	char *user, *secret;
 
-	while (i < len && is_blank(s[i]))
+	while (i < len && util_is_blank(s[i]))
 		i++;
 	if (i == len || s[i] == ';' || s[i] == '#')
 		return 0;
 	if (memchr(s, '\0', len)) {
-		report(c, "NUL byte in line");
+		util_file_report(c, "NUL byte in line");
 		return -EINVAL;
 	}
 	user = malloc(len + 1);
@@ -193,31 +162,31 @@ static int parse_line(struct ul_ctx *c, const char *s, size_t len, struct userli
 	if (!user || !secret)
 		goto err_nomem;
 	if (!read_quoted(s, len, &i, user)) {
-		report(c, s[i] == '"' ? "unterminated quoted user name" : "expected a double-quoted user name");
+		util_file_report(c, s[i] == '"' ? "unterminated quoted user name" : "expected a double-quoted user name");
 		goto err_inval;
 	}
 	if (user[0] == '\0') {
-		report(c, "empty user name");
+		util_file_report(c, "empty user name");
 		goto err_inval;
 	}
-	if (i == len || !is_blank(s[i])) {
-		report(c, "expected whitespace and a double-quoted secret after the user name");
+	if (i == len || !util_is_blank(s[i])) {
+		util_file_report(c, "expected whitespace and a double-quoted secret after the user name");
 		goto err_inval;
 	}
-	while (i < len && is_blank(s[i]))
+	while (i < len && util_is_blank(s[i]))
 		i++;
 	if (!read_quoted(s, len, &i, secret)) {
-		report(c, i < len && s[i] == '"' ? "unterminated quoted secret" : "expected a double-quoted secret");
+		util_file_report(c, i < len && s[i] == '"' ? "unterminated quoted secret" : "expected a double-quoted secret");
 		goto err_inval;
 	}
-	while (i < len && is_blank(s[i]))
+	while (i < len && util_is_blank(s[i]))
 		i++;
 	if (i != len) {
-		report(c, "unexpected text after the secret");
+		util_file_report(c, "unexpected text after the secret");
 		goto err_inval;
 	}
 	if (secret[0] == '\0') {
-		report(c, "empty secret for user \"%s\"", user);
+		util_file_report(c, "empty secret for user \"%s\"", user);
 		goto err_inval;
 	}
 	memset(e, 0, sizeof(*e));
@@ -284,19 +253,16 @@ void userlist_free(struct userlist *ul)
 int userlist_load_buffer(const char *name, const char *data, size_t len, FILE *errout,
 			 struct userlist **out)
 {
-	struct ul_ctx c = { .name = name, .errout = errout };
+	struct util_file_report c = { .name = name, .what = "userlist", .errout = errout };
 	struct userlist *ul = calloc(1, sizeof(*ul));
 	int cap = 0;
 	size_t pos = 0;
 
 	if (!ul)
 		goto err_nomem;
-	while (pos < len) {
-		const char *s = data + pos;
-		const char *nl = memchr(s, '\n', len - pos);
-		size_t n = nl ? (size_t)(nl - s) : len - pos;
-		pos += n + (nl ? 1 : 0);
-		c.line++;
+	const char *s;
+	size_t n;
+	while (util_next_line(data, len, &pos, &c, &s, &n)) {
 
 		if (ul->n == cap) {
 			int ncap = cap ? cap * 2 : 64;
@@ -326,7 +292,7 @@ int userlist_load_buffer(const char *name, const char *data, size_t len, FILE *e
 		size_t slot = find_slot(ul, ul->entries[i].user);
 		if (ul->slots[slot] >= 0) {
 			c.line = ul->entries[i].line;
-			report(&c, "duplicate user \"%s\" (first on line %d)", ul->entries[i].user,
+			util_file_report(&c, "duplicate user \"%s\" (first on line %d)", ul->entries[i].user,
 			       ul->entries[ul->slots[slot]].line);
 			continue;
 		}
@@ -343,25 +309,19 @@ err_free:
 	userlist_free(ul);
 err_nomem:
 	c.line = 0;
-	report(&c, "out of memory");
+	util_file_report(&c, "out of memory");
 	return c.nerr;
 }
 
 int userlist_load(const char *path, FILE *errout, struct userlist **out)
 {
-	struct ul_ctx c = { .name = path, .errout = errout };
+	struct util_file_report c = { .name = path, .what = "userlist", .errout = errout };
 	char *data;
 	size_t len;
-	int rc = util_read_file(path, USERLIST_FILE_MAX, true, &data, &len);
+	int rc = util_load_file(path, USERLIST_FILE_MAX, true, &c, &data, &len);
 
-	if (rc == -EFBIG) {
-		report(&c, "file larger than %u bytes", USERLIST_FILE_MAX);
-		return c.nerr;
-	}
-	if (rc < 0) {
-		report(&c, "cannot open: %s", strerror(-rc));
-		return c.nerr;
-	}
+	if (rc > 0)
+		return rc;
 	rc = userlist_load_buffer(path, data, len, errout, out);
 	explicit_bzero(data, len);
 	free(data);

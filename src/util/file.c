@@ -2,6 +2,7 @@
 #include "util/file.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,4 +56,51 @@ int util_read_file(const char *path, size_t max, bool wipe, char **data, size_t 
 	*data = buf;
 	*len = n;
 	return 0;
+}
+
+void util_file_report(struct util_file_report *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	r->nerr++;
+	if (!r->errout)
+		return;
+	if (r->line > 0)
+		fprintf(r->errout, "%s:%d: %s: ", r->name, r->line, r->what);
+	else
+		fprintf(r->errout, "%s: %s: ", r->name, r->what);
+	va_start(ap, fmt);
+	vfprintf(r->errout, fmt, ap);
+	va_end(ap);
+	fputc('\n', r->errout);
+}
+
+int util_load_file(const char *path, size_t max, bool wipe, struct util_file_report *r, char **data, size_t *len)
+{
+	int rc = util_read_file(path, max, wipe, data, len);
+
+	if (rc == -EFBIG)
+		util_file_report(r, "file larger than %zu bytes", max);
+	else if (rc < 0)
+		util_file_report(r, "cannot open: %s", strerror(-rc));
+	return rc < 0 ? r->nerr : 0;
+}
+
+bool util_next_line(const char *data, size_t len, size_t *pos, struct util_file_report *r, const char **line,
+		    size_t *n)
+{
+	if (*pos >= len)
+		return false;
+	const char *s = data + *pos;
+	const char *nl = memchr(s, '\n', len - *pos);
+	*line = s;
+	*n = nl ? (size_t)(nl - s) : len - *pos;
+	*pos += *n + (nl ? 1 : 0);
+	r->line++;
+	return true;
+}
+
+bool util_is_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
 }

@@ -87,6 +87,26 @@ static int ctx_fail(SSL_CTX *s, char *err, size_t errcap, const char *what, int 
 	return rc;
 }
 
+/* Our certificate (chain) and its key. 0, or (s freed, err set) -EINVAL. */
+static int use_cert_key(SSL_CTX *s, const char *cert_file, const char *key_file, char *err, size_t errcap)
+{
+	char what[320];
+
+	if (!SSL_CTX_use_certificate_chain_file(s, cert_file)) {
+		snprintf(what, sizeof(what), "certificate %s", cert_file);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	if (!SSL_CTX_use_PrivateKey_file(s, key_file, SSL_FILETYPE_PEM)) {
+		snprintf(what, sizeof(what), "key %s", key_file);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	if (!SSL_CTX_check_private_key(s)) {
+		snprintf(what, sizeof(what), "key %s does not match certificate %s", key_file, cert_file);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	return 0;
+}
+
 /* PostgreSQL 17 clients send ALPN "postgresql" (required for direct TLS): choose it when
  * offered; a client offering only other protocols gets no ALPN, not a failed handshake. */
 static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
@@ -108,6 +128,7 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 	struct tls_ctx *t;
 	SSL_CTX *s;
 	char what[320];
+	int rc;
 	bool verify = o->mode == TLS_SERVER_VERIFY_CA || o->mode == TLS_SERVER_VERIFY_FULL;
 	/* With a CA but no demand, a client certificate is asked for and checked when one is sent
 	 * (as PostgreSQL does with ssl_ca_file), so that cert authentication works there too. */
@@ -136,18 +157,9 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 		snprintf(what, sizeof(what), "ciphers \"%s\"", o->ciphers);
 		return ctx_fail(s, err, errcap, what, -EINVAL);
 	}
-	if (!SSL_CTX_use_certificate_chain_file(s, o->cert_file)) {
-		snprintf(what, sizeof(what), "certificate %s", o->cert_file);
-		return ctx_fail(s, err, errcap, what, -EINVAL);
-	}
-	if (!SSL_CTX_use_PrivateKey_file(s, o->key_file, SSL_FILETYPE_PEM)) {
-		snprintf(what, sizeof(what), "key %s", o->key_file);
-		return ctx_fail(s, err, errcap, what, -EINVAL);
-	}
-	if (!SSL_CTX_check_private_key(s)) {
-		snprintf(what, sizeof(what), "key %s does not match certificate %s", o->key_file, o->cert_file);
-		return ctx_fail(s, err, errcap, what, -EINVAL);
-	}
+	rc = use_cert_key(s, o->cert_file, o->key_file, err, errcap);
+	if (rc < 0)
+		return rc;
 	/* Without a session id context OpenSSL refuses handshakes that verify a client cert. */
 	SSL_CTX_set_session_id_context(s, sid_ctx, sizeof(sid_ctx) - 1);
 	if (ask) {
@@ -183,6 +195,7 @@ int tls_ctx_client_new(const struct tls_client_opts *o, char *err, size_t errcap
 	struct tls_ctx *t;
 	SSL_CTX *s;
 	char what[320];
+	int rc;
 
 	*out = NULL;
 	ERR_clear_error();
@@ -202,18 +215,9 @@ int tls_ctx_client_new(const struct tls_client_opts *o, char *err, size_t errcap
 	if (ctx_common(s) < 0)
 		return ctx_fail(s, err, errcap, "TLS 1.2 minimum", -EPROTO);
 	if (o->cert_file) {
-		if (!SSL_CTX_use_certificate_chain_file(s, o->cert_file)) {
-			snprintf(what, sizeof(what), "certificate %s", o->cert_file);
-			return ctx_fail(s, err, errcap, what, -EINVAL);
-		}
-		if (!SSL_CTX_use_PrivateKey_file(s, o->key_file, SSL_FILETYPE_PEM)) {
-			snprintf(what, sizeof(what), "key %s", o->key_file);
-			return ctx_fail(s, err, errcap, what, -EINVAL);
-		}
-		if (!SSL_CTX_check_private_key(s)) {
-			snprintf(what, sizeof(what), "key %s does not match certificate %s", o->key_file, o->cert_file);
-			return ctx_fail(s, err, errcap, what, -EINVAL);
-		}
+		rc = use_cert_key(s, o->cert_file, o->key_file, err, errcap);
+		if (rc < 0)
+			return rc;
 	}
 	if (o->verify > 0) {
 		int ok = o->ca_file ? SSL_CTX_load_verify_locations(s, o->ca_file, NULL)

@@ -1127,8 +1127,8 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		tls_step(c);
 		return;
 	}
-	/* A TLS read may wait for writability (and a write for readability): try both then. */
-	if ((c->tls.rd_want == EV_WRITE || c->tls.wr_want == EV_READ))
+	/* For every state, relay included: see tls_link_crossed. */
+	if (tls_link_crossed(&c->tls))
 		revents |= EV_READ | EV_WRITE;
 	switch (c->state) {
 	case CLIENT_STARTUP:

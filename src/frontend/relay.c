@@ -990,9 +990,6 @@ void relay_client_event(struct client *c, int revents)
 {
 	struct server *s = c->server;
 
-	/* A TLS read may wait for writability (and a write for readability): try both then. */
-	if (c->tls.rd_want == EV_WRITE || c->tls.wr_want == EV_READ)
-		revents |= EV_READ | EV_WRITE;
 	if (revents & EV_WRITE) {
 		if (!pump_s2c(c, s))
 			return;
@@ -1019,7 +1016,7 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct client *c = s->owner;
 	(void)loop;
 
-	if (s->tls.rd_want == EV_WRITE || s->tls.wr_want == EV_READ)
+	if (tls_link_crossed(&s->tls))
 		revents |= EV_READ | EV_WRITE;
 	if (revents & EV_READ) {
 		ssize_t n = read_some(s->fd, &s->tls, &s->rbuf);

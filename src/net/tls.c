@@ -556,6 +556,11 @@ int tls_link_events(const struct tls_link *l, bool rd, bool wr)
 	return ev;
 }
 
+bool tls_link_crossed(const struct tls_link *l)
+{
+	return l->rd_want == TLS_WANT_WRITE || l->wr_want == TLS_WANT_READ;
+}
+
 void tls_link_close(struct tls_link *l)
 {
 	if (!l->conn)

@@ -117,6 +117,9 @@ __attribute__((warn_unused_result))
 ssize_t tls_link_write(int fd, struct tls_link *l, const void *buf, size_t len);
 /* The readiness (TLS_WANT_* bits) to wait for when the caller wants to read and/or write. */
 int tls_link_events(const struct tls_link *l, bool rd, bool wr);
+/* A blocked read waits for writability or a blocked write for readability (TLS 1.3 key
+ * updates): on the next event, whichever it is, both directions must be tried. */
+bool tls_link_crossed(const struct tls_link *l);
 /* Send close_notify when on TLS (best effort, never blocks) and free the session. */
 void tls_link_close(struct tls_link *l);
 

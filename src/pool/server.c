@@ -813,7 +813,7 @@ static void server_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 			on_connected(s);
 		return;
 	}
-	if (s->tls.rd_want == EV_WRITE || s->tls.wr_want == EV_READ)
+	if (tls_link_crossed(&s->tls))
 		revents |= EV_READ | EV_WRITE;
 	if (s->state == SERVER_IDLE && (revents & EV_READ)) {
 		/* Between operations nothing is owed: bytes now mean trouble. */

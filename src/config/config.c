@@ -846,27 +846,6 @@ static void release_listen(char *base)
 	cfg->nlisten = 0;
 }
 
-static bool same_str(const char *a, const char *b)
-{
-	return a == b || (a && b && strcmp(a, b) == 0);
-}
-
-static bool equal_listen(const char *a, const char *b)
-{
-	const struct tusk_config *x = (const struct tusk_config *)a, *y = (const struct tusk_config *)b;
-
-	if (x->nlisten != y->nlisten)
-		return false;
-	for (int i = 0; i < x->nlisten; i++)
-		if (strcmp(x->listen[i].host, y->listen[i].host) != 0 || x->listen[i].port != y->listen[i].port ||
-		    x->listen[i].tls != y->listen[i].tls || !same_str(x->listen[i].tls_cert_file, y->listen[i].tls_cert_file) ||
-		    !same_str(x->listen[i].tls_key_file, y->listen[i].tls_key_file) ||
-		    !same_str(x->listen[i].tls_ca_file, y->listen[i].tls_ca_file) ||
-		    !same_str(x->listen[i].tls_ciphers, y->listen[i].tls_ciphers))
-			return false;
-	return true;
-}
-
 /* "host:port", "host" (port 5432), "[v6]:port" or "[v6]". NULL or what is wrong. */
 static const char *parse_host_port(const char *s, struct config_host *h)
 {
@@ -1299,7 +1278,7 @@ static const struct key_table admin_table = { admin_keys, sizeof(admin_keys) / s
 static const struct key_def top_keys[] = {
 	/* Reloadable: each worker opens and closes its own listeners (runtime_reload). */
 	{ .name = "listen", .type = KEY_CUSTOM, .parse = parse_listen, .release = release_listen,
-	  .equal = equal_listen, .reloadable = true },
+	  .reloadable = true },
 	{ .name = "workers", .type = KEY_CPUS, .offset = TOP_FIELD(workers), .min = 1, .max = 256, .def = "auto" },
 	{ .name = "log", .type = KEY_MAPPING, .offset = TOP_FIELD(log), .sub = &log_table, .reloadable = true },
 	{ .name = "services", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_services,

@@ -22,21 +22,30 @@
 
 #define LISTEN_BACKLOG 1024
 
+/* The generation svc belongs to, and its index there. Generations are never freed before
+ * exit, so walking the list needs no lock. */
+static const struct runtime_gen *gen_of_service(const struct runtime *rt, const struct config_service *svc, int *i)
+{
+	for (const struct runtime_gen *g = rt->gen; g; g = g->older)
+		if (svc >= g->cfg->services && svc < g->cfg->services + g->cfg->nservices) {
+			*i = (int)(svc - g->cfg->services);
+			return g;
+		}
+	return NULL; /* not reached: every rule's service belongs to its generation */
+}
+
 const struct net_addr *runtime_service_addr(const struct runtime *rt, const struct config_service *svc)
 {
-	/* Generations are never freed before exit, so walking the list needs no lock. */
-	for (const struct runtime_gen *g = rt->gen; g; g = g->older)
-		if (svc >= g->cfg->services && svc < g->cfg->services + g->cfg->nservices)
-			return &g->service_addrs[svc - g->cfg->services];
-	return NULL; /* not reached: every rule's service belongs to its generation */
+	int i;
+	const struct runtime_gen *g = gen_of_service(rt, svc, &i);
+	return g ? &g->service_addrs[i] : NULL;
 }
 
 struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct config_service *svc)
 {
-	for (const struct runtime_gen *g = rt->gen; g; g = g->older)
-		if (svc >= g->cfg->services && svc < g->cfg->services + g->cfg->nservices)
-			return g->service_tls[svc - g->cfg->services];
-	return NULL;
+	int i;
+	const struct runtime_gen *g = gen_of_service(rt, svc, &i);
+	return g ? g->service_tls[i] : NULL;
 }
 
 /* Each service's backends, through its resolver. Until backend management lands, pools

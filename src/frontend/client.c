@@ -338,7 +338,6 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	c->worker = w;
 	c->fd = fd;
 	c->peer = *peer;
-	c->accepted_at = ev_now(w->loop);
 	c->listen = peer->sa.ss_family == AF_UNIX ? NULL : runtime_find_listen(rt, listener, &c->listen_tls);
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
@@ -1234,7 +1233,7 @@ static bool outside_transaction(const struct client *c)
 	 * for an auth_query answer) has begun nothing either: it goes. */
 	double now = ev_now(c->worker->loop);
 	if (!c->greeted)
-		return (c->state == CLIENT_STARTUP || c->state == CLIENT_AUTH) && now - c->accepted_at >= CLIENT_DRAIN_LOGIN_GRACE;
+		return (c->state == CLIENT_STARTUP || c->state == CLIENT_AUTH) && now - c->connect_time >= CLIENT_DRAIN_LOGIN_GRACE;
 	if (now - c->login_at < CLIENT_DRAIN_GRACE)
 		return false;
 	switch (c->state) {

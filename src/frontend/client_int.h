@@ -60,7 +60,6 @@ struct client {
 	uint64_t serial;            /* unique per process: the "remembered owner" of servers */
 	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
 	double login_at;            /* ev_now when greeted, for the log_disconnections line */
-	double accepted_at;         /* ev_now at accept */
 	bool pinned;                /* session state that cannot be carried: keep the server */
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
@@ -77,7 +76,7 @@ struct client {
 	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
 	struct client *prev, *next; /* worker->clients */
-	double connect_time;        /* ev_now at accept (SHOW CLIENTS) */
+	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
 	bool admin;                 /* connected to the admin console's database: never gets a server */
 	struct console_session *console; /* the admin client's console state (src/console/) */
 

@@ -71,6 +71,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_shape(&r, textlen);
 	check_shape(&ex, textlen);
 	check(r.nstmts == ex.nstmts && r.parse_error == ex.parse_error);
+	/* Calls: the pre-check never lets one through that the tree would report. */
+	check(r.calls == ex.calls && r.nset_configs == ex.nset_configs);
+	if (r.calls || r.nset_configs)
+		check(maybe);
 
 	/* Walk both by statement: what the filtered run found, the exhaustive one found the same;
 	 * what it skipped, the exhaustive one found nothing in, or could not classify at all. */

@@ -189,6 +189,7 @@ static void free_client(struct client *c)
 	buf_free(&c->rbuf);
 	buf_free(&c->wbuf);
 	session_free(&c->session);
+	free(c->big);
 	prep_client_free(c->prep);
 	client_auth_free(c);
 	free(c);
@@ -681,6 +682,12 @@ static int settle_startup_session(struct client *c, struct server *s)
 	while (rc == 0 && session_param_next(st, &it, &name, &value)) {
 		if (server_param(s, name))
 			continue;
+		if (strcasecmp(name, "search_path") == 0 && strcasestr(value, "pg_catalog") && c->mode != POOL_MODE_SESSION) {
+			/* It may put a schema of the client's before the built-ins (see relay.c). */
+			c->pinned = true;
+			log_info(c->id, c->ctx, "pinned to server %s for the session: startup search_path names pg_catalog",
+				 s->id);
+		}
 		char stmt[2048];
 		size_t pos = 0;
 		/* set_config, as session_build_sync uses: it parses values like startup does. */
@@ -735,10 +742,12 @@ static void greet(struct client *c, struct server *s)
 	}
 	c->greeted = true;
 	c->login_at = ev_now(c->worker->loop);
+	for (int i = 0; i < s->nparams; i++)
+		relay_note_param(c, s->params[i].name, s->params[i].value);
 	if (cfg_of(c)->log_connections)
 		log_info(c->id, c->ctx, "login: %s mode, server %s", config_pool_mode_name(c->mode), s->id);
 	log_debug(c->id, c->ctx, "logged in");
-	if (c->mode == POOL_MODE_SESSION) {
+	if (c->mode == POOL_MODE_SESSION || c->pinned) {
 		relay_start(c, s);
 		return;
 	}
@@ -787,6 +796,14 @@ static void on_reset_all(struct server *s, void *arg, int err, const char *reaso
 	struct client *c = arg;
 	if (err == 0) {
 		s->carry_hash = 0;
+		if (!c->greeted && s->params_hash != s->login_params_hash) {
+			/* RESET ALL restores every reported setting tusk can set; one that did not
+			 * come back would be another client's, so this server greets nobody. */
+			c->server = NULL;
+			server_close(s, "reported parameters still differ from the login's after RESET ALL");
+			client_fail(c, "08006", "server %s could not be brought back to the database's defaults", s->id);
+			return;
+		}
 		use_server(c, s);
 		return;
 	}
@@ -802,7 +819,12 @@ static void use_server(struct client *c, struct server *s)
 	double timeout = (double)cfg_of(c)->server_connect_timeout_ms / 1000.0;
 
 	c->server = s;
-	if (s->carry_hash != 0 && s->carry_hash != c->session.carry_hash) {
+	/* A client that logs in starts from the database's defaults plus its own startup
+	 * parameters, never from what the server's last client left it with (that client's
+	 * SETs, and reported parameters it changed in any way): the greeting tells the new
+	 * client the server's values, and it would adopt them. */
+	if ((s->carry_hash != 0 && s->carry_hash != c->session.carry_hash) ||
+	    (!c->greeted && s->params_hash != s->login_params_hash)) {
 		const char *q[1] = { "RESET ALL" };
 		server_run_queries(s, q, 1, timeout, on_reset_all, c);
 		return;

@@ -61,6 +61,14 @@ struct client {
 	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
 	double login_at;            /* ev_now when greeted, for the log_disconnections line */
 	bool pinned;                /* session state that cannot be carried: keep the server */
+	bool reset_before_reuse;    /* this transaction ran something tusk cannot prove harmless to
+	                             * the session (a function, DO, CALL): its server gets the reset
+	                             * query before it goes back to the pool */
+	/* A Query or Parse larger than rbuf, copied as it streams so that it is classified once
+	 * whole (relay.c); NULL when none is in flight. */
+	char *big;
+	size_t big_len, big_cap;
+	uint8_t big_type;
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
@@ -137,6 +145,11 @@ void cancel_forget(struct client *c);
 /* Send a CancelRequest for what server s (attached to w) runs now. Until PostgreSQL has
  * taken it, s is not parked (relay_park_server waits). */
 void cancel_send_for(struct worker *w, struct server *s);
+
+/* relay.c: the client's session now has a reported parameter that makes its SQL unreadable
+ * to the classifier (standard_conforming_strings off, a client_encoding whose multibyte
+ * characters can hide a quote): pin it, since tusk can no longer see what it changes. */
+void relay_note_param(struct client *c, const char *name, const char *value);
 
 /* relay.c: park s in its pool, or hold it on this loop while cancels are in flight. */
 void relay_park_server(struct server *s);

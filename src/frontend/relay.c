@@ -9,6 +9,8 @@
  * to the pool. Only small messages are ever held whole; bodies otherwise stream. A side
  * whose peer cannot take more is not read, so memory stays bounded. */
 #include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -177,6 +179,39 @@ static int flush_buf(int fd, struct tls_link *l, struct buf *b)
 
 /* ---- client to server ---- */
 
+/* State that cannot be recreated on another server: this client keeps its server from now
+ * on, as in session pooling, and the server is reset when the client leaves. */
+static void pin_client(struct client *c, struct server *s, const char *why, const char *sql, size_t len)
+{
+	if (c->mode == POOL_MODE_SESSION || c->pinned)
+		return;
+	c->pinned = true;
+	log_info(c->id, c->ctx, "pinned to server %s for the rest of the session: %s (%.*s)", s->id, why,
+		 (int)(len > 60 ? 60 : len), sql);
+}
+
+/* Something ran whose effect on the session tusk cannot see: the server is reset before
+ * it serves anyone else (release_after_transaction). */
+static void mark_reset(struct client *c, struct server *s, const char *why, const char *sql, size_t len)
+{
+	if (c->mode == POOL_MODE_SESSION || c->pinned || c->reset_before_reuse)
+		return;
+	c->reset_before_reuse = true;
+	log_debug(c->id, c->ctx, "server %s will be reset after this transaction: %s (%.*s)", s->id, why,
+		  (int)(len > 60 ? 60 : len), sql);
+}
+
+/* A search_path that names pg_catalog may put another schema before it, and then an
+ * unqualified name of a built-in may call a function of the client's own. */
+static bool names_pg_catalog(const char *sql, size_t len)
+{
+	static const char needle[] = "pg_catalog";
+	for (size_t i = 0; i + sizeof needle - 1 <= len; i++)
+		if (strncasecmp(sql + i, needle, sizeof needle - 1) == 0)
+			return true;
+	return false;
+}
+
 /* Session effects of one SQL text (a Query, or the query of a Parse). Returns false when
  * the client had to be failed. */
 static bool note_sql(struct client *c, struct server *s, const char *sql, size_t len)
@@ -185,8 +220,17 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 
 	if (!classify_maybe_session(sql, len))
 		return true;
-	if (classify_sql(sql, len, &r) < 0 || r.parse_error)
-		return true; /* the server will reject it the same way; nothing changes */
+	if (classify_sql(sql, len, &r) < 0) {
+		/* Too long for the parser, or no memory: it may hold anything. */
+		pin_client(c, s, "statement tusk could not classify", sql, len);
+		return true;
+	}
+	if (r.parse_error) {
+		/* A PostgreSQL 15 server rejects it and runs none of it; a newer one may accept
+		 * syntax this parser does not know. */
+		mark_reset(c, s, "statement the parser rejected", sql, len);
+		return true;
+	}
 	for (int i = 0; i < r.nsession; i++) {
 		const struct classify_stmt *st = &r.stmts[i];
 		const char *pin = NULL;
@@ -195,6 +239,10 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 		case CLASSIFY_SET:
 			if (st->flags & (CLASSIFY_F_NAME_TRUNCATED | CLASSIFY_F_FROM_CURRENT)) {
 				pin = "SET that cannot be replayed elsewhere";
+				break;
+			}
+			if (strcmp(st->name, "search_path") == 0 && names_pg_catalog(sql + st->offset, st->length)) {
+				pin = "search_path that names pg_catalog";
 				break;
 			}
 			/* Reported parameters come back as ParameterStatus; only the rest is carried. */
@@ -246,23 +294,88 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 		default:
 			break;
 		}
-		/* State that cannot be recreated on another server: this client keeps its server
-		 * from now on, as in session pooling. */
-		if (pin && c->mode != POOL_MODE_SESSION && !c->pinned) {
-			c->pinned = true;
-			log_info(c->id, c->ctx, "pinned to server %s for the rest of the session: %s (%.*s)", s->id, pin,
-				 (int)(st->length > 60 ? 60 : st->length), sql + st->offset);
-		}
+		if (pin)
+			pin_client(c, s, pin, sql + st->offset, st->length);
 		if (rc < 0) {
 			client_fail(c, "54000", "session settings too large to carry between servers");
 			return false;
 		}
 	}
-	if (r.truncated && c->mode != POOL_MODE_SESSION && !c->pinned) {
-		c->pinned = true;
-		log_info(c->id, c->ctx, "pinned to server %s: too many session statements in one query", s->id);
-	}
+	if (r.truncated)
+		pin_client(c, s, "too many session statements in one query", sql, len);
+	/* Calls: a built-in that keeps session state, or set_config() of a setting the server
+	 * does not report (its value then lives only in that server process), pins; a reported
+	 * one comes back as ParameterStatus and is the client's like any SET. */
+	if (r.calls & CLASSIFY_CALL_PIN)
+		pin_client(c, s, "a function that keeps state in the session", sql, len);
+	for (int i = 0; i < r.nset_configs; i++)
+		if (!server_param(s, r.set_configs[i]))
+			pin_client(c, s, "set_config() of a setting the server does not report", sql, len);
+	if (r.calls & CLASSIFY_CALL_RESET)
+		mark_reset(c, s, "a function, DO block or procedure tusk does not know", sql, len);
 	return true;
+}
+
+/* The text of a Query or Parse body, and its length up to the terminating NUL; false when the
+ * body holds no NUL-terminated text (a malformed message). */
+static bool sql_of(uint8_t type, const char *body, size_t blen, const char **sql, size_t *len)
+{
+	if (type == 'P') {
+		const char *nul = memchr(body, '\0', blen);
+		if (!nul)
+			return false;
+		blen -= (size_t)(nul + 1 - body);
+		body = nul + 1;
+	}
+	const char *end = memchr(body, '\0', blen);
+	if (!end)
+		return false;
+	*sql = body;
+	*len = (size_t)(end - body);
+	return true;
+}
+
+/* A Query or Parse larger than the read buffer streams through in pieces; a copy of it is
+ * kept until the last piece so that it is classified like any other. Bounded by
+ * max_message_size, freed at its end; only such oversized messages pay for it. */
+static void big_begin(struct client *c, uint8_t type, size_t total)
+{
+	free(c->big);
+	c->big_len = 0;
+	c->big_cap = total - PROTO_HDR_LEN;
+	c->big_type = type;
+	c->big = malloc(c->big_cap);
+}
+
+static void big_append(struct client *c, const uint8_t *p, size_t n, size_t skip_header)
+{
+	if (!c->big || n <= skip_header)
+		return;
+	p += skip_header;
+	n -= skip_header;
+	if (n > c->big_cap - c->big_len)
+		n = c->big_cap - c->big_len;
+	memcpy(c->big + c->big_len, p, n);
+	c->big_len += n;
+}
+
+/* The last piece went by: classify it. Returns false when the client had to be failed. */
+static bool big_end(struct client *c, struct server *s)
+{
+	const char *sql;
+	size_t len;
+	bool ok = true;
+
+	if (!c->big) {
+		pin_client(c, s, "statement too large to copy for classification", "", 0);
+	} else if (sql_of(c->big_type, c->big, c->big_len, &sql, &len)) {
+		ok = note_sql(c, s, sql, len);
+	}
+	/* A body without its NUL is the server's to refuse: it runs nothing. */
+	free(c->big);
+	c->big = NULL;
+	c->big_len = c->big_cap = 0;
+	return ok;
 }
 
 /* A Query that is exactly one DEALLOCATE of a statement the client prepared through the
@@ -416,10 +529,13 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	switch (h->type) {
 	case 'Q':
 		if (total <= b->cap) {
+			const char *sql;
+			size_t len;
 			if (avail < total)
 				return SCAN_OK; /* wait for all of it */
-			const char *sql = (const char *)m + PROTO_HDR_LEN;
-			const char *tag = c->c2s_scanned == 0 ? local_deallocate(c, sql, total - PROTO_HDR_LEN - 1) : NULL;
+			if (!sql_of('Q', (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
+				return SCAN_BAD;
+			const char *tag = c->c2s_scanned == 0 ? local_deallocate(c, sql, len) : NULL;
 			if (tag) {
 				/* Answered in order by scan_server; the server never sees it. */
 				struct server_expect *x = expect_push(s, EXPECT_QUERY, EXPECT_INJECT);
@@ -427,8 +543,10 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 				buf_consume(b, total);
 				return SCAN_OK;
 			}
-			if (!note_sql(c, s, sql, total - PROTO_HDR_LEN - 1))
+			if (!note_sql(c, s, sql, len))
 				return SCAN_CLOSED;
+		} else {
+			big_begin(c, 'Q', total);
 		}
 		expect_push(s, EXPECT_QUERY, EXPECT_FORWARD);
 		s->pending_rfq++;
@@ -443,6 +561,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 					    (unsigned)b->cap);
 				return SCAN_CLOSED;
 			}
+			big_begin(c, 'P', total);
 			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
 			break;
 		}
@@ -575,8 +694,12 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		break; /* Flush, COPY data/done/fail: no reply of their own */
 	}
 	size_t k = avail < total ? avail : total;
+	if (c->big)
+		big_append(c, m, k, PROTO_HDR_LEN);
 	c->c2s_scanned += k;
 	c->c2s_remaining = (uint32_t)(total - k);
+	if (c->big && c->c2s_remaining == 0 && !big_end(c, s))
+		return SCAN_CLOSED;
 	return SCAN_OK;
 }
 
@@ -589,8 +712,12 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 		size_t avail = buf_len(b) - c->c2s_scanned;
 		if (c->c2s_remaining > 0) {
 			size_t k = avail < c->c2s_remaining ? avail : c->c2s_remaining;
+			if (c->big)
+				big_append(c, buf_head(b) + c->c2s_scanned, k, 0);
 			c->c2s_scanned += k;
 			c->c2s_remaining -= (uint32_t)k;
+			if (c->big && c->c2s_remaining == 0 && !big_end(c, s))
+				return SCAN_CLOSED;
 			continue;
 		}
 		struct proto_hdr h;
@@ -747,10 +874,13 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 					return SCAN_OK;
 				if (proto_parse_parameter_status(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &name, &value) == 0) {
 					server_set_param(s, name, value);
-					/* The client changed it (SET, RESET, DISCARD): it is theirs to keep. */
-					if (c->greeted && !session_param_read_only(name) &&
-					    session_param_set(&c->session, name, value) < 0)
-						return SCAN_BAD;
+					/* The client changed it (SET, RESET, DISCARD, set_config, a function):
+					 * it is theirs to keep, and the next client's sync undoes it. */
+					if (c->greeted && !session_param_read_only(name)) {
+						if (session_param_set(&c->session, name, value) < 0)
+							return SCAN_BAD;
+						relay_note_param(c, name, value);
+					}
 				}
 			}
 			break;
@@ -1064,6 +1194,28 @@ void relay_start(struct client *c, struct server *s)
 	(void)pump_both(c, s);
 }
 
+/* classify.c reads SQL as a PostgreSQL 15 server with standard_conforming_strings on and a
+ * client_encoding in which no multibyte character contains a quote or backslash byte would
+ * (see router/classify.h); a session that leaves those can hide statements from it. */
+void relay_note_param(struct client *c, const char *name, const char *value)
+{
+	static const char *const unsafe_encodings[] = { "SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030",
+							"JOHAB" };
+	bool unsafe = false;
+
+	if (strcasecmp(name, "standard_conforming_strings") == 0) {
+		unsafe = strcasecmp(value, "on") != 0;
+	} else if (strcasecmp(name, "client_encoding") == 0) {
+		for (size_t i = 0; i < sizeof unsafe_encodings / sizeof unsafe_encodings[0]; i++)
+			unsafe = unsafe || strcasecmp(value, unsafe_encodings[i]) == 0;
+	}
+	if (unsafe && c->mode != POOL_MODE_SESSION && !c->pinned) {
+		c->pinned = true;
+		log_info(c->id, c->ctx, "pinned to its server for the rest of the session: %s = %s hides statements from tusk's classifier",
+			 name, value);
+	}
+}
+
 /* ---- giving the server back ---- */
 
 static void park(struct server *s)
@@ -1090,9 +1242,18 @@ void relay_park_server(struct server *s)
 	park(s);
 }
 
+enum reset_kind {
+	RESET_NONE,       /* a clean server: ROLLBACK at most */
+	RESET_CONFIGURED, /* session pooling: server_reset_query, as the operator set it */
+	RESET_REQUIRED,   /* tusk could not follow the session (pinned, or a function ran):
+	                   * server_reset_query, or DISCARD ALL when that is empty */
+};
+static void reset_and_park(struct server *s, enum reset_kind kind);
+
 static void release_after_transaction(struct client *c, struct server *s)
 {
 	struct worker *w = c->worker;
+	bool reset = c->reset_before_reuse;
 
 	/* The watcher stays armed (server_park re-points it): stopping and restarting it would
 	 * cost libev a failed EPOLL_CTL_ADD and a MOD per transaction. */
@@ -1107,11 +1268,17 @@ static void release_after_transaction(struct client *c, struct server *s)
 		log_debug(c->id, c->ctx, "dropping %zu unsolicited bytes from server %s", buf_len(&s->rbuf), s->id);
 		buf_reset(&s->rbuf);
 	}
+	c->reset_before_reuse = false;
 	log_debug(c->id, c->ctx, "transaction done, server %s back to the pool", s->id);
-	if (w->stopping)
+	if (w->stopping) {
 		server_close(s, "shutting down");
-	else
+	} else if (reset) {
+		/* Off the client's path: it has its answer and goes idle now. */
+		server_unpark(s);
+		reset_and_park(s, RESET_REQUIRED);
+	} else {
 		park(s); /* stays on this loop, watcher armed: no epoll change */
+	}
 	client_go_idle(c);
 }
 
@@ -1136,17 +1303,28 @@ static void on_reset_done(struct server *s, void *arg, int err, const char *reas
 }
 
 /* ROLLBACK if a transaction is open, and the reset query when the session may have left
- * state behind (session pooling, or a pinned client); then park. */
-static void reset_and_park(struct server *s, bool full_reset)
+ * state behind (session pooling, a pinned client, a function tusk cannot see into); then
+ * park. */
+static void reset_and_park(struct server *s, enum reset_kind kind)
 {
 	const struct tusk_config *cfg = s->worker->rt->cfg;
-	const char *queries[2];
+	const char *queries[3];
+	const char *configured = cfg->server_reset_query && cfg->server_reset_query[0] ? cfg->server_reset_query : NULL;
 	int n = 0;
 
 	if (s->tx_status != 'I')
 		queries[n++] = "ROLLBACK";
-	if (full_reset && cfg->server_reset_query && cfg->server_reset_query[0]) {
-		queries[n++] = cfg->server_reset_query;
+	/* server_reset_query (even an empty one) is the operator's choice for session pooling.
+	 * When tusk lost track of a transaction-pooled session, the next client is a stranger:
+	 * DISCARD ALL at least, then the operator's own query (extension clean-up) if another. */
+	if (kind == RESET_REQUIRED) {
+		queries[n++] = "DISCARD ALL";
+		if (configured && strcasecmp(configured, "DISCARD ALL") != 0)
+			queries[n++] = configured;
+	} else if (kind == RESET_CONFIGURED && configured) {
+		queries[n++] = configured;
+	}
+	if (kind != RESET_NONE && n > (s->tx_status != 'I')) {
 		/* Whatever it was, the session is now as fresh as a new connection. */
 		s->carry_hash = 0;
 		if (s->prep)
@@ -1168,7 +1346,7 @@ static void on_drained(struct server *s, void *arg, int err, const char *reason,
 	(void)reason;
 	if (err < 0)
 		return; /* closed by server.c */
-	reset_and_park(s, arg != NULL);
+	reset_and_park(s, (enum reset_kind)(intptr_t)arg);
 }
 
 void relay_release_server(struct client *c, struct server *s)
@@ -1176,7 +1354,8 @@ void relay_release_server(struct client *c, struct server *s)
 	struct worker *w = c->worker;
 	const struct tusk_config *cfg = cfg_of(c);
 	bool was_active = s->state == SERVER_ACTIVE;
-	bool full_reset = c->mode == POOL_MODE_SESSION || c->pinned;
+	enum reset_kind reset = c->mode == POOL_MODE_SESSION ? RESET_CONFIGURED
+				: c->pinned || c->reset_before_reuse ? RESET_REQUIRED : RESET_NONE;
 
 	s->owner = NULL;
 	s->last_owner = c->serial;
@@ -1199,7 +1378,7 @@ void relay_release_server(struct client *c, struct server *s)
 	buf_reset(&s->rbuf);
 	server_unpark(s);
 	if (!was_active || (s->pending_rfq == 0 && s->expect_count == 0 && !s->skipping)) {
-		reset_and_park(s, full_reset);
+		reset_and_park(s, reset);
 		return;
 	}
 
@@ -1228,6 +1407,8 @@ void relay_release_server(struct client *c, struct server *s)
 	}
 	s->expect_head = s->expect_count = 0;
 	cancel_send_for(w, s);
-	server_drain(s, nrfq, (double)cfg->server_reset_timeout_ms / 1000.0, on_drained,
-		     full_reset ? (void *)1 : NULL);
+	/* Whatever the abandoned request did to the session is unknown: reset before reuse. */
+	if (reset == RESET_NONE)
+		reset = RESET_REQUIRED;
+	server_drain(s, nrfq, (double)cfg->server_reset_timeout_ms / 1000.0, on_drained, (void *)(intptr_t)reset);
 }

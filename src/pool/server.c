@@ -661,6 +661,7 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 		}
 		s->tx_status = body[0];
 		if (s->state == SERVER_LOGIN) {
+			s->login_params_hash = s->params_hash;
 			log_debug(s->id, s->ctx, "logged in (backend pid %u)", s->backend_pid);
 			finish(s, 0, NULL);
 			return 0;

@@ -117,6 +117,8 @@ struct server {
 	int nparams;
 	struct server_param params[SERVER_PARAMS_MAX]; /* as last reported by the server */
 	uint64_t params_hash;                 /* phash of the settable ones (util/phash.h) */
+	uint64_t login_params_hash;           /* params_hash right after login: the database's
+	                                       * defaults, which RESET ALL / DISCARD ALL restore */
 	struct net_addr addr;                 /* where the server is (for cancel) */
 	char ctx[192];                        /* "db/user@host:port" for logs */
 	double idle_since;                    /* ev_now when parked */

@@ -45,6 +45,15 @@ struct lex {
 	size_t first_at;  /* offset of the text's first token; the length when there is none */
 	size_t last_end;  /* offset just past the text's last token (trailing comments excluded) */
 	size_t tokens;    /* tokens that can add a level to a parse tree (not literals , . ;) */
+	bool call;        /* DO or CALL starts a statement, or '(' follows a name that is not a
+	                   * keyword or a harmless built-in: the parse tree must tell (scan_calls) */
+};
+
+/* The last tokens seen, for telling a call "name(" from other brackets. */
+enum tok_kind { TK_NONE, TK_WORD, TK_QIDENT, TK_DOT, TK_OTHER };
+struct tok {
+	enum tok_kind kind;
+	size_t at, len; /* TK_WORD: the word's bytes */
 };
 
 static inline unsigned char lower_ascii(unsigned char c)
@@ -186,10 +195,92 @@ static size_t dollar_delim_len(const unsigned char *s, size_t i, size_t n)
 	return (j < n && s[j] == '$') ? j + 1 - i : 0;
 }
 
+/* w[0, n) is word (lower case), ignoring ASCII case. */
+static bool word_is(const unsigned char *w, size_t n, const char *word)
+{
+	size_t k = strlen(word);
+
+	if (n != k)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (lower_ascii(w[i]) != (unsigned char)word[i])
+			return false;
+	return true;
+}
+
+/* ---- calls: which names are harmless --------------------------------------------------- */
+
+#include "router/call_lists.inc"
+
+static int cmp_name(const void *key, const void *elem)
+{
+	return strcmp(key, *(const char *const *)elem);
+}
+
+static bool in_list(const char *const *list, size_t n, const char *name)
+{
+	return bsearch(name, list, n, sizeof *list, cmp_name) != NULL;
+}
+
+#define IN_LIST(list, name) in_list((list), sizeof(list) / sizeof((list)[0]), (name))
+
+/* A pg_catalog function that keeps nothing in the session (its name as PostgreSQL folds it). */
+static bool safe_function(const char *name)
+{
+	return IN_LIST(call_safe_functions, name);
+}
+
+/* The word w[0, n) as PostgreSQL folds an unquoted identifier (ASCII lower case) into out.
+ * False when it does not fit (PostgreSQL would truncate it: not a name tusk knows). */
+static bool fold_word(const unsigned char *w, size_t n, char out[CLASSIFY_NAME_MAX])
+{
+	if (n >= CLASSIFY_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		out[i] = (char)lower_ascii(w[i]);
+	out[n] = '\0';
+	return true;
+}
+
+/* '(' after the tokens t1 (last), t2, t3: a call tusk must look at in the parse tree, unless
+ * the name before it is known harmless. Only errs towards "look". */
+static void lex_paren(const unsigned char *s, const struct tok *t1, const struct tok *t2, const struct tok *t3,
+                      struct lex *out)
+{
+	char name[CLASSIFY_NAME_MAX];
+
+	if (t1->kind == TK_QIDENT) {
+		out->call = true; /* "f"(...): a quoted name may spell anything */
+		return;
+	}
+	if (t1->kind != TK_WORD)
+		return; /* a bracket after an operator, a literal, another bracket: no call */
+	if (!fold_word(s + t1->at, t1->len, name)) {
+		out->call = true;
+		return;
+	}
+	if (t2->kind == TK_DOT) {
+		/* schema.f(...): harmless only as a pg_catalog built-in. */
+		if (t3->kind != TK_WORD || !word_is(s + t3->at, t3->len, "pg_catalog") || !safe_function(name))
+			out->call = true;
+		return;
+	}
+	/* A table's column list, an alias's column names: INSERT INTO t (...), CREATE TABLE t (...),
+	 * AS t (...), REFERENCES t (...), COPY t (...). */
+	if (t2->kind == TK_WORD && (word_is(s + t2->at, t2->len, "into") || word_is(s + t2->at, t2->len, "table") ||
+	                            word_is(s + t2->at, t2->len, "as") || word_is(s + t2->at, t2->len, "references") ||
+	                            word_is(s + t2->at, t2->len, "copy")))
+		return;
+	/* Reserved and column-name keywords are never function names (VALUES (, IN (, CAST (...). */
+	if (IN_LIST(call_keywords, name) || safe_function(name))
+		return;
+	out->call = true;
+}
+
 /* The token at s[i], which starts with an identifier character: a word, or a literal with a
  * one-letter prefix. Updates the rules' state; returns the end of the token. */
 static size_t lex_word(const unsigned char *s, size_t i, size_t n, bool *at_start, enum word *prev,
-                       struct lex *out)
+                       struct lex *out, enum tok_kind *tk)
 {
 	unsigned char l = lower_ascii(s[i]);
 	size_t j = i + 1;
@@ -201,12 +292,15 @@ static size_t lex_word(const unsigned char *s, size_t i, size_t n, bool *at_star
 	if (j == i + 1 && j < n && s[j] == '\'' && (l == 'e' || l == 'b' || l == 'x' || l == 'n')) {
 		*at_start = false;
 		*prev = W_NONE;
+		*tk = TK_OTHER;
 		return skip_quoted(s, j, n, '\'', l == 'e');
 	}
 	if (j == i + 1 && l == 'u' && j + 1 < n && s[j] == '&' && (s[j + 1] == '\'' || s[j + 1] == '"')) {
+		*tk = TK_OTHER;
 		if (s[j + 1] == '"') {
 			out->session = true;
 			out->tokens++;
+			*tk = TK_QIDENT;
 		}
 		*at_start = false;
 		*prev = W_NONE;
@@ -214,12 +308,17 @@ static size_t lex_word(const unsigned char *s, size_t i, size_t n, bool *at_star
 	}
 
 	enum word w = lookup_word(s + i, j - i);
+	*tk = TK_WORD;
 	out->tokens++;
 	if (starts_pg_temp(s + i, j - i))
 		out->pg_temp = out->session = true;
 	if (*at_start) {
 		if (i == out->first_at)
 			out->first = w;
+		/* DO runs an anonymous block, CALL a procedure: what they do to the session is not
+		 * in the text. */
+		if (word_is(s + i, j - i, "do") || word_is(s + i, j - i, "call"))
+			out->call = true;
 		switch (w) {
 		case W_SET: case W_RESET: case W_DISCARD: case W_PREPARE: case W_EXECUTE:
 		case W_DEALLOCATE: case W_LISTEN: case W_UNLISTEN: case W_DECLARE: case W_LOAD:
@@ -252,6 +351,7 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct le
 {
 	bool at_start = true; /* no token since the start or the last ';' */
 	enum word prev = W_NONE;
+	struct tok t1 = {TK_NONE, 0, 0}, t2 = t1, t3 = t1; /* the last three tokens, t1 the latest */
 	size_t i = 0;
 
 	*out = (struct lex){.first = W_NONE, .first_at = n};
@@ -275,15 +375,25 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct le
 		/* A token starts at i. */
 		if (out->first_at == n)
 			out->first_at = i;
+		struct tok t = {TK_OTHER, i, 0};
 		if (is_ident_start(c)) {
-			i = lex_word(s, i, n, &at_start, &prev, out);
+			i = lex_word(s, i, n, &at_start, &prev, out, &t.kind);
+			t.len = i - t.at;
 		} else {
 			at_start = c == ';';
 			prev = W_NONE;
 			switch (c) {
+			case '.':
+				t.kind = TK_DOT;
+				i++;
+				break;
+			case '(':
+				lex_paren(s, &t1, &t2, &t3, out);
+				out->tokens++;
+				i++;
+				break;
 			case ';':
 			case ',':
-			case '.':
 				i++;
 				break;
 			case '\'':
@@ -294,6 +404,7 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct le
 				if (starts_pg_temp(s + i + 1, end - i - 1))
 					out->pg_temp = out->session = true;
 				out->tokens++;
+				t.kind = TK_QIDENT;
 				i = end;
 				break;
 			}
@@ -319,8 +430,11 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct le
 				break;
 			}
 		}
+		t3 = t2;
+		t2 = t1;
+		t1 = t;
 		out->last_end = i;
-		if (stop_early && out->session)
+		if (stop_early && (out->session || out->call))
 			return;
 	}
 }
@@ -332,7 +446,7 @@ bool classify_maybe_session(const char *sql, size_t len)
 	if (sql == NULL || len == 0)
 		return false;
 	lex_sql((const unsigned char *)sql, len, true, &lx);
-	return lx.session;
+	return lx.session || lx.call;
 }
 
 /* ---- protobuf reader -------------------------------------------------------------------- */
@@ -959,6 +1073,193 @@ out:
 	return rc;
 }
 
+/* ---- calls: what the parse tree says --------------------------------------------------- */
+
+/* libpg_query's JSON has no schema to decode against, but it is regular: every node is
+ * {"Type":{fields}}, strings are JSON strings with '"' and '\' escaped, so a key with its
+ * quotes ("FuncCall":) can only be a key. Only the few nodes below are read. */
+
+/* End of the JSON value starting at p (object, array, string or scalar), or NULL. */
+static const char *json_skip(const char *p, const char *end)
+{
+	int depth = 0;
+
+	while (p < end) {
+		char c = *p;
+		if (c == '"') {
+			for (p++; p < end && *p != '"'; p++)
+				if (*p == '\\')
+					p++;
+			if (p >= end)
+				return NULL;
+			p++;
+		} else if (c == '{' || c == '[') {
+			depth++;
+			p++;
+		} else if (c == '}' || c == ']') {
+			if (depth == 0)
+				return p; /* the end of the container holding a scalar */
+			depth--;
+			p++;
+		} else if (c == ',' && depth == 0) {
+			return p;
+		} else {
+			p++;
+		}
+		if (depth == 0 && (p >= end || *p == ',' || *p == '}' || *p == ']'))
+			return p;
+	}
+	return NULL;
+}
+
+static bool json_eat(const char **p, const char *end, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
+		return false;
+	*p += n;
+	return true;
+}
+
+/* A JSON string at *p without escapes that fits out: copied. */
+static bool json_plain_string(const char **p, const char *end, char out[CLASSIFY_NAME_MAX])
+{
+	const char *q = *p;
+	size_t k = 0;
+
+	if (q >= end || *q++ != '"')
+		return false;
+	for (; q < end && *q != '"'; q++) {
+		if (*q == '\\' || k == CLASSIFY_NAME_MAX - 1)
+			return false;
+		out[k++] = *q;
+	}
+	if (q >= end)
+		return false;
+	out[k] = '\0';
+	*p = q + 1;
+	return true;
+}
+
+/* {"A_Const":{"sval":{"sval":"NAME"}...}} at *p: its string. */
+static bool json_const_string(const char *p, const char *end, char out[CLASSIFY_NAME_MAX])
+{
+	return json_eat(&p, end, "{\"A_Const\":{\"sval\":{\"sval\":") && json_plain_string(&p, end, out);
+}
+
+static bool json_const_true(const char *p, const char *end)
+{
+	return json_eat(&p, end, "{\"A_Const\":{\"boolval\":{\"boolval\":true}");
+}
+
+/* set_config(name, value, is_local) of a FuncCall whose "args" start at p: harmless when
+ * is_local is the constant true; a constant name is recorded (the caller knows whether the
+ * server reports it); anything else keeps state tusk cannot name. */
+static void judge_set_config(const char *p, const char *end, struct classify_result *out)
+{
+	const char *arg[3];
+	int nargs = 0;
+	char name[CLASSIFY_NAME_MAX];
+
+	if (!json_eat(&p, end, "\"args\":[")) {
+		out->calls |= CLASSIFY_CALL_PIN;
+		return;
+	}
+	while (p < end && *p != ']' && nargs < 3) {
+		arg[nargs++] = p;
+		p = json_skip(p, end);
+		if (!p) {
+			out->calls |= CLASSIFY_CALL_PIN;
+			return;
+		}
+		if (*p == ',')
+			p++;
+	}
+	if (nargs == 3 && json_const_true(arg[2], end))
+		return;
+	if (nargs < 1 || !json_const_string(arg[0], end, name) || out->nset_configs == CLASSIFY_MAX_SET_CONFIGS) {
+		out->calls |= CLASSIFY_CALL_PIN;
+		return;
+	}
+	for (char *c = name; *c; c++)
+		*c = (char)lower_ascii((unsigned char)*c);
+	memcpy(out->set_configs[out->nset_configs++], name, CLASSIFY_NAME_MAX);
+}
+
+/* One FuncCall's body at p ("funcname":[...],...). */
+static void judge_call(const char *p, const char *end, struct classify_result *out)
+{
+	char parts[3][CLASSIFY_NAME_MAX];
+	int n = 0;
+
+	if (!json_eat(&p, end, "\"funcname\":[")) {
+		out->calls |= CLASSIFY_CALL_RESET;
+		return;
+	}
+	while (n < 3 && json_eat(&p, end, "{\"String\":{\"sval\":")) {
+		if (!json_plain_string(&p, end, parts[n]) || !json_eat(&p, end, "}}")) {
+			out->calls |= CLASSIFY_CALL_RESET; /* a name with escapes: no built-in has one */
+			return;
+		}
+		n++;
+		if (!json_eat(&p, end, ","))
+			break;
+	}
+	if (n == 0 || !json_eat(&p, end, "]")) {
+		out->calls |= CLASSIFY_CALL_RESET;
+		return;
+	}
+	(void)json_eat(&p, end, ",");
+	const char *name = parts[n - 1];
+	bool builtin = n == 1 || (n == 2 && strcmp(parts[0], "pg_catalog") == 0);
+	if (IN_LIST(call_session_functions, name)) {
+		out->calls |= CLASSIFY_CALL_PIN; /* whatever schema: dblink lives in public */
+		return;
+	}
+	if (builtin && strcmp(name, "set_config") == 0) {
+		judge_set_config(p, end, out);
+		return;
+	}
+	if (builtin && safe_function(name))
+		return;
+	/* Written by the grammar for SQL syntax (EXTRACT, OVERLAY, AT TIME ZONE ...): a
+	 * built-in, never a name the client chose. */
+	const char *fmt = strstr(p, "\"funcformat\":\"");
+	if (builtin && fmt && fmt < end && json_eat(&fmt, end, "\"funcformat\":\"COERCE_SQL_SYNTAX\""))
+		return;
+	out->calls |= CLASSIFY_CALL_RESET;
+}
+
+/* The calls of one statement (text, NUL-terminated), from libpg_query's JSON tree. */
+static int scan_calls(const char *text, struct classify_result *out)
+{
+	PgQueryParseResult r = pg_query_parse(text);
+	int rc = 0;
+
+	if (r.error) {
+		if (is_out_of_memory(r.error))
+			rc = -ENOMEM;
+		else
+			out->calls |= CLASSIFY_CALL_RESET; /* it split, so this is unexpected */
+		goto out;
+	}
+	const char *tree = r.parse_tree, *end = tree + strlen(tree);
+	if (strncmp(tree, "{\"version\":15", 13) != 0) {
+		rc = -EPROTO;
+		goto out;
+	}
+	if (strstr(tree, "\"DoStmt\":") || strstr(tree, "\"CallStmt\":"))
+		out->calls |= CLASSIFY_CALL_RESET;
+	for (const char *p = strstr(tree, "\"FuncCall\":{"); p; p = strstr(p, "\"FuncCall\":{")) {
+		p += strlen("\"FuncCall\":{");
+		judge_call(p, end, out);
+	}
+out:
+	pg_query_free_parse_result(r);
+	return rc;
+}
+
 static int classify(const char *sql, size_t len, struct classify_result *out, bool exhaustive)
 {
 	PgQuerySplitResult sr;
@@ -1001,7 +1302,8 @@ static int classify(const char *sql, size_t len, struct classify_result *out, bo
 		if (slen == 0)
 			slen = n - loc;
 		lex_sql((const unsigned char *)buf + loc, slen, false, &lx);
-		if (!exhaustive && !lx.session && !lx.txn)
+		bool want_tree = exhaustive || lx.session || lx.txn, want_calls = exhaustive || lx.call;
+		if (!want_tree && !want_calls)
 			continue;
 
 		struct decode d = {
@@ -1018,12 +1320,17 @@ static int classify(const char *sql, size_t len, struct classify_result *out, bo
 			continue;
 		}
 		if (lx.tokens > CLASSIFY_MAX_TOKENS) {
-			add(&d, CLASSIFY_UNKNOWN, 0, no_name);
+			if (want_tree)
+				add(&d, CLASSIFY_UNKNOWN, 0, no_name);
+			if (lx.call) /* too deep to parse safely: assume the worst */
+				out->calls |= CLASSIFY_CALL_RESET;
 			continue;
 		}
 		char *end = buf + d.offset + d.length, saved = *end;
 		*end = '\0';
-		rc = classify_text(&d, buf + d.offset);
+		rc = want_tree ? classify_text(&d, buf + d.offset) : 0;
+		if (rc == 0 && want_calls)
+			rc = scan_calls(buf + d.offset, out);
 		*end = saved;
 		if (rc < 0)
 			goto err_free_split;
@@ -1039,6 +1346,8 @@ err_free_split:
 		out->nstmts = 0;
 		out->nsession = 0;
 		out->truncated = false;
+		out->calls = 0;
+		out->nset_configs = 0;
 	}
 	return rc;
 }

@@ -8,8 +8,10 @@
  * answers false only when the text certainly holds none of the session statements above. Only
  * then may the caller skip classify_sql(), which runs libpg_query (the PostgreSQL 15 parser).
  *
- * What the parser cannot see, nobody here sees: session state changed inside functions, DO
- * blocks and procedures (set_config(..., false), pg_advisory_lock(), plpgsql EXECUTE ...). */
+ * It also reports calls (CLASSIFY_CALL_*): DO blocks, procedures and functions that are not
+ * built-ins known to be harmless may change the session in ways the text does not show
+ * (set_config(..., false), pg_advisory_lock(), SET ROLE inside plpgsql ...). Built-in names
+ * come from src/router/call_lists.inc (scripts/gen-call-lists.sh). */
 #ifndef TUSK_ROUTER_CLASSIFY_H
 #define TUSK_ROUTER_CLASSIFY_H
 
@@ -60,6 +62,18 @@ enum classify_kind {
 	                          * (CLASSIFY_MAX_TOKENS, or a parse tree this code does not know) */
 };
 
+/* Calls in the text (classify_result.calls). What a function does to the session is not in
+ * the text; these say what the caller must do about it. Calls the parser cannot see (operators,
+ * casts, triggers, column defaults, views, attribute notation t.f) are not reported. */
+#define CLASSIFY_CALL_RESET 0x01u /* DO, CALL, or a function that is not a pg_catalog built-in
+                                   * known to keep nothing in the session: reset the server
+                                   * before another client uses it */
+#define CLASSIFY_CALL_PIN   0x02u /* a built-in that keeps state in the session (session-level
+                                   * advisory locks, setseed, dblink_connect, temporary
+                                   * replication slots, ...), or set_config() whose name is not a
+                                   * constant, or more set_config() calls than set_configs holds */
+#define CLASSIFY_MAX_SET_CONFIGS 4
+
 /* Flags in classify_stmt.flags. */
 #define CLASSIFY_F_NAME_TRUNCATED 0x01u /* name did not fit: it holds a prefix, do not key on it */
 #define CLASSIFY_F_FROM_CURRENT   0x02u /* SET name FROM CURRENT: the value is the server's own */
@@ -102,12 +116,20 @@ struct classify_result {
 	                  * 15 server rejects it too and runs none of it. A server of another major
 	                  * version may accept it (1_000, new syntax): when classify_maybe_session()
 	                  * is true, treat the text as unknown rather than as harmless */
+	unsigned calls;  /* CLASSIFY_CALL_* for the whole text */
+	int nset_configs;/* set_config(name, value, is_local) calls with a constant name whose is_local
+	                  * is not the constant true: their names, lower-cased, in set_configs[] (the
+	                  * caller knows whether the server reports them) */
+	char set_configs[CLASSIFY_MAX_SET_CONFIGS][CLASSIFY_NAME_MAX];
 	struct classify_stmt stmts[CLASSIFY_MAX_STMTS];
 };
 
 /* Lexical pre-check of sql[0, len) (need not be NUL-terminated). False means certainly no
  * statement other than CLASSIFY_OTHER and the transaction-control kinds (BEGIN ... ROLLBACK_TO,
- * which this check does not look for). It looks outside string literals, dollar quotes and
+ * which this check does not look for), and no call classify_sql() would report: DO or CALL
+ * starting a statement, or '(' after a name that is not a reserved or column-name keyword, a
+ * pg_catalog built-in known to keep nothing in the session (unqualified or pg_catalog.), or a
+ * table after INTO, TABLE, AS, REFERENCES or COPY, makes it true. It looks outside string literals, dollar quotes and
  * comments for SET RESET DISCARD PREPARE EXECUTE DEALLOCATE LISTEN UNLISTEN DECLARE LOAD CLOSE
  * starting a statement, EXECUTE anywhere, TEMP/TEMPORARY after CREATE, REPLACE, LOCAL, GLOBAL or
  * INTO, and identifiers starting with pg_temp (quoted ones too); a U&"..." identifier always

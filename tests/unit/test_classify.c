@@ -285,7 +285,7 @@ static void test_maybe_session(void **state)
 		"select a$b$; set x = 1", "select $a; set x = 1",
 	};
 	static const char *no[] = {
-		"", "   ", "SELECT 1", "UPDATE t SET a = 1", "ALTER TABLE t RESET (fillfactor)",
+		"", "   ", "SELECT 1", "UPDATE t SET a = 1", "ALTER TABLE t RESET fillfactor",
 		"select 'SET x = 1'", "select 'it''s; SET x = 1'", "select E'\\'; SET x = 1; --'",
 		"select $$; SET x = 1; $$", "select $tag$ $$; SET x = 1; $x$ $tag$", "select \"; SET x = 1\"",
 		"select 1 -- ; SET x = 1", "select 1 /* ; SET x = 1 */", "select 1 /* /* */ ; SET x = 1 */",
@@ -598,6 +598,67 @@ static void *classify_loop(void *arg)
 	return NULL;
 }
 
+/* Calls: what the pre-check lets through without a parse, and what the tree says. */
+static void test_calls(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *sql;
+		bool maybe;      /* classify_maybe_session */
+		unsigned calls;  /* classify_result.calls */
+		const char *set; /* the one set_config name recorded, or NULL */
+	} cases[] = {
+		{ "SELECT count(*), now(), lower(x), pg_catalog.upper(y) FROM t", false, 0, NULL },
+		{ "INSERT INTO t (a, b) VALUES (1, 2)", false, 0, NULL },
+		{ "CREATE TABLE t (a numeric(10, 2), b varchar(3))", false, 0, NULL },
+		{ "SELECT x FROM generate_series(1, 3) AS g(x) WHERE x IN (1, 2) AND EXISTS (SELECT 1)", false, 0, NULL },
+		{ "SELECT 'myfunc(1)', $$f(1)$$ -- g(1)\n", false, 0, NULL },
+		{ "SELECT pg_advisory_xact_lock(1)", false, 0, NULL },
+		{ "SELECT myfunc(1)", true, CLASSIFY_CALL_RESET, NULL },
+		{ "SELECT x FROM t WHERE y = public.lower(x)", true, CLASSIFY_CALL_RESET, NULL },
+		{ "SELECT f /* c */ (1)", true, CLASSIFY_CALL_RESET, NULL },
+		{ "SELECT * FROM my_srf(2) AS t(x)", true, CLASSIFY_CALL_RESET, NULL },
+		{ "DO $$BEGIN PERFORM 1; END$$", true, CLASSIFY_CALL_RESET, NULL },
+		{ "select 1; call p()", true, CLASSIFY_CALL_RESET, NULL },
+		{ "SELECT \"lower\"('A')", true, 0, NULL },
+		{ "SELECT count(*) OVER (PARTITION BY a) FROM t", true, 0, NULL },
+		{ "SELECT extract(year FROM now()), substring('abc' FROM 2), trim(' x ')", false, 0, NULL },
+		{ "SELECT pg_advisory_lock(1)", true, CLASSIFY_CALL_PIN, NULL },
+		{ "SELECT pg_try_advisory_lock_shared(1, 2)", true, CLASSIFY_CALL_PIN, NULL },
+		{ "SELECT setseed(0.5)", true, CLASSIFY_CALL_PIN, NULL },
+		{ "SELECT dblink_connect('c', 'dbname=x')", true, CLASSIFY_CALL_PIN, NULL },
+		{ "SELECT set_config('Work_Mem', '1MB', false)", true, 0, "work_mem" },
+		{ "SELECT pg_catalog.set_config('a.b', 'x', 'f')", true, 0, "a.b" },
+		{ "SELECT set_config('a.b', $1, true)", true, 0, NULL },
+		{ "SELECT set_config($1, 'x', false)", true, CLASSIFY_CALL_PIN, NULL },
+		{ "SELECT public.set_config('a.b', 'x', true)", true, CLASSIFY_CALL_RESET, NULL },
+	};
+	struct classify_result r;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		const char *sql = cases[i].sql;
+		if (classify_maybe_session(sql, strlen(sql)) != cases[i].maybe)
+			fail_msg("maybe_session is %d: %s", !cases[i].maybe, sql);
+		assert_int_equal(classify_sql(sql, strlen(sql), &r), 0);
+		if (r.calls != cases[i].calls)
+			fail_msg("calls 0x%x, want 0x%x: %s", r.calls, cases[i].calls, sql);
+		assert_int_equal(r.nset_configs, cases[i].set ? 1 : 0);
+		if (cases[i].set)
+			assert_string_equal(r.set_configs[0], cases[i].set);
+		/* The exhaustive oracle reads every statement's calls: it must agree. */
+		struct classify_result ex;
+		assert_int_equal(classify_sql_exhaustive(sql, strlen(sql), &ex), 0);
+		if (ex.calls != r.calls || ex.nset_configs != r.nset_configs)
+			fail_msg("exhaustive disagrees: %s", sql);
+	}
+	/* More set_config names than fit: pinned rather than forgotten. */
+	const char *many = "SELECT set_config('a.a','1',false), set_config('a.b','1',false), set_config('a.c','1',false), "
+			   "set_config('a.d','1',false), set_config('a.e','1',false)";
+	assert_int_equal(classify_sql(many, strlen(many), &r), 0);
+	assert_true(r.calls & CLASSIFY_CALL_PIN);
+	assert_int_equal(r.nset_configs, CLASSIFY_MAX_SET_CONFIGS);
+}
+
 static void test_threads(void **state)
 {
 	(void)state;
@@ -618,6 +679,7 @@ int main(void)
 		cmocka_unit_test(test_every_kind),
 		cmocka_unit_test(test_every_kind_is_covered),
 		cmocka_unit_test(test_maybe_session),
+		cmocka_unit_test(test_calls),
 		cmocka_unit_test(test_multi_statement),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_parse_errors),

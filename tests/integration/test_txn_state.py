@@ -322,3 +322,168 @@ def test_on_commit_drop_temp_table_does_not_pin(tusk):
             assert a.execute("select sum(x) from txn_scratch").fetchone() == (3,)
         assert b.execute("select to_regclass('txn_scratch') is null").fetchone() == (True,)
         assert a.execute("select 1").fetchone() == (1,)
+
+
+# --- what tusk cannot see in the protocol (issue 9, items 3-5) -------------------------------------
+
+@pytest.fixture(scope="module")
+def iso_objects(pg):
+    """A role tusk_trust may SET ROLE to, and functions that change the session from inside."""
+    with pg.admin(TEST_DB) as c:
+        c.execute("drop role if exists iso_limited")
+        c.execute("create role iso_limited nologin")
+        c.execute("grant iso_limited to tusk_trust")
+        c.execute("""create or replace function public.iso_set_fn() returns int language plpgsql as
+                     $$ begin perform set_config('myapp.leak', 'from-fn', false); return 1; end $$""")
+        c.execute("""create or replace function public.iso_role_fn() returns int language plpgsql as
+                     $$ begin execute 'set role iso_limited'; return 1; end $$""")
+        c.execute("""create or replace function public.iso_temp_fn() returns int language plpgsql as
+                     $$ begin execute 'create temp table iso_fn_tmp (x int)'; return 1; end $$""")
+        c.execute("grant execute on all functions in schema public to public")
+    yield
+    with pg.admin(TEST_DB) as c:
+        c.execute("drop function if exists public.iso_set_fn(), public.iso_role_fn(), public.iso_temp_fn()")
+        c.execute("drop owned by iso_limited")
+        c.execute("drop role if exists iso_limited")
+
+
+def own_view(conn):
+    return conn.execute(
+        "select pg_backend_pid(), current_user, coalesce(current_setting('myapp.leak', true), ''), "
+        "to_regclass('iso_fn_tmp') is null", prepare=False).fetchone()
+
+
+HIDDEN = {
+    "function_set_config": "select public.iso_set_fn()",
+    "function_set_role": "select public.iso_role_fn()",
+    "function_temp_table": "select public.iso_temp_fn()",
+    "do_block": "do $$ begin perform set_config('myapp.leak', 'from-do', false); execute 'set role iso_limited'; end $$",
+    "call_in_from": "select * from public.iso_set_fn()",
+}
+
+
+@pytest.mark.parametrize("what", list(HIDDEN))
+def test_functions_and_do_blocks_never_reach_the_next_client(tusk, iso_objects, what):
+    """Regression (issue 9, item 5): what a function or a DO block does to the session is not in
+    the protocol. One server (size 1): after a's call, b on that same server sees a fresh session."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    with t.connect() as a, t.connect() as b:
+        pid = backend_pid(a)
+        a.execute(HIDDEN[what], prepare=False)
+        for _ in range(3):
+            row = own_view(b)
+            assert row == (pid, "tusk_trust", "", True), f"after a's {what!r}, b sees {row}"
+        # and a itself was not pinned: the one server serves both in turn
+        assert backend_pid(a) == pid
+
+
+def test_harmless_builtins_do_not_reset(tusk):
+    """Built-in functions keep nothing in the session: no reset after them (the server keeps
+    a's prepared statements, which a DISCARD ALL would drop)."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    with t.connect() as a:
+        a.execute("select count(*), now(), lower('X'), pg_catalog.upper('y') from generate_series(1, 3) g(x)",
+                  prepare=True)
+        for _ in range(3):
+            a.execute("select %s::int + 1", (1,), prepare=True)
+        pid = backend_pid(a)
+        rows = a.execute("select count(*) from pg_prepared_statements where name like 'tusk_%%'",
+                         prepare=False).fetchone()
+        assert rows[0] >= 1, "the server was reset after harmless built-ins"
+        assert backend_pid(a) == pid
+
+
+MORE_PINNERS = {
+    "advisory_lock": "select pg_advisory_lock(4242)",
+    "set_config_unreported": "select set_config('myapp.kept', 'a-only', false)",
+    "scs_off": "set standard_conforming_strings = off",
+}
+
+
+@pytest.mark.parametrize("what", list(MORE_PINNERS))
+def test_session_builtins_pin(tusk, what):
+    """Session advisory locks, set_config() of a setting the server does not report, and
+    standard_conforming_strings = off keep a on its server (its state stays its own), b never
+    gets that server meanwhile, and after a leaves nothing of it is left."""
+    t = tusk(pools=[txn_pool(2)], pool_wait_timeout="5s")
+    a, b = t.connect(), t.connect()
+    try:
+        a.execute(MORE_PINNERS[what], prepare=False)
+        pid_a = backend_pid(a)
+        for _ in range(6):
+            with b.transaction():
+                assert backend_pid(b) != pid_a, f"b got a's pinned server after {what}"
+                assert backend_pid(a) == pid_a
+                if what == "advisory_lock":
+                    assert b.execute("select pg_try_advisory_xact_lock(4242)").fetchone() == (False,)
+        if what == "set_config_unreported":
+            assert a.execute("select current_setting('myapp.kept')").fetchone() == ("a-only",)
+        if what == "scs_off":
+            assert a.execute("show standard_conforming_strings").fetchone() == ("off",)
+    finally:
+        a.close()
+    c, d = t.connect(autocommit=False), t.connect(autocommit=False)
+    try:
+        for conn in (c, d):
+            row = conn.execute(
+                "select coalesce(current_setting('myapp.kept', true), ''), current_setting('standard_conforming_strings'), "
+                "(select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid())").fetchone()
+            assert row == ("", "on", 0), f"{what}: a pinned client's state survived it: {row}"
+        # the lock was released when a's server was reset
+        assert c.execute("select pg_try_advisory_xact_lock(4242)").fetchone() == (True,)
+    finally:
+        c.close()
+        d.close()
+        b.close()
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_oversized_set_role_is_classified(tusk, iso_objects, protocol):
+    """Regression (issue 9, item 4): SET ROLE padded past buffer_size streamed through
+    unclassified and the next client on that server ran as iso_limited."""
+    t = tusk(pools=[txn_pool(2)], pool_wait_timeout="5s", buffer_size="16kB")
+    pad = "/* " + "x" * 40000 + " */ "
+    a = t.connect()
+    try:
+        if protocol == "simple":
+            a.execute(pad + "set role iso_limited; select 1", prepare=False)  # two statements: simple Query
+        else:
+            a.execute(pad + "set role iso_limited", prepare=False)  # one statement: an unnamed Parse
+        assert a.execute("select current_user").fetchone() == ("iso_limited",)
+        others = [t.connect() for _ in range(4)]
+        try:
+            for _ in range(5):
+                for o in others:
+                    assert o.execute("select current_user").fetchone() == ("tusk_trust",)
+        finally:
+            for o in others:
+                o.close()
+    finally:
+        a.close()
+    with t.connect() as c, t.connect() as d:
+        assert c.execute("select current_user").fetchone() == ("tusk_trust",)
+        assert d.execute("select current_user").fetchone() == ("tusk_trust",)
+
+
+@pytest.mark.parametrize("setting", [
+    ("default_transaction_read_only", "set default_transaction_read_only = on", "off"),
+    ("default_transaction_read_only", "select set_config('default_transaction_read_only', 'on', false)", "off"),
+    ("client_encoding", "set client_encoding = 'LATIN1'", "UTF8"),
+    ("application_name", "set application_name = 'left-by-a'", ""),
+    ("DateStyle", "set datestyle = 'SQL, DMY'", "ISO, MDY"),
+])
+def test_new_client_is_greeted_with_defaults_not_the_last_clients(tusk, setting):
+    """Regression (issue 9, item 3): a client logging in on a server another client changed was
+    told that client's values in ParameterStatus and ran with them."""
+    name, sql, default = setting
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    with t.connect() as a:
+        a.execute(sql, prepare=False)
+        pid = backend_pid(a)
+        # a stays connected; b logs in on the same (only) server
+        with t.connect() as b:
+            assert backend_pid(b) == pid
+            assert b.info.parameter_status(name) == default, f"b was greeted with a's {name}"
+            assert b.execute(f"select current_setting('{name}')").fetchone() == (default,)
+            if name == "default_transaction_read_only":
+                b.execute("create temp table if not exists iso_rw (x int) on commit drop")

@@ -11,7 +11,9 @@
 # TLS is between the client and the first hop only (the poolers talk plaintext to PostgreSQL).
 # Each scenario alternates the three targets for ROUNDS rounds (these machines are noisy), then
 # prints tps per run, the median per target and its ratio to direct (or to PgBouncer where direct
-# cannot run). Prints numbers only; asserts nothing. Stops everything it started.
+# cannot run), and each pooler's CPU time per transaction (user + system of its process, read
+# from /proc around each run: less sensitive to a busy machine than tps). Prints numbers only;
+# asserts nothing. Stops everything it started.
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (space-separated subset of the above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -148,21 +150,41 @@ wait_port "$TUSK_PORT"
 declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [tusk]=$TUSK_PORT)
 TARGETS=(direct pgbouncer tusk)
 
-# run_one TARGET DBNAME CLIENTS ARGS...: prints tps, or "failed"
+CLK_TCK=$(getconf CLK_TCK)
+# CPU time (user + system, clock ticks) a pooler process has used so far; 0 for direct.
+cpu_ticks() {
+	local pid=
+	case $1 in
+	tusk) pid=$tusk_pid ;;
+	pgbouncer) pid=$(cat "$DIR/pgbouncer.pid") ;;
+	*) echo 0; return ;;
+	esac
+	awk '{print $14 + $15}' "/proc/$pid/stat"
+}
+
+# run_one TARGET DBNAME CLIENTS ARGS...: prints "tps cpu" (cpu: the pooler's CPU µs per
+# transaction, "-" for direct), or "failed -"
 run_one() {
-	local target=$1 db=$2 clients=$3 out tps=
+	local target=$1 db=$2 clients=$3 out tps= n= c0 c1 cpu=-
 	shift 3
 	[ "$target" = direct ] && db=bench
+	c0=$(cpu_ticks "$target")
 	# A target that stops answering must not hang the whole run.
 	if out=$(PGSSLMODE=${SSLMODE:-disable} timeout $((DURATION + 60)) "$PG_BIN/pgbench" -n -S -c "$clients" -j 2 -T "$DURATION" "$@" \
 		-h 127.0.0.1 -p "${PORT[$target]}" -U postgres "$db" 2>&1); then
 		tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' <<<"$out")
+		n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
 	fi
+	c1=$(cpu_ticks "$target")
 	if [ -z "$tps" ]; then
 		echo "bench: $target failed: $(grep -m1 -iE 'error|fatal|abort' <<<"$out" | cut -c1-160)" >&2
-		tps=failed
+		echo "failed -"
+		return
 	fi
-	echo "$tps"
+	if [ "$target" != direct ] && [ -n "$n" ] && [ "$n" -gt 0 ]; then
+		cpu=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+	fi
+	echo "$tps $cpu"
 }
 
 median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else printf "%.6f\n", (a[NR/2]+a[NR/2+1])/2}'; }
@@ -172,29 +194,32 @@ SUMMARY=()
 scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
 	local name=$1 db=$2 clients=$3
 	shift 3
-	declare -A res=()
+	declare -A res=() cpu=()
 	echo
 	echo "== $name: pgbench -S -c $clients -j 2 -T $DURATION $*, scale 10, $ROUNDS rounds"
-	printf '%-6s %-10s %12s\n' round target tps
+	printf '%-6s %-10s %12s %14s\n' round target tps "cpu µs/txn"
 	for round in $(seq 1 "$ROUNDS"); do
 		# rotate the order each round so no target always runs first (or on a warmer cache)
 		for i in 0 1 2; do
 			local target=${TARGETS[$(((i + round - 1) % 3))]}
-			local tps
-			tps=$(run_one "$target" "$db" "$clients" "$@")
+			local tps c
+			read -r tps c < <(run_one "$target" "$db" "$clients" "$@")
 			res[$target]="${res[$target]:-} $tps"
-			printf '%-6s %-10s %12s\n' "$round" "$target" "$tps"
+			cpu[$target]="${cpu[$target]:-} $c"
+			printf '%-6s %-10s %12s %14s\n' "$round" "$target" "$tps" "$c"
 		done
 	done
-	local d b t
+	local d b t bc tc
 	d=$(median <<<"${res[direct]}")
 	b=$(median <<<"${res[pgbouncer]}")
 	t=$(median <<<"${res[tusk]}")
-	printf '%-10s %12s %10s %12s\n' target "median tps" "vs direct" "vs pgbouncer"
-	printf '%-10s %12s %10s %12s\n' direct "$d" 1.00 "$(ratio "$d" "$b")"
-	printf '%-10s %12s %10s %12s\n' pgbouncer "$b" "$(ratio "$b" "$d")" 1.00
-	printf '%-10s %12s %10s %12s\n' tusk "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")"
-	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s' "$name" "$d" "$b" "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")")")
+	bc=$(median <<<"${cpu[pgbouncer]}")
+	tc=$(median <<<"${cpu[tusk]}")
+	printf '%-10s %12s %10s %12s %14s\n' target "median tps" "vs direct" "vs pgbouncer" "cpu µs/txn"
+	printf '%-10s %12s %10s %12s %14s\n' direct "$d" 1.00 "$(ratio "$d" "$b")" -
+	printf '%-10s %12s %10s %12s %14s\n' pgbouncer "$b" "$(ratio "$b" "$d")" 1.00 "$bc"
+	printf '%-10s %12s %10s %12s %14s\n' tusk "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")" "$tc"
+	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s %12s' "$name" "$d" "$b" "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")" "$(ratio "$tc" "$bc")")")
 }
 
 # bulk TARGET SSLMODE: seconds for psql to fetch a 100 MB result (100,000 rows of 1 kB)
@@ -259,5 +284,5 @@ done
 
 echo
 echo "== summary (median tps; ratios of tusk)"
-printf '%-13s %10s %10s %10s %10s %12s\n' scenario direct pgbouncer tusk "tusk/dir" "tusk/pgb"
+printf '%-13s %10s %10s %10s %10s %12s %12s\n' scenario direct pgbouncer tusk "tusk/dir" "tusk/pgb" "cpu t/pgb"
 printf '%s\n' "${SUMMARY[@]}"

@@ -24,6 +24,7 @@ struct pool_waiter {
 	struct worker *worker;    /* set by the owner: where to post the answer */
 	uint64_t owner;           /* set by the owner: its serial, to find the server it used last */
 	bool queued;              /* private to pool; under the pool lock */
+	uint8_t passed_over;      /* private to pool: times a waiter of another thread was served first */
 };
 
 struct pool; /* opaque */

@@ -117,6 +117,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		i += n;
 	}
 
+	/* standard_conforming_strings = off: the filter still drops nothing the parser finds. */
+	bool maybe_bs = classify_maybe_session_opts(sql, size, CLASSIFY_O_BACKSLASH_QUOTES);
+	check(classify_sql_opts(sql, size, CLASSIFY_O_BACKSLASH_QUOTES, &r) == 0);
+	check(classify_sql_exhaustive_opts(sql, size, CLASSIFY_O_BACKSLASH_QUOTES, &ex) == 0);
+	check_shape(&r, textlen);
+	check(r.nstmts == ex.nstmts && r.parse_error == ex.parse_error);
+	check(r.calls == ex.calls && r.nset_configs == ex.nset_configs);
+	if (r.calls || r.nset_configs)
+		check(maybe_bs);
+	for (int j = 0; j < ex.nsession; j++)
+		if (is_session_kind(ex.stmts[j].kind))
+			check(maybe_bs);
+
 	free(sql);
 	return 0;
 }

@@ -61,6 +61,10 @@ struct client {
 	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
 	double login_at;            /* ev_now when greeted, for the log_disconnections line */
 	bool pinned;                /* session state that cannot be carried: keep the server */
+	bool backslash_quotes;      /* standard_conforming_strings is off: classify accordingly */
+	bool lex_pending;           /* a request in flight may change how SQL is read (a SET of
+	                             * standard_conforming_strings or client_encoding): until its
+	                             * replies are in, texts that may matter pin (relay.c) */
 	bool reset_before_reuse;    /* this transaction ran something tusk cannot prove harmless to
 	                             * the session (a function, DO, CALL): its server gets the reset
 	                             * query before it goes back to the pool */
@@ -146,9 +150,9 @@ void cancel_forget(struct client *c);
  * taken it, s is not parked (relay_park_server waits). */
 void cancel_send_for(struct worker *w, struct server *s);
 
-/* relay.c: the client's session now has a reported parameter that makes its SQL unreadable
- * to the classifier (standard_conforming_strings off, a client_encoding whose multibyte
- * characters can hide a quote): pin it, since tusk can no longer see what it changes. */
+/* relay.c: a reported parameter of the client's session changed (or was greeted with):
+ * standard_conforming_strings decides how its SQL is classified; a client_encoding whose
+ * multibyte characters can hide a quote makes it unreadable to the classifier, which pins. */
 void relay_note_param(struct client *c, const char *name, const char *value);
 
 /* relay.c: park s in its pool, or hold it on this loop while cancels are in flight. */

@@ -217,10 +217,20 @@ static bool names_pg_catalog(const char *sql, size_t len)
 static bool note_sql(struct client *c, struct server *s, const char *sql, size_t len)
 {
 	struct classify_result r;
+	unsigned opts = c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0;
 
-	if (!classify_maybe_session(sql, len))
+	if (c->lex_pending) {
+		/* A request still in flight may have switched standard_conforming_strings: read
+		 * either way, this text may hide a session statement. */
+		if (classify_maybe_session_opts(sql, len, opts) ||
+		    classify_maybe_session_opts(sql, len, opts ^ CLASSIFY_O_BACKSLASH_QUOTES))
+			pin_client(c, s, "statement pipelined behind a change of how SQL is read", sql, len);
+		if (c->pinned)
+			return true;
+	}
+	if (!classify_maybe_session_opts(sql, len, opts))
 		return true;
-	if (classify_sql(sql, len, &r) < 0) {
+	if (classify_sql_opts(sql, len, opts, &r) < 0) {
 		/* Too long for the parser, or no memory: it may hold anything. */
 		pin_client(c, s, "statement tusk could not classify", sql, len);
 		return true;
@@ -296,6 +306,11 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 		}
 		if (pin)
 			pin_client(c, s, pin, sql + st->offset, st->length);
+		if ((st->kind == CLASSIFY_SET || st->kind == CLASSIFY_RESET) &&
+		    (strcmp(st->name, "standard_conforming_strings") == 0 || strcmp(st->name, "client_encoding") == 0))
+			c->lex_pending = true;
+		if (st->kind == CLASSIFY_RESET_ALL || st->kind == CLASSIFY_DISCARD_ALL)
+			c->lex_pending = true;
 		if (rc < 0) {
 			client_fail(c, "54000", "session settings too large to carry between servers");
 			return false;
@@ -308,9 +323,13 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 	 * one comes back as ParameterStatus and is the client's like any SET. */
 	if (r.calls & CLASSIFY_CALL_PIN)
 		pin_client(c, s, "a function that keeps state in the session", sql, len);
-	for (int i = 0; i < r.nset_configs; i++)
+	for (int i = 0; i < r.nset_configs; i++) {
 		if (!server_param(s, r.set_configs[i]))
 			pin_client(c, s, "set_config() of a setting the server does not report", sql, len);
+		if (strcmp(r.set_configs[i], "standard_conforming_strings") == 0 ||
+		    strcmp(r.set_configs[i], "client_encoding") == 0)
+			c->lex_pending = true;
+	}
 	if (r.calls & CLASSIFY_CALL_RESET)
 		mark_reset(c, s, "a function, DO block or procedure tusk does not know", sql, len);
 	return true;
@@ -773,6 +792,9 @@ static void on_ready_for_query(struct client *c, struct server *s, uint8_t statu
 	s->tx_status = status;
 	if (s->pending_rfq > 0)
 		s->pending_rfq--;
+	/* Every reply is in, ParameterStatus included: the session's settings are known again. */
+	if (s->pending_rfq == 0)
+		c->lex_pending = false;
 	stats_ready_for_query(c, s, status);
 	c->copy_in = false;
 	if (status == 'E')
@@ -1194,9 +1216,10 @@ void relay_start(struct client *c, struct server *s)
 	(void)pump_both(c, s);
 }
 
-/* classify.c reads SQL as a PostgreSQL 15 server with standard_conforming_strings on and a
- * client_encoding in which no multibyte character contains a quote or backslash byte would
- * (see router/classify.h); a session that leaves those can hide statements from it. */
+/* classify.c reads SQL as a PostgreSQL 15 server would with the session's
+ * standard_conforming_strings, and with a client_encoding in which no multibyte character
+ * contains a quote or backslash byte (see router/classify.h); a session in another one can
+ * hide statements from it, so it keeps its server. */
 void relay_note_param(struct client *c, const char *name, const char *value)
 {
 	static const char *const unsafe_encodings[] = { "SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030",
@@ -1204,7 +1227,7 @@ void relay_note_param(struct client *c, const char *name, const char *value)
 	bool unsafe = false;
 
 	if (strcasecmp(name, "standard_conforming_strings") == 0) {
-		unsafe = strcasecmp(value, "on") != 0;
+		c->backslash_quotes = strcasecmp(value, "on") != 0;
 	} else if (strcasecmp(name, "client_encoding") == 0) {
 		for (size_t i = 0; i < sizeof unsafe_encodings / sizeof unsafe_encodings[0]; i++)
 			unsafe = unsafe || strcasecmp(value, unsafe_encodings[i]) == 0;

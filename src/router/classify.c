@@ -347,7 +347,7 @@ static size_t lex_word(const unsigned char *s, size_t i, size_t n, bool *at_star
  * standard_conforming_strings on: where this code could disagree with it, it errs towards
  * seeing more words (treating a literal as code), never fewer. stop_early returns as soon as
  * out->session is known to be true. */
-static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct lex *out)
+static void lex_sql(const unsigned char *s, size_t n, bool stop_early, bool backslash, struct lex *out)
 {
 	bool at_start = true; /* no token since the start or the last ';' */
 	enum word prev = W_NONE;
@@ -397,7 +397,8 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct le
 				i++;
 				break;
 			case '\'':
-				i = skip_quoted(s, i, n, '\'', false);
+				/* standard_conforming_strings = off: '...' takes backslash escapes, as E'...' */
+				i = skip_quoted(s, i, n, '\'', backslash);
 				break;
 			case '"': {
 				size_t end = skip_quoted(s, i, n, '"', false);
@@ -439,14 +440,19 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, struct le
 	}
 }
 
-bool classify_maybe_session(const char *sql, size_t len)
+bool classify_maybe_session_opts(const char *sql, size_t len, unsigned opts)
 {
 	struct lex lx;
 
 	if (sql == NULL || len == 0)
 		return false;
-	lex_sql((const unsigned char *)sql, len, true, &lx);
+	lex_sql((const unsigned char *)sql, len, true, (opts & CLASSIFY_O_BACKSLASH_QUOTES) != 0, &lx);
 	return lx.session || lx.call;
+}
+
+bool classify_maybe_session(const char *sql, size_t len)
+{
+	return classify_maybe_session_opts(sql, len, 0);
 }
 
 /* ---- protobuf reader -------------------------------------------------------------------- */
@@ -1260,8 +1266,13 @@ out:
 	return rc;
 }
 
-static int classify(const char *sql, size_t len, struct classify_result *out, bool exhaustive)
+/* The scanner's own copy of the GUC (libpg_query keeps PostgreSQL's globals per thread): what
+ * a server with standard_conforming_strings = off would read, the parser reads too. */
+extern __thread bool standard_conforming_strings;
+
+static int classify(const char *sql, size_t len, struct classify_result *out, bool exhaustive, unsigned opts)
 {
+	bool backslash = (opts & CLASSIFY_O_BACKSLASH_QUOTES) != 0;
 	PgQuerySplitResult sr;
 	size_t n;
 	char *buf;
@@ -1282,6 +1293,7 @@ static int classify(const char *sql, size_t len, struct classify_result *out, bo
 
 	/* The whole text once through the grammar without building a tree: statement boundaries
 	 * and syntax errors, in constant stack whatever the nesting. */
+	standard_conforming_strings = !backslash; /* this thread's; restored below */
 	sr = pg_query_split_with_parser(buf);
 	if (sr.error) {
 		if (is_out_of_memory(sr.error))
@@ -1301,7 +1313,7 @@ static int classify(const char *sql, size_t len, struct classify_result *out, bo
 		}
 		if (slen == 0)
 			slen = n - loc;
-		lex_sql((const unsigned char *)buf + loc, slen, false, &lx);
+		lex_sql((const unsigned char *)buf + loc, slen, false, backslash, &lx);
 		bool want_tree = exhaustive || lx.session || lx.txn, want_calls = exhaustive || lx.call;
 		if (!want_tree && !want_calls)
 			continue;
@@ -1337,11 +1349,13 @@ static int classify(const char *sql, size_t len, struct classify_result *out, bo
 	}
 	pg_query_free_split_result(sr);
 	free(buf);
+	standard_conforming_strings = true;
 	return 0;
 
 err_free_split:
 	pg_query_free_split_result(sr);
 	free(buf);
+	standard_conforming_strings = true;
 	if (rc < 0) {
 		out->nstmts = 0;
 		out->nsession = 0;
@@ -1354,12 +1368,22 @@ err_free_split:
 
 int classify_sql(const char *sql, size_t len, struct classify_result *out)
 {
-	return classify(sql, len, out, false);
+	return classify(sql, len, out, false, 0);
+}
+
+int classify_sql_opts(const char *sql, size_t len, unsigned opts, struct classify_result *out)
+{
+	return classify(sql, len, out, false, opts);
 }
 
 int classify_sql_exhaustive(const char *sql, size_t len, struct classify_result *out)
 {
-	return classify(sql, len, out, true);
+	return classify(sql, len, out, true, 0);
+}
+
+int classify_sql_exhaustive_opts(const char *sql, size_t len, unsigned opts, struct classify_result *out)
+{
+	return classify(sql, len, out, true, opts);
 }
 
 bool classify_is_valid_guc_name(const char *name)

@@ -137,6 +137,11 @@ struct classify_result {
  * standard_conforming_strings = on, as classify_sql() does (see below). */
 bool classify_maybe_session(const char *sql, size_t len);
 
+/* Options of the _opts variants (the plain functions pass 0). */
+#define CLASSIFY_O_BACKSLASH_QUOTES 0x01u /* the session has standard_conforming_strings = off:
+                                           * '...' takes backslash escapes, as the server reads it */
+bool classify_maybe_session_opts(const char *sql, size_t len, unsigned opts);
+
 /* Classifies sql[0, len) (need not be NUL-terminated; the text ends at the first NUL byte, as
  * it does for the server) with libpg_query. *out is always written. Returns 0, or:
  *   -E2BIG   the text is longer than CLASSIFY_MAX_LEN;
@@ -150,12 +155,11 @@ bool classify_maybe_session(const char *sql, size_t len);
  * interesting statement; allocates inside libpg_query (per-thread memory contexts, freed before
  * returning). Safe to call from several threads at once.
  *
- * The parser assumes standard_conforming_strings = on and reads the bytes as they come. The
- * server lexes after converting from client_encoding and honours the session's
- * standard_conforming_strings, so a client with standard_conforming_strings = off, or with a
- * client_encoding whose multibyte characters can contain a backslash or quote byte (SJIS, BIG5,
- * GBK, UHC, GB18030, JOHAB), can make the server see statements this classifier does not: the
- * caller must refuse those settings. */
+ * The parser reads the bytes as they come, with standard_conforming_strings as
+ * CLASSIFY_O_BACKSLASH_QUOTES says (the _opts variant; on otherwise). The server lexes after
+ * converting from client_encoding, so a client_encoding whose multibyte characters can contain a
+ * backslash or quote byte (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) can make the server see
+ * statements this classifier does not: the caller must not trust it for such a session. */
 __attribute__((warn_unused_result))
 int classify_sql(const char *sql, size_t len, struct classify_result *out);
 
@@ -163,6 +167,10 @@ int classify_sql(const char *sql, size_t len, struct classify_result *out);
  * for tests and the fuzzer, which check that both agree; not for the relay path. */
 __attribute__((warn_unused_result))
 int classify_sql_exhaustive(const char *sql, size_t len, struct classify_result *out);
+__attribute__((warn_unused_result))
+int classify_sql_opts(const char *sql, size_t len, unsigned opts, struct classify_result *out);
+__attribute__((warn_unused_result))
+int classify_sql_exhaustive_opts(const char *sql, size_t len, unsigned opts, struct classify_result *out);
 
 /* True when name is a syntactically valid GUC name that fits classify_stmt.name: one or more
  * dot-separated parts, each starting with a letter, '_' or a byte >= 0x80, continuing with

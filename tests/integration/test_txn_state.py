@@ -396,15 +396,14 @@ def test_harmless_builtins_do_not_reset(tusk):
 MORE_PINNERS = {
     "advisory_lock": "select pg_advisory_lock(4242)",
     "set_config_unreported": "select set_config('myapp.kept', 'a-only', false)",
-    "scs_off": "set standard_conforming_strings = off",
 }
 
 
 @pytest.mark.parametrize("what", list(MORE_PINNERS))
 def test_session_builtins_pin(tusk, what):
-    """Session advisory locks, set_config() of a setting the server does not report, and
-    standard_conforming_strings = off keep a on its server (its state stays its own), b never
-    gets that server meanwhile, and after a leaves nothing of it is left."""
+    """Session advisory locks and set_config() of a setting the server does not report keep a
+    on its server (its state stays its own), b never gets that server meanwhile, and after a
+    leaves nothing of it is left."""
     t = tusk(pools=[txn_pool(2)], pool_wait_timeout="5s")
     a, b = t.connect(), t.connect()
     try:
@@ -418,8 +417,6 @@ def test_session_builtins_pin(tusk, what):
                     assert b.execute("select pg_try_advisory_xact_lock(4242)").fetchone() == (False,)
         if what == "set_config_unreported":
             assert a.execute("select current_setting('myapp.kept')").fetchone() == ("a-only",)
-        if what == "scs_off":
-            assert a.execute("show standard_conforming_strings").fetchone() == ("off",)
     finally:
         a.close()
     c, d = t.connect(autocommit=False), t.connect(autocommit=False)
@@ -487,3 +484,37 @@ def test_new_client_is_greeted_with_defaults_not_the_last_clients(tusk, setting)
             assert b.execute(f"select current_setting('{name}')").fetchone() == (default,)
             if name == "default_transaction_read_only":
                 b.execute("create temp table if not exists iso_rw (x int) on commit drop")
+
+
+def test_standard_conforming_strings_off_is_read_as_the_server_reads_it(tusk, iso_objects):
+    """standard_conforming_strings = off is a's own (b on the same single server sees on, and
+    a is not pinned for it), and tusk reads a's SQL with backslash escapes as the server does:
+    a SET ROLE hidden behind 'x\\' ' (one string with off, two with on) is seen and pins a."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="5s")
+    with t.connect() as a:
+        a.execute("set standard_conforming_strings = off", prepare=False)
+        pid = backend_pid(a)
+        with t.connect() as b:
+            assert backend_pid(b) == pid, "a is not pinned by standard_conforming_strings alone"
+            assert b.info.parameter_status("standard_conforming_strings") == "on"
+            assert b.execute("select 'x\\'").fetchone() == ("x\\",)
+        assert a.execute("show standard_conforming_strings").fetchone() == ("off",)
+    t2 = tusk(pools=[txn_pool(2)], pool_wait_timeout="5s")
+    a = t2.connect()
+    try:
+        a.execute("set standard_conforming_strings = off", prepare=False)
+        # simple protocol (several statements); with off this is: string, SET ROLE, comment
+        a.execute("select 'x\\' ' ; set role iso_limited; -- '", prepare=False)
+        assert a.execute("select current_user").fetchone() == ("iso_limited",)
+        pid_a = backend_pid(a)
+        with t2.connect() as b:
+            for _ in range(6):
+                with b.transaction():
+                    assert backend_pid(b) != pid_a, "a was not pinned by its hidden SET ROLE"
+                    assert b.execute("select current_user").fetchone() == ("tusk_trust",)
+    finally:
+        a.close()
+    with t2.connect() as c, t2.connect() as d:
+        for conn in (c, d):
+            assert conn.execute("select current_user, current_setting('standard_conforming_strings')").fetchone() == (
+                "tusk_trust", "on")

@@ -659,6 +659,35 @@ static void test_calls(void **state)
 	assert_int_equal(r.nset_configs, CLASSIFY_MAX_SET_CONFIGS);
 }
 
+/* standard_conforming_strings = off: the lexer and the parser read '...' as the server does. */
+static void test_backslash_quotes(void **state)
+{
+	(void)state;
+	struct classify_result r;
+	const char *hidden_when_off = "select 'a\\'; SET x = 1; --'";   /* on: SET runs; off: one string */
+	const char *hidden_when_on = "select 'x\\' ' ; SET y = 2; -- '"; /* on: two strings; off: SET runs */
+
+	assert_true(classify_maybe_session_opts(hidden_when_off, strlen(hidden_when_off), 0));
+	assert_false(classify_maybe_session_opts(hidden_when_off, strlen(hidden_when_off), CLASSIFY_O_BACKSLASH_QUOTES));
+	assert_int_equal(classify_sql_opts(hidden_when_off, strlen(hidden_when_off), CLASSIFY_O_BACKSLASH_QUOTES, &r), 0);
+	assert_false(r.parse_error);
+	assert_int_equal(r.nstmts, 1);
+	assert_int_equal(r.nsession, 0);
+
+	assert_false(classify_maybe_session_opts(hidden_when_on, strlen(hidden_when_on), 0));
+	assert_true(classify_maybe_session_opts(hidden_when_on, strlen(hidden_when_on), CLASSIFY_O_BACKSLASH_QUOTES));
+	assert_int_equal(classify_sql_opts(hidden_when_on, strlen(hidden_when_on), CLASSIFY_O_BACKSLASH_QUOTES, &r), 0);
+	assert_false(r.parse_error);
+	assert_int_equal(r.nsession, 1);
+	assert_int_equal(r.stmts[0].kind, CLASSIFY_SET);
+	assert_string_equal(r.stmts[0].name, "y");
+	/* The option is per call: the thread's parser is back to on afterwards. */
+	assert_int_equal(classify_sql(hidden_when_on, strlen(hidden_when_on), &r), 0);
+	assert_int_equal(r.nsession, 0);
+	assert_int_equal(classify_sql_exhaustive_opts(hidden_when_on, strlen(hidden_when_on), CLASSIFY_O_BACKSLASH_QUOTES, &r), 0);
+	assert_int_equal(r.nsession, 1);
+}
+
 static void test_threads(void **state)
 {
 	(void)state;
@@ -680,6 +709,7 @@ int main(void)
 		cmocka_unit_test(test_every_kind_is_covered),
 		cmocka_unit_test(test_maybe_session),
 		cmocka_unit_test(test_calls),
+		cmocka_unit_test(test_backslash_quotes),
 		cmocka_unit_test(test_multi_statement),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_parse_errors),

@@ -89,6 +89,9 @@ struct pool {
 	 * one of those instead of failing; forgotten at cap_until. -1: no cap. */
 	int cap;
 	double cap_until;
+	/* Since when nobody uses it (no client, nothing queued, no server out of the idle
+	 * lists), as seen by its housekeeping worker; 0 while in use. pool_idle_timeout. */
+	double unused_since;
 	/* Passthrough pools (no server_password): the credentials of the last login a client's
 	 * secret carried, so that min_size servers can be opened with nobody waiting. Until
 	 * there is one, a server that wants a password (28xxx) stops min_size connects. */
@@ -458,6 +461,7 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 
 	atomic_store_explicit(&p->dormant, false, memory_order_relaxed);
 	pthread_mutex_lock(&p->lock);
+	p->unused_since = 0;
 	if (p->cap >= 0 && now >= p->cap_until)
 		p->cap = -1;
 	if (p->paused) {
@@ -852,10 +856,18 @@ static void on_min_ready(struct server *s, void *arg, int err, const char *reaso
 	pool_put_idle(s->pool, s);
 }
 
+/* Made by a "*" rule, i.e. for whatever names clients sent: those are what
+ * pool_idle_timeout retires (a named rule's pool is the operator's, kept as configured). */
+static bool from_wildcard(const struct config_pool_rule *rule)
+{
+	return strcmp(rule->database, "*") == 0 || strcmp(rule->user, "*") == 0;
+}
+
 void pool_maintain(struct worker *w, double now)
 {
 	struct runtime *rt = w->rt;
 	double idle_timeout = (double)rt->cfg->server_idle_timeout_ms / 1000.0;
+	double unused_timeout = (double)rt->cfg->pool_idle_timeout_ms / 1000.0;
 
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
@@ -869,6 +881,17 @@ void pool_maintain(struct worker *w, double now)
 		pthread_mutex_lock(&p->lock);
 		if (p->cap >= 0 && now >= p->cap_until)
 			p->cap = -1;
+		bool unused_long = false;
+		if (mine && !retired && !dormant && unused_timeout > 0 && from_wildcard(p->rule)) {
+			/* Clients counted in the stats gauges: one between pool_get and its first
+			 * state change is missed, and its claim wakes the pool again. */
+			if (p->wait_head || p->nslots != p->nidle || stats_pool_clients(p->stats) > 0)
+				p->unused_since = 0;
+			else if (p->unused_since == 0)
+				p->unused_since = now;
+			else
+				unused_long = now - p->unused_since >= unused_timeout;
+		}
 		/* Servers beyond a size a reload reduced: parked ones go first. */
 		int excess = p->nslots - p->rule->size;
 		/* This worker's parked servers: it alone may close them. */
@@ -907,6 +930,9 @@ void pool_maintain(struct worker *w, double now)
 				grant = dequeue(p);
 		}
 		pthread_mutex_unlock(&p->lock);
+		if (unused_long && !atomic_exchange(&p->dormant, true))
+			log_info(NULL, NULL, "pool %s/%s retired: no client for %.0fs (pool_idle_timeout); it keeps no servers until a client comes",
+				 p->database, p->user, unused_timeout);
 		if (grant)
 			post_grant(grant);
 		else if (steal_from >= 0)
@@ -916,7 +942,7 @@ void pool_maintain(struct worker *w, double now)
 			expired = x->next_idle;
 			x->next_idle = NULL;
 			server_close(x, retired ? "its pool rule was removed or changed by a reload"
-					 : dormant ? "its pool was retired (no clients, logins failing)"
+					 : dormant ? "its pool was retired (no clients)"
 					 : x->expires_at && now >= x->expires_at ? "server_lifetime reached"
 					 : "idle timeout, or pool size reduced by a reload");
 		}

@@ -170,3 +170,28 @@ def test_role_connection_limit_second_client_gets_53300_after_pool_wait_timeout(
     with t.connect(user=LIMITED) as c:
         assert c.execute("select 4").fetchone() == (4,)
     assert time.monotonic() - start < 2 * SLOW
+
+
+def test_wildcard_pool_without_clients_retires_after_pool_idle_timeout(tusk, pg):
+    """A pool a "*" rule made for whatever a client named stops its work (min_size servers) once
+    nobody used it for pool_idle_timeout; a pool of a named rule keeps its min_size."""
+    t = tusk(pools=[rule(size=4, min_size=2, user="tusk_solo", database=TEST_DB), rule(size=4, min_size=2)],
+             pool_idle_timeout="2s")
+    for user in ("tusk_solo", "tusk_trust"):
+        with t.connect(user=user) as c:
+            assert c.execute("select 1").fetchone() == (1,)
+    wait_until(lambda: pg.backends("tusk_trust") == 2 and pg.backends("tusk_solo") == 2, 10 * SLOW,
+               what="min_size servers of both pools")
+    wait_until(lambda: f"pool {TEST_DB}/tusk_trust retired: no client for 2s" in t.log_text(), 10 * SLOW,
+               what="the wildcard pool to retire")
+    wait_until(lambda: pg.backends("tusk_trust") == 0, 5 * SLOW, what="the retired pool's servers to close")
+    time.sleep(2.5)
+    assert pg.backends("tusk_trust") == 0, "a retired pool refilled min_size"
+    assert pg.backends("tusk_solo") == 2, "the named rule's pool must keep min_size"
+    assert f"pool {TEST_DB}/tusk_solo retired" not in t.log_text()
+    # A client wakes it: same pool (not a new one), min_size again.
+    with t.connect() as c:
+        assert c.execute("select 2").fetchone() == (2,)
+        wait_until(lambda: pg.backends("tusk_trust") >= 2, 10 * SLOW, what="min_size after the pool woke")
+    assert t.log_text().count(f"pool {TEST_DB}/tusk_trust created") == 1
+    assert f"pool {TEST_DB}/tusk_trust: a client is back" in t.log_text()

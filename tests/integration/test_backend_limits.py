@@ -195,3 +195,43 @@ def test_wildcard_pool_without_clients_retires_after_pool_idle_timeout(tusk, pg)
         wait_until(lambda: pg.backends("tusk_trust") >= 2, 10 * SLOW, what="min_size after the pool woke")
     assert t.log_text().count(f"pool {TEST_DB}/tusk_trust created") == 1
     assert f"pool {TEST_DB}/tusk_trust: a client is back" in t.log_text()
+
+
+def test_max_connections_reached_second_client_waits_for_the_first(tusk, private_pg):
+    """"sorry, too many clients already" (53300 from max_connections, other applications holding
+    the other slots) is waited out like the role limit: the pool has one server, so the second
+    client waits for it."""
+    private_pg.execute("alter system set max_connections = 4")
+    private_pg.execute("alter system set superuser_reserved_connections = 0")
+    private_pg.stop()
+    private_pg.start()
+    others = [psycopg.connect(host="127.0.0.1", port=private_pg.port, user="tusk_trust", dbname=TEST_DB)
+              for _ in range(3)]
+    try:
+        t = tusk(pg_server=private_pg, pools=[rule(mode="transaction", size=3)],
+                 pool_wait_timeout=f"{int(10 * SLOW)}s")
+        a = t.connect()
+        a.autocommit = False
+        a.execute("select 1")  # holds the last slot PostgreSQL has
+        out = {}
+        th = threading.Thread(target=lambda: second_client_as(t, "tusk_trust", out), daemon=True)
+        th.start()
+        wait_until(lambda: "too many clients already" in t.log_text(), 10 * SLOW, what="tusk to see the 53300")
+        time.sleep(0.5)
+        assert not out, f"the second client did not wait: {out}"
+        a.commit()
+        th.join(15 * SLOW)
+        assert "ok" in out, f"the second client failed: {out}\n{t.log_tail(30)}"
+        a.close()
+    finally:
+        for c in others:
+            c.close()
+
+
+def second_client_as(t, user, out):
+    start = time.monotonic()
+    try:
+        with t.connect(user=user, connect_timeout=int(30 * SLOW)) as b:
+            out["ok"] = (b.execute("select 5").fetchone()[0], time.monotonic() - start)
+    except psycopg.Error as e:
+        out["error"] = (e.sqlstate, str(e), time.monotonic() - start)

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from conftest import SLOW, TEST_DB, TUSK_ERROR_RE, assert_tusk_error, wait_until
+from pgwire import RawClient, startup_packet
 from test_metrics import scrape, start_with_http, value
 
 pytestmark = pytest.mark.tusk_only
@@ -235,3 +236,39 @@ def second_client_as(t, user, out):
             out["ok"] = (b.execute("select 5").fetchone()[0], time.monotonic() - start)
     except psycopg.Error as e:
         out["error"] = (e.sqlstate, str(e), time.monotonic() - start)
+
+
+def test_pools_made_by_unauthenticated_names_are_bounded(tusk):
+    """A "*" rule makes a pool for whatever (database, user) a startup packet names, before the
+    client authenticates, and pools are never freed: their number is bounded (10000). Past it a
+    new name gets 53300 "too many pools"; existing pools keep working."""
+    t = tusk(pools=[rule(database=TEST_DB, user="tusk_trust"), rule(client_auth="reject")],
+             log_level="warn")
+    with t.connect() as c:  # its pool exists before the flood
+        assert c.execute("select 1").fetchone() == (1,)
+    rss_before = t.status("VmRSS")
+    limit = 10000
+
+    def attempt(i):
+        r = RawClient("127.0.0.1", t.port)
+        try:
+            r.send(startup_packet({"user": "nobody", "database": f"flood{i}"}))
+            kind, fields = r.expect_error_or_close()
+            assert kind == "error", fields
+            return fields
+        finally:
+            r.close()
+
+    for i in range(limit - 1):  # tusk_test/tusk_trust is one of the 10000
+        fields = attempt(i)
+        assert fields["C"] == "28000", fields
+    fields = attempt(limit)
+    assert fields["C"] == "53300" and "too many pools" in fields["M"], fields
+    assert_tusk_error(fields["M"])
+    # A name seen before still finds its pool; the existing pool still serves.
+    assert attempt(5)["C"] == "28000"
+    with t.connect() as c:
+        assert c.execute("select 2").fetchone() == (2,)
+    rss_after = t.status("VmRSS")
+    print(f"VmRSS {rss_before} kB -> {rss_after} kB with {limit} pools")
+    assert t.log_text().count("pools exist already") == 1, "the refusal is logged at most once a minute"

@@ -272,3 +272,48 @@ def test_pools_made_by_unauthenticated_names_are_bounded(tusk):
     rss_after = t.status("VmRSS")
     print(f"VmRSS {rss_before} kB -> {rss_after} kB with {limit} pools")
     assert t.log_text().count("pools exist already") == 1, "the refusal is logged at most once a minute"
+
+
+def test_role_connection_limit_claim_between_transactions_waits(tusk, pg, limited_role):
+    """Transaction mode, both clients logged in: b's next transaction needs a server while a is
+    inside one; the login tusk tries for b is refused (53300) and b's query waits for a's server."""
+    t = tusk(pools=[rule(mode="transaction", size=2)], pool_wait_timeout=f"{int(10 * SLOW)}s")
+    a = t.connect(user=LIMITED)
+    b = t.connect(user=LIMITED)
+    try:
+        a.autocommit = False
+        pid_a = a.execute("select pg_backend_pid()").fetchone()[0]
+        out = {}
+
+        def query():
+            start = time.monotonic()
+            try:
+                out["ok"] = (b.execute("select pg_backend_pid()").fetchone()[0], time.monotonic() - start)
+            except psycopg.Error as e:
+                out["error"] = str(e)
+
+        th = threading.Thread(target=query, daemon=True)
+        th.start()
+        wait_until(lambda: "has no connection for another login" in t.log_text(), 10 * SLOW,
+                   what="tusk to see the 53300")
+        time.sleep(1)
+        assert not out, f"b's query did not wait: {out}"
+        a.commit()
+        th.join(15 * SLOW)
+        assert "ok" in out, f"b's query failed: {out}\n{t.log_tail(30)}"
+        assert out["ok"][0] == pid_a and out["ok"][1] >= 1.0, out
+        # The cap is remembered: the next overlap queues without another refused login.
+        refusals = t.log_text().count("53300 too many connections for role")
+        a.execute("select 1")
+        th = threading.Thread(target=query, daemon=True)
+        out.clear()
+        th.start()
+        time.sleep(1)
+        assert not out
+        a.commit()
+        th.join(15 * SLOW)
+        assert "ok" in out, out
+        assert t.log_text().count("53300 too many connections for role") == refusals
+    finally:
+        a.close()
+        b.close()

@@ -1295,6 +1295,8 @@ static const struct key_def top_keys[] = {
 	  .min = 1, .max = MS_PER_DAY, .def = "15s", .reloadable = true },
 	{ .name = "server_idle_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_idle_timeout_ms),
 	  .min = 0, .max = 30 * MS_PER_DAY, .def = "10m", .reloadable = true },
+	{ .name = "pool_idle_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(pool_idle_timeout_ms),
+	  .min = 0, .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
 	{ .name = "auth_file", .type = KEY_STRING, .offset = TOP_FIELD(auth_file), .min = 1, .max = 4096,
 	  .reloadable = true },
 	{ .name = "hba_file", .type = KEY_STRING, .offset = TOP_FIELD(hba_file), .min = 1, .max = 4096,

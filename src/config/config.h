@@ -112,6 +112,7 @@ struct tusk_config {
 	uint64_t server_reset_timeout_ms;   /* default 5s: reset query must finish within */
 	uint64_t client_login_timeout_ms;   /* default 15s: startup must finish within */
 	uint64_t server_idle_timeout_ms;    /* default 10m: idle pooled servers closed after; 0 = never */
+	uint64_t pool_idle_timeout_ms;      /* default 1h: a wildcard rule's pool with no client retires after; 0 = never */
 
 	uint64_t server_lifetime_ms;        /* default 1h: servers older (+-jitter) are closed when idle; 0 = never */
 	uint64_t idle_transaction_timeout_ms; /* default 0 (off): close clients idle inside a transaction */

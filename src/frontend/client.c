@@ -513,6 +513,10 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		return;
 	}
 	c->pool = pool_get(c->worker->rt, rule, c->database, c->user);
+	if (!c->pool && pool_registry_full(c->worker->rt)) {
+		client_fail(c, "53300", "too many pools: no new pool for database \"%s\" and user \"%s\"", c->database, c->user);
+		return;
+	}
 	if (!c->pool) {
 		client_fail(c, "53200", "out of memory");
 		return;
@@ -984,6 +988,14 @@ static void on_server_ready(struct server *s, void *arg, int err, const char *re
 	}
 	/* server.c closes s after we return. */
 	c->server = NULL;
+	if (server_error_is_no_slot(errmsg, errlen)) {
+		/* The backend is full (the role's CONNECTION LIMIT, max_connections): as with a
+		 * full pool, wait for one of its servers within pool_wait_timeout (pool.h). */
+		log_debug(c->id, c->ctx, "server %s refused the login for want of slots: waiting for a server", s->id);
+		pool_wait_first(c->pool, &c->waiter);
+		c->queued = true;
+		return;
+	}
 	if (errmsg && errlen > 0 && errmsg[0] == 'E') {
 		/* Forward the server's own refusal (e.g. 28P01, 3D000): it says it best. */
 		if (buf_append(&c->wbuf, errmsg, errlen) == 0) {

@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -70,6 +71,27 @@ struct pool {
 	char last_error[160];
 	unsigned jitter_seed;
 	bool paused;          /* console PAUSE: claims queue, nothing is handed to waiters */
+	/* min_size refills back off on their own, after a failure of any kind: a login refused
+	 * (3D000, 28P01) fails the same way each second for ever otherwise. Clients' connects
+	 * are not held back by it: they get PostgreSQL's own error at once. */
+	int refill_failures;     /* consecutive failed refills */
+	double refill_backoff;   /* seconds; 0 after a success */
+	double refill_at;        /* no refill before this (loop time) */
+	double refill_logged_at; /* last refill failure logged: at most one line a minute */
+	int refill_unlogged;     /* failures since that line */
+	/* Stopped for want of clients: no refills, no parked servers, until a client claims
+	 * again (pool_get, pool_claim). Set when its logins keep failing and nobody uses it.
+	 * Atomic rather than under the lock so that pool_get, holding the registry lock, can
+	 * wake it; a refill more or less in a race is harmless. */
+	atomic_bool dormant;
+	/* What the backend allows: a login answered 53300 (role CONNECTION LIMIT,
+	 * max_connections) caps the pool at the servers it had then, so that clients wait for
+	 * one of those instead of failing; forgotten at cap_until. -1: no cap. */
+	int cap;
+	double cap_until;
+	/* Since when nobody uses it (no client, nothing queued, no server out of the idle
+	 * lists), as seen by its housekeeping worker; 0 while in use. pool_idle_timeout. */
+	double unused_since;
 	/* Passthrough pools (no server_password): the credentials of the last login a client's
 	 * secret carried, so that min_size servers can be opened with nobody waiting. Until
 	 * there is one, a server that wants a password (28xxx) stops min_size connects. */
@@ -86,11 +108,21 @@ struct pool {
 #define POOL_BACKOFF_FIRST 0.25
 #define POOL_BACKOFF_MAX 10.0
 #define POOL_PREFER_SCAN 32 /* idle servers looked at for a preferred one */
+/* A pool whose refills failed this many times in a row, with no client, goes dormant. */
+#define POOL_DORMANT_AFTER 5
+#define POOL_LOG_EVERY 60.0 /* seconds between two lines about the same failing refills */
+#define POOL_CAP_KEEP 60.0  /* seconds a cap learned from 53300 is kept after the last one */
+/* Pools that are not retired, at most. Each (database, user) a client names under a
+ * wildcard rule makes a pool, before it authenticates, and pools are never freed (their
+ * readers walk the list without a lock): this bounds what such clients can make tusk keep. */
+#define POOL_MAX_POOLS 10000
 
 struct pool_registry {
-	pthread_mutex_t lock; /* protects head, count, groups and pause_all */
+	pthread_mutex_t lock; /* protects head, count, live, groups and pause_all */
 	struct pool *head;
 	int count;
+	int live; /* pools not retired by a reload (bounded by POOL_MAX_POOLS) */
+	double full_logged_at; /* the last "too many pools" line (rate limit) */
 	struct pool_group *groups;
 	bool pause_all; /* console PAUSE without a database */
 };
@@ -128,10 +160,18 @@ static void group_give(struct pool_group *g)
 	atomic_fetch_sub_explicit(&g->count, 1, memory_order_acq_rel);
 }
 
-/* A new slot for p: within size and both group limits. Under p's lock. */
-static bool reserve_slot(struct pool *p)
+/* The size p may grow to now: its rule's, or less while the backend said it has no room
+ * for more (cap). Under p's lock. */
+static int size_now(const struct pool *p)
 {
-	if (p->nslots >= p->rule->size)
+	int size = p->rule->size;
+	return p->cap >= 0 && p->cap < size ? p->cap : size;
+}
+
+/* A new slot for p: within size and both group limits. Under p's lock. */
+static bool reserve_slot_within(struct pool *p, int size)
+{
+	if (p->nslots >= size)
 		return false;
 	if (!group_take(p->db_group, p->rule->max_db_connections))
 		return false;
@@ -141,6 +181,11 @@ static bool reserve_slot(struct pool *p)
 	}
 	p->nslots++;
 	return true;
+}
+
+static bool reserve_slot(struct pool *p)
+{
+	return reserve_slot_within(p, size_now(p));
 }
 
 static void unreserve_slot(struct pool *p)
@@ -182,6 +227,15 @@ void pool_registry_free(struct pool_registry *reg)
 	free(reg);
 }
 
+bool pool_registry_full(struct runtime *rt)
+{
+	struct pool_registry *reg = rt->pools;
+	pthread_mutex_lock(&reg->lock);
+	bool full = reg->live >= POOL_MAX_POOLS;
+	pthread_mutex_unlock(&reg->lock);
+	return full;
+}
+
 struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, const char *database,
 		      const char *user)
 {
@@ -190,8 +244,23 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 
 	pthread_mutex_lock(&reg->lock);
 	for (p = reg->head; p; p = p->next)
-		if (p->rule == rule && !atomic_load(&p->retired) && strcmp(p->database, database) == 0 && strcmp(p->user, user) == 0)
+		if (p->rule == rule && !atomic_load(&p->retired) && strcmp(p->database, database) == 0 && strcmp(p->user, user) == 0) {
+			if (atomic_exchange(&p->dormant, false))
+				log_info(NULL, NULL, "pool %s/%s: a client is back, the pool works again", database, user);
 			goto out;
+		}
+	if (reg->live >= POOL_MAX_POOLS) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+		if (now - reg->full_logged_at >= POOL_LOG_EVERY || reg->full_logged_at == 0) {
+			reg->full_logged_at = now;
+			log_warn(NULL, NULL, "no pool for %s/%s: %d pools exist already (the limit)", database, user,
+				 POOL_MAX_POOLS);
+		}
+		p = NULL;
+		goto out;
+	}
 	p = calloc(1, sizeof *p);
 	if (!p)
 		goto out;
@@ -203,6 +272,8 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	 * walk also takes after publishing, so no pool escapes both the check and the walk. */
 	const struct tusk_config *cfg = rt->cfg;
 	atomic_init(&p->retired, rule < cfg->pools || rule >= cfg->pools + cfg->npools);
+	atomic_init(&p->dormant, false);
+	p->cap = -1;
 	p->rt = rt;
 	p->db_group = find_group(reg, database, false);
 	p->user_group = find_group(reg, user, true);
@@ -216,6 +287,8 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 		goto out;
 	}
 	p->index = reg->count++;
+	if (!atomic_load(&p->retired))
+		reg->live++;
 	p->jitter_seed = (unsigned)p->index * 2654435761u;
 	p->paused = reg->pause_all || p->db_group->paused;
 	pthread_mutex_init(&p->lock, NULL);
@@ -415,7 +488,11 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	int wi = w->worker->index, owner = -1;
 	bool limited = false;
 
+	atomic_store_explicit(&p->dormant, false, memory_order_relaxed);
 	pthread_mutex_lock(&p->lock);
+	p->unused_since = 0;
+	if (p->cap >= 0 && now >= p->cap_until)
+		p->cap = -1;
 	if (p->paused) {
 		/* Waits for RESUME (or its pool_wait_timeout). */
 		enqueue(p, w);
@@ -439,7 +516,7 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 		return POOL_CLAIM_CONNECT;
 	} else {
 		/* Below size yet refused: a database or user limit is what holds it back. */
-		limited = p->nslots < p->rule->size && !p->wait_head;
+		limited = p->nslots < size_now(p) && !p->wait_head;
 		enqueue(p, w);
 		/* Others queued first; idle servers may still be parked somewhere (their owners
 		 * hand them to the head of the queue, in order). */
@@ -618,10 +695,13 @@ void pool_on_steal(struct worker *self, struct pool *p)
 
 void pool_drop_slot(struct pool *p)
 {
-	struct pool_waiter *w;
+	struct pool_waiter *w = NULL;
 
 	pthread_mutex_lock(&p->lock);
-	w = dequeue(p);
+	/* Above what the backend allows now (cap): the slot goes, and the waiter waits for a
+	 * release, not for a login the backend would refuse again. */
+	if (p->nslots <= size_now(p))
+		w = dequeue(p);
 	if (!w)
 		unreserve_slot(p);
 	pthread_mutex_unlock(&p->lock);
@@ -692,7 +772,46 @@ void pool_connect_succeeded(struct pool *p)
 	p->failures = 0;
 	p->backoff = 0;
 	p->down_until = 0;
+	p->refill_failures = 0;
+	p->refill_backoff = 0;
+	p->refill_at = 0;
+	p->refill_unlogged = 0;
+	/* The backend had room for one more than the cap said: someone else left. */
+	if (p->cap >= 0 && p->nslots > p->cap)
+		p->cap = p->nslots;
 	pthread_mutex_unlock(&p->lock);
+}
+
+void pool_connect_busy(struct pool *p, double now, const char *reason)
+{
+	pthread_mutex_lock(&p->lock);
+	/* The refused login still holds its slot: the others are what the backend took. */
+	int others = p->nslots > 0 ? p->nslots - 1 : 0;
+	bool lower = p->cap < 0 || others < p->cap;
+	p->cap = others;
+	p->cap_until = now + POOL_CAP_KEEP;
+	pthread_mutex_unlock(&p->lock);
+	/* One line each time the cap goes down: at most size lines per POOL_CAP_KEEP. */
+	if (lower)
+		log_info(NULL, NULL,
+			 "pool %s/%s: the server has no connection for another login (%s): at most %d server%s for %.0fs, clients wait for them",
+			 p->database, p->user, reason ? reason : "53300", others, others == 1 ? "" : "s", POOL_CAP_KEEP);
+}
+
+void pool_wait_first(struct pool *p, struct pool_waiter *w)
+{
+	pthread_mutex_lock(&p->lock);
+	/* It was served before those queued now: it keeps its place. */
+	w->queued = true;
+	w->next = p->wait_head;
+	p->wait_head = w;
+	if (!p->wait_tail)
+		p->wait_tail = w;
+	/* A server released while w was connecting was parked: ask for it. */
+	int owner = worker_with_idle(p, -1);
+	pthread_mutex_unlock(&p->lock);
+	if (owner >= 0)
+		post_steal(p, owner);
 }
 
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
@@ -711,13 +830,46 @@ void pool_remember_cred(struct pool *p, const struct server_cred *cred)
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* A min_size refill failed (server.c closes it quietly): back off, log at most a line a
+ * minute, and stop the pool when nobody uses it. */
+static void refill_failed(struct pool *p, double now, const char *reason)
+{
+	pthread_mutex_lock(&p->lock);
+	int failures = ++p->refill_failures;
+	p->refill_backoff = p->refill_backoff ? p->refill_backoff * 2 : POOL_BACKOFF_FIRST;
+	if (p->refill_backoff > POOL_BACKOFF_MAX)
+		p->refill_backoff = POOL_BACKOFF_MAX;
+	double jitter = 0.75 + (double)(rand_r(&p->jitter_seed) % 1000) / 2000.0;
+	double wait = p->refill_backoff * jitter;
+	p->refill_at = now + wait;
+	int unlogged = p->refill_unlogged;
+	bool log_it = failures == 1 || now - p->refill_logged_at >= POOL_LOG_EVERY;
+	if (log_it) {
+		p->refill_logged_at = now;
+		p->refill_unlogged = 0;
+	} else {
+		p->refill_unlogged++;
+	}
+	/* No client: clients in any state (stats gauges) or queued. A client that comes a
+	 * moment later wakes the pool again (pool_get, pool_claim). */
+	bool stop = failures >= POOL_DORMANT_AFTER && !p->wait_head && stats_pool_clients(p->stats) == 0 &&
+		    !atomic_load(&p->retired);
+	pthread_mutex_unlock(&p->lock);
+	if (log_it)
+		log_warn(NULL, NULL, "pool %s/%s: min_size connect failed (%d in a row, %d not logged since the last line): %s; next attempt in %.1fs",
+			 p->database, p->user, failures, unlogged, reason ? reason : "unknown error", wait);
+	if (stop && !atomic_exchange(&p->dormant, true))
+		log_warn(NULL, NULL, "pool %s/%s retired: no clients and its last %d logins failed (%s); it keeps no servers until a client comes",
+			 p->database, p->user, failures, reason ? reason : "unknown error");
+}
+
 static void on_min_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			 size_t errlen)
 {
 	struct proto_error_fields f = { 0 };
 	(void)arg;
-	(void)reason;
 	if (err < 0) {
+		refill_failed(s->pool, ev_now(s->worker->loop), reason);
 		/* server.c closes it and releases the slot; the backoff was noted. A refused login
 		 * (class 28) will not pass by retrying each tick without a client's credentials. */
 		if (errmsg && errlen > PROTO_HDR_LEN &&
@@ -733,17 +885,42 @@ static void on_min_ready(struct server *s, void *arg, int err, const char *reaso
 	pool_put_idle(s->pool, s);
 }
 
+/* Made by a "*" rule, i.e. for whatever names clients sent: those are what
+ * pool_idle_timeout retires (a named rule's pool is the operator's, kept as configured). */
+static bool from_wildcard(const struct config_pool_rule *rule)
+{
+	return strcmp(rule->database, "*") == 0 || strcmp(rule->user, "*") == 0;
+}
+
 void pool_maintain(struct worker *w, double now)
 {
 	struct runtime *rt = w->rt;
 	double idle_timeout = (double)rt->cfg->server_idle_timeout_ms / 1000.0;
+	double unused_timeout = (double)rt->cfg->pool_idle_timeout_ms / 1000.0;
 
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
 		struct server *expired = NULL;
 		int open = 0;
 		bool retired = atomic_load(&p->retired);
+		bool dormant = atomic_load_explicit(&p->dormant, memory_order_relaxed);
+		bool mine = p->index % rt->nworkers == w->index;
+		struct pool_waiter *grant = NULL;
+		int steal_from = -1;
 		pthread_mutex_lock(&p->lock);
+		if (p->cap >= 0 && now >= p->cap_until)
+			p->cap = -1;
+		bool unused_long = false;
+		if (mine && !retired && !dormant && unused_timeout > 0 && from_wildcard(p->rule)) {
+			/* Clients counted in the stats gauges: one between pool_get and its first
+			 * state change is missed, and its claim wakes the pool again. */
+			if (p->wait_head || p->nslots != p->nidle || stats_pool_clients(p->stats) > 0)
+				p->unused_since = 0;
+			else if (p->unused_since == 0)
+				p->unused_since = now;
+			else
+				unused_long = now - p->unused_since >= unused_timeout;
+		}
 		/* Servers beyond a size a reload reduced: parked ones go first. */
 		int excess = p->nslots - p->rule->size;
 		/* This worker's parked servers: it alone may close them. */
@@ -754,7 +931,7 @@ void pool_maintain(struct worker *w, double now)
 			bool too_idle = idle_timeout > 0 && now - s->idle_since >= idle_timeout &&
 					p->nslots > p->rule->min_size;
 			bool too_many = excess-- > 0;
-			if (too_old || too_idle || too_many || retired) {
+			if (too_old || too_idle || too_many || retired || dormant) {
 				idle_unlink(p, s);
 				s->next_idle = expired;
 				expired = s;
@@ -765,24 +942,40 @@ void pool_maintain(struct worker *w, double now)
 		 * tick so a down backend is not hammered. */
 		struct server_cred cred;
 		bool with_cred = false;
-		if (!retired && p->index % rt->nworkers == w->index && p->nslots < p->rule->min_size && now >= p->down_until &&
-		    !p->wait_head && !p->needs_cred && reserve_slot(p)) {
+		if (!retired && !dormant && mine && p->nslots < p->rule->min_size && now >= p->down_until &&
+		    now >= p->refill_at && !p->wait_head && !p->needs_cred && reserve_slot(p)) {
 			open = 1;
 			if (p->have_cred && !p->rule->server_password) {
 				cred = p->cred;
 				with_cred = true;
 			}
 		}
+		/* Clients queued with nothing on its way to them: after a 53300 cap expired, or
+		 * when the backend refused logins with none of this pool's servers left to wait for
+		 * (then one login a tick tries whether it has room again). */
+		if (mine && p->wait_head && !p->paused && now >= p->down_until) {
+			if ((steal_from = worker_with_idle(p, -1)) < 0 &&
+			    (reserve_slot(p) || (p->nslots == 0 && reserve_slot_within(p, p->rule->size))))
+				grant = dequeue(p);
+		}
 		pthread_mutex_unlock(&p->lock);
+		if (unused_long && !atomic_exchange(&p->dormant, true))
+			log_info(NULL, NULL, "pool %s/%s retired: no client for %.0fs (pool_idle_timeout); it keeps no servers until a client comes",
+				 p->database, p->user, unused_timeout);
+		if (grant)
+			post_grant(grant);
+		else if (steal_from >= 0)
+			post_steal(p, steal_from);
 		while (expired) {
 			struct server *x = expired;
 			expired = x->next_idle;
 			x->next_idle = NULL;
 			server_close(x, retired ? "its pool rule was removed or changed by a reload"
+					 : dormant ? "its pool was retired (no clients)"
 					 : x->expires_at && now >= x->expires_at ? "server_lifetime reached"
 					 : "idle timeout, or pool size reduced by a reload");
 		}
-		if (open && !server_connect(p, w, with_cred ? &cred : NULL, on_min_ready, NULL))
+		if (open && !server_connect_refill(p, w, with_cred ? &cred : NULL, on_min_ready))
 			pool_drop_slot(p);
 		if (with_cred)
 			OPENSSL_cleanse(&cred, sizeof cred);
@@ -816,7 +1009,10 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 		const struct config_pool_rule *old = p->rule;
 		const struct config_pool_rule *rule = config_match_pool(next, p->database, p->user);
 		if (!rule || rule->blocked || !same_servers(old, rule)) {
+			pthread_mutex_lock(&reg->lock);
 			atomic_store(&p->retired, true);
+			reg->live--;
+			pthread_mutex_unlock(&reg->lock);
 			log_info(NULL, NULL, "pool %s/%s retired by reload (%s): its clients finish, its servers close",
 				 p->database, p->user, !rule ? "no rule matches any more" : rule->blocked ? "now blocked"
 				 : "its service, server login or mode changed");

@@ -39,9 +39,13 @@ void pool_registry_free(struct pool_registry *reg);
  * clients, its clients finish, its servers close when released). */
 void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *next);
 
-/* Find or create the pool for (database, user) under rule. NULL on allocation failure. */
+/* Find or create the pool for (database, user) under rule; a pool found dormant works
+ * again. NULL on allocation failure, or when POOL_MAX_POOLS pools exist already
+ * (pool_registry_full tells which). */
 struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, const char *database,
 		      const char *user);
+/* No new pool can be made: the bound on pools (not retired by a reload) is reached. */
+bool pool_registry_full(struct runtime *rt);
 
 const struct config_pool_rule *pool_rule(const struct pool *p);
 const char *pool_database(const struct pool *p);
@@ -83,6 +87,16 @@ bool pool_may_connect(struct pool *p, double now);
  * jitter, 0.25 s up to 10 s, and claims fail fast meanwhile; a login that succeeds clears it. */
 void pool_connect_failed(struct pool *p, double now, const char *reason);
 void pool_connect_succeeded(struct pool *p);
+/* A login was refused with 53300 (the role's CONNECTION LIMIT or max_connections): the
+ * backend is up but full. No backoff; the pool is capped at the servers it has now (the
+ * refused one excluded) for a minute after the last such refusal, so that claims queue for
+ * those servers instead of trying logins the backend refuses. One login a tick still tries
+ * for room when the pool has no server at all and clients wait. */
+void pool_connect_busy(struct pool *p, double now, const char *reason);
+/* The connect a claim made was refused with 53300: w goes back to the head of the queue and
+ * waits for a server as if the pool had been full (its pool_wait_timeout runs on). Call
+ * before the refused server is closed (its pool_drop_slot then keeps the slot from w). */
+void pool_wait_first(struct pool *p, struct pool_waiter *w);
 /* Why the pool is backed off, and for how long still (seconds), for the client's error. */
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap);
 
@@ -108,8 +122,11 @@ struct server_cred;
 void pool_remember_cred(struct pool *p, const struct server_cred *cred);
 
 /* Housekeeping on worker w: close the servers parked on it that were idle longer than
- * server_idle_timeout or are past their lifetime; and, for the pools whose index maps to
- * w (so it spreads over the workers), open servers up to min_size. */
+ * server_idle_timeout or are past their lifetime, or whose pool is retired or dormant; and,
+ * for the pools whose index maps to w (so it spreads over the workers), open servers up to
+ * min_size (backed off after a failure, 0.25 s doubling to 10 s; after POOL_DORMANT_AFTER
+ * failures in a row with no client the pool goes dormant and stops), and give a queued
+ * client a grant when room appeared that no release will announce (a 53300 cap expired). */
 void pool_maintain(struct worker *w, double now);
 
 /* The admin console (src/console/). Pools are never freed while workers run, so the list

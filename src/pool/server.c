@@ -115,7 +115,9 @@ void server_close_keep_slot(struct server *s, const char *reason)
 {
 	if (s->idle_worker >= 0)
 		pool_forget_idle(s);
-	log_info(s->id, s->ctx, "closing server connection: %s", reason);
+	/* A quiet one that never logged in: its pool logs the failure (rate-limited). */
+	if (!s->quiet)
+		log_info(s->id, s->ctx, "closing server connection: %s", reason);
 	if (s->fd >= 0 && s->state != SERVER_CONNECTING && s->state != SERVER_CLOSED) {
 		/* Best effort: a polite Terminate lets the backend exit without a log complaint. */
 		static const uint8_t terminate[5] = { 'X', 0, 0, 0, 4 };
@@ -132,6 +134,16 @@ void server_close(struct server *s, const char *reason)
 	server_close_keep_slot(s, reason);
 	if (p) /* a pool-less connection (server_connect_login) holds no slot */
 		pool_drop_slot(p);
+}
+
+bool server_error_is_no_slot(const uint8_t *errmsg, size_t errlen)
+{
+	struct proto_error_fields f = { 0 };
+	if (!errmsg || errlen <= PROTO_HDR_LEN || errmsg[0] != 'E')
+		return false;
+	if (proto_parse_error(errmsg + PROTO_HDR_LEN, errlen - PROTO_HDR_LEN, &f) < 0 || !f.sqlstate)
+		return false;
+	return strncmp(f.sqlstate, "53300", 5) == 0;
 }
 
 /* Whether a failed login means the backend is unavailable (back off) rather than that this
@@ -168,8 +180,11 @@ static void finish(struct server *s, int err, const char *reason)
 	    (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0))) {
 		if (err == 0 && s->cred.kind != SERVER_CRED_NONE)
 			pool_remember_cred(s->pool, &s->cred);
-		if (err == 0)
+		if (err == 0) {
 			pool_connect_succeeded(s->pool);
+			s->quiet = false; /* logged in: its life from now on is logged as any */
+		} else if (server_error_is_no_slot(errmsg, errlen))
+			pool_connect_busy(s->pool, ev_now(s->worker->loop), reason); /* up, but full: no backoff */
 		else if (backoff_worthy(errmsg, errlen))
 			pool_connect_failed(s->pool, ev_now(s->worker->loop), reason);
 	}
@@ -178,7 +193,7 @@ static void finish(struct server *s, int err, const char *reason)
 	if (err == 0 || s->ok_after_error)
 		set_state(s, SERVER_IDLE);
 	bool close_after = err < 0 && !s->ok_after_error;
-	if (close_after)
+	if (close_after && !s->quiet)
 		log_warn(s->id, s->ctx, "server connection failed: %s", reason);
 	if (done)
 		done(s, arg, err, reason, errmsg, errlen);
@@ -253,7 +268,8 @@ static void start_connect(struct server *s, struct worker *w)
 		/* Report asynchronously-shaped failures the same way: through done, from the loop. */
 		int e = -s->fd;
 		s->fd = -1;
-		log_warn(s->id, s->ctx, "connect failed: %s", strerror(e));
+		if (!s->quiet)
+			log_warn(s->id, s->ctx, "connect failed: %s", strerror(e));
 		ev_timer_set(&s->timer, 0., 0.);
 		ev_timer_start(w->loop, &s->timer);
 		s->state = SERVER_CLOSED;
@@ -266,8 +282,8 @@ static void start_connect(struct server *s, struct worker *w)
 	log_debug(s->id, s->ctx, "connecting");
 }
 
-struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
-			      server_done_fn done, void *arg)
+static struct server *connect_pool_server(struct pool *pool, struct worker *w, const struct server_cred *cred,
+					  bool quiet, server_done_fn done, void *arg)
 {
 	struct runtime *rt = w->rt;
 	const struct config_pool_rule *rule = pool_rule(pool);
@@ -305,8 +321,21 @@ struct server *server_connect(struct pool *pool, struct worker *w, const struct 
 		s->cred = *cred;
 	net_addr_str(&s->addr, addr, sizeof addr);
 	snprintf(s->ctx, sizeof s->ctx, "%s/%s@%s", pool_database(pool), pool_user(pool), addr);
+	s->quiet = quiet;
 	start_connect(s, w);
 	return s;
+}
+
+struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
+			      server_done_fn done, void *arg)
+{
+	return connect_pool_server(pool, w, cred, false, done, arg);
+}
+
+struct server *server_connect_refill(struct pool *pool, struct worker *w, const struct server_cred *cred,
+				     server_done_fn done)
+{
+	return connect_pool_server(pool, w, cred, true, done, NULL);
 }
 
 struct server *server_connect_login(struct worker *w, const struct server_login *login, server_done_fn done,

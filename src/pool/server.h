@@ -126,6 +126,7 @@ struct server {
 	double created;
 	bool ok_after_error;                  /* see server_done_fn */
 	bool stats_connecting;                /* counted as connecting in its pool's stats */
+	bool quiet;                           /* private: until it logs in, failures are its pool's to log */
 	void *owner;                          /* the client using it while ACTIVE (relay.c) */
 	uint64_t last_owner;                  /* serial of the last client: same one back = no sync */
 	int last_worker;                      /* index of the worker it last ran on */
@@ -166,6 +167,15 @@ struct server {
  * then still the caller's to drop). */
 struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
 			      server_done_fn done, void *arg);
+
+/* server_connect for a min_size refill (no client): a failure to connect or log in is not
+ * logged by the server, since its pool logs refill failures at most once a minute. */
+struct server *server_connect_refill(struct pool *pool, struct worker *w, const struct server_cred *cred,
+				     server_done_fn done);
+
+/* A login refused for want of connection slots: 53300 ("too many connections for role",
+ * "sorry, too many clients already"). errmsg is a whole ErrorResponse (type byte included). */
+bool server_error_is_no_slot(const uint8_t *errmsg, size_t errlen);
 
 /* A connection of tusk's own, outside every pool (frontend/authquery.c's auth_query
  * connections): logs in as user to database with cred (NULL or SERVER_CRED_NONE: trust),

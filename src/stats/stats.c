@@ -203,6 +203,14 @@ static int load_int(const atomic_int *a)
 	return v > 0 ? v : 0; /* a move seen half-done could show -1 for an instant */
 }
 
+int stats_pool_clients(const struct stats_pool *sp)
+{
+	int n = 0;
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
+		n += load_int(&sp->clients[i]);
+	return n;
+}
+
 void stats_read_global(const struct stats *st, struct stats_global *out)
 {
 	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)

@@ -115,5 +115,7 @@ void stats_totals(struct runtime *rt, struct stats_pool_snapshot *out);
 void stats_read_global(const struct stats *st, struct stats_global *out);
 /* Counters of one pool block (used by pool.c for its snapshot). */
 void stats_pool_read(const struct stats_pool *sp, struct stats_counters *out);
+/* Clients of one pool block, in every state (pool.c: does a pool still have clients?). */
+int stats_pool_clients(const struct stats_pool *sp);
 
 #endif

@@ -233,6 +233,7 @@ static void test_full_config(void **state)
 		"server_reset_timeout: 1m\n"
 		"client_login_timeout: 1h\n"
 		"server_idle_timeout: 0\n"
+		"pool_idle_timeout: 90s\n"
 		"server_reset_query: \"\"\n"
 		"max_message_size: 1MB\n"
 		"buffer_size: 16kB\n"
@@ -301,6 +302,7 @@ static void test_full_config(void **state)
 	assert_int_equal(c->server_reset_timeout_ms, 60000);
 	assert_int_equal(c->client_login_timeout_ms, 3600000);
 	assert_int_equal(c->server_idle_timeout_ms, 0);
+	assert_int_equal(c->pool_idle_timeout_ms, 90000);
 	assert_string_equal(c->server_reset_query, "");
 	assert_int_equal(c->max_message_size, 1 << 20);
 	assert_int_equal(c->buffer_size, 16 << 10);
@@ -345,6 +347,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->server_reset_timeout_ms, 5000);
 	assert_int_equal(c->client_login_timeout_ms, 15000);
 	assert_int_equal(c->server_idle_timeout_ms, 600000);
+	assert_int_equal(c->pool_idle_timeout_ms, 3600000);
 	assert_string_equal(c->server_reset_query, "DISCARD ALL");
 	assert_int_equal(c->max_message_size, 64 << 20);
 	assert_int_equal(c->buffer_size, 64 << 10);

@@ -330,11 +330,21 @@ void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), voi
 		cb(p, arg);
 }
 
+/* A clock for queue ages: the coarse one costs no system call (vDSO) and its few
+ * milliseconds of resolution are enough to tell a busy pool's short waits from long ones. */
+static double coarse_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static void enqueue(struct pool *p, struct pool_waiter *w)
 {
 	w->next = NULL;
 	w->queued = true;
 	w->passed_over = 0;
+	w->queued_at = coarse_now();
 	if (p->wait_tail)
 		p->wait_tail->next = w;
 	else
@@ -359,17 +369,20 @@ static struct pool_waiter *dequeue(struct pool *p)
 
 /* A server released on worker wi goes preferably to a waiter on wi: handing it to another
  * thread costs a detach, a re-attach (two epoll_ctl) and a message, about as much as the
- * transaction itself on a busy pool. FIFO order bends only a little: the head is passed over
- * at most POOL_MAX_PASS_OVER times, and only waiters among the first POOL_LOCAL_SCAN are
- * looked at. Under the pool lock. */
+ * transaction itself on a busy pool. FIFO order bends only a little, and only on a busy pool:
+ * the head is passed over at most POOL_MAX_PASS_OVER times and only while it has waited less
+ * than POOL_PASS_OVER_AGE seconds; only the first POOL_LOCAL_SCAN waiters are looked at.
+ * Under the pool lock. */
 #define POOL_MAX_PASS_OVER 2
+#define POOL_PASS_OVER_AGE 0.02
 #define POOL_LOCAL_SCAN 16
 static struct pool_waiter *dequeue_near(struct pool *p, int wi)
 {
 	struct pool_waiter *head = p->wait_head, *prev = head, *w;
 	int i = 0;
 
-	if (!head || p->paused || head->worker->index == wi || head->passed_over >= POOL_MAX_PASS_OVER)
+	if (!head || p->paused || head->worker->index == wi || head->passed_over >= POOL_MAX_PASS_OVER ||
+	    coarse_now() - head->queued_at >= POOL_PASS_OVER_AGE)
 		return dequeue(p);
 	for (w = head->next; w && i < POOL_LOCAL_SCAN; prev = w, w = w->next, i++) {
 		if (w->worker->index != wi)

@@ -25,6 +25,7 @@ struct pool_waiter {
 	uint64_t owner;           /* set by the owner: its serial, to find the server it used last */
 	bool queued;              /* private to pool; under the pool lock */
 	uint8_t passed_over;      /* private to pool: times a waiter of another thread was served first */
+	double queued_at;         /* private to pool: CLOCK_MONOTONIC_COARSE seconds when queued */
 };
 
 struct pool; /* opaque */

@@ -358,7 +358,9 @@ static void on_query(struct console_session *cs, const uint8_t *body, size_t len
 	char err[200];
 
 	cs->skipping = false;
-	if (!text) {
+	if (!text || off != len) {
+		/* The text must end at the message's last byte: no unterminated string (the
+		 * length below is strlen of it), no bytes after it. */
 		console_error(cs, "08P01", "malformed Query message");
 	} else if (console_parse(text, strlen(text), &cmd, err, sizeof err) < 0) {
 		console_error(cs, "42601", "%s", err);
@@ -582,9 +584,19 @@ static int handle(struct console_session *cs, uint8_t type, const uint8_t *body,
 		cs->skipping = false;
 		out_ready(cs);
 		break;
+	case 'd':
+	case 'c':
+	case 'f':
+		break; /* COPY messages outside a COPY: ignored, as PostgreSQL does */
 	default:
-		console_error(cs, "08P01", "unexpected message type '%c' on the admin console", type);
-		cs->skipping = true;
+		/* A request the console cannot serve, not a broken stream (the framing held):
+		 * answered like any failed request, and the session goes on. */
+		if (type == 'F')
+			console_error(cs, "0A000", "function calls are not supported by the admin console");
+		else
+			console_error(cs, "08P01", "unexpected message type %u ('%c') on the admin console", type,
+				      type >= 0x20 && type < 0x7f ? type : '?');
+		out_ready(cs);
 		break;
 	}
 	return 0;

@@ -280,6 +280,7 @@ void console_begin(struct client *c)
 	console_out_raw(&cs->out, buf_head(&b), buf_len(&b));
 	out_ready(cs);
 	c->greeted = true;
+	c->login_at = ev_now(c->worker->loop); /* the logout line's session length */
 	client_set_state(c, CLIENT_IDLE);
 	if (flush_out(cs) < 0)
 		return;

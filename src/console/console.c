@@ -611,6 +611,13 @@ static void process_input(struct console_session *cs)
 	while (!cs->busy && cs->out.len - cs->out.start < CONSOLE_OUT_HIGH) {
 		struct proto_hdr h;
 		ssize_t n = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), max, &h);
+		if (n == PROTO_ETOOLONG) {
+			const uint8_t *p = buf_head(&c->rbuf);
+			client_fail(c, "54000", "message of %llu bytes exceeds max_message_size (%u)",
+				    (unsigned long long)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]) + 1,
+				    max);
+			return;
+		}
 		if (n < 0) {
 			client_fail(c, "08P01", "invalid message from client: %s", proto_strerror((int)n));
 			return;

@@ -385,6 +385,10 @@ int client_auth_input(struct client *c)
 		ssize_t r = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), AUTH_MSG_MAX, &h);
 		if (r == 0)
 			return 0;
+		if (r == PROTO_ETOOLONG && buf_head(&c->rbuf)[0] == 'p') {
+			client_fail(c, "08P01", "password message longer than %d bytes", AUTH_MSG_MAX);
+			return -1;
+		}
 		if (r < 0 || h.type != 'p') {
 			client_fail(c, "08P01", "expected a password message during authentication");
 			return -1;

@@ -34,8 +34,8 @@ def fatal_then_closed(c):
     return fields
 
 
-def still_serves(t):
-    with t.connect() as conn:
+def still_serves(t, **kw):
+    with t.connect(**kw) as conn:
         assert conn.execute("select 41 + 1").fetchone() == (42,)
 
 
@@ -285,3 +285,35 @@ def test_console_answers_unsupported_requests_and_goes_on(tusk, msg, sqlstate):
         assert [k for k, _ in msgs] == [b"E", b"Z"], msgs
     finally:
         c.close()
+
+
+def test_console_message_over_max_message_size_names_the_limit(tusk):
+    t = tusk(pools=[pool("transaction")], max_message_size="8kB",
+             admin={"users": ["tusk_trust"], "client_auth": "trust"})
+    c = raw(t)
+    try:
+        c.startup("tusk_trust", "tusk")
+        c.send(b"Q" + struct.pack("!I", 100000) + b"SHOW")
+        fields = fatal_then_closed(c)
+        assert fields["C"] == "54000", fields
+        assert "message of 100001 bytes exceeds max_message_size (8192)" in fields["M"], fields
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("method", ["password", "md5", "scram-sha-256"])
+def test_oversized_password_message_names_the_limit(tusk, tmp_path, method):
+    auth = write_auth_file(tmp_path / "userlist.txt", {"tusk_trust": "pw"})
+    rule = dict(pool("transaction"), client_auth=method)
+    t = tusk(pools=[rule], auth_file=auth)
+    c = raw(t)
+    try:
+        c.send(pgwire.startup_packet({"user": "tusk_trust", "database": TEST_DB}))
+        kind, _ = c.read_message()
+        assert kind == b"R"
+        c.send(b"p" + struct.pack("!I", 9000) + b"x" * 100)
+        fields = fatal_then_closed(c)
+        assert fields["C"] == "08P01" and "password message longer than 8192 bytes" in fields["M"], fields
+    finally:
+        c.close()
+    still_serves(t, password="pw")

@@ -39,7 +39,7 @@ static uint8_t *make(uint8_t type, const void *body, size_t len, size_t *total)
 }
 
 /* A body of len bytes: fill everywhere, with NULs at the given offsets (-1 ends the list). */
-static uint8_t *body_of(size_t len, uint8_t fill, ...)
+static uint8_t *body_of(size_t len, int fill, ...)
 {
 	uint8_t *b = malloc(len ? len : 1);
 	assert_non_null(b);

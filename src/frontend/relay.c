@@ -429,8 +429,12 @@ static enum scan_result refuse_message(struct client *c, const struct proto_hdr 
 		}
 	}
 	if (name_too_long(name, name_n)) {
-		client_fail(c, "42622", "%s name \"%.*s...\" is too long (at most %d bytes)", what, 20,
-			    (const char *)name, PREP_NAME_MAX);
+		/* Its start, printable ASCII only: the client decodes the message as text. */
+		char start[21];
+		for (size_t i = 0; i < sizeof start - 1; i++)
+			start[i] = name[i] >= 0x20 && name[i] < 0x7f ? (char)name[i] : '?';
+		start[sizeof start - 1] = '\0';
+		client_fail(c, "42622", "%s name \"%s...\" is too long (at most %d bytes)", what, start, PREP_NAME_MAX);
 		return SCAN_CLOSED;
 	}
 	client_fail(c, "08P01", "invalid %s message", h->type == 'P' ? "Parse" : h->type == 'B' ? "Bind"

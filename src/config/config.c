@@ -1420,12 +1420,60 @@ static void report_yaml_error(struct loader *ld, const yaml_parser_t *parser, co
 	}
 }
 
+/* Deepest nesting of collections accepted; tusk's own schema needs 4. */
+#define CONFIG_YAML_DEPTH_MAX 64
+
+/* Walks the events (the streaming half of libyaml, no tree built) and refuses the file at the
+ * first collection nested deeper than CONFIG_YAML_DEPTH_MAX. libyaml has no bound of its own:
+ * its scanner rechecks every open simple key per token and its loader recurses per level, so
+ * a file of a few MB of "[[[[" kept it busy for minutes. Stopping at the first level too deep
+ * means it never sees more than that many open collections. Syntax errors are left to the
+ * loader, which reports them the usual way. False when the file was refused. */
+static bool depth_ok(struct loader *ld, const char *data, size_t len)
+{
+	yaml_parser_t parser;
+	yaml_event_t ev;
+	int depth = 0;
+	bool ok = true, done = false;
+
+	if (!yaml_parser_initialize(&parser))
+		return true; /* the loader reports it */
+	yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+	while (!done && yaml_parser_parse(&parser, &ev)) {
+		switch (ev.type) {
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT:
+			if (++depth > CONFIG_YAML_DEPTH_MAX) {
+				report(ld, (int)ev.start_mark.line + 1, "-", "nested deeper than %d levels",
+				       CONFIG_YAML_DEPTH_MAX);
+				ok = false;
+				done = true;
+			}
+			break;
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&parser);
+	return ok;
+}
+
 static void load_document(struct loader *ld, const char *data, size_t len)
 {
 	yaml_parser_t parser;
 	yaml_document_t extra;
 	const yaml_node_t *root;
 
+	if (!depth_ok(ld, data, len))
+		return;
 	if (!yaml_parser_initialize(&parser)) {
 		report(ld, 0, "-", "out of memory");
 		return;

@@ -280,6 +280,7 @@ void console_begin(struct client *c)
 	console_out_raw(&cs->out, buf_head(&b), buf_len(&b));
 	out_ready(cs);
 	c->greeted = true;
+	c->login_at = ev_now(c->worker->loop); /* the logout line's session length */
 	client_set_state(c, CLIENT_IDLE);
 	if (flush_out(cs) < 0)
 		return;
@@ -358,7 +359,9 @@ static void on_query(struct console_session *cs, const uint8_t *body, size_t len
 	char err[200];
 
 	cs->skipping = false;
-	if (!text) {
+	if (!text || off != len) {
+		/* The text must end at the message's last byte: no unterminated string (the
+		 * length below is strlen of it), no bytes after it. */
 		console_error(cs, "08P01", "malformed Query message");
 	} else if (console_parse(text, strlen(text), &cmd, err, sizeof err) < 0) {
 		console_error(cs, "42601", "%s", err);
@@ -582,9 +585,19 @@ static int handle(struct console_session *cs, uint8_t type, const uint8_t *body,
 		cs->skipping = false;
 		out_ready(cs);
 		break;
+	case 'd':
+	case 'c':
+	case 'f':
+		break; /* COPY messages outside a COPY: ignored, as PostgreSQL does */
 	default:
-		console_error(cs, "08P01", "unexpected message type '%c' on the admin console", type);
-		cs->skipping = true;
+		/* A request the console cannot serve, not a broken stream (the framing held):
+		 * answered like any failed request, and the session goes on. */
+		if (type == 'F')
+			console_error(cs, "0A000", "function calls are not supported by the admin console");
+		else
+			console_error(cs, "08P01", "unexpected message type %u ('%c') on the admin console", type,
+				      type >= 0x20 && type < 0x7f ? type : '?');
+		out_ready(cs);
 		break;
 	}
 	return 0;
@@ -598,6 +611,13 @@ static void process_input(struct console_session *cs)
 	while (!cs->busy && cs->out.len - cs->out.start < CONSOLE_OUT_HIGH) {
 		struct proto_hdr h;
 		ssize_t n = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), max, &h);
+		if (n == PROTO_ETOOLONG) {
+			const uint8_t *p = buf_head(&c->rbuf);
+			client_fail(c, "54000", "message of %llu bytes exceeds max_message_size (%u)",
+				    (unsigned long long)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]) + 1,
+				    max);
+			return;
+		}
 		if (n < 0) {
 			client_fail(c, "08P01", "invalid message from client: %s", proto_strerror((int)n));
 			return;

@@ -143,8 +143,9 @@ bool client_auth_begin(struct client *c, int rule_method)
 	c->auth = a;
 	a->entry = rt->users ? userlist_find(rt->users, c->user) : NULL;
 	client_set_state(c, CLIENT_AUTH);
-	/* ---- auth_query: not in auth_file, so ask the server (or the cache) first ---- */
-	if (!a->entry && config_auth_user(rt->cfg, pool_rule(c->pool))) {
+	/* ---- auth_query: not in auth_file, so ask the server (or the cache) first. Admin
+	 * console clients have no pool, hence no rule and no auth_user: auth_file only. ---- */
+	if (!a->entry && c->pool && config_auth_user(rt->cfg, pool_rule(c->pool))) {
 		a->method = method;
 		int r = authquery_fetch(c, pool_rule(c->pool), a->fetched_secret, &a->fetch);
 		if (r == AUTHQ_PENDING)
@@ -384,6 +385,10 @@ int client_auth_input(struct client *c)
 		ssize_t r = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), AUTH_MSG_MAX, &h);
 		if (r == 0)
 			return 0;
+		if (r == PROTO_ETOOLONG && buf_head(&c->rbuf)[0] == 'p') {
+			client_fail(c, "08P01", "password message longer than %d bytes", AUTH_MSG_MAX);
+			return -1;
+		}
 		if (r < 0 || h.type != 'p') {
 			client_fail(c, "08P01", "expected a password message during authentication");
 			return -1;

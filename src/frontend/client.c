@@ -473,6 +473,28 @@ static void on_cancel_request(struct client *c, const struct proto_startup *st)
 
 static void after_auth(struct client *c);
 
+/* A client asking for a newer 3.x minor or for protocol options ("_pq_.*") hears, as from
+ * PostgreSQL, that tusk speaks 3.0 and knows none of them; the session goes on in 3.0 (the
+ * client decides whether that is enough). 0, or -1 when the client was failed. */
+static int negotiate_version(struct client *c, const struct proto_startup *st)
+{
+	const char *unknown[PROTO_STARTUP_MAX_PARAMS];
+	int n = 0;
+
+	for (int i = 0; i < st->nparams; i++)
+		if (strncmp(st->params[i].name, "_pq_.", 5) == 0)
+			unknown[n++] = st->params[i].name;
+	if ((st->version & 0xffff) == 0 && n == 0)
+		return 0;
+	log_debug(c->id, c->ctx, "client asked for protocol 3.%u with %d protocol option(s): offering 3.0",
+		  st->version & 0xffff, n);
+	if (proto_put_negotiate_version(&c->wbuf, 0, unknown, n) < 0) {
+		client_fail(c, "54000", "NegotiateProtocolVersion too large for the client buffer");
+		return -1;
+	}
+	return 0;
+}
+
 static void on_startup(struct client *c, const struct proto_startup *st)
 {
 	const struct config_pool_rule *rule;
@@ -491,6 +513,8 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		client_fail(c, "08P01", "invalid startup parameters (unsupported options or parameter name)");
 		return;
 	}
+	if (negotiate_version(c, st) < 0)
+		return;
 	if (listen_tls_mode(c) >= CONFIG_TLS_REQUIRE && !c->tls.conn) {
 		client_fail(c, "28000", "TLS is required on this listener (connect with sslmode=require)");
 		return;
@@ -963,6 +987,10 @@ static bool answer_parses_locally(struct client *c)
 
 void client_need_server(struct client *c)
 {
+	/* A message no server would take needs none either: refused here, before a claim. */
+	struct proto_hdr h;
+	if (relay_check_client_hdr(c, buf_head(&c->rbuf), buf_len(&c->rbuf), &h) < 0)
+		return;
 	/* A Terminate needs no server. */
 	if (buf_len(&c->rbuf) >= PROTO_HDR_LEN && buf_head(&c->rbuf)[0] == 'X') {
 		client_close(c, "client terminated the session");

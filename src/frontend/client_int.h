@@ -15,6 +15,7 @@
 #include "net/tls.h"
 #include "pool/pool.h"
 #include "pool/server.h"
+#include "proto/proto.h"
 #include "util/buf.h"
 #include "util/id.h"
 
@@ -134,6 +135,11 @@ void client_auth_free(struct client *c);
 /* relay.c */
 void relay_start(struct client *c, struct server *s);
 void relay_client_event(struct client *c, int revents);
+/* The header of a message from a logged-in client at p[0, avail): 1 valid (*h filled), 0 not
+ * all there yet, -1 refused as PostgreSQL would (unknown type, length below 4 or above
+ * max_message_size): the client was failed with the reason. */
+int relay_check_client_hdr(struct client *c, const uint8_t *p, size_t avail, struct proto_hdr *h)
+	__attribute__((warn_unused_result));
 /* The client is done with s (left, failed or shutting down): reset and pool it when it is
  * clean and idle, close it otherwise. */
 void relay_release_server(struct client *c, struct server *s);

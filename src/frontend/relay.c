@@ -503,6 +503,77 @@ static enum scan_result rewrite_deallocate(struct client *c, struct server *s, c
 	return SCAN_OK;
 }
 
+/* ---- refusing what PostgreSQL would refuse, saying why ---- */
+
+int relay_check_client_hdr(struct client *c, const uint8_t *p, size_t avail, struct proto_hdr *h)
+{
+	uint32_t max = cfg_of(c)->max_message_size;
+	ssize_t r = proto_read_hdr(p, avail, max, h);
+	if (r == 0)
+		return 0;
+	/* The type first: garbage rarely has a plausible length either, and its type byte is
+	 * what tells the client (or its author) what went wrong. */
+	if (!proto_client_type_valid(p[0])) {
+		client_fail(c, "08P01", "invalid frontend message type %u ('%c')", p[0],
+			    p[0] >= 0x20 && p[0] < 0x7f ? p[0] : '?');
+		return -1;
+	}
+	if (r == PROTO_ETOOLONG) {
+		uint32_t len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+		client_fail(c, "54000", "message of %llu bytes exceeds max_message_size (%u)",
+			    (unsigned long long)len + 1, max);
+		return -1;
+	}
+	if (r < 0) {
+		client_fail(c, "08P01", "invalid message length in a '%c' message", p[0]);
+		return -1;
+	}
+	return 1;
+}
+
+/* A statement or portal name at p, of which n bytes belong to the message and are present,
+ * longer than PostgreSQL's NAMEDATALEN - 1 (it would truncate it silently, so two names
+ * could mean one statement: tusk refuses). */
+static bool name_too_long(const uint8_t *p, size_t n)
+{
+	return n > PREP_NAME_MAX && !memchr(p, 0, PREP_NAME_MAX + 1);
+}
+
+/* A Parse, Bind, Describe or Close (whole, or at least its names, in m[0, avail)) that a
+ * reader rejected: fail the client with the reason. Always SCAN_CLOSED. */
+static enum scan_result refuse_message(struct client *c, const struct proto_hdr *h, const uint8_t *m, size_t avail)
+{
+	size_t total = (size_t)h->len + 1;
+	size_t n = (avail < total ? avail : total) - PROTO_HDR_LEN;
+	const uint8_t *body = m + PROTO_HDR_LEN;
+	const uint8_t *name = h->type == 'D' || h->type == 'C' ? (n ? body + 1 : body) : body;
+	size_t name_n = name == body ? n : n - 1;
+	const char *what = h->type == 'B' || ((h->type == 'D' || h->type == 'C') && n && body[0] == 'P')
+		? "portal" : "prepared statement";
+
+	if (h->type == 'B' && !name_too_long(name, name_n)) {
+		/* The portal is fine: the statement name follows it. */
+		const uint8_t *nul = memchr(name, 0, name_n);
+		if (nul) {
+			name_n -= (size_t)(nul - name) + 1;
+			name = nul + 1;
+			what = "prepared statement";
+		}
+	}
+	if (name_too_long(name, name_n)) {
+		/* Its start, printable ASCII only: the client decodes the message as text. */
+		char start[21];
+		for (size_t i = 0; i < sizeof start - 1; i++)
+			start[i] = name[i] >= 0x20 && name[i] < 0x7f ? (char)name[i] : '?';
+		start[sizeof start - 1] = '\0';
+		client_fail(c, "42622", "%s name \"%s...\" is too long (at most %d bytes)", what, start, PREP_NAME_MAX);
+		return SCAN_CLOSED;
+	}
+	client_fail(c, "08P01", "invalid %s message", h->type == 'P' ? "Parse" : h->type == 'B' ? "Bind"
+				    : h->type == 'D' ? "Describe" : "Close");
+	return SCAN_CLOSED;
+}
+
 /* Bytes tusk may need in s->wbuf to handle one message: a Close, a Parse and the message. */
 static bool wbuf_room_for(struct server *s, size_t body)
 {
@@ -529,6 +600,19 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		c->c2s_scanned += k;
 		c->c2s_remaining = (uint32_t)(total - k);
 		return SCAN_OK;
+	}
+
+	if (h->type == 'Q' && total <= b->cap) {
+		/* Everything below reads the text as a string of total - 6 bytes. */
+		if (avail < total)
+			return SCAN_OK;
+		int bad = proto_check_query_body(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
+		if (bad < 0) {
+			client_fail(c, "08P01", "%s", bad == PROTO_EMALFORMED
+				    ? "invalid string in message (Query text without its terminating NUL)"
+				    : "invalid message format (bytes after the end of a Query's text)");
+			return SCAN_CLOSED;
+		}
 	}
 
 	if (c->mode == POOL_MODE_STATEMENT && (h->type == 'Q' || h->type == 'P') && total <= b->cap) {
@@ -588,7 +672,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			return SCAN_OK;
 		struct prep_parse p;
 		if (prep_read_parse(m, avail, max, &p) <= 0)
-			return SCAN_BAD;
+			return refuse_message(c, h, m, avail);
 		if (rename && p.name_len == 0) {
 			enum scan_result dr = rewrite_deallocate(c, s, &p, total);
 			if (dr != SCAN_BAD)
@@ -645,7 +729,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		struct prep_bind_head bh;
 		ssize_t head = prep_read_bind_head(m, avail, max, &bh);
 		if (head < 0)
-			return SCAN_BAD;
+			return refuse_message(c, h, m, avail);
 		if (head == 0)
 			return SCAN_OK;
 		const struct prep_stmt *e = bh.stmt_len ? prep_client_find(c->prep, bh.stmt) : NULL;
@@ -666,13 +750,17 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	}
 	case 'D':
 	case 'C': {
-		if (total > RELAY_TARGET_MAX)
-			return SCAN_BAD;
+		if (total > RELAY_TARGET_MAX) {
+			/* Enough to tell a long name from garbage (the buffer holds far more). */
+			if (avail < PROTO_HDR_LEN + 1 + PREP_NAME_MAX + 1)
+				return SCAN_OK;
+			return refuse_message(c, h, m, avail);
+		}
 		if (avail < total)
 			return SCAN_OK;
 		struct prep_target t;
 		if (prep_read_target(m, avail, &t) <= 0)
-			return SCAN_BAD;
+			return refuse_message(c, h, m, avail);
 		uint8_t kind = h->type == 'C' ? EXPECT_CLOSE : t.kind == 'S' ? EXPECT_DESCRIBE_STMT : EXPECT_DESCRIBE_PORTAL;
 		const struct prep_stmt *e =
 			rename && t.kind == 'S' && t.name_len ? prep_client_find(c->prep, t.name) : NULL;
@@ -725,7 +813,6 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 static enum scan_result scan_client(struct client *c, struct server *s)
 {
 	struct buf *b = &c->rbuf;
-	uint32_t max = cfg_of(c)->max_message_size;
 
 	while (c->c2s_scanned < buf_len(b)) {
 		size_t avail = buf_len(b) - c->c2s_scanned;
@@ -740,11 +827,11 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 			continue;
 		}
 		struct proto_hdr h;
-		ssize_t r = proto_read_hdr(buf_head(b) + c->c2s_scanned, avail, max, &h);
+		int r = relay_check_client_hdr(c, buf_head(b) + c->c2s_scanned, avail, &h);
 		if (r == 0)
 			break;
 		if (r < 0)
-			return SCAN_BAD;
+			return SCAN_CLOSED;
 		if (h.type == 'X')
 			return c->c2s_scanned == 0 ? SCAN_TERMINATE : SCAN_STALL;
 		if (!expect_room(s, 3))

@@ -233,6 +233,25 @@ ssize_t proto_read_hdr(const uint8_t *buf, size_t avail, uint32_t max_len, struc
 	return PROTO_HDR_LEN;
 }
 
+bool proto_client_type_valid(uint8_t type)
+{
+	switch (type) {
+	case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'H': case 'S':
+	case 'F': case 'X': case 'd': case 'c': case 'f':
+		return true;
+	default:
+		return false;
+	}
+}
+
+int proto_check_query_body(const uint8_t *body, size_t len)
+{
+	const uint8_t *nul = len ? memchr(body, 0, len) : NULL;
+	if (!nul)
+		return PROTO_EMALFORMED;
+	return nul == body + len - 1 ? 0 : PROTO_ETOOLONG;
+}
+
 int proto_parse_error(const uint8_t *body, size_t len, struct proto_error_fields *out)
 {
 	struct proto_reader r;
@@ -458,6 +477,21 @@ int proto_put_parameter_status(struct buf *b, const char *name, const char *valu
 		return -ENOSPC;
 	p = put_cstr(p, name);
 	p = put_cstr(p, value);
+	return finish(b, p, n);
+}
+
+int proto_put_negotiate_version(struct buf *b, uint32_t minor, const char *const *options, int noptions)
+{
+	size_t n = PROTO_HDR_LEN + 8;
+	for (int i = 0; i < noptions; i++)
+		n += cstr_size(options[i]);
+	uint8_t *p = begin_typed(b, 'v', n);
+	if (!p)
+		return -ENOSPC;
+	p = store_be32(p, minor);
+	p = store_be32(p, (uint32_t)noptions);
+	for (int i = 0; i < noptions; i++)
+		p = put_cstr(p, options[i]);
 	return finish(b, p, n);
 }
 

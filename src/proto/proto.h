@@ -85,6 +85,16 @@ struct proto_hdr {
  * len < 4, PROTO_ETOOLONG when len > max_len. The body need not be present. */
 ssize_t proto_read_hdr(const uint8_t *buf, size_t avail, uint32_t max_len, struct proto_hdr *out);
 
+/* True for the message types a logged-in client may send (Query, the extended protocol,
+ * FunctionCall, COPY data/done/fail, Terminate). 'p' is valid only during authentication and
+ * is not among them; anything else is a protocol violation PostgreSQL answers with FATAL. */
+bool proto_client_type_valid(uint8_t type);
+
+/* The body of a Query is exactly one string: 0 when its first NUL is its last byte,
+ * PROTO_EMALFORMED when it has no NUL at all (PostgreSQL: "invalid string in message"),
+ * PROTO_ETOOLONG when bytes follow the NUL ("invalid message format"). */
+int proto_check_query_body(const uint8_t *body, size_t len);
+
 /* Bounds-checked reader over one message body. Any read past the end sets err and returns
  * a zero value / NULL; callers check err once at the end. */
 struct proto_reader {
@@ -162,6 +172,9 @@ int proto_put_error(struct buf *b, const char *severity, const char *sqlstate,
 int proto_put_notice(struct buf *b, const char *severity, const char *sqlstate,
 		     const char *message, const char *detail, const char *hint);
 int proto_put_parameter_status(struct buf *b, const char *name, const char *value);
+/* NegotiateProtocolVersion ('v'): the newest minor version supported and the names of the
+ * protocol options ("_pq_.*") not recognised. */
+int proto_put_negotiate_version(struct buf *b, uint32_t minor, const char *const *options, int noptions);
 int proto_put_backend_key(struct buf *b, uint32_t pid, uint32_t key);
 int proto_put_ready(struct buf *b, uint8_t status); /* 'I', 'T' or 'E' */
 int proto_put_command_complete(struct buf *b, const char *tag); /* 'C' */

@@ -279,7 +279,9 @@ static void free_gen(struct runtime_gen *g)
 	free(g);
 }
 
-int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited)
+/* threads false: the test seam of runtime_start_inline (no worker threads, no listeners). */
+static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited,
+		 bool threads)
 {
 	int rc;
 	struct runtime_gen *g = calloc(1, sizeof *g);
@@ -314,12 +316,14 @@ int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_in
 		goto err;
 	}
 	for (int w = 0; w < cfg->workers; w++) {
-		rc = worker_start(rt, w, &rt->workers[w]);
+		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
 		if (rc < 0) {
 			log_error(NULL, NULL, "cannot start worker %d: %s", w, strerror(-rc));
 			goto err;
 		}
 	}
+	if (!threads)
+		return 0;
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
 	 * connections over the workers without an acceptor thread. */
 	for (int i = 0; i < cfg->nlisten; i++) {
@@ -344,6 +348,16 @@ err:
 	drop_listeners(rt, 0);
 	runtime_stop(rt);
 	return rc;
+}
+
+int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited)
+{
+	return start(rt, cfg, inherited, ninherited, true);
+}
+
+int runtime_start_inline(struct runtime *rt, struct tusk_config *cfg)
+{
+	return start(rt, cfg, NULL, 0, false);
 }
 
 int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba)

@@ -92,6 +92,11 @@ int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_in
 		  int ninherited);
 /* Load auth_file and hba_file of cfg (either may be absent). 0, or the number of errors,
  * each printed to errout as FILE:LINE: ... (also used by --check). */
+/* Test seam (fuzzers): the same runtime with threadless workers (worker_new) and no
+ * listening sockets; the caller runs each rt->workers[i]->loop and hands connections to
+ * client_accept itself. runtime_stop ends it. */
+__attribute__((warn_unused_result))
+int runtime_start_inline(struct runtime *rt, struct tusk_config *cfg);
 int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba);
 
 /* SIGHUP: load path into a new generation and switch to it (pools follow, listeners are

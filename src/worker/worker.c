@@ -38,6 +38,7 @@ struct worker_priv {
 	struct worker_msg *inbox_head, *inbox_tail;
 	struct worker_msg *local_head, *local_tail; /* posted by this thread itself: no lock */
 	bool stop_requested;
+	bool threaded; /* worker_start; a worker_new one is run by its creator's ev_run */
 };
 
 static struct worker_priv *priv(struct worker *w) { return w->priv; }
@@ -210,12 +211,10 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-int worker_start(struct runtime *rt, int index, struct worker **out)
+int worker_new(struct runtime *rt, int index, struct worker **out)
 {
 	struct worker *w = calloc(1, sizeof *w);
 	struct worker_priv *p = calloc(1, sizeof *p);
-	sigset_t all, old;
-	int rc = -ENOMEM;
 
 	if (!w || !p)
 		goto err_free;
@@ -234,25 +233,39 @@ int worker_start(struct runtime *rt, int index, struct worker **out)
 	ev_timer_start(w->loop, &p->tick);
 	ev_timer_init(&p->drain_tick, drain_tick_cb, WORKER_DRAIN_TICK, WORKER_DRAIN_TICK);
 	p->drain_tick.data = w;
+	*out = w;
+	return 0;
 
+err_free:
+	free(p);
+	free(w);
+	return -ENOMEM;
+}
+
+int worker_start(struct runtime *rt, int index, struct worker **out)
+{
+	struct worker *w;
+	sigset_t all, old;
+	int rc = worker_new(rt, index, &w);
+
+	if (rc < 0)
+		return rc;
+	struct worker_priv *p = priv(w);
 	/* Signals belong to the main thread; workers start with all of them blocked. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	rc = pthread_create(&p->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
-		rc = -rc;
-		goto err_loop;
+		ev_loop_destroy(w->loop);
+		pthread_mutex_destroy(&p->inbox_lock);
+		free(p);
+		free(w);
+		return -rc;
 	}
+	p->threaded = true;
 	*out = w;
 	return 0;
-
-err_loop:
-	ev_loop_destroy(w->loop);
-err_free:
-	free(p);
-	free(w);
-	return rc;
 }
 
 void worker_post(struct worker *w, struct worker_msg *msg)
@@ -321,7 +334,8 @@ void worker_stop(struct worker *w)
 
 void worker_join(struct worker *w)
 {
-	pthread_join(priv(w)->thread, NULL);
+	if (priv(w)->threaded)
+		pthread_join(priv(w)->thread, NULL);
 }
 
 void worker_free(struct worker *w)

@@ -64,6 +64,10 @@ struct worker {
  * (worker_post_listen), at start as at reload. */
 __attribute__((warn_unused_result))
 int worker_start(struct runtime *rt, int index, struct worker **out);
+/* Test seam (unit tests, fuzzers): the same worker without its thread; the caller runs
+ * w->loop (ev_run) on its own thread. worker_stop, worker_join and worker_free work on it. */
+__attribute__((warn_unused_result))
+int worker_new(struct runtime *rt, int index, struct worker **out);
 /* Thread-safe: hand listening socket fd (named key) to w, or ask w to close the listener
  * named key, or to drain (see WORKER_MSG_DRAIN). 0 or -ENOMEM (then fd is still the
  * caller's). */

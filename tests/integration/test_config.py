@@ -165,3 +165,17 @@ def test_sigint_stops_cleanly(tmp_path, pg):
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.parametrize("opener", ["[", "{a: "], ids=["flow-sequence", "flow-mapping"])
+def test_deeply_nested_yaml_is_refused_fast(tmp_path, opener):
+    """Issue 9 item 13: libyaml has no depth bound and spends minutes on a few MB of "[[[["."""
+    cfg = tmp_path / "deep.yaml"
+    head = "services:\n  main:\n    hosts: [\"127.0.0.1:5432\"]\nx: "
+    cfg.write_text(head + opener * ((1 << 20) // len(opener)) + "\n")
+    start = time.monotonic()
+    p = tusk_cmd("-c", str(cfg), "--check")
+    took = time.monotonic() - start
+    assert p.returncode == 1, p.stderr
+    assert f"{cfg}:4: -: nested deeper than 64 levels" in p.stderr, p.stderr
+    assert took < 1.0 * SLOW, f"took {took:.2f}s to refuse a 1 MB deeply nested file"

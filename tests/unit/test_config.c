@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -392,6 +393,50 @@ static void test_error_syntax(void **state)
 	one_error(BASE "workers: [1, 2\n", "7: -: did not find expected ',' or ']' (while parsing a flow sequence at line 6)");
 	one_error(BASE "  bad indent: 1\n", "6: -: did not find expected '-' indicator (while parsing a block collection at line 5)");
 	one_error(BASE "x: \xff\n", "6: -: invalid leading UTF-8 octet at byte 76");
+}
+
+/* Deep nesting is refused at the first level too deep (FILE:LINE), in block and flow style,
+ * and fast: a 1 MB file of "[" is turned down without libyaml scanning all of it. */
+static void test_error_too_deep(void **state)
+{
+	(void)state;
+	char yaml[8192];
+	size_t n = (size_t)snprintf(yaml, sizeof yaml, "%s", BASE "x: ");
+	for (int i = 0; i < 65; i++)
+		yaml[n++] = '[';
+	for (int i = 0; i < 65; i++)
+		yaml[n++] = ']';
+	memcpy(yaml + n, "\n", 2);
+	one_error(yaml, "6: -: nested deeper than 64 levels");
+
+	/* 64 levels in all (the top mapping is one) are fine: the only error is the unknown key. */
+	n = (size_t)snprintf(yaml, sizeof yaml, "%s", BASE "x: ");
+	for (int i = 0; i < 63; i++)
+		yaml[n++] = '[';
+	for (int i = 0; i < 63; i++)
+		yaml[n++] = ']';
+	memcpy(yaml + n, "\n", 2);
+	one_error(yaml, "6: x: unknown key");
+
+	/* block style: one mapping per line, indented */
+	n = (size_t)snprintf(yaml, sizeof yaml, "%s", BASE "x:\n");
+	for (int i = 1; i <= 70; i++)
+		n += (size_t)snprintf(yaml + n, sizeof yaml - n, "%*sk%d:\n", i, "", i);
+	one_error(yaml, "70: -: nested deeper than 64 levels"); /* k63 opens level 65 */
+
+	size_t big = 1u << 20;
+	char *deep = malloc(big + 1);
+	assert_non_null(deep);
+	n = (size_t)snprintf(deep, big, "%s", BASE "x: ");
+	memset(deep + n, '[', big - n);
+	deep[big] = '\0';
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	one_error(deep, "6: -: nested deeper than 64 levels");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(took < 0.5);
+	free(deep);
 }
 
 static void test_error_shape(void **state)
@@ -879,6 +924,7 @@ int main(void)
 		cmocka_unit_test(test_workers_auto_and_nulls),
 		cmocka_unit_test(test_error_missing_file),
 		cmocka_unit_test(test_error_syntax),
+		cmocka_unit_test(test_error_too_deep),
 		cmocka_unit_test(test_error_shape),
 		cmocka_unit_test(test_error_unknown_key),
 		cmocka_unit_test(test_error_duplicate_key),

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the whole-connection fuzzers (fuzz/corpus/{relay,login,console_session}),
+in the chunk format of fuzz/conn_harness.h. Run from the repository root; the files are committed."""
+import struct, os
+def msg(k, body=b""): return k + struct.pack("!I", len(body)+4) + body
+def q(sql): return msg(b"Q", sql.encode()+b"\0")
+def parse(name, sql, oids=()): return msg(b"P", name.encode()+b"\0"+sql.encode()+b"\0"+struct.pack("!H",len(oids))+b"".join(struct.pack("!I",o) for o in oids))
+def bind(portal, stmt, params=()):
+    b = portal.encode()+b"\0"+stmt.encode()+b"\0"+struct.pack("!H",0)+struct.pack("!H",len(params))
+    for p in params: b += struct.pack("!I", len(p)) + p
+    return msg(b"B", b + struct.pack("!H",0))
+def describe(kind, name): return msg(b"D", kind+name.encode()+b"\0")
+def close(kind, name): return msg(b"C", kind+name.encode()+b"\0")
+def execute(portal="", n=0): return msg(b"E", portal.encode()+b"\0"+struct.pack("!I",n))
+SYNC = msg(b"S"); FLUSH = msg(b"H"); TERM = msg(b"X")
+def chunks(*parts, server=False):
+    out=b""
+    for p in parts:
+        if isinstance(p, tuple):  # (server bytes,)
+            data, tag0 = p[0], 1
+        else:
+            data, tag0 = p, 0
+        while True:
+            n = min(len(data), 255 + 127*256)
+            hi, lo = divmod(n, 256)
+            out += bytes([(hi << 1) | tag0, lo]) + data[:n]
+            data = data[n:]
+            if not data: break
+    return out
+def write(d, name, b):
+    open(f"fuzz/corpus/{d}/{name}", "wb").write(b)
+
+# relay: mode byte 0 session, 1 transaction, 2 statement (+0x80 Terminate)
+for mode, mname in ((0,"session"),(1,"transaction"),(2,"statement")):
+    write("relay", f"{mname}-simple", bytes([mode|0x80]) + chunks(q("select 1"), q("begin"), q("select 2"), q("commit")))
+    write("relay", f"{mname}-extended-named", bytes([mode]) + chunks(
+        parse("s1","select $1",(23,)) + bind("","s1",(b"42",)) + describe(b"P","") + execute() + SYNC,
+        bind("","s1",(b"7",)) + execute() + close(b"S","s1") + SYNC))
+    write("relay", f"{mname}-empty-query", bytes([mode]) + chunks(q("select 1"), b"Q\0\0\0\x04"))
+write("relay", "transaction-set-discard", bytes([1]) + chunks(q("set search_path = x"), q("select 1"), q("discard all"), q("deallocate all")))
+write("relay", "transaction-error-pipeline", bytes([1]) + chunks(parse("e","select error") + bind("","e") + execute() + SYNC + parse("ok","select 1") + SYNC))
+write("relay", "transaction-copy", bytes([1]) + chunks(q("copy t from stdin"), msg(b"d", b"1\n"), msg(b"c"), q("copy t from stdin"), msg(b"f", b"no\0")))
+write("relay", "transaction-deallocate", bytes([1]) + chunks(parse("p1","select 1") + SYNC, q("deallocate p1"), parse("", "deallocate p1") + bind("","") + execute() + SYNC))
+write("relay", "transaction-many-statements", bytes([1]) + chunks(b"".join(parse(f"s{i}", f"select {i}") for i in range(8)) + SYNC, b"".join(bind("",f"s{i}")+execute() for i in range(8)) + SYNC))
+write("relay", "session-server-garbage", bytes([0]) + chunks(q("select 1"), (b"Z\0\0\0\x05I",), (msg(b"S", b"TimeZone\0UTC\0"),), (b"\xff\xff\xff\xff\xff",)))
+write("relay", "transaction-function-call", bytes([1]) + chunks(msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0) + struct.pack("!H",0)), q("select 1")))
+write("relay", "statement-begin", bytes([2]) + chunks(q("begin"), parse("","start transaction") + SYNC))
+write("relay", "transaction-unknown-type", bytes([1]) + chunks(q("select 1"), msg(b"?", b"x")))
+write("relay", "transaction-long-name", bytes([1]) + chunks(parse("n"*64, "select 1") + SYNC))
+write("relay", "transaction-big-query", bytes([1]) + chunks(q("select '" + "x"*5000 + "'"), q("select 1")))
+
+# login: selector & 7 user (t password md5 scram rejected blocked nobody admin), bit3 console, bit6 raw
+write("login", "trust-query", bytes([0]) + chunks(q("select 1")))
+write("login", "password-ok", bytes([1]) + chunks(msg(b"p", b"pw\0"), q("select 1")))
+write("login", "password-wrong", bytes([1]) + chunks(msg(b"p", b"nope\0")))
+write("login", "password-unterminated", bytes([1]) + chunks(msg(b"p", b"pw")))
+write("login", "md5-answer", bytes([2]) + chunks(msg(b"p", b"md5" + b"0"*32 + b"\0")))
+write("login", "scram-first", bytes([3]) + chunks(msg(b"p", b"SCRAM-SHA-256\0" + struct.pack("!I", 32) + b"n,,n=,r=rOprNGfwEbeRWgbNEkqO%hvYDp"), msg(b"p", b"c=biws,r=x,p=AAAA")))
+write("login", "scram-plus-mismatch", bytes([6]) + chunks(msg(b"p", b"SCRAM-SHA-256-PLUS\0" + struct.pack("!I", 8) + b"n,,n=,r=")))
+write("login", "rejected", bytes([4]) + chunks(q("select 1")))
+write("login", "blocked", bytes([5]))
+write("login", "console-admin", bytes([7|8]) + chunks(q("SHOW VERSION")))
+write("login", "console-unknown-user", bytes([6|8]) + chunks(msg(b"p", b"x\0")))
+def startup(params, version=0x30000):
+    body = struct.pack("!I", version) + b"".join(k.encode()+b"\0"+v.encode()+b"\0" for k,v in params.items()) + b"\0"
+    return struct.pack("!I", len(body)+4) + body
+write("login", "raw-ssl-then-startup", bytes([0x40]) + chunks(struct.pack("!II", 8, 80877103) + startup({"user":"t","database":"db"}), q("select 1")))
+write("login", "raw-protocol-3.2-options", bytes([0x40]) + chunks(startup({"user":"t","database":"db","_pq_.x":"1","options":"-c search_path=a"}, 0x30002), q("select 1")))
+write("login", "raw-cancel", bytes([0x40]) + chunks(struct.pack("!IIII", 16, 80877102, 1, 2)))
+write("login", "raw-console-protocol-3.1", bytes([0x40|0x80]) + chunks(startup({"user":"admin","database":"pgbouncer"}, 0x30001), q("SHOW POOLS")))
+
+# console: bit0 monitor, bit1 pgbouncer
+for cmd in ("SHOW POOLS","SHOW CLIENTS","SHOW SERVERS","SHOW STATS","SHOW DATABASES","SHOW CONFIG","SHOW LISTS","SHOW VERSION","SHOW HELP","PAUSE db","RESUME db","KILL db","RECONNECT","KILL_CLIENT c0000000"):
+    write("console_session", cmd.lower().replace(" ","-"), bytes([0]) + chunks(q(cmd)))
+write("console_session", "extended", bytes([0x80]) + chunks(parse("s","SHOW POOLS") + bind("","s") + describe(b"P","") + execute() + SYNC + describe(b"S","s") + close(b"S","s") + SYNC))
+write("console_session", "monitor-pause", bytes([1]) + chunks(q("PAUSE"), q("SHOW STATS")))
+write("console_session", "function-call", bytes([2]) + chunks(msg(b"F", struct.pack("!IHHH",1,0,0,0)), msg(b"?"), q("SHOW VERSION")))
+write("console_session", "pipeline-error", bytes([0]) + chunks(parse("","BOGUS") + bind("","") + execute() + SYNC + q("")))
+for m, mname in ((1,"password"),(2,"md5"),(3,"scram")):
+    write("login", f"console-{mname}-unknown-user", bytes([6|8|(m<<4)]) + chunks(msg(b"p", b"pw\0")))
+    write("login", f"console-{mname}-admin", bytes([7|8|(m<<4)]) + chunks(msg(b"p", b"pw\0"), q("SHOW POOLS")))
+write("login", "console-password-monitor-user", bytes([0x40|(1<<4)]) + chunks(startup({"user":"monitor","database":"tusk"}), msg(b"p", b"pw\0"), q("SHOW STATS")))

@@ -132,9 +132,9 @@ def reference(pg_port, user, startup, proto, steps=()):
 
 
 class Client:
-    def __init__(self, name, conn, want, want_told):
-        self.name, self.conn, self.want, self.want_told = name, conn, want, want_told
-        self.views = 0
+    def __init__(self, name, kind, conn, want, want_told, shared=False):
+        self.name, self.kind, self.conn, self.want, self.want_told = name, kind, conn, want, want_told
+        self.shared = shared  # connected once for many cases: a Crowd does not close it
 
     def close(self):
         try:
@@ -156,14 +156,21 @@ class Crowd:
         self.visited = set()
         self.lock = threading.Lock()
 
-    def add(self, names_startups, refs, phase):
+    def join(self, clients, refs):
+        """Clients connected earlier (shared ones included); what they must see starts again
+        from their reference."""
+        for c in clients:
+            c.want, c.want_told = dict(refs[c.kind][0]), refs[c.kind][1]
+            self.clients.append(c)
+
+    def add(self, names_startups, refs, phase, shared=False):
         """Connect clients (name, kind, startup) at once; each checks its told parameters at
         login. refs: kind -> (view, told)."""
         def one(item):
             name, kind, startup = item
             conn = connect(self.port, user=self.user, dbname=TEST_DB, **startup)
             want, want_told = refs[kind]
-            c = Client(f"{name}(kind {kind})", conn, dict(want), want_told)
+            c = Client(f"{name}(kind {kind})", kind, conn, dict(want), want_told, shared)
             problems = diff(told(conn), want_told, f"{phase}: {c.name} at login: ParameterStatus")
             return c, problems
         problems = []
@@ -202,12 +209,12 @@ class Crowd:
         return problems
 
     def close(self, clients=None):
-        for c in clients if clients is not None else self.clients:
-            c.close()
-        if clients is None:
-            self.clients = []
-        else:
-            self.clients = [c for c in self.clients if c not in clients]
+        """Closes the given clients (default: all but the shared ones) and forgets them."""
+        gone = self.clients if clients is None else clients
+        for c in gone:
+            if not c.shared:
+                c.close()
+        self.clients = [c for c in self.clients if c not in gone]
 
 
 def executor():

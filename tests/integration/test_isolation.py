@@ -24,7 +24,7 @@ import pytest
 
 from conftest import DIRECT, SLOW, TEST_DB, Tusk, connect
 from iso_util import (LOCK_KEY, REPORTED_SETTABLE, SETTINGS, UNREPORTED, Crowd, diff, executor, look,
-                      reference, run_steps, told, wait_lock_released, without_pid)
+                      reference, run_sql, run_steps, told, wait_lock_released, without_pid)
 from txn_util import txn_pool
 
 POOLS = [("transaction", 1), ("transaction", 4), ("statement", 1), ("statement", 4)]
@@ -209,6 +209,7 @@ class IsoPool:
         self.t = None
         self.problems = []
         self.admin = None
+        self.olds = []  # clients connected before any case, shared by the module's cases
         self._refs = None
         self.start()
 
@@ -225,10 +226,25 @@ class IsoPool:
                                   "and usename = %s", (self.user,)).fetchall()
         return {r[0] for r in rows}
 
+    def old_clients(self, ex):
+        """OLD clients connected once per tusk (and again after a restart): every case's
+        clients connected before A."""
+        if not self.olds:
+            crowd = Crowd(self.port, self.user, "simple", False, 0.0, ex)
+            problems = crowd.add([(f"old{i}", CASE_KINDS[i % len(CASE_KINDS)], KINDS[CASE_KINDS[i % len(CASE_KINDS)]])
+                                  for i in range(OLD)], self.refs(), "connecting the old clients", shared=True)
+            self.olds = crowd.clients
+            assert not problems, "\n".join(problems[:30])
+        return self.olds
+
     def stop(self):
+        for c in self.olds:
+            c.close()
+        self.olds = []
         if self.admin is not None:
             self.admin.close()
             self.admin = None
+        self.olds = []  # clients connected before any case, shared by the module's cases
         for p in self.t.stop():
             self.problems.append(f"{p}\n--- {self.t.log_path}\n{self.t.log_tail()}")
 
@@ -269,7 +285,7 @@ def iso(request, iso_pool):
         iso_pool.restart("it had died")
     yield iso_pool
     rep = getattr(request.node, "rep_call", None)
-    if not DIRECT and rep is not None and rep.failed:
+    if rep is not None and rep.failed:
         iso_pool.restart(f"after {request.node.name}")
 
 
@@ -282,8 +298,9 @@ def _lock_want(case, a_connected):
 
 
 def _rounds(iso, crowd, a, a_want, a_told, proto, exclude, phase):
-    """Rounds until every server of the pool (but `exclude`) served the crowd; A (when
-    connected) looks at its own session between rounds."""
+    """Rounds until every server of the pool (but `exclude`) served the crowd, and the pool
+    has all `size` servers (twenty clients at once need them all); A (when connected) looks
+    at its own session between rounds."""
     problems = []
     crowd.visited = set()
     for rnd in range(MAX_ROUNDS):
@@ -299,12 +316,20 @@ def _rounds(iso, crowd, a, a_want, a_told, proto, exclude, phase):
             # Straight to PostgreSQL every client is its own server: nothing to cover.
             if DIRECT:
                 return problems
-            servers = iso.servers() - exclude
-            if servers and servers <= crowd.visited:
+            all_servers = iso.servers()
+            servers = all_servers - exclude
+            if len(all_servers) == iso.size and servers and servers <= crowd.visited:
                 return problems
-    problems.append(f"{phase}: servers {sorted(servers - crowd.visited)} of the pool never served the crowd "
-                    f"in {MAX_ROUNDS} rounds (visited {sorted(crowd.visited)})")
+    problems.append(f"{phase}: the pool's servers {sorted(all_servers)} (size {iso.size}, A's pinned one "
+                    f"excluded: {sorted(exclude)}) were not all opened and used by the crowd in {MAX_ROUNDS} "
+                    f"rounds (visited {sorted(crowd.visited)})")
     return problems
+
+
+def _b_takes_lock(crowd, proto):
+    """One other client tries to take A's lock itself (exclusive, for its transaction)."""
+    b = crowd.clients[0]
+    return run_sql(b.conn, proto, f"select pg_try_advisory_xact_lock({LOCK_KEY})").fetchone()[0]
 
 
 def run_case(iso, proto, case, kinds=CASE_KINDS):
@@ -322,8 +347,7 @@ def run_case(iso, proto, case, kinds=CASE_KINDS):
             def crowd_of(prefix, n, shift):
                 return [(f"{prefix}{i}", kinds[(i + shift) % len(kinds)], KINDS[kinds[(i + shift) % len(kinds)]])
                         for i in range(n)]
-            olds = crowd_of("old", OLD, 0)
-            problems += crowd.add(olds, refs, "before A")
+            crowd.join(iso.old_clients(ex), refs)
             problems += crowd.round(0, "before A")  # the old clients have used the pool's servers before A
             assert not problems, "before A did anything:\n" + "\n".join(problems[:30])
 
@@ -351,6 +375,8 @@ def run_case(iso, proto, case, kinds=CASE_KINDS):
                 if not added:
                     problems += _rounds(iso, crowd, a, a_want, a_told, proto,
                                         {a_pid} if case.a_pins else set(), "A connected")
+                if case.lock_held and not problems and _b_takes_lock(crowd, proto) is not False:
+                    problems.append("A connected: another client took A's advisory lock")
             a.close()
             a = None
 
@@ -366,6 +392,8 @@ def run_case(iso, proto, case, kinds=CASE_KINDS):
                 problems += added
                 if not added:
                     problems += _rounds(iso, crowd, None, None, None, proto, set(), "A gone")
+                if (case.lock_held or case.lock_maybe) and not problems and _b_takes_lock(crowd, proto) is not True:
+                    problems.append("A gone: another client cannot take the advisory lock A held")
         finally:
             if a is not None:
                 a.close()

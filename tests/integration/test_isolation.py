@@ -18,6 +18,7 @@ Pools: transaction and statement mode, size 1 and 4, one tusk each shared by the
 restarted after a failed test, so one leak is not blamed on the next case). Protocols: simple
 (Query messages) and extended (unnamed and named Parse/Bind/Execute)."""
 
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -362,9 +363,26 @@ def run_case(iso, proto, case, kinds=CASE_KINDS):
                 problems += diff(told(a), a_told, "A itself right after: ParameterStatus")
             a_pid = int(look(a, proto)["pid"])
 
-            # Phase 1, A still connected. A pinned to the only server leaves none for the
-            # others (they would wait for it), so then only phase 2 runs.
-            if not (case.a_pins and iso.size == 1):
+            # Phase 1, A still connected.
+            if case.a_pins and iso.size == 1:
+                # A pinned to the only server leaves none for the others: they queue now
+                # while A goes on using its server (still seeing its own session, the server
+                # never handed to them between A's transactions), and are served once A has
+                # left; what they find then is checked again in phase 2.
+                for c in crowd.clients:
+                    c.want["lock_free"] = None
+                waiting = ex.submit(crowd.round, 0, "waiting for A's server")
+                for rnd in range(MIN_ROUNDS):
+                    time.sleep(0.05 * SLOW)
+                    view = without_pid(look(a, proto, named=rnd % 2 == 1))
+                    if a_want is not None:
+                        problems += diff(view, a_want, f"A connected, others waiting: A itself, round {rnd}:")
+                        problems += diff(told(a), a_told, f"A connected, others waiting: A itself, round {rnd}: "
+                                                         "ParameterStatus")
+                a.close()
+                a = None
+                problems += waiting.result(timeout=60 * SLOW)
+            else:
                 lock = _lock_want(case, True)
                 for c in crowd.clients:
                     c.want["lock_free"] = lock
@@ -377,8 +395,8 @@ def run_case(iso, proto, case, kinds=CASE_KINDS):
                                         {a_pid} if case.a_pins else set(), "A connected")
                 if case.lock_held and not problems and _b_takes_lock(crowd, proto) is not False:
                     problems.append("A connected: another client took A's advisory lock")
-            a.close()
-            a = None
+                a.close()
+                a = None
 
             # Phase 2, A gone: the old clients and ten that never met A.
             if not problems:

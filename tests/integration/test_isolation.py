@@ -10,9 +10,13 @@ of them, each checking that its session is exactly what a session straight to Po
 with its own startup parameters would be (settings, what they do, ParameterStatus,
 current_user, temp tables, advisory locks, prepared statements). A looks at its own session
 between the rounds. Then A leaves and twenty clients (the old ones and ten fresh ones) do it
-again. The reference for every view is a session straight to PostgreSQL, so with
-TUSK_TEST_DIRECT=1 (every client its own session) the whole suite passes: that is how the
-tests themselves are checked.
+again. Where A may be pinned and the pool has one server, the old clients instead queue
+behind A while it goes on working, and are served (and checked) once it has left. The
+reference for every view is a session straight to PostgreSQL, so with TUSK_TEST_DIRECT=1
+(every client its own session) the whole suite passes: that is how the tests themselves are
+checked. Nothing here is marked tusk_only: every assertion is about what clients see; only
+the check that the crowd covered every server of the pool (and that the pool opened all
+`size` of them) is skipped straight to PostgreSQL, where each client is its own server.
 
 Pools: transaction and statement mode, size 1 and 4, one tusk each shared by the module (and
 restarted after a failed test, so one leak is not blamed on the next case). Protocols: simple

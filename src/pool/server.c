@@ -577,8 +577,10 @@ err_nospace:
 
 const char *server_param(const struct server *s, const char *name)
 {
+	/* GUC names are case-insensitive: the classifier lower-cases them, the server reports
+	 * "TimeZone", "DateStyle". */
 	for (int i = 0; i < s->nparams; i++)
-		if (strcmp(s->params[i].name, name) == 0)
+		if (strcasecmp(s->params[i].name, name) == 0)
 			return s->params[i].value;
 	return NULL;
 }

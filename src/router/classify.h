@@ -72,7 +72,7 @@ enum classify_kind {
                                    * advisory locks, setseed, dblink_connect, temporary
                                    * replication slots, ...), or set_config() whose name is not a
                                    * constant, or more set_config() calls than set_configs holds */
-#define CLASSIFY_MAX_SET_CONFIGS 4
+#define CLASSIFY_MAX_SET_CONFIGS 16
 
 /* Flags in classify_stmt.flags. */
 #define CLASSIFY_F_NAME_TRUNCATED 0x01u /* name did not fit: it holds a prefix, do not key on it */

@@ -652,8 +652,9 @@ static void test_calls(void **state)
 			fail_msg("exhaustive disagrees: %s", sql);
 	}
 	/* More set_config names than fit: pinned rather than forgotten. */
-	const char *many = "SELECT set_config('a.a','1',false), set_config('a.b','1',false), set_config('a.c','1',false), "
-			   "set_config('a.d','1',false), set_config('a.e','1',false)";
+	char many[2048] = "SELECT set_config('a.a0','1',false)";
+	for (int i = 1; i <= CLASSIFY_MAX_SET_CONFIGS; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), ", set_config('a.a%d','1',false)", i);
 	assert_int_equal(classify_sql(many, strlen(many), &r), 0);
 	assert_true(r.calls & CLASSIFY_CALL_PIN);
 	assert_int_equal(r.nset_configs, CLASSIFY_MAX_SET_CONFIGS);

@@ -825,6 +825,8 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 		size_t before_len = buf_len(b), before_scanned = c->c2s_scanned;
 		size_t wbuf_before = buf_len(&s->wbuf);
 		enum scan_result res = scan_client_message(c, s, &h, avail);
+		if (res == SCAN_CLOSED || res == SCAN_BAD)
+			return res; /* the client (and with it the server) may be gone */
 		if (s->replay_state == REPLAY_START || s->replay_state == REPLAY_RECORDING) {
 			/* A message that consumed its head (a rewritten Bind) sent nothing scanned. */
 			replay_record(c, s, wbuf_before, buf_len(b) == before_len ? before_scanned : c->c2s_scanned);

@@ -258,3 +258,32 @@ def test_last_close_lets_the_statement_go_on_the_server(tusk, pg, how):
     finally:
         a.terminate()
         b.terminate()
+
+
+@pytest.mark.tusk_only
+def test_second_stale_statement_in_a_retried_batch_passes_its_error_on(tusk, pg):
+    """One batch runs two stale statements. The first one's error is retried away; when the
+    second one fails, the first one's rows have reached the client, so its error passes on
+    unchanged (PostgreSQL rolls the implicit transaction back, as it would direct for any
+    error there) and both statements work on the next try."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="10s")
+    a, b = _two_clients_one_server_after_alter(pg, t)
+    sql2 = "select id, v from heal_t order by id"
+    try:
+        for w in (a, b):
+            assert_ok(w.exchange(parse_msg("s2", sql2), bind_msg("s2"), execute_msg(), sync_msg()),
+                      [["1", "v10"], ["2", "v20"]])
+        pg.execute("alter table heal_t alter column v type bigint using 0", dbname=TEST_DB)
+        r = a.exchange(close_msg(b"S", "s1"), parse_msg("s1", TABLE_SQL), close_msg(b"S", "s2"),
+                       parse_msg("s2", sql2), sync_msg())
+        assert r["errors"] == [], r
+        r = a.exchange(bind_msg("s1"), execute_msg(), bind_msg("s2"), execute_msg(), sync_msg())
+        assert r["rows"] == [["0"], ["0"]], r
+        assert len(r["errors"]) == 1 and r["status"] == b"I", r
+        assert_server_error_unchanged(r["errors"][0])
+        r = a.exchange(bind_msg("s1"), execute_msg(), bind_msg("s2"), execute_msg(), sync_msg())
+        assert r["errors"] == [] and r["rows"] == [["0"], ["0"], ["1", "0"], ["2", "0"]], r
+        assert t.log_path.read_text().count("request retried") == 1
+    finally:
+        a.terminate()
+        b.terminate()

@@ -29,6 +29,7 @@
 #define RELAY_TARGET_MAX 256   /* Describe/Close are a kind byte and one name */
 #define RELAY_EARLY_RELEASE_MAX 4096 /* a final reply this small is copied to release early */
 #define RELAY_REPLAY_MAX 8192  /* largest batch (Bind to Sync) kept to retry on a stale statement */
+#define RELAY_STALE_ERROR_MAX 1024 /* largest ErrorResponse looked for behind a ParameterDescription */
 
 /* The copy of a batch kept in server.replay (see heal_stale). */
 enum replay_state {
@@ -428,14 +429,16 @@ static bool wbuf_room_for(struct server *s, size_t body)
  * A statement tusk shares on a server goes stale when the schema changes under it (ALTER
  * TABLE ... TYPE; DROP TYPE + CREATE TYPE): the server answers its Bind with "cached plan must
  * not change result type" (0A000) or "cache lookup failed for type" (XX000) although the
- * client just prepared the text afresh. The client's bytes are gone to the server by then,
- * so a batch that may be sent again is copied as it goes out: from the Bind of a tusk
- * statement to its Sync, when that Bind opens the only batch in flight, outside a
+ * client just prepared the text afresh (a statement Describe fails the same way, after its
+ * ParameterDescription). The client's bytes are gone to the server by then, so a batch that
+ * may be sent again is copied as it goes out: from the Bind or statement Describe of a tusk
+ * statement to its Sync, when that message opens the only batch in flight, outside a
  * transaction block, with nothing before it in the batch but Parse, Describe and Close (the
  * error rolls back the implicit transaction, so nothing is lost or done twice). When the
- * error is the first reply to that Bind and nothing was sent after the Sync, tusk drops the
- * error and the ReadyForQuery that follows, closes and prepares the statement again, and
- * sends the batch again, once. In every other case the error reaches the client and the
+ * error is the first reply to that message (a ParameterDescription before it is held back
+ * until it is known) and nothing was sent after the Sync, tusk drops the error and the
+ * ReadyForQuery that follows, closes and prepares the statement again, and sends the batch
+ * again, once. In every other case the error reaches the client and the
  * statement is marked stale, so that its next use on that server prepares it afresh; the
  * other servers heal the same way on first use. */
 
@@ -451,6 +454,18 @@ static bool replay_may_start(const struct client *c, const struct server *s)
 			return false; /* something that runs or binds is already in the batch */
 	}
 	return true;
+}
+
+/* The Bind or statement Describe x (of e, its bytes from wbuf offset mark) begins a batch
+ * to keep. */
+static void replay_begin(struct server *s, struct server_expect *x, size_t mark, const struct prep_stmt *e)
+{
+	x->replay = true;
+	s->replay_state = REPLAY_START;
+	s->replay_mark = (uint32_t)mark;
+	s->replay_len = 0;
+	s->replay_retried = false;
+	memcpy(s->replay_name, e->name, sizeof s->replay_name);
 }
 
 /* Copy what one scan step sent on its way (s->wbuf from wbuf_from, the client's bytes from
@@ -510,11 +525,11 @@ static bool replay_possible(const struct client *c, const struct server *s, cons
 }
 
 /* A request on tusk statement e->hash failed with the ErrorResponse at m. Returns 1 when it
- * was a stale statement and the request went again (the error is consumed), 0 to pass the
- * error on (the statement marked stale if it was that), -1 to wait for the client's
- * pending output first. */
+ * was a stale statement and the request went again (consume bytes of s->rbuf, the error and
+ * what was held before it, are dropped), 0 to pass the error on (the statement marked stale
+ * if it was that), -1 to wait for the client's pending output first. */
 static int heal_stale(struct client *c, struct server *s, const struct server_expect *e, const uint8_t *m,
-		      size_t total)
+		      size_t total, size_t consume)
 {
 	bool replay = e && e->replay;
 	if (!e || !e->has_hash || !s->prep || (e->kind != EXPECT_BIND && e->kind != EXPECT_DESCRIBE_STMT &&
@@ -548,7 +563,7 @@ static int heal_stale(struct client *c, struct server *s, const struct server_ex
 		*x = (struct server_expect){ .kind = EXPECT_PARSE, .action = EXPECT_DROP, .has_hash = true, .hash = h };
 		s->pending_rfq++;
 		s->replay_retried = true;
-		buf_consume(&s->rbuf, total);
+		buf_consume(&s->rbuf, consume);
 		log_info(c->id, c->ctx, "statement %s went stale on server %s: prepared again, request retried",
 			 st->server_name, s->id);
 		return 1;
@@ -711,14 +726,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		struct server_expect *x = expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 		x->has_hash = true;
 		x->hash = e->hash;
-		if (replay) {
-			x->replay = true;
-			s->replay_state = REPLAY_START;
-			s->replay_mark = (uint32_t)mark;
-			s->replay_len = 0;
-			s->replay_retried = false;
-			memcpy(s->replay_name, e->name, sizeof s->replay_name);
-		}
+		if (replay)
+			replay_begin(s, x, mark, e);
 		buf_consume(b, (size_t)head);
 		/* The parameters follow unchanged, streamed. */
 		c->c2s_remaining = (uint32_t)(total - (size_t)head);
@@ -767,11 +776,17 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		}
 		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len))
 			return SCAN_STALL;
-		if (!ensure_prepared(s, e) || prep_put_describe_statement(&s->wbuf, e->server_name) < 0)
+		if (!ensure_prepared(s, e))
+			return SCAN_BAD;
+		bool replay = replay_may_start(c, s);
+		size_t mark = buf_len(&s->wbuf);
+		if (prep_put_describe_statement(&s->wbuf, e->server_name) < 0)
 			return SCAN_BAD;
 		struct server_expect *x = expect_push(s, kind, EXPECT_FORWARD);
-		x->has_hash = true; /* a stale statement fails here too: mark it */
+		x->has_hash = true; /* a stale statement fails here too */
 		x->hash = e->hash;
+		if (replay)
+			replay_begin(s, x, mark, e);
 		buf_consume(b, total);
 		return SCAN_OK;
 	}
@@ -1000,7 +1015,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
 				if (avail < total)
 					return SCAN_OK;
-				int healed = heal_stale(c, s, e, m, total);
+				int healed = heal_stale(c, s, e, m, total, total);
 				if (healed < 0)
 					return SCAN_STALL;
 				if (healed > 0)
@@ -1046,6 +1061,24 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			expect_pop(s);
 			break;
 		case 't':
+			if (e && e->kind == EXPECT_DESCRIBE_STMT && e->replay && s->replay_state == REPLAY_COMPLETE &&
+			    !s->replay_retried && total + RELAY_STALE_ERROR_MAX <= b->cap) {
+				/* A stale statement fails after its ParameterDescription: hold it until
+				 * what follows shows whether the Describe can go again. */
+				struct proto_hdr nh;
+				if (avail < total + PROTO_HDR_LEN)
+					return SCAN_OK;
+				if (proto_read_hdr(m + total, avail - total, RELAY_STALE_ERROR_MAX, &nh) > 0 && nh.type == 'E') {
+					size_t etotal = (size_t)nh.len + 1;
+					if (avail < total + etotal)
+						return SCAN_OK;
+					int healed = heal_stale(c, s, e, m + total, etotal, total + etotal);
+					if (healed < 0)
+						return SCAN_STALL;
+					if (healed > 0)
+						continue;
+				}
+			}
 			if (e && e->kind == EXPECT_DESCRIBE_STMT)
 				e->kind = EXPECT_DESCRIBE_PORTAL;
 			break;

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import DIRECT, TEST_DB, TUSK_ERROR_RE, wait_until
 from pgwire import parse_error_fields
-from txn_util import (WireClient, bind_msg, close_msg, execute_msg, parse_msg, sync_msg, txn_pool)
+from txn_util import (WireClient, bind_msg, close_msg, describe_msg, execute_msg, parse_msg, sync_msg,
+                      txn_pool)
 
 TABLE_SQL = "select v from heal_t order by id"
 MOOD_SQL = "select $1::heal_mood"
@@ -284,6 +285,24 @@ def test_second_stale_statement_in_a_retried_batch_passes_its_error_on(tusk, pg)
         r = a.exchange(bind_msg("s1"), execute_msg(), bind_msg("s2"), execute_msg(), sync_msg())
         assert r["errors"] == [] and r["rows"] == [["0"], ["0"], ["1", "0"], ["2", "0"]], r
         assert t.log_path.read_text().count("request retried") == 1
+    finally:
+        a.terminate()
+        b.terminate()
+
+
+@pytest.mark.parametrize("mode", ["transaction", "statement"])
+def test_describe_after_reprepare_on_a_stale_server(tusk, pg, mode):
+    """Drivers that prepare with Parse + Describe statement + Sync (asyncpg, pgjdbc): after
+    the schema change, preparing the same text again describes the new result type, as
+    direct, although another client still names the old statement on the same server."""
+    t = tusk(pools=[txn_pool(1, mode=mode)], pool_wait_timeout="10s")
+    a, b = _two_clients_one_server_after_alter(pg, t)
+    try:
+        r = a.exchange(close_msg(b"S", "s1"), parse_msg("s1", TABLE_SQL), describe_msg(b"S", "s1"), sync_msg())
+        assert r["errors"] == [] and r["kinds"] == [b"3", b"1", b"t", b"T", b"Z"], r
+        assert_ok(run_stmt(a, "s1", ()), [["v10"], ["v20"]])
+        r = b.exchange(close_msg(b"S", "s1"), parse_msg("s1", TABLE_SQL), describe_msg(b"S", "s1"), sync_msg())
+        assert r["errors"] == [] and r["kinds"] == [b"3", b"1", b"t", b"T", b"Z"], r
     finally:
         a.terminate()
         b.terminate()

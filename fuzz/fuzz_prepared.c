@@ -1,6 +1,7 @@
 /* libFuzzer target for pool/prepared: the input is a stream of client messages. Parse, Bind,
  * Describe and Close go through their readers and rewriters; Parse also feeds a client name
- * map and a small server LRU checked against a reference model. Besides crashes it checks the
+ * map (its names counted in a prep_refs) and a small server LRU with stale marks, checked
+ * against a reference model. Besides crashes it checks the
  * readers' promises: results in range, pointers inside the message, a decision on a prefix
  * never changing as more bytes arrive, and rewritten messages reading back as the original
  * with only the statement name replaced. Every reader sees an exact-size heap copy of its
@@ -62,6 +63,7 @@ static uint32_t load_be32(const uint8_t *p)
 
 struct model {
 	struct prep_hash k[FUZZ_LRU_CAP];
+	bool stale[FUZZ_LRU_CAP];
 	int n;
 };
 
@@ -76,8 +78,11 @@ static int model_find(const struct model *m, struct prep_hash h)
 static void model_touch(struct model *m, int at)
 {
 	struct prep_hash h = m->k[at];
+	bool stale = m->stale[at];
 	memmove(m->k + at, m->k + at + 1, (size_t)(m->n - at - 1) * sizeof m->k[0]);
+	memmove(m->stale + at, m->stale + at + 1, (size_t)(m->n - at - 1) * sizeof m->stale[0]);
 	m->k[m->n - 1] = h;
+	m->stale[m->n - 1] = stale;
 }
 
 static void lru_add(struct prep_server *s, struct model *m, struct prep_hash h)
@@ -87,13 +92,16 @@ static void lru_add(struct prep_server *s, struct model *m, struct prep_hash h)
 	int at = model_find(m, h);
 	if (at >= 0) {
 		check(!evicted);
+		m->stale[at] = false; /* prepared again after its Close */
 		model_touch(m, at);
 	} else if (m->n == FUZZ_LRU_CAP) {
 		check(evicted && prep_hash_equal(ev, m->k[0]));
 		m->k[0] = h;
+		m->stale[0] = false;
 		model_touch(m, 0);
 	} else {
 		check(!evicted);
+		m->stale[m->n] = false;
 		m->k[m->n++] = h;
 	}
 	check(prep_server_count(s) == (uint32_t)m->n);
@@ -102,14 +110,17 @@ static void lru_add(struct prep_server *s, struct model *m, struct prep_hash h)
 static void lru_has(struct prep_server *s, struct model *m, struct prep_hash h)
 {
 	int at = model_find(m, h);
-	check(prep_server_has(s, h) == (at >= 0));
-	if (at >= 0)
+	check(prep_server_has(s, h) == (at >= 0 && !m->stale[at]));
+	check(prep_server_holds(s, h) == (at >= 0));
+	check(prep_server_stale(s, h) == (at >= 0 && m->stale[at]));
+	if (at >= 0 && !m->stale[at])
 		model_touch(m, at);
 }
 
 /* ---- per message type ---- */
 
 struct state {
+	struct prep_refs *refs;
 	struct prep_client *client;
 	struct prep_server *server;
 	struct model model;
@@ -251,19 +262,32 @@ static void fuzz_target(struct state *st, const uint8_t *msg, size_t len)
 
 	if (t.type == 'C') {
 		const struct prep_stmt *e = prep_client_find(st->client, t.name);
-		int removed = prep_client_remove(st->client, t.name);
-		check((e != NULL) == (removed == 0) && prep_client_find(st->client, t.name) == NULL);
+		struct prep_hash h = e ? e->hash : (struct prep_hash){ 0, 0 }, gone;
+		uint32_t names = e ? prep_refs_count(st->refs, h) : 0;
+		int removed = prep_client_drop(st->client, t.name, &gone);
+		check(e ? removed == (names == 1) : removed == -ENOENT);
+		check(prep_client_find(st->client, t.name) == NULL);
+		if (e)
+			check(prep_hash_equal(gone, h) && prep_refs_count(st->refs, h) == names - 1);
 		check(prep_put_close_complete(scratch()) == 0);
 	} else {
-		/* Describe of a statement the client holds: the server forgets it (stale plan). */
+		/* Describe of a statement the client holds: its Parse failed on the server (odd
+		 * name length: forgotten) or the schema changed under it (even: stale, still there). */
 		const struct prep_stmt *e = prep_client_find(st->client, t.name);
 		if (e) {
-			prep_server_forget(st->server, e->hash);
 			int at = model_find(&st->model, e->hash);
-			if (at >= 0) {
-				model_touch(&st->model, at);
-				st->model.n--;
+			if (t.name_len % 2) {
+				prep_server_forget(st->server, e->hash);
+				if (at >= 0) {
+					model_touch(&st->model, at);
+					st->model.n--;
+				}
+			} else {
+				prep_server_mark_stale(st->server, e->hash);
+				if (at >= 0)
+					st->model.stale[at] = true;
 			}
+			lru_has(st->server, &st->model, e->hash);
 			check(prep_server_count(st->server) == (uint32_t)st->model.n);
 		}
 	}
@@ -274,9 +298,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct state st = { 0 };
+	st.refs = prep_refs_new();
 	st.client = prep_client_new(8, 4096);
 	st.server = prep_server_new(FUZZ_LRU_CAP);
-	check(st.client && st.server);
+	check(st.refs && st.client && st.server);
+	prep_client_share(st.client, st.refs);
 
 	size_t off = 0;
 	while (off < size) {
@@ -322,5 +348,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	prep_client_free(st.client);
 	prep_server_free(st.server);
+	prep_refs_free(st.refs); /* after the map: freeing it released every name */
 	return 0;
 }

@@ -552,6 +552,7 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 			client_fail(c, "53200", "out of memory");
 			return;
 		}
+		prep_client_share(c->prep, pool_prep_refs(c->pool));
 	}
 	if (rule->blocked) {
 		client_fail(c, "28000", "user \"%s\" is blocked for database \"%s\"", c->user, c->database);

@@ -29,6 +29,17 @@
 #define RELAY_INSPECT_MAX 8192 /* largest ParameterStatus we look into; bigger ones just pass */
 #define RELAY_TARGET_MAX 256   /* Describe/Close are a kind byte and one name */
 #define RELAY_EARLY_RELEASE_MAX 4096 /* a final reply this small is copied to release early */
+#define RELAY_REPLAY_MAX 8192  /* largest batch (Bind to Sync) kept to retry on a stale statement */
+#define RELAY_STALE_ERROR_MAX 1024 /* largest ErrorResponse looked for behind a ParameterDescription */
+
+/* The copy of a batch kept in server.replay (see heal_stale). */
+enum replay_state {
+	REPLAY_IDLE,      /* nothing kept */
+	REPLAY_START,     /* a Bind of a tusk statement begins a batch at wbuf offset replay_mark */
+	REPLAY_RECORDING, /* copying what goes to the server, up to the Sync */
+	REPLAY_COMPLETE,  /* the whole batch, Sync included, is in replay */
+	REPLAY_GAVE_UP,   /* too big, or not a batch that can be sent again */
+};
 
 enum scan_result {
 	SCAN_OK,        /* scanned as far as the bytes allow */
@@ -58,6 +69,8 @@ static struct server_expect *expect_push(struct server *s, uint8_t kind, uint8_t
 	e->action = action;
 	e->has_hash = false;
 	e->all = false;
+	e->stale = false;
+	e->replay = false;
 	return e;
 }
 
@@ -103,14 +116,18 @@ static void expect_skip_to_sync(struct server *s)
 {
 	struct server_expect *e;
 	struct prep_hash kept[SERVER_EXPECT_MAX / 2];
+	bool kept_stale[SERVER_EXPECT_MAX / 2];
 	int nkept = 0;
 
 	while ((e = expect_head(s)) && !ends_with_ready(e->kind)) {
 		if (e->has_hash && s->prep) {
 			if (e->kind == EXPECT_PARSE)
 				prep_server_forget(s->prep, e->hash);
-			else if (nkept < (int)(sizeof kept / sizeof kept[0]))
-				kept[nkept++] = e->hash; /* a skipped eviction Close: still on the server */
+			else if (e->kind == EXPECT_CLOSE && nkept < (int)(sizeof kept / sizeof kept[0])) {
+				/* a skipped Close (eviction, stale, last name): still on the server */
+				kept_stale[nkept] = e->stale;
+				kept[nkept++] = e->hash;
+			}
 		}
 		expect_pop(s);
 	}
@@ -118,6 +135,8 @@ static void expect_skip_to_sync(struct server *s)
 	for (int i = 0; i < nkept; i++) {
 		struct prep_hash ev;
 		(void)prep_server_add(s->prep, kept[i], &ev);
+		if (kept_stale[i])
+			prep_server_mark_stale(s->prep, kept[i]);
 	}
 }
 
@@ -414,9 +433,10 @@ static bool is_lone_deallocate(const char *sql, size_t len, struct classify_resu
 	       !(r->stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED);
 }
 
-static const char *local_deallocate(struct client *c, const char *sql, size_t len)
+static const char *local_deallocate(struct client *c, struct server *s, const char *sql, size_t len)
 {
 	struct classify_result r;
+	struct prep_hash gone;
 
 	if (!c->prep || !is_lone_deallocate(sql, len, &r))
 		return NULL;
@@ -424,9 +444,31 @@ static const char *local_deallocate(struct client *c, const char *sql, size_t le
 		prep_client_clear(c->prep);
 		return "DEALLOCATE ALL";
 	}
-	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE || prep_client_remove(c->prep, r.stmts[0].name) < 0)
+	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE)
 		return NULL;
+	int rc = prep_client_drop(c->prep, r.stmts[0].name, &gone);
+	if (rc < 0)
+		return NULL;
+	/* No client of the pool names it any more: the server's copy is closed before it is
+	 * prepared there again (the reply to this query cannot carry a Close). */
+	if (rc == 1 && s->prep)
+		prep_server_mark_stale(s->prep, gone);
 	return "DEALLOCATE";
+}
+
+/* A stale copy of the statement is still on the server: close it (reply dropped) so that
+ * the Parse that follows makes it afresh instead of failing with 42P05. */
+static bool close_if_stale(struct server *s, struct prep_hash h, const char *server_name)
+{
+	if (!prep_server_stale(s->prep, h))
+		return true;
+	if (prep_put_close_statement(&s->wbuf, server_name) < 0)
+		return false;
+	struct server_expect *x = expect_push(s, EXPECT_CLOSE, EXPECT_DROP);
+	x->has_hash = true;
+	x->hash = h;
+	x->stale = true;
+	return true;
 }
 
 /* Make sure server s has statement e, preparing it first (reply dropped) if not. The
@@ -436,6 +478,8 @@ static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
 	struct prep_hash evicted;
 	if (prep_server_has(s->prep, e->hash))
 		return true;
+	if (!close_if_stale(s, e->hash, e->server_name))
+		return false;
 	if (prep_server_add(s->prep, e->hash, &evicted)) {
 		char name[PREP_SERVER_NAME_SIZE];
 		prep_server_name(evicted, name);
@@ -582,6 +626,158 @@ static bool wbuf_room_for(struct server *s, size_t body)
 	return buf_room(&s->wbuf) >= body + 256;
 }
 
+/* ---- retrying a request on a stale statement ----
+ *
+ * A statement tusk shares on a server goes stale when the schema changes under it (ALTER
+ * TABLE ... TYPE; DROP TYPE + CREATE TYPE): the server answers its Bind with "cached plan must
+ * not change result type" (0A000) or "cache lookup failed for type" (XX000) although the
+ * client just prepared the text afresh (a statement Describe fails the same way, after its
+ * ParameterDescription). The client's bytes are gone to the server by then, so a batch that
+ * may be sent again is copied as it goes out: from the Bind or statement Describe of a tusk
+ * statement to its Sync, when that message opens the only batch in flight, outside a
+ * transaction block, with nothing before it in the batch but Parse, Describe and Close (the
+ * error rolls back the implicit transaction, so nothing is lost or done twice). When the
+ * error is the first reply to that message (a ParameterDescription before it is held back
+ * until it is known) and nothing was sent after the Sync, tusk drops the error and the
+ * ReadyForQuery that follows, closes and prepares the statement again, and sends the batch
+ * again, once. In every other case the error reaches the client and the
+ * statement is marked stale, so that its next use on that server prepares it afresh; the
+ * other servers heal the same way on first use. */
+
+/* May the batch that this Bind (of a tusk statement) begins be kept for a retry? */
+static bool replay_may_start(const struct client *c, const struct server *s)
+{
+	if (s->replay_state != REPLAY_IDLE || s->pending_rfq != 0 || s->tx_status != 'I' || c->copy_in)
+		return false;
+	for (int i = 0; i < s->expect_count; i++) {
+		uint8_t kind = s->expect[(s->expect_head + i) % SERVER_EXPECT_MAX].kind;
+		if (kind != EXPECT_PARSE && kind != EXPECT_CLOSE && kind != EXPECT_DESCRIBE_STMT &&
+		    kind != EXPECT_DESCRIBE_PORTAL)
+			return false; /* something that runs or binds is already in the batch */
+	}
+	return true;
+}
+
+/* The Bind or statement Describe x (of e, its bytes from wbuf offset mark) begins a batch
+ * to keep. */
+static void replay_begin(struct server *s, struct server_expect *x, size_t mark, const struct prep_stmt *e)
+{
+	x->replay = true;
+	s->replay_state = REPLAY_START;
+	s->replay_mark = (uint32_t)mark;
+	s->replay_len = 0;
+	s->replay_retried = false;
+	memcpy(s->replay_name, e->name, sizeof s->replay_name);
+}
+
+/* Copy what one scan step sent on its way (s->wbuf from wbuf_from, the client's bytes from
+ * scanned_from) into the batch being kept. The order is the wire's: tusk writes its own
+ * bytes only when no scanned client bytes wait (the SCAN_STALL checks). */
+static void replay_record(struct client *c, struct server *s, size_t wbuf_from, size_t scanned_from)
+{
+	if (s->replay_state == REPLAY_START) {
+		if (!s->replay && !(s->replay = malloc(RELAY_REPLAY_MAX))) {
+			s->replay_state = REPLAY_GAVE_UP;
+			return;
+		}
+		wbuf_from = s->replay_mark;
+		s->replay_state = REPLAY_RECORDING;
+	}
+	if (s->replay_state != REPLAY_RECORDING)
+		return;
+	size_t own = buf_len(&s->wbuf) > wbuf_from ? buf_len(&s->wbuf) - wbuf_from : 0;
+	size_t theirs = c->c2s_scanned > scanned_from ? c->c2s_scanned - scanned_from : 0;
+	if (s->replay_len + own + theirs > RELAY_REPLAY_MAX) {
+		s->replay_state = REPLAY_GAVE_UP;
+		return;
+	}
+	memcpy(s->replay + s->replay_len, buf_head(&s->wbuf) + wbuf_from, own);
+	s->replay_len += (uint32_t)own;
+	memcpy(s->replay + s->replay_len, buf_head(&c->rbuf) + scanned_from, theirs);
+	s->replay_len += (uint32_t)theirs;
+}
+
+/* An ErrorResponse (whole, at m) saying the statement no longer fits the schema. Any 0A000
+ * counts (a retry of another one fails the same way and passes on); XX000 only with the
+ * message of a vanished type (English; the SQLSTATE alone is any internal error). */
+static bool is_stale_error(const uint8_t *m, size_t total)
+{
+	struct proto_error_fields f;
+	if (proto_parse_error(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &f) < 0 || !f.sqlstate)
+		return false;
+	if (strcmp(f.sqlstate, "0A000") == 0)
+		return true;
+	return strcmp(f.sqlstate, "XX000") == 0 && f.message &&
+	       strncmp(f.message, "cache lookup failed for type", 28) == 0;
+}
+
+/* The batch kept in s->replay can go again: its Bind failed first (e is at the head), its
+ * Sync is the only ReadyForQuery owed and the last thing owed, nothing else is on its way. */
+static bool replay_possible(const struct client *c, const struct server *s, const struct server_expect *e)
+{
+	if (!e->replay || s->replay_state != REPLAY_COMPLETE || s->replay_retried || s->pending_rfq != 1 ||
+	    c->c2s_scanned != 0 || c->c2s_remaining != 0 || !buf_empty(&s->wbuf) || !expect_room(s, 3))
+		return false;
+	for (int i = 0; i < s->expect_count; i++) {
+		const struct server_expect *x = &s->expect[(s->expect_head + i) % SERVER_EXPECT_MAX];
+		if (ends_with_ready(x->kind) != (i == s->expect_count - 1))
+			return false;
+	}
+	return true;
+}
+
+/* A request on tusk statement e->hash failed with the ErrorResponse at m. Returns 1 when it
+ * was a stale statement and the request went again (consume bytes of s->rbuf, the error and
+ * what was held before it, are dropped), 0 to pass the error on (the statement marked stale
+ * if it was that), -1 to wait for the client's pending output first. */
+static int heal_stale(struct client *c, struct server *s, const struct server_expect *e, const uint8_t *m,
+		      size_t total, size_t consume)
+{
+	bool replay = e && e->replay;
+	if (!e || !e->has_hash || !s->prep || (e->kind != EXPECT_BIND && e->kind != EXPECT_DESCRIBE_STMT &&
+					      e->kind != EXPECT_DESCRIBE_PORTAL) ||
+	    !is_stale_error(m, total)) {
+		s->replay_state = REPLAY_IDLE;
+		return 0;
+	}
+	const struct prep_stmt *st = c->prep ? prep_client_find(c->prep, s->replay_name) : NULL;
+	if (replay && replay_possible(c, s, e) && st && prep_hash_equal(st->hash, e->hash) &&
+	    prep_server_holds(s->prep, e->hash) && wbuf_room_for(s, st->body_len + s->replay_len)) {
+		if (c->s2c_scanned > 0)
+			return -1; /* the error is dropped: what precedes it goes out first */
+		struct prep_hash h = e->hash, ev;
+		if (prep_put_close_statement(&s->wbuf, st->server_name) < 0 ||
+		    prep_put_parse(&s->wbuf, st->server_name, st->body, st->body_len) < 0 ||
+		    buf_append(&s->wbuf, s->replay, s->replay_len) < 0) {
+			buf_reset(&s->wbuf); /* it was empty */
+			goto pass_on;
+		}
+		(void)prep_server_add(s->prep, h, &ev); /* held: only marks it fresh */
+		/* Owed now, before the batch's own replies: the ReadyForQuery of the failed
+		 * batch's Sync, then the Close and the Parse, all tusk's. */
+		s->expect_head = (uint16_t)((s->expect_head + SERVER_EXPECT_MAX - 3) % SERVER_EXPECT_MAX);
+		s->expect_count += 3;
+		struct server_expect *x = &s->expect[s->expect_head];
+		*x = (struct server_expect){ .kind = EXPECT_SYNC, .action = EXPECT_DROP };
+		x = &s->expect[(s->expect_head + 1) % SERVER_EXPECT_MAX];
+		*x = (struct server_expect){ .kind = EXPECT_CLOSE, .action = EXPECT_DROP };
+		x = &s->expect[(s->expect_head + 2) % SERVER_EXPECT_MAX];
+		*x = (struct server_expect){ .kind = EXPECT_PARSE, .action = EXPECT_DROP, .has_hash = true, .hash = h };
+		s->pending_rfq++;
+		s->replay_retried = true;
+		buf_consume(&s->rbuf, consume);
+		log_info(c->id, c->ctx, "statement %s went stale on server %s: prepared again, request retried",
+			 st->server_name, s->id);
+		return 1;
+	}
+pass_on:
+	/* Too late or unsafe to retry: the client gets the error; the next use on this server
+	 * closes and prepares the statement again. */
+	prep_server_mark_stale(s->prep, e->hash);
+	s->replay_state = REPLAY_IDLE;
+	return 0;
+}
+
 /* One client message at the scan position that tusk must look into. Returns SCAN_OK after
  * advancing (or consuming), or why it stopped. */
 static enum scan_result scan_client_message(struct client *c, struct server *s, const struct proto_hdr *h,
@@ -638,7 +834,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 				return SCAN_OK; /* wait for all of it */
 			if (!sql_of('Q', (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
 				return SCAN_BAD;
-			const char *tag = c->c2s_scanned == 0 ? local_deallocate(c, sql, len) : NULL;
+			const char *tag = c->c2s_scanned == 0 ? local_deallocate(c, s, sql, len) : NULL;
 			if (tag) {
 				/* Answered in order by scan_server; the server never sees it. */
 				struct server_expect *x = expect_push(s, EXPECT_QUERY, EXPECT_INJECT);
@@ -703,6 +899,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			expect_push(s, EXPECT_PARSE, EXPECT_INJECT);
 		} else {
 			struct prep_hash evicted;
+			if (!close_if_stale(s, e->hash, e->server_name))
+				return SCAN_BAD;
 			if (prep_server_add(s->prep, e->hash, &evicted)) {
 				char name[PREP_SERVER_NAME_SIZE];
 				prep_server_name(evicted, name);
@@ -740,9 +938,17 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		}
 		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len + (size_t)head))
 			return SCAN_STALL;
-		if (!ensure_prepared(s, e) || prep_put_bind_head(&s->wbuf, &bh, e->server_name) < 0)
+		if (!ensure_prepared(s, e))
 			return SCAN_BAD;
-		expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
+		bool replay = replay_may_start(c, s);
+		size_t mark = buf_len(&s->wbuf);
+		if (prep_put_bind_head(&s->wbuf, &bh, e->server_name) < 0)
+			return SCAN_BAD;
+		struct server_expect *x = expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
+		x->has_hash = true;
+		x->hash = e->hash;
+		if (replay)
+			replay_begin(s, x, mark, e);
 		buf_consume(b, (size_t)head);
 		/* The parameters follow unchanged, streamed. */
 		c->c2s_remaining = (uint32_t)(total - (size_t)head);
@@ -765,11 +971,27 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		const struct prep_stmt *e =
 			rename && t.kind == 'S' && t.name_len ? prep_client_find(c->prep, t.name) : NULL;
 		if (h->type == 'C' && rename && t.kind == 'S' && t.name_len) {
-			/* Statements are shared on the server: Close only forgets the client's name. */
-			if (c->c2s_scanned > 0)
+			/* Statements are shared on the server: Close forgets the client's name, and
+			 * closes the server's copy only when no client of the pool names it any more
+			 * (so a Parse of the same text after a schema change prepares it afresh). */
+			if (c->c2s_scanned > 0 || !wbuf_room_for(s, 0))
 				return SCAN_STALL;
-			(void)prep_client_remove(c->prep, t.name);
-			expect_push(s, EXPECT_CLOSE, EXPECT_INJECT);
+			struct prep_hash gone;
+			if (prep_client_drop(c->prep, t.name, &gone) == 1 && prep_server_holds(s->prep, gone)) {
+				char name[PREP_SERVER_NAME_SIZE];
+				prep_server_name(gone, name);
+				if (prep_put_close_statement(&s->wbuf, name) < 0)
+					return SCAN_BAD;
+				bool stale = prep_server_stale(s->prep, gone);
+				prep_server_forget(s->prep, gone);
+				/* The server's CloseComplete is the client's answer. */
+				struct server_expect *x = expect_push(s, EXPECT_CLOSE, EXPECT_FORWARD);
+				x->has_hash = true;
+				x->hash = gone;
+				x->stale = stale;
+			} else {
+				expect_push(s, EXPECT_CLOSE, EXPECT_INJECT);
+			}
 			buf_consume(b, total);
 			return SCAN_OK;
 		}
@@ -779,9 +1001,17 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		}
 		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len))
 			return SCAN_STALL;
-		if (!ensure_prepared(s, e) || prep_put_describe_statement(&s->wbuf, e->server_name) < 0)
+		if (!ensure_prepared(s, e))
 			return SCAN_BAD;
-		expect_push(s, kind, EXPECT_FORWARD);
+		bool replay = replay_may_start(c, s);
+		size_t mark = buf_len(&s->wbuf);
+		if (prep_put_describe_statement(&s->wbuf, e->server_name) < 0)
+			return SCAN_BAD;
+		struct server_expect *x = expect_push(s, kind, EXPECT_FORWARD);
+		x->has_hash = true; /* a stale statement fails here too */
+		x->hash = e->hash;
+		if (replay)
+			replay_begin(s, x, mark, e);
 		buf_consume(b, total);
 		return SCAN_OK;
 	}
@@ -818,10 +1048,13 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 		size_t avail = buf_len(b) - c->c2s_scanned;
 		if (c->c2s_remaining > 0) {
 			size_t k = avail < c->c2s_remaining ? avail : c->c2s_remaining;
+			size_t from = c->c2s_scanned;
 			if (c->big)
 				big_append(c, buf_head(b) + c->c2s_scanned, k, 0);
 			c->c2s_scanned += k;
 			c->c2s_remaining -= (uint32_t)k;
+			if (s->replay_state == REPLAY_RECORDING)
+				replay_record(c, s, buf_len(&s->wbuf), from);
 			if (c->big && c->c2s_remaining == 0 && !big_end(c, s))
 				return SCAN_CLOSED;
 			continue;
@@ -837,7 +1070,18 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 		if (!expect_room(s, 3))
 			return SCAN_STALL; /* the client is far ahead: let replies drain first */
 		size_t before_len = buf_len(b), before_scanned = c->c2s_scanned;
+		size_t wbuf_before = buf_len(&s->wbuf);
 		enum scan_result res = scan_client_message(c, s, &h, avail);
+		if (res == SCAN_CLOSED || res == SCAN_BAD)
+			return res; /* the client (and with it the server) may be gone */
+		if (s->replay_state == REPLAY_START || s->replay_state == REPLAY_RECORDING) {
+			/* A message that consumed its head (a rewritten Bind) sent nothing scanned. */
+			replay_record(c, s, wbuf_before, buf_len(b) == before_len ? before_scanned : c->c2s_scanned);
+			if (h.type == 'S' && s->replay_state == REPLAY_RECORDING && c->c2s_remaining == 0)
+				s->replay_state = REPLAY_COMPLETE;
+			else if (h.type == 'Q' || h.type == 'F' || h.type == 'd' || h.type == 'c' || h.type == 'f')
+				s->replay_state = REPLAY_GAVE_UP;
+		}
 		if (res != SCAN_OK)
 			return res;
 		if (buf_len(b) == before_len && c->c2s_scanned == before_scanned)
@@ -954,6 +1198,18 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 				return SCAN_BAD;
 			if (avail < total)
 				return SCAN_OK;
+			if (e && e->kind == EXPECT_SYNC && e->action == EXPECT_DROP) {
+				/* The end of a batch that failed on a stale statement and went again. */
+				if (c->s2c_scanned > 0)
+					return SCAN_STALL;
+				s->tx_status = m[PROTO_HDR_LEN];
+				if (s->pending_rfq > 0)
+					s->pending_rfq--;
+				expect_pop(s);
+				buf_consume(b, total);
+				continue;
+			}
+			s->replay_state = REPLAY_IDLE; /* its batch (if any) is over */
 			if (c->mode == POOL_MODE_STATEMENT && m[PROTO_HDR_LEN] != 'I' && s->pending_rfq <= 1 &&
 			    s->expect_count <= 1) {
 				/* A transaction block in statement pooling: refuse it while the client still
@@ -997,6 +1253,11 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
 				if (avail < total)
 					return SCAN_OK;
+				int healed = heal_stale(c, s, e, m, total, total);
+				if (healed < 0)
+					return SCAN_STALL;
+				if (healed > 0)
+					continue; /* consumed; the request went again */
 				client_count_error(c, m, total);
 			} else {
 				client_count_error(c, NULL, 0);
@@ -1038,6 +1299,24 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			expect_pop(s);
 			break;
 		case 't':
+			if (e && e->kind == EXPECT_DESCRIBE_STMT && e->replay && s->replay_state == REPLAY_COMPLETE &&
+			    !s->replay_retried && total + RELAY_STALE_ERROR_MAX <= b->cap) {
+				/* A stale statement fails after its ParameterDescription: hold it until
+				 * what follows shows whether the Describe can go again. */
+				struct proto_hdr nh;
+				if (avail < total + PROTO_HDR_LEN)
+					return SCAN_OK;
+				if (proto_read_hdr(m + total, avail - total, RELAY_STALE_ERROR_MAX, &nh) > 0 && nh.type == 'E') {
+					size_t etotal = (size_t)nh.len + 1;
+					if (avail < total + etotal)
+						return SCAN_OK;
+					int healed = heal_stale(c, s, e, m + total, etotal, total + etotal);
+					if (healed < 0)
+						return SCAN_STALL;
+					if (healed > 0)
+						continue;
+				}
+			}
 			if (e && e->kind == EXPECT_DESCRIBE_STMT)
 				e->kind = EXPECT_DESCRIBE_PORTAL;
 			break;
@@ -1291,6 +1570,7 @@ void relay_start(struct client *c, struct server *s)
 	s->pending_rfq = 0;
 	s->expect_head = s->expect_count = 0;
 	s->skipping = false;
+	s->replay_state = REPLAY_IDLE;
 	c->server = s;
 	c->c2s_scanned = c->s2c_scanned = 0;
 	c->c2s_remaining = c->s2c_remaining = 0;

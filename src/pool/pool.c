@@ -22,6 +22,7 @@
 
 #include "net/net.h"
 #include "proto/proto.h"
+#include "pool/prepared.h"
 #include "pool/server.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
@@ -49,6 +50,7 @@ struct pool {
 	int index;
 	struct pool *next; /* registry list; immutable once linked (pools are never unlinked) */
 	struct stats_pool *stats; /* its own atomics; no lock */
+	struct prep_refs *prep_refs; /* client names per prepared statement; its own lock */
 
 	/* The rule of the newest configuration generation this pool belongs to. A reload
 	 * (main thread) re-points it at the matching rule of the new generation; every read is
@@ -214,6 +216,7 @@ void pool_registry_free(struct pool_registry *reg)
 		pthread_mutex_destroy(&p->lock);
 		OPENSSL_cleanse(&p->cred, sizeof p->cred);
 		stats_pool_free(p->stats);
+		prep_refs_free(p->prep_refs);
 		free(p->idle);
 		free(p);
 		p = next;
@@ -279,7 +282,9 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	p->user_group = find_group(reg, user, true);
 	p->idle = calloc((size_t)rt->nworkers, sizeof *p->idle);
 	p->stats = stats_pool_new();
-	if (!p->db_group || !p->user_group || !p->idle || !p->stats) {
+	p->prep_refs = prep_refs_new();
+	if (!p->db_group || !p->user_group || !p->idle || !p->stats || !p->prep_refs) {
+		prep_refs_free(p->prep_refs);
 		stats_pool_free(p->stats);
 		free(p->idle);
 		free(p);
@@ -305,6 +310,7 @@ const struct config_pool_rule *pool_rule(const struct pool *p) { return p->rule;
 const char *pool_database(const struct pool *p) { return p->database; }
 const char *pool_user(const struct pool *p) { return p->user; }
 struct stats_pool *pool_stats(const struct pool *p) { return p->stats; }
+struct prep_refs *pool_prep_refs(const struct pool *p) { return p->prep_refs; }
 
 void pool_snapshot(struct pool *p, struct pool_gauges *out)
 {

@@ -12,6 +12,7 @@
 
 #include "config/config.h"
 
+struct prep_refs;
 struct runtime;
 struct server;
 struct stats_pool;
@@ -54,6 +55,9 @@ const char *pool_user(const struct pool *p);
 
 /* The pool's counters (stats/stats.h): live as long as the pool, i.e. the process. */
 struct stats_pool *pool_stats(const struct pool *p);
+/* How many client names of this pool refer to each prepared statement (pool/prepared.h):
+ * lives as long as the pool; shared by every worker, locked inside. */
+struct prep_refs *pool_prep_refs(const struct pool *p);
 
 /* Gauges read under the pool lock, for stats readers on any thread. */
 struct pool_gauges {

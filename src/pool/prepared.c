@@ -5,6 +5,7 @@
 #include "pool/prepared.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -209,9 +210,117 @@ int prep_put_close_complete(struct buf *b)
 	return proto_put_parts(b, '3', 0, NULL, 0);
 }
 
+/* ---- per pool: reference counts by statement, open addressing on the hash ---- */
+
+struct ref_slot {
+	struct prep_hash h;
+	uint32_t n; /* 0 = empty slot */
+};
+
+struct prep_refs {
+	pthread_mutex_t lock; /* protects everything below; held for one lookup or one clear */
+	size_t count;
+	size_t mask;          /* table size - 1; load kept at or below 1/2 */
+	struct ref_slot *tab;
+};
+
+struct prep_refs *prep_refs_new(void)
+{
+	struct prep_refs *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	r->tab = calloc(16, sizeof *r->tab);
+	if (!r->tab) {
+		free(r);
+		return NULL;
+	}
+	r->mask = 15;
+	pthread_mutex_init(&r->lock, NULL);
+	return r;
+}
+
+void prep_refs_free(struct prep_refs *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_destroy(&r->lock);
+	free(r->tab);
+	free(r);
+}
+
+static size_t refs_pos(const struct prep_refs *r, struct prep_hash h)
+{
+	size_t i = (size_t)h.lo & r->mask;
+	while (r->tab[i].n && !prep_hash_equal(r->tab[i].h, h))
+		i = (i + 1) & r->mask;
+	return i;
+}
+
+/* Under the lock. */
+static int refs_add(struct prep_refs *r, struct prep_hash h)
+{
+	size_t i = refs_pos(r, h);
+	if (r->tab[i].n) {
+		r->tab[i].n++; /* at most one per client name: cannot wrap before memory runs out */
+		return 0;
+	}
+	if (2 * (r->count + 1) > r->mask + 1) {
+		size_t size = 2 * (r->mask + 1);
+		struct ref_slot *tab = calloc(size, sizeof *tab);
+		if (!tab)
+			return -ENOMEM;
+		for (size_t k = 0; k <= r->mask; k++) {
+			if (!r->tab[k].n)
+				continue;
+			size_t j = (size_t)r->tab[k].h.lo & (size - 1);
+			while (tab[j].n)
+				j = (j + 1) & (size - 1);
+			tab[j] = r->tab[k];
+		}
+		free(r->tab);
+		r->tab = tab;
+		r->mask = size - 1;
+		i = refs_pos(r, h);
+	}
+	r->tab[i].h = h;
+	r->tab[i].n = 1;
+	r->count++;
+	return 0;
+}
+
+/* Under the lock. True when that was the last reference. */
+static bool refs_release(struct prep_refs *r, struct prep_hash h)
+{
+	size_t i = refs_pos(r, h);
+	if (!r->tab[i].n)
+		return false; /* not counted (cannot happen while every add is paired) */
+	if (--r->tab[i].n > 0)
+		return false;
+	r->count--;
+	for (size_t j = (i + 1) & r->mask; r->tab[j].n; j = (j + 1) & r->mask) {
+		size_t home = (size_t)r->tab[j].h.lo & r->mask;
+		bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+		if (stays)
+			continue;
+		r->tab[i] = r->tab[j];
+		r->tab[j].n = 0;
+		i = j;
+	}
+	return true;
+}
+
+uint32_t prep_refs_count(struct prep_refs *r, struct prep_hash h)
+{
+	pthread_mutex_lock(&r->lock);
+	uint32_t n = r->tab[refs_pos(r, h)].n;
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
 /* ---- per client: open addressing on the name, linear probing ---- */
 
 struct prep_client {
+	struct prep_refs *refs;  /* NULL: names are not counted */
 	uint32_t max_statements;
 	size_t max_bytes;
 	uint32_t count;
@@ -238,6 +347,11 @@ struct prep_client *prep_client_new(uint32_t max_statements, size_t max_bytes)
 	c->max_statements = max_statements;
 	c->max_bytes = max_bytes;
 	return c;
+}
+
+void prep_client_share(struct prep_client *c, struct prep_refs *r)
+{
+	c->refs = r;
 }
 
 /* The slot holding name, or the empty slot where it would go. Needs a table. */
@@ -293,6 +407,15 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 		free(e);
 		return -ENOMEM;
 	}
+	if (c->refs) {
+		pthread_mutex_lock(&c->refs->lock);
+		int err = refs_add(c->refs, e->hash);
+		pthread_mutex_unlock(&c->refs->lock);
+		if (err) {
+			free(e);
+			return err;
+		}
+	}
 	prep_server_name(e->hash, e->server_name);
 	memcpy(e->name, p->name, p->name_len);
 	e->name[p->name_len] = '\0';
@@ -317,6 +440,13 @@ const struct prep_stmt *prep_client_find(const struct prep_client *c, const char
 
 int prep_client_remove(struct prep_client *c, const char *name)
 {
+	struct prep_hash gone;
+	int rc = prep_client_drop(c, name, &gone);
+	return rc < 0 ? rc : 0;
+}
+
+int prep_client_drop(struct prep_client *c, const char *name, struct prep_hash *gone)
+{
 	size_t len = strnlen(name, PREP_NAME_MAX + 1);
 	if (!c->tab || len == 0 || len > PREP_NAME_MAX)
 		return -ENOENT;
@@ -324,6 +454,13 @@ int prep_client_remove(struct prep_client *c, const char *name)
 	struct prep_stmt *e = c->tab[i];
 	if (!e)
 		return -ENOENT;
+	bool last = false;
+	if (c->refs) {
+		pthread_mutex_lock(&c->refs->lock);
+		last = refs_release(c->refs, e->hash);
+		pthread_mutex_unlock(&c->refs->lock);
+	}
+	*gone = e->hash;
 	c->count--;
 	c->bytes -= entry_size(e->body_len);
 	free(e);
@@ -340,15 +477,22 @@ int prep_client_remove(struct prep_client *c, const char *name)
 		c->tab[j] = NULL;
 		i = j;
 	}
-	return 0;
+	return last ? 1 : 0;
 }
 
 void prep_client_clear(struct prep_client *c)
 {
+	/* One lock for all names: a client leaving with thousands of them locks once. */
+	if (c->refs && c->count)
+		pthread_mutex_lock(&c->refs->lock);
 	for (size_t i = 0; c->tab && i <= c->mask; i++) {
+		if (c->tab[i] && c->refs)
+			(void)refs_release(c->refs, c->tab[i]->hash);
 		free(c->tab[i]);
 		c->tab[i] = NULL;
 	}
+	if (c->refs && c->count)
+		pthread_mutex_unlock(&c->refs->lock);
 	c->count = 0;
 	c->bytes = 0;
 }
@@ -373,6 +517,7 @@ void prep_client_free(struct prep_client *c)
 
 struct server_slot {
 	struct prep_hash h;
+	bool stale;          /* on the server, but must be closed before it is prepared again */
 	uint32_t prev, next; /* LRU neighbours (towards head = most recent), or the free list */
 };
 
@@ -467,21 +612,49 @@ static void index_delete(struct prep_server *s, size_t i)
 	}
 }
 
+/* Marks slot k most recently used. */
+static void lru_touch(struct prep_server *s, uint32_t k)
+{
+	lru_unlink(s, k);
+	lru_push_head(s, k);
+}
+
 bool prep_server_has(struct prep_server *s, struct prep_hash h)
 {
 	size_t i = server_pos(s, h);
-	if (!s->index[i])
+	if (!s->index[i] || s->slots[s->index[i] - 1].stale)
 		return false;
-	uint32_t k = s->index[i] - 1;
-	lru_unlink(s, k);
-	lru_push_head(s, k);
+	lru_touch(s, s->index[i] - 1);
 	return true;
+}
+
+bool prep_server_holds(const struct prep_server *s, struct prep_hash h)
+{
+	return s->index[server_pos(s, h)] != 0;
+}
+
+bool prep_server_stale(const struct prep_server *s, struct prep_hash h)
+{
+	size_t i = server_pos(s, h);
+	return s->index[i] && s->slots[s->index[i] - 1].stale;
+}
+
+void prep_server_mark_stale(struct prep_server *s, struct prep_hash h)
+{
+	size_t i = server_pos(s, h);
+	if (s->index[i])
+		s->slots[s->index[i] - 1].stale = true;
 }
 
 bool prep_server_add(struct prep_server *s, struct prep_hash h, struct prep_hash *evicted)
 {
-	if (prep_server_has(s, h))
+	size_t i = server_pos(s, h);
+	if (s->index[i]) {
+		uint32_t held = s->index[i] - 1;
+		s->slots[held].stale = false;
+		lru_touch(s, held);
 		return false;
+	}
 
 	bool did_evict = false;
 	uint32_t k;
@@ -500,6 +673,7 @@ bool prep_server_add(struct prep_server *s, struct prep_hash h, struct prep_hash
 	}
 
 	s->slots[k].h = h;
+	s->slots[k].stale = false;
 	s->index[server_pos(s, h)] = k + 1;
 	lru_push_head(s, k);
 	s->count++;

@@ -3,7 +3,9 @@
  * readers and rewriters for the extended-protocol messages that carry statement names (Parse,
  * Bind, Describe, Close). Pure bookkeeping over byte ranges: no I/O, no locks. A prep_client
  * is used by its client's worker only; a prep_server travels with its server connection, so it
- * is touched by one thread at a time (servers change threads only while parked).
+ * is touched by one thread at a time (servers change threads only while parked). A prep_refs
+ * counts, for one pool, how many client names refer to each statement; it is shared by every
+ * worker and has a lock of its own.
  *
  * Conventions (docs/ARCHITECTURE.md): commands return 0 or -errno; predicates return bool;
  * readers return the bytes consumed (> 0), 0 for "need more", or a negative PROTO_E*; builders
@@ -138,6 +140,17 @@ struct prep_client;
 struct prep_client *prep_client_new(uint32_t max_statements, size_t max_bytes);
 void prep_client_free(struct prep_client *c); /* NULL is fine */
 
+/* Counts the client names of one pool per statement (pool.c owns one per pool), so that a
+ * Close of the last name can let the statement go on the server. Shared by every worker:
+ * each call takes its mutex. Without one, a client map counts nothing. */
+struct prep_refs;
+struct prep_refs *prep_refs_new(void); /* NULL on allocation failure */
+void prep_refs_free(struct prep_refs *r); /* NULL is fine; no client may still use it */
+/* Client names referring to h (tests and the console). */
+uint32_t prep_refs_count(struct prep_refs *r, struct prep_hash h);
+/* From now on c's names are counted in r (call before the first add; r outlives c). */
+void prep_client_share(struct prep_client *c, struct prep_refs *r);
+
 /* Records a named Parse the client sent (p from prep_read_parse), copying its body: one
  * malloc. *out is the new entry. -EINVAL for the unnamed statement (never tracked: pass it
  * through), -EEXIST when the name is taken (PostgreSQL's 42P05: the map is unchanged), -EDQUOT
@@ -150,6 +163,10 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 const struct prep_stmt *prep_client_find(const struct prep_client *c, const char *name);
 /* Forgets a name (Close 'S'; a failed Parse). 0 or -ENOENT (not an error for Close). */
 int prep_client_remove(struct prep_client *c, const char *name);
+/* Forgets a name as prep_client_remove does and tells whether it was the pool's last name
+ * for its statement: 1 (and *gone is the statement) when no client of the pool refers to it
+ * any more, 0 when some still do (or c shares no prep_refs), -ENOENT for an unknown name. */
+int prep_client_drop(struct prep_client *c, const char *name, struct prep_hash *gone);
 /* Forgets every name (DISCARD ALL, DEALLOCATE ALL). */
 void prep_client_clear(struct prep_client *c);
 uint32_t prep_client_count(const struct prep_client *c);
@@ -163,11 +180,21 @@ struct prep_server;
 struct prep_server *prep_server_new(uint32_t max_prepared);
 void prep_server_free(struct prep_server *s); /* NULL is fine */
 
-/* True when the server holds h; marks it most recently used. */
+/* True when the server holds h and it is not stale; marks it most recently used. */
 bool prep_server_has(struct prep_server *s, struct prep_hash h);
+/* True when the server holds h, stale or not (no LRU change). */
+bool prep_server_holds(const struct prep_server *s, struct prep_hash h);
+/* True when the server holds h but it is stale: it must be closed before it is prepared
+ * again (a Parse of the same name would fail with 42P05). */
+bool prep_server_stale(const struct prep_server *s, struct prep_hash h);
+/* The server's copy of h no longer matches the schema (it answered "cached plan must not
+ * change result type" or "cache lookup failed for type"), or no client refers to it any
+ * more: prep_server_has says false until it is added again. Nothing when h is not held. */
+void prep_server_mark_stale(struct prep_server *s, struct prep_hash h);
 /* Records h as prepared (call when sending its Parse), most recently used. When the set was
  * full, the least recently used statement is dropped and returned in *evicted with true: the
- * caller sends Close for it. Adding a held hash only marks it used. Never fails.
+ * caller sends Close for it. Adding a held hash only marks it used (and fresh: the caller
+ * closed a stale one first). Never fails.
  * The server skips everything after an error until Sync, so the set is only as true as the
  * caller's rollback: a Parse that got no ParseComplete is forgotten, and an evicting Close
  * that got no CloseComplete is added back (else the next Parse of it fails with 42P05). */

@@ -106,6 +106,7 @@ static void free_server(struct server *s)
 	free(s->errmsg);
 	free(s->row);
 	prep_server_free(s->prep);
+	free(s->replay);
 	buf_free(&s->rbuf);
 	buf_free(&s->wbuf);
 	free(s);

@@ -67,7 +67,9 @@ struct server_expect {
 	uint8_t action;
 	bool has_hash;      /* a named Parse (forget hash if it fails) or an eviction Close (keep hash if skipped) */
 	bool all;           /* an injected DEALLOCATE reply: "DEALLOCATE ALL" */
-	struct prep_hash hash;
+	bool stale;         /* a Close of a stale statement: if skipped, it is still there, still stale */
+	bool replay;        /* the Bind that begins the batch copied in server.replay */
+	struct prep_hash hash; /* also on a Bind or statement Describe of a tusk statement */
 };
 
 struct server_param {
@@ -140,6 +142,14 @@ struct server {
 	uint16_t expect_head, expect_count;
 	bool skipping;                        /* after an error, the server ignores all but Sync */
 	int pending_rfq;                      /* ReadyForQuery messages still owed */
+	/* relay.c: a copy of the batch in flight from a Bind of a tusk statement to its Sync, as
+	 * sent, to send once more when the server finds the statement stale (schema change) */
+	uint8_t *replay;                      /* RELAY_REPLAY_MAX bytes, allocated at first use */
+	uint32_t replay_len;
+	uint32_t replay_mark;                 /* where in wbuf the batch's Bind begins */
+	uint8_t replay_state;                 /* enum replay_state, relay.c */
+	bool replay_retried;                  /* sent once more already: never twice */
+	char replay_name[PREP_NAME_MAX + 1];  /* the client's name for the Bind's statement */
 	/* private */
 	struct server *next_idle, *prev_idle; /* pool idle list (pool.c), under the pool lock */
 	int idle_worker;                      /* whose idle list it is on; -1 when not parked */

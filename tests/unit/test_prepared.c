@@ -685,6 +685,113 @@ static void test_server_lru(void **state)
 	prep_server_free(NULL);
 }
 
+/* A statement that went stale stays on the server (it holds the name) but is not "had":
+ * the relay must close it before preparing it again. Adding it back makes it fresh. */
+static void test_server_stale(void **state)
+{
+	(void)state;
+	struct prep_server *s = prep_server_new(3);
+	struct prep_hash ev;
+	assert_false(prep_server_add(s, H(1), &ev));
+	assert_false(prep_server_add(s, H(2), &ev));
+	prep_server_mark_stale(s, H(9)); /* not held: nothing */
+	assert_false(prep_server_holds(s, H(9)));
+	assert_false(prep_server_stale(s, H(9)));
+
+	prep_server_mark_stale(s, H(1));
+	assert_false(prep_server_has(s, H(1)));
+	assert_true(prep_server_holds(s, H(1)));
+	assert_true(prep_server_stale(s, H(1)));
+	assert_int_equal(prep_server_count(s), 2); /* still on the server */
+	assert_true(prep_server_has(s, H(2)));
+	assert_false(prep_server_stale(s, H(2)));
+
+	/* Prepared again (after its Close): fresh, most recently used, nothing evicted. */
+	assert_false(prep_server_add(s, H(1), &ev));
+	assert_true(prep_server_has(s, H(1)));
+	assert_false(prep_server_stale(s, H(1)));
+	assert_int_equal(prep_server_count(s), 2);
+
+	/* A stale statement is evicted like any other, and a slot reused for a new hash is not
+	 * stale. */
+	prep_server_mark_stale(s, H(2));
+	assert_false(prep_server_add(s, H(3), &ev));
+	assert_true(prep_server_add(s, H(4), &ev));
+	assert_true(prep_hash_equal(ev, H(2)));
+	assert_false(prep_server_holds(s, H(2)));
+	assert_true(prep_server_has(s, H(4)));
+	assert_false(prep_server_stale(s, H(4)));
+	prep_server_mark_stale(s, H(3));
+	prep_server_forget(s, H(3));
+	assert_false(prep_server_holds(s, H(3)));
+	assert_false(prep_server_add(s, H(3), &ev));
+	assert_true(prep_server_has(s, H(3)));
+	prep_server_free(s);
+}
+
+/* Client names counted per pool: the last drop of a statement's name says so, whichever
+ * client held it; clear and free release every name. */
+static void test_refs(void **state)
+{
+	(void)state;
+	struct prep_refs *r = prep_refs_new();
+	assert_non_null(r);
+	struct prep_client *a = prep_client_new(1000, 1 << 20), *b = prep_client_new(1000, 1 << 20);
+	prep_client_share(a, r);
+	prep_client_share(b, r);
+	const struct prep_stmt *e1 = add(a, "x", "SELECT 1", 0);
+	struct prep_hash h1 = e1->hash;
+	add(a, "y", "SELECT 1", 0);
+	add(b, "x", "SELECT 1", 0);
+	struct prep_hash h2 = add(b, "z", "SELECT 2", 0)->hash;
+	assert_int_equal(prep_refs_count(r, h1), 3);
+	assert_int_equal(prep_refs_count(r, h2), 1);
+
+	struct prep_hash gone = { 0, 0 };
+	assert_int_equal(prep_client_drop(a, "x", &gone), 0);
+	assert_true(prep_hash_equal(gone, h1));
+	assert_int_equal(prep_client_remove(a, "y"), 0);
+	assert_int_equal(prep_refs_count(r, h1), 1);
+	assert_int_equal(prep_client_drop(a, "x", &gone), -ENOENT);
+	assert_int_equal(prep_client_drop(b, "x", &gone), 1);
+	assert_true(prep_hash_equal(gone, h1));
+	assert_int_equal(prep_refs_count(r, h1), 0);
+
+	/* Many statements: the table grows, deletions keep the rest findable. */
+	char name[32], sql[32];
+	for (int i = 0; i < 500; i++) {
+		snprintf(name, sizeof name, "n%d", i);
+		snprintf(sql, sizeof sql, "SELECT %d", i % 250);
+		add(a, name, sql, 0);
+	}
+	assert_int_equal(prep_refs_count(r, h2), 3); /* b's z, a's n2 and n252 */
+	for (int i = 0; i < 250; i++) {
+		snprintf(name, sizeof name, "n%d", i);
+		assert_int_equal(prep_client_drop(a, name, &gone), 0); /* n(i + 250) still names it */
+	}
+	for (int i = 250; i < 500; i++) {
+		snprintf(name, sizeof name, "n%d", i);
+		assert_int_equal(prep_client_drop(a, name, &gone), i == 252 ? 0 : 1);
+	}
+	assert_int_equal(prep_refs_count(r, h2), 1);
+	add(a, "again", "SELECT 2", 0);
+	assert_int_equal(prep_refs_count(r, h2), 2);
+	prep_client_clear(a);
+	assert_int_equal(prep_refs_count(r, h2), 1);
+	prep_client_free(b);
+	assert_int_equal(prep_refs_count(r, h2), 0);
+
+	/* A map without refs counts nothing: a drop is never the last. */
+	struct prep_client *c = prep_client_new(10, 1 << 20);
+	add(c, "x", "SELECT 1", 0);
+	assert_int_equal(prep_client_drop(c, "x", &gone), 0);
+	assert_int_equal(prep_refs_count(r, h1), 0);
+	prep_client_free(c);
+	prep_client_free(a);
+	prep_refs_free(r);
+	prep_refs_free(NULL);
+}
+
 /* Random operations against a plain array kept in LRU order (index 0 = least recent). */
 static void test_server_lru_model(void **state)
 {
@@ -756,6 +863,8 @@ int main(void)
 		cmocka_unit_test(test_client_limits),
 		cmocka_unit_test(test_server_lru),
 		cmocka_unit_test(test_server_lru_model),
+		cmocka_unit_test(test_server_stale),
+		cmocka_unit_test(test_refs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,6 +15,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "frontend/client_int.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
@@ -1587,8 +1589,33 @@ void relay_start(struct client *c, struct server *s)
  * standard_conforming_strings, and with a client_encoding in which no multibyte character
  * contains a quote or backslash byte (see router/classify.h); a session in another one can
  * hide statements from it, so it keeps its server. */
+/* The parse context of the client's named statements: the settings under which the server
+ * reads a statement's text once and for all (see prep_identity_ctx). */
+static void update_parse_context(struct client *c)
+{
+	static const char *const names[] = { "standard_conforming_strings", "client_encoding", "DateStyle",
+					     "TimeZone" };
+	char key[4 * (SERVER_PARAM_VALUE_MAX + 1)];
+	size_t n = 0;
+
+	if (!c->prep)
+		return;
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		const char *v = session_param_get(&c->session, names[i]);
+		size_t l = v ? strnlen(v, SERVER_PARAM_VALUE_MAX) : 0;
+		memcpy(key + n, v ? v : "", l);
+		n += l;
+		key[n++] = '\0';
+	}
+	uint64_t ctx = XXH3_64bits(key, n);
+	prep_client_set_context(c->prep, ctx ? ctx : 1);
+}
+
 void relay_note_param(struct client *c, const char *name, const char *value)
 {
+	if (strcasecmp(name, "standard_conforming_strings") == 0 || strcasecmp(name, "client_encoding") == 0 ||
+	    strcasecmp(name, "DateStyle") == 0 || strcasecmp(name, "TimeZone") == 0)
+		update_parse_context(c);
 	static const char *const unsafe_encodings[] = { "SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030",
 							"JOHAB" };
 	bool unsafe = false;

@@ -28,15 +28,29 @@ static uint64_t load_be64(const uint8_t *p)
  * and server-side names are visible to every session (pg_prepared_statements), so a client
  * could plant a statement under the name of another client's query. This runs once per Parse
  * of a new client name, never per Bind, so its cost does not matter. */
-int prep_identity(const uint8_t *rest, size_t len, struct prep_hash *out)
+int prep_identity_ctx(const uint8_t *rest, size_t len, uint64_t ctx, struct prep_hash *out)
 {
-	uint8_t md[EVP_MAX_MD_SIZE];
+	uint8_t md[EVP_MAX_MD_SIZE], cb[8];
 	unsigned int mdlen = 0;
-	if (EVP_Digest(rest, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen < 16)
+	EVP_MD_CTX *x = EVP_MD_CTX_new();
+	int ok = x && EVP_DigestInit_ex(x, EVP_sha256(), NULL) == 1;
+
+	for (int i = 0; i < 8; i++)
+		cb[i] = (uint8_t)(ctx >> (56 - 8 * i));
+	/* Context 0 hashes the body alone: the names tusk used before contexts existed. */
+	ok = ok && (ctx == 0 || EVP_DigestUpdate(x, cb, sizeof cb) == 1);
+	ok = ok && EVP_DigestUpdate(x, rest, len) == 1 && EVP_DigestFinal_ex(x, md, &mdlen) == 1 && mdlen >= 16;
+	EVP_MD_CTX_free(x);
+	if (!ok)
 		return -ENOMEM;
 	out->hi = load_be64(md);
 	out->lo = load_be64(md + 8);
 	return 0;
+}
+
+int prep_identity(const uint8_t *rest, size_t len, struct prep_hash *out)
+{
+	return prep_identity_ctx(rest, len, 0, out);
 }
 
 void prep_server_name(struct prep_hash h, char out[PREP_SERVER_NAME_SIZE])
@@ -321,6 +335,7 @@ uint32_t prep_refs_count(struct prep_refs *r, struct prep_hash h)
 
 struct prep_client {
 	struct prep_refs *refs;  /* NULL: names are not counted */
+	uint64_t context;        /* parse context of later Parses (prep_client_set_context) */
 	uint32_t max_statements;
 	size_t max_bytes;
 	uint32_t count;
@@ -403,7 +418,7 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 	struct prep_stmt *e = malloc(esize);
 	if (!e)
 		return -ENOMEM;
-	if (prep_identity(p->rest, p->rest_len, &e->hash) != 0) {
+	if (prep_identity_ctx(p->rest, p->rest_len, c->context, &e->hash) != 0) {
 		free(e);
 		return -ENOMEM;
 	}
@@ -705,4 +720,10 @@ void prep_server_forget_all(struct prep_server *s)
 uint32_t prep_server_count(const struct prep_server *s)
 {
 	return s->count;
+}
+
+void prep_client_set_context(struct prep_client *c, uint64_t ctx)
+{
+	if (c)
+		c->context = ctx;
 }

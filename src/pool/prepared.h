@@ -46,6 +46,13 @@ static inline bool prep_hash_equal(struct prep_hash a, struct prep_hash b)
  * 0 or -ENOMEM (the digest could not be computed). */
 __attribute__((warn_unused_result))
 int prep_identity(const uint8_t *rest, size_t len, struct prep_hash *out);
+/* The same, for a body parsed in context ctx (0: prep_identity's). The server parses a
+ * statement once, under the settings of the session that prepares it: literals are read with
+ * its standard_conforming_strings and client_encoding, and typed constants ('...'::date,
+ * ::timestamptz) are converted with its DateStyle and TimeZone. A statement shared between
+ * sessions that differ in these would give one of them the other's reading. */
+__attribute__((warn_unused_result))
+int prep_identity_ctx(const uint8_t *rest, size_t len, uint64_t ctx, struct prep_hash *out);
 /* The server-side name for a hash: "tusk_" + 32 lowercase hex digits, NUL-terminated. */
 void prep_server_name(struct prep_hash h, char out[PREP_SERVER_NAME_SIZE]);
 
@@ -159,6 +166,9 @@ void prep_client_share(struct prep_client *c, struct prep_refs *r);
  * an ErrorResponse, or skips it after an earlier error in the same pipeline, remove the name. */
 __attribute__((warn_unused_result))
 int prep_client_add(struct prep_client *c, const struct prep_parse *p, const struct prep_stmt **out);
+/* The parse context (prep_identity_ctx) of the client's later Parses; statements it has
+ * already named keep theirs, as they would on a real server. */
+void prep_client_set_context(struct prep_client *c, uint64_t ctx);
 /* The entry for a client name, or NULL. */
 const struct prep_stmt *prep_client_find(const struct prep_client *c, const char *name);
 /* Forgets a name (Close 'S'; a failed Parse). 0 or -ENOENT (not an error for Close). */

@@ -127,8 +127,11 @@ ALL = SETTINGS
 SETTING_CASES = {
     "set": Case(sets(ALL)),
     "set_local": Case(["begin"] + sets(ALL, local=True) + ["CHECK", "commit"], txn_only=True),
-    "reset": Case(sets(ALL) + [f"reset {n}" for n in ALL], startup=A_STARTUP_OWN),
-    "reset_all": Case(sets(ALL) + ["reset all"], startup=A_STARTUP_OWN),
+    # RESET goes back to the server's default in tusk, not to A's own startup value (a known
+    # limit, docs/pooling.md): what A sees afterwards is test_reset_returns_to_the_startup_value's
+    # business (an expected failure); here only the others are checked.
+    "reset": Case(sets(ALL) + [f"reset {n}" for n in ALL], startup=A_STARTUP_OWN, a_defined=False),
+    "reset_all": Case(sets(ALL) + ["reset all"], startup=A_STARTUP_OWN, a_defined=False),
     "set_config_reported": Case([set_config(REPORTED_SETTABLE, False)]),
     # An unreported setting changed by set_config is invisible in the protocol: A is pinned.
     "set_config_unreported": Case([set_config(UNREPORTED, False)], a_pins=True),
@@ -452,3 +455,19 @@ def test_clients_start_from_defaults_plus_their_own_startup(iso, proto):
     client_encoding, options=-c ...) share the servers; each is told, and runs with, the
     database's defaults plus its own startup parameters, never another's (item 3)."""
     run_case(iso, proto, Case([]), kinds=tuple(KINDS))
+
+
+@pytest.mark.xfail(condition=not DIRECT, strict=True,
+                   reason="known limit: in transaction pooling RESET returns to the server's default, "
+                          "not to the client's startup value (docs/pooling.md)")
+@pytest.mark.parametrize("how", ["reset", "reset_all"])
+def test_reset_returns_to_the_startup_value(iso, how):
+    """What a real session does: RESET (ALL) goes back to the value the client gave at startup."""
+    steps = ["set work_mem = '17MB'", "set application_name = 'changed'",
+             "reset all" if how == "reset_all" else "reset work_mem", "reset application_name"]
+    with connect(iso.port, user=iso.user, dbname=TEST_DB,
+                 application_name="iso-a0", options="-c work_mem=3MB") as a:
+        for sql in steps:
+            a.execute(sql)
+        got = a.execute("select current_setting('work_mem'), current_setting('application_name')").fetchone()
+    assert got == ("3MB", "iso-a0")

@@ -13,6 +13,7 @@
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "config/config.h"
+#include "kv/admin.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
@@ -167,6 +168,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: tusk [-c FILE] [--check] [--takeover] [--version] [--help]\n"
+		"       tusk kv init|push|shard ...  (the key-value store: tusk kv --help)\n"
 		"  -c, --config FILE  configuration file (default ./tusk.yaml)\n"
 		"      --check        validate the configuration and exit (0 = valid)\n"
 		"      --takeover     online restart: take the listeners of the tusk running on\n"
@@ -188,6 +190,9 @@ int main(int argc, char **argv)
 	const char *path = "tusk.yaml";
 	bool check = false, takeover = false;
 	int opt;
+
+	if (argc > 1 && strcmp(argv[1], "kv") == 0)
+		return kv_admin_main(argc - 1, argv + 1);
 
 	while ((opt = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (opt) {

@@ -14,6 +14,7 @@
 #include "auth/userlist.h"
 #include "config/config.h"
 #include "kv/admin.h"
+#include "kv/replicate.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
@@ -290,6 +291,10 @@ int main(int argc, char **argv)
 		runtime_stop(&ctl.rt);
 		goto err_takeover;
 	}
+	/* The kv store's replication threads (only with a kv section); tusk serves without them. */
+	struct kv_replicator *kv = NULL;
+	if (kv_replicate_start(ctl.rt.cfg, &kv) < 0)
+		log_error(NULL, NULL, "kv: out of memory; replication not started");
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
 	if (takeover) {
 		/* Serving: now the old process may stop accepting. */
@@ -306,6 +311,7 @@ int main(int argc, char **argv)
 	}
 	(void)sdnotify("READY=1\nSTATUS=serving");
 	rc = control_loop(&ctl);
+	kv_replicate_stop(kv);
 	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
 	runtime_stop(&ctl.rt);
 	if (ctl.takeover_fd >= 0)

@@ -186,7 +186,8 @@ const char kv_schema_catalog_sql[] =
 	"REVOKE ALL ON ALL TABLES IN SCHEMA kv_catalog FROM PUBLIC;\n"
 	"REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA kv_catalog FROM PUBLIC;\n"
 	"GRANT USAGE ON SCHEMA kv_catalog TO kv_replicator;\n"
-	"GRANT SELECT ON ALL TABLES IN SCHEMA kv_catalog TO kv_replicator;\n";
+	"GRANT SELECT ON ALL TABLES IN SCHEMA kv_catalog TO kv_replicator;\n"
+	"GRANT EXECUTE ON FUNCTION kv_catalog.export() TO kv_replicator;\n";
 
 /* In each shard database, after the hash. */
 const char kv_schema_shard_sql[] =

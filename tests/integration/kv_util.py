@@ -3,7 +3,6 @@ the way an operator would (tusk kv init, fill the catalog, kv_catalog.bump(), tu
 
 import json
 import subprocess
-import time
 
 import psycopg
 
@@ -73,17 +72,10 @@ class Zone:
         return self
 
     def stop_tusk(self):
-        if self.tusk and self.tusk.proc and self.tusk.proc.poll() is None:
-            self.tusk.proc.terminate()
-            try:
-                self.tusk.proc.wait(timeout=30 * SLOW)
-            except subprocess.TimeoutExpired:
-                self.tusk.proc.kill()
-                self.tusk.proc.wait()
-        if self.tusk:
-            logf = getattr(self.tusk, "logf", None)
-            if logf:
-                logf.close()
+        """SIGTERM; the problems (unclean exit, sanitizer report in the log), if any."""
+        if not self.tusk or not self.tusk.proc:
+            return []
+        return [f"{self.name}: {p}" for p in self.tusk.stop()]
 
 
 class Parade:
@@ -130,13 +122,17 @@ class Parade:
             z.start_tusk()
 
     def stop(self):
+        problems = []
         for z in self.zones:
-            z.stop_tusk()
+            problems += z.stop_tusk()
+        return problems
 
     def destroy(self):
-        self.stop()
+        """Stops everything; raises if a tusk did not exit cleanly."""
+        problems = self.stop()
         for z in self.zones:
             z.pg.destroy()
+        assert not problems, problems
 
     def converge(self, timeout=30):
         """Wait until every zone holds the same rows, versions included; returns the dump."""

@@ -37,8 +37,8 @@ def keys_on(parade, shard, n, prefix, ns="default"):
     return out
 
 
-def wait_value(parade, key, value, ns="default", timeout=20):
-    for z in parade.zones:
+def wait_value(parade, key, value, ns="default", timeout=20, zones=None):
+    for z in zones or parade.zones:
         wait_until(lambda: z.get(key, ns) == value, timeout * SLOW, interval=0.1, what=f"{key} = {value!r} on {z.name}")
 
 
@@ -201,4 +201,24 @@ def test_expiry_is_hidden_everywhere_and_not_resurrected(parade):
     wait_until(lambda: z2.sql(s, "select bool_and(w > '0'::xid8) from kv.links")[0][0], 20 * SLOW)
     for z in parade.zones:
         assert z.get(k, ns="short") is None, z.name
+    parade.converge()
+
+
+def test_an_instance_down_delays_only_its_own_links_and_catches_up(parade):
+    """Partition and heal, the crude way: z3's PostgreSQL stops. z1 and z2 keep replicating
+    between themselves; when z3 is back, its links reconnect and it catches up, both ways."""
+    z1, z2, z3 = parade.zones
+    z3.pg.stop()
+    try:
+        z1.put("while-z3-down-1", "from z1")
+        z2.put("while-z3-down-2", "from z2")
+        wait_value(parade, "while-z3-down-1", "from z1", zones=[z2])
+        wait_value(parade, "while-z3-down-2", "from z2", zones=[z1])
+        wait_until(lambda: "(instance 1 <- 3)" in z1.tusk.log_text(), 20 * SLOW, what="z1 reports its links to z3")
+    finally:
+        z3.pg.start()
+    z3.put("after-heal", "from z3")
+    wait_value(parade, "while-z3-down-1", "from z1", zones=[z3], timeout=30)
+    wait_value(parade, "while-z3-down-2", "from z2", zones=[z3], timeout=30)
+    wait_value(parade, "after-heal", "from z3", timeout=30)
     parade.converge()

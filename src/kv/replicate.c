@@ -572,8 +572,18 @@ void kv_replicate_stop(struct kv_replicator *r)
 	/* The supervisor first: after it returns, links/nlinks no longer change. */
 	pthread_join(r->supervisor, NULL);
 	for (int i = 0; i < r->nlinks; i++) {
+		struct kv_link_stats st;
 		if (r->links[i].started)
 			pthread_join(r->links[i].thread, NULL);
+		/* The counters are in memory only (SHOW KV does not exist yet): leave them in the log. */
+		if (kv_replicate_link_stats(r, i, &st) == 0)
+			log_info(NULL, NULL,
+				 "kv link %s (instance %d <- %d) stopped: applied %llu, skipped %llu, quarantined %llu, "
+				 "batches %llu, passes %llu, lag %.2f s / %lld rows, batch %d, last error: %s",
+				 r->links[i].dbname, st.local_id, st.peer_id, (unsigned long long)st.applied,
+				 (unsigned long long)st.skipped, (unsigned long long)st.quarantined,
+				 (unsigned long long)st.batches, (unsigned long long)st.passes, st.lag_seconds,
+				 (long long)st.lag_rows, st.batch_size, st.last_error[0] ? st.last_error : "none");
 		pthread_mutex_destroy(&r->links[i].mu);
 	}
 	free(r->links);

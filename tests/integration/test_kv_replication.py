@@ -4,6 +4,7 @@ replay from W = 0 and expiry. Each test ends with the zones converged (identical
 
 import json
 import random
+import re
 import threading
 import time
 
@@ -222,3 +223,24 @@ def test_an_instance_down_delays_only_its_own_links_and_catches_up(parade):
     wait_value(parade, "while-z3-down-2", "from z2", zones=[z3], timeout=30)
     wait_value(parade, "after-heal", "from z3", timeout=30)
     parade.converge()
+
+
+def test_link_counters_reach_the_log_at_stop(parade):
+    """Per-link counters live in memory for the console to come; at stop they are logged.
+    Runs last: it restarts z2's tusk."""
+    z1, z2, z3 = parade.zones
+    assert z2.stop_tusk() == []
+    log = z2.tusk.log_text()
+    line = [l for l in log.splitlines() if "kv link kv_shard_1 (instance 2 <- 1) stopped" in l]
+    assert len(line) == 1, log[-3000:]
+    m = re.search(r"applied (\d+), skipped (\d+), quarantined (\d+), batches (\d+), passes (\d+), "
+                  r"lag ([-\d.]+) s / (\d+) rows", line[0])
+    applied, skipped, quarantined, batches, passes, lag, lag_rows = m.groups()
+    assert int(applied) > 0 and int(skipped) >= 0
+    assert int(quarantined) == 1                  # the poison row
+    assert int(passes) >= int(batches) > 0
+    assert 0 <= float(lag) < 5 * SLOW and int(lag_rows) == 0
+    assert len([l for l in log.splitlines() if "kv link" in l and "stopped:" in l]) == 4
+    z2.start_tusk()
+    z1.put("after-restart", "z2 pulls again")
+    wait_value(parade, "after-restart", "z2 pulls again")

@@ -200,3 +200,27 @@ def test_sql_hash_matches_tusk(zone, ns, key):
     assert zone.sql(0, "select kv.hash(%s, %s), kv.shard_of(%s, %s, 7)", (ns, key, ns, key)) == [(int(h), int(shard))]
     with zone.pg.admin("kv_catalog") as c:
         assert c.execute("select kv.hash(%s, %s)", (ns, key)).fetchone()[0] == int(h)
+
+
+def test_a_transient_failure_is_not_quarantined(zone):
+    """A lock timeout (or deadlock) while applying a pulled page is not the row's fault: the
+    call fails and the link retries the page; only rows that fail on their own are poison."""
+    k = key_on(zone, 0, "locked")
+    with zone.db(0) as c:
+        c.execute("select kv.put('default', %s, '1')", (k,))
+    row = json.dumps([{"ns": "default", "key": k, "value": 2, "ver_ts": 2 ** 60, "origin": 9}])
+    with zone.pg.admin("kv_shard_0") as holder:
+        holder.execute("begin")
+        holder.execute("select 1 from kv.data where key = %s for update", (k,))
+        with zone.db(0, user="kv_replicator") as r:
+            r.execute("set lock_timeout = '200ms'")
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                r.execute("select * from kv.apply_batch(9, %s::jsonb, '5', null, null)", (row,))
+        holder.execute("rollback")
+    assert zone.sql(0, "select count(*) from kv.quarantine where peer = 9") == [(0,)]
+    with zone.db(0, user="kv_replicator") as r:
+        assert r.execute("select * from kv.apply_batch(9, %s::jsonb, '5', null, null)", (row,)).fetchone() == (1, 0, 0)
+        # The same page again (a replay): skipped, not applied twice.
+        assert r.execute("select * from kv.apply_batch(9, %s::jsonb, '5', null, null)", (row,)).fetchone() == (0, 1, 0)
+    with zone.db(0) as c:
+        assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == 2

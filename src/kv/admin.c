@@ -336,8 +336,13 @@ static int cmd_push(const struct tusk_config *cfg)
 target_failed:
 			fprintf(stderr, "kv push: instance %d (zone %s) %s: %s\n", in->id, in->zone, ic.dbname, err);
 			failed++;
+			/* Without its catalog database nothing is known of its shards. */
+			if (s < 0)
+				break;
 		}
 		free(present);
+		if (napplied + nignored == 0)
+			continue;
 		printf("kv push: instance %d (zone %s, %s:%d): version %lld applied by %d database%s, %d already had it "
 		       "or newer, %d shard database%s not created yet (tusk kv init in zone %s)\n",
 		       in->id, in->zone, in->host, in->port, (long long)cat.version, napplied, napplied == 1 ? "" : "s",

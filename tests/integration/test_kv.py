@@ -224,3 +224,40 @@ def test_a_transient_failure_is_not_quarantined(zone):
         assert r.execute("select * from kv.apply_batch(9, %s::jsonb, '5', null, null)", (row,)).fetchone() == (0, 1, 0)
     with zone.db(0) as c:
         assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == 2
+
+
+def test_kv_command_line_errors(tmp_path):
+    def tusk_kv(*args):
+        return run([str(TUSK_BIN), "kv", *args], check=False)
+
+    p = tusk_kv("shard", "0", "default", "k")
+    assert p.returncode == 2 and "NSHARDS must be 1..4096" in p.stderr
+    p = tusk_kv("frobnicate")
+    assert p.returncode == 2 and 'unknown command "frobnicate"' in p.stderr
+    cfg = tmp_path / "tusk.yaml"
+    cfg.write_text('services:\n  s: {hosts: ["127.0.0.1:1"]}\npools:\n  - {database: "*", user: "*", service: s}\n')
+    p = tusk_kv("init", "-c", str(cfg))
+    assert p.returncode == 1 and "no kv section with a zone" in p.stderr
+    # The catalog's instance is down: said plainly, exit 1.
+    cfg.write_text(cfg.read_text() + "kv: {zone: z1, service: s}\n")
+    p = tusk_kv("push", "-c", str(cfg))
+    assert p.returncode == 1 and "kv push: 127.0.0.1:1/kv_catalog as postgres:" in p.stderr, p.stderr
+
+
+def test_push_reports_an_instance_that_is_down_and_serves_the_others(zone):
+    with zone.pg.admin("kv_catalog") as c:
+        c.execute("insert into kv_catalog.zones values ('gone')")
+        c.execute("insert into kv_catalog.instances values (99, 'gone', '127.0.0.1', 1)")
+        v = c.execute("select kv_catalog.bump()").fetchone()[0]
+    try:
+        p = zone.kv("push", check=False)
+        assert p.returncode == 1
+        assert "kv push: instance 99 (zone gone) kv_catalog: 127.0.0.1:1/kv_catalog" in p.stderr, p.stderr
+        assert f"instance 1 (zone z1, 127.0.0.1:{zone.pg.port}): version {v} applied by 2 databases" in p.stdout
+        assert "instance 99" not in p.stdout, p.stdout
+    finally:
+        with zone.pg.admin("kv_catalog") as c:
+            c.execute("delete from kv_catalog.instances where id = 99")
+            c.execute("delete from kv_catalog.zones where name = 'gone'")
+            c.execute("select kv_catalog.bump()")
+        zone.kv("push")

@@ -9,6 +9,7 @@ PACKAGES=(
 	cmake make gcc clang pkg-config libev-dev libyaml-dev libssl-dev libcmocka-dev libxxhash-dev
 	libpg-query-dev # the real PostgreSQL parser, for classifying session statements
 	libmicrohttpd-dev # the admin.http endpoint (/metrics, /health)
+	libpq-dev # the key-value store's init, push and replication (src/kv/)
 	libclang-rt-14-dev # ASan/UBSan/libFuzzer runtimes for clang
 	# integration tests and bench
 	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest python3-pytest-timeout

@@ -13,6 +13,8 @@
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "config/config.h"
+#include "kv/admin.h"
+#include "kv/replicate.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
@@ -167,6 +169,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: tusk [-c FILE] [--check] [--takeover] [--version] [--help]\n"
+		"       tusk kv init|push|shard ...  (the key-value store: tusk kv --help)\n"
 		"  -c, --config FILE  configuration file (default ./tusk.yaml)\n"
 		"      --check        validate the configuration and exit (0 = valid)\n"
 		"      --takeover     online restart: take the listeners of the tusk running on\n"
@@ -188,6 +191,9 @@ int main(int argc, char **argv)
 	const char *path = "tusk.yaml";
 	bool check = false, takeover = false;
 	int opt;
+
+	if (argc > 1 && strcmp(argv[1], "kv") == 0)
+		return kv_admin_main(argc - 1, argv + 1);
 
 	while ((opt = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (opt) {
@@ -285,6 +291,10 @@ int main(int argc, char **argv)
 		runtime_stop(&ctl.rt);
 		goto err_takeover;
 	}
+	/* The kv store's replication threads (only with a kv section); tusk serves without them. */
+	struct kv_replicator *kv = NULL;
+	if (kv_replicate_start(ctl.rt.cfg, &kv) < 0)
+		log_error(NULL, NULL, "kv: out of memory; replication not started");
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
 	if (takeover) {
 		/* Serving: now the old process may stop accepting. */
@@ -301,6 +311,7 @@ int main(int argc, char **argv)
 	}
 	(void)sdnotify("READY=1\nSTATUS=serving");
 	rc = control_loop(&ctl);
+	kv_replicate_stop(kv);
 	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
 	runtime_stop(&ctl.rt);
 	if (ctl.takeover_fd >= 0)

@@ -1269,6 +1269,25 @@ static const struct key_def admin_keys[] = {
 };
 static const struct key_table admin_table = { admin_keys, sizeof(admin_keys) / sizeof(admin_keys[0]) };
 
+/* ---- kv: the key-value store ------------------------------------------------------------ */
+
+#define KV_FIELD(f) offsetof(struct config_kv, f)
+
+static const struct key_def kv_keys[] = {
+	{ .name = "zone", .type = KEY_STRING, .offset = KV_FIELD(zone), .min = 1, .max = 63 },
+	{ .name = "service", .type = KEY_STRING, .offset = KV_FIELD(service), .min = 1, .max = CONFIG_NAME_MAX - 1 },
+	{ .name = "catalog_database", .type = KEY_STRING, .offset = KV_FIELD(catalog_database), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .def = "kv_catalog" },
+	{ .name = "user", .type = KEY_STRING, .offset = KV_FIELD(user), .min = 1, .max = CONFIG_NAME_MAX - 1,
+	  .def = "postgres" },
+	{ .name = "password", .type = KEY_STRING, .offset = KV_FIELD(password), .min = 1, .max = 1024, .secret = true },
+	{ .name = "replicator_password", .type = KEY_STRING, .offset = KV_FIELD(replicator_password), .min = 1,
+	  .max = 1024, .secret = true },
+	{ .name = "client_password", .type = KEY_STRING, .offset = KV_FIELD(client_password), .min = 1, .max = 1024,
+	  .secret = true },
+};
+static const struct key_table kv_table = { kv_keys, sizeof(kv_keys) / sizeof(kv_keys[0]) };
+
 /* ---- The top level ---------------------------------------------------------------------- */
 
 #define TOP_FIELD(f) offsetof(struct tusk_config, f)
@@ -1334,6 +1353,8 @@ static const struct key_def top_keys[] = {
 	/* The socket an online restart takes the listeners over through; bound at start. */
 	{ .name = "takeover_socket", .type = KEY_STRING, .offset = TOP_FIELD(takeover_socket), .min = 1, .max = 100 },
 	{ .name = "admin", .type = KEY_MAPPING, .offset = TOP_FIELD(admin), .sub = &admin_table, .reloadable = true },
+	/* Replication reads it at start (src/kv/replicate.c). */
+	{ .name = "kv", .type = KEY_MAPPING, .offset = TOP_FIELD(kv), .sub = &kv_table },
 };
 static const struct key_table top_table = { top_keys, sizeof(top_keys) / sizeof(top_keys[0]) };
 

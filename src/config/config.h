@@ -86,6 +86,17 @@ struct config_admin {
 	char *http;         /* NULL: no HTTP endpoint; "HOST:PORT" serving /metrics and /health */
 };
 
+/* The key-value store (src/kv/, docs/kv.md): off unless zone is set. Read at start only. */
+struct config_kv {
+	char *zone;                /* this tusk's zone in the kv catalog; NULL: kv is off */
+	char *service;             /* the service whose first host holds the catalog tusk starts from */
+	char *catalog_database;    /* default kv_catalog */
+	char *user;                /* role of tusk kv init / push (CREATEDB, CREATEROLE); default postgres */
+	char *password;            /* its password; NULL: none (trust, peer, ~/.pgpass) */
+	char *replicator_password; /* kv_replicator's, set by init and used by replication; NULL: none */
+	char *client_password;     /* kv_client's, set by init; NULL: left as it is */
+};
+
 struct tusk_config {
 	char *path;
 
@@ -135,6 +146,7 @@ struct tusk_config {
 	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
 
 	struct config_admin admin;
+	struct config_kv kv;
 };
 
 /* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;

@@ -1,0 +1,618 @@
+/* Replication links of the kv store. Per (local shard database, peer instance) one thread:
+ * in one REPEATABLE READ transaction on the peer it reads the peer's own rows (origin = peer)
+ * with chg_xid in [W, snapshot xmin), keyset-paginated on (chg_xid, ns, key), and applies each
+ * page locally with kv.apply_batch, which stores the new W in the same local transaction.
+ * Every xid below the snapshot's xmin has finished, and every later change gets a larger
+ * xid, so no committed write can land behind W whatever the clocks or transaction lengths.
+ * Owns: the supervisor thread (reads the catalog, starts the links) and the link threads. */
+#include "kv/replicate.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "kv/catalog.h"
+#include "kv/schema.h"
+#include "util/log.h"
+
+#define BATCH_MIN 10
+#define BATCH_START 500
+#define BATCH_MAX 5000
+#define PAGES_PER_PASS 20         /* then the peer's snapshot is released and a new pass begins */
+#define PAGE_BYTES_SOFT (8 << 20) /* a page of more JSON than this halves the batch */
+#define IDLE_MIN_S 0.01           /* back-off between passes that found nothing ... */
+#define IDLE_MAX_S 0.25           /* ... doubling up to this: the lag floor when idle */
+#define RETRY_MIN_S 0.2           /* after an error, doubling up to RETRY_MAX_S */
+#define RETRY_MAX_S 5.0
+#define LAG_ROWS_CAP "10000"      /* counting the backlog costs an index scan; stop here */
+#define XID_TEXT_MAX 24           /* a decimal xid8 (at most 20 digits) */
+
+struct kv_link {
+	struct kv_replicator *r;
+	pthread_t thread;
+	bool started;
+	int local_id, peer_id, shard;
+	char local_host[256], peer_host[256];
+	int local_port, peer_port;
+	char dbname[64];
+	char app_name[64];
+	pthread_mutex_t mu; /* protects stats: written by the link thread, read by the console */
+	struct kv_link_stats stats;
+	int batch;          /* the link thread's own */
+	double caught_up;   /* under mu: CLOCK_REALTIME of the last caught-up pass's snapshot; 0: never */
+};
+
+struct kv_replicator {
+	atomic_bool stop;
+	pthread_mutex_t mu;  /* protects links/nlinks (set once by the supervisor) and sleeps on cv */
+	pthread_cond_t cv;   /* signalled at stop, so sleeping threads wake at once */
+	pthread_t supervisor;
+	struct kv_link *links;
+	int nlinks;
+	char zone[64];
+	char catalog_host[256];
+	int catalog_port;
+	char catalog_db[CONFIG_NAME_MAX];
+	char *password; /* kv_replicator's; NULL: none */
+};
+
+static double now_real(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Sleep up to seconds; false when replication is stopping. */
+static bool nap(struct kv_replicator *r, double seconds)
+{
+	struct timespec until;
+	double t = now_real() + seconds;
+
+	until.tv_sec = (time_t)t;
+	until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
+	pthread_mutex_lock(&r->mu);
+	while (!atomic_load(&r->stop)) {
+		if (pthread_cond_timedwait(&r->cv, &r->mu, &until) == ETIMEDOUT)
+			break;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return !atomic_load(&r->stop);
+}
+
+static void set_error(struct kv_link *l, const char *err)
+{
+	bool changed;
+
+	pthread_mutex_lock(&l->mu);
+	changed = strcmp(l->stats.last_error, err) != 0;
+	snprintf(l->stats.last_error, sizeof l->stats.last_error, "%s", err);
+	l->stats.connected = false;
+	pthread_mutex_unlock(&l->mu);
+	/* Once per distinct error, not once per retry. */
+	if (changed)
+		log_warn(NULL, NULL, "kv link %s (instance %d <- %d): %s", l->dbname, l->local_id, l->peer_id, err);
+}
+
+/* A keyset cursor into the peer's rows: (w, ns, key), or just w at the start of a range. */
+struct cursor {
+	char w[XID_TEXT_MAX];
+	char *ns, *key; /* both NULL or both set; malloc'd */
+};
+
+static void cursor_clear(struct cursor *c)
+{
+	free(c->ns);
+	free(c->key);
+	c->ns = c->key = NULL;
+}
+
+static bool xid_text_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 20)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
+static int cursor_set(struct cursor *c, const char *w, const char *ns, const char *key)
+{
+	if (!xid_text_ok(w))
+		return -EPROTO;
+	cursor_clear(c);
+	snprintf(c->w, sizeof c->w, "%s", w);
+	if (ns && key) {
+		c->ns = strdup(ns);
+		c->key = strdup(key);
+		if (!c->ns || !c->key) {
+			cursor_clear(c);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static int read_state(struct kv_link *l, PGconn *local, struct cursor *c, char err[KV_ERR_MAX])
+{
+	char peer[16];
+	const char *params[] = { peer };
+
+	snprintf(peer, sizeof peer, "%d", l->peer_id);
+	PGresult *res = kv_conn_exec(local, "SELECT w::text, cur_ns, cur_key FROM kv.links WHERE peer = $1", 1, params, err);
+	if (!res)
+		return -EIO;
+	int rc;
+	if (PQntuples(res) == 0)
+		rc = cursor_set(c, "0", NULL, NULL);
+	else
+		rc = cursor_set(c, PQgetvalue(res, 0, 0), PQgetisnull(res, 0, 1) ? NULL : PQgetvalue(res, 0, 1),
+				PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2));
+	PQclear(res);
+	if (rc < 0)
+		snprintf(err, KV_ERR_MAX, "kv.links: unreadable state for peer %d", l->peer_id);
+	return rc;
+}
+
+/* The page query: the peer's own rows after the cursor and below the snapshot's xmin, as one
+ * JSON array, plus the last row's keyset position. */
+#define PAGE_SELECT                                                                                                     \
+	"WITH p AS (SELECT ns, key, value, ver_ts, origin, expires_at, chg_xid FROM kv.data WHERE origin = $1::int "   \
+	"AND chg_xid < $2::xid8 AND %s ORDER BY chg_xid, ns, key LIMIT $3::int) "                                        \
+	"SELECT (SELECT count(*) FROM p), (SELECT coalesce(jsonb_agg(jsonb_build_object('ns', ns, 'key', key, "          \
+	"'value', value, 'ver_ts', ver_ts, 'origin', origin, 'expires_at', expires_at) ORDER BY chg_xid, ns, key), "    \
+	"'[]')::text FROM p), l.chg_xid::text, l.ns, l.key FROM (SELECT 1) one LEFT JOIN (SELECT chg_xid, ns, key "     \
+	"FROM p ORDER BY chg_xid DESC, ns DESC, key DESC LIMIT 1) l ON true"
+
+static char page_first_sql[1024], page_next_sql[1024];
+static pthread_once_t page_sql_once = PTHREAD_ONCE_INIT;
+
+static void build_page_sql(void)
+{
+	snprintf(page_first_sql, sizeof page_first_sql, PAGE_SELECT, "chg_xid >= $4::xid8");
+	snprintf(page_next_sql, sizeof page_next_sql, PAGE_SELECT,
+		 "(chg_xid, ns, key) > ($4::xid8, $5::text COLLATE \"C\", $6::text COLLATE \"C\")");
+}
+
+struct page {
+	long n;
+	PGresult *res; /* holds the JSON and the last position */
+};
+
+/* One page from the peer. The result is hostile input: counts and positions are checked
+ * before use; the JSON goes to kv.apply_batch, which checks every row. */
+static int fetch_page(struct kv_link *l, PGconn *peer, const char *xmin, const struct cursor *c, struct page *pg,
+		      char err[KV_ERR_MAX])
+{
+	char origin[16], limit[16];
+	const char *params[6] = { origin, xmin, limit, c->w, c->ns, c->key };
+
+	snprintf(origin, sizeof origin, "%d", l->peer_id);
+	snprintf(limit, sizeof limit, "%d", l->batch);
+	PGresult *res = kv_conn_exec(peer, c->ns ? page_next_sql : page_first_sql, c->ns ? 6 : 4, params, err);
+	if (!res)
+		return -EIO;
+	char *end;
+	long n = PQntuples(res) == 1 && PQnfields(res) == 5 ? strtol(PQgetvalue(res, 0, 0), &end, 10) : -1;
+	if (n < 0 || n > l->batch || (n > 0 && (PQgetisnull(res, 0, 2) || !xid_text_ok(PQgetvalue(res, 0, 2)) ||
+						PQgetisnull(res, 0, 3) || PQgetisnull(res, 0, 4)))) {
+		snprintf(err, KV_ERR_MAX, "peer %d sent a malformed page", l->peer_id);
+		PQclear(res);
+		return -EPROTO;
+	}
+	pg->n = n;
+	pg->res = res;
+	return 0;
+}
+
+struct applied {
+	long applied, skipped, quarantined;
+};
+
+static int apply_page(struct kv_link *l, PGconn *local, const char *rows, const char *w, const char *ns,
+		      const char *key, struct applied *a, char err[KV_ERR_MAX])
+{
+	char peer[16];
+	const char *params[] = { peer, rows, w, ns, key };
+
+	snprintf(peer, sizeof peer, "%d", l->peer_id);
+	PGresult *res = kv_conn_exec(local,
+				     "SELECT applied, skipped, quarantined FROM kv.apply_batch($1::int, $2::jsonb, "
+				     "$3::xid8, $4, $5)",
+				     5, params, err);
+	if (!res)
+		return -EIO;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		snprintf(err, KV_ERR_MAX, "kv.apply_batch returned no row");
+		return -EPROTO;
+	}
+	a->applied = atol(PQgetvalue(res, 0, 0));
+	a->skipped = atol(PQgetvalue(res, 0, 1));
+	a->quarantined = atol(PQgetvalue(res, 0, 2));
+	PQclear(res);
+	return 0;
+}
+
+static void count_page(struct kv_link *l, const struct applied *a)
+{
+	pthread_mutex_lock(&l->mu);
+	l->stats.applied += (uint64_t)a->applied;
+	l->stats.skipped += (uint64_t)a->skipped;
+	l->stats.quarantined += (uint64_t)a->quarantined;
+	l->stats.batches++;
+	l->stats.batch_size = l->batch;
+	pthread_mutex_unlock(&l->mu);
+	if (a->quarantined > 0)
+		log_warn(NULL, NULL, "kv link %s (instance %d <- %d): %ld poison row%s quarantined (kv.quarantine)", l->dbname,
+			 l->local_id, l->peer_id, a->quarantined, a->quarantined == 1 ? "" : "s");
+}
+
+/* One pass. *more: the pass stopped before the end (pages left); pull again at once. */
+static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, long *rows, char err[KV_ERR_MAX])
+{
+	struct cursor c = { .w = "0" };
+	char xmin[XID_TEXT_MAX], origin[16];
+	int rc;
+
+	*more = false;
+	*rows = 0;
+	rc = read_state(l, local, &c, err);
+	if (rc < 0)
+		return rc;
+	if (kv_conn_run(peer, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0) {
+		rc = -EIO;
+		goto out;
+	}
+	double snap_at = now_real();
+	PGresult *res = kv_conn_exec(peer, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0, NULL, err);
+	if (!res) {
+		rc = -EIO;
+		goto out_rollback;
+	}
+	snprintf(xmin, sizeof xmin, "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
+	PQclear(res);
+	if (!xid_text_ok(xmin)) {
+		snprintf(err, KV_ERR_MAX, "peer %d: unreadable snapshot xmin", l->peer_id);
+		rc = -EPROTO;
+		goto out_rollback;
+	}
+	snprintf(origin, sizeof origin, "%d", l->peer_id);
+	const char *lp[] = { origin, c.w, xmin };
+	res = kv_conn_exec(peer,
+			   "SELECT count(*) FROM (SELECT 1 FROM kv.data WHERE origin = $1::int AND chg_xid >= $2::xid8 "
+			   "AND chg_xid < $3::xid8 LIMIT " LAG_ROWS_CAP ") b",
+			   3, lp, err);
+	if (!res) {
+		rc = -EIO;
+		goto out_rollback;
+	}
+	long backlog = atol(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	pthread_mutex_lock(&l->mu);
+	l->stats.lag_rows = backlog;
+	pthread_mutex_unlock(&l->mu);
+
+	bool reached_end = false;
+	for (int page = 0; page < PAGES_PER_PASS && !atomic_load(&l->r->stop); page++) {
+		struct page pg;
+		struct applied a;
+		double t0 = now_real();
+
+		rc = fetch_page(l, peer, xmin, &c, &pg, err);
+		if (rc < 0)
+			goto out_rollback;
+		if (pg.n == 0) {
+			PQclear(pg.res);
+			reached_end = true;
+			break;
+		}
+		size_t bytes = strlen(PQgetvalue(pg.res, 0, 1));
+		rc = apply_page(l, local, PQgetvalue(pg.res, 0, 1), PQgetvalue(pg.res, 0, 2), PQgetvalue(pg.res, 0, 3),
+				PQgetvalue(pg.res, 0, 4), &a, err);
+		if (rc == 0)
+			rc = cursor_set(&c, PQgetvalue(pg.res, 0, 2), PQgetvalue(pg.res, 0, 3), PQgetvalue(pg.res, 0, 4));
+		bool full = pg.n == l->batch;
+		PQclear(pg.res);
+		if (rc < 0) {
+			/* A page that failed whole (a timeout, say) is retried smaller. */
+			l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
+			goto out_rollback;
+		}
+		*rows += pg.n;
+		count_page(l, &a);
+		/* Adapt: grow while full pages are quick, shrink when a page is slow or huge. */
+		double dt = now_real() - t0;
+		if (bytes > PAGE_BYTES_SOFT || dt > 1.0)
+			l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
+		else if (full && dt < 0.2 && l->batch < BATCH_MAX)
+			l->batch = l->batch * 2 < BATCH_MAX ? l->batch * 2 : BATCH_MAX;
+		if (!full) {
+			reached_end = true;
+			break;
+		}
+	}
+	if (reached_end) {
+		/* Everything below xmin is applied: W moves to xmin, the cursor is dropped. */
+		if (c.ns || strcmp(c.w, xmin) != 0) {
+			struct applied a;
+			rc = apply_page(l, local, "[]", xmin, NULL, NULL, &a, err);
+			if (rc < 0)
+				goto out_rollback;
+		}
+		pthread_mutex_lock(&l->mu);
+		l->caught_up = snap_at;
+		pthread_mutex_unlock(&l->mu);
+	} else {
+		*more = true;
+	}
+	rc = kv_conn_run(peer, "COMMIT", 0, NULL, err);
+	pthread_mutex_lock(&l->mu);
+	l->stats.passes++;
+	if (rc == 0)
+		l->stats.last_error[0] = '\0';
+	l->stats.connected = rc == 0;
+	pthread_mutex_unlock(&l->mu);
+	goto out;
+
+out_rollback:
+	PQclear(PQexec(peer, "ROLLBACK"));
+out:
+	cursor_clear(&c);
+	return rc;
+}
+
+static void *link_main(void *arg)
+{
+	struct kv_link *l = arg;
+	struct kv_replicator *r = l->r;
+	PGconn *local = NULL, *peer = NULL;
+	double idle = IDLE_MIN_S, retry = RETRY_MIN_S;
+	char err[KV_ERR_MAX];
+
+	while (!atomic_load(&r->stop)) {
+		struct kv_endpoint lep = { .host = l->local_host, .port = l->local_port, .dbname = l->dbname,
+					   .user = "kv_replicator", .password = r->password };
+		struct kv_endpoint pep = { .host = l->peer_host, .port = l->peer_port, .dbname = l->dbname,
+					   .user = "kv_replicator", .password = r->password };
+		if (!local)
+			local = kv_conn_open(&lep, l->app_name, err);
+		if (local && !peer)
+			peer = kv_conn_open(&pep, l->app_name, err);
+		if (!local || !peer) {
+			set_error(l, err);
+			if (!nap(r, retry))
+				break;
+			retry = retry * 2 < RETRY_MAX_S ? retry * 2 : RETRY_MAX_S;
+			continue;
+		}
+		bool more;
+		long rows;
+		if (run_pass(l, local, peer, &more, &rows, err) < 0) {
+			set_error(l, err);
+			/* A broken connection is reopened; a failing statement is just retried. */
+			if (PQstatus(local) != CONNECTION_OK) {
+				PQfinish(local);
+				local = NULL;
+			}
+			if (PQstatus(peer) != CONNECTION_OK) {
+				PQfinish(peer);
+				peer = NULL;
+			}
+			if (!nap(r, retry))
+				break;
+			retry = retry * 2 < RETRY_MAX_S ? retry * 2 : RETRY_MAX_S;
+			continue;
+		}
+		retry = RETRY_MIN_S;
+		if (more)
+			continue;
+		/* Caught up: back off while the peer is quiet, return to quick pulls when it writes. */
+		idle = rows > 0 ? IDLE_MIN_S : (idle * 2 < IDLE_MAX_S ? idle * 2 : IDLE_MAX_S);
+		if (!nap(r, idle))
+			break;
+	}
+	if (local)
+		PQfinish(local);
+	if (peer)
+		PQfinish(peer);
+	return NULL;
+}
+
+/* Links of this zone from the catalog: every local instance x shard x other instance. */
+static int plan_links(struct kv_replicator *r, const struct kv_catalog *cat)
+{
+	int nlocal = 0, n = 0;
+
+	for (int i = 0; i < cat->ninstances; i++)
+		nlocal += strcmp(cat->instances[i].zone, r->zone) == 0;
+	if (nlocal == 0 || cat->ninstances < 2)
+		return 0;
+	size_t total = (size_t)nlocal * (size_t)cat->nshards * (size_t)(cat->ninstances - 1);
+	struct kv_link *links = calloc(total, sizeof *links);
+	if (!links)
+		return -ENOMEM;
+	for (int i = 0; i < cat->ninstances; i++) {
+		const struct kv_instance *me = &cat->instances[i];
+		if (strcmp(me->zone, r->zone) != 0)
+			continue;
+		for (int s = 0; s < cat->nshards; s++) {
+			for (int j = 0; j < cat->ninstances; j++) {
+				const struct kv_instance *p = &cat->instances[j];
+				if (j == i)
+					continue;
+				struct kv_link *l = &links[n++];
+				l->r = r;
+				l->local_id = me->id;
+				l->peer_id = p->id;
+				l->shard = s;
+				snprintf(l->local_host, sizeof l->local_host, "%s", me->host);
+				snprintf(l->peer_host, sizeof l->peer_host, "%s", p->host);
+				l->local_port = me->port;
+				l->peer_port = p->port;
+				snprintf(l->dbname, sizeof l->dbname, KV_SHARD_DB_PREFIX "%d", s);
+				snprintf(l->app_name, sizeof l->app_name, "tusk kv %d<-%d/%d", me->id, p->id, s);
+				l->batch = BATCH_START;
+				l->stats = (struct kv_link_stats){ .local_id = me->id, .peer_id = p->id, .shard = s,
+								   .lag_seconds = -1, .batch_size = BATCH_START };
+				pthread_mutex_init(&l->mu, NULL);
+			}
+		}
+	}
+	pthread_mutex_lock(&r->mu);
+	r->links = links;
+	r->nlinks = n;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+static void *supervisor_main(void *arg)
+{
+	struct kv_replicator *r = arg;
+	struct kv_endpoint ep = { .host = r->catalog_host, .port = r->catalog_port, .dbname = r->catalog_db,
+				  .user = "kv_replicator", .password = r->password };
+	char err[KV_ERR_MAX], last[KV_ERR_MAX] = "";
+	struct kv_catalog cat;
+
+	/* Until the catalog answers with a version: tusk may start before tusk kv init. */
+	for (;;) {
+		PGconn *c = kv_conn_open(&ep, "tusk kv catalog", err);
+		int rc = c ? kv_catalog_read(c, &cat, err) : -EIO;
+		if (c)
+			PQfinish(c);
+		if (rc == 0 && cat.version > 0)
+			break;
+		if (rc == 0) {
+			snprintf(err, sizeof err, "catalog %s on %s:%d is empty (version 0)", r->catalog_db, r->catalog_host,
+				 r->catalog_port);
+			kv_catalog_free(&cat);
+		}
+		if (strcmp(err, last) != 0)
+			log_warn(NULL, NULL, "kv: cannot start replication yet: %s; retrying", err);
+		snprintf(last, sizeof last, "%s", err);
+		if (!nap(r, 2.0))
+			return NULL;
+	}
+	int n = plan_links(r, &cat);
+	if (n < 0)
+		log_error(NULL, NULL, "kv: out of memory planning the replication links");
+	else
+		log_info(NULL, NULL, "kv: zone %s, catalog version %lld: %d replication link%s", r->zone,
+			 (long long)cat.version, n, n == 1 ? "" : "s");
+	kv_catalog_free(&cat);
+	for (int i = 0; i < (n > 0 ? n : 0); i++) {
+		struct kv_link *l = &r->links[i];
+		if (pthread_create(&l->thread, NULL, link_main, l) != 0) {
+			log_error(NULL, NULL, "kv: cannot start the thread of link %s %d<-%d", l->dbname, l->local_id,
+				  l->peer_id);
+			continue;
+		}
+		l->started = true;
+	}
+	return NULL;
+}
+
+int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out)
+{
+	struct kv_endpoint ep;
+	char err[KV_ERR_MAX];
+
+	*out = NULL;
+	if (!cfg->kv.zone)
+		return 0;
+	if (kv_catalog_endpoint(cfg, "kv_replicator", cfg->kv.replicator_password, &ep, err) < 0) {
+		log_error(NULL, NULL, "kv: %s; replication not started", err);
+		return 0;
+	}
+	pthread_once(&page_sql_once, build_page_sql);
+	struct kv_replicator *r = calloc(1, sizeof *r);
+	if (!r)
+		return -ENOMEM;
+	snprintf(r->zone, sizeof r->zone, "%s", cfg->kv.zone);
+	snprintf(r->catalog_host, sizeof r->catalog_host, "%s", ep.host);
+	r->catalog_port = ep.port;
+	snprintf(r->catalog_db, sizeof r->catalog_db, "%s", ep.dbname);
+	if (cfg->kv.replicator_password) {
+		r->password = strdup(cfg->kv.replicator_password);
+		if (!r->password)
+			goto err_free;
+	}
+	atomic_init(&r->stop, false);
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	if (pthread_create(&r->supervisor, NULL, supervisor_main, r) != 0)
+		goto err_destroy;
+	*out = r;
+	return 0;
+
+err_destroy:
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->mu);
+err_free:
+	free(r->password);
+	free(r);
+	return -ENOMEM;
+}
+
+void kv_replicate_stop(struct kv_replicator *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	atomic_store(&r->stop, true);
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	/* The supervisor first: after it returns, links/nlinks no longer change. */
+	pthread_join(r->supervisor, NULL);
+	for (int i = 0; i < r->nlinks; i++) {
+		struct kv_link_stats st;
+		if (r->links[i].started)
+			pthread_join(r->links[i].thread, NULL);
+		/* The counters are in memory only (SHOW KV does not exist yet): leave them in the log. */
+		if (kv_replicate_link_stats(r, i, &st) == 0)
+			log_info(NULL, NULL,
+				 "kv link %s (instance %d <- %d) stopped: applied %llu, skipped %llu, quarantined %llu, "
+				 "batches %llu, passes %llu, lag %.2f s / %lld rows, batch %d, last error: %s",
+				 r->links[i].dbname, st.local_id, st.peer_id, (unsigned long long)st.applied,
+				 (unsigned long long)st.skipped, (unsigned long long)st.quarantined,
+				 (unsigned long long)st.batches, (unsigned long long)st.passes, st.lag_seconds,
+				 (long long)st.lag_rows, st.batch_size, st.last_error[0] ? st.last_error : "none");
+		pthread_mutex_destroy(&r->links[i].mu);
+	}
+	free(r->links);
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->mu);
+	free(r->password);
+	free(r);
+}
+
+int kv_replicate_nlinks(struct kv_replicator *r)
+{
+	int n;
+
+	if (!r)
+		return 0;
+	pthread_mutex_lock(&r->mu);
+	n = r->nlinks;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+int kv_replicate_link_stats(struct kv_replicator *r, int i, struct kv_link_stats *out)
+{
+	if (!r || i < 0 || i >= kv_replicate_nlinks(r))
+		return -ENOENT;
+	struct kv_link *l = &r->links[i];
+	pthread_mutex_lock(&l->mu);
+	*out = l->stats;
+	out->lag_seconds = l->caught_up > 0 ? now_real() - l->caught_up : -1;
+	pthread_mutex_unlock(&l->mu);
+	return 0;
+}

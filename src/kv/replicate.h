@@ -1,0 +1,43 @@
+/* Replication between the zones of the kv store: one thread per link (local shard database,
+ * peer instance), pulling the peer's own writes with the commit-safe xid8 watermark and
+ * applying them through kv.apply_batch (docs/kv.md, "Replication"). tusk's own background
+ * work: plain blocking libpq, never on a worker's loop. */
+#ifndef TUSK_KV_REPLICATE_H
+#define TUSK_KV_REPLICATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kv/conn.h"
+
+struct tusk_config;
+struct kv_replicator;
+
+/* A copy of one link's counters, for the console and /metrics (not wired yet). */
+struct kv_link_stats {
+	int local_id, peer_id, shard;
+	bool connected;          /* both connections up */
+	uint64_t applied;        /* rows that changed the local copy */
+	uint64_t skipped;        /* rows not newer than the local version: conflicts lost, replays */
+	uint64_t quarantined;    /* poison rows moved to kv.quarantine */
+	uint64_t batches, passes;
+	int64_t lag_rows;        /* the peer's rows still to pull when the last pass began (capped) */
+	double lag_seconds;      /* age of the snapshot of the last pass that caught up; -1: never */
+	int batch_size;          /* the adaptive page size now */
+	char last_error[KV_ERR_MAX]; /* "" when the last pass succeeded */
+};
+
+/* Start replication when cfg has a kv section (*out = NULL otherwise). The catalog is read
+ * in the background, retried until it answers, and the links started from it; cfg is not
+ * kept. 0 or -ENOMEM. */
+__attribute__((warn_unused_result))
+int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out);
+/* Stop every link and free r (NULL is fine). Waits for the statements in flight. */
+void kv_replicate_stop(struct kv_replicator *r);
+
+/* Links running now (0 until the catalog was read). */
+int kv_replicate_nlinks(struct kv_replicator *r);
+/* Counters of link i. 0, or -ENOENT. */
+int kv_replicate_link_stats(struct kv_replicator *r, int i, struct kv_link_stats *out);
+
+#endif

@@ -1,0 +1,152 @@
+"""A kv parade for the tests: one throwaway PostgreSQL 15 per zone, each with its tusk, set up
+the way an operator would (tusk kv init, fill the catalog, kv_catalog.bump(), tusk kv push)."""
+
+import json
+import subprocess
+
+import psycopg
+
+from conftest import PgServer, Tusk, TUSK_BIN, SLOW, _atexit_servers, run, wait_until
+
+NSHARDS = 2
+
+
+class Zone:
+    def __init__(self, parade, name, inst_id, pg):
+        self.parade = parade
+        self.name = name
+        self.id = inst_id
+        self.pg = pg
+        self.tusk = None
+        self.cfg_dir = parade.base / f"tusk-{name}"
+        self.write_config()
+
+    def write_config(self, **kv_extra):
+        kv = {"zone": self.name, "service": "local"}
+        kv.update(kv_extra)
+        # Constructing Tusk writes tusk.yaml; it is only started when replication is wanted.
+        self.tusk = Tusk(self.cfg_dir, self.pg.port, services={"local": {"hosts": [f"127.0.0.1:{self.pg.port}"]}},
+                         pools=[{"database": "*", "user": "*", "service": "local", "mode": "transaction"}],
+                         workers=1, kv=kv)
+
+    def kv(self, *args, check=True):
+        p = subprocess.run([str(TUSK_BIN), "kv", *args, "-c", str(self.tusk.cfg_path)], capture_output=True,
+                           text=True, timeout=120 * SLOW)
+        if check and p.returncode != 0:
+            raise AssertionError(f"tusk kv {' '.join(args)} exited {p.returncode}\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def db(self, shard, user="kv_client"):
+        return psycopg.connect(host="127.0.0.1", port=self.pg.port, user=user, dbname=f"kv_shard_{shard}",
+                               autocommit=True, connect_timeout=10)
+
+    def sql(self, shard, query, params=None, user="postgres"):
+        with self.db(shard, user) as c:
+            cur = c.execute(query, params)
+            return cur.fetchall() if cur.description else None
+
+    def put(self, key, value, ns="default", ttl=None):
+        with self.db(self.parade.shard_of(ns, key)) as c:
+            if ttl is None:
+                return c.execute("select kv.put(%s, %s, %s::jsonb)", (ns, key, json.dumps(value))).fetchone()[0]
+            return c.execute("select kv.put(%s, %s, %s::jsonb, %s::interval)",
+                             (ns, key, json.dumps(value), ttl)).fetchone()[0]
+
+    def get(self, key, ns="default"):
+        with self.db(self.parade.shard_of(ns, key)) as c:
+            return c.execute("select kv.get(%s, %s)", (ns, key)).fetchone()[0]
+
+    def delete(self, key, ns="default"):
+        with self.db(self.parade.shard_of(ns, key)) as c:
+            return c.execute("select kv.delete(%s, %s)", (ns, key)).fetchone()[0]
+
+    def dump(self):
+        """Every row of every shard, versions included: identical dumps = converged zones."""
+        rows = []
+        for s in range(NSHARDS):
+            rows += self.sql(s, "select ns, key, value::text, ver_ts, origin, expires_at from kv.data order by ns, key")
+        return rows
+
+    def start_tusk(self):
+        self.tusk.start()
+        return self
+
+    def stop_tusk(self):
+        """SIGTERM; the problems (unclean exit, sanitizer report in the log), if any."""
+        if not self.tusk or not self.tusk.proc:
+            return []
+        return [f"{self.name}: {p}" for p in self.tusk.stop()]
+
+
+class Parade:
+    def __init__(self, base, zones):
+        self.base = base
+        self.zones = []
+        self._shards = {}
+        for i, name in enumerate(zones, start=1):
+            pg = PgServer(base / f"pg-{name}", with_bench=False)
+            _atexit_servers.append(pg)
+            pg.init()
+            self.zones.append(Zone(self, name, i, pg))
+
+    def shard_of(self, ns, key):
+        k = (ns, key)
+        if k not in self._shards:
+            out = run([str(TUSK_BIN), "kv", "shard", str(NSHARDS), ns, key]).stdout.split()
+            self._shards[k] = int(out[0])
+        return self._shards[k]
+
+    def setup(self, namespaces=(("default", None), ("short", "short"))):
+        for z in self.zones:
+            out = z.kv("init").stdout
+            assert "is ready and empty" in out, out
+        first = self.zones[0]
+        with first.pg.admin("kv_catalog") as c:
+            for z in self.zones:
+                c.execute("insert into kv_catalog.zones values (%s)", (z.name,))
+                c.execute("insert into kv_catalog.instances values (%s, %s, '127.0.0.1', %s)",
+                          (z.id, z.name, z.pg.port))
+            c.execute("insert into kv_catalog.expiry_policies values ('short', '1 hour', '1 day')")
+            for ns, pol in namespaces:
+                c.execute("insert into kv_catalog.namespaces values (%s, %s)", (ns, pol))
+            c.execute("update kv_catalog.meta set nshards = %s", (NSHARDS,))
+            assert c.execute("select kv_catalog.bump()").fetchone()[0] == 1
+        out = first.kv("push").stdout
+        assert out.count("version 1 applied") == len(self.zones), out
+        for z in self.zones:
+            out = z.kv("init").stdout
+            assert f"instance {z.id} (zone {z.name}" in out and f"{NSHARDS} shard databases ready" in out, out
+
+    def start(self):
+        for z in self.zones:
+            z.start_tusk()
+
+    def stop(self):
+        problems = []
+        for z in self.zones:
+            problems += z.stop_tusk()
+        return problems
+
+    def destroy(self):
+        """Stops everything; raises if a tusk did not exit cleanly."""
+        problems = self.stop()
+        for z in self.zones:
+            z.pg.destroy()
+        assert not problems, problems
+
+    def converge(self, timeout=30):
+        """Wait until every zone holds the same rows, versions included; returns the dump."""
+        last = None
+
+        def same():
+            nonlocal last
+            dumps = [z.dump() for z in self.zones]
+            last = dumps
+            return all(d == dumps[0] for d in dumps)
+
+        try:
+            wait_until(same, timeout * SLOW, interval=0.2, what="convergence")
+        except TimeoutError:
+            diffs = [sorted(set(map(tuple, d)) ^ set(map(tuple, last[0])))[:5] for d in last[1:]]
+            raise AssertionError(f"zones did not converge: first differences {diffs}") from None
+        return last[0]

@@ -9,7 +9,9 @@ PYTHON := /usr/bin/python3
 JOBS ?= 2
 TUSK_BIN ?= $(abspath build/tusk)
 BENCH_SECONDS ?= 10
-# Extra arguments for pytest, e.g. make integration PYTEST_ARGS='-k copy -x'
+# What pytest runs (a file or a node id narrows it: make integration TESTS=tests/integration/test_pool.py)
+# and extra arguments for it, e.g. make integration PYTEST_ARGS='-k copy -x'
+TESTS ?= tests/integration
 PYTEST_ARGS ?=
 SAN_CC := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
 
@@ -33,7 +35,7 @@ test: deps build
 	echo "=== unit tests (ctest) ==="; \
 	(cd build && ctest --output-on-failure -j$(JOBS)) 2>&1 | tee build/test-logs/ctest.log; unit=$${PIPESTATUS[0]}; \
 	echo "=== integration tests (pytest, TUSK_BIN=$(TUSK_BIN)) ==="; \
-	TUSK_BIN=$(TUSK_BIN) $(PYTHON) -m pytest tests/integration $(PYTEST_ARGS) 2>&1 | tee build/test-logs/pytest.log; integ=$${PIPESTATUS[0]}; \
+	TUSK_BIN=$(TUSK_BIN) $(PYTHON) -m pytest $(TESTS) $(PYTEST_ARGS) 2>&1 | tee build/test-logs/pytest.log; integ=$${PIPESTATUS[0]}; \
 	echo "=== summary ==="; \
 	echo -n "unit:        "; (grep -E 'tests passed|No tests were found' build/test-logs/ctest.log || echo "no ctest summary (exit $$unit)") | tail -n1; \
 	echo -n "integration: "; (grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* =+$$' build/test-logs/pytest.log || echo "no pytest summary (exit $$integ)") | tail -n1 | sed -E 's/^=+ //; s/ =+$$//'; \
@@ -44,7 +46,7 @@ unit: build
 
 # The integration suite alone, against any binary: make integration TUSK_BIN=build-asan/tusk
 integration:
-	TUSK_BIN=$(abspath $(TUSK_BIN)) $(PYTHON) -m pytest tests/integration $(PYTEST_ARGS)
+	TUSK_BIN=$(abspath $(TUSK_BIN)) $(PYTHON) -m pytest $(TESTS) $(PYTEST_ARGS)
 
 asan:
 	cmake -S . -B build-asan -DTUSK_SANITIZE=ON -DCMAKE_C_COMPILER=$(SAN_CC) -DCMAKE_BUILD_TYPE=RelWithDebInfo

@@ -240,6 +240,11 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 	struct classify_result r;
 	unsigned opts = c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0;
 
+	/* Session pooling keeps the client's server and resets it when the client leaves:
+	 * nothing to carry, pin or reset, so nothing to parse. */
+	if (c->mode == POOL_MODE_SESSION)
+		return true;
+
 	if (c->lex_pending) {
 		/* A request still in flight may have switched standard_conforming_strings: read
 		 * either way, this text may hide a session statement. */
@@ -846,7 +851,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			}
 			if (!note_sql(c, s, sql, len))
 				return SCAN_CLOSED;
-		} else {
+		} else if (c->mode != POOL_MODE_SESSION) {
 			big_begin(c, 'Q', total);
 		}
 		expect_push(s, EXPECT_QUERY, EXPECT_FORWARD);
@@ -862,7 +867,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 					    (unsigned)b->cap);
 				return SCAN_CLOSED;
 			}
-			big_begin(c, 'P', total);
+			if (c->mode != POOL_MODE_SESSION)
+				big_begin(c, 'P', total);
 			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
 			break;
 		}

@@ -828,9 +828,11 @@ static void on_reset_all(struct server *s, void *arg, int err, const char *reaso
 		if (!c->greeted && s->params_hash != s->login_params_hash) {
 			/* RESET ALL restores every reported setting tusk can set; one that did not
 			 * come back would be another client's, so this server greets nobody. */
+			char sid[ID_LEN];
+			memcpy(sid, s->id, ID_LEN); /* server_close frees s */
 			c->server = NULL;
 			server_close(s, "reported parameters still differ from the login's after RESET ALL");
-			client_fail(c, "08006", "server %s could not be brought back to the database's defaults", s->id);
+			client_fail(c, "08006", "server %s could not be brought back to the database's defaults", sid);
 			return;
 		}
 		use_server(c, s);

@@ -572,6 +572,9 @@ static void test_breaker_fails_fast_and_probes(void **state)
 	assert_int_equal(r.calls, 1);
 	assert_int_equal(r.err, -EHOSTUNREACH);
 	assert_int_equal(claim(p, &fast, 0, s.now + 60), -EHOSTUNREACH);
+	char why[256];
+	tp_pool_last_error(p, why, sizeof why);
+	assert_string_equal(why, "a.example:5432 dead: connection refused");
 	/* Once its retry time passed, a claim waits for one probe; a second claim waits for
 	 * the same probe instead of opening another; the probe fails and both fail. */
 	struct rec p1, p2;

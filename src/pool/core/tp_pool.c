@@ -36,6 +36,7 @@ struct tp_backend {
 	int failures;    /* consecutive failed connects */
 	double retry_at; /* no connect before this (BACKOFF, DEAD) */
 	bool probing;    /* DEAD: its one probe connect is in flight */
+	char last_error[160]; /* why its last connect failed; "" after a success */
 };
 
 struct tp_slot {
@@ -522,6 +523,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 	if (err == 0) {
 		be->failures = 0;
 		be->retry_at = 0;
+		be->last_error[0] = '\0';
 		if (be->state != TP_BACKEND_DRAINING)
 			set_state(p, be, TP_BACKEND_UP);
 		s->created = now;
@@ -534,6 +536,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 	p->counters.connect_failures++;
 	snprintf(p->last_error, sizeof p->last_error, "%s:%u: %s", be->addr.name, be->addr.port,
 		 reason ? reason : "connect failed");
+	snprintf(be->last_error, sizeof be->last_error, "%s", reason ? reason : "connect failed");
 	if (be->state != TP_BACKEND_DRAINING) {
 		be->failures++;
 		/* Full jitter at every step, the cap included: retries of many pools never align. */
@@ -929,7 +932,23 @@ bool tp_pool_backend(struct tp_pool *p, int i, struct tp_backend_addr *addr, enu
 
 void tp_pool_last_error(struct tp_pool *p, char *out, size_t cap)
 {
+	size_t len = 0;
+	if (cap == 0)
+		return;
+	out[0] = '\0';
 	pthread_mutex_lock(&p->lock);
-	snprintf(out, cap, "%s", p->last_error);
+	/* Every backend that is not up, and why: a claim that failed fast says which backends
+	 * were tried and what each answered, not just the last one. */
+	for (const struct tp_backend *be = p->backends; be && len < cap; be = be->next) {
+		if (be->state == TP_BACKEND_UP || be->state == TP_BACKEND_DRAINING || !be->last_error[0])
+			continue;
+		int n = snprintf(out + len, cap - len, "%s%s:%u %s: %s", len ? "; " : "", be->addr.name, be->addr.port,
+				 tp_backend_state_name(be->state), be->last_error);
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len == 0)
+		snprintf(out, cap, "%s", p->last_error);
 	pthread_mutex_unlock(&p->lock);
 }

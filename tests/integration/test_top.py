@@ -43,6 +43,10 @@ class Tmux:
 
     def kill(self):
         self.run("kill-server", check=False)
+        # tmux leaves its socket file behind.
+        sock = os.path.join(os.environ.get("TMUX_TMPDIR", "/tmp"), f"tmux-{os.getuid()}", self.sock)
+        if os.path.exists(sock):
+            os.unlink(sock)
 
 
 def pool_line(screen, db):

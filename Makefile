@@ -4,6 +4,8 @@
 #   make test    unit tests (ctest) then the integration suite against build/tusk
 #   make asan    ASan+UBSan build into build-asan/
 #   make bench   pgbench -S: direct vs PgBouncer vs tusk
+#   make install binary, libtuskpool (static, shared), tuskpool.h, tuskpool.pc, tusk.1, example
+#                config; PREFIX (default /usr/local) and DESTDIR honoured
 SHELL := /bin/bash
 PYTHON := /usr/bin/python3
 JOBS ?= 2
@@ -15,7 +17,9 @@ TESTS ?= tests/integration
 PYTEST_ARGS ?=
 SAN_CC := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
 
-.PHONY: all deps build run test unit integration asan asan-test bench clean
+.PHONY: all deps build run test unit integration asan asan-test bench clean install
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 all: build
 
@@ -54,6 +58,12 @@ asan:
 
 asan-test: asan
 	$(MAKE) integration TUSK_BIN=$(abspath build-asan/tusk)
+
+# The prefix is configured in (tuskpool.pc names it); DESTDIR only relocates the copy.
+install:
+	cmake -S . -B build -DCMAKE_INSTALL_PREFIX=$(PREFIX)
+	cmake --build build -j$(JOBS)
+	DESTDIR=$(DESTDIR) cmake --install build
 
 bench: deps build
 	bench/compare.sh $(BENCH_SECONDS)

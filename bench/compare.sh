@@ -14,7 +14,10 @@
 # cannot run), and each pooler's CPU time per transaction (user + system of its process, read
 # from /proc around each run: less sensitive to a busy machine than tps). Prints numbers only;
 # asserts nothing. Stops everything it started.
-# Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (space-separated subset of the above).
+# Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (space-separated subset of the above),
+# TUSK_BASE_BIN: a second tusk binary (e.g. built from the commit before a change), run as target
+# "base" with the same configuration on its own port, alternated with the others in every round
+# of the pgbench scenarios; each summary then adds tusk's ratio to it (before/after, same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -50,11 +53,16 @@ PG_PORT=$(free_port)
 BOUNCER_PORT=$(free_port)
 TUSK_PORT=$(free_port)
 tusk_pid=
+BASE=${TUSK_BASE_BIN:-}
+BASE_PORT=$(free_port)
+base_pid=
+[ -z "$BASE" ] || [ -x "$BASE" ] || { echo "bench: TUSK_BASE_BIN=$BASE is not executable" >&2; exit 1; }
 pg_started=
 
 cleanup() {
 	set +e
 	if [ -n "$tusk_pid" ]; then kill -TERM "$tusk_pid" 2>/dev/null; wait "$tusk_pid" 2>/dev/null; fi
+	if [ -n "$base_pid" ]; then kill -TERM "$base_pid" 2>/dev/null; wait "$base_pid" 2>/dev/null; fi
 	if [ -f "$DIR/pgbouncer.pid" ]; then
 		pid=$(cat "$DIR/pgbouncer.pid")
 		kill -TERM "$pid" 2>/dev/null
@@ -149,6 +157,15 @@ wait_port "$TUSK_PORT"
 
 declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [tusk]=$TUSK_PORT)
 TARGETS=(direct pgbouncer tusk)
+if [ -n "$BASE" ]; then
+	sed "s/port: $TUSK_PORT\$/port: $BASE_PORT/" "$DIR/tusk.yaml" >"$DIR/base.yaml"
+	"$BASE" -c "$DIR/base.yaml" 2>"$DIR/base.log" &
+	base_pid=$!
+	wait_port "$BASE_PORT"
+	PORT[base]=$BASE_PORT
+	TARGETS+=(base)
+fi
+NT=${#TARGETS[@]}
 
 CLK_TCK=$(getconf CLK_TCK)
 # CPU time (user + system, clock ticks) a pooler process has used so far; 0 for direct.
@@ -156,6 +173,7 @@ cpu_ticks() {
 	local pid=
 	case $1 in
 	tusk) pid=$tusk_pid ;;
+	base) pid=$base_pid ;;
 	pgbouncer) pid=$(cat "$DIR/pgbouncer.pid") ;;
 	*) echo 0; return ;;
 	esac
@@ -200,8 +218,8 @@ scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
 	printf '%-6s %-10s %12s %14s\n' round target tps "cpu µs/txn"
 	for round in $(seq 1 "$ROUNDS"); do
 		# rotate the order each round so no target always runs first (or on a warmer cache)
-		for i in 0 1 2; do
-			local target=${TARGETS[$(((i + round - 1) % 3))]}
+		for i in $(seq 0 $((NT - 1))); do
+			local target=${TARGETS[$(((i + round - 1) % NT))]}
 			local tps c
 			read -r tps c < <(run_one "$target" "$db" "$clients" "$@")
 			res[$target]="${res[$target]:-} $tps"
@@ -219,6 +237,13 @@ scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
 	printf '%-10s %12s %10s %12s %14s\n' direct "$d" 1.00 "$(ratio "$d" "$b")" -
 	printf '%-10s %12s %10s %12s %14s\n' pgbouncer "$b" "$(ratio "$b" "$d")" 1.00 "$bc"
 	printf '%-10s %12s %10s %12s %14s\n' tusk "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")" "$tc"
+	if [ -n "$BASE" ]; then
+		local bt btc
+		bt=$(median <<<"${res[base]}")
+		btc=$(median <<<"${cpu[base]}")
+		printf '%-10s %12s %10s %12s %14s   tusk/base: tps %s, cpu %s\n' base "$bt" "$(ratio "$bt" "$d")" \
+			"$(ratio "$bt" "$b")" "$btc" "$(ratio "$t" "$bt")" "$(ratio "$tc" "$btc")"
+	fi
 	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s %12s' "$name" "$d" "$b" "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")" "$(ratio "$tc" "$bc")")")
 }
 

@@ -11,9 +11,11 @@ PACKAGES=(
 	libmicrohttpd-dev # the admin.http endpoint (/metrics, /health)
 	libpq-dev # the key-value store's init, push and replication (src/kv/)
 	libclang-rt-14-dev # ASan/UBSan/libFuzzer runtimes for clang
+	systemtap-sdt-dev # <sys/sdt.h>: USDT probes (optional: a build without it has none)
 	# integration tests and bench
 	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest python3-pytest-timeout
 	procps iproute2 util-linux
+	tmux # tests/integration/test_top.py drives `tusk top` in a real terminal
 	openssl # the TLS tests and bench make their CA and certificates with the openssl command
 )
 

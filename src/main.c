@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "kv/admin.h"
 #include "kv/replicate.h"
+#include "top/top.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
@@ -170,6 +171,7 @@ static void usage(FILE *out)
 	fprintf(out,
 		"Usage: tusk [-c FILE] [--check] [--takeover] [--version] [--help]\n"
 		"       tusk kv init|push|shard ...  (the key-value store: tusk kv --help)\n"
+		"       tusk top [CONNINFO]          (live view through the admin console: tusk top --help)\n"
 		"  -c, --config FILE  configuration file (default ./tusk.yaml)\n"
 		"      --check        validate the configuration and exit (0 = valid)\n"
 		"      --takeover     online restart: take the listeners of the tusk running on\n"
@@ -194,6 +196,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "kv") == 0)
 		return kv_admin_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "top") == 0)
+		return top_main(argc - 1, argv + 1);
 
 	while ((opt = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (opt) {

@@ -44,6 +44,7 @@ static const struct keyword show_words[] = {
 	{ "LISTS", CONSOLE_CMD_SHOW_LISTS, 0 },
 	{ "VERSION", CONSOLE_CMD_SHOW_VERSION, 0 },
 	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
+	{ "WAITS", CONSOLE_CMD_SHOW_WAITS, 0 },
 };
 
 static const struct keyword verbs[] = {
@@ -202,6 +203,11 @@ static const struct console_column databases_cols[] = {
 static const struct console_column config_cols[] = { T("key"), T("value"), T("default"), T("changeable") };
 static const struct console_column lists_cols[] = { T("list"), I("items") };
 static const struct console_column version_cols[] = { T("version") };
+/* tusk's own (PgBouncer has no such SHOW): what `tusk top` reads for tps and wait percentiles. */
+static const struct console_column waits_cols[] = {
+	T("database"), T("user"), I("xact_count"), I("wait_count"), I("wait_p50_us"), I("wait_p99_us"),
+	T("wait_buckets"),
+};
 
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
 
@@ -216,6 +222,7 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_CONFIG: return COLS(config_cols);
 	case CONSOLE_CMD_SHOW_LISTS: return COLS(lists_cols);
 	case CONSOLE_CMD_SHOW_VERSION: return COLS(version_cols);
+	case CONSOLE_CMD_SHOW_WAITS: return COLS(waits_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
 }
@@ -731,7 +738,7 @@ static void show_version(struct console_session *cs)
 static void show_help(struct console_session *cs)
 {
 	console_notice(cs, "Console usage\n"
-			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|LISTS|VERSION\n"
+			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
 			   "\tKILL <db>\n"
@@ -902,6 +909,9 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return 0;
 	case CONSOLE_CMD_SHOW_STATS:
 		console_show_stats(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_WAITS:
+		console_show_waits(cs);
 		return 0;
 	case CONSOLE_CMD_SHOW_LISTS:
 		show_lists(cs);

@@ -30,6 +30,7 @@ enum console_cmd_kind {
 	CONSOLE_CMD_SHOW_LISTS,
 	CONSOLE_CMD_SHOW_VERSION,
 	CONSOLE_CMD_SHOW_HELP,
+	CONSOLE_CMD_SHOW_WAITS,
 	CONSOLE_CMD_PAUSE,
 	CONSOLE_CMD_RESUME,
 	CONSOLE_CMD_RELOAD,
@@ -105,6 +106,8 @@ struct console_columns console_columns_of(enum console_cmd_kind kind);
 int console_run(struct console_session *cs, const struct console_cmd *cmd);
 /* SHOW STATS (stats.c). */
 void console_show_stats(struct console_session *cs);
+/* SHOW WAITS (stats.c): per pool, transactions, claim waits and their histogram. */
+void console_show_waits(struct console_session *cs);
 /* Stop async work of a closing client. */
 void console_cancel(struct console_session *cs);
 

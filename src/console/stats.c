@@ -1,5 +1,5 @@
 /* SHOW STATS: the stats module's per-pool counters (stats/stats.h) summed per database, as
- * PgBouncer shows them. PgBouncer's avg_* rates cover its last stats_period; tusk has no
+ * PgBouncer shows them; SHOW WAITS: per pool, the claim-wait histogram behind tusk top. PgBouncer's avg_* rates cover its last stats_period; tusk has no
  * period, so counts and bytes per second are averaged over tusk's uptime, and the times are
  * per transaction, query or wait over all of them. */
 #include <stdlib.h>
@@ -107,5 +107,36 @@ void console_show_stats(struct console_session *cs)
 		console_out_row(&cs->out, 15, vals);
 	}
 	free(l.dbs);
+	console_complete(cs, "SHOW");
+}
+
+struct waits_ctx {
+	struct console_session *cs;
+};
+
+static void waits_row(const struct stats_pool_snapshot *snap, void *arg)
+{
+	struct waits_ctx *w = arg;
+	const struct stats_counters *c = &snap->c;
+	char xacts[24], waits[24], p50[24], p99[24];
+	char buckets[(STATS_NBUCKETS + 1) * 21];
+	size_t len = 0;
+
+	u64(xacts, sizeof xacts, c->xact_count);
+	u64(waits, sizeof waits, c->wait_count);
+	u64(p50, sizeof p50, (uint64_t)(stats_quantile(c->wait_buckets, 0.50) * 1e6));
+	u64(p99, sizeof p99, (uint64_t)(stats_quantile(c->wait_buckets, 0.99) * 1e6));
+	buckets[0] = '\0';
+	for (int i = 0; i <= STATS_NBUCKETS && len < sizeof buckets; i++)
+		len += (size_t)snprintf(buckets + len, sizeof buckets - len, "%s%llu", i ? "," : "",
+					(unsigned long long)c->wait_buckets[i]);
+	const char *vals[] = { snap->database, snap->user, xacts, waits, p50, p99, buckets };
+	console_out_row(&w->cs->out, 7, vals);
+}
+
+void console_show_waits(struct console_session *cs)
+{
+	struct waits_ctx w = { cs };
+	stats_foreach_pool(cs->client->worker->rt, waits_row, &w);
 	console_complete(cs, "SHOW");
 }

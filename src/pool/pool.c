@@ -23,6 +23,7 @@
 #include "net/net.h"
 #include "proto/proto.h"
 #include "pool/prepared.h"
+#include "pool/probes.h"
 #include "pool/server.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
@@ -464,7 +465,7 @@ void pool_forget_idle(struct server *s)
 
 static void post_steal(struct pool *p, int owner);
 static void post_server(struct pool_waiter *w, struct server *s);
-static void post_grant(struct pool_waiter *w);
+static void post_grant(struct pool *p, struct pool_waiter *w);
 
 static struct pool *registry_head(struct pool_registry *reg)
 {
@@ -507,6 +508,7 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	int wi = w->worker->index, owner = -1;
 	bool limited = false;
 
+	TUSK_PROBE3(claim__start, p->database, p->user, wi);
 	atomic_store_explicit(&p->dormant, false, memory_order_relaxed);
 	pthread_mutex_lock(&p->lock);
 	p->unused_since = 0;
@@ -529,9 +531,11 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 		return POOL_CLAIM_QUEUED;
 	} else if (!p->wait_head && p->nslots < p->rule->size && now < p->down_until) {
 		pthread_mutex_unlock(&p->lock);
+		TUSK_PROBE5(claim__done, p->database, p->user, wi, 0LL, TUSK_CLAIM_DOWN);
 		return POOL_CLAIM_DOWN;
 	} else if (!p->wait_head && reserve_slot(p)) {
 		pthread_mutex_unlock(&p->lock);
+		TUSK_PROBE5(claim__done, p->database, p->user, wi, 0LL, TUSK_CLAIM_CONNECT);
 		return POOL_CLAIM_CONNECT;
 	} else {
 		/* Below size yet refused: a database or user limit is what holds it back. */
@@ -548,6 +552,7 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 		return POOL_CLAIM_QUEUED;
 	}
 	pthread_mutex_unlock(&p->lock);
+	TUSK_PROBE5(claim__done, p->database, p->user, wi, 0LL, TUSK_CLAIM_SERVER);
 	/* Parked on this loop and watched: had it closed or spoken, it would be gone already. */
 	*out = s;
 	return POOL_CLAIM_SERVER;
@@ -559,6 +564,8 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 static void post_server(struct pool_waiter *w, struct server *s)
 {
 	bool local = s->worker == w->worker;
+	TUSK_PROBE5(claim__done, s->pool->database, s->pool->user, w->worker->index,
+		    (long long)((coarse_now() - w->queued_at) * 1e6), TUSK_CLAIM_SERVER);
 	if (!local)
 		server_detach(s);
 	struct worker_msg *m = calloc(1, sizeof *m);
@@ -586,8 +593,10 @@ static void post_steal(struct pool *p, int owner)
 	worker_post(p->rt->workers[owner], m);
 }
 
-static void post_grant(struct pool_waiter *w)
+static void post_grant(struct pool *p, struct pool_waiter *w)
 {
+	TUSK_PROBE5(claim__done, p->database, p->user, w->worker->index, (long long)((coarse_now() - w->queued_at) * 1e6),
+		    TUSK_CLAIM_CONNECT);
 	struct worker_msg *m = calloc(1, sizeof *m);
 	if (!m)
 		return; /* the waiter times out; its reserved slot is leaked until then: OOM only */
@@ -611,7 +620,7 @@ static void group_wake(struct pool *p)
 			w = dequeue(q);
 		pthread_mutex_unlock(&q->lock);
 		if (w) {
-			post_grant(w);
+			post_grant(q, w);
 			return;
 		}
 	}
@@ -638,6 +647,8 @@ void pool_put_idle(struct pool *p, struct server *s)
 {
 	struct pool_waiter *w;
 	struct worker *owner = s->worker;
+
+	TUSK_PROBE4(server__released, s->id, p->database, p->user, owner->index);
 
 	if (s->pool_gen != atomic_load_explicit(&p->generation, memory_order_relaxed)) {
 		server_close(s, "closed for RECONNECT or KILL");
@@ -705,7 +716,7 @@ void pool_on_steal(struct worker *self, struct pool *p)
 			continue; /* more waiters, more parked here? */
 		}
 		if (w)
-			post_grant(w);
+			post_grant(p, w);
 		else if (owner >= 0)
 			post_steal(p, owner); /* another worker has one now */
 		return;
@@ -725,7 +736,7 @@ void pool_drop_slot(struct pool *p)
 		unreserve_slot(p);
 	pthread_mutex_unlock(&p->lock);
 	if (w)
-		post_grant(w); /* the slot passes to the waiter as it is */
+		post_grant(p, w); /* the slot passes to the waiter as it is */
 	else
 		group_wake(p);
 }
@@ -752,6 +763,9 @@ bool pool_leave_queue(struct pool *p, struct pool_waiter *w)
 		w->next = NULL;
 	}
 	pthread_mutex_unlock(&p->lock);
+	if (was_queued)
+		TUSK_PROBE5(claim__done, p->database, p->user, w->worker->index,
+			    (long long)((coarse_now() - w->queued_at) * 1e6), TUSK_CLAIM_GAVE_UP);
 	return was_queued;
 }
 
@@ -776,6 +790,8 @@ void pool_connect_failed(struct pool *p, double now, const char *reason)
 		pthread_mutex_unlock(&p->lock);
 		return;
 	}
+	if (!p->backoff)
+		TUSK_PROBE4(backend__state, p->database, p->user, TUSK_BACKEND_DOWN, p->last_error);
 	p->backoff = p->backoff ? p->backoff * 2 : POOL_BACKOFF_FIRST;
 	if (p->backoff > POOL_BACKOFF_MAX)
 		p->backoff = POOL_BACKOFF_MAX;
@@ -788,6 +804,8 @@ void pool_connect_failed(struct pool *p, double now, const char *reason)
 void pool_connect_succeeded(struct pool *p)
 {
 	pthread_mutex_lock(&p->lock);
+	if (p->backoff)
+		TUSK_PROBE4(backend__state, p->database, p->user, TUSK_BACKEND_UP, "");
 	p->failures = 0;
 	p->backoff = 0;
 	p->down_until = 0;
@@ -809,6 +827,8 @@ void pool_connect_busy(struct pool *p, double now, const char *reason)
 	bool lower = p->cap < 0 || others < p->cap;
 	p->cap = others;
 	p->cap_until = now + POOL_CAP_KEEP;
+	if (lower)
+		TUSK_PROBE4(backend__state, p->database, p->user, TUSK_BACKEND_FULL, reason ? reason : "53300");
 	pthread_mutex_unlock(&p->lock);
 	/* One line each time the cap goes down: at most size lines per POOL_CAP_KEEP. */
 	if (lower)
@@ -982,7 +1002,7 @@ void pool_maintain(struct worker *w, double now)
 			log_info(NULL, NULL, "pool %s/%s retired: no client for %.0fs (pool_idle_timeout); it keeps no servers until a client comes",
 				 p->database, p->user, unused_timeout);
 		if (grant)
-			post_grant(grant);
+			post_grant(p, grant);
 		else if (steal_from >= 0)
 			post_steal(p, steal_from);
 		while (expired) {
@@ -1050,7 +1070,7 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 			pthread_mutex_unlock(&p->lock);
 			if (!w)
 				break;
-			post_grant(w);
+			post_grant(p, w);
 		}
 	}
 }
@@ -1149,6 +1169,6 @@ static void resume_one(struct pool *p)
 		struct pool_waiter *w = grants;
 		grants = w->next;
 		w->next = NULL;
-		post_grant(w);
+		post_grant(p, w);
 	}
 }

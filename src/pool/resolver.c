@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "pool/probes.h"
 #include "util/log.h"
 
 static int static_resolve(struct resolver *r, struct resolver_backend *out, int max)
@@ -24,6 +25,7 @@ static int static_resolve(struct resolver *r, struct resolver_backend *out, int 
 		snprintf(out[n].name, sizeof out[n].name, "%s:%d", h->host, h->port);
 		n++;
 	}
+	TUSK_PROBE3(resolver__update, svc->name, n, n > 0 ? 0 : last);
 	return n > 0 ? n : last;
 }
 

@@ -14,6 +14,7 @@
 #include "auth/scram.h"
 #include "config/config.h"
 #include "pool/pool.h"
+#include "pool/probes.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
@@ -114,6 +115,7 @@ static void free_server(struct server *s)
 
 void server_close_keep_slot(struct server *s, const char *reason)
 {
+	TUSK_PROBE3(server__closed, s->id, s->ctx, reason);
 	if (s->idle_worker >= 0)
 		pool_forget_idle(s);
 	/* A quiet one that never logged in: its pool logs the failure (rate-limited). */
@@ -179,6 +181,8 @@ static void finish(struct server *s, int err, const char *reason)
 	stats_connect_done(s);
 	if (s->pool &&
 	    (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0))) {
+		TUSK_PROBE5(connect__done, s->id, s->ctx, err, (long long)((ev_now(s->worker->loop) - s->created) * 1e6),
+			    err ? reason : "");
 		if (err == 0 && s->cred.kind != SERVER_CRED_NONE)
 			pool_remember_cred(s->pool, &s->cred);
 		if (err == 0) {
@@ -264,6 +268,7 @@ err_free:
 
 static void start_connect(struct server *s, struct worker *w)
 {
+	TUSK_PROBE3(connect__start, s->id, s->ctx, w->index);
 	s->fd = net_connect(&s->addr);
 	if (s->fd < 0) {
 		/* Report asynchronously-shaped failures the same way: through done, from the loop. */
@@ -991,6 +996,7 @@ static void server_parked_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct server *s = io->data;
 	(void)loop;
 	(void)revents;
+	TUSK_PROBE3(health, s->id, s->ctx, 0);
 	/* Nothing is owed by an idle server: EOF, a FATAL before close, or noise all mean it
 	 * must not be handed out. */
 	server_close(s, "closed by the server while idle");

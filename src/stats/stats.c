@@ -86,6 +86,23 @@ int stats_bucket_index(double seconds)
 	return STATS_NBUCKETS;
 }
 
+double stats_quantile(const uint64_t buckets[STATS_NBUCKETS + 1], double q)
+{
+	uint64_t total = 0, seen = 0;
+	for (int i = 0; i <= STATS_NBUCKETS; i++)
+		total += buckets[i];
+	if (total == 0)
+		return 0;
+	/* The rank of the quantile, at least 1: the smallest bucket holding that many. */
+	double rank = q * (double)total;
+	for (int i = 0; i < STATS_NBUCKETS; i++) {
+		seen += buckets[i];
+		if ((double)seen >= rank)
+			return stats_bucket_bounds[i];
+	}
+	return stats_bucket_bounds[STATS_NBUCKETS - 1];
+}
+
 void stats_count_query(struct stats_pool *sp, double seconds)
 {
 	add(&sp->query_count, 1);

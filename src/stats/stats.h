@@ -70,6 +70,10 @@ void stats_client_move(struct stats *st, struct stats_pool *from_pool, int from,
 /* The bucket of a duration: the first i with seconds <= stats_bucket_bounds[i], or
  * STATS_NBUCKETS (+Inf). */
 int stats_bucket_index(double seconds);
+/* The q-quantile (0 < q <= 1) of a histogram of per-bucket counts (STATS_NBUCKETS + 1, as in
+ * stats_counters), read as the upper bound of the bucket it falls in, in seconds; the +Inf
+ * bucket reads as the last bound. 0 for an empty histogram. */
+double stats_quantile(const uint64_t buckets[STATS_NBUCKETS + 1], double q);
 /* The class slot of a SQLSTATE ("42P01" -> slot of "42"), STATS_CLASS_OTHER if malformed. */
 int stats_class_index(const char *sqlstate);
 /* The class of a slot as text: two characters, or "other". out must hold 6 bytes. */

@@ -41,6 +41,7 @@ SHOW_COLS = {
     "CONFIG": ["key", "value", "default", "changeable"],
     "LISTS": ["list", "items"],
     "VERSION": ["version"],
+    "WAITS": ["database", "user", "xact_count", "wait_count", "wait_p50_us", "wait_p99_us", "wait_buckets"],
 }
 
 
@@ -124,7 +125,7 @@ def test_show_help_is_a_notice(tusk, tmp_path):
     t = start(tusk, tmp_path)
     p = psql(t, "SHOW HELP")
     assert p.returncode == 0, p.stderr
-    assert "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|LISTS|VERSION" in p.stderr
+    assert "SHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION" in p.stderr
     assert "KILL_CLIENT" in p.stderr
     notices = []
     with admin(t) as c:

@@ -43,6 +43,7 @@ static void test_commands(void **state)
 	assert_int_equal(parse_ok("SHOW CONFIG").kind, CONSOLE_CMD_SHOW_CONFIG);
 	assert_int_equal(parse_ok("SHOW LISTS").kind, CONSOLE_CMD_SHOW_LISTS);
 	assert_int_equal(parse_ok("SHOW VERSION").kind, CONSOLE_CMD_SHOW_VERSION);
+	assert_int_equal(parse_ok("show waits").kind, CONSOLE_CMD_SHOW_WAITS);
 	assert_int_equal(parse_ok("SHOW HELP").kind, CONSOLE_CMD_SHOW_HELP);
 	assert_int_equal(parse_ok("RELOAD").kind, CONSOLE_CMD_RELOAD);
 	assert_int_equal(parse_ok("shutdown").kind, CONSOLE_CMD_SHUTDOWN);

@@ -38,6 +38,22 @@ static void test_bucket_index(void **state)
 		assert_int_equal(stats_bucket_index(stats_bucket_bounds[i]), i);
 }
 
+/* SHOW WAITS and tusk top read p50/p99 from the buckets: the upper bound of the bucket the
+ * rank falls in. */
+static void test_quantile(void **state)
+{
+	uint64_t b[STATS_NBUCKETS + 1] = { 0 };
+	(void)state;
+	assert_true(stats_quantile(b, 0.5) == 0);
+	b[0] = 50; /* <= 0.5 ms */
+	b[4] = 49; /* (5 ms, 10 ms] */
+	b[STATS_NBUCKETS] = 1; /* > 10 s */
+	assert_true(stats_quantile(b, 0.50) == stats_bucket_bounds[0]);
+	assert_true(stats_quantile(b, 0.51) == stats_bucket_bounds[4]);
+	assert_true(stats_quantile(b, 0.99) == stats_bucket_bounds[4]);
+	assert_true(stats_quantile(b, 1.0) == stats_bucket_bounds[STATS_NBUCKETS - 1]);
+}
+
 static void test_histogram_counts(void **state)
 {
 	struct stats_pool *sp = stats_pool_new();
@@ -199,6 +215,7 @@ int main(void)
 		cmocka_unit_test(test_bucket_bounds_ascending),
 		cmocka_unit_test(test_bucket_index),
 		cmocka_unit_test(test_histogram_counts),
+		cmocka_unit_test(test_quantile),
 		cmocka_unit_test(test_class_index),
 		cmocka_unit_test(test_error_accounting),
 		cmocka_unit_test(test_client_moves),

@@ -1,0 +1,954 @@
+/* The pool core (include/tuskpool.h): backends from a resolver, slots, FIFO claims with
+ * one absolute deadline, per-backend backoff and circuit breaker, health checks, idle and
+ * lifetime expiry, per-thread idle lists and the one cross-thread hand-over. It knows no
+ * protocol, no event loop and nothing of tusk: everything outside comes through the host
+ * and connector ops it is given.
+ *
+ * Locking: one mutex per pool guards every field below it in struct tp_pool, the backends,
+ * the claims' private fields while queued, and the slots' state and list links. It is never
+ * held while calling an op, so ops may call back into the pool. A slot's connection is
+ * touched only on the slot's thread; the lock only decides who owns which slot. */
+#include "tuskpool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tp_probes.h"
+
+enum slot_state {
+	SLOT_CONNECTING, /* connector's connect in progress (or posted) */
+	SLOT_IDLE,       /* on its thread's idle list */
+	SLOT_BUSY,       /* claimed */
+	SLOT_CHECKING,   /* connector's check in progress */
+	SLOT_TRANSIT,    /* handed over to a claim on another thread: detach/attach posted */
+};
+
+struct tp_backend {
+	struct tp_backend *next;
+	struct tp_backend_addr addr;
+	enum tp_backend_state state;
+	int nslots;
+	int failures;    /* consecutive failed connects */
+	double retry_at; /* no connect before this (BACKOFF, DEAD) */
+	bool probing;    /* DEAD: its one probe connect is in flight */
+	char last_error[160]; /* why its last connect failed; "" after a success */
+};
+
+struct tp_slot {
+	struct tp_pool *pool;      /* immutable */
+	struct tp_backend *be;     /* immutable; kept alive by be->nslots */
+	void *conn;                /* the connector's */
+	enum slot_state state;
+	int thread;                /* owner; changes only in the hand-over */
+	double created, expires_at, idle_since, checked_at, connect_start;
+	struct tp_slot *prev, *next; /* idle list of its thread */
+	struct tp_claim *claim;    /* SLOT_TRANSIT: who gets it */
+	enum tp_close_reason why;  /* tp_pool_tick: why it is being closed */
+};
+
+/* One per thread, so that a post can name (pool, thread) without an allocation. */
+struct tp_thread {
+	struct tp_pool *pool;
+	int index;
+	struct tp_slot *idle; /* most recently released first; under the lock */
+};
+
+struct tp_pool {
+	/* immutable after tp_pool_new */
+	struct tp_config cfg;
+	char name[TP_NAME_MAX];
+	const struct tp_host_ops *host;
+	void *host_ctx;
+	const struct tp_connector_ops *conn;
+	void *conn_ctx;
+	struct tp_thread *threads;
+
+	pthread_mutex_t lock; /* everything below */
+	struct tp_backend *backends;
+	int nbackends; /* not draining */
+	int nslots, nidle, nbusy, nconnecting, nchecking, ntransit;
+	struct tp_claim *wait_head, *wait_tail;
+	int nwait;
+	int npending; /* posts not run yet: destroy waits for them */
+	bool stopping;
+	uint32_t rng;
+	unsigned rotor; /* spreads connects over equally loaded backends */
+	char last_error[TP_NAME_MAX + 160];
+	struct tp_stats counters; /* only the uint64_t counters are kept here */
+};
+
+/* ---- small helpers ---- */
+
+static double now_of(const struct tp_pool *p)
+{
+	return p->host->now(p->host_ctx);
+}
+
+static void count(const struct tp_pool *p, enum tp_event ev, double v)
+{
+	if (p->host->count)
+		p->host->count(p->host_ctx, ev, v);
+}
+
+__attribute__((format(printf, 3, 4))) static void logf_(const struct tp_pool *p, enum tp_log_level lvl,
+							  const char *fmt, ...)
+{
+	char line[TP_NAME_MAX * 2 + 256];
+	va_list ap;
+	if (!p->host->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	p->host->log(p->host_ctx, lvl, line);
+}
+
+/* xorshift32: jitter only, not security. Under the lock. */
+static double rand01(struct tp_pool *p)
+{
+	uint32_t x = p->rng;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	p->rng = x;
+	return (double)x / 4294967296.0;
+}
+
+/* Every post is counted so that tp_pool_destroy never frees a pool a queued function will
+ * still read. Under the lock; the op itself runs after the caller unlocks (see flush). */
+struct post {
+	void (*fn)(void *);
+	void *arg;
+	int thread;
+};
+#define POSTS_MAX 64
+struct posts {
+	struct post v[POSTS_MAX];
+	int n;
+};
+
+static bool add_post(struct tp_pool *p, struct posts *ps, int thread, void (*fn)(void *), void *arg)
+{
+	if (ps->n == POSTS_MAX)
+		return false;
+	ps->v[ps->n++] = (struct post){ fn, arg, thread };
+	p->npending++;
+	return true;
+}
+
+static void flush(struct tp_pool *p, struct posts *ps)
+{
+	for (int i = 0; i < ps->n; i++)
+		p->host->post(p->host_ctx, ps->v[i].thread, ps->v[i].fn, ps->v[i].arg);
+	ps->n = 0;
+}
+
+static void post_ran(struct tp_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->npending--;
+	pthread_mutex_unlock(&p->lock);
+}
+
+const char *tp_backend_state_name(enum tp_backend_state s)
+{
+	switch (s) {
+	case TP_BACKEND_UP: return "up";
+	case TP_BACKEND_BACKOFF: return "backoff";
+	case TP_BACKEND_DEAD: return "dead";
+	case TP_BACKEND_DRAINING: return "draining";
+	}
+	return "?";
+}
+
+const char *tp_close_reason_name(enum tp_close_reason r)
+{
+	switch (r) {
+	case TP_CLOSE_BROKEN: return "broken";
+	case TP_CLOSE_IDLE: return "idle_timeout";
+	case TP_CLOSE_LIFETIME: return "lifetime";
+	case TP_CLOSE_HEALTH: return "health_check";
+	case TP_CLOSE_REMOVED: return "backend_removed";
+	case TP_CLOSE_STOPPED: return "pool_stopped";
+	case TP_CLOSE_CONNECT: return "connect_failed";
+	}
+	return "?";
+}
+
+static void set_state(struct tp_pool *p, struct tp_backend *be, enum tp_backend_state st)
+{
+	if (be->state == st)
+		return;
+	TP_PROBE5(backend__state, p->name, be->addr.name, (int)be->addr.port, (int)be->state, (int)st);
+	logf_(p, st == TP_BACKEND_UP ? TP_LOG_INFO : TP_LOG_WARN, "pool %s: backend %s:%u %s -> %s", p->name,
+	      be->addr.name, be->addr.port, tp_backend_state_name(be->state), tp_backend_state_name(st));
+	be->state = st;
+}
+
+/* ---- lists ---- */
+
+static void idle_push(struct tp_pool *p, struct tp_slot *s)
+{
+	struct tp_thread *t = &p->threads[s->thread];
+	s->state = SLOT_IDLE;
+	s->prev = NULL;
+	s->next = t->idle;
+	if (t->idle)
+		t->idle->prev = s;
+	t->idle = s;
+	p->nidle++;
+}
+
+static void idle_unlink(struct tp_pool *p, struct tp_slot *s)
+{
+	struct tp_thread *t = &p->threads[s->thread];
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		t->idle = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	p->nidle--;
+}
+
+static void enqueue(struct tp_pool *p, struct tp_claim *c)
+{
+	c->next = NULL;
+	c->queued = true;
+	if (p->wait_tail)
+		p->wait_tail->next = c;
+	else
+		p->wait_head = c;
+	p->wait_tail = c;
+	p->nwait++;
+}
+
+static void unlink_claim(struct tp_pool *p, struct tp_claim *c, struct tp_claim *prev)
+{
+	if (prev)
+		prev->next = c->next;
+	else
+		p->wait_head = c->next;
+	if (p->wait_tail == c)
+		p->wait_tail = prev;
+	c->next = NULL;
+	c->queued = false;
+	p->nwait--;
+}
+
+static struct tp_claim *dequeue(struct tp_pool *p)
+{
+	struct tp_claim *c = p->wait_head;
+	if (c)
+		unlink_claim(p, c, NULL);
+	return c;
+}
+
+/* A slot's room is given back: counts and its backend, which is forgotten when it was
+ * removed and this was its last slot. Under the lock. */
+static void drop_slot_locked(struct tp_pool *p, struct tp_slot *s)
+{
+	struct tp_backend *be = s->be;
+	p->nslots--;
+	if (--be->nslots == 0 && be->state == TP_BACKEND_DRAINING) {
+		struct tp_backend **pp = &p->backends;
+		while (*pp && *pp != be)
+			pp = &(*pp)->next;
+		if (*pp)
+			*pp = be->next;
+		free(be);
+	}
+}
+
+/* ---- serving the queue ---- */
+
+static void run_connect(void *arg);
+static void run_fail(void *arg);
+static void run_detach(void *arg);
+
+/* A backend that may take a new connect now, the least loaded one, or NULL. Under the lock. */
+static struct tp_backend *pick_backend(struct tp_pool *p, double now)
+{
+	int per = p->cfg.max_per_backend > 0 ? p->cfg.max_per_backend : p->cfg.max_slots;
+	struct tp_backend *best = NULL;
+	unsigned i = 0, start = p->rotor++;
+	int n = 0;
+	for (struct tp_backend *be = p->backends; be; be = be->next)
+		n++;
+	/* Start the scan at a rotating position so that ties spread. */
+	for (int k = 0; k < n; k++) {
+		struct tp_backend *be = p->backends;
+		unsigned idx = (start + (unsigned)k) % (unsigned)n;
+		for (i = 0; i < idx; i++)
+			be = be->next;
+		if (be->state == TP_BACKEND_DRAINING || be->nslots >= per || now < be->retry_at)
+			continue;
+		if (be->state == TP_BACKEND_DEAD && be->probing)
+			continue;
+		if (!best || be->nslots < best->nslots)
+			best = be;
+	}
+	return best;
+}
+
+/* Every backend the resolver lists is dead (breaker open) and not due for its probe, and
+ * no slot exists that could serve a claim (a probe in flight holds one): waiting is
+ * pointless. A dead backend due for a probe is not "all dead": the claim that finds it
+ * waits for that one connect, which is how a dead backend comes back. Under the lock. */
+static bool all_dead(const struct tp_pool *p, double now)
+{
+	if (p->nbackends == 0 || p->nslots > 0)
+		return false;
+	for (const struct tp_backend *be = p->backends; be; be = be->next)
+		if (be->state != TP_BACKEND_DRAINING && (be->state != TP_BACKEND_DEAD || now >= be->retry_at))
+			return false;
+	return true;
+}
+
+/* The n-th queued claim (0 = head), or NULL. Under the lock. */
+static struct tp_claim *nth_waiter(const struct tp_pool *p, int n)
+{
+	struct tp_claim *c = p->wait_head;
+	while (c && n-- > 0)
+		c = c->next;
+	return c;
+}
+
+/* Work the queue from any thread: hand idle slots of other threads to waiters, open new
+ * slots for waiters no connect covers yet, fail waiters fast when every backend is dead.
+ * Only posts: nothing here runs an op or a claim's callback inline. Under the lock; the
+ * caller flushes ps after unlocking. */
+static void kick_locked(struct tp_pool *p, struct posts *ps)
+{
+	double now = now_of(p);
+	if (p->stopping)
+		return;
+	/* Idle slots anywhere go to the head, through their owners. */
+	for (int t = 0; t < p->cfg.nthreads && p->wait_head; t++) {
+		while (p->wait_head && p->threads[t].idle && ps->n < POSTS_MAX) {
+			struct tp_slot *s = p->threads[t].idle;
+			idle_unlink(p, s);
+			s->state = SLOT_TRANSIT;
+			p->ntransit++;
+			s->claim = dequeue(p);
+			add_post(p, ps, s->thread, run_detach, s);
+		}
+	}
+	/* Connects in flight each serve one waiter (whichever is head when it is done). */
+	while (p->nwait > p->nconnecting && p->nslots < p->cfg.max_slots && ps->n < POSTS_MAX) {
+		struct tp_backend *be = pick_backend(p, now);
+		if (!be)
+			break;
+		struct tp_claim *c = nth_waiter(p, p->nconnecting);
+		struct tp_slot *s = calloc(1, sizeof *s);
+		if (!s)
+			break;
+		s->pool = p;
+		s->be = be;
+		s->state = SLOT_CONNECTING;
+		s->thread = c->thread;
+		be->nslots++;
+		if (be->state == TP_BACKEND_DEAD)
+			be->probing = true;
+		p->nslots++;
+		p->nconnecting++;
+		add_post(p, ps, s->thread, run_connect, s);
+	}
+	if (p->wait_head && all_dead(p, now)) {
+		struct tp_claim *c;
+		while (ps->n < POSTS_MAX && (c = dequeue(p))) {
+			c->err = -EHOSTUNREACH;
+			add_post(p, ps, c->thread, run_fail, c);
+		}
+	}
+}
+
+static void kick(struct tp_pool *p)
+{
+	struct posts ps = { .n = 0 };
+	pthread_mutex_lock(&p->lock);
+	kick_locked(p, &ps);
+	pthread_mutex_unlock(&p->lock);
+	flush(p, &ps);
+}
+
+static void claim_done(struct tp_claim *c, struct tp_slot *s, int err)
+{
+	struct tp_pool *p = c->pool;
+	double waited = now_of(p) - c->start;
+	pthread_mutex_lock(&p->lock);
+	if (err == 0)
+		p->counters.served++;
+	else if (err == -ETIMEDOUT)
+		p->counters.timeouts++;
+	pthread_mutex_unlock(&p->lock);
+	TP_PROBE4(claim__done, p->name, c->thread, (long long)(waited * 1e6), err);
+	if (err == 0)
+		count(p, TP_EV_CLAIM_WAIT, waited);
+	else
+		count(p, err == -ETIMEDOUT ? TP_EV_CLAIM_TIMEOUT : TP_EV_CLAIM_FAILED, waited);
+	c->done(c, s, err);
+}
+
+static void run_fail(void *arg)
+{
+	struct tp_claim *c = arg;
+	struct tp_pool *p = c->pool;
+	post_ran(p);
+	claim_done(c, NULL, c->err);
+}
+
+static void close_slot(struct tp_slot *s, enum tp_close_reason why)
+{
+	struct tp_pool *p = s->pool;
+	TP_PROBE4(slot__closed, p->name, s->be->addr.name, (int)s->be->addr.port, tp_close_reason_name(why));
+	count(p, TP_EV_CLOSED, (double)why);
+	p->conn->close(p->conn_ctx, s, why);
+	pthread_mutex_lock(&p->lock);
+	drop_slot_locked(p, s);
+	pthread_mutex_unlock(&p->lock);
+	free(s);
+	/* A slot fewer may let a waiter connect (room under max_slots). */
+	kick(p);
+}
+
+/* A slot free on its own thread (released, connected, checked): to the head waiter, inline
+ * when the waiter is on this thread, else through the hand-over; or onto the idle list. */
+static void give_free_slot(struct tp_slot *s)
+{
+	struct tp_pool *p = s->pool;
+	struct posts ps = { .n = 0 };
+	struct tp_claim *c = NULL;
+	enum tp_close_reason why = TP_CLOSE_STOPPED;
+	bool close_it = false;
+	double now = now_of(p);
+
+	pthread_mutex_lock(&p->lock);
+	if (p->stopping || s->be->state == TP_BACKEND_DRAINING) {
+		close_it = true;
+		why = p->stopping ? TP_CLOSE_STOPPED : TP_CLOSE_REMOVED;
+	} else if (s->expires_at && now >= s->expires_at) {
+		close_it = true;
+		why = TP_CLOSE_LIFETIME;
+	} else if (p->wait_head) {
+		c = dequeue(p);
+		if (c->thread == s->thread) {
+			s->state = SLOT_BUSY;
+			p->nbusy++;
+		} else {
+			/* We are on the owner: detach now, the claimer attaches. */
+			s->state = SLOT_TRANSIT;
+			p->ntransit++;
+			s->claim = c;
+			add_post(p, &ps, s->thread, run_detach, s);
+			c = NULL;
+		}
+	} else {
+		s->idle_since = now;
+		s->checked_at = now;
+		idle_push(p, s);
+	}
+	pthread_mutex_unlock(&p->lock);
+	flush(p, &ps);
+	if (close_it)
+		close_slot(s, why);
+	else if (c)
+		claim_done(c, s, 0);
+}
+
+/* ---- the hand-over: the one path by which a slot changes threads ---- */
+
+static void run_attach(void *arg)
+{
+	struct tp_slot *s = arg;
+	struct tp_pool *p = s->pool;
+	struct tp_claim *c = s->claim;
+	post_ran(p);
+	if (p->conn->attach)
+		p->conn->attach(p->conn_ctx, s, c->thread);
+	pthread_mutex_lock(&p->lock);
+	s->thread = c->thread;
+	s->claim = NULL;
+	s->state = SLOT_BUSY;
+	p->ntransit--;
+	p->nbusy++;
+	p->counters.handovers++;
+	pthread_mutex_unlock(&p->lock);
+	count(p, TP_EV_HANDOVER, 0);
+	claim_done(c, s, 0);
+}
+
+static void run_detach(void *arg)
+{
+	struct tp_slot *s = arg;
+	struct tp_pool *p = s->pool;
+	if (p->conn->detach)
+		p->conn->detach(p->conn_ctx, s);
+	/* This post's count in npending carries over to the attach (run_attach drops it). */
+	p->host->post(p->host_ctx, s->claim->thread, run_attach, s);
+}
+
+/* ---- connects ---- */
+
+static void run_connect(void *arg)
+{
+	struct tp_slot *s = arg;
+	struct tp_pool *p = s->pool;
+	post_ran(p);
+	s->connect_start = now_of(p);
+	TP_PROBE4(connect__start, p->name, s->be->addr.name, (int)s->be->addr.port, s->thread);
+	pthread_mutex_lock(&p->lock);
+	p->counters.connects++;
+	pthread_mutex_unlock(&p->lock);
+	p->conn->connect(p->conn_ctx, s, &s->be->addr);
+}
+
+void tp_connect_done(struct tp_slot *s, int err, const char *reason)
+{
+	struct tp_pool *p = s->pool;
+	struct tp_backend *be = s->be;
+	double now = now_of(p), took = now - s->connect_start;
+
+	TP_PROBE5(connect__done, p->name, be->addr.name, (int)be->addr.port, err, (long long)(took * 1e6));
+	count(p, err ? TP_EV_CONNECT_FAILED : TP_EV_CONNECT_OK, took);
+	pthread_mutex_lock(&p->lock);
+	p->nconnecting--;
+	be->probing = false;
+	if (err == 0) {
+		be->failures = 0;
+		be->retry_at = 0;
+		be->last_error[0] = '\0';
+		if (be->state != TP_BACKEND_DRAINING)
+			set_state(p, be, TP_BACKEND_UP);
+		s->created = now;
+		if (p->cfg.lifetime > 0)
+			s->expires_at = now + p->cfg.lifetime * (1.0 - 0.1 * rand01(p));
+		pthread_mutex_unlock(&p->lock);
+		give_free_slot(s);
+		return;
+	}
+	p->counters.connect_failures++;
+	snprintf(p->last_error, sizeof p->last_error, "%s:%u: %s", be->addr.name, be->addr.port,
+		 reason ? reason : "connect failed");
+	snprintf(be->last_error, sizeof be->last_error, "%s", reason ? reason : "connect failed");
+	if (be->state != TP_BACKEND_DRAINING) {
+		be->failures++;
+		/* Full jitter at every step, the cap included: retries of many pools never align. */
+		double cap = p->cfg.backoff_first;
+		for (int i = 1; i < be->failures && cap < p->cfg.backoff_max; i++)
+			cap *= 2;
+		if (cap > p->cfg.backoff_max || be->failures >= p->cfg.breaker_failures)
+			cap = p->cfg.backoff_max;
+		be->retry_at = now + cap * rand01(p);
+		set_state(p, be, be->failures >= p->cfg.breaker_failures ? TP_BACKEND_DEAD : TP_BACKEND_BACKOFF);
+	}
+	pthread_mutex_unlock(&p->lock);
+	logf_(p, TP_LOG_WARN, "pool %s: connect to %s:%u failed: %s", p->name, be->addr.name, be->addr.port,
+	      reason ? reason : "connect failed");
+	close_slot(s, TP_CLOSE_CONNECT);
+}
+
+/* ---- health ---- */
+
+void tp_check_done(struct tp_slot *s, bool ok)
+{
+	struct tp_pool *p = s->pool;
+	TP_PROBE4(health, p->name, s->be->addr.name, (int)s->be->addr.port, (int)ok);
+	pthread_mutex_lock(&p->lock);
+	p->nchecking--;
+	pthread_mutex_unlock(&p->lock);
+	if (!ok) {
+		close_slot(s, TP_CLOSE_HEALTH);
+		return;
+	}
+	/* A backend removed meanwhile, or a stop, closes it there. */
+	give_free_slot(s);
+}
+
+/* ---- public API ---- */
+
+struct tp_pool *tp_pool_new(const struct tp_config *cfg, const struct tp_host_ops *host, void *host_ctx,
+			    const struct tp_connector_ops *conn, void *conn_ctx)
+{
+	if (!cfg || !host || !host->now || !host->post || !conn || !conn->connect || !conn->close ||
+	    cfg->nthreads < 1 || cfg->max_slots < 1 || cfg->max_per_backend < 0 || cfg->backoff_first <= 0 ||
+	    cfg->backoff_max < cfg->backoff_first || cfg->breaker_failures < 1) {
+		errno = EINVAL;
+		return NULL;
+	}
+	struct tp_pool *p = calloc(1, sizeof *p);
+	if (!p)
+		return NULL;
+	p->threads = calloc((size_t)cfg->nthreads, sizeof *p->threads);
+	if (!p->threads) {
+		free(p);
+		return NULL;
+	}
+	p->cfg = *cfg;
+	snprintf(p->name, sizeof p->name, "%s", cfg->name ? cfg->name : "pool");
+	p->cfg.name = p->name;
+	p->host = host;
+	p->host_ctx = host_ctx;
+	p->conn = conn;
+	p->conn_ctx = conn_ctx;
+	for (int i = 0; i < cfg->nthreads; i++) {
+		p->threads[i].pool = p;
+		p->threads[i].index = i;
+	}
+	p->rng = cfg->seed ? cfg->seed : (uint32_t)time(NULL) | 1u;
+	pthread_mutex_init(&p->lock, NULL);
+	return p;
+}
+
+int tp_pool_set_backends(struct tp_pool *p, const struct tp_backend_addr *list, int n)
+{
+	int added = 0, removed = 0;
+	if (n < 0 || (n > 0 && !list))
+		return -EINVAL;
+	if (n == 0) {
+		/* Keep the last good set: an empty answer is more likely a resolver failure. */
+		TP_PROBE4(resolver__update, p->name, 0, 0, 0);
+		logf_(p, TP_LOG_WARN, "pool %s: the resolver found no backend; keeping the last %d", p->name,
+		      p->nbackends);
+		return 0;
+	}
+	struct tp_backend *fresh[n];
+	for (int i = 0; i < n; i++) {
+		fresh[i] = calloc(1, sizeof *fresh[i]);
+		if (!fresh[i]) {
+			while (i-- > 0)
+				free(fresh[i]);
+			return -ENOMEM;
+		}
+		fresh[i]->addr = list[i];
+		fresh[i]->addr.name[TP_NAME_MAX - 1] = '\0';
+	}
+	pthread_mutex_lock(&p->lock);
+	for (struct tp_backend *be = p->backends; be; be = be->next) {
+		bool listed = false;
+		for (int i = 0; i < n && !listed; i++)
+			listed = be->addr.port == list[i].port && strcmp(be->addr.name, fresh[i]->addr.name) == 0;
+		if (!listed && be->state != TP_BACKEND_DRAINING) {
+			/* Never marked dead for this: it simply gets no new slots. */
+			set_state(p, be, TP_BACKEND_DRAINING);
+			removed++;
+		} else if (listed && be->state == TP_BACKEND_DRAINING) {
+			set_state(p, be, be->failures ? TP_BACKEND_BACKOFF : TP_BACKEND_UP);
+			added++;
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		bool known = false;
+		for (struct tp_backend *be = p->backends; be && !known; be = be->next)
+			known = be->addr.port == fresh[i]->addr.port && strcmp(be->addr.name, fresh[i]->addr.name) == 0;
+		if (known) {
+			free(fresh[i]);
+			continue;
+		}
+		fresh[i]->state = TP_BACKEND_UP;
+		fresh[i]->next = p->backends;
+		p->backends = fresh[i];
+		added++;
+	}
+	/* Forget removed backends that hold no slot. */
+	int live = 0;
+	for (struct tp_backend **pp = &p->backends; *pp;) {
+		struct tp_backend *be = *pp;
+		if (be->state == TP_BACKEND_DRAINING && be->nslots == 0) {
+			*pp = be->next;
+			free(be);
+			continue;
+		}
+		live += be->state != TP_BACKEND_DRAINING;
+		pp = &be->next;
+	}
+	p->nbackends = live;
+	pthread_mutex_unlock(&p->lock);
+	TP_PROBE4(resolver__update, p->name, live, added, removed);
+	logf_(p, TP_LOG_INFO, "pool %s: resolver: %d backends (%d added, %d removed)", p->name, live, added, removed);
+	kick(p);
+	return 0;
+}
+
+int tp_claim(struct tp_pool *p, struct tp_claim *c, int thread, double deadline, struct tp_slot **out)
+{
+	struct posts ps = { .n = 0 };
+	struct tp_slot *s = NULL;
+	int rc = -EINPROGRESS;
+
+	if (!p || !c || !c->done || !out || thread < 0 || thread >= p->cfg.nthreads)
+		return -EINVAL;
+	*out = NULL;
+	/* A claim still queued must not be queued twice (that corrupts the queue). queued is
+	 * only written under the lock, and a zeroed claim reads false. */
+	pthread_mutex_lock(&p->lock);
+	bool again = c->queued;
+	pthread_mutex_unlock(&p->lock);
+	if (again)
+		return -EBUSY;
+	c->pool = p;
+	c->thread = thread;
+	c->start = now_of(p);
+	c->deadline = deadline;
+	c->slot = NULL;
+	c->err = 0;
+	c->queued = false;
+	TP_PROBE3(claim__start, p->name, thread, (long long)((deadline - c->start) * 1e6));
+	pthread_mutex_lock(&p->lock);
+	p->counters.claims++;
+	if (p->stopping) {
+		rc = -ECANCELED;
+	} else if (!p->wait_head && p->threads[thread].idle) {
+		/* Strict FIFO: only when nobody waits may a claim skip the queue. */
+		s = p->threads[thread].idle;
+		idle_unlink(p, s);
+		s->state = SLOT_BUSY;
+		p->nbusy++;
+		p->counters.served++;
+		rc = 0;
+	} else if (all_dead(p, c->start)) {
+		rc = -EHOSTUNREACH;
+	} else {
+		enqueue(p, c);
+		kick_locked(p, &ps);
+	}
+	pthread_mutex_unlock(&p->lock);
+	flush(p, &ps);
+	if (rc != -EINPROGRESS) {
+		TP_PROBE4(claim__done, p->name, thread, 0LL, rc);
+		if (rc == 0)
+			count(p, TP_EV_CLAIM_WAIT, 0);
+		else
+			count(p, TP_EV_CLAIM_FAILED, 0);
+	}
+	*out = s;
+	return rc;
+}
+
+bool tp_claim_cancel(struct tp_claim *c)
+{
+	struct tp_pool *p = c->pool;
+	bool was = false;
+	pthread_mutex_lock(&p->lock);
+	if (c->queued) {
+		struct tp_claim *prev = NULL, *w = p->wait_head;
+		while (w && w != c) {
+			prev = w;
+			w = w->next;
+		}
+		if (w) {
+			unlink_claim(p, c, prev);
+			was = true;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return was;
+}
+
+void tp_release(struct tp_slot *s, bool reusable)
+{
+	struct tp_pool *p = s->pool;
+	TP_PROBE4(slot__released, p->name, s->be->addr.name, (int)s->be->addr.port, (int)reusable);
+	pthread_mutex_lock(&p->lock);
+	p->nbusy--;
+	pthread_mutex_unlock(&p->lock);
+	if (!reusable) {
+		close_slot(s, TP_CLOSE_BROKEN);
+		return;
+	}
+	give_free_slot(s);
+}
+
+void tp_pool_tick(struct tp_pool *p, int thread)
+{
+	struct tp_claim *expired = NULL, **etail = &expired;
+	struct tp_slot *closing = NULL, *checking = NULL;
+	double now = now_of(p);
+
+	if (thread < 0 || thread >= p->cfg.nthreads)
+		return;
+	pthread_mutex_lock(&p->lock);
+	/* This thread's claims past their deadline (others expire on their own threads, so that
+	 * done always runs on the claim's thread). */
+	for (struct tp_claim *c = p->wait_head, *prev = NULL, *next; c; c = next) {
+		next = c->next;
+		if (c->thread != thread || now < c->deadline) {
+			prev = c;
+			continue;
+		}
+		unlink_claim(p, c, prev);
+		*etail = c;
+		etail = &c->next;
+	}
+	/* This thread's idle slots: expire, drop the removed, start health checks. */
+	for (struct tp_slot *s = p->threads[thread].idle, *next; s; s = next) {
+		next = s->next;
+		bool expire = p->stopping || s->be->state == TP_BACKEND_DRAINING ||
+			      (p->cfg.idle_timeout > 0 && now - s->idle_since >= p->cfg.idle_timeout) ||
+			      (s->expires_at && now >= s->expires_at);
+		bool check = !expire && p->conn->check && p->cfg.check_after > 0 &&
+			     now - s->checked_at >= p->cfg.check_after;
+		if (!expire && !check)
+			continue;
+		idle_unlink(p, s);
+		if (expire) {
+			s->why = p->stopping ? TP_CLOSE_STOPPED
+				 : s->be->state == TP_BACKEND_DRAINING ? TP_CLOSE_REMOVED
+				 : s->expires_at && now >= s->expires_at ? TP_CLOSE_LIFETIME
+				 : TP_CLOSE_IDLE;
+			s->next = closing;
+			closing = s;
+		} else {
+			s->state = SLOT_CHECKING;
+			s->checked_at = now;
+			p->nchecking++;
+			s->next = checking;
+			checking = s;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	while (expired) {
+		struct tp_claim *c = expired;
+		expired = c->next;
+		c->next = NULL;
+		claim_done(c, NULL, -ETIMEDOUT);
+	}
+	while (closing) {
+		struct tp_slot *s = closing;
+		closing = s->next;
+		s->next = NULL;
+		close_slot(s, s->why);
+	}
+	while (checking) {
+		struct tp_slot *s = checking;
+		checking = s->next;
+		s->next = NULL;
+		p->conn->check(p->conn_ctx, s);
+	}
+	/* A backoff may have ended: waiters get their connects. */
+	kick(p);
+}
+
+static void run_stop_thread(void *arg)
+{
+	struct tp_thread *t = arg;
+	post_ran(t->pool);
+	tp_pool_tick(t->pool, t->index);
+}
+
+void tp_pool_stop(struct tp_pool *p)
+{
+	struct posts ps = { .n = 0 };
+	struct tp_claim *c;
+	pthread_mutex_lock(&p->lock);
+	p->stopping = true;
+	while ((c = dequeue(p))) {
+		c->err = -ECANCELED;
+		if (!add_post(p, &ps, c->thread, run_fail, c)) {
+			pthread_mutex_unlock(&p->lock);
+			flush(p, &ps);
+			pthread_mutex_lock(&p->lock);
+			add_post(p, &ps, c->thread, run_fail, c);
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	flush(p, &ps);
+	/* Each thread closes its own idle slots. */
+	for (int i = 0; i < p->cfg.nthreads; i++) {
+		pthread_mutex_lock(&p->lock);
+		p->npending++;
+		pthread_mutex_unlock(&p->lock);
+		p->host->post(p->host_ctx, i, run_stop_thread, &p->threads[i]);
+	}
+}
+
+int tp_pool_destroy(struct tp_pool *p)
+{
+	if (!p)
+		return 0;
+	pthread_mutex_lock(&p->lock);
+	bool busy = !p->stopping || p->nslots > 0 || p->npending > 0 || p->wait_head;
+	pthread_mutex_unlock(&p->lock);
+	if (busy)
+		return -EBUSY;
+	while (p->backends) {
+		struct tp_backend *be = p->backends;
+		p->backends = be->next;
+		free(be);
+	}
+	pthread_mutex_destroy(&p->lock);
+	free(p->threads);
+	free(p);
+	return 0;
+}
+
+void *tp_slot_conn(const struct tp_slot *s) { return s->conn; }
+void tp_slot_set_conn(struct tp_slot *s, void *conn) { s->conn = conn; }
+const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *s) { return &s->be->addr; }
+int tp_slot_thread(const struct tp_slot *s) { return s->thread; }
+
+void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)
+{
+	pthread_mutex_lock(&p->lock);
+	*out = p->counters;
+	out->slots = p->nslots;
+	out->idle = p->nidle;
+	out->busy = p->nbusy;
+	out->connecting = p->nconnecting;
+	out->checking = p->nchecking;
+	out->waiting = p->nwait;
+	out->backends = p->nbackends;
+	out->backends_up = 0;
+	for (struct tp_backend *be = p->backends; be; be = be->next)
+		out->backends_up += be->state == TP_BACKEND_UP;
+	pthread_mutex_unlock(&p->lock);
+}
+
+bool tp_pool_backend(struct tp_pool *p, int i, struct tp_backend_addr *addr, enum tp_backend_state *state, int *slots)
+{
+	bool found = false;
+	pthread_mutex_lock(&p->lock);
+	struct tp_backend *be = p->backends;
+	while (be && i-- > 0)
+		be = be->next;
+	if (be) {
+		found = true;
+		if (addr)
+			*addr = be->addr;
+		if (state)
+			*state = be->state;
+		if (slots)
+			*slots = be->nslots;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return found;
+}
+
+void tp_pool_last_error(struct tp_pool *p, char *out, size_t cap)
+{
+	size_t len = 0;
+	if (cap == 0)
+		return;
+	out[0] = '\0';
+	pthread_mutex_lock(&p->lock);
+	/* Every backend that is not up, and why: a claim that failed fast says which backends
+	 * were tried and what each answered, not just the last one. */
+	for (const struct tp_backend *be = p->backends; be && len < cap; be = be->next) {
+		if (be->state == TP_BACKEND_UP || be->state == TP_BACKEND_DRAINING || !be->last_error[0])
+			continue;
+		int n = snprintf(out + len, cap - len, "%s%s:%u %s: %s", len ? "; " : "", be->addr.name, be->addr.port,
+				 tp_backend_state_name(be->state), be->last_error);
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len == 0)
+		snprintf(out, cap, "%s", p->last_error);
+	pthread_mutex_unlock(&p->lock);
+}

@@ -1,0 +1,691 @@
+/* Unit tests of the pool core (libtuskpool) against a simulated host: a clock the test
+ * moves, a queue of posted functions the test runs ("the loops"), and a connector whose
+ * connects and checks complete only when the test says so. The cases are those that found
+ * bugs in qorb and Cueball (see NOTES-backends.md). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tuskpool.h"
+
+/* ---- simulated host ---- */
+
+#define SIM_MAX 256
+struct sim_post {
+	void (*fn)(void *);
+	void *arg;
+	int thread;
+};
+struct sim {
+	double now;
+	struct sim_post posts[SIM_MAX];
+	int nposts;
+	/* connector */
+	struct tp_slot *connecting[SIM_MAX];
+	int nconnecting;
+	struct tp_slot *checking[SIM_MAX];
+	int nchecking;
+	int closed[TP_CLOSE_CONNECT + 1];
+	int detached_on[4], attached_on[4];
+	int post_thread_of_connect[SIM_MAX];
+};
+
+static double sim_now(void *h) { return ((struct sim *)h)->now; }
+
+static void sim_post(void *h, int thread, void (*fn)(void *), void *arg)
+{
+	struct sim *s = h;
+	assert_true(s->nposts < SIM_MAX);
+	s->posts[s->nposts++] = (struct sim_post){ fn, arg, thread };
+}
+
+static int current_thread = -1;
+
+/* Run posted functions in order until none is left (they may post more). */
+static void sim_run(struct sim *s)
+{
+	while (s->nposts > 0) {
+		struct sim_post p = s->posts[0];
+		memmove(s->posts, s->posts + 1, (size_t)(s->nposts - 1) * sizeof *s->posts);
+		s->nposts--;
+		current_thread = p.thread;
+		p.fn(p.arg);
+		current_thread = -1;
+	}
+}
+
+static void c_connect(void *ctx, struct tp_slot *slot, const struct tp_backend_addr *be)
+{
+	struct sim *s = ctx;
+	(void)be;
+	/* The core runs connects on the slot's thread. */
+	assert_int_equal(current_thread, tp_slot_thread(slot));
+	s->post_thread_of_connect[s->nconnecting] = current_thread;
+	s->connecting[s->nconnecting++] = slot;
+}
+
+static void c_check(void *ctx, struct tp_slot *slot)
+{
+	struct sim *s = ctx;
+	s->checking[s->nchecking++] = slot;
+}
+
+static void c_close(void *ctx, struct tp_slot *slot, enum tp_close_reason why)
+{
+	struct sim *s = ctx;
+	s->closed[why]++;
+	/* A slot closed while its connect is pending: the connector forgets it. */
+	for (int i = 0; i < s->nconnecting; i++)
+		if (s->connecting[i] == slot) {
+			memmove(&s->connecting[i], &s->connecting[i + 1], (size_t)(s->nconnecting - i - 1) * sizeof(void *));
+			s->nconnecting--;
+			break;
+		}
+}
+
+static void c_detach(void *ctx, struct tp_slot *slot)
+{
+	struct sim *s = ctx;
+	assert_int_equal(current_thread, tp_slot_thread(slot));
+	s->detached_on[current_thread]++;
+}
+
+static void c_attach(void *ctx, struct tp_slot *slot, int thread)
+{
+	struct sim *s = ctx;
+	(void)slot;
+	assert_int_equal(current_thread, thread);
+	s->attached_on[thread]++;
+}
+
+static const struct tp_host_ops host_ops = { .now = sim_now, .post = sim_post };
+static const struct tp_connector_ops conn_ops = {
+	.connect = c_connect, .check = c_check, .close = c_close, .detach = c_detach, .attach = c_attach,
+};
+
+/* Finish the oldest pending connect. */
+static struct tp_slot *finish_connect(struct sim *s, int err)
+{
+	assert_true(s->nconnecting > 0);
+	struct tp_slot *slot = s->connecting[0];
+	memmove(&s->connecting[0], &s->connecting[1], (size_t)(s->nconnecting - 1) * sizeof(void *));
+	s->nconnecting--;
+	current_thread = tp_slot_thread(slot);
+	tp_connect_done(slot, err, err ? "connection refused" : NULL);
+	current_thread = -1;
+	sim_run(s);
+	return slot;
+}
+
+/* A claim that records how it ended. */
+struct rec {
+	struct tp_claim c;
+	struct tp_slot *slot;
+	int err;
+	int calls;
+	int order;
+};
+static int served_order;
+
+static void rec_done(struct tp_claim *c, struct tp_slot *slot, int err)
+{
+	struct rec *r = (struct rec *)c;
+	r->slot = slot;
+	r->err = err;
+	r->calls++;
+	r->order = ++served_order;
+}
+
+static int claim(struct tp_pool *p, struct rec *r, int thread, double deadline)
+{
+	memset(r, 0, sizeof *r);
+	r->c.done = rec_done;
+	struct tp_slot *slot = NULL;
+	int rc = tp_claim(p, &r->c, thread, deadline, &slot);
+	if (rc == 0) {
+		r->slot = slot;
+		r->calls = 1;
+		r->order = ++served_order;
+	}
+	return rc;
+}
+
+static struct tp_config base_cfg(void)
+{
+	return (struct tp_config){
+		.name = "test", .nthreads = 2, .max_slots = 2, .backoff_first = 0.25, .backoff_max = 8,
+		.breaker_failures = 3, .seed = 12345,
+	};
+}
+
+static struct tp_backend_addr be_a = { "a.example", 5432 }, be_b = { "b.example", 5432 };
+
+static struct tp_pool *make_pool(struct sim *s, const struct tp_config *cfg)
+{
+	memset(s, 0, sizeof *s);
+	s->now = 100.0;
+	struct tp_pool *p = tp_pool_new(cfg, &host_ops, s, &conn_ops, s);
+	assert_non_null(p);
+	return p;
+}
+
+static void finish_pool(struct sim *s, struct tp_pool *p)
+{
+	tp_pool_stop(p);
+	sim_run(s);
+	while (s->nconnecting > 0)
+		finish_connect(s, 0);
+	assert_int_equal(tp_pool_destroy(p), 0);
+}
+
+/* ---- cases ---- */
+
+static void test_claim_before_any_backend(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r;
+
+	assert_int_equal(claim(p, &r, 0, s.now + 5), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 0); /* nothing to connect to: the claim waits */
+	s.now += 1;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(r.calls, 0);
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	struct tp_slot *slot = finish_connect(&s, 0);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, 0);
+	assert_ptr_equal(r.slot, slot);
+	assert_string_equal(tp_slot_backend(slot)->name, "a.example");
+	tp_release(slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_more_claims_than_slots(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r[5];
+	struct tp_stats st;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(claim(p, &r[i], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 2); /* the hard maximum, not one per claim */
+	finish_connect(&s, 0);
+	finish_connect(&s, 0);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.slots, 2);
+	assert_int_equal(st.waiting, 3);
+	assert_int_equal(r[0].calls, 1);
+	assert_int_equal(r[1].calls, 1);
+	assert_true(r[0].order < r[1].order);
+	/* Releases serve the rest in FIFO order, and no claim is served twice. */
+	for (int i = 2; i < 5; i++) {
+		assert_int_equal(r[i].calls, 0);
+		tp_release(r[i - 2].slot, true);
+		assert_int_equal(r[i].calls, 1);
+		assert_int_equal(r[i].err, 0);
+		assert_true(r[i].order > r[i - 1].order);
+		tp_pool_stats(p, &st);
+		assert_true(st.slots <= 2);
+	}
+	assert_int_equal(s.nconnecting, 0);
+	tp_release(r[3].slot, true);
+	tp_release(r[4].slot, true);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 2);
+	assert_int_equal(st.served, 5);
+	finish_pool(&s, p);
+}
+
+static void test_slow_connector_does_not_block(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 3;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec first, a, b;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &first, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(first.calls, 1);
+
+	/* a's connect hangs (a slow backend, a lost SYN); b's connect is quick. */
+	assert_int_equal(claim(p, &a, 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(p, &b, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 2);
+	struct tp_slot *slow = s.connecting[0];
+	struct tp_slot *quick = s.connecting[1];
+	s.connecting[0] = quick;
+	s.connecting[1] = slow;
+	finish_connect(&s, 0); /* the quick one */
+	assert_int_equal(a.calls, 1); /* the head waiter got the first slot ready */
+	assert_ptr_equal(a.slot, quick);
+	/* A release serves b while the slow connect is still pending. */
+	tp_release(first.slot, true);
+	assert_int_equal(b.calls, 1);
+	assert_int_equal(s.nconnecting, 1);
+	/* The slow one completes with nobody waiting: it goes idle, it is not lost. */
+	finish_connect(&s, 0);
+	struct tp_stats st;
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 1);
+	assert_int_equal(st.slots, 3);
+	tp_release(a.slot, true);
+	tp_release(b.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_release_during_error(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 3;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r1, r2, r3;
+	enum tp_backend_state bs;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r1, 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	finish_connect(&s, 0);
+	/* The backend starts failing: r3's connect is refused, the backend backs off. */
+	assert_int_equal(claim(p, &r3, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, -ECONNREFUSED);
+	assert_true(tp_pool_backend(p, 0, NULL, &bs, NULL));
+	assert_int_equal(bs, TP_BACKEND_BACKOFF);
+	assert_int_equal(s.closed[TP_CLOSE_CONNECT], 1);
+	assert_int_equal(r3.calls, 0); /* one failure is not a reason to fail claims */
+	char err[128];
+	tp_pool_last_error(p, err, sizeof err);
+	assert_non_null(strstr(err, "connection refused"));
+
+	/* r1's connection broke in the same outage: released as unusable while backed off. It
+	 * is closed and its room does not bypass the backoff. */
+	tp_release(r1.slot, false);
+	sim_run(&s);
+	assert_int_equal(s.closed[TP_CLOSE_BROKEN], 1);
+	assert_int_equal(r3.calls, 0);
+	assert_int_equal(s.nconnecting, 0);
+	/* r2's connection is fine: it goes straight to r3. */
+	tp_release(r2.slot, true);
+	assert_int_equal(r3.calls, 1);
+	assert_int_equal(r3.err, 0);
+	/* After the backoff a new claim connects again and the backend is up. */
+	struct rec r4;
+	s.now += cfg.backoff_first + 0.01;
+	assert_int_equal(claim(p, &r4, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(r4.calls, 1);
+	assert_true(tp_pool_backend(p, 0, NULL, &bs, NULL));
+	assert_int_equal(bs, TP_BACKEND_UP);
+	tp_release(r3.slot, true);
+	tp_release(r4.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_removal_during_health_check(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.check_after = 1.0;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r;
+	struct tp_backend_addr addr;
+	int slots;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	tp_release(r.slot, true);
+	s.now += 2;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(s.nchecking, 1);
+	/* While the check runs, the resolver replaces a with b. */
+	assert_int_equal(tp_pool_set_backends(p, &be_b, 1), 0);
+	sim_run(&s);
+	assert_true(tp_pool_backend(p, 1, &addr, NULL, &slots)); /* a still known: it has a slot */
+	/* The check passes, but the backend is gone: the slot closes, a is forgotten. */
+	tp_check_done(s.checking[0], true);
+	sim_run(&s);
+	assert_int_equal(s.closed[TP_CLOSE_REMOVED], 1);
+	assert_true(tp_pool_backend(p, 0, &addr, NULL, &slots));
+	assert_string_equal(addr.name, "b.example");
+	assert_false(tp_pool_backend(p, 1, &addr, NULL, &slots));
+	/* New claims go to b. */
+	assert_int_equal(claim(p, &r, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	struct tp_slot *slot = finish_connect(&s, 0);
+	assert_string_equal(tp_slot_backend(slot)->name, "b.example");
+	tp_release(slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_health_check_failure_closes(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.check_after = 1.0;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	tp_release(r.slot, true);
+	s.now += 0.5;
+	tp_pool_tick(p, 0);
+	assert_int_equal(s.nchecking, 0); /* not idle long enough */
+	s.now += 1;
+	tp_pool_tick(p, 0);
+	assert_int_equal(s.nchecking, 1);
+	tp_check_done(s.checking[0], false);
+	sim_run(&s);
+	assert_int_equal(s.closed[TP_CLOSE_HEALTH], 1);
+	struct tp_stats st;
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.slots, 0);
+	finish_pool(&s, p);
+}
+
+static void test_destroy_with_claims_pending(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r[3], late;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(claim(p, &r[i], i % 2, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 2);
+	assert_int_equal(tp_pool_destroy(p), -EBUSY); /* not stopped */
+	tp_pool_stop(p);
+	assert_int_equal(tp_pool_destroy(p), -EBUSY); /* posts and connects still out */
+	sim_run(&s);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(r[i].calls, 1);
+		assert_int_equal(r[i].err, -ECANCELED);
+		assert_null(r[i].slot);
+	}
+	assert_int_equal(claim(p, &late, 0, s.now + 10), -ECANCELED);
+	assert_int_equal(tp_pool_destroy(p), -EBUSY);
+	/* Connects that finish after the stop are closed, not handed out. */
+	finish_connect(&s, 0);
+	finish_connect(&s, 0);
+	assert_int_equal(s.closed[TP_CLOSE_STOPPED], 2);
+	assert_int_equal(tp_pool_destroy(p), 0);
+}
+
+static void test_deadline_expiry(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1;
+
+	/* No backend: both wait for their deadlines. */
+	assert_int_equal(claim(p, &r0, 0, s.now + 1.0), -EINPROGRESS);
+	assert_int_equal(claim(p, &r1, 1, s.now + 1.0), -EINPROGRESS);
+	s.now += 0.5;
+	tp_pool_tick(p, 0);
+	tp_pool_tick(p, 1);
+	assert_int_equal(r0.calls + r1.calls, 0);
+	s.now += 0.5;
+	/* Each claim expires on its own thread's tick: done runs where the claimer lives. */
+	tp_pool_tick(p, 0);
+	assert_int_equal(r0.calls, 1);
+	assert_int_equal(r0.err, -ETIMEDOUT);
+	assert_int_equal(r1.calls, 0);
+	tp_pool_tick(p, 1);
+	assert_int_equal(r1.calls, 1);
+	assert_int_equal(r1.err, -ETIMEDOUT);
+	assert_false(tp_claim_cancel(&r0.c)); /* already done */
+	struct tp_stats st;
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.timeouts, 2);
+	assert_int_equal(st.waiting, 0);
+	finish_pool(&s, p);
+}
+
+static void test_cancel_queued_claim(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1;
+
+	assert_int_equal(claim(p, &r0, 0, s.now + 5), -EINPROGRESS);
+	assert_int_equal(claim(p, &r1, 0, s.now + 5), -EINPROGRESS);
+	assert_true(tp_claim_cancel(&r0.c));
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1); /* only r1 still wants a slot */
+	finish_connect(&s, 0);
+	assert_int_equal(r0.calls, 0);
+	assert_int_equal(r1.calls, 1);
+	tp_release(r1.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_handover_between_threads(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.max_slots = 1;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 5), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(tp_slot_thread(r0.slot), 0);
+	tp_release(r0.slot, true); /* parked on thread 0 */
+	/* A claim on thread 1: the idle slot moves (detach on 0, attach on 1), no new connect. */
+	assert_int_equal(claim(p, &r1, 1, s.now + 5), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(r1.calls, 1);
+	assert_ptr_equal(r1.slot, r0.slot);
+	assert_int_equal(tp_slot_thread(r1.slot), 1);
+	assert_int_equal(s.detached_on[0], 1);
+	assert_int_equal(s.attached_on[1], 1);
+	assert_int_equal(s.nconnecting, 0);
+	/* Released on thread 1, a claim on 1 takes it without any post. */
+	tp_release(r1.slot, true);
+	struct rec r2;
+	assert_int_equal(claim(p, &r2, 1, s.now + 5), 0);
+	assert_int_equal(s.nposts, 0);
+	struct tp_stats st;
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.handovers, 1);
+	tp_release(r2.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_breaker_fails_fast_and_probes(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r, fast;
+	enum tp_backend_state bs;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r, 0, s.now + 60), -EINPROGRESS);
+	for (int i = 0; i < cfg.breaker_failures; i++) {
+		sim_run(&s);
+		assert_int_equal(s.nconnecting, 1);
+		finish_connect(&s, -ECONNREFUSED);
+		if (i == cfg.breaker_failures - 1)
+			break;
+		s.now += cfg.backoff_max; /* past any retry time */
+		tp_pool_tick(p, 0);
+	}
+	sim_run(&s);
+	assert_true(tp_pool_backend(p, 0, NULL, &bs, NULL));
+	assert_int_equal(bs, TP_BACKEND_DEAD);
+	/* The waiting claim failed fast, with the reason kept. */
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, -EHOSTUNREACH);
+	assert_int_equal(claim(p, &fast, 0, s.now + 60), -EHOSTUNREACH);
+	char why[256];
+	tp_pool_last_error(p, why, sizeof why);
+	assert_string_equal(why, "a.example:5432 dead: connection refused");
+	/* Once its retry time passed, a claim waits for one probe; a second claim waits for
+	 * the same probe instead of opening another; the probe fails and both fail. */
+	struct rec p1, p2;
+	s.now += cfg.backoff_max;
+	assert_int_equal(claim(p, &p1, 0, s.now + 60), -EINPROGRESS);
+	assert_int_equal(claim(p, &p2, 0, s.now + 60), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, -ECONNREFUSED);
+	assert_int_equal(p1.err, -EHOSTUNREACH);
+	assert_int_equal(p2.err, -EHOSTUNREACH);
+	/* A second backend that works: claims go there, around the dead one. */
+	struct tp_backend_addr both[2] = { be_a, be_b };
+	assert_int_equal(tp_pool_set_backends(p, both, 2), 0);
+	assert_int_equal(claim(p, &r, 0, s.now + 60), -EINPROGRESS);
+	sim_run(&s);
+	assert_true(s.nconnecting >= 1);
+	struct tp_slot *slot = NULL;
+	while (s.nconnecting > 0) {
+		struct tp_slot *x = s.connecting[0];
+		bool to_b = strcmp(tp_slot_backend(x)->name, "b.example") == 0;
+		finish_connect(&s, to_b ? 0 : -ECONNREFUSED);
+		if (to_b)
+			slot = x;
+	}
+	assert_non_null(slot);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, 0);
+	assert_string_equal(tp_slot_backend(r.slot)->name, "b.example");
+	tp_release(r.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_empty_resolver_answer_keeps_backends(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct tp_stats st;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(tp_pool_set_backends(p, NULL, 0), 0);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.backends, 1);
+	assert_int_equal(tp_pool_set_backends(p, NULL, -1), -EINVAL);
+	finish_pool(&s, p);
+}
+
+static void test_idle_timeout_and_lifetime(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.idle_timeout = 5;
+	cfg.lifetime = 20;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 5), -EINPROGRESS);
+	assert_int_equal(claim(p, &r1, 0, s.now + 5), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	finish_connect(&s, 0);
+	tp_release(r0.slot, true);
+	s.now += 4;
+	tp_pool_tick(p, 0);
+	assert_int_equal(s.closed[TP_CLOSE_IDLE], 0);
+	s.now += 1;
+	tp_pool_tick(p, 0);
+	assert_int_equal(s.closed[TP_CLOSE_IDLE], 1);
+	/* r1 is busy past its lifetime (at most 20 s, at least 18 with the jitter): closed at
+	 * release instead of parked. */
+	s.now += 16;
+	tp_release(r1.slot, true);
+	assert_int_equal(s.closed[TP_CLOSE_LIFETIME], 1);
+	struct tp_stats st;
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.slots, 0);
+	finish_pool(&s, p);
+}
+
+static void test_bad_config(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.max_slots = 0;
+	assert_null(tp_pool_new(&cfg, &host_ops, &s, &conn_ops, &s));
+	assert_int_equal(errno, EINVAL);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_claim_before_any_backend),
+		cmocka_unit_test(test_more_claims_than_slots),
+		cmocka_unit_test(test_slow_connector_does_not_block),
+		cmocka_unit_test(test_release_during_error),
+		cmocka_unit_test(test_removal_during_health_check),
+		cmocka_unit_test(test_health_check_failure_closes),
+		cmocka_unit_test(test_destroy_with_claims_pending),
+		cmocka_unit_test(test_deadline_expiry),
+		cmocka_unit_test(test_cancel_queued_claim),
+		cmocka_unit_test(test_handover_between_threads),
+		cmocka_unit_test(test_breaker_fails_fast_and_probes),
+		cmocka_unit_test(test_empty_resolver_answer_keeps_backends),
+		cmocka_unit_test(test_idle_timeout_and_lifetime),
+		cmocka_unit_test(test_bad_config),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "kv/admin.h"
 #include "kv/replicate.h"
+#include "kv/router.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
@@ -295,6 +296,10 @@ int main(int argc, char **argv)
 	struct kv_replicator *kv = NULL;
 	if (kv_replicate_start(ctl.rt.cfg, &kv) < 0)
 		log_error(NULL, NULL, "kv: out of memory; replication not started");
+	struct kv_router *kv_router = NULL; /* the virtual kv database's calls */
+	if (kv_router_start(ctl.rt.cfg, &kv_router) < 0)
+		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
+	ctl.rt.kv_router = kv_router;
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
 	if (takeover) {
 		/* Serving: now the old process may stop accepting. */
@@ -312,8 +317,10 @@ int main(int argc, char **argv)
 	(void)sdnotify("READY=1\nSTATUS=serving");
 	rc = control_loop(&ctl);
 	kv_replicate_stop(kv);
+	kv_router_stop(kv_router); /* calls still queued are answered 57P01 on their workers */
 	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
 	runtime_stop(&ctl.rt);
+	kv_router_free(kv_router);
 	if (ctl.takeover_fd >= 0)
 		close(ctl.takeover_fd);
 	log_info(NULL, NULL, "stopped");

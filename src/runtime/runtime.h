@@ -53,6 +53,8 @@ struct runtime_inherited {
 	int fd;
 };
 
+struct kv_router;
+
 struct runtime {
 	/* The current generation's config, users and hba. Written by the main thread only
 	 * (start, reload) with release stores after the generation is fully built; read by
@@ -82,6 +84,10 @@ struct runtime {
 	/* Source of client serials (remembered owners); relaxed: uniqueness is all it gives. */
 	atomic_uint_fast64_t next_client_serial;
 	double start_time; /* wall clock (ev_time) at start; read-only: SHOW STATS rates */
+	/* The kv router (src/kv/router.h), NULL without a kv section. Stored once by main after
+	 * runtime_start (workers read it as a seq_cst load, so they see it fully built) and freed
+	 * only after runtime_stop. */
+	struct kv_router *_Atomic kv_router;
 };
 
 /* Resolve addresses, open listeners (taking the inherited ones first, see takeover.h;

@@ -296,6 +296,7 @@ int main(int argc, char **argv)
 	struct kv_replicator *kv = NULL;
 	if (kv_replicate_start(ctl.rt.cfg, &kv) < 0)
 		log_error(NULL, NULL, "kv: out of memory; replication not started");
+	ctl.rt.kv_replicator = kv; /* SHOW KV and /metrics read its counters */
 	struct kv_router *kv_router = NULL; /* the virtual kv database's calls */
 	if (kv_router_start(ctl.rt.cfg, &kv_router) < 0)
 		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
@@ -321,6 +322,7 @@ int main(int argc, char **argv)
 	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
 	runtime_stop(&ctl.rt);
 	kv_router_free(kv_router);
+	kv_replicate_free(kv); /* after its readers (console, HTTP) are gone */
 	if (ctl.takeover_fd >= 0)
 		close(ctl.takeover_fd);
 	log_info(NULL, NULL, "stopped");

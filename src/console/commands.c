@@ -17,6 +17,7 @@
 
 #include "console/console_int.h"
 #include "frontend/client_int.h"
+#include "kv/replicate.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "runtime/runtime.h"
@@ -43,6 +44,7 @@ static const struct keyword show_words[] = {
 	{ "CONFIG", CONSOLE_CMD_SHOW_CONFIG, 0 },
 	{ "LISTS", CONSOLE_CMD_SHOW_LISTS, 0 },
 	{ "VERSION", CONSOLE_CMD_SHOW_VERSION, 0 },
+	{ "KV", CONSOLE_CMD_SHOW_KV, 0 },
 	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
 };
 
@@ -202,6 +204,10 @@ static const struct console_column databases_cols[] = {
 static const struct console_column config_cols[] = { T("key"), T("value"), T("default"), T("changeable") };
 static const struct console_column lists_cols[] = { T("list"), I("items") };
 static const struct console_column version_cols[] = { T("version") };
+static const struct console_column kv_cols[] = {
+	I("shard"), I("local"), I("peer"), I("connected"), T("lag_seconds"), I("lag_rows"), I("applied"), I("skipped"),
+	I("quarantined"), I("batches"), I("passes"), I("batch_size"), T("last_error"),
+};
 
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
 
@@ -216,6 +222,7 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_CONFIG: return COLS(config_cols);
 	case CONSOLE_CMD_SHOW_LISTS: return COLS(lists_cols);
 	case CONSOLE_CMD_SHOW_VERSION: return COLS(version_cols);
+	case CONSOLE_CMD_SHOW_KV: return COLS(kv_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
 }
@@ -728,10 +735,42 @@ static void show_version(struct console_session *cs)
 	console_complete(cs, "SHOW");
 }
 
+/* One row per kv replication link (docs/kv.md, "Operations"); none without a kv section. */
+static void show_kv(struct console_session *cs)
+{
+	struct kv_replicator *r = cs->client->worker->rt->kv_replicator;
+	int n = kv_replicate_nlinks(r);
+
+	for (int i = 0; i < n; i++) {
+		struct kv_link_stats st;
+		char num[11][24];
+		if (kv_replicate_link_stats(r, i, &st) < 0)
+			continue;
+		snprintf(num[0], sizeof num[0], "%d", st.shard);
+		snprintf(num[1], sizeof num[1], "%d", st.local_id);
+		snprintf(num[2], sizeof num[2], "%d", st.peer_id);
+		snprintf(num[3], sizeof num[3], "%d", st.connected ? 1 : 0);
+		snprintf(num[4], sizeof num[4], "%.3f", st.lag_seconds);
+		snprintf(num[5], sizeof num[5], "%lld", (long long)st.lag_rows);
+		snprintf(num[6], sizeof num[6], "%llu", (unsigned long long)st.applied);
+		snprintf(num[7], sizeof num[7], "%llu", (unsigned long long)st.skipped);
+		snprintf(num[8], sizeof num[8], "%llu", (unsigned long long)st.quarantined);
+		snprintf(num[9], sizeof num[9], "%llu", (unsigned long long)st.batches);
+		snprintf(num[10], sizeof num[10], "%llu", (unsigned long long)st.passes);
+		char batch[24];
+		snprintf(batch, sizeof batch, "%d", st.batch_size);
+		const char *vals[] = { num[0], num[1], num[2], num[3], st.lag_seconds < 0 ? NULL : num[4], num[5],
+				       num[6], num[7], num[8], num[9], num[10], batch,
+				       st.last_error[0] ? st.last_error : NULL };
+		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
+	}
+	console_complete(cs, "SHOW");
+}
+
 static void show_help(struct console_session *cs)
 {
 	console_notice(cs, "Console usage\n"
-			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|LISTS|VERSION\n"
+			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|LISTS|VERSION|KV\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
 			   "\tKILL <db>\n"
@@ -890,6 +929,9 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return 0;
 	case CONSOLE_CMD_SHOW_VERSION:
 		show_version(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_KV:
+		show_kv(cs);
 		return 0;
 	case CONSOLE_CMD_SHOW_HELP:
 		show_help(cs);

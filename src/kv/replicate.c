@@ -59,6 +59,7 @@ struct kv_replicator {
 	int catalog_port;
 	char catalog_db[CONFIG_NAME_MAX];
 	char *password; /* kv_replicator's; NULL: none */
+	bool stopped;   /* main thread only: kv_replicate_stop ran */
 };
 
 static double now_real(void)
@@ -575,7 +576,7 @@ void kv_replicate_stop(struct kv_replicator *r)
 		struct kv_link_stats st;
 		if (r->links[i].started)
 			pthread_join(r->links[i].thread, NULL);
-		/* The counters are in memory only (SHOW KV does not exist yet): leave them in the log. */
+		/* The counters are in memory only: leave them in the log too. */
 		if (kv_replicate_link_stats(r, i, &st) == 0)
 			log_info(NULL, NULL,
 				 "kv link %s (instance %d <- %d) stopped: applied %llu, skipped %llu, quarantined %llu, "
@@ -584,8 +585,18 @@ void kv_replicate_stop(struct kv_replicator *r)
 				 (unsigned long long)st.skipped, (unsigned long long)st.quarantined,
 				 (unsigned long long)st.batches, (unsigned long long)st.passes, st.lag_seconds,
 				 (long long)st.lag_rows, st.batch_size, st.last_error[0] ? st.last_error : "none");
-		pthread_mutex_destroy(&r->links[i].mu);
 	}
+	r->stopped = true;
+}
+
+void kv_replicate_free(struct kv_replicator *r)
+{
+	if (!r)
+		return;
+	if (!r->stopped)
+		kv_replicate_stop(r);
+	for (int i = 0; i < r->nlinks; i++)
+		pthread_mutex_destroy(&r->links[i].mu);
 	free(r->links);
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);

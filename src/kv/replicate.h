@@ -13,7 +13,7 @@
 struct tusk_config;
 struct kv_replicator;
 
-/* A copy of one link's counters, for the console and /metrics (not wired yet). */
+/* A copy of one link's counters, for the console (SHOW KV) and /metrics. */
 struct kv_link_stats {
 	int local_id, peer_id, shard;
 	bool connected;          /* both connections up */
@@ -32,8 +32,11 @@ struct kv_link_stats {
  * kept. 0 or -ENOMEM. */
 __attribute__((warn_unused_result))
 int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out);
-/* Stop every link and free r (NULL is fine). Waits for the statements in flight. */
+/* Stop every link (NULL is fine). Waits for the statements in flight. The counters stay
+ * readable (SHOW KV, /metrics) until kv_replicate_free. */
 void kv_replicate_stop(struct kv_replicator *r);
+/* Stop if still running, and free r (NULL is fine). No reader may hold r any more. */
+void kv_replicate_free(struct kv_replicator *r);
 
 /* Links running now (0 until the catalog was read). */
 int kv_replicate_nlinks(struct kv_replicator *r);

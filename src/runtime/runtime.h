@@ -54,6 +54,7 @@ struct runtime_inherited {
 };
 
 struct kv_router;
+struct kv_replicator;
 
 struct runtime {
 	/* The current generation's config, users and hba. Written by the main thread only
@@ -88,6 +89,10 @@ struct runtime {
 	 * runtime_start (workers read it as a seq_cst load, so they see it fully built) and freed
 	 * only after runtime_stop. */
 	struct kv_router *_Atomic kv_router;
+	/* kv replication (src/kv/replicate.h), NULL without a kv section: stored once by main
+	 * after runtime_start, stopped at shutdown, freed only after runtime_stop and metrics_stop,
+	 * so the console and /metrics may read its counters at any time. */
+	struct kv_replicator *_Atomic kv_replicator;
 };
 
 /* Resolve addresses, open listeners (taking the inherited ones first, see takeover.h;

@@ -6,7 +6,7 @@ import subprocess
 
 import psycopg
 
-from conftest import PgServer, Tusk, TUSK_BIN, SLOW, _atexit_servers, run, wait_until
+from conftest import PgServer, Tusk, TUSK_BIN, SLOW, _atexit_servers, free_port, run, wait_until
 
 NSHARDS = 2
 
@@ -25,9 +25,12 @@ class Zone:
         kv = {"zone": self.name, "service": "local"}
         kv.update(kv_extra)
         # Constructing Tusk writes tusk.yaml; it is only started when replication is wanted.
+        # The admin console (SHOW KV) and /metrics are open to postgres without a password.
+        self.http_port = free_port()
         self.tusk = Tusk(self.cfg_dir, self.pg.port, services={"local": {"hosts": [f"127.0.0.1:{self.pg.port}"]}},
                          pools=[{"database": "*", "user": "*", "service": "local", "mode": "transaction"}],
-                         workers=1, kv=kv)
+                         workers=1, kv=kv, admin={"users": ["postgres"], "client_auth": "trust",
+                                                  "http": f"127.0.0.1:{self.http_port}"})
 
     def kv(self, *args, check=True):
         p = subprocess.run([str(TUSK_BIN), "kv", *args, "-c", str(self.tusk.cfg_path)], capture_output=True,

@@ -60,6 +60,15 @@ struct kv_replicator {
 	char catalog_db[CONFIG_NAME_MAX];
 	char *password; /* kv_replicator's; NULL: none */
 	bool stopped;   /* main thread only: kv_replicate_stop ran */
+	/* the purge (gc_main): settings from the config, the catalog's instance ids (set once by
+	 * the supervisor before the thread starts), and its thread */
+	int64_t gc_grace_us;
+	double gc_interval_s, gc_pause_s;
+	int gc_batch;
+	int *instance_ids;
+	int ninstances;
+	pthread_t gc_thread;
+	bool gc_started;
 };
 
 static double now_real(void)
@@ -256,11 +265,40 @@ static void count_page(struct kv_link *l, const struct applied *a)
 			 l->local_id, l->peer_id, a->quarantined, a->quarantined == 1 ? "" : "s");
 }
 
+/* A pass caught up at the peer's clock snap_us: record it, and what the peer says of its own
+ * links (how far it has every origin), for the purge's horizon (kv.gc). In the peer's
+ * snapshot transaction; the acks are checked as JSON by kv.note_acks. */
+static int note_caught_up(struct kv_link *l, PGconn *local, PGconn *peer, const char *snap_us, char err[KV_ERR_MAX])
+{
+	char id[16];
+	const char *p2[] = { id, snap_us };
+
+	snprintf(id, sizeof id, "%d", l->peer_id);
+	if (kv_conn_run(local, "SELECT kv.note_caught_up($1::int, $2::bigint)", 2, p2, err) < 0)
+		return -EIO;
+	PGresult *res = kv_conn_exec(peer,
+				     "SELECT coalesce(jsonb_agg(jsonb_build_object('origin', peer, 'caught_up_us', caught_up_us)), "
+				     "'[]')::text FROM kv.links WHERE caught_up_us IS NOT NULL",
+				     0, NULL, err);
+	if (!res)
+		return -EIO;
+	int rc = 0;
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		snprintf(err, KV_ERR_MAX, "peer %d sent malformed acknowledgements", l->peer_id);
+		rc = -EPROTO;
+	} else {
+		const char *p3[] = { id, PQgetvalue(res, 0, 0) };
+		rc = kv_conn_run(local, "SELECT kv.note_acks($1::int, $2::jsonb)", 2, p3, err) < 0 ? -EIO : 0;
+	}
+	PQclear(res);
+	return rc;
+}
+
 /* One pass. *more: the pass stopped before the end (pages left); pull again at once. */
 static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, long *rows, char err[KV_ERR_MAX])
 {
 	struct cursor c = { .w = "0" };
-	char xmin[XID_TEXT_MAX], origin[16];
+	char xmin[XID_TEXT_MAX], origin[16], snap_us[XID_TEXT_MAX + 1];
 	int rc;
 
 	*more = false;
@@ -273,13 +311,25 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		goto out;
 	}
 	double snap_at = now_real();
-	PGresult *res = kv_conn_exec(peer, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", 0, NULL, err);
+	/* The snapshot, and the peer's clock no later than it (the statement's start, with the
+	 * skew tests inject): every write of the peer committed before then is in this pass. */
+	PGresult *res = kv_conn_exec(peer,
+				     "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, "
+				     "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint "
+				     "+ coalesce((SELECT clock_offset_us FROM kv.identity), 0)",
+				     0, NULL, err);
 	if (!res) {
 		rc = -EIO;
 		goto out_rollback;
 	}
 	snprintf(xmin, sizeof xmin, "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
+	snprintf(snap_us, sizeof snap_us, "%s", PQntuples(res) == 1 && PQnfields(res) == 2 ? PQgetvalue(res, 0, 1) : "");
 	PQclear(res);
+	if (!xid_text_ok(snap_us + (snap_us[0] == '-'))) {
+		snprintf(err, KV_ERR_MAX, "peer %d: unreadable clock", l->peer_id);
+		rc = -EPROTO;
+		goto out_rollback;
+	}
 	if (!xid_text_ok(xmin)) {
 		snprintf(err, KV_ERR_MAX, "peer %d: unreadable snapshot xmin", l->peer_id);
 		rc = -EPROTO;
@@ -348,6 +398,9 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 			if (rc < 0)
 				goto out_rollback;
 		}
+		rc = note_caught_up(l, local, peer, snap_us, err);
+		if (rc < 0)
+			goto out_rollback;
 		pthread_mutex_lock(&l->mu);
 		l->caught_up = snap_at;
 		pthread_mutex_unlock(&l->mu);
@@ -474,6 +527,101 @@ static int plan_links(struct kv_replicator *r, const struct kv_catalog *cat)
 	return n;
 }
 
+/* ---- the purge of tombstones and expired rows ---- */
+
+struct gc_target {
+	int local_id, shard;
+	const char *host;
+	int port;
+	char dbname[64];
+	PGconn *conn;
+	char last_err[KV_ERR_MAX];
+	uint64_t purged;
+};
+
+/* One round on one shard database: kv.gc in batches of gc_batch while they come back full,
+ * gc_pause apart, so a large backlog never holds locks or I/O for long. */
+static void gc_round(struct kv_replicator *r, struct gc_target *t)
+{
+	char err[KV_ERR_MAX], peers[512], grace[24], batch[16];
+	size_t off = 0;
+
+	if (!t->conn) {
+		struct kv_endpoint ep = { .host = t->host, .port = t->port, .dbname = t->dbname, .user = "kv_replicator",
+					  .password = r->password };
+		t->conn = kv_conn_open(&ep, "tusk kv gc", err);
+		if (!t->conn)
+			goto failed;
+	}
+	off += (size_t)snprintf(peers, sizeof peers, "{");
+	for (int i = 0; i < r->ninstances && off < sizeof peers - 16; i++)
+		if (r->instance_ids[i] != t->local_id)
+			off += (size_t)snprintf(peers + off, sizeof peers - off, "%s%d", off > 1 ? "," : "", r->instance_ids[i]);
+	snprintf(peers + off, sizeof peers - off, "}");
+	snprintf(grace, sizeof grace, "%lld", (long long)r->gc_grace_us);
+	snprintf(batch, sizeof batch, "%d", r->gc_batch);
+	const char *params[] = { peers, grace, batch };
+	long round = 0;
+	while (!atomic_load(&r->stop)) {
+		PGresult *res = kv_conn_exec(t->conn, "SELECT kv.gc($1::int[], $2::bigint, $3::int)", 3, params, err);
+		if (!res)
+			goto failed;
+		long n = PQntuples(res) == 1 ? atol(PQgetvalue(res, 0, 0)) : 0;
+		PQclear(res);
+		round += n;
+		if (n < r->gc_batch || !nap(r, r->gc_pause_s))
+			break;
+	}
+	if (round > 0) {
+		t->purged += (uint64_t)round;
+		log_info(NULL, NULL, "kv gc %s (instance %d): purged %ld tombstones and expired rows", t->dbname, t->local_id,
+			 round);
+	}
+	t->last_err[0] = '\0';
+	return;
+failed:
+	if (strcmp(err, t->last_err) != 0)
+		log_warn(NULL, NULL, "kv gc %s (instance %d): %s", t->dbname, t->local_id, err);
+	snprintf(t->last_err, sizeof t->last_err, "%s", err);
+	if (t->conn && PQstatus(t->conn) != CONNECTION_OK) {
+		PQfinish(t->conn);
+		t->conn = NULL;
+	}
+}
+
+static void *gc_main(void *arg)
+{
+	struct kv_replicator *r = arg;
+	struct gc_target *t = calloc((size_t)r->nlinks, sizeof *t);
+	int n = 0;
+
+	if (!t) {
+		log_error(NULL, NULL, "kv gc: out of memory; tombstones and expired rows are not purged");
+		return NULL;
+	}
+	/* One target per local shard database (the links repeat each per peer). */
+	for (int i = 0; i < r->nlinks; i++) {
+		const struct kv_link *l = &r->links[i];
+		bool seen = false;
+		for (int j = 0; j < n && !seen; j++)
+			seen = t[j].local_id == l->local_id && t[j].shard == l->shard;
+		if (seen)
+			continue;
+		t[n] = (struct gc_target){ .local_id = l->local_id, .shard = l->shard, .host = l->local_host,
+					   .port = l->local_port };
+		snprintf(t[n].dbname, sizeof t[n].dbname, "%s", l->dbname);
+		n++;
+	}
+	while (nap(r, r->gc_interval_s))
+		for (int i = 0; i < n && !atomic_load(&r->stop); i++)
+			gc_round(r, &t[i]);
+	for (int i = 0; i < n; i++)
+		if (t[i].conn)
+			PQfinish(t[i].conn);
+	free(t);
+	return NULL;
+}
+
 static void *supervisor_main(void *arg)
 {
 	struct kv_replicator *r = arg;
@@ -507,7 +655,17 @@ static void *supervisor_main(void *arg)
 	else
 		log_info(NULL, NULL, "kv: zone %s, catalog version %lld: %d replication link%s", r->zone,
 			 (long long)cat.version, n, n == 1 ? "" : "s");
+	r->instance_ids = calloc((size_t)cat.ninstances + 1, sizeof *r->instance_ids);
+	if (r->instance_ids) {
+		for (int i = 0; i < cat.ninstances; i++)
+			r->instance_ids[i] = cat.instances[i].id;
+		r->ninstances = cat.ninstances;
+	}
 	kv_catalog_free(&cat);
+	if (n > 0 && r->instance_ids && pthread_create(&r->gc_thread, NULL, gc_main, r) == 0)
+		r->gc_started = true;
+	else if (n > 0)
+		log_error(NULL, NULL, "kv: cannot start the purge thread; tombstones and expired rows are kept");
 	for (int i = 0; i < (n > 0 ? n : 0); i++) {
 		struct kv_link *l = &r->links[i];
 		if (pthread_create(&l->thread, NULL, link_main, l) != 0) {
@@ -540,6 +698,10 @@ int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out
 	snprintf(r->catalog_host, sizeof r->catalog_host, "%s", ep.host);
 	r->catalog_port = ep.port;
 	snprintf(r->catalog_db, sizeof r->catalog_db, "%s", ep.dbname);
+	r->gc_grace_us = (int64_t)cfg->kv.gc_grace_ms * 1000;
+	r->gc_interval_s = (double)cfg->kv.gc_interval_ms / 1000.0;
+	r->gc_pause_s = (double)cfg->kv.gc_pause_ms / 1000.0;
+	r->gc_batch = cfg->kv.gc_batch;
 	if (cfg->kv.replicator_password) {
 		r->password = strdup(cfg->kv.replicator_password);
 		if (!r->password)
@@ -572,6 +734,10 @@ void kv_replicate_stop(struct kv_replicator *r)
 	pthread_mutex_unlock(&r->mu);
 	/* The supervisor first: after it returns, links/nlinks no longer change. */
 	pthread_join(r->supervisor, NULL);
+	if (r->gc_started) {
+		pthread_join(r->gc_thread, NULL);
+		r->gc_started = false;
+	}
 	for (int i = 0; i < r->nlinks; i++) {
 		struct kv_link_stats st;
 		if (r->links[i].started)
@@ -601,6 +767,7 @@ void kv_replicate_free(struct kv_replicator *r)
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
 	free(r->password);
+	free(r->instance_ids);
 	free(r);
 }
 

@@ -5,6 +5,7 @@
 #   make test    unit tests (ctest) then the integration suite against build/tusk
 #   make asan    ASan+UBSan build into build-asan/
 #   make bench   pgbench -S: direct vs PgBouncer vs tusk
+#   make bench-kv  kv: puts/gets direct vs through tusk, replication lag, catch-up after a partition
 SHELL := /bin/bash
 PYTHON := /usr/bin/python3
 JOBS ?= 2
@@ -16,7 +17,7 @@ TESTS ?= tests/integration
 PYTEST_ARGS ?=
 SAN_CC := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
 
-.PHONY: all deps build run run-kv test unit integration asan asan-test bench clean
+.PHONY: all deps build run run-kv test unit integration asan asan-test bench bench-kv clean
 
 all: build
 
@@ -61,6 +62,9 @@ asan-test: asan
 
 bench: deps build
 	bench/compare.sh $(BENCH_SECONDS)
+
+bench-kv: deps build
+	TUSK_BIN=$(TUSK_BIN) $(PYTHON) bench/kv_lag.py $(BENCH_SECONDS)
 
 clean:
 	rm -rf build build-asan build-fuzz .run .run-kv .pytest_cache tests/integration/__pycache__

@@ -17,6 +17,7 @@
 
 #include "config/config.h"
 #include "kv/catalog.h"
+#include "kv/page.h"
 #include "kv/schema.h"
 #include "util/log.h"
 
@@ -196,8 +197,8 @@ struct page {
 	PGresult *res; /* holds the JSON and the last position */
 };
 
-/* One page from the peer. The result is hostile input: counts and positions are checked
- * before use; the JSON goes to kv.apply_batch, which checks every row. */
+/* One page from the peer. The result is hostile input: the count, the JSON's shape and the
+ * position are checked by kv_page_decode before use; kv.apply_batch checks every row again. */
 static int fetch_page(struct kv_link *l, PGconn *peer, const char *xmin, const struct cursor *c, struct page *pg,
 		      char err[KV_ERR_MAX])
 {
@@ -209,11 +210,20 @@ static int fetch_page(struct kv_link *l, PGconn *peer, const char *xmin, const s
 	PGresult *res = kv_conn_exec(peer, c->ns ? page_next_sql : page_first_sql, c->ns ? 6 : 4, params, err);
 	if (!res)
 		return -EIO;
-	char *end;
-	long n = PQntuples(res) == 1 && PQnfields(res) == 5 ? strtol(PQgetvalue(res, 0, 0), &end, 10) : -1;
-	if (n < 0 || n > l->batch || (n > 0 && (PQgetisnull(res, 0, 2) || !xid_text_ok(PQgetvalue(res, 0, 2)) ||
-						PQgetisnull(res, 0, 3) || PQgetisnull(res, 0, 4)))) {
-		snprintf(err, KV_ERR_MAX, "peer %d sent a malformed page", l->peer_id);
+	long n = 0;
+	char why[KV_ERR_MAX / 2];
+#define FIELD(i) (PQgetisnull(res, 0, (i)) ? NULL : PQgetvalue(res, 0, (i)))
+	if (PQntuples(res) != 1 || PQnfields(res) != 5) {
+		snprintf(why, sizeof why, "%d rows of %d columns", PQntuples(res), PQnfields(res));
+	} else {
+		struct kv_page_in in = { .count = FIELD(0), .rows = FIELD(1), .pos_w = FIELD(2), .pos_ns = FIELD(3),
+					 .pos_key = FIELD(4), .cursor_w = c->w, .xmin = xmin, .batch = l->batch };
+		if (kv_page_decode(&in, &n, why, sizeof why) == 0)
+			why[0] = '\0';
+	}
+#undef FIELD
+	if (why[0]) {
+		snprintf(err, KV_ERR_MAX, "peer %d sent a malformed page: %s", l->peer_id, why);
 		PQclear(res);
 		return -EPROTO;
 	}

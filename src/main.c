@@ -142,6 +142,7 @@ static int control_loop(struct control *ctl)
 			log_info(NULL, NULL, "SIGHUP: reloading %s", ctl->path);
 			if (runtime_reload(&ctl->rt, ctl->path) == 0)
 				ctl->next_stats = now_mono() + (double)ctl->rt.cfg->stats_period_ms / 1000.0;
+			kv_replicate_reload(ctl->rt.kv_replicator); /* the kv catalog too (docs/kv.md) */
 			(void)sdnotify("READY=1\nSTATUS=serving");
 			break;
 		case SIGUSR1: {

@@ -8,6 +8,7 @@
 #include "kv/replicate.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,25 +45,29 @@ struct kv_link {
 	char app_name[64];
 	pthread_mutex_t mu; /* protects stats: written by the link thread, read by the console */
 	struct kv_link_stats stats;
+	atomic_bool stop;   /* this link alone stops (a catalog reload dropped it) */
 	int batch;          /* the link thread's own */
 	double caught_up;   /* under mu: CLOCK_REALTIME of the last caught-up pass's snapshot; 0: never */
 };
 
 struct kv_replicator {
 	atomic_bool stop;
-	pthread_mutex_t mu;  /* protects links/nlinks (set once by the supervisor) and sleeps on cv */
-	pthread_cond_t cv;   /* signalled at stop, so sleeping threads wake at once */
+	pthread_mutex_t mu;  /* protects links/nlinks/instance_ids (replaced by the supervisor at a
+	                      * reload; readers copy under it) and sleeps on cv */
+	pthread_cond_t cv;   /* signalled at stop and at a link's stop, so sleepers wake at once */
 	pthread_t supervisor;
-	struct kv_link *links;
+	struct kv_link **links; /* each link's memory stays put while it runs */
 	int nlinks;
+	atomic_bool reload;  /* SIGHUP: read the catalog again (kv_replicate_reload) */
+	int64_t version;     /* the supervisor's: catalog version the links follow */
 	char zone[64];
 	char catalog_host[256];
 	int catalog_port;
 	char catalog_db[CONFIG_NAME_MAX];
 	char *password; /* kv_replicator's; NULL: none */
 	bool stopped;   /* main thread only: kv_replicate_stop ran */
-	/* the purge (gc_main): settings from the config, the catalog's instance ids (set once by
-	 * the supervisor before the thread starts), and its thread */
+	/* the purge (gc_main): settings from the config, the catalog's instance ids (under mu),
+	 * and its thread */
 	int64_t gc_grace_us;
 	double gc_interval_s, gc_pause_s;
 	int gc_batch;
@@ -79,8 +84,8 @@ static double now_real(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Sleep up to seconds; false when replication is stopping. */
-static bool nap(struct kv_replicator *r, double seconds)
+/* Sleep up to seconds; false when replication (or link l, if given) is stopping. */
+static bool nap_for(struct kv_replicator *r, struct kv_link *l, double seconds)
 {
 	struct timespec until;
 	double t = now_real() + seconds;
@@ -88,12 +93,22 @@ static bool nap(struct kv_replicator *r, double seconds)
 	until.tv_sec = (time_t)t;
 	until.tv_nsec = (long)((t - (double)until.tv_sec) * 1e9);
 	pthread_mutex_lock(&r->mu);
-	while (!atomic_load(&r->stop)) {
-		if (pthread_cond_timedwait(&r->cv, &r->mu, &until) == ETIMEDOUT)
+	while (!atomic_load(&r->stop) && !(l && atomic_load(&l->stop))) {
+		if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0)
 			break;
 	}
 	pthread_mutex_unlock(&r->mu);
-	return !atomic_load(&r->stop);
+	return !atomic_load(&r->stop) && !(l && atomic_load(&l->stop));
+}
+
+static bool nap(struct kv_replicator *r, double seconds)
+{
+	return nap_for(r, NULL, seconds);
+}
+
+static bool link_stopping(struct kv_link *l)
+{
+	return atomic_load(&l->r->stop) || atomic_load(&l->stop);
 }
 
 static void set_error(struct kv_link *l, const char *err)
@@ -362,7 +377,7 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 	pthread_mutex_unlock(&l->mu);
 
 	bool reached_end = false;
-	for (int page = 0; page < PAGES_PER_PASS && !atomic_load(&l->r->stop); page++) {
+	for (int page = 0; page < PAGES_PER_PASS && !link_stopping(l); page++) {
 		struct page pg;
 		struct applied a;
 		double t0 = now_real();
@@ -441,7 +456,7 @@ static void *link_main(void *arg)
 	double idle = IDLE_MIN_S, retry = RETRY_MIN_S;
 	char err[KV_ERR_MAX];
 
-	while (!atomic_load(&r->stop)) {
+	while (!link_stopping(l)) {
 		struct kv_endpoint lep = { .host = l->local_host, .port = l->local_port, .dbname = l->dbname,
 					   .user = "kv_replicator", .password = r->password };
 		struct kv_endpoint pep = { .host = l->peer_host, .port = l->peer_port, .dbname = l->dbname,
@@ -452,7 +467,7 @@ static void *link_main(void *arg)
 			peer = kv_conn_open(&pep, l->app_name, err);
 		if (!local || !peer) {
 			set_error(l, err);
-			if (!nap(r, retry))
+			if (!nap_for(r, l, retry))
 				break;
 			retry = retry * 2 < RETRY_MAX_S ? retry * 2 : RETRY_MAX_S;
 			continue;
@@ -470,7 +485,7 @@ static void *link_main(void *arg)
 				PQfinish(peer);
 				peer = NULL;
 			}
-			if (!nap(r, retry))
+			if (!nap_for(r, l, retry))
 				break;
 			retry = retry * 2 < RETRY_MAX_S ? retry * 2 : RETRY_MAX_S;
 			continue;
@@ -480,7 +495,7 @@ static void *link_main(void *arg)
 			continue;
 		/* Caught up: back off while the peer is quiet, return to quick pulls when it writes. */
 		idle = rows > 0 ? IDLE_MIN_S : (idle * 2 < IDLE_MAX_S ? idle * 2 : IDLE_MAX_S);
-		if (!nap(r, idle))
+		if (!nap_for(r, l, idle))
 			break;
 	}
 	if (local)
@@ -490,17 +505,19 @@ static void *link_main(void *arg)
 	return NULL;
 }
 
-/* Links of this zone from the catalog: every local instance x shard x other instance. */
-static int plan_links(struct kv_replicator *r, const struct kv_catalog *cat)
+/* Links of this zone from the catalog: every local instance x shard x other instance, each
+ * allocated on its own (not started). *out and the count, or -ENOMEM. */
+static int plan_links(struct kv_replicator *r, const struct kv_catalog *cat, struct kv_link ***out)
 {
 	int nlocal = 0, n = 0;
 
+	*out = NULL;
 	for (int i = 0; i < cat->ninstances; i++)
 		nlocal += strcmp(cat->instances[i].zone, r->zone) == 0;
 	if (nlocal == 0 || cat->ninstances < 2)
 		return 0;
 	size_t total = (size_t)nlocal * (size_t)cat->nshards * (size_t)(cat->ninstances - 1);
-	struct kv_link *links = calloc(total, sizeof *links);
+	struct kv_link **links = calloc(total, sizeof *links);
 	if (!links)
 		return -ENOMEM;
 	for (int i = 0; i < cat->ninstances; i++) {
@@ -512,7 +529,16 @@ static int plan_links(struct kv_replicator *r, const struct kv_catalog *cat)
 				const struct kv_instance *p = &cat->instances[j];
 				if (j == i)
 					continue;
-				struct kv_link *l = &links[n++];
+				struct kv_link *l = calloc(1, sizeof *l);
+				if (!l) {
+					for (int k = 0; k < n; k++) {
+						pthread_mutex_destroy(&links[k]->mu);
+						free(links[k]);
+					}
+					free(links);
+					return -ENOMEM;
+				}
+				links[n++] = l;
 				l->r = r;
 				l->local_id = me->id;
 				l->peer_id = p->id;
@@ -526,22 +552,116 @@ static int plan_links(struct kv_replicator *r, const struct kv_catalog *cat)
 				l->batch = BATCH_START;
 				l->stats = (struct kv_link_stats){ .local_id = me->id, .peer_id = p->id, .shard = s,
 								   .lag_seconds = -1, .batch_size = BATCH_START };
+				atomic_init(&l->stop, false);
 				pthread_mutex_init(&l->mu, NULL);
 			}
 		}
 	}
-	pthread_mutex_lock(&r->mu);
-	r->links = links;
-	r->nlinks = n;
-	pthread_mutex_unlock(&r->mu);
+	*out = links;
 	return n;
+}
+
+/* The same link: same databases at the same addresses. */
+static bool same_link(const struct kv_link *a, const struct kv_link *b)
+{
+	return a->local_id == b->local_id && a->peer_id == b->peer_id && a->shard == b->shard &&
+	       a->local_port == b->local_port && a->peer_port == b->peer_port &&
+	       strcmp(a->local_host, b->local_host) == 0 && strcmp(a->peer_host, b->peer_host) == 0;
+}
+
+static void log_link_stopped(struct kv_link *l)
+{
+	struct kv_link_stats st;
+
+	pthread_mutex_lock(&l->mu);
+	st = l->stats;
+	st.lag_seconds = l->caught_up > 0 ? now_real() - l->caught_up : -1;
+	pthread_mutex_unlock(&l->mu);
+	log_info(NULL, NULL,
+		 "kv link %s (instance %d <- %d) stopped: applied %llu, skipped %llu, quarantined %llu, "
+		 "batches %llu, passes %llu, lag %.2f s / %lld rows, batch %d, last error: %s",
+		 l->dbname, st.local_id, st.peer_id, (unsigned long long)st.applied, (unsigned long long)st.skipped,
+		 (unsigned long long)st.quarantined, (unsigned long long)st.batches, (unsigned long long)st.passes,
+		 st.lag_seconds, (long long)st.lag_rows, st.batch_size, st.last_error[0] ? st.last_error : "none");
+}
+
+/* Follow a new plan: links in both keep running untouched (their counters too), links only
+ * in the old one stop, links only in the new one start. Takes plan (and its links). */
+static void apply_plan(struct kv_replicator *r, struct kv_link **plan, int n, int64_t version, const int *ids,
+		       int nids)
+{
+	int kept = 0, started = 0, stopped = 0;
+	int *new_ids = calloc((size_t)nids + 1, sizeof *new_ids);
+	struct kv_link **gone = NULL;
+	int ngone = 0;
+
+	if (new_ids)
+		memcpy(new_ids, ids, (size_t)nids * sizeof *ids);
+	pthread_mutex_lock(&r->mu);
+	struct kv_link **old = r->links;
+	int nold = r->nlinks;
+	gone = nold ? calloc((size_t)nold, sizeof *gone) : NULL;
+	for (int i = 0; i < nold; i++) {
+		int k;
+		for (k = 0; k < n; k++)
+			if (plan[k] && !plan[k]->started && same_link(old[i], plan[k]))
+				break;
+		if (k < n) {
+			/* Kept: the running link takes the plan's place. */
+			pthread_mutex_destroy(&plan[k]->mu);
+			free(plan[k]);
+			plan[k] = old[i];
+			plan[k]->started = true; /* marks it as placed; it was started */
+			kept++;
+		} else if (gone) {
+			gone[ngone++] = old[i];
+		} else {
+			atomic_store(&old[i]->stop, true); /* no room to remember it: stopped, not joined */
+		}
+	}
+	r->links = plan;
+	r->nlinks = n;
+	if (new_ids) {
+		free(r->instance_ids);
+		r->instance_ids = new_ids;
+		r->ninstances = nids;
+	}
+	for (int i = 0; i < ngone; i++)
+		atomic_store(&gone[i]->stop, true);
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	free(old);
+	for (int i = 0; i < ngone; i++) {
+		if (gone[i]->started)
+			pthread_join(gone[i]->thread, NULL);
+		log_link_stopped(gone[i]);
+		pthread_mutex_destroy(&gone[i]->mu);
+		free(gone[i]);
+		stopped++;
+	}
+	free(gone);
+	for (int i = 0; i < n; i++) {
+		struct kv_link *l = plan[i];
+		if (l->started)
+			continue; /* kept: running already */
+		if (pthread_create(&l->thread, NULL, link_main, l) != 0) {
+			log_error(NULL, NULL, "kv: cannot start the thread of link %s %d<-%d", l->dbname, l->local_id,
+				  l->peer_id);
+			continue;
+		}
+		l->started = true;
+		started++;
+	}
+	r->version = version;
+	log_info(NULL, NULL, "kv: zone %s, catalog version %lld: %d replication link%s (%d kept, %d started, %d stopped)",
+		 r->zone, (long long)version, n, n == 1 ? "" : "s", kept, started, stopped);
 }
 
 /* ---- the purge of tombstones and expired rows ---- */
 
 struct gc_target {
 	int local_id, shard;
-	const char *host;
+	char host[256];
 	int port;
 	char dbname[64];
 	PGconn *conn;
@@ -564,10 +684,19 @@ static void gc_round(struct kv_replicator *r, struct gc_target *t)
 			goto failed;
 	}
 	off += (size_t)snprintf(peers, sizeof peers, "{");
-	for (int i = 0; i < r->ninstances && off < sizeof peers - 16; i++)
+	int listed = 0, nids;
+	pthread_mutex_lock(&r->mu);
+	nids = r->ninstances;
+	for (int i = 0; i < nids && off < sizeof peers - 16; i++, listed++)
 		if (r->instance_ids[i] != t->local_id)
 			off += (size_t)snprintf(peers + off, sizeof peers - off, "%s%d", off > 1 ? "," : "", r->instance_ids[i]);
+	pthread_mutex_unlock(&r->mu);
 	snprintf(peers + off, sizeof peers - off, "}");
+	if (listed < nids) {
+		/* A peer left out would not hold the horizon back: no purge rather than an unsafe one. */
+		snprintf(err, sizeof err, "too many instances (%d) for the purge's peer list", nids);
+		goto failed;
+	}
 	snprintf(grace, sizeof grace, "%lld", (long long)r->gc_grace_us);
 	snprintf(batch, sizeof batch, "%d", r->gc_batch);
 	const char *params[] = { peers, grace, batch };
@@ -599,32 +728,59 @@ failed:
 	}
 }
 
+/* The targets of this round: one per local shard database of the current links (they repeat
+ * each per peer), reusing the connections of the last round; targets gone are closed. */
+static int gc_targets(struct kv_replicator *r, struct gc_target **t, int n)
+{
+	struct gc_target *next = NULL;
+	int m = 0;
+
+	pthread_mutex_lock(&r->mu);
+	next = r->nlinks ? calloc((size_t)r->nlinks, sizeof *next) : NULL;
+	for (int i = 0; next && i < r->nlinks; i++) {
+		const struct kv_link *l = r->links[i];
+		bool seen = false;
+		for (int k = 0; k < m && !seen; k++)
+			seen = next[k].local_id == l->local_id && next[k].shard == l->shard;
+		if (seen)
+			continue;
+		next[m] = (struct gc_target){ .local_id = l->local_id, .shard = l->shard, .port = l->local_port };
+		snprintf(next[m].host, sizeof next[m].host, "%s", l->local_host);
+		snprintf(next[m].dbname, sizeof next[m].dbname, "%s", l->dbname);
+		m++;
+	}
+	pthread_mutex_unlock(&r->mu);
+	for (int k = 0; k < n; k++) {
+		struct gc_target *o = &(*t)[k];
+		int found = -1;
+		for (int i = 0; next && i < m && found < 0; i++)
+			if (next[i].local_id == o->local_id && next[i].shard == o->shard && next[i].port == o->port &&
+			    strcmp(next[i].host, o->host) == 0)
+				found = i;
+		if (found >= 0) {
+			next[found].conn = o->conn;
+			next[found].purged = o->purged;
+			snprintf(next[found].last_err, sizeof next[found].last_err, "%s", o->last_err);
+		} else if (o->conn) {
+			PQfinish(o->conn);
+		}
+	}
+	free(*t);
+	*t = next;
+	return next ? m : 0;
+}
+
 static void *gc_main(void *arg)
 {
 	struct kv_replicator *r = arg;
-	struct gc_target *t = calloc((size_t)r->nlinks, sizeof *t);
+	struct gc_target *t = NULL;
 	int n = 0;
 
-	if (!t) {
-		log_error(NULL, NULL, "kv gc: out of memory; tombstones and expired rows are not purged");
-		return NULL;
-	}
-	/* One target per local shard database (the links repeat each per peer). */
-	for (int i = 0; i < r->nlinks; i++) {
-		const struct kv_link *l = &r->links[i];
-		bool seen = false;
-		for (int j = 0; j < n && !seen; j++)
-			seen = t[j].local_id == l->local_id && t[j].shard == l->shard;
-		if (seen)
-			continue;
-		t[n] = (struct gc_target){ .local_id = l->local_id, .shard = l->shard, .host = l->local_host,
-					   .port = l->local_port };
-		snprintf(t[n].dbname, sizeof t[n].dbname, "%s", l->dbname);
-		n++;
-	}
-	while (nap(r, r->gc_interval_s))
+	while (nap(r, r->gc_interval_s)) {
+		n = gc_targets(r, &t, n);
 		for (int i = 0; i < n && !atomic_load(&r->stop); i++)
 			gc_round(r, &t[i]);
+	}
 	for (int i = 0; i < n; i++)
 		if (t[i].conn)
 			PQfinish(t[i].conn);
@@ -632,60 +788,127 @@ static void *gc_main(void *arg)
 	return NULL;
 }
 
+/* Read the catalog through conn; a copy of its instance ids in *ids. 0, or -EIO with err. */
+static int read_catalog(PGconn *conn, struct kv_catalog *cat, int **ids, char err[KV_ERR_MAX])
+{
+	if (kv_catalog_read(conn, cat, err) < 0)
+		return -EIO;
+	*ids = calloc((size_t)cat->ninstances + 1, sizeof **ids);
+	if (!*ids) {
+		kv_catalog_free(cat);
+		snprintf(err, KV_ERR_MAX, "out of memory");
+		return -EIO;
+	}
+	for (int i = 0; i < cat->ninstances; i++)
+		(*ids)[i] = cat->instances[i].id;
+	return 0;
+}
+
+/* A newer catalog version: plan its links and follow it. */
+static void follow(struct kv_replicator *r, const struct kv_catalog *cat, const int *ids)
+{
+	struct kv_link **plan;
+	int n = plan_links(r, cat, &plan);
+
+	if (n < 0) {
+		log_error(NULL, NULL, "kv: out of memory planning the replication links of catalog version %lld",
+			  (long long)cat->version);
+		return;
+	}
+	apply_plan(r, plan, n, cat->version, ids, cat->ninstances);
+	if (n > 0 && !r->gc_started) {
+		if (pthread_create(&r->gc_thread, NULL, gc_main, r) == 0)
+			r->gc_started = true;
+		else
+			log_error(NULL, NULL, "kv: cannot start the purge thread; tombstones and expired rows are kept");
+	}
+}
+
+/* Reads the catalog until it answers, starts the links, then follows the catalog: a NOTIFY on
+ * channel kv_catalog (sent when a push or kv_catalog.bump() commits) or a SIGHUP
+ * (kv_replicate_reload) reads it again, and a newer version changes only the links it
+ * changes. */
 static void *supervisor_main(void *arg)
 {
 	struct kv_replicator *r = arg;
 	struct kv_endpoint ep = { .host = r->catalog_host, .port = r->catalog_port, .dbname = r->catalog_db,
 				  .user = "kv_replicator", .password = r->password };
 	char err[KV_ERR_MAX], last[KV_ERR_MAX] = "";
-	struct kv_catalog cat;
+	PGconn *c = NULL;
+	bool want = true; /* read the catalog at the next chance */
 
-	/* Until the catalog answers with a version: tusk may start before tusk kv init. */
-	for (;;) {
-		PGconn *c = kv_conn_open(&ep, "tusk kv catalog", err);
-		int rc = c ? kv_catalog_read(c, &cat, err) : -EIO;
-		if (c)
-			PQfinish(c);
-		if (rc == 0 && cat.version > 0)
-			break;
-		if (rc == 0) {
-			snprintf(err, sizeof err, "catalog %s on %s:%d is empty (version 0)", r->catalog_db, r->catalog_host,
-				 r->catalog_port);
+	while (!atomic_load(&r->stop)) {
+		if (!c) {
+			c = kv_conn_open(&ep, "tusk kv catalog", err);
+			if (c && kv_conn_run(c, "LISTEN kv_catalog", 0, NULL, err) < 0) {
+				PQfinish(c);
+				c = NULL;
+			}
+			if (!c) {
+				if (strcmp(err, last) != 0)
+					log_warn(NULL, NULL, "kv: catalog unreachable: %s; retrying", err);
+				snprintf(last, sizeof last, "%s", err);
+				if (!nap(r, 2.0))
+					break;
+				continue;
+			}
+			want = true; /* notifications may have been missed while disconnected */
+		}
+		if (atomic_exchange(&r->reload, false)) {
+			log_info(NULL, NULL, "kv: reloading the catalog (SIGHUP)");
+			want = true;
+		}
+		if (want) {
+			struct kv_catalog cat;
+			int *ids = NULL;
+			if (read_catalog(c, &cat, &ids, err) < 0) {
+				if (strcmp(err, last) != 0)
+					log_warn(NULL, NULL, "kv: cannot read the catalog: %s; retrying", err);
+				snprintf(last, sizeof last, "%s", err);
+				if (PQstatus(c) != CONNECTION_OK) {
+					PQfinish(c);
+					c = NULL;
+				}
+				if (!nap(r, 2.0))
+					break;
+				continue;
+			}
+			last[0] = '\0';
+			want = false;
+			if (cat.version == 0) {
+				log_warn(NULL, NULL, "kv: catalog %s on %s:%d is empty (version 0); waiting for a push",
+					 r->catalog_db, r->catalog_host, r->catalog_port);
+			} else if (cat.version > r->version) {
+				follow(r, &cat, ids);
+			} else if (cat.version < r->version) {
+				log_warn(NULL, NULL, "kv: catalog version %lld is older than the %lld followed; ignored",
+					 (long long)cat.version, (long long)r->version);
+			}
+			free(ids);
 			kv_catalog_free(&cat);
 		}
-		if (strcmp(err, last) != 0)
-			log_warn(NULL, NULL, "kv: cannot start replication yet: %s; retrying", err);
-		snprintf(last, sizeof last, "%s", err);
-		if (!nap(r, 2.0))
-			return NULL;
-	}
-	int n = plan_links(r, &cat);
-	if (n < 0)
-		log_error(NULL, NULL, "kv: out of memory planning the replication links");
-	else
-		log_info(NULL, NULL, "kv: zone %s, catalog version %lld: %d replication link%s", r->zone,
-			 (long long)cat.version, n, n == 1 ? "" : "s");
-	r->instance_ids = calloc((size_t)cat.ninstances + 1, sizeof *r->instance_ids);
-	if (r->instance_ids) {
-		for (int i = 0; i < cat.ninstances; i++)
-			r->instance_ids[i] = cat.instances[i].id;
-		r->ninstances = cat.ninstances;
-	}
-	kv_catalog_free(&cat);
-	if (n > 0 && r->instance_ids && pthread_create(&r->gc_thread, NULL, gc_main, r) == 0)
-		r->gc_started = true;
-	else if (n > 0)
-		log_error(NULL, NULL, "kv: cannot start the purge thread; tombstones and expired rows are kept");
-	for (int i = 0; i < (n > 0 ? n : 0); i++) {
-		struct kv_link *l = &r->links[i];
-		if (pthread_create(&l->thread, NULL, link_main, l) != 0) {
-			log_error(NULL, NULL, "kv: cannot start the thread of link %s %d<-%d", l->dbname, l->local_id,
-				  l->peer_id);
+		/* Wait for a notification, a SIGHUP or the stop, checking the flags 4 times a second. */
+		struct pollfd pfd = { .fd = PQsocket(c), .events = POLLIN };
+		if (pfd.fd < 0 || (poll(&pfd, 1, 250) > 0 && !PQconsumeInput(c))) {
+			PQfinish(c);
+			c = NULL;
 			continue;
 		}
-		l->started = true;
+		PGnotify *nt;
+		while ((nt = PQnotifies(c))) {
+			want = true;
+			PQfreemem(nt);
+		}
 	}
+	if (c)
+		PQfinish(c);
 	return NULL;
+}
+
+void kv_replicate_reload(struct kv_replicator *r)
+{
+	if (r)
+		atomic_store(&r->reload, true);
 }
 
 int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out)
@@ -718,6 +941,7 @@ int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out
 			goto err_free;
 	}
 	atomic_init(&r->stop, false);
+	atomic_init(&r->reload, false);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
 	if (pthread_create(&r->supervisor, NULL, supervisor_main, r) != 0)
@@ -736,7 +960,7 @@ err_free:
 
 void kv_replicate_stop(struct kv_replicator *r)
 {
-	if (!r)
+	if (!r || r->stopped)
 		return;
 	pthread_mutex_lock(&r->mu);
 	atomic_store(&r->stop, true);
@@ -749,18 +973,10 @@ void kv_replicate_stop(struct kv_replicator *r)
 		r->gc_started = false;
 	}
 	for (int i = 0; i < r->nlinks; i++) {
-		struct kv_link_stats st;
-		if (r->links[i].started)
-			pthread_join(r->links[i].thread, NULL);
+		if (r->links[i]->started)
+			pthread_join(r->links[i]->thread, NULL);
 		/* The counters are in memory only: leave them in the log too. */
-		if (kv_replicate_link_stats(r, i, &st) == 0)
-			log_info(NULL, NULL,
-				 "kv link %s (instance %d <- %d) stopped: applied %llu, skipped %llu, quarantined %llu, "
-				 "batches %llu, passes %llu, lag %.2f s / %lld rows, batch %d, last error: %s",
-				 r->links[i].dbname, st.local_id, st.peer_id, (unsigned long long)st.applied,
-				 (unsigned long long)st.skipped, (unsigned long long)st.quarantined,
-				 (unsigned long long)st.batches, (unsigned long long)st.passes, st.lag_seconds,
-				 (long long)st.lag_rows, st.batch_size, st.last_error[0] ? st.last_error : "none");
+		log_link_stopped(r->links[i]);
 	}
 	r->stopped = true;
 }
@@ -769,10 +985,11 @@ void kv_replicate_free(struct kv_replicator *r)
 {
 	if (!r)
 		return;
-	if (!r->stopped)
-		kv_replicate_stop(r);
-	for (int i = 0; i < r->nlinks; i++)
-		pthread_mutex_destroy(&r->links[i].mu);
+	kv_replicate_stop(r);
+	for (int i = 0; i < r->nlinks; i++) {
+		pthread_mutex_destroy(&r->links[i]->mu);
+		free(r->links[i]);
+	}
 	free(r->links);
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
@@ -795,12 +1012,20 @@ int kv_replicate_nlinks(struct kv_replicator *r)
 
 int kv_replicate_link_stats(struct kv_replicator *r, int i, struct kv_link_stats *out)
 {
-	if (!r || i < 0 || i >= kv_replicate_nlinks(r))
-		return -ENOENT;
-	struct kv_link *l = &r->links[i];
-	pthread_mutex_lock(&l->mu);
-	*out = l->stats;
-	out->lag_seconds = l->caught_up > 0 ? now_real() - l->caught_up : -1;
-	pthread_mutex_unlock(&l->mu);
-	return 0;
+	int rc = -ENOENT;
+
+	if (!r)
+		return rc;
+	/* Under the table's lock: a reload may replace the table and free a dropped link. */
+	pthread_mutex_lock(&r->mu);
+	if (i >= 0 && i < r->nlinks) {
+		struct kv_link *l = r->links[i];
+		pthread_mutex_lock(&l->mu);
+		*out = l->stats;
+		out->lag_seconds = l->caught_up > 0 ? now_real() - l->caught_up : -1;
+		pthread_mutex_unlock(&l->mu);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&r->mu);
+	return rc;
 }

@@ -38,6 +38,10 @@ void kv_replicate_stop(struct kv_replicator *r);
 /* Stop if still running, and free r (NULL is fine). No reader may hold r any more. */
 void kv_replicate_free(struct kv_replicator *r);
 
+/* Read the catalog again soon (SIGHUP; a NOTIFY on kv_catalog does the same by itself): a
+ * newer version starts and stops only the links it changes. An atomic store: any thread. */
+void kv_replicate_reload(struct kv_replicator *r);
+
 /* Links running now (0 until the catalog was read). */
 int kv_replicate_nlinks(struct kv_replicator *r);
 /* Counters of link i. 0, or -ENOENT. */

@@ -92,6 +92,18 @@ class Parade:
             pg.init()
             self.zones.append(Zone(self, name, i, pg))
 
+    def add_zone(self, name):
+        """One more zone, its PostgreSQL initialised with kv init (roles and an empty catalog
+        database): not in the catalog yet, its tusk not started."""
+        pg = PgServer(self.base / f"pg-{name}", with_bench=False)
+        _atexit_servers.append(pg)
+        pg.init()
+        z = Zone(self, name, len(self.zones) + 1, pg)
+        self.zones.append(z)
+        out = z.kv("init").stdout
+        assert "is ready and empty" in out, out
+        return z
+
     def shard_of(self, ns, key):
         k = (ns, key)
         if k not in self._shards:

@@ -1292,6 +1292,8 @@ static const struct key_def kv_keys[] = {
 	{ .name = "gc_batch", .type = KEY_INT, .offset = KV_FIELD(gc_batch), .min = 1, .max = 100000, .def = "1000" },
 	{ .name = "gc_pause", .type = KEY_DURATION, .offset = KV_FIELD(gc_pause_ms), .min = 0, .max = 60000,
 	  .def = "100ms" },
+	{ .name = "anti_entropy_interval", .type = KEY_DURATION, .offset = KV_FIELD(anti_entropy_interval_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "60s" },
 };
 static const struct key_table kv_table = { kv_keys, sizeof(kv_keys) / sizeof(kv_keys[0]) };
 

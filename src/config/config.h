@@ -100,6 +100,7 @@ struct config_kv {
 	uint64_t gc_interval_ms;   /* default 10s: between purge rounds of a shard database */
 	int gc_batch;              /* default 1000: rows per purge statement */
 	uint64_t gc_pause_ms;      /* default 100ms: between two purge statements (the throttle) */
+	uint64_t anti_entropy_interval_ms; /* default 60s: between digest comparisons of a link; 0: never */
 };
 
 struct tusk_config {

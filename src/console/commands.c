@@ -206,7 +206,8 @@ static const struct console_column lists_cols[] = { T("list"), I("items") };
 static const struct console_column version_cols[] = { T("version") };
 static const struct console_column kv_cols[] = {
 	I("shard"), I("local"), I("peer"), I("connected"), T("lag_seconds"), I("lag_rows"), I("applied"), I("skipped"),
-	I("quarantined"), I("batches"), I("passes"), I("batch_size"), T("last_error"),
+	I("quarantined"), I("batches"), I("passes"), I("batch_size"), T("last_error"), I("digest_mismatches"),
+	I("repaired"),
 };
 
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
@@ -757,11 +758,13 @@ static void show_kv(struct console_session *cs)
 		snprintf(num[8], sizeof num[8], "%llu", (unsigned long long)st.quarantined);
 		snprintf(num[9], sizeof num[9], "%llu", (unsigned long long)st.batches);
 		snprintf(num[10], sizeof num[10], "%llu", (unsigned long long)st.passes);
-		char batch[24];
+		char batch[24], mism[24], rep[24];
 		snprintf(batch, sizeof batch, "%d", st.batch_size);
+		snprintf(mism, sizeof mism, "%llu", (unsigned long long)st.digest_mismatches);
+		snprintf(rep, sizeof rep, "%llu", (unsigned long long)st.repaired);
 		const char *vals[] = { num[0], num[1], num[2], num[3], st.lag_seconds < 0 ? NULL : num[4], num[5],
 				       num[6], num[7], num[8], num[9], num[10], batch,
-				       st.last_error[0] ? st.last_error : NULL };
+				       st.last_error[0] ? st.last_error : NULL, mism, rep };
 		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}
 	console_complete(cs, "SHOW");

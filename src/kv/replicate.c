@@ -48,6 +48,7 @@ struct kv_link {
 	atomic_bool stop;   /* this link alone stops (a catalog reload dropped it) */
 	int batch;          /* the link thread's own */
 	double caught_up;   /* under mu: CLOCK_REALTIME of the last caught-up pass's snapshot; 0: never */
+	double ae_at;       /* the link thread's own: CLOCK_REALTIME of its last anti-entropy round */
 };
 
 struct kv_replicator {
@@ -68,6 +69,7 @@ struct kv_replicator {
 	bool stopped;   /* main thread only: kv_replicate_stop ran */
 	/* the purge (gc_main): settings from the config, the catalog's instance ids (under mu),
 	 * and its thread */
+	double ae_interval_s; /* anti-entropy: between digest comparisons of a link; 0: never */
 	int64_t gc_grace_us;
 	double gc_interval_s, gc_pause_s;
 	int gc_batch;
@@ -448,6 +450,104 @@ out:
 	return rc;
 }
 
+/* ---- anti-entropy ---- */
+
+#define AE_BUCKETS 1024
+#define AE_CHUNK 64 /* differing buckets fetched per statement */
+
+/* Digests of the shard on conn: per bucket "n:h", "" for an empty bucket. */
+static int read_digest(PGconn *conn, char (*out)[48], char err[KV_ERR_MAX])
+{
+	char nb[16];
+	const char *params[] = { nb };
+
+	snprintf(nb, sizeof nb, "%d", AE_BUCKETS);
+	PGresult *res = kv_conn_exec(conn, "SELECT bucket, n, h FROM kv.digest($1::int)", 1, params, err);
+	if (!res)
+		return -EIO;
+	for (int b = 0; b < AE_BUCKETS; b++)
+		out[b][0] = '\0';
+	for (int i = 0; i < PQntuples(res); i++) {
+		long b = atol(PQgetvalue(res, i, 0));
+		if (b < 0 || b >= AE_BUCKETS || PQnfields(res) != 3) {
+			PQclear(res);
+			snprintf(err, KV_ERR_MAX, "malformed digest");
+			return -EPROTO;
+		}
+		snprintf(out[b], sizeof out[b], "%s:%s", PQgetvalue(res, i, 1), PQgetvalue(res, i, 2));
+	}
+	PQclear(res);
+	return 0;
+}
+
+/* Compare the peer's bucketed digests with ours; for buckets that differ, apply the peer's
+ * rows here through the one upsert (kv.apply_repair): newer versions win, so this repairs a
+ * database that lost rows and fills a new one with rows of origins it cannot pull (gone from
+ * the catalog), never undoing a newer write. Each side repairs itself from every peer. */
+static int anti_entropy(struct kv_link *l, PGconn *local, PGconn *peer, char err[KV_ERR_MAX])
+{
+	char (*mine)[48] = malloc(sizeof(char[AE_BUCKETS][48]));
+	char (*theirs)[48] = malloc(sizeof(char[AE_BUCKETS][48]));
+	int rc = -ENOMEM, differ = 0;
+	long repaired = 0;
+
+	if (!mine || !theirs) {
+		snprintf(err, KV_ERR_MAX, "out of memory");
+		goto out;
+	}
+	rc = read_digest(peer, theirs, err);
+	if (rc == 0)
+		rc = read_digest(local, mine, err);
+	if (rc < 0)
+		goto out;
+	char list[AE_CHUNK * 6 + 4], peer_id[16], nb[16];
+	snprintf(peer_id, sizeof peer_id, "%d", l->peer_id);
+	snprintf(nb, sizeof nb, "%d", AE_BUCKETS);
+	for (int b = 0; b < AE_BUCKETS && !link_stopping(l);) {
+		size_t off = (size_t)snprintf(list, sizeof list, "{");
+		int in_chunk = 0;
+		for (; b < AE_BUCKETS && in_chunk < AE_CHUNK; b++) {
+			/* Only buckets the peer has something in: what we hold alone the peer pulls from us. */
+			if (!theirs[b][0] || strcmp(mine[b], theirs[b]) == 0)
+				continue;
+			off += (size_t)snprintf(list + off, sizeof list - off, "%s%d", in_chunk ? "," : "", b);
+			in_chunk++;
+		}
+		if (in_chunk == 0)
+			continue;
+		snprintf(list + off, sizeof list - off, "}");
+		differ += in_chunk;
+		const char *p1[] = { list, nb };
+		PGresult *res = kv_conn_exec(peer, "SELECT kv.bucket_rows($1::int[], $2::int)", 2, p1, err);
+		if (!res) {
+			rc = -EIO;
+			goto out;
+		}
+		const char *p2[] = { peer_id, PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "[]" };
+		PGresult *ap = kv_conn_exec(local, "SELECT kv.apply_repair($1::int, $2::jsonb)", 2, p2, err);
+		PQclear(res);
+		if (!ap) {
+			rc = -EIO;
+			goto out;
+		}
+		repaired += atol(PQgetvalue(ap, 0, 0));
+		PQclear(ap);
+	}
+	if (repaired > 0)
+		log_info(NULL, NULL, "kv anti-entropy %s (instance %d <- %d): %d bucket%s differed, %ld row%s repaired",
+			 l->dbname, l->local_id, l->peer_id, differ, differ == 1 ? "" : "s", repaired,
+			 repaired == 1 ? "" : "s");
+	pthread_mutex_lock(&l->mu);
+	l->stats.digest_mismatches += (uint64_t)differ;
+	l->stats.repaired += (uint64_t)repaired;
+	pthread_mutex_unlock(&l->mu);
+	rc = 0;
+out:
+	free(mine);
+	free(theirs);
+	return rc;
+}
+
 static void *link_main(void *arg)
 {
 	struct kv_link *l = arg;
@@ -493,6 +593,11 @@ static void *link_main(void *arg)
 		retry = RETRY_MIN_S;
 		if (more)
 			continue;
+		if (r->ae_interval_s > 0 && now_real() - l->ae_at >= r->ae_interval_s) {
+			l->ae_at = now_real();
+			if (anti_entropy(l, local, peer, err) < 0)
+				set_error(l, err); /* the next pass clears it; the next round tries again */
+		}
 		/* Caught up: back off while the peer is quiet, return to quick pulls when it writes. */
 		idle = rows > 0 ? IDLE_MIN_S : (idle * 2 < IDLE_MAX_S ? idle * 2 : IDLE_MAX_S);
 		if (!nap_for(r, l, idle))
@@ -931,6 +1036,7 @@ int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out
 	snprintf(r->catalog_host, sizeof r->catalog_host, "%s", ep.host);
 	r->catalog_port = ep.port;
 	snprintf(r->catalog_db, sizeof r->catalog_db, "%s", ep.dbname);
+	r->ae_interval_s = (double)cfg->kv.anti_entropy_interval_ms / 1000.0;
 	r->gc_grace_us = (int64_t)cfg->kv.gc_grace_ms * 1000;
 	r->gc_interval_s = (double)cfg->kv.gc_interval_ms / 1000.0;
 	r->gc_pause_s = (double)cfg->kv.gc_pause_ms / 1000.0;

@@ -24,6 +24,8 @@ struct kv_link_stats {
 	int64_t lag_rows;        /* the peer's rows still to pull when the last pass began (capped) */
 	double lag_seconds;      /* age of the snapshot of the last pass that caught up; -1: never */
 	int batch_size;          /* the adaptive page size now */
+	uint64_t digest_mismatches; /* anti-entropy: buckets that differed from the peer's */
+	uint64_t repaired;       /* anti-entropy: rows of the peer that changed the local copy */
 	char last_error[KV_ERR_MAX]; /* "" when the last pass succeeded */
 };
 

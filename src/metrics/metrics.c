@@ -158,6 +158,8 @@ static void put_kv_links(FILE *f, struct kv_replicator *r)
 		  "Pulled rows not newer than the local version: conflicts lost and replays." },
 		{ "tusk_kv_link_quarantined_rows_total", "counter", "Poison rows moved to kv.quarantine." },
 		{ "tusk_kv_link_failing", "gauge", "1 while the link's last pass failed (SHOW KV has the error)." },
+		{ "tusk_kv_link_digest_mismatches_total", "counter", "Anti-entropy: buckets that differed from the peer's." },
+		{ "tusk_kv_link_repaired_rows_total", "counter", "Anti-entropy: rows of the peer that changed the local copy." },
 	};
 	int n = kv_replicate_nlinks(r);
 	struct kv_link_stats *st = n > 0 ? calloc((size_t)n, sizeof *st) : NULL;
@@ -181,7 +183,9 @@ static void put_kv_links(FILE *f, struct kv_replicator *r)
 			case 3: fprintf(f, "%llu\n", (unsigned long long)st[i].applied); break;
 			case 4: fprintf(f, "%llu\n", (unsigned long long)st[i].skipped); break;
 			case 5: fprintf(f, "%llu\n", (unsigned long long)st[i].quarantined); break;
-			default: fprintf(f, "%d\n", st[i].last_error[0] ? 1 : 0); break;
+			case 6: fprintf(f, "%d\n", st[i].last_error[0] ? 1 : 0); break;
+			case 7: fprintf(f, "%llu\n", (unsigned long long)st[i].digest_mismatches); break;
+			default: fprintf(f, "%llu\n", (unsigned long long)st[i].repaired); break;
 			}
 		}
 	}

@@ -21,13 +21,15 @@ as_postgres() {
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
 
-# The first free port from $1 on, skipping those already taken by this script.
+# pick_port NAME START: the first free port from START on that this script has not picked yet,
+# into variable NAME. Not a $(...) subshell: the ports picked must be remembered, or both tusks
+# would get the same port (and, with SO_REUSEPORT, share it).
 taken=" "
-next_free_port() {
-	local p=$1
+pick_port() {
+	local p=$2
 	while port_busy "$p" || [[ $taken == *" $p "* ]]; do p=$((p + 1)); done
 	taken+="$p "
-	echo "$p"
+	printf -v "$1" '%s' "$p"
 }
 
 mkdir -p "$RUN"
@@ -61,8 +63,8 @@ trap 'cleanup; exit 0' INT TERM
 port=54340
 for z in "${ZONES[@]}"; do
 	PGDATA[$z]=$RUN/pg-$z
-	PG_PORT[$z]=$(next_free_port $port)
-	TUSK_PORT[$z]=$(next_free_port 6440)
+	pick_port "PG_PORT[$z]" $port
+	pick_port "TUSK_PORT[$z]" 6440
 	port=$((PG_PORT[$z] + 1))
 	if [ ! -f "${PGDATA[$z]}/PG_VERSION" ]; then
 		mkdir -p "${PGDATA[$z]}"

@@ -702,21 +702,23 @@ static void apply_plan(struct kv_replicator *r, struct kv_link **plan, int n, in
 
 	if (new_ids)
 		memcpy(new_ids, ids, (size_t)nids * sizeof *ids);
+	bool *placed = n ? calloc((size_t)n, sizeof *placed) : NULL; /* plan[k] is a kept link */
 	pthread_mutex_lock(&r->mu);
 	struct kv_link **old = r->links;
 	int nold = r->nlinks;
 	gone = nold ? calloc((size_t)nold, sizeof *gone) : NULL;
 	for (int i = 0; i < nold; i++) {
-		int k;
-		for (k = 0; k < n; k++)
-			if (plan[k] && !plan[k]->started && same_link(old[i], plan[k]))
-				break;
+		int k = n;
+		if (placed)
+			for (k = 0; k < n; k++)
+				if (!placed[k] && same_link(old[i], plan[k]))
+					break;
 		if (k < n) {
 			/* Kept: the running link takes the plan's place. */
 			pthread_mutex_destroy(&plan[k]->mu);
 			free(plan[k]);
 			plan[k] = old[i];
-			plan[k]->started = true; /* marks it as placed; it was started */
+			placed[k] = true;
 			kept++;
 		} else if (gone) {
 			gone[ngone++] = old[i];
@@ -747,8 +749,8 @@ static void apply_plan(struct kv_replicator *r, struct kv_link **plan, int n, in
 	free(gone);
 	for (int i = 0; i < n; i++) {
 		struct kv_link *l = plan[i];
-		if (l->started)
-			continue; /* kept: running already */
+		if (placed && placed[i])
+			continue; /* kept: running already (or never started, as before) */
 		if (pthread_create(&l->thread, NULL, link_main, l) != 0) {
 			log_error(NULL, NULL, "kv: cannot start the thread of link %s %d<-%d", l->dbname, l->local_id,
 				  l->peer_id);
@@ -757,6 +759,7 @@ static void apply_plan(struct kv_replicator *r, struct kv_link **plan, int n, in
 		l->started = true;
 		started++;
 	}
+	free(placed);
 	r->version = version;
 	log_info(NULL, NULL, "kv: zone %s, catalog version %lld: %d replication link%s (%d kept, %d started, %d stopped)",
 		 r->zone, (long long)version, n, n == 1 ? "" : "s", kept, started, stopped);

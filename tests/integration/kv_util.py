@@ -22,6 +22,7 @@ class Zone:
         self.write_config()
 
     def write_config(self, **kv_extra):
+        self.kv_extra = kv_extra
         kv = {"zone": self.name, "service": "local"}
         kv.update(kv_extra)
         # Constructing Tusk writes tusk.yaml; it is only started when replication is wanted.
@@ -71,6 +72,9 @@ class Zone:
         return rows
 
     def start_tusk(self):
+        # Ports picked now, not when the parade was built: a port chosen long before it is
+        # bound is more likely to be taken meanwhile by another test on this machine.
+        self.write_config(**self.kv_extra)
         self.tusk.start()
         return self
 

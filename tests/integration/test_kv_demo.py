@@ -47,6 +47,9 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
             assert m, f"unexpected output line {line!r}"
             lines[m.group(1)] = int(m.group(2))
         assert set(lines) == {"a", "b"}, (lines, proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
+        # Two tusks, two ports: one shared port (SO_REUSEPORT) would mix the zones up.
+        assert lines["a"] != lines["b"], lines
+        assert len(set(pg_ports(run_dir))) == 2
 
         with kv(lines["a"]) as a:
             assert a.execute("select kv.put('default', 'demo', '{\"from\": \"a\"}')").fetchone()[0] > 0

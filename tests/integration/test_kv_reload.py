@@ -107,7 +107,8 @@ def test_a_push_adds_an_instance_live_under_load_keeping_the_other_links(parade)
             # Kept links kept their counters: they were not restarted.
             assert after[k]["passes"] >= passes, (k, passes, after[k])
     assert not w.errors, w.errors
-    assert len(w.last) == 80
+    # Both zones wrote throughout (how many keys each reached depends on the machine's speed).
+    assert {k.split("-")[1] for k in w.last} == {"r1", "r2"}, w.last
     dump = parade.converge(timeout=60)  # identical rows in all four zones, versions included
     # No write lost: that common dump holds the last value of every key.
     values = {key: json.loads(value) for ns, key, value, *_ in dump if ns == "default"}

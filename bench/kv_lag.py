@@ -7,8 +7,8 @@
    each zone writes a batch of RATE/10 puts every 100 ms (one statement), and the last key of
    each batch is polled in the two other zones until it shows the batch; p50 / p99 / max;
 3. catch-up after a partition of PARTITION seconds (default 60): zone 3's tusk is stopped (it
-   pulls nothing) while zones 1 and 2 go on writing 1000 puts/s each; then it is started again
-   and the time until zone 3 holds the last write of both is measured.
+   pulls nothing) while zones 1 and 2 go on writing about 1000 new keys/s each; then it is
+   started again and the time until zone 3 holds the last write of both is measured.
 
     TUSK_BIN=build/tusk python3 bench/kv_lag.py [SECONDS] [RATE] [PARTITION]
 
@@ -82,9 +82,11 @@ def throughput(p, seconds):
               f"8 connections {pputs:6.0f} puts/s {pgets:6.0f} gets/s", flush=True)
 
 
-def writer(zone, prefix, per_tick, stop, batches, tick=0.1):
-    """Every tick, one statement of per_tick puts to shard 0 (keys prefix0..); records
-    (batch number, last key, time written)."""
+def writer(zone, prefix, per_tick, stop, batches, tick=0.1, fresh=False):
+    """Every tick, one statement of per_tick puts to shard 0 (the same keys each time, or with
+    fresh, new keys each batch, about per_tick of them); records (batch, last key, time)."""
+    if fresh:
+        return fresh_writer(zone, prefix, per_tick, stop, batches, tick)
     with zone.db(0, user="postgres") as c:
         keys = [r[0] for r in c.execute(
             "select k from (select %s || g as k from generate_series(1, %s) g) s "
@@ -95,6 +97,23 @@ def writer(zone, prefix, per_tick, stop, batches, tick=0.1):
             c.execute("select count(kv.put('default', k, jsonb_build_object('b', %s::int))) from unnest(%s::text[]) k",
                       (b, keys))
             batches.append((b, keys[-1], time.monotonic()))
+            b += 1
+            next_t += tick
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def fresh_writer(zone, prefix, per_tick, stop, batches, tick):
+    with zone.db(0, user="postgres") as c:
+        b = 0
+        next_t = time.monotonic()
+        while not stop.is_set():
+            key = c.execute("select max(k) from (select k, kv.put('default', k, jsonb_build_object('b', %s::int)) "
+                            "from (select %s || lpad(g::text, 9, '0') as k from generate_series(%s::int, %s::int) g) s "
+                            "where kv.shard_of('default', k, 2) = 0) w",
+                            (b, prefix, b * per_tick * 2, b * per_tick * 2 + per_tick * 2 - 1)).fetchone()[0]
+            batches.append((b, key, time.monotonic()))
             b += 1
             next_t += tick
             delay = next_t - time.monotonic()
@@ -151,8 +170,8 @@ def catch_up(p, partition):
     assert z3.stop_tusk() == []
     stop = threading.Event()
     writes = {z.name: [] for z in (z1, z2)}
-    threads = [threading.Thread(target=writer, args=(z, f"part-{z.name}-", 100, stop, writes[z.name]))
-               for z in (z1, z2)]
+    threads = [threading.Thread(target=writer, args=(z, f"part-{z.name}-", 100, stop, writes[z.name]),
+                                kwargs={"fresh": True}) for z in (z1, z2)]
     for t in threads:
         t.start()
     time.sleep(partition)
@@ -160,7 +179,7 @@ def catch_up(p, partition):
     for t in threads:
         t.join()
     last = [writes[z.name][-1] for z in (z1, z2)]
-    backlog = sum(len(w) for w in writes.values()) * 100
+    backlog = sum(len(w) for w in writes.values()) * 100  # about: new keys, every one a row to pull
     t0 = time.monotonic()
     z3.start_tusk()
     with z3.db(0, user="postgres") as c:

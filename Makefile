@@ -1,11 +1,13 @@
 # Entry points for developers and CI. CMake does the building; this file only sequences.
 #   make build   configure + build into build/
 #   make run     build, then run tusk (./tusk.yaml, or a throwaway PostgreSQL + generated config)
+#   make run-kv  build, then a two-zone demo of the kv store (two PostgreSQL, two tusks; Ctrl-C stops)
 #   make test    unit tests (ctest) then the integration suite against build/tusk
 #   make asan    ASan+UBSan build into build-asan/
 #   make bench   pgbench -S: direct vs PgBouncer vs tusk
 #   make install binary, libtuskpool (static, shared), tuskpool.h, tuskpool.pc, tusk.1, example
 #                config; PREFIX (default /usr/local) and DESTDIR honoured
+#   make bench-kv  kv: puts/gets direct vs through tusk, replication lag, catch-up after a partition
 SHELL := /bin/bash
 PYTHON := /usr/bin/python3
 JOBS ?= 2
@@ -17,7 +19,7 @@ TESTS ?= tests/integration
 PYTEST_ARGS ?=
 SAN_CC := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
 
-.PHONY: all deps build run test unit integration asan asan-test bench clean install
+.PHONY: all deps build run run-kv test unit integration asan asan-test bench bench-kv clean install
 PREFIX ?= /usr/local
 DESTDIR ?=
 
@@ -32,6 +34,9 @@ build:
 
 run: deps build
 	scripts/run-dev.sh
+
+run-kv: deps build
+	scripts/run-kv.sh
 
 # Runs both suites even when the first fails, then repeats their summary lines last.
 test: deps build
@@ -68,5 +73,8 @@ install:
 bench: deps build
 	bench/compare.sh $(BENCH_SECONDS)
 
+bench-kv: deps build
+	TUSK_BIN=$(TUSK_BIN) $(PYTHON) bench/kv_lag.py $(BENCH_SECONDS)
+
 clean:
-	rm -rf build build-asan build-fuzz .run .pytest_cache tests/integration/__pycache__
+	rm -rf build build-asan build-fuzz .run .run-kv .pytest_cache tests/integration/__pycache__

@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""kv numbers on this machine: puts and gets per second calling the functions on a shard
-database directly (one connection each, sequential), and the replication lag from a put in
-one zone to its visibility in the others (three zones, each with its tusk).
+"""kv numbers on this machine (three zones, each a PostgreSQL 15 with its tusk):
 
-    TUSK_BIN=build/tusk python3 bench/kv_lag.py [SECONDS]
+1. puts and gets per second calling kv.put / kv.get on a shard database directly and through
+   tusk's virtual kv database, in the same run: one connection sequential, and 8 connections;
+2. replication lag at RATE writes/s per zone (default 5000) from all three zones at once:
+   each zone writes a batch of RATE/10 puts every 100 ms (one statement), and the last key of
+   each batch is polled in the two other zones until it shows the batch; p50 / p99 / max;
+3. catch-up after a partition of PARTITION seconds (default 60): zone 3's tusk is stopped (it
+   pulls nothing) while zones 1 and 2 go on writing about 1000 new keys/s each; then it is
+   started again and the time until zone 3 holds the last write of both is measured.
 
-Lag is measured by polling each other zone's kv.get every 5 ms after each put, one put at a
-time, so it includes the links' idle back-off (up to 250 ms): the latency of a quiet store.
+    TUSK_BIN=build/tusk python3 bench/kv_lag.py [SECONDS] [RATE] [PARTITION]
+
+Prints numbers only; asserts nothing. Stops everything it started.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -17,6 +22,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
@@ -31,8 +38,165 @@ def rate(fn, seconds):
     return n / (time.monotonic() - t0)
 
 
+def parallel_rate(connect, stmt, keys, seconds, nconn=8):
+    counts = [0] * nconn
+
+    def worker(j):
+        with connect() as c:
+            t_end = time.monotonic() + seconds
+            i = j
+            while time.monotonic() < t_end:
+                c.execute(stmt, (keys[i % len(keys)],))
+                counts[j] += 1
+                i += nconn
+
+    threads = [threading.Thread(target=worker, args=(j,)) for j in range(nconn)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.monotonic() - t0)
+
+
+def pct(xs, f):
+    return xs[min(len(xs) - 1, int(f * len(xs)))] * 1000
+
+
+def throughput(p, seconds):
+    z1 = p.zones[0]
+    keys = [r[0] for r in z1.sql(0, "select k from (select 'b' || g as k from generate_series(1, 20000) g) s "
+                                    "where kv.shard_of('default', k, 2) = 0 limit 4000")]
+    direct = lambda: z1.db(0)  # noqa: E731
+    routed = lambda: psycopg.connect(host="127.0.0.1", port=z1.tusk.port, user="postgres",  # noqa: E731
+                                     dbname="kv", autocommit=True)
+    put = "select kv.put('default', %s, '{\"n\": 1}')"
+    get = "select kv.get('default', %s)"
+    for name, connect in (("direct on the shard", direct), ("through tusk (kv)  ", routed)):
+        with connect() as c:
+            puts = rate(lambda i: c.execute(put, (keys[i % len(keys)],)), seconds)
+            gets = rate(lambda i: c.execute(get, (keys[i % len(keys)],)), seconds)
+        pputs = parallel_rate(connect, put, keys, seconds)
+        pgets = parallel_rate(connect, get, keys, seconds)
+        print(f"{name}: 1 connection {puts:6.0f} puts/s {gets:6.0f} gets/s; "
+              f"8 connections {pputs:6.0f} puts/s {pgets:6.0f} gets/s", flush=True)
+
+
+def writer(zone, prefix, per_tick, stop, batches, tick=0.1, fresh=False):
+    """Every tick, one statement of per_tick puts to shard 0 (the same keys each time, or with
+    fresh, new keys each batch, about per_tick of them); records (batch, last key, time)."""
+    if fresh:
+        return fresh_writer(zone, prefix, per_tick, stop, batches, tick)
+    with zone.db(0, user="postgres") as c:
+        keys = [r[0] for r in c.execute(
+            "select k from (select %s || g as k from generate_series(1, %s) g) s "
+            "where kv.shard_of('default', k, 2) = 0 limit %s", (prefix, per_tick * 4, per_tick)).fetchall()]
+        b = 0
+        next_t = time.monotonic()
+        while not stop.is_set():
+            c.execute("select count(kv.put('default', k, jsonb_build_object('b', %s::int))) from unnest(%s::text[]) k",
+                      (b, keys))
+            batches.append((b, keys[-1], time.monotonic()))
+            b += 1
+            next_t += tick
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def fresh_writer(zone, prefix, per_tick, stop, batches, tick):
+    with zone.db(0, user="postgres") as c:
+        b = 0
+        next_t = time.monotonic()
+        while not stop.is_set():
+            key = c.execute("select max(k) from (select k, kv.put('default', k, jsonb_build_object('b', %s::int)) "
+                            "from (select %s || lpad(g::text, 9, '0') as k from generate_series(%s::int, %s::int) g) s "
+                            "where kv.shard_of('default', k, 2) = 0) w",
+                            (b, prefix, b * per_tick * 2, b * per_tick * 2 + per_tick * 2 - 1)).fetchone()[0]
+            batches.append((b, key, time.monotonic()))
+            b += 1
+            next_t += tick
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def lag(p, seconds, per_second):
+    per_tick = max(1, per_second // 10)
+    stop = threading.Event()
+    writes = {z.name: [] for z in p.zones}
+    threads = [threading.Thread(target=writer, args=(z, f"{z.name}-", per_tick, stop, writes[z.name]))
+               for z in p.zones]
+    for t in threads:
+        t.start()
+    readers = {z.name: z.db(0, user="postgres") for z in p.zones}
+    lags, checked = [], {z.name: 0 for z in p.zones}
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        # The newest batch of each zone not checked yet, polled in the other two zones.
+        for src in p.zones:
+            w = writes[src.name]
+            if len(w) <= checked[src.name]:
+                continue
+            b, key, t0 = w[-1]
+            checked[src.name] = len(w)
+            for dst in p.zones:
+                if dst is src:
+                    continue
+                while True:
+                    v = readers[dst.name].execute("select value from kv.data where ns = 'default' and key = %s",
+                                                  (key,)).fetchone()
+                    if v and v[0]["b"] >= b:
+                        lags.append(time.monotonic() - t0)
+                        break
+                    if time.monotonic() - t0 > 30:
+                        lags.append(30.0)
+                        break
+                    time.sleep(0.002)
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    done = sum(len(w) for w in writes.values())
+    wrote = done * per_tick / seconds
+    lags.sort()
+    print(f"replication lag, 3 zones writing {per_second} puts/s each (achieved {wrote / 3:.0f}/s per zone): "
+          f"{len(lags)} samples, p50 {pct(lags, 0.5):.0f} ms, p99 {pct(lags, 0.99):.0f} ms, max {lags[-1] * 1000:.0f} ms",
+          flush=True)
+
+
+def catch_up(p, partition):
+    z1, z2, z3 = p.zones
+    assert z3.stop_tusk() == []
+    stop = threading.Event()
+    writes = {z.name: [] for z in (z1, z2)}
+    threads = [threading.Thread(target=writer, args=(z, f"part-{z.name}-", 100, stop, writes[z.name]),
+                                kwargs={"fresh": True}) for z in (z1, z2)]
+    for t in threads:
+        t.start()
+    time.sleep(partition)
+    stop.set()
+    for t in threads:
+        t.join()
+    last = [writes[z.name][-1] for z in (z1, z2)]
+    backlog = sum(len(w) for w in writes.values()) * 100  # about: new keys, every one a row to pull
+    t0 = time.monotonic()
+    z3.start_tusk()
+    with z3.db(0, user="postgres") as c:
+        for b, key, _ in last:
+            while True:
+                v = c.execute("select value from kv.data where key = %s", (key,)).fetchone()
+                if v and v[0]["b"] >= b:
+                    break
+                time.sleep(0.01)
+    print(f"catch-up after a {partition:.0f} s partition ({backlog} puts in the two other zones): "
+          f"{time.monotonic() - t0:.2f} s from restarting zone 3's tusk", flush=True)
+
+
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5
+    per_second = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
+    partition = float(sys.argv[3]) if len(sys.argv) > 3 else 60
     base = Path(tempfile.mkdtemp(prefix="tusk-kv-bench-"))
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")  # initdb runs as postgres
@@ -40,33 +204,10 @@ def main():
     try:
         p.setup()
         p.start()
-        z1, z2, z3 = p.zones
-        c = z1.db(0)
-        keys = [k for k in (f"b{i}" for i in range(4000)) if p.shard_of("default", k) == 0]
-        puts = rate(lambda i: c.execute("select kv.put('default', %s, '{\"n\": 1}')", (keys[i % len(keys)],)), seconds)
-        gets = rate(lambda i: c.execute("select kv.get('default', %s)", (keys[i % len(keys)],)), seconds)
-        print(f"direct on the shard, one connection: {puts:.0f} puts/s, {gets:.0f} gets/s")
-        readers = {z: z.db(0) for z in (z2, z3)}
-        lags = []
-        t_end = time.monotonic() + seconds * 3
-        i = 0
-        while time.monotonic() < t_end:
-            k = keys[i % len(keys)]
-            v = {"i": i}
-            c.execute("select kv.put('default', %s, %s::jsonb)", (k, json.dumps(v)))
-            t0 = time.monotonic()
-            pending = set(readers)
-            while pending:
-                for z in list(pending):
-                    if readers[z].execute("select kv.get('default', %s)", (k,)).fetchone()[0] == v:
-                        pending.discard(z)
-                        lags.append(time.monotonic() - t0)
-                time.sleep(0.005)
-            i += 1
-        lags.sort()
-        q = lambda f: lags[min(len(lags) - 1, int(f * len(lags)))] * 1000
-        print(f"replication lag over {len(lags)} deliveries: p50 {q(0.5):.0f} ms, p99 {q(0.99):.0f} ms, "
-              f"max {lags[-1] * 1000:.0f} ms")
+        throughput(p, seconds)
+        lag(p, seconds * 2, per_second)
+        if partition > 0:
+            catch_up(p, partition)
     finally:
         p.destroy()
         shutil.rmtree(base, ignore_errors=True)

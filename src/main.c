@@ -16,6 +16,7 @@
 #include "kv/admin.h"
 #include "kv/replicate.h"
 #include "top/top.h"
+#include "kv/router.h"
 #include "metrics/metrics.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
@@ -142,6 +143,7 @@ static int control_loop(struct control *ctl)
 			log_info(NULL, NULL, "SIGHUP: reloading %s", ctl->path);
 			if (runtime_reload(&ctl->rt, ctl->path) == 0)
 				ctl->next_stats = now_mono() + (double)ctl->rt.cfg->stats_period_ms / 1000.0;
+			kv_replicate_reload(ctl->rt.kv_replicator); /* the kv catalog too (docs/kv.md) */
 			(void)sdnotify("READY=1\nSTATUS=serving");
 			break;
 		case SIGUSR1: {
@@ -299,6 +301,11 @@ int main(int argc, char **argv)
 	struct kv_replicator *kv = NULL;
 	if (kv_replicate_start(ctl.rt.cfg, &kv) < 0)
 		log_error(NULL, NULL, "kv: out of memory; replication not started");
+	ctl.rt.kv_replicator = kv; /* SHOW KV and /metrics read its counters */
+	struct kv_router *kv_router = NULL; /* the virtual kv database's calls */
+	if (kv_router_start(ctl.rt.cfg, &kv_router) < 0)
+		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
+	ctl.rt.kv_router = kv_router;
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
 	if (takeover) {
 		/* Serving: now the old process may stop accepting. */
@@ -316,8 +323,11 @@ int main(int argc, char **argv)
 	(void)sdnotify("READY=1\nSTATUS=serving");
 	rc = control_loop(&ctl);
 	kv_replicate_stop(kv);
+	kv_router_stop(kv_router); /* calls still queued are answered 57P01 on their workers */
 	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
 	runtime_stop(&ctl.rt);
+	kv_router_free(kv_router);
+	kv_replicate_free(kv); /* after its readers (console, HTTP) are gone */
 	if (ctl.takeover_fd >= 0)
 		close(ctl.takeover_fd);
 	log_info(NULL, NULL, "stopped");

@@ -1285,6 +1285,15 @@ static const struct key_def kv_keys[] = {
 	  .max = 1024, .secret = true },
 	{ .name = "client_password", .type = KEY_STRING, .offset = KV_FIELD(client_password), .min = 1, .max = 1024,
 	  .secret = true },
+	{ .name = "gc_grace", .type = KEY_DURATION, .offset = KV_FIELD(gc_grace_ms), .min = 0, .max = 365 * MS_PER_DAY,
+	  .def = "1h" },
+	{ .name = "gc_interval", .type = KEY_DURATION, .offset = KV_FIELD(gc_interval_ms), .min = 10,
+	  .max = MS_PER_DAY, .def = "10s" },
+	{ .name = "gc_batch", .type = KEY_INT, .offset = KV_FIELD(gc_batch), .min = 1, .max = 100000, .def = "1000" },
+	{ .name = "gc_pause", .type = KEY_DURATION, .offset = KV_FIELD(gc_pause_ms), .min = 0, .max = 60000,
+	  .def = "100ms" },
+	{ .name = "anti_entropy_interval", .type = KEY_DURATION, .offset = KV_FIELD(anti_entropy_interval_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "60s" },
 };
 static const struct key_table kv_table = { kv_keys, sizeof(kv_keys) / sizeof(kv_keys[0]) };
 

@@ -95,6 +95,12 @@ struct config_kv {
 	char *password;            /* its password; NULL: none (trust, peer, ~/.pgpass) */
 	char *replicator_password; /* kv_replicator's, set by init and used by replication; NULL: none */
 	char *client_password;     /* kv_client's, set by init; NULL: left as it is */
+	uint64_t gc_grace_ms;      /* default 1h: tombstones and expired rows are kept this much longer
+	                            * than every instance acknowledged them (docs/kv.md, "Purge") */
+	uint64_t gc_interval_ms;   /* default 10s: between purge rounds of a shard database */
+	int gc_batch;              /* default 1000: rows per purge statement */
+	uint64_t gc_pause_ms;      /* default 100ms: between two purge statements (the throttle) */
+	uint64_t anti_entropy_interval_ms; /* default 60s: between digest comparisons of a link; 0: never */
 };
 
 struct tusk_config {

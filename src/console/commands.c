@@ -17,6 +17,7 @@
 
 #include "console/console_int.h"
 #include "frontend/client_int.h"
+#include "kv/replicate.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "runtime/runtime.h"
@@ -43,6 +44,7 @@ static const struct keyword show_words[] = {
 	{ "CONFIG", CONSOLE_CMD_SHOW_CONFIG, 0 },
 	{ "LISTS", CONSOLE_CMD_SHOW_LISTS, 0 },
 	{ "VERSION", CONSOLE_CMD_SHOW_VERSION, 0 },
+	{ "KV", CONSOLE_CMD_SHOW_KV, 0 },
 	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
 	{ "WAITS", CONSOLE_CMD_SHOW_WAITS, 0 },
 };
@@ -208,6 +210,11 @@ static const struct console_column waits_cols[] = {
 	T("database"), T("user"), I("xact_count"), I("wait_count"), I("wait_p50_us"), I("wait_p99_us"),
 	T("wait_buckets"),
 };
+static const struct console_column kv_cols[] = {
+	I("shard"), I("local"), I("peer"), I("connected"), T("lag_seconds"), I("lag_rows"), I("applied"), I("skipped"),
+	I("quarantined"), I("batches"), I("passes"), I("batch_size"), T("last_error"), I("digest_mismatches"),
+	I("repaired"),
+};
 
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
 
@@ -223,6 +230,7 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_LISTS: return COLS(lists_cols);
 	case CONSOLE_CMD_SHOW_VERSION: return COLS(version_cols);
 	case CONSOLE_CMD_SHOW_WAITS: return COLS(waits_cols);
+	case CONSOLE_CMD_SHOW_KV: return COLS(kv_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
 }
@@ -735,10 +743,44 @@ static void show_version(struct console_session *cs)
 	console_complete(cs, "SHOW");
 }
 
+/* One row per kv replication link (docs/kv.md, "Operations"); none without a kv section. */
+static void show_kv(struct console_session *cs)
+{
+	struct kv_replicator *r = cs->client->worker->rt->kv_replicator;
+	int n = kv_replicate_nlinks(r);
+
+	for (int i = 0; i < n; i++) {
+		struct kv_link_stats st;
+		char num[11][24];
+		if (kv_replicate_link_stats(r, i, &st) < 0)
+			continue;
+		snprintf(num[0], sizeof num[0], "%d", st.shard);
+		snprintf(num[1], sizeof num[1], "%d", st.local_id);
+		snprintf(num[2], sizeof num[2], "%d", st.peer_id);
+		snprintf(num[3], sizeof num[3], "%d", st.connected ? 1 : 0);
+		snprintf(num[4], sizeof num[4], "%.3f", st.lag_seconds);
+		snprintf(num[5], sizeof num[5], "%lld", (long long)st.lag_rows);
+		snprintf(num[6], sizeof num[6], "%llu", (unsigned long long)st.applied);
+		snprintf(num[7], sizeof num[7], "%llu", (unsigned long long)st.skipped);
+		snprintf(num[8], sizeof num[8], "%llu", (unsigned long long)st.quarantined);
+		snprintf(num[9], sizeof num[9], "%llu", (unsigned long long)st.batches);
+		snprintf(num[10], sizeof num[10], "%llu", (unsigned long long)st.passes);
+		char batch[24], mism[24], rep[24];
+		snprintf(batch, sizeof batch, "%d", st.batch_size);
+		snprintf(mism, sizeof mism, "%llu", (unsigned long long)st.digest_mismatches);
+		snprintf(rep, sizeof rep, "%llu", (unsigned long long)st.repaired);
+		const char *vals[] = { num[0], num[1], num[2], num[3], st.lag_seconds < 0 ? NULL : num[4], num[5],
+				       num[6], num[7], num[8], num[9], num[10], batch,
+				       st.last_error[0] ? st.last_error : NULL, mism, rep };
+		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
+	}
+	console_complete(cs, "SHOW");
+}
+
 static void show_help(struct console_session *cs)
 {
 	console_notice(cs, "Console usage\n"
-			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION\n"
+			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
 			   "\tKILL <db>\n"
@@ -897,6 +939,9 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return 0;
 	case CONSOLE_CMD_SHOW_VERSION:
 		show_version(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_KV:
+		show_kv(cs);
 		return 0;
 	case CONSOLE_CMD_SHOW_HELP:
 		show_help(cs);

@@ -20,6 +20,7 @@
 
 #include "frontend/authquery.h"
 #include "console/console.h"
+#include "kv/front.h"
 #include "frontend/client_int.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
@@ -222,6 +223,7 @@ void client_close(struct client *c, const char *reason)
 	}
 	cancel_forget(c);
 	console_client_closed(c);
+	kv_front_closed(c);
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	count_client(c, -1);
@@ -531,6 +533,10 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		console_startup(c);
 		return;
 	}
+	if (kv_front_is_db(cfg_of(c), c->database)) {
+		kv_front_startup(c);
+		return;
+	}
 	rule = config_match_pool(cfg_of(c), c->database, c->user);
 	if (!rule) {
 		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
@@ -567,6 +573,10 @@ static void after_auth(struct client *c)
 {
 	if (c->admin) {
 		console_begin(c);
+		return;
+	}
+	if (c->kv) {
+		kv_front_begin(c);
 		return;
 	}
 	/* The key the client will cancel with; random so that it cannot be guessed. */
@@ -1176,6 +1186,8 @@ static void read_startup_phase(struct client *c)
 			after_auth(c);
 	} else if (c->state == CLIENT_IDLE && c->admin)
 		console_input(c);
+	else if (c->state == CLIENT_IDLE && c->kv)
+		kv_front_input(c);
 	else if (c->state == CLIENT_IDLE)
 		client_need_server(c);
 	else
@@ -1207,6 +1219,10 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 			client_update_io(c);
 			if (c->admin && buf_empty(&c->wbuf)) {
 				console_writable(c); /* may close c */
+				return;
+			}
+			if (c->kv && buf_empty(&c->wbuf)) {
+				kv_front_writable(c); /* may close c */
 				return;
 			}
 		}

@@ -13,7 +13,7 @@
 struct tusk_config;
 struct kv_replicator;
 
-/* A copy of one link's counters, for the console and /metrics (not wired yet). */
+/* A copy of one link's counters, for the console (SHOW KV) and /metrics. */
 struct kv_link_stats {
 	int local_id, peer_id, shard;
 	bool connected;          /* both connections up */
@@ -24,6 +24,8 @@ struct kv_link_stats {
 	int64_t lag_rows;        /* the peer's rows still to pull when the last pass began (capped) */
 	double lag_seconds;      /* age of the snapshot of the last pass that caught up; -1: never */
 	int batch_size;          /* the adaptive page size now */
+	uint64_t digest_mismatches; /* anti-entropy: buckets that differed from the peer's */
+	uint64_t repaired;       /* anti-entropy: rows of the peer that changed the local copy */
 	char last_error[KV_ERR_MAX]; /* "" when the last pass succeeded */
 };
 
@@ -32,8 +34,15 @@ struct kv_link_stats {
  * kept. 0 or -ENOMEM. */
 __attribute__((warn_unused_result))
 int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out);
-/* Stop every link and free r (NULL is fine). Waits for the statements in flight. */
+/* Stop every link (NULL is fine). Waits for the statements in flight. The counters stay
+ * readable (SHOW KV, /metrics) until kv_replicate_free. */
 void kv_replicate_stop(struct kv_replicator *r);
+/* Stop if still running, and free r (NULL is fine). No reader may hold r any more. */
+void kv_replicate_free(struct kv_replicator *r);
+
+/* Read the catalog again soon (SIGHUP; a NOTIFY on kv_catalog does the same by itself): a
+ * newer version starts and stops only the links it changes. An atomic store: any thread. */
+void kv_replicate_reload(struct kv_replicator *r);
 
 /* Links running now (0 until the catalog was read). */
 int kv_replicate_nlinks(struct kv_replicator *r);

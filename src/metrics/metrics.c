@@ -18,6 +18,7 @@
 #include <microhttpd.h>
 
 #include "config/config.h"
+#include "kv/replicate.h"
 #include "net/net.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
@@ -142,6 +143,55 @@ static void put_pool_gauge(FILE *f, const struct pool_list *l, const char *name,
 }
 
 /* The whole exposition, malloc'd. 0 or -ENOMEM. */
+/* Per kv replication link (docs/kv.md, "Operations"); nothing without a kv section. */
+static void put_kv_links(FILE *f, struct kv_replicator *r)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fams[] = {
+		{ "tusk_kv_link_connected", "gauge", "1 while the link's last pass succeeded (both connections up)." },
+		{ "tusk_kv_link_lag_seconds", "gauge",
+		  "Age of the peer snapshot of the link's last pass that caught up (-1: never caught up)." },
+		{ "tusk_kv_link_lag_rows", "gauge", "The peer's rows still to pull when the last pass began (capped at 10000)." },
+		{ "tusk_kv_link_applied_rows_total", "counter", "Pulled rows that changed the local copy." },
+		{ "tusk_kv_link_skipped_rows_total", "counter",
+		  "Pulled rows not newer than the local version: conflicts lost and replays." },
+		{ "tusk_kv_link_quarantined_rows_total", "counter", "Poison rows moved to kv.quarantine." },
+		{ "tusk_kv_link_failing", "gauge", "1 while the link's last pass failed (SHOW KV has the error)." },
+		{ "tusk_kv_link_digest_mismatches_total", "counter", "Anti-entropy: buckets that differed from the peer's." },
+		{ "tusk_kv_link_repaired_rows_total", "counter", "Anti-entropy: rows of the peer that changed the local copy." },
+	};
+	int n = kv_replicate_nlinks(r);
+	struct kv_link_stats *st = n > 0 ? calloc((size_t)n, sizeof *st) : NULL;
+
+	if (!st)
+		return;
+	for (int i = 0; i < n; i++)
+		if (kv_replicate_link_stats(r, i, &st[i]) < 0)
+			st[i].local_id = -1;
+	for (size_t k = 0; k < sizeof fams / sizeof fams[0]; k++) {
+		put_family(f, fams[k].name, fams[k].type, fams[k].help);
+		for (int i = 0; i < n; i++) {
+			if (st[i].local_id < 0)
+				continue;
+			fprintf(f, "%s{shard=\"%d\",local=\"%d\",peer=\"%d\"} ", fams[k].name, st[i].shard, st[i].local_id,
+				st[i].peer_id);
+			switch (k) {
+			case 0: fprintf(f, "%d\n", st[i].connected ? 1 : 0); break;
+			case 1: fprintf(f, "%.3f\n", st[i].lag_seconds); break;
+			case 2: fprintf(f, "%lld\n", (long long)st[i].lag_rows); break;
+			case 3: fprintf(f, "%llu\n", (unsigned long long)st[i].applied); break;
+			case 4: fprintf(f, "%llu\n", (unsigned long long)st[i].skipped); break;
+			case 5: fprintf(f, "%llu\n", (unsigned long long)st[i].quarantined); break;
+			case 6: fprintf(f, "%d\n", st[i].last_error[0] ? 1 : 0); break;
+			case 7: fprintf(f, "%llu\n", (unsigned long long)st[i].digest_mismatches); break;
+			default: fprintf(f, "%llu\n", (unsigned long long)st[i].repaired); break;
+			}
+		}
+	}
+	free(st);
+}
+
 static int render_metrics(struct runtime *rt, char **out, size_t *len)
 {
 	struct pool_list pools = { 0 };
@@ -229,6 +279,8 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 		stats_class_name(i, cls);
 		fprintf(f, "tusk_errors_total{class=\"%s\"} %" PRIu64 "\n", cls, g->errors[i]);
 	}
+
+	put_kv_links(f, rt->kv_replicator);
 
 	if (ferror(f))
 		goto err;

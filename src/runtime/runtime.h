@@ -53,6 +53,9 @@ struct runtime_inherited {
 	int fd;
 };
 
+struct kv_router;
+struct kv_replicator;
+
 struct runtime {
 	/* The current generation's config, users and hba. Written by the main thread only
 	 * (start, reload) with release stores after the generation is fully built; read by
@@ -82,6 +85,14 @@ struct runtime {
 	/* Source of client serials (remembered owners); relaxed: uniqueness is all it gives. */
 	atomic_uint_fast64_t next_client_serial;
 	double start_time; /* wall clock (ev_time) at start; read-only: SHOW STATS rates */
+	/* The kv router (src/kv/router.h), NULL without a kv section. Stored once by main after
+	 * runtime_start (workers read it as a seq_cst load, so they see it fully built) and freed
+	 * only after runtime_stop. */
+	struct kv_router *_Atomic kv_router;
+	/* kv replication (src/kv/replicate.h), NULL without a kv section: stored once by main
+	 * after runtime_start, stopped at shutdown, freed only after runtime_stop and metrics_stop,
+	 * so the console and /metrics may read its counters at any time. */
+	struct kv_replicator *_Atomic kv_replicator;
 };
 
 /* Resolve addresses, open listeners (taking the inherited ones first, see takeover.h;

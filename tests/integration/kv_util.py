@@ -6,7 +6,7 @@ import subprocess
 
 import psycopg
 
-from conftest import PgServer, Tusk, TUSK_BIN, SLOW, _atexit_servers, run, wait_until
+from conftest import PgServer, Tusk, TUSK_BIN, SLOW, _atexit_servers, free_port, run, wait_until
 
 NSHARDS = 2
 
@@ -22,12 +22,16 @@ class Zone:
         self.write_config()
 
     def write_config(self, **kv_extra):
+        self.kv_extra = kv_extra
         kv = {"zone": self.name, "service": "local"}
         kv.update(kv_extra)
         # Constructing Tusk writes tusk.yaml; it is only started when replication is wanted.
+        # The admin console (SHOW KV) and /metrics are open to postgres without a password.
+        self.http_port = free_port()
         self.tusk = Tusk(self.cfg_dir, self.pg.port, services={"local": {"hosts": [f"127.0.0.1:{self.pg.port}"]}},
                          pools=[{"database": "*", "user": "*", "service": "local", "mode": "transaction"}],
-                         workers=1, kv=kv)
+                         workers=1, kv=kv, admin={"users": ["postgres"], "client_auth": "trust",
+                                                  "http": f"127.0.0.1:{self.http_port}"})
 
     def kv(self, *args, check=True):
         p = subprocess.run([str(TUSK_BIN), "kv", *args, "-c", str(self.tusk.cfg_path)], capture_output=True,
@@ -68,6 +72,9 @@ class Zone:
         return rows
 
     def start_tusk(self):
+        # Ports picked now, not when the parade was built: a port chosen long before it is
+        # bound is more likely to be taken meanwhile by another test on this machine.
+        self.write_config(**self.kv_extra)
         self.tusk.start()
         return self
 
@@ -88,6 +95,18 @@ class Parade:
             _atexit_servers.append(pg)
             pg.init()
             self.zones.append(Zone(self, name, i, pg))
+
+    def add_zone(self, name):
+        """One more zone, its PostgreSQL initialised with kv init (roles and an empty catalog
+        database): not in the catalog yet, its tusk not started."""
+        pg = PgServer(self.base / f"pg-{name}", with_bench=False)
+        _atexit_servers.append(pg)
+        pg.init()
+        z = Zone(self, name, len(self.zones) + 1, pg)
+        self.zones.append(z)
+        out = z.kv("init").stdout
+        assert "is ready and empty" in out, out
+        return z
 
     def shard_of(self, ns, key):
         k = (ns, key)

@@ -7,6 +7,7 @@ import random
 import re
 import threading
 import time
+import urllib.request
 
 import psycopg
 import pytest
@@ -225,8 +226,65 @@ def test_an_instance_down_delays_only_its_own_links_and_catches_up(parade):
     parade.converge()
 
 
+def show_kv(zone):
+    with psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="tusk",
+                         autocommit=True, connect_timeout=10) as c:
+        cur = c.execute("SHOW KV")
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def metrics(zone):
+    with urllib.request.urlopen(f"http://127.0.0.1:{zone.http_port}/metrics", timeout=10 * SLOW) as r:
+        return r.read().decode()
+
+
+def test_show_kv_and_metrics_report_every_link(parade):
+    z1, z2, z3 = parade.zones
+    key, = keys_on(parade, 0, 1, "shown-")
+    z1.put(key, "counted")
+    wait_value(parade, key, "counted")
+    # Caught up: every link of z2 has pulled, with a small lag and no error.
+    wait_until(lambda: all(r["lag_seconds"] is not None and float(r["lag_seconds"]) < 2 * SLOW
+                           for r in show_kv(z2)), 20 * SLOW, what="every link of z2 caught up recently")
+    rows = show_kv(z2)
+    assert sorted((r["shard"], r["local"], r["peer"]) for r in rows) == sorted(
+        (s, z2.id, p.id) for s in range(NSHARDS) for p in (z1, z3))
+    for r in rows:
+        assert r["connected"] == 1 and r["last_error"] is None and r["lag_rows"] == 0, r
+        assert r["passes"] > 0 and r["batch_size"] > 0, r
+    by = {(r["shard"], r["peer"]): r for r in rows}
+    assert by[(0, z1.id)]["applied"] > 0
+    assert by[(1, z1.id)]["quarantined"] == 1  # the poison row of the test above
+    assert sum(r["quarantined"] for r in rows) == 1
+    text = metrics(z2)
+    for s in range(NSHARDS):
+        for p in (z1, z3):
+            labels = f'{{shard="{s}",local="{z2.id}",peer="{p.id}"}}'
+            assert f"tusk_kv_link_connected{labels} 1\n" in text, text
+            assert f"tusk_kv_link_failing{labels} 0\n" in text
+            q = 1 if (s, p.id) == (1, z1.id) else 0
+            assert f"tusk_kv_link_quarantined_rows_total{labels} {q}\n" in text
+    applied = re.search(rf'tusk_kv_link_applied_rows_total{{shard="0",local="{z2.id}",peer="{z1.id}"}} (\d+)', text)
+    assert applied and int(applied.group(1)) >= by[(0, z1.id)]["applied"] > 0  # read after SHOW KV
+
+
+def test_show_kv_names_the_error_of_a_link_whose_peer_is_down(parade):
+    z1, z2, z3 = parade.zones
+    z3.pg.stop()
+    try:
+        wait_until(lambda: all(r["last_error"] and r["connected"] == 0 for r in show_kv(z1) if r["peer"] == z3.id),
+                   30 * SLOW, what="z1's links from z3 to report the error")
+        assert all(r["last_error"] is None for r in show_kv(z1) if r["peer"] == z2.id)
+        text = metrics(z1)
+        assert f'tusk_kv_link_failing{{shard="0",local="{z1.id}",peer="{z3.id}"}} 1\n' in text
+    finally:
+        z3.pg.start()
+    wait_until(lambda: all(r["last_error"] is None for r in show_kv(z1)), 30 * SLOW, what="recovery")
+
+
 def test_link_counters_reach_the_log_at_stop(parade):
-    """Per-link counters live in memory for the console to come; at stop they are logged.
+    """Per-link counters live in memory (SHOW KV, /metrics); at stop they are logged too.
     Runs last: it restarts z2's tusk."""
     z1, z2, z3 = parade.zones
     assert z2.stop_tusk() == []

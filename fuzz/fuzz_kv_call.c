@@ -1,0 +1,90 @@
+/* libFuzzer target for what a client of the virtual kv database controls (src/kv/call.c): the
+ * call parser (SQL through libpg_query, then the parse tree walk) and the decoders of bound
+ * values. The first byte picks the entry point: 0 kv_call_parse, 1 the text[] literal, 2 the
+ * binary text[], 3+ a binary scalar of type oids[mode % 6] (jsonb, interval, text, unknown, json, int4). Besides crashes and leaks, it
+ * checks the invariants the front relies on: arguments within bounds, constants inside the
+ * call's storage, parameters numbered 1..KV_CALL_MAX_PARAMS, elements within their counts. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/call.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void check(int ok)
+{
+	if (!ok)
+		abort();
+}
+
+static void check_arg(const struct kv_call *c, const struct kv_arg *a)
+{
+	switch (a->kind) {
+	case KV_ARG_NULL:
+		break;
+	case KV_ARG_CONST:
+		check((size_t)a->off + a->len < c->text_len + 1 && c->text[a->off + a->len] == '\0');
+		check(strlen(c->text + a->off) == a->len);
+		break;
+	case KV_ARG_PARAM:
+		check(a->param >= 1 && a->param <= c->nparams && c->nparams <= KV_CALL_MAX_PARAMS);
+		break;
+	default:
+		abort();
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return 0;
+	uint8_t mode = data[0];
+	data++, size--;
+	char *s = malloc(size + 1);
+	if (!s)
+		return 0;
+	memcpy(s, data, size);
+	s[size] = '\0';
+	if (mode == 0) {
+		static struct kv_call call; /* reused, as a session reuses its statements */
+		char state[6], err[300];
+		int rc = kv_call_parse(s, &call, state, err, sizeof err);
+		if (rc == 0) {
+			check(call.nargs >= 2 && call.nargs <= KV_CALL_MAX_ARGS);
+			for (int i = 0; i < call.nargs; i++) {
+				const struct kv_arg *a = &call.args[i];
+				if (a->kind == KV_ARG_ARRAY) {
+					check(call.op == KV_OP_GET_MANY && i == 1 && a->first + a->n <= call.nelems);
+					for (uint32_t e = 0; e < a->n; e++)
+						check_arg(&call, &call.elems[a->first + e]);
+				} else {
+					check_arg(&call, a);
+				}
+			}
+		} else {
+			check(rc == -EINVAL || rc == -ENOMEM);
+			check(rc == -ENOMEM || (strlen(state) == 5 && err[0] != '\0'));
+		}
+	} else if (mode == 1 || mode == 2) {
+		struct kv_elem el[64];
+		char *scratch = malloc(size + 1);
+		if (scratch) {
+			int n = mode == 1 ? kv_text_array_parse(s, size, scratch, el, 64)
+					  : kv_binary_array_parse(data, size, el, 64);
+			check(n >= 0 || n == -E2BIG || n == -EINVAL);
+			for (int i = 0; i < n; i++)
+				if (el[i].p)
+					check(memchr(el[i].p, '\0', el[i].len) == NULL);
+			free(scratch);
+		}
+	} else {
+		static const uint32_t oids[] = { KV_OID_JSONB, KV_OID_INTERVAL, KV_OID_TEXT, 0, 114, 23 };
+		char out[256];
+		long n = kv_binary_scalar_text(oids[mode % 6], data, size, out, sizeof out);
+		check((n >= 0 && n <= (long)sizeof out) || n == -E2BIG || n == -EINVAL);
+	}
+	free(s);
+	return 0;
+}

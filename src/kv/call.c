@@ -1,0 +1,774 @@
+/* Parsing the calls of the virtual kv database (call.h). The statement is parsed by
+ * libpg_query (so the SQL is read exactly as PostgreSQL reads it: quoting, escapes, casts,
+ * comments) and its protobuf tree is walked with a small bounds-checked reader; only the
+ * few node types a call can contain are accepted, everything else is refused. Field numbers
+ * come from pg_query.proto of libpg_query 15. */
+#include "kv/call.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <pg_query.h>
+
+enum {
+	PB_PARSE_RESULT_STMTS = 2,
+	PB_RAW_STMT_STMT = 1,
+	PB_NODE_SELECT_STMT = 58, PB_NODE_COLUMN_REF = 172, PB_NODE_PARAM_REF = 173, PB_NODE_FUNC_CALL = 174,
+	PB_NODE_A_STAR = 175, PB_NODE_A_ARRAY_EXPR = 178, PB_NODE_RES_TARGET = 179, PB_NODE_TYPE_CAST = 181,
+	PB_NODE_RANGE_FUNCTION = 186, PB_NODE_STRING = 233, PB_NODE_LIST = 235, PB_NODE_A_CONST = 238,
+	PB_SELECT_TARGET_LIST = 3, PB_SELECT_FROM_CLAUSE = 4, PB_SELECT_LIMIT_OPTION = 14, PB_SELECT_OP = 17,
+	PB_RES_TARGET_NAME = 1, PB_RES_TARGET_VAL = 3, PB_RES_TARGET_LOCATION = 4,
+	PB_FUNC_CALL_FUNCNAME = 1, PB_FUNC_CALL_ARGS = 2, PB_FUNC_CALL_FUNCFORMAT = 10, PB_FUNC_CALL_LOCATION = 11,
+	PB_A_CONST_IVAL = 1, PB_A_CONST_FVAL = 2, PB_A_CONST_BOOLVAL = 3, PB_A_CONST_SVAL = 4,
+	PB_A_CONST_ISNULL = 10, PB_A_CONST_LOCATION = 11,
+	PB_VALUE_FIELD = 1, /* Integer.ival, Float.fval, Boolean.boolval, String.sval */
+	PB_PARAM_REF_NUMBER = 1,
+	PB_TYPE_CAST_ARG = 1,
+	PB_A_ARRAY_EXPR_ELEMENTS = 1,
+	PB_COLUMN_REF_FIELDS = 1,
+	PB_RANGE_FUNCTION_FUNCTIONS = 4,
+	PB_LIST_ITEMS = 1,
+	PB_SETOP_NONE = 1,
+	PB_LIMIT_OPTION_DEFAULT = 1,
+};
+
+enum pb_wire { PB_VARINT = 0, PB_FIXED64 = 1, PB_BYTES = 2, PB_FIXED32 = 5 };
+
+struct pb {
+	const uint8_t *p, *end;
+};
+
+static bool pb_varint(struct pb *b, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	for (unsigned shift = 0; shift < 64 && b->p < b->end; shift += 7) {
+		uint8_t c = *b->p++;
+		x |= (uint64_t)(c & 0x7f) << shift;
+		if (!(c & 0x80)) {
+			*v = x;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* The next field of b: number, wire type, varint value or length-delimited payload. */
+static bool pb_next(struct pb *b, uint32_t *field, enum pb_wire *wire, uint64_t *v, struct pb *sub)
+{
+	uint64_t key, len;
+
+	*v = 0;
+	*sub = (struct pb){ b->end, b->end };
+	if (b->p >= b->end || !pb_varint(b, &key) || key >> 3 == 0 || key >> 3 > UINT32_MAX)
+		return false;
+	*field = (uint32_t)(key >> 3);
+	*wire = (enum pb_wire)(key & 7);
+	switch (key & 7) {
+	case PB_VARINT:
+		return pb_varint(b, v);
+	case PB_FIXED64:
+	case PB_FIXED32:
+		len = (key & 7) == PB_FIXED64 ? 8 : 4;
+		if ((uint64_t)(b->end - b->p) < len)
+			return false;
+		b->p += len;
+		return true;
+	case PB_BYTES:
+		if (!pb_varint(b, &len) || len > (uint64_t)(b->end - b->p))
+			return false;
+		*sub = (struct pb){ b->p, b->p + len };
+		b->p += len;
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* A Node: a message with one field, numbered by the node type. 0 when malformed. */
+static uint32_t pb_node(struct pb node, struct pb *inner)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+
+	if (!pb_next(&node, &f, &w, &v, inner) || w != PB_BYTES || node.p != node.end)
+		return 0;
+	return f;
+}
+
+/* ---- the parse ---- */
+
+struct parse {
+	struct kv_call *call;
+	char *state;
+	char *err;
+	size_t errcap;
+	int rc; /* first failure */
+};
+
+__attribute__((format(printf, 3, 4)))
+static bool fail(struct parse *ps, const char *state, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ps->rc)
+		return false;
+	ps->rc = -EINVAL;
+	snprintf(ps->state, 6, "%s", state);
+	va_start(ap, fmt);
+	vsnprintf(ps->err, ps->errcap, fmt, ap);
+	va_end(ap);
+	return false;
+}
+
+static bool oom(struct parse *ps)
+{
+	if (!ps->rc)
+		ps->rc = -ENOMEM;
+	return false;
+}
+
+static const char not_a_call[] =
+	"only calls of the kv API are served here: SELECT kv.get|put|delete|patch(...) or SELECT * FROM kv.get_many(ns, keys)";
+
+/* A copy of the constant's text in the call's storage. */
+static bool add_text(struct parse *ps, const uint8_t *p, size_t n, struct kv_arg *out)
+{
+	struct kv_call *c = ps->call;
+
+	if (memchr(p, '\0', n))
+		return fail(ps, "22021", "invalid byte sequence: a constant contains a NUL byte");
+	if (n > KV_CALL_SQL_MAX || c->text_len + n + 1 > KV_CALL_SQL_MAX * 2u)
+		return fail(ps, "54000", "call too large");
+	if (c->text_len + n + 1 > c->text_cap) {
+		uint32_t cap = c->text_cap ? c->text_cap : 256;
+		while (cap < c->text_len + n + 1)
+			cap *= 2;
+		char *t = realloc(c->text, cap);
+		if (!t)
+			return oom(ps);
+		c->text = t;
+		c->text_cap = cap;
+	}
+	memcpy(c->text + c->text_len, p, n);
+	c->text[c->text_len + n] = '\0';
+	*out = (struct kv_arg){ .kind = KV_ARG_CONST, .off = c->text_len, .len = (uint32_t)n };
+	c->text_len += (uint32_t)n + 1;
+	return true;
+}
+
+/* The value field of an Integer/Float/Boolean/String message. */
+static bool value_of(struct parse *ps, struct pb msg, uint32_t which, struct kv_arg *out)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub;
+	char num[32];
+
+	/* proto3 leaves out zero values: an Integer 0, a Boolean false, an empty String. */
+	if (which == PB_A_CONST_IVAL)
+		snprintf(num, sizeof num, "0");
+	else if (which == PB_A_CONST_BOOLVAL)
+		snprintf(num, sizeof num, "false");
+	else
+		num[0] = '\0';
+	sub = (struct pb){ (const uint8_t *)num, (const uint8_t *)num + strlen(num) };
+	while (msg.p < msg.end) {
+		struct pb s;
+		if (!pb_next(&msg, &f, &w, &v, &s))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f != PB_VALUE_FIELD)
+			continue;
+		if (which == PB_A_CONST_IVAL && w == PB_VARINT) {
+			snprintf(num, sizeof num, "%" PRId32, (int32_t)(uint32_t)v);
+			sub = (struct pb){ (const uint8_t *)num, (const uint8_t *)num + strlen(num) };
+		} else if (which == PB_A_CONST_BOOLVAL && w == PB_VARINT) {
+			snprintf(num, sizeof num, "%s", v ? "true" : "false");
+			sub = (struct pb){ (const uint8_t *)num, (const uint8_t *)num + strlen(num) };
+		} else if (w == PB_BYTES && (which == PB_A_CONST_FVAL || which == PB_A_CONST_SVAL)) {
+			sub = s;
+		} else {
+			return fail(ps, "XX000", "malformed parse tree");
+		}
+	}
+	return add_text(ps, sub.p, (size_t)(sub.end - sub.p), out);
+}
+
+static bool a_const(struct parse *ps, struct pb msg, struct kv_arg *out)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub, val = { NULL, NULL };
+	uint32_t which = 0;
+	bool isnull = false;
+
+	while (msg.p < msg.end) {
+		if (!pb_next(&msg, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_A_CONST_ISNULL)
+			isnull = v != 0;
+		else if (f >= PB_A_CONST_IVAL && f <= PB_A_CONST_SVAL && w == PB_BYTES)
+			which = f, val = sub;
+		else if (f != PB_A_CONST_LOCATION)
+			return fail(ps, "0A000", "kv: unsupported constant in a call");
+	}
+	if (isnull || !which) {
+		*out = (struct kv_arg){ .kind = KV_ARG_NULL };
+		return true;
+	}
+	return value_of(ps, val, which, out);
+}
+
+/* One argument: a constant, $n, either under casts, or (arrays allowed) ARRAY[...]. */
+static bool arg_of(struct parse *ps, struct pb node, bool array_ok, struct kv_arg *out)
+{
+	struct pb inner, sub;
+	uint32_t type = pb_node(node, &inner), f;
+	enum pb_wire w;
+	uint64_t v;
+
+	for (int depth = 0; type == PB_NODE_TYPE_CAST; depth++) {
+		struct pb arg = { NULL, NULL };
+		if (depth > 8)
+			return fail(ps, "0A000", "kv: too many casts in an argument");
+		while (inner.p < inner.end) {
+			if (!pb_next(&inner, &f, &w, &v, &sub))
+				return fail(ps, "XX000", "malformed parse tree");
+			if (f == PB_TYPE_CAST_ARG && w == PB_BYTES)
+				arg = sub;
+		}
+		if (!arg.p)
+			return fail(ps, "XX000", "malformed parse tree");
+		type = pb_node(arg, &inner);
+	}
+	switch (type) {
+	case PB_NODE_A_CONST:
+		return a_const(ps, inner, out);
+	case PB_NODE_PARAM_REF: {
+		int64_t n = 0;
+		while (inner.p < inner.end) {
+			if (!pb_next(&inner, &f, &w, &v, &sub))
+				return fail(ps, "XX000", "malformed parse tree");
+			if (f == PB_PARAM_REF_NUMBER && w == PB_VARINT)
+				n = (int32_t)(uint32_t)v;
+		}
+		if (n < 1 || n > KV_CALL_MAX_PARAMS)
+			return fail(ps, "42P02", "there is no parameter $%lld (a call takes $1 to $%d)", (long long)n,
+				    KV_CALL_MAX_PARAMS);
+		if (n > ps->call->nparams)
+			ps->call->nparams = (int)n;
+		*out = (struct kv_arg){ .kind = KV_ARG_PARAM, .param = (uint16_t)n };
+		return true;
+	}
+	case PB_NODE_A_ARRAY_EXPR: {
+		struct kv_call *c = ps->call;
+		if (!array_ok)
+			return fail(ps, "42883", "kv: an ARRAY is only taken as the keys of kv.get_many");
+		*out = (struct kv_arg){ .kind = KV_ARG_ARRAY, .first = c->nelems };
+		while (inner.p < inner.end) {
+			if (!pb_next(&inner, &f, &w, &v, &sub))
+				return fail(ps, "XX000", "malformed parse tree");
+			if (f != PB_A_ARRAY_EXPR_ELEMENTS || w != PB_BYTES)
+				continue;
+			if (c->nelems - out->first >= KV_CALL_MAX_KEYS)
+				return fail(ps, "54000", "kv: get_many takes at most %d keys", KV_CALL_MAX_KEYS);
+			if (c->nelems == c->elems_cap) {
+				uint32_t cap = c->elems_cap ? c->elems_cap * 2 : 16;
+				struct kv_arg *e = realloc(c->elems, cap * sizeof *e);
+				if (!e)
+					return oom(ps);
+				c->elems = e;
+				c->elems_cap = cap;
+			}
+			struct kv_arg el;
+			if (!arg_of(ps, sub, false, &el))
+				return false;
+			c->elems[c->nelems++] = el;
+			out->n++;
+		}
+		return true;
+	}
+	default:
+		return fail(ps, "0A000", "kv: call arguments must be constants or parameters ($1, $2, ...)");
+	}
+}
+
+/* FuncCall of kv.<op>: the op and its arguments. */
+static bool func_call(struct parse *ps, struct pb msg)
+{
+	struct kv_call *c = ps->call;
+	struct pb sub, inner, args[KV_CALL_MAX_ARGS + 1];
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	char names[2][32];
+	int nnames = 0, nargs = 0;
+
+	while (msg.p < msg.end) {
+		if (!pb_next(&msg, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_FUNC_CALL_FUNCNAME && w == PB_BYTES) {
+			struct pb s;
+			uint32_t ff;
+			if (pb_node(sub, &inner) != PB_NODE_STRING || nnames >= 2)
+				return fail(ps, "0A000", "%s", not_a_call);
+			size_t n = 0;
+			const uint8_t *p = NULL;
+			while (inner.p < inner.end) {
+				if (!pb_next(&inner, &ff, &w, &v, &s))
+					return fail(ps, "XX000", "malformed parse tree");
+				if (ff == PB_VALUE_FIELD && w == PB_BYTES)
+					p = s.p, n = (size_t)(s.end - s.p);
+			}
+			if (!p || n >= sizeof names[0])
+				return fail(ps, "0A000", "%s", not_a_call);
+			memcpy(names[nnames], p, n);
+			names[nnames++][n] = '\0';
+		} else if (f == PB_FUNC_CALL_ARGS && w == PB_BYTES) {
+			if (nargs > KV_CALL_MAX_ARGS)
+				return fail(ps, "42883", "kv: too many arguments");
+			args[nargs++] = sub;
+		} else if (f != PB_FUNC_CALL_FUNCFORMAT && f != PB_FUNC_CALL_LOCATION) {
+			return fail(ps, "0A000", "kv: a call takes plain positional arguments (no named arguments, "
+						 "VARIADIC, DISTINCT, ORDER BY or window)");
+		}
+	}
+	if (nnames != 2 || strcmp(names[0], "kv") != 0)
+		return fail(ps, "0A000", "%s", not_a_call);
+	static const struct {
+		const char *name;
+		enum kv_op op;
+		int min, max;
+	} ops[] = {
+		{ "get", KV_OP_GET, 2, 2 },       { "put", KV_OP_PUT, 3, 4 },         { "delete", KV_OP_DELETE, 2, 2 },
+		{ "patch", KV_OP_PATCH, 3, 3 },   { "get_many", KV_OP_GET_MANY, 2, 2 },
+	};
+	size_t i;
+	for (i = 0; i < sizeof ops / sizeof ops[0]; i++)
+		if (strcmp(names[1], ops[i].name) == 0)
+			break;
+	if (i == sizeof ops / sizeof ops[0])
+		return fail(ps, "42883", "kv: no function kv.%s (the API: get, put, delete, patch, get_many)", names[1]);
+	if (nargs < ops[i].min || nargs > ops[i].max)
+		return fail(ps, "42883", "kv.%s takes %d%s arguments, not %d", ops[i].name, ops[i].min,
+			    ops[i].max > ops[i].min ? " or 4" : "", nargs);
+	c->op = ops[i].op;
+	c->nargs = nargs;
+	snprintf(c->column, sizeof c->column, "%s", ops[i].name);
+	for (int a = 0; a < nargs; a++)
+		if (!arg_of(ps, args[a], c->op == KV_OP_GET_MANY && a == 1, &c->args[a]))
+			return false;
+	return true;
+}
+
+/* SELECT kv.op(...) [AS name] */
+static bool target_form(struct parse *ps, struct pb res_target)
+{
+	struct pb sub, val = { NULL, NULL }, inner;
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	char alias[64] = "";
+
+	while (res_target.p < res_target.end) {
+		if (!pb_next(&res_target, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_RES_TARGET_VAL && w == PB_BYTES)
+			val = sub;
+		else if (f == PB_RES_TARGET_NAME && w == PB_BYTES) {
+			size_t n = (size_t)(sub.end - sub.p);
+			if (n >= sizeof alias)
+				return fail(ps, "42622", "kv: column alias too long");
+			memcpy(alias, sub.p, n);
+			alias[n] = '\0';
+		} else if (f != PB_RES_TARGET_LOCATION)
+			return fail(ps, "0A000", "%s", not_a_call);
+	}
+	if (!val.p || pb_node(val, &inner) != PB_NODE_FUNC_CALL)
+		return fail(ps, "0A000", "%s", not_a_call);
+	if (!func_call(ps, inner))
+		return false;
+	if (ps->call->op == KV_OP_GET_MANY)
+		return fail(ps, "0A000", "kv.get_many returns rows: call it as SELECT * FROM kv.get_many(ns, keys)");
+	if (alias[0])
+		snprintf(ps->call->column, sizeof ps->call->column, "%s", alias);
+	return true;
+}
+
+/* SELECT * FROM kv.get_many(...) */
+static bool from_form(struct parse *ps, struct pb res_target, struct pb range_function)
+{
+	struct pb sub, inner, val = { NULL, NULL };
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	int nfuncs = 0;
+
+	/* The target: * and nothing else. */
+	while (res_target.p < res_target.end) {
+		if (!pb_next(&res_target, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_RES_TARGET_VAL && w == PB_BYTES)
+			val = sub;
+		else if (f != PB_RES_TARGET_LOCATION)
+			return fail(ps, "0A000", "%s", not_a_call);
+	}
+	if (!val.p || pb_node(val, &inner) != PB_NODE_COLUMN_REF)
+		return fail(ps, "0A000", "%s", not_a_call);
+	int nfields = 0;
+	bool star = false;
+	while (inner.p < inner.end) {
+		struct pb fi;
+		if (!pb_next(&inner, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_COLUMN_REF_FIELDS && w == PB_BYTES) {
+			nfields++;
+			star = pb_node(sub, &fi) == PB_NODE_A_STAR;
+		}
+	}
+	if (nfields != 1 || !star)
+		return fail(ps, "0A000", "%s", not_a_call);
+	/* The range function: one List holding the FuncCall (and an empty column definition list). */
+	struct pb call = { NULL, NULL };
+	while (range_function.p < range_function.end) {
+		if (!pb_next(&range_function, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_RANGE_FUNCTION_FUNCTIONS && w == PB_BYTES) {
+			if (++nfuncs > 1 || pb_node(sub, &inner) != PB_NODE_LIST)
+				return fail(ps, "0A000", "%s", not_a_call);
+			while (inner.p < inner.end) {
+				struct pb item, fc;
+				if (!pb_next(&inner, &f, &w, &v, &item))
+					return fail(ps, "XX000", "malformed parse tree");
+				if (f != PB_LIST_ITEMS || w != PB_BYTES)
+					continue;
+				if (item.p == item.end)
+					continue; /* the absent column definition list */
+				if (pb_node(item, &fc) != PB_NODE_FUNC_CALL || call.p)
+					return fail(ps, "0A000", "%s", not_a_call);
+				call = fc;
+			}
+		} else if (v != 0 || w == PB_BYTES) {
+			/* LATERAL, WITH ORDINALITY, ROWS FROM, an alias or column definitions */
+			return fail(ps, "0A000", "%s", not_a_call);
+		}
+	}
+	if (!call.p || !func_call(ps, call))
+		return ps->rc ? false : fail(ps, "0A000", "%s", not_a_call);
+	if (ps->call->op != KV_OP_GET_MANY)
+		return fail(ps, "0A000", "kv.%s returns one value: call it as SELECT kv.%s(...)", kv_op_name(ps->call->op),
+			    kv_op_name(ps->call->op));
+	ps->call->from = true;
+	return true;
+}
+
+static bool select_stmt(struct parse *ps, struct pb msg)
+{
+	struct pb sub, inner, target = { NULL, NULL }, from = { NULL, NULL };
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	int ntargets = 0, nfrom = 0;
+
+	while (msg.p < msg.end) {
+		if (!pb_next(&msg, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_SELECT_TARGET_LIST && w == PB_BYTES) {
+			ntargets++;
+			if (pb_node(sub, &target) != PB_NODE_RES_TARGET)
+				return fail(ps, "0A000", "%s", not_a_call);
+		} else if (f == PB_SELECT_FROM_CLAUSE && w == PB_BYTES) {
+			nfrom++;
+			if (pb_node(sub, &from) != PB_NODE_RANGE_FUNCTION)
+				return fail(ps, "0A000", "%s", not_a_call);
+		} else if (f == PB_SELECT_OP && w == PB_VARINT) {
+			if (v != PB_SETOP_NONE)
+				return fail(ps, "0A000", "%s", not_a_call);
+		} else if (f == PB_SELECT_LIMIT_OPTION && w == PB_VARINT) {
+			if (v != PB_LIMIT_OPTION_DEFAULT)
+				return fail(ps, "0A000", "%s", not_a_call);
+		} else {
+			/* WHERE, GROUP BY, ORDER BY, LIMIT, DISTINCT, VALUES, WITH, INTO, FOR UPDATE ... */
+			return fail(ps, "0A000", "%s", not_a_call);
+		}
+	}
+	(void)inner;
+	if (ntargets != 1 || nfrom > 1)
+		return fail(ps, "0A000", "%s", not_a_call);
+	return nfrom ? from_form(ps, target, from) : target_form(ps, target);
+}
+
+int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err, size_t errcap)
+{
+	struct parse ps = { .call = out, .state = state, .err = err, .errcap = errcap };
+	struct pb res, sub, stmt = { NULL, NULL }, inner;
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	int nstmts = 0;
+
+	out->op = KV_OP_GET;
+	out->from = false;
+	out->column[0] = '\0';
+	out->nargs = 0;
+	out->nparams = 0;
+	out->nelems = 0;
+	out->text_len = 0;
+	if (strlen(sql) > KV_CALL_SQL_MAX) {
+		fail(&ps, "54000", "kv: call text longer than %u bytes (bind large values as parameters)", KV_CALL_SQL_MAX);
+		return ps.rc;
+	}
+	PgQueryProtobufParseResult r = pg_query_parse_protobuf(sql);
+	if (r.error) {
+		if (r.error->message && strcmp(r.error->message, "out of memory") == 0)
+			ps.rc = -ENOMEM;
+		else
+			fail(&ps, "42601", "%s", r.error->message ? r.error->message : "syntax error");
+		goto out;
+	}
+	res = (struct pb){ (const uint8_t *)r.parse_tree.data, (const uint8_t *)r.parse_tree.data + r.parse_tree.len };
+	while (res.p < res.end) {
+		if (!pb_next(&res, &f, &w, &v, &sub)) {
+			fail(&ps, "XX000", "malformed parse tree");
+			goto out;
+		}
+		if (f == PB_PARSE_RESULT_STMTS && w == PB_BYTES) {
+			nstmts++;
+			struct pb raw = sub;
+			while (raw.p < raw.end) {
+				struct pb s;
+				if (!pb_next(&raw, &f, &w, &v, &s)) {
+					fail(&ps, "XX000", "malformed parse tree");
+					goto out;
+				}
+				if (f == PB_RAW_STMT_STMT && w == PB_BYTES)
+					stmt = s;
+			}
+		}
+	}
+	if (nstmts == 0) {
+		fail(&ps, "42601", "kv: empty query (a call is expected)");
+		goto out;
+	}
+	if (nstmts > 1) {
+		fail(&ps, "0A000", "kv: one call per query (each call runs on its own shard)");
+		goto out;
+	}
+	if (!stmt.p || pb_node(stmt, &inner) != PB_NODE_SELECT_STMT) {
+		fail(&ps, "0A000", "%s", not_a_call);
+		goto out;
+	}
+	(void)select_stmt(&ps, inner);
+out:
+	pg_query_free_protobuf_parse_result(r);
+	return ps.rc;
+}
+
+void kv_call_free(struct kv_call *c)
+{
+	free(c->elems);
+	free(c->text);
+	memset(c, 0, sizeof *c);
+}
+
+const char *kv_op_name(enum kv_op op)
+{
+	switch (op) {
+	case KV_OP_GET: return "get";
+	case KV_OP_PUT: return "put";
+	case KV_OP_DELETE: return "delete";
+	case KV_OP_PATCH: return "patch";
+	case KV_OP_GET_MANY: return "get_many";
+	}
+	return "?";
+}
+
+uint32_t kv_call_arg_type(enum kv_op op, int i)
+{
+	if (i < 2)
+		return op == KV_OP_GET_MANY && i == 1 ? KV_OID_TEXT_ARRAY : KV_OID_TEXT;
+	if (i == 2)
+		return KV_OID_JSONB; /* put's value, patch's delta */
+	return KV_OID_INTERVAL; /* put's ttl */
+}
+
+uint32_t kv_call_result_type(enum kv_op op)
+{
+	return op == KV_OP_PUT || op == KV_OP_DELETE ? KV_OID_INT8 : KV_OID_JSONB;
+}
+
+/* ---- bound values ---- */
+
+static bool is_space(char ch)
+{
+	return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
+}
+
+int kv_text_array_parse(const char *s, size_t len, char *scratch, struct kv_elem *out, int max)
+{
+	size_t i = 0, w = 0;
+	int n = 0;
+
+	while (i < len && is_space(s[i]))
+		i++;
+	if (i >= len || s[i] != '{')
+		return -EINVAL; /* also dimension decorations ("[1:2]={...}") */
+	i++;
+	while (i < len && is_space(s[i]))
+		i++;
+	if (i < len && s[i] == '}') {
+		i++;
+		goto end;
+	}
+	for (;;) {
+		while (i < len && is_space(s[i]))
+			i++;
+		if (i >= len)
+			return -EINVAL;
+		if (n >= max)
+			return -E2BIG;
+		size_t start = w;
+		bool quoted = false, any = false;
+		if (s[i] == '{')
+			return -EINVAL; /* more than one dimension */
+		if (s[i] == '"') {
+			quoted = true;
+			i++;
+			for (;;) {
+				if (i >= len)
+					return -EINVAL;
+				if (s[i] == '"') {
+					i++;
+					break;
+				}
+				if (s[i] == '\\') {
+					if (++i >= len)
+						return -EINVAL;
+				}
+				if (s[i] == '\0')
+					return -EINVAL;
+				scratch[w++] = s[i++];
+			}
+			while (i < len && is_space(s[i]))
+				i++;
+		} else {
+			size_t last = w; /* trailing unquoted spaces are dropped */
+			while (i < len && s[i] != ',' && s[i] != '}') {
+				if (s[i] == '"' || s[i] == '{' || s[i] == '\0')
+					return -EINVAL;
+				if (s[i] == '\\') {
+					if (++i >= len || s[i] == '\0')
+						return -EINVAL;
+					scratch[w++] = s[i++];
+					last = w;
+					any = true;
+					continue;
+				}
+				scratch[w++] = s[i];
+				if (!is_space(s[i]))
+					last = w;
+				any = true;
+				i++;
+			}
+			w = last;
+			if (!any || w == start)
+				return -EINVAL; /* an empty unquoted element */
+		}
+		if (!quoted && w - start == 4 && strncasecmp(scratch + start, "NULL", 4) == 0)
+			out[n++] = (struct kv_elem){ NULL, 0 };
+		else
+			out[n++] = (struct kv_elem){ scratch + start, (uint32_t)(w - start) };
+		if (i >= len)
+			return -EINVAL;
+		if (s[i] == ',') {
+			i++;
+			continue;
+		}
+		if (s[i] == '}') {
+			i++;
+			break;
+		}
+		return -EINVAL;
+	}
+end:
+	while (i < len && is_space(s[i]))
+		i++;
+	return i == len ? n : -EINVAL;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+int kv_binary_array_parse(const uint8_t *p, size_t len, struct kv_elem *out, int max)
+{
+	size_t off = 12;
+
+	if (len < 12)
+		return -EINVAL;
+	uint32_t ndim = be32(p), elemtype = be32(p + 8);
+	if (ndim == 0)
+		return len == 12 ? 0 : -EINVAL;
+	if (ndim != 1 || (elemtype != KV_OID_TEXT && elemtype != 1043 /* varchar */) || len < 20)
+		return -EINVAL;
+	uint32_t dim = be32(p + 12);
+	off = 20;
+	if (dim > (uint32_t)max)
+		return -E2BIG;
+	for (uint32_t i = 0; i < dim; i++) {
+		if (len - off < 4)
+			return -EINVAL;
+		uint32_t n = be32(p + off);
+		off += 4;
+		if (n == UINT32_MAX) {
+			out[i] = (struct kv_elem){ NULL, 0 };
+			continue;
+		}
+		if (n > len - off || memchr(p + off, '\0', n))
+			return -EINVAL;
+		out[i] = (struct kv_elem){ (const char *)p + off, n };
+		off += n;
+	}
+	return off == len ? (int)dim : -EINVAL;
+}
+
+long kv_binary_scalar_text(uint32_t oid, const uint8_t *p, size_t len, char *out, size_t cap)
+{
+	switch (oid) {
+	case KV_OID_JSONB:
+		if (len < 1 || p[0] != 1)
+			return -EINVAL;
+		p++, len--;
+		/* fall through */
+	case 0:
+	case KV_OID_TEXT:
+	case 1043: /* varchar */
+	case 114:  /* json */
+		if (memchr(p, '\0', len))
+			return -EINVAL;
+		if (len > cap)
+			return -E2BIG;
+		memcpy(out, p, len);
+		return (long)len;
+	case KV_OID_INTERVAL: {
+		if (len != 16)
+			return -EINVAL;
+		uint64_t us = (uint64_t)be32(p) << 32 | be32(p + 4);
+		int32_t days = (int32_t)be32(p + 8), months = (int32_t)be32(p + 12);
+		int n = snprintf(out, cap, "%" PRId32 " mons %" PRId32 " days %" PRId64 " microseconds", months, days,
+				 (int64_t)us);
+		return n < 0 || (size_t)n >= cap ? -E2BIG : n;
+	}
+	default:
+		return -EINVAL;
+	}
+}

@@ -1,0 +1,93 @@
+/* The calls a client of tusk's virtual kv database may make (docs/kv.md, "Routing"): one
+ * SELECT of kv.get / put / delete / patch, or SELECT * FROM kv.get_many, parsed with libpg_query
+ * into a template whose arguments are constants or $n parameters; and the decoders that turn
+ * bound values (text or binary) into the texts a shard is called with. Pure: no I/O, no
+ * threads, every input hostile (unit-tested and fuzzed). */
+#ifndef TUSK_KV_CALL_H
+#define TUSK_KV_CALL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KV_CALL_MAX_ARGS 4
+#define KV_CALL_MAX_PARAMS 64    /* the highest $n a call may name */
+#define KV_CALL_MAX_KEYS 10000   /* get_many, as kv.get_many itself allows */
+#define KV_CALL_SQL_MAX (1u << 20) /* longest call text parsed (a put of a 1 MB value fits in a parameter) */
+
+enum kv_op { KV_OP_GET, KV_OP_PUT, KV_OP_DELETE, KV_OP_PATCH, KV_OP_GET_MANY };
+
+/* Type OIDs of the call arguments and results. */
+#define KV_OID_INT8 20u
+#define KV_OID_TEXT 25u
+#define KV_OID_INTERVAL 1186u
+#define KV_OID_TEXT_ARRAY 1009u
+#define KV_OID_JSONB 3802u
+
+enum kv_arg_kind {
+	KV_ARG_NULL,  /* SQL NULL */
+	KV_ARG_CONST, /* text at call->text + off, len bytes (no NUL inside) */
+	KV_ARG_PARAM, /* $param */
+	KV_ARG_ARRAY, /* ARRAY[...]: call->elems[first, first + n), each NULL, CONST or PARAM */
+};
+
+struct kv_arg {
+	uint8_t kind;
+	uint16_t param;      /* 1-based */
+	uint32_t off, len;   /* CONST */
+	uint32_t first, n;   /* ARRAY */
+};
+
+struct kv_call {
+	enum kv_op op;
+	bool from;             /* SELECT * FROM kv.get_many(...) */
+	char column[64];       /* name of the single result column (target form) */
+	int nargs;
+	struct kv_arg args[KV_CALL_MAX_ARGS];
+	int nparams;           /* the highest $n named; 0: none */
+	/* private: storage (kv_call_free) */
+	struct kv_arg *elems;
+	uint32_t nelems, elems_cap;
+	char *text;
+	uint32_t text_len, text_cap;
+};
+
+/* Parse sql (NUL-terminated, one statement) into out. 0; or -EINVAL with a SQLSTATE in state
+ * and the reason in err (syntax error 42601, not a kv call 0A000, wrong arguments 42883,
+ * parameter number out of range 42P02); or -ENOMEM. out must be zeroed before the first
+ * use; it is reused (its storage kept) by later parses, and freed by kv_call_free. */
+__attribute__((warn_unused_result))
+int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err, size_t errcap);
+void kv_call_free(struct kv_call *c);
+
+const char *kv_op_name(enum kv_op op);
+/* Declared type of argument i of op (what a parameter there is read as). */
+uint32_t kv_call_arg_type(enum kv_op op, int i);
+/* Type of the single result column of op in target form. */
+uint32_t kv_call_result_type(enum kv_op op);
+
+/* One element of a text[] value. */
+struct kv_elem {
+	const char *p; /* NULL: SQL NULL */
+	uint32_t len;
+};
+
+/* Split a text[] in PostgreSQL's text form ("{a,\"b c\",NULL}", one dimension) into at most
+ * max elements, unescaping into scratch (at least len bytes). Returns the count, or -EINVAL
+ * (malformed, more than one dimension, a NUL byte) or -E2BIG (more than max elements). */
+__attribute__((warn_unused_result))
+int kv_text_array_parse(const char *s, size_t len, char *scratch, struct kv_elem *out, int max);
+
+/* The same for PostgreSQL's binary array format (element type text or varchar). Elements
+ * point into p. */
+__attribute__((warn_unused_result))
+int kv_binary_array_parse(const uint8_t *p, size_t len, struct kv_elem *out, int max);
+
+/* A binary parameter of type oid as the text PostgreSQL would read for it: text/varchar/
+ * unknown as is, jsonb (version byte 1) and json as their text, interval as
+ * "M mons D days U microseconds". Writes at most cap bytes to out; the length, or -EINVAL
+ * (malformed or unsupported type), or -E2BIG. */
+__attribute__((warn_unused_result))
+long kv_binary_scalar_text(uint32_t oid, const uint8_t *p, size_t len, char *out, size_t cap);
+
+#endif

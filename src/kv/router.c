@@ -1,0 +1,610 @@
+/* Routed kv calls (router.h). Owns the executor threads, their connections to this zone's
+ * shard databases, the job queue and the little of the catalog routing needs (shard count,
+ * the zone's instance). A call is one statement on one shard, so it is applied whole or not
+ * at all; a connection lost after a write was sent is reported as such (the write may have
+ * committed), never retried behind the client's back. */
+#include "kv/router.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config/config.h"
+#include "kv/catalog.h"
+#include "kv/hash.h"
+#include "kv/schema.h"
+#include "util/log.h"
+
+#define CATALOG_RETRY_S 1.0
+
+struct kv_exec {
+	struct kv_router *r;
+	pthread_t thread;
+	bool started;
+	PGconn **conns; /* per shard, opened on first use; this thread's own */
+	int nconns;
+};
+
+struct kv_router {
+	pthread_mutex_t mu;  /* protects the queue, stop, and sleeps on cv */
+	pthread_cond_t cv;
+	struct kv_job *head, *tail;
+	bool stop;
+	struct kv_exec exec[KV_ROUTER_THREADS];
+	/* the catalog's part routing needs, under cat_mu (read once it answers) */
+	pthread_mutex_t cat_mu;
+	int nshards;         /* 0: not read yet */
+	int instance_id;
+	char host[256];
+	int port;
+	double cat_tried;    /* CLOCK_MONOTONIC of the last failed read */
+	char cat_err[KV_ERR_MAX];
+	/* set at start, read-only */
+	char zone[64];
+	char catalog_host[256];
+	int catalog_port;
+	char catalog_db[CONFIG_NAME_MAX];
+	char *replicator_password; /* the catalog is read as kv_replicator, like replication does */
+	char *client_password;     /* the shards are called as kv_client: the API functions only */
+};
+
+static double now_mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void job_fail(struct kv_job *job, const char *sqlstate, const char *fmt, ...)
+{
+	va_list ap;
+
+	job->failed = true;
+	job->ours = true;
+	snprintf(job->sqlstate, sizeof job->sqlstate, "%s", sqlstate);
+	va_start(ap, fmt);
+	vsnprintf(job->message, sizeof job->message, fmt, ap);
+	va_end(ap);
+}
+
+/* The shard's own error, forwarded as PostgreSQL sent it. */
+static void job_fail_result(struct kv_job *job, const PGresult *res, PGconn *conn)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char *detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL);
+	const char *hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+
+	job->failed = true;
+	job->ours = false;
+	snprintf(job->sqlstate, sizeof job->sqlstate, "%s", state ? state : "XX000");
+	snprintf(job->message, sizeof job->message, "%s", msg ? msg : PQerrorMessage(conn));
+	snprintf(job->detail, sizeof job->detail, "%s", detail ? detail : "");
+	snprintf(job->hint, sizeof job->hint, "%s", hint ? hint : "");
+}
+
+/* ---- output ---- */
+
+static bool rows_reserve(struct kv_job *job, size_t n)
+{
+	if (job->rows_len + n <= job->rows_cap)
+		return true;
+	size_t cap = job->rows_cap ? job->rows_cap : 4096;
+	while (cap < job->rows_len + n)
+		cap *= 2;
+	uint8_t *d = realloc(job->rows, cap);
+	if (!d)
+		return false;
+	job->rows = d;
+	job->rows_cap = cap;
+	return true;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+}
+
+/* A DataRow of ncols text values (NULL: SQL NULL). */
+static bool add_row(struct kv_job *job, int ncols, const char *const *vals, const int *lens)
+{
+	size_t len = 4 + 2;
+	for (int i = 0; i < ncols; i++)
+		len += 4 + (vals[i] ? (size_t)lens[i] : 0);
+	if (len > INT32_MAX || !rows_reserve(job, len + 1))
+		return false;
+	uint8_t *p = job->rows + job->rows_len;
+	*p++ = 'D';
+	put32(p, (uint32_t)len), p += 4;
+	*p++ = (uint8_t)(ncols >> 8), *p++ = (uint8_t)ncols;
+	for (int i = 0; i < ncols; i++) {
+		if (!vals[i]) {
+			put32(p, UINT32_MAX), p += 4;
+			continue;
+		}
+		put32(p, (uint32_t)lens[i]), p += 4;
+		memcpy(p, vals[i], (size_t)lens[i]), p += lens[i];
+	}
+	job->rows_len += len + 1;
+	job->nrows++;
+	return true;
+}
+
+/* ---- catalog ---- */
+
+/* The shard count and this zone's instance: 0, or -EAGAIN with the reason in err. */
+static int ensure_catalog(struct kv_router *r, int *nshards, char err[KV_ERR_MAX])
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&r->cat_mu);
+	if (r->nshards > 0) {
+		*nshards = r->nshards;
+		goto out;
+	}
+	if (r->cat_tried > 0 && now_mono() - r->cat_tried < CATALOG_RETRY_S) {
+		snprintf(err, KV_ERR_MAX, "%s", r->cat_err);
+		rc = -EAGAIN;
+		goto out;
+	}
+	struct kv_endpoint ep = { .host = r->catalog_host, .port = r->catalog_port, .dbname = r->catalog_db,
+				  .user = "kv_replicator", .password = r->replicator_password };
+	struct kv_catalog cat;
+	PGconn *c = kv_conn_open(&ep, "tusk kv router", r->cat_err);
+	int crc = c ? kv_catalog_read(c, &cat, r->cat_err) : -EIO;
+	if (c)
+		PQfinish(c);
+	if (crc == 0 && cat.version == 0)
+		snprintf(r->cat_err, sizeof r->cat_err, "the catalog %s on %s:%d is empty (version 0)", r->catalog_db,
+			 r->catalog_host, r->catalog_port);
+	if (crc == 0 && cat.version > 0) {
+		const struct kv_instance *best = NULL;
+		for (int i = 0; i < cat.ninstances; i++)
+			if (strcmp(cat.instances[i].zone, r->zone) == 0 && (!best || cat.instances[i].id < best->id))
+				best = &cat.instances[i];
+		if (!best) {
+			snprintf(r->cat_err, sizeof r->cat_err, "zone %s has no instance in the catalog", r->zone);
+		} else {
+			r->nshards = cat.nshards;
+			r->instance_id = best->id;
+			snprintf(r->host, sizeof r->host, "%s", best->host);
+			r->port = best->port;
+			log_info(NULL, NULL, "kv: routing calls to instance %d (%s:%d), %d shards", best->id, r->host,
+				 r->port, r->nshards);
+		}
+	}
+	if (crc == 0)
+		kv_catalog_free(&cat);
+	if (r->nshards > 0) {
+		*nshards = r->nshards;
+	} else {
+		r->cat_tried = now_mono();
+		snprintf(err, KV_ERR_MAX, "%s", r->cat_err);
+		rc = -EAGAIN;
+	}
+out:
+	pthread_mutex_unlock(&r->cat_mu);
+	return rc;
+}
+
+/* ---- calls ---- */
+
+/* An idle connection is fine while its server says nothing: we never LISTEN, so anything
+ * readable (a FATAL after pg_terminate_backend or a shutdown, or EOF) means it is gone, as
+ * for a parked server of the pool. */
+static bool conn_alive(PGconn *conn)
+{
+	struct pollfd p = { .fd = PQsocket(conn), .events = POLLIN };
+
+	if (PQstatus(conn) != CONNECTION_OK || p.fd < 0)
+		return false;
+	return poll(&p, 1, 0) == 0;
+}
+
+/* A live connection to shard, or NULL with the job failed (08006 naming the shard). */
+static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
+{
+	struct kv_router *r = x->r;
+	char err[KV_ERR_MAX], db[32];
+
+	if (x->nconns <= shard) {
+		PGconn **c = realloc(x->conns, (size_t)r->nshards * sizeof *c);
+		if (!c) {
+			job_fail(job, "53200", "out of memory");
+			return NULL;
+		}
+		for (int i = x->nconns; i < r->nshards; i++)
+			c[i] = NULL;
+		x->conns = c;
+		x->nconns = r->nshards;
+	}
+	if (x->conns[shard] && conn_alive(x->conns[shard]))
+		return x->conns[shard];
+	if (x->conns[shard]) {
+		PQfinish(x->conns[shard]);
+		x->conns[shard] = NULL;
+	}
+	snprintf(db, sizeof db, KV_SHARD_DB_PREFIX "%d", shard);
+	struct kv_endpoint ep = { .host = r->host, .port = r->port, .dbname = db, .user = "kv_client",
+				  .password = r->client_password };
+	x->conns[shard] = kv_conn_open(&ep, "tusk kv router", err);
+	if (!x->conns[shard]) {
+		job_fail(job, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s", db, r->instance_id,
+			 r->host, r->port, r->zone, err);
+		return NULL;
+	}
+	return x->conns[shard];
+}
+
+/* Run sql on shard. The result (tuples), or NULL with the job failed. */
+static PGresult *shard_exec(struct kv_exec *x, int shard, const char *sql, int nparams, const char *const *params,
+			    struct kv_job *job)
+{
+	PGconn *conn = shard_conn(x, shard, job);
+	if (!conn)
+		return NULL;
+	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+		return res;
+	if (PQstatus(conn) != CONNECTION_OK && (job->op == KV_OP_GET || job->op == KV_OP_GET_MANY)) {
+		/* A read is safe to run again: once, on a new connection (the old one may have died
+		 * between the liveness check and the call). */
+		PQclear(res);
+		PQfinish(conn);
+		x->conns[shard] = NULL;
+		conn = shard_conn(x, shard, job);
+		if (!conn)
+			return NULL;
+		res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+		if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+			return res;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		char err[KV_ERR_MAX];
+		snprintf(err, sizeof err, "%s", PQerrorMessage(conn));
+		for (char *p = err; *p; p++)
+			if (*p == '\n')
+				*p = ' ';
+		job_fail(job, "08006", "connection to kv shard %s%d of instance %d (%s:%d) lost during the call%s: %s",
+			 KV_SHARD_DB_PREFIX, shard, x->r->instance_id, x->r->host, x->r->port,
+			 job->op == KV_OP_GET || job->op == KV_OP_GET_MANY ? ""
+									  : " (the write may or may not have been applied)",
+			 err);
+		PQfinish(conn);
+		x->conns[shard] = NULL;
+	} else if (res) {
+		job_fail_result(job, res, conn);
+	} else {
+		job_fail(job, "53200", "out of memory");
+	}
+	PQclear(res);
+	return NULL;
+}
+
+static void run_single(struct kv_exec *x, int nshards, struct kv_job *job)
+{
+	static const char *const sql[] = {
+		[KV_OP_GET] = "SELECT kv.get($1, $2)",
+		[KV_OP_PUT] = "SELECT kv.put($1, $2, $3::jsonb, $4::interval)",
+		[KV_OP_DELETE] = "SELECT kv.delete($1, $2)",
+		[KV_OP_PATCH] = "SELECT kv.patch($1, $2, $3::jsonb)",
+	};
+	static const int nparams[] = { [KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3 };
+	const char *params[4] = { job->ns, job->key, job->value, job->ttl };
+	int shard = kv_shard_of(job->ns, strlen(job->ns), job->key, strlen(job->key), nshards);
+
+	if (shard < 0) {
+		job_fail(job, "XX000", "bad shard count %d", nshards);
+		return;
+	}
+	PGresult *res = shard_exec(x, shard, sql[job->op], nparams[job->op], params, job);
+	if (!res)
+		return;
+	if (PQntuples(res) != 1 || PQnfields(res) != 1) {
+		job_fail(job, "XX000", "kv shard %s%d answered %d rows of %d columns", KV_SHARD_DB_PREFIX, shard,
+			 PQntuples(res), PQnfields(res));
+	} else {
+		const char *v = PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0);
+		int len = PQgetlength(res, 0, 0);
+		if (!add_row(job, 1, &v, &len))
+			job_fail(job, "53200", "out of memory");
+	}
+	PQclear(res);
+}
+
+struct kv_pair {
+	char *key, *value; /* value NULL: SQL NULL */
+	int klen, vlen;
+};
+
+static int pair_cmp(const void *a, const void *b)
+{
+	const struct kv_pair *x = a, *y = b;
+	int n = x->klen < y->klen ? x->klen : y->klen;
+	int c = memcmp(x->key, y->key, (size_t)n);
+	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+}
+
+/* A text[] literal of keys[idx[0..n)], every element quoted. */
+static char *array_literal(const struct kv_job *job, const int *idx, int n)
+{
+	size_t len = 3;
+	for (int i = 0; i < n; i++)
+		len += 2 * strlen(job->keys[idx[i]]) + 3;
+	char *s = malloc(len), *p = s;
+	if (!s)
+		return NULL;
+	*p++ = '{';
+	for (int i = 0; i < n; i++) {
+		if (i)
+			*p++ = ',';
+		*p++ = '"';
+		for (const char *k = job->keys[idx[i]]; *k; k++) {
+			if (*k == '"' || *k == '\\')
+				*p++ = '\\';
+			*p++ = *k;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return s;
+}
+
+/* Split the keys by shard, one kv.get_many per shard, rows merged in key order (the order
+ * kv.get_many itself returns). A shard that fails fails the call: no partial answer. */
+static void run_get_many(struct kv_exec *x, int nshards, struct kv_job *job)
+{
+	int *shard_of = NULL, *idx = NULL;
+	struct kv_pair *pairs = NULL;
+	size_t npairs = 0, cap = 0;
+
+	if (job->nkeys == 0)
+		return;
+	shard_of = malloc((size_t)job->nkeys * sizeof *shard_of);
+	idx = malloc((size_t)job->nkeys * sizeof *idx);
+	if (!shard_of || !idx) {
+		job_fail(job, "53200", "out of memory");
+		goto out;
+	}
+	for (int i = 0; i < job->nkeys; i++)
+		shard_of[i] = kv_shard_of(job->ns, strlen(job->ns), job->keys[i], strlen(job->keys[i]), nshards);
+	for (int s = 0; s < nshards && !job->failed; s++) {
+		int n = 0;
+		for (int i = 0; i < job->nkeys; i++)
+			if (shard_of[i] == s)
+				idx[n++] = i;
+		if (n == 0)
+			continue;
+		char *lit = array_literal(job, idx, n);
+		if (!lit) {
+			job_fail(job, "53200", "out of memory");
+			break;
+		}
+		const char *params[2] = { job->ns, lit };
+		PGresult *res = shard_exec(x, s, "SELECT key, value FROM kv.get_many($1, $2::text[])", 2, params, job);
+		free(lit);
+		if (!res)
+			break;
+		for (int row = 0; row < PQntuples(res) && !job->failed; row++) {
+			if (npairs == cap) {
+				size_t ncap = cap ? cap * 2 : 64;
+				struct kv_pair *p = realloc(pairs, ncap * sizeof *p);
+				if (!p) {
+					job_fail(job, "53200", "out of memory");
+					break;
+				}
+				pairs = p;
+				cap = ncap;
+			}
+			struct kv_pair *p = &pairs[npairs];
+			p->klen = PQgetlength(res, row, 0);
+			p->key = strdup(PQgetvalue(res, row, 0));
+			p->vlen = PQgetlength(res, row, 1);
+			p->value = PQgetisnull(res, row, 1) ? NULL : strdup(PQgetvalue(res, row, 1));
+			if (!p->key || (!p->value && !PQgetisnull(res, row, 1))) {
+				free(p->key);
+				free(p->value);
+				job_fail(job, "53200", "out of memory");
+				break;
+			}
+			npairs++;
+		}
+		PQclear(res);
+	}
+	if (!job->failed) {
+		qsort(pairs, npairs, sizeof *pairs, pair_cmp);
+		for (size_t i = 0; i < npairs; i++) {
+			const char *v[2] = { pairs[i].key, pairs[i].value };
+			int l[2] = { pairs[i].klen, pairs[i].vlen };
+			if (!add_row(job, 2, v, l)) {
+				job_fail(job, "53200", "out of memory");
+				break;
+			}
+		}
+	}
+	if (job->failed) {
+		job->rows_len = 0;
+		job->nrows = 0;
+	}
+out:
+	for (size_t i = 0; i < npairs; i++) {
+		free(pairs[i].key);
+		free(pairs[i].value);
+	}
+	free(pairs);
+	free(shard_of);
+	free(idx);
+}
+
+static void run_job(struct kv_exec *x, struct kv_job *job)
+{
+	char err[KV_ERR_MAX];
+	int nshards;
+
+	job->failed = false;
+	job->ours = false;
+	job->sqlstate[0] = job->message[0] = job->detail[0] = job->hint[0] = '\0';
+	job->rows_len = 0;
+	job->nrows = 0;
+	if (ensure_catalog(x->r, &nshards, err) < 0) {
+		job_fail(job, "57P03", "kv routing is not ready: %s", err);
+		return;
+	}
+	if (job->op == KV_OP_GET_MANY)
+		run_get_many(x, nshards, job);
+	else
+		run_single(x, nshards, job);
+}
+
+static void *exec_main(void *arg)
+{
+	struct kv_exec *x = arg;
+	struct kv_router *r = x->r;
+
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		while (!r->head && !r->stop)
+			pthread_cond_wait(&r->cv, &r->mu);
+		if (r->stop) {
+			pthread_mutex_unlock(&r->mu);
+			break;
+		}
+		struct kv_job *job = r->head;
+		r->head = job->next;
+		if (!r->head)
+			r->tail = NULL;
+		pthread_mutex_unlock(&r->mu);
+		run_job(x, job);
+		job->done(job);
+	}
+	for (int i = 0; i < x->nconns; i++)
+		if (x->conns[i])
+			PQfinish(x->conns[i]);
+	free(x->conns);
+	x->conns = NULL;
+	x->nconns = 0;
+	return NULL;
+}
+
+static void answer_stopped(struct kv_job *job)
+{
+	job->rows_len = 0;
+	job->nrows = 0;
+	job->detail[0] = job->hint[0] = '\0';
+	job_fail(job, "57P01", "terminating kv call because tusk is shutting down");
+	job->done(job);
+}
+
+void kv_router_submit(struct kv_router *r, struct kv_job *job)
+{
+	job->next = NULL;
+	pthread_mutex_lock(&r->mu);
+	if (r->stop) {
+		pthread_mutex_unlock(&r->mu);
+		answer_stopped(job);
+		return;
+	}
+	if (r->tail)
+		r->tail->next = job;
+	else
+		r->head = job;
+	r->tail = job;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+int kv_router_start(const struct tusk_config *cfg, struct kv_router **out)
+{
+	struct kv_endpoint ep;
+	char err[KV_ERR_MAX];
+
+	*out = NULL;
+	if (!cfg->kv.zone)
+		return 0;
+	if (kv_catalog_endpoint(cfg, "kv_replicator", cfg->kv.replicator_password, &ep, err) < 0) {
+		log_error(NULL, NULL, "kv: %s; calls to the kv database will fail", err);
+		return 0;
+	}
+	struct kv_router *r = calloc(1, sizeof *r);
+	if (!r)
+		return -ENOMEM;
+	snprintf(r->zone, sizeof r->zone, "%s", cfg->kv.zone);
+	snprintf(r->catalog_host, sizeof r->catalog_host, "%s", ep.host);
+	r->catalog_port = ep.port;
+	snprintf(r->catalog_db, sizeof r->catalog_db, "%s", ep.dbname);
+	if ((cfg->kv.replicator_password && !(r->replicator_password = strdup(cfg->kv.replicator_password))) ||
+	    (cfg->kv.client_password && !(r->client_password = strdup(cfg->kv.client_password)))) {
+		free(r->replicator_password);
+		free(r);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_mutex_init(&r->cat_mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	int started = 0;
+	for (int i = 0; i < KV_ROUTER_THREADS; i++) {
+		r->exec[i].r = r;
+		if (pthread_create(&r->exec[i].thread, NULL, exec_main, &r->exec[i]) == 0) {
+			r->exec[i].started = true;
+			started++;
+		}
+	}
+	if (started == 0) {
+		/* Nothing would ever answer a queued call: answer them all at once instead. */
+		r->stop = true;
+		log_error(NULL, NULL, "kv: cannot start the router's threads; calls to the kv database will fail");
+	}
+	*out = r;
+	return 0;
+}
+
+void kv_router_stop(struct kv_router *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->stop = true;
+	struct kv_job *queued = r->head;
+	r->head = r->tail = NULL;
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < KV_ROUTER_THREADS; i++)
+		if (r->exec[i].started) {
+			pthread_join(r->exec[i].thread, NULL);
+			r->exec[i].started = false;
+		}
+	while (queued) {
+		struct kv_job *next = queued->next;
+		answer_stopped(queued);
+		queued = next;
+	}
+}
+
+void kv_router_free(struct kv_router *r)
+{
+	if (!r)
+		return;
+	kv_router_stop(r);
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->cat_mu);
+	pthread_mutex_destroy(&r->mu);
+	free(r->replicator_password);
+	free(r->client_password);
+	free(r);
+}
+
+void kv_job_free(struct kv_job *job)
+{
+	free(job->rows);
+	job->rows = NULL;
+	job->rows_len = job->rows_cap = 0;
+}

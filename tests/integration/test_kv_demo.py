@@ -1,0 +1,81 @@
+"""make run-kv (scripts/run-kv.sh): the two-zone demo starts, a put through zone a's tusk is
+read through zone b's once replicated, and Ctrl-C stops both tusks and both PostgreSQL."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from conftest import SLOW, TUSK_BIN, port_open, wait_until
+
+pytestmark = pytest.mark.tusk_only
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def kv(port):
+    return psycopg.connect(host="127.0.0.1", port=port, user="postgres", dbname="kv", autocommit=True,
+                           connect_timeout=10)
+
+
+def pg_ports(run_dir):
+    """The PostgreSQL ports the demo wrote into its tusk configs."""
+    ports = []
+    for z in ("a", "b"):
+        text = (run_dir / f"tusk-{z}.yaml").read_text()
+        ports.append(int(re.search(r'hosts: \["127\.0\.0\.1:(\d+)"\]', text).group(1)))
+    return ports
+
+
+def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
+    run_dir = workdir / "run-kv"
+    env = dict(os.environ, RUN_KV_DIR=str(run_dir), TUSK_BIN=str(TUSK_BIN))
+    proc = subprocess.Popen([os.path.join(ROOT, "scripts", "run-kv.sh")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        lines = {}
+        deadline = time.monotonic() + 120 * SLOW
+        while len(lines) < 2 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            m = re.match(r"zone (\w+): psql -h 127\.0\.0\.1 -p (\d+) -U postgres kv$", line.strip())
+            assert m, f"unexpected output line {line!r}"
+            lines[m.group(1)] = int(m.group(2))
+        assert set(lines) == {"a", "b"}, (lines, proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
+        # Two tusks, two ports: one shared port (SO_REUSEPORT) would mix the zones up.
+        assert lines["a"] != lines["b"], lines
+        assert len(set(pg_ports(run_dir))) == 2
+
+        with kv(lines["a"]) as a:
+            assert a.execute("select kv.put('default', 'demo', '{\"from\": \"a\"}')").fetchone()[0] > 0
+            assert a.execute("select kv.get('default', 'demo')").fetchone()[0] == {"from": "a"}
+        with kv(lines["b"]) as b:
+            wait_until(lambda: b.execute("select kv.get('default', 'demo')").fetchone()[0] == {"from": "a"},
+                       30 * SLOW, interval=0.1, what="the put of zone a to reach zone b")
+            # The other way too: every zone is a master.
+            b.execute("select kv.patch('default', 'demo', '{\"n\": 1}')")
+        with kv(lines["a"]) as a:
+            wait_until(lambda: a.execute("select kv.get('default', 'demo')").fetchone()[0] == {"from": "a", "n": 1},
+                       30 * SLOW, interval=0.1, what="the patch of zone b to reach zone a")
+        ports = list(lines.values()) + pg_ports(run_dir)
+        assert all(port_open(p) for p in ports)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=60 * SLOW)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    assert rc == 0, proc.stderr.read()
+    assert "stopped both tusks and both PostgreSQL instances" in proc.stderr.read()
+    # Everything it started is gone: both tusks and both postmasters.
+    wait_until(lambda: not any(port_open(p) for p in ports), 10 * SLOW, what="the demo's ports to close")
+    for z in ("a", "b"):
+        assert not (run_dir / f"pg-{z}" / "postmaster.pid").exists()
+        log = (run_dir / f"tusk-{z}.log").read_text()
+        assert "kv: routing calls to instance" in log and "stopped" in log, log[-2000:]

@@ -1,0 +1,198 @@
+"""Calls through tusk's virtual kv database: routed to the shard of the key on the local zone's
+instance, over the simple and the extended protocol, get_many split and merged, bad input and a
+shard instance that is down (docs/kv.md, "Routing")."""
+
+import datetime
+import json
+import subprocess
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from conftest import SLOW, wait_until
+from kv_util import NSHARDS, Parade
+
+pytestmark = pytest.mark.tusk_only
+
+
+@pytest.fixture(scope="module")
+def zone(workdir):
+    p = Parade(workdir / "kv-route", ["r1"])
+    p.setup()
+    z = p.zones[0]
+    z.start_tusk()
+    yield z
+    p.destroy()
+
+
+def kv_conn(zone, **kw):
+    return psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv",
+                           autocommit=True, connect_timeout=10, **kw)
+
+
+def psql(zone, sql):
+    """Simple protocol, as an operator would type it."""
+    return subprocess.run(["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+                           str(zone.tusk.port), "-U", "postgres", "-d", "kv", "-c", sql],
+                          capture_output=True, text=True, timeout=30 * SLOW)
+
+
+def stored(zone, key, ns="default"):
+    """Which shard databases hold the key (read directly, not through tusk)."""
+    return [s for s in range(NSHARDS)
+            if zone.sql(s, "select 1 from kv.data where ns = %s and key = %s", (ns, key))]
+
+
+def test_calls_over_the_simple_protocol_land_on_the_key_shard(zone):
+    keys = [f"simple-{i}" for i in range(12)]
+    for i, k in enumerate(keys):
+        p = psql(zone, f"select kv.put('default', '{k}', '{{\"n\": {i}}}')")
+        assert p.returncode == 0, p.stderr
+        assert int(p.stdout.strip()) > 0  # the new version
+    # Each key is in exactly the shard the hash names, and nowhere else.
+    for k in keys:
+        assert stored(zone, k) == [zone.parade.shard_of("default", k)], k
+    assert {zone.parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
+    p = psql(zone, "select kv.get('default', 'simple-3')")
+    assert p.returncode == 0 and json.loads(p.stdout) == {"n": 3}, p
+    p = psql(zone, "select kv.patch('default', 'simple-3', '{\"n\": 4, \"m\": true}') as merged")
+    assert p.returncode == 0 and json.loads(p.stdout) == {"n": 7, "m": True}, p
+    p = psql(zone, "select kv.delete('default', 'simple-3')")
+    assert p.returncode == 0, p.stderr
+    p = psql(zone, "select kv.get('default', 'simple-3')")
+    assert p.returncode == 0 and p.stdout.strip() == "", p
+
+
+def test_extended_protocol_with_bound_parameters_text_and_binary(zone):
+    with kv_conn(zone) as c:
+        # %s: psycopg picks the format; %t text; %b binary (jsonb with its version byte, interval).
+        v1 = c.execute("select kv.put(%s, %s, %s)", ("default", "ext-1", Jsonb({"a": [1, 2]}))).fetchone()[0]
+        v2 = c.execute("select kv.put(%t, %t, %t)", ("default", "ext-2", Jsonb({"b": "x"}))).fetchone()[0]
+        v3 = c.execute("select kv.put(%b, %b, %b, %b)",
+                       ("default", "ext-3", Jsonb({"c": None}), datetime.timedelta(hours=1))).fetchone()[0]
+        assert min(v1, v2, v3) > 0
+        cur = c.execute("select kv.get(%s, %s) as v", ("default", "ext-1"))
+        assert cur.description[0].name == "v" and cur.fetchone()[0] == {"a": [1, 2]}
+        assert c.execute("select kv.get(%b, %b)", ("default", "ext-2")).fetchone()[0] == {"b": "x"}
+        # A named prepared statement (prepare=True), reused as drivers do.
+        for i in range(4):
+            assert c.execute("select kv.patch(%s, %s, %s)", ("default", "ext-2", Jsonb({"n": 1})),
+                             prepare=True).fetchone()[0] == {"b": "x", "n": 1 + i}
+    # The ttl was bound in binary: the row expires about an hour from now.
+    s = zone.parade.shard_of("default", "ext-3")
+    left = zone.sql(s, "select extract(epoch from expires_at - now()) from kv.data where key = 'ext-3'")[0][0]
+    assert 3500 < float(left) <= 3600
+
+
+def test_get_many_is_split_by_shard_and_merged_in_key_order(zone):
+    keys = [f"many-{i:02d}" for i in range(20)]
+    with kv_conn(zone) as c:
+        for k in keys:
+            c.execute("select kv.put(%s, %s, %s)", ("default", k, Jsonb({"k": k})))
+        assert {zone.parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
+        ask = list(reversed(keys)) + ["many-missing", keys[0]]
+        for fmt in ("%s", "%t", "%b"):
+            rows = c.execute(f"select * from kv.get_many(%s, {fmt})", ("default", ask)).fetchall()
+            assert rows == [(k, {"k": k}) for k in keys], fmt
+        cur = c.execute("select * from kv.get_many('default', ARRAY['many-05', 'many-01', 'nope'])")
+        assert [d.name for d in cur.description] == ["key", "value"]
+        assert cur.fetchall() == [("many-01", {"k": "many-01"}), ("many-05", {"k": "many-05"})]
+        assert c.execute("select * from kv.get_many('default', '{many-07,\"many-02\"}')").fetchall() == [
+            ("many-02", {"k": "many-02"}), ("many-07", {"k": "many-07"})]
+        assert c.execute("select * from kv.get_many('default', '{}')").fetchall() == []
+    p = psql(zone, "select * from kv.get_many('default', ARRAY['many-10','many-03'])")
+    assert p.returncode == 0 and p.stdout.splitlines() == ['many-03|{"k": "many-03"}', 'many-10|{"k": "many-10"}'], p
+
+
+@pytest.mark.parametrize("sql,params,sqlstate,text", [
+    ("select 1", None, "0A000", "only calls of the kv API"),
+    ("select kv.get('default', 'a'); select kv.get('default', 'b')", None, "0A000", "one call per query"),
+    ("begin", None, "0A000", "only calls of the kv API"),
+    ("select kv.get('default')", None, "42883", "kv.get takes 2"),
+    ("select kv.nope('default', 'a')", None, "42883", "no function kv.nope"),
+    ("select kv.get('default', 'a') where true", None, "0A000", "only calls of the kv API"),
+    ("select kv.get(key, 'a') from t", None, "0A000", "only calls of the kv API"),
+    ("select kv.get('default', lower('A'))", None, "0A000", "constants or parameters"),
+    ("select kv.get_many('default', ARRAY['a'])", None, "0A000", "SELECT * FROM kv.get_many"),
+    ("selec kv.get('default', 'a')", None, "42601", "syntax error"),
+    ("select kv.get(%s, %s)", ("nosuchns", "a"), "22023", 'unknown namespace "nosuchns"'),
+    ("select kv.get(%s, %s)", ("default", "k" * 1025), "22001", "key too long"),
+    ("select kv.put(%s, %s, %s)", ("default", "a", "{not json"), "22P02", "invalid input syntax for type json"),
+    ("select kv.get(%s, %s)", (None, "a"), "22004", "must not be NULL"),
+    ("select * from kv.get_many(%s, %s)", ("default", ["a", None]), "22004", "must not be NULL"),
+    ("select kv.put(%s, %s, %s, %s)", ("default", "a", "1", "-1 hour"), "22023", "ttl must be positive"),
+])
+def test_bad_input_gets_a_clear_error_and_the_session_goes_on(zone, sql, params, sqlstate, text):
+    with kv_conn(zone) as c:
+        with pytest.raises(psycopg.Error) as e:
+            c.execute(sql, params)
+        assert e.value.sqlstate == sqlstate, e.value
+        assert text in str(e.value), e.value
+        # The session is still usable.
+        c.execute("select kv.put('default', 'after-error', '1')")
+        assert c.execute("select kv.get('default', 'after-error')").fetchone()[0] == 1
+
+
+def test_tusk_own_errors_name_the_client(zone):
+    with kv_conn(zone) as c:
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("select 1")
+        assert str(e.value).startswith("tusk c"), e.value
+
+
+def test_a_shard_that_is_down_gets_08006_naming_it_and_nothing_half_written(zone):
+    down = 1
+    k_up = next(f"d{i}" for i in range(1000) if zone.parade.shard_of("default", f"d{i}") != down)
+    k_down = next(f"d{i}" for i in range(1000) if zone.parade.shard_of("default", f"d{i}") == down)
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '1')", (k_up,))
+        with zone.pg.admin() as a:
+            a.execute(f"alter database kv_shard_{down} allow_connections false")
+            a.execute("select pg_terminate_backend(pid) from pg_stat_activity where datname = %s",
+                      (f"kv_shard_{down}",))
+        try:
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select kv.put('default', %s, '2')", (k_down,))
+            assert e.value.sqlstate == "08006", e.value
+            assert f"kv_shard_{down}" in str(e.value) and "instance 1" in str(e.value), e.value
+            # get_many over both shards fails whole: no partial answer.
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select * from kv.get_many('default', %s)", ([k_up, k_down],))
+            assert e.value.sqlstate == "08006", e.value
+            # The other shard still answers.
+            assert c.execute("select kv.get('default', %s)", (k_up,)).fetchone()[0] == 1
+        finally:
+            with zone.pg.admin() as a:
+                a.execute(f"alter database kv_shard_{down} allow_connections true")
+        assert c.execute("select kv.get('default', %s)", (k_down,)).fetchone()[0] is None
+        assert stored(zone, k_down) == []
+        c.execute("select kv.put('default', %s, '3')", (k_down,))
+        assert c.execute("select kv.get('default', %s)", (k_down,)).fetchone()[0] == 3
+
+
+def test_calls_recover_after_the_instance_restarts(zone):
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', 'restart', '1')")
+        zone.pg.stop()
+        try:
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select kv.get('default', 'restart')")
+            assert e.value.sqlstate == "08006" and "is down" in str(e.value), e.value
+        finally:
+            zone.pg.start()
+        # The router's connections from before the restart are dead; the next call reconnects.
+        assert c.execute("select kv.get('default', 'restart')").fetchone()[0] == 1
+        c.execute("select kv.put('default', 'restart', '2')")
+        assert c.execute("select kv.get('default', 'restart')").fetchone()[0] == 2
+
+
+def test_a_client_that_leaves_mid_call_does_not_upset_tusk(zone):
+    for _ in range(20):
+        c = kv_conn(zone)
+        c.pgconn.send_query_params(b"select kv.put('default', 'leaver', '1')", None)
+        c.pgconn.flush()
+        c.close()
+    with kv_conn(zone) as c:
+        assert c.execute("select kv.get('default', 'leaver')").fetchone()[0] == 1
+    assert zone.tusk.proc.poll() is None

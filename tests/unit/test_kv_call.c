@@ -1,0 +1,190 @@
+/* Unit tests for kv/call: what the virtual kv database takes as a call, what it refuses and
+ * with which SQLSTATE, and the decoders of bound values (text[] literals, binary params). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kv/call.h"
+
+static struct kv_call call;
+static char state[6], err[300];
+
+static int parse(const char *sql)
+{
+	state[0] = err[0] = '\0';
+	return kv_call_parse(sql, &call, state, err, sizeof err);
+}
+
+static const char *text_of(const struct kv_arg *a)
+{
+	return a->kind == KV_ARG_CONST ? call.text + a->off : NULL;
+}
+
+static void test_target_form(void **st)
+{
+	(void)st;
+	assert_int_equal(parse("SELECT kv.put('default', 'k''1', '{\"a\": 1}'::jsonb, interval '1 hour')"), 0);
+	assert_int_equal(call.op, KV_OP_PUT);
+	assert_false(call.from);
+	assert_string_equal(call.column, "put");
+	assert_int_equal(call.nargs, 4);
+	assert_string_equal(text_of(&call.args[0]), "default");
+	assert_string_equal(text_of(&call.args[1]), "k'1");
+	assert_string_equal(text_of(&call.args[2]), "{\"a\": 1}");
+	assert_string_equal(text_of(&call.args[3]), "1 hour");
+	assert_int_equal(call.nparams, 0);
+
+	assert_int_equal(parse("select KV.GET($1, $2) as v -- comment"), 0);
+	assert_int_equal(call.op, KV_OP_GET);
+	assert_string_equal(call.column, "v");
+	assert_int_equal(call.args[0].kind, KV_ARG_PARAM);
+	assert_int_equal(call.args[1].param, 2);
+	assert_int_equal(call.nparams, 2);
+
+	assert_int_equal(parse("select kv.patch('n', 42, NULL)"), 0);
+	assert_string_equal(text_of(&call.args[1]), "42");
+	assert_int_equal(call.args[2].kind, KV_ARG_NULL);
+	assert_int_equal(parse("select kv.delete('n', 0)"), 0);
+	assert_string_equal(text_of(&call.args[1]), "0"); /* proto3 leaves the zero out */
+	assert_int_equal(parse("select kv.get('n', '')"), 0);
+	assert_string_equal(text_of(&call.args[1]), "");
+}
+
+static void test_from_form_and_arrays(void **st)
+{
+	(void)st;
+	assert_int_equal(parse("select * from kv.get_many('default', ARRAY['a', $2, NULL])"), 0);
+	assert_int_equal(call.op, KV_OP_GET_MANY);
+	assert_true(call.from);
+	assert_int_equal(call.args[1].kind, KV_ARG_ARRAY);
+	assert_int_equal(call.args[1].n, 3);
+	assert_string_equal(call.text + call.elems[call.args[1].first].off, "a");
+	assert_int_equal(call.elems[call.args[1].first + 1].param, 2);
+	assert_int_equal(call.elems[call.args[1].first + 2].kind, KV_ARG_NULL);
+	assert_int_equal(parse("SELECT * FROM kv.get_many($1, $2::text[])"), 0);
+	assert_int_equal(call.args[1].kind, KV_ARG_PARAM);
+}
+
+static void test_refusals(void **st)
+{
+	static const struct {
+		const char *sql, *state;
+	} cases[] = {
+		{ "select 1", "0A000" },
+		{ "begin", "0A000" },
+		{ "set search_path = x", "0A000" },
+		{ "insert into kv.data values (1)", "0A000" },
+		{ "select kv.get('a', 'b'); select 1", "0A000" },
+		{ "select kv.get('a', 'b'), kv.get('a', 'c')", "0A000" },
+		{ "select kv.get('a', 'b') from t", "0A000" },
+		{ "select kv.get('a', 'b') where true", "0A000" },
+		{ "select kv.get('a', 'b') limit 1", "0A000" },
+		{ "select kv.get('a', 'b') union select kv.get('a', 'c')", "0A000" },
+		{ "with x as (select 1) select kv.get('a', 'b')", "0A000" },
+		{ "select kv.get('a', upper('b'))", "0A000" },
+		{ "select kv.get('a', (select 'b'))", "0A000" },
+		{ "select kv.get(ns => 'a', key => 'b')", "0A000" },
+		{ "select public.get('a', 'b')", "0A000" },
+		{ "select get('a', 'b')", "0A000" },
+		{ "select x.kv.get('a', 'b')", "0A000" },
+		{ "select kv.get('a')", "42883" },
+		{ "select kv.put('a', 'b')", "42883" },
+		{ "select kv.put('a', 'b', '1', '1h', 5)", "42883" },
+		{ "select kv.drop('a', 'b')", "42883" },
+		{ "select kv.get('a', ARRAY['b'])", "42883" },
+		{ "select kv.get_many('a', ARRAY['b'])", "0A000" },
+		{ "select * from kv.get('a', 'b')", "0A000" },
+		{ "select * from kv.get_many('a', ARRAY['b']) as t", "0A000" },
+		{ "select * from kv.get_many('a', ARRAY[ARRAY['b']])", "42883" }, /* nested: not keys */
+		{ "select kv.get($0, 'b')", "42P02" },
+		{ "select kv.get($65, 'b')", "42P02" },
+		{ "selec kv.get('a', 'b')", "42601" },
+		{ "", "42601" },
+	};
+	(void)st;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int rc = parse(cases[i].sql);
+		if (rc != -EINVAL || strcmp(state, cases[i].state) != 0)
+			fail_msg("%s: rc %d state %s (want %s): %s", cases[i].sql, rc, state, cases[i].state, err);
+		assert_true(err[0] != '\0');
+	}
+}
+
+static void test_text_array(void **st)
+{
+	struct kv_elem e[8];
+	char scratch[64];
+	const char *s = " { a , \"b c\" ,NULL, \"NULL\", d\\,e ,\"q\\\"x\" } ";
+	(void)st;
+	int n = kv_text_array_parse(s, strlen(s), scratch, e, 8);
+	assert_int_equal(n, 6);
+	assert_true(e[0].len == 1 && memcmp(e[0].p, "a", 1) == 0);
+	assert_true(e[1].len == 3 && memcmp(e[1].p, "b c", 3) == 0);
+	assert_null(e[2].p);
+	assert_true(e[3].len == 4 && memcmp(e[3].p, "NULL", 4) == 0);
+	assert_true(e[4].len == 3 && memcmp(e[4].p, "d,e", 3) == 0);
+	assert_true(e[5].len == 3 && memcmp(e[5].p, "q\"x", 3) == 0);
+	assert_int_equal(kv_text_array_parse("{}", 2, scratch, e, 8), 0);
+	assert_int_equal(kv_text_array_parse("{a,b,c}", 7, scratch, e, 2), -E2BIG);
+	static const char *bad[] = { "", "a", "{", "{a", "{a,}", "{,a}", "{{a}}", "{\"a}", "[1:1]={a}", "{a} x", "{a\"b}" };
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (kv_text_array_parse(bad[i], strlen(bad[i]), scratch, e, 8) != -EINVAL)
+			fail_msg("accepted %s", bad[i]);
+}
+
+static void test_binary_values(void **st)
+{
+	struct kv_elem e[4];
+	char out[128];
+	(void)st;
+	/* text[] {"ab", NULL} */
+	const uint8_t arr[] = { 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 25, 0, 0, 0, 2, 0, 0, 0, 1,
+				0, 0, 0, 2, 'a', 'b', 0xff, 0xff, 0xff, 0xff };
+	assert_int_equal(kv_binary_array_parse(arr, sizeof arr, e, 4), 2);
+	assert_true(e[0].len == 2 && memcmp(e[0].p, "ab", 2) == 0);
+	assert_null(e[1].p);
+	assert_int_equal(kv_binary_array_parse(arr, sizeof arr - 1, e, 4), -EINVAL);
+	assert_int_equal(kv_binary_array_parse(arr, sizeof arr, e, 1), -E2BIG);
+	const uint8_t empty[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 25 };
+	assert_int_equal(kv_binary_array_parse(empty, sizeof empty, e, 4), 0);
+
+	const uint8_t jsonb[] = { 1, '{', '}' };
+	assert_int_equal(kv_binary_scalar_text(KV_OID_JSONB, jsonb, 3, out, sizeof out), 2);
+	assert_memory_equal(out, "{}", 2);
+	const uint8_t jsonb_v2[] = { 2, '{', '}' };
+	assert_int_equal(kv_binary_scalar_text(KV_OID_JSONB, jsonb_v2, 3, out, sizeof out), -EINVAL);
+	/* interval: 1.5 s, 2 days, 3 months */
+	const uint8_t iv[] = { 0, 0, 0, 0, 0, 0x16, 0xe3, 0x60, 0, 0, 0, 2, 0, 0, 0, 3 };
+	long n = kv_binary_scalar_text(KV_OID_INTERVAL, iv, sizeof iv, out, sizeof out);
+	assert_true(n > 0);
+	out[n] = '\0';
+	assert_string_equal(out, "3 mons 2 days 1500000 microseconds");
+	const uint8_t nul[] = { 'a', 0, 'b' };
+	assert_int_equal(kv_binary_scalar_text(KV_OID_TEXT, nul, 3, out, sizeof out), -EINVAL);
+	assert_int_equal(kv_binary_scalar_text(23 /* int4 */, nul, 3, out, sizeof out), -EINVAL);
+}
+
+static int teardown(void **st)
+{
+	(void)st;
+	kv_call_free(&call);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_target_form),
+		cmocka_unit_test(test_from_form_and_arrays),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_text_array),
+		cmocka_unit_test(test_binary_values),
+	};
+	return cmocka_run_group_tests(tests, NULL, teardown);
+}

@@ -3,7 +3,7 @@
 #   make run     build, then run tusk (./tusk.yaml, or a throwaway PostgreSQL + generated config)
 #   make test    unit tests (ctest) then the integration suite against build/tusk
 #   make asan    ASan+UBSan build into build-asan/
-#   make bench   pgbench -S: direct vs PgBouncer vs tusk
+#   make bench   pgbench -S: direct vs PgBouncer vs tusk (compare.sh), then what each costs to run (cost.sh)
 SHELL := /bin/bash
 PYTHON := /usr/bin/python3
 JOBS ?= 2
@@ -57,6 +57,7 @@ asan-test: asan
 
 bench: deps build
 	bench/compare.sh $(BENCH_SECONDS)
+	bench/cost.sh
 
 clean:
 	rm -rf build build-asan build-fuzz .run .pytest_cache tests/integration/__pycache__

@@ -139,18 +139,61 @@ void client_set_state(struct client *c, enum client_state to)
 	client_update_io(c);
 }
 
+/* Buffer blocks per worker kept for the next client that has bytes in flight: enough for
+ * the clients of a busy pool to find one without malloc; beyond that they are freed. */
+#define CLIENT_FREE_BUFS 64
+
+static size_t client_rbuf_size(const struct runtime *rt)
+{
+	return rt->cfg->buffer_size > PROTO_STARTUP_MAX ? rt->cfg->buffer_size : 2 * PROTO_STARTUP_MAX;
+}
+
+void client_worker_init(struct worker *w)
+{
+	buf_pool_init(&w->client_rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
+	buf_pool_init(&w->client_wbufs, CLIENT_WBUF_SIZE, CLIENT_FREE_BUFS);
+}
+
+void client_worker_free(struct worker *w)
+{
+	buf_pool_destroy(&w->client_rbufs);
+	buf_pool_destroy(&w->client_wbufs);
+}
+
+/* An idle client holds no buffer (most clients of a pooler are idle): between
+ * transactions, with nothing half read or half written, both blocks go back to the
+ * worker. The admin console keeps its own (its output drains through wbuf). */
+static void release_bufs_if_idle(struct client *c)
+{
+	if (c->state != CLIENT_IDLE || c->admin || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
+	    c->c2s_scanned || c->c2s_remaining || c->s2c_scanned || c->s2c_remaining)
+		return;
+	buf_detach(&c->rbuf, &c->worker->client_rbufs);
+	buf_detach(&c->wbuf, &c->worker->client_wbufs);
+}
+
+/* Before anything reads into or writes to the client's buffers outside the idle state. */
+__attribute__((warn_unused_result)) static int attach_bufs(struct client *c)
+{
+	if (buf_attach(&c->rbuf, &c->worker->client_rbufs) < 0 || buf_attach(&c->wbuf, &c->worker->client_wbufs) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 void client_update_io(struct client *c)
 {
 	bool rd = false, wr;
 	int want;
 
+	release_bufs_if_idle(c);
 	switch (c->state) {
 	case CLIENT_STARTUP:
 	case CLIENT_AUTH:
 	case CLIENT_WAITING:
 	case CLIENT_ACTIVE:
 	case CLIENT_IDLE:
-		rd = buf_len(&c->rbuf) < c->rbuf.cap;
+		/* detached (idle): a block is taken when bytes arrive */
+		rd = !buf_attached(&c->rbuf) || buf_len(&c->rbuf) < c->rbuf.cap;
 		break;
 	case CLIENT_CLOSING:
 		rd = true; /* drained and dropped, see client_flush */
@@ -184,11 +227,16 @@ static void unlink_client(struct client *c)
 	c->prev = c->next = NULL;
 }
 
+/* A client's ctx before the first one is made, or when memory ran out making it. */
+static char unknown_ctx[] = "-/-@?";
+
 static void free_client(struct client *c)
 {
-	buf_free(&c->rbuf);
-	buf_free(&c->wbuf);
+	buf_detach(&c->rbuf, &c->worker->client_rbufs);
+	buf_detach(&c->wbuf, &c->worker->client_wbufs);
 	session_free(&c->session);
+	if (c->ctx != unknown_ctx)
+		free(c->ctx);
 	free(c->big);
 	prep_client_free(c->prep);
 	client_auth_free(c);
@@ -248,8 +296,9 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 		c->server = NULL;
 		relay_release_server(c, s);
 	}
-	/* A half-relayed server message cannot be followed by one of ours: just close. */
-	if (c->s2c_remaining == 0 && c->s2c_scanned == 0) {
+	/* A half-relayed server message cannot be followed by one of ours: just close. An idle
+	 * client gets a write buffer back for its error (without one, it just goes). */
+	if (c->s2c_remaining == 0 && c->s2c_scanned == 0 && buf_attach(&c->wbuf, &c->worker->client_wbufs) == 0) {
 		(void)proto_put_error(&c->wbuf, "FATAL", sqlstate, message, NULL, NULL);
 		stats_count_error(c->worker->rt->stats, sqlstate);
 	}
@@ -312,14 +361,21 @@ static void drain_closing(struct client *c)
 	}
 }
 
+/* Sized to fit: a fixed array would be most of what an idle client costs. */
 static void format_ctx(struct client *c)
 {
-	char addr[NET_ADDR_STR_MAX];
+	char addr[NET_ADDR_STR_MAX], buf[192];
 	net_addr_str(&c->peer, addr, sizeof addr);
 	if (c->user[0])
-		snprintf(c->ctx, sizeof c->ctx, "%s/%s@%s", c->database, c->user, addr);
+		snprintf(buf, sizeof buf, "%s/%s@%s", c->database, c->user, addr);
 	else
-		snprintf(c->ctx, sizeof c->ctx, "-/-@%s", addr);
+		snprintf(buf, sizeof buf, "-/-@%s", addr);
+	char *p = strdup(buf);
+	if (!p)
+		return; /* the previous one stays */
+	if (c->ctx != unknown_ctx)
+		free(c->ctx);
+	c->ctx = p;
 }
 
 void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener)
@@ -330,9 +386,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 
 	if (!c)
 		goto err_close_fd;
-	if (buf_init(&c->rbuf, rt->cfg->buffer_size > PROTO_STARTUP_MAX ? rt->cfg->buffer_size : 2 * PROTO_STARTUP_MAX) < 0)
-		goto err_free_client;
-	if (buf_init(&c->wbuf, CLIENT_WBUF_SIZE) < 0)
+	if (buf_attach(&c->rbuf, &w->client_rbufs) < 0 || buf_attach(&c->wbuf, &w->client_wbufs) < 0)
 		goto err_free_client;
 	id_make(c->id, 'c');
 	c->serial = atomic_fetch_add_explicit(&rt->next_client_serial, 1, memory_order_relaxed) + 1;
@@ -343,6 +397,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
 	c->connect_time = ev_now(w->loop);
+	c->ctx = unknown_ctx;
 	format_ctx(c);
 	ev_init(&c->io, client_io_cb);
 	c->io.data = c;
@@ -363,8 +418,8 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	return;
 
 err_free_client:
-	buf_free(&c->rbuf);
-	buf_free(&c->wbuf);
+	buf_detach(&c->rbuf, &w->client_rbufs);
+	buf_detach(&c->wbuf, &w->client_wbufs);
 	free(c);
 err_close_fd:
 	atomic_fetch_sub_explicit(&rt->nclients, 1, memory_order_relaxed);
@@ -1049,7 +1104,7 @@ static void connect_server(struct client *c)
 			    pool_user(c->pool), why);
 		return;
 	}
-	struct server *s = server_connect(c->pool, c->worker, &c->cred, on_server_ready, c);
+	struct server *s = server_connect(c->pool, c->worker, c->cred, on_server_ready, c);
 	if (!s) {
 		pool_drop_slot(c->pool);
 		client_fail(c, "53200", "out of memory connecting to server");
@@ -1187,6 +1242,10 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct client *c = io->data;
 	(void)loop;
 
+	if (attach_bufs(c) < 0) {
+		client_close(c, "out of memory for the client's buffers");
+		return;
+	}
 	if (c->tls_handshaking) {
 		tls_step(c);
 		return;

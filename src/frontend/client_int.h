@@ -53,7 +53,7 @@ struct client {
 	struct buf rbuf; /* bytes from the client, not yet forwarded */
 	struct buf wbuf; /* bytes tusk itself sends the client; always before relayed ones */
 	struct net_addr peer;
-	char ctx[192]; /* "db/user@addr:port" */
+	char *ctx;     /* "db/user@addr:port", allocated to its length (never NULL) */
 	char database[CONFIG_NAME_MAX];
 	char user[CONFIG_NAME_MAX];
 	struct session_state session; /* what every server it gets must look like */
@@ -79,7 +79,8 @@ struct client {
 	bool copy_in;               /* the server waits for COPY data from the client */
 	struct prep_client *prep;   /* named statements (transaction/statement pooling only) */
 	struct client_auth *auth;   /* during CLIENT_AUTH (auth.c) */
-	struct server_cred cred;    /* what the client's authentication revealed, for passthrough */
+	struct server_cred *cred;   /* what the client's authentication revealed, for passthrough
+	                             * (NULL: nothing; allocated by auth.c only when there is) */
 	struct pool *pool;
 	struct server *server;      /* connecting, preparing or attached */
 	struct pool_waiter waiter;

@@ -8,6 +8,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "util/buf.h"
+
 struct runtime;
 struct worker;
 struct server;
@@ -53,6 +55,9 @@ struct worker {
 	struct server *servers; /* private to pool/server.c: servers attached to this loop */
 	struct cancel_conn *cancel_conns; /* private to frontend/cancel.c: cancels being sent */
 	struct authq_conn *authq; /* private to frontend/authquery.c: auth_query connections */
+	/* private to frontend/client.c: client read/write buffer blocks, taken while bytes are
+	 * in flight and given back when the client goes idle with both drained */
+	struct buf_pool client_rbufs, client_wbufs;
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	bool draining;          /* read-only outside worker.c: listeners closed, clients leave at
 				 * their next transaction boundary */

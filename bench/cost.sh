@@ -10,6 +10,8 @@
 # start, idle, then cpu, and stops it; the table gives every run and the median of each row.
 # Prints numbers only; asserts nothing. Stops everything it started.
 # Env: TUSK_BIN (default build/tusk), PGBOUNCER (/usr/sbin/pgbouncer), ROUNDS (3),
+#      TUSK_BEFORE_BIN (another tusk binary, e.g. main's, run alongside as "tusk-before" with
+#      the same configuration: before/after figures from one run),
 #      IDLE_CLIENTS (5000), TXNS (3000 per client: 96k in all), MODES (pgbench -M modes for the
 #      cpu row, "simple"; e.g. "simple extended prepared"),
 #      EXTRA_POOLER_NAME + EXTRA_POOLER_CMD: one more pooler, a foreground command in which
@@ -97,6 +99,7 @@ pg_started=1
 "$PG_BIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
 
 POOLERS=(tusk pgbouncer)
+[ -n "${TUSK_BEFORE_BIN:-}" ] && POOLERS+=(tusk-before)
 [ -n "${EXTRA_POOLER_CMD:-}" ] && POOLERS+=("${EXTRA_POOLER_NAME:-extra}")
 for p in "${POOLERS[@]}"; do PORT[$p]=$(free_port); done
 
@@ -117,10 +120,11 @@ max_db_connections = 0
 logfile = $DIR/pgbouncer.log
 pidfile = $DIR/pgbouncer.pid
 INI
-cat >"$DIR/tusk.yaml" <<YAML
+for t in tusk ${TUSK_BEFORE_BIN:+tusk-before}; do
+	cat >"$DIR/$t.yaml" <<YAML
 listen:
   - host: 127.0.0.1
-    port: ${PORT[tusk]}
+    port: ${PORT[$t]}
 workers: 2
 log: {level: warn, format: text, target: stderr}
 services:
@@ -133,6 +137,7 @@ pools:
     size: $POOL
 max_client_connections: $((NOFILE - 100))
 YAML
+done
 [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR/pgbouncer.ini" "$DIR/userlist.txt"
 
 start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
@@ -140,6 +145,10 @@ start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
 	tusk)
 		"$TUSK" -c "$DIR/tusk.yaml" 2>>"$DIR/tusk.log" &
 		PID[tusk]=$!
+		;;
+	tusk-before)
+		"$TUSK_BEFORE_BIN" -c "$DIR/tusk-before.yaml" 2>>"$DIR/tusk-before.log" &
+		PID[tusk-before]=$!
 		;;
 	pgbouncer)
 		rm -f "$DIR/pgbouncer.pid"

@@ -142,3 +142,16 @@ def test_many_idle_clients_beside_pgbench(tusk):
     alone += [pgbench_tps(t.port, seconds) for _ in range(2)]
     print(f"pgbench -S tps alone {alone}")
     assert max(beside) >= 0.9 * max(alone), f"tps beside {MANY} idle clients {beside}, alone {alone}"
+
+
+def test_rss_at_start_under_8mb(tusk):
+    """A fresh tusk (two workers, one transaction pool, no admin.http or kv) starts within
+    8 MB of RSS: libraries it does not use are not mapped (libpq and libmicrohttpd are
+    opened only when configured) and no per-client memory exists yet."""
+    if SANITIZED:
+        pytest.skip("AddressSanitizer's shadow memory and allocator dominate RSS; the bound is for release builds")
+    t = txn_tusk(tusk, 100)
+    time.sleep(0.5)  # the workers have started their loops
+    rss = t.status("VmRSS")
+    print(f"RSS at start: {rss} kB")
+    assert rss <= 8 * 1024, f"RSS at start {rss} kB > 8 MB"

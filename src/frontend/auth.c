@@ -100,8 +100,10 @@ bool client_auth_begin(struct client *c, int rule_method)
 	if (rt->hba) {
 		enum hba_method hm;
 		int line;
-		enum hba_conn conn = c->peer.sa.ss_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
-		if (!hba_match(rt->hba, conn, c->database, c->user, conn == HBA_LOCAL ? NULL : &c->peer, &hm, &line)) {
+		struct net_addr peer;
+		client_peer(c, &peer);
+		enum hba_conn conn = c->peer.sa.sa_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
+		if (!hba_match(rt->hba, conn, c->database, c->user, conn == HBA_LOCAL ? NULL : &peer, &hm, &line)) {
 			client_fail(c, "28000", "no hba_file line matches user \"%s\", database \"%s\" from this address",
 				    c->user, c->database);
 			return false;

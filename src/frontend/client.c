@@ -229,6 +229,7 @@ static void unlink_client(struct client *c)
 
 /* A client's ctx before the first one is made, or when memory ran out making it. */
 static char unknown_ctx[] = "-/-@?";
+static char no_name[] = ""; /* database and user before the startup packet */
 
 static void free_client(struct client *c)
 {
@@ -361,21 +362,45 @@ static void drain_closing(struct client *c)
 	}
 }
 
-/* Sized to fit: a fixed array would be most of what an idle client costs. */
-static void format_ctx(struct client *c)
+void client_peer(const struct client *c, struct net_addr *out)
+{
+	memset(out, 0, sizeof *out);
+	switch (c->peer.sa.sa_family) {
+	case AF_INET: out->len = sizeof c->peer.in; break;
+	case AF_INET6: out->len = sizeof c->peer.in6; break;
+	default: out->len = sizeof c->peer.sa.sa_family; break;
+	}
+	memcpy(&out->sa, &c->peer, out->len);
+}
+
+/* Sized to fit, with the database and user names after it: fixed arrays would be most of
+ * what an idle client costs. NULL database: not known yet ("-/-@addr"). 0 or -ENOMEM (the
+ * previous context and names stay). */
+static int format_ctx(struct client *c, const char *database, const char *user)
 {
 	char addr[NET_ADDR_STR_MAX], buf[192];
-	net_addr_str(&c->peer, addr, sizeof addr);
-	if (c->user[0])
-		snprintf(buf, sizeof buf, "%s/%s@%s", c->database, c->user, addr);
+	struct net_addr peer;
+	client_peer(c, &peer);
+	net_addr_str(&peer, addr, sizeof addr);
+	if (database)
+		snprintf(buf, sizeof buf, "%s/%s@%s", database, user, addr);
 	else
 		snprintf(buf, sizeof buf, "-/-@%s", addr);
-	char *p = strdup(buf);
+	size_t cl = strlen(buf) + 1, dl = database ? strlen(database) + 1 : 0, ul = database ? strlen(user) + 1 : 0;
+	char *p = malloc(cl + dl + ul);
 	if (!p)
-		return; /* the previous one stays */
+		return -ENOMEM;
+	memcpy(p, buf, cl);
+	if (database) {
+		memcpy(p + cl, database, dl);
+		memcpy(p + cl + dl, user, ul);
+		c->database = p + cl;
+		c->user = p + cl + dl;
+	}
 	if (c->ctx != unknown_ctx)
 		free(c->ctx);
 	c->ctx = p;
+	return 0;
 }
 
 void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener)
@@ -392,13 +417,15 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	c->serial = atomic_fetch_add_explicit(&rt->next_client_serial, 1, memory_order_relaxed) + 1;
 	c->worker = w;
 	c->fd = fd;
-	c->peer = *peer;
+	/* net_accept filled at most what the family needs: a Unix peer's path is not kept */
+	memcpy(&c->peer, &peer->sa, peer->len < sizeof c->peer ? peer->len : sizeof c->peer);
+	c->database = c->user = no_name;
 	c->listen = peer->sa.ss_family == AF_UNIX ? NULL : runtime_find_listen(rt, listener, &c->listen_tls);
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
 	c->connect_time = ev_now(w->loop);
 	c->ctx = unknown_ctx;
-	format_ctx(c);
+	(void)format_ctx(c, NULL, NULL); /* on failure unknown_ctx stays */
 	ev_init(&c->io, client_io_cb);
 	c->io.data = c;
 	ev_init(&c->timer, client_timer_cb);
@@ -496,10 +523,11 @@ static int add_options(struct client *c, const char *opts)
 
 static int keep_startup(struct client *c, const struct proto_startup *st)
 {
-	snprintf(c->user, sizeof c->user, "%s", st->user);
-	snprintf(c->database, sizeof c->database, "%s", st->database && st->database[0] ? st->database : st->user);
-	if (strlen(st->user) >= sizeof c->user || (st->database && strlen(st->database) >= sizeof c->database))
+	const char *database = st->database && st->database[0] ? st->database : st->user;
+	if (strlen(st->user) >= CONFIG_NAME_MAX || strlen(database) >= CONFIG_NAME_MAX)
 		return -ENAMETOOLONG;
+	if (format_ctx(c, database, st->user) < 0)
+		return -ENOMEM;
 	for (int i = 0; i < st->nparams; i++) {
 		const char *name = st->params[i].name, *value = st->params[i].value;
 		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strncmp(name, "_pq_.", 5) == 0)
@@ -555,7 +583,10 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 	const struct config_pool_rule *rule;
 	int rc = keep_startup(c, st);
 
-	format_ctx(c);
+	if (rc == -ENOMEM) {
+		client_fail(c, "53200", "out of memory");
+		return;
+	}
 	if (rc == -EPROTONOSUPPORT) {
 		client_fail(c, "08P01", "replication connections are not supported");
 		return;
@@ -798,10 +829,7 @@ static int settle_startup_session(struct client *c, struct server *s)
 		session_free(&fresh);
 		return rc;
 	}
-	free(st->params);
-	st->params = fresh.params;
-	st->params_len = fresh.params_len;
-	st->params_hash = fresh.params_hash;
+	session_params_take(st, &fresh);
 	s->carry_hash = st->carry_hash;
 	return 0;
 }
@@ -824,6 +852,7 @@ static void greet(struct client *c, struct server *s)
 		client_fail(c, "54000", "startup parameters too large");
 		return;
 	}
+	session_params_share(&c->session, &c->worker->client_params);
 	c->greeted = true;
 	c->login_at = ev_now(c->worker->loop);
 	for (int i = 0; i < s->nparams; i++)

@@ -6,6 +6,7 @@
 #define TUSK_FRONTEND_CLIENT_INT_H
 
 #include <ev.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -52,10 +53,19 @@ struct client {
 	ev_timer timer;
 	struct buf rbuf; /* bytes from the client, not yet forwarded */
 	struct buf wbuf; /* bytes tusk itself sends the client; always before relayed ones */
-	struct net_addr peer;
-	char *ctx;     /* "db/user@addr:port", allocated to its length (never NULL) */
-	char database[CONFIG_NAME_MAX];
-	char user[CONFIG_NAME_MAX];
+	/* The peer's address in the space an IPv6 one needs (a sockaddr_storage is 128 bytes);
+	 * a Unix peer keeps its family only, all that the logs and hba use. client_peer(). */
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer;
+	/* "db/user@addr:port\0db\0user\0" in one allocation sized to fit (never NULL); database
+	 * and user point into it ("" before the startup packet), so an idle client keeps no
+	 * fixed-size name arrays. */
+	char *ctx;
+	char *database;
+	char *user;
 	struct session_state session; /* what every server it gets must look like */
 	enum pool_mode mode;
 	uint64_t serial;            /* unique per process: the "remembered owner" of servers */
@@ -109,6 +119,8 @@ struct client {
 	uint32_t s2c_remaining;
 };
 
+/* c's peer address as a net_addr (for net_addr_str, hba_match). */
+void client_peer(const struct client *c, struct net_addr *out);
 void client_set_state(struct client *c, enum client_state to);
 void client_update_io(struct client *c);
 void client_close(struct client *c, const char *reason);

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "frontend/session.h"
 #include "util/buf.h"
 
 struct runtime;
@@ -58,6 +59,8 @@ struct worker {
 	/* private to frontend/client.c: client read/write buffer blocks, taken while bytes are
 	 * in flight and given back when the client goes idle with both drained */
 	struct buf_pool client_rbufs, client_wbufs;
+	/* private to frontend/: the reported-parameter sets its clients share (session.h) */
+	struct session_share client_params;
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	bool draining;          /* read-only outside worker.c: listeners closed, clients leave at
 				 * their next transaction boundary */

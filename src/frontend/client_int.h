@@ -39,11 +39,14 @@ enum client_state {
 	CLIENT_CLOSING, /* flushing a last message; then closed */
 };
 
+/* Small fields sit beside each other rather than in holes: the size is paid per idle client
+ * (in malloc's 16-byte steps). */
 struct client {
 	char id[ID_LEN];
 	enum client_state state;
 	struct worker *worker;
 	int fd;
+	enum pool_mode mode;
 	struct tls_link tls;      /* every read and write of fd goes through it */
 	const struct config_listen *listen; /* the entry it came in on (its generation's); NULL: Unix socket */
 	struct tls_ctx *listen_tls;         /* that entry's TLS context; NULL: plaintext only */
@@ -67,10 +70,9 @@ struct client {
 	char *database;
 	char *user;
 	struct session_state session; /* what every server it gets must look like */
-	enum pool_mode mode;
 	uint64_t serial;            /* unique per process: the "remembered owner" of servers */
-	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
 	double login_at;            /* ev_now when greeted, for the log_disconnections line */
+	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
 	bool pinned;                /* session state that cannot be carried: keep the server */
 	bool backslash_quotes;      /* standard_conforming_strings is off: classify accordingly */
 	bool lex_pending;           /* a request in flight may change how SQL is read (a SET of
@@ -87,6 +89,7 @@ struct client {
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
+	bool admin;                 /* connected to the admin console's database: never gets a server */
 	struct prep_client *prep;   /* named statements (transaction/statement pooling only) */
 	struct client_auth *auth;   /* during CLIENT_AUTH (auth.c) */
 	struct server_cred *cred;   /* what the client's authentication revealed, for passthrough
@@ -99,9 +102,9 @@ struct client {
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
 	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
+	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
 	struct client *prev, *next; /* worker->clients */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
-	bool admin;                 /* connected to the admin console's database: never gets a server */
 	struct console_session *console; /* the admin client's console state (src/console/) */
 
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
@@ -114,8 +117,8 @@ struct client {
 	/* relay scanners: bytes at the head of a buffer already checked and ready to forward,
 	 * and bytes of the message being streamed that have not arrived yet */
 	size_t c2s_scanned;
-	uint32_t c2s_remaining;
 	size_t s2c_scanned;
+	uint32_t c2s_remaining;
 	uint32_t s2c_remaining;
 };
 

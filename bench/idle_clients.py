@@ -3,7 +3,9 @@
 
 Opens WARMUP clients (their first allocations: pools, servers, arenas), reads the pooler's
 VmRSS, opens N more clients that each finish login (ReadyForQuery) and then sit idle, waits
-SETTLE seconds, reads VmRSS again and prints one line:
+SETTLE seconds (3: idle is the steady state measured, and tusk gives back the buffer blocks
+a burst of logins left unused at its 1-second housekeeping, two ticks after the burst),
+reads VmRSS again and prints one line:
 
     rss_before_kb rss_after_kb clients bytes_per_client
 
@@ -104,7 +106,7 @@ def open_clients(host, port, user, database, n, first_index, timeout, batch=500)
     return done
 
 
-def measure(pid, host, port, user, database, n, warmup=50, settle=1.0, timeout=300.0):
+def measure(pid, host, port, user, database, n, warmup=50, settle=3.0, timeout=300.0):
     """Returns (rss_before_kb, rss_after_kb, bytes_per_client, sockets). The caller closes
     the sockets (keeping them lets it run something beside the idle clients)."""
     socks = open_clients(host, port, user, database, warmup, 0, timeout)
@@ -125,7 +127,7 @@ def main():
     ap.add_argument("--database", required=True)
     ap.add_argument("-n", "--clients", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--settle", type=float, default=1.0)
+    ap.add_argument("--settle", type=float, default=3.0)
     a = ap.parse_args()
     import resource
 

@@ -6,6 +6,9 @@
 #include "frontend/client.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +155,19 @@ void client_worker_init(struct worker *w)
 {
 	buf_pool_init(&w->client_rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
 	buf_pool_init(&w->client_wbufs, CLIENT_WBUF_SIZE, CLIENT_FREE_BUFS);
+}
+
+void client_worker_trim(struct worker *w)
+{
+	unsigned n = buf_pool_trim(&w->client_rbufs) + buf_pool_trim(&w->client_wbufs);
+#ifdef __GLIBC__
+	/* Freed blocks in the middle of an arena keep their touched pages; this gives the
+	 * whole free pages back (once per tick at most, and only after a burst). */
+	if (n > 0)
+		(void)malloc_trim(0);
+#else
+	(void)n;
+#endif
 }
 
 void client_worker_free(struct worker *w)

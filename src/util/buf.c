@@ -61,6 +61,7 @@ void buf_pool_init(struct buf_pool *p, size_t size, unsigned max)
 	p->free = NULL;
 	p->size = size < sizeof(void *) ? sizeof(void *) : size;
 	p->nfree = 0;
+	p->low = 0;
 #ifdef TUSK_DEBUG_ALLOC
 	(void)max;
 	p->max = 0;
@@ -80,6 +81,26 @@ void buf_pool_destroy(struct buf_pool *p)
 	p->nfree = 0;
 }
 
+unsigned buf_pool_trim(struct buf_pool *p)
+{
+	unsigned n = p->low < p->nfree ? p->low : p->nfree;
+	/* Keep the head (the most recently used, likeliest cached); free the rest. */
+	void **link = &p->free;
+	for (unsigned keep = p->nfree - n; keep > 0; keep--)
+		link = (void **)*link;
+	void *blk = *link;
+	*link = NULL;
+	for (unsigned i = 0; i < n; i++) {
+		void *next;
+		memcpy(&next, blk, sizeof next);
+		free(blk);
+		blk = next;
+	}
+	p->nfree -= n;
+	p->low = p->nfree;
+	return n;
+}
+
 int buf_attach(struct buf *b, struct buf_pool *p)
 {
 	if (b->data)
@@ -88,6 +109,8 @@ int buf_attach(struct buf *b, struct buf_pool *p)
 	if (blk) {
 		memcpy(&p->free, blk, sizeof p->free);
 		p->nfree--;
+		if (p->nfree < p->low)
+			p->low = p->nfree;
 	} else if (!(blk = malloc(p->size))) {
 		return -ENOMEM;
 	}

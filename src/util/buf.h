@@ -39,11 +39,16 @@ struct buf_pool {
 	size_t size;     /* read-only: bytes per block */
 	unsigned nfree;  /* read-only: blocks on the free list */
 	unsigned max;    /* read-only: bound on nfree */
+	unsigned low;    /* private: the fewest free blocks since the last buf_pool_trim */
 };
 
 void buf_pool_init(struct buf_pool *p, size_t size, unsigned max);
 /* Frees the free list; blocks still attached to buffers are theirs to give back first. */
 void buf_pool_destroy(struct buf_pool *p);
+/* Free the blocks that stayed on the list since the last call (its low-water mark): a burst
+ * of logins fills the list, and its blocks' touched pages would stay resident while every
+ * client idles. Call it periodically. Returns the blocks freed. */
+unsigned buf_pool_trim(struct buf_pool *p);
 /* Give a detached b a block of p (an attached one keeps its own): 0 or -ENOMEM. */
 __attribute__((warn_unused_result)) int buf_attach(struct buf *b, struct buf_pool *p);
 /* Give b's block back to p, dropping what it holds; b is detached. No-op when detached. */

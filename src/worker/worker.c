@@ -202,6 +202,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	struct worker *w = t->data;
 	(void)revents;
 	pool_maintain(w, ev_now(loop));
+	client_worker_trim(w);
 }
 
 static void *worker_main(void *arg)

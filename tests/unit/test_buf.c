@@ -77,12 +77,53 @@ static void test_reuse_and_bound(void **state)
 	assert_int_equal(p.nfree, 0);
 }
 
+/* Trimming frees only the blocks that stayed free since the last trim, and keeps the most
+ * recently used ones. */
+static void test_trim_low_water(void **state)
+{
+	(void)state;
+	struct buf_pool p;
+	struct buf b[4] = { { 0 } };
+	buf_pool_init(&p, 1024, 8);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(buf_attach(&b[i], &p), 0);
+	for (int i = 0; i < 4; i++)
+		buf_detach(&b[i], &p);
+#ifdef TUSK_DEBUG_ALLOC
+	assert_int_equal(buf_pool_trim(&p), 0);
+#else
+	uint8_t *newest = p.free;
+	assert_int_equal(p.nfree, 4);
+	/* the first trim only starts watching: none of the four is known to be unneeded */
+	assert_int_equal(buf_pool_trim(&p), 0);
+	assert_int_equal(p.nfree, 4);
+	/* one block was in use for a while: three stayed free throughout */
+	assert_int_equal(buf_attach(&b[0], &p), 0);
+	assert_ptr_equal(b[0].data, newest);
+	buf_detach(&b[0], &p);
+	assert_int_equal(buf_pool_trim(&p), 3);
+	assert_int_equal(p.nfree, 1);
+	assert_ptr_equal(p.free, newest); /* the most recently used one stays */
+	/* untouched since: the last goes too */
+	assert_int_equal(buf_pool_trim(&p), 1);
+	assert_int_equal(p.nfree, 0);
+	assert_null(p.free);
+	assert_int_equal(buf_pool_trim(&p), 0);
+	/* the list works as before afterwards */
+	assert_int_equal(buf_attach(&b[1], &p), 0);
+	buf_detach(&b[1], &p);
+	assert_int_equal(p.nfree, 1);
+#endif
+	buf_pool_destroy(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_detached_holds_nothing),
 		cmocka_unit_test(test_attach_use_detach),
 		cmocka_unit_test(test_reuse_and_bound),
+		cmocka_unit_test(test_trim_low_water),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -43,6 +43,8 @@ enum client_state {
  * (in malloc's 16-byte steps). */
 struct client {
 	char id[ID_LEN];
+	bool tls_handshaking;     /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
+	bool tls_probed;          /* STARTUP: the first byte was looked at for direct TLS */
 	enum client_state state;
 	struct worker *worker;
 	int fd;
@@ -50,8 +52,6 @@ struct client {
 	struct tls_link tls;      /* every read and write of fd goes through it */
 	const struct config_listen *listen; /* the entry it came in on (its generation's); NULL: Unix socket */
 	struct tls_ctx *listen_tls;         /* that entry's TLS context; NULL: plaintext only */
-	bool tls_handshaking;     /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
-	bool tls_probed;          /* STARTUP: the first byte was looked at for direct TLS */
 	ev_io io;
 	ev_timer timer;
 	struct buf rbuf; /* bytes from the client, not yet forwarded */
@@ -63,6 +63,7 @@ struct client {
 		struct sockaddr_in in;
 		struct sockaddr_in6 in6;
 	} peer;
+	int stats_state;            /* stats: see below (declared here, it fills a hole) */
 	/* "db/user@addr:port\0db\0user\0" in one allocation sized to fit (never NULL); database
 	 * and user point into it ("" before the startup packet), so an idle client keeps no
 	 * fixed-size name arrays. */
@@ -110,7 +111,6 @@ struct client {
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
 	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered
 	 * query and its transaction began (loop time; 0: none) */
-	int stats_state;
 	struct stats_pool *stats_pool;
 	double wait_start, query_start, xact_start;
 

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.tusk_only
 
 # Measured 1.5-1.6 kB per idle client (x86-64, glibc) once buffers were pooled; before,
 # with a read and a write buffer per client, 10.4 kB; 0.95-1.0 kB over these 2,000 clients
-# (0.8 kB over 5,000 in bench/cost.sh) once struct client shrank to 616 bytes, identical
+# (0.8 kB over 5,000 in bench/cost.sh) once struct client shrank to 600 bytes, identical
 # parameter sets were shared, the cancel registry stopped allocating and buffer blocks a
 # login burst left unused were given back. The bound leaves room for malloc's layout and
 # libev's per-descriptor arrays and fails at the 1.4 kB before those changes. Sanitizer

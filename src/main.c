@@ -287,6 +287,8 @@ int main(int argc, char **argv)
 	char takeover_path[128] = "";
 	if (cfg->takeover_socket)
 		snprintf(takeover_path, sizeof takeover_path, "%s", cfg->takeover_socket);
+	if (cfg->admin.http)
+		(void)metrics_load_library(); /* before listening: see metrics.h */
 	int rc = runtime_start(&ctl.rt, cfg, inherited, ninherited);
 	cfg = NULL; /* the runtime's now */
 	free(inherited);

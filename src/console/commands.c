@@ -349,7 +349,9 @@ static void client_row(struct console_out *o, const struct client *c, double now
 	char wait[24], wait_us[24], nprep[16];
 	double waited = c->state == CLIENT_WAITING && c->wait_start > 0 ? now - c->wait_start : 0;
 
-	addr_parts(&c->peer, addr, sizeof addr, port, sizeof port);
+	struct net_addr peer;
+	client_peer(c, &peer);
+	addr_parts(&peer, addr, sizeof addr, port, sizeof port);
 	local_parts(c->fd, laddr, sizeof laddr, lport, sizeof lport);
 	format_time(c->connect_time, ct, sizeof ct);
 	format_time(c->query_start > 0 ? c->query_start : c->wait_start > 0 ? c->wait_start : c->connect_time, rt,

@@ -100,8 +100,10 @@ bool client_auth_begin(struct client *c, int rule_method)
 	if (rt->hba) {
 		enum hba_method hm;
 		int line;
-		enum hba_conn conn = c->peer.sa.ss_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
-		if (!hba_match(rt->hba, conn, c->database, c->user, conn == HBA_LOCAL ? NULL : &c->peer, &hm, &line)) {
+		struct net_addr peer;
+		client_peer(c, &peer);
+		enum hba_conn conn = c->peer.sa.sa_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
+		if (!hba_match(rt->hba, conn, c->database, c->user, conn == HBA_LOCAL ? NULL : &peer, &hm, &line)) {
 			client_fail(c, "28000", "no hba_file line matches user \"%s\", database \"%s\" from this address",
 				    c->user, c->database);
 			return false;
@@ -233,7 +235,21 @@ void client_auth_fetched(struct client *c, int result, const char *secret)
 void client_auth_free(struct client *c)
 {
 	client_auth_free_state(c);
-	OPENSSL_cleanse(&c->cred, sizeof c->cred);
+	if (c->cred) {
+		OPENSSL_cleanse(c->cred, sizeof *c->cred);
+		free(c->cred);
+		c->cred = NULL;
+	}
+}
+
+/* The credentials to keep, allocated only for a client whose authentication reveals some
+ * (a trusted client's struct stays small); NULL on ENOMEM: then none are kept and a
+ * passthrough login fails as it would without them. */
+static struct server_cred *cred_for(struct client *c)
+{
+	if (!c->cred)
+		c->cred = calloc(1, sizeof *c->cred);
+	return c->cred;
 }
 
 static bool equal_ct(const char *a, const char *b)
@@ -269,18 +285,22 @@ static bool check_cleartext(struct client *c, const char *password)
 
 static void keep_cred_plain(struct client *c, const char *password)
 {
-	if (strlen(password) < sizeof c->cred.secret) {
-		c->cred.kind = SERVER_CRED_PLAIN;
-		memcpy(c->cred.secret, password, strlen(password) + 1);
+	struct server_cred *cred;
+	if (strlen(password) < sizeof cred->secret && (cred = cred_for(c))) {
+		cred->kind = SERVER_CRED_PLAIN;
+		memcpy(cred->secret, password, strlen(password) + 1);
 	}
 }
 
 static void keep_cred_md5(struct client *c)
 {
 	const struct userlist_entry *e = c->auth->entry;
-	if (e->kind == USERLIST_MD5 && strlen(e->secret) < sizeof c->cred.secret) {
-		c->cred.kind = SERVER_CRED_MD5;
-		memcpy(c->cred.secret, e->secret, strlen(e->secret) + 1);
+	struct server_cred *cred;
+	if (e->kind == USERLIST_MD5 && strlen(e->secret) < sizeof cred->secret) {
+		if ((cred = cred_for(c))) {
+			cred->kind = SERVER_CRED_MD5;
+			memcpy(cred->secret, e->secret, strlen(e->secret) + 1);
+		}
 	} else if (e->kind == USERLIST_PLAIN) {
 		keep_cred_plain(c, e->secret);
 	}
@@ -361,13 +381,14 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 			client_fail(c, "54000", "SCRAM reply too large");
 			return false;
 		}
-		if (a->entry && a->entry->kind == USERLIST_SCRAM &&
-		    scram_server_client_key(&a->scram, c->cred.client_key) == 0) {
-			c->cred.kind = SERVER_CRED_SCRAM;
-			memcpy(c->cred.server_key, a->entry->server_key, sizeof c->cred.server_key);
-			memcpy(c->cred.salt, a->entry->salt, a->entry->salt_len);
-			c->cred.salt_len = a->entry->salt_len;
-			c->cred.iterations = a->entry->iterations;
+		struct server_cred *cred;
+		if (a->entry && a->entry->kind == USERLIST_SCRAM && (cred = cred_for(c)) &&
+		    scram_server_client_key(&a->scram, cred->client_key) == 0) {
+			cred->kind = SERVER_CRED_SCRAM;
+			memcpy(cred->server_key, a->entry->server_key, sizeof cred->server_key);
+			memcpy(cred->salt, a->entry->salt, a->entry->salt_len);
+			cred->salt_len = a->entry->salt_len;
+			cred->iterations = a->entry->iterations;
 		} else if (a->entry && a->entry->kind == USERLIST_PLAIN) {
 			keep_cred_plain(c, a->entry->secret);
 		}

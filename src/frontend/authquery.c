@@ -248,7 +248,7 @@ static struct authq_conn *open_conn(struct client *c, const struct config_pool_r
 		return NULL;
 	q->w = w;
 	q->rule = rule;
-	memcpy(q->database, c->database, sizeof q->database);
+	snprintf(q->database, sizeof q->database, "%s", c->database);
 	auth_user_cred(rt, config_auth_user(rt->cfg, rule), &cred);
 	struct server_login login = {
 		.service = rule->service,
@@ -286,7 +286,7 @@ int authquery_fetch(struct client *c, const struct config_pool_rule *rule, char 
 	if (!r)
 		return -ENOMEM;
 	r->c = c;
-	memcpy(r->user, c->user, sizeof r->user);
+	snprintf(r->user, sizeof r->user, "%s", c->user);
 	for (q = w->authq; q; q = q->next)
 		if (q->rule == rule && strcmp(q->database, c->database) == 0)
 			break;

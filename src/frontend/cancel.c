@@ -23,16 +23,14 @@
 #define CANCEL_BUCKETS 4096
 #define CANCEL_TIMEOUT 5.0
 
-struct cancel_entry {
-	struct cancel_entry *next;
-	struct client *client;  /* dereferenced only on worker, the client's own thread */
-	struct worker *worker;
-	uint32_t pid, key;
-};
-
+/* The entries are the clients themselves (client->cancel_next): a separate allocation
+ * would be a good part of what an idle client costs. Under the lock any thread may read a
+ * registered client's cancel_pid, cancel_key, worker and cancel_next (set before it is
+ * registered, or under the lock); the client is freed only after cancel_forget, which
+ * takes the lock. Anything else of the client is read only on its own worker. */
 struct cancel_registry {
-	pthread_mutex_t lock; /* protects buckets and every entry in them */
-	struct cancel_entry *buckets[CANCEL_BUCKETS];
+	pthread_mutex_t lock; /* protects buckets and every client's cancel_next */
+	struct client *buckets[CANCEL_BUCKETS];
 };
 
 struct cancel_registry *cancel_registry_new(void)
@@ -47,14 +45,7 @@ void cancel_registry_free(struct cancel_registry *reg)
 {
 	if (!reg)
 		return;
-	for (int i = 0; i < CANCEL_BUCKETS; i++) {
-		struct cancel_entry *e = reg->buckets[i];
-		while (e) {
-			struct cancel_entry *n = e->next;
-			free(e);
-			e = n;
-		}
-	}
+	/* The clients, and with them the entries, are gone by now. */
 	pthread_mutex_destroy(&reg->lock);
 	free(reg);
 }
@@ -62,16 +53,9 @@ void cancel_registry_free(struct cancel_registry *reg)
 int cancel_register(struct client *c)
 {
 	struct cancel_registry *reg = c->worker->rt->cancels;
-	struct cancel_entry *e = calloc(1, sizeof *e);
-	if (!e)
-		return -ENOMEM;
-	e->client = c;
-	e->worker = c->worker;
-	e->pid = c->cancel_pid;
-	e->key = c->cancel_key;
 	pthread_mutex_lock(&reg->lock);
-	e->next = reg->buckets[e->pid % CANCEL_BUCKETS];
-	reg->buckets[e->pid % CANCEL_BUCKETS] = e;
+	c->cancel_next = reg->buckets[c->cancel_pid % CANCEL_BUCKETS];
+	reg->buckets[c->cancel_pid % CANCEL_BUCKETS] = c;
 	pthread_mutex_unlock(&reg->lock);
 	c->cancel_registered = true;
 	return 0;
@@ -80,21 +64,19 @@ int cancel_register(struct client *c)
 void cancel_forget(struct client *c)
 {
 	struct cancel_registry *reg = c->worker->rt->cancels;
-	struct cancel_entry *e = NULL;
 
 	if (!c->cancel_registered)
 		return;
 	pthread_mutex_lock(&reg->lock);
-	for (struct cancel_entry **pp = &reg->buckets[c->cancel_pid % CANCEL_BUCKETS]; *pp; pp = &(*pp)->next) {
-		if ((*pp)->client == c) {
-			e = *pp;
-			*pp = e->next;
+	for (struct client **pp = &reg->buckets[c->cancel_pid % CANCEL_BUCKETS]; *pp; pp = &(*pp)->cancel_next) {
+		if (*pp == c) {
+			*pp = c->cancel_next;
 			break;
 		}
 	}
 	pthread_mutex_unlock(&reg->lock);
+	c->cancel_next = NULL;
 	c->cancel_registered = false;
-	free(e);
 }
 
 /* ---- sending ---- */
@@ -232,8 +214,8 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
 	struct worker *owner = NULL;
 
 	pthread_mutex_lock(&reg->lock);
-	for (struct cancel_entry *e = reg->buckets[pid % CANCEL_BUCKETS]; e; e = e->next) {
-		if (e->pid == pid && e->key == key) {
+	for (const struct client *e = reg->buckets[pid % CANCEL_BUCKETS]; e; e = e->cancel_next) {
+		if (e->cancel_pid == pid && e->cancel_key == key) {
 			owner = e->worker;
 			break;
 		}
@@ -262,9 +244,9 @@ void cancel_on_message(struct worker *w, const struct worker_msg *m)
 	/* Entries are removed on the client's own thread, which is this one: an entry found
 	 * now names a live client. */
 	pthread_mutex_lock(&reg->lock);
-	for (struct cancel_entry *e = reg->buckets[m->cancel_pid % CANCEL_BUCKETS]; e; e = e->next) {
-		if (e->pid == m->cancel_pid && e->key == m->cancel_key && e->worker == w) {
-			c = e->client;
+	for (struct client *e = reg->buckets[m->cancel_pid % CANCEL_BUCKETS]; e; e = e->cancel_next) {
+		if (e->cancel_pid == m->cancel_pid && e->cancel_key == m->cancel_key && e->worker == w) {
+			c = e;
 			break;
 		}
 	}

@@ -6,6 +6,9 @@
 #include "frontend/client.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,18 +143,74 @@ void client_set_state(struct client *c, enum client_state to)
 	client_update_io(c);
 }
 
+/* Buffer blocks per worker kept for the next client that has bytes in flight: enough for
+ * the clients of a busy pool to find one without malloc; beyond that they are freed. */
+#define CLIENT_FREE_BUFS 64
+
+static size_t client_rbuf_size(const struct runtime *rt)
+{
+	return rt->cfg->buffer_size > PROTO_STARTUP_MAX ? rt->cfg->buffer_size : 2 * PROTO_STARTUP_MAX;
+}
+
+void client_worker_init(struct worker *w)
+{
+	buf_pool_init(&w->client_rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
+	buf_pool_init(&w->client_wbufs, CLIENT_WBUF_SIZE, CLIENT_FREE_BUFS);
+}
+
+void client_worker_trim(struct worker *w)
+{
+	unsigned n = buf_pool_trim(&w->client_rbufs) + buf_pool_trim(&w->client_wbufs);
+#ifdef __GLIBC__
+	/* Freed blocks in the middle of an arena keep their touched pages; this gives the
+	 * whole free pages back (once per tick at most, and only after a burst). */
+	if (n > 0)
+		(void)malloc_trim(0);
+#else
+	(void)n;
+#endif
+}
+
+void client_worker_free(struct worker *w)
+{
+	buf_pool_destroy(&w->client_rbufs);
+	buf_pool_destroy(&w->client_wbufs);
+}
+
+/* An idle client holds no buffer (most clients of a pooler are idle): between
+ * transactions, with nothing half read or half written, both blocks go back to the
+ * worker. The admin console keeps its own (its output drains through wbuf). */
+static void release_bufs_if_idle(struct client *c)
+{
+	if (c->state != CLIENT_IDLE || c->admin || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
+	    c->c2s_scanned || c->c2s_remaining || c->s2c_scanned || c->s2c_remaining)
+		return;
+	buf_detach(&c->rbuf, &c->worker->client_rbufs);
+	buf_detach(&c->wbuf, &c->worker->client_wbufs);
+}
+
+/* Before anything reads into or writes to the client's buffers outside the idle state. */
+__attribute__((warn_unused_result)) static int attach_bufs(struct client *c)
+{
+	if (buf_attach(&c->rbuf, &c->worker->client_rbufs) < 0 || buf_attach(&c->wbuf, &c->worker->client_wbufs) < 0)
+		return -ENOMEM;
+	return 0;
+}
+
 void client_update_io(struct client *c)
 {
 	bool rd = false, wr;
 	int want;
 
+	release_bufs_if_idle(c);
 	switch (c->state) {
 	case CLIENT_STARTUP:
 	case CLIENT_AUTH:
 	case CLIENT_WAITING:
 	case CLIENT_ACTIVE:
 	case CLIENT_IDLE:
-		rd = buf_len(&c->rbuf) < c->rbuf.cap;
+		/* detached (idle): a block is taken when bytes arrive */
+		rd = !buf_attached(&c->rbuf) || buf_len(&c->rbuf) < c->rbuf.cap;
 		break;
 	case CLIENT_CLOSING:
 		rd = true; /* drained and dropped, see client_flush */
@@ -185,11 +244,17 @@ static void unlink_client(struct client *c)
 	c->prev = c->next = NULL;
 }
 
+/* A client's ctx before the first one is made, or when memory ran out making it. */
+static char unknown_ctx[] = "-/-@?";
+static char no_name[] = ""; /* database and user before the startup packet */
+
 static void free_client(struct client *c)
 {
-	buf_free(&c->rbuf);
-	buf_free(&c->wbuf);
+	buf_detach(&c->rbuf, &c->worker->client_rbufs);
+	buf_detach(&c->wbuf, &c->worker->client_wbufs);
 	session_free(&c->session);
+	if (c->ctx != unknown_ctx)
+		free(c->ctx);
 	free(c->big);
 	prep_client_free(c->prep);
 	client_auth_free(c);
@@ -250,8 +315,9 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 		c->server = NULL;
 		relay_release_server(c, s);
 	}
-	/* A half-relayed server message cannot be followed by one of ours: just close. */
-	if (c->s2c_remaining == 0 && c->s2c_scanned == 0) {
+	/* A half-relayed server message cannot be followed by one of ours: just close. An idle
+	 * client gets a write buffer back for its error (without one, it just goes). */
+	if (c->s2c_remaining == 0 && c->s2c_scanned == 0 && buf_attach(&c->wbuf, &c->worker->client_wbufs) == 0) {
 		(void)proto_put_error(&c->wbuf, "FATAL", sqlstate, message, NULL, NULL);
 		stats_count_error(c->worker->rt->stats, sqlstate);
 	}
@@ -314,14 +380,45 @@ static void drain_closing(struct client *c)
 	}
 }
 
-static void format_ctx(struct client *c)
+void client_peer(const struct client *c, struct net_addr *out)
 {
-	char addr[NET_ADDR_STR_MAX];
-	net_addr_str(&c->peer, addr, sizeof addr);
-	if (c->user[0])
-		snprintf(c->ctx, sizeof c->ctx, "%s/%s@%s", c->database, c->user, addr);
+	memset(out, 0, sizeof *out);
+	switch (c->peer.sa.sa_family) {
+	case AF_INET: out->len = sizeof c->peer.in; break;
+	case AF_INET6: out->len = sizeof c->peer.in6; break;
+	default: out->len = sizeof c->peer.sa.sa_family; break;
+	}
+	memcpy(&out->sa, &c->peer, out->len);
+}
+
+/* Sized to fit, with the database and user names after it: fixed arrays would be most of
+ * what an idle client costs. NULL database: not known yet ("-/-@addr"). 0 or -ENOMEM (the
+ * previous context and names stay). */
+static int format_ctx(struct client *c, const char *database, const char *user)
+{
+	char addr[NET_ADDR_STR_MAX], buf[192];
+	struct net_addr peer;
+	client_peer(c, &peer);
+	net_addr_str(&peer, addr, sizeof addr);
+	if (database)
+		snprintf(buf, sizeof buf, "%s/%s@%s", database, user, addr);
 	else
-		snprintf(c->ctx, sizeof c->ctx, "-/-@%s", addr);
+		snprintf(buf, sizeof buf, "-/-@%s", addr);
+	size_t cl = strlen(buf) + 1, dl = database ? strlen(database) + 1 : 0, ul = database ? strlen(user) + 1 : 0;
+	char *p = malloc(cl + dl + ul);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, buf, cl);
+	if (database) {
+		memcpy(p + cl, database, dl);
+		memcpy(p + cl + dl, user, ul);
+		c->database = p + cl;
+		c->user = p + cl + dl;
+	}
+	if (c->ctx != unknown_ctx)
+		free(c->ctx);
+	c->ctx = p;
+	return 0;
 }
 
 void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener)
@@ -332,20 +429,21 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 
 	if (!c)
 		goto err_close_fd;
-	if (buf_init(&c->rbuf, rt->cfg->buffer_size > PROTO_STARTUP_MAX ? rt->cfg->buffer_size : 2 * PROTO_STARTUP_MAX) < 0)
-		goto err_free_client;
-	if (buf_init(&c->wbuf, CLIENT_WBUF_SIZE) < 0)
+	if (buf_attach(&c->rbuf, &w->client_rbufs) < 0 || buf_attach(&c->wbuf, &w->client_wbufs) < 0)
 		goto err_free_client;
 	id_make(c->id, 'c');
 	c->serial = atomic_fetch_add_explicit(&rt->next_client_serial, 1, memory_order_relaxed) + 1;
 	c->worker = w;
 	c->fd = fd;
-	c->peer = *peer;
+	/* net_accept filled at most what the family needs: a Unix peer's path is not kept */
+	memcpy(&c->peer, &peer->sa, peer->len < sizeof c->peer ? peer->len : sizeof c->peer);
+	c->database = c->user = no_name;
 	c->listen = peer->sa.ss_family == AF_UNIX ? NULL : runtime_find_listen(rt, listener, &c->listen_tls);
 	c->waiter.worker = w;
 	c->waiter.owner = c->serial;
 	c->connect_time = ev_now(w->loop);
-	format_ctx(c);
+	c->ctx = unknown_ctx;
+	(void)format_ctx(c, NULL, NULL); /* on failure unknown_ctx stays */
 	ev_init(&c->io, client_io_cb);
 	c->io.data = c;
 	ev_init(&c->timer, client_timer_cb);
@@ -365,8 +463,8 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	return;
 
 err_free_client:
-	buf_free(&c->rbuf);
-	buf_free(&c->wbuf);
+	buf_detach(&c->rbuf, &w->client_rbufs);
+	buf_detach(&c->wbuf, &w->client_wbufs);
 	free(c);
 err_close_fd:
 	atomic_fetch_sub_explicit(&rt->nclients, 1, memory_order_relaxed);
@@ -443,10 +541,11 @@ static int add_options(struct client *c, const char *opts)
 
 static int keep_startup(struct client *c, const struct proto_startup *st)
 {
-	snprintf(c->user, sizeof c->user, "%s", st->user);
-	snprintf(c->database, sizeof c->database, "%s", st->database && st->database[0] ? st->database : st->user);
-	if (strlen(st->user) >= sizeof c->user || (st->database && strlen(st->database) >= sizeof c->database))
+	const char *database = st->database && st->database[0] ? st->database : st->user;
+	if (strlen(st->user) >= CONFIG_NAME_MAX || strlen(database) >= CONFIG_NAME_MAX)
 		return -ENAMETOOLONG;
+	if (format_ctx(c, database, st->user) < 0)
+		return -ENOMEM;
 	for (int i = 0; i < st->nparams; i++) {
 		const char *name = st->params[i].name, *value = st->params[i].value;
 		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strncmp(name, "_pq_.", 5) == 0)
@@ -502,7 +601,10 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 	const struct config_pool_rule *rule;
 	int rc = keep_startup(c, st);
 
-	format_ctx(c);
+	if (rc == -ENOMEM) {
+		client_fail(c, "53200", "out of memory");
+		return;
+	}
 	if (rc == -EPROTONOSUPPORT) {
 		client_fail(c, "08P01", "replication connections are not supported");
 		return;
@@ -753,10 +855,7 @@ static int settle_startup_session(struct client *c, struct server *s)
 		session_free(&fresh);
 		return rc;
 	}
-	free(st->params);
-	st->params = fresh.params;
-	st->params_len = fresh.params_len;
-	st->params_hash = fresh.params_hash;
+	session_params_take(st, &fresh);
 	s->carry_hash = st->carry_hash;
 	return 0;
 }
@@ -779,6 +878,7 @@ static void greet(struct client *c, struct server *s)
 		client_fail(c, "54000", "startup parameters too large");
 		return;
 	}
+	session_params_share(&c->session, &c->worker->client_params);
 	c->greeted = true;
 	c->login_at = ev_now(c->worker->loop);
 	for (int i = 0; i < s->nparams; i++)
@@ -1059,7 +1159,7 @@ static void connect_server(struct client *c)
 			    pool_user(c->pool), why);
 		return;
 	}
-	struct server *s = server_connect(c->pool, c->worker, &c->cred, on_server_ready, c);
+	struct server *s = server_connect(c->pool, c->worker, c->cred, on_server_ready, c);
 	if (!s) {
 		pool_drop_slot(c->pool);
 		client_fail(c, "53200", "out of memory connecting to server");
@@ -1199,6 +1299,10 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	struct client *c = io->data;
 	(void)loop;
 
+	if (attach_bufs(c) < 0) {
+		client_close(c, "out of memory for the client's buffers");
+		return;
+	}
 	if (c->tls_handshaking) {
 		tls_step(c);
 		return;

@@ -9,6 +9,12 @@
 struct worker;
 struct worker_msg;
 
+/* The per-worker state of w's clients (their buffer free lists); freed after the last
+ * client of w is gone. */
+void client_worker_init(struct worker *w);
+void client_worker_free(struct worker *w);
+/* Housekeeping tick: free the buffer blocks no client needed since the last one. */
+void client_worker_trim(struct worker *w);
 /* Take over an accepted socket; listener names the listening socket it came from ("host:port"
  * as configured, see worker.h), which decides its TLS settings. */
 void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener);

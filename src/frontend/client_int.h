@@ -6,6 +6,7 @@
 #define TUSK_FRONTEND_CLIENT_INT_H
 
 #include <ev.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -39,29 +40,41 @@ enum client_state {
 	CLIENT_CLOSING, /* flushing a last message; then closed */
 };
 
+/* Small fields sit beside each other rather than in holes: the size is paid per idle client
+ * (in malloc's 16-byte steps). */
 struct client {
 	char id[ID_LEN];
+	bool tls_handshaking;     /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
+	bool tls_probed;          /* STARTUP: the first byte was looked at for direct TLS */
 	enum client_state state;
 	struct worker *worker;
 	int fd;
+	enum pool_mode mode;
 	struct tls_link tls;      /* every read and write of fd goes through it */
 	const struct config_listen *listen; /* the entry it came in on (its generation's); NULL: Unix socket */
 	struct tls_ctx *listen_tls;         /* that entry's TLS context; NULL: plaintext only */
-	bool tls_handshaking;     /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
-	bool tls_probed;          /* STARTUP: the first byte was looked at for direct TLS */
 	ev_io io;
 	ev_timer timer;
 	struct buf rbuf; /* bytes from the client, not yet forwarded */
 	struct buf wbuf; /* bytes tusk itself sends the client; always before relayed ones */
-	struct net_addr peer;
-	char ctx[192]; /* "db/user@addr:port" */
-	char database[CONFIG_NAME_MAX];
-	char user[CONFIG_NAME_MAX];
+	/* The peer's address in the space an IPv6 one needs (a sockaddr_storage is 128 bytes);
+	 * a Unix peer keeps its family only, all that the logs and hba use. client_peer(). */
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} peer;
+	int stats_state;            /* stats: see below (declared here, it fills a hole) */
+	/* "db/user@addr:port\0db\0user\0" in one allocation sized to fit (never NULL); database
+	 * and user point into it ("" before the startup packet), so an idle client keeps no
+	 * fixed-size name arrays. */
+	char *ctx;
+	char *database;
+	char *user;
 	struct session_state session; /* what every server it gets must look like */
-	enum pool_mode mode;
 	uint64_t serial;            /* unique per process: the "remembered owner" of servers */
-	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
 	double login_at;            /* ev_now when greeted, for the log_disconnections line */
+	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
 	bool pinned;                /* session state that cannot be carried: keep the server */
 	bool backslash_quotes;      /* standard_conforming_strings is off: classify accordingly */
 	bool lex_pending;           /* a request in flight may change how SQL is read (a SET of
@@ -78,9 +91,11 @@ struct client {
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
+	bool admin;                 /* connected to the admin console's database: never gets a server */
 	struct prep_client *prep;   /* named statements (transaction/statement pooling only) */
 	struct client_auth *auth;   /* during CLIENT_AUTH (auth.c) */
-	struct server_cred cred;    /* what the client's authentication revealed, for passthrough */
+	struct server_cred *cred;   /* what the client's authentication revealed, for passthrough
+	                             * (NULL: nothing; allocated by auth.c only when there is) */
 	struct pool *pool;
 	struct server *server;      /* connecting, preparing or attached */
 	struct pool_waiter waiter;
@@ -89,27 +104,28 @@ struct client {
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
 	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
+	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
 	struct client *prev, *next; /* worker->clients */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
-	bool admin;                 /* connected to the admin console's database: never gets a server */
 	struct console_session *console; /* the admin client's console state (src/console/) */
 	struct kv_session *kv;      /* a client of the virtual kv database (src/kv/front.c): never gets a server */
 
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
 	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered
 	 * query and its transaction began (loop time; 0: none) */
-	int stats_state;
 	struct stats_pool *stats_pool;
 	double wait_start, query_start, xact_start;
 
 	/* relay scanners: bytes at the head of a buffer already checked and ready to forward,
 	 * and bytes of the message being streamed that have not arrived yet */
 	size_t c2s_scanned;
-	uint32_t c2s_remaining;
 	size_t s2c_scanned;
+	uint32_t c2s_remaining;
 	uint32_t s2c_remaining;
 };
 
+/* c's peer address as a net_addr (for net_addr_str, hba_match). */
+void client_peer(const struct client *c, struct net_addr *out);
 void client_set_state(struct client *c, enum client_state to);
 void client_update_io(struct client *c);
 void client_close(struct client *c, const char *reason);

@@ -12,9 +12,106 @@
 #include "pool/server.h"
 #include "util/phash.h"
 
+struct session_params_set {
+	struct session_params_set *next; /* in home's bucket */
+	struct session_share *home;
+	uint64_t hash;
+	size_t refs;
+	size_t len;
+	char data[];
+};
+
+static struct session_params_set **bucket_of(struct session_share *sh, uint64_t hash)
+{
+	return &sh->buckets[hash % SESSION_SHARE_BUCKETS];
+}
+
+/* Give up st's params: free our own, or drop a reference to the shared set (the last one
+ * unlinks and frees it). */
+static void params_drop(struct session_state *st)
+{
+	struct session_params_set *set = st->shared;
+	if (!set) {
+		free(st->params);
+	} else if (--set->refs == 0) {
+		struct session_params_set **pp = bucket_of(set->home, set->hash);
+		while (*pp != set)
+			pp = &(*pp)->next;
+		*pp = set->next;
+		free(set);
+	}
+	st->shared = NULL;
+	st->params = NULL;
+	st->params_len = 0;
+}
+
+/* About to change params: make them our own copy. 0 or -ENOMEM (still shared). */
+static int params_own(struct session_state *st)
+{
+	if (!st->shared)
+		return 0;
+	char *p = malloc(st->params_len);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, st->params, st->params_len);
+	size_t len = st->params_len;
+	params_drop(st);
+	st->params = p;
+	st->params_len = len;
+	return 0;
+}
+
+void session_params_share(struct session_state *st, struct session_share *sh)
+{
+	if (st->shared || st->params_len == 0)
+		return;
+	uint64_t hash = XXH3_64bits(st->params, st->params_len);
+	struct session_params_set **head = bucket_of(sh, hash), *set;
+	for (set = *head; set; set = set->next)
+		if (set->hash == hash && set->len == st->params_len && memcmp(set->data, st->params, set->len) == 0)
+			break;
+	if (!set) {
+		set = malloc(sizeof *set + st->params_len);
+		if (!set)
+			return;
+		set->home = sh;
+		set->hash = hash;
+		set->refs = 0;
+		set->len = st->params_len;
+		memcpy(set->data, st->params, set->len);
+		set->next = *head;
+		*head = set;
+	}
+	free(st->params);
+	set->refs++;
+	st->shared = set;
+	st->params = set->data;
+}
+
+void session_params_take(struct session_state *st, struct session_state *from)
+{
+	params_drop(st);
+	st->params = from->params;
+	st->params_len = from->params_len;
+	st->shared = from->shared;
+	st->params_hash = from->params_hash;
+	from->params = NULL;
+	from->params_len = 0;
+	from->shared = NULL;
+}
+
+size_t session_share_count(const struct session_share *sh)
+{
+	size_t n = 0;
+	for (int i = 0; i < SESSION_SHARE_BUCKETS; i++)
+		for (const struct session_params_set *set = sh->buckets[i]; set; set = set->next)
+			n++;
+	return n;
+}
+
 void session_free(struct session_state *st)
 {
-	free(st->params);
+	params_drop(st);
 	free(st->carry);
 	free(st->pending);
 	memset(st, 0, sizeof *st);
@@ -67,6 +164,8 @@ int session_param_set(struct session_state *st, const char *name, const char *va
 	const char *cur = session_param_get(st, name);
 	if (cur && strcmp(cur, value) == 0)
 		return 0;
+	if (params_own(st) < 0)
+		return -ENOMEM;
 	bool counted = !session_param_read_only(name);
 	uint64_t out = cur && counted ? phash_pair(name, cur) : 0;
 	int rc = blob_put(&st->params, &st->params_len, name, value, strlen(value));

@@ -13,10 +13,21 @@
 
 #define SESSION_MAX_BYTES (64 * 1024) /* bound on each blob; beyond it changes are refused */
 
+/* Identical sets of reported parameters shared between the clients of one worker: most
+ * clients have the server's defaults, and one copy of them each would be a good part of
+ * what an idle client costs. A client's set is copied on its first change. One per worker,
+ * used on that worker's thread only (the counts are plain integers). */
+#define SESSION_SHARE_BUCKETS 64
+struct session_params_set;
+struct session_share {
+	struct session_params_set *buckets[SESSION_SHARE_BUCKETS]; /* private */
+};
+
 struct session_state {
-	/* private: NUL-separated "name\0value\0" pairs */
+	/* private: NUL-separated "name\0value\0" pairs; read-only while shared */
 	char *params;
 	size_t params_len;
+	struct session_params_set *shared; /* private: params is this set's (NULL: our own) */
 	/* private: "name\0statement\0" pairs, in the order the client set them */
 	char *carry;
 	size_t carry_len;
@@ -29,6 +40,15 @@ struct session_state {
 };
 
 void session_free(struct session_state *st);
+
+/* Share st's reported parameters with the identical sets of other clients of sh's worker
+ * (st's own copy is freed), or offer them for sharing. Best effort: without memory st
+ * keeps its own copy. */
+void session_params_share(struct session_state *st, struct session_share *sh);
+/* Replace st's reported parameters with from's (which gives them up). */
+void session_params_take(struct session_state *st, struct session_state *from);
+/* Sets shared now, for tests. */
+size_t session_share_count(const struct session_share *sh);
 
 /* Reported parameters. 0 or -ENOMEM / -E2BIG. */
 __attribute__((warn_unused_result))

@@ -4,6 +4,8 @@
 #ifndef TUSK_METRICS_METRICS_H
 #define TUSK_METRICS_METRICS_H
 
+#include <stdbool.h>
+
 struct runtime;
 struct metrics_http; /* opaque */
 
@@ -14,5 +16,9 @@ int metrics_start(struct runtime *rt, struct metrics_http **out);
 /* Stop the thread and close the socket; waits for a request being served. Call before
  * runtime_stop, which frees what the handlers read. NULL is fine. */
 void metrics_stop(struct metrics_http *m);
+/* Open libmicrohttpd (mhd_load.c) ahead of metrics_start: it can take most of a second
+ * (GnuTLS initialises), which would otherwise fall between the listeners opening and
+ * /health answering. false when it cannot be opened (logged; metrics_start then fails). */
+bool metrics_load_library(void);
 
 #endif

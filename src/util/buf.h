@@ -1,6 +1,8 @@
 /* Byte buffers: a fixed-capacity window of bytes [start, end) inside data[0, cap).
  * Used for socket reads, relayed bytes and messages tusk builds itself. Capacity is
- * fixed at creation: nothing on the relay path grows a buffer. */
+ * fixed at creation: nothing on the relay path grows a buffer. A buffer may also be
+ * detached (no data, capacity 0) and take its block from a buf_pool only while bytes are
+ * in flight, so that an idle connection holds none. */
 #ifndef TUSK_UTIL_BUF_H
 #define TUSK_UTIL_BUF_H
 
@@ -25,6 +27,32 @@ static inline uint8_t *buf_tail(struct buf *b) { return b->data + b->end; }
 static inline size_t buf_room(const struct buf *b) { return b->cap - b->end; }
 static inline bool buf_empty(const struct buf *b) { return b->start == b->end; }
 static inline void buf_reset(struct buf *b) { b->start = b->end = 0; }
+
+static inline bool buf_attached(const struct buf *b) { return b->data != NULL; }
+
+/* A free list of same-size blocks for buffers that come and go (a client's, while it has
+ * bytes in flight). One per worker: not thread-safe. At most `max` free blocks are kept,
+ * the rest go back to malloc; with TUSK_DEBUG_ALLOC every block does (AddressSanitizer
+ * then sees each use after release). */
+struct buf_pool {
+	void *free;      /* private: free blocks, linked through their first bytes */
+	size_t size;     /* read-only: bytes per block */
+	unsigned nfree;  /* read-only: blocks on the free list */
+	unsigned max;    /* read-only: bound on nfree */
+	unsigned low;    /* private: the fewest free blocks since the last buf_pool_trim */
+};
+
+void buf_pool_init(struct buf_pool *p, size_t size, unsigned max);
+/* Frees the free list; blocks still attached to buffers are theirs to give back first. */
+void buf_pool_destroy(struct buf_pool *p);
+/* Free the blocks that stayed on the list since the last call (its low-water mark): a burst
+ * of logins fills the list, and its blocks' touched pages would stay resident while every
+ * client idles. Call it periodically. Returns the blocks freed. */
+unsigned buf_pool_trim(struct buf_pool *p);
+/* Give a detached b a block of p (an attached one keeps its own): 0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int buf_attach(struct buf *b, struct buf_pool *p);
+/* Give b's block back to p, dropping what it holds; b is detached. No-op when detached. */
+void buf_detach(struct buf *b, struct buf_pool *p);
 
 /* Mark n bytes at the head consumed; an emptied buffer rewinds to offset 0. */
 void buf_consume(struct buf *b, size_t n);

@@ -202,6 +202,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	struct worker *w = t->data;
 	(void)revents;
 	pool_maintain(w, ev_now(loop));
+	client_worker_trim(w);
 }
 
 static void *worker_main(void *arg)
@@ -221,6 +222,7 @@ int worker_new(struct runtime *rt, int index, struct worker **out)
 	w->priv = p;
 	w->index = index;
 	w->rt = rt;
+	client_worker_init(w);
 	w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
 	if (!w->loop)
 		goto err_free;
@@ -348,6 +350,7 @@ void worker_free(struct worker *w)
 	close_listeners(w, NULL); /* handed over after the loop ended */
 	ev_loop_destroy(w->loop);
 	pthread_mutex_destroy(&p->inbox_lock);
+	client_worker_free(w);
 	free(p);
 	free(w);
 }

@@ -8,6 +8,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "frontend/session.h"
+#include "util/buf.h"
+
 struct runtime;
 struct worker;
 struct server;
@@ -53,6 +56,11 @@ struct worker {
 	struct server *servers; /* private to pool/server.c: servers attached to this loop */
 	struct cancel_conn *cancel_conns; /* private to frontend/cancel.c: cancels being sent */
 	struct authq_conn *authq; /* private to frontend/authquery.c: auth_query connections */
+	/* private to frontend/client.c: client read/write buffer blocks, taken while bytes are
+	 * in flight and given back when the client goes idle with both drained */
+	struct buf_pool client_rbufs, client_wbufs;
+	/* private to frontend/: the reported-parameter sets its clients share (session.h) */
+	struct session_share client_params;
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	bool draining;          /* read-only outside worker.c: listeners closed, clients leave at
 				 * their next transaction boundary */

@@ -104,12 +104,54 @@ static void test_build_sync(void **state)
 	session_free(&st);
 }
 
+/* Identical parameter sets are one copy; a change copies first and leaves the others alone;
+ * the last reference frees the set. */
+static void test_params_shared_copy_on_write(void **state)
+{
+	(void)state;
+	struct session_share sh = { 0 };
+	struct session_state a = { 0 }, b = { 0 }, c = { 0 };
+
+	assert_int_equal(session_param_set(&a, "TimeZone", "UTC"), 0);
+	assert_int_equal(session_param_set(&a, "DateStyle", "ISO, MDY"), 0);
+	assert_int_equal(session_param_set(&b, "TimeZone", "UTC"), 0);
+	assert_int_equal(session_param_set(&b, "DateStyle", "ISO, MDY"), 0);
+	assert_int_equal(session_param_set(&c, "TimeZone", "Europe/Paris"), 0);
+	uint64_t hash_b = b.params_hash;
+	session_params_share(&a, &sh);
+	session_params_share(&b, &sh);
+	session_params_share(&c, &sh);
+	assert_ptr_equal(a.params, b.params);
+	assert_ptr_not_equal(a.params, c.params);
+	assert_int_equal(session_share_count(&sh), 2);
+	session_params_share(&a, &sh); /* already shared: no second reference */
+
+	/* a's SET is a's alone */
+	assert_int_equal(session_param_set(&a, "TimeZone", "Asia/Tokyo"), 0);
+	assert_ptr_not_equal(a.params, b.params);
+	assert_string_equal(session_param_get(&a, "TimeZone"), "Asia/Tokyo");
+	assert_string_equal(session_param_get(&b, "TimeZone"), "UTC");
+	assert_string_equal(session_param_get(&a, "DateStyle"), "ISO, MDY");
+	assert_true(b.params_hash == hash_b);
+	assert_true(a.params_hash != hash_b);
+	/* the same value again changes nothing, shared or not */
+	assert_int_equal(session_param_set(&b, "TimeZone", "UTC"), 0);
+	assert_int_equal(session_share_count(&sh), 2);
+
+	session_free(&b); /* last reference to the UTC set */
+	assert_int_equal(session_share_count(&sh), 1);
+	session_free(&c);
+	assert_int_equal(session_share_count(&sh), 0);
+	session_free(&a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_params_set_get_and_fingerprint),
 		cmocka_unit_test(test_pending_commit_and_discard),
 		cmocka_unit_test(test_build_sync),
+		cmocka_unit_test(test_params_shared_copy_on_write),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

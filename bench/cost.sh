@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# bench/cost.sh: what a pooler costs to run, tusk beside Debian's PgBouncer (issue 10), on a
+# throwaway PostgreSQL 15 (pgbench scale 10). Three rows:
+#   cpu      pooler CPU (user + system, /proc/PID/stat) per pgbench -S transaction, 32 clients,
+#            transaction pooling (pool size 32, tusk with 2 workers), TXNS transactions per client
+#   idle     RSS growth per idle client: WARMUP clients, then IDLE_CLIENTS more that finished
+#            login (bench/idle_clients.py), VmRSS before and after
+#   start    VmRSS of a freshly started pooler once it listens
+# Each round starts every pooler afresh (in an order that rotates with the round), measures
+# start, idle, then cpu, and stops it; the table gives every run and the median of each row.
+# Prints numbers only; asserts nothing. Stops everything it started.
+# Env: TUSK_BIN (default build/tusk), PGBOUNCER (/usr/sbin/pgbouncer), ROUNDS (3),
+#      TUSK_BEFORE_BIN (another tusk binary, e.g. main's, run alongside as "tusk-before" with
+#      the same configuration: before/after figures from one run),
+#      IDLE_CLIENTS (5000), TXNS (3000 per client: 96k in all), MODES (pgbench -M modes for the
+#      cpu row, "simple"; e.g. "simple extended prepared"),
+#      EXTRA_POOLER_NAME + EXTRA_POOLER_CMD: one more pooler, a foreground command in which
+#      @PORT@ (where it must listen), @PG_PORT@ (PostgreSQL, user postgres, trust, database
+#      bench) and @DIR@ (a scratch directory) are substituted; it must serve database bench_t
+#      in transaction mode. Example for Odyssey: an odyssey.conf template and
+#      EXTRA_POOLER_CMD='odyssey @DIR@/odyssey.conf' after sed-ing it into @DIR@.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
+TXNS=${TXNS:-3000}
+MODES=${MODES:-simple}
+TUSK=${TUSK_BIN:-$PWD/build/tusk}
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+POOL=32
+
+[ -x "$TUSK" ] || { echo "cost: $TUSK not built (make build)" >&2; exit 1; }
+[ -x "$PGBOUNCER" ] || { echo "cost: no $PGBOUNCER" >&2; exit 1; }
+
+as_postgres() {
+	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+free_port() {
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() {
+	for _ in $(seq 1 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "cost: nothing listens on $1" >&2
+	return 1
+}
+
+DIR=$(mktemp -d /tmp/tusk-cost.XXXXXX)
+chmod 755 "$DIR"
+[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR"
+PGDATA=$DIR/pgdata
+PG_PORT=$(free_port)
+pg_started=
+declare -A PID=() PORT=()
+
+stop_pooler() { # NAME
+	local pid=${PID[$1]:-}
+	[ -n "$pid" ] || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	PID[$1]=
+}
+cleanup() {
+	set +e
+	for p in "${!PID[@]}"; do stop_pooler "$p"; done
+	[ -n "$pg_started" ] && as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# idle clients and their servers: both ends need descriptors
+ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+if [ $((IDLE_CLIENTS + 200)) -gt "$NOFILE" ]; then
+	echo "cost: IDLE_CLIENTS=$IDLE_CLIENTS needs more than the descriptor limit ($NOFILE)" >&2
+	exit 1
+fi
+
+echo "cost: PostgreSQL on $PG_PORT; files in $DIR" >&2
+as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C -N >/dev/null
+cat >>"$PGDATA/postgresql.conf" <<CONF
+port = $PG_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+max_connections = 200
+shared_buffers = 128MB
+fsync = off
+synchronous_commit = off
+CONF
+as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
+pg_started=1
+"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
+"$PG_BIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+
+POOLERS=(tusk pgbouncer)
+[ -n "${TUSK_BEFORE_BIN:-}" ] && POOLERS+=(tusk-before)
+[ -n "${EXTRA_POOLER_CMD:-}" ] && POOLERS+=("${EXTRA_POOLER_NAME:-extra}")
+for p in "${POOLERS[@]}"; do PORT[$p]=$(free_port); done
+
+cat >"$DIR/userlist.txt" <<EOT
+"postgres" ""
+EOT
+cat >"$DIR/pgbouncer.ini" <<INI
+[databases]
+bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$POOL
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${PORT[pgbouncer]}
+unix_socket_dir =
+auth_type = trust
+auth_file = $DIR/userlist.txt
+max_client_conn = $((NOFILE - 100))
+max_db_connections = 0
+logfile = $DIR/pgbouncer.log
+pidfile = $DIR/pgbouncer.pid
+INI
+for t in tusk ${TUSK_BEFORE_BIN:+tusk-before}; do
+	cat >"$DIR/$t.yaml" <<YAML
+listen:
+  - host: 127.0.0.1
+    port: ${PORT[$t]}
+workers: 2
+log: {level: warn, format: text, target: stderr}
+services:
+  main:
+    hosts: ["127.0.0.1:$PG_PORT"]
+pools:
+  - database: bench_t
+    server_database: bench
+    mode: transaction
+    size: $POOL
+max_client_connections: $((NOFILE - 100))
+YAML
+done
+[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR/pgbouncer.ini" "$DIR/userlist.txt"
+
+start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
+	case $1 in
+	tusk)
+		"$TUSK" -c "$DIR/tusk.yaml" 2>>"$DIR/tusk.log" &
+		PID[tusk]=$!
+		;;
+	tusk-before)
+		"$TUSK_BEFORE_BIN" -c "$DIR/tusk-before.yaml" 2>>"$DIR/tusk-before.log" &
+		PID[tusk-before]=$!
+		;;
+	pgbouncer)
+		rm -f "$DIR/pgbouncer.pid"
+		# PgBouncer refuses to run as root; runuser does not pass on the descriptor limit
+		as_postgres bash -c "ulimit -n $NOFILE; exec $PGBOUNCER -d $DIR/pgbouncer.ini"
+		for _ in $(seq 1 50); do [ -s "$DIR/pgbouncer.pid" ] && break; sleep 0.1; done
+		PID[pgbouncer]=$(cat "$DIR/pgbouncer.pid")
+		;;
+	*)
+		local cmd=${EXTRA_POOLER_CMD//@PORT@/${PORT[$1]}}
+		cmd=${cmd//@PG_PORT@/$PG_PORT}
+		cmd=${cmd//@DIR@/$DIR}
+		bash -c "exec $cmd" >>"$DIR/extra.log" 2>&1 &
+		PID[$1]=$!
+		;;
+	esac
+	wait_port "${PORT[$1]}"
+}
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+CLK_TCK=$(getconf CLK_TCK)
+
+# cpu_one NAME MODE: pooler CPU µs per transaction of one pgbench run, or "failed"
+cpu_one() {
+	local p=$1 mode=$2 out n c0 c1
+	c0=$(cpu_ticks "${PID[$p]}")
+	if ! out=$("$PG_BIN/pgbench" -n -S -M "$mode" -c 32 -j 2 -t "$TXNS" -h 127.0.0.1 -p "${PORT[$p]}" \
+		-U postgres bench_t 2>&1); then
+		echo "cost: $p pgbench -M $mode failed: $(grep -m1 -iE 'error|fatal|abort' <<<"$out" | cut -c1-160)" >&2
+		echo failed
+		return
+	fi
+	c1=$(cpu_ticks "${PID[$p]}")
+	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+	awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.1f\n", t * 1e6 / hz / n}'
+}
+
+median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+declare -A RES=()
+ROWS=()
+for m in $MODES; do ROWS+=("cpu-$m"); done
+ROWS+=(idle start)
+np=${#POOLERS[@]}
+printf '%-6s %-10s %-14s %12s\n' round pooler row value
+for round in $(seq 1 "$ROUNDS"); do
+	for i in $(seq 0 $((np - 1))); do
+		p=${POOLERS[$(((i + round - 1) % np))]}
+		start_pooler "$p"
+		sleep 1
+		v=$(awk -v k="$(rss_kb "${PID[$p]}")" 'BEGIN {printf "%.1f", k / 1024}')
+		RES[$p,start]="${RES[$p,start]:-} $v"
+		printf '%-6s %-10s %-14s %12s\n' "$round" "$p" "start (MB)" "$v"
+		if out=$(/usr/bin/python3 bench/idle_clients.py --pid "${PID[$p]}" --port "${PORT[$p]}" \
+			--database bench_t -n "$IDLE_CLIENTS" 2>"$DIR/idle.err"); then
+			read -r _ _ _ v <<<"$out"
+		else
+			echo "cost: $p idle clients: $(tail -n1 "$DIR/idle.err")" >&2
+			v=failed
+		fi
+		RES[$p,idle]="${RES[$p,idle]:-} $v"
+		printf '%-6s %-10s %-14s %12s\n' "$round" "$p" "idle (B/cl)" "$v"
+		# the idle clients are gone; let the pooler notice before the pgbench run
+		sleep 1
+		for m in $MODES; do
+			v=$(cpu_one "$p" "$m")
+			RES[$p,cpu-$m]="${RES[$p,cpu-$m]:-} $v"
+			printf '%-6s %-10s %-14s %12s\n' "$round" "$p" "cpu-$m (µs)" "$v"
+		done
+		stop_pooler "$p"
+	done
+done
+
+echo
+echo "== medians of $ROUNDS rounds (tusk: $("$TUSK" --version 2>/dev/null | head -n1 || echo "$TUSK"); $("$PGBOUNCER" --version | head -n1))"
+printf '%-62s' figure
+for p in "${POOLERS[@]}"; do printf ' %12s' "$p"; done
+echo
+for r in "${ROWS[@]}"; do
+	case $r in
+	cpu-*) label="pooler CPU per pgbench -S -M ${r#cpu-} txn (32 clients), µs" ;;
+	idle) label="RSS growth per idle client ($IDLE_CLIENTS clients), bytes" ;;
+	start) label="RSS at start, MB" ;;
+	esac
+	printf '%-62s' "$label"
+	for p in "${POOLERS[@]}"; do printf ' %12s' "$(median <<<"${RES[$p,$r]}")"; done
+	echo
+done

@@ -17,6 +17,10 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 
+/* The result cache (src/flight/, docs/cache.md). INHERIT only in a pool rule: take the
+ * top-level value. COALESCE merges identical reads in flight; ON also keeps results. */
+enum config_cache { CONFIG_CACHE_INHERIT, CONFIG_CACHE_OFF, CONFIG_CACHE_COALESCE, CONFIG_CACHE_ON };
+
 /* How clients of a rule prove who they are (hba_file, when set, decides instead). */
 enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM,
 		   CONFIG_AUTH_CERT };
@@ -72,6 +76,15 @@ struct config_pool_rule {
 	char *server_database;                /* NULL: the client's database */
 	char *auth_user;                      /* NULL: the top-level auth_user (config_auth_user) */
 	char *auth_query;                     /* NULL: the top-level auth_query (config_auth_query) */
+	/* The result cache; 0 / NULL: the top-level value (src/flight/policy.h resolves them). */
+	int cache;                            /* enum config_cache */
+	uint64_t cache_ttl_ms;
+	uint32_t cache_max_result;
+	uint64_t cache_coalesce_wait_ms;
+	int ncache_tables;
+	char **cache_tables;                  /* "table" or "schema.table", as PostgreSQL stores them */
+	int ncache_exclude_tables;
+	char **cache_exclude_tables;
 	int line;                             /* where the rule starts, for logs */
 };
 
@@ -144,6 +157,17 @@ struct tusk_config {
 	int log_disconnections;        /* default true: a line per client logout */
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
 	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
+
+	/* The result cache (docs/cache.md): process-wide defaults of the pool rules' keys. */
+	int cache;                       /* enum config_cache; default off */
+	uint64_t cache_ttl_ms;           /* default 10s: an entry's life, the backstop for writes around tusk */
+	uint32_t cache_max_result;       /* default 1MB: replies above it are neither kept nor shared */
+	uint32_t cache_memory;           /* default 64MB: bound on all kept results, process-wide */
+	uint64_t cache_coalesce_wait_ms; /* default 5s: a waiter's deadline, then it runs the query itself */
+	int ncache_tables;
+	char **cache_tables;             /* NULL: every table not excluded */
+	int ncache_exclude_tables;
+	char **cache_exclude_tables;
 
 	struct config_admin admin;
 	struct config_kv kv;

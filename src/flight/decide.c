@@ -29,7 +29,31 @@ static const char *const inert_nodes[] = {
 /* Literals the date/time input functions turn into the current time when the query runs. */
 static const char *const time_words[] = { "now", "today", "tomorrow", "yesterday" };
 
+/* Extra nodes a statement may hold and still write no more than the tables it names. */
+static const char *const write_nodes[] = {
+	"DeleteStmt", "IndexElem", "InferClause", "InsertStmt", "LockingClause", "MergeStmt", "MergeWhenClause",
+	"MultiAssignRef", "OnConflictClause", "SetToDefault", "TransactionStmt", "UpdateStmt", "VariableSetStmt",
+	"VariableShowStmt",
+};
+
+/* Built-in functions that write no table (for invalidation only: several are volatile, and
+ * none makes a statement cacheable). Unqualified or pg_catalog. only. */
+static const char *const nowrite_functions[] = {
+	"abs", "array_agg", "array_length", "avg", "bool_and", "bool_or", "btrim", "ceil", "char_length",
+	"clock_timestamp", "concat", "concat_ws", "count", "current_setting", "date_part", "date_trunc",
+	"dense_rank", "every", "extract", "first_value", "floor", "format", "generate_series", "greatest",
+	"jsonb_agg", "jsonb_build_object", "json_agg", "json_build_object", "lag", "last_value", "lead",
+	"least", "left", "length", "lower", "lpad", "ltrim", "max", "md5", "min", "now", "nullif", "pg_sleep",
+	"position", "random", "rank", "regexp_replace", "replace", "right", "round", "row_number", "rpad",
+	"rtrim", "split_part", "statement_timestamp", "string_agg", "strpos", "substr", "substring", "sum",
+	"timeofday", "to_char", "to_date", "to_number", "to_timestamp", "transaction_timestamp", "trim", "trunc",
+	"unnest", "upper", "version",
+};
+
 struct walk {
+	bool write;      /* flight_classify_write: judge writes, not cacheability */
+	bool unsafe;     /* write mode: may have written what it does not name */
+	bool writes;     /* write mode: holds INSERT, UPDATE, DELETE or MERGE */
 	const char *end;
 	enum flight_verdict verdict;
 	struct flight_decision *out;
@@ -39,18 +63,57 @@ struct walk {
 	int nctes;
 };
 
+static const char *read_string(const char *p, const char *end, char *out, size_t cap, bool *cut);
+
 static void fail(struct walk *w, enum flight_verdict v)
 {
 	if (w->verdict == FLIGHT_OK)
 		w->verdict = v;
 }
 
-static bool is_inert(const char *name, size_t n)
+static bool in_names(const char *const *list, size_t count, const char *name, size_t n)
 {
-	for (size_t i = 0; i < sizeof(inert_nodes) / sizeof(inert_nodes[0]); i++)
-		if (strlen(inert_nodes[i]) == n && memcmp(inert_nodes[i], name, n) == 0)
+	for (size_t i = 0; i < count; i++)
+		if (strlen(list[i]) == n && memcmp(list[i], name, n) == 0)
 			return true;
 	return false;
+}
+
+static bool is_inert(const char *name, size_t n)
+{
+	return in_names(inert_nodes, sizeof(inert_nodes) / sizeof(inert_nodes[0]), name, n);
+}
+
+/* Write mode: a funcname list, [{"String":{"sval":"f"}}] or with a schema before it. */
+static const char *judge_funcname(struct walk *w, const char *p)
+{
+	char parts[2][FLIGHT_NAME_MAX];
+	int n = 0;
+	const char *q = p, *end = w->end;
+	char key[16];
+	bool cut;
+
+	/* The svals in order, read by scanning for "sval": the list holds only String nodes. */
+	const char *close = memchr(p, ']', (size_t)(end - p));
+	if (!close)
+		return NULL;
+	while ((q = memmem(q, (size_t)(close - q), "\"sval\":", 7)) != NULL) {
+		q += 7;
+		if (n == 2) {
+			n = 3;
+			break;
+		}
+		q = read_string(q, end, parts[n], sizeof(parts[n]), &cut);
+		if (!q || cut)
+			return NULL;
+		n++;
+		(void)key;
+	}
+	if (n == 0 || n > 2 || (n == 2 && strcmp(parts[0], "pg_catalog") != 0) ||
+	    !in_names(nowrite_functions, sizeof(nowrite_functions) / sizeof(nowrite_functions[0]), parts[n - 1],
+		      strlen(parts[n - 1])))
+		w->unsafe = true;
+	return close + 1;
 }
 
 /* A JSON string at p (at the opening quote): its unescaped bytes into out (NUL-terminated,
@@ -105,7 +168,7 @@ static bool is_time_word(const char *s)
 	return false;
 }
 
-static bool listed(char *const *names, int n, const struct flight_table *t)
+static bool listed(char *const *names, int n, const struct flight_relation *t)
 {
 	for (int i = 0; i < n; i++) {
 		const char *dot = strchr(names[i], '.');
@@ -121,9 +184,20 @@ static bool listed(char *const *names, int n, const struct flight_table *t)
 	return false;
 }
 
-static void add_table(struct walk *w, const struct flight_table *t)
+static void add_table(struct walk *w, const struct flight_relation *t)
 {
 	struct flight_decision *o = w->out;
+
+	if (w->write) {
+		for (int i = 0; i < o->ntables; i++)
+			if (strcmp(o->tables[i].name, t->name) == 0)
+				return;
+		if (o->ntables == FLIGHT_MAX_TABLES)
+			w->unsafe = true;
+		else
+			o->tables[o->ntables++] = *t;
+		return;
+	}
 
 	if (strcmp(t->schema, "pg_catalog") == 0 || strcmp(t->schema, "information_schema") == 0 ||
 	    strcmp(t->schema, "pg_toast") == 0 || (!t->schema[0] && strncmp(t->name, "pg_", 3) == 0)) {
@@ -146,10 +220,16 @@ static void add_table(struct walk *w, const struct flight_table *t)
 
 static const char *walk_value(struct walk *w, const char *p, int depth, bool rangevar);
 
+static bool key_is_node_ok(const char *key, bool cut)
+{
+	return !cut && (is_inert(key, strlen(key)) ||
+			in_names(write_nodes, sizeof(write_nodes) / sizeof(write_nodes[0]), key, strlen(key)));
+}
+
 /* An object's members. rangevar: this is the body of a RangeVar, whose name fields are read. */
 static const char *walk_object(struct walk *w, const char *p, int depth, bool rangevar)
 {
-	struct flight_table t = { "", "" };
+	struct flight_relation t = { "", "" };
 	bool named = false;
 
 	p = skip_ws(p + 1, w->end);
@@ -166,7 +246,22 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 		if (p >= w->end || *p != ':')
 			return NULL;
 		p = skip_ws(p + 1, w->end);
-		if (key[0] >= 'A' && key[0] <= 'Z' && (cut || !is_inert(key, strlen(key)))) {
+		if (w->write) {
+			if (key[0] >= 'A' && key[0] <= 'Z' && key_is_node_ok(key, cut) == false &&
+			    strcmp(key, "FuncCall") != 0)
+				w->unsafe = true;
+			if (strcmp(key, "intoClause") == 0)
+				w->unsafe = true;
+			if (strcmp(key, "InsertStmt") == 0 || strcmp(key, "UpdateStmt") == 0 ||
+			    strcmp(key, "DeleteStmt") == 0 || strcmp(key, "MergeStmt") == 0)
+				w->writes = true;
+			if (strcmp(key, "funcname") == 0) {
+				p = judge_funcname(w, p);
+				if (!p)
+					return NULL;
+				goto next;
+			}
+		} else if (key[0] >= 'A' && key[0] <= 'Z' && (cut || !is_inert(key, strlen(key)))) {
 			fail(w, strcmp(key, "LockingClause") == 0 ? FLIGHT_LOCKING
 				: strcmp(key, "FuncCall") == 0 || strcmp(key, "SQLValueFunction") == 0 ||
 						strcmp(key, "RangeFunction") == 0 || strcmp(key, "RangeTableSample") == 0 ||
@@ -174,7 +269,7 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 					? FLIGHT_CALL
 					: FLIGHT_UNKNOWN_NODE);
 		}
-		if (strcmp(key, "intoClause") == 0)
+		if (strcmp(key, "intoClause") == 0 && !w->write)
 			fail(w, FLIGHT_NOT_SELECT); /* SELECT INTO creates a table */
 		if ((rangevar && (strcmp(key, "relname") == 0 || strcmp(key, "schemaname") == 0 ||
 				  strcmp(key, "catalogname") == 0)) ||
@@ -201,10 +296,13 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 			}
 			/* catalogname: a database-qualified name; PostgreSQL accepts only its own. */
 		} else {
-			p = walk_value(w, p, depth + 1, strcmp(key, "RangeVar") == 0);
+			/* Write statements hold their target as an unwrapped RangeVar under "relation". */
+			p = walk_value(w, p, depth + 1,
+				       strcmp(key, "RangeVar") == 0 || (w->write && strcmp(key, "relation") == 0));
 			if (!p)
 				return NULL;
 		}
+next:
 		p = skip_ws(p, w->end);
 		if (p < w->end && *p == ',') {
 			p++;
@@ -217,6 +315,8 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 	if (rangevar) {
 		if (named)
 			add_table(w, &t);
+		else if (w->write)
+			w->unsafe = true;
 		else
 			fail(w, FLIGHT_UNKNOWN_NODE);
 	}
@@ -263,7 +363,7 @@ static const char *walk_value(struct walk *w, const char *p, int depth, bool ran
 
 /* Relations named like a CTE of the statement may be the CTE: their versions are still
  * tracked (a stray bump costs a miss), but the table lists do not judge them. */
-static bool is_cte(const struct walk *w, const struct flight_table *t)
+static bool is_cte(const struct walk *w, const struct flight_relation *t)
 {
 	if (t->schema[0])
 		return false;
@@ -310,7 +410,7 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 	if (!p && w.verdict == FLIGHT_OK)
 		w.verdict = FLIGHT_UNKNOWN_NODE;
 	for (int i = 0; i < out->ntables && w.verdict == FLIGHT_OK; i++) {
-		const struct flight_table *t = &out->tables[i];
+		const struct flight_relation *t = &out->tables[i];
 		if (is_cte(&w, t))
 			continue;
 		if ((policy && policy->nallow > 0 && !listed(policy->allow, policy->nallow, t)) ||
@@ -339,4 +439,45 @@ const char *flight_verdict_name(enum flight_verdict v)
 		[FLIGHT_UNKNOWN_NODE] = "unknown_node",
 	};
 	return (unsigned)v < FLIGHT_VERDICT_COUNT ? names[v] : "?";
+}
+
+void flight_classify_write(const char *sql, size_t len, struct flight_write *out)
+{
+	struct flight_decision d;
+	struct walk w = { .write = true, .out = &d };
+	char *text;
+	const char *stmts;
+
+	memset(out, 0, sizeof(*out));
+	memset(&d, 0, sizeof(d));
+	len = strnlen(sql, len);
+	text = malloc(len + 1);
+	if (!text) {
+		out->flush_db = true;
+		return;
+	}
+	memcpy(text, sql, len);
+	text[len] = '\0';
+	PgQueryParseResult r = pg_query_parse(text);
+	free(text);
+	if (r.error || !r.parse_tree) {
+		out->flush_db = true;
+		goto out;
+	}
+	w.end = r.parse_tree + strlen(r.parse_tree);
+	stmts = strstr(r.parse_tree, "\"stmts\":");
+	if (!stmts)
+		goto out; /* empty or only comments */
+	/* COMMIT PREPARED commits what an earlier session wrote, unseen. */
+	if (strstr(r.parse_tree, "\"TRANS_STMT_COMMIT_PREPARED\"") ||
+	    !walk_value(&w, stmts + strlen("\"stmts\":"), 0, false) || w.unsafe) {
+		out->flush_db = true;
+		goto out;
+	}
+	if (!w.writes)
+		goto out; /* reads, SET, SHOW, transaction control */
+	out->ntables = d.ntables;
+	memcpy(out->tables, d.tables, sizeof(d.tables[0]) * (size_t)d.ntables);
+out:
+	pg_query_free_parse_result(r);
 }

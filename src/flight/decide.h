@@ -29,7 +29,7 @@ enum flight_verdict {
 	FLIGHT_VERDICT_COUNT
 };
 
-struct flight_table {
+struct flight_relation {
 	char schema[FLIGHT_NAME_MAX]; /* "" when the statement did not qualify it */
 	char name[FLIGHT_NAME_MAX];   /* as the parser normalised it */
 };
@@ -37,7 +37,7 @@ struct flight_table {
 struct flight_decision {
 	enum flight_verdict verdict;
 	int ntables;
-	struct flight_table tables[FLIGHT_MAX_TABLES]; /* distinct, in text order */
+	struct flight_relation tables[FLIGHT_MAX_TABLES]; /* distinct, in text order */
 };
 
 /* Table lists of a pool rule (cache_tables / cache_exclude_tables): "t" matches any schema's t,
@@ -55,5 +55,18 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 		   struct flight_decision *out);
 
 const char *flight_verdict_name(enum flight_verdict v);
+
+/* What a statement text sent by any client may have written, for invalidation: the tables
+ * named by INSERT/UPDATE/DELETE/MERGE (and every other table they name; a stray bump costs a
+ * miss), or flush_db when it may have written anything tusk cannot name (DDL, GRANT, COPY,
+ * DO, CALL, a function outside a short list of built-ins known not to write, a parse error,
+ * COMMIT PREPARED ...). Reads, SET, SHOW and transaction control write nothing. */
+struct flight_write {
+	bool flush_db;
+	int ntables;
+	struct flight_relation tables[FLIGHT_MAX_TABLES];
+};
+
+void flight_classify_write(const char *sql, size_t len, struct flight_write *out);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include <xxhash.h>
 
+#include "flight/serve.h"
 #include "frontend/client_int.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
@@ -240,6 +241,7 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 	struct classify_result r;
 	unsigned opts = c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0;
 
+	flight_client_sent_sql(c, sql, len); /* what it may write goes stale in the cache */
 	/* Session pooling keeps the client's server and resets it when the client leaves:
 	 * nothing to carry, pin or reset, so nothing to parse. */
 	if (c->mode == POOL_MODE_SESSION)
@@ -928,6 +930,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		return SCAN_OK;
 	}
 	case 'B': {
+		flight_client_sent_opaque(c);
 		if (!rename) {
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 			break;
@@ -1032,6 +1035,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		s->skipping = false;
 		break;
 	case 'F':
+		flight_client_sent_opaque(c);
 		expect_push(s, EXPECT_FUNCTION, EXPECT_FORWARD);
 		s->pending_rfq++;
 		break;
@@ -1139,6 +1143,7 @@ static void on_ready_for_query(struct client *c, struct server *s, uint8_t statu
 	if (status == 'E')
 		c->tx_failed = true;
 	if (status == 'I') {
+		flight_client_ready(c);
 		if (c->tx_failed)
 			session_discard(&c->session);
 		else
@@ -1186,6 +1191,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 		size_t avail = buf_len(b) - c->s2c_scanned;
 		if (c->s2c_remaining > 0) {
 			size_t k = avail < c->s2c_remaining ? avail : c->s2c_remaining;
+			flight_client_scanned(c, buf_head(b) + c->s2c_scanned, k);
 			c->s2c_scanned += k;
 			c->s2c_remaining -= (uint32_t)k;
 			continue;
@@ -1362,6 +1368,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			continue;
 		}
 		size_t k = avail < total ? avail : total;
+		flight_client_scanned(c, m, k); /* may end a flight this client leads */
 		c->s2c_scanned += k;
 		c->s2c_remaining = (uint32_t)(total - k);
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "auth/authcache.h"
+#include "flight/cache.h"
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "frontend/cancel.h"
@@ -307,11 +308,12 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
+	rt->flight = flight_cache_new(cfg->cache_memory);
 	rt->stats = stats_new();
 	rt->start_time = ev_time();
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
-	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->stats || !rt->workers) {
+	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -580,6 +582,7 @@ void runtime_stop(struct runtime *rt)
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
 	authcache_free(rt->authcache);
+	flight_cache_free(rt->flight);
 	stats_free(rt->stats);
 	for (int i = 0; i < rt->nlisteners; i++)
 		close(rt->listeners[i].fd);

@@ -250,6 +250,54 @@ static void test_decide_table_lists(void **state)
 	assert_int_equal(decide("SELECT * FROM y.hidden", &only_exclude, &d), FLIGHT_OK);
 }
 
+/* ---- writes ------------------------------------------------------------------------------ */
+
+static void test_classify_write(void **state)
+{
+	struct flight_write w;
+	static const struct {
+		const char *sql;
+		bool flush;
+		const char *tables; /* names joined with ',' */
+	} cases[] = {
+		{ "SELECT a FROM t", false, "" },
+		{ "SELECT count(*), now() FROM t", false, "" },
+		{ "SELECT pg_catalog.lower(a) FROM t", false, "" },
+		{ "BEGIN; SET search_path = x; SHOW work_mem; COMMIT", false, "" },
+		{ "", false, "" },
+		{ "INSERT INTO s.t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET a = excluded.a", false, "t" },
+		{ "UPDATE t SET a = 1 FROM u WHERE u.x = t.x", false, "t,u" },
+		{ "DELETE FROM t USING u; INSERT INTO v SELECT * FROM w", false, "t,u,v,w" },
+		{ "WITH d AS (DELETE FROM t RETURNING *) INSERT INTO u SELECT * FROM d", false, "u,d,t" },
+		{ "SELECT * FROM t FOR UPDATE", false, "" },
+		{ "INSERT INTO t VALUES (my_func())", true, "" },
+		{ "SELECT public.count(a) FROM t", true, "" },
+		{ "SELECT query_to_xml('delete from t', true, true, '')", true, "" },
+		{ "CREATE TABLE x (a int)", true, "" },
+		{ "ALTER TABLE t ADD b int", true, "" },
+		{ "GRANT SELECT ON t TO bob", true, "" },
+		{ "TRUNCATE t", true, "" },
+		{ "COPY t FROM STDIN", true, "" },
+		{ "DO $$ BEGIN DELETE FROM t; END $$", true, "" },
+		{ "CALL p()", true, "" },
+		{ "SELECT * INTO x FROM t", true, "" },
+		{ "COMMIT PREPARED 'x'", true, "" },
+		{ "not sql at all", true, "" },
+		{ "CREATE OR REPLACE VIEW v AS SELECT 1", true, "" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char got[256] = "";
+		size_t o = 0;
+		flight_classify_write(cases[i].sql, strlen(cases[i].sql), &w);
+		for (int k = 0; k < w.ntables; k++)
+			o += (size_t)snprintf(got + o, sizeof(got) - o, "%s%s", k ? "," : "", w.tables[k].name);
+		if (w.flush_db != cases[i].flush || (!w.flush_db && strcmp(got, cases[i].tables) != 0))
+			fail_msg("%s: flush %d tables \"%s\"", cases[i].sql, w.flush_db, got);
+	}
+}
+
 /* ---- the key ---------------------------------------------------------------------------- */
 
 static struct flight_param params[] = { { "TimeZone", "UTC" }, { "DateStyle", "ISO, MDY" },
@@ -356,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_decide_bypass),
 		cmocka_unit_test(test_decide_limits),
 		cmocka_unit_test(test_decide_table_lists),
+		cmocka_unit_test(test_classify_write),
 		cmocka_unit_test(test_key_fields),
 		cmocka_unit_test(test_key_limits),
 	};

@@ -2,6 +2,8 @@
 with pg_stat_statements preloaded, so that what the server actually ran can be counted."""
 
 import random
+import socket
+import struct
 import threading
 import time
 
@@ -50,8 +52,17 @@ def cache_pool(mode="on", **extra):
 def wire(t, user="tusk_trust", timeout=60.0):
     """A raw client speaking the simple protocol (Query), which is what the cache serves."""
     c = pgwire.RawClient("127.0.0.1", t.port, timeout=timeout)
-    c.startup(user, TEST_DB)
+    for kind, body in c.startup(user, TEST_DB):
+        if kind == b"K":
+            c.cancel_key = struct.unpack("!II", body[:8])
     return c
+
+
+def cancel(t, client):
+    """A CancelRequest with client's key, on a connection of its own."""
+    with socket.create_connection(("127.0.0.1", t.port), timeout=5) as s:
+        s.sendall(struct.pack("!IIII", 16, 80877102, *client.cancel_key))
+        s.recv(1)  # tusk closes it when done
 
 
 def rows_of(c, sql):
@@ -88,3 +99,174 @@ def test_coalesce_200_identical_queries_run_once(cpg, tusk):
     assert calls(cpg, "items a, items b, items c") == 1
     for c in conns:
         c.close()
+
+
+@pytest.fixture
+def on(cpg, tusk):
+    """tusk with cache: on for every client (one pool rule), and a clean items row 1."""
+    cpg.execute("update items set name = 'item 1' where id = 1", dbname=TEST_DB)
+    t = tusk(pg_server=cpg, pools=[cache_pool("on")], workers=2, cache_ttl="60s")
+    reset_stats(cpg)
+    return t
+
+
+def test_repeated_read_served_from_memory(cpg, on):
+    c = wire(on)
+    q = "SELECT name FROM items WHERE id = 2"
+    assert rows_of(c, q) == [["item 2"]]
+    assert rows_of(c, q) == [["item 2"]]
+    other = wire(on)
+    assert rows_of(other, q) == [["item 2"]]
+    assert calls(cpg, "FROM items WHERE id =") == 1
+    # Another text is another key.
+    assert rows_of(c, "SELECT name FROM items WHERE id = 3") == [["item 3"]]
+    assert calls(cpg, "FROM items WHERE id =") == 2
+
+
+@pytest.mark.parametrize("how", ["autocommit", "commit", "psycopg"])
+def test_write_then_read_sees_the_write(cpg, on, how):
+    reader, writer = wire(on), wire(on)
+    q = "SELECT name FROM items WHERE id = 1"
+    assert rows_of(reader, q) == [["item 1"]]
+    assert rows_of(reader, q) == [["item 1"]]  # cached now
+    if how == "autocommit":
+        rows_of(writer, "UPDATE items SET name = 'changed' WHERE id = 1")
+    elif how == "commit":
+        rows_of(writer, "BEGIN")
+        rows_of(writer, "UPDATE items SET name = 'changed' WHERE id = 1")
+        rows_of(writer, "COMMIT")
+    else:  # extended protocol, as drivers send it
+        with on.connect(autocommit=True) as pc:
+            pc.execute("update items set name = %s where id = 1", ("changed",))
+    assert rows_of(reader, q) == [["changed"]]  # another client
+    assert rows_of(writer, q) == [["changed"]]  # the writer itself
+
+
+def test_rollback_leaves_the_value(cpg, on):
+    c = wire(on)
+    q = "SELECT name FROM items WHERE id = 1"
+    assert rows_of(c, q) == [["item 1"]]
+    rows_of(c, "BEGIN")
+    rows_of(c, "UPDATE items SET name = 'never' WHERE id = 1")
+    assert rows_of(c, q) == [["never"]]  # inside the transaction: not cached, its own view
+    rows_of(c, "ROLLBACK")
+    assert rows_of(c, q) == [["item 1"]]
+
+
+def test_fill_versus_write_race_never_stores_the_old_rows(cpg, on):
+    """A slow read is in flight when a write to its table commits: its (older) result goes to
+    its own client, but is not kept for the next reader."""
+    q = "SELECT a.name FROM items a, items b, items c WHERE a.id = 1 AND c.id <= 3 AND b.id + c.id < 0 OR a.id = 1 AND b.id = 1 AND c.id = 1"
+    reader, writer, late = wire(on), wire(on), wire(on)
+    reader.send(pgwire.query_message(q))
+    time.sleep(0.05)  # the read has started on its server
+    rows_of(writer, "UPDATE items SET name = 'fresh' WHERE id = 1")
+    got = []
+    for kind, body in reader.read_until_ready():
+        if kind == b"D":
+            got.append(body)
+    assert len(got) == 1
+    assert rows_of(late, q) == [["fresh"]]
+
+
+def test_users_and_search_path_never_share(cpg, on):
+    cpg.execute("drop schema if exists s1 cascade; drop schema if exists s2 cascade; "
+                "create schema s1; create schema s2; "
+                "create table s1.t (v text); create table s2.t (v text); "
+                "insert into s1.t values ('one'); insert into s2.t values ('two'); "
+                "grant usage on schema s1, s2 to public; grant select on s1.t, s2.t to public",
+                dbname=TEST_DB)
+    a, b = wire(on), wire(on)
+    rows_of(a, "SET search_path = s1")
+    rows_of(b, "SET search_path = s2")
+    assert rows_of(a, "SELECT v FROM t") == [["one"]]
+    assert rows_of(b, "SELECT v FROM t") == [["two"]]
+    assert rows_of(a, "SELECT v FROM t") == [["one"]]
+    # Row-level security keyed on the role: each user sees their own rows only.
+    cpg.execute("drop table if exists secrets; create table secrets (owner name, v text); "
+                "insert into secrets values ('tusk_trust', 'mine'), ('tusk_other', 'theirs'); "
+                "alter table secrets enable row level security; alter table secrets force row level security; "
+                "create policy own on secrets using (owner = current_user); "
+                "grant select on secrets to public", dbname=TEST_DB)
+    me, them = wire(on), wire(on, user="tusk_other")
+    q = "SELECT v FROM public.secrets"
+    assert rows_of(me, q) == [["mine"]]
+    assert rows_of(them, q) == [["theirs"]]
+    assert rows_of(me, q) == [["mine"]]
+    assert rows_of(them, q) == [["theirs"]]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT name, now() FROM items WHERE id = 1",
+    "SELECT name FROM items WHERE id = 1 FOR UPDATE",
+    "SELECT name FROM items WHERE id = 1 AND random() >= 0",
+])
+def test_bypasses_run_every_time(cpg, on, sql):
+    c = wire(on)
+    rows_of(c, sql)
+    rows_of(c, sql)
+    assert calls(cpg, "FROM items WHERE id = $1") == 2
+
+
+def test_reads_in_a_transaction_bypass(cpg, on):
+    c = wire(on)
+    q = "SELECT name FROM items WHERE id = 4"
+    rows_of(c, "BEGIN")
+    rows_of(c, q)
+    rows_of(c, q)
+    rows_of(c, "COMMIT")
+    assert calls(cpg, "FROM items WHERE id =") == 2
+
+
+def test_temp_tables_bypass(cpg, on):
+    c = wire(on)
+    rows_of(c, "CREATE TEMP TABLE items (id int, name text)")  # pins the client; shadows items
+    rows_of(c, "INSERT INTO items VALUES (5, 'temp')")
+    q = "SELECT name FROM items WHERE id = 5"
+    assert rows_of(c, q) == [["temp"]]
+    other = wire(on)
+    assert rows_of(other, q) == [["item 5"]]
+    assert rows_of(c, q) == [["temp"]]
+    assert rows_of(other, q) == [["item 5"]]
+
+
+def test_errors_are_never_cached(cpg, on):
+    cpg.execute("drop table if exists later", dbname=TEST_DB)
+    c = wire(on)
+    q = "SELECT x FROM later"
+    rows, errors = c.simple_query(q)
+    assert errors and errors[0]["C"] == "42P01"
+    cpg.execute("create table later (x int); insert into later values (7); grant select on later to public",
+                dbname=TEST_DB)
+    assert rows_of(c, q) == [["7"]]
+
+
+def test_ddl_flushes_the_database(cpg, on):
+    cpg.execute("drop table if exists d; create table d (x int); insert into d values (1); "
+                "grant all on d to public", dbname=TEST_DB)
+    c, admin = wire(on), wire(on)
+    q = "SELECT x FROM d"
+    assert rows_of(c, q) == [["1"]]
+    assert rows_of(c, q) == [["1"]]
+    # TRUNCATE names no row: tusk cannot tell what it wrote, so the database goes stale.
+    rows_of(admin, "TRUNCATE d")
+    assert rows_of(c, q) == []
+
+
+def test_waiter_cancel_detaches_only_that_waiter(cpg, tusk):
+    t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="20s")
+    q = SLOW_QUERY.replace("c.id <= 3", "c.id <= 30")  # a few seconds
+    leader, waiter = wire(t), wire(t)
+    leader.send(pgwire.query_message(q))
+    time.sleep(0.3)
+    waiter.send(pgwire.query_message(q))
+    time.sleep(0.3)
+    cancel(t, waiter)
+    msgs = waiter.read_until_ready(timeout=5)
+    errors = [pgwire.parse_error_fields(b) for k, b in msgs if k == b"E"]
+    assert errors and errors[0]["C"] == "57014", msgs
+    # The leader carries on and gets its rows.
+    msgs = leader.read_until_ready(timeout=60)
+    assert not [b for k, b in msgs if k == b"E"]
+    assert [b for k, b in msgs if k == b"D"]
+    assert rows_of(waiter, "select 1") == [["1"]]

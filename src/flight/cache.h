@@ -56,4 +56,13 @@ bool flight_cache_tracking(const struct tusk_config *cfg);
 
 const char *flight_bypass_state_name(enum flight_bypass_state s);
 
+/* Every counter and gauge, for SHOW CACHE and /metrics: name (hits, misses, ..., entries,
+ * bytes, bypasses), reason (for bypasses, else NULL), value, and whether it is a gauge. */
+typedef void flight_report_fn(void *arg, const char *name, const char *reason, uint64_t value, bool gauge);
+void flight_cache_report(struct flight_cache *fc, flight_report_fn *fn, void *arg);
+
+/* CACHE FLUSH: drop the kept results of database (NULL: all) and make flights in progress
+ * not keep theirs. Returns how many entries went. */
+int flight_cache_flush(struct flight_cache *fc, const char *database);
+
 #endif

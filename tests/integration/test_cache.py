@@ -360,3 +360,40 @@ def test_differential_random_reads_and_writes(cpg, on):
     # The cache did serve reads (otherwise this proves nothing about it).
     n = calls(cpg, "SELECT ver FROM cnt WHERE k =")
     assert n < 4 * 150 * 0.55, n
+
+
+def test_show_cache_cache_flush_and_metrics(cpg, tusk, tmp_path):
+    from auth_util import write_auth_file
+    from conftest import free_port
+    from test_console import ADMIN, ADMIN_PW, psql, psql_rows
+    import urllib.request
+
+    auth = write_auth_file(tmp_path / "userlist.txt", {ADMIN: ADMIN_PW})
+    http = f"127.0.0.1:{free_port()}"
+    t = tusk(pg_server=cpg, pools=[cache_pool("on")], auth_file=auth, cache_ttl="60s",
+             admin={"users": [ADMIN], "http": http})
+    c = wire(t)
+    q = "SELECT name FROM items WHERE id = 9"
+    for _ in range(3):
+        assert rows_of(c, q) == [["item 9"]]
+    rows_of(c, "SELECT name, now() FROM items WHERE id = 9")
+    header, rows = psql_rows(t, "SHOW CACHE")
+    assert header == ["name", "reason", "value"]
+    got = {(r["name"], r["reason"]): int(r["value"]) for r in rows}
+    assert got[("hits", "")] == 2
+    assert got[("misses", "")] == 1
+    assert got[("stores", "")] == 1
+    assert got[("entries", "")] == 1
+    assert got[("bypasses", "function_call")] == 1
+    body = urllib.request.urlopen(f"http://{http}/metrics", timeout=10).read().decode()
+    assert "tusk_cache_hits_total 2\n" in body
+    assert 'tusk_cache_bypasses_total{reason="function_call"} 1\n' in body
+    assert "tusk_cache_entries 1\n" in body
+    p = psql(t, f"CACHE FLUSH {TEST_DB}")
+    assert p.returncode == 0, p.stderr
+    reset_stats(cpg)
+    assert rows_of(c, q) == [["item 9"]]
+    assert calls(cpg, "FROM items WHERE id =") == 1  # gone from the cache: it ran again
+    _, rows = psql_rows(t, "SHOW CACHE")
+    got = {(r["name"], r["reason"]): int(r["value"]) for r in rows}
+    assert got[("flushes", "")] == 1

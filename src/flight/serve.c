@@ -36,6 +36,8 @@ struct flight_client {
 	uint16_t bump[FLIGHT_MAX_TABLES];
 	int nbump;
 	bool bump_db;
+	/* what the last classified text writes, and the unnamed statement's (Bind runs it again) */
+	struct flight_write last, unnamed;
 };
 
 static struct flight_cache *cache_of(const struct client *c)
@@ -401,36 +403,86 @@ static void note_bump(struct client *c, uint16_t slot)
 		fc->bump[fc->nbump++] = slot;
 }
 
-void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
+static void note_write(struct client *c, const struct flight_write *w)
 {
 	struct flight_cache *cache = cache_of(c);
-	struct flight_write w;
 
-	if (!cache || c->admin || !flight_cache_tracking(c->worker->rt->cfg))
-		return;
-	if (c->flight && c->flight->lead)
-		return; /* the leader's own query: a read, judged already */
-	flight_classify_write(sql, len, &w);
-	if (!w.flush_db && w.ntables == 0)
+	if (!w->flush_db && w->ntables == 0)
 		return;
 	if (!state_of(c)) {
 		/* No memory to remember it for the end of the transaction: now is all there is. */
 		flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
 		return;
 	}
-	for (int i = 0; i < w.ntables; i++)
-		note_bump(c, flight_inval_slot(c->database, w.tables[i].name));
-	if (w.flush_db)
+	for (int i = 0; i < w->ntables; i++)
+		note_bump(c, flight_inval_slot(c->database, w->tables[i].name));
+	if (w->flush_db)
 		c->flight->bump_db = true;
 	/* Now as well: entries and flights from before the write stop being used at once. */
 	apply_bumps(c, false);
+}
+
+static bool tracking(const struct client *c)
+{
+	return c->worker->rt->flight && !c->admin && flight_cache_tracking(c->worker->rt->cfg);
+}
+
+void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
+{
+	struct flight_write w;
+
+	if (!tracking(c))
+		return;
+	if (c->flight && c->flight->lead)
+		return; /* the leader's own query: a read, judged already */
+	flight_classify_write(sql, len, &w);
+	if (c->flight || ((w.flush_db || w.ntables) && state_of(c))) {
+		struct flight_write *u = &c->flight->unnamed;
+		c->flight->last = w;
+		/* Until flight_client_parsed says which text the unnamed statement is (a Parse too
+		 * big for the read buffer reaches here without it), it may be any of them. */
+		u->flush_db |= w.flush_db;
+		for (int i = 0; i < w.ntables && !u->flush_db; i++) {
+			bool have = false;
+			for (int k = 0; k < u->ntables && !have; k++)
+				have = strcmp(u->tables[k].name, w.tables[i].name) == 0;
+			if (!have && u->ntables == FLIGHT_MAX_TABLES)
+				u->flush_db = true;
+			else if (!have)
+				u->tables[u->ntables++] = w.tables[i];
+		}
+	}
+	note_write(c, &w);
+}
+
+void flight_client_parsed(struct client *c, bool unnamed)
+{
+	if (unnamed && tracking(c) && c->flight)
+		c->flight->unnamed = c->flight->last;
+}
+
+void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len)
+{
+	struct flight_write w;
+
+	if (!tracking(c))
+		return;
+	if (text) {
+		flight_classify_write(text, len, &w);
+		note_write(c, &w);
+	} else if (unnamed) {
+		if (c->flight)
+			note_write(c, &c->flight->unnamed);
+	} else {
+		flight_client_sent_opaque(c);
+	}
 }
 
 void flight_client_sent_opaque(struct client *c)
 {
 	struct flight_cache *cache = cache_of(c);
 
-	if (!cache || c->admin || !flight_cache_tracking(c->worker->rt->cfg))
+	if (!tracking(c))
 		return;
 	if (!state_of(c)) {
 		flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));

@@ -27,7 +27,13 @@ void flight_client_closed(struct client *c);
 void flight_client_scanned(struct client *c, const uint8_t *p, size_t n);
 /* relay.c: a Query or Parse text goes to the server (what it may write is invalidated). */
 void flight_client_sent_sql(struct client *c, const char *sql, size_t len);
-/* relay.c: a Bind or FunctionCall goes to the server (the statement is not read: coarse). */
+/* relay.c: a Parse went through flight_client_sent_sql just now; unnamed: its Binds run it. */
+void flight_client_parsed(struct client *c, bool unnamed);
+/* relay.c: a Bind goes to the server. text: the named statement's query text when tusk knows
+ * it (classified again: every execution may write); unnamed: the last unnamed Parse's writes
+ * again; otherwise (a name tusk does not track) the database goes stale. */
+void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len);
+/* relay.c: a FunctionCall goes to the server: the database goes stale. */
 void flight_client_sent_opaque(struct client *c);
 /* relay.c: ReadyForQuery 'I': the transaction is over, its writes are visible. */
 void flight_client_ready(struct client *c);

@@ -508,6 +508,16 @@ static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
 
 static bool wbuf_room_for(struct server *s, size_t body);
 
+/* A Bind's portal name, then its statement name: whether the statement name is empty. Only
+ * for the cache's invalidation (flight_client_sent_bind); a Bind too short to tell counts
+ * as named, which makes the database stale: safe. */
+static bool bind_unnamed(const uint8_t *m, size_t avail)
+{
+	const uint8_t *p = m + PROTO_HDR_LEN, *end = m + avail;
+	const uint8_t *nul = avail > PROTO_HDR_LEN ? memchr(p, 0, (size_t)(end - p)) : NULL;
+	return nul && nul + 1 < end && nul[1] == 0;
+}
+
 /* Statement pooling: does this SQL open a transaction block (BEGIN, START TRANSACTION)? */
 static bool opens_transaction(const char *sql, size_t cap)
 {
@@ -886,6 +896,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		}
 		if (!note_sql(c, s, p.query, strlen(p.query)))
 			return SCAN_CLOSED;
+		flight_client_parsed(c, p.name_len == 0);
 		if (!rename || p.name_len == 0) {
 			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
 			break;
@@ -930,8 +941,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		return SCAN_OK;
 	}
 	case 'B': {
-		flight_client_sent_opaque(c);
 		if (!rename) {
+			flight_client_sent_bind(c, bind_unnamed(m, avail), NULL, 0);
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 			break;
 		}
@@ -942,6 +953,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		if (head == 0)
 			return SCAN_OK;
 		const struct prep_stmt *e = bh.stmt_len ? prep_client_find(c->prep, bh.stmt) : NULL;
+		flight_client_sent_bind(c, bh.stmt_len == 0, e ? (const char *)e->body : NULL,
+					e ? strnlen((const char *)e->body, e->body_len) : 0);
 		if (!e) {
 			/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);

@@ -253,9 +253,21 @@ def test_ddl_flushes_the_database(cpg, on):
     assert rows_of(c, q) == []
 
 
+def slow_query_of_at_least(pg, seconds):
+    """A cacheable query (no function call) that runs at least that long here, and its rows."""
+    n = 6
+    while True:
+        q = SLOW_QUERY.replace("c.id <= 3", f"c.id <= {n}")
+        t0 = time.monotonic()
+        rows = pg.execute(q, dbname=TEST_DB)
+        if time.monotonic() - t0 >= seconds or n >= 400:
+            return q, sorted([[str(a), str(b)] for a, b in rows])
+        n *= 2
+
+
 def test_waiter_cancel_detaches_only_that_waiter(cpg, tusk):
     t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="20s")
-    q = SLOW_QUERY.replace("c.id <= 3", "c.id <= 30")  # a few seconds
+    q, _ = slow_query_of_at_least(cpg, 1.5)
     leader, waiter = wire(t), wire(t)
     leader.send(pgwire.query_message(q))
     time.sleep(0.3)
@@ -274,8 +286,7 @@ def test_waiter_cancel_detaches_only_that_waiter(cpg, tusk):
 
 def test_leader_killed_or_cancelled_releases_its_waiters(cpg, tusk):
     t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="30s")
-    q = SLOW_QUERY.replace("c.id <= 3", "c.id <= 12")
-    want = sorted([[str(a), str(b)] for a, b in cpg.execute(q, dbname=TEST_DB)])
+    q, want = slow_query_of_at_least(cpg, 1.0)
     for end in ("kill", "cancel"):
         leader, w1, w2 = wire(t), wire(t), wire(t)
         reset_stats(cpg)
@@ -397,3 +408,25 @@ def test_show_cache_cache_flush_and_metrics(cpg, tusk, tmp_path):
     _, rows = psql_rows(t, "SHOW CACHE")
     got = {(r["name"], r["reason"]): int(r["value"]) for r in rows}
     assert got[("flushes", "")] == 1
+
+
+def test_extended_protocol_writes_invalidate_by_table(cpg, on):
+    """A driver's prepared write (named statement, executed again and again with Bind only)
+    invalidates its table each time; a prepared read of another table does not flush it."""
+    cpg.execute("drop table if exists other; create table other (x int); grant all on other to public",
+                dbname=TEST_DB)
+    reader = wire(on)
+    q = "SELECT name FROM items WHERE id = 6"
+    with on.connect(autocommit=True, prepare_threshold=0) as pc:
+        for i in range(3):
+            assert rows_of(reader, q) == [[f"item 6" if i == 0 else f"v{i - 1}"]]
+            assert rows_of(reader, q) == rows_of(reader, q)
+            pc.execute("update items set name = %s where id = 6", (f"v{i}",))
+            assert rows_of(reader, q) == [[f"v{i}"]]
+        reset_stats(cpg)
+        assert rows_of(reader, q) == [["v2"]]
+        pc.execute("select x from other where x = %s", (1,))  # prepared read: no invalidation
+        pc.execute("insert into other values (%s)", (1,))      # another table
+        assert rows_of(reader, q) == [["v2"]]
+        assert calls(cpg, "FROM items WHERE id =") == 0
+    cpg.execute("update items set name = 'item 6' where id = 6", dbname=TEST_DB)

@@ -57,6 +57,7 @@ asan-test: asan
 
 bench: deps build
 	bench/compare.sh $(BENCH_SECONDS)
+	bench/cache.sh $(BENCH_SECONDS)
 
 clean:
 	rm -rf build build-asan build-fuzz .run .pytest_cache tests/integration/__pycache__

@@ -93,20 +93,22 @@ echo "# bench/cache.sh: ${DURATION}s runs, $ROUNDS rounds, $(nproc) cores"
 if [[ " $SCENARIOS " == *" identical "* ]]; then
 	cat >"$DIR/identical.py" <<'PY'
 import socket, struct, sys, threading, time
-port, n = int(sys.argv[1]), int(sys.argv[2])
-Q = ("SELECT a.aid, b.aid FROM pgbench_accounts a, pgbench_branches b, pgbench_tellers t "
-     "WHERE a.aid <= 20000 AND (a.aid * 7 + b.bid * 13 + t.tid) % 100000 = 99999")
+port, n, rnd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+Q = ("SELECT a.aid, b.bid, t.tid FROM pgbench_accounts a, pgbench_branches b, pgbench_tellers t "
+     "WHERE a.aid <= 500 AND (a.aid * 7 + b.bid * 13 + t.tid) % 1000 = 999 AND a.aid > -%d" % rnd)  # new each round
 def msg(kind, body): return kind + struct.pack("!I", len(body) + 4) + body
 def read_until_ready(s):
-    buf = b""
+    buf, rows = b"", 0
     while True:
         while len(buf) < 5 or len(buf) < 1 + struct.unpack("!I", buf[1:5])[0]:
             d = s.recv(65536)
             if not d: raise RuntimeError("closed")
             buf += d
         ln = struct.unpack("!I", buf[1:5])[0]
-        kind, buf = buf[:1], buf[1 + ln:]
-        if kind == b"Z": return
+        kind, body, buf = buf[:1], buf[5:1 + ln], buf[1 + ln:]
+        if kind == b"E": raise RuntimeError(body.decode(errors="replace"))
+        rows += kind == b"D"
+        if kind == b"Z": return rows
 conns = []
 for _ in range(n):
     s = socket.create_connection(("127.0.0.1", port))
@@ -115,12 +117,14 @@ for _ in range(n):
     read_until_ready(s)
     conns.append(s)
 bar = threading.Barrier(n + 1)
+got = []
 def run(s):
-    bar.wait(); s.sendall(msg(b"Q", Q.encode() + b"\0")); read_until_ready(s)
+    bar.wait(); s.sendall(msg(b"Q", Q.encode() + b"\0")); got.append(read_until_ready(s))
 ts = [threading.Thread(target=run, args=(s,)) for s in conns]
 for t in ts: t.start()
 bar.wait(); t0 = time.monotonic()
 for t in ts: t.join()
+assert len(got) == n and len(set(got)) == 1, got[:5]  # everyone got the same number of rows
 print(f"{time.monotonic() - t0:.3f}")
 PY
 	for target in direct off on; do : >"$DIR/identical-$target"; : >"$DIR/identical-calls-$target"; done
@@ -128,7 +132,7 @@ PY
 		for target in direct off on; do
 			"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres bench -c "select pg_stat_statements_reset()" >/dev/null
 			n=200; [ "$target" = direct ] && n=150 # max_connections
-			secs=$(/usr/bin/python3 "$DIR/identical.py" "${PORT[$target]}" "$n")
+			secs=$(/usr/bin/python3 "$DIR/identical.py" "${PORT[$target]}" "$n" "$r")
 			calls=$("$PG_BIN/psql" -X -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres bench -c \
 				"select coalesce(sum(calls),0) from pg_stat_statements where query like '%pgbench_tellers t%'")
 			echo "$secs" >>"$DIR/identical-$target"

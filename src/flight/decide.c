@@ -373,6 +373,36 @@ static bool is_cte(const struct walk *w, const struct flight_relation *t)
 	return false;
 }
 
+/* Whether the first word (after blanks, comments and '(') is SELECT, WITH, TABLE or VALUES: any
+ * other text is not one SELECT, and needs no parse to say so. */
+static bool may_be_select(const char *s, size_t n)
+{
+	static const char *const words[] = { "select", "with", "table", "values" };
+	size_t i = 0;
+
+	for (;;) {
+		while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' || s[i] == '\f' || s[i] == '('))
+			i++;
+		if (i + 1 < n && s[i] == '-' && s[i + 1] == '-') {
+			while (i < n && s[i] != '\n')
+				i++;
+			continue;
+		}
+		if (i + 1 < n && s[i] == '/' && s[i + 1] == '*')
+			return true; /* nested comments: let the parser read them */
+		break;
+	}
+	for (size_t k = 0; k < sizeof(words) / sizeof(words[0]); k++) {
+		size_t w = strlen(words[k]);
+		if (n - i >= w && strncasecmp(s + i, words[k], w) == 0 &&
+		    (n - i == w || !((s[i + w] >= 'a' && s[i + w] <= 'z') || (s[i + w] >= 'A' && s[i + w] <= 'Z') ||
+				     (s[i + w] >= '0' && s[i + w] <= '9') || s[i + w] == '_' || s[i + w] == '$' ||
+				     (unsigned char)s[i + w] >= 0x80)))
+			return true;
+	}
+	return false;
+}
+
 void flight_decide(const char *sql, size_t len, const struct flight_table_policy *policy,
 		   struct flight_decision *out)
 {
@@ -384,6 +414,10 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 	len = strnlen(sql, len);
 	if (len > FLIGHT_MAX_SQL) {
 		out->verdict = FLIGHT_TOO_BIG;
+		return;
+	}
+	if (!may_be_select(sql, len)) {
+		out->verdict = FLIGHT_NOT_SELECT; /* no parse needed to know */
 		return;
 	}
 	text = malloc(len + 1);

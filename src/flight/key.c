@@ -61,6 +61,10 @@ long flight_key_build(const struct flight_key_input *in, uint8_t *out, size_t ca
 	put_str(&o, in->database);
 	put_str(&o, in->user);
 	put_str(&o, in->role);
+	uint8_t tag[8];
+	for (int i = 0; i < 8; i++)
+		tag[i] = (uint8_t)(in->policy_tag >> (56 - 8 * i));
+	put(&o, tag, sizeof(tag));
 	uint8_t count[2] = { (uint8_t)(n >> 8), (uint8_t)n };
 	put(&o, count, 2);
 	for (int i = 0; i < n; i++) {

@@ -25,6 +25,9 @@ struct flight_key_input {
 	const char *database;    /* the client's database and user */
 	const char *user;
 	const char *role;        /* current role (SET ROLE pins the client, so the user today) */
+	/* Which rules judged the request (the pool rule of its configuration generation): a
+	 * reload that changes cache_tables must not find results kept under the old lists. */
+	uint64_t policy_tag;
 	/* Reported parameters (TimeZone, DateStyle, client_encoding ...) in any order: they are
 	 * sorted by name; application_name is left out (no result reads it without a call, and
 	 * calls are never cached). */

@@ -100,6 +100,8 @@ static long build_key(struct client *c, const char *sql, size_t len, uint8_t *ou
 		.database = c->database,
 		.user = c->user,
 		.role = c->user, /* SET ROLE and SET SESSION AUTHORIZATION pin, and pinned clients bypass */
+		/* Generations are kept until exit, so a rule's address names it for good. */
+		.policy_tag = (uint64_t)(uintptr_t)rule,
 		.params = params,
 		.nparams = n,
 		/* The carried SETs (search_path, extra_float_digits, ...) verbatim: session.h keeps
@@ -179,9 +181,8 @@ bool flight_client_request(struct client *c)
 	}
 	const char *sql = (const char *)m + PROTO_HDR_LEN;
 	size_t sql_len = strnlen(sql, avail - PROTO_HDR_LEN);
-	flight_decide(sql, sql_len, &p.tables, &d);
-	if (d.verdict != FLIGHT_OK) {
-		atomic_fetch_add_explicit(&cache->counters.bypass[d.verdict], 1, memory_order_relaxed);
+	if (sql_len > FLIGHT_MAX_SQL) {
+		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TOO_BIG], 1, memory_order_relaxed);
 		return false;
 	}
 	long klen = build_key(c, sql, sql_len, key, sizeof(key));
@@ -190,8 +191,9 @@ bool flight_client_request(struct client *c)
 		return false;
 	}
 	uint64_t hash = flight_key_hash(key, (size_t)klen);
-	flight_inval_snapshot(&cache->inval, c->database, &d, &v);
 
+	/* A kept result under this very key was judged cacheable under these very rules (the
+	 * key holds the text and the rule): a hit needs no parse. */
 	if (p.mode == CONFIG_CACHE_ON) {
 		enum flight_lru_outcome out;
 		struct flight_result *r =
@@ -211,6 +213,13 @@ bool flight_client_request(struct client *c)
 			}
 		}
 	}
+	flight_decide(sql, sql_len, &p.tables, &d);
+	if (d.verdict != FLIGHT_OK) {
+		atomic_fetch_add_explicit(&cache->counters.bypass[d.verdict], 1, memory_order_relaxed);
+		return false;
+	}
+	/* Before the query is sent (the leader's) or joined (a waiter's): see serve.h. */
+	flight_inval_snapshot(&cache->inval, c->database, &d, &v);
 	fc = state_of(c);
 	if (!fc)
 		return false;

@@ -352,6 +352,7 @@ static void test_key_fields(void **state)
 	DIFFERS(m.database = "db2");
 	DIFFERS(m.user = "bob");
 	DIFFERS(m.role = "admin");
+	DIFFERS(m.policy_tag = 42);
 	DIFFERS((m.params = other_tz, m.nparams = 2));
 	DIFFERS(m.nparams = 1);
 	DIFFERS(m.carry_len = 0);

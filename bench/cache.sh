@@ -95,7 +95,7 @@ if [[ " $SCENARIOS " == *" identical "* ]]; then
 import socket, struct, sys, threading, time
 port, n, rnd = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 Q = ("SELECT a.aid, b.bid, t.tid FROM pgbench_accounts a, pgbench_branches b, pgbench_tellers t "
-     "WHERE a.aid <= 500 AND (a.aid * 7 + b.bid * 13 + t.tid) % 1000 = 999 AND a.aid > -%d" % rnd)  # new each round
+     "WHERE a.aid <= 500 AND (a.aid * 7 + b.bid * 13 + t.tid) % 1000 = 999 AND a.aid > -" + str(rnd))  # new each round
 def msg(kind, body): return kind + struct.pack("!I", len(body) + 4) + body
 def read_until_ready(s):
     buf, rows = b"", 0

@@ -258,21 +258,36 @@ def slow_query_of_at_least(pg, seconds):
     n = 6
     while True:
         q = SLOW_QUERY.replace("c.id <= 3", f"c.id <= {n}")
+        pg.execute(q, dbname=TEST_DB)  # warm: a cold first run says too much
         t0 = time.monotonic()
         rows = pg.execute(q, dbname=TEST_DB)
-        if time.monotonic() - t0 >= seconds or n >= 400:
+        if time.monotonic() - t0 >= seconds or n >= 800:
             return q, sorted([[str(a), str(b)] for a, b in rows])
         n *= 2
 
 
+def running(pg, q):
+    """Backends running q now (pg_stat_activity), so a test need not guess from sleeps."""
+    return pg.execute("select count(*) from pg_stat_activity where state = 'active' and query = %s", (q,),
+                      dbname=TEST_DB)[0][0]
+
+
+def wait_running(pg, q, n=1):
+    deadline = time.monotonic() + 10
+    while running(pg, q) < n:
+        assert time.monotonic() < deadline, f"{q} did not start"
+        time.sleep(0.02)
+
+
 def test_waiter_cancel_detaches_only_that_waiter(cpg, tusk):
     t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="20s")
-    q, _ = slow_query_of_at_least(cpg, 1.5)
+    q, _ = slow_query_of_at_least(cpg, 3.0)
     leader, waiter = wire(t), wire(t)
     leader.send(pgwire.query_message(q))
-    time.sleep(0.3)
+    wait_running(cpg, q)
     waiter.send(pgwire.query_message(q))
-    time.sleep(0.3)
+    time.sleep(0.2)
+    assert running(cpg, q) == 1  # the waiter waits; it runs nothing
     cancel(t, waiter)
     msgs = waiter.read_until_ready(timeout=5)
     errors = [pgwire.parse_error_fields(b) for k, b in msgs if k == b"E"]
@@ -286,16 +301,16 @@ def test_waiter_cancel_detaches_only_that_waiter(cpg, tusk):
 
 def test_leader_killed_or_cancelled_releases_its_waiters(cpg, tusk):
     t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="30s")
-    q, want = slow_query_of_at_least(cpg, 1.0)
+    q, want = slow_query_of_at_least(cpg, 2.0)
     for end in ("kill", "cancel"):
         leader, w1, w2 = wire(t), wire(t), wire(t)
         reset_stats(cpg)
         leader.send(pgwire.query_message(q))
-        time.sleep(0.3)
+        wait_running(cpg, q)
         w1.send(pgwire.query_message(q))
         w2.send(pgwire.query_message(q))
-        time.sleep(0.3)
-        assert calls(cpg, "items a, items b, items c") == 0  # only the leader's is running
+        time.sleep(0.2)
+        assert running(cpg, q) == 1  # only the leader's runs: the others wait on it
         if end == "kill":
             leader.close(reset=True)
         else:

@@ -503,7 +503,7 @@ void flight_classify_write(const char *sql, size_t len, struct flight_write *out
 	if (!stmts)
 		goto out; /* empty or only comments */
 	/* COMMIT PREPARED commits what an earlier session wrote, unseen. */
-	if (strstr(r.parse_tree, "\"TRANS_STMT_COMMIT_PREPARED\"") ||
+	if (strstr(r.parse_tree, "\"kind\":\"TRANS_STMT_COMMIT_PREPARED\"") ||
 	    !walk_value(&w, stmts + strlen("\"stmts\":"), 0, false) || w.unsafe) {
 		out->flush_db = true;
 		goto out;

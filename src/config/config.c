@@ -1429,6 +1429,41 @@ static const struct key_def kv_keys[] = {
 };
 static const struct key_table kv_table = { kv_keys, sizeof(kv_keys) / sizeof(kv_keys[0]) };
 
+/* ---- redis: the result cache's L2 ------------------------------------------------------- */
+
+#define REDIS_FIELD(f) offsetof(struct config_redis, f)
+
+static const struct key_def redis_keys[] = {
+	{ .name = "host", .type = KEY_STRING, .offset = REDIS_FIELD(host), .min = 1, .max = 255 },
+	{ .name = "port", .type = KEY_INT, .offset = REDIS_FIELD(port), .min = 1, .max = 65535 },
+	{ .name = "unix", .type = KEY_STRING, .offset = REDIS_FIELD(unix_path), .min = 1, .max = 100 },
+	{ .name = "password", .type = KEY_STRING, .offset = REDIS_FIELD(password), .min = 1, .max = 1024,
+	  .secret = true },
+	{ .name = "tls", .type = KEY_ENUM, .offset = REDIS_FIELD(tls), .names = yes_no_names, .def = "false" },
+	{ .name = "db", .type = KEY_INT, .offset = REDIS_FIELD(db), .min = 0, .max = 1000000, .def = "0" },
+	{ .name = "prefix", .type = KEY_STRING, .offset = REDIS_FIELD(prefix), .min = 1, .max = 200, .def = "tusk:" },
+	{ .name = "timeout", .type = KEY_DURATION, .offset = REDIS_FIELD(timeout_ms), .min = 1, .max = 60000,
+	  .def = "100ms" },
+};
+static const struct key_table redis_table = { redis_keys, sizeof(redis_keys) / sizeof(redis_keys[0]) };
+
+/* The redis keys that depend on each other. */
+static void check_redis(struct loader *ld, const yaml_node_t *root)
+{
+	const struct config_redis *r = &ld->cfg->redis;
+	int line = root ? node_line(root) : 0;
+
+	if (r->host && r->unix_path)
+		report(ld, line, "redis", "host and unix: give one of them");
+	if (r->unix_path && r->port)
+		report(ld, line, "redis.port", "a port with unix: give host and port, or unix");
+	if (!r->host && !r->unix_path && r->port)
+		report(ld, line, "redis.port", "a port without host");
+	if (r->tls)
+		report(ld, line, "redis.tls",
+		       "this build's hiredis (0.14) has no TLS: reach Redis over a unix socket or a local TLS tunnel");
+}
+
 /* ---- The top level ---------------------------------------------------------------------- */
 
 #define TOP_FIELD(f) offsetof(struct tusk_config, f)
@@ -1511,6 +1546,8 @@ static const struct key_def top_keys[] = {
 	{ .name = "admin", .type = KEY_MAPPING, .offset = TOP_FIELD(admin), .sub = &admin_table, .reloadable = true },
 	/* Replication reads it at start (src/kv/replicate.c). */
 	{ .name = "kv", .type = KEY_MAPPING, .offset = TOP_FIELD(kv), .sub = &kv_table },
+	/* The workers connect at start (src/flight/l2.c). */
+	{ .name = "redis", .type = KEY_MAPPING, .offset = TOP_FIELD(redis), .sub = &redis_table },
 };
 static const struct key_table top_table = { top_keys, sizeof(top_keys) / sizeof(top_keys[0]) };
 
@@ -1669,6 +1706,7 @@ static void load_document(struct loader *ld, const char *data, size_t len)
 		report_type(ld, root, "-", "a mapping of keys at the top level");
 	else
 		parse_mapping(ld, root, 1, "", &top_table, (char *)ld->cfg);
+	check_redis(ld, root);
 
 	if (!yaml_parser_load(&parser, &extra)) {
 		report_yaml_error(ld, &parser, data, len);

@@ -110,6 +110,19 @@ struct config_kv {
 	char *client_password;     /* kv_client's, set by init; NULL: left as it is */
 };
 
+/* Redis, the result cache's L2 (src/flight/l2.c, docs/cache.md): off unless host or unix is
+ * set. Read at start only. */
+struct config_redis {
+	char *host;       /* TCP; NULL with unix NULL: no L2 */
+	int port;         /* 0: 6379 */
+	char *unix_path;  /* a unix socket instead of host/port */
+	char *password;   /* AUTH; NULL: none */
+	int tls;          /* bool: rejected by --check (hiredis 0.14 has no TLS) */
+	int db;           /* SELECT */
+	char *prefix;     /* every key tusk writes starts with it; default "tusk:" */
+	uint64_t timeout_ms; /* a command's and a connect's bound; default 100ms */
+};
+
 struct tusk_config {
 	char *path;
 
@@ -171,6 +184,7 @@ struct tusk_config {
 
 	struct config_admin admin;
 	struct config_kv kv;
+	struct config_redis redis;
 };
 
 /* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;

@@ -36,6 +36,10 @@ struct flight_counters {
 	_Atomic uint64_t flushes;          /* entries dropped by CACHE FLUSH */
 	_Atomic uint64_t table_bumps;      /* table versions bumped by writes through tusk */
 	_Atomic uint64_t db_bumps;         /* database versions bumped (DDL, unknown writes) */
+	_Atomic uint64_t l2_hits;          /* served from Redis */
+	_Atomic uint64_t l2_misses;        /* looked up in Redis, not there or stale */
+	_Atomic uint64_t l2_errors;        /* Redis down, slow, refusing or answering nonsense: a miss */
+	_Atomic uint64_t l2_stores;        /* results sent to Redis */
 	_Atomic uint64_t bypass[FLIGHT_VERDICT_COUNT];
 	_Atomic uint64_t bypass_state[FLIGHT_BYPASS_STATE_COUNT];
 };

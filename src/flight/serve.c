@@ -14,6 +14,7 @@
 #include "flight/cache.h"
 #include "flight/decide.h"
 #include "flight/key.h"
+#include "flight/l2.h"
 #include "flight/policy.h"
 #include "frontend/client_int.h"
 #include "frontend/session.h"
@@ -32,6 +33,18 @@ struct flight_client {
 	double lead_ttl;
 	struct flight_waiter *wait;  /* the flight this client waits on (its reference) */
 	bool bypass_once;            /* released waiter: its request runs on its own */
+	/* L2 (l2.h): the lookup a leader waits on before its query goes to a server; the key
+	 * without the process-local rule tag (other tusks judge with their own rules before
+	 * they look); the versions the lookup read, which a fill stores */
+	struct flight_l2_req *l2req;
+	bool l2_checked;             /* looked: the request goes to a server now */
+	bool l2_store;               /* the lookup answered: its versions are good to store with */
+	uint8_t *l2key;
+	size_t l2klen;
+	struct flight_l2_versions l2v;
+	uint64_t lead_ttl_ms;
+	uint64_t l2bump[FLIGHT_L2_MAX_VERSIONS];
+	int nl2bump;
 	/* invalidations owed at the end of the transaction */
 	uint16_t bump[FLIGHT_MAX_TABLES];
 	int nbump;
@@ -80,7 +93,7 @@ static size_t head_query_len(const struct client *c)
 	return (size_t)be32(buf_head(&c->rbuf) + 1) + 1;
 }
 
-static long build_key(struct client *c, const char *sql, size_t len, uint8_t *out, size_t cap)
+static long build_key(struct client *c, const char *sql, size_t len, bool local, uint8_t *out, size_t cap)
 {
 	const struct config_pool_rule *rule = pool_rule(c->pool);
 	struct flight_param params[MAX_PARAMS];
@@ -101,7 +114,7 @@ static long build_key(struct client *c, const char *sql, size_t len, uint8_t *ou
 		.user = c->user,
 		.role = c->user, /* SET ROLE and SET SESSION AUTHORIZATION pin, and pinned clients bypass */
 		/* Generations are kept until exit, so a rule's address names it for good. */
-		.policy_tag = (uint64_t)(uintptr_t)rule,
+		.policy_tag = local ? (uint64_t)(uintptr_t)rule : 0,
 		.params = params,
 		.nparams = n,
 		/* The carried SETs (search_path, extra_float_digits, ...) verbatim: session.h keeps
@@ -144,7 +157,59 @@ static void end_lead(struct client *c, bool ok)
 	struct flight *f = fc->lead;
 
 	fc->lead = NULL;
+	free(fc->l2key);
+	fc->l2key = NULL;
+	fc->l2_store = false;
 	flight_result_put(flight_end(&cache->flights, f, ok, post_waiter, c->worker));
+}
+
+/* On the client's worker: what Redis had for the leader's key. */
+static void l2_done(void *arg, const struct flight_l2_answer *a)
+{
+	struct client *c = arg;
+	struct flight_client *fc = c->flight;
+	struct flight_cache *cache = cache_of(c);
+	static const uint8_t ready[] = { 'Z', 0, 0, 0, 5, 'I' };
+
+	fc->l2req = NULL;
+	if (a->bytes && fc->lead) {
+		/* The bytes are checked as a reply before anyone gets them: only RowDescription,
+		 * DataRow and CommandComplete pass, whatever Redis holds. */
+		int rc = flight_feed(fc->lead, a->bytes, a->len);
+		if (rc == 0)
+			rc = flight_feed(fc->lead, ready, sizeof(ready));
+		if (rc == 1) {
+			struct flight *f = fc->lead;
+			fc->lead = NULL;
+			free(fc->l2key);
+			fc->l2key = NULL;
+			struct flight_result *r = flight_end(&cache->flights, f, true, post_waiter, c->worker);
+			int served = r ? serve(c, r, head_query_len(c)) : 0;
+			flight_result_put(r);
+			if (served < 0)
+				return;
+			if (served > 0) {
+				log_debug(c->id, c->ctx, "answered from the cache's L2");
+				if (!buf_empty(&c->rbuf))
+					client_need_server(c);
+				return;
+			}
+			fc->bypass_once = true; /* no room to answer whole: run it */
+			client_need_server(c);
+			return;
+		}
+		atomic_fetch_add_explicit(&cache->counters.l2_errors, 1, memory_order_relaxed);
+		log_debug(c->id, c->ctx, "an L2 entry is not a shareable reply: ignored");
+		/* The flight took bytes it must not keep: end it, and run the query alone. */
+		end_lead(c, false);
+		fc->bypass_once = true;
+		client_need_server(c);
+		return;
+	}
+	fc->l2v = *a->versions;
+	fc->l2_store = !a->error && fc->lead;
+	fc->l2_checked = true;
+	client_need_server(c);
 }
 
 bool flight_client_request(struct client *c)
@@ -156,8 +221,12 @@ bool flight_client_request(struct client *c)
 	struct flight_versions v;
 	uint8_t key[KEY_BUF];
 
-	if (fc && fc->wait)
+	if (fc && (fc->wait || fc->l2req))
 		return true; /* still waiting: later bytes stay behind the request */
+	if (fc && fc->l2_checked) {
+		fc->l2_checked = false;
+		return false; /* L2 had nothing: the leader's query goes to a server */
+	}
 	if (!cache || c->admin || !c->pool || c->mode != POOL_MODE_TRANSACTION)
 		return false;
 	if (fc && fc->bypass_once) {
@@ -185,7 +254,7 @@ bool flight_client_request(struct client *c)
 		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TOO_BIG], 1, memory_order_relaxed);
 		return false;
 	}
-	long klen = build_key(c, sql, sql_len, key, sizeof(key));
+	long klen = build_key(c, sql, sql_len, true, key, sizeof(key));
 	if (klen < 0) {
 		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TOO_BIG], 1, memory_order_relaxed);
 		return false;
@@ -233,7 +302,21 @@ bool flight_client_request(struct client *c)
 		fc->lead = lead;
 		fc->lead_store = p.mode == CONFIG_CACHE_ON;
 		fc->lead_ttl = (double)p.ttl_ms / 1000.0;
+		fc->lead_ttl_ms = p.ttl_ms;
 		atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);
+		if (fc->lead_store && flight_l2_configured(c->worker->rt->cfg)) {
+			/* The L2 key: the same request without this process's rule tag. */
+			klen = build_key(c, sql, sql_len, false, key, sizeof(key));
+			fc->l2key = klen > 0 ? malloc((size_t)klen) : NULL;
+			if (!fc->l2key)
+				return false;
+			memcpy(fc->l2key, key, (size_t)klen);
+			fc->l2klen = (size_t)klen;
+			if (flight_l2_get(c->worker, &cache->counters, key, (size_t)klen, c->database, &d, l2_done, c,
+					  &fc->l2req) == 0)
+				return true; /* l2_done goes on */
+			fc->l2req = NULL;
+		}
 		return false;
 	case FLIGHT_ROLE_WAIT:
 		fc->wait = wait;
@@ -342,8 +425,17 @@ static void apply_bumps(struct client *c, bool clear)
 		flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
 		atomic_fetch_add_explicit(&cache->counters.db_bumps, 1, memory_order_relaxed);
 	}
+	if (flight_l2_configured(c->worker->rt->cfg)) {
+		uint64_t ids[FLIGHT_L2_MAX_VERSIONS + 1];
+		int n = fc->nl2bump;
+		memcpy(ids, fc->l2bump, (size_t)n * sizeof(ids[0]));
+		if (fc->bump_db)
+			ids[n++] = flight_l2_db_id(c->database);
+		flight_l2_bump(c->worker, &cache->counters, ids, n);
+	}
 	if (clear) {
 		fc->nbump = 0;
+		fc->nl2bump = 0;
 		fc->bump_db = false;
 	}
 }
@@ -356,6 +448,10 @@ void flight_client_closed(struct client *c)
 		return;
 	if (fc->wait)
 		stop_waiting(c);
+	if (fc->l2req) {
+		flight_l2_cancel(fc->l2req);
+		fc->l2req = NULL;
+	}
 	if (fc->lead) {
 		atomic_fetch_add_explicit(&cache_of(c)->counters.leader_failures, 1, memory_order_relaxed);
 		end_lead(c, false);
@@ -381,7 +477,17 @@ void flight_client_scanned(struct client *c, const uint8_t *p, size_t n)
 		end_lead(c, false);
 		return;
 	}
-	if (fc->lead_store) {
+	if (fc->lead_store && flight_l2_configured(c->worker->rt->cfg)) {
+		/* With L2, Redis alone keeps results: an L1 copy would not see writes through the
+		 * other tusks. Kept with the versions Redis had before the query was sent. */
+		if (fc->l2_store && fc->l2key && flight_inval_current(&cache->inval, flight_versions_of(fc->lead))) {
+			const struct flight_result *r = flight_result_of(fc->lead);
+			flight_l2_put(c->worker, &cache->counters, fc->l2key, fc->l2klen, &fc->l2v, r->bytes, r->len,
+				      fc->lead_ttl_ms);
+		} else if (fc->l2_store) {
+			atomic_fetch_add_explicit(&cache->counters.store_races, 1, memory_order_relaxed);
+		}
+	} else if (fc->lead_store) {
 		/* Kept only if no write to its tables committed since the versions were read. */
 		if (flight_inval_current(&cache->inval, flight_versions_of(fc->lead))) {
 			size_t klen;
@@ -399,10 +505,19 @@ void flight_client_scanned(struct client *c, const uint8_t *p, size_t n)
 	end_lead(c, true);
 }
 
-static void note_bump(struct client *c, uint16_t slot)
+static void note_bump(struct client *c, const char *table)
 {
 	struct flight_client *fc = c->flight;
+	uint16_t slot = flight_inval_slot(c->database, table);
+	uint64_t id = flight_l2_table_id(c->database, table);
+	bool have = false;
 
+	for (int i = 0; i < fc->nl2bump && !have; i++)
+		have = fc->l2bump[i] == id;
+	if (!have && fc->nl2bump < FLIGHT_MAX_TABLES)
+		fc->l2bump[fc->nl2bump++] = id;
+	else if (!have)
+		fc->bump_db = true;
 	for (int i = 0; i < fc->nbump; i++)
 		if (fc->bump[i] == slot)
 			return;
@@ -424,7 +539,7 @@ static void note_write(struct client *c, const struct flight_write *w)
 		return;
 	}
 	for (int i = 0; i < w->ntables; i++)
-		note_bump(c, flight_inval_slot(c->database, w->tables[i].name));
+		note_bump(c, w->tables[i].name);
 	if (w->flush_db)
 		c->flight->bump_db = true;
 	/* Now as well: entries and flights from before the write stop being used at once. */

@@ -11,6 +11,7 @@
 
 #include "auth/authcache.h"
 #include "flight/cache.h"
+#include "flight/l2.h"
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "frontend/cancel.h"
@@ -326,6 +327,16 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	}
 	if (!threads)
 		return 0;
+	/* Each worker connects to Redis now, on its own thread, so the first lookups find it
+	 * up (a worker without the message connects at its first lookup instead). */
+	for (int w = 0; w < cfg->workers && flight_l2_configured(cfg); w++) {
+		struct worker_msg *m = calloc(1, sizeof(*m));
+		if (!m)
+			break;
+		m->kind = WORKER_MSG_CALL;
+		m->call = flight_l2_start;
+		worker_post(rt->workers[w], m);
+	}
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
 	 * connections over the workers without an acceptor thread. */
 	for (int i = 0; i < cfg->nlisten; i++) {

@@ -53,6 +53,7 @@ struct worker {
 	struct server *servers; /* private to pool/server.c: servers attached to this loop */
 	struct cancel_conn *cancel_conns; /* private to frontend/cancel.c: cancels being sent */
 	struct authq_conn *authq; /* private to frontend/authquery.c: auth_query connections */
+	struct flight_l2 *l2;     /* private to flight/l2.c: this worker's Redis connection */
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	bool draining;          /* read-only outside worker.c: listeners closed, clients leave at
 				 * their next transaction boundary */

@@ -527,15 +527,23 @@ static void note_bump(struct client *c, const char *table)
 		fc->bump[fc->nbump++] = slot;
 }
 
-static void note_write(struct client *c, const struct flight_write *w)
+static void bump_db_now(struct client *c)
 {
 	struct flight_cache *cache = cache_of(c);
+	uint64_t id = flight_l2_db_id(c->database);
+
+	flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
+	flight_l2_bump(c->worker, &cache->counters, &id, 1);
+}
+
+static void note_write(struct client *c, const struct flight_write *w)
+{
 
 	if (!w->flush_db && w->ntables == 0)
 		return;
 	if (!state_of(c)) {
 		/* No memory to remember it for the end of the transaction: now is all there is. */
-		flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
+		bump_db_now(c);
 		return;
 	}
 	for (int i = 0; i < w->ntables; i++)
@@ -604,12 +612,10 @@ void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, s
 
 void flight_client_sent_opaque(struct client *c)
 {
-	struct flight_cache *cache = cache_of(c);
-
 	if (!tracking(c))
 		return;
 	if (!state_of(c)) {
-		flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
+		bump_db_now(c);
 		return;
 	}
 	if (!c->flight->bump_db) {

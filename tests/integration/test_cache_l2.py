@@ -3,9 +3,11 @@ one redis-server started here on a free loopback port; what PostgreSQL ran is co
 pg_stat_statements (the module's own server, from test_cache)."""
 
 import os
+import re
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -54,9 +56,22 @@ def l2tables(cpg):
 
 
 def two_tusks(tusk, cpg, redis_port, timeout="100ms", workers=2):
-    cfg = dict(pg_server=cpg, pools=[cache_pool("on")], cache_ttl="60s", workers=workers,
-               redis={"host": "127.0.0.1", "port": redis_port, "timeout": timeout, "prefix": "t:"})
-    return tusk(**cfg), tusk(**cfg)
+    ts = []
+    for _ in range(2):
+        http = f"127.0.0.1:{free_port()}"
+        t = tusk(pg_server=cpg, pools=[cache_pool("on")], cache_ttl="60s", workers=workers,
+                 admin={"http": http},
+                 redis={"host": "127.0.0.1", "port": redis_port, "timeout": timeout, "prefix": "t:"})
+        t.http = http
+        ts.append(t)
+    return ts
+
+
+def metric(t, name):
+    body = urllib.request.urlopen(f"http://{t.http}/metrics", timeout=10).read().decode()
+    m = re.search(r"^tusk_cache_%s_total (\d+)$" % name, body, re.M)
+    assert m, f"tusk_cache_{name}_total not in /metrics"
+    return int(m.group(1))
 
 
 def wait_connected(t, since=0, workers=2):
@@ -104,9 +119,12 @@ def test_two_tusks_share_results_and_writes(tusk, l2tables, redis):
     assert rows_of(ca, q) == want  # A: a miss, it runs and fills Redis
     assert calls(cpg, "FROM l2t WHERE id <=") == 1
     time.sleep(0.2)  # the fill is fire-and-forget
+    hits = metric(b, "l2_hits")
     for _ in range(3):
         assert rows_of(cb, q) == want  # B: from Redis
     assert calls(cpg, "FROM l2t WHERE id <=") == 1
+    assert metric(b, "l2_hits") == hits + 3
+    assert metric(a, "l2_stores") >= 1 and metric(b, "l2_errors") == 0
     # A write through B; a read through A (which filled) sees it, and so does B.
     rows_of(cb, "UPDATE l2t SET v = 'changed' WHERE id = 2")
     want2 = [["1", "v1"], ["2", "changed"], ["3", "v3"]]
@@ -151,7 +169,8 @@ def test_redis_down_killed_slow_restarted(tusk, l2tables, redis):
         assert rows_of(ca, q) == want
         assert rows_of(cb, q) == want
     assert calls(cpg, "l2t WHERE id BETWEEN") == 6
-    assert "cache L2 (Redis)" in a.log_text()  # logged
+    assert "cache L2 (Redis)" in a.log_text()  # logged ...
+    assert metric(a, "l2_errors") >= 3 and metric(a, "l2_hits") == 0  # ... and counted
     # Up: both reconnect (backoff up to 5 s) and share again.
     a_log, b_log = len(a.log_text()), len(b.log_text())
     redis.start()
@@ -163,6 +182,7 @@ def test_redis_down_killed_slow_restarted(tusk, l2tables, redis):
     assert rows_of(cb, q) == want
     assert calls(cpg, "l2t WHERE id BETWEEN") == 1
     # Slow: stopped for longer than the timeout. Reads stay right and bounded.
+    errors = metric(b, "l2_errors")
     redis.proc.send_signal(signal.SIGSTOP)
     try:
         for _ in range(3):
@@ -171,6 +191,7 @@ def test_redis_down_killed_slow_restarted(tusk, l2tables, redis):
             assert time.monotonic() - t0 < 2.0
         rows_of(ca, "UPDATE l2t SET v = 'slow' WHERE id = 11")  # its invalidation may be lost ...
         assert rows_of(ca, q)[1] == ["11", "slow"]  # ... but reads while Redis is away run
+        assert metric(b, "l2_errors") > errors  # the timeouts
     finally:
         redis.proc.send_signal(signal.SIGCONT)
     rows_of(ca, "UPDATE l2t SET v = 'v11' WHERE id = 11")

@@ -7,13 +7,16 @@
 #              tusk cache off, tusk cache on (target: on >= 3x direct)
 #   miss       pgbench -M simple, 32 clients, cacheable SELECTs that never repeat (every one a
 #              miss): tusk cache off vs on (target: within 5%)
+#   l2         latency of one client reading the hot set: tusk cache off (PostgreSQL), cache on
+#              (L1 hits), and a second tusk sharing a redis-server with a first that filled it
+#              (L2 hits: with redis: L1 keeps nothing), with PostgreSQL's runs during the L2 run
 # Prints numbers only; asserts nothing. Stops everything it started.
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (subset of the above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-identical hot miss}
+SCENARIOS=${SCENARIOS:-identical hot miss l2}
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$TUSK" ] || { echo "bench: $TUSK not built (make build)" >&2; exit 1; }
@@ -60,9 +63,23 @@ pg_started=1
 "$PG_BIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres bench -c "create extension pg_stat_statements"
 
-# Two tusks, the same but for the cache: off, and on (which also coalesces).
-for mode in off on; do
+# Two tusks, the same but for the cache: off, and on (which also coalesces); with l2, two more
+# sharing a redis-server of the bench's own.
+MODES="off on"
+if [[ " $SCENARIOS " == *" l2 "* ]]; then
+	REDIS_PORT=$(free_port)
+	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$DIR/redis.log" 2>&1 &
+	PID[redis]=$!
+	wait_port "$REDIS_PORT"
+	MODES="off on l2a l2b"
+fi
+for mode in $MODES; do
 	PORT[$mode]=$(free_port)
+	cache=$mode redis=
+	case $mode in l2a | l2b)
+		cache=on
+		redis="redis: {host: 127.0.0.1, port: $REDIS_PORT, prefix: 'bench:', timeout: 200ms}"
+	esac
 	cat >"$DIR/tusk-$mode.yaml" <<YAML
 listen:
   - host: 127.0.0.1
@@ -72,7 +89,8 @@ log: {level: warn, format: text, target: stderr}
 services:
   main:
     hosts: ["127.0.0.1:$PG_PORT"]
-cache: $mode
+cache: $cache
+$redis
 cache_ttl: 60s
 cache_coalesce_wait: 30s
 pools:
@@ -181,4 +199,30 @@ if [[ " $SCENARIOS " == *" miss "* ]]; then
 	off=$(median <"$DIR/miss-off")
 	on=$(median <"$DIR/miss-on")
 	echo "miss median off: $off tps, on: $on tps ($(awk -v a="$on" -v b="$off" 'BEGIN{printf "%.3f", a/b}') of off)"
+fi
+
+if [[ " $SCENARIOS " == *" l2 "* ]]; then
+	printf '\\set aid random(1, 100)\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n' >"$DIR/hot.sql"
+	lat_of() { sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' | head -1; }
+	run_lat() { # target -> average latency in ms, one client
+		"$PG_BIN/pgbench" -n -M simple -c 1 -j 1 -T "$DURATION" -h 127.0.0.1 -p "${PORT[$1]}" -U postgres \
+			-f "$DIR/hot.sql" bench 2>/dev/null | lat_of
+	}
+	for target in off on l2b; do : >"$DIR/l2-$target"; done
+	for r in $(seq 1 "$ROUNDS"); do
+		# Fill: every one of the 100 reads through the first tusk (misses there, stored in Redis).
+		for aid in $(seq 1 100); do echo "SELECT abalance FROM pgbench_accounts WHERE aid = $aid;"; done |
+			"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "${PORT[l2a]}" -U postgres bench >/dev/null
+		for target in off on l2b; do
+			"$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres bench -c "select pg_stat_statements_reset()" >/dev/null
+			ms=$(run_lat "$target")
+			calls=$("$PG_BIN/psql" -X -qAt -h 127.0.0.1 -p "$PG_PORT" -U postgres bench -c \
+				"select coalesce(sum(calls),0) from pg_stat_statements where query like 'SELECT abalance FROM pgbench_accounts%'")
+			echo "$ms" >>"$DIR/l2-$target"
+			echo "l2 round $r $target: ${ms} ms per read, PostgreSQL ran $calls"
+		done
+	done
+	for target in off on l2b; do
+		echo "l2 median $target: $(median <"$DIR/l2-$target") ms per read"
+	done
 fi

@@ -318,12 +318,60 @@ static void wr64(uint8_t *p, uint64_t v)
 	wr32(p + 4, (uint32_t)v);
 }
 
-/* The entry, checked: its whole key and every version equal; else a miss. Redis is as
- * hostile as any network input: every length is bounded by the reply's. */
+long flight_l2_encode(const uint8_t *key, size_t klen, const struct flight_l2_versions *v, const uint8_t *bytes,
+		      size_t len, uint8_t *out, size_t cap)
+{
+	size_t head = MAGIC_LEN + 4 + klen + 4 + (size_t)v->n * 16;
+
+	if (v->n < 0 || v->n > FLIGHT_L2_MAX_VERSIONS || klen > UINT32_MAX || head + len > cap)
+		return -E2BIG;
+	memcpy(out, MAGIC, MAGIC_LEN);
+	wr32(out + MAGIC_LEN, (uint32_t)klen);
+	memcpy(out + MAGIC_LEN + 4, key, klen);
+	uint8_t *q = out + MAGIC_LEN + 4 + klen;
+	wr32(q, (uint32_t)v->n);
+	q += 4;
+	for (int i = 0; i < v->n; i++, q += 16) {
+		wr64(q, v->id[i]);
+		wr64(q + 8, v->v[i]);
+	}
+	memcpy(out + head, bytes, len);
+	return (long)(head + len);
+}
+
+/* Redis is as hostile as any network input: every length is bounded by the value's. */
+bool flight_l2_decode(const uint8_t *p, size_t len, const uint8_t *key, size_t klen,
+		      const struct flight_l2_versions *now, const uint8_t **bytes, size_t *blen)
+{
+	size_t need = MAGIC_LEN + 4;
+
+	if (len < need || memcmp(p, MAGIC, MAGIC_LEN) != 0 || rd32(p + MAGIC_LEN) != klen)
+		return false;
+	need += klen + 4;
+	if (len < need || memcmp(p + MAGIC_LEN + 4, key, klen) != 0)
+		return false;
+	const uint8_t *q = p + MAGIC_LEN + 4 + klen;
+	if (rd32(q) != (uint32_t)now->n)
+		return false;
+	q += 4;
+	need += (size_t)now->n * 16;
+	if (len < need)
+		return false;
+	for (int i = 0; i < now->n; i++, q += 16)
+		if (rd64(q) != now->id[i] || rd64(q + 8) != now->v[i])
+			return false; /* written since, or another key's entry under a colliding name */
+	*bytes = p + need;
+	*blen = len - need;
+	return true;
+}
+
+/* The entry, checked: its whole key and every version equal; else a miss. */
 static void on_entry(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct flight_l2_req *r = privdata;
 	redisReply *rep = reply;
+	const uint8_t *bytes;
+	size_t blen;
 	(void)ac;
 
 	if (!rep || (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
@@ -332,31 +380,11 @@ static void on_entry(redisAsyncContext *ac, void *reply, void *privdata)
 				 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : NULL);
 		r->failed = true;
 	}
-	if (r->failed || rep->type == REDIS_REPLY_NIL) {
+	if (!r->failed && rep->type == REDIS_REPLY_STRING &&
+	    flight_l2_decode((const uint8_t *)rep->str, rep->len, r->key, r->klen, &r->v, &bytes, &blen))
+		req_end(r, bytes, blen);
+	else
 		req_end(r, NULL, 0);
-		return;
-	}
-	const uint8_t *p = (const uint8_t *)rep->str;
-	size_t len = rep->len, need = MAGIC_LEN + 4;
-	if (len < need || memcmp(p, MAGIC, MAGIC_LEN) != 0 || rd32(p + MAGIC_LEN) != r->klen)
-		goto miss;
-	need += r->klen + 4;
-	if (len < need || memcmp(p + MAGIC_LEN + 4, r->key, r->klen) != 0)
-		goto miss;
-	const uint8_t *q = p + MAGIC_LEN + 4 + r->klen;
-	if (rd32(q) != (uint32_t)r->v.n)
-		goto miss;
-	q += 4;
-	need += (size_t)r->v.n * 16;
-	if (len < need)
-		goto miss;
-	for (int i = 0; i < r->v.n; i++, q += 16)
-		if (rd64(q) != r->v.id[i] || rd64(q + 8) != r->v.v[i])
-			goto miss; /* written since, or another key's entry under a colliding name */
-	req_end(r, p + need, len - need);
-	return;
-miss:
-	req_end(r, NULL, 0);
 }
 
 static void req_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -439,27 +467,21 @@ void flight_l2_put(struct worker *w, struct flight_counters *k, const uint8_t *k
 
 	if (!l || !l->connected || !l->ac)
 		return;
-	size_t head = MAGIC_LEN + 4 + klen + 4 + (size_t)v->n * 16;
-	uint8_t *val = malloc(head + len);
+	size_t cap = MAGIC_LEN + 8 + klen + (size_t)v->n * 16 + len;
+	uint8_t *val = malloc(cap);
 	if (!val) {
 		l2_error(l, "no memory for a store", NULL);
 		return;
 	}
-	memcpy(val, MAGIC, MAGIC_LEN);
-	wr32(val + MAGIC_LEN, (uint32_t)klen);
-	memcpy(val + MAGIC_LEN + 4, key, klen);
-	uint8_t *q = val + MAGIC_LEN + 4 + klen;
-	wr32(q, (uint32_t)v->n);
-	q += 4;
-	for (int i = 0; i < v->n; i++, q += 16) {
-		wr64(q, v->id[i]);
-		wr64(q + 8, v->v[i]);
+	long vlen = flight_l2_encode(key, klen, v, bytes, len, val, cap);
+	if (vlen < 0) {
+		free(val);
+		return;
 	}
-	memcpy(val + head, bytes, len);
 	entry_name(entry, l->cfg->prefix, key, klen);
 	snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)ttl_ms);
 	const char *argv[] = { "SET", entry, (const char *)val, "PX", ttl };
-	size_t argl[] = { 3, strlen(entry), head + len, 2, strlen(ttl) };
+	size_t argl[] = { 3, strlen(entry), (size_t)vlen, 2, strlen(ttl) };
 	if (redisAsyncCommandArgv(l->ac, NULL, NULL, 5, argv, argl) != REDIS_OK)
 		l2_error(l, "cannot send a store", NULL);
 	else

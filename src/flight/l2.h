@@ -65,6 +65,16 @@ void flight_l2_put(struct worker *w, struct flight_counters *k, const uint8_t *k
 /* A write committed: INCR these counters. Fire and forget (lost while Redis is unreachable:
  * the TTL is the backstop, docs/cache.md). */
 void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, int n);
+/* An entry's value: format, whole key, versions (id, value), reply bytes. Pure. encode:
+ * length written or -E2BIG (more than cap). decode: true when the value is well formed, holds
+ * exactly key and exactly the versions of now (ids and values, in order): *bytes (inside p)
+ * and *blen are the reply, not yet checked as messages. */
+__attribute__((warn_unused_result))
+long flight_l2_encode(const uint8_t *key, size_t klen, const struct flight_l2_versions *v, const uint8_t *bytes,
+		      size_t len, uint8_t *out, size_t cap);
+__attribute__((warn_unused_result))
+bool flight_l2_decode(const uint8_t *p, size_t len, const uint8_t *key, size_t klen,
+		      const struct flight_l2_versions *now, const uint8_t **bytes, size_t *blen);
 /* A WORKER_MSG_CALL: connect now (arg unused). */
 void flight_l2_start(struct worker *w, void *arg);
 /* On w's thread, at its end: drop the connection (pending lookups end as misses). */

@@ -16,6 +16,7 @@
 #include "config/config.h"
 #include "flight/decide.h"
 #include "flight/key.h"
+#include "flight/l2.h"
 #include "flight/policy.h"
 
 /* ---- configuration ---------------------------------------------------------------------- */
@@ -396,6 +397,78 @@ static void test_key_limits(void **state)
 	assert_false(flight_key_equal((const uint8_t *)"ab", 2, (const uint8_t *)"abc", 3));
 }
 
+/* ---- L2 entries and redis: --------------------------------------------------------------- */
+
+static void test_l2_entry_roundtrip_and_hostile_values(void **state)
+{
+	(void)state;
+	const uint8_t key[] = "the whole key";
+	const uint8_t reply[] = "T....D....C....";
+	struct flight_l2_versions v = { .n = 2, .id = { flight_l2_table_id("db", "t"), flight_l2_db_id("db") },
+					.v = { 7, 3 } };
+	uint8_t buf[256];
+	const uint8_t *bytes;
+	size_t blen;
+
+	assert_true((flight_l2_table_id("db", "t") & 1) == 0 && (flight_l2_db_id("db") & 1) == 1);
+	assert_true(flight_l2_table_id("db", "t") != flight_l2_table_id("db2", "t"));
+	long n = flight_l2_encode(key, sizeof(key), &v, reply, sizeof(reply), buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_true(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &v, &bytes, &blen));
+	assert_int_equal(blen, sizeof(reply));
+	assert_memory_equal(bytes, reply, sizeof(reply));
+	/* Another key under the same name (a hash collision): a miss. */
+	const uint8_t other[] = "the whole kez";
+	assert_false(flight_l2_decode(buf, (size_t)n, other, sizeof(other), &v, &bytes, &blen));
+	/* A version moved (a write through any tusk), or another table set: a miss. */
+	struct flight_l2_versions moved = v;
+	moved.v[0] = 8;
+	assert_false(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &moved, &bytes, &blen));
+	moved = v;
+	moved.n = 1;
+	assert_false(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &moved, &bytes, &blen));
+	/* Every truncation is refused or yields a shorter reply, never a read past the end. */
+	for (long cut = 0; cut < n - (long)sizeof(reply); cut++)
+		assert_false(flight_l2_decode(buf, (size_t)cut, key, sizeof(key), &v, &bytes, &blen));
+	/* A wrong format version, and a key length field that lies. */
+	buf[3] ^= 1;
+	assert_false(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &v, &bytes, &blen));
+	buf[3] ^= 1;
+	buf[4] = 0xff;
+	assert_false(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &v, &bytes, &blen));
+	/* No room: refused, nothing written past cap. */
+	assert_int_equal(flight_l2_encode(key, sizeof(key), &v, reply, sizeof(reply), buf, 10), -E2BIG);
+}
+
+static void test_config_redis(void **state)
+{
+	struct tusk_config *cfg;
+	char *errs;
+	(void)state;
+	const char *base = "services:\n  db:\n    hosts: ['127.0.0.1:5432']\npools:\n  - {service: db}\n";
+	char yaml[512];
+
+	assert_int_equal(load_text(base, &cfg, &errs), 0);
+	assert_false(flight_l2_configured(cfg));
+	config_free(cfg);
+	free(errs);
+	snprintf(yaml, sizeof(yaml), "%sredis: {host: r1, password: pw}\n", base);
+	assert_int_equal(load_text(yaml, &cfg, &errs), 0);
+	assert_true(flight_l2_configured(cfg));
+	assert_string_equal(cfg->redis.prefix, "tusk:");
+	assert_int_equal(cfg->redis.timeout_ms, 100);
+	assert_int_equal(cfg->redis.port, 0);
+	assert_int_equal(cfg->redis.db, 0);
+	assert_int_equal(cfg->redis.tls, 0);
+	config_free(cfg);
+	free(errs);
+	snprintf(yaml, sizeof(yaml), "%sredis: {host: r1, unix: /tmp/s, tls: on}\n", base);
+	assert_int_equal(load_text(yaml, &cfg, &errs), 2);
+	assert_non_null(strstr(errs, "host and unix"));
+	assert_non_null(strstr(errs, "no TLS"));
+	free(errs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -409,6 +482,8 @@ int main(void)
 		cmocka_unit_test(test_classify_write),
 		cmocka_unit_test(test_key_fields),
 		cmocka_unit_test(test_key_limits),
+		cmocka_unit_test(test_l2_entry_roundtrip_and_hostile_values),
+		cmocka_unit_test(test_config_redis),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

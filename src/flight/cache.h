@@ -49,6 +49,10 @@ struct flight_cache {
 	struct flight_table flights;
 	struct flight_lru *lru;
 	struct flight_counters counters;
+	/* L2 INCRs sent and not yet answered, per version slot (tables, then databases): a
+	 * lookup for slots with one pending does not use Redis (it might not have counted the
+	 * write yet). */
+	_Atomic uint32_t l2_pending[FLIGHT_INVAL_SLOTS + FLIGHT_INVAL_DB_SLOTS];
 };
 
 /* memory: cache_memory (read at start). NULL when out of memory. */

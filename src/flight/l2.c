@@ -489,7 +489,15 @@ void flight_l2_put(struct worker *w, struct flight_counters *k, const uint8_t *k
 	free(val); /* hiredis copied it into its output buffer */
 }
 
-void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, int n)
+static void on_incr(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	(void)ac;
+	(void)reply;
+	atomic_fetch_sub((_Atomic uint32_t *)privdata, 1);
+}
+
+void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, _Atomic uint32_t *const *pending,
+		    int n)
 {
 	struct flight_l2 *l = l2_of(w, k);
 	char name[256 + HEX_ID];
@@ -503,8 +511,11 @@ void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t 
 	for (int i = 0; i < n; i++) {
 		hex_id(name, l->cfg->prefix, "v:", ids[i]);
 		const char *argv[] = { "INCR", name };
-		if (redisAsyncCommandArgv(l->ac, NULL, NULL, 2, argv, NULL) != REDIS_OK)
+		atomic_fetch_add(pending[i], 1);
+		if (redisAsyncCommandArgv(l->ac, on_incr, (void *)pending[i], 2, argv, NULL) != REDIS_OK) {
+			atomic_fetch_sub(pending[i], 1);
 			l2_error(l, "cannot send an invalidation", NULL);
+		}
 	}
 }
 

@@ -62,9 +62,11 @@ void flight_l2_cancel(struct flight_l2_req *r);
 /* Keep a result with the versions a lookup read, for ttl_ms. Fire and forget. */
 void flight_l2_put(struct worker *w, struct flight_counters *k, const uint8_t *key, size_t klen,
 		   const struct flight_l2_versions *v, const uint8_t *bytes, size_t len, uint64_t ttl_ms);
-/* A write committed: INCR these counters. Fire and forget (lost while Redis is unreachable:
- * the TTL is the backstop, docs/cache.md). */
-void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, int n);
+/* A write is sent or committed: INCR these counters. Each pending[i] counts the INCR until
+ * Redis answers it (or the connection ends). Lost while Redis is unreachable (logged and
+ * counted; the TTL is the backstop, docs/cache.md). */
+void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, _Atomic uint32_t *const *pending,
+		    int n);
 /* An entry's value: format, whole key, versions (id, value), reply bytes. Pure. encode:
  * length written or -E2BIG (more than cap). decode: true when the value is well formed, holds
  * exactly key and exactly the versions of now (ids and values, in order): *bytes (inside p)

@@ -44,6 +44,7 @@ struct flight_client {
 	struct flight_l2_versions l2v;
 	uint64_t lead_ttl_ms;
 	uint64_t l2bump[FLIGHT_L2_MAX_VERSIONS];
+	uint16_t l2slot[FLIGHT_L2_MAX_VERSIONS]; /* l2bump[i]'s local slot (its pending INCRs) */
 	int nl2bump;
 	/* invalidations owed at the end of the transaction */
 	uint16_t bump[FLIGHT_MAX_TABLES];
@@ -161,6 +162,19 @@ static void end_lead(struct client *c, bool ok)
 	fc->l2key = NULL;
 	fc->l2_store = false;
 	flight_result_put(flight_end(&cache->flights, f, ok, post_waiter, c->worker));
+}
+
+/* Whether a write through this tusk to one of v's tables (or its database) has an INCR Redis
+ * has not answered yet: Redis may not count it yet, so its versions cannot be trusted for a
+ * read that began after the write was sent (read-your-writes across workers). */
+static bool l2_pending(struct flight_cache *cache, const struct flight_versions *v)
+{
+	if (atomic_load(&cache->l2_pending[FLIGHT_INVAL_SLOTS + v->db_slot]))
+		return true;
+	for (int i = 0; i < v->n; i++)
+		if (atomic_load(&cache->l2_pending[v->slot[i]]))
+			return true;
+	return false;
 }
 
 /* On the client's worker: what Redis had for the leader's key. */
@@ -304,7 +318,7 @@ bool flight_client_request(struct client *c)
 		fc->lead_ttl = (double)p.ttl_ms / 1000.0;
 		fc->lead_ttl_ms = p.ttl_ms;
 		atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);
-		if (fc->lead_store && flight_l2_configured(c->worker->rt->cfg)) {
+		if (fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, &v)) {
 			/* The L2 key: the same request without this process's rule tag. */
 			klen = build_key(c, sql, sql_len, false, key, sizeof(key));
 			fc->l2key = klen > 0 ? malloc((size_t)klen) : NULL;
@@ -427,11 +441,16 @@ static void apply_bumps(struct client *c, bool clear)
 	}
 	if (flight_l2_configured(c->worker->rt->cfg)) {
 		uint64_t ids[FLIGHT_L2_MAX_VERSIONS + 1];
+		_Atomic uint32_t *pending[FLIGHT_L2_MAX_VERSIONS + 1];
 		int n = fc->nl2bump;
 		memcpy(ids, fc->l2bump, (size_t)n * sizeof(ids[0]));
-		if (fc->bump_db)
-			ids[n++] = flight_l2_db_id(c->database);
-		flight_l2_bump(c->worker, &cache->counters, ids, n);
+		for (int i = 0; i < n; i++)
+			pending[i] = &cache->l2_pending[fc->l2slot[i]];
+		if (fc->bump_db) {
+			ids[n] = flight_l2_db_id(c->database);
+			pending[n++] = &cache->l2_pending[FLIGHT_INVAL_SLOTS + flight_inval_db_slot(c->database)];
+		}
+		flight_l2_bump(c->worker, &cache->counters, ids, pending, n);
 	}
 	if (clear) {
 		fc->nbump = 0;
@@ -514,9 +533,10 @@ static void note_bump(struct client *c, const char *table)
 
 	for (int i = 0; i < fc->nl2bump && !have; i++)
 		have = fc->l2bump[i] == id;
-	if (!have && fc->nl2bump < FLIGHT_MAX_TABLES)
+	if (!have && fc->nl2bump < FLIGHT_MAX_TABLES) {
+		fc->l2slot[fc->nl2bump] = slot;
 		fc->l2bump[fc->nl2bump++] = id;
-	else if (!have)
+	} else if (!have)
 		fc->bump_db = true;
 	for (int i = 0; i < fc->nbump; i++)
 		if (fc->bump[i] == slot)
@@ -531,9 +551,10 @@ static void bump_db_now(struct client *c)
 {
 	struct flight_cache *cache = cache_of(c);
 	uint64_t id = flight_l2_db_id(c->database);
+	_Atomic uint32_t *pending = &cache->l2_pending[FLIGHT_INVAL_SLOTS + flight_inval_db_slot(c->database)];
 
 	flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
-	flight_l2_bump(c->worker, &cache->counters, &id, 1);
+	flight_l2_bump(c->worker, &cache->counters, &id, &pending, 1);
 }
 
 static void note_write(struct client *c, const struct flight_write *w)

@@ -140,8 +140,9 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		schedule_retry(l);
 		return;
 	}
+	/* The backoff starts again only at a real answer (req_end): a Redis stopped with
+	 * SIGSTOP still accepts connections, and must not be retried at the shortest interval. */
 	l->connected = true;
-	l->backoff = BACKOFF_MIN;
 	log_info(NULL, NULL, "cache L2 (Redis): connected");
 }
 
@@ -252,6 +253,8 @@ static void req_end(struct flight_l2_req *r, const uint8_t *bytes, size_t len)
 	struct flight_l2 *l = r->l2;
 
 	ev_timer_stop(l->w->loop, &r->timer);
+	if (!r->failed)
+		l->backoff = BACKOFF_MIN;
 	if (r->done) {
 		struct flight_l2_answer a = { .bytes = bytes, .len = len, .error = r->failed, .versions = &r->v };
 		if (bytes)

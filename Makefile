@@ -76,6 +76,7 @@ bench: deps build
 
 bench-kv: deps build
 	TUSK_BIN=$(TUSK_BIN) $(PYTHON) bench/kv_lag.py $(BENCH_SECONDS)
+	bench/cache.sh $(BENCH_SECONDS)
 
 clean:
 	rm -rf build build-asan build-fuzz .run .run-kv .pytest_cache tests/integration/__pycache__

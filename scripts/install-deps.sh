@@ -10,12 +10,14 @@ PACKAGES=(
 	libpg-query-dev # the real PostgreSQL parser, for classifying session statements
 	libmicrohttpd-dev # the admin.http endpoint (/metrics, /health)
 	libpq-dev # the key-value store's init, push and replication (src/kv/)
+	libhiredis-dev # the result cache's L2 on Redis (src/flight/l2.c)
 	libclang-rt-14-dev # ASan/UBSan/libFuzzer runtimes for clang
 	systemtap-sdt-dev # <sys/sdt.h>: USDT probes (optional: a build without it has none)
 	# integration tests and bench
 	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest python3-pytest-timeout
 	procps iproute2 util-linux
 	tmux # tests/integration/test_top.py drives `tusk top` in a real terminal
+	redis-server # test_cache_l2 and bench/cache.sh start their own on a free port
 	openssl # the TLS tests and bench make their CA and certificates with the openssl command
 )
 

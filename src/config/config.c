@@ -1029,6 +1029,129 @@ static const char *check_auth_query(const char *val)
 
 #define AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
 
+/* ---- the result cache: keys shared by the top level and the pool rules ----------------- */
+
+static const struct enum_name cache_names[] = {
+	{ "off", CONFIG_CACHE_OFF }, { "coalesce", CONFIG_CACHE_COALESCE }, { "on", CONFIG_CACHE_ON }, { NULL, 0 },
+};
+
+/* "table" or "schema.table": each part 1..63 bytes, no quote, NUL or space, so that it can be
+ * compared with the parser's normalised names byte for byte. */
+static const char *check_table_name(const char *name, size_t len)
+{
+	const char *dot = memchr(name, '.', len);
+	size_t a = dot ? (size_t)(dot - name) : len, b = dot ? len - a - 1 : 1;
+
+	if (strlen(name) != len || strpbrk(name, "\" \t"))
+		return "must be table or schema.table, without quotes or spaces";
+	if (a == 0 || b == 0 || a >= CONFIG_NAME_MAX || b >= CONFIG_NAME_MAX || (dot && memchr(dot + 1, '.', b)))
+		return "must be table or schema.table, each part 1 to 63 bytes";
+	return NULL;
+}
+
+static void parse_table_list(struct loader *ld, const yaml_node_t *node, const char *path, char ***names, int *n)
+{
+	size_t count;
+
+	if (!node)
+		return;
+	if (node->type != YAML_SEQUENCE_NODE) {
+		report_type(ld, node, path, "a sequence of table names");
+		return;
+	}
+	count = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (count == 0)
+		return;
+	*names = calloc(count, sizeof(**names));
+	if (!*names) {
+		report(ld, node_line(node), path, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *item = get_node(ld, node->data.sequence.items.start[i]);
+		const char *problem;
+		char sub[PATH_LEN], q[128];
+
+		join_index(sub, path, i);
+		if (item->type != YAML_SCALAR_NODE || is_null(item)) {
+			report_type(ld, item, sub, "a table name");
+			continue;
+		}
+		problem = check_table_name(scalar_text(item), item->data.scalar.length);
+		if (problem) {
+			report(ld, node_line(item), sub, "%s, found %s", problem, quote(q, sizeof(q), scalar_text(item)));
+			continue;
+		}
+		(*names)[*n] = strdup(scalar_text(item));
+		if (!(*names)[*n]) {
+			report(ld, node_line(item), sub, "out of memory");
+			continue;
+		}
+		(*n)++;
+	}
+}
+
+static void free_table_list(char ***names, int *n)
+{
+	for (int i = 0; i < *n; i++)
+		free((*names)[i]);
+	free(*names);
+	*names = NULL;
+	*n = 0;
+}
+
+static void parse_rule_cache_tables(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct config_pool_rule *r = (struct config_pool_rule *)base;
+	(void)line;
+	parse_table_list(ld, node, path, &r->cache_tables, &r->ncache_tables);
+}
+
+static void parse_rule_cache_exclude(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct config_pool_rule *r = (struct config_pool_rule *)base;
+	(void)line;
+	parse_table_list(ld, node, path, &r->cache_exclude_tables, &r->ncache_exclude_tables);
+}
+
+static void release_rule_cache_tables(char *base)
+{
+	struct config_pool_rule *r = (struct config_pool_rule *)base;
+	free_table_list(&r->cache_tables, &r->ncache_tables);
+}
+
+static void release_rule_cache_exclude(char *base)
+{
+	struct config_pool_rule *r = (struct config_pool_rule *)base;
+	free_table_list(&r->cache_exclude_tables, &r->ncache_exclude_tables);
+}
+
+static void parse_top_cache_tables(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct tusk_config *c = (struct tusk_config *)base;
+	(void)line;
+	parse_table_list(ld, node, path, &c->cache_tables, &c->ncache_tables);
+}
+
+static void parse_top_cache_exclude(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct tusk_config *c = (struct tusk_config *)base;
+	(void)line;
+	parse_table_list(ld, node, path, &c->cache_exclude_tables, &c->ncache_exclude_tables);
+}
+
+static void release_top_cache_tables(char *base)
+{
+	struct tusk_config *c = (struct tusk_config *)base;
+	free_table_list(&c->cache_tables, &c->ncache_tables);
+}
+
+static void release_top_cache_exclude(char *base)
+{
+	struct tusk_config *c = (struct tusk_config *)base;
+	free_table_list(&c->cache_exclude_tables, &c->ncache_exclude_tables);
+}
+
 static const struct key_def pool_keys[] = {
 	{ .name = "database", .type = KEY_CHARS, .offset = RULE_FIELD(database), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .def = "*", .reloadable = true },
@@ -1062,6 +1185,18 @@ static const struct key_def pool_keys[] = {
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "auth_query", .type = KEY_STRING, .offset = RULE_FIELD(auth_query), .min = 1, .max = 4096,
 	  .check = check_auth_query, .reloadable = true },
+	/* No defaults: absent (0 / NULL) means the top-level value. */
+	{ .name = "cache", .type = KEY_ENUM, .offset = RULE_FIELD(cache), .names = cache_names, .reloadable = true },
+	{ .name = "cache_ttl", .type = KEY_DURATION, .offset = RULE_FIELD(cache_ttl_ms), .min = 1, .max = MS_PER_DAY,
+	  .reloadable = true },
+	{ .name = "cache_max_result", .type = KEY_SIZE, .offset = RULE_FIELD(cache_max_result), .min = 1 << 10,
+	  .max = 256u << 20, .reloadable = true },
+	{ .name = "cache_coalesce_wait", .type = KEY_DURATION, .offset = RULE_FIELD(cache_coalesce_wait_ms), .min = 1,
+	  .max = MS_PER_DAY, .reloadable = true },
+	{ .name = "cache_tables", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_rule_cache_tables,
+	  .release = release_rule_cache_tables },
+	{ .name = "cache_exclude_tables", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_rule_cache_exclude,
+	  .release = release_rule_cache_exclude },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
 
@@ -1140,6 +1275,12 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 		rule->line = node_line(item);
 		parse_mapping(ld, item, rule->line, sub, &pool_table, (char *)rule);
 		resolve_service(ld, item, sub, rule);
+		/* Session and statement pooling are not cached yet (docs/cache.md). */
+		if (rule->cache > CONFIG_CACHE_OFF && rule->mode != POOL_MODE_TRANSACTION) {
+			char key[PATH_LEN];
+			join_key(key, sub, "cache");
+			report(ld, rule->line, key, "needs mode: transaction (found %s)", config_pool_mode_name(rule->mode));
+		}
 		if (rule->min_size > rule->size) {
 			char key[PATH_LEN];
 			join_key(key, sub, "min_size");
@@ -1297,6 +1438,41 @@ static const struct key_def kv_keys[] = {
 };
 static const struct key_table kv_table = { kv_keys, sizeof(kv_keys) / sizeof(kv_keys[0]) };
 
+/* ---- redis: the result cache's L2 ------------------------------------------------------- */
+
+#define REDIS_FIELD(f) offsetof(struct config_redis, f)
+
+static const struct key_def redis_keys[] = {
+	{ .name = "host", .type = KEY_STRING, .offset = REDIS_FIELD(host), .min = 1, .max = 255 },
+	{ .name = "port", .type = KEY_INT, .offset = REDIS_FIELD(port), .min = 1, .max = 65535 },
+	{ .name = "unix", .type = KEY_STRING, .offset = REDIS_FIELD(unix_path), .min = 1, .max = 100 },
+	{ .name = "password", .type = KEY_STRING, .offset = REDIS_FIELD(password), .min = 1, .max = 1024,
+	  .secret = true },
+	{ .name = "tls", .type = KEY_ENUM, .offset = REDIS_FIELD(tls), .names = yes_no_names, .def = "false" },
+	{ .name = "db", .type = KEY_INT, .offset = REDIS_FIELD(db), .min = 0, .max = 1000000, .def = "0" },
+	{ .name = "prefix", .type = KEY_STRING, .offset = REDIS_FIELD(prefix), .min = 1, .max = 200, .def = "tusk:" },
+	{ .name = "timeout", .type = KEY_DURATION, .offset = REDIS_FIELD(timeout_ms), .min = 1, .max = 60000,
+	  .def = "100ms" },
+};
+static const struct key_table redis_table = { redis_keys, sizeof(redis_keys) / sizeof(redis_keys[0]) };
+
+/* The redis keys that depend on each other. */
+static void check_redis(struct loader *ld, const yaml_node_t *root)
+{
+	const struct config_redis *r = &ld->cfg->redis;
+	int line = root ? node_line(root) : 0;
+
+	if (r->host && r->unix_path)
+		report(ld, line, "redis", "host and unix: give one of them");
+	if (r->unix_path && r->port)
+		report(ld, line, "redis.port", "a port with unix: give host and port, or unix");
+	if (!r->host && !r->unix_path && r->port)
+		report(ld, line, "redis.port", "a port without host");
+	if (r->tls)
+		report(ld, line, "redis.tls",
+		       "this build's hiredis (0.14) has no TLS: reach Redis over a unix socket or a local TLS tunnel");
+}
+
 /* ---- The top level ---------------------------------------------------------------------- */
 
 #define TOP_FIELD(f) offsetof(struct tusk_config, f)
@@ -1361,9 +1537,26 @@ static const struct key_def top_keys[] = {
 	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
 	/* The socket an online restart takes the listeners over through; bound at start. */
 	{ .name = "takeover_socket", .type = KEY_STRING, .offset = TOP_FIELD(takeover_socket), .min = 1, .max = 100 },
+	{ .name = "cache", .type = KEY_ENUM, .offset = TOP_FIELD(cache), .names = cache_names, .def = "off",
+	  .reloadable = true },
+	{ .name = "cache_ttl", .type = KEY_DURATION, .offset = TOP_FIELD(cache_ttl_ms), .min = 1, .max = MS_PER_DAY,
+	  .def = "10s", .reloadable = true },
+	{ .name = "cache_max_result", .type = KEY_SIZE, .offset = TOP_FIELD(cache_max_result), .min = 1 << 10,
+	  .max = 256u << 20, .def = "1MB", .reloadable = true },
+	/* The L1 store is sized at start. */
+	{ .name = "cache_memory", .type = KEY_SIZE, .offset = TOP_FIELD(cache_memory), .min = 0, .max = 1u << 30,
+	  .def = "64MB" },
+	{ .name = "cache_coalesce_wait", .type = KEY_DURATION, .offset = TOP_FIELD(cache_coalesce_wait_ms), .min = 1,
+	  .max = MS_PER_DAY, .def = "5s", .reloadable = true },
+	{ .name = "cache_tables", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_top_cache_tables,
+	  .release = release_top_cache_tables },
+	{ .name = "cache_exclude_tables", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_top_cache_exclude,
+	  .release = release_top_cache_exclude },
 	{ .name = "admin", .type = KEY_MAPPING, .offset = TOP_FIELD(admin), .sub = &admin_table, .reloadable = true },
 	/* Replication reads it at start (src/kv/replicate.c). */
 	{ .name = "kv", .type = KEY_MAPPING, .offset = TOP_FIELD(kv), .sub = &kv_table },
+	/* The workers connect at start (src/flight/l2.c). */
+	{ .name = "redis", .type = KEY_MAPPING, .offset = TOP_FIELD(redis), .sub = &redis_table },
 };
 static const struct key_table top_table = { top_keys, sizeof(top_keys) / sizeof(top_keys[0]) };
 
@@ -1522,6 +1715,7 @@ static void load_document(struct loader *ld, const char *data, size_t len)
 		report_type(ld, root, "-", "a mapping of keys at the top level");
 	else
 		parse_mapping(ld, root, 1, "", &top_table, (char *)ld->cfg);
+	check_redis(ld, root);
 
 	if (!yaml_parser_load(&parser, &extra)) {
 		report_yaml_error(ld, &parser, data, len);
@@ -1740,6 +1934,10 @@ static void describe_custom(const struct tusk_config *cfg, const char *path, cha
 		join_names(out, cap, cfg->admin.users, cfg->admin.nusers);
 	} else if (strcmp(path, "admin.stats_users") == 0) {
 		join_names(out, cap, cfg->admin.stats_users, cfg->admin.nstats_users);
+	} else if (strcmp(path, "cache_tables") == 0) {
+		join_names(out, cap, cfg->cache_tables, cfg->ncache_tables);
+	} else if (strcmp(path, "cache_exclude_tables") == 0) {
+		join_names(out, cap, cfg->cache_exclude_tables, cfg->ncache_exclude_tables);
 	}
 }
 

@@ -17,6 +17,10 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 
+/* The result cache (src/flight/, docs/cache.md). INHERIT only in a pool rule: take the
+ * top-level value. COALESCE merges identical reads in flight; ON also keeps results. */
+enum config_cache { CONFIG_CACHE_INHERIT, CONFIG_CACHE_OFF, CONFIG_CACHE_COALESCE, CONFIG_CACHE_ON };
+
 /* How clients of a rule prove who they are (hba_file, when set, decides instead). */
 enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM,
 		   CONFIG_AUTH_CERT };
@@ -72,6 +76,15 @@ struct config_pool_rule {
 	char *server_database;                /* NULL: the client's database */
 	char *auth_user;                      /* NULL: the top-level auth_user (config_auth_user) */
 	char *auth_query;                     /* NULL: the top-level auth_query (config_auth_query) */
+	/* The result cache; 0 / NULL: the top-level value (src/flight/policy.h resolves them). */
+	int cache;                            /* enum config_cache */
+	uint64_t cache_ttl_ms;
+	uint32_t cache_max_result;
+	uint64_t cache_coalesce_wait_ms;
+	int ncache_tables;
+	char **cache_tables;                  /* "table" or "schema.table", as PostgreSQL stores them */
+	int ncache_exclude_tables;
+	char **cache_exclude_tables;
 	int line;                             /* where the rule starts, for logs */
 };
 
@@ -101,6 +114,19 @@ struct config_kv {
 	int gc_batch;              /* default 1000: rows per purge statement */
 	uint64_t gc_pause_ms;      /* default 100ms: between two purge statements (the throttle) */
 	uint64_t anti_entropy_interval_ms; /* default 60s: between digest comparisons of a link; 0: never */
+};
+
+/* Redis, the result cache's L2 (src/flight/l2.c, docs/cache.md): off unless host or unix is
+ * set. Read at start only. */
+struct config_redis {
+	char *host;       /* TCP; NULL with unix NULL: no L2 */
+	int port;         /* 0: 6379 */
+	char *unix_path;  /* a unix socket instead of host/port */
+	char *password;   /* AUTH; NULL: none */
+	int tls;          /* bool: rejected by --check (hiredis 0.14 has no TLS) */
+	int db;           /* SELECT */
+	char *prefix;     /* every key tusk writes starts with it; default "tusk:" */
+	uint64_t timeout_ms; /* a command's and a connect's bound; default 100ms */
 };
 
 struct tusk_config {
@@ -151,8 +177,20 @@ struct tusk_config {
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
 	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
 
+	/* The result cache (docs/cache.md): process-wide defaults of the pool rules' keys. */
+	int cache;                       /* enum config_cache; default off */
+	uint64_t cache_ttl_ms;           /* default 10s: an entry's life, the backstop for writes around tusk */
+	uint32_t cache_max_result;       /* default 1MB: replies above it are neither kept nor shared */
+	uint32_t cache_memory;           /* default 64MB: bound on all kept results, process-wide */
+	uint64_t cache_coalesce_wait_ms; /* default 5s: a waiter's deadline, then it runs the query itself */
+	int ncache_tables;
+	char **cache_tables;             /* NULL: every table not excluded */
+	int ncache_exclude_tables;
+	char **cache_exclude_tables;
+
 	struct config_admin admin;
 	struct config_kv kv;
+	struct config_redis redis;
 };
 
 /* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;

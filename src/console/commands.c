@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "console/console_int.h"
+#include "flight/cache.h"
 #include "frontend/client_int.h"
 #include "kv/replicate.h"
 #include "pool/pool.h"
@@ -45,6 +46,7 @@ static const struct keyword show_words[] = {
 	{ "LISTS", CONSOLE_CMD_SHOW_LISTS, 0 },
 	{ "VERSION", CONSOLE_CMD_SHOW_VERSION, 0 },
 	{ "KV", CONSOLE_CMD_SHOW_KV, 0 },
+	{ "CACHE", CONSOLE_CMD_SHOW_CACHE, 0 },
 	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
 	{ "WAITS", CONSOLE_CMD_SHOW_WAITS, 0 },
 };
@@ -57,6 +59,7 @@ static const struct keyword verbs[] = {
 	{ "KILL_CLIENT", CONSOLE_CMD_KILL_CLIENT, 2 },
 	{ "RECONNECT", CONSOLE_CMD_RECONNECT, 1 },
 	{ "SHUTDOWN", CONSOLE_CMD_SHUTDOWN, 0 },
+	{ "CACHE", CONSOLE_CMD_CACHE_FLUSH, 1 }, /* CACHE FLUSH [db]: FLUSH is read below */
 };
 
 /* The next word (letters, digits, '_', '-', '.', or a "quoted" name) at *p. */
@@ -136,6 +139,14 @@ int console_parse(const char *text, size_t len, struct console_cmd *out, char *e
 		}
 	}
 	out->kind = k->kind;
+	if (k->kind == CONSOLE_CMD_CACHE_FLUSH) {
+		const char *q = p;
+		if (next_word(&q, end, w, sizeof w) <= 0 || !word_is(w, "FLUSH")) {
+			snprintf(err, errcap, "CACHE needs FLUSH [database]");
+			return -EINVAL;
+		}
+		p = q;
+	}
 	if (k->kind == CONSOLE_CMD_SHUTDOWN) {
 		const char *q = p;
 		n = next_word(&q, end, w, sizeof w);
@@ -215,6 +226,7 @@ static const struct console_column kv_cols[] = {
 	I("quarantined"), I("batches"), I("passes"), I("batch_size"), T("last_error"), I("digest_mismatches"),
 	I("repaired"),
 };
+static const struct console_column cache_cols[] = { T("name"), T("reason"), I("value") };
 
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
 
@@ -231,6 +243,7 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_VERSION: return COLS(version_cols);
 	case CONSOLE_CMD_SHOW_WAITS: return COLS(waits_cols);
 	case CONSOLE_CMD_SHOW_KV: return COLS(kv_cols);
+	case CONSOLE_CMD_SHOW_CACHE: return COLS(cache_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
 }
@@ -616,6 +629,32 @@ static void show_lists(struct console_session *cs)
 	console_complete(cs, "SHOW");
 }
 
+static void cache_row(void *arg, const char *name, const char *reason, uint64_t value, bool gauge)
+{
+	struct console_session *cs = arg;
+	char v[24];
+
+	(void)gauge;
+	snprintf(v, sizeof v, "%llu", (unsigned long long)value);
+	const char *vals[] = { name, reason ? reason : "", v };
+	console_out_row(&cs->out, 3, vals);
+}
+
+/* SHOW CACHE: the result cache's counters (src/flight/cache.h, docs/cache.md). */
+static void show_cache(struct console_session *cs)
+{
+	flight_cache_report(cs->client->worker->rt->flight, cache_row, cs);
+	console_complete(cs, "SHOW");
+}
+
+/* CACHE FLUSH [db]: the kept results of db (or all) go; in-flight reads are not kept. */
+static void cache_flush(struct console_session *cs, const char *db)
+{
+	int n = flight_cache_flush(cs->client->worker->rt->flight, *db ? db : NULL);
+	log_info(cs->client->id, cs->client->ctx, "CACHE FLUSH %s: %d entries", *db ? db : "(all)", n);
+	console_complete(cs, "CACHE");
+}
+
 /* On the home worker: answer. */
 static void collect_done(struct worker *w, void *arg)
 {
@@ -782,7 +821,8 @@ static void show_kv(struct console_session *cs)
 static void show_help(struct console_session *cs)
 {
 	console_notice(cs, "Console usage\n"
-			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV\n"
+			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE\n"
+			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
 			   "\tKILL <db>\n"
@@ -962,6 +1002,12 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return 0;
 	case CONSOLE_CMD_SHOW_LISTS:
 		show_lists(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_CACHE:
+		show_cache(cs);
+		return 0;
+	case CONSOLE_CMD_CACHE_FLUSH:
+		cache_flush(cs, cmd->arg);
 		return 0;
 	case CONSOLE_CMD_SHOW_POOLS:
 	case CONSOLE_CMD_SHOW_CLIENTS:

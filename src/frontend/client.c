@@ -24,6 +24,7 @@
 #include "frontend/authquery.h"
 #include "console/console.h"
 #include "kv/front.h"
+#include "flight/serve.h"
 #include "frontend/client_int.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
@@ -276,6 +277,7 @@ void client_close(struct client *c, const char *reason)
 		log_debug(c->id, c->ctx, "closing client connection: %s", reason);
 	ev_io_stop(w->loop, &c->io);
 	ev_timer_stop(w->loop, &c->timer);
+	flight_client_closed(c);
 	if (c->server) {
 		struct server *s = c->server;
 		c->server = NULL;
@@ -1114,6 +1116,8 @@ void client_need_server(struct client *c)
 			client_need_server(c);
 		return;
 	}
+	if (c->state == CLIENT_IDLE && flight_client_request(c))
+		return; /* answered from the cache, or waiting on an identical query */
 	client_set_state(c, CLIENT_WAITING);
 	start_claim(c);
 }
@@ -1380,6 +1384,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		client_fail(c, "25P03", "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)");
 		break;
 	case CLIENT_IDLE:
+		flight_client_timer(c); /* a cache waiter's deadline */
 		break;
 	case CLIENT_CLOSING:
 		client_close(c, "timed out flushing the last error");

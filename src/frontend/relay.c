@@ -17,6 +17,7 @@
 
 #include <xxhash.h>
 
+#include "flight/serve.h"
 #include "frontend/client_int.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
@@ -240,6 +241,7 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 	struct classify_result r;
 	unsigned opts = c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0;
 
+	flight_client_sent_sql(c, sql, len); /* what it may write goes stale in the cache */
 	/* Session pooling keeps the client's server and resets it when the client leaves:
 	 * nothing to carry, pin or reset, so nothing to parse. */
 	if (c->mode == POOL_MODE_SESSION)
@@ -505,6 +507,16 @@ static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
 }
 
 static bool wbuf_room_for(struct server *s, size_t body);
+
+/* A Bind's portal name, then its statement name: whether the statement name is empty. Only
+ * for the cache's invalidation (flight_client_sent_bind); a Bind too short to tell counts
+ * as named, which makes the database stale: safe. */
+static bool bind_unnamed(const uint8_t *m, size_t avail)
+{
+	const uint8_t *p = m + PROTO_HDR_LEN, *end = m + avail;
+	const uint8_t *nul = avail > PROTO_HDR_LEN ? memchr(p, 0, (size_t)(end - p)) : NULL;
+	return nul && nul + 1 < end && nul[1] == 0;
+}
 
 /* Statement pooling: does this SQL open a transaction block (BEGIN, START TRANSACTION)? */
 static bool opens_transaction(const char *sql, size_t cap)
@@ -884,6 +896,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		}
 		if (!note_sql(c, s, p.query, strlen(p.query)))
 			return SCAN_CLOSED;
+		flight_client_parsed(c, p.name_len == 0);
 		if (!rename || p.name_len == 0) {
 			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
 			break;
@@ -929,6 +942,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	}
 	case 'B': {
 		if (!rename) {
+			flight_client_sent_bind(c, bind_unnamed(m, avail), NULL, 0);
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 			break;
 		}
@@ -939,6 +953,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		if (head == 0)
 			return SCAN_OK;
 		const struct prep_stmt *e = bh.stmt_len ? prep_client_find(c->prep, bh.stmt) : NULL;
+		flight_client_sent_bind(c, bh.stmt_len == 0, e ? (const char *)e->body : NULL,
+					e ? strnlen((const char *)e->body, e->body_len) : 0);
 		if (!e) {
 			/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
@@ -1032,6 +1048,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		s->skipping = false;
 		break;
 	case 'F':
+		flight_client_sent_opaque(c);
 		expect_push(s, EXPECT_FUNCTION, EXPECT_FORWARD);
 		s->pending_rfq++;
 		break;
@@ -1139,6 +1156,7 @@ static void on_ready_for_query(struct client *c, struct server *s, uint8_t statu
 	if (status == 'E')
 		c->tx_failed = true;
 	if (status == 'I') {
+		flight_client_ready(c);
 		if (c->tx_failed)
 			session_discard(&c->session);
 		else
@@ -1186,6 +1204,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 		size_t avail = buf_len(b) - c->s2c_scanned;
 		if (c->s2c_remaining > 0) {
 			size_t k = avail < c->s2c_remaining ? avail : c->s2c_remaining;
+			flight_client_scanned(c, buf_head(b) + c->s2c_scanned, k);
 			c->s2c_scanned += k;
 			c->s2c_remaining -= (uint32_t)k;
 			continue;
@@ -1362,6 +1381,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			continue;
 		}
 		size_t k = avail < total ? avail : total;
+		flight_client_scanned(c, m, k); /* may end a flight this client leads */
 		c->s2c_scanned += k;
 		c->s2c_remaining = (uint32_t)(total - k);
 

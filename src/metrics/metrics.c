@@ -2,6 +2,7 @@
  * answers every request itself; a handler reads counters (relaxed atomics) and takes each
  * pool's lock only to copy its gauges, so a scrape never blocks a worker for longer than
  * a claim would. Memory is allocated here per request: this is not the relay's hot path. */
+#include "flight/cache.h"
 #include "metrics/metrics.h"
 
 #include <errno.h>
@@ -192,6 +193,31 @@ static void put_kv_links(FILE *f, struct kv_replicator *r)
 	free(st);
 }
 
+/* The result cache (src/flight/cache.h): tusk_cache_<name>_total counters, tusk_cache_entries
+ * and tusk_cache_bytes gauges, tusk_cache_bypasses_total{reason}. */
+static void cache_metric(void *arg, const char *name, const char *reason, uint64_t value, bool gauge)
+{
+	FILE *f = arg;
+
+	if (reason) {
+		if (strcmp(reason, flight_verdict_name((enum flight_verdict)1)) == 0)
+			put_family(f, "tusk_cache_bypasses_total", "counter",
+				   "Requests the result cache did not take, per reason (docs/cache.md).");
+		fprintf(f, "tusk_cache_bypasses_total{reason=\"%s\"} %" PRIu64 "\n", reason, value);
+		return;
+	}
+	char family[96];
+	snprintf(family, sizeof family, gauge ? "tusk_cache_%s" : "tusk_cache_%s_total", name);
+	put_family(f, family, gauge ? "gauge" : "counter", "Result cache counter (SHOW CACHE, docs/cache.md).");
+	fprintf(f, "%s %" PRIu64 "\n", family, value);
+}
+
+static void put_cache(FILE *f, struct runtime *rt)
+{
+	if (rt->flight)
+		flight_cache_report(rt->flight, cache_metric, f);
+}
+
 static int render_metrics(struct runtime *rt, char **out, size_t *len)
 {
 	struct pool_list pools = { 0 };
@@ -281,6 +307,7 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 	}
 
 	put_kv_links(f, rt->kv_replicator);
+	put_cache(f, rt);
 
 	if (ferror(f))
 		goto err;

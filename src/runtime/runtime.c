@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "auth/authcache.h"
+#include "flight/cache.h"
+#include "flight/l2.h"
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "frontend/cancel.h"
@@ -307,11 +309,12 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
+	rt->flight = flight_cache_new(cfg->cache_memory);
 	rt->stats = stats_new();
 	rt->start_time = ev_time();
 	rt->nworkers = cfg->workers;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
-	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->stats || !rt->workers) {
+	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -324,6 +327,16 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	}
 	if (!threads)
 		return 0;
+	/* Each worker connects to Redis now, on its own thread, so the first lookups find it
+	 * up (a worker without the message connects at its first lookup instead). */
+	for (int w = 0; w < cfg->workers && flight_l2_configured(cfg); w++) {
+		struct worker_msg *m = calloc(1, sizeof(*m));
+		if (!m)
+			break;
+		m->kind = WORKER_MSG_CALL;
+		m->call = flight_l2_start;
+		worker_post(rt->workers[w], m);
+	}
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
 	 * connections over the workers without an acceptor thread. */
 	for (int i = 0; i < cfg->nlisten; i++) {
@@ -580,6 +593,7 @@ void runtime_stop(struct runtime *rt)
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
 	authcache_free(rt->authcache);
+	flight_cache_free(rt->flight);
 	stats_free(rt->stats);
 	for (int i = 0; i < rt->nlisteners; i++)
 		close(rt->listeners[i].fd);

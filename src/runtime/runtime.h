@@ -20,6 +20,7 @@ struct hba;
 struct stats;
 struct tls_ctx;
 struct authcache;
+struct flight_cache;
 
 #define RUNTIME_AUTHCACHE_MAX 10000 /* auth_query answers kept; beyond, random ones are evicted */
 
@@ -79,6 +80,7 @@ struct runtime {
 	bool handed_over; /* listeners went to a new process: leave socket files alone at exit */
 	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	struct authcache *authcache;     /* auth_query answers; shared by all workers; has its own lock */
+	struct flight_cache *flight;     /* the result cache (src/flight/cache.h); its own locks and atomics */
 	/* Clients connected now, across workers; relaxed ordering suffices because it
 	 * only bounds admission, it orders no other memory. */
 	atomic_int nclients;

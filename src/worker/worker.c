@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "flight/l2.h"
 #include "frontend/client.h"
 #include "pool/server.h"
 #include "pool/pool.h"
@@ -184,6 +185,7 @@ static void drain_inbox(struct worker *w)
 		ev_timer_stop(w->loop, &p->drain_tick);
 		client_close_all(w, "tusk is shutting down");
 		server_close_all(w, "tusk is shutting down");
+		flight_l2_close(w);
 		ev_async_stop(w->loop, &p->wake);
 		/* Remaining watchers belong to connections being closed; break out now. */
 		ev_break(w->loop, EVBREAK_ALL);
@@ -347,6 +349,7 @@ void worker_free(struct worker *w)
 	drain_inbox(w);
 	server_close_all(w, "tusk is shutting down");
 	cancel_close_all(w);
+	flight_l2_close(w);
 	close_listeners(w, NULL); /* handed over after the loop ended */
 	ev_loop_destroy(w->loop);
 	pthread_mutex_destroy(&p->inbox_lock);

@@ -61,6 +61,7 @@ struct worker {
 	struct buf_pool client_rbufs, client_wbufs;
 	/* private to frontend/: the reported-parameter sets its clients share (session.h) */
 	struct session_share client_params;
+	struct flight_l2 *l2;     /* private to flight/l2.c: this worker's Redis connection */
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	bool draining;          /* read-only outside worker.c: listeners closed, clients leave at
 				 * their next transaction boundary */

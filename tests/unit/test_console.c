@@ -45,6 +45,12 @@ static void test_commands(void **state)
 	assert_int_equal(parse_ok("SHOW VERSION").kind, CONSOLE_CMD_SHOW_VERSION);
 	assert_int_equal(parse_ok("show waits").kind, CONSOLE_CMD_SHOW_WAITS);
 	assert_int_equal(parse_ok("SHOW HELP").kind, CONSOLE_CMD_SHOW_HELP);
+	assert_int_equal(parse_ok("show cache").kind, CONSOLE_CMD_SHOW_CACHE);
+	assert_int_equal(parse_ok("CACHE FLUSH").kind, CONSOLE_CMD_CACHE_FLUSH);
+	assert_string_equal(parse_ok("CACHE FLUSH").arg, "");
+	assert_string_equal(parse_ok("cache flush appdb;").arg, "appdb");
+	parse_bad("CACHE", "CACHE needs FLUSH [database]");
+	parse_bad("CACHE CLEAR x", "CACHE needs FLUSH [database]");
 	assert_int_equal(parse_ok("RELOAD").kind, CONSOLE_CMD_RELOAD);
 	assert_int_equal(parse_ok("shutdown").kind, CONSOLE_CMD_SHUTDOWN);
 	assert_int_equal(parse_ok("SHUTDOWN WAIT_FOR_CLIENTS").kind, CONSOLE_CMD_SHUTDOWN_WAIT);

@@ -1,0 +1,72 @@
+/* The cacheability decision: may the result of this Query (or Parse) text be shared between
+ * clients with equal keys (coalesced) and kept (cached)? Only a single read-only SELECT made of
+ * parse-tree nodes known not to call anything qualifies (docs/cache.md, "What is cached").
+ * Pure functions: no I/O, no global state, thread-safe. */
+#ifndef TUSK_FLIGHT_DECIDE_H
+#define TUSK_FLIGHT_DECIDE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define FLIGHT_MAX_SQL    8192 /* longer texts are not cached: bounds the parser's recursion */
+#define FLIGHT_MAX_TABLES 16   /* tables named by one cached statement */
+#define FLIGHT_NAME_MAX   64   /* PostgreSQL's NAMEDATALEN */
+
+/* Why a text is not cached; FLIGHT_OK when it is. Counted per reason (SHOW CACHE). */
+enum flight_verdict {
+	FLIGHT_OK,
+	FLIGHT_NOT_SELECT,   /* parse error, several statements, or not a plain SELECT */
+	FLIGHT_LOCKING,      /* FOR UPDATE / SHARE at any depth */
+	FLIGHT_CALL,         /* a function call, CURRENT_TIMESTAMP and the like, or a node that may call
+	                      * one (TABLESAMPLE, XMLTABLE, ROWS FROM ...): volatility is not read from
+	                      * pg_proc yet, so every call is treated as volatile */
+	FLIGHT_TIME_LITERAL, /* 'now', 'today', 'tomorrow', 'yesterday': evaluated when run */
+	FLIGHT_CATALOG,      /* pg_catalog, information_schema, pg_toast, pg_* */
+	FLIGHT_TEMP,         /* pg_temp */
+	FLIGHT_TABLE_POLICY, /* not in cache_tables, or in cache_exclude_tables */
+	FLIGHT_TOO_BIG,      /* text above FLIGHT_MAX_SQL, or more than FLIGHT_MAX_TABLES tables */
+	FLIGHT_UNKNOWN_NODE, /* a parse-tree node outside the list this code knows to be inert */
+	FLIGHT_VERDICT_COUNT
+};
+
+struct flight_relation {
+	char schema[FLIGHT_NAME_MAX]; /* "" when the statement did not qualify it */
+	char name[FLIGHT_NAME_MAX];   /* as the parser normalised it */
+};
+
+struct flight_decision {
+	enum flight_verdict verdict;
+	int ntables;
+	struct flight_relation tables[FLIGHT_MAX_TABLES]; /* distinct, in text order */
+};
+
+/* Table lists of a pool rule (cache_tables / cache_exclude_tables): "t" matches any schema's t,
+ * "s.t" matches s.t and an unqualified t (search_path is in the key). allow == NULL: all. */
+struct flight_table_policy {
+	char *const *allow;
+	int nallow;
+	char *const *exclude;
+	int nexclude;
+};
+
+/* Decides for sql[0, len) (ends at the first NUL, as for the server). Never fails: anything
+ * it cannot read is not cached. *out is always written. */
+void flight_decide(const char *sql, size_t len, const struct flight_table_policy *policy,
+		   struct flight_decision *out);
+
+const char *flight_verdict_name(enum flight_verdict v);
+
+/* What a statement text sent by any client may have written, for invalidation: the tables
+ * named by INSERT/UPDATE/DELETE/MERGE (and every other table they name; a stray bump costs a
+ * miss), or flush_db when it may have written anything tusk cannot name (DDL, GRANT, COPY,
+ * DO, CALL, a function outside a short list of built-ins known not to write, a parse error,
+ * COMMIT PREPARED ...). Reads, SET, SHOW and transaction control write nothing. */
+struct flight_write {
+	bool flush_db;
+	int ntables;
+	struct flight_relation tables[FLIGHT_MAX_TABLES];
+};
+
+void flight_classify_write(const char *sql, size_t len, struct flight_write *out);
+
+#endif

@@ -1,0 +1,547 @@
+/* The result cache's L2 on Redis (l2.h). */
+#include "flight/l2.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include <hiredis/adapters/libev.h>
+#pragma GCC diagnostic pop
+
+#include "flight/cache.h"
+#include "runtime/runtime.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define MAGIC "TK\x02\x01" /* the value's format; bump with FLIGHT_KEY_VERSION's layout */
+#define MAGIC_LEN 4
+#define BACKOFF_MIN 0.1
+#define BACKOFF_MAX 5.0
+#define LOG_EVERY 10.0
+#define HEX_ID 33
+
+struct flight_l2 {
+	struct worker *w;
+	struct flight_counters *k;
+	const struct config_redis *cfg;
+	redisAsyncContext *ac; /* NULL: none; a connect may be in progress */
+	bool connected;
+	double backoff;
+	ev_timer retry;   /* the next connect */
+	ev_timer connect; /* a connect's bound */
+	double last_log;
+	unsigned lost_logs;
+};
+
+struct flight_l2_req {
+	struct flight_l2 *l2;
+	ev_timer timer;
+	flight_l2_done_fn *done; /* NULL: cancelled */
+	void *arg;
+	bool failed;
+	struct flight_l2_versions v;
+	size_t klen;
+	uint8_t key[];
+};
+
+bool flight_l2_configured(const struct tusk_config *cfg)
+{
+	return cfg->redis.host || cfg->redis.unix_path;
+}
+
+uint64_t flight_l2_table_id(const char *database, const char *table)
+{
+	/* Even: a table's; odd: a database's (one namespace of counters, "v:"). */
+	return XXH3_64bits_withSeed(table, strlen(table), XXH3_64bits(database, strlen(database))) & ~1ull;
+}
+
+uint64_t flight_l2_db_id(const char *database)
+{
+	return XXH3_64bits(database, strlen(database)) | 1ull;
+}
+
+static void l2_error(struct flight_l2 *l, const char *what, const char *detail)
+{
+	double now = ev_now(l->w->loop);
+
+	atomic_fetch_add_explicit(&l->k->l2_errors, 1, memory_order_relaxed);
+	if (l->last_log && now - l->last_log < LOG_EVERY) {
+		l->lost_logs++;
+		return;
+	}
+	log_warn(NULL, NULL, "cache L2 (Redis): %s%s%s; a miss (%u more not logged)", what, detail ? ": " : "",
+		 detail ? detail : "", l->lost_logs);
+	l->last_log = now;
+	l->lost_logs = 0;
+}
+
+static void start_connect(struct flight_l2 *l);
+
+static void schedule_retry(struct flight_l2 *l)
+{
+	if (l->w->stopping || ev_is_active(&l->retry))
+		return;
+	ev_timer_set(&l->retry, l->backoff, 0.);
+	ev_timer_start(l->w->loop, &l->retry);
+	l->backoff = l->backoff * 2 < BACKOFF_MAX ? l->backoff * 2 : BACKOFF_MAX;
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	(void)loop;
+	(void)revents;
+	start_connect(t->data);
+}
+
+/* Drop the connection now (outside hiredis callbacks): pending commands end with no reply. */
+static void drop(struct flight_l2 *l)
+{
+	redisAsyncContext *ac = l->ac;
+
+	ev_timer_stop(l->w->loop, &l->connect);
+	if (!ac)
+		return;
+	l->ac = NULL;
+	l->connected = false;
+	ac->data = NULL;
+	redisAsyncFree(ac);
+	schedule_retry(l);
+}
+
+static void connect_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct flight_l2 *l = t->data;
+	(void)loop;
+	(void)revents;
+	l2_error(l, "connect timed out", NULL);
+	drop(l);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct flight_l2 *l = ac->data;
+
+	if (!l)
+		return;
+	ev_timer_stop(l->w->loop, &l->connect);
+	if (status != REDIS_OK) {
+		/* hiredis frees ac after this callback */
+		l2_error(l, "connect failed", ac->errstr);
+		l->ac = NULL;
+		l->connected = false;
+		schedule_retry(l);
+		return;
+	}
+	/* The backoff starts again only at a real answer (req_end): a Redis stopped with
+	 * SIGSTOP still accepts connections, and must not be retried at the shortest interval. */
+	l->connected = true;
+	log_info(NULL, NULL, "cache L2 (Redis): connected");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct flight_l2 *l = ac->data;
+
+	if (!l)
+		return; /* drop() let go of it */
+	if (status != REDIS_OK)
+		l2_error(l, "connection lost", ac->errstr);
+	l->ac = NULL;
+	l->connected = false;
+	schedule_retry(l);
+}
+
+/* AUTH and SELECT: an error leaves the connection unusable. */
+static void on_setup(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct flight_l2 *l = ac->data;
+	redisReply *r = reply;
+	(void)privdata;
+
+	if (!l || !r || r->type != REDIS_REPLY_ERROR)
+		return;
+	l2_error(l, "AUTH or SELECT refused", r->str);
+	redisAsyncDisconnect(ac);
+}
+
+static void start_connect(struct flight_l2 *l)
+{
+	const struct config_redis *cfg = l->cfg;
+	redisAsyncContext *ac;
+
+	if (l->ac || l->w->stopping)
+		return;
+	ac = cfg->unix_path ? redisAsyncConnectUnix(cfg->unix_path)
+			    : redisAsyncConnect(cfg->host, cfg->port ? cfg->port : 6379);
+	if (!ac || ac->err) {
+		l2_error(l, "connect failed", ac ? ac->errstr : "out of memory");
+		if (ac)
+			redisAsyncFree(ac);
+		schedule_retry(l);
+		return;
+	}
+	ac->data = l;
+	if (redisLibevAttach(l->w->loop, ac) != REDIS_OK) {
+		redisAsyncFree(ac);
+		schedule_retry(l);
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	l->ac = ac;
+	/* Queued now, sent first once connected. */
+	if (cfg->password) {
+		const char *argv[] = { "AUTH", cfg->password };
+		(void)redisAsyncCommandArgv(ac, on_setup, NULL, 2, argv, NULL);
+	}
+	if (cfg->db) {
+		char db[16];
+		snprintf(db, sizeof(db), "%d", cfg->db);
+		const char *argv[] = { "SELECT", db };
+		(void)redisAsyncCommandArgv(ac, on_setup, NULL, 2, argv, NULL);
+	}
+	ev_timer_set(&l->connect, (double)cfg->timeout_ms / 1000.0, 0.);
+	ev_timer_start(l->w->loop, &l->connect);
+}
+
+/* The worker's L2, made on first use. NULL: not configured or no memory. */
+static struct flight_l2 *l2_of(struct worker *w, struct flight_counters *k)
+{
+	struct flight_l2 *l = w->l2;
+
+	if (l || w->stopping || !flight_l2_configured(w->rt->cfg))
+		return l;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	l->w = w;
+	l->k = k;
+	/* redis: is not reloadable: the first generation's section stays valid until exit. */
+	l->cfg = &w->rt->cfg->redis;
+	l->backoff = BACKOFF_MIN;
+	ev_timer_init(&l->retry, retry_cb, 0., 0.);
+	l->retry.data = l;
+	ev_timer_init(&l->connect, connect_timeout_cb, 0., 0.);
+	l->connect.data = l;
+	w->l2 = l;
+	start_connect(l);
+	return l;
+}
+
+static void hex_id(char *out, const char *prefix, const char *tag, uint64_t id)
+{
+	snprintf(out, 256 + HEX_ID, "%s%s%016llx", prefix, tag, (unsigned long long)id);
+}
+
+static void entry_name(char *out, const char *prefix, const uint8_t *key, size_t klen)
+{
+	XXH128_hash_t h = XXH3_128bits(key, klen);
+	snprintf(out, 256 + HEX_ID, "%se1:%016llx%016llx", prefix, (unsigned long long)h.high64,
+		 (unsigned long long)h.low64);
+}
+
+static void req_end(struct flight_l2_req *r, const uint8_t *bytes, size_t len)
+{
+	struct flight_l2 *l = r->l2;
+
+	ev_timer_stop(l->w->loop, &r->timer);
+	if (!r->failed)
+		l->backoff = BACKOFF_MIN;
+	if (r->done) {
+		struct flight_l2_answer a = { .bytes = bytes, .len = len, .error = r->failed, .versions = &r->v };
+		if (bytes)
+			atomic_fetch_add_explicit(&l->k->l2_hits, 1, memory_order_relaxed);
+		else if (!r->failed)
+			atomic_fetch_add_explicit(&l->k->l2_misses, 1, memory_order_relaxed);
+		r->done(r->arg, &a);
+	}
+	free(r);
+}
+
+static void on_versions(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct flight_l2_req *r = privdata;
+	redisReply *rep = reply;
+	(void)ac;
+
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)r->v.n) {
+		if (!r->failed)
+			l2_error(r->l2, rep ? "unexpected MGET reply" : "no reply (timeout or disconnect)",
+				 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : NULL);
+		r->failed = true;
+		return;
+	}
+	for (int i = 0; i < r->v.n; i++) {
+		redisReply *e = rep->element[i];
+		char *end;
+		if (e->type == REDIS_REPLY_NIL) {
+			r->v.v[i] = 0;
+		} else if (e->type == REDIS_REPLY_STRING) {
+			errno = 0;
+			r->v.v[i] = strtoull(e->str, &end, 10);
+			if (errno || *end || end == e->str)
+				r->failed = true;
+		} else {
+			r->failed = true;
+		}
+	}
+	if (r->failed)
+		l2_error(r->l2, "a version counter is not a number", NULL);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t rd64(const uint8_t *p)
+{
+	return (uint64_t)rd32(p) << 32 | rd32(p + 4);
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static void wr64(uint8_t *p, uint64_t v)
+{
+	wr32(p, (uint32_t)(v >> 32));
+	wr32(p + 4, (uint32_t)v);
+}
+
+long flight_l2_encode(const uint8_t *key, size_t klen, const struct flight_l2_versions *v, const uint8_t *bytes,
+		      size_t len, uint8_t *out, size_t cap)
+{
+	size_t head = MAGIC_LEN + 4 + klen + 4 + (size_t)v->n * 16;
+
+	if (v->n < 0 || v->n > FLIGHT_L2_MAX_VERSIONS || klen > UINT32_MAX || head + len > cap)
+		return -E2BIG;
+	memcpy(out, MAGIC, MAGIC_LEN);
+	wr32(out + MAGIC_LEN, (uint32_t)klen);
+	memcpy(out + MAGIC_LEN + 4, key, klen);
+	uint8_t *q = out + MAGIC_LEN + 4 + klen;
+	wr32(q, (uint32_t)v->n);
+	q += 4;
+	for (int i = 0; i < v->n; i++, q += 16) {
+		wr64(q, v->id[i]);
+		wr64(q + 8, v->v[i]);
+	}
+	memcpy(out + head, bytes, len);
+	return (long)(head + len);
+}
+
+/* Redis is as hostile as any network input: every length is bounded by the value's. */
+bool flight_l2_decode(const uint8_t *p, size_t len, const uint8_t *key, size_t klen,
+		      const struct flight_l2_versions *now, const uint8_t **bytes, size_t *blen)
+{
+	size_t need = MAGIC_LEN + 4;
+
+	if (len < need || memcmp(p, MAGIC, MAGIC_LEN) != 0 || rd32(p + MAGIC_LEN) != klen)
+		return false;
+	need += klen + 4;
+	if (len < need || memcmp(p + MAGIC_LEN + 4, key, klen) != 0)
+		return false;
+	const uint8_t *q = p + MAGIC_LEN + 4 + klen;
+	if (rd32(q) != (uint32_t)now->n)
+		return false;
+	q += 4;
+	need += (size_t)now->n * 16;
+	if (len < need)
+		return false;
+	for (int i = 0; i < now->n; i++, q += 16)
+		if (rd64(q) != now->id[i] || rd64(q + 8) != now->v[i])
+			return false; /* written since, or another key's entry under a colliding name */
+	*bytes = p + need;
+	*blen = len - need;
+	return true;
+}
+
+/* The entry, checked: its whole key and every version equal; else a miss. */
+static void on_entry(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct flight_l2_req *r = privdata;
+	redisReply *rep = reply;
+	const uint8_t *bytes;
+	size_t blen;
+	(void)ac;
+
+	if (!rep || (rep->type != REDIS_REPLY_STRING && rep->type != REDIS_REPLY_NIL)) {
+		if (!r->failed)
+			l2_error(r->l2, rep ? "unexpected GET reply" : "no reply (timeout or disconnect)",
+				 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : NULL);
+		r->failed = true;
+	}
+	if (!r->failed && rep->type == REDIS_REPLY_STRING &&
+	    flight_l2_decode((const uint8_t *)rep->str, rep->len, r->key, r->klen, &r->v, &bytes, &blen))
+		req_end(r, bytes, blen);
+	else
+		req_end(r, NULL, 0);
+}
+
+static void req_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct flight_l2_req *r = t->data;
+	struct flight_l2 *l = r->l2;
+	(void)loop;
+	(void)revents;
+	/* A server that does not answer within the bound answers nothing more on this
+	 * connection: drop it (every pending request ends, r included) and make another. */
+	l2_error(l, "timed out", NULL);
+	r->failed = true; /* counted once */
+	drop(l);
+}
+
+int flight_l2_get(struct worker *w, struct flight_counters *k, const uint8_t *key, size_t klen,
+		  const char *database, const struct flight_decision *d, flight_l2_done_fn *done, void *arg,
+		  struct flight_l2_req **out)
+{
+	struct flight_l2 *l = l2_of(w, k);
+	char names[FLIGHT_L2_MAX_VERSIONS][256 + HEX_ID];
+	char entry[256 + HEX_ID];
+	const char *argv[FLIGHT_L2_MAX_VERSIONS + 1];
+
+	if (!l)
+		return -ENOMEM;
+	if (!l->connected || !l->ac) {
+		l2_error(l, "not connected", NULL);
+		return -ENOTCONN;
+	}
+	struct flight_l2_req *r = calloc(1, sizeof(*r) + klen);
+	if (!r)
+		return -ENOMEM;
+	r->l2 = l;
+	r->done = done;
+	r->arg = arg;
+	r->klen = klen;
+	memcpy(r->key, key, klen);
+	argv[0] = "MGET";
+	for (int i = 0; i < d->ntables; i++) {
+		r->v.id[i] = flight_l2_table_id(database, d->tables[i].name);
+		hex_id(names[i], l->cfg->prefix, "v:", r->v.id[i]);
+		argv[i + 1] = names[i];
+	}
+	r->v.id[d->ntables] = flight_l2_db_id(database);
+	hex_id(names[d->ntables], l->cfg->prefix, "v:", r->v.id[d->ntables]);
+	argv[d->ntables + 1] = names[d->ntables];
+	r->v.n = d->ntables + 1;
+	entry_name(entry, l->cfg->prefix, key, klen);
+	const char *get[] = { "GET", entry };
+	if (redisAsyncCommandArgv(l->ac, on_versions, r, r->v.n + 1, argv, NULL) != REDIS_OK) {
+		free(r);
+		l2_error(l, "cannot send", NULL);
+		return -EIO;
+	}
+	if (redisAsyncCommandArgv(l->ac, on_entry, r, 2, get, NULL) != REDIS_OK) {
+		/* MGET is queued with r: let its answer end it as a failure. */
+		r->failed = true;
+		r->done = NULL;
+		l2_error(l, "cannot send", NULL);
+		return -EIO;
+	}
+	ev_timer_init(&r->timer, req_timeout_cb, (double)l->cfg->timeout_ms / 1000.0, 0.);
+	r->timer.data = r;
+	ev_timer_start(w->loop, &r->timer);
+	*out = r;
+	return 0;
+}
+
+void flight_l2_cancel(struct flight_l2_req *r)
+{
+	r->done = NULL;
+}
+
+void flight_l2_put(struct worker *w, struct flight_counters *k, const uint8_t *key, size_t klen,
+		   const struct flight_l2_versions *v, const uint8_t *bytes, size_t len, uint64_t ttl_ms)
+{
+	struct flight_l2 *l = l2_of(w, k);
+	char entry[256 + HEX_ID], ttl[24];
+
+	if (!l || !l->connected || !l->ac)
+		return;
+	size_t cap = MAGIC_LEN + 8 + klen + (size_t)v->n * 16 + len;
+	uint8_t *val = malloc(cap);
+	if (!val) {
+		l2_error(l, "no memory for a store", NULL);
+		return;
+	}
+	long vlen = flight_l2_encode(key, klen, v, bytes, len, val, cap);
+	if (vlen < 0) {
+		free(val);
+		return;
+	}
+	entry_name(entry, l->cfg->prefix, key, klen);
+	snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)ttl_ms);
+	const char *argv[] = { "SET", entry, (const char *)val, "PX", ttl };
+	size_t argl[] = { 3, strlen(entry), (size_t)vlen, 2, strlen(ttl) };
+	if (redisAsyncCommandArgv(l->ac, NULL, NULL, 5, argv, argl) != REDIS_OK)
+		l2_error(l, "cannot send a store", NULL);
+	else
+		atomic_fetch_add_explicit(&k->l2_stores, 1, memory_order_relaxed);
+	free(val); /* hiredis copied it into its output buffer */
+}
+
+static void on_incr(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	(void)ac;
+	(void)reply;
+	atomic_fetch_sub((_Atomic uint32_t *)privdata, 1);
+}
+
+void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, _Atomic uint32_t *const *pending,
+		    int n)
+{
+	struct flight_l2 *l = l2_of(w, k);
+	char name[256 + HEX_ID];
+
+	if (!l || n == 0)
+		return;
+	if (!l->connected || !l->ac) {
+		l2_error(l, "a write's invalidation is lost (not connected)", NULL);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		hex_id(name, l->cfg->prefix, "v:", ids[i]);
+		const char *argv[] = { "INCR", name };
+		atomic_fetch_add(pending[i], 1);
+		if (redisAsyncCommandArgv(l->ac, on_incr, (void *)pending[i], 2, argv, NULL) != REDIS_OK) {
+			atomic_fetch_sub(pending[i], 1);
+			l2_error(l, "cannot send an invalidation", NULL);
+		}
+	}
+}
+
+void flight_l2_start(struct worker *w, void *arg)
+{
+	(void)arg;
+	(void)l2_of(w, &w->rt->flight->counters);
+}
+
+void flight_l2_close(struct worker *w)
+{
+	struct flight_l2 *l = w->l2;
+
+	if (!l)
+		return;
+	ev_timer_stop(w->loop, &l->retry);
+	ev_timer_stop(w->loop, &l->connect);
+	if (l->ac) {
+		redisAsyncContext *ac = l->ac;
+		l->ac = NULL;
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+	w->l2 = NULL;
+	free(l);
+}

@@ -1,0 +1,85 @@
+/* The result cache's L2: Redis, shared by several tusk processes (docs/cache.md).
+ *
+ * Each worker has its own hiredis async connection on its own libev loop (made on first use,
+ * on the worker's thread): a lookup's answer comes back on the thread of the client that
+ * asked, so no cross-thread path is needed, and no worker ever blocks. Every command is
+ * bounded by redis.timeout; a timeout drops the connection (its pending lookups end as
+ * misses) and it is made again with backoff. An error of any kind is a miss, counted in
+ * l2_errors and logged at most once every 10 s per worker; never an error to a client.
+ *
+ * Redis keys (prefix + ...): "e1:" + 128-bit hash of the whole key -> an entry, with a TTL;
+ * "v:" + 64-bit hash of (database, table) (even) or of database (odd) -> version counters, bumped (INCR) by a write that commits through any tusk. An entry holds the whole
+ * key (compared on read) and the versions its query saw before it was sent; it is served
+ * only while they equal the counters read with it. */
+#ifndef TUSK_FLIGHT_L2_H
+#define TUSK_FLIGHT_L2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "flight/decide.h"
+
+struct worker;
+struct flight_counters;
+
+#define FLIGHT_L2_MAX_VERSIONS (FLIGHT_MAX_TABLES + 1) /* the tables', then the database's */
+
+struct flight_l2_versions {
+	int n;
+	uint64_t id[FLIGHT_L2_MAX_VERSIONS];
+	uint64_t v[FLIGHT_L2_MAX_VERSIONS];
+};
+
+/* What a lookup found. bytes (the result, not yet checked as messages) is valid only during
+ * the callback; NULL: a miss (error counted already when error). */
+struct flight_l2_answer {
+	const uint8_t *bytes;
+	size_t len;
+	bool error;
+	const struct flight_l2_versions *versions; /* as read now: what a fill stores */
+};
+
+typedef void flight_l2_done_fn(void *arg, const struct flight_l2_answer *a);
+
+struct flight_l2_req;
+
+bool flight_l2_configured(const struct tusk_config *cfg);
+
+uint64_t flight_l2_table_id(const char *database, const char *table);
+uint64_t flight_l2_db_id(const char *database);
+
+/* On w's thread: look key up, with the version counters of d's tables in database. 0: done
+ * will be called exactly once, later, on w's thread (unless cancelled), *out is the request;
+ * -errno: not connected or no memory (counted as an l2 error; a miss, now). */
+__attribute__((warn_unused_result))
+int flight_l2_get(struct worker *w, struct flight_counters *k, const uint8_t *key, size_t klen,
+		  const char *database, const struct flight_decision *d, flight_l2_done_fn *done, void *arg,
+		  struct flight_l2_req **out);
+/* The asker let go: done is never called. */
+void flight_l2_cancel(struct flight_l2_req *r);
+/* Keep a result with the versions a lookup read, for ttl_ms. Fire and forget. */
+void flight_l2_put(struct worker *w, struct flight_counters *k, const uint8_t *key, size_t klen,
+		   const struct flight_l2_versions *v, const uint8_t *bytes, size_t len, uint64_t ttl_ms);
+/* A write is sent or committed: INCR these counters. Each pending[i] counts the INCR until
+ * Redis answers it (or the connection ends). Lost while Redis is unreachable (logged and
+ * counted; the TTL is the backstop, docs/cache.md). */
+void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, _Atomic uint32_t *const *pending,
+		    int n);
+/* An entry's value: format, whole key, versions (id, value), reply bytes. Pure. encode:
+ * length written or -E2BIG (more than cap). decode: true when the value is well formed, holds
+ * exactly key and exactly the versions of now (ids and values, in order): *bytes (inside p)
+ * and *blen are the reply, not yet checked as messages. */
+__attribute__((warn_unused_result))
+long flight_l2_encode(const uint8_t *key, size_t klen, const struct flight_l2_versions *v, const uint8_t *bytes,
+		      size_t len, uint8_t *out, size_t cap);
+__attribute__((warn_unused_result))
+bool flight_l2_decode(const uint8_t *p, size_t len, const uint8_t *key, size_t klen,
+		      const struct flight_l2_versions *now, const uint8_t **bytes, size_t *blen);
+/* A WORKER_MSG_CALL: connect now (arg unused). */
+void flight_l2_start(struct worker *w, void *arg);
+/* On w's thread, at its end: drop the connection (pending lookups end as misses). */
+void flight_l2_close(struct worker *w);
+
+#endif

@@ -1,0 +1,652 @@
+/* The cache's side of a client (serve.h).
+ *
+ * Order of a cacheable request: decide (libpg_query), build the key, snapshot the versions of
+ * its tables, look in L1, else join or lead a flight. The snapshot is taken before the query
+ * is sent, and a result is kept only if the versions are unchanged when it is complete (a
+ * write that committed meanwhile bumped them): the fill-versus-write race never stores a
+ * result older than a write tusk saw commit. Writes bump at send and again at the
+ * ReadyForQuery that ends their transaction (or when their client leaves). */
+#include "flight/serve.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "flight/cache.h"
+#include "flight/decide.h"
+#include "flight/key.h"
+#include "flight/l2.h"
+#include "flight/policy.h"
+#include "frontend/client_int.h"
+#include "frontend/session.h"
+#include "pool/pool.h"
+#include "proto/proto.h"
+#include "runtime/runtime.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define KEY_BUF (FLIGHT_MAX_SQL + 16384) /* on the worker's stack: query plus session settings */
+#define MAX_PARAMS 64
+
+struct flight_client {
+	struct flight *lead;         /* the flight this client's query in flight leads */
+	bool lead_store;             /* keep its result in L1 (cache: on) */
+	double lead_ttl;
+	struct flight_waiter *wait;  /* the flight this client waits on (its reference) */
+	bool bypass_once;            /* released waiter: its request runs on its own */
+	/* L2 (l2.h): the lookup a leader waits on before its query goes to a server; the key
+	 * without the process-local rule tag (other tusks judge with their own rules before
+	 * they look); the versions the lookup read, which a fill stores */
+	struct flight_l2_req *l2req;
+	bool l2_checked;             /* looked: the request goes to a server now */
+	bool l2_store;               /* the lookup answered: its versions are good to store with */
+	uint8_t *l2key;
+	size_t l2klen;
+	struct flight_l2_versions l2v;
+	uint64_t lead_ttl_ms;
+	uint64_t l2bump[FLIGHT_L2_MAX_VERSIONS];
+	uint16_t l2slot[FLIGHT_L2_MAX_VERSIONS]; /* l2bump[i]'s local slot (its pending INCRs) */
+	int nl2bump;
+	/* invalidations owed at the end of the transaction */
+	uint16_t bump[FLIGHT_MAX_TABLES];
+	int nbump;
+	bool bump_db;
+	/* what the last classified text writes, and the unnamed statement's (Bind runs it again) */
+	struct flight_write last, unnamed;
+};
+
+static struct flight_cache *cache_of(const struct client *c)
+{
+	return c->worker->rt->flight;
+}
+
+static struct flight_client *state_of(struct client *c)
+{
+	if (!c->flight)
+		c->flight = calloc(1, sizeof(*c->flight));
+	return c->flight;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* The result plus ReadyForQuery 'I' in place of the Query of qlen bytes at the head of rbuf.
+ * 1 answered, 0 no room in wbuf (nothing done), -1 the client was closed. */
+static int serve(struct client *c, const struct flight_result *r, size_t qlen)
+{
+	buf_compact(&c->wbuf);
+	if (buf_room(&c->wbuf) < r->len + 6)
+		return 0;
+	if (buf_append(&c->wbuf, r->bytes, r->len) < 0 || proto_put_ready(&c->wbuf, 'I') < 0)
+		return 0; /* cannot happen: room checked */
+	buf_consume(&c->rbuf, qlen);
+	if (client_write_wbuf(c) < 0) {
+		client_close(c, "write to client failed");
+		return -1;
+	}
+	client_update_io(c);
+	return 1;
+}
+
+static size_t head_query_len(const struct client *c)
+{
+	return (size_t)be32(buf_head(&c->rbuf) + 1) + 1;
+}
+
+static long build_key(struct client *c, const char *sql, size_t len, bool local, uint8_t *out, size_t cap)
+{
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	struct flight_param params[MAX_PARAMS];
+	int n = 0;
+	size_t pos = 0;
+	const char *name, *value;
+
+	while (session_param_next(&c->session, &pos, &name, &value)) {
+		if (n == MAX_PARAMS)
+			return -1;
+		params[n++] = (struct flight_param){ name, value };
+	}
+	struct flight_key_input in = {
+		.service = rule->service_name,
+		.server_user = rule->server_user ? rule->server_user : "",
+		.server_db = rule->server_database ? rule->server_database : c->database,
+		.database = c->database,
+		.user = c->user,
+		.role = c->user, /* SET ROLE and SET SESSION AUTHORIZATION pin, and pinned clients bypass */
+		/* Generations are kept until exit, so a rule's address names it for good. */
+		.policy_tag = local ? (uint64_t)(uintptr_t)rule : 0,
+		.params = params,
+		.nparams = n,
+		/* The carried SETs (search_path, extra_float_digits, ...) verbatim: session.h keeps
+		 * them private, but the key must hold exactly what the servers get replayed. */
+		.carry = c->session.carry,
+		.carry_len = c->session.carry_len,
+		.protocol = FLIGHT_PROTO_SIMPLE,
+		.query = sql,
+		.query_len = len,
+	};
+	return flight_key_build(&in, out, cap);
+}
+
+static void deliver(struct worker *w, void *arg);
+
+/* On the leader's worker, lock released: hand each waiter its answer on its own worker. */
+static void post_waiter(struct flight_waiter *fw, void *arg)
+{
+	struct worker *self = arg;
+	struct worker_msg *m = calloc(1, sizeof(*m));
+
+	if (!m) {
+		/* Its deadline (cache_coalesce_wait) releases it instead. */
+		flight_waiter_put(fw);
+		return;
+	}
+	m->kind = WORKER_MSG_CALL;
+	m->call = deliver;
+	m->arg = fw; /* takes over the list's reference */
+	if (fw->worker == self)
+		worker_post_local(self, m);
+	else
+		worker_post(fw->worker, m);
+}
+
+static void end_lead(struct client *c, bool ok)
+{
+	struct flight_client *fc = c->flight;
+	struct flight_cache *cache = cache_of(c);
+	struct flight *f = fc->lead;
+
+	fc->lead = NULL;
+	free(fc->l2key);
+	fc->l2key = NULL;
+	fc->l2_store = false;
+	flight_result_put(flight_end(&cache->flights, f, ok, post_waiter, c->worker));
+}
+
+/* Whether a write through this tusk to one of v's tables (or its database) has an INCR Redis
+ * has not answered yet: Redis may not count it yet, so its versions cannot be trusted for a
+ * read that began after the write was sent (read-your-writes across workers). */
+static bool l2_pending(struct flight_cache *cache, const struct flight_versions *v)
+{
+	if (atomic_load(&cache->l2_pending[FLIGHT_INVAL_SLOTS + v->db_slot]))
+		return true;
+	for (int i = 0; i < v->n; i++)
+		if (atomic_load(&cache->l2_pending[v->slot[i]]))
+			return true;
+	return false;
+}
+
+/* On the client's worker: what Redis had for the leader's key. */
+static void l2_done(void *arg, const struct flight_l2_answer *a)
+{
+	struct client *c = arg;
+	struct flight_client *fc = c->flight;
+	struct flight_cache *cache = cache_of(c);
+	static const uint8_t ready[] = { 'Z', 0, 0, 0, 5, 'I' };
+
+	fc->l2req = NULL;
+	if (a->bytes && fc->lead) {
+		/* The bytes are checked as a reply before anyone gets them: only RowDescription,
+		 * DataRow and CommandComplete pass, whatever Redis holds. */
+		int rc = flight_feed(fc->lead, a->bytes, a->len);
+		if (rc == 0)
+			rc = flight_feed(fc->lead, ready, sizeof(ready));
+		if (rc == 1) {
+			struct flight *f = fc->lead;
+			fc->lead = NULL;
+			free(fc->l2key);
+			fc->l2key = NULL;
+			struct flight_result *r = flight_end(&cache->flights, f, true, post_waiter, c->worker);
+			int served = r ? serve(c, r, head_query_len(c)) : 0;
+			flight_result_put(r);
+			if (served < 0)
+				return;
+			if (served > 0) {
+				log_debug(c->id, c->ctx, "answered from the cache's L2");
+				if (!buf_empty(&c->rbuf))
+					client_need_server(c);
+				return;
+			}
+			fc->bypass_once = true; /* no room to answer whole: run it */
+			client_need_server(c);
+			return;
+		}
+		atomic_fetch_add_explicit(&cache->counters.l2_errors, 1, memory_order_relaxed);
+		log_debug(c->id, c->ctx, "an L2 entry is not a shareable reply: ignored");
+		/* The flight took bytes it must not keep: end it, and run the query alone. */
+		end_lead(c, false);
+		fc->bypass_once = true;
+		client_need_server(c);
+		return;
+	}
+	fc->l2v = *a->versions;
+	fc->l2_store = !a->error && fc->lead;
+	fc->l2_checked = true;
+	client_need_server(c);
+}
+
+bool flight_client_request(struct client *c)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_client *fc = c->flight;
+	struct flight_policy p;
+	struct flight_decision d;
+	struct flight_versions v;
+	uint8_t key[KEY_BUF];
+
+	if (fc && (fc->wait || fc->l2req))
+		return true; /* still waiting: later bytes stay behind the request */
+	if (fc && fc->l2_checked) {
+		fc->l2_checked = false;
+		return false; /* L2 had nothing: the leader's query goes to a server */
+	}
+	if (!cache || c->admin || !c->pool || c->mode != POOL_MODE_TRANSACTION)
+		return false;
+	if (fc && fc->bypass_once) {
+		fc->bypass_once = false;
+		return false;
+	}
+	flight_policy_resolve(c->worker->rt->cfg, pool_rule(c->pool), &p);
+	if (p.mode <= CONFIG_CACHE_OFF)
+		return false;
+	const uint8_t *m = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf);
+	if (avail < PROTO_HDR_LEN || m[0] != 'Q' || be32(m + 1) < 5 || (size_t)be32(m + 1) + 1 != avail) {
+		atomic_fetch_add_explicit(&cache->counters.bypass_state[FLIGHT_BYPASS_PIPELINED], 1, memory_order_relaxed);
+		return false;
+	}
+	/* The classifier reads SQL as a PostgreSQL 15 server with standard strings does; a
+	 * session that reads it otherwise, or whose settings are in motion, is not judged. */
+	if (c->pinned || c->backslash_quotes || c->lex_pending || c->session.pending_len) {
+		atomic_fetch_add_explicit(&cache->counters.bypass_state[FLIGHT_BYPASS_SESSION], 1, memory_order_relaxed);
+		return false;
+	}
+	const char *sql = (const char *)m + PROTO_HDR_LEN;
+	size_t sql_len = strnlen(sql, avail - PROTO_HDR_LEN);
+	if (sql_len > FLIGHT_MAX_SQL) {
+		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TOO_BIG], 1, memory_order_relaxed);
+		return false;
+	}
+	long klen = build_key(c, sql, sql_len, true, key, sizeof(key));
+	if (klen < 0) {
+		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TOO_BIG], 1, memory_order_relaxed);
+		return false;
+	}
+	uint64_t hash = flight_key_hash(key, (size_t)klen);
+
+	/* A kept result under this very key was judged cacheable under these very rules (the
+	 * key holds the text and the rule): a hit needs no parse. */
+	if (p.mode == CONFIG_CACHE_ON) {
+		enum flight_lru_outcome out;
+		struct flight_result *r =
+			flight_lru_get(cache->lru, &cache->inval, key, (size_t)klen, hash, ev_now(c->worker->loop), &out);
+		if (out == FLIGHT_LRU_STALE)
+			atomic_fetch_add_explicit(&cache->counters.invalidations, 1, memory_order_relaxed);
+		else if (out == FLIGHT_LRU_EXPIRED)
+			atomic_fetch_add_explicit(&cache->counters.expirations, 1, memory_order_relaxed);
+		if (r) {
+			int served = serve(c, r, avail);
+			flight_result_put(r);
+			if (served != 0) {
+				atomic_fetch_add_explicit(&cache->counters.hits, 1, memory_order_relaxed);
+				if (served > 0)
+					log_debug(c->id, c->ctx, "answered from the cache");
+				return true;
+			}
+		}
+	}
+	flight_decide(sql, sql_len, &p.tables, &d);
+	if (d.verdict != FLIGHT_OK) {
+		atomic_fetch_add_explicit(&cache->counters.bypass[d.verdict], 1, memory_order_relaxed);
+		return false;
+	}
+	/* Before the query is sent (the leader's) or joined (a waiter's): see serve.h. */
+	flight_inval_snapshot(&cache->inval, c->database, &d, &v);
+	fc = state_of(c);
+	if (!fc)
+		return false;
+	struct flight *lead;
+	struct flight_waiter *wait;
+	/* A waiter's answer must fit its write buffer whole (serve): a larger result is not
+	 * worth gathering. */
+	size_t max = p.max_result < c->wbuf.cap - 6 ? p.max_result : c->wbuf.cap - 6;
+	switch (flight_join(&cache->flights, key, (size_t)klen, hash, &v, max, c->worker, c, &lead, &wait)) {
+	case FLIGHT_ROLE_LEAD:
+		fc->lead = lead;
+		fc->lead_store = p.mode == CONFIG_CACHE_ON;
+		fc->lead_ttl = (double)p.ttl_ms / 1000.0;
+		fc->lead_ttl_ms = p.ttl_ms;
+		atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);
+		if (fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, &v)) {
+			/* The L2 key: the same request without this process's rule tag. */
+			klen = build_key(c, sql, sql_len, false, key, sizeof(key));
+			fc->l2key = klen > 0 ? malloc((size_t)klen) : NULL;
+			if (!fc->l2key)
+				return false;
+			memcpy(fc->l2key, key, (size_t)klen);
+			fc->l2klen = (size_t)klen;
+			if (flight_l2_get(c->worker, &cache->counters, key, (size_t)klen, c->database, &d, l2_done, c,
+					  &fc->l2req) == 0)
+				return true; /* l2_done goes on */
+			fc->l2req = NULL;
+		}
+		return false;
+	case FLIGHT_ROLE_WAIT:
+		fc->wait = wait;
+		atomic_fetch_add_explicit(&cache->counters.joins, 1, memory_order_relaxed);
+		ev_timer_stop(c->worker->loop, &c->timer);
+		ev_timer_set(&c->timer, (double)p.coalesce_wait_ms / 1000.0, 0.);
+		ev_timer_start(c->worker->loop, &c->timer);
+		log_debug(c->id, c->ctx, "waiting on an identical query in flight");
+		return true;
+	case FLIGHT_ROLE_ALONE:
+		break;
+	}
+	return false;
+}
+
+/* The waiter let go (deadline, cancel, close): no answer will be used. */
+static void stop_waiting(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+	struct flight_waiter *fw = fc->wait;
+
+	fc->wait = NULL;
+	fw->client = NULL;
+	(void)flight_leave(&cache_of(c)->flights, fw);
+	flight_waiter_put(fw);
+	ev_timer_stop(c->worker->loop, &c->timer);
+}
+
+/* On the waiter's worker: the flight it waited on is over. */
+static void deliver(struct worker *w, void *arg)
+{
+	struct flight_waiter *fw = arg;
+	struct client *c = fw->client;
+
+	if (c && !w->stopping) {
+		struct flight_client *fc = c->flight;
+		struct flight_cache *cache = cache_of(c);
+		struct flight_result *r = fw->result;
+		fc->wait = NULL;
+		fw->client = NULL;
+		ev_timer_stop(w->loop, &c->timer);
+		int served = r ? serve(c, r, head_query_len(c)) : 0;
+		flight_waiter_put(fw); /* the client's reference */
+		if (served > 0) {
+			atomic_fetch_add_explicit(&cache->counters.join_served, 1, memory_order_relaxed);
+			if (!buf_empty(&c->rbuf))
+				client_need_server(c);
+		} else if (served == 0) {
+			atomic_fetch_add_explicit(&cache->counters.waiter_fallbacks, 1, memory_order_relaxed);
+			fc->bypass_once = true;
+			client_need_server(c);
+		}
+	}
+	flight_waiter_put(fw); /* the message's */
+}
+
+void flight_client_timer(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+
+	if (!fc || !fc->wait)
+		return;
+	stop_waiting(c);
+	atomic_fetch_add_explicit(&cache_of(c)->counters.waiter_fallbacks, 1, memory_order_relaxed);
+	log_debug(c->id, c->ctx, "the identical query did not finish within cache_coalesce_wait: running it");
+	fc->bypass_once = true;
+	client_need_server(c);
+}
+
+bool flight_client_cancel(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+	char msg[128];
+
+	if (!fc || !fc->wait)
+		return false;
+	stop_waiting(c);
+	atomic_fetch_add_explicit(&cache_of(c)->counters.waiter_cancels, 1, memory_order_relaxed);
+	buf_consume(&c->rbuf, head_query_len(c));
+	snprintf(msg, sizeof(msg), "tusk %s: canceling statement due to user request", c->id);
+	buf_compact(&c->wbuf);
+	if (proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
+		client_close(c, "no room for the cancel's error");
+		return true;
+	}
+	if (client_write_wbuf(c) < 0) {
+		client_close(c, "write to client failed");
+		return true;
+	}
+	client_update_io(c);
+	if (!buf_empty(&c->rbuf))
+		client_need_server(c);
+	return true;
+}
+
+static void apply_bumps(struct client *c, bool clear)
+{
+	struct flight_client *fc = c->flight;
+	struct flight_cache *cache = cache_of(c);
+
+	for (int i = 0; i < fc->nbump; i++)
+		flight_inval_bump(&cache->inval, fc->bump[i]);
+	if (fc->nbump)
+		atomic_fetch_add_explicit(&cache->counters.table_bumps, (uint64_t)fc->nbump, memory_order_relaxed);
+	if (fc->bump_db) {
+		flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
+		atomic_fetch_add_explicit(&cache->counters.db_bumps, 1, memory_order_relaxed);
+	}
+	if (flight_l2_configured(c->worker->rt->cfg)) {
+		uint64_t ids[FLIGHT_L2_MAX_VERSIONS + 1];
+		_Atomic uint32_t *pending[FLIGHT_L2_MAX_VERSIONS + 1];
+		int n = fc->nl2bump;
+		memcpy(ids, fc->l2bump, (size_t)n * sizeof(ids[0]));
+		for (int i = 0; i < n; i++)
+			pending[i] = &cache->l2_pending[fc->l2slot[i]];
+		if (fc->bump_db) {
+			ids[n] = flight_l2_db_id(c->database);
+			pending[n++] = &cache->l2_pending[FLIGHT_INVAL_SLOTS + flight_inval_db_slot(c->database)];
+		}
+		flight_l2_bump(c->worker, &cache->counters, ids, pending, n);
+	}
+	if (clear) {
+		fc->nbump = 0;
+		fc->nl2bump = 0;
+		fc->bump_db = false;
+	}
+}
+
+void flight_client_closed(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+
+	if (!fc)
+		return;
+	if (fc->wait)
+		stop_waiting(c);
+	if (fc->l2req) {
+		flight_l2_cancel(fc->l2req);
+		fc->l2req = NULL;
+	}
+	if (fc->lead) {
+		atomic_fetch_add_explicit(&cache_of(c)->counters.leader_failures, 1, memory_order_relaxed);
+		end_lead(c, false);
+	}
+	/* A write whose end was not seen may still commit: its tables go stale now. */
+	apply_bumps(c, true);
+	free(fc);
+	c->flight = NULL;
+}
+
+void flight_client_scanned(struct client *c, const uint8_t *p, size_t n)
+{
+	struct flight_client *fc = c->flight;
+
+	if (!fc || !fc->lead || n == 0)
+		return;
+	struct flight_cache *cache = cache_of(c);
+	int rc = flight_feed(fc->lead, p, n);
+	if (rc == 0)
+		return;
+	if (rc < 0) {
+		atomic_fetch_add_explicit(&cache->counters.leader_failures, 1, memory_order_relaxed);
+		end_lead(c, false);
+		return;
+	}
+	if (fc->lead_store && flight_l2_configured(c->worker->rt->cfg)) {
+		/* With L2, Redis alone keeps results: an L1 copy would not see writes through the
+		 * other tusks. Kept with the versions Redis had before the query was sent. */
+		if (fc->l2_store && fc->l2key && flight_inval_current(&cache->inval, flight_versions_of(fc->lead))) {
+			const struct flight_result *r = flight_result_of(fc->lead);
+			flight_l2_put(c->worker, &cache->counters, fc->l2key, fc->l2klen, &fc->l2v, r->bytes, r->len,
+				      fc->lead_ttl_ms);
+		} else if (fc->l2_store) {
+			atomic_fetch_add_explicit(&cache->counters.store_races, 1, memory_order_relaxed);
+		}
+	} else if (fc->lead_store) {
+		/* Kept only if no write to its tables committed since the versions were read. */
+		if (flight_inval_current(&cache->inval, flight_versions_of(fc->lead))) {
+			size_t klen;
+			uint64_t hash;
+			const uint8_t *key = flight_key_of(fc->lead, &klen, &hash);
+			int ev = flight_lru_put(cache->lru, key, klen, hash, flight_versions_of(fc->lead), c->database,
+						flight_result_of(fc->lead), ev_now(c->worker->loop) + fc->lead_ttl);
+			atomic_fetch_add_explicit(&cache->counters.stores, 1, memory_order_relaxed);
+			if (ev)
+				atomic_fetch_add_explicit(&cache->counters.evictions, (uint64_t)ev, memory_order_relaxed);
+		} else {
+			atomic_fetch_add_explicit(&cache->counters.store_races, 1, memory_order_relaxed);
+		}
+	}
+	end_lead(c, true);
+}
+
+static void note_bump(struct client *c, const char *table)
+{
+	struct flight_client *fc = c->flight;
+	uint16_t slot = flight_inval_slot(c->database, table);
+	uint64_t id = flight_l2_table_id(c->database, table);
+	bool have = false;
+
+	for (int i = 0; i < fc->nl2bump && !have; i++)
+		have = fc->l2bump[i] == id;
+	if (!have && fc->nl2bump < FLIGHT_MAX_TABLES) {
+		fc->l2slot[fc->nl2bump] = slot;
+		fc->l2bump[fc->nl2bump++] = id;
+	} else if (!have)
+		fc->bump_db = true;
+	for (int i = 0; i < fc->nbump; i++)
+		if (fc->bump[i] == slot)
+			return;
+	if (fc->nbump == FLIGHT_MAX_TABLES)
+		fc->bump_db = true;
+	else
+		fc->bump[fc->nbump++] = slot;
+}
+
+static void bump_db_now(struct client *c)
+{
+	struct flight_cache *cache = cache_of(c);
+	uint64_t id = flight_l2_db_id(c->database);
+	_Atomic uint32_t *pending = &cache->l2_pending[FLIGHT_INVAL_SLOTS + flight_inval_db_slot(c->database)];
+
+	flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
+	flight_l2_bump(c->worker, &cache->counters, &id, &pending, 1);
+}
+
+static void note_write(struct client *c, const struct flight_write *w)
+{
+
+	if (!w->flush_db && w->ntables == 0)
+		return;
+	if (!state_of(c)) {
+		/* No memory to remember it for the end of the transaction: now is all there is. */
+		bump_db_now(c);
+		return;
+	}
+	for (int i = 0; i < w->ntables; i++)
+		note_bump(c, w->tables[i].name);
+	if (w->flush_db)
+		c->flight->bump_db = true;
+	/* Now as well: entries and flights from before the write stop being used at once. */
+	apply_bumps(c, false);
+}
+
+static bool tracking(const struct client *c)
+{
+	return c->worker->rt->flight && !c->admin && flight_cache_tracking(c->worker->rt->cfg);
+}
+
+void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
+{
+	struct flight_write w;
+
+	if (!tracking(c))
+		return;
+	if (c->flight && c->flight->lead)
+		return; /* the leader's own query: a read, judged already */
+	flight_classify_write(sql, len, &w);
+	if (c->flight || ((w.flush_db || w.ntables) && state_of(c))) {
+		struct flight_write *u = &c->flight->unnamed;
+		c->flight->last = w;
+		/* Until flight_client_parsed says which text the unnamed statement is (a Parse too
+		 * big for the read buffer reaches here without it), it may be any of them. */
+		u->flush_db |= w.flush_db;
+		for (int i = 0; i < w.ntables && !u->flush_db; i++) {
+			bool have = false;
+			for (int k = 0; k < u->ntables && !have; k++)
+				have = strcmp(u->tables[k].name, w.tables[i].name) == 0;
+			if (!have && u->ntables == FLIGHT_MAX_TABLES)
+				u->flush_db = true;
+			else if (!have)
+				u->tables[u->ntables++] = w.tables[i];
+		}
+	}
+	note_write(c, &w);
+}
+
+void flight_client_parsed(struct client *c, bool unnamed)
+{
+	if (unnamed && tracking(c) && c->flight)
+		c->flight->unnamed = c->flight->last;
+}
+
+void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len)
+{
+	struct flight_write w;
+
+	if (!tracking(c))
+		return;
+	if (text) {
+		flight_classify_write(text, len, &w);
+		note_write(c, &w);
+	} else if (unnamed) {
+		if (c->flight)
+			note_write(c, &c->flight->unnamed);
+	} else {
+		flight_client_sent_opaque(c);
+	}
+}
+
+void flight_client_sent_opaque(struct client *c)
+{
+	if (!tracking(c))
+		return;
+	if (!state_of(c)) {
+		bump_db_now(c);
+		return;
+	}
+	if (!c->flight->bump_db) {
+		c->flight->bump_db = true;
+		apply_bumps(c, false);
+	}
+}
+
+void flight_client_ready(struct client *c)
+{
+	if (c->flight && (c->flight->nbump || c->flight->bump_db))
+		apply_bumps(c, true);
+}

@@ -1,0 +1,41 @@
+/* The cache's side of a client (transaction pooling, simple protocol): answering a request
+ * from L1, leading or joining a flight, feeding the leader's reply to its flight, waiters'
+ * deadlines and cancels, and the writes every client's statements commit. Like the console,
+ * it sits beside frontend/ and includes frontend/client_int.h; every function runs on the
+ * client's own worker. */
+#ifndef TUSK_FLIGHT_SERVE_H
+#define TUSK_FLIGHT_SERVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct client;
+
+/* client.c, an idle client's bytes need a server: true when the cache took the request (it
+ * was answered, or the client now waits on a flight, or still does); false: claim a server
+ * as usual (the client may now lead a flight). */
+bool flight_client_request(struct client *c);
+/* client.c: the client's CLIENT_IDLE timer fired (a waiter's cache_coalesce_wait). */
+void flight_client_timer(struct client *c);
+/* cancel.c: a CancelRequest for c. True when it cancelled a wait (c got 57014). */
+bool flight_client_cancel(struct client *c);
+/* client.c, client_close: let go of flights, apply pending invalidations, free the state. */
+void flight_client_closed(struct client *c);
+
+/* relay.c: bytes of server replies the relay scanned and forwards to c, in order. */
+void flight_client_scanned(struct client *c, const uint8_t *p, size_t n);
+/* relay.c: a Query or Parse text goes to the server (what it may write is invalidated). */
+void flight_client_sent_sql(struct client *c, const char *sql, size_t len);
+/* relay.c: a Parse went through flight_client_sent_sql just now; unnamed: its Binds run it. */
+void flight_client_parsed(struct client *c, bool unnamed);
+/* relay.c: a Bind goes to the server. text: the named statement's query text when tusk knows
+ * it (classified again: every execution may write); unnamed: the last unnamed Parse's writes
+ * again; otherwise (a name tusk does not track) the database goes stale. */
+void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len);
+/* relay.c: a FunctionCall goes to the server: the database goes stale. */
+void flight_client_sent_opaque(struct client *c);
+/* relay.c: ReadyForQuery 'I': the transaction is over, its writes are visible. */
+void flight_client_ready(struct client *c);
+
+#endif

@@ -1,0 +1,489 @@
+/* Unit tests for src/flight/: the cache configuration (top-level defaults, per-rule overrides,
+ * --check errors), the cacheability decision (what is cached, each bypass reason, table lists)
+ * and the key (every field changes it, parameter order does not, whole keys compared). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "flight/decide.h"
+#include "flight/key.h"
+#include "flight/l2.h"
+#include "flight/policy.h"
+
+/* ---- configuration ---------------------------------------------------------------------- */
+
+static int load_text(const char *yaml, struct tusk_config **cfg, char **errs)
+{
+	char path[64] = "/tmp/tusk_test_flight_XXXXXX.yaml";
+	size_t size, len = strlen(yaml);
+	int fd = mkstemps(path, 5), n;
+	FILE *f;
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, yaml, len), (ssize_t)len);
+	close(fd);
+	f = open_memstream(errs, &size);
+	assert_non_null(f);
+	n = config_load(path, f, cfg);
+	fclose(f);
+	unlink(path);
+	return n;
+}
+
+#define BASE "services:\n  main:\n    hosts: [\"127.0.0.1:5432\"]\n"
+
+static void test_config_defaults_off(void **state)
+{
+	struct tusk_config *cfg;
+	struct flight_policy p;
+	char *errs;
+
+	(void)state;
+	if (load_text(BASE "pools:\n  - mode: transaction\n", &cfg, &errs) != 0)
+		fail_msg("%s", errs);
+	assert_int_equal(cfg->cache, CONFIG_CACHE_OFF);
+	assert_int_equal(cfg->cache_ttl_ms, 10000);
+	assert_int_equal(cfg->cache_max_result, 1u << 20);
+	assert_int_equal(cfg->cache_memory, 64u << 20);
+	assert_int_equal(cfg->cache_coalesce_wait_ms, 5000);
+	flight_policy_resolve(cfg, &cfg->pools[0], &p);
+	assert_int_equal(p.mode, CONFIG_CACHE_OFF);
+	config_free(cfg);
+	free(errs);
+}
+
+static void test_config_rule_inherits_and_overrides(void **state)
+{
+	struct tusk_config *cfg;
+	struct flight_policy p;
+	char *errs;
+
+	(void)state;
+	assert_int_equal(load_text(BASE "cache: coalesce\ncache_ttl: 30s\ncache_tables: [public.t, u]\n"
+				   "cache_exclude_tables: [secret]\n"
+				   "pools:\n"
+				   "  - database: a\n    mode: transaction\n    cache: on\n    cache_ttl: 2s\n"
+				   "    cache_max_result: 64kB\n    cache_coalesce_wait: 250ms\n    cache_tables: [x.y]\n"
+				   "  - database: b\n    mode: transaction\n"
+				   "  - database: c\n", /* session mode: never cached */
+				   &cfg, &errs),
+			 0);
+	flight_policy_resolve(cfg, &cfg->pools[0], &p);
+	assert_int_equal(p.mode, CONFIG_CACHE_ON);
+	assert_int_equal(p.ttl_ms, 2000);
+	assert_int_equal(p.max_result, 64u << 10);
+	assert_int_equal(p.coalesce_wait_ms, 250);
+	assert_int_equal(p.tables.nallow, 1);
+	assert_string_equal(p.tables.allow[0], "x.y");
+	assert_int_equal(p.tables.nexclude, 1); /* inherited */
+	flight_policy_resolve(cfg, &cfg->pools[1], &p);
+	assert_int_equal(p.mode, CONFIG_CACHE_COALESCE);
+	assert_int_equal(p.ttl_ms, 30000);
+	assert_int_equal(p.tables.nallow, 2);
+	assert_string_equal(p.tables.allow[1], "u");
+	flight_policy_resolve(cfg, &cfg->pools[2], &p);
+	assert_int_equal(p.mode, CONFIG_CACHE_OFF);
+	config_free(cfg);
+	free(errs);
+}
+
+static void test_config_errors(void **state)
+{
+	struct tusk_config *cfg;
+	char *errs;
+	int n;
+
+	(void)state;
+	n = load_text(BASE "cache: maybe\ncache_max_result: 10\ncache_tables: [\"a.b.c\", \"\", \"x y\"]\n"
+			   "pools:\n  - database: s\n    cache: on\n  - database: t\n    mode: transaction\n"
+			   "    cache_ttl: 0\n",
+		      &cfg, &errs);
+	assert_null(cfg);
+	assert_int_equal(n, 7);
+	assert_non_null(strstr(errs, ":4: cache: expected one of off, coalesce, on, found \"maybe\""));
+	assert_non_null(strstr(errs, ":5: cache_max_result: \"10\" is out of range"));
+	assert_non_null(strstr(errs, ":6: cache_tables[0]: must be table or schema.table"));
+	assert_non_null(strstr(errs, ":6: cache_tables[1]: must be table or schema.table"));
+	assert_non_null(strstr(errs, ":6: cache_tables[2]: must be table or schema.table"));
+	assert_non_null(strstr(errs, ":8: pools[0].cache: needs mode: transaction (found session)"));
+	assert_non_null(strstr(errs, ":12: pools[1].cache_ttl: \"0\" is out of range"));
+	free(errs);
+}
+
+/* ---- the decision ----------------------------------------------------------------------- */
+
+static enum flight_verdict decide(const char *sql, const struct flight_table_policy *p, struct flight_decision *d)
+{
+	flight_decide(sql, strlen(sql), p, d);
+	return d->verdict;
+}
+
+static void test_decide_cached(void **state)
+{
+	struct flight_decision d;
+	static const char *const ok[] = {
+		"SELECT a, b FROM t WHERE id = 1",
+		"select * from public.t join u using (id) order by 1 limit 5",
+		"SELECT x FROM t WHERE x IN (SELECT y FROM u) AND z IS NULL",
+		"WITH c AS (SELECT a FROM t) SELECT * FROM c",
+		"SELECT 1",
+		"SELECT a::text, CASE WHEN a > 1 THEN 'x' ELSE 'y' END, COALESCE(b, 0) FROM t",
+		"SELECT * FROM t WHERE a = $1",
+		"(SELECT a FROM t) UNION ALL (SELECT a FROM u);",
+		"SELECT 'now is the time' FROM t",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		if (decide(ok[i], NULL, &d) != FLIGHT_OK)
+			fail_msg("%s: %s", ok[i], flight_verdict_name(d.verdict));
+	}
+	assert_int_equal(decide("select * from public.t join u using (id) join T on true", NULL, &d), FLIGHT_OK);
+	assert_int_equal(d.ntables, 3);
+	assert_string_equal(d.tables[0].schema, "public");
+	assert_string_equal(d.tables[0].name, "t");
+	assert_string_equal(d.tables[1].schema, "");
+	assert_string_equal(d.tables[1].name, "u");
+	assert_string_equal(d.tables[2].name, "t"); /* unqualified t is another table than public.t */
+	assert_int_equal(decide("SELECT a FROM t, t, t", NULL, &d), FLIGHT_OK);
+	assert_int_equal(d.ntables, 1);
+}
+
+static void test_decide_bypass(void **state)
+{
+	struct flight_decision d;
+	static const struct {
+		const char *sql;
+		enum flight_verdict want;
+	} cases[] = {
+		{ "INSERT INTO t VALUES (1)", FLIGHT_NOT_SELECT },
+		{ "UPDATE t SET a = 1", FLIGHT_NOT_SELECT },
+		{ "SELECT 1; SELECT 2", FLIGHT_NOT_SELECT },
+		{ "SELEC 1", FLIGHT_NOT_SELECT },
+		{ "", FLIGHT_NOT_SELECT },
+		{ "BEGIN", FLIGHT_NOT_SELECT },
+		{ "SET search_path = x", FLIGHT_NOT_SELECT },
+		{ "EXPLAIN ANALYZE SELECT * FROM t", FLIGHT_NOT_SELECT },
+		{ "SELECT * INTO x FROM t", FLIGHT_NOT_SELECT },
+		{ "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", FLIGHT_UNKNOWN_NODE },
+		{ "SELECT * FROM t FOR UPDATE", FLIGHT_LOCKING },
+		{ "SELECT * FROM (SELECT * FROM t FOR SHARE) s", FLIGHT_LOCKING },
+		{ "SELECT now()", FLIGHT_CALL },
+		{ "SELECT count(*) FROM t", FLIGHT_CALL },
+		{ "SELECT random() FROM t", FLIGHT_CALL },
+		{ "SELECT nextval('s')", FLIGHT_CALL },
+		{ "SELECT CURRENT_TIMESTAMP FROM t", FLIGHT_CALL },
+		{ "SELECT current_user", FLIGHT_CALL },
+		{ "SELECT * FROM generate_series(1, 3)", FLIGHT_CALL },
+		{ "SELECT * FROM t TABLESAMPLE SYSTEM (10)", FLIGHT_CALL },
+		{ "SELECT * FROM t WHERE ts > 'now'", FLIGHT_TIME_LITERAL },
+		{ "SELECT 'today'::date", FLIGHT_TIME_LITERAL },
+		{ "SELECT timestamp ' Tomorrow '", FLIGHT_TIME_LITERAL },
+		{ "SELECT * FROM pg_class", FLIGHT_CATALOG },
+		{ "SELECT * FROM pg_catalog.pg_roles", FLIGHT_CATALOG },
+		{ "SELECT * FROM information_schema.tables", FLIGHT_CATALOG },
+		{ "SELECT * FROM pg_temp.t", FLIGHT_TEMP },
+		{ "SELECT * FROM pg_temp_3.t", FLIGHT_TEMP },
+		{ "SELECT a FROM t WHERE b = (SELECT max(b) FROM t)", FLIGHT_CALL },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		if (decide(cases[i].sql, NULL, &d) != cases[i].want)
+			fail_msg("%s: got %s, want %s", cases[i].sql, flight_verdict_name(d.verdict),
+				 flight_verdict_name(cases[i].want));
+		assert_int_equal(d.ntables, 0);
+	}
+}
+
+static void test_decide_limits(void **state)
+{
+	struct flight_decision d;
+	char *big = malloc(FLIGHT_MAX_SQL + 64);
+	size_t n;
+
+	(void)state;
+	assert_non_null(big);
+	n = (size_t)sprintf(big, "SELECT 1");
+	while (n < FLIGHT_MAX_SQL)
+		n += (size_t)sprintf(big + n, "+1");
+	assert_int_equal(decide(big, NULL, &d), FLIGHT_TOO_BIG);
+	/* A NUL ends the text, as for the server: what follows is not looked at. */
+	memcpy(big, "SELECT a FROM t\0; DELETE FROM t", 32);
+	flight_decide(big, 32, NULL, &d);
+	assert_int_equal(d.verdict, FLIGHT_OK);
+	free(big);
+	assert_int_equal(decide("SELECT * FROM t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15, t16",
+				NULL, &d),
+			 FLIGHT_OK);
+	assert_int_equal(decide("SELECT * FROM t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15, t16, t17",
+				NULL, &d),
+			 FLIGHT_TOO_BIG);
+}
+
+static void test_decide_table_lists(void **state)
+{
+	struct flight_decision d;
+	char *allow[] = { "public.t", "u" };
+	char *exclude[] = { "secret", "x.hidden" };
+	struct flight_table_policy p = { allow, 2, exclude, 2 };
+	struct flight_table_policy only_exclude = { NULL, 0, exclude, 2 };
+
+	(void)state;
+	assert_int_equal(decide("SELECT * FROM t", &p, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT * FROM public.t", &p, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT * FROM other.t", &p, &d), FLIGHT_TABLE_POLICY);
+	assert_int_equal(decide("SELECT * FROM other.u JOIN t ON true", &p, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT * FROM v", &p, &d), FLIGHT_TABLE_POLICY);
+	assert_int_equal(decide("WITH v AS (SELECT * FROM u) SELECT * FROM v", &p, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT * FROM v", &only_exclude, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT * FROM s.secret", &only_exclude, &d), FLIGHT_TABLE_POLICY);
+	assert_int_equal(decide("SELECT * FROM hidden", &only_exclude, &d), FLIGHT_TABLE_POLICY);
+	assert_int_equal(decide("SELECT * FROM y.hidden", &only_exclude, &d), FLIGHT_OK);
+}
+
+/* ---- writes ------------------------------------------------------------------------------ */
+
+static void test_classify_write(void **state)
+{
+	struct flight_write w;
+	static const struct {
+		const char *sql;
+		bool flush;
+		const char *tables; /* names joined with ',' */
+	} cases[] = {
+		{ "SELECT a FROM t", false, "" },
+		{ "SELECT count(*), now() FROM t", false, "" },
+		{ "SELECT pg_catalog.lower(a) FROM t", false, "" },
+		{ "BEGIN; SET search_path = x; SHOW work_mem; COMMIT", false, "" },
+		{ "", false, "" },
+		{ "INSERT INTO s.t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET a = excluded.a", false, "t" },
+		{ "UPDATE t SET a = 1 FROM u WHERE u.x = t.x", false, "t,u" },
+		{ "DELETE FROM t USING u; INSERT INTO v SELECT * FROM w", false, "t,u,v,w" },
+		{ "WITH d AS (DELETE FROM t RETURNING *) INSERT INTO u SELECT * FROM d", false, "u,d,t" },
+		{ "SELECT * FROM t FOR UPDATE", false, "" },
+		{ "INSERT INTO t VALUES (my_func())", true, "" },
+		{ "SELECT public.count(a) FROM t", true, "" },
+		{ "SELECT query_to_xml('delete from t', true, true, '')", true, "" },
+		{ "CREATE TABLE x (a int)", true, "" },
+		{ "ALTER TABLE t ADD b int", true, "" },
+		{ "GRANT SELECT ON t TO bob", true, "" },
+		{ "TRUNCATE t", true, "" },
+		{ "COPY t FROM STDIN", true, "" },
+		{ "DO $$ BEGIN DELETE FROM t; END $$", true, "" },
+		{ "CALL p()", true, "" },
+		{ "SELECT * INTO x FROM t", true, "" },
+		{ "COMMIT PREPARED 'x'", true, "" },
+		{ "SELECT a AS \"TRANS_STMT_COMMIT_PREPARED\" FROM t", false, "" }, /* fuzz_flight found it */
+		{ "not sql at all", true, "" },
+		{ "CREATE OR REPLACE VIEW v AS SELECT 1", true, "" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char got[256] = "";
+		size_t o = 0;
+		flight_classify_write(cases[i].sql, strlen(cases[i].sql), &w);
+		for (int k = 0; k < w.ntables; k++)
+			o += (size_t)snprintf(got + o, sizeof(got) - o, "%s%s", k ? "," : "", w.tables[k].name);
+		if (w.flush_db != cases[i].flush || (!w.flush_db && strcmp(got, cases[i].tables) != 0))
+			fail_msg("%s: flush %d tables \"%s\"", cases[i].sql, w.flush_db, got);
+	}
+}
+
+/* ---- the key ---------------------------------------------------------------------------- */
+
+static struct flight_param params[] = { { "TimeZone", "UTC" }, { "DateStyle", "ISO, MDY" },
+					{ "application_name", "one" } };
+
+static struct flight_key_input base_input(void)
+{
+	return (struct flight_key_input){
+		.service = "main", .server_user = "", .server_db = "db", .database = "db", .user = "alice",
+		.role = "alice", .params = params, .nparams = 3, .carry = "search_path\0SET search_path = a\0",
+		.carry_len = 32, .protocol = FLIGHT_PROTO_SIMPLE, .query = "SELECT * FROM t", .query_len = 15,
+	};
+}
+
+static long build(const struct flight_key_input *in, uint8_t *out)
+{
+	long n = flight_key_build(in, out, FLIGHT_KEY_MAX);
+	assert_true(n > 0);
+	return n;
+}
+
+static void test_key_fields(void **state)
+{
+	static uint8_t a[FLIGHT_KEY_MAX], b[FLIGHT_KEY_MAX];
+	struct flight_key_input in = base_input(), m;
+	struct flight_param other_tz[] = { { "TimeZone", "Europe/Paris" }, { "DateStyle", "ISO, MDY" } };
+	struct flight_param swapped[] = { { "DateStyle", "ISO, MDY" }, { "application_name", "two" },
+					  { "TimeZone", "UTC" } };
+	uint8_t bind1[] = { 0, 0, 0, 1, 0, 0, 0, 1, '1', 0, 0 }, bind2[] = { 0, 0, 0, 1, 0, 0, 0, 1, '2', 0, 0 };
+	uint32_t t1 = 23, t2 = 20;
+	long na = build(&in, a), nb;
+
+	(void)state;
+	/* The same input, and the parameters in another order with another application_name: equal. */
+	m = in;
+	m.params = swapped;
+	nb = build(&m, b);
+	assert_true(flight_key_equal(a, (size_t)na, b, (size_t)nb));
+	assert_int_equal(flight_key_hash(a, (size_t)na), flight_key_hash(b, (size_t)nb));
+
+#define DIFFERS(change)                                                                  \
+	do {                                                                             \
+		m = in;                                                                  \
+		change;                                                                  \
+		nb = build(&m, b);                                                       \
+		if (flight_key_equal(a, (size_t)na, b, (size_t)nb))                      \
+			fail_msg("key did not change with %s", #change);                 \
+	} while (0)
+	DIFFERS(m.service = "other");
+	DIFFERS(m.server_user = "pooler");
+	DIFFERS(m.server_db = "db2");
+	DIFFERS(m.database = "db2");
+	DIFFERS(m.user = "bob");
+	DIFFERS(m.role = "admin");
+	DIFFERS(m.policy_tag = 42);
+	DIFFERS((m.params = other_tz, m.nparams = 2));
+	DIFFERS(m.nparams = 1);
+	DIFFERS(m.carry_len = 0);
+	DIFFERS(m.carry = "search_path\0SET search_path = b\0");
+	DIFFERS(m.protocol = FLIGHT_PROTO_EXTENDED);
+	DIFFERS(m.query = "SELECT * FROM T");
+	DIFFERS(m.query_len = 14);
+	DIFFERS((m.bind = bind1, m.bind_len = sizeof(bind1)));
+	DIFFERS((m.param_types = &t1, m.nparam_types = 1));
+	/* Fields cannot run into each other: "ab" + "" differs from "a" + "b". */
+	DIFFERS((m.database = "dba", m.user = "lice"));
+
+	in.bind = bind1;
+	in.bind_len = sizeof(bind1);
+	in.param_types = &t1;
+	in.nparam_types = 1;
+	na = build(&in, a);
+	DIFFERS(m.bind = bind2);
+	DIFFERS(m.param_types = &t2);
+#undef DIFFERS
+}
+
+static void test_key_limits(void **state)
+{
+	static uint8_t out[FLIGHT_KEY_MAX];
+	struct flight_key_input in = base_input();
+	char *q = malloc(FLIGHT_KEY_MAX);
+
+	(void)state;
+	assert_non_null(q);
+	memset(q, 'x', FLIGHT_KEY_MAX);
+	in.query = q;
+	in.query_len = FLIGHT_KEY_MAX;
+	assert_int_equal(flight_key_build(&in, out, sizeof(out)), -E2BIG);
+	in.query_len = 10;
+	assert_int_equal(flight_key_build(&in, out, 40), -E2BIG);
+	in.nparams = 300;
+	assert_int_equal(flight_key_build(&in, out, sizeof(out)), -EINVAL);
+	free(q);
+	assert_false(flight_key_equal((const uint8_t *)"ab", 2, (const uint8_t *)"abc", 3));
+}
+
+/* ---- L2 entries and redis: --------------------------------------------------------------- */
+
+static void test_l2_entry_roundtrip_and_hostile_values(void **state)
+{
+	(void)state;
+	const uint8_t key[] = "the whole key";
+	const uint8_t reply[] = "T....D....C....";
+	struct flight_l2_versions v = { .n = 2, .id = { flight_l2_table_id("db", "t"), flight_l2_db_id("db") },
+					.v = { 7, 3 } };
+	uint8_t buf[256];
+	const uint8_t *bytes;
+	size_t blen;
+
+	assert_true((flight_l2_table_id("db", "t") & 1) == 0 && (flight_l2_db_id("db") & 1) == 1);
+	assert_true(flight_l2_table_id("db", "t") != flight_l2_table_id("db2", "t"));
+	long n = flight_l2_encode(key, sizeof(key), &v, reply, sizeof(reply), buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_true(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &v, &bytes, &blen));
+	assert_int_equal(blen, sizeof(reply));
+	assert_memory_equal(bytes, reply, sizeof(reply));
+	/* Another key under the same name (a hash collision): a miss. */
+	const uint8_t other[] = "the whole kez";
+	assert_false(flight_l2_decode(buf, (size_t)n, other, sizeof(other), &v, &bytes, &blen));
+	/* A version moved (a write through any tusk), or another table set: a miss. */
+	struct flight_l2_versions moved = v;
+	moved.v[0] = 8;
+	assert_false(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &moved, &bytes, &blen));
+	moved = v;
+	moved.n = 1;
+	assert_false(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &moved, &bytes, &blen));
+	/* Every truncation is refused or yields a shorter reply, never a read past the end. */
+	for (long cut = 0; cut < n - (long)sizeof(reply); cut++)
+		assert_false(flight_l2_decode(buf, (size_t)cut, key, sizeof(key), &v, &bytes, &blen));
+	/* A wrong format version, and a key length field that lies. */
+	buf[3] ^= 1;
+	assert_false(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &v, &bytes, &blen));
+	buf[3] ^= 1;
+	buf[4] = 0xff;
+	assert_false(flight_l2_decode(buf, (size_t)n, key, sizeof(key), &v, &bytes, &blen));
+	/* No room: refused, nothing written past cap. */
+	assert_int_equal(flight_l2_encode(key, sizeof(key), &v, reply, sizeof(reply), buf, 10), -E2BIG);
+}
+
+static void test_config_redis(void **state)
+{
+	struct tusk_config *cfg;
+	char *errs;
+	(void)state;
+	const char *base = "services:\n  db:\n    hosts: ['127.0.0.1:5432']\npools:\n  - {service: db}\n";
+	char yaml[512];
+
+	assert_int_equal(load_text(base, &cfg, &errs), 0);
+	assert_false(flight_l2_configured(cfg));
+	config_free(cfg);
+	free(errs);
+	snprintf(yaml, sizeof(yaml), "%sredis: {host: r1, password: pw}\n", base);
+	assert_int_equal(load_text(yaml, &cfg, &errs), 0);
+	assert_true(flight_l2_configured(cfg));
+	assert_string_equal(cfg->redis.prefix, "tusk:");
+	assert_int_equal(cfg->redis.timeout_ms, 100);
+	assert_int_equal(cfg->redis.port, 0);
+	assert_int_equal(cfg->redis.db, 0);
+	assert_int_equal(cfg->redis.tls, 0);
+	config_free(cfg);
+	free(errs);
+	snprintf(yaml, sizeof(yaml), "%sredis: {host: r1, unix: /tmp/s, tls: on}\n", base);
+	assert_int_equal(load_text(yaml, &cfg, &errs), 2);
+	assert_non_null(strstr(errs, "host and unix"));
+	assert_non_null(strstr(errs, "no TLS"));
+	free(errs);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config_defaults_off),
+		cmocka_unit_test(test_config_rule_inherits_and_overrides),
+		cmocka_unit_test(test_config_errors),
+		cmocka_unit_test(test_decide_cached),
+		cmocka_unit_test(test_decide_bypass),
+		cmocka_unit_test(test_decide_limits),
+		cmocka_unit_test(test_decide_table_lists),
+		cmocka_unit_test(test_classify_write),
+		cmocka_unit_test(test_key_fields),
+		cmocka_unit_test(test_key_limits),
+		cmocka_unit_test(test_l2_entry_roundtrip_and_hostile_values),
+		cmocka_unit_test(test_config_redis),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -180,10 +180,12 @@ void client_worker_free(struct worker *w)
 
 /* An idle client holds no buffer (most clients of a pooler are idle): between
  * transactions, with nothing half read or half written, both blocks go back to the
- * worker. The admin console keeps its own (its output drains through wbuf). */
+ * worker. The admin console and clients of the virtual kv database keep theirs: their
+ * answers are written into wbuf by console.c / kv/front.c (a kv answer arrives from a router
+ * thread while the client looks idle), not by the relay that attaches blocks. */
 static void release_bufs_if_idle(struct client *c)
 {
-	if (c->state != CLIENT_IDLE || c->admin || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
+	if (c->state != CLIENT_IDLE || c->admin || c->kv || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
 	    c->c2s_scanned || c->c2s_remaining || c->s2c_scanned || c->s2c_remaining)
 		return;
 	buf_detach(&c->rbuf, &c->worker->client_rbufs);

@@ -303,6 +303,12 @@ def test_leader_killed_or_cancelled_releases_its_waiters(cpg, tusk):
     t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="30s")
     q, want = slow_query_of_at_least(cpg, 2.0)
     for end in ("kill", "cancel"):
+        # The killed leader's server may still be running q from the round before: with it
+        # there, wait_running below would return before this round's leader is on its way.
+        deadline = time.monotonic() + 30
+        while running(cpg, q) > 0:
+            assert time.monotonic() < deadline, "the previous round's query never ended"
+            time.sleep(0.05)
         leader, w1, w2 = wire(t), wire(t), wire(t)
         reset_stats(cpg)
         leader.send(pgwire.query_message(q))

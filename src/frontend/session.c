@@ -164,10 +164,11 @@ int session_param_set(struct session_state *st, const char *name, const char *va
 	const char *cur = session_param_get(st, name);
 	if (cur && strcmp(cur, value) == 0)
 		return 0;
-	if (params_own(st) < 0)
-		return -ENOMEM;
+	/* cur points into the shared set, which params_own may free: read it first. */
 	bool counted = !session_param_read_only(name);
 	uint64_t out = cur && counted ? phash_pair(name, cur) : 0;
+	if (params_own(st) < 0)
+		return -ENOMEM;
 	int rc = blob_put(&st->params, &st->params_len, name, value, strlen(value));
 	if (rc == 0 && counted)
 		st->params_hash += phash_pair(name, value) - out;

@@ -123,8 +123,12 @@ def test_idle_client_holds_no_buffer(tusk, monkeypatch):
 
 def test_many_idle_clients_beside_pgbench(tusk):
     """MANY idle clients in one process: all logged in, all answered afterwards, and a
-    pgbench run beside them keeps at least 90% of its throughput without them (best of
-    three alternated runs each: the machine is shared and noisy)."""
+    pgbench run beside them keeps at least 75% of its throughput without them (best of
+    three runs each, "alone" bracketing "beside"). The bound is loose on purpose: what it
+    guards against is per-event work that grows with the number of idle clients (a scan of
+    all clients per transaction costs far more than a quarter of the throughput at 5000
+    clients), not the few percent that cache pressure and a shared, noisy machine move it;
+    under ASan a 0.85 ratio has been seen with no code change."""
     raise_nofile(MANY + 1000)
     t = txn_tusk(tusk, MANY)
     seconds = 3
@@ -148,7 +152,7 @@ def test_many_idle_clients_beside_pgbench(tusk):
     time.sleep(1)
     alone += [pgbench_tps(t.port, seconds) for _ in range(2)]
     print(f"pgbench -S tps alone {alone}")
-    assert max(beside) >= 0.9 * max(alone), f"tps beside {MANY} idle clients {beside}, alone {alone}"
+    assert max(beside) >= 0.75 * max(alone), f"tps beside {MANY} idle clients {beside}, alone {alone}"
 
 
 def test_rss_at_start_under_8mb(tusk):

@@ -473,3 +473,23 @@ def tusk(request, tmp_path_factory, pg):
 
 def assert_tusk_error(msg):
     assert TUSK_ERROR_RE.search(msg), f"error from tusk lacks 'tusk <id>': {msg!r}"
+
+
+# ---- backends: the DNS server and the replicated cluster (docs/backends.md) ------------------
+
+@pytest.fixture(scope="session")
+def dns_server():
+    """The session's authoritative DNS server (dns_util.DnsServer); use the `dns` fixture,
+    which empties it for each test."""
+    from dns_util import DnsServer
+
+    s = DnsServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def dns(dns_server):
+    dns_server.reset()
+    yield dns_server
+    dns_server.reset()

@@ -25,6 +25,9 @@
 #define RETRY_FIRST_S 0.5     /* first retry after a failed round; doubles up to dns_max_ttl */
 #define MAX_SRV_TARGETS 2048  /* SRV records looked at per answer */
 #define MISSES_TO_REMOVE 2    /* good answers in a row without a backend before it leaves */
+/* Address lookups in flight at once: 1,000 SRV targets sent in one burst are 2,000 UDP
+ * queries, more than a nameserver's socket buffer takes; the rest wait in the round's queue. */
+#define MAX_INFLIGHT 64
 
 /* A backend of a set. source is a hash of the name that produced it (a static host, the dns
  * name or an SRV target), so that the backends of a name that failed this round can be
@@ -42,7 +45,7 @@ struct set {
 	int n, cap;
 };
 
-/* One ares_getaddrinfo in flight. */
+/* One name to look up in a round: queued, then one ares_getaddrinfo in flight. */
 struct lookup {
 	struct resolve *r;
 	uint64_t source;
@@ -78,7 +81,11 @@ struct resolve {
 	ares_channel channel;
 	struct sock_watch *socks;
 	bool in_round, again;
-	int pending;                /* callbacks the round still waits for, +1 while launching */
+	int pending;                /* lookups queued or in flight (+1 while launching) */
+	struct lookup **queue;      /* this round's lookups not yet launched: queue[qnext..nqueue) */
+	int nqueue, capqueue, qnext;
+	int inflight;
+	bool pumping;
 	struct set found;           /* this round's answers */
 	uint64_t *failed_sources;   /* names that failed this round */
 	int nfailed, capfailed;
@@ -88,6 +95,7 @@ struct resolve {
 	char round_error[256];
 	struct set current;         /* the set last passed to fn */
 	int consecutive;            /* failed rounds in a row */
+	int partial_streak;         /* good rounds in a row where some name failed */
 	uint32_t seed;              /* retry jitter */
 
 	/* Requests from other threads, then ev_async_send. */
@@ -303,6 +311,8 @@ static void round_done_one(struct resolve *r)
 		finish_round(r);
 }
 
+static void pump(struct resolve *r);
+
 static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
 	struct lookup *l = arg;
@@ -339,27 +349,54 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
 	if (res)
 		ares_freeaddrinfo(res);
 	free(l);
+	r->inflight--;
+	pump(r);
 	round_done_one(r);
 }
 
-static void lookup_addresses(struct resolve *r, const char *name, uint16_t port, uint32_t weight, uint16_t priority)
+/* Launch queued lookups up to MAX_INFLIGHT. A lookup may finish inside ares_getaddrinfo
+ * (numeric addresses, /etc/hosts) and call pump again: that inner call does nothing, the
+ * outer loop goes on. */
+static void pump(struct resolve *r)
 {
 	struct ares_addrinfo_hints hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
 					     /* sorting would connect() to every address */
 					     .ai_flags = ARES_AI_NOSORT };
+
+	if (r->pumping)
+		return;
+	r->pumping = true;
+	while (r->inflight < MAX_INFLIGHT && r->qnext < r->nqueue) {
+		struct lookup *l = r->queue[r->qnext++];
+		r->inflight++;
+		ares_getaddrinfo(r->channel, l->name, NULL, &hints, on_addrinfo, l);
+	}
+	r->pumping = false;
+}
+
+static void lookup_addresses(struct resolve *r, const char *name, uint16_t port, uint32_t weight, uint16_t priority)
+{
 	struct lookup *l = calloc(1, sizeof(*l));
 
-	if (!l) {
+	if (r->nqueue == r->capqueue) {
+		int cap = r->capqueue ? r->capqueue * 2 : 16;
+		struct lookup **q = realloc(r->queue, (size_t)cap * sizeof(*q));
+		if (q) {
+			r->queue = q;
+			r->capqueue = cap;
+		}
+	}
+	if (!l || r->nqueue == r->capqueue) {
+		free(l);
 		note_failed_source(r, hash_name(name));
 		note_error(r, "%s: %s", name, "out of memory");
 		return;
 	}
 	*l = (struct lookup){ .r = r, .source = hash_name(name), .port = port, .priority = priority, .weight = weight };
 	snprintf(l->name, sizeof(l->name), "%s", name);
+	r->queue[r->nqueue++] = l;
 	r->pending++;
-	/* May call on_addrinfo before it returns (numeric addresses, /etc/hosts): pending is
-	 * held above zero by the round until every lookup is launched. */
-	ares_getaddrinfo(r->channel, l->name, NULL, &hints, on_addrinfo, l);
+	pump(r);
 }
 
 static uint16_t get16(const unsigned char *p)
@@ -483,6 +520,8 @@ static void start_round(struct resolve *r)
 	r->min_answer_ttl = INT_MAX;
 	r->dropped = 0;
 	r->round_error[0] = '\0';
+	r->nqueue = 0;
+	r->qnext = 0;
 	r->pending = 1; /* the launch itself: no callback can finish the round before it ends */
 	switch (r->discovery) {
 	case CONFIG_DISCOVERY_HOSTS:
@@ -510,11 +549,11 @@ static bool source_failed(const struct resolve *r, uint64_t source)
 }
 
 /* Full jitter between half and all of the step, so that many tusks do not retry together. */
-static double retry_delay(struct resolve *r)
+static double backoff(struct resolve *r, int attempt)
 {
 	double d = RETRY_FIRST_S;
 
-	for (int i = 1; i < r->consecutive && d < r->max_ttl; i++)
+	for (int i = 1; i < attempt && d < r->max_ttl; i++)
 		d *= 2;
 	if (d > r->max_ttl)
 		d = r->max_ttl;
@@ -614,12 +653,21 @@ static void finish_round(struct resolve *r)
 		if (period > r->max_ttl)
 			period = r->max_ttl;
 		delay = period;
-		if (r->nfailed)
+		if (r->nfailed) {
+			/* A name that failed is asked again soon, not a whole TTL later. */
+			double retry;
+			r->partial_streak++;
+			retry = backoff(r, r->partial_streak);
+			if (retry < delay)
+				delay = retry;
 			log_warn(NULL, NULL, "service %s: %s (their last backends kept)", r->service, r->round_error);
+		} else {
+			r->partial_streak = 0;
+		}
 	} else {
 		set_free(&next);
 		r->consecutive++;
-		delay = retry_delay(r);
+		delay = backoff(r, r->consecutive);
 		if (!r->round_error[0])
 			snprintf(r->round_error, sizeof(r->round_error), "%s", "out of memory");
 		log_warn(NULL, NULL, "service %s: resolution failed (%d in a row): %s; keeping the last %d backends, retry in %.1fs",
@@ -829,6 +877,9 @@ void resolve_stop(struct resolve *r)
 	set_free(&r->found);
 	set_free(&r->current);
 	free(r->failed_sources);
+	for (int i = r->qnext; i < r->nqueue; i++)
+		free(r->queue[i]); /* a round cut short by the stop: never launched */
+	free(r->queue);
 	free(r->snap_addrs);
 	free(r->snap_weight);
 	free(r->hosts);

@@ -194,3 +194,23 @@ def wait_rounds(p, n, timeout=10):
             return
         time.sleep(0.05)
     raise TimeoutError(f"round {n} not reached: {p.state()}")
+
+
+def test_thousand_srv_records_all_resolved_in_order(dns, probe):
+    # Over TCP (the answer does not fit in UDP), then 2,000 address queries, at most 64 in flight.
+    n = 1000
+    dns.set_srv("_postgresql._tcp.many.test",
+                [(i % 3, 1 + i % 7, 5432, f"h{i:04d}.many.test") for i in range(n)], ttl=3600)
+    for i in range(n):
+        dns.set_a(f"h{i:04d}.many.test", [f"10.9.{i // 256}.{i % 256}"], ttl=3600)
+    p = probe({"srv": "_postgresql._tcp.many.test", "nameservers": [dns.nameserver], "dns_min_ttl": "1h",
+               "dns_max_ttl": "1h"})
+    u = p.wait_update(1, 60)
+    got = backends(u)
+    assert len(got) == n and len({b[0] for b in got}) == n
+    keys = [(b[3], -b[2]) for b in got]
+    assert keys == sorted(keys), "not in priority-then-weight order"
+    assert dns.tcp_queries >= 1
+    st = p.state()
+    assert st["error"] == "" and st["partial"] == 0, st
+    print(f"1,000 SRV records resolved in {u['t'] * 1000:.0f} ms")

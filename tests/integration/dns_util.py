@@ -33,12 +33,8 @@ class DnsServer:
         self._records = {}  # (name, rdtype) -> (ttl, [rdata text])
         self._names = set()
         self._stop = False
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind((host, 0))
+        self.udp, self.tcp = self._bind_pair(host)
         self.port = self.udp.getsockname()[1]
-        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((host, self.port))
         self.tcp.listen(64)
         self.udp.settimeout(0.2)
         self.tcp.settimeout(0.2)
@@ -46,6 +42,23 @@ class DnsServer:
                          threading.Thread(target=self._serve_tcp, daemon=True)]
         for t in self._threads:
             t.start()
+
+    @staticmethod
+    def _bind_pair(host):
+        """A UDP and a TCP socket on the same free port: the kernel picks the UDP one, and
+        another process may hold that number in TCP, so try a few."""
+        for _ in range(50):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind((host, 0))
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                tcp.bind((host, udp.getsockname()[1]))
+                return udp, tcp
+            except OSError:
+                udp.close()
+                tcp.close()
+        raise OSError("no port free in both UDP and TCP")
 
     @property
     def nameserver(self):

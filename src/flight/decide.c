@@ -15,7 +15,7 @@
 #define WALK_MAX_DEPTH 400 /* JSON nesting; deeper trees are not cached (and not expected) */
 
 /* Parse-tree nodes that compute nothing beyond built-in operators and casts on their inputs.
- * FuncCall, SQLValueFunction, LockingClause, IntoClause, RangeFunction, RangeTableSample,
+ * (FuncCall is judged apart: its name is looked up in pg_proc, volatility.h.) SQLValueFunction, LockingClause, IntoClause, RangeFunction, RangeTableSample,
  * RangeTableFunc, XmlExpr and every statement type but SelectStmt are absent on purpose. */
 static const char *const inert_nodes[] = {
 	"A_ArrayExpr", "A_Const",    "A_Expr",      "A_Indices",  "A_Indirection", "A_Star",
@@ -23,7 +23,7 @@ static const char *const inert_nodes[] = {
 	"CoalesceExpr", "CollateClause", "ColumnRef", "CommonTableExpr", "Float", "GroupingSet",
 	"Integer",     "JoinExpr",   "List",        "MinMaxExpr", "NullTest",      "ParamRef",
 	"RangeSubselect", "RangeVar", "ResTarget",  "RowExpr",    "SelectStmt",    "SortBy",
-	"String",      "SubLink",    "TypeCast",    "TypeName",   "WithClause",
+	"String",      "SubLink",    "TypeCast",    "TypeName",   "WindowDef",     "WithClause",
 };
 
 /* Literals the date/time input functions turn into the current time when the query runs. */
@@ -52,7 +52,8 @@ static const char *const nowrite_functions[] = {
 
 struct walk {
 	bool write;      /* flight_classify_write: judge writes, not cacheability */
-	bool unsafe;     /* write mode: may have written what it does not name */
+	bool unsafe;     /* write mode: may have written what it does not name, or the catalog */
+	bool unsafe_call; /* write mode: calls a function that may write anything */
 	bool writes;     /* write mode: holds INSERT, UPDATE, DELETE or MERGE */
 	const char *end;
 	enum flight_verdict verdict;
@@ -84,36 +85,86 @@ static bool is_inert(const char *name, size_t n)
 	return in_names(inert_nodes, sizeof(inert_nodes) / sizeof(inert_nodes[0]), name, n);
 }
 
-/* Write mode: a funcname list, [{"String":{"sval":"f"}}] or with a schema before it. */
+static const char *skip_ws(const char *p, const char *end);
+
+/* A funcname list at p, [{"String":{"sval":"f"}}] or with a schema (and a catalog) before
+ * it: its parts into parts[], *n of them (3 when there are more than two, which no function
+ * this file accepts has). Returns the byte after the ']', or NULL when the list is not of
+ * that shape. */
+static const char *read_funcname(struct walk *w, const char *p, char parts[2][FLIGHT_NAME_MAX], int *n)
+{
+	const char *end = w->end;
+	static const char open[] = "{\"String\":{\"sval\":";
+	bool cut;
+
+	*n = 0;
+	p = skip_ws(p, end);
+	if (p >= end || *p != '[')
+		return NULL;
+	for (p++;;) {
+		char part[FLIGHT_NAME_MAX];
+		p = skip_ws(p, end);
+		if ((size_t)(end - p) < sizeof(open) - 1 || memcmp(p, open, sizeof(open) - 1) != 0)
+			return NULL;
+		p = read_string(p + sizeof(open) - 1, end, part, sizeof(part), &cut);
+		if (!p || cut || end - p < 2 || p[0] != '}' || p[1] != '}')
+			return NULL;
+		p += 2;
+		if (*n < 2)
+			memcpy(parts[*n], part, sizeof(part));
+		if (*n < 3)
+			(*n)++;
+		p = skip_ws(p, end);
+		if (p < end && *p == ',') {
+			p++;
+			continue;
+		}
+		return p < end && *p == ']' ? p + 1 : NULL;
+	}
+}
+
+/* Write mode: a function outside nowrite_functions may write anything. */
 static const char *judge_funcname(struct walk *w, const char *p)
 {
 	char parts[2][FLIGHT_NAME_MAX];
-	int n = 0;
-	const char *q = p, *end = w->end;
-	char key[16];
-	bool cut;
+	int n;
 
-	/* The svals in order, read by scanning for "sval": the list holds only String nodes. */
-	const char *close = memchr(p, ']', (size_t)(end - p));
-	if (!close)
+	p = read_funcname(w, p, parts, &n);
+	if (!p)
 		return NULL;
-	while ((q = memmem(q, (size_t)(close - q), "\"sval\":", 7)) != NULL) {
-		q += 7;
-		if (n == 2) {
-			n = 3;
-			break;
-		}
-		q = read_string(q, end, parts[n], sizeof(parts[n]), &cut);
-		if (!q || cut)
-			return NULL;
-		n++;
-		(void)key;
-	}
 	if (n == 0 || n > 2 || (n == 2 && strcmp(parts[0], "pg_catalog") != 0) ||
 	    !in_names(nowrite_functions, sizeof(nowrite_functions) / sizeof(nowrite_functions[0]), parts[n - 1],
 		      strlen(parts[n - 1])))
-		w->unsafe = true;
-	return close + 1;
+		w->unsafe_call = true;
+	return p;
+}
+
+/* Read mode: a called function, for the volatility check (the verdict stays FLIGHT_OK until
+ * flight_decide's end says FLIGHT_CALL with the list). */
+static const char *note_funcname(struct walk *w, const char *p)
+{
+	char parts[2][FLIGHT_NAME_MAX];
+	struct flight_relation f;
+	struct flight_decision *o = w->out;
+	int n;
+
+	p = read_funcname(w, p, parts, &n);
+	if (!p)
+		return NULL;
+	if (n == 0 || n > 2) {
+		fail(w, FLIGHT_CALL); /* a database-qualified name: nothing to look up */
+		return p;
+	}
+	memcpy(f.schema, n == 2 ? parts[0] : "", n == 2 ? strlen(parts[0]) + 1 : 1);
+	memcpy(f.name, parts[n - 1], strlen(parts[n - 1]) + 1);
+	for (int i = 0; i < o->nfuncs; i++)
+		if (strcmp(o->funcs[i].schema, f.schema) == 0 && strcmp(o->funcs[i].name, f.name) == 0)
+			return p;
+	if (o->nfuncs == FLIGHT_MAX_FUNCS)
+		fail(w, FLIGHT_CALL);
+	else
+		o->funcs[o->nfuncs++] = f;
+	return p;
 }
 
 /* A JSON string at p (at the opening quote): its unescaped bytes into out (NUL-terminated,
@@ -261,9 +312,15 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 					return NULL;
 				goto next;
 			}
-		} else if (key[0] >= 'A' && key[0] <= 'Z' && (cut || !is_inert(key, strlen(key)))) {
+		} else if (strcmp(key, "funcname") == 0) {
+			p = note_funcname(w, p);
+			if (!p)
+				return NULL;
+			goto next;
+		} else if (key[0] >= 'A' && key[0] <= 'Z' && (cut || !is_inert(key, strlen(key))) &&
+			   strcmp(key, "FuncCall") != 0) {
 			fail(w, strcmp(key, "LockingClause") == 0 ? FLIGHT_LOCKING
-				: strcmp(key, "FuncCall") == 0 || strcmp(key, "SQLValueFunction") == 0 ||
+				: strcmp(key, "SQLValueFunction") == 0 ||
 						strcmp(key, "RangeFunction") == 0 || strcmp(key, "RangeTableSample") == 0 ||
 						strcmp(key, "RangeTableFunc") == 0 || strcmp(key, "XmlExpr") == 0
 					? FLIGHT_CALL
@@ -451,9 +508,14 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 		    (policy && listed(policy->exclude, policy->nexclude, t)))
 			w.verdict = FLIGHT_TABLE_POLICY;
 	}
+	/* Only calls stand in the way: the caller checks their volatility (decide.h). */
+	if (w.verdict == FLIGHT_OK && out->nfuncs > 0)
+		w.verdict = FLIGHT_CALL;
+	else if (w.verdict != FLIGHT_OK)
+		out->nfuncs = 0;
 	out->verdict = w.verdict;
 out:
-	if (out->verdict != FLIGHT_OK)
+	if (out->verdict != FLIGHT_OK && out->nfuncs == 0)
 		out->ntables = 0;
 	pg_query_free_parse_result(r);
 }
@@ -471,6 +533,7 @@ const char *flight_verdict_name(enum flight_verdict v)
 		[FLIGHT_TABLE_POLICY] = "table_policy",
 		[FLIGHT_TOO_BIG] = "too_big",
 		[FLIGHT_UNKNOWN_NODE] = "unknown_node",
+		[FLIGHT_CALL_LOOKUP] = "function_lookup",
 	};
 	return (unsigned)v < FLIGHT_VERDICT_COUNT ? names[v] : "?";
 }
@@ -488,6 +551,7 @@ void flight_classify_write(const char *sql, size_t len, struct flight_write *out
 	text = malloc(len + 1);
 	if (!text) {
 		out->flush_db = true;
+		out->ddl = true;
 		return;
 	}
 	memcpy(text, sql, len);
@@ -496,6 +560,7 @@ void flight_classify_write(const char *sql, size_t len, struct flight_write *out
 	free(text);
 	if (r.error || !r.parse_tree) {
 		out->flush_db = true;
+		out->ddl = true;
 		goto out;
 	}
 	w.end = r.parse_tree + strlen(r.parse_tree);
@@ -505,6 +570,11 @@ void flight_classify_write(const char *sql, size_t len, struct flight_write *out
 	/* COMMIT PREPARED commits what an earlier session wrote, unseen. */
 	if (strstr(r.parse_tree, "\"kind\":\"TRANS_STMT_COMMIT_PREPARED\"") ||
 	    !walk_value(&w, stmts + strlen("\"stmts\":"), 0, false) || w.unsafe) {
+		out->flush_db = true;
+		out->ddl = true;
+		goto out;
+	}
+	if (w.unsafe_call) {
 		out->flush_db = true;
 		goto out;
 	}

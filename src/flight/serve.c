@@ -8,8 +8,12 @@
  * ReadyForQuery that ends their transaction (or when their client leaves). */
 #include "flight/serve.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
+
+#include <openssl/crypto.h>
 
 #include "flight/cache.h"
 #include "flight/decide.h"
@@ -19,6 +23,7 @@
 #include "frontend/client_int.h"
 #include "frontend/session.h"
 #include "pool/pool.h"
+#include "pool/server.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -50,6 +55,7 @@ struct flight_client {
 	uint16_t bump[FLIGHT_MAX_TABLES];
 	int nbump;
 	bool bump_db;
+	bool bump_ddl; /* ... and the catalog may have changed (decide.h, flight_write.ddl) */
 	/* what the last classified text writes, and the unnamed statement's (Bind runs it again) */
 	struct flight_write last, unnamed;
 };
@@ -127,6 +133,77 @@ static long build_key(struct client *c, const char *sql, size_t len, bool local,
 		.query_len = len,
 	};
 	return flight_key_build(&in, out, cap);
+}
+
+/* Where the pool's servers are and how they log in, as libpq parameters for the catalog
+ * connection (volatility.h): the service's current address, the server user, and the
+ * pool's password or the client's own plain one (passthrough). An md5 or SCRAM secret
+ * cannot be given to libpq: the lookup then fails, and the names bypass. */
+static void vol_target(struct client *c, struct flight_vol_target *t)
+{
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	const struct net_addr *a = runtime_service_addr(c->worker->rt, rule->service);
+	static const char *const modes[] = { "disable", "prefer", "require", "verify-ca", "verify-full" };
+
+	memset(t, 0, sizeof(*t));
+	if (a && a->sa.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&a->sa;
+		inet_ntop(AF_INET, &in->sin_addr, t->host, sizeof(t->host));
+		snprintf(t->port, sizeof(t->port), "%u", ntohs(in->sin_port));
+	} else if (a && a->sa.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in = (const struct sockaddr_in6 *)&a->sa;
+		inet_ntop(AF_INET6, &in->sin6_addr, t->host, sizeof(t->host));
+		snprintf(t->port, sizeof(t->port), "%u", ntohs(in->sin6_port));
+	} else if (a && a->sa.ss_family == AF_UNIX) {
+		/* libpq wants the directory and the port of ".../.s.PGSQL.<port>". */
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&a->sa;
+		const char *base = strrchr(un->sun_path, '/');
+		if (base && strncmp(base, "/.s.PGSQL.", 10) == 0) {
+			snprintf(t->host, sizeof(t->host), "%.*s", (int)(base - un->sun_path), un->sun_path);
+			snprintf(t->port, sizeof(t->port), "%s", base + 10);
+		}
+	}
+	snprintf(t->dbname, sizeof(t->dbname), "%s", rule->server_database ? rule->server_database : c->database);
+	snprintf(t->user, sizeof(t->user), "%s", rule->server_user ? rule->server_user : pool_user(c->pool));
+	if (rule->server_password)
+		snprintf(t->password, sizeof(t->password), "%s", rule->server_password);
+	else if (c->cred && c->cred->kind == SERVER_CRED_PLAIN)
+		snprintf(t->password, sizeof(t->password), "%s", c->cred->secret);
+	const struct config_service *svc = rule->service;
+	if (svc && svc->tls >= 0 && (size_t)svc->tls < sizeof(modes) / sizeof(modes[0]))
+		snprintf(t->sslmode, sizeof(t->sslmode), "%s", modes[svc->tls]);
+	if (svc && svc->tls_ca_file)
+		snprintf(t->sslrootcert, sizeof(t->sslrootcert), "%s", svc->tls_ca_file);
+}
+
+/* A decision whose only obstacle is function calls (decide.h): FLIGHT_OK when the catalog
+ * says every one is immutable; FLIGHT_CALL_LOOKUP (and the lookup queued) when it has not
+ * said yet. */
+static enum flight_verdict judge_calls(struct client *c, const struct flight_policy *p,
+				       const struct flight_decision *d)
+{
+	struct flight_cache *cache = cache_of(c);
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	struct flight_vol_db db = {
+		.service = rule->service_name,
+		.server_db = rule->server_database ? rule->server_database : c->database,
+		.database = c->database,
+		.db_slot = flight_inval_db_slot(c->database),
+	};
+	struct flight_vol_target t;
+
+	switch (flight_vol_check(cache->vol, &cache->inval, &db, d->funcs, d->nfuncs)) {
+	case FLIGHT_VOL_IMMUTABLE:
+		return FLIGHT_OK;
+	case FLIGHT_VOL_VOLATILE:
+		return FLIGHT_CALL;
+	case FLIGHT_VOL_UNKNOWN:
+		break;
+	}
+	vol_target(c, &t);
+	flight_vol_lookup(cache->vol, &cache->inval, &db, d->funcs, d->nfuncs, &t, (double)p->ttl_ms / 1000.0);
+	OPENSSL_cleanse(&t, sizeof(t));
+	return FLIGHT_CALL_LOOKUP;
 }
 
 static void deliver(struct worker *w, void *arg);
@@ -297,6 +374,8 @@ bool flight_client_request(struct client *c)
 		}
 	}
 	flight_decide(sql, sql_len, &p.tables, &d);
+	if (d.verdict == FLIGHT_CALL && d.nfuncs > 0)
+		d.verdict = judge_calls(c, &p, &d);
 	if (d.verdict != FLIGHT_OK) {
 		atomic_fetch_add_explicit(&cache->counters.bypass[d.verdict], 1, memory_order_relaxed);
 		return false;
@@ -439,6 +518,8 @@ static void apply_bumps(struct client *c, bool clear)
 		flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
 		atomic_fetch_add_explicit(&cache->counters.db_bumps, 1, memory_order_relaxed);
 	}
+	if (fc->bump_ddl)
+		flight_inval_bump_ddl(&cache->inval, flight_inval_db_slot(c->database));
 	if (flight_l2_configured(c->worker->rt->cfg)) {
 		uint64_t ids[FLIGHT_L2_MAX_VERSIONS + 1];
 		_Atomic uint32_t *pending[FLIGHT_L2_MAX_VERSIONS + 1];
@@ -456,6 +537,7 @@ static void apply_bumps(struct client *c, bool clear)
 		fc->nbump = 0;
 		fc->nl2bump = 0;
 		fc->bump_db = false;
+		fc->bump_ddl = false;
 	}
 }
 
@@ -554,6 +636,7 @@ static void bump_db_now(struct client *c)
 	_Atomic uint32_t *pending = &cache->l2_pending[FLIGHT_INVAL_SLOTS + flight_inval_db_slot(c->database)];
 
 	flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
+	flight_inval_bump_ddl(&cache->inval, flight_inval_db_slot(c->database));
 	flight_l2_bump(c->worker, &cache->counters, &id, &pending, 1);
 }
 
@@ -571,6 +654,8 @@ static void note_write(struct client *c, const struct flight_write *w)
 		note_bump(c, w->tables[i].name);
 	if (w->flush_db)
 		c->flight->bump_db = true;
+	if (w->ddl)
+		c->flight->bump_ddl = true;
 	/* Now as well: entries and flights from before the write stop being used at once. */
 	apply_bumps(c, false);
 }
@@ -595,6 +680,7 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 		/* Until flight_client_parsed says which text the unnamed statement is (a Parse too
 		 * big for the read buffer reaches here without it), it may be any of them. */
 		u->flush_db |= w.flush_db;
+		u->ddl |= w.ddl;
 		for (int i = 0; i < w.ntables && !u->flush_db; i++) {
 			bool have = false;
 			for (int k = 0; k < u->ntables && !have; k++)
@@ -639,8 +725,9 @@ void flight_client_sent_opaque(struct client *c)
 		bump_db_now(c);
 		return;
 	}
-	if (!c->flight->bump_db) {
+	if (!c->flight->bump_db || !c->flight->bump_ddl) {
 		c->flight->bump_db = true;
+		c->flight->bump_ddl = true;
 		apply_bumps(c, false);
 	}
 }

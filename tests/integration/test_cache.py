@@ -409,7 +409,7 @@ def test_show_cache_cache_flush_and_metrics(cpg, tusk, tmp_path):
     q = "SELECT name FROM items WHERE id = 9"
     for _ in range(3):
         assert rows_of(c, q) == [["item 9"]]
-    rows_of(c, "SELECT name, now() FROM items WHERE id = 9")
+    rows_of(c, "SELECT name, CURRENT_TIMESTAMP FROM items WHERE id = 9")
     header, rows = psql_rows(t, "SHOW CACHE")
     assert header == ["name", "reason", "value"]
     got = {(r["name"], r["reason"]): int(r["value"]) for r in rows}
@@ -452,3 +452,54 @@ def test_extended_protocol_writes_invalidate_by_table(cpg, on):
         assert rows_of(reader, q) == [["v2"]]
         assert calls(cpg, "FROM items WHERE id =") == 0
     cpg.execute("update items set name = 'item 6' where id = 6", dbname=TEST_DB)
+
+
+def served_from_cache(pg, c, q, fragment, tries=50):
+    """Whether q comes to be answered without PostgreSQL running it, once tusk has read the
+    volatility of its functions (the lookup runs beside the first requests, which bypass)."""
+    for _ in range(tries):
+        want = rows_of(c, q)
+        reset_stats(pg)
+        if rows_of(c, q) == want and rows_of(c, q) == want and calls(pg, fragment) == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def runs_every_time(pg, c, q, fragment, n=8):
+    """Whether each of n runs of q (spread over the time a lookup takes) reached PostgreSQL."""
+    reset_stats(pg)
+    for _ in range(n):
+        rows_of(c, q)
+        time.sleep(0.1)
+    return calls(pg, fragment) == n
+
+
+def test_function_volatility_read_from_the_catalog(cpg, tusk):
+    on = tusk(pg_server=cpg, pools=[cache_pool("on")], workers=2, cache_ttl="60s")
+    cpg.execute("drop function if exists tusk_plus(int); drop function if exists tusk_vol(int); "
+                "drop sequence if exists tusk_seq; create sequence tusk_seq; grant usage on tusk_seq to public; "
+                "create function tusk_plus(int) returns int immutable language sql as 'select $1 + 1'; "
+                "create function tusk_vol(int) returns int language sql as 'select $1 + 2'; "
+                "alter function tusk_plus(int) owner to tusk_trust",
+                dbname=TEST_DB)
+    c, other = wire(on), wire(on)
+    # Built-in immutable functions and aggregates over them: cached once their volatility is known.
+    assert served_from_cache(cpg, c, "SELECT count(*) FROM items WHERE id <= 3", "count(*) FROM items")
+    assert rows_of(other, "SELECT count(*) FROM items WHERE id <= 3") == [["3"]]
+    assert served_from_cache(cpg, c, "SELECT abs(id - 10) FROM items WHERE id = 2", "abs(id -")
+    assert rows_of(c, "SELECT abs(id - 10) FROM items WHERE id = 2") == [["8"]]
+    assert served_from_cache(cpg, c, "SELECT lower(name) FROM items WHERE id = 2", "lower(name)")
+    assert served_from_cache(cpg, c, "SELECT tusk_plus(id) FROM items WHERE id = 2", "tusk_plus(id)")
+    assert rows_of(other, "SELECT tusk_plus(id) FROM items WHERE id = 2") == [["3"]]
+    # Volatile and stable ones never are.
+    for q, fragment in [("SELECT random() < 2 FROM items WHERE id = 2", "random() <"),
+                        ("SELECT now() IS NOT NULL FROM items WHERE id = 2", "now() IS NOT"),
+                        ("SELECT nextval('tusk_seq') > 0 FROM items WHERE id = 2", "nextval("),
+                        ("SELECT tusk_vol(id) FROM items WHERE id = 2", "tusk_vol(id)")]:
+        assert runs_every_time(cpg, c, q, fragment), q
+    # The same function made VOLATILE through tusk: not served from the cache from then on.
+    rows_of(other, "CREATE OR REPLACE FUNCTION tusk_plus(int) RETURNS int VOLATILE LANGUAGE sql "
+                   "AS 'select $1 + 5'")
+    assert rows_of(c, "SELECT tusk_plus(id) FROM items WHERE id = 2") == [["7"]]
+    assert runs_every_time(cpg, c, "SELECT tusk_plus(id) FROM items WHERE id = 2", "tusk_plus(id)")

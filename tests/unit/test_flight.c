@@ -201,7 +201,51 @@ static void test_decide_bypass(void **state)
 		if (decide(cases[i].sql, NULL, &d) != cases[i].want)
 			fail_msg("%s: got %s, want %s", cases[i].sql, flight_verdict_name(d.verdict),
 				 flight_verdict_name(cases[i].want));
-		assert_int_equal(d.ntables, 0);
+		if (d.nfuncs == 0) /* else only calls stand in the way: tables are kept for them */
+			assert_int_equal(d.ntables, 0);
+	}
+}
+
+/* Calls are left to the catalog (volatility.h): the decision lists them, and only them. */
+static void test_decide_calls(void **state)
+{
+	struct flight_decision d;
+	static const struct {
+		const char *sql;
+		int nfuncs;
+		const char *f0, *f1; /* "schema.name" or "name" */
+	} cases[] = {
+		{ "SELECT count(*) FROM t", 1, "count", NULL },
+		{ "SELECT abs(a), pg_catalog.lower(b), abs(c) FROM t", 2, "abs", "pg_catalog.lower" },
+		{ "SELECT now()", 1, "now", NULL },
+		{ "SELECT a FROM t WHERE b = (SELECT max(b) FROM u)", 1, "max", NULL },
+		{ "SELECT row_number() OVER (ORDER BY a) FROM t", 1, "row_number", NULL },
+		{ "SELECT \"Odd]Name\"(a) FROM t", 1, "Odd]Name", NULL },
+		/* what no lookup can clear: no list */
+		{ "SELECT CURRENT_TIMESTAMP, abs(a) FROM t", 0, NULL, NULL },
+		{ "SELECT abs(a) FROM t FOR UPDATE", 0, NULL, NULL },
+		{ "SELECT abs(a) FROM pg_class", 0, NULL, NULL },
+		{ "SELECT db.s.f(a) FROM t", 0, NULL, NULL },
+	};
+	char name[2 * FLIGHT_NAME_MAX + 2];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		flight_decide(cases[i].sql, strlen(cases[i].sql), NULL, &d);
+		if (d.nfuncs != cases[i].nfuncs)
+			fail_msg("%s: %d functions, want %d", cases[i].sql, d.nfuncs, cases[i].nfuncs);
+		assert_int_equal(d.verdict, cases[i].nfuncs || strstr(cases[i].sql, "CURRENT") ||
+						    strstr(cases[i].sql, "db.s") ? FLIGHT_CALL : d.verdict);
+		const char *want[2] = { cases[i].f0, cases[i].f1 };
+		for (int k = 0; k < d.nfuncs; k++) {
+			snprintf(name, sizeof(name), "%s%s%s", d.funcs[k].schema, d.funcs[k].schema[0] ? "." : "",
+				 d.funcs[k].name);
+			assert_string_equal(name, want[k]);
+		}
+		if (d.nfuncs > 0) {
+			assert_int_equal(d.verdict, FLIGHT_CALL);
+			assert_true(d.ntables >= 1 || strcmp(cases[i].sql, "SELECT now()") == 0);
+		}
 	}
 }
 
@@ -477,6 +521,7 @@ int main(void)
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_decide_cached),
 		cmocka_unit_test(test_decide_bypass),
+		cmocka_unit_test(test_decide_calls),
 		cmocka_unit_test(test_decide_limits),
 		cmocka_unit_test(test_decide_table_lists),
 		cmocka_unit_test(test_classify_write),

@@ -5,6 +5,7 @@
  * bypass, never a wrong row. */
 #include "flight/decide.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -460,12 +461,216 @@ static bool may_be_select(const char *s, size_t n)
 	return false;
 }
 
+/* The decision memo. A miss used to parse every text (libpg_query's JSON tree: about three
+ * times the relay's own classification), while an application sends the same few statement
+ * shapes with different constants. The decision depends on the constants only through the
+ * time words ('now' ...), so it is kept per *shape*: the text with each plain string literal
+ * and each number replaced by a marker byte, everything else (identifiers, keywords,
+ * spacing, comments) byte for byte. Two texts of one shape are the same token sequence but
+ * for the literals' contents, so they have the same tree but for its constants' values.
+ * Anything the shape scanner is not sure of (E'', U&'', B'' and other prefixed strings,
+ * dollar quotes, block comments, control bytes, a time word in a literal) is not memoised:
+ * parsed as before. The whole shape is stored and compared, never only its hash.
+ * Per thread (workers call this on their own loop): no lock, bounded, freed at thread exit. */
+#define MEMO_SLOTS     128
+#define SHAPE_NUMBER   '\x01'
+#define SHAPE_STRING   '\x02'
+
+struct memo_entry {
+	uint64_t hash;
+	size_t len;
+	char *shape;                   /* len bytes */
+	struct flight_decision d;      /* before the table lists (policy) */
+	int nctes;
+	char ctes[FLIGHT_MAX_TABLES][FLIGHT_NAME_MAX];
+};
+
+static pthread_key_t memo_key;
+static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
+static bool memo_ok;
+
+static void memo_free(void *arg)
+{
+	struct memo_entry **slots = arg;
+	for (int i = 0; i < MEMO_SLOTS; i++)
+		if (slots[i]) {
+			free(slots[i]->shape);
+			free(slots[i]);
+		}
+	free(slots);
+}
+
+static void memo_init(void)
+{
+	memo_ok = pthread_key_create(&memo_key, memo_free) == 0;
+}
+
+static struct memo_entry **memo_slots(void)
+{
+	pthread_once(&memo_once, memo_init);
+	if (!memo_ok)
+		return NULL;
+	struct memo_entry **slots = pthread_getspecific(memo_key);
+	if (!slots && (slots = calloc(MEMO_SLOTS, sizeof(*slots))) != NULL && pthread_setspecific(memo_key, slots) != 0) {
+		free(slots);
+		slots = NULL;
+	}
+	return slots;
+}
+
+static bool ident_byte(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+	       ch == '$' || ch >= 0x80;
+}
+
+static bool digit(char ch)
+{
+	return ch >= '0' && ch <= '9';
+}
+
+/* The shape of s[0, n) into out (at least n bytes): its length, or -1 when it is not one
+ * this scanner can vouch for. */
+static long shape_of(const char *s, size_t n, char *out)
+{
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch < 0x20 && ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r' && ch != '\f')
+			return -1; /* also keeps the markers unambiguous */
+		if (ch == '\'') {
+			/* A prefixed string (E'', B'', X'', N'', U&'', a typed 'literal' glued to its
+			 * type name) reads differently: not vouched for. */
+			if (o > 0 && (ident_byte((unsigned char)out[o - 1]) || out[o - 1] == '&'))
+				return -1;
+			size_t j = i + 1, start = j;
+			for (;;) {
+				const char *q = memchr(s + j, '\'', n - j);
+				if (!q)
+					return -1;
+				j = (size_t)(q - s);
+				if (j + 1 < n && s[j + 1] == '\'') {
+					j += 2;
+					continue;
+				}
+				break;
+			}
+			/* A time word is evaluated when the query runs: such a text is judged by a parse. */
+			if (j - start < 32) {
+				char word[32];
+				memcpy(word, s + start, j - start);
+				word[j - start] = '\0';
+				if (is_time_word(word))
+					return -1;
+			}
+			out[o++] = SHAPE_STRING;
+			i = j + 1;
+		} else if (ch == '"') {
+			size_t j = i + 1;
+			for (;;) {
+				const char *q = memchr(s + j, '"', n - j);
+				if (!q)
+					return -1;
+				j = (size_t)(q - s) + 1;
+				if (j < n && s[j] == '"') {
+					j++;
+					continue;
+				}
+				break;
+			}
+			memcpy(out + o, s + i, j - i);
+			o += j - i;
+			i = j;
+		} else if (ch == '-' && i + 1 < n && s[i + 1] == '-') {
+			const char *q = memchr(s + i, '\n', n - i);
+			size_t j = q ? (size_t)(q - s) : n;
+			memcpy(out + o, s + i, j - i);
+			o += j - i;
+			i = j;
+		} else if (ch == '/' && i + 1 < n && s[i + 1] == '*') {
+			return -1;
+		} else if (ch == '$') {
+			if (i + 1 >= n || !digit(s[i + 1]))
+				return -1; /* a dollar quote */
+			out[o++] = s[i++];
+			while (i < n && digit(s[i]))
+				out[o++] = s[i++];
+		} else if (digit((char)ch) || (ch == '.' && i + 1 < n && digit(s[i + 1]))) {
+			while (i < n && digit(s[i]))
+				i++;
+			if (i < n && s[i] == '.') {
+				i++;
+				while (i < n && digit(s[i]))
+					i++;
+			}
+			if (i + 1 < n && (s[i] == 'e' || s[i] == 'E') &&
+			    (digit(s[i + 1]) || ((s[i + 1] == '+' || s[i + 1] == '-') && i + 2 < n && digit(s[i + 2])))) {
+				i += 2;
+				while (i < n && digit(s[i]))
+					i++;
+			}
+			out[o++] = SHAPE_NUMBER;
+		} else if (ident_byte(ch)) {
+			while (i < n && ident_byte((unsigned char)s[i]))
+				out[o++] = s[i++];
+		} else {
+			out[o++] = s[i++];
+		}
+	}
+	return (long)o;
+}
+
+static uint64_t shape_hash(const char *s, size_t n)
+{
+	uint64_t h = 1469598103934665603u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+	return h;
+}
+
+/* The text's decision before the table lists, and its CTE names: from the parse tree. */
+static void decide_tree(const char *sql, size_t len, struct walk *w)
+{
+	struct flight_decision *out = w->out;
+	char *text = malloc(len + 1);
+	const char *stmt;
+
+	if (!text) {
+		fail(w, FLIGHT_UNKNOWN_NODE);
+		out->verdict = w->verdict;
+		return;
+	}
+	memcpy(text, sql, len);
+	text[len] = '\0';
+	PgQueryParseResult r = pg_query_parse(text);
+	free(text);
+	if (r.error || !r.parse_tree) {
+		fail(w, FLIGHT_NOT_SELECT);
+		goto out;
+	}
+	w->end = r.parse_tree + strlen(r.parse_tree);
+	/* {"version":N,"stmts":[{"stmt":{"SelectStmt":{...}}}]}: exactly one statement, a SELECT. */
+	stmt = strstr(r.parse_tree, "\"stmts\":[{\"stmt\":{\"SelectStmt\":");
+	if (!stmt || strstr(stmt + strlen("\"stmts\":[{"), "{\"stmt\":") != NULL) {
+		fail(w, FLIGHT_NOT_SELECT);
+		goto out;
+	}
+	if (!walk_value(w, stmt + strlen("\"stmts\":"), 0, false))
+		fail(w, FLIGHT_UNKNOWN_NODE);
+out:
+	out->verdict = w->verdict; /* the walk's own, or why there was none */
+	pg_query_free_parse_result(r);
+}
+
 void flight_decide(const char *sql, size_t len, const struct flight_table_policy *policy,
 		   struct flight_decision *out)
 {
 	struct walk w = { .out = out, .policy = policy };
-	char *text;
-	const char *p, *stmt;
+	char shape[FLIGHT_MAX_SQL];
+	long slen = -1;
+	uint64_t hash = 0;
+	struct memo_entry **slots = NULL, *m = NULL;
 
 	memset(out, 0, sizeof(*out));
 	len = strnlen(sql, len);
@@ -477,29 +682,39 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 		out->verdict = FLIGHT_NOT_SELECT; /* no parse needed to know */
 		return;
 	}
-	text = malloc(len + 1);
-	if (!text) {
-		out->verdict = FLIGHT_UNKNOWN_NODE;
-		return;
+	if ((slots = memo_slots()) != NULL && (slen = shape_of(sql, len, shape)) >= 0) {
+		hash = shape_hash(shape, (size_t)slen);
+		m = slots[hash % MEMO_SLOTS];
+		if (m && m->hash == hash && m->len == (size_t)slen && memcmp(m->shape, shape, (size_t)slen) == 0) {
+			*out = m->d;
+			w.verdict = m->d.verdict;
+			w.nctes = m->nctes;
+			memcpy(w.ctes, m->ctes, sizeof(w.ctes[0]) * (size_t)m->nctes);
+			goto policy;
+		}
 	}
-	memcpy(text, sql, len);
-	text[len] = '\0';
-	PgQueryParseResult r = pg_query_parse(text);
-	free(text);
-	if (r.error || !r.parse_tree) {
-		out->verdict = FLIGHT_NOT_SELECT;
-		goto out;
+	decide_tree(sql, len, &w);
+	/* A parse error is not memoised: the scanner does not vouch that a literal caused none. */
+	if (slen >= 0 && out->verdict != FLIGHT_NOT_SELECT) {
+		struct memo_entry **slot = &slots[hash % MEMO_SLOTS];
+		if (!*slot)
+			*slot = calloc(1, sizeof(**slot));
+		m = *slot;
+		char *copy = m ? realloc(m->shape, (size_t)slen + 1) : NULL;
+		if (copy) {
+			m->shape = copy;
+			memcpy(m->shape, shape, (size_t)slen);
+			m->len = (size_t)slen;
+			m->hash = hash;
+			m->d = *out;
+			m->nctes = w.nctes;
+			memcpy(m->ctes, w.ctes, sizeof(w.ctes[0]) * (size_t)w.nctes);
+		} else if (m) {
+			m->len = 0;
+			m->hash = 0;
+		}
 	}
-	w.end = r.parse_tree + strlen(r.parse_tree);
-	/* {"version":N,"stmts":[{"stmt":{"SelectStmt":{...}}}]}: exactly one statement, a SELECT. */
-	stmt = strstr(r.parse_tree, "\"stmts\":[{\"stmt\":{\"SelectStmt\":");
-	if (!stmt || strstr(stmt + strlen("\"stmts\":[{"), "{\"stmt\":") != NULL) {
-		out->verdict = FLIGHT_NOT_SELECT;
-		goto out;
-	}
-	p = walk_value(&w, stmt + strlen("\"stmts\":"), 0, false);
-	if (!p && w.verdict == FLIGHT_OK)
-		w.verdict = FLIGHT_UNKNOWN_NODE;
+policy:
 	for (int i = 0; i < out->ntables && w.verdict == FLIGHT_OK; i++) {
 		const struct flight_relation *t = &out->tables[i];
 		if (is_cte(&w, t))
@@ -514,10 +729,8 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 	else if (w.verdict != FLIGHT_OK)
 		out->nfuncs = 0;
 	out->verdict = w.verdict;
-out:
 	if (out->verdict != FLIGHT_OK && out->nfuncs == 0)
 		out->ntables = 0;
-	pg_query_free_parse_result(r);
 }
 
 const char *flight_verdict_name(enum flight_verdict v)

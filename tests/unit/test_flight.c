@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,6 +247,75 @@ static void test_decide_calls(void **state)
 			assert_int_equal(d.verdict, FLIGHT_CALL);
 			assert_true(d.ntables >= 1 || strcmp(cases[i].sql, "SELECT now()") == 0);
 		}
+	}
+}
+
+struct cold {
+	const char *sql;
+	struct flight_decision d;
+};
+
+static void *decide_cold_thread(void *arg)
+{
+	struct cold *c = arg;
+	flight_decide(c->sql, strlen(c->sql), NULL, &c->d);
+	return NULL;
+}
+
+/* The decision of sql by a parse: on a thread of its own, whose memo is empty. */
+static void decide_cold(const char *sql, struct flight_decision *d)
+{
+	pthread_t t;
+	struct cold c = { .sql = sql };
+	assert_int_equal(pthread_create(&t, NULL, decide_cold_thread, &c), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	*d = c.d;
+}
+
+/* The decision memo (texts of one shape share a decision) never answers a text otherwise
+ * than its own parse would: each probe, decided after a text of its shape (or a look-alike),
+ * gets what a fresh thread parsing it gets. */
+static void test_decide_memo(void **state)
+{
+	static const struct {
+		const char *warm, *probe;
+		enum flight_verdict want;
+	} cases[] = {
+		{ "SELECT a FROM t WHERE id = 1", "SELECT a FROM t WHERE id = 22", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE id = 1.5", "SELECT a FROM t WHERE id = .5e-3", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE ts > 'x'", "SELECT a FROM t WHERE ts > 'now'", FLIGHT_TIME_LITERAL },
+		{ "SELECT a FROM t WHERE ts > 'y'", "SELECT a FROM t WHERE ts > ' Tomorrow '", FLIGHT_TIME_LITERAL },
+		{ "SELECT a FROM t WHERE b = 'x'", "SELECT a FROM t WHERE b = E'x'", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE b = 'it''s' AND c = 'z'", "SELECT a FROM t WHERE b = 'it' AND c = 'z'", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE b = $1", "SELECT a FROM t WHERE b = $2", FLIGHT_OK },
+		{ "SELECT a FROM t -- 'x\n WHERE b = 1", "SELECT a FROM t -- 'y\n WHERE b = 2", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE b = 'x' FOR UPDATE", "SELECT a FROM t WHERE b = 'y' FOR UPDATE", FLIGHT_LOCKING },
+		{ "SELECT a FROM t WHERE b = 'x'; SELECT 1", "SELECT a FROM t WHERE b = 'y'; SELECT 2", FLIGHT_NOT_SELECT },
+		{ "SELECT count(*) FROM t WHERE b = 1", "SELECT count(*) FROM t WHERE b = 2", FLIGHT_CALL },
+		{ "SELECT a FROM \"T\" WHERE b = 1", "SELECT a FROM \"t\" WHERE b = 1", FLIGHT_OK },
+		{ "SELECT a FROM pg_class WHERE b = 1", "SELECT a FROM pg_class WHERE b = 3", FLIGHT_CATALOG },
+		{ "SELECT $$x$$ FROM t", "SELECT $$now$$ FROM t", FLIGHT_TIME_LITERAL },
+		{ "SELECT a FROM t /* 'x */ WHERE b = 1", "SELECT a FROM t /* 'y */ WHERE b = 1", FLIGHT_OK },
+	};
+	struct flight_decision warm, probe, cold;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		flight_decide(cases[i].warm, strlen(cases[i].warm), NULL, &warm);
+		flight_decide(cases[i].probe, strlen(cases[i].probe), NULL, &probe);
+		decide_cold(cases[i].probe, &cold);
+		if (probe.verdict != cases[i].want || cold.verdict != cases[i].want)
+			fail_msg("%s after %s: got %s, a parse %s, want %s", cases[i].probe, cases[i].warm,
+				 flight_verdict_name(probe.verdict), flight_verdict_name(cold.verdict),
+				 flight_verdict_name(cases[i].want));
+		assert_int_equal(probe.ntables, cold.ntables);
+		assert_int_equal(probe.nfuncs, cold.nfuncs);
+		for (int k = 0; k < probe.ntables; k++) {
+			assert_string_equal(probe.tables[k].schema, cold.tables[k].schema);
+			assert_string_equal(probe.tables[k].name, cold.tables[k].name);
+		}
+		for (int k = 0; k < probe.nfuncs; k++)
+			assert_string_equal(probe.funcs[k].name, cold.funcs[k].name);
 	}
 }
 
@@ -522,6 +592,7 @@ int main(void)
 		cmocka_unit_test(test_decide_cached),
 		cmocka_unit_test(test_decide_bypass),
 		cmocka_unit_test(test_decide_calls),
+		cmocka_unit_test(test_decide_memo),
 		cmocka_unit_test(test_decide_limits),
 		cmocka_unit_test(test_decide_table_lists),
 		cmocka_unit_test(test_classify_write),

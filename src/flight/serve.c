@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/un.h>
 
 #include <openssl/crypto.h>
@@ -303,7 +304,58 @@ static void l2_done(void *arg, const struct flight_l2_answer *a)
 	client_need_server(c);
 }
 
+static bool request(struct client *c, bool session);
+static void stop_waiting(struct client *c);
+
 bool flight_client_request(struct client *c)
+{
+	return request(c, false);
+}
+
+/* Whether server_reset_query leaves nothing of the previous client's session: otherwise a
+ * session-mode server may carry settings the key does not hold. */
+static bool reset_discards_all(const struct tusk_config *cfg)
+{
+	const char *q = cfg->server_reset_query;
+	if (!q)
+		return true; /* the default */
+	while (*q == ' ')
+		q++;
+	if (strncasecmp(q, "DISCARD ALL", 11) != 0)
+		return false;
+	for (q += 11; *q == ' ' || *q == ';'; q++)
+		;
+	return *q == '\0';
+}
+
+bool flight_client_session_request(struct client *c, const struct server *s)
+{
+	const struct tusk_config *cfg = c->worker->rt->cfg;
+
+	const uint8_t *m = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf);
+
+	/* Called at every client event: only exactly one whole Query is a request. */
+	if (avail <= PROTO_HDR_LEN || m[0] != 'Q' || (size_t)be32(m + 1) + 1 != avail)
+		return false;
+	if (!cache_of(c) || c->admin || !c->pool || c->mode != POOL_MODE_SESSION)
+		return false;
+	/* Results go to Redis only after a lookup this path does not wait for. */
+	if (flight_l2_configured(cfg))
+		return false;
+	if (c->flight_session_dirty || !reset_discards_all(cfg) || s->tx_status != 'I' || s->pending_rfq != 0 ||
+	    s->expect_count != 0 || c->c2s_scanned != 0 || c->c2s_remaining != 0 ||
+	    (c->flight && (c->flight->lead || c->flight->wait))) {
+		atomic_fetch_add_explicit(&cache_of(c)->counters.bypass_state[FLIGHT_BYPASS_SESSION], 1,
+					  memory_order_relaxed);
+		return false;
+	}
+	return request(c, true);
+}
+
+/* session: a session-mode client linked to its idle server (flight_client_session_request):
+ * it may be answered from L1 or lead, never wait. */
+static bool request(struct client *c, bool session)
 {
 	struct flight_cache *cache = cache_of(c);
 	struct flight_client *fc = c->flight;
@@ -318,7 +370,7 @@ bool flight_client_request(struct client *c)
 		fc->l2_checked = false;
 		return false; /* L2 had nothing: the leader's query goes to a server */
 	}
-	if (!cache || c->admin || !c->pool || c->mode != POOL_MODE_TRANSACTION)
+	if (!cache || c->admin || !c->pool || c->mode != (session ? POOL_MODE_SESSION : POOL_MODE_TRANSACTION))
 		return false;
 	if (fc && fc->bypass_once) {
 		fc->bypass_once = false;
@@ -397,7 +449,7 @@ bool flight_client_request(struct client *c)
 		fc->lead_ttl = (double)p.ttl_ms / 1000.0;
 		fc->lead_ttl_ms = p.ttl_ms;
 		atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);
-		if (fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, &v)) {
+		if (!session && fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, &v)) {
 			/* The L2 key: the same request without this process's rule tag. */
 			klen = build_key(c, sql, sql_len, false, key, sizeof(key));
 			fc->l2key = klen > 0 ? malloc((size_t)klen) : NULL;
@@ -413,6 +465,12 @@ bool flight_client_request(struct client *c)
 		return false;
 	case FLIGHT_ROLE_WAIT:
 		fc->wait = wait;
+		if (session) {
+			/* Its server would sit idle while it waits, and the relay does not hold a
+			 * session client's bytes back: it runs its own query. */
+			stop_waiting(c);
+			return false;
+		}
 		atomic_fetch_add_explicit(&cache->counters.joins, 1, memory_order_relaxed);
 		ev_timer_stop(c->worker->loop, &c->timer);
 		ev_timer_set(&c->timer, (double)p.coalesce_wait_ms / 1000.0, 0.);
@@ -660,6 +718,23 @@ static void note_write(struct client *c, const struct flight_write *w)
 	apply_bumps(c, false);
 }
 
+/* Session pooling: whether a text the server runs leaves the session as it was, as far as
+ * tusk can tell without tracking session state there: a read the cache would take (its
+ * functions all immutable). Anything else marks the client for good. */
+static bool session_clean_read(struct client *c, const char *sql, size_t len)
+{
+	struct flight_policy p;
+	struct flight_decision d;
+
+	if (c->backslash_quotes || !c->pool)
+		return false;
+	flight_policy_resolve(c->worker->rt->cfg, pool_rule(c->pool), &p);
+	flight_decide(sql, len, &p.tables, &d);
+	if (d.verdict == FLIGHT_CALL && d.nfuncs > 0)
+		d.verdict = judge_calls(c, &p, &d);
+	return d.verdict == FLIGHT_OK || d.verdict == FLIGHT_TABLE_POLICY;
+}
+
 static bool tracking(const struct client *c)
 {
 	return c->worker->rt->flight && !c->admin && flight_cache_tracking(c->worker->rt->cfg);
@@ -673,6 +748,8 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 		return;
 	if (c->flight && c->flight->lead)
 		return; /* the leader's own query: a read, judged already */
+	if (c->mode == POOL_MODE_SESSION && !c->flight_session_dirty && !session_clean_read(c, sql, len))
+		c->flight_session_dirty = true;
 	flight_classify_write(sql, len, &w);
 	if (c->flight || ((w.flush_db || w.ntables) && state_of(c))) {
 		struct flight_write *u = &c->flight->unnamed;
@@ -696,6 +773,7 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 
 void flight_client_parsed(struct client *c, bool unnamed)
 {
+	c->flight_session_dirty = true; /* a prepared statement, or a portal, lives on its server */
 	if (unnamed && tracking(c) && c->flight)
 		c->flight->unnamed = c->flight->last;
 }
@@ -704,6 +782,7 @@ void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, s
 {
 	struct flight_write w;
 
+	c->flight_session_dirty = true;
 	if (!tracking(c))
 		return;
 	if (text) {
@@ -719,6 +798,7 @@ void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, s
 
 void flight_client_sent_opaque(struct client *c)
 {
+	c->flight_session_dirty = true;
 	if (!tracking(c))
 		return;
 	if (!state_of(c)) {

@@ -503,3 +503,55 @@ def test_function_volatility_read_from_the_catalog(cpg, tusk):
                    "AS 'select $1 + 5'")
     assert rows_of(c, "SELECT tusk_plus(id) FROM items WHERE id = 2") == [["7"]]
     assert runs_every_time(cpg, c, "SELECT tusk_plus(id) FROM items WHERE id = 2", "tusk_plus(id)")
+
+
+def test_session_mode_serves_only_clients_whose_session_is_known(cpg, tusk):
+    cpg.execute("update items set name = 'item 3' where id = 3", dbname=TEST_DB)
+    cpg.execute("drop schema if exists sess cascade; create schema sess; "
+                "create table sess.items (id int, name text); insert into sess.items values (3, 'sess copy'); "
+                "grant usage on schema sess to public; grant select on sess.items to public", dbname=TEST_DB)
+    t = tusk(pg_server=cpg, pools=[txn_pool(20, mode="session", cache="on")], workers=2, cache_ttl="60s")
+    q = "SELECT name FROM items WHERE id = 3"
+    a, b = wire(t), wire(t)
+    assert rows_of(a, q) == [["item 3"]]
+    reset_stats(cpg)
+    assert rows_of(b, q) == [["item 3"]]  # another session: from the cache
+    assert rows_of(a, q) == [["item 3"]]
+    assert calls(cpg, "FROM items WHERE id =") == 0
+
+    # A session whose state tusk does not follow (SET, temp tables, a transaction) neither
+    # gets nor leaves a shared result.
+    other = wire(t)
+    rows_of(other, "SET search_path = sess, public")
+    assert rows_of(other, q) == [["sess copy"]]
+    assert rows_of(other, q) == [["sess copy"]]
+    assert rows_of(b, q) == [["item 3"]]
+    assert rows_of(wire(t), q) == [["item 3"]]
+    temp = wire(t)
+    rows_of(temp, "CREATE TEMP TABLE items (id int, name text)")
+    rows_of(temp, "INSERT INTO items VALUES (3, 'temp')")
+    assert rows_of(temp, q) == [["temp"]]
+    txn = wire(t)
+    rows_of(txn, "BEGIN")
+    assert rows_of(txn, q) == [["item 3"]]
+    rows_of(txn, "COMMIT")
+    reset_stats(cpg)
+    assert rows_of(txn, q) == [["item 3"]]
+    assert calls(cpg, "FROM items WHERE id =") == 1
+    # Nothing of theirs was kept (the temp table's INSERT bumped the name items: a miss).
+    fresh = wire(t)
+    reset_stats(cpg)
+    assert rows_of(fresh, q) == [["item 3"]]
+    assert rows_of(b, q) == [["item 3"]]
+    assert rows_of(fresh, q) == [["item 3"]]
+    assert calls(cpg, "FROM items WHERE id =") == 1
+
+    # A write through a session-mode client invalidates what the others read.
+    writer = wire(t)
+    rows_of(writer, "UPDATE items SET name = 'changed 3' WHERE id = 3")
+    assert rows_of(a, q) == [["changed 3"]]
+    assert rows_of(b, q) == [["changed 3"]]
+    rows_of(writer, "UPDATE items SET name = 'item 3' WHERE id = 3")
+    assert rows_of(fresh, q) == [["item 3"]]
+    for c in (a, b, other, temp, txn, fresh, writer):
+        c.close()

@@ -75,7 +75,8 @@ static void test_config_rule_inherits_and_overrides(void **state)
 				   "  - database: a\n    mode: transaction\n    cache: on\n    cache_ttl: 2s\n"
 				   "    cache_max_result: 64kB\n    cache_coalesce_wait: 250ms\n    cache_tables: [x.y]\n"
 				   "  - database: b\n    mode: transaction\n"
-				   "  - database: c\n", /* session mode: never cached */
+				   "  - database: c\n    mode: statement\n" /* statement mode: never cached */
+				   "  - database: d\n", /* session mode: cached (serve.c judges its clients) */
 				   &cfg, &errs),
 			 0);
 	flight_policy_resolve(cfg, &cfg->pools[0], &p);
@@ -93,6 +94,8 @@ static void test_config_rule_inherits_and_overrides(void **state)
 	assert_string_equal(p.tables.allow[1], "u");
 	flight_policy_resolve(cfg, &cfg->pools[2], &p);
 	assert_int_equal(p.mode, CONFIG_CACHE_OFF);
+	flight_policy_resolve(cfg, &cfg->pools[3], &p);
+	assert_int_equal(p.mode, CONFIG_CACHE_COALESCE);
 	config_free(cfg);
 	free(errs);
 }
@@ -105,7 +108,7 @@ static void test_config_errors(void **state)
 
 	(void)state;
 	n = load_text(BASE "cache: maybe\ncache_max_result: 10\ncache_tables: [\"a.b.c\", \"\", \"x y\"]\n"
-			   "pools:\n  - database: s\n    cache: on\n  - database: t\n    mode: transaction\n"
+			   "pools:\n  - database: s\n    mode: statement\n    cache: on\n  - database: t\n    mode: transaction\n"
 			   "    cache_ttl: 0\n",
 		      &cfg, &errs);
 	assert_null(cfg);
@@ -115,8 +118,8 @@ static void test_config_errors(void **state)
 	assert_non_null(strstr(errs, ":6: cache_tables[0]: must be table or schema.table"));
 	assert_non_null(strstr(errs, ":6: cache_tables[1]: must be table or schema.table"));
 	assert_non_null(strstr(errs, ":6: cache_tables[2]: must be table or schema.table"));
-	assert_non_null(strstr(errs, ":8: pools[0].cache: needs mode: transaction (found session)"));
-	assert_non_null(strstr(errs, ":12: pools[1].cache_ttl: \"0\" is out of range"));
+	assert_non_null(strstr(errs, ":8: pools[0].cache: needs mode: transaction or session (found statement)"));
+	assert_non_null(strstr(errs, ":13: pools[1].cache_ttl: \"0\" is out of range"));
 	free(errs);
 }
 

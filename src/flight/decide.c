@@ -629,27 +629,37 @@ static uint64_t shape_hash(const char *s, size_t n)
 	return h;
 }
 
+/* sql[0, len) (no NUL inside) through libpg_query, for both walks: true with *r holding a
+ * tree and w->end set; false when it did not parse (or no memory). *r must be freed with
+ * pg_query_free_parse_result either way. */
+static bool parse_text(const char *sql, size_t len, struct walk *w, PgQueryParseResult *r)
+{
+	char *text = malloc(len + 1);
+
+	memset(r, 0, sizeof(*r));
+	if (!text)
+		return false;
+	memcpy(text, sql, len);
+	text[len] = '\0';
+	*r = pg_query_parse(text);
+	free(text);
+	if (r->error || !r->parse_tree)
+		return false;
+	w->end = r->parse_tree + strlen(r->parse_tree);
+	return true;
+}
+
 /* The text's decision before the table lists, and its CTE names: from the parse tree. */
 static void decide_tree(const char *sql, size_t len, struct walk *w)
 {
 	struct flight_decision *out = w->out;
-	char *text = malloc(len + 1);
+	PgQueryParseResult r;
 	const char *stmt;
 
-	if (!text) {
-		fail(w, FLIGHT_UNKNOWN_NODE);
-		out->verdict = w->verdict;
-		return;
-	}
-	memcpy(text, sql, len);
-	text[len] = '\0';
-	PgQueryParseResult r = pg_query_parse(text);
-	free(text);
-	if (r.error || !r.parse_tree) {
+	if (!parse_text(sql, len, w, &r)) {
 		fail(w, FLIGHT_NOT_SELECT);
 		goto out;
 	}
-	w->end = r.parse_tree + strlen(r.parse_tree);
 	/* {"version":N,"stmts":[{"stmt":{"SelectStmt":{...}}}]}: exactly one statement, a SELECT. */
 	stmt = strstr(r.parse_tree, "\"stmts\":[{\"stmt\":{\"SelectStmt\":");
 	if (!stmt || strstr(stmt + strlen("\"stmts\":[{"), "{\"stmt\":") != NULL) {
@@ -755,28 +765,16 @@ void flight_classify_write(const char *sql, size_t len, struct flight_write *out
 {
 	struct flight_decision d;
 	struct walk w = { .write = true, .out = &d };
-	char *text;
+	PgQueryParseResult r;
 	const char *stmts;
 
 	memset(out, 0, sizeof(*out));
 	memset(&d, 0, sizeof(d));
-	len = strnlen(sql, len);
-	text = malloc(len + 1);
-	if (!text) {
-		out->flush_db = true;
-		out->ddl = true;
-		return;
-	}
-	memcpy(text, sql, len);
-	text[len] = '\0';
-	PgQueryParseResult r = pg_query_parse(text);
-	free(text);
-	if (r.error || !r.parse_tree) {
+	if (!parse_text(sql, strnlen(sql, len), &w, &r)) {
 		out->flush_db = true;
 		out->ddl = true;
 		goto out;
 	}
-	w.end = r.parse_tree + strlen(r.parse_tree);
 	stmts = strstr(r.parse_tree, "\"stmts\":");
 	if (!stmts)
 		goto out; /* empty or only comments */

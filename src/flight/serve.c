@@ -744,8 +744,11 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 {
 	struct flight_write w;
 
-	if (!tracking(c))
+	if (!tracking(c)) {
+		/* Not judged: if a reload turns the cache on, this session is not known. */
+		c->flight_session_dirty = true;
 		return;
+	}
 	if (c->flight && c->flight->lead)
 		return; /* the leader's own query: a read, judged already */
 	if (c->mode == POOL_MODE_SESSION && !c->flight_session_dirty && !session_clean_read(c, sql, len))

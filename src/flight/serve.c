@@ -338,7 +338,12 @@ bool flight_client_session_request(struct client *c, const struct server *s)
 	/* Called at every client event: only exactly one whole Query is a request. */
 	if (avail <= PROTO_HDR_LEN || m[0] != 'Q' || (size_t)be32(m + 1) + 1 != avail)
 		return false;
+	struct flight_policy p;
+
 	if (!cache_of(c) || c->admin || !c->pool || c->mode != POOL_MODE_SESSION)
+		return false;
+	flight_policy_resolve(cfg, pool_rule(c->pool), &p);
+	if (p.mode <= CONFIG_CACHE_OFF)
 		return false;
 	/* Results go to Redis only after a lookup this path does not wait for. */
 	if (flight_l2_configured(cfg))

@@ -38,6 +38,10 @@ struct flight_client {
 	bool lead_store;             /* keep its result in L1 (cache: on) */
 	double lead_ttl;
 	struct flight_waiter *wait;  /* the flight this client waits on (its reference) */
+	/* An answer larger than the write buffer, being written (its reference), and how much
+	 * of it is in the write buffer already: later requests wait behind it. */
+	struct flight_result *out;
+	size_t out_off;
 	bool bypass_once;            /* released waiter: its request runs on its own */
 	/* L2 (l2.h): the lookup a leader waits on before its query goes to a server; the key
 	 * without the process-local rule tag (other tusks judge with their own rules before
@@ -78,19 +82,53 @@ static uint32_t be32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* The result plus ReadyForQuery 'I' in place of the Query of qlen bytes at the head of rbuf.
- * 1 answered, 0 no room in wbuf (nothing done), -1 the client was closed. */
-static int serve(struct client *c, const struct flight_result *r, size_t qlen)
+/* Moves as much of the answer being written as fits into wbuf, then its ReadyForQuery 'I'.
+ * True when the answer is all in wbuf (fc->out released). */
+static bool fill_out(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+	struct flight_result *r = fc->out;
+
+	buf_compact(&c->wbuf);
+	size_t k = r->len - fc->out_off;
+	if (k > buf_room(&c->wbuf))
+		k = buf_room(&c->wbuf);
+	if (k > 0 && buf_append(&c->wbuf, r->bytes + fc->out_off, k) == 0)
+		fc->out_off += k;
+	if (fc->out_off < r->len || buf_room(&c->wbuf) < 6 || proto_put_ready(&c->wbuf, 'I') < 0)
+		return false;
+	fc->out = NULL;
+	flight_result_put(r);
+	return true;
+}
+
+/* The result plus ReadyForQuery 'I' in place of the Query of qlen bytes at the head of rbuf;
+ * one larger than the room in wbuf is written as the client reads (flight_client_writable).
+ * 1 answered, 0 not (no memory; nothing done), -1 the client was closed. */
+static int serve(struct client *c, struct flight_result *r, size_t qlen)
 {
 	buf_compact(&c->wbuf);
-	if (buf_room(&c->wbuf) < r->len + 6)
-		return 0;
-	if (buf_append(&c->wbuf, r->bytes, r->len) < 0 || proto_put_ready(&c->wbuf, 'I') < 0)
+	if (buf_room(&c->wbuf) < r->len + 6) {
+		struct flight_client *fc = state_of(c);
+		if (!fc)
+			return 0;
+		flight_result_get(r);
+		fc->out = r;
+		fc->out_off = 0;
+		(void)fill_out(c);
+	} else if (buf_append(&c->wbuf, r->bytes, r->len) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
 		return 0; /* cannot happen: room checked */
+	}
 	buf_consume(&c->rbuf, qlen);
-	if (client_write_wbuf(c) < 0) {
-		client_close(c, "write to client failed");
-		return -1;
+	for (;;) {
+		if (client_write_wbuf(c) < 0) {
+			client_close(c, "write to client failed");
+			return -1;
+		}
+		/* The socket took all there was: refill now, or nothing would ask to write. */
+		if (!c->flight || !c->flight->out || !buf_empty(&c->wbuf))
+			break;
+		(void)fill_out(c);
 	}
 	client_update_io(c);
 	return 1;
@@ -369,8 +407,8 @@ static bool request(struct client *c, bool session)
 	struct flight_versions v;
 	uint8_t key[KEY_BUF];
 
-	if (fc && (fc->wait || fc->l2req))
-		return true; /* still waiting: later bytes stay behind the request */
+	if (fc && (fc->wait || fc->l2req || fc->out))
+		return true; /* still waiting or answering: later bytes stay behind the request */
 	if (fc && fc->l2_checked) {
 		fc->l2_checked = false;
 		return false; /* L2 had nothing: the leader's query goes to a server */
@@ -446,7 +484,7 @@ static bool request(struct client *c, bool session)
 	struct flight_waiter *wait;
 	/* A waiter's answer must fit its write buffer whole (serve): a larger result is not
 	 * worth gathering. */
-	size_t max = p.max_result < c->wbuf.cap - 6 ? p.max_result : c->wbuf.cap - 6;
+	size_t max = p.max_result;
 	switch (flight_join(&cache->flights, key, (size_t)klen, hash, &v, max, c->worker, c, &lead, &wait)) {
 	case FLIGHT_ROLE_LEAD:
 		fc->lead = lead;
@@ -612,6 +650,10 @@ void flight_client_closed(struct client *c)
 		return;
 	if (fc->wait)
 		stop_waiting(c);
+	if (fc->out) {
+		flight_result_put(fc->out);
+		fc->out = NULL;
+	}
 	if (fc->l2req) {
 		flight_l2_cancel(fc->l2req);
 		fc->l2req = NULL;
@@ -723,6 +765,28 @@ static void note_write(struct client *c, const struct flight_write *w)
 	apply_bumps(c, false);
 }
 
+/* Whether sql is a SELECT whose only obstacle to caching is calls, all of them known
+ * immutable now (no lookup is queued from here). */
+static bool calls_immutable(struct client *c, const char *sql, size_t len)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_decision d;
+
+	if (c->backslash_quotes || !c->pool)
+		return false;
+	flight_decide(sql, len, NULL, &d);
+	if (d.verdict != FLIGHT_CALL || d.nfuncs == 0)
+		return false;
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	struct flight_vol_db db = {
+		.service = rule->service_name,
+		.server_db = rule->server_database ? rule->server_database : c->database,
+		.database = c->database,
+		.db_slot = flight_inval_db_slot(c->database),
+	};
+	return flight_vol_check(cache->vol, &cache->inval, &db, d.funcs, d.nfuncs) == FLIGHT_VOL_IMMUTABLE;
+}
+
 /* Session pooling: whether a text the server runs leaves the session as it was, as far as
  * tusk can tell without tracking session state there: a read the cache would take (its
  * functions all immutable). Anything else marks the client for good. */
@@ -759,6 +823,11 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 	if (c->mode == POOL_MODE_SESSION && !c->flight_session_dirty && !session_clean_read(c, sql, len))
 		c->flight_session_dirty = true;
 	flight_classify_write(sql, len, &w);
+	/* A read that calls functions outside the write classifier's short list may write
+	 * anything, unless the catalog says they are immutable (PostgreSQL runs those
+	 * read-only): then it does not make the whole database stale. */
+	if (w.flush_db && !w.ddl && w.ntables == 0 && calls_immutable(c, sql, len))
+		w.flush_db = false;
 	if (c->flight || ((w.flush_db || w.ntables) && state_of(c))) {
 		struct flight_write *u = &c->flight->unnamed;
 		c->flight->last = w;
@@ -824,4 +893,14 @@ void flight_client_ready(struct client *c)
 {
 	if (c->flight && (c->flight->nbump || c->flight->bump_db))
 		apply_bumps(c, true);
+}
+
+bool flight_client_writable(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+
+	if (!fc || !fc->out || !fill_out(c))
+		return false;
+	log_debug(c->id, c->ctx, "the rest of a cached answer larger than the write buffer is written");
+	return !buf_empty(&c->rbuf);
 }

@@ -555,3 +555,51 @@ def test_session_mode_serves_only_clients_whose_session_is_known(cpg, tusk):
     assert rows_of(fresh, q) == [["item 3"]]
     for c in (a, b, other, temp, txn, fresh, writer):
         c.close()
+
+
+def test_results_larger_than_the_write_buffer_are_cached_whole(cpg, tusk):
+    on = tusk(pg_server=cpg, pools=[cache_pool("on")], workers=2, cache_ttl="60s", cache_max_result="8MB",
+              log_level="debug")
+    """A ~6 MB result (far above the 32 kB client write buffer, and more than the kernel
+    buffers of a loopback connection take) is kept and served whole,
+    also to a client that reads it slowly and sends a second Query while it is written."""
+    q = "SELECT id, name || repeat('x', 6000) AS pad FROM items WHERE id > 0 ORDER BY id"
+    direct = [[str(i), pad] for i, pad in cpg.execute(q, dbname=TEST_DB)]
+    assert len(direct) == 1000
+    c = wire(on)
+    reset_stats(cpg)
+    assert rows_of(c, q) == direct
+    assert calls(cpg, "|| repeat(") == 1  # the fragment matches what PostgreSQL ran
+    assert served_from_cache(cpg, c, q, "|| repeat(")
+    # Slow reader, and a Query behind the cached one: both answered, in order.
+    # A small receive window, set before connecting: the answer cannot all be in flight.
+    slow = pgwire.RawClient.__new__(pgwire.RawClient)
+    slow.sock = socket.socket()
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sock.settimeout(60)
+    slow.sock.connect(("127.0.0.1", on.port))
+    slow.timeout, slow.buf = 60.0, b""
+    slow.startup("tusk_trust", TEST_DB)
+    reset_stats(cpg)
+    slow.send(pgwire.query_message(q))
+    time.sleep(0.3)  # tusk has more than the socket takes: the rest waits for the reader
+    slow.send(pgwire.query_message("SELECT name FROM items WHERE id = 6"))  # behind it
+    time.sleep(0.3)
+    first = slow.read_until_ready()
+    second = slow.read_until_ready()
+    rows = [m for m in first if m[0] == b"D"]
+    assert len(rows) == 1000 and first[-1] == (b"Z", b"I")
+    assert [m for m in second if m[0] == b"D"] and second[-1] == (b"Z", b"I")
+    assert calls(cpg, "|| repeat(") == 0  # the first came from the cache
+    # ... and was written as the reader took it, the second Query waiting behind it.
+    for _ in range(50):  # the log is written by its own thread
+        if "larger than the write buffer is written" in on.log_path.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the cached answer was not written in parts")
+    reset_stats(cpg)
+    assert rows_of(wire(on), q) == direct
+    assert calls(cpg, "|| repeat(") == 0
+    slow.close()
+    c.close()

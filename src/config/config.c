@@ -1470,11 +1470,12 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 		rule->line = node_line(item);
 		parse_mapping(ld, item, rule->line, sub, &pool_table, (char *)rule);
 		resolve_service(ld, item, sub, rule);
-		/* Session and statement pooling are not cached yet (docs/cache.md). */
-		if (rule->cache > CONFIG_CACHE_OFF && rule->mode != POOL_MODE_TRANSACTION) {
+		/* Statement pooling is not cached (docs/cache.md). */
+		if (rule->cache > CONFIG_CACHE_OFF && rule->mode == POOL_MODE_STATEMENT) {
 			char key[PATH_LEN];
 			join_key(key, sub, "cache");
-			report(ld, rule->line, key, "needs mode: transaction (found %s)", config_pool_mode_name(rule->mode));
+			report(ld, rule->line, key, "needs mode: transaction or session (found %s)",
+			       config_pool_mode_name(rule->mode));
 		}
 		/* The split decides per transaction; a session-mode client keeps one server. */
 		if (rule->target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT && rule->mode != POOL_MODE_TRANSACTION) {

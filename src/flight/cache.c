@@ -11,7 +11,9 @@ struct flight_cache *flight_cache_new(size_t memory)
 	if (!fc)
 		return NULL;
 	fc->lru = flight_lru_new(memory);
-	if (!fc->lru || flight_table_init(&fc->flights) < 0) {
+	fc->vol = flight_vol_new();
+	if (!fc->lru || !fc->vol || flight_table_init(&fc->flights) < 0) {
+		flight_vol_free(fc->vol);
 		flight_lru_free(fc->lru);
 		free(fc);
 		return NULL;
@@ -23,6 +25,7 @@ void flight_cache_free(struct flight_cache *fc)
 {
 	if (!fc)
 		return;
+	flight_vol_free(fc->vol);
 	flight_table_destroy(&fc->flights);
 	flight_lru_free(fc->lru);
 	free(fc);
@@ -69,11 +72,16 @@ void flight_cache_report(struct flight_cache *fc, flight_report_fn *fn, void *ar
 
 int flight_cache_flush(struct flight_cache *fc, const char *database)
 {
-	if (database)
+	/* The volatility answers go too (a way to make tusk read them again at once). */
+	if (database) {
 		flight_inval_bump_db(&fc->inval, flight_inval_db_slot(database));
-	else
-		for (uint16_t i = 0; i < FLIGHT_INVAL_DB_SLOTS; i++)
+		flight_inval_bump_ddl(&fc->inval, flight_inval_db_slot(database));
+	} else {
+		for (uint16_t i = 0; i < FLIGHT_INVAL_DB_SLOTS; i++) {
 			flight_inval_bump_db(&fc->inval, i);
+			flight_inval_bump_ddl(&fc->inval, i);
+		}
+	}
 	int n = flight_lru_flush(fc->lru, database);
 	atomic_fetch_add_explicit(&fc->counters.flushes, (uint64_t)n, memory_order_relaxed);
 	return n;

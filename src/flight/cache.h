@@ -13,6 +13,7 @@
 #include "flight/flight.h"
 #include "flight/inval.h"
 #include "flight/lru.h"
+#include "flight/volatility.h"
 
 enum flight_bypass_state {
 	FLIGHT_BYPASS_PIPELINED, /* more than one whole Query waiting, or not a Query */
@@ -48,6 +49,7 @@ struct flight_cache {
 	struct flight_inval inval;
 	struct flight_table flights;
 	struct flight_lru *lru;
+	struct flight_vol *vol; /* which functions are immutable, per database (its own lock and thread) */
 	struct flight_counters counters;
 	/* L2 INCRs sent and not yet answered, per version slot (tables, then databases): a
 	 * lookup for slots with one pending does not use Redis (it might not have counted the

@@ -5,6 +5,7 @@
  * bypass, never a wrong row. */
 #include "flight/decide.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 #define WALK_MAX_DEPTH 400 /* JSON nesting; deeper trees are not cached (and not expected) */
 
 /* Parse-tree nodes that compute nothing beyond built-in operators and casts on their inputs.
- * FuncCall, SQLValueFunction, LockingClause, IntoClause, RangeFunction, RangeTableSample,
+ * (FuncCall is judged apart: its name is looked up in pg_proc, volatility.h.) SQLValueFunction, LockingClause, IntoClause, RangeFunction, RangeTableSample,
  * RangeTableFunc, XmlExpr and every statement type but SelectStmt are absent on purpose. */
 static const char *const inert_nodes[] = {
 	"A_ArrayExpr", "A_Const",    "A_Expr",      "A_Indices",  "A_Indirection", "A_Star",
@@ -23,7 +24,7 @@ static const char *const inert_nodes[] = {
 	"CoalesceExpr", "CollateClause", "ColumnRef", "CommonTableExpr", "Float", "GroupingSet",
 	"Integer",     "JoinExpr",   "List",        "MinMaxExpr", "NullTest",      "ParamRef",
 	"RangeSubselect", "RangeVar", "ResTarget",  "RowExpr",    "SelectStmt",    "SortBy",
-	"String",      "SubLink",    "TypeCast",    "TypeName",   "WithClause",
+	"String",      "SubLink",    "TypeCast",    "TypeName",   "WindowDef",     "WithClause",
 };
 
 /* Literals the date/time input functions turn into the current time when the query runs. */
@@ -70,9 +71,10 @@ static const char *const readonly_functions[] = {
 
 struct walk {
 	bool write;      /* flight_classify_write: judge writes, not cacheability */
+	bool unsafe;     /* write mode: may have written what it does not name, or the catalog */
 	bool readonly;   /* flight_read_only: judge "runs on a standby", not cacheability */
-	bool unsafe;     /* write mode: may have written what it does not name; readonly mode:
-	                  * calls a function not in readonly_functions */
+	bool unsafe_call; /* write mode: calls a function that may write anything; readonly
+	                   * mode: calls a function not in readonly_functions */
 	bool writes;     /* write mode: holds INSERT, UPDATE, DELETE or MERGE */
 	const char *end;
 	enum flight_verdict verdict;
@@ -104,38 +106,89 @@ static bool is_inert(const char *name, size_t n)
 	return in_names(inert_nodes, sizeof(inert_nodes) / sizeof(inert_nodes[0]), name, n);
 }
 
-/* Write mode: a funcname list, [{"String":{"sval":"f"}}] or with a schema before it. */
+static const char *skip_ws(const char *p, const char *end);
+
+/* A funcname list at p, [{"String":{"sval":"f"}}] or with a schema (and a catalog) before
+ * it: its parts into parts[], *n of them (3 when there are more than two, which no function
+ * this file accepts has). Returns the byte after the ']', or NULL when the list is not of
+ * that shape. */
+static const char *read_funcname(struct walk *w, const char *p, char parts[2][FLIGHT_NAME_MAX], int *n)
+{
+	const char *end = w->end;
+	static const char open[] = "{\"String\":{\"sval\":";
+	bool cut;
+
+	*n = 0;
+	p = skip_ws(p, end);
+	if (p >= end || *p != '[')
+		return NULL;
+	for (p++;;) {
+		char part[FLIGHT_NAME_MAX];
+		p = skip_ws(p, end);
+		if ((size_t)(end - p) < sizeof(open) - 1 || memcmp(p, open, sizeof(open) - 1) != 0)
+			return NULL;
+		p = read_string(p + sizeof(open) - 1, end, part, sizeof(part), &cut);
+		if (!p || cut || end - p < 2 || p[0] != '}' || p[1] != '}')
+			return NULL;
+		p += 2;
+		if (*n < 2)
+			memcpy(parts[*n], part, sizeof(part));
+		if (*n < 3)
+			(*n)++;
+		p = skip_ws(p, end);
+		if (p < end && *p == ',') {
+			p++;
+			continue;
+		}
+		return p < end && *p == ']' ? p + 1 : NULL;
+	}
+}
+
+/* Write mode: a function outside nowrite_functions may write anything. Readonly mode: a
+ * function outside readonly_functions keeps the statement on the primary. */
 static const char *judge_funcname(struct walk *w, const char *p)
 {
 	char parts[2][FLIGHT_NAME_MAX];
-	int n = 0;
-	const char *q = p, *end = w->end;
-	char key[16];
-	bool cut;
+	int n;
 
-	/* The svals in order, read by scanning for "sval": the list holds only String nodes. */
-	const char *close = memchr(p, ']', (size_t)(end - p));
-	if (!close)
+	p = read_funcname(w, p, parts, &n);
+	if (!p)
 		return NULL;
-	while ((q = memmem(q, (size_t)(close - q), "\"sval\":", 7)) != NULL) {
-		q += 7;
-		if (n == 2) {
-			n = 3;
-			break;
-		}
-		q = read_string(q, end, parts[n], sizeof(parts[n]), &cut);
-		if (!q || cut)
-			return NULL;
-		n++;
-		(void)key;
-	}
 	if (n == 0 || n > 2 || (n == 2 && strcmp(parts[0], "pg_catalog") != 0) ||
 	    (w->readonly ? !in_names(readonly_functions, sizeof(readonly_functions) / sizeof(readonly_functions[0]),
 				     parts[n - 1], strlen(parts[n - 1]))
 			 : !in_names(nowrite_functions, sizeof(nowrite_functions) / sizeof(nowrite_functions[0]),
 				     parts[n - 1], strlen(parts[n - 1]))))
-		w->unsafe = true;
-	return close + 1;
+		w->unsafe_call = true;
+	return p;
+}
+
+/* Read mode: a called function, for the volatility check (the verdict stays FLIGHT_OK until
+ * flight_decide's end says FLIGHT_CALL with the list). */
+static const char *note_funcname(struct walk *w, const char *p)
+{
+	char parts[2][FLIGHT_NAME_MAX];
+	struct flight_relation f;
+	struct flight_decision *o = w->out;
+	int n;
+
+	p = read_funcname(w, p, parts, &n);
+	if (!p)
+		return NULL;
+	if (n == 0 || n > 2) {
+		fail(w, FLIGHT_CALL); /* a database-qualified name: nothing to look up */
+		return p;
+	}
+	memcpy(f.schema, n == 2 ? parts[0] : "", n == 2 ? strlen(parts[0]) + 1 : 1);
+	memcpy(f.name, parts[n - 1], strlen(parts[n - 1]) + 1);
+	for (int i = 0; i < o->nfuncs; i++)
+		if (strcmp(o->funcs[i].schema, f.schema) == 0 && strcmp(o->funcs[i].name, f.name) == 0)
+			return p;
+	if (o->nfuncs == FLIGHT_MAX_FUNCS)
+		fail(w, FLIGHT_CALL);
+	else
+		o->funcs[o->nfuncs++] = f;
+	return p;
 }
 
 /* A JSON string at p (at the opening quote): its unescaped bytes into out (NUL-terminated,
@@ -290,16 +343,17 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 					return NULL;
 				goto next;
 			}
-		} else if (w->readonly && strcmp(key, "funcname") == 0) {
-			p = judge_funcname(w, p);
+		} else if (strcmp(key, "funcname") == 0) {
+			p = w->readonly ? judge_funcname(w, p) : note_funcname(w, p);
 			if (!p)
 				return NULL;
 			goto next;
 		} else if (key[0] >= 'A' && key[0] <= 'Z' && (cut || !is_inert(key, strlen(key))) &&
+			   strcmp(key, "FuncCall") != 0 &&
 			   !(w->readonly && !cut &&
 			     in_names(readonly_nodes, sizeof(readonly_nodes) / sizeof(readonly_nodes[0]), key, strlen(key)))) {
 			fail(w, strcmp(key, "LockingClause") == 0 ? FLIGHT_LOCKING
-				: strcmp(key, "FuncCall") == 0 || strcmp(key, "SQLValueFunction") == 0 ||
+				: strcmp(key, "SQLValueFunction") == 0 ||
 						strcmp(key, "RangeFunction") == 0 || strcmp(key, "RangeTableSample") == 0 ||
 						strcmp(key, "RangeTableFunc") == 0 || strcmp(key, "XmlExpr") == 0
 					? FLIGHT_CALL
@@ -439,12 +493,226 @@ static bool may_be_select(const char *s, size_t n)
 	return false;
 }
 
-static void decide(const char *sql, size_t len, const struct flight_table_policy *policy,
-		   struct flight_decision *out, bool readonly)
+/* The decision memo. A miss used to parse every text (libpg_query's JSON tree: about three
+ * times the relay's own classification), while an application sends the same few statement
+ * shapes with different constants. The decision depends on the constants only through the
+ * time words ('now' ...), so it is kept per *shape*: the text with each plain string literal
+ * and each number replaced by a marker byte, everything else (identifiers, keywords,
+ * spacing, comments) byte for byte. Two texts of one shape are the same token sequence but
+ * for the literals' contents, so they have the same tree but for its constants' values.
+ * Anything the shape scanner is not sure of (E'', U&'', B'' and other prefixed strings,
+ * dollar quotes, block comments, control bytes, a time word in a literal) is not memoised:
+ * parsed as before. The whole shape is stored and compared, never only its hash.
+ * Per thread (workers call this on their own loop): no lock, bounded, freed at thread exit. */
+#define MEMO_SLOTS     128
+#define SHAPE_NUMBER   '\x01'
+#define SHAPE_STRING   '\x02'
+
+struct memo_entry {
+	uint64_t hash;
+	size_t len;
+	char *shape;                   /* len bytes */
+	struct flight_decision d;      /* before the table lists (policy) */
+	int nctes;
+	char ctes[FLIGHT_MAX_TABLES][FLIGHT_NAME_MAX];
+};
+
+static pthread_key_t memo_key;
+static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
+static bool memo_ok;
+
+static void memo_free(void *arg)
 {
-	struct walk w = { .out = out, .policy = policy, .readonly = readonly };
-	char *text;
-	const char *p, *stmt;
+	struct memo_entry **slots = arg;
+	for (int i = 0; i < MEMO_SLOTS; i++)
+		if (slots[i]) {
+			free(slots[i]->shape);
+			free(slots[i]);
+		}
+	free(slots);
+}
+
+static void memo_init(void)
+{
+	memo_ok = pthread_key_create(&memo_key, memo_free) == 0;
+}
+
+static struct memo_entry **memo_slots(void)
+{
+	pthread_once(&memo_once, memo_init);
+	if (!memo_ok)
+		return NULL;
+	struct memo_entry **slots = pthread_getspecific(memo_key);
+	if (!slots && (slots = calloc(MEMO_SLOTS, sizeof(*slots))) != NULL && pthread_setspecific(memo_key, slots) != 0) {
+		free(slots);
+		slots = NULL;
+	}
+	return slots;
+}
+
+static bool ident_byte(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+	       ch == '$' || ch >= 0x80;
+}
+
+static bool digit(char ch)
+{
+	return ch >= '0' && ch <= '9';
+}
+
+/* The shape of s[0, n) into out (at least n bytes): its length, or -1 when it is not one
+ * this scanner can vouch for. */
+static long shape_of(const char *s, size_t n, char *out)
+{
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch < 0x20 && ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r' && ch != '\f')
+			return -1; /* also keeps the markers unambiguous */
+		if (ch == '\'') {
+			/* A prefixed string (E'', B'', X'', N'', U&'', a typed 'literal' glued to its
+			 * type name) reads differently: not vouched for. */
+			if (o > 0 && (ident_byte((unsigned char)out[o - 1]) || out[o - 1] == '&'))
+				return -1;
+			size_t j = i + 1, start = j;
+			for (;;) {
+				const char *q = memchr(s + j, '\'', n - j);
+				if (!q)
+					return -1;
+				j = (size_t)(q - s);
+				if (j + 1 < n && s[j + 1] == '\'') {
+					j += 2;
+					continue;
+				}
+				break;
+			}
+			/* A time word is evaluated when the query runs: such a text is judged by a parse. */
+			if (j - start < 32) {
+				char word[32];
+				memcpy(word, s + start, j - start);
+				word[j - start] = '\0';
+				if (is_time_word(word))
+					return -1;
+			}
+			out[o++] = SHAPE_STRING;
+			i = j + 1;
+		} else if (ch == '"') {
+			size_t j = i + 1;
+			for (;;) {
+				const char *q = memchr(s + j, '"', n - j);
+				if (!q)
+					return -1;
+				j = (size_t)(q - s) + 1;
+				if (j < n && s[j] == '"') {
+					j++;
+					continue;
+				}
+				break;
+			}
+			memcpy(out + o, s + i, j - i);
+			o += j - i;
+			i = j;
+		} else if (ch == '-' && i + 1 < n && s[i + 1] == '-') {
+			const char *q = memchr(s + i, '\n', n - i);
+			size_t j = q ? (size_t)(q - s) : n;
+			memcpy(out + o, s + i, j - i);
+			o += j - i;
+			i = j;
+		} else if (ch == '/' && i + 1 < n && s[i + 1] == '*') {
+			return -1;
+		} else if (ch == '$') {
+			if (i + 1 >= n || !digit(s[i + 1]))
+				return -1; /* a dollar quote */
+			out[o++] = s[i++];
+			while (i < n && digit(s[i]))
+				out[o++] = s[i++];
+		} else if (digit((char)ch) || (ch == '.' && i + 1 < n && digit(s[i + 1]))) {
+			while (i < n && digit(s[i]))
+				i++;
+			if (i < n && s[i] == '.') {
+				i++;
+				while (i < n && digit(s[i]))
+					i++;
+			}
+			if (i + 1 < n && (s[i] == 'e' || s[i] == 'E') &&
+			    (digit(s[i + 1]) || ((s[i + 1] == '+' || s[i + 1] == '-') && i + 2 < n && digit(s[i + 2])))) {
+				i += 2;
+				while (i < n && digit(s[i]))
+					i++;
+			}
+			out[o++] = SHAPE_NUMBER;
+		} else if (ident_byte(ch)) {
+			while (i < n && ident_byte((unsigned char)s[i]))
+				out[o++] = s[i++];
+		} else {
+			out[o++] = s[i++];
+		}
+	}
+	return (long)o;
+}
+
+static uint64_t shape_hash(const char *s, size_t n)
+{
+	uint64_t h = 1469598103934665603u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+	return h;
+}
+
+/* sql[0, len) (no NUL inside) through libpg_query, for both walks: true with *r holding a
+ * tree and w->end set; false when it did not parse (or no memory). *r must be freed with
+ * pg_query_free_parse_result either way. */
+static bool parse_text(const char *sql, size_t len, struct walk *w, PgQueryParseResult *r)
+{
+	char *text = malloc(len + 1);
+
+	memset(r, 0, sizeof(*r));
+	if (!text)
+		return false;
+	memcpy(text, sql, len);
+	text[len] = '\0';
+	*r = pg_query_parse(text);
+	free(text);
+	if (r->error || !r->parse_tree)
+		return false;
+	w->end = r->parse_tree + strlen(r->parse_tree);
+	return true;
+}
+
+/* The text's decision before the table lists, and its CTE names: from the parse tree. */
+static void decide_tree(const char *sql, size_t len, struct walk *w)
+{
+	struct flight_decision *out = w->out;
+	PgQueryParseResult r;
+	const char *stmt;
+
+	if (!parse_text(sql, len, w, &r)) {
+		fail(w, FLIGHT_NOT_SELECT);
+		goto out;
+	}
+	/* {"version":N,"stmts":[{"stmt":{"SelectStmt":{...}}}]}: exactly one statement, a SELECT. */
+	stmt = strstr(r.parse_tree, "\"stmts\":[{\"stmt\":{\"SelectStmt\":");
+	if (!stmt || strstr(stmt + strlen("\"stmts\":[{"), "{\"stmt\":") != NULL) {
+		fail(w, FLIGHT_NOT_SELECT);
+		goto out;
+	}
+	if (!walk_value(w, stmt + strlen("\"stmts\":"), 0, false))
+		fail(w, FLIGHT_UNKNOWN_NODE);
+out:
+	out->verdict = w->verdict; /* the walk's own, or why there was none */
+	pg_query_free_parse_result(r);
+}
+
+void flight_decide(const char *sql, size_t len, const struct flight_table_policy *policy,
+		   struct flight_decision *out)
+{
+	struct walk w = { .out = out, .policy = policy };
+	char shape[FLIGHT_MAX_SQL];
+	long slen = -1;
+	uint64_t hash = 0;
+	struct memo_entry **slots = NULL, *m = NULL;
 
 	memset(out, 0, sizeof(*out));
 	len = strnlen(sql, len);
@@ -456,31 +724,39 @@ static void decide(const char *sql, size_t len, const struct flight_table_policy
 		out->verdict = FLIGHT_NOT_SELECT; /* no parse needed to know */
 		return;
 	}
-	text = malloc(len + 1);
-	if (!text) {
-		out->verdict = FLIGHT_UNKNOWN_NODE;
-		return;
+	if ((slots = memo_slots()) != NULL && (slen = shape_of(sql, len, shape)) >= 0) {
+		hash = shape_hash(shape, (size_t)slen);
+		m = slots[hash % MEMO_SLOTS];
+		if (m && m->hash == hash && m->len == (size_t)slen && memcmp(m->shape, shape, (size_t)slen) == 0) {
+			*out = m->d;
+			w.verdict = m->d.verdict;
+			w.nctes = m->nctes;
+			memcpy(w.ctes, m->ctes, sizeof(w.ctes[0]) * (size_t)m->nctes);
+			goto policy;
+		}
 	}
-	memcpy(text, sql, len);
-	text[len] = '\0';
-	PgQueryParseResult r = pg_query_parse(text);
-	free(text);
-	if (r.error || !r.parse_tree) {
-		out->verdict = FLIGHT_NOT_SELECT;
-		goto out;
+	decide_tree(sql, len, &w);
+	/* A parse error is not memoised: the scanner does not vouch that a literal caused none. */
+	if (slen >= 0 && out->verdict != FLIGHT_NOT_SELECT) {
+		struct memo_entry **slot = &slots[hash % MEMO_SLOTS];
+		if (!*slot)
+			*slot = calloc(1, sizeof(**slot));
+		m = *slot;
+		char *copy = m ? realloc(m->shape, (size_t)slen + 1) : NULL;
+		if (copy) {
+			m->shape = copy;
+			memcpy(m->shape, shape, (size_t)slen);
+			m->len = (size_t)slen;
+			m->hash = hash;
+			m->d = *out;
+			m->nctes = w.nctes;
+			memcpy(m->ctes, w.ctes, sizeof(w.ctes[0]) * (size_t)w.nctes);
+		} else if (m) {
+			m->len = 0;
+			m->hash = 0;
+		}
 	}
-	w.end = r.parse_tree + strlen(r.parse_tree);
-	/* {"version":N,"stmts":[{"stmt":{"SelectStmt":{...}}}]}: exactly one statement, a SELECT. */
-	stmt = strstr(r.parse_tree, "\"stmts\":[{\"stmt\":{\"SelectStmt\":");
-	if (!stmt || strstr(stmt + strlen("\"stmts\":[{"), "{\"stmt\":") != NULL) {
-		out->verdict = FLIGHT_NOT_SELECT;
-		goto out;
-	}
-	p = walk_value(&w, stmt + strlen("\"stmts\":"), 0, false);
-	if (!p && w.verdict == FLIGHT_OK)
-		w.verdict = FLIGHT_UNKNOWN_NODE;
-	if (w.unsafe)
-		fail(&w, FLIGHT_CALL);
+policy:
 	for (int i = 0; i < out->ntables && w.verdict == FLIGHT_OK; i++) {
 		const struct flight_relation *t = &out->tables[i];
 		if (is_cte(&w, t))
@@ -489,25 +765,27 @@ static void decide(const char *sql, size_t len, const struct flight_table_policy
 		    (policy && listed(policy->exclude, policy->nexclude, t)))
 			w.verdict = FLIGHT_TABLE_POLICY;
 	}
+	/* Only calls stand in the way: the caller checks their volatility (decide.h). */
+	if (w.verdict == FLIGHT_OK && out->nfuncs > 0)
+		w.verdict = FLIGHT_CALL;
+	else if (w.verdict != FLIGHT_OK)
+		out->nfuncs = 0;
 	out->verdict = w.verdict;
-out:
-	if (out->verdict != FLIGHT_OK)
+	if (out->verdict != FLIGHT_OK && out->nfuncs == 0)
 		out->ntables = 0;
-	pg_query_free_parse_result(r);
-}
-
-void flight_decide(const char *sql, size_t len, const struct flight_table_policy *policy,
-		   struct flight_decision *out)
-{
-	decide(sql, len, policy, out, false);
 }
 
 bool flight_read_only(const char *sql, size_t len)
 {
 	struct flight_decision d;
+	struct walk w = { .out = &d, .readonly = true };
 
-	decide(sql, len, NULL, &d, true);
-	return d.verdict == FLIGHT_OK;
+	memset(&d, 0, sizeof(d));
+	len = strnlen(sql, len);
+	if (len > FLIGHT_MAX_SQL || !may_be_select(sql, len))
+		return false;
+	decide_tree(sql, len, &w); /* not memoised: the memo holds the cache's verdicts */
+	return d.verdict == FLIGHT_OK && !w.unsafe_call;
 }
 
 const char *flight_verdict_name(enum flight_verdict v)
@@ -523,6 +801,7 @@ const char *flight_verdict_name(enum flight_verdict v)
 		[FLIGHT_TABLE_POLICY] = "table_policy",
 		[FLIGHT_TOO_BIG] = "too_big",
 		[FLIGHT_UNKNOWN_NODE] = "unknown_node",
+		[FLIGHT_CALL_LOOKUP] = "function_lookup",
 	};
 	return (unsigned)v < FLIGHT_VERDICT_COUNT ? names[v] : "?";
 }
@@ -531,32 +810,27 @@ void flight_classify_write(const char *sql, size_t len, struct flight_write *out
 {
 	struct flight_decision d;
 	struct walk w = { .write = true, .out = &d };
-	char *text;
+	PgQueryParseResult r;
 	const char *stmts;
 
 	memset(out, 0, sizeof(*out));
 	memset(&d, 0, sizeof(d));
-	len = strnlen(sql, len);
-	text = malloc(len + 1);
-	if (!text) {
+	if (!parse_text(sql, strnlen(sql, len), &w, &r)) {
 		out->flush_db = true;
-		return;
-	}
-	memcpy(text, sql, len);
-	text[len] = '\0';
-	PgQueryParseResult r = pg_query_parse(text);
-	free(text);
-	if (r.error || !r.parse_tree) {
-		out->flush_db = true;
+		out->ddl = true;
 		goto out;
 	}
-	w.end = r.parse_tree + strlen(r.parse_tree);
 	stmts = strstr(r.parse_tree, "\"stmts\":");
 	if (!stmts)
 		goto out; /* empty or only comments */
 	/* COMMIT PREPARED commits what an earlier session wrote, unseen. */
 	if (strstr(r.parse_tree, "\"kind\":\"TRANS_STMT_COMMIT_PREPARED\"") ||
 	    !walk_value(&w, stmts + strlen("\"stmts\":"), 0, false) || w.unsafe) {
+		out->flush_db = true;
+		out->ddl = true;
+		goto out;
+	}
+	if (w.unsafe_call) {
 		out->flush_db = true;
 		goto out;
 	}

@@ -11,21 +11,24 @@
 #define FLIGHT_MAX_SQL    8192 /* longer texts are not cached: bounds the parser's recursion */
 #define FLIGHT_MAX_TABLES 16   /* tables named by one cached statement */
 #define FLIGHT_NAME_MAX   64   /* PostgreSQL's NAMEDATALEN */
+#define FLIGHT_MAX_FUNCS  16   /* distinct functions called by one cached statement */
 
 /* Why a text is not cached; FLIGHT_OK when it is. Counted per reason (SHOW CACHE). */
 enum flight_verdict {
 	FLIGHT_OK,
 	FLIGHT_NOT_SELECT,   /* parse error, several statements, or not a plain SELECT */
 	FLIGHT_LOCKING,      /* FOR UPDATE / SHARE at any depth */
-	FLIGHT_CALL,         /* a function call, CURRENT_TIMESTAMP and the like, or a node that may call
-	                      * one (TABLESAMPLE, XMLTABLE, ROWS FROM ...): volatility is not read from
-	                      * pg_proc yet, so every call is treated as volatile */
+	FLIGHT_CALL,         /* a function not known to be immutable (volatility.h), CURRENT_TIMESTAMP
+	                      * and the like, or a node that may call one (TABLESAMPLE, XMLTABLE,
+	                      * ROWS FROM ...) */
 	FLIGHT_TIME_LITERAL, /* 'now', 'today', 'tomorrow', 'yesterday': evaluated when run */
 	FLIGHT_CATALOG,      /* pg_catalog, information_schema, pg_toast, pg_* */
 	FLIGHT_TEMP,         /* pg_temp */
 	FLIGHT_TABLE_POLICY, /* not in cache_tables, or in cache_exclude_tables */
 	FLIGHT_TOO_BIG,      /* text above FLIGHT_MAX_SQL, or more than FLIGHT_MAX_TABLES tables */
 	FLIGHT_UNKNOWN_NODE, /* a parse-tree node outside the list this code knows to be inert */
+	FLIGHT_CALL_LOOKUP,  /* a function whose volatility tusk has not read from pg_proc yet (the
+	                      * lookup runs meanwhile: a later request can be cached) */
 	FLIGHT_VERDICT_COUNT
 };
 
@@ -34,10 +37,15 @@ struct flight_relation {
 	char name[FLIGHT_NAME_MAX];   /* as the parser normalised it */
 };
 
+/* verdict FLIGHT_CALL with nfuncs > 0: only function calls stand in the way; the statement
+ * is cacheable if every one of funcs is immutable (flight_vol_check), and tables are filled.
+ * Any other verdict but FLIGHT_OK: ntables and nfuncs are 0. */
 struct flight_decision {
 	enum flight_verdict verdict;
 	int ntables;
 	struct flight_relation tables[FLIGHT_MAX_TABLES]; /* distinct, in text order */
+	int nfuncs;
+	struct flight_relation funcs[FLIGHT_MAX_FUNCS];   /* distinct called names; schema "" if unqualified */
 };
 
 /* Table lists of a pool rule (cache_tables / cache_exclude_tables): "t" matches any schema's t,
@@ -71,6 +79,11 @@ bool flight_read_only(const char *sql, size_t len);
  * COMMIT PREPARED ...). Reads, SET, SHOW and transaction control write nothing. */
 struct flight_write {
 	bool flush_db;
+	/* flush_db for another reason than calling a function outside the short list: DDL,
+	 * GRANT, COPY, DO, a parse error ... may have changed the catalog (volatility.h). A
+	 * function that is not volatile cannot (PostgreSQL runs it read-only); a volatile one
+	 * that runs DDL is not seen (docs/cache.md, limits). */
+	bool ddl;
 	int ntables;
 	struct flight_relation tables[FLIGHT_MAX_TABLES];
 };

@@ -171,6 +171,16 @@ int flight_feed(struct flight *f, const uint8_t *p, size_t n)
 			}
 			f->buf->len = f->parsed; /* each client gets its own ReadyForQuery */
 			f->done = true;
+			/* A kept result lives until L1 drops it, counted at its capacity: give back
+			 * what the reply did not use (the buffer starts at 4 kB; most replies are
+			 * far smaller). No one else holds it yet. */
+			if (f->buf->cap > f->buf->len + 64) {
+				struct flight_result *r = realloc(f->buf, sizeof(*r) + f->buf->len);
+				if (r) {
+					r->cap = r->len;
+					f->buf = r;
+				}
+			}
 			return 1;
 		}
 		if (m[0] != 'T' && m[0] != 'D' && m[0] != 'C') {

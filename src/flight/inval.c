@@ -56,3 +56,8 @@ void flight_inval_bump_db(struct flight_inval *iv, uint16_t db_slot)
 {
 	atomic_fetch_add(&iv->db[db_slot % FLIGHT_INVAL_DB_SLOTS], 1);
 }
+
+void flight_inval_bump_ddl(struct flight_inval *iv, uint16_t db_slot)
+{
+	atomic_fetch_add(&iv->ddl[db_slot % FLIGHT_INVAL_DB_SLOTS], 1);
+}

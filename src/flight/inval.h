@@ -20,6 +20,9 @@
 struct flight_inval {
 	_Atomic uint64_t table[FLIGHT_INVAL_SLOTS];
 	_Atomic uint64_t db[FLIGHT_INVAL_DB_SLOTS];
+	/* Per database slot too: statements that may have changed the catalog (DDL ...), for
+	 * the volatility answers (volatility.h). Each also bumps db[]. */
+	_Atomic uint64_t ddl[FLIGHT_INVAL_DB_SLOTS];
 };
 
 struct flight_versions {
@@ -42,5 +45,6 @@ bool flight_versions_equal(const struct flight_versions *a, const struct flight_
 
 void flight_inval_bump(struct flight_inval *iv, uint16_t slot);
 void flight_inval_bump_db(struct flight_inval *iv, uint16_t db_slot);
+void flight_inval_bump_ddl(struct flight_inval *iv, uint16_t db_slot);
 
 #endif

@@ -129,7 +129,8 @@ struct flight_result *flight_lru_get(struct flight_lru *l, struct flight_inval *
 int flight_lru_put(struct flight_lru *l, const uint8_t *key, size_t key_len, uint64_t hash,
 		   const struct flight_versions *v, const char *database, struct flight_result *r, double expires)
 {
-	size_t size = sizeof(struct entry) + key_len + sizeof(*r) + r->len;
+	/* What the entry really holds on to: the result's whole buffer, not just its bytes. */
+	size_t size = sizeof(struct entry) + key_len + sizeof(*r) + r->cap;
 	int evicted = 0;
 
 	if (size > l->memory)

@@ -9,7 +9,7 @@ void flight_policy_resolve(const struct tusk_config *cfg, const struct config_po
 	memset(out, 0, sizeof(*out));
 	out->mode = rule && rule->cache != CONFIG_CACHE_INHERIT ? (enum config_cache)rule->cache
 								: (enum config_cache)cfg->cache;
-	if (out->mode == CONFIG_CACHE_INHERIT || (rule && rule->mode != POOL_MODE_TRANSACTION))
+	if (out->mode == CONFIG_CACHE_INHERIT || (rule && rule->mode == POOL_MODE_STATEMENT))
 		out->mode = CONFIG_CACHE_OFF;
 	out->ttl_ms = rule && rule->cache_ttl_ms ? rule->cache_ttl_ms : cfg->cache_ttl_ms;
 	out->max_result = rule && rule->cache_max_result ? rule->cache_max_result : cfg->cache_max_result;

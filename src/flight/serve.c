@@ -8,8 +8,13 @@
  * ReadyForQuery that ends their transaction (or when their client leaves). */
 #include "flight/serve.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+
+#include <openssl/crypto.h>
 
 #include "flight/cache.h"
 #include "flight/decide.h"
@@ -19,6 +24,7 @@
 #include "frontend/client_int.h"
 #include "frontend/session.h"
 #include "pool/pool.h"
+#include "pool/server.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -32,6 +38,10 @@ struct flight_client {
 	bool lead_store;             /* keep its result in L1 (cache: on) */
 	double lead_ttl;
 	struct flight_waiter *wait;  /* the flight this client waits on (its reference) */
+	/* An answer larger than the write buffer, being written (its reference), and how much
+	 * of it is in the write buffer already: later requests wait behind it. */
+	struct flight_result *out;
+	size_t out_off;
 	bool bypass_once;            /* released waiter: its request runs on its own */
 	/* L2 (l2.h): the lookup a leader waits on before its query goes to a server; the key
 	 * without the process-local rule tag (other tusks judge with their own rules before
@@ -50,6 +60,7 @@ struct flight_client {
 	uint16_t bump[FLIGHT_MAX_TABLES];
 	int nbump;
 	bool bump_db;
+	bool bump_ddl; /* ... and the catalog may have changed (decide.h, flight_write.ddl) */
 	/* what the last classified text writes, and the unnamed statement's (Bind runs it again) */
 	struct flight_write last, unnamed;
 };
@@ -71,19 +82,53 @@ static uint32_t be32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* The result plus ReadyForQuery 'I' in place of the Query of qlen bytes at the head of rbuf.
- * 1 answered, 0 no room in wbuf (nothing done), -1 the client was closed. */
-static int serve(struct client *c, const struct flight_result *r, size_t qlen)
+/* Moves as much of the answer being written as fits into wbuf, then its ReadyForQuery 'I'.
+ * True when the answer is all in wbuf (fc->out released). */
+static bool fill_out(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+	struct flight_result *r = fc->out;
+
+	buf_compact(&c->wbuf);
+	size_t k = r->len - fc->out_off;
+	if (k > buf_room(&c->wbuf))
+		k = buf_room(&c->wbuf);
+	if (k > 0 && buf_append(&c->wbuf, r->bytes + fc->out_off, k) == 0)
+		fc->out_off += k;
+	if (fc->out_off < r->len || buf_room(&c->wbuf) < 6 || proto_put_ready(&c->wbuf, 'I') < 0)
+		return false;
+	fc->out = NULL;
+	flight_result_put(r);
+	return true;
+}
+
+/* The result plus ReadyForQuery 'I' in place of the Query of qlen bytes at the head of rbuf;
+ * one larger than the room in wbuf is written as the client reads (flight_client_writable).
+ * 1 answered, 0 not (no memory; nothing done), -1 the client was closed. */
+static int serve(struct client *c, struct flight_result *r, size_t qlen)
 {
 	buf_compact(&c->wbuf);
-	if (buf_room(&c->wbuf) < r->len + 6)
-		return 0;
-	if (buf_append(&c->wbuf, r->bytes, r->len) < 0 || proto_put_ready(&c->wbuf, 'I') < 0)
+	if (buf_room(&c->wbuf) < r->len + 6) {
+		struct flight_client *fc = state_of(c);
+		if (!fc)
+			return 0;
+		flight_result_get(r);
+		fc->out = r;
+		fc->out_off = 0;
+		(void)fill_out(c);
+	} else if (buf_append(&c->wbuf, r->bytes, r->len) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
 		return 0; /* cannot happen: room checked */
+	}
 	buf_consume(&c->rbuf, qlen);
-	if (client_write_wbuf(c) < 0) {
-		client_close(c, "write to client failed");
-		return -1;
+	for (;;) {
+		if (client_write_wbuf(c) < 0) {
+			client_close(c, "write to client failed");
+			return -1;
+		}
+		/* The socket took all there was: refill now, or nothing would ask to write. */
+		if (!c->flight || !c->flight->out || !buf_empty(&c->wbuf))
+			break;
+		(void)fill_out(c);
 	}
 	client_update_io(c);
 	return 1;
@@ -127,6 +172,77 @@ static long build_key(struct client *c, const char *sql, size_t len, bool local,
 		.query_len = len,
 	};
 	return flight_key_build(&in, out, cap);
+}
+
+/* Where the pool's servers are and how they log in, as libpq parameters for the catalog
+ * connection (volatility.h): the service's current address, the server user, and the
+ * pool's password or the client's own plain one (passthrough). An md5 or SCRAM secret
+ * cannot be given to libpq: the lookup then fails, and the names bypass. */
+static void vol_target(struct client *c, struct flight_vol_target *t)
+{
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	const struct net_addr *a = runtime_service_addr(c->worker->rt, rule->service);
+	static const char *const modes[] = { "disable", "prefer", "require", "verify-ca", "verify-full" };
+
+	memset(t, 0, sizeof(*t));
+	if (a && a->sa.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&a->sa;
+		inet_ntop(AF_INET, &in->sin_addr, t->host, sizeof(t->host));
+		snprintf(t->port, sizeof(t->port), "%u", ntohs(in->sin_port));
+	} else if (a && a->sa.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in = (const struct sockaddr_in6 *)&a->sa;
+		inet_ntop(AF_INET6, &in->sin6_addr, t->host, sizeof(t->host));
+		snprintf(t->port, sizeof(t->port), "%u", ntohs(in->sin6_port));
+	} else if (a && a->sa.ss_family == AF_UNIX) {
+		/* libpq wants the directory and the port of ".../.s.PGSQL.<port>". */
+		const struct sockaddr_un *un = (const struct sockaddr_un *)&a->sa;
+		const char *base = strrchr(un->sun_path, '/');
+		if (base && strncmp(base, "/.s.PGSQL.", 10) == 0) {
+			snprintf(t->host, sizeof(t->host), "%.*s", (int)(base - un->sun_path), un->sun_path);
+			snprintf(t->port, sizeof(t->port), "%s", base + 10);
+		}
+	}
+	snprintf(t->dbname, sizeof(t->dbname), "%s", rule->server_database ? rule->server_database : c->database);
+	snprintf(t->user, sizeof(t->user), "%s", rule->server_user ? rule->server_user : pool_user(c->pool));
+	if (rule->server_password)
+		snprintf(t->password, sizeof(t->password), "%s", rule->server_password);
+	else if (c->cred && c->cred->kind == SERVER_CRED_PLAIN)
+		snprintf(t->password, sizeof(t->password), "%s", c->cred->secret);
+	const struct config_service *svc = rule->service;
+	if (svc && svc->tls >= 0 && (size_t)svc->tls < sizeof(modes) / sizeof(modes[0]))
+		snprintf(t->sslmode, sizeof(t->sslmode), "%s", modes[svc->tls]);
+	if (svc && svc->tls_ca_file)
+		snprintf(t->sslrootcert, sizeof(t->sslrootcert), "%s", svc->tls_ca_file);
+}
+
+/* A decision whose only obstacle is function calls (decide.h): FLIGHT_OK when the catalog
+ * says every one is immutable; FLIGHT_CALL_LOOKUP (and the lookup queued) when it has not
+ * said yet. */
+static enum flight_verdict judge_calls(struct client *c, const struct flight_policy *p,
+				       const struct flight_decision *d)
+{
+	struct flight_cache *cache = cache_of(c);
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	struct flight_vol_db db = {
+		.service = rule->service_name,
+		.server_db = rule->server_database ? rule->server_database : c->database,
+		.database = c->database,
+		.db_slot = flight_inval_db_slot(c->database),
+	};
+	struct flight_vol_target t;
+
+	switch (flight_vol_check(cache->vol, &cache->inval, &db, d->funcs, d->nfuncs)) {
+	case FLIGHT_VOL_IMMUTABLE:
+		return FLIGHT_OK;
+	case FLIGHT_VOL_VOLATILE:
+		return FLIGHT_CALL;
+	case FLIGHT_VOL_UNKNOWN:
+		break;
+	}
+	vol_target(c, &t);
+	flight_vol_lookup(cache->vol, &cache->inval, &db, d->funcs, d->nfuncs, &t, (double)p->ttl_ms / 1000.0);
+	OPENSSL_cleanse(&t, sizeof(t));
+	return FLIGHT_CALL_LOOKUP;
 }
 
 static void deliver(struct worker *w, void *arg);
@@ -226,7 +342,63 @@ static void l2_done(void *arg, const struct flight_l2_answer *a)
 	client_need_server(c);
 }
 
+static bool request(struct client *c, bool session);
+static void stop_waiting(struct client *c);
+
 bool flight_client_request(struct client *c)
+{
+	return request(c, false);
+}
+
+/* Whether server_reset_query leaves nothing of the previous client's session: otherwise a
+ * session-mode server may carry settings the key does not hold. */
+static bool reset_discards_all(const struct tusk_config *cfg)
+{
+	const char *q = cfg->server_reset_query;
+	if (!q)
+		return true; /* the default */
+	while (*q == ' ')
+		q++;
+	if (strncasecmp(q, "DISCARD ALL", 11) != 0)
+		return false;
+	for (q += 11; *q == ' ' || *q == ';'; q++)
+		;
+	return *q == '\0';
+}
+
+bool flight_client_session_request(struct client *c, const struct server *s)
+{
+	const struct tusk_config *cfg = c->worker->rt->cfg;
+
+	const uint8_t *m = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf);
+
+	/* Called at every client event: only exactly one whole Query is a request. */
+	if (avail <= PROTO_HDR_LEN || m[0] != 'Q' || (size_t)be32(m + 1) + 1 != avail)
+		return false;
+	struct flight_policy p;
+
+	if (!cache_of(c) || c->admin || !c->pool || c->mode != POOL_MODE_SESSION)
+		return false;
+	flight_policy_resolve(cfg, pool_rule(c->pool), &p);
+	if (p.mode <= CONFIG_CACHE_OFF)
+		return false;
+	/* Results go to Redis only after a lookup this path does not wait for. */
+	if (flight_l2_configured(cfg))
+		return false;
+	if (c->flight_session_dirty || !reset_discards_all(cfg) || s->tx_status != 'I' || s->pending_rfq != 0 ||
+	    s->expect_count != 0 || c->c2s_scanned != 0 || c->c2s_remaining != 0 ||
+	    (c->flight && (c->flight->lead || c->flight->wait))) {
+		atomic_fetch_add_explicit(&cache_of(c)->counters.bypass_state[FLIGHT_BYPASS_SESSION], 1,
+					  memory_order_relaxed);
+		return false;
+	}
+	return request(c, true);
+}
+
+/* session: a session-mode client linked to its idle server (flight_client_session_request):
+ * it may be answered from L1 or lead, never wait. */
+static bool request(struct client *c, bool session)
 {
 	struct flight_cache *cache = cache_of(c);
 	struct flight_client *fc = c->flight;
@@ -235,13 +407,13 @@ bool flight_client_request(struct client *c)
 	struct flight_versions v;
 	uint8_t key[KEY_BUF];
 
-	if (fc && (fc->wait || fc->l2req))
-		return true; /* still waiting: later bytes stay behind the request */
+	if (fc && (fc->wait || fc->l2req || fc->out))
+		return true; /* still waiting or answering: later bytes stay behind the request */
 	if (fc && fc->l2_checked) {
 		fc->l2_checked = false;
 		return false; /* L2 had nothing: the leader's query goes to a server */
 	}
-	if (!cache || c->admin || !c->pool || c->mode != POOL_MODE_TRANSACTION)
+	if (!cache || c->admin || !c->pool || c->mode != (session ? POOL_MODE_SESSION : POOL_MODE_TRANSACTION))
 		return false;
 	if (fc && fc->bypass_once) {
 		fc->bypass_once = false;
@@ -297,6 +469,8 @@ bool flight_client_request(struct client *c)
 		}
 	}
 	flight_decide(sql, sql_len, &p.tables, &d);
+	if (d.verdict == FLIGHT_CALL && d.nfuncs > 0)
+		d.verdict = judge_calls(c, &p, &d);
 	if (d.verdict != FLIGHT_OK) {
 		atomic_fetch_add_explicit(&cache->counters.bypass[d.verdict], 1, memory_order_relaxed);
 		return false;
@@ -310,7 +484,7 @@ bool flight_client_request(struct client *c)
 	struct flight_waiter *wait;
 	/* A waiter's answer must fit its write buffer whole (serve): a larger result is not
 	 * worth gathering. */
-	size_t max = p.max_result < c->wbuf.cap - 6 ? p.max_result : c->wbuf.cap - 6;
+	size_t max = p.max_result;
 	switch (flight_join(&cache->flights, key, (size_t)klen, hash, &v, max, c->worker, c, &lead, &wait)) {
 	case FLIGHT_ROLE_LEAD:
 		fc->lead = lead;
@@ -318,7 +492,7 @@ bool flight_client_request(struct client *c)
 		fc->lead_ttl = (double)p.ttl_ms / 1000.0;
 		fc->lead_ttl_ms = p.ttl_ms;
 		atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);
-		if (fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, &v)) {
+		if (!session && fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, &v)) {
 			/* The L2 key: the same request without this process's rule tag. */
 			klen = build_key(c, sql, sql_len, false, key, sizeof(key));
 			fc->l2key = klen > 0 ? malloc((size_t)klen) : NULL;
@@ -334,6 +508,12 @@ bool flight_client_request(struct client *c)
 		return false;
 	case FLIGHT_ROLE_WAIT:
 		fc->wait = wait;
+		if (session) {
+			/* Its server would sit idle while it waits, and the relay does not hold a
+			 * session client's bytes back: it runs its own query. */
+			stop_waiting(c);
+			return false;
+		}
 		atomic_fetch_add_explicit(&cache->counters.joins, 1, memory_order_relaxed);
 		ev_timer_stop(c->worker->loop, &c->timer);
 		ev_timer_set(&c->timer, (double)p.coalesce_wait_ms / 1000.0, 0.);
@@ -439,6 +619,8 @@ static void apply_bumps(struct client *c, bool clear)
 		flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
 		atomic_fetch_add_explicit(&cache->counters.db_bumps, 1, memory_order_relaxed);
 	}
+	if (fc->bump_ddl)
+		flight_inval_bump_ddl(&cache->inval, flight_inval_db_slot(c->database));
 	if (flight_l2_configured(c->worker->rt->cfg)) {
 		uint64_t ids[FLIGHT_L2_MAX_VERSIONS + 1];
 		_Atomic uint32_t *pending[FLIGHT_L2_MAX_VERSIONS + 1];
@@ -456,6 +638,7 @@ static void apply_bumps(struct client *c, bool clear)
 		fc->nbump = 0;
 		fc->nl2bump = 0;
 		fc->bump_db = false;
+		fc->bump_ddl = false;
 	}
 }
 
@@ -467,6 +650,10 @@ void flight_client_closed(struct client *c)
 		return;
 	if (fc->wait)
 		stop_waiting(c);
+	if (fc->out) {
+		flight_result_put(fc->out);
+		fc->out = NULL;
+	}
 	if (fc->l2req) {
 		flight_l2_cancel(fc->l2req);
 		fc->l2req = NULL;
@@ -554,6 +741,7 @@ static void bump_db_now(struct client *c)
 	_Atomic uint32_t *pending = &cache->l2_pending[FLIGHT_INVAL_SLOTS + flight_inval_db_slot(c->database)];
 
 	flight_inval_bump_db(&cache->inval, flight_inval_db_slot(c->database));
+	flight_inval_bump_ddl(&cache->inval, flight_inval_db_slot(c->database));
 	flight_l2_bump(c->worker, &cache->counters, &id, &pending, 1);
 }
 
@@ -571,8 +759,49 @@ static void note_write(struct client *c, const struct flight_write *w)
 		note_bump(c, w->tables[i].name);
 	if (w->flush_db)
 		c->flight->bump_db = true;
+	if (w->ddl)
+		c->flight->bump_ddl = true;
 	/* Now as well: entries and flights from before the write stop being used at once. */
 	apply_bumps(c, false);
+}
+
+/* Whether sql is a SELECT whose only obstacle to caching is calls, all of them known
+ * immutable now (no lookup is queued from here). */
+static bool calls_immutable(struct client *c, const char *sql, size_t len)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_decision d;
+
+	if (c->backslash_quotes || !c->pool)
+		return false;
+	flight_decide(sql, len, NULL, &d);
+	if (d.verdict != FLIGHT_CALL || d.nfuncs == 0)
+		return false;
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	struct flight_vol_db db = {
+		.service = rule->service_name,
+		.server_db = rule->server_database ? rule->server_database : c->database,
+		.database = c->database,
+		.db_slot = flight_inval_db_slot(c->database),
+	};
+	return flight_vol_check(cache->vol, &cache->inval, &db, d.funcs, d.nfuncs) == FLIGHT_VOL_IMMUTABLE;
+}
+
+/* Session pooling: whether a text the server runs leaves the session as it was, as far as
+ * tusk can tell without tracking session state there: a read the cache would take (its
+ * functions all immutable). Anything else marks the client for good. */
+static bool session_clean_read(struct client *c, const char *sql, size_t len)
+{
+	struct flight_policy p;
+	struct flight_decision d;
+
+	if (c->backslash_quotes || !c->pool)
+		return false;
+	flight_policy_resolve(c->worker->rt->cfg, pool_rule(c->pool), &p);
+	flight_decide(sql, len, &p.tables, &d);
+	if (d.verdict == FLIGHT_CALL && d.nfuncs > 0)
+		d.verdict = judge_calls(c, &p, &d);
+	return d.verdict == FLIGHT_OK || d.verdict == FLIGHT_TABLE_POLICY;
 }
 
 static bool tracking(const struct client *c)
@@ -584,17 +813,28 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 {
 	struct flight_write w;
 
-	if (!tracking(c))
+	if (!tracking(c)) {
+		/* Not judged: if a reload turns the cache on, this session is not known. */
+		c->flight_session_dirty = true;
 		return;
+	}
 	if (c->flight && c->flight->lead)
 		return; /* the leader's own query: a read, judged already */
+	if (c->mode == POOL_MODE_SESSION && !c->flight_session_dirty && !session_clean_read(c, sql, len))
+		c->flight_session_dirty = true;
 	flight_classify_write(sql, len, &w);
+	/* A read that calls functions outside the write classifier's short list may write
+	 * anything, unless the catalog says they are immutable (PostgreSQL runs those
+	 * read-only): then it does not make the whole database stale. */
+	if (w.flush_db && !w.ddl && w.ntables == 0 && calls_immutable(c, sql, len))
+		w.flush_db = false;
 	if (c->flight || ((w.flush_db || w.ntables) && state_of(c))) {
 		struct flight_write *u = &c->flight->unnamed;
 		c->flight->last = w;
 		/* Until flight_client_parsed says which text the unnamed statement is (a Parse too
 		 * big for the read buffer reaches here without it), it may be any of them. */
 		u->flush_db |= w.flush_db;
+		u->ddl |= w.ddl;
 		for (int i = 0; i < w.ntables && !u->flush_db; i++) {
 			bool have = false;
 			for (int k = 0; k < u->ntables && !have; k++)
@@ -610,6 +850,7 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 
 void flight_client_parsed(struct client *c, bool unnamed)
 {
+	c->flight_session_dirty = true; /* a prepared statement, or a portal, lives on its server */
 	if (unnamed && tracking(c) && c->flight)
 		c->flight->unnamed = c->flight->last;
 }
@@ -618,6 +859,7 @@ void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, s
 {
 	struct flight_write w;
 
+	c->flight_session_dirty = true;
 	if (!tracking(c))
 		return;
 	if (text) {
@@ -633,14 +875,16 @@ void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, s
 
 void flight_client_sent_opaque(struct client *c)
 {
+	c->flight_session_dirty = true;
 	if (!tracking(c))
 		return;
 	if (!state_of(c)) {
 		bump_db_now(c);
 		return;
 	}
-	if (!c->flight->bump_db) {
+	if (!c->flight->bump_db || !c->flight->bump_ddl) {
 		c->flight->bump_db = true;
+		c->flight->bump_ddl = true;
 		apply_bumps(c, false);
 	}
 }
@@ -649,4 +893,14 @@ void flight_client_ready(struct client *c)
 {
 	if (c->flight && (c->flight->nbump || c->flight->bump_db))
 		apply_bumps(c, true);
+}
+
+bool flight_client_writable(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+
+	if (!fc || !fc->out || !fill_out(c))
+		return false;
+	log_debug(c->id, c->ctx, "the rest of a cached answer larger than the write buffer is written");
+	return !buf_empty(&c->rbuf);
 }

@@ -11,11 +11,20 @@
 #include <stdint.h>
 
 struct client;
+struct server;
 
 /* client.c, an idle client's bytes need a server: true when the cache took the request (it
  * was answered, or the client now waits on a flight, or still does); false: claim a server
  * as usual (the client may now lead a flight). */
 bool flight_client_request(struct client *c);
+/* relay.c, session pooling: c (linked to idle server s) has exactly one whole Query in its
+ * read buffer. True when the cache answered it (the Query is consumed); false: relay it as
+ * usual (c may now lead a flight, whose reply the relay's scan feeds). Never waits. */
+bool flight_client_session_request(struct client *c, const struct server *s);
+/* client.c, an idle client's socket took bytes: more of an answer larger than its write
+ * buffer goes into it. True when that answer is complete and requests wait behind it (call
+ * client_need_server). */
+bool flight_client_writable(struct client *c);
 /* client.c: the client's CLIENT_IDLE timer fired (a waiter's cache_coalesce_wait). */
 void flight_client_timer(struct client *c);
 /* cancel.c: a CancelRequest for c. True when it cancelled a wait (c got 57014). */

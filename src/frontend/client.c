@@ -1326,6 +1326,11 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 				client_close(c, "write to client failed");
 				return;
 			}
+			if (c->state == CLIENT_IDLE && flight_client_writable(c)) {
+				client_update_io(c);
+				client_need_server(c); /* what the client sent behind a cached answer */
+				return;
+			}
 			client_update_io(c);
 			if (c->admin && buf_empty(&c->wbuf)) {
 				console_writable(c); /* may close c */

@@ -111,6 +111,9 @@ struct client {
 	struct console_session *console; /* the admin client's console state (src/console/) */
 	struct kv_session *kv;      /* a client of the virtual kv database (src/kv/front.c): never gets a server */
 	struct flight_client *flight; /* the result cache's state (src/flight/serve.c); NULL: none yet */
+	/* Session pooling: the client sent something other than a cacheable read since login, so
+	 * its server's session may differ from what the cache key says (src/flight/serve.c). */
+	bool flight_session_dirty;
 
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
 	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered

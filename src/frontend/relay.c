@@ -1553,6 +1553,9 @@ void relay_client_event(struct client *c, int revents)
 		if (n > 0 && ev_is_active(&c->timer))
 			ev_timer_stop(c->worker->loop, &c->timer); /* idle-in-transaction timer */
 	}
+	/* Session pooling: one whole Query to an idle server may be answered by the cache. */
+	if (c->mode == POOL_MODE_SESSION && s && !c->flight_session_dirty && flight_client_session_request(c, s))
+		return;
 	(void)pump_both(c, s);
 }
 

@@ -409,7 +409,7 @@ def test_show_cache_cache_flush_and_metrics(cpg, tusk, tmp_path):
     q = "SELECT name FROM items WHERE id = 9"
     for _ in range(3):
         assert rows_of(c, q) == [["item 9"]]
-    rows_of(c, "SELECT name, now() FROM items WHERE id = 9")
+    rows_of(c, "SELECT name, CURRENT_TIMESTAMP FROM items WHERE id = 9")
     header, rows = psql_rows(t, "SHOW CACHE")
     assert header == ["name", "reason", "value"]
     got = {(r["name"], r["reason"]): int(r["value"]) for r in rows}
@@ -452,3 +452,154 @@ def test_extended_protocol_writes_invalidate_by_table(cpg, on):
         assert rows_of(reader, q) == [["v2"]]
         assert calls(cpg, "FROM items WHERE id =") == 0
     cpg.execute("update items set name = 'item 6' where id = 6", dbname=TEST_DB)
+
+
+def served_from_cache(pg, c, q, fragment, tries=50):
+    """Whether q comes to be answered without PostgreSQL running it, once tusk has read the
+    volatility of its functions (the lookup runs beside the first requests, which bypass)."""
+    for _ in range(tries):
+        want = rows_of(c, q)
+        reset_stats(pg)
+        if rows_of(c, q) == want and rows_of(c, q) == want and calls(pg, fragment) == 0:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def runs_every_time(pg, c, q, fragment, n=8):
+    """Whether each of n runs of q (spread over the time a lookup takes) reached PostgreSQL."""
+    reset_stats(pg)
+    for _ in range(n):
+        rows_of(c, q)
+        time.sleep(0.1)
+    return calls(pg, fragment) == n
+
+
+def test_function_volatility_read_from_the_catalog(cpg, tusk):
+    on = tusk(pg_server=cpg, pools=[cache_pool("on")], workers=2, cache_ttl="60s")
+    cpg.execute("drop function if exists tusk_plus(int); drop function if exists tusk_vol(int); "
+                "drop sequence if exists tusk_seq; create sequence tusk_seq; grant usage on tusk_seq to public; "
+                "create function tusk_plus(int) returns int immutable language sql as 'select $1 + 1'; "
+                "create function tusk_vol(int) returns int language sql as 'select $1 + 2'; "
+                "alter function tusk_plus(int) owner to tusk_trust",
+                dbname=TEST_DB)
+    c, other = wire(on), wire(on)
+    # Built-in immutable functions and aggregates over them: cached once their volatility is known.
+    assert served_from_cache(cpg, c, "SELECT count(*) FROM items WHERE id <= 3", "count(*) FROM items")
+    assert rows_of(other, "SELECT count(*) FROM items WHERE id <= 3") == [["3"]]
+    assert served_from_cache(cpg, c, "SELECT abs(id - 10) FROM items WHERE id = 2", "abs(id -")
+    assert rows_of(c, "SELECT abs(id - 10) FROM items WHERE id = 2") == [["8"]]
+    assert served_from_cache(cpg, c, "SELECT lower(name) FROM items WHERE id = 2", "lower(name)")
+    assert served_from_cache(cpg, c, "SELECT tusk_plus(id) FROM items WHERE id = 2", "tusk_plus(id)")
+    assert rows_of(other, "SELECT tusk_plus(id) FROM items WHERE id = 2") == [["3"]]
+    # Volatile and stable ones never are.
+    for q, fragment in [("SELECT random() < 2 FROM items WHERE id = 2", "random() <"),
+                        ("SELECT now() IS NOT NULL FROM items WHERE id = 2", "now() IS NOT"),
+                        ("SELECT nextval('tusk_seq') > 0 FROM items WHERE id = 2", "nextval("),
+                        ("SELECT tusk_vol(id) FROM items WHERE id = 2", "tusk_vol(id)")]:
+        assert runs_every_time(cpg, c, q, fragment), q
+    # The same function made VOLATILE through tusk: not served from the cache from then on.
+    rows_of(other, "CREATE OR REPLACE FUNCTION tusk_plus(int) RETURNS int VOLATILE LANGUAGE sql "
+                   "AS 'select $1 + 5'")
+    assert rows_of(c, "SELECT tusk_plus(id) FROM items WHERE id = 2") == [["7"]]
+    assert runs_every_time(cpg, c, "SELECT tusk_plus(id) FROM items WHERE id = 2", "tusk_plus(id)")
+
+
+def test_session_mode_serves_only_clients_whose_session_is_known(cpg, tusk):
+    cpg.execute("update items set name = 'item 3' where id = 3", dbname=TEST_DB)
+    cpg.execute("drop schema if exists sess cascade; create schema sess; "
+                "create table sess.items (id int, name text); insert into sess.items values (3, 'sess copy'); "
+                "grant usage on schema sess to public; grant select on sess.items to public", dbname=TEST_DB)
+    t = tusk(pg_server=cpg, pools=[txn_pool(20, mode="session", cache="on")], workers=2, cache_ttl="60s")
+    q = "SELECT name FROM items WHERE id = 3"
+    a, b = wire(t), wire(t)
+    assert rows_of(a, q) == [["item 3"]]
+    reset_stats(cpg)
+    assert rows_of(b, q) == [["item 3"]]  # another session: from the cache
+    assert rows_of(a, q) == [["item 3"]]
+    assert calls(cpg, "FROM items WHERE id =") == 0
+
+    # A session whose state tusk does not follow (SET, temp tables, a transaction) neither
+    # gets nor leaves a shared result.
+    other = wire(t)
+    rows_of(other, "SET search_path = sess, public")
+    assert rows_of(other, q) == [["sess copy"]]
+    assert rows_of(other, q) == [["sess copy"]]
+    assert rows_of(b, q) == [["item 3"]]
+    assert rows_of(wire(t), q) == [["item 3"]]
+    temp = wire(t)
+    rows_of(temp, "CREATE TEMP TABLE items (id int, name text)")
+    rows_of(temp, "INSERT INTO items VALUES (3, 'temp')")
+    assert rows_of(temp, q) == [["temp"]]
+    txn = wire(t)
+    rows_of(txn, "BEGIN")
+    assert rows_of(txn, q) == [["item 3"]]
+    rows_of(txn, "COMMIT")
+    reset_stats(cpg)
+    assert rows_of(txn, q) == [["item 3"]]
+    assert calls(cpg, "FROM items WHERE id =") == 1
+    # Nothing of theirs was kept (the temp table's INSERT bumped the name items: a miss).
+    fresh = wire(t)
+    reset_stats(cpg)
+    assert rows_of(fresh, q) == [["item 3"]]
+    assert rows_of(b, q) == [["item 3"]]
+    assert rows_of(fresh, q) == [["item 3"]]
+    assert calls(cpg, "FROM items WHERE id =") == 1
+
+    # A write through a session-mode client invalidates what the others read.
+    writer = wire(t)
+    rows_of(writer, "UPDATE items SET name = 'changed 3' WHERE id = 3")
+    assert rows_of(a, q) == [["changed 3"]]
+    assert rows_of(b, q) == [["changed 3"]]
+    rows_of(writer, "UPDATE items SET name = 'item 3' WHERE id = 3")
+    assert rows_of(fresh, q) == [["item 3"]]
+    for c in (a, b, other, temp, txn, fresh, writer):
+        c.close()
+
+
+def test_results_larger_than_the_write_buffer_are_cached_whole(cpg, tusk):
+    on = tusk(pg_server=cpg, pools=[cache_pool("on")], workers=2, cache_ttl="60s", cache_max_result="8MB",
+              log_level="debug")
+    """A ~6 MB result (far above the 32 kB client write buffer, and more than the kernel
+    buffers of a loopback connection take) is kept and served whole,
+    also to a client that reads it slowly and sends a second Query while it is written."""
+    q = "SELECT id, name || repeat('x', 6000) AS pad FROM items WHERE id > 0 ORDER BY id"
+    direct = [[str(i), pad] for i, pad in cpg.execute(q, dbname=TEST_DB)]
+    assert len(direct) == 1000
+    c = wire(on)
+    reset_stats(cpg)
+    assert rows_of(c, q) == direct
+    assert calls(cpg, "|| repeat(") == 1  # the fragment matches what PostgreSQL ran
+    assert served_from_cache(cpg, c, q, "|| repeat(")
+    # Slow reader, and a Query behind the cached one: both answered, in order.
+    # A small receive window, set before connecting: the answer cannot all be in flight.
+    slow = pgwire.RawClient.__new__(pgwire.RawClient)
+    slow.sock = socket.socket()
+    slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sock.settimeout(60)
+    slow.sock.connect(("127.0.0.1", on.port))
+    slow.timeout, slow.buf = 60.0, b""
+    slow.startup("tusk_trust", TEST_DB)
+    reset_stats(cpg)
+    slow.send(pgwire.query_message(q))
+    time.sleep(0.3)  # tusk has more than the socket takes: the rest waits for the reader
+    slow.send(pgwire.query_message("SELECT name FROM items WHERE id = 6"))  # behind it
+    time.sleep(0.3)
+    first = slow.read_until_ready()
+    second = slow.read_until_ready()
+    rows = [m for m in first if m[0] == b"D"]
+    assert len(rows) == 1000 and first[-1] == (b"Z", b"I")
+    assert [m for m in second if m[0] == b"D"] and second[-1] == (b"Z", b"I")
+    assert calls(cpg, "|| repeat(") == 0  # the first came from the cache
+    # ... and was written as the reader took it, the second Query waiting behind it.
+    for _ in range(50):  # the log is written by its own thread
+        if "larger than the write buffer is written" in on.log_path.read_text():
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the cached answer was not written in parts")
+    reset_stats(cpg)
+    assert rows_of(wire(on), q) == direct
+    assert calls(cpg, "|| repeat(") == 0
+    slow.close()
+    c.close()

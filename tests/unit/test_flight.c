@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +75,8 @@ static void test_config_rule_inherits_and_overrides(void **state)
 				   "  - database: a\n    mode: transaction\n    cache: on\n    cache_ttl: 2s\n"
 				   "    cache_max_result: 64kB\n    cache_coalesce_wait: 250ms\n    cache_tables: [x.y]\n"
 				   "  - database: b\n    mode: transaction\n"
-				   "  - database: c\n", /* session mode: never cached */
+				   "  - database: c\n    mode: statement\n" /* statement mode: never cached */
+				   "  - database: d\n", /* session mode: cached (serve.c judges its clients) */
 				   &cfg, &errs),
 			 0);
 	flight_policy_resolve(cfg, &cfg->pools[0], &p);
@@ -92,6 +94,8 @@ static void test_config_rule_inherits_and_overrides(void **state)
 	assert_string_equal(p.tables.allow[1], "u");
 	flight_policy_resolve(cfg, &cfg->pools[2], &p);
 	assert_int_equal(p.mode, CONFIG_CACHE_OFF);
+	flight_policy_resolve(cfg, &cfg->pools[3], &p);
+	assert_int_equal(p.mode, CONFIG_CACHE_COALESCE);
 	config_free(cfg);
 	free(errs);
 }
@@ -104,7 +108,7 @@ static void test_config_errors(void **state)
 
 	(void)state;
 	n = load_text(BASE "cache: maybe\ncache_max_result: 10\ncache_tables: [\"a.b.c\", \"\", \"x y\"]\n"
-			   "pools:\n  - database: s\n    cache: on\n  - database: t\n    mode: transaction\n"
+			   "pools:\n  - database: s\n    mode: statement\n    cache: on\n  - database: t\n    mode: transaction\n"
 			   "    cache_ttl: 0\n",
 		      &cfg, &errs);
 	assert_null(cfg);
@@ -114,8 +118,8 @@ static void test_config_errors(void **state)
 	assert_non_null(strstr(errs, ":6: cache_tables[0]: must be table or schema.table"));
 	assert_non_null(strstr(errs, ":6: cache_tables[1]: must be table or schema.table"));
 	assert_non_null(strstr(errs, ":6: cache_tables[2]: must be table or schema.table"));
-	assert_non_null(strstr(errs, ":8: pools[0].cache: needs mode: transaction (found session)"));
-	assert_non_null(strstr(errs, ":12: pools[1].cache_ttl: \"0\" is out of range"));
+	assert_non_null(strstr(errs, ":8: pools[0].cache: needs mode: transaction or session (found statement)"));
+	assert_non_null(strstr(errs, ":13: pools[1].cache_ttl: \"0\" is out of range"));
 	free(errs);
 }
 
@@ -201,7 +205,120 @@ static void test_decide_bypass(void **state)
 		if (decide(cases[i].sql, NULL, &d) != cases[i].want)
 			fail_msg("%s: got %s, want %s", cases[i].sql, flight_verdict_name(d.verdict),
 				 flight_verdict_name(cases[i].want));
-		assert_int_equal(d.ntables, 0);
+		if (d.nfuncs == 0) /* else only calls stand in the way: tables are kept for them */
+			assert_int_equal(d.ntables, 0);
+	}
+}
+
+/* Calls are left to the catalog (volatility.h): the decision lists them, and only them. */
+static void test_decide_calls(void **state)
+{
+	struct flight_decision d;
+	static const struct {
+		const char *sql;
+		int nfuncs;
+		const char *f0, *f1; /* "schema.name" or "name" */
+	} cases[] = {
+		{ "SELECT count(*) FROM t", 1, "count", NULL },
+		{ "SELECT abs(a), pg_catalog.lower(b), abs(c) FROM t", 2, "abs", "pg_catalog.lower" },
+		{ "SELECT now()", 1, "now", NULL },
+		{ "SELECT a FROM t WHERE b = (SELECT max(b) FROM u)", 1, "max", NULL },
+		{ "SELECT row_number() OVER (ORDER BY a) FROM t", 1, "row_number", NULL },
+		{ "SELECT \"Odd]Name\"(a) FROM t", 1, "Odd]Name", NULL },
+		/* what no lookup can clear: no list */
+		{ "SELECT CURRENT_TIMESTAMP, abs(a) FROM t", 0, NULL, NULL },
+		{ "SELECT abs(a) FROM t FOR UPDATE", 0, NULL, NULL },
+		{ "SELECT abs(a) FROM pg_class", 0, NULL, NULL },
+		{ "SELECT db.s.f(a) FROM t", 0, NULL, NULL },
+	};
+	char name[2 * FLIGHT_NAME_MAX + 2];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		flight_decide(cases[i].sql, strlen(cases[i].sql), NULL, &d);
+		if (d.nfuncs != cases[i].nfuncs)
+			fail_msg("%s: %d functions, want %d", cases[i].sql, d.nfuncs, cases[i].nfuncs);
+		assert_int_equal(d.verdict, cases[i].nfuncs || strstr(cases[i].sql, "CURRENT") ||
+						    strstr(cases[i].sql, "db.s") ? FLIGHT_CALL : d.verdict);
+		const char *want[2] = { cases[i].f0, cases[i].f1 };
+		for (int k = 0; k < d.nfuncs; k++) {
+			snprintf(name, sizeof(name), "%s%s%s", d.funcs[k].schema, d.funcs[k].schema[0] ? "." : "",
+				 d.funcs[k].name);
+			assert_string_equal(name, want[k]);
+		}
+		if (d.nfuncs > 0) {
+			assert_int_equal(d.verdict, FLIGHT_CALL);
+			assert_true(d.ntables >= 1 || strcmp(cases[i].sql, "SELECT now()") == 0);
+		}
+	}
+}
+
+struct cold {
+	const char *sql;
+	struct flight_decision d;
+};
+
+static void *decide_cold_thread(void *arg)
+{
+	struct cold *c = arg;
+	flight_decide(c->sql, strlen(c->sql), NULL, &c->d);
+	return NULL;
+}
+
+/* The decision of sql by a parse: on a thread of its own, whose memo is empty. */
+static void decide_cold(const char *sql, struct flight_decision *d)
+{
+	pthread_t t;
+	struct cold c = { .sql = sql };
+	assert_int_equal(pthread_create(&t, NULL, decide_cold_thread, &c), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	*d = c.d;
+}
+
+/* The decision memo (texts of one shape share a decision) never answers a text otherwise
+ * than its own parse would: each probe, decided after a text of its shape (or a look-alike),
+ * gets what a fresh thread parsing it gets. */
+static void test_decide_memo(void **state)
+{
+	static const struct {
+		const char *warm, *probe;
+		enum flight_verdict want;
+	} cases[] = {
+		{ "SELECT a FROM t WHERE id = 1", "SELECT a FROM t WHERE id = 22", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE id = 1.5", "SELECT a FROM t WHERE id = .5e-3", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE ts > 'x'", "SELECT a FROM t WHERE ts > 'now'", FLIGHT_TIME_LITERAL },
+		{ "SELECT a FROM t WHERE ts > 'y'", "SELECT a FROM t WHERE ts > ' Tomorrow '", FLIGHT_TIME_LITERAL },
+		{ "SELECT a FROM t WHERE b = 'x'", "SELECT a FROM t WHERE b = E'x'", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE b = 'it''s' AND c = 'z'", "SELECT a FROM t WHERE b = 'it' AND c = 'z'", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE b = $1", "SELECT a FROM t WHERE b = $2", FLIGHT_OK },
+		{ "SELECT a FROM t -- 'x\n WHERE b = 1", "SELECT a FROM t -- 'y\n WHERE b = 2", FLIGHT_OK },
+		{ "SELECT a FROM t WHERE b = 'x' FOR UPDATE", "SELECT a FROM t WHERE b = 'y' FOR UPDATE", FLIGHT_LOCKING },
+		{ "SELECT a FROM t WHERE b = 'x'; SELECT 1", "SELECT a FROM t WHERE b = 'y'; SELECT 2", FLIGHT_NOT_SELECT },
+		{ "SELECT count(*) FROM t WHERE b = 1", "SELECT count(*) FROM t WHERE b = 2", FLIGHT_CALL },
+		{ "SELECT a FROM \"T\" WHERE b = 1", "SELECT a FROM \"t\" WHERE b = 1", FLIGHT_OK },
+		{ "SELECT a FROM pg_class WHERE b = 1", "SELECT a FROM pg_class WHERE b = 3", FLIGHT_CATALOG },
+		{ "SELECT $$x$$ FROM t", "SELECT $$now$$ FROM t", FLIGHT_TIME_LITERAL },
+		{ "SELECT a FROM t /* 'x */ WHERE b = 1", "SELECT a FROM t /* 'y */ WHERE b = 1", FLIGHT_OK },
+	};
+	struct flight_decision warm, probe, cold;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		flight_decide(cases[i].warm, strlen(cases[i].warm), NULL, &warm);
+		flight_decide(cases[i].probe, strlen(cases[i].probe), NULL, &probe);
+		decide_cold(cases[i].probe, &cold);
+		if (probe.verdict != cases[i].want || cold.verdict != cases[i].want)
+			fail_msg("%s after %s: got %s, a parse %s, want %s", cases[i].probe, cases[i].warm,
+				 flight_verdict_name(probe.verdict), flight_verdict_name(cold.verdict),
+				 flight_verdict_name(cases[i].want));
+		assert_int_equal(probe.ntables, cold.ntables);
+		assert_int_equal(probe.nfuncs, cold.nfuncs);
+		for (int k = 0; k < probe.ntables; k++) {
+			assert_string_equal(probe.tables[k].schema, cold.tables[k].schema);
+			assert_string_equal(probe.tables[k].name, cold.tables[k].name);
+		}
+		for (int k = 0; k < probe.nfuncs; k++)
+			assert_string_equal(probe.funcs[k].name, cold.funcs[k].name);
 	}
 }
 
@@ -477,6 +594,8 @@ int main(void)
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_decide_cached),
 		cmocka_unit_test(test_decide_bypass),
+		cmocka_unit_test(test_decide_calls),
+		cmocka_unit_test(test_decide_memo),
 		cmocka_unit_test(test_decide_limits),
 		cmocka_unit_test(test_decide_table_lists),
 		cmocka_unit_test(test_classify_write),

@@ -1,0 +1,1 @@
+SELECT pg_catalog.lower(name), row_number() OVER (ORDER BY id) FROM items WHERE id = $1

@@ -802,6 +802,7 @@ const char *flight_verdict_name(enum flight_verdict v)
 		[FLIGHT_TOO_BIG] = "too_big",
 		[FLIGHT_UNKNOWN_NODE] = "unknown_node",
 		[FLIGHT_CALL_LOOKUP] = "function_lookup",
+		[FLIGHT_WRITE_PENDING] = "write_pending",
 	};
 	return (unsigned)v < FLIGHT_VERDICT_COUNT ? names[v] : "?";
 }

@@ -29,6 +29,8 @@ enum flight_verdict {
 	FLIGHT_UNKNOWN_NODE, /* a parse-tree node outside the list this code knows to be inert */
 	FLIGHT_CALL_LOOKUP,  /* a function whose volatility tusk has not read from pg_proc yet (the
 	                      * lookup runs meanwhile: a later request can be cached) */
+	FLIGHT_WRITE_PENDING, /* a write to its tables, sent through tusk, has not ended yet
+	                       * (inval.h: busy) */
 	FLIGHT_VERDICT_COUNT
 };
 

@@ -23,6 +23,13 @@ struct flight_inval {
 	/* Per database slot too: statements that may have changed the catalog (DDL ...), for
 	 * the volatility answers (volatility.h). Each also bumps db[]. */
 	_Atomic uint64_t ddl[FLIGHT_INVAL_DB_SLOTS];
+	/* Writes in flight: how many clients have sent a write to the slot's tables (or one tusk
+	 * cannot name, for the database) whose end tusk has not seen yet. PostgreSQL makes a
+	 * commit visible before tusk reads its ReadyForQuery, so between the two a version that
+	 * has not moved does not prove a result current: while a slot is held, nothing of it is
+	 * served, joined or stored. */
+	_Atomic uint32_t busy[FLIGHT_INVAL_SLOTS];
+	_Atomic uint32_t busy_db[FLIGHT_INVAL_DB_SLOTS];
 };
 
 struct flight_versions {
@@ -31,6 +38,7 @@ struct flight_versions {
 	uint64_t v[FLIGHT_MAX_TABLES];
 	uint16_t db_slot;
 	uint64_t db_v;
+	bool busy; /* a write to one of them was in flight at the snapshot */
 };
 
 uint16_t flight_inval_slot(const char *database, const char *table);
@@ -39,12 +47,18 @@ uint16_t flight_inval_db_slot(const char *database);
 /* The counters of d's tables (and of the database) now. */
 void flight_inval_snapshot(struct flight_inval *iv, const char *database, const struct flight_decision *d,
 			   struct flight_versions *out);
-/* Whether none of v's counters moved since the snapshot. */
+/* Whether none of v's counters moved since the snapshot, and no write to them is in flight. */
 bool flight_inval_current(struct flight_inval *iv, const struct flight_versions *v);
 bool flight_versions_equal(const struct flight_versions *a, const struct flight_versions *b);
 
 void flight_inval_bump(struct flight_inval *iv, uint16_t slot);
 void flight_inval_bump_db(struct flight_inval *iv, uint16_t db_slot);
 void flight_inval_bump_ddl(struct flight_inval *iv, uint16_t db_slot);
+/* A write to slot's tables (to the database: _db) is in flight / has ended. Hold before the
+ * write is sent and before its first bump; bump at its end, then release. */
+void flight_inval_hold(struct flight_inval *iv, uint16_t slot);
+void flight_inval_release(struct flight_inval *iv, uint16_t slot);
+void flight_inval_hold_db(struct flight_inval *iv, uint16_t db_slot);
+void flight_inval_release_db(struct flight_inval *iv, uint16_t db_slot);
 
 #endif

@@ -61,6 +61,8 @@ struct flight_client {
 	int nbump;
 	bool bump_db;
 	bool bump_ddl; /* ... and the catalog may have changed (decide.h, flight_write.ddl) */
+	int nheld;     /* bump[0, nheld) are held busy (inval.h) until the bumps at the end */
+	bool held_db;
 	/* what the last classified text writes, and the unnamed statement's (Bind runs it again) */
 	struct flight_write last, unnamed;
 };
@@ -477,6 +479,10 @@ static bool request(struct client *c, bool session)
 	}
 	/* Before the query is sent (the leader's) or joined (a waiter's): see serve.h. */
 	flight_inval_snapshot(&cache->inval, c->database, &d, &v);
+	if (v.busy) {
+		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_WRITE_PENDING], 1, memory_order_relaxed);
+		return false;
+	}
 	fc = state_of(c);
 	if (!fc)
 		return false;
@@ -635,6 +641,13 @@ static void apply_bumps(struct client *c, bool clear)
 		flight_l2_bump(c->worker, &cache->counters, ids, pending, n);
 	}
 	if (clear) {
+		/* After the bumps: a reader that sees the slot free sees the moved version. */
+		for (int i = 0; i < fc->nheld; i++)
+			flight_inval_release(&cache->inval, fc->bump[i]);
+		if (fc->held_db)
+			flight_inval_release_db(&cache->inval, flight_inval_db_slot(c->database));
+		fc->nheld = 0;
+		fc->held_db = false;
 		fc->nbump = 0;
 		fc->nl2bump = 0;
 		fc->bump_db = false;
@@ -745,6 +758,23 @@ static void bump_db_now(struct client *c)
 	flight_l2_bump(c->worker, &cache->counters, &id, &pending, 1);
 }
 
+/* The slots noted since the last call are held busy until the end of the write (apply_bumps
+ * with clear), so that the window between PostgreSQL's commit and tusk reading its
+ * ReadyForQuery serves nothing old (inval.h). Call before the write's first bump, so no
+ * reader sees its new version with the slot free. */
+static void hold_new(struct client *c)
+{
+	struct flight_client *fc = c->flight;
+	struct flight_cache *cache = cache_of(c);
+
+	for (; fc->nheld < fc->nbump; fc->nheld++)
+		flight_inval_hold(&cache->inval, fc->bump[fc->nheld]);
+	if (fc->bump_db && !fc->held_db) {
+		flight_inval_hold_db(&cache->inval, flight_inval_db_slot(c->database));
+		fc->held_db = true;
+	}
+}
+
 static void note_write(struct client *c, const struct flight_write *w)
 {
 
@@ -761,6 +791,7 @@ static void note_write(struct client *c, const struct flight_write *w)
 		c->flight->bump_db = true;
 	if (w->ddl)
 		c->flight->bump_ddl = true;
+	hold_new(c);
 	/* Now as well: entries and flights from before the write stop being used at once. */
 	apply_bumps(c, false);
 }
@@ -885,6 +916,7 @@ void flight_client_sent_opaque(struct client *c)
 	if (!c->flight->bump_db || !c->flight->bump_ddl) {
 		c->flight->bump_db = true;
 		c->flight->bump_ddl = true;
+		hold_new(c);
 		apply_bumps(c, false);
 	}
 }

@@ -169,6 +169,32 @@ def test_fill_versus_write_race_never_stores_the_old_rows(cpg, on):
     assert rows_of(late, q) == [["fresh"]]
 
 
+def test_commit_seen_by_postgresql_before_tusk_serves_nothing_old(cpg, on):
+    """PostgreSQL makes a commit visible before tusk reads the writer's ReadyForQuery. A write
+    that commits and then keeps its server busy (COMMIT inside a multi-statement query, then a
+    sleep) opens that window wide: a reader that filled the cache with the old row while the
+    write was uncommitted must not be served it once PostgreSQL shows the new one."""
+    q = "SELECT name FROM items WHERE id = 2"
+    cpg.execute("update items set name = 'item 2' where id = 2", dbname=TEST_DB)
+    reader, writer = wire(on), wire(on)
+    assert rows_of(reader, q) == [["item 2"]]
+    writer.send(pgwire.query_message(
+        "UPDATE items SET name = 'after' WHERE id = 2; SELECT pg_sleep(1); COMMIT; SELECT pg_sleep(2)"))
+    time.sleep(0.3)  # the update is done, not committed: readers see the old row
+    assert rows_of(reader, q) == [["item 2"]]
+    assert rows_of(reader, q) == [["item 2"]]
+    deadline = time.time() + 10
+    while cpg.execute("select name from items where id = 2", dbname=TEST_DB)[0][0] != "after":
+        assert time.time() < deadline, "the write never committed"
+        time.sleep(0.05)
+    # Committed in PostgreSQL; the writer's ReadyForQuery is still 2 s away.
+    assert rows_of(reader, q) == [["after"]]
+    assert rows_of(wire(on), q) == [["after"]]
+    writer.read_until_ready()
+    assert rows_of(reader, q) == [["after"]]
+    cpg.execute("update items set name = 'item 2' where id = 2", dbname=TEST_DB)
+
+
 def test_users_and_search_path_never_share(cpg, on):
     cpg.execute("drop schema if exists s1 cascade; drop schema if exists s2 cascade; "
                 "create schema s1; create schema s2; "

@@ -263,18 +263,6 @@ static const struct vdb_ops console_ops = {
 	.close_statement = close_statement,
 };
 
-void console_input(struct client *c)
-{
-	if (c->console)
-		vdb_input(&c->console->v);
-}
-
-void console_writable(struct client *c)
-{
-	if (c->console)
-		vdb_writable(&c->console->v);
-}
-
 void console_command_done(struct console_session *cs)
 {
 	/* Killed by its own command (KILL_CLIENT of itself): its error is already out. */

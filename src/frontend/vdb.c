@@ -223,6 +223,7 @@ static int flush_out(struct vdb *v)
 void vdb_init(struct vdb *v, struct client *c, const struct vdb_ops *ops)
 {
 	*v = (struct vdb){ .client = c, .ops = ops };
+	c->vdb = v;
 }
 
 void vdb_free(struct vdb *v)

@@ -84,6 +84,7 @@ struct vdb {
 	size_t big_len, big_need;
 };
 
+/* v reads c's requests from now on (c->vdb; client_close clears it). */
 void vdb_init(struct vdb *v, struct client *c, const struct vdb_ops *ops);
 /* Frees what v holds (not v). */
 void vdb_free(struct vdb *v);

@@ -662,15 +662,3 @@ static const struct vdb_ops kv_ops = {
 	.execute = execute,
 	.close_statement = close_statement,
 };
-
-void kv_front_input(struct client *c)
-{
-	if (c->kv)
-		vdb_input(&c->kv->v);
-}
-
-void kv_front_writable(struct client *c)
-{
-	if (c->kv)
-		vdb_writable(&c->kv->v);
-}

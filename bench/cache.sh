@@ -14,7 +14,6 @@
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (subset of the above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BENCH_NAME=bench
 . bench/lib.sh
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}

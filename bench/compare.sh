@@ -20,7 +20,6 @@
 # of the pgbench scenarios; each summary then adds tusk's ratio to it (before/after, same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BENCH_NAME=bench
 . bench/lib.sh
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # bench/lib.sh: what the bench scripts share, sourced by each: a scratch directory, a
 # throwaway PostgreSQL 15, PgBouncer's configuration and start, and the head of a tusk
-# configuration. Sourcing runs nothing. A script sets BENCH_NAME (the prefix of its messages)
-# first and calls bench_pg_stop from its EXIT trap.
+# configuration. Sourcing runs nothing. A script may set BENCH_NAME (the prefix of its messages,
+# "bench" by default) first, and calls bench_pg_stop from its EXIT trap.
 # Env: PG_BIN (default /usr/lib/postgresql/15/bin), PGBOUNCER (/usr/sbin/pgbouncer).
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}

@@ -8,7 +8,6 @@
 # Env: CLIENTS (8), TXNS (2000), ROUNDS (2), PG_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BENCH_NAME=bench
 . bench/lib.sh
 [ $# -ge 1 ] || { echo "usage: bench/syscalls.sh BIN [BIN...]" >&2; exit 2; }
 CLIENTS=${CLIENTS:-8}

@@ -43,7 +43,8 @@ void vdb_out_row_description(struct vdb_out *o, const struct vdb_col *cols, int 
 
 struct vdb;
 
-/* What the owner answers. Each request handler gets the body of one message of its type. */
+/* What the owner answers. vdb has framed each message and read its fields (a Bind's body is
+ * passed whole: what it may carry differs), and it answers Sync, Flush and unserved types. */
 struct vdb_ops {
 	const char *name;      /* "the admin console": in error texts */
 	const char *log_tag;   /* "console": prefix of the log line of each error sent */

@@ -14,53 +14,32 @@
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (subset of the above).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-identical hot miss l2}
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 [ -x "$TUSK" ] || { echo "bench: $TUSK not built (make build)" >&2; exit 1; }
 
-as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-	for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-	echo "bench: nothing listens on $1" >&2; return 1
-}
-
-DIR=$(mktemp -d /tmp/tusk-cache-bench.XXXXXX)
-chmod 755 "$DIR"
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR"
-PGDATA=$DIR/pgdata
+bench_dir tusk-cache-bench
 PG_PORT=$(free_port)
 declare -A PORT PID
-pg_started=
 
 cleanup() {
 	set +e
 	for k in "${!PID[@]}"; do kill -TERM "${PID[$k]}" 2>/dev/null; wait "${PID[$k]}" 2>/dev/null; done
-	[ -n "$pg_started" ] && as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1
+	bench_pg_stop
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C -N >/dev/null
-cat >>"$PGDATA/postgresql.conf" <<CONF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$DIR'
-max_connections = 300
+bench_pg_init "$PG_PORT" "max_connections = 300
 shared_buffers = 128MB
-fsync = off
 synchronous_commit = off
-shared_preload_libraries = 'pg_stat_statements'
-CONF
+shared_preload_libraries = 'pg_stat_statements'"
 ulimit -n 8192 2>/dev/null || true
-as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
-pg_started=1
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
-"$PG_BIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+bench_pg_start "$PG_PORT" 10
 "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres bench -c "create extension pg_stat_statements"
 
 # Two tusks, the same but for the cache: off, and on (which also coalesces); with l2, two more
@@ -80,15 +59,9 @@ for mode in $MODES; do
 		cache=on
 		redis="redis: {host: 127.0.0.1, port: $REDIS_PORT, prefix: 'bench:', timeout: 200ms}"
 	esac
-	cat >"$DIR/tusk-$mode.yaml" <<YAML
-listen:
-  - host: 127.0.0.1
-    port: ${PORT[$mode]}
-workers: 2
-log: {level: warn, format: text, target: stderr}
-services:
-  main:
-    hosts: ["127.0.0.1:$PG_PORT"]
+	{
+		bench_tusk_yaml "${PORT[$mode]}" "$PG_PORT"
+		cat <<YAML
 cache: $cache
 $redis
 cache_ttl: 60s
@@ -97,6 +70,7 @@ pools:
   - mode: transaction
     size: 20
 YAML
+	} >"$DIR/tusk-$mode.yaml"
 	"$TUSK" -c "$DIR/tusk-$mode.yaml" >"$DIR/tusk-$mode.log" 2>&1 &
 	PID[$mode]=$!
 	wait_port "${PORT[$mode]}"

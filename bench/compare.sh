@@ -20,35 +20,16 @@
 # of the pgbench scenarios; each summary then adds tusk's ratio to it (before/after, same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-session txn-simple txn-extended txn-prepared txn-1000 tls-txn tls-bulk}
 TXN_POOL=20
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 
 [ -x "$TUSK" ] || { echo "bench: $TUSK not built (make build)" >&2; exit 1; }
 
-as_postgres() {
-	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-	for _ in $(seq 1 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "bench: nothing listens on $1" >&2
-	return 1
-}
-
-DIR=$(mktemp -d /tmp/tusk-bench.XXXXXX)
-chmod 755 "$DIR"
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR"
-PGDATA=$DIR/pgdata
+bench_dir tusk-bench
 PG_PORT=$(free_port)
 BOUNCER_PORT=$(free_port)
 TUSK_PORT=$(free_port)
@@ -57,7 +38,6 @@ BASE=${TUSK_BASE_BIN:-}
 BASE_PORT=$(free_port)
 base_pid=
 [ -z "$BASE" ] || [ -x "$BASE" ] || { echo "bench: TUSK_BASE_BIN=$BASE is not executable" >&2; exit 1; }
-pg_started=
 
 cleanup() {
 	set +e
@@ -68,78 +48,44 @@ cleanup() {
 		kill -TERM "$pid" 2>/dev/null
 		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 	fi
-	[ -n "$pg_started" ] && as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1
+	bench_pg_stop
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "bench: PostgreSQL on $PG_PORT, PgBouncer on $BOUNCER_PORT, tusk on $TUSK_PORT; files in $DIR" >&2
-as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C -N >/dev/null
 # One self-signed certificate for PostgreSQL, PgBouncer and tusk alike.
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -keyout "$DIR/server.key" \
 	-out "$DIR/server.crt" >/dev/null 2>&1
 chmod 600 "$DIR/server.key"
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR/server.key" "$DIR/server.crt"
-cat >>"$PGDATA/postgresql.conf" <<CONF
-ssl = on
+bench_chown "$DIR/server.key" "$DIR/server.crt"
+bench_pg_init "$PG_PORT" "ssl = on
 ssl_cert_file = '$DIR/server.crt'
 ssl_key_file = '$DIR/server.key'
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$DIR'
 max_connections = 200
 shared_buffers = 128MB
-fsync = off
-synchronous_commit = off
-CONF
+synchronous_commit = off"
 # 1000 clients need 1000 sockets in pgbench and in each pooler, plus their servers.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
-pg_started=1
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
-"$PG_BIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+bench_pg_start "$PG_PORT" 10
 
-cat >"$DIR/userlist.txt" <<EOT
-"postgres" ""
-EOT
 # One PgBouncer, one database name per pooling mode.
-cat >"$DIR/pgbouncer.ini" <<INI
-[databases]
-bench_s = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=session pool_size=40
-bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$TXN_POOL
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $BOUNCER_PORT
-unix_socket_dir =
-auth_type = trust
-auth_file = $DIR/userlist.txt
-max_client_conn = 2000
-max_db_connections = 0
-client_tls_sslmode = allow
+bench_pgbouncer_ini "$BOUNCER_PORT" 2000 \
+	"bench_s = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=session pool_size=40
+bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$TXN_POOL" \
+	"client_tls_sslmode = allow
 client_tls_cert_file = $DIR/server.crt
 client_tls_key_file = $DIR/server.key
-server_tls_sslmode = disable
-logfile = $DIR/pgbouncer.log
-pidfile = $DIR/pgbouncer.pid
-INI
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR/pgbouncer.ini" "$DIR/userlist.txt"
-# runuser does not pass on the raised descriptor limit: set it in the daemon's own shell.
-as_postgres bash -c "ulimit -n 8192 2>/dev/null; exec $PGBOUNCER -d $DIR/pgbouncer.ini"
+server_tls_sslmode = disable"
+bench_pgbouncer_start 8192
 wait_port "$BOUNCER_PORT"
 
-cat >"$DIR/tusk.yaml" <<YAML
-listen:
-  - host: 127.0.0.1
-    port: $TUSK_PORT
-    tls: allow
+{
+	bench_tusk_yaml "$TUSK_PORT" "$PG_PORT" "    tls: allow
     tls_cert_file: $DIR/server.crt
-    tls_key_file: $DIR/server.key
-workers: 2
-log: {level: warn, format: text, target: stderr}
-services:
-  main:
-    hosts: ["127.0.0.1:$PG_PORT"]
+    tls_key_file: $DIR/server.key"
+	cat <<YAML
 pools:
   - database: bench_s
     server_database: bench
@@ -151,6 +97,7 @@ pools:
     size: $TXN_POOL
 max_client_connections: 5000
 YAML
+} >"$DIR/tusk.yaml"
 "$TUSK" -c "$DIR/tusk.yaml" 2>"$DIR/tusk.log" &
 tusk_pid=$!
 wait_port "$TUSK_PORT"

@@ -21,39 +21,20 @@
 #      EXTRA_POOLER_CMD='odyssey @DIR@/odyssey.conf' after sed-ing it into @DIR@.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH_NAME=cost
+. bench/lib.sh
 ROUNDS=${ROUNDS:-3}
 IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
 TXNS=${TXNS:-3000}
 MODES=${MODES:-simple}
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 POOL=32
 
 [ -x "$TUSK" ] || { echo "cost: $TUSK not built (make build)" >&2; exit 1; }
 [ -x "$PGBOUNCER" ] || { echo "cost: no $PGBOUNCER" >&2; exit 1; }
 
-as_postgres() {
-	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_port() {
-	for _ in $(seq 1 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	echo "cost: nothing listens on $1" >&2
-	return 1
-}
-
-DIR=$(mktemp -d /tmp/tusk-cost.XXXXXX)
-chmod 755 "$DIR"
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR"
-PGDATA=$DIR/pgdata
+bench_dir tusk-cost
 PG_PORT=$(free_port)
-pg_started=
 declare -A PID=() PORT=()
 
 stop_pooler() { # NAME
@@ -68,7 +49,7 @@ stop_pooler() { # NAME
 cleanup() {
 	set +e
 	for p in "${!PID[@]}"; do stop_pooler "$p"; done
-	[ -n "$pg_started" ] && as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1
+	bench_pg_stop
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -83,53 +64,22 @@ if [ $((IDLE_CLIENTS + 200)) -gt "$NOFILE" ]; then
 fi
 
 echo "cost: PostgreSQL on $PG_PORT; files in $DIR" >&2
-as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C -N >/dev/null
-cat >>"$PGDATA/postgresql.conf" <<CONF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$DIR'
-max_connections = 200
+bench_pg_init "$PG_PORT" "max_connections = 200
 shared_buffers = 128MB
-fsync = off
-synchronous_commit = off
-CONF
-as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
-pg_started=1
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
-"$PG_BIN/pgbench" -i -q -s 10 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+synchronous_commit = off"
+bench_pg_start "$PG_PORT" 10
 
 POOLERS=(tusk pgbouncer)
 [ -n "${TUSK_BEFORE_BIN:-}" ] && POOLERS+=(tusk-before)
 [ -n "${EXTRA_POOLER_CMD:-}" ] && POOLERS+=("${EXTRA_POOLER_NAME:-extra}")
 for p in "${POOLERS[@]}"; do PORT[$p]=$(free_port); done
 
-cat >"$DIR/userlist.txt" <<EOT
-"postgres" ""
-EOT
-cat >"$DIR/pgbouncer.ini" <<INI
-[databases]
-bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$POOL
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = ${PORT[pgbouncer]}
-unix_socket_dir =
-auth_type = trust
-auth_file = $DIR/userlist.txt
-max_client_conn = $((NOFILE - 100))
-max_db_connections = 0
-logfile = $DIR/pgbouncer.log
-pidfile = $DIR/pgbouncer.pid
-INI
+bench_pgbouncer_ini "${PORT[pgbouncer]}" $((NOFILE - 100)) \
+	"bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$POOL"
 for t in tusk ${TUSK_BEFORE_BIN:+tusk-before}; do
-	cat >"$DIR/$t.yaml" <<YAML
-listen:
-  - host: 127.0.0.1
-    port: ${PORT[$t]}
-workers: 2
-log: {level: warn, format: text, target: stderr}
-services:
-  main:
-    hosts: ["127.0.0.1:$PG_PORT"]
+	{
+		bench_tusk_yaml "${PORT[$t]}" "$PG_PORT"
+		cat <<YAML
 pools:
   - database: bench_t
     server_database: bench
@@ -137,8 +87,8 @@ pools:
     size: $POOL
 max_client_connections: $((NOFILE - 100))
 YAML
+	} >"$DIR/$t.yaml"
 done
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR/pgbouncer.ini" "$DIR/userlist.txt"
 
 start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
 	case $1 in
@@ -151,9 +101,7 @@ start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
 		PID[tusk-before]=$!
 		;;
 	pgbouncer)
-		rm -f "$DIR/pgbouncer.pid"
-		# PgBouncer refuses to run as root; runuser does not pass on the descriptor limit
-		as_postgres bash -c "ulimit -n $NOFILE; exec $PGBOUNCER -d $DIR/pgbouncer.ini"
+		bench_pgbouncer_start "$NOFILE"
 		for _ in $(seq 1 50); do [ -s "$DIR/pgbouncer.pid" ] && break; sleep 0.1; done
 		PID[pgbouncer]=$(cat "$DIR/pgbouncer.pid")
 		;;

@@ -8,68 +8,40 @@
 # Env: CLIENTS (8), TXNS (2000), ROUNDS (2), PG_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 [ $# -ge 1 ] || { echo "usage: bench/syscalls.sh BIN [BIN...]" >&2; exit 2; }
 CLIENTS=${CLIENTS:-8}
 TXNS=${TXNS:-2000}
 ROUNDS=${ROUNDS:-2}
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 command -v strace >/dev/null || { echo "bench: strace missing" >&2; exit 1; }
 
-as_postgres() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-	for _ in $(seq 1 100); do
-		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-DIR=$(mktemp -d /tmp/tusk-sys.XXXXXX)
-chmod 755 "$DIR"
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$DIR"
-PGDATA=$DIR/pgdata
+bench_dir tusk-sys
 PG_PORT=$(free_port)
-pg_started=
 trace_pid=
 cleanup() {
 	set +e
 	[ -n "$trace_pid" ] && kill -TERM "$(pgrep -P "$trace_pid")" 2>/dev/null && wait "$trace_pid" 2>/dev/null
-	[ -n "$pg_started" ] && as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1
+	bench_pg_stop
 	rm -rf "$DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C -N >/dev/null
-cat >>"$PGDATA/postgresql.conf" <<CONF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$DIR'
-fsync = off
-CONF
-as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
-pg_started=1
-"$PG_BIN/createdb" -h 127.0.0.1 -p "$PG_PORT" -U postgres bench
-"$PG_BIN/pgbench" -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1
+bench_pg_init "$PG_PORT"
+bench_pg_start "$PG_PORT" 1
 
 for round in $(seq 1 "$ROUNDS"); do
 	for bin in "$@"; do
 		port=$(free_port)
-		cat >"$DIR/tusk.yaml" <<YAML
-listen:
-  - host: 127.0.0.1
-    port: $port
-workers: 2
-log: {level: warn, format: text, target: stderr}
-services:
-  main:
-    hosts: ["127.0.0.1:$PG_PORT"]
+		{
+			bench_tusk_yaml "$port" "$PG_PORT"
+			cat <<YAML
 pools:
   - database: bench
     mode: transaction
     size: 4
 YAML
+		} >"$DIR/tusk.yaml"
 		strace -c -f -o "$DIR/strace.out" "$bin" -c "$DIR/tusk.yaml" 2>"$DIR/tusk.log" &
 		trace_pid=$!
 		wait_port "$port"

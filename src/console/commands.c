@@ -193,40 +193,40 @@ bad:
 #define T(name) { name, CONSOLE_TEXT }
 #define I(name) { name, CONSOLE_INT8 }
 
-static const struct console_column pools_cols[] = {
+static const struct vdb_col pools_cols[] = {
 	T("database"), T("user"), I("cl_active"), I("cl_waiting"), I("cl_active_cancel_req"),
 	I("cl_waiting_cancel_req"), I("sv_active"), I("sv_active_cancel"), I("sv_being_canceled"), I("sv_idle"),
 	I("sv_used"), I("sv_tested"), I("sv_login"), I("maxwait"), I("maxwait_us"), T("pool_mode"), I("paused"),
 };
-static const struct console_column conn_cols[] = {
+static const struct vdb_col conn_cols[] = {
 	T("type"), T("user"), T("database"), T("state"), T("addr"), I("port"), T("local_addr"), I("local_port"),
 	T("connect_time"), T("request_time"), I("wait"), I("wait_us"), I("close_needed"), T("ptr"), T("link"),
 	I("remote_pid"), T("tls"), T("application_name"), I("prepared_statements"), T("id"),
 };
-static const struct console_column stats_cols[] = {
+static const struct vdb_col stats_cols[] = {
 	T("database"), I("total_xact_count"), I("total_query_count"), I("total_received"), I("total_sent"),
 	I("total_xact_time"), I("total_query_time"), I("total_wait_time"), I("avg_xact_count"), I("avg_query_count"),
 	I("avg_recv"), I("avg_sent"), I("avg_xact_time"), I("avg_query_time"), I("avg_wait_time"),
 };
-static const struct console_column databases_cols[] = {
+static const struct vdb_col databases_cols[] = {
 	T("name"), T("host"), I("port"), T("database"), T("force_user"), I("pool_size"), I("min_pool_size"),
 	I("reserve_pool"), T("pool_mode"), I("max_connections"), I("current_connections"), I("paused"),
 	I("disabled"), T("user"), T("service"),
 };
-static const struct console_column config_cols[] = { T("key"), T("value"), T("default"), T("changeable") };
-static const struct console_column lists_cols[] = { T("list"), I("items") };
-static const struct console_column version_cols[] = { T("version") };
+static const struct vdb_col config_cols[] = { T("key"), T("value"), T("default"), T("changeable") };
+static const struct vdb_col lists_cols[] = { T("list"), I("items") };
+static const struct vdb_col version_cols[] = { T("version") };
 /* tusk's own (PgBouncer has no such SHOW): what `tusk top` reads for tps and wait percentiles. */
-static const struct console_column waits_cols[] = {
+static const struct vdb_col waits_cols[] = {
 	T("database"), T("user"), I("xact_count"), I("wait_count"), I("wait_p50_us"), I("wait_p99_us"),
 	T("wait_buckets"),
 };
-static const struct console_column kv_cols[] = {
+static const struct vdb_col kv_cols[] = {
 	I("shard"), I("local"), I("peer"), I("connected"), T("lag_seconds"), I("lag_rows"), I("applied"), I("skipped"),
 	I("quarantined"), I("batches"), I("passes"), I("batch_size"), T("last_error"), I("digest_mismatches"),
 	I("repaired"),
 };
-static const struct console_column cache_cols[] = { T("name"), T("reason"), I("value") };
+static const struct vdb_col cache_cols[] = { T("name"), T("reason"), I("value") };
 
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
 
@@ -266,7 +266,7 @@ struct console_collect {
 
 	pthread_mutex_t lock;      /* protects everything below */
 	int remaining;             /* workers that have not added their part */
-	struct console_out rows;   /* DataRows from the workers */
+	struct vdb_out rows;   /* DataRows from the workers */
 	long found;                /* clients/servers affected (KILL, KILL_CLIENT, RECONNECT) */
 	struct pool_tally *tally;  /* per pools[] */
 	/* Read and written only on home's thread; NULL once the client has closed. */
@@ -278,7 +278,7 @@ static void collect_unref(struct console_collect *col)
 	if (atomic_fetch_sub_explicit(&col->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	pthread_mutex_destroy(&col->lock);
-	console_out_free(&col->rows);
+	vdb_out_free(&col->rows);
 	free(col->pools);
 	free(col->tally);
 	free(col);
@@ -356,7 +356,7 @@ static const char *server_state_name(const struct server *s)
 	return "?";
 }
 
-static void client_row(struct console_out *o, const struct client *c, double now)
+static void client_row(struct vdb_out *o, const struct client *c, double now)
 {
 	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
 	char wait[24], wait_us[24], nprep[16];
@@ -380,10 +380,10 @@ static void client_row(struct console_out *o, const struct client *c, double now
 		c->id, c->server ? c->server->id : NULL, "0", c->tls.conn ? tls_version(c->tls.conn) : "", app ? app : "",
 		nprep, c->id,
 	};
-	console_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
+	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
 
-static void server_row(struct console_out *o, const struct server *s, double now)
+static void server_row(struct vdb_out *o, const struct server *s, double now)
 {
 	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
 	char pid[16], nprep[16];
@@ -403,7 +403,7 @@ static void server_row(struct console_out *o, const struct server *s, double now
 		"0", "0", stale ? "1" : "0", s->id, owner ? owner->id : NULL, pid, s->tls.conn ? tls_version(s->tls.conn) : "",
 		app ? app : "", nprep, s->id,
 	};
-	console_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
+	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
 
 static int pool_index(const struct console_collect *col, const struct pool *p)
@@ -585,15 +585,15 @@ static void pools_rows(struct console_session *cs, struct console_collect *col)
 			sn->database, sn->user, v[0], v[1], "0", "0", v[2], "0", "0", v[3], "0", "0", v[4], v[5], v[6],
 			sn->mode, paused ? "1" : "0",
 		};
-		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
+		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}
 	free(l.snaps);
-	console_complete(cs, "SHOW");
+	vdb_complete(&cs->v, "SHOW");
 }
 
 static void show_lists(struct console_session *cs)
 {
-	struct runtime *rt = cs->client->worker->rt;
+	struct runtime *rt = cs->v.client->worker->rt;
 	struct stats_global g;
 	struct stats_pool_snapshot tot;
 	long users = 0, npools = 0;
@@ -624,9 +624,9 @@ static void show_lists(struct console_session *cs)
 		char v[24];
 		long_str(v, sizeof v, items[i].v);
 		const char *vals[] = { items[i].name, v };
-		console_out_row(&cs->out, 2, vals);
+		vdb_out_row(&cs->v.out, 2, vals);
 	}
-	console_complete(cs, "SHOW");
+	vdb_complete(&cs->v, "SHOW");
 }
 
 static void cache_row(void *arg, const char *name, const char *reason, uint64_t value, bool gauge)
@@ -637,22 +637,22 @@ static void cache_row(void *arg, const char *name, const char *reason, uint64_t 
 	(void)gauge;
 	snprintf(v, sizeof v, "%llu", (unsigned long long)value);
 	const char *vals[] = { name, reason ? reason : "", v };
-	console_out_row(&cs->out, 3, vals);
+	vdb_out_row(&cs->v.out, 3, vals);
 }
 
 /* SHOW CACHE: the result cache's counters (src/flight/cache.h, docs/cache.md). */
 static void show_cache(struct console_session *cs)
 {
-	flight_cache_report(cs->client->worker->rt->flight, cache_row, cs);
-	console_complete(cs, "SHOW");
+	flight_cache_report(cs->v.client->worker->rt->flight, cache_row, cs);
+	vdb_complete(&cs->v, "SHOW");
 }
 
 /* CACHE FLUSH [db]: the kept results of db (or all) go; in-flight reads are not kept. */
 static void cache_flush(struct console_session *cs, const char *db)
 {
-	int n = flight_cache_flush(cs->client->worker->rt->flight, *db ? db : NULL);
-	log_info(cs->client->id, cs->client->ctx, "CACHE FLUSH %s: %d entries", *db ? db : "(all)", n);
-	console_complete(cs, "CACHE");
+	int n = flight_cache_flush(cs->v.client->worker->rt->flight, *db ? db : NULL);
+	log_info(cs->v.client->id, cs->v.client->ctx, "CACHE FLUSH %s: %d entries", *db ? db : "(all)", n);
+	vdb_complete(&cs->v, "CACHE");
 }
 
 /* On the home worker: answer. */
@@ -674,26 +674,26 @@ static void collect_done(struct worker *w, void *arg)
 	case CONSOLE_CMD_SHOW_CLIENTS:
 	case CONSOLE_CMD_SHOW_SERVERS:
 		if (col->rows.len > col->rows.start)
-			console_out_raw(&cs->out, col->rows.data + col->rows.start, col->rows.len - col->rows.start);
+			vdb_out_raw(&cs->v.out, col->rows.data + col->rows.start, col->rows.len - col->rows.start);
 		if (col->rows.failed)
-			cs->out.failed = true;
-		console_complete(cs, "SHOW");
+			cs->v.out.failed = true;
+		vdb_complete(&cs->v, "SHOW");
 		break;
 	case CONSOLE_CMD_SHOW_POOLS:
 		pools_rows(cs, col);
 		break;
 	case CONSOLE_CMD_KILL:
-		log_info(cs->client->id, cs->client->ctx, "KILL %s: %ld connections closed", col->cmd.arg, col->found);
-		console_complete(cs, "KILL");
+		log_info(cs->v.client->id, cs->v.client->ctx, "KILL %s: %ld connections closed", col->cmd.arg, col->found);
+		vdb_complete(&cs->v, "KILL");
 		break;
 	case CONSOLE_CMD_KILL_CLIENT:
 		if (col->found == 0)
-			console_error(cs, "42704", "no client with id \"%s\"", col->cmd.arg);
+			vdb_error(&cs->v, "42704", "no client with id \"%s\"", col->cmd.arg);
 		else
-			console_complete(cs, "KILL_CLIENT");
+			vdb_complete(&cs->v, "KILL_CLIENT");
 		break;
 	case CONSOLE_CMD_RECONNECT:
-		console_complete(cs, "RECONNECT");
+		vdb_complete(&cs->v, "RECONNECT");
 		break;
 	default:
 		break;
@@ -703,10 +703,10 @@ static void collect_done(struct worker *w, void *arg)
 	console_command_done(cs);
 }
 
-/* Start a broadcast for cmd. 1 (async), or 0 with an error already in cs->out. */
+/* Start a broadcast for cmd. 1 (async), or 0 with an error already in cs->v.out. */
 static int broadcast(struct console_session *cs, const struct console_cmd *cmd)
 {
-	struct client *c = cs->client;
+	struct client *c = cs->v.client;
 	struct runtime *rt = c->worker->rt;
 	struct console_collect *col = calloc(1, sizeof *col);
 	int n = 0;
@@ -761,13 +761,13 @@ static int broadcast(struct console_session *cs, const struct console_cmd *cmd)
 	}
 	return 1;
 oom:
-	console_error(cs, "53200", "out of memory");
+	vdb_error(&cs->v, "53200", "out of memory");
 	return 0;
 }
 
 void console_cancel(struct console_session *cs)
 {
-	ev_timer_stop(cs->client->worker->loop, &cs->pause_timer);
+	ev_timer_stop(cs->v.client->worker->loop, &cs->pause_timer);
 	if (cs->collect) {
 		cs->collect->cs = NULL;
 		collect_unref(cs->collect);
@@ -780,14 +780,14 @@ void console_cancel(struct console_session *cs)
 static void show_version(struct console_session *cs)
 {
 	const char *vals[] = { "tusk " TUSK_VERSION };
-	console_out_row(&cs->out, 1, vals);
-	console_complete(cs, "SHOW");
+	vdb_out_row(&cs->v.out, 1, vals);
+	vdb_complete(&cs->v, "SHOW");
 }
 
 /* One row per kv replication link (docs/kv.md, "Operations"); none without a kv section. */
 static void show_kv(struct console_session *cs)
 {
-	struct kv_replicator *r = cs->client->worker->rt->kv_replicator;
+	struct kv_replicator *r = cs->v.client->worker->rt->kv_replicator;
 	int n = kv_replicate_nlinks(r);
 
 	for (int i = 0; i < n; i++) {
@@ -813,14 +813,14 @@ static void show_kv(struct console_session *cs)
 		const char *vals[] = { num[0], num[1], num[2], num[3], st.lag_seconds < 0 ? NULL : num[4], num[5],
 				       num[6], num[7], num[8], num[9], num[10], batch,
 				       st.last_error[0] ? st.last_error : NULL, mism, rep };
-		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
+		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}
-	console_complete(cs, "SHOW");
+	vdb_complete(&cs->v, "SHOW");
 }
 
 static void show_help(struct console_session *cs)
 {
-	console_notice(cs, "Console usage\n"
+	vdb_out_error(&cs->v, false, true, "00000", "Console usage\n"
 			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE\n"
 			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
@@ -829,26 +829,26 @@ static void show_help(struct console_session *cs)
 			   "\tKILL_CLIENT <client id>\n"
 			   "\tRECONNECT [<db>]\n"
 			   "\tRELOAD\n"
-			   "\tSHUTDOWN [WAIT_FOR_CLIENTS]");
-	console_complete(cs, "SHOW");
+			   "\tSHUTDOWN [WAIT_FOR_CLIENTS]", NULL, NULL);
+	vdb_complete(&cs->v, "SHOW");
 }
 
 static void config_row(void *arg, const char *key, const char *value, const char *def, bool reloadable)
 {
 	struct console_session *cs = arg;
 	const char *vals[] = { key, value, def, reloadable ? "yes" : "no" };
-	console_out_row(&cs->out, 4, vals);
+	vdb_out_row(&cs->v.out, 4, vals);
 }
 
 static void show_config(struct console_session *cs)
 {
-	config_describe(cs->client->worker->rt->cfg, config_row, cs);
-	console_complete(cs, "SHOW");
+	config_describe(cs->v.client->worker->rt->cfg, config_row, cs);
+	vdb_complete(&cs->v, "SHOW");
 }
 
 static void show_databases(struct console_session *cs)
 {
-	struct runtime *rt = cs->client->worker->rt;
+	struct runtime *rt = cs->v.client->worker->rt;
 	const struct tusk_config *cfg = rt->cfg;
 
 	for (int i = 0; i < cfg->npools; i++) {
@@ -875,9 +875,9 @@ static void show_databases(struct console_session *cs)
 			r->server_user, size, min, "0", config_pool_mode_name(r->mode), maxc, cur, paused ? "1" : "0",
 			r->blocked ? "1" : "0", r->user, r->service_name,
 		};
-		console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
+		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}
-	console_complete(cs, "SHOW");
+	vdb_complete(&cs->v, "SHOW");
 }
 
 /* ---- PAUSE, RESUME, RECONNECT, KILL ---- */
@@ -885,7 +885,7 @@ static void show_databases(struct console_session *cs)
 /* A database the console may act on: "" (all), or one a pool or a rule names. */
 static bool known_database(struct console_session *cs, const char *db)
 {
-	struct runtime *rt = cs->client->worker->rt;
+	struct runtime *rt = cs->v.client->worker->rt;
 
 	if (!*db)
 		return true;
@@ -901,7 +901,7 @@ static bool known_database(struct console_session *cs, const char *db)
 /* Whether every server of the paused pools is back (parked or closed). */
 static bool pause_quiet(struct console_session *cs)
 {
-	for (struct pool *p = pool_first(cs->client->worker->rt); p; p = pool_next(p)) {
+	for (struct pool *p = pool_first(cs->v.client->worker->rt); p; p = pool_next(p)) {
 		if (cs->pause_db[0] && strcmp(pool_database(p), cs->pause_db) != 0)
 			continue;
 		struct pool_gauges info;
@@ -919,22 +919,22 @@ static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	if (!pause_quiet(cs))
 		return;
 	ev_timer_stop(loop, t);
-	console_complete(cs, "PAUSE");
+	vdb_complete(&cs->v, "PAUSE");
 	console_command_done(cs);
 }
 
 static int pause_pools(struct console_session *cs, const char *db)
 {
-	struct ev_loop *loop = cs->client->worker->loop;
+	struct ev_loop *loop = cs->v.client->worker->loop;
 
-	if (pool_pause_database(cs->client->worker->rt, db) < 0) {
-		console_error(cs, "53200", "out of memory");
+	if (pool_pause_database(cs->v.client->worker->rt, db) < 0) {
+		vdb_error(&cs->v, "53200", "out of memory");
 		return 0;
 	}
 	snprintf(cs->pause_db, sizeof cs->pause_db, "%s", db);
-	log_info(cs->client->id, cs->client->ctx, "PAUSE %s", *db ? db : "(all)");
+	log_info(cs->v.client->id, cs->v.client->ctx, "PAUSE %s", *db ? db : "(all)");
 	if (pause_quiet(cs)) {
-		console_complete(cs, "PAUSE");
+		vdb_complete(&cs->v, "PAUSE");
 		return 0;
 	}
 	ev_init(&cs->pause_timer, pause_cb);
@@ -946,25 +946,25 @@ static int pause_pools(struct console_session *cs, const char *db)
 
 static void resume_pools(struct console_session *cs, const char *db)
 {
-	pool_resume_database(cs->client->worker->rt, db);
-	log_info(cs->client->id, cs->client->ctx, "RESUME %s", *db ? db : "(all)");
-	console_complete(cs, "RESUME");
+	pool_resume_database(cs->v.client->worker->rt, db);
+	log_info(cs->v.client->id, cs->v.client->ctx, "RESUME %s", *db ? db : "(all)");
+	vdb_complete(&cs->v, "RESUME");
 }
 
 static void reconnect_pools(struct console_session *cs, const char *db)
 {
-	for (struct pool *p = pool_first(cs->client->worker->rt); p; p = pool_next(p))
+	for (struct pool *p = pool_first(cs->v.client->worker->rt); p; p = pool_next(p))
 		if (!*db || strcmp(pool_database(p), db) == 0)
 			pool_reconnect(p);
 }
 
 static void signal_self(struct console_session *cs, int sig, const char *tag)
 {
-	log_info(cs->client->id, cs->client->ctx, "%s from the admin console", tag);
+	log_info(cs->v.client->id, cs->v.client->ctx, "%s from the admin console", tag);
 	/* Answer first: the main thread's sigwait acts on the signal. */
-	console_complete(cs, tag);
+	vdb_complete(&cs->v, tag);
 	if (kill(getpid(), sig) < 0)
-		log_error(cs->client->id, cs->client->ctx, "%s: kill: %s", tag, strerror(errno));
+		log_error(cs->v.client->id, cs->v.client->ctx, "%s: kill: %s", tag, strerror(errno));
 }
 
 int console_run(struct console_session *cs, const struct console_cmd *cmd)
@@ -972,8 +972,8 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 	bool show = cmd->kind >= CONSOLE_CMD_SHOW_POOLS && cmd->kind <= CONSOLE_CMD_SHOW_HELP;
 
 	if (!show && !cs->full) {
-		console_error(cs, "42501", "permission denied: user \"%s\" is in admin.stats_users and may only run SHOW commands",
-			      cs->client->user);
+		vdb_error(&cs->v, "42501", "permission denied: user \"%s\" is in admin.stats_users and may only run SHOW commands",
+			      cs->v.client->user);
 		return 0;
 	}
 	switch (cmd->kind) {
@@ -1018,11 +1018,11 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 	case CONSOLE_CMD_KILL:
 	case CONSOLE_CMD_RECONNECT:
 		if (console_is_admin_db(cmd->arg)) {
-			console_error(cs, "42809", "the admin console's own database cannot be the target");
+			vdb_error(&cs->v, "42809", "the admin console's own database cannot be the target");
 			return 0;
 		}
 		if (!known_database(cs, cmd->arg)) {
-			console_error(cs, "3D000", "no such database: \"%s\"", cmd->arg);
+			vdb_error(&cs->v, "3D000", "no such database: \"%s\"", cmd->arg);
 			return 0;
 		}
 		if (cmd->kind == CONSOLE_CMD_PAUSE)
@@ -1033,7 +1033,7 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		}
 		/* KILL and RECONNECT: servers in use close when released; parked ones now. */
 		reconnect_pools(cs, cmd->arg);
-		log_info(cs->client->id, cs->client->ctx, "%s %s", cmd->kind == CONSOLE_CMD_KILL ? "KILL" : "RECONNECT",
+		log_info(cs->v.client->id, cs->v.client->ctx, "%s %s", cmd->kind == CONSOLE_CMD_KILL ? "KILL" : "RECONNECT",
 			 *cmd->arg ? cmd->arg : "(all)");
 		return broadcast(cs, cmd);
 	case CONSOLE_CMD_KILL_CLIENT:

@@ -14,12 +14,9 @@ bool console_is_admin_db(const char *database);
 /* After the startup packet: authenticate (hba_file, else admin.client_auth) and, when that
  * is done at once, begin. */
 void console_startup(struct client *c);
-/* Authenticated: check the user is listed, greet, and answer queries from now on. */
+/* Authenticated: check the user is listed, greet, and answer queries from now on
+ * (client.c hands its input and drained wbuf to frontend/vdb.c through c->vdb). */
 void console_begin(struct client *c);
-/* Bytes from an admin client are in its rbuf. */
-void console_input(struct client *c);
-/* The client's wbuf drained: move more of a long answer into it. */
-void console_writable(struct client *c);
 /* Teardown of an admin client (from client_close): stop timers, forget pending work. */
 void console_client_closed(struct client *c);
 

@@ -10,14 +10,14 @@
 
 #include "config/config.h"
 #include "console/console.h"
+#include "frontend/vdb.h"
 
 struct client;
 struct console_collect;
 
 #define CONSOLE_QUERY_MAX 1024   /* longest command text accepted */
 #define CONSOLE_STATEMENTS 16    /* named statements per admin client */
-#define CONSOLE_NAME_MAX 64      /* statement and portal names */
-#define CONSOLE_OUT_MAX (64u << 20) /* bound on one answer's bytes */
+#define CONSOLE_NAME_MAX VDB_NAME_MAX /* statement names */
 
 enum console_cmd_kind {
 	CONSOLE_CMD_EMPTY,
@@ -49,29 +49,12 @@ struct console_cmd {
 	char arg[CONFIG_NAME_MAX]; /* database or client id; "" when none */
 };
 
-/* A growable output buffer: answers can be longer than the client's wbuf. */
-struct console_out {
-	uint8_t *data;
-	size_t start, len, cap; /* bytes [start, len) not yet moved to the wbuf */
-	bool failed;            /* out of memory or over CONSOLE_OUT_MAX: the answer is lost */
-};
-
-void console_out_raw(struct console_out *o, const void *p, size_t n);
-void console_out_msg(struct console_out *o, uint8_t type, const void *body, size_t n);
-/* A DataRow of ncols text values (NULL: SQL NULL). */
-void console_out_row(struct console_out *o, int ncols, const char *const *vals);
-void console_out_free(struct console_out *o);
-
 /* A column: values always travel as text; the type tells drivers how to read them. */
 #define CONSOLE_TEXT 25u
-#define CONSOLE_INT8 20u
-struct console_column {
-	const char *name;
-	uint32_t type_oid;
-};
+#define CONSOLE_INT8 VDB_OID_INT8
 struct console_columns {
 	int n;
-	const struct console_column *cols;
+	const struct vdb_col *cols;
 };
 
 struct console_stmt {
@@ -83,16 +66,11 @@ struct console_stmt {
 
 /* One admin client's console state. */
 struct console_session {
-	struct client *client;
+	struct vdb v;               /* client, output, skipping, busy, portal_set */
 	bool full;                  /* listed in admin.users (else stats_users: SHOW only) */
-	struct console_out out;
 	struct console_stmt stmts[CONSOLE_STATEMENTS]; /* [0] is the unnamed statement */
-	struct console_cmd portal;  /* the unnamed portal (named portals are refused) */
-	bool portal_set;
+	struct console_cmd portal;  /* the unnamed portal (named portals are refused), when v.portal_set */
 	bool portal_described;      /* RowDescription sent: Execute sends rows only */
-	bool skipping;              /* extended protocol: after an error, until Sync */
-	bool busy;                  /* a command runs asynchronously: input waits */
-	bool busy_simple;           /* ... and it came in a simple Query (ReadyForQuery after) */
 	bool busy_describe;         /* ... and its rows need a RowDescription first */
 	struct console_collect *collect; /* in flight, or NULL */
 	ev_timer pause_timer;       /* PAUSE: polls until the paused pools' servers are released */
@@ -117,10 +95,5 @@ void console_cancel(struct console_session *cs);
 /* console.c */
 /* Async work of cs ended (its rows and tag, or error, are in cs->out): go on with input. */
 void console_command_done(struct console_session *cs);
-/* Append an ErrorResponse ("tusk <id>: text") to cs->out. */
-void console_error(struct console_session *cs, const char *sqlstate, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-void console_notice(struct console_session *cs, const char *text);
-void console_complete(struct console_session *cs, const char *tag);
 
 #endif

@@ -68,14 +68,14 @@ static uint64_t per(uint64_t total, double over)
 
 void console_show_stats(struct console_session *cs)
 {
-	struct runtime *rt = cs->client->worker->rt;
+	struct runtime *rt = cs->v.client->worker->rt;
 	struct db_list l = { 0 };
-	double uptime = ev_now(cs->client->worker->loop) - rt->start_time;
+	double uptime = ev_now(cs->v.client->worker->loop) - rt->start_time;
 
 	stats_foreach_pool(rt, add_pool, &l);
 	if (l.failed) {
 		free(l.dbs);
-		console_error(cs, "53200", "out of memory");
+		vdb_error(&cs->v, "53200", "out of memory");
 		return;
 	}
 	if (uptime < 1)
@@ -104,10 +104,10 @@ void console_show_stats(struct console_session *cs)
 			u64(text[k], sizeof text[k], v[k]);
 			vals[k + 1] = text[k];
 		}
-		console_out_row(&cs->out, 15, vals);
+		vdb_out_row(&cs->v.out, 15, vals);
 	}
 	free(l.dbs);
-	console_complete(cs, "SHOW");
+	vdb_complete(&cs->v, "SHOW");
 }
 
 struct waits_ctx {
@@ -131,12 +131,12 @@ static void waits_row(const struct stats_pool_snapshot *snap, void *arg)
 		len += (size_t)snprintf(buckets + len, sizeof buckets - len, "%s%llu", i ? "," : "",
 					(unsigned long long)c->wait_buckets[i]);
 	const char *vals[] = { snap->database, snap->user, xacts, waits, p50, p99, buckets };
-	console_out_row(&w->cs->out, 7, vals);
+	vdb_out_row(&w->cs->v.out, 7, vals);
 }
 
 void console_show_waits(struct console_session *cs)
 {
 	struct waits_ctx w = { cs };
-	stats_foreach_pool(cs->client->worker->rt, waits_row, &w);
-	console_complete(cs, "SHOW");
+	stats_foreach_pool(cs->v.client->worker->rt, waits_row, &w);
+	vdb_complete(&cs->v, "SHOW");
 }

@@ -26,6 +26,7 @@
 #include "kv/front.h"
 #include "flight/serve.h"
 #include "frontend/client_int.h"
+#include "frontend/vdb.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
 #include "pool/pool.h"
@@ -293,6 +294,7 @@ void client_close(struct client *c, const char *reason)
 	cancel_forget(c);
 	console_client_closed(c);
 	kv_front_closed(c);
+	c->vdb = NULL; /* it went with c->console or c->kv */
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	count_client(c, -1);
@@ -1290,11 +1292,10 @@ static void read_startup_phase(struct client *c)
 	else if (c->state == CLIENT_AUTH) {
 		if (client_auth_input(c) == 1)
 			after_auth(c);
-	} else if (c->state == CLIENT_IDLE && c->admin)
-		console_input(c);
-	else if (c->state == CLIENT_IDLE && c->kv)
-		kv_front_input(c);
-	else if (c->state == CLIENT_IDLE)
+	} else if (c->state == CLIENT_IDLE && (c->admin || c->kv)) {
+		if (c->vdb) /* else its console did not start: it is closing */
+			vdb_input(c->vdb);
+	} else if (c->state == CLIENT_IDLE)
 		client_need_server(c);
 	else
 		client_update_io(c);
@@ -1332,12 +1333,9 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 				return;
 			}
 			client_update_io(c);
-			if (c->admin && buf_empty(&c->wbuf)) {
-				console_writable(c); /* may close c */
-				return;
-			}
-			if (c->kv && buf_empty(&c->wbuf)) {
-				kv_front_writable(c); /* may close c */
+			if ((c->admin || c->kv) && buf_empty(&c->wbuf)) {
+				if (c->vdb)
+					vdb_writable(c->vdb); /* may close c */
 				return;
 			}
 		}

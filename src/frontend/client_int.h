@@ -27,6 +27,7 @@ struct prep_client;
 struct client_auth;
 struct console_session;
 struct kv_session;
+struct vdb;
 struct flight_client;
 
 #define CLIENT_MAX_STATEMENTS 10000          /* named prepared statements per client */
@@ -110,6 +111,7 @@ struct client {
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
 	struct console_session *console; /* the admin client's console state (src/console/) */
 	struct kv_session *kv;      /* a client of the virtual kv database (src/kv/front.c): never gets a server */
+	struct vdb *vdb;            /* the virtual database inside console or kv that reads c's requests */
 	struct flight_client *flight; /* the result cache's state (src/flight/serve.c); NULL: none yet */
 	/* Session pooling: the client sent something other than a cacheable read since login, so
 	 * its server's session may differ from what the cache key says (src/flight/serve.c). */

@@ -15,6 +15,8 @@
 
 #include <pg_query.h>
 
+#include "util/pb.h"
+
 enum {
 	PB_PARSE_RESULT_STMTS = 2,
 	PB_RAW_STMT_STMT = 1,
@@ -36,59 +38,6 @@ enum {
 	PB_SETOP_NONE = 1,
 	PB_LIMIT_OPTION_DEFAULT = 1,
 };
-
-enum pb_wire { PB_VARINT = 0, PB_FIXED64 = 1, PB_BYTES = 2, PB_FIXED32 = 5 };
-
-struct pb {
-	const uint8_t *p, *end;
-};
-
-static bool pb_varint(struct pb *b, uint64_t *v)
-{
-	uint64_t x = 0;
-
-	for (unsigned shift = 0; shift < 64 && b->p < b->end; shift += 7) {
-		uint8_t c = *b->p++;
-		x |= (uint64_t)(c & 0x7f) << shift;
-		if (!(c & 0x80)) {
-			*v = x;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* The next field of b: number, wire type, varint value or length-delimited payload. */
-static bool pb_next(struct pb *b, uint32_t *field, enum pb_wire *wire, uint64_t *v, struct pb *sub)
-{
-	uint64_t key, len;
-
-	*v = 0;
-	*sub = (struct pb){ b->end, b->end };
-	if (b->p >= b->end || !pb_varint(b, &key) || key >> 3 == 0 || key >> 3 > UINT32_MAX)
-		return false;
-	*field = (uint32_t)(key >> 3);
-	*wire = (enum pb_wire)(key & 7);
-	switch (key & 7) {
-	case PB_VARINT:
-		return pb_varint(b, v);
-	case PB_FIXED64:
-	case PB_FIXED32:
-		len = (key & 7) == PB_FIXED64 ? 8 : 4;
-		if ((uint64_t)(b->end - b->p) < len)
-			return false;
-		b->p += len;
-		return true;
-	case PB_BYTES:
-		if (!pb_varint(b, &len) || len > (uint64_t)(b->end - b->p))
-			return false;
-		*sub = (struct pb){ b->p, b->p + len };
-		b->p += len;
-		return true;
-	default:
-		return false;
-	}
-}
 
 /* A Node: a message with one field, numbered by the node type. 0 when malformed. */
 static uint32_t pb_node(struct pb node, struct pb *inner)

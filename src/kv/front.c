@@ -1,21 +1,20 @@
-/* The wire side of the virtual kv database (front.h): the greeting, the simple and extended
- * query protocols for the calls of the kv API, binding parameters into a routed call, and the
- * output buffer that lets an answer (get_many) be longer than the client's wbuf. A kv client
- * is a frontend client in CLIENT_IDLE with c->kv set; it never claims a pooled server. At
- * most one call per client is in flight: input waits until the router answers. */
+/* The wire side of the virtual kv database (front.h): its answers to the simple and extended
+ * query protocols for the calls of the kv API, and binding parameters into a routed call; the
+ * framing, greeting and output buffer (a get_many answer may be longer than the client's
+ * wbuf) are the virtual database's (frontend/vdb.c). A kv client is a frontend client in
+ * CLIENT_IDLE with c->kv set; it never claims a pooled server. At most one call per client is
+ * in flight: input waits until the router answers. */
 #include "kv/front.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/rand.h>
-
 #include "config/config.h"
 #include "frontend/client_int.h"
+#include "frontend/vdb.h"
 #include "kv/call.h"
 #include "kv/router.h"
 #include "proto/proto.h"
@@ -24,20 +23,11 @@
 #include "worker/worker.h"
 
 #define KV_FRONT_STATEMENTS 32           /* named prepared statements per client, plus the unnamed */
-#define KV_FRONT_NAME_MAX 64
-#define KV_FRONT_OUT_HIGH (256u << 10)   /* stop reading calls while this much is unsent */
-#define KV_FRONT_OUT_MAX (64u << 20)     /* a get_many answer larger than this fails */
 #define NO_VALUE SIZE_MAX
-
-struct kv_out {
-	uint8_t *data;
-	size_t start, len, cap;
-	bool failed;
-};
 
 struct kv_stmt {
 	bool used;
-	char name[KV_FRONT_NAME_MAX];
+	char name[VDB_NAME_MAX];
 	struct kv_call call;
 	int ntypes;
 	uint32_t types[KV_CALL_MAX_PARAMS];
@@ -51,16 +41,12 @@ struct kv_bind_val {
 };
 
 struct kv_session {
-	struct client *client;       /* NULL once the client is gone (orphan) */
+	struct vdb v;                /* v.client: NULL once the client is gone (orphan) */
 	struct worker *worker;
 	struct kv_stmt stmts[KV_FRONT_STATEMENTS]; /* [0]: the unnamed statement */
 	struct kv_call query;        /* the call of the last simple Query */
-	bool portal_set;             /* the unnamed portal: its call and bound values below */
-	int portal_stmt;
-	bool skipping;               /* after an error in the extended protocol: until Sync */
-	bool busy;                   /* a call is with the router */
-	bool busy_simple;            /* ... from a simple Query: RowDescription and ReadyForQuery to add */
-	const struct kv_call *busy_call;
+	int portal_stmt;             /* v.portal_set: the unnamed portal's statement; its values in job */
+	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
 	struct worker_msg *msg;      /* reserved at submit: the answer's way back to the worker */
 	char *vals;                  /* the bound texts, NUL-terminated */
@@ -69,9 +55,6 @@ struct kv_session {
 	size_t *key_offs;            /* get_many */
 	const char **keys;
 	int nkeys, keys_cap;
-	struct kv_out out;
-	uint8_t *big;                /* a message larger than rbuf, collected as it streams */
-	size_t big_len, big_need;
 };
 
 bool kv_front_is_db(const struct tusk_config *cfg, const char *database)
@@ -79,168 +62,23 @@ bool kv_front_is_db(const struct tusk_config *cfg, const char *database)
 	return cfg->kv.zone && strcmp(database, KV_FRONT_DATABASE) == 0;
 }
 
-/* ---- output ---- */
-
-static bool out_reserve(struct kv_out *o, size_t n)
+static struct kv_session *session_of(struct vdb *v)
 {
-	if (o->failed)
-		return false;
-	if (o->start == o->len)
-		o->start = o->len = 0;
-	if (o->len + n <= o->cap)
-		return true;
-	if (o->len - o->start + n > KV_FRONT_OUT_MAX) {
-		o->failed = true;
-		return false;
-	}
-	if (o->start > 0) {
-		memmove(o->data, o->data + o->start, o->len - o->start);
-		o->len -= o->start;
-		o->start = 0;
-		if (o->len + n <= o->cap)
-			return true;
-	}
-	size_t cap = o->cap ? o->cap : 8192;
-	while (cap < o->len + n)
-		cap *= 2;
-	uint8_t *d = realloc(o->data, cap);
-	if (!d) {
-		o->failed = true;
-		return false;
-	}
-	o->data = d;
-	o->cap = cap;
-	return true;
-}
-
-static void out_raw(struct kv_out *o, const void *p, size_t n)
-{
-	if (n == 0 || !out_reserve(o, n))
-		return;
-	memcpy(o->data + o->len, p, n);
-	o->len += n;
-}
-
-static void out_u16(struct kv_out *o, uint16_t v)
-{
-	uint16_t be = htons(v);
-	out_raw(o, &be, 2);
-}
-
-static void out_u32(struct kv_out *o, uint32_t v)
-{
-	uint32_t be = htonl(v);
-	out_raw(o, &be, 4);
-}
-
-static void out_msg(struct kv_out *o, uint8_t type, const void *body, size_t n)
-{
-	out_raw(o, &type, 1);
-	out_u32(o, (uint32_t)(n + 4));
-	out_raw(o, body, n);
-}
-
-static void out_ready(struct kv_session *ks)
-{
-	uint8_t idle = 'I';
-	out_msg(&ks->out, 'Z', &idle, 1);
-}
-
-/* An error, tusk's own (its text named for the client, "tusk <id>: ...") or a shard's. */
-static void out_error_fields(struct kv_session *ks, bool ours, const char *sqlstate, const char *text,
-			     const char *detail, const char *hint)
-{
-	char message[700];
-	uint8_t scratch[2048];
-	struct buf b = { .data = scratch, .cap = sizeof scratch };
-
-	if (ours)
-		snprintf(message, sizeof message, "tusk %s: %s", ks->client->id, text);
-	else
-		snprintf(message, sizeof message, "%s", text);
-	if (proto_put_error(&b, "ERROR", sqlstate, message, detail && *detail ? detail : NULL,
-			    hint && *hint ? hint : NULL) == 0)
-		out_raw(&ks->out, buf_head(&b), buf_len(&b));
-	else
-		ks->out.failed = true;
-}
-
-__attribute__((format(printf, 3, 4)))
-static void kv_error(struct kv_session *ks, const char *sqlstate, const char *fmt, ...)
-{
-	char text[600];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof text, fmt, ap);
-	va_end(ap);
-	log_debug(ks->client->id, ks->client->ctx, "kv: %s (%s)", text, sqlstate);
-	out_error_fields(ks, true, sqlstate, text, NULL, NULL);
+	return (struct kv_session *)((char *)v - offsetof(struct kv_session, v));
 }
 
 static void out_row_description(struct kv_session *ks, const struct kv_call *call)
 {
-	struct col {
-		const char *name;
-		uint32_t oid;
-	} cols[2];
+	struct vdb_col cols[2];
 	int n = 0;
 
 	if (call->from) {
-		cols[n++] = (struct col){ "key", KV_OID_TEXT };
-		cols[n++] = (struct col){ "value", KV_OID_JSONB };
+		cols[n++] = (struct vdb_col){ "key", KV_OID_TEXT };
+		cols[n++] = (struct vdb_col){ "value", KV_OID_JSONB };
 	} else {
-		cols[n++] = (struct col){ call->column, kv_call_result_type(call->op) };
+		cols[n++] = (struct vdb_col){ call->column, kv_call_result_type(call->op) };
 	}
-	size_t len = 4 + 2;
-	for (int i = 0; i < n; i++)
-		len += strlen(cols[i].name) + 1 + 4 + 2 + 4 + 2 + 4 + 2;
-	uint8_t type = 'T';
-	out_raw(&ks->out, &type, 1);
-	out_u32(&ks->out, (uint32_t)len);
-	out_u16(&ks->out, (uint16_t)n);
-	for (int i = 0; i < n; i++) {
-		out_raw(&ks->out, cols[i].name, strlen(cols[i].name) + 1);
-		out_u32(&ks->out, 0);                                      /* table oid */
-		out_u16(&ks->out, 0);                                      /* column number */
-		out_u32(&ks->out, cols[i].oid);
-		out_u16(&ks->out, cols[i].oid == KV_OID_INT8 ? 8 : 0xffff); /* typlen */
-		out_u32(&ks->out, UINT32_MAX);                             /* typmod -1 */
-		out_u16(&ks->out, 0);                                      /* text */
-	}
-}
-
-/* Move pending output into the wbuf and the socket. 0, or -1 when the client was closed. */
-static int flush_out(struct kv_session *ks)
-{
-	struct client *c = ks->client;
-	struct kv_out *o = &ks->out;
-
-	if (o->failed) {
-		client_fail(c, "54000", "kv answer too large or out of memory");
-		return -1;
-	}
-	for (;;) {
-		if (o->start < o->len) {
-			buf_compact(&c->wbuf);
-			size_t n = o->len - o->start;
-			if (n > buf_room(&c->wbuf))
-				n = buf_room(&c->wbuf);
-			if (n > 0 && buf_append(&c->wbuf, o->data + o->start, n) == 0)
-				o->start += n;
-		}
-		size_t before = buf_len(&c->wbuf);
-		if (client_write_wbuf(c) < 0) {
-			client_close(c, "write to client failed");
-			return -1;
-		}
-		if (o->start == o->len || buf_len(&c->wbuf) == before)
-			break; /* all moved, or the socket is full: EV_WRITE brings us back */
-	}
-	if (o->start == o->len)
-		o->start = o->len = 0;
-	client_update_io(c);
-	return 0;
+	vdb_out_row_description(&ks->v.out, cols, n);
 }
 
 /* ---- login ---- */
@@ -254,10 +92,11 @@ static void kv_session_free(struct kv_session *ks)
 	free(ks->vals);
 	free(ks->key_offs);
 	free(ks->keys);
-	free(ks->out.data);
-	free(ks->big);
+	vdb_free(&ks->v);
 	free(ks);
 }
+
+static const struct vdb_ops kv_ops;
 
 void kv_front_startup(struct client *c)
 {
@@ -278,55 +117,17 @@ void kv_front_startup(struct client *c)
 		client_fail(c, "53200", "out of memory");
 		return;
 	}
-	ks->client = c;
+	vdb_init(&ks->v, c, &kv_ops);
 	ks->worker = c->worker;
 	c->kv = ks;
 	if (client_auth_begin(c, rule->client_auth))
 		kv_front_begin(c);
 }
 
-static void process_input(struct kv_session *ks);
-
 void kv_front_begin(struct client *c)
 {
-	struct kv_session *ks = c->kv;
-	uint32_t pid, key;
-
-	if (RAND_bytes((unsigned char *)&pid, sizeof pid) != 1 || RAND_bytes((unsigned char *)&key, sizeof key) != 1) {
-		client_fail(c, "58000", "could not generate a cancel key");
-		return;
-	}
 	log_info(c->id, c->ctx, "kv login");
-	const char *app = session_param_get(&c->session, "application_name");
-	const char *params[][2] = {
-		{ "server_version", "15.0 (tusk " TUSK_VERSION " kv)" },
-		{ "server_encoding", "UTF8" },
-		{ "client_encoding", "UTF8" },
-		{ "DateStyle", "ISO, MDY" },
-		{ "TimeZone", "UTC" },
-		{ "integer_datetimes", "on" },
-		{ "standard_conforming_strings", "on" },
-		{ "is_superuser", "off" },
-		{ "application_name", app ? app : "" },
-	};
-	uint8_t scratch[2048];
-	struct buf b = { .data = scratch, .cap = sizeof scratch };
-	bool ok = proto_put_auth_ok(&b) == 0;
-	for (size_t i = 0; ok && i < sizeof params / sizeof params[0]; i++)
-		ok = proto_put_parameter_status(&b, params[i][0], params[i][1]) == 0;
-	ok = ok && proto_put_backend_key(&b, pid & 0x7fffffff, key) == 0;
-	if (!ok) {
-		client_fail(c, "54000", "startup reply too large");
-		return;
-	}
-	out_raw(&ks->out, buf_head(&b), buf_len(&b));
-	out_ready(ks);
-	c->greeted = true;
-	c->login_at = ev_now(c->worker->loop);
-	client_set_state(c, CLIENT_IDLE);
-	if (flush_out(ks) < 0)
-		return;
-	process_input(ks);
+	vdb_greet(&c->kv->v, "15.0 (tusk " TUSK_VERSION " kv)", "ISO, MDY");
 }
 
 void kv_front_closed(struct client *c)
@@ -335,8 +136,8 @@ void kv_front_closed(struct client *c)
 	if (!ks)
 		return;
 	c->kv = NULL;
-	if (ks->busy) {
-		ks->client = NULL; /* freed when the router's answer arrives */
+	if (ks->v.busy) {
+		ks->v.client = NULL; /* freed when the router's answer arrives */
 		return;
 	}
 	kv_session_free(ks);
@@ -349,7 +150,7 @@ void kv_front_closed(struct client *c)
 static size_t add_val(struct kv_session *ks, const char *s, size_t n)
 {
 	if (memchr(s, '\0', n)) {
-		kv_error(ks, "22021", "invalid byte sequence for encoding \"UTF8\": 0x00");
+		vdb_error(&ks->v, "22021", "invalid byte sequence for encoding \"UTF8\": 0x00");
 		return NO_VALUE;
 	}
 	if (ks->vals_len + n + 1 > ks->vals_cap) {
@@ -358,7 +159,7 @@ static size_t add_val(struct kv_session *ks, const char *s, size_t n)
 			cap *= 2;
 		char *v = realloc(ks->vals, cap);
 		if (!v) {
-			kv_error(ks, "53200", "out of memory");
+			vdb_error(&ks->v, "53200", "out of memory");
 			return NO_VALUE;
 		}
 		ks->vals = v;
@@ -412,13 +213,13 @@ static int bind_scalar(struct kv_session *ks, const struct kv_stmt *st, const st
 	uint32_t oid = param_type(st, call, a->param);
 	char *tmp = malloc((size_t)v->len + 64);
 	if (!tmp) {
-		kv_error(ks, "53200", "out of memory");
+		vdb_error(&ks->v, "53200", "out of memory");
 		return 0;
 	}
 	long n = kv_binary_scalar_text(oid, v->p, v->len, tmp, (size_t)v->len + 64);
 	if (n < 0) {
 		free(tmp);
-		kv_error(ks, "22P03", "kv: parameter $%d: unsupported or malformed binary value of type %u "
+		vdb_error(&ks->v, "22P03", "kv: parameter $%d: unsupported or malformed binary value of type %u "
 				      "(send text, or binary text, jsonb, interval or text[])", a->param, oid);
 		return 0;
 	}
@@ -431,7 +232,7 @@ static int bind_scalar(struct kv_session *ks, const struct kv_stmt *st, const st
 static bool push_key(struct kv_session *ks, size_t off)
 {
 	if (ks->nkeys >= KV_CALL_MAX_KEYS) {
-		kv_error(ks, "54000", "kv: get_many takes at most %d keys", KV_CALL_MAX_KEYS);
+		vdb_error(&ks->v, "54000", "kv: get_many takes at most %d keys", KV_CALL_MAX_KEYS);
 		return false;
 	}
 	if (ks->nkeys == ks->keys_cap) {
@@ -441,7 +242,7 @@ static bool push_key(struct kv_session *ks, size_t off)
 			ks->key_offs = o;
 		const char **k = o ? realloc(ks->keys, (size_t)cap * sizeof *k) : NULL;
 		if (!k) {
-			kv_error(ks, "53200", "out of memory");
+			vdb_error(&ks->v, "53200", "out of memory");
 			return false;
 		}
 		ks->keys = k;
@@ -454,7 +255,7 @@ static bool push_key(struct kv_session *ks, size_t off)
 static bool add_key(struct kv_session *ks, const char *p, size_t len)
 {
 	if (!p) {
-		kv_error(ks, "22004", "kv: namespace and key must not be NULL");
+		vdb_error(&ks->v, "22004", "kv: namespace and key must not be NULL");
 		return false;
 	}
 	size_t off = add_val(ks, p, len);
@@ -499,16 +300,16 @@ static bool bind_keys(struct kv_session *ks, const struct kv_stmt *st, const str
 	if (!elems || (!binary && !scratch)) {
 		free(elems);
 		free(scratch);
-		kv_error(ks, "53200", "out of memory");
+		vdb_error(&ks->v, "53200", "out of memory");
 		return false;
 	}
 	n = binary ? kv_binary_array_parse(p, len, elems, KV_CALL_MAX_KEYS)
 		   : kv_text_array_parse((const char *)p, len, scratch, elems, KV_CALL_MAX_KEYS);
 	bool ok = n >= 0;
 	if (n == -E2BIG)
-		kv_error(ks, "54000", "kv: get_many takes at most %d keys", KV_CALL_MAX_KEYS);
+		vdb_error(&ks->v, "54000", "kv: get_many takes at most %d keys", KV_CALL_MAX_KEYS);
 	else if (n < 0)
-		kv_error(ks, "22P02", "kv: malformed array of keys (a one-dimensional text[] is expected)");
+		vdb_error(&ks->v, "22P02", "kv: malformed array of keys (a one-dimensional text[] is expected)");
 	for (int i = 0; ok && i < n; i++)
 		ok = add_key(ks, elems[i].p, elems[i].len);
 	free(elems);
@@ -533,7 +334,7 @@ static bool bind_call(struct kv_session *ks, const struct kv_stmt *st, const str
 		}
 	}
 	if (offs[0] == NO_VALUE || (call->op != KV_OP_GET_MANY && offs[1] == NO_VALUE)) {
-		kv_error(ks, "22004", "kv: namespace and key must not be NULL");
+		vdb_error(&ks->v, "22004", "kv: namespace and key must not be NULL");
 		return false;
 	}
 	struct kv_job *job = &ks->job;
@@ -563,37 +364,34 @@ static void answer_done(struct kv_job *job)
 	worker_post(ks->worker, m); /* its mutex orders the job's output before on_answer */
 }
 
-/* Hand the bound call to the router. The session stays busy until on_answer. */
-static void run_call(struct kv_session *ks, const struct kv_call *call, bool simple)
+/* Hand the bound call to the router. The session stays busy until on_answer. false after
+ * an error (the extended protocol then skips until Sync; a simple Query's ReadyForQuery is the
+ * caller's). */
+static bool run_call(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
 	struct kv_router *r = ks->worker->rt->kv_router;
 
 	if (!r) {
-		kv_error(ks, "57P03", "kv routing is not running (see tusk's log)");
-		if (simple)
-			out_ready(ks);
-		else
-			ks->skipping = true;
-		return;
+		vdb_error(&ks->v, "57P03", "kv routing is not running (see tusk's log)");
+		ks->v.skipping = !simple;
+		return false;
 	}
 	ks->msg = calloc(1, sizeof *ks->msg);
 	if (!ks->msg) {
-		kv_error(ks, "53200", "out of memory");
-		if (simple)
-			out_ready(ks);
-		else
-			ks->skipping = true;
-		return;
+		vdb_error(&ks->v, "53200", "out of memory");
+		ks->v.skipping = !simple;
+		return false;
 	}
 	ks->msg->kind = WORKER_MSG_CALL;
 	ks->msg->call = on_answer;
 	ks->msg->arg = ks;
 	ks->job.done = answer_done;
 	ks->job.arg = ks;
-	ks->busy = true;
-	ks->busy_simple = simple;
+	ks->v.busy = true;
+	ks->v.busy_simple = simple;
 	ks->busy_call = call;
 	kv_router_submit(r, &ks->job);
+	return true;
 }
 
 /* On the client's worker: the router answered (also while tusk stops). */
@@ -603,63 +401,34 @@ static void on_answer(struct worker *w, void *arg)
 	struct kv_job *job = &ks->job;
 	(void)w;
 
-	ks->busy = false;
-	if (!ks->client) {
+	ks->v.busy = false;
+	if (!ks->v.client) {
 		kv_session_free(ks); /* the client left meanwhile */
 		return;
 	}
-	if (ks->client->state == CLIENT_CLOSING)
+	if (ks->v.client->state == CLIENT_CLOSING)
 		return;
 	if (job->failed) {
 		if (job->ours)
-			log_info(ks->client->id, ks->client->ctx, "kv.%s failed: %s (%s)", kv_op_name(job->op), job->message,
+			log_info(ks->v.client->id, ks->v.client->ctx, "kv.%s failed: %s (%s)", kv_op_name(job->op), job->message,
 				 job->sqlstate);
-		out_error_fields(ks, job->ours, job->sqlstate, job->message, job->detail, job->hint);
-		if (!ks->busy_simple)
-			ks->skipping = true;
+		vdb_out_error(&ks->v, true, job->ours, job->sqlstate, job->message, job->detail, job->hint);
+		if (!ks->v.busy_simple)
+			ks->v.skipping = true;
 	} else {
 		char tag[32];
-		if (ks->busy_simple)
+		if (ks->v.busy_simple)
 			out_row_description(ks, ks->busy_call);
-		out_raw(&ks->out, job->rows, job->rows_len);
+		vdb_out_raw(&ks->v.out, job->rows, job->rows_len);
 		snprintf(tag, sizeof tag, "SELECT %llu", (unsigned long long)job->nrows);
-		out_msg(&ks->out, 'C', tag, strlen(tag) + 1);
+		vdb_complete(&ks->v, tag);
 	}
-	if (ks->busy_simple)
-		out_ready(ks);
-	process_input(ks);
+	if (ks->v.busy_simple)
+		vdb_ready(&ks->v);
+	vdb_input(&ks->v);
 }
 
 /* ---- requests ---- */
-
-static const char *read_str(const uint8_t *body, size_t len, size_t *off)
-{
-	const uint8_t *nul = *off < len ? memchr(body + *off, '\0', len - *off) : NULL;
-	if (!nul)
-		return NULL;
-	const char *s = (const char *)body + *off;
-	*off = (size_t)(nul - body) + 1;
-	return s;
-}
-
-static bool read_u16(const uint8_t *body, size_t len, size_t *off, uint16_t *v)
-{
-	if (len - *off < 2)
-		return false;
-	*v = (uint16_t)(body[*off] << 8 | body[*off + 1]);
-	*off += 2;
-	return true;
-}
-
-static bool read_u32(const uint8_t *body, size_t len, size_t *off, uint32_t *v)
-{
-	if (len - *off < 4)
-		return false;
-	*v = (uint32_t)body[*off] << 24 | (uint32_t)body[*off + 1] << 16 | (uint32_t)body[*off + 2] << 8 |
-	     body[*off + 3];
-	*off += 4;
-	return true;
-}
 
 static int find_stmt(struct kv_session *ks, const char *name)
 {
@@ -689,90 +458,68 @@ static bool is_empty_query(const char *s)
 	}
 }
 
-static void on_query(struct kv_session *ks, const uint8_t *body, size_t len)
+static bool on_query(struct vdb *v, const char *text)
 {
-	size_t off = 0;
-	const char *text = read_str(body, len, &off);
+	struct kv_session *ks = session_of(v);
 	char state[6], err[600];
 
-	ks->skipping = false;
-	if (!text || off != len) {
-		kv_error(ks, "08P01", "malformed Query message");
-	} else if (is_empty_query(text)) {
-		out_msg(&ks->out, 'I', NULL, 0);
-	} else {
-		int rc = kv_call_parse(text, &ks->query, state, err, sizeof err);
-		if (rc == -ENOMEM)
-			kv_error(ks, "53200", "out of memory");
-		else if (rc < 0)
-			kv_error(ks, state, "%s", err);
-		else if (ks->query.nparams > 0)
-			kv_error(ks, "42P02", "there is no parameter $%d (a simple query has none)", ks->query.nparams);
-		else if (bind_call(ks, NULL, &ks->query, NULL)) {
-			run_call(ks, &ks->query, true);
-			return;
-		}
+	if (is_empty_query(text)) {
+		vdb_out_msg(&v->out, 'I', NULL, 0);
+		return false;
 	}
-	out_ready(ks);
+	int rc = kv_call_parse(text, &ks->query, state, err, sizeof err);
+	if (rc == -ENOMEM)
+		vdb_error(v, "53200", "out of memory");
+	else if (rc < 0)
+		vdb_error(v, state, "%s", err);
+	else if (ks->query.nparams > 0)
+		vdb_error(v, "42P02", "there is no parameter $%d (a simple query has none)", ks->query.nparams);
+	else if (bind_call(ks, NULL, &ks->query, NULL))
+		return run_call(ks, &ks->query, true);
+	return false;
 }
 
-static void on_parse(struct kv_session *ks, const uint8_t *body, size_t len)
+static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t ntypes, const uint8_t *types)
 {
-	size_t off = 0;
-	const char *name = read_str(body, len, &off);
-	const char *text = name ? read_str(body, len, &off) : NULL;
-	uint16_t ntypes;
+	struct kv_session *ks = session_of(v);
 	char state[6], err[600];
 
-	if (!text || !read_u16(body, len, &off, &ntypes) || len - off != (size_t)ntypes * 4) {
-		kv_error(ks, "08P01", "malformed Parse message");
-		goto skip;
-	}
-	if (strlen(name) >= KV_FRONT_NAME_MAX) {
-		kv_error(ks, "42622", "statement name too long");
-		goto skip;
-	}
 	if (ntypes > KV_CALL_MAX_PARAMS) {
-		kv_error(ks, "54000", "kv: a call takes at most %d parameters", KV_CALL_MAX_PARAMS);
-		goto skip;
+		vdb_error_skip(v, "54000", "kv: a call takes at most %d parameters", KV_CALL_MAX_PARAMS);
+		return;
 	}
 	int i = find_stmt(ks, name);
 	if (i > 0) {
-		kv_error(ks, "42P05", "prepared statement \"%s\" already exists", name);
-		goto skip;
+		vdb_error_skip(v, "42P05", "prepared statement \"%s\" already exists", name);
+		return;
 	}
 	for (int j = 1; i < 0 && j < KV_FRONT_STATEMENTS; j++)
 		if (!ks->stmts[j].used)
 			i = j;
 	if (i < 0) {
-		kv_error(ks, "53400", "too many prepared statements (a kv client keeps %d)", KV_FRONT_STATEMENTS - 1);
-		goto skip;
+		vdb_error_skip(v, "53400", "too many prepared statements (a kv client keeps %d)", KV_FRONT_STATEMENTS - 1);
+		return;
 	}
 	struct kv_stmt *st = &ks->stmts[i];
-	if (i == 0 && ks->portal_set && ks->portal_stmt == 0)
-		ks->portal_set = false; /* its call is about to be replaced */
+	if (i == 0 && ks->v.portal_set && ks->portal_stmt == 0)
+		ks->v.portal_set = false; /* its call is about to be replaced */
 	st->used = false;
 	int rc = kv_call_parse(text, &st->call, state, err, sizeof err);
 	if (rc == -ENOMEM) {
-		kv_error(ks, "53200", "out of memory");
-		goto skip;
+		vdb_error_skip(v, "53200", "out of memory");
+		return;
 	}
 	if (rc < 0) {
-		kv_error(ks, state, "%s", err);
-		goto skip;
+		vdb_error_skip(v, state, "%s", err);
+		return;
 	}
 	st->ntypes = ntypes;
-	for (uint16_t t = 0; t < ntypes; t++) {
-		uint32_t oid;
-		(void)read_u32(body, len, &off, &oid);
-		st->types[t] = oid;
-	}
+	for (uint16_t t = 0; t < ntypes; t++)
+		st->types[t] = (uint32_t)types[4 * t] << 24 | (uint32_t)types[4 * t + 1] << 16 |
+			       (uint32_t)types[4 * t + 2] << 8 | types[4 * t + 3];
 	snprintf(st->name, sizeof st->name, "%s", name);
 	st->used = true;
-	out_msg(&ks->out, '1', NULL, 0);
-	return;
-skip:
-	ks->skipping = true;
+	vdb_out_msg(&v->out, '1', NULL, 0);
 }
 
 static int stmt_nparams(const struct kv_stmt *st)
@@ -780,274 +527,138 @@ static int stmt_nparams(const struct kv_stmt *st)
 	return st->call.nparams > st->ntypes ? st->call.nparams : st->ntypes;
 }
 
-static void on_bind(struct kv_session *ks, const uint8_t *body, size_t len)
+static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 {
-	size_t off = 0;
-	const char *portal = read_str(body, len, &off);
-	const char *name = portal ? read_str(body, len, &off) : NULL;
-	uint16_t nfmt, nvals, nres;
+	struct kv_session *ks = session_of(v);
+	struct proto_reader r;
 	struct kv_bind_val vals[KV_CALL_MAX_PARAMS];
 
-	if (!name || !read_u16(body, len, &off, &nfmt) || len - off < (size_t)nfmt * 2)
-		goto malformed;
-	size_t fmt_off = off;
-	off += (size_t)nfmt * 2;
-	if (!read_u16(body, len, &off, &nvals))
+	proto_reader_init(&r, body, len);
+	const char *portal = proto_get_cstr(&r);
+	const char *name = proto_get_cstr(&r);
+	uint16_t nfmt = proto_get_u16(&r);
+	const uint8_t *fmts = proto_get_bytes(&r, (size_t)nfmt * 2);
+	uint16_t nvals = proto_get_u16(&r);
+	if (r.err)
 		goto malformed;
 	if (nvals > KV_CALL_MAX_PARAMS) {
-		kv_error(ks, "54000", "kv: a call takes at most %d parameters", KV_CALL_MAX_PARAMS);
-		goto skip;
+		vdb_error_skip(v, "54000", "kv: a call takes at most %d parameters", KV_CALL_MAX_PARAMS);
+		return;
 	}
 	if (nfmt > 1 && nfmt != nvals)
 		goto malformed;
 	for (uint16_t i = 0; i < nvals; i++) {
-		uint32_t n;
 		uint16_t f = 0;
-		size_t fo = fmt_off + (nfmt == 1 ? 0 : (size_t)i * 2);
+		size_t fo = nfmt == 1 ? 0 : (size_t)i * 2;
 		if (nfmt > 0)
-			f = (uint16_t)(body[fo] << 8 | body[fo + 1]);
-		if (!read_u32(body, len, &off, &n))
+			f = (uint16_t)(fmts[fo] << 8 | fmts[fo + 1]);
+		uint32_t n = proto_get_u32(&r);
+		if (r.err)
 			goto malformed;
 		if (n == UINT32_MAX) {
 			vals[i] = (struct kv_bind_val){ NULL, 0, false };
 			continue;
 		}
-		if (n > len - off || f > 1)
+		const uint8_t *p = proto_get_bytes(&r, n);
+		if (r.err || f > 1)
 			goto malformed;
-		vals[i] = (struct kv_bind_val){ body + off, n, f == 1 };
-		off += n;
+		vals[i] = (struct kv_bind_val){ p, n, f == 1 };
 	}
-	if (!read_u16(body, len, &off, &nres) || len - off != (size_t)nres * 2)
+	uint16_t nres = proto_get_u16(&r);
+	if (r.err || proto_remaining(&r) != (size_t)nres * 2)
 		goto malformed;
 	for (uint16_t i = 0; i < nres; i++) {
-		uint16_t f = 0;
-		(void)read_u16(body, len, &off, &f);
-		if (f != 0) {
-			kv_error(ks, "0A000", "kv calls answer in text format only (binary results requested)");
-			goto skip;
+		if (proto_get_u16(&r) != 0) {
+			vdb_error_skip(v, "0A000", "kv calls answer in text format only (binary results requested)");
+			return;
 		}
 	}
 	if (*portal) {
-		kv_error(ks, "0A000", "named portals are not supported by the kv database");
-		goto skip;
+		vdb_error_skip(v, "0A000", "named portals are not supported by the kv database");
+		return;
 	}
 	int i = find_stmt(ks, name);
 	if (i < 0 || !ks->stmts[i].used) {
-		kv_error(ks, "26000", "prepared statement \"%s\" does not exist", name);
-		goto skip;
+		vdb_error_skip(v, "26000", "prepared statement \"%s\" does not exist", name);
+		return;
 	}
 	struct kv_stmt *st = &ks->stmts[i];
 	if (nvals != stmt_nparams(st)) {
-		kv_error(ks, "08P01", "bind message supplies %u parameters, but prepared statement \"%s\" requires %d",
-			 nvals, name, stmt_nparams(st));
-		goto skip;
+		vdb_error_skip(v, "08P01", "bind message supplies %u parameters, but prepared statement \"%s\" requires %d",
+			       nvals, name, stmt_nparams(st));
+		return;
 	}
-	ks->portal_set = false;
-	if (!bind_call(ks, st, &st->call, vals))
-		goto skip;
-	ks->portal_set = true;
+	ks->v.portal_set = false;
+	if (!bind_call(ks, st, &st->call, vals)) {
+		v->skipping = true;
+		return;
+	}
+	ks->v.portal_set = true;
 	ks->portal_stmt = i;
-	out_msg(&ks->out, '2', NULL, 0);
+	vdb_out_msg(&v->out, '2', NULL, 0);
 	return;
 malformed:
-	kv_error(ks, "08P01", "malformed Bind message");
-skip:
-	ks->skipping = true;
+	vdb_error_skip(v, "08P01", "malformed Bind message");
 }
 
-static void on_describe(struct kv_session *ks, const uint8_t *body, size_t len)
+static void describe_statement(struct vdb *v, const char *name)
 {
-	size_t off = 1;
-	const char *name = len > 0 ? read_str(body, len, &off) : NULL;
+	struct kv_session *ks = session_of(v);
+	int i = find_stmt(ks, name);
 
-	if (!name || (body[0] != 'S' && body[0] != 'P')) {
-		kv_error(ks, "08P01", "malformed Describe message");
-		ks->skipping = true;
+	if (i < 0 || !ks->stmts[i].used) {
+		vdb_error_skip(v, "26000", "prepared statement \"%s\" does not exist", name);
 		return;
 	}
-	if (body[0] == 'S') {
-		int i = find_stmt(ks, name);
-		if (i < 0 || !ks->stmts[i].used) {
-			kv_error(ks, "26000", "prepared statement \"%s\" does not exist", name);
-			ks->skipping = true;
-			return;
-		}
-		const struct kv_stmt *st = &ks->stmts[i];
-		int n = stmt_nparams(st);
-		uint8_t desc[2 + 4 * KV_CALL_MAX_PARAMS];
-		desc[0] = (uint8_t)(n >> 8), desc[1] = (uint8_t)n;
-		for (int p = 1; p <= n; p++) {
-			uint32_t oid = htonl(param_type(st, &st->call, p));
-			memcpy(desc + 2 + 4 * (p - 1), &oid, 4);
-		}
-		out_msg(&ks->out, 't', desc, 2 + 4 * (size_t)n);
-		out_row_description(ks, &st->call);
-		return;
+	const struct kv_stmt *st = &ks->stmts[i];
+	int n = stmt_nparams(st);
+	uint8_t desc[2 + 4 * KV_CALL_MAX_PARAMS];
+	desc[0] = (uint8_t)(n >> 8), desc[1] = (uint8_t)n;
+	for (int p = 1; p <= n; p++) {
+		uint32_t oid = htonl(param_type(st, &st->call, p));
+		memcpy(desc + 2 + 4 * (p - 1), &oid, 4);
 	}
-	if (*name || !ks->portal_set) {
-		kv_error(ks, "34000", "portal \"%s\" does not exist", name);
-		ks->skipping = true;
-		return;
-	}
+	vdb_out_msg(&v->out, 't', desc, 2 + 4 * (size_t)n);
+	out_row_description(ks, &st->call);
+}
+
+static void describe_portal(struct vdb *v)
+{
+	struct kv_session *ks = session_of(v);
 	out_row_description(ks, &ks->stmts[ks->portal_stmt].call);
 }
 
-static void on_execute(struct kv_session *ks, const uint8_t *body, size_t len)
+/* Whole: get_many is bounded. */
+static void execute(struct vdb *v)
 {
-	size_t off = 0;
-	const char *name = read_str(body, len, &off);
-	uint32_t max_rows;
+	struct kv_session *ks = session_of(v);
+	(void)run_call(ks, &ks->stmts[ks->portal_stmt].call, false);
+}
 
-	if (!name || !read_u32(body, len, &off, &max_rows)) {
-		kv_error(ks, "08P01", "malformed Execute message");
-		ks->skipping = true;
+static void close_statement(struct vdb *v, const char *name)
+{
+	struct kv_session *ks = session_of(v);
+	int i = find_stmt(ks, name);
+
+	if (i < 0)
 		return;
-	}
-	if (*name || !ks->portal_set) {
-		kv_error(ks, "34000", "portal \"%s\" does not exist", name);
-		ks->skipping = true;
-		return;
-	}
-	/* A portal runs once and whole: max_rows is not honoured (get_many is bounded). */
-	ks->portal_set = false;
-	run_call(ks, &ks->stmts[ks->portal_stmt].call, false);
+	if (v->portal_set && ks->portal_stmt == i)
+		v->portal_set = false;
+	ks->stmts[i].used = false;
 }
 
-static void on_close(struct kv_session *ks, const uint8_t *body, size_t len)
-{
-	size_t off = 1;
-	const char *name = len > 0 ? read_str(body, len, &off) : NULL;
-
-	if (!name || (body[0] != 'S' && body[0] != 'P')) {
-		kv_error(ks, "08P01", "malformed Close message");
-		ks->skipping = true;
-		return;
-	}
-	if (body[0] == 'S') {
-		int i = find_stmt(ks, name);
-		if (i >= 0) {
-			if (ks->portal_set && ks->portal_stmt == i)
-				ks->portal_set = false;
-			ks->stmts[i].used = false;
-		}
-	} else if (!*name) {
-		ks->portal_set = false;
-	}
-	out_msg(&ks->out, '3', NULL, 0);
-}
-
-/* One request. -1 when the client is gone. */
-static int handle(struct kv_session *ks, uint8_t type, const uint8_t *body, size_t len)
-{
-	struct client *c = ks->client;
-
-	if (type == 'X') {
-		client_close(c, "client terminated the session");
-		return -1;
-	}
-	if (ks->skipping && type != 'S' && type != 'Q')
-		return 0;
-	switch (type) {
-	case 'Q': on_query(ks, body, len); break;
-	case 'P': on_parse(ks, body, len); break;
-	case 'B': on_bind(ks, body, len); break;
-	case 'D': on_describe(ks, body, len); break;
-	case 'E': on_execute(ks, body, len); break;
-	case 'C': on_close(ks, body, len); break;
-	case 'H': break; /* Flush: everything is flushed anyway */
-	case 'S':
-		ks->skipping = false;
-		out_ready(ks);
-		break;
-	case 'd':
-	case 'c':
-	case 'f':
-		break; /* COPY messages outside a COPY: ignored, as PostgreSQL does */
-	default:
-		if (type == 'F')
-			kv_error(ks, "0A000", "function calls (fast path) are not supported by the kv database");
-		else
-			kv_error(ks, "08P01", "unexpected message type %u ('%c') on the kv database", type,
-				 type >= 0x20 && type < 0x7f ? type : '?');
-		out_ready(ks);
-		break;
-	}
-	return 0;
-}
-
-static void process_input(struct kv_session *ks)
-{
-	struct client *c = ks->client;
-	uint32_t max = c->worker->rt->cfg->max_message_size;
-
-	while (!ks->busy && ks->out.len - ks->out.start < KV_FRONT_OUT_HIGH) {
-		if (ks->big) {
-			/* A message longer than rbuf: collect it, then handle it from the copy. */
-			size_t n = buf_len(&c->rbuf);
-			if (n > ks->big_need - ks->big_len)
-				n = ks->big_need - ks->big_len;
-			memcpy(ks->big + ks->big_len, buf_head(&c->rbuf), n);
-			buf_consume(&c->rbuf, n);
-			ks->big_len += n;
-			if (ks->big_len < ks->big_need) {
-				buf_compact(&c->rbuf);
-				break;
-			}
-			uint8_t *big = ks->big;
-			ks->big = NULL;
-			int rc = handle(ks, big[0], big + PROTO_HDR_LEN, ks->big_need - PROTO_HDR_LEN);
-			free(big);
-			if (rc < 0)
-				return;
-			continue;
-		}
-		struct proto_hdr h;
-		ssize_t n = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), max, &h);
-		if (n == PROTO_ETOOLONG) {
-			client_fail(c, "54000", "message exceeds max_message_size (%u)", max);
-			return;
-		}
-		if (n < 0) {
-			client_fail(c, "08P01", "invalid message from client: %s", proto_strerror((int)n));
-			return;
-		}
-		if (n == 0)
-			break;
-		size_t total = (size_t)h.len + 1;
-		if (total > c->rbuf.cap) {
-			ks->big = malloc(total);
-			if (!ks->big) {
-				client_fail(c, "53200", "out of memory");
-				return;
-			}
-			ks->big_len = 0;
-			ks->big_need = total;
-			continue;
-		}
-		if (buf_len(&c->rbuf) < total) {
-			buf_compact(&c->rbuf);
-			break;
-		}
-		/* Consumed first; the bytes stay in place until the next read. */
-		const uint8_t *body = buf_head(&c->rbuf) + PROTO_HDR_LEN;
-		buf_consume(&c->rbuf, total);
-		if (handle(ks, h.type, body, total - PROTO_HDR_LEN) < 0)
-			return;
-	}
-	(void)flush_out(ks);
-}
-
-void kv_front_input(struct client *c)
-{
-	if (c->kv)
-		process_input(c->kv);
-}
-
-void kv_front_writable(struct client *c)
-{
-	struct kv_session *ks = c->kv;
-	if (!ks || flush_out(ks) < 0)
-		return;
-	if (!buf_empty(&c->rbuf))
-		process_input(ks);
-}
+static const struct vdb_ops kv_ops = {
+	.name = "the kv database",
+	.log_tag = "kv",
+	.error_log_level = LOG_DEBUG,
+	.out_failed = "kv answer too large or out of memory",
+	.fastpath = "function calls (fast path) are not supported by the kv database",
+	.collect_long = true, /* a get_many of many keys can be longer than rbuf */
+	.query = on_query,
+	.parse = on_parse,
+	.bind = on_bind,
+	.describe_statement = describe_statement,
+	.describe_portal = describe_portal,
+	.execute = execute,
+	.close_statement = close_statement,
+};

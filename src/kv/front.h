@@ -17,12 +17,9 @@ struct tusk_config;
 bool kv_front_is_db(const struct tusk_config *cfg, const char *database);
 /* After the startup packet: pick the rule, authenticate, and begin when that is done at once. */
 void kv_front_startup(struct client *c);
-/* Authenticated: greet, and answer calls from now on. */
+/* Authenticated: greet, and answer calls from now on
+ * (client.c hands its input and drained wbuf to frontend/vdb.c through c->vdb). */
 void kv_front_begin(struct client *c);
-/* Bytes from a kv client are in its rbuf. */
-void kv_front_input(struct client *c);
-/* The client's wbuf drained: move more of a long answer into it. */
-void kv_front_writable(struct client *c);
 /* Teardown (from client_close). A call in flight keeps its session until it is answered. */
 void kv_front_closed(struct client *c);
 

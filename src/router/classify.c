@@ -15,6 +15,8 @@
 
 #include <pg_query.h>
 
+#include "util/pb.h"
+
 #if !defined(PG_VERSION_NUM) || PG_VERSION_NUM / 10000 != 15
 #error "classify.c reads libpg_query's PostgreSQL 15 parse tree: check the field numbers"
 #endif
@@ -507,69 +509,9 @@ enum {
 /* PostgreSQL's CURSOR_OPT_HOLD (parsenodes.h), kept as is in DeclareCursorStmt.options. */
 #define PG_CURSOR_OPT_HOLD 0x0020
 
-/* A message: a byte range of libpg_query's output. */
-struct pb {
-	const uint8_t *p, *end;
-};
-
 /* An absent string: empty, but with real pointers so that lengths are plain subtractions. */
 static const uint8_t pb_empty[1];
 static const struct pb no_name = {pb_empty, pb_empty};
-
-static bool pb_varint(struct pb *b, uint64_t *v)
-{
-	uint64_t x = 0;
-
-	for (unsigned shift = 0; shift < 64 && b->p < b->end; shift += 7) {
-		uint8_t c = *b->p++;
-		x |= (uint64_t)(c & 0x7f) << shift;
-		if (!(c & 0x80)) {
-			*v = x;
-			return true;
-		}
-	}
-	return false;
-}
-
-enum pb_wire { PB_VARINT = 0, PB_FIXED64 = 1, PB_BYTES = 2, PB_FIXED32 = 5 };
-
-/* Reads the field at b->p: its number and wire type, the value of a varint, the payload of a
- * length-delimited field. False at the end of b or on malformed bytes (b->p is then at end). */
-static bool pb_next(struct pb *b, uint32_t *field, enum pb_wire *wire, uint64_t *v, struct pb *sub)
-{
-	uint64_t key, len;
-
-	if (b->p >= b->end || !pb_varint(b, &key) || key >> 3 == 0 || key >> 3 > UINT32_MAX)
-		goto malformed;
-	*field = (uint32_t)(key >> 3);
-	*wire = (enum pb_wire)(key & 7);
-	*v = 0;
-	*sub = (struct pb){b->end, b->end};
-	switch (key & 7) {
-	case PB_VARINT:
-		if (!pb_varint(b, v))
-			goto malformed;
-		return true;
-	case PB_FIXED64:
-	case PB_FIXED32:
-		len = (key & 7) == PB_FIXED64 ? 8 : 4;
-		if ((uint64_t)(b->end - b->p) < len)
-			goto malformed;
-		b->p += len;
-		return true;
-	case PB_BYTES:
-		if (!pb_varint(b, &len) || len > (uint64_t)(b->end - b->p))
-			goto malformed;
-		*sub = (struct pb){b->p, b->p + len};
-		b->p += len;
-		return true;
-	default:
-		goto malformed;
-	}
-malformed:
-	b->p = b->end;
-	return false;
-}
 
 /* Decoding state of one statement: where its entries go, and whether the tree made sense. */
 struct decode {

@@ -301,6 +301,23 @@ def test_console_message_over_max_message_size_names_the_limit(tusk):
         c.close()
 
 
+def test_console_statement_name_of_64_bytes_is_too_long(tusk):
+    """As on a pooled connection (and PostgreSQL's name_too_long): 42622; 63 bytes is fine."""
+    t = tusk(pools=[pool("transaction")], admin={"users": ["tusk_trust"], "client_auth": "trust"})
+    c = raw(t)
+    try:
+        c.startup("tusk_trust", "tusk")
+        c.send(pgwire.message(b"P", LONG + b"\0SHOW VERSION\0\0\0") + pgwire.message(b"S"))
+        msgs = c.read_until_ready()
+        assert [k for k, _ in msgs] == [b"E", b"Z"], msgs
+        fields = pgwire.parse_error_fields(msgs[0][1])
+        assert fields["C"] == "42622" and "statement name too long" in fields["M"], fields
+        c.send(pgwire.message(b"P", LONG[1:] + b"\0SHOW VERSION\0\0\0") + pgwire.message(b"S"))
+        assert [k for k, _ in c.read_until_ready()] == [b"1", b"Z"]
+    finally:
+        c.close()
+
+
 @pytest.mark.parametrize("method", ["password", "md5", "scram-sha-256"])
 def test_oversized_password_message_names_the_limit(tusk, tmp_path, method):
     auth = write_auth_file(tmp_path / "userlist.txt", {"tusk_trust": "pw"})

@@ -1,0 +1,114 @@
+# shellcheck shell=bash
+# bench/lib.sh: what the bench scripts share, sourced by each: a scratch directory, a
+# throwaway PostgreSQL 15, PgBouncer's configuration and start, and the head of a tusk
+# configuration. Sourcing runs nothing. A script may set BENCH_NAME (the prefix of its messages,
+# "bench" by default) first, and calls bench_pg_stop from its EXIT trap.
+# Env: PG_BIN (default /usr/lib/postgresql/15/bin), PGBOUNCER (/usr/sbin/pgbouncer).
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
+BENCH_NAME=${BENCH_NAME:-bench}
+pg_started=
+
+# PostgreSQL refuses to run as root: as root, run its tools as postgres.
+as_postgres() {
+	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+free_port() {
+	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_port() { # PORT: until something accepts on it (10 s)
+	for _ in $(seq 1 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+		sleep 0.1
+	done
+	echo "$BENCH_NAME: nothing listens on $1" >&2
+	return 1
+}
+# chown to postgres when running as root (its servers run as postgres and read these).
+bench_chown() {
+	if [ "$(id -u)" -eq 0 ]; then chown postgres:postgres "$@"; fi
+}
+
+# bench_dir PREFIX: a fresh scratch directory in DIR, PostgreSQL's data directory in PGDATA.
+bench_dir() {
+	DIR=$(mktemp -d "/tmp/$1.XXXXXX")
+	chmod 755 "$DIR"
+	bench_chown "$DIR"
+	PGDATA=$DIR/pgdata
+}
+
+# bench_pg_init PORT [CONF]: initdb in PGDATA, listening on 127.0.0.1:PORT only (sockets in
+# DIR), without fsync; CONF (lines) is added to postgresql.conf.
+bench_pg_init() {
+	as_postgres "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --locale=C -N >/dev/null
+	cat >>"$PGDATA/postgresql.conf" <<CONF
+port = $1
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+fsync = off
+${2:-}
+CONF
+}
+
+# bench_pg_start PORT SCALE: start it, and create database bench with pgbench's tables at SCALE.
+bench_pg_start() {
+	as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
+	pg_started=1
+	"$PG_BIN/createdb" -h 127.0.0.1 -p "$1" -U postgres bench
+	"$PG_BIN/pgbench" -i -q -s "$2" -h 127.0.0.1 -p "$1" -U postgres bench >/dev/null 2>&1
+}
+
+bench_pg_stop() {
+	[ -n "$pg_started" ] && as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1
+	pg_started=
+}
+
+# bench_pgbouncer_ini PORT MAX_CLIENT_CONN DATABASES [SETTINGS]: DIR/pgbouncer.ini (trust for
+# postgres, log and pid file in DIR) with the [databases] lines DATABASES and more [pgbouncer]
+# lines SETTINGS.
+bench_pgbouncer_ini() {
+	cat >"$DIR/userlist.txt" <<EOT
+"postgres" ""
+EOT
+	cat >"$DIR/pgbouncer.ini" <<INI
+[databases]
+$3
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $1
+unix_socket_dir =
+auth_type = trust
+auth_file = $DIR/userlist.txt
+max_client_conn = $2
+max_db_connections = 0
+logfile = $DIR/pgbouncer.log
+pidfile = $DIR/pgbouncer.pid
+${4:-}
+INI
+	bench_chown "$DIR/pgbouncer.ini" "$DIR/userlist.txt"
+}
+
+# bench_pgbouncer_start NOFILE: PgBouncer daemonised (its pid in DIR/pgbouncer.pid) with that
+# many descriptors. It refuses to run as root, and runuser does not pass on the descriptor
+# limit: it is set in the daemon's own shell.
+bench_pgbouncer_start() {
+	rm -f "$DIR/pgbouncer.pid"
+	as_postgres bash -c "ulimit -n $1 2>/dev/null; exec $PGBOUNCER -d $DIR/pgbouncer.ini"
+}
+
+# bench_tusk_yaml PORT PG_PORT [LISTEN]: the head of a tusk configuration (2 workers, warnings
+# on stderr, service "main" on PostgreSQL); LISTEN: more lines of the listen entry. The caller
+# appends its pools.
+bench_tusk_yaml() {
+	cat <<YAML
+listen:
+  - host: 127.0.0.1
+    port: $1
+${3:-}
+workers: 2
+log: {level: warn, format: text, target: stderr}
+services:
+  main:
+    hosts: ["127.0.0.1:$2"]
+YAML
+}

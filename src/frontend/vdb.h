@@ -1,0 +1,115 @@
+/* A virtual database: one a client logs into that tusk answers itself, with no server
+ * behind it (the admin console, the kv database). What they share lives here: the greeting,
+ * the framing of requests and their dispatch by type, the extended protocol's skip-until-Sync,
+ * and a growable output buffer that lets an answer be longer than the client's wbuf. The
+ * owner (console/, kv/) embeds a struct vdb in its session and answers each request kind. */
+#ifndef TUSK_FRONTEND_VDB_H
+#define TUSK_FRONTEND_VDB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/log.h"
+
+struct client;
+
+/* A growable output buffer. */
+struct vdb_out {
+	uint8_t *data;
+	size_t start, len, cap; /* bytes [start, len) not yet moved to the wbuf */
+	bool failed;            /* out of memory or over VDB_OUT_MAX: the answer is lost */
+};
+
+#define VDB_OUT_MAX (64u << 20)  /* bound on one answer's unsent bytes */
+#define VDB_OUT_HIGH (256u << 10) /* stop reading requests while this much is unsent */
+#define VDB_NAME_MAX 64            /* statement names, with their NUL */
+
+void vdb_out_raw(struct vdb_out *o, const void *p, size_t n);
+void vdb_out_msg(struct vdb_out *o, uint8_t type, const void *body, size_t n);
+/* A DataRow of ncols text values (NULL: SQL NULL). */
+void vdb_out_row(struct vdb_out *o, int ncols, const char *const *vals);
+void vdb_out_free(struct vdb_out *o);
+
+/* A column: values always travel as text; the type tells drivers how to read them. */
+#define VDB_OID_INT8 20u
+#define VDB_OID_TEXT 25u
+struct vdb_col {
+	const char *name;
+	uint32_t type_oid;
+};
+/* A RowDescription of n text-format columns. */
+void vdb_out_row_description(struct vdb_out *o, const struct vdb_col *cols, int n);
+
+struct vdb;
+
+/* What the owner answers. vdb has framed each message and read its fields (a Bind's body is
+ * passed whole: what it may carry differs), and it answers Sync, Flush and unserved types. */
+struct vdb_ops {
+	const char *name;      /* "the admin console": in error texts */
+	const char *log_tag;   /* "console": prefix of the log line of each error sent */
+	enum log_level error_log_level;
+	const char *out_failed; /* client_fail text when an answer did not fit vdb_out */
+	const char *fastpath;   /* the error text for a FunctionCall */
+	/* A message longer than the client's rbuf: collected in a heap copy (true) or fatal. */
+	bool collect_long;
+	/* A simple Query's text: its answer (EmptyQueryResponse for none), or an error; true when
+	 * it is answered later (busy set), else vdb adds ReadyForQuery. */
+	bool (*query)(struct vdb *v, const char *text);
+	/* Parse of a statement ("" the unnamed one) with ntypes big-endian parameter type oids
+	 * at types: ParseComplete or an error (vdb_error_skip). */
+	void (*parse)(struct vdb *v, const char *name, const char *text, uint16_t ntypes, const uint8_t *types);
+	void (*bind)(struct vdb *v, const uint8_t *body, size_t len);
+	/* Describe of a statement ("" is the unnamed one): ParameterDescription and RowDescription
+	 * (or NoData), or an error (vdb_error_skip) when there is no such statement. */
+	void (*describe_statement)(struct vdb *v, const char *name);
+	/* Describe of the unnamed portal, which is bound (portal_set). */
+	void (*describe_portal)(struct vdb *v);
+	/* Execute the unnamed portal: it was bound; portal_set is already cleared (a portal runs
+	 * once, whole: max_rows is not honoured). */
+	void (*execute)(struct vdb *v);
+	/* Close of a statement: forget it if it exists (not an error otherwise). */
+	void (*close_statement)(struct vdb *v, const char *name);
+};
+
+/* Embedded in the owner's session. */
+struct vdb {
+	struct client *client;    /* public; the owner may set it to NULL once the client is gone */
+	const struct vdb_ops *ops; /* public, read-only */
+	struct vdb_out out;       /* public: answers are appended here */
+	bool skipping;            /* public: after an error in the extended protocol, until Sync */
+	bool busy;                /* public: a request is answered later; input waits */
+	bool busy_simple;         /* public: ... and it came in a simple Query */
+	bool portal_set;          /* public: the unnamed portal is bound (named ones are refused) */
+	uint8_t *big;             /* private: a message longer than rbuf, collected as it streams */
+	size_t big_len, big_need;
+};
+
+/* v reads c's requests from now on (c->vdb; client_close clears it). */
+void vdb_init(struct vdb *v, struct client *c, const struct vdb_ops *ops);
+/* Frees what v holds (not v). */
+void vdb_free(struct vdb *v);
+
+/* Greet the authenticated client (AuthenticationOk, ParameterStatus, BackendKeyData with a
+ * fresh random key, ReadyForQuery), make it CLIENT_IDLE and serve what it already sent. On
+ * failure the client is failed (closing). */
+void vdb_greet(struct vdb *v, const char *server_version, const char *datestyle);
+
+/* An ErrorResponse "tusk <client id>: <text>", logged at ops->error_log_level. */
+void vdb_error(struct vdb *v, const char *sqlstate, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* vdb_error for a failed request of the extended protocol: what follows is skipped until Sync. */
+void vdb_error_skip(struct vdb *v, const char *sqlstate, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* An ErrorResponse (error) or NoticeResponse with the text as it is, or as tusk's own
+ * ("tusk <client id>: " before it) when ours; detail and hint may be NULL or "". */
+void vdb_out_error(struct vdb *v, bool error, bool ours, const char *sqlstate, const char *text,
+		   const char *detail, const char *hint);
+void vdb_ready(struct vdb *v); /* ReadyForQuery, idle */
+void vdb_complete(struct vdb *v, const char *tag); /* CommandComplete */
+
+/* Handle the whole requests in the client's rbuf until it is busy or much output waits,
+ * then flush. The client may be closed on return. */
+void vdb_input(struct vdb *v);
+/* The wbuf drained: move more output, then read on. The client may be closed on return. */
+void vdb_writable(struct vdb *v);
+
+#endif

@@ -1,0 +1,186 @@
+"""The kv database's side of the wire, spoken raw: the extended protocol's Describe, Close and
+Execute of what is and is not there, skipping until Sync after an error, a request longer than
+the client's read buffer, and requests the kv database does not serve (frontend/vdb.c with
+kv/front.c)."""
+
+import struct
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+import pgwire
+from kv_util import Parade
+
+pytestmark = pytest.mark.tusk_only
+
+TEXT, JSONB = 25, 3802
+
+
+@pytest.fixture(scope="module")
+def zone(workdir):
+    p = Parade(workdir / "kv-wire", ["w1"])
+    p.setup()
+    z = p.zones[0]
+    z.start_tusk()
+    yield z
+    p.destroy()
+
+
+def raw(zone):
+    c = pgwire.RawClient("127.0.0.1", zone.tusk.port)
+    c.startup("postgres", "kv")
+    return c
+
+
+def parse(name, sql, oids=()):
+    return pgwire.message(b"P", name + b"\0" + sql + b"\0" + struct.pack(f"!H{len(oids)}I", len(oids), *oids))
+
+
+def bind(portal, stmt, values):
+    body = portal + b"\0" + stmt + b"\0" + struct.pack("!HH", 0, len(values))
+    for v in values:
+        body += struct.pack("!I", len(v)) + v
+    return pgwire.message(b"B", body + struct.pack("!H", 0))
+
+
+def describe(kind, name):
+    return pgwire.message(b"D", kind + name + b"\0")
+
+
+def execute(portal=b""):
+    return pgwire.message(b"E", portal + b"\0" + struct.pack("!I", 0))
+
+
+def close(kind, name):
+    return pgwire.message(b"C", kind + name + b"\0")
+
+
+SYNC = pgwire.message(b"S")
+
+
+def columns(body):
+    """RowDescription body -> [(name, type oid)]."""
+    (n,) = struct.unpack("!H", body[:2])
+    off, out = 2, []
+    for _ in range(n):
+        end = body.index(b"\0", off)
+        name = body[off:end].decode()
+        oid = struct.unpack("!I", body[end + 7 : end + 11])[0]
+        out.append((name, oid))
+        off = end + 19
+    return out
+
+
+def kinds(msgs):
+    return [k for k, _ in msgs]
+
+
+def error_of(msgs):
+    errors = [pgwire.parse_error_fields(b) for k, b in msgs if k == b"E"]
+    assert len(errors) == 1, msgs
+    return errors[0]
+
+
+def test_describe_execute_and_close_of_a_named_statement(zone):
+    zone.put("wire-1", {"n": 1})
+    c = raw(zone)
+    try:
+        c.send(parse(b"s1", b"select kv.get($1, $2) as v") + describe(b"S", b"s1") + SYNC)
+        msgs = c.read_until_ready()
+        assert kinds(msgs) == [b"1", b"t", b"T", b"Z"], msgs
+        assert msgs[1][1] == struct.pack("!HII", 2, TEXT, TEXT)
+        assert columns(msgs[2][1]) == [("v", JSONB)]
+
+        c.send(bind(b"", b"s1", [b"default", b"wire-1"]) + describe(b"P", b"") + execute() + SYNC)
+        msgs = c.read_until_ready()
+        assert kinds(msgs) == [b"2", b"T", b"D", b"C", b"Z"], msgs
+        assert columns(msgs[1][1]) == [("v", JSONB)]
+        assert msgs[2][1].endswith(b'{"n": 1}') and msgs[3][1] == b"SELECT 1\0"
+
+        # A portal runs once; after Close the statement is gone too.
+        c.send(execute() + SYNC)
+        fields = error_of(msgs := c.read_until_ready())
+        assert kinds(msgs) == [b"E", b"Z"] and fields["C"] == "34000", msgs
+        assert fields["M"].startswith("tusk ") and 'portal "" does not exist' in fields["M"], fields
+        c.send(close(b"S", b"s1") + close(b"S", b"never-was") + close(b"P", b"") + SYNC)
+        assert kinds(c.read_until_ready()) == [b"3", b"3", b"3", b"Z"]
+        c.send(describe(b"S", b"s1") + SYNC)
+        fields = error_of(msgs := c.read_until_ready())
+        assert fields["C"] == "26000" and 'prepared statement "s1" does not exist' in fields["M"], fields
+    finally:
+        c.close()
+
+
+def test_after_an_error_the_extended_protocol_skips_until_sync(zone):
+    c = raw(zone)
+    try:
+        # The Bind fails (no such statement): the Describe and Execute after it are not
+        # answered, the Sync is, and the session goes on.
+        c.send(bind(b"", b"nope", []) + describe(b"P", b"") + execute() + SYNC)
+        msgs = c.read_until_ready()
+        assert kinds(msgs) == [b"E", b"Z"], msgs
+        assert error_of(msgs)["C"] == "26000"
+        c.send(describe(b"X", b"") + SYNC)
+        fields = error_of(msgs := c.read_until_ready())
+        assert kinds(msgs) == [b"E", b"Z"] and fields["C"] == "08P01", msgs
+        assert "malformed Describe message" in fields["M"]
+        rows, errors = c.simple_query("select kv.get('default', 'wire-none')")
+        assert errors == [] and rows == [[None]], (rows, errors)
+    finally:
+        c.close()
+
+
+def test_a_statement_name_of_64_bytes_is_too_long(zone):
+    c = raw(zone)
+    try:
+        c.send(parse(b"n" * 64, b"select kv.get($1, $2)") + SYNC)
+        fields = error_of(msgs := c.read_until_ready())
+        assert kinds(msgs) == [b"E", b"Z"] and fields["C"] == "42622", msgs
+        assert "statement name too long" in fields["M"]
+        c.send(parse(b"n" * 63, b"select kv.get($1, $2)") + SYNC)
+        assert kinds(c.read_until_ready()) == [b"1", b"Z"]
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("kind,sqlstate,text", [
+    (b"F", "0A000", "function calls (fast path) are not supported by the kv database"),
+    (b"y", "08P01", "unexpected message type 121 ('y') on the kv database"),
+])
+def test_requests_it_does_not_serve_get_an_error_and_the_session_goes_on(zone, kind, sqlstate, text):
+    c = raw(zone)
+    try:
+        c.send(pgwire.message(kind, b"\0\0\0\0"))
+        fields = error_of(msgs := c.read_until_ready())
+        assert kinds(msgs) == [b"E", b"Z"] and fields["C"] == sqlstate, msgs
+        assert text in fields["M"], fields
+        rows, errors = c.simple_query("select kv.get('default', 'wire-none')")
+        assert errors == [] and rows == [[None]], (rows, errors)
+    finally:
+        c.close()
+
+
+def test_a_get_many_longer_than_the_read_buffer(zone):
+    """buffer_size is 64kB: this Bind of about 200 kB is collected and answered whole."""
+    real = [f"wire-many-{i}" for i in range(3)]
+    ask = real + [f"wire-absent-{i:05d}-{'x' * 24}" for i in range(5000)]
+    with psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv",
+                         autocommit=True, connect_timeout=10) as c:
+        for k in real:
+            c.execute("select kv.put(%s, %s, %s)", ("default", k, Jsonb({"k": k})))
+        for fmt in ("%t", "%b"):
+            rows = c.execute(f"select * from kv.get_many(%s, {fmt})", ("default", ask)).fetchall()
+            assert rows == [(k, {"k": k}) for k in real], fmt
+
+
+def test_a_message_over_max_message_size_names_the_limit(zone):
+    c = raw(zone)
+    try:
+        c.send(b"Q" + struct.pack("!I", (64 << 20) + 100) + b"select")
+        kind, fields = c.expect_error_or_close()
+        assert kind == "error", fields
+        assert fields["C"] == "54000", fields
+        assert f"message of {(64 << 20) + 101} bytes exceeds max_message_size ({64 << 20})" in fields["M"], fields
+    finally:
+        c.close()

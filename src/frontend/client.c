@@ -1333,7 +1333,9 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 				return;
 			}
 			client_update_io(c);
-			if ((c->admin || c->kv) && buf_empty(&c->wbuf)) {
+			/* Only once logged in: a kv session exists from startup on, and what the
+			 * client sent before its password must not be read as requests. */
+			if (c->state == CLIENT_IDLE && (c->admin || c->kv) && buf_empty(&c->wbuf)) {
 				if (c->vdb)
 					vdb_writable(c->vdb); /* may close c */
 				return;

@@ -184,3 +184,39 @@ def test_a_message_over_max_message_size_names_the_limit(zone):
         assert f"message of {(64 << 20) + 101} bytes exceeds max_message_size ({64 << 20})" in fields["M"], fields
     finally:
         c.close()
+
+
+def test_requests_sent_before_the_password_are_not_answered(zone, tmp_path):
+    """A client that sends a kv request right behind its startup packet, before the password
+    tusk asks for, gets no answer to it. The kv session exists from startup on, so its "flush
+    output, then read what is buffered" path must not run while the client authenticates."""
+    from auth_util import write_auth_file
+    from conftest import Tusk
+
+    auth = write_auth_file(tmp_path / "userlist.txt", {"kv_pw": "secret"})
+    t = Tusk(tmp_path / "tusk-md5", zone.pg.port, services={"local": {"hosts": [f"127.0.0.1:{zone.pg.port}"]}},
+             pools=[{"database": "*", "user": "*", "service": "local", "mode": "transaction",
+                     "client_auth": "md5"}],
+             workers=1, kv={"zone": zone.name, "service": "local"}, auth_file=auth)
+    t.start()
+    try:
+        for _ in range(20):  # the write event races the read: try it many times
+            c = pgwire.RawClient("127.0.0.1", t.port)
+            try:
+                c.send(pgwire.startup_packet({"user": "kv_pw", "database": "kv"}) +
+                       pgwire.query_message("select kv.get('default', 'wire-none')"))
+                kind, body = c.read_message()
+                assert kind == b"R" and struct.unpack("!I", body[:4])[0] == 5, (kind, body)  # md5 asked
+                # An error, a close, or silence (tusk waits for the password until
+                # client_login_timeout): never the request's answer.
+                try:
+                    got, fields = c.expect_error_or_close(timeout=0.5)
+                except TimeoutError:
+                    continue
+                if got == "error":
+                    assert fields.get("C") in ("08P01", "28P01"), fields
+            finally:
+                c.close()
+    finally:
+        problems = t.stop()
+    assert not problems, problems

@@ -204,6 +204,10 @@ void tp_release(struct tp_slot *slot, bool reusable);
  * With bind_connects, any error but -EUSERS fails the bound claim with err. */
 void tp_connect_done(struct tp_slot *slot, int err, const char *reason);
 void tp_check_done(struct tp_slot *slot, bool ok);
+/* The connector saw an idle slot's connection die (its peer closed or spoke while idle; on
+ * the slot's thread): it is taken off the idle list and closed (TP_CLOSE_HEALTH). Nothing
+ * happens to a slot that is not idle (it was claimed meanwhile: its claimer finds out). */
+void tp_idle_broken(struct tp_slot *slot);
 
 /* Housekeeping for thread, at least every few hundred milliseconds (on thread): expires
  * claims at their deadline, closes idle slots past idle_timeout or lifetime, starts health

@@ -745,8 +745,13 @@ static void test_pass_over_to_same_thread(void **state)
 	assert_int_equal(r2.calls, 1);
 	assert_int_equal(r1.calls, 0);
 	assert_int_equal(s.detached_on[0], 0);
-	/* Not twice: the next release goes to the head, through the hand-over. */
+	/* Not twice: the next release goes to the head, through the hand-over (the detach runs
+	 * inline on the releasing thread, the attach is posted to the claimer's). */
+	current_thread = 0;
 	tp_release(r2.slot, true);
+	current_thread = -1;
+	assert_int_equal(s.detached_on[0], 1);
+	assert_int_equal(r1.calls, 0);
 	sim_run(&s);
 	assert_int_equal(r1.calls, 1);
 	assert_int_equal(s.detached_on[0], 1);
@@ -1169,6 +1174,42 @@ static void test_backoff_after_and_fail_fast(void **state)
 	finish_pool(&s, p);
 }
 
+static void test_idle_broken(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2;
+	struct tp_stats st;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(p, &r1, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	finish_connect(&s, 0);
+	tp_release(r0.slot, true);
+	/* In use: not the connector's to close through this. */
+	tp_idle_broken(r1.slot);
+	assert_int_equal(s.closed[TP_CLOSE_HEALTH], 0);
+	/* Idle and dead: closed, and the next claim connects anew. */
+	tp_idle_broken(r0.slot);
+	assert_int_equal(s.closed[TP_CLOSE_HEALTH], 1);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 0);
+	assert_int_equal(st.slots, 1);
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(r2.calls, 1);
+	tp_release(r1.slot, true);
+	tp_release(r2.slot, true);
+	finish_pool(&s, p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1196,6 +1237,7 @@ int main(void)
 		cmocka_unit_test(test_min_slots_and_dormant),
 		cmocka_unit_test(test_resize_and_retire),
 		cmocka_unit_test(test_backoff_after_and_fail_fast),
+		cmocka_unit_test(test_idle_broken),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -419,6 +419,7 @@ static void run_connect(void *arg);
 static void run_fail(void *arg);
 static void run_detach(void *arg);
 static void run_give(void *arg);
+static void run_attach(void *arg);
 
 /* A backend that may take a new connect now, the least loaded one, or NULL. Under the lock. */
 static struct tp_backend *pick_backend(struct tp_pool *p, double now)
@@ -686,8 +687,7 @@ static struct tp_claim *dequeue_near(struct tp_pool *p, int thread, double now)
 static void give_free_slot(struct tp_slot *s)
 {
 	struct tp_pool *p = s->pool;
-	struct posts ps = { .n = 0 };
-	struct tp_claim *c = NULL;
+	struct tp_claim *c = NULL, *away = NULL;
 	enum tp_close_reason why = TP_CLOSE_STOPPED;
 	bool close_it = true;
 	double now = now_of(p);
@@ -709,11 +709,12 @@ static void give_free_slot(struct tp_slot *s)
 			s->state = SLOT_BUSY;
 			p->nbusy++;
 		} else {
-			/* We are on the owner: detach now, the claimer attaches. */
+			/* We are on the owner: detach here, after unlocking; the claimer attaches. */
 			s->state = SLOT_TRANSIT;
 			p->ntransit++;
+			p->npending++; /* the attach post, dropped by run_attach */
 			s->claim = c;
-			add_post(p, &ps, s->thread, run_detach, s);
+			away = c;
 			c = NULL;
 		}
 	} else if (p->retired) {
@@ -731,8 +732,12 @@ static void give_free_slot(struct tp_slot *s)
 		idle_push(p, s);
 	}
 	pthread_mutex_unlock(&p->lock);
-	flush(p, &ps);
-	if (close_it)
+	if (away) {
+		/* One message, not two: the release runs on the owner already. */
+		if (p->conn->detach)
+			p->conn->detach(p->conn_ctx, s);
+		p->host->post(p->host_ctx, away->thread, run_attach, s);
+	} else if (close_it)
 		close_slot(s, why);
 	else if (c)
 		claim_done(c, s, 0);
@@ -913,6 +918,19 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 }
 
 /* ---- health ---- */
+
+void tp_idle_broken(struct tp_slot *s)
+{
+	struct tp_pool *p = s->pool;
+	pthread_mutex_lock(&p->lock);
+	bool mine = s->state == SLOT_IDLE;
+	if (mine)
+		idle_unlink(p, s);
+	pthread_mutex_unlock(&p->lock);
+	TP_PROBE4(health, p->name, s->be->addr.name, (int)s->be->addr.port, 0);
+	if (mine)
+		close_slot(s, TP_CLOSE_HEALTH);
+}
 
 void tp_check_done(struct tp_slot *s, bool ok)
 {

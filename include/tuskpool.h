@@ -130,7 +130,9 @@ struct tp_config {
 	 * claim with the connector's error (see tp_connect_done). false: a connect serves
 	 * whichever claim heads the queue when it is done. */
 	bool bind_connects;
-	int min_slots;           /* slots kept open without claims, opened one per tick by home_thread */
+	int min_slots;           /* slots kept open without claims, opened one per tick by home_thread;
+				  * after a failure the next waits backoff_first doubling up to
+				  * backoff_max, +-25% */
 	int home_thread;         /* the thread whose tp_pool_tick opens min_slots connects */
 	int dormant_after;       /* min_slots connects failing this many times in a row while nothing
 				  * is claimed put the pool to sleep (tp_pool_sleep); 0 = never */
@@ -205,9 +207,9 @@ void tp_release(struct tp_slot *slot, bool reusable);
 void tp_connect_done(struct tp_slot *slot, int err, const char *reason);
 void tp_check_done(struct tp_slot *slot, bool ok);
 /* The connector saw an idle slot's connection die (its peer closed or spoke while idle; on
- * the slot's thread): it is taken off the idle list and closed (TP_CLOSE_HEALTH). Nothing
- * happens to a slot that is not idle (it was claimed meanwhile: its claimer finds out). */
-void tp_idle_broken(struct tp_slot *slot);
+ * the slot's thread): it is taken off the idle list and closed (TP_CLOSE_HEALTH): true.
+ * false: the slot is not idle (it was handed to a claim meanwhile: its claimer finds out). */
+bool tp_idle_broken(struct tp_slot *slot);
 
 /* Housekeeping for thread, at least every few hundred milliseconds (on thread): expires
  * claims at their deadline, closes idle slots past idle_timeout or lifetime, starts health

@@ -1192,10 +1192,10 @@ static void test_idle_broken(void **state)
 	finish_connect(&s, 0);
 	tp_release(r0.slot, true);
 	/* In use: not the connector's to close through this. */
-	tp_idle_broken(r1.slot);
+	assert_false(tp_idle_broken(r1.slot));
 	assert_int_equal(s.closed[TP_CLOSE_HEALTH], 0);
 	/* Idle and dead: closed, and the next claim connects anew. */
-	tp_idle_broken(r0.slot);
+	assert_true(tp_idle_broken(r0.slot));
 	assert_int_equal(s.closed[TP_CLOSE_HEALTH], 1);
 	tp_pool_stats(p, &st);
 	assert_int_equal(st.idle, 0);

@@ -684,7 +684,7 @@ static struct tp_claim *dequeue_near(struct tp_pool *p, int thread, double now)
 /* A slot free on its own thread (released, connected, checked): to a waiter, inline when
  * the waiter is on this thread, else through the hand-over; or onto the idle list; or
  * closed when the pool's policy keeps no more of it. */
-static void give_free_slot(struct tp_slot *s)
+static void give_free_slot(struct tp_slot *s, bool was_busy)
 {
 	struct tp_pool *p = s->pool;
 	struct tp_claim *c = NULL, *away = NULL;
@@ -695,6 +695,8 @@ static void give_free_slot(struct tp_slot *s)
 	bool mate_blocked = p->ngroups && group_mate_blocked(p);
 
 	pthread_mutex_lock(&p->lock);
+	if (was_busy)
+		p->nbusy--;
 	if (p->stopping || s->be->state == TP_BACKEND_DRAINING) {
 		why = p->stopping ? TP_CLOSE_STOPPED : TP_CLOSE_REMOVED;
 	} else if (s->gen != p->gen) {
@@ -864,7 +866,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 		pthread_mutex_unlock(&p->lock);
 		if (bound)
 			claim_done(bound, NULL, -ECANCELED);
-		give_free_slot(s);
+		give_free_slot(s, false);
 		return;
 	}
 	p->counters.connect_failures++;
@@ -893,7 +895,14 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 	}
 	if (s->refill) {
 		p->refill_failures++;
-		p->refill_at = now + backoff_wait(p, p->refill_failures);
+		/* +-25% around the doubling step: nothing claims, so no herd to spread, and a
+		 * growing gap is what an operator reading the log expects. */
+		double step = p->cfg.backoff_first;
+		for (int i = 1; i < p->refill_failures && step < p->cfg.backoff_max; i++)
+			step *= 2;
+		if (step > p->cfg.backoff_max)
+			step = p->cfg.backoff_max;
+		p->refill_at = now + step * (0.75 + 0.5 * rand01(p));
 		if (p->cfg.dormant_after > 0 && p->refill_failures >= p->cfg.dormant_after && !p->wait_head &&
 		    p->nbusy == 0 && !p->dormant && !p->retired) {
 			p->dormant = true;
@@ -919,7 +928,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 
 /* ---- health ---- */
 
-void tp_idle_broken(struct tp_slot *s)
+bool tp_idle_broken(struct tp_slot *s)
 {
 	struct tp_pool *p = s->pool;
 	pthread_mutex_lock(&p->lock);
@@ -930,6 +939,7 @@ void tp_idle_broken(struct tp_slot *s)
 	TP_PROBE4(health, p->name, s->be->addr.name, (int)s->be->addr.port, 0);
 	if (mine)
 		close_slot(s, TP_CLOSE_HEALTH);
+	return mine;
 }
 
 void tp_check_done(struct tp_slot *s, bool ok)
@@ -944,7 +954,7 @@ void tp_check_done(struct tp_slot *s, bool ok)
 		return;
 	}
 	/* A backend removed meanwhile, or a stop, closes it there. */
-	give_free_slot(s);
+	give_free_slot(s, false);
 }
 
 /* ---- public API ---- */
@@ -1065,22 +1075,21 @@ int tp_claim(struct tp_pool *p, struct tp_claim *c, int thread, double deadline,
 	if (!p || !c || !c->done || !out || thread < 0 || thread >= p->cfg.nthreads)
 		return -EINVAL;
 	*out = NULL;
+	double now = now_of(p);
+	TP_PROBE3(claim__start, p->name, thread, (long long)((deadline - now) * 1e6));
+	pthread_mutex_lock(&p->lock);
 	/* A claim still queued must not be queued twice (that corrupts the queue). queued is
 	 * only written under the lock, and a zeroed claim reads false. */
-	pthread_mutex_lock(&p->lock);
-	bool again = c->queued;
-	pthread_mutex_unlock(&p->lock);
-	if (again)
+	if (c->queued) {
+		pthread_mutex_unlock(&p->lock);
 		return -EBUSY;
+	}
 	c->pool = p;
 	c->thread = thread;
-	c->start = now_of(p);
+	c->start = now;
 	c->deadline = deadline;
 	c->slot = NULL;
 	c->err = 0;
-	c->queued = false;
-	TP_PROBE3(claim__start, p->name, thread, (long long)((deadline - c->start) * 1e6));
-	pthread_mutex_lock(&p->lock);
 	p->counters.claims++;
 	p->dormant = false; /* a claim wakes a sleeping pool */
 	c->passed_over = 0;
@@ -1144,14 +1153,14 @@ void tp_release(struct tp_slot *s, bool reusable)
 {
 	struct tp_pool *p = s->pool;
 	TP_PROBE4(slot__released, p->name, s->be->addr.name, (int)s->be->addr.port, (int)reusable);
-	pthread_mutex_lock(&p->lock);
-	p->nbusy--;
-	pthread_mutex_unlock(&p->lock);
 	if (!reusable) {
+		pthread_mutex_lock(&p->lock);
+		p->nbusy--;
+		pthread_mutex_unlock(&p->lock);
 		close_slot(s, TP_CLOSE_BROKEN);
 		return;
 	}
-	give_free_slot(s);
+	give_free_slot(s, true);
 }
 
 void tp_pool_tick(struct tp_pool *p, int thread)

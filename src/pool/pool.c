@@ -198,10 +198,23 @@ static void park_for_core(struct server *s)
 	s->idle_worker = s->worker->index;
 }
 
+/* The core's limits from the rule, min_size on or off (off while a passthrough pool has no
+ * credentials to open servers with). */
+static void set_min_size(struct pool *p, bool on)
+{
+	const struct config_pool_rule *rule = p->rule;
+	int size = rule->size > 0 ? rule->size : 1;
+	int min = !on ? 0 : rule->min_size < size ? rule->min_size : size;
+	if (tp_pool_resize(p->tp, size, min) < 0)
+		log_warn(NULL, NULL, "pool %s/%s: limits not applied", p->database, p->user);
+}
+
 /* A min_size connect failed (server.c closed it quietly; the core backs off): log at most a
  * line a minute, and the core's decision to put the pool to sleep. */
-static void refill_failed(struct pool *p, double now, const char *reason, bool slept)
+static void refill_failed(struct pool *p, double now, const char *reason)
 {
+	struct tp_stats st;
+	tp_pool_stats(p->tp, &st);
 	pthread_mutex_lock(&p->lock);
 	int failures = ++p->refill_failures;
 	int unlogged = p->refill_unlogged;
@@ -212,7 +225,13 @@ static void refill_failed(struct pool *p, double now, const char *reason, bool s
 	} else {
 		p->refill_unlogged++;
 	}
+	/* Nobody uses it (no client in any state, none queued): stop trying until one comes
+	 * (the core wakes it at the next claim). */
+	bool slept = failures >= POOL_DORMANT_AFTER && !st.dormant && st.waiting == 0 &&
+		     stats_pool_clients(p->stats) == 0 && !atomic_load(&p->retired);
 	pthread_mutex_unlock(&p->lock);
+	if (slept)
+		tp_pool_sleep(p->tp);
 	if (log_it)
 		log_warn(NULL, NULL, "pool %s/%s: min_size connect failed (%d in a row, %d not logged since the last line): %s",
 			 p->database, p->user, failures, unlogged, reason ? reason : "unknown error");
@@ -250,10 +269,14 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 	bool full = server_error_is_no_slot(errmsg, errlen);
 	int code = full ? -EUSERS : server_error_backoff_worthy(errmsg, errlen) ? -ECONNREFUSED : -EPERM;
 	if (!tp_slot_claim(slot) && login_class(errmsg, errlen, "28") && !pool_rule(p)->server_password) {
-		/* A min_size login without a client's credentials will not pass by retrying. */
+		/* A min_size login without a client's credentials will not pass by retrying: no
+		 * min_size until a client's login brings some (pool_remember_cred). */
 		pthread_mutex_lock(&p->lock);
+		bool stop = !p->have_cred && !p->needs_cred;
 		p->needs_cred = !p->have_cred;
 		pthread_mutex_unlock(&p->lock);
+		if (stop)
+			set_min_size(p, false);
 	}
 	bool refill = !tp_slot_claim(slot);
 	struct tp_stats before, after;
@@ -278,7 +301,7 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 			 "pool %s/%s: the server has no connection for another login (%s): at most %d server%s for %.0fs, clients wait for them",
 			 p->database, p->user, reason ? reason : "53300", after.cap, after.cap == 1 ? "" : "s", POOL_CAP_KEEP);
 	if (refill)
-		refill_failed(p, ev_now(s->worker->loop), reason, !before.dormant && after.dormant);
+		refill_failed(p, ev_now(s->worker->loop), reason);
 }
 
 static void conn_connect(void *ctx, struct tp_slot *slot, const struct tp_backend_addr *be)
@@ -539,8 +562,11 @@ void pool_remember_cred(struct pool *p, const struct server_cred *cred)
 	pthread_mutex_lock(&p->lock);
 	p->cred = *cred;
 	p->have_cred = true;
+	bool resume = p->needs_cred;
 	p->needs_cred = false;
 	pthread_mutex_unlock(&p->lock);
+	if (resume)
+		set_min_size(p, true);
 }
 
 /* ---- the registry ---- */
@@ -653,7 +679,8 @@ static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *r
 		/* A connect logs in with its client's credentials and its failure is that client's. */
 		.bind_connects = true,
 		.home_thread = p->index % p->rt->nworkers,
-		.dormant_after = POOL_DORMANT_AFTER,
+		/* Dormancy is decided here (refill_failed), where the pool's clients are known. */
+		.dormant_after = 0,
 		.full_hold = POOL_CAP_KEEP,
 		/* A server released on a worker goes preferably to a waiter on it: handing it to
 		 * another thread costs a detach, a re-attach and a message, about as much as the
@@ -873,11 +900,12 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 		if (old->size != rule->size || old->min_size != rule->min_size) {
 			log_info(NULL, NULL, "pool %s/%s: size %d -> %d, min_size %d -> %d", p->database, p->user,
 				 old->size, rule->size, old->min_size, rule->min_size);
-			int size = rule->size > 0 ? rule->size : 1;
 			/* A larger size frees slots now (waiters connect); a smaller one closes the
 			 * excess, parked servers first. */
-			if (tp_pool_resize(p->tp, size, rule->min_size < size ? rule->min_size : size) < 0)
-				log_warn(NULL, NULL, "pool %s/%s: new size not applied", p->database, p->user);
+			pthread_mutex_lock(&p->lock);
+			bool min_on = !p->needs_cred;
+			pthread_mutex_unlock(&p->lock);
+			set_min_size(p, min_on);
 		}
 	}
 }

@@ -89,7 +89,8 @@ struct tp_host_ops {
 	void (*log)(void *host, enum tp_log_level level, const char *msg);
 };
 
-/* The protocol: what a kind of connection must provide. All run on the slot's thread. */
+/* The protocol: what a kind of connection must provide. All run on the slot's thread.
+ * Fill it with designated initializers: new optional ops are added at the end. */
 struct tp_connector_ops {
 	/* Start connecting slot to be. Later (or before returning) call tp_connect_done on the
 	 * same thread. The connector keeps its state with tp_slot_set_conn. */
@@ -104,6 +105,10 @@ struct tp_connector_ops {
 	 * thread's loop (the hand-over of an idle slot between threads). */
 	void (*detach)(void *ctx, struct tp_slot *slot);
 	void (*attach)(void *ctx, struct tp_slot *slot, int thread);
+	/* Optional: a released, connected or checked slot went onto its thread's idle list
+	 * (e.g. watch the idle connection for a close). Not called for a slot that goes
+	 * straight to a claim, so that a busy pool's hand-off costs nothing here. */
+	void (*park)(void *ctx, struct tp_slot *slot);
 };
 
 struct tp_config {

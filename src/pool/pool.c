@@ -63,6 +63,8 @@ struct pool {
 	atomic_uint generation;
 	/* The last backend__state probe fired said "down" (probes only). */
 	atomic_bool down;
+	/* A claim since the home worker last looked (pool_idle_timeout). */
+	atomic_bool claimed;
 
 	pthread_mutex_t lock; /* protects everything below */
 	/* Passthrough pools (no server_password): the credentials of the last login a client's
@@ -190,10 +192,13 @@ static void note_backend_state(struct pool *p, bool full, const char *why)
 			    why ? why : "");
 }
 
-/* Before the core may keep a server idle: parked on its worker's loop, watched for reads. */
-static void park_for_core(struct server *s)
+/* The core put a server on its worker's idle list: parked on that loop, watched for reads
+ * (a parked server that closes or talks is closed at once). A server handed straight to a
+ * waiter is not parked: no watcher change on a busy pool's hand-off. */
+static void conn_park(void *ctx, struct tp_slot *slot)
 {
-	s->idle_since = ev_now(s->worker->loop);
+	struct server *s = tp_slot_conn(slot);
+	(void)ctx;
 	server_park(s);
 	s->idle_worker = s->worker->index;
 }
@@ -256,8 +261,7 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 			p->refill_failures = 0;
 			pthread_mutex_unlock(&p->lock);
 		}
-		if (!tp_slot_claim(slot))
-			park_for_core(s); /* a min_size server: idle until claimed */
+		s->idle_since = ev_now(s->worker->loop);
 		tl_in_connect = true;
 		tp_connect_done(slot, 0, NULL);
 		tl_in_connect = false;
@@ -391,6 +395,7 @@ static void conn_attach(void *ctx, struct tp_slot *slot, int thread)
 
 static const struct tp_connector_ops conn_ops = {
 	.connect = conn_connect, .close = conn_close, .detach = conn_detach, .attach = conn_attach,
+	.park = conn_park,
 };
 
 /* ---- claims ---- */
@@ -479,9 +484,9 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	(void)now;
 
 	TUSK_PROBE3(claim__start, p->database, p->user, wi);
-	pthread_mutex_lock(&p->lock);
-	p->unused_since = 0;
-	pthread_mutex_unlock(&p->lock);
+	/* Read first: on a busy pool the flag is set already and its cache line stays shared. */
+	if (!atomic_load_explicit(&p->claimed, memory_order_relaxed))
+		atomic_store_explicit(&p->claimed, true, memory_order_relaxed);
 	w->claim.done = on_claim;
 	w->claim.arg = p;
 	w->claim.key = w->owner;
@@ -522,7 +527,7 @@ void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
 void pool_put_idle(struct pool *p, struct server *s)
 {
 	TUSK_PROBE4(server__released, s->id, p->database, p->user, s->worker->index);
-	park_for_core(s);
+	s->idle_since = ev_now(s->worker->loop);
 	tp_release(s->slot, true);
 }
 
@@ -750,6 +755,7 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	atomic_init(&p->retired, rule < cfg->pools || rule >= cfg->pools + cfg->npools);
 	atomic_init(&p->generation, 0);
 	atomic_init(&p->down, false);
+	atomic_init(&p->claimed, false);
 	p->rt = rt;
 	p->index = reg->count;
 	p->db_group = find_group(reg, database, false);
@@ -841,7 +847,8 @@ void pool_maintain(struct worker *w, double now)
 			continue;
 		bool unused_long = false;
 		pthread_mutex_lock(&p->lock);
-		if (st.waiting || st.slots != st.idle || stats_pool_clients(p->stats) > 0)
+		bool claimed = atomic_exchange_explicit(&p->claimed, false, memory_order_relaxed);
+		if (claimed || st.waiting || st.slots != st.idle || stats_pool_clients(p->stats) > 0)
 			p->unused_since = 0;
 		else if (p->unused_since == 0)
 			p->unused_since = now;

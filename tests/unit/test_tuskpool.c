@@ -33,6 +33,7 @@ struct sim {
 	int nchecking;
 	int closed[TP_CLOSE__COUNT];
 	int detached_on[4], attached_on[4];
+	int parked;
 	int post_thread_of_connect[SIM_MAX];
 };
 
@@ -104,9 +105,17 @@ static void c_attach(void *ctx, struct tp_slot *slot, int thread)
 	s->attached_on[thread]++;
 }
 
+static void c_park(void *ctx, struct tp_slot *slot)
+{
+	struct sim *s = ctx;
+	(void)slot;
+	s->parked++;
+}
+
 static const struct tp_host_ops host_ops = { .now = sim_now, .post = sim_post };
 static const struct tp_connector_ops conn_ops = {
 	.connect = c_connect, .check = c_check, .close = c_close, .detach = c_detach, .attach = c_attach,
+	.park = c_park,
 };
 
 /* Finish the oldest pending connect. */
@@ -237,6 +246,7 @@ static void test_more_claims_than_slots(void **state)
 	assert_int_equal(r[0].calls, 1);
 	assert_int_equal(r[1].calls, 1);
 	assert_true(r[0].order < r[1].order);
+	assert_int_equal(s.parked, 0); /* each went straight to a claim */
 	/* Releases serve the rest in FIFO order, and no claim is served twice. */
 	for (int i = 2; i < 5; i++) {
 		assert_int_equal(r[i].calls, 0);
@@ -248,10 +258,12 @@ static void test_more_claims_than_slots(void **state)
 		assert_true(st.slots <= 2);
 	}
 	assert_int_equal(s.nconnecting, 0);
+	assert_int_equal(s.parked, 0); /* handed from claim to claim: never parked */
 	tp_release(r[3].slot, true);
 	tp_release(r[4].slot, true);
 	tp_pool_stats(p, &st);
 	assert_int_equal(st.idle, 2);
+	assert_int_equal(s.parked, 2); /* nobody waits: onto the idle list, through the op */
 	assert_int_equal(st.served, 5);
 	finish_pool(&s, p);
 }

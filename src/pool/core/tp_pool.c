@@ -689,7 +689,7 @@ static void give_free_slot(struct tp_slot *s, bool was_busy)
 	struct tp_pool *p = s->pool;
 	struct tp_claim *c = NULL, *away = NULL;
 	enum tp_close_reason why = TP_CLOSE_STOPPED;
-	bool close_it = true;
+	bool close_it = true, parked = false;
 	double now = now_of(p);
 	/* Read before p's lock: it takes the other pools' locks. */
 	bool mate_blocked = p->ngroups && group_mate_blocked(p);
@@ -729,11 +729,15 @@ static void give_free_slot(struct tp_slot *s, bool was_busy)
 		why = TP_CLOSE_GROUP;
 	} else {
 		close_it = false;
+		parked = true;
 		s->idle_since = now;
 		s->checked_at = now;
 		idle_push(p, s);
 	}
 	pthread_mutex_unlock(&p->lock);
+	/* Still on its thread, before any post that could take it from the idle list runs. */
+	if (parked && p->conn->park)
+		p->conn->park(p->conn_ctx, s);
 	if (away) {
 		/* One message, not two: the release runs on the owner already. */
 		if (p->conn->detach)

@@ -1057,6 +1057,16 @@ static void test_min_slots_and_dormant(void **state)
 	sim_run(&s);
 	tp_pool_stats(p, &st);
 	assert_int_equal(st.idle, 2);
+	/* A reload lowers min_slots and idle_timeout: the idle slots above it go at the next tick. */
+	assert_int_equal(tp_pool_resize(p, 3, 1), 0);
+	tp_pool_set_expiry(p, 5, 0);
+	sim_run(&s);
+	s.now += 6;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 1);
+	assert_int_equal(s.closed[TP_CLOSE_IDLE], 1);
 	finish_pool(&s, p);
 
 	/* min_slots connects that keep failing with nothing claimed put the pool to sleep. */

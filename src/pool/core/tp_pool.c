@@ -1358,6 +1358,14 @@ int tp_pool_resize(struct tp_pool *p, int max_slots, int min_slots)
 	return 0;
 }
 
+void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime)
+{
+	pthread_mutex_lock(&p->lock);
+	p->cfg.idle_timeout = idle_timeout > 0 ? idle_timeout : 0;
+	p->cfg.lifetime = lifetime > 0 ? lifetime : 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
 struct tp_group *tp_group_new(int limit)
 {
 	struct tp_group *g = calloc(1, sizeof *g);

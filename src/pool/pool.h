@@ -75,7 +75,7 @@ struct prep_refs *pool_prep_refs(const struct pool *p);
 
 /* Gauges read under the pool lock, for stats readers on any thread. */
 struct pool_gauges {
-	int slots;   /* servers connecting, in use or idle, plus grants in flight */
+	int slots;   /* servers connecting, in use, idle or on their way to a client */
 	int idle;    /* parked servers */
 	int waiters; /* clients queued */
 	bool down;   /* connects are backed off: the backend failed twice or more in a row */
@@ -132,7 +132,7 @@ struct pool *pool_next(const struct pool *p);
  * pool_resume_database, also pools created meanwhile; servers released meanwhile are parked.
  * The caller waits for slots == idle (pool_snapshot). 0 or -ENOMEM. */
 __attribute__((warn_unused_result)) int pool_pause_database(struct runtime *rt, const char *database);
-/* RESUME: the queue is served again (parked servers through their owners, room as grants). */
+/* RESUME: the queue is served again (parked servers, then new connects for the rest). */
 void pool_resume_database(struct runtime *rt, const char *database);
 
 /* RECONNECT: servers connected before this are closed when released, not parked (the

@@ -94,8 +94,8 @@ void worker_post_local(struct worker *w, struct worker_msg *msg);
 void worker_stop(struct worker *w);
 /* Wait for the thread to end. */
 void worker_join(struct worker *w);
-/* After every worker is joined: settle messages still in the inbox (their servers are
- * closed, their grants dropped) and free the worker. */
+/* After every worker is joined: settle messages still in the inbox (the pool core's run,
+ * answers to clients' claims give their servers back) and free the worker. */
 void worker_free(struct worker *w);
 /* Abandon cancel requests still being sent (shutdown), and forget the ones for a server
  * being freed (defined in frontend/cancel.c). */

@@ -186,7 +186,7 @@ static void conn_attach(void *ctx, struct tp_slot *slot, int thread)
 }
 
 static const struct tp_connector_ops conn_ops = {
-	conn_connect, conn_check, conn_close, conn_detach, conn_attach,
+	.connect = conn_connect, .check = conn_check, .close = conn_close, .detach = conn_detach, .attach = conn_attach,
 };
 
 /* ---- clients: claim, echo one line, release ---- */

@@ -55,6 +55,12 @@ enum tp_close_reason {
 	TP_CLOSE_REMOVED,  /* its backend was removed by the resolver */
 	TP_CLOSE_STOPPED,  /* the pool is stopping */
 	TP_CLOSE_CONNECT,  /* the connect failed */
+	TP_CLOSE_RECONNECT, /* connected before tp_pool_reconnect */
+	TP_CLOSE_RETIRED,  /* the pool was retired (tp_pool_retire) */
+	TP_CLOSE_DORMANT,  /* the pool went dormant (tp_pool_sleep, or min_slots connects kept failing) */
+	TP_CLOSE_GROUP,    /* making room under a tp_group limit for another pool's claim */
+	TP_CLOSE_SHRUNK,   /* above max_slots after tp_pool_resize */
+	TP_CLOSE__COUNT
 };
 
 /* Counters the pool reports through host.count (value: seconds for waits and connects). */
@@ -83,7 +89,8 @@ struct tp_host_ops {
 	void (*log)(void *host, enum tp_log_level level, const char *msg);
 };
 
-/* The protocol: what a kind of connection must provide. All run on the slot's thread. */
+/* The protocol: what a kind of connection must provide. All run on the slot's thread.
+ * Fill it with designated initializers: new optional ops are added at the end. */
 struct tp_connector_ops {
 	/* Start connecting slot to be. Later (or before returning) call tp_connect_done on the
 	 * same thread. The connector keeps its state with tp_slot_set_conn. */
@@ -98,6 +105,10 @@ struct tp_connector_ops {
 	 * thread's loop (the hand-over of an idle slot between threads). */
 	void (*detach)(void *ctx, struct tp_slot *slot);
 	void (*attach)(void *ctx, struct tp_slot *slot, int thread);
+	/* Optional: a released, connected or checked slot went onto its thread's idle list
+	 * (e.g. watch the idle connection for a close). Not called for a slot that goes
+	 * straight to a claim, so that a busy pool's hand-off costs nothing here. */
+	void (*park)(void *ctx, struct tp_slot *slot);
 };
 
 struct tp_config {
@@ -112,6 +123,31 @@ struct tp_config {
 	double backoff_max;      /* seconds */
 	int breaker_failures;    /* consecutive connect failures that make a backend DEAD */
 	uint32_t seed;           /* jitter; 0 = from the clock */
+	/* Optional policy (all zero: none of it). */
+	int backoff_after;       /* consecutive connect failures tolerated before a backend backs off
+				  * (one failure may be a restart that just finished); 0 = 1 */
+	bool fail_fast;          /* a claim that would need a new connect fails at once (-EHOSTUNREACH)
+				  * while every backend is backing off or dead, instead of waiting for
+				  * the backoff to end (no idle slot, room under max_slots) */
+	/* Bound connects: each connect is opened for one claim, which leaves the queue and gets
+	 * that slot (and no other); the connector learns whose connect it is with tp_slot_claim
+	 * (e.g. to log in with the claimer's own credentials), and a failed connect fails that
+	 * claim with the connector's error (see tp_connect_done). false: a connect serves
+	 * whichever claim heads the queue when it is done. */
+	bool bind_connects;
+	int min_slots;           /* slots kept open without claims, opened one per tick by home_thread;
+				  * after a failure the next waits backoff_first doubling up to
+				  * backoff_max, +-25% */
+	int home_thread;         /* the thread whose tp_pool_tick opens min_slots connects */
+	int dormant_after;       /* min_slots connects failing this many times in a row while nothing
+				  * is claimed put the pool to sleep (tp_pool_sleep); 0 = never */
+	double full_hold;        /* seconds a cap learned from a -EUSERS connect is kept; 0 = 60 */
+	/* A slot released on a thread may go to a claim of the same thread ahead of the head of
+	 * the queue (saving a hand-over), at most pass_over_max times per head claim and only
+	 * while the head has waited less than pass_over_age seconds; only the first 16 queued
+	 * claims are looked at. 0: strict FIFO. */
+	int pass_over_max;
+	double pass_over_age;
 };
 
 /* Filled in by the pool; the program allocates it zeroed (embedded in whatever waits) and
@@ -125,6 +161,10 @@ struct tp_claim {
 	/* set by the program before tp_claim */
 	tp_claim_fn done;
 	void *arg;
+	/* Preference among idle slots (0: none): a slot last claimed with the same key is taken
+	 * before any other of the claimer's thread (e.g. the session it left there matches). Then
+	 * the most recently released slot of the claimer's thread, then one of another thread. */
+	uint64_t key;
 	/* private */
 	struct tp_claim *next;
 	struct tp_pool *pool;
@@ -132,6 +172,7 @@ struct tp_claim {
 	double start, deadline;
 	int thread;
 	int err;
+	int passed_over;
 	bool queued;
 };
 
@@ -160,14 +201,57 @@ bool tp_claim_cancel(struct tp_claim *c);
 void tp_release(struct tp_slot *slot, bool reusable);
 
 /* Connector callbacks, on the slot's thread. err 0: connected. reason: why not (logs,
- * tp_pool_last_error). */
+ * tp_pool_last_error). Two errors are not the backend's failure and never back off:
+ *  -EUSERS: the backend is up but has no room for another connection: the pool is capped at
+ *           the slots it has now (this one excluded) for full_hold seconds after the last such
+ *           answer; claims wait for those slots (a bound claim goes back to the head of the
+ *           queue). While capped with no slot at all and claims waiting, one connect a
+ *           tp_pool_tick of home_thread tries whether room came back.
+ *  -EPERM:  this login was refused (credentials, a database that does not exist).
+ * With bind_connects, any error but -EUSERS fails the bound claim with err. */
 void tp_connect_done(struct tp_slot *slot, int err, const char *reason);
 void tp_check_done(struct tp_slot *slot, bool ok);
+/* The connector saw an idle slot's connection die (its peer closed or spoke while idle; on
+ * the slot's thread): it is taken off the idle list and closed (TP_CLOSE_HEALTH): true.
+ * false: the slot is not idle (it was handed to a claim meanwhile: its claimer finds out). */
+bool tp_idle_broken(struct tp_slot *slot);
 
 /* Housekeeping for thread, at least every few hundred milliseconds (on thread): expires
  * claims at their deadline, closes idle slots past idle_timeout or lifetime, starts health
  * checks, retries connects for waiting claims when a backoff ends. */
 void tp_pool_tick(struct tp_pool *p, int thread);
+
+/* Policy switches (any thread). */
+/* Claims queue, nothing is handed out, released slots are parked, no connect starts for
+ * claims (deadlines still run) until tp_pool_resume. */
+void tp_pool_pause(struct tp_pool *p);
+void tp_pool_resume(struct tp_pool *p);
+/* Slots connected before this close when released, idle ones at once (on their threads). */
+void tp_pool_reconnect(struct tp_pool *p);
+/* The pool is on its way out: claims are still served, but released slots close unless a
+ * claim waits, idle ones close, no min_slots connect. Not undone. */
+void tp_pool_retire(struct tp_pool *p);
+/* Nobody uses it: idle slots close and min_slots connects stop until the next tp_claim. */
+void tp_pool_sleep(struct tp_pool *p);
+/* New limits (a configuration reload): room above the old max serves waiters now; slots
+ * above the new max close, idle ones first. -EINVAL if max_slots < 1 or min_slots < 0. */
+TP_MUST_CHECK int tp_pool_resize(struct tp_pool *p, int max_slots, int min_slots);
+/* New idle_timeout and lifetime (seconds, 0 = never; a reload): idle slots are judged by
+ * them from the next tp_pool_tick, a slot's lifetime is drawn when it connects. */
+void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime);
+
+/* A limit several pools count their slots against (e.g. all pools of one database). A pool
+ * whose claim is held back only by a group closes an idle slot of another pool of the group
+ * to make room, and a slot released in a pool with no claim of its own closes instead of
+ * parking while another pool of the group is held back. A pool joins at most TP_GROUPS_MAX
+ * groups, before its first claim; the group must outlive its pools. */
+#define TP_GROUPS_MAX 2
+struct tp_group;
+struct tp_group *tp_group_new(int limit); /* limit 0: unlimited; NULL on allocation failure */
+void tp_group_set_limit(struct tp_group *g, int limit);
+int tp_group_count(const struct tp_group *g);
+void tp_group_free(struct tp_group *g);
+TP_MUST_CHECK int tp_pool_join(struct tp_pool *p, struct tp_group *g);
 
 /* Stop (any thread): every queued claim fails with -ECANCELED (on its thread, via post),
  * idle slots close (on their threads), released and connected slots close from now on.
@@ -180,12 +264,19 @@ void *tp_slot_conn(const struct tp_slot *slot);
 void tp_slot_set_conn(struct tp_slot *slot, void *conn);
 const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *slot);
 int tp_slot_thread(const struct tp_slot *slot);
+/* bind_connects: the claim a connecting slot is for; NULL for a min_slots connect (and
+ * once the slot is connected). */
+struct tp_claim *tp_slot_claim(const struct tp_slot *slot);
 
 /* Gauges (any thread, under the pool's lock). */
 struct tp_stats {
 	int slots, idle, busy, connecting, checking, waiting;
 	int backends, backends_up;
 	uint64_t claims, served, timeouts, connects, connect_failures, handovers;
+	int max_slots, min_slots;
+	int cap;       /* slots allowed by the backend after -EUSERS; -1: no cap */
+	bool paused, retired, dormant;
+	bool down;     /* no backend may be connected to now (all backing off or dead) */
 };
 void tp_pool_stats(struct tp_pool *p, struct tp_stats *out);
 /* Backend i (0..backends-1) of the current set: its address and state. false past the end. */

@@ -806,8 +806,8 @@ static void handle_startup_input(struct client *c)
 
 /* ---- getting a server ---- */
 
-static void on_server_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
-			    size_t errlen);
+static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, const char *reason,
+			   const uint8_t *errmsg, size_t errlen);
 static void start_claim(struct client *c);
 
 static const char *lookup_server_param(const void *server, const char *name)
@@ -1126,23 +1126,44 @@ void client_need_server(struct client *c)
 	start_claim(c);
 }
 
-static void on_server_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
-			    size_t errlen)
+/* The pool's answer to a claim that was queued (pool.h, pool_answer_fn), on c's worker. */
+static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, const char *reason,
+			   const uint8_t *errmsg, size_t errlen)
 {
-	struct client *c = arg;
-	if (err == 0) {
-		log_debug(c->id, c->ctx, "got new server %s", s->id);
+	struct client *c = (struct client *)((char *)wt - offsetof(struct client, waiter));
+	struct worker *w = c->worker;
+	c->queued = false;
+	if (c->dead || w->stopping) {
+		/* The client left while this was on its way: give it back untouched (or, when
+		 * shutting down, close it). */
+		if (s && !w->stopping)
+			pool_put_idle(c->pool, s);
+		else if (s)
+			server_close(s, "tusk is shutting down");
+		if (c->dead)
+			free_client(c);
+		return;
+	}
+	if (s) {
+		log_debug(c->id, c->ctx, "got server %s", s->id);
 		use_server(c, s);
 		return;
 	}
-	/* server.c closes s after we return. */
-	c->server = NULL;
-	if (server_error_is_no_slot(errmsg, errlen)) {
-		/* The backend is full (the role's CONNECTION LIMIT, max_connections): as with a
-		 * full pool, wait for one of its servers within pool_wait_timeout (pool.h). */
-		log_debug(c->id, c->ctx, "server %s refused the login for want of slots: waiting for a server", s->id);
-		pool_wait_first(c->pool, &c->waiter);
-		c->queued = true;
+	if (err == -EHOSTUNREACH) {
+		char why[256];
+		pool_down_reason(c->pool, ev_now(w->loop), why, sizeof why);
+		client_fail(c, "08006", "server for %s/%s is not accepting connections: %s", pool_database(c->pool),
+			    pool_user(c->pool), why);
+		return;
+	}
+	if (err == -ETIMEDOUT) {
+		client_fail(c, "53300", "timed out after %.1fs waiting for a server connection (pool %s/%s is at size %d)",
+			    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool), pool_user(c->pool),
+			    pool_rule(c->pool)->size);
+		return;
+	}
+	if (err == -ECANCELED) {
+		client_fail(c, "57P01", "tusk is shutting down");
 		return;
 	}
 	if (errmsg && errlen > 0 && errmsg[0] == 'E') {
@@ -1158,27 +1179,11 @@ static void on_server_ready(struct server *s, void *arg, int err, const char *re
 	client_fail(c, "08006", "%s", reason ? reason : "could not connect to server");
 }
 
-static void connect_server(struct client *c)
-{
-	if (!pool_may_connect(c->pool, ev_now(c->worker->loop))) {
-		char why[256];
-		pool_down_reason(c->pool, ev_now(c->worker->loop), why, sizeof why);
-		client_fail(c, "08006", "server for %s/%s is not accepting connections: %s", pool_database(c->pool),
-			    pool_user(c->pool), why);
-		return;
-	}
-	struct server *s = server_connect(c->pool, c->worker, c->cred, on_server_ready, c);
-	if (!s) {
-		pool_drop_slot(c->pool);
-		client_fail(c, "53200", "out of memory connecting to server");
-		return;
-	}
-	c->server = s;
-}
-
 static void start_claim(struct client *c)
 {
 	struct server *s = NULL;
+	c->waiter.cred = c->cred;
+	c->waiter.answer = on_pool_answer;
 	switch (pool_claim(c->pool, &c->waiter, ev_now(c->worker->loop), &s)) {
 	case POOL_CLAIM_DOWN: {
 		char why[256];
@@ -1192,12 +1197,9 @@ static void start_claim(struct client *c)
 		log_debug(c->id, c->ctx, "reusing idle server %s", s->id);
 		use_server(c, s);
 		break;
-	case POOL_CLAIM_CONNECT:
-		connect_server(c);
-		break;
 	case POOL_CLAIM_QUEUED:
 		c->queued = true;
-		log_debug(c->id, c->ctx, "pool full, waiting in queue");
+		log_debug(c->id, c->ctx, "waiting for a server");
 		break;
 	}
 }
@@ -1205,47 +1207,6 @@ static void start_claim(struct client *c)
 void client_on_cancel_message(struct worker *w, struct worker_msg *m)
 {
 	cancel_on_message(w, m);
-}
-
-void client_on_pool_message(struct worker *w, struct worker_msg *m)
-{
-	struct client *c = (struct client *)((char *)m->waiter - offsetof(struct client, waiter));
-	c->queued = false;
-	if (c->dead || w->stopping) {
-		/* The client left while this was in flight: give it back untouched (or, when
-		 * shutting down, close it so that nothing is left in a dead inbox). */
-		if (m->kind == WORKER_MSG_SERVER && !w->stopping) {
-			if (m->server->worker != w)
-				server_attach(m->server, w);
-			m->server->idle_since = ev_now(w->loop);
-			pool_put_idle(c->pool, m->server);
-		}
-		else if (m->kind == WORKER_MSG_SERVER)
-			server_close(m->server, "tusk is shutting down");
-		else
-			pool_drop_slot(c->pool);
-		if (c->dead)
-			free_client(c);
-		return;
-	}
-	if (m->kind == WORKER_MSG_SERVER) {
-		struct server *s = m->server;
-		bool moved = s->worker != c->worker;
-		if (moved)
-			server_attach(s, c->worker);
-		else
-			server_unpark(s);
-		/* A server that comes straight from a release was fine a moment ago; one that sat
-		 * parked elsewhere (a steal) was watched by another loop until it left: peek. */
-		if (moved && ev_now(c->worker->loop) - s->idle_since > SERVER_PEEK_AFTER && !net_idle_alive(s->fd)) {
-			server_close_keep_slot(s, "closed by the server while idle");
-			connect_server(c);
-			return;
-		}
-		use_server(c, s);
-	} else {
-		connect_server(c);
-	}
 }
 
 /* ---- events ---- */
@@ -1375,6 +1336,12 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 			client_fail(c, "53300", "timed out after %.1fs waiting for a server connection (pool %s/%s is at size %d)",
 				    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool),
 				    pool_user(c->pool), pool_rule(c->pool)->size);
+		} else if (c->queued && c->waiter.connecting) {
+			/* A server is being opened for it: it joins the pool when done (the client's
+			 * husk gives it back); the client is told now. */
+			client_fail(c, "53300", "timed out after %.1fs getting a server connection ready (pool %s/%s)",
+				    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool),
+				    pool_user(c->pool));
 		} else if (!c->queued && c->server) {
 			/* Still connecting or being prepared: the server finishes on its own and
 			 * joins the pool; the client is told now. */

@@ -18,8 +18,6 @@ void client_worker_trim(struct worker *w);
 /* Take over an accepted socket; listener names the listening socket it came from ("host:port"
  * as configured, see worker.h), which decides its TLS settings. */
 void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener);
-/* A pool answer (server or grant) for a waiting client of this worker. */
-void client_on_pool_message(struct worker *w, struct worker_msg *m);
 /* A CancelRequest for a client of this worker (posted by whichever worker received it). */
 void client_on_cancel_message(struct worker *w, struct worker_msg *m);
 /* Close every client of w (shutdown), each with reason in an ErrorResponse, then w's

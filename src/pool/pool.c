@@ -1,17 +1,19 @@
-/* Shared pools (see pool.h). Locking: the registry lock guards the list of pools and is
- * held only to find or add one; each pool's lock guards its counters, idle lists and wait
- * queue, and is never held while doing I/O or taking another pool's lock. Worker inbox
- * posts happen after the pool lock is released.
+/* Shared pools (see pool.h): the daemon's side of the pool core. Each (database, user) pool
+ * owns a struct tp_pool (include/tuskpool.h) that does every piece of slot and queue logic:
+ * the count of servers under size, the FIFO of waiting clients with their deadline, connect
+ * backoff, the cap a 53300 at login sets, idle and lifetime expiry, min_size, the per-worker
+ * idle lists and the one cross-thread hand-over. Here: the registry of pools, the policy
+ * the core is configured with (sizes, database/user groups, pause, reconnect, reload,
+ * dormant pools), the host the core runs on (worker inboxes, the clock, logs) and the glue
+ * that makes server.c its connector.
  *
- * Idle servers stay parked on the loop of the worker that last used them, watched for
- * reads (a server that closes or talks while idle is closed at once), in that worker's
- * idle list of the pool. A claim on the same worker takes one without any system call;
- * another worker asks the owner, through its inbox, to hand one over (pool_on_steal):
- * the owner detaches it and posts it back. That is the only path by which a server
- * changes threads. */
+ * Locking: the registry lock guards the list of pools and groups and is held only to find or
+ * add one; a pool's own lock guards only its passthrough credentials and pool_idle_timeout
+ * bookkeeping; the core locks itself and calls back into this file with no lock held. */
 #include "pool/pool.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -30,16 +32,14 @@
 #include "util/log.h"
 #include "worker/worker.h"
 
-/* Servers of all pools of one database, or of one user, for max_db_connections and
+/* All pools of one database, or of one user: a core group for max_db_connections and
  * max_user_connections. */
 struct pool_group {
 	struct pool_group *next; /* registry list, immutable once linked */
 	char name[CONFIG_NAME_MAX];
 	bool is_user;
 	bool paused; /* database groups: console PAUSE, so pools created later start paused; under the registry lock */
-	/* Servers now; acq_rel is enough: it orders nothing else, and overshoot is undone at
-	 * once by the one that overshot. */
-	atomic_int count;
+	struct tp_group *tp;
 };
 
 struct pool {
@@ -52,69 +52,44 @@ struct pool {
 	struct pool *next; /* registry list; immutable once linked (pools are never unlinked) */
 	struct stats_pool *stats; /* its own atomics; no lock */
 	struct prep_refs *prep_refs; /* client names per prepared statement; its own lock */
+	struct tp_pool *tp;  /* the core: locks itself */
 
-	/* The rule of the newest configuration generation this pool belongs to. A reload
-	 * (main thread) re-points it at the matching rule of the new generation; every read is
-	 * an implicit seq_cst load, so a worker sees either rule whole (the runtime keeps every
-	 * generation alive until exit, so an old rule read a moment ago stays valid). */
+	/* The rule of the newest configuration generation this pool belongs to (see
+	 * pool_registry_reload); every read is an implicit seq_cst load. */
 	const struct config_pool_rule *_Atomic rule;
-	/* Its rule vanished (or changed what a server is) at a reload: no new client finds it
-	 * (pool_get matches rule pointers of the current generation), its clients finish, its
-	 * servers close when released. Set once by the main thread; read by workers. */
+	/* Retired by a reload: no new client finds it (pool_get), its clients finish. */
 	atomic_bool retired;
+	/* Bumped by RECONNECT and KILL, for SHOW SERVERS' "stale" column (the core closes). */
+	atomic_uint generation;
+	/* The last backend__state probe fired said "down" (probes only). */
+	atomic_bool down;
+	/* A claim since the home worker last looked (pool_idle_timeout). */
+	atomic_bool claimed;
 
 	pthread_mutex_t lock; /* protects everything below */
-	int nslots;           /* servers connecting, in use or idle; <= rule->size */
-	int nidle;            /* servers in all idle lists */
-	struct server **idle; /* per worker index: parked there, most recently used first */
-	struct pool_waiter *wait_head, *wait_tail;
-	int failures;         /* consecutive failed connects */
-	double backoff;       /* seconds; 0 while the backend answers */
-	double down_until;    /* no new connections before this (loop time) */
-	char last_error[160];
-	unsigned jitter_seed;
-	bool paused;          /* console PAUSE: claims queue, nothing is handed to waiters */
-	/* min_size refills back off on their own, after a failure of any kind: a login refused
-	 * (3D000, 28P01) fails the same way each second for ever otherwise. Clients' connects
-	 * are not held back by it: they get PostgreSQL's own error at once. */
-	int refill_failures;     /* consecutive failed refills */
-	double refill_backoff;   /* seconds; 0 after a success */
-	double refill_at;        /* no refill before this (loop time) */
-	double refill_logged_at; /* last refill failure logged: at most one line a minute */
-	int refill_unlogged;     /* failures since that line */
-	/* Stopped for want of clients: no refills, no parked servers, until a client claims
-	 * again (pool_get, pool_claim). Set when its logins keep failing and nobody uses it.
-	 * Atomic rather than under the lock so that pool_get, holding the registry lock, can
-	 * wake it; a refill more or less in a race is harmless. */
-	atomic_bool dormant;
-	/* What the backend allows: a login answered 53300 (role CONNECTION LIMIT,
-	 * max_connections) caps the pool at the servers it had then, so that clients wait for
-	 * one of those instead of failing; forgotten at cap_until. -1: no cap. */
-	int cap;
-	double cap_until;
-	/* Since when nobody uses it (no client, nothing queued, no server out of the idle
-	 * lists), as seen by its housekeeping worker; 0 while in use. pool_idle_timeout. */
-	double unused_since;
 	/* Passthrough pools (no server_password): the credentials of the last login a client's
 	 * secret carried, so that min_size servers can be opened with nobody waiting. Until
 	 * there is one, a server that wants a password (28xxx) stops min_size connects. */
 	struct server_cred cred;
 	bool have_cred;
 	bool needs_cred;
-
-	/* Bumped by RECONNECT and KILL: servers connected under an older generation are closed
-	 * when released instead of parked. Relaxed: a server that slips through is merely
-	 * reused once more; it orders no other memory. */
-	atomic_uint generation;
+	/* Since when nobody uses it, as seen by its home worker; 0 while in use. */
+	double unused_since;
+	/* min_size connects failing: logged at most once a minute. */
+	int refill_failures;
+	int refill_unlogged;
+	double refill_logged_at;
 };
 
 #define POOL_BACKOFF_FIRST 0.25
 #define POOL_BACKOFF_MAX 10.0
-#define POOL_PREFER_SCAN 32 /* idle servers looked at for a preferred one */
-/* A pool whose refills failed this many times in a row, with no client, goes dormant. */
+/* A pool whose min_size connects failed this many times in a row, with no client, sleeps. */
 #define POOL_DORMANT_AFTER 5
-#define POOL_LOG_EVERY 60.0 /* seconds between two lines about the same failing refills */
+#define POOL_LOG_EVERY 60.0 /* seconds between two "too many pools" lines */
 #define POOL_CAP_KEEP 60.0  /* seconds a cap learned from 53300 is kept after the last one */
+/* The core's deadline for a claim comes this long after pool_wait_timeout: the client's own
+ * timer answers first, with its own message; the core's is the backstop. */
+#define POOL_DEADLINE_SLACK 1.0
 /* Pools that are not retired, at most. Each (database, user) a client names under a
  * wildcard rule makes a pool, before it authenticates, and pools are never freed (their
  * readers walk the list without a lock): this bounds what such clients can make tusk keep. */
@@ -128,7 +103,478 @@ struct pool_registry {
 	double full_logged_at; /* the last "too many pools" line (rate limit) */
 	struct pool_group *groups;
 	bool pause_all; /* console PAUSE without a database */
+	/* pool_registry_free: no worker runs any more, the core's posts run inline. */
+	atomic_bool stopped;
 };
+
+/* A clock for the core: the coarse one costs no system call (vDSO) and its few milliseconds
+ * of resolution are enough for deadlines, idle times and the pass-over age. */
+static double coarse_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- the host the core runs on ---- */
+
+static double host_now(void *host)
+{
+	(void)host;
+	return coarse_now();
+}
+
+static void host_post(void *host, int thread, void (*fn)(void *arg), void *arg)
+{
+	struct runtime *rt = host;
+	if (atomic_load_explicit(&rt->pools->stopped, memory_order_acquire)) {
+		fn(arg); /* shutting down: no loop runs any more (pool_registry_free) */
+		return;
+	}
+	struct worker_msg *m;
+	/* The core counts every post and must see each run: wait for memory rather than drop. */
+	while (!(m = calloc(1, sizeof *m))) {
+		log_warn(NULL, NULL, "out of memory posting to worker %d; retrying", thread);
+		struct timespec ts = { 0, 10 * 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	m->kind = WORKER_MSG_POOL;
+	m->fn = fn;
+	m->arg = arg;
+	worker_post(rt->workers[thread], m);
+}
+
+/* The daemon words its own lines about its pools (server.c per connection, this file per
+ * pool, rate-limited where a failure repeats): the core's go to the debug level. */
+static void host_log(void *host, enum tp_log_level level, const char *msg)
+{
+	(void)host;
+	(void)level;
+	log_debug(NULL, NULL, "%s", msg);
+}
+
+static const struct tp_host_ops host_ops = { .now = host_now, .post = host_post, .log = host_log };
+
+/* ---- the connector: server.c's PostgreSQL connections as the core's slots ---- */
+
+/* Set while a connect's outcome is reported to the core on this thread: an answer for the
+ * waiter it was opened for then runs inline (as the connect's own callback always did), with
+ * the server's ErrorResponse, which lives only that long. */
+static _Thread_local bool tl_in_connect;
+static _Thread_local const char *tl_reason;
+static _Thread_local const uint8_t *tl_errmsg;
+static _Thread_local size_t tl_errlen;
+
+static struct pool_waiter *waiter_of(struct tp_claim *c)
+{
+	return (struct pool_waiter *)((char *)c - offsetof(struct pool_waiter, claim));
+}
+
+static bool login_class(const uint8_t *errmsg, size_t errlen, const char *cls)
+{
+	struct proto_error_fields f = { 0 };
+	return errmsg && errlen > PROTO_HDR_LEN &&
+	       proto_parse_error(errmsg + PROTO_HDR_LEN, errlen - PROTO_HDR_LEN, &f) == 0 && f.sqlstate &&
+	       strncmp(f.sqlstate, cls, strlen(cls)) == 0;
+}
+
+/* A backend__state probe when the core's view changed (probes only: no behaviour). */
+static void note_backend_state(struct pool *p, bool full, const char *why)
+{
+	struct tp_stats st;
+	tp_pool_stats(p->tp, &st);
+	if (full) {
+		TUSK_PROBE4(backend__state, p->database, p->user, TUSK_BACKEND_FULL, why ? why : "53300");
+		return;
+	}
+	if (st.down != atomic_exchange(&p->down, st.down))
+		TUSK_PROBE4(backend__state, p->database, p->user, st.down ? TUSK_BACKEND_DOWN : TUSK_BACKEND_UP,
+			    why ? why : "");
+}
+
+/* The core put a server on its worker's idle list: parked on that loop, watched for reads
+ * (a parked server that closes or talks is closed at once). A server handed straight to a
+ * waiter is not parked: no watcher change on a busy pool's hand-off. */
+static void conn_park(void *ctx, struct tp_slot *slot)
+{
+	struct server *s = tp_slot_conn(slot);
+	(void)ctx;
+	server_park(s);
+	s->idle_worker = s->worker->index;
+}
+
+/* The core's limits from the rule, min_size on or off (off while a passthrough pool has no
+ * credentials to open servers with). */
+static void set_min_size(struct pool *p, bool on)
+{
+	const struct config_pool_rule *rule = p->rule;
+	int size = rule->size > 0 ? rule->size : 1;
+	int min = !on ? 0 : rule->min_size < size ? rule->min_size : size;
+	if (tp_pool_resize(p->tp, size, min) < 0)
+		log_warn(NULL, NULL, "pool %s/%s: limits not applied", p->database, p->user);
+}
+
+/* A min_size connect failed (server.c closed it quietly; the core backs off): log at most a
+ * line a minute, and the core's decision to put the pool to sleep. */
+static void refill_failed(struct pool *p, double now, const char *reason)
+{
+	struct tp_stats st;
+	tp_pool_stats(p->tp, &st);
+	pthread_mutex_lock(&p->lock);
+	int failures = ++p->refill_failures;
+	int unlogged = p->refill_unlogged;
+	bool log_it = failures == 1 || now - p->refill_logged_at >= POOL_LOG_EVERY;
+	if (log_it) {
+		p->refill_logged_at = now;
+		p->refill_unlogged = 0;
+	} else {
+		p->refill_unlogged++;
+	}
+	/* Nobody uses it (no client in any state, none queued): stop trying until one comes
+	 * (the core wakes it at the next claim). */
+	bool slept = failures >= POOL_DORMANT_AFTER && !st.dormant && st.waiting == 0 &&
+		     stats_pool_clients(p->stats) == 0 && !atomic_load(&p->retired);
+	pthread_mutex_unlock(&p->lock);
+	if (slept)
+		tp_pool_sleep(p->tp);
+	if (log_it)
+		log_warn(NULL, NULL, "pool %s/%s: min_size connect failed (%d in a row, %d not logged since the last line): %s",
+			 p->database, p->user, failures, unlogged, reason ? reason : "unknown error");
+	if (slept)
+		log_warn(NULL, NULL, "pool %s/%s retired: no clients and its last %d logins failed (%s); it keeps no servers until a client comes",
+			 p->database, p->user, failures, reason ? reason : "unknown error");
+}
+
+/* server.c's done for a server the core asked for (conn_connect). */
+static void on_connected(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			 size_t errlen)
+{
+	struct tp_slot *slot = s->slot;
+	struct pool *p = s->pool;
+	(void)arg;
+	s->connect_pending = false;
+	if (err == 0) {
+		if (s->cred.kind != SERVER_CRED_NONE)
+			pool_remember_cred(p, &s->cred);
+		if (!tp_slot_claim(slot)) {
+			pthread_mutex_lock(&p->lock);
+			p->refill_failures = 0;
+			pthread_mutex_unlock(&p->lock);
+		}
+		s->idle_since = ev_now(s->worker->loop);
+		tl_in_connect = true;
+		tp_connect_done(slot, 0, NULL);
+		tl_in_connect = false;
+		note_backend_state(p, false, NULL);
+		return;
+	}
+	/* 53300: up but full (no backoff; the pool is capped). A login refused for what it
+	 * sent (28xxx, 3D000): nothing to back off from. Else the backend is unavailable. */
+	bool full = server_error_is_no_slot(errmsg, errlen);
+	int code = full ? -EUSERS : server_error_backoff_worthy(errmsg, errlen) ? -ECONNREFUSED : -EPERM;
+	if (!tp_slot_claim(slot) && login_class(errmsg, errlen, "28") && !pool_rule(p)->server_password) {
+		/* A min_size login without a client's credentials will not pass by retrying: no
+		 * min_size until a client's login brings some (pool_remember_cred). */
+		pthread_mutex_lock(&p->lock);
+		bool stop = !p->have_cred && !p->needs_cred;
+		p->needs_cred = !p->have_cred;
+		pthread_mutex_unlock(&p->lock);
+		if (stop)
+			set_min_size(p, false);
+	}
+	bool refill = !tp_slot_claim(slot);
+	struct tp_stats before, after;
+	tp_pool_stats(p->tp, &before);
+	/* server.c closes s after this returns: it is no slot's any more. */
+	s->slot = NULL;
+	tp_slot_set_conn(slot, NULL);
+	tl_in_connect = true;
+	tl_reason = reason;
+	tl_errmsg = errmsg;
+	tl_errlen = errlen;
+	tp_connect_done(slot, code, reason);
+	tl_in_connect = false;
+	tl_reason = NULL;
+	tl_errmsg = NULL;
+	tl_errlen = 0;
+	note_backend_state(p, full, reason);
+	tp_pool_stats(p->tp, &after);
+	if (full && after.cap >= 0 && (before.cap < 0 || after.cap < before.cap))
+		/* One line each time the cap goes down: at most size lines per POOL_CAP_KEEP. */
+		log_info(NULL, NULL,
+			 "pool %s/%s: the server has no connection for another login (%s): at most %d server%s for %.0fs, clients wait for them",
+			 p->database, p->user, reason ? reason : "53300", after.cap, after.cap == 1 ? "" : "s", POOL_CAP_KEEP);
+	if (refill)
+		refill_failed(p, ev_now(s->worker->loop), reason);
+}
+
+static void conn_connect(void *ctx, struct tp_slot *slot, const struct tp_backend_addr *be)
+{
+	struct pool *p = ctx;
+	struct worker *w = p->rt->workers[tp_slot_thread(slot)];
+	struct tp_claim *c = tp_slot_claim(slot);
+	struct pool_waiter *wt = c ? waiter_of(c) : NULL;
+	struct server_cred cred;
+	struct server *s;
+	(void)be; /* one backend per pool today: the service's address (resolver.h, issue 12) */
+
+	if (wt) {
+		wt->connecting = true;
+		s = server_connect(p, w, wt->cred, on_connected, NULL);
+	} else {
+		bool with_cred = false, stop = false;
+		pthread_mutex_lock(&p->lock);
+		if (p->have_cred && !pool_rule(p)->server_password) {
+			cred = p->cred;
+			with_cred = true;
+		}
+		stop = p->needs_cred;
+		pthread_mutex_unlock(&p->lock);
+		if (stop) {
+			tp_connect_done(slot, -EPERM, "a min_size login needs a client's credentials first (passthrough)");
+			return;
+		}
+		s = server_connect_refill(p, w, with_cred ? &cred : NULL, on_connected);
+		OPENSSL_cleanse(&cred, sizeof cred);
+	}
+	if (!s) {
+		tp_connect_done(slot, -ENOMEM, "out of memory connecting to server");
+		return;
+	}
+	s->slot = slot;
+	s->connect_pending = true;
+	tp_slot_set_conn(slot, s);
+}
+
+static const char *close_text(enum tp_close_reason why)
+{
+	switch (why) {
+	case TP_CLOSE_IDLE: return "idle timeout";
+	case TP_CLOSE_LIFETIME: return "server_lifetime reached";
+	case TP_CLOSE_HEALTH: return "closed by the server while idle";
+	case TP_CLOSE_REMOVED: return "its backend was removed";
+	case TP_CLOSE_STOPPED: return "tusk is shutting down";
+	case TP_CLOSE_RECONNECT: return "closed for RECONNECT or KILL";
+	case TP_CLOSE_RETIRED: return "its pool rule was removed or changed by a reload";
+	case TP_CLOSE_DORMANT: return "its pool was retired (no clients)";
+	case TP_CLOSE_GROUP: return "making room under max_db_connections / max_user_connections";
+	case TP_CLOSE_SHRUNK: return "pool size was reduced by a reload";
+	case TP_CLOSE_BROKEN:
+	case TP_CLOSE_CONNECT:
+	case TP_CLOSE__COUNT: break;
+	}
+	return "closed";
+}
+
+static void conn_close(void *ctx, struct tp_slot *slot, enum tp_close_reason why)
+{
+	struct server *s = tp_slot_conn(slot);
+	(void)ctx;
+	if (!s)
+		return; /* its connect failed: server.c closes it */
+	tp_slot_set_conn(slot, NULL);
+	s->slot = NULL;
+	s->idle_worker = -1;
+	server_close_keep_slot(s, s->close_reason ? s->close_reason : close_text(why));
+}
+
+/* The hand-over: detached on the owner, attached on the claimer (watchers stopped). */
+static void conn_detach(void *ctx, struct tp_slot *slot)
+{
+	(void)ctx;
+	server_detach(tp_slot_conn(slot));
+}
+
+static void conn_attach(void *ctx, struct tp_slot *slot, int thread)
+{
+	struct pool *p = ctx;
+	struct server *s = tp_slot_conn(slot);
+	server_attach(s, p->rt->workers[thread]);
+	s->moved = true;
+}
+
+static const struct tp_connector_ops conn_ops = {
+	.connect = conn_connect, .close = conn_close, .detach = conn_detach, .attach = conn_attach,
+	.park = conn_park,
+};
+
+/* ---- claims ---- */
+
+static void claim_core(struct pool *p, struct pool_waiter *w);
+
+/* The answer for w, on its worker. */
+static void deliver(struct pool_waiter *w, struct server *s, int err, const char *reason, const uint8_t *errmsg,
+		    size_t errlen)
+{
+	struct pool *p = w->claim.arg;
+	w->connecting = false;
+	if (s) {
+		bool moved = s->moved;
+		s->moved = false;
+		s->idle_worker = -1;
+		server_unpark(s);
+		/* One that comes straight from a release was fine a moment ago; one that sat parked
+		 * on another loop (watched there until it left) is peeked at; one found dead while
+		 * in transit was marked. Either way: close it and claim again. */
+		if (s->doomed || (moved && ev_now(w->worker->loop) - s->idle_since > SERVER_PEEK_AFTER &&
+				  !net_idle_alive(s->fd))) {
+			server_close(s, "closed by the server while idle");
+			claim_core(p, w);
+			return;
+		}
+	}
+	TUSK_PROBE5(claim__done, p->database, p->user, w->worker->index,
+		    (long long)((coarse_now() - w->queued_at) * 1e6),
+		    s ? TUSK_CLAIM_SERVER : err == -EHOSTUNREACH ? TUSK_CLAIM_DOWN : TUSK_CLAIM_GAVE_UP);
+	w->answer(w, s, err, reason, errmsg, errlen);
+}
+
+void pool_on_message(struct worker *wk, struct worker_msg *m)
+{
+	(void)wk;
+	deliver(m->waiter, m->server, m->err, NULL, NULL, 0);
+}
+
+/* The core's callback for a queued claim, on the claimer's worker: inline while a connect
+ * reports (as server.c's own callback always ran), else on the next turn of the loop, so
+ * that a server released inside a client's teardown never re-enters another client. */
+static void on_claim(struct tp_claim *c, struct tp_slot *slot, int err)
+{
+	struct pool_waiter *w = waiter_of(c);
+	struct server *s = slot ? tp_slot_conn(slot) : NULL;
+	if (tl_in_connect) {
+		deliver(w, s, err, tl_reason, tl_errmsg, tl_errlen);
+		return;
+	}
+	struct worker_msg *m = calloc(1, sizeof *m);
+	if (!m) {
+		deliver(w, s, err, NULL, NULL, 0); /* out of memory: inline rather than lose it */
+		return;
+	}
+	m->kind = WORKER_MSG_SERVER;
+	m->waiter = w;
+	m->server = s;
+	m->err = err;
+	worker_post_local(w->worker, m);
+}
+
+static double wait_deadline(const struct pool *p)
+{
+	return coarse_now() + (double)p->rt->cfg->pool_wait_timeout_ms / 1000.0 + POOL_DEADLINE_SLACK;
+}
+
+/* Claim again for w after a server it was given turned out dead: the answer comes as any. */
+static void claim_core(struct pool *p, struct pool_waiter *w)
+{
+	struct tp_slot *slot = NULL;
+	int rc = tp_claim(p->tp, &w->claim, w->worker->index, wait_deadline(p), &slot);
+	if (rc == 0) {
+		struct server *s = tp_slot_conn(slot);
+		s->moved = false;
+		deliver(w, s, 0, NULL, NULL, 0);
+	} else if (rc != -EINPROGRESS) {
+		w->answer(w, NULL, rc, NULL, NULL, 0);
+	}
+}
+
+enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out)
+{
+	struct tp_slot *slot = NULL;
+	int wi = w->worker->index;
+	(void)now;
+
+	TUSK_PROBE3(claim__start, p->database, p->user, wi);
+	/* Read first: on a busy pool the flag is set already and its cache line stays shared. */
+	if (!atomic_load_explicit(&p->claimed, memory_order_relaxed))
+		atomic_store_explicit(&p->claimed, true, memory_order_relaxed);
+	w->claim.done = on_claim;
+	w->claim.arg = p;
+	w->claim.key = w->owner;
+	w->connecting = false;
+	w->queued_at = coarse_now();
+	int rc = tp_claim(p->tp, &w->claim, wi, wait_deadline(p), &slot);
+	if (rc == 0) {
+		struct server *s = tp_slot_conn(slot);
+		s->idle_worker = -1;
+		TUSK_PROBE5(claim__done, p->database, p->user, wi, 0LL, TUSK_CLAIM_SERVER);
+		/* Parked on this loop and watched: had it closed or spoken, it would be gone already. */
+		*out = s;
+		return POOL_CLAIM_SERVER;
+	}
+	if (rc == -EINPROGRESS)
+		return POOL_CLAIM_QUEUED;
+	TUSK_PROBE5(claim__done, p->database, p->user, wi, 0LL, TUSK_CLAIM_DOWN);
+	return POOL_CLAIM_DOWN;
+}
+
+bool pool_leave_queue(struct pool *p, struct pool_waiter *w)
+{
+	bool out = tp_claim_cancel(&w->claim);
+	if (out)
+		TUSK_PROBE5(claim__done, p->database, p->user, w->worker->index,
+			    (long long)((coarse_now() - w->queued_at) * 1e6), TUSK_CLAIM_GAVE_UP);
+	return out;
+}
+
+void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
+{
+	(void)now;
+	tp_pool_last_error(p->tp, out, cap);
+	if (!out[0])
+		snprintf(out, cap, "connects are backed off");
+}
+
+void pool_put_idle(struct pool *p, struct server *s)
+{
+	TUSK_PROBE4(server__released, s->id, p->database, p->user, s->worker->index);
+	s->idle_since = ev_now(s->worker->loop);
+	tp_release(s->slot, true);
+}
+
+void pool_close_server(struct server *s, const char *reason)
+{
+	struct tp_slot *slot = s->slot;
+	s->close_reason = reason;
+	if (s->connect_pending) {
+		/* Its connect never reported (shutdown, a console KILL): report it failed now. */
+		s->connect_pending = false;
+		s->slot = NULL;
+		tp_slot_set_conn(slot, NULL);
+		server_close_keep_slot(s, reason);
+		/* Its waiter (if any) hears of it now, not through a message: at shutdown no
+		 * loop turn is left to run one. */
+		tl_in_connect = true;
+		tl_reason = reason;
+		tp_connect_done(slot, -ECONNABORTED, reason);
+		tl_in_connect = false;
+		tl_reason = NULL;
+		return;
+	}
+	if (s->idle_worker >= 0) {
+		if (tp_idle_broken(slot))
+			return; /* closed through conn_close */
+		/* Already handed to a claim, on its way: the claimer closes it and claims again. */
+		s->close_reason = NULL;
+		s->doomed = true;
+		server_detach(s);
+		return;
+	}
+	tp_release(slot, false);
+}
+
+void pool_remember_cred(struct pool *p, const struct server_cred *cred)
+{
+	pthread_mutex_lock(&p->lock);
+	p->cred = *cred;
+	p->have_cred = true;
+	bool resume = p->needs_cred;
+	p->needs_cred = false;
+	pthread_mutex_unlock(&p->lock);
+	if (resume)
+		set_min_size(p, true);
+}
+
+/* ---- the registry ---- */
 
 static struct pool_group *find_group(struct pool_registry *reg, const char *name, bool is_user)
 {
@@ -139,70 +585,33 @@ static struct pool_group *find_group(struct pool_registry *reg, const char *name
 	g = calloc(1, sizeof *g);
 	if (!g)
 		return NULL;
+	g->tp = tp_group_new(0);
+	if (!g->tp) {
+		free(g);
+		return NULL;
+	}
 	snprintf(g->name, sizeof g->name, "%s", name);
 	g->is_user = is_user;
-	atomic_init(&g->count, 0);
 	g->next = reg->groups;
 	reg->groups = g;
 	return g;
 }
 
-/* Take one server's room in a group under limit (0 = none). */
-static bool group_take(struct pool_group *g, int limit)
+static struct pool *registry_head(struct pool_registry *reg)
 {
-	int now = atomic_fetch_add_explicit(&g->count, 1, memory_order_acq_rel);
-	if (limit > 0 && now >= limit) {
-		atomic_fetch_sub_explicit(&g->count, 1, memory_order_acq_rel);
-		return false;
-	}
-	return true;
-}
-
-static void group_give(struct pool_group *g)
-{
-	atomic_fetch_sub_explicit(&g->count, 1, memory_order_acq_rel);
-}
-
-/* The size p may grow to now: its rule's, or less while the backend said it has no room
- * for more (cap). Under p's lock. */
-static int size_now(const struct pool *p)
-{
-	int size = p->rule->size;
-	return p->cap >= 0 && p->cap < size ? p->cap : size;
-}
-
-/* A new slot for p: within size and both group limits. Under p's lock. */
-static bool reserve_slot_within(struct pool *p, int size)
-{
-	if (p->nslots >= size)
-		return false;
-	if (!group_take(p->db_group, p->rule->max_db_connections))
-		return false;
-	if (!group_take(p->user_group, p->rule->max_user_connections)) {
-		group_give(p->db_group);
-		return false;
-	}
-	p->nslots++;
-	return true;
-}
-
-static bool reserve_slot(struct pool *p)
-{
-	return reserve_slot_within(p, size_now(p));
-}
-
-static void unreserve_slot(struct pool *p)
-{
-	p->nslots--;
-	group_give(p->db_group);
-	group_give(p->user_group);
+	pthread_mutex_lock(&reg->lock);
+	struct pool *head = reg->head;
+	pthread_mutex_unlock(&reg->lock);
+	return head;
 }
 
 struct pool_registry *pool_registry_new(void)
 {
 	struct pool_registry *reg = calloc(1, sizeof *reg);
-	if (reg)
+	if (reg) {
 		pthread_mutex_init(&reg->lock, NULL);
+		atomic_init(&reg->stopped, false);
+	}
 	return reg;
 }
 
@@ -210,21 +619,25 @@ void pool_registry_free(struct pool_registry *reg)
 {
 	if (!reg)
 		return;
+	/* The workers closed every server before this; what the core still posts runs here. */
+	atomic_store_explicit(&reg->stopped, true, memory_order_release);
 	struct pool *p = reg->head;
 	while (p) {
 		struct pool *next = p->next;
-		/* Parked servers belong to their workers, which closed them before this. */
+		tp_pool_stop(p->tp);
+		if (tp_pool_destroy(p->tp) < 0)
+			log_warn(NULL, NULL, "pool %s/%s: servers left at exit; not freed", p->database, p->user);
 		pthread_mutex_destroy(&p->lock);
 		OPENSSL_cleanse(&p->cred, sizeof p->cred);
 		stats_pool_free(p->stats);
 		prep_refs_free(p->prep_refs);
-		free(p->idle);
 		free(p);
 		p = next;
 	}
 	while (reg->groups) {
 		struct pool_group *g = reg->groups;
 		reg->groups = g->next;
+		tp_group_free(g->tp);
 		free(g);
 	}
 	pthread_mutex_destroy(&reg->lock);
@@ -240,6 +653,68 @@ bool pool_registry_full(struct runtime *rt)
 	return full;
 }
 
+/* The core's view of a rule: limits and the group limits it sets. */
+static void apply_rule(struct pool *p, const struct config_pool_rule *rule)
+{
+	tp_group_set_limit(p->db_group->tp, rule->max_db_connections);
+	tp_group_set_limit(p->user_group->tp, rule->max_user_connections);
+}
+
+static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *rule)
+{
+	const struct tusk_config *cfg = p->rt->cfg;
+	char name[2 * CONFIG_NAME_MAX + 2];
+	snprintf(name, sizeof name, "%s/%s", p->database, p->user);
+	int size = rule->size > 0 ? rule->size : 1;
+	struct tp_config tc = {
+		.name = name,
+		.nthreads = p->rt->nworkers,
+		.max_slots = size,
+		.min_slots = rule->min_size < size ? rule->min_size : size,
+		.idle_timeout = (double)cfg->server_idle_timeout_ms / 1000.0,
+		.lifetime = (double)cfg->server_lifetime_ms / 1000.0,
+		.backoff_first = POOL_BACKOFF_FIRST,
+		.backoff_max = POOL_BACKOFF_MAX,
+		.breaker_failures = INT_MAX, /* no breaker yet: one backend, backed off for ever */
+		.seed = (uint32_t)p->index * 2654435761u | 1u,
+		/* One failure may be a blip (or the restart that just finished): the next client
+		 * tries again at once. From the second on, clients fail fast while backed off. */
+		.backoff_after = 2,
+		.fail_fast = true,
+		/* A connect logs in with its client's credentials and its failure is that client's. */
+		.bind_connects = true,
+		.home_thread = p->index % p->rt->nworkers,
+		/* Dormancy is decided here (refill_failed), where the pool's clients are known. */
+		.dormant_after = 0,
+		.full_hold = POOL_CAP_KEEP,
+		/* A server released on a worker goes preferably to a waiter on it: handing it to
+		 * another thread costs a detach, a re-attach and a message, about as much as the
+		 * transaction itself on a busy pool. The head is passed over at most twice and only
+		 * while it has waited less than 20 ms. */
+		.pass_over_max = 2,
+		.pass_over_age = 0.02,
+	};
+	struct tp_pool *tp = tp_pool_new(&tc, &host_ops, p->rt, &conn_ops, p);
+	if (!tp)
+		return NULL;
+	struct tp_backend_addr be = { .port = 0 };
+	const struct config_service *svc = rule->service;
+	if (svc->nhosts > 0) {
+		snprintf(be.name, sizeof be.name, "%s", svc->hosts[0].host);
+		be.port = (uint16_t)svc->hosts[0].port;
+	} else {
+		snprintf(be.name, sizeof be.name, "%s", svc->name);
+	}
+	if (tp_pool_set_backends(tp, &be, 1) < 0 || tp_pool_join(tp, p->db_group->tp) < 0 ||
+	    tp_pool_join(tp, p->user_group->tp) < 0) {
+		tp_pool_stop(tp);
+		int rc = tp_pool_destroy(tp); /* nothing was connected: no slot, no post */
+		(void)rc;
+		return NULL;
+	}
+	return tp;
+}
+
 struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, const char *database,
 		      const char *user)
 {
@@ -249,7 +724,9 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	pthread_mutex_lock(&reg->lock);
 	for (p = reg->head; p; p = p->next)
 		if (p->rule == rule && !atomic_load(&p->retired) && strcmp(p->database, database) == 0 && strcmp(p->user, user) == 0) {
-			if (atomic_exchange(&p->dormant, false))
+			struct tp_stats st;
+			tp_pool_stats(p->tp, &st);
+			if (st.dormant)
 				log_info(NULL, NULL, "pool %s/%s: a client is back, the pool works again", database, user);
 			goto out;
 		}
@@ -276,27 +753,39 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	 * walk also takes after publishing, so no pool escapes both the check and the walk. */
 	const struct tusk_config *cfg = rt->cfg;
 	atomic_init(&p->retired, rule < cfg->pools || rule >= cfg->pools + cfg->npools);
-	atomic_init(&p->dormant, false);
-	p->cap = -1;
+	atomic_init(&p->generation, 0);
+	atomic_init(&p->down, false);
+	atomic_init(&p->claimed, false);
 	p->rt = rt;
+	p->index = reg->count;
 	p->db_group = find_group(reg, database, false);
 	p->user_group = find_group(reg, user, true);
-	p->idle = calloc((size_t)rt->nworkers, sizeof *p->idle);
 	p->stats = stats_pool_new();
 	p->prep_refs = prep_refs_new();
-	if (!p->db_group || !p->user_group || !p->idle || !p->stats || !p->prep_refs) {
+	if (p->db_group && p->user_group) {
+		apply_rule(p, rule);
+		p->tp = new_core(p, rule);
+	}
+	if (!p->tp || !p->stats || !p->prep_refs) {
+		if (p->tp) {
+			tp_pool_stop(p->tp);
+			int rc = tp_pool_destroy(p->tp);
+			(void)rc;
+		}
 		prep_refs_free(p->prep_refs);
 		stats_pool_free(p->stats);
-		free(p->idle);
 		free(p);
 		p = NULL;
 		goto out;
 	}
-	p->index = reg->count++;
-	if (!atomic_load(&p->retired))
+	reg->count++;
+	if (atomic_load(&p->retired)) {
+		tp_pool_retire(p->tp);
+	} else {
 		reg->live++;
-	p->jitter_seed = (unsigned)p->index * 2654435761u;
-	p->paused = reg->pause_all || p->db_group->paused;
+	}
+	if (reg->pause_all || p->db_group->paused)
+		tp_pool_pause(p->tp);
 	pthread_mutex_init(&p->lock, NULL);
 	p->next = reg->head;
 	reg->head = p;
@@ -315,613 +804,20 @@ struct prep_refs *pool_prep_refs(const struct pool *p) { return p->prep_refs; }
 
 void pool_snapshot(struct pool *p, struct pool_gauges *out)
 {
-	pthread_mutex_lock(&p->lock);
-	out->slots = p->nslots;
-	out->idle = p->nidle;
-	out->waiters = 0;
-	for (const struct pool_waiter *w = p->wait_head; w; w = w->next)
-		out->waiters++;
-	out->down = p->backoff > 0;
-	out->paused = p->paused;
-	pthread_mutex_unlock(&p->lock);
+	struct tp_stats st;
+	tp_pool_stats(p->tp, &st);
+	out->slots = st.slots;
+	out->idle = st.idle;
+	out->waiters = st.waiting;
+	out->down = st.down;
+	out->paused = st.paused;
 }
 
 void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), void *arg)
 {
-	struct pool_registry *reg = rt->pools;
-	pthread_mutex_lock(&reg->lock);
-	struct pool *p = reg->head;
-	pthread_mutex_unlock(&reg->lock);
-	/* Each next was written before its pool was published under the lock taken above. */
-	for (; p; p = p->next)
+	/* Each next was written before its pool was published under the registry lock. */
+	for (struct pool *p = registry_head(rt->pools); p; p = p->next)
 		cb(p, arg);
-}
-
-/* A clock for queue ages: the coarse one costs no system call (vDSO) and its few
- * milliseconds of resolution are enough to tell a busy pool's short waits from long ones. */
-static double coarse_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void enqueue(struct pool *p, struct pool_waiter *w)
-{
-	w->next = NULL;
-	w->queued = true;
-	w->passed_over = 0;
-	w->queued_at = coarse_now();
-	if (p->wait_tail)
-		p->wait_tail->next = w;
-	else
-		p->wait_head = w;
-	p->wait_tail = w;
-}
-
-/* The longest waiter, or NULL when none or while paused (then nothing is handed out: a
- * released server is parked, a freed slot released). */
-static struct pool_waiter *dequeue(struct pool *p)
-{
-	struct pool_waiter *w = p->wait_head;
-	if (!w || p->paused)
-		return NULL;
-	p->wait_head = w->next;
-	if (!p->wait_head)
-		p->wait_tail = NULL;
-	w->next = NULL;
-	w->queued = false;
-	return w;
-}
-
-/* A server released on worker wi goes preferably to a waiter on wi: handing it to another
- * thread costs a detach, a re-attach (two epoll_ctl) and a message, about as much as the
- * transaction itself on a busy pool. FIFO order bends only a little, and only on a busy pool:
- * the head is passed over at most POOL_MAX_PASS_OVER times and only while it has waited less
- * than POOL_PASS_OVER_AGE seconds; only the first POOL_LOCAL_SCAN waiters are looked at.
- * Under the pool lock. */
-#define POOL_MAX_PASS_OVER 2
-#define POOL_PASS_OVER_AGE 0.02
-#define POOL_LOCAL_SCAN 16
-static struct pool_waiter *dequeue_near(struct pool *p, int wi)
-{
-	struct pool_waiter *head = p->wait_head, *prev = head, *w;
-	int i = 0;
-
-	if (!head || p->paused || head->worker->index == wi || head->passed_over >= POOL_MAX_PASS_OVER ||
-	    coarse_now() - head->queued_at >= POOL_PASS_OVER_AGE)
-		return dequeue(p);
-	for (w = head->next; w && i < POOL_LOCAL_SCAN; prev = w, w = w->next, i++) {
-		if (w->worker->index != wi)
-			continue;
-		prev->next = w->next;
-		if (p->wait_tail == w)
-			p->wait_tail = prev;
-		w->next = NULL;
-		w->queued = false;
-		head->passed_over++;
-		return w;
-	}
-	return dequeue(p);
-}
-
-static void idle_push(struct pool *p, struct server *s, int wi)
-{
-	s->idle_worker = wi;
-	s->prev_idle = NULL;
-	s->next_idle = p->idle[wi];
-	if (s->next_idle)
-		s->next_idle->prev_idle = s;
-	p->idle[wi] = s;
-	p->nidle++;
-}
-
-static void idle_unlink(struct pool *p, struct server *s)
-{
-	if (s->prev_idle)
-		s->prev_idle->next_idle = s->next_idle;
-	else
-		p->idle[s->idle_worker] = s->next_idle;
-	if (s->next_idle)
-		s->next_idle->prev_idle = s->prev_idle;
-	s->next_idle = s->prev_idle = NULL;
-	s->idle_worker = -1;
-	p->nidle--;
-}
-
-/* The idle server of worker wi to hand to w: the one w's owner used last (its session
- * already matches: no SETs), else the most recently used. Under the pool lock. */
-static struct server *take_preferred(struct pool *p, int wi, const struct pool_waiter *w)
-{
-	struct server *best = p->idle[wi], *s = best;
-	for (int i = 0; s && i < POOL_PREFER_SCAN; i++, s = s->next_idle) {
-		if (s->last_owner == w->owner) {
-			best = s;
-			break;
-		}
-	}
-	if (best)
-		idle_unlink(p, best);
-	return best;
-}
-
-/* A worker other than self (-1: any) with idle servers in p, or -1. Under the pool lock. */
-static int worker_with_idle(const struct pool *p, int self)
-{
-	for (int i = 0; i < p->rt->nworkers; i++)
-		if (i != self && p->idle[i])
-			return i;
-	return -1;
-}
-
-void pool_forget_idle(struct server *s)
-{
-	struct pool *p = s->pool;
-	pthread_mutex_lock(&p->lock);
-	if (s->idle_worker >= 0)
-		idle_unlink(p, s);
-	pthread_mutex_unlock(&p->lock);
-}
-
-static void post_steal(struct pool *p, int owner);
-static void post_server(struct pool_waiter *w, struct server *s);
-static void post_grant(struct pool *p, struct pool_waiter *w);
-
-static struct pool *registry_head(struct pool_registry *reg)
-{
-	pthread_mutex_lock(&reg->lock);
-	struct pool *head = reg->head;
-	pthread_mutex_unlock(&reg->lock);
-	return head;
-}
-
-static bool shares_limited_group(const struct pool *a, const struct pool *b)
-{
-	return (a->db_group == b->db_group && a->rule->max_db_connections > 0) ||
-	       (a->user_group == b->user_group && a->rule->max_user_connections > 0);
-}
-
-/* p is held back by max_db_connections / max_user_connections: close an idle server of
- * another pool of the same database or user to make room (its slot's release then wakes
- * p's waiter, see group_wake). */
-static void evict_for(struct pool *p, int wi)
-{
-	for (struct pool *q = registry_head(p->rt->pools); q; q = q->next) {
-		if (q == p || !shares_limited_group(p, q))
-			continue;
-		/* Only servers parked on this thread can be closed from here. */
-		pthread_mutex_lock(&q->lock);
-		struct server *s = q->idle[wi];
-		if (s)
-			idle_unlink(q, s);
-		pthread_mutex_unlock(&q->lock);
-		if (s) {
-			server_close(s, "making room under max_db_connections / max_user_connections");
-			return;
-		}
-	}
-}
-
-enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out)
-{
-	struct server *s = NULL;
-	int wi = w->worker->index, owner = -1;
-	bool limited = false;
-
-	TUSK_PROBE3(claim__start, p->database, p->user, wi);
-	atomic_store_explicit(&p->dormant, false, memory_order_relaxed);
-	pthread_mutex_lock(&p->lock);
-	p->unused_since = 0;
-	if (p->cap >= 0 && now >= p->cap_until)
-		p->cap = -1;
-	if (p->paused) {
-		/* Waits for RESUME (or its pool_wait_timeout). */
-		enqueue(p, w);
-		pthread_mutex_unlock(&p->lock);
-		return POOL_CLAIM_QUEUED;
-	}
-	/* Waiters already queued go first: strict FIFO. */
-	if (!p->wait_head && p->idle[wi]) {
-		s = take_preferred(p, wi, w);
-	} else if (!p->wait_head && (owner = worker_with_idle(p, wi)) >= 0) {
-		/* Idle servers exist, on other threads: queue, and ask one owner to hand over. */
-		enqueue(p, w);
-		pthread_mutex_unlock(&p->lock);
-		post_steal(p, owner);
-		return POOL_CLAIM_QUEUED;
-	} else if (!p->wait_head && p->nslots < p->rule->size && now < p->down_until) {
-		pthread_mutex_unlock(&p->lock);
-		TUSK_PROBE5(claim__done, p->database, p->user, wi, 0LL, TUSK_CLAIM_DOWN);
-		return POOL_CLAIM_DOWN;
-	} else if (!p->wait_head && reserve_slot(p)) {
-		pthread_mutex_unlock(&p->lock);
-		TUSK_PROBE5(claim__done, p->database, p->user, wi, 0LL, TUSK_CLAIM_CONNECT);
-		return POOL_CLAIM_CONNECT;
-	} else {
-		/* Below size yet refused: a database or user limit is what holds it back. */
-		limited = p->nslots < size_now(p) && !p->wait_head;
-		enqueue(p, w);
-		/* Others queued first; idle servers may still be parked somewhere (their owners
-		 * hand them to the head of the queue, in order). */
-		owner = worker_with_idle(p, -1);
-		pthread_mutex_unlock(&p->lock);
-		if (owner >= 0)
-			post_steal(p, owner);
-		if (limited)
-			evict_for(p, wi);
-		return POOL_CLAIM_QUEUED;
-	}
-	pthread_mutex_unlock(&p->lock);
-	TUSK_PROBE5(claim__done, p->database, p->user, wi, 0LL, TUSK_CLAIM_SERVER);
-	/* Parked on this loop and watched: had it closed or spoken, it would be gone already. */
-	*out = s;
-	return POOL_CLAIM_SERVER;
-}
-
-/* The one cross-thread hand-over of a server: detached, it goes to the waiter's worker.
- * When the waiter is on the server's own worker (called on that thread), the server stays
- * attached and the message stays local. */
-static void post_server(struct pool_waiter *w, struct server *s)
-{
-	bool local = s->worker == w->worker;
-	TUSK_PROBE5(claim__done, s->pool->database, s->pool->user, w->worker->index,
-		    (long long)((coarse_now() - w->queued_at) * 1e6), TUSK_CLAIM_SERVER);
-	if (!local)
-		server_detach(s);
-	struct worker_msg *m = calloc(1, sizeof *m);
-	if (!m) {
-		/* Out of memory: the waiter will time out; do not lose the slot. */
-		server_close(s, "out of memory handing over");
-		return;
-	}
-	m->kind = WORKER_MSG_SERVER;
-	m->waiter = w;
-	m->server = s;
-	if (local)
-		worker_post_local(w->worker, m);
-	else
-		worker_post(w->worker, m);
-}
-
-static void post_steal(struct pool *p, int owner)
-{
-	struct worker_msg *m = calloc(1, sizeof *m);
-	if (!m)
-		return; /* the waiter gets the next server released, or times out */
-	m->kind = WORKER_MSG_STEAL;
-	m->pool = p;
-	worker_post(p->rt->workers[owner], m);
-}
-
-static void post_grant(struct pool *p, struct pool_waiter *w)
-{
-	TUSK_PROBE5(claim__done, p->database, p->user, w->worker->index, (long long)((coarse_now() - w->queued_at) * 1e6),
-		    TUSK_CLAIM_CONNECT);
-	struct worker_msg *m = calloc(1, sizeof *m);
-	if (!m)
-		return; /* the waiter times out; its reserved slot is leaked until then: OOM only */
-	m->kind = WORKER_MSG_GRANT;
-	m->waiter = w;
-	worker_post(w->worker, m);
-}
-
-/* Room appeared in p's database/user groups: the first other pool sharing a limited group
- * that has a waiter and room gets a slot reserved and granted. */
-static void group_wake(struct pool *p)
-{
-	if (p->rule->max_db_connections <= 0 && p->rule->max_user_connections <= 0)
-		return;
-	for (struct pool *q = registry_head(p->rt->pools); q; q = q->next) {
-		if (q == p || !shares_limited_group(p, q))
-			continue;
-		struct pool_waiter *w = NULL;
-		pthread_mutex_lock(&q->lock);
-		if (q->wait_head && !q->paused && reserve_slot(q))
-			w = dequeue(q);
-		pthread_mutex_unlock(&q->lock);
-		if (w) {
-			post_grant(q, w);
-			return;
-		}
-	}
-}
-
-/* Another pool of p's limited database/user groups has clients waiting. */
-static bool group_has_waiters(struct pool *p)
-{
-	if (p->rule->max_db_connections <= 0 && p->rule->max_user_connections <= 0)
-		return false;
-	for (struct pool *q = registry_head(p->rt->pools); q; q = q->next) {
-		if (q == p || !shares_limited_group(p, q))
-			continue;
-		pthread_mutex_lock(&q->lock);
-		bool waiting = q->wait_head != NULL;
-		pthread_mutex_unlock(&q->lock);
-		if (waiting)
-			return true;
-	}
-	return false;
-}
-
-void pool_put_idle(struct pool *p, struct server *s)
-{
-	struct pool_waiter *w;
-	struct worker *owner = s->worker;
-
-	TUSK_PROBE4(server__released, s->id, p->database, p->user, owner->index);
-
-	if (s->pool_gen != atomic_load_explicit(&p->generation, memory_order_relaxed)) {
-		server_close(s, "closed for RECONNECT or KILL");
-		return;
-	}
-
-	pthread_mutex_lock(&p->lock);
-	w = dequeue_near(p, owner->index);
-	pthread_mutex_unlock(&p->lock);
-	/* Outside p's lock: group_has_waiters takes other pools' locks. */
-	if (!w && group_has_waiters(p)) {
-		/* Idle here while another pool of the database/user waits for room: give it. */
-		server_close(s, "making room under max_db_connections / max_user_connections");
-		return;
-	}
-	if (!w) {
-		const char *why = NULL;
-		pthread_mutex_lock(&p->lock);
-		w = dequeue_near(p, owner->index); /* one may have queued meanwhile */
-		if (!w) {
-			/* After a reload: a retired pool keeps no servers, a shrunk one no more
-			 * than its new size. */
-			if (atomic_load(&p->retired))
-				why = "its pool rule was removed or changed by a reload";
-			else if (p->nslots > p->rule->size)
-				why = "pool size was reduced by a reload";
-			else {
-				server_park(s);
-				idle_push(p, s, owner->index);
-			}
-		}
-		pthread_mutex_unlock(&p->lock);
-		if (why) {
-			server_close(s, why);
-			return;
-		}
-	}
-	if (w)
-		post_server(w, s);
-}
-
-void pool_on_steal(struct worker *self, struct pool *p)
-{
-	for (;;) {
-		struct pool_waiter *w = NULL;
-		struct server *s = NULL;
-		int owner = -1;
-
-		pthread_mutex_lock(&p->lock);
-		if (!p->wait_head || p->paused) {
-			pthread_mutex_unlock(&p->lock);
-			return;
-		}
-		if (p->idle[self->index]) {
-			w = dequeue(p);
-			s = take_preferred(p, self->index, w);
-		} else if ((owner = worker_with_idle(p, self->index)) < 0 && reserve_slot(p)) {
-			/* None idle anywhere, but room: the waiter opens a new server rather than
-			 * wait for a release. */
-			w = dequeue(p);
-		}
-		pthread_mutex_unlock(&p->lock);
-		if (s) {
-			post_server(w, s);
-			continue; /* more waiters, more parked here? */
-		}
-		if (w)
-			post_grant(p, w);
-		else if (owner >= 0)
-			post_steal(p, owner); /* another worker has one now */
-		return;
-	}
-}
-
-void pool_drop_slot(struct pool *p)
-{
-	struct pool_waiter *w = NULL;
-
-	pthread_mutex_lock(&p->lock);
-	/* Above what the backend allows now (cap): the slot goes, and the waiter waits for a
-	 * release, not for a login the backend would refuse again. */
-	if (p->nslots <= size_now(p))
-		w = dequeue(p);
-	if (!w)
-		unreserve_slot(p);
-	pthread_mutex_unlock(&p->lock);
-	if (w)
-		post_grant(p, w); /* the slot passes to the waiter as it is */
-	else
-		group_wake(p);
-}
-
-bool pool_leave_queue(struct pool *p, struct pool_waiter *w)
-{
-	bool was_queued;
-
-	pthread_mutex_lock(&p->lock);
-	was_queued = w->queued;
-	if (was_queued) {
-		struct pool_waiter **pp = &p->wait_head;
-		struct pool_waiter *prev = NULL;
-		while (*pp && *pp != w) {
-			prev = *pp;
-			pp = &(*pp)->next;
-		}
-		if (*pp) {
-			*pp = w->next;
-			if (p->wait_tail == w)
-				p->wait_tail = prev;
-		}
-		w->queued = false;
-		w->next = NULL;
-	}
-	pthread_mutex_unlock(&p->lock);
-	if (was_queued)
-		TUSK_PROBE5(claim__done, p->database, p->user, w->worker->index,
-			    (long long)((coarse_now() - w->queued_at) * 1e6), TUSK_CLAIM_GAVE_UP);
-	return was_queued;
-}
-
-bool pool_may_connect(struct pool *p, double now)
-{
-	bool ok;
-	pthread_mutex_lock(&p->lock);
-	ok = now >= p->down_until;
-	pthread_mutex_unlock(&p->lock);
-	if (!ok)
-		pool_drop_slot(p);
-	return ok;
-}
-
-void pool_connect_failed(struct pool *p, double now, const char *reason)
-{
-	pthread_mutex_lock(&p->lock);
-	snprintf(p->last_error, sizeof p->last_error, "%s", reason ? reason : "unknown error");
-	/* One failure may be a blip (or the restart that just finished): the next client
-	 * tries again at once. From the second on, clients fail fast while backed off. */
-	if (++p->failures < 2) {
-		pthread_mutex_unlock(&p->lock);
-		return;
-	}
-	if (!p->backoff)
-		TUSK_PROBE4(backend__state, p->database, p->user, TUSK_BACKEND_DOWN, p->last_error);
-	p->backoff = p->backoff ? p->backoff * 2 : POOL_BACKOFF_FIRST;
-	if (p->backoff > POOL_BACKOFF_MAX)
-		p->backoff = POOL_BACKOFF_MAX;
-	/* +-25% so that pools (and tusk instances) do not retry in lockstep. */
-	double jitter = 0.75 + (double)(rand_r(&p->jitter_seed) % 1000) / 2000.0;
-	p->down_until = now + p->backoff * jitter;
-	pthread_mutex_unlock(&p->lock);
-}
-
-void pool_connect_succeeded(struct pool *p)
-{
-	pthread_mutex_lock(&p->lock);
-	if (p->backoff)
-		TUSK_PROBE4(backend__state, p->database, p->user, TUSK_BACKEND_UP, "");
-	p->failures = 0;
-	p->backoff = 0;
-	p->down_until = 0;
-	p->refill_failures = 0;
-	p->refill_backoff = 0;
-	p->refill_at = 0;
-	p->refill_unlogged = 0;
-	/* The backend had room for one more than the cap said: someone else left. */
-	if (p->cap >= 0 && p->nslots > p->cap)
-		p->cap = p->nslots;
-	pthread_mutex_unlock(&p->lock);
-}
-
-void pool_connect_busy(struct pool *p, double now, const char *reason)
-{
-	pthread_mutex_lock(&p->lock);
-	/* The refused login still holds its slot: the others are what the backend took. */
-	int others = p->nslots > 0 ? p->nslots - 1 : 0;
-	bool lower = p->cap < 0 || others < p->cap;
-	p->cap = others;
-	p->cap_until = now + POOL_CAP_KEEP;
-	if (lower)
-		TUSK_PROBE4(backend__state, p->database, p->user, TUSK_BACKEND_FULL, reason ? reason : "53300");
-	pthread_mutex_unlock(&p->lock);
-	/* One line each time the cap goes down: at most size lines per POOL_CAP_KEEP. */
-	if (lower)
-		log_info(NULL, NULL,
-			 "pool %s/%s: the server has no connection for another login (%s): at most %d server%s for %.0fs, clients wait for them",
-			 p->database, p->user, reason ? reason : "53300", others, others == 1 ? "" : "s", POOL_CAP_KEEP);
-}
-
-void pool_wait_first(struct pool *p, struct pool_waiter *w)
-{
-	pthread_mutex_lock(&p->lock);
-	/* It was served before those queued now: it keeps its place. */
-	w->queued = true;
-	w->next = p->wait_head;
-	p->wait_head = w;
-	if (!p->wait_tail)
-		p->wait_tail = w;
-	/* A server released while w was connecting was parked: ask for it. */
-	int owner = worker_with_idle(p, -1);
-	pthread_mutex_unlock(&p->lock);
-	if (owner >= 0)
-		post_steal(p, owner);
-}
-
-void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
-{
-	pthread_mutex_lock(&p->lock);
-	snprintf(out, cap, "%s; next attempt in %.1fs", p->last_error, p->down_until > now ? p->down_until - now : 0.0);
-	pthread_mutex_unlock(&p->lock);
-}
-
-void pool_remember_cred(struct pool *p, const struct server_cred *cred)
-{
-	pthread_mutex_lock(&p->lock);
-	p->cred = *cred;
-	p->have_cred = true;
-	p->needs_cred = false;
-	pthread_mutex_unlock(&p->lock);
-}
-
-/* A min_size refill failed (server.c closes it quietly): back off, log at most a line a
- * minute, and stop the pool when nobody uses it. */
-static void refill_failed(struct pool *p, double now, const char *reason)
-{
-	pthread_mutex_lock(&p->lock);
-	int failures = ++p->refill_failures;
-	p->refill_backoff = p->refill_backoff ? p->refill_backoff * 2 : POOL_BACKOFF_FIRST;
-	if (p->refill_backoff > POOL_BACKOFF_MAX)
-		p->refill_backoff = POOL_BACKOFF_MAX;
-	double jitter = 0.75 + (double)(rand_r(&p->jitter_seed) % 1000) / 2000.0;
-	double wait = p->refill_backoff * jitter;
-	p->refill_at = now + wait;
-	int unlogged = p->refill_unlogged;
-	bool log_it = failures == 1 || now - p->refill_logged_at >= POOL_LOG_EVERY;
-	if (log_it) {
-		p->refill_logged_at = now;
-		p->refill_unlogged = 0;
-	} else {
-		p->refill_unlogged++;
-	}
-	/* No client: clients in any state (stats gauges) or queued. A client that comes a
-	 * moment later wakes the pool again (pool_get, pool_claim). */
-	bool stop = failures >= POOL_DORMANT_AFTER && !p->wait_head && stats_pool_clients(p->stats) == 0 &&
-		    !atomic_load(&p->retired);
-	pthread_mutex_unlock(&p->lock);
-	if (log_it)
-		log_warn(NULL, NULL, "pool %s/%s: min_size connect failed (%d in a row, %d not logged since the last line): %s; next attempt in %.1fs",
-			 p->database, p->user, failures, unlogged, reason ? reason : "unknown error", wait);
-	if (stop && !atomic_exchange(&p->dormant, true))
-		log_warn(NULL, NULL, "pool %s/%s retired: no clients and its last %d logins failed (%s); it keeps no servers until a client comes",
-			 p->database, p->user, failures, reason ? reason : "unknown error");
-}
-
-static void on_min_ready(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
-			 size_t errlen)
-{
-	struct proto_error_fields f = { 0 };
-	(void)arg;
-	if (err < 0) {
-		refill_failed(s->pool, ev_now(s->worker->loop), reason);
-		/* server.c closes it and releases the slot; the backoff was noted. A refused login
-		 * (class 28) will not pass by retrying each tick without a client's credentials. */
-		if (errmsg && errlen > PROTO_HDR_LEN &&
-		    proto_parse_error(errmsg + PROTO_HDR_LEN, errlen - PROTO_HDR_LEN, &f) == 0 && f.sqlstate &&
-		    strncmp(f.sqlstate, "28", 2) == 0 && !pool_rule(s->pool)->server_password) {
-			pthread_mutex_lock(&s->pool->lock);
-			s->pool->needs_cred = !s->pool->have_cred;
-			pthread_mutex_unlock(&s->pool->lock);
-		}
-		return;
-	}
-	s->idle_since = ev_now(s->worker->loop);
-	pool_put_idle(s->pool, s);
 }
 
 /* Made by a "*" rule, i.e. for whatever names clients sent: those are what
@@ -934,90 +830,38 @@ static bool from_wildcard(const struct config_pool_rule *rule)
 void pool_maintain(struct worker *w, double now)
 {
 	struct runtime *rt = w->rt;
-	double idle_timeout = (double)rt->cfg->server_idle_timeout_ms / 1000.0;
 	double unused_timeout = (double)rt->cfg->pool_idle_timeout_ms / 1000.0;
 
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
-		struct server *expired = NULL;
-		int open = 0;
-		bool retired = atomic_load(&p->retired);
-		bool dormant = atomic_load_explicit(&p->dormant, memory_order_relaxed);
-		bool mine = p->index % rt->nworkers == w->index;
-		struct pool_waiter *grant = NULL;
-		int steal_from = -1;
-		pthread_mutex_lock(&p->lock);
-		if (p->cap >= 0 && now >= p->cap_until)
-			p->cap = -1;
+		tp_pool_tick(p->tp, w->index);
+		if (p->index % rt->nworkers != w->index || unused_timeout <= 0 || atomic_load(&p->retired) ||
+		    !from_wildcard(p->rule))
+			continue;
+		/* Made for whatever names clients sent: retired after pool_idle_timeout unused.
+		 * Clients counted in the stats gauges: one between pool_get and its first state
+		 * change is missed, and its claim wakes the pool again. */
+		struct tp_stats st;
+		tp_pool_stats(p->tp, &st);
+		if (st.dormant)
+			continue;
 		bool unused_long = false;
-		if (mine && !retired && !dormant && unused_timeout > 0 && from_wildcard(p->rule)) {
-			/* Clients counted in the stats gauges: one between pool_get and its first
-			 * state change is missed, and its claim wakes the pool again. */
-			if (p->wait_head || p->nslots != p->nidle || stats_pool_clients(p->stats) > 0)
-				p->unused_since = 0;
-			else if (p->unused_since == 0)
-				p->unused_since = now;
-			else
-				unused_long = now - p->unused_since >= unused_timeout;
-		}
-		/* Servers beyond a size a reload reduced: parked ones go first. */
-		int excess = p->nslots - p->rule->size;
-		/* This worker's parked servers: it alone may close them. */
-		struct server *s = p->idle[w->index];
-		while (s) {
-			struct server *next = s->next_idle;
-			bool too_old = s->expires_at && now >= s->expires_at;
-			bool too_idle = idle_timeout > 0 && now - s->idle_since >= idle_timeout &&
-					p->nslots > p->rule->min_size;
-			bool too_many = excess-- > 0;
-			if (too_old || too_idle || too_many || retired || dormant) {
-				idle_unlink(p, s);
-				s->next_idle = expired;
-				expired = s;
-			}
-			s = next;
-		}
-		/* Keep min_size open: one pool's worth per worker (by pool index), one connect per
-		 * tick so a down backend is not hammered. */
-		struct server_cred cred;
-		bool with_cred = false;
-		if (!retired && !dormant && mine && p->nslots < p->rule->min_size && now >= p->down_until &&
-		    now >= p->refill_at && !p->wait_head && !p->needs_cred && reserve_slot(p)) {
-			open = 1;
-			if (p->have_cred && !p->rule->server_password) {
-				cred = p->cred;
-				with_cred = true;
-			}
-		}
-		/* Clients queued with nothing on its way to them: after a 53300 cap expired, or
-		 * when the backend refused logins with none of this pool's servers left to wait for
-		 * (then one login a tick tries whether it has room again). */
-		if (mine && p->wait_head && !p->paused && now >= p->down_until) {
-			if ((steal_from = worker_with_idle(p, -1)) < 0 &&
-			    (reserve_slot(p) || (p->nslots == 0 && reserve_slot_within(p, p->rule->size))))
-				grant = dequeue(p);
-		}
+		pthread_mutex_lock(&p->lock);
+		bool claimed = atomic_exchange_explicit(&p->claimed, false, memory_order_relaxed);
+		if (claimed || st.waiting || st.slots != st.idle || stats_pool_clients(p->stats) > 0)
+			p->unused_since = 0;
+		else if (p->unused_since == 0)
+			p->unused_since = now;
+		else
+			unused_long = now - p->unused_since >= unused_timeout;
+		if (unused_long)
+			p->unused_since = 0;
 		pthread_mutex_unlock(&p->lock);
-		if (unused_long && !atomic_exchange(&p->dormant, true))
+		if (unused_long) {
+			tp_pool_sleep(p->tp);
 			log_info(NULL, NULL, "pool %s/%s retired: no client for %.0fs (pool_idle_timeout); it keeps no servers until a client comes",
 				 p->database, p->user, unused_timeout);
-		if (grant)
-			post_grant(p, grant);
-		else if (steal_from >= 0)
-			post_steal(p, steal_from);
-		while (expired) {
-			struct server *x = expired;
-			expired = x->next_idle;
-			x->next_idle = NULL;
-			server_close(x, retired ? "its pool rule was removed or changed by a reload"
-					 : dormant ? "its pool was retired (no clients)"
-					 : x->expires_at && now >= x->expires_at ? "server_lifetime reached"
-					 : "idle timeout, or pool size reduced by a reload");
 		}
-		if (open && !server_connect_refill(p, w, with_cred ? &cred : NULL, on_min_ready))
-			pool_drop_slot(p);
-		if (with_cred)
-			OPENSSL_cleanse(&cred, sizeof cred);
 	}
 }
 
@@ -1052,25 +896,25 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 			atomic_store(&p->retired, true);
 			reg->live--;
 			pthread_mutex_unlock(&reg->lock);
+			tp_pool_retire(p->tp);
 			log_info(NULL, NULL, "pool %s/%s retired by reload (%s): its clients finish, its servers close",
 				 p->database, p->user, !rule ? "no rule matches any more" : rule->blocked ? "now blocked"
 				 : "its service, server login or mode changed");
 			continue;
 		}
 		atomic_store(&p->rule, rule);
-		if (old->size != rule->size || old->min_size != rule->min_size)
+		apply_rule(p, rule);
+		tp_pool_set_expiry(p->tp, (double)next->server_idle_timeout_ms / 1000.0,
+				   (double)next->server_lifetime_ms / 1000.0);
+		if (old->size != rule->size || old->min_size != rule->min_size) {
 			log_info(NULL, NULL, "pool %s/%s: size %d -> %d, min_size %d -> %d", p->database, p->user,
 				 old->size, rule->size, old->min_size, rule->min_size);
-		/* A larger size frees slots now: waiters get them as grants. */
-		for (;;) {
-			struct pool_waiter *w = NULL;
+			/* A larger size frees slots now (waiters connect); a smaller one closes the
+			 * excess, parked servers first. */
 			pthread_mutex_lock(&p->lock);
-			if (p->wait_head && worker_with_idle(p, -1) < 0 && reserve_slot(p))
-				w = dequeue(p);
+			bool min_on = !p->needs_cred;
 			pthread_mutex_unlock(&p->lock);
-			if (!w)
-				break;
-			post_grant(p, w);
+			set_min_size(p, min_on);
 		}
 	}
 }
@@ -1088,20 +932,11 @@ unsigned pool_generation(const struct pool *p)
 void pool_reconnect(struct pool *p)
 {
 	atomic_fetch_add_explicit(&p->generation, 1, memory_order_relaxed);
+	tp_pool_reconnect(p->tp);
 }
-
-static void pause_one(struct pool *p)
-{
-	pthread_mutex_lock(&p->lock);
-	p->paused = true;
-	pthread_mutex_unlock(&p->lock);
-}
-
-static void resume_one(struct pool *p);
 
 /* The registry remembers the pause first (under its lock, where pool_get reads it), then
- * each existing pool is paused under its own lock: a pool created in between starts paused.
- * The two locks are never held together. */
+ * each existing pool is paused: a pool created in between starts paused. */
 int pool_pause_database(struct runtime *rt, const char *database)
 {
 	struct pool_registry *reg = rt->pools;
@@ -1122,7 +957,7 @@ int pool_pause_database(struct runtime *rt, const char *database)
 		return rc;
 	for (struct pool *p = registry_head(reg); p; p = p->next)
 		if (!*database || strcmp(p->database, database) == 0)
-			pause_one(p);
+			tp_pool_pause(p->tp);
 	return 0;
 }
 
@@ -1139,36 +974,5 @@ void pool_resume_database(struct runtime *rt, const char *database)
 	pthread_mutex_unlock(&reg->lock);
 	for (struct pool *p = registry_head(reg); p; p = p->next)
 		if (!*database || strcmp(p->database, database) == 0)
-			resume_one(p);
-}
-
-static void resume_one(struct pool *p)
-{
-	struct pool_waiter *grants = NULL, **tail = &grants;
-	int nworkers = p->rt->nworkers;
-	bool steal[nworkers > 0 ? nworkers : 1];
-
-	pthread_mutex_lock(&p->lock);
-	p->paused = false;
-	/* Parked servers go to the head of the queue through their owners (the one hand-over
-	 * path); when none is parked, free room becomes grants. */
-	for (int i = 0; i < nworkers; i++)
-		steal[i] = p->idle[i] != NULL;
-	if (worker_with_idle(p, -1) < 0) {
-		while (p->wait_head && reserve_slot(p)) {
-			struct pool_waiter *w = dequeue(p);
-			*tail = w;
-			tail = &w->next;
-		}
-	}
-	pthread_mutex_unlock(&p->lock);
-	for (int i = 0; i < nworkers; i++)
-		if (steal[i])
-			post_steal(p, i);
-	while (grants) {
-		struct pool_waiter *w = grants;
-		grants = w->next;
-		w->next = NULL;
-		post_grant(p, w);
-	}
+			tp_pool_resume(p->tp);
 }

@@ -1,8 +1,9 @@
-/* Shared server pools, one per (database, user), used by every worker. A pool counts its
- * servers (connecting, in use, idle), parks idle ones detached from any event loop, and
- * queues waiting clients in strict FIFO order. Hand-over between threads happens only
- * here: a server released on one worker is either parked or posted to the inbox of the
- * worker whose client waits longest. */
+/* Shared server pools, one per (database, user), used by every worker. Each owns a pool
+ * of the core (include/tuskpool.h), which counts its servers, queues waiting clients in FIFO
+ * order with their deadline, backs off, parks idle servers per worker and hands them between
+ * threads by its one path; this module is the daemon's policy over it (sizes, database and
+ * user limits, pause, reconnect, reload, dormant pools) and plugs server.c in as the core's
+ * PostgreSQL connector. */
 #ifndef TUSK_POOL_POOL_H
 #define TUSK_POOL_POOL_H
 
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "tuskpool.h"
 
 struct prep_refs;
 struct runtime;
@@ -18,15 +20,27 @@ struct server;
 struct stats_pool;
 struct worker;
 
-/* Embedded in whoever waits (a client). The pool links it; the owner reads nothing but
- * uses the pointer to find itself again when the worker message arrives. */
+struct worker_msg;
+struct server_cred;
+
+/* The pool's answer to a claim that was queued, on the waiter's worker: s (attached to that
+ * worker, unparked) with err 0, or NULL and err: -ETIMEDOUT (the core's deadline, a little
+ * after pool_wait_timeout), -EHOSTUNREACH (the backend is backed off: pool_down_reason),
+ * -ECANCELED (shutting down), or the failure of the connect opened for this waiter, with
+ * reason and the server's ErrorResponse (errmsg, type byte included) when it sent one. */
+struct pool_waiter;
+typedef void (*pool_answer_fn)(struct pool_waiter *w, struct server *s, int err, const char *reason,
+			       const uint8_t *errmsg, size_t errlen);
+
+/* Embedded in whoever waits (a client). */
 struct pool_waiter {
-	struct pool_waiter *next; /* private to pool */
-	struct worker *worker;    /* set by the owner: where to post the answer */
-	uint64_t owner;           /* set by the owner: its serial, to find the server it used last */
-	bool queued;              /* private to pool; under the pool lock */
-	uint8_t passed_over;      /* private to pool: times a waiter of another thread was served first */
-	double queued_at;         /* private to pool: CLOCK_MONOTONIC_COARSE seconds when queued */
+	struct tp_claim claim;            /* private to pool.c */
+	struct worker *worker;            /* set by the owner: where the answer runs */
+	uint64_t owner;                   /* set by the owner: its serial, to find the server it used last */
+	const struct server_cred *cred;   /* set by the owner: what a connect for it logs in with */
+	pool_answer_fn answer;            /* set by the owner */
+	bool connecting;                  /* private to pool.c: a server is being opened for it */
+	double queued_at;                 /* private to pool.c: when it claimed (probes) */
 };
 
 struct pool; /* opaque */
@@ -61,7 +75,7 @@ struct prep_refs *pool_prep_refs(const struct pool *p);
 
 /* Gauges read under the pool lock, for stats readers on any thread. */
 struct pool_gauges {
-	int slots;   /* servers connecting, in use or idle, plus grants in flight */
+	int slots;   /* servers connecting, in use, idle or on their way to a client */
 	int idle;    /* parked servers */
 	int waiters; /* clients queued */
 	bool down;   /* connects are backed off: the backend failed twice or more in a row */
@@ -73,65 +87,40 @@ void pool_snapshot(struct pool *p, struct pool_gauges *out);
 void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), void *arg);
 
 enum pool_claim_result {
-	POOL_CLAIM_SERVER,  /* *out is a parked server that passed the liveness check */
-	POOL_CLAIM_CONNECT, /* a slot is reserved: open a new server connection */
-	POOL_CLAIM_QUEUED,  /* w is queued; a WORKER_MSG_SERVER or _GRANT will come */
+	POOL_CLAIM_SERVER,  /* *out is a parked server of this worker (server_unpark it) */
+	POOL_CLAIM_QUEUED,  /* w waits; w->answer runs later on w->worker (a server or an error) */
 	POOL_CLAIM_DOWN,    /* the backend keeps refusing connections: fail now (pool_down_reason) */
 };
 /* Preference among idle servers: the one w->owner used last (its session already matches:
- * no SETs), then one last used on w->worker, then the most recently used. now is the
- * caller's loop time. */
+ * no SETs), then one parked on w->worker, then the most recently used. A waiter for which
+ * the pool opens a server gets that server, logged in with w->cred (passthrough). */
 enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out);
 
-/* A grant arrived or a slot is reserved: may it be used to connect now? false (and the slot
- * released) while the backend is backed off. */
-bool pool_may_connect(struct pool *p, double now);
-
-/* Connect outcomes drive the backoff: from the second consecutive failure to reach the
- * server (refused, timed out, shutting down), new connects back off exponentially with
- * jitter, 0.25 s up to 10 s, and claims fail fast meanwhile; a login that succeeds clears it. */
-void pool_connect_failed(struct pool *p, double now, const char *reason);
-void pool_connect_succeeded(struct pool *p);
-/* A login was refused with 53300 (the role's CONNECTION LIMIT or max_connections): the
- * backend is up but full. No backoff; the pool is capped at the servers it has now (the
- * refused one excluded) for a minute after the last such refusal, so that claims queue for
- * those servers instead of trying logins the backend refuses. One login a tick still tries
- * for room when the pool has no server at all and clients wait. */
-void pool_connect_busy(struct pool *p, double now, const char *reason);
-/* The connect a claim made was refused with 53300: w goes back to the head of the queue and
- * waits for a server as if the pool had been full (its pool_wait_timeout runs on). Call
- * before the refused server is closed (its pool_drop_slot then keeps the slot from w). */
-void pool_wait_first(struct pool *p, struct pool_waiter *w);
-/* Why the pool is backed off, and for how long still (seconds), for the client's error. */
+/* Why the pool's backend is backed off, for the client's error. */
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap);
 
-/* A clean, idle server attached to the calling worker goes back: to the longest waiter
- * (detached and posted), or parked on this worker's loop in its idle list. */
+/* A clean, idle server attached to the calling worker goes back: to a waiter, or parked on
+ * this worker's loop (watched for reads), or closed when the pool keeps no more of it. */
 void pool_put_idle(struct pool *p, struct server *s);
-/* On worker self, asked by another worker's claim: hand one of self's parked servers to
- * the longest waiter of p, if both still exist. */
-void pool_on_steal(struct worker *self, struct pool *p);
-/* A parked server is being closed: take it off its idle list. */
-void pool_forget_idle(struct server *s);
-/* A slot is gone (its server closed, its connect failed, or a grant was not used): the
- * longest waiter, if any, gets the slot as a grant. */
-void pool_drop_slot(struct pool *p);
-/* Leave the queue. true: w was still queued and is now out. false: a server or grant for w
- * is already on its way to w->worker and must be taken (and given back) there. */
+/* server_close of a pool server: its slot goes back to the core, whatever state it is in
+ * (connecting, parked, in use). */
+void pool_close_server(struct server *s, const char *reason);
+/* WORKER_MSG_SERVER on w: an answer for a waiter (see pool_answer_fn). */
+void pool_on_message(struct worker *w, struct worker_msg *m);
+/* Leave the queue. true: w was still queued and is now out. false: an answer for w is on
+ * its way (a server, or a connect opened for it) and must be taken (and given back) then. */
 bool pool_leave_queue(struct pool *p, struct pool_waiter *w);
 
 /* A server logged in with credentials a client's authentication revealed (passthrough):
  * keep them so that min_size servers can be opened without a client (PgBouncer does the
  * same with the secrets it learns). */
-struct server_cred;
 void pool_remember_cred(struct pool *p, const struct server_cred *cred);
 
-/* Housekeeping on worker w: close the servers parked on it that were idle longer than
- * server_idle_timeout or are past their lifetime, or whose pool is retired or dormant; and,
- * for the pools whose index maps to w (so it spreads over the workers), open servers up to
- * min_size (backed off after a failure, 0.25 s doubling to 10 s; after POOL_DORMANT_AFTER
- * failures in a row with no client the pool goes dormant and stops), and give a queued
- * client a grant when room appeared that no release will announce (a 53300 cap expired). */
+/* Housekeeping on worker w (its tick): the core's expiry of claims past their deadline and
+ * of idle servers (server_idle_timeout above min_size, server_lifetime, RECONNECT, reload),
+ * min_size connects (by the pool's home worker, one a tick, backed off; after
+ * POOL_DORMANT_AFTER failures in a row with no client the pool goes dormant), the one login
+ * a tick that tries for room after a 53300; and pool_idle_timeout for wildcard pools. */
 void pool_maintain(struct worker *w, double now);
 
 /* The admin console (src/console/). Pools are never freed while workers run, so the list
@@ -143,7 +132,7 @@ struct pool *pool_next(const struct pool *p);
  * pool_resume_database, also pools created meanwhile; servers released meanwhile are parked.
  * The caller waits for slots == idle (pool_snapshot). 0 or -ENOMEM. */
 __attribute__((warn_unused_result)) int pool_pause_database(struct runtime *rt, const char *database);
-/* RESUME: the queue is served again (parked servers through their owners, room as grants). */
+/* RESUME: the queue is served again (parked servers, then new connects for the rest). */
 void pool_resume_database(struct runtime *rt, const char *database);
 
 /* RECONNECT: servers connected before this are closed when released, not parked (the

@@ -116,8 +116,6 @@ static void free_server(struct server *s)
 void server_close_keep_slot(struct server *s, const char *reason)
 {
 	TUSK_PROBE3(server__closed, s->id, s->ctx, reason);
-	if (s->idle_worker >= 0)
-		pool_forget_idle(s);
 	/* A quiet one that never logged in: its pool logs the failure (rate-limited). */
 	if (!s->quiet)
 		log_info(s->id, s->ctx, "closing server connection: %s", reason);
@@ -133,10 +131,11 @@ void server_close_keep_slot(struct server *s, const char *reason)
 
 void server_close(struct server *s, const char *reason)
 {
-	struct pool *p = s->pool;
-	server_close_keep_slot(s, reason);
-	if (p) /* a pool-less connection (server_connect_login) holds no slot */
-		pool_drop_slot(p);
+	if (s->slot) {
+		pool_close_server(s, reason); /* through the core, which calls server_close_keep_slot */
+		return;
+	}
+	server_close_keep_slot(s, reason); /* pool-less (server_connect_login), or its connect failed */
 }
 
 bool server_error_is_no_slot(const uint8_t *errmsg, size_t errlen)
@@ -152,7 +151,7 @@ bool server_error_is_no_slot(const uint8_t *errmsg, size_t errlen)
 /* Whether a failed login means the backend is unavailable (back off) rather than that this
  * login is wrong (a password, a database name: retrying at once is as good as later).
  * No ErrorResponse at all means the connection itself failed. */
-static bool backoff_worthy(const uint8_t *errmsg, size_t errlen)
+bool server_error_backoff_worthy(const uint8_t *errmsg, size_t errlen)
 {
 	struct proto_error_fields f = { 0 };
 	if (!errmsg || errlen <= PROTO_HDR_LEN)
@@ -183,15 +182,10 @@ static void finish(struct server *s, int err, const char *reason)
 	    (s->state == SERVER_CONNECTING || s->state == SERVER_LOGIN || (s->state == SERVER_CLOSED && s->fd < 0))) {
 		TUSK_PROBE5(connect__done, s->id, s->ctx, err, (long long)((ev_now(s->worker->loop) - s->created) * 1e6),
 			    err ? reason : "");
-		if (err == 0 && s->cred.kind != SERVER_CRED_NONE)
-			pool_remember_cred(s->pool, &s->cred);
-		if (err == 0) {
-			pool_connect_succeeded(s->pool);
+		/* Backoff, the 53300 cap and passthrough credentials are the pool's (pool.c decides
+		 * from errmsg what the core is told). */
+		if (err == 0)
 			s->quiet = false; /* logged in: its life from now on is logged as any */
-		} else if (server_error_is_no_slot(errmsg, errlen))
-			pool_connect_busy(s->pool, ev_now(s->worker->loop), reason); /* up, but full: no backoff */
-		else if (backoff_worthy(errmsg, errlen))
-			pool_connect_failed(s->pool, ev_now(s->worker->loop), reason);
 	}
 	/* The watcher stays armed: whoever uses the server next (relay, park) re-points the
 	 * callback, which costs no epoll change. */

@@ -150,9 +150,14 @@ struct server {
 	uint8_t replay_state;                 /* enum replay_state, relay.c */
 	bool replay_retried;                  /* sent once more already: never twice */
 	char replay_name[PREP_NAME_MAX + 1];  /* the client's name for the Bind's statement */
+	/* private to pool.c: its slot in the pool core */
+	struct tp_slot *slot;                 /* NULL: no pool's (auth_query), or its connect failed */
+	int idle_worker;                      /* parked in the core on this worker; -1 when not */
+	bool connect_pending;                 /* connecting for the core, not reported yet */
+	bool moved;                           /* handed over from another worker: peek before use */
+	bool doomed;                          /* found dead while on its way to a claimer */
+	const char *close_reason;             /* for the core's close op */
 	/* private */
-	struct server *next_idle, *prev_idle; /* pool idle list (pool.c), under the pool lock */
-	int idle_worker;                      /* whose idle list it is on; -1 when not parked */
 	struct server *wprev, *wnext;         /* worker->servers while attached */
 	server_done_fn done;
 	void *done_arg;
@@ -182,6 +187,10 @@ struct server *server_connect(struct pool *pool, struct worker *w, const struct 
  * logged by the server, since its pool logs refill failures at most once a minute. */
 struct server *server_connect_refill(struct pool *pool, struct worker *w, const struct server_cred *cred,
 				     server_done_fn done);
+
+/* Whether a failed login means the backend is unavailable (back off: 08, 53, 57, or no
+ * ErrorResponse at all) rather than that this login is wrong (a password, a database name). */
+bool server_error_backoff_worthy(const uint8_t *errmsg, size_t errlen);
 
 /* A login refused for want of connection slots: 53300 ("too many connections for role",
  * "sorry, too many clients already"). errmsg is a whole ErrorResponse (type byte included). */
@@ -248,10 +257,10 @@ void server_set_param(struct server *s, const char *name, const char *value);
  * not part of params_hash. */
 bool server_param_read_only(const char *name);
 
-/* Close and free. Releases the pool slot (pool_drop_slot). Callable from any thread for a
- * detached server, else only on the owning worker. reason goes to the log. */
+/* Close and free; a pool server's slot goes back to the pool core (pool_close_server), in
+ * whatever state it is. On the owning worker. reason goes to the log. */
 void server_close(struct server *s, const char *reason);
-/* Close and free without releasing the slot: the caller reuses it (pool_claim). */
+/* Close and free, nothing else: for the pool core's close op and pool-less servers. */
 void server_close_keep_slot(struct server *s, const char *reason);
 
 #endif

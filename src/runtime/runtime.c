@@ -603,8 +603,8 @@ void runtime_stop(struct runtime *rt)
 		if (rt->workers[w])
 			worker_join(rt->workers[w]);
 	/* Freeing settles the inboxes; a settled message may post to another worker's inbox,
-	 * so settle all before freeing any (pool_drop_slot only posts to live waiters, and
-	 * every client is closed by now, so this converges in one pass per worker). */
+	 * so settle all before freeing any (the pool core posts only for waiters, and every
+	 * client is closed by now, so this converges in one pass per worker). */
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
 		if (rt->workers[w])
 			worker_free(rt->workers[w]);

@@ -259,7 +259,7 @@ static void snapshot_one(struct pool *p, void *arg)
 	pool_snapshot(p, &g);
 	snap.sv_connecting = load_int(&sp->sv_connecting);
 	snap.sv_idle = g.idle;
-	/* Slots also cover connects and grants in flight; what remains is in use. */
+	/* Slots also cover connects and hand-overs in flight; what remains is in use. */
 	snap.sv_active = g.slots - g.idle - snap.sv_connecting;
 	if (snap.sv_active < 0)
 		snap.sv_active = 0;

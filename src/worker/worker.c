@@ -129,8 +129,8 @@ static void dispatch(struct worker *w, struct worker_msg *m)
 	case WORKER_MSG_CANCEL:
 		client_on_cancel_message(w, m);
 		break;
-	case WORKER_MSG_STEAL:
-		pool_on_steal(w, m->pool);
+	case WORKER_MSG_POOL:
+		m->fn(m->arg);
 		break;
 	case WORKER_MSG_LISTEN:
 		add_listener(w, m->fd, m->key);
@@ -145,8 +145,7 @@ static void dispatch(struct worker *w, struct worker_msg *m)
 		m->call(w, m->arg);
 		break;
 	case WORKER_MSG_SERVER:
-	case WORKER_MSG_GRANT:
-		client_on_pool_message(w, m);
+		pool_on_message(w, m);
 		break;
 	}
 	free(m);

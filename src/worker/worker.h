@@ -22,10 +22,9 @@ struct client;
 struct server;
 
 enum worker_msg_kind {
-	WORKER_MSG_SERVER, /* a pooled server for a waiting client */
-	WORKER_MSG_GRANT,  /* a waiting client may open a new server connection */
+	WORKER_MSG_SERVER, /* the pool's answer to a waiting client's claim (pool_on_message) */
+	WORKER_MSG_POOL,   /* the pool core runs fn(arg) on this worker (its host post) */
 	WORKER_MSG_CANCEL, /* a CancelRequest for a client of this worker */
-	WORKER_MSG_STEAL,  /* another worker's client waits: hand over a server parked here */
 	WORKER_MSG_LISTEN,   /* start accepting on fd, a listening socket now owned by the worker */
 	WORKER_MSG_UNLISTEN, /* stop accepting on the listener named key (all: key "") and close it */
 	WORKER_MSG_DRAIN,    /* SIGTERM / online restart: close every listener, then each client
@@ -38,9 +37,10 @@ enum worker_msg_kind {
 struct worker_msg {
 	enum worker_msg_kind kind;
 	struct pool_waiter *waiter;
-	struct server *server; /* WORKER_MSG_SERVER: detached from every loop */
+	struct server *server; /* WORKER_MSG_SERVER: attached to this worker, or NULL (err) */
+	int err;               /* WORKER_MSG_SERVER: 0, or why the claim failed */
+	void (*fn)(void *arg); /* WORKER_MSG_POOL */
 	uint32_t cancel_pid, cancel_key; /* WORKER_MSG_CANCEL: the key the client sent */
-	struct pool *pool;               /* WORKER_MSG_STEAL */
 	int fd;                          /* WORKER_MSG_LISTEN */
 	char key[WORKER_LISTEN_KEY_MAX]; /* WORKER_MSG_LISTEN, _UNLISTEN */
 	void (*call)(struct worker *w, void *arg); /* WORKER_MSG_CALL; also runs while stopping */
@@ -94,8 +94,8 @@ void worker_post_local(struct worker *w, struct worker_msg *msg);
 void worker_stop(struct worker *w);
 /* Wait for the thread to end. */
 void worker_join(struct worker *w);
-/* After every worker is joined: settle messages still in the inbox (their servers are
- * closed, their grants dropped) and free the worker. */
+/* After every worker is joined: settle messages still in the inbox (the pool core's run,
+ * answers to clients' claims give their servers back) and free the worker. */
 void worker_free(struct worker *w);
 /* Abandon cancel requests still being sent (shutdown), and forget the ones for a server
  * being freed (defined in frontend/cancel.c). */

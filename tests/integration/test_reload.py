@@ -138,3 +138,21 @@ def test_reload_adds_and_removes_listeners(tusk, pg):
         assert c.execute("select 3").fetchone() == (3,)
     # leave t.port for the fixture's bookkeeping: it only signals the pid
     t.port = second
+
+
+@pytest.mark.tusk_only
+def test_reload_changes_server_idle_timeout_of_existing_pools(tusk, pg):
+    """A pool made before the reload judges its idle servers by the new server_idle_timeout
+    (the pool core keeps its own copy: the reload hands it the new value)."""
+    t = tusk(pools=[rule(size=3)], server_idle_timeout="1h")
+    with t.connect() as a, t.connect() as b:
+        a.execute("select 1")
+        b.execute("select 1")
+    assert pg.backends(user="tusk_trust") >= 1, "pooled servers stay open while idle"
+    time.sleep(1.5)
+    assert pg.backends(user="tusk_trust") >= 1, "an hour's idle timeout closed a server"
+    write_config(t, pg, [rule(size=3)], server_idle_timeout="1s")
+    reload(t)
+    wait_until(lambda: pg.backends(user="tusk_trust") == 0, 10 * SLOW, what="idle servers closed after the reload")
+    with t.connect() as c:
+        assert c.execute("select 1").fetchone() == (1,)

@@ -31,8 +31,9 @@ struct sim {
 	int nconnecting;
 	struct tp_slot *checking[SIM_MAX];
 	int nchecking;
-	int closed[TP_CLOSE_CONNECT + 1];
+	int closed[TP_CLOSE__COUNT];
 	int detached_on[4], attached_on[4];
+	int parked;
 	int post_thread_of_connect[SIM_MAX];
 };
 
@@ -104,9 +105,17 @@ static void c_attach(void *ctx, struct tp_slot *slot, int thread)
 	s->attached_on[thread]++;
 }
 
+static void c_park(void *ctx, struct tp_slot *slot)
+{
+	struct sim *s = ctx;
+	(void)slot;
+	s->parked++;
+}
+
 static const struct tp_host_ops host_ops = { .now = sim_now, .post = sim_post };
 static const struct tp_connector_ops conn_ops = {
 	.connect = c_connect, .check = c_check, .close = c_close, .detach = c_detach, .attach = c_attach,
+	.park = c_park,
 };
 
 /* Finish the oldest pending connect. */
@@ -237,6 +246,7 @@ static void test_more_claims_than_slots(void **state)
 	assert_int_equal(r[0].calls, 1);
 	assert_int_equal(r[1].calls, 1);
 	assert_true(r[0].order < r[1].order);
+	assert_int_equal(s.parked, 0); /* each went straight to a claim */
 	/* Releases serve the rest in FIFO order, and no claim is served twice. */
 	for (int i = 2; i < 5; i++) {
 		assert_int_equal(r[i].calls, 0);
@@ -248,10 +258,12 @@ static void test_more_claims_than_slots(void **state)
 		assert_true(st.slots <= 2);
 	}
 	assert_int_equal(s.nconnecting, 0);
+	assert_int_equal(s.parked, 0); /* handed from claim to claim: never parked */
 	tp_release(r[3].slot, true);
 	tp_release(r[4].slot, true);
 	tp_pool_stats(p, &st);
 	assert_int_equal(st.idle, 2);
+	assert_int_equal(s.parked, 2); /* nobody waits: onto the idle list, through the op */
 	assert_int_equal(st.served, 5);
 	finish_pool(&s, p);
 }
@@ -669,6 +681,557 @@ static void test_bad_config(void **state)
 	assert_int_equal(errno, EINVAL);
 }
 
+/* ---- policy features (the daemon's rules, as generic core options) ---- */
+
+static int claimk(struct tp_pool *p, struct rec *r, int thread, double deadline, uint64_t key)
+{
+	memset(r, 0, sizeof *r);
+	r->c.done = rec_done;
+	r->c.key = key;
+	struct tp_slot *slot = NULL;
+	int rc = tp_claim(p, &r->c, thread, deadline, &slot);
+	if (rc == 0) {
+		r->slot = slot;
+		r->calls = 1;
+		r->order = ++served_order;
+	}
+	return rc;
+}
+
+static void test_claim_key_preference(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 3;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r[3], a, b, c;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(claimk(p, &r[i], 0, s.now + 10, (uint64_t)i + 1), -EINPROGRESS);
+	sim_run(&s);
+	for (int i = 0; i < 3; i++)
+		finish_connect(&s, 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(r[i].calls, 1);
+		tp_release(r[i].slot, true); /* idle, most recent first: keys 3, 2, 1 */
+	}
+	/* The slot last claimed with key 2, though key 3's is the most recent. */
+	assert_int_equal(claimk(p, &a, 0, s.now + 10, 2), 0);
+	assert_ptr_equal(a.slot, r[1].slot);
+	/* An unknown key: the most recently released. */
+	assert_int_equal(claimk(p, &b, 0, s.now + 10, 99), 0);
+	assert_ptr_equal(b.slot, r[2].slot);
+	/* No key: whatever is left. */
+	assert_int_equal(claimk(p, &c, 0, s.now + 10, 0), 0);
+	assert_ptr_equal(c.slot, r[0].slot);
+	tp_release(a.slot, true);
+	tp_release(b.slot, true);
+	tp_release(c.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_pass_over_to_same_thread(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.max_slots = 1;
+	cfg.pass_over_max = 1;
+	cfg.pass_over_age = 1.0;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(r0.calls, 1);
+	assert_int_equal(claim(p, &r1, 1, s.now + 10), -EINPROGRESS); /* head, other thread */
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS); /* behind it, same thread */
+	/* Released on thread 0: the young head is passed over once, no hand-over. */
+	tp_release(r0.slot, true);
+	sim_run(&s);
+	assert_int_equal(r2.calls, 1);
+	assert_int_equal(r1.calls, 0);
+	assert_int_equal(s.detached_on[0], 0);
+	/* Not twice: the next release goes to the head, through the hand-over (the detach runs
+	 * inline on the releasing thread, the attach is posted to the claimer's). */
+	current_thread = 0;
+	tp_release(r2.slot, true);
+	current_thread = -1;
+	assert_int_equal(s.detached_on[0], 1);
+	assert_int_equal(r1.calls, 0);
+	sim_run(&s);
+	assert_int_equal(r1.calls, 1);
+	assert_int_equal(s.detached_on[0], 1);
+	assert_int_equal(s.attached_on[1], 1);
+	tp_release(r1.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_pause_resume(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2;
+	struct tp_stats st;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	tp_release(r0.slot, true);
+
+	tp_pool_pause(p);
+	/* An idle slot exists, yet the claim queues, and no connect starts for it. */
+	assert_int_equal(claim(p, &r1, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(r1.calls, 0);
+	assert_int_equal(s.nconnecting, 0);
+	tp_pool_stats(p, &st);
+	assert_true(st.paused);
+	assert_int_equal(st.waiting, 1);
+	tp_pool_resume(p);
+	sim_run(&s);
+	assert_int_equal(r1.calls, 1);
+	assert_ptr_equal(r1.slot, r0.slot);
+
+	/* A slot released while paused is parked, not handed to the waiter. */
+	tp_pool_pause(p);
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS);
+	tp_release(r1.slot, true);
+	sim_run(&s);
+	assert_int_equal(r2.calls, 0);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 1);
+	/* Deadlines still run while paused. */
+	s.now += 11;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(r2.calls, 1);
+	assert_int_equal(r2.err, -ETIMEDOUT);
+	tp_pool_resume(p);
+	finish_pool(&s, p);
+}
+
+static void test_backend_full_caps_the_pool(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 3;
+	cfg.full_hold = 60;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r[4];
+	struct tp_stats st;
+	enum tp_backend_state bs;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(claim(p, &r[i], 0, s.now + 100), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 3);
+	finish_connect(&s, 0);
+	finish_connect(&s, -EUSERS); /* up but full: it took the other two */
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.cap, 2);
+	assert_int_equal(s.nconnecting, 1); /* no connect in place of the refused one */
+	assert_true(tp_pool_backend(p, 0, NULL, &bs, NULL));
+	assert_int_equal(bs, TP_BACKEND_UP); /* no backoff for that */
+	finish_connect(&s, 0);
+	assert_int_equal(r[1].calls, 1);
+	assert_int_equal(r[2].calls, 0);
+	/* Claims wait for the slots the backend took. */
+	tp_release(r[0].slot, true);
+	assert_int_equal(r[2].calls, 1);
+	assert_int_equal(s.nconnecting, 0);
+	/* The cap is forgotten full_hold later: room again. */
+	s.now += 61;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(r[3].calls, 1);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.cap, -1);
+	tp_release(r[1].slot, true);
+	tp_release(r[2].slot, true);
+	tp_release(r[3].slot, true);
+	finish_pool(&s, p);
+
+	/* Capped at zero: one connect a tick tries whether room came back. */
+	cfg.max_slots = 2;
+	p = make_pool(&s, &cfg);
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r[0], 0, s.now + 100), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, -EUSERS);
+	assert_int_equal(s.nconnecting, 0);
+	assert_int_equal(r[0].calls, 0);
+	s.now += 1;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(r[0].calls, 1);
+	assert_int_equal(r[0].err, 0);
+	tp_release(r[0].slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_bound_connects(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.bind_connects = true;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2;
+	enum tp_backend_state bs;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(p, &r1, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 2);
+	/* The connector learns whose connect it is (e.g. to log in with its credentials). */
+	assert_ptr_equal(tp_slot_claim(s.connecting[0]), &r0.c);
+	assert_ptr_equal(tp_slot_claim(s.connecting[1]), &r1.c);
+	/* A claim with a connect of its own is out of the queue: cancel says done will run. */
+	assert_false(tp_claim_cancel(&r0.c));
+	/* A refused login fails its claim with the connector's error, and backs nothing off. */
+	finish_connect(&s, -EPERM);
+	assert_int_equal(r0.calls, 1);
+	assert_int_equal(r0.err, -EPERM);
+	assert_true(tp_pool_backend(p, 0, NULL, &bs, NULL));
+	assert_int_equal(bs, TP_BACKEND_UP);
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 2);
+	/* Full: the claim goes back to the head of the queue and waits for a slot... */
+	finish_connect(&s, -EUSERS);
+	assert_int_equal(r1.calls, 0);
+	/* ...while r2's own connect goes to r2, not to the head. */
+	finish_connect(&s, 0);
+	assert_int_equal(r2.calls, 1);
+	assert_int_equal(r1.calls, 0);
+	tp_release(r2.slot, true);
+	assert_int_equal(r1.calls, 1);
+	assert_ptr_equal(r1.slot, r2.slot);
+	tp_release(r1.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_reconnect_generation(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(p, &r1, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	finish_connect(&s, 0);
+	tp_release(r0.slot, true);
+	tp_pool_reconnect(p);
+	sim_run(&s); /* the idle one closes at once */
+	assert_int_equal(s.closed[TP_CLOSE_RECONNECT], 1);
+	tp_release(r1.slot, true); /* the one in use when it is released */
+	assert_int_equal(s.closed[TP_CLOSE_RECONNECT], 2);
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(r2.calls, 1);
+	tp_release(r2.slot, true);
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(s.closed[TP_CLOSE_RECONNECT], 2); /* a new one is kept */
+	finish_pool(&s, p);
+}
+
+static void test_group_limit(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 3;
+	struct tp_group *g = tp_group_new(2);
+	assert_non_null(g);
+	memset(&s, 0, sizeof s);
+	s.now = 100.0;
+	struct tp_pool *a = tp_pool_new(&cfg, &host_ops, &s, &conn_ops, &s);
+	struct tp_pool *b = tp_pool_new(&cfg, &host_ops, &s, &conn_ops, &s);
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_int_equal(tp_pool_join(a, g), 0);
+	assert_int_equal(tp_pool_join(b, g), 0);
+	assert_int_equal(tp_pool_set_backends(a, &be_a, 1), 0);
+	assert_int_equal(tp_pool_set_backends(b, &be_a, 1), 0);
+	struct rec a0, a1, a2, a3, b0;
+
+	assert_int_equal(claim(a, &a0, 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(a, &a1, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	finish_connect(&s, 0);
+	tp_release(a0.slot, true);
+	tp_release(a1.slot, true);
+	assert_int_equal(tp_group_count(g), 2);
+	/* b is below its own max but the group is full: an idle slot of a makes room. */
+	assert_int_equal(claim(b, &b0, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.closed[TP_CLOSE_GROUP], 1);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(b0.calls, 1);
+	assert_int_equal(tp_group_count(g), 2);
+	/* a: one idle slot left, a second claim is held back by the group with nothing idle
+	 * elsewhere to close... */
+	assert_int_equal(claim(a, &a2, 0, s.now + 10), 0);
+	assert_int_equal(claim(a, &a3, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 0);
+	/* ...until b releases one with no claim of its own: closed for a, not parked. */
+	tp_release(b0.slot, true);
+	sim_run(&s);
+	assert_int_equal(s.closed[TP_CLOSE_GROUP], 2);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(a3.calls, 1);
+	assert_int_equal(tp_group_count(g), 2);
+	tp_release(a2.slot, true);
+	tp_release(a3.slot, true);
+	finish_pool(&s, b);
+	tp_pool_stop(a);
+	sim_run(&s);
+	assert_int_equal(tp_pool_destroy(a), 0);
+	assert_int_equal(tp_group_count(g), 0);
+	tp_group_free(g);
+}
+
+static void test_min_slots_and_dormant(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 3;
+	cfg.min_slots = 2;
+	cfg.idle_timeout = 10;
+	cfg.dormant_after = 3;
+	cfg.breaker_failures = 100;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct tp_stats st;
+	struct rec r;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	for (int i = 0; i < 3; i++) {
+		tp_pool_tick(p, 0);
+		sim_run(&s);
+		if (i < 2) {
+			assert_int_equal(s.nconnecting, 1); /* one a tick */
+			finish_connect(&s, 0);
+		} else {
+			assert_int_equal(s.nconnecting, 0);
+		}
+	}
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 2);
+	/* idle_timeout closes nothing below min_slots. */
+	s.now += 11;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 2);
+	/* A reload lowers min_slots and idle_timeout: the idle slots above it go at the next tick. */
+	assert_int_equal(tp_pool_resize(p, 3, 1), 0);
+	tp_pool_set_expiry(p, 5, 0);
+	sim_run(&s);
+	s.now += 6;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 1);
+	assert_int_equal(s.closed[TP_CLOSE_IDLE], 1);
+	finish_pool(&s, p);
+
+	/* min_slots connects that keep failing with nothing claimed put the pool to sleep. */
+	cfg.min_slots = 1;
+	p = make_pool(&s, &cfg);
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	for (int i = 0; i < 3; i++) {
+		tp_pool_tick(p, 0);
+		sim_run(&s);
+		assert_int_equal(s.nconnecting, 1);
+		finish_connect(&s, -EPERM);
+		s.now += 9; /* past any refill backoff (backoff_max 8) */
+	}
+	tp_pool_stats(p, &st);
+	assert_true(st.dormant);
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 0);
+	/* A claim wakes it. */
+	assert_int_equal(claim(p, &r, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	tp_pool_stats(p, &st);
+	assert_false(st.dormant);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(r.calls, 1);
+	tp_release(r.slot, true);
+	/* Put to sleep by the program: idle slots close. */
+	tp_pool_sleep(p);
+	sim_run(&s);
+	assert_int_equal(s.closed[TP_CLOSE_DORMANT], 1);
+	finish_pool(&s, p);
+}
+
+static void test_resize_and_retire(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 3;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r[3], r3, r4;
+	struct tp_stats st;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(claim(p, &r[i], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	for (int i = 0; i < 3; i++)
+		finish_connect(&s, 0);
+	tp_release(r[0].slot, true);
+	assert_int_equal(tp_pool_resize(p, 0, 0), -EINVAL);
+	assert_int_equal(tp_pool_resize(p, 1, 0), 0);
+	sim_run(&s);
+	assert_int_equal(s.closed[TP_CLOSE_SHRUNK], 1); /* the idle one, at once */
+	tp_release(r[1].slot, true);
+	assert_int_equal(s.closed[TP_CLOSE_SHRUNK], 2); /* the next one released */
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.slots, 1);
+	assert_int_equal(st.max_slots, 1);
+
+	tp_pool_retire(p);
+	sim_run(&s);
+	/* Claims are still served, by what is released... */
+	assert_int_equal(claim(p, &r3, 0, s.now + 10), -EINPROGRESS);
+	tp_release(r[2].slot, true);
+	assert_int_equal(r3.calls, 1);
+	/* ...but nothing is kept. */
+	tp_release(r3.slot, true);
+	assert_int_equal(s.closed[TP_CLOSE_RETIRED], 1);
+	/* A larger size serves waiters at once. */
+	assert_int_equal(claim(p, &r[0], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(claim(p, &r4, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 0);
+	assert_int_equal(tp_pool_resize(p, 2, 0), 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(r4.calls, 1);
+	tp_release(r[0].slot, true);
+	tp_release(r4.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_backoff_after_and_fail_fast(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.bind_connects = true;
+	cfg.backoff_after = 2;
+	cfg.fail_fast = true;
+	cfg.breaker_failures = 100;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2, r3;
+	struct tp_stats st;
+	enum tp_backend_state bs;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, -ECONNREFUSED);
+	assert_int_equal(r0.err, -ECONNREFUSED);
+	/* One failure may be a restart that just finished: no backoff yet. */
+	assert_true(tp_pool_backend(p, 0, NULL, &bs, NULL));
+	assert_int_equal(bs, TP_BACKEND_UP);
+	assert_int_equal(claim(p, &r1, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, -ECONNREFUSED);
+	assert_true(tp_pool_backend(p, 0, NULL, &bs, NULL));
+	assert_int_equal(bs, TP_BACKEND_BACKOFF);
+	tp_pool_stats(p, &st);
+	assert_true(st.down);
+	/* Backing off: a claim that needs a connect fails at once. */
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EHOSTUNREACH);
+	s.now += 10;
+	assert_int_equal(claim(p, &r3, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(r3.calls, 1);
+	tp_release(r3.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_idle_broken(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2;
+	struct tp_stats st;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(p, &r1, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	finish_connect(&s, 0);
+	tp_release(r0.slot, true);
+	/* In use: not the connector's to close through this. */
+	assert_false(tp_idle_broken(r1.slot));
+	assert_int_equal(s.closed[TP_CLOSE_HEALTH], 0);
+	/* Idle and dead: closed, and the next claim connects anew. */
+	assert_true(tp_idle_broken(r0.slot));
+	assert_int_equal(s.closed[TP_CLOSE_HEALTH], 1);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.idle, 0);
+	assert_int_equal(st.slots, 1);
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(r2.calls, 1);
+	tp_release(r1.slot, true);
+	tp_release(r2.slot, true);
+	finish_pool(&s, p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -686,6 +1249,17 @@ int main(void)
 		cmocka_unit_test(test_empty_resolver_answer_keeps_backends),
 		cmocka_unit_test(test_idle_timeout_and_lifetime),
 		cmocka_unit_test(test_bad_config),
+		cmocka_unit_test(test_claim_key_preference),
+		cmocka_unit_test(test_pass_over_to_same_thread),
+		cmocka_unit_test(test_pause_resume),
+		cmocka_unit_test(test_backend_full_caps_the_pool),
+		cmocka_unit_test(test_bound_connects),
+		cmocka_unit_test(test_reconnect_generation),
+		cmocka_unit_test(test_group_limit),
+		cmocka_unit_test(test_min_slots_and_dormant),
+		cmocka_unit_test(test_resize_and_retire),
+		cmocka_unit_test(test_backoff_after_and_fail_fast),
+		cmocka_unit_test(test_idle_broken),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

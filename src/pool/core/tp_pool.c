@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,8 @@ enum slot_state {
 	SLOT_IDLE,       /* on its thread's idle list */
 	SLOT_BUSY,       /* claimed */
 	SLOT_CHECKING,   /* connector's check in progress */
-	SLOT_TRANSIT,    /* handed over to a claim on another thread: detach/attach posted */
+	SLOT_TRANSIT,    /* handed to a claim by kick: detach/attach or give posted */
+	SLOT_CLOSING,    /* taken off an idle list to be closed (group room): close posted */
 };
 
 struct tp_backend {
@@ -47,8 +49,25 @@ struct tp_slot {
 	int thread;                /* owner; changes only in the hand-over */
 	double created, expires_at, idle_since, checked_at, connect_start;
 	struct tp_slot *prev, *next; /* idle list of its thread */
-	struct tp_claim *claim;    /* SLOT_TRANSIT: who gets it */
+	struct tp_claim *claim;    /* SLOT_TRANSIT: who gets it; SLOT_CONNECTING: bound claim */
 	enum tp_close_reason why;  /* tp_pool_tick: why it is being closed */
+	uint64_t key;              /* key of the last claim it served */
+	unsigned gen;              /* the pool's generation when it connected */
+	bool refill;               /* a min_slots connect (no claim asked for it) */
+};
+
+/* A group: slots of several pools counted against one limit. count is changed under the
+ * lock of the pool whose slot it is (atomically, as pools of a group have different locks);
+ * the member list under the group's own lock, which is taken before any pool's lock. */
+struct tp_member {
+	struct tp_pool *pool;
+	struct tp_member *next;
+};
+struct tp_group {
+	pthread_mutex_t lock; /* members */
+	struct tp_member *members;
+	atomic_int count;
+	atomic_int limit;
 };
 
 /* One per thread, so that a post can name (pool, thread) without an allocation. */
@@ -68,7 +87,20 @@ struct tp_pool {
 	void *conn_ctx;
 	struct tp_thread *threads;
 
+	struct tp_group *groups[TP_GROUPS_MAX]; /* set before the first claim */
+	struct tp_member member[TP_GROUPS_MAX];
+	int ngroups;
+
 	pthread_mutex_t lock; /* everything below */
+	int max_slots, min_slots; /* tp_pool_resize */
+	bool paused, retired, dormant;
+	bool group_blocked;  /* a claim waits only for room in a group */
+	int cap;             /* -EUSERS: slots the backend allows; -1: none */
+	double cap_until;
+	bool cap_probe;      /* capped with no slot: one connect may try for room */
+	unsigned gen;        /* tp_pool_reconnect */
+	int refill_failures; /* min_slots connects failed in a row */
+	double refill_at;    /* no min_slots connect before this */
 	struct tp_backend *backends;
 	int nbackends; /* not draining */
 	int nslots, nidle, nbusy, nconnecting, nchecking, ntransit;
@@ -176,6 +208,12 @@ const char *tp_close_reason_name(enum tp_close_reason r)
 	case TP_CLOSE_REMOVED: return "backend_removed";
 	case TP_CLOSE_STOPPED: return "pool_stopped";
 	case TP_CLOSE_CONNECT: return "connect_failed";
+	case TP_CLOSE_RECONNECT: return "reconnect";
+	case TP_CLOSE_RETIRED: return "pool_retired";
+	case TP_CLOSE_DORMANT: return "pool_dormant";
+	case TP_CLOSE_GROUP: return "group_room";
+	case TP_CLOSE_SHRUNK: return "pool_shrunk";
+	case TP_CLOSE__COUNT: break;
 	}
 	return "?";
 }
@@ -250,12 +288,121 @@ static struct tp_claim *dequeue(struct tp_pool *p)
 	return c;
 }
 
-/* A slot's room is given back: counts and its backend, which is forgotten when it was
- * removed and this was its last slot. Under the lock. */
+/* ---- groups ---- */
+
+/* Room for one more slot of p in each of its groups: false (nothing taken) when one is
+ * full. Under p's lock. */
+static bool group_reserve(struct tp_pool *p)
+{
+	for (int i = 0; i < p->ngroups; i++) {
+		struct tp_group *g = p->groups[i];
+		int limit = atomic_load_explicit(&g->limit, memory_order_relaxed);
+		int n = atomic_fetch_add_explicit(&g->count, 1, memory_order_acq_rel);
+		if (limit > 0 && n >= limit) {
+			atomic_fetch_sub_explicit(&g->count, 1, memory_order_acq_rel);
+			while (i-- > 0)
+				atomic_fetch_sub_explicit(&p->groups[i]->count, 1, memory_order_acq_rel);
+			return false;
+		}
+	}
+	return true;
+}
+
+static void group_unreserve(struct tp_pool *p)
+{
+	for (int i = 0; i < p->ngroups; i++)
+		atomic_fetch_sub_explicit(&p->groups[i]->count, 1, memory_order_acq_rel);
+}
+
+static bool group_limited(const struct tp_group *g)
+{
+	return atomic_load_explicit(&g->limit, memory_order_relaxed) > 0;
+}
+
+static void kick(struct tp_pool *p);
+
+/* Room appeared in p's groups: the other pools may connect for their claims. No pool lock
+ * held by the caller. */
+static void group_wake(struct tp_pool *p)
+{
+	for (int i = 0; i < p->ngroups; i++) {
+		struct tp_group *g = p->groups[i];
+		if (!group_limited(g))
+			continue;
+		pthread_mutex_lock(&g->lock);
+		for (struct tp_member *m = g->members; m; m = m->next)
+			if (m->pool != p)
+				kick(m->pool);
+		pthread_mutex_unlock(&g->lock);
+	}
+}
+
+/* Another pool of p's limited groups has a claim held back only by the group. No pool lock
+ * held by the caller. */
+static bool group_mate_blocked(struct tp_pool *p)
+{
+	bool blocked = false;
+	for (int i = 0; i < p->ngroups && !blocked; i++) {
+		struct tp_group *g = p->groups[i];
+		if (!group_limited(g))
+			continue;
+		pthread_mutex_lock(&g->lock);
+		for (struct tp_member *m = g->members; m && !blocked; m = m->next) {
+			if (m->pool == p)
+				continue;
+			pthread_mutex_lock(&m->pool->lock);
+			blocked = m->pool->group_blocked && m->pool->wait_head;
+			pthread_mutex_unlock(&m->pool->lock);
+		}
+		pthread_mutex_unlock(&g->lock);
+	}
+	return blocked;
+}
+
+static void run_close(void *arg);
+
+/* p's claim is held back only by a group: close one idle slot of another pool of the group
+ * (on its thread); its room then wakes p (group_wake). No pool lock held by the caller. */
+static void group_evict(struct tp_pool *p)
+{
+	for (int i = 0; i < p->ngroups; i++) {
+		struct tp_group *g = p->groups[i];
+		bool done = false;
+		if (!group_limited(g))
+			continue;
+		pthread_mutex_lock(&g->lock);
+		for (struct tp_member *m = g->members; m && !done; m = m->next) {
+			struct tp_pool *q = m->pool;
+			struct posts ps = { .n = 0 };
+			if (q == p)
+				continue;
+			pthread_mutex_lock(&q->lock);
+			for (int t = 0; t < q->cfg.nthreads && !done; t++) {
+				struct tp_slot *s = q->threads[t].idle;
+				if (!s)
+					continue;
+				idle_unlink(q, s);
+				s->state = SLOT_CLOSING;
+				s->why = TP_CLOSE_GROUP;
+				add_post(q, &ps, s->thread, run_close, s);
+				done = true;
+			}
+			pthread_mutex_unlock(&q->lock);
+			flush(q, &ps);
+		}
+		pthread_mutex_unlock(&g->lock);
+		if (done)
+			return;
+	}
+}
+
+/* A slot's room is given back: counts, groups and its backend, which is forgotten when it
+ * was removed and this was its last slot. Under the lock. */
 static void drop_slot_locked(struct tp_pool *p, struct tp_slot *s)
 {
 	struct tp_backend *be = s->be;
 	p->nslots--;
+	group_unreserve(p);
 	if (--be->nslots == 0 && be->state == TP_BACKEND_DRAINING) {
 		struct tp_backend **pp = &p->backends;
 		while (*pp && *pp != be)
@@ -271,11 +418,13 @@ static void drop_slot_locked(struct tp_pool *p, struct tp_slot *s)
 static void run_connect(void *arg);
 static void run_fail(void *arg);
 static void run_detach(void *arg);
+static void run_give(void *arg);
+static void run_attach(void *arg);
 
 /* A backend that may take a new connect now, the least loaded one, or NULL. Under the lock. */
 static struct tp_backend *pick_backend(struct tp_pool *p, double now)
 {
-	int per = p->cfg.max_per_backend > 0 ? p->cfg.max_per_backend : p->cfg.max_slots;
+	int per = p->cfg.max_per_backend > 0 ? p->cfg.max_per_backend : p->max_slots;
 	struct tp_backend *best = NULL;
 	unsigned i = 0, start = p->rotor++;
 	int n = 0;
@@ -295,6 +444,16 @@ static struct tp_backend *pick_backend(struct tp_pool *p, double now)
 			best = be;
 	}
 	return best;
+}
+
+/* Some backend may be connected to now (not backing off, not dead before its probe). */
+static bool any_ready(const struct tp_pool *p, double now)
+{
+	for (const struct tp_backend *be = p->backends; be; be = be->next)
+		if (be->state != TP_BACKEND_DRAINING && now >= be->retry_at &&
+		    !(be->state == TP_BACKEND_DEAD && be->probing))
+			return true;
+	return false;
 }
 
 /* Every backend the resolver lists is dead (breaker open) and not due for its probe, and
@@ -320,45 +479,117 @@ static struct tp_claim *nth_waiter(const struct tp_pool *p, int n)
 	return c;
 }
 
-/* Work the queue from any thread: hand idle slots of other threads to waiters, open new
- * slots for waiters no connect covers yet, fail waiters fast when every backend is dead.
- * Only posts: nothing here runs an op or a claim's callback inline. Under the lock; the
- * caller flushes ps after unlocking. */
+/* Slots allowed now: max_slots, or less while a -EUSERS cap holds. Under the lock. */
+static int max_now(struct tp_pool *p, double now)
+{
+	if (p->cap >= 0 && now >= p->cap_until)
+		p->cap = -1;
+	return p->cap >= 0 && p->cap < p->max_slots ? p->cap : p->max_slots;
+}
+
+#define PREFER_SCAN 32 /* idle slots of a thread looked at for the claim's key */
+
+/* The idle slot of thread for a claim with key: the one last claimed with key, else the
+ * most recently released; never one of an older generation. Under the lock. */
+static struct tp_slot *pick_idle(const struct tp_pool *p, int thread, uint64_t key)
+{
+	struct tp_slot *best = NULL;
+	int i = 0;
+	for (struct tp_slot *s = p->threads[thread].idle; s && i < PREFER_SCAN; s = s->next, i++) {
+		if (s->gen != p->gen)
+			continue;
+		if (!best)
+			best = s;
+		if (key && s->key == key)
+			return s;
+		if (!key)
+			break;
+	}
+	return best;
+}
+
+/* Put c back at the head of the queue (it was served before those queued now). */
+static void push_head(struct tp_pool *p, struct tp_claim *c)
+{
+	c->next = p->wait_head;
+	c->queued = true;
+	p->wait_head = c;
+	if (!p->wait_tail)
+		p->wait_tail = c;
+	p->nwait++;
+}
+
+/* A new slot on thread, connecting (posted), for claim c (bind_connects) or none. Under the
+ * lock; false when no backend may take it, a group is full or memory is short. */
+static bool start_connect(struct tp_pool *p, struct posts *ps, double now, int thread, struct tp_claim *c,
+			  bool refill)
+{
+	struct tp_backend *be = pick_backend(p, now);
+	if (!be)
+		return false;
+	if (!group_reserve(p)) {
+		p->group_blocked = true;
+		return false;
+	}
+	struct tp_slot *s = calloc(1, sizeof *s);
+	if (!s) {
+		group_unreserve(p);
+		return false;
+	}
+	s->pool = p;
+	s->be = be;
+	s->state = SLOT_CONNECTING;
+	s->thread = thread;
+	s->claim = c;
+	s->refill = refill;
+	be->nslots++;
+	if (be->state == TP_BACKEND_DEAD)
+		be->probing = true;
+	p->nslots++;
+	p->nconnecting++;
+	p->cap_probe = false;
+	add_post(p, ps, s->thread, run_connect, s);
+	return true;
+}
+
+/* Work the queue from any thread: hand idle slots to waiters (one of the waiter's own
+ * thread first), open new slots for waiters no connect covers yet, fail waiters fast when
+ * every backend is dead. Only posts: nothing here runs an op or a claim's callback inline.
+ * Under the lock; the caller flushes ps after unlocking. */
 static void kick_locked(struct tp_pool *p, struct posts *ps)
 {
 	double now = now_of(p);
-	if (p->stopping)
+	if (p->stopping || p->paused)
 		return;
-	/* Idle slots anywhere go to the head, through their owners. */
-	for (int t = 0; t < p->cfg.nthreads && p->wait_head; t++) {
-		while (p->wait_head && p->threads[t].idle && ps->n < POSTS_MAX) {
-			struct tp_slot *s = p->threads[t].idle;
-			idle_unlink(p, s);
-			s->state = SLOT_TRANSIT;
-			p->ntransit++;
-			s->claim = dequeue(p);
-			add_post(p, ps, s->thread, run_detach, s);
-		}
-	}
-	/* Connects in flight each serve one waiter (whichever is head when it is done). */
-	while (p->nwait > p->nconnecting && p->nslots < p->cfg.max_slots && ps->n < POSTS_MAX) {
-		struct tp_backend *be = pick_backend(p, now);
-		if (!be)
-			break;
-		struct tp_claim *c = nth_waiter(p, p->nconnecting);
-		struct tp_slot *s = calloc(1, sizeof *s);
+	while (p->wait_head && p->nidle > 0 && ps->n < POSTS_MAX) {
+		struct tp_claim *c = p->wait_head;
+		struct tp_slot *s = pick_idle(p, c->thread, c->key);
+		for (int t = 0; !s && t < p->cfg.nthreads; t++)
+			if (t != c->thread)
+				s = pick_idle(p, t, c->key);
 		if (!s)
 			break;
-		s->pool = p;
-		s->be = be;
-		s->state = SLOT_CONNECTING;
-		s->thread = c->thread;
-		be->nslots++;
-		if (be->state == TP_BACKEND_DEAD)
-			be->probing = true;
-		p->nslots++;
-		p->nconnecting++;
-		add_post(p, ps, s->thread, run_connect, s);
+		idle_unlink(p, s);
+		(void)dequeue(p);
+		s->state = SLOT_TRANSIT;
+		p->ntransit++;
+		s->claim = c;
+		/* On its own thread a slot needs no hand-over, only a turn of that loop. */
+		add_post(p, ps, s->thread, s->thread == c->thread ? run_give : run_detach, s);
+	}
+	/* Connects in flight each serve one waiter (whichever is head when it is done, or the
+	 * one it is bound to). */
+	bool bind = p->cfg.bind_connects;
+	int max = max_now(p, now);
+	p->group_blocked = false;
+	while (p->wait_head && (bind || p->nwait > p->nconnecting) && ps->n < POSTS_MAX) {
+		if (p->nslots >= max && !(p->cap_probe && p->nslots == 0))
+			break;
+		struct tp_claim *c = bind ? p->wait_head : nth_waiter(p, p->nconnecting);
+		if (!start_connect(p, ps, now, c->thread, bind ? c : NULL, false))
+			break;
+		if (bind)
+			(void)dequeue(p);
 	}
 	if (p->wait_head && all_dead(p, now)) {
 		struct tp_claim *c;
@@ -374,8 +605,11 @@ static void kick(struct tp_pool *p)
 	struct posts ps = { .n = 0 };
 	pthread_mutex_lock(&p->lock);
 	kick_locked(p, &ps);
+	bool evict = p->group_blocked && p->wait_head;
 	pthread_mutex_unlock(&p->lock);
 	flush(p, &ps);
+	if (evict)
+		group_evict(p);
 }
 
 static void claim_done(struct tp_claim *c, struct tp_slot *s, int err)
@@ -414,49 +648,102 @@ static void close_slot(struct tp_slot *s, enum tp_close_reason why)
 	drop_slot_locked(p, s);
 	pthread_mutex_unlock(&p->lock);
 	free(s);
-	/* A slot fewer may let a waiter connect (room under max_slots). */
+	/* A slot fewer may let a waiter connect (room under max_slots, or in a group). */
 	kick(p);
+	if (p->ngroups)
+		group_wake(p);
 }
 
-/* A slot free on its own thread (released, connected, checked): to the head waiter, inline
- * when the waiter is on this thread, else through the hand-over; or onto the idle list. */
-static void give_free_slot(struct tp_slot *s)
+static void run_close(void *arg)
+{
+	struct tp_slot *s = arg;
+	post_ran(s->pool);
+	close_slot(s, s->why);
+}
+
+/* The claim a slot released on thread goes to: the head, or (pass_over_max) a claim of the
+ * same thread a little behind it while the head is young. Under the lock. */
+#define PASS_OVER_SCAN 16
+static struct tp_claim *dequeue_near(struct tp_pool *p, int thread, double now)
+{
+	struct tp_claim *head = p->wait_head;
+	if (p->cfg.pass_over_max <= 0 || head->thread == thread || head->passed_over >= p->cfg.pass_over_max ||
+	    now - head->start >= p->cfg.pass_over_age)
+		return dequeue(p);
+	int i = 0;
+	for (struct tp_claim *prev = head, *c = head->next; c && i < PASS_OVER_SCAN; prev = c, c = c->next, i++) {
+		if (c->thread != thread)
+			continue;
+		unlink_claim(p, c, prev);
+		head->passed_over++;
+		return c;
+	}
+	return dequeue(p);
+}
+
+/* A slot free on its own thread (released, connected, checked): to a waiter, inline when
+ * the waiter is on this thread, else through the hand-over; or onto the idle list; or
+ * closed when the pool's policy keeps no more of it. */
+static void give_free_slot(struct tp_slot *s, bool was_busy)
 {
 	struct tp_pool *p = s->pool;
-	struct posts ps = { .n = 0 };
-	struct tp_claim *c = NULL;
+	struct tp_claim *c = NULL, *away = NULL;
 	enum tp_close_reason why = TP_CLOSE_STOPPED;
-	bool close_it = false;
+	bool close_it = true, parked = false;
 	double now = now_of(p);
+	/* Read before p's lock: it takes the other pools' locks. */
+	bool mate_blocked = p->ngroups && group_mate_blocked(p);
 
 	pthread_mutex_lock(&p->lock);
+	if (was_busy)
+		p->nbusy--;
 	if (p->stopping || s->be->state == TP_BACKEND_DRAINING) {
-		close_it = true;
 		why = p->stopping ? TP_CLOSE_STOPPED : TP_CLOSE_REMOVED;
+	} else if (s->gen != p->gen) {
+		why = TP_CLOSE_RECONNECT;
 	} else if (s->expires_at && now >= s->expires_at) {
-		close_it = true;
 		why = TP_CLOSE_LIFETIME;
-	} else if (p->wait_head) {
-		c = dequeue(p);
+	} else if (p->wait_head && !p->paused) {
+		close_it = false;
+		c = dequeue_near(p, s->thread, now);
+		s->key = c->key;
 		if (c->thread == s->thread) {
 			s->state = SLOT_BUSY;
 			p->nbusy++;
 		} else {
-			/* We are on the owner: detach now, the claimer attaches. */
+			/* We are on the owner: detach here, after unlocking; the claimer attaches. */
 			s->state = SLOT_TRANSIT;
 			p->ntransit++;
+			p->npending++; /* the attach post, dropped by run_attach */
 			s->claim = c;
-			add_post(p, &ps, s->thread, run_detach, s);
+			away = c;
 			c = NULL;
 		}
+	} else if (p->retired) {
+		why = TP_CLOSE_RETIRED;
+	} else if (p->dormant) {
+		why = TP_CLOSE_DORMANT;
+	} else if (p->nslots > p->max_slots) {
+		why = TP_CLOSE_SHRUNK;
+	} else if (mate_blocked) {
+		why = TP_CLOSE_GROUP;
 	} else {
+		close_it = false;
+		parked = true;
 		s->idle_since = now;
 		s->checked_at = now;
 		idle_push(p, s);
 	}
 	pthread_mutex_unlock(&p->lock);
-	flush(p, &ps);
-	if (close_it)
+	/* Still on its thread, before any post that could take it from the idle list runs. */
+	if (parked && p->conn->park)
+		p->conn->park(p->conn_ctx, s);
+	if (away) {
+		/* One message, not two: the release runs on the owner already. */
+		if (p->conn->detach)
+			p->conn->detach(p->conn_ctx, s);
+		p->host->post(p->host_ctx, away->thread, run_attach, s);
+	} else if (close_it)
 		close_slot(s, why);
 	else if (c)
 		claim_done(c, s, 0);
@@ -475,6 +762,7 @@ static void run_attach(void *arg)
 	pthread_mutex_lock(&p->lock);
 	s->thread = c->thread;
 	s->claim = NULL;
+	s->key = c->key;
 	s->state = SLOT_BUSY;
 	p->ntransit--;
 	p->nbusy++;
@@ -494,6 +782,23 @@ static void run_detach(void *arg)
 	p->host->post(p->host_ctx, s->claim->thread, run_attach, s);
 }
 
+/* An idle slot given to a claim of its own thread by kick (from another thread). */
+static void run_give(void *arg)
+{
+	struct tp_slot *s = arg;
+	struct tp_pool *p = s->pool;
+	struct tp_claim *c = s->claim;
+	pthread_mutex_lock(&p->lock);
+	p->npending--;
+	s->claim = NULL;
+	s->key = c->key;
+	s->state = SLOT_BUSY;
+	p->ntransit--;
+	p->nbusy++;
+	pthread_mutex_unlock(&p->lock);
+	claim_done(c, s, 0);
+}
+
 /* ---- connects ---- */
 
 static void run_connect(void *arg)
@@ -509,52 +814,137 @@ static void run_connect(void *arg)
 	p->conn->connect(p->conn_ctx, s, &s->be->addr);
 }
 
+/* Full jitter below a cap doubling from backoff_first up to backoff_max, step 1 first. */
+static double backoff_wait(struct tp_pool *p, int step)
+{
+	double cap = p->cfg.backoff_first;
+	for (int i = 1; i < step && cap < p->cfg.backoff_max; i++)
+		cap *= 2;
+	if (cap > p->cfg.backoff_max)
+		cap = p->cfg.backoff_max;
+	return cap * rand01(p);
+}
+
+static void post_sweeps(struct tp_pool *p);
+
 void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 {
 	struct tp_pool *p = s->pool;
 	struct tp_backend *be = s->be;
+	struct tp_claim *bound = s->claim;
 	double now = now_of(p), took = now - s->connect_start;
+	bool full = err == -EUSERS, lowered = false, requeued = false, sleep = false;
+	int cap = 0;
 
 	TP_PROBE5(connect__done, p->name, be->addr.name, (int)be->addr.port, err, (long long)(took * 1e6));
 	count(p, err ? TP_EV_CONNECT_FAILED : TP_EV_CONNECT_OK, took);
 	pthread_mutex_lock(&p->lock);
 	p->nconnecting--;
 	be->probing = false;
+	s->claim = NULL;
 	if (err == 0) {
 		be->failures = 0;
 		be->retry_at = 0;
 		be->last_error[0] = '\0';
 		if (be->state != TP_BACKEND_DRAINING)
 			set_state(p, be, TP_BACKEND_UP);
+		if (s->refill) {
+			p->refill_failures = 0;
+			p->refill_at = 0;
+		}
+		/* The backend took one more than the cap said: someone else left. */
+		if (p->cap >= 0 && p->nslots > p->cap)
+			p->cap = p->nslots;
 		s->created = now;
+		s->gen = p->gen;
 		if (p->cfg.lifetime > 0)
 			s->expires_at = now + p->cfg.lifetime * (1.0 - 0.1 * rand01(p));
+		if (bound && !p->stopping) {
+			s->state = SLOT_BUSY;
+			s->key = bound->key;
+			p->nbusy++;
+			pthread_mutex_unlock(&p->lock);
+			claim_done(bound, s, 0);
+			return;
+		}
 		pthread_mutex_unlock(&p->lock);
-		give_free_slot(s);
+		if (bound)
+			claim_done(bound, NULL, -ECANCELED);
+		give_free_slot(s, false);
 		return;
 	}
 	p->counters.connect_failures++;
 	snprintf(p->last_error, sizeof p->last_error, "%s:%u: %s", be->addr.name, be->addr.port,
 		 reason ? reason : "connect failed");
 	snprintf(be->last_error, sizeof be->last_error, "%s", reason ? reason : "connect failed");
-	if (be->state != TP_BACKEND_DRAINING) {
+	if (full) {
+		/* Up but full: the slots it has (this one excluded) are what it takes for now. */
+		cap = p->nslots - 1;
+		lowered = p->cap < 0 || cap < p->cap;
+		p->cap = cap;
+		p->cap_until = now + (p->cfg.full_hold > 0 ? p->cfg.full_hold : 60.0);
+		if (bound && !p->stopping) {
+			push_head(p, bound);
+			requeued = true;
+		}
+	} else if (err != -EPERM && be->state != TP_BACKEND_DRAINING) {
+		int after = p->cfg.backoff_after > 0 ? p->cfg.backoff_after : 1;
 		be->failures++;
-		/* Full jitter at every step, the cap included: retries of many pools never align. */
-		double cap = p->cfg.backoff_first;
-		for (int i = 1; i < be->failures && cap < p->cfg.backoff_max; i++)
-			cap *= 2;
-		if (cap > p->cfg.backoff_max || be->failures >= p->cfg.breaker_failures)
-			cap = p->cfg.backoff_max;
-		be->retry_at = now + cap * rand01(p);
-		set_state(p, be, be->failures >= p->cfg.breaker_failures ? TP_BACKEND_DEAD : TP_BACKEND_BACKOFF);
+		if (be->failures >= after) {
+			/* Full jitter at every step, the cap included: retries of many pools never align. */
+			bool dead = be->failures >= p->cfg.breaker_failures;
+			be->retry_at = now + backoff_wait(p, dead ? 1 << 20 : be->failures - after + 1);
+			set_state(p, be, dead ? TP_BACKEND_DEAD : TP_BACKEND_BACKOFF);
+		}
+	}
+	if (s->refill) {
+		p->refill_failures++;
+		/* +-25% around the doubling step: nothing claims, so no herd to spread, and a
+		 * growing gap is what an operator reading the log expects. */
+		double step = p->cfg.backoff_first;
+		for (int i = 1; i < p->refill_failures && step < p->cfg.backoff_max; i++)
+			step *= 2;
+		if (step > p->cfg.backoff_max)
+			step = p->cfg.backoff_max;
+		p->refill_at = now + step * (0.75 + 0.5 * rand01(p));
+		if (p->cfg.dormant_after > 0 && p->refill_failures >= p->cfg.dormant_after && !p->wait_head &&
+		    p->nbusy == 0 && !p->dormant && !p->retired) {
+			p->dormant = true;
+			sleep = true;
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
-	logf_(p, TP_LOG_WARN, "pool %s: connect to %s:%u failed: %s", p->name, be->addr.name, be->addr.port,
-	      reason ? reason : "connect failed");
+	if (full && lowered)
+		logf_(p, TP_LOG_INFO, "pool %s: %s:%u has no room for another connection (%s): at most %d slot%s for a while",
+		      p->name, be->addr.name, be->addr.port, reason ? reason : "full", cap, cap == 1 ? "" : "s");
+	else if (!full)
+		logf_(p, TP_LOG_WARN, "pool %s: connect to %s:%u failed: %s", p->name, be->addr.name, be->addr.port,
+		      reason ? reason : "connect failed");
+	if (sleep)
+		logf_(p, TP_LOG_WARN, "pool %s: dormant: its last %d min_slots connects failed with nothing claimed",
+		      p->name, p->cfg.dormant_after);
+	if (bound && !requeued)
+		claim_done(bound, NULL, p->stopping ? -ECANCELED : err);
 	close_slot(s, TP_CLOSE_CONNECT);
+	if (sleep)
+		post_sweeps(p);
 }
 
 /* ---- health ---- */
+
+bool tp_idle_broken(struct tp_slot *s)
+{
+	struct tp_pool *p = s->pool;
+	pthread_mutex_lock(&p->lock);
+	bool mine = s->state == SLOT_IDLE;
+	if (mine)
+		idle_unlink(p, s);
+	pthread_mutex_unlock(&p->lock);
+	TP_PROBE4(health, p->name, s->be->addr.name, (int)s->be->addr.port, 0);
+	if (mine)
+		close_slot(s, TP_CLOSE_HEALTH);
+	return mine;
+}
 
 void tp_check_done(struct tp_slot *s, bool ok)
 {
@@ -568,17 +958,18 @@ void tp_check_done(struct tp_slot *s, bool ok)
 		return;
 	}
 	/* A backend removed meanwhile, or a stop, closes it there. */
-	give_free_slot(s);
+	give_free_slot(s, false);
 }
 
 /* ---- public API ---- */
-
 struct tp_pool *tp_pool_new(const struct tp_config *cfg, const struct tp_host_ops *host, void *host_ctx,
 			    const struct tp_connector_ops *conn, void *conn_ctx)
 {
 	if (!cfg || !host || !host->now || !host->post || !conn || !conn->connect || !conn->close ||
 	    cfg->nthreads < 1 || cfg->max_slots < 1 || cfg->max_per_backend < 0 || cfg->backoff_first <= 0 ||
-	    cfg->backoff_max < cfg->backoff_first || cfg->breaker_failures < 1) {
+	    cfg->backoff_max < cfg->backoff_first || cfg->breaker_failures < 1 || cfg->min_slots < 0 ||
+	    cfg->min_slots > cfg->max_slots || cfg->home_thread < 0 || cfg->home_thread >= cfg->nthreads ||
+	    cfg->pass_over_max < 0 || cfg->backoff_after < 0 || cfg->dormant_after < 0) {
 		errno = EINVAL;
 		return NULL;
 	}
@@ -602,6 +993,9 @@ struct tp_pool *tp_pool_new(const struct tp_config *cfg, const struct tp_host_op
 		p->threads[i].index = i;
 	}
 	p->rng = cfg->seed ? cfg->seed : (uint32_t)time(NULL) | 1u;
+	p->max_slots = cfg->max_slots;
+	p->min_slots = cfg->min_slots;
+	p->cap = -1;
 	pthread_mutex_init(&p->lock, NULL);
 	return p;
 }
@@ -685,41 +1079,49 @@ int tp_claim(struct tp_pool *p, struct tp_claim *c, int thread, double deadline,
 	if (!p || !c || !c->done || !out || thread < 0 || thread >= p->cfg.nthreads)
 		return -EINVAL;
 	*out = NULL;
+	double now = now_of(p);
+	TP_PROBE3(claim__start, p->name, thread, (long long)((deadline - now) * 1e6));
+	pthread_mutex_lock(&p->lock);
 	/* A claim still queued must not be queued twice (that corrupts the queue). queued is
 	 * only written under the lock, and a zeroed claim reads false. */
-	pthread_mutex_lock(&p->lock);
-	bool again = c->queued;
-	pthread_mutex_unlock(&p->lock);
-	if (again)
+	if (c->queued) {
+		pthread_mutex_unlock(&p->lock);
 		return -EBUSY;
+	}
 	c->pool = p;
 	c->thread = thread;
-	c->start = now_of(p);
+	c->start = now;
 	c->deadline = deadline;
 	c->slot = NULL;
 	c->err = 0;
-	c->queued = false;
-	TP_PROBE3(claim__start, p->name, thread, (long long)((deadline - c->start) * 1e6));
-	pthread_mutex_lock(&p->lock);
 	p->counters.claims++;
+	p->dormant = false; /* a claim wakes a sleeping pool */
+	c->passed_over = 0;
 	if (p->stopping) {
 		rc = -ECANCELED;
-	} else if (!p->wait_head && p->threads[thread].idle) {
+	} else if (!p->paused && !p->wait_head && (s = pick_idle(p, thread, c->key))) {
 		/* Strict FIFO: only when nobody waits may a claim skip the queue. */
-		s = p->threads[thread].idle;
 		idle_unlink(p, s);
 		s->state = SLOT_BUSY;
+		s->key = c->key;
 		p->nbusy++;
 		p->counters.served++;
 		rc = 0;
-	} else if (all_dead(p, c->start)) {
+	} else if (!p->paused && all_dead(p, c->start)) {
+		rc = -EHOSTUNREACH;
+	} else if (!p->paused && p->cfg.fail_fast && !p->wait_head && p->nidle == 0 && p->nbackends > 0 &&
+		   p->nslots < max_now(p, c->start) && !any_ready(p, c->start)) {
+		/* It would wait for a connect that no backend takes before its backoff ends. */
 		rc = -EHOSTUNREACH;
 	} else {
 		enqueue(p, c);
 		kick_locked(p, &ps);
 	}
+	bool evict = p->group_blocked && p->wait_head;
 	pthread_mutex_unlock(&p->lock);
 	flush(p, &ps);
+	if (evict)
+		group_evict(p);
 	if (rc != -EINPROGRESS) {
 		TP_PROBE4(claim__done, p->name, thread, 0LL, rc);
 		if (rc == 0)
@@ -755,20 +1157,21 @@ void tp_release(struct tp_slot *s, bool reusable)
 {
 	struct tp_pool *p = s->pool;
 	TP_PROBE4(slot__released, p->name, s->be->addr.name, (int)s->be->addr.port, (int)reusable);
-	pthread_mutex_lock(&p->lock);
-	p->nbusy--;
-	pthread_mutex_unlock(&p->lock);
 	if (!reusable) {
+		pthread_mutex_lock(&p->lock);
+		p->nbusy--;
+		pthread_mutex_unlock(&p->lock);
 		close_slot(s, TP_CLOSE_BROKEN);
 		return;
 	}
-	give_free_slot(s);
+	give_free_slot(s, true);
 }
 
 void tp_pool_tick(struct tp_pool *p, int thread)
 {
 	struct tp_claim *expired = NULL, **etail = &expired;
 	struct tp_slot *closing = NULL, *checking = NULL;
+	struct posts ps = { .n = 0 };
 	double now = now_of(p);
 
 	if (thread < 0 || thread >= p->cfg.nthreads)
@@ -786,24 +1189,39 @@ void tp_pool_tick(struct tp_pool *p, int thread)
 		*etail = c;
 		etail = &c->next;
 	}
-	/* This thread's idle slots: expire, drop the removed, start health checks. */
+	/* This thread's idle slots: expire, drop the removed and what the policy keeps no
+	 * more, start health checks. */
+	int left = p->nslots;
 	for (struct tp_slot *s = p->threads[thread].idle, *next; s; s = next) {
 		next = s->next;
-		bool expire = p->stopping || s->be->state == TP_BACKEND_DRAINING ||
-			      (p->cfg.idle_timeout > 0 && now - s->idle_since >= p->cfg.idle_timeout) ||
-			      (s->expires_at && now >= s->expires_at);
-		bool check = !expire && p->conn->check && p->cfg.check_after > 0 &&
+		enum tp_close_reason why = TP_CLOSE__COUNT;
+		if (p->stopping)
+			why = TP_CLOSE_STOPPED;
+		else if (s->be->state == TP_BACKEND_DRAINING)
+			why = TP_CLOSE_REMOVED;
+		else if (s->gen != p->gen)
+			why = TP_CLOSE_RECONNECT;
+		else if (p->retired)
+			why = TP_CLOSE_RETIRED;
+		else if (p->dormant)
+			why = TP_CLOSE_DORMANT;
+		else if (s->expires_at && now >= s->expires_at)
+			why = TP_CLOSE_LIFETIME;
+		else if (left > p->max_slots)
+			why = TP_CLOSE_SHRUNK;
+		else if (p->cfg.idle_timeout > 0 && now - s->idle_since >= p->cfg.idle_timeout && left > p->min_slots)
+			why = TP_CLOSE_IDLE;
+		bool check = why == TP_CLOSE__COUNT && p->conn->check && p->cfg.check_after > 0 &&
 			     now - s->checked_at >= p->cfg.check_after;
-		if (!expire && !check)
+		if (why == TP_CLOSE__COUNT && !check)
 			continue;
 		idle_unlink(p, s);
-		if (expire) {
-			s->why = p->stopping ? TP_CLOSE_STOPPED
-				 : s->be->state == TP_BACKEND_DRAINING ? TP_CLOSE_REMOVED
-				 : s->expires_at && now >= s->expires_at ? TP_CLOSE_LIFETIME
-				 : TP_CLOSE_IDLE;
+		if (why != TP_CLOSE__COUNT) {
+			s->why = why;
+			s->state = SLOT_CLOSING;
 			s->next = closing;
 			closing = s;
+			left--;
 		} else {
 			s->state = SLOT_CHECKING;
 			s->checked_at = now;
@@ -812,7 +1230,18 @@ void tp_pool_tick(struct tp_pool *p, int thread)
 			checking = s;
 		}
 	}
+	if (thread == p->cfg.home_thread && !p->stopping) {
+		(void)max_now(p, now); /* forgets an expired cap */
+		/* Capped with no slot left to wait for: one connect a tick tries for room. */
+		if (p->cap >= 0 && p->nslots == 0 && p->wait_head && p->nconnecting == 0)
+			p->cap_probe = true;
+		/* min_slots: one connect a tick, so that a backend that is down is not hammered. */
+		if (!p->retired && !p->dormant && !p->wait_head && p->nslots < p->min_slots && p->nconnecting == 0 &&
+		    now >= p->refill_at && p->nslots < max_now(p, now))
+			(void)start_connect(p, &ps, now, thread, NULL, true);
+	}
 	pthread_mutex_unlock(&p->lock);
+	flush(p, &ps);
 	while (expired) {
 		struct tp_claim *c = expired;
 		expired = c->next;
@@ -859,13 +1288,131 @@ void tp_pool_stop(struct tp_pool *p)
 	}
 	pthread_mutex_unlock(&p->lock);
 	flush(p, &ps);
-	/* Each thread closes its own idle slots. */
+	post_sweeps(p);
+}
+
+/* Each thread closes its own idle slots (what tp_pool_tick would close), soon. */
+static void post_sweeps(struct tp_pool *p)
+{
 	for (int i = 0; i < p->cfg.nthreads; i++) {
 		pthread_mutex_lock(&p->lock);
 		p->npending++;
 		pthread_mutex_unlock(&p->lock);
 		p->host->post(p->host_ctx, i, run_stop_thread, &p->threads[i]);
 	}
+}
+
+void tp_pool_pause(struct tp_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->paused = true;
+	pthread_mutex_unlock(&p->lock);
+}
+
+void tp_pool_resume(struct tp_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->paused = false;
+	pthread_mutex_unlock(&p->lock);
+	kick(p);
+}
+
+void tp_pool_reconnect(struct tp_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->gen++;
+	pthread_mutex_unlock(&p->lock);
+	post_sweeps(p);
+}
+
+void tp_pool_retire(struct tp_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	p->retired = true;
+	pthread_mutex_unlock(&p->lock);
+	post_sweeps(p);
+}
+
+void tp_pool_sleep(struct tp_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	bool was = p->dormant;
+	p->dormant = true;
+	pthread_mutex_unlock(&p->lock);
+	if (!was)
+		post_sweeps(p);
+}
+
+int tp_pool_resize(struct tp_pool *p, int max_slots, int min_slots)
+{
+	if (max_slots < 1 || min_slots < 0 || min_slots > max_slots)
+		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
+	bool shrunk = p->nslots > max_slots;
+	p->max_slots = max_slots;
+	p->min_slots = min_slots;
+	pthread_mutex_unlock(&p->lock);
+	if (shrunk)
+		post_sweeps(p);
+	kick(p);
+	return 0;
+}
+
+void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime)
+{
+	pthread_mutex_lock(&p->lock);
+	p->cfg.idle_timeout = idle_timeout > 0 ? idle_timeout : 0;
+	p->cfg.lifetime = lifetime > 0 ? lifetime : 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
+struct tp_group *tp_group_new(int limit)
+{
+	struct tp_group *g = calloc(1, sizeof *g);
+	if (!g)
+		return NULL;
+	pthread_mutex_init(&g->lock, NULL);
+	atomic_init(&g->count, 0);
+	atomic_init(&g->limit, limit > 0 ? limit : 0);
+	return g;
+}
+
+void tp_group_set_limit(struct tp_group *g, int limit)
+{
+	atomic_store(&g->limit, limit > 0 ? limit : 0);
+}
+
+int tp_group_count(const struct tp_group *g)
+{
+	return atomic_load(&((struct tp_group *)g)->count);
+}
+
+void tp_group_free(struct tp_group *g)
+{
+	if (!g)
+		return;
+	pthread_mutex_destroy(&g->lock);
+	free(g);
+}
+
+int tp_pool_join(struct tp_pool *p, struct tp_group *g)
+{
+	if (!p || !g)
+		return -EINVAL;
+	if (p->ngroups == TP_GROUPS_MAX)
+		return -ENOSPC;
+	int i = p->ngroups;
+	p->member[i].pool = p;
+	pthread_mutex_lock(&g->lock);
+	p->member[i].next = g->members;
+	g->members = &p->member[i];
+	pthread_mutex_unlock(&g->lock);
+	pthread_mutex_lock(&p->lock);
+	p->groups[i] = g;
+	p->ngroups++;
+	atomic_fetch_add(&g->count, p->nslots);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
 }
 
 int tp_pool_destroy(struct tp_pool *p)
@@ -877,6 +1424,16 @@ int tp_pool_destroy(struct tp_pool *p)
 	pthread_mutex_unlock(&p->lock);
 	if (busy)
 		return -EBUSY;
+	for (int i = 0; i < p->ngroups; i++) {
+		struct tp_group *g = p->groups[i];
+		pthread_mutex_lock(&g->lock);
+		for (struct tp_member **mm = &g->members; *mm; mm = &(*mm)->next)
+			if (*mm == &p->member[i]) {
+				*mm = p->member[i].next;
+				break;
+			}
+		pthread_mutex_unlock(&g->lock);
+	}
 	while (p->backends) {
 		struct tp_backend *be = p->backends;
 		p->backends = be->next;
@@ -892,6 +1449,7 @@ void *tp_slot_conn(const struct tp_slot *s) { return s->conn; }
 void tp_slot_set_conn(struct tp_slot *s, void *conn) { s->conn = conn; }
 const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *s) { return &s->be->addr; }
 int tp_slot_thread(const struct tp_slot *s) { return s->thread; }
+struct tp_claim *tp_slot_claim(const struct tp_slot *s) { return s->state == SLOT_CONNECTING ? s->claim : NULL; }
 
 void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)
 {
@@ -907,6 +1465,13 @@ void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)
 	out->backends_up = 0;
 	for (struct tp_backend *be = p->backends; be; be = be->next)
 		out->backends_up += be->state == TP_BACKEND_UP;
+	out->max_slots = p->max_slots;
+	out->min_slots = p->min_slots;
+	out->cap = p->cap >= 0 && now_of(p) < p->cap_until ? p->cap : -1;
+	out->paused = p->paused;
+	out->retired = p->retired;
+	out->dormant = p->dormant;
+	out->down = p->nbackends > 0 && !any_ready(p, now_of(p));
 	pthread_mutex_unlock(&p->lock);
 }
 

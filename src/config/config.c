@@ -1222,6 +1222,10 @@ static const struct enum_name target_names[] = {
 	{ NULL, 0 },
 };
 
+static const struct enum_name cache_inval_names[] = {
+	{ "tusk", CONFIG_CACHE_INVAL_TUSK }, { "logical", CONFIG_CACHE_INVAL_LOGICAL }, { NULL, 0 },
+};
+
 static const struct enum_name cache_names[] = {
 	{ "off", CONFIG_CACHE_OFF }, { "coalesce", CONFIG_CACHE_COALESCE }, { "on", CONFIG_CACHE_ON }, { NULL, 0 },
 };
@@ -1681,6 +1685,11 @@ static void check_redis(struct loader *ld, const yaml_node_t *root)
 	if (r->tls)
 		report(ld, line, "redis.tls",
 		       "this build's hiredis (0.14) has no TLS: reach Redis over a unix socket or a local TLS tunnel");
+	/* With redis:, results live in Redis under versions every tusk shares; the decoder bumps
+	 * only this process's. */
+	if ((r->host || r->unix_path) && ld->cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL)
+		report(ld, line, "cache_invalidation",
+		       "logical is not supported with redis: yet (it would bump only this tusk's versions, not Redis's)");
 }
 
 /* ---- The top level ---------------------------------------------------------------------- */
@@ -1758,6 +1767,15 @@ static const struct key_def top_keys[] = {
 	  .def = "64MB" },
 	{ .name = "cache_coalesce_wait", .type = KEY_DURATION, .offset = TOP_FIELD(cache_coalesce_wait_ms), .min = 1,
 	  .max = MS_PER_DAY, .def = "5s", .reloadable = true },
+	/* The decoding thread starts with the cache (src/flight/logical.c). */
+	{ .name = "cache_invalidation", .type = KEY_ENUM, .offset = TOP_FIELD(cache_invalidation),
+	  .names = cache_inval_names, .def = "tusk" },
+	{ .name = "cache_logical_poll", .type = KEY_DURATION, .offset = TOP_FIELD(cache_logical_poll_ms), .min = 10,
+	  .max = 60000, .def = "200ms" },
+	{ .name = "cache_logical_user", .type = KEY_STRING, .offset = TOP_FIELD(cache_logical_user), .min = 1,
+	  .max = 63 },
+	{ .name = "cache_logical_password", .type = KEY_STRING, .offset = TOP_FIELD(cache_logical_password),
+	  .min = 1, .max = 1024, .secret = true },
 	{ .name = "cache_tables", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_top_cache_tables,
 	  .release = release_top_cache_tables },
 	{ .name = "cache_exclude_tables", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_top_cache_exclude,

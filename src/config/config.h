@@ -21,6 +21,12 @@ enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT }
  * top-level value. COALESCE merges identical reads in flight; ON also keeps results. */
 enum config_cache { CONFIG_CACHE_INHERIT, CONFIG_CACHE_OFF, CONFIG_CACHE_COALESCE, CONFIG_CACHE_ON };
 
+/* cache_invalidation: which writes invalidate kept results (docs/cache.md). */
+enum config_cache_inval {
+	CONFIG_CACHE_INVAL_TUSK,    /* writes through tusk (and cache_ttl for the rest) */
+	CONFIG_CACHE_INVAL_LOGICAL, /* ... and every committed change, by logical decoding */
+};
+
 /* How clients of a rule prove who they are (hba_file, when set, decides instead). */
 enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM,
 		   CONFIG_AUTH_CERT };
@@ -213,6 +219,10 @@ struct tusk_config {
 	uint32_t cache_max_result;       /* default 1MB: replies above it are neither kept nor shared */
 	uint32_t cache_memory;           /* default 64MB: bound on all kept results, process-wide */
 	uint64_t cache_coalesce_wait_ms; /* default 5s: a waiter's deadline, then it runs the query itself */
+	int cache_invalidation;          /* enum config_cache_inval; default tusk (read at start) */
+	uint64_t cache_logical_poll_ms;  /* default 200ms: between polls of logical decoding */
+	char *cache_logical_user;        /* NULL: the pool's server login; needs REPLICATION */
+	char *cache_logical_password;
 	int ncache_tables;
 	char **cache_tables;             /* NULL: every table not excluded */
 	int ncache_exclude_tables;

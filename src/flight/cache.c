@@ -1,10 +1,12 @@
 /* The process-wide cache state (cache.h). */
 #include "flight/cache.h"
 
+#include "flight/logical.h"
+
 #include <stddef.h>
 #include <stdlib.h>
 
-struct flight_cache *flight_cache_new(size_t memory)
+struct flight_cache *flight_cache_new(size_t memory, double logical_poll)
 {
 	struct flight_cache *fc = calloc(1, sizeof(*fc));
 
@@ -12,7 +14,10 @@ struct flight_cache *flight_cache_new(size_t memory)
 		return NULL;
 	fc->lru = flight_lru_new(memory);
 	fc->vol = flight_vol_new();
-	if (!fc->lru || !fc->vol || flight_table_init(&fc->flights) < 0) {
+	if (logical_poll > 0)
+		fc->logical = flight_logical_new(&fc->inval, &fc->counters, logical_poll);
+	if (!fc->lru || !fc->vol || (logical_poll > 0 && !fc->logical) || flight_table_init(&fc->flights) < 0) {
+		flight_logical_free(fc->logical);
 		flight_vol_free(fc->vol);
 		flight_lru_free(fc->lru);
 		free(fc);
@@ -25,6 +30,7 @@ void flight_cache_free(struct flight_cache *fc)
 {
 	if (!fc)
 		return;
+	flight_logical_free(fc->logical);
 	flight_vol_free(fc->vol);
 	flight_table_destroy(&fc->flights);
 	flight_lru_free(fc->lru);
@@ -53,6 +59,7 @@ void flight_cache_report(struct flight_cache *fc, flight_report_fn *fn, void *ar
 		C(hits), C(misses), C(joins), C(join_served), C(waiter_fallbacks), C(waiter_cancels),
 		C(leader_failures), C(stores), C(store_races), C(invalidations), C(expirations), C(evictions),
 		C(flushes), C(table_bumps), C(db_bumps), C(l2_hits), C(l2_misses), C(l2_errors), C(l2_stores),
+		C(logical_changes), C(logical_errors),
 #undef C
 	};
 

@@ -41,6 +41,8 @@ struct flight_counters {
 	_Atomic uint64_t l2_misses;        /* looked up in Redis, not there or stale */
 	_Atomic uint64_t l2_errors;        /* Redis down, slow, refusing or answering nonsense: a miss */
 	_Atomic uint64_t l2_stores;        /* results sent to Redis */
+	_Atomic uint64_t logical_changes;  /* table changes read by logical decoding (logical.h) */
+	_Atomic uint64_t logical_errors;   /* a database could not be followed (connect, slot, read) */
 	_Atomic uint64_t bypass[FLIGHT_VERDICT_COUNT];
 	_Atomic uint64_t bypass_state[FLIGHT_BYPASS_STATE_COUNT];
 };
@@ -50,6 +52,7 @@ struct flight_cache {
 	struct flight_table flights;
 	struct flight_lru *lru;
 	struct flight_vol *vol; /* which functions are immutable, per database (its own lock and thread) */
+	struct flight_logical *logical; /* cache_invalidation: logical; else NULL */
 	struct flight_counters counters;
 	/* L2 INCRs sent and not yet answered, per version slot (tables, then databases): a
 	 * lookup for slots with one pending does not use Redis (it might not have counted the
@@ -57,8 +60,9 @@ struct flight_cache {
 	_Atomic uint32_t l2_pending[FLIGHT_INVAL_SLOTS + FLIGHT_INVAL_DB_SLOTS];
 };
 
-/* memory: cache_memory (read at start). NULL when out of memory. */
-struct flight_cache *flight_cache_new(size_t memory);
+/* memory: cache_memory, logical_poll: seconds between polls of logical decoding, 0 = not
+ * used (both read at start). NULL when out of memory. */
+struct flight_cache *flight_cache_new(size_t memory, double logical_poll);
 void flight_cache_free(struct flight_cache *fc);
 
 /* Whether any rule of cfg (or its default) caches: then every write through tusk is tracked. */

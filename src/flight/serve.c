@@ -20,6 +20,7 @@
 #include "flight/decide.h"
 #include "flight/key.h"
 #include "flight/l2.h"
+#include "flight/logical.h"
 #include "flight/policy.h"
 #include "frontend/client_int.h"
 #include "frontend/session.h"
@@ -215,6 +216,26 @@ static void vol_target(struct client *c, struct flight_vol_target *t)
 		snprintf(t->sslmode, sizeof(t->sslmode), "%s", modes[svc->tls]);
 	if (svc && svc->tls_ca_file)
 		snprintf(t->sslrootcert, sizeof(t->sslrootcert), "%s", svc->tls_ca_file);
+}
+
+/* With cache_invalidation: logical, a result is kept only while its database is followed
+ * (logical.h): otherwise a write around tusk would go unseen until cache_ttl. */
+static bool logical_followed(struct client *c)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_vol_target t;
+
+	if (!cache->logical)
+		return true;
+	vol_target(c, &t);
+	const struct tusk_config *cfg = c->worker->rt->cfg;
+	if (cfg->cache_logical_user) {
+		snprintf(t.user, sizeof(t.user), "%s", cfg->cache_logical_user);
+		snprintf(t.password, sizeof(t.password), "%s", cfg->cache_logical_password ? cfg->cache_logical_password : "");
+	}
+	bool ok = flight_logical_follow(cache->logical, &t, c->database);
+	OPENSSL_cleanse(t.password, sizeof(t.password));
+	return ok;
 }
 
 /* A decision whose only obstacle is function calls (decide.h): FLIGHT_OK when the catalog
@@ -494,7 +515,7 @@ static bool request(struct client *c, bool session)
 	switch (flight_join(&cache->flights, key, (size_t)klen, hash, &v, max, c->worker, c, &lead, &wait)) {
 	case FLIGHT_ROLE_LEAD:
 		fc->lead = lead;
-		fc->lead_store = p.mode == CONFIG_CACHE_ON;
+		fc->lead_store = p.mode == CONFIG_CACHE_ON && logical_followed(c);
 		fc->lead_ttl = (double)p.ttl_ms / 1000.0;
 		fc->lead_ttl_ms = p.ttl_ms;
 		atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);

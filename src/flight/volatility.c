@@ -235,7 +235,7 @@ void flight_vol_lookup(struct flight_vol *v, struct flight_inval *iv, const stru
 	pthread_mutex_unlock(&v->lock);
 }
 
-static bool target_equal(const struct flight_vol_target *a, const struct flight_vol_target *b)
+bool flight_vol_target_equal(const struct flight_vol_target *a, const struct flight_vol_target *b)
 {
 	return strcmp(a->host, b->host) == 0 && strcmp(a->port, b->port) == 0 && strcmp(a->dbname, b->dbname) == 0 &&
 	       strcmp(a->user, b->user) == 0 && strcmp(a->password, b->password) == 0 &&
@@ -255,18 +255,11 @@ static void close_conn(struct vol_conn *k)
 	OPENSSL_cleanse(k, sizeof(*k));
 }
 
-/* The thread's connection for t: kept, or opened (the oldest slot closed for it). */
-static PGconn *conn_for(struct flight_vol *v, const struct flight_vol_target *t)
+PGconn *flight_vol_connect(const struct flight_vol_target *t, const char *application_name, const char *options)
 {
 	const char *keys[12], *vals[12];
 	int n = 0;
 
-	for (int i = 0; i < VOL_CONNS; i++)
-		if (v->conns[i].pg && target_equal(&v->conns[i].target, t))
-			return v->conns[i].pg;
-	close_conn(&v->conns[VOL_CONNS - 1]);
-	memmove(&v->conns[1], &v->conns[0], sizeof(v->conns[0]) * (VOL_CONNS - 1));
-	memset(&v->conns[0], 0, sizeof(v->conns[0]));
 #define ADD(k, val)                             \
 	if ((val)[0]) {                         \
 		keys[n] = k, vals[n++] = (val); \
@@ -279,11 +272,23 @@ static PGconn *conn_for(struct flight_vol *v, const struct flight_vol_target *t)
 	ADD("sslmode", t->sslmode)
 	ADD("sslrootcert", t->sslrootcert)
 #undef ADD
-	keys[n] = "application_name", vals[n++] = "tusk cache catalog";
+	keys[n] = "application_name", vals[n++] = application_name;
 	keys[n] = "connect_timeout", vals[n++] = "5";
-	keys[n] = "options", vals[n++] = "-c statement_timeout=5s -c default_transaction_read_only=on";
+	keys[n] = "options", vals[n++] = options;
 	keys[n] = NULL, vals[n] = NULL;
-	PGconn *pg = PQconnectdbParams(keys, vals, 0);
+	return PQconnectdbParams(keys, vals, 0);
+}
+
+/* The thread's connection for t: kept, or opened (the oldest slot closed for it). */
+static PGconn *conn_for(struct flight_vol *v, const struct flight_vol_target *t)
+{
+	for (int i = 0; i < VOL_CONNS; i++)
+		if (v->conns[i].pg && flight_vol_target_equal(&v->conns[i].target, t))
+			return v->conns[i].pg;
+	close_conn(&v->conns[VOL_CONNS - 1]);
+	memmove(&v->conns[1], &v->conns[0], sizeof(v->conns[0]) * (VOL_CONNS - 1));
+	memset(&v->conns[0], 0, sizeof(v->conns[0]));
+	PGconn *pg = flight_vol_connect(t, "tusk cache catalog", "-c statement_timeout=5s -c default_transaction_read_only=on");
 	if (!pg || PQstatus(pg) != CONNECTION_OK) {
 		log_warn(NULL, NULL, "cache: cannot read function volatility from %s/%s: %s", t->host, t->dbname,
 			 pg ? PQerrorMessage(pg) : "out of memory");

@@ -65,4 +65,10 @@ enum flight_vol_answer flight_vol_check(struct flight_vol *v, struct flight_inva
 void flight_vol_lookup(struct flight_vol *v, struct flight_inval *iv, const struct flight_vol_db *db,
 		       const struct flight_relation *funcs, int n, const struct flight_vol_target *target, double ttl);
 
+/* Shared with logical.c: whether two targets are the same login, and a libpq connection to
+ * one (check PQstatus; PQfinish it either way). */
+bool flight_vol_target_equal(const struct flight_vol_target *a, const struct flight_vol_target *b);
+typedef struct pg_conn PGconn;
+PGconn *flight_vol_connect(const struct flight_vol_target *t, const char *application_name, const char *options);
+
 #endif

@@ -327,7 +327,9 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
-	rt->flight = flight_cache_new(cfg->cache_memory);
+	rt->flight = flight_cache_new(cfg->cache_memory, cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL
+								 ? (double)cfg->cache_logical_poll_ms / 1000.0
+								 : 0);
 	rt->stats = stats_new();
 	rt->start_time = ev_time();
 	rt->nworkers = cfg->workers;

@@ -24,7 +24,8 @@ def cpg(workdir):
     s = _make_pg(workdir / "pg-cache", with_bench=False)
     with open(s.data / "postgresql.conf", "a") as f:
         f.write("shared_preload_libraries = 'pg_stat_statements'\n"
-                "pg_stat_statements.track = all\n")
+                "pg_stat_statements.track = all\n"
+                "wal_level = logical\n")  # cache_invalidation: logical
     s.stop()
     s.start()
     s.execute("create extension if not exists pg_stat_statements", dbname=TEST_DB)
@@ -193,6 +194,48 @@ def test_commit_seen_by_postgresql_before_tusk_serves_nothing_old(cpg, on):
     writer.read_until_ready()
     assert rows_of(reader, q) == [["after"]]
     cpg.execute("update items set name = 'item 2' where id = 2", dbname=TEST_DB)
+
+
+def test_logical_invalidation_sees_writes_around_tusk(cpg, tusk):
+    """cache_invalidation: logical: a write made directly on PostgreSQL (around tusk) reaches
+    the cache by logical decoding within a few polls, where without it the old row is served
+    until cache_ttl. Control first: the same steps through a tusk without the option do serve
+    the old row, so the test can tell the two apart."""
+    cpg.execute("drop table if exists logi; create table logi (k int primary key, v text); "
+                "insert into logi values (1, 'old'); grant all on logi to public", dbname=TEST_DB)
+    q = "SELECT v FROM logi WHERE k = 1"
+
+    def cached(t):
+        c = wire(t)
+        deadline = time.time() + 20
+        while True:  # kept once its database is followed (the slot is made on first use)
+            before = calls(cpg, "FROM logi WHERE k =")
+            assert rows_of(c, q) == [[cpg.execute("select v from logi where k = 1", dbname=TEST_DB)[0][0]]]
+            if calls(cpg, "FROM logi WHERE k =") == before:
+                return c
+            assert time.time() < deadline, "the read was never served from the cache"
+            time.sleep(0.1)
+
+    plain = tusk(pg_server=cpg, pools=[cache_pool("on")], cache_ttl="60s")
+    c = cached(plain)
+    cpg.execute("update logi set v = 'direct 1' where k = 1", dbname=TEST_DB)
+    time.sleep(1)
+    assert rows_of(c, q) == [["old"]]  # without decoding: stale until cache_ttl
+    plain.stop()
+
+    t = tusk(pg_server=cpg, pools=[cache_pool("on")], cache_ttl="60s", cache_invalidation="logical",
+             cache_logical_poll="50ms", cache_logical_user="postgres")
+    c = cached(t)
+    for i in range(2, 5):
+        cpg.execute("update logi set v = %s where k = 1", (f"direct {i}",), dbname=TEST_DB)
+        deadline = time.time() + 5
+        while rows_of(c, q) != [[f"direct {i}"]]:
+            assert time.time() < deadline, f"a write around tusk was not seen within 5 s (poll 50 ms)"
+            time.sleep(0.05)
+    # The reads between the writes were cached again (the option does not turn caching off).
+    c = cached(t)
+    assert rows_of(c, q) == [["direct 4"]]
+    assert "following database" in t.log_text()
 
 
 def test_users_and_search_path_never_share(cpg, on):

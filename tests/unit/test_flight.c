@@ -584,6 +584,25 @@ static void test_config_redis(void **state)
 	assert_non_null(strstr(errs, "host and unix"));
 	assert_non_null(strstr(errs, "no TLS"));
 	free(errs);
+	/* cache_invalidation: tusk by default; logical with its poll; logical with redis refused. */
+	assert_int_equal(load_text(base, &cfg, &errs), 0);
+	assert_int_equal(cfg->cache_invalidation, CONFIG_CACHE_INVAL_TUSK);
+	assert_int_equal(cfg->cache_logical_poll_ms, 200);
+	config_free(cfg);
+	free(errs);
+	snprintf(yaml, sizeof(yaml), "%scache_invalidation: logical\ncache_logical_poll: 50ms\n", base);
+	assert_int_equal(load_text(yaml, &cfg, &errs), 0);
+	assert_int_equal(cfg->cache_invalidation, CONFIG_CACHE_INVAL_LOGICAL);
+	assert_int_equal(cfg->cache_logical_poll_ms, 50);
+	config_free(cfg);
+	free(errs);
+	snprintf(yaml, sizeof(yaml), "%scache_invalidation: logical\nredis: {host: r1}\n", base);
+	assert_int_equal(load_text(yaml, &cfg, &errs), 1);
+	assert_non_null(strstr(errs, "not supported with redis"));
+	free(errs);
+	snprintf(yaml, sizeof(yaml), "%scache_invalidation: wal\n", base);
+	assert_int_equal(load_text(yaml, &cfg, &errs), 1);
+	free(errs);
 }
 
 int main(void)

@@ -19,7 +19,9 @@ as_postgres() {
 	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+# Any socket on the port, not only listeners: these ports are in the kernel's ephemeral range,
+# so an outgoing connection may hold one as its local port, and PostgreSQL's bind then fails.
+port_busy() { ss -Htan "sport = :$1" 2>/dev/null | grep -q .; }
 
 # pick_port NAME START: the first free port from START on that this script has not picked yet,
 # into variable NAME. Not a $(...) subshell: the ports picked must be remembered, or both tusks

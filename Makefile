@@ -4,7 +4,8 @@
 #   make run-kv  build, then a two-zone demo of the kv store (two PostgreSQL, two tusks; Ctrl-C stops)
 #   make test    unit tests (ctest) then the integration suite against build/tusk
 #   make asan    ASan+UBSan build into build-asan/
-#   make bench   pgbench -S: direct vs PgBouncer vs tusk (compare.sh), then what each costs to run (cost.sh)
+#   make bench   pgbench -S: direct vs PgBouncer vs tusk (compare.sh), then what each costs to run (cost.sh),
+#                then resolution of 1,000 SRV records (resolve_srv.py)
 #   make install binary, libtuskpool (static, shared), tuskpool.h, tuskpool.pc, tusk.1, example
 #                config; PREFIX (default /usr/local) and DESTDIR honoured
 #   make bench-kv  kv: puts/gets direct vs through tusk, replication lag, catch-up after a partition
@@ -73,6 +74,7 @@ install:
 bench: deps build
 	bench/compare.sh $(BENCH_SECONDS)
 	bench/cost.sh
+	$(PYTHON) bench/resolve_srv.py
 
 bench-kv: deps build
 	TUSK_BIN=$(TUSK_BIN) $(PYTHON) bench/kv_lag.py $(BENCH_SECONDS)

@@ -11,6 +11,7 @@ PACKAGES=(
 	libmicrohttpd-dev # the admin.http endpoint (/metrics, /health)
 	libpq-dev # the key-value store's init, push and replication (src/kv/)
 	libhiredis-dev # the result cache's L2 on Redis (src/flight/l2.c)
+	libc-ares-dev # DNS (A/AAAA/SRV) of services off the workers' loops (src/resolve/)
 	libclang-rt-14-dev # ASan/UBSan/libFuzzer runtimes for clang
 	systemtap-sdt-dev # <sys/sdt.h>: USDT probes (optional: a build without it has none)
 	# integration tests and bench
@@ -18,6 +19,7 @@ PACKAGES=(
 	procps iproute2 util-linux
 	tmux # tests/integration/test_top.py drives `tusk top` in a real terminal
 	redis-server # test_cache_l2 and bench/cache.sh start their own on a free port
+	python3-dnspython # the authoritative DNS server the resolver tests run (tests/integration/dns_util.py)
 	openssl # the TLS tests and bench make their CA and certificates with the openssl command
 )
 

@@ -3,6 +3,7 @@
  * about a bad configuration; all errors are collected, sorted by line and printed at once. */
 #include "config/config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -889,14 +890,28 @@ static const char *parse_host_port(const char *s, struct config_host *h)
 	return NULL;
 }
 
+#define HOST_FIELD(f) offsetof(struct config_host, f)
+/* The mapping form of a host, {host, port, weight}: a port or weight of its own. */
+static const struct key_def host_keys[] = {
+	{ .name = "host", .type = KEY_CHARS, .offset = HOST_FIELD(host), .min = 1, .max = CONFIG_HOST_MAX - 1,
+	  .required = true, .reloadable = true },
+	{ .name = "port", .type = KEY_INT, .offset = HOST_FIELD(port), .min = 1, .max = 65535, .def = "5432",
+	  .reloadable = true },
+	{ .name = "weight", .type = KEY_INT, .offset = HOST_FIELD(weight), .min = 0, .max = 65535, .def = "1",
+	  .reloadable = true },
+};
+static const struct key_table host_table = { host_keys, sizeof(host_keys) / sizeof(host_keys[0]) };
+
 static void parse_hosts(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
 {
 	struct config_service *svc = (struct config_service *)base;
 	size_t n;
 
-	(void)line; /* required: node is never NULL */
+	(void)line;
+	if (!node)
+		return; /* dns or srv instead: parse_services checks that exactly one is there */
 	if (node->type != YAML_SEQUENCE_NODE) {
-		report_type(ld, node, path, "a sequence of \"host:port\"");
+		report_type(ld, node, path, "a sequence of \"host:port\" or {host, port, weight}");
 		return;
 	}
 	n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
@@ -911,19 +926,29 @@ static void parse_hosts(struct loader *ld, const yaml_node_t *node, int line, co
 	}
 	for (size_t i = 0; i < n; i++) {
 		const yaml_node_t *item = get_node(ld, node->data.sequence.items.start[i]);
+		struct config_host *h = &svc->hosts[svc->nhosts];
 		const char *problem;
 		char sub[PATH_LEN], q[128];
 
 		join_index(sub, path, i);
-		if (item->type != YAML_SCALAR_NODE || is_null(item)) {
-			report_type(ld, item, sub, "\"host:port\"");
+		if (item->type == YAML_MAPPING_NODE) {
+			size_t before = ld->nerrs + ld->nlost;
+			parse_mapping(ld, item, node_line(item), sub, &host_table, (char *)h);
+			if (ld->nerrs + ld->nlost == before)
+				svc->nhosts++;
 			continue;
 		}
-		problem = parse_host_port(scalar_text(item), &svc->hosts[svc->nhosts]);
-		if (problem)
+		if (item->type != YAML_SCALAR_NODE || is_null(item)) {
+			report_type(ld, item, sub, "\"host:port\" or {host, port, weight}");
+			continue;
+		}
+		problem = parse_host_port(scalar_text(item), h);
+		if (problem) {
 			report(ld, node_line(item), sub, "%s, found %s", problem, quote(q, sizeof(q), scalar_text(item)));
-		else
+		} else {
+			h->weight = 1;
 			svc->nhosts++;
+		}
 	}
 }
 
@@ -936,9 +961,124 @@ static void release_hosts(char *base)
 	svc->nhosts = 0;
 }
 
+/* Nameservers are addresses, never names: resolving the resolver's own servers would need a
+ * resolver. "ADDR", "ADDR:PORT", "[V6]" or "[V6]:PORT"; port 53 by default. */
+static void parse_nameservers(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct config_service *svc = (struct config_service *)base;
+	size_t n;
+
+	(void)line;
+	if (!node)
+		return;
+	if (node->type != YAML_SEQUENCE_NODE) {
+		report_type(ld, node, path, "a sequence of \"address:port\"");
+		return;
+	}
+	n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (n == 0) {
+		report(ld, node_line(node), path, "list at least one nameserver, or leave the key out for the system's");
+		return;
+	}
+	if (n > 16) {
+		report(ld, node_line(node), path, "at most 16 nameservers, found %zu", n);
+		return;
+	}
+	svc->nameservers = calloc(n, sizeof(*svc->nameservers));
+	if (!svc->nameservers) {
+		report(ld, node_line(node), path, "out of memory");
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *item = get_node(ld, node->data.sequence.items.start[i]);
+		struct config_host *h = &svc->nameservers[svc->nnameservers];
+		unsigned char addr[sizeof(struct in6_addr)];
+		const char *problem;
+		char sub[PATH_LEN], q[128];
+
+		join_index(sub, path, i);
+		if (item->type != YAML_SCALAR_NODE || is_null(item)) {
+			report_type(ld, item, sub, "\"address:port\"");
+			continue;
+		}
+		problem = parse_host_port(scalar_text(item), h);
+		if (!problem && inet_pton(AF_INET, h->host, addr) != 1 && inet_pton(AF_INET6, h->host, addr) != 1)
+			problem = "a nameserver must be a numeric IPv4 or IPv6 address";
+		if (problem) {
+			report(ld, node_line(item), sub, "%s, found %s", problem, quote(q, sizeof(q), scalar_text(item)));
+			continue;
+		}
+		const char *text = scalar_text(item);
+		if (text[0] == '[' ? !strstr(text, "]:") : !strchr(text, ':'))
+			h->port = 53; /* parse_host_port's default is PostgreSQL's */
+		h->weight = 1;
+		svc->nnameservers++;
+	}
+}
+
+static void release_nameservers(char *base)
+{
+	struct config_service *svc = (struct config_service *)base;
+
+	free(svc->nameservers);
+	svc->nameservers = NULL;
+	svc->nnameservers = 0;
+}
+
+/* A DNS name: 1..253 bytes of letters, digits, '-', '_' and '.', no empty label. */
+static const char *check_dns_name(const char *val)
+{
+	size_t label = 0;
+
+	if (strlen(val) > 253)
+		return "a DNS name is at most 253 bytes";
+	for (const char *c = val; *c; c++) {
+		if (*c == '.') {
+			if (label == 0)
+				return "empty label in DNS name";
+			label = 0;
+			continue;
+		}
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+		      *c == '_'))
+			return "a DNS name has only letters, digits, '-', '_' and '.'";
+		if (++label > 63)
+			return "a DNS label is at most 63 bytes";
+	}
+	return NULL;
+}
+
+static const char *check_srv_name(const char *val)
+{
+	const char *problem = check_dns_name(val);
+	const char *dot;
+
+	if (problem)
+		return problem;
+	/* RFC 2782: _Service._Proto.Name; PostgreSQL speaks TCP only. */
+	dot = strchr(val, '.');
+	if (val[0] != '_' || !dot || strncmp(dot, "._tcp.", 6) != 0 || !dot[6])
+		return "expected _SERVICE._tcp.NAME, as in _postgresql._tcp.db.example";
+	return NULL;
+}
+
+#define SVC_FIELD(f) offsetof(struct config_service, f)
 static const struct key_def service_keys[] = {
-	{ .name = "hosts", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_hosts,
-	  .release = release_hosts },
+	{ .name = "hosts", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_hosts, .release = release_hosts },
+	{ .name = "dns", .type = KEY_CHARS, .offset = SVC_FIELD(dns), .min = 1, .max = CONFIG_HOST_MAX - 1,
+	  .check = check_dns_name, .reloadable = true },
+	{ .name = "port", .type = KEY_INT, .offset = SVC_FIELD(port), .min = 1, .max = 65535, .def = "5432",
+	  .reloadable = true },
+	{ .name = "srv", .type = KEY_CHARS, .offset = SVC_FIELD(srv), .min = 1, .max = CONFIG_HOST_MAX - 1,
+	  .check = check_srv_name, .reloadable = true },
+	{ .name = "nameservers", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_nameservers,
+	  .release = release_nameservers },
+	{ .name = "dns_min_ttl", .type = KEY_DURATION, .offset = SVC_FIELD(dns_min_ttl_ms), .min = 100,
+	  .max = MS_PER_DAY, .def = "5s", .reloadable = true },
+	{ .name = "dns_max_ttl", .type = KEY_DURATION, .offset = SVC_FIELD(dns_max_ttl_ms), .min = 100,
+	  .max = MS_PER_DAY, .def = "5m", .reloadable = true },
+	{ .name = "max_per_host", .type = KEY_INT, .offset = SVC_FIELD(max_per_host), .min = 0, .max = 10000,
+	  .def = "0", .reloadable = true },
 	{ .name = "tls", .type = KEY_ENUM, .offset = offsetof(struct config_service, tls), .names = tls_service_names,
 	  .def = "disable", .reloadable = true },
 	{ .name = "tls_ca_file", .type = KEY_STRING, .offset = offsetof(struct config_service, tls_ca_file), .min = 1,
@@ -949,6 +1089,44 @@ static const struct key_def service_keys[] = {
 	  .max = 4096, .reloadable = true },
 };
 static const struct key_table service_table = { service_keys, sizeof(service_keys) / sizeof(service_keys[0]) };
+
+/* Exactly one source of backends; keys that belong to another source are mistakes. */
+static void check_discovery(struct loader *ld, const yaml_node_t *map, int line, const char *path,
+			    struct config_service *svc)
+{
+	const yaml_node_t *hosts = NULL, *dns = NULL, *srv = NULL, *port = NULL;
+	int given;
+	char sub[PATH_LEN];
+
+	if (!map || map->type != YAML_MAPPING_NODE)
+		return; /* reported by parse_mapping */
+	hosts = find_value(ld, map, "hosts");
+	dns = find_value(ld, map, "dns");
+	srv = find_value(ld, map, "srv");
+	port = find_value(ld, map, "port");
+	given = !!hosts + !!dns + !!srv;
+	if (given == 0) {
+		join_key(sub, path, "hosts");
+		report(ld, line, sub, "required key is missing (or give dns: NAME, or srv: _postgresql._tcp.NAME)");
+		return;
+	}
+	if (given > 1) {
+		report(ld, line, path, "give exactly one of hosts, dns and srv (found %s%s%s)", hosts ? "hosts " : "",
+		       dns ? "dns " : "", srv ? "srv" : "");
+		return;
+	}
+	svc->discovery = dns ? CONFIG_DISCOVERY_DNS : srv ? CONFIG_DISCOVERY_SRV : CONFIG_DISCOVERY_HOSTS;
+	if (port && !dns) {
+		join_key(sub, path, "port");
+		report(ld, node_line(port), sub, "only with dns: %s", srv ? "SRV records carry their own ports"
+									  : "give each host its port, as in db1:5433");
+	}
+	if (svc->dns_min_ttl_ms > svc->dns_max_ttl_ms) {
+		join_key(sub, path, "dns_min_ttl");
+		report(ld, line, sub, "%llums is larger than dns_max_ttl (%llums)",
+		       (unsigned long long)svc->dns_min_ttl_ms, (unsigned long long)svc->dns_max_ttl_ms);
+	}
+}
 
 static void parse_services(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
 {
@@ -989,6 +1167,7 @@ static void parse_services(struct loader *ld, const yaml_node_t *node, int line,
 		svc = &cfg->services[cfg->nservices++];
 		memcpy(svc->name, scalar_text(key), len + 1);
 		parse_mapping(ld, get_node(ld, p->value), node_line(key), sub, &service_table, (char *)svc);
+		check_discovery(ld, get_node(ld, p->value), node_line(key), sub, svc);
 		if (!svc->tls_cert_file != !svc->tls_key_file)
 			report(ld, node_line(key), sub, "tls_cert_file and tls_key_file go together");
 	}
@@ -1030,6 +1209,18 @@ static const char *check_auth_query(const char *val)
 #define AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
 
 /* ---- the result cache: keys shared by the top level and the pool rules ----------------- */
+
+/* libpq's names, so that users need not learn new ones; read-write-split is tusk's own. */
+static const struct enum_name target_names[] = {
+	{ "any", CONFIG_TARGET_ANY },
+	{ "read-write", CONFIG_TARGET_READ_WRITE },
+	{ "primary", CONFIG_TARGET_PRIMARY },
+	{ "read-only", CONFIG_TARGET_READ_ONLY },
+	{ "standby", CONFIG_TARGET_STANDBY },
+	{ "prefer-standby", CONFIG_TARGET_PREFER_STANDBY },
+	{ "read-write-split", CONFIG_TARGET_READ_WRITE_SPLIT },
+	{ NULL, 0 },
+};
 
 static const struct enum_name cache_names[] = {
 	{ "off", CONFIG_CACHE_OFF }, { "coalesce", CONFIG_CACHE_COALESCE }, { "on", CONFIG_CACHE_ON }, { NULL, 0 },
@@ -1197,6 +1388,10 @@ static const struct key_def pool_keys[] = {
 	  .release = release_rule_cache_tables },
 	{ .name = "cache_exclude_tables", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_rule_cache_exclude,
 	  .release = release_rule_cache_exclude },
+	{ .name = "target_session_attrs", .type = KEY_ENUM, .offset = RULE_FIELD(target_session_attrs),
+	  .names = target_names, .def = "any", .reloadable = true },
+	{ .name = "read_your_writes", .type = KEY_ENUM, .offset = RULE_FIELD(read_your_writes), .names = yes_no_names,
+	  .def = "true", .reloadable = true },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
 
@@ -1280,6 +1475,20 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 			char key[PATH_LEN];
 			join_key(key, sub, "cache");
 			report(ld, rule->line, key, "needs mode: transaction (found %s)", config_pool_mode_name(rule->mode));
+		}
+		/* The split decides per transaction; a session-mode client keeps one server. */
+		if (rule->target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT && rule->mode != POOL_MODE_TRANSACTION) {
+			char key[PATH_LEN];
+			join_key(key, sub, "target_session_attrs");
+			report(ld, rule->line, key, "read-write-split needs mode: transaction (found %s)",
+			       config_pool_mode_name(rule->mode));
+		}
+		if (rule->target_session_attrs != CONFIG_TARGET_READ_WRITE_SPLIT && item->type == YAML_MAPPING_NODE &&
+		    find_value(ld, item, "read_your_writes")) {
+			char key[PATH_LEN];
+			join_key(key, sub, "read_your_writes");
+			report(ld, node_line(find_value(ld, item, "read_your_writes")), key,
+			       "only with target_session_attrs: read-write-split");
 		}
 		if (rule->min_size > rule->size) {
 			char key[PATH_LEN];
@@ -1878,6 +2087,14 @@ const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, 
 			return r;
 	}
 	return NULL;
+}
+
+const char *config_target_name(enum config_target t)
+{
+	for (const struct enum_name *n = target_names; n->name; n++)
+		if (n->value == (int)t)
+			return n->name;
+	return "?";
 }
 
 const char *config_pool_mode_name(enum pool_mode mode)

@@ -45,13 +45,41 @@ struct config_listen {
 
 struct config_host {
 	char host[CONFIG_HOST_MAX];
-	int port; /* default 5432 when "host" has no ":port" */
+	int port;   /* default 5432 when "host" has no ":port" (53 for nameservers) */
+	int weight; /* 0..65535, default 1: share of new connections against the other hosts */
+};
+
+/* Where a service's backends come from: exactly one of hosts, dns and srv (docs/backends.md). */
+enum config_discovery {
+	CONFIG_DISCOVERY_HOSTS, /* the static list "hosts" (names in it resolved too) */
+	CONFIG_DISCOVERY_DNS,   /* every A and AAAA address of "dns", on "port" */
+	CONFIG_DISCOVERY_SRV,   /* the SRV records of "srv": priority, then weight; each target's A/AAAA */
+};
+
+/* libpq's target_session_attrs, plus tusk's read-write-split (transaction mode). */
+enum config_target {
+	CONFIG_TARGET_ANY,
+	CONFIG_TARGET_READ_WRITE,
+	CONFIG_TARGET_PRIMARY,
+	CONFIG_TARGET_READ_ONLY,
+	CONFIG_TARGET_STANDBY,
+	CONFIG_TARGET_PREFER_STANDBY,
+	CONFIG_TARGET_READ_WRITE_SPLIT,
 };
 
 struct config_service {
 	char name[CONFIG_NAME_MAX];
-	int nhosts;
+	int discovery;              /* enum config_discovery, from which key is present */
+	int nhosts;                 /* 0 unless discovery is hosts */
 	struct config_host *hosts;
+	char dns[CONFIG_HOST_MAX];  /* "" unless discovery is dns */
+	int port;                   /* with dns: the backends' port; default 5432 */
+	char srv[CONFIG_HOST_MAX];  /* "" unless discovery is srv: "_postgresql._tcp.NAME" */
+	int nnameservers;           /* 0: the system's (/etc/resolv.conf) */
+	struct config_host *nameservers; /* numeric addresses, port default 53 */
+	uint64_t dns_min_ttl_ms;    /* default 5s: floor of the re-resolution period (TTL 0 gets it) */
+	uint64_t dns_max_ttl_ms;    /* default 5m: ceiling of the re-resolution period */
+	int max_per_host;           /* server connections per backend per pool; 0 = only "size" bounds it */
 	int tls;              /* enum config_tls_service; default disable */
 	char *tls_ca_file;    /* verify-ca/verify-full; NULL: the system's trusted CAs */
 	char *tls_cert_file;  /* optional client certificate for the servers (with tls_key_file) */
@@ -85,6 +113,8 @@ struct config_pool_rule {
 	char **cache_tables;                  /* "table" or "schema.table", as PostgreSQL stores them */
 	int ncache_exclude_tables;
 	char **cache_exclude_tables;
+	int target_session_attrs;             /* enum config_target; default any */
+	int read_your_writes;                 /* bool, read-write-split only; default true */
 	int line;                             /* where the rule starts, for logs */
 };
 
@@ -220,6 +250,8 @@ const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, 
 						 const char *user);
 
 const char *config_pool_mode_name(enum pool_mode mode);
+/* "any", "read-write", ..., "read-write-split" (libpq's spelling). */
+const char *config_target_name(enum config_target t);
 
 /* The auth_user / auth_query that apply to rule (its own, else the top-level one); the user
  * is NULL when auth_query is off for the rule. */

@@ -50,9 +50,29 @@ static const char *const nowrite_functions[] = {
 	"unnest", "upper", "version",
 };
 
+/* flight_read_only: nodes that call only what their funcname says (judged against
+ * readonly_functions) or a built-in that reads the clock or the session (CURRENT_DATE ...). */
+static const char *const readonly_nodes[] = { "FuncCall", "RangeFunction", "SQLValueFunction" };
+
+/* Built-ins that are immutable or stable and write nothing: a statement calling them may run
+ * on a standby. Volatile ones (random, nextval, clock_timestamp, pg_sleep ...) and anything
+ * not listed keep a statement on the primary. Unqualified or pg_catalog. only. */
+static const char *const readonly_functions[] = {
+	"abs", "array_agg", "array_length", "avg", "bool_and", "bool_or", "btrim", "ceil", "char_length",
+	"concat", "concat_ws", "count", "current_setting", "date_part", "date_trunc", "dense_rank",
+	"every", "extract", "first_value", "floor", "format", "generate_series", "greatest", "jsonb_agg",
+	"jsonb_build_object", "json_agg", "json_build_object", "lag", "last_value", "lead", "least", "left",
+	"length", "lower", "lpad", "ltrim", "max", "md5", "min", "now", "nullif", "position", "rank",
+	"regexp_replace", "replace", "right", "round", "row_number", "rpad", "rtrim", "split_part",
+	"statement_timestamp", "string_agg", "strpos", "substr", "substring", "sum", "to_char", "to_date",
+	"to_number", "to_timestamp", "transaction_timestamp", "trim", "trunc", "unnest", "upper", "version",
+};
+
 struct walk {
 	bool write;      /* flight_classify_write: judge writes, not cacheability */
-	bool unsafe;     /* write mode: may have written what it does not name */
+	bool readonly;   /* flight_read_only: judge "runs on a standby", not cacheability */
+	bool unsafe;     /* write mode: may have written what it does not name; readonly mode:
+	                  * calls a function not in readonly_functions */
 	bool writes;     /* write mode: holds INSERT, UPDATE, DELETE or MERGE */
 	const char *end;
 	enum flight_verdict verdict;
@@ -110,8 +130,10 @@ static const char *judge_funcname(struct walk *w, const char *p)
 		(void)key;
 	}
 	if (n == 0 || n > 2 || (n == 2 && strcmp(parts[0], "pg_catalog") != 0) ||
-	    !in_names(nowrite_functions, sizeof(nowrite_functions) / sizeof(nowrite_functions[0]), parts[n - 1],
-		      strlen(parts[n - 1])))
+	    (w->readonly ? !in_names(readonly_functions, sizeof(readonly_functions) / sizeof(readonly_functions[0]),
+				     parts[n - 1], strlen(parts[n - 1]))
+			 : !in_names(nowrite_functions, sizeof(nowrite_functions) / sizeof(nowrite_functions[0]),
+				     parts[n - 1], strlen(parts[n - 1]))))
 		w->unsafe = true;
 	return close + 1;
 }
@@ -198,6 +220,13 @@ static void add_table(struct walk *w, const struct flight_relation *t)
 			o->tables[o->ntables++] = *t;
 		return;
 	}
+	if (w->readonly) {
+		/* Catalogs and any number of tables read fine on a standby; temporary tables
+		 * exist only in the session that made them, on the primary. */
+		if (strncmp(t->schema, "pg_temp", 7) == 0)
+			fail(w, FLIGHT_TEMP);
+		return;
+	}
 
 	if (strcmp(t->schema, "pg_catalog") == 0 || strcmp(t->schema, "information_schema") == 0 ||
 	    strcmp(t->schema, "pg_toast") == 0 || (!t->schema[0] && strncmp(t->name, "pg_", 3) == 0)) {
@@ -261,7 +290,14 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 					return NULL;
 				goto next;
 			}
-		} else if (key[0] >= 'A' && key[0] <= 'Z' && (cut || !is_inert(key, strlen(key)))) {
+		} else if (w->readonly && strcmp(key, "funcname") == 0) {
+			p = judge_funcname(w, p);
+			if (!p)
+				return NULL;
+			goto next;
+		} else if (key[0] >= 'A' && key[0] <= 'Z' && (cut || !is_inert(key, strlen(key))) &&
+			   !(w->readonly && !cut &&
+			     in_names(readonly_nodes, sizeof(readonly_nodes) / sizeof(readonly_nodes[0]), key, strlen(key)))) {
 			fail(w, strcmp(key, "LockingClause") == 0 ? FLIGHT_LOCKING
 				: strcmp(key, "FuncCall") == 0 || strcmp(key, "SQLValueFunction") == 0 ||
 						strcmp(key, "RangeFunction") == 0 || strcmp(key, "RangeTableSample") == 0 ||
@@ -279,7 +315,7 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 			if (!p)
 				return NULL;
 			if (strcmp(key, "sval") == 0) {
-				if (!cut && is_time_word(val))
+				if (!cut && !w->readonly && is_time_word(val))
 					fail(w, FLIGHT_TIME_LITERAL);
 			} else if (cut || strlen(val) >= FLIGHT_NAME_MAX) {
 				fail(w, FLIGHT_TOO_BIG);
@@ -403,10 +439,10 @@ static bool may_be_select(const char *s, size_t n)
 	return false;
 }
 
-void flight_decide(const char *sql, size_t len, const struct flight_table_policy *policy,
-		   struct flight_decision *out)
+static void decide(const char *sql, size_t len, const struct flight_table_policy *policy,
+		   struct flight_decision *out, bool readonly)
 {
-	struct walk w = { .out = out, .policy = policy };
+	struct walk w = { .out = out, .policy = policy, .readonly = readonly };
 	char *text;
 	const char *p, *stmt;
 
@@ -443,6 +479,8 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 	p = walk_value(&w, stmt + strlen("\"stmts\":"), 0, false);
 	if (!p && w.verdict == FLIGHT_OK)
 		w.verdict = FLIGHT_UNKNOWN_NODE;
+	if (w.unsafe)
+		fail(&w, FLIGHT_CALL);
 	for (int i = 0; i < out->ntables && w.verdict == FLIGHT_OK; i++) {
 		const struct flight_relation *t = &out->tables[i];
 		if (is_cte(&w, t))
@@ -456,6 +494,20 @@ out:
 	if (out->verdict != FLIGHT_OK)
 		out->ntables = 0;
 	pg_query_free_parse_result(r);
+}
+
+void flight_decide(const char *sql, size_t len, const struct flight_table_policy *policy,
+		   struct flight_decision *out)
+{
+	decide(sql, len, policy, out, false);
+}
+
+bool flight_read_only(const char *sql, size_t len)
+{
+	struct flight_decision d;
+
+	decide(sql, len, NULL, &d, true);
+	return d.verdict == FLIGHT_OK;
 }
 
 const char *flight_verdict_name(enum flight_verdict v)

@@ -56,6 +56,14 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 
 const char *flight_verdict_name(enum flight_verdict v);
 
+/* Whether sql[0, len) is provably read-only, so that read-write-split may send it to a standby
+ * (router/split.h): the same walk as flight_decide, but catalogs, time literals and any number
+ * of tables are fine, and calls are allowed when every one is a built-in known to be immutable
+ * or stable and to write nothing. Not read-only: anything but one plain SELECT (several
+ * statements, INTO, a writable CTE), FOR UPDATE/SHARE at any depth, a volatile, unknown or
+ * user function, pg_temp, a node the walk does not know, a text above FLIGHT_MAX_SQL. */
+bool flight_read_only(const char *sql, size_t len);
+
 /* What a statement text sent by any client may have written, for invalidation: the tables
  * named by INSERT/UPDATE/DELETE/MERGE (and every other table they name; a stray bump costs a
  * miss), or flush_db when it may have written anything tusk cannot name (DDL, GRANT, COPY,

@@ -59,7 +59,25 @@ static int resolve_services(const struct tusk_config *cfg, struct net_addr **out
 
 	if (!addrs)
 		return -ENOMEM;
+	/* Routing by role comes with the pool core too: a rule asking for a primary must not
+	 * silently get whatever hosts[0] is. */
+	for (int i = 0; i < cfg->npools; i++) {
+		if (cfg->pools[i].target_session_attrs != CONFIG_TARGET_ANY) {
+			log_error(NULL, NULL, "%s:%d: target_session_attrs %s is not wired into the pools yet", cfg->path,
+				  cfg->pools[i].line, config_target_name(cfg->pools[i].target_session_attrs));
+			free(addrs);
+			return -ENOTSUP;
+		}
+	}
 	for (int i = 0; i < cfg->nservices; i++) {
+		/* src/resolve/ exists, but the pools take its answers only once they run on the pool
+		 * core (docs/backends.md, "What is built"): say so rather than "no backend". */
+		if (cfg->services[i].discovery != CONFIG_DISCOVERY_HOSTS) {
+			log_error(NULL, NULL, "%s: service %s: %s is not wired into the pools yet; use hosts:", cfg->path,
+				  cfg->services[i].name, cfg->services[i].discovery == CONFIG_DISCOVERY_DNS ? "dns" : "srv");
+			free(addrs);
+			return -ENOTSUP;
+		}
 		struct resolver *r = resolver_static_new(&cfg->services[i]);
 		if (!r) {
 			free(addrs);

@@ -473,3 +473,50 @@ def tusk(request, tmp_path_factory, pg):
 
 def assert_tusk_error(msg):
     assert TUSK_ERROR_RE.search(msg), f"error from tusk lacks 'tusk <id>': {msg!r}"
+
+
+# ---- backends: the DNS server and the replicated cluster (docs/backends.md) ------------------
+
+@pytest.fixture(scope="session")
+def dns_server():
+    """The session's authoritative DNS server (dns_util.DnsServer); use the `dns` fixture,
+    which empties it for each test."""
+    from dns_util import DnsServer
+
+    s = DnsServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def dns(dns_server):
+    dns_server.reset()
+    yield dns_server
+    dns_server.reset()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster_shared(workdir):
+    from repl_util import make_cluster
+
+    c = make_cluster(workdir / "cluster")
+    yield c
+    c.destroy()
+
+
+@pytest.fixture
+def pg_cluster(pg_cluster_shared):
+    """The session's primary + two streaming standbys (repl_util.Cluster), restored after each
+    test (nodes started, replay delays off). Never promote it: use private_cluster."""
+    yield pg_cluster_shared
+    pg_cluster_shared.restore()
+
+
+@pytest.fixture
+def private_cluster(workdir, request):
+    """A primary + two standbys of this test's own, for promotion and failover."""
+    from repl_util import make_cluster
+
+    c = make_cluster(workdir / f"cluster-{request.node.name}"[:100])
+    yield c
+    c.destroy()

@@ -179,3 +179,25 @@ def test_deeply_nested_yaml_is_refused_fast(tmp_path, opener):
     assert p.returncode == 1, p.stderr
     assert f"{cfg}:4: -: nested deeper than 64 levels" in p.stderr, p.stderr
     assert took < 1.0 * SLOW, f"took {took:.2f}s to refuse a 1 MB deeply nested file"
+
+
+@pytest.mark.parametrize("service, rule, message", [
+    ("dns: db.example", "", "service main: dns is not wired into the pools yet; use hosts:"),
+    ("srv: _postgresql._tcp.db.example", "", "service main: srv is not wired into the pools yet; use hosts:"),
+    ('hosts: ["127.0.0.1:5432"]', "target_session_attrs: primary",
+     "target_session_attrs primary is not wired into the pools yet"),
+])
+def test_backend_keys_checked_but_refused_at_start(tmp_path, service, rule, message):
+    # docs/backends.md: --check accepts them; a running tusk must not silently use hosts[0]
+    # for a rule that asked for a primary, or start with no backend at all.
+    port = free_port()
+    cfg = tmp_path / "backends.yaml"
+    cfg.write_text(f"listen: [{{host: 127.0.0.1, port: {port}}}]\nservices:\n  main:\n    {service}\n"
+                   f"pools:\n  - mode: transaction\n    {rule or 'size: 2'}\n")
+    p = tusk_cmd("--check", "-c", str(cfg))
+    assert p.returncode == 0, p.stderr
+    proc = subprocess.run([str(TUSK_BIN), "-c", str(cfg)], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=10 * SLOW)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+    assert not port_open(port)

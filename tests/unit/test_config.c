@@ -500,9 +500,9 @@ static void test_error_wrong_type(void **state)
 	one_error("services: [a]\npools: [{}]\n", "1: services: expected a mapping of service names, found a sequence");
 	one_error("services:\n  main: db:5432\npools: [{}]\n", "2: services.main: expected a mapping, found \"db:5432\"");
 	one_error("services:\n  main:\n    hosts: db\npools: [{}]\n",
-		  "3: services.main.hosts: expected a sequence of \"host:port\", found \"db\"");
+		  "3: services.main.hosts: expected a sequence of \"host:port\" or {host, port, weight}, found \"db\"");
 	one_error("services:\n  main:\n    hosts: [[db]]\npools: [{}]\n",
-		  "3: services.main.hosts[0]: expected \"host:port\", found a sequence");
+		  "3: services.main.hosts[0]: expected \"host:port\" or {host, port, weight}, found a sequence");
 	one_error("services:\n  main:\n    hosts: [db]\npools:\n  main: {}\n",
 		  "5: pools: expected a sequence of pool rules, found a mapping");
 	one_error("services:\n  main:\n    hosts: [db]\npools:\n  - main\n", "5: pools[0]: expected a mapping, found \"main\"");
@@ -571,7 +571,113 @@ static void test_error_host_port(void **state)
 		one_error(yaml, want);
 	}
 	one_error("services:\n  main:\n    hosts: []\npools: [{}]\n", "3: services.main.hosts: list at least one host");
-	one_error("services:\n  main: {}\npools: [{}]\n", "2: services.main.hosts: required key is missing");
+	one_error("services:\n  main: {}\npools: [{}]\n",
+		  "2: services.main.hosts: required key is missing (or give dns: NAME, or srv: _postgresql._tcp.NAME)");
+}
+
+/* The three sources of backends and their keys (docs/backends.md). */
+static void test_service_discovery(void **state)
+{
+	const char *yaml = "services:\n"
+			   "  a:\n"
+			   "    hosts: [\"db1:5433\", {host: db2, port: 6000, weight: 3}, {host: \"::1\"}]\n"
+			   "    max_per_host: 4\n"
+			   "  b:\n"
+			   "    dns: db.example\n"
+			   "    port: 6543\n"
+			   "    nameservers: [\"127.0.0.1:5353\", \"10.0.0.2\", \"[::1]:53\", \"[fd00::2]\"]\n"
+			   "    dns_min_ttl: 250ms\n"
+			   "    dns_max_ttl: 1m\n"
+			   "  c:\n"
+			   "    srv: _postgresql._tcp.db.example\n"
+			   "pools:\n"
+			   "  - {database: w, service: a, mode: transaction, target_session_attrs: read-write-split, read_your_writes: false}\n"
+			   "  - {database: x, service: b, target_session_attrs: prefer-standby}\n"
+			   "  - {database: y, service: c}\n";
+	struct result r;
+	const struct tusk_config *c;
+	(void)state;
+
+	load_text(&r, yaml);
+	assert_string_equal(r.errs, "");
+	c = r.cfg;
+	assert_int_equal(c->services[0].discovery, CONFIG_DISCOVERY_HOSTS);
+	assert_int_equal(c->services[0].nhosts, 3);
+	assert_int_equal(c->services[0].hosts[0].port, 5433);
+	assert_int_equal(c->services[0].hosts[0].weight, 1);
+	assert_string_equal(c->services[0].hosts[1].host, "db2");
+	assert_int_equal(c->services[0].hosts[1].port, 6000);
+	assert_int_equal(c->services[0].hosts[1].weight, 3);
+	assert_string_equal(c->services[0].hosts[2].host, "::1");
+	assert_int_equal(c->services[0].hosts[2].port, 5432);
+	assert_int_equal(c->services[0].max_per_host, 4);
+	assert_int_equal(c->services[0].dns_min_ttl_ms, 5000);
+	assert_int_equal(c->services[0].dns_max_ttl_ms, 300000);
+	assert_int_equal(c->services[0].nnameservers, 0);
+
+	assert_int_equal(c->services[1].discovery, CONFIG_DISCOVERY_DNS);
+	assert_string_equal(c->services[1].dns, "db.example");
+	assert_int_equal(c->services[1].port, 6543);
+	assert_int_equal(c->services[1].nhosts, 0);
+	assert_int_equal(c->services[1].nnameservers, 4);
+	assert_string_equal(c->services[1].nameservers[0].host, "127.0.0.1");
+	assert_int_equal(c->services[1].nameservers[0].port, 5353);
+	assert_int_equal(c->services[1].nameservers[1].port, 53);
+	assert_string_equal(c->services[1].nameservers[2].host, "::1");
+	assert_int_equal(c->services[1].nameservers[2].port, 53);
+	assert_string_equal(c->services[1].nameservers[3].host, "fd00::2");
+	assert_int_equal(c->services[1].nameservers[3].port, 53);
+	assert_int_equal(c->services[1].dns_min_ttl_ms, 250);
+	assert_int_equal(c->services[1].dns_max_ttl_ms, 60000);
+
+	assert_int_equal(c->services[2].discovery, CONFIG_DISCOVERY_SRV);
+	assert_string_equal(c->services[2].srv, "_postgresql._tcp.db.example");
+
+	assert_int_equal(c->pools[0].target_session_attrs, CONFIG_TARGET_READ_WRITE_SPLIT);
+	assert_int_equal(c->pools[0].read_your_writes, 0);
+	assert_int_equal(c->pools[1].target_session_attrs, CONFIG_TARGET_PREFER_STANDBY);
+	assert_int_equal(c->pools[2].target_session_attrs, CONFIG_TARGET_ANY);
+	assert_int_equal(c->pools[2].read_your_writes, 1);
+	assert_string_equal(config_target_name(CONFIG_TARGET_READ_WRITE_SPLIT), "read-write-split");
+	assert_string_equal(config_target_name(CONFIG_TARGET_PREFER_STANDBY), "prefer-standby");
+	release(&r);
+}
+
+static void test_error_service_discovery(void **state)
+{
+	(void)state;
+	one_error("services:\n  main:\n    hosts: [db]\n    dns: db.example\npools: [{}]\n",
+		  "2: services.main: give exactly one of hosts, dns and srv (found hosts dns )");
+	one_error("services:\n  main:\n    srv: _postgresql._tcp.x\n    port: 5433\npools: [{}]\n",
+		  "4: services.main.port: only with dns: SRV records carry their own ports");
+	one_error("services:\n  main:\n    hosts: [db]\n    port: 5433\npools: [{}]\n",
+		  "4: services.main.port: only with dns: give each host its port, as in db1:5433");
+	one_error("services:\n  main:\n    srv: db.example\npools: [{}]\n",
+		  "3: services.main.srv: expected _SERVICE._tcp.NAME, as in _postgresql._tcp.db.example, found \"db.example\"");
+	one_error("services:\n  main:\n    srv: _pg._udp.db\npools: [{}]\n",
+		  "3: services.main.srv: expected _SERVICE._tcp.NAME, as in _postgresql._tcp.db.example, found \"_pg._udp.db\"");
+	one_error("services:\n  main:\n    dns: db..example\npools: [{}]\n",
+		  "3: services.main.dns: empty label in DNS name, found \"db..example\"");
+	one_error("services:\n  main:\n    dns: \"db example\"\npools: [{}]\n",
+		  "3: services.main.dns: a DNS name has only letters, digits, '-', '_' and '.', found \"db example\"");
+	one_error("services:\n  main:\n    dns: db\n    nameservers: [ns1.example]\npools: [{}]\n",
+		  "4: services.main.nameservers[0]: a nameserver must be a numeric IPv4 or IPv6 address, found \"ns1.example\"");
+	one_error("services:\n  main:\n    dns: db\n    nameservers: []\npools: [{}]\n",
+		  "4: services.main.nameservers: list at least one nameserver, or leave the key out for the system's");
+	one_error("services:\n  main:\n    dns: db\n    dns_min_ttl: 10m\n    dns_max_ttl: 1m\npools: [{}]\n",
+		  "2: services.main.dns_min_ttl: 600000ms is larger than dns_max_ttl (60000ms)");
+	one_error("services:\n  main:\n    hosts: [{host: db, weight: 70000}]\npools: [{}]\n",
+		  "3: services.main.hosts[0].weight: \"70000\" is out of range (0 to 65535)");
+	one_error("services:\n  main:\n    hosts: [{port: 5433}]\npools: [{}]\n",
+		  "3: services.main.hosts[0].host: required key is missing");
+	one_error("services:\n  main:\n    hosts: [{host: db, wieght: 2}]\npools: [{}]\n",
+		  "3: services.main.hosts[0].wieght: unknown key (did you mean \"weight\"?)");
+	one_error("services:\n  main:\n    hosts: [db]\npools: [{target_session_attrs: read-write-split}]\n",
+		  "4: pools[0].target_session_attrs: read-write-split needs mode: transaction (found session)");
+	one_error("services:\n  main:\n    hosts: [db]\npools: [{target_session_attrs: standby, read_your_writes: true}]\n",
+		  "4: pools[0].read_your_writes: only with target_session_attrs: read-write-split");
+	one_error("services:\n  main:\n    hosts: [db]\npools: [{target_session_attrs: replica}]\n",
+		  "4: pools[0].target_session_attrs: expected one of any, read-write, primary, read-only, standby, prefer-standby, read-write-split, found \"replica\"");
 }
 
 static void test_error_services_and_pools(void **state)
@@ -933,6 +1039,8 @@ int main(void)
 		cmocka_unit_test(test_error_listen),
 		cmocka_unit_test(test_error_host_port),
 		cmocka_unit_test(test_error_services_and_pools),
+		cmocka_unit_test(test_service_discovery),
+		cmocka_unit_test(test_error_service_discovery),
 		cmocka_unit_test(test_error_log),
 		cmocka_unit_test(test_admin_http),
 		cmocka_unit_test(test_error_secret_not_echoed),

@@ -711,7 +711,8 @@ static void show_services(struct console_session *cs)
 				/* backoff and dead both mean "not connected to now"; dead = breaker open. */
 				const char *stname = state == TP_BACKEND_UP ? "up" : state == TP_BACKEND_DRAINING ? "draining"
 						     : state == TP_BACKEND_DEAD ? "dead" : "down";
-				const char *vals[] = { name, be, w, pname, "unknown", stname, conns, err, resolver, st.error };
+				const char *role = services_role_name(services_role_of(rt->services, pool_rule(p)->service, &a));
+				const char *vals[] = { name, be, w, pname, role, stname, conns, err, resolver, st.error };
 				console_out_row(&cs->out, (int)(sizeof vals / sizeof vals[0]), vals);
 			}
 		}

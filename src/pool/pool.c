@@ -249,6 +249,40 @@ static void refill_failed(struct pool *p, double now, const char *reason)
 			 p->database, p->user, failures, reason ? reason : "unknown error");
 }
 
+/* The role a server reported at login: in_hot_standby (PostgreSQL 14+); without it, unknown. */
+static enum services_role server_role(const struct server *s)
+{
+	for (int i = 0; i < s->nparams; i++)
+		if (strcmp(s->params[i].name, "in_hot_standby") == 0)
+			return strcmp(s->params[i].value, "on") == 0 ? SERVICES_ROLE_STANDBY : SERVICES_ROLE_PRIMARY;
+	return SERVICES_ROLE_UNKNOWN;
+}
+
+/* Note a new server's role for its service, and whether it fits the pool's
+ * target_session_attrs (else why not, in reason). */
+static bool role_fits(struct pool *p, struct server *s, char *reason, size_t cap)
+{
+	const struct tp_backend_addr *be = tp_slot_backend(s->slot);
+	const struct config_pool_rule *rule = pool_rule(p);
+	enum services_role role = server_role(s);
+	if (role != SERVICES_ROLE_UNKNOWN)
+		services_note_role(p->rt->services, rule->service, be, role);
+	if (services_role_fits(rule->target_session_attrs, role))
+		return true;
+	snprintf(reason, cap, "%s:%u is a %s (target_session_attrs %s)", be->name, be->port, services_role_name(role),
+		 config_target_name(rule->target_session_attrs));
+	return false;
+}
+
+void pool_server_param(struct server *s, const char *name, const char *value)
+{
+	if (!s->pool || !s->slot || strcmp(name, "in_hot_standby") != 0)
+		return;
+	/* A promotion (or a demotion) seen on a live server: the service's pools follow. */
+	services_note_role(s->pool->rt->services, pool_rule(s->pool)->service, tp_slot_backend(s->slot),
+			   strcmp(value, "on") == 0 ? SERVICES_ROLE_STANDBY : SERVICES_ROLE_PRIMARY);
+}
+
 /* server.c's done for a server the core asked for (conn_connect). */
 static void on_connected(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			 size_t errlen)
@@ -257,6 +291,18 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 	struct pool *p = s->pool;
 	(void)arg;
 	s->connect_pending = false;
+	char role_reason[TP_NAME_MAX + 96];
+	if (err == 0 && !role_fits(p, s, role_reason, sizeof role_reason)) {
+		/* Logged in, but to a server of the wrong role: this backend is out of the pool's set
+		 * now (services_note_role re-fed it); the claim tries another. */
+		s->close_reason = role_reason; /* conn_close runs inside tp_connect_done */
+		tl_in_connect = true;
+		tl_reason = role_reason;
+		tp_connect_done(slot, -ECONNREFUSED, role_reason); /* closes s through conn_close */
+		tl_in_connect = false;
+		tl_reason = NULL;
+		return;
+	}
 	if (err == 0) {
 		if (s->cred.kind != SERVER_CRED_NONE)
 			pool_remember_cred(p, &s->cred);
@@ -810,7 +856,7 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	reg->head = p;
 	/* The service's current backends now, each change later. Until the first answer claims
 	 * queue (within pool_wait_timeout). */
-	if (services_subscribe(rt->services, rule->service, p->tp) < 0)
+	if (services_subscribe(rt->services, rule->service, p->tp, rule->target_session_attrs) < 0)
 		log_warn(NULL, NULL, "pool %s/%s: out of memory subscribing to service %s: it gets no backends",
 			 database, user, rule->service->name);
 	log_info(NULL, NULL, "pool %s/%s created (rule at line %d, mode %s, size %d)", database, user,
@@ -856,6 +902,8 @@ void pool_maintain(struct worker *w, double now)
 	struct runtime *rt = w->rt;
 	double unused_timeout = (double)rt->cfg->pool_idle_timeout_ms / 1000.0;
 
+	if (w->index == 0)
+		services_tick(rt->services); /* role verdicts due for a re-check */
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
 		tp_pool_tick(p->tp, w->index);

@@ -100,6 +100,10 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
  * error. false past the end. */
 bool pool_backend(struct pool *p, int i, struct tp_backend_addr *addr, enum tp_backend_state *state, int *slots,
 		  char *err, size_t errcap);
+/* server.c: a server reported a parameter (at login or later); in_hot_standby tells the
+ * service its backend's role. */
+void pool_server_param(struct server *s, const char *name, const char *value);
+
 /* Retired by a reload (its clients finish; no new client finds it). */
 bool pool_retired(const struct pool *p);
 

@@ -613,6 +613,8 @@ void server_set_param(struct server *s, const char *name, const char *value)
 	snprintf(s->params[i].value, sizeof s->params[i].value, "%s", value);
 	if (!server_param_read_only(name))
 		s->params_hash += phash_pair(s->params[i].name, s->params[i].value);
+	else if (s->state != SERVER_LOGIN)
+		pool_server_param(s, name, value); /* a role change after login (a promotion) */
 }
 
 bool server_param_read_only(const char *name)

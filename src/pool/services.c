@@ -13,8 +13,25 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util/log.h"
+
+/* A role verdict is taken again after this long: a backend excluded for its role is offered
+ * to its pools again, so that the next connect to it re-checks (a promotion, a demotion). */
+#define SERVICES_ROLE_RECHECK 1.0
+
+struct svc_sub {
+	struct tp_pool *tp;
+	int target; /* enum config_target */
+};
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 struct svc_entry {
 	/* immutable once linked */
@@ -28,9 +45,12 @@ struct svc_entry {
 	struct resolve *r; /* NULL once stopped; set and cleared by the main thread */
 	struct tp_backend_addr *addrs;
 	uint32_t *weights;
+	uint8_t *roles;   /* enum services_role per backend, kept across answers by address */
+	double *checked;  /* when each role was last seen (monotonic) */
 	int n;
-	struct tp_pool **subs;
+	struct svc_sub *subs;
 	int nsubs, capsubs;
+	bool stale;       /* a role verdict is older than SERVICES_ROLE_RECHECK: pools were re-fed */
 };
 
 struct services {
@@ -75,29 +95,96 @@ static struct svc_entry *find_locked(struct services *s, const struct config_ser
 	return stopped;
 }
 
-/* Replace e's set and give it to every subscriber. Under e->lock. */
+bool services_role_fits(int target, enum services_role role)
+{
+	switch (target) {
+	case CONFIG_TARGET_READ_WRITE:
+	case CONFIG_TARGET_PRIMARY:
+		return role != SERVICES_ROLE_STANDBY;
+	case CONFIG_TARGET_READ_ONLY:
+	case CONFIG_TARGET_STANDBY:
+		return role != SERVICES_ROLE_PRIMARY;
+	default:
+		return true;
+	}
+}
+
+/* The part of e's set that sub may connect to: backends whose role fits its target, those of
+ * unknown role (a connect finds out), and those whose verdict is due for a re-check. For
+ * prefer-standby: the standbys (and unknown) while any is known, else all. Under e->lock;
+ * out has room for e->n. */
+static int filter_locked(const struct svc_entry *e, const struct svc_sub *sub, double now, struct tp_backend_addr *out)
+{
+	int target = sub->target, n = 0;
+	if (target == CONFIG_TARGET_PREFER_STANDBY) {
+		target = CONFIG_TARGET_ANY;
+		for (int i = 0; i < e->n; i++)
+			if (e->roles[i] == SERVICES_ROLE_STANDBY)
+				target = CONFIG_TARGET_STANDBY;
+	}
+	for (int i = 0; i < e->n; i++)
+		if (services_role_fits(target, (enum services_role)e->roles[i]) ||
+		    now - e->checked[i] >= SERVICES_ROLE_RECHECK)
+			out[n++] = e->addrs[i];
+	return n;
+}
+
+/* Give each subscriber its part of the current set. Under e->lock. */
+static void feed_locked(struct svc_entry *e)
+{
+	if (e->n == 0)
+		return;
+	struct tp_backend_addr *part = malloc((size_t)e->n * sizeof *part);
+	if (!part) {
+		log_warn(NULL, NULL, "service %s: out of memory giving its backends to its pools", e->svc->name);
+		return;
+	}
+	double now = mono_now();
+	for (int i = 0; i < e->nsubs; i++) {
+		int m = filter_locked(e, &e->subs[i], now, part);
+		/* None fits: the pool keeps what it has (an empty answer never empties a pool);
+		 * its connects find the roles out and fail fast, naming them. */
+		if (m > 0 && tp_pool_set_backends(e->subs[i].tp, part, m) < 0)
+			log_warn(NULL, NULL, "service %s: a pool could not take its %d backends (out of memory)",
+				 e->svc->name, m);
+	}
+	free(part);
+}
+
+/* Replace e's set (roles carried over by address) and feed the subscribers. Under e->lock. */
 static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *addrs, const uint32_t *weights, int n)
 {
 	struct tp_backend_addr *a = malloc((size_t)n * sizeof *a);
 	uint32_t *w = malloc((size_t)n * sizeof *w);
-	if (a && w) {
-		memcpy(a, addrs, (size_t)n * sizeof *a);
-		for (int i = 0; i < n; i++)
-			w[i] = weights ? weights[i] : 1;
-		free(e->addrs);
-		free(e->weights);
-		e->addrs = a;
-		e->weights = w;
-		e->n = n;
-	} else {
+	uint8_t *r = calloc((size_t)n, sizeof *r);
+	double *c = calloc((size_t)n, sizeof *c);
+	if (!a || !w || !r || !c) {
 		free(a);
 		free(w);
-		log_warn(NULL, NULL, "service %s: out of memory keeping its %d backends for new pools", e->svc->name, n);
+		free(r);
+		free(c);
+		log_warn(NULL, NULL, "service %s: out of memory taking its %d backends", e->svc->name, n);
+		return;
 	}
-	for (int i = 0; i < e->nsubs; i++)
-		if (tp_pool_set_backends(e->subs[i], addrs, n) < 0)
-			log_warn(NULL, NULL, "service %s: a pool could not take its %d backends (out of memory)",
-				 e->svc->name, n);
+	memcpy(a, addrs, (size_t)n * sizeof *a);
+	for (int i = 0; i < n; i++) {
+		w[i] = weights ? weights[i] : 1;
+		for (int j = 0; j < e->n; j++)
+			if (e->addrs[j].port == a[i].port && strcmp(e->addrs[j].name, a[i].name) == 0) {
+				r[i] = e->roles[j];
+				c[i] = e->checked[j];
+			}
+	}
+	free(e->addrs);
+	free(e->weights);
+	free(e->roles);
+	free(e->checked);
+	e->addrs = a;
+	e->weights = w;
+	e->roles = r;
+	e->checked = c;
+	e->n = n;
+	feed_locked(e);
 }
 
 /* The resolver's callback, on its thread. */
@@ -158,6 +245,8 @@ static void entry_free(struct svc_entry *e)
 	pthread_mutex_destroy(&e->lock);
 	free(e->addrs);
 	free(e->weights);
+	free(e->roles);
+	free(e->checked);
 	free(e->subs);
 	free(e);
 }
@@ -267,7 +356,7 @@ out:
 	return rc;
 }
 
-int services_subscribe(struct services *s, const struct config_service *svc, struct tp_pool *tp)
+int services_subscribe(struct services *s, const struct config_service *svc, struct tp_pool *tp, int target)
 {
 	pthread_mutex_lock(&s->lock);
 	struct svc_entry *e = find_locked(s, svc);
@@ -278,7 +367,7 @@ int services_subscribe(struct services *s, const struct config_service *svc, str
 	pthread_mutex_lock(&e->lock);
 	if (e->nsubs == e->capsubs) {
 		int cap = e->capsubs ? 2 * e->capsubs : 8;
-		struct tp_pool **subs = realloc(e->subs, (size_t)cap * sizeof *subs);
+		struct svc_sub *subs = realloc(e->subs, (size_t)cap * sizeof *subs);
 		if (!subs) {
 			rc = -ENOMEM;
 			goto out;
@@ -286,12 +375,80 @@ int services_subscribe(struct services *s, const struct config_service *svc, str
 		e->subs = subs;
 		e->capsubs = cap;
 	}
-	e->subs[e->nsubs++] = tp;
-	if (e->n > 0)
-		rc = tp_pool_set_backends(tp, e->addrs, e->n);
+	e->subs[e->nsubs++] = (struct svc_sub){ .tp = tp, .target = target };
+	feed_locked(e);
 out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;
+}
+
+void services_note_role(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,
+			enum services_role role)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	if (!e)
+		return;
+	bool changed = false;
+	pthread_mutex_lock(&e->lock);
+	for (int i = 0; i < e->n; i++) {
+		if (e->addrs[i].port != be->port || strcmp(e->addrs[i].name, be->name) != 0)
+			continue;
+		changed = e->roles[i] != role || e->stale;
+		e->roles[i] = (uint8_t)role;
+		e->checked[i] = mono_now();
+	}
+	if (changed) {
+		e->stale = false;
+		feed_locked(e);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (changed)
+		log_info(NULL, NULL, "service %s: %s:%u is a %s", svc->name, be->name, be->port,
+			 services_role_name(role));
+}
+
+void services_tick(struct services *s)
+{
+	double now = mono_now();
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *head = s->head;
+	pthread_mutex_unlock(&s->lock);
+	/* Entries are never unlinked before services_free, and new ones go in at the head. */
+	for (struct svc_entry *e = head; e; e = e->next) {
+		pthread_mutex_lock(&e->lock);
+		bool due = false;
+		for (int i = 0; i < e->n && !due; i++)
+			due = e->roles[i] != SERVICES_ROLE_UNKNOWN && now - e->checked[i] >= SERVICES_ROLE_RECHECK;
+		/* Once per verdict: re-fed with it, the pools re-check it at their next connect. */
+		if (due && !e->stale) {
+			e->stale = true;
+			feed_locked(e);
+		}
+		pthread_mutex_unlock(&e->lock);
+	}
+}
+
+const char *services_role_name(enum services_role role)
+{
+	return role == SERVICES_ROLE_PRIMARY ? "primary" : role == SERVICES_ROLE_STANDBY ? "standby" : "unknown";
+}
+
+enum services_role services_role_of(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	enum services_role role = SERVICES_ROLE_UNKNOWN;
+	if (!e)
+		return role;
+	pthread_mutex_lock(&e->lock);
+	for (int i = 0; i < e->n; i++)
+		if (e->addrs[i].port == be->port && strcmp(e->addrs[i].name, be->name) == 0)
+			role = (enum services_role)e->roles[i];
+	pthread_mutex_unlock(&e->lock);
+	return role;
 }
 
 int services_addr(struct services *s, const struct config_service *svc, struct net_addr *out)

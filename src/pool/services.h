@@ -30,10 +30,27 @@ void services_free(struct services *s);
 __attribute__((warn_unused_result))
 int services_apply(struct services *s, const struct tusk_config *cfg);
 
-/* tp gets svc's backends from now on: the current set at once (if any), then every change.
- * svc is a service of any live generation. 0 or -ENOMEM. */
+/* A backend's role, as its server says (in_hot_standby at login and when it changes). */
+enum services_role { SERVICES_ROLE_UNKNOWN, SERVICES_ROLE_PRIMARY, SERVICES_ROLE_STANDBY };
+
+/* tp gets svc's backends from now on: the current set at once (if any), then every change,
+ * only those that may fit target (enum config_target; see services_role_fits). svc is a
+ * service of any live generation. 0 or -ENOMEM. */
 __attribute__((warn_unused_result))
-int services_subscribe(struct services *s, const struct config_service *svc, struct tp_pool *tp);
+int services_subscribe(struct services *s, const struct config_service *svc, struct tp_pool *tp, int target);
+
+/* May a pool with target (enum config_target) use a server of role? Unknown fits all. */
+bool services_role_fits(int target, enum services_role role);
+/* A server of be (a backend of svc) reported role (any thread): a change re-feeds the pools
+ * of svc, so that pools wanting a primary drop a standby and take a promoted one. */
+void services_note_role(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,
+			enum services_role role);
+enum services_role services_role_of(struct services *s, const struct config_service *svc,
+				    const struct tp_backend_addr *be);
+const char *services_role_name(enum services_role role);
+/* About once a second (a worker's tick): role verdicts older than a second are offered again
+ * to the pools they excluded, so that the next connect there re-checks the role. */
+void services_tick(struct services *s);
 
 /* An address of svc now (the first of its current set), for tusk's own one-off connections.
  * 0, or -EHOSTUNREACH when none is known yet. */

@@ -53,7 +53,7 @@ struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct confi
 static int check_wired(const struct tusk_config *cfg)
 {
 	for (int i = 0; i < cfg->npools; i++) {
-		if (cfg->pools[i].target_session_attrs != CONFIG_TARGET_ANY) {
+		if (cfg->pools[i].target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT) {
 			log_error(NULL, NULL, "%s:%d: target_session_attrs %s is not wired into the pools yet", cfg->path,
 				  cfg->pools[i].line, config_target_name(cfg->pools[i].target_session_attrs));
 			return -ENOTSUP;

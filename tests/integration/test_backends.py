@@ -205,3 +205,105 @@ def test_dns_answer_change_drains_one_and_adds_another_under_load(pg_cluster, dn
     assert states.get(f"127.0.0.1:{new.port}") == "up", rows
     assert states.get(f"127.0.0.1:{old.port}") in (None, "draining"), rows
     assert all(r["resolver"].startswith("srv: ok") for r in rows), rows
+
+
+# ---- roles: target_session_attrs (docs/backends.md, "Routing") ---------------------------------
+
+TARGETS = ["primary", "read-write", "standby", "read-only", "prefer-standby", "any"]
+
+
+def role_pools(targets=TARGETS, mode="transaction", size=4):
+    """One pool per target, reached as database "t_<target>" (server_database tusk_test)."""
+    return [{"database": "t_" + tg.replace("-", "_"), "user": "*", "service": "main", "mode": mode, "size": size,
+             "server_database": TEST_DB, "target_session_attrs": tg} for tg in targets]
+
+
+def cluster_service(c):
+    return {"main": {"hosts": [f"127.0.0.1:{n.port}" for n in c.nodes]}}
+
+
+def in_recovery_through(t, target, n=4):
+    """pg_is_in_recovery() from n clients each holding its own server at once."""
+    conns = [t.connect(dbname="t_" + target.replace("-", "_")) for _ in range(n)]
+    try:
+        out = []
+        for c in conns:
+            c.execute("begin")
+            out.append(c.execute("select pg_is_in_recovery()").fetchone()[0])
+        return out
+    finally:
+        for c in conns:
+            c.close()
+
+
+def test_target_session_attrs_picks_backends_by_role(pg_cluster, tusk):
+    t = tusk(services=cluster_service(pg_cluster), pools=role_pools(), admin=ADMIN)
+    assert in_recovery_through(t, "primary") == [False] * 4
+    assert in_recovery_through(t, "read-write") == [False] * 4
+    assert in_recovery_through(t, "standby") == [True] * 4
+    assert in_recovery_through(t, "read-only") == [True] * 4
+    assert in_recovery_through(t, "prefer-standby") == [True] * 4
+    assert set(in_recovery_through(t, "any")) <= {True, False}
+    roles = {r["backend"]: r["role"] for r in show_services(t) if r["role"] != "unknown"}
+    c = pg_cluster
+    assert roles.get(f"127.0.0.1:{c.primary.port}") == "primary", roles
+    assert {roles.get(f"127.0.0.1:{s.port}") for s in c.standbys} == {"standby"}, roles
+
+
+def test_prefer_standby_falls_back_to_the_primary(pg_cluster, tusk):
+    c = pg_cluster
+    for s in c.standbys:
+        s.stop("immediate")
+    t = tusk(services=cluster_service(c), pools=role_pools(["prefer-standby", "standby"]),
+             pool_wait_timeout="5s")
+    assert in_recovery_through(t, "prefer-standby", n=2) == [False, False]
+    with pytest.raises(psycopg.OperationalError) as e:
+        in_recovery_through(t, "standby", n=1)
+    assert_tusk_error(str(e.value))
+    assert "service main" in str(e.value), e.value
+
+
+# ---- failover: kill the primary, promote a standby, no tusk restart -------------------------------
+
+def test_failover(private_cluster, tusk):
+    c = private_cluster
+    t = tusk(services=cluster_service(c), pools=role_pools(["primary"], size=4), pool_wait_timeout="10s")
+    db = "t_primary"
+    setup = t.connect(dbname=db, autocommit=True)
+    setup.execute("create table fo (id serial primary key, at float8)")
+    setup.close()
+    lsn = c.current_lsn()
+    for s in c.standbys:  # asynchronous commit: the table must reach the standby before the kill
+        c.wait_replayed(s, lsn, timeout=30)
+    idle = t.connect(dbname=db, autocommit=True)  # idle between transactions: holds no server
+    idle.execute("select 1")
+    in_tx = t.connect(dbname=db, autocommit=True)
+    in_tx.execute("begin")
+    in_tx.execute("insert into fo (at) values (0)")  # a transaction open on the primary
+    old = c.primary
+    old.stop("immediate")
+    with pytest.raises(psycopg.OperationalError) as e:
+        in_tx.execute("select 1")
+    assert_tusk_error(str(e.value))
+    # libpq reports the FATAL as a broken connection (no sqlstate); tusk's text says it.
+    assert e.value.sqlstate in ("08006", None) and "closed the connection unexpectedly" in str(e.value), e.value
+    in_tx.close()
+    new = c.standbys[0]
+    t0 = time.monotonic()
+    c.promote(new)
+    took, last = None, None
+    while time.monotonic() - t0 < 15 * SLOW:
+        try:
+            with t.connect(dbname=db, autocommit=True) as w:
+                w.execute("insert into fo (at) values (%s)", [time.monotonic() - t0])
+            took = time.monotonic() - t0
+            break
+        except psycopg.Error as e:
+            last = e
+            time.sleep(0.05)
+    assert took is not None and took < 5.0 * SLOW, (took, last)
+    print(f"failover: first committed write through tusk {took:.2f}s after pg_promote() was called")
+    # The idle client never reconnected: its next transaction runs on the new primary.
+    idle.execute("insert into fo (at) values (-1)")
+    assert new.execute("select count(*) from fo where at = -1", dbname=TEST_DB)[0][0] == 1
+    idle.close()

@@ -922,16 +922,17 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 			be->retry_at = now + backoff_wait(p, dead ? 1 << 20 : be->failures - after + 1);
 			set_state(p, be, dead ? TP_BACKEND_DEAD : TP_BACKEND_BACKOFF);
 		}
-		/* The backend failed, not the claim: a bound claim tries another backend that may
-		 * be connected to now (back at the head, its deadline unchanged). Once none is
-		 * left it fails fast with every backend's last error (tp_pool_last_error). */
-		if (bound && !p->stopping && now < bound->deadline) {
-			if (other_ready(p, be, now)) {
-				push_head(p, bound);
-				requeued = true;
-			} else if (p->nbackends > 1) {
-				err = -EHOSTUNREACH;
-			}
+	}
+	/* The backend failed (or was removed meanwhile, e.g. for its role), not the claim: a
+	 * bound claim tries another backend that may be connected to now (back at the head, its
+	 * deadline unchanged). Once none is left it fails fast with every backend's last error
+	 * (tp_pool_last_error). A refused login (-EPERM) is the claim's own. */
+	if (!full && err != -EPERM && bound && !p->stopping && now < bound->deadline) {
+		if (other_ready(p, be, now)) {
+			push_head(p, bound);
+			requeued = true;
+		} else if (p->nbackends > 1) {
+			err = -EHOSTUNREACH;
 		}
 	}
 	if (s->refill) {

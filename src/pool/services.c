@@ -38,8 +38,7 @@ struct svc_entry {
 	struct svc_entry *next;
 	const struct config_service *svc; /* of the generation that started it; generations live until exit */
 	struct services *owner;
-	/* main thread only */
-	bool live;         /* part of the newest services_apply */
+	bool live;         /* part of the newest services_apply; written by the main thread under the registry lock */
 
 	pthread_mutex_t lock; /* everything below */
 	struct resolve *r; /* NULL once stopped; set and cleared by the main thread */
@@ -232,7 +231,9 @@ out:
  * resolve_stop waits for the callback to finish. */
 static void entry_stop(struct svc_entry *e)
 {
+	pthread_mutex_lock(&e->owner->lock); /* live is read under it (find_locked) */
 	e->live = false;
+	pthread_mutex_unlock(&e->owner->lock);
 	pthread_mutex_lock(&e->lock);
 	struct resolve *r = e->r;
 	e->r = NULL;
@@ -259,12 +260,22 @@ struct services *services_new(void)
 	return s;
 }
 
+void services_stop(struct services *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *head = s->head;
+	pthread_mutex_unlock(&s->lock);
+	for (struct svc_entry *e = head; e; e = e->next)
+		entry_stop(e);
+}
+
 void services_free(struct services *s)
 {
 	if (!s)
 		return;
-	for (struct svc_entry *e = s->head; e; e = e->next)
-		entry_stop(e);
+	services_stop(s);
 	while (s->head) {
 		struct svc_entry *e = s->head;
 		s->head = e->next;

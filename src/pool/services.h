@@ -18,8 +18,11 @@
 struct services;
 
 struct services *services_new(void);
-/* Stop every resolver (no callback runs after this), free everything. Before the pool cores
- * are destroyed. NULL is a no-op. */
+/* Stop every resolver: no callback runs after this returns (the sets stay readable). First
+ * in a shutdown, while workers may still read the sets. NULL is a no-op. */
+void services_stop(struct services *s);
+/* Stop what still runs and free everything, once no worker runs any more and before the pool
+ * cores are destroyed. NULL is a no-op. */
 void services_free(struct services *s);
 
 /* Main thread, at start and at each reload, before cfg is published: a resolver for each

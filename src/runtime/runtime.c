@@ -576,9 +576,8 @@ void runtime_stop(struct runtime *rt)
 {
 	const struct tusk_config *cfg = rt->cfg;
 
-	/* No resolver answer may reach a pool from here on. */
-	services_free(rt->services);
-	rt->services = NULL;
+	/* No resolver answer may reach a pool from here on (workers may still read the sets). */
+	services_stop(rt->services);
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
 		if (rt->workers[w])
 			worker_stop(rt->workers[w]);
@@ -591,6 +590,7 @@ void runtime_stop(struct runtime *rt)
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
 		if (rt->workers[w])
 			worker_free(rt->workers[w]);
+	services_free(rt->services); /* no worker runs: nothing reads the sets any more */
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
 	authcache_free(rt->authcache);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pool/probes.h"
 #include "util/log.h"
 
 /* A role verdict is taken again after this long: a backend excluded for its role is offered
@@ -192,6 +193,7 @@ static void on_update(void *arg, const struct tp_backend_addr *addrs, const uint
 {
 	struct svc_entry *e = arg;
 	(void)priority;
+	TUSK_PROBE3(resolver__update, e->svc->name, n, 0);
 	pthread_mutex_lock(&e->lock);
 	publish_locked(e, addrs, weight, n);
 	pthread_mutex_unlock(&e->lock);

@@ -282,6 +282,8 @@ void tp_pool_stats(struct tp_pool *p, struct tp_stats *out);
 /* Backend i (0..backends-1) of the current set: its address and state. false past the end. */
 bool tp_pool_backend(struct tp_pool *p, int i, struct tp_backend_addr *addr, enum tp_backend_state *state,
 		     int *slots);
+/* Backend i's last connect error ("" after a success). false past the end. */
+bool tp_pool_backend_error(struct tp_pool *p, int i, char *out, size_t cap);
 /* Why claims may fail: each backend that is backing off or dead, with its last connect error
  * ("a:5432 dead: connection refused; b:5432 backoff: ..."); else the last connect error of
  * the pool ("" if none). */

@@ -21,6 +21,7 @@
 #include "kv/replicate.h"
 #include "pool/pool.h"
 #include "pool/server.h"
+#include "pool/services.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 #include "util/log.h"
@@ -47,6 +48,7 @@ static const struct keyword show_words[] = {
 	{ "VERSION", CONSOLE_CMD_SHOW_VERSION, 0 },
 	{ "KV", CONSOLE_CMD_SHOW_KV, 0 },
 	{ "CACHE", CONSOLE_CMD_SHOW_CACHE, 0 },
+	{ "SERVICES", CONSOLE_CMD_SHOW_SERVICES, 0 },
 	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
 	{ "WAITS", CONSOLE_CMD_SHOW_WAITS, 0 },
 };
@@ -227,6 +229,11 @@ static const struct vdb_col kv_cols[] = {
 	I("repaired"),
 };
 static const struct vdb_col cache_cols[] = { T("name"), T("reason"), I("value") };
+/* tusk's own: each service's backends per pool, and its resolver (docs/backends.md). */
+static const struct vdb_col services_cols[] = {
+	T("service"), T("backend"), I("weight"), T("pool"), T("role"), T("state"), I("connections"), T("last_error"),
+	T("resolver"), T("resolver_error"),
+};
 
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
 
@@ -244,6 +251,7 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_WAITS: return COLS(waits_cols);
 	case CONSOLE_CMD_SHOW_KV: return COLS(kv_cols);
 	case CONSOLE_CMD_SHOW_CACHE: return COLS(cache_cols);
+	case CONSOLE_CMD_SHOW_SERVICES: return COLS(services_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
 }
@@ -647,6 +655,84 @@ static void show_cache(struct console_session *cs)
 	vdb_complete(&cs->v, "SHOW");
 }
 
+/* The resolver column of SHOW SERVICES: its kind, whether its last round failed, rounds. */
+static void resolver_text(const struct resolve_state *st, char *out, size_t cap)
+{
+	if (!st->kind) {
+		snprintf(out, cap, "stopped");
+		return;
+	}
+	if (st->consecutive_failures > 0)
+		snprintf(out, cap, "%s: failing (%d in a row), keeping %d backends, %llu rounds", st->kind,
+			 st->consecutive_failures, st->nbackends, (unsigned long long)st->rounds);
+	else if (st->last_answer == 0)
+		snprintf(out, cap, "%s: no answer yet", st->kind);
+	else
+		snprintf(out, cap, "%s: ok, ttl %ums, %llu rounds, %llu failed, %llu updates", st->kind, st->ttl_ms,
+			 (unsigned long long)st->rounds, (unsigned long long)st->failures,
+			 (unsigned long long)st->updates);
+}
+
+#define SERVICES_VIEW_MAX 256 /* backends listed per service without a pool */
+
+/* SHOW SERVICES: per service, each pool's view of each backend (state, servers, last error),
+ * or the resolver's set when no pool uses the service yet. */
+static void show_services(struct console_session *cs)
+{
+	struct runtime *rt = cs->v.client->worker->rt;
+	struct resolve_state st;
+	struct tp_backend_addr *addrs = calloc(SERVICES_VIEW_MAX, sizeof *addrs);
+	uint32_t *weights = calloc(SERVICES_VIEW_MAX, sizeof *weights);
+	char name[CONFIG_NAME_MAX], resolver[160];
+	int n;
+
+	for (int i = 0; addrs && weights &&
+			services_view(rt->services, i, name, sizeof name, &st, addrs, weights, SERVICES_VIEW_MAX, &n);
+	     i++) {
+		resolver_text(&st, resolver, sizeof resolver);
+		bool any_pool = false;
+		for (struct pool *p = pool_first(rt); p; p = pool_next(p)) {
+			if (pool_retired(p) || strcmp(pool_rule(p)->service->name, name) != 0)
+				continue;
+			any_pool = true;
+			char pname[2 * CONFIG_NAME_MAX + 2];
+			snprintf(pname, sizeof pname, "%s/%s", pool_database(p), pool_user(p));
+			struct tp_backend_addr a;
+			enum tp_backend_state state;
+			int slots;
+			char err[160];
+			for (int b = 0; pool_backend(p, b, &a, &state, &slots, err, sizeof err); b++) {
+				char be[TP_NAME_MAX + 8], w[16] = "0", conns[16];
+				snprintf(be, sizeof be, "%s:%u", a.name, a.port);
+				for (int k = 0; k < n; k++)
+					if (addrs[k].port == a.port && strcmp(addrs[k].name, a.name) == 0)
+						snprintf(w, sizeof w, "%u", weights[k]);
+				snprintf(conns, sizeof conns, "%d", slots);
+				/* backoff and dead both mean "not connected to now"; dead = breaker open. */
+				const char *stname = state == TP_BACKEND_UP ? "up" : state == TP_BACKEND_DRAINING ? "draining"
+						     : state == TP_BACKEND_DEAD ? "dead" : "down";
+				const char *role = services_role_name(services_role_of(rt->services, pool_rule(p)->service, &a));
+				const char *vals[] = { name, be, w, pname, role, stname, conns, err, resolver, st.error };
+				vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
+			}
+		}
+		for (int k = 0; !any_pool && k < n; k++) {
+			char be[TP_NAME_MAX + 8], w[16];
+			snprintf(be, sizeof be, "%s:%u", addrs[k].name, addrs[k].port);
+			snprintf(w, sizeof w, "%u", weights[k]);
+			const char *vals[] = { name, be, w, "", "unknown", "", "0", "", resolver, st.error };
+			vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
+		}
+		if (n == 0) {
+			const char *vals[] = { name, "", "0", "", "", "", "0", "", resolver, st.error };
+			vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
+		}
+	}
+	free(addrs);
+	free(weights);
+	vdb_complete(&cs->v, "SHOW");
+}
+
 /* CACHE FLUSH [db]: the kept results of db (or all) go; in-flight reads are not kept. */
 static void cache_flush(struct console_session *cs, const char *db)
 {
@@ -821,7 +907,7 @@ static void show_kv(struct console_session *cs)
 static void show_help(struct console_session *cs)
 {
 	vdb_out_error(&cs->v, false, true, "00000", "Console usage\n"
-			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE\n"
+			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE|SERVICES\n"
 			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
@@ -1005,6 +1091,9 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return 0;
 	case CONSOLE_CMD_SHOW_CACHE:
 		show_cache(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_SERVICES:
+		show_services(cs);
 		return 0;
 	case CONSOLE_CMD_CACHE_FLUSH:
 		cache_flush(cs, cmd->arg);

@@ -184,7 +184,8 @@ static long build_key(struct client *c, const char *sql, size_t len, bool local,
 static void vol_target(struct client *c, struct flight_vol_target *t)
 {
 	const struct config_pool_rule *rule = pool_rule(c->pool);
-	const struct net_addr *a = runtime_service_addr(c->worker->rt, rule->service);
+	struct net_addr addr;
+	const struct net_addr *a = runtime_service_addr(c->worker->rt, rule->service, &addr) == 0 ? &addr : NULL;
 	static const char *const modes[] = { "disable", "prefer", "require", "verify-ca", "verify-full" };
 
 	memset(t, 0, sizeof(*t));

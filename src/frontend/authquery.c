@@ -244,15 +244,21 @@ static struct authq_conn *open_conn(struct client *c, const struct config_pool_r
 	struct authq_conn *q = calloc(1, sizeof *q);
 	struct server_cred cred;
 
+	struct net_addr addr;
 	if (!q)
 		return NULL;
+	if (runtime_service_addr(rt, rule->service, &addr) < 0) {
+		/* No backend known yet (the service's first DNS answer is still out). */
+		free(q);
+		return NULL;
+	}
 	q->w = w;
 	q->rule = rule;
 	snprintf(q->database, sizeof q->database, "%s", c->database);
 	auth_user_cred(rt, config_auth_user(rt->cfg, rule), &cred);
 	struct server_login login = {
 		.service = rule->service,
-		.addr = runtime_service_addr(rt, rule->service),
+		.addr = &addr,
 		.user = config_auth_user(rt->cfg, rule),
 		.database = rule->server_database ? rule->server_database : c->database,
 		.cred = &cred,

@@ -339,19 +339,27 @@ static int probe_backends(struct runtime *rt, char *why, size_t cap)
 	const struct tusk_config *cfg = rt->cfg; /* one generation throughout */
 	int n = cfg->nservices;
 	struct pollfd *fds = calloc((size_t)n, sizeof *fds);
+	struct net_addr *addrs = calloc((size_t)n + 1, sizeof *addrs);
 	int rc = -EHOSTUNREACH, pending = 0;
 	char addr[NET_ADDR_STR_MAX];
 
-	if (!fds) {
+	if (!fds || !addrs) {
+		free(fds);
+		free(addrs);
 		snprintf(why, cap, "out of memory");
 		return -ENOMEM;
 	}
 	snprintf(why, cap, "no service configured");
 	for (int i = 0; i < n; i++) {
-		fds[i].fd = net_connect(runtime_service_addr(rt, &cfg->services[i]));
 		fds[i].events = POLLOUT;
+		if (runtime_service_addr(rt, &cfg->services[i], &addrs[i]) < 0) {
+			snprintf(why, cap, "service %s: no backend known yet", cfg->services[i].name);
+			fds[i].fd = -1;
+			continue;
+		}
+		fds[i].fd = net_connect(&addrs[i]);
 		if (fds[i].fd < 0) {
-			net_addr_str(runtime_service_addr(rt, &cfg->services[i]), addr, sizeof addr);
+			net_addr_str(&addrs[i], addr, sizeof addr);
 			snprintf(why, cap, "service %s (%s): %s", cfg->services[i].name, addr, strerror(-fds[i].fd));
 			fds[i].fd = -1; /* poll ignores it */
 			continue;
@@ -377,7 +385,7 @@ static int probe_backends(struct runtime *rt, char *why, size_t cap)
 				rc = 0;
 				break;
 			}
-			net_addr_str(runtime_service_addr(rt, &cfg->services[i]), addr, sizeof addr);
+			net_addr_str(&addrs[i], addr, sizeof addr);
 			snprintf(why, cap, "service %s (%s): %s", cfg->services[i].name, addr, strerror(-err));
 			close(fds[i].fd);
 			fds[i].fd = -1;
@@ -390,6 +398,7 @@ static int probe_backends(struct runtime *rt, char *why, size_t cap)
 		if (fds[i].fd >= 0)
 			close(fds[i].fd);
 	free(fds);
+	free(addrs);
 	return rc;
 }
 

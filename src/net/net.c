@@ -34,6 +34,28 @@ int net_resolve(const char *host, int port, bool passive, struct net_addr *out)
 	return 0;
 }
 
+int net_addr_numeric(const char *host, int port, struct net_addr *out)
+{
+	if (port <= 0 || port > 65535)
+		return -EINVAL;
+	memset(out, 0, sizeof *out);
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&out->sa;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&out->sa;
+	if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons((uint16_t)port);
+		out->len = sizeof *v4;
+		return 0;
+	}
+	if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)port);
+		out->len = sizeof *v6;
+		return 0;
+	}
+	return -EINVAL;
+}
+
 int net_listen(const struct net_addr *addr, int backlog)
 {
 	int one = 1;

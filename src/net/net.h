@@ -20,6 +20,11 @@ struct net_addr {
 __attribute__((warn_unused_result))
 int net_resolve(const char *host, int port, bool passive, struct net_addr *out);
 
+/* A numeric IPv4 or IPv6 address (as the resolver hands them out) and port, without any
+ * lookup: safe on a worker loop. 0 or -EINVAL. */
+__attribute__((warn_unused_result))
+int net_addr_numeric(const char *host, int port, struct net_addr *out);
+
 /* A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT. fd or -errno. */
 __attribute__((warn_unused_result))
 int net_listen(const struct net_addr *addr, int backlog);

@@ -27,6 +27,7 @@
 #include "pool/prepared.h"
 #include "pool/probes.h"
 #include "pool/server.h"
+#include "pool/services.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 #include "util/log.h"
@@ -81,6 +82,9 @@ struct pool {
 	double refill_logged_at;
 };
 
+/* Connect failures in a row that open a backend's breaker (it is then dead: one probe at
+ * POOL_BACKOFF_MAX, claims go to the other backends). */
+#define POOL_BREAKER_FAILURES 5
 #define POOL_BACKOFF_FIRST 0.25
 #define POOL_BACKOFF_MAX 10.0
 /* A pool whose min_size connects failed this many times in a row, with no client, sleeps. */
@@ -245,6 +249,40 @@ static void refill_failed(struct pool *p, double now, const char *reason)
 			 p->database, p->user, failures, reason ? reason : "unknown error");
 }
 
+/* The role a server reported at login: in_hot_standby (PostgreSQL 14+); without it, unknown. */
+static enum services_role server_role(const struct server *s)
+{
+	for (int i = 0; i < s->nparams; i++)
+		if (strcmp(s->params[i].name, "in_hot_standby") == 0)
+			return strcmp(s->params[i].value, "on") == 0 ? SERVICES_ROLE_STANDBY : SERVICES_ROLE_PRIMARY;
+	return SERVICES_ROLE_UNKNOWN;
+}
+
+/* Note a new server's role for its service, and whether it fits the pool's
+ * target_session_attrs (else why not, in reason). */
+static bool role_fits(struct pool *p, struct server *s, char *reason, size_t cap)
+{
+	const struct tp_backend_addr *be = tp_slot_backend(s->slot);
+	const struct config_pool_rule *rule = pool_rule(p);
+	enum services_role role = server_role(s);
+	if (role != SERVICES_ROLE_UNKNOWN)
+		services_note_role(p->rt->services, rule->service, be, role);
+	if (services_role_fits(rule->target_session_attrs, role))
+		return true;
+	snprintf(reason, cap, "%s:%u is a %s (target_session_attrs %s)", be->name, be->port, services_role_name(role),
+		 config_target_name(rule->target_session_attrs));
+	return false;
+}
+
+void pool_server_param(struct server *s, const char *name, const char *value)
+{
+	if (!s->pool || !s->slot || strcmp(name, "in_hot_standby") != 0)
+		return;
+	/* A promotion (or a demotion) seen on a live server: the service's pools follow. */
+	services_note_role(s->pool->rt->services, pool_rule(s->pool)->service, tp_slot_backend(s->slot),
+			   strcmp(value, "on") == 0 ? SERVICES_ROLE_STANDBY : SERVICES_ROLE_PRIMARY);
+}
+
 /* server.c's done for a server the core asked for (conn_connect). */
 static void on_connected(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			 size_t errlen)
@@ -253,6 +291,18 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 	struct pool *p = s->pool;
 	(void)arg;
 	s->connect_pending = false;
+	char role_reason[TP_NAME_MAX + 96];
+	if (err == 0 && !role_fits(p, s, role_reason, sizeof role_reason)) {
+		/* Logged in, but to a server of the wrong role: this backend is out of the pool's set
+		 * now (services_note_role re-fed it); the claim tries another. */
+		s->close_reason = role_reason; /* conn_close runs inside tp_connect_done */
+		tl_in_connect = true;
+		tl_reason = role_reason;
+		tp_connect_done(slot, -ECONNREFUSED, role_reason); /* closes s through conn_close */
+		tl_in_connect = false;
+		tl_reason = NULL;
+		return;
+	}
 	if (err == 0) {
 		if (s->cred.kind != SERVER_CRED_NONE)
 			pool_remember_cred(p, &s->cred);
@@ -316,11 +366,16 @@ static void conn_connect(void *ctx, struct tp_slot *slot, const struct tp_backen
 	struct pool_waiter *wt = c ? waiter_of(c) : NULL;
 	struct server_cred cred;
 	struct server *s;
-	(void)be; /* one backend per pool today: the service's address (resolver.h, issue 12) */
+	struct net_addr addr;
 
+	/* The resolver hands out numeric addresses only: no lookup on this loop. */
+	if (net_addr_numeric(be->name, be->port, &addr) < 0) {
+		tp_connect_done(slot, -ECONNREFUSED, "the backend's address is not numeric");
+		return;
+	}
 	if (wt) {
 		wt->connecting = true;
-		s = server_connect(p, w, wt->cred, on_connected, NULL);
+		s = server_connect(p, w, &addr, wt->cred, on_connected, NULL);
 	} else {
 		bool with_cred = false, stop = false;
 		pthread_mutex_lock(&p->lock);
@@ -334,7 +389,7 @@ static void conn_connect(void *ctx, struct tp_slot *slot, const struct tp_backen
 			tp_connect_done(slot, -EPERM, "a min_size login needs a client's credentials first (passthrough)");
 			return;
 		}
-		s = server_connect_refill(p, w, with_cred ? &cred : NULL, on_connected);
+		s = server_connect_refill(p, w, &addr, with_cred ? &cred : NULL, on_connected);
 		OPENSSL_cleanse(&cred, sizeof cred);
 	}
 	if (!s) {
@@ -516,12 +571,27 @@ bool pool_leave_queue(struct pool *p, struct pool_waiter *w)
 	return out;
 }
 
+bool pool_backend(struct pool *p, int i, struct tp_backend_addr *addr, enum tp_backend_state *state, int *slots,
+		  char *err, size_t errcap)
+{
+	return tp_pool_backend(p->tp, i, addr, state, slots) && tp_pool_backend_error(p->tp, i, err, errcap);
+}
+
+bool pool_retired(const struct pool *p)
+{
+	return atomic_load(&p->retired);
+}
+
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
 {
 	(void)now;
-	tp_pool_last_error(p->tp, out, cap);
-	if (!out[0])
-		snprintf(out, cap, "connects are backed off");
+	/* Name the service, then each backend that is not up and what it answered last. */
+	int n = snprintf(out, cap, "service %s: ", pool_rule(p)->service->name);
+	if (n < 0 || (size_t)n >= cap)
+		return;
+	tp_pool_last_error(p->tp, out + n, cap - (size_t)n);
+	if (!out[n])
+		snprintf(out + n, cap - (size_t)n, "connects are backed off");
 }
 
 void pool_put_idle(struct pool *p, struct server *s)
@@ -675,7 +745,10 @@ static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *r
 		.lifetime = (double)cfg->server_lifetime_ms / 1000.0,
 		.backoff_first = POOL_BACKOFF_FIRST,
 		.backoff_max = POOL_BACKOFF_MAX,
-		.breaker_failures = INT_MAX, /* no breaker yet: one backend, backed off for ever */
+		.max_per_backend = rule->service->max_per_host,
+		/* After this many failed connects in a row a backend is dead: one probe at the
+		 * longest backoff, claims go to the others. */
+		.breaker_failures = POOL_BREAKER_FAILURES,
 		.seed = (uint32_t)p->index * 2654435761u | 1u,
 		/* One failure may be a blip (or the restart that just finished): the next client
 		 * tries again at once. From the second on, clients fail fast while backed off. */
@@ -697,16 +770,8 @@ static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *r
 	struct tp_pool *tp = tp_pool_new(&tc, &host_ops, p->rt, &conn_ops, p);
 	if (!tp)
 		return NULL;
-	struct tp_backend_addr be = { .port = 0 };
-	const struct config_service *svc = rule->service;
-	if (svc->nhosts > 0) {
-		snprintf(be.name, sizeof be.name, "%s", svc->hosts[0].host);
-		be.port = (uint16_t)svc->hosts[0].port;
-	} else {
-		snprintf(be.name, sizeof be.name, "%s", svc->name);
-	}
-	if (tp_pool_set_backends(tp, &be, 1) < 0 || tp_pool_join(tp, p->db_group->tp) < 0 ||
-	    tp_pool_join(tp, p->user_group->tp) < 0) {
+	/* Its backends come from the service's resolver once the pool is linked (pool_get). */
+	if (tp_pool_join(tp, p->db_group->tp) < 0 || tp_pool_join(tp, p->user_group->tp) < 0) {
 		tp_pool_stop(tp);
 		int rc = tp_pool_destroy(tp); /* nothing was connected: no slot, no post */
 		(void)rc;
@@ -789,6 +854,11 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	pthread_mutex_init(&p->lock, NULL);
 	p->next = reg->head;
 	reg->head = p;
+	/* The service's current backends now, each change later. Until the first answer claims
+	 * queue (within pool_wait_timeout). */
+	if (services_subscribe(rt->services, rule->service, p->tp, rule->target_session_attrs) < 0)
+		log_warn(NULL, NULL, "pool %s/%s: out of memory subscribing to service %s: it gets no backends",
+			 database, user, rule->service->name);
 	log_info(NULL, NULL, "pool %s/%s created (rule at line %d, mode %s, size %d)", database, user,
 		 rule->line, config_pool_mode_name(rule->mode), rule->size);
 out:
@@ -832,6 +902,8 @@ void pool_maintain(struct worker *w, double now)
 	struct runtime *rt = w->rt;
 	double unused_timeout = (double)rt->cfg->pool_idle_timeout_ms / 1000.0;
 
+	if (w->index == 0)
+		services_tick(rt->services); /* role verdicts due for a re-check */
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
 		tp_pool_tick(p->tp, w->index);
@@ -870,11 +942,9 @@ void pool_maintain(struct worker *w, double now)
 static bool same_servers(const struct config_pool_rule *a, const struct config_pool_rule *b)
 {
 	const struct config_service *sa = a->service, *sb = b->service;
-	if (a->mode != b->mode || strcmp(sa->name, sb->name) != 0 || sa->nhosts != sb->nhosts)
+	/* The same resolver's answers (pool/services.c keeps it across the reload). */
+	if (a->mode != b->mode || !services_same_discovery(sa, sb) || sa->max_per_host != sb->max_per_host)
 		return false;
-	for (int i = 0; i < sa->nhosts; i++)
-		if (strcmp(sa->hosts[i].host, sb->hosts[i].host) != 0 || sa->hosts[i].port != sb->hosts[i].port)
-			return false;
 #define SAME_STR(x, y) ((x) == (y) || ((x) && (y) && strcmp((x), (y)) == 0))
 	/* TLS too: servers opened in plaintext must not go on serving a service now requiring TLS. */
 	return SAME_STR(a->server_user, b->server_user) && SAME_STR(a->server_password, b->server_password) &&

@@ -96,6 +96,17 @@ enum pool_claim_result {
  * the pool opens a server gets that server, logged in with w->cred (passthrough). */
 enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out);
 
+/* Backend i of the pool's current set (SHOW SERVICES): address, state, servers, last connect
+ * error. false past the end. */
+bool pool_backend(struct pool *p, int i, struct tp_backend_addr *addr, enum tp_backend_state *state, int *slots,
+		  char *err, size_t errcap);
+/* server.c: a server reported a parameter (at login or later); in_hot_standby tells the
+ * service its backend's role. */
+void pool_server_param(struct server *s, const char *name, const char *value);
+
+/* Retired by a reload (its clients finish; no new client finds it). */
+bool pool_retired(const struct pool *p);
+
 /* Why the pool's backend is backed off, for the client's error. */
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap);
 

@@ -282,8 +282,18 @@ static void start_connect(struct server *s, struct worker *w)
 	log_debug(s->id, s->ctx, "connecting");
 }
 
-static struct server *connect_pool_server(struct pool *pool, struct worker *w, const struct server_cred *cred,
-					  bool quiet, server_done_fn done, void *arg)
+/* The name TLS verifies (and sends as SNI): the configured name, since the backend itself is
+ * a numeric address. With several static hosts, the first one's name: certificates of such
+ * a service must carry it (e.g. as a subject alternative name). For SRV, the SRV name. */
+static const char *tls_host_name(const struct config_service *svc)
+{
+	if (svc->nhosts > 0)
+		return svc->hosts[0].host;
+	return svc->dns[0] ? svc->dns : svc->srv;
+}
+
+static struct server *connect_pool_server(struct pool *pool, struct worker *w, const struct net_addr *to,
+					  const struct server_cred *cred, bool quiet, server_done_fn done, void *arg)
 {
 	struct runtime *rt = w->rt;
 	const struct config_pool_rule *rule = pool_rule(pool);
@@ -312,7 +322,7 @@ static struct server *connect_pool_server(struct pool *pool, struct worker *w, c
 		s->expires_at = s->created + life;
 	}
 	s->service = rule->service;
-	s->addr = *runtime_service_addr(rt, rule->service);
+	s->addr = *to;
 	snprintf(s->login_user, sizeof s->login_user, "%s", rule->server_user ? rule->server_user : pool_user(pool));
 	snprintf(s->login_database, sizeof s->login_database, "%s",
 		 rule->server_database ? rule->server_database : pool_database(pool));
@@ -326,16 +336,16 @@ static struct server *connect_pool_server(struct pool *pool, struct worker *w, c
 	return s;
 }
 
-struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
-			      server_done_fn done, void *arg)
+struct server *server_connect(struct pool *pool, struct worker *w, const struct net_addr *addr,
+			      const struct server_cred *cred, server_done_fn done, void *arg)
 {
-	return connect_pool_server(pool, w, cred, false, done, arg);
+	return connect_pool_server(pool, w, addr, cred, false, done, arg);
 }
 
-struct server *server_connect_refill(struct pool *pool, struct worker *w, const struct server_cred *cred,
-				     server_done_fn done)
+struct server *server_connect_refill(struct pool *pool, struct worker *w, const struct net_addr *addr,
+				     const struct server_cred *cred, server_done_fn done)
 {
-	return connect_pool_server(pool, w, cred, true, done, NULL);
+	return connect_pool_server(pool, w, addr, cred, true, done, NULL);
 }
 
 struct server *server_connect_login(struct worker *w, const struct server_login *login, server_done_fn done,
@@ -435,8 +445,7 @@ static void on_ssl_answer(struct server *s)
 		return;
 	}
 	struct runtime *rt = s->worker->rt;
-	s->tls.conn = tls_conn_new(runtime_service_tls(rt, s->service), s->fd, false,
-				   s->service->hosts[0].host);
+	s->tls.conn = tls_conn_new(runtime_service_tls(rt, s->service), s->fd, false, tls_host_name(s->service));
 	if (!s->tls.conn) {
 		fail(s, "could not start TLS to the server");
 		return;
@@ -604,6 +613,8 @@ void server_set_param(struct server *s, const char *name, const char *value)
 	snprintf(s->params[i].value, sizeof s->params[i].value, "%s", value);
 	if (!server_param_read_only(name))
 		s->params_hash += phash_pair(s->params[i].name, s->params[i].value);
+	else if (s->state != SERVER_LOGIN)
+		pool_server_param(s, name, value); /* a role change after login (a promotion) */
 }
 
 bool server_param_read_only(const char *name)

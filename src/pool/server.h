@@ -177,16 +177,16 @@ struct server {
 	size_t errlen;
 };
 
-/* Start connecting a new server for pool on worker w (the slot was reserved with
- * pool_claim). done runs once on w's loop. NULL only on allocation failure (the slot is
- * then still the caller's to drop). */
-struct server *server_connect(struct pool *pool, struct worker *w, const struct server_cred *cred,
-			      server_done_fn done, void *arg);
+/* Start connecting a new server for pool on worker w, to addr (the backend the pool core
+ * picked). done runs once on w's loop. NULL only on allocation failure (the slot is then
+ * still the caller's to drop). */
+struct server *server_connect(struct pool *pool, struct worker *w, const struct net_addr *addr,
+			      const struct server_cred *cred, server_done_fn done, void *arg);
 
 /* server_connect for a min_size refill (no client): a failure to connect or log in is not
  * logged by the server, since its pool logs refill failures at most once a minute. */
-struct server *server_connect_refill(struct pool *pool, struct worker *w, const struct server_cred *cred,
-				     server_done_fn done);
+struct server *server_connect_refill(struct pool *pool, struct worker *w, const struct net_addr *addr,
+				     const struct server_cred *cred, server_done_fn done);
 
 /* Whether a failed login means the backend is unavailable (back off: 08, 53, 57, or no
  * ErrorResponse at all) rather than that this login is wrong (a password, a database name). */

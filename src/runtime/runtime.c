@@ -17,7 +17,7 @@
 #include "frontend/cancel.h"
 #include "net/tls.h"
 #include "pool/pool.h"
-#include "pool/resolver.h"
+#include "pool/services.h"
 #include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -36,11 +36,9 @@ static const struct runtime_gen *gen_of_service(const struct runtime *rt, const 
 	return NULL; /* not reached: every rule's service belongs to its generation */
 }
 
-const struct net_addr *runtime_service_addr(const struct runtime *rt, const struct config_service *svc)
+int runtime_service_addr(const struct runtime *rt, const struct config_service *svc, struct net_addr *out)
 {
-	int i;
-	const struct runtime_gen *g = gen_of_service(rt, svc, &i);
-	return g ? &g->service_addrs[i] : NULL;
+	return services_addr(rt->services, svc, out);
 }
 
 struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct config_service *svc)
@@ -50,52 +48,17 @@ struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct confi
 	return g ? g->service_tls[i] : NULL;
 }
 
-/* Each service's backends, through its resolver. Until backend management lands, pools
- * connect to the first backend found. */
-static int resolve_services(const struct tusk_config *cfg, struct net_addr **out)
+/* What the pools cannot do yet is refused, not approximated: a rule asking for a primary
+ * must not silently get whichever backend comes first. */
+static int check_wired(const struct tusk_config *cfg)
 {
-	struct resolver_backend found[RESOLVER_MAX_BACKENDS];
-	struct net_addr *addrs = calloc((size_t)cfg->nservices + 1, sizeof *addrs);
-
-	if (!addrs)
-		return -ENOMEM;
-	/* Routing by role comes with the pool core too: a rule asking for a primary must not
-	 * silently get whatever hosts[0] is. */
 	for (int i = 0; i < cfg->npools; i++) {
-		if (cfg->pools[i].target_session_attrs != CONFIG_TARGET_ANY) {
+		if (cfg->pools[i].target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT) {
 			log_error(NULL, NULL, "%s:%d: target_session_attrs %s is not wired into the pools yet", cfg->path,
 				  cfg->pools[i].line, config_target_name(cfg->pools[i].target_session_attrs));
-			free(addrs);
 			return -ENOTSUP;
 		}
 	}
-	for (int i = 0; i < cfg->nservices; i++) {
-		/* src/resolve/ exists, but the pools take its answers only once they run on the pool
-		 * core (docs/backends.md, "What is built"): say so rather than "no backend". */
-		if (cfg->services[i].discovery != CONFIG_DISCOVERY_HOSTS) {
-			log_error(NULL, NULL, "%s: service %s: %s is not wired into the pools yet; use hosts:", cfg->path,
-				  cfg->services[i].name, cfg->services[i].discovery == CONFIG_DISCOVERY_DNS ? "dns" : "srv");
-			free(addrs);
-			return -ENOTSUP;
-		}
-		struct resolver *r = resolver_static_new(&cfg->services[i]);
-		if (!r) {
-			free(addrs);
-			return -ENOMEM;
-		}
-		int n = resolver_resolve(r, found, RESOLVER_MAX_BACKENDS);
-		resolver_free(r);
-		if (n < 0) {
-			log_error(NULL, NULL, "%s: service %s: no backend could be resolved", cfg->path, cfg->services[i].name);
-			free(addrs);
-			return n;
-		}
-		addrs[i] = found[0].addr;
-		if (n > 1)
-			log_warn(NULL, NULL, "service %s: %d backends; only %s is used until backend management lands",
-				 cfg->services[i].name, n, found[0].name);
-	}
-	*out = addrs;
 	return 0;
 }
 
@@ -294,7 +257,6 @@ static void free_gen(struct runtime_gen *g)
 	userlist_free(g->users);
 	hba_free(g->hba);
 	runtime_free_tls(g->cfg, g->listen_tls, g->service_tls);
-	free(g->service_addrs);
 	config_free(g->cfg);
 	free(g);
 }
@@ -313,7 +275,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		return -ENOMEM;
 	}
 	g->cfg = cfg;
-	rc = resolve_services(cfg, &g->service_addrs);
+	rc = check_wired(cfg);
 	if (rc < 0) {
 		free_gen(g);
 		return rc;
@@ -322,6 +284,16 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	    runtime_load_tls(cfg, stderr, &g->listen_tls, &g->service_tls) > 0) {
 		free_gen(g);
 		return -EINVAL;
+	}
+	/* Resolvers before the generation is published: a worker that finds a rule finds its
+	 * service's entry (its set may still be on its way: claims wait for it). */
+	rt->services = services_new();
+	rc = rt->services ? services_apply(rt->services, cfg) : -ENOMEM;
+	if (rc < 0) {
+		services_free(rt->services);
+		rt->services = NULL;
+		free_gen(g);
+		return rc;
 	}
 	publish(rt, g);
 	rt->pools = pool_registry_new();
@@ -449,7 +421,7 @@ int runtime_reload(struct runtime *rt, const char *path)
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = resolve_services(g->cfg, &g->service_addrs);
+	rc = check_wired(g->cfg);
 	if (rc < 0) {
 		log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);
 		goto out;
@@ -470,6 +442,14 @@ int runtime_reload(struct runtime *rt, const char *path)
 				goto out;
 			}
 		}
+	}
+	/* Kept resolvers are asked again now (a reload means "look again"); new or changed
+	 * services get new ones, before any worker can find a rule naming them. */
+	rc = services_apply(rt->services, g->cfg);
+	if (rc < 0) {
+		log_error(NULL, NULL, "reload of %s failed (resolvers: %s); the running configuration stays", path,
+			  strerror(-rc));
+		goto out;
 	}
 	publish(rt, g);
 	post_listeners(rt);
@@ -598,6 +578,8 @@ void runtime_stop(struct runtime *rt)
 {
 	const struct tusk_config *cfg = rt->cfg;
 
+	/* No resolver answer may reach a pool from here on (workers may still read the sets). */
+	services_stop(rt->services);
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
 		if (rt->workers[w])
 			worker_stop(rt->workers[w]);
@@ -610,6 +592,7 @@ void runtime_stop(struct runtime *rt)
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
 		if (rt->workers[w])
 			worker_free(rt->workers[w]);
+	services_free(rt->services); /* no worker runs: nothing reads the sets any more */
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
 	authcache_free(rt->authcache);

@@ -21,6 +21,7 @@ struct stats;
 struct tls_ctx;
 struct authcache;
 struct flight_cache;
+struct services;
 
 #define RUNTIME_AUTHCACHE_MAX 10000 /* auth_query answers kept; beyond, random ones are evicted */
 
@@ -30,7 +31,6 @@ struct flight_cache;
  * life of the process without a reference count on the hot path. */
 struct runtime_gen {
 	struct tusk_config *cfg;
-	struct net_addr *service_addrs; /* cfg->services[i].hosts[0] resolved */
 	struct userlist *users;         /* auth_file, or NULL */
 	struct hba *hba;                /* hba_file, or NULL */
 	struct tls_ctx **listen_tls;    /* per cfg->listen entry; NULL where tls is disable */
@@ -71,6 +71,7 @@ struct runtime {
 	int nworkers;
 	struct worker **workers;
 	struct pool_registry *pools;     /* shared by all workers; has its own locks */
+	struct services *services;       /* each service's resolver and current backends (pool/services.h); its own locks */
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
 	/* main thread only */
 	struct runtime_listener *listeners;
@@ -144,7 +145,9 @@ struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct confi
 /* Ask every worker to stop, join them, close pooled servers, free everything. */
 void runtime_stop(struct runtime *rt);
 
-/* The resolved address of svc, a service of any live generation. */
-const struct net_addr *runtime_service_addr(const struct runtime *rt, const struct config_service *svc);
+/* An address of svc now (the first backend of its current set), a service of any live
+ * generation, for tusk's own one-off connections. 0 or -EHOSTUNREACH (none known yet). */
+__attribute__((warn_unused_result))
+int runtime_service_addr(const struct runtime *rt, const struct config_service *svc, struct net_addr *out);
 
 #endif

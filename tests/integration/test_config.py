@@ -182,14 +182,13 @@ def test_deeply_nested_yaml_is_refused_fast(tmp_path, opener):
 
 
 @pytest.mark.parametrize("service, rule, message", [
-    ("dns: db.example", "", "service main: dns is not wired into the pools yet; use hosts:"),
-    ("srv: _postgresql._tcp.db.example", "", "service main: srv is not wired into the pools yet; use hosts:"),
-    ('hosts: ["127.0.0.1:5432"]', "target_session_attrs: primary",
-     "target_session_attrs primary is not wired into the pools yet"),
+    ('hosts: ["127.0.0.1:5432"]', "target_session_attrs: read-write-split",
+     "target_session_attrs read-write-split is not wired into the pools yet"),
 ])
 def test_backend_keys_checked_but_refused_at_start(tmp_path, service, rule, message):
-    # docs/backends.md: --check accepts them; a running tusk must not silently use hosts[0]
-    # for a rule that asked for a primary, or start with no backend at all.
+    # docs/backends.md: --check accepts it; a running tusk must not silently send a split
+    # rule's reads and writes to whichever backend comes first. (dns:, srv: and the libpq
+    # target_session_attrs are wired: tests/integration/test_backends.py.)
     port = free_port()
     cfg = tmp_path / "backends.yaml"
     cfg.write_text(f"listen: [{{host: 127.0.0.1, port: {port}}}]\nservices:\n  main:\n    {service}\n"

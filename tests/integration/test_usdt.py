@@ -73,7 +73,7 @@ def test_build_without_sdt_has_no_probes(tmp_path):
     if not cc_json.exists():
         cc_json = REPO / "build" / "compile_commands.json"
     commands = {e["file"]: e for e in json.loads(cc_json.read_text())}
-    for rel in ["src/pool/pool.c", "src/pool/server.c", "src/pool/resolver.c", "src/pool/core/tp_pool.c"]:
+    for rel in ["src/pool/pool.c", "src/pool/server.c", "src/pool/services.c", "src/pool/core/tp_pool.c"]:
         entry = commands[str(REPO / rel)]
         argv = shlex.split(entry["command"]) if "command" in entry else entry["arguments"]
         out_i = argv.index("-o")

@@ -195,6 +195,97 @@ static void finish_pool(struct sim *s, struct tp_pool *p)
 
 /* ---- cases ---- */
 
+/* Issue 12: a bound claim whose connect fails moves to another backend instead of failing;
+ * with none left it fails fast with -EHOSTUNREACH (every backend's last error). */
+static void test_bound_claim_moves_to_another_backend(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.bind_connects = true;
+	cfg.backoff_after = 2;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct tp_backend_addr both[2] = { be_a, be_b };
+	assert_int_equal(tp_pool_set_backends(p, both, 2), 0);
+	struct rec r;
+	assert_int_equal(claim(p, &r, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	const char *first = tp_slot_backend(s.connecting[0])->name;
+	bool first_is_a = strcmp(first, "a.example") == 0;
+	finish_connect(&s, -ECONNREFUSED);
+	assert_int_equal(r.calls, 0); /* requeued, not failed */
+	assert_int_equal(s.nconnecting, 1);
+	assert_string_equal(tp_slot_backend(s.connecting[0])->name, first_is_a ? "b.example" : "a.example");
+	finish_connect(&s, 0);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, 0);
+	tp_release(r.slot, true);
+
+	/* Both refuse now: the claim goes round the backends that may still be tried, then
+	 * fails fast naming them. */
+	struct rec r2, r3;
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), 0); /* the idle slot */
+	assert_int_equal(claim(p, &r3, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	int rounds = 0;
+	while (s.nconnecting > 0 && rounds++ < 10)
+		finish_connect(&s, -ECONNREFUSED);
+	assert_int_equal(r3.calls, 1);
+	assert_int_equal(r3.err, -EHOSTUNREACH);
+	char why[256];
+	tp_pool_last_error(p, why, sizeof why);
+	assert_non_null(strstr(why, "a.example:5432"));
+	assert_non_null(strstr(why, "b.example:5432"));
+	tp_release(r2.slot, true);
+	finish_pool(&s, p);
+}
+
+/* Issue 12: with several backends, one whose connect hangs (a black hole) gets no second
+ * connect while another backend serves: claims wait for the working one. */
+static void test_slow_backend_gets_one_connect_at_a_time(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.bind_connects = true;
+	cfg.max_slots = 6;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct tp_backend_addr both[2] = { be_a, be_b };
+	assert_int_equal(tp_pool_set_backends(p, both, 2), 0);
+	struct rec r[5];
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(claim(p, &r[i], 0, s.now + 30), -EINPROGRESS);
+	sim_run(&s);
+	/* One connect per backend: neither has a server yet. */
+	assert_int_equal(s.nconnecting, 2);
+	struct tp_slot *hole = strcmp(tp_slot_backend(s.connecting[0])->name, "a.example") == 0 ? s.connecting[0]
+												    : s.connecting[1];
+	/* b answers each connect; a never does. */
+	for (int served = 0; served < 4; served++) {
+		int k = s.connecting[0] == hole ? 1 : 0;
+		assert_true(s.nconnecting > k);
+		struct tp_slot *sl = s.connecting[k];
+		assert_string_equal(tp_slot_backend(sl)->name, "b.example");
+		memmove(&s.connecting[k], &s.connecting[k + 1], (size_t)(s.nconnecting - k - 1) * sizeof(void *));
+		s.nconnecting--;
+		current_thread = tp_slot_thread(sl);
+		tp_connect_done(sl, 0, NULL);
+		current_thread = -1;
+		sim_run(&s);
+	}
+	int waiting = 0;
+	for (int i = 0; i < 5; i++)
+		waiting += r[i].calls == 0;
+	assert_int_equal(waiting, 1); /* only the claim bound to the black hole */
+	assert_int_equal(s.nconnecting, 1);
+	assert_ptr_equal(s.connecting[0], hole);
+	for (int i = 0; i < 5; i++)
+		if (r[i].calls)
+			tp_release(r[i].slot, true);
+	finish_pool(&s, p);
+}
+
 static void test_claim_before_any_backend(void **state)
 {
 	(void)state;
@@ -1247,6 +1338,8 @@ int main(void)
 		cmocka_unit_test(test_handover_between_threads),
 		cmocka_unit_test(test_breaker_fails_fast_and_probes),
 		cmocka_unit_test(test_empty_resolver_answer_keeps_backends),
+		cmocka_unit_test(test_bound_claim_moves_to_another_backend),
+		cmocka_unit_test(test_slow_backend_gets_one_connect_at_a_time),
 		cmocka_unit_test(test_idle_timeout_and_lifetime),
 		cmocka_unit_test(test_bad_config),
 		cmocka_unit_test(test_claim_key_preference),

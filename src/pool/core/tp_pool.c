@@ -35,6 +35,7 @@ struct tp_backend {
 	struct tp_backend_addr addr;
 	enum tp_backend_state state;
 	int nslots;
+	int nconnecting; /* of nslots, connects in flight */
 	int failures;    /* consecutive failed connects */
 	double retry_at; /* no connect before this (BACKOFF, DEAD) */
 	bool probing;    /* DEAD: its one probe connect is in flight */
@@ -421,7 +422,12 @@ static void run_detach(void *arg);
 static void run_give(void *arg);
 static void run_attach(void *arg);
 
-/* A backend that may take a new connect now, the least loaded one, or NULL. Under the lock. */
+/* A backend that may take a new connect now, or NULL: one with no connect in flight before
+ * one with, then the one with the fewest slots. With several backends, a backend has at
+ * most one connect in flight more than the connections it has open (a slow start): a slow
+ * or black-holed backend, whose connects hang until their timeout, holds at most one claim
+ * while the others serve the rest; claims wait in the queue meanwhile, and each finished
+ * connect starts the next ones. Under the lock. */
 static struct tp_backend *pick_backend(struct tp_pool *p, double now)
 {
 	int per = p->cfg.max_per_backend > 0 ? p->cfg.max_per_backend : p->max_slots;
@@ -440,7 +446,11 @@ static struct tp_backend *pick_backend(struct tp_pool *p, double now)
 			continue;
 		if (be->state == TP_BACKEND_DEAD && be->probing)
 			continue;
-		if (!best || be->nslots < best->nslots)
+		if (p->nbackends > 1 && be->nconnecting > be->nslots - be->nconnecting)
+			continue;
+		bool busy = be->nconnecting > 0;
+		if (!best || (!busy && best->nconnecting > 0) ||
+		    (busy == (best->nconnecting > 0) && be->nslots < best->nslots))
 			best = be;
 	}
 	return best;
@@ -451,6 +461,16 @@ static bool any_ready(const struct tp_pool *p, double now)
 {
 	for (const struct tp_backend *be = p->backends; be; be = be->next)
 		if (be->state != TP_BACKEND_DRAINING && now >= be->retry_at &&
+		    !(be->state == TP_BACKEND_DEAD && be->probing))
+			return true;
+	return false;
+}
+
+/* A backend other than skip may be connected to now. Under the lock. */
+static bool other_ready(const struct tp_pool *p, const struct tp_backend *skip, double now)
+{
+	for (const struct tp_backend *be = p->backends; be; be = be->next)
+		if (be != skip && be->state != TP_BACKEND_DRAINING && now >= be->retry_at &&
 		    !(be->state == TP_BACKEND_DEAD && be->probing))
 			return true;
 	return false;
@@ -543,6 +563,7 @@ static bool start_connect(struct tp_pool *p, struct posts *ps, double now, int t
 	s->claim = c;
 	s->refill = refill;
 	be->nslots++;
+	be->nconnecting++;
 	if (be->state == TP_BACKEND_DEAD)
 		be->probing = true;
 	p->nslots++;
@@ -840,6 +861,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 	count(p, err ? TP_EV_CONNECT_FAILED : TP_EV_CONNECT_OK, took);
 	pthread_mutex_lock(&p->lock);
 	p->nconnecting--;
+	be->nconnecting--;
 	be->probing = false;
 	s->claim = NULL;
 	if (err == 0) {
@@ -863,8 +885,12 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 			s->state = SLOT_BUSY;
 			s->key = bound->key;
 			p->nbusy++;
+			bool waiting = p->wait_head != NULL;
 			pthread_mutex_unlock(&p->lock);
 			claim_done(bound, s, 0);
+			/* Claims held back by the slow start (pick_backend) may connect now. */
+			if (waiting)
+				kick(p);
 			return;
 		}
 		pthread_mutex_unlock(&p->lock);
@@ -895,6 +921,18 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 			bool dead = be->failures >= p->cfg.breaker_failures;
 			be->retry_at = now + backoff_wait(p, dead ? 1 << 20 : be->failures - after + 1);
 			set_state(p, be, dead ? TP_BACKEND_DEAD : TP_BACKEND_BACKOFF);
+		}
+	}
+	/* The backend failed (or was removed meanwhile, e.g. for its role), not the claim: a
+	 * bound claim tries another backend that may be connected to now (back at the head, its
+	 * deadline unchanged). Once none is left it fails fast with every backend's last error
+	 * (tp_pool_last_error). A refused login (-EPERM) is the claim's own. */
+	if (!full && err != -EPERM && bound && !p->stopping && now < bound->deadline) {
+		if (other_ready(p, be, now)) {
+			push_head(p, bound);
+			requeued = true;
+		} else if (p->nbackends > 1) {
+			err = -EHOSTUNREACH;
 		}
 	}
 	if (s->refill) {
@@ -1495,6 +1533,24 @@ bool tp_pool_backend(struct tp_pool *p, int i, struct tp_backend_addr *addr, enu
 	return found;
 }
 
+bool tp_pool_backend_error(struct tp_pool *p, int i, char *out, size_t cap)
+{
+	bool found = false;
+	if (cap == 0)
+		return false;
+	out[0] = '\0';
+	pthread_mutex_lock(&p->lock);
+	struct tp_backend *be = p->backends;
+	while (be && i-- > 0)
+		be = be->next;
+	if (be) {
+		found = true;
+		snprintf(out, cap, "%s", be->last_error);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return found;
+}
+
 void tp_pool_last_error(struct tp_pool *p, char *out, size_t cap)
 {
 	size_t len = 0;
@@ -1505,7 +1561,7 @@ void tp_pool_last_error(struct tp_pool *p, char *out, size_t cap)
 	/* Every backend that is not up, and why: a claim that failed fast says which backends
 	 * were tried and what each answered, not just the last one. */
 	for (const struct tp_backend *be = p->backends; be && len < cap; be = be->next) {
-		if (be->state == TP_BACKEND_UP || be->state == TP_BACKEND_DRAINING || !be->last_error[0])
+		if (be->state == TP_BACKEND_DRAINING || !be->last_error[0])
 			continue;
 		int n = snprintf(out + len, cap - len, "%s%s:%u %s: %s", len ? "; " : "", be->addr.name, be->addr.port,
 				 tp_backend_state_name(be->state), be->last_error);

@@ -1,0 +1,507 @@
+/* Services (see services.h): a resolver per service and the pools that take its answers.
+ *
+ * Locking: the registry lock guards the list of entries (they are never unlinked before
+ * services_free, so a found entry stays valid); each entry's lock guards its current set and
+ * its subscribers, and is held while the set is given to the subscribers, so that a pool
+ * subscribing meanwhile gets either the old set and then the new one, or the new one. Order:
+ * the pool registry's lock (pool_get subscribes under it), then an entry's lock, then a pool
+ * core's own lock (inside tp_pool_set_backends); nothing here takes them the other way. */
+#include "pool/services.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pool/probes.h"
+#include "util/log.h"
+
+/* A role verdict is taken again after this long: a backend excluded for its role is offered
+ * to its pools again, so that the next connect to it re-checks (a promotion, a demotion). */
+#define SERVICES_ROLE_RECHECK 1.0
+
+struct svc_sub {
+	struct tp_pool *tp;
+	int target; /* enum config_target */
+};
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct svc_entry {
+	/* immutable once linked */
+	struct svc_entry *next;
+	const struct config_service *svc; /* of the generation that started it; generations live until exit */
+	struct services *owner;
+	bool live;         /* part of the newest services_apply; written by the main thread under the registry lock */
+
+	pthread_mutex_t lock; /* everything below */
+	struct resolve *r; /* NULL once stopped; set and cleared by the main thread */
+	struct tp_backend_addr *addrs;
+	uint32_t *weights;
+	uint8_t *roles;   /* enum services_role per backend, kept across answers by address */
+	double *checked;  /* when each role was last seen (monotonic) */
+	int n;
+	struct svc_sub *subs;
+	int nsubs, capsubs;
+	bool stale;       /* a role verdict is older than SERVICES_ROLE_RECHECK: pools were re-fed */
+};
+
+struct services {
+	pthread_mutex_t lock; /* head */
+	struct svc_entry *head; /* newest first */
+};
+
+static bool same_host(const struct config_host *a, const struct config_host *b)
+{
+	return strcmp(a->host, b->host) == 0 && a->port == b->port && a->weight == b->weight;
+}
+
+bool services_same_discovery(const struct config_service *a, const struct config_service *b)
+{
+	if (strcmp(a->name, b->name) != 0 || a->discovery != b->discovery || a->nhosts != b->nhosts ||
+	    strcmp(a->dns, b->dns) != 0 || a->port != b->port || strcmp(a->srv, b->srv) != 0 ||
+	    a->nnameservers != b->nnameservers || a->dns_min_ttl_ms != b->dns_min_ttl_ms ||
+	    a->dns_max_ttl_ms != b->dns_max_ttl_ms)
+		return false;
+	for (int i = 0; i < a->nhosts; i++)
+		if (!same_host(&a->hosts[i], &b->hosts[i]))
+			return false;
+	for (int i = 0; i < a->nnameservers; i++)
+		if (!same_host(&a->nameservers[i], &b->nameservers[i]))
+			return false;
+	return true;
+}
+
+/* The entry that feeds svc: the live one with its discovery, else the newest stopped one
+ * (a pool of an older generation keeps the last set it could have had). Under s->lock. */
+static struct svc_entry *find_locked(struct services *s, const struct config_service *svc)
+{
+	struct svc_entry *stopped = NULL;
+	for (struct svc_entry *e = s->head; e; e = e->next) {
+		if (e->svc != svc && !services_same_discovery(e->svc, svc))
+			continue;
+		if (e->live)
+			return e;
+		if (!stopped)
+			stopped = e;
+	}
+	return stopped;
+}
+
+bool services_role_fits(int target, enum services_role role)
+{
+	switch (target) {
+	case CONFIG_TARGET_READ_WRITE:
+	case CONFIG_TARGET_PRIMARY:
+		return role != SERVICES_ROLE_STANDBY;
+	case CONFIG_TARGET_READ_ONLY:
+	case CONFIG_TARGET_STANDBY:
+		return role != SERVICES_ROLE_PRIMARY;
+	default:
+		return true;
+	}
+}
+
+/* The part of e's set that sub may connect to: backends whose role fits its target, those of
+ * unknown role (a connect finds out), and those whose verdict is due for a re-check. For
+ * prefer-standby: the standbys (and unknown) while any is known, else all. Under e->lock;
+ * out has room for e->n. */
+static int filter_locked(const struct svc_entry *e, const struct svc_sub *sub, double now, struct tp_backend_addr *out)
+{
+	int target = sub->target, n = 0;
+	if (target == CONFIG_TARGET_PREFER_STANDBY) {
+		target = CONFIG_TARGET_ANY;
+		for (int i = 0; i < e->n; i++)
+			if (e->roles[i] == SERVICES_ROLE_STANDBY)
+				target = CONFIG_TARGET_STANDBY;
+	}
+	for (int i = 0; i < e->n; i++)
+		if (services_role_fits(target, (enum services_role)e->roles[i]) ||
+		    now - e->checked[i] >= SERVICES_ROLE_RECHECK)
+			out[n++] = e->addrs[i];
+	return n;
+}
+
+/* Give each subscriber its part of the current set. Under e->lock. */
+static void feed_locked(struct svc_entry *e)
+{
+	if (e->n == 0)
+		return;
+	struct tp_backend_addr *part = malloc((size_t)e->n * sizeof *part);
+	if (!part) {
+		log_warn(NULL, NULL, "service %s: out of memory giving its backends to its pools", e->svc->name);
+		return;
+	}
+	double now = mono_now();
+	for (int i = 0; i < e->nsubs; i++) {
+		int m = filter_locked(e, &e->subs[i], now, part);
+		/* None fits: the pool keeps what it has (an empty answer never empties a pool);
+		 * its connects find the roles out and fail fast, naming them. */
+		if (m > 0 && tp_pool_set_backends(e->subs[i].tp, part, m) < 0)
+			log_warn(NULL, NULL, "service %s: a pool could not take its %d backends (out of memory)",
+				 e->svc->name, m);
+	}
+	free(part);
+}
+
+/* Replace e's set (roles carried over by address) and feed the subscribers. Under e->lock. */
+static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *addrs, const uint32_t *weights, int n)
+{
+	struct tp_backend_addr *a = malloc((size_t)n * sizeof *a);
+	uint32_t *w = malloc((size_t)n * sizeof *w);
+	uint8_t *r = calloc((size_t)n, sizeof *r);
+	double *c = calloc((size_t)n, sizeof *c);
+	if (!a || !w || !r || !c) {
+		free(a);
+		free(w);
+		free(r);
+		free(c);
+		log_warn(NULL, NULL, "service %s: out of memory taking its %d backends", e->svc->name, n);
+		return;
+	}
+	memcpy(a, addrs, (size_t)n * sizeof *a);
+	for (int i = 0; i < n; i++) {
+		w[i] = weights ? weights[i] : 1;
+		for (int j = 0; j < e->n; j++)
+			if (e->addrs[j].port == a[i].port && strcmp(e->addrs[j].name, a[i].name) == 0) {
+				r[i] = e->roles[j];
+				c[i] = e->checked[j];
+			}
+	}
+	free(e->addrs);
+	free(e->weights);
+	free(e->roles);
+	free(e->checked);
+	e->addrs = a;
+	e->weights = w;
+	e->roles = r;
+	e->checked = c;
+	e->n = n;
+	feed_locked(e);
+}
+
+/* The resolver's callback, on its thread. */
+static void on_update(void *arg, const struct tp_backend_addr *addrs, const uint32_t *weight, const uint16_t *priority,
+		      int n)
+{
+	struct svc_entry *e = arg;
+	(void)priority;
+	TUSK_PROBE3(resolver__update, e->svc->name, n, 0);
+	pthread_mutex_lock(&e->lock);
+	publish_locked(e, addrs, weight, n);
+	pthread_mutex_unlock(&e->lock);
+	log_info(NULL, NULL, "service %s: %d backend%s now (%s%s)", e->svc->name, n, n == 1 ? "" : "s", addrs[0].name,
+		 n > 1 ? ", ..." : "");
+}
+
+/* A static service of numeric addresses needs no lookup: its set is known now, in the same
+ * text the resolver will produce (inet_ntop), so its first answer changes nothing. */
+static void seed_numeric(struct svc_entry *e)
+{
+	const struct config_service *svc = e->svc;
+	if (svc->discovery != CONFIG_DISCOVERY_HOSTS || svc->nhosts == 0 || svc->nhosts > RESOLVE_MAX_BACKENDS)
+		return;
+	struct tp_backend_addr *a = calloc((size_t)svc->nhosts, sizeof *a);
+	uint32_t *w = calloc((size_t)svc->nhosts, sizeof *w);
+	if (!a || !w)
+		goto out;
+	for (int i = 0; i < svc->nhosts; i++) {
+		unsigned char bin[sizeof(struct in6_addr)];
+		int af = inet_pton(AF_INET, svc->hosts[i].host, bin) == 1 ? AF_INET
+			 : inet_pton(AF_INET6, svc->hosts[i].host, bin) == 1 ? AF_INET6 : 0;
+		if (!af || !inet_ntop(af, bin, a[i].name, sizeof a[i].name))
+			goto out; /* a name: the resolver's first answer brings the set */
+		a[i].port = (uint16_t)svc->hosts[i].port;
+		w[i] = (uint32_t)svc->hosts[i].weight;
+	}
+	pthread_mutex_lock(&e->lock);
+	publish_locked(e, a, w, svc->nhosts);
+	pthread_mutex_unlock(&e->lock);
+out:
+	free(a);
+	free(w);
+}
+
+/* Main thread. The resolver is stopped outside e->lock: its callback takes that lock, and
+ * resolve_stop waits for the callback to finish. */
+static void entry_stop(struct svc_entry *e)
+{
+	pthread_mutex_lock(&e->owner->lock); /* live is read under it (find_locked) */
+	e->live = false;
+	pthread_mutex_unlock(&e->owner->lock);
+	pthread_mutex_lock(&e->lock);
+	struct resolve *r = e->r;
+	e->r = NULL;
+	pthread_mutex_unlock(&e->lock);
+	resolve_stop(r);
+}
+
+static void entry_free(struct svc_entry *e)
+{
+	pthread_mutex_destroy(&e->lock);
+	free(e->addrs);
+	free(e->weights);
+	free(e->roles);
+	free(e->checked);
+	free(e->subs);
+	free(e);
+}
+
+struct services *services_new(void)
+{
+	struct services *s = calloc(1, sizeof *s);
+	if (s)
+		pthread_mutex_init(&s->lock, NULL);
+	return s;
+}
+
+void services_stop(struct services *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *head = s->head;
+	pthread_mutex_unlock(&s->lock);
+	for (struct svc_entry *e = head; e; e = e->next)
+		entry_stop(e);
+}
+
+void services_free(struct services *s)
+{
+	if (!s)
+		return;
+	services_stop(s);
+	while (s->head) {
+		struct svc_entry *e = s->head;
+		s->head = e->next;
+		entry_free(e);
+	}
+	pthread_mutex_destroy(&s->lock);
+	free(s);
+}
+
+int services_apply(struct services *s, const struct tusk_config *cfg)
+{
+	int nentries = 0, nfresh = 0, rc = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (struct svc_entry *e = s->head; e; e = e->next)
+		nentries++;
+	pthread_mutex_unlock(&s->lock);
+	/* old: the entries now (only the main thread adds any); keep: which this configuration
+	 * keeps; fresh: started for it, linked only once all started (a failed reload leaves
+	 * nothing that points into its configuration). */
+	struct svc_entry **old = calloc((size_t)nentries + 1, sizeof *old);
+	bool *keep = calloc((size_t)nentries + 1, sizeof *keep);
+	struct svc_entry **fresh = calloc((size_t)cfg->nservices + 1, sizeof *fresh);
+	if (!old || !keep || !fresh) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	pthread_mutex_lock(&s->lock);
+	int k = 0;
+	for (struct svc_entry *e = s->head; e && k < nentries; e = e->next)
+		old[k++] = e;
+	pthread_mutex_unlock(&s->lock);
+
+	for (int i = 0; i < cfg->nservices; i++) {
+		const struct config_service *svc = &cfg->services[i];
+		int found = -1;
+		for (int j = 0; j < nentries && found < 0; j++)
+			if (old[j]->live && services_same_discovery(old[j]->svc, svc))
+				found = j;
+		if (found >= 0) {
+			keep[found] = true;
+			continue;
+		}
+		struct svc_entry *e = calloc(1, sizeof *e);
+		if (!e) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		pthread_mutex_init(&e->lock, NULL);
+		e->svc = svc;
+		e->owner = s;
+		seed_numeric(e);
+		struct resolve *r = resolve_start(svc, on_update, e);
+		if (!r) {
+			rc = -errno;
+			log_error(NULL, NULL, "service %s: the resolver could not start: %s", svc->name, strerror(errno));
+			entry_free(e);
+			goto out;
+		}
+		pthread_mutex_lock(&e->lock);
+		e->r = r;
+		pthread_mutex_unlock(&e->lock);
+		e->live = true;
+		fresh[nfresh++] = e;
+	}
+	pthread_mutex_lock(&s->lock);
+	for (int i = 0; i < nfresh; i++) {
+		fresh[i]->next = s->head;
+		s->head = fresh[i];
+	}
+	pthread_mutex_unlock(&s->lock);
+	nfresh = 0;
+	for (int j = 0; j < nentries; j++) {
+		if (!old[j]->live)
+			continue;
+		if (keep[j])
+			resolve_refresh(old[j]->r); /* a reload asks again now */
+		else
+			entry_stop(old[j]); /* gone or changed: its pools (retired) keep the last set */
+	}
+out:
+	for (int i = 0; i < nfresh; i++) {
+		entry_stop(fresh[i]);
+		entry_free(fresh[i]);
+	}
+	free(old);
+	free(keep);
+	free(fresh);
+	return rc;
+}
+
+int services_subscribe(struct services *s, const struct config_service *svc, struct tp_pool *tp, int target)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	if (!e)
+		return 0; /* not reached: every rule's service was applied */
+	int rc = 0;
+	pthread_mutex_lock(&e->lock);
+	if (e->nsubs == e->capsubs) {
+		int cap = e->capsubs ? 2 * e->capsubs : 8;
+		struct svc_sub *subs = realloc(e->subs, (size_t)cap * sizeof *subs);
+		if (!subs) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		e->subs = subs;
+		e->capsubs = cap;
+	}
+	e->subs[e->nsubs++] = (struct svc_sub){ .tp = tp, .target = target };
+	feed_locked(e);
+out:
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+void services_note_role(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,
+			enum services_role role)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	if (!e)
+		return;
+	bool changed = false;
+	pthread_mutex_lock(&e->lock);
+	for (int i = 0; i < e->n; i++) {
+		if (e->addrs[i].port != be->port || strcmp(e->addrs[i].name, be->name) != 0)
+			continue;
+		changed = e->roles[i] != role || e->stale;
+		e->roles[i] = (uint8_t)role;
+		e->checked[i] = mono_now();
+	}
+	if (changed) {
+		e->stale = false;
+		feed_locked(e);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (changed)
+		log_info(NULL, NULL, "service %s: %s:%u is a %s", svc->name, be->name, be->port,
+			 services_role_name(role));
+}
+
+void services_tick(struct services *s)
+{
+	double now = mono_now();
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *head = s->head;
+	pthread_mutex_unlock(&s->lock);
+	/* Entries are never unlinked before services_free, and new ones go in at the head. */
+	for (struct svc_entry *e = head; e; e = e->next) {
+		pthread_mutex_lock(&e->lock);
+		bool due = false;
+		for (int i = 0; i < e->n && !due; i++)
+			due = e->roles[i] != SERVICES_ROLE_UNKNOWN && now - e->checked[i] >= SERVICES_ROLE_RECHECK;
+		/* Once per verdict: re-fed with it, the pools re-check it at their next connect. */
+		if (due && !e->stale) {
+			e->stale = true;
+			feed_locked(e);
+		}
+		pthread_mutex_unlock(&e->lock);
+	}
+}
+
+const char *services_role_name(enum services_role role)
+{
+	return role == SERVICES_ROLE_PRIMARY ? "primary" : role == SERVICES_ROLE_STANDBY ? "standby" : "unknown";
+}
+
+enum services_role services_role_of(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	enum services_role role = SERVICES_ROLE_UNKNOWN;
+	if (!e)
+		return role;
+	pthread_mutex_lock(&e->lock);
+	for (int i = 0; i < e->n; i++)
+		if (e->addrs[i].port == be->port && strcmp(e->addrs[i].name, be->name) == 0)
+			role = (enum services_role)e->roles[i];
+	pthread_mutex_unlock(&e->lock);
+	return role;
+}
+
+int services_addr(struct services *s, const struct config_service *svc, struct net_addr *out)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	int rc = -EHOSTUNREACH;
+	if (!e)
+		return rc;
+	pthread_mutex_lock(&e->lock);
+	if (e->n > 0)
+		rc = net_addr_numeric(e->addrs[0].name, e->addrs[0].port, out) < 0 ? -EHOSTUNREACH : 0;
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
+bool services_view(struct services *s, int i, char *name, size_t namecap, struct resolve_state *st,
+		   struct tp_backend_addr *addrs, uint32_t *weights, int cap, int *n)
+{
+	struct svc_entry *e;
+	pthread_mutex_lock(&s->lock);
+	for (e = s->head; e; e = e->next)
+		if (e->live && i-- == 0)
+			break;
+	pthread_mutex_unlock(&s->lock);
+	if (!e)
+		return false;
+	snprintf(name, namecap, "%s", e->svc->name);
+	memset(st, 0, sizeof *st);
+	pthread_mutex_lock(&e->lock);
+	/* Under e->lock: a reload stopping this resolver waits for the snapshot. */
+	if (e->r)
+		(void)resolve_snapshot(e->r, st, NULL, NULL, 0);
+	int m = e->n < cap ? e->n : cap;
+	if (m > 0) {
+		memcpy(addrs, e->addrs, (size_t)m * sizeof *addrs);
+		memcpy(weights, e->weights, (size_t)m * sizeof *weights);
+	}
+	*n = m;
+	pthread_mutex_unlock(&e->lock);
+	return true;
+}

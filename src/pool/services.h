@@ -1,0 +1,72 @@
+/* Services: where each service's backends are, fed to every pool that uses it. One resolver
+ * (src/resolve/) per service, started at start and kept across reloads while the service's
+ * discovery keys stay the same (a reload asks it again at once); its answers go to each
+ * subscribed pool core with tp_pool_set_backends, and the last set is given to a pool that
+ * subscribes later. The console and tusk's own connections (auth_query, the health probe)
+ * read the current set. */
+#ifndef TUSK_POOL_SERVICES_H
+#define TUSK_POOL_SERVICES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config/config.h"
+#include "net/net.h"
+#include "resolve/resolve.h"
+#include "tuskpool.h"
+
+struct services;
+
+struct services *services_new(void);
+/* Stop every resolver: no callback runs after this returns (the sets stay readable). First
+ * in a shutdown, while workers may still read the sets. NULL is a no-op. */
+void services_stop(struct services *s);
+/* Stop what still runs and free everything, once no worker runs any more and before the pool
+ * cores are destroyed. NULL is a no-op. */
+void services_free(struct services *s);
+
+/* Main thread, at start and at each reload, before cfg is published: a resolver for each
+ * service of cfg (an existing one with the same discovery keys is kept and asked again now;
+ * one whose keys changed is stopped and replaced). A static service whose hosts are all
+ * numeric has its set at once, so the first claims need not wait for the resolver thread.
+ * 0 or a negative errno (the reload then fails; resolvers started for it stay unused). */
+__attribute__((warn_unused_result))
+int services_apply(struct services *s, const struct tusk_config *cfg);
+
+/* A backend's role, as its server says (in_hot_standby at login and when it changes). */
+enum services_role { SERVICES_ROLE_UNKNOWN, SERVICES_ROLE_PRIMARY, SERVICES_ROLE_STANDBY };
+
+/* tp gets svc's backends from now on: the current set at once (if any), then every change,
+ * only those that may fit target (enum config_target; see services_role_fits). svc is a
+ * service of any live generation. 0 or -ENOMEM. */
+__attribute__((warn_unused_result))
+int services_subscribe(struct services *s, const struct config_service *svc, struct tp_pool *tp, int target);
+
+/* May a pool with target (enum config_target) use a server of role? Unknown fits all. */
+bool services_role_fits(int target, enum services_role role);
+/* A server of be (a backend of svc) reported role (any thread): a change re-feeds the pools
+ * of svc, so that pools wanting a primary drop a standby and take a promoted one. */
+void services_note_role(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,
+			enum services_role role);
+enum services_role services_role_of(struct services *s, const struct config_service *svc,
+				    const struct tp_backend_addr *be);
+const char *services_role_name(enum services_role role);
+/* About once a second (a worker's tick): role verdicts older than a second are offered again
+ * to the pools they excluded, so that the next connect there re-checks the role. */
+void services_tick(struct services *s);
+
+/* An address of svc now (the first of its current set), for tusk's own one-off connections.
+ * 0, or -EHOSTUNREACH when none is known yet. */
+__attribute__((warn_unused_result))
+int services_addr(struct services *s, const struct config_service *svc, struct net_addr *out);
+
+/* Would resolvers for a and b (services of any generations) find the same backends? A pool
+ * whose service changed this way is retired by a reload, as its resolver is replaced. */
+bool services_same_discovery(const struct config_service *a, const struct config_service *b);
+
+/* The console's view: for the i-th service (of the newest apply; false past the end), its
+ * name, its resolver's state and up to cap backends of its current set. */
+bool services_view(struct services *s, int i, char *name, size_t namecap, struct resolve_state *st,
+		   struct tp_backend_addr *addrs, uint32_t *weights, int cap, int *n);
+
+#endif

@@ -1,6 +1,7 @@
 /* `tusk top`: a live terminal view of a running tusk, through its admin console as a plain
  * client (libpq, simple protocol): pools with their clients and servers, transactions per
- * second and claim-wait p50/p99 over the last interval (SHOW POOLS, SHOW WAITS), and the
+ * second and claim-wait p50/p99 over the last interval (SHOW POOLS, SHOW WAITS), each
+ * service's backends with role, state, servers and last error (SHOW SERVICES), and the
  * clients (SHOW CLIENTS). Keys sort, PAUSE/RESUME/RECONNECT/KILL the selected pool's
  * database and KILL_CLIENT the selected client, each kill after a y/n confirmation.
  * Plain ANSI; no state of the daemon is touched except through console commands. */
@@ -25,6 +26,7 @@
 
 #define TOP_MAX_POOLS 256
 #define TOP_MAX_CLIENTS 512
+#define TOP_MAX_BACKENDS 256
 #define TOP_NAME 64
 
 struct top_pool {
@@ -40,6 +42,13 @@ struct top_client {
 	long wait;
 };
 
+/* A backend as the pools see it (SHOW SERVICES: one row per pool using it; a backend no pool
+ * uses yet has one row with no pool). */
+struct top_backend {
+	char service[TOP_NAME], backend[TOP_NAME], pool[2 * TOP_NAME], role[16], state[16], error[96];
+	long connections;
+};
+
 enum top_sort { SORT_NAME, SORT_TPS, SORT_WAITING, SORT_P99, SORT_ACTIVE, SORT_NKEYS };
 static const char *const sort_names[SORT_NKEYS] = { "name", "tps", "cl_waiting", "wait_p99", "sv_active" };
 
@@ -49,6 +58,8 @@ struct top {
 	int npools, nprev;
 	struct top_client clients[TOP_MAX_CLIENTS];
 	int nclients;
+	struct top_backend backends[TOP_MAX_BACKENDS];
+	int nbackends; /* -1: the daemon has no SHOW SERVICES (older tusk): no panel */
 	double sampled_at;
 	enum top_sort sort;
 	bool clients_focus;
@@ -179,6 +190,24 @@ static int sample(struct top *t)
 		c->wait = long_field(clients, i, "wait");
 		t->nclients++;
 	}
+	/* Optional: a tusk without SHOW SERVICES still gets the rest of the view. */
+	PGresult *services = PQexec(t->conn, "SHOW SERVICES");
+	if (PQresultStatus(services) == PGRES_TUPLES_OK) {
+		t->nbackends = 0;
+		for (int i = 0; i < PQntuples(services) && t->nbackends < TOP_MAX_BACKENDS; i++) {
+			struct top_backend *b = &t->backends[t->nbackends++];
+			copy_field(b->service, sizeof b->service, services, i, "service");
+			copy_field(b->backend, sizeof b->backend, services, i, "backend");
+			copy_field(b->pool, sizeof b->pool, services, i, "pool");
+			copy_field(b->role, sizeof b->role, services, i, "role");
+			copy_field(b->state, sizeof b->state, services, i, "state");
+			copy_field(b->error, sizeof b->error, services, i, "last_error");
+			b->connections = long_field(services, i, "connections");
+		}
+	} else {
+		t->nbackends = -1;
+	}
+	PQclear(services);
 	t->sampled_at = at;
 	PQclear(pools);
 	PQclear(waits);
@@ -281,6 +310,17 @@ static void draw(struct top *t, bool ansi)
 		printf("%s%-20.20s %-14.14s %-11.11s %7ld %7ld %7ld %7ld %9.1f %7.1fms %7.1fms %6s%s\n", sel ? "\033[7m" : "",
 		       p->database, p->user, p->mode, p->cl_active, p->cl_waiting, p->sv_active, p->sv_idle, p->tps,
 		       p->p50_ms, p->p99_ms, p->paused ? "yes" : "no", sel ? "\033[0m" : "");
+	}
+	if (t->nbackends >= 0) {
+		printf("\n%-14s %-24s %-24s %-8s %-9s %5s %s\n", "SERVICE", "BACKEND", "POOL", "ROLE", "STATE", "CONNS",
+		       "LAST_ERROR");
+		used += 2;
+		int backend_rows = t->nbackends < rows / 4 ? t->nbackends : rows / 4;
+		for (int i = 0; i < backend_rows; i++, used++) {
+			const struct top_backend *b = &t->backends[i];
+			printf("%-14.14s %-24.24s %-24.24s %-8.8s %-9.9s %5ld %.60s\n", b->service, b->backend, b->pool,
+			       b->role, b->state, b->connections, b->error);
+		}
 	}
 	printf("\n%-12s %-20s %-14s %-10s %-22s %6s %s\n", "CLIENT", "DATABASE", "USER", "STATE", "ADDR", "WAIT",
 	       "APPLICATION");

@@ -158,7 +158,7 @@ def test_top_under_pgbench(tusk, tmp_path):
     assert "aborted" not in out, out
 
 
-def test_top_once_prints_a_frame(tusk, tmp_path):
+def test_top_once_prints_a_frame(tusk, tmp_path, pg):
     t = start(tusk, tmp_path, mode="transaction", size=2)
     with psycopg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", password=APP_PW, dbname=TEST_DB,
                          autocommit=True) as c:
@@ -169,6 +169,13 @@ def test_top_once_prints_a_frame(tusk, tmp_path):
     assert r.returncode == 0, r.stderr
     assert pool_line(r.stdout, TEST_DB), r.stdout
     assert "\x1b[" not in r.stdout  # no terminal control in --once output
+    # The backends panel (SHOW SERVICES): the service's one backend, up, with the pool's server.
+    lines = r.stdout.splitlines()
+    head = [i for i, line in enumerate(lines) if line.split()[:3] == ["SERVICE", "BACKEND", "POOL"]]
+    assert head, r.stdout
+    backends = [line.split() for line in lines[head[0] + 1:] if line.strip() and not line.startswith("CLIENT")]
+    backends = backends[:next((i for i, b in enumerate(backends) if b[0] == "CLIENT"), len(backends))]
+    assert any(b[1].endswith(f":{pg.port}") and "up" in b and f"{TEST_DB}/tusk_trust" in b[2] for b in backends), r.stdout
     bad = subprocess.run([str(TUSK_BIN), "top", "--once", f"host=127.0.0.1 port={t.port} user=nobody dbname=tusk"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "tusk top:" in bad.stderr

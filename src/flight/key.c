@@ -83,6 +83,7 @@ long flight_key_build(const struct flight_key_input *in, uint8_t *out, size_t ca
 	}
 	put(&o, types, (size_t)in->nparam_types * 4);
 	put(&o, in->bind, in->bind ? in->bind_len : 0);
+	put(&o, in->stmt_id, in->stmt_id ? in->stmt_id_len : 0);
 	if (o.full)
 		return -E2BIG;
 	return (long)o.len;

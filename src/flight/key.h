@@ -48,6 +48,10 @@ struct flight_key_input {
 	/* Extended protocol: the Describe sent ('S', 'P', or 0 for none), which decides what the
 	 * kept reply holds (ParameterDescription, RowDescription, or neither). */
 	uint8_t describe;
+	/* A named statement's identity (prepared.h: its text, types and the settings it was
+	 * parsed under, which fix its typed constants): NULL for the unnamed one, parsed now. */
+	const uint8_t *stmt_id;
+	size_t stmt_id_len;
 };
 
 /* Serialises in into out[0, cap). Returns the key's length, or -E2BIG (longer than cap or

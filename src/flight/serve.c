@@ -174,6 +174,8 @@ struct ext_key {
 	const struct flight_ext *x;
 	uint32_t types[256];
 	int ntypes;
+	uint8_t stmt_id[16]; /* a named statement's prep_hash */
+	bool named;
 };
 
 static long build_key(struct client *c, const char *sql, size_t len, const struct ext_key *ek, bool local,
@@ -208,13 +210,15 @@ static long build_key(struct client *c, const char *sql, size_t len, const struc
 		.protocol = ek ? FLIGHT_PROTO_EXTENDED : FLIGHT_PROTO_SIMPLE,
 		.query = sql,
 		.query_len = len,
-		/* Parameter types, formats and values, result formats, and which Describe: the
-		 * statement's name is not in the key (the text is). */
+		/* Parameter types, formats and values, result formats, which Describe, and a named
+		 * statement's identity (not its name: two clients' names for one statement share). */
 		.bind = ek ? ek->x->bind : NULL,
 		.bind_len = ek ? ek->x->bind_len : 0,
 		.param_types = ek ? ek->types : NULL,
 		.nparam_types = ek ? ek->ntypes : 0,
 		.describe = ek ? ek->x->describe : 0,
+		.stmt_id = ek && ek->named ? ek->stmt_id : NULL,
+		.stmt_id_len = ek && ek->named ? sizeof(ek->stmt_id) : 0,
 	};
 	return flight_key_build(&in, out, cap);
 }
@@ -409,7 +413,15 @@ static bool ext_statement(struct client *c, const struct flight_ext *x, struct e
 			return false;
 		if (!flight_ext_parse_body(e->body, e->body_len, sql, len, &types, &n))
 			return false;
+		/* Its server copy was parsed under the settings of its Parse (typed constants such
+		 * as '1/2/2020'::date are fixed then): only the same statement shares its results. */
+		for (int i = 0; i < 8; i++) {
+			ek->stmt_id[i] = (uint8_t)(e->hash.hi >> (56 - 8 * i));
+			ek->stmt_id[8 + i] = (uint8_t)(e->hash.lo >> (56 - 8 * i));
+		}
+		ek->named = true;
 	} else if (x->has_parse) {
+		ek->named = false;
 		*sql = x->query;
 		*len = x->query_len;
 		types = x->types;

@@ -48,15 +48,15 @@ def test_different_parameters_never_share(cpg, on):
                 assert c.execute(Q, (i,)).fetchone() == (f"item {i}",)
                 assert c.execute(Q, (Int8(i),)).fetchone() == (f"item {i}",)  # another type OID
                 assert c.execute(Q, (i,), prepare=True).fetchone() == (f"item {i}",)
-        # Per parameter value: one run as int2, one as int8; the named statement shares with
-        # the unnamed one (same text, types, values, formats).
-        assert calls(cpg, "from items where id = $1") == 16
+        # Per parameter value: one run as int2, one as int8, one through the named statement
+        # (its results are its own: it was parsed under the settings of its Parse).
+        assert calls(cpg, "from items where id = $1") == 24
 
 
 def test_binary_results_never_served_to_a_text_requester(cpg, on):
     q = "select id, name, id * 1000000000000 as big from items where id = %s"
     want = [(5, "item 5", 5000000000000)]
-    with on.connect() as a:
+    with on.connect(prepare_threshold=None) as a:  # unnamed statements only
         for _ in range(2):
             assert a.cursor(binary=True).execute(q, (5,)).fetchall() == want
             assert a.cursor(binary=False).execute(q, (5,)).fetchall() == want
@@ -158,8 +158,7 @@ def test_each_shape_answered_as_postgresql_answers(cpg, on):
         assert [k for k, _ in want if k in b"ED"] == [b"D"], shape
         for c in (via, via, other):
             assert exchange(c, data) == want, shape
-        # Once for direct, once through tusk (its leader), none for the two repeats; the
-        # named statement's shapes share results with the unnamed ones of the same shape.
+        # Once for direct, once through tusk (its leader), none for the two repeats.
         assert calls(cpg, "from items where id = $1") <= 2, shape
     for c in (direct, via, other):
         c.close()

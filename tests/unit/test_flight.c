@@ -484,6 +484,7 @@ static void test_key_fields(void **state)
 	DIFFERS((m.bind = bind1, m.bind_len = sizeof(bind1)));
 	DIFFERS((m.param_types = &t1, m.nparam_types = 1));
 	DIFFERS(m.describe = 'P');
+	DIFFERS((m.stmt_id = (const uint8_t *)"0123456789abcdef", m.stmt_id_len = 16));
 	/* Fields cannot run into each other: "ab" + "" differs from "a" + "b". */
 	DIFFERS((m.database = "dba", m.user = "lice"));
 

@@ -91,7 +91,7 @@ static uint32_t be32(const uint8_t *p)
 }
 
 /* The framing an extended-protocol answer starts with: ParseComplete when the client sent a
- * Parse, then BindComplete (ext_framing). */
+ * Parse, then BindComplete (request_frame). */
 static const uint8_t ext_frame[10] = { '1', 0, 0, 0, 4, '2', 0, 0, 0, 4 };
 
 /* Moves as much of the answer being written as fits into wbuf, then its ReadyForQuery 'I'.

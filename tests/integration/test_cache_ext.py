@@ -6,6 +6,7 @@ import os
 import struct
 import subprocess
 import threading
+import time
 
 import psycopg
 import pytest
@@ -198,3 +199,40 @@ def test_pgbench_select_only_through_the_cache(cpg, on, tmp_path, mode):
         for i in range(1, 21):
             assert via.execute(Q, (i,)).fetchall() == direct.execute(Q, (i,)).fetchall()
             assert via.execute(Q, (i,), prepare=True).fetchall() == direct.execute(Q, (i,)).fetchall()
+
+
+def test_extended_waiter_delivered_cancelled_and_leader_killed(cpg, tusk):
+    """A waiter on an extended leader gets the leader's rows framed for its own sequence; a
+    cancelled waiter gets 57014 and its whole request is gone (the next one is read right);
+    a leader that leaves releases its waiters to run their own."""
+    from test_cache import cancel, running, slow_query_of_at_least, wait_running
+    t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="20s")
+    q, want = slow_query_of_at_least(cpg, 2.0)
+    data = parse(b"", q.encode()) + bind(b"", []) + describe(b"P") + execute() + SYNC
+    leader, waiter, cancelled = wire(t), wire(t), wire(t)
+    leader.send(data)
+    wait_running(cpg, q)
+    waiter.send(data)
+    cancelled.send(data)
+    time.sleep(0.3)
+    assert running(cpg, q) == 1  # both wait
+    cancel(t, cancelled)
+    msgs = cancelled.read_until_ready(timeout=5)
+    errors = [pgwire.parse_error_fields(b) for k, b in msgs if k == b"E"]
+    assert errors and errors[0]["C"] == "57014", msgs
+    assert [k for k, _ in exchange(cancelled, parse(b"", b"select 1") + bind(b"", []) + execute() + SYNC)] == \
+        [b"1", b"2", b"D", b"C", b"Z"]
+    got_leader = leader.read_until_ready(timeout=60)
+    got_waiter = waiter.read_until_ready(timeout=60)
+    assert got_waiter == got_leader
+    assert [k for k, _ in got_leader][:3] == [b"1", b"2", b"T"] and [k for k, _ in got_leader][-2:] == [b"C", b"Z"]
+    assert len([k for k, _ in got_leader if k == b"D"]) == len(want)
+    # The leader leaves mid-query: the waiter runs its own and gets the same rows.
+    leader.send(data)
+    wait_running(cpg, q)
+    waiter.send(data)
+    time.sleep(0.3)
+    leader.close(reset=True)
+    assert waiter.read_until_ready(timeout=60) == got_leader
+    for c in (waiter, cancelled):
+        c.close()

@@ -3,6 +3,7 @@
 #include "flight/ext.h"
 
 #include <string.h>
+#include <strings.h>
 
 #define NAME_MAX_LEN 63 /* NAMEDATALEN - 1, as prepared.h */
 
@@ -80,10 +81,14 @@ static bool formats(const uint8_t **b, const uint8_t *end)
 
 static bool bind_rest(const uint8_t *b, const uint8_t *end)
 {
+	size_t nfmt = end - b >= 2 ? be16(b) : 0;
 	if (!formats(&b, end) || end - b < 2)
 		return false;
 	size_t n = be16(b);
 	b += 2;
+	/* As PostgreSQL: no codes, one for all, or one per parameter. */
+	if (nfmt > 1 && nfmt != n)
+		return false;
 	for (size_t i = 0; i < n; i++) {
 		if (end - b < 4)
 			return false;
@@ -159,4 +164,40 @@ bool flight_ext_read(const uint8_t *m, size_t avail, struct flight_ext *out)
 		return false;
 	out->len = avail;
 	return true;
+}
+
+static bool has_time_word(const uint8_t *v, size_t n)
+{
+	static const char *const words[] = { "now", "today", "tomorrow", "yesterday" };
+
+	for (size_t i = 0; i < n; i++)
+		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
+			size_t k = strlen(words[w]);
+			if (n - i >= k && strncasecmp((const char *)v + i, words[w], k) == 0)
+				return true;
+		}
+	return false;
+}
+
+bool flight_ext_time_words(const struct flight_ext *x)
+{
+	/* The Bind was checked whole by flight_ext_read: counts and lengths are within it. */
+	const uint8_t *b = x->bind;
+	size_t nfmt = be16(b);
+	const uint8_t *fmt = b + 2;
+	b += 2 + nfmt * 2;
+	size_t n = be16(b);
+	b += 2;
+	for (size_t i = 0; i < n; i++) {
+		uint32_t len = be32(b);
+		b += 4;
+		if (len == UINT32_MAX)
+			continue;
+		/* No codes: all text; one: it applies to every parameter; else one each. */
+		uint16_t f = nfmt == 0 ? 0 : be16(fmt + 2 * (nfmt == 1 ? 0 : i));
+		if (f == 0 && has_time_word(b, len))
+			return true;
+		b += len;
+	}
+	return false;
 }

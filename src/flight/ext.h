@@ -36,6 +36,11 @@ struct flight_ext {
  * Every message is checked whole (lengths, strings, the Bind's counts and format codes). */
 bool flight_ext_read(const uint8_t *m, size_t avail, struct flight_ext *out);
 
+/* Whether a text-format parameter value of x's Bind holds "now", "today", "tomorrow" or
+ * "yesterday" (any case, anywhere): the date/time input functions turn those into the time
+ * the statement runs, so such a request must not be shared (a stray match costs a miss). */
+bool flight_ext_time_words(const struct flight_ext *x);
+
 /* The query and parameter type OIDs of a stored Parse body (query NUL, int16 count, OIDs):
  * false when it is not one. */
 bool flight_ext_parse_body(const uint8_t *rest, size_t len, const char **query, size_t *query_len,

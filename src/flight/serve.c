@@ -538,6 +538,10 @@ static bool request(struct client *c, bool session)
 		atomic_fetch_add_explicit(&cache->counters.bypass_state[FLIGHT_BYPASS_SESSION], 1, memory_order_relaxed);
 		return false;
 	}
+	if (!simple && flight_ext_time_words(&x)) {
+		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TIME_LITERAL], 1, memory_order_relaxed);
+		return false;
+	}
 	/* Answered or led here, the unnamed statement becomes this read, which writes nothing
 	 * again when a later Bind runs it (flight_client_sent_bind). */
 	if (!simple && x.has_parse && x.stmt_len == 0 && fc)

@@ -165,6 +165,22 @@ def test_each_shape_answered_as_postgresql_answers(cpg, on):
         c.close()
 
 
+NOW_SQL = b"select id, name from items where id = $1 and $2::timestamptz > '2000-01-01'"
+
+
+def test_time_words_in_text_parameters_bypass(cpg, on):
+    """'now' (any case) as a text parameter is read as the time the statement runs: never
+    shared; the same statement with a fixed time is."""
+    c = wire(on)
+    for value, runs in ((b"2001-01-01", 1), (b"Now", 3)):
+        reset_stats(cpg)
+        data = parse(b"", NOW_SQL) + bind(b"", [b"12", value]) + execute() + SYNC
+        replies = [exchange(c, data) for _ in range(3)]
+        assert replies[0] == replies[1] == replies[2] and any(k == b"D" for k, _ in replies[0])
+        assert calls(cpg, "from items where id = $1") == runs, value
+    c.close()
+
+
 @pytest.mark.parametrize("shape", ["row limit", "two executes", "flush", "describe first"])
 def test_other_shapes_run_every_time(cpg, on, shape):
     data = {

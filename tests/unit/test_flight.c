@@ -620,11 +620,43 @@ static void test_ext_read_refuses_other_shapes(void **state)
 	REFUSED(MSG(&w, 'B', "\0s\0\0\0\0\1\0\0\0\x09" "42\0\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
 	REFUSED(MSG(&w, 'B', "\0s\0\0\1\0\2\0\0\0\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
 	REFUSED(MSG(&w, 'B', "\0s\0\0\0\0\0\0\0\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	/* Two format codes for one parameter. */
+	REFUSED(MSG(&w, 'B', "\0s\0\0\2\0\0\0\0\0\1\0\0\0\0\0\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
 	/* A Parse whose OIDs do not end it; a Sync with a body. */
 	REFUSED(MSG(&w, 'P', "\0select 1\0\0\2\0\0\0\x17"); MSG(&w, 'B', BIND_UNNAMED); MSG(&w, 'E', EXEC0);
 		MSG(&w, 'S', ""));
 	REFUSED(MSG(&w, 'B', BIND_NAMED); MSG(&w, 'E', EXEC0); MSG(&w, 'S', "x"));
 #undef REFUSED
+}
+
+/* Text parameters that read the clock when they are converted ('now'::timestamptz) are found
+ * whatever their case, binary ones are not text, and other values pass. */
+static void test_ext_time_words(void **state)
+{
+	struct wire w;
+	struct flight_ext x;
+	static const char *const values[] = { "now", "  Today", "x tomorrow", "YESTERDAY", "2020-01-01", "snow" };
+	static const bool timed[] = { true, true, true, true, false, true };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		for (int binary = 0; binary < 2; binary++) {
+			/* portal "", statement "s", one format code, one value (its length last) */
+			uint8_t body[64] = { 0, 's', 0, 0, 1, 0, (uint8_t)binary, 0, 1, 0, 0, 0, 0 };
+			size_t vl = strlen(values[i]), n = 13;
+			body[n - 1] = (uint8_t)vl;
+			memcpy(body + n, values[i], vl);
+			n += vl;
+			body[n++] = 0;
+			body[n++] = 0;
+			w.n = 0;
+			msg(&w, 'B', body, n);
+			MSG(&w, 'E', EXEC0);
+			MSG(&w, 'S', "");
+			assert_true(flight_ext_read(w.b, w.n, &x));
+			assert_int_equal(flight_ext_time_words(&x), timed[i] && !binary);
+		}
+	}
 }
 
 /* An extended leader's reply: its ParseComplete and BindComplete are not kept, a
@@ -737,6 +769,7 @@ int main(void)
 		cmocka_unit_test(test_config_defaults_off),
 		cmocka_unit_test(test_ext_read_plain_shapes),
 		cmocka_unit_test(test_ext_read_refuses_other_shapes),
+		cmocka_unit_test(test_ext_time_words),
 		cmocka_unit_test(test_feed_extended_reply),
 		cmocka_unit_test(test_config_rule_inherits_and_overrides),
 		cmocka_unit_test(test_config_errors),

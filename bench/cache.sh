@@ -3,21 +3,23 @@
 # pg_stat_statements (pgbench scale 10), targets alternated round by round (noisy machines):
 #   identical  200 clients send the same slow read at once: wall time until all have their rows,
 #              and how many times PostgreSQL ran it: direct, tusk cache off, tusk cache coalesce
-#   hot        pgbench -M simple, 32 clients, a hot set of 100 SELECTs (cache hits): direct,
+#   hot        pgbench -M $PROTOCOL, 32 clients, a hot set of 100 SELECTs (cache hits): direct,
 #              tusk cache off, tusk cache on (target: on >= 3x direct)
-#   miss       pgbench -M simple, 32 clients, cacheable SELECTs that never repeat (every one a
+#   miss       pgbench -M $PROTOCOL, 32 clients, cacheable SELECTs that never repeat (every one a
 #              miss): tusk cache off vs on (target: within 5%)
 #   l2         latency of one client reading the hot set: tusk cache off (PostgreSQL), cache on
 #              (L1 hits), and a second tusk sharing a redis-server with a first that filled it
 #              (L2 hits: with redis: L1 keeps nothing), with PostgreSQL's runs during the L2 run
 # Prints numbers only; asserts nothing. Stops everything it started.
-# Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (subset of the above).
+# Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (subset of the above), PROTOCOL
+# (pgbench -M of the hot and miss scenarios: simple (default), extended or prepared).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-identical hot miss l2}
+PROTOCOL=${PROTOCOL:-simple}
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 [ -x "$TUSK" ] || { echo "bench: $TUSK not built (make build)" >&2; exit 1; }
 
@@ -80,7 +82,7 @@ PORT[direct]=$PG_PORT
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2); else print 0}'; }
 tps_of() { sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1; }
 
-echo "# bench/cache.sh: ${DURATION}s runs, $ROUNDS rounds, $(nproc) cores"
+echo "# bench/cache.sh: ${DURATION}s runs, $ROUNDS rounds, $(nproc) cores, pgbench -M $PROTOCOL"
 
 if [[ " $SCENARIOS " == *" identical "* ]]; then
 	cat >"$DIR/identical.py" <<'PY'
@@ -138,7 +140,7 @@ PY
 fi
 
 run_pgbench() { # target script -> tps
-	"$PG_BIN/pgbench" -n -M simple -c 32 -j 2 -T "$DURATION" -h 127.0.0.1 -p "${PORT[$1]}" -U postgres \
+	"$PG_BIN/pgbench" -n -M "$PROTOCOL" -c 32 -j 2 -T "$DURATION" -h 127.0.0.1 -p "${PORT[$1]}" -U postgres \
 		-f "$2" bench 2>/dev/null | tps_of
 }
 

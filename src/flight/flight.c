@@ -19,6 +19,7 @@ struct flight {
 	struct flight_result *buf;
 	size_t max, parsed;
 	bool done, failed;
+	bool extended; /* flight_set_extended */
 };
 
 void flight_result_get(struct flight_result *r)
@@ -112,6 +113,11 @@ enum flight_role flight_join(struct flight_table *t, const uint8_t *key, size_t 
 	return role;
 }
 
+void flight_set_extended(struct flight *f)
+{
+	f->extended = true;
+}
+
 const struct flight_versions *flight_versions_of(const struct flight *f)
 {
 	return &f->versions;
@@ -183,7 +189,17 @@ int flight_feed(struct flight *f, const uint8_t *p, size_t n)
 			}
 			return 1;
 		}
-		if (m[0] != 'T' && m[0] != 'D' && m[0] != 'C') {
+		if (f->extended && (m[0] == '1' || m[0] == '2')) {
+			/* The leader's own framing: each client gets the one its sequence asks for. */
+			if (len != 4) {
+				f->failed = true;
+				return -1;
+			}
+			memmove(f->buf->bytes + f->parsed, m + 5, f->buf->len - f->parsed - 5);
+			f->buf->len -= 5;
+			continue;
+		}
+		if (m[0] != 'T' && m[0] != 'D' && m[0] != 'C' && !(f->extended && m[0] == 't')) {
 			f->failed = true;
 			return -1;
 		}

@@ -68,6 +68,10 @@ enum flight_role flight_join(struct flight_table *t, const uint8_t *key, size_t 
  * reply ended with ReadyForQuery 'I' and holds only shareable messages: call flight_end(ok)),
  * or -1 (not shareable: an error, a notice, too big ...: call flight_end(failed)). */
 int flight_feed(struct flight *f, const uint8_t *p, size_t n);
+/* Leader, before the first flight_feed: the request is an extended-protocol one (ext.h). Its
+ * reply's ParseComplete and BindComplete are dropped (each client gets its own framing) and a
+ * ParameterDescription (Describe 'S') is kept with the rows. */
+void flight_set_extended(struct flight *f);
 const struct flight_versions *flight_versions_of(const struct flight *f);
 const uint8_t *flight_key_of(const struct flight *f, size_t *len, uint64_t *hash);
 /* After flight_feed returned 1: the complete result (the flight's reference). */

@@ -43,7 +43,7 @@ long flight_key_build(const struct flight_key_input *in, uint8_t *out, size_t ca
 {
 	struct flight_param sorted[KEY_MAX_PARAMS];
 	struct out o = { out, 0, cap < FLIGHT_KEY_MAX ? cap : FLIGHT_KEY_MAX, false };
-	uint8_t head[2] = { FLIGHT_KEY_VERSION, (uint8_t)in->protocol };
+	uint8_t head[3] = { FLIGHT_KEY_VERSION, (uint8_t)in->protocol, in->describe };
 	int n = 0;
 
 	if (in->nparams > KEY_MAX_PARAMS || in->nparam_types > KEY_MAX_PARAMS || in->nparams < 0 ||
@@ -83,6 +83,7 @@ long flight_key_build(const struct flight_key_input *in, uint8_t *out, size_t ca
 	}
 	put(&o, types, (size_t)in->nparam_types * 4);
 	put(&o, in->bind, in->bind ? in->bind_len : 0);
+	put(&o, in->stmt_id, in->stmt_id ? in->stmt_id_len : 0);
 	if (o.full)
 		return -E2BIG;
 	return (long)o.len;

@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #define FLIGHT_KEY_MAX (64u << 10) /* a longer key is not cached */
-#define FLIGHT_KEY_VERSION 1       /* bump when the layout or the reply format changes */
+#define FLIGHT_KEY_VERSION 2       /* bump when the layout or the reply format changes */
 
 enum flight_protocol { FLIGHT_PROTO_SIMPLE = 'Q', FLIGHT_PROTO_EXTENDED = 'E' };
 
@@ -45,6 +45,13 @@ struct flight_key_input {
 	size_t bind_len;
 	const uint32_t *param_types;
 	int nparam_types;
+	/* Extended protocol: the Describe sent ('S', 'P', or 0 for none), which decides what the
+	 * kept reply holds (ParameterDescription, RowDescription, or neither). */
+	uint8_t describe;
+	/* A named statement's identity (prepared.h: its text, types and the settings it was
+	 * parsed under, which fix its typed constants): NULL for the unnamed one, parsed now. */
+	const uint8_t *stmt_id;
+	size_t stmt_id_len;
 };
 
 /* Serialises in into out[0, cap). Returns the key's length, or -E2BIG (longer than cap or

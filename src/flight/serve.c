@@ -18,6 +18,7 @@
 
 #include "flight/cache.h"
 #include "flight/decide.h"
+#include "flight/ext.h"
 #include "flight/key.h"
 #include "flight/l2.h"
 #include "flight/logical.h"
@@ -25,6 +26,7 @@
 #include "frontend/client_int.h"
 #include "frontend/session.h"
 #include "pool/pool.h"
+#include "pool/prepared.h"
 #include "pool/server.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
@@ -44,6 +46,10 @@ struct flight_client {
 	struct flight_result *out;
 	size_t out_off;
 	bool bypass_once;            /* released waiter: its request runs on its own */
+	/* The request led or waited on, when it is an extended-protocol one (ext.h): its bytes
+	 * in rbuf, and whether it began with a Parse (its answer then starts with ParseComplete) */
+	size_t ext_len;
+	bool ext_parse;
 	/* L2 (l2.h): the lookup a leader waits on before its query goes to a server; the key
 	 * without the process-local rule tag (other tusks judge with their own rules before
 	 * they look); the versions the lookup read, which a fill stores */
@@ -85,6 +91,10 @@ static uint32_t be32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* The framing an extended-protocol answer starts with: ParseComplete when the client sent a
+ * Parse, then BindComplete (request_frame). */
+static const uint8_t ext_frame[10] = { '1', 0, 0, 0, 4, '2', 0, 0, 0, 4 };
+
 /* Moves as much of the answer being written as fits into wbuf, then its ReadyForQuery 'I'.
  * True when the answer is all in wbuf (fc->out released). */
 static bool fill_out(struct client *c)
@@ -105,21 +115,25 @@ static bool fill_out(struct client *c)
 	return true;
 }
 
-/* The result plus ReadyForQuery 'I' in place of the Query of qlen bytes at the head of rbuf;
- * one larger than the room in wbuf is written as the client reads (flight_client_writable).
- * 1 answered, 0 not (no memory; nothing done), -1 the client was closed. */
-static int serve(struct client *c, struct flight_result *r, size_t qlen)
+/* pre[0, npre) (an extended request's framing), the result and ReadyForQuery 'I' in place of
+ * the request of qlen bytes at the head of rbuf; one larger than the room in wbuf is written
+ * as the client reads (flight_client_writable). 1 answered, 0 not (no memory or room; nothing
+ * done), -1 the client was closed. */
+static int serve(struct client *c, struct flight_result *r, size_t qlen, const uint8_t *pre, size_t npre)
 {
 	buf_compact(&c->wbuf);
-	if (buf_room(&c->wbuf) < r->len + 6) {
+	if (buf_room(&c->wbuf) < npre + r->len + 6) {
 		struct flight_client *fc = state_of(c);
-		if (!fc)
+		if (!fc || buf_room(&c->wbuf) < npre)
 			return 0;
+		if (npre && buf_append(&c->wbuf, pre, npre) < 0)
+			return 0; /* cannot happen: room checked */
 		flight_result_get(r);
 		fc->out = r;
 		fc->out_off = 0;
 		(void)fill_out(c);
-	} else if (buf_append(&c->wbuf, r->bytes, r->len) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
+	} else if ((npre && buf_append(&c->wbuf, pre, npre) < 0) || buf_append(&c->wbuf, r->bytes, r->len) < 0 ||
+		   proto_put_ready(&c->wbuf, 'I') < 0) {
 		return 0; /* cannot happen: room checked */
 	}
 	buf_consume(&c->rbuf, qlen);
@@ -142,7 +156,31 @@ static size_t head_query_len(const struct client *c)
 	return (size_t)be32(buf_head(&c->rbuf) + 1) + 1;
 }
 
-static long build_key(struct client *c, const char *sql, size_t len, bool local, uint8_t *out, size_t cap)
+/* The bytes of the request c leads or waits on, and how its answer is framed. */
+static size_t request_len(const struct client *c)
+{
+	return c->flight && c->flight->ext_len ? c->flight->ext_len : head_query_len(c);
+}
+
+static size_t request_frame(const struct client *c, const uint8_t **pre)
+{
+	const struct flight_client *fc = c->flight;
+
+	*pre = fc && fc->ext_parse ? ext_frame : ext_frame + 5;
+	return !fc || !fc->ext_len ? 0 : fc->ext_parse ? 10 : 5;
+}
+
+/* An extended request's statement, parameter types and Bind (ext.h), for the key. */
+struct ext_key {
+	const struct flight_ext *x;
+	uint32_t types[256];
+	int ntypes;
+	uint8_t stmt_id[16]; /* a named statement's prep_hash */
+	bool named;
+};
+
+static long build_key(struct client *c, const char *sql, size_t len, const struct ext_key *ek, bool local,
+		      uint8_t *out, size_t cap)
 {
 	const struct config_pool_rule *rule = pool_rule(c->pool);
 	struct flight_param params[MAX_PARAMS];
@@ -170,9 +208,18 @@ static long build_key(struct client *c, const char *sql, size_t len, bool local,
 		 * them private, but the key must hold exactly what the servers get replayed. */
 		.carry = c->session.carry,
 		.carry_len = c->session.carry_len,
-		.protocol = FLIGHT_PROTO_SIMPLE,
+		.protocol = ek ? FLIGHT_PROTO_EXTENDED : FLIGHT_PROTO_SIMPLE,
 		.query = sql,
 		.query_len = len,
+		/* Parameter types, formats and values, result formats, which Describe, and a named
+		 * statement's identity (not its name: two clients' names for one statement share). */
+		.bind = ek ? ek->x->bind : NULL,
+		.bind_len = ek ? ek->x->bind_len : 0,
+		.param_types = ek ? ek->types : NULL,
+		.nparam_types = ek ? ek->ntypes : 0,
+		.describe = ek ? ek->x->describe : 0,
+		.stmt_id = ek && ek->named ? ek->stmt_id : NULL,
+		.stmt_id_len = ek && ek->named ? sizeof(ek->stmt_id) : 0,
 	};
 	return flight_key_build(&in, out, cap);
 }
@@ -338,7 +385,9 @@ static void l2_done(void *arg, const struct flight_l2_answer *a)
 			free(fc->l2key);
 			fc->l2key = NULL;
 			struct flight_result *r = flight_end(&cache->flights, f, true, post_waiter, c->worker);
-			int served = r ? serve(c, r, head_query_len(c)) : 0;
+			const uint8_t *pre;
+			size_t npre = request_frame(c, &pre);
+			int served = r ? serve(c, r, request_len(c), pre, npre) : 0;
 			flight_result_put(r);
 			if (served < 0)
 				return;
@@ -368,6 +417,48 @@ static void l2_done(void *arg, const struct flight_l2_answer *a)
 
 static bool request(struct client *c, bool session);
 static void stop_waiting(struct client *c);
+
+/* The text and parameter types an extended request runs: its own Parse's, or those tusk
+ * keeps for the named statement it binds (prepared.h). False when tusk does not know them:
+ * the unnamed statement of an earlier request, a name it does not track, or a Parse that
+ * would give a tracked name another body (the relay replaces it; the server must see that). */
+static bool ext_statement(struct client *c, const struct flight_ext *x, struct ext_key *ek, const char **sql,
+			  size_t *len)
+{
+	const uint8_t *types;
+	uint16_t n;
+
+	if (x->stmt_len) {
+		const struct prep_stmt *e = c->prep ? prep_client_find(c->prep, x->stmt) : NULL;
+		if (!e || (x->has_parse && (e->body_len != x->parse_rest_len ||
+					    memcmp(e->body, x->parse_rest, e->body_len) != 0)))
+			return false;
+		if (!flight_ext_parse_body(e->body, e->body_len, sql, len, &types, &n))
+			return false;
+		/* Its server copy was parsed under the settings of its Parse (typed constants such
+		 * as '1/2/2020'::date are fixed then): only the same statement shares its results. */
+		for (int i = 0; i < 8; i++) {
+			ek->stmt_id[i] = (uint8_t)(e->hash.hi >> (56 - 8 * i));
+			ek->stmt_id[8 + i] = (uint8_t)(e->hash.lo >> (56 - 8 * i));
+		}
+		ek->named = true;
+	} else if (x->has_parse) {
+		ek->named = false;
+		*sql = x->query;
+		*len = x->query_len;
+		types = x->types;
+		n = x->ntypes;
+	} else {
+		return false;
+	}
+	if (n > sizeof(ek->types) / sizeof(ek->types[0]))
+		return false;
+	for (int i = 0; i < n; i++)
+		ek->types[i] = be32(types + 4 * i);
+	ek->ntypes = n;
+	ek->x = x;
+	return true;
+}
 
 bool flight_client_request(struct client *c)
 {
@@ -448,7 +539,11 @@ static bool request(struct client *c, bool session)
 		return false;
 	const uint8_t *m = buf_head(&c->rbuf);
 	size_t avail = buf_len(&c->rbuf);
-	if (avail < PROTO_HDR_LEN || m[0] != 'Q' || be32(m + 1) < 5 || (size_t)be32(m + 1) + 1 != avail) {
+	bool simple = avail >= PROTO_HDR_LEN && m[0] == 'Q' && be32(m + 1) >= 5 && (size_t)be32(m + 1) + 1 == avail;
+	struct flight_ext x;
+	struct ext_key ek;
+	/* Session clients' extended requests never reach here: any Parse or Bind marks them. */
+	if (!simple && (session || !flight_ext_read(m, avail, &x))) {
 		atomic_fetch_add_explicit(&cache->counters.bypass_state[FLIGHT_BYPASS_PIPELINED], 1, memory_order_relaxed);
 		return false;
 	}
@@ -459,12 +554,27 @@ static bool request(struct client *c, bool session)
 		return false;
 	}
 	const char *sql = (const char *)m + PROTO_HDR_LEN;
-	size_t sql_len = strnlen(sql, avail - PROTO_HDR_LEN);
+	size_t sql_len = simple ? strnlen(sql, avail - PROTO_HDR_LEN) : 0;
+	const struct ext_key *ekp = simple ? NULL : &ek;
+	if (!simple && !ext_statement(c, &x, &ek, &sql, &sql_len)) {
+		atomic_fetch_add_explicit(&cache->counters.bypass_state[FLIGHT_BYPASS_SESSION], 1, memory_order_relaxed);
+		return false;
+	}
+	if (!simple && flight_ext_time_words(&x)) {
+		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TIME_LITERAL], 1, memory_order_relaxed);
+		return false;
+	}
+	/* Answered or led here, the unnamed statement becomes this read, which writes nothing
+	 * again when a later Bind runs it (flight_client_sent_bind). */
+	if (!simple && x.has_parse && x.stmt_len == 0 && fc)
+		fc->unnamed = (struct flight_write){ 0 };
+	const uint8_t *pre = ext_frame + (!simple && x.has_parse ? 0 : 5);
+	size_t npre = simple ? 0 : x.has_parse ? 10 : 5;
 	if (sql_len > FLIGHT_MAX_SQL) {
 		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TOO_BIG], 1, memory_order_relaxed);
 		return false;
 	}
-	long klen = build_key(c, sql, sql_len, true, key, sizeof(key));
+	long klen = build_key(c, sql, sql_len, ekp, true, key, sizeof(key));
 	if (klen < 0) {
 		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TOO_BIG], 1, memory_order_relaxed);
 		return false;
@@ -482,7 +592,7 @@ static bool request(struct client *c, bool session)
 		else if (out == FLIGHT_LRU_EXPIRED)
 			atomic_fetch_add_explicit(&cache->counters.expirations, 1, memory_order_relaxed);
 		if (r) {
-			int served = serve(c, r, avail);
+			int served = serve(c, r, avail, pre, npre);
 			flight_result_put(r);
 			if (served != 0) {
 				atomic_fetch_add_explicit(&cache->counters.hits, 1, memory_order_relaxed);
@@ -516,13 +626,17 @@ static bool request(struct client *c, bool session)
 	switch (flight_join(&cache->flights, key, (size_t)klen, hash, &v, max, c->worker, c, &lead, &wait)) {
 	case FLIGHT_ROLE_LEAD:
 		fc->lead = lead;
+		fc->ext_len = simple ? 0 : x.len;
+		fc->ext_parse = !simple && x.has_parse;
+		if (!simple)
+			flight_set_extended(lead);
 		fc->lead_store = p.mode == CONFIG_CACHE_ON && logical_followed(c);
 		fc->lead_ttl = (double)p.ttl_ms / 1000.0;
 		fc->lead_ttl_ms = p.ttl_ms;
 		atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);
 		if (!session && fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, &v)) {
 			/* The L2 key: the same request without this process's rule tag. */
-			klen = build_key(c, sql, sql_len, false, key, sizeof(key));
+			klen = build_key(c, sql, sql_len, ekp, false, key, sizeof(key));
 			fc->l2key = klen > 0 ? malloc((size_t)klen) : NULL;
 			if (!fc->l2key)
 				return false;
@@ -536,6 +650,8 @@ static bool request(struct client *c, bool session)
 		return false;
 	case FLIGHT_ROLE_WAIT:
 		fc->wait = wait;
+		fc->ext_len = simple ? 0 : x.len;
+		fc->ext_parse = !simple && x.has_parse;
 		if (session) {
 			/* Its server would sit idle while it waits, and the relay does not hold a
 			 * session client's bytes back: it runs its own query. */
@@ -580,7 +696,9 @@ static void deliver(struct worker *w, void *arg)
 		fc->wait = NULL;
 		fw->client = NULL;
 		ev_timer_stop(w->loop, &c->timer);
-		int served = r ? serve(c, r, head_query_len(c)) : 0;
+		const uint8_t *pre;
+		size_t npre = request_frame(c, &pre);
+		int served = r ? serve(c, r, request_len(c), pre, npre) : 0;
 		flight_waiter_put(fw); /* the client's reference */
 		if (served > 0) {
 			atomic_fetch_add_explicit(&cache->counters.join_served, 1, memory_order_relaxed);
@@ -617,7 +735,7 @@ bool flight_client_cancel(struct client *c)
 		return false;
 	stop_waiting(c);
 	atomic_fetch_add_explicit(&cache_of(c)->counters.waiter_cancels, 1, memory_order_relaxed);
-	buf_consume(&c->rbuf, head_query_len(c));
+	buf_consume(&c->rbuf, request_len(c));
 	snprintf(msg, sizeof(msg), "tusk %s: canceling statement due to user request", c->id);
 	buf_compact(&c->wbuf);
 	if (proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
@@ -871,8 +989,12 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 		c->flight_session_dirty = true;
 		return;
 	}
-	if (c->flight && c->flight->lead)
-		return; /* the leader's own query: a read, judged already */
+	if (c->flight && c->flight->lead) {
+		/* The leader's own query: a read, judged already (an extended one's Parse makes
+		 * the unnamed statement this read, flight_client_parsed). */
+		c->flight->last = (struct flight_write){ 0 };
+		return;
+	}
 	if (c->mode == POOL_MODE_SESSION && !c->flight_session_dirty && !session_clean_read(c, sql, len))
 		c->flight_session_dirty = true;
 	flight_classify_write(sql, len, &w);
@@ -913,8 +1035,8 @@ void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, s
 	struct flight_write w;
 
 	c->flight_session_dirty = true;
-	if (!tracking(c))
-		return;
+	if (!tracking(c) || (c->flight && c->flight->lead))
+		return; /* ... or the leader's own read (request) */
 	if (text) {
 		flight_classify_write(text, len, &w);
 		note_write(c, &w);

@@ -269,3 +269,31 @@ def test_read_after_write_across_clients_of_one_tusk(tusk, l2tables, redis):
             assert rows_of(r, q) == [[f"w{i}"]], i
     rows_of(writer, "UPDATE l2t SET v = 'v7' WHERE id = 7")
     assert metric(a, "l2_hits") > 0  # the reads between writes were served from Redis
+
+
+def test_extended_reads_shared_through_l2(tusk, l2tables, redis):
+    """An extended read filled through one tusk is served by the other from Redis, framed for
+    the other's own sequence (ParseComplete only for the client that sent a Parse), byte for
+    byte what PostgreSQL sends; a write through either invalidates it."""
+    from test_cache_ext import SYNC, bind, describe, exchange, execute, parse
+    cpg = l2tables
+    redis.start()
+    a, b = two_tusks(tusk, cpg, redis.port)
+    ca, _ = first_read(a, "SELECT 1 FROM l2t WHERE id = 1")
+    cb, _ = first_read(b, "SELECT 1 FROM l2t WHERE id = 1")
+    sql = b"select id, v from l2t where id = $1"
+    unnamed = parse(b"", sql, (23,)) + bind(b"", [b"4"]) + describe(b"S") + execute() + SYNC
+    reset_stats(cpg)
+    want = exchange(ca, unnamed)  # A: a miss, it runs and fills Redis
+    assert [k for k, _ in want] == [b"1", b"2", b"t", b"T", b"D", b"C", b"Z"]
+    time.sleep(0.2)  # the fill is fire-and-forget
+    hits = metric(b, "l2_hits")
+    assert exchange(cb, unnamed) == want
+    assert exchange(cb, unnamed) == want
+    assert calls(cpg, "from l2t where id = $1") == 1
+    assert metric(b, "l2_hits") == hits + 2
+    rows_of(ca, "UPDATE l2t SET v = 'x4' WHERE id = 4")
+    got = exchange(cb, unnamed)
+    assert [b for k, b in got if k == b"D"] != [b for k, b in want if k == b"D"]
+    assert b"x4" in [b for k, b in got if k == b"D"][0]
+    rows_of(ca, "UPDATE l2t SET v = 'v4' WHERE id = 4")

@@ -16,6 +16,8 @@
 
 #include "config/config.h"
 #include "flight/decide.h"
+#include "flight/ext.h"
+#include "flight/flight.h"
 #include "flight/key.h"
 #include "flight/l2.h"
 #include "flight/policy.h"
@@ -481,6 +483,8 @@ static void test_key_fields(void **state)
 	DIFFERS(m.query_len = 14);
 	DIFFERS((m.bind = bind1, m.bind_len = sizeof(bind1)));
 	DIFFERS((m.param_types = &t1, m.nparam_types = 1));
+	DIFFERS(m.describe = 'P');
+	DIFFERS((m.stmt_id = (const uint8_t *)"0123456789abcdef", m.stmt_id_len = 16));
 	/* Fields cannot run into each other: "ab" + "" differs from "a" + "b". */
 	DIFFERS((m.database = "dba", m.user = "lice"));
 
@@ -491,6 +495,7 @@ static void test_key_fields(void **state)
 	na = build(&in, a);
 	DIFFERS(m.bind = bind2);
 	DIFFERS(m.param_types = &t2);
+	DIFFERS(m.describe = 'S');
 #undef DIFFERS
 }
 
@@ -512,6 +517,178 @@ static void test_key_limits(void **state)
 	assert_int_equal(flight_key_build(&in, out, sizeof(out)), -EINVAL);
 	free(q);
 	assert_false(flight_key_equal((const uint8_t *)"ab", 2, (const uint8_t *)"abc", 3));
+}
+
+/* ---- extended-protocol requests (ext.h) and their replies ------------------------------ */
+
+struct wire {
+	uint8_t b[512];
+	size_t n;
+};
+
+static void msg(struct wire *w, char type, const void *body, size_t len)
+{
+	assert_true(w->n + 5 + len <= sizeof(w->b));
+	w->b[w->n] = (uint8_t)type;
+	w->b[w->n + 1] = 0;
+	w->b[w->n + 2] = 0;
+	w->b[w->n + 3] = (uint8_t)((len + 4) >> 8);
+	w->b[w->n + 4] = (uint8_t)(len + 4);
+	memcpy(w->b + w->n + 5, body, len);
+	w->n += 5 + len;
+}
+
+#define MSG(w, type, lit) msg(w, type, lit, sizeof(lit) - 1)
+/* Parse "s" or "", "select $1", one parameter of type int4 */
+#define PARSE_NAMED "s\0select $1\0\0\1\0\0\0\x17"
+#define PARSE_UNNAMED "\0select $1\0\0\1\0\0\0\x17"
+/* Bind of portal "" to "s" or "": no parameter formats, one value "42", one result format 1 */
+#define BIND_NAMED "\0s\0\0\0\0\1\0\0\0\x02" "42\0\1\0\1"
+#define BIND_UNNAMED "\0\0\0\0\0\1\0\0\0\x02" "42\0\1\0\1"
+#define EXEC0 "\0\0\0\0\0"
+
+static void test_ext_read_plain_shapes(void **state)
+{
+	struct wire w = { .n = 0 };
+	struct flight_ext x;
+
+	(void)state;
+	MSG(&w, 'P', PARSE_UNNAMED);
+	MSG(&w, 'B', BIND_UNNAMED);
+	MSG(&w, 'D', "P\0");
+	MSG(&w, 'E', EXEC0);
+	MSG(&w, 'S', "");
+	assert_true(flight_ext_read(w.b, w.n, &x));
+	assert_int_equal(x.len, w.n);
+	assert_true(x.has_parse);
+	assert_int_equal(x.stmt_len, 0);
+	assert_int_equal(x.query_len, 9);
+	assert_memory_equal(x.query, "select $1", 9);
+	assert_int_equal(x.ntypes, 1);
+	assert_int_equal(x.types[3], 23);
+	assert_int_equal(x.describe, 'P');
+	assert_int_equal(x.bind_len, sizeof(BIND_UNNAMED) - 1 - 2);
+	/* One byte short, or one more message: not a request. */
+	assert_false(flight_ext_read(w.b, w.n - 1, &x));
+	MSG(&w, 'S', "");
+	assert_false(flight_ext_read(w.b, w.n, &x));
+
+	/* A named statement's Bind, Describe 'S' of it, Execute, Sync; and Bind Execute Sync. */
+	w.n = 0;
+	MSG(&w, 'B', BIND_NAMED);
+	MSG(&w, 'D', "Ss\0");
+	MSG(&w, 'E', EXEC0);
+	MSG(&w, 'S', "");
+	assert_true(flight_ext_read(w.b, w.n, &x));
+	assert_false(x.has_parse);
+	assert_int_equal(x.stmt_len, 1);
+	assert_int_equal(x.describe, 'S');
+	w.n = 0;
+	MSG(&w, 'B', BIND_NAMED);
+	MSG(&w, 'E', EXEC0);
+	MSG(&w, 'S', "");
+	assert_true(flight_ext_read(w.b, w.n, &x));
+	assert_int_equal(x.describe, 0);
+}
+
+static void test_ext_read_refuses_other_shapes(void **state)
+{
+	struct wire w;
+	struct flight_ext x;
+
+	(void)state;
+#define REFUSED(...)                                                   \
+	do {                                                           \
+		w.n = 0;                                               \
+		__VA_ARGS__;                                           \
+		if (flight_ext_read(w.b, w.n, &x))                     \
+			fail_msg("taken: %s", #__VA_ARGS__);           \
+	} while (0)
+	/* A row limit (PortalSuspended), two Executes, a Flush, no Sync, Describe before Bind. */
+	REFUSED(MSG(&w, 'B', BIND_NAMED); MSG(&w, 'E', "\0\0\0\0\1"); MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', BIND_NAMED); MSG(&w, 'E', EXEC0); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', BIND_NAMED); MSG(&w, 'E', EXEC0); MSG(&w, 'H', ""); MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', BIND_NAMED); MSG(&w, 'E', EXEC0));
+	REFUSED(MSG(&w, 'P', PARSE_NAMED); MSG(&w, 'D', "Ss\0"); MSG(&w, 'B', BIND_NAMED); MSG(&w, 'E', EXEC0);
+		MSG(&w, 'S', ""));
+	/* Parse of one statement, Bind of another; a named portal; Describe of another name. */
+	REFUSED(MSG(&w, 'P', PARSE_NAMED); MSG(&w, 'B', BIND_UNNAMED); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', "p\0s\0\0\0\0\0\0\0"); MSG(&w, 'E', "p\0\0\0\0\0"); MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', BIND_NAMED); MSG(&w, 'D', "St\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', BIND_NAMED); MSG(&w, 'C', "Ss\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	/* Hostile Binds: a value longer than the message, a format code 2, bytes after the end. */
+	REFUSED(MSG(&w, 'B', "\0s\0\0\0\0\1\0\0\0\x09" "42\0\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', "\0s\0\0\1\0\2\0\0\0\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', "\0s\0\0\0\0\0\0\0\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	/* Two format codes for one parameter. */
+	REFUSED(MSG(&w, 'B', "\0s\0\0\2\0\0\0\0\0\1\0\0\0\0\0\0"); MSG(&w, 'E', EXEC0); MSG(&w, 'S', ""));
+	/* A Parse whose OIDs do not end it; a Sync with a body. */
+	REFUSED(MSG(&w, 'P', "\0select 1\0\0\2\0\0\0\x17"); MSG(&w, 'B', BIND_UNNAMED); MSG(&w, 'E', EXEC0);
+		MSG(&w, 'S', ""));
+	REFUSED(MSG(&w, 'B', BIND_NAMED); MSG(&w, 'E', EXEC0); MSG(&w, 'S', "x"));
+#undef REFUSED
+}
+
+/* Text parameters that read the clock when they are converted ('now'::timestamptz) are found
+ * whatever their case, binary ones are not text, and other values pass. */
+static void test_ext_time_words(void **state)
+{
+	struct wire w;
+	struct flight_ext x;
+	static const char *const values[] = { "now", "  Today", "x tomorrow", "YESTERDAY", "2020-01-01", "snow" };
+	static const bool timed[] = { true, true, true, true, false, true };
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		for (int binary = 0; binary < 2; binary++) {
+			/* portal "", statement "s", one format code, one value (its length last) */
+			uint8_t body[64] = { 0, 's', 0, 0, 1, 0, (uint8_t)binary, 0, 1, 0, 0, 0, 0 };
+			size_t vl = strlen(values[i]), n = 13;
+			body[n - 1] = (uint8_t)vl;
+			memcpy(body + n, values[i], vl);
+			n += vl;
+			body[n++] = 0;
+			body[n++] = 0;
+			w.n = 0;
+			msg(&w, 'B', body, n);
+			MSG(&w, 'E', EXEC0);
+			MSG(&w, 'S', "");
+			assert_true(flight_ext_read(w.b, w.n, &x));
+			assert_int_equal(flight_ext_time_words(&x), timed[i] && !binary);
+		}
+	}
+}
+
+/* An extended leader's reply: its ParseComplete and BindComplete are not kept, a
+ * ParameterDescription is; a simple one refuses both. */
+static void test_feed_extended_reply(void **state)
+{
+	struct flight_table t;
+	struct flight_versions v = { 0 };
+	struct flight *lead = NULL;
+	struct flight_waiter *wait = NULL;
+	static const uint8_t reply[] = { '1', 0, 0, 0, 4, '2', 0, 0, 0, 4, 't', 0, 0, 0, 6, 0, 0,
+					 'C', 0, 0, 0, 5, 0, 'Z', 0, 0, 0, 5, 'I' };
+	static const uint8_t kept[] = { 't', 0, 0, 0, 6, 0, 0, 'C', 0, 0, 0, 5, 0 };
+
+	(void)state;
+	assert_int_equal(flight_table_init(&t), 0);
+	assert_int_equal(flight_join(&t, (const uint8_t *)"k", 1, 1, &v, 1 << 20, NULL, NULL, &lead, &wait),
+			 FLIGHT_ROLE_LEAD);
+	flight_set_extended(lead);
+	for (size_t i = 0; i < sizeof(reply) - 1; i++) /* a byte at a time: messages cut anywhere */
+		assert_int_equal(flight_feed(lead, reply + i, 1), 0);
+	assert_int_equal(flight_feed(lead, reply + sizeof(reply) - 1, 1), 1);
+	const struct flight_result *r = flight_result_of(lead);
+	assert_int_equal(r->len, sizeof(kept));
+	assert_memory_equal(r->bytes, kept, sizeof(kept));
+	flight_result_put(flight_end(&t, lead, true, NULL, NULL));
+
+	assert_int_equal(flight_join(&t, (const uint8_t *)"k", 1, 1, &v, 1 << 20, NULL, NULL, &lead, &wait),
+			 FLIGHT_ROLE_LEAD);
+	assert_int_equal(flight_feed(lead, reply, sizeof(reply)), -1);
+	flight_result_put(flight_end(&t, lead, false, NULL, NULL));
+	flight_table_destroy(&t);
 }
 
 /* ---- L2 entries and redis: --------------------------------------------------------------- */
@@ -609,6 +786,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_config_defaults_off),
+		cmocka_unit_test(test_ext_read_plain_shapes),
+		cmocka_unit_test(test_ext_read_refuses_other_shapes),
+		cmocka_unit_test(test_ext_time_words),
+		cmocka_unit_test(test_feed_extended_reply),
 		cmocka_unit_test(test_config_rule_inherits_and_overrides),
 		cmocka_unit_test(test_config_errors),
 		cmocka_unit_test(test_decide_cached),

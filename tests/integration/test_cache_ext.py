@@ -1,0 +1,254 @@
+"""The result cache through the extended protocol (docs/cache.md, "Extended protocol"): the
+plain [Parse] Bind [Describe] Execute Sync a driver sends for one parameterised read, with an
+unnamed or a named statement, against a real PostgreSQL 15 with pg_stat_statements."""
+
+import os
+import struct
+import subprocess
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg.types.numeric import Int8
+
+import pgwire
+from conftest import TEST_DB
+from test_cache import SLOW_QUERY, cache_pool, calls, cpg, reset_stats, wire  # noqa: F401 (cpg: fixture)
+
+Q = "select name from items where id = %s"
+
+
+@pytest.fixture
+def on(cpg, tusk):  # noqa: F811
+    cpg.execute("update items set name = 'item ' || id where id <= 20", dbname=TEST_DB)
+    t = tusk(pg_server=cpg, pools=[cache_pool("on")], workers=2, cache_ttl="60s")
+    reset_stats(cpg)
+    return t
+
+
+def test_unnamed_and_prepared_reads_served_from_cache(cpg, on):
+    direct = cpg.execute("select name from items where id = 3", dbname=TEST_DB)
+    reset_stats(cpg)
+    with on.connect() as a, on.connect() as b:
+        for _ in range(3):
+            assert a.execute(Q, (3,)).fetchall() == direct  # P/B/D/E/S, unnamed statement
+            assert b.execute(Q, (3,)).fetchall() == direct
+        assert calls(cpg, "from items where id = $1") == 1
+        reset_stats(cpg)
+        for _ in range(3):  # named: Parse once (answered by tusk), then B/D/E/S
+            assert a.execute(Q.replace("name", "name as n"), (4,), prepare=True).fetchall() == [("item 4",)]
+        assert calls(cpg, "name as n from items") == 1
+
+
+def test_different_parameters_never_share(cpg, on):
+    with on.connect() as a, on.connect() as b:
+        for _ in range(2):
+            for i in range(1, 9):
+                c = a if i % 2 else b
+                assert c.execute(Q, (i,)).fetchone() == (f"item {i}",)
+                assert c.execute(Q, (Int8(i),)).fetchone() == (f"item {i}",)  # another type OID
+                assert c.execute(Q, (i,), prepare=True).fetchone() == (f"item {i}",)
+        # Per parameter value: one run as int2, one as int8, one through the named statement
+        # (its results are its own: it was parsed under the settings of its Parse).
+        assert calls(cpg, "from items where id = $1") == 24
+
+
+def test_binary_results_never_served_to_a_text_requester(cpg, on):
+    q = "select id, name, id * 1000000000000 as big from items where id = %s"
+    want = [(5, "item 5", 5000000000000)]
+    with on.connect(prepare_threshold=None) as a:  # unnamed statements only
+        for _ in range(2):
+            assert a.cursor(binary=True).execute(q, (5,)).fetchall() == want
+            assert a.cursor(binary=False).execute(q, (5,)).fetchall() == want
+            cur = a.cursor(binary=False)
+            cur.execute(q, (5,))
+            assert [d.type_code for d in cur.description] == [23, 25, 20]
+        assert calls(cpg, "as big from items") == 2  # one per result format
+
+
+def test_extended_write_invalidates_an_extended_read(cpg, on):
+    with on.connect() as r, on.connect() as w:
+        for i in range(3):
+            assert r.execute(Q, (7,)).fetchone() == (f"item 7" if i == 0 else f"v{i - 1}",)
+            assert r.execute(Q, (7,), prepare=True).fetchone() == r.execute(Q, (7,)).fetchone()
+            w.execute("update items set name = %s where id = %s", (f"v{i}", 7))
+            assert r.execute(Q, (7,)).fetchone() == (f"v{i}",)
+            assert r.execute(Q, (7,), prepare=True).fetchone() == (f"v{i}",)
+
+
+def test_50_concurrent_identical_extended_reads_run_once(cpg, tusk):
+    t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="30s")
+    q = SLOW_QUERY.replace("%", "%%").replace("c.id <= 3", "c.id <= %s")
+    want = sorted(cpg.execute(q, (3,), dbname=TEST_DB))
+    conns = [t.connect() for _ in range(50)]
+    reset_stats(cpg)
+    barrier = threading.Barrier(len(conns))
+    results = [None] * len(conns)
+
+    def run(i):
+        barrier.wait()
+        results[i] = sorted(conns[i].execute(q, (3,)).fetchall())
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(conns))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert all(r == want for r in results)
+    assert calls(cpg, "items a, items b, items c") == 1
+    for c in conns:
+        c.close()
+
+
+# ---- raw wire: each shape's reply, byte for byte, against PostgreSQL's own ----
+
+def parse(name, sql, types=()):
+    return pgwire.message(b"P", name + b"\0" + sql + b"\0" + struct.pack("!H", len(types)) +
+                          b"".join(struct.pack("!I", t) for t in types))
+
+
+def bind(stmt, values, result_formats=()):
+    body = b"\0" + stmt + b"\0" + struct.pack("!H", 0) + struct.pack("!H", len(values))
+    for v in values:
+        body += struct.pack("!i", len(v)) + v
+    body += struct.pack("!H", len(result_formats)) + b"".join(struct.pack("!H", f) for f in result_formats)
+    return pgwire.message(b"B", body)
+
+
+def describe(kind, name=b""):
+    return pgwire.message(b"D", kind + name + b"\0")
+
+
+def execute(max_rows=0):
+    return pgwire.message(b"E", b"\0" + struct.pack("!I", max_rows))
+
+
+SYNC = pgwire.message(b"S")
+
+
+def exchange(c, data):
+    c.send(data)
+    return c.read_until_ready()
+
+
+SQL = b"select id, name from items where id = $1"
+SHAPES = {
+    "P/B/D(P)/E/S": parse(b"", SQL) + bind(b"", [b"11"]) + describe(b"P") + execute() + SYNC,
+    "P/B/D(S)/E/S": parse(b"", SQL, (23,)) + bind(b"", [b"11"]) + describe(b"S") + execute() + SYNC,
+    "P/B/E/S binary": parse(b"", SQL) + bind(b"", [b"11"], (1,)) + execute() + SYNC,
+    "named P/B/D(S)/E/S": parse(b"s1", SQL) + bind(b"s1", [b"11"]) + describe(b"S", b"s1") + execute() + SYNC,
+    "named B/D(P)/E/S": bind(b"s1", [b"11"]) + describe(b"P") + execute() + SYNC,
+    "named B/E/S": bind(b"s1", [b"11"]) + execute() + SYNC,
+}
+
+
+def test_each_shape_answered_as_postgresql_answers(cpg, on):
+    direct = pgwire.RawClient("127.0.0.1", cpg.port)
+    direct.startup("tusk_trust", TEST_DB)
+    via, other = wire(on), wire(on)
+    for c in (direct, via, other):  # the named statement, prepared the way libpq does
+        assert [k for k, _ in exchange(c, parse(b"s1", SQL) + SYNC)] == [b"1", b"Z"]
+    for shape, data in SHAPES.items():
+        if data.startswith(b"P") and b"s1\0" in data[:8]:
+            # PostgreSQL refuses to Parse a live name (42P05): tusk replaces it.
+            close = pgwire.message(b"C", b"Ss1\0") + SYNC
+            assert [k for k, _ in exchange(direct, close)] == [b"3", b"Z"]
+        reset_stats(cpg)
+        want = exchange(direct, data)
+        assert [k for k, _ in want if k in b"ED"] == [b"D"], shape
+        for c in (via, via, other):
+            assert exchange(c, data) == want, shape
+        # Once for direct, once through tusk (its leader), none for the two repeats.
+        assert calls(cpg, "from items where id = $1") <= 2, shape
+    for c in (direct, via, other):
+        c.close()
+
+
+NOW_SQL = b"select id, name from items where id = $1 and $2::timestamptz > '2000-01-01'"
+
+
+def test_time_words_in_text_parameters_bypass(cpg, on):
+    """'now' (any case) as a text parameter is read as the time the statement runs: never
+    shared; the same statement with a fixed time is."""
+    c = wire(on)
+    for value, runs in ((b"2001-01-01", 1), (b"Now", 3)):
+        reset_stats(cpg)
+        data = parse(b"", NOW_SQL) + bind(b"", [b"12", value]) + execute() + SYNC
+        replies = [exchange(c, data) for _ in range(3)]
+        assert replies[0] == replies[1] == replies[2] and any(k == b"D" for k, _ in replies[0])
+        assert calls(cpg, "from items where id = $1") == runs, value
+    c.close()
+
+
+@pytest.mark.parametrize("shape", ["row limit", "two executes", "flush", "describe first"])
+def test_other_shapes_run_every_time(cpg, on, shape):
+    data = {
+        "row limit": parse(b"", SQL) + bind(b"", [b"12"]) + describe(b"P") + execute(1) + SYNC,
+        "two executes": parse(b"", SQL) + bind(b"", [b"12"]) + execute() + execute() + SYNC,
+        "flush": parse(b"", SQL) + bind(b"", [b"12"]) + execute() + pgwire.message(b"H") + SYNC,
+        "describe first": parse(b"", SQL) + describe(b"S") + bind(b"", [b"12"]) + execute() + SYNC,
+    }[shape]
+    c = wire(on)
+    replies = [exchange(c, data) for _ in range(3)]
+    assert replies[0] == replies[1] == replies[2]
+    assert any(k == b"D" for k, _ in replies[0])
+    assert calls(cpg, "from items where id = $1") >= 3  # every time (two Executes may count twice)
+    c.close()
+
+
+@pytest.mark.parametrize("mode", ["extended", "prepared"])
+def test_pgbench_select_only_through_the_cache(cpg, on, tmp_path, mode):
+    script = tmp_path / "hot.sql"
+    script.write_text("\\set id random(1, 20)\nselect name from items where id = :id;\n")
+    env = dict(os.environ, PGCONNECT_TIMEOUT="30")
+    p = subprocess.run(["pgbench", "-n", "-M", mode, "-c", "4", "-j", "2", "-t", "200", "-f", str(script),
+                        "-h", "127.0.0.1", "-p", str(on.port), "-U", "tusk_trust", TEST_DB],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "number of transactions actually processed: 800/800" in p.stdout
+    # 800 reads of 20 keys: at most one run per key (pgbench's own Parse is not counted).
+    assert calls(cpg, "from items where id = $1") <= 20
+    # Differential: what the cache now holds is what PostgreSQL says.
+    with on.connect() as via, psycopg.connect(host="127.0.0.1", port=cpg.port, user="tusk_trust",
+                                              dbname=TEST_DB, autocommit=True) as direct:
+        for i in range(1, 21):
+            assert via.execute(Q, (i,)).fetchall() == direct.execute(Q, (i,)).fetchall()
+            assert via.execute(Q, (i,), prepare=True).fetchall() == direct.execute(Q, (i,)).fetchall()
+
+
+def test_extended_waiter_delivered_cancelled_and_leader_killed(cpg, tusk):
+    """A waiter on an extended leader gets the leader's rows framed for its own sequence; a
+    cancelled waiter gets 57014 and its whole request is gone (the next one is read right);
+    a leader that leaves releases its waiters to run their own."""
+    from test_cache import cancel, running, slow_query_of_at_least, wait_running
+    t = tusk(pg_server=cpg, pools=[cache_pool("coalesce")], workers=2, cache_coalesce_wait="20s")
+    q, want = slow_query_of_at_least(cpg, 2.0)
+    data = parse(b"", q.encode()) + bind(b"", []) + describe(b"P") + execute() + SYNC
+    leader, waiter, cancelled = wire(t), wire(t), wire(t)
+    leader.send(data)
+    wait_running(cpg, q)
+    waiter.send(data)
+    cancelled.send(data)
+    time.sleep(0.3)
+    assert running(cpg, q) == 1  # both wait
+    cancel(t, cancelled)
+    msgs = cancelled.read_until_ready(timeout=5)
+    errors = [pgwire.parse_error_fields(b) for k, b in msgs if k == b"E"]
+    assert errors and errors[0]["C"] == "57014", msgs
+    assert [k for k, _ in exchange(cancelled, parse(b"", b"select 1") + bind(b"", []) + execute() + SYNC)] == \
+        [b"1", b"2", b"D", b"C", b"Z"]
+    got_leader = leader.read_until_ready(timeout=60)
+    got_waiter = waiter.read_until_ready(timeout=60)
+    assert got_waiter == got_leader
+    assert [k for k, _ in got_leader][:3] == [b"1", b"2", b"T"] and [k for k, _ in got_leader][-2:] == [b"C", b"Z"]
+    assert len([k for k, _ in got_leader if k == b"D"]) == len(want)
+    # The leader leaves mid-query: the waiter runs its own and gets the same rows.
+    leader.send(data)
+    wait_running(cpg, q)
+    waiter.send(data)
+    time.sleep(0.3)
+    leader.close(reset=True)
+    assert waiter.read_until_ready(timeout=60) == got_leader
+    for c in (waiter, cancelled):
+        c.close()

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include <openssl/crypto.h>
+#include <xxhash.h>
 
 #include "net/net.h"
 #include "proto/proto.h"
@@ -37,6 +38,7 @@
  * max_user_connections. */
 struct pool_group {
 	struct pool_group *next; /* registry list, immutable once linked */
+	struct pool_group *hnext; /* the registry's hash chain; under its lock */
 	char name[CONFIG_NAME_MAX];
 	bool is_user;
 	bool paused; /* database groups: console PAUSE, so pools created later start paused; under the registry lock */
@@ -51,6 +53,7 @@ struct pool {
 	struct runtime *rt;
 	int index;
 	struct pool *next; /* registry list; immutable once linked (pools are never unlinked) */
+	struct pool *hnext; /* the registry's hash chain by (database, user); under its lock */
 	struct stats_pool *stats; /* its own atomics; no lock */
 	struct prep_refs *prep_refs; /* client names per prepared statement; its own lock */
 	struct tp_pool *tp;  /* the core: locks itself */
@@ -99,6 +102,15 @@ struct pool {
  * readers walk the list without a lock): this bounds what such clients can make tusk keep. */
 #define POOL_MAX_POOLS 10000
 
+#define POOL_HASH_SIZE 4096 /* a power of two */
+
+static size_t name_hash(const char *a, const char *b)
+{
+	/* a's NUL is hashed too, so ("ab","c") and ("a","bc") part ways */
+	uint64_t h = XXH3_64bits_withSeed(b, strlen(b), XXH3_64bits(a, strlen(a) + 1));
+	return (size_t)(h & (POOL_HASH_SIZE - 1));
+}
+
 struct pool_registry {
 	pthread_mutex_t lock; /* protects head, count, live, groups and pause_all */
 	struct pool *head;
@@ -106,6 +118,10 @@ struct pool_registry {
 	int live; /* pools not retired by a reload (bounded by POOL_MAX_POOLS) */
 	double full_logged_at; /* the last "too many pools" line (rate limit) */
 	struct pool_group *groups;
+	/* Hash chains over the same pools and groups: a "*" rule can make POOL_MAX_POOLS pools,
+	 * and a login must not walk them all to find its own. */
+	struct pool *pool_hash[POOL_HASH_SIZE];
+	struct pool_group *group_hash[POOL_HASH_SIZE];
 	bool pause_all; /* console PAUSE without a database */
 	/* pool_registry_free: no worker runs any more, the core's posts run inline. */
 	atomic_bool stopped;
@@ -648,8 +664,9 @@ void pool_remember_cred(struct pool *p, const struct server_cred *cred)
 
 static struct pool_group *find_group(struct pool_registry *reg, const char *name, bool is_user)
 {
+	size_t h = name_hash(is_user ? "u" : "d", name);
 	struct pool_group *g;
-	for (g = reg->groups; g; g = g->next)
+	for (g = reg->group_hash[h]; g; g = g->hnext)
 		if (g->is_user == is_user && strcmp(g->name, name) == 0)
 			return g;
 	g = calloc(1, sizeof *g);
@@ -664,6 +681,8 @@ static struct pool_group *find_group(struct pool_registry *reg, const char *name
 	g->is_user = is_user;
 	g->next = reg->groups;
 	reg->groups = g;
+	g->hnext = reg->group_hash[h];
+	reg->group_hash[h] = g;
 	return g;
 }
 
@@ -786,8 +805,9 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	struct pool_registry *reg = rt->pools;
 	struct pool *p;
 
+	size_t h = name_hash(database, user);
 	pthread_mutex_lock(&reg->lock);
-	for (p = reg->head; p; p = p->next)
+	for (p = reg->pool_hash[h]; p; p = p->hnext)
 		if (p->rule == rule && !atomic_load(&p->retired) && strcmp(p->database, database) == 0 && strcmp(p->user, user) == 0) {
 			struct tp_stats st;
 			tp_pool_stats(p->tp, &st);
@@ -854,6 +874,8 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	pthread_mutex_init(&p->lock, NULL);
 	p->next = reg->head;
 	reg->head = p;
+	p->hnext = reg->pool_hash[h];
+	reg->pool_hash[h] = p;
 	/* The service's current backends now, each change later. Until the first answer claims
 	 * queue (within pool_wait_timeout). */
 	if (services_subscribe(rt->services, rule->service, p->tp, rule->target_session_attrs) < 0)

@@ -129,8 +129,8 @@ static int filter_locked(const struct svc_entry *e, const struct svc_sub *sub, d
 	return n;
 }
 
-/* Give each subscriber its part of the current set. Under e->lock. */
-static void feed_locked(struct svc_entry *e)
+/* Give subscribers [from, e->nsubs) their part of the current set. Under e->lock. */
+static void feed_from_locked(struct svc_entry *e, int from)
 {
 	if (e->n == 0)
 		return;
@@ -140,7 +140,7 @@ static void feed_locked(struct svc_entry *e)
 		return;
 	}
 	double now = mono_now();
-	for (int i = 0; i < e->nsubs; i++) {
+	for (int i = from; i < e->nsubs; i++) {
 		int m = filter_locked(e, &e->subs[i], now, part);
 		/* None fits: the pool keeps what it has (an empty answer never empties a pool);
 		 * its connects find the roles out and fail fast, naming them. */
@@ -149,6 +149,12 @@ static void feed_locked(struct svc_entry *e)
 				 e->svc->name, m);
 	}
 	free(part);
+}
+
+/* Give each subscriber its part of the current set. Under e->lock. */
+static void feed_locked(struct svc_entry *e)
+{
+	feed_from_locked(e, 0);
 }
 
 /* Replace e's set (roles carried over by address) and feed the subscribers. Under e->lock. */
@@ -389,7 +395,9 @@ int services_subscribe(struct services *s, const struct config_service *svc, str
 		e->capsubs = cap;
 	}
 	e->subs[e->nsubs++] = (struct svc_sub){ .tp = tp, .target = target };
-	feed_locked(e);
+	/* Only the newcomer: the others have the set already, and a "*" rule can make thousands
+	 * of pools, each of which would otherwise re-feed all before it. */
+	feed_from_locked(e, e->nsubs - 1);
 out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;

@@ -1686,7 +1686,9 @@ static const struct key_table redis_table = { redis_keys, sizeof(redis_keys) / s
 static void check_redis(struct loader *ld, const yaml_node_t *root)
 {
 	const struct config_redis *r = &ld->cfg->redis;
-	int line = root ? node_line(root) : 0;
+	/* The errors point at the redis: section itself, not at the top of the file. */
+	const yaml_node_t *sec = root && root->type == YAML_MAPPING_NODE ? find_value(ld, root, "redis") : NULL;
+	int line = sec ? node_line(sec) : root ? node_line(root) : 0;
 
 	if (r->host && r->unix_path)
 		report(ld, line, "redis", "host and unix: give one of them");

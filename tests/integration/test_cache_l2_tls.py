@@ -207,3 +207,20 @@ def test_client_certificate(tusk, l2tables, tredis, certs):
         time.sleep(0.1)
     assert calls(cpg, q[:24]) == 3
     assert metric(bad, "l2_hits") == 0 and metric(bad, "l2_errors") >= 1
+
+
+def test_large_result_through_the_tunnel(tusk, l2tables, tredis):
+    """A result several times the tunnel's 32 kB buffers, both ways (SET in, GET out): it
+    crosses whole and byte for byte, under both directions' back-pressure."""
+    cpg = l2tables
+    tredis.start()
+    a, b = tls_tusks(tusk, cpg, tredis)
+    ca, cb = wire(a), wire(b)
+    q = "SELECT id, repeat(v, 40000) FROM l2t WHERE id <= 4 ORDER BY id"
+    want = [[str(i), ("v%d" % i) * 40000] for i in range(1, 5)]  # ~320 kB of rows
+    wait_shared(cpg, [(ca, a), (cb, b)], q, want, "a large result served to B from Redis over TLS")
+    reset_stats(cpg)
+    for c in (ca, cb, ca, cb):
+        assert rows_of(c, q) == want
+    assert calls(cpg, q[:24]) == 0
+    assert metric(a, "l2_errors") == 0 and metric(b, "l2_errors") == 0

@@ -224,3 +224,32 @@ def test_large_result_through_the_tunnel(tusk, l2tables, tredis):
         assert rows_of(c, q) == want
     assert calls(cpg, q[:24]) == 0
     assert metric(a, "l2_errors") == 0 and metric(b, "l2_errors") == 0
+
+
+def test_silent_server_is_a_handshake_timeout(tusk, l2tables, tmp_path):
+    """A port that accepts TCP and never speaks TLS (a stalled or wrong service): the tunnel
+    gives up after redis.timeout, which reads to L2 as a failed connect; clients get their rows
+    from PostgreSQL, bounded in time."""
+    import socket
+    cpg = l2tables
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)  # the kernel completes connects; nobody ever reads or writes
+    try:
+        port = silent.getsockname()[1]
+        http = f"127.0.0.1:{free_port()}"
+        t = tusk(pg_server=cpg, pools=[cache_pool("on")], cache_ttl="60s", workers=1, admin={"http": http},
+                 redis={"host": "127.0.0.1", "port": port, "timeout": "300ms", "tls": "require"})
+        t.http = http
+        c = wire(t)
+        wait_until(lambda: "TLS handshake timed out" in t.log_text(), 15, what="the handshake timeout logged")
+        reset_stats(cpg)
+        q = "SELECT v FROM l2t WHERE id = 9"
+        for _ in range(3):
+            t0 = time.monotonic()
+            assert rows_of(c, q) == [["v9"]]
+            assert time.monotonic() - t0 < 2.0
+        assert calls(cpg, q[:24]) == 3
+        assert metric(t, "l2_errors") >= 1 and metric(t, "l2_hits") == 0
+    finally:
+        silent.close()

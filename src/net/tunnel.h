@@ -7,7 +7,7 @@
  * tunnel_stop. Each accepted connection: TCP connect + TLS handshake (SNI = host, checks as
  * the context says) bounded by timeout, then bytes both ways through two fixed buffers; a
  * failure, or EOF on either side, closes both ends (a failed handshake reads to the local
- * client as the server closing the connection). */
+ * client as the server closing the connection: EOF, or a reset when it had sent bytes). */
 #ifndef TUSK_NET_TUNNEL_H
 #define TUSK_NET_TUNNEL_H
 

@@ -12,7 +12,8 @@
 #              (L2 hits: with redis: L1 keeps nothing), with PostgreSQL's runs during the L2 run
 # Prints numbers only; asserts nothing. Stops everything it started.
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (subset of the above), PROTOCOL
-# (pgbench -M of the hot and miss scenarios: simple (default), extended or prepared).
+# (pgbench -M of the hot and miss scenarios: simple (default), extended or prepared), REDIS_TLS
+# (1: the l2 scenario's redis-server speaks only TLS, reached through tusk's tunnel, verify-full).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -49,7 +50,20 @@ bench_pg_start "$PG_PORT" 10
 MODES="off on"
 if [[ " $SCENARIOS " == *" l2 "* ]]; then
 	REDIS_PORT=$(free_port)
-	redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no >"$DIR/redis.log" 2>&1 &
+	REDIS_ARGS=(--port "$REDIS_PORT")
+	REDIS_TLS_YAML=
+	if [ "${REDIS_TLS:-0}" = 1 ]; then
+		(cd "$DIR" && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=bench-ca -keyout ca.key -out ca.crt \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign &&
+			openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout r.key -out r.csr &&
+			printf 'subjectAltName=IP:127.0.0.1\n' >r.ext &&
+			openssl x509 -req -in r.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile r.ext -out r.crt) \
+			>/dev/null 2>&1
+		REDIS_ARGS=(--port 0 --tls-port "$REDIS_PORT" --tls-cert-file "$DIR/r.crt" --tls-key-file "$DIR/r.key"
+			--tls-ca-cert-file "$DIR/ca.crt" --tls-auth-clients no)
+		REDIS_TLS_YAML=", tls: verify-full, tls_ca_file: '$DIR/ca.crt'"
+	fi
+	redis-server "${REDIS_ARGS[@]}" --bind 127.0.0.1 --save '' --appendonly no >"$DIR/redis.log" 2>&1 &
 	PID[redis]=$!
 	wait_port "$REDIS_PORT"
 	MODES="off on l2a l2b"
@@ -59,7 +73,7 @@ for mode in $MODES; do
 	cache=$mode redis=
 	case $mode in l2a | l2b)
 		cache=on
-		redis="redis: {host: 127.0.0.1, port: $REDIS_PORT, prefix: 'bench:', timeout: 200ms}"
+		redis="redis: {host: 127.0.0.1, port: $REDIS_PORT, prefix: 'bench:', timeout: 200ms$REDIS_TLS_YAML}"
 	esac
 	{
 		bench_tusk_yaml "${PORT[$mode]}" "$PG_PORT"

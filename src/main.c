@@ -18,6 +18,7 @@
 #include "top/top.h"
 #include "kv/router.h"
 #include "metrics/metrics.h"
+#include "net/tls.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
 #include "stats/stats.h"
@@ -231,6 +232,9 @@ int main(int argc, char **argv)
 		hba_free(hba);
 		aerr += runtime_load_tls(cfg, stderr, &ltls, &stls);
 		runtime_free_tls(cfg, ltls, stls);
+		struct tls_ctx *rtls;
+		aerr += runtime_load_redis_tls(cfg, stderr, &rtls);
+		tls_ctx_free(rtls);
 		if (aerr > 0) {
 			fprintf(stderr, "%s: %d error%s in auth_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
 			config_free(cfg);

@@ -1656,13 +1656,25 @@ static const struct key_table kv_table = { kv_keys, sizeof(kv_keys) / sizeof(kv_
 
 #define REDIS_FIELD(f) offsetof(struct config_redis, f)
 
+/* A service's modes without prefer (Redis has no in-band TLS negotiation to fall back from);
+ * on/true/yes mean the safe one. */
+static const struct enum_name redis_tls_names[] = {
+	{ "disable", CONFIG_STLS_DISABLE }, { "require", CONFIG_STLS_REQUIRE }, { "verify-ca", CONFIG_STLS_VERIFY_CA },
+	{ "verify-full", CONFIG_STLS_VERIFY_FULL }, { "off", CONFIG_STLS_DISABLE }, { "false", CONFIG_STLS_DISABLE },
+	{ "no", CONFIG_STLS_DISABLE }, { "on", CONFIG_STLS_VERIFY_FULL }, { "true", CONFIG_STLS_VERIFY_FULL },
+	{ "yes", CONFIG_STLS_VERIFY_FULL }, { NULL, 0 },
+};
+
 static const struct key_def redis_keys[] = {
 	{ .name = "host", .type = KEY_STRING, .offset = REDIS_FIELD(host), .min = 1, .max = 255 },
 	{ .name = "port", .type = KEY_INT, .offset = REDIS_FIELD(port), .min = 1, .max = 65535 },
 	{ .name = "unix", .type = KEY_STRING, .offset = REDIS_FIELD(unix_path), .min = 1, .max = 100 },
 	{ .name = "password", .type = KEY_STRING, .offset = REDIS_FIELD(password), .min = 1, .max = 1024,
 	  .secret = true },
-	{ .name = "tls", .type = KEY_ENUM, .offset = REDIS_FIELD(tls), .names = yes_no_names, .def = "false" },
+	{ .name = "tls", .type = KEY_ENUM, .offset = REDIS_FIELD(tls), .names = redis_tls_names, .def = "disable" },
+	{ .name = "tls_ca_file", .type = KEY_STRING, .offset = REDIS_FIELD(tls_ca_file), .min = 1, .max = 4096 },
+	{ .name = "tls_cert_file", .type = KEY_STRING, .offset = REDIS_FIELD(tls_cert_file), .min = 1, .max = 4096 },
+	{ .name = "tls_key_file", .type = KEY_STRING, .offset = REDIS_FIELD(tls_key_file), .min = 1, .max = 4096 },
 	{ .name = "db", .type = KEY_INT, .offset = REDIS_FIELD(db), .min = 0, .max = 1000000, .def = "0" },
 	{ .name = "prefix", .type = KEY_STRING, .offset = REDIS_FIELD(prefix), .min = 1, .max = 200, .def = "tusk:" },
 	{ .name = "timeout", .type = KEY_DURATION, .offset = REDIS_FIELD(timeout_ms), .min = 1, .max = 60000,
@@ -1674,7 +1686,9 @@ static const struct key_table redis_table = { redis_keys, sizeof(redis_keys) / s
 static void check_redis(struct loader *ld, const yaml_node_t *root)
 {
 	const struct config_redis *r = &ld->cfg->redis;
-	int line = root ? node_line(root) : 0;
+	/* The errors point at the redis: section itself, not at the top of the file. */
+	const yaml_node_t *sec = root && root->type == YAML_MAPPING_NODE ? find_value(ld, root, "redis") : NULL;
+	int line = sec ? node_line(sec) : root ? node_line(root) : 0;
 
 	if (r->host && r->unix_path)
 		report(ld, line, "redis", "host and unix: give one of them");
@@ -1682,9 +1696,14 @@ static void check_redis(struct loader *ld, const yaml_node_t *root)
 		report(ld, line, "redis.port", "a port with unix: give host and port, or unix");
 	if (!r->host && !r->unix_path && r->port)
 		report(ld, line, "redis.port", "a port without host");
-	if (r->tls)
-		report(ld, line, "redis.tls",
-		       "this build's hiredis (0.14) has no TLS: reach Redis over a unix socket or a local TLS tunnel");
+	if (r->tls != CONFIG_STLS_DISABLE && r->unix_path)
+		report(ld, line, "redis.tls", "TLS goes to host and port, not to a unix socket");
+	if (r->tls != CONFIG_STLS_DISABLE && !r->host && !r->unix_path)
+		report(ld, line, "redis.tls", "TLS without host");
+	if (r->tls == CONFIG_STLS_DISABLE && (r->tls_ca_file || r->tls_cert_file || r->tls_key_file))
+		report(ld, line, "redis.tls", "tls_ca_file, tls_cert_file or tls_key_file without tls");
+	if (!r->tls_cert_file != !r->tls_key_file)
+		report(ld, line, "redis.tls_cert_file", "tls_cert_file and tls_key_file go together");
 	/* With redis:, results live in Redis under versions every tusk shares; the decoder bumps
 	 * only this process's. */
 	if ((r->host || r->unix_path) && ld->cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL)

@@ -159,7 +159,11 @@ struct config_redis {
 	int port;         /* 0: 6379 */
 	char *unix_path;  /* a unix socket instead of host/port */
 	char *password;   /* AUTH; NULL: none */
-	int tls;          /* bool: rejected by --check (hiredis 0.14 has no TLS) */
+	int tls;          /* enum config_tls_service, never PREFER: not DISABLE runs the TLS tunnel
+	                   * (src/net/tunnel.h) to host:port; default disable */
+	char *tls_ca_file;   /* NULL: the system's store (verify-ca, verify-full) */
+	char *tls_cert_file; /* client certificate for tls-auth-clients yes; with tls_key_file */
+	char *tls_key_file;
 	int db;           /* SELECT */
 	char *prefix;     /* every key tusk writes starts with it; default "tusk:" */
 	uint64_t timeout_ms; /* a command's and a connect's bound; default 100ms */

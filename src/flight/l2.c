@@ -17,6 +17,7 @@
 #pragma GCC diagnostic pop
 
 #include "flight/cache.h"
+#include "net/tunnel.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -179,8 +180,16 @@ static void start_connect(struct flight_l2 *l)
 
 	if (l->ac || l->w->stopping)
 		return;
-	ac = cfg->unix_path ? redisAsyncConnectUnix(cfg->unix_path)
-			    : redisAsyncConnect(cfg->host, cfg->port ? cfg->port : 6379);
+	/* With redis.tls, hiredis (0.14, no TLS) talks plaintext to the process's TLS tunnel
+	 * (net/tunnel.h); a failed handshake reaches it as the server closing the connection. */
+	if (cfg->tls != CONFIG_STLS_DISABLE && !l->w->rt->redis_tunnel) {
+		l2_error(l, "connect failed", "redis.tls is set but no TLS tunnel runs");
+		schedule_retry(l);
+		return;
+	}
+	ac = l->w->rt->redis_tunnel ? redisAsyncConnectUnix(tunnel_path(l->w->rt->redis_tunnel))
+	     : cfg->unix_path	    ? redisAsyncConnectUnix(cfg->unix_path)
+				    : redisAsyncConnect(cfg->host, cfg->port ? cfg->port : 6379);
 	if (!ac || ac->err) {
 		l2_error(l, "connect failed", ac ? ac->errstr : "out of memory");
 		if (ac)

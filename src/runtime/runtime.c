@@ -16,6 +16,7 @@
 #include "auth/userlist.h"
 #include "frontend/cancel.h"
 #include "net/tls.h"
+#include "net/tunnel.h"
 #include "pool/pool.h"
 #include "pool/services.h"
 #include "stats/stats.h"
@@ -261,6 +262,42 @@ static void free_gen(struct runtime_gen *g)
 	free(g);
 }
 
+int runtime_load_redis_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx **out)
+{
+	const struct config_redis *r = &cfg->redis;
+	char err[TLS_ERR_MAX];
+
+	*out = NULL;
+	if (r->tls == CONFIG_STLS_DISABLE)
+		return 0;
+	struct tls_client_opts o = {
+		.ca_file = r->tls_ca_file, .cert_file = r->tls_cert_file, .key_file = r->tls_key_file,
+		.verify = r->tls == CONFIG_STLS_VERIFY_FULL ? 2 : r->tls == CONFIG_STLS_VERIFY_CA ? 1 : 0,
+		.hostname = r->host,
+	};
+	if (tls_ctx_client_new(&o, err, sizeof err, out) < 0) {
+		fprintf(errout, "%s: redis: %s\n", cfg->path, err);
+		return 1;
+	}
+	return 0;
+}
+
+/* Redis is reached through the tunnel for the process's life (redis: is not reloadable). */
+static int start_redis_tunnel(struct runtime *rt, const struct tusk_config *cfg)
+{
+	struct tls_ctx *ctx;
+
+	if (runtime_load_redis_tls(cfg, stderr, &ctx) > 0)
+		return -EINVAL;
+	struct tunnel_opts o = {
+		.name = "cache L2 (Redis)", .host = cfg->redis.host, .port = cfg->redis.port ? cfg->redis.port : 6379,
+		.ctx = ctx, .timeout = (double)cfg->redis.timeout_ms / 1000.0,
+		/* one connection per worker, and a reconnect may overlap the old one's close */
+		.max_conns = 2 * cfg->workers + 16,
+	};
+	return tunnel_start(&o, &rt->redis_tunnel);
+}
+
 /* threads false: the test seam of runtime_start_inline (no worker threads, no listeners). */
 static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited,
 		 bool threads)
@@ -309,6 +346,11 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;
 		goto err;
+	}
+	if (threads && cfg->redis.tls != CONFIG_STLS_DISABLE) {
+		rc = start_redis_tunnel(rt, cfg);
+		if (rc < 0)
+			goto err;
 	}
 	for (int w = 0; w < cfg->workers; w++) {
 		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
@@ -597,6 +639,8 @@ void runtime_stop(struct runtime *rt)
 	cancel_registry_free(rt->cancels);
 	authcache_free(rt->authcache);
 	flight_cache_free(rt->flight);
+	tunnel_stop(rt->redis_tunnel); /* after the workers: none of them connects to it any more */
+	rt->redis_tunnel = NULL;
 	stats_free(rt->stats);
 	for (int i = 0; i < rt->nlisteners; i++)
 		close(rt->listeners[i].fd);

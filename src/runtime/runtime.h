@@ -55,6 +55,7 @@ struct runtime_inherited {
 };
 
 struct kv_router;
+struct tunnel;
 struct kv_replicator;
 
 struct runtime {
@@ -82,6 +83,9 @@ struct runtime {
 	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	struct authcache *authcache;     /* auth_query answers; shared by all workers; has its own lock */
 	struct flight_cache *flight;     /* the result cache (src/flight/cache.h); its own locks and atomics */
+	/* redis.tls: the tunnel (net/tunnel.h) the workers' L2 connections go through; NULL
+	 * without. Set before the workers start, stopped after they are gone: read-only to them. */
+	struct tunnel *redis_tunnel;
 	/* Clients connected now, across workers; relaxed ordering suffices because it
 	 * only bounds admission, it orders no other memory. */
 	atomic_int nclients;
@@ -134,6 +138,9 @@ void runtime_pause_accepting(struct runtime *rt, bool pause);
 int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
 		     struct tls_ctx ***service_tls);
 void runtime_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls);
+/* redis.tls's client context (*out NULL when TLS is off): 0, or 1 after printing why to
+ * errout (also used by --check: the files must be readable and hold what they should). */
+int runtime_load_redis_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx **out);
 
 /* The current generation's listen entry that accepted on the listener named key ("host:port",
  * see worker.h), and its TLS context (NULL when tls is disable). NULL when none matches (a

@@ -95,7 +95,7 @@ def test_check_validates_redis(tmp_path):
         "redis:\n  host: h\n  unix: /tmp/r.sock\n": "host and unix",
         "redis:\n  unix: /tmp/r.sock\n  port: 7000\n": "a port with unix",
         "redis:\n  port: 7000\n": "a port without host",
-        "redis:\n  host: h\n  tls: on\n": "no TLS",
+        "redis:\n  unix: /tmp/r.sock\n  tls: on\n": "not to a unix socket",  # test_cache_l2_tls: the rest
         "redis:\n  host: h\n  timeout: 0ms\n": "redis.timeout",
     }
     for extra, want in cases.items():

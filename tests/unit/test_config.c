@@ -1016,6 +1016,49 @@ static void test_example_loads(void **state)
 	release(&r);
 }
 
+/* redis.tls: a service's modes without prefer, on/off as aliases, the files, and what goes
+ * together (the files' contents are checked by --check: runtime_load_redis_tls). */
+static void test_redis_tls(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, BASE "redis:\n  host: r.example\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->redis.tls, CONFIG_STLS_DISABLE);
+	release(&r);
+	load_text(&r, BASE "redis:\n  host: r.example\n  tls: verify-ca\n  tls_ca_file: /etc/ca.crt\n"
+			   "  tls_cert_file: /etc/c.crt\n  tls_key_file: /etc/c.key\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->redis.tls, CONFIG_STLS_VERIFY_CA);
+	assert_string_equal(r.cfg->redis.tls_ca_file, "/etc/ca.crt");
+	assert_string_equal(r.cfg->redis.tls_cert_file, "/etc/c.crt");
+	assert_string_equal(r.cfg->redis.tls_key_file, "/etc/c.key");
+	release(&r);
+	static const struct {
+		const char *word;
+		int mode;
+	} words[] = {
+		{ "on", CONFIG_STLS_VERIFY_FULL },   { "true", CONFIG_STLS_VERIFY_FULL }, { "verify-full", CONFIG_STLS_VERIFY_FULL },
+		{ "require", CONFIG_STLS_REQUIRE }, { "off", CONFIG_STLS_DISABLE },      { "disable", CONFIG_STLS_DISABLE },
+	};
+	for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++) {
+		char yaml[256];
+		snprintf(yaml, sizeof(yaml), BASE "redis:\n  host: r.example\n  tls: %s\n", words[i].word);
+		load_text(&r, yaml);
+		assert_int_equal(r.n, 0);
+		assert_int_equal(r.cfg->redis.tls, words[i].mode);
+		release(&r);
+	}
+	one_error(BASE "redis:\n  host: r.example\n  tls: prefer\n", "8: redis.tls: expected one of disable, require, verify-ca, verify-full, off, false, no, on, true, yes, found \"prefer\"");
+	one_error(BASE "redis:\n  unix: /tmp/r.sock\n  tls: require\n",
+		  "7: redis.tls: TLS goes to host and port, not to a unix socket");
+	one_error(BASE "redis:\n  host: r.example\n  tls_ca_file: /etc/ca.crt\n",
+		  "7: redis.tls: tls_ca_file, tls_cert_file or tls_key_file without tls");
+	one_error(BASE "redis:\n  host: r.example\n  tls: on\n  tls_key_file: /etc/c.key\n",
+		  "7: redis.tls_cert_file: tls_cert_file and tls_key_file go together");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1052,6 +1095,7 @@ int main(void)
 		cmocka_unit_test(test_auth_query_keys),
 		cmocka_unit_test(test_admin),
 		cmocka_unit_test(test_example_loads),
+		cmocka_unit_test(test_redis_tls),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

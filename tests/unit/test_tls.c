@@ -13,7 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -24,6 +27,7 @@
 #include <openssl/x509v3.h>
 
 #include "net/tls.h"
+#include "net/tunnel.h"
 
 static char dir[64];
 static char ca_pem[128], srv_pem[128], srv_key[128], cli_pem[128], cli_key[128], other_ca_pem[128];
@@ -619,6 +623,174 @@ static void test_clean_close(void **state)
 	pair_close(&p);
 }
 
+/* ---- net/tunnel: a plaintext client on the tunnel's Unix socket reaches a TLS server ---- */
+
+#define TUNNEL_BYTES (100 * 1024) /* three times the tunnel's buffers; fits the socket buffers */
+
+static int tcp_listener(int *port)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(fd, 8), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+static int unix_client(const char *path)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct timeval tv = { .tv_sec = 5 };
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	assert_true(strlen(path) < sizeof(a.sun_path));
+	strcpy(a.sun_path, path);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	return fd;
+}
+
+static struct tunnel *tunnel_to(int port, struct tls_ctx *cctx)
+{
+	struct tunnel_opts o = { .name = "test", .host = "127.0.0.1", .port = port, .ctx = cctx, .timeout = 5.0,
+				 .max_conns = 4 };
+	struct tunnel *t;
+	struct stat st;
+	char d[128];
+
+	assert_int_equal(tunnel_start(&o, &t), 0);
+	snprintf(d, sizeof(d), "%s", tunnel_path(t));
+	*strrchr(d, '/') = '\0';
+	assert_int_equal(stat(d, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700); /* only tusk's user may use its TLS identity */
+	return t;
+}
+
+/* The server end: accept and run the handshake to its end. 0 or the handshake's error. */
+static int serve_handshake(int lfd, struct tls_ctx *sctx, int *fd, struct tls_conn **conn)
+{
+	int rc, want = 0;
+
+	*fd = accept(lfd, NULL, NULL);
+	assert_true(*fd >= 0);
+	nonblock(*fd);
+	*conn = tls_conn_new(sctx, *fd, true, NULL);
+	assert_non_null(*conn);
+	while ((rc = tls_handshake(*conn, &want)) == -EAGAIN) {
+		struct pollfd pf = { .fd = *fd, .events = want_events(want) };
+		assert_true(poll(&pf, 1, 5000) > 0);
+	}
+	return rc;
+}
+
+static void test_tunnel_round_trip(void **state)
+{
+	struct tls_ctx *sctx = server_ctx(TLS_SERVER_REQUIRE);
+	uint8_t *buf = malloc(TUNNEL_BYTES);
+	int port, sfd, want = 0;
+	struct tls_conn *srv;
+	char path[128];
+	size_t got = 0, sent = 0;
+	(void)state;
+
+	assert_non_null(buf);
+	int lfd = tcp_listener(&port);
+	struct tunnel *t = tunnel_to(port, client_ctx(2, ca_pem, false));
+	snprintf(path, sizeof(path), "%s", tunnel_path(t));
+	int u = unix_client(path);
+	assert_int_equal(serve_handshake(lfd, sctx, &sfd, &srv), 0);
+	/* local -> server */
+	for (size_t i = 0; i < TUNNEL_BYTES; i++)
+		buf[i] = pattern(i);
+	assert_int_equal(write(u, buf, TUNNEL_BYTES), TUNNEL_BYTES);
+	memset(buf, 0, TUNNEL_BYTES);
+	while (got < TUNNEL_BYTES) {
+		ssize_t r = tls_read(srv, buf + got, TUNNEL_BYTES - got, &want);
+		if (r == -EAGAIN) {
+			struct pollfd pf = { .fd = sfd, .events = want_events(want) };
+			assert_true(poll(&pf, 1, 5000) > 0);
+			continue;
+		}
+		assert_true(r > 0);
+		got += (size_t)r;
+	}
+	for (size_t i = 0; i < TUNNEL_BYTES; i++)
+		if (buf[i] != pattern(i))
+			fail_msg("byte %zu differs on the way in", i);
+	/* server -> local */
+	while (sent < TUNNEL_BYTES) {
+		ssize_t r = tls_write(srv, buf + sent, TUNNEL_BYTES - sent, &want);
+		if (r == -EAGAIN) {
+			struct pollfd pf = { .fd = sfd, .events = want_events(want) };
+			assert_true(poll(&pf, 1, 5000) > 0);
+			continue;
+		}
+		assert_true(r > 0);
+		sent += (size_t)r;
+	}
+	uint8_t *back = calloc(1, TUNNEL_BYTES);
+	assert_non_null(back);
+	for (got = 0; got < TUNNEL_BYTES;) {
+		ssize_t r = read(u, back + got, TUNNEL_BYTES - got);
+		assert_true(r > 0);
+		got += (size_t)r;
+	}
+	for (size_t i = 0; i < TUNNEL_BYTES; i++)
+		if (back[i] != pattern(i))
+			fail_msg("byte %zu differs on the way out", i);
+	/* The local client leaves: the server's end is closed too. */
+	close(u);
+	for (;;) {
+		ssize_t r = tls_read(srv, buf, TUNNEL_BYTES, &want);
+		if (r != -EAGAIN) {
+			assert_true(r <= 0);
+			break;
+		}
+		struct pollfd pf = { .fd = sfd, .events = want_events(want) };
+		assert_true(poll(&pf, 1, 5000) > 0);
+	}
+	tunnel_stop(t);
+	assert_int_equal(access(path, F_OK), -1); /* socket and directory removed */
+	*strrchr(path, '/') = '\0';
+	assert_int_equal(access(path, F_OK), -1);
+	tls_conn_free(srv);
+	close(sfd);
+	close(lfd);
+	tls_ctx_free(sctx);
+	free(buf);
+	free(back);
+}
+
+/* A server certificate the tunnel cannot verify: the local client's connection is closed, no byte comes. */
+static void test_tunnel_bad_certificate(void **state)
+{
+	struct tls_ctx *sctx = server_ctx(TLS_SERVER_REQUIRE);
+	int port, sfd;
+	struct tls_conn *srv;
+	char c;
+	(void)state;
+
+	int lfd = tcp_listener(&port);
+	struct tunnel *t = tunnel_to(port, client_ctx(2, other_ca_pem, false));
+	int u = unix_client(tunnel_path(t));
+	assert_int_equal(write(u, "PING\r\n", 6), 6);
+	assert_true(serve_handshake(lfd, sctx, &sfd, &srv) < 0);
+	/* closed (a reset: the tunnel never read what the client had sent) */
+	ssize_t r = read(u, &c, 1);
+	assert_true(r == 0 || (r < 0 && errno == ECONNRESET));
+	close(u);
+	tunnel_stop(t);
+	tls_conn_free(srv);
+	close(sfd);
+	close(lfd);
+	tls_ctx_free(sctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -632,6 +804,8 @@ int main(void)
 		cmocka_unit_test(test_missing_client_cert),
 		cmocka_unit_test(test_tls11_refused),
 		cmocka_unit_test(test_clean_close),
+		cmocka_unit_test(test_tunnel_round_trip),
+		cmocka_unit_test(test_tunnel_bad_certificate),
 	};
 
 	return cmocka_run_group_tests(tests, setup_certs, teardown_certs);

@@ -303,6 +303,19 @@ static bool logical_followed(struct client *c)
 	return ok;
 }
 
+/* The database whose pg_proc judges c's calls (volatility.h). */
+static struct flight_vol_db vol_db_of(const struct client *c)
+{
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+
+	return (struct flight_vol_db){
+		.service = rule->service_name,
+		.server_db = rule->server_database ? rule->server_database : c->database,
+		.database = c->database,
+		.db_slot = flight_inval_db_slot(c->database),
+	};
+}
+
 /* A decision whose only obstacle is function calls (decide.h): FLIGHT_OK when the catalog
  * says every one is immutable; FLIGHT_CALL_LOOKUP (and the lookup queued) when it has not
  * said yet. */
@@ -310,13 +323,7 @@ static enum flight_verdict judge_calls(struct client *c, const struct flight_pol
 				       const struct flight_decision *d)
 {
 	struct flight_cache *cache = cache_of(c);
-	const struct config_pool_rule *rule = pool_rule(c->pool);
-	struct flight_vol_db db = {
-		.service = rule->service_name,
-		.server_db = rule->server_database ? rule->server_database : c->database,
-		.database = c->database,
-		.db_slot = flight_inval_db_slot(c->database),
-	};
+	struct flight_vol_db db = vol_db_of(c);
 	struct flight_vol_target t;
 
 	switch (flight_vol_check(cache->vol, &cache->inval, &db, d->funcs, d->nfuncs)) {
@@ -1018,13 +1025,7 @@ static bool calls_immutable(struct client *c, const char *sql, size_t len)
 	flight_decide(sql, len, NULL, &d);
 	if (d.verdict != FLIGHT_CALL || d.nfuncs == 0)
 		return false;
-	const struct config_pool_rule *rule = pool_rule(c->pool);
-	struct flight_vol_db db = {
-		.service = rule->service_name,
-		.server_db = rule->server_database ? rule->server_database : c->database,
-		.database = c->database,
-		.db_slot = flight_inval_db_slot(c->database),
-	};
+	struct flight_vol_db db = vol_db_of(c);
 	return flight_vol_check(cache->vol, &cache->inval, &db, d.funcs, d.nfuncs) == FLIGHT_VOL_IMMUTABLE;
 }
 

@@ -809,10 +809,16 @@ bool flight_client_cancel(struct client *c)
 		return false;
 	stop_waiting(c);
 	atomic_fetch_add_explicit(&cache_of(c)->counters.waiter_cancels, 1, memory_order_relaxed);
+	/* As PostgreSQL answers a cancelled Parse Bind Execute Sync: the Parse and Bind were
+	 * done (ParseComplete, BindComplete), the Execute was cancelled. */
+	const uint8_t *pre;
+	size_t npre = request_frame(c, &pre);
 	buf_consume(&c->rbuf, request_len(c));
+	fc->ext_len = 0;
+	fc->ext_parse = false;
 	snprintf(msg, sizeof(msg), "tusk %s: canceling statement due to user request", c->id);
 	buf_compact(&c->wbuf);
-	if (proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
+	if ((npre && buf_append(&c->wbuf, pre, npre) < 0) || proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
 		client_close(c, "no room for the cancel's error");
 		return true;
 	}

@@ -287,19 +287,38 @@ static void vol_target(struct client *c, struct flight_vol_target *t)
  * (logical.h): otherwise a write around tusk would go unseen until cache_ttl. */
 static bool logical_followed(struct client *c)
 {
+	/* Where a pool's database is followed, per worker thread (no lock): found once per rule
+	 * and database, not on every leading miss. A reload makes new rules (kept until exit,
+	 * so a rule's address is never reused): their first miss looks again. */
+	enum { FOLLOW_SLOTS = 64 };
+	static _Thread_local struct {
+		const struct config_pool_rule *rule;
+		char database[CONFIG_NAME_MAX];
+		int idx;
+	} follow[FOLLOW_SLOTS];
 	struct flight_cache *cache = cache_of(c);
+	const struct config_pool_rule *rule = pool_rule(c->pool);
 	struct flight_vol_target t;
 
 	if (!cache->logical)
 		return true;
+	size_t h = ((uintptr_t)rule >> 4 ^ (size_t)flight_inval_db_slot(c->database)) % FOLLOW_SLOTS;
+	if (follow[h].rule == rule && strcmp(follow[h].database, c->database) == 0)
+		return flight_logical_active(cache->logical, follow[h].idx);
 	vol_target(c, &t);
 	const struct tusk_config *cfg = c->worker->rt->cfg;
 	if (cfg->cache_logical_user) {
 		snprintf(t.user, sizeof(t.user), "%s", cfg->cache_logical_user);
 		snprintf(t.password, sizeof(t.password), "%s", cfg->cache_logical_password ? cfg->cache_logical_password : "");
 	}
-	bool ok = flight_logical_follow(cache->logical, &t, c->database);
+	int idx;
+	bool ok = flight_logical_follow_at(cache->logical, &t, c->database, &idx);
 	OPENSSL_cleanse(t.password, sizeof(t.password));
+	if (idx >= 0 && strlen(c->database) < sizeof(follow[h].database)) {
+		follow[h].rule = rule;
+		follow[h].idx = idx;
+		snprintf(follow[h].database, sizeof(follow[h].database), "%s", c->database);
+	}
 	return ok;
 }
 

@@ -8,6 +8,8 @@
 
 #include "flight/key.h"
 
+#define FLIGHT_RESULT_START 512
+
 struct flight {
 	struct flight *next; /* bucket chain, under the lock */
 	uint64_t hash;
@@ -92,12 +94,15 @@ enum flight_role flight_join(struct flight_table *t, const uint8_t *key, size_t 
 	} else {
 		struct flight *f = calloc(1, sizeof(*f));
 		uint8_t *k = malloc(key_len);
-		struct flight_result *r = malloc(sizeof(*r) + 4096);
+		/* Most replies a cache takes are a few hundred bytes (RowDescription, a few DataRows,
+		 * CommandComplete); the buffer doubles for more. Starting larger and shrinking at the
+		 * end left a hole behind every kept result, and the heap grew by pages per miss. */
+		struct flight_result *r = malloc(sizeof(*r) + FLIGHT_RESULT_START);
 		if (f && k && r) {
 			memcpy(k, key, key_len);
 			atomic_init(&r->refs, 1);
 			r->len = 0;
-			r->cap = 4096;
+			r->cap = FLIGHT_RESULT_START;
 			*f = (struct flight){ .hash = hash, .key = k, .key_len = key_len, .versions = *v, .buf = r,
 					      .max = max_result };
 			*pp = f;
@@ -178,8 +183,7 @@ int flight_feed(struct flight *f, const uint8_t *p, size_t n)
 			f->buf->len = f->parsed; /* each client gets its own ReadyForQuery */
 			f->done = true;
 			/* A kept result lives until L1 drops it, counted at its capacity: give back
-			 * what the reply did not use (the buffer starts at 4 kB; most replies are
-			 * far smaller). No one else holds it yet. */
+			 * what the reply did not use. No one else holds it yet. */
 			if (f->buf->cap > f->buf->len + 64) {
 				struct flight_result *r = realloc(f->buf, sizeof(*r) + f->buf->len);
 				if (r) {

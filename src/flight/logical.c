@@ -103,20 +103,34 @@ static bool same_db(const struct logical_db *d, const struct flight_vol_target *
 
 bool flight_logical_follow(struct flight_logical *l, const struct flight_vol_target *target, const char *database)
 {
+	int idx;
+	return flight_logical_follow_at(l, target, database, &idx);
+}
+
+bool flight_logical_active(struct flight_logical *l, int idx)
+{
+	return idx >= 0 && idx < atomic_load(&l->ndbs) && atomic_load(&l->dbs[idx].active);
+}
+
+bool flight_logical_follow_at(struct flight_logical *l, const struct flight_vol_target *target, const char *database,
+			      int *idx)
+{
 	int n = atomic_load(&l->ndbs);
 
+	*idx = -1;
 	/* Lock-free when followed already: entries below ndbs are never written again. */
 	for (int i = 0; i < n; i++)
 		if (same_db(&l->dbs[i], target, database))
-			return atomic_load(&l->dbs[i].active);
+			return atomic_load(&l->dbs[(*idx = i)].active);
 	pthread_mutex_lock(&l->lock);
 	n = atomic_load(&l->ndbs);
 	for (int i = 0; i < n; i++)
 		if (same_db(&l->dbs[i], target, database)) {
 			pthread_mutex_unlock(&l->lock);
-			return atomic_load(&l->dbs[i].active);
+			return atomic_load(&l->dbs[(*idx = i)].active);
 		}
 	if (n < FLIGHT_LOGICAL_MAX && !l->stop && strlen(database) < sizeof(l->dbs[n].database)) {
+		*idx = n;
 		struct logical_db *d = &l->dbs[n];
 		d->target = *target;
 		memcpy(d->database, database, strlen(database) + 1);

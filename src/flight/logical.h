@@ -39,6 +39,12 @@ void flight_logical_free(struct flight_logical *l);
  * the database is followed and its slot is decoding now. */
 #define FLIGHT_LOGICAL_MAX 64
 bool flight_logical_follow(struct flight_logical *l, const struct flight_vol_target *target, const char *database);
+/* The same, and *idx: the database's place (-1 when it is not followed), which stays its
+ * own until exit, for flight_logical_active. */
+bool flight_logical_follow_at(struct flight_logical *l, const struct flight_vol_target *target, const char *database,
+			      int *idx);
+/* Whether the database at idx (flight_logical_follow_at) is decoding now. Lock-free. */
+bool flight_logical_active(struct flight_logical *l, int idx);
 
 /* For tests of the parser: the table name (the last part, unquoted) of a test_decoding line
  * "table s.t: INSERT: ...", into out; false when line is not a change of a table. */

@@ -8,7 +8,10 @@
 #include "config/config.h"
 #include "flight/key.h"
 
-#define LRU_BUCKETS 4096
+/* Buckets: from 4096, doubled when the entries outnumber them twice (cache_memory of small
+ * results holds hundreds of thousands: fixed buckets made every lookup walk a long chain). */
+#define LRU_BUCKETS_MIN 4096
+#define LRU_BUCKETS_MAX (1u << 22)
 
 struct entry {
 	struct entry *chain;       /* bucket */
@@ -25,7 +28,8 @@ struct entry {
 
 struct flight_lru {
 	pthread_mutex_t lock; /* guards everything below */
-	struct entry *buckets[LRU_BUCKETS];
+	struct entry **buckets;
+	size_t nbuckets;
 	struct entry *head, *tail;
 	size_t bytes, entries, memory;
 };
@@ -35,7 +39,10 @@ struct flight_lru *flight_lru_new(size_t memory)
 	struct flight_lru *l = calloc(1, sizeof(*l));
 	if (!l)
 		return NULL;
-	if (pthread_mutex_init(&l->lock, NULL) != 0) {
+	l->nbuckets = LRU_BUCKETS_MIN;
+	l->buckets = calloc(l->nbuckets, sizeof(*l->buckets));
+	if (!l->buckets || pthread_mutex_init(&l->lock, NULL) != 0) {
+		free(l->buckets);
 		free(l);
 		return NULL;
 	}
@@ -69,7 +76,7 @@ static void push_head(struct flight_lru *l, struct entry *e)
 
 static void drop(struct flight_lru *l, struct entry *e)
 {
-	struct entry **pp = &l->buckets[e->hash % LRU_BUCKETS];
+	struct entry **pp = &l->buckets[e->hash % l->nbuckets];
 	while (*pp != e)
 		pp = &(*pp)->chain;
 	*pp = e->chain;
@@ -88,12 +95,32 @@ void flight_lru_free(struct flight_lru *l)
 	while (l->head)
 		drop(l, l->head);
 	pthread_mutex_destroy(&l->lock);
+	free(l->buckets);
 	free(l);
+}
+
+/* Under the lock: twice the buckets, every entry moved to its new chain. */
+static void grow(struct flight_lru *l)
+{
+	size_t n = l->nbuckets * 2;
+	struct entry **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return;
+	for (size_t i = 0; i < l->nbuckets; i++)
+		for (struct entry *e = l->buckets[i], *next; e; e = next) {
+			next = e->chain;
+			e->chain = b[e->hash % n];
+			b[e->hash % n] = e;
+		}
+	free(l->buckets);
+	l->buckets = b;
+	l->nbuckets = n;
 }
 
 static struct entry *find(struct flight_lru *l, const uint8_t *key, size_t key_len, uint64_t hash)
 {
-	for (struct entry *e = l->buckets[hash % LRU_BUCKETS]; e; e = e->chain)
+	for (struct entry *e = l->buckets[hash % l->nbuckets]; e; e = e->chain)
 		if (e->hash == hash && flight_key_equal(e->key, e->key_len, key, key_len))
 			return e;
 	return NULL;
@@ -155,8 +182,10 @@ int flight_lru_put(struct flight_lru *l, const uint8_t *key, size_t key_len, uin
 		drop(l, l->tail);
 		evicted++;
 	}
-	e->chain = l->buckets[hash % LRU_BUCKETS];
-	l->buckets[hash % LRU_BUCKETS] = e;
+	if (l->entries >= 2 * l->nbuckets && l->nbuckets < LRU_BUCKETS_MAX)
+		grow(l); /* no memory: the chains stay longer */
+	e->chain = l->buckets[hash % l->nbuckets];
+	l->buckets[hash % l->nbuckets] = e;
 	push_head(l, e);
 	l->bytes += size;
 	l->entries++;

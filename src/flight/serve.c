@@ -72,6 +72,23 @@ struct flight_client {
 	bool held_db;
 	/* what the last classified text writes, and the unnamed statement's (Bind runs it again) */
 	struct flight_write last, unnamed;
+	/* Session pooling: the named statements the client parsed on its own server (tusk's
+	 * prepared-statement tracking is for transaction pooling only), so that a Bind of one can
+	 * be answered from the cache; and whether the unnamed statement the client last parsed was
+	 * answered by the cache, so its server still holds an older one (flight_client_session_bind). */
+	struct sess_stmt *stmts; /* SESSION_STMTS of them, allocated at the first named Parse */
+	bool unnamed_cached;
+};
+
+/* Named statements remembered per session client: more are not remembered, and Binds of
+ * them go to the server as usual. */
+#define SESSION_STMTS 32
+
+struct sess_stmt {
+	char name[PREP_NAME_MAX + 1]; /* "" free */
+	struct prep_hash id;          /* prep_identity of the body: the statement, not its name */
+	uint8_t *body;                /* the Parse body after the name (query, count, OIDs) */
+	size_t body_len;
 };
 
 static struct flight_cache *cache_of(const struct client *c)
@@ -270,20 +287,52 @@ static void vol_target(struct client *c, struct flight_vol_target *t)
  * (logical.h): otherwise a write around tusk would go unseen until cache_ttl. */
 static bool logical_followed(struct client *c)
 {
+	/* Where a pool's database is followed, per worker thread (no lock): found once per rule
+	 * and database, not on every leading miss. A reload makes new rules (kept until exit,
+	 * so a rule's address is never reused): their first miss looks again. */
+	enum { FOLLOW_SLOTS = 64 };
+	static _Thread_local struct {
+		const struct config_pool_rule *rule;
+		char database[CONFIG_NAME_MAX];
+		int idx;
+	} follow[FOLLOW_SLOTS];
 	struct flight_cache *cache = cache_of(c);
+	const struct config_pool_rule *rule = pool_rule(c->pool);
 	struct flight_vol_target t;
 
 	if (!cache->logical)
 		return true;
+	size_t h = ((uintptr_t)rule >> 4 ^ (size_t)flight_inval_db_slot(c->database)) % FOLLOW_SLOTS;
+	if (follow[h].rule == rule && strcmp(follow[h].database, c->database) == 0)
+		return flight_logical_active(cache->logical, follow[h].idx);
 	vol_target(c, &t);
 	const struct tusk_config *cfg = c->worker->rt->cfg;
 	if (cfg->cache_logical_user) {
 		snprintf(t.user, sizeof(t.user), "%s", cfg->cache_logical_user);
 		snprintf(t.password, sizeof(t.password), "%s", cfg->cache_logical_password ? cfg->cache_logical_password : "");
 	}
-	bool ok = flight_logical_follow(cache->logical, &t, c->database);
+	int idx;
+	bool ok = flight_logical_follow_at(cache->logical, &t, c->database, &idx);
 	OPENSSL_cleanse(t.password, sizeof(t.password));
+	if (idx >= 0 && strlen(c->database) < sizeof(follow[h].database)) {
+		follow[h].rule = rule;
+		follow[h].idx = idx;
+		snprintf(follow[h].database, sizeof(follow[h].database), "%s", c->database);
+	}
 	return ok;
+}
+
+/* The database whose pg_proc judges c's calls (volatility.h). */
+static struct flight_vol_db vol_db_of(const struct client *c)
+{
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+
+	return (struct flight_vol_db){
+		.service = rule->service_name,
+		.server_db = rule->server_database ? rule->server_database : c->database,
+		.database = c->database,
+		.db_slot = flight_inval_db_slot(c->database),
+	};
 }
 
 /* A decision whose only obstacle is function calls (decide.h): FLIGHT_OK when the catalog
@@ -293,13 +342,7 @@ static enum flight_verdict judge_calls(struct client *c, const struct flight_pol
 				       const struct flight_decision *d)
 {
 	struct flight_cache *cache = cache_of(c);
-	const struct config_pool_rule *rule = pool_rule(c->pool);
-	struct flight_vol_db db = {
-		.service = rule->service_name,
-		.server_db = rule->server_database ? rule->server_database : c->database,
-		.database = c->database,
-		.db_slot = flight_inval_db_slot(c->database),
-	};
+	struct flight_vol_db db = vol_db_of(c);
 	struct flight_vol_target t;
 
 	switch (flight_vol_check(cache->vol, &cache->inval, &db, d->funcs, d->nfuncs)) {
@@ -418,6 +461,22 @@ static void l2_done(void *arg, const struct flight_l2_answer *a)
 static bool request(struct client *c, bool session);
 static void stop_waiting(struct client *c);
 
+static bool reset_discards_all(const struct tusk_config *cfg);
+
+static struct sess_stmt *sess_find(struct flight_client *fc, const char *name)
+{
+	for (int i = 0; fc && fc->stmts && i < SESSION_STMTS; i++)
+		if (fc->stmts[i].name[0] && strcmp(fc->stmts[i].name, name) == 0)
+			return &fc->stmts[i];
+	return NULL;
+}
+
+static void sess_forget(struct sess_stmt *st)
+{
+	free(st->body);
+	memset(st, 0, sizeof(*st));
+}
+
 /* The text and parameter types an extended request runs: its own Parse's, or those tusk
  * keeps for the named statement it binds (prepared.h). False when tusk does not know them:
  * the unnamed statement of an earlier request, a name it does not track, or a Parse that
@@ -428,7 +487,30 @@ static bool ext_statement(struct client *c, const struct flight_ext *x, struct e
 	const uint8_t *types;
 	uint16_t n;
 
-	if (x->stmt_len) {
+	if (x->stmt_len && c->mode == POOL_MODE_SESSION) {
+		/* The statement lives on the client's own server, parsed under the session's
+		 * settings, which the key holds (a session that changed any is not served). Its
+		 * identity is its body, so two sessions' names for one text share results. */
+		struct prep_hash id;
+		if (x->has_parse) {
+			if (prep_identity(x->parse_rest, x->parse_rest_len, &id) < 0)
+				return false;
+			*sql = x->query;
+			*len = x->query_len;
+			types = x->types;
+			n = x->ntypes;
+		} else {
+			const struct sess_stmt *st = sess_find(c->flight, x->stmt);
+			if (!st || !flight_ext_parse_body(st->body, st->body_len, sql, len, &types, &n))
+				return false;
+			id = st->id;
+		}
+		for (int i = 0; i < 8; i++) {
+			ek->stmt_id[i] = (uint8_t)(id.hi >> (56 - 8 * i));
+			ek->stmt_id[8 + i] = (uint8_t)(id.lo >> (56 - 8 * i));
+		}
+		ek->named = true;
+	} else if (x->stmt_len) {
 		const struct prep_stmt *e = c->prep ? prep_client_find(c->prep, x->stmt) : NULL;
 		if (!e || (x->has_parse && (e->body_len != x->parse_rest_len ||
 					    memcmp(e->body, x->parse_rest, e->body_len) != 0)))
@@ -488,8 +570,11 @@ bool flight_client_session_request(struct client *c, const struct server *s)
 	const uint8_t *m = buf_head(&c->rbuf);
 	size_t avail = buf_len(&c->rbuf);
 
-	/* Called at every client event: only exactly one whole Query is a request. */
-	if (avail <= PROTO_HDR_LEN || m[0] != 'Q' || (size_t)be32(m + 1) + 1 != avail)
+	/* Called at every client event: only exactly one whole Query, or one whole extended
+	 * read in the plain shape (ext.h), is a request. */
+	struct flight_ext x;
+	if (avail <= PROTO_HDR_LEN ||
+	    (m[0] == 'Q' ? (size_t)be32(m + 1) + 1 != avail : !flight_ext_read(m, avail, &x)))
 		return false;
 	struct flight_policy p;
 
@@ -542,8 +627,7 @@ static bool request(struct client *c, bool session)
 	bool simple = avail >= PROTO_HDR_LEN && m[0] == 'Q' && be32(m + 1) >= 5 && (size_t)be32(m + 1) + 1 == avail;
 	struct flight_ext x;
 	struct ext_key ek;
-	/* Session clients' extended requests never reach here: any Parse or Bind marks them. */
-	if (!simple && (session || !flight_ext_read(m, avail, &x))) {
+	if (!simple && !flight_ext_read(m, avail, &x)) {
 		atomic_fetch_add_explicit(&cache->counters.bypass_state[FLIGHT_BYPASS_PIPELINED], 1, memory_order_relaxed);
 		return false;
 	}
@@ -570,6 +654,13 @@ static bool request(struct client *c, bool session)
 		fc->unnamed = (struct flight_write){ 0 };
 	const uint8_t *pre = ext_frame + (!simple && x.has_parse ? 0 : 5);
 	size_t npre = simple ? 0 : x.has_parse ? 10 : 5;
+	/* Session pooling: a Parse of a named statement must reach the client's server, which
+	 * keeps the statement for later Binds; such a request may lead, never be answered. An
+	 * unnamed one answered here leaves the server's unnamed statement behind (noted). */
+	bool may_serve = !(session && !simple && x.has_parse && x.stmt_len);
+	bool sess_unnamed = session && !simple && x.has_parse && x.stmt_len == 0;
+	if (sess_unnamed && !state_of(c))
+		may_serve = false;
 	if (sql_len > FLIGHT_MAX_SQL) {
 		atomic_fetch_add_explicit(&cache->counters.bypass[FLIGHT_TOO_BIG], 1, memory_order_relaxed);
 		return false;
@@ -583,7 +674,7 @@ static bool request(struct client *c, bool session)
 
 	/* A kept result under this very key was judged cacheable under these very rules (the
 	 * key holds the text and the rule): a hit needs no parse. */
-	if (p.mode == CONFIG_CACHE_ON) {
+	if (p.mode == CONFIG_CACHE_ON && may_serve) {
 		enum flight_lru_outcome out;
 		struct flight_result *r =
 			flight_lru_get(cache->lru, &cache->inval, key, (size_t)klen, hash, ev_now(c->worker->loop), &out);
@@ -594,6 +685,8 @@ static bool request(struct client *c, bool session)
 		if (r) {
 			int served = serve(c, r, avail, pre, npre);
 			flight_result_put(r);
+			if (served > 0 && sess_unnamed)
+				c->flight->unnamed_cached = true;
 			if (served != 0) {
 				atomic_fetch_add_explicit(&cache->counters.hits, 1, memory_order_relaxed);
 				if (served > 0)
@@ -735,10 +828,16 @@ bool flight_client_cancel(struct client *c)
 		return false;
 	stop_waiting(c);
 	atomic_fetch_add_explicit(&cache_of(c)->counters.waiter_cancels, 1, memory_order_relaxed);
+	/* As PostgreSQL answers a cancelled Parse Bind Execute Sync: the Parse and Bind were
+	 * done (ParseComplete, BindComplete), the Execute was cancelled. */
+	const uint8_t *pre;
+	size_t npre = request_frame(c, &pre);
 	buf_consume(&c->rbuf, request_len(c));
+	fc->ext_len = 0;
+	fc->ext_parse = false;
 	snprintf(msg, sizeof(msg), "tusk %s: canceling statement due to user request", c->id);
 	buf_compact(&c->wbuf);
-	if (proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
+	if ((npre && buf_append(&c->wbuf, pre, npre) < 0) || proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
 		client_close(c, "no room for the cancel's error");
 		return true;
 	}
@@ -817,6 +916,9 @@ void flight_client_closed(struct client *c)
 	}
 	/* A write whose end was not seen may still commit: its tables go stale now. */
 	apply_bumps(c, true);
+	for (int i = 0; fc->stmts && i < SESSION_STMTS; i++)
+		free(fc->stmts[i].body);
+	free(fc->stmts);
 	free(fc);
 	c->flight = NULL;
 }
@@ -948,13 +1050,7 @@ static bool calls_immutable(struct client *c, const char *sql, size_t len)
 	flight_decide(sql, len, NULL, &d);
 	if (d.verdict != FLIGHT_CALL || d.nfuncs == 0)
 		return false;
-	const struct config_pool_rule *rule = pool_rule(c->pool);
-	struct flight_vol_db db = {
-		.service = rule->service_name,
-		.server_db = rule->server_database ? rule->server_database : c->database,
-		.database = c->database,
-		.db_slot = flight_inval_db_slot(c->database),
-	};
+	struct flight_vol_db db = vol_db_of(c);
 	return flight_vol_check(cache->vol, &cache->inval, &db, d.funcs, d.nfuncs) == FLIGHT_VOL_IMMUTABLE;
 }
 
@@ -1023,18 +1119,124 @@ void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 	note_write(c, &w);
 }
 
-void flight_client_parsed(struct client *c, bool unnamed)
+/* Session pooling: remember a named statement the client's server is about to parse. A
+ * Parse that fails there (42P05 for a live name, a syntax error ...) leaves the record
+ * wrong, but its ErrorResponse marks the session (flight_client_session_error), and a
+ * marked session is never served again. */
+static void sess_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len)
 {
-	c->flight_session_dirty = true; /* a prepared statement, or a portal, lives on its server */
-	if (unnamed && tracking(c) && c->flight)
+	struct flight_client *fc = state_of(c);
+	struct sess_stmt *st;
+
+	if (!fc) {
+		c->flight_session_dirty = true;
+		return;
+	}
+	if (!*name) {
+		fc->unnamed_cached = false; /* the server's unnamed statement is this one now */
+		return;
+	}
+	st = sess_find(fc, name);
+	if (st) {
+		/* PostgreSQL refuses to parse a live name (42P05) and keeps the old statement:
+		 * which one runs at the next Bind is not sure here, so neither is remembered. */
+		sess_forget(st);
+		return;
+	}
+	/* A statement may outlive its client on a server reset with less than DISCARD ALL:
+	 * then a name this session never parsed may exist, and a Parse of it fail. */
+	if (!reset_discards_all(c->worker->rt->cfg))
+		return;
+	if (!fc->stmts)
+		fc->stmts = calloc(SESSION_STMTS, sizeof(*fc->stmts));
+	for (int i = 0; !st && fc->stmts && i < SESSION_STMTS; i++)
+		if (!fc->stmts[i].name[0])
+			st = &fc->stmts[i];
+	if (!st || strlen(name) > PREP_NAME_MAX || rest_len > FLIGHT_MAX_SQL + 4 + 2 * 65536u)
+		return; /* not remembered: its Binds go to the server (and mark the session) */
+	st->body = malloc(rest_len);
+	if (!st->body || prep_identity(rest, rest_len, &st->id) < 0) {
+		sess_forget(st);
+		return;
+	}
+	memcpy(st->body, rest, rest_len);
+	st->body_len = rest_len;
+	snprintf(st->name, sizeof(st->name), "%s", name);
+}
+
+void flight_client_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len)
+{
+	if (c->mode == POOL_MODE_SESSION) {
+		/* Its text was judged as it went (flight_client_sent_sql); a Parse too large to
+		 * read (name NULL) was not. */
+		if (!name)
+			c->flight_session_dirty = true;
+		else
+			sess_parsed(c, name, rest, rest_len);
+	}
+	if (name && !*name && tracking(c) && c->flight)
 		c->flight->unnamed = c->flight->last;
+}
+
+/* Whether a Bind names the unnamed statement (portal name, then statement name); one too
+ * short to tell counts as such (the caller then refuses it: safe). */
+static bool bind_unnamed_stmt(const uint8_t *m, size_t avail)
+{
+	const uint8_t *p = m + PROTO_HDR_LEN, *end = m + avail;
+	const uint8_t *nul = avail > PROTO_HDR_LEN ? memchr(p, 0, (size_t)(end - p)) : NULL;
+	return !nul || nul + 1 >= end || nul[1] == 0;
+}
+
+bool flight_client_session_bind(struct client *c, const uint8_t *m, size_t avail, const char **text, size_t *len)
+{
+	struct prep_bind_head bh;
+	const struct sess_stmt *st = NULL;
+
+	*text = NULL;
+	*len = 0;
+	if (c->mode != POOL_MODE_SESSION)
+		return true;
+	/* The cache answered the client's last unnamed Parse, so its server holds an older
+	 * unnamed statement (or none): this Bind would run that one. No driver binds the unnamed
+	 * statement again after its Sync; refuse rather than run the wrong text. */
+	if (c->flight && c->flight->unnamed_cached && bind_unnamed_stmt(m, avail))
+		return false;
+	ssize_t head = prep_read_bind_head(m, avail, UINT32_MAX, &bh);
+	if (head > 0 && bh.stmt_len && (st = sess_find(c->flight, bh.stmt))) {
+		*text = (const char *)st->body; /* the body starts with the query, NUL-terminated */
+		*len = strnlen(*text, st->body_len);
+	}
+	/* A named portal outlives its Execute until the transaction ends; a Bind whose names
+	 * are not all here yet cannot be told, nor can a statement tusk did not see parsed:
+	 * the session is no longer known. */
+	if (head <= 0 || bh.portal_len || (bh.stmt_len && !st))
+		c->flight_session_dirty = true;
+	return true;
+}
+
+void flight_client_session_close(struct client *c, const char *name)
+{
+	struct flight_client *fc = c->flight;
+	struct sess_stmt *st;
+
+	if (c->mode != POOL_MODE_SESSION || !fc)
+		return;
+	if (!*name)
+		fc->unnamed_cached = false; /* closed on the server as the client expects */
+	else if ((st = sess_find(fc, name)))
+		sess_forget(st);
+}
+
+void flight_client_session_error(struct client *c)
+{
+	if (c->mode == POOL_MODE_SESSION)
+		c->flight_session_dirty = true;
 }
 
 void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len)
 {
 	struct flight_write w;
 
-	c->flight_session_dirty = true;
 	if (!tracking(c) || (c->flight && c->flight->lead))
 		return; /* ... or the leader's own read (request) */
 	if (text) {

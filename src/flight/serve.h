@@ -36,8 +36,20 @@ void flight_client_closed(struct client *c);
 void flight_client_scanned(struct client *c, const uint8_t *p, size_t n);
 /* relay.c: a Query or Parse text goes to the server (what it may write is invalidated). */
 void flight_client_sent_sql(struct client *c, const char *sql, size_t len);
-/* relay.c: a Parse went through flight_client_sent_sql just now; unnamed: its Binds run it. */
-void flight_client_parsed(struct client *c, bool unnamed);
+/* relay.c: a Parse went through flight_client_sent_sql just now, of statement name ("":
+ * unnamed, whose Binds run it) with body rest (after the name); name NULL: a Parse too large
+ * to read, not judged. */
+void flight_client_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len);
+/* relay.c, session pooling: a Bind (m, avail bytes of it read) goes to c's own server; *text
+ * (len bytes) is the query of the named statement it runs when tusk saw it parsed, for
+ * flight_client_sent_bind. False when it binds an unnamed statement the cache answered the
+ * Parse of (the server holds another): fail the client. */
+__attribute__((warn_unused_result))
+bool flight_client_session_bind(struct client *c, const uint8_t *m, size_t avail, const char **text, size_t *len);
+/* relay.c, session pooling: a Close of statement name goes to c's server. */
+void flight_client_session_close(struct client *c, const char *name);
+/* relay.c, session pooling: c's server sent an ErrorResponse (a Parse may have failed). */
+void flight_client_session_error(struct client *c);
 /* relay.c: a Bind goes to the server. text: the named statement's query text when tusk knows
  * it (classified again: every execution may write); unnamed: the last unnamed Parse's writes
  * again; otherwise (a name tusk does not track) the database goes stale. */

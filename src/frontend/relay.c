@@ -881,6 +881,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			}
 			if (c->mode != POOL_MODE_SESSION)
 				big_begin(c, 'P', total);
+			flight_client_parsed(c, NULL, NULL, 0); /* not read: not judged */
 			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
 			break;
 		}
@@ -896,7 +897,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		}
 		if (!note_sql(c, s, p.query, strlen(p.query)))
 			return SCAN_CLOSED;
-		flight_client_parsed(c, p.name_len == 0);
+		flight_client_parsed(c, p.name, p.rest, p.rest_len);
 		if (!rename || p.name_len == 0) {
 			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
 			break;
@@ -942,7 +943,13 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	}
 	case 'B': {
 		if (!rename) {
-			flight_client_sent_bind(c, bind_unnamed(m, avail), NULL, 0);
+			const char *text;
+			size_t tlen;
+			if (!flight_client_session_bind(c, m, avail, &text, &tlen)) {
+				client_fail(c, "0A000", "a Bind of the unnamed statement whose Parse the cache answered is not supported");
+				return SCAN_CLOSED;
+			}
+			flight_client_sent_bind(c, bind_unnamed(m, avail), text, tlen);
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 			break;
 		}
@@ -992,6 +999,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		if (prep_read_target(m, avail, &t) <= 0)
 			return refuse_message(c, h, m, avail);
 		uint8_t kind = h->type == 'C' ? EXPECT_CLOSE : t.kind == 'S' ? EXPECT_DESCRIBE_STMT : EXPECT_DESCRIBE_PORTAL;
+		if (h->type == 'C' && t.kind == 'S')
+			flight_client_session_close(c, t.name);
 		const struct prep_stmt *e =
 			rename && t.kind == 'S' && t.name_len ? prep_client_find(c->prep, t.name) : NULL;
 		if (h->type == 'C' && rename && t.kind == 'S' && t.name_len) {
@@ -1289,6 +1298,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			} else {
 				client_count_error(c, NULL, 0);
 			}
+			flight_client_session_error(c); /* a failed Parse leaves no statement */
 			c->tx_failed = true;
 			if (e && !ends_with_ready(e->kind)) {
 				expect_skip_to_sync(s);

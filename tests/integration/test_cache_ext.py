@@ -15,6 +15,7 @@ from psycopg.types.numeric import Int8
 import pgwire
 from conftest import TEST_DB
 from test_cache import SLOW_QUERY, cache_pool, calls, cpg, reset_stats, wire  # noqa: F401 (cpg: fixture)
+from txn_util import txn_pool
 
 Q = "select name from items where id = %s"
 
@@ -236,6 +237,9 @@ def test_extended_waiter_delivered_cancelled_and_leader_killed(cpg, tusk):
     msgs = cancelled.read_until_ready(timeout=5)
     errors = [pgwire.parse_error_fields(b) for k, b in msgs if k == b"E"]
     assert errors and errors[0]["C"] == "57014", msgs
+    # As PostgreSQL: its Parse and Bind were done, its Execute cancelled (the Describe's
+    # RowDescription, which tusk does not have without the leader's answer, is left out).
+    assert [k for k, _ in msgs] == [b"1", b"2", b"E", b"Z"], msgs
     assert [k for k, _ in exchange(cancelled, parse(b"", b"select 1") + bind(b"", []) + execute() + SYNC)] == \
         [b"1", b"2", b"D", b"C", b"Z"]
     got_leader = leader.read_until_ready(timeout=60)
@@ -252,3 +256,127 @@ def test_extended_waiter_delivered_cancelled_and_leader_killed(cpg, tusk):
     assert waiter.read_until_ready(timeout=60) == got_leader
     for c in (waiter, cancelled):
         c.close()
+
+
+# ---- session pooling (docs/cache.md, "Session pooling") ----
+
+@pytest.fixture
+def sess(cpg, tusk, tmp_path):  # noqa: F811
+    from auth_util import write_auth_file
+    from test_console import ADMIN, ADMIN_PW
+    cpg.execute("update items set name = 'item ' || id where id <= 20", dbname=TEST_DB)
+    cpg.execute("drop schema if exists sess cascade; create schema sess; "
+                "create table sess.items (id int, name text); insert into sess.items values (3, 'sess copy'); "
+                "grant usage on schema sess to public; grant select on sess.items to public", dbname=TEST_DB)
+    auth = write_auth_file(tmp_path / "userlist.txt", {ADMIN: ADMIN_PW})
+    t = tusk(pg_server=cpg, pools=[txn_pool(20, mode="session", cache="on")], workers=2, cache_ttl="60s",
+             auth_file=auth, admin={"users": [ADMIN]})
+    reset_stats(cpg)
+    return t
+
+
+def cache_counters(t):
+    from test_console import psql_rows
+    _, rows = psql_rows(t, "SHOW CACHE")
+    return {(r["name"], r["reason"]): int(r["value"]) for r in rows}
+
+
+def test_session_extended_unnamed_and_prepared_served_from_cache(cpg, sess):
+    from test_console import psql
+    direct = cpg.execute("select name from items where id = 3", dbname=TEST_DB)
+    reset_stats(cpg)  # pg_stat_statements counts that one as "... where id = $1" too
+    with sess.connect() as a, sess.connect() as b:
+        for _ in range(3):
+            assert a.execute(Q, (3,)).fetchall() == direct  # P/B/D/E/S, unnamed statement
+            assert b.execute(Q, (3,)).fetchall() == direct
+        assert calls(cpg, "from items where id = $1") == 1
+        assert cache_counters(sess)[("hits", "")] == 5
+        reset_stats(cpg)
+        q = Q.replace("name", "name as n")
+        for c in (a, b, a, b):  # named: each session's Parse reaches its server, then B/D/E/S
+            assert c.execute(q, (4,), prepare=True).fetchall() == [("item 4",)]
+        # The first B/D/E/S led; every later one (either session's) came from the cache.
+        assert calls(cpg, "name as n from items") == 1
+        # The statement is still on each client's own server: after a flush its Binds run there.
+        p = psql(sess, f"CACHE FLUSH {TEST_DB}")
+        assert p.returncode == 0, p.stderr
+        reset_stats(cpg)
+        for c in (a, b):
+            assert c.execute(q, (4,), prepare=True).fetchall() == [("item 4",)]
+            assert c.execute(q, (5,), prepare=True).fetchall() == [("item 5",)]
+        assert calls(cpg, "name as n from items") == 2  # one per key; no 26000 from the servers
+        names = {r[0] for r in a.execute("select name from pg_prepared_statements", prepare=False).fetchall()}
+        assert any(n.startswith("_pg3_") for n in names), names
+
+
+def test_session_extended_state_and_transactions_bypass(cpg, sess):
+    with sess.connect() as plain, sess.connect() as other, sess.connect() as txn:
+        assert plain.execute(Q, (3,)).fetchall() == [("item 3",)]
+        other.execute("SET search_path = sess, public")
+        for _ in range(2):  # never the plain session's result, never leaves its own
+            assert other.execute(Q, (3,)).fetchall() == [("sess copy",)]
+            assert other.execute(Q, (3,), prepare=True).fetchall() == [("sess copy",)]
+        assert plain.execute(Q, (3,)).fetchall() == [("item 3",)]
+        assert plain.execute(Q, (3,), prepare=True).fetchall() == [("item 3",)]
+        reset_stats(cpg)
+        txn.execute("BEGIN")
+        for _ in range(2):
+            assert txn.execute(Q, (3,)).fetchall() == [("item 3",)]
+        txn.execute("COMMIT")
+        assert calls(cpg, "from items where id = $1") == 2  # the transaction ran its own
+        assert plain.execute(Q, (3,)).fetchall() == [("item 3",)]
+        assert calls(cpg, "from items where id = $1") == 2  # still kept for the clean session
+
+
+def test_session_wire_shapes_answered_as_postgresql_answers(cpg, sess):
+    """Byte for byte what the client's own server says, for each shape; a named statement
+    closed is gone (26000) as on PostgreSQL; a Bind of an unnamed statement whose Parse the
+    cache answered is refused rather than run on the server's older unnamed statement."""
+    direct = pgwire.RawClient("127.0.0.1", cpg.port)
+    direct.startup("tusk_trust", TEST_DB)
+    via, other = wire(sess), wire(sess)
+    for c in (direct, via, other):
+        assert [k for k, _ in exchange(c, parse(b"s1", SQL) + SYNC)] == [b"1", b"Z"]
+    for shape in ("P/B/D(P)/E/S", "P/B/D(S)/E/S", "P/B/E/S binary", "named B/D(P)/E/S", "named B/E/S"):
+        data = SHAPES[shape]
+        want = exchange(direct, data)
+        assert [k for k, _ in want if k in b"ED"] == [b"D"], shape
+        reset_stats(cpg)
+        for c in (via, other, via):
+            assert exchange(c, data) == want, shape
+        assert calls(cpg, "from items where id = $1") == 1, shape  # via led, the rest cached
+    close = pgwire.message(b"C", b"Ss1\0") + SYNC
+    for c in (direct, via):
+        assert [k for k, _ in exchange(c, close)] == [b"3", b"Z"]
+    gone = exchange(direct, SHAPES["named B/E/S"])
+    assert [k for k, _ in gone] == [b"E", b"Z"]
+    got = exchange(via, SHAPES["named B/E/S"])
+    assert [k for k, _ in got] == [b"E", b"Z"]
+    assert pgwire.parse_error_fields(got[0][1])["C"] == "26000"
+    # other's unnamed Parses were all answered by the cache: its server never saw them.
+    other.send(bind(b"", [b"11"]) + execute() + SYNC)
+    kind, body = other.read_message(timeout=10)
+    assert kind == b"E" and pgwire.parse_error_fields(body)["C"] == "0A000", body
+    for c in (direct, via, other):
+        c.close()
+
+
+@pytest.mark.parametrize("mode", ["extended", "prepared"])
+def test_session_pgbench_select_only(cpg, sess, tmp_path, mode):
+    script = tmp_path / "hot.sql"
+    script.write_text("\\set id random(1, 20)\nselect name from items where id = :id;\n")
+    env = dict(os.environ, PGCONNECT_TIMEOUT="30")
+    p = subprocess.run(["pgbench", "-n", "-M", mode, "-c", "4", "-j", "2", "-t", "200", "-f", str(script),
+                        "-h", "127.0.0.1", "-p", str(sess.port), "-U", "tusk_trust", TEST_DB],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "number of transactions actually processed: 800/800" in p.stdout
+    # Session clients never wait on another's flight: a key runs at most once per client
+    # (each has one request in flight; the first answer kept serves the rest).
+    assert calls(cpg, "from items where id = $1") <= 4 * 20, {k: v for k, v in cache_counters(sess).items() if v}
+    assert cache_counters(sess)[("hits", "")] >= 800 - 4 * 20
+    with sess.connect() as via, psycopg.connect(host="127.0.0.1", port=cpg.port, user="tusk_trust",
+                                                dbname=TEST_DB, autocommit=True) as direct:
+        for i in range(1, 21):
+            assert via.execute(Q, (i,)).fetchall() == direct.execute(Q, (i,)).fetchall()
+            assert via.execute(Q, (i,), prepare=True).fetchall() == direct.execute(Q, (i,)).fetchall()

@@ -50,7 +50,18 @@ static struct worker_priv *priv(struct worker *w) { return w->priv; }
  * WORKER_MSG_CACHE of the messages it dispatched and worker_msg_new takes from them; a
  * message may be taken on one worker and kept by another. Other threads (main, the test
  * seam) allocate and free. */
+/* Under AddressSanitizer every message is a fresh calloc and a free, so that a message
+ * used after its dispatch is reported rather than recycled. */
+#if defined(__SANITIZE_ADDRESS__)
+#define WORKER_MSG_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WORKER_MSG_CACHE 0
+#endif
+#endif
+#ifndef WORKER_MSG_CACHE
 #define WORKER_MSG_CACHE 64
+#endif
 static _Thread_local bool tl_caching;
 static _Thread_local struct worker_msg *tl_cache;
 static _Thread_local int tl_ncache;

@@ -153,7 +153,7 @@ static void host_post(void *host, int thread, void (*fn)(void *arg), void *arg)
 	}
 	struct worker_msg *m;
 	/* The core counts every post and must see each run: wait for memory rather than drop. */
-	while (!(m = calloc(1, sizeof *m))) {
+	while (!(m = worker_msg_new())) {
 		log_warn(NULL, NULL, "out of memory posting to worker %d; retrying", thread);
 		struct timespec ts = { 0, 10 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
@@ -517,7 +517,7 @@ static void on_claim(struct tp_claim *c, struct tp_slot *slot, int err)
 		deliver(w, s, err, tl_reason, tl_errmsg, tl_errlen);
 		return;
 	}
-	struct worker_msg *m = calloc(1, sizeof *m);
+	struct worker_msg *m = worker_msg_new();
 	if (!m) {
 		deliver(w, s, err, NULL, NULL, 0); /* out of memory: inline rather than lose it */
 		return;

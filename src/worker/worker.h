@@ -86,6 +86,10 @@ __attribute__((warn_unused_result))
 int worker_post_unlisten(struct worker *w, const char *key);
 __attribute__((warn_unused_result))
 int worker_post_drain(struct worker *w);
+/* Any thread: a zeroed message, recycled from the ones this worker thread dispatched when it
+ * can (no allocation on the hot path), else calloc'd; NULL when out of memory. Post it, or
+ * free() it. */
+struct worker_msg *worker_msg_new(void);
 /* Thread-safe: queue msg (owned by the worker from now on) and wake the loop. */
 void worker_post(struct worker *w, struct worker_msg *msg);
 /* Only on w's own thread: the same, for a message to itself (no lock, no system call). */

@@ -264,6 +264,9 @@ void *tp_slot_conn(const struct tp_slot *slot);
 void tp_slot_set_conn(struct tp_slot *slot, void *conn);
 const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *slot);
 int tp_slot_thread(const struct tp_slot *slot);
+/* The pool the slot belongs to (a program with several pools per connector context tells
+ * them apart by it). */
+struct tp_pool *tp_slot_pool(const struct tp_slot *slot);
 /* bind_connects: the claim a connecting slot is for; NULL for a min_slots connect (and
  * once the slot is connected). */
 struct tp_claim *tp_slot_claim(const struct tp_slot *slot);

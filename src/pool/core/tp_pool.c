@@ -1487,6 +1487,7 @@ void *tp_slot_conn(const struct tp_slot *s) { return s->conn; }
 void tp_slot_set_conn(struct tp_slot *s, void *conn) { s->conn = conn; }
 const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *s) { return &s->be->addr; }
 int tp_slot_thread(const struct tp_slot *s) { return s->thread; }
+struct tp_pool *tp_slot_pool(const struct tp_slot *s) { return s->pool; }
 struct tp_claim *tp_slot_claim(const struct tp_slot *s) { return s->state == SLOT_CONNECTING ? s->claim : NULL; }
 
 void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)

@@ -1287,6 +1287,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 				if (healed > 0)
 					continue; /* consumed; the request went again */
 				client_count_error(c, m, total);
+				split_note_error(c, s, m, total); /* 25006 from a primary: role re-check */
 			} else {
 				client_count_error(c, NULL, 0);
 			}

@@ -199,3 +199,20 @@ bool split_write_result(struct client *c, struct server *s, bool ok)
 	}
 	return true;
 }
+
+void split_note_error(struct client *c, struct server *s, const uint8_t *m, size_t total)
+{
+	struct proto_error_fields f;
+	if (total <= PROTO_HDR_LEN || !c->pool || !backend_of(s))
+		return;
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	bool wants_primary = pool_is_split(c->pool) ? !c->waiter.standby
+			     : rule->target_session_attrs == CONFIG_TARGET_PRIMARY ||
+				       rule->target_session_attrs == CONFIG_TARGET_READ_WRITE;
+	if (!wants_primary || proto_parse_error(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &f) < 0 || !f.sqlstate ||
+	    strcmp(f.sqlstate, "25006") != 0)
+		return;
+	/* Also answered by a real primary inside a transaction the client made read-only (SET
+	 * TRANSACTION READ ONLY): then the re-check costs one connect and finds it a primary. */
+	services_forget_role(c->worker->rt->services, rule->service, backend_of(s));
+}

@@ -40,6 +40,12 @@ void split_write_fetch(struct server *s, void (*done)(struct server *, void *, i
  * cleared. false: c was closed meanwhile and is freed now (do not touch it). */
 bool split_write_result(struct client *c, struct server *s, bool ok);
 
+/* An ErrorResponse (whole, at m) from s while c uses it: a 25006 (read-only transaction)
+ * from a server its pool took for a primary (the primary side of a split, a primary or
+ * read-write pool) makes the backend's role unknown, so that the next connect re-checks it
+ * (the backend may have been demoted). */
+void split_note_error(struct client *c, struct server *s, const uint8_t *m, size_t total);
+
 /* "X/Y" (pg_lsn's text) into a number; 0 on anything else. */
 uint64_t split_parse_lsn(const char *text, size_t len);
 

@@ -161,3 +161,37 @@ def test_no_standby_up_reads_go_to_the_primary(split_table, tusk):
     with t.connect(autocommit=True) as x:
         for _ in range(3):
             assert port_of(x) == c.primary.port
+
+
+def test_25006_from_the_primary_side_rechecks_its_role(split_table, tusk):
+    # A read-only error from a server taken for a primary may mean it was demoted: its role
+    # is forgotten (unknown: every pool is offered it) and the next connect there re-checks.
+    # Here the primary is still one: a transaction the client made read-only answers 25006.
+    c = split_table
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    key = f"127.0.0.1:{c.primary.port}"
+    with t.connect() as x:
+        x.execute("begin")
+        x.execute("set transaction read only")
+        assert roles_of(t)[key] == "primary"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            x.execute("insert into split_t values (7, 'x')")
+        x.rollback()
+    assert roles_of(t)[key] == "unknown"
+    assert "answered 25006" in t.log_text()
+    # Writes go on (unknown fits the primary side); a new connect finds it a primary again.
+    conns = [t.connect() for _ in range(4)]  # size 4: at least one new connect
+    try:
+        for i, x in enumerate(conns):
+            x.execute("begin")
+            x.execute("insert into split_t values (%s, 'y')", [10 + i])
+        for x in conns:
+            x.execute("commit")
+    finally:
+        for x in conns:
+            x.close()
+    wait_until(lambda: roles_of(t)[key] == "primary", 10 * SLOW, what="role re-checked")
+
+
+def roles_of(t):
+    return {r["backend"]: r["role"] for r in show_services(t) if r["pool"] == f"{TEST_DB}/tusk_trust"}

@@ -38,6 +38,12 @@ struct tp_slot;
 struct tp_backend_addr {
 	char name[TP_NAME_MAX]; /* host name or address, for the connector and the logs */
 	uint16_t port;
+	/* The choice of a backend for a new connect (not part of the identity; an update may
+	 * change them): only backends of the lowest priority among those up are used, and among
+	 * them new connects go where slots / weight is least. Weight 0 is a share of almost
+	 * nothing (RFC 2782); all weights 0 (the zeroed default) spread evenly. */
+	uint16_t priority;
+	uint32_t weight;
 };
 
 enum tp_backend_state {

@@ -153,7 +153,8 @@ static void feed_locked(struct svc_entry *e)
 }
 
 /* Replace e's set (roles carried over by address) and feed the subscribers. Under e->lock. */
-static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *addrs, const uint32_t *weights, int n)
+static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *addrs, const uint32_t *weights,
+			   const uint16_t *priorities, int n)
 {
 	struct tp_backend_addr *a = malloc((size_t)n * sizeof *a);
 	uint32_t *w = malloc((size_t)n * sizeof *w);
@@ -172,6 +173,10 @@ static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *ad
 	memcpy(a, addrs, (size_t)n * sizeof *a);
 	for (int i = 0; i < n; i++) {
 		w[i] = weights ? weights[i] : 1;
+		/* What the pool cores choose by (pick_backend): the weight of a static host or an
+		 * SRV record, and the SRV priority. */
+		a[i].weight = w[i];
+		a[i].priority = priorities ? priorities[i] : 0;
 		for (int j = 0; j < e->n; j++)
 			if (e->addrs[j].port == a[i].port && strcmp(e->addrs[j].name, a[i].name) == 0) {
 				r[i] = e->roles[j];
@@ -198,10 +203,9 @@ static void on_update(void *arg, const struct tp_backend_addr *addrs, const uint
 		      int n)
 {
 	struct svc_entry *e = arg;
-	(void)priority;
 	TUSK_PROBE3(resolver__update, e->svc->name, n, 0);
 	pthread_mutex_lock(&e->lock);
-	publish_locked(e, addrs, weight, n);
+	publish_locked(e, addrs, weight, priority, n);
 	pthread_mutex_unlock(&e->lock);
 	log_info(NULL, NULL, "service %s: %d backend%s now (%s%s)", e->svc->name, n, n == 1 ? "" : "s", addrs[0].name,
 		 n > 1 ? ", ..." : "");
@@ -228,7 +232,7 @@ static void seed_numeric(struct svc_entry *e)
 		w[i] = (uint32_t)svc->hosts[i].weight;
 	}
 	pthread_mutex_lock(&e->lock);
-	publish_locked(e, a, w, svc->nhosts);
+	publish_locked(e, a, w, NULL, svc->nhosts);
 	pthread_mutex_unlock(&e->lock);
 out:
 	free(a);

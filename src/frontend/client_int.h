@@ -104,8 +104,9 @@ struct client {
 	bool queued;                /* waiter is (or was, until the answer arrives) in the pool queue */
 	bool dead;                  /* closed while an answer from the pool (or a read-your-writes
 	                             * fetch, ryw_pending) was in flight */
-	bool ryw_pending;           /* read-write-split: its last write's WAL position is being fetched
-	                             * (split_route.c); its reads go to the primary meanwhile */
+	uint8_t ryw_pending;        /* read-write-split: fetches of its writes' WAL positions in flight
+	                             * (split_route.c; a second transaction on the primary may end
+	                             * before the first's fetch): its reads go to the primary meanwhile */
 	bool ryw_reset;             /* relay.c: the server of that fetch needs a reset before parking */
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
 	bool cancel_registered;     /* the minted key is in the cancel registry */
@@ -153,7 +154,7 @@ void client_count_error(struct client *c, const uint8_t *msg, size_t len);
 void client_need_server(struct client *c);
 /* Greeting done or transaction over: no server, wait for the next request. */
 void client_go_idle(struct client *c);
-/* A closed client kept while a fetch of read-your-writes ran (dead, ryw_pending now false):
+/* A closed client kept while a fetch of read-your-writes ran (dead, ryw_pending now 0):
  * freed now unless a pool answer is still on its way. */
 void client_husk_done(struct client *c);
 

@@ -175,22 +175,24 @@ bool split_replay_result(struct client *c, struct server *s)
 bool split_after_primary(struct client *c, const struct server *s)
 {
 	(void)s;
-	if (c->waiter.standby || !ryw_on(c))
-		return false;
-	c->ryw_pending = true;
+	if (c->waiter.standby || !ryw_on(c) || c->ryw_pending == UINT8_MAX)
+		return false; /* (255 in flight cannot happen: one transaction at a time each) */
+	c->ryw_pending++;
 	return true;
 }
 
 bool split_write_result(struct client *c, struct server *s, bool ok)
 {
 	uint64_t lsn = ok ? fetched_lsn(s) : 0;
-	c->ryw_pending = false;
-	if (lsn)
-		c->ryw_lsn = lsn; /* at or past every earlier write of the client's */
-	else
+	c->ryw_pending--;
+	if (lsn == 0)
 		/* Position unknown: no standby can be shown to have the write; the primary serves
-		 * this client's reads until its next write's position is known. */
+		 * this client's reads until a later write's position is known. */
 		c->ryw_lsn = UINT64_MAX;
+	else if (lsn > c->ryw_lsn || c->ryw_lsn == UINT64_MAX)
+		/* Fetches may end out of order: the larger wins. A later fetch started after the
+		 * earlier transaction ended, so its position also covers that one's write. */
+		c->ryw_lsn = lsn;
 	if (!lsn && !c->dead)
 		log_warn(c->id, c->ctx, "read-your-writes: could not read the primary's WAL position; reads stay on the primary");
 	if (c->dead) {

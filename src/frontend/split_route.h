@@ -31,8 +31,8 @@ bool split_replay_result(struct client *c, struct server *s);
 
 /* A transaction of c on the primary side of a split pool with read_your_writes just ended
  * (its final ReadyForQuery is out): true when c's write position must be fetched from s
- * before s goes back (c->ryw_pending is then set, and c's reads go to the primary until
- * split_write_result). */
+ * before s goes back (c->ryw_pending counts it, and c's reads go to the primary until
+ * every such fetch reported, split_write_result). */
 bool split_after_primary(struct client *c, const struct server *s);
 void split_write_fetch(struct server *s, void (*done)(struct server *, void *, int, const char *,
 						      const uint8_t *, size_t), void *arg);

@@ -122,6 +122,12 @@ def test_read_your_writes_with_a_delayed_standby(split_table, tusk):
         for i in range(1, 21):
             w.execute("insert into split_t values (%s, 'w')", [i])
             assert w.execute("select count(*) from split_t where id = %s", [i]).fetchone()[0] == 1, i
+        # Two writes back to back (the second may start before the first's position is in),
+        # then a read: both rows.
+        for i in range(1000, 1010):
+            w.execute("insert into split_t values (%s, 'w')", [i])
+            w.execute("insert into split_t values (%s, 'w')", [i + 100])
+            assert w.execute("select count(*) from split_t where id in (%s, %s)", [i, i + 100]).fetchone()[0] == 2, i
         # A client that never wrote is served by a standby: the last row is not there yet
         # (two seconds of apply delay), and its read-only transaction is in recovery.
         assert r.execute("select count(*) from split_t where id = 20").fetchone()[0] == 0

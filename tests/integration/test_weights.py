@@ -43,4 +43,5 @@ def test_weights_1_and_3_share_200_transactions(pg_cluster, tusk):
         c.close()
     assert sum(ran.values()) == 200, ran
     share = ran[heavy.port] / 200
+    print(f"weights 1:3, 200 transactions: heavy {share:.0%} {dict(ran)}")
     assert 0.60 <= share <= 0.90, (share, ran)

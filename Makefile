@@ -5,7 +5,8 @@
 #   make test    unit tests (ctest) then the integration suite against build/tusk
 #   make asan    ASan+UBSan build into build-asan/
 #   make bench   pgbench -S: direct vs PgBouncer vs tusk (compare.sh), then what each costs to run (cost.sh),
-#                then resolution of 1,000 SRV records (resolve_srv.py)
+#                then resolution of 1,000 SRV records (resolve_srv.py), then read-write-split vs all
+#                on the primary over a primary and two standbys (split.sh)
 #   make install binary, libtuskpool (static, shared), tuskpool.h, tuskpool.pc, tusk.1, example
 #                config; PREFIX (default /usr/local) and DESTDIR honoured
 #   make bench-kv  kv: puts/gets direct vs through tusk, replication lag, catch-up after a partition
@@ -75,6 +76,7 @@ bench: deps build
 	bench/compare.sh $(BENCH_SECONDS)
 	bench/cost.sh
 	$(PYTHON) bench/resolve_srv.py
+	PYTHON=$(PYTHON) bench/split.sh
 
 bench-kv: deps build
 	TUSK_BIN=$(TUSK_BIN) $(PYTHON) bench/kv_lag.py $(BENCH_SECONDS)

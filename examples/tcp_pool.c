@@ -481,7 +481,7 @@ int main(void)
 	pool = tp_pool_new(&cfg, &host_ops, NULL, &conn_ops, NULL);
 	if (!pool)
 		return 2;
-	struct tp_backend_addr be = { "127.0.0.1", echo_port };
+	struct tp_backend_addr be = { .name = "127.0.0.1", .port = echo_port };
 	if (tp_pool_set_backends(pool, &be, 1) < 0)
 		return 2;
 	for (int i = 0; i < NTHREADS; i++) {

@@ -38,6 +38,12 @@ struct tp_slot;
 struct tp_backend_addr {
 	char name[TP_NAME_MAX]; /* host name or address, for the connector and the logs */
 	uint16_t port;
+	/* The choice of a backend for a new connect (not part of the identity; an update may
+	 * change them): only backends of the lowest priority among those up are used, and among
+	 * them new connects go where slots / weight is least. Weight 0 is a share of almost
+	 * nothing (RFC 2782); all weights 0 (the zeroed default) spread evenly. */
+	uint16_t priority;
+	uint32_t weight;
 };
 
 enum tp_backend_state {
@@ -264,6 +270,9 @@ void *tp_slot_conn(const struct tp_slot *slot);
 void tp_slot_set_conn(struct tp_slot *slot, void *conn);
 const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *slot);
 int tp_slot_thread(const struct tp_slot *slot);
+/* The pool the slot belongs to (a program with several pools per connector context tells
+ * them apart by it). */
+struct tp_pool *tp_slot_pool(const struct tp_slot *slot);
 /* bind_connects: the claim a connecting slot is for; NULL for a min_slots connect (and
  * once the slot is connected). */
 struct tp_claim *tp_slot_claim(const struct tp_slot *slot);

@@ -26,6 +26,7 @@
 #include "kv/front.h"
 #include "flight/serve.h"
 #include "frontend/client_int.h"
+#include "frontend/split_route.h"
 #include "frontend/vdb.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
@@ -302,7 +303,18 @@ void client_close(struct client *c, const char *reason)
 		c->dead = true;
 		return;
 	}
+	c->queued = false;
+	if (c->ryw_pending) {
+		c->dead = true; /* split_write_result frees it */
+		return;
+	}
 	free_client(c);
+}
+
+void client_husk_done(struct client *c)
+{
+	if (!c->queued && !c->ryw_pending)
+		free_client(c);
 }
 
 /* Append an ErrorResponse whose message names the client, then close once it is flushed. */
@@ -904,6 +916,9 @@ static void greet(struct client *c, struct server *s)
 }
 
 static void use_server(struct client *c, struct server *s);
+static void use_server_now(struct client *c, struct server *s);
+static void claim(struct client *c);
+static void claim_primary(struct client *c);
 
 static void on_session_applied(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			       size_t errlen)
@@ -951,7 +966,7 @@ static void on_reset_all(struct server *s, void *arg, int err, const char *reaso
 			client_fail(c, "08006", "server %s could not be brought back to the database's defaults", sid);
 			return;
 		}
-		use_server(c, s);
+		use_server_now(c, s);
 		return;
 	}
 	on_session_applied(s, arg, err, reason, errmsg, errlen);
@@ -960,7 +975,39 @@ static void on_reset_all(struct server *s, void *arg, int err, const char *reaso
 /* s is idle and attached to our loop: make it look like the client's session (SETs for
  * what differs), then greet or relay. A server still carrying another client's unreported
  * settings is wiped with RESET ALL first. */
+static void on_replay_checked(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			      size_t errlen)
+{
+	struct client *c = arg;
+	(void)reason;
+	(void)errmsg;
+	(void)errlen;
+	c->server = NULL;
+	if (err == 0 && split_replay_result(c, s)) {
+		use_server_now(c, s);
+		return;
+	}
+	/* The standby has not replayed the client's last write yet (or could not say): the
+	 * primary serves this read. */
+	if (err == 0)
+		relay_park_server(s);
+	else if (s->ok_after_error)
+		server_close(s, "could not read the standby's replay position");
+	claim_primary(c);
+}
+
 static void use_server(struct client *c, struct server *s)
+{
+	if (split_needs_replay_check(c, s)) {
+		/* read-your-writes: ask the standby how far it has replayed, then decide. */
+		c->server = s;
+		split_replay_fetch(s, on_replay_checked, c);
+		return;
+	}
+	use_server_now(c, s);
+}
+
+static void use_server_now(struct client *c, struct server *s)
 {
 	char sets[16384];
 	double timeout = (double)cfg_of(c)->server_connect_timeout_ms / 1000.0;
@@ -1140,13 +1187,20 @@ static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, co
 			pool_put_idle(c->pool, s);
 		else if (s)
 			server_close(s, "tusk is shutting down");
-		if (c->dead)
+		if (c->dead && !c->ryw_pending)
 			free_client(c);
 		return;
 	}
 	if (s) {
 		log_debug(c->id, c->ctx, "got server %s", s->id);
 		use_server(c, s);
+		return;
+	}
+	if (c->waiter.standby && err != -ETIMEDOUT && err != -ECANCELED) {
+		/* read-write-split: no standby could take it (all down, or none turned out to be
+		 * one): the primary serves reads too. */
+		log_debug(c->id, c->ctx, "no standby for a read (%s): the primary serves it", reason ? reason : "down");
+		claim_primary(c);
 		return;
 	}
 	if (err == -EHOSTUNREACH) {
@@ -1179,13 +1233,29 @@ static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, co
 	client_fail(c, "08006", "%s", reason ? reason : "could not connect to server");
 }
 
+static void claim_primary(struct client *c)
+{
+	c->waiter.standby = false;
+	claim(c);
+}
+
 static void start_claim(struct client *c)
+{
+	split_route_claim(c); /* read-write-split: which side (c->waiter.standby) */
+	claim(c);
+}
+
+static void claim(struct client *c)
 {
 	struct server *s = NULL;
 	c->waiter.cred = c->cred;
 	c->waiter.answer = on_pool_answer;
 	switch (pool_claim(c->pool, &c->waiter, ev_now(c->worker->loop), &s)) {
 	case POOL_CLAIM_DOWN: {
+		if (c->waiter.standby) {
+			claim_primary(c); /* every standby is down: the primary serves reads too */
+			break;
+		}
 		char why[256];
 		pool_down_reason(c->pool, ev_now(c->worker->loop), why, sizeof why);
 		client_fail(c, "08006", "server for %s/%s is not accepting connections: %s", pool_database(c->pool),

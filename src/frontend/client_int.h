@@ -102,7 +102,12 @@ struct client {
 	struct server *server;      /* connecting, preparing or attached */
 	struct pool_waiter waiter;
 	bool queued;                /* waiter is (or was, until the answer arrives) in the pool queue */
-	bool dead;                  /* closed while an answer from the pool was in flight */
+	bool dead;                  /* closed while an answer from the pool (or a read-your-writes
+	                             * fetch, ryw_pending) was in flight */
+	uint8_t ryw_pending;        /* read-write-split: fetches of its writes' WAL positions in flight
+	                             * (split_route.c; a second transaction on the primary may end
+	                             * before the first's fetch): its reads go to the primary meanwhile */
+	bool ryw_reset;             /* relay.c: the server of that fetch needs a reset before parking */
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
 	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
@@ -120,6 +125,8 @@ struct client {
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
 	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered
 	 * query and its transaction began (loop time; 0: none) */
+	uint64_t ryw_lsn;           /* read-your-writes: the primary's WAL insert position after its
+	                             * last write (0: none; UINT64_MAX: unknown, reads stay on the primary) */
 	struct stats_pool *stats_pool;
 	double wait_start, query_start, xact_start;
 
@@ -147,6 +154,9 @@ void client_count_error(struct client *c, const uint8_t *msg, size_t len);
 void client_need_server(struct client *c);
 /* Greeting done or transaction over: no server, wait for the next request. */
 void client_go_idle(struct client *c);
+/* A closed client kept while a fetch of read-your-writes ran (dead, ryw_pending now 0):
+ * freed now unless a pool answer is still on its way. */
+void client_husk_done(struct client *c);
 
 /* auth.c: true when the client may go on at once (trust); false when an exchange started
  * (state CLIENT_AUTH) or the client was failed. */

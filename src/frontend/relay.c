@@ -19,6 +19,7 @@
 
 #include "flight/serve.h"
 #include "frontend/client_int.h"
+#include "frontend/split_route.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
 #include "pool/server.h"
@@ -1296,6 +1297,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 				if (healed > 0)
 					continue; /* consumed; the request went again */
 				client_count_error(c, m, total);
+				split_note_error(c, s, m, total); /* 25006 from a primary: role re-check */
 			} else {
 				client_count_error(c, NULL, 0);
 			}
@@ -1715,6 +1717,23 @@ enum reset_kind {
 };
 static void reset_and_park(struct server *s, enum reset_kind kind);
 
+static void on_write_lsn(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			 size_t errlen)
+{
+	struct client *c = arg;
+	bool reset = c->ryw_reset;
+	(void)reason;
+	(void)errmsg;
+	(void)errlen;
+	split_write_result(c, s, err == 0); /* may free c */
+	if (err < 0) {
+		if (s->ok_after_error)
+			server_close(s, "could not read the primary's WAL position");
+		return;
+	}
+	reset_and_park(s, reset ? RESET_REQUIRED : RESET_NONE);
+}
+
 static void release_after_transaction(struct client *c, struct server *s)
 {
 	struct worker *w = c->worker;
@@ -1737,6 +1756,12 @@ static void release_after_transaction(struct client *c, struct server *s)
 	log_debug(c->id, c->ctx, "transaction done, server %s back to the pool", s->id);
 	if (w->stopping) {
 		server_close(s, "shutting down");
+	} else if (split_after_primary(c, s)) {
+		/* read-your-writes: the primary's WAL position on this server, off the client's
+		 * path (its reads go to the primary until it is in), then reset and park. */
+		c->ryw_reset = reset;
+		server_unpark(s);
+		split_write_fetch(s, on_write_lsn, c);
 	} else if (reset) {
 		/* Off the client's path: it has its answer and goes idle now. */
 		server_unpark(s);

@@ -57,6 +57,12 @@ struct pool {
 	struct stats_pool *stats; /* its own atomics; no lock */
 	struct prep_refs *prep_refs; /* client names per prepared statement; its own lock */
 	struct tp_pool *tp;  /* the core: locks itself */
+	/* read-write-split only (else NULL): the standby side, a second core fed the service's
+	 * standbys, for transactions router_split_decide proves read-only. Two cores rather than
+	 * a role filter inside one: the core picks a backend per connect and per idle slot, and
+	 * a second pool gives it a role-pure set, its own queue and idle lists with no new code
+	 * in it; each side keeps its own FIFO, and size bounds each side. */
+	struct tp_pool *tp_ro;
 
 	/* The rule of the newest configuration generation this pool belongs to (see
 	 * pool_registry_reload); every read is an implicit seq_cst load. */
@@ -126,6 +132,9 @@ struct pool_registry {
 	/* pool_registry_free: no worker runs any more, the core's posts run inline. */
 	atomic_bool stopped;
 };
+
+/* Each core of a pool: p->tp, then the split's standby side when there is one. */
+#define FOR_CORES(p, t) for (struct tp_pool *t = (p)->tp, *t##_next_ = (p)->tp_ro; t; t = t##_next_, t##_next_ = NULL)
 
 /* A clock for the core: the coarse one costs no system call (vDSO) and its few milliseconds
  * of resolution are enough for deadlines, idle times and the pass-over age. */
@@ -230,8 +239,9 @@ static void set_min_size(struct pool *p, bool on)
 	const struct config_pool_rule *rule = p->rule;
 	int size = rule->size > 0 ? rule->size : 1;
 	int min = !on ? 0 : rule->min_size < size ? rule->min_size : size;
-	if (tp_pool_resize(p->tp, size, min) < 0)
-		log_warn(NULL, NULL, "pool %s/%s: limits not applied", p->database, p->user);
+	FOR_CORES(p, t)
+		if (tp_pool_resize(t, size, min) < 0)
+			log_warn(NULL, NULL, "pool %s/%s: limits not applied", p->database, p->user);
 }
 
 /* A min_size connect failed (server.c closed it quietly; the core backs off): log at most a
@@ -256,7 +266,8 @@ static void refill_failed(struct pool *p, double now, const char *reason)
 		     stats_pool_clients(p->stats) == 0 && !atomic_load(&p->retired);
 	pthread_mutex_unlock(&p->lock);
 	if (slept)
-		tp_pool_sleep(p->tp);
+		FOR_CORES(p, t)
+			tp_pool_sleep(t);
 	if (log_it)
 		log_warn(NULL, NULL, "pool %s/%s: min_size connect failed (%d in a row, %d not logged since the last line): %s",
 			 p->database, p->user, failures, unlogged, reason ? reason : "unknown error");
@@ -274,6 +285,16 @@ static enum services_role server_role(const struct server *s)
 	return SERVICES_ROLE_UNKNOWN;
 }
 
+/* The role a core of p wants: the rule's, or for read-write-split a primary on p->tp and a
+ * standby on p->tp_ro. */
+static int pool_core_target(const struct pool *p, const struct tp_pool *tp)
+{
+	int target = pool_rule(p)->target_session_attrs;
+	if (target != CONFIG_TARGET_READ_WRITE_SPLIT)
+		return target;
+	return tp == p->tp_ro ? CONFIG_TARGET_STANDBY : CONFIG_TARGET_PRIMARY;
+}
+
 /* Note a new server's role for its service, and whether it fits the pool's
  * target_session_attrs (else why not, in reason). */
 static bool role_fits(struct pool *p, struct server *s, char *reason, size_t cap)
@@ -283,10 +304,11 @@ static bool role_fits(struct pool *p, struct server *s, char *reason, size_t cap
 	enum services_role role = server_role(s);
 	if (role != SERVICES_ROLE_UNKNOWN)
 		services_note_role(p->rt->services, rule->service, be, role);
-	if (services_role_fits(rule->target_session_attrs, role))
+	int target = pool_core_target(p, tp_slot_pool(s->slot));
+	if (services_role_fits(target, role))
 		return true;
 	snprintf(reason, cap, "%s:%u is a %s (target_session_attrs %s)", be->name, be->port, services_role_name(role),
-		 config_target_name(rule->target_session_attrs));
+		 config_target_name(target));
 	return false;
 }
 
@@ -534,11 +556,22 @@ static double wait_deadline(const struct pool *p)
 	return coarse_now() + (double)p->rt->cfg->pool_wait_timeout_ms / 1000.0 + POOL_DEADLINE_SLACK;
 }
 
+/* The core w claims from: the split's standby side when w asks for it and p has one. */
+static struct tp_pool *waiter_core(const struct pool *p, const struct pool_waiter *w)
+{
+	return w->standby && p->tp_ro ? p->tp_ro : p->tp;
+}
+
+bool pool_is_split(const struct pool *p)
+{
+	return p->tp_ro != NULL;
+}
+
 /* Claim again for w after a server it was given turned out dead: the answer comes as any. */
 static void claim_core(struct pool *p, struct pool_waiter *w)
 {
 	struct tp_slot *slot = NULL;
-	int rc = tp_claim(p->tp, &w->claim, w->worker->index, wait_deadline(p), &slot);
+	int rc = tp_claim(waiter_core(p, w), &w->claim, w->worker->index, wait_deadline(p), &slot);
 	if (rc == 0) {
 		struct server *s = tp_slot_conn(slot);
 		s->moved = false;
@@ -563,7 +596,7 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	w->claim.key = w->owner;
 	w->connecting = false;
 	w->queued_at = coarse_now();
-	int rc = tp_claim(p->tp, &w->claim, wi, wait_deadline(p), &slot);
+	int rc = tp_claim(waiter_core(p, w), &w->claim, wi, wait_deadline(p), &slot);
 	if (rc == 0) {
 		struct server *s = tp_slot_conn(slot);
 		s->idle_worker = -1;
@@ -590,7 +623,15 @@ bool pool_leave_queue(struct pool *p, struct pool_waiter *w)
 bool pool_backend(struct pool *p, int i, struct tp_backend_addr *addr, enum tp_backend_state *state, int *slots,
 		  char *err, size_t errcap)
 {
-	return tp_pool_backend(p->tp, i, addr, state, slots) && tp_pool_backend_error(p->tp, i, err, errcap);
+	/* The primary side's backends, then the standby side's (read-write-split). */
+	struct tp_stats st;
+	tp_pool_stats(p->tp, &st);
+	struct tp_pool *tp = p->tp;
+	if (i >= st.backends && p->tp_ro) {
+		i -= st.backends;
+		tp = p->tp_ro;
+	}
+	return tp_pool_backend(tp, i, addr, state, slots) && tp_pool_backend_error(tp, i, err, errcap);
 }
 
 bool pool_retired(const struct pool *p)
@@ -713,9 +754,11 @@ void pool_registry_free(struct pool_registry *reg)
 	struct pool *p = reg->head;
 	while (p) {
 		struct pool *next = p->next;
-		tp_pool_stop(p->tp);
-		if (tp_pool_destroy(p->tp) < 0)
-			log_warn(NULL, NULL, "pool %s/%s: servers left at exit; not freed", p->database, p->user);
+		FOR_CORES(p, t) {
+			tp_pool_stop(t);
+			if (tp_pool_destroy(t) < 0)
+				log_warn(NULL, NULL, "pool %s/%s: servers left at exit; not freed", p->database, p->user);
+		}
 		pthread_mutex_destroy(&p->lock);
 		OPENSSL_cleanse(&p->cred, sizeof p->cred);
 		stats_pool_free(p->stats);
@@ -749,11 +792,11 @@ static void apply_rule(struct pool *p, const struct config_pool_rule *rule)
 	tp_group_set_limit(p->user_group->tp, rule->max_user_connections);
 }
 
-static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *rule)
+static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *rule, bool standby)
 {
 	const struct tusk_config *cfg = p->rt->cfg;
-	char name[2 * CONFIG_NAME_MAX + 2];
-	snprintf(name, sizeof name, "%s/%s", p->database, p->user);
+	char name[2 * CONFIG_NAME_MAX + 16];
+	snprintf(name, sizeof name, "%s/%s%s", p->database, p->user, standby ? " (standby)" : "");
 	int size = rule->size > 0 ? rule->size : 1;
 	struct tp_config tc = {
 		.name = name,
@@ -849,12 +892,14 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	p->prep_refs = prep_refs_new();
 	if (p->db_group && p->user_group) {
 		apply_rule(p, rule);
-		p->tp = new_core(p, rule);
+		p->tp = new_core(p, rule, false);
+		if (p->tp && rule->target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT)
+			p->tp_ro = new_core(p, rule, true);
 	}
-	if (!p->tp || !p->stats || !p->prep_refs) {
-		if (p->tp) {
-			tp_pool_stop(p->tp);
-			int rc = tp_pool_destroy(p->tp);
+	if (!p->tp || !p->stats || !p->prep_refs || (rule->target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT && !p->tp_ro)) {
+		FOR_CORES(p, t) {
+			tp_pool_stop(t);
+			int rc = tp_pool_destroy(t);
 			(void)rc;
 		}
 		prep_refs_free(p->prep_refs);
@@ -865,12 +910,14 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	}
 	reg->count++;
 	if (atomic_load(&p->retired)) {
-		tp_pool_retire(p->tp);
+		FOR_CORES(p, t)
+			tp_pool_retire(t);
 	} else {
 		reg->live++;
 	}
 	if (reg->pause_all || p->db_group->paused)
-		tp_pool_pause(p->tp);
+		FOR_CORES(p, t)
+			tp_pool_pause(t);
 	pthread_mutex_init(&p->lock, NULL);
 	p->next = reg->head;
 	reg->head = p;
@@ -878,9 +925,10 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 	reg->pool_hash[h] = p;
 	/* The service's current backends now, each change later. Until the first answer claims
 	 * queue (within pool_wait_timeout). */
-	if (services_subscribe(rt->services, rule->service, p->tp, rule->target_session_attrs) < 0)
-		log_warn(NULL, NULL, "pool %s/%s: out of memory subscribing to service %s: it gets no backends",
-			 database, user, rule->service->name);
+	FOR_CORES(p, t)
+		if (services_subscribe(rt->services, rule->service, t, pool_core_target(p, t)) < 0)
+			log_warn(NULL, NULL, "pool %s/%s: out of memory subscribing to service %s: it gets no backends",
+				 database, user, rule->service->name);
 	log_info(NULL, NULL, "pool %s/%s created (rule at line %d, mode %s, size %d)", database, user,
 		 rule->line, config_pool_mode_name(rule->mode), rule->size);
 out:
@@ -903,6 +951,13 @@ void pool_snapshot(struct pool *p, struct pool_gauges *out)
 	out->waiters = st.waiting;
 	out->down = st.down;
 	out->paused = st.paused;
+	if (p->tp_ro) {
+		/* The split's standby side counts in the same (database, user) row. */
+		tp_pool_stats(p->tp_ro, &st);
+		out->slots += st.slots;
+		out->idle += st.idle;
+		out->waiters += st.waiting;
+	}
 }
 
 void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), void *arg)
@@ -928,7 +983,8 @@ void pool_maintain(struct worker *w, double now)
 		services_tick(rt->services); /* role verdicts due for a re-check */
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
-		tp_pool_tick(p->tp, w->index);
+		FOR_CORES(p, t)
+			tp_pool_tick(t, w->index);
 		if (p->index % rt->nworkers != w->index || unused_timeout <= 0 || atomic_load(&p->retired) ||
 		    !from_wildcard(p->rule))
 			continue;
@@ -952,7 +1008,8 @@ void pool_maintain(struct worker *w, double now)
 			p->unused_since = 0;
 		pthread_mutex_unlock(&p->lock);
 		if (unused_long) {
-			tp_pool_sleep(p->tp);
+			FOR_CORES(p, t)
+				tp_pool_sleep(t);
 			log_info(NULL, NULL, "pool %s/%s retired: no client for %.0fs (pool_idle_timeout); it keeps no servers until a client comes",
 				 p->database, p->user, unused_timeout);
 		}
@@ -966,6 +1023,10 @@ static bool same_servers(const struct config_pool_rule *a, const struct config_p
 	const struct config_service *sa = a->service, *sb = b->service;
 	/* The same resolver's answers (pool/services.c keeps it across the reload). */
 	if (a->mode != b->mode || !services_same_discovery(sa, sb) || sa->max_per_host != sb->max_per_host)
+		return false;
+	/* read-write-split has a second core (the standby side): it comes and goes with the pool. */
+	if ((a->target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT) !=
+	    (b->target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT))
 		return false;
 #define SAME_STR(x, y) ((x) == (y) || ((x) && (y) && strcmp((x), (y)) == 0))
 	/* TLS too: servers opened in plaintext must not go on serving a service now requiring TLS. */
@@ -988,7 +1049,8 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 			atomic_store(&p->retired, true);
 			reg->live--;
 			pthread_mutex_unlock(&reg->lock);
-			tp_pool_retire(p->tp);
+			FOR_CORES(p, t)
+				tp_pool_retire(t);
 			log_info(NULL, NULL, "pool %s/%s retired by reload (%s): its clients finish, its servers close",
 				 p->database, p->user, !rule ? "no rule matches any more" : rule->blocked ? "now blocked"
 				 : "its service, server login or mode changed");
@@ -996,8 +1058,9 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 		}
 		atomic_store(&p->rule, rule);
 		apply_rule(p, rule);
-		tp_pool_set_expiry(p->tp, (double)next->server_idle_timeout_ms / 1000.0,
-				   (double)next->server_lifetime_ms / 1000.0);
+		FOR_CORES(p, t)
+			tp_pool_set_expiry(t, (double)next->server_idle_timeout_ms / 1000.0,
+					   (double)next->server_lifetime_ms / 1000.0);
 		if (old->size != rule->size || old->min_size != rule->min_size) {
 			log_info(NULL, NULL, "pool %s/%s: size %d -> %d, min_size %d -> %d", p->database, p->user,
 				 old->size, rule->size, old->min_size, rule->min_size);
@@ -1024,7 +1087,8 @@ unsigned pool_generation(const struct pool *p)
 void pool_reconnect(struct pool *p)
 {
 	atomic_fetch_add_explicit(&p->generation, 1, memory_order_relaxed);
-	tp_pool_reconnect(p->tp);
+	FOR_CORES(p, t)
+		tp_pool_reconnect(t);
 }
 
 /* The registry remembers the pause first (under its lock, where pool_get reads it), then
@@ -1049,7 +1113,8 @@ int pool_pause_database(struct runtime *rt, const char *database)
 		return rc;
 	for (struct pool *p = registry_head(reg); p; p = p->next)
 		if (!*database || strcmp(p->database, database) == 0)
-			tp_pool_pause(p->tp);
+			FOR_CORES(p, t)
+				tp_pool_pause(t);
 	return 0;
 }
 
@@ -1066,5 +1131,6 @@ void pool_resume_database(struct runtime *rt, const char *database)
 	pthread_mutex_unlock(&reg->lock);
 	for (struct pool *p = registry_head(reg); p; p = p->next)
 		if (!*database || strcmp(p->database, database) == 0)
-			tp_pool_resume(p->tp);
+			FOR_CORES(p, t)
+				tp_pool_resume(t);
 }

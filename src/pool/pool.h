@@ -39,6 +39,7 @@ struct pool_waiter {
 	uint64_t owner;                   /* set by the owner: its serial, to find the server it used last */
 	const struct server_cred *cred;   /* set by the owner: what a connect for it logs in with */
 	pool_answer_fn answer;            /* set by the owner */
+	bool standby;                     /* set by the owner: read-write-split's standby side (pool_is_split) */
 	bool connecting;                  /* private to pool.c: a server is being opened for it */
 	double queued_at;                 /* private to pool.c: when it claimed (probes) */
 };
@@ -95,6 +96,9 @@ enum pool_claim_result {
  * no SETs), then one parked on w->worker, then the most recently used. A waiter for which
  * the pool opens a server gets that server, logged in with w->cred (passthrough). */
 enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double now, struct server **out);
+/* target_session_attrs: read-write-split: the pool has a standby side, which a waiter with
+ * standby set claims from (its servers are standbys; everything else is on the primary side). */
+bool pool_is_split(const struct pool *p);
 
 /* Backend i of the pool's current set (SHOW SERVICES): address, state, servers, last connect
  * error. false past the end. */

@@ -47,6 +47,7 @@ struct svc_entry {
 	uint32_t *weights;
 	uint8_t *roles;   /* enum services_role per backend, kept across answers by address */
 	double *checked;  /* when each role was last seen (monotonic) */
+	uint64_t *replay; /* each standby's last pg_last_wal_replay_lsn() seen (0: none); only grows */
 	int n;
 	struct svc_sub *subs;
 	int nsubs, capsubs;
@@ -158,13 +159,16 @@ static void feed_locked(struct svc_entry *e)
 }
 
 /* Replace e's set (roles carried over by address) and feed the subscribers. Under e->lock. */
-static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *addrs, const uint32_t *weights, int n)
+static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *addrs, const uint32_t *weights,
+			   const uint16_t *priorities, int n)
 {
 	struct tp_backend_addr *a = malloc((size_t)n * sizeof *a);
 	uint32_t *w = malloc((size_t)n * sizeof *w);
 	uint8_t *r = calloc((size_t)n, sizeof *r);
 	double *c = calloc((size_t)n, sizeof *c);
-	if (!a || !w || !r || !c) {
+	uint64_t *rl = calloc((size_t)n, sizeof *rl);
+	if (!a || !w || !r || !c || !rl) {
+		free(rl);
 		free(a);
 		free(w);
 		free(r);
@@ -175,16 +179,23 @@ static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *ad
 	memcpy(a, addrs, (size_t)n * sizeof *a);
 	for (int i = 0; i < n; i++) {
 		w[i] = weights ? weights[i] : 1;
+		/* What the pool cores choose by (pick_backend): the weight of a static host or an
+		 * SRV record, and the SRV priority. */
+		a[i].weight = w[i];
+		a[i].priority = priorities ? priorities[i] : 0;
 		for (int j = 0; j < e->n; j++)
 			if (e->addrs[j].port == a[i].port && strcmp(e->addrs[j].name, a[i].name) == 0) {
 				r[i] = e->roles[j];
 				c[i] = e->checked[j];
+				rl[i] = e->replay[j];
 			}
 	}
 	free(e->addrs);
 	free(e->weights);
 	free(e->roles);
 	free(e->checked);
+	free(e->replay);
+	e->replay = rl;
 	e->addrs = a;
 	e->weights = w;
 	e->roles = r;
@@ -198,10 +209,9 @@ static void on_update(void *arg, const struct tp_backend_addr *addrs, const uint
 		      int n)
 {
 	struct svc_entry *e = arg;
-	(void)priority;
 	TUSK_PROBE3(resolver__update, e->svc->name, n, 0);
 	pthread_mutex_lock(&e->lock);
-	publish_locked(e, addrs, weight, n);
+	publish_locked(e, addrs, weight, priority, n);
 	pthread_mutex_unlock(&e->lock);
 	log_info(NULL, NULL, "service %s: %d backend%s now (%s%s)", e->svc->name, n, n == 1 ? "" : "s", addrs[0].name,
 		 n > 1 ? ", ..." : "");
@@ -228,7 +238,7 @@ static void seed_numeric(struct svc_entry *e)
 		w[i] = (uint32_t)svc->hosts[i].weight;
 	}
 	pthread_mutex_lock(&e->lock);
-	publish_locked(e, a, w, svc->nhosts);
+	publish_locked(e, a, w, NULL, svc->nhosts);
 	pthread_mutex_unlock(&e->lock);
 out:
 	free(a);
@@ -256,6 +266,7 @@ static void entry_free(struct svc_entry *e)
 	free(e->weights);
 	free(e->roles);
 	free(e->checked);
+	free(e->replay);
 	free(e->subs);
 	free(e);
 }
@@ -449,6 +460,83 @@ void services_tick(struct services *s)
 		}
 		pthread_mutex_unlock(&e->lock);
 	}
+}
+
+/* The entry's index of be, or -1. Under e->lock. */
+static int index_locked(const struct svc_entry *e, const struct tp_backend_addr *be)
+{
+	for (int i = 0; i < e->n; i++)
+		if (e->addrs[i].port == be->port && strcmp(e->addrs[i].name, be->name) == 0)
+			return i;
+	return -1;
+}
+
+static struct svc_entry *entry_of(struct services *s, const struct config_service *svc)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	return e;
+}
+
+void services_note_replay(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,
+			  uint64_t lsn)
+{
+	struct svc_entry *e = entry_of(s, svc);
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	int i = index_locked(e, be);
+	if (i >= 0 && lsn > e->replay[i])
+		e->replay[i] = lsn;
+	pthread_mutex_unlock(&e->lock);
+}
+
+uint64_t services_replay_of(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be)
+{
+	struct svc_entry *e = entry_of(s, svc);
+	uint64_t lsn = 0;
+	if (!e)
+		return 0;
+	pthread_mutex_lock(&e->lock);
+	int i = index_locked(e, be);
+	if (i >= 0)
+		lsn = e->replay[i];
+	pthread_mutex_unlock(&e->lock);
+	return lsn;
+}
+
+void services_forget_role(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be)
+{
+	struct svc_entry *e = entry_of(s, svc);
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	int i = index_locked(e, be);
+	bool changed = i >= 0 && e->roles[i] != SERVICES_ROLE_UNKNOWN;
+	if (changed) {
+		/* Unknown fits every pool: each is re-fed it, and its next connect there tells. */
+		e->roles[i] = SERVICES_ROLE_UNKNOWN;
+		e->checked[i] = 0;
+		feed_locked(e);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (changed)
+		log_info(NULL, NULL, "service %s: %s:%u answered 25006 (read-only transaction): its role is re-checked",
+			 svc->name, be->name, be->port);
+}
+
+bool services_may_have_standby(struct services *s, const struct config_service *svc)
+{
+	struct svc_entry *e = entry_of(s, svc);
+	bool any = false;
+	if (!e)
+		return false;
+	pthread_mutex_lock(&e->lock);
+	for (int i = 0; i < e->n && !any; i++)
+		any = e->roles[i] != SERVICES_ROLE_PRIMARY;
+	pthread_mutex_unlock(&e->lock);
+	return any;
 }
 
 const char *services_role_name(enum services_role role)

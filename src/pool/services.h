@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "config/config.h"
 #include "net/net.h"
@@ -51,6 +52,17 @@ void services_note_role(struct services *s, const struct config_service *svc, co
 enum services_role services_role_of(struct services *s, const struct config_service *svc,
 				    const struct tp_backend_addr *be);
 const char *services_role_name(enum services_role role);
+/* read-your-writes: a standby's replay position (pg_last_wal_replay_lsn(), as seen by a
+ * server of be; kept only if it moved forward) and the last one seen (0: never). Any thread. */
+void services_note_replay(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,
+			  uint64_t lsn);
+uint64_t services_replay_of(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be);
+/* A server of be refused a write as read-only (25006) though its pool took it for a primary:
+ * the role is unknown again, so every pool is offered be and its next connect re-checks. */
+void services_forget_role(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be);
+/* Whether any backend of svc is a standby or of unknown role (read-write-split: else every
+ * transaction goes to the primary side). */
+bool services_may_have_standby(struct services *s, const struct config_service *svc);
 /* About once a second (a worker's tick): role verdicts older than a second are offered again
  * to the pools they excluded, so that the next connect there re-checks the role. */
 void services_tick(struct services *s);

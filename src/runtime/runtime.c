@@ -49,20 +49,6 @@ struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct confi
 	return g ? g->service_tls[i] : NULL;
 }
 
-/* What the pools cannot do yet is refused, not approximated: a rule asking for a primary
- * must not silently get whichever backend comes first. */
-static int check_wired(const struct tusk_config *cfg)
-{
-	for (int i = 0; i < cfg->npools; i++) {
-		if (cfg->pools[i].target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT) {
-			log_error(NULL, NULL, "%s:%d: target_session_attrs %s is not wired into the pools yet", cfg->path,
-				  cfg->pools[i].line, config_target_name(cfg->pools[i].target_session_attrs));
-			return -ENOTSUP;
-		}
-	}
-	return 0;
-}
-
 static void listen_key(const struct config_listen *l, char *out, size_t cap)
 {
 	snprintf(out, cap, "%s:%d", l->host, l->port);
@@ -312,11 +298,6 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		return -ENOMEM;
 	}
 	g->cfg = cfg;
-	rc = check_wired(cfg);
-	if (rc < 0) {
-		free_gen(g);
-		return rc;
-	}
 	if (runtime_load_auth(cfg, stderr, &g->users, &g->hba) > 0 ||
 	    runtime_load_tls(cfg, stderr, &g->listen_tls, &g->service_tls) > 0) {
 		free_gen(g);
@@ -461,11 +442,6 @@ int runtime_reload(struct runtime *rt, const char *path)
 	}
 	if (config_keep_fixed(cur, g->cfg) < 0) {
 		rc = -ENOMEM;
-		goto out;
-	}
-	rc = check_wired(g->cfg);
-	if (rc < 0) {
-		log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);
 		goto out;
 	}
 	/* New listeners before anything is published: an address that cannot be bound fails

@@ -181,22 +181,18 @@ def test_deeply_nested_yaml_is_refused_fast(tmp_path, opener):
     assert took < 1.0 * SLOW, f"took {took:.2f}s to refuse a 1 MB deeply nested file"
 
 
-@pytest.mark.parametrize("service, rule, message", [
-    ('hosts: ["127.0.0.1:5432"]', "target_session_attrs: read-write-split",
-     "target_session_attrs read-write-split is not wired into the pools yet"),
-])
-def test_backend_keys_checked_but_refused_at_start(tmp_path, service, rule, message):
-    # docs/backends.md: --check accepts it; a running tusk must not silently send a split
-    # rule's reads and writes to whichever backend comes first. (dns:, srv: and the libpq
-    # target_session_attrs are wired: tests/integration/test_backends.py.)
+def test_split_needs_transaction_mode(tmp_path):
+    # read-write-split decides per transaction: a session-mode rule is refused by --check
+    # (and at start), naming the key; in transaction mode it starts (test_split.py).
     port = free_port()
-    cfg = tmp_path / "backends.yaml"
-    cfg.write_text(f"listen: [{{host: 127.0.0.1, port: {port}}}]\nservices:\n  main:\n    {service}\n"
-                   f"pools:\n  - mode: transaction\n    {rule or 'size: 2'}\n")
+    cfg = tmp_path / "split.yaml"
+    cfg.write_text(f"listen: [{{host: 127.0.0.1, port: {port}}}]\nservices:\n  main:\n"
+                   f"    hosts: [\"127.0.0.1:5432\"]\n"
+                   f"pools:\n  - mode: session\n    target_session_attrs: read-write-split\n")
+    p = tusk_cmd("--check", "-c", str(cfg))
+    assert p.returncode == 1, p.stderr
+    assert "pools[0].target_session_attrs: read-write-split needs mode: transaction (found session)" in p.stderr, \
+        p.stderr
+    cfg.write_text(cfg.read_text().replace("mode: session", "mode: transaction"))
     p = tusk_cmd("--check", "-c", str(cfg))
     assert p.returncode == 0, p.stderr
-    proc = subprocess.run([str(TUSK_BIN), "-c", str(cfg)], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=10 * SLOW)
-    assert proc.returncode != 0
-    assert message in proc.stderr, proc.stderr
-    assert not port_open(port)

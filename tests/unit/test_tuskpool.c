@@ -173,7 +173,7 @@ static struct tp_config base_cfg(void)
 	};
 }
 
-static struct tp_backend_addr be_a = { "a.example", 5432 }, be_b = { "b.example", 5432 };
+static struct tp_backend_addr be_a = { .name = "a.example", .port = 5432 }, be_b = { .name = "b.example", .port = 5432 };
 
 static struct tp_pool *make_pool(struct sim *s, const struct tp_config *cfg)
 {
@@ -708,6 +708,68 @@ static void test_breaker_fails_fast_and_probes(void **state)
 	assert_int_equal(r.err, 0);
 	assert_string_equal(tp_slot_backend(r.slot)->name, "b.example");
 	tp_release(r.slot, true);
+	finish_pool(&s, p);
+}
+
+/* Issue 12: new connects go where slots / weight is least, among the backends of the best
+ * priority that are up; a lower priority only while none of the best is. */
+static void test_weight_and_priority(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 8;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct tp_backend_addr w[3] = { be_a, be_b, { .name = "c.example", .port = 5432 } };
+	w[0].weight = 1;
+	w[1].weight = 3;
+	w[2].weight = 100;
+	w[2].priority = 1; /* heavy, but a fallback */
+	assert_int_equal(tp_pool_set_backends(p, w, 3), 0);
+	struct rec r[8];
+	int on_a = 0, on_b = 0;
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(claim(p, &r[i], 0, s.now + 60), -EINPROGRESS);
+		sim_run(&s);
+		assert_int_equal(s.nconnecting, 1);
+		finish_connect(&s, 0);
+		assert_int_equal(r[i].err, 0);
+		const char *name = tp_slot_backend(r[i].slot)->name;
+		on_a += strcmp(name, "a.example") == 0;
+		on_b += strcmp(name, "b.example") == 0;
+	}
+	assert_int_equal(on_a, 2);
+	assert_int_equal(on_b, 6);
+	for (int i = 0; i < 8; i++)
+		tp_release(r[i].slot, false);
+	sim_run(&s);
+	/* Both of priority 0 back off: only then does a connect go to priority 1. */
+	struct rec x;
+	bool tried_a = false, tried_b = false;
+	assert_int_equal(claim(p, &x, 0, s.now + 60), -EINPROGRESS);
+	sim_run(&s);
+	for (int guard = 0; guard < 10 && x.calls == 0; guard++) {
+		if (s.nconnecting == 0) {
+			s.now += 1;
+			tp_pool_tick(p, 0);
+			sim_run(&s);
+			continue;
+		}
+		const char *name = tp_slot_backend(s.connecting[0])->name;
+		if (strcmp(name, "c.example") == 0) {
+			assert_true(tried_a && tried_b); /* not while a or b was up */
+			finish_connect(&s, 0);
+			break;
+		}
+		tried_a |= strcmp(name, "a.example") == 0;
+		tried_b |= strcmp(name, "b.example") == 0;
+		finish_connect(&s, -ECONNREFUSED);
+	}
+	assert_int_equal(x.calls, 1);
+	assert_int_equal(x.err, 0);
+	assert_string_equal(tp_slot_backend(x.slot)->name, "c.example");
+	tp_release(x.slot, true);
 	finish_pool(&s, p);
 }
 
@@ -1337,6 +1399,7 @@ int main(void)
 		cmocka_unit_test(test_cancel_queued_claim),
 		cmocka_unit_test(test_handover_between_threads),
 		cmocka_unit_test(test_breaker_fails_fast_and_probes),
+		cmocka_unit_test(test_weight_and_priority),
 		cmocka_unit_test(test_empty_resolver_answer_keeps_backends),
 		cmocka_unit_test(test_bound_claim_moves_to_another_backend),
 		cmocka_unit_test(test_slow_backend_gets_one_connect_at_a_time),

@@ -428,29 +428,49 @@ static void run_attach(void *arg);
  * or black-holed backend, whose connects hang until their timeout, holds at most one claim
  * while the others serve the rest; claims wait in the queue meanwhile, and each finished
  * connect starts the next ones. Under the lock. */
+static double backend_share(const struct tp_backend *be)
+{
+	return be->addr.weight ? (double)be->addr.weight : 0.01;
+}
+
 static struct tp_backend *pick_backend(struct tp_pool *p, double now)
 {
 	int per = p->cfg.max_per_backend > 0 ? p->cfg.max_per_backend : p->max_slots;
 	struct tp_backend *best = NULL;
 	unsigned i = 0, start = p->rotor++;
 	int n = 0;
-	for (struct tp_backend *be = p->backends; be; be = be->next)
+	/* The best priority among backends that are up (none up: among all, so that probes and
+	 * backoffs still find one). */
+	unsigned prio = UINT16_MAX + 1u, prio_any = UINT16_MAX + 1u;
+	for (struct tp_backend *be = p->backends; be; be = be->next) {
 		n++;
+		if (be->state == TP_BACKEND_DRAINING)
+			continue;
+		if (be->addr.priority < prio_any)
+			prio_any = be->addr.priority;
+		if (be->state != TP_BACKEND_DEAD && now >= be->retry_at && be->addr.priority < prio)
+			prio = be->addr.priority;
+	}
+	if (prio > UINT16_MAX)
+		prio = prio_any;
 	/* Start the scan at a rotating position so that ties spread. */
 	for (int k = 0; k < n; k++) {
 		struct tp_backend *be = p->backends;
 		unsigned idx = (start + (unsigned)k) % (unsigned)n;
 		for (i = 0; i < idx; i++)
 			be = be->next;
-		if (be->state == TP_BACKEND_DRAINING || be->nslots >= per || now < be->retry_at)
+		if (be->state == TP_BACKEND_DRAINING || be->nslots >= per || now < be->retry_at ||
+		    be->addr.priority != prio)
 			continue;
 		if (be->state == TP_BACKEND_DEAD && be->probing)
 			continue;
 		if (p->nbackends > 1 && be->nconnecting > be->nslots - be->nconnecting)
 			continue;
 		bool busy = be->nconnecting > 0;
+		/* The one whose share after this connect, (slots + 1) / weight, is least. */
 		if (!best || (!busy && best->nconnecting > 0) ||
-		    (busy == (best->nconnecting > 0) && be->nslots < best->nslots))
+		    (busy == (best->nconnecting > 0) &&
+		     (be->nslots + 1) / backend_share(be) < (best->nslots + 1) / backend_share(best)))
 			best = be;
 	}
 	return best;
@@ -1080,6 +1100,11 @@ int tp_pool_set_backends(struct tp_pool *p, const struct tp_backend_addr *list, 
 		for (struct tp_backend *be = p->backends; be && !known; be = be->next)
 			known = be->addr.port == fresh[i]->addr.port && strcmp(be->addr.name, fresh[i]->addr.name) == 0;
 		if (known) {
+			for (struct tp_backend *be = p->backends; be; be = be->next)
+				if (be->addr.port == fresh[i]->addr.port && strcmp(be->addr.name, fresh[i]->addr.name) == 0) {
+					be->addr.weight = fresh[i]->addr.weight;
+					be->addr.priority = fresh[i]->addr.priority;
+				}
 			free(fresh[i]);
 			continue;
 		}
@@ -1487,6 +1512,7 @@ void *tp_slot_conn(const struct tp_slot *s) { return s->conn; }
 void tp_slot_set_conn(struct tp_slot *s, void *conn) { s->conn = conn; }
 const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *s) { return &s->be->addr; }
 int tp_slot_thread(const struct tp_slot *s) { return s->thread; }
+struct tp_pool *tp_slot_pool(const struct tp_slot *s) { return s->pool; }
 struct tp_claim *tp_slot_claim(const struct tp_slot *s) { return s->state == SLOT_CONNECTING ? s->claim : NULL; }
 
 void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)

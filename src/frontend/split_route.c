@@ -1,0 +1,220 @@
+/* read-write-split in the client's path (split_route.h). */
+#include "frontend/split_route.h"
+
+#include <string.h>
+
+#include "frontend/client_int.h"
+#include "pool/pool.h"
+#include "pool/prepared.h"
+#include "pool/server.h"
+#include "pool/services.h"
+#include "proto/proto.h"
+#include "router/split.h"
+#include "runtime/runtime.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+/* server_fetch_row binds one text parameter: these take an unused one (""). */
+static const char write_lsn_sql[] =
+	/* The insert position, not pg_current_wal_lsn(): with asynchronous commit (or before
+	 * the WAL writer ran) the write position can still be behind this transaction's
+	 * commit record, and a standby would look caught up before it has the commit. The
+	 * insert position is at or past the end of every record inserted so far. */
+	"SELECT pg_current_wal_insert_lsn()::text WHERE $1::text IS NOT NULL";
+static const char replay_lsn_sql[] = "SELECT pg_last_wal_replay_lsn()::text WHERE $1::text IS NOT NULL";
+
+static bool ryw_on(const struct client *c)
+{
+	return c->pool && pool_is_split(c->pool) && pool_rule(c->pool)->read_your_writes;
+}
+
+/* The text of the first message at the head of c->rbuf when it is a whole Query or Parse. */
+static bool first_text(const struct client *c, const char **sql, size_t *len)
+{
+	const uint8_t *m = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf);
+	if (avail < PROTO_HDR_LEN || (m[0] != 'Q' && m[0] != 'P' && m[0] != 'B'))
+		return false;
+	uint32_t mlen = (uint32_t)m[1] << 24 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 8 | m[4];
+	if (mlen < 4 || (size_t)mlen + 1 > avail)
+		return false; /* streamed in pieces (a huge text): the primary, unread */
+	const char *body = (const char *)m + PROTO_HDR_LEN;
+	size_t blen = mlen - 4;
+	if (m[0] == 'B') {
+		/* A Bind of a statement prepared earlier (a driver that prepares after a few runs):
+		 * the text is the one its Parse carried, kept in the client's statement map. */
+		const char *portal_end = memchr(body, '\0', blen);
+		if (!portal_end || !c->prep)
+			return false;
+		const char *name = portal_end + 1;
+		const char *name_end = memchr(name, '\0', blen - (size_t)(name - body));
+		if (!name_end || name_end == name)
+			return false; /* the unnamed statement: its Parse was in an earlier transaction */
+		const struct prep_stmt *st = prep_client_find(c->prep, name);
+		if (!st)
+			return false;
+		*sql = (const char *)st->body;
+		*len = strnlen(*sql, st->body_len);
+		return *len < st->body_len;
+	}
+	if (m[0] == 'P') {
+		const char *nul = memchr(body, '\0', blen);
+		if (!nul)
+			return false;
+		blen -= (size_t)(nul + 1 - body);
+		body = nul + 1;
+	}
+	const char *end = memchr(body, '\0', blen);
+	if (!end)
+		return false;
+	*sql = body;
+	*len = (size_t)(end - body);
+	return true;
+}
+
+void split_route_claim(struct client *c)
+{
+	const char *sql;
+	size_t len;
+	c->waiter.standby = false;
+	if (!c->pool || !pool_is_split(c->pool) || !first_text(c, &sql, &len))
+		return;
+	if (router_split_decide(sql, len) != ROUTER_SPLIT_STANDBY)
+		return;
+	/* Its last write's position is still being fetched: only the primary surely has it. */
+	if (c->ryw_pending && ryw_on(c))
+		return;
+	/* Every backend is known to be a primary: no standby to ask. */
+	if (!services_may_have_standby(c->worker->rt->services, pool_rule(c->pool)->service))
+		return;
+	c->waiter.standby = true;
+}
+
+static const struct tp_backend_addr *backend_of(const struct server *s)
+{
+	return s->slot ? tp_slot_backend(s->slot) : NULL;
+}
+
+bool split_needs_replay_check(const struct client *c, const struct server *s)
+{
+	if (!c->waiter.standby || c->ryw_lsn == 0 || !ryw_on(c) || !backend_of(s))
+		return false;
+	uint64_t seen = services_replay_of(c->worker->rt->services, pool_rule(c->pool)->service, backend_of(s));
+	return seen < c->ryw_lsn;
+}
+
+static double op_timeout(const struct server *s)
+{
+	return (double)s->worker->rt->cfg->server_reset_timeout_ms / 1000.0;
+}
+
+void split_replay_fetch(struct server *s, void (*done)(struct server *, void *, int, const char *, const uint8_t *,
+						       size_t), void *arg)
+{
+	server_fetch_row(s, replay_lsn_sql, "", op_timeout(s), done, arg);
+}
+
+void split_write_fetch(struct server *s, void (*done)(struct server *, void *, int, const char *, const uint8_t *,
+						      size_t), void *arg)
+{
+	server_fetch_row(s, write_lsn_sql, "", op_timeout(s), done, arg);
+}
+
+uint64_t split_parse_lsn(const char *text, size_t len)
+{
+	uint64_t hi = 0, lo = 0;
+	size_t i = 0, digits = 0;
+	for (; i < len && text[i] != '/'; i++, digits++) {
+		char ch = text[i];
+		int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+			: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+		if (v < 0 || digits >= 8)
+			return 0;
+		hi = hi << 4 | (uint64_t)v;
+	}
+	if (i >= len || digits == 0)
+		return 0;
+	i++;
+	digits = 0;
+	for (; i < len; i++, digits++) {
+		char ch = text[i];
+		int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+			: ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+		if (v < 0 || digits >= 8)
+			return 0;
+		lo = lo << 4 | (uint64_t)v;
+	}
+	if (digits == 0)
+		return 0;
+	return hi << 32 | lo;
+}
+
+/* The first column of the row server_fetch_row kept, as an LSN (0: none, NULL, garbage). */
+static uint64_t fetched_lsn(const struct server *s)
+{
+	size_t len;
+	int nrows;
+	const uint8_t *row = server_fetched_row(s, &len, &nrows);
+	if (!row || nrows < 1 || len < 6)
+		return 0;
+	uint16_t ncols = (uint16_t)(row[0] << 8 | row[1]);
+	int32_t clen = (int32_t)((uint32_t)row[2] << 24 | (uint32_t)row[3] << 16 | (uint32_t)row[4] << 8 | row[5]);
+	if (ncols < 1 || clen <= 0 || (size_t)clen > len - 6)
+		return 0;
+	return split_parse_lsn((const char *)row + 6, (size_t)clen);
+}
+
+bool split_replay_result(struct client *c, struct server *s)
+{
+	uint64_t lsn = fetched_lsn(s);
+	if (lsn && backend_of(s))
+		services_note_replay(c->worker->rt->services, pool_rule(c->pool)->service, backend_of(s), lsn);
+	return lsn >= c->ryw_lsn;
+}
+
+bool split_after_primary(struct client *c, const struct server *s)
+{
+	(void)s;
+	if (c->waiter.standby || !ryw_on(c) || c->ryw_pending == UINT8_MAX)
+		return false; /* (255 in flight cannot happen: one transaction at a time each) */
+	c->ryw_pending++;
+	return true;
+}
+
+bool split_write_result(struct client *c, struct server *s, bool ok)
+{
+	uint64_t lsn = ok ? fetched_lsn(s) : 0;
+	c->ryw_pending--;
+	if (lsn == 0)
+		/* Position unknown: no standby can be shown to have the write; the primary serves
+		 * this client's reads until a later write's position is known. */
+		c->ryw_lsn = UINT64_MAX;
+	else if (lsn > c->ryw_lsn || c->ryw_lsn == UINT64_MAX)
+		/* Fetches may end out of order: the larger wins. A later fetch started after the
+		 * earlier transaction ended, so its position also covers that one's write. */
+		c->ryw_lsn = lsn;
+	if (!lsn && !c->dead)
+		log_warn(c->id, c->ctx, "read-your-writes: could not read the primary's WAL position; reads stay on the primary");
+	if (c->dead) {
+		client_husk_done(c);
+		return false;
+	}
+	return true;
+}
+
+void split_note_error(struct client *c, struct server *s, const uint8_t *m, size_t total)
+{
+	struct proto_error_fields f;
+	if (total <= PROTO_HDR_LEN || !c->pool || !backend_of(s))
+		return;
+	const struct config_pool_rule *rule = pool_rule(c->pool);
+	bool wants_primary = pool_is_split(c->pool) ? !c->waiter.standby
+			     : rule->target_session_attrs == CONFIG_TARGET_PRIMARY ||
+				       rule->target_session_attrs == CONFIG_TARGET_READ_WRITE;
+	if (!wants_primary || proto_parse_error(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &f) < 0 || !f.sqlstate ||
+	    strcmp(f.sqlstate, "25006") != 0)
+		return;
+	/* Also answered by a real primary inside a transaction the client made read-only (SET
+	 * TRANSACTION READ ONLY): then the re-check costs one connect and finds it a primary. */
+	services_forget_role(c->worker->rt->services, rule->service, backend_of(s));
+}

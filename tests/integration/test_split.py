@@ -1,0 +1,203 @@
+"""target_session_attrs: read-write-split over a primary and two streaming standbys
+(docs/backends.md, "Routing"): provably read-only transactions on the standbys, everything
+else on the primary, and read-your-writes: a client's reads after its own write see it even
+with a standby that applies WAL two seconds late, while a client that never wrote is served
+by that standby."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import TEST_DB, SLOW, assert_tusk_error, wait_until
+
+ADMIN = {"users": ["postgres"], "client_auth": "trust"}
+
+
+def split_pools(read_your_writes=True, size=4):
+    rule = {"database": "*", "user": "*", "service": "main", "mode": "transaction", "size": size,
+            "target_session_attrs": "read-write-split"}
+    if not read_your_writes:
+        rule["read_your_writes"] = False
+    return [rule]
+
+
+def cluster_service(c):
+    return {"main": {"hosts": [f"127.0.0.1:{n.port}" for n in c.nodes]}}
+
+
+def port_of(conn, sql="select current_setting('port')::int"):
+    """The port of the server that ran sql (current_setting is a stable built-in: a
+    provably read-only SELECT)."""
+    return conn.execute(sql).fetchone()[0]
+
+
+@pytest.fixture
+def split_table(pg_cluster):
+    c = pg_cluster
+    c.primary.execute("drop table if exists split_t", dbname=TEST_DB)
+    c.primary.execute("create table split_t (id int primary key, who text)", dbname=TEST_DB)
+    c.primary.execute("grant all on split_t to tusk_trust", dbname=TEST_DB)
+    for s in c.standbys:
+        c.wait_replayed(s)
+    return c
+
+
+def test_reads_on_standbys_writes_on_primary(split_table, tusk):
+    c = split_table
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    primary, standbys = c.primary.port, {s.port for s in c.standbys}
+
+    # Four clients in a read-only transaction at once each hold a server of the standby side:
+    # both standbys get some. pg_is_in_recovery() inside BEGIN READ ONLY says where it ran.
+    conns = [t.connect() for _ in range(4)]
+    try:
+        seen = []
+        for x in conns:
+            x.execute("begin read only")
+            seen.append((x.execute("select pg_is_in_recovery()").fetchone()[0], port_of(x)))
+        assert all(rec for rec, _ in seen), seen
+        assert {p for _, p in seen} == standbys, seen
+        for x in conns:
+            x.execute("commit")
+    finally:
+        for x in conns:
+            x.close()
+
+    with t.connect(autocommit=True) as x:
+        # Plain reads, extended protocol (psycopg's default) and simple Query (ClientCursor).
+        assert {port_of(x) for _ in range(10)} <= standbys
+        cur = psycopg.ClientCursor(x)
+        cur.execute("select current_setting('port')::int")
+        assert cur.fetchone()[0] in standbys
+        # A named prepared statement: decided on its Parse's text.
+        assert x.execute("select current_setting('port')::int + %s", [0], prepare=True).fetchone()[0] in standbys
+        # Writes, and what cannot be proven read-only, on the primary.
+        assert x.execute("insert into split_t values (1, 'a') returning current_setting('port')::int"
+                         ).fetchone()[0] == primary
+        assert port_of(x, "select current_setting('port')::int, random()") == primary  # volatile
+        assert port_of(x, "select current_setting('port')::int from split_t for update") == primary
+        assert port_of(x, "select current_setting('port')::int, pg_is_in_recovery()") == primary  # not listed
+    with t.connect() as x:  # BEGIN without READ ONLY: the primary, whatever follows
+        x.execute("begin")
+        assert port_of(x) == primary
+        x.execute("commit")
+    with t.connect() as x:
+        # A write inside BEGIN READ ONLY reaches a standby: PostgreSQL's own 25006.
+        x.execute("begin read only")
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            x.execute("insert into split_t values (2, 'b')")
+        x.rollback()
+    rows = [r for r in show_services(t) if r["pool"] == f"{TEST_DB}/tusk_trust"]
+    roles = {r["backend"]: r["role"] for r in rows}
+    assert roles[f"127.0.0.1:{primary}"] == "primary", rows
+    assert {roles[f"127.0.0.1:{p}"] for p in standbys} == {"standby"}, rows
+
+
+def show_services(t):
+    with psycopg.connect(host="127.0.0.1", port=t.port, user="postgres", dbname="tusk", autocommit=True,
+                         connect_timeout=int(10 * SLOW)) as c:
+        cur = c.execute("SHOW SERVICES")
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
+def delay_standbys(c, ms):
+    for s in c.standbys:
+        c.delay_replay(s, ms)
+
+
+def test_read_your_writes_with_a_delayed_standby(split_table, tusk):
+    c = split_table
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    with t.connect(autocommit=True) as w, t.connect(autocommit=True) as r:
+        # Both sides have servers before the delay (the first claims learn the roles).
+        port_of(r)
+        w.execute("insert into split_t values (0, 'warm')")
+        for s in c.standbys:
+            c.wait_replayed(s)
+        delay_standbys(c, 2000)
+        # The writer always sees its own row, at once.
+        for i in range(1, 21):
+            w.execute("insert into split_t values (%s, 'w')", [i])
+            assert w.execute("select count(*) from split_t where id = %s", [i]).fetchone()[0] == 1, i
+        # Two writes back to back (the second may start before the first's position is in),
+        # then a read: both rows.
+        for i in range(1000, 1010):
+            w.execute("insert into split_t values (%s, 'w')", [i])
+            w.execute("insert into split_t values (%s, 'w')", [i + 100])
+            assert w.execute("select count(*) from split_t where id in (%s, %s)", [i, i + 100]).fetchone()[0] == 2, i
+        # A client that never wrote is served by a standby: the last row is not there yet
+        # (two seconds of apply delay), and its read-only transaction is in recovery.
+        assert r.execute("select count(*) from split_t where id = 20").fetchone()[0] == 0
+        with r.transaction():
+            pass
+    with t.connect() as r2:
+        r2.execute("begin read only")
+        assert r2.execute("select pg_is_in_recovery()").fetchone()[0] is True
+        r2.execute("commit")
+    # Once the standbys have replayed it, the writer's reads go back to them.
+    with t.connect(autocommit=True) as w:
+        w.execute("insert into split_t values (100, 'late')")
+        lsn = c.current_lsn()
+        for s in c.standbys:
+            c.wait_replayed(s, lsn, timeout=30)
+        # The position is read on the standby at claim time (then cached).
+        assert port_of(w) in {s.port for s in c.standbys}
+
+
+def test_without_read_your_writes_a_reader_can_miss_its_write(split_table, tusk):
+    # The control for the test above: the same sequence with read_your_writes: false does
+    # read from the delayed standby and misses the row (so the test above can fail).
+    c = split_table
+    t = tusk(services=cluster_service(c), pools=split_pools(read_your_writes=False), admin=ADMIN)
+    with t.connect(autocommit=True) as w:
+        port_of(w)
+        delay_standbys(c, 2000)
+        w.execute("insert into split_t values (1, 'w')")
+        assert w.execute("select count(*) from split_t where id = 1").fetchone()[0] == 0
+
+
+def test_no_standby_up_reads_go_to_the_primary(split_table, tusk):
+    c = split_table
+    for s in c.standbys:
+        s.stop("immediate")
+    t = tusk(services=cluster_service(c), pools=split_pools(), pool_wait_timeout="5s")
+    with t.connect(autocommit=True) as x:
+        for _ in range(3):
+            assert port_of(x) == c.primary.port
+
+
+def test_25006_from_the_primary_side_rechecks_its_role(split_table, tusk):
+    # A read-only error from a server taken for a primary may mean it was demoted: its role
+    # is forgotten (unknown: every pool is offered it) and the next connect there re-checks.
+    # Here the primary is still one: a transaction the client made read-only answers 25006.
+    c = split_table
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    key = f"127.0.0.1:{c.primary.port}"
+    with t.connect() as x:
+        x.execute("begin")
+        x.execute("set transaction read only")
+        assert roles_of(t)[key] == "primary"
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            x.execute("insert into split_t values (7, 'x')")
+        x.rollback()
+    assert roles_of(t)[key] == "unknown"
+    assert "answered 25006" in t.log_text()
+    # Writes go on (unknown fits the primary side); a new connect finds it a primary again.
+    conns = [t.connect() for _ in range(4)]  # size 4: at least one new connect
+    try:
+        for i, x in enumerate(conns):
+            x.execute("begin")
+            x.execute("insert into split_t values (%s, 'y')", [10 + i])
+        for x in conns:
+            x.execute("commit")
+    finally:
+        for x in conns:
+            x.close()
+    wait_until(lambda: roles_of(t)[key] == "primary", 10 * SLOW, what="role re-checked")
+
+
+def roles_of(t):
+    return {r["backend"]: r["role"] for r in show_services(t) if r["pool"] == f"{TEST_DB}/tusk_trust"}

@@ -1,0 +1,47 @@
+"""Weights in the spread of servers over a service's backends (docs/backends.md, "Spreading"):
+new connects go to the backend whose servers / weight is least, so transactions follow."""
+
+import collections
+import threading
+
+from conftest import TEST_DB
+
+
+def test_weights_1_and_3_share_200_transactions(pg_cluster, tusk):
+    light, heavy = pg_cluster.standbys
+    t = tusk(services={"main": {"hosts": [{"host": "127.0.0.1", "port": light.port, "weight": 1},
+                                          {"host": "127.0.0.1", "port": heavy.port, "weight": 3}]}},
+             pools=[{"database": "*", "user": "*", "service": "main", "mode": "transaction", "size": 8}])
+    # Eight clients open a transaction one after another: eight servers, spread 2 : 6.
+    conns = [t.connect() for _ in range(8)]
+    held = collections.Counter()
+    for c in conns:
+        c.execute("begin")
+        held[c.execute("select current_setting('port')::int").fetchone()[0]] += 1
+    for c in conns:
+        c.execute("commit")
+    assert held == {light.port: 2, heavy.port: 6}, held
+
+    # 200 transactions from the eight clients at once.
+    ran = collections.Counter()
+    lock = threading.Lock()
+
+    def work(c):
+        for _ in range(25):
+            c.execute("begin")
+            port = c.execute("select current_setting('port')::int").fetchone()[0]
+            c.execute("commit")
+            with lock:
+                ran[port] += 1
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in conns]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    for c in conns:
+        c.close()
+    assert sum(ran.values()) == 200, ran
+    share = ran[heavy.port] / 200
+    print(f"weights 1:3, 200 transactions: heavy {share:.0%} {dict(ran)}")
+    assert 0.60 <= share <= 0.90, (share, ran)

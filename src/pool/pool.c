@@ -305,6 +305,11 @@ static bool role_fits(struct pool *p, struct server *s, char *reason, size_t cap
 	if (role != SERVICES_ROLE_UNKNOWN)
 		services_note_role(p->rt->services, rule->service, be, role);
 	int target = pool_core_target(p, tp_slot_pool(s->slot));
+	/* The same rule as the set the pool is fed: a primary offered only for its role re-check
+	 * must not serve a prefer-standby pool while a standby is known. */
+	if (target == CONFIG_TARGET_PREFER_STANDBY && role == SERVICES_ROLE_PRIMARY &&
+	    services_has_standby(p->rt->services, rule->service))
+		target = CONFIG_TARGET_STANDBY;
 	if (services_role_fits(target, role))
 		return true;
 	snprintf(reason, cap, "%s:%u is a %s (target_session_attrs %s)", be->name, be->port, services_role_name(role),

@@ -441,6 +441,21 @@ void services_note_role(struct services *s, const struct config_service *svc, co
 			 services_role_name(role));
 }
 
+bool services_has_standby(struct services *s, const struct config_service *svc)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	bool any = false;
+	if (!e)
+		return false;
+	pthread_mutex_lock(&e->lock);
+	for (int i = 0; i < e->n && !any; i++)
+		any = e->roles[i] == SERVICES_ROLE_STANDBY;
+	pthread_mutex_unlock(&e->lock);
+	return any;
+}
+
 void services_tick(struct services *s)
 {
 	double now = mono_now();

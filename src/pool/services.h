@@ -52,6 +52,8 @@ void services_note_role(struct services *s, const struct config_service *svc, co
 enum services_role services_role_of(struct services *s, const struct config_service *svc,
 				    const struct tp_backend_addr *be);
 const char *services_role_name(enum services_role role);
+/* Is any backend of svc known to be a standby? (prefer-standby takes a primary only if not.) */
+bool services_has_standby(struct services *s, const struct config_service *svc);
 /* read-your-writes: a standby's replay position (pg_last_wal_replay_lsn(), as seen by a
  * server of be; kept only if it moved forward) and the last one seen (0: never). Any thread. */
 void services_note_replay(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,

@@ -250,6 +250,22 @@ def test_target_session_attrs_picks_backends_by_role(pg_cluster, tusk):
     assert {roles.get(f"127.0.0.1:{s.port}") for s in c.standbys} == {"standby"}, roles
 
 
+def test_prefer_standby_never_takes_the_primary_offered_for_its_role_recheck(pg_cluster, tusk):
+    """Every second a known role is due for a re-check and its backend is offered to every pool
+    again, the primary to standby pools too; the login that finds it a primary must not serve a
+    prefer-standby client while a standby is known. Short server lifetimes make logins happen
+    all along, after re-checks."""
+    t = tusk(services=cluster_service(pg_cluster), pools=role_pools(["prefer-standby", "primary"]),
+             server_lifetime="200ms")
+    assert in_recovery_through(t, "primary", n=1) == [False]  # the primary's role is known
+    seen = []
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        seen += in_recovery_through(t, "prefer-standby")
+        time.sleep(0.25)
+    assert len(seen) >= 16 and all(seen), seen
+
+
 def test_prefer_standby_falls_back_to_the_primary(pg_cluster, tusk):
     c = pg_cluster
     for s in c.standbys:

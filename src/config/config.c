@@ -1752,6 +1752,8 @@ static const struct key_def top_keys[] = {
 	{ .name = "unix_socket_dir", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_dir), .min = 1, .max = 90 },
 	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = TOP_FIELD(server_lifetime_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
+	{ .name = "server_check_delay", .type = KEY_DURATION, .offset = TOP_FIELD(server_check_delay_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "30s" },
 	{ .name = "idle_transaction_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(idle_transaction_timeout_ms),
 	  .min = 0, .max = MS_PER_DAY, .def = "0", .reloadable = true },
 	{ .name = "max_prepared_statements", .type = KEY_INT, .offset = TOP_FIELD(max_prepared_statements),

@@ -198,6 +198,7 @@ struct tusk_config {
 	uint64_t pool_idle_timeout_ms;      /* default 1h: a wildcard rule's pool with no client retires after; 0 = never */
 
 	uint64_t server_lifetime_ms;        /* default 1h: servers older (+-jitter) are closed when idle; 0 = never */
+	uint64_t server_check_delay_ms;     /* default 30s: idle servers checked (SELECT 1) after this idle; 0 = never */
 	uint64_t idle_transaction_timeout_ms; /* default 0 (off): close clients idle inside a transaction */
 	int max_prepared_statements;   /* default 200: per server, LRU; 0 = pass named statements through */
 

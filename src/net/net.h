@@ -46,6 +46,9 @@ int net_accept(int lfd, struct net_addr *peer);
 
 /* TCP_NODELAY and keepalive on a connected socket; best effort. */
 void net_tune(int fd);
+/* For connections tusk opens (servers, Redis): keepalive probes after 30 s idle (dead
+ * within about a minute) and TCP_USER_TIMEOUT 30 s; best effort, a no-op on Unix sockets. */
+void net_tune_outgoing(int fd);
 
 /* "127.0.0.1:5432" / "[::1]:5432"; always NUL-terminated. */
 void net_addr_str(const struct net_addr *addr, char *out, size_t cap);

@@ -491,9 +491,40 @@ static void conn_attach(void *ctx, struct tp_slot *slot, int thread)
 	s->moved = true;
 }
 
+/* The health check's end (server.c's op done). A failure that closed the connection comes
+ * through pool_close_server instead: finish() closes it after this returns. */
+static void on_checked(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+		       size_t errlen)
+{
+	(void)arg;
+	(void)reason;
+	(void)errmsg;
+	(void)errlen;
+	if (err < 0 && !s->ok_after_error)
+		return;
+	s->checking = false;
+	if (err < 0 || s->tx_status != 'I')
+		s->close_reason = "failed its health check (server_check_delay)";
+	tp_check_done(s->slot, err == 0 && s->tx_status == 'I');
+}
+
+/* An idle server unused for server_check_delay: a server that died silently (a host gone,
+ * a firewall that dropped the flow) shows nothing to the idle watcher's peek; one round
+ * trip shows it before a client gets it. */
+static void conn_check(void *ctx, struct tp_slot *slot)
+{
+	struct pool *p = ctx;
+	struct server *s = tp_slot_conn(slot);
+	static const char *const query[] = { "SELECT 1" };
+	s->idle_worker = -1;
+	s->checking = true;
+	server_unpark(s);
+	server_run_queries(s, query, 1, (double)p->rt->cfg->server_connect_timeout_ms / 1000.0, on_checked, NULL);
+}
+
 static const struct tp_connector_ops conn_ops = {
 	.connect = conn_connect, .close = conn_close, .detach = conn_detach, .attach = conn_attach,
-	.park = conn_park,
+	.park = conn_park, .check = conn_check,
 };
 
 /* ---- claims ---- */
@@ -667,6 +698,13 @@ void pool_close_server(struct server *s, const char *reason)
 {
 	struct tp_slot *slot = s->slot;
 	s->close_reason = reason;
+	if (s->checking) {
+		/* Its health check failed (a write, the timeout, a protocol fault): the core
+		 * closes it through conn_close. */
+		s->checking = false;
+		tp_check_done(slot, false);
+		return;
+	}
 	if (s->connect_pending) {
 		/* Its connect never reported (shutdown, a console KILL): report it failed now. */
 		s->connect_pending = false;
@@ -810,6 +848,7 @@ static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *r
 		.min_slots = rule->min_size < size ? rule->min_size : size,
 		.idle_timeout = (double)cfg->server_idle_timeout_ms / 1000.0,
 		.lifetime = (double)cfg->server_lifetime_ms / 1000.0,
+		.check_after = (double)cfg->server_check_delay_ms / 1000.0,
 		.backoff_first = POOL_BACKOFF_FIRST,
 		.backoff_max = POOL_BACKOFF_MAX,
 		.max_per_backend = rule->service->max_per_host,

@@ -156,6 +156,7 @@ struct server {
 	bool connect_pending;                 /* connecting for the core, not reported yet */
 	bool moved;                           /* handed over from another worker: peek before use */
 	bool doomed;                          /* found dead while on its way to a claimer */
+	bool checking;                        /* running the core's health check (server_check_delay) */
 	const char *close_reason;             /* for the core's close op */
 	/* private */
 	struct server *wprev, *wnext;         /* worker->servers while attached */

@@ -103,8 +103,15 @@ int kv_catalog_endpoint(const struct tusk_config *cfg, const char *user, const c
 	}
 	for (int i = 0; i < cfg->nservices; i++) {
 		const struct config_service *s = &cfg->services[i];
-		if (strcmp(s->name, kv->service) != 0 || s->nhosts < 1)
+		if (strcmp(s->name, kv->service) != 0)
 			continue;
+		if (s->nhosts < 1) {
+			/* The catalog is read with libpq, once, before any resolver runs. */
+			snprintf(err, KV_ERR_MAX, "%s: kv.service \"%s\" must list hosts: (dns: and srv: are not "
+				 "supported for the kv catalog)", cfg->path, kv->service);
+			return -EINVAL;
+		}
+		/* Its first host: a kv zone's service is that zone's one primary. */
 		*out = (struct kv_endpoint){ .host = s->hosts[0].host, .port = s->hosts[0].port,
 					     .dbname = kv->catalog_database, .user = user, .password = password };
 		return 0;

@@ -2,6 +2,7 @@
 shard hash. Replication between zones is in test_kv_replication.py."""
 
 import json
+import subprocess
 import time
 
 import psycopg
@@ -261,3 +262,18 @@ def test_push_reports_an_instance_that_is_down_and_serves_the_others(zone):
             c.execute("delete from kv_catalog.zones where name = 'gone'")
             c.execute("select kv_catalog.bump()")
         zone.kv("push")
+
+
+def test_a_kv_service_found_by_dns_is_refused_with_a_clear_error(tmp_path):
+    """The catalog is read before any resolver runs: its service must list hosts. The error
+    says so instead of claiming no such service exists."""
+    from conftest import Tusk
+    t = Tusk(tmp_path / "t", 5432, services={"local": {"dns": "db.example.test", "port": 5432}},
+             pools=[{"database": "*", "user": "*", "service": "local", "mode": "transaction"}],
+             workers=1, kv={"zone": "z1", "service": "local"})
+    p = subprocess.run([str(TUSK_BIN), "kv", "init", "-c", str(t.cfg_path)], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode != 0
+    err = p.stdout + p.stderr
+    assert 'kv.service "local" must list hosts' in err, err
+    assert "no service named" not in err, err

@@ -323,3 +323,61 @@ def test_failover(private_cluster, tusk):
     idle.execute("insert into fo (at) values (-1)")
     assert new.execute("select count(*) from fo where at = -1", dbname=TEST_DB)[0][0] == 1
     idle.close()
+
+
+def test_old_primary_back_as_standby(private_cluster, tusk):
+    """Switchover: the primary stops cleanly (its standbys get all its WAL), a standby is
+    promoted, and the old primary comes back following the new one. tusk, never restarted,
+    sends writes to the new primary and standby-only clients to the old one among the others."""
+    c = private_cluster
+    t = tusk(services=cluster_service(c), pools=role_pools(["primary", "standby"], size=6),
+             pool_wait_timeout="10s", admin=ADMIN)
+    assert in_recovery_through(t, "primary", n=2) == [False, False]
+    old, new = c.primary, c.standbys[0]
+    old.stop("fast")  # a clean stop: the walsenders send everything first, no rewind needed
+    c.promote(new)
+    (old.data / "standby.signal").write_text("")
+    with open(old.data / "postgresql.conf", "a") as f:
+        f.write(f"\nprimary_conninfo = 'host=127.0.0.1 port={new.port} user=postgres'\n")
+    old.start()
+    wait_until(lambda: c.in_recovery(old) and new.execute(
+        "select count(*) from pg_stat_replication where state = 'streaming'")[0][0] >= 1, 30 * SLOW,
+        what="the old primary streaming from the new one")
+    c.standbys.append(old)
+
+    # Until a login finds the new primary (verdicts are offered again each second), a client
+    # of the primary pool may be refused, naming the backends: as in test_failover, writes
+    # succeed within 5 s, on the new primary.
+    t0, port, last = time.monotonic(), None, None
+    while time.monotonic() - t0 < 5 * SLOW and port is None:
+        try:
+            with t.connect(dbname="t_primary") as w:
+                w.execute("create table if not exists switched (id int)")
+                w.execute("insert into switched values (1)")
+                port = w.execute("select inet_server_port()").fetchone()[0]
+        except psycopg.OperationalError as e:
+            last = e
+            time.sleep(0.1)
+    assert port == new.port, (port, last)
+    assert in_recovery_through(t, "primary", n=3) == [False] * 3
+    # Every standby-only client is on a standby; the old primary is one of them now (a role
+    # is learnt at a login: the verdicts offered again each second bring it to the pools).
+    ports = set()
+    deadline = time.monotonic() + 15 * SLOW
+    while time.monotonic() < deadline:
+        conns = [t.connect(dbname="t_standby") for _ in range(6)]
+        for cn in conns:
+            cn.execute("begin")
+            row = cn.execute("select pg_is_in_recovery(), inet_server_port()").fetchone()
+            assert row[0] is True, row
+            ports.add(row[1])
+        for cn in conns:
+            cn.close()
+        if old.port in ports:
+            break
+        time.sleep(0.3)
+    assert old.port in ports, ports
+    def roles():
+        return {r["backend"]: r["role"] for r in show_services(t)}
+    wait_until(lambda: roles().get(f"127.0.0.1:{old.port}") == "standby" and
+               roles().get(f"127.0.0.1:{new.port}") == "primary", 15 * SLOW, what="roles seen")

@@ -178,6 +178,8 @@ int relay_check_client_hdr(struct client *c, const uint8_t *p, size_t avail, str
 /* The client is done with s (left, failed or shutting down): reset and pool it when it is
  * clean and idle, close it otherwise. */
 void relay_release_server(struct client *c, struct server *s);
+/* The SQL text of a Query or Parse body (blen bytes after the header): false if malformed. */
+bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql, size_t *len);
 
 /* cancel.c: the registry lives in the runtime (cancel_registry_new/free there). */
 /* A CancelRequest arrived on w: post it to the worker of the client that owns the key. */

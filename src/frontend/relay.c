@@ -367,7 +367,7 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 
 /* The text of a Query or Parse body, and its length up to the terminating NUL; false when the
  * body holds no NUL-terminated text (a malformed message). */
-static bool sql_of(uint8_t type, const char *body, size_t blen, const char **sql, size_t *len)
+bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql, size_t *len)
 {
 	if (type == 'P') {
 		const char *nul = memchr(body, '\0', blen);
@@ -417,7 +417,7 @@ static bool big_end(struct client *c, struct server *s)
 
 	if (!c->big) {
 		pin_client(c, s, "statement too large to copy for classification", "", 0);
-	} else if (sql_of(c->big_type, c->big, c->big_len, &sql, &len)) {
+	} else if (relay_sql_of(c->big_type, c->big, c->big_len, &sql, &len)) {
 		ok = note_sql(c, s, sql, len);
 	}
 	/* A body without its NUL is the server's to refuse: it runs nothing. */
@@ -853,7 +853,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			size_t len;
 			if (avail < total)
 				return SCAN_OK; /* wait for all of it */
-			if (!sql_of('Q', (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
+			if (!relay_sql_of('Q', (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
 				return SCAN_BAD;
 			const char *tag = c->c2s_scanned == 0 ? local_deallocate(c, s, sql, len) : NULL;
 			if (tag) {

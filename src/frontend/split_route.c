@@ -57,19 +57,7 @@ static bool first_text(const struct client *c, const char **sql, size_t *len)
 		*len = strnlen(*sql, st->body_len);
 		return *len < st->body_len;
 	}
-	if (m[0] == 'P') {
-		const char *nul = memchr(body, '\0', blen);
-		if (!nul)
-			return false;
-		blen -= (size_t)(nul + 1 - body);
-		body = nul + 1;
-	}
-	const char *end = memchr(body, '\0', blen);
-	if (!end)
-		return false;
-	*sql = body;
-	*len = (size_t)(end - body);
-	return true;
+	return relay_sql_of(m[0], body, blen, sql, len);
 }
 
 void split_route_claim(struct client *c)

@@ -150,8 +150,8 @@ struct tp_config {
 	double full_hold;        /* seconds a cap learned from a -EUSERS connect is kept; 0 = 60 */
 	/* A slot released on a thread may go to a claim of the same thread ahead of the head of
 	 * the queue (saving a hand-over), at most pass_over_max times per head claim and only
-	 * while the head has waited less than pass_over_age seconds; only the first 16 queued
-	 * claims are looked at. 0: strict FIFO. */
+	 * to a claim made no more than pass_over_age seconds after the head's; only the first 16
+	 * queued claims are looked at. 0: strict FIFO. */
 	int pass_over_max;
 	double pass_over_age;
 };

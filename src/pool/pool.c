@@ -868,9 +868,10 @@ static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *r
 		.full_hold = POOL_CAP_KEEP,
 		/* A server released on a worker goes preferably to a waiter on it: handing it to
 		 * another thread costs a detach, a re-attach and a message, about as much as the
-		 * transaction itself on a busy pool. The head is passed over at most twice and only
-		 * while it has waited less than 20 ms. */
-		.pass_over_max = 2,
+		 * transaction itself on a busy pool. The head is passed over only for claims made
+		 * within 20 ms after it, 64 times at most: a bound on its extra wait, whatever
+		 * the length of the queue. */
+		.pass_over_max = 64,
 		.pass_over_age = 0.02,
 	};
 	struct tp_pool *tp = tp_pool_new(&tc, &host_ops, p->rt, &conn_ops, p);

@@ -925,6 +925,56 @@ static void test_pass_over_to_same_thread(void **state)
 	finish_pool(&s, p);
 }
 
+/* The bound is on how much later than the head a claim came, not on the head's own age: an
+ * old head (a long queue) is still passed over for a claim of its time, never for one made
+ * more than pass_over_age after it. */
+static void test_pass_over_bound_is_relative(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.max_slots = 1;
+	cfg.pass_over_max = 8;
+	cfg.pass_over_age = 0.02;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2, r3;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(claim(p, &r1, 1, s.now + 10), -EINPROGRESS); /* head, other thread */
+	s.now += 0.01;
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS); /* 10 ms after it */
+	s.now += 0.02;
+	assert_int_equal(claim(p, &r3, 0, s.now + 10), -EINPROGRESS); /* 30 ms after it */
+	s.now += 1; /* every claim is old now */
+	/* r2 came within 20 ms of the head: it takes the slot on its thread. */
+	current_thread = 0;
+	tp_release(r0.slot, true);
+	current_thread = -1;
+	sim_run(&s);
+	assert_int_equal(r2.calls, 1);
+	assert_int_equal(r1.calls, 0);
+	assert_int_equal(s.detached_on[0], 0);
+	/* r3 came 30 ms after the head: the head gets the slot, through the hand-over. */
+	current_thread = 0;
+	tp_release(r2.slot, true);
+	current_thread = -1;
+	sim_run(&s);
+	assert_int_equal(r1.calls, 1);
+	assert_int_equal(r3.calls, 0);
+	assert_int_equal(s.detached_on[0], 1);
+	assert_int_equal(s.attached_on[1], 1);
+	current_thread = 1;
+	tp_release(r1.slot, true);
+	current_thread = -1;
+	sim_run(&s);
+	assert_int_equal(r3.calls, 1);
+	tp_release(r3.slot, true);
+	finish_pool(&s, p);
+}
+
 static void test_pause_resume(void **state)
 {
 	(void)state;
@@ -1407,6 +1457,7 @@ int main(void)
 		cmocka_unit_test(test_bad_config),
 		cmocka_unit_test(test_claim_key_preference),
 		cmocka_unit_test(test_pass_over_to_same_thread),
+		cmocka_unit_test(test_pass_over_bound_is_relative),
 		cmocka_unit_test(test_pause_resume),
 		cmocka_unit_test(test_backend_full_caps_the_pool),
 		cmocka_unit_test(test_bound_connects),

@@ -88,7 +88,7 @@ pools:
     size: 20
 YAML
 	} >"$DIR/tusk-$mode.yaml"
-	"$TUSK" -c "$DIR/tusk-$mode.yaml" >"$DIR/tusk-$mode.log" 2>&1 &
+	setsid "$TUSK" -c "$DIR/tusk-$mode.yaml" >"$DIR/tusk-$mode.log" 2>&1 &
 	PID[$mode]=$!
 	wait_port "${PORT[$mode]}"
 done

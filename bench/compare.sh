@@ -98,7 +98,7 @@ pools:
 max_client_connections: 5000
 YAML
 } >"$DIR/tusk.yaml"
-"$TUSK" -c "$DIR/tusk.yaml" 2>"$DIR/tusk.log" &
+setsid "$TUSK" -c "$DIR/tusk.yaml" 2>"$DIR/tusk.log" &
 tusk_pid=$!
 wait_port "$TUSK_PORT"
 
@@ -106,7 +106,7 @@ declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [tusk]=$TUSK_PORT)
 TARGETS=(direct pgbouncer tusk)
 if [ -n "$BASE" ]; then
 	sed "s/port: $TUSK_PORT\$/port: $BASE_PORT/" "$DIR/tusk.yaml" >"$DIR/base.yaml"
-	"$BASE" -c "$DIR/base.yaml" 2>"$DIR/base.log" &
+	setsid "$BASE" -c "$DIR/base.yaml" 2>"$DIR/base.log" &
 	base_pid=$!
 	wait_port "$BASE_PORT"
 	PORT[base]=$BASE_PORT

@@ -93,11 +93,11 @@ done
 start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
 	case $1 in
 	tusk)
-		"$TUSK" -c "$DIR/tusk.yaml" 2>>"$DIR/tusk.log" &
+		setsid "$TUSK" -c "$DIR/tusk.yaml" 2>>"$DIR/tusk.log" &
 		PID[tusk]=$!
 		;;
 	tusk-before)
-		"$TUSK_BEFORE_BIN" -c "$DIR/tusk-before.yaml" 2>>"$DIR/tusk-before.log" &
+		setsid "$TUSK_BEFORE_BIN" -c "$DIR/tusk-before.yaml" 2>>"$DIR/tusk-before.log" &
 		PID[tusk-before]=$!
 		;;
 	pgbouncer)
@@ -109,7 +109,7 @@ start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
 		local cmd=${EXTRA_POOLER_CMD//@PORT@/${PORT[$1]}}
 		cmd=${cmd//@PG_PORT@/$PG_PORT}
 		cmd=${cmd//@DIR@/$DIR}
-		bash -c "exec $cmd" >>"$DIR/extra.log" 2>&1 &
+		setsid bash -c "exec $cmd" >>"$DIR/extra.log" 2>&1 &
 		PID[$1]=$!
 		;;
 	esac

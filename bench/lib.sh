@@ -4,6 +4,15 @@
 # configuration. Sourcing runs nothing. A script may set BENCH_NAME (the prefix of its messages,
 # "bench" by default) first, and calls bench_pg_stop from its EXIT trap.
 # Env: PG_BIN (default /usr/lib/postgresql/15/bin), PGBOUNCER (/usr/sbin/pgbouncer).
+#
+# Every pooler runs in a session of its own: start it as `setsid CMD ... &`. A daemon or a
+# systemd service has one, and PgBouncer -d makes its own. With autogroup scheduling
+# (kernel.sched_autogroup_enabled, on by default) a process left in this script's session
+# shares one CPU share with pgbench, which runs here too, and wakes up, sleeps and is
+# preempted far more often: on this 2-core machine that alone made tusk's CPU per transaction
+# 1.8x PgBouncer's instead of 1.1x, and a bare relay's (bench/floor.c) 1.5x instead of 1.0x
+# (bench/wakeups.sh, 2026-11-22). In a script (no job control) a background job is no
+# process-group leader, so setsid execs in place and $! is the pooler's own pid.
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 BENCH_NAME=${BENCH_NAME:-bench}

@@ -6,7 +6,8 @@
 # costs a wake-up), involuntary ones (preempted by whom its writes woke), and its CPU time
 # (user + system). Syscalls come from `perf stat -e syscalls:sys_enter_*` (tracepoints: far
 # less intrusive than strace), switches and CPU from /proc/PID/task/*/status and /proc/PID/stat.
-# A BIN of "pgbouncer" runs Debian's PgBouncer (/usr/sbin/pgbouncer) instead of a tusk.
+# A BIN of "pgbouncer" runs Debian's PgBouncer (/usr/sbin/pgbouncer) instead of a tusk, and
+# "floor" bench/floor.c (a bare one-thread relay: the floor under any pooler, not a pooler).
 # The binaries take turns on one throwaway PostgreSQL 15, ROUNDS times. Asserts nothing.
 # Env: CLIENTS (32), SIZE (32; fewer than CLIENTS makes clients queue), TXNS (2000 per
 # client), MODE (simple), ROUNDS (3), WORKERS (tusk's, 2), PG_BIN.
@@ -49,7 +50,13 @@ printf '%-6s %-36s %8s %8s %8s %8s %8s %8s\n' round pooler tps 'cpu µs' epoll r
 for round in $(seq 1 "$ROUNDS"); do
 	for bin in "$@"; do
 		port=$(free_port)
-		if [ "$bin" = pgbouncer ]; then
+		if [ "$bin" = floor ]; then
+			[ -x "$DIR/floor" ] || cc -O2 -o "$DIR/floor" bench/floor.c
+			setsid "$DIR/floor" "$port" "$PG_PORT" bench 2>"$DIR/floor.log" &
+			pooler=$!
+			pid=$pooler
+			wait_port "$port"
+		elif [ "$bin" = pgbouncer ]; then
 			bench_pgbouncer_ini "$port" 2000 "bench = host=127.0.0.1 port=$PG_PORT dbname=bench pool_size=$SIZE" \
 				"pool_mode = transaction"
 			bench_pgbouncer_start 4096
@@ -65,7 +72,7 @@ pools:
     size: $SIZE
 YAML
 			} >"$DIR/tusk.yaml"
-			"$bin" -c "$DIR/tusk.yaml" 2>"$DIR/tusk.log" &
+			setsid "$bin" -c "$DIR/tusk.yaml" 2>"$DIR/tusk.log" &
 			pooler=$!
 			pid=$pooler
 			wait_port "$port"

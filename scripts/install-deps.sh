@@ -17,6 +17,7 @@ PACKAGES=(
 	# integration tests and bench
 	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest python3-pytest-timeout
 	procps iproute2 util-linux
+	strace # tests/integration/test_cost.py counts tusk's reads and writes per transaction
 	tmux # tests/integration/test_top.py drives `tusk top` in a real terminal
 	redis-server # test_cache_l2 and bench/cache.sh start their own on a free port
 	python3-dnspython # the authoritative DNS server the resolver tests run (tests/integration/dns_util.py)

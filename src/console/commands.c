@@ -459,12 +459,9 @@ static void collect_done(struct worker *w, void *arg);
  * (client_close) and the client just sees the connection end. */
 static void terminate_client(struct client *c, const char *why)
 {
-	if (c->queued) {
-		if (!pool_leave_queue(c->pool, &c->waiter)) {
-			client_close(c, why);
-			return;
-		}
-		c->queued = false;
+	if (c->queued && !client_leave_queue(c)) {
+		client_close(c, why);
+		return;
 	}
 	client_fail(c, "57P01", "terminated by the admin console (%s)", why);
 }

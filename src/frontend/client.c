@@ -155,6 +155,62 @@ static size_t client_rbuf_size(const struct runtime *rt)
 	return rt->cfg->buffer_size > PROTO_STARTUP_MAX ? rt->cfg->buffer_size : 2 * PROTO_STARTUP_MAX;
 }
 
+/* A client's place in a pool queue: the waiter the pool holds a pointer to, and who it is
+ * for. Only clients that wait for a server need one, and only while they wait. */
+struct client_wait {
+	struct pool_waiter w;
+	struct client *c;
+	struct client_wait *next; /* on the worker's free list */
+};
+
+/* Free places kept per worker: a claim that is answered at once (an idle server) takes and
+ * gives back one without malloc, and so do the queued clients of a busy pool in turn. */
+#define CLIENT_FREE_WAITS 64
+
+static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, const char *reason,
+			   const uint8_t *errmsg, size_t errlen);
+
+/* c's place for a claim (c->wait), from the worker's free list or the heap; NULL when out
+ * of memory. */
+static struct client_wait *get_wait(struct client *c)
+{
+	struct worker *w = c->worker;
+	struct client_wait *cw = c->wait;
+	if (!cw) {
+		cw = w->client_waits;
+		if (cw) {
+			w->client_waits = cw->next;
+			w->client_nwaits--;
+		} else if (!(cw = malloc(sizeof *cw))) {
+			return NULL;
+		}
+	}
+	memset(cw, 0, sizeof *cw);
+	cw->c = c;
+	cw->w.worker = w;
+	cw->w.owner = c->serial;
+	cw->w.answer = on_pool_answer;
+	c->wait = cw;
+	return cw;
+}
+
+/* The pool is done with c's place: back to the worker. */
+static void put_wait(struct client *c)
+{
+	struct client_wait *cw = c->wait;
+	struct worker *w = c->worker;
+	if (!cw)
+		return;
+	c->wait = NULL;
+	if (w->client_nwaits >= CLIENT_FREE_WAITS) {
+		free(cw);
+		return;
+	}
+	cw->next = w->client_waits;
+	w->client_waits = cw;
+	w->client_nwaits++;
+}
+
 void client_worker_init(struct worker *w)
 {
 	buf_pool_init(&w->client_rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
@@ -176,6 +232,12 @@ void client_worker_trim(struct worker *w)
 
 void client_worker_free(struct worker *w)
 {
+	while (w->client_waits) {
+		struct client_wait *cw = w->client_waits;
+		w->client_waits = cw->next;
+		free(cw);
+	}
+	w->client_nwaits = 0;
 	buf_pool_destroy(&w->client_rbufs);
 	buf_pool_destroy(&w->client_wbufs);
 }
@@ -263,6 +325,7 @@ static void free_client(struct client *c)
 	free(c->big);
 	prep_client_free(c->prep);
 	client_auth_free(c);
+	free(c->wait); /* a husk's, only if its answer never came (shutdown) */
 	free(c);
 }
 
@@ -299,16 +362,24 @@ void client_close(struct client *c, const char *reason)
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	count_client(c, -1);
-	if (c->queued && !pool_leave_queue(c->pool, &c->waiter)) {
+	if (c->queued && !client_leave_queue(c)) {
 		c->dead = true;
 		return;
 	}
-	c->queued = false;
 	if (c->ryw_pending) {
 		c->dead = true; /* split_write_result frees it */
 		return;
 	}
 	free_client(c);
+}
+
+bool client_leave_queue(struct client *c)
+{
+	if (!pool_leave_queue(c->pool, &c->wait->w))
+		return false;
+	c->queued = false;
+	put_wait(c);
+	return true;
 }
 
 void client_husk_done(struct client *c)
@@ -457,8 +528,6 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	memcpy(&c->peer, &peer->sa, peer->len < sizeof c->peer ? peer->len : sizeof c->peer);
 	c->database = c->user = no_name;
 	c->listen = peer->sa.ss_family == AF_UNIX ? NULL : runtime_find_listen(rt, listener, &c->listen_tls);
-	c->waiter.worker = w;
-	c->waiter.owner = c->serial;
 	c->connect_time = ev_now(w->loop);
 	c->ctx = unknown_ctx;
 	(void)format_ctx(c, NULL, NULL); /* on failure unknown_ctx stays */
@@ -672,14 +741,7 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		return;
 	}
 	c->mode = rule->mode;
-	if (c->mode != POOL_MODE_SESSION && cfg_of(c)->max_prepared_statements > 0) {
-		c->prep = prep_client_new(CLIENT_MAX_STATEMENTS, CLIENT_MAX_STATEMENT_BYTES);
-		if (!c->prep) {
-			client_fail(c, "53200", "out of memory");
-			return;
-		}
-		prep_client_share(c->prep, pool_prep_refs(c->pool));
-	}
+	c->prep_on = c->mode != POOL_MODE_SESSION && cfg_of(c)->max_prepared_statements > 0;
 	if (rule->blocked) {
 		client_fail(c, "28000", "user \"%s\" is blocked for database \"%s\"", c->user, c->database);
 		return;
@@ -818,8 +880,6 @@ static void handle_startup_input(struct client *c)
 
 /* ---- getting a server ---- */
 
-static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, const char *reason,
-			   const uint8_t *errmsg, size_t errlen);
 static void start_claim(struct client *c);
 
 static const char *lookup_server_param(const void *server, const char *name)
@@ -1110,7 +1170,7 @@ static bool answer_parses_locally(struct client *c)
 	size_t len = 0;
 	int count = 0;
 
-	if (!c->prep || !only_parses_then_sync(c, &len, &count))
+	if (!c->prep_on || !only_parses_then_sync(c, &len, &count))
 		return false;
 	/* All replies or none: ParseComplete is 5 bytes, ReadyForQuery 6. */
 	buf_compact(&c->wbuf);
@@ -1127,7 +1187,7 @@ static bool answer_parses_locally(struct client *c)
 			const struct prep_stmt *e;
 			(void)prep_read_parse(p + off, total, cfg_of(c)->max_message_size, &pp);
 			(void)prep_client_remove(c->prep, pp.name);
-			int rc = prep_client_add(c->prep, &pp, &e);
+			int rc = relay_prep_add(c, &pp, &e);
 			if (rc < 0) {
 				client_fail(c, rc == -EDQUOT ? "53400" : "53200", "%s",
 					    rc == -EDQUOT ? "too many prepared statements on this connection"
@@ -1177,9 +1237,10 @@ void client_need_server(struct client *c)
 static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, const char *reason,
 			   const uint8_t *errmsg, size_t errlen)
 {
-	struct client *c = (struct client *)((char *)wt - offsetof(struct client, waiter));
+	struct client *c = ((struct client_wait *)wt)->c;
 	struct worker *w = c->worker;
 	c->queued = false;
+	put_wait(c); /* the pool is done with it */
 	if (c->dead || w->stopping) {
 		/* The client left while this was on its way: give it back untouched (or, when
 		 * shutting down, close it). */
@@ -1196,7 +1257,7 @@ static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, co
 		use_server(c, s);
 		return;
 	}
-	if (c->waiter.standby && err != -ETIMEDOUT && err != -ECANCELED) {
+	if (c->standby && err != -ETIMEDOUT && err != -ECANCELED) {
 		/* read-write-split: no standby could take it (all down, or none turned out to be
 		 * one): the primary serves reads too. */
 		log_debug(c->id, c->ctx, "no standby for a read (%s): the primary serves it", reason ? reason : "down");
@@ -1235,24 +1296,32 @@ static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, co
 
 static void claim_primary(struct client *c)
 {
-	c->waiter.standby = false;
+	c->standby = false;
 	claim(c);
 }
 
 static void start_claim(struct client *c)
 {
-	split_route_claim(c); /* read-write-split: which side (c->waiter.standby) */
+	split_route_claim(c); /* read-write-split: which side (c->standby) */
 	claim(c);
 }
 
 static void claim(struct client *c)
 {
 	struct server *s = NULL;
-	c->waiter.cred = c->cred;
-	c->waiter.answer = on_pool_answer;
-	switch (pool_claim(c->pool, &c->waiter, ev_now(c->worker->loop), &s)) {
+	struct client_wait *cw = get_wait(c);
+	if (!cw) {
+		client_fail(c, "53200", "out of memory");
+		return;
+	}
+	cw->w.cred = c->cred;
+	cw->w.standby = c->standby;
+	enum pool_claim_result r = pool_claim(c->pool, &cw->w, ev_now(c->worker->loop), &s);
+	if (r != POOL_CLAIM_QUEUED)
+		put_wait(c); /* answered at once: the pool keeps no pointer to it */
+	switch (r) {
 	case POOL_CLAIM_DOWN: {
-		if (c->waiter.standby) {
+		if (c->standby) {
 			claim_primary(c); /* every standby is down: the primary serves reads too */
 			break;
 		}
@@ -1401,12 +1470,11 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		break;
 	case CLIENT_WAITING:
 		/* One deadline covers queueing, connecting and preparing the server. */
-		if (c->queued && pool_leave_queue(c->pool, &c->waiter)) {
-			c->queued = false;
+		if (c->queued && client_leave_queue(c)) {
 			client_fail(c, "53300", "timed out after %.1fs waiting for a server connection (pool %s/%s is at size %d)",
 				    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool),
 				    pool_user(c->pool), pool_rule(c->pool)->size);
-		} else if (c->queued && c->waiter.connecting) {
+		} else if (c->queued && c->wait->w.connecting) {
 			/* A server is being opened for it: it joins the pool when done (the client's
 			 * husk gives it back); the client is told now. */
 			client_fail(c, "53300", "timed out after %.1fs getting a server connection ready (pool %s/%s)",

@@ -29,6 +29,9 @@ struct console_session;
 struct kv_session;
 struct vdb;
 struct flight_client;
+struct client_wait;
+struct prep_parse;
+struct prep_stmt;
 
 #define CLIENT_MAX_STATEMENTS 10000          /* named prepared statements per client */
 #define CLIENT_MAX_STATEMENT_BYTES (16u << 20) /* their memory per client */
@@ -85,6 +88,9 @@ struct client {
 	bool reset_before_reuse;    /* this transaction ran something tusk cannot prove harmless to
 	                             * the session (a function, DO, CALL): its server gets the reset
 	                             * query before it goes back to the pool */
+	/* Session pooling: the client sent something other than a cacheable read since login, so
+	 * its server's session may differ from what the cache key says (src/flight/serve.c). */
+	bool flight_session_dirty;
 	/* A Query or Parse larger than rbuf, copied as it streams so that it is classified once
 	 * whole (relay.c); NULL when none is in flight. */
 	char *big;
@@ -94,14 +100,24 @@ struct client {
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
 	bool admin;                 /* connected to the admin console's database: never gets a server */
-	struct prep_client *prep;   /* named statements (transaction/statement pooling only) */
+	bool prep_on;               /* named statements are tracked (transaction/statement pooling
+	                             * with max_prepared_statements): prep is the map, NULL until
+	                             * the first named Parse (an idle client that names none pays
+	                             * for no map) */
+	struct prep_client *prep;   /* NULL: no name (prepared.h reads NULL as an empty map) */
 	struct client_auth *auth;   /* during CLIENT_AUTH (auth.c) */
 	struct server_cred *cred;   /* what the client's authentication revealed, for passthrough
 	                             * (NULL: nothing; allocated by auth.c only when there is) */
 	struct pool *pool;
 	struct server *server;      /* connecting, preparing or attached */
-	struct pool_waiter waiter;
-	bool queued;                /* waiter is (or was, until the answer arrives) in the pool queue */
+	/* Its place in the pool queue: taken from the worker's free list for a claim and given
+	 * back once the pool is done with it (the claim answered at once, the answer delivered,
+	 * the queue left), so an idle client holds none. Non-NULL exactly while queued, and
+	 * in a closed client's husk until the answer on its way arrives. */
+	struct client_wait *wait;
+	bool queued;                /* wait is (or was, until the answer arrives) in the pool queue */
+	bool standby;               /* read-write-split: this transaction's claim is for the standby
+	                             * side (split_route_claim; copied into the claim) */
 	bool dead;                  /* closed while an answer from the pool (or a read-your-writes
 	                             * fetch, ryw_pending) was in flight */
 	uint8_t ryw_pending;        /* read-write-split: fetches of its writes' WAL positions in flight
@@ -118,9 +134,6 @@ struct client {
 	struct kv_session *kv;      /* a client of the virtual kv database (src/kv/front.c): never gets a server */
 	struct vdb *vdb;            /* the virtual database inside console or kv that reads c's requests */
 	struct flight_client *flight; /* the result cache's state (src/flight/serve.c); NULL: none yet */
-	/* Session pooling: the client sent something other than a cacheable read since login, so
-	 * its server's session may differ from what the cache key says (src/flight/serve.c). */
-	bool flight_session_dirty;
 
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
 	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered
@@ -150,6 +163,9 @@ void client_flush(struct client *c);
 /* stats: count a whole ErrorResponse message (header included) sent on to c. */
 void client_count_error(struct client *c, const uint8_t *msg, size_t len);
 
+/* A queued client leaves the pool queue: true when it did (no answer will come), false
+ * when the answer is already on its way. */
+bool client_leave_queue(struct client *c);
 /* client.c: the client needs a server for bytes it sent while idle. */
 void client_need_server(struct client *c);
 /* Greeting done or transaction over: no server, wait for the next request. */
@@ -178,6 +194,10 @@ int relay_check_client_hdr(struct client *c, const uint8_t *p, size_t avail, str
 /* The client is done with s (left, failed or shutting down): reset and pool it when it is
  * clean and idle, close it otherwise. */
 void relay_release_server(struct client *c, struct server *s);
+/* Records a named Parse in c's statement map (c->prep_on), creating the map on the first
+ * one: prep_client_add's results, -ENOMEM also when the map cannot be made. */
+__attribute__((warn_unused_result)) int relay_prep_add(struct client *c, const struct prep_parse *p,
+							const struct prep_stmt **out);
 /* The SQL text of a Query or Parse body (blen bytes after the header): false if malformed. */
 bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql, size_t *len);
 

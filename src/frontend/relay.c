@@ -449,7 +449,7 @@ static const char *local_deallocate(struct client *c, struct server *s, const ch
 	struct classify_result r;
 	struct prep_hash gone;
 
-	if (!c->prep || !is_lone_deallocate(sql, len, &r))
+	if (!c->prep_on || !is_lone_deallocate(sql, len, &r))
 		return NULL;
 	if (r.stmts[0].kind == CLASSIFY_DEALLOCATE_ALL) {
 		prep_client_clear(c->prep);
@@ -808,7 +808,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	const uint8_t *m = buf_head(b) + c->c2s_scanned;
 	size_t total = (size_t)h->len + 1;
 	uint32_t max = cfg_of(c)->max_message_size;
-	bool rename = s->prep != NULL && c->prep != NULL;
+	bool rename = s->prep != NULL && c->prep_on;
 
 	if (s->skipping && h->type != 'S') {
 		/* Ignored by the server until the Sync: passed on as they are, owing nothing,
@@ -909,7 +909,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		const struct prep_stmt *e;
 		/* Re-parsing a live name is an error in PostgreSQL (42P05); tusk replaces it. */
 		(void)prep_client_remove(c->prep, p.name);
-		int rc = prep_client_add(c->prep, &p, &e);
+		int rc = relay_prep_add(c, &p, &e);
 		if (rc == -EDQUOT) {
 			client_fail(c, "53400", "too many prepared statements on this connection");
 			return SCAN_CLOSED;
@@ -1659,6 +1659,20 @@ static void update_parse_context(struct client *c)
 	}
 	uint64_t ctx = XXH3_64bits(key, n);
 	prep_client_set_context(c->prep, ctx ? ctx : 1);
+}
+
+int relay_prep_add(struct client *c, const struct prep_parse *p, const struct prep_stmt **out)
+{
+	if (!c->prep) {
+		c->prep = prep_client_new(CLIENT_MAX_STATEMENTS, CLIENT_MAX_STATEMENT_BYTES);
+		if (!c->prep)
+			return -ENOMEM;
+		prep_client_share(c->prep, pool_prep_refs(c->pool));
+		/* The context follows the session's parameters from the greeting on; a map made
+		 * now takes the current one, as an eager map would have kept it. */
+		update_parse_context(c);
+	}
+	return prep_client_add(c->prep, p, out);
 }
 
 void relay_note_param(struct client *c, const char *name, const char *value)

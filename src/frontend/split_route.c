@@ -64,7 +64,7 @@ void split_route_claim(struct client *c)
 {
 	const char *sql;
 	size_t len;
-	c->waiter.standby = false;
+	c->standby = false;
 	if (!c->pool || !pool_is_split(c->pool) || !first_text(c, &sql, &len))
 		return;
 	if (router_split_decide(sql, len) != ROUTER_SPLIT_STANDBY)
@@ -75,7 +75,7 @@ void split_route_claim(struct client *c)
 	/* Every backend is known to be a primary: no standby to ask. */
 	if (!services_may_have_standby(c->worker->rt->services, pool_rule(c->pool)->service))
 		return;
-	c->waiter.standby = true;
+	c->standby = true;
 }
 
 static const struct tp_backend_addr *backend_of(const struct server *s)
@@ -85,7 +85,7 @@ static const struct tp_backend_addr *backend_of(const struct server *s)
 
 bool split_needs_replay_check(const struct client *c, const struct server *s)
 {
-	if (!c->waiter.standby || c->ryw_lsn == 0 || !ryw_on(c) || !backend_of(s))
+	if (!c->standby || c->ryw_lsn == 0 || !ryw_on(c) || !backend_of(s))
 		return false;
 	uint64_t seen = services_replay_of(c->worker->rt->services, pool_rule(c->pool)->service, backend_of(s));
 	return seen < c->ryw_lsn;
@@ -163,7 +163,7 @@ bool split_replay_result(struct client *c, struct server *s)
 bool split_after_primary(struct client *c, const struct server *s)
 {
 	(void)s;
-	if (c->waiter.standby || !ryw_on(c) || c->ryw_pending == UINT8_MAX)
+	if (c->standby || !ryw_on(c) || c->ryw_pending == UINT8_MAX)
 		return false; /* (255 in flight cannot happen: one transaction at a time each) */
 	c->ryw_pending++;
 	return true;
@@ -196,7 +196,7 @@ void split_note_error(struct client *c, struct server *s, const uint8_t *m, size
 	if (total <= PROTO_HDR_LEN || !c->pool || !backend_of(s))
 		return;
 	const struct config_pool_rule *rule = pool_rule(c->pool);
-	bool wants_primary = pool_is_split(c->pool) ? !c->waiter.standby
+	bool wants_primary = pool_is_split(c->pool) ? !c->standby
 			     : rule->target_session_attrs == CONFIG_TARGET_PRIMARY ||
 				       rule->target_session_attrs == CONFIG_TARGET_READ_WRITE;
 	if (!wants_primary || proto_parse_error(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &f) < 0 || !f.sqlstate ||

@@ -11,7 +11,7 @@
 struct client;
 struct server;
 
-/* Before a claim: set c->waiter.standby from the first message of the transaction in
+/* Before a claim: set c->standby from the first message of the transaction in
  * c->rbuf (a Query's text or a Parse's, named or not): a standby for what
  * router_split_decide proves read-only, unless read-your-writes says the client's last
  * write may not be there yet (its position is still being fetched); the primary for

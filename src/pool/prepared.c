@@ -447,6 +447,8 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 
 const struct prep_stmt *prep_client_find(const struct prep_client *c, const char *name)
 {
+	if (!c)
+		return NULL;
 	size_t len = strnlen(name, PREP_NAME_MAX + 1);
 	if (!c->tab || len == 0 || len > PREP_NAME_MAX)
 		return NULL;
@@ -462,6 +464,8 @@ int prep_client_remove(struct prep_client *c, const char *name)
 
 int prep_client_drop(struct prep_client *c, const char *name, struct prep_hash *gone)
 {
+	if (!c)
+		return -ENOENT;
 	size_t len = strnlen(name, PREP_NAME_MAX + 1);
 	if (!c->tab || len == 0 || len > PREP_NAME_MAX)
 		return -ENOENT;
@@ -497,6 +501,8 @@ int prep_client_drop(struct prep_client *c, const char *name, struct prep_hash *
 
 void prep_client_clear(struct prep_client *c)
 {
+	if (!c)
+		return;
 	/* One lock for all names: a client leaving with thousands of them locks once. */
 	if (c->refs && c->count)
 		pthread_mutex_lock(&c->refs->lock);
@@ -514,7 +520,7 @@ void prep_client_clear(struct prep_client *c)
 
 uint32_t prep_client_count(const struct prep_client *c)
 {
-	return c->count;
+	return c ? c->count : 0;
 }
 
 void prep_client_free(struct prep_client *c)

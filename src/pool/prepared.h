@@ -141,6 +141,8 @@ struct prep_stmt {
 
 struct prep_client;
 
+/* A NULL map is an empty one to find, remove, drop, clear and count (a caller may allocate
+ * it on the first add: most clients never name a statement). */
 /* An empty map (allocates nothing more until the first add). max_statements bounds the number
  * of names, max_bytes the memory their entries take (struct + body each); 0 forbids all.
  * NULL on allocation failure. */

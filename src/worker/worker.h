@@ -59,6 +59,10 @@ struct worker {
 	/* private to frontend/client.c: client read/write buffer blocks, taken while bytes are
 	 * in flight and given back when the client goes idle with both drained */
 	struct buf_pool client_rbufs, client_wbufs;
+	/* private to frontend/client.c: places in a pool queue (struct client_wait) no client
+	 * holds, kept for the next claim (at most CLIENT_FREE_WAITS) */
+	struct client_wait *client_waits;
+	unsigned client_nwaits;
 	/* private to frontend/: the reported-parameter sets its clients share (session.h) */
 	struct session_share client_params;
 	struct flight_l2 *l2;     /* private to flight/l2.c: this worker's Redis connection */

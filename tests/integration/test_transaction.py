@@ -373,6 +373,54 @@ def test_sql_discard_all_and_deallocate_all(tusk):
         assert d.execute("show work_mem").fetchone() == ("4MB",)
 
 
+def test_statement_names_before_the_first_parse(tusk):
+    """A client's statement map is made on its first named Parse (an idle client holds none,
+    issue 10). Before it, every message that looks a name up finds none, as PostgreSQL would:
+    Bind, Describe and SQL DEALLOCATE of an unknown name fail with 26000, Close of one is
+    fine, DEALLOCATE ALL and DISCARD ALL succeed; after it, the name works across
+    transactions."""
+    t = tusk(pools=[txn_pool(1)])
+    w = WireClient(t.port)
+    try:
+        r = w.exchange(bind_msg("s1"), execute_msg(), sync_msg())
+        assert [e["C"] for e in r["errors"]] == ["26000"] and r["status"] == b"I", r
+        r = w.exchange(describe_msg(b"S", "s1"), sync_msg())
+        assert [e["C"] for e in r["errors"]] == ["26000"] and r["status"] == b"I", r
+        r = w.exchange(close_msg(b"S", "s1"), sync_msg())
+        assert r["errors"] == [] and r["kinds"] == [b"3", b"Z"], r
+        errors = w.simple_query("deallocate s1")[1]
+        assert [e["C"] for e in errors] == ["26000"], errors
+        assert w.simple_query("deallocate all") == ([], [])
+        assert w.simple_query("discard all") == ([], [])
+        r = w.exchange(parse_msg("s1", "select $1::int * 3"), bind_msg("s1", [14]), execute_msg(), sync_msg())
+        assert r["errors"] == [] and r["rows"] == [["42"]], r
+        r = w.exchange(bind_msg("s1", [5]), execute_msg(), sync_msg())
+        assert r["errors"] == [] and r["rows"] == [["15"]], r
+    finally:
+        w.terminate()
+
+
+def test_first_parse_after_a_datestyle_change_keeps_its_own_statement(tusk):
+    """The map made at the first named Parse takes the session's parse context as it is then:
+    a client that changed DateStyle before preparing anything must not share the server copy
+    of the same text parsed by a client under the default DateStyle (the date constant is
+    read at parse time), on the one server both use."""
+    t = tusk(pools=[txn_pool(1)])
+    a, b = WireClient(t.port), WireClient(t.port)
+    sql = "select '01/02/2003'::date::text"
+    try:
+        assert a.simple_query("set datestyle = 'ISO, DMY'") == ([], [])
+        r = b.exchange(parse_msg("d", sql), bind_msg("d"), execute_msg(), sync_msg())
+        assert r["errors"] == [] and r["rows"] == [["2003-01-02"]], r
+        r = a.exchange(parse_msg("d", sql), bind_msg("d"), execute_msg(), sync_msg())
+        assert r["errors"] == [] and r["rows"] == [["2003-02-01"]], r
+        r = b.exchange(bind_msg("d"), execute_msg(), sync_msg())
+        assert r["errors"] == [] and r["rows"] == [["2003-01-02"]], r
+    finally:
+        a.terminate()
+        b.terminate()
+
+
 # --- statement mode -----------------------------------------------------------------------------
 
 def test_statement_mode_runs_single_statements(tusk):

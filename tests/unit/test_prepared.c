@@ -528,6 +528,22 @@ static const struct prep_stmt *add(struct prep_client *c, const char *name, cons
 	return e;
 }
 
+/* Clients get their map on the first named Parse: until then NULL is read as an empty map
+ * by every lookup Bind, Describe, Close, DEALLOCATE, DISCARD, the cache and SHOW make. */
+static void test_client_null_map(void **state)
+{
+	(void)state;
+	struct prep_hash gone = { 0 };
+	assert_null(prep_client_find(NULL, "S_1"));
+	assert_null(prep_client_find(NULL, ""));
+	assert_int_equal(prep_client_remove(NULL, "S_1"), -ENOENT);
+	assert_int_equal(prep_client_drop(NULL, "S_1", &gone), -ENOENT);
+	prep_client_clear(NULL);
+	assert_int_equal(prep_client_count(NULL), 0);
+	prep_client_set_context(NULL, 42);
+	prep_client_free(NULL);
+}
+
 static void test_client_map(void **state)
 {
 	(void)state;
@@ -860,6 +876,7 @@ int main(void)
 		cmocka_unit_test(test_targets),
 		cmocka_unit_test(test_enospc_unchanged),
 		cmocka_unit_test(test_client_map),
+		cmocka_unit_test(test_client_null_map),
 		cmocka_unit_test(test_client_limits),
 		cmocka_unit_test(test_server_lru),
 		cmocka_unit_test(test_server_lru_model),

@@ -13,7 +13,7 @@
 #      TUSK_BEFORE_BIN (another tusk binary, e.g. main's, run alongside as "tusk-before" with
 #      the same configuration: before/after figures from one run),
 #      IDLE_CLIENTS (5000), TXNS (3000 per client: 96k in all), MODES (pgbench -M modes for the
-#      cpu row, "simple"; e.g. "simple extended prepared"),
+#      cpu row, "simple"; e.g. "simple extended prepared"; set and empty: no cpu row),
 #      EXTRA_POOLER_NAME + EXTRA_POOLER_CMD: one more pooler, a foreground command in which
 #      @PORT@ (where it must listen), @PG_PORT@ (PostgreSQL, user postgres, trust, database
 #      bench) and @DIR@ (a scratch directory) are substituted; it must serve database bench_t
@@ -26,7 +26,7 @@ BENCH_NAME=cost
 ROUNDS=${ROUNDS:-3}
 IDLE_CLIENTS=${IDLE_CLIENTS:-5000}
 TXNS=${TXNS:-3000}
-MODES=${MODES:-simple}
+MODES=${MODES-simple}
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 POOL=32
 

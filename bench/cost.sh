@@ -38,12 +38,7 @@ PG_PORT=$(free_port)
 declare -A PID=() PORT=()
 
 stop_pooler() { # NAME
-	local pid=${PID[$1]:-}
-	[ -n "$pid" ] || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
+	bench_stop_pid "${PID[$1]:-}"
 	PID[$1]=
 }
 cleanup() {
@@ -116,25 +111,9 @@ start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
 	wait_port "${PORT[$1]}"
 }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-CLK_TCK=$(getconf CLK_TCK)
-
 # cpu_one NAME MODE: pooler CPU µs per transaction of one pgbench run, or "failed"
-cpu_one() {
-	local p=$1 mode=$2 out n c0 c1
-	c0=$(cpu_ticks "${PID[$p]}")
-	if ! out=$("$PG_BIN/pgbench" -n -S -M "$mode" -c 32 -j 2 -t "$TXNS" -h 127.0.0.1 -p "${PORT[$p]}" \
-		-U postgres bench_t 2>&1); then
-		echo "cost: $p pgbench -M $mode failed: $(grep -m1 -iE 'error|fatal|abort' <<<"$out" | cut -c1-160)" >&2
-		echo failed
-		return
-	fi
-	c1=$(cpu_ticks "${PID[$p]}")
-	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
-	awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v n="$n" 'BEGIN {printf "%.1f\n", t * 1e6 / hz / n}'
-}
-
-median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+cpu_one() { bench_pgbench_cpu "${PID[$1]}" "${PORT[$1]}" bench_t "$2" "$TXNS"; }
+median() { bench_median; }
 
 declare -A RES=()
 ROWS=()

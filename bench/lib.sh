@@ -121,3 +121,34 @@ services:
     hosts: ["127.0.0.1:$2"]
 YAML
 }
+
+# bench_stop_pid PID: TERM, up to 10 s to go, then KILL; reaped if it is our child.
+bench_stop_pid() {
+	[ -n "$1" ] || return 0
+	kill -TERM "$1" 2>/dev/null || true
+	for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+	kill -KILL "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+# bench_cpu_ticks PID: user + system CPU of the process so far, in clock ticks.
+bench_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# bench_pgbench_cpu PID PORT DB MODE TXNS: pgbench -S, 32 clients, TXNS each, through PORT;
+# prints the CPU µs per transaction PID spent, or "failed" (the reason on stderr).
+bench_pgbench_cpu() {
+	local out n c0 c1
+	c0=$(bench_cpu_ticks "$1")
+	if ! out=$(PGSSLMODE=disable "$PG_BIN/pgbench" -n -S -M "$4" -c 32 -j 2 -t "$5" -h 127.0.0.1 -p "$2" \
+		-U postgres "$3" 2>&1); then
+		echo "$BENCH_NAME: pgbench -M $4 on port $2 failed: $(grep -m1 -iE 'error|fatal|abort' <<<"$out" | cut -c1-160)" >&2
+		echo failed
+		return
+	fi
+	c1=$(bench_cpu_ticks "$1")
+	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+	awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.1f\n", t * 1e6 / hz / n}'
+}
+# bench_median: the median of the numbers on stdin (words that are not numbers are skipped),
+# one decimal, or n/a.
+bench_median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# bench_ratio A B: A / B to two decimals, or n/a.
+bench_ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }

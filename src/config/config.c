@@ -1769,6 +1769,8 @@ static const struct key_def top_keys[] = {
 	  .max = 1000000, .def = "10000", .reloadable = true },
 	{ .name = "shutdown_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(shutdown_timeout_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "30s", .reloadable = true },
+	{ .name = "worker_balance", .type = KEY_ENUM, .offset = TOP_FIELD(worker_balance), .names = yes_no_names,
+	  .def = "true", .reloadable = true },
 	{ .name = "log_connections", .type = KEY_ENUM, .offset = TOP_FIELD(log_connections), .names = yes_no_names,
 	  .def = "true", .reloadable = true },
 	{ .name = "log_disconnections", .type = KEY_ENUM, .offset = TOP_FIELD(log_disconnections),

@@ -176,6 +176,7 @@ struct tusk_config {
 	struct config_listen *listen; /* default one: 127.0.0.1:6432 */
 
 	int workers; /* "auto" resolves to the number of online CPUs; default auto */
+	int worker_balance; /* default true: idle clients move between workers (worker_balance_target) */
 
 	struct {
 		enum log_level level;   /* default info */

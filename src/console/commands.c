@@ -203,7 +203,7 @@ static const struct vdb_col pools_cols[] = {
 static const struct vdb_col conn_cols[] = {
 	T("type"), T("user"), T("database"), T("state"), T("addr"), I("port"), T("local_addr"), I("local_port"),
 	T("connect_time"), T("request_time"), I("wait"), I("wait_us"), I("close_needed"), T("ptr"), T("link"),
-	I("remote_pid"), T("tls"), T("application_name"), I("prepared_statements"), T("id"),
+	I("remote_pid"), T("tls"), T("application_name"), I("prepared_statements"), T("id"), I("worker"),
 };
 static const struct vdb_col stats_cols[] = {
 	T("database"), I("total_xact_count"), I("total_query_count"), I("total_received"), I("total_sent"),
@@ -367,7 +367,7 @@ static const char *server_state_name(const struct server *s)
 static void client_row(struct vdb_out *o, const struct client *c, double now)
 {
 	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
-	char wait[24], wait_us[24], nprep[16];
+	char wait[24], wait_us[24], nprep[16], wk[16];
 	double waited = c->state == CLIENT_WAITING && c->wait_start > 0 ? now - c->wait_start : 0;
 
 	struct net_addr peer;
@@ -382,11 +382,12 @@ static void client_row(struct vdb_out *o, const struct client *c, double now)
 	snprintf(wait, sizeof wait, "%ld", (long)waited);
 	snprintf(wait_us, sizeof wait_us, "%ld", (long)((waited - (double)(long)waited) * 1e6));
 	snprintf(nprep, sizeof nprep, "%u", c->prep ? prep_client_count(c->prep) : 0u);
+	snprintf(wk, sizeof wk, "%d", c->worker->index);
 	const char *app = session_param_get(&c->session, "application_name");
 	const char *vals[] = {
 		"C", c->user, c->database, client_state_name(c), addr, port, laddr, lport, ct, rt, wait, wait_us, "0",
 		c->id, c->server ? c->server->id : NULL, "0", c->tls.conn ? tls_version(c->tls.conn) : "", app ? app : "",
-		nprep, c->id,
+		nprep, c->id, wk,
 	};
 	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
@@ -394,7 +395,7 @@ static void client_row(struct vdb_out *o, const struct client *c, double now)
 static void server_row(struct vdb_out *o, const struct server *s, double now)
 {
 	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
-	char pid[16], nprep[16];
+	char pid[16], nprep[16], wk[16];
 	const struct client *owner = s->state == SERVER_ACTIVE ? s->owner : NULL;
 	bool stale = s->pool_gen != pool_generation(s->pool);
 
@@ -405,11 +406,12 @@ static void server_row(struct vdb_out *o, const struct server *s, double now)
 	format_time(s->state == SERVER_IDLE && s->idle_since > 0 ? s->idle_since : s->created, rt, sizeof rt);
 	snprintf(pid, sizeof pid, "%u", s->backend_pid);
 	snprintf(nprep, sizeof nprep, "%u", s->prep ? prep_server_count(s->prep) : 0u);
+	snprintf(wk, sizeof wk, "%d", s->worker ? s->worker->index : s->idle_worker);
 	const char *app = server_param(s, "application_name");
 	const char *vals[] = {
 		"S", pool_user(s->pool), pool_database(s->pool), server_state_name(s), addr, port, laddr, lport, ct, rt,
 		"0", "0", stale ? "1" : "0", s->id, owner ? owner->id : NULL, pid, s->tls.conn ? tls_version(s->tls.conn) : "",
-		app ? app : "", nprep, s->id,
+		app ? app : "", nprep, s->id, wk,
 	};
 	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }

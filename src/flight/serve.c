@@ -819,6 +819,13 @@ void flight_client_timer(struct client *c)
 	client_need_server(c);
 }
 
+bool flight_client_quiet(const struct client *c)
+{
+	const struct flight_client *fc = c->flight;
+	return !fc || (!fc->lead && !fc->wait && !fc->out && !fc->l2req && fc->nl2bump == 0 && fc->nbump == 0 &&
+		       fc->nheld == 0 && !fc->held_db && !fc->bump_db && !fc->bump_ddl);
+}
+
 bool flight_client_cancel(struct client *c)
 {
 	struct flight_client *fc = c->flight;

@@ -29,6 +29,9 @@ bool flight_client_writable(struct client *c);
 void flight_client_timer(struct client *c);
 /* cancel.c: a CancelRequest for c. True when it cancelled a wait (c got 57014). */
 bool flight_client_cancel(struct client *c);
+/* Nothing of c's is in flight in the cache (no flight led or waited on, no answer being
+ * written, no L2 lookup, no invalidation owed): c may move to another worker. */
+bool flight_client_quiet(const struct client *c);
 /* client.c, client_close: let go of flights, apply pending invalidations, free the state. */
 void flight_client_closed(struct client *c);
 

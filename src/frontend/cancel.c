@@ -207,6 +207,14 @@ void cancel_close_all(struct worker *w)
 		cancel_conn_free(w->cancel_conns);
 }
 
+void cancel_move(struct client *c, struct worker *to)
+{
+	struct cancel_registry *reg = c->worker->rt->cancels;
+	pthread_mutex_lock(&reg->lock);
+	c->worker = to;
+	pthread_mutex_unlock(&reg->lock);
+}
+
 /* ---- receiving ---- */
 
 void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)

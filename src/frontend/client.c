@@ -300,15 +300,29 @@ void client_update_io(struct client *c)
 	}
 }
 
+static void link_client(struct worker *w, struct client *c)
+{
+	c->prev = NULL;
+	c->next = w->clients;
+	if (w->clients)
+		w->clients->prev = c;
+	w->clients = c;
+	w->nclients++;
+}
+
 static void unlink_client(struct client *c)
 {
+	struct worker *w = c->worker;
 	if (c->prev)
 		c->prev->next = c->next;
-	else if (c->worker->clients == c)
-		c->worker->clients = c->next;
+	else if (w->clients == c)
+		w->clients = c->next;
+	else
+		return; /* not linked */
 	if (c->next)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
+	w->nclients--;
 }
 
 /* A client's ctx before the first one is made, or when memory ran out making it. */
@@ -535,10 +549,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	c->io.data = c;
 	ev_init(&c->timer, client_timer_cb);
 	c->timer.data = c;
-	c->next = w->clients;
-	if (w->clients)
-		w->clients->prev = c;
-	w->clients = c;
+	link_client(w, c);
 	log_debug(c->id, c->ctx, "accepted");
 	c->state = CLIENT_STARTUP;
 	client_set_state(c, CLIENT_STARTUP);
@@ -1102,6 +1113,54 @@ static void use_server_now(struct client *c, struct server *s)
 	server_run_queries(s, q, 1, timeout, on_session_applied, c);
 }
 
+/* Between transactions, a client whose worker should hand it to another
+ * (worker_balance_target) moves there. Only one with nothing in flight: no server, no claim,
+ * no bytes in its buffers (both are back with the worker) or in OpenSSL's, nothing of the
+ * cache's or of read-your-writes pending, logged in. Then nothing on this worker refers to
+ * it once its watchers are stopped and it is unlinked, and the other worker takes it up as
+ * it is (client_arrive). client_set_state has just run client_update_io. */
+static void maybe_move(struct client *c)
+{
+	struct worker *w = c->worker;
+	if (c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || !c->greeted || c->admin || c->kv || c->vdb ||
+	    c->server || c->queued || c->wait || c->dead || c->ryw_pending || c->pinned || c->big || c->copy_in ||
+	    c->release_pending || c->auth || buf_attached(&c->rbuf) || buf_attached(&c->wbuf) || c->tls.buffered ||
+	    c->tls_handshaking || !flight_client_quiet(c))
+		return;
+	struct worker *to = worker_balance_target(w);
+	if (!to)
+		return;
+	struct worker_msg *m = worker_msg_new();
+	if (!m)
+		return;
+	if (session_params_unshare(&c->session) < 0) {
+		free(m);
+		return;
+	}
+	log_debug(c->id, c->ctx, "moves to worker %d", to->index);
+	ev_io_stop(w->loop, &c->io);
+	ev_timer_stop(w->loop, &c->timer);
+	unlink_client(c);
+	m->kind = WORKER_MSG_CLIENT;
+	m->arg = c;
+	/* From here c is to's: this thread must not touch it again. */
+	cancel_move(c, to);
+	worker_post(to, m);
+}
+
+void client_arrive(struct worker *w, struct client *c)
+{
+	link_client(w, c);
+	if (w->stopping) {
+		client_fail(c, "57P01", "tusk is shutting down");
+		if (c->prev || w->clients == c)
+			client_close(c, "tusk is shutting down");
+		return;
+	}
+	session_params_share(&c->session, &w->client_params);
+	client_update_io(c);
+}
+
 void client_go_idle(struct client *c)
 {
 	/* Write first: a watcher switched to EV_WRITE and back costs libev two failed
@@ -1113,8 +1172,8 @@ void client_go_idle(struct client *c)
 	client_set_state(c, CLIENT_IDLE);
 	if (!buf_empty(&c->rbuf))
 		client_need_server(c);
-	else
-		client_update_io(c);
+	else if (c->worker->rt->nworkers > 1)
+		maybe_move(c);
 }
 
 /* Whether rbuf holds, whole, only named Parse messages and then a Sync (libpq's PQprepare,

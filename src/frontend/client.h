@@ -1,6 +1,7 @@
 /* Client connections: the startup phase, waiting for a server, the relay between client
  * and server in session mode, and the teardown that gives the server back. One state
- * machine per client, on the worker that accepted it. */
+ * machine per client, on the worker that accepted it or, between transactions, one it
+ * moved to (worker_balance_target). */
 #ifndef TUSK_FRONTEND_CLIENT_H
 #define TUSK_FRONTEND_CLIENT_H
 
@@ -8,6 +9,7 @@
 
 struct worker;
 struct worker_msg;
+struct client;
 
 /* The per-worker state of w's clients (their buffer free lists); freed after the last
  * client of w is gone. */
@@ -20,6 +22,9 @@ void client_worker_trim(struct worker *w);
 void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener);
 /* A CancelRequest for a client of this worker (posted by whichever worker received it). */
 void client_on_cancel_message(struct worker *w, struct worker_msg *m);
+/* WORKER_MSG_CLIENT: an idle client another worker moved here (worker_balance_target) takes
+ * up its place on w's loop; closed at once if w is stopping. */
+void client_arrive(struct worker *w, struct client *c);
 /* Close every client of w (shutdown), each with reason in an ErrorResponse, then w's
  * auth_query connections. */
 void client_close_all(struct worker *w, const char *reason);

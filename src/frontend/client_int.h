@@ -209,6 +209,10 @@ void cancel_on_message(struct worker *w, const struct worker_msg *m);
 /* Register the client's minted key (after startup); forget it at teardown. */
 __attribute__((warn_unused_result)) int cancel_register(struct client *c);
 void cancel_forget(struct client *c);
+/* c moves to worker to: c->worker changes under the registry's lock, so that a CancelRequest
+ * looked up from now on is posted to to (where, until c arrives, it finds no query running:
+ * c moves only while idle). */
+void cancel_move(struct client *c, struct worker *to);
 /* Send a CancelRequest for what server s (attached to w) runs now. Until PostgreSQL has
  * taken it, s is not parked (relay_park_server waits). */
 void cancel_send_for(struct worker *w, struct server *s);

@@ -88,6 +88,11 @@ void session_params_share(struct session_state *st, struct session_share *sh)
 	st->params = set->data;
 }
 
+int session_params_unshare(struct session_state *st)
+{
+	return params_own(st);
+}
+
 void session_params_take(struct session_state *st, struct session_state *from)
 {
 	params_drop(st);

@@ -45,6 +45,9 @@ void session_free(struct session_state *st);
  * (st's own copy is freed), or offer them for sharing. Best effort: without memory st
  * keeps its own copy. */
 void session_params_share(struct session_state *st, struct session_share *sh);
+/* Give up the worker's shared set for a copy of st's own (a client moving to another
+ * worker, whose sets are that worker's). 0 or -ENOMEM (still shared). */
+__attribute__((warn_unused_result)) int session_params_unshare(struct session_state *st);
 /* Replace st's reported parameters with from's (which gives them up). */
 void session_params_take(struct session_state *st, struct session_state *from);
 /* Sets shared now, for tests. */

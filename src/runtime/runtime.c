@@ -323,6 +323,8 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rt->stats = stats_new();
 	rt->start_time = ev_time();
 	rt->nworkers = cfg->workers;
+	const char *bt = getenv("TUSK_TEST_BALANCE");
+	rt->balance_test = bt && strcmp(bt, "pingpong") == 0;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
 	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;

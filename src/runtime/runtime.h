@@ -71,6 +71,10 @@ struct runtime {
 	struct runtime_gen *_Atomic gen; /* newest first; see struct runtime_gen */
 	int nworkers;
 	struct worker **workers;
+	/* Test seam, from the environment at start (TUSK_TEST_BALANCE=pingpong): every idle
+	 * client moves to the next worker at every transaction boundary (worker_balance_target),
+	 * so that tests drive the move itself as often as they like. Read-only. */
+	bool balance_test;
 	struct pool_registry *pools;     /* shared by all workers; has its own locks */
 	struct services *services;       /* each service's resolver and current backends (pool/services.h); its own locks */
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ struct worker_priv {
 	struct worker_msg *local_head, *local_tail; /* posted by this thread itself: no lock */
 	bool stop_requested;
 	bool threaded; /* worker_start; a worker_new one is run by its creator's ev_run */
+	double tick_cpu, tick_wall; /* thread CPU and loop time at the last tick (load) */
 };
 
 static struct worker_priv *priv(struct worker *w) { return w->priv; }
@@ -172,6 +174,7 @@ static void start_draining(struct worker *w)
 	if (w->draining || w->stopping)
 		return;
 	w->draining = true;
+	atomic_store_explicit(&w->load, -1, memory_order_relaxed);
 	close_listeners(w, NULL);
 	client_close_quiescent(w, "terminating connection because tusk is shutting down");
 	ev_timer_start(w->loop, &p->drain_tick);
@@ -201,6 +204,9 @@ static void dispatch(struct worker *w, struct worker_msg *m)
 		break;
 	case WORKER_MSG_SERVER:
 		pool_on_message(w, m);
+		break;
+	case WORKER_MSG_CLIENT:
+		client_arrive(w, m->arg);
 		break;
 	}
 	msg_done(m);
@@ -234,6 +240,7 @@ static void drain_inbox(struct worker *w)
 	}
 	if (stop && !w->stopping) {
 		w->stopping = true;
+		atomic_store_explicit(&w->load, -1, memory_order_relaxed);
 		close_listeners(w, NULL);
 		ev_timer_stop(w->loop, &p->tick);
 		ev_timer_stop(w->loop, &p->drain_tick);
@@ -253,12 +260,84 @@ static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
 	drain_inbox(a->data);
 }
 
+static double thread_cpu(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+		return 0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* This thread's CPU over the last tick, for worker_balance_target. Thread CPU, not loop
+ * time: on a machine shared with PostgreSQL a loop waits for a core more than it works. */
+static void measure_load(struct worker *w, double now)
+{
+	struct worker_priv *p = priv(w);
+	double cpu = thread_cpu();
+	if (p->tick_wall > 0 && now > p->tick_wall && !w->draining && !w->stopping) {
+		double f = (cpu - p->tick_cpu) / (now - p->tick_wall);
+		atomic_store_explicit(&w->load, (int)(f * 1000.0 + 0.5), memory_order_relaxed);
+	}
+	p->tick_cpu = cpu;
+	p->tick_wall = now;
+	/* At most a quarter of its clients leave per tick when spreading: the loads that steer
+	 * the moves are a tick old, and moving every client at once would only swing the
+	 * imbalance to the other side. */
+	w->moves_left = w->nclients / 4 + 1;
+}
+
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
 	(void)revents;
+	measure_load(w, ev_now(loop));
 	pool_maintain(w, ev_now(loop));
 	client_worker_trim(w);
+}
+
+/* Thresholds in thousandths of a core (worker.h, worker_balance_target). */
+#define BALANCE_GATHER_BELOW 500 /* all workers together */
+#define BALANCE_SPREAD_ABOVE 750 /* one worker */
+
+struct worker *worker_balance_target(struct worker *w)
+{
+	struct runtime *rt = w->rt;
+	int n = rt->nworkers;
+	if (n < 2 || w->draining || w->stopping || !rt->cfg->worker_balance)
+		return NULL;
+	if (rt->balance_test) {
+		/* Test seam (runtime.h): every idle client moves on at every boundary. */
+		struct worker *to = rt->workers[(w->index + 1) % n];
+		return !to || atomic_load_explicit(&to->load, memory_order_relaxed) < 0 ? NULL : to;
+	}
+	int mine = atomic_load_explicit(&w->load, memory_order_relaxed), sum = 0, least_load = INT32_MAX;
+	struct worker *least = NULL;
+	for (int i = 0; i < n; i++) {
+		struct worker *o = rt->workers[i];
+		if (!o)
+			return NULL;
+		int l = atomic_load_explicit(&o->load, memory_order_relaxed);
+		if (l < 0)
+			continue;
+		sum += l;
+		if (o != w && l < least_load) {
+			least_load = l;
+			least = o;
+		}
+	}
+	struct worker *home = rt->workers[0];
+	if (sum < BALANCE_GATHER_BELOW) {
+		/* The gathering is not rationed: each client that moves makes the loads only more
+		 * like the state being aimed at, one busy loop. */
+		if (w == home || atomic_load_explicit(&home->load, memory_order_relaxed) < 0)
+			return NULL;
+		return home;
+	}
+	if (mine > BALANCE_SPREAD_ABOVE && least && least_load < mine / 2 && w->moves_left > 0) {
+		w->moves_left--;
+		return least;
+	}
+	return NULL;
 }
 
 static void *worker_main(void *arg)

@@ -5,6 +5,7 @@
 #define TUSK_WORKER_WORKER_H
 
 #include <ev.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -30,6 +31,7 @@ enum worker_msg_kind {
 	WORKER_MSG_DRAIN,    /* SIGTERM / online restart: close every listener, then each client
 			      * as soon as it is outside a transaction */
 	WORKER_MSG_CALL,   /* run call(w, arg) on this worker (the admin console's broadcasts) */
+	WORKER_MSG_CLIENT, /* arg: an idle client moving to this worker (frontend/client.c) */
 };
 
 #define WORKER_LISTEN_KEY_MAX 300 /* "host:port" as configured, or "unix:PATH" */
@@ -69,6 +71,13 @@ struct worker {
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	bool draining;          /* read-only outside worker.c: listeners closed, clients leave at
 				 * their next transaction boundary */
+	/* Any thread: this worker's thread CPU over its last tick, in thousandths of a core;
+	 * -1 while it takes no clients from other workers (draining, stopping). */
+	_Atomic int load;
+	/* private to frontend/client.c: clients linked here, and how many more may leave for
+	 * another worker before the next tick (worker_balance_target) */
+	unsigned nclients;
+	unsigned moves_left;
 	/* private */
 	void *priv;
 };
@@ -98,6 +107,13 @@ struct worker_msg *worker_msg_new(void);
 void worker_post(struct worker *w, struct worker_msg *msg);
 /* Only on w's own thread: the same, for a message to itself (no lock, no system call). */
 void worker_post_local(struct worker *w, struct worker_msg *msg);
+/* On w's thread, for an idle client of w between transactions (no server, nothing in
+ * flight): the worker it should move to, or NULL to stay. The rule (docs/ARCHITECTURE.md,
+ * "Workers"): while all workers together use less than half a core, clients gather on worker
+ * 0, so one loop does the work of a light load (every extra loop that wakes costs CPU); a
+ * worker using most of a core hands a share of its clients per tick to one using less than
+ * half as much. Counts a move against moves_left. */
+struct worker *worker_balance_target(struct worker *w);
 /* Thread-safe: ask the worker to close its listeners and connections and end its loop. */
 void worker_stop(struct worker *w);
 /* Wait for the thread to end. */

@@ -277,6 +277,7 @@ struct console_collect {
 	struct vdb_out rows;   /* DataRows from the workers */
 	long found;                /* clients/servers affected (KILL, KILL_CLIENT, RECONNECT) */
 	struct pool_tally *tally;  /* per pools[] */
+	uint32_t kill_seq;         /* KILL, KILL_CLIENT: its number (console_kills); immutable */
 	/* Read and written only on home's thread; NULL once the client has closed. */
 	struct console_session *cs;
 };
@@ -468,6 +469,85 @@ static void terminate_client(struct client *c, const char *why)
 	client_fail(c, "57P01", "terminated by the admin console (%s)", why);
 }
 
+/* Close c when the KILL or KILL_CLIENT cmd names it: 1 if it did. */
+static int kill_client_if(struct client *c, const struct console_cmd *cmd)
+{
+	if (c->state == CLIENT_CLOSING)
+		return 0;
+	if (cmd->kind == CONSOLE_CMD_KILL && !c->admin && strcmp(c->database, cmd->arg) == 0) {
+		char why[CONFIG_NAME_MAX + 8];
+		snprintf(why, sizeof why, "KILL %s", cmd->arg);
+		terminate_client(c, why);
+		return 1;
+	}
+	if (cmd->kind == CONSOLE_CMD_KILL_CLIENT && strcmp(c->id, cmd->arg) == 0) {
+		terminate_client(c, "KILL_CLIENT");
+		return 1;
+	}
+	return 0;
+}
+
+/* The recent kills (console.h). A client is between workers for one inbox hop, so a short
+ * history is plenty; one that missed more than it holds is closed (it missed a kill that may
+ * have named it: closing errs on the side of the operator's command). */
+#define KILLS_KEPT 64
+struct console_kills {
+	pthread_mutex_t lock; /* protects all; held while a kill is posted to every worker */
+	uint32_t last;        /* the newest kill's number; kills count from 1 */
+	struct console_cmd cmd[KILLS_KEPT]; /* kill n is cmd[n % KILLS_KEPT] */
+};
+
+struct console_kills *console_kills_new(void)
+{
+	struct console_kills *k = calloc(1, sizeof *k);
+	if (k)
+		pthread_mutex_init(&k->lock, NULL);
+	return k;
+}
+
+void console_kills_free(struct console_kills *k)
+{
+	if (!k)
+		return;
+	pthread_mutex_destroy(&k->lock);
+	free(k);
+}
+
+uint32_t console_kills_seen(const struct worker *w)
+{
+	return w->kills_seen;
+}
+
+bool console_kills_catch_up(struct worker *w, struct client *c, uint32_t seen)
+{
+	struct console_kills *k = w->rt->kills;
+	struct console_cmd missed[KILLS_KEPT];
+	int n = 0;
+	bool all = true;
+
+	/* Worker inboxes run kills in their number order: w has run up to w->kills_seen, c's
+	 * old worker up to seen. When w is behind, c is in w's list for the kills to come. */
+	int32_t ahead = (int32_t)(w->kills_seen - seen);
+	if (ahead <= 0)
+		return false;
+	uint32_t gap = (uint32_t)ahead;
+	pthread_mutex_lock(&k->lock);
+	if (gap > KILLS_KEPT)
+		all = false;
+	else
+		for (uint32_t i = 1; i <= gap; i++)
+			missed[n++] = k->cmd[(seen + i) % KILLS_KEPT];
+	pthread_mutex_unlock(&k->lock);
+	if (!all) {
+		terminate_client(c, "KILL");
+		return true;
+	}
+	for (int i = 0; i < n; i++)
+		if (kill_client_if(c, &missed[i]))
+			return true;
+	return false;
+}
+
 /* On each worker: add this worker's part; the last one posts the result home. */
 static void collect_on_worker(struct worker *w, void *arg)
 {
@@ -481,25 +561,21 @@ static void collect_on_worker(struct worker *w, void *arg)
 		struct client *c = w->clients;
 		while (c) {
 			struct client *next = c->next;
-			if (!c->admin && c->state != CLIENT_CLOSING && strcmp(c->database, col->cmd.arg) == 0) {
-				char why[CONFIG_NAME_MAX + 8];
-				snprintf(why, sizeof why, "KILL %s", col->cmd.arg);
-				terminate_client(c, why);
-				found++;
-			}
+			found += kill_client_if(c, &col->cmd);
 			c = next;
 		}
 		found += close_parked(col, w, "KILL from the admin console");
+		w->kills_seen = col->kill_seq;
 		break;
 	}
 	case CONSOLE_CMD_KILL_CLIENT:
 		for (struct client *c = w->clients; c; c = c->next) {
-			if (strcmp(c->id, col->cmd.arg) == 0 && c->state != CLIENT_CLOSING) {
-				terminate_client(c, "KILL_CLIENT");
+			if (kill_client_if(c, &col->cmd)) {
 				found++;
 				break;
 			}
 		}
+		w->kills_seen = col->kill_seq;
 		break;
 	case CONSOLE_CMD_RECONNECT:
 		found += close_parked(col, w, "RECONNECT from the admin console");
@@ -819,6 +895,13 @@ static int broadcast(struct console_session *cs, const struct console_cmd *cmd)
 	atomic_init(&col->refs, 2);
 	col->remaining = rt->nworkers;
 	cs->collect = col;
+	bool kill = cmd->kind == CONSOLE_CMD_KILL || cmd->kind == CONSOLE_CMD_KILL_CLIENT;
+	if (kill) {
+		/* Numbered and posted under the lock: every inbox gets the kills in number order. */
+		pthread_mutex_lock(&rt->kills->lock);
+		col->kill_seq = ++rt->kills->last;
+		rt->kills->cmd[col->kill_seq % KILLS_KEPT] = *cmd;
+	}
 	for (int i = 0; i < rt->nworkers; i++) {
 		struct worker_msg *m = calloc(1, sizeof *m);
 		if (!m) {
@@ -844,6 +927,8 @@ static int broadcast(struct console_session *cs, const struct console_cmd *cmd)
 		m->arg = col;
 		worker_post(rt->workers[i], m);
 	}
+	if (kill)
+		pthread_mutex_unlock(&rt->kills->lock);
 	return 1;
 oom:
 	vdb_error(&cs->v, "53200", "out of memory");

@@ -1143,14 +1143,17 @@ static void maybe_move(struct client *c)
 	unlink_client(c);
 	m->kind = WORKER_MSG_CLIENT;
 	m->arg = c;
+	m->kills_seen = console_kills_seen(w);
 	/* From here c is to's: this thread must not touch it again. */
 	cancel_move(c, to);
 	worker_post(to, m);
 }
 
-void client_arrive(struct worker *w, struct client *c)
+void client_arrive(struct worker *w, struct client *c, uint32_t kills_seen)
 {
 	link_client(w, c);
+	if (console_kills_catch_up(w, c, kills_seen))
+		return;
 	if (w->stopping) {
 		client_fail(c, "57P01", "tusk is shutting down");
 		if (c->prev || w->clients == c)

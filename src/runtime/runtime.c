@@ -14,6 +14,7 @@
 #include "flight/l2.h"
 #include "auth/hba.h"
 #include "auth/userlist.h"
+#include "console/console.h"
 #include "frontend/cancel.h"
 #include "net/tls.h"
 #include "net/tunnel.h"
@@ -316,6 +317,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	publish(rt, g);
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
+	rt->kills = console_kills_new();
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
 	rt->flight = flight_cache_new(cfg->cache_memory, cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL
 								 ? (double)cfg->cache_logical_poll_ms / 1000.0
@@ -326,7 +328,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	const char *bt = getenv("TUSK_TEST_BALANCE");
 	rt->balance_test = bt && strcmp(bt, "pingpong") == 0;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
-	if (!rt->pools || !rt->cancels || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
+	if (!rt->pools || !rt->cancels || !rt->kills || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -615,6 +617,7 @@ void runtime_stop(struct runtime *rt)
 	services_free(rt->services); /* no worker runs: nothing reads the sets any more */
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
+	console_kills_free(rt->kills);
 	authcache_free(rt->authcache);
 	flight_cache_free(rt->flight);
 	tunnel_stop(rt->redis_tunnel); /* after the workers: none of them connects to it any more */

@@ -206,7 +206,7 @@ static void dispatch(struct worker *w, struct worker_msg *m)
 		pool_on_message(w, m);
 		break;
 	case WORKER_MSG_CLIENT:
-		client_arrive(w, m->arg);
+		client_arrive(w, m->arg, m->kills_seen);
 		break;
 	}
 	msg_done(m);

@@ -46,6 +46,7 @@ struct worker_msg {
 	int fd;                          /* WORKER_MSG_LISTEN */
 	char key[WORKER_LISTEN_KEY_MAX]; /* WORKER_MSG_LISTEN, _UNLISTEN */
 	void (*call)(struct worker *w, void *arg); /* WORKER_MSG_CALL; also runs while stopping */
+	uint32_t kills_seen; /* WORKER_MSG_CLIENT: console_kills_seen of the worker it left */
 	void *arg;
 	struct worker_msg *next;
 };
@@ -78,6 +79,7 @@ struct worker {
 	 * another worker before the next tick (worker_balance_target) */
 	unsigned nclients;
 	unsigned moves_left;
+	uint32_t kills_seen; /* private to console/: the last KILL / KILL_CLIENT run here (console.h) */
 	/* private */
 	void *priv;
 };

@@ -35,37 +35,47 @@ def workers_of(t, prefix):
     return {r["application_name"]: int(r["worker"]) for r in rows if r["application_name"].startswith(prefix)}
 
 
+def note_workers(t, prefix, seen):
+    """Add each client's worker now to seen (application_name -> set of workers)."""
+    for name, w in workers_of(t, prefix).items():
+        seen.setdefault(name, set()).add(w)
+
+
 def connect(t, name, **kw):
     return psycopg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", password=APP_PW, dbname=TEST_DB,
                            application_name=name, autocommit=True, connect_timeout=int(15 * SLOW), **kw)
+
+
+def sixteen_light_clients(t, prefix):
+    """16 clients, 3 light transactions each; -> (application_name -> worker, the connections)."""
+    conns = [connect(t, f"{prefix}{i}") for i in range(16)]
+    try:
+        for _ in range(3):
+            for c in conns:
+                assert c.execute("select 1").fetchone() == (1,)
+        return workers_of(t, prefix), conns
+    except BaseException:
+        for c in conns:
+            c.close()
+        raise
 
 
 def test_without_balance_clients_stay_where_the_kernel_put_them(tusk, tmp_path):
     """The control for the next test: SO_REUSEPORT spreads 16 connections over both workers
     (all on one has odds of 2 in 65,536), and with worker_balance off they stay there."""
     t = start(tusk, tmp_path, worker_balance=False)
-    conns = [connect(t, f"stay{i}") for i in range(16)]
-    try:
-        for _ in range(3):
-            for c in conns:
-                assert c.execute("select 1").fetchone() == (1,)
-        where = workers_of(t, "stay")
-        assert len(where) == 16 and set(where.values()) == {0, 1}, where
-    finally:
-        for c in conns:
-            c.close()
+    where, conns = sixteen_light_clients(t, "stay")
+    for c in conns:
+        c.close()
+    assert len(where) == 16 and set(where.values()) == {0, 1}, where
 
 
 def test_a_light_load_gathers_on_one_worker(tusk, tmp_path):
     """While both workers together use far less than half a core, every client ends up on
     worker 0 after a transaction, whichever worker accepted it."""
     t = start(tusk, tmp_path)
-    conns = [connect(t, f"light{i}") for i in range(16)]
+    where, conns = sixteen_light_clients(t, "light")
     try:
-        for _ in range(3):
-            for c in conns:
-                assert c.execute("select 1").fetchone() == (1,)
-        where = workers_of(t, "light")
         assert len(where) == 16 and set(where.values()) == {0}, where
         # Moved clients keep working, each on its own session.
         for i, c in enumerate(conns):
@@ -85,7 +95,7 @@ def test_moving_clients_keep_their_sessions(tusk, tmp_path, pingpong):
     every transaction; each keeps seeing only its own state, and its ParameterStatus."""
     t = start(tusk, tmp_path, size=2)
     conns = [connect(t, f"pp{i}") for i in range(3)]
-    seen = {f"pp{i}": set() for i in range(3)}
+    seen = {}
     try:
         for i, c in enumerate(conns):
             c.execute(f"set search_path = s{i}, public")
@@ -101,10 +111,9 @@ def test_moving_clients_keep_their_sessions(tusk, tmp_path, pingpong):
                 assert c.info.parameter_status("application_name") == f"pp{i}"
                 assert c.info.parameter_status("DateStyle") == ("ISO, DMY" if i % 2 else "SQL, MDY")
             if rnd < 4:  # three transactions per client per round: an odd number of moves
-                for name, w in workers_of(t, "pp").items():
-                    seen[name].add(w)
+                note_workers(t, "pp", seen)
         # Each client was seen on both workers: they did move.
-        assert all(v == {0, 1} for v in seen.values()), seen
+        assert len(seen) == 3 and all(v == {0, 1} for v in seen.values()), seen
     finally:
         for c in conns:
             c.close()
@@ -191,7 +200,7 @@ def test_tls_clients_move(tusk, tmp_path, pingpong):
     t = start(tusk, tmp_path, listen_opts={"tls": "require", "tls_cert_file": certs.server_crt,
                                            "tls_key_file": certs.server_key})
     conns = [connect(t, f"tls{i}", sslmode="require") for i in range(3)]
-    seen = {f"tls{i}": set() for i in range(3)}
+    seen = {}
     try:
         for rnd in range(30):
             for i, c in enumerate(conns):
@@ -201,9 +210,8 @@ def test_tls_clients_move(tusk, tmp_path, pingpong):
                               (500 + rnd + i,)).fetchone()[0]
                 assert n == 32 * (500 + rnd + i)
             if rnd < 4:  # a transaction per client per round: a move each
-                for name, w in workers_of(t, "tls").items():
-                    seen[name].add(w)
-        assert all(v == {0, 1} for v in seen.values()), seen
+                note_workers(t, "tls", seen)
+        assert len(seen) == 3 and all(v == {0, 1} for v in seen.values()), seen
     finally:
         for c in conns:
             c.close()

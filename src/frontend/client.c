@@ -1119,6 +1119,8 @@ static void use_server_now(struct client *c, struct server *s)
  * cache's or of read-your-writes pending, logged in. Then nothing on this worker refers to
  * it once its watchers are stopped and it is unlinked, and the other worker takes it up as
  * it is (client_arrive). client_set_state has just run client_update_io. */
+static void shut_client(struct worker *w, struct client *c, const char *reason);
+
 static void maybe_move(struct client *c)
 {
 	struct worker *w = c->worker;
@@ -1155,9 +1157,7 @@ void client_arrive(struct worker *w, struct client *c, uint32_t kills_seen)
 	if (console_kills_catch_up(w, c, kills_seen))
 		return;
 	if (w->stopping) {
-		client_fail(c, "57P01", "tusk is shutting down");
-		if (c->prev || w->clients == c)
-			client_close(c, "tusk is shutting down");
+		shut_client(w, c, "tusk is shutting down");
 		return;
 	}
 	session_params_share(&c->session, &w->client_params);
@@ -1566,19 +1566,20 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	}
 }
 
+/* Shutdown: c (linked on w) gets reason in an ErrorResponse, unless it is closing already,
+ * and goes now: shutdown does not wait for slow readers. */
+static void shut_client(struct worker *w, struct client *c, const char *reason)
+{
+	if (c->state != CLIENT_CLOSING)
+		client_fail(c, "57P01", "%s", reason);
+	if (c->prev || w->clients == c)
+		client_close(c, reason);
+}
+
 void client_close_all(struct worker *w, const char *reason)
 {
-	while (w->clients) {
-		struct client *c = w->clients;
-		if (c->state == CLIENT_CLOSING) {
-			client_close(c, reason);
-			continue;
-		}
-		client_fail(c, "57P01", "%s", reason);
-		/* Shutdown does not wait for slow readers. */
-		if (w->clients == c)
-			client_close(c, reason);
-	}
+	while (w->clients)
+		shut_client(w, w->clients, reason);
 	/* Their auth_query requests are cancelled now: the connections can go. */
 	authquery_close_all(w);
 }

@@ -132,6 +132,14 @@ static struct tp_slot *finish_connect(struct sim *s, int err)
 	return slot;
 }
 
+/* tp_release from thread's own code: a hand-over's detach runs inline on that thread. */
+static void release_on(int thread, struct tp_slot *slot)
+{
+	current_thread = thread;
+	tp_release(slot, true);
+	current_thread = -1;
+}
+
 /* A claim that records how it ended. */
 struct rec {
 	struct tp_claim c;
@@ -912,9 +920,7 @@ static void test_pass_over_to_same_thread(void **state)
 	assert_int_equal(s.detached_on[0], 0);
 	/* Not twice: the next release goes to the head, through the hand-over (the detach runs
 	 * inline on the releasing thread, the attach is posted to the claimer's). */
-	current_thread = 0;
-	tp_release(r2.slot, true);
-	current_thread = -1;
+	release_on(0, r2.slot);
 	assert_int_equal(s.detached_on[0], 1);
 	assert_int_equal(r1.calls, 0);
 	sim_run(&s);
@@ -950,25 +956,19 @@ static void test_pass_over_bound_is_relative(void **state)
 	assert_int_equal(claim(p, &r3, 0, s.now + 10), -EINPROGRESS); /* 30 ms after it */
 	s.now += 1; /* every claim is old now */
 	/* r2 came within 20 ms of the head: it takes the slot on its thread. */
-	current_thread = 0;
-	tp_release(r0.slot, true);
-	current_thread = -1;
+	release_on(0, r0.slot);
 	sim_run(&s);
 	assert_int_equal(r2.calls, 1);
 	assert_int_equal(r1.calls, 0);
 	assert_int_equal(s.detached_on[0], 0);
 	/* r3 came 30 ms after the head: the head gets the slot, through the hand-over. */
-	current_thread = 0;
-	tp_release(r2.slot, true);
-	current_thread = -1;
+	release_on(0, r2.slot);
 	sim_run(&s);
 	assert_int_equal(r1.calls, 1);
 	assert_int_equal(r3.calls, 0);
 	assert_int_equal(s.detached_on[0], 1);
 	assert_int_equal(s.attached_on[1], 1);
-	current_thread = 1;
-	tp_release(r1.slot, true);
-	current_thread = -1;
+	release_on(1, r1.slot);
 	sim_run(&s);
 	assert_int_equal(r3.calls, 1);
 	tp_release(r3.slot, true);

@@ -35,20 +35,7 @@ POOL=32
 
 bench_dir tusk-cost
 PG_PORT=$(free_port)
-declare -A PID=() PORT=()
-
-stop_pooler() { # NAME
-	bench_stop_pid "${PID[$1]:-}"
-	PID[$1]=
-}
-cleanup() {
-	set +e
-	for p in "${!PID[@]}"; do stop_pooler "$p"; done
-	bench_pg_stop
-	rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_poolers_init
 
 # idle clients and their servers: both ends need descriptors
 ulimit -n "$(ulimit -Hn)"
@@ -73,15 +60,8 @@ bench_pgbouncer_ini "${PORT[pgbouncer]}" $((NOFILE - 100)) \
 	"bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$POOL"
 for t in tusk ${TUSK_BEFORE_BIN:+tusk-before}; do
 	{
-		bench_tusk_yaml "${PORT[$t]}" "$PG_PORT"
-		cat <<YAML
-pools:
-  - database: bench_t
-    server_database: bench
-    mode: transaction
-    size: $POOL
-max_client_connections: $((NOFILE - 100))
-YAML
+		bench_tusk_txn_yaml "${PORT[$t]}" "$PG_PORT" "$POOL"
+		echo "max_client_connections: $((NOFILE - 100))"
 	} >"$DIR/$t.yaml"
 done
 
@@ -111,8 +91,6 @@ start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
 	wait_port "${PORT[$1]}"
 }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-# cpu_one NAME MODE: pooler CPU µs per transaction of one pgbench run, or "failed"
-cpu_one() { bench_pgbench_cpu "${PID[$1]}" "${PORT[$1]}" bench_t "$2" "$TXNS"; }
 median() { bench_median; }
 
 declare -A RES=()
@@ -141,11 +119,11 @@ for round in $(seq 1 "$ROUNDS"); do
 		# the idle clients are gone; let the pooler notice before the pgbench run
 		sleep 1
 		for m in $MODES; do
-			v=$(cpu_one "$p" "$m")
+			v=$(bench_pooler_cpu "$p" "$m")
 			RES[$p,cpu-$m]="${RES[$p,cpu-$m]:-} $v"
 			printf '%-6s %-10s %-14s %12s\n' "$round" "$p" "cpu-$m (µs)" "$v"
 		done
-		stop_pooler "$p"
+		bench_stop_pooler "$p"
 	done
 done
 

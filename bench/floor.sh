@@ -21,19 +21,7 @@ POOL=32
 
 bench_dir tusk-floor
 PG_PORT=$(free_port)
-declare -A PID=() PORT=()
-stop_one() {
-	bench_stop_pid "${PID[$1]:-}"
-	PID[$1]=
-}
-cleanup() {
-	set +e
-	for p in "${!PID[@]}"; do stop_one "$p"; done
-	bench_pg_stop
-	rm -rf "$DIR"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_poolers_init
 
 cc -O2 -o "$DIR/floor" bench/floor.c
 bench_pg_init "$PG_PORT" "max_connections = 200
@@ -46,16 +34,7 @@ for t in "${TARGETS[@]}"; do PORT[$t]=$(free_port); done
 bench_pgbouncer_ini "${PORT[pgbouncer]}" 1000 \
 	"bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$POOL"
 for t in tusk tusk-1w; do
-	{
-		bench_tusk_yaml "${PORT[$t]}" "$PG_PORT"
-		cat <<YAML
-pools:
-  - database: bench_t
-    server_database: bench
-    mode: transaction
-    size: $POOL
-YAML
-	} >"$DIR/$t.yaml"
+	bench_tusk_txn_yaml "${PORT[$t]}" "$PG_PORT" "$POOL" >"$DIR/$t.yaml"
 done
 sed -i 's/^workers: 2$/workers: 1/' "$DIR/tusk-1w.yaml"
 
@@ -77,7 +56,6 @@ start_one() {
 	esac
 	wait_port "${PORT[$1]}"
 }
-cpu_one() { bench_pgbench_cpu "${PID[$1]}" "${PORT[$1]}" bench_t "$2" "$TXNS"; } # TARGET MODE
 median() { bench_median; }
 ratio() { bench_ratio "$@"; }
 
@@ -90,11 +68,11 @@ for round in $(seq 1 "$ROUNDS"); do
 		t=${TARGETS[$(((i + round - 1) % nt))]}
 		start_one "$t"
 		for m in $MODES; do
-			v=$(cpu_one "$t" "$m")
+			v=$(bench_pooler_cpu "$t" "$m")
 			RES[$t,$m]="${RES[$t,$m]:-} $v"
 			printf '%-6s %-10s %-10s %10s\n' "$round" "$t" "$m" "$v"
 		done
-		stop_one "$t"
+		bench_stop_pooler "$t"
 	done
 done
 echo

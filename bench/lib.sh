@@ -122,6 +122,19 @@ services:
 YAML
 }
 
+# bench_tusk_txn_yaml PORT PG_PORT POOL: bench_tusk_yaml with one transaction pool, database
+# bench_t served by PostgreSQL's bench, of POOL servers.
+bench_tusk_txn_yaml() {
+	bench_tusk_yaml "$1" "$2"
+	cat <<YAML
+pools:
+  - database: bench_t
+    server_database: bench
+    mode: transaction
+    size: $3
+YAML
+}
+
 # bench_stop_pid PID: TERM, up to 10 s to go, then KILL; reaped if it is our child.
 bench_stop_pid() {
 	[ -n "$1" ] || return 0
@@ -130,6 +143,26 @@ bench_stop_pid() {
 	kill -KILL "$1" 2>/dev/null || true
 	wait "$1" 2>/dev/null || true
 }
+# Poolers a script runs by name (floor.sh, cost.sh): bench_poolers_init declares the global
+# maps PID and PORT (name -> pid, port) and, at exit, stops every pooler, PostgreSQL and $DIR;
+# bench_stop_pooler NAME stops one; bench_pooler_cpu NAME MODE is bench_pgbench_cpu through it
+# on database bench_t, TXNS transactions per client.
+bench_stop_pooler() {
+	bench_stop_pid "${PID[$1]:-}"
+	PID[$1]=
+}
+bench_poolers_cleanup() {
+	set +e
+	for p in "${!PID[@]}"; do bench_stop_pooler "$p"; done
+	bench_pg_stop
+	rm -rf "$DIR"
+}
+bench_poolers_init() {
+	declare -gA PID=() PORT=()
+	trap bench_poolers_cleanup EXIT
+	trap 'exit 130' INT TERM
+}
+bench_pooler_cpu() { bench_pgbench_cpu "${PID[$1]}" "${PORT[$1]}" bench_t "$2" "$TXNS"; }
 # bench_cpu_ticks PID: user + system CPU of the process so far, in clock ticks.
 bench_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # bench_pgbench_cpu PID PORT DB MODE TXNS: pgbench -S, 32 clients, TXNS each, through PORT;

@@ -1566,13 +1566,14 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	}
 }
 
-/* Shutdown: c (linked on w) gets reason in an ErrorResponse, unless it is closing already,
- * and goes now: shutdown does not wait for slow readers. */
+/* Shutdown: c, the head of w's list, gets reason in an ErrorResponse, unless it is closing
+ * already, and goes now: shutdown does not wait for slow readers. client_fail may have freed
+ * c (its error went out at once): whether c is still w's head tells, without reading c. */
 static void shut_client(struct worker *w, struct client *c, const char *reason)
 {
 	if (c->state != CLIENT_CLOSING)
 		client_fail(c, "57P01", "%s", reason);
-	if (c->prev || w->clients == c)
+	if (w->clients == c)
 		client_close(c, reason);
 }
 

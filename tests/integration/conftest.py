@@ -416,6 +416,9 @@ class Tusk:
         }
         cfg.update(settings)
         self.cfg_path.write_text(to_yaml(cfg) + "\n")
+        # tusk opens admin.http after the pooler's listeners: start() waits for both.
+        http = (cfg.get("admin") or {}).get("http")
+        self.http_addr = http.rsplit(":", 1) if isinstance(http, str) and ":" in http else None
         if DIRECT:
             self.port = pg_port
 
@@ -436,7 +439,8 @@ class Tusk:
             if self.proc.poll() is not None:
                 pytest.fail(f"tusk exited with {self.proc.returncode} before listening on {self.port}\n"
                             f"--- config\n{self.cfg_path.read_text()}--- log\n{self.log_tail()}")
-            if port_open(self.port):
+            if port_open(self.port) and (not self.http_addr or
+                                         port_open(int(self.http_addr[1]), self.http_addr[0].strip("[]"))):
                 return self
             time.sleep(0.05)
         pytest.fail(f"tusk did not listen on {self.port} within {timeout}s\n{self.log_tail()}")

@@ -59,7 +59,7 @@ void flight_cache_report(struct flight_cache *fc, flight_report_fn *fn, void *ar
 		C(hits), C(misses), C(joins), C(join_served), C(waiter_fallbacks), C(waiter_cancels),
 		C(leader_failures), C(stores), C(store_races), C(invalidations), C(expirations), C(evictions),
 		C(flushes), C(table_bumps), C(db_bumps), C(l2_hits), C(l2_misses), C(l2_errors), C(l2_stores),
-		C(logical_changes), C(logical_errors),
+		C(l2_commit_waits), C(logical_changes), C(logical_errors),
 #undef C
 	};
 

@@ -41,6 +41,7 @@ struct flight_counters {
 	_Atomic uint64_t l2_misses;        /* looked up in Redis, not there or stale */
 	_Atomic uint64_t l2_errors;        /* Redis down, slow, refusing or answering nonsense: a miss */
 	_Atomic uint64_t l2_stores;        /* results sent to Redis */
+	_Atomic uint64_t l2_commit_waits;  /* commits whose ReadyForQuery waited for Redis's INCRs */
 	_Atomic uint64_t logical_changes;  /* table changes read by logical decoding (logical.h) */
 	_Atomic uint64_t logical_errors;   /* a database could not be followed (connect, slot, read) */
 	_Atomic uint64_t bypass[FLIGHT_VERDICT_COUNT];

@@ -40,6 +40,11 @@ struct flight_l2 {
 	ev_timer connect; /* a connect's bound */
 	double last_log;
 	unsigned lost_logs;
+	/* INCRs sent and answered (or ended with their connection), and the clients waiting for
+	 * theirs, oldest first (flight_l2_wait); hold bounds the oldest's wait by redis.timeout */
+	uint64_t incr_sent, incr_done;
+	struct flight_l2_waiter *wait_head, *wait_tail;
+	ev_timer hold;
 };
 
 struct flight_l2_req {
@@ -85,6 +90,7 @@ static void l2_error(struct flight_l2 *l, const char *what, const char *detail)
 }
 
 static void start_connect(struct flight_l2 *l);
+static void hold_cb(struct ev_loop *loop, ev_timer *t, int revents);
 
 static void schedule_retry(struct flight_l2 *l)
 {
@@ -110,9 +116,10 @@ static void drop(struct flight_l2 *l)
 	ev_timer_stop(l->w->loop, &l->connect);
 	if (!ac)
 		return;
+	/* ac->data stays: the INCRs' callbacks (called now, with no reply) count as answered.
+	 * The other callbacks tell a let-go context by l->ac != ac. */
 	l->ac = NULL;
 	l->connected = false;
-	ac->data = NULL;
 	redisAsyncFree(ac);
 	schedule_retry(l);
 }
@@ -130,7 +137,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
 {
 	struct flight_l2 *l = ac->data;
 
-	if (!l)
+	if (!l || l->ac != ac)
 		return;
 	ev_timer_stop(l->w->loop, &l->connect);
 	if (status != REDIS_OK) {
@@ -151,7 +158,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 {
 	struct flight_l2 *l = ac->data;
 
-	if (!l)
+	if (!l || l->ac != ac)
 		return; /* drop() let go of it */
 	if (status != REDIS_OK)
 		l2_error(l, "connection lost", ac->errstr);
@@ -167,7 +174,7 @@ static void on_setup(redisAsyncContext *ac, void *reply, void *privdata)
 	redisReply *r = reply;
 	(void)privdata;
 
-	if (!l || !r || r->type != REDIS_REPLY_ERROR)
+	if (!l || l->ac != ac || !r || r->type != REDIS_REPLY_ERROR)
 		return;
 	l2_error(l, "AUTH or SELECT refused", r->str);
 	redisAsyncDisconnect(ac);
@@ -240,6 +247,8 @@ static struct flight_l2 *l2_of(struct worker *w, struct flight_counters *k)
 	l->retry.data = l;
 	ev_timer_init(&l->connect, connect_timeout_cb, 0., 0.);
 	l->connect.data = l;
+	ev_timer_init(&l->hold, hold_cb, 0., 0.);
+	l->hold.data = l;
 	w->l2 = l;
 	start_connect(l);
 	return l;
@@ -501,11 +510,108 @@ void flight_l2_put(struct worker *w, struct flight_counters *k, const uint8_t *k
 	free(val); /* hiredis copied it into its output buffer */
 }
 
+static void hold_arm(struct flight_l2 *l)
+{
+	ev_timer_stop(l->w->loop, &l->hold);
+	if (!l->wait_head)
+		return;
+	double left = l->wait_head->since + (double)l->cfg->timeout_ms / 1000.0 - ev_now(l->w->loop);
+	ev_timer_set(&l->hold, left > 0 ? left : 0., 0.);
+	ev_timer_start(l->w->loop, &l->hold);
+}
+
+static void wait_unlink(struct flight_l2_waiter *wt)
+{
+	struct flight_l2 *l = wt->l2;
+
+	if (wt->prev)
+		wt->prev->next = wt->next;
+	else
+		l->wait_head = wt->next;
+	if (wt->next)
+		wt->next->prev = wt->prev;
+	else
+		l->wait_tail = wt->prev;
+	wt->next = wt->prev = NULL;
+	wt->l2 = NULL;
+}
+
+/* Every waiter whose INCRs are answered goes on. One at a time from the head: a waiter's fn
+ * may end other waits (its client closes) or begin new ones (at the tail). */
+static void wake(struct flight_l2 *l)
+{
+	while (l->wait_head && l->wait_head->ticket <= l->incr_done) {
+		struct flight_l2_waiter *wt = l->wait_head;
+		wait_unlink(wt);
+		wt->fn(wt->arg);
+	}
+	hold_arm(l);
+}
+
+static void hold_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct flight_l2 *l = t->data;
+	(void)loop;
+	(void)revents;
+	/* As a lookup's timeout: a Redis that does not answer within the bound answers nothing
+	 * more on this connection. Its INCRs end with it (counted answered in on_incr); the
+	 * write's invalidation may be lost, as when Redis is unreachable, and the TTL is the
+	 * backstop. The clients go on rather than wait for a Redis that may never answer. */
+	l2_error(l, "a write's invalidation was not answered in time", NULL);
+	drop(l);
+	if (l->incr_done < l->incr_sent)
+		l->incr_done = l->incr_sent;
+	wake(l);
+}
+
 static void on_incr(redisAsyncContext *ac, void *reply, void *privdata)
 {
-	(void)ac;
+	struct flight_l2 *l = ac->data;
 	(void)reply;
 	atomic_fetch_sub((_Atomic uint32_t *)privdata, 1);
+	if (!l)
+		return; /* flight_l2_close: nobody waits any more */
+	l->incr_done++;
+	if (l->wait_head && l->wait_head->ticket <= l->incr_done)
+		wake(l);
+}
+
+bool flight_l2_wait(struct worker *w, struct flight_l2_waiter *wt, void (*fn)(void *arg), void *arg)
+{
+	struct flight_l2 *l = w->l2;
+
+	if (wt->l2)
+		return true;
+	if (!l || l->incr_done >= l->incr_sent)
+		return false;
+	wt->l2 = l;
+	wt->ticket = l->incr_sent;
+	wt->since = ev_now(w->loop);
+	wt->fn = fn;
+	wt->arg = arg;
+	wt->next = NULL;
+	wt->prev = l->wait_tail;
+	if (l->wait_tail)
+		l->wait_tail->next = wt;
+	else
+		l->wait_head = wt;
+	l->wait_tail = wt;
+	if (!ev_is_active(&l->hold))
+		hold_arm(l);
+	return true;
+}
+
+void flight_l2_unwait(struct flight_l2_waiter *wt)
+{
+	struct flight_l2 *l = wt->l2;
+	bool head;
+
+	if (!l)
+		return;
+	head = l->wait_head == wt;
+	wait_unlink(wt);
+	if (head)
+		hold_arm(l);
 }
 
 void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, _Atomic uint32_t *const *pending,
@@ -527,6 +633,8 @@ void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t 
 		if (redisAsyncCommandArgv(l->ac, on_incr, (void *)pending[i], 2, argv, NULL) != REDIS_OK) {
 			atomic_fetch_sub(pending[i], 1);
 			l2_error(l, "cannot send an invalidation", NULL);
+		} else {
+			l->incr_sent++;
 		}
 	}
 }
@@ -545,6 +653,10 @@ void flight_l2_close(struct worker *w)
 		return;
 	ev_timer_stop(w->loop, &l->retry);
 	ev_timer_stop(w->loop, &l->connect);
+	ev_timer_stop(w->loop, &l->hold);
+	/* The worker ends: its clients are closed or about to be, and never go on. */
+	while (l->wait_head)
+		wait_unlink(l->wait_head);
 	if (l->ac) {
 		redisAsyncContext *ac = l->ac;
 		l->ac = NULL;

@@ -67,6 +67,21 @@ void flight_l2_put(struct worker *w, struct flight_counters *k, const uint8_t *k
  * counted; the TTL is the backstop, docs/cache.md). */
 void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t *ids, _Atomic uint32_t *const *pending,
 		    int n);
+/* A client whose write committed waits here, its ReadyForQuery held, until Redis has
+ * answered every INCR this worker sent so far: until then another tusk could still serve what
+ * the write changed to whoever the client tells of the commit (docs/cache.md). */
+struct flight_l2_waiter {
+	struct flight_l2_waiter *next, *prev;
+	struct flight_l2 *l2; /* NULL: not waiting */
+	uint64_t ticket;      /* the INCRs sent when it began waiting */
+	double since;
+	void (*fn)(void *arg); /* called once, on the worker's thread, when answered or given up */
+	void *arg;
+};
+/* true: wt waits (fn comes later); false: nothing of this worker's is unanswered. */
+bool flight_l2_wait(struct worker *w, struct flight_l2_waiter *wt, void (*fn)(void *arg), void *arg);
+/* Stop waiting (fn is not called); nothing when wt does not wait. */
+void flight_l2_unwait(struct flight_l2_waiter *wt);
 /* An entry's value: format, whole key, versions (id, value), reply bytes. Pure. encode:
  * length written or -E2BIG (more than cap). decode: true when the value is well formed, holds
  * exactly key and exactly the versions of now (ids and values, in order): *bytes (inside p)

@@ -70,6 +70,8 @@ struct flight_client {
 	bool bump_ddl; /* ... and the catalog may have changed (decide.h, flight_write.ddl) */
 	int nheld;     /* bump[0, nheld) are held busy (inval.h) until the bumps at the end */
 	bool held_db;
+	struct flight_l2_waiter committed; /* the transaction's ReadyForQuery waits on Redis */
+	bool rfq_bumped;                   /* ... and its bumps are done (flight_client_ready) */
 	/* what the last classified text writes, and the unnamed statement's (Bind runs it again) */
 	struct flight_write last, unnamed;
 	/* Session pooling: the named statements the client parsed on its own server (tusk's
@@ -823,7 +825,7 @@ bool flight_client_quiet(const struct client *c)
 {
 	const struct flight_client *fc = c->flight;
 	return !fc || (!fc->lead && !fc->wait && !fc->out && !fc->l2req && fc->nl2bump == 0 && fc->nbump == 0 &&
-		       fc->nheld == 0 && !fc->held_db && !fc->bump_db && !fc->bump_ddl);
+		       fc->nheld == 0 && !fc->held_db && !fc->bump_db && !fc->bump_ddl && !fc->committed.l2);
 }
 
 bool flight_client_cancel(struct client *c)
@@ -917,6 +919,7 @@ void flight_client_closed(struct client *c)
 		flight_l2_cancel(fc->l2req);
 		fc->l2req = NULL;
 	}
+	flight_l2_unwait(&fc->committed);
 	if (fc->lead) {
 		atomic_fetch_add_explicit(&cache_of(c)->counters.leader_failures, 1, memory_order_relaxed);
 		end_lead(c, false);
@@ -1274,10 +1277,43 @@ void flight_client_sent_opaque(struct client *c)
 	}
 }
 
-void flight_client_ready(struct client *c)
+static void committed_cb(void *arg)
 {
-	if (c->flight && (c->flight->nbump || c->flight->bump_db))
-		apply_bumps(c, true);
+	relay_resume(arg);
+}
+
+bool flight_client_commit_wait(struct client *c, bool last)
+{
+	struct flight_client *fc = c->flight;
+
+	if (!fc)
+		return false;
+	if (fc->committed.l2)
+		return true;
+	if (fc->rfq_bumped || (fc->nl2bump == 0 && !fc->bump_db) || !flight_l2_configured(c->worker->rt->cfg))
+		return false;
+	apply_bumps(c, last);
+	fc->rfq_bumped = true;
+	if (!flight_l2_wait(c->worker, &fc->committed, committed_cb, c))
+		return false;
+	atomic_fetch_add_explicit(&cache_of(c)->counters.l2_commit_waits, 1, memory_order_relaxed);
+	return true;
+}
+
+void flight_client_ready(struct client *c, bool last)
+{
+	struct flight_client *fc = c->flight;
+
+	if (!fc)
+		return;
+	if (fc->rfq_bumped) {
+		fc->rfq_bumped = false; /* flight_client_commit_wait bumped for this one */
+		return;
+	}
+	/* Pipelined: what was noted may belong to a later transaction, still running. Bump now
+	 * for this one, and keep it all for the last ReadyForQuery owed. */
+	if (fc->nbump || fc->bump_db)
+		apply_bumps(c, last);
 }
 
 bool flight_client_writable(struct client *c)

@@ -59,7 +59,14 @@ void flight_client_session_error(struct client *c);
 void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len);
 /* relay.c: a FunctionCall goes to the server: the database goes stale. */
 void flight_client_sent_opaque(struct client *c);
-/* relay.c: ReadyForQuery 'I': the transaction is over, its writes are visible. */
-void flight_client_ready(struct client *c);
+/* relay.c: ReadyForQuery 'I': the transaction is over, its writes are visible. last: no
+ * other ReadyForQuery is owed (else the writes noted may be a later transaction's too: they
+ * are bumped now and kept for the last one). */
+void flight_client_ready(struct client *c, bool last);
+/* At the ReadyForQuery ('I') that ends a transaction which wrote, before it reaches the
+ * client: with L2, do flight_client_ready's bumps now and tell whether the ReadyForQuery must
+ * wait for Redis to answer their INCRs (true; relay_resume(c) follows, at most redis.timeout
+ * later). Once the client sees its commit, no tusk serves what the commit changed. */
+bool flight_client_commit_wait(struct client *c, bool last);
 
 #endif

@@ -186,6 +186,8 @@ void client_auth_free(struct client *c);
 /* relay.c */
 void relay_start(struct client *c, struct server *s);
 void relay_client_event(struct client *c, int revents);
+/* What held the relay outside it (flight_client_commit_wait) is over: move what can move. */
+void relay_resume(struct client *c);
 /* The header of a message from a logged-in client at p[0, avail): 1 valid (*h filled), 0 not
  * all there yet, -1 refused as PostgreSQL would (unknown type, length below 4 or above
  * max_message_size): the client was failed with the reason. */

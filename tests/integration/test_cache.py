@@ -672,3 +672,29 @@ def test_results_larger_than_the_write_buffer_are_cached_whole(cpg, tusk):
     assert calls(cpg, "|| repeat(") == 0
     slow.close()
     c.close()
+
+
+def test_pipelined_write_invalidates_at_its_own_commit(cpg, tusk):
+    """Two requests pipelined by one client: a write, then a write to another table that
+    commits a second later. The first one's ReadyForQuery must not end the second one's
+    invalidation: a read while the second runs (the old row, rightly) is not kept, and a read
+    after it commits sees the new row. (Before: the first ReadyForQuery cleared both, and the
+    old row stayed cached until cache_ttl.)"""
+    cpg.execute("drop table if exists pipe_a, pipe_b; create table pipe_a (v int); insert into pipe_a values (0); "
+                "create table pipe_b (id int primary key, v text); insert into pipe_b values (1, 'old'); "
+                "grant select, update on pipe_a, pipe_b to tusk_trust", dbname=TEST_DB)
+    t = tusk(pg_server=cpg, pools=[cache_pool("on")], cache_ttl="60s", workers=1)
+    w, r = wire(t), wire(t)
+    q = "SELECT v FROM pipe_b WHERE id = 1"
+    assert rows_of(r, q) == [["old"]]
+    assert rows_of(r, q) == [["old"]]
+    w.send(pgwire.query_message("UPDATE pipe_a SET v = v + 1")
+           + pgwire.query_message("UPDATE pipe_b SET v = 'new' WHERE id = 1; SELECT pg_sleep(1)"))
+    first = w.read_until_ready()
+    assert [k for k, _ in first] == [b"C", b"Z"], first
+    time.sleep(0.2)  # the second request is running, its update not yet committed
+    assert rows_of(r, q) == [["old"]]
+    second = w.read_until_ready()
+    assert not [b for k, b in second if k == b"E"], second
+    assert rows_of(r, q) == [["new"]]
+    assert rows_of(r, q) == [["new"]]

@@ -5,7 +5,9 @@ pg_stat_statements (the module's own server, from test_cache)."""
 import os
 import re
 import signal
+import socket
 import subprocess
+import threading
 import time
 import urllib.request
 
@@ -297,3 +299,116 @@ def test_extended_reads_shared_through_l2(tusk, l2tables, redis):
     assert [b for k, b in got if k == b"D"] != [b for k, b in want if k == b"D"]
     assert b"x4" in [b for k, b in got if k == b"D"][0]
     rows_of(ca, "UPDATE l2t SET v = 'v4' WHERE id = 4")
+
+
+class SlowLink:
+    """A TCP relay to Redis whose tusk-to-Redis direction waits `delay` seconds before passing
+    each piece on: a Redis that answers one tusk late."""
+
+    def __init__(self, redis_port):
+        self.redis_port = redis_port
+        self.delay = 0.0
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                down, _ = self.lsock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.redis_port))
+            threading.Thread(target=self._pump, args=(down, up, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
+
+    def _pump(self, src, dst, slow):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if slow and self.delay:
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.closed = True
+        self.lsock.close()
+
+
+def test_commit_seen_only_after_redis_has_its_invalidation(tusk, l2tables, redis):
+    """A client that saw its UPDATE commit through tusk A, then reads through tusk B, gets the
+    new row even when A's Redis answers late: A holds the commit's ReadyForQuery until Redis
+    has answered the write's INCRs. (With the hold disabled, B served the old row from Redis.)"""
+    cpg = l2tables
+    redis.start()
+    link = SlowLink(redis.port)
+    try:
+        ts = []
+        for port in (link.port, redis.port):
+            http = f"127.0.0.1:{free_port()}"
+            t = tusk(pg_server=cpg, pools=[cache_pool("on")], cache_ttl="60s", workers=1, admin={"http": http},
+                     redis={"host": "127.0.0.1", "port": port, "timeout": "5s", "prefix": "t:"})
+            t.http = http
+            wait_connected(t, workers=1)
+            ts.append(t)
+        a, b = ts
+        ca, cb = wire(a), wire(b)
+        q = "SELECT v FROM l2t WHERE id = 11"
+        for i in range(3):
+            assert rows_of(cb, q) == [["v11"]]  # B fills Redis, then hits
+            time.sleep(0.1)  # the fill is fire-and-forget
+        hits = metric(b, "l2_hits")
+        assert rows_of(cb, q) == [["v11"]] and metric(b, "l2_hits") > hits
+        waits = metric(a, "l2_commit_waits")
+        link.delay = 0.4
+        for i in range(3):
+            t0 = time.monotonic()
+            rows_of(ca, f"UPDATE l2t SET v = 'late{i}' WHERE id = 11")
+            took = time.monotonic() - t0
+            assert rows_of(cb, q) == [[f"late{i}"]], i
+            assert took >= 0.4, f"the commit came back in {took:.3f}s, before Redis could answer"
+            assert rows_of(cb, q) == [[f"late{i}"]], i
+        assert metric(a, "l2_commit_waits") >= waits + 3
+        link.delay = 0.0
+        rows_of(ca, "UPDATE l2t SET v = 'v11' WHERE id = 11")
+        assert rows_of(cb, q) == [["v11"]]
+        assert metric(a, "l2_errors") == 0
+    finally:
+        link.close()
+
+
+def test_commit_goes_on_when_redis_never_answers(tusk, l2tables, redis):
+    """A Redis that stops answering holds a commit no longer than redis.timeout; the write is
+    done and later reads (Redis lost to them too) are right."""
+    cpg = l2tables
+    redis.start()
+    a, _ = two_tusks(tusk, cpg, redis.port, timeout="300ms", workers=1)
+    wait_connected(a, workers=1)
+    ca = wire(a)
+    q = "SELECT v FROM l2t WHERE id = 12"
+    assert rows_of(ca, q) == [["v12"]]
+    errors = metric(a, "l2_errors")
+    redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        rows_of(ca, "UPDATE l2t SET v = 'stopped' WHERE id = 12")
+        took = time.monotonic() - t0
+        assert took < 3, f"the commit waited {took:.3f}s on a Redis that does not answer"
+        assert rows_of(ca, q) == [["stopped"]]
+        assert metric(a, "l2_errors") > errors
+        assert "invalidation was not answered in time" in a.log_text()
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+    rows_of(ca, "UPDATE l2t SET v = 'v12' WHERE id = 12")
+    assert rows_of(ca, q) == [["v12"]]

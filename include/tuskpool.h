@@ -214,7 +214,13 @@ void tp_release(struct tp_slot *slot, bool reusable);
  *           queue). While capped with no slot at all and claims waiting, one connect a
  *           tp_pool_tick of home_thread tries whether room came back.
  *  -EPERM:  this login was refused (credentials, a database that does not exist).
- * With bind_connects, any error but -EUSERS fails the bound claim with err. */
+ *  -ESTALE: the backend is not one this pool wants after all (e.g. its role changed under
+ *           a primary-only pool), and the host takes it out of the set (tp_pool_set_backends).
+ *           The backend gets no connect for backoff_first (no failure counted), and a bound
+ *           claim goes back to the head of the queue to wait, within its deadline, for a
+ *           backend of the new set (or for this one again), rather than failing fast.
+ * With bind_connects, any other error fails the bound claim with err once no other backend
+ * may be connected to now. */
 void tp_connect_done(struct tp_slot *slot, int err, const char *reason);
 void tp_check_done(struct tp_slot *slot, bool ok);
 /* The connector saw an idle slot's connection die (its peer closed or spoke while idle; on

@@ -1295,6 +1295,20 @@ void client_need_server(struct client *c)
 	start_claim(c);
 }
 
+/* pool_wait_timeout ran out. A pool that holds no server because every connect failed (all
+ * its backends of the wrong role, say) says what they answered, not that it is at size. */
+static void fail_wait_timeout(struct client *c)
+{
+	char why[256];
+	double secs = (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0;
+	if (pool_wait_reason(c->pool, why, sizeof why))
+		client_fail(c, "08006", "timed out after %.1fs waiting for a server connection: none could be made (%s)",
+			    secs, why);
+	else
+		client_fail(c, "53300", "timed out after %.1fs waiting for a server connection (pool %s/%s is at size %d)",
+			    secs, pool_database(c->pool), pool_user(c->pool), pool_rule(c->pool)->size);
+}
+
 /* The pool's answer to a claim that was queued (pool.h, pool_answer_fn), on c's worker. */
 static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, const char *reason,
 			   const uint8_t *errmsg, size_t errlen)
@@ -1334,9 +1348,7 @@ static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, co
 		return;
 	}
 	if (err == -ETIMEDOUT) {
-		client_fail(c, "53300", "timed out after %.1fs waiting for a server connection (pool %s/%s is at size %d)",
-			    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool), pool_user(c->pool),
-			    pool_rule(c->pool)->size);
+		fail_wait_timeout(c);
 		return;
 	}
 	if (err == -ECANCELED) {
@@ -1533,9 +1545,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	case CLIENT_WAITING:
 		/* One deadline covers queueing, connecting and preparing the server. */
 		if (c->queued && client_leave_queue(c)) {
-			client_fail(c, "53300", "timed out after %.1fs waiting for a server connection (pool %s/%s is at size %d)",
-				    (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0, pool_database(c->pool),
-				    pool_user(c->pool), pool_rule(c->pool)->size);
+			fail_wait_timeout(c);
 		} else if (c->queued && c->wait->w.connecting) {
 			/* A server is being opened for it: it joins the pool when done (the client's
 			 * husk gives it back); the client is told now. */

@@ -337,11 +337,14 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 	char role_reason[TP_NAME_MAX + 96];
 	if (err == 0 && !role_fits(p, s, role_reason, sizeof role_reason)) {
 		/* Logged in, but to a server of the wrong role: this backend is out of the pool's set
-		 * now (services_note_role re-fed it); the claim tries another. */
+		 * now (services_note_role re-fed it); the claim tries another, or waits for the set
+		 * to change (a switchover: the new primary's verdict is re-offered within a second).
+		 * A read-write-split read fails over to the primary instead of waiting. */
 		s->close_reason = role_reason; /* conn_close runs inside tp_connect_done */
 		tl_in_connect = true;
 		tl_reason = role_reason;
-		tp_connect_done(slot, -ECONNREFUSED, role_reason); /* closes s through conn_close */
+		tp_connect_done(slot, tp_slot_pool(slot) == p->tp_ro ? -ECONNREFUSED : -ESTALE,
+				role_reason); /* closes s through conn_close */
 		tl_in_connect = false;
 		tl_reason = NULL;
 		return;
@@ -685,6 +688,24 @@ void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
 	tp_pool_last_error(p->tp, out + n, cap - (size_t)n);
 	if (!out[n])
 		snprintf(out + n, cap - (size_t)n, "connects are backed off");
+}
+
+bool pool_wait_reason(struct pool *p, char *out, size_t cap)
+{
+	struct tp_stats st;
+	char e[8];
+	bool failing = false;
+	tp_pool_stats(p->tp, &st);
+	if (st.slots > 0)
+		return false;
+	/* A backend's own error is cleared by its next successful connect; the pool's last one
+	 * is not, and could be an hour old. */
+	for (int i = 0; !failing && tp_pool_backend_error(p->tp, i, e, sizeof e); i++)
+		failing = e[0] != '\0';
+	if (!failing)
+		return false;
+	pool_down_reason(p, 0, out, cap);
+	return true;
 }
 
 void pool_put_idle(struct pool *p, struct server *s)

@@ -113,6 +113,10 @@ bool pool_retired(const struct pool *p);
 
 /* Why the pool's backend is backed off, for the client's error. */
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap);
+/* A claim timed out while the pool held no server at all: true, and the connects' errors
+ * (pool_down_reason) in out, when there were any (e.g. every backend has the wrong role for
+ * target_session_attrs). */
+bool pool_wait_reason(struct pool *p, char *out, size_t cap);
 
 /* A clean, idle server attached to the calling worker goes back: to a waiter, or parked on
  * this worker's loop (watched for reads), or closed when the pool keeps no more of it. */

@@ -271,6 +271,29 @@ def test_prefer_standby_never_takes_the_primary_offered_for_its_role_recheck(pg_
     assert len(seen) >= 16 and all(seen), seen
 
 
+def test_primary_pool_over_standbys_only_waits_then_says_why(pg_cluster, tusk):
+    """A primary pool whose only host is a standby: a client waits pool_wait_timeout (a
+    switchover's new primary could appear meanwhile), then is told what every connect found,
+    with its id; the standby is never backed off for it."""
+    c = pg_cluster
+    sb = c.standbys[0]
+    t = tusk(services={"main": {"hosts": [f"127.0.0.1:{sb.port}"]}}, pools=role_pools(["primary"]),
+             pool_wait_timeout="1500ms", admin=ADMIN)
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.OperationalError) as e:
+        with t.connect(dbname="t_primary") as w:
+            w.execute("select 1")
+    took = time.monotonic() - t0
+    msg = str(e.value)
+    assert_tusk_error(msg)
+    assert "timed out after 1.5s waiting for a server connection: none could be made" in msg, msg
+    assert f"127.0.0.1:{sb.port} is a standby (target_session_attrs primary)" in msg, msg
+    assert 1.4 < took < 6 * SLOW, took
+    # Retried while waiting, a few times a second at most (backoff_first), not in a loop.
+    tries = t.log_text().count("is a standby (target_session_attrs primary)")
+    assert 2 <= tries <= 15, tries
+
+
 def test_prefer_standby_falls_back_to_the_primary(pg_cluster, tusk):
     c = pg_cluster
     for s in c.standbys:
@@ -350,20 +373,17 @@ def test_old_primary_back_as_standby(private_cluster, tusk):
         what="the old primary streaming from the new one")
     c.standbys.append(old)
 
-    # Until a login finds the new primary (verdicts are offered again each second), a client
-    # of the primary pool may be refused, naming the backends: as in test_failover, writes
-    # succeed within 5 s, on the new primary.
-    t0, port, last = time.monotonic(), None, None
-    while time.monotonic() - t0 < 5 * SLOW and port is None:
-        try:
-            with t.connect(dbname="t_primary") as w:
-                w.execute("create table if not exists switched (id int)")
-                w.execute("insert into switched values (1)")
-                port = w.execute("select inet_server_port()").fetchone()[0]
-        except psycopg.OperationalError as e:
-            last = e
-            time.sleep(0.1)
-    assert port == new.port, (port, last)
+    # The first client of the primary pool finds the old primary a standby now: it waits
+    # (within pool_wait_timeout) while the new primary's verdict is offered again (each
+    # second), rather than being refused; its write lands on the new primary.
+    t0 = time.monotonic()
+    with t.connect(dbname="t_primary") as w:
+        w.execute("create table if not exists switched (id int)")
+        w.execute("insert into switched values (1)")
+        port = w.execute("select inet_server_port()").fetchone()[0]
+    took = time.monotonic() - t0
+    assert port == new.port, port
+    assert took < 5 * SLOW, took
     assert in_recovery_through(t, "primary", n=3) == [False] * 3
     # Every standby-only client is on a standby; the old primary is one of them now (a role
     # is learnt at a login: the verdicts offered again each second bring it to the pools).

@@ -249,6 +249,76 @@ static void test_bound_claim_moves_to_another_backend(void **state)
 	finish_pool(&s, p);
 }
 
+/* A connect that finds a backend of the wrong kind (-ESTALE: a switchover's old primary
+ * under a primary-only pool) does not fail its bound claim: the claim waits for the host's new
+ * set, or for the same backend after backoff_first, and the backend is not backed off. */
+static void test_bound_claim_waits_out_a_stale_backend(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.bind_connects = true;
+	cfg.fail_fast = true;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	struct rec r, r2;
+	assert_int_equal(claim(p, &r, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, -ESTALE);
+	assert_int_equal(r.calls, 0);        /* waits, not failed */
+	assert_int_equal(s.nconnecting, 0);  /* and a gets no connect at once */
+	/* Another claim queues behind it rather than failing fast. */
+	assert_int_equal(claim(p, &r2, 1, s.now + 10), -EINPROGRESS);
+	struct tp_backend_addr addr;
+	enum tp_backend_state st;
+	assert_true(tp_pool_backend(p, 0, &addr, &st, NULL));
+	assert_int_equal(st, TP_BACKEND_UP);
+	/* The host's new set: b is connected to for the head claim at once. */
+	assert_int_equal(tp_pool_set_backends(p, &be_b, 1), 0);
+	sim_run(&s);
+	assert_true(s.nconnecting >= 1);
+	assert_string_equal(tp_slot_backend(s.connecting[0])->name, "b.example");
+	while (s.nconnecting > 0)
+		finish_connect(&s, 0);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, 0);
+	assert_int_equal(r2.calls, 1);
+	assert_int_equal(r2.err, 0);
+	release_on(0, r.slot);
+	release_on(1, r2.slot);
+
+	/* No new set: the same backend is tried again after backoff_first, until the deadline. */
+	struct rec r3, r4, r5;
+	assert_int_equal(claim(p, &r3, 0, s.now + 10), 0);
+	assert_int_equal(claim(p, &r4, 1, s.now + 10), 0);
+	assert_int_equal(claim(p, &r5, 0, s.now + 1.0), -EINPROGRESS); /* max_slots 2: waits */
+	tp_release(r3.slot, false); /* closed: r5's connect */
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, -ESTALE);
+	assert_int_equal(r5.calls, 0);
+	assert_int_equal(s.nconnecting, 0);
+	s.now += 0.3; /* past backoff_first (0.25) */
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, -ESTALE);
+	assert_int_equal(r5.calls, 0);
+	s.now += 0.8; /* past the deadline */
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(r5.calls, 1);
+	assert_int_equal(r5.err, -ETIMEDOUT);
+	assert_true(tp_pool_backend(p, 0, &addr, &st, NULL));
+	assert_int_equal(st, TP_BACKEND_UP); /* never backed off for it */
+	char why[64];
+	assert_true(tp_pool_backend_error(p, 0, why, sizeof why));
+	assert_string_equal(why, "connection refused"); /* what the timed-out claim is told */
+	release_on(1, r4.slot);
+	finish_pool(&s, p);
+}
+
 /* Issue 12: with several backends, one whose connect hangs (a black hole) gets no second
  * connect while another backend serves: claims wait for the working one. */
 static void test_slow_backend_gets_one_connect_at_a_time(void **state)
@@ -1452,6 +1522,7 @@ int main(void)
 		cmocka_unit_test(test_weight_and_priority),
 		cmocka_unit_test(test_empty_resolver_answer_keeps_backends),
 		cmocka_unit_test(test_bound_claim_moves_to_another_backend),
+		cmocka_unit_test(test_bound_claim_waits_out_a_stale_backend),
 		cmocka_unit_test(test_slow_backend_gets_one_connect_at_a_time),
 		cmocka_unit_test(test_idle_timeout_and_lifetime),
 		cmocka_unit_test(test_bad_config),

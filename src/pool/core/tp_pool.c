@@ -880,7 +880,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 	struct tp_backend *be = s->be;
 	struct tp_claim *bound = s->claim;
 	double now = now_of(p), took = now - s->connect_start;
-	bool full = err == -EUSERS, lowered = false, requeued = false, sleep = false;
+	bool full = err == -EUSERS, stale = err == -ESTALE, lowered = false, requeued = false, sleep = false;
 	int cap = 0;
 
 	TP_PROBE5(connect__done, p->name, be->addr.name, (int)be->addr.port, err, (long long)(took * 1e6));
@@ -939,6 +939,10 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 			push_head(p, bound);
 			requeued = true;
 		}
+	} else if (stale) {
+		/* Not a failure, but not worth another connect at once either: the host may not
+		 * have a new set yet (a switchover's new primary is still known as a standby). */
+		be->retry_at = now + (p->cfg.backoff_first > 0.1 ? p->cfg.backoff_first : 0.1);
 	} else if (err != -EPERM && be->state != TP_BACKEND_DRAINING) {
 		int after = p->cfg.backoff_after > 0 ? p->cfg.backoff_after : 1;
 		be->failures++;
@@ -952,9 +956,10 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 	/* The backend failed (or was removed meanwhile, e.g. for its role), not the claim: a
 	 * bound claim tries another backend that may be connected to now (back at the head, its
 	 * deadline unchanged). Once none is left it fails fast with every backend's last error
-	 * (tp_pool_last_error). A refused login (-EPERM) is the claim's own. */
+	 * (tp_pool_last_error). A refused login (-EPERM) is the claim's own. A backend of the
+	 * wrong kind (-ESTALE) means the set is changing: the claim waits for the new one. */
 	if (!full && err != -EPERM && bound && !p->stopping && now < bound->deadline) {
-		if (other_ready(p, be, now)) {
+		if (stale || other_ready(p, be, now)) {
 			push_head(p, bound);
 			requeued = true;
 		} else if (p->nbackends > 1) {

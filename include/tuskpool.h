@@ -251,6 +251,9 @@ TP_MUST_CHECK int tp_pool_resize(struct tp_pool *p, int max_slots, int min_slots
 /* New idle_timeout and lifetime (seconds, 0 = never; a reload): idle slots are judged by
  * them from the next tp_pool_tick, a slot's lifetime is drawn when it connects. */
 void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime);
+/* New check_after (seconds, 0 = never; a reload): idle slots are judged by it from the next
+ * tp_pool_tick. */
+void tp_pool_set_check_after(struct tp_pool *p, double check_after);
 
 /* A limit several pools count their slots against (e.g. all pools of one database). A pool
  * whose claim is held back only by a group closes an idle slot of another pool of the group

@@ -1753,7 +1753,7 @@ static const struct key_def top_keys[] = {
 	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = TOP_FIELD(server_lifetime_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
 	{ .name = "server_check_delay", .type = KEY_DURATION, .offset = TOP_FIELD(server_check_delay_ms), .min = 0,
-	  .max = MS_PER_DAY, .def = "30s" },
+	  .max = MS_PER_DAY, .def = "30s", .reloadable = true },
 	{ .name = "idle_transaction_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(idle_transaction_timeout_ms),
 	  .min = 0, .max = MS_PER_DAY, .def = "0", .reloadable = true },
 	{ .name = "max_prepared_statements", .type = KEY_INT, .offset = TOP_FIELD(max_prepared_statements),

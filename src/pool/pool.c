@@ -1124,9 +1124,11 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 		}
 		atomic_store(&p->rule, rule);
 		apply_rule(p, rule);
-		FOR_CORES(p, t)
+		FOR_CORES(p, t) {
 			tp_pool_set_expiry(t, (double)next->server_idle_timeout_ms / 1000.0,
 					   (double)next->server_lifetime_ms / 1000.0);
+			tp_pool_set_check_after(t, (double)next->server_check_delay_ms / 1000.0);
+		}
 		if (old->size != rule->size || old->min_size != rule->min_size) {
 			log_info(NULL, NULL, "pool %s/%s: size %d -> %d, min_size %d -> %d", p->database, p->user,
 				 old->size, rule->size, old->min_size, rule->min_size);

@@ -10,7 +10,7 @@ import threading
 import time
 
 from conftest import SLOW, TEST_DB, wait_until
-from lifecycle_util import rule
+from lifecycle_util import reload, rule, write_config
 
 
 def backend_pid(c):
@@ -81,4 +81,24 @@ def test_server_connections_carry_keepalive_probes(tusk, pg):
     assert timers, out
     # The kernel's default is 7200 s to the first probe; tusk asks for 30.
     assert all(int(s) <= 30 for s in timers), out
+    c.close()
+
+
+def test_server_check_delay_is_reloadable(tusk, pg):
+    """Started with checks off, a reload turns them on for the pool that exists: its idle,
+    silently dead server is found and replaced, not handed out."""
+    pools = [rule(database=TEST_DB, user="tusk_trust", mode="transaction", size=1)]
+    t = tusk(pools=pools, server_check_delay="0", server_connect_timeout=f"{int(2 * SLOW)}s")
+    c = t.connect()
+    old = backend_pid(c)
+    os.kill(old, signal.SIGSTOP)
+    try:
+        write_config(t, pg, pools, server_check_delay="1s", server_connect_timeout=f"{int(2 * SLOW)}s")
+        reload(t)
+        wait_until(lambda: "failed its health check" in t.log_text() or "timed out waiting for the server"
+                   in t.log_text(), 15 * SLOW, what="the stopped server's check to fail")
+        assert backend_pid(c) != old
+    finally:
+        os.kill(old, signal.SIGCONT)
+        pg.execute("select pg_terminate_backend(%s)", [old])
     c.close()

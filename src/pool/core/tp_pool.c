@@ -1440,6 +1440,13 @@ void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime)
 	pthread_mutex_unlock(&p->lock);
 }
 
+void tp_pool_set_check_after(struct tp_pool *p, double check_after)
+{
+	pthread_mutex_lock(&p->lock);
+	p->cfg.check_after = check_after > 0 ? check_after : 0;
+	pthread_mutex_unlock(&p->lock);
+}
+
 struct tp_group *tp_group_new(int limit)
 {
 	struct tp_group *g = calloc(1, sizeof *g);

@@ -11,6 +11,9 @@
 #   l2         latency of one client reading the hot set: tusk cache off (PostgreSQL), cache on
 #              (L1 hits), and a second tusk sharing a redis-server with a first that filled it
 #              (L2 hits: with redis: L1 keeps nothing), with PostgreSQL's runs during the L2 run
+#   write      pgbench -b simple-update (UPDATE, SELECT, INSERT per transaction), 1 client
+#              (latency) and 8 (tps): tusk cache off, cache on (L1 bumps), and cache on with
+#              redis: (INCRs, each commit held until Redis has answered them)
 # Prints numbers only; asserts nothing. Stops everything it started.
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (subset of the above), PROTOCOL
 # (pgbench -M of the hot and miss scenarios: simple (default), extended or prepared), REDIS_TLS
@@ -20,7 +23,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
-SCENARIOS=${SCENARIOS:-identical hot miss l2}
+SCENARIOS=${SCENARIOS:-identical hot miss l2 write}
 PROTOCOL=${PROTOCOL:-simple}
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 [ -x "$TUSK" ] || { echo "bench: $TUSK not built (make build)" >&2; exit 1; }
@@ -49,7 +52,7 @@ bench_pg_start "$PG_PORT" 10
 # Two tusks, the same but for the cache: off, and on (which also coalesces); with l2, two more
 # sharing a redis-server of the bench's own.
 MODES="off on"
-if [[ " $SCENARIOS " == *" l2 "* ]]; then
+if [[ " $SCENARIOS " == *" l2 "* || " $SCENARIOS " == *" write "* ]]; then
 	REDIS_PORT=$(free_port)
 	REDIS_ARGS=(--port "$REDIS_PORT")
 	REDIS_TLS_YAML=
@@ -230,5 +233,29 @@ if [[ " $SCENARIOS " == *" l2 "* ]]; then
 	done
 	for target in off on l2b; do
 		echo "l2 median $target: $(median <"$DIR/l2-$target") ms per read"
+	done
+fi
+
+if [[ " $SCENARIOS " == *" write "* ]]; then
+	for clients in 1 8; do
+		for target in off on l2a; do : >"$DIR/w$clients-$target"; done
+	done
+	for r in $(seq 1 "$ROUNDS"); do
+		for clients in 1 8; do
+			for target in off on l2a; do
+				out=$("$PG_BIN/pgbench" -n -M simple -b simple-update -c "$clients" -j 1 -T "$DURATION" \
+					-h 127.0.0.1 -p "${PORT[$target]}" -U postgres bench 2>/dev/null)
+				tps=$(tps_of <<<"$out")
+				echo "$tps" >>"$DIR/w$clients-$target"
+				echo "write round $r, $clients client(s), $target: $tps tps"
+			done
+		done
+	done
+	for clients in 1 8; do
+		off=$(median <"$DIR/w$clients-off")
+		for target in on l2a; do
+			m=$(median <"$DIR/w$clients-$target")
+			echo "write median, $clients client(s), $target: $m tps ($(awk -v a="$m" -v b="$off" 'BEGIN{printf "%.3f", b ? a/b : 0}') of cache off)"
+		done
 	done
 fi

@@ -42,6 +42,7 @@ struct pool_group {
 	char name[CONFIG_NAME_MAX];
 	bool is_user;
 	bool paused; /* database groups: console PAUSE, so pools created later start paused; under the registry lock */
+	int limit;   /* the tightest max_db/user_connections of its pools' rules (0: none); under the registry lock */
 	struct tp_group *tp;
 };
 
@@ -849,11 +850,40 @@ bool pool_registry_full(struct runtime *rt)
 	return full;
 }
 
-/* The core's view of a rule: limits and the group limits it sets. */
+/* A database's (or user's) pools may come from several rules, each with its own
+ * max_db_connections (max_user_connections): the tightest one set applies to all of them, so
+ * a rule without one never lifts another's. Under the registry lock. */
+static void tighten(struct pool_group *g, int limit)
+{
+	if (limit > 0 && (g->limit == 0 || limit < g->limit))
+		g->limit = limit;
+}
+
 static void apply_rule(struct pool *p, const struct config_pool_rule *rule)
 {
-	tp_group_set_limit(p->db_group->tp, rule->max_db_connections);
-	tp_group_set_limit(p->user_group->tp, rule->max_user_connections);
+	tighten(p->db_group, rule->max_db_connections);
+	tighten(p->user_group, rule->max_user_connections);
+	tp_group_set_limit(p->db_group->tp, p->db_group->limit);
+	tp_group_set_limit(p->user_group->tp, p->user_group->limit);
+}
+
+/* After a reload: every group's limit again from the rules of its live pools (a limit
+ * raised or removed is lifted). */
+static void regroup(struct pool_registry *reg)
+{
+	pthread_mutex_lock(&reg->lock);
+	for (struct pool_group *g = reg->groups; g; g = g->next)
+		g->limit = 0;
+	for (struct pool *p = reg->head; p; p = p->next) {
+		if (atomic_load(&p->retired))
+			continue;
+		const struct config_pool_rule *rule = atomic_load(&p->rule);
+		tighten(p->db_group, rule->max_db_connections);
+		tighten(p->user_group, rule->max_user_connections);
+	}
+	for (struct pool_group *g = reg->groups; g; g = g->next)
+		tp_group_set_limit(g->tp, g->limit);
+	pthread_mutex_unlock(&reg->lock);
 }
 
 static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *rule, bool standby)
@@ -1123,7 +1153,6 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 			continue;
 		}
 		atomic_store(&p->rule, rule);
-		apply_rule(p, rule);
 		FOR_CORES(p, t) {
 			tp_pool_set_expiry(t, (double)next->server_idle_timeout_ms / 1000.0,
 					   (double)next->server_lifetime_ms / 1000.0);
@@ -1140,6 +1169,7 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 			set_min_size(p, min_on);
 		}
 	}
+	regroup(reg);
 }
 
 /* ---- the admin console's view and controls ---- */

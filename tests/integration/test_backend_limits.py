@@ -317,3 +317,50 @@ def test_role_connection_limit_claim_between_transactions_waits(tusk, pg, limite
     finally:
         a.close()
         b.close()
+
+
+# ---- max_db_connections / max_user_connections across the pools of several rules -------------
+
+def _hold_server(t, user):
+    c = t.connect(user=user, autocommit=True)
+    c.execute("begin")
+    c.execute("select 1")
+    return c
+
+
+def _gets_server(t, user):
+    """True when a transaction of user's gets a server within pool_wait_timeout."""
+    try:
+        with t.connect(user=user, autocommit=True) as c:
+            c.execute("begin")
+            c.execute("select 1")
+        return True
+    except psycopg.Error as e:
+        assert "timed out after 1.0s waiting for a server connection" in str(e), e
+        assert_tusk_error(str(e))
+        return False
+
+
+def test_max_db_connections_holds_across_rules_and_reloads(tusk, pg):
+    """Two rules for one database: tusk_trust's sets max_db_connections 1, tusk_solo's none.
+    The limit binds both pools, whichever was made last (the second pool's rule used to set
+    its 0 over the first's 1); a reload that drops it lifts it for both."""
+    from lifecycle_util import reload, rule, write_config
+    limited = rule(database=TEST_DB, user="tusk_trust", mode="transaction", size=4, max_db_connections=1)
+    free = rule(database=TEST_DB, user="tusk_solo", mode="transaction", size=4)
+    t = tusk(pools=[limited, free], pool_wait_timeout="1s")
+    a = _hold_server(t, "tusk_trust")  # the database's one server
+    assert not _gets_server(t, "tusk_solo")  # its pool is made now, by the rule without a limit
+    assert not _gets_server(t, "tusk_trust")
+    a.close()
+    # Released: the other pool may have the database's server (an idle one of a sibling is
+    # closed to make room).
+    assert _gets_server(t, "tusk_solo")
+    b = _hold_server(t, "tusk_solo")
+    assert not _gets_server(t, "tusk_trust")
+    b.close()
+    write_config(t, pg, [dict(limited, max_db_connections=0), free], pool_wait_timeout="1s")
+    reload(t)
+    held = [_hold_server(t, "tusk_trust"), _hold_server(t, "tusk_solo"), _hold_server(t, "tusk_trust")]
+    for c in held:
+        c.close()

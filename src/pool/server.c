@@ -4,6 +4,7 @@
  * currently owns it. */
 #include "pool/server.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "config/config.h"
 #include "pool/pool.h"
 #include "pool/probes.h"
+#include "pool/services.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
@@ -282,14 +284,23 @@ static void start_connect(struct server *s, struct worker *w)
 	log_debug(s->id, s->ctx, "connecting");
 }
 
-/* The name TLS verifies (and sends as SNI): the configured name, since the backend itself is
- * a numeric address. With several static hosts, the first one's name: certificates of such
- * a service must carry it (e.g. as a subject alternative name). For SRV, the SRV name. */
-static const char *tls_host_name(const struct config_service *svc)
+/* The name TLS verifies (and sends as SNI): the configured name of the host the server's
+ * address came from, since the address itself is numeric (services_tls_name). */
+static void tls_host_name(const struct server *s, char *out, size_t cap)
 {
-	if (svc->nhosts > 0)
-		return svc->hosts[0].host;
-	return svc->dns[0] ? svc->dns : svc->srv;
+	char ip[INET6_ADDRSTRLEN] = "";
+	uint16_t port = 0;
+	const struct sockaddr *sa = (const struct sockaddr *)&s->addr.sa;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+		port = ntohs(in->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+		port = ntohs(in6->sin6_port);
+	}
+	services_tls_name(s->worker->rt->services, s->service, ip, port, out, cap);
 }
 
 static struct server *connect_pool_server(struct pool *pool, struct worker *w, const struct net_addr *to,
@@ -445,7 +456,9 @@ static void on_ssl_answer(struct server *s)
 		return;
 	}
 	struct runtime *rt = s->worker->rt;
-	s->tls.conn = tls_conn_new(runtime_service_tls(rt, s->service), s->fd, false, tls_host_name(s->service));
+	char host[CONFIG_HOST_MAX];
+	tls_host_name(s, host, sizeof host);
+	s->tls.conn = tls_conn_new(runtime_service_tls(rt, s->service), s->fd, false, host);
 	if (!s->tls.conn) {
 		fail(s, "could not start TLS to the server");
 		return;

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "pool/probes.h"
+#include "resolve/resolve.h"
 #include "util/log.h"
 
 /* A role verdict is taken again after this long: a backend excluded for its role is offered
@@ -48,6 +49,7 @@ struct svc_entry {
 	uint8_t *roles;   /* enum services_role per backend, kept across answers by address */
 	double *checked;  /* when each role was last seen (monotonic) */
 	uint64_t *replay; /* each standby's last pg_last_wal_replay_lsn() seen (0: none); only grows */
+	uint64_t *source; /* the name each came from (resolve_source): its TLS name (services_tls_name) */
 	int n;
 	struct svc_sub *subs;
 	int nsubs, capsubs;
@@ -160,14 +162,16 @@ static void feed_locked(struct svc_entry *e)
 
 /* Replace e's set (roles carried over by address) and feed the subscribers. Under e->lock. */
 static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *addrs, const uint32_t *weights,
-			   const uint16_t *priorities, int n)
+			   const uint16_t *priorities, const uint64_t *sources, int n)
 {
 	struct tp_backend_addr *a = malloc((size_t)n * sizeof *a);
 	uint32_t *w = malloc((size_t)n * sizeof *w);
 	uint8_t *r = calloc((size_t)n, sizeof *r);
 	double *c = calloc((size_t)n, sizeof *c);
 	uint64_t *rl = calloc((size_t)n, sizeof *rl);
-	if (!a || !w || !r || !c || !rl) {
+	uint64_t *src = malloc((size_t)n * sizeof *src);
+	if (!a || !w || !r || !c || !rl || !src) {
+		free(src);
 		free(rl);
 		free(a);
 		free(w);
@@ -177,6 +181,7 @@ static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *ad
 		return;
 	}
 	memcpy(a, addrs, (size_t)n * sizeof *a);
+	memcpy(src, sources, (size_t)n * sizeof *src);
 	for (int i = 0; i < n; i++) {
 		w[i] = weights ? weights[i] : 1;
 		/* What the pool cores choose by (pick_backend): the weight of a static host or an
@@ -195,7 +200,9 @@ static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *ad
 	free(e->roles);
 	free(e->checked);
 	free(e->replay);
+	free(e->source);
 	e->replay = rl;
+	e->source = src;
 	e->addrs = a;
 	e->weights = w;
 	e->roles = r;
@@ -206,12 +213,12 @@ static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *ad
 
 /* The resolver's callback, on its thread. */
 static void on_update(void *arg, const struct tp_backend_addr *addrs, const uint32_t *weight, const uint16_t *priority,
-		      int n)
+		      const uint64_t *source, int n)
 {
 	struct svc_entry *e = arg;
 	TUSK_PROBE3(resolver__update, e->svc->name, n, 0);
 	pthread_mutex_lock(&e->lock);
-	publish_locked(e, addrs, weight, priority, n);
+	publish_locked(e, addrs, weight, priority, source, n);
 	pthread_mutex_unlock(&e->lock);
 	log_info(NULL, NULL, "service %s: %d backend%s now (%s%s)", e->svc->name, n, n == 1 ? "" : "s", addrs[0].name,
 		 n > 1 ? ", ..." : "");
@@ -226,7 +233,8 @@ static void seed_numeric(struct svc_entry *e)
 		return;
 	struct tp_backend_addr *a = calloc((size_t)svc->nhosts, sizeof *a);
 	uint32_t *w = calloc((size_t)svc->nhosts, sizeof *w);
-	if (!a || !w)
+	uint64_t *src = calloc((size_t)svc->nhosts, sizeof *src);
+	if (!a || !w || !src)
 		goto out;
 	for (int i = 0; i < svc->nhosts; i++) {
 		unsigned char bin[sizeof(struct in6_addr)];
@@ -236,11 +244,13 @@ static void seed_numeric(struct svc_entry *e)
 			goto out; /* a name: the resolver's first answer brings the set */
 		a[i].port = (uint16_t)svc->hosts[i].port;
 		w[i] = (uint32_t)svc->hosts[i].weight;
+		src[i] = resolve_source(svc->hosts[i].host);
 	}
 	pthread_mutex_lock(&e->lock);
-	publish_locked(e, a, w, NULL, svc->nhosts);
+	publish_locked(e, a, w, NULL, src, svc->nhosts);
 	pthread_mutex_unlock(&e->lock);
 out:
+	free(src);
 	free(a);
 	free(w);
 }
@@ -267,6 +277,7 @@ static void entry_free(struct svc_entry *e)
 	free(e->roles);
 	free(e->checked);
 	free(e->replay);
+	free(e->source);
 	free(e->subs);
 	free(e);
 }
@@ -439,6 +450,34 @@ void services_note_role(struct services *s, const struct config_service *svc, co
 	if (changed)
 		log_info(NULL, NULL, "service %s: %s:%u is a %s", svc->name, be->name, be->port,
 			 services_role_name(role));
+}
+
+void services_tls_name(struct services *s, const struct config_service *svc, const char *addr, uint16_t port,
+		       char *out, size_t cap)
+{
+	const char *name = svc->nhosts > 0 ? svc->hosts[0].host : svc->dns[0] ? svc->dns : svc->srv;
+	if (svc->discovery == CONFIG_DISCOVERY_HOSTS && svc->nhosts > 1) {
+		pthread_mutex_lock(&s->lock);
+		struct svc_entry *e = find_locked(s, svc);
+		pthread_mutex_unlock(&s->lock);
+		uint64_t src = 0;
+		bool found = false;
+		if (e) {
+			pthread_mutex_lock(&e->lock);
+			for (int j = 0; j < e->n && !found; j++)
+				if (e->addrs[j].port == port && strcmp(e->addrs[j].name, addr) == 0) {
+					src = e->source[j];
+					found = true;
+				}
+			pthread_mutex_unlock(&e->lock);
+		}
+		for (int i = 0; found && i < svc->nhosts; i++)
+			if (svc->hosts[i].port == port && resolve_source(svc->hosts[i].host) == src) {
+				name = svc->hosts[i].host;
+				break;
+			}
+	}
+	snprintf(out, cap, "%s", name);
 }
 
 bool services_has_standby(struct services *s, const struct config_service *svc)

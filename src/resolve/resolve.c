@@ -125,7 +125,7 @@ static double wall_now(void)
 	return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
-static uint64_t hash_name(const char *s)
+uint64_t resolve_source(const char *s)
 {
 	uint64_t h = 1469598103934665603ULL; /* FNV-1a */
 	for (; *s; s++) {
@@ -388,11 +388,11 @@ static void lookup_addresses(struct resolve *r, const char *name, uint16_t port,
 	}
 	if (!l || r->nqueue == r->capqueue) {
 		free(l);
-		note_failed_source(r, hash_name(name));
+		note_failed_source(r, resolve_source(name));
 		note_error(r, "%s: %s", name, "out of memory");
 		return;
 	}
-	*l = (struct lookup){ .r = r, .source = hash_name(name), .port = port, .priority = priority, .weight = weight };
+	*l = (struct lookup){ .r = r, .source = resolve_source(name), .port = port, .priority = priority, .weight = weight };
 	snprintf(l->name, sizeof(l->name), "%s", name);
 	r->queue[r->nqueue++] = l;
 	r->pending++;
@@ -679,16 +679,18 @@ static void finish_round(struct resolve *r)
 		struct tp_backend_addr *addrs = malloc((size_t)n * sizeof(*addrs));
 		uint32_t *weight = malloc((size_t)n * sizeof(*weight));
 		uint16_t *prio = malloc((size_t)n * sizeof(*prio));
-		if (addrs && weight && prio) {
+		uint64_t *source = malloc((size_t)n * sizeof(*source));
+		if (addrs && weight && prio && source) {
 			for (int i = 0; i < n; i++) {
 				addrs[i] = r->current.v[i].addr;
 				weight[i] = r->current.v[i].weight;
 				prio[i] = r->current.v[i].priority;
+				source[i] = r->current.v[i].source;
 			}
 			pthread_mutex_lock(&r->lock);
 			r->state.updates++;
 			pthread_mutex_unlock(&r->lock);
-			r->fn(r->arg, addrs, weight, prio, n);
+			r->fn(r->arg, addrs, weight, prio, source, n);
 		} else {
 			/* Forget the set, so that the next good round finds it changed and tells. */
 			r->current.n = 0;
@@ -697,6 +699,7 @@ static void finish_round(struct resolve *r)
 		free(addrs);
 		free(weight);
 		free(prio);
+		free(source);
 	}
 	if (r->again) {
 		start_round(r);
@@ -803,7 +806,7 @@ struct resolve *resolve_start(const struct config_service *svc, resolve_update_f
 	if (r->max_ttl < r->min_ttl)
 		r->max_ttl = r->min_ttl;
 	r->fn = fn;
-	r->seed = (uint32_t)hash_name(r->name) ^ (uint32_t)wall_now() ^ 0x9e3779b9u;
+	r->seed = (uint32_t)resolve_source(r->name) ^ (uint32_t)wall_now() ^ 0x9e3779b9u;
 	if (!r->seed)
 		r->seed = 1;
 	r->arg = arg;

@@ -19,10 +19,15 @@ struct resolve;
 /* The new set, on the resolver's thread (no lock of the resolver held; the callee may call
  * resolve_snapshot or resolve_refresh, never resolve_stop). Sorted by SRV priority (lowest
  * first; 0 for hosts and dns), then weight (highest first), then address. n >= 1: an empty
- * answer is never passed on. addrs is what tp_pool_set_backends takes; weight[i] and
- * priority[i] go with addrs[i]. The arrays live until the callback returns. */
+ * answer is never passed on. addrs is what tp_pool_set_backends takes; weight[i],
+ * priority[i] and source[i] go with addrs[i]: source is resolve_source(the name whose lookup
+ * gave the address: a static host, the dns name or an SRV target). The arrays live until the
+ * callback returns. */
 typedef void resolve_update_fn(void *arg, const struct tp_backend_addr *addrs, const uint32_t *weight,
-			       const uint16_t *priority, int n);
+			       const uint16_t *priority, const uint64_t *source, int n);
+
+/* The source of the addresses of name (case-insensitive, as DNS names are). */
+uint64_t resolve_source(const char *name);
 
 /* Start resolving svc (its discovery keys are copied: svc may be freed afterwards) on a new
  * thread; the first round starts at once. NULL with errno set (ENOMEM, or EINVAL for a bad

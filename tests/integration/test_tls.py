@@ -286,6 +286,20 @@ def test_server_tls_verify_full(tusk, ssl_pg, certs):
     wait_until(lambda: "certificate verify failed" in bad.log_text(), 10 * SLOW, what="the cause in tusk's log")
 
 
+def test_server_tls_verify_full_per_host_name(tusk, ssl_pg, certs):
+    """Several hosts, as libpq does: a server is verified against the name of the host its
+    address came from. The first host, 127.0.0.2, is not in the certificate (and nothing
+    listens there); the server reached through localhost is verified as localhost, not as
+    127.0.0.2 (which failed every connect before)."""
+    t = tusk(pg_server=ssl_pg, pool_wait_timeout="5s",
+             services={"main": {"hosts": [f"127.0.0.2:{ssl_pg.port}", f"localhost:{ssl_pg.port}"],
+                                "tls": "verify-full", "tls_ca_file": certs.ca}})
+    for _ in range(3):
+        with t.connect() as c:
+            assert c.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetchone() == (True,)
+    assert "certificate verify failed" not in t.log_text()
+
+
 def test_server_tls_prefer_and_require_against_plain_server(tusk, pg):
     t = tusk(services={"main": {"hosts": [f"127.0.0.1:{pg.port}"], "tls": "prefer"}})
     with t.connect() as c:

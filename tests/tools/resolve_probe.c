@@ -43,9 +43,10 @@ static void put_string(const char *s)
 }
 
 static void on_update(void *arg, const struct tp_backend_addr *addrs, const uint32_t *weight,
-		      const uint16_t *priority, int n)
+		      const uint16_t *priority, const uint64_t *source, int n)
 {
 	(void)arg;
+	(void)source;
 	pthread_mutex_lock(&out_lock);
 	printf("{\"event\":\"update\",\"t\":%.6f,\"backends\":[", since_start());
 	for (int i = 0; i < n; i++) {

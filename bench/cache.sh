@@ -13,7 +13,8 @@
 #              (L2 hits: with redis: L1 keeps nothing), with PostgreSQL's runs during the L2 run
 #   write      pgbench -b simple-update (UPDATE, SELECT, INSERT per transaction), 1 client
 #              (latency) and 8 (tps): tusk cache off, cache on (L1 bumps), and cache on with
-#              redis: (INCRs, each commit held until Redis has answered them)
+#              redis: (INCRs, each commit held until Redis has answered them); with
+#              TUSK_BEFORE_BIN, that binary with redis: too (l2before), for before/after in one run
 # Prints numbers only; asserts nothing. Stops everything it started.
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (subset of the above), PROTOCOL
 # (pgbench -M of the hot and miss scenarios: simple (default), extended or prepared), REDIS_TLS
@@ -71,11 +72,12 @@ if [[ " $SCENARIOS " == *" l2 "* || " $SCENARIOS " == *" write "* ]]; then
 	PID[redis]=$!
 	wait_port "$REDIS_PORT"
 	MODES="off on l2a l2b"
+	[ -n "${TUSK_BEFORE_BIN:-}" ] && MODES="$MODES l2before"
 fi
 for mode in $MODES; do
 	PORT[$mode]=$(free_port)
 	cache=$mode redis=
-	case $mode in l2a | l2b)
+	case $mode in l2a | l2b | l2before)
 		cache=on
 		redis="redis: {host: 127.0.0.1, port: $REDIS_PORT, prefix: 'bench:', timeout: 200ms$REDIS_TLS_YAML}"
 	esac
@@ -91,7 +93,9 @@ pools:
     size: 20
 YAML
 	} >"$DIR/tusk-$mode.yaml"
-	setsid "$TUSK" -c "$DIR/tusk-$mode.yaml" >"$DIR/tusk-$mode.log" 2>&1 &
+	bin=$TUSK
+	[ "$mode" = l2before ] && bin=$TUSK_BEFORE_BIN
+	setsid "$bin" -c "$DIR/tusk-$mode.yaml" >"$DIR/tusk-$mode.log" 2>&1 &
 	PID[$mode]=$!
 	wait_port "${PORT[$mode]}"
 done
@@ -237,12 +241,14 @@ if [[ " $SCENARIOS " == *" l2 "* ]]; then
 fi
 
 if [[ " $SCENARIOS " == *" write "* ]]; then
+	WTARGETS="off on l2a"
+	[ -n "${TUSK_BEFORE_BIN:-}" ] && WTARGETS="$WTARGETS l2before"
 	for clients in 1 8; do
-		for target in off on l2a; do : >"$DIR/w$clients-$target"; done
+		for target in $WTARGETS; do : >"$DIR/w$clients-$target"; done
 	done
 	for r in $(seq 1 "$ROUNDS"); do
 		for clients in 1 8; do
-			for target in off on l2a; do
+			for target in $WTARGETS; do
 				out=$("$PG_BIN/pgbench" -n -M simple -b simple-update -c "$clients" -j 1 -T "$DURATION" \
 					-h 127.0.0.1 -p "${PORT[$target]}" -U postgres bench 2>/dev/null)
 				tps=$(tps_of <<<"$out")
@@ -253,7 +259,7 @@ if [[ " $SCENARIOS " == *" write "* ]]; then
 	done
 	for clients in 1 8; do
 		off=$(median <"$DIR/w$clients-off")
-		for target in on l2a; do
+		for target in ${WTARGETS#off }; do
 			m=$(median <"$DIR/w$clients-$target")
 			echo "write median, $clients client(s), $target: $m tps ($(awk -v a="$m" -v b="$off" 'BEGIN{printf "%.3f", b ? a/b : 0}') of cache off)"
 		done

@@ -288,8 +288,11 @@ static void note_error(struct resolve *r, const char *fmt, const char *name, con
 		return;
 	if (o)
 		o += (size_t)snprintf(r->round_error + o, sizeof(r->round_error) - o, "; ");
-	if (o < sizeof(r->round_error))
-		snprintf(r->round_error + o, sizeof(r->round_error) - o, fmt, name, what);
+	/* A long list of errors is cut: the return value is looked at only so that gcc -O3
+	 * (CMAKE_BUILD_TYPE=Release) does not refuse the build over that truncation. */
+	if (o < sizeof(r->round_error) &&
+	    snprintf(r->round_error + o, sizeof(r->round_error) - o, fmt, name, what) >= (int)(sizeof(r->round_error) - o))
+		r->round_error[sizeof(r->round_error) - 1] = '\0';
 }
 
 static void note_failed_source(struct resolve *r, uint64_t source)

@@ -156,24 +156,30 @@ void net_tune_outgoing(int fd)
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 
+int net_addr_host_port(const struct net_addr *addr, char *host, size_t cap)
+{
+	if (addr->sa.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)&addr->sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, (socklen_t)cap);
+		return ntohs(in->sin_port);
+	}
+	if (addr->sa.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr->sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, (socklen_t)cap);
+		return ntohs(in6->sin6_port);
+	}
+	return -1;
+}
+
 void net_addr_str(const struct net_addr *addr, char *out, size_t cap)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
+	int port = net_addr_host_port(addr, host, sizeof host);
 
-	if (addr->sa.ss_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&addr->sa;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-		port = ntohs(in->sin_port);
-		snprintf(out, cap, "%s:%d", host, port);
-	} else if (addr->sa.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr->sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-		port = ntohs(in6->sin6_port);
-		snprintf(out, cap, "[%s]:%d", host, port);
-	} else {
+	if (port < 0)
 		snprintf(out, cap, "unix");
-	}
+	else
+		snprintf(out, cap, addr->sa.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
 }
 
 bool net_idle_alive(int fd)

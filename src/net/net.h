@@ -52,6 +52,9 @@ void net_tune_outgoing(int fd);
 
 /* "127.0.0.1:5432" / "[::1]:5432"; always NUL-terminated. */
 void net_addr_str(const struct net_addr *addr, char *out, size_t cap);
+/* The numeric host of an IPv4 or IPv6 addr into host (INET6_ADDRSTRLEN will do), and its
+ * port; -1 (host untouched) for any other family. */
+int net_addr_host_port(const struct net_addr *addr, char *host, size_t cap);
 
 /* A pooled idle socket is usable when a non-blocking peek finds nothing to read: EOF means
  * the server closed it, and unsolicited bytes (a FATAL before close) mean it must not be

@@ -859,10 +859,15 @@ static void tighten(struct pool_group *g, int limit)
 		g->limit = limit;
 }
 
-static void apply_rule(struct pool *p, const struct config_pool_rule *rule)
+static void tighten_groups(struct pool *p, const struct config_pool_rule *rule)
 {
 	tighten(p->db_group, rule->max_db_connections);
 	tighten(p->user_group, rule->max_user_connections);
+}
+
+static void apply_rule(struct pool *p, const struct config_pool_rule *rule)
+{
+	tighten_groups(p, rule);
 	tp_group_set_limit(p->db_group->tp, p->db_group->limit);
 	tp_group_set_limit(p->user_group->tp, p->user_group->limit);
 }
@@ -877,9 +882,7 @@ static void regroup(struct pool_registry *reg)
 	for (struct pool *p = reg->head; p; p = p->next) {
 		if (atomic_load(&p->retired))
 			continue;
-		const struct config_pool_rule *rule = atomic_load(&p->rule);
-		tighten(p->db_group, rule->max_db_connections);
-		tighten(p->user_group, rule->max_user_connections);
+		tighten_groups(p, atomic_load(&p->rule));
 	}
 	for (struct pool_group *g = reg->groups; g; g = g->next)
 		tp_group_set_limit(g->tp, g->limit);

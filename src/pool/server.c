@@ -4,7 +4,6 @@
  * currently owns it. */
 #include "pool/server.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,19 +287,10 @@ static void start_connect(struct server *s, struct worker *w)
  * address came from, since the address itself is numeric (services_tls_name). */
 static void tls_host_name(const struct server *s, char *out, size_t cap)
 {
-	char ip[INET6_ADDRSTRLEN] = "";
-	uint16_t port = 0;
-	const struct sockaddr *sa = (const struct sockaddr *)&s->addr.sa;
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-		port = ntohs(in->sin_port);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
-		port = ntohs(in6->sin6_port);
-	}
-	services_tls_name(s->worker->rt->services, s->service, ip, port, out, cap);
+	struct tp_backend_addr be = { .name = "" };
+	int port = net_addr_host_port(&s->addr, be.name, sizeof be.name);
+	be.port = port > 0 ? (uint16_t)port : 0;
+	services_tls_name(s->worker->rt->services, s->service, &be, out, cap);
 }
 
 static struct server *connect_pool_server(struct pool *pool, struct worker *w, const struct net_addr *to,

@@ -452,34 +452,6 @@ void services_note_role(struct services *s, const struct config_service *svc, co
 			 services_role_name(role));
 }
 
-void services_tls_name(struct services *s, const struct config_service *svc, const char *addr, uint16_t port,
-		       char *out, size_t cap)
-{
-	const char *name = svc->nhosts > 0 ? svc->hosts[0].host : svc->dns[0] ? svc->dns : svc->srv;
-	if (svc->discovery == CONFIG_DISCOVERY_HOSTS && svc->nhosts > 1) {
-		pthread_mutex_lock(&s->lock);
-		struct svc_entry *e = find_locked(s, svc);
-		pthread_mutex_unlock(&s->lock);
-		uint64_t src = 0;
-		bool found = false;
-		if (e) {
-			pthread_mutex_lock(&e->lock);
-			for (int j = 0; j < e->n && !found; j++)
-				if (e->addrs[j].port == port && strcmp(e->addrs[j].name, addr) == 0) {
-					src = e->source[j];
-					found = true;
-				}
-			pthread_mutex_unlock(&e->lock);
-		}
-		for (int i = 0; found && i < svc->nhosts; i++)
-			if (svc->hosts[i].port == port && resolve_source(svc->hosts[i].host) == src) {
-				name = svc->hosts[i].host;
-				break;
-			}
-	}
-	snprintf(out, cap, "%s", name);
-}
-
 bool services_has_standby(struct services *s, const struct config_service *svc)
 {
 	pthread_mutex_lock(&s->lock);
@@ -531,6 +503,25 @@ static struct svc_entry *entry_of(struct services *s, const struct config_servic
 	struct svc_entry *e = find_locked(s, svc);
 	pthread_mutex_unlock(&s->lock);
 	return e;
+}
+
+void services_tls_name(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,
+		       char *out, size_t cap)
+{
+	const char *name = svc->nhosts > 0 ? svc->hosts[0].host : svc->dns[0] ? svc->dns : svc->srv;
+	struct svc_entry *e = svc->discovery == CONFIG_DISCOVERY_HOSTS && svc->nhosts > 1 ? entry_of(s, svc) : NULL;
+	if (e) {
+		pthread_mutex_lock(&e->lock);
+		int j = index_locked(e, be);
+		uint64_t src = j >= 0 ? e->source[j] : 0;
+		pthread_mutex_unlock(&e->lock);
+		for (int i = 0; j >= 0 && i < svc->nhosts; i++)
+			if (svc->hosts[i].port == be->port && resolve_source(svc->hosts[i].host) == src) {
+				name = svc->hosts[i].host;
+				break;
+			}
+	}
+	snprintf(out, cap, "%s", name);
 }
 
 void services_note_replay(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,

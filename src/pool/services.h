@@ -52,11 +52,11 @@ void services_note_role(struct services *s, const struct config_service *svc, co
 enum services_role services_role_of(struct services *s, const struct config_service *svc,
 				    const struct tp_backend_addr *be);
 const char *services_role_name(enum services_role role);
-/* The name TLS verifies (and sends as SNI) for svc's backend addr:port, the backend being a
- * numeric address: the static host it was resolved from, as libpq verifies each host of a
+/* The name TLS verifies (and sends as SNI) for svc's backend be, the backend being a
+ * numeric address (name and port): the static host it was resolved from, as libpq verifies each host of a
  * multi-host string against its own name (the first host when the backend is not in the
  * set); the dns name; for SRV, the SRV name. */
-void services_tls_name(struct services *s, const struct config_service *svc, const char *addr, uint16_t port,
+void services_tls_name(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be,
 		       char *out, size_t cap);
 /* Is any backend of svc known to be a standby? (prefer-standby takes a primary only if not.) */
 bool services_has_standby(struct services *s, const struct config_service *svc);

@@ -588,8 +588,8 @@ bool flight_client_session_request(struct client *c, const struct server *s)
 	/* Results go to Redis only after a lookup this path does not wait for. */
 	if (flight_l2_configured(cfg))
 		return false;
-	if (c->flight_session_dirty || !reset_discards_all(cfg) || s->tx_status != 'I' || s->pending_rfq != 0 ||
-	    s->expect_count != 0 || c->c2s_scanned != 0 || c->c2s_remaining != 0 ||
+	if (c->flight_session_dirty || !reset_discards_all(cfg) || s->tx_status != 'I' || s->ext_open ||
+	    s->pending_rfq != 0 || s->expect_count != 0 || c->c2s_scanned != 0 || c->c2s_remaining != 0 ||
 	    (c->flight && (c->flight->lead || c->flight->wait))) {
 		atomic_fetch_add_explicit(&cache_of(c)->counters.bypass_state[FLIGHT_BYPASS_SESSION], 1,
 					  memory_order_relaxed);

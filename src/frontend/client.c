@@ -1623,7 +1623,7 @@ static bool outside_transaction(const struct client *c)
 		const struct server *s = c->server;
 		/* Transaction mode releases the server at the transaction's end: ACTIVE is inside. */
 		return c->mode == POOL_MODE_SESSION && s && s->state == SERVER_ACTIVE && s->tx_status == 'I' &&
-		       s->expect_count == 0 && buf_empty(&c->rbuf) && c->c2s_remaining == 0 && c->s2c_remaining == 0 &&
+		       !s->ext_open && s->expect_count == 0 && buf_empty(&c->rbuf) && c->c2s_remaining == 0 && c->s2c_remaining == 0 &&
 		       c->s2c_scanned == 0 && c->c2s_scanned == 0 && !c->copy_in && !c->release_pending;
 	}
 	case CLIENT_CLOSING:

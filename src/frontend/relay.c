@@ -145,6 +145,48 @@ static void expect_skip_to_sync(struct server *s)
 	}
 }
 
+/* ---- transaction boundaries of the extended protocol ----
+ *
+ * PostgreSQL opens an implicit transaction at the first Parse/Bind/Describe/Execute/Close
+ * after a ReadyForQuery and ends it only at the Sync (or at a Query or FunctionCall, which
+ * commit it): a client that never sends that Sync has its work rolled back when it leaves.
+ * So from such a message on the server is inside a transaction whatever its last
+ * ReadyForQuery said (s->ext_open, until the Sync goes out; then pending_rfq covers the wait
+ * for its ReadyForQuery), and it may go to another client only once settled. */
+
+/* Note the transaction effect of a client message of type t about to go to the server. */
+static void note_extended_boundary(struct server *s, uint8_t t)
+{
+	if (t == 'P' || t == 'B' || t == 'D' || t == 'E' || t == 'C')
+		s->ext_open = true;
+	else if (t == 'S' || t == 'Q' || t == 'F')
+		s->ext_open = false;
+}
+
+/* The last ReadyForQuery said idle and nothing is owed or begun since: no transaction, no
+ * reply on its way. The only state in which a server may serve another client. */
+static bool server_settled(const struct server *s)
+{
+	return s->tx_status == 'I' && s->pending_rfq == 0 && s->expect_count == 0 && !s->skipping && !s->ext_open;
+}
+
+/* The client left inside an extended-protocol batch it never synced: make the server fail
+ * it (a Parse that cannot parse; ignored if the server already skips after an error), then
+ * Sync, so the implicit transaction rolls back (an explicit one is left failed, 'E', for the
+ * ROLLBACK before reuse) instead of committing as a bare Sync would. Returns the
+ * ReadyForQuery messages this adds, or <0 when it could not be queued. */
+static int abort_unsynced(struct server *s)
+{
+	/* Parse: length 37, unnamed, the text, no parameter types; then Sync. */
+	static const char abort_batch[] = "P\0\0\0\045" "\0" "tusk: client left before Sync\0" "\0\0"
+					  "S\0\0\0\004";
+	_Static_assert(sizeof abort_batch - 1 == 1 + 37 + 5, "Parse + Sync");
+	if (buf_append(&s->wbuf, abort_batch, sizeof abort_batch - 1) < 0)
+		return -1;
+	s->ext_open = false;
+	return 1;
+}
+
 /* ---- io ---- */
 
 static void server_update_io(struct client *c, struct server *s)
@@ -810,6 +852,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	uint32_t max = cfg_of(c)->max_message_size;
 	bool rename = s->prep != NULL && c->prep_on;
 
+	if (h->type != 'Q')
+		note_extended_boundary(s, h->type); /* a Query only once it is known to go out */
 	if (s->skipping && h->type != 'S') {
 		/* Ignored by the server until the Sync: passed on as they are, owing nothing,
 		 * and (statements never created) recorded nowhere. */
@@ -868,6 +912,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		} else if (c->mode != POOL_MODE_SESSION) {
 			big_begin(c, 'Q', total);
 		}
+		note_extended_boundary(s, 'Q');
 		expect_push(s, EXPECT_QUERY, EXPECT_FORWARD);
 		s->pending_rfq++;
 		break;
@@ -1197,8 +1242,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 				if (rc == 0)
 					rc = proto_put_ready(&c->wbuf, s->tx_status ? s->tx_status : 'I');
 				expect_pop(s);
-				if (c->mode != POOL_MODE_SESSION && s->pending_rfq == 0 && s->expect_count == 0 &&
-				    s->tx_status == 'I' && !c->pinned && !s->skipping) {
+				if (c->mode != POOL_MODE_SESSION && server_settled(s) && !c->pinned) {
 					c->release_pending = true;
 					break;
 				}
@@ -1403,11 +1447,9 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 		c->s2c_scanned += k;
 		c->s2c_remaining = (uint32_t)(total - k);
 
-		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION && s->pending_rfq == 0 && s->expect_count == 0) {
-			if (s->tx_status == 'I' && !c->pinned) {
-				c->release_pending = true;
-				break;
-			}
+		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION && server_settled(s) && !c->pinned) {
+			c->release_pending = true;
+			break;
 		}
 	}
 	return SCAN_OK;
@@ -1416,8 +1458,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 /* Nothing owed either way, nothing half-sent: the server can go to another client. */
 static bool releasable(const struct client *c, const struct server *s)
 {
-	return s->expect_count == 0 && s->pending_rfq == 0 && c->c2s_scanned == 0 && c->c2s_remaining == 0 &&
-	       buf_empty(&s->wbuf) && !s->skipping;
+	return server_settled(s) && c->c2s_scanned == 0 && c->c2s_remaining == 0 && buf_empty(&s->wbuf);
 }
 
 static void server_lost(struct client *c, struct server *s, const char *reason)
@@ -1615,7 +1656,7 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 	if (!pump_both(c, s))
 		return;
 	/* Inside a transaction with nothing owed: the client is the one keeping it open. */
-	if (s->tx_status != 'I' && s->expect_count == 0 && s->pending_rfq == 0 &&
+	if ((s->tx_status != 'I' || s->ext_open) && s->expect_count == 0 && s->pending_rfq == 0 &&
 	    cfg_of(c)->idle_transaction_timeout_ms && !ev_is_active(&c->timer)) {
 		ev_timer_set(&c->timer, (double)cfg_of(c)->idle_transaction_timeout_ms / 1000.0, 0.);
 		ev_timer_start(c->worker->loop, &c->timer);
@@ -1633,6 +1674,7 @@ void relay_start(struct client *c, struct server *s)
 	s->pending_rfq = 0;
 	s->expect_head = s->expect_count = 0;
 	s->skipping = false;
+	s->ext_open = false;
 	s->replay_state = REPLAY_IDLE;
 	c->server = s;
 	c->c2s_scanned = c->s2c_scanned = 0;
@@ -1889,10 +1931,13 @@ void relay_release_server(struct client *c, struct server *s)
 		server_close(s, "client left in the middle of sending a message");
 		return;
 	}
-	/* Replies not yet passed on are for a client that is gone. */
+	/* Replies not yet passed on are for a client that is gone; so is the rest of a message
+	 * half passed on, still to come from the socket. */
 	buf_reset(&s->rbuf);
+	if (was_active)
+		s->pending_skip = c->s2c_remaining;
 	server_unpark(s);
-	if (!was_active || (s->pending_rfq == 0 && s->expect_count == 0 && !s->skipping)) {
+	if (!was_active || (s->pending_rfq == 0 && s->expect_count == 0 && !s->skipping && !s->ext_open)) {
 		reset_and_park(s, reset);
 		return;
 	}
@@ -1912,16 +1957,19 @@ void relay_release_server(struct client *c, struct server *s)
 	}
 	struct server_expect *last = s->expect_count
 		? &s->expect[(s->expect_head + s->expect_count - 1) % SERVER_EXPECT_MAX] : NULL;
-	if (s->skipping || (last && !ends_with_ready(last->kind))) {
-		static const uint8_t sync[5] = { 'S', 0, 0, 0, 4 };
-		if (buf_append(&s->wbuf, sync, sizeof sync) < 0) {
-			server_close(s, "could not finish the client's pipeline");
+	bool busy = s->pending_rfq > 0 || s->expect_count > 0;
+	if (s->ext_open || s->skipping || (last && !ends_with_ready(last->kind))) {
+		/* Never a bare Sync: it would commit what the client left unfinished. */
+		int added = abort_unsynced(s);
+		if (added < 0) {
+			server_close(s, "could not roll back the client's unfinished pipeline");
 			return;
 		}
-		nrfq++;
+		nrfq += added;
 	}
 	s->expect_head = s->expect_count = 0;
-	cancel_send_for(w, s);
+	if (busy)
+		cancel_send_for(w, s);
 	/* Whatever the abandoned request did to the session is unknown: reset before reuse. */
 	if (reset == RESET_NONE)
 		reset = RESET_REQUIRED;

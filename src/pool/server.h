@@ -141,6 +141,10 @@ struct server {
 	struct server_expect expect[SERVER_EXPECT_MAX]; /* ring, relay.c */
 	uint16_t expect_head, expect_count;
 	bool skipping;                        /* after an error, the server ignores all but Sync */
+	bool ext_open;                        /* relay.c: an extended-protocol message went out after the
+	                                       * last Sync, Query or FunctionCall: the server is inside a
+	                                       * transaction (implicit or not) whatever its last
+	                                       * ReadyForQuery said, until that of a later Sync */
 	int pending_rfq;                      /* ReadyForQuery messages still owed */
 	/* relay.c: a copy of the batch in flight from a Bind of a tusk statement to its Sync, as
 	 * sent, to send once more when the server finds the statement stale (schema change) */

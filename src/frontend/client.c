@@ -846,10 +846,29 @@ static void start_tls(struct client *c, bool direct)
 	tls_step(c);
 }
 
+/* A Terminate where the startup packet belongs (node-postgres's connect(); end()): the
+ * client is leaving, and PostgreSQL and PgBouncer let it go without a word (0x58 as a
+ * startup length's high byte is no packet either). 1 when rbuf starts with one, 0 when it
+ * may still, -1 when it does not. */
+static int terminate_before_startup(const struct client *c)
+{
+	static const uint8_t terminate[PROTO_HDR_LEN] = { 'X', 0, 0, 0, 4 };
+	size_t n = buf_len(&c->rbuf) < PROTO_HDR_LEN ? buf_len(&c->rbuf) : PROTO_HDR_LEN;
+	if (n == 0 || memcmp(buf_head(&c->rbuf), terminate, n) != 0)
+		return -1;
+	return n == PROTO_HDR_LEN ? 1 : 0;
+}
+
 static void handle_startup_input(struct client *c)
 {
 	for (;;) {
 		struct proto_startup st;
+		int term = terminate_before_startup(c);
+		if (term >= 0) {
+			if (term > 0)
+				client_close(c, "client sent Terminate before the startup packet");
+			return;
+		}
 		ssize_t n = proto_parse_startup(buf_head(&c->rbuf), buf_len(&c->rbuf), &st);
 		if (n == 0)
 			return;

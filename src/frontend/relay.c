@@ -1480,6 +1480,26 @@ static void server_lost(struct client *c, struct server *s, const char *reason)
 	client_fail(c, "08006", "server connection %s %s", sid, reason);
 }
 
+/* The reply queue is full: the client is read again only once replies come. Replies to a
+ * batch not yet synced stay in the server's output buffer (it flushes at Sync, Flush or
+ * when 8 kB are due), so with no ReadyForQuery owed they might never come, and the client,
+ * waiting for them behind its own Sync that tusk has not read, would wait for ever. A Flush
+ * (no reply of its own, no effect on the transaction) makes the server send them. Returns
+ * false when c was closed. Sent again at each round that finds the queue still full: 5
+ * bytes, and only while the server owes no ReadyForQuery. */
+static bool flush_unsynced_replies(struct client *c, struct server *s)
+{
+	static const uint8_t flush[PROTO_HDR_LEN] = { 'H', 0, 0, 0, 4 };
+
+	if (s->pending_rfq > 0)
+		return true;
+	if (buf_append(&s->wbuf, flush, sizeof flush) < 0 || flush_buf(s->fd, &s->tls, &s->wbuf) < 0) {
+		server_lost(c, s, "closed while writing to it");
+		return false;
+	}
+	return true;
+}
+
 /* Move client bytes (after tusk's own) to the server. Returns false when c was closed. */
 static bool pump_c2s(struct client *c, struct server *s)
 {
@@ -1522,7 +1542,7 @@ static bool pump_c2s(struct client *c, struct server *s)
 		if (c->c2s_scanned > 0 || !buf_empty(&s->wbuf))
 			return true;
 		if (!expect_room(s, 3))
-			return true;
+			return flush_unsynced_replies(c, s);
 	}
 }
 
@@ -1587,13 +1607,63 @@ static void update_both(struct client *c, struct server *s)
 	server_update_io(c, s);
 }
 
+/* ---- never a client waiting for what will not come ----
+ *
+ * A relay round ends waiting for an event: the server taking bytes, the server answering a
+ * Sync or Query sent, or the client taking bytes or sending more. A whole client message
+ * left unscanned while none of those is pending would wait for ever: the server owes no
+ * ReadyForQuery (so it sends nothing more: replies to an unsynced batch stay in its buffer)
+ * and the client waits for the answer to that very message. */
+static bool client_request_stranded(const struct client *c, const struct server *s)
+{
+	struct proto_hdr h;
+	size_t avail = buf_len(&c->rbuf);
+
+	if (c->server != s || c->c2s_scanned > 0 || c->c2s_remaining > 0 || !buf_empty(&s->wbuf) ||
+	    s->pending_rfq > 0 || c->s2c_scanned > 0 || c->s2c_remaining > 0 || !buf_empty(&c->wbuf) ||
+	    c->release_pending || !expect_room(s, 3) /* replies will come: flush_unsynced_replies */)
+		return false;
+	return avail >= PROTO_HDR_LEN &&
+	       proto_read_hdr(buf_head(&c->rbuf), avail, cfg_of(c)->max_message_size, &h) > 0 &&
+	       avail >= (size_t)h.len + 1;
+}
+
+/* Called at the end of each relay round. Scans again once; a request still stranded then
+ * means tusk's bookkeeping cannot tell what to do with it: the client is failed, loudly,
+ * rather than left waiting. false when c was closed. */
+static bool unstrand_client(struct client *c, struct server *s)
+{
+	if (!client_request_stranded(c, s))
+		return true;
+	log_warn(c->id, c->ctx, "a whole request from the client sat unscanned with nothing owed on server %s: scanning again",
+		 s->id);
+	if (!pump_c2s(c, s) || !pump_s2c(c, s))
+		return false;
+	if (!client_request_stranded(c, s))
+		return true;
+	expect_dump(c, s);
+	client_fail(c, "08P01", "tusk lost track of what server %s owes this connection; closing it rather than leaving the client waiting",
+		    s->id);
+	return false;
+}
+
 /* Both directions, until neither can move. false when c is closed or s released. */
 static bool pump_both(struct client *c, struct server *s)
 {
-	if (!pump_c2s(c, s))
-		return false;
-	/* Replies tusk gives itself (ParseComplete, CloseComplete) may be due now. */
-	if (!pump_s2c(c, s))
+	for (;;) {
+		if (!pump_c2s(c, s))
+			return false;
+		bool queue_full = !expect_room(s, 3);
+		/* Replies tusk gives itself (ParseComplete, CloseComplete) may be due now. */
+		if (!pump_s2c(c, s))
+			return false;
+		/* The client's side stopped on a full reply queue and the replies scanned just
+		 * now made room: read it again now, for no event may come to do it (the server
+		 * has sent all it will until it gets the Sync still unread in c->rbuf). */
+		if (!queue_full || !expect_room(s, 3))
+			break;
+	}
+	if (!unstrand_client(c, s))
 		return false;
 	update_both(c, s);
 	return true;

@@ -213,3 +213,21 @@ def test_client_gone_in_the_middle_of_a_large_row_leaves_a_reusable_server(tusk,
     assert errors == [] and int(rows[0][0]) == pid, "the server was not reused after the client left"
     nxt.terminate()
     assert "protocol violation" not in t.log_text()
+
+
+# --- issue 27, item 3: a client must never wait for bytes tusk will not send --------------------
+
+@pytest.mark.parametrize("target", ["direct", "transaction", "session"], indirect=True)
+def test_pipeline_longer_than_the_reply_queue_before_its_sync_is_answered(target, pg):
+    """Hundreds of Bind/Execute pairs before one Sync (a driver's large batch, pgjdbc's
+    executeBatch): tusk's reply queue fills before it reads the Sync, and the server keeps the
+    small replies of an unsynced batch in its buffer. tusk used to wait for those replies
+    while the client waited for the answer to its Sync: both for ever."""
+    w = WireClient(target)
+    n = 400
+    w.send(parse_msg("", "select 1") + (bind_msg("") + execute_msg()) * n + sync_msg())
+    kinds = [k for k, _ in w.read_until_ready(timeout=20 * SLOW)]
+    assert kinds.count(b"C") == n and kinds.count(b"2") == n and kinds[-1] == b"Z"
+    rows, errors = w.simple_query("select 42")
+    assert rows == [["42"]] and errors == []
+    w.terminate()

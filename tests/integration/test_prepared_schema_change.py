@@ -13,8 +13,12 @@ rows with the old layout: wrong values, silently) nor give a fresh prepare the e
 copy."""
 
 import asyncio
+import os
 import re
+import shutil
 import struct
+import subprocess
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -345,3 +349,26 @@ def test_asyncpg_statement_cache_across_schema_changes(pg, tusk):
     direct = asyncio.run(_asyncpg_steps(pg.port))
     assert not [r for r in direct if isinstance(r, str)], direct
     assert asyncio.run(_asyncpg_steps(t.port)) == direct
+
+
+JDBC_JAR = "/usr/share/java/postgresql.jar"
+
+
+@pytest.mark.skipif(not (shutil.which("java") and os.path.exists(JDBC_JAR)), reason="pgjdbc or java missing")
+def test_pgjdbc_prepared_statement_across_schema_changes(pg, tusk):
+    """Item 1 with pgjdbc (Debian's libpostgresql-jdbc-java): a server-prepared statement run
+    before and after ADD/DROP COLUMN and column type changes reads what it reads direct
+    (pgjdbc retries 0A000 itself). Through tusk it used to read a = 0 after int -> bigint,
+    silently, and fail after every later ADD/DROP COLUMN. prepareThreshold 1 and 5, in one JVM
+per side."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout="10s")
+    src = Path(__file__).parent / "drivers" / "PreparedSchemaChange.java"
+    outs = []
+    for port in (pg.port, t.port):
+        p = subprocess.run(["java", "-cp", JDBC_JAR, str(src), str(port), TEST_DB, "tusk_trust", "1,5",
+                            "psc_j"], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        outs.append(p.stdout.splitlines())
+    direct, pooled = outs
+    assert "1 after 1: id=1 a=10 " in direct, direct
+    assert pooled == direct

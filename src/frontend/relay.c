@@ -76,6 +76,8 @@ static struct server_expect *expect_push(struct server *s, uint8_t kind, uint8_t
 	e->all = false;
 	e->stale = false;
 	e->replay = false;
+	e->fake = false;
+	e->name_hash = 0;
 	return e;
 }
 
@@ -524,16 +526,20 @@ static bool close_if_stale(struct server *s, struct prep_hash h, const char *ser
 	return true;
 }
 
-/* Make sure server s has statement e, preparing it first (reply dropped) if not. The
- * caller checked queue and buffer room. */
-static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
+/* Prepare statement h afresh on server s: close the copy it holds (stale or not), close the
+ * least recently used one if the set is full, send the Parse (its reply forwarded or dropped,
+ * per action) and a Describe whose reply, dropped, tells what the new copy describes
+ * (told_check). At most 4 requests; the caller checked queue and buffer room. */
+static bool prepare_on(struct server *s, struct prep_hash h, const char *server_name, const uint8_t *body,
+		       size_t len, uint8_t action)
 {
 	struct prep_hash evicted;
-	if (prep_server_has(s->prep, e->hash))
-		return true;
-	if (!close_if_stale(s, e->hash, e->server_name))
-		return false;
-	if (prep_server_add(s->prep, e->hash, &evicted)) {
+	if (prep_server_holds(s->prep, h)) {
+		prep_server_mark_stale(s->prep, h);
+		if (!close_if_stale(s, h, server_name))
+			return false;
+	}
+	if (prep_server_add(s->prep, h, &evicted)) {
 		char name[PREP_SERVER_NAME_SIZE];
 		prep_server_name(evicted, name);
 		if (prep_put_close_statement(&s->wbuf, name) < 0)
@@ -542,12 +548,97 @@ static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
 		x->has_hash = true;
 		x->hash = evicted;
 	}
-	if (prep_put_parse(&s->wbuf, e->server_name, e->body, e->body_len) < 0)
+	if (prep_put_parse(&s->wbuf, server_name, body, len) < 0)
 		return false;
-	struct server_expect *x = expect_push(s, EXPECT_PARSE, EXPECT_DROP);
+	struct server_expect *x = expect_push(s, EXPECT_PARSE, action);
 	x->has_hash = true;
-	x->hash = e->hash;
+	x->hash = h;
+	if (prep_put_describe_statement(&s->wbuf, server_name) < 0)
+		return false;
+	x = expect_push(s, EXPECT_DESCRIBE_STMT, EXPECT_DROP);
+	x->has_hash = true;
+	x->hash = h;
 	return true;
+}
+
+/* Make sure server s has statement e, preparing it first (replies dropped) if not. A
+ * client's statement is used on a shared copy only once a server prepared it after the
+ * client's Parse (PostgreSQL plans a fresh prepare with the schema of the moment: a copy made
+ * before a schema change would fail it with 0A000). The caller checked queue and buffer room. */
+static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
+{
+	if (e->placed && prep_server_has(s->prep, e->hash))
+		return true;
+	if (!prepare_on(s, e->hash, e->server_name, e->body, e->body_len, EXPECT_DROP))
+		return false;
+	prep_stmt_set_placed(e);
+	return true;
+}
+
+/* ---- what the client was told ----
+ *
+ * A driver keeps the RowDescription and ParameterDescription it got for a statement (from a
+ * Describe of the statement, or of a portal bound to it) and decodes every later result with
+ * them. PostgreSQL fixes both when the statement is prepared: when the schema changes them,
+ * each later use fails with 0A000 "cached plan must not change result type" until the client
+ * prepares again. tusk's copy on a server may be newer than the client's Parse (prepared on
+ * another server, or again after a schema change), so before a Bind of a statement whose
+ * client was told something, what the copy describes (learnt from the Describe tusk sends
+ * after each Parse of its own) must still be that. If not, the copy is prepared afresh and
+ * checked once more, and if it still differs the Bind is sent to fail (a statement that
+ * does not exist: the server skips to Sync and rolls back as for any error) and its error
+ * reaches the client as 0A000. */
+
+enum told_verdict {
+	TOLD_GO,   /* the copy describes what the client was told (or it was told nothing) */
+	TOLD_WAIT, /* a Describe's reply is awaited: scan the Bind again when it comes */
+	TOLD_FAIL, /* the schema changed what the client was told: 0A000 */
+	TOLD_BAD,  /* no room after all */
+};
+
+/* The name a failing Bind names: no statement is ever called that. */
+#define TOLD_FAIL_NAME "tusk_description_changed"
+
+/* A Describe of h is on its way from s. */
+static bool desc_pending(const struct server *s, struct prep_hash h)
+{
+	for (int i = 0; i < s->expect_count; i++) {
+		const struct server_expect *x = &s->expect[(s->expect_head + i) % SERVER_EXPECT_MAX];
+		if (x->kind == EXPECT_DESCRIBE_STMT && x->has_hash && prep_hash_equal(x->hash, h))
+			return true;
+	}
+	return false;
+}
+
+static enum told_verdict told_check(struct server *s, const struct prep_stmt *e)
+{
+	if (!prep_stmt_told(e))
+		return ensure_prepared(s, e) ? TOLD_GO : TOLD_BAD;
+	bool recheck = s->recheck_set && prep_hash_equal(s->recheck, e->hash);
+	if (!e->placed || !prep_server_has(s->prep, e->hash)) {
+		if (!ensure_prepared(s, e))
+			return TOLD_BAD;
+		recheck = true;
+	}
+	struct prep_desc now = prep_server_desc(s->prep, e->hash);
+	if (!desc_pending(s, e->hash)) {
+		bool known = now.params || now.rows;
+		if (known && !prep_desc_differs(e->told, now)) {
+			s->recheck_set = false;
+			return TOLD_GO;
+		}
+		if (known && recheck)
+			return TOLD_FAIL; /* prepared afresh, and still not what the client knows */
+		/* A copy of before a schema change, or one whose description is lost: again. */
+		prep_server_mark_stale(s->prep, e->hash);
+		if (!ensure_prepared(s, e))
+			return TOLD_BAD;
+		recheck = true;
+	}
+	s->recheck = e->hash;
+	s->recheck_set = recheck;
+	/* The server answers a Describe only at a Flush or Sync. */
+	return proto_put_parts(&s->wbuf, 'H', 0, NULL, 0) < 0 ? TOLD_BAD : TOLD_WAIT;
 }
 
 static bool wbuf_room_for(struct server *s, size_t body);
@@ -591,7 +682,7 @@ static enum scan_result rewrite_deallocate(struct client *c, struct server *s, c
 	const struct prep_stmt *e = prep_client_find(c->prep, r.stmts[0].name);
 	if (!e)
 		return SCAN_BAD;
-	if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len + 64) || !expect_room(s, 3))
+	if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len + 64) || !expect_room(s, 6))
 		return SCAN_STALL;
 	/* It must exist on this server to be dropped without an error. */
 	if (!ensure_prepared(s, e))
@@ -681,12 +772,13 @@ static enum scan_result refuse_message(struct client *c, const struct proto_hdr 
 	return SCAN_CLOSED;
 }
 
-/* Bytes tusk may need in s->wbuf to handle one message: a Close, a Parse and the message. */
+/* Bytes tusk may need in s->wbuf to handle one message: two Closes, a Parse, a Describe, a
+ * Flush and the message. */
 static bool wbuf_room_for(struct server *s, size_t body)
 {
-	if (buf_room(&s->wbuf) < body + 256)
+	if (buf_room(&s->wbuf) < body + 512)
 		buf_compact(&s->wbuf);
-	return buf_room(&s->wbuf) >= body + 256;
+	return buf_room(&s->wbuf) >= body + 512;
 }
 
 /* ---- retrying a request on a stale statement ----
@@ -804,7 +896,9 @@ static int heal_stale(struct client *c, struct server *s, const struct server_ex
 		return 0;
 	}
 	const struct prep_stmt *st = c->prep ? prep_client_find(c->prep, s->replay_name) : NULL;
-	if (replay && replay_possible(c, s, e) && st && prep_hash_equal(st->hash, e->hash) &&
+	/* A client told what the statement described gets PostgreSQL's error: the new copy
+	 * would describe something else (told_check). */
+	if (replay && replay_possible(c, s, e) && st && prep_hash_equal(st->hash, e->hash) && !prep_stmt_told(st) &&
 	    prep_server_holds(s->prep, e->hash) && wbuf_room_for(s, st->body_len + s->replay_len)) {
 		if (c->s2c_scanned > 0)
 			return -1; /* the error is dropped: what precedes it goes out first */
@@ -963,28 +1057,12 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			client_fail(c, "53200", "out of memory for prepared statements");
 			return SCAN_CLOSED;
 		}
-		if (prep_server_has(s->prep, e->hash)) {
-			/* Already there: the client still gets its ParseComplete, in order. */
-			expect_push(s, EXPECT_PARSE, EXPECT_INJECT);
-		} else {
-			struct prep_hash evicted;
-			if (!close_if_stale(s, e->hash, e->server_name))
-				return SCAN_BAD;
-			if (prep_server_add(s->prep, e->hash, &evicted)) {
-				char name[PREP_SERVER_NAME_SIZE];
-				prep_server_name(evicted, name);
-				if (prep_put_close_statement(&s->wbuf, name) < 0)
-					return SCAN_BAD;
-				struct server_expect *x = expect_push(s, EXPECT_CLOSE, EXPECT_DROP);
-				x->has_hash = true;
-				x->hash = evicted;
-			}
-			if (prep_put_parse(&s->wbuf, e->server_name, p.rest, p.rest_len) < 0)
-				return SCAN_BAD;
-			struct server_expect *x = expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
-			x->has_hash = true;
-			x->hash = e->hash;
-		}
+		/* Prepared afresh even where the server holds a copy: PostgreSQL plans a new
+		 * statement with the schema of the moment, and a copy from before a schema change
+		 * would fail with 0A000 (the server's ParseComplete is the client's answer). */
+		if (!prepare_on(s, e->hash, e->server_name, p.rest, p.rest_len, EXPECT_FORWARD))
+			return SCAN_BAD;
+		prep_stmt_set_placed(e);
 		buf_consume(b, total);
 		return SCAN_OK;
 	}
@@ -1007,24 +1085,34 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		if (head == 0)
 			return SCAN_OK;
 		const struct prep_stmt *e = bh.stmt_len ? prep_client_find(c->prep, bh.stmt) : NULL;
-		flight_client_sent_bind(c, bh.stmt_len == 0, e ? (const char *)e->body : NULL,
-					e ? strnlen((const char *)e->body, e->body_len) : 0);
 		if (!e) {
+			flight_client_sent_bind(c, bh.stmt_len == 0, NULL, 0);
 			/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
+			s->bind_known = false;
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 			break;
 		}
 		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len + (size_t)head))
 			return SCAN_STALL;
-		if (!ensure_prepared(s, e))
+		enum told_verdict v = told_check(s, e);
+		if (v == TOLD_BAD)
 			return SCAN_BAD;
-		bool replay = replay_may_start(c, s);
+		if (v == TOLD_WAIT)
+			return SCAN_OK; /* nothing consumed: scanned again when the Describe's reply is in */
+		flight_client_sent_bind(c, false, (const char *)e->body, strnlen((const char *)e->body, e->body_len));
+		bool replay = v == TOLD_GO && replay_may_start(c, s);
 		size_t mark = buf_len(&s->wbuf);
-		if (prep_put_bind_head(&s->wbuf, &bh, e->server_name) < 0)
+		if (prep_put_bind_head(&s->wbuf, &bh, v == TOLD_FAIL ? TOLD_FAIL_NAME : e->server_name) < 0)
 			return SCAN_BAD;
 		struct server_expect *x = expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 		x->has_hash = true;
 		x->hash = e->hash;
+		x->fake = v == TOLD_FAIL;
+		/* A Describe of its portal tells the client what the statement describes. */
+		s->bind_known = v == TOLD_GO;
+		s->bind_stmt = e->hash;
+		s->bind_name = e->name_hash;
+		s->bind_portal = XXH3_64bits(bh.portal, bh.portal_len);
 		if (replay)
 			replay_begin(s, x, mark, e);
 		buf_consume(b, (size_t)head);
@@ -1076,7 +1164,13 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			return SCAN_OK;
 		}
 		if (!e) {
-			expect_push(s, kind, EXPECT_FORWARD);
+			struct server_expect *x = expect_push(s, kind, EXPECT_FORWARD);
+			if (rename && h->type == 'D' && t.kind == 'P' && s->bind_known &&
+			    s->bind_portal == XXH3_64bits(t.name, t.name_len)) {
+				x->has_hash = true;
+				x->hash = s->bind_stmt;
+				x->name_hash = s->bind_name;
+			}
 			break;
 		}
 		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len))
@@ -1090,6 +1184,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		struct server_expect *x = expect_push(s, kind, EXPECT_FORWARD);
 		x->has_hash = true; /* a stale statement fails here too */
 		x->hash = e->hash;
+		x->name_hash = e->name_hash;
 		if (replay)
 			replay_begin(s, x, mark, e);
 		buf_consume(b, total);
@@ -1148,7 +1243,7 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 			return SCAN_CLOSED;
 		if (h.type == 'X')
 			return c->c2s_scanned == 0 ? SCAN_TERMINATE : SCAN_STALL;
-		if (!expect_room(s, 3))
+		if (!expect_room(s, 6))
 			return SCAN_STALL; /* the client is far ahead: let replies drain first */
 		size_t before_len = buf_len(b), before_scanned = c->c2s_scanned;
 		size_t wbuf_before = buf_len(&s->wbuf);
@@ -1337,7 +1432,20 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			}
 			break;
 		case 'E':
-			if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
+			s->desc_params = 0; /* a statement Describe that failed after it */
+			if (e && e->fake && total <= b->cap) {
+				/* A Bind sent to fail (told_check): the client gets PostgreSQL's 0A000. */
+				if (c->s2c_scanned > 0)
+					return SCAN_STALL;
+				if (avail < total)
+					return SCAN_OK;
+				if (proto_put_error(&c->wbuf, "ERROR", "0A000", "cached plan must not change result type",
+						    NULL, NULL) < 0)
+					return SCAN_STALL;
+				e->fake = false;
+				drop = true;
+				client_count_error(c, NULL, 0);
+			} else if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
 				if (avail < total)
 					return SCAN_OK;
 				int healed = heal_stale(c, s, e, m, total, total);
@@ -1406,13 +1514,45 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 						continue;
 				}
 			}
-			if (e && e->kind == EXPECT_DESCRIBE_STMT)
+			if (e && e->kind == EXPECT_DESCRIBE_STMT) {
+				if (e->action == EXPECT_DROP) {
+					if (c->s2c_scanned > 0)
+						return SCAN_STALL;
+					drop = true;
+				}
+				s->desc_params = 0;
+				if (e->has_hash && total <= RELAY_INSPECT_MAX && total <= b->cap) {
+					if (avail < total)
+						return SCAN_OK;
+					s->desc_params = prep_desc_params(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
+				}
+				if (drop && avail < total)
+					return SCAN_OK;
 				e->kind = EXPECT_DESCRIBE_PORTAL;
+			}
 			break;
 		case 'T':
 		case 'n':
-			if (e && e->kind == EXPECT_DESCRIBE_PORTAL)
+			if (e && e->kind == EXPECT_DESCRIBE_PORTAL) {
+				if (e->action == EXPECT_DROP) {
+					if (c->s2c_scanned > 0)
+						return SCAN_STALL;
+					drop = true;
+				}
+				if (e->has_hash && s->prep && (h.type == 'n' || (total <= RELAY_INSPECT_MAX && total <= b->cap))) {
+					if (avail < total)
+						return SCAN_OK;
+					struct prep_desc d = { s->desc_params, h.type == 'n' ? prep_desc_rows(NULL, 0)
+						: prep_desc_rows(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN) };
+					prep_server_set_desc(s->prep, e->hash, d);
+					if (e->name_hash)
+						prep_client_tell(c->prep, e->name_hash, e->hash, d);
+				}
+				if (drop && avail < total)
+					return SCAN_OK;
+				s->desc_params = 0;
 				expect_pop(s);
+			}
 			break;
 		case 'C':
 			/* Session changes are pending in this transaction: a ROLLBACK (or a COMMIT of
@@ -1746,6 +1886,9 @@ void relay_start(struct client *c, struct server *s)
 	s->skipping = false;
 	s->ext_open = false;
 	s->replay_state = REPLAY_IDLE;
+	s->bind_known = false;
+	s->recheck_set = false;
+	s->desc_params = 0;
 	c->server = s;
 	c->c2s_scanned = c->s2c_scanned = 0;
 	c->c2s_remaining = c->s2c_remaining = 0;

@@ -180,6 +180,53 @@ ssize_t prep_read_target(const uint8_t *msg, size_t avail, struct prep_target *o
 	return (ssize_t)total;
 }
 
+/* ---- descriptions ---- */
+
+static uint64_t nonzero(uint64_t h)
+{
+	return h ? h : 1;
+}
+
+uint64_t prep_desc_params(const uint8_t *body, size_t len)
+{
+	if (len < 2 || len != 2 + 4 * (size_t)(body[0] << 8 | body[1]))
+		return 0;
+	return nonzero(XXH3_64bits_withSeed(body, len, 't'));
+}
+
+uint64_t prep_desc_rows(const uint8_t *body, size_t len)
+{
+	if (!body)
+		return nonzero(XXH3_64bits_withSeed("", 0, 'n'));
+	if (len < 2)
+		return 0;
+	/* Chained: each part is hashed with the hash so far as its seed. */
+	uint64_t h = XXH3_64bits_withSeed(body, 2, 'T');
+	size_t n = (size_t)(body[0] << 8 | body[1]), off = 2;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *nul = off < len ? memchr(body + off, 0, len - off) : NULL;
+		if (!nul)
+			return 0;
+		size_t name = (size_t)(nul - body) + 1 - off; /* with its NUL */
+		/* name, then table OID (4), column number (2), type OID (4), length (2),
+		 * modifier (4), format (2) */
+		if (len - off - name < 18)
+			return 0;
+		h = XXH3_64bits_withSeed(body + off, name, h);
+		h = XXH3_64bits_withSeed(body + off + name + 6, 10, h);
+		off += name + 18;
+	}
+	if (off != len)
+		return 0;
+	return nonzero(h);
+}
+
+bool prep_desc_differs(struct prep_desc told, struct prep_desc now)
+{
+	return (told.params && now.params && told.params != now.params) ||
+	       (told.rows && now.rows && told.rows != now.rows);
+}
+
 /* ---- builders ---- */
 
 int prep_put_parse(struct buf *b, const char *server_name, const uint8_t *rest, size_t rest_len)
@@ -435,6 +482,8 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 	memcpy(e->name, p->name, p->name_len);
 	e->name[p->name_len] = '\0';
 	e->name_hash = h;
+	e->told = (struct prep_desc){ 0, 0 };
+	e->placed = false;
 	e->body_len = p->rest_len;
 	memcpy(e->body, p->rest, p->rest_len);
 
@@ -453,6 +502,28 @@ const struct prep_stmt *prep_client_find(const struct prep_client *c, const char
 	if (!c->tab || len == 0 || len > PREP_NAME_MAX)
 		return NULL;
 	return c->tab[client_slot(c, name, name_hash(name, len))];
+}
+
+void prep_client_tell(struct prep_client *c, uint64_t name_hash, struct prep_hash h, struct prep_desc d)
+{
+	if (!c || !c->tab)
+		return;
+	/* By the name's hash and the statement's: a collision of both is not a concern. */
+	for (size_t i = (size_t)name_hash & c->mask; c->tab[i]; i = (i + 1) & c->mask) {
+		struct prep_stmt *e = c->tab[i];
+		if (e->name_hash != name_hash || !prep_hash_equal(e->hash, h))
+			continue;
+		if (d.params)
+			e->told.params = d.params;
+		if (d.rows)
+			e->told.rows = d.rows;
+		return;
+	}
+}
+
+void prep_stmt_set_placed(const struct prep_stmt *e)
+{
+	((struct prep_stmt *)e)->placed = true; /* the map owns its entries, never const */
 }
 
 int prep_client_remove(struct prep_client *c, const char *name)
@@ -538,6 +609,7 @@ void prep_client_free(struct prep_client *c)
 
 struct server_slot {
 	struct prep_hash h;
+	struct prep_desc desc; /* what the server's copy describes, as far as known */
 	bool stale;          /* on the server, but must be closed before it is prepared again */
 	uint32_t prev, next; /* LRU neighbours (towards head = most recent), or the free list */
 };
@@ -673,6 +745,7 @@ bool prep_server_add(struct prep_server *s, struct prep_hash h, struct prep_hash
 	if (s->index[i]) {
 		uint32_t held = s->index[i] - 1;
 		s->slots[held].stale = false;
+		s->slots[held].desc = (struct prep_desc){ 0, 0 };
 		lru_touch(s, held);
 		return false;
 	}
@@ -695,10 +768,29 @@ bool prep_server_add(struct prep_server *s, struct prep_hash h, struct prep_hash
 
 	s->slots[k].h = h;
 	s->slots[k].stale = false;
+	s->slots[k].desc = (struct prep_desc){ 0, 0 };
 	s->index[server_pos(s, h)] = k + 1;
 	lru_push_head(s, k);
 	s->count++;
 	return did_evict;
+}
+
+struct prep_desc prep_server_desc(const struct prep_server *s, struct prep_hash h)
+{
+	size_t i = server_pos(s, h);
+	return s->index[i] ? s->slots[s->index[i] - 1].desc : (struct prep_desc){ 0, 0 };
+}
+
+void prep_server_set_desc(struct prep_server *s, struct prep_hash h, struct prep_desc d)
+{
+	size_t i = server_pos(s, h);
+	if (!s->index[i])
+		return;
+	struct prep_desc *to = &s->slots[s->index[i] - 1].desc;
+	if (d.params)
+		to->params = d.params;
+	if (d.rows)
+		to->rows = d.rows;
 }
 
 void prep_server_forget(struct prep_server *s, struct prep_hash h)

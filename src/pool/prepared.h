@@ -126,6 +126,25 @@ int prep_put_parse_complete(struct buf *b);
 __attribute__((warn_unused_result))
 int prep_put_close_complete(struct buf *b);
 
+/* ---- what a statement describes (ParameterDescription, RowDescription), hashed ---- */
+
+/* A client's driver decodes rows with the RowDescription it was given and encodes parameters
+ * for the ParameterDescription it was given; PostgreSQL fixes both when the statement is
+ * prepared and answers 0A000 "cached plan must not change result type" rather than change
+ * them. Each part is a hash, 0 when not known. */
+struct prep_desc {
+	uint64_t params; /* ParameterDescription: the parameter type OIDs */
+	uint64_t rows;   /* RowDescription (names, type OIDs, lengths, modifiers) or NoData */
+};
+/* The hash of a ParameterDescription body ('t', after the length word); 0 if malformed. */
+uint64_t prep_desc_params(const uint8_t *body, size_t len);
+/* The hash of a RowDescription body ('T'); table OIDs, column numbers and formats are left
+ * out (a Describe of a portal and of its statement hash alike, and PostgreSQL's own check
+ * ignores them). body NULL: NoData ('n'). 0 if malformed. */
+uint64_t prep_desc_rows(const uint8_t *body, size_t len);
+/* A part known on both sides differs: what the client was told is no longer true. */
+bool prep_desc_differs(struct prep_desc told, struct prep_desc now);
+
 /* ---- per client: the client's statement names ---- */
 
 /* One named statement of a client. Owned by its prep_client; valid until that name is removed
@@ -134,7 +153,9 @@ struct prep_stmt {
 	struct prep_hash hash;
 	char server_name[PREP_SERVER_NAME_SIZE];
 	char name[PREP_NAME_MAX + 1];       /* the client's name */
-	uint64_t name_hash;                 /* private: the map's own key hash */
+	uint64_t name_hash;                 /* the map's own key hash (prep_client_tell) */
+	struct prep_desc told;              /* what the client was told of it (0: nothing yet) */
+	bool placed;                        /* a server prepared it since the client's Parse */
 	size_t body_len;
 	uint8_t body[];                     /* copy of the Parse body after the name */
 };
@@ -173,6 +194,16 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 void prep_client_set_context(struct prep_client *c, uint64_t ctx);
 /* The entry for a client name, or NULL. */
 const struct prep_stmt *prep_client_find(const struct prep_client *c, const char *name);
+/* A Describe of the client's statement (name_hash, h) answered it: the known parts of d are
+ * what it was told. Nothing when the name is gone or now names another statement. */
+void prep_client_tell(struct prep_client *c, uint64_t name_hash, struct prep_hash h, struct prep_desc d);
+/* The client has been told something of e. */
+static inline bool prep_stmt_told(const struct prep_stmt *e)
+{
+	return e->told.params || e->told.rows;
+}
+/* A server prepared e (or will, with the messages being sent) after the client's Parse. */
+void prep_stmt_set_placed(const struct prep_stmt *e);
 /* Forgets a name (Close 'S'; a failed Parse). 0 or -ENOENT (not an error for Close). */
 int prep_client_remove(struct prep_client *c, const char *name);
 /* Forgets a name as prep_client_remove does and tells whether it was the pool's last name
@@ -206,11 +237,16 @@ void prep_server_mark_stale(struct prep_server *s, struct prep_hash h);
 /* Records h as prepared (call when sending its Parse), most recently used. When the set was
  * full, the least recently used statement is dropped and returned in *evicted with true: the
  * caller sends Close for it. Adding a held hash only marks it used (and fresh: the caller
- * closed a stale one first). Never fails.
+ * closed a stale one first); either way what it describes is not known until set again.
+ * Never fails.
  * The server skips everything after an error until Sync, so the set is only as true as the
  * caller's rollback: a Parse that got no ParseComplete is forgotten, and an evicting Close
  * that got no CloseComplete is added back (else the next Parse of it fails with 42P05). */
 bool prep_server_add(struct prep_server *s, struct prep_hash h, struct prep_hash *evicted);
+/* What the server's copy of h describes (parts 0 when not known, or h not held). */
+struct prep_desc prep_server_desc(const struct prep_server *s, struct prep_hash h);
+/* Records the known parts of d for the server's copy of h (nothing when not held). */
+void prep_server_set_desc(struct prep_server *s, struct prep_hash h, struct prep_desc d);
 /* Drops one hash (its Parse failed or was skipped, or the statement went stale on the server). */
 void prep_server_forget(struct prep_server *s, struct prep_hash h);
 /* Drops all (DISCARD ALL / DEALLOCATE ALL ran on the server, or a fresh connection). */

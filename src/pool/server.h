@@ -69,7 +69,9 @@ struct server_expect {
 	bool all;           /* an injected DEALLOCATE reply: "DEALLOCATE ALL" */
 	bool stale;         /* a Close of a stale statement: if skipped, it is still there, still stale */
 	bool replay;        /* the Bind that begins the batch copied in server.replay */
-	struct prep_hash hash; /* also on a Bind or statement Describe of a tusk statement */
+	bool fake;          /* a Bind sent to fail: its error becomes 0A000 (relay.c, told_check) */
+	struct prep_hash hash; /* also on a Bind or Describe of a tusk statement */
+	uint64_t name_hash; /* a client's Describe: whose statement it tells (prep_client_tell) */
 };
 
 struct server_param {
@@ -154,6 +156,13 @@ struct server {
 	uint8_t replay_state;                 /* enum replay_state, relay.c */
 	bool replay_retried;                  /* sent once more already: never twice */
 	char replay_name[PREP_NAME_MAX + 1];  /* the client's name for the Bind's statement */
+	/* relay.c: what statement descriptions tell (see told_check) */
+	struct prep_hash bind_stmt;           /* the statement of the last Bind, */
+	uint64_t bind_name, bind_portal;      /* its client name's hash and its portal's */
+	bool bind_known;                      /* (false: the last Bind was of none of them) */
+	uint64_t desc_params;                 /* a ParameterDescription awaiting its RowDescription */
+	struct prep_hash recheck;             /* prepared afresh to check what it describes */
+	bool recheck_set;
 	/* private to pool.c: its slot in the pool core */
 	struct tp_slot *slot;                 /* NULL: no pool's (auth_query), or its connect failed */
 	int idle_worker;                      /* parked in the core on this worker; -1 when not */

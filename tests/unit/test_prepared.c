@@ -745,6 +745,86 @@ static void test_server_stale(void **state)
 	prep_server_free(s);
 }
 
+/* What statements describe: RowDescriptions hash alike whatever their table OIDs, column
+ * numbers and formats (a Describe of the portal and of the statement), and differ in a name,
+ * a type or a modifier; malformed ones are unknown (0). A server's copy forgets what it
+ * described when prepared again; a client entry learns what it was told, by name hash and
+ * statement. */
+static size_t rowdesc(uint8_t *b, const char *name, uint32_t table, uint32_t type, int32_t typmod, uint16_t fmt)
+{
+	size_t n = 0, l = strlen(name) + 1;
+	b[n++] = 0;
+	b[n++] = 1;
+	memcpy(b + n, name, l);
+	n += l;
+	uint8_t f[18] = { (uint8_t)(table >> 24), (uint8_t)(table >> 16), (uint8_t)(table >> 8), (uint8_t)table, 0, 2,
+			  (uint8_t)(type >> 24), (uint8_t)(type >> 16), (uint8_t)(type >> 8), (uint8_t)type, 0, 4,
+			  (uint8_t)((uint32_t)typmod >> 24), (uint8_t)((uint32_t)typmod >> 16),
+			  (uint8_t)((uint32_t)typmod >> 8), (uint8_t)typmod, (uint8_t)(fmt >> 8), (uint8_t)fmt };
+	memcpy(b + n, f, sizeof f);
+	return n + sizeof f;
+}
+
+static void test_descriptions(void **state)
+{
+	(void)state;
+	uint8_t b[64];
+	size_t n = rowdesc(b, "a", 16384, 23, -1, 0);
+	uint64_t base = prep_desc_rows(b, n);
+	assert_true(base != 0);
+	assert_true(prep_desc_rows(b, rowdesc(b, "a", 99999, 23, -1, 1)) == base);
+	assert_true(prep_desc_rows(b, rowdesc(b, "a", 16384, 20, -1, 0)) != base);
+	assert_true(prep_desc_rows(b, rowdesc(b, "b", 16384, 23, -1, 0)) != base);
+	assert_true(prep_desc_rows(b, rowdesc(b, "a", 16384, 23, 8, 0)) != base);
+	n = rowdesc(b, "a", 16384, 23, -1, 0);
+	assert_true(prep_desc_rows(b, n - 1) == 0);
+	assert_true(prep_desc_rows(b, 1) == 0);
+	b[n] = 0;
+	assert_true(prep_desc_rows(b, n + 1) == 0);
+	assert_true(prep_desc_rows(NULL, 0) != 0 && prep_desc_rows(NULL, 0) != base);
+
+	const uint8_t p1[] = { 0, 1, 0, 0, 0, 23 }, p2[] = { 0, 1, 0, 0, 0, 20 };
+	assert_true(prep_desc_params(p1, sizeof p1) != 0);
+	assert_true(prep_desc_params(p1, sizeof p1) != prep_desc_params(p2, sizeof p2));
+	assert_true(prep_desc_params(p1, sizeof p1 - 1) == 0);
+
+	struct prep_desc told = { 5, 7 };
+	assert_false(prep_desc_differs(told, (struct prep_desc){ 5, 7 }));
+	assert_false(prep_desc_differs(told, (struct prep_desc){ 0, 7 }));
+	assert_false(prep_desc_differs((struct prep_desc){ 0, 0 }, (struct prep_desc){ 1, 2 }));
+	assert_true(prep_desc_differs(told, (struct prep_desc){ 5, 8 }));
+	assert_true(prep_desc_differs(told, (struct prep_desc){ 6, 0 }));
+
+	struct prep_server *s = prep_server_new(2);
+	struct prep_hash ev;
+	assert_false(prep_server_add(s, H(1), &ev));
+	prep_server_set_desc(s, H(1), (struct prep_desc){ 0, 7 });
+	prep_server_set_desc(s, H(1), (struct prep_desc){ 5, 0 });
+	prep_server_set_desc(s, H(9), (struct prep_desc){ 5, 5 }); /* not held: nothing */
+	assert_true(prep_server_desc(s, H(1)).params == 5 && prep_server_desc(s, H(1)).rows == 7);
+	assert_true(prep_server_desc(s, H(9)).params == 0);
+	assert_false(prep_server_add(s, H(1), &ev)); /* prepared again */
+	assert_true(prep_server_desc(s, H(1)).params == 0 && prep_server_desc(s, H(1)).rows == 0);
+	prep_server_free(s);
+
+	struct prep_client *c = prep_client_new(10, 1 << 20);
+	const struct prep_stmt *a = add(c, "S_1", "SELECT 1", 0);
+	assert_false(prep_stmt_told(a));
+	assert_false(a->placed);
+	prep_client_tell(c, a->name_hash, H(3), (struct prep_desc){ 1, 1 }); /* another statement */
+	assert_false(prep_stmt_told(a));
+	prep_client_tell(c, a->name_hash, a->hash, (struct prep_desc){ 0, 9 });
+	assert_true(prep_stmt_told(a) && a->told.rows == 9 && a->told.params == 0);
+	prep_stmt_set_placed(a);
+	assert_true(a->placed);
+	/* Parsed again under the name: told nothing, placed nowhere. */
+	assert_int_equal(prep_client_remove(c, "S_1"), 0);
+	a = add(c, "S_1", "SELECT 1", 0);
+	assert_false(prep_stmt_told(a));
+	assert_false(a->placed);
+	prep_client_free(c);
+}
+
 /* Client names counted per pool: the last drop of a statement's name says so, whichever
  * client held it; clear and free release every name. */
 static void test_refs(void **state)
@@ -882,6 +962,7 @@ int main(void)
 		cmocka_unit_test(test_server_lru_model),
 		cmocka_unit_test(test_server_stale),
 		cmocka_unit_test(test_refs),
+		cmocka_unit_test(test_descriptions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -966,6 +966,56 @@ void server_fetch_row(struct server *s, const char *sql, const char *param, doub
 	run_op(s, timeout);
 }
 
+/* One row, one text column: '' when the session holds nothing of its own, else what it
+ * holds. Every name is schema-qualified; the transaction-level locks and cursors of the
+ * client's transaction are gone by now, so whatever pg_locks and pg_cursors show outlives
+ * it. The session's user is compared with the one that logged in (pg_stat_get_activity keeps
+ * the login's), since pg_settings hides role and session_authorization. */
+static const char check_state_sql[] =
+	"SELECT pg_catalog.concat_ws(', ', "
+	"CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_locks WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() "
+	"AND locktype OPERATOR(pg_catalog.=) 'advisory') THEN 'advisory lock' END, "
+	"CASE WHEN pg_catalog.pg_my_temp_schema() OPERATOR(pg_catalog.<>) 0 AND ("
+	"EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) OR "
+	"EXISTS (SELECT FROM pg_catalog.pg_proc WHERE pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) OR "
+	"EXISTS (SELECT FROM pg_catalog.pg_type WHERE typnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())) "
+	"THEN 'temporary object' END, "
+	"CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql OR NOT "
+	"name OPERATOR(pg_catalog.~) '^tusk_[0-9a-f]{32}$') THEN 'prepared statement' END, "
+	"CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) THEN 'cursor WITH HOLD' END, "
+	"CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) THEN 'LISTEN' END, "
+	"CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.<>) 'none' OR "
+	"(SELECT usesysid FROM pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid())) IS DISTINCT FROM "
+	"(SELECT oid FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) session_user) THEN 'role' END, "
+	"(SELECT 'settings ' OPERATOR(pg_catalog.||) pg_catalog.string_agg(name, ' ') FROM pg_catalog.pg_settings "
+	"WHERE source OPERATOR(pg_catalog.=) 'session' AND pg_catalog.lower(name) OPERATOR(pg_catalog.<>) ALL "
+	"(pg_catalog.string_to_array(pg_catalog.lower($1), ','))))";
+
+void server_check_state(struct server *s, const char *expected, double timeout, server_done_fn done, void *arg)
+{
+	server_fetch_row(s, check_state_sql, expected, timeout, done, arg);
+}
+
+int server_checked_state(const struct server *s, char *what, size_t cap)
+{
+	const uint8_t *row = s->row;
+	size_t len = s->rowlen;
+
+	if (cap == 0 || !row || s->nrows != 1 || len < 6)
+		return -1;
+	what[0] = '\0';
+	uint16_t ncols = (uint16_t)(row[0] << 8 | row[1]);
+	int32_t clen = (int32_t)((uint32_t)row[2] << 24 | (uint32_t)row[3] << 16 | (uint32_t)row[4] << 8 | row[5]);
+	if (ncols != 1 || clen < 0 || (size_t)clen != len - 6)
+		return -1;
+	if (clen == 0)
+		return 0;
+	size_t n = (size_t)clen < cap - 1 ? (size_t)clen : cap - 1;
+	memcpy(what, row + 6, n);
+	what[n] = '\0';
+	return 1;
+}
+
 const uint8_t *server_fetched_row(const struct server *s, size_t *len, int *nrows)
 {
 	*len = s->rowlen;

@@ -224,6 +224,19 @@ void server_fetch_row(struct server *s, const char *sql, const char *param, doub
  * the number of rows and the first one's DataRow body (NULL when none). */
 const uint8_t *server_fetched_row(const struct server *s, size_t *len, int *nrows);
 
+/* Ask an idle attached server, with one query, whether its session holds state of its own
+ * after a transaction tusk could not see into (a user function, a DO block): session advisory
+ * locks, temporary objects, prepared statements that are not tusk's (tusk_<32 hex>, Parse),
+ * WITH HOLD cursors, LISTEN channels, SET ROLE or SESSION AUTHORIZATION, and settings whose
+ * source is the session except those named in expected (comma-separated, any case: the ones
+ * tusk follows itself). It changes nothing. done runs as for server_fetch_row; then
+ * server_checked_state tells. */
+void server_check_state(struct server *s, const char *expected, double timeout, server_done_fn done, void *arg);
+/* After a successful server_check_state: 0 when the session holds nothing, 1 when it does
+ * (what it holds, for a log line, in what[0, cap), NUL-terminated, possibly cut), -1 when the
+ * answer cannot be read (treat as state). */
+int server_checked_state(const struct server *s, char *what, size_t cap);
+
 /* Run sql as a simple query on an idle attached server, swallowing every reply; done runs
  * when ReadyForQuery arrives (err < 0 with the server's error if one came; the server is
  * then still usable when s->ok_after_error) or the connection fails or times out. nqueries

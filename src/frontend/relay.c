@@ -302,12 +302,14 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 				prep_client_clear(c->prep);
 			if (s->prep)
 				prep_server_forget_all(s->prep);
+			s->check_prepared = false;
 			break;
 		case CLASSIFY_DEALLOCATE_ALL:
 			if (c->prep)
 				prep_client_clear(c->prep);
 			if (s->prep)
 				prep_server_forget_all(s->prep);
+			s->check_prepared = false;
 			break;
 		case CLASSIFY_ROLLBACK:
 			c->tx_failed = true; /* SETs of this transaction are undone */
@@ -1770,8 +1772,6 @@ static void on_write_lsn(struct server *s, void *arg, int err, const char *reaso
  * had written the statement itself. Meanwhile the client, which has its answer, waits for
  * that one round trip before its next request (its bytes stay in its buffer). */
 
-#define STATE_CHECK_NAMES_MAX 8192 /* the settings tusk follows itself, comma-separated */
-
 static void on_state_checked(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			     size_t errlen)
 {
@@ -1791,9 +1791,9 @@ static void on_state_checked(struct server *s, void *arg, int err, const char *r
 	if (err == 0)
 		found = server_checked_state(s, what, sizeof what);
 	if (found == 0) {
-		/* Nothing a view shows. A function may still have set a custom placeholder
-		 * (hidden from pg_settings) or changed a setting the client carries (not asked
-		 * about): RESET ALL, off the client's path, and no carried SET is left there. */
+		/* Nothing that must stay the client's. Settings a function made (set_config(...,
+		 * false), SET in plpgsql) are not asked about: RESET ALL, off the client's path,
+		 * and no carried SET is left there either. */
 		log_debug(c->id, c->ctx, "server %s holds no session state of its own: RESET ALL, back to the pool", s->id);
 		reset_and_park(s, RESET_SETTINGS);
 	} else if (found > 0) {
@@ -1810,29 +1810,13 @@ static void on_state_checked(struct server *s, void *arg, int err, const char *r
 	client_go_idle(c);
 }
 
-/* Starts the check; false when it cannot be asked (the caller resets as before). */
-static bool state_check_start(struct client *c, struct server *s)
+static void state_check_start(struct client *c, struct server *s)
 {
-	char names[STATE_CHECK_NAMES_MAX];
-	size_t pos = 0;
-
-	names[0] = '\0';
-	/* Settings tusk follows: the reported ones (ParameterStatus) and the client's carried SETs. */
-	for (int i = 0; i < s->nparams; i++) {
-		size_t nl = strlen(s->params[i].name);
-		if (pos + nl + 2 > sizeof names)
-			return false;
-		names[pos++] = ',';
-		memcpy(names + pos, s->params[i].name, nl + 1);
-		pos += nl;
-	}
-	if (session_carry_names(&c->session, names, sizeof names, &pos) < 0)
-		return false;
 	if (client_write_wbuf(c) < 0) {
 		/* The server goes back clean first; the client is gone. */
 		reset_and_park(s, RESET_REQUIRED);
 		client_close(c, "write to client failed");
-		return true;
+		return;
 	}
 	c->server = s;
 	s->owner = c;
@@ -1840,9 +1824,7 @@ static bool state_check_start(struct client *c, struct server *s)
 	 * deadline: the check has its own (server_reset_timeout). */
 	client_set_state(c, CLIENT_WAITING);
 	ev_timer_stop(c->worker->loop, &c->timer);
-	server_check_state(s, names[0] ? names + 1 : names, (double)cfg_of(c)->server_reset_timeout_ms / 1000.0,
-			   on_state_checked, c);
-	return true;
+	server_check_state(s, (double)cfg_of(c)->server_reset_timeout_ms / 1000.0, on_state_checked, c);
 }
 
 static void release_after_transaction(struct client *c, struct server *s)
@@ -1875,10 +1857,8 @@ static void release_after_transaction(struct client *c, struct server *s)
 		split_write_fetch(s, on_write_lsn, c);
 	} else if (reset) {
 		server_unpark(s);
-		if (state_check_start(c, s))
-			return;
-		/* Off the client's path: it has its answer and goes idle now. */
-		reset_and_park(s, RESET_REQUIRED);
+		state_check_start(c, s); /* the client goes idle when it answers */
+		return;
 	} else {
 		park(s); /* stays on this loop, watcher armed: no epoll change */
 	}
@@ -1935,6 +1915,7 @@ static void reset_and_park(struct server *s, enum reset_kind kind)
 		s->carry_hash = 0;
 		if (s->prep)
 			prep_server_forget_all(s->prep);
+		s->check_prepared = false;
 	}
 	if (n == 0) {
 		s->state = SERVER_IDLE;

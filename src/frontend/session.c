@@ -353,21 +353,3 @@ int session_build_sync(const struct session_state *st, const void *server, sessi
 	}
 	return 0;
 }
-
-int session_carry_names(const struct session_state *st, char *out, size_t cap, size_t *pos)
-{
-	size_t o = 0;
-	while (o < st->carry_len) {
-		const char *name = st->carry + o;
-		size_t nl = strlen(name);
-		o += nl + 1;
-		o += strlen(st->carry + o) + 1;
-		if (*pos + 1 + nl + 1 > cap)
-			return -ENOSPC;
-		out[(*pos)++] = ',';
-		memcpy(out + *pos, name, nl);
-		*pos += nl;
-		out[*pos] = '\0';
-	}
-	return 0;
-}

@@ -85,8 +85,4 @@ typedef const char *(*session_lookup_fn)(const void *server, const char *name);
 int session_build_sync(const struct session_state *st, const void *server, session_lookup_fn lookup,
 		       uint64_t server_carry_hash, char *out, size_t cap);
 
-/* Append the names of st's carried settings to out (cap bytes, NUL-terminated), each after a
- * comma. 0, or -ENOSPC (out then holds a cut list). */
-int session_carry_names(const struct session_state *st, char *out, size_t cap, size_t *pos);
-
 #endif

@@ -346,12 +346,14 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 				prep_client_clear(c->prep);
 			if (s->prep)
 				prep_server_forget_all(s->prep);
+			s->check_prepared = false;
 			break;
 		case CLASSIFY_DEALLOCATE_ALL:
 			if (c->prep)
 				prep_client_clear(c->prep);
 			if (s->prep)
 				prep_server_forget_all(s->prep);
+			s->check_prepared = false;
 			break;
 		case CLASSIFY_ROLLBACK:
 			c->tx_failed = true; /* SETs of this transaction are undone */
@@ -1994,6 +1996,9 @@ enum reset_kind {
 	RESET_CONFIGURED, /* session pooling: server_reset_query, as the operator set it */
 	RESET_REQUIRED,   /* tusk could not follow the session (pinned, or a function ran):
 	                   * server_reset_query, or DISCARD ALL when that is empty */
+	RESET_SETTINGS,   /* a function ran and the server holds nothing else of its own
+	                   * (state check): RESET ALL, for the settings no view lists (custom
+	                   * placeholders such as set_config('app.x', ..., false)) */
 };
 static void reset_and_park(struct server *s, enum reset_kind kind);
 
@@ -2012,6 +2017,69 @@ static void on_write_lsn(struct server *s, void *arg, int err, const char *reaso
 		return;
 	}
 	reset_and_park(s, reset ? RESET_REQUIRED : RESET_NONE);
+}
+
+/* ---- after a transaction that called what tusk cannot see into ----
+ * A user function, a DO block or a procedure may have left state in the session (a session
+ * advisory lock, a temporary table, set_config(..., false), LISTEN). Instead of wiping it, the
+ * server is asked once (server_check_state) before it goes back to the pool: nothing there,
+ * it is parked as it is; something there, the client is pinned to it, state and all, as if it
+ * had written the statement itself. Meanwhile the client, which has its answer, waits for
+ * that one round trip before its next request (its bytes stay in its buffer). */
+
+static void on_state_checked(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			     size_t errlen)
+{
+	struct client *c = arg;
+	char what[256];
+	int found = -1;
+	(void)errmsg;
+	(void)errlen;
+
+	c->server = NULL;
+	s->owner = NULL;
+	if (err == 0 && c->worker->stopping) {
+		server_close(s, "shutting down");
+		client_go_idle(c);
+		return;
+	}
+	if (err == 0)
+		found = server_checked_state(s, what, sizeof what);
+	if (found == 0) {
+		/* Nothing that must stay the client's. Settings a function made (set_config(...,
+		 * false), SET in plpgsql) are not asked about: RESET ALL, off the client's path,
+		 * and no carried SET is left there either. */
+		log_debug(c->id, c->ctx, "server %s holds no session state of its own: RESET ALL, back to the pool", s->id);
+		reset_and_park(s, RESET_SETTINGS);
+	} else if (found > 0) {
+		pin_client(c, s, "state a function left in the session", what, strlen(what));
+		relay_start(c, s); /* ACTIVE again, idle in no transaction, and on with what it sent */
+		return;
+	} else if (err == 0 || s->ok_after_error) {
+		/* The answer could not be had: wipe the session, as before the check existed. */
+		log_info(c->id, c->ctx, "session state check on server %s failed (%s): resetting it", s->id,
+				 err ? (reason ? reason : "error") : "unreadable answer");
+		server_unpark(s);
+		reset_and_park(s, RESET_REQUIRED);
+	} /* else server.c closes it */
+	client_go_idle(c);
+}
+
+static void state_check_start(struct client *c, struct server *s)
+{
+	if (client_write_wbuf(c) < 0) {
+		/* The server goes back clean first; the client is gone. */
+		reset_and_park(s, RESET_REQUIRED);
+		client_close(c, "write to client failed");
+		return;
+	}
+	c->server = s;
+	s->owner = c;
+	/* Its bytes wait in its buffer; if it leaves, relay_release_server closes s. No wait
+	 * deadline: the check has its own (server_reset_timeout). */
+	client_set_state(c, CLIENT_WAITING);
+	ev_timer_stop(c->worker->loop, &c->timer);
+	server_check_state(s, (double)cfg_of(c)->server_reset_timeout_ms / 1000.0, on_state_checked, c);
 }
 
 static void release_after_transaction(struct client *c, struct server *s)
@@ -2043,9 +2111,9 @@ static void release_after_transaction(struct client *c, struct server *s)
 		server_unpark(s);
 		split_write_fetch(s, on_write_lsn, c);
 	} else if (reset) {
-		/* Off the client's path: it has its answer and goes idle now. */
 		server_unpark(s);
-		reset_and_park(s, RESET_REQUIRED);
+		state_check_start(c, s); /* the client goes idle when it answers */
+		return;
 	} else {
 		park(s); /* stays on this loop, watcher armed: no epoll change */
 	}
@@ -2093,12 +2161,16 @@ static void reset_and_park(struct server *s, enum reset_kind kind)
 			queries[n++] = configured;
 	} else if (kind == RESET_CONFIGURED && configured) {
 		queries[n++] = configured;
+	} else if (kind == RESET_SETTINGS) {
+		queries[n++] = "RESET ALL";
+		s->carry_hash = 0;
 	}
-	if (kind != RESET_NONE && n > (s->tx_status != 'I')) {
+	if ((kind == RESET_REQUIRED || kind == RESET_CONFIGURED) && n > (s->tx_status != 'I')) {
 		/* Whatever it was, the session is now as fresh as a new connection. */
 		s->carry_hash = 0;
 		if (s->prep)
 			prep_server_forget_all(s->prep);
+		s->check_prepared = false;
 	}
 	if (n == 0) {
 		s->state = SERVER_IDLE;

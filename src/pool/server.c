@@ -942,8 +942,11 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
 	run_op(s, timeout);
 }
 
-void server_fetch_row(struct server *s, const char *sql, const char *param, double timeout, server_done_fn done,
-		      void *arg)
+/* Parse stmt from sql (unless sql is NULL: stmt is prepared already), Bind "" stmt with one
+ * text parameter and text results, Execute all rows, Sync. The parameter never enters the
+ * SQL text. */
+static void fetch_row(struct server *s, const char *stmt, const char *sql, const char *param, double timeout,
+		      server_done_fn done, void *arg)
 {
 	static const uint8_t zero16[2] = { 0, 0 }, one16[2] = { 0, 1 }, zero32[4] = { 0, 0, 0, 0 };
 	size_t plen = strlen(param);
@@ -951,19 +954,78 @@ void server_fetch_row(struct server *s, const char *sql, const char *param, doub
 
 	begin_op(s, SERVER_QUERY, 1, done, arg);
 	s->fetching = true;
-	/* Parse "" sql (no parameter types: the server infers $1), Bind "" "" with one text
-	 * parameter and text results, Execute all rows, Sync. The user name travels as a
-	 * parameter, never pasted into the SQL. */
-	const struct proto_part parse[] = { { "", 1 }, { sql, strlen(sql) + 1 }, { zero16, 2 } };
-	const struct proto_part bind[] = { { "", 1 }, { "", 1 }, { zero16, 2 }, { one16, 2 }, { plen_be, 4 },
-					   { param, plen }, { zero16, 2 } };
+	const struct proto_part parse[] = { { stmt, strlen(stmt) + 1 }, { sql ? sql : "", sql ? strlen(sql) + 1 : 1 },
+					    { zero16, 2 } };
+	const struct proto_part bind[] = { { "", 1 }, { stmt, strlen(stmt) + 1 }, { zero16, 2 }, { one16, 2 },
+					   { plen_be, 4 }, { param, plen }, { zero16, 2 } };
 	const struct proto_part exec[] = { { "", 1 }, { zero32, 4 } };
-	if (proto_put_parts(&s->wbuf, 'P', 0, parse, 3) < 0 || proto_put_parts(&s->wbuf, 'B', 0, bind, 7) < 0 ||
+	if ((sql && proto_put_parts(&s->wbuf, 'P', 0, parse, 3) < 0) || proto_put_parts(&s->wbuf, 'B', 0, bind, 7) < 0 ||
 	    proto_put_parts(&s->wbuf, 'E', 0, exec, 2) < 0 || proto_put_parts(&s->wbuf, 'S', 0, NULL, 0) < 0) {
 		fail(s, "query of tusk's own too large");
 		return;
 	}
 	run_op(s, timeout);
+}
+
+void server_fetch_row(struct server *s, const char *sql, const char *param, double timeout, server_done_fn done,
+		      void *arg)
+{
+	/* No parameter types: the server infers $1. The user name travels as a parameter. */
+	fetch_row(s, "", sql, param, timeout, done, arg);
+}
+
+/* One row, one text column: '' when the session holds nothing of its own, else what it
+ * holds. Every name is schema-qualified; the transaction-level locks and cursors of the
+ * client's transaction are gone by now, so whatever pg_locks and pg_cursors show outlives
+ * it. role and session_authorization are compared with the login's ($1), since RESET ALL
+ * leaves both alone. Settings are not asked about (pg_settings costs ~10 times the rest):
+ * the caller resets them with RESET ALL when nothing else is found. */
+static const char check_state_sql[] =
+	"SELECT pg_catalog.concat_ws(', ', "
+	"CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_locks WHERE pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid() "
+	"AND locktype OPERATOR(pg_catalog.=) 'advisory') THEN 'advisory lock' END, "
+	"CASE WHEN pg_catalog.pg_my_temp_schema() OPERATOR(pg_catalog.<>) 0 AND ("
+	"EXISTS (SELECT FROM pg_catalog.pg_class WHERE relnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) OR "
+	"EXISTS (SELECT FROM pg_catalog.pg_proc WHERE pronamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema()) OR "
+	"EXISTS (SELECT FROM pg_catalog.pg_type WHERE typnamespace OPERATOR(pg_catalog.=) pg_catalog.pg_my_temp_schema())) "
+	"THEN 'temporary object' END, "
+	"CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql OR NOT "
+	"(name OPERATOR(pg_catalog.~) '^tusk_[0-9a-f]{32}$' OR name OPERATOR(pg_catalog.=) '" SERVER_CHECK_STMT "')) "
+	"THEN 'prepared statement' END, "
+	"CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) THEN 'cursor WITH HOLD' END, "
+	"CASE WHEN EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) THEN 'LISTEN' END, "
+	"CASE WHEN pg_catalog.current_setting('role') OPERATOR(pg_catalog.<>) 'none' OR "
+	"pg_catalog.current_setting('session_authorization') OPERATOR(pg_catalog.<>) $1 THEN 'role' END)";
+
+void server_check_state(struct server *s, double timeout, server_done_fn done, void *arg)
+{
+	/* Planning it costs more than running it: prepared once per server. Whether it still is
+	 * is known only from a successful answer (server_checked_state); a failed Bind or a
+	 * Parse of a name that exists fails the check, and the caller's DISCARD ALL clears both. */
+	bool prepared = s->check_prepared;
+	s->check_prepared = false;
+	fetch_row(s, SERVER_CHECK_STMT, prepared ? NULL : check_state_sql, s->login_user, timeout, done, arg);
+}
+
+int server_checked_state(struct server *s, char *what, size_t cap)
+{
+	const uint8_t *row = s->row;
+	size_t len = s->rowlen;
+
+	if (cap == 0 || !row || s->nrows != 1 || len < 6)
+		return -1;
+	what[0] = '\0';
+	uint16_t ncols = (uint16_t)(row[0] << 8 | row[1]);
+	int32_t clen = (int32_t)((uint32_t)row[2] << 24 | (uint32_t)row[3] << 16 | (uint32_t)row[4] << 8 | row[5]);
+	if (ncols != 1 || clen < 0 || (size_t)clen != len - 6)
+		return -1;
+	s->check_prepared = true;
+	if (clen == 0)
+		return 0;
+	size_t n = (size_t)clen < cap - 1 ? (size_t)clen : cap - 1;
+	memcpy(what, row + 6, n);
+	what[n] = '\0';
+	return 1;
 }
 
 const uint8_t *server_fetched_row(const struct server *s, size_t *len, int *nrows)

@@ -136,6 +136,9 @@ struct server {
 	int last_worker;                      /* index of the worker it last ran on */
 	uint64_t carry_hash;                  /* which client's unreported SETs it carries (0: none) */
 	struct prep_server *prep;             /* named statements prepared on it (NULL: none tracked) */
+	bool check_prepared;                  /* SERVER_CHECK_STMT is believed prepared there: set by
+	                                       * server_checked_state, cleared by whoever drops the
+	                                       * session's statements (DISCARD ALL, DEALLOCATE ALL) */
 	struct cancel_conn *cancels;          /* CancelRequests in flight for it (frontend/cancel.c) */
 	bool park_after_cancel;               /* released, waiting for those before parking */
 	double expires_at;                    /* server_lifetime with jitter; 0 = never */
@@ -236,6 +239,19 @@ void server_fetch_row(struct server *s, const char *sql, const char *param, doub
 /* Inside or after the done of a successful server_fetch_row, until the next operation:
  * the number of rows and the first one's DataRow body (NULL when none). */
 const uint8_t *server_fetched_row(const struct server *s, size_t *len, int *nrows);
+
+/* Ask an idle attached server, with one query, whether its session holds state of its own
+ * after a transaction tusk could not see into (a user function, a DO block): session advisory
+ * locks, temporary objects, prepared statements that are not tusk's (tusk_<32 hex>, Parse),
+ * WITH HOLD cursors, LISTEN channels, a role or session authorization other than the
+ * login's. Not settings: RESET ALL is the caller's answer to those. It changes nothing. done
+ * runs as for server_fetch_row; then server_checked_state tells. */
+void server_check_state(struct server *s, double timeout, server_done_fn done, void *arg);
+#define SERVER_CHECK_STMT "tusk_check" /* the server-side name of the check's statement */
+/* After a successful server_check_state: 0 when the session holds nothing, 1 when it does
+ * (what it holds, for a log line, in what[0, cap), NUL-terminated, possibly cut), -1 when the
+ * answer cannot be read (treat as state). */
+int server_checked_state(struct server *s, char *what, size_t cap);
 
 /* Run sql as a simple query on an idle attached server, swallowing every reply; done runs
  * when ReadyForQuery arrives (err < 0 with the server's error if one came; the server is

@@ -145,25 +145,28 @@ SETTING_CASES = {
     "rolled_back_txn": Case(["begin"] + sets(ALL) + [set_config(REPORTED_SETTABLE, False), "CHECK",
                                                      "rollback"], txn_only=True),
     "failed_txn": Case(["begin"] + sets(ALL) + [("ERROR", "select 1/0"), "rollback"], txn_only=True),
-    # tusk cannot see into these: it resets the server before anyone else uses it, and A may
-    # lose what they did, so only the others are checked.
-    "function": Case(["select iso_set_all()"], a_defined=False),
-    "do_block": Case(["do $$ begin" + SET_ALL_BODY + "end $$"], a_defined=False),
+    # tusk cannot see into these: it asks the server after the transaction and resets the
+    # settings (RESET ALL) before anyone else uses it, or pins A (a setting that changes how
+    # SQL is read); A may lose what they did, so only the others are checked.
+    "function": Case(["select iso_set_all()"], a_defined=False, a_pins=True),
+    "do_block": Case(["do $$ begin" + SET_ALL_BODY + "end $$"], a_defined=False, a_pins=True),
 }
 
 STATE_CASES = {
     "advisory_lock": Case([f"select pg_advisory_lock({LOCK_KEY})"], a_pins=True, lock_held=True),
     "try_advisory_lock": Case([f"select pg_try_advisory_lock({LOCK_KEY})"], a_pins=True, lock_held=True),
+    # Inside a DO block or a function tusk does not see it; the check after the transaction
+    # does, and pins A with its state (issue 27, item 7).
     "advisory_lock_in_do": Case([f"do $$ begin perform pg_advisory_lock({LOCK_KEY}); end $$"],
-                                a_defined=False, lock_maybe=True),
+                                a_pins=True, lock_held=True),
     "temp_table": Case(["create temp table iso_tmp (v int)", "insert into iso_tmp values (1)"], a_pins=True),
-    "temp_table_in_do": Case(["do $$ begin create temp table iso_tmp (v int); end $$"], a_defined=False),
+    "temp_table_in_do": Case(["do $$ begin create temp table iso_tmp (v int); end $$"], a_pins=True),
     "prepare": Case(["prepare iso_q as select 42"], a_pins=True),
-    "prepare_in_do": Case(["do $$ begin execute 'prepare iso_p as select 1'; end $$"], a_defined=False),
+    "prepare_in_do": Case(["do $$ begin execute 'prepare iso_p as select 1'; end $$"], a_pins=True),
     "set_role": Case([f"set role {LIMITED}"], a_pins=True),
     "set_role_set_config": Case([f"select set_config('role', '{LIMITED}', false)"], a_pins=True),
-    "set_role_in_do": Case([f"do $$ begin set role {LIMITED}; end $$"], a_defined=False),
-    "set_role_in_function": Case(["select iso_become_limited()"], a_defined=False),
+    "set_role_in_do": Case([f"do $$ begin set role {LIMITED}; end $$"], a_pins=True),
+    "set_role_in_function": Case(["select iso_become_limited()"], a_pins=True),
 }
 
 PAD = 70 * 1024

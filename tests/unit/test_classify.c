@@ -626,6 +626,10 @@ static void test_calls(void **state)
 		{ "SELECT pg_advisory_lock(1)", true, CLASSIFY_CALL_PIN, NULL },
 		{ "SELECT pg_try_advisory_lock_shared(1, 2)", true, CLASSIFY_CALL_PIN, NULL },
 		{ "SELECT setseed(0.5)", true, CLASSIFY_CALL_PIN, NULL },
+		/* Unlocks only give locks up (asyncpg's Pool release): nothing to pin or reset. */
+		{ "SELECT pg_advisory_unlock_all()", false, 0, NULL },
+		{ "SELECT pg_advisory_unlock(81), pg_catalog.pg_advisory_unlock_shared(1, 2)", false, 0, NULL },
+		{ "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;", true, 0, NULL },
 		{ "SELECT dblink_connect('c', 'dbname=x')", true, CLASSIFY_CALL_PIN, NULL },
 		{ "SELECT set_config('Work_Mem', '1MB', false)", true, 0, "work_mem" },
 		{ "SELECT pg_catalog.set_config('a.b', 'x', 'f')", true, 0, "a.b" },

@@ -1,0 +1,373 @@
+"""What pins a client to its server in transaction mode, and what is reset (issue 27, items 4
+and 7), against real behaviour:
+
+- statements that only give session state up (asyncpg.Pool's release query
+  `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;`, DISCARD, a single
+  pg_advisory_unlock) pin nobody: an asyncpg.Pool larger than tusk's size works;
+- a transaction that called a user function is followed by one question to the server: what
+  the function left in the session (an advisory lock, a temporary table, LISTEN, a prepared
+  statement, a role) stays the caller's, on its own server, and reaches no other client;
+  settings it made are cleared by RESET ALL; a function that left nothing costs no DISCARD ALL.
+
+One tusk (transaction mode, size 2) for the module, with a role of its own so that its servers
+can be told apart in pg_stat_activity."""
+
+import asyncio
+import threading
+import time
+
+import asyncpg
+import psycopg
+import pytest
+
+from conftest import DIRECT, SLOW, TEST_DB, Tusk, connect, wait_until
+from txn_util import txn_pool
+
+USER = "rs_user"
+SIZE = 2
+LOCK = 81
+WAIT = f"{int(8 * SLOW)}s"  # pool_wait_timeout: a pinned-out pool fails well inside a test
+
+# name -> (function body, what the caller sees of it, what anyone else sees in its place)
+STATEFUL = {
+    "advisory_lock": (f"perform pg_advisory_lock({LOCK});",
+                      f"select count(*)::text from pg_locks where locktype = 'advisory' and pid = pg_backend_pid() "
+                      f"and objid = {LOCK}", "1", "0"),
+    # Settings a function made are not asked about (pg_settings would cost ~10 times the
+    # rest of the check, and lists no custom placeholder): RESET ALL clears them, so the
+    # caller loses them (as on any other server) and nobody else sees them. None: the caller
+    # may see either.
+    "set_config_unreported": ("perform set_config('work_mem', '7MB', false);",
+                              "select (current_setting('work_mem') = '7MB')::text", None, "false"),
+    "set_config_custom": ("perform set_config('rs.secret', 'mine', false);",
+                          "select coalesce(current_setting('rs.secret', true), '')", None, ""),
+    "temp_table": ("create temp table rs_tmp (a int); insert into rs_tmp values (1);",
+                   "select (to_regclass('pg_temp.rs_tmp') is not null)::text", "true", "false"),
+    "listen": ("listen rs_channel;",
+               "select count(*)::text from pg_listening_channels() c where c = 'rs_channel'", "1", "0"),
+    "sql_prepare": ("execute 'prepare rs_stmt as select 1';",
+                    "select count(*)::text from pg_prepared_statements where name = 'rs_stmt'", "1", "0"),
+    "set_role": ("set role rs_limited;", "select current_user::text", "rs_limited", USER),
+}
+
+
+@pytest.fixture(scope="module")
+def rs_db(pg):
+    with pg.admin(TEST_DB) as c:
+        c.execute(f"drop role if exists {USER}")
+        c.execute("drop role if exists rs_limited")
+        c.execute(f"create role {USER} login")
+        c.execute("create role rs_limited nologin")
+        c.execute(f"grant rs_limited to {USER}")
+        c.execute("create or replace function public.rs_harmless(x int) returns int language plpgsql "
+                  "as $$ begin return x + 1; end $$")
+        for name, (body, *_rest) in STATEFUL.items():
+            c.execute(f"create or replace function public.rs_{name}() returns int language plpgsql "
+                      f"as $$ begin {body} return 1; end $$")
+    yield
+    with pg.admin(TEST_DB) as c:
+        c.execute("drop function if exists public.rs_harmless(int)")
+        for name in STATEFUL:
+            c.execute(f"drop function if exists public.rs_{name}()")
+        c.execute(f"drop role if exists {USER}")
+        c.execute("drop role if exists rs_limited")
+
+
+@pytest.fixture(scope="module")
+def rs(pg, rs_db, tmp_path_factory):
+    t = Tusk(tmp_path_factory.mktemp("release-state"), pg.port, pools=[txn_pool(SIZE)], pool_wait_timeout=WAIT)
+    t.start()
+    yield t
+    problems = t.stop()
+    if problems:
+        pytest.fail("\n".join(problems) + f"\n--- {t.log_path}\n{t.log_tail()}", pytrace=False)
+
+
+def client(rs):
+    return connect(rs.port, user=USER)
+
+
+def servers(pg):
+    """Backend pids of the pool's servers."""
+    with pg.admin(TEST_DB) as c:
+        return {r[0] for r in c.execute("select pid from pg_stat_activity where usename = %s", (USER,))}
+
+
+def quiet_pool(pg, rs):
+    """No client of an earlier case still holds a server: every server idle in the pool."""
+    deadline = time.monotonic() + 10 * SLOW
+    while time.monotonic() < deadline:
+        with pg.admin(TEST_DB) as c:
+            busy = c.execute("select count(*) from pg_stat_activity where usename = %s and state <> 'idle'",
+                             (USER,)).fetchone()[0]
+        if busy == 0:
+            return
+        time.sleep(0.05)
+
+
+def others_see(rs, sql, n=6):
+    """n clients at once (more than the pool's servers), each looking twice: what they saw,
+    and the server pids they ran on."""
+    seen, pids, errors = [], set(), []
+    barrier = threading.Barrier(n)
+
+    def one():
+        try:
+            with client(rs) as c:
+                barrier.wait(timeout=10 * SLOW)
+                for _ in range(2):
+                    row = c.execute(f"select ({sql}), pg_backend_pid(), pg_sleep(0.05)", prepare=False).fetchone()
+                    seen.append(row[0])
+                    pids.add(row[1])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60 * SLOW)
+    assert not errors, errors
+    return seen, pids
+
+
+# ---- item 4: statements that only release state pin nobody ----
+
+RELEASING = {
+    "asyncpg_release": "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+    "unlock_all": "select pg_advisory_unlock_all()",
+    "unlock_one": f"select pg_advisory_unlock({LOCK})",
+    "unlock_shared": f"select pg_advisory_unlock_shared({LOCK}, 2)",
+    "discard_all": "DISCARD ALL",
+    "discard_others": "DISCARD PLANS; DISCARD SEQUENCES; DISCARD TEMP",
+    "deallocate_all": "DEALLOCATE ALL",
+}
+
+
+@pytest.mark.parametrize("what", RELEASING)
+def test_releasing_session_state_does_not_pin(pg, rs, what):
+    """A client that ran only state-releasing statements keeps no server: with it still
+    connected and idle, SIZE other clients (each holding its server in a transaction) all get
+    one. Before the fix pg_advisory_unlock* pinned, and the last one timed out with 53300."""
+    quiet_pool(pg, rs)
+    with client(rs) as a:
+        a.execute(RELEASING[what], prepare=False)
+        others = [client(rs) for _ in range(SIZE)]
+        try:
+            for o in others:
+                o.autocommit = False
+                o.execute("select 1")  # holds a server until commit
+            for o in others:
+                o.commit()
+        finally:
+            for o in others:
+                o.close()
+        assert a.execute("select 1", prepare=False).fetchone() == (1,)
+
+
+def test_asyncpg_pool_larger_than_size_releases(pg, rs):
+    """asyncpg.Pool of 4 * SIZE connections: every connection acquired, released (its reset
+    query runs), then as many jobs at once; all must finish (PgBouncer handles this too).
+    Before the fix every release pinned its connection and the jobs timed out with 53300."""
+    if DIRECT:
+        pytest.skip("nothing to pin straight to PostgreSQL")
+    quiet_pool(pg, rs)
+    n = 4 * SIZE
+
+    async def main():
+        pool = await asyncpg.create_pool(host="127.0.0.1", port=rs.port, user=USER, database=TEST_DB,
+                                         min_size=n, max_size=n, timeout=30 * SLOW)
+        try:
+            c0 = await pool.acquire()
+            reset = c0._get_reset_query()
+            await pool.release(c0)
+            held = [await pool.acquire() for _ in range(n)]
+            await asyncio.gather(*[pool.release(c) for c in held])
+
+            async def job(i):
+                async with pool.acquire() as c:
+                    return await c.fetchval("select $1::int + 0 from pg_sleep(0.02)", i)
+            got = await asyncio.wait_for(asyncio.gather(*[job(i) for i in range(n)]), 30 * SLOW)
+            # And the pool's connections are not pinned now: several rounds go through.
+            for _ in range(3):
+                got2 = await asyncio.wait_for(asyncio.gather(*[job(i) for i in range(n)]), 30 * SLOW)
+                assert got2 == list(range(n))
+            return reset, got
+        finally:
+            await asyncio.wait_for(pool.close(), 30 * SLOW)
+
+    reset, got = asyncio.run(main())
+    assert "pg_advisory_unlock_all()" in reset and "RESET ALL" in reset, reset
+    assert got == list(range(n))
+    assert "pg_advisory_unlock_all" not in "".join(l for l in rs.log_text().splitlines() if "pinned" in l)
+
+
+def test_asyncpg_release_drops_a_pinned_clients_lock(pg, rs):
+    """The leak side of item 4: a pool connection that took a session lock (pinned) and is
+    released by asyncpg.Pool holds no lock afterwards: a stranger gets it."""
+    quiet_pool(pg, rs)
+
+    async def main():
+        pool = await asyncpg.create_pool(host="127.0.0.1", port=rs.port, user=USER, database=TEST_DB,
+                                         min_size=1, max_size=1, timeout=30 * SLOW)
+        try:
+            async with pool.acquire() as c:
+                assert await c.fetchval("select pg_try_advisory_lock($1)", LOCK + 1)
+            with client(rs) as b:
+                got = b.execute("select pg_try_advisory_lock(%s)", (LOCK + 1,), prepare=False).fetchone()[0]
+                b.execute("select pg_advisory_unlock_all()", prepare=False)
+            return got
+        finally:
+            await asyncio.wait_for(pool.close(), 30 * SLOW)
+
+    assert asyncio.run(main()) is True
+
+
+# ---- item 7: what a function leaves stays its caller's, and only its caller's ----
+
+def test_function_advisory_lock_stays_with_its_client(pg, rs):
+    """A transaction called a function that took pg_advisory_lock(81): the lock stays the
+    caller's while it is connected (as straight to PostgreSQL), so a stranger's
+    pg_try_advisory_lock(81) fails; after the caller leaves, the stranger gets it. Before the
+    fix tusk ran DISCARD ALL after that transaction and the stranger got the lock at once."""
+    quiet_pool(pg, rs)
+    with client(rs) as a:
+        assert a.execute("select rs_advisory_lock()", prepare=False).fetchone() == (1,)
+        a.execute("select 1", prepare=False)  # a later transaction of A's
+        with client(rs) as b:
+            assert b.execute("select pg_try_advisory_lock(%s)", (LOCK,), prepare=False).fetchone() == (False,)
+        assert a.execute(STATEFUL["advisory_lock"][1], prepare=False).fetchone() == ("1",)
+        assert a.execute("select pg_advisory_unlock(%s)", (LOCK,), prepare=False).fetchone() == (True,)
+        # Unlocking inside the pinned session releases it for others too.
+        with client(rs) as b:
+            assert b.execute("select pg_try_advisory_xact_lock(%s)", (LOCK,), prepare=False).fetchone() == (True,)
+        a.execute("select rs_advisory_lock()", prepare=False)
+    # A left: its server is reset (off A's path, so a moment later) and the lock is gone.
+    with client(rs) as b:
+        wait_until(lambda: b.execute("select pg_try_advisory_xact_lock(%s)", (LOCK,), prepare=False).fetchone()[0],
+                   10 * SLOW, what="the lock of a client that left to be released")
+
+
+@pytest.mark.parametrize("what", STATEFUL)
+def test_state_left_by_a_function_stays_with_its_caller(pg, rs, what):
+    """A function that leaves state in the session (a temp table, LISTEN, a PREPARE, SET ROLE, a
+    session lock): its caller keeps it across its later transactions (before the fix DISCARD
+    ALL wiped it), and no other client ever sees it, while the caller is connected or after it
+    left. Settings (set_config(..., false)) are reset, never passed on."""
+    _, probe, mine, theirs = STATEFUL[what]
+    quiet_pool(pg, rs)
+    with client(rs) as a:
+        a.execute(f"select rs_{what}()", prepare=False)
+        for _ in range(3):
+            got = a.execute(probe, prepare=False).fetchone()[0]
+            assert got == mine or (mine is None and got == theirs), f"{what}: the caller lost its state: {got}"
+        seen, _ = others_see(rs, probe)
+        assert set(seen) == {theirs}, f"{what}: another client saw {seen}"
+        if what == "advisory_lock":
+            a.execute("select pg_advisory_unlock_all()", prepare=False)
+    seen, pids = others_see(rs, probe)
+    assert set(seen) == {theirs}, f"{what}: after the caller left, another client saw {seen}"
+
+
+def test_function_in_explicit_transaction_keeps_its_lock(pg, rs):
+    """The same through BEGIN ... COMMIT and the extended protocol."""
+    quiet_pool(pg, rs)
+    with client(rs) as a:
+        with a.transaction():
+            a.execute("select rs_advisory_lock()")
+            a.execute("select 1")
+        with client(rs) as b:
+            assert b.execute("select pg_try_advisory_lock(%s)", (LOCK,)).fetchone() == (False,)
+        a.execute("select pg_advisory_unlock_all()")
+
+
+def test_harmless_function_is_not_followed_by_a_reset(pg, rs):
+    """A function that leaves nothing: its server goes back to the pool after one check query
+    and RESET ALL, not DISCARD ALL (which also threw away every statement tusk had prepared
+    there), and its caller is not pinned."""
+    if DIRECT:
+        pytest.skip("tusk's own queries")
+    quiet_pool(pg, rs)
+    with client(rs) as a:
+        pid = a.execute("select pg_backend_pid()", prepare=False).fetchone()[0]
+        assert a.execute("select rs_harmless(1)", prepare=False).fetchone() == (2,)
+        time.sleep(0.2)
+        with pg.admin(TEST_DB) as adm:
+            last = adm.execute("select query from pg_stat_activity where pid = %s", (pid,)).fetchone()[0]
+        assert "DISCARD" not in last.upper(), f"server {pid} was reset after a harmless function: {last!r}"
+        # Not pinned: SIZE other clients each get a server while A stays connected.
+        others = [client(rs) for _ in range(SIZE)]
+        try:
+            for o in others:
+                o.autocommit = False
+                o.execute("select 1")
+            for o in others:
+                o.commit()
+        finally:
+            for o in others:
+                o.close()
+    assert not [l for l in rs.log_text().splitlines() if "pinned" in l and "rs_harmless" in l]
+
+
+def test_function_changing_a_carried_setting_reaches_no_other_client(pg, rs):
+    """A client that carries `SET statement_timeout` calls a function that changes that very
+    setting: the check does not ask about carried names, so the server must not reach another
+    client carrying the same SET without RESET ALL first."""
+    quiet_pool(pg, rs)
+    with pg.admin(TEST_DB) as c:
+        c.execute("create or replace function public.rs_change_timeout() returns int language plpgsql "
+                  "as $$ begin perform set_config('statement_timeout', '4321ms', false); return 1; end $$")
+    try:
+        with client(rs) as a:
+            a.execute("set statement_timeout = '1min'", prepare=False)
+            a.execute("select rs_change_timeout()", prepare=False)
+            conns = [client(rs) for _ in range(4)]
+            try:
+                for o in conns:
+                    o.execute("set statement_timeout = '1min'", prepare=False)
+                for _ in range(3):
+                    for o in conns:
+                        got = o.execute("select current_setting('statement_timeout')", prepare=False).fetchone()[0]
+                        assert got == "1min", f"another client with the same SET saw {got}"
+            finally:
+                for o in conns:
+                    o.close()
+    finally:
+        with pg.admin(TEST_DB) as c:
+            c.execute("drop function if exists public.rs_change_timeout()")
+
+
+def test_requests_sent_during_the_check_wait_for_it(pg, rs):
+    """A client that sends its next requests before the check answered (a pipeline, and a
+    query right behind the function's): they run after it, on the pinned server when the
+    function left a lock, elsewhere otherwise; nothing is lost or reordered."""
+    quiet_pool(pg, rs)
+    with client(rs) as a:
+        with a.pipeline():
+            c1 = a.execute("select rs_advisory_lock()")
+            c2 = a.execute(STATEFUL["advisory_lock"][1])
+            c3 = a.execute("select rs_harmless(41)")
+        assert c1.fetchone() == (1,) and c2.fetchone() == ("1",) and c3.fetchone() == (42,)
+        assert a.execute(STATEFUL["advisory_lock"][1]).fetchone() == ("1",)
+        a.execute("select pg_advisory_unlock_all()")
+    with client(rs) as b:
+        for i in range(20):
+            with b.pipeline():
+                x = b.execute("select rs_harmless(%s)", (i,))
+                y = b.execute("select %s::int", (i,))
+            assert x.fetchone() == (i + 1,) and y.fetchone() == (i,)
+
+
+def test_client_leaving_during_the_check(pg, rs):
+    """Clients that leave right after a function's answer (while the check may be in flight)
+    leave no server behind and no state: the pool keeps serving, and nobody sees a lock."""
+    quiet_pool(pg, rs)
+    for i in range(30):
+        c = client(rs)
+        c.execute("select rs_advisory_lock()" if i % 2 else "select rs_harmless(1)", prepare=False)
+        c.close()
+    with client(rs) as b:
+        wait_until(lambda: b.execute("select pg_try_advisory_xact_lock(%s)", (LOCK,), prepare=False).fetchone()[0],
+                   10 * SLOW, what="the locks of clients that left to be released")
+    seen, _ = others_see(rs, STATEFUL["advisory_lock"][1])
+    assert set(seen) == {"0"}

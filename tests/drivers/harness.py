@@ -35,7 +35,9 @@ CASES = {
 
 def install_node_modules():
     """npm ci into tests/drivers/node when node_modules is missing or older than the lock file."""
-    subprocess.run([str(NODE_DIR / "install.sh")], check=True, capture_output=True, text=True, timeout=300)
+    p = subprocess.run([str(NODE_DIR / "install.sh")], capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError(f"tests/drivers/node/install.sh exited {p.returncode}: {p.stderr[-2000:]}")
 
 
 def jdbc_classes():

@@ -240,28 +240,34 @@ cases.error_mid_query = async () => {
   return out
 }
 
-// Cancel a running query the way node-postgres does (a CancelRequest on a new connection).
+// Cancel a running query the way node-postgres does (a CancelRequest on a new connection), once
+// the query is seen running (a cancel that arrives before it would cancel nothing).
+async function whenRunning(marker) {
+  const w = await client('cancel-watch')
+  try {
+    for (let i = 0; i < 200; i++) {
+      const r = await q('cancel-watch', w, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1", ['%' + marker + '%'])
+      if (r.rows[0].n >= 1) return
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  } finally { await w.end() }
+}
+async function cancelled(c, marker) {
+  const running = c.query(`SELECT pg_sleep(30) /* ${marker} */`)
+  const query = c._getActiveQuery()
+  await whenRunning(marker)
+  step('cancel', 'pg_sleep(30) waiting for the cancel')
+  new pg.Client(base).cancel(c, query)
+  try { await running; return 'no error' } catch (e) { return err(e) } finally { done('cancel') }
+}
 cases.cancel = async () => {
   const c = await client('cancel')
   const out = {}
-  const running = c.query('SELECT pg_sleep(30)')
-  const query = c._getActiveQuery()
-  await new Promise((r) => setTimeout(r, 300))
-  const canceller = new pg.Client(base)
-  step('cancel', 'pg_sleep(30) waiting for the cancel')
-  canceller.cancel(c, query)
-  try { await running; out.cancelled = 'no error' } catch (e) { out.cancelled = err(e) }
-  done('cancel')
+  out.cancelled = await cancelled(c, `${TAG}_cancel_1`)
   out.after = (await q('cancel', c, 'SELECT 5 AS v')).rows[0].v
   // cancel inside a transaction: the transaction is failed, then rolled back
   await q('cancel', c, 'BEGIN')
-  const r2 = c.query('SELECT pg_sleep(30)')
-  const q2 = c._getActiveQuery()
-  await new Promise((r) => setTimeout(r, 300))
-  new pg.Client(base).cancel(c, q2)
-  step('cancel', 'pg_sleep(30) in a transaction, waiting for the cancel')
-  try { await r2; out.in_tx = 'no error' } catch (e) { out.in_tx = err(e) }
-  done('cancel')
+  out.in_tx = await cancelled(c, `${TAG}_cancel_2`)
   await q('cancel', c, 'ROLLBACK')
   out.after_tx = (await q('cancel', c, 'SELECT 6 AS v')).rows[0].v
   await c.end()

@@ -13,7 +13,7 @@
 #      each target fails.
 # Env: TUSK_BIN (default build/tusk), JDBC_THREADS (20), JDBC_OPS (2000), ASYNCPG_CONNS (50),
 # ASYNCPG_OPS (5000), POOL_SIZE (10), PARTS ("load pass": which of the two to run), LOADS
-# ("jdbc asyncpg": which loads).
+# ("jdbc asyncpg": which loads), DRIVERS_LOG (a file that gets each load run's whole output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_NAME=drivers
@@ -47,6 +47,7 @@ cleanup() {
 	bench_pg_stop
 	rm -rf "$DIR"
 }
+LOG=${DRIVERS_LOG:-/dev/null}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 echo "drivers: PostgreSQL on $PG_PORT, tusk on $TUSK_PORT, PgBouncer on $BOUNCER_PORT; files in $DIR" >&2
@@ -95,31 +96,32 @@ echo '"tusk_trust" ""' >>"$DIR/userlist.txt"
 bench_pgbouncer_start 4096
 wait_port "$BOUNCER_PORT"
 
-# load_run KIND: one run of the load through tusk; prints "ok wrong stalls detail".
+# load_run KIND: one run of the load through tusk; prints "ok wrong stalls time detail". A stall
+# (a connection without progress for 10 s) is reported by the program with what PostgreSQL's
+# backends were doing, and the run goes on; one stalled for 120 s ends it ("hung").
 load_run() {
 	local out rc=0
 	if [ "$1" = jdbc ]; then
-		out=$(TAG=bj timeout 1800 java -cp "$JAR:$JDBC_CLASSES" DriverSuite 127.0.0.1 "$TUSK_PORT" tusk_load \
-			tusk_trust --load "$JDBC_THREADS" "$JDBC_OPS" 2>&1) || rc=$?
+		out=$(TAG=bj PG_DIRECT_PORT=$PG_PORT timeout 3600 java -cp "$JAR:$JDBC_CLASSES" DriverSuite 127.0.0.1 \
+			"$TUSK_PORT" tusk_load tusk_trust --load "$JDBC_THREADS" "$JDBC_OPS" 2>&1) || rc=$?
 	else
-		out=$(TAG=ba PGDATABASE=tusk_load PGSSLMODE=disable timeout 1800 $PY tests/drivers/asyncpg_suite.py "$TUSK_PORT" \
-			--load "$ASYNCPG_CONNS" "$ASYNCPG_OPS" 2>&1) || rc=$?
+		out=$(TAG=ba PGDATABASE=tusk_load PGSSLMODE=disable PG_DIRECT_PORT=$PG_PORT timeout 3600 \
+			$PY tests/drivers/asyncpg_suite.py "$TUSK_PORT" --load "$ASYNCPG_CONNS" "$ASYNCPG_OPS" 2>&1) || rc=$?
 	fi
-	local res stall
+	echo "$out" >>"$LOG"
+	local res nstall detail ok=n/a wrong=n/a secs=-
 	res=$(grep -m1 '^RESULT' <<<"$out" || true)
-	stall=$(grep -m1 '"stall"' <<<"$out" || true)
+	nstall=$(grep -c '"stall"' <<<"$out" || true)
+	detail="$(grep -m1 -E '"(hung|stall)"' <<<"$out" | cut -c1-300 || true) $(grep -m1 '"recovered"' <<<"$out" || true)"
 	if [ -n "$res" ]; then
-		local ok bad fin secs
 		ok=$(sed -E 's/.*ok=([0-9]+).*/\1/' <<<"$res")
-		bad=$(sed -E 's/.* bad=([0-9]+).*/\1/' <<<"$res")
-		fin=$(sed -E 's/.*final_bad=([0-9]+).*/\1/' <<<"$res")
-		secs=$(sed -E 's/.*seconds=([0-9.]+).*/\1/' <<<"$res")
-		printf '%s %s 0 %ss %s\n' "$ok" "$((bad + fin))" "$secs" "$(grep -m1 '^  ' <<<"$out" | cut -c1-200 || true)"
-	elif [ -n "$stall" ]; then
-		printf 'n/a n/a 1 - %s\n' "$stall"
-	else
-		printf 'n/a n/a n/a - exit %s: %s\n' "$rc" "$(tail -n 3 <<<"$out" | tr '\n' ' ' | cut -c1-300)"
+		wrong=$(($(sed -E 's/.* bad=([0-9]+).*/\1/' <<<"$res") + $(sed -E 's/.*final_bad=([0-9]+).*/\1/' <<<"$res")))
+		secs=$(sed -E 's/.*seconds=([0-9.]+).*/\1s/' <<<"$res")
+		detail="$(grep -m1 '^  ' <<<"$out" | cut -c1-200 || true) $detail"
+	elif ! grep -q '"hung"' <<<"$out"; then
+		detail="exit $rc: $(tail -n 3 <<<"$out" | tr '\n' ' ' | cut -c1-300)"
 	fi
+	printf '%s %s %s %s %s\n' "$ok" "$wrong" "$nstall" "$secs" "$detail"
 }
 
 if [[ " $PARTS " == *" load "* ]]; then

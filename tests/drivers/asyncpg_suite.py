@@ -6,7 +6,8 @@ through tusk, outputs compared) and bench/drivers.sh.
   asyncpg_suite.py PORT [CASE ...]          the cases (no case: all); one JSON line per case:
                                             {"case": NAME, "out": WHAT IT SAW}
   asyncpg_suite.py PORT --load CONNS OPS    CONNS connections x OPS checked operations each;
-                                            prints "RESULT ok=N bad=N" and the first errors
+                                            prints "RESULT ok=N bad=N ..." and the first errors;
+                                            a stall is reported and the run goes on (below)
 Env: PGHOST (127.0.0.1), PGUSER (tusk_trust), PGDATABASE (tusk_test), TAG (prefix of the tables
 and types this run makes), POOL_MAX (asyncpg.Pool size, 12: larger than the pooler's size),
 ONE_DATABASE (a name the pooler serves from one server; default PGDATABASE).
@@ -44,14 +45,48 @@ def done(label):
     doing.pop(label, None)
 
 
+# --load: a stall is reported (with what PostgreSQL's backends are doing, when PG_DIRECT_PORT
+# says where PostgreSQL is) and counted, and the run goes on: a connection that recovers says
+# after how long; one stalled for HANG_S ends the run. The cases stop at the first stall.
+LOAD = len(sys.argv) > 2 and sys.argv[2] == "--load"
+HANG_S = 120.0
+stalls = {}  # label -> what, while stalled
+
+
+async def backends():
+    if not os.environ.get("PG_DIRECT_PORT"):
+        return None
+    try:
+        c = await asyncio.wait_for(asyncpg.connect(**{**DSN, "port": int(os.environ["PG_DIRECT_PORT"]), "database": "postgres",
+                                                      "user": "postgres"}), 5)
+        rows = await c.fetch("SELECT state, wait_event_type, wait_event, (now() - xact_start)::text AS xact_age, "
+                             "left(query, 80) AS query FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                             "AND pid <> pg_backend_pid() AND state <> 'idle' ORDER BY xact_start")
+        await c.close()
+        return [dict(r) for r in rows]
+    except Exception as e:  # noqa: BLE001
+        return f"{type(e).__name__}: {e}"
+
+
 async def watchdog():
     while True:
         await asyncio.sleep(0.5)
         now = time.monotonic()
         for label, (what, since) in list(doing.items()):
-            if now - since > STALL_S:
-                print(json.dumps({"stall": label, "doing": what, "seconds": round(now - since)}), flush=True)
+            if now - since > STALL_S and stalls.get(label) != (what, since):
+                stalls[label] = (what, since)
+                print(json.dumps({"stall": label, "doing": what, "seconds": round(now - since),
+                                  "backends": await backends() if LOAD else None}, default=str), flush=True)
+                if not LOAD:
+                    os._exit(3)
+            if now - since > HANG_S:
+                print(json.dumps({"hung": label, "doing": what, "seconds": round(now - since)}), flush=True)
                 os._exit(3)
+        for label, (what, since) in list(stalls.items()):
+            if doing.get(label) != (what, since):
+                print(json.dumps({"recovered": label, "doing": what, "after_seconds": round(now - since)}),
+                      flush=True)
+                del stalls[label]
 
 
 async def w(label, what, aw):
@@ -405,7 +440,7 @@ async def main():
         t0 = time.monotonic()
         r = await run_load(int(sys.argv[3]), int(sys.argv[4]))
         print(f"RESULT ok={r['ok']} bad={r['bad']} final_bad={len(r['final_bad'])} "
-              f"seconds={time.monotonic() - t0:.1f}")
+              f"seconds={time.monotonic() - t0:.1f}", flush=True)
         for e in r["errors"] + r["final_bad"]:
             print("  " + e)
     else:

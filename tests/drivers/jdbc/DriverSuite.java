@@ -14,7 +14,8 @@ import java.util.concurrent.atomic.*;
  * Cases print one JSON line each: {"case": NAME, "out": WHAT IT SAW}, holding only what a correct
  * server answers the same way every run. --load runs THREADS connections x OPS checked operations
  * (thread t at prepareThreshold=1 when t is even, the driver's default 5 when odd) and prints
- * "RESULT ok=N bad=N final_bad=N seconds=S" and the first errors.
+ * "RESULT ok=N bad=N final_bad=N seconds=S" and the first errors; there a stall is reported and
+ * the run goes on (see main).
  * Env TAG: prefix of the tables this run makes. Exit 0 whatever the cases saw; 3 when the watchdog
  * fired: a connection made no progress for 10 s (it prints which one and what it was doing).
  */
@@ -387,20 +388,62 @@ public class DriverSuite {
         });
     }
 
+    /** What PostgreSQL's busy client backends are doing (PG_DIRECT_PORT), for a stall report. */
+    static String backends() {
+        String p = System.getenv("PG_DIRECT_PORT");
+        if (p == null) return "";
+        try (Connection c = DriverManager.getConnection("jdbc:postgresql://" + host + ":" + p + "/postgres"
+                + "?user=postgres&sslmode=disable&connectTimeout=5"); Statement s = c.createStatement();
+             ResultSet rs = s.executeQuery("SELECT state, wait_event_type, wait_event, (now() - xact_start)::text, "
+                     + "left(query, 80) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                     + "AND pid <> pg_backend_pid() AND state <> 'idle' ORDER BY xact_start")) {
+            StringBuilder b = new StringBuilder();
+            while (rs.next())
+                b.append(rs.getString(1)).append(" / ").append(rs.getString(2)).append(":").append(rs.getString(3))
+                        .append(" xact ").append(rs.getString(4)).append(" ").append(rs.getString(5)).append("; ");
+            return b.toString();
+        } catch (Exception e) {
+            return e.toString();
+        }
+    }
+
     public static void main(String[] a) throws Exception {
         host = a[0]; port = Integer.parseInt(a[1]); db = a[2]; user = a[3];
         tag = System.getenv().getOrDefault("TAG", "jd");
+        // --load: a stall is reported (with what PostgreSQL's backends are doing, when
+        // PG_DIRECT_PORT says where PostgreSQL is) and counted, and the run goes on: a connection
+        // that recovers says after how long; one stalled for 120 s ends the run. The cases stop at
+        // the first stall.
+        final boolean load = a.length > 4 && a[4].equals("--load");
+        final Map<String, String> stalled = new HashMap<>();
         Thread wd = new Thread(() -> {
             while (true) {
                 try { Thread.sleep(500); } catch (InterruptedException e) { return; }
                 long now = System.currentTimeMillis();
                 for (Map.Entry<String, String[]> e : doing.entrySet()) {
                     long since = Long.parseLong(e.getValue()[1]);
-                    if (now - since > STALL_MS) {
+                    String key = e.getValue()[0] + "@" + since;
+                    if (now - since > STALL_MS && !key.equals(stalled.get(e.getKey()))) {
+                        stalled.put(e.getKey(), key);
                         System.out.println("{\"stall\": " + q(e.getKey()) + ", \"doing\": " + q(e.getValue()[0])
-                                + ", \"seconds\": " + (now - since) / 1000 + "}");
+                                + ", \"seconds\": " + (now - since) / 1000 + (load ? ", \"backends\": " + q(backends()) : "") + "}");
+                        System.out.flush();
+                        if (!load) Runtime.getRuntime().halt(3);
+                    }
+                    if (now - since > 120_000) {
+                        System.out.println("{\"hung\": " + q(e.getKey()) + ", \"doing\": " + q(e.getValue()[0]) + "}");
                         System.out.flush();
                         Runtime.getRuntime().halt(3);
+                    }
+                }
+                for (Iterator<Map.Entry<String, String>> it = stalled.entrySet().iterator(); it.hasNext(); ) {
+                    Map.Entry<String, String> e = it.next();
+                    String[] d = doing.get(e.getKey());
+                    if (d == null || !(d[0] + "@" + d[1]).equals(e.getValue())) {
+                        long since = Long.parseLong(e.getValue().substring(e.getValue().lastIndexOf('@') + 1));
+                        System.out.println("{\"recovered\": " + q(e.getKey()) + ", \"after_seconds\": " + (now - since) / 1000 + "}");
+                        System.out.flush();
+                        it.remove();
                     }
                 }
             }

@@ -84,16 +84,19 @@ def check_case(results, suite, case):
 
 
 @pytest.mark.parametrize("case", harness.CASES["node"])
+@pytest.mark.timeout(600)  # the first case of a suite runs it on both targets
 def test_node_postgres(results, case):
     check_case(results, "node", case)
 
 
 @pytest.mark.parametrize("case", harness.CASES["jdbc"])
+@pytest.mark.timeout(600)  # the first case of a suite runs it on both targets
 def test_pgjdbc(results, case):
     check_case(results, "jdbc", case)
 
 
 @pytest.mark.parametrize("case", harness.CASES["asyncpg"])
+@pytest.mark.timeout(600)  # the first case of a suite runs it on both targets
 def test_asyncpg(results, case):
     check_case(results, "asyncpg", case)
 

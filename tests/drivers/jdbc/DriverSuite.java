@@ -13,7 +13,8 @@ import java.util.concurrent.atomic.*;
  *   ... DriverSuite.java HOST PORT DB USER --load THREADS OPS
  * Cases print one JSON line each: {"case": NAME, "out": WHAT IT SAW}, holding only what a correct
  * server answers the same way every run. --load runs THREADS connections x OPS checked operations
- * (thread t at prepareThreshold=1 when t is even, the driver's default 5 when odd) and prints
+ * (thread t at prepareThreshold=1 when t is even, the driver's default 5 when odd; its default
+ * isolation repeatable read, serializable or read committed by t % 3) and prints
  * "RESULT ok=N bad=N final_bad=N seconds=S" and the first errors; there a stall is reported and
  * the run goes on (see main).
  * Env TAG: prefix of the tables this run makes. Exit 0 whatever the cases saw; 3 when the watchdog
@@ -133,13 +134,17 @@ public class DriverSuite {
         Connection c = connect(label, params);
         String schema = tag + "_s" + t;
         c.setSchema(schema);
+        int iso = t % 3 == 0 ? Connection.TRANSACTION_REPEATABLE_READ
+                : t % 3 == 1 ? Connection.TRANSACTION_SERIALIZABLE : Connection.TRANSACTION_READ_COMMITTED;
+        String isoName = t % 3 == 0 ? "repeatable read" : t % 3 == 1 ? "serializable" : "read committed";
+        c.setTransactionIsolation(iso);
         String it = "public." + tag + "_items", ct = "public." + tag + "_counter";
         PreparedStatement psSel = c.prepareStatement("SELECT ?::int + ?::int AS s, ?::text AS t");
         PreparedStatement psTypes = c.prepareStatement(
                 "SELECT ?::numeric(12,2) * 2, ?::timestamptz + interval '1 day', ?::bigint[], ?::bytea, ?::bool");
         PreparedStatement psMarker = c.prepareStatement("SELECT v, current_schema(), current_setting('application_name') FROM marker");
         long committed = 0;
-        for (int i = 0; i < ops; i++) {
+        for (int i = 0, attempt = 0; i < ops; i++) {
             int kind = i % 7;
             step(label, "op " + i + " kind " + kind);
             try {
@@ -235,12 +240,20 @@ public class DriverSuite {
                         }
                         break;
                     }
-                    case 5: { // session state (search_path by setSchema, application_name) follows the client
+                    case 5: { // session state (search_path by setSchema, application_name, the default
+                              // isolation by SET SESSION CHARACTERISTICS) follows the client
                         try (ResultSet rs = psMarker.executeQuery()) {
                             check(rs.next(), "marker row");
                             check(rs.getInt(1) == t && schema.equals(rs.getString(2)) && (tag + t).equals(rs.getString(3)),
                                     "marker " + rs.getInt(1) + " schema " + rs.getString(2) + " app " + rs.getString(3));
                         }
+                        c.setAutoCommit(false);
+                        try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT current_setting('transaction_isolation')")) {
+                            rs.next();
+                            check(isoName.equals(rs.getString(1)), "isolation " + rs.getString(1) + ", want " + isoName);
+                        }
+                        c.commit();
+                        c.setAutoCommit(true);
                         break;
                     }
                     default: { // a kept statement with many types (binary transfer past the threshold)
@@ -264,8 +277,17 @@ public class DriverSuite {
                     }
                 }
                 okOps.incrementAndGet();
+                attempt = 0;
             } catch (Exception e) {
+                if (e instanceof SQLException && "40001".equals(((SQLException) e).getSQLState()) && attempt < 10) {
+                    // a serialization failure (repeatable read, serializable): run it again
+                    try { c.rollback(); c.setAutoCommit(true); } catch (Exception e2) { }
+                    attempt++;
+                    i--;
+                    continue;
+                }
                 badOps.incrementAndGet();
+                attempt = 0;
                 if (errors.size() < 10)
                     errors.add(label + " op " + i + " kind " + kind + ": " + e.getClass().getSimpleName()
                             + (e instanceof SQLException ? " [" + ((SQLException) e).getSQLState() + "]" : "") + " "
@@ -276,6 +298,7 @@ public class DriverSuite {
                     try { c.close(); } catch (Exception e3) { }
                     c = connect(label, params);
                     c.setSchema(schema);
+                    c.setTransactionIsolation(iso);
                     psSel = c.prepareStatement("SELECT ?::int + ?::int AS s, ?::text AS t");
                     psTypes = c.prepareStatement("SELECT ?::numeric(12,2) * 2, ?::timestamptz + interval '1 day', ?::bigint[], ?::bytea, ?::bool");
                     psMarker = c.prepareStatement("SELECT v, current_schema(), current_setting('application_name') FROM marker");
@@ -415,6 +438,15 @@ public class DriverSuite {
         // that recovers says after how long; one stalled for 120 s ends the run. The cases stop at
         // the first stall.
         final boolean load = a.length > 4 && a[4].equals("--load");
+        if (!(a.length > 4 && a[4].equals("--list"))) {
+            // The JVM's first connection loads the driver's classes: seconds on a busy machine,
+            // which the watchdog must not take for a stalled connection. Warm up unwatched.
+            try (Connection c = DriverManager.getConnection(url("prepareThreshold=0")); Statement s = c.createStatement()) {
+                s.execute("SELECT 1");
+            } catch (SQLException e) {
+                System.out.println("{\"warm-up connection failed\": " + q(e.toString()) + "}");
+            }
+        }
         final Map<String, String> stalled = new HashMap<>();
         Thread wd = new Thread(() -> {
             while (true) {

@@ -22,7 +22,24 @@ PACKAGES=(
 	redis-server # test_cache_l2 and bench/cache.sh start their own on a free port
 	python3-dnspython # the authoritative DNS server the resolver tests run (tests/integration/dns_util.py)
 	openssl # the TLS tests and bench make their CA and certificates with the openssl command
+	# real drivers (tests/integration/test_drivers.py, bench/drivers.sh)
+	python3-asyncpg
+	libpostgresql-jdbc-java # pgjdbc, /usr/share/java/postgresql.jar
+	openjdk-17-jdk-headless # java runs DriverSuite.java from source: that needs the JDK's compiler
+	nodejs # node-postgres itself comes from npm at pinned versions (tests/drivers/node/install.sh)
 )
+# Debian's nodejs has no npm in it (its npm package has); NodeSource's nodejs bundles npm and
+# conflicts with Debian's. Ask for Debian's only where no npm is found.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+
+# node-postgres at the versions tests/drivers/node/package-lock.json pins (a no-op when current).
+# Without the npm registry the node driver tests fail and say so; nothing else needs it.
+node_modules() {
+	if ! tests/drivers/node/install.sh; then
+		echo "install-deps: npm ci in tests/drivers/node failed: the node-postgres tests will fail" >&2
+	fi
+}
+cd "$(dirname "$0")/.."
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -31,6 +48,7 @@ for pkg in "${PACKAGES[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
+	node_modules
 	exit 0
 fi
 
@@ -48,3 +66,4 @@ mkdir -p /etc/postgresql-common/createcluster.d
 echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/tusk-no-main.conf
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+node_modules

@@ -1,0 +1,334 @@
+// node-postgres the way applications use it, against one target (PostgreSQL direct, tusk, or
+// PgBouncer). Run by tests/integration/test_drivers.py (direct and through tusk, outputs compared)
+// and bench/drivers.sh.
+//   node suite.js [CASE ...]       (no case: all of them; --list: their names)
+// Env: PGHOST PGPORT PGUSER PGDATABASE (the target), TAG (prefix of the tables this run makes, so
+// runs against several targets of one PostgreSQL do not meet), POOL_MAX (pg.Pool size, default 12:
+// larger than the pooler's size), TLS_PORT and TLS_CA (a TLS listener and its CA; without them
+// the tls case prints "not configured").
+// Prints one JSON line per case: {"case": NAME, "out": WHAT IT SAW}. "out" holds only values a
+// correct server gives the same way every run (no pids, no timings), so two targets' lines can be
+// compared as they are. Exit 0 whatever the cases saw; 3 when the watchdog fired: a connection
+// made no progress for 10 s (it prints which one and what it was doing).
+'use strict'
+const fs = require('fs')
+const pg = require('pg')
+const Cursor = require('pg-cursor')
+const QueryStream = require('pg-query-stream')
+
+const TAG = process.env.TAG || 'nd'
+const base = {
+  host: process.env.PGHOST || '127.0.0.1',
+  port: parseInt(process.env.PGPORT || '5432', 10),
+  user: process.env.PGUSER || 'tusk_trust',
+  database: process.env.PGDATABASE || 'tusk_test',
+  ssl: false,
+  connectionTimeoutMillis: 30000,
+}
+// A database name the pooler serves from a pool of ONE server (tusk_test there): what one client
+// leaves behind on its server, the next one meets.
+const ONE_DB = process.env.ONE_DATABASE || base.database
+const POOL_MAX = parseInt(process.env.POOL_MAX || '12', 10)
+const STALL_MS = 10000
+
+// ---- watchdog: every connection says what it is doing; none may sit still for 10 s ----------
+const doing = new Map() // label -> {what, since}
+function step(label, what) { doing.set(label, { what, since: Date.now() }) }
+function done(label) { doing.delete(label) }
+setInterval(() => {
+  const now = Date.now()
+  for (const [label, d] of doing) {
+    if (now - d.since > STALL_MS) {
+      console.log(JSON.stringify({ stall: label, doing: d.what, seconds: Math.round((now - d.since) / 1000) }))
+      process.exit(3)
+    }
+  }
+}, 500).unref()
+
+async function client(label, extra = {}) {
+  const c = new pg.Client({ ...base, ...extra })
+  c.on('error', (e) => { c._asyncError = e.code || e.message })
+  step(label, 'connect')
+  await c.connect()
+  done(label)
+  return c
+}
+// q(label, client, query...): the query, watched.
+async function q(label, c, ...args) {
+  step(label, typeof args[0] === 'string' ? args[0] : (args[0].text || args[0].name || 'submittable'))
+  try {
+    return await c.query(...args)
+  } finally {
+    done(label)
+  }
+}
+function err(e) { return { error: e.code || e.message } }
+async function clientOne(label) { return client(label, { database: ONE_DB }) }
+async function admin(sql) {
+  const c = await client('admin')
+  try { await q('admin', c, sql) } finally { await c.end() }
+}
+
+const cases = {}
+
+// Named statements (Parse once per connection, then Bind/Execute), many values, every row checked.
+cases.named_prepared = async () => {
+  const c = await client('named')
+  const bad = []
+  for (let i = 0; i < 200; i++) {
+    const r = await q('named', c, { name: 'nd_sel', text: 'SELECT $1::int * 2 AS d, $2::text AS t', values: [i, 'v' + i] })
+    if (r.rows.length !== 1 || r.rows[0].d !== 2 * i || r.rows[0].t !== 'v' + i) bad.push(i)
+  }
+  // a second name for another text, interleaved with the first
+  for (let i = 0; i < 50; i++) {
+    const a = await q('named', c, { name: 'nd_a', text: 'SELECT $1::int + 1 AS v', values: [i] })
+    const b = await q('named', c, { name: 'nd_b', text: "SELECT $1::text || '!' AS v", values: ['x' + i] })
+    if (a.rows[0].v !== i + 1 || b.rows[0].v !== 'x' + i + '!') bad.push('ab' + i)
+  }
+  await c.end()
+  return { bad }
+}
+
+// Unnamed statements (parameterised queries): Parse/Bind/Execute/Sync each time.
+cases.unnamed_prepared = async () => {
+  const c = await client('unnamed')
+  const bad = []
+  for (let i = 0; i < 200; i++) {
+    const r = await q('unnamed', c, 'SELECT $1::int AS i, $2::numeric * 2 AS n, $3::bool AS b', [i, '1.25', i % 2 === 0])
+    const row = r.rows[0]
+    if (row.i !== i || row.n !== '2.50' || row.b !== (i % 2 === 0)) bad.push(i)
+  }
+  await c.end()
+  return { bad }
+}
+
+// pg.Pool larger than the pooler's size: many concurrent checkouts, every result checked.
+cases.pool_larger_than_size = async () => {
+  const pool = new pg.Pool({ ...base, max: POOL_MAX, idleTimeoutMillis: 1000 })
+  pool.on('error', () => {})
+  const bad = []
+  let n = 0
+  await Promise.all(Array.from({ length: 300 }, async (_, i) => {
+    const label = 'pool' + i
+    step(label, 'pool.query ' + i)
+    try {
+      const r = await pool.query({ name: 'nd_pool', text: 'SELECT $1::int AS i, pg_sleep(0.002) IS NULL AS s', values: [i] })
+      if (r.rows[0].i !== i) bad.push(i); else n++
+    } catch (e) { bad.push(i + ':' + (e.code || e.message)) } finally { done(label) }
+  }))
+  // transactions on pool clients, held while others run
+  await Promise.all(Array.from({ length: POOL_MAX }, async (_, i) => {
+    const label = 'pooltx' + i
+    const c = await pool.connect()
+    try {
+      await q(label, c, 'BEGIN')
+      await q(label, c, `SET LOCAL application_name = 'nd_tx_${i}'`)
+      await q(label, c, 'SELECT pg_sleep(0.05)')
+      const r = await q(label, c, 'SELECT current_setting($1) AS a', ['application_name'])
+      if (r.rows[0].a !== `nd_tx_${i}`) bad.push('tx' + i)
+      await q(label, c, 'COMMIT')
+    } finally { c.release() }
+  }))
+  await pool.end()
+  return { ok: n, bad }
+}
+
+// pg-cursor inside a transaction: batches of a named portal.
+cases.cursor_in_transaction = async () => {
+  const c = await client('cursor')
+  await q('cursor', c, 'BEGIN')
+  const cur = c.query(new Cursor('SELECT g, md5(g::text) AS m FROM generate_series(1, $1::int) g ORDER BY g', [1000]))
+  let n = 0, sum = 0, batches = 0
+  const bad = []
+  for (;;) {
+    step('cursor', 'cursor.read batch ' + batches)
+    const rows = await cur.read(97)
+    done('cursor')
+    if (rows.length === 0) break
+    batches++
+    for (const r of rows) { n++; sum += r.g; if (r.g !== n || r.m.length !== 32) bad.push(n) }
+  }
+  await cur.close()
+  // an ordinary query after the cursor, in the same transaction (node-postgres queues a query
+  // behind an open cursor, so it cannot run between reads)
+  const r = await q('cursor', c, 'SELECT 42 AS v')
+  if (r.rows[0].v !== 42) bad.push('after cursor')
+  await q('cursor', c, 'COMMIT')
+  await c.end()
+  return { n, sum, batches, bad }
+}
+
+// pg-cursor outside a transaction: Execute with a row limit, Flush, more Executes, Sync at close.
+// Between them the server is inside an implicit transaction.
+cases.cursor_autocommit = async () => {
+  const c = await client('cursor2')
+  const cur = c.query(new Cursor('SELECT g FROM generate_series(1, 500) g'))
+  let n = 0, sum = 0
+  for (;;) {
+    step('cursor2', 'cursor.read')
+    const rows = await cur.read(50)
+    done('cursor2')
+    if (rows.length === 0) break
+    for (const r of rows) { n++; sum += r.g }
+  }
+  await cur.close()
+  const r = await q('cursor2', c, 'SELECT 7 AS v')
+  await c.end()
+  return { n, sum, after: r.rows[0].v }
+}
+
+// pg-query-stream: 5,000 rows streamed, several streams at once on separate clients.
+cases.query_stream = async () => {
+  const one = async (k) => {
+    const label = 'stream' + k
+    const c = await client(label)
+    let n = 0, sum = 0
+    step(label, 'stream')
+    await new Promise((resolve, reject) => {
+      const s = c.query(new QueryStream('SELECT g, repeat($1, 10) AS r FROM generate_series(1, 5000) g', ['ab'], { batchSize: 100 }))
+      s.on('data', (row) => { n++; sum += row.g; step(label, 'stream row ' + n); if (row.r.length !== 20) reject(new Error('row ' + n)) })
+      s.on('end', resolve)
+      s.on('error', reject)
+    })
+    done(label)
+    await c.end()
+    return [n, sum]
+  }
+  return await Promise.all([0, 1, 2, 3].map(one))
+}
+
+// (On the pooler's one-server pool, so the next client gets the same server.)
+// A client that goes away in the middle of a cursor over an INSERT ... RETURNING, with no Sync
+// ever sent: PostgreSQL rolls the implicit transaction back; nothing may be committed.
+cases.disconnect_mid_cursor = async () => {
+  const t = `${TAG}_midcur`
+  await admin(`DROP TABLE IF EXISTS ${t}; CREATE TABLE ${t}(v int)`)
+  const c = await clientOne('midcur')
+  const cur = c.query(new Cursor(`INSERT INTO ${t} SELECT g FROM generate_series(1, 10) g RETURNING v`))
+  step('midcur', 'cursor.read')
+  const rows = await cur.read(2)
+  done('midcur')
+  c.connection.stream.destroy() // the process dies: no Sync, no Terminate
+  await new Promise((r) => setTimeout(r, 1500))
+  const a = await clientOne('midcur-check')
+  const r = await q('midcur-check', a, `SELECT count(*)::int AS n FROM ${t}`)
+  // and the next client's autocommit writes must commit, not join a stranger's transaction
+  await q('midcur-check', a, `INSERT INTO ${t} VALUES (-1)`)
+  await a.end()
+  const b = await clientOne('midcur-check2')
+  const r2 = await q('midcur-check2', b, `SELECT count(*)::int AS n FROM ${t} WHERE v = -1`)
+  await b.end()
+  await admin(`DROP TABLE ${t}`)
+  return { read: rows.length, committed_rows: r.rows[0].n, next_client_write: r2.rows[0].n }
+}
+
+// An error in the middle of a result (after rows were sent), in and out of a transaction; the
+// connection goes on working.
+cases.error_mid_query = async () => {
+  const c = await client('errmid')
+  const out = {}
+  try { await q('errmid', c, 'SELECT 10 / (5 - g) AS v FROM generate_series(1, 10) g') } catch (e) { out.autocommit = err(e) }
+  out.after = (await q('errmid', c, 'SELECT 1 AS v')).rows[0].v
+  await q('errmid', c, 'BEGIN')
+  try { await q('errmid', c, { name: 'nd_div', text: 'SELECT 10 / (5 - g) AS v FROM generate_series(1, $1::int) g', values: [10] }) } catch (e) { out.in_tx = err(e) }
+  try { await q('errmid', c, 'SELECT 2') } catch (e) { out.in_failed_tx = err(e) }
+  await q('errmid', c, 'ROLLBACK')
+  out.named_again = (await q('errmid', c, { name: 'nd_div', text: 'SELECT 10 / (5 - g) AS v FROM generate_series(1, $1::int) g', values: [3] })).rows.map((r) => r.v)
+  try { await q('errmid', c, 'SELECT * FROM no_such_table_nd') } catch (e) { out.parse_error = err(e) }
+  out.status = c.getTransactionStatus()
+  await c.end()
+  return out
+}
+
+// Cancel a running query the way node-postgres does (a CancelRequest on a new connection), once
+// the query is seen running (a cancel that arrives before it would cancel nothing).
+async function whenRunning(marker) {
+  const w = await client('cancel-watch')
+  try {
+    for (let i = 0; i < 200; i++) {
+      const r = await q('cancel-watch', w, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1", ['%' + marker + '%'])
+      if (r.rows[0].n >= 1) return
+      await new Promise((r) => setTimeout(r, 50))
+    }
+  } finally { await w.end() }
+}
+async function cancelled(c, marker) {
+  const running = c.query(`SELECT pg_sleep(30) /* ${marker} */`)
+  const query = c._getActiveQuery()
+  await whenRunning(marker)
+  step('cancel', 'pg_sleep(30) waiting for the cancel')
+  new pg.Client(base).cancel(c, query)
+  try { await running; return 'no error' } catch (e) { return err(e) } finally { done('cancel') }
+}
+cases.cancel = async () => {
+  const c = await client('cancel')
+  const out = {}
+  out.cancelled = await cancelled(c, `${TAG}_cancel_1`)
+  out.after = (await q('cancel', c, 'SELECT 5 AS v')).rows[0].v
+  // cancel inside a transaction: the transaction is failed, then rolled back
+  await q('cancel', c, 'BEGIN')
+  out.in_tx = await cancelled(c, `${TAG}_cancel_2`)
+  await q('cancel', c, 'ROLLBACK')
+  out.after_tx = (await q('cancel', c, 'SELECT 6 AS v')).rows[0].v
+  await c.end()
+  return out
+}
+
+// connect(); end() without waiting: node-postgres sends Terminate before the startup packet.
+cases.connect_end = async () => {
+  const events = []
+  for (let i = 0; i < 5; i++) {
+    const c = new pg.Client(base)
+    c.on('error', (e) => events.push('error event: ' + (e.code || e.message)))
+    const p = c.connect().then(() => 'connected', (e) => 'connect rejected: ' + (e.code || e.message))
+    await c.end()
+    // against PostgreSQL the connect promise never settles (the socket closes silently)
+    events.push(await Promise.race([p, new Promise((r) => setTimeout(() => r('connect never settled'), 1000))]))
+  }
+  return { events: [...new Set(events)].sort() }
+}
+
+// The listener with TLS: the session is encrypted and works.
+cases.tls = async () => {
+  if (!process.env.TLS_PORT) return 'not configured'
+  const c = await client('tls', { port: parseInt(process.env.TLS_PORT, 10), ssl: { ca: fs.readFileSync(process.env.TLS_CA), servername: 'localhost' } })
+  const enc = !!c.connection.stream.encrypted
+  let sum = 0
+  for (let i = 0; i < 20; i++) sum += (await q('tls', c, { name: 'nd_tls', text: 'SELECT $1::int AS v', values: [i] })).rows[0].v
+  const big = (await q('tls', c, "SELECT string_agg(md5(g::text), '') AS s FROM generate_series(1, 5000) g")).rows[0].s.length
+  await c.end()
+  return { encrypted: enc, sum, big }
+}
+
+// A named statement across a schema change made by another connection.
+cases.named_schema_change = async () => {
+  const t = `${TAG}_nsc`
+  await admin(`DROP TABLE IF EXISTS ${t}; CREATE TABLE ${t}(id int, a int); INSERT INTO ${t} VALUES (1, 10)`)
+  const c = await client('nsc')
+  const qq = { name: 'nd_nsc', text: `SELECT * FROM ${t} WHERE id = $1`, values: [1] }
+  const run = async () => { try { return (await q('nsc', c, qq)).rows } catch (e) { return err(e) } }
+  const out = { before: [await run(), await run()] }
+  await admin(`ALTER TABLE ${t} ADD COLUMN c text DEFAULT 'new'`)
+  out.add_column = [await run(), await run()]
+  await admin(`ALTER TABLE ${t} ALTER COLUMN a TYPE bigint`)
+  out.int_to_bigint = [await run(), await run()]
+  await c.end()
+  await admin(`DROP TABLE ${t}`)
+  return out
+}
+
+async function main() {
+  const want = process.argv.slice(2)
+  if (want[0] === '--list') { console.log(Object.keys(cases).join(' ')); process.exit(0) }
+  for (const name of want.length ? want : Object.keys(cases)) {
+    let out
+    try {
+      out = await cases[name]()
+    } catch (e) {
+      out = { exception: e.code || e.message }
+    }
+    console.log(JSON.stringify({ case: name, out }))
+  }
+  process.exit(0)
+}
+main()

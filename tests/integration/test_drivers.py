@@ -1,0 +1,110 @@
+"""Real drivers through tusk in transaction mode, the way applications use them (issue 27):
+node-postgres from npm at pinned versions (pg, pg-pool, pg-cursor, pg-query-stream), pgjdbc
+(Debian's libpostgresql-jdbc-java) and asyncpg (Debian's python3-asyncpg).
+
+Each suite (tests/drivers/) runs once against PostgreSQL direct and once through one tusk of
+this module (transaction pooling, 3 servers, fewer than the drivers' pools and threads; database
+tusk_test_one is served by a pool of one server, so what a client leaves on its server the next
+one meets). Every case checks every result it gets; the test of a case then compares tusk's
+answer with PostgreSQL's (harness.judge: equal, or, where the driver was told nothing that stopped
+being true, the right answer). A watchdog in each suite fails a case whose connection made no
+progress for 10 s and says which connection and what it was doing.
+What cannot pass through a transaction pooler by design is not tested here: docs/pooling.md,
+"What cannot work through a transaction pooler, by design"."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import DIRECT, REPO, TEST_DB, Tusk
+from tls_util import Certs
+from txn_util import txn_pool
+
+sys.path.insert(0, str(REPO / "tests" / "drivers"))
+import harness  # noqa: E402
+
+USER = "tusk_trust"
+ONE_DB = "tusk_test_one"
+SIZE = 3
+
+
+@pytest.fixture(scope="module")
+def drivers_tusk(pg, tmp_path_factory):
+    """One tusk for the module: transaction pooling of SIZE servers, TLS allowed on its listener."""
+    certs = Certs(tmp_path_factory.mktemp("drivers-certs"))
+    t = Tusk(tmp_path_factory.mktemp("drivers-tusk"), pg.port,
+             pools=[txn_pool(1, database=ONE_DB, server_database=TEST_DB), txn_pool(SIZE)],
+             listen_opts={"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
+             pool_wait_timeout="30s")
+    t.start()
+    t.certs = certs
+    yield t
+    problems = t.stop()
+    assert not problems, "\n".join(problems) + "\n" + t.log_tail()
+
+
+class Results:
+    """Each suite's answers, per target, computed once for the module."""
+
+    def __init__(self, pg, tusk):
+        self.pg, self.tusk, self.cache = pg, tusk, {}
+
+    def get(self, suite, target):
+        key = (suite, target)
+        if key not in self.cache:
+            why = harness.available(suite)
+            if why:
+                pytest.fail(why)
+            if suite == "node":
+                harness.install_node_modules()
+            if target == "direct":
+                self.cache[key] = harness.run_suite(suite, "127.0.0.1", self.pg.port, TEST_DB, USER, tag=f"{suite}_d")
+            else:
+                # TUSK_TEST_DIRECT=1: the stand-in is PostgreSQL, which has neither.
+                self.cache[key] = harness.run_suite(suite, "127.0.0.1", self.tusk.port, TEST_DB, USER,
+                                                    tag=f"{suite}_t", one_db=None if DIRECT else ONE_DB,
+                                                    tls_port=None if DIRECT else self.tusk.port,
+                                                    tls_ca=self.tusk.certs.ca)
+        return self.cache[key]
+
+
+@pytest.fixture(scope="module")
+def results(pg, drivers_tusk):
+    return Results(pg, drivers_tusk)
+
+
+def check_case(results, suite, case):
+    direct = results.get(suite, "direct")[case]
+    problem = harness.direct_problem(suite, case, direct)
+    assert problem is None, problem
+    through = results.get(suite, "tusk")[case]
+    why = harness.judge(suite, case, direct, through)
+    assert why is None, f"{suite}/{case} through tusk differs from PostgreSQL direct:\n  {why}"
+
+
+@pytest.mark.parametrize("case", harness.CASES["node"])
+@pytest.mark.timeout(600)  # the first case of a suite runs it on both targets
+def test_node_postgres(results, case):
+    check_case(results, "node", case)
+
+
+@pytest.mark.parametrize("case", harness.CASES["jdbc"])
+@pytest.mark.timeout(600)  # the first case of a suite runs it on both targets
+def test_pgjdbc(results, case):
+    check_case(results, "jdbc", case)
+
+
+@pytest.mark.parametrize("case", harness.CASES["asyncpg"])
+@pytest.mark.timeout(600)  # the first case of a suite runs it on both targets
+def test_asyncpg(results, case):
+    check_case(results, "asyncpg", case)
+
+
+def test_driver_case_lists_match_the_suites():
+    """harness.CASES (what this file tests) names every case each suite has, in its order."""
+    for suite in harness.CASES:
+        if harness.available(suite) is None:
+            if suite == "node":
+                harness.install_node_modules()
+            assert harness.list_cases(suite) == harness.CASES[suite], suite

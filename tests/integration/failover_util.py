@@ -122,11 +122,13 @@ class Reader(threading.Thread):
             conn.close()
 
 
-def run_failover(c, t, writers=4, readers=0, idle=3, after=3.0, wait_first=15.0):
+def run_failover(c, t, writers=4, readers=0, idle=3, after=3.0, wait_first=15.0, order="kill", pgbench=True):
     """Load, kill the primary, promote standby 0 two seconds later; returns a dict (see the
-    module's text). The cluster's primary is the promoted standby afterwards."""
+    module's text). The cluster's primary is the promoted standby afterwards. A planned
+    switchover instead: order "stop" stops the primary cleanly (-m fast) and promotes at once,
+    "promote" promotes first and stops the old primary (-m fast) half a second later."""
     stop = threading.Event()
-    bench = subprocess.Popen([str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(t.port), "-U", "tusk_trust",
+    bench = None if not pgbench else subprocess.Popen([str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(t.port), "-U", "tusk_trust",
                               "-b", "simple-update", "-n", "-c", "8", "-j", "2", "-T", "600", BENCH_DB],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     idle_conns = [connect(t.port, dbname=TEST_DB, autocommit=True) for _ in range(idle)]
@@ -140,15 +142,25 @@ def run_failover(c, t, writers=4, readers=0, idle=3, after=3.0, wait_first=15.0)
     try:
         wait_until(lambda: all(w.acked for w in ws), 30, what="every writer committed once")
         time.sleep(1.5)
-        old = c.primary
-        old.stop("immediate")
-        kill_at = time.monotonic()  # what was sent before this may have been in flight on it
-        for w in ws:
-            w.kill_at = kill_at
-        time.sleep(2.0)
-        new = c.standbys[0]
-        promote_at = time.monotonic()
-        c.promote(new)
+        old, new = c.primary, c.standbys[0]
+
+        def stop_old(mode):
+            old.stop(mode)
+            kill_at = time.monotonic()  # what was sent before this may have been in flight on it
+            for w in ws:
+                w.kill_at = kill_at
+
+        if order == "promote":
+            promote_at = time.monotonic()
+            c.promote(new)
+            time.sleep(0.5)
+            stop_old("fast")
+        else:
+            stop_old("immediate" if order == "kill" else "fast")
+            if order == "kill":
+                time.sleep(2.0)
+            promote_at = time.monotonic()
+            c.promote(new)
         out["promote_returned"] = time.monotonic() - promote_at
         deadline = promote_at + wait_first
         first = None
@@ -169,12 +181,13 @@ def run_failover(c, t, writers=4, readers=0, idle=3, after=3.0, wait_first=15.0)
         stop.set()
         for th in ws + rs:
             th.join(timeout=60)
-        bench.terminate()
-        try:
-            bench.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            bench.kill()
-            bench.communicate()
+        if bench:
+            bench.terminate()
+            try:
+                bench.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                bench.kill()
+                bench.communicate()
         for cn in idle_conns:
             cn.close()
     out["acked"] = [i for w in ws for (i, _) in w.acked]

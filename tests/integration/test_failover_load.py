@@ -35,3 +35,19 @@ def test_failover_under_load(private_cluster, tusk, target):
     assert out["not_inflight"] == [], out["not_inflight"][:5]
     # A split pool's readers (kept connections and fresh logins) never noticed the outage.
     assert out["reader_errors"] == [], out["reader_errors"][:5]
+
+
+@pytest.mark.parametrize("order", ["stop", "promote"], ids=["stop_first", "promote_first"])
+def test_switchover_no_error(private_cluster, tusk, order):
+    """A planned switchover: the old primary stopped cleanly and a standby promoted, in
+    either order. Writers between transactions and idle clients see no error (before the
+    fix, claims failed fast naming the stopped primary while the new one was unknown)."""
+    c = private_cluster
+    prepare(c)
+    t = tusk(services=service(c), pools=pools("primary"), **TUSK_SETTINGS)
+    out = run_failover(c, t, writers=4, order=order, pgbench=False, after=2.0)
+    report(f"switchover, {order} first", out)
+    assert out["first_write"] is not None and out["first_write"] <= 5.0 * SLOW, out["first_write"]
+    assert out["lost"] == [], out["lost"][:10]
+    assert out["idle_errors"] == [], out["idle_errors"]
+    assert out["not_inflight"] == [], out["not_inflight"][:5]

@@ -218,9 +218,11 @@ void tp_release(struct tp_slot *slot, bool reusable);
  *           a primary-only pool), and the host takes it out of the set (tp_pool_set_backends).
  *           The backend gets no connect for backoff_first (no failure counted), and a bound
  *           claim goes back to the head of the queue to wait, within its deadline, for a
- *           backend of the new set (or for this one again), rather than failing fast.
+ *           backend of the new set (or for this one again), rather than failing fast. While
+ *           such a hold lasts, claims do not fail fast (fail_fast) and a bound claim whose
+ *           connect failed elsewhere waits too: the set is changing (a failover).
  * With bind_connects, any other error fails the bound claim with err once no other backend
- * may be connected to now. */
+ * may be connected to now or is held after -ESTALE. */
 void tp_connect_done(struct tp_slot *slot, int err, const char *reason);
 void tp_check_done(struct tp_slot *slot, bool ok);
 /* The connector saw an idle slot's connection die (its peer closed or spoke while idle; on
@@ -232,6 +234,9 @@ bool tp_idle_broken(struct tp_slot *slot);
  * claims at their deadline, closes idle slots past idle_timeout or lifetime, starts health
  * checks, retries connects for waiting claims when a backoff ends. */
 void tp_pool_tick(struct tp_pool *p, int thread);
+/* Work the queue now, from any thread: a host that knows a held or backed-off backend may be
+ * tried again (its own timer, a changed role) need not wait for the next tp_pool_tick. */
+void tp_pool_kick(struct tp_pool *p);
 
 /* Policy switches (any thread). */
 /* Claims queue, nothing is handed out, released slots are parked, no connect starts for

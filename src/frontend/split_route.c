@@ -65,7 +65,15 @@ void split_route_claim(struct client *c)
 	const char *sql;
 	size_t len;
 	c->standby = false;
-	if (!c->pool || !pool_is_split(c->pool) || !first_text(c, &sql, &len))
+	if (!c->pool || !pool_is_split(c->pool))
+		return;
+	if (!c->greeted) {
+		/* A login needs no primary: while every backend that may be one is down (a failover
+		 * may be under way), a standby logs the client in, and its reads go on. */
+		c->standby = services_primary_down(c->worker->rt->services, pool_rule(c->pool)->service);
+		return;
+	}
+	if (!first_text(c, &sql, &len))
 		return;
 	if (router_split_decide(sql, len) != ROUTER_SPLIT_STANDBY)
 		return;

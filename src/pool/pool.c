@@ -359,6 +359,7 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 			pthread_mutex_unlock(&p->lock);
 		}
 		s->idle_since = ev_now(s->worker->loop);
+		services_note_up(p->rt->services, pool_rule(p)->service, tp_slot_backend(slot));
 		tl_in_connect = true;
 		tp_connect_done(slot, 0, NULL);
 		tl_in_connect = false;
@@ -379,6 +380,9 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 		if (stop)
 			set_min_size(p, false);
 	}
+	/* Down: pools that want a primary look among the others before this claim moves on. */
+	if (code == -ECONNREFUSED)
+		services_note_down(p->rt->services, pool_rule(p)->service, tp_slot_backend(slot));
 	bool refill = !tp_slot_claim(slot);
 	struct tp_stats before, after;
 	tp_pool_stats(p->tp, &before);
@@ -1078,8 +1082,6 @@ void pool_maintain(struct worker *w, double now)
 	struct runtime *rt = w->rt;
 	double unused_timeout = (double)rt->cfg->pool_idle_timeout_ms / 1000.0;
 
-	if (w->index == 0)
-		services_tick(rt->services); /* role verdicts due for a re-check */
 	/* The list only grows at the head, so walking from a snapshot of it is safe. */
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
 		FOR_CORES(p, t)

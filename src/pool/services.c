@@ -22,10 +22,14 @@
 /* A role verdict is taken again after this long: a backend excluded for its role is offered
  * to its pools again, so that the next connect to it re-checks (a promotion, a demotion). */
 #define SERVICES_ROLE_RECHECK 1.0
+/* The services' own ticker (a thread): how often it compares each pool's part of the set
+ * with what it was last given, and kicks the queues of pools looking for a primary. */
+#define SERVICES_TICK 0.1
 
 struct svc_sub {
 	struct tp_pool *tp;
-	int target; /* enum config_target */
+	int target;   /* enum config_target */
+	uint64_t fed; /* fingerprint of the part it was last given (0: none yet) */
 };
 
 static double mono_now(void)
@@ -50,15 +54,23 @@ struct svc_entry {
 	double *checked;  /* when each role was last seen (monotonic) */
 	uint64_t *replay; /* each standby's last pg_last_wal_replay_lsn() seen (0: none); only grows */
 	uint64_t *source; /* the name each came from (resolve_source): its TLS name (services_tls_name) */
+	uint8_t *down;    /* its last connect failed (services_note_down), none succeeded since */
 	int n;
+	uint64_t gen;     /* bumped by each new set: fingerprints of an older one never match */
 	struct svc_sub *subs;
 	int nsubs, capsubs;
-	bool stale;       /* a role verdict is older than SERVICES_ROLE_RECHECK: pools were re-fed */
 };
 
 struct services {
 	pthread_mutex_t lock; /* head */
 	struct svc_entry *head; /* newest first */
+	/* The ticker (services_tick every SERVICES_TICK): started by services_new, stopped and
+	 * joined by services_stop. */
+	pthread_t ticker;
+	bool ticking;
+	pthread_mutex_t tick_lock; /* stop, with tick_cond */
+	pthread_cond_t tick_cond;
+	bool stop;
 };
 
 static bool same_host(const struct config_host *a, const struct config_host *b)
@@ -112,13 +124,35 @@ bool services_role_fits(int target, enum services_role role)
 	}
 }
 
+/* A pool of target is looking for a primary: it wants one (primary, read-write, the primary
+ * side of a split) and every backend that may be one (not known to be a standby) failed its
+ * last connect. A failover may be under way: every backend is offered to it, so that its
+ * claims wait, and connect to each standby in turn (each -ESTALE holds it backoff_first),
+ * until one is found promoted. Under e->lock. */
+static bool hunting_locked(const struct svc_entry *e, int target)
+{
+	if (target != CONFIG_TARGET_PRIMARY && target != CONFIG_TARGET_READ_WRITE)
+		return false;
+	bool standby = false;
+	for (int i = 0; i < e->n; i++) {
+		if (e->roles[i] != SERVICES_ROLE_STANDBY && !e->down[i])
+			return false;
+		standby |= e->roles[i] == SERVICES_ROLE_STANDBY;
+	}
+	return standby;
+}
+
 /* The part of e's set that sub may connect to: backends whose role fits its target, those of
- * unknown role (a connect finds out), and those whose verdict is due for a re-check. For
- * prefer-standby: the standbys (and unknown) while any is known, else all. Under e->lock;
- * out has room for e->n. */
+ * unknown role (a connect finds out), those whose verdict is due for a re-check, and all of
+ * them while it is looking for a primary (hunting_locked). For prefer-standby: the standbys
+ * (and unknown) while any is known, else all. Under e->lock; out has room for e->n. */
 static int filter_locked(const struct svc_entry *e, const struct svc_sub *sub, double now, struct tp_backend_addr *out)
 {
 	int target = sub->target, n = 0;
+	if (hunting_locked(e, target)) {
+		memcpy(out, e->addrs, (size_t)e->n * sizeof *out);
+		return e->n;
+	}
 	if (target == CONFIG_TARGET_PREFER_STANDBY) {
 		target = CONFIG_TARGET_ANY;
 		for (int i = 0; i < e->n; i++)
@@ -132,8 +166,24 @@ static int filter_locked(const struct svc_entry *e, const struct svc_sub *sub, d
 	return n;
 }
 
-/* Give subscribers [from, e->nsubs) their part of the current set. Under e->lock. */
-static void feed_from_locked(struct svc_entry *e, int from)
+/* FNV-1a over the set's generation and the backends of a part. */
+static uint64_t fingerprint(uint64_t gen, const struct tp_backend_addr *part, int m)
+{
+	uint64_t h = 14695981039346656037ull ^ gen;
+	for (int k = 0; k < m; k++) {
+		for (const char *c = part[k].name; *c; c++)
+			h = (h ^ (uint8_t)*c) * 1099511628211ull;
+		h = (h ^ part[k].port) * 1099511628211ull;
+	}
+	return h | 1u;
+}
+
+/* Give subscribers [from, e->nsubs) their part of the current set when it differs from what
+ * each was last given (or always, with force). With kick, a pool looking for a primary whose
+ * part did not change has its queue worked: a standby's -ESTALE hold may have ended.
+ * Level-triggered: whatever verdict, failure or re-check changed, the next call gives each
+ * pool what it should have now. Under e->lock. */
+static void feed_from_locked(struct svc_entry *e, int from, bool force, bool kick)
 {
 	if (e->n == 0)
 		return;
@@ -144,20 +194,30 @@ static void feed_from_locked(struct svc_entry *e, int from)
 	}
 	double now = mono_now();
 	for (int i = from; i < e->nsubs; i++) {
-		int m = filter_locked(e, &e->subs[i], now, part);
+		struct svc_sub *sub = &e->subs[i];
+		int m = filter_locked(e, sub, now, part);
 		/* None fits: the pool keeps what it has (an empty answer never empties a pool);
 		 * its connects find the roles out and fail fast, naming them. */
-		if (m > 0 && tp_pool_set_backends(e->subs[i].tp, part, m) < 0)
-			log_warn(NULL, NULL, "service %s: a pool could not take its %d backends (out of memory)",
-				 e->svc->name, m);
+		if (m == 0)
+			continue;
+		uint64_t fp = fingerprint(e->gen, part, m);
+		if (force || fp != sub->fed) {
+			if (tp_pool_set_backends(sub->tp, part, m) < 0)
+				log_warn(NULL, NULL, "service %s: a pool could not take its %d backends (out of memory)",
+					 e->svc->name, m);
+			else
+				sub->fed = fp;
+		} else if (kick && hunting_locked(e, sub->target)) {
+			tp_pool_kick(sub->tp);
+		}
 	}
 	free(part);
 }
 
-/* Give each subscriber its part of the current set. Under e->lock. */
+/* Give each subscriber whose part changed its part of the current set. Under e->lock. */
 static void feed_locked(struct svc_entry *e)
 {
-	feed_from_locked(e, 0);
+	feed_from_locked(e, 0, false, false);
 }
 
 /* Replace e's set (roles carried over by address) and feed the subscribers. Under e->lock. */
@@ -170,7 +230,9 @@ static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *ad
 	double *c = calloc((size_t)n, sizeof *c);
 	uint64_t *rl = calloc((size_t)n, sizeof *rl);
 	uint64_t *src = malloc((size_t)n * sizeof *src);
-	if (!a || !w || !r || !c || !rl || !src) {
+	uint8_t *dn = calloc((size_t)n, sizeof *dn);
+	if (!a || !w || !r || !c || !rl || !src || !dn) {
+		free(dn);
 		free(src);
 		free(rl);
 		free(a);
@@ -193,6 +255,7 @@ static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *ad
 				r[i] = e->roles[j];
 				c[i] = e->checked[j];
 				rl[i] = e->replay[j];
+				dn[i] = e->down[j];
 			}
 	}
 	free(e->addrs);
@@ -201,6 +264,9 @@ static void publish_locked(struct svc_entry *e, const struct tp_backend_addr *ad
 	free(e->checked);
 	free(e->replay);
 	free(e->source);
+	free(e->down);
+	e->down = dn;
+	e->gen++;
 	e->replay = rl;
 	e->source = src;
 	e->addrs = a;
@@ -278,15 +344,33 @@ static void entry_free(struct svc_entry *e)
 	free(e->checked);
 	free(e->replay);
 	free(e->source);
+	free(e->down);
 	free(e->subs);
 	free(e);
 }
 
+static void *ticker_main(void *arg);
+
 struct services *services_new(void)
 {
 	struct services *s = calloc(1, sizeof *s);
-	if (s)
-		pthread_mutex_init(&s->lock, NULL);
+	if (!s)
+		return NULL;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->tick_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->tick_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&s->ticker, NULL, ticker_main, s) != 0) {
+		pthread_cond_destroy(&s->tick_cond);
+		pthread_mutex_destroy(&s->tick_lock);
+		pthread_mutex_destroy(&s->lock);
+		free(s);
+		return NULL;
+	}
+	s->ticking = true;
 	return s;
 }
 
@@ -294,6 +378,14 @@ void services_stop(struct services *s)
 {
 	if (!s)
 		return;
+	if (s->ticking) {
+		pthread_mutex_lock(&s->tick_lock);
+		s->stop = true;
+		pthread_cond_signal(&s->tick_cond);
+		pthread_mutex_unlock(&s->tick_lock);
+		pthread_join(s->ticker, NULL);
+		s->ticking = false;
+	}
 	pthread_mutex_lock(&s->lock);
 	struct svc_entry *head = s->head;
 	pthread_mutex_unlock(&s->lock);
@@ -311,6 +403,8 @@ void services_free(struct services *s)
 		s->head = e->next;
 		entry_free(e);
 	}
+	pthread_cond_destroy(&s->tick_cond);
+	pthread_mutex_destroy(&s->tick_lock);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -419,7 +513,7 @@ int services_subscribe(struct services *s, const struct config_service *svc, str
 	e->subs[e->nsubs++] = (struct svc_sub){ .tp = tp, .target = target };
 	/* Only the newcomer: the others have the set already, and a "*" rule can make thousands
 	 * of pools, each of which would otherwise re-feed all before it. */
-	feed_from_locked(e, e->nsubs - 1);
+	feed_from_locked(e, e->nsubs - 1, true, false);
 out:
 	pthread_mutex_unlock(&e->lock);
 	return rc;
@@ -433,19 +527,23 @@ void services_note_role(struct services *s, const struct config_service *svc, co
 	pthread_mutex_unlock(&s->lock);
 	if (!e)
 		return;
-	bool changed = false;
+	bool changed = false, refeed = false;
+	double now = mono_now();
 	pthread_mutex_lock(&e->lock);
 	for (int i = 0; i < e->n; i++) {
 		if (e->addrs[i].port != be->port || strcmp(e->addrs[i].name, be->name) != 0)
 			continue;
-		changed = e->roles[i] != role || e->stale;
+		changed = e->roles[i] != role;
+		/* What a pool is given depends on the role, whether the verdict is due for a
+		 * re-check and whether the backend is down: only a change of one re-feeds (most
+		 * logins change none). */
+		refeed |= changed || now - e->checked[i] >= SERVICES_ROLE_RECHECK || e->down[i];
 		e->roles[i] = (uint8_t)role;
-		e->checked[i] = mono_now();
+		e->checked[i] = now;
+		e->down[i] = 0;
 	}
-	if (changed) {
-		e->stale = false;
+	if (refeed)
 		feed_locked(e);
-	}
 	pthread_mutex_unlock(&e->lock);
 	if (changed)
 		log_info(NULL, NULL, "service %s: %s:%u is a %s", svc->name, be->name, be->port,
@@ -467,6 +565,9 @@ bool services_has_standby(struct services *s, const struct config_service *svc)
 	return any;
 }
 
+static int index_locked(const struct svc_entry *e, const struct tp_backend_addr *be);
+static struct svc_entry *entry_of(struct services *s, const struct config_service *svc);
+
 void services_tick(struct services *s)
 {
 	double now = mono_now();
@@ -476,16 +577,80 @@ void services_tick(struct services *s)
 	/* Entries are never unlinked before services_free, and new ones go in at the head. */
 	for (struct svc_entry *e = head; e; e = e->next) {
 		pthread_mutex_lock(&e->lock);
+		/* Only an entry with a verdict due for its re-check or a backend down can give a
+		 * pool another part than it has (a cheap look first: a "*" rule makes many pools). */
 		bool due = false;
 		for (int i = 0; i < e->n && !due; i++)
-			due = e->roles[i] != SERVICES_ROLE_UNKNOWN && now - e->checked[i] >= SERVICES_ROLE_RECHECK;
-		/* Once per verdict: re-fed with it, the pools re-check it at their next connect. */
-		if (due && !e->stale) {
-			e->stale = true;
-			feed_locked(e);
-		}
+			due = e->down[i] ||
+			      (e->roles[i] != SERVICES_ROLE_UNKNOWN && now - e->checked[i] >= SERVICES_ROLE_RECHECK);
+		if (due)
+			feed_from_locked(e, 0, false, true);
 		pthread_mutex_unlock(&e->lock);
 	}
+}
+
+static void *ticker_main(void *arg)
+{
+	struct services *s = arg;
+	pthread_mutex_lock(&s->tick_lock);
+	while (!s->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		long ns = ts.tv_nsec + (long)(SERVICES_TICK * 1e9);
+		ts.tv_sec += ns / 1000000000L;
+		ts.tv_nsec = ns % 1000000000L;
+		(void)pthread_cond_timedwait(&s->tick_cond, &s->tick_lock, &ts);
+		if (s->stop)
+			break;
+		pthread_mutex_unlock(&s->tick_lock);
+		services_tick(s);
+		pthread_mutex_lock(&s->tick_lock);
+	}
+	pthread_mutex_unlock(&s->tick_lock);
+	return NULL;
+}
+
+/* A connect to be failed (refused, timed out, the server shutting down): while every backend
+ * that may be a primary is down, the pools that want one are given every backend at once
+ * (hunting_locked), before the failed claim looks for another. */
+void services_note_down(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be)
+{
+	struct svc_entry *e = entry_of(s, svc);
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	int i = index_locked(e, be);
+	if (i >= 0 && !e->down[i]) {
+		e->down[i] = 1;
+		feed_locked(e);
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
+/* A connect to be logged in (its role, if any, comes through services_note_role). */
+void services_note_up(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be)
+{
+	struct svc_entry *e = entry_of(s, svc);
+	if (!e)
+		return;
+	pthread_mutex_lock(&e->lock);
+	int i = index_locked(e, be);
+	if (i >= 0 && e->down[i]) {
+		e->down[i] = 0;
+		feed_locked(e);
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
+bool services_primary_down(struct services *s, const struct config_service *svc)
+{
+	struct svc_entry *e = entry_of(s, svc);
+	if (!e)
+		return false;
+	pthread_mutex_lock(&e->lock);
+	bool down = hunting_locked(e, CONFIG_TARGET_PRIMARY);
+	pthread_mutex_unlock(&e->lock);
+	return down;
 }
 
 /* The entry's index of be, or -1. Under e->lock. */

@@ -71,9 +71,18 @@ void services_forget_role(struct services *s, const struct config_service *svc, 
 /* Whether any backend of svc is a standby or of unknown role (read-write-split: else every
  * transaction goes to the primary side). */
 bool services_may_have_standby(struct services *s, const struct config_service *svc);
-/* About once a second (a worker's tick): role verdicts older than a second are offered again
- * to the pools they excluded, so that the next connect there re-checks the role. */
+/* The services' own ticker thread runs it every 100 ms (tests may call it): each pool is
+ * given its part of its service's set again when that part changed (role verdicts older
+ * than a second are offered again to the pools they excluded, so that the next connect
+ * there re-checks the role; every backend to a pool looking for a primary), and the queue
+ * of a pool looking for a primary is worked. */
 void services_tick(struct services *s);
+/* A connect of a pool to be failed (the backend is down) / logged in. */
+void services_note_down(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be);
+void services_note_up(struct services *s, const struct config_service *svc, const struct tp_backend_addr *be);
+/* Every backend of svc that may be a primary is down and some standby is known: a failover
+ * may be under way (a read-write-split login goes to a standby meanwhile). */
+bool services_primary_down(struct services *s, const struct config_service *svc);
 
 /* An address of svc now (the first of its current set), for tusk's own one-off connections.
  * 0, or -EHOSTUNREACH when none is known yet. */

@@ -319,6 +319,50 @@ static void test_bound_claim_waits_out_a_stale_backend(void **state)
 	finish_pool(&s, p);
 }
 
+/* Issue 22: during a failover a primary-only pool's connects find the standbys (-ESTALE,
+ * each held backoff_first) while the dead primary backs off. Neither a new claim (fail_fast)
+ * nor the bound claim whose connect to the dead one failed may fail while a hold lasts: the
+ * set is changing, and the claims wait for the promoted standby (tp_pool_kick after the hold). */
+static void test_claims_wait_while_a_backend_is_held_after_estale(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.bind_connects = true;
+	cfg.fail_fast = true;
+	cfg.backoff_after = 1;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct tp_backend_addr both[2] = { be_a, be_b };
+	assert_int_equal(tp_pool_set_backends(p, both, 2), 0);
+	struct rec r, r2;
+	assert_int_equal(claim(p, &r, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	const char *held = tp_slot_backend(s.connecting[0])->name;
+	finish_connect(&s, -ESTALE); /* a standby: held, the claim tries the other */
+	assert_int_equal(r.calls, 0);
+	assert_int_equal(s.nconnecting, 1);
+	assert_string_not_equal(tp_slot_backend(s.connecting[0])->name, held);
+	finish_connect(&s, -ECONNREFUSED); /* the dead primary: backs off */
+	assert_int_equal(r.calls, 0);     /* waits for the held one: the set is changing */
+	assert_int_equal(claim(p, &r2, 1, s.now + 10), -EINPROGRESS); /* no fail fast either */
+	assert_int_equal(s.nconnecting, 0);
+	s.now += 0.3; /* the hold (backoff_first) is over */
+	tp_pool_kick(p);
+	sim_run(&s);
+	assert_true(s.nconnecting >= 1); /* the held one again (and the other, its backoff over too) */
+	assert_string_equal(tp_slot_backend(s.connecting[0])->name, held);
+	while (s.nconnecting > 0)
+		finish_connect(&s, 0); /* promoted meanwhile */
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(r.err, 0);
+	assert_int_equal(r2.calls, 1);
+	assert_int_equal(r2.err, 0);
+	release_on(0, r.slot);
+	release_on(1, r2.slot);
+	finish_pool(&s, p);
+}
+
 /* Issue 12: with several backends, one whose connect hangs (a black hole) gets no second
  * connect while another backend serves: claims wait for the working one. */
 static void test_slow_backend_gets_one_connect_at_a_time(void **state)
@@ -1523,6 +1567,7 @@ int main(void)
 		cmocka_unit_test(test_empty_resolver_answer_keeps_backends),
 		cmocka_unit_test(test_bound_claim_moves_to_another_backend),
 		cmocka_unit_test(test_bound_claim_waits_out_a_stale_backend),
+		cmocka_unit_test(test_claims_wait_while_a_backend_is_held_after_estale),
 		cmocka_unit_test(test_slow_backend_gets_one_connect_at_a_time),
 		cmocka_unit_test(test_idle_timeout_and_lifetime),
 		cmocka_unit_test(test_bad_config),

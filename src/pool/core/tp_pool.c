@@ -39,6 +39,7 @@ struct tp_backend {
 	int failures;    /* consecutive failed connects */
 	double retry_at; /* no connect before this (BACKOFF, DEAD) */
 	bool probing;    /* DEAD: its one probe connect is in flight */
+	bool held;       /* its last connect found the wrong kind (-ESTALE): retry_at is a short hold */
 	char last_error[160]; /* why its last connect failed; "" after a success */
 };
 
@@ -496,6 +497,16 @@ static bool other_ready(const struct tp_pool *p, const struct tp_backend *skip, 
 	return false;
 }
 
+/* Some backend other than skip is only held after a -ESTALE connect (the set is changing):
+ * a claim waits for its hold to end or the set to change rather than failing. Under the lock. */
+static bool other_held(const struct tp_pool *p, const struct tp_backend *skip)
+{
+	for (const struct tp_backend *be = p->backends; be; be = be->next)
+		if (be != skip && be->state != TP_BACKEND_DRAINING && be->held)
+			return true;
+	return false;
+}
+
 /* Every backend the resolver lists is dead (breaker open) and not due for its probe, and
  * no slot exists that could serve a claim (a probe in flight holds one): waiting is
  * pointless. A dead backend due for a probe is not "all dead": the claim that finds it
@@ -889,6 +900,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 	p->nconnecting--;
 	be->nconnecting--;
 	be->probing = false;
+	be->held = stale;
 	s->claim = NULL;
 	if (err == 0) {
 		be->failures = 0;
@@ -959,7 +971,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 	 * (tp_pool_last_error). A refused login (-EPERM) is the claim's own. A backend of the
 	 * wrong kind (-ESTALE) means the set is changing: the claim waits for the new one. */
 	if (!full && err != -EPERM && bound && !p->stopping && now < bound->deadline) {
-		if (stale || other_ready(p, be, now)) {
+		if (stale || other_ready(p, be, now) || other_held(p, be)) {
 			push_head(p, bound);
 			requeued = true;
 		} else if (p->nbackends > 1) {
@@ -1184,8 +1196,9 @@ int tp_claim(struct tp_pool *p, struct tp_claim *c, int thread, double deadline,
 	} else if (!p->paused && all_dead(p, c->start)) {
 		rc = -EHOSTUNREACH;
 	} else if (!p->paused && p->cfg.fail_fast && !p->wait_head && p->nidle == 0 && p->nbackends > 0 &&
-		   p->nslots < max_now(p, c->start) && !any_ready(p, c->start)) {
-		/* It would wait for a connect that no backend takes before its backoff ends. */
+		   p->nslots < max_now(p, c->start) && !any_ready(p, c->start) && !other_held(p, NULL)) {
+		/* It would wait for a connect that no backend takes before its backoff ends (one
+		 * held after a -ESTALE connect is not backing off: the set is changing). */
 		rc = -EHOSTUNREACH;
 	} else {
 		enqueue(p, c);
@@ -1239,6 +1252,12 @@ void tp_release(struct tp_slot *s, bool reusable)
 		return;
 	}
 	give_free_slot(s, true);
+}
+
+void tp_pool_kick(struct tp_pool *p)
+{
+	if (p)
+		kick(p);
 }
 
 void tp_pool_tick(struct tp_pool *p, int thread)

@@ -46,6 +46,11 @@ struct flight_client {
 	struct flight_result *out;
 	size_t out_off;
 	bool bypass_once;            /* released waiter: its request runs on its own */
+	/* Parked: its request waits for the catalog (function volatility, relation dependencies)
+	 * on a short poll timer, rather than run uncached beside the lookup (a cold burst then
+	 * runs once); retry: the timer fired and the request is judged again, until park_until. */
+	bool parked, retry;
+	double park_until;
 	/* The request led or waited on, when it is an extended-protocol one (ext.h): its bytes
 	 * in rbuf, and whether it began with a Parse (its answer then starts with ParseComplete) */
 	size_t ext_len;
@@ -361,6 +366,63 @@ static enum flight_verdict judge_calls(struct client *c, const struct flight_pol
 	return FLIGHT_CALL_LOOKUP;
 }
 
+/* d's tables replaced by every relation its result depends on (volatility.h,
+ * flight_vol_deps); missing answers are looked up. */
+static enum flight_verdict judge_deps(struct client *c, const struct flight_policy *p, struct flight_decision *d)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_vol_db db = vol_db_of(c);
+	struct flight_vol_target t;
+
+	enum flight_verdict v = flight_vol_deps(cache->vol, &cache->inval, &db, d, NULL, 0);
+	if (v != FLIGHT_CALL_LOOKUP)
+		return v;
+	vol_target(c, &t);
+	v = flight_vol_deps(cache->vol, &cache->inval, &db, d, &t, (double)p->ttl_ms / 1000.0);
+	OPENSSL_cleanse(&t, sizeof(t));
+	return v;
+}
+
+/* Everything the catalog says about a decided text: its calls, then its dependencies (both
+ * looked up at once when neither is known). */
+static enum flight_verdict judge_catalog(struct client *c, const struct flight_policy *p, struct flight_decision *d)
+{
+	enum flight_verdict calls = d->verdict == FLIGHT_CALL && d->nfuncs > 0 ? judge_calls(c, p, d) : d->verdict;
+	if (calls != FLIGHT_OK && calls != FLIGHT_CALL_LOOKUP)
+		return calls;
+	enum flight_verdict deps = judge_deps(c, p, d);
+	if (deps != FLIGHT_OK && deps != FLIGHT_CALL_LOOKUP)
+		return deps;
+	return calls == FLIGHT_CALL_LOOKUP ? calls : deps;
+}
+
+#define PARK_POLL 0.005 /* a parked request looks at the catalog answers this often */
+#define PARK_MAX  1.0   /* ... and runs uncached after this long (cache_coalesce_wait if less) */
+
+/* The catalog has not answered for c's request yet: wait for it (true), or, past the
+ * deadline, run uncached (false). */
+static bool park(struct client *c, const struct flight_policy *p, bool retry, bool simple, const struct flight_ext *x)
+{
+	struct flight_client *fc = state_of(c);
+	double now = ev_now(c->worker->loop);
+
+	if (!fc)
+		return false;
+	if (!retry) {
+		double wait = (double)p->coalesce_wait_ms / 1000.0;
+		fc->park_until = now + (wait < PARK_MAX ? wait : PARK_MAX);
+	} else if (now >= fc->park_until) {
+		return false;
+	}
+	fc->parked = true;
+	fc->ext_len = simple ? 0 : x->len;
+	fc->ext_parse = !simple && x->has_parse;
+	ev_timer_stop(c->worker->loop, &c->timer);
+	ev_timer_set(&c->timer, PARK_POLL, 0.);
+	ev_timer_start(c->worker->loop, &c->timer);
+	return true;
+}
+
 static void deliver(struct worker *w, void *arg);
 
 /* On the leader's worker, lock released: hand each waiter its answer on its own worker. */
@@ -609,8 +671,11 @@ static bool request(struct client *c, bool session)
 	struct flight_versions v;
 	uint8_t key[KEY_BUF];
 
-	if (fc && (fc->wait || fc->l2req || fc->out))
+	if (fc && (fc->wait || fc->l2req || fc->out || fc->parked))
 		return true; /* still waiting or answering: later bytes stay behind the request */
+	bool retry = fc && fc->retry;
+	if (fc)
+		fc->retry = false;
 	if (fc && fc->l2_checked) {
 		fc->l2_checked = false;
 		return false; /* L2 had nothing: the leader's query goes to a server */
@@ -698,8 +763,12 @@ static bool request(struct client *c, bool session)
 		}
 	}
 	flight_decide(sql, sql_len, &p.tables, &d);
-	if (d.verdict == FLIGHT_CALL && d.nfuncs > 0)
-		d.verdict = judge_calls(c, &p, &d);
+	if (d.verdict == FLIGHT_OK || (d.verdict == FLIGHT_CALL && d.nfuncs > 0))
+		d.verdict = judge_catalog(c, &p, &d);
+	/* Waiting for the catalog is single-flight too: one lookup per name, every request
+	 * asking meanwhile waits for it (a session client never waits: it runs uncached). */
+	if (d.verdict == FLIGHT_CALL_LOOKUP && !session && park(c, &p, retry, simple, &x))
+		return true;
 	if (d.verdict != FLIGHT_OK) {
 		atomic_fetch_add_explicit(&cache->counters.bypass[d.verdict], 1, memory_order_relaxed);
 		return false;
@@ -812,6 +881,12 @@ void flight_client_timer(struct client *c)
 {
 	struct flight_client *fc = c->flight;
 
+	if (fc && fc->parked) {
+		fc->parked = false;
+		fc->retry = true;
+		client_need_server(c);
+		return;
+	}
 	if (!fc || !fc->wait)
 		return;
 	stop_waiting(c);
@@ -824,7 +899,7 @@ void flight_client_timer(struct client *c)
 bool flight_client_quiet(const struct client *c)
 {
 	const struct flight_client *fc = c->flight;
-	return !fc || (!fc->lead && !fc->wait && !fc->out && !fc->l2req && fc->nl2bump == 0 && fc->nbump == 0 &&
+	return !fc || (!fc->lead && !fc->wait && !fc->parked && !fc->out && !fc->l2req && fc->nl2bump == 0 && fc->nbump == 0 &&
 		       fc->nheld == 0 && !fc->held_db && !fc->bump_db && !fc->bump_ddl && !fc->committed.l2);
 }
 
@@ -833,9 +908,14 @@ bool flight_client_cancel(struct client *c)
 	struct flight_client *fc = c->flight;
 	char msg[128];
 
-	if (!fc || !fc->wait)
+	if (!fc || (!fc->wait && !fc->parked))
 		return false;
-	stop_waiting(c);
+	if (fc->wait) {
+		stop_waiting(c);
+	} else {
+		fc->parked = false;
+		ev_timer_stop(c->worker->loop, &c->timer);
+	}
 	atomic_fetch_add_explicit(&cache_of(c)->counters.waiter_cancels, 1, memory_order_relaxed);
 	/* As PostgreSQL answers a cancelled Parse Bind Execute Sync: the Parse and Bind were
 	 * done (ParseComplete, BindComplete), the Execute was cancelled. */
@@ -1027,6 +1107,33 @@ static void hold_new(struct client *c)
 	}
 }
 
+/* Whether a write to w's tables may write others tusk does not see (triggers, rules): the
+ * whole database goes stale then, and while the catalog has not said. */
+static bool fans_out(struct client *c, const struct flight_write *w)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_vol_target t;
+	bool fans = false, looked = false;
+
+	if (!c->pool)
+		return w->ntables > 0;
+	struct flight_vol_db db = vol_db_of(c);
+	for (int i = 0; i < w->ntables && !fans; i++) {
+		fans = flight_vol_write_fans_out(cache->vol, &cache->inval, &db, w->tables[i].name, NULL, 0);
+		if (fans && !looked) {
+			/* Ask the catalog for the next write (only the first time: one lookup). */
+			struct flight_policy p;
+			flight_policy_resolve(c->worker->rt->cfg, pool_rule(c->pool), &p);
+			vol_target(c, &t);
+			(void)flight_vol_write_fans_out(cache->vol, &cache->inval, &db, w->tables[i].name, &t,
+							(double)p.ttl_ms / 1000.0);
+			OPENSSL_cleanse(&t, sizeof(t));
+			looked = true;
+		}
+	}
+	return fans;
+}
+
 static void note_write(struct client *c, const struct flight_write *w)
 {
 
@@ -1039,7 +1146,7 @@ static void note_write(struct client *c, const struct flight_write *w)
 	}
 	for (int i = 0; i < w->ntables; i++)
 		note_bump(c, w->tables[i].name);
-	if (w->flush_db)
+	if (w->flush_db || fans_out(c, w))
 		c->flight->bump_db = true;
 	if (w->ddl)
 		c->flight->bump_ddl = true;

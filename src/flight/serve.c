@@ -15,6 +15,7 @@
 #include <sys/un.h>
 
 #include <openssl/crypto.h>
+#include <xxhash.h>
 
 #include "flight/cache.h"
 #include "flight/decide.h"
@@ -51,6 +52,12 @@ struct flight_client {
 	 * runs once); retry: the timer fired and the request is judged again, until park_until. */
 	bool parked, retry;
 	double park_until;
+	/* With L2, a waiter reads the Redis versions itself (l2req) and is served only when they
+	 * are its leader's (flight_result.l2sig): a commit another tusk acknowledged after the
+	 * leader began moved them. held: the leader's result, come before the versions. */
+	bool wait_l2, wait_sig_set;
+	uint64_t wait_sig[2];
+	struct flight_result *held;
 	/* The request led or waited on, when it is an extended-protocol one (ext.h): its bytes
 	 * in rbuf, and whether it began with a Parse (its answer then starts with ParseComplete) */
 	size_t ext_len;
@@ -424,6 +431,8 @@ static bool park(struct client *c, const struct flight_policy *p, bool retry, bo
 }
 
 static void deliver(struct worker *w, void *arg);
+static void wait_l2_done(void *arg, const struct flight_l2_answer *a);
+static void wait_l2_stop(struct flight_client *fc);
 
 /* On the leader's worker, lock released: hand each waiter its answer on its own worker. */
 static void post_waiter(struct flight_waiter *fw, void *arg)
@@ -472,6 +481,19 @@ static bool l2_pending(struct flight_cache *cache, const struct flight_versions 
 }
 
 /* On the client's worker: what Redis had for the leader's key. */
+static void l2_sig(const struct flight_l2_versions *v, uint64_t out[2])
+{
+	uint64_t buf[2 * FLIGHT_L2_MAX_VERSIONS];
+	int n = v->n < 0 ? 0 : v->n > FLIGHT_L2_MAX_VERSIONS ? FLIGHT_L2_MAX_VERSIONS : v->n;
+	for (int i = 0; i < n; i++) {
+		buf[2 * i] = v->id[i];
+		buf[2 * i + 1] = v->v[i];
+	}
+	XXH128_hash_t h = XXH3_128bits(buf, (size_t)n * 2 * sizeof(buf[0]));
+	out[0] = h.low64;
+	out[1] = h.high64;
+}
+
 static void l2_done(void *arg, const struct flight_l2_answer *a)
 {
 	struct client *c = arg;
@@ -480,6 +502,11 @@ static void l2_done(void *arg, const struct flight_l2_answer *a)
 	static const uint8_t ready[] = { 'Z', 0, 0, 0, 5, 'I' };
 
 	fc->l2req = NULL;
+	if (fc->lead && !a->error) {
+		uint64_t sig[2];
+		l2_sig(a->versions, sig);
+		flight_set_l2sig(fc->lead, sig);
+	}
 	if (a->bytes && fc->lead) {
 		/* The bytes are checked as a reply before anyone gets them: only RowDescription,
 		 * DataRow and CommandComplete pass, whatever Redis holds. */
@@ -822,6 +849,15 @@ static bool request(struct client *c, bool session)
 			stop_waiting(c);
 			return false;
 		}
+		if (p.mode == CONFIG_CACHE_ON && flight_l2_configured(c->worker->rt->cfg)) {
+			/* Its own read of the Redis versions, after it arrived (wait_l2_done). */
+			fc->wait_l2 = true;
+			fc->wait_sig_set = false;
+			klen = build_key(c, sql, sql_len, ekp, false, key, sizeof(key));
+			if (klen <= 0 || flight_l2_get(c->worker, &cache->counters, key, (size_t)klen, c->database, &d,
+						       wait_l2_done, c, &fc->l2req) != 0)
+				fc->l2req = NULL; /* no versions: the leader's result is not served to it */
+		}
 		atomic_fetch_add_explicit(&cache->counters.joins, 1, memory_order_relaxed);
 		ev_timer_stop(c->worker->loop, &c->timer);
 		ev_timer_set(&c->timer, (double)p.coalesce_wait_ms / 1000.0, 0.);
@@ -842,9 +878,64 @@ static void stop_waiting(struct client *c)
 
 	fc->wait = NULL;
 	fw->client = NULL;
+	wait_l2_stop(fc);
 	(void)flight_leave(&cache_of(c)->flights, fw);
 	flight_waiter_put(fw);
 	ev_timer_stop(c->worker->loop, &c->timer);
+}
+
+/* A waiter no longer waits for its Redis versions (wait_l2). */
+static void wait_l2_stop(struct flight_client *fc)
+{
+	if (fc->wait_l2 && fc->l2req) {
+		flight_l2_cancel(fc->l2req);
+		fc->l2req = NULL;
+	}
+	fc->wait_l2 = false;
+	fc->wait_sig_set = false;
+}
+
+/* A waiter's answer: r (NULL: its leader failed), served when its versions allow. */
+static void waiter_answer(struct client *c, struct flight_result *r)
+{
+	struct flight_client *fc = c->flight;
+	struct flight_cache *cache = cache_of(c);
+
+	if (r && fc->wait_l2 &&
+	    !(fc->wait_sig_set && r->l2set && r->l2sig[0] == fc->wait_sig[0] && r->l2sig[1] == fc->wait_sig[1]))
+		r = NULL; /* a write committed since its leader read them, or unknown: run its own */
+	wait_l2_stop(fc);
+	const uint8_t *pre;
+	size_t npre = request_frame(c, &pre);
+	int served = r ? serve(c, r, request_len(c), pre, npre) : 0;
+	if (served > 0) {
+		atomic_fetch_add_explicit(&cache->counters.join_served, 1, memory_order_relaxed);
+		if (!buf_empty(&c->rbuf))
+			client_need_server(c);
+	} else if (served == 0) {
+		atomic_fetch_add_explicit(&cache->counters.waiter_fallbacks, 1, memory_order_relaxed);
+		fc->bypass_once = true;
+		client_need_server(c);
+	}
+}
+
+/* A waiter's own read of the Redis versions answered. */
+static void wait_l2_done(void *arg, const struct flight_l2_answer *a)
+{
+	struct client *c = arg;
+	struct flight_client *fc = c->flight;
+
+	fc->l2req = NULL;
+	if (!a->error) {
+		l2_sig(a->versions, fc->wait_sig);
+		fc->wait_sig_set = true;
+	}
+	if (fc->held) {
+		struct flight_result *r = fc->held;
+		fc->held = NULL;
+		waiter_answer(c, r);
+		flight_result_put(r);
+	}
 }
 
 /* On the waiter's worker: the flight it waited on is over. */
@@ -855,24 +946,17 @@ static void deliver(struct worker *w, void *arg)
 
 	if (c && !w->stopping) {
 		struct flight_client *fc = c->flight;
-		struct flight_cache *cache = cache_of(c);
 		struct flight_result *r = fw->result;
 		fc->wait = NULL;
 		fw->client = NULL;
 		ev_timer_stop(w->loop, &c->timer);
-		const uint8_t *pre;
-		size_t npre = request_frame(c, &pre);
-		int served = r ? serve(c, r, request_len(c), pre, npre) : 0;
-		flight_waiter_put(fw); /* the client's reference */
-		if (served > 0) {
-			atomic_fetch_add_explicit(&cache->counters.join_served, 1, memory_order_relaxed);
-			if (!buf_empty(&c->rbuf))
-				client_need_server(c);
-		} else if (served == 0) {
-			atomic_fetch_add_explicit(&cache->counters.waiter_fallbacks, 1, memory_order_relaxed);
-			fc->bypass_once = true;
-			client_need_server(c);
+		if (r && fc->wait_l2 && fc->l2req) {
+			flight_result_get(r); /* until its versions come (wait_l2_done) */
+			fc->held = r;
+		} else {
+			waiter_answer(c, r);
 		}
+		flight_waiter_put(fw); /* the client's reference */
 	}
 	flight_waiter_put(fw); /* the message's */
 }
@@ -994,6 +1078,10 @@ void flight_client_closed(struct client *c)
 	if (fc->out) {
 		flight_result_put(fc->out);
 		fc->out = NULL;
+	}
+	if (fc->held) {
+		flight_result_put(fc->held);
+		fc->held = NULL;
 	}
 	if (fc->l2req) {
 		flight_l2_cancel(fc->l2req);

@@ -31,7 +31,7 @@ static const char *const inert_nodes[] = {
 static const char *const time_words[] = { "now", "today", "tomorrow", "yesterday" };
 
 /* Types whose input function reads the clock for those words: a cast to one of them of
- * anything but a plain literal (whose text the time words check) may be computed to 'now'
+ * anything but a plain literal or a $n (whose text the time words check) may be computed to 'now'
  * when the query runs, ('n' || 'ow')::timestamptz or a text column holding it. */
 static const char *const time_types[] = { "date", "time", "timetz", "timestamp", "timestamptz" };
 
@@ -313,10 +313,13 @@ static const char *walk_value(struct walk *w, const char *p, int depth, bool ran
 static bool casts_computed_to_time(const char *span, size_t n)
 {
 	static const char arg_const[] = "{\"arg\":{\"A_Const\":";
+	static const char arg_param[] = "{\"arg\":{\"ParamRef\":";
 	static const char tn[] = "\"typeName\":{\"names\":[";
 	const char *last = NULL;
 
-	if (n >= sizeof(arg_const) - 1 && memcmp(span, arg_const, sizeof(arg_const) - 1) == 0)
+	/* A parameter's value is checked as a literal's is (flight_ext_time_words). */
+	if ((n >= sizeof(arg_const) - 1 && memcmp(span, arg_const, sizeof(arg_const) - 1) == 0) ||
+	    (n >= sizeof(arg_param) - 1 && memcmp(span, arg_param, sizeof(arg_param) - 1) == 0))
 		return false;
 	for (const char *q = span; (size_t)(span + n - q) >= sizeof(tn) - 1; q++) {
 		q = memchr(q, '"', (size_t)(span + n - q));

@@ -364,6 +364,7 @@ static void test_decide_computed_time_cast_is_a_time_literal(void **state)
 	/* A plain literal is judged by its text; other types' casts are inert. */
 	assert_int_equal(decide("SELECT id FROM t WHERE at > '2020-01-01'::timestamptz", NULL, &d), FLIGHT_OK);
 	assert_int_equal(decide("SELECT id::text, w::int FROM t", NULL, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT id FROM t WHERE $2::timestamptz > at", NULL, &d), FLIGHT_OK);
 	assert_int_equal(decide("SELECT 1 FROM t WHERE d = 'now'::date", NULL, &d), FLIGHT_TIME_LITERAL);
 }
 

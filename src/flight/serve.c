@@ -404,7 +404,7 @@ static enum flight_verdict judge_catalog(struct client *c, const struct flight_p
 }
 
 #define PARK_POLL 0.005 /* a parked request looks at the catalog answers this often */
-#define PARK_MAX  1.0   /* ... and runs uncached after this long (cache_coalesce_wait if less) */
+/* ... and runs uncached after cache_coalesce_wait (the lookup's own bound is its 5 s timeouts) */
 
 /* The catalog has not answered for c's request yet: wait for it (true), or, past the
  * deadline, run uncached (false). */
@@ -416,8 +416,7 @@ static bool park(struct client *c, const struct flight_policy *p, bool retry, bo
 	if (!fc)
 		return false;
 	if (!retry) {
-		double wait = (double)p->coalesce_wait_ms / 1000.0;
-		fc->park_until = now + (wait < PARK_MAX ? wait : PARK_MAX);
+		fc->park_until = now + (double)p->coalesce_wait_ms / 1000.0;
 	} else if (now >= fc->park_until) {
 		return false;
 	}

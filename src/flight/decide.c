@@ -30,6 +30,11 @@ static const char *const inert_nodes[] = {
 /* Literals the date/time input functions turn into the current time when the query runs. */
 static const char *const time_words[] = { "now", "today", "tomorrow", "yesterday" };
 
+/* Types whose input function reads the clock for those words: a cast to one of them of
+ * anything but a plain literal or a $n (whose text the time words check) may be computed to 'now'
+ * when the query runs, ('n' || 'ow')::timestamptz or a text column holding it. */
+static const char *const time_types[] = { "date", "time", "timetz", "timestamp", "timestamptz" };
+
 /* Extra nodes a statement may hold and still write no more than the tables it names. */
 static const char *const write_nodes[] = {
 	"DeleteStmt", "IndexElem", "InferClause", "InsertStmt", "LockingClause", "MergeStmt", "MergeWhenClause",
@@ -302,6 +307,47 @@ static void add_table(struct walk *w, const struct flight_relation *t)
 
 static const char *walk_value(struct walk *w, const char *p, int depth, bool rangevar);
 
+/* A TypeCast's body, span[0, n) (from its '{'): whether it casts something other than a plain
+ * literal to a type of time_types. Its "arg" comes first and its own "typeName" last (a
+ * TypeName holds no TypeName), so the last "typeName" in the span is this cast's. */
+static bool casts_computed_to_time(const char *span, size_t n)
+{
+	static const char arg_const[] = "{\"arg\":{\"A_Const\":";
+	static const char arg_param[] = "{\"arg\":{\"ParamRef\":";
+	static const char tn[] = "\"typeName\":{\"names\":[";
+	const char *last = NULL;
+
+	/* A parameter's value is checked as a literal's is (flight_ext_time_words). */
+	if ((n >= sizeof(arg_const) - 1 && memcmp(span, arg_const, sizeof(arg_const) - 1) == 0) ||
+	    (n >= sizeof(arg_param) - 1 && memcmp(span, arg_param, sizeof(arg_param) - 1) == 0))
+		return false;
+	for (const char *q = span; (size_t)(span + n - q) >= sizeof(tn) - 1; q++) {
+		q = memchr(q, '"', (size_t)(span + n - q));
+		if (!q || (size_t)(span + n - q) < sizeof(tn) - 1)
+			break;
+		if (memcmp(q, tn, sizeof(tn) - 1) == 0)
+			last = q + sizeof(tn) - 1;
+	}
+	if (!last)
+		return true; /* not the shape expected: judged as a time cast */
+	/* The names list: its last "sval" is the type's own name. */
+	const char *close = memchr(last, ']', (size_t)(span + n - last));
+	const char *name = NULL;
+	for (const char *q = last; close && q < close; q++) {
+		q = memchr(q, ':', (size_t)(close - q));
+		if (!q)
+			break;
+		if (q - last >= 6 && memcmp(q - 6, "\"sval\"", 6) == 0 && q + 1 < close && q[1] == '"')
+			name = q + 2;
+	}
+	if (!name)
+		return true;
+	const char *endq = memchr(name, '"', (size_t)(close - name));
+	if (!endq)
+		return true;
+	return in_names(time_types, sizeof(time_types) / sizeof(time_types[0]), name, (size_t)(endq - name));
+}
+
 static bool key_is_node_ok(const char *key, bool cut)
 {
 	return !cut && (is_inert(key, strlen(key)) ||
@@ -386,11 +432,15 @@ static const char *walk_object(struct walk *w, const char *p, int depth, bool ra
 			}
 			/* catalogname: a database-qualified name; PostgreSQL accepts only its own. */
 		} else {
+			const char *start = p;
 			/* Write statements hold their target as an unwrapped RangeVar under "relation". */
 			p = walk_value(w, p, depth + 1,
 				       strcmp(key, "RangeVar") == 0 || (w->write && strcmp(key, "relation") == 0));
 			if (!p)
 				return NULL;
+			if (!w->write && !w->readonly && strcmp(key, "TypeCast") == 0 &&
+			    casts_computed_to_time(start, (size_t)(p - start)))
+				fail(w, FLIGHT_TIME_LITERAL);
 		}
 next:
 		p = skip_ws(p, w->end);
@@ -803,6 +853,7 @@ const char *flight_verdict_name(enum flight_verdict v)
 		[FLIGHT_UNKNOWN_NODE] = "unknown_node",
 		[FLIGHT_CALL_LOOKUP] = "function_lookup",
 		[FLIGHT_WRITE_PENDING] = "write_pending",
+		[FLIGHT_DEPENDENCY] = "dependency",
 	};
 	return (unsigned)v < FLIGHT_VERDICT_COUNT ? names[v] : "?";
 }

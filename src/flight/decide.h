@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 #define FLIGHT_MAX_SQL    8192 /* longer texts are not cached: bounds the parser's recursion */
-#define FLIGHT_MAX_TABLES 16   /* tables named by one cached statement */
+#define FLIGHT_MAX_TABLES 32   /* relations a cached statement names, or depends on (volatility.h) */
 #define FLIGHT_NAME_MAX   64   /* PostgreSQL's NAMEDATALEN */
 #define FLIGHT_MAX_FUNCS  16   /* distinct functions called by one cached statement */
 
@@ -31,6 +31,9 @@ enum flight_verdict {
 	                      * lookup runs meanwhile: a later request can be cached) */
 	FLIGHT_WRITE_PENDING, /* a write to its tables, sent through tusk, has not ended yet
 	                       * (inval.h: busy) */
+	FLIGHT_DEPENDENCY,   /* the catalog says a relation it reads cannot be followed exactly: a view
+	                      * or a row-security policy calling a function that is not immutable or
+	                      * reading the clock, a sequence, a foreign table (volatility.h) */
 	FLIGHT_VERDICT_COUNT
 };
 

@@ -101,6 +101,7 @@ enum flight_role flight_join(struct flight_table *t, const uint8_t *key, size_t 
 		if (f && k && r) {
 			memcpy(k, key, key_len);
 			atomic_init(&r->refs, 1);
+			r->l2set = false;
 			r->len = 0;
 			r->cap = FLIGHT_RESULT_START;
 			*f = (struct flight){ .hash = hash, .key = k, .key_len = key_len, .versions = *v, .buf = r,
@@ -271,4 +272,11 @@ bool flight_leave(struct flight_table *t, struct flight_waiter *w)
 	if (was)
 		flight_waiter_put(w); /* the list's reference */
 	return was;
+}
+
+void flight_set_l2sig(struct flight *f, const uint64_t sig[2])
+{
+	f->buf->l2sig[0] = sig[0];
+	f->buf->l2sig[1] = sig[1];
+	f->buf->l2set = true;
 }

@@ -21,6 +21,10 @@ struct worker;
  * exactly as the server sent them (no ReadyForQuery: each client gets its own). */
 struct flight_result {
 	atomic_int refs;
+	/* With L2: a digest of the Redis versions its leader read before its query was sent
+	 * (serve.c); a waiter is served only when the versions it read itself are the same. */
+	bool l2set;
+	uint64_t l2sig[2];
 	size_t len, cap;
 	uint8_t bytes[];
 };
@@ -73,6 +77,8 @@ int flight_feed(struct flight *f, const uint8_t *p, size_t n);
  * ParameterDescription (Describe 'S') is kept with the rows. */
 void flight_set_extended(struct flight *f);
 const struct flight_versions *flight_versions_of(const struct flight *f);
+/* Leader: the digest of the Redis versions its lookup read (flight_result.l2sig). */
+void flight_set_l2sig(struct flight *f, const uint64_t sig[2]);
 const uint8_t *flight_key_of(const struct flight *f, size_t *len, uint64_t *hash);
 /* After flight_feed returned 1: the complete result (the flight's reference). */
 struct flight_result *flight_result_of(const struct flight *f);

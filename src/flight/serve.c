@@ -15,6 +15,7 @@
 #include <sys/un.h>
 
 #include <openssl/crypto.h>
+#include <xxhash.h>
 
 #include "flight/cache.h"
 #include "flight/decide.h"
@@ -46,6 +47,17 @@ struct flight_client {
 	struct flight_result *out;
 	size_t out_off;
 	bool bypass_once;            /* released waiter: its request runs on its own */
+	/* Parked: its request waits for the catalog (function volatility, relation dependencies)
+	 * on a short poll timer, rather than run uncached beside the lookup (a cold burst then
+	 * runs once); retry: the timer fired and the request is judged again, until park_until. */
+	bool parked, retry;
+	double park_until;
+	/* With L2, a waiter reads the Redis versions itself (l2req) and is served only when they
+	 * are its leader's (flight_result.l2sig): a commit another tusk acknowledged after the
+	 * leader began moved them. held: the leader's result, come before the versions. */
+	bool wait_l2, wait_sig_set;
+	uint64_t wait_sig[2];
+	struct flight_result *held;
 	/* The request led or waited on, when it is an extended-protocol one (ext.h): its bytes
 	 * in rbuf, and whether it began with a Parse (its answer then starts with ParseComplete) */
 	size_t ext_len;
@@ -361,7 +373,65 @@ static enum flight_verdict judge_calls(struct client *c, const struct flight_pol
 	return FLIGHT_CALL_LOOKUP;
 }
 
+/* d's tables replaced by every relation its result depends on (volatility.h,
+ * flight_vol_deps); missing answers are looked up. */
+static enum flight_verdict judge_deps(struct client *c, const struct flight_policy *p, struct flight_decision *d)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_vol_db db = vol_db_of(c);
+	struct flight_vol_target t;
+
+	enum flight_verdict v = flight_vol_deps(cache->vol, &cache->inval, &db, d, NULL, 0);
+	if (v != FLIGHT_CALL_LOOKUP)
+		return v;
+	vol_target(c, &t);
+	v = flight_vol_deps(cache->vol, &cache->inval, &db, d, &t, (double)p->ttl_ms / 1000.0);
+	OPENSSL_cleanse(&t, sizeof(t));
+	return v;
+}
+
+/* Everything the catalog says about a decided text: its calls, then its dependencies (both
+ * looked up at once when neither is known). */
+static enum flight_verdict judge_catalog(struct client *c, const struct flight_policy *p, struct flight_decision *d)
+{
+	enum flight_verdict calls = d->verdict == FLIGHT_CALL && d->nfuncs > 0 ? judge_calls(c, p, d) : d->verdict;
+	if (calls != FLIGHT_OK && calls != FLIGHT_CALL_LOOKUP)
+		return calls;
+	enum flight_verdict deps = judge_deps(c, p, d);
+	if (deps != FLIGHT_OK && deps != FLIGHT_CALL_LOOKUP)
+		return deps;
+	return calls == FLIGHT_CALL_LOOKUP ? calls : deps;
+}
+
+#define PARK_POLL 0.005 /* a parked request looks at the catalog answers this often */
+/* ... and runs uncached after cache_coalesce_wait (the lookup's own bound is its 5 s timeouts) */
+
+/* The catalog has not answered for c's request yet: wait for it (true), or, past the
+ * deadline, run uncached (false). */
+static bool park(struct client *c, const struct flight_policy *p, bool retry, bool simple, const struct flight_ext *x)
+{
+	struct flight_client *fc = state_of(c);
+	double now = ev_now(c->worker->loop);
+
+	if (!fc)
+		return false;
+	if (!retry) {
+		fc->park_until = now + (double)p->coalesce_wait_ms / 1000.0;
+	} else if (now >= fc->park_until) {
+		return false;
+	}
+	fc->parked = true;
+	fc->ext_len = simple ? 0 : x->len;
+	fc->ext_parse = !simple && x->has_parse;
+	ev_timer_stop(c->worker->loop, &c->timer);
+	ev_timer_set(&c->timer, PARK_POLL, 0.);
+	ev_timer_start(c->worker->loop, &c->timer);
+	return true;
+}
+
 static void deliver(struct worker *w, void *arg);
+static void wait_l2_done(void *arg, const struct flight_l2_answer *a);
+static void wait_l2_stop(struct flight_client *fc);
 
 /* On the leader's worker, lock released: hand each waiter its answer on its own worker. */
 static void post_waiter(struct flight_waiter *fw, void *arg)
@@ -410,6 +480,19 @@ static bool l2_pending(struct flight_cache *cache, const struct flight_versions 
 }
 
 /* On the client's worker: what Redis had for the leader's key. */
+static void l2_sig(const struct flight_l2_versions *v, uint64_t out[2])
+{
+	uint64_t buf[2 * FLIGHT_L2_MAX_VERSIONS];
+	int n = v->n < 0 ? 0 : v->n > FLIGHT_L2_MAX_VERSIONS ? FLIGHT_L2_MAX_VERSIONS : v->n;
+	for (int i = 0; i < n; i++) {
+		buf[2 * i] = v->id[i];
+		buf[2 * i + 1] = v->v[i];
+	}
+	XXH128_hash_t h = XXH3_128bits(buf, (size_t)n * 2 * sizeof(buf[0]));
+	out[0] = h.low64;
+	out[1] = h.high64;
+}
+
 static void l2_done(void *arg, const struct flight_l2_answer *a)
 {
 	struct client *c = arg;
@@ -418,6 +501,11 @@ static void l2_done(void *arg, const struct flight_l2_answer *a)
 	static const uint8_t ready[] = { 'Z', 0, 0, 0, 5, 'I' };
 
 	fc->l2req = NULL;
+	if (fc->lead && !a->error) {
+		uint64_t sig[2];
+		l2_sig(a->versions, sig);
+		flight_set_l2sig(fc->lead, sig);
+	}
 	if (a->bytes && fc->lead) {
 		/* The bytes are checked as a reply before anyone gets them: only RowDescription,
 		 * DataRow and CommandComplete pass, whatever Redis holds. */
@@ -609,8 +697,11 @@ static bool request(struct client *c, bool session)
 	struct flight_versions v;
 	uint8_t key[KEY_BUF];
 
-	if (fc && (fc->wait || fc->l2req || fc->out))
+	if (fc && (fc->wait || fc->l2req || fc->out || fc->parked))
 		return true; /* still waiting or answering: later bytes stay behind the request */
+	bool retry = fc && fc->retry;
+	if (fc)
+		fc->retry = false;
 	if (fc && fc->l2_checked) {
 		fc->l2_checked = false;
 		return false; /* L2 had nothing: the leader's query goes to a server */
@@ -698,8 +789,12 @@ static bool request(struct client *c, bool session)
 		}
 	}
 	flight_decide(sql, sql_len, &p.tables, &d);
-	if (d.verdict == FLIGHT_CALL && d.nfuncs > 0)
-		d.verdict = judge_calls(c, &p, &d);
+	if (d.verdict == FLIGHT_OK || (d.verdict == FLIGHT_CALL && d.nfuncs > 0))
+		d.verdict = judge_catalog(c, &p, &d);
+	/* Waiting for the catalog is single-flight too: one lookup per name, every request
+	 * asking meanwhile waits for it (a session client never waits: it runs uncached). */
+	if (d.verdict == FLIGHT_CALL_LOOKUP && !session && park(c, &p, retry, simple, &x))
+		return true;
 	if (d.verdict != FLIGHT_OK) {
 		atomic_fetch_add_explicit(&cache->counters.bypass[d.verdict], 1, memory_order_relaxed);
 		return false;
@@ -753,6 +848,15 @@ static bool request(struct client *c, bool session)
 			stop_waiting(c);
 			return false;
 		}
+		if (p.mode == CONFIG_CACHE_ON && flight_l2_configured(c->worker->rt->cfg)) {
+			/* Its own read of the Redis versions, after it arrived (wait_l2_done). */
+			fc->wait_l2 = true;
+			fc->wait_sig_set = false;
+			klen = build_key(c, sql, sql_len, ekp, false, key, sizeof(key));
+			if (klen <= 0 || flight_l2_get(c->worker, &cache->counters, key, (size_t)klen, c->database, &d,
+						       wait_l2_done, c, &fc->l2req) != 0)
+				fc->l2req = NULL; /* no versions: the leader's result is not served to it */
+		}
 		atomic_fetch_add_explicit(&cache->counters.joins, 1, memory_order_relaxed);
 		ev_timer_stop(c->worker->loop, &c->timer);
 		ev_timer_set(&c->timer, (double)p.coalesce_wait_ms / 1000.0, 0.);
@@ -773,9 +877,64 @@ static void stop_waiting(struct client *c)
 
 	fc->wait = NULL;
 	fw->client = NULL;
+	wait_l2_stop(fc);
 	(void)flight_leave(&cache_of(c)->flights, fw);
 	flight_waiter_put(fw);
 	ev_timer_stop(c->worker->loop, &c->timer);
+}
+
+/* A waiter no longer waits for its Redis versions (wait_l2). */
+static void wait_l2_stop(struct flight_client *fc)
+{
+	if (fc->wait_l2 && fc->l2req) {
+		flight_l2_cancel(fc->l2req);
+		fc->l2req = NULL;
+	}
+	fc->wait_l2 = false;
+	fc->wait_sig_set = false;
+}
+
+/* A waiter's answer: r (NULL: its leader failed), served when its versions allow. */
+static void waiter_answer(struct client *c, struct flight_result *r)
+{
+	struct flight_client *fc = c->flight;
+	struct flight_cache *cache = cache_of(c);
+
+	if (r && fc->wait_l2 &&
+	    !(fc->wait_sig_set && r->l2set && r->l2sig[0] == fc->wait_sig[0] && r->l2sig[1] == fc->wait_sig[1]))
+		r = NULL; /* a write committed since its leader read them, or unknown: run its own */
+	wait_l2_stop(fc);
+	const uint8_t *pre;
+	size_t npre = request_frame(c, &pre);
+	int served = r ? serve(c, r, request_len(c), pre, npre) : 0;
+	if (served > 0) {
+		atomic_fetch_add_explicit(&cache->counters.join_served, 1, memory_order_relaxed);
+		if (!buf_empty(&c->rbuf))
+			client_need_server(c);
+	} else if (served == 0) {
+		atomic_fetch_add_explicit(&cache->counters.waiter_fallbacks, 1, memory_order_relaxed);
+		fc->bypass_once = true;
+		client_need_server(c);
+	}
+}
+
+/* A waiter's own read of the Redis versions answered. */
+static void wait_l2_done(void *arg, const struct flight_l2_answer *a)
+{
+	struct client *c = arg;
+	struct flight_client *fc = c->flight;
+
+	fc->l2req = NULL;
+	if (!a->error) {
+		l2_sig(a->versions, fc->wait_sig);
+		fc->wait_sig_set = true;
+	}
+	if (fc->held) {
+		struct flight_result *r = fc->held;
+		fc->held = NULL;
+		waiter_answer(c, r);
+		flight_result_put(r);
+	}
 }
 
 /* On the waiter's worker: the flight it waited on is over. */
@@ -786,24 +945,17 @@ static void deliver(struct worker *w, void *arg)
 
 	if (c && !w->stopping) {
 		struct flight_client *fc = c->flight;
-		struct flight_cache *cache = cache_of(c);
 		struct flight_result *r = fw->result;
 		fc->wait = NULL;
 		fw->client = NULL;
 		ev_timer_stop(w->loop, &c->timer);
-		const uint8_t *pre;
-		size_t npre = request_frame(c, &pre);
-		int served = r ? serve(c, r, request_len(c), pre, npre) : 0;
-		flight_waiter_put(fw); /* the client's reference */
-		if (served > 0) {
-			atomic_fetch_add_explicit(&cache->counters.join_served, 1, memory_order_relaxed);
-			if (!buf_empty(&c->rbuf))
-				client_need_server(c);
-		} else if (served == 0) {
-			atomic_fetch_add_explicit(&cache->counters.waiter_fallbacks, 1, memory_order_relaxed);
-			fc->bypass_once = true;
-			client_need_server(c);
+		if (r && fc->wait_l2 && fc->l2req) {
+			flight_result_get(r); /* until its versions come (wait_l2_done) */
+			fc->held = r;
+		} else {
+			waiter_answer(c, r);
 		}
+		flight_waiter_put(fw); /* the client's reference */
 	}
 	flight_waiter_put(fw); /* the message's */
 }
@@ -812,6 +964,12 @@ void flight_client_timer(struct client *c)
 {
 	struct flight_client *fc = c->flight;
 
+	if (fc && fc->parked) {
+		fc->parked = false;
+		fc->retry = true;
+		client_need_server(c);
+		return;
+	}
 	if (!fc || !fc->wait)
 		return;
 	stop_waiting(c);
@@ -824,7 +982,7 @@ void flight_client_timer(struct client *c)
 bool flight_client_quiet(const struct client *c)
 {
 	const struct flight_client *fc = c->flight;
-	return !fc || (!fc->lead && !fc->wait && !fc->out && !fc->l2req && fc->nl2bump == 0 && fc->nbump == 0 &&
+	return !fc || (!fc->lead && !fc->wait && !fc->parked && !fc->out && !fc->l2req && fc->nl2bump == 0 && fc->nbump == 0 &&
 		       fc->nheld == 0 && !fc->held_db && !fc->bump_db && !fc->bump_ddl && !fc->committed.l2);
 }
 
@@ -833,9 +991,14 @@ bool flight_client_cancel(struct client *c)
 	struct flight_client *fc = c->flight;
 	char msg[128];
 
-	if (!fc || !fc->wait)
+	if (!fc || (!fc->wait && !fc->parked))
 		return false;
-	stop_waiting(c);
+	if (fc->wait) {
+		stop_waiting(c);
+	} else {
+		fc->parked = false;
+		ev_timer_stop(c->worker->loop, &c->timer);
+	}
 	atomic_fetch_add_explicit(&cache_of(c)->counters.waiter_cancels, 1, memory_order_relaxed);
 	/* As PostgreSQL answers a cancelled Parse Bind Execute Sync: the Parse and Bind were
 	 * done (ParseComplete, BindComplete), the Execute was cancelled. */
@@ -914,6 +1077,10 @@ void flight_client_closed(struct client *c)
 	if (fc->out) {
 		flight_result_put(fc->out);
 		fc->out = NULL;
+	}
+	if (fc->held) {
+		flight_result_put(fc->held);
+		fc->held = NULL;
 	}
 	if (fc->l2req) {
 		flight_l2_cancel(fc->l2req);
@@ -1027,6 +1194,33 @@ static void hold_new(struct client *c)
 	}
 }
 
+/* Whether a write to w's tables may write others tusk does not see (triggers, rules): the
+ * whole database goes stale then, and while the catalog has not said. */
+static bool fans_out(struct client *c, const struct flight_write *w)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_vol_target t;
+	bool fans = false, looked = false;
+
+	if (!c->pool)
+		return w->ntables > 0;
+	struct flight_vol_db db = vol_db_of(c);
+	for (int i = 0; i < w->ntables && !fans; i++) {
+		fans = flight_vol_write_fans_out(cache->vol, &cache->inval, &db, w->tables[i].name, NULL, 0);
+		if (fans && !looked) {
+			/* Ask the catalog for the next write (only the first time: one lookup). */
+			struct flight_policy p;
+			flight_policy_resolve(c->worker->rt->cfg, pool_rule(c->pool), &p);
+			vol_target(c, &t);
+			(void)flight_vol_write_fans_out(cache->vol, &cache->inval, &db, w->tables[i].name, &t,
+							(double)p.ttl_ms / 1000.0);
+			OPENSSL_cleanse(&t, sizeof(t));
+			looked = true;
+		}
+	}
+	return fans;
+}
+
 static void note_write(struct client *c, const struct flight_write *w)
 {
 
@@ -1039,7 +1233,7 @@ static void note_write(struct client *c, const struct flight_write *w)
 	}
 	for (int i = 0; i < w->ntables; i++)
 		note_bump(c, w->tables[i].name);
-	if (w->flush_db)
+	if (w->flush_db || fans_out(c, w))
 		c->flight->bump_db = true;
 	if (w->ddl)
 		c->flight->bump_ddl = true;

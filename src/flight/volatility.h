@@ -65,6 +65,25 @@ enum flight_vol_answer flight_vol_check(struct flight_vol *v, struct flight_inva
 void flight_vol_lookup(struct flight_vol *v, struct flight_inval *iv, const struct flight_vol_db *db,
 		       const struct flight_relation *funcs, int n, const struct flight_vol_target *target, double ttl);
 
+/* Relation dependencies (docs/cache.md, "Where a result's rows come from"), read from the
+ * catalog on the same thread, kept per database as function answers are. Replaces d's
+ * tables (the names its text reads) by every relation name a write to which may change its
+ * result: views expanded to their base relations, partitioned and inheritance parents to
+ * their children and children to their parents, the relations row-security policies of each
+ * relation read reference, views and rules over any of those, tables whose foreign-key
+ * actions write them. Returns FLIGHT_OK (d->tables replaced), FLIGHT_CALL_LOOKUP (an answer is
+ * missing: its lookup is queued when target is given, at most one per name), FLIGHT_DEPENDENCY
+ * (a view or policy it reads calls what is not immutable, reads the clock, a sequence or a
+ * foreign table; or the lookup failed) or FLIGHT_TOO_BIG (more than FLIGHT_MAX_TABLES). */
+enum flight_verdict flight_vol_deps(struct flight_vol *v, struct flight_inval *iv, const struct flight_vol_db *db,
+				    struct flight_decision *d, const struct flight_vol_target *target, double ttl);
+
+/* Whether a write to table (any schema's) may write other relations tusk does not see: it has
+ * a user trigger or a rule other than a view's, or the catalog has not said yet (its lookup
+ * queued when target is given). The writer then makes the whole database stale. */
+bool flight_vol_write_fans_out(struct flight_vol *v, struct flight_inval *iv, const struct flight_vol_db *db,
+			       const char *table, const struct flight_vol_target *target, double ttl);
+
 /* Shared with logical.c: whether two targets are the same login, and a libpq connection to
  * one (check PQstatus; PQfinish it either way). */
 bool flight_vol_target_equal(const struct flight_vol_target *a, const struct flight_vol_target *b);

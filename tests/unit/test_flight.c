@@ -341,12 +341,31 @@ static void test_decide_limits(void **state)
 	flight_decide(big, 32, NULL, &d);
 	assert_int_equal(d.verdict, FLIGHT_OK);
 	free(big);
-	assert_int_equal(decide("SELECT * FROM t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15, t16",
-				NULL, &d),
-			 FLIGHT_OK);
-	assert_int_equal(decide("SELECT * FROM t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13, t14, t15, t16, t17",
-				NULL, &d),
-			 FLIGHT_TOO_BIG);
+	char many[512];
+	n = (size_t)sprintf(many, "SELECT * FROM t1");
+	for (int i = 2; i <= FLIGHT_MAX_TABLES; i++)
+		n += (size_t)sprintf(many + n, ", t%d", i);
+	assert_int_equal(decide(many, NULL, &d), FLIGHT_OK);
+	sprintf(many + n, ", t%d", FLIGHT_MAX_TABLES + 1);
+	assert_int_equal(decide(many, NULL, &d), FLIGHT_TOO_BIG);
+}
+
+/* Issue 21: a computed text cast to a time type may be 'now' when the query runs. */
+static void test_decide_computed_time_cast_is_a_time_literal(void **state)
+{
+	struct flight_decision d;
+	(void)state;
+	assert_int_equal(decide("SELECT count(*) FROM t WHERE at > ('n' || 'ow')::timestamptz", NULL, &d),
+			 FLIGHT_TIME_LITERAL);
+	assert_int_equal(decide("SELECT w::date FROM t", NULL, &d), FLIGHT_TIME_LITERAL);
+	assert_int_equal(decide("SELECT CAST(w AS timestamp with time zone) FROM t", NULL, &d), FLIGHT_TIME_LITERAL);
+	assert_int_equal(decide("SELECT (SELECT w FROM k)::time FROM t", NULL, &d), FLIGHT_TIME_LITERAL);
+	assert_int_equal(decide("SELECT '2020-01-01'::text::timestamp FROM t", NULL, &d), FLIGHT_TIME_LITERAL);
+	/* A plain literal is judged by its text; other types' casts are inert. */
+	assert_int_equal(decide("SELECT id FROM t WHERE at > '2020-01-01'::timestamptz", NULL, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT id::text, w::int FROM t", NULL, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT id FROM t WHERE $2::timestamptz > at", NULL, &d), FLIGHT_OK);
+	assert_int_equal(decide("SELECT 1 FROM t WHERE d = 'now'::date", NULL, &d), FLIGHT_TIME_LITERAL);
 }
 
 static void test_decide_table_lists(void **state)
@@ -797,6 +816,7 @@ int main(void)
 		cmocka_unit_test(test_decide_calls),
 		cmocka_unit_test(test_decide_memo),
 		cmocka_unit_test(test_decide_limits),
+		cmocka_unit_test(test_decide_computed_time_cast_is_a_time_literal),
 		cmocka_unit_test(test_decide_table_lists),
 		cmocka_unit_test(test_classify_write),
 		cmocka_unit_test(test_key_fields),

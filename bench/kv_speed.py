@@ -6,11 +6,14 @@ with its tusk):
    on the same PostgreSQL through tusk's plain pool, a single-row INSERT ... ON CONFLICT DO
    UPDATE and a primary-key SELECT of a two-column table (the same connections, the same
    keys), with the ratios;
-2. replication lag at the highest rate zone a sustains: 8 connections put through zone a's
+2. counters: both tusks stopped (no replication: a partition), WRITERS (4) connections per zone
+   each call kv.incr N (1000) times on the counter's shard, all acknowledged; then the tusks
+   start again and the time until both zones read exactly 2 x WRITERS x N is measured;
+3. replication lag at the highest rate zone a sustains: 8 connections put through zone a's
    kv database as fast as they can while a probe key is written there every 50 ms and polled
    in zone b (directly on its shard); achieved puts/s, lag p50 / p99 / max.
 
-    TUSK_BIN=build/tusk python3 bench/kv_speed.py [SECONDS]
+    TUSK_BIN=build/tusk python3 bench/kv_speed.py [SECONDS] [N]
 
 Prints numbers only; asserts nothing. Stops everything it started.
 """
@@ -68,6 +71,41 @@ def throughput(p, seconds):
               f"{r['plain select']:6.0f}/s ({r['kv get'] / r['plain select']:.2f}x)", flush=True)
 
 
+def counters(p, n, writers=4):
+    shard = p.shard_of("default", "bench-hits")
+    for z in p.zones:
+        assert z.stop_tusk() == []
+    errors = []
+
+    def writer(z):
+        try:
+            with z.db(shard) as c:
+                for _ in range(n):
+                    c.execute("select kv.incr('default', 'bench-hits', 1)")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=writer, args=(z,)) for z in p.zones for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    seen = [z.sql(shard, "select kv.counter('default', 'bench-hits')")[0][0] for z in p.zones]
+    p.start()
+    t0 = time.monotonic()
+    want = len(p.zones) * writers * n
+    while True:
+        vals = [z.sql(shard, "select kv.counter('default', 'bench-hits')")[0][0] for z in p.zones]
+        if all(v == want for v in vals) or time.monotonic() - t0 > 120:
+            break
+        time.sleep(0.05)
+    print(f"counters: {len(p.zones)} zones x {writers} writers x {n} increments while partitioned "
+          f"({len(p.zones) * writers * n / took:.0f} increments/s; each zone saw {seen} before healing); "
+          f"after healing {vals} (want {want}) in {time.monotonic() - t0:.2f} s; errors {len(errors)}", flush=True)
+
+
 def lag(p, seconds):
     a, b = p.zones
     stop = threading.Event()
@@ -116,6 +154,7 @@ def lag(p, seconds):
 
 def main():
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
     base = Path(tempfile.mkdtemp(prefix="tusk-kv-speed-"))
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
@@ -124,6 +163,8 @@ def main():
         p.setup()
         p.start()
         throughput(p, seconds)
+        if n > 0:
+            counters(p, n)
         lag(p, seconds * 2)
     finally:
         p.destroy()

@@ -9,7 +9,7 @@
 #                on the primary over a primary and two standbys (split.sh)
 #   make install binary, libtuskpool (static, shared), tuskpool.h, tuskpool.pc, tusk.1, example
 #                config; PREFIX (default /usr/local) and DESTDIR honoured
-#   make bench-kv  kv: puts/gets direct vs through tusk, replication lag, catch-up after a partition
+#   make bench-kv  kv: puts/gets direct vs through tusk and vs plain SQL, counters, replication lag, catch-up
 SHELL := /bin/bash
 PYTHON := /usr/bin/python3
 JOBS ?= 2
@@ -80,6 +80,7 @@ bench: deps build
 
 bench-kv: deps build
 	TUSK_BIN=$(TUSK_BIN) $(PYTHON) bench/kv_lag.py $(BENCH_SECONDS)
+	TUSK_BIN=$(TUSK_BIN) $(PYTHON) bench/kv_speed.py $(BENCH_SECONDS)
 	bench/cache.sh $(BENCH_SECONDS)
 
 clean:

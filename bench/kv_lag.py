@@ -38,15 +38,18 @@ def rate(fn, seconds):
     return n / (time.monotonic() - t0)
 
 
-def parallel_rate(connect, stmt, keys, seconds, nconn=8):
+def parallel_rate(connect, stmt, keys, seconds, nconn=8, args_of=None):
+    """Calls per second of stmt on nconn connections, each call's parameters args_of(i) (by
+    default the key keys[i % len(keys)])."""
     counts = [0] * nconn
+    args_of = args_of or (lambda i: (keys[i % len(keys)],))
 
     def worker(j):
         with connect() as c:
             t_end = time.monotonic() + seconds
             i = j
             while time.monotonic() < t_end:
-                c.execute(stmt, (keys[i % len(keys)],))
+                c.execute(stmt, args_of(i))
                 counts[j] += 1
                 i += nconn
 

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (int i = 0; i < call.nargs; i++) {
 				const struct kv_arg *a = &call.args[i];
 				if (a->kind == KV_ARG_ARRAY) {
-					check(call.op == KV_OP_GET_MANY && i == 1 && a->first + a->n <= call.nelems);
+					check(kv_op_array_arg(call.op, i) && a->first + a->n <= call.nelems);
 					for (uint32_t e = 0; e < a->n; e++)
 						check_arg(&call, &call.elems[a->first + e]);
 				} else {

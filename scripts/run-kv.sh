@@ -143,7 +143,8 @@ echo "run-kv: two zones, $NSHARDS shards, namespace default (logs and data in $R
 for z in "${ZONES[@]}"; do
 	echo "zone $z: psql -h 127.0.0.1 -p ${TUSK_PORT[$z]} -U postgres kv"
 done
-echo "run-kv: e.g. SELECT kv.put('default', 'hello', '{\"n\": 1}'); in zone a, then SELECT kv.get('default', 'hello'); in zone b. Ctrl-C stops everything." >&2
+echo "run-kv: e.g. SELECT kv.put('default', 'hello', '{\"n\": 1}'); in zone a, then SELECT kv.get('default', 'hello'); in zone b." >&2
+echo "run-kv: also SELECT kv.get_meta('default', 'hello'); SELECT kv.put_if_version('default', 'hello', '2', <version>); SELECT kv.incr('default', 'hits', 1); SELECT * FROM kv.scan('default', 'he', NULL, 100); (docs/kv.md, API). Ctrl-C stops everything." >&2
 
 # Until Ctrl-C, or until a tusk dies.
 set +e

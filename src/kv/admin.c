@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,8 +372,8 @@ static int cmd_shard(int argc, char **argv)
 		fprintf(stderr, "tusk kv shard: NSHARDS must be 1..%d\n", KV_MAX_SHARDS);
 		return 2;
 	}
-	uint32_t h = kv_hash(argv[2], strlen(argv[2]), argv[3], strlen(argv[3]));
-	printf("%d %u\n", kv_shard_of(argv[2], strlen(argv[2]), argv[3], strlen(argv[3]), (int)n), h);
+	int64_t h = kv_hash(argv[2], strlen(argv[2]), argv[3], strlen(argv[3]));
+	printf("%d %" PRId64 "\n", kv_shard_of(argv[2], strlen(argv[2]), argv[3], strlen(argv[3]), (int)n), h);
 	return 0;
 }
 

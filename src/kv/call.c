@@ -84,7 +84,8 @@ static bool oom(struct parse *ps)
 }
 
 static const char not_a_call[] =
-	"only calls of the kv API are served here: SELECT kv.get|put|delete|patch(...) or SELECT * FROM kv.get_many(ns, keys)";
+	"only calls of the kv API are served here: SELECT kv.<call>(...), or SELECT * FROM kv.get_many|scan(...) "
+	"(docs/kv.md, \"Routing\")";
 
 /* A copy of the constant's text in the call's storage. */
 static bool add_text(struct parse *ps, const uint8_t *p, size_t n, struct kv_arg *out)
@@ -220,7 +221,7 @@ static bool arg_of(struct parse *ps, struct pb node, bool array_ok, struct kv_ar
 	case PB_NODE_A_ARRAY_EXPR: {
 		struct kv_call *c = ps->call;
 		if (!array_ok)
-			return fail(ps, "42883", "kv: an ARRAY is only taken as the keys of kv.get_many");
+			return fail(ps, "42883", "kv: an ARRAY is only taken as the keys (and put_many's values) of a batch");
 		*out = (struct kv_arg){ .kind = KV_ARG_ARRAY, .first = c->nelems };
 		while (inner.p < inner.end) {
 			if (!pb_next(&inner, &f, &w, &v, &sub))
@@ -249,6 +250,44 @@ static bool arg_of(struct parse *ps, struct pb node, bool array_ok, struct kv_ar
 		return fail(ps, "0A000", "kv: call arguments must be constants or parameters ($1, $2, ...)");
 	}
 }
+
+/* The API a client of the kv database may call: argument counts and types, result type. */
+#define T KV_OID_TEXT
+#define J KV_OID_JSONB
+#define I KV_OID_INTERVAL
+#define B KV_OID_INT8
+#define A KV_OID_TEXT_ARRAY
+static const struct kv_op_def {
+	const char *name;
+	enum kv_op op;
+	int min, max;
+	uint32_t args[KV_CALL_MAX_ARGS];
+	uint32_t result;
+} ops[] = {
+	{ "get", KV_OP_GET, 2, 2, { T, T }, J },
+	{ "put", KV_OP_PUT, 3, 4, { T, T, J, I }, B },
+	{ "delete", KV_OP_DELETE, 2, 2, { T, T }, B },
+	{ "patch", KV_OP_PATCH, 3, 3, { T, T, J }, J },
+	{ "get_many", KV_OP_GET_MANY, 2, 2, { T, A }, J },
+	{ "get_meta", KV_OP_GET_META, 2, 2, { T, T }, J },
+	{ "put_if_version", KV_OP_PUT_IF_VERSION, 4, 5, { T, T, J, B, I }, B },
+	{ "put_if_absent", KV_OP_PUT_IF_ABSENT, 3, 4, { T, T, J, I }, B },
+	{ "delete_if_version", KV_OP_DELETE_IF_VERSION, 3, 3, { T, T, B }, B },
+	{ "touch", KV_OP_TOUCH, 2, 3, { T, T, I }, B },
+	{ "incr", KV_OP_INCR, 3, 3, { T, T, B }, B },
+	{ "counter", KV_OP_COUNTER, 2, 2, { T, T }, B },
+	{ "put_many", KV_OP_PUT_MANY, 3, 4, { T, A, A, I }, B },
+	{ "delete_many", KV_OP_DELETE_MANY, 2, 2, { T, A }, B },
+	{ "scan", KV_OP_SCAN, 4, 4, { T, T, T, KV_OID_INT4 }, J },
+	{ "count", KV_OP_COUNT, 2, 2, { T, T }, B },
+};
+#undef T
+#undef J
+#undef I
+#undef B
+#undef A
+static const char api_names[] = "get, put, delete, patch, get_many, get_meta, put_if_version, put_if_absent, "
+				"delete_if_version, touch, incr, counter, put_many, delete_many, scan, count";
 
 /* FuncCall of kv.<op>: the op and its arguments. */
 static bool func_call(struct parse *ps, struct pb msg)
@@ -292,28 +331,23 @@ static bool func_call(struct parse *ps, struct pb msg)
 	}
 	if (nnames != 2 || strcmp(names[0], "kv") != 0)
 		return fail(ps, "0A000", "%s", not_a_call);
-	static const struct {
-		const char *name;
-		enum kv_op op;
-		int min, max;
-	} ops[] = {
-		{ "get", KV_OP_GET, 2, 2 },       { "put", KV_OP_PUT, 3, 4 },         { "delete", KV_OP_DELETE, 2, 2 },
-		{ "patch", KV_OP_PATCH, 3, 3 },   { "get_many", KV_OP_GET_MANY, 2, 2 },
-	};
 	size_t i;
 	for (i = 0; i < sizeof ops / sizeof ops[0]; i++)
 		if (strcmp(names[1], ops[i].name) == 0)
 			break;
 	if (i == sizeof ops / sizeof ops[0])
-		return fail(ps, "42883", "kv: no function kv.%s (the API: get, put, delete, patch, get_many)", names[1]);
-	if (nargs < ops[i].min || nargs > ops[i].max)
-		return fail(ps, "42883", "kv.%s takes %d%s arguments, not %d", ops[i].name, ops[i].min,
-			    ops[i].max > ops[i].min ? " or 4" : "", nargs);
+		return fail(ps, "42883", "kv: no function kv.%s (the API: %s)", names[1], api_names);
+	if (nargs < ops[i].min || nargs > ops[i].max) {
+		if (ops[i].max > ops[i].min)
+			return fail(ps, "42883", "kv.%s takes %d or %d arguments, not %d", ops[i].name, ops[i].min,
+				    ops[i].max, nargs);
+		return fail(ps, "42883", "kv.%s takes %d arguments, not %d", ops[i].name, ops[i].min, nargs);
+	}
 	c->op = ops[i].op;
 	c->nargs = nargs;
 	snprintf(c->column, sizeof c->column, "%s", ops[i].name);
 	for (int a = 0; a < nargs; a++)
-		if (!arg_of(ps, args[a], c->op == KV_OP_GET_MANY && a == 1, &c->args[a]))
+		if (!arg_of(ps, args[a], kv_op_array_arg(c->op, a), &c->args[a]))
 			return false;
 	return true;
 }
@@ -345,8 +379,9 @@ static bool target_form(struct parse *ps, struct pb res_target)
 		return fail(ps, "0A000", "%s", not_a_call);
 	if (!func_call(ps, inner))
 		return false;
-	if (ps->call->op == KV_OP_GET_MANY)
-		return fail(ps, "0A000", "kv.get_many returns rows: call it as SELECT * FROM kv.get_many(ns, keys)");
+	if (kv_op_rows(ps->call->op))
+		return fail(ps, "0A000", "kv.%s returns rows: call it as SELECT * FROM kv.%s(...)", kv_op_name(ps->call->op),
+			    kv_op_name(ps->call->op));
 	if (alias[0])
 		snprintf(ps->call->column, sizeof ps->call->column, "%s", alias);
 	return true;
@@ -412,7 +447,7 @@ static bool from_form(struct parse *ps, struct pb res_target, struct pb range_fu
 	}
 	if (!call.p || !func_call(ps, call))
 		return ps->rc ? false : fail(ps, "0A000", "%s", not_a_call);
-	if (ps->call->op != KV_OP_GET_MANY)
+	if (!kv_op_rows(ps->call->op))
 		return fail(ps, "0A000", "kv.%s returns one value: call it as SELECT kv.%s(...)", kv_op_name(ps->call->op),
 			    kv_op_name(ps->call->op));
 	ps->call->from = true;
@@ -530,28 +565,44 @@ void kv_call_free(struct kv_call *c)
 
 const char *kv_op_name(enum kv_op op)
 {
-	switch (op) {
-	case KV_OP_GET: return "get";
-	case KV_OP_PUT: return "put";
-	case KV_OP_DELETE: return "delete";
-	case KV_OP_PATCH: return "patch";
-	case KV_OP_GET_MANY: return "get_many";
-	}
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+		if (ops[i].op == op)
+			return ops[i].name;
 	return "?";
+}
+
+static const struct kv_op_def *op_def(enum kv_op op)
+{
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++)
+		if (ops[i].op == op)
+			return &ops[i];
+	return &ops[0];
 }
 
 uint32_t kv_call_arg_type(enum kv_op op, int i)
 {
-	if (i < 2)
-		return op == KV_OP_GET_MANY && i == 1 ? KV_OID_TEXT_ARRAY : KV_OID_TEXT;
-	if (i == 2)
-		return KV_OID_JSONB; /* put's value, patch's delta */
-	return KV_OID_INTERVAL; /* put's ttl */
+	return i >= 0 && i < KV_CALL_MAX_ARGS && op_def(op)->args[i] ? op_def(op)->args[i] : KV_OID_TEXT;
 }
 
 uint32_t kv_call_result_type(enum kv_op op)
 {
-	return op == KV_OP_PUT || op == KV_OP_DELETE ? KV_OID_INT8 : KV_OID_JSONB;
+	return op_def(op)->result;
+}
+
+bool kv_op_rows(enum kv_op op)
+{
+	return op == KV_OP_GET_MANY || op == KV_OP_SCAN;
+}
+
+bool kv_op_array_arg(enum kv_op op, int i)
+{
+	return kv_call_arg_type(op, i) == KV_OID_TEXT_ARRAY;
+}
+
+bool kv_op_keyless(enum kv_op op)
+{
+	return op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY || op == KV_OP_SCAN ||
+	       op == KV_OP_COUNT;
 }
 
 /* ---- bound values ---- */
@@ -715,6 +766,18 @@ long kv_binary_scalar_text(uint32_t oid, const uint8_t *p, size_t len, char *out
 		int32_t days = (int32_t)be32(p + 8), months = (int32_t)be32(p + 12);
 		int n = snprintf(out, cap, "%" PRId32 " mons %" PRId32 " days %" PRId64 " microseconds", months, days,
 				 (int64_t)us);
+		return n < 0 || (size_t)n >= cap ? -E2BIG : n;
+	}
+	case KV_OID_INT8:
+	case KV_OID_INT4:
+	case 21: { /* int2 */
+		size_t want = oid == KV_OID_INT8 ? 8 : oid == KV_OID_INT4 ? 4 : 2;
+		if (len != want)
+			return -EINVAL;
+		int64_t x = want == 8 ? (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4))
+			  : want == 4 ? (int64_t)(int32_t)be32(p)
+				      : (int64_t)(int16_t)(uint16_t)((unsigned)p[0] << 8 | p[1]);
+		int n = snprintf(out, cap, "%" PRId64, x);
 		return n < 0 || (size_t)n >= cap ? -E2BIG : n;
 	}
 	default:

@@ -10,15 +10,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define KV_CALL_MAX_ARGS 4
+#define KV_CALL_MAX_ARGS 5
 #define KV_CALL_MAX_PARAMS 64    /* the highest $n a call may name */
 #define KV_CALL_MAX_KEYS 10000   /* get_many, as kv.get_many itself allows */
 #define KV_CALL_SQL_MAX (1u << 20) /* longest call text parsed (a put of a 1 MB value fits in a parameter) */
 
-enum kv_op { KV_OP_GET, KV_OP_PUT, KV_OP_DELETE, KV_OP_PATCH, KV_OP_GET_MANY };
+enum kv_op {
+	KV_OP_GET, KV_OP_PUT, KV_OP_DELETE, KV_OP_PATCH, KV_OP_GET_MANY,
+	/* one key, one shard, one value (docs/kv.md, "API") */
+	KV_OP_GET_META, KV_OP_PUT_IF_VERSION, KV_OP_PUT_IF_ABSENT, KV_OP_DELETE_IF_VERSION, KV_OP_TOUCH,
+	KV_OP_INCR, KV_OP_COUNTER,
+	/* split by key (put_many, delete_many) or asked of every shard (scan, count) */
+	KV_OP_PUT_MANY, KV_OP_DELETE_MANY, KV_OP_SCAN, KV_OP_COUNT,
+};
 
 /* Type OIDs of the call arguments and results. */
 #define KV_OID_INT8 20u
+#define KV_OID_INT4 23u
 #define KV_OID_TEXT 25u
 #define KV_OID_INTERVAL 1186u
 #define KV_OID_TEXT_ARRAY 1009u
@@ -65,6 +73,12 @@ const char *kv_op_name(enum kv_op op);
 uint32_t kv_call_arg_type(enum kv_op op, int i);
 /* Type of the single result column of op in target form. */
 uint32_t kv_call_result_type(enum kv_op op);
+/* op returns rows (key, value): called as SELECT * FROM kv.op(...) (get_many, scan). */
+bool kv_op_rows(enum kv_op op);
+/* Argument i of op is a text[] (get_many's, put_many's and delete_many's keys, put_many's values). */
+bool kv_op_array_arg(enum kv_op op, int i);
+/* op has no key argument (scan, count: a prefix; the batches: keys in an array). */
+bool kv_op_keyless(enum kv_op op);
 
 /* One element of a text[] value. */
 struct kv_elem {

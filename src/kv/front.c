@@ -40,6 +40,13 @@ struct kv_bind_val {
 	bool binary;
 };
 
+/* The elements of a text[] argument, as offsets into vals (then pointers, at submit). */
+struct kv_list {
+	size_t *offs;
+	const char **ptrs;
+	int n, cap;
+};
+
 struct kv_session {
 	struct vdb v;                /* v.client: NULL once the client is gone (orphan) */
 	struct worker *worker;
@@ -51,10 +58,7 @@ struct kv_session {
 	struct worker_msg *msg;      /* reserved at submit: the answer's way back to the worker */
 	char *vals;                  /* the bound texts, NUL-terminated */
 	size_t vals_len, vals_cap;
-	size_t off_ns, off_key, off_value, off_ttl;
-	size_t *key_offs;            /* get_many */
-	const char **keys;
-	int nkeys, keys_cap;
+	struct kv_list lists[2];     /* the text[] arguments: [0] a batch's keys, [1] put_many's values */
 };
 
 bool kv_front_is_db(const struct tusk_config *cfg, const char *database)
@@ -90,8 +94,10 @@ static void kv_session_free(struct kv_session *ks)
 	kv_call_free(&ks->query);
 	kv_job_free(&ks->job);
 	free(ks->vals);
-	free(ks->key_offs);
-	free(ks->keys);
+	for (int i = 0; i < 2; i++) {
+		free(ks->lists[i].offs);
+		free(ks->lists[i].ptrs);
+	}
 	vdb_free(&ks->v);
 	free(ks);
 }
@@ -228,43 +234,45 @@ static int bind_scalar(struct kv_session *ks, const struct kv_stmt *st, const st
 	return *off != NO_VALUE;
 }
 
-/* One more key of get_many, stored at off in vals. */
-static bool push_key(struct kv_session *ks, size_t off)
+/* One more element of list, stored at off in vals. */
+static bool push_key(struct kv_session *ks, struct kv_list *l, size_t off)
 {
-	if (ks->nkeys >= KV_CALL_MAX_KEYS) {
-		vdb_error(&ks->v, "54000", "kv: get_many takes at most %d keys", KV_CALL_MAX_KEYS);
+	if (l->n >= KV_CALL_MAX_KEYS) {
+		vdb_error(&ks->v, "54000", "kv: a batch takes at most %d keys", KV_CALL_MAX_KEYS);
 		return false;
 	}
-	if (ks->nkeys == ks->keys_cap) {
-		int cap = ks->keys_cap ? ks->keys_cap * 2 : 64;
-		size_t *o = realloc(ks->key_offs, (size_t)cap * sizeof *o);
+	if (l->n == l->cap) {
+		int cap = l->cap ? l->cap * 2 : 64;
+		size_t *o = realloc(l->offs, (size_t)cap * sizeof *o);
 		if (o)
-			ks->key_offs = o;
-		const char **k = o ? realloc(ks->keys, (size_t)cap * sizeof *k) : NULL;
+			l->offs = o;
+		const char **k = o ? realloc(l->ptrs, (size_t)cap * sizeof *k) : NULL;
 		if (!k) {
 			vdb_error(&ks->v, "53200", "out of memory");
 			return false;
 		}
-		ks->keys = k;
-		ks->keys_cap = cap;
+		l->ptrs = k;
+		l->cap = cap;
 	}
-	ks->key_offs[ks->nkeys++] = off;
+	l->offs[l->n++] = off;
 	return true;
 }
 
-static bool add_key(struct kv_session *ks, const char *p, size_t len)
+static bool add_key(struct kv_session *ks, struct kv_list *l, const char *p, size_t len)
 {
 	if (!p) {
-		vdb_error(&ks->v, "22004", "kv: namespace and key must not be NULL");
+		vdb_error(&ks->v, "22004", l == &ks->lists[0] ? "kv: namespace and key must not be NULL"
+							       : "kv: value must not be NULL (kv.delete removes a key)");
 		return false;
 	}
 	size_t off = add_val(ks, p, len);
-	return off != NO_VALUE && push_key(ks, off);
+	return off != NO_VALUE && push_key(ks, l, off);
 }
 
-/* get_many's keys: ARRAY[...], a text[] constant or a text[] parameter. */
+/* A text[] argument (a batch's keys, put_many's values): ARRAY[...], a text[] constant or a
+ * text[] parameter. */
 static bool bind_keys(struct kv_session *ks, const struct kv_stmt *st, const struct kv_call *call,
-		      const struct kv_arg *a, const struct kv_bind_val *vals)
+		      const struct kv_arg *a, const struct kv_bind_val *vals, struct kv_list *l)
 {
 	if (a->kind == KV_ARG_ARRAY) {
 		for (uint32_t e = 0; e < a->n; e++) {
@@ -272,8 +280,8 @@ static bool bind_keys(struct kv_session *ks, const struct kv_stmt *st, const str
 			if (!bind_scalar(ks, st, call, &call->elems[a->first + e], vals, &off))
 				return false;
 			if (off == NO_VALUE)
-				return add_key(ks, NULL, 0);
-			if (!push_key(ks, off))
+				return add_key(ks, l, NULL, 0);
+			if (!push_key(ks, l, off))
 				return false;
 		}
 		return true;
@@ -307,11 +315,11 @@ static bool bind_keys(struct kv_session *ks, const struct kv_stmt *st, const str
 		   : kv_text_array_parse((const char *)p, len, scratch, elems, KV_CALL_MAX_KEYS);
 	bool ok = n >= 0;
 	if (n == -E2BIG)
-		vdb_error(&ks->v, "54000", "kv: get_many takes at most %d keys", KV_CALL_MAX_KEYS);
+		vdb_error(&ks->v, "54000", "kv: a batch takes at most %d keys", KV_CALL_MAX_KEYS);
 	else if (n < 0)
-		vdb_error(&ks->v, "22P02", "kv: malformed array of keys (a one-dimensional text[] is expected)");
+		vdb_error(&ks->v, "22P02", "kv: malformed array (a one-dimensional text[] is expected)");
 	for (int i = 0; ok && i < n; i++)
-		ok = add_key(ks, elems[i].p, elems[i].len);
+		ok = add_key(ks, l, elems[i].p, elems[i].len);
 	free(elems);
 	free(scratch);
 	return ok;
@@ -321,32 +329,37 @@ static bool bind_keys(struct kv_session *ks, const struct kv_stmt *st, const str
 static bool bind_call(struct kv_session *ks, const struct kv_stmt *st, const struct kv_call *call,
 		      const struct kv_bind_val *vals)
 {
-	size_t offs[KV_CALL_MAX_ARGS] = { NO_VALUE, NO_VALUE, NO_VALUE, NO_VALUE };
+	size_t offs[KV_CALL_MAX_ARGS];
 
 	ks->vals_len = 0;
-	ks->nkeys = 0;
+	ks->lists[0].n = ks->lists[1].n = 0;
+	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
+		offs[i] = NO_VALUE;
 	for (int i = 0; i < call->nargs; i++) {
-		if (call->op == KV_OP_GET_MANY && i == 1) {
-			if (!bind_keys(ks, st, call, &call->args[i], vals))
+		if (kv_op_array_arg(call->op, i)) {
+			if (!bind_keys(ks, st, call, &call->args[i], vals, &ks->lists[i == 1 ? 0 : 1]))
 				return false;
 		} else if (!bind_scalar(ks, st, call, &call->args[i], vals, &offs[i])) {
 			return false;
 		}
 	}
-	if (offs[0] == NO_VALUE || (call->op != KV_OP_GET_MANY && offs[1] == NO_VALUE)) {
+	if (offs[0] == NO_VALUE || (!kv_op_keyless(call->op) && offs[1] == NO_VALUE)) {
 		vdb_error(&ks->v, "22004", "kv: namespace and key must not be NULL");
 		return false;
 	}
 	struct kv_job *job = &ks->job;
 	job->op = call->op;
-	job->ns = ks->vals + offs[0];
-	job->key = call->op != KV_OP_GET_MANY ? ks->vals + offs[1] : NULL;
-	job->value = offs[2] != NO_VALUE ? ks->vals + offs[2] : NULL;
-	job->ttl = offs[3] != NO_VALUE ? ks->vals + offs[3] : NULL;
-	for (int i = 0; i < ks->nkeys; i++)
-		ks->keys[i] = ks->vals + ks->key_offs[i];
-	job->nkeys = ks->nkeys;
-	job->keys = ks->keys;
+	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
+		job->args[i] = offs[i] != NO_VALUE ? ks->vals + offs[i] : NULL;
+	job->ns = job->args[0];
+	job->key = kv_op_keyless(call->op) ? NULL : job->args[1];
+	for (int l = 0; l < 2; l++)
+		for (int i = 0; i < ks->lists[l].n; i++)
+			ks->lists[l].ptrs[i] = ks->vals + ks->lists[l].offs[i];
+	job->nkeys = ks->lists[0].n;
+	job->keys = ks->lists[0].ptrs;
+	job->nvalues = ks->lists[1].n;
+	job->values = ks->lists[1].ptrs;
 	return true;
 }
 

@@ -1,6 +1,8 @@
-/* The shard of a key: a stable hash of (namespace, key). The same function exists in SQL
- * (kv.hash, kv.shard_of in src/kv/schema.c) so operators can check where a key lives; the
- * values are pinned by tests/unit/test_kv_hash.c and must never change once data exists. */
+/* The shard of a key: a stable hash of (namespace, key). It is PostgreSQL's built-in
+ * hashtextextended(ns || ':' || key, 0), which every shard database evaluates at C speed to
+ * refuse keys of other shards (kv.hash, kv.shard_of in src/kv/schema.c), reproduced here for
+ * the router; the values are pinned by tests/unit/test_kv_hash.c and checked against the
+ * server by tests/integration/test_kv_shard_paths.py. They must never change once data exists. */
 #ifndef TUSK_KV_HASH_H
 #define TUSK_KV_HASH_H
 
@@ -9,11 +11,12 @@
 
 #define KV_MAX_SHARDS 4096
 
-/* XXH32 (seed 0) of the bytes ns, one 0x00 byte, key. NUL cannot occur inside a PostgreSQL
- * text value, so the separator makes ("a", "bc") and ("ab", "c") different inputs. */
-uint32_t kv_hash(const char *ns, size_t ns_len, const char *key, size_t key_len);
+/* hashtextextended(ns || ':' || key, 0) as PostgreSQL computes it on a little-endian server.
+ * A namespace cannot contain ':' (the catalog's check), so ("a", "b:c") and ("a:b", "c") cannot
+ * both be valid: the separator keeps the split between namespace and key. */
+int64_t kv_hash(const char *ns, size_t ns_len, const char *key, size_t key_len);
 
-/* kv_hash mod nshards, or -EINVAL unless nshards is in 1..KV_MAX_SHARDS. */
+/* (kv_hash & INT64_MAX) mod nshards, or -EINVAL unless nshards is in 1..KV_MAX_SHARDS. */
 int kv_shard_of(const char *ns, size_t ns_len, const char *key, size_t key_len, int nshards);
 
 #endif

@@ -244,6 +244,13 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 	return x->conns[shard];
 }
 
+/* A call that writes nothing: safe to run again. */
+static bool op_is_read(enum kv_op op)
+{
+	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
+	       op == KV_OP_SCAN || op == KV_OP_COUNT;
+}
+
 /* Run sql on shard. The result (tuples), or NULL with the job failed. */
 static PGresult *shard_exec(struct kv_exec *x, int shard, const char *sql, int nparams, const char *const *params,
 			    struct kv_job *job)
@@ -254,7 +261,7 @@ static PGresult *shard_exec(struct kv_exec *x, int shard, const char *sql, int n
 	PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
 		return res;
-	if (PQstatus(conn) != CONNECTION_OK && (job->op == KV_OP_GET || job->op == KV_OP_GET_MANY)) {
+	if (PQstatus(conn) != CONNECTION_OK && op_is_read(job->op)) {
 		/* A read is safe to run again: once, on a new connection (the old one may have died
 		 * between the liveness check and the call). */
 		PQclear(res);
@@ -275,8 +282,7 @@ static PGresult *shard_exec(struct kv_exec *x, int shard, const char *sql, int n
 				*p = ' ';
 		job_fail(job, "08006", "connection to kv shard %s%d of instance %d (%s:%d) lost during the call%s: %s",
 			 KV_SHARD_DB_PREFIX, shard, x->r->instance_id, x->r->host, x->r->port,
-			 job->op == KV_OP_GET || job->op == KV_OP_GET_MANY ? ""
-									  : " (the write may or may not have been applied)",
+			 op_is_read(job->op) ? "" : " (the write may or may not have been applied)",
 			 err);
 		PQfinish(conn);
 		x->conns[shard] = NULL;
@@ -296,9 +302,24 @@ static void run_single(struct kv_exec *x, int nshards, struct kv_job *job)
 		[KV_OP_PUT] = "SELECT kv.put($1, $2, $3::jsonb, $4::interval)",
 		[KV_OP_DELETE] = "SELECT kv.delete($1, $2)",
 		[KV_OP_PATCH] = "SELECT kv.patch($1, $2, $3::jsonb)",
+		[KV_OP_GET_META] = "SELECT kv.get_meta($1, $2)",
+		[KV_OP_PUT_IF_VERSION] = "SELECT kv.put_if_version($1, $2, $3::jsonb, $4::bigint, $5::interval)",
+		[KV_OP_PUT_IF_ABSENT] = "SELECT kv.put_if_absent($1, $2, $3::jsonb, $4::interval)",
+		[KV_OP_DELETE_IF_VERSION] = "SELECT kv.delete_if_version($1, $2, $3::bigint)",
+		[KV_OP_TOUCH] = "SELECT kv.touch($1, $2, $3::interval)",
+		[KV_OP_INCR] = "SELECT kv.incr($1, $2, $3::bigint)",
+		[KV_OP_COUNTER] = "SELECT kv.counter($1, $2)",
 	};
-	static const int nparams[] = { [KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3 };
-	const char *params[4] = { job->ns, job->key, job->value, job->ttl };
+	static const int nparams[] = {
+		[KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3, [KV_OP_GET_META] = 2,
+		[KV_OP_PUT_IF_VERSION] = 5, [KV_OP_PUT_IF_ABSENT] = 4, [KV_OP_DELETE_IF_VERSION] = 3, [KV_OP_TOUCH] = 3,
+		[KV_OP_INCR] = 3, [KV_OP_COUNTER] = 2,
+	};
+	const char *const *params = job->args;
+	if ((size_t)job->op >= sizeof sql / sizeof sql[0] || !sql[job->op]) {
+		job_fail(job, "XX000", "kv: no single-shard form of kv.%s", kv_op_name(job->op));
+		return;
+	}
 	int shard = kv_shard_of(job->ns, strlen(job->ns), job->key, strlen(job->key), nshards);
 
 	if (shard < 0) {
@@ -333,12 +354,12 @@ static int pair_cmp(const void *a, const void *b)
 	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
 }
 
-/* A text[] literal of keys[idx[0..n)], every element quoted. */
-static char *array_literal(const struct kv_job *job, const int *idx, int n)
+/* A text[] literal of arr[idx[0..n)], every element quoted. */
+static char *array_literal(const char *const *arr, const int *idx, int n)
 {
 	size_t len = 3;
 	for (int i = 0; i < n; i++)
-		len += 2 * strlen(job->keys[idx[i]]) + 3;
+		len += 2 * strlen(arr[idx[i]]) + 3;
 	char *s = malloc(len), *p = s;
 	if (!s)
 		return NULL;
@@ -347,7 +368,7 @@ static char *array_literal(const struct kv_job *job, const int *idx, int n)
 		if (i)
 			*p++ = ',';
 		*p++ = '"';
-		for (const char *k = job->keys[idx[i]]; *k; k++) {
+		for (const char *k = arr[idx[i]]; *k; k++) {
 			if (*k == '"' || *k == '\\')
 				*p++ = '\\';
 			*p++ = *k;
@@ -359,16 +380,91 @@ static char *array_literal(const struct kv_job *job, const int *idx, int n)
 	return s;
 }
 
-/* Split the keys by shard, one kv.get_many per shard, rows merged in key order (the order
- * kv.get_many itself returns). A shard that fails fails the call: no partial answer. */
-static void run_get_many(struct kv_exec *x, int nshards, struct kv_job *job)
+/* Append the (key, value) rows of res to *pairs. false (job failed) when out of memory. */
+static bool collect_pairs(struct kv_job *job, PGresult *res, struct kv_pair **pairs, size_t *npairs, size_t *cap)
+{
+	for (int row = 0; row < PQntuples(res); row++) {
+		if (*npairs == *cap) {
+			size_t ncap = *cap ? *cap * 2 : 64;
+			struct kv_pair *p = realloc(*pairs, ncap * sizeof *p);
+			if (!p) {
+				job_fail(job, "53200", "out of memory");
+				return false;
+			}
+			*pairs = p;
+			*cap = ncap;
+		}
+		struct kv_pair *p = &(*pairs)[*npairs];
+		p->klen = PQgetlength(res, row, 0);
+		p->key = strdup(PQgetvalue(res, row, 0));
+		p->vlen = PQgetlength(res, row, 1);
+		p->value = PQgetisnull(res, row, 1) ? NULL : strdup(PQgetvalue(res, row, 1));
+		if (!p->key || (!p->value && !PQgetisnull(res, row, 1))) {
+			free(p->key);
+			free(p->value);
+			job_fail(job, "53200", "out of memory");
+			return false;
+		}
+		(*npairs)++;
+	}
+	return true;
+}
+
+/* Sort the pairs by key (bytewise, as the shards order them) and send the first max. */
+static void send_pairs(struct kv_job *job, struct kv_pair *pairs, size_t npairs, size_t max)
+{
+	qsort(pairs, npairs, sizeof *pairs, pair_cmp);
+	for (size_t i = 0; i < npairs && i < max; i++) {
+		const char *v[2] = { pairs[i].key, pairs[i].value };
+		int l[2] = { pairs[i].klen, pairs[i].vlen };
+		if (!add_row(job, 2, v, l)) {
+			job_fail(job, "53200", "out of memory");
+			break;
+		}
+	}
+}
+
+/* One bigint result column of res added to *sum. false (job failed) otherwise. */
+static bool add_count(struct kv_job *job, PGresult *res, int shard, long long *sum)
+{
+	if (PQntuples(res) != 1 || PQnfields(res) != 1 || PQgetisnull(res, 0, 0)) {
+		job_fail(job, "XX000", "kv shard %s%d answered %d rows of %d columns", KV_SHARD_DB_PREFIX, shard,
+			 PQntuples(res), PQnfields(res));
+		return false;
+	}
+	*sum += strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	return true;
+}
+
+static void send_count(struct kv_job *job, long long sum)
+{
+	char buf[32];
+	int n = snprintf(buf, sizeof buf, "%lld", sum);
+	const char *v = buf;
+	if (!add_row(job, 1, &v, &n))
+		job_fail(job, "53200", "out of memory");
+}
+
+/* get_many, put_many, delete_many: the keys split by shard, one call per shard holding some
+ * (get_many's rows merged in key order, the batches' counts summed). A shard that fails fails
+ * the call: no partial answer (a batch's earlier shards stay written: the error says so). */
+static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 {
 	int *shard_of = NULL, *idx = NULL;
 	struct kv_pair *pairs = NULL;
 	size_t npairs = 0, cap = 0;
+	long long sum = 0;
+	int done_shards = 0;
 
-	if (job->nkeys == 0)
+	if (job->op == KV_OP_PUT_MANY && job->nvalues != job->nkeys) {
+		job_fail(job, "22023", "kv: put_many got %d keys and %d values", job->nkeys, job->nvalues);
 		return;
+	}
+	if (job->nkeys == 0) {
+		if (job->op != KV_OP_GET_MANY)
+			send_count(job, 0);
+		return;
+	}
 	shard_of = malloc((size_t)job->nkeys * sizeof *shard_of);
 	idx = malloc((size_t)job->nkeys * sizeof *idx);
 	if (!shard_of || !idx) {
@@ -384,52 +480,43 @@ static void run_get_many(struct kv_exec *x, int nshards, struct kv_job *job)
 				idx[n++] = i;
 		if (n == 0)
 			continue;
-		char *lit = array_literal(job, idx, n);
-		if (!lit) {
+		char *lit = array_literal(job->keys, idx, n);
+		char *vlit = job->op == KV_OP_PUT_MANY && lit ? array_literal(job->values, idx, n) : NULL;
+		if (!lit || (job->op == KV_OP_PUT_MANY && !vlit)) {
+			free(lit);
 			job_fail(job, "53200", "out of memory");
 			break;
 		}
-		const char *params[2] = { job->ns, lit };
-		PGresult *res = shard_exec(x, s, "SELECT key, value FROM kv.get_many($1, $2::text[])", 2, params, job);
+		PGresult *res;
+		if (job->op == KV_OP_GET_MANY) {
+			const char *params[2] = { job->ns, lit };
+			res = shard_exec(x, s, "SELECT key, value FROM kv.get_many($1, $2::text[])", 2, params, job);
+		} else if (job->op == KV_OP_PUT_MANY) {
+			const char *params[4] = { job->ns, lit, vlit, job->args[3] };
+			res = shard_exec(x, s, "SELECT kv.put_many($1, $2::text[], $3::text[], $4::interval)", 4, params, job);
+		} else {
+			const char *params[2] = { job->ns, lit };
+			res = shard_exec(x, s, "SELECT kv.delete_many($1, $2::text[])", 2, params, job);
+		}
 		free(lit);
+		free(vlit);
 		if (!res)
 			break;
-		for (int row = 0; row < PQntuples(res) && !job->failed; row++) {
-			if (npairs == cap) {
-				size_t ncap = cap ? cap * 2 : 64;
-				struct kv_pair *p = realloc(pairs, ncap * sizeof *p);
-				if (!p) {
-					job_fail(job, "53200", "out of memory");
-					break;
-				}
-				pairs = p;
-				cap = ncap;
-			}
-			struct kv_pair *p = &pairs[npairs];
-			p->klen = PQgetlength(res, row, 0);
-			p->key = strdup(PQgetvalue(res, row, 0));
-			p->vlen = PQgetlength(res, row, 1);
-			p->value = PQgetisnull(res, row, 1) ? NULL : strdup(PQgetvalue(res, row, 1));
-			if (!p->key || (!p->value && !PQgetisnull(res, row, 1))) {
-				free(p->key);
-				free(p->value);
-				job_fail(job, "53200", "out of memory");
-				break;
-			}
-			npairs++;
-		}
+		if (job->op == KV_OP_GET_MANY)
+			(void)collect_pairs(job, res, &pairs, &npairs, &cap);
+		else if (add_count(job, res, s, &sum))
+			done_shards++;
 		PQclear(res);
 	}
+	if (job->failed && done_shards > 0 && !job->detail[0])
+		snprintf(job->detail, sizeof job->detail,
+			 "kv.%s had already written the keys of %d other shard(s): a batch is all or nothing per shard, "
+			 "not across shards", kv_op_name(job->op), done_shards);
 	if (!job->failed) {
-		qsort(pairs, npairs, sizeof *pairs, pair_cmp);
-		for (size_t i = 0; i < npairs; i++) {
-			const char *v[2] = { pairs[i].key, pairs[i].value };
-			int l[2] = { pairs[i].klen, pairs[i].vlen };
-			if (!add_row(job, 2, v, l)) {
-				job_fail(job, "53200", "out of memory");
-				break;
-			}
-		}
+		if (job->op == KV_OP_GET_MANY)
+			send_pairs(job, pairs, npairs, npairs);
+		else
+			send_count(job, sum);
 	}
 	if (job->failed) {
 		job->rows_len = 0;
@@ -443,6 +530,45 @@ out:
 	free(pairs);
 	free(shard_of);
 	free(idx);
+}
+
+/* scan, count: every shard asked, the rows merged in key order (the first lim kept; each shard
+ * sent at most lim) or the counts summed. */
+static void run_fanout(struct kv_exec *x, int nshards, struct kv_job *job)
+{
+	struct kv_pair *pairs = NULL;
+	size_t npairs = 0, cap = 0;
+	long long sum = 0;
+
+	for (int s = 0; s < nshards && !job->failed; s++) {
+		PGresult *res = job->op == KV_OP_SCAN
+				? shard_exec(x, s, "SELECT key, value FROM kv.scan($1, $2, $3, $4::int)", 4, job->args, job)
+				: shard_exec(x, s, "SELECT kv.count($1, $2)", 2, job->args, job);
+		if (!res)
+			break;
+		if (job->op == KV_OP_SCAN)
+			(void)collect_pairs(job, res, &pairs, &npairs, &cap);
+		else
+			(void)add_count(job, res, s, &sum);
+		PQclear(res);
+	}
+	if (!job->failed) {
+		if (job->op == KV_OP_SCAN) {
+			long lim = job->args[3] ? strtol(job->args[3], NULL, 10) : 0;
+			send_pairs(job, pairs, npairs, lim > 0 ? (size_t)lim : 0);
+		} else {
+			send_count(job, sum);
+		}
+	}
+	if (job->failed) {
+		job->rows_len = 0;
+		job->nrows = 0;
+	}
+	for (size_t i = 0; i < npairs; i++) {
+		free(pairs[i].key);
+		free(pairs[i].value);
+	}
+	free(pairs);
 }
 
 static void run_job(struct kv_exec *x, struct kv_job *job)
@@ -459,8 +585,10 @@ static void run_job(struct kv_exec *x, struct kv_job *job)
 		job_fail(job, "57P03", "kv routing is not ready: %s", err);
 		return;
 	}
-	if (job->op == KV_OP_GET_MANY)
-		run_get_many(x, nshards, job);
+	if (job->op == KV_OP_GET_MANY || job->op == KV_OP_PUT_MANY || job->op == KV_OP_DELETE_MANY)
+		run_split(x, nshards, job);
+	else if (job->op == KV_OP_SCAN || job->op == KV_OP_COUNT)
+		run_fanout(x, nshards, job);
 	else
 		run_single(x, nshards, job);
 }

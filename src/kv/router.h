@@ -22,11 +22,12 @@ struct kv_router;
 struct kv_job {
 	/* in: set by the submitter, read by the router (NUL-terminated; NULL = SQL NULL) */
 	enum kv_op op;
-	const char *ns, *key;
-	const char *value;             /* put's value, patch's delta */
-	const char *ttl;               /* put's ttl */
-	int nkeys;                     /* get_many */
-	const char *const *keys;       /* get_many: none NULL */
+	const char *args[KV_CALL_MAX_ARGS]; /* the scalar arguments as texts, by position (NULL: SQL NULL or an array) */
+	const char *ns, *key;          /* args[0]; args[1] unless the op has no key */
+	int nkeys;                     /* get_many, put_many, delete_many */
+	const char *const *keys;       /* none NULL */
+	int nvalues;                   /* put_many: the JSON texts, one per key */
+	const char *const *values;
 	/* out: complete when done runs */
 	bool failed;
 	bool ours;                     /* tusk's own error (08006, 57P03 ...), not the shard's */

@@ -169,3 +169,14 @@ class Parade:
             diffs = [sorted(set(map(tuple, d)) ^ set(map(tuple, last[0])))[:5] for d in last[1:]]
             raise AssertionError(f"zones did not converge: first differences {diffs}") from None
         return last[0]
+
+
+def running_parade(base, zones):
+    """A module fixture's body: the parade set up and its tusks started, destroyed after."""
+    p = Parade(base, zones)
+    try:
+        p.setup()
+        p.start()
+        yield p
+    finally:
+        p.destroy()

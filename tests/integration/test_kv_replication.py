@@ -13,20 +13,14 @@ import psycopg
 import pytest
 
 from conftest import SLOW, wait_until
-from kv_util import NSHARDS, Parade
+from kv_util import NSHARDS, running_parade
 
 pytestmark = pytest.mark.tusk_only
 
 
 @pytest.fixture(scope="module")
 def parade(workdir):
-    p = Parade(workdir / "kv-three", ["z1", "z2", "z3"])
-    try:
-        p.setup()
-        p.start()
-        yield p
-    finally:
-        p.destroy()
+    yield from running_parade(workdir / "kv-three", ["z1", "z2", "z3"])
 
 
 def keys_on(parade, shard, n, prefix, ns="default"):

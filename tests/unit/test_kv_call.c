@@ -71,6 +71,40 @@ static void test_from_form_and_arrays(void **st)
 	assert_int_equal(call.args[1].kind, KV_ARG_PARAM);
 }
 
+static void test_the_calls_beyond_get_and_put(void **st)
+{
+	(void)st;
+	assert_int_equal(parse("select kv.put_if_version('d', 'k', '1', 17, '1 hour')"), 0);
+	assert_int_equal(call.op, KV_OP_PUT_IF_VERSION);
+	assert_int_equal(call.nargs, 5);
+	assert_int_equal(kv_call_arg_type(call.op, 3), KV_OID_INT8);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_INT8);
+	assert_int_equal(parse("select kv.get_meta($1, $2)"), 0);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
+	/* put_many: two arrays, each its own elements */
+	assert_int_equal(parse("select kv.put_many('d', ARRAY['a', 'b'], ARRAY['1', $1])"), 0);
+	assert_int_equal(call.op, KV_OP_PUT_MANY);
+	assert_int_equal(call.args[1].n, 2);
+	assert_int_equal(call.args[2].n, 2);
+	assert_string_equal(call.text + call.elems[call.args[2].first].off, "1");
+	assert_int_equal(call.elems[call.args[2].first + 1].param, 1);
+	assert_true(kv_op_keyless(call.op));
+	/* scan returns rows: FROM form only */
+	assert_int_equal(parse("select * from kv.scan('d', 'p/', NULL, 10)"), 0);
+	assert_true(call.from);
+	assert_int_equal(kv_call_arg_type(KV_OP_SCAN, 3), KV_OID_INT4);
+	assert_int_equal(parse("select kv.scan('d', 'p/', NULL, 10)"), -EINVAL);
+	assert_string_equal(state, "0A000");
+	assert_int_equal(parse("select * from kv.count('d', 'p/')"), -EINVAL);
+	assert_string_equal(state, "0A000");
+	/* an ARRAY only where the call takes a text[] */
+	assert_int_equal(parse("select kv.incr('d', ARRAY['k'], 1)"), -EINVAL);
+	assert_string_equal(state, "42883");
+	assert_int_equal(parse("select kv.touch('d')"), -EINVAL);
+	assert_string_equal(state, "42883");
+	assert_non_null(strstr(err, "kv.touch takes 2 or 3 arguments"));
+}
+
 static void test_refusals(void **st)
 {
 	static const struct {
@@ -157,6 +191,12 @@ static void test_binary_values(void **st)
 	const uint8_t jsonb[] = { 1, '{', '}' };
 	assert_int_equal(kv_binary_scalar_text(KV_OID_JSONB, jsonb, 3, out, sizeof out), 2);
 	assert_memory_equal(out, "{}", 2);
+	/* int8 -2, int4 7: a version or a counter's delta, a scan's limit */
+	const uint8_t i8[] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe }, i4[] = { 0, 0, 0, 7 };
+	assert_int_equal(kv_binary_scalar_text(KV_OID_INT8, i8, 8, out, sizeof out), 2);
+	assert_memory_equal(out, "-2", 2);
+	assert_int_equal(kv_binary_scalar_text(KV_OID_INT4, i4, 4, out, sizeof out), 1);
+	assert_int_equal(kv_binary_scalar_text(KV_OID_INT8, i4, 4, out, sizeof out), -EINVAL);
 	const uint8_t jsonb_v2[] = { 2, '{', '}' };
 	assert_int_equal(kv_binary_scalar_text(KV_OID_JSONB, jsonb_v2, 3, out, sizeof out), -EINVAL);
 	/* interval: 1.5 s, 2 days, 3 months */
@@ -182,6 +222,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_target_form),
 		cmocka_unit_test(test_from_form_and_arrays),
+		cmocka_unit_test(test_the_calls_beyond_get_and_put),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_text_array),
 		cmocka_unit_test(test_binary_values),

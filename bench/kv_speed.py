@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""kv speed against plain PostgreSQL, side by side in one run (two zones, each a PostgreSQL 15
+with its tusk):
+
+1. puts/s and gets/s through tusk's kv database (kv.put / kv.get, 1 and 8 connections) and,
+   on the same PostgreSQL through tusk's plain pool, a single-row INSERT ... ON CONFLICT DO
+   UPDATE and a primary-key SELECT of a two-column table (the same connections, the same
+   keys), with the ratios;
+2. counters: both tusks stopped (no replication: a partition), WRITERS (4) connections per zone
+   each call kv.incr N (1000) times on the counter's shard, all acknowledged; then the tusks
+   start again and the time until both zones read exactly 2 x WRITERS x N is measured;
+3. replication lag at the highest rate zone a sustains: 8 connections put through zone a's
+   kv database as fast as they can while a probe key is written there every 50 ms and polled
+   in zone b (directly on its shard); achieved puts/s, lag p50 / p99 / max.
+
+    TUSK_BIN=build/tusk python3 bench/kv_speed.py [SECONDS] [N]
+
+Prints numbers only; asserts nothing. Stops everything it started.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+
+from kv_util import Parade  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kv_lag import parallel_rate, pct  # noqa: E402
+
+PUT = "select kv.put('default', %s, %s)"
+GET = "select kv.get('default', %s)"
+UPSERT = "insert into plain (k, v) values (%s, %s) on conflict (k) do update set v = excluded.v"
+SELECT = "select v from plain where k = %s"
+
+
+def run_for(connect, stmt, args_of, seconds, nconn):
+    return parallel_rate(connect, stmt, None, seconds, nconn, args_of)
+
+
+def throughput(p, seconds):
+    z = p.zones[0]
+    with z.pg.admin() as c:
+        c.execute("create database plain")
+    with z.pg.admin("plain") as c:
+        c.execute("create table plain (k text primary key, v jsonb)")
+    kv = lambda: psycopg.connect(host="127.0.0.1", port=z.tusk.port, user="postgres", dbname="kv",  # noqa: E731
+                                 autocommit=True)
+    plain = lambda: psycopg.connect(host="127.0.0.1", port=z.tusk.port, user="postgres",  # noqa: E731
+                                    dbname="plain", autocommit=True)
+    keys = [f"key-{i}" for i in range(4000)]
+    val = Jsonb({"n": 1})
+    for nconn in (1, 8):
+        r = {}
+        for name, connect, stmt, args in (
+                ("kv put", kv, PUT, lambda i: (keys[i % len(keys)], val)),
+                ("plain upsert", plain, UPSERT, lambda i: (keys[i % len(keys)], val)),
+                ("kv get", kv, GET, lambda i: (keys[i % len(keys)],)),
+                ("plain select", plain, SELECT, lambda i: (keys[i % len(keys)],))):
+            r[name] = run_for(connect, stmt, args, seconds, nconn)
+        print(f"{nconn} connection(s): kv puts {r['kv put']:6.0f}/s vs plain upserts {r['plain upsert']:6.0f}/s "
+              f"({r['kv put'] / r['plain upsert']:.2f}x); kv gets {r['kv get']:6.0f}/s vs plain selects "
+              f"{r['plain select']:6.0f}/s ({r['kv get'] / r['plain select']:.2f}x)", flush=True)
+
+
+def counters(p, n, writers=4):
+    shard = p.shard_of("default", "bench-hits")
+    for z in p.zones:
+        assert z.stop_tusk() == []
+    errors = []
+
+    def writer(z):
+        try:
+            with z.db(shard) as c:
+                for _ in range(n):
+                    c.execute("select kv.incr('default', 'bench-hits', 1)")
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=writer, args=(z,)) for z in p.zones for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - t0
+    seen = [z.sql(shard, "select kv.counter('default', 'bench-hits')")[0][0] for z in p.zones]
+    p.start()
+    t0 = time.monotonic()
+    want = len(p.zones) * writers * n
+    while True:
+        vals = [z.sql(shard, "select kv.counter('default', 'bench-hits')")[0][0] for z in p.zones]
+        if all(v == want for v in vals) or time.monotonic() - t0 > 120:
+            break
+        time.sleep(0.05)
+    print(f"counters: {len(p.zones)} zones x {writers} writers x {n} increments while partitioned "
+          f"({len(p.zones) * writers * n / took:.0f} increments/s; each zone saw {seen} before healing); "
+          f"after healing {vals} (want {want}) in {time.monotonic() - t0:.2f} s; errors {len(errors)}", flush=True)
+
+
+def lag(p, seconds):
+    a, b = p.zones
+    stop = threading.Event()
+    done = [0] * 8
+
+    def writer(j):
+        with psycopg.connect(host="127.0.0.1", port=a.tusk.port, user="postgres", dbname="kv", autocommit=True) as c:
+            i = 0
+            while not stop.is_set():
+                c.execute(PUT, (f"lag-{j}-{i % 5000}", Jsonb({"i": i})))
+                done[j] += 1
+                i += 1
+
+    probe_shard = p.shard_of("default", "probe")
+    lags = []
+    threads = [threading.Thread(target=writer, args=(j,)) for j in range(8)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    with psycopg.connect(host="127.0.0.1", port=a.tusk.port, user="postgres", dbname="kv", autocommit=True) as w, \
+            b.db(probe_shard, user="postgres") as r:
+        n = 0
+        while time.monotonic() - t0 < seconds:
+            n += 1
+            w.execute(PUT, ("probe", Jsonb({"n": n})))
+            t_put = time.monotonic()
+            while True:
+                v = r.execute("select value from kv.data where ns = 'default' and key = 'probe'").fetchone()
+                if v and v[0] and v[0]["n"] >= n:
+                    lags.append(time.monotonic() - t_put)
+                    break
+                if time.monotonic() - t_put > 30:
+                    lags.append(30.0)
+                    break
+                time.sleep(0.002)
+            time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join()
+    rate = sum(done) / (time.monotonic() - t0)
+    lags.sort()
+    print(f"replication lag a -> b while zone a takes {rate:.0f} puts/s through its kv database (8 connections, "
+          f"as fast as they go): {len(lags)} probes, p50 {pct(lags, 0.5):.0f} ms, p99 {pct(lags, 0.99):.0f} ms, "
+          f"max {lags[-1] * 1000:.0f} ms", flush=True)
+
+
+def main():
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 5
+    n = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
+    base = Path(tempfile.mkdtemp(prefix="tusk-kv-speed-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    p = Parade(base, ["a", "b"])
+    try:
+        p.setup()
+        p.start()
+        throughput(p, seconds)
+        if n > 0:
+            counters(p, n)
+        lag(p, seconds * 2)
+    finally:
+        p.destroy()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -189,8 +189,9 @@ static int parse_with_units(const char *s, const struct unit *units, uint64_t *o
 	return -EINVAL;
 }
 
+/* No "" entry: a bare number has no unit (config_parse_duration_ms). */
 static const struct unit duration_units[] = {
-	{ "", 1 },         { "ms", 1 },         { "s", 1000 },          { "m", 60 * 1000 },
+	{ "ms", 1 },         { "s", 1000 },          { "m", 60 * 1000 },
 	{ "h", 3600 * 1000 }, { "d", MS_PER_DAY }, { NULL, 0 },
 };
 
@@ -200,8 +201,27 @@ static const struct unit size_units[] = {
 	{ "G", 1ULL << 30 },  { "GB", 1ULL << 30 }, { NULL, 0 },
 };
 
+/* Whether s is digits only (what YAML gives for "server_lifetime: 3600"). */
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
 int config_parse_duration_ms(const char *s, uint64_t *out)
 {
+	if (all_digits(s)) {
+		/* PgBouncer reads a bare number as seconds, tusk used to read milliseconds: neither
+		 * is assumed. Only zero, the same in every unit, is accepted without one. */
+		if (strspn(s, "0") != strlen(s))
+			return -EDOM;
+		*out = 0;
+		return 0;
+	}
 	return parse_with_units(s, duration_units, out);
 }
 
@@ -507,6 +527,27 @@ static void report_bad(struct loader *ld, int line, const char *path, const stru
 	report(ld, line, path, "expected %s, found %s", want, d->secret ? "something else" : quote(q, sizeof(q), text));
 }
 
+/* "server_lifetime: 3600" copied from a pgbouncer.ini: say what to write instead. */
+static void report_bare_duration(struct loader *ld, int line, const char *path, const char *text)
+{
+	char q[128], secs[32], best[32];
+	uint64_t v;
+	const char *rest;
+
+	if (parse_digits(text, &v, &rest) < 0 || v > UINT64_MAX / 1000) {
+		report(ld, line, path, "%s has no unit: write it with one (ms, s, m, h or d)", quote(q, sizeof(q), text));
+		return;
+	}
+	snprintf(secs, sizeof(secs), "%llus", (unsigned long long)v);
+	format_units(best, sizeof(best), v * 1000, duration_units);
+	if (strcmp(secs, best) == 0)
+		report(ld, line, path, "%s has no unit: write %s (seconds, PgBouncer's meaning) or %llums",
+		       quote(q, sizeof(q), text), secs, (unsigned long long)v);
+	else
+		report(ld, line, path, "%s has no unit: write %s or %s (seconds, PgBouncer's meaning) or %llums",
+		       quote(q, sizeof(q), text), secs, best, (unsigned long long)v);
+}
+
 static int online_cpus(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -547,7 +588,9 @@ static void parse_text(struct loader *ld, const struct key_def *d, const char *t
 	case KEY_DURATION:
 	case KEY_SIZE:
 		r = d->type == KEY_DURATION ? config_parse_duration_ms(text, &u) : config_parse_size(text, &u);
-		if (r == -EINVAL)
+		if (r == -EDOM)
+			report_bare_duration(ld, line, path, text);
+		else if (r == -EINVAL)
 			report_bad(ld, line, path, d, text);
 		else if (r < 0 || u < d->min || u > d->max)
 			report_range(ld, line, path, d, text, d->type == KEY_DURATION ? duration_units : size_names);

@@ -239,8 +239,9 @@ struct tusk_config {
 	struct config_redis redis;
 };
 
-/* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;
- * -ERANGE when the result does not fit in 64 bits. */
+/* Parse "250ms", "30s", "5m", "1h", "2d" or "0". 0, -EDOM for a bare number other than 0 (no
+ * unit is assumed: PgBouncer's are seconds), -EINVAL, or -ERANGE when the result does not fit
+ * in 64 bits. */
 int config_parse_duration_ms(const char *s, uint64_t *out);
 /* Parse "512", "64kB", "16MB", "1GB" (1024 multiples; "k"/"K"/"kB", "M"/"MB", "G"/"GB"). 0 or -EINVAL/-ERANGE. */
 int config_parse_size(const char *s, uint64_t *out);

@@ -98,14 +98,14 @@ static void test_duration_valid(void **state)
 		uint64_t ms;
 	} cases[] = {
 		{ "0", 0 },
-		{ "250", 250 },
+		{ "000", 0 },
 		{ "250ms", 250 },
 		{ "30s", 30000 },
 		{ "5m", 300000 },
 		{ "1h", 3600000 },
 		{ "2d", 172800000 },
 		{ "007s", 7000 },
-		{ "18446744073709551615", UINT64_MAX },
+		{ "18446744073709551615ms", UINT64_MAX },
 		{ "213503982334d", 213503982334ULL * 86400000ULL },
 	};
 	(void)state;
@@ -132,12 +132,34 @@ static void test_duration_invalid(void **state)
 	}
 }
 
+/* A bare number is seconds in PgBouncer and was milliseconds in tusk: "server_lifetime: 3600"
+ * copied from a pgbouncer.ini gave 3.6 s. Now refused, naming what to write. */
+static void test_duration_bare_number_refused(void **state)
+{
+	static const char *const cases[] = { "1", "250", "3600", "007", "18446744073709551616" };
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 42;
+		assert_int_equal(config_parse_duration_ms(cases[i], &v), -EDOM);
+		assert_int_equal(v, 42);
+	}
+	one_error(BASE "server_lifetime: 3600\n",
+		  "6: server_lifetime: \"3600\" has no unit: write 3600s or 1h (seconds, PgBouncer's meaning) or 3600ms");
+	one_error(BASE "server_idle_timeout: 90\n",
+		  "6: server_idle_timeout: \"90\" has no unit: write 90s (seconds, PgBouncer's meaning) or 90ms");
+	one_error(BASE "    cache_ttl: '600'\n",
+		  "6: pools[0].cache_ttl: \"600\" has no unit: write 600s or 10m (seconds, PgBouncer's meaning) or 600ms");
+	one_error(BASE "redis:\n  host: r\n  timeout: 100\n",
+		  "8: redis.timeout: \"100\" has no unit: write 100s (seconds, PgBouncer's meaning) or 100ms");
+}
+
 static void test_duration_overflow(void **state)
 {
 	uint64_t v = 42;
 	(void)state;
 
-	assert_int_equal(config_parse_duration_ms("18446744073709551616", &v), -ERANGE);
+	assert_int_equal(config_parse_duration_ms("18446744073709551616ms", &v), -ERANGE);
 	assert_int_equal(config_parse_duration_ms("99999999999999999999999ms", &v), -ERANGE);
 	assert_int_equal(config_parse_duration_ms("18446744073709551615s", &v), -ERANGE);
 	assert_int_equal(config_parse_duration_ms("213503982335d", &v), -ERANGE);
@@ -1065,6 +1087,7 @@ int main(void)
 		cmocka_unit_test(test_duration_valid),
 		cmocka_unit_test(test_duration_invalid),
 		cmocka_unit_test(test_duration_overflow),
+		cmocka_unit_test(test_duration_bare_number_refused),
 		cmocka_unit_test(test_size_valid),
 		cmocka_unit_test(test_size_invalid),
 		cmocka_unit_test(test_size_overflow),

@@ -187,6 +187,11 @@ struct tusk_config {
 	int nservices;
 	struct config_service *services;
 
+	/* pool_defaults: what a rule that omits mode, size, min_size, client_auth,
+	 * max_db_connections, max_user_connections, target_session_attrs or cache takes (only those
+	 * fields are set; each defaults to the rule key's own default). */
+	struct config_pool_rule pool_defaults;
+
 	int npools;
 	struct config_pool_rule *pools;
 
@@ -218,6 +223,7 @@ struct tusk_config {
 	int log_disconnections;        /* default true: a line per client logout */
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
 	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
+	char *pidfile;                 /* NULL: none; else tusk's pid, written at start (read at start) */
 
 	/* The result cache (docs/cache.md): process-wide defaults of the pool rules' keys. */
 	int cache;                       /* enum config_cache; default off */
@@ -254,7 +260,7 @@ void config_free(struct tusk_config *cfg);
 
 /* Before a reload replaces cur with next: writes "FILE:0: KEY: ..." to errout (may be NULL)
  * for each key that only a restart may change (workers, log.format, log.target, buffer_size,
- * unix_socket_dir, takeover_socket) and differs, and returns how many. */
+ * unix_socket_dir, takeover_socket, pidfile, ...) and differs, and returns how many. */
 __attribute__((warn_unused_result))
 int config_check_reload(const struct tusk_config *cur, const struct tusk_config *next, FILE *errout);
 /* Give next the running values of those restart-only keys, so that a reload applies

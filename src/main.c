@@ -13,6 +13,7 @@
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "config/config.h"
+#include "config/import_pgbouncer.h"
 #include "kv/admin.h"
 #include "kv/replicate.h"
 #include "top/top.h"
@@ -176,6 +177,7 @@ static void usage(FILE *out)
 		"Usage: tusk [-c FILE] [--check] [--takeover] [--version] [--help]\n"
 		"       tusk kv init|push|shard ...  (the key-value store: tusk kv --help)\n"
 		"       tusk top [CONNINFO]          (live view through the admin console: tusk top --help)\n"
+		"       tusk import-pgbouncer [-o tusk.yaml] pgbouncer.ini [userlist.txt]\n"
 		"  -c, --config FILE  configuration file (default ./tusk.yaml)\n"
 		"      --check        validate the configuration and exit (0 = valid)\n"
 		"      --takeover     online restart: take the listeners of the tusk running on\n"
@@ -200,6 +202,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "kv") == 0)
 		return kv_admin_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "import-pgbouncer") == 0)
+		return import_pgbouncer_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "top") == 0)
 		return top_main(argc - 1, argv + 1);
 

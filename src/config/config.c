@@ -764,7 +764,7 @@ static const char *check_host_port(const char *val)
 	char host[CONFIG_HOST_MAX];
 	int port;
 	if (config_split_host_port(val, host, sizeof host, &port) < 0)
-		return "expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127";
+		return "expected HOST:PORT, as in 127.0.0.1:6490 or [::1]:6490";
 	return NULL;
 }
 

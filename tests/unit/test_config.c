@@ -813,14 +813,14 @@ static void test_admin_http(void **state)
 	assert_int_equal(r.n, 0);
 	assert_null(r.cfg->admin.http); /* absent: no HTTP endpoint */
 	release(&r);
-	load_text(&r, BASE "admin:\n  http: 127.0.0.1:9127\n");
+	load_text(&r, BASE "admin:\n  http: 127.0.0.1:6490\n");
 	assert_int_equal(r.n, 0);
-	assert_string_equal(r.cfg->admin.http, "127.0.0.1:9127");
+	assert_string_equal(r.cfg->admin.http, "127.0.0.1:6490");
 	release(&r);
-	one_error(BASE "admin:\n  http: 9127\n",
-		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127, found \"9127\"");
+	one_error(BASE "admin:\n  http: 6490\n",
+		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:6490 or [::1]:6490, found \"6490\"");
 	one_error(BASE "admin:\n  http: \"localhost:0\"\n",
-		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127, found \"localhost:0\"");
+		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:6490 or [::1]:6490, found \"localhost:0\"");
 
 	assert_int_equal(config_split_host_port("[::1]:9127", host, sizeof host, &port), 0);
 	assert_string_equal(host, "::1");

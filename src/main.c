@@ -13,6 +13,7 @@
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "config/config.h"
+#include "config/import_pgbouncer.h"
 #include "kv/admin.h"
 #include "kv/replicate.h"
 #include "top/top.h"
@@ -23,6 +24,7 @@
 #include "runtime/takeover.h"
 #include "stats/stats.h"
 #include "util/log.h"
+#include "util/pidfile.h"
 #include "util/sdnotify.h"
 
 /* The main thread's state after start: it waits for signals and takeover requests, and
@@ -175,6 +177,7 @@ static void usage(FILE *out)
 		"Usage: tusk [-c FILE] [--check] [--takeover] [--version] [--help]\n"
 		"       tusk kv init|push|shard ...  (the key-value store: tusk kv --help)\n"
 		"       tusk top [CONNINFO]          (live view through the admin console: tusk top --help)\n"
+		"       tusk import-pgbouncer [-o tusk.yaml] pgbouncer.ini [userlist.txt]\n"
 		"  -c, --config FILE  configuration file (default ./tusk.yaml)\n"
 		"      --check        validate the configuration and exit (0 = valid)\n"
 		"      --takeover     online restart: take the listeners of the tusk running on\n"
@@ -199,6 +202,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "kv") == 0)
 		return kv_admin_main(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "import-pgbouncer") == 0)
+		return import_pgbouncer_main(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "top") == 0)
 		return top_main(argc - 1, argv + 1);
 
@@ -269,6 +274,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	struct control ctl = { .path = path, .sigfd = sigfd, .takeover_fd = -1, .takeover_conn = -1 };
+	/* Kept here: cfg is the runtime's once it starts, and a reload may not change it. */
+	char pid_path[4096] = "";
 	struct runtime_inherited *inherited = NULL;
 	int ninherited = 0, old_pid = 0;
 	if (takeover) {
@@ -287,6 +294,18 @@ int main(int argc, char **argv)
 								 : strerror(-ctl.takeover_fd));
 			goto err_log;
 		}
+	}
+	if (cfg->pidfile) {
+		int other, prc = pidfile_write(cfg->pidfile, takeover, &other);
+		if (prc == -EEXIST) {
+			log_error(NULL, NULL, "pidfile %s: tusk is already running with pid %d", cfg->pidfile, other);
+			goto err_takeover;
+		}
+		if (prc < 0) {
+			log_error(NULL, NULL, "pidfile %s: %s", cfg->pidfile, strerror(-prc));
+			goto err_takeover;
+		}
+		snprintf(pid_path, sizeof pid_path, "%s", cfg->pidfile);
 	}
 	char takeover_path[128] = "";
 	if (cfg->takeover_socket)
@@ -336,12 +355,16 @@ int main(int argc, char **argv)
 	kv_replicate_free(kv); /* after its readers (console, HTTP) are gone */
 	if (ctl.takeover_fd >= 0)
 		close(ctl.takeover_fd);
+	if (pid_path[0])
+		pidfile_remove(pid_path);
 	log_info(NULL, NULL, "stopped");
 	log_shutdown();
 	close(sigfd);
 	return rc;
 
 err_takeover:
+	if (pid_path[0])
+		pidfile_remove(pid_path);
 	if (ctl.takeover_conn >= 0)
 		close(ctl.takeover_conn);
 	if (ctl.takeover_fd >= 0) {

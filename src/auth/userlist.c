@@ -185,10 +185,8 @@ static int parse_line(struct util_file_report *c, const char *s, size_t len, str
 		util_file_report(c, "unexpected text after the secret");
 		goto err_inval;
 	}
-	if (secret[0] == '\0') {
-		util_file_report(c, "empty secret for user \"%s\"", user);
-		goto err_inval;
-	}
+	/* An empty secret is accepted, as PgBouncer accepts it: the user can log in where
+	 * client_auth is trust and with no password anywhere else (frontend/auth.c). */
 	memset(e, 0, sizeof(*e));
 	e->line = c->line;
 	if (classify_secret(c, secret, e) < 0) {

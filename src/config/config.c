@@ -2,6 +2,7 @@
  * against the tables below and builds one immutable struct tusk_config. Owns every message
  * about a bad configuration; all errors are collected, sorted by line and printed at once. */
 #include "config/config.h"
+#include "config/pgbouncer_names.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -189,8 +190,9 @@ static int parse_with_units(const char *s, const struct unit *units, uint64_t *o
 	return -EINVAL;
 }
 
+/* No "" entry: a bare number has no unit (config_parse_duration_ms). */
 static const struct unit duration_units[] = {
-	{ "", 1 },         { "ms", 1 },         { "s", 1000 },          { "m", 60 * 1000 },
+	{ "ms", 1 },         { "s", 1000 },          { "m", 60 * 1000 },
 	{ "h", 3600 * 1000 }, { "d", MS_PER_DAY }, { NULL, 0 },
 };
 
@@ -200,8 +202,27 @@ static const struct unit size_units[] = {
 	{ "G", 1ULL << 30 },  { "GB", 1ULL << 30 }, { NULL, 0 },
 };
 
+/* Whether s is digits only (what YAML gives for "server_lifetime: 3600"). */
+static bool all_digits(const char *s)
+{
+	if (!*s)
+		return false;
+	for (; *s; s++)
+		if (*s < '0' || *s > '9')
+			return false;
+	return true;
+}
+
 int config_parse_duration_ms(const char *s, uint64_t *out)
 {
+	if (all_digits(s)) {
+		/* PgBouncer reads a bare number as seconds, tusk used to read milliseconds: neither
+		 * is assumed. Only zero, the same in every unit, is accepted without one. */
+		if (strspn(s, "0") != strlen(s))
+			return -EDOM;
+		*out = 0;
+		return 0;
+	}
 	return parse_with_units(s, duration_units, out);
 }
 
@@ -445,7 +466,15 @@ static void report_unknown(struct loader *ld, const yaml_node_t *key, const char
 		}
 	}
 	join_key(sub, path, scalar_text(key));
-	if (best)
+	const struct pgb_name *pgb = pgb_name_find(scalar_text(key));
+	if (pgb && pgb->fate == PGB_RENAMED)
+		report(ld, node_line(key), sub, "unknown key: PgBouncer's %s is %s in tusk%s%s", pgb->name, pgb->tusk,
+		       pgb->note ? "; " : "", pgb->note ? pgb->note : "");
+	else if (pgb && pgb->fate == PGB_NOT_NEEDED)
+		report(ld, node_line(key), sub, "unknown key: PgBouncer's %s is not needed in tusk: %s", pgb->name, pgb->note);
+	else if (pgb && pgb->fate == PGB_MISSING)
+		report(ld, node_line(key), sub, "unknown key: PgBouncer's %s has no tusk equivalent (%s)", pgb->name, pgb->note);
+	else if (best)
 		report(ld, node_line(key), sub, "unknown key (did you mean \"%s\"?)", best);
 	else
 		report(ld, node_line(key), sub, "unknown key");
@@ -507,6 +536,27 @@ static void report_bad(struct loader *ld, int line, const char *path, const stru
 	report(ld, line, path, "expected %s, found %s", want, d->secret ? "something else" : quote(q, sizeof(q), text));
 }
 
+/* "server_lifetime: 3600" copied from a pgbouncer.ini: say what to write instead. */
+static void report_bare_duration(struct loader *ld, int line, const char *path, const char *text)
+{
+	char q[128], secs[32], best[32];
+	uint64_t v;
+	const char *rest;
+
+	if (parse_digits(text, &v, &rest) < 0 || v > UINT64_MAX / 1000) {
+		report(ld, line, path, "%s has no unit: write it with one (ms, s, m, h or d)", quote(q, sizeof(q), text));
+		return;
+	}
+	snprintf(secs, sizeof(secs), "%llus", (unsigned long long)v);
+	format_units(best, sizeof(best), v * 1000, duration_units);
+	if (strcmp(secs, best) == 0)
+		report(ld, line, path, "%s has no unit: write %s (seconds, PgBouncer's meaning) or %llums",
+		       quote(q, sizeof(q), text), secs, (unsigned long long)v);
+	else
+		report(ld, line, path, "%s has no unit: write %s or %s (seconds, PgBouncer's meaning) or %llums",
+		       quote(q, sizeof(q), text), secs, best, (unsigned long long)v);
+}
+
 static int online_cpus(void)
 {
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -547,7 +597,9 @@ static void parse_text(struct loader *ld, const struct key_def *d, const char *t
 	case KEY_DURATION:
 	case KEY_SIZE:
 		r = d->type == KEY_DURATION ? config_parse_duration_ms(text, &u) : config_parse_size(text, &u);
-		if (r == -EINVAL)
+		if (r == -EDOM)
+			report_bare_duration(ld, line, path, text);
+		else if (r == -EINVAL)
 			report_bad(ld, line, path, d, text);
 		else if (r < 0 || u < d->min || u > d->max)
 			report_range(ld, line, path, d, text, d->type == KEY_DURATION ? duration_units : size_names);
@@ -712,7 +764,7 @@ static const char *check_host_port(const char *val)
 	char host[CONFIG_HOST_MAX];
 	int port;
 	if (config_split_host_port(val, host, sizeof host, &port) < 0)
-		return "expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127";
+		return "expected HOST:PORT, as in 127.0.0.1:6490 or [::1]:6490";
 	return NULL;
 }
 
@@ -1347,7 +1399,28 @@ static void release_top_cache_exclude(char *base)
 	free_table_list(&c->cache_exclude_tables, &c->ncache_exclude_tables);
 }
 
+/* The rule keys pool_defaults also takes (ints and enums: inherit_pool_defaults copies them
+ * by offset). A rule that omits client_auth gets pool_defaults.client_auth, never trust behind
+ * the operator's back. */
+#define POOL_DEFAULTABLE_KEYS                                                                                       \
+	{ .name = "mode", .type = KEY_ENUM, .offset = RULE_FIELD(mode), .names = pool_mode_names, .def = "session", \
+	  .reloadable = true }, \
+	{ .name = "size", .type = KEY_INT, .offset = RULE_FIELD(size), .min = 1, .max = 10000, .def = "20", \
+	  .reloadable = true }, \
+	{ .name = "min_size", .type = KEY_INT, .offset = RULE_FIELD(min_size), .min = 0, .max = 10000, .def = "0", \
+	  .reloadable = true }, \
+	{ .name = "client_auth", .type = KEY_ENUM, .offset = RULE_FIELD(client_auth), .names = client_auth_names, \
+	  .def = "trust", .reloadable = true }, \
+	{ .name = "max_db_connections", .type = KEY_INT, .offset = RULE_FIELD(max_db_connections), .min = 0, \
+	  .max = 100000, .def = "0", .reloadable = true }, \
+	{ .name = "max_user_connections", .type = KEY_INT, .offset = RULE_FIELD(max_user_connections), .min = 0, \
+	  .max = 100000, .def = "0", .reloadable = true }, \
+	{ .name = "target_session_attrs", .type = KEY_ENUM, .offset = RULE_FIELD(target_session_attrs), \
+	  .names = target_names, .def = "any", .reloadable = true }, \
+	{ .name = "cache", .type = KEY_ENUM, .offset = RULE_FIELD(cache), .names = cache_names, .reloadable = true },
+
 static const struct key_def pool_keys[] = {
+	POOL_DEFAULTABLE_KEYS
 	{ .name = "database", .type = KEY_CHARS, .offset = RULE_FIELD(database), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .def = "*", .reloadable = true },
 	{ .name = "user", .type = KEY_CHARS, .offset = RULE_FIELD(user), .min = 1, .max = CONFIG_NAME_MAX - 1,
@@ -1355,20 +1428,8 @@ static const struct key_def pool_keys[] = {
 	/* Left empty when omitted; parse_pools then picks the only service. */
 	{ .name = "service", .type = KEY_CHARS, .offset = RULE_FIELD(service_name), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
-	{ .name = "mode", .type = KEY_ENUM, .offset = RULE_FIELD(mode), .names = pool_mode_names, .def = "session",
-	  .reloadable = true },
-	{ .name = "size", .type = KEY_INT, .offset = RULE_FIELD(size), .min = 1, .max = 10000, .def = "20",
-	  .reloadable = true },
-	{ .name = "client_auth", .type = KEY_ENUM, .offset = RULE_FIELD(client_auth), .names = client_auth_names,
-	  .def = "trust", .reloadable = true },
 	{ .name = "blocked", .type = KEY_ENUM, .offset = RULE_FIELD(blocked), .names = yes_no_names, .def = "false",
 	  .reloadable = true },
-	{ .name = "min_size", .type = KEY_INT, .offset = RULE_FIELD(min_size), .min = 0, .max = 10000, .def = "0",
-	  .reloadable = true },
-	{ .name = "max_db_connections", .type = KEY_INT, .offset = RULE_FIELD(max_db_connections), .min = 0,
-	  .max = 100000, .def = "0", .reloadable = true },
-	{ .name = "max_user_connections", .type = KEY_INT, .offset = RULE_FIELD(max_user_connections), .min = 0,
-	  .max = 100000, .def = "0", .reloadable = true },
 	{ .name = "server_user", .type = KEY_STRING, .offset = RULE_FIELD(server_user), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "server_password", .type = KEY_STRING, .offset = RULE_FIELD(server_password), .min = 0,
@@ -1381,7 +1442,6 @@ static const struct key_def pool_keys[] = {
 	{ .name = "auth_query", .type = KEY_STRING, .offset = RULE_FIELD(auth_query), .min = 1, .max = 4096,
 	  .check = check_auth_query, .reloadable = true },
 	/* No defaults: absent (0 / NULL) means the top-level value. */
-	{ .name = "cache", .type = KEY_ENUM, .offset = RULE_FIELD(cache), .names = cache_names, .reloadable = true },
 	{ .name = "cache_ttl", .type = KEY_DURATION, .offset = RULE_FIELD(cache_ttl_ms), .min = 1, .max = MS_PER_DAY,
 	  .reloadable = true },
 	{ .name = "cache_max_result", .type = KEY_SIZE, .offset = RULE_FIELD(cache_max_result), .min = 1 << 10,
@@ -1392,12 +1452,25 @@ static const struct key_def pool_keys[] = {
 	  .release = release_rule_cache_tables },
 	{ .name = "cache_exclude_tables", .type = KEY_CUSTOM, .reloadable = true, .parse = parse_rule_cache_exclude,
 	  .release = release_rule_cache_exclude },
-	{ .name = "target_session_attrs", .type = KEY_ENUM, .offset = RULE_FIELD(target_session_attrs),
-	  .names = target_names, .def = "any", .reloadable = true },
 	{ .name = "read_your_writes", .type = KEY_ENUM, .offset = RULE_FIELD(read_your_writes), .names = yes_no_names,
 	  .def = "true", .reloadable = true },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
+
+static const struct key_def pool_default_keys[] = { POOL_DEFAULTABLE_KEYS };
+static const struct key_table pool_default_table = { pool_default_keys,
+						     sizeof(pool_default_keys) / sizeof(pool_default_keys[0]) };
+
+static void inherit_pool_defaults(struct loader *ld, const yaml_node_t *item, struct config_pool_rule *rule)
+{
+	for (size_t i = 0; i < pool_default_table.n; i++) {
+		const struct key_def *d = &pool_default_keys[i];
+		const yaml_node_t *v = item->type == YAML_MAPPING_NODE ? find_value(ld, item, d->name) : NULL;
+
+		if (!v || is_null(v))
+			memcpy((char *)rule + d->offset, (const char *)&ld->cfg->pool_defaults + d->offset, sizeof(int));
+	}
+}
 
 static void resolve_service(struct loader *ld, const yaml_node_t *item, const char *path,
 			    struct config_pool_rule *rule)
@@ -1473,6 +1546,7 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 		join_index(sub, path, i);
 		rule->line = node_line(item);
 		parse_mapping(ld, item, rule->line, sub, &pool_table, (char *)rule);
+		inherit_pool_defaults(ld, item, rule);
 		resolve_service(ld, item, sub, rule);
 		/* Statement pooling is not cached (docs/cache.md). */
 		if (rule->cache > CONFIG_CACHE_OFF && rule->mode == POOL_MODE_STATEMENT) {
@@ -1725,6 +1799,8 @@ static const struct key_def top_keys[] = {
 	{ .name = "log", .type = KEY_MAPPING, .offset = TOP_FIELD(log), .sub = &log_table, .reloadable = true },
 	{ .name = "services", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_services,
 	  .release = release_services },
+	{ .name = "pool_defaults", .type = KEY_MAPPING, .offset = TOP_FIELD(pool_defaults), .sub = &pool_default_table,
+	  .reloadable = true },
 	{ .name = "pools", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_pools,
 	  .release = release_pools },
 	{ .name = "pool_wait_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(pool_wait_timeout_ms), .min = 1,
@@ -1777,6 +1853,8 @@ static const struct key_def top_keys[] = {
 	  .names = yes_no_names, .def = "true", .reloadable = true },
 	{ .name = "stats_period", .type = KEY_DURATION, .offset = TOP_FIELD(stats_period_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
+	/* Written at start, removed at stop (util/pidfile.h). */
+	{ .name = "pidfile", .type = KEY_STRING, .offset = TOP_FIELD(pidfile), .min = 1, .max = 4000 },
 	/* The socket an online restart takes the listeners over through; bound at start. */
 	{ .name = "takeover_socket", .type = KEY_STRING, .offset = TOP_FIELD(takeover_socket), .min = 1, .max = 100 },
 	{ .name = "cache", .type = KEY_ENUM, .offset = TOP_FIELD(cache), .names = cache_names, .def = "off",

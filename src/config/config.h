@@ -187,6 +187,11 @@ struct tusk_config {
 	int nservices;
 	struct config_service *services;
 
+	/* pool_defaults: what a rule that omits mode, size, min_size, client_auth,
+	 * max_db_connections, max_user_connections, target_session_attrs or cache takes (only those
+	 * fields are set; each defaults to the rule key's own default). */
+	struct config_pool_rule pool_defaults;
+
 	int npools;
 	struct config_pool_rule *pools;
 
@@ -218,6 +223,7 @@ struct tusk_config {
 	int log_disconnections;        /* default true: a line per client logout */
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
 	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
+	char *pidfile;                 /* NULL: none; else tusk's pid, written at start (read at start) */
 
 	/* The result cache (docs/cache.md): process-wide defaults of the pool rules' keys. */
 	int cache;                       /* enum config_cache; default off */
@@ -239,8 +245,9 @@ struct tusk_config {
 	struct config_redis redis;
 };
 
-/* Parse "250ms", "30s", "5m", "1h", "2d" or a bare number of milliseconds. 0 or -EINVAL;
- * -ERANGE when the result does not fit in 64 bits. */
+/* Parse "250ms", "30s", "5m", "1h", "2d" or "0". 0, -EDOM for a bare number other than 0 (no
+ * unit is assumed: PgBouncer's are seconds), -EINVAL, or -ERANGE when the result does not fit
+ * in 64 bits. */
 int config_parse_duration_ms(const char *s, uint64_t *out);
 /* Parse "512", "64kB", "16MB", "1GB" (1024 multiples; "k"/"K"/"kB", "M"/"MB", "G"/"GB"). 0 or -EINVAL/-ERANGE. */
 int config_parse_size(const char *s, uint64_t *out);
@@ -253,7 +260,7 @@ void config_free(struct tusk_config *cfg);
 
 /* Before a reload replaces cur with next: writes "FILE:0: KEY: ..." to errout (may be NULL)
  * for each key that only a restart may change (workers, log.format, log.target, buffer_size,
- * unix_socket_dir, takeover_socket) and differs, and returns how many. */
+ * unix_socket_dir, takeover_socket, pidfile, ...) and differs, and returns how many. */
 __attribute__((warn_unused_result))
 int config_check_reload(const struct tusk_config *cur, const struct tusk_config *next, FILE *errout);
 /* Give next the running values of those restart-only keys, so that a reload applies

@@ -51,6 +51,10 @@ static const struct keyword show_words[] = {
 	{ "SERVICES", CONSOLE_CMD_SHOW_SERVICES, 0 },
 	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
 	{ "WAITS", CONSOLE_CMD_SHOW_WAITS, 0 },
+	{ "STATS_TOTALS", CONSOLE_CMD_SHOW_STATS_TOTALS, 0 },
+	{ "STATS_AVERAGES", CONSOLE_CMD_SHOW_STATS_AVERAGES, 0 },
+	{ "TOTALS", CONSOLE_CMD_SHOW_TOTALS, 0 },
+	{ "USERS", CONSOLE_CMD_SHOW_USERS, 0 },
 };
 
 static const struct keyword verbs[] = {
@@ -210,6 +214,13 @@ static const struct vdb_col stats_cols[] = {
 	I("total_xact_time"), I("total_query_time"), I("total_wait_time"), I("avg_xact_count"), I("avg_query_count"),
 	I("avg_recv"), I("avg_sent"), I("avg_xact_time"), I("avg_query_time"), I("avg_wait_time"),
 };
+/* SHOW STATS_TOTALS and STATS_AVERAGES: PgBouncer 1.18 names both sets of columns alike. */
+static const struct vdb_col stats_part_cols[] = {
+	T("database"), I("xact_count"), I("query_count"), I("bytes_received"), I("bytes_sent"), I("xact_time"),
+	I("query_time"), I("wait_time"),
+};
+static const struct vdb_col totals_cols[] = { T("name"), I("value") };
+static const struct vdb_col users_cols[] = { T("name"), T("pool_mode") };
 static const struct vdb_col databases_cols[] = {
 	T("name"), T("host"), I("port"), T("database"), T("force_user"), I("pool_size"), I("min_pool_size"),
 	I("reserve_pool"), T("pool_mode"), I("max_connections"), I("current_connections"), I("paused"),
@@ -244,6 +255,10 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_CLIENTS:
 	case CONSOLE_CMD_SHOW_SERVERS: return COLS(conn_cols);
 	case CONSOLE_CMD_SHOW_STATS: return COLS(stats_cols);
+	case CONSOLE_CMD_SHOW_STATS_TOTALS:
+	case CONSOLE_CMD_SHOW_STATS_AVERAGES: return COLS(stats_part_cols);
+	case CONSOLE_CMD_SHOW_TOTALS: return COLS(totals_cols);
+	case CONSOLE_CMD_SHOW_USERS: return COLS(users_cols);
 	case CONSOLE_CMD_SHOW_DATABASES: return COLS(databases_cols);
 	case CONSOLE_CMD_SHOW_CONFIG: return COLS(config_cols);
 	case CONSOLE_CMD_SHOW_LISTS: return COLS(lists_cols);
@@ -992,6 +1007,7 @@ static void show_help(struct console_session *cs)
 {
 	vdb_out_error(&cs->v, false, true, "00000", "Console usage\n"
 			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE|SERVICES\n"
+			   "\tSHOW STATS_TOTALS|STATS_AVERAGES|TOTALS|USERS\n"
 			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
@@ -1053,19 +1069,60 @@ static void show_databases(struct console_session *cs)
 /* ---- PAUSE, RESUME, RECONNECT, KILL ---- */
 
 /* A database the console may act on: "" (all), or one a pool or a rule names. */
-static bool known_database(struct console_session *cs, const char *db)
+/* Whether db is a database the console may act on: one with a pool, one a rule names, or
+ * (*only_star) one only a "*" rule would match, which has no pool yet. */
+static bool known_database(struct console_session *cs, const char *db, bool *only_star)
 {
 	struct runtime *rt = cs->v.client->worker->rt;
 
+	*only_star = false;
 	if (!*db)
 		return true;
 	for (struct pool *p = pool_first(rt); p; p = pool_next(p))
 		if (strcmp(pool_database(p), db) == 0)
 			return true;
-	for (int i = 0; i < rt->cfg->npools; i++)
-		if (strcmp(rt->cfg->pools[i].database, db) == 0 || strcmp(rt->cfg->pools[i].database, "*") == 0)
+	for (int i = 0; i < rt->cfg->npools; i++) {
+		if (strcmp(rt->cfg->pools[i].database, db) == 0)
+			return true;
+		*only_star = *only_star || strcmp(rt->cfg->pools[i].database, "*") == 0;
+	}
+	return *only_star;
+}
+
+/* Whether name is already a row of show_users. */
+static bool user_listed(const char *name, const char **seen, int nseen)
+{
+	for (int i = 0; i < nseen; i++)
+		if (strcmp(seen[i], name) == 0)
 			return true;
 	return false;
+}
+
+/* SHOW USERS: every user named by a rule or having a pool; pool_mode is the mode a rule for
+ * that user and every database sets ("" when none: the database's rule decides). */
+static void show_users(struct console_session *cs)
+{
+	const struct tusk_config *cfg = cs->v.client->worker->rt->cfg;
+	const char *seen[256];
+	int nseen = 0;
+
+	for (int i = 0; i < cfg->npools && nseen < 256; i++) {
+		const char *u = cfg->pools[i].user;
+		if (strcmp(u, "*") != 0 && !user_listed(u, seen, nseen))
+			seen[nseen++] = u;
+	}
+	for (struct pool *p = pool_first(cs->v.client->worker->rt); p && nseen < 256; p = pool_next(p))
+		if (!user_listed(pool_user(p), seen, nseen))
+			seen[nseen++] = pool_user(p);
+	for (int i = 0; i < nseen; i++) {
+		const struct config_pool_rule *r = NULL;
+		for (int k = 0; k < cfg->npools && !r; k++)
+			if (strcmp(cfg->pools[k].database, "*") == 0 && strcmp(cfg->pools[k].user, seen[i]) == 0)
+				r = &cfg->pools[k];
+		const char *vals[2] = { seen[i], r ? config_pool_mode_name(r->mode) : "" };
+		vdb_out_row(&cs->v.out, 2, vals);
+	}
+	vdb_complete(&cs->v, "SHOW");
 }
 
 /* Whether every server of the paused pools is back (parked or closed). */
@@ -1165,7 +1222,13 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		show_databases(cs);
 		return 0;
 	case CONSOLE_CMD_SHOW_STATS:
-		console_show_stats(cs);
+	case CONSOLE_CMD_SHOW_STATS_TOTALS:
+	case CONSOLE_CMD_SHOW_STATS_AVERAGES:
+	case CONSOLE_CMD_SHOW_TOTALS:
+		console_show_stats(cs, cmd->kind);
+		return 0;
+	case CONSOLE_CMD_SHOW_USERS:
+		show_users(cs);
 		return 0;
 	case CONSOLE_CMD_SHOW_WAITS:
 		console_show_waits(cs);
@@ -1194,10 +1257,16 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 			vdb_error(&cs->v, "42809", "the admin console's own database cannot be the target");
 			return 0;
 		}
-		if (!known_database(cs, cmd->arg)) {
+		bool only_star;
+		if (!known_database(cs, cmd->arg, &only_star)) {
 			vdb_error(&cs->v, "3D000", "no such database: \"%s\"", cmd->arg);
 			return 0;
 		}
+		/* PgBouncer would say "no such database"; tusk acts ahead of the pool (a PAUSE
+		 * makes it start paused) but says so: a typo is not silence. */
+		if (only_star)
+			vdb_out_error(&cs->v, false, true, "01000", "no pool of this database yet: only a \"*\" rule matches it",
+				      cmd->kind == CONSOLE_CMD_PAUSE ? "Its pools will start paused." : NULL, NULL);
 		if (cmd->kind == CONSOLE_CMD_PAUSE)
 			return pause_pools(cs, cmd->arg);
 		if (cmd->kind == CONSOLE_CMD_RESUME) {

@@ -32,8 +32,12 @@ enum console_cmd_kind {
 	CONSOLE_CMD_SHOW_KV,
 	CONSOLE_CMD_SHOW_CACHE,
 	CONSOLE_CMD_SHOW_SERVICES,
-	CONSOLE_CMD_SHOW_HELP,
 	CONSOLE_CMD_SHOW_WAITS,
+	CONSOLE_CMD_SHOW_STATS_TOTALS,   /* SHOW STATS' total_* columns */
+	CONSOLE_CMD_SHOW_STATS_AVERAGES, /* SHOW STATS' avg_* columns */
+	CONSOLE_CMD_SHOW_TOTALS,         /* SHOW STATS over every database, as (name, value) rows */
+	CONSOLE_CMD_SHOW_USERS,
+	CONSOLE_CMD_SHOW_HELP, /* the last SHOW: console_run reads SHOW_POOLS..SHOW_HELP as "SHOW" */
 	CONSOLE_CMD_PAUSE,
 	CONSOLE_CMD_RESUME,
 	CONSOLE_CMD_RELOAD,
@@ -86,8 +90,8 @@ struct console_columns console_columns_of(enum console_cmd_kind kind);
 /* Run cmd: append DataRows, then a CommandComplete (or an ErrorResponse) to cs->out and
  * return 0; or start async work and return 1: console_command_done is called later. */
 int console_run(struct console_session *cs, const struct console_cmd *cmd);
-/* SHOW STATS (stats.c). */
-void console_show_stats(struct console_session *cs);
+/* SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS (stats.c), by kind. */
+void console_show_stats(struct console_session *cs, enum console_cmd_kind kind);
 /* SHOW WAITS (stats.c): per pool, transactions, claim waits and their histogram. */
 void console_show_waits(struct console_session *cs);
 /* Stop async work of a closing client. */

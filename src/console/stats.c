@@ -66,7 +66,14 @@ static uint64_t per(uint64_t total, double over)
 	return over > 0 ? (uint64_t)((double)total / over) : 0;
 }
 
-void console_show_stats(struct console_session *cs)
+/* SHOW TOTALS' row names: SHOW STATS' columns after "database". */
+static const char *const totals_names[14] = {
+	"total_xact_count", "total_query_count", "total_received", "total_sent", "total_xact_time", "total_query_time",
+	"total_wait_time", "avg_xact_count", "avg_query_count", "avg_recv", "avg_sent", "avg_xact_time",
+	"avg_query_time", "avg_wait_time",
+};
+
+void console_show_stats(struct console_session *cs, enum console_cmd_kind kind)
 {
 	struct runtime *rt = cs->v.client->worker->rt;
 	struct db_list l = { 0 };
@@ -80,6 +87,25 @@ void console_show_stats(struct console_session *cs)
 	}
 	if (uptime < 1)
 		uptime = 1;
+	/* SHOW TOTALS: one database's worth, the sum of them all. */
+	if (kind == CONSOLE_CMD_SHOW_TOTALS) {
+		struct db_stats all = { .database = "" };
+		for (int i = 0; i < l.n; i++) {
+			struct stats_pool_snapshot snap = { .database = "", .c = l.dbs[i].c };
+			struct db_list one = { .n = 1, .cap = 1, .dbs = &all };
+			add_pool(&snap, &one);
+		}
+		free(l.dbs);
+		l = (struct db_list){ .n = 1, .cap = 1, .dbs = malloc(sizeof all) };
+		if (!l.dbs) {
+			vdb_error(&cs->v, "53200", "out of memory");
+			return;
+		}
+		l.dbs[0] = all;
+	}
+	/* Which of the 14 values after "database" each kind shows. */
+	int from = kind == CONSOLE_CMD_SHOW_STATS_AVERAGES ? 7 : 0;
+	int count = kind == CONSOLE_CMD_SHOW_STATS_TOTALS || kind == CONSOLE_CMD_SHOW_STATS_AVERAGES ? 7 : 14;
 	for (int i = 0; i < l.n; i++) {
 		const struct stats_counters *c = &l.dbs[i].c;
 		uint64_t v[14] = {
@@ -100,11 +126,18 @@ void console_show_stats(struct console_session *cs)
 		};
 		char text[14][24];
 		const char *vals[15] = { l.dbs[i].database };
-		for (int k = 0; k < 14; k++) {
+		for (int k = 0; k < 14; k++)
 			u64(text[k], sizeof text[k], v[k]);
-			vals[k + 1] = text[k];
+		if (kind == CONSOLE_CMD_SHOW_TOTALS) {
+			for (int k = 0; k < 14; k++) {
+				const char *row[2] = { totals_names[k], text[k] };
+				vdb_out_row(&cs->v.out, 2, row);
+			}
+			continue;
 		}
-		vdb_out_row(&cs->v.out, 15, vals);
+		for (int k = 0; k < count; k++)
+			vals[k + 1] = text[from + k];
+		vdb_out_row(&cs->v.out, count + 1, vals);
 	}
 	free(l.dbs);
 	vdb_complete(&cs->v, "SHOW");

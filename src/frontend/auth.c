@@ -70,7 +70,7 @@ static void start_scram(struct client *c)
 
 	if (a->entry && a->entry->kind == USERLIST_SCRAM)
 		rc = scram_verifier_parse(&v, a->entry->secret, strlen(a->entry->secret));
-	else if (a->entry && a->entry->kind == USERLIST_PLAIN)
+	else if (a->entry && a->entry->kind == USERLIST_PLAIN && a->entry->secret[0])
 		rc = scram_verifier_from_password(&v, a->entry->secret);
 	else
 		rc = scram_verifier_mock(&v, c->user); /* unknown user, or only an md5 hash stored */
@@ -265,8 +265,8 @@ static bool check_cleartext(struct client *c, const char *password)
 	if (!e)
 		return false;
 	switch (e->kind) {
-	case USERLIST_PLAIN:
-		return equal_ct(password, e->secret);
+	case USERLIST_PLAIN: /* an empty secret (trust only, as in PgBouncer) matches no password */
+		return e->secret[0] && equal_ct(password, e->secret);
 	case USERLIST_MD5: {
 		char hash[36];
 		auth_md5_hash(c->user, password, hash);
@@ -331,7 +331,7 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 			client_fail(c, "08P01", "invalid password message");
 			return false;
 		}
-		if (!a->entry || !auth_md5_verify(c->user, a->entry->secret, a->salt, (const char *)body)) {
+		if (!a->entry || !a->entry->secret[0] || !auth_md5_verify(c->user, a->entry->secret, a->salt, (const char *)body)) {
 			auth_failed(c);
 			return false;
 		}

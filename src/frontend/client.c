@@ -1010,6 +1010,20 @@ static void use_server_now(struct client *c, struct server *s);
 static void claim(struct client *c);
 static void claim_primary(struct client *c);
 
+/* An ErrorResponse ('E', length, fields) at login: its severities S and V read FATAL. */
+static void login_error_fatal(uint8_t *msg, size_t len)
+{
+	for (size_t i = 5; i < len && msg[i]; i++) {
+		uint8_t field = msg[i++];
+		size_t end = i;
+		while (end < len && msg[end])
+			end++;
+		if ((field == 'S' || field == 'V') && end - i == 5 && memcmp(msg + i, "ERROR", 5) == 0)
+			memcpy(msg + i, "FATAL", 5);
+		i = end;
+	}
+}
+
 static void on_session_applied(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			       size_t errlen)
 {
@@ -1025,7 +1039,15 @@ static void on_session_applied(struct server *s, void *arg, int err, const char 
 	c->server = NULL;
 	if (s->ok_after_error && errmsg) {
 		/* The server rejected a parameter: the client sees the server's own error, as it
-		 * would have at login. The implicit transaction rolled the SETs back: s is clean. */
+		 * would have at login (there FATAL, as PostgreSQL says it: the set_config's ERROR
+		 * has the same length). The implicit transaction rolled the SETs back: s is clean. */
+		uint8_t fatal[1024];
+		if (!c->greeted && errlen <= sizeof fatal) {
+			memcpy(fatal, errmsg, errlen);
+			login_error_fatal(fatal, errlen);
+			errmsg = fatal;
+			log_info(c->id, c->ctx, "login refused: the server rejected a startup parameter");
+		}
 		if (buf_append(&c->wbuf, errmsg, errlen) < 0)
 			log_warn(c->id, c->ctx, "server error too large to pass on");
 		else

@@ -6,6 +6,7 @@
  * database and KILL_CLIENT the selected client, each kill after a y/n confirmation.
  * Plain ANSI; no state of the daemon is touched except through console commands. */
 #include "top/top.h"
+#include "config/config.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -447,11 +448,78 @@ static void restore_terminal(struct top *t)
 	}
 }
 
+/* The admin console of the tusk configured in path (NULL: ./tusk.yaml when it exists). NULL
+ * after reporting when path does not load. */
+static const char *find_console(const char *path, char *out, size_t cap)
+{
+	struct tusk_config *cfg = NULL;
+
+	if (!path && access("tusk.yaml", R_OK) != 0)
+		return "dbname=tusk";
+	if (config_load(path ? path : "tusk.yaml", stderr, &cfg) > 0) {
+		fprintf(stderr, "tusk top: cannot find the console through %s\n", path ? path : "tusk.yaml");
+		return NULL;
+	}
+	const struct config_listen *l = &cfg->listen[0];
+	snprintf(out, cap, "host=%s port=%d dbname=tusk", strcmp(l->host, "*") == 0 ? "127.0.0.1" : l->host, l->port);
+	config_free(cfg);
+	return out;
+}
+
+static bool is_console_db(const char *name, size_t len)
+{
+	return (len == 4 && strncmp(name, "tusk", 4) == 0) || (len == 9 && strncmp(name, "pgbouncer", 9) == 0);
+}
+
+/* Whether conninfo (key=value pairs or a URI) names the console's database; says what to add
+ * when not. Without a dbname, PGDATABASE decides, as in libpq. */
+static bool names_console(const char *conninfo)
+{
+	const char *db = NULL;
+	size_t len = 0;
+
+	if (strncmp(conninfo, "postgres://", 11) == 0 || strncmp(conninfo, "postgresql://", 13) == 0) {
+		const char *path = strchr(strstr(conninfo, "://") + 3, '/');
+		if (path) {
+			db = path + 1;
+			len = strcspn(db, "?");
+		}
+	} else {
+		for (const char *p = strstr(conninfo, "dbname"); p; p = strstr(p + 1, "dbname")) {
+			const char *v = p + 6;
+			if (p != conninfo && p[-1] != ' ' && p[-1] != '\t')
+				continue;
+			v += strspn(v, " \t");
+			if (*v != '=')
+				continue;
+			v++;
+			v += strspn(v, " \t");
+			if (*v == '\'') {
+				db = v + 1;
+				len = strcspn(db, "'");
+			} else {
+				db = v;
+				len = strcspn(db, " \t");
+			}
+		}
+	}
+	if (!db && getenv("PGDATABASE")) {
+		db = getenv("PGDATABASE");
+		len = strlen(db);
+	}
+	if (db && is_console_db(db, len))
+		return true;
+	fprintf(stderr, "tusk top: the connection string must name tusk's admin console: add dbname=tusk\n");
+	return false;
+}
+
 static void usage(FILE *out)
 {
-	fprintf(out, "Usage: tusk top [-i SECONDS] [--once] [CONNINFO]\n"
-		     "  CONNINFO   libpq connection string or URI of tusk's admin console\n"
-		     "             (default: \"dbname=tusk\"; PGHOST, PGPORT, PGUSER, ... apply)\n"
+	fprintf(out, "Usage: tusk top [-c FILE] [-i SECONDS] [--once] [CONNINFO]\n"
+		     "  CONNINFO   libpq connection string or URI of tusk's admin console (dbname=tusk)\n"
+		     "             (default: the first listen address of -c FILE, else of ./tusk.yaml,\n"
+		     "             else \"dbname=tusk\"; PGUSER, PGPASSWORD, ... apply)\n"
+		     "  -c, --config FILE  the tusk.yaml whose console to find\n"
 		     "  -i, --interval SECONDS  refresh period (default 1)\n"
 		     "  --once     print one frame (two samples an interval apart) and exit\n");
 }
@@ -460,18 +528,22 @@ int top_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "interval", required_argument, NULL, 'i' },
+		{ "config", required_argument, NULL, 'c' },
 		{ "once", no_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	double interval = 1.0;
 	bool once = false;
+	const char *config = NULL;
+	char found[CONFIG_HOST_MAX + 64];
 	int ch;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "i:h", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "i:c:h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'i': interval = strtod(optarg, NULL); break;
+		case 'c': config = optarg; break;
 		case 'o': once = true; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -481,7 +553,11 @@ int top_main(int argc, char **argv)
 		fprintf(stderr, "tusk top: the interval must be between 0.1 and 3600 seconds\n");
 		return 2;
 	}
-	const char *conninfo = optind < argc ? argv[optind] : "dbname=tusk";
+	const char *conninfo = optind < argc ? argv[optind] : find_console(config, found, sizeof found);
+	if (!conninfo)
+		return 1;
+	if (!names_console(conninfo))
+		return 2;
 	struct top *t = calloc(1, sizeof *t);
 	if (!t)
 		return 1;

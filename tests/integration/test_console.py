@@ -42,6 +42,13 @@ SHOW_COLS = {
     "LISTS": ["list", "items"],
     "VERSION": ["version"],
     "WAITS": ["database", "user", "xact_count", "wait_count", "wait_p50_us", "wait_p99_us", "wait_buckets"],
+    # PgBouncer 1.18's, read from Debian's pgbouncer (issue 26).
+    "STATS_TOTALS": ["database", "xact_count", "query_count", "bytes_received", "bytes_sent", "xact_time",
+                     "query_time", "wait_time"],
+    "STATS_AVERAGES": ["database", "xact_count", "query_count", "bytes_received", "bytes_sent", "xact_time",
+                       "query_time", "wait_time"],
+    "TOTALS": ["name", "value"],
+    "USERS": ["name", "pool_mode"],
 }
 
 
@@ -521,3 +528,49 @@ def test_pause_and_resume_under_pgbench(tusk, tmp_path):
     assert bench.returncode == 0, out
     m = re.search(r"number of failed transactions: (\d+)", out)
     assert not m or int(m.group(1)) == 0, out
+
+
+def test_pgbouncer_scripts_show_totals_stats_totals_averages_and_users(tusk, tmp_path):
+    """SHOW STATS_TOTALS / STATS_AVERAGES / TOTALS / USERS, which PgBouncer users script
+    against, were "unknown command" (issue 26)."""
+    t = start(tusk, tmp_path, mode="transaction")
+    with app(t) as c:
+        for _ in range(5):
+            c.execute("select 1")
+    _, stats = psql_rows(t, "SHOW STATS")
+    _, totals = psql_rows(t, "SHOW STATS_TOTALS")
+    row = next(r for r in totals if r["database"] == TEST_DB)
+    srow = next(r for r in stats if r["database"] == TEST_DB)
+    assert int(row["query_count"]) >= 5 and row["query_count"] == srow["total_query_count"], (row, srow)
+    _, avgs = psql_rows(t, "SHOW STATS_AVERAGES")
+    assert any(r["database"] == TEST_DB for r in avgs), avgs
+    _, tot = psql_rows(t, "SHOW TOTALS")
+    names = {r["name"]: int(r["value"]) for r in tot}
+    assert names["total_query_count"] >= 5 and "avg_wait_time" in names, names
+    _, users = psql_rows(t, "SHOW USERS", user=MONITOR, password=MONITOR_PW)
+    assert {"name": "tusk_trust", "pool_mode": ""} in users, users
+
+
+def test_pause_of_a_database_nothing_matches_is_an_error_and_under_star_a_warning(tusk, tmp_path):
+    """PAUSE nosuchdb was accepted in silence under a "*" rule. Now: with no rule that could
+    match it, an error (as PgBouncer's "no such database"); when only "*" matches and no pool
+    exists yet, it still acts (the pool starts paused) but warns."""
+    t = start(tusk, tmp_path)
+    for cmd in ("PAUSE nosuchdb", "RESUME nosuchdb", "RECONNECT nosuchdb"):
+        p = psql(t, cmd)
+        assert p.returncode == 0 and 'no pool of this database yet: only a "*" rule matches it' in p.stderr, \
+            (cmd, p.stderr)
+    assert "start paused" in psql(t, "PAUSE nosuchdb").stderr
+    assert psql(t, "RESUME nosuchdb").returncode == 0
+    with app(t) as c:
+        c.execute("select 1")
+    p = psql(t, f"PAUSE {TEST_DB}")
+    assert p.returncode == 0 and "no pool" not in p.stderr, p.stderr
+    assert psql(t, f"RESUME {TEST_DB}").returncode == 0
+
+    auth = write_auth_file(tmp_path / "u2.txt", {ADMIN: ADMIN_PW})
+    named = tusk(pools=[{"database": TEST_DB, "user": "*", "service": "main"}], auth_file=auth,
+                 admin={"users": [ADMIN]})
+    for cmd in ("PAUSE nosuchdb", "RESUME nosuchdb", "RECONNECT nosuchdb", "KILL nosuchdb"):
+        p = psql(named, cmd)
+        assert p.returncode != 0 and 'no such database: "nosuchdb"' in p.stderr, (cmd, p.stderr)

@@ -179,3 +179,23 @@ def test_top_once_prints_a_frame(tusk, tmp_path, pg):
     bad = subprocess.run([str(TUSK_BIN), "top", "--once", f"host=127.0.0.1 port={t.port} user=nobody dbname=tusk"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "tusk top:" in bad.stderr
+
+
+def test_top_finds_its_console_from_the_config_and_refuses_a_non_console_dbname(tusk, tmp_path, pg):
+    """tusk top with no connection string took "dbname=tusk" on libpq's default port, not the
+    tusk configured in tusk.yaml; and a string without dbname=tusk failed with libpq's words."""
+    t = start(tusk, tmp_path, mode="transaction", size=2)
+    with psycopg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", password=APP_PW, dbname=TEST_DB,
+                         autocommit=True) as c:
+        c.execute("select 1")
+        env = {"PATH": "/usr/bin:/bin", "PGUSER": ADMIN, "PGPASSWORD": ADMIN_PW}
+        r = subprocess.run([str(TUSK_BIN), "top", "--once", "-i", "0.2", "-c", str(t.cfg_path)], capture_output=True,
+                           text=True, timeout=30, env=env)
+        assert r.returncode == 0, r.stderr
+        assert pool_line(r.stdout, TEST_DB), r.stdout
+        r = subprocess.run([str(TUSK_BIN), "top", "--once", "-i", "0.2"], capture_output=True, text=True, timeout=30,
+                           env=env, cwd=t.cfg_path.parent)
+        assert r.returncode == 0 and pool_line(r.stdout, TEST_DB), r.stderr
+    r = subprocess.run([str(TUSK_BIN), "top", "--once", f"host=127.0.0.1 port={t.port} dbname={TEST_DB}"],
+                       capture_output=True, text=True, timeout=30, env=env)
+    assert r.returncode == 2 and "add dbname=tusk" in r.stderr, r.stderr

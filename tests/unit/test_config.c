@@ -98,14 +98,14 @@ static void test_duration_valid(void **state)
 		uint64_t ms;
 	} cases[] = {
 		{ "0", 0 },
-		{ "250", 250 },
+		{ "000", 0 },
 		{ "250ms", 250 },
 		{ "30s", 30000 },
 		{ "5m", 300000 },
 		{ "1h", 3600000 },
 		{ "2d", 172800000 },
 		{ "007s", 7000 },
-		{ "18446744073709551615", UINT64_MAX },
+		{ "18446744073709551615ms", UINT64_MAX },
 		{ "213503982334d", 213503982334ULL * 86400000ULL },
 	};
 	(void)state;
@@ -132,12 +132,97 @@ static void test_duration_invalid(void **state)
 	}
 }
 
+/* A bare number is seconds in PgBouncer and was milliseconds in tusk: "server_lifetime: 3600"
+ * copied from a pgbouncer.ini gave 3.6 s. Now refused, naming what to write. */
+static void test_duration_bare_number_refused(void **state)
+{
+	static const char *const cases[] = { "1", "250", "3600", "007", "18446744073709551616" };
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 42;
+		assert_int_equal(config_parse_duration_ms(cases[i], &v), -EDOM);
+		assert_int_equal(v, 42);
+	}
+	one_error(BASE "server_lifetime: 3600\n",
+		  "6: server_lifetime: \"3600\" has no unit: write 3600s or 1h (seconds, PgBouncer's meaning) or 3600ms");
+	one_error(BASE "server_idle_timeout: 90\n",
+		  "6: server_idle_timeout: \"90\" has no unit: write 90s (seconds, PgBouncer's meaning) or 90ms");
+	one_error(BASE "    cache_ttl: '600'\n",
+		  "6: pools[0].cache_ttl: \"600\" has no unit: write 600s or 10m (seconds, PgBouncer's meaning) or 600ms");
+	one_error(BASE "redis:\n  host: r\n  timeout: 100\n",
+		  "8: redis.timeout: \"100\" has no unit: write 100s (seconds, PgBouncer's meaning) or 100ms");
+}
+
+/* pool_defaults states mode, size, min_size and client_auth once; a rule that omits
+ * client_auth takes the default's, never trust behind the operator's back. */
+static void test_pool_defaults_inherited(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, "services:\n  main:\n    hosts: [\"db:5432\"]\n"
+		      "pool_defaults:\n  mode: transaction\n  size: 7\n  min_size: 2\n  client_auth: scram-sha-256\n"
+		      "pools:\n  - database: a\n  - database: b\n    client_auth: md5\n    size: 3\n    min_size: 0\n"
+		      "  - database: c\n    mode: session\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->pools[0].mode, POOL_MODE_TRANSACTION);
+	assert_int_equal(r.cfg->pools[0].size, 7);
+	assert_int_equal(r.cfg->pools[0].min_size, 2);
+	assert_int_equal(r.cfg->pools[0].client_auth, CONFIG_AUTH_SCRAM);
+	assert_int_equal(r.cfg->pools[1].client_auth, CONFIG_AUTH_MD5);
+	assert_int_equal(r.cfg->pools[1].size, 3);
+	assert_int_equal(r.cfg->pools[1].mode, POOL_MODE_TRANSACTION);
+	assert_int_equal(r.cfg->pools[2].mode, POOL_MODE_SESSION);
+	assert_int_equal(r.cfg->pools[2].client_auth, CONFIG_AUTH_SCRAM);
+	release(&r);
+
+	/* Without pool_defaults, the rule keys' own defaults as before. */
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->pools[0].mode, POOL_MODE_SESSION);
+	assert_int_equal(r.cfg->pools[0].size, 20);
+	assert_int_equal(r.cfg->pools[0].client_auth, CONFIG_AUTH_TRUST);
+	release(&r);
+
+	one_error(BASE "pool_defaults:\n  server_user: x\n", "7: pool_defaults.server_user: unknown key");
+	one_error(BASE "pool_defaults:\n  size: 0\n", "7: pool_defaults.size: \"0\" is out of range (1 to 10000)");
+}
+
+/* A PgBouncer key copied into tusk.yaml is told what tusk calls it. */
+static void test_pgbouncer_names_explained(void **state)
+{
+	(void)state;
+	one_error(BASE "default_pool_size: 20\n",
+		  "6: default_pool_size: unknown key: PgBouncer's default_pool_size is pool_defaults.size (or pools[].size) in tusk");
+	one_error(BASE "max_client_conn: 100\n",
+		  "6: max_client_conn: unknown key: PgBouncer's max_client_conn is max_client_connections in tusk");
+	one_error(BASE "ignore_startup_parameters: extra_float_digits\n",
+		  "6: ignore_startup_parameters: unknown key: PgBouncer's ignore_startup_parameters is not needed in tusk: "
+		  "tusk passes every startup parameter on (extra_float_digits, search_path, ...)");
+	one_error(BASE "reserve_pool_size: 5\n",
+		  "6: reserve_pool_size: unknown key: PgBouncer's reserve_pool_size has no tusk equivalent (no reserve pool: raise size instead)");
+	one_error(BASE "    pool_size: 5\n",
+		  "6: pools[0].pool_size: unknown key: PgBouncer's pool_size is pools[].size in tusk");
+}
+
+static void test_pidfile_key(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, BASE "pidfile: /run/tusk/tusk.pid\n");
+	assert_int_equal(r.n, 0);
+	assert_string_equal(r.cfg->pidfile, "/run/tusk/tusk.pid");
+	release(&r);
+}
+
 static void test_duration_overflow(void **state)
 {
 	uint64_t v = 42;
 	(void)state;
 
-	assert_int_equal(config_parse_duration_ms("18446744073709551616", &v), -ERANGE);
+	assert_int_equal(config_parse_duration_ms("18446744073709551616ms", &v), -ERANGE);
 	assert_int_equal(config_parse_duration_ms("99999999999999999999999ms", &v), -ERANGE);
 	assert_int_equal(config_parse_duration_ms("18446744073709551615s", &v), -ERANGE);
 	assert_int_equal(config_parse_duration_ms("213503982335d", &v), -ERANGE);
@@ -464,7 +549,7 @@ static void test_error_unknown_key(void **state)
 		  "4: services.main.tls: expected one of disable, prefer, require, verify-ca, verify-full, found \"allow\"");
 	one_error("services:\n  main:\n    hosts: [db]\n    tls_key_file: k\npools: [{}]\n",
 		  "2: services.main: tls_cert_file and tls_key_file go together");
-	one_error(BASE "    port: 1\n", "6: pools[0].port: unknown key");
+	one_error(BASE "    port: 1\n", "6: pools[0].port: unknown key: PgBouncer's port is services.NAME.hosts (host:port) in tusk");
 	one_error("services:\n  main:\n    hosts: [db]\n    weight: 2\npools: [{}]\n",
 		  "4: services.main.weight: unknown key");
 }
@@ -728,14 +813,14 @@ static void test_admin_http(void **state)
 	assert_int_equal(r.n, 0);
 	assert_null(r.cfg->admin.http); /* absent: no HTTP endpoint */
 	release(&r);
-	load_text(&r, BASE "admin:\n  http: 127.0.0.1:9127\n");
+	load_text(&r, BASE "admin:\n  http: 127.0.0.1:6490\n");
 	assert_int_equal(r.n, 0);
-	assert_string_equal(r.cfg->admin.http, "127.0.0.1:9127");
+	assert_string_equal(r.cfg->admin.http, "127.0.0.1:6490");
 	release(&r);
-	one_error(BASE "admin:\n  http: 9127\n",
-		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127, found \"9127\"");
+	one_error(BASE "admin:\n  http: 6490\n",
+		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:6490 or [::1]:6490, found \"6490\"");
 	one_error(BASE "admin:\n  http: \"localhost:0\"\n",
-		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:9127 or [::1]:9127, found \"localhost:0\"");
+		  "7: admin.http: expected HOST:PORT, as in 127.0.0.1:6490 or [::1]:6490, found \"localhost:0\"");
 
 	assert_int_equal(config_split_host_port("[::1]:9127", host, sizeof host, &port), 0);
 	assert_string_equal(host, "::1");
@@ -1065,6 +1150,10 @@ int main(void)
 		cmocka_unit_test(test_duration_valid),
 		cmocka_unit_test(test_duration_invalid),
 		cmocka_unit_test(test_duration_overflow),
+		cmocka_unit_test(test_duration_bare_number_refused),
+		cmocka_unit_test(test_pool_defaults_inherited),
+		cmocka_unit_test(test_pgbouncer_names_explained),
+		cmocka_unit_test(test_pidfile_key),
 		cmocka_unit_test(test_size_valid),
 		cmocka_unit_test(test_size_invalid),
 		cmocka_unit_test(test_size_overflow),

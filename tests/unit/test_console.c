@@ -45,6 +45,11 @@ static void test_commands(void **state)
 	assert_int_equal(parse_ok("SHOW VERSION").kind, CONSOLE_CMD_SHOW_VERSION);
 	assert_int_equal(parse_ok("show waits").kind, CONSOLE_CMD_SHOW_WAITS);
 	assert_int_equal(parse_ok("SHOW HELP").kind, CONSOLE_CMD_SHOW_HELP);
+	/* PgBouncer's, which scripts use (issue 26). */
+	assert_int_equal(parse_ok("SHOW STATS_TOTALS").kind, CONSOLE_CMD_SHOW_STATS_TOTALS);
+	assert_int_equal(parse_ok("show stats_averages").kind, CONSOLE_CMD_SHOW_STATS_AVERAGES);
+	assert_int_equal(parse_ok("SHOW TOTALS").kind, CONSOLE_CMD_SHOW_TOTALS);
+	assert_int_equal(parse_ok("SHOW USERS").kind, CONSOLE_CMD_SHOW_USERS);
 	assert_int_equal(parse_ok("show cache").kind, CONSOLE_CMD_SHOW_CACHE);
 	assert_int_equal(parse_ok("CACHE FLUSH").kind, CONSOLE_CMD_CACHE_FLUSH);
 	assert_string_equal(parse_ok("CACHE FLUSH").arg, "");

@@ -1,0 +1,132 @@
+/* PgBouncer 1.18's keys, one line each: see pgbouncer_names.h. */
+#include "config/pgbouncer_names.h"
+
+#include <stddef.h>
+#include <string.h>
+
+#define SAME(n) { n, PGB_SAME, n, NULL }
+#define TO(n, t) { n, PGB_RENAMED, t, NULL }
+#define TO_NOTE(n, t, w) { n, PGB_RENAMED, t, w }
+#define NOT_NEEDED(n, w) { n, PGB_NOT_NEEDED, NULL, w }
+#define MISSING(n, w) { n, PGB_MISSING, NULL, w }
+
+static const struct pgb_name names[] = {
+	/* [pgbouncer]: general */
+	TO("logfile", "log.target: file:PATH"),
+	SAME("pidfile"),
+	TO("listen_addr", "listen[].host (one entry per address)"),
+	TO("listen_port", "listen[].port"),
+	SAME("unix_socket_dir"),
+	MISSING("unix_socket_mode", "the socket takes the process umask"),
+	MISSING("unix_socket_group", "the socket takes the process group"),
+	NOT_NEEDED("user", "run tusk as that user (systemd User=, the package's tusk user)"),
+	TO("pool_mode", "pool_defaults.mode (or pools[].mode)"),
+	TO("max_client_conn", "max_client_connections"),
+	TO("default_pool_size", "pool_defaults.size (or pools[].size)"),
+	TO("min_pool_size", "pool_defaults.min_size (or pools[].min_size)"),
+	MISSING("reserve_pool_size", "no reserve pool: raise size instead"),
+	MISSING("reserve_pool_timeout", "no reserve pool: raise size instead"),
+	TO("max_db_connections", "pool_defaults.max_db_connections (or pools[].max_db_connections)"),
+	TO("max_user_connections", "pool_defaults.max_user_connections (or pools[].max_user_connections)"),
+	NOT_NEEDED("server_round_robin", "new servers are spread over a service's hosts by weight; idle ones are reused"),
+	NOT_NEEDED("ignore_startup_parameters", "tusk passes every startup parameter on (extra_float_digits, search_path, ...)"),
+	NOT_NEEDED("track_extra_parameters", "tusk tracks every parameter a client sets and carries it between servers"),
+	MISSING("disable_pqexec", "multi-statement simple queries are always allowed"),
+	MISSING("application_name_add_host", "application_name is passed as the client sent it"),
+	NOT_NEEDED("conffile", "tusk -c FILE"),
+	NOT_NEEDED("service_name", "Windows only"),
+	NOT_NEEDED("job_name", "Windows only"),
+	SAME("stats_period"),
+	NOT_NEEDED("peer_id", "online restart is tusk --takeover (takeover_socket), not peering"),
+	NOT_NEEDED("so_reuseport", "one process serves every worker thread from the same listeners"),
+	/* authentication */
+	TO_NOTE("auth_type", "pool_defaults.client_auth (or pools[].client_auth, admin.client_auth)",
+		"hba: hba_file; any: trust (every name accepted); plain: password"),
+	TO("auth_hba_file", "hba_file"),
+	SAME("auth_file"),
+	SAME("auth_user"),
+	SAME("auth_query"),
+	MISSING("auth_dbname", "auth_query runs in the client's database"),
+	/* logging */
+	TO("syslog", "log.target: syslog"),
+	MISSING("syslog_ident", "syslog lines are tagged tusk"),
+	MISSING("syslog_facility", "syslog lines go to the daemon facility"),
+	SAME("log_connections"),
+	SAME("log_disconnections"),
+	NOT_NEEDED("log_pooler_errors", "errors tusk sends a client are always logged with its id"),
+	TO("log_stats", "stats_period (0: no stats line)"),
+	TO("verbose", "log.level: debug"),
+	/* console access */
+	TO("admin_users", "admin.users"),
+	TO("stats_users", "admin.stats_users"),
+	/* connection sanity */
+	SAME("server_reset_query"),
+	MISSING("server_reset_query_always", "transaction-mode servers are reset as the isolation rule needs (docs/pooling.md)"),
+	MISSING("server_check_query", "idle servers are checked with SELECT 1"),
+	SAME("server_check_delay"),
+	MISSING("server_fast_close", "PAUSE and RECONNECT wait for the transaction to end"),
+	SAME("server_lifetime"),
+	SAME("server_idle_timeout"),
+	SAME("server_connect_timeout"),
+	NOT_NEEDED("server_login_retry", "a failing backend is backed off and retried by itself"),
+	SAME("client_login_timeout"),
+	TO("autodb_idle_timeout", "pool_idle_timeout"),
+	TO("dns_max_ttl", "services.NAME.dns_max_ttl"),
+	MISSING("dns_nxdomain_ttl", "a failed name is asked again soon (bounded by dns_min_ttl)"),
+	NOT_NEEDED("dns_zone_check_period", "names are re-resolved on their TTL"),
+	TO("resolv_conf", "services.NAME.nameservers"),
+	/* TLS */
+	TO("client_tls_sslmode", "listen[].tls"),
+	TO("client_tls_key_file", "listen[].tls_key_file"),
+	TO("client_tls_cert_file", "listen[].tls_cert_file"),
+	TO("client_tls_ca_file", "listen[].tls_ca_file"),
+	MISSING("client_tls_protocols", "TLS 1.2 and 1.3 are accepted"),
+	TO("client_tls_ciphers", "listen[].tls_ciphers"),
+	MISSING("client_tls_ecdhcurve", "OpenSSL's default groups"),
+	MISSING("client_tls_dheparams", "no DHE: ECDHE and TLS 1.3 only"),
+	TO("server_tls_sslmode", "services.NAME.tls"),
+	TO("server_tls_ca_file", "services.NAME.tls_ca_file"),
+	TO("server_tls_key_file", "services.NAME.tls_key_file"),
+	TO("server_tls_cert_file", "services.NAME.tls_cert_file"),
+	MISSING("server_tls_protocols", "OpenSSL's default versions"),
+	MISSING("server_tls_ciphers", "OpenSSL's default ciphers"),
+	/* dangerous timeouts */
+	MISSING("query_timeout", "use PostgreSQL's statement_timeout"),
+	TO("query_wait_timeout", "pool_wait_timeout"),
+	MISSING("client_idle_timeout", "use PostgreSQL's idle_session_timeout (or tcp keepalives)"),
+	SAME("idle_transaction_timeout"),
+	NOT_NEEDED("suspend_timeout", "online restart hands the listeners over (tusk --takeover)"),
+	/* low level */
+	TO("pkt_buf", "buffer_size"),
+	TO("max_packet_size", "max_message_size"),
+	MISSING("listen_backlog", "the system's SOMAXCONN"),
+	NOT_NEEDED("sbuf_loopcnt", "each worker loop is fair by design"),
+	MISSING("tcp_defer_accept", "not used"),
+	MISSING("tcp_socket_buffer", "the system's buffers"),
+	MISSING("tcp_keepalive", "the system's keepalive settings"),
+	MISSING("tcp_keepcnt", "the system's keepalive settings"),
+	MISSING("tcp_keepidle", "the system's keepalive settings"),
+	MISSING("tcp_keepintvl", "the system's keepalive settings"),
+	MISSING("tcp_user_timeout", "the system's setting"),
+	SAME("max_prepared_statements"),
+	/* [databases] options */
+	TO("dbname", "pools[].server_database"),
+	TO("host", "services.NAME.hosts"),
+	TO("port", "services.NAME.hosts (host:port)"),
+	TO("password", "pools[].server_password"),
+	TO("pool_size", "pools[].size"),
+	MISSING("reserve_pool", "no reserve pool: raise size instead"),
+	MISSING("connect_query", "run it from the application, or ALTER ROLE ... SET"),
+	MISSING("client_encoding", "set it on the role or database (ALTER ROLE/DATABASE ... SET)"),
+	MISSING("datestyle", "set it on the role or database (ALTER ROLE/DATABASE ... SET)"),
+	MISSING("timezone", "set it on the role or database (ALTER ROLE/DATABASE ... SET)"),
+	{ NULL, PGB_SAME, NULL, NULL },
+};
+
+const struct pgb_name *pgb_name_find(const char *name)
+{
+	for (const struct pgb_name *n = names; n->name; n++)
+		if (strcmp(n->name, name) == 0)
+			return n;
+	return NULL;
+}

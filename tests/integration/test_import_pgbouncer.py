@@ -1,0 +1,195 @@
+"""tusk import-pgbouncer (issue 26): a realistic pgbouncer.ini and userlist.txt become a
+tusk.yaml that tusk starts on, and tusk then answers like PgBouncer 1.18 (Debian's binary) on
+the same PostgreSQL: the same database and user behind each alias, the same logins refused,
+the console for admin_users/stats_users. Every setting not carried is listed with a reason."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import PASSWORDS, SLOW, TEST_DB, BENCH_DB, TUSK_BIN, as_postgres, free_port, port_open, wait_until
+from auth_util import md5_secret, psql
+
+pytestmark = pytest.mark.tusk_only
+PGBOUNCER = Path("/usr/sbin/pgbouncer")
+
+INI = """\
+;; pgbouncer.ini of a typical deployment (comments, odd spacing, several databases, TLS keys)
+[databases]
+appdb = host=127.0.0.1 port={pg} dbname={db} pool_size=5 pool_mode=transaction
+reports = host=127.0.0.1 port={pg} dbname={db} pool_size=2 min_pool_size=1 connect_query='SELECT 1'
+bench   = host=127.0.0.1 port={pg} dbname={bench} user=tusk_trust pool_size=3
+* = host=127.0.0.1 port={pg}
+
+[users]
+pw_clear = pool_mode=session max_user_connections=4
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+logfile = {dir}/pgbouncer.log
+pidfile = {dir}/pgbouncer.pid
+auth_type = md5
+auth_file = {dir}/userlist.txt
+auth_user = postgres
+auth_query = SELECT usename, passwd FROM pg_shadow WHERE usename=$1
+admin_users = pw_md5
+stats_users = pw_clear
+pool_mode = session
+default_pool_size = 10
+min_pool_size = 0
+reserve_pool_size = 2
+reserve_pool_timeout = 5
+max_client_conn = 200
+max_db_connections = 50
+server_reset_query = DISCARD ALL
+server_check_query = select 1
+server_check_delay = 30
+server_lifetime = 3600
+server_idle_timeout = 600
+server_connect_timeout = 15
+server_login_retry = 15
+client_login_timeout = 60
+query_timeout = 0
+query_wait_timeout = 120
+client_idle_timeout = 0
+idle_transaction_timeout = 0
+autodb_idle_timeout = 3600
+ignore_startup_parameters = extra_float_digits
+log_connections = 1
+log_disconnections = 1
+log_pooler_errors = 1
+stats_period = 60
+client_tls_sslmode = disable
+server_tls_sslmode = prefer
+tcp_keepalive = 1
+pkt_buf = 4096
+"""
+
+
+def userlist(dirpath):
+    # md5 and plain secrets; pw_scram is left to auth_query; postgres' empty secret is how
+    # PgBouncer deployments give auth_user a trust login.
+    (dirpath / "userlist.txt").write_text(
+        f'"pw_md5" "{md5_secret("pw_md5", PASSWORDS["pw_md5"])}"\n'
+        f'"pw_clear" "{PASSWORDS["pw_clear"]}"\n'
+        '"postgres" ""\n')
+
+
+@pytest.fixture
+def workdir_shared():
+    d = Path(tempfile.mkdtemp(prefix="tusk-import-"))
+    os.chmod(d, 0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def import_ini(ini, out, users=None):
+    cmd = [str(TUSK_BIN), "import-pgbouncer", "-o", str(out), str(ini)] + ([str(users)] if users else [])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30 * SLOW)
+
+
+def probe(port, user, dbname):
+    """What a client sees: (current_database, current_user) or the error's text."""
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user=user, dbname=dbname, password=PASSWORDS.get(user),
+                             connect_timeout=int(10 * SLOW), autocommit=True) as c:
+            return tuple(c.execute("select current_database(), current_user").fetchone())
+    except psycopg.OperationalError as e:
+        return ("refused", "password authentication failed" in str(e) or "SASL" in str(e) or "auth" in str(e))
+
+
+CASES = [("pw_md5", "appdb"), ("pw_clear", "appdb"), ("pw_scram", "appdb"), ("pw_md5", "reports"),
+         ("pw_md5", "bench"), ("pw_clear", TEST_DB), ("pw_scram", "postgres")]
+
+
+def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
+    d = workdir_shared
+    pgb_port, tusk_port = free_port(), free_port()
+    userlist(d)
+    ini = d / "pgbouncer.ini"
+    ini.write_text(INI.format(pg=pg.port, db=TEST_DB, bench=BENCH_DB, port=pgb_port, dir=d))
+
+    # From the ini to a serving tusk, timed as a new user would go: import, check, start.
+    t0 = time.monotonic()
+    out = d / "tusk.yaml"
+    r = import_ini(ini, out, d / "userlist.txt")
+    assert r.returncode == 0, r.stderr
+    yaml = out.read_text().replace(f"port: {pgb_port}", f"port: {tusk_port}")
+    yaml = yaml.replace(f"file:{d}/pgbouncer.log", f"file:{d}/tusk.log").replace("pgbouncer.pid", "tusk.pid")
+    out.write_text(yaml)
+    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
+    assert chk.returncode == 0, chk.stdout + chk.stderr + yaml
+    tusk = subprocess.Popen([str(TUSK_BIN), "-c", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    shutil.chown(d, "postgres")
+    for f in d.iterdir():
+        shutil.chown(f, "postgres")
+    pgb = subprocess.Popen(as_postgres([str(PGBOUNCER), str(ini)]), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: port_open(tusk_port), 15 * SLOW, what="tusk listening")
+        elapsed = time.monotonic() - t0
+        print(f"ini to serving tusk: {elapsed:.2f}s")
+        wait_until(lambda: port_open(pgb_port), 15 * SLOW, what="pgbouncer listening")
+
+        # Every setting not carried is named with its reason.
+        for key in ("reserve_pool_size", "reserve_pool_timeout", "server_check_query", "query_timeout",
+                    "client_idle_timeout", "tcp_keepalive", "connect_query", "server_login_retry"):
+            assert f"{key}" in r.stderr, (key, r.stderr)
+        assert "not carried" in r.stderr and ": server_lifetime" not in r.stderr
+        assert "server_lifetime: 3600s" in yaml and "pool_wait_timeout: 120s" in yaml
+        assert "client_auth: md5" in yaml
+
+        seen = {}
+        for user, db in CASES:
+            want = probe(pgb_port, user, db)
+            got = probe(tusk_port, user, db)
+            assert got == want, (user, db, "pgbouncer:", want, "tusk:", got)
+            seen[(user, db)] = got
+        # ... and what they agree on is the aliases' targets, not a shared refusal.
+        assert seen[("pw_md5", "appdb")] == (TEST_DB, "pw_md5")
+        assert seen[("pw_scram", "appdb")] == (TEST_DB, "pw_scram")  # through auth_query
+        assert seen[("pw_md5", "bench")] == (BENCH_DB, "tusk_trust")  # user= forces the server login
+        assert seen[("pw_scram", "postgres")] == ("postgres", "pw_scram")  # the * entry
+        # A wrong password is refused by both.
+        for port in (pgb_port, tusk_port):
+            p = psql(port, "pw_md5", "wrong", dbname="appdb")
+            assert p.returncode != 0
+        # admin_users and stats_users reach the console (virtual database pgbouncer) on both.
+        for port in (pgb_port, tusk_port):
+            p = psql(port, "pw_md5", PASSWORDS["pw_md5"], dbname="pgbouncer", sql="SHOW POOLS")
+            assert p.returncode == 0, (port, p.stderr)
+            p = psql(port, "pw_clear", PASSWORDS["pw_clear"], dbname="pgbouncer", sql="SHOW STATS")
+            assert p.returncode == 0, (port, p.stderr)
+            p = psql(port, "pw_clear", PASSWORDS["pw_clear"], dbname="pgbouncer", sql="PAUSE")
+            assert p.returncode != 0, (port, "stats user ran PAUSE")
+    finally:
+        pgb.terminate()
+        tusk.terminate()
+        pgb.wait(timeout=15)
+        assert tusk.wait(timeout=30 * SLOW) == 0, tusk.stderr.read().decode()[-3000:]
+
+
+def test_import_reports_what_it_cannot_carry(tmp_path):
+    ini = tmp_path / "p.ini"
+    ini.write_text("[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8\n"
+                   "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
+                   "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
+                   "server_lifetime = 0.5\nbogus_key = 1\n[peers]\n1 = host=x\n")
+    out = tmp_path / "t.yaml"
+    r = import_ini(ini, out)
+    assert r.returncode == 0, r.stderr
+    y = out.read_text()
+    assert 'hosts: ["db1:5433", "db2:5433"]' in y and "tls: prefer" in y
+    assert "tls: allow" in y and 'tls_cert_file: "/etc/c.crt"' in y
+    assert "client_auth: reject" in y and "pool_wait_timeout: 1d" in y and "server_lifetime: 500ms" in y
+    for text in ("auth_type = pam: not carried", "client_encoding=UTF8", "bogus_key = 1: not carried",
+                 "[peers]", "server_tls_sslmode = allow became prefer", "query_wait_timeout = 0 (forever)"):
+        assert text in r.stderr, (text, r.stderr)

@@ -643,7 +643,10 @@ static enum told_verdict told_check(struct server *s, const struct prep_stmt *e)
 	return proto_put_parts(&s->wbuf, 'H', 0, NULL, 0) < 0 ? TOLD_BAD : TOLD_WAIT;
 }
 
+/* What a rewritten message may need beyond its body (a Close, a Describe, a Sync). */
+enum { WBUF_MARGIN = 512 };
 static bool wbuf_room_for(struct server *s, size_t body);
+static enum scan_result room_to_rewrite(struct client *c, struct server *s, size_t body);
 
 /* A Bind's portal name, then its statement name: whether the statement name is empty. Only
  * for the cache's invalidation (flight_client_sent_bind); a Bind too short to tell counts
@@ -684,7 +687,12 @@ static enum scan_result rewrite_deallocate(struct client *c, struct server *s, c
 	const struct prep_stmt *e = prep_client_find(c->prep, r.stmts[0].name);
 	if (!e)
 		return SCAN_BAD;
-	if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len + 64) || !expect_room(s, 6))
+	{
+		enum scan_result room = room_to_rewrite(c, s, e->body_len + 64);
+		if (room != SCAN_OK)
+			return room;
+	}
+	if (!expect_room(s, 6))
 		return SCAN_STALL;
 	/* It must exist on this server to be dropped without an error. */
 	if (!ensure_prepared(s, e))
@@ -778,9 +786,22 @@ static enum scan_result refuse_message(struct client *c, const struct proto_hdr 
  * Flush and the message. */
 static bool wbuf_room_for(struct server *s, size_t body)
 {
-	if (buf_room(&s->wbuf) < body + 512)
+	if (buf_room(&s->wbuf) < body + WBUF_MARGIN)
 		buf_compact(&s->wbuf);
-	return buf_room(&s->wbuf) >= body + 512;
+	return buf_room(&s->wbuf) >= body + WBUF_MARGIN;
+}
+
+/* Whether tusk may write a rewritten message of `body` bytes to the server now: SCAN_OK,
+ * SCAN_STALL until the scanned bytes and the buffer have drained, or SCAN_CLOSED (the client
+ * failed) when it never can: a message that does not fit even an empty buffer would stall
+ * the client side for ever, spinning (buffer_size bounds both buffers). */
+static enum scan_result room_to_rewrite(struct client *c, struct server *s, size_t body)
+{
+	if (body + WBUF_MARGIN > s->wbuf.cap) {
+		client_fail(c, "54000", "prepared statement too large to rewrite within buffer_size: raise buffer_size");
+		return SCAN_CLOSED;
+	}
+	return c->c2s_scanned > 0 || !wbuf_room_for(s, body) ? SCAN_STALL : SCAN_OK;
 }
 
 /* ---- retrying a request on a stale statement ----
@@ -1045,8 +1066,11 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
 			break;
 		}
-		if (c->c2s_scanned > 0 || !wbuf_room_for(s, total))
-			return SCAN_STALL;
+		{
+			enum scan_result room = room_to_rewrite(c, s, total);
+			if (room != SCAN_OK)
+				return room;
+		}
 		const struct prep_stmt *e;
 		/* Re-parsing a live name is an error in PostgreSQL (42P05); tusk replaces it. */
 		(void)prep_client_remove(c->prep, p.name);
@@ -1094,8 +1118,11 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 			break;
 		}
-		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len + (size_t)head))
-			return SCAN_STALL;
+		{
+			enum scan_result room = room_to_rewrite(c, s, e->body_len + (size_t)head);
+			if (room != SCAN_OK)
+				return room;
+		}
 		enum told_verdict v = told_check(s, e);
 		if (v == TOLD_BAD)
 			return SCAN_BAD;
@@ -1175,8 +1202,11 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			}
 			break;
 		}
-		if (c->c2s_scanned > 0 || !wbuf_room_for(s, e->body_len))
-			return SCAN_STALL;
+		{
+			enum scan_result room = room_to_rewrite(c, s, e->body_len);
+			if (room != SCAN_OK)
+				return room;
+		}
 		if (!ensure_prepared(s, e))
 			return SCAN_BAD;
 		bool replay = replay_may_start(c, s);

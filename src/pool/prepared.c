@@ -399,6 +399,12 @@ static int client_grow(struct prep_client *c)
 	return 0;
 }
 
+void prep_client_set_flags(struct prep_client *c, const struct prep_stmt *e, uint8_t flags)
+{
+	(void)c; /* e is one of c's entries: c owns it, so it may change it */
+	((struct prep_stmt *)e)->flags = flags;
+}
+
 int prep_client_add(struct prep_client *c, const struct prep_parse *p, const struct prep_stmt **out)
 {
 	if (p->name_len == 0 || p->name_len > PREP_NAME_MAX)
@@ -435,6 +441,7 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 	memcpy(e->name, p->name, p->name_len);
 	e->name[p->name_len] = '\0';
 	e->name_hash = h;
+	e->flags = 0;
 	e->body_len = p->rest_len;
 	memcpy(e->body, p->rest, p->rest_len);
 

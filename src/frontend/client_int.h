@@ -88,6 +88,9 @@ struct client {
 	bool reset_before_reuse;    /* this transaction ran something tusk cannot prove harmless to
 	                             * the session (a function, DO, CALL): its server gets the reset
 	                             * query before it goes back to the pool */
+	uint8_t unnamed_marks;      /* what the last Parse of the unnamed statement needs at each
+	                             * Bind of it (relay.c's MARK_*; named ones keep theirs in
+	                             * prep_stmt.flags) */
 	/* Session pooling: the client sent something other than a cacheable read since login, so
 	 * its server's session may differ from what the cache key says (src/flight/serve.c). */
 	bool flight_session_dirty;

@@ -280,14 +280,57 @@ static bool names_pg_catalog(const char *sql, size_t len)
 	return false;
 }
 
-/* Session effects of one SQL text (a Query, or the query of a Parse). Returns false when
- * the client had to be failed. */
-static bool note_sql(struct client *c, struct server *s, const char *sql, size_t len)
+/* What note_session found in a text that each later run of it needs again (a named prepared
+ * statement keeps them: prep_stmt.flags). */
+enum {
+	MARK_KNOWN = 1, /* classified */
+	MARK_PIN = 2,   /* pinned the client */
+	MARK_RESET = 4, /* the server is reset after the transaction that runs it */
+};
+
+/* Pin or reset for one run of a statement whose text gave marks. */
+static void apply_marks(struct client *c, struct server *s, uint8_t marks, const char *sql, size_t len)
+{
+	if (marks & MARK_PIN)
+		pin_client(c, s, "prepared statement that keeps state in the session", sql, len);
+	if (marks & MARK_RESET)
+		mark_reset(c, s, "prepared statement that calls a function tusk does not know", sql, len);
+}
+
+static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks);
+
+static void pin_marked(struct client *c, struct server *s, uint8_t *marks, const char *why, const char *sql,
+		       size_t len)
+{
+	*marks |= MARK_PIN;
+	pin_client(c, s, why, sql, len);
+}
+
+static void reset_marked(struct client *c, struct server *s, uint8_t *marks, const char *why, const char *sql,
+			 size_t len)
+{
+	*marks |= MARK_RESET;
+	mark_reset(c, s, why, sql, len);
+}
+
+/* Session effects of one SQL text (a Query, or the query of a Parse); *marks (may be NULL)
+ * gets what a later run of the same text needs. Returns false when the client had to be
+ * failed. */
+static bool note_sql(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks)
+{
+	flight_client_sent_sql(c, sql, len); /* what it may write goes stale in the cache */
+	return note_session(c, s, sql, len, marks);
+}
+
+static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks)
 {
 	struct classify_result r;
 	unsigned opts = c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0;
+	uint8_t scratch;
 
-	flight_client_sent_sql(c, sql, len); /* what it may write goes stale in the cache */
+	if (!marks)
+		marks = &scratch;
+	*marks = MARK_KNOWN;
 	/* Session pooling keeps the client's server and resets it when the client leaves:
 	 * nothing to carry, pin or reset, so nothing to parse. */
 	if (c->mode == POOL_MODE_SESSION)
@@ -298,7 +341,7 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 		 * either way, this text may hide a session statement. */
 		if (classify_maybe_session_opts(sql, len, opts) ||
 		    classify_maybe_session_opts(sql, len, opts ^ CLASSIFY_O_BACKSLASH_QUOTES))
-			pin_client(c, s, "statement pipelined behind a change of how SQL is read", sql, len);
+			pin_marked(c, s, marks, "statement pipelined behind a change of how SQL is read", sql, len);
 		if (c->pinned)
 			return true;
 	}
@@ -306,13 +349,13 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 		return true;
 	if (classify_sql_opts(sql, len, opts, &r) < 0) {
 		/* Too long for the parser, or no memory: it may hold anything. */
-		pin_client(c, s, "statement tusk could not classify", sql, len);
+		pin_marked(c, s, marks, "statement tusk could not classify", sql, len);
 		return true;
 	}
 	if (r.parse_error) {
 		/* A PostgreSQL 15 server rejects it and runs none of it; a newer one may accept
 		 * syntax this parser does not know. */
-		mark_reset(c, s, "statement the parser rejected", sql, len);
+		reset_marked(c, s, marks, "statement the parser rejected", sql, len);
 		return true;
 	}
 	for (int i = 0; i < r.nsession; i++) {
@@ -381,7 +424,7 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 			break;
 		}
 		if (pin)
-			pin_client(c, s, pin, sql + st->offset, st->length);
+			pin_marked(c, s, marks, pin, sql + st->offset, st->length);
 		if ((st->kind == CLASSIFY_SET || st->kind == CLASSIFY_RESET) &&
 		    (strcmp(st->name, "standard_conforming_strings") == 0 || strcmp(st->name, "client_encoding") == 0))
 			c->lex_pending = true;
@@ -393,21 +436,21 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 		}
 	}
 	if (r.truncated)
-		pin_client(c, s, "too many session statements in one query", sql, len);
+		pin_marked(c, s, marks, "too many session statements in one query", sql, len);
 	/* Calls: a built-in that keeps session state, or set_config() of a setting the server
 	 * does not report (its value then lives only in that server process), pins; a reported
 	 * one comes back as ParameterStatus and is the client's like any SET. */
 	if (r.calls & CLASSIFY_CALL_PIN)
-		pin_client(c, s, "a function that keeps state in the session", sql, len);
+		pin_marked(c, s, marks, "a function that keeps state in the session", sql, len);
 	for (int i = 0; i < r.nset_configs; i++) {
 		if (!server_param(s, r.set_configs[i]))
-			pin_client(c, s, "set_config() of a setting the server does not report", sql, len);
+			pin_marked(c, s, marks, "set_config() of a setting the server does not report", sql, len);
 		if (strcmp(r.set_configs[i], "standard_conforming_strings") == 0 ||
 		    strcmp(r.set_configs[i], "client_encoding") == 0)
 			c->lex_pending = true;
 	}
 	if (r.calls & CLASSIFY_CALL_RESET)
-		mark_reset(c, s, "a function, DO block or procedure tusk does not know", sql, len);
+		reset_marked(c, s, marks, "a function, DO block or procedure tusk does not know", sql, len);
 	return true;
 }
 
@@ -464,7 +507,7 @@ static bool big_end(struct client *c, struct server *s)
 	if (!c->big) {
 		pin_client(c, s, "statement too large to copy for classification", "", 0);
 	} else if (relay_sql_of(c->big_type, c->big, c->big_len, &sql, &len)) {
-		ok = note_sql(c, s, sql, len);
+		ok = note_sql(c, s, sql, len, c->big_type == 'P' ? &c->unnamed_marks : NULL);
 	}
 	/* A body without its NUL is the server's to refuse: it runs nothing. */
 	free(c->big);
@@ -1024,7 +1067,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 				buf_consume(b, total);
 				return SCAN_OK;
 			}
-			if (!note_sql(c, s, sql, len))
+			if (!note_sql(c, s, sql, len, NULL))
 				return SCAN_CLOSED;
 		} else if (c->mode != POOL_MODE_SESSION) {
 			big_begin(c, 'Q', total);
@@ -1059,8 +1102,11 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			if (dr != SCAN_BAD)
 				return dr; /* handled (SCAN_OK), or must wait (SCAN_STALL) */
 		}
-		if (!note_sql(c, s, p.query, strlen(p.query)))
+		uint8_t marks;
+		if (!note_sql(c, s, p.query, strlen(p.query), &marks))
 			return SCAN_CLOSED;
+		if (p.name_len == 0)
+			c->unnamed_marks = marks;
 		flight_client_parsed(c, p.name, p.rest, p.rest_len);
 		if (!rename || p.name_len == 0) {
 			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
@@ -1083,6 +1129,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			client_fail(c, "53200", "out of memory for prepared statements");
 			return SCAN_CLOSED;
 		}
+		prep_client_set_flags(c->prep, e, marks);
 		/* Prepared afresh even where the server holds a copy: PostgreSQL plans a new
 		 * statement with the schema of the moment, and a copy from before a schema change
 		 * would fail with 0A000 (the server's ParseComplete is the client's answer). */
@@ -1100,7 +1147,10 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 				client_fail(c, "0A000", "a Bind of the unnamed statement whose Parse the cache answered is not supported");
 				return SCAN_CLOSED;
 			}
-			flight_client_sent_bind(c, bind_unnamed(m, avail), text, tlen);
+			bool unnamed = bind_unnamed(m, avail);
+			flight_client_sent_bind(c, unnamed, text, tlen);
+			if (unnamed)
+				apply_marks(c, s, c->unnamed_marks, "", 0);
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 			break;
 		}
@@ -1114,6 +1164,8 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		if (!e) {
 			flight_client_sent_bind(c, bh.stmt_len == 0, NULL, 0);
 			/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
+			if (bh.stmt_len == 0)
+				apply_marks(c, s, c->unnamed_marks, "", 0);
 			s->bind_known = false;
 			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 			break;
@@ -1128,6 +1180,19 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			return SCAN_BAD;
 		if (v == TOLD_WAIT)
 			return SCAN_OK; /* nothing consumed: scanned again when the Describe's reply is in */
+		/* Each run of the statement is judged as its text was when parsed (a function that
+		 * takes a lock runs at every Execute, not at the Parse); a name prepared without a
+		 * server (client.c) is judged at its first Bind. */
+		const char *text = (const char *)e->body;
+		size_t tlen = strnlen(text, e->body_len);
+		if (!(e->flags & MARK_KNOWN)) {
+			uint8_t marks;
+			if (!note_session(c, s, text, tlen, &marks))
+				return SCAN_CLOSED;
+			prep_client_set_flags(c->prep, e, marks);
+		} else {
+			apply_marks(c, s, e->flags, text, tlen);
+		}
 		flight_client_sent_bind(c, false, (const char *)e->body, strnlen((const char *)e->body, e->body_len));
 		bool replay = v == TOLD_GO && replay_may_start(c, s);
 		size_t mark = buf_len(&s->wbuf);

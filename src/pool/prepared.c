@@ -446,6 +446,12 @@ static int client_grow(struct prep_client *c)
 	return 0;
 }
 
+void prep_client_set_flags(struct prep_client *c, const struct prep_stmt *e, uint8_t flags)
+{
+	(void)c; /* e is one of c's entries: c owns it, so it may change it */
+	((struct prep_stmt *)e)->flags = flags;
+}
+
 int prep_client_add(struct prep_client *c, const struct prep_parse *p, const struct prep_stmt **out)
 {
 	if (p->name_len == 0 || p->name_len > PREP_NAME_MAX)
@@ -484,6 +490,7 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 	e->name_hash = h;
 	e->told = (struct prep_desc){ 0, 0 };
 	e->placed = false;
+	e->flags = 0;
 	e->body_len = p->rest_len;
 	memcpy(e->body, p->rest, p->rest_len);
 

@@ -156,6 +156,7 @@ struct prep_stmt {
 	uint64_t name_hash;                 /* the map's own key hash (prep_client_tell) */
 	struct prep_desc told;              /* what the client was told of it (0: nothing yet) */
 	bool placed;                        /* a server prepared it since the client's Parse */
+	uint8_t flags;                      /* the caller's own (prep_client_set_flags); 0 when added */
 	size_t body_len;
 	uint8_t body[];                     /* copy of the Parse body after the name */
 };
@@ -192,6 +193,9 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 /* The parse context (prep_identity_ctx) of the client's later Parses; statements it has
  * already named keep theirs, as they would on a real server. */
 void prep_client_set_context(struct prep_client *c, uint64_t ctx);
+/* Sets the caller's flags of an entry of c (what the caller learnt of its text, kept for each
+ * later use of the name). */
+void prep_client_set_flags(struct prep_client *c, const struct prep_stmt *e, uint8_t flags);
 /* The entry for a client name, or NULL. */
 const struct prep_stmt *prep_client_find(const struct prep_client *c, const char *name);
 /* A Describe of the client's statement (name_hash, h) answered it: the known parts of d are

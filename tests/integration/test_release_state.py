@@ -371,3 +371,51 @@ def test_client_leaving_during_the_check(pg, rs):
                    10 * SLOW, what="the locks of clients that left to be released")
     seen, _ = others_see(rs, STATEFUL["advisory_lock"][1])
     assert set(seen) == {"0"}
+
+
+def test_named_prepared_statement_marks_every_transaction_that_runs_it(pg, rs):
+    """A client's named prepared statement that calls a function is judged at every run, not
+    only in the transaction of its Parse. A prepares `select rs_advisory_lock()` (psycopg,
+    prepare=True: Parse, Bind, Execute) in a first transaction that gives the lock back before
+    it ends (nothing left: A is not pinned), then runs it again (Bind, Execute only) in a second
+    one that keeps the lock. Before the fix that second transaction was not marked: the
+    server went back to the pool holding A's lock and other clients ran on it."""
+    probe = STATEFUL["advisory_lock"][1]
+    quiet_pool(pg, rs)
+    with client(rs) as a:
+        with a.transaction():
+            assert a.execute("select rs_advisory_lock()", prepare=True).fetchone() == (1,)
+            a.execute("select pg_advisory_unlock(%s)", (LOCK,), prepare=False)
+        assert a.execute("select rs_advisory_lock()", prepare=True).fetchone() == (1,)
+        assert a.execute(probe, prepare=False).fetchone() == ("1",), "the caller lost its lock"
+        with client(rs) as b:
+            assert b.execute("select pg_try_advisory_xact_lock(%s)", (LOCK,),
+                             prepare=False).fetchone() == (False,)
+        seen, _ = others_see(rs, probe)
+        assert set(seen) == {"0"}, f"another client ran on the server holding A's lock: {seen}"
+        a.execute("select pg_advisory_unlock_all()", prepare=False)
+    seen, _ = others_see(rs, probe)
+    assert set(seen) == {"0"}, f"after the caller left, another client saw {seen}"
+
+
+def test_asyncpg_statement_prepared_earlier_marks_its_run(pg, rs):
+    """The same through asyncpg: prepare() (Parse, Describe, Sync: a transaction of its own
+    that runs nothing), then the statement's fetchval() in a later transaction (Bind, Execute)
+    takes the lock. Before the fix only the Parse's transaction was judged."""
+    probe = STATEFUL["advisory_lock"][1]
+    quiet_pool(pg, rs)
+
+    async def run():
+        a = await asyncpg.connect(host="127.0.0.1", port=rs.port, user=USER, database=TEST_DB,
+                                  statement_cache_size=0)
+        try:
+            stmt = await a.prepare("select rs_advisory_lock()")
+            await a.execute("select 1")  # another transaction between
+            assert await stmt.fetchval() == 1
+            seen, _ = await asyncio.to_thread(others_see, rs, probe)
+            assert set(seen) == {"0"}, f"another client ran on the server holding A's lock: {seen}"
+            await a.execute("select pg_advisory_unlock_all()")
+        finally:
+            await a.close()
+
+    asyncio.run(run())

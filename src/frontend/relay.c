@@ -81,6 +81,11 @@ static struct server_expect *expect_push(struct server *s, uint8_t kind, uint8_t
 	return e;
 }
 
+/* The client side stops scanning while fewer reply slots than this are free (one message may
+ * push several: a rewritten Bind with its Parse, Close and Describe); every check of whether
+ * that stop happened uses the same number, or a stopped client would never be read again. */
+enum { SCAN_EXPECT_ROOM = 6 };
+
 static struct server_expect *expect_head(struct server *s)
 {
 	return s->expect_count ? &s->expect[s->expect_head] : NULL;
@@ -89,7 +94,8 @@ static struct server_expect *expect_head(struct server *s)
 static void expect_pop(struct server *s)
 {
 	s->expect_head = (uint16_t)((s->expect_head + 1) % SERVER_EXPECT_MAX);
-	s->expect_count--;
+	if (--s->expect_count == 0)
+		s->flush_awaited = false;
 }
 
 static const char *expect_name(uint8_t kind)
@@ -683,7 +689,10 @@ static enum told_verdict told_check(struct server *s, const struct prep_stmt *e)
 	s->recheck = e->hash;
 	s->recheck_set = recheck;
 	/* The server answers a Describe only at a Flush or Sync. */
-	return proto_put_parts(&s->wbuf, 'H', 0, NULL, 0) < 0 ? TOLD_BAD : TOLD_WAIT;
+	if (proto_put_parts(&s->wbuf, 'H', 0, NULL, 0) < 0)
+		return TOLD_BAD;
+	s->flush_awaited = true; /* the Bind waits for these replies: nothing is stranded */
+	return TOLD_WAIT;
 }
 
 /* What a rewritten message may need beyond its body (a Close, a Describe, a Sync). */
@@ -1340,7 +1349,7 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 			return SCAN_CLOSED;
 		if (h.type == 'X')
 			return c->c2s_scanned == 0 ? SCAN_TERMINATE : SCAN_STALL;
-		if (!expect_room(s, 6))
+		if (!expect_room(s, SCAN_EXPECT_ROOM))
 			return SCAN_STALL; /* the client is far ahead: let replies drain first */
 		size_t before_len = buf_len(b), before_scanned = c->c2s_scanned;
 		size_t wbuf_before = buf_len(&s->wbuf);
@@ -1778,7 +1787,7 @@ static bool pump_c2s(struct client *c, struct server *s)
 			return true;
 		if (c->c2s_scanned > 0 || !buf_empty(&s->wbuf))
 			return true;
-		if (!expect_room(s, 3))
+		if (!expect_room(s, SCAN_EXPECT_ROOM))
 			return flush_unsynced_replies(c, s);
 	}
 }
@@ -1858,7 +1867,8 @@ static bool client_request_stranded(const struct client *c, const struct server 
 
 	if (c->server != s || c->c2s_scanned > 0 || c->c2s_remaining > 0 || !buf_empty(&s->wbuf) ||
 	    s->pending_rfq > 0 || c->s2c_scanned > 0 || c->s2c_remaining > 0 || !buf_empty(&c->wbuf) ||
-	    c->release_pending || !expect_room(s, 3) /* replies will come: flush_unsynced_replies */)
+	    c->release_pending || !expect_room(s, SCAN_EXPECT_ROOM) /* replies will come: flush_unsynced_replies */ ||
+	    s->flush_awaited /* told_check's Describe: the Bind is scanned again at its reply */)
 		return false;
 	return avail >= PROTO_HDR_LEN &&
 	       proto_read_hdr(buf_head(&c->rbuf), avail, cfg_of(c)->max_message_size, &h) > 0 &&
@@ -1890,14 +1900,14 @@ static bool pump_both(struct client *c, struct server *s)
 	for (;;) {
 		if (!pump_c2s(c, s))
 			return false;
-		bool queue_full = !expect_room(s, 3);
+		bool queue_full = !expect_room(s, SCAN_EXPECT_ROOM);
 		/* Replies tusk gives itself (ParseComplete, CloseComplete) may be due now. */
 		if (!pump_s2c(c, s))
 			return false;
 		/* The client's side stopped on a full reply queue and the replies scanned just
 		 * now made room: read it again now, for no event may come to do it (the server
 		 * has sent all it will until it gets the Sync still unread in c->rbuf). */
-		if (!queue_full || !expect_room(s, 3))
+		if (!queue_full || !expect_room(s, SCAN_EXPECT_ROOM))
 			break;
 	}
 	if (!unstrand_client(c, s))
@@ -1985,6 +1995,7 @@ void relay_start(struct client *c, struct server *s)
 	s->replay_state = REPLAY_IDLE;
 	s->bind_known = false;
 	s->recheck_set = false;
+	s->flush_awaited = false;
 	s->desc_params = 0;
 	c->server = s;
 	c->c2s_scanned = c->s2c_scanned = 0;
@@ -2348,6 +2359,7 @@ void relay_release_server(struct client *c, struct server *s)
 		nrfq += added;
 	}
 	s->expect_head = s->expect_count = 0;
+	s->flush_awaited = false;
 	if (busy)
 		cancel_send_for(w, s);
 	/* Whatever the abandoned request did to the session is unknown: reset before reuse. */

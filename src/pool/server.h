@@ -166,6 +166,7 @@ struct server {
 	uint64_t desc_params;                 /* a ParameterDescription awaiting its RowDescription */
 	struct prep_hash recheck;             /* prepared afresh to check what it describes */
 	bool recheck_set;
+	bool flush_awaited;                   /* told_check sent a Flush: its replies will come (until the queue empties) */
 	/* private to pool.c: its slot in the pool core */
 	struct tp_slot *slot;                 /* NULL: no pool's (auth_query), or its connect failed */
 	int idle_worker;                      /* parked in the core on this worker; -1 when not */

@@ -95,7 +95,18 @@ def test_pgjdbc(results, case):
     check_case(results, "jdbc", case)
 
 
-@pytest.mark.parametrize("case", harness.CASES["asyncpg"])
+# Issue 27 item 8, not fixed: pg_prepared_statements on a pooled server lists every client's
+# statements (docs/pooling.md, "pg_prepared_statements"). Strict: a fix makes this case fail
+# until the mark is removed.
+KNOWN_DIFFERENT = {
+    "prepared_statements_view": "pg_prepared_statements shows the server's statements, not the client's "
+                                "(docs/pooling.md)",
+}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN_DIFFERENT[c])) if c in KNOWN_DIFFERENT else c
+    for c in harness.CASES["asyncpg"]])
 @pytest.mark.timeout(600)  # the first case of a suite runs it on both targets
 def test_asyncpg(results, case):
     check_case(results, "asyncpg", case)

@@ -17,7 +17,8 @@ static void check(int ok)
 static void check_entry(const struct userlist_entry *e, const char *user, size_t lines)
 {
 	check(strcmp(e->user, user) == 0);
-	check(e->secret[0] != '\0');
+	/* An empty secret is a user listed for trust only (as PgBouncer reads it), plain-kind. */
+	check(e->secret[0] != '\0' || e->kind == USERLIST_PLAIN);
 	check(e->line >= 1 && (size_t)e->line <= lines);
 	if (e->kind == USERLIST_SCRAM) {
 		check(e->iterations >= 1 && e->iterations <= USERLIST_SCRAM_ITER_MAX);

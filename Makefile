@@ -9,6 +9,7 @@
 #                on the primary over a primary and two standbys (split.sh)
 #   make install binary, libtuskpool (static, shared), tuskpool.h, tuskpool.pc, tusk.1, example
 #                config; PREFIX (default /usr/local) and DESTDIR honoured
+#   make deb     a Debian package (binary, man page, /etc/tusk/tusk.yaml, tusk user, systemd unit)
 #   make bench-kv  kv: puts/gets direct vs through tusk and vs plain SQL, counters, replication lag, catch-up
 SHELL := /bin/bash
 PYTHON := /usr/bin/python3
@@ -21,7 +22,7 @@ TESTS ?= tests/integration
 PYTEST_ARGS ?=
 SAN_CC := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
 
-.PHONY: all deps build run run-kv test unit integration asan asan-test bench bench-kv clean install
+.PHONY: all deps build run run-kv test unit integration asan asan-test bench bench-kv clean install deb
 PREFIX ?= /usr/local
 DESTDIR ?=
 
@@ -72,6 +73,11 @@ install:
 	cmake --build build -j$(JOBS)
 	DESTDIR=$(DESTDIR) cmake --install build
 
+# A Debian package of this tree (scripts/build-deb.sh): build-deb/tusk_VERSION-1_ARCH.deb, or into DEB_OUT.
+DEB_OUT ?= $(abspath build-deb)
+deb:
+	scripts/build-deb.sh $(DEB_OUT)
+
 bench: deps build
 	bench/compare.sh $(BENCH_SECONDS)
 	bench/cost.sh
@@ -84,4 +90,4 @@ bench-kv: deps build
 	bench/cache.sh $(BENCH_SECONDS)
 
 clean:
-	rm -rf build build-asan build-fuzz .run .run-kv .pytest_cache tests/integration/__pycache__
+	rm -rf build build-asan build-fuzz build-deb .run .run-kv .pytest_cache tests/integration/__pycache__

@@ -504,7 +504,7 @@ static int format_ctx(struct client *c, const char *database, const char *user)
 	client_peer(c, &peer);
 	net_addr_str(&peer, addr, sizeof addr);
 	if (database)
-		snprintf(buf, sizeof buf, "%s/%s@%s", database, user, addr);
+		log_ctx_format(buf, sizeof buf, database, user, addr);
 	else
 		snprintf(buf, sizeof buf, "-/-@%s", addr);
 	size_t cl = strlen(buf) + 1, dl = database ? strlen(database) + 1 : 0, ul = database ? strlen(user) + 1 : 0;

@@ -331,7 +331,7 @@ static struct server *connect_pool_server(struct pool *pool, struct worker *w, c
 	if (!s->login_password && cred)
 		s->cred = *cred;
 	net_addr_str(&s->addr, addr, sizeof addr);
-	snprintf(s->ctx, sizeof s->ctx, "%s/%s@%s", pool_database(pool), pool_user(pool), addr);
+	log_ctx_format(s->ctx, sizeof s->ctx, pool_database(pool), pool_user(pool), addr);
 	s->quiet = quiet;
 	start_connect(s, w);
 	return s;
@@ -367,7 +367,7 @@ struct server *server_connect_login(struct worker *w, const struct server_login 
 	if (login->cred)
 		s->cred = *login->cred;
 	net_addr_str(&s->addr, addr, sizeof addr);
-	snprintf(s->ctx, sizeof s->ctx, "%s/%s@%s", login->database, login->user, addr);
+	log_ctx_format(s->ctx, sizeof s->ctx, login->database, login->user, addr);
 	start_connect(s, w);
 	return s;
 }

@@ -223,6 +223,86 @@ static void put_json_member(struct line *l, const char *key, const char *val, si
 		l->in_string = false;
 }
 
+static size_t put_ctx_part(char *out, size_t cap, size_t at, const char *s, const char *special)
+{
+	for (; *s && at + 1 < cap; s++) {
+		if (strchr(special, *s)) {
+			if (at + 4 > cap)
+				break;
+			at += (size_t)snprintf(out + at, cap - at, "%%%02X", (unsigned char)*s);
+		} else {
+			out[at++] = *s;
+		}
+	}
+	return at;
+}
+
+size_t log_ctx_format(char *out, size_t cap, const char *db, const char *user, const char *addr)
+{
+	size_t at = 0;
+	if (cap == 0)
+		return 0;
+	at = put_ctx_part(out, cap, at, db, "%/");
+	if (at + 1 < cap)
+		out[at++] = '/';
+	at = put_ctx_part(out, cap, at, user, "%@");
+	if (at + 1 < cap)
+		out[at++] = '@';
+	for (; *addr && at + 1 < cap; addr++)
+		out[at++] = *addr;
+	out[at] = '\0';
+	return at;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* A %XX-escaped part of a ctx (log_ctx_format) as a JSON member, unescaped. */
+static void put_json_ctx_part(struct line *l, const char *key, const char *p, size_t n)
+{
+	char part[LOG_LINE_MAX];
+	size_t k = 0;
+	for (size_t i = 0; i < n && k < sizeof(part); i++) {
+		int hi = p[i] == '%' && i + 2 < n ? hex_digit(p[i + 1]) : -1;
+		int lo = hi >= 0 ? hex_digit(p[i + 2]) : -1;
+		if (lo >= 0) {
+			part[k++] = (char)(hi << 4 | lo);
+			i += 2;
+		} else {
+			part[k++] = p[i];
+		}
+	}
+	put_json_member(l, key, part, k, false);
+}
+
+/* "db", "user" and "addr" of a ctx of log_ctx_format's shape; null for anything else. */
+static void put_json_ctx_parts(struct line *l, const char *ctx)
+{
+	const char *slash = ctx ? strchr(ctx, '/') : NULL;
+	const char *at = slash ? strchr(slash + 1, '@') : NULL;
+	if (!at) {
+		static const char none[] = ",\"db\":null,\"user\":null,\"addr\":null";
+		put_raw(l, none, sizeof(none) - 1);
+		return;
+	}
+	if (slash - ctx == 1 && ctx[0] == '-' && at - slash == 2 && slash[1] == '-') {
+		static const char none[] = ",\"db\":null,\"user\":null";
+		put_raw(l, none, sizeof(none) - 1);
+	} else {
+		put_json_ctx_part(l, "db", ctx, (size_t)(slash - ctx));
+		put_json_ctx_part(l, "user", slash + 1, (size_t)(at - slash - 1));
+	}
+	put_json_member(l, "addr", at + 1, strlen(at + 1), false);
+}
+
 /* Format one line into out[LOG_LINE_MAX]; returns its length, the final '\n' included. */
 static size_t format_line(char *out, enum log_level level, const char *id, const char *ctx,
 			  const char *msg, size_t mlen, bool msg_cut)
@@ -255,6 +335,7 @@ static size_t format_line(char *out, enum log_level level, const char *id, const
 	if (json) {
 		put_json_member(&l, "id", id, id ? strlen(id) : 0, false);
 		put_json_member(&l, "ctx", ctx, ctx ? strlen(ctx) : 0, false);
+		put_json_ctx_parts(&l, ctx);
 		put_json_member(&l, "msg", msg, mlen, msg_cut);
 		put_raw(&l, "}", 1);
 	} else {

@@ -26,9 +26,18 @@ void log_set_level(enum log_level level);
 bool log_enabled(enum log_level level);
 uint64_t log_dropped(void);
 
+/* A connection's context for log_write, "db/user@addr:port", into out[cap] (cut to fit). In
+ * the database name '%' and '/', in the user name '%' and '@' are written %25, %2F, %40, so
+ * that the first '/' and the first '@' after it always split the three parts (JSON lines carry
+ * them as "db", "user" and "addr"). Returns the length written. */
+size_t log_ctx_format(char *out, size_t cap, const char *db, const char *user, const char *addr);
+
 /* id: the connection id ("c7f3a91e2") or NULL; ctx: "db/user@addr:port" or NULL.
  * Text line: "2026-11-21 07:27:24.123 UTC [pid] LEVEL id db/user@addr:port: message".
- * JSON line: {"ts":..,"level":..,"id":..,"ctx":..,"msg":..} with proper escaping. */
+ * JSON line: {"ts":..,"level":..,"id":..,"ctx":..,"db":..,"user":..,"addr":..,"msg":..} with
+ * proper escaping; db, user and addr split from a ctx made by log_ctx_format (null when ctx is
+ * NULL or not of that shape, and db and user null for "-/-@addr", a client before its
+ * startup packet). */
 void log_write(enum log_level level, const char *id, const char *ctx, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 

@@ -94,7 +94,7 @@ def test_stats_off_with_zero(tusk):
 @pytest.mark.tusk_only
 def test_json_lines(tusk, tmp_path):
     log = tmp_path / "tusk.json"
-    t = tusk(pools=[rule()], log=file_log(log, "json"))
+    t = tusk(pools=[rule()], log={**file_log(log, "json"), "level": "debug"})
     with t.connect() as c:
         c.execute("select 1")
     wait_until(lambda: log.exists() and "logout after" in log.read_text(), 5 * SLOW, what="logout in json")
@@ -102,7 +102,13 @@ def test_json_lines(tusk, tmp_path):
     login = [r for r in records if r["msg"].startswith("login:")]
     assert login and re.fullmatch(r"c[0-9a-f]{8}", login[0]["id"])
     assert login[0]["ctx"].startswith("tusk_test/tusk_trust@127.0.0.1:")
+    # Database, user and address as fields of their own (issue 26 item 9), also for the server.
+    assert (login[0]["db"], login[0]["user"]) == ("tusk_test", "tusk_trust")
+    assert re.fullmatch(r"127\.0\.0\.1:\d+", login[0]["addr"])
+    server = [r for r in records if r["id"] and r["id"].startswith("s")]
+    assert server and all((r["db"], r["user"]) == ("tusk_test", "tusk_trust") for r in server), server
     assert all(r["level"] in ("error", "warn", "info", "debug") for r in records)
+    assert all(set(r) >= {"db", "user", "addr"} for r in records)
 
 
 def _notify_socket(abstract, tmp_path):

@@ -211,7 +211,8 @@ static void test_json_format_and_escaping(void **state)
 	char *lines[4];
 	assert_int_equal(split_lines(buf, len, lines, 4), 2);
 	char pat[256];
-	snprintf(pat, sizeof(pat), TS_JSON "\"pid\":%d,\"level\":\"info\",\"id\":\"c1\",\"ctx\":\"d\\\\\"b/u\\\\\\\\@h:1\",\"msg\":",
+	snprintf(pat, sizeof(pat), TS_JSON "\"pid\":%d,\"level\":\"info\",\"id\":\"c1\",\"ctx\":\"d\\\\\"b/u\\\\\\\\@h:1\",\"db\":\"d\\\\\"b\",\"user\":\"u\\\\\\\\\","
+		 "\"addr\":\"h:1\",\"msg\":",
 		 (int)getpid());
 	assert_matches(lines[0], pat);
 	const char *msg = strstr(lines[0], "\"msg\":");
@@ -219,9 +220,38 @@ static void test_json_format_and_escaping(void **state)
 	assert_string_equal(msg, "\"msg\":\"q\\\" b\\\\ nl\\n cr\\r tab\\t ctl\\u0001 esc\\u001b del\\u007f "
 				 "utf8 \xc3\xa9\xe2\x82\xac\xf0\x9f\x90\x98 bad \\ufffd \\ufffd "
 				 "\\ufffd\\ufffd\\ufffd \\ufffd\\ufffd end\"}");
-	snprintf(pat, sizeof(pat), TS_JSON "\"pid\":%d,\"level\":\"warn\",\"id\":null,\"ctx\":null,\"msg\":\"plain\"\\}$",
+	snprintf(pat, sizeof(pat), TS_JSON "\"pid\":%d,\"level\":\"warn\",\"id\":null,\"ctx\":null,\"db\":null,\"user\":null,"
+		 "\"addr\":null,\"msg\":\"plain\"\\}$",
 		 (int)getpid());
 	assert_matches(lines[1], pat);
+	free(buf);
+}
+
+/* Names with the separators in them: the context keeps them apart (%2F, %40, %25), and JSON
+ * lines carry database, user and address as separate fields, unescaped. */
+static void test_ctx_fields(void **state)
+{
+	struct fixture *f = *state;
+	char ctx[128];
+	size_t n = log_ctx_format(ctx, sizeof ctx, "a/b%c", "u@v", "127.0.0.1:5");
+	assert_int_equal(n, strlen(ctx));
+	assert_string_equal(ctx, "a%2Fb%25c/u%40v@127.0.0.1:5");
+	char small[8];
+	log_ctx_format(small, sizeof small, "database", "user", "addr");
+	assert_string_equal(small, "databas");
+
+	assert_int_equal(log_init(LOG_DEBUG, LOG_FORMAT_JSON, f->target), 0);
+	log_info("c1", ctx, "one");
+	log_info("c2", "-/-@[::1]:7", "two");
+	log_info("c3", "no shape", "three");
+	log_shutdown();
+	size_t len;
+	char *buf = slurp(f->path, &len);
+	char *lines[4];
+	assert_int_equal(split_lines(buf, len, lines, 4), 3);
+	assert_non_null(strstr(lines[0], "\"db\":\"a/b%c\",\"user\":\"u@v\",\"addr\":\"127.0.0.1:5\",\"msg\":\"one\""));
+	assert_non_null(strstr(lines[1], "\"db\":null,\"user\":null,\"addr\":\"[::1]:7\",\"msg\":\"two\""));
+	assert_non_null(strstr(lines[2], "\"db\":null,\"user\":null,\"addr\":null,\"msg\":\"three\""));
 	free(buf);
 }
 
@@ -516,6 +546,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_appends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_level_filtering, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_json_format_and_escaping, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ctx_fields, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_text_escaping, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncation, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sync_stderr_outside_lifetime, setup, teardown),

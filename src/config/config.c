@@ -1834,6 +1834,8 @@ static const struct key_def top_keys[] = {
 	  .min = 0, .max = MS_PER_DAY, .def = "0", .reloadable = true },
 	{ .name = "max_prepared_statements", .type = KEY_INT, .offset = TOP_FIELD(max_prepared_statements),
 	  .min = 0, .max = 100000, .def = "200", .reloadable = true },
+	{ .name = "server_check_query", .type = KEY_STRING, .offset = TOP_FIELD(server_check_query), .min = 0,
+	  .max = 4096, .def = "SELECT 1", .reloadable = true },
 	{ .name = "server_reset_query", .type = KEY_STRING, .offset = TOP_FIELD(server_reset_query), .min = 0,
 	  .max = 4096, .def = "DISCARD ALL", .reloadable = true },
 	{ .name = "max_message_size", .type = KEY_SIZE, .offset = TOP_FIELD(max_message_size), .min = 8 << 10,

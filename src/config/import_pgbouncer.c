@@ -230,7 +230,7 @@ static const char *const handled[] = {
 	"listen_addr", "listen_port", "unix_socket_dir", "logfile", "syslog", "verbose", "pidfile", "pool_mode",
 	"default_pool_size", "min_pool_size", "max_db_connections", "max_user_connections", "auth_type",
 	"auth_hba_file", "auth_file", "auth_user", "auth_query", "admin_users", "stats_users", "max_client_conn",
-	"server_reset_query", "log_connections", "log_disconnections", "pkt_buf", "max_packet_size",
+	"server_reset_query", "server_check_query", "log_connections", "log_disconnections", "pkt_buf", "max_packet_size",
 	"max_prepared_statements", "client_tls_sslmode", "client_tls_key_file", "client_tls_cert_file",
 	"client_tls_ca_file", "client_tls_ciphers", "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
 	"server_tls_cert_file", "server_lifetime", "server_idle_timeout", "server_connect_timeout",
@@ -639,6 +639,7 @@ static void put_general(struct importer *im, const char *userlist)
 	put_plain(im, "auth_user", "auth_user", true);
 	put_plain(im, "auth_query", "auth_query", true);
 	put_plain(im, "server_reset_query", "server_reset_query", true);
+	put_plain(im, "server_check_query", "server_check_query", true);
 	put_bool(im, "log_connections");
 	put_bool(im, "log_disconnections");
 	if ((kv = get(&im->general, "log_stats")) && !is_true(kv->value))

@@ -62,7 +62,7 @@ static const struct pgb_name names[] = {
 	/* connection sanity */
 	SAME("server_reset_query"),
 	MISSING("server_reset_query_always", "transaction-mode servers are reset as the isolation rule needs (docs/pooling.md)"),
-	MISSING("server_check_query", "idle servers are checked with SELECT 1"),
+	SAME("server_check_query"),
 	SAME("server_check_delay"),
 	MISSING("server_fast_close", "PAUSE and RECONNECT wait for the transaction to end"),
 	SAME("server_lifetime"),

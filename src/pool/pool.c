@@ -512,18 +512,30 @@ static void on_checked(struct server *s, void *arg, int err, const char *reason,
 		return;
 	s->checking = false;
 	if (err < 0 || s->tx_status != 'I')
-		s->close_reason = "failed its health check (server_check_delay)";
+		s->close_reason = "failed its health check (server_check_delay, server_check_query)";
 	tp_check_done(s->slot, err == 0 && s->tx_status == 'I');
+}
+
+/* Seconds an idle server waits for its check; 0 (none) with server_check_delay 0 or an empty
+ * server_check_query. */
+static double check_after(const struct tusk_config *cfg)
+{
+	if (cfg->server_check_query && cfg->server_check_query[0] == '\0')
+		return 0;
+	return (double)cfg->server_check_delay_ms / 1000.0;
 }
 
 /* An idle server unused for server_check_delay: a server that died silently (a host gone,
  * a firewall that dropped the flow) shows nothing to the idle watcher's peek; one round
- * trip shows it before a client gets it. */
+ * trip of server_check_query shows it before a client gets it. An empty server_check_query
+ * (PgBouncer's way to turn the check off) sets no check at all (check_after()). */
 static void conn_check(void *ctx, struct tp_slot *slot)
 {
 	struct pool *p = ctx;
 	struct server *s = tp_slot_conn(slot);
-	static const char *const query[] = { "SELECT 1" };
+	const char *const query[] = { p->rt->cfg->server_check_query && p->rt->cfg->server_check_query[0]
+					      ? p->rt->cfg->server_check_query
+					      : "SELECT 1" };
 	s->idle_worker = -1;
 	s->checking = true;
 	server_unpark(s);
@@ -906,7 +918,7 @@ static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *r
 		.min_slots = rule->min_size < size ? rule->min_size : size,
 		.idle_timeout = (double)cfg->server_idle_timeout_ms / 1000.0,
 		.lifetime = (double)cfg->server_lifetime_ms / 1000.0,
-		.check_after = (double)cfg->server_check_delay_ms / 1000.0,
+		.check_after = check_after(cfg),
 		.backoff_first = POOL_BACKOFF_FIRST,
 		.backoff_max = POOL_BACKOFF_MAX,
 		.max_per_backend = rule->service->max_per_host,
@@ -1161,7 +1173,7 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 		FOR_CORES(p, t) {
 			tp_pool_set_expiry(t, (double)next->server_idle_timeout_ms / 1000.0,
 					   (double)next->server_lifetime_ms / 1000.0);
-			tp_pool_set_check_after(t, (double)next->server_check_delay_ms / 1000.0);
+			tp_pool_set_check_after(t, check_after(next));
 		}
 		if (old->size != rule->size || old->min_size != rule->min_size) {
 			log_info(NULL, NULL, "pool %s/%s: size %d -> %d, min_size %d -> %d", p->database, p->user,

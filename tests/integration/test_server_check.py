@@ -102,3 +102,34 @@ def test_server_check_delay_is_reloadable(tusk, pg):
         os.kill(old, signal.SIGCONT)
         pg.execute("select pg_terminate_backend(%s)", [old])
     c.close()
+
+
+def test_server_check_query_is_what_the_idle_check_runs(tusk, pg):
+    """server_check_query (PgBouncer's name and meaning): the idle check runs it, not SELECT 1;
+    a sequence it advances shows each run. Empty turns the check off."""
+    pg.execute("drop sequence if exists tusk_check_seq", dbname=TEST_DB)
+    pg.execute("create sequence tusk_check_seq", dbname=TEST_DB)
+    pg.execute("grant usage, select on sequence tusk_check_seq to public", dbname=TEST_DB)
+    try:
+        t = tusk(pools=[rule(database=TEST_DB, user="tusk_trust", mode="transaction", size=1)],
+                 server_check_delay="1s", server_check_query="SELECT nextval('tusk_check_seq')")
+        c = t.connect()
+        first = backend_pid(c)
+        wait_until(lambda: pg.execute("select last_value from tusk_check_seq", dbname=TEST_DB)[0][0] >= 2, 15 * SLOW,
+                   what="two runs of server_check_query")
+        assert backend_pid(c) == first  # a check that answers keeps the server
+        c.close()
+
+        t2 = tusk(pools=[rule(database=TEST_DB, user="tusk_trust", mode="transaction", size=1)],
+                  server_check_delay="1s", server_check_query="")
+        c2 = t2.connect()
+        second = backend_pid(c2)
+        assert t.stop() == []  # the first tusk's checks would advance it too
+        time.sleep(1)
+        before = pg.execute("select last_value from tusk_check_seq", dbname=TEST_DB)[0][0]
+        time.sleep(3)  # three check periods: no check ran
+        assert pg.execute("select last_value from tusk_check_seq", dbname=TEST_DB)[0][0] == before
+        assert backend_pid(c2) == second
+        c2.close()
+    finally:
+        pg.execute("drop sequence if exists tusk_check_seq", dbname=TEST_DB)

@@ -66,6 +66,8 @@ static const struct keyword verbs[] = {
 	{ "RECONNECT", CONSOLE_CMD_RECONNECT, 1 },
 	{ "SHUTDOWN", CONSOLE_CMD_SHUTDOWN, 0 },
 	{ "CACHE", CONSOLE_CMD_CACHE_FLUSH, 1 }, /* CACHE FLUSH [db]: FLUSH is read below */
+	{ "DISABLE", CONSOLE_CMD_DISABLE, 2 },
+	{ "ENABLE", CONSOLE_CMD_ENABLE, 2 },
 };
 
 /* The next word (letters, digits, '_', '-', '.', or a "quoted" name) at *p. */
@@ -1011,6 +1013,8 @@ static void show_help(struct console_session *cs)
 			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
+			   "\tDISABLE <db>\n"
+			   "\tENABLE <db>\n"
 			   "\tKILL <db>\n"
 			   "\tKILL_CLIENT <client id>\n"
 			   "\tRECONNECT [<db>]\n"
@@ -1059,7 +1063,7 @@ static void show_databases(struct console_session *cs)
 		const char *vals[] = {
 			r->database, h ? h->host : NULL, port, r->server_database ? r->server_database : r->database,
 			r->server_user, size, min, "0", config_pool_mode_name(r->mode), maxc, cur, paused ? "1" : "0",
-			r->blocked ? "1" : "0", r->user, r->service_name,
+			r->blocked || pool_database_disabled(rt, r->database) ? "1" : "0", r->user, r->service_name,
 		};
 		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}
@@ -1253,6 +1257,8 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 	case CONSOLE_CMD_RESUME:
 	case CONSOLE_CMD_KILL:
 	case CONSOLE_CMD_RECONNECT:
+	case CONSOLE_CMD_DISABLE:
+	case CONSOLE_CMD_ENABLE:
 		if (console_is_admin_db(cmd->arg)) {
 			vdb_error(&cs->v, "42809", "the admin console's own database cannot be the target");
 			return 0;
@@ -1269,6 +1275,16 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 				      cmd->kind == CONSOLE_CMD_PAUSE ? "Its pools will start paused." : NULL, NULL);
 		if (cmd->kind == CONSOLE_CMD_PAUSE)
 			return pause_pools(cs, cmd->arg);
+		if (cmd->kind == CONSOLE_CMD_DISABLE || cmd->kind == CONSOLE_CMD_ENABLE) {
+			bool off = cmd->kind == CONSOLE_CMD_DISABLE;
+			if (pool_disable_database(cs->v.client->worker->rt, cmd->arg, off) < 0) {
+				vdb_error(&cs->v, "53200", "out of memory");
+				return 0;
+			}
+			log_info(cs->v.client->id, cs->v.client->ctx, "%s %s", off ? "DISABLE" : "ENABLE", cmd->arg);
+			vdb_complete(&cs->v, off ? "DISABLE" : "ENABLE");
+			return 0;
+		}
 		if (cmd->kind == CONSOLE_CMD_RESUME) {
 			resume_pools(cs, cmd->arg);
 			return 0;

@@ -47,6 +47,8 @@ enum console_cmd_kind {
 	CONSOLE_CMD_SHUTDOWN,
 	CONSOLE_CMD_SHUTDOWN_WAIT,
 	CONSOLE_CMD_CACHE_FLUSH, /* CACHE FLUSH [db] */
+	CONSOLE_CMD_DISABLE,     /* DISABLE db: new logins refused */
+	CONSOLE_CMD_ENABLE,      /* ENABLE db */
 };
 
 struct console_cmd {

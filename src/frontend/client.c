@@ -757,6 +757,10 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		client_fail(c, "28000", "user \"%s\" is blocked for database \"%s\"", c->user, c->database);
 		return;
 	}
+	if (pool_database_disabled(c->worker->rt, c->database)) {
+		client_fail(c, "55000", "database \"%s\" is not currently accepting connections (DISABLE)", c->database);
+		return;
+	}
 	if (client_auth_begin(c, rule->client_auth))
 		after_auth(c);
 }

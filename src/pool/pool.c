@@ -42,6 +42,7 @@ struct pool_group {
 	char name[CONFIG_NAME_MAX];
 	bool is_user;
 	bool paused; /* database groups: console PAUSE, so pools created later start paused; under the registry lock */
+	bool disabled; /* database groups: console DISABLE, logins refused; under the registry lock */
 	int limit;   /* the tightest max_db/user_connections of its pools' rules (0: none); under the registry lock */
 	struct tp_group *tp;
 };
@@ -784,13 +785,21 @@ void pool_remember_cred(struct pool *p, const struct server_cred *cred)
 
 /* ---- the registry ---- */
 
+static struct pool_group *lookup_group(struct pool_registry *reg, const char *name, bool is_user)
+{
+	size_t h = name_hash(is_user ? "u" : "d", name);
+	for (struct pool_group *g = reg->group_hash[h]; g; g = g->hnext)
+		if (g->is_user == is_user && strcmp(g->name, name) == 0)
+			return g;
+	return NULL;
+}
+
 static struct pool_group *find_group(struct pool_registry *reg, const char *name, bool is_user)
 {
 	size_t h = name_hash(is_user ? "u" : "d", name);
-	struct pool_group *g;
-	for (g = reg->group_hash[h]; g; g = g->hnext)
-		if (g->is_user == is_user && strcmp(g->name, name) == 0)
-			return g;
+	struct pool_group *g = lookup_group(reg, name, is_user);
+	if (g)
+		return g;
 	g = calloc(1, sizeof *g);
 	if (!g)
 		return NULL;
@@ -1231,6 +1240,27 @@ int pool_pause_database(struct runtime *rt, const char *database)
 			FOR_CORES(p, t)
 				tp_pool_pause(t);
 	return 0;
+}
+
+int pool_disable_database(struct runtime *rt, const char *database, bool disabled)
+{
+	struct pool_registry *reg = rt->pools;
+	pthread_mutex_lock(&reg->lock);
+	struct pool_group *g = disabled ? find_group(reg, database, false) : lookup_group(reg, database, false);
+	if (g)
+		g->disabled = disabled;
+	pthread_mutex_unlock(&reg->lock);
+	return g || !disabled ? 0 : -ENOMEM;
+}
+
+bool pool_database_disabled(struct runtime *rt, const char *database)
+{
+	struct pool_registry *reg = rt->pools;
+	pthread_mutex_lock(&reg->lock);
+	const struct pool_group *g = lookup_group(reg, database, false);
+	bool disabled = g && g->disabled;
+	pthread_mutex_unlock(&reg->lock);
+	return disabled;
 }
 
 void pool_resume_database(struct runtime *rt, const char *database)

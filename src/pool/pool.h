@@ -153,6 +153,10 @@ struct pool *pool_next(const struct pool *p);
 __attribute__((warn_unused_result)) int pool_pause_database(struct runtime *rt, const char *database);
 /* RESUME: the queue is served again (parked servers, then new connects for the rest). */
 void pool_resume_database(struct runtime *rt, const char *database);
+/* Console DISABLE / ENABLE: new logins to database (one name, never "") are refused while it
+ * is disabled; clients already in are untouched. 0 or -ENOMEM. */
+__attribute__((warn_unused_result)) int pool_disable_database(struct runtime *rt, const char *database, bool disabled);
+bool pool_database_disabled(struct runtime *rt, const char *database);
 
 /* RECONNECT: servers connected before this are closed when released, not parked (the
  * caller closes the parked ones on their workers). */

@@ -574,3 +574,33 @@ def test_pause_of_a_database_nothing_matches_is_an_error_and_under_star_a_warnin
     for cmd in ("PAUSE nosuchdb", "RESUME nosuchdb", "RECONNECT nosuchdb", "KILL nosuchdb"):
         p = psql(named, cmd)
         assert p.returncode != 0 and 'no such database: "nosuchdb"' in p.stderr, (cmd, p.stderr)
+
+
+def test_disable_refuses_new_logins_until_enable(tusk, tmp_path):
+    """DISABLE db (PgBouncer's): new logins to db are refused with PostgreSQL's 55000, clients
+    already in keep working; SHOW DATABASES says disabled; ENABLE lets logins in again. Both
+    need a database name and a full admin."""
+    auth = write_auth_file(tmp_path / "userlist.txt", {ADMIN: ADMIN_PW, "tusk_trust": APP_PW})
+    t = tusk(pools=[{"database": TEST_DB, "user": "*", "service": "main", "mode": "transaction", "size": 5}],
+             auth_file=auth, admin={"users": [ADMIN]})
+    with app(t) as inside:
+        inside.execute("select 1")
+        p = psql(t, f"DISABLE {TEST_DB}")
+        assert p.returncode == 0, p.stderr
+        with pytest.raises(psycopg.OperationalError) as e:
+            app(t)
+        assert "not currently accepting connections" in str(e.value) and "tusk " in str(e.value)
+        assert inside.execute("select 7").fetchone()[0] == 7  # already in: untouched
+        _, dbs = psql_rows(t, "SHOW DATABASES")
+        assert next(r for r in dbs if r["name"] == TEST_DB)["disabled"] == "1"
+        with admin(t) as c:
+            _, _, status = ext(c, f"ENABLE {TEST_DB}")
+            assert status == "ENABLE"
+        with app(t) as again:
+            assert again.execute("select 8").fetchone()[0] == 8
+        _, dbs = psql_rows(t, "SHOW DATABASES")
+        assert next(r for r in dbs if r["name"] == TEST_DB)["disabled"] == "0"
+    p = psql(t, "DISABLE")
+    assert p.returncode != 0 and "needs an argument" in p.stderr
+    p = psql(t, "DISABLE nosuchdb_at_all")
+    assert p.returncode != 0 and "no such database" in p.stderr

@@ -294,6 +294,7 @@ struct tp_claim *tp_slot_claim(const struct tp_slot *slot);
 /* Gauges (any thread, under the pool's lock). */
 struct tp_stats {
 	int slots, idle, busy, connecting, checking, waiting;
+	int stale; /* of slots, connected before the last tp_pool_reconnect, not closed yet */
 	int backends, backends_up;
 	uint64_t claims, served, timeouts, connects, connect_failures, handovers;
 	int max_slots, min_slots;

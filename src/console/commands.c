@@ -68,6 +68,7 @@ static const struct keyword verbs[] = {
 	{ "CACHE", CONSOLE_CMD_CACHE_FLUSH, 1 }, /* CACHE FLUSH [db]: FLUSH is read below */
 	{ "DISABLE", CONSOLE_CMD_DISABLE, 2 },
 	{ "ENABLE", CONSOLE_CMD_ENABLE, 2 },
+	{ "WAIT_CLOSE", CONSOLE_CMD_WAIT_CLOSE, 1 },
 };
 
 /* The next word (letters, digits, '_', '-', '.', or a "quoted" name) at *p. */
@@ -1018,6 +1019,7 @@ static void show_help(struct console_session *cs)
 			   "\tKILL <db>\n"
 			   "\tKILL_CLIENT <client id>\n"
 			   "\tRECONNECT [<db>]\n"
+			   "\tWAIT_CLOSE [<db>]\n"
 			   "\tRELOAD\n"
 			   "\tSHUTDOWN [WAIT_FOR_CLIENTS]", NULL, NULL);
 	vdb_complete(&cs->v, "SHOW");
@@ -1154,6 +1156,46 @@ static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	console_command_done(cs);
 }
 
+/* WAIT_CLOSE: whether no server connected before the last RECONNECT of the pools of
+ * cs->pause_db (all when "") is left. */
+static bool closed_quiet(struct console_session *cs)
+{
+	for (struct pool *p = pool_first(cs->v.client->worker->rt); p; p = pool_next(p)) {
+		if (cs->pause_db[0] && strcmp(pool_database(p), cs->pause_db) != 0)
+			continue;
+		struct pool_gauges info;
+		pool_snapshot(p, &info);
+		if (info.stale > 0)
+			return false;
+	}
+	return true;
+}
+
+static void wait_close_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct console_session *cs = t->data;
+	(void)revents;
+	if (!closed_quiet(cs))
+		return;
+	ev_timer_stop(loop, t);
+	vdb_complete(&cs->v, "WAIT_CLOSE");
+	console_command_done(cs);
+}
+
+static int wait_close(struct console_session *cs, const char *db)
+{
+	snprintf(cs->pause_db, sizeof cs->pause_db, "%s", db);
+	if (closed_quiet(cs)) {
+		vdb_complete(&cs->v, "WAIT_CLOSE");
+		return 0;
+	}
+	ev_init(&cs->pause_timer, wait_close_cb);
+	cs->pause_timer.data = cs;
+	ev_timer_set(&cs->pause_timer, PAUSE_POLL, PAUSE_POLL);
+	ev_timer_start(cs->v.client->worker->loop, &cs->pause_timer);
+	return 1;
+}
+
 static int pause_pools(struct console_session *cs, const char *db)
 {
 	struct ev_loop *loop = cs->v.client->worker->loop;
@@ -1259,6 +1301,7 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 	case CONSOLE_CMD_RECONNECT:
 	case CONSOLE_CMD_DISABLE:
 	case CONSOLE_CMD_ENABLE:
+	case CONSOLE_CMD_WAIT_CLOSE:
 		if (console_is_admin_db(cmd->arg)) {
 			vdb_error(&cs->v, "42809", "the admin console's own database cannot be the target");
 			return 0;
@@ -1275,6 +1318,8 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 				      cmd->kind == CONSOLE_CMD_PAUSE ? "Its pools will start paused." : NULL, NULL);
 		if (cmd->kind == CONSOLE_CMD_PAUSE)
 			return pause_pools(cs, cmd->arg);
+		if (cmd->kind == CONSOLE_CMD_WAIT_CLOSE)
+			return wait_close(cs, cmd->arg);
 		if (cmd->kind == CONSOLE_CMD_DISABLE || cmd->kind == CONSOLE_CMD_ENABLE) {
 			bool off = cmd->kind == CONSOLE_CMD_DISABLE;
 			if (pool_disable_database(cs->v.client->worker->rt, cmd->arg, off) < 0) {

@@ -49,6 +49,7 @@ enum console_cmd_kind {
 	CONSOLE_CMD_CACHE_FLUSH, /* CACHE FLUSH [db] */
 	CONSOLE_CMD_DISABLE,     /* DISABLE db: new logins refused */
 	CONSOLE_CMD_ENABLE,      /* ENABLE db */
+	CONSOLE_CMD_WAIT_CLOSE,  /* WAIT_CLOSE [db]: until servers from before RECONNECT are closed */
 };
 
 struct console_cmd {
@@ -80,7 +81,7 @@ struct console_session {
 	bool portal_described;      /* RowDescription sent: Execute sends rows only */
 	bool busy_describe;         /* ... and its rows need a RowDescription first */
 	struct console_collect *collect; /* in flight, or NULL */
-	ev_timer pause_timer;       /* PAUSE: polls until the paused pools' servers are released */
+	ev_timer pause_timer;       /* PAUSE, WAIT_CLOSE: polls until the pools' servers are back / closed */
 	char pause_db[CONFIG_NAME_MAX];
 };
 

@@ -1075,12 +1075,14 @@ void pool_snapshot(struct pool *p, struct pool_gauges *out)
 	out->waiters = st.waiting;
 	out->down = st.down;
 	out->paused = st.paused;
+	out->stale = st.stale;
 	if (p->tp_ro) {
 		/* The split's standby side counts in the same (database, user) row. */
 		tp_pool_stats(p->tp_ro, &st);
 		out->slots += st.slots;
 		out->idle += st.idle;
 		out->waiters += st.waiting;
+		out->stale += st.stale;
 	}
 }
 

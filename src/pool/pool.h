@@ -81,6 +81,7 @@ struct pool_gauges {
 	int waiters; /* clients queued */
 	bool down;   /* connects are backed off: the backend failed twice or more in a row */
 	bool paused; /* console PAUSE (pool_pause) */
+	int stale;   /* servers connected before the last RECONNECT, not closed yet (WAIT_CLOSE) */
 };
 void pool_snapshot(struct pool *p, struct pool_gauges *out);
 /* cb for every pool, from the calling thread, no lock held during cb. Pools are never

@@ -604,3 +604,36 @@ def test_disable_refuses_new_logins_until_enable(tusk, tmp_path):
     assert p.returncode != 0 and "needs an argument" in p.stderr
     p = psql(t, "DISABLE nosuchdb_at_all")
     assert p.returncode != 0 and "no such database" in p.stderr
+
+
+def test_wait_close_returns_once_servers_from_before_reconnect_are_closed(tusk, tmp_path):
+    """WAIT_CLOSE [db] (PgBouncer's): after RECONNECT, it returns only when no server connected
+    before it is left; a transaction holding one delays it until the server is released (and
+    closed)."""
+    t = start(tusk, tmp_path, mode="transaction")
+    with app(t) as a, app(t) as b:
+        b.execute("select 1")  # a second server, parked: closed at once by RECONNECT
+        a.execute("begin")
+        old = a.execute("select pg_backend_pid()").fetchone()[0]
+        p = psql(t, f"RECONNECT {TEST_DB}")
+        assert p.returncode == 0, p.stderr
+        done = threading.Event()
+        result = {}
+
+        def wait():
+            result["p"] = psql(t, f"WAIT_CLOSE {TEST_DB}")
+            done.set()
+
+        th = threading.Thread(target=wait)
+        th.start()
+        assert not done.wait(0.7 * SLOW), "WAIT_CLOSE returned while a server from before RECONNECT was in use"
+        a.execute("commit")
+        assert done.wait(10 * SLOW), "WAIT_CLOSE did not return after the old server was released"
+        th.join()
+        assert result["p"].returncode == 0, result["p"].stderr
+        assert a.execute("select pg_backend_pid()").fetchone()[0] != old
+        # Nothing from before a RECONNECT left: at once, for one database and for all.
+        for cmd in (f"WAIT_CLOSE {TEST_DB}", "WAIT_CLOSE"):
+            t0 = time.monotonic()
+            p = psql(t, cmd)
+            assert p.returncode == 0 and time.monotonic() - t0 < 5 * SLOW, p.stderr

@@ -55,6 +55,7 @@ struct tp_slot {
 	enum tp_close_reason why;  /* tp_pool_tick: why it is being closed */
 	uint64_t key;              /* key of the last claim it served */
 	unsigned gen;              /* the pool's generation when it connected */
+	bool connected;            /* its connect succeeded (gen is set) */
 	bool refill;               /* a min_slots connect (no claim asked for it) */
 };
 
@@ -106,6 +107,7 @@ struct tp_pool {
 	struct tp_backend *backends;
 	int nbackends; /* not draining */
 	int nslots, nidle, nbusy, nconnecting, nchecking, ntransit;
+	int nstale; /* of nslots, connected before the last tp_pool_reconnect (gen != p->gen) */
 	struct tp_claim *wait_head, *wait_tail;
 	int nwait;
 	int npending; /* posts not run yet: destroy waits for them */
@@ -404,6 +406,8 @@ static void drop_slot_locked(struct tp_pool *p, struct tp_slot *s)
 {
 	struct tp_backend *be = s->be;
 	p->nslots--;
+	if (s->connected && s->gen != p->gen)
+		p->nstale--;
 	group_unreserve(p);
 	if (--be->nslots == 0 && be->state == TP_BACKEND_DRAINING) {
 		struct tp_backend **pp = &p->backends;
@@ -917,6 +921,7 @@ void tp_connect_done(struct tp_slot *s, int err, const char *reason)
 			p->cap = p->nslots;
 		s->created = now;
 		s->gen = p->gen;
+		s->connected = true;
 		if (p->cfg.lifetime > 0)
 			s->expires_at = now + p->cfg.lifetime * (1.0 - 0.1 * rand01(p));
 		if (bound && !p->stopping) {
@@ -1414,6 +1419,8 @@ void tp_pool_reconnect(struct tp_pool *p)
 {
 	pthread_mutex_lock(&p->lock);
 	p->gen++;
+	/* Every connected slot is of an older generation now; connecting ones take the new. */
+	p->nstale = p->nslots - p->nconnecting;
 	pthread_mutex_unlock(&p->lock);
 	post_sweeps(p);
 }
@@ -1561,6 +1568,7 @@ void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)
 	out->busy = p->nbusy;
 	out->connecting = p->nconnecting;
 	out->checking = p->nchecking;
+	out->stale = p->nstale;
 	out->waiting = p->nwait;
 	out->backends = p->nbackends;
 	out->backends_up = 0;

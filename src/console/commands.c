@@ -1131,15 +1131,16 @@ static void show_users(struct console_session *cs)
 	vdb_complete(&cs->v, "SHOW");
 }
 
-/* Whether every server of the paused pools is back (parked or closed). */
-static bool pause_quiet(struct console_session *cs)
+/* Whether the pools of cs->pause_db (all when "") are quiet: for PAUSE every server back
+ * (parked or closed); for WAIT_CLOSE (closed) none left from before the last RECONNECT. */
+static bool pools_quiet(struct console_session *cs, bool closed)
 {
 	for (struct pool *p = pool_first(cs->v.client->worker->rt); p; p = pool_next(p)) {
 		if (cs->pause_db[0] && strcmp(pool_database(p), cs->pause_db) != 0)
 			continue;
 		struct pool_gauges info;
 		pool_snapshot(p, &info);
-		if (info.slots != info.idle)
+		if (closed ? info.stale > 0 : info.slots != info.idle)
 			return false;
 	}
 	return true;
@@ -1149,33 +1150,18 @@ static void pause_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct console_session *cs = t->data;
 	(void)revents;
-	if (!pause_quiet(cs))
+	if (!pools_quiet(cs, false))
 		return;
 	ev_timer_stop(loop, t);
 	vdb_complete(&cs->v, "PAUSE");
 	console_command_done(cs);
 }
 
-/* WAIT_CLOSE: whether no server connected before the last RECONNECT of the pools of
- * cs->pause_db (all when "") is left. */
-static bool closed_quiet(struct console_session *cs)
-{
-	for (struct pool *p = pool_first(cs->v.client->worker->rt); p; p = pool_next(p)) {
-		if (cs->pause_db[0] && strcmp(pool_database(p), cs->pause_db) != 0)
-			continue;
-		struct pool_gauges info;
-		pool_snapshot(p, &info);
-		if (info.stale > 0)
-			return false;
-	}
-	return true;
-}
-
 static void wait_close_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct console_session *cs = t->data;
 	(void)revents;
-	if (!closed_quiet(cs))
+	if (!pools_quiet(cs, true))
 		return;
 	ev_timer_stop(loop, t);
 	vdb_complete(&cs->v, "WAIT_CLOSE");
@@ -1185,7 +1171,7 @@ static void wait_close_cb(struct ev_loop *loop, ev_timer *t, int revents)
 static int wait_close(struct console_session *cs, const char *db)
 {
 	snprintf(cs->pause_db, sizeof cs->pause_db, "%s", db);
-	if (closed_quiet(cs)) {
+	if (pools_quiet(cs, true)) {
 		vdb_complete(&cs->v, "WAIT_CLOSE");
 		return 0;
 	}
@@ -1206,7 +1192,7 @@ static int pause_pools(struct console_session *cs, const char *db)
 	}
 	snprintf(cs->pause_db, sizeof cs->pause_db, "%s", db);
 	log_info(cs->v.client->id, cs->v.client->ctx, "PAUSE %s", *db ? db : "(all)");
-	if (pause_quiet(cs)) {
+	if (pools_quiet(cs, false)) {
 		vdb_complete(&cs->v, "PAUSE");
 		return 0;
 	}

@@ -154,6 +154,13 @@ struct tp_config {
 	 * queued claims are looked at. 0: strict FIFO. */
 	int pass_over_max;
 	double pass_over_age;
+	/* Reserve (PgBouncer's reserve_pool_size/_timeout): once the head of the queue has waited
+	 * reserve_after seconds, up to reserve_slots slots above max_slots may connect for the
+	 * queue (never above a -EUSERS cap); a slot above max_slots closes when released with no
+	 * claim waiting. Looked at whenever the queue is worked, so at least every tp_pool_tick.
+	 * 0 slots: no reserve. */
+	int reserve_slots;
+	double reserve_after;
 };
 
 /* Filled in by the pool; the program allocates it zeroed (embedded in whatever waits) and
@@ -259,6 +266,8 @@ void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime)
 /* New check_after (seconds, 0 = never; a reload): idle slots are judged by it from the next
  * tp_pool_tick. */
 void tp_pool_set_check_after(struct tp_pool *p, double check_after);
+/* New reserve_slots and reserve_after (a reload). */
+void tp_pool_set_reserve(struct tp_pool *p, int reserve_slots, double reserve_after);
 
 /* A limit several pools count their slots against (e.g. all pools of one database). A pool
  * whose claim is held back only by a group closes an idle slot of another pool of the group
@@ -297,6 +306,7 @@ struct tp_stats {
 	int stale; /* of slots, connected before the last tp_pool_reconnect, not closed yet */
 	int backends, backends_up;
 	uint64_t claims, served, timeouts, connects, connect_failures, handovers;
+	uint64_t reserve_connects; /* connects above max_slots started for the reserve */
 	int max_slots, min_slots;
 	int cap;       /* slots allowed by the backend after -EUSERS; -1: no cap */
 	bool paused, retired, dormant;

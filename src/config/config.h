@@ -206,6 +206,8 @@ struct tusk_config {
 	uint64_t server_lifetime_ms;        /* default 1h: servers older (+-jitter) are closed when idle; 0 = never */
 	uint64_t server_check_delay_ms;     /* default 30s: idle servers checked (SELECT 1) after this idle; 0 = never */
 	uint64_t idle_transaction_timeout_ms; /* default 0 (off): close clients idle inside a transaction */
+	int reserve_pool_size;             /* default 0: servers a pool may open above its size for a queue ... */
+	uint64_t reserve_pool_timeout_ms;  /* ... whose first client has waited this long (default 5s) */
 	int max_prepared_statements;   /* default 200: per server, LRU; 0 = pass named statements through */
 
 	char *server_reset_query;      /* default "DISCARD ALL"; "" = none */

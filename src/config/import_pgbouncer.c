@@ -235,7 +235,7 @@ static const char *const handled[] = {
 	"client_tls_ca_file", "client_tls_ciphers", "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
 	"server_tls_cert_file", "server_lifetime", "server_idle_timeout", "server_connect_timeout",
 	"client_login_timeout", "idle_transaction_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
-	"query_wait_timeout", "log_stats", "ignore_startup_parameters", "user",
+	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
 };
 
 static bool is_handled(const char *key)
@@ -257,6 +257,7 @@ static const char *const durations[][2] = {
 	{ "stats_period", "stats_period" },
 	{ "autodb_idle_timeout", "pool_idle_timeout" },
 	{ "query_wait_timeout", "pool_wait_timeout" },
+	{ "reserve_pool_timeout", "reserve_pool_timeout" },
 };
 
 static void put_durations(struct importer *im)
@@ -640,6 +641,7 @@ static void put_general(struct importer *im, const char *userlist)
 	put_plain(im, "auth_query", "auth_query", true);
 	put_plain(im, "server_reset_query", "server_reset_query", true);
 	put_plain(im, "server_check_query", "server_check_query", true);
+	put_plain(im, "reserve_pool_size", "reserve_pool_size", false);
 	put_bool(im, "log_connections");
 	put_bool(im, "log_disconnections");
 	if ((kv = get(&im->general, "log_stats")) && !is_true(kv->value))

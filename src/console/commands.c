@@ -1055,16 +1055,17 @@ static void show_databases(struct console_session *cs)
 			current += info.slots;
 			paused = paused || info.paused;
 		}
-		char port[16], size[16], min[16], maxc[16], cur[24];
+		char port[16], size[16], min[16], maxc[16], cur[24], reserve[16];
 		const struct config_host *h = r->service && r->service->nhosts ? &r->service->hosts[0] : NULL;
 		snprintf(port, sizeof port, "%d", h ? h->port : 0);
 		snprintf(size, sizeof size, "%d", r->size);
 		snprintf(min, sizeof min, "%d", r->min_size);
 		snprintf(maxc, sizeof maxc, "%d", r->max_db_connections);
+		snprintf(reserve, sizeof reserve, "%d", cfg->reserve_pool_size);
 		long_str(cur, sizeof cur, current);
 		const char *vals[] = {
 			r->database, h ? h->host : NULL, port, r->server_database ? r->server_database : r->database,
-			r->server_user, size, min, "0", config_pool_mode_name(r->mode), maxc, cur, paused ? "1" : "0",
+			r->server_user, size, min, reserve, config_pool_mode_name(r->mode), maxc, cur, paused ? "1" : "0",
 			r->blocked || pool_database_disabled(rt, r->database) ? "1" : "0", r->user, r->service_name,
 		};
 		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);

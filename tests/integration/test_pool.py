@@ -215,3 +215,32 @@ def test_custom_server_reset_query(tusk):
         assert b.execute("show work_mem").fetchone() == ("4MB",)
         # only what the configured reset query resets is reset
         assert b.execute("show maintenance_work_mem").fetchone() == ("99MB",)
+
+
+@pytest.mark.tusk_only
+def test_reserve_pool_serves_a_queue_that_waited_reserve_pool_timeout(tusk, pg):
+    """reserve_pool_size / reserve_pool_timeout (PgBouncer's): a full pool opens up to
+    reserve_pool_size more servers for a queue whose first client has waited
+    reserve_pool_timeout, not before; the extra server closes when released with nobody
+    waiting. Without a reserve the same client waits for the holder."""
+    def tusk_backends():
+        return pg.execute("select count(*) from pg_stat_activity where application_name = 'tusk-reserve'"
+                          " and backend_type = 'client backend'")[0][0]
+
+    txn = {**pool(1), "mode": "transaction"}
+    for reserve in (1, 0):
+        t = tusk(pools=[txn], pool_wait_timeout="5s", reserve_pool_size=reserve, reserve_pool_timeout="1s")
+        with t.connect(application_name="tusk-reserve") as a, t.connect(application_name="tusk-reserve") as b:
+            a.execute("begin")
+            a.execute("select 1")  # holds the pool's only server
+            start = time.monotonic()
+            if reserve:
+                assert b.execute("select 2").fetchone()[0] == 2
+                took = time.monotonic() - start
+                assert 0.9 <= took < 4 * SLOW, took  # not before reserve_pool_timeout
+                wait_until(lambda: tusk_backends() == 1, 10 * SLOW, what="the reserve server closed when released")
+            else:
+                with pytest.raises(psycopg.OperationalError):
+                    b.execute("select 2")  # pool_wait_timeout: no reserve to take
+                assert time.monotonic() - start >= 4.5
+            a.execute("commit")

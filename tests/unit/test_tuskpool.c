@@ -363,6 +363,65 @@ static void test_claims_wait_while_a_backend_is_held_after_estale(void **state)
 	finish_pool(&s, p);
 }
 
+/* The reserve (reserve_pool_size/_timeout): a full pool's queue gets no extra slot before its
+ * head has waited reserve_after, then up to reserve_slots more; a slot above max_slots closes
+ * when released with nobody waiting (SHRUNK), and WAIT_CLOSE's stale count follows RECONNECT. */
+static void test_reserve_slots_after_the_head_waited(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.max_slots = 1;
+	cfg.reserve_slots = 1;
+	cfg.reserve_after = 2.0;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	struct rec r1, r2, r3;
+	assert_int_equal(claim(p, &r1, 0, s.now + 30), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(r1.calls, 1);
+	assert_int_equal(claim(p, &r2, 1, s.now + 30), -EINPROGRESS);
+	assert_int_equal(claim(p, &r3, 1, s.now + 30), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 0); /* full, and the head has not waited long enough */
+	s.now += 1.0;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 0);
+	s.now += 1.5;
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1); /* one reserve slot, not two */
+	finish_connect(&s, 0);
+	assert_int_equal(r2.calls, 1);
+	assert_int_equal(r3.calls, 0);
+	struct tp_stats st;
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.slots, 2);
+	assert_int_equal(st.reserve_connects, 1);
+	tp_pool_reconnect(p);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.stale, 2);
+	release_on(0, r1.slot); /* r3 waits: it gets this one? no: an older generation closes */
+	sim_run(&s);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.stale, 1);
+	sim_run(&s);
+	while (s.nconnecting > 0)
+		finish_connect(&s, 0);
+	assert_int_equal(r3.calls, 1);
+	release_on(1, r2.slot); /* the reserve slot, of the old generation: closed */
+	sim_run(&s);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.stale, 0);
+	release_on(1, r3.slot);
+	sim_run(&s);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.slots, 1);
+	finish_pool(&s, p);
+}
+
 /* Issue 12: with several backends, one whose connect hangs (a black hole) gets no second
  * connect while another backend serves: claims wait for the working one. */
 static void test_slow_backend_gets_one_connect_at_a_time(void **state)
@@ -1568,6 +1627,7 @@ int main(void)
 		cmocka_unit_test(test_bound_claim_moves_to_another_backend),
 		cmocka_unit_test(test_bound_claim_waits_out_a_stale_backend),
 		cmocka_unit_test(test_claims_wait_while_a_backend_is_held_after_estale),
+		cmocka_unit_test(test_reserve_slots_after_the_head_waited),
 		cmocka_unit_test(test_slow_backend_gets_one_connect_at_a_time),
 		cmocka_unit_test(test_idle_timeout_and_lifetime),
 		cmocka_unit_test(test_bad_config),

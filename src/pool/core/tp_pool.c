@@ -440,7 +440,8 @@ static double backend_share(const struct tp_backend *be)
 
 static struct tp_backend *pick_backend(struct tp_pool *p, double now)
 {
-	int per = p->cfg.max_per_backend > 0 ? p->cfg.max_per_backend : p->max_slots;
+	/* Without a per-backend bound, the pool's own (the reserve included: kick_locked bounds it). */
+	int per = p->cfg.max_per_backend > 0 ? p->cfg.max_per_backend : p->max_slots + p->cfg.reserve_slots;
 	struct tp_backend *best = NULL;
 	unsigned i = 0, start = p->rotor++;
 	int n = 0;
@@ -637,6 +638,11 @@ static void kick_locked(struct tp_pool *p, struct posts *ps)
 	 * one it is bound to). */
 	bool bind = p->cfg.bind_connects;
 	int max = max_now(p, now);
+	/* The reserve: for a queue whose head has waited long enough, and never past a cap. */
+	if (p->cfg.reserve_slots > 0 && p->wait_head && max == p->max_slots &&
+	    now - p->wait_head->start >= p->cfg.reserve_after) {
+		max += p->cfg.reserve_slots;
+	}
 	p->group_blocked = false;
 	while (p->wait_head && (bind || p->nwait > p->nconnecting) && ps->n < POSTS_MAX) {
 		if (p->nslots >= max && !(p->cap_probe && p->nslots == 0))
@@ -644,6 +650,8 @@ static void kick_locked(struct tp_pool *p, struct posts *ps)
 		struct tp_claim *c = bind ? p->wait_head : nth_waiter(p, p->nconnecting);
 		if (!start_connect(p, ps, now, c->thread, bind ? c : NULL, false))
 			break;
+		if (p->nslots > p->max_slots)
+			p->counters.reserve_connects++;
 		if (bind)
 			(void)dequeue(p);
 	}
@@ -1464,6 +1472,15 @@ void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime)
 	p->cfg.idle_timeout = idle_timeout > 0 ? idle_timeout : 0;
 	p->cfg.lifetime = lifetime > 0 ? lifetime : 0;
 	pthread_mutex_unlock(&p->lock);
+}
+
+void tp_pool_set_reserve(struct tp_pool *p, int reserve_slots, double reserve_after)
+{
+	pthread_mutex_lock(&p->lock);
+	p->cfg.reserve_slots = reserve_slots > 0 ? reserve_slots : 0;
+	p->cfg.reserve_after = reserve_after > 0 ? reserve_after : 0;
+	pthread_mutex_unlock(&p->lock);
+	kick(p);
 }
 
 void tp_pool_set_check_after(struct tp_pool *p, double check_after)

@@ -8,7 +8,10 @@ autocommit). Writers record, per row, each version and the moment its ReadyForQu
 (after it: the acknowledgement is no later than that). Readers record the moment just before
 each read was written to the socket (the read reached tusk no earlier) and the version it got.
 A read is stale when some write of that row acknowledged before the read was sent has a higher
-version than the read returned. Times are CLOCK_MONOTONIC, one clock for every thread.
+version than the read returned. Times are CLOCK_MONOTONIC, one clock for every thread. Through
+one tusk a read is also never older than what any reader had received before it was sent (a
+result is what PostgreSQL held at some moment during its request); across two tusks that is
+only printed (docs/cache.md, limits of L2, leaves a window of about one Redis round trip).
 
 Reads are one Query at a time per connection (a pipelined Query is never cached), from several
 threads; rows are spread over several tables so that a write invalidates only a part of what is
@@ -81,6 +84,27 @@ def first_value(reply):
             return int(reply[off + 11:off + 11 + n])
         off += 1 + ln
     raise AssertionError(f"no DataRow in {reply!r}")
+
+
+def older_than(known, reads):
+    """known: key -> [(at, version)] (a version known to be committed at that moment); reads:
+    [(key, sent, version, latency)]. -> the reads that returned less than some version known
+    strictly before they were sent, as (key, sent, got, known)."""
+    floor = {}
+    for k, lst in known.items():
+        lst.sort()
+        best, m = [], 0
+        for _, ver in lst:
+            m = max(m, ver)
+            best.append(m)
+        floor[k] = ([at for at, _ in lst], best)
+    out = []
+    for k, sent, ver, _ in reads:
+        times, best = floor[k]
+        i = bisect.bisect_left(times, sent)
+        if i and best[i - 1] > ver:
+            out.append((k, sent, ver, best[i - 1]))
+    return out
 
 
 def cache_counters(t):
@@ -162,30 +186,22 @@ def run_load(cpg, write_tusk, read_tusks, reads=READS, limit=150.0):
     elapsed = time.monotonic() - started
     assert not errors, errors[:5]
 
-    # Per row: acknowledgement times in order, and the highest version acknowledged up to each.
-    floor = {}
-    for k, lst in acks.items():
-        lst.sort()
-        times, best, m = [], [], 0
-        for at, ver in lst:
-            m = max(m, ver)
-            times.append(at)
-            best.append(m)
-        floor[k] = (times, best)
-    stale = []
-    total = 0
-    for got in results:
-        total += len(got)
-        for k, sent, ver, _ in got:
-            times, best = floor[k]
-            i = bisect.bisect_left(times, sent)  # writes acknowledged strictly before the send
-            if i and best[i - 1] > ver:
-                stale.append((k, sent, ver, best[i - 1]))
+    reads = [r for got in results for r in got]
+    # Stale: older than a write acknowledged before the read was sent.
+    stale = older_than(acks, reads)
+    # Older than what another reader had already received when this one was sent (docs/cache.md:
+    # a result is what PostgreSQL held at some moment during its request, so never that).
+    seen = {k: [] for k in ks}
+    for k, sent, ver, lat in reads:
+        seen[k].append((sent + lat, ver))
+    behind = older_than(seen, reads)
+    total = len(reads)
     writes = sum(len(v) for v in acks.values())
-    lat = sorted(x[3] for got in results for x in got)
-    print(f"{total} reads, {writes} writes in {elapsed:.1f}s, {len(stale)} stale; read latency "
+    lat = sorted(x[3] for x in reads)
+    print(f"{total} reads, {writes} writes in {elapsed:.1f}s, {len(stale)} stale, {len(behind)} behind "
+          "another reader; read latency "
           + " ".join(f"p{q}={lat[min(len(lat) - 1, len(lat) * q // 100)] * 1000:.2f}ms" for q in (50, 90, 99)))
-    return total, stale, writes
+    return total, stale, behind, writes
 
 
 def admin_tusk(tmp_path_factory, cpg, **kw):
@@ -207,13 +223,14 @@ def test_no_stale_read_after_acknowledged_write_one_tusk(cpg, tmp_path_factory):
     t = admin_tusk(tmp_path_factory, cpg)
     try:
         before = cache_counters(t)
-        total, stale, writes = run_load(cpg, t, [t])
+        total, stale, behind, writes = run_load(cpg, t, [t])
         after = cache_counters(t)
         hits = served(before, after, ("hits", "join_served"))
         print(f"L1: served from the cache {hits} of {total}")
         assert total >= READS
         assert writes >= 1000, writes
         assert not stale, (len(stale), stale[:10])
+        assert not behind, (len(behind), behind[:10])
         assert hits >= total * 0.3, (hits, total, after)
     finally:
         problems = t.stop()
@@ -235,7 +252,9 @@ def test_no_stale_read_after_acknowledged_write_across_two_tusks(cpg, tmp_path_f
         started.append(b)
         before = {x: cache_counters(x) for x in (a, b)}
         # Two thirds of the readers on B, which learns of A's writes only through Redis.
-        total, stale, writes = run_load(cpg, a, [b, b, a])
+        # (Reads behind another reader are only printed here: docs/cache.md, limits of L2, leaves
+        # a window of about one Redis round trip for a reader that learns of a commit that way.)
+        total, stale, _, writes = run_load(cpg, a, [b, b, a])
         after = {x: cache_counters(x) for x in (a, b)}
         hits_b = served(before[b], after[b], ("l2_hits", "join_served"))
         hits = hits_b + served(before[a], after[a], ("l2_hits", "join_served"))

@@ -200,8 +200,8 @@ static void test_pgbouncer_names_explained(void **state)
 	one_error(BASE "ignore_startup_parameters: extra_float_digits\n",
 		  "6: ignore_startup_parameters: unknown key: PgBouncer's ignore_startup_parameters is not needed in tusk: "
 		  "tusk passes every startup parameter on (extra_float_digits, search_path, ...)");
-	one_error(BASE "reserve_pool_size: 5\n",
-		  "6: reserve_pool_size: unknown key: PgBouncer's reserve_pool_size has no tusk equivalent (no reserve pool: raise size instead)");
+	one_error(BASE "query_timeout: 5s\n",
+		  "6: query_timeout: unknown key: PgBouncer's query_timeout has no tusk equivalent (use PostgreSQL's statement_timeout)");
 	one_error(BASE "    pool_size: 5\n",
 		  "6: pools[0].pool_size: unknown key: PgBouncer's pool_size is pools[].size in tusk");
 }

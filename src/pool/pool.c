@@ -154,13 +154,6 @@ static double host_now(void *host)
 	return coarse_now();
 }
 
-/* The core's post, on the worker it names: run its function. */
-static void run_core_post(struct worker *w, struct worker_msg *m)
-{
-	(void)w;
-	m->call(m->arg);
-}
-
 static void host_post(void *host, int thread, void (*fn)(void *arg), void *arg)
 {
 	struct runtime *rt = host;
@@ -175,8 +168,7 @@ static void host_post(void *host, int thread, void (*fn)(void *arg), void *arg)
 		struct timespec ts = { 0, 10 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
-	m->fn = run_core_post;
-	m->call = fn;
+	m->call = fn; /* the worker runs fn(arg) */
 	m->arg = arg;
 	worker_post(rt->workers[thread], m);
 }

@@ -242,7 +242,10 @@ static void on_drain(struct worker *w, struct worker_msg *m)
 /* One message, then kept for reuse or freed (msg_done). */
 static void dispatch(struct worker *w, struct worker_msg *m)
 {
-	m->fn(w, m);
+	if (m->fn)
+		m->fn(w, m);
+	else
+		m->call(m->arg);
 	msg_done(m);
 }
 

@@ -18,17 +18,19 @@ struct worker;
 struct worker_msg;
 
 /* What a message does: run on the worker's thread as fn(w, m), its argument in m->arg (and
- * more in the payload words, if the poster needs them). The message is the function's until
- * it returns, then recycled: keep nothing of it. A message is dispatched in every case, also
- * while the worker stops and in worker_free's last drain (w->stopping tells). */
+ * more in the payload words, if the poster needs them); or, with fn NULL, call(arg) (the pool
+ * core's posts, whose functions take their argument only: no hop through a wrapper). The
+ * message is the function's until it returns, then recycled: keep nothing of it. A message
+ * is dispatched in every case, also while the worker stops and in worker_free's last drain
+ * (w->stopping tells). */
 typedef void worker_fn(struct worker *w, struct worker_msg *m);
 
 struct worker_msg {
 	worker_fn *fn;
+	void (*call)(void *arg); /* when fn is NULL */
 	void *arg;
 	/* More words for fn, named by whoever posts it (the worker reads none of them). */
 	void *arg2;
-	void (*call)(void *arg); /* a function fn runs for its poster (the pool core's post) */
 	int num;
 	uint32_t u32[2];
 	struct worker_msg *next;

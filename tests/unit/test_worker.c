@@ -184,6 +184,11 @@ static void record(struct worker *w, struct worker_msg *m)
 	r->times++;
 }
 
+static void bump(void *arg)
+{
+	(*(int *)arg)++;
+}
+
 static void test_a_message_is_a_function_and_its_argument(void **state)
 {
 	(void)state;
@@ -201,7 +206,15 @@ static void test_a_message_is_a_function_and_its_argument(void **state)
 	m->arg = &r;
 	m->u32[0] = 43;
 	worker_post_local(w, m);
+	/* The pool core's form: fn NULL, call(arg). */
+	int calls = 0;
+	m = worker_msg_new();
+	assert_non_null(m);
+	m->call = bump;
+	m->arg = &calls;
+	worker_post(w, m);
 	ev_run(w->loop, EVRUN_NOWAIT);
+	assert_int_equal(calls, 1);
 	assert_int_equal(r.times, 2);
 	assert_ptr_equal(r.w, w);
 	assert_ptr_equal(r.arg, &r);

@@ -11,6 +11,7 @@
 struct client;
 struct worker;
 struct console_kills;
+struct worker_hooks;
 
 /* Whether a startup packet for database makes the client an admin client. */
 bool console_is_admin_db(const char *database);
@@ -26,6 +27,8 @@ void console_begin(struct client *c);
  * client carries the number its old worker had reached (console_kills_seen), and its new
  * worker replays for it the kills it missed (console_kills_catch_up). */
 struct console_kills *console_kills_new(void);
+/* The console's tenancy on every worker (worker.h): the number of the last kill run there. */
+extern struct worker_hooks console_worker_hooks;
 void console_kills_free(struct console_kills *k);
 uint32_t console_kills_seen(const struct worker *w);
 /* On w's thread, for c just linked on w: true when a missed kill closed it. */

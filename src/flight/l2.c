@@ -228,10 +228,16 @@ static void start_connect(struct flight_l2 *l)
 	ev_timer_start(l->w->loop, &l->connect);
 }
 
+/* The cache's slot on each worker (flight_l2_worker_hooks): its L2 connection, or NULL. */
+static struct flight_l2 **l2_slot(const struct worker *w)
+{
+	return worker_slot(w, flight_l2_worker_hooks.slot);
+}
+
 /* The worker's L2, made on first use. NULL: not configured or no memory. */
 static struct flight_l2 *l2_of(struct worker *w, struct flight_counters *k)
 {
-	struct flight_l2 *l = w->l2;
+	struct flight_l2 *l = *l2_slot(w);
 
 	if (l || w->stopping || !flight_l2_configured(w->rt->cfg))
 		return l;
@@ -249,7 +255,7 @@ static struct flight_l2 *l2_of(struct worker *w, struct flight_counters *k)
 	l->connect.data = l;
 	ev_timer_init(&l->hold, hold_cb, 0., 0.);
 	l->hold.data = l;
-	w->l2 = l;
+	*l2_slot(w) = l;
 	start_connect(l);
 	return l;
 }
@@ -570,7 +576,7 @@ static void on_incr(redisAsyncContext *ac, void *reply, void *privdata)
 	(void)reply;
 	atomic_fetch_sub((_Atomic uint32_t *)privdata, 1);
 	if (!l)
-		return; /* flight_l2_close: nobody waits any more */
+		return; /* l2_close: nobody waits any more */
 	l->incr_done++;
 	if (l->wait_head && l->wait_head->ticket <= l->incr_done)
 		wake(l);
@@ -578,7 +584,7 @@ static void on_incr(redisAsyncContext *ac, void *reply, void *privdata)
 
 bool flight_l2_wait(struct worker *w, struct flight_l2_waiter *wt, void (*fn)(void *arg), void *arg)
 {
-	struct flight_l2 *l = w->l2;
+	struct flight_l2 *l = *l2_slot(w);
 
 	if (wt->l2)
 		return true;
@@ -639,15 +645,17 @@ void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t 
 	}
 }
 
-void flight_l2_start(struct worker *w, void *arg)
+void flight_l2_start(struct worker *w, struct worker_msg *m)
 {
-	(void)arg;
+	(void)m;
 	(void)l2_of(w, &w->rt->flight->counters);
 }
 
-void flight_l2_close(struct worker *w)
+/* On w's thread, at its end (or in worker_free): drop the connection (pending lookups end
+ * as misses). */
+static void l2_close(struct worker *w)
 {
-	struct flight_l2 *l = w->l2;
+	struct flight_l2 *l = *l2_slot(w);
 
 	if (!l)
 		return;
@@ -663,6 +671,19 @@ void flight_l2_close(struct worker *w)
 		ac->data = NULL;
 		redisAsyncFree(ac);
 	}
-	w->l2 = NULL;
+	*l2_slot(w) = NULL;
 	free(l);
 }
+
+static void l2_stop(struct worker *w, const char *reason)
+{
+	(void)reason;
+	l2_close(w);
+}
+
+struct worker_hooks flight_l2_worker_hooks = {
+	.name = "cache L2",
+	.size = sizeof(struct flight_l2 *),
+	.stop = l2_stop,
+	.free = l2_close,
+};

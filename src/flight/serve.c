@@ -429,7 +429,7 @@ static bool park(struct client *c, const struct flight_policy *p, bool retry, bo
 	return true;
 }
 
-static void deliver(struct worker *w, void *arg);
+static void deliver(struct worker *w, struct worker_msg *m);
 static void wait_l2_done(void *arg, const struct flight_l2_answer *a);
 static void wait_l2_stop(struct flight_client *fc);
 
@@ -444,8 +444,7 @@ static void post_waiter(struct flight_waiter *fw, void *arg)
 		flight_waiter_put(fw);
 		return;
 	}
-	m->kind = WORKER_MSG_CALL;
-	m->call = deliver;
+	m->fn = deliver;
 	m->arg = fw; /* takes over the list's reference */
 	if (fw->worker == self)
 		worker_post_local(self, m);
@@ -938,9 +937,9 @@ static void wait_l2_done(void *arg, const struct flight_l2_answer *a)
 }
 
 /* On the waiter's worker: the flight it waited on is over. */
-static void deliver(struct worker *w, void *arg)
+static void deliver(struct worker *w, struct worker_msg *m)
 {
-	struct flight_waiter *fw = arg;
+	struct flight_waiter *fw = m->arg;
 	struct client *c = fw->client;
 
 	if (c && !w->stopping) {

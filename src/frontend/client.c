@@ -6,9 +6,6 @@
 #include "frontend/client.h"
 
 #include <errno.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,10 +174,11 @@ static struct client_wait *get_wait(struct client *c)
 	struct worker *w = c->worker;
 	struct client_wait *cw = c->wait;
 	if (!cw) {
-		cw = w->client_waits;
+		struct frontend_worker *fe = fe_of(w);
+		cw = fe->waits;
 		if (cw) {
-			w->client_waits = cw->next;
-			w->client_nwaits--;
+			fe->waits = cw->next;
+			fe->nwaits--;
 		} else if (!(cw = malloc(sizeof *cw))) {
 			return NULL;
 		}
@@ -198,49 +196,64 @@ static struct client_wait *get_wait(struct client *c)
 static void put_wait(struct client *c)
 {
 	struct client_wait *cw = c->wait;
-	struct worker *w = c->worker;
+	struct frontend_worker *fe = fe_of(c->worker);
 	if (!cw)
 		return;
 	c->wait = NULL;
-	if (w->client_nwaits >= CLIENT_FREE_WAITS) {
+	if (fe->nwaits >= CLIENT_FREE_WAITS) {
 		free(cw);
 		return;
 	}
-	cw->next = w->client_waits;
-	w->client_waits = cw;
-	w->client_nwaits++;
+	cw->next = fe->waits;
+	fe->waits = cw;
+	fe->nwaits++;
 }
 
-void client_worker_init(struct worker *w)
+/* ---- the frontend's tenancy on each worker (worker.h, worker_hooks) ---- */
+
+static int frontend_worker_init(struct worker *w)
 {
-	buf_pool_init(&w->client_rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
-	buf_pool_init(&w->client_wbufs, CLIENT_WBUF_SIZE, CLIENT_FREE_BUFS);
+	struct frontend_worker *fe = fe_of(w);
+	buf_pool_init(&fe->rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
+	buf_pool_init(&fe->wbufs, CLIENT_WBUF_SIZE, CLIENT_FREE_BUFS);
+	return 0;
 }
 
-void client_worker_trim(struct worker *w)
+/* Housekeeping tick: free the buffer blocks no client needed since the last one. */
+static unsigned frontend_worker_tick(struct worker *w, double now)
 {
-	unsigned n = buf_pool_trim(&w->client_rbufs) + buf_pool_trim(&w->client_wbufs);
-#ifdef __GLIBC__
-	/* Freed blocks in the middle of an arena keep their touched pages; this gives the
-	 * whole free pages back (once per tick at most, and only after a burst). */
-	if (n > 0)
-		(void)malloc_trim(0);
-#else
-	(void)n;
-#endif
+	struct frontend_worker *fe = fe_of(w);
+	(void)now;
+	return buf_pool_trim(&fe->rbufs) + buf_pool_trim(&fe->wbufs);
 }
 
-void client_worker_free(struct worker *w)
+static void frontend_worker_free(struct worker *w)
 {
-	while (w->client_waits) {
-		struct client_wait *cw = w->client_waits;
-		w->client_waits = cw->next;
+	struct frontend_worker *fe = fe_of(w);
+	cancel_close_all(w);
+	while (fe->waits) {
+		struct client_wait *cw = fe->waits;
+		fe->waits = cw->next;
 		free(cw);
 	}
-	w->client_nwaits = 0;
-	buf_pool_destroy(&w->client_rbufs);
-	buf_pool_destroy(&w->client_wbufs);
+	fe->nwaits = 0;
+	buf_pool_destroy(&fe->rbufs);
+	buf_pool_destroy(&fe->wbufs);
 }
+
+static void client_close_all(struct worker *w, const char *reason);
+static void client_close_quiescent(struct worker *w, const char *reason);
+
+struct worker_hooks frontend_worker_hooks = {
+	.name = "frontend",
+	.size = sizeof(struct frontend_worker),
+	.init = frontend_worker_init,
+	.tick = frontend_worker_tick,
+	.drain = client_close_quiescent,
+	.stop = client_close_all,
+	.free = frontend_worker_free,
+	.accept = client_accept,
+};
 
 /* An idle client holds no buffer (most clients of a pooler are idle): between
  * transactions, with nothing half read or half written, both blocks go back to the
@@ -252,14 +265,14 @@ static void release_bufs_if_idle(struct client *c)
 	if (c->state != CLIENT_IDLE || c->admin || c->kv || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
 	    c->c2s_scanned || c->c2s_remaining || c->s2c_scanned || c->s2c_remaining)
 		return;
-	buf_detach(&c->rbuf, &c->worker->client_rbufs);
-	buf_detach(&c->wbuf, &c->worker->client_wbufs);
+	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
+	buf_detach(&c->wbuf, &fe_of(c->worker)->wbufs);
 }
 
 /* Before anything reads into or writes to the client's buffers outside the idle state. */
 __attribute__((warn_unused_result)) static int attach_bufs(struct client *c)
 {
-	if (buf_attach(&c->rbuf, &c->worker->client_rbufs) < 0 || buf_attach(&c->wbuf, &c->worker->client_wbufs) < 0)
+	if (buf_attach(&c->rbuf, &fe_of(c->worker)->rbufs) < 0 || buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -302,11 +315,12 @@ void client_update_io(struct client *c)
 
 static void link_client(struct worker *w, struct client *c)
 {
+	struct frontend_worker *fe = fe_of(w);
 	c->prev = NULL;
-	c->next = w->clients;
-	if (w->clients)
-		w->clients->prev = c;
-	w->clients = c;
+	c->next = fe->clients;
+	if (fe->clients)
+		fe->clients->prev = c;
+	fe->clients = c;
 	w->nclients++;
 }
 
@@ -315,8 +329,8 @@ static void unlink_client(struct client *c)
 	struct worker *w = c->worker;
 	if (c->prev)
 		c->prev->next = c->next;
-	else if (w->clients == c)
-		w->clients = c->next;
+	else if (fe_of(w)->clients == c)
+		fe_of(w)->clients = c->next;
 	else
 		return; /* not linked */
 	if (c->next)
@@ -331,8 +345,8 @@ static char no_name[] = ""; /* database and user before the startup packet */
 
 static void free_client(struct client *c)
 {
-	buf_detach(&c->rbuf, &c->worker->client_rbufs);
-	buf_detach(&c->wbuf, &c->worker->client_wbufs);
+	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
+	buf_detach(&c->wbuf, &fe_of(c->worker)->wbufs);
 	session_free(&c->session);
 	if (c->ctx != unknown_ctx)
 		free(c->ctx);
@@ -420,7 +434,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 	}
 	/* A half-relayed server message cannot be followed by one of ours: just close. An idle
 	 * client gets a write buffer back for its error (without one, it just goes). */
-	if (c->s2c_remaining == 0 && c->s2c_scanned == 0 && buf_attach(&c->wbuf, &c->worker->client_wbufs) == 0) {
+	if (c->s2c_remaining == 0 && c->s2c_scanned == 0 && buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) == 0) {
 		(void)proto_put_error(&c->wbuf, "FATAL", sqlstate, message, NULL, NULL);
 		stats_count_error(c->worker->rt->stats, sqlstate);
 	}
@@ -532,7 +546,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 
 	if (!c)
 		goto err_close_fd;
-	if (buf_attach(&c->rbuf, &w->client_rbufs) < 0 || buf_attach(&c->wbuf, &w->client_wbufs) < 0)
+	if (buf_attach(&c->rbuf, &fe_of(w)->rbufs) < 0 || buf_attach(&c->wbuf, &fe_of(w)->wbufs) < 0)
 		goto err_free_client;
 	id_make(c->id, 'c');
 	c->serial = atomic_fetch_add_explicit(&rt->next_client_serial, 1, memory_order_relaxed) + 1;
@@ -561,8 +575,8 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	return;
 
 err_free_client:
-	buf_detach(&c->rbuf, &w->client_rbufs);
-	buf_detach(&c->wbuf, &w->client_wbufs);
+	buf_detach(&c->rbuf, &fe_of(w)->rbufs);
+	buf_detach(&c->wbuf, &fe_of(w)->wbufs);
 	free(c);
 err_close_fd:
 	atomic_fetch_sub_explicit(&rt->nclients, 1, memory_order_relaxed);
@@ -990,7 +1004,7 @@ static void greet(struct client *c, struct server *s)
 		client_fail(c, "54000", "startup parameters too large");
 		return;
 	}
-	session_params_share(&c->session, &c->worker->client_params);
+	session_params_share(&c->session, &fe_of(c->worker)->params);
 	c->greeted = true;
 	c->login_at = ev_now(c->worker->loop);
 	for (int i = 0; i < s->nparams; i++)
@@ -1165,6 +1179,7 @@ static void use_server_now(struct client *c, struct server *s)
  * it once its watchers are stopped and it is unlinked, and the other worker takes it up as
  * it is (client_arrive). client_set_state has just run client_update_io. */
 static void shut_client(struct worker *w, struct client *c, const char *reason);
+static void client_arrive(struct worker *w, struct worker_msg *m);
 
 static void maybe_move(struct client *c)
 {
@@ -1188,24 +1203,28 @@ static void maybe_move(struct client *c)
 	ev_io_stop(w->loop, &c->io);
 	ev_timer_stop(w->loop, &c->timer);
 	unlink_client(c);
-	m->kind = WORKER_MSG_CLIENT;
+	m->fn = client_arrive;
 	m->arg = c;
-	m->kills_seen = console_kills_seen(w);
+	m->u32[0] = console_kills_seen(w);
 	/* From here c is to's: this thread must not touch it again. */
 	cancel_move(c, to);
 	worker_post(to, m);
 }
 
-void client_arrive(struct worker *w, struct client *c, uint32_t kills_seen)
+/* The message of maybe_move on the worker c moved to (arg: c, u32[0]: the kills its old
+ * worker had seen): c takes up its place on w's loop; closed at once if w is stopping, or
+ * if it missed a KILL naming it on the way. */
+static void client_arrive(struct worker *w, struct worker_msg *m)
 {
+	struct client *c = m->arg;
 	link_client(w, c);
-	if (console_kills_catch_up(w, c, kills_seen))
+	if (console_kills_catch_up(w, c, m->u32[0]))
 		return;
 	if (w->stopping) {
 		shut_client(w, c, "tusk is shutting down");
 		return;
 	}
-	session_params_share(&c->session, &w->client_params);
+	session_params_share(&c->session, &fe_of(w)->params);
 	client_update_io(c);
 }
 
@@ -1462,11 +1481,6 @@ static void claim(struct client *c)
 	}
 }
 
-void client_on_cancel_message(struct worker *w, struct worker_msg *m)
-{
-	cancel_on_message(w, m);
-}
-
 /* ---- events ---- */
 
 static void read_startup_phase(struct client *c)
@@ -1628,14 +1642,17 @@ static void shut_client(struct worker *w, struct client *c, const char *reason)
 {
 	if (c->state != CLIENT_CLOSING)
 		client_fail(c, "57P01", "%s", reason);
-	if (w->clients == c)
+	if (fe_of(w)->clients == c)
 		client_close(c, reason);
 }
 
-void client_close_all(struct worker *w, const char *reason)
+/* Shutdown: close every client of w, each with reason in an ErrorResponse, then w's
+ * auth_query connections. */
+static void client_close_all(struct worker *w, const char *reason)
 {
-	while (w->clients)
-		shut_client(w, w->clients, reason);
+	struct frontend_worker *fe = fe_of(w);
+	while (fe->clients)
+		shut_client(w, fe->clients, reason);
 	/* Their auth_query requests are cancelled now: the connections can go. */
 	authquery_close_all(w);
 }
@@ -1677,9 +1694,13 @@ static bool outside_transaction(const struct client *c)
 	return false;
 }
 
-void client_close_quiescent(struct worker *w, const char *reason)
+/* Draining (SIGTERM, online restart): close with 57P01 every client of w that is outside a
+ * transaction (idle between transactions, or in session mode with its server idle and
+ * nothing in flight) and logged in for more than a moment. Clients inside a transaction,
+ * or still logging in, are left to finish. */
+static void client_close_quiescent(struct worker *w, const char *reason)
 {
-	struct client *c = w->clients;
+	struct client *c = fe_of(w)->clients;
 	while (c) {
 		struct client *next = c->next;
 		if (outside_transaction(c))

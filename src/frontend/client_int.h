@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "frontend/client.h"
 #include "frontend/session.h"
 #include "net/net.h"
 #include "net/tls.h"
@@ -19,10 +20,9 @@
 #include "proto/proto.h"
 #include "util/buf.h"
 #include "util/id.h"
+#include "worker/worker.h"
 
 struct server;
-struct worker;
-struct worker_msg;
 struct prep_client;
 struct client_auth;
 struct console_session;
@@ -206,11 +206,40 @@ __attribute__((warn_unused_result)) int relay_prep_add(struct client *c, const s
 /* The SQL text of a Query or Parse body (blen bytes after the header): false if malformed. */
 bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql, size_t *len);
 
+/* The frontend's slot on each worker (frontend_worker_hooks, client.c), on that worker's
+ * thread only. */
+struct frontend_worker {
+	struct client *clients; /* served here (struct client's prev, next) */
+	/* client read/write buffer blocks, taken while bytes are in flight and given back when
+	 * the client goes idle with both drained */
+	struct buf_pool rbufs, wbufs;
+	/* places in a pool queue (struct client_wait) no client holds, kept for the next claim
+	 * (at most CLIENT_FREE_WAITS) */
+	struct client_wait *waits;
+	unsigned nwaits;
+	struct session_share params; /* the reported-parameter sets its clients share (session.h) */
+	struct cancel_conn *cancel_conns; /* cancel.c: cancels being sent */
+	struct authq_conn *authq;         /* authquery.c: auth_query connections */
+};
+
+static inline struct frontend_worker *fe_of(const struct worker *w)
+{
+	return worker_slot(w, frontend_worker_hooks.slot);
+}
+
+/* The clients of w (the admin console lists and kills them): follow c->next. */
+static inline struct client *client_first(const struct worker *w)
+{
+	return fe_of(w)->clients;
+}
+
 /* cancel.c: the registry lives in the runtime (cancel_registry_new/free there). */
 /* A CancelRequest arrived on w: post it to the worker of the client that owns the key. */
 void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
 /* On the owner's worker: cancel what the client's server runs now, if anything. */
-void cancel_on_message(struct worker *w, const struct worker_msg *m);
+void cancel_on_message(struct worker *w, struct worker_msg *m);
+/* Abandon the cancel requests still being sent from w (worker_free). */
+void cancel_close_all(struct worker *w);
 /* Register the client's minted key (after startup); forget it at teardown. */
 __attribute__((warn_unused_result)) int cancel_register(struct client *c);
 void cancel_forget(struct client *c);

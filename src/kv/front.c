@@ -365,7 +365,7 @@ static bool bind_call(struct kv_session *ks, const struct kv_stmt *st, const str
 
 /* ---- running a call ---- */
 
-static void on_answer(struct worker *w, void *arg);
+static void on_answer(struct worker *w, struct worker_msg *m);
 
 /* On the router's thread: hand the answer to the client's worker. */
 static void answer_done(struct kv_job *job)
@@ -395,8 +395,7 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 		ks->v.skipping = !simple;
 		return false;
 	}
-	ks->msg->kind = WORKER_MSG_CALL;
-	ks->msg->call = on_answer;
+	ks->msg->fn = on_answer;
 	ks->msg->arg = ks;
 	ks->job.done = answer_done;
 	ks->job.arg = ks;
@@ -408,9 +407,9 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 }
 
 /* On the client's worker: the router answered (also while tusk stops). */
-static void on_answer(struct worker *w, void *arg)
+static void on_answer(struct worker *w, struct worker_msg *m)
 {
-	struct kv_session *ks = arg;
+	struct kv_session *ks = m->arg;
 	struct kv_job *job = &ks->job;
 	(void)w;
 

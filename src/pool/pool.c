@@ -169,8 +169,7 @@ static void host_post(void *host, int thread, void (*fn)(void *arg), void *arg)
 		struct timespec ts = { 0, 10 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
-	m->kind = WORKER_MSG_POOL;
-	m->fn = fn;
+	m->call = fn; /* the worker runs fn(arg) */
 	m->arg = arg;
 	worker_post(rt->workers[thread], m);
 }
@@ -579,10 +578,12 @@ static void deliver(struct pool_waiter *w, struct server *s, int err, const char
 	w->answer(w, s, err, reason, errmsg, errlen);
 }
 
-void pool_on_message(struct worker *wk, struct worker_msg *m)
+/* on_claim's message, on the claimer's worker: arg the waiter, arg2 the server (or NULL),
+ * num the error. */
+static void on_claim_message(struct worker *wk, struct worker_msg *m)
 {
 	(void)wk;
-	deliver(m->waiter, m->server, m->err, NULL, NULL, 0);
+	deliver(m->arg, m->arg2, m->num, NULL, NULL, 0);
 }
 
 /* The core's callback for a queued claim, on the claimer's worker: inline while a connect
@@ -601,10 +602,10 @@ static void on_claim(struct tp_claim *c, struct tp_slot *slot, int err)
 		deliver(w, s, err, NULL, NULL, 0); /* out of memory: inline rather than lose it */
 		return;
 	}
-	m->kind = WORKER_MSG_SERVER;
-	m->waiter = w;
-	m->server = s;
-	m->err = err;
+	m->fn = on_claim_message;
+	m->arg = w;
+	m->arg2 = s;
+	m->num = err;
 	worker_post_local(w->worker, m);
 }
 

@@ -20,7 +20,6 @@ struct server;
 struct stats_pool;
 struct worker;
 
-struct worker_msg;
 struct server_cred;
 
 /* The pool's answer to a claim that was queued, on the waiter's worker: s (attached to that
@@ -125,8 +124,6 @@ void pool_put_idle(struct pool *p, struct server *s);
 /* server_close of a pool server: its slot goes back to the core, whatever state it is in
  * (connecting, parked, in use). */
 void pool_close_server(struct server *s, const char *reason);
-/* WORKER_MSG_SERVER on w: an answer for a waiter (see pool_answer_fn). */
-void pool_on_message(struct worker *w, struct worker_msg *m);
 /* Leave the queue. true: w was still queued and is now out. false: an answer for w is on
  * its way (a server, or a connect opened for it) and must be taken (and given back) then. */
 bool pool_leave_queue(struct pool *p, struct pool_waiter *w);

@@ -51,14 +51,30 @@ static void update_io(struct server *s)
 	ev_io_start(s->worker->loop, &s->io);
 }
 
+/* The pool's slot on each worker (server_worker_hooks): the servers attached to its loop. */
+struct server_worker {
+	struct server *servers;
+};
+
+static struct server_worker *sw_of(const struct worker *w)
+{
+	return worker_slot(w, server_worker_hooks.slot);
+}
+
+struct server *server_first(const struct worker *w)
+{
+	return sw_of(w)->servers;
+}
+
 static void link_worker(struct server *s, struct worker *w)
 {
+	struct server_worker *sw = sw_of(w);
 	s->worker = w;
 	s->wprev = NULL;
-	s->wnext = w->servers;
-	if (w->servers)
-		w->servers->wprev = s;
-	w->servers = s;
+	s->wnext = sw->servers;
+	if (sw->servers)
+		sw->servers->wprev = s;
+	sw->servers = s;
 }
 
 static void unlink_worker(struct server *s)
@@ -71,18 +87,39 @@ static void unlink_worker(struct server *s)
 	if (s->wprev)
 		s->wprev->wnext = s->wnext;
 	else
-		w->servers = s->wnext;
+		sw_of(w)->servers = s->wnext;
 	if (s->wnext)
 		s->wnext->wprev = s->wprev;
 	s->wprev = s->wnext = NULL;
 	s->worker = NULL;
 }
 
-void server_close_all(struct worker *w, const char *reason)
+/* Close the servers still attached to w's loop (shutdown). */
+static void server_close_all(struct worker *w, const char *reason)
 {
-	while (w->servers)
-		server_close(w->servers, reason);
+	struct server_worker *sw = sw_of(w);
+	while (sw->servers)
+		server_close(sw->servers, reason);
 }
+
+static void server_worker_free(struct worker *w)
+{
+	server_close_all(w, "tusk is shutting down");
+}
+
+static unsigned server_worker_tick(struct worker *w, double now)
+{
+	pool_maintain(w, now);
+	return 0;
+}
+
+struct worker_hooks server_worker_hooks = {
+	.name = "pool",
+	.size = sizeof(struct server_worker),
+	.tick = server_worker_tick,
+	.stop = server_close_all,
+	.free = server_worker_free,
+};
 
 /* stats: the server is no longer connecting or logging in (done, failed or closed). */
 static void stats_connect_done(struct server *s)
@@ -96,7 +133,8 @@ static void stats_connect_done(struct server *s)
 static void free_server(struct server *s)
 {
 	stats_connect_done(s);
-	cancel_detach_server(s);
+	if (s->cancels_detach)
+		s->cancels_detach(s);
 	unlink_worker(s);
 	tls_link_close(&s->tls);
 	if (s->fd >= 0)

@@ -17,6 +17,7 @@
 
 struct pool;
 struct worker;
+struct worker_hooks;
 struct scram_client;
 
 #define SERVER_PARAMS_MAX 32
@@ -140,6 +141,9 @@ struct server {
 	                                       * server_checked_state, cleared by whoever drops the
 	                                       * session's statements (DISCARD ALL, DEALLOCATE ALL) */
 	struct cancel_conn *cancels;          /* CancelRequests in flight for it (frontend/cancel.c) */
+	/* Set by frontend/cancel.c with the first of them: the server calls it when it is freed,
+	 * so that the cancels forget it (the pool names nothing of the frontend). */
+	void (*cancels_detach)(struct server *s);
 	bool park_after_cancel;               /* released, waiting for those before parking */
 	double expires_at;                    /* server_lifetime with jitter; 0 = never */
 	unsigned pool_gen;                    /* pool_generation at connect (RECONNECT, KILL) */
@@ -176,7 +180,7 @@ struct server {
 	bool checking;                        /* running the core's health check (server_check_delay) */
 	const char *close_reason;             /* for the core's close op */
 	/* private */
-	struct server *wprev, *wnext;         /* worker->servers while attached */
+	struct server *wprev, *wnext;         /* server_first(worker) while attached */
 	server_done_fn done;
 	void *done_arg;
 	struct scram_client *scram;
@@ -276,6 +280,11 @@ void server_unpark(struct server *s);
  * ends it is parked (or closed on failure) instead of reported to anyone. */
 void server_orphan(struct server *s);
 
+/* The pool's tenancy on every worker (worker.h): the servers attached to its loop, the
+ * housekeeping tick (pool_maintain), and every server closed at stop and at free. */
+extern struct worker_hooks server_worker_hooks;
+/* The servers attached to w's loop (the console lists them): follow s->wnext. */
+struct server *server_first(const struct worker *w);
 /* Attach a detached server to worker w's loop (watchers idle), or detach it. */
 void server_attach(struct server *s, struct worker *w);
 void server_detach(struct server *s);

@@ -16,9 +16,11 @@
 #include "auth/userlist.h"
 #include "console/console.h"
 #include "frontend/cancel.h"
+#include "frontend/client.h"
 #include "net/tls.h"
 #include "net/tunnel.h"
 #include "pool/pool.h"
+#include "pool/server.h"
 #include "pool/services.h"
 #include "stats/stats.h"
 #include "util/log.h"
@@ -285,6 +287,20 @@ static int start_redis_tunnel(struct runtime *rt, const struct tusk_config *cfg)
 	return tunnel_start(&o, &rt->redis_tunnel);
 }
 
+/* ---- worker tenants: the one place that names them (moves to daemon/ with the lifecycle) ----
+ * The modules that keep state and connections on every worker register their hooks and get
+ * their per-worker slots (worker.h, worker_hooks). The order is the order their init, tick,
+ * drain and stop run in (free runs in the reverse): clients close before the servers they
+ * hold, and the cache's Redis link last. Registering again (a second runtime in one process,
+ * the test seams) does nothing. */
+static void register_worker_tenants(void)
+{
+	worker_register(&frontend_worker_hooks);
+	worker_register(&server_worker_hooks);
+	worker_register(&flight_l2_worker_hooks);
+	worker_register(&console_worker_hooks);
+}
+
 /* threads false: the test seam of runtime_start_inline (no worker threads, no listeners). */
 static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited,
 		 bool threads)
@@ -337,6 +353,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		if (rc < 0)
 			goto err;
 	}
+	register_worker_tenants();
 	for (int w = 0; w < cfg->workers; w++) {
 		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
 		if (rc < 0) {
@@ -352,8 +369,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		struct worker_msg *m = calloc(1, sizeof(*m));
 		if (!m)
 			break;
-		m->kind = WORKER_MSG_CALL;
-		m->call = flight_l2_start;
+		m->fn = flight_l2_start;
 		worker_post(rt->workers[w], m);
 	}
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread

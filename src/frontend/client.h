@@ -26,7 +26,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 void client_on_cancel_message(struct worker *w, struct worker_msg *m);
 /* WORKER_MSG_CLIENT: an idle client another worker moved here (worker_balance_target) takes
  * up its place on w's loop; closed at once if w is stopping, or if it missed a KILL naming it
- * on the way (kills_seen: its old worker's console_kills_seen). */
+ * on the way (kills_seen: its old worker's mark, client_kind.h's move hook). */
 void client_arrive(struct worker *w, struct client *c, uint32_t kills_seen);
 /* Close every client of w (shutdown), each with reason in an ErrorResponse, then w's
  * auth_query connections. */

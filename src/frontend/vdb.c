@@ -511,3 +511,19 @@ void vdb_writable(struct vdb *v)
 	if (!buf_empty(&v->client->rbuf))
 		vdb_input(v);
 }
+
+void vdb_client_input(struct client *c)
+{
+	if (c->vdb) /* else its session did not start: it is closing */
+		vdb_input(c->vdb);
+}
+
+bool vdb_client_writable(struct client *c)
+{
+	client_update_io(c);
+	if (!buf_empty(&c->wbuf))
+		return false;
+	if (c->vdb)
+		vdb_writable(c->vdb); /* may close c */
+	return true;
+}

@@ -464,10 +464,8 @@ void vdb_input(struct vdb *v)
 		struct proto_hdr h;
 		ssize_t n = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), max, &h);
 		if (n == PROTO_ETOOLONG) {
-			const uint8_t *p = buf_head(&c->rbuf);
 			client_fail(c, "54000", "message of %llu bytes exceeds max_message_size (%u)",
-				    (unsigned long long)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]) + 1,
-				    max);
+				    (unsigned long long)h.len + 1, max);
 			return;
 		}
 		if (n < 0) {

@@ -554,9 +554,10 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 		return;
 	}
 	st->ntypes = ntypes;
+	struct proto_reader tr;
+	proto_reader_init(&tr, types, (size_t)ntypes * 4); /* vdb.c checked they are all there */
 	for (uint16_t t = 0; t < ntypes; t++)
-		st->types[t] = (uint32_t)types[4 * t] << 24 | (uint32_t)types[4 * t + 1] << 16 |
-			       (uint32_t)types[4 * t + 2] << 8 | types[4 * t + 3];
+		st->types[t] = proto_get_u32(&tr);
 	snprintf(st->name, sizeof st->name, "%s", name);
 	st->used = true;
 	vdb_out_msg(&v->out, '1', NULL, 0);
@@ -587,11 +588,13 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	}
 	if (nfmt > 1 && nfmt != nvals)
 		goto malformed;
+	/* No codes: all text; one: it applies to every value; else one each. */
+	struct proto_reader fr;
+	proto_reader_init(&fr, fmts, (size_t)nfmt * 2);
+	uint16_t f = nfmt == 0 ? 0 : proto_get_u16(&fr);
 	for (uint16_t i = 0; i < nvals; i++) {
-		uint16_t f = 0;
-		size_t fo = nfmt == 1 ? 0 : (size_t)i * 2;
-		if (nfmt > 0)
-			f = (uint16_t)(fmts[fo] << 8 | fmts[fo + 1]);
+		if (i > 0 && nfmt > 1)
+			f = proto_get_u16(&fr);
 		uint32_t n = proto_get_u32(&r);
 		if (r.err)
 			goto malformed;

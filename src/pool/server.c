@@ -1059,18 +1059,20 @@ int server_checked_state(struct server *s, char *what, size_t cap)
 	const uint8_t *row = s->row;
 	size_t len = s->rowlen;
 
-	if (cap == 0 || !row || s->nrows != 1 || len < 6)
+	if (cap == 0 || !row || s->nrows != 1)
 		return -1;
 	what[0] = '\0';
-	uint16_t ncols = (uint16_t)(row[0] << 8 | row[1]);
-	int32_t clen = (int32_t)((uint32_t)row[2] << 24 | (uint32_t)row[3] << 16 | (uint32_t)row[4] << 8 | row[5]);
-	if (ncols != 1 || clen < 0 || (size_t)clen != len - 6)
+	struct proto_reader r;
+	proto_reader_init(&r, row, len);
+	uint16_t ncols = proto_get_u16(&r);
+	int32_t clen = (int32_t)proto_get_u32(&r);
+	if (r.err || ncols != 1 || clen < 0 || (size_t)clen != proto_remaining(&r))
 		return -1;
 	s->check_prepared = true;
 	if (clen == 0)
 		return 0;
 	size_t n = (size_t)clen < cap - 1 ? (size_t)clen : cap - 1;
-	memcpy(what, row + 6, n);
+	memcpy(what, proto_reader_pos(&r), n);
 	what[n] = '\0';
 	return 1;
 }

@@ -492,7 +492,7 @@ static int kill_client_if(struct client *c, const struct console_cmd *cmd)
 {
 	if (c->state == CLIENT_CLOSING)
 		return 0;
-	if (cmd->kind == CONSOLE_CMD_KILL && !c->admin && strcmp(c->database, cmd->arg) == 0) {
+	if (cmd->kind == CONSOLE_CMD_KILL && c->kind != &console_kind && strcmp(c->database, cmd->arg) == 0) {
 		char why[CONFIG_NAME_MAX + 8];
 		snprintf(why, sizeof why, "KILL %s", cmd->arg);
 		terminate_client(c, why);

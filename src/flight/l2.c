@@ -18,6 +18,7 @@
 
 #include "flight/cache.h"
 #include "net/tunnel.h"
+#include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -321,16 +322,6 @@ static void on_versions(redisAsyncContext *ac, void *reply, void *privdata)
 		l2_error(r->l2, "a version counter is not a number", NULL);
 }
 
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-	return (uint64_t)rd32(p) << 32 | rd32(p + 4);
-}
-
 static void wr32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 24);
@@ -370,25 +361,26 @@ long flight_l2_encode(const uint8_t *key, size_t klen, const struct flight_l2_ve
 bool flight_l2_decode(const uint8_t *p, size_t len, const uint8_t *key, size_t klen,
 		      const struct flight_l2_versions *now, const uint8_t **bytes, size_t *blen)
 {
-	size_t need = MAGIC_LEN + 4;
+	struct proto_reader r;
 
-	if (len < need || memcmp(p, MAGIC, MAGIC_LEN) != 0 || rd32(p + MAGIC_LEN) != klen)
+	proto_reader_init(&r, p, len);
+	const uint8_t *magic = proto_get_bytes(&r, MAGIC_LEN);
+	uint32_t n = proto_get_u32(&r);
+	if (r.err || memcmp(magic, MAGIC, MAGIC_LEN) != 0 || n != klen)
 		return false;
-	need += klen + 4;
-	if (len < need || memcmp(p + MAGIC_LEN + 4, key, klen) != 0)
+	const uint8_t *k = proto_get_bytes(&r, klen);
+	if (r.err || memcmp(k, key, klen) != 0)
 		return false;
-	const uint8_t *q = p + MAGIC_LEN + 4 + klen;
-	if (rd32(q) != (uint32_t)now->n)
+	n = proto_get_u32(&r);
+	if (r.err || n != (uint32_t)now->n)
 		return false;
-	q += 4;
-	need += (size_t)now->n * 16;
-	if (len < need)
-		return false;
-	for (int i = 0; i < now->n; i++, q += 16)
-		if (rd64(q) != now->id[i] || rd64(q + 8) != now->v[i])
+	for (int i = 0; i < now->n; i++) {
+		uint64_t id = proto_get_u64(&r), v = proto_get_u64(&r);
+		if (r.err || id != now->id[i] || v != now->v[i])
 			return false; /* written since, or another key's entry under a colliding name */
-	*bytes = p + need;
-	*blen = len - need;
+	}
+	*bytes = proto_reader_pos(&r);
+	*blen = proto_remaining(&r);
 	return true;
 }
 

@@ -667,7 +667,7 @@ bool flight_client_session_request(struct client *c, const struct server *s)
 		return false;
 	struct flight_policy p;
 
-	if (!cache_of(c) || c->admin || !c->pool || c->mode != POOL_MODE_SESSION)
+	if (!cache_of(c) || !c->pool || c->mode != POOL_MODE_SESSION)
 		return false;
 	flight_policy_resolve(cfg, pool_rule(c->pool), &p);
 	if (p.mode <= CONFIG_CACHE_OFF)
@@ -705,7 +705,7 @@ static bool request(struct client *c, bool session)
 		fc->l2_checked = false;
 		return false; /* L2 had nothing: the leader's query goes to a server */
 	}
-	if (!cache || c->admin || !c->pool || c->mode != (session ? POOL_MODE_SESSION : POOL_MODE_TRANSACTION))
+	if (!cache || !c->pool || c->mode != (session ? POOL_MODE_SESSION : POOL_MODE_TRANSACTION))
 		return false;
 	if (fc && fc->bypass_once) {
 		fc->bypass_once = false;
@@ -1276,7 +1276,7 @@ static bool session_clean_read(struct client *c, const char *sql, size_t len)
 
 static bool tracking(const struct client *c)
 {
-	return c->worker->rt->flight && !c->admin && flight_cache_tracking(c->worker->rt->cfg);
+	return c->worker->rt->flight && c->pool && flight_cache_tracking(c->worker->rt->cfg);
 }
 
 void flight_client_sent_sql(struct client *c, const char *sql, size_t len)

@@ -19,10 +19,9 @@
 #include <openssl/rand.h>
 
 #include "frontend/authquery.h"
-#include "console/console.h"
-#include "kv/front.h"
 #include "flight/serve.h"
 #include "frontend/client_int.h"
+#include "frontend/client_kind.h"
 #include "frontend/split_route.h"
 #include "frontend/vdb.h"
 #include "pool/prepared.h"
@@ -43,6 +42,55 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void start_claim(struct client *c);
 
 static const struct tusk_config *cfg_of(const struct client *c) { return c->worker->rt->cfg; }
+
+/* ---- session kinds (client_kind.h) ---- */
+
+static void pooled_startup(struct client *c);
+static void pooled_begin(struct client *c);
+static bool pooled_writable(struct client *c);
+
+static const struct client_kind pooled_kind = {
+	.name = "pooled",
+	.startup = pooled_startup,
+	.begin = pooled_begin,
+	.input = client_need_server,
+	.writable = pooled_writable,
+};
+
+#define CLIENT_KINDS_MAX 8
+/* Written at startup only, before any worker thread exists (client_kind_register). */
+static const struct client_kind *kinds[CLIENT_KINDS_MAX];
+static int nkinds;
+static const struct client_move_hook *move_hook;
+
+void client_kind_register(const struct client_kind *k)
+{
+	for (int i = 0; i < nkinds; i++)
+		if (kinds[i] == k)
+			return;
+	if (nkinds == CLIENT_KINDS_MAX) {
+		log_error(NULL, NULL, "too many session kinds: %s not registered", k->name);
+		return;
+	}
+	kinds[nkinds++] = k;
+}
+
+const struct client_kind *client_kind_of(const struct tusk_config *cfg, const char *database)
+{
+	for (int i = 0; i < nkinds; i++) {
+		if (kinds[i]->enabled && !kinds[i]->enabled(cfg))
+			continue;
+		for (const char *const *db = kinds[i]->databases; *db; db++)
+			if (strcmp(*db, database) == 0)
+				return kinds[i];
+	}
+	return &pooled_kind;
+}
+
+void client_set_move_hook(const struct client_move_hook *h)
+{
+	move_hook = h;
+}
 
 _Static_assert(EV_READ == TLS_WANT_READ && EV_WRITE == TLS_WANT_WRITE, "tls_link_events speaks libev's bits");
 
@@ -257,12 +305,12 @@ struct worker_hooks frontend_worker_hooks = {
 
 /* An idle client holds no buffer (most clients of a pooler are idle): between
  * transactions, with nothing half read or half written, both blocks go back to the
- * worker. The admin console and clients of the virtual kv database keep theirs: their
- * answers are written into wbuf by console.c / kv/front.c (a kv answer arrives from a router
+ * worker. Clients of a resident kind (the admin console, the kv database) keep theirs: their
+ * answers are written into wbuf by their virtual database (a kv answer arrives from a router
  * thread while the client looks idle), not by the relay that attaches blocks. */
 static void release_bufs_if_idle(struct client *c)
 {
-	if (c->state != CLIENT_IDLE || c->admin || c->kv || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
+	if (c->state != CLIENT_IDLE || c->kind->resident || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
 	    c->c2s_scanned || c->c2s_remaining || c->s2c_scanned || c->s2c_remaining)
 		return;
 	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
@@ -384,9 +432,9 @@ void client_close(struct client *c, const char *reason)
 		c->fd = -1;
 	}
 	cancel_forget(c);
-	console_client_closed(c);
-	kv_front_closed(c);
-	c->vdb = NULL; /* it went with c->console or c->kv */
+	if (c->kind->closed)
+		c->kind->closed(c);
+	c->vdb = NULL; /* it went with the kind's session */
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	count_client(c, -1);
@@ -551,6 +599,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	id_make(c->id, 'c');
 	c->serial = atomic_fetch_add_explicit(&rt->next_client_serial, 1, memory_order_relaxed) + 1;
 	c->worker = w;
+	c->kind = &pooled_kind; /* until its startup packet names a registered kind */
 	c->fd = fd;
 	/* net_accept filled at most what the family needs: a Unix peer's path is not kept */
 	memcpy(&c->peer, &peer->sa, peer->len < sizeof c->peer ? peer->len : sizeof c->peer);
@@ -710,7 +759,6 @@ static int negotiate_version(struct client *c, const struct proto_startup *st)
 
 static void on_startup(struct client *c, const struct proto_startup *st)
 {
-	const struct config_pool_rule *rule;
 	int rc = keep_startup(c, st);
 
 	if (rc == -ENOMEM) {
@@ -742,16 +790,15 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 			return;
 		}
 	}
-	/* Admin console: its own authentication and access lists, no pool, no server. */
-	if (console_is_admin_db(c->database)) {
-		console_startup(c);
-		return;
-	}
-	if (kv_front_is_db(cfg_of(c), c->database)) {
-		kv_front_startup(c);
-		return;
-	}
-	rule = config_match_pool(cfg_of(c), c->database, c->user);
+	/* Chosen once: a virtual database (the admin console, kv) answers the client itself. */
+	c->kind = client_kind_of(cfg_of(c), c->database);
+	c->kind->startup(c);
+}
+
+/* The pooled kind's startup: the pool rule, its pool, and the rule's authentication. */
+static void pooled_startup(struct client *c)
+{
+	const struct config_pool_rule *rule = config_match_pool(cfg_of(c), c->database, c->user);
 	if (!rule) {
 		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
 		return;
@@ -779,17 +826,27 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		after_auth(c);
 }
 
-/* Authenticated: mint the cancel key and look for a server. */
 static void after_auth(struct client *c)
 {
-	if (c->admin) {
-		console_begin(c);
-		return;
+	c->kind->begin(c);
+}
+
+/* wbuf written while idle: the rest of a cached answer larger than it, and then what the
+ * client sent behind that answer. */
+static bool pooled_writable(struct client *c)
+{
+	if (flight_client_writable(c)) {
+		client_update_io(c);
+		client_need_server(c); /* what the client sent behind a cached answer */
+		return true;
 	}
-	if (c->kv) {
-		kv_front_begin(c);
-		return;
-	}
+	client_update_io(c);
+	return false;
+}
+
+/* The pooled kind, authenticated: mint the cancel key and look for a server. */
+static void pooled_begin(struct client *c)
+{
 	/* The key the client will cancel with; random so that it cannot be guessed. */
 	if (RAND_bytes((unsigned char *)&c->cancel_pid, sizeof c->cancel_pid) != 1 ||
 	    RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1) {
@@ -1184,7 +1241,7 @@ static void client_arrive(struct worker *w, struct worker_msg *m);
 static void maybe_move(struct client *c)
 {
 	struct worker *w = c->worker;
-	if (c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || !c->greeted || c->admin || c->kv || c->vdb ||
+	if (c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || !c->greeted || c->kind->resident ||
 	    c->server || c->queued || c->wait || c->dead || c->ryw_pending || c->pinned || c->big || c->copy_in ||
 	    c->release_pending || c->auth || buf_attached(&c->rbuf) || buf_attached(&c->wbuf) || c->tls.buffered ||
 	    c->tls_handshaking || !flight_client_quiet(c))
@@ -1205,20 +1262,20 @@ static void maybe_move(struct client *c)
 	unlink_client(c);
 	m->fn = client_arrive;
 	m->arg = c;
-	m->u32[0] = console_kills_seen(w);
+	m->u32[0] = move_hook ? move_hook->mark(w) : 0;
 	/* From here c is to's: this thread must not touch it again. */
 	cancel_move(c, to);
 	worker_post(to, m);
 }
 
-/* The message of maybe_move on the worker c moved to (arg: c, u32[0]: the kills its old
- * worker had seen): c takes up its place on w's loop; closed at once if w is stopping, or
+/* The message of maybe_move on the worker c moved to (arg: c, u32[0]: its old worker's mark
+ * from the move hook, the kills it had seen): c takes up its place on w's loop; closed at once if w is stopping, or
  * if it missed a KILL naming it on the way. */
 static void client_arrive(struct worker *w, struct worker_msg *m)
 {
 	struct client *c = m->arg;
 	link_client(w, c);
-	if (console_kills_catch_up(w, c, m->u32[0]))
+	if (move_hook && move_hook->arrive(w, c, m->u32[0]))
 		return;
 	if (w->stopping) {
 		shut_client(w, c, "tusk is shutting down");
@@ -1525,11 +1582,8 @@ static void read_startup_phase(struct client *c)
 	else if (c->state == CLIENT_AUTH) {
 		if (client_auth_input(c) == 1)
 			after_auth(c);
-	} else if (c->state == CLIENT_IDLE && (c->admin || c->kv)) {
-		if (c->vdb) /* else its console did not start: it is closing */
-			vdb_input(c->vdb);
 	} else if (c->state == CLIENT_IDLE)
-		client_need_server(c);
+		c->kind->input(c);
 	else
 		client_update_io(c);
 }
@@ -1560,19 +1614,13 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 				client_close(c, "write to client failed");
 				return;
 			}
-			if (c->state == CLIENT_IDLE && flight_client_writable(c)) {
-				client_update_io(c);
-				client_need_server(c); /* what the client sent behind a cached answer */
-				return;
-			}
-			client_update_io(c);
 			/* Only once logged in: a kv session exists from startup on, and what the
 			 * client sent before its password must not be read as requests. */
-			if (c->state == CLIENT_IDLE && (c->admin || c->kv) && buf_empty(&c->wbuf)) {
-				if (c->vdb)
-					vdb_writable(c->vdb); /* may close c */
-				return;
-			}
+			if (c->state == CLIENT_IDLE) {
+				if (c->kind->writable(c))
+					return;
+			} else
+				client_update_io(c);
 		}
 		if (revents & EV_READ)
 			read_startup_phase(c);

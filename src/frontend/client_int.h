@@ -1,7 +1,8 @@
 /* Internal to frontend/: the client struct shared by client.c (startup, waiting,
- * teardown), relay.c (moving bytes while a server is attached) and cancel.c. The admin
- * console (src/console/) also includes it: it answers admin clients itself and lists and
- * closes clients on their workers. */
+ * teardown), relay.c (moving bytes while a server is attached) and cancel.c. The session
+ * kinds of the virtual databases (src/console/, src/kv/front.c; client_kind.h) also include
+ * it: they answer their clients themselves, and the console lists and closes clients on their
+ * workers. */
 #ifndef TUSK_FRONTEND_CLIENT_INT_H
 #define TUSK_FRONTEND_CLIENT_INT_H
 
@@ -25,8 +26,7 @@
 struct server;
 struct prep_client;
 struct client_auth;
-struct console_session;
-struct kv_session;
+struct client_kind;
 struct vdb;
 struct flight_client;
 struct client_wait;
@@ -102,7 +102,6 @@ struct client {
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
-	bool admin;                 /* connected to the admin console's database: never gets a server */
 	bool prep_on;               /* named statements are tracked (transaction/statement pooling
 	                             * with max_prepared_statements): prep is the map, NULL until
 	                             * the first named Parse (an idle client that names none pays
@@ -133,9 +132,9 @@ struct client {
 	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
 	struct client *prev, *next; /* worker->clients */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
-	struct console_session *console; /* the admin client's console state (src/console/) */
-	struct kv_session *kv;      /* a client of the virtual kv database (src/kv/front.c): never gets a server */
-	struct vdb *vdb;            /* the virtual database inside console or kv that reads c's requests */
+	const struct client_kind *kind; /* chosen once, at startup (client_kind.h); never NULL */
+	struct vdb *vdb;            /* a virtual database's kind (console, kv): the vdb inside its
+	                             * session that reads c's requests; NULL otherwise */
 	struct flight_client *flight; /* the result cache's state (src/flight/serve.c); NULL: none yet */
 
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is

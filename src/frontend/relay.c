@@ -1987,7 +1987,7 @@ void relay_start(struct client *c, struct server *s)
 	ev_set_cb(&s->io, relay_server_cb);
 	s->io.data = s;
 	s->owner = c;
-	s->state = SERVER_ACTIVE;
+	server_set_state(s, SERVER_ACTIVE);
 	s->pending_rfq = 0;
 	s->expect_head = s->expect_count = 0;
 	s->skipping = false;
@@ -2079,7 +2079,7 @@ static void park(struct server *s)
 		/* A cancel for its last client's query is still on its way: nobody else gets this
 		 * server before PostgreSQL has taken it (cancel.c parks it then). */
 		s->park_after_cancel = true;
-		s->state = SERVER_IDLE;
+		server_set_state(s, SERVER_IDLE);
 		ev_io_stop(s->worker->loop, &s->io);
 		ev_timer_stop(s->worker->loop, &s->timer);
 		return;
@@ -2198,7 +2198,7 @@ static void release_after_transaction(struct client *c, struct server *s)
 	s->owner = NULL;
 	s->last_owner = c->serial;
 	s->carry_hash = c->session.carry_hash;
-	s->state = SERVER_IDLE;
+	server_set_state(s, SERVER_IDLE);
 	c->server = NULL;
 	c->release_pending = false;
 	if (!buf_empty(&s->rbuf)) {
@@ -2279,7 +2279,7 @@ static void reset_and_park(struct server *s, enum reset_kind kind)
 		s->check_prepared = false;
 	}
 	if (n == 0) {
-		s->state = SERVER_IDLE;
+		server_set_state(s, SERVER_IDLE);
 		park(s);
 		return;
 	}

@@ -35,6 +35,17 @@ enum server_state {
 	SERVER_CLOSED,
 };
 
+/* The one way a server's state changes (server.c holds the table of legal moves, from the
+ * diagram above: CONNECTING -> LOGIN -> IDLE <-> ACTIVE/QUERY/DRAINING, any -> CLOSED). An
+ * illegal move is logged; in debug builds (no NDEBUG, or the ASan build's TUSK_DEBUG_ALLOC)
+ * it aborts (server_state_strict). Returns false when the move was illegal (the state is set
+ * all the same: release builds keep running as before). */
+struct server;
+bool server_set_state(struct server *s, enum server_state to);
+bool server_state_legal(enum server_state from, enum server_state to);
+/* Whether an illegal move aborts; set by default in debug builds. Tests may change it. */
+extern bool server_state_strict;
+
 /* What the server owes for each request it was sent, in order. Injected requests of
  * tusk's own get their replies dropped; requests tusk answers itself (a Parse the server
  * already has, a Close of a statement) get their reply injected when they reach the head. */
@@ -106,7 +117,7 @@ typedef void (*server_done_fn)(struct server *s, void *arg, int err, const char 
 
 struct server {
 	char id[ID_LEN];                      /* read-only */
-	enum server_state state;              /* read-only outside server.c and relay.c */
+	enum server_state state;              /* read-only: changed by server_set_state only */
 	struct pool *pool;                    /* read-only */
 	struct worker *worker;                /* owning worker while attached, else NULL */
 	int fd;

@@ -17,6 +17,7 @@
 #include "console/console.h"
 #include "frontend/cancel.h"
 #include "frontend/client.h"
+#include "kv/front.h"
 #include "net/tls.h"
 #include "net/tunnel.h"
 #include "pool/pool.h"
@@ -334,6 +335,9 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->kills = console_kills_new();
+	/* The session kinds of the virtual databases, before any worker runs (idempotent). */
+	console_register();
+	kv_front_register();
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
 	rt->flight = flight_cache_new(cfg->cache_memory, cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL
 								 ? (double)cfg->cache_logical_poll_ms / 1000.0

@@ -186,6 +186,65 @@ static void usage(FILE *out)
 		"  -h, --help         print this help and exit\n");
 }
 
+/* tusk --check: the configuration and the files it names (auth_file, hba_file, TLS). */
+static int check_config(struct tusk_config *cfg, const char *path)
+{
+	struct userlist *users;
+	struct hba *hba;
+	struct tls_ctx **ltls, **stls;
+	int aerr = runtime_load_auth(cfg, stderr, &users, &hba);
+	userlist_free(users);
+	hba_free(hba);
+	aerr += runtime_load_tls(cfg, stderr, &ltls, &stls);
+	runtime_free_tls(cfg, ltls, stls);
+	struct tls_ctx *rtls;
+	aerr += runtime_load_redis_tls(cfg, stderr, &rtls);
+	tls_ctx_free(rtls);
+	if (aerr > 0) {
+		fprintf(stderr, "%s: %d error%s in auth_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
+		config_free(cfg);
+		return 1;
+	}
+	printf("%s: configuration is valid\n", path);
+	config_free(cfg);
+	return 0;
+}
+
+/* Signals are taken synchronously by this thread through a signalfd; workers and the
+ * logger block them all. The signalfd, or -1 (said on stderr). */
+static int take_signals(void)
+{
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	int sigfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sigfd < 0)
+		perror("tusk: signalfd");
+	return sigfd;
+}
+
+/* Serving after --takeover: now the old process may stop accepting; this one answers the
+ * next online restart. */
+static void takeover_serving(struct control *ctl, int old_pid)
+{
+	if (takeover_finish(ctl->takeover_conn) == 0)
+		log_info(NULL, NULL, "takeover: pid %d drains; this process serves", old_pid);
+	ctl->takeover_conn = -1;
+	ctl->takeover_fd = takeover_listen(ctl->rt.cfg->takeover_socket);
+	if (ctl->takeover_fd < 0)
+		log_error(NULL, NULL, "takeover_socket %s: %s; the next online restart will not find this process",
+			  ctl->rt.cfg->takeover_socket, strerror(-ctl->takeover_fd));
+	char mainpid[32];
+	snprintf(mainpid, sizeof mainpid, "MAINPID=%d", (int)getpid());
+	(void)sdnotify(mainpid);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -228,42 +287,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %d error%s; tusk not started\n", path, nerr, nerr == 1 ? "" : "s");
 		return 1;
 	}
-	if (check) {
-		struct userlist *users;
-		struct hba *hba;
-		struct tls_ctx **ltls, **stls;
-		int aerr = runtime_load_auth(cfg, stderr, &users, &hba);
-		userlist_free(users);
-		hba_free(hba);
-		aerr += runtime_load_tls(cfg, stderr, &ltls, &stls);
-		runtime_free_tls(cfg, ltls, stls);
-		struct tls_ctx *rtls;
-		aerr += runtime_load_redis_tls(cfg, stderr, &rtls);
-		tls_ctx_free(rtls);
-		if (aerr > 0) {
-			fprintf(stderr, "%s: %d error%s in auth_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
-			config_free(cfg);
-			return 1;
-		}
-		printf("%s: configuration is valid\n", path);
-		config_free(cfg);
-		return 0;
-	}
+	if (check)
+		return check_config(cfg, path);
 
-	/* Signals are taken synchronously by this thread through a signalfd; workers and the
-	 * logger block them all. */
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGUSR1);
-	sigaddset(&sigs, SIGUSR2);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	int sigfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	int sigfd = take_signals();
 	if (sigfd < 0) {
-		perror("tusk: signalfd");
 		config_free(cfg);
 		return 1;
 	}
@@ -332,19 +360,8 @@ int main(int argc, char **argv)
 		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
 	ctl.rt.kv_router = kv_router;
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
-	if (takeover) {
-		/* Serving: now the old process may stop accepting. */
-		if (takeover_finish(ctl.takeover_conn) == 0)
-			log_info(NULL, NULL, "takeover: pid %d drains; this process serves", old_pid);
-		ctl.takeover_conn = -1;
-		ctl.takeover_fd = takeover_listen(ctl.rt.cfg->takeover_socket);
-		if (ctl.takeover_fd < 0)
-			log_error(NULL, NULL, "takeover_socket %s: %s; the next online restart will not find this process",
-				  ctl.rt.cfg->takeover_socket, strerror(-ctl.takeover_fd));
-		char mainpid[32];
-		snprintf(mainpid, sizeof mainpid, "MAINPID=%d", (int)getpid());
-		(void)sdnotify(mainpid);
-	}
+	if (takeover)
+		takeover_serving(&ctl, old_pid);
 	(void)sdnotify("READY=1\nSTATUS=serving");
 	rc = control_loop(&ctl);
 	kv_replicate_stop(kv);

@@ -20,6 +20,7 @@
 #include "kv/router.h"
 #include "metrics/metrics.h"
 #include "net/tls.h"
+#include "pool/pool.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
 #include "stats/stats.h"
@@ -73,7 +74,7 @@ static void log_stats(struct control *ctl)
 	struct stats_pool_snapshot t;
 	double now = now_mono(), dt;
 
-	stats_totals(&ctl->rt, &t);
+	pool_totals(&ctl->rt, &t);
 	dt = ctl->stats_at > 0 ? now - ctl->stats_at : 0;
 	if (dt <= 0)
 		dt = 1e9; /* first line: rates are not known yet, print 0 */

@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "kv/replicate.h"
 #include "net/net.h"
+#include "pool/pool.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 #include "util/log.h"
@@ -228,7 +229,7 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 	if (!g)
 		goto err;
 	stats_read_global(rt->stats, g);
-	stats_foreach_pool(rt, collect_pool, &pools);
+	pool_foreach_snapshot(rt, collect_pool, &pools);
 	if (pools.oom)
 		goto err;
 	f = open_memstream(out, len);

@@ -1070,6 +1070,57 @@ void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), voi
 		cb(p, arg);
 }
 
+void pool_stats_snapshot(struct pool *p, struct stats_pool_snapshot *out)
+{
+	struct pool_gauges g;
+
+	memset(out, 0, sizeof *out);
+	out->database = pool_database(p);
+	out->user = pool_user(p);
+	out->mode = config_pool_mode_name(pool_rule(p)->mode);
+	out->size = pool_rule(p)->size;
+	stats_pool_snapshot_read(pool_stats(p), out);
+	pool_snapshot(p, &g);
+	out->sv_idle = g.idle;
+	/* Slots also cover connects and hand-overs in flight; what remains is in use. */
+	out->sv_active = g.slots - g.idle - out->sv_connecting;
+	if (out->sv_active < 0)
+		out->sv_active = 0;
+	out->waiters = g.waiters;
+	out->down = g.down;
+}
+
+struct snapshot_walk {
+	void (*cb)(const struct stats_pool_snapshot *snap, void *arg);
+	void *arg;
+};
+
+static void snapshot_one(struct pool *p, void *arg)
+{
+	struct snapshot_walk *walk = arg;
+	struct stats_pool_snapshot snap;
+	pool_stats_snapshot(p, &snap);
+	walk->cb(&snap, walk->arg);
+}
+
+void pool_foreach_snapshot(struct runtime *rt, void (*cb)(const struct stats_pool_snapshot *snap, void *arg),
+			   void *arg)
+{
+	struct snapshot_walk walk = { cb, arg };
+	pool_foreach(rt, snapshot_one, &walk);
+}
+
+static void total_one(const struct stats_pool_snapshot *snap, void *arg)
+{
+	stats_snapshot_add(arg, snap);
+}
+
+void pool_totals(struct runtime *rt, struct stats_pool_snapshot *out)
+{
+	memset(out, 0, sizeof *out);
+	pool_foreach_snapshot(rt, total_one, out);
+}
+
 /* Made by a "*" rule, i.e. for whatever names clients sent: those are what
  * pool_idle_timeout retires (a named rule's pool is the operator's, kept as configured). */
 static bool from_wildcard(const struct config_pool_rule *rule)

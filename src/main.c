@@ -21,8 +21,9 @@
 #include "metrics/metrics.h"
 #include "net/tls.h"
 #include "pool/pool.h"
+#include "daemon/daemon.h"
+#include "daemon/takeover.h"
 #include "runtime/runtime.h"
-#include "runtime/takeover.h"
 #include "stats/stats.h"
 #include "util/log.h"
 #include "util/pidfile.h"
@@ -59,7 +60,7 @@ static void begin_drain(struct control *ctl, const char *why)
 	log_info(NULL, NULL, "%s: no longer accepting; waiting up to %.1fs for %d client%s to finish their transactions",
 		 why, (double)cfg->shutdown_timeout_ms / 1000.0, atomic_load(&ctl->rt.nclients),
 		 atomic_load(&ctl->rt.nclients) == 1 ? "" : "s");
-	runtime_drain(&ctl->rt);
+	daemon_drain(&ctl->rt);
 	/* Never 0: 0 means "not draining". */
 	ctl->drain_deadline = now_mono() + (double)cfg->shutdown_timeout_ms / 1000.0 + 1e-6;
 	if (ctl->takeover_fd >= 0) {
@@ -145,7 +146,7 @@ static int control_loop(struct control *ctl)
 		case SIGHUP:
 			(void)sdnotify_reloading();
 			log_info(NULL, NULL, "SIGHUP: reloading %s", ctl->path);
-			if (runtime_reload(&ctl->rt, ctl->path) == 0)
+			if (daemon_reload(&ctl->rt, ctl->path) == 0)
 				ctl->next_stats = now_mono() + (double)ctl->rt.cfg->stats_period_ms / 1000.0;
 			kv_replicate_reload(ctl->rt.kv_replicator); /* the kv catalog too (docs/kv.md) */
 			(void)sdnotify("READY=1\nSTATUS=serving");
@@ -193,13 +194,13 @@ static int check_config(struct tusk_config *cfg, const char *path)
 	struct userlist *users;
 	struct hba *hba;
 	struct tls_ctx **ltls, **stls;
-	int aerr = runtime_load_auth(cfg, stderr, &users, &hba);
+	int aerr = daemon_load_auth(cfg, stderr, &users, &hba);
 	userlist_free(users);
 	hba_free(hba);
-	aerr += runtime_load_tls(cfg, stderr, &ltls, &stls);
-	runtime_free_tls(cfg, ltls, stls);
+	aerr += daemon_load_tls(cfg, stderr, &ltls, &stls);
+	daemon_free_tls(cfg, ltls, stls);
 	struct tls_ctx *rtls;
-	aerr += runtime_load_redis_tls(cfg, stderr, &rtls);
+	aerr += daemon_load_redis_tls(cfg, stderr, &rtls);
 	tls_ctx_free(rtls);
 	if (aerr > 0) {
 		fprintf(stderr, "%s: %d error%s in auth_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
@@ -341,14 +342,14 @@ int main(int argc, char **argv)
 		snprintf(takeover_path, sizeof takeover_path, "%s", cfg->takeover_socket);
 	if (cfg->admin.http)
 		(void)metrics_load_library(); /* before listening: see metrics.h */
-	int rc = runtime_start(&ctl.rt, cfg, inherited, ninherited);
+	int rc = daemon_start(&ctl.rt, cfg, inherited, ninherited);
 	cfg = NULL; /* the runtime's now */
 	free(inherited);
 	if (rc < 0)
 		goto err_takeover;
 	/* After the listeners are open (/health means tusk listens), before anything stops. */
 	if (metrics_start(&ctl.rt, &ctl.http) < 0) {
-		runtime_stop(&ctl.rt);
+		daemon_stop(&ctl.rt);
 		goto err_takeover;
 	}
 	/* The kv store's replication threads (only with a kv section); tusk serves without them. */
@@ -367,8 +368,8 @@ int main(int argc, char **argv)
 	rc = control_loop(&ctl);
 	kv_replicate_stop(kv);
 	kv_router_stop(kv_router); /* calls still queued are answered 57P01 on their workers */
-	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
-	runtime_stop(&ctl.rt);
+	metrics_stop(ctl.http); /* its handlers read what daemon_stop frees */
+	daemon_stop(&ctl.rt);
 	kv_router_free(kv_router);
 	kv_replicate_free(kv); /* after its readers (console, HTTP) are gone */
 	if (ctl.takeover_fd >= 0)

@@ -22,6 +22,7 @@
 #include "kv/replicate.h"
 #include "net/net.h"
 #include "pool/pool.h"
+#include "pool/services.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 #include "util/log.h"
@@ -353,7 +354,7 @@ static int probe_backends(struct runtime *rt, char *why, size_t cap)
 	snprintf(why, cap, "no service configured");
 	for (int i = 0; i < n; i++) {
 		fds[i].events = POLLOUT;
-		if (runtime_service_addr(rt, &cfg->services[i], &addrs[i]) < 0) {
+		if (services_addr(rt->services, &cfg->services[i], &addrs[i]) < 0) {
 			snprintf(why, cap, "service %s: no backend known yet", cfg->services[i].name);
 			fds[i].fd = -1;
 			continue;

@@ -1,0 +1,600 @@
+/* The daemon's lifecycle: start, reload, drain and stop (see daemon.h). Everything here runs on the main
+ * thread; workers are reached through their inboxes and shared state through the _Atomic
+ * pointers of struct runtime. */
+#include "daemon/daemon.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "auth/authcache.h"
+#include "flight/cache.h"
+#include "flight/l2.h"
+#include "auth/hba.h"
+#include "auth/userlist.h"
+#include "console/console.h"
+#include "frontend/cancel.h"
+#include "net/tls.h"
+#include "net/tunnel.h"
+#include "pool/pool.h"
+#include "pool/services.h"
+#include "runtime/runtime.h"
+#include "stats/stats.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define LISTEN_BACKLOG 1024
+
+static void unix_path(const struct tusk_config *cfg, int port, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s/.s.PGSQL.%d", cfg->unix_socket_dir, port);
+}
+
+static bool has_key(const struct tusk_config *cfg, const char *key)
+{
+	char k[300];
+	for (int i = 0; i < cfg->nlisten; i++) {
+		runtime_listen_key(&cfg->listen[i], k, sizeof k);
+		if (strcmp(k, key) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Record a listening socket for worker wi: fd is the worker's (handed over by
+ * post_listeners), the runtime keeps a dup. On failure fd is closed. */
+static int give_listener(struct runtime *rt, const char *key, int fd, int wi)
+{
+	if (rt->nlisteners == rt->caplisteners) {
+		int cap = rt->caplisteners ? rt->caplisteners * 2 : 16;
+		struct runtime_listener *l = realloc(rt->listeners, (size_t)cap * sizeof *l);
+		if (!l) {
+			close(fd);
+			return -ENOMEM;
+		}
+		rt->listeners = l;
+		rt->caplisteners = cap;
+	}
+	int keep = dup(fd);
+	if (keep < 0) {
+		int e = -errno;
+		close(fd);
+		return e;
+	}
+	struct runtime_listener *l = &rt->listeners[rt->nlisteners++];
+	snprintf(l->key, sizeof l->key, "%s", key);
+	l->fd = keep;
+	l->pending = fd;
+	l->worker = wi;
+	return 0;
+}
+
+/* Workers start accepting only once everything is open: a start or reload that fails
+ * half-way has accepted nobody it would then drop. */
+static void post_listeners(struct runtime *rt)
+{
+	for (int i = 0; i < rt->nlisteners; i++) {
+		struct runtime_listener *l = &rt->listeners[i];
+		if (l->pending < 0)
+			continue;
+		if (worker_post_listen(rt->workers[l->worker], l->pending, l->key) < 0) {
+			log_error(NULL, NULL, "worker %d: out of memory adding listener %s", l->worker, l->key);
+			close(l->pending);
+		}
+		l->pending = -1;
+	}
+}
+
+/* Forget the listeners from index `from` on (not posted yet), closing both fds. */
+static void drop_listeners(struct runtime *rt, int from)
+{
+	for (int i = from; i < rt->nlisteners; i++) {
+		if (rt->listeners[i].pending >= 0)
+			close(rt->listeners[i].pending);
+		close(rt->listeners[i].fd);
+	}
+	rt->nlisteners = from;
+}
+
+/* Listeners for one listen entry: the inherited sockets of the same key first (each must
+ * be accepted on, or the connections queued in it would be lost), then fresh SO_REUSEPORT
+ * sockets until every worker has one. Fresh ones are opened before any is handed out, so
+ * a failure leaves nothing half done for this entry. */
+static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const struct config_listen *entry,
+		      struct runtime_inherited *inh, int ninh)
+{
+	char key[300];
+	struct net_addr addr;
+	int w = 0, rc;
+
+	runtime_listen_key(entry, key, sizeof key);
+	for (int i = 0; i < ninh; i++) {
+		if (inh[i].fd < 0 || strcmp(inh[i].key, key) != 0)
+			continue;
+		rc = give_listener(rt, key, inh[i].fd, w % rt->nworkers);
+		inh[i].fd = -1;
+		if (rc < 0)
+			return rc;
+		w++;
+	}
+	if (w < rt->nworkers) {
+		int fresh[256];
+		int n = 0;
+		rc = net_resolve(entry->host, entry->port, true, &addr);
+		if (rc < 0) {
+			log_error(NULL, NULL, "%s: listen %s: cannot resolve", cfg->path, key);
+			return rc;
+		}
+		for (; w + n < rt->nworkers; n++) {
+			fresh[n] = net_listen(&addr, LISTEN_BACKLOG);
+			if (fresh[n] < 0) {
+				rc = fresh[n];
+				log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key, strerror(-rc));
+				while (n-- > 0)
+					close(fresh[n]);
+				return rc;
+			}
+		}
+		for (int i = 0; i < n; i++) {
+			rc = give_listener(rt, key, fresh[i], w + i);
+			if (rc < 0) {
+				for (int j = i + 1; j < n; j++)
+					close(fresh[j]);
+				return rc;
+			}
+		}
+	}
+	log_info(NULL, NULL, "listening on %s with %d workers", key, rt->nworkers);
+	return 0;
+}
+
+/* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
+static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct runtime_inherited *inh, int ninh)
+{
+	for (int i = 0; cfg->unix_socket_dir && i < cfg->nlisten; i++) {
+		char path[128], key[300];
+		int fd = -1;
+		unix_path(cfg, cfg->listen[i].port, path, sizeof path);
+		snprintf(key, sizeof key, "unix:%s", path);
+		for (int j = 0; j < rt->nlisteners; j++)
+			if (strcmp(rt->listeners[j].key, key) == 0)
+				goto next; /* two listen entries on one port */
+		for (int j = 0; j < ninh && fd < 0; j++) {
+			if (inh[j].fd >= 0 && strcmp(inh[j].key, key) == 0) {
+				fd = inh[j].fd;
+				inh[j].fd = -1;
+			}
+		}
+		if (fd < 0)
+			fd = net_listen_unix(path, LISTEN_BACKLOG);
+		if (fd < 0) {
+			log_error(NULL, NULL, "listen on Unix socket %s: %s", path, strerror(-fd));
+			return fd;
+		}
+		int rc = give_listener(rt, key, fd, 0);
+		if (rc < 0)
+			return rc;
+		log_info(NULL, NULL, "listening on Unix socket %s", path);
+next:;
+	}
+	return 0;
+}
+
+static void publish(struct runtime *rt, struct runtime_gen *g)
+{
+	g->older = rt->gen;
+	/* Release stores: see struct runtime. The generation list first, so that any rule a
+	 * worker finds through cfg already has its service address reachable. */
+	atomic_store_explicit(&rt->gen, g, memory_order_release);
+	atomic_store_explicit(&rt->cfg, g->cfg, memory_order_release);
+	atomic_store_explicit(&rt->users, g->users, memory_order_release);
+	atomic_store_explicit(&rt->hba, g->hba, memory_order_release);
+}
+
+static void free_gen(struct runtime_gen *g)
+{
+	if (!g)
+		return;
+	userlist_free(g->users);
+	hba_free(g->hba);
+	daemon_free_tls(g->cfg, g->listen_tls, g->service_tls);
+	config_free(g->cfg);
+	free(g);
+}
+
+int daemon_load_redis_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx **out)
+{
+	const struct config_redis *r = &cfg->redis;
+	char err[TLS_ERR_MAX];
+
+	*out = NULL;
+	if (r->tls == CONFIG_STLS_DISABLE)
+		return 0;
+	struct tls_client_opts o = {
+		.ca_file = r->tls_ca_file, .cert_file = r->tls_cert_file, .key_file = r->tls_key_file,
+		.verify = r->tls == CONFIG_STLS_VERIFY_FULL ? 2 : r->tls == CONFIG_STLS_VERIFY_CA ? 1 : 0,
+		.hostname = r->host,
+	};
+	if (tls_ctx_client_new(&o, err, sizeof err, out) < 0) {
+		fprintf(errout, "%s: redis: %s\n", cfg->path, err);
+		return 1;
+	}
+	return 0;
+}
+
+/* Redis is reached through the tunnel for the process's life (redis: is not reloadable). */
+static int start_redis_tunnel(struct runtime *rt, const struct tusk_config *cfg)
+{
+	struct tls_ctx *ctx;
+
+	if (daemon_load_redis_tls(cfg, stderr, &ctx) > 0)
+		return -EINVAL;
+	struct tunnel_opts o = {
+		.name = "cache L2 (Redis)", .host = cfg->redis.host, .port = cfg->redis.port ? cfg->redis.port : 6379,
+		.ctx = ctx, .timeout = (double)cfg->redis.timeout_ms / 1000.0,
+		/* one connection per worker, and a reconnect may overlap the old one's close */
+		.max_conns = 2 * cfg->workers + 16,
+	};
+	return tunnel_start(&o, &rt->redis_tunnel);
+}
+
+/* threads false: the test seam of daemon_start_inline (no worker threads, no listeners). */
+static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited,
+		 bool threads)
+{
+	int rc;
+	struct runtime_gen *g = calloc(1, sizeof *g);
+
+	memset(rt, 0, sizeof *rt);
+	atomic_init(&rt->nclients, 0);
+	if (!g) {
+		config_free(cfg);
+		return -ENOMEM;
+	}
+	g->cfg = cfg;
+	if (daemon_load_auth(cfg, stderr, &g->users, &g->hba) > 0 ||
+	    daemon_load_tls(cfg, stderr, &g->listen_tls, &g->service_tls) > 0) {
+		free_gen(g);
+		return -EINVAL;
+	}
+	/* Resolvers before the generation is published: a worker that finds a rule finds its
+	 * service's entry (its set may still be on its way: claims wait for it). */
+	rt->services = services_new();
+	rc = rt->services ? services_apply(rt->services, cfg) : -ENOMEM;
+	if (rc < 0) {
+		services_free(rt->services);
+		rt->services = NULL;
+		free_gen(g);
+		return rc;
+	}
+	publish(rt, g);
+	rt->pools = pool_registry_new();
+	rt->cancels = cancel_registry_new();
+	rt->kills = console_kills_new();
+	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
+	rt->flight = flight_cache_new(cfg->cache_memory, cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL
+								 ? (double)cfg->cache_logical_poll_ms / 1000.0
+								 : 0);
+	rt->stats = stats_new();
+	rt->start_time = ev_time();
+	rt->nworkers = cfg->workers;
+	const char *bt = getenv("TUSK_TEST_BALANCE");
+	rt->balance_test = bt && strcmp(bt, "pingpong") == 0;
+	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
+	if (!rt->pools || !rt->cancels || !rt->kills || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
+		rc = -ENOMEM;
+		goto err;
+	}
+	if (threads && cfg->redis.tls != CONFIG_STLS_DISABLE) {
+		rc = start_redis_tunnel(rt, cfg);
+		if (rc < 0)
+			goto err;
+	}
+	for (int w = 0; w < cfg->workers; w++) {
+		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
+		if (rc < 0) {
+			log_error(NULL, NULL, "cannot start worker %d: %s", w, strerror(-rc));
+			goto err;
+		}
+	}
+	if (!threads)
+		return 0;
+	/* Each worker connects to Redis now, on its own thread, so the first lookups find it
+	 * up (a worker without the message connects at its first lookup instead). */
+	for (int w = 0; w < cfg->workers && flight_l2_configured(cfg); w++) {
+		struct worker_msg *m = calloc(1, sizeof(*m));
+		if (!m)
+			break;
+		m->kind = WORKER_MSG_CALL;
+		m->call = flight_l2_start;
+		worker_post(rt->workers[w], m);
+	}
+	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
+	 * connections over the workers without an acceptor thread. */
+	for (int i = 0; i < cfg->nlisten; i++) {
+		rc = open_entry(rt, cfg, &cfg->listen[i], inherited, ninherited);
+		if (rc < 0)
+			goto err;
+	}
+	rc = open_unix(rt, cfg, inherited, ninherited);
+	if (rc < 0)
+		goto err;
+	for (int i = 0; i < ninherited; i++) {
+		if (inherited[i].fd >= 0) {
+			log_warn(NULL, NULL, "inherited listener %s is not in the configuration: closed", inherited[i].key);
+			close(inherited[i].fd);
+			inherited[i].fd = -1;
+		}
+	}
+	post_listeners(rt);
+	return 0;
+
+err:
+	drop_listeners(rt, 0);
+	daemon_stop(rt);
+	return rc;
+}
+
+int daemon_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited)
+{
+	return start(rt, cfg, inherited, ninherited, true);
+}
+
+int daemon_start_inline(struct runtime *rt, struct tusk_config *cfg)
+{
+	return start(rt, cfg, NULL, 0, false);
+}
+
+int daemon_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba)
+{
+	int nerr = 0;
+	*users = NULL;
+	*hba = NULL;
+	if (cfg->auth_file)
+		nerr += userlist_load(cfg->auth_file, errout, users);
+	if (cfg->hba_file)
+		nerr += hba_load(cfg->hba_file, errout, hba);
+	return nerr;
+}
+
+/* Each line the loaders wrote (FILE:LINE: KEY: message) as one log line. */
+static void log_lines(enum log_level level, const char *prefix, char *text)
+{
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		log_at(level, NULL, NULL, "%s%s", prefix, line);
+}
+
+int daemon_reload(struct runtime *rt, const char *path)
+{
+	const struct tusk_config *cur = rt->cfg;
+	struct runtime_gen *g = calloc(1, sizeof *g);
+	char *errs = NULL;
+	size_t errlen = 0;
+	FILE *err = open_memstream(&errs, &errlen);
+	int rc = -EINVAL, nerr;
+
+	if (!g || !err) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	nerr = config_load(path, err, &g->cfg);
+	if (nerr == 0)
+		nerr = daemon_load_auth(g->cfg, err, &g->users, &g->hba);
+	if (nerr == 0)
+		nerr = daemon_load_tls(g->cfg, err, &g->listen_tls, &g->service_tls);
+	fflush(err);
+	if (nerr > 0) {
+		log_lines(LOG_ERROR, "reload: ", errs);
+		log_error(NULL, NULL, "reload of %s failed with %d error%s; the running configuration stays", path, nerr,
+			  nerr == 1 ? "" : "s");
+		goto out;
+	}
+	rewind(err);
+	errlen = 0;
+	if (config_check_reload(cur, g->cfg, err) > 0) {
+		fflush(err);
+		log_lines(LOG_WARN, "reload: ", errs);
+		log_warn(NULL, NULL, "reload: the keys above keep their running values until a restart");
+	}
+	if (config_keep_fixed(cur, g->cfg) < 0) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* New listeners before anything is published: an address that cannot be bound fails
+	 * the reload as a whole. */
+	if (!rt->draining) {
+		int before = rt->nlisteners;
+		for (int i = 0; i < g->cfg->nlisten; i++) {
+			char key[300];
+			runtime_listen_key(&g->cfg->listen[i], key, sizeof key);
+			if (has_key(cur, key))
+				continue;
+			rc = open_entry(rt, g->cfg, &g->cfg->listen[i], NULL, 0);
+			if (rc < 0) {
+				drop_listeners(rt, before); /* none was handed to a worker yet */
+				log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);
+				goto out;
+			}
+		}
+	}
+	/* Kept resolvers are asked again now (a reload means "look again"); new or changed
+	 * services get new ones, before any worker can find a rule naming them. */
+	rc = services_apply(rt->services, g->cfg);
+	if (rc < 0) {
+		log_error(NULL, NULL, "reload of %s failed (resolvers: %s); the running configuration stays", path,
+			  strerror(-rc));
+		goto out;
+	}
+	publish(rt, g);
+	post_listeners(rt);
+	pool_registry_reload(rt->pools, g->cfg);
+	/* Listeners whose listen entry is gone. */
+	for (int j = 0; j < rt->nlisteners;) {
+		struct runtime_listener *l = &rt->listeners[j];
+		if (strncmp(l->key, "unix:", 5) == 0 || has_key(g->cfg, l->key)) {
+			j++;
+			continue;
+		}
+		if (worker_post_unlisten(rt->workers[l->worker], l->key) < 0)
+			log_error(NULL, NULL, "reload: out of memory closing listener %s", l->key);
+		log_info(NULL, NULL, "reload: no longer listening on %s (worker %d)", l->key, l->worker);
+		close(l->fd);
+		*l = rt->listeners[--rt->nlisteners];
+	}
+	log_set_level(g->cfg->log.level);
+	log_info(NULL, NULL, "reloaded %s: %d pool rule%s, %d listen address%s", path, g->cfg->npools,
+		 g->cfg->npools == 1 ? "" : "s", g->cfg->nlisten, g->cfg->nlisten == 1 ? "" : "es");
+	g = NULL;
+	rc = 0;
+out:
+	if (err)
+		fclose(err);
+	free(errs);
+	free_gen(g);
+	return rc;
+}
+
+int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
+		     struct tls_ctx ***service_tls)
+{
+	struct tls_ctx **lt = calloc((size_t)cfg->nlisten + 1, sizeof *lt);
+	struct tls_ctx **st = calloc((size_t)cfg->nservices + 1, sizeof *st);
+	char err[TLS_ERR_MAX];
+	int nerr = 0;
+
+	*listen_tls = *service_tls = NULL;
+	if (!lt || !st) {
+		free(lt);
+		free(st);
+		fprintf(errout, "%s: out of memory building TLS contexts\n", cfg->path);
+		return 1;
+	}
+	for (int i = 0; i < cfg->nlisten; i++) {
+		const struct config_listen *l = &cfg->listen[i];
+		if (l->tls == CONFIG_TLS_DISABLE)
+			continue;
+		struct tls_server_opts o = {
+			.cert_file = l->tls_cert_file, .key_file = l->tls_key_file, .ca_file = l->tls_ca_file,
+			.ciphers = l->tls_ciphers, .mode = (enum tls_mode_server)l->tls,
+		};
+		if (tls_ctx_server_new(&o, err, sizeof err, &lt[i]) < 0) {
+			fprintf(errout, "%s: listen[%d]: %s\n", cfg->path, i, err);
+			nerr++;
+		}
+	}
+	for (int i = 0; i < cfg->nservices; i++) {
+		const struct config_service *svc = &cfg->services[i];
+		if (svc->tls == CONFIG_STLS_DISABLE)
+			continue;
+		struct tls_client_opts o = {
+			.ca_file = svc->tls_ca_file, .cert_file = svc->tls_cert_file, .key_file = svc->tls_key_file,
+			.verify = svc->tls == CONFIG_STLS_VERIFY_FULL ? 2 : svc->tls == CONFIG_STLS_VERIFY_CA ? 1 : 0,
+		};
+		if (tls_ctx_client_new(&o, err, sizeof err, &st[i]) < 0) {
+			fprintf(errout, "%s: services.%s: %s\n", cfg->path, svc->name, err);
+			nerr++;
+		}
+	}
+	if (nerr > 0) {
+		daemon_free_tls(cfg, lt, st);
+		return nerr;
+	}
+	*listen_tls = lt;
+	*service_tls = st;
+	return 0;
+}
+
+void daemon_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls)
+{
+	for (int i = 0; listen_tls && i < cfg->nlisten; i++)
+		tls_ctx_free(listen_tls[i]);
+	for (int i = 0; service_tls && i < cfg->nservices; i++)
+		tls_ctx_free(service_tls[i]);
+	free(listen_tls);
+	free(service_tls);
+}
+
+void daemon_pause_accepting(struct runtime *rt, bool pause)
+{
+	if (rt->paused == pause || rt->draining)
+		return;
+	rt->paused = pause;
+	/* Workers close their own fds; the runtime's dups keep every socket (and the
+	 * connections queued in it) alive. Resuming hands each worker a fresh dup. */
+	for (int w = 0; w < rt->nworkers; w++)
+		if (pause && worker_post_unlisten(rt->workers[w], NULL) < 0)
+			log_error(NULL, NULL, "worker %d: out of memory pausing its listeners", w);
+	for (int i = 0; !pause && i < rt->nlisteners; i++) {
+		const struct runtime_listener *l = &rt->listeners[i];
+		int fd = dup(l->fd);
+		if (fd < 0 || worker_post_listen(rt->workers[l->worker], fd, l->key) < 0) {
+			log_error(NULL, NULL, "cannot resume accepting on %s", l->key);
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+}
+
+void daemon_drain(struct runtime *rt)
+{
+	if (rt->draining)
+		return;
+	rt->draining = true;
+	for (int w = 0; w < rt->nworkers; w++)
+		if (worker_post_drain(rt->workers[w]) < 0)
+			worker_stop(rt->workers[w]); /* out of memory: stopping is the fallback */
+	for (int i = 0; i < rt->nlisteners; i++)
+		close(rt->listeners[i].fd);
+	rt->nlisteners = 0;
+}
+
+void daemon_stop(struct runtime *rt)
+{
+	const struct tusk_config *cfg = rt->cfg;
+
+	/* No resolver answer may reach a pool from here on (workers may still read the sets). */
+	services_stop(rt->services);
+	for (int w = 0; rt->workers && w < rt->nworkers; w++)
+		if (rt->workers[w])
+			worker_stop(rt->workers[w]);
+	for (int w = 0; rt->workers && w < rt->nworkers; w++)
+		if (rt->workers[w])
+			worker_join(rt->workers[w]);
+	/* Freeing settles the inboxes; a settled message may post to another worker's inbox,
+	 * so settle all before freeing any (the pool core posts only for waiters, and every
+	 * client is closed by now, so this converges in one pass per worker). */
+	for (int w = 0; rt->workers && w < rt->nworkers; w++)
+		if (rt->workers[w])
+			worker_free(rt->workers[w]);
+	services_free(rt->services); /* no worker runs: nothing reads the sets any more */
+	pool_registry_free(rt->pools);
+	cancel_registry_free(rt->cancels);
+	console_kills_free(rt->kills);
+	authcache_free(rt->authcache);
+	flight_cache_free(rt->flight);
+	tunnel_stop(rt->redis_tunnel); /* after the workers: none of them connects to it any more */
+	rt->redis_tunnel = NULL;
+	stats_free(rt->stats);
+	for (int i = 0; i < rt->nlisteners; i++)
+		close(rt->listeners[i].fd);
+	/* A process that handed its sockets over leaves the socket files to its successor. */
+	if (cfg && cfg->unix_socket_dir && !rt->handed_over) {
+		for (int i = 0; i < cfg->nlisten; i++) {
+			char path[128];
+			unix_path(cfg, cfg->listen[i].port, path, sizeof path);
+			(void)unlink(path);
+		}
+	}
+	struct runtime_gen *g = rt->gen;
+	while (g) {
+		struct runtime_gen *older = g->older;
+		free_gen(g);
+		g = older;
+	}
+	free(rt->listeners);
+	free(rt->workers);
+	memset(rt, 0, sizeof *rt);
+}

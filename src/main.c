@@ -247,6 +247,33 @@ static void takeover_serving(struct control *ctl, int old_pid)
 	(void)sdnotify(mainpid);
 }
 
+/* The kv store's replication threads and the virtual kv database's router (only with a kv
+ * section); tusk serves without them. */
+static void start_kv(struct runtime *rt)
+{
+	struct kv_replicator *kv = NULL;
+	if (kv_replicate_start(rt->cfg, &kv) < 0)
+		log_error(NULL, NULL, "kv: out of memory; replication not started");
+	rt->kv_replicator = kv; /* SHOW KV and /metrics read its counters */
+	struct kv_router *kv_router = NULL; /* the virtual kv database's calls */
+	if (kv_router_start(rt->cfg, &kv_router) < 0)
+		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
+	rt->kv_router = kv_router;
+}
+
+/* After the control loop: kv's threads, the HTTP endpoint and the daemon, in that order. */
+static void stop_serving(struct control *ctl)
+{
+	struct kv_replicator *kv = ctl->rt.kv_replicator;
+	struct kv_router *kv_router = ctl->rt.kv_router;
+	kv_replicate_stop(kv);
+	kv_router_stop(kv_router); /* calls still queued are answered 57P01 on their workers */
+	metrics_stop(ctl->http); /* its handlers read what daemon_stop frees */
+	daemon_stop(&ctl->rt);
+	kv_router_free(kv_router);
+	kv_replicate_free(kv); /* after its readers (console, HTTP) are gone */
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -352,26 +379,13 @@ int main(int argc, char **argv)
 		daemon_stop(&ctl.rt);
 		goto err_takeover;
 	}
-	/* The kv store's replication threads (only with a kv section); tusk serves without them. */
-	struct kv_replicator *kv = NULL;
-	if (kv_replicate_start(ctl.rt.cfg, &kv) < 0)
-		log_error(NULL, NULL, "kv: out of memory; replication not started");
-	ctl.rt.kv_replicator = kv; /* SHOW KV and /metrics read its counters */
-	struct kv_router *kv_router = NULL; /* the virtual kv database's calls */
-	if (kv_router_start(ctl.rt.cfg, &kv_router) < 0)
-		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
-	ctl.rt.kv_router = kv_router;
+	start_kv(&ctl.rt);
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
 	if (takeover)
 		takeover_serving(&ctl, old_pid);
 	(void)sdnotify("READY=1\nSTATUS=serving");
 	rc = control_loop(&ctl);
-	kv_replicate_stop(kv);
-	kv_router_stop(kv_router); /* calls still queued are answered 57P01 on their workers */
-	metrics_stop(ctl.http); /* its handlers read what daemon_stop frees */
-	daemon_stop(&ctl.rt);
-	kv_router_free(kv_router);
-	kv_replicate_free(kv); /* after its readers (console, HTTP) are gone */
+	stop_serving(&ctl);
 	if (ctl.takeover_fd >= 0)
 		close(ctl.takeover_fd);
 	if (pid_path[0])

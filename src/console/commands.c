@@ -669,7 +669,7 @@ static void pools_rows(struct console_session *cs, struct console_collect *col)
 {
 	struct pool_stats_list l = { 0 };
 
-	stats_foreach_pool(col->rt, keep_snapshot, &l);
+	pool_foreach_snapshot(col->rt, keep_snapshot, &l);
 	for (int k = 0; k < l.n; k++) {
 		const struct stats_pool_snapshot *sn = &l.snaps[k];
 		double maxwait = 0;
@@ -710,7 +710,7 @@ static void show_lists(struct console_session *cs)
 	long users = 0, npools = 0;
 
 	stats_read_global(rt->stats, &g);
-	stats_totals(rt, &tot);
+	pool_totals(rt, &tot);
 	for (struct pool *p = pool_first(rt); p; p = pool_next(p)) {
 		bool seen = false;
 		for (struct pool *q = pool_first(rt); q != p && !seen; q = pool_next(q))

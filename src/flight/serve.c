@@ -30,6 +30,7 @@
 #include "pool/prepared.h"
 #include "pool/server.h"
 #include "proto/proto.h"
+#include "pool/services.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -263,7 +264,7 @@ static void vol_target(struct client *c, struct flight_vol_target *t)
 {
 	const struct config_pool_rule *rule = pool_rule(c->pool);
 	struct net_addr addr;
-	const struct net_addr *a = runtime_service_addr(c->worker->rt, rule->service, &addr) == 0 ? &addr : NULL;
+	const struct net_addr *a = services_addr(c->worker->rt->services, rule->service, &addr) == 0 ? &addr : NULL;
 	static const char *const modes[] = { "disable", "prefer", "require", "verify-ca", "verify-full" };
 
 	memset(t, 0, sizeof(*t));

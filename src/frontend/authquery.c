@@ -24,6 +24,7 @@
 #include "frontend/client_int.h"
 #include "pool/server.h"
 #include "proto/proto.h"
+#include "pool/services.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -247,7 +248,7 @@ static struct authq_conn *open_conn(struct client *c, const struct config_pool_r
 	struct net_addr addr;
 	if (!q)
 		return NULL;
-	if (runtime_service_addr(rt, rule->service, &addr) < 0) {
+	if (services_addr(rt->services, rule->service, &addr) < 0) {
 		/* No backend known yet (the service's first DNS answer is still out). */
 		free(q);
 		return NULL;

@@ -3,7 +3,7 @@
  * the generic code calls c->kind's handler and tests no feature). The pooled kind (client.c)
  * claims a server per transaction or session; a virtual database that tusk answers itself
  * (the admin console, console/console.c; the kv database, kv/front.c) registers its kind at
- * startup, before any worker runs (client_kind_register, from runtime_start). */
+ * startup, before any worker runs (client_kind_register, from daemon_start). */
 #ifndef TUSK_FRONTEND_CLIENT_KIND_H
 #define TUSK_FRONTEND_CLIENT_KIND_H
 

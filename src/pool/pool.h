@@ -18,6 +18,7 @@ struct prep_refs;
 struct runtime;
 struct server;
 struct stats_pool;
+struct stats_pool_snapshot;
 struct worker;
 
 struct server_cred;
@@ -86,6 +87,14 @@ void pool_snapshot(struct pool *p, struct pool_gauges *out);
 /* cb for every pool, from the calling thread, no lock held during cb. Pools are never
  * unlinked, so the walk is safe against concurrent pool_get (new pools may be missed). */
 void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), void *arg);
+/* The readers of SHOW POOLS/STATS and /metrics: one pool's names, counters (its stats block)
+ * and gauges; pool_foreach_snapshot calls cb with it once per pool, in no particular order,
+ * taking and dropping each pool's lock for the gauges only (cb runs with no lock held);
+ * pool_totals sums every pool (database, user, mode NULL; size summed). */
+void pool_stats_snapshot(struct pool *p, struct stats_pool_snapshot *out);
+void pool_foreach_snapshot(struct runtime *rt, void (*cb)(const struct stats_pool_snapshot *snap, void *arg),
+			   void *arg);
+void pool_totals(struct runtime *rt, struct stats_pool_snapshot *out);
 
 enum pool_claim_result {
 	POOL_CLAIM_SERVER,  /* *out is a parked server of this worker (server_unpark it) */

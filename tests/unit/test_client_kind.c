@@ -24,7 +24,7 @@ static void test_kinds_by_database(void **state)
 	assert_string_equal(client_kind_of(&cfg, "tusk")->name, "pooled");
 	console_register();
 	kv_front_register();
-	console_register(); /* idempotent: runtime_start runs again after a takeover */
+	console_register(); /* idempotent: daemon_start runs again after a takeover */
 	assert_string_equal(client_kind_of(&cfg, "tusk")->name, "console");
 	assert_string_equal(client_kind_of(&cfg, "pgbouncer")->name, "console");
 	assert_string_equal(client_kind_of(&cfg, "postgres")->name, "pooled");

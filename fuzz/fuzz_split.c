@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "flight/decide.h"
-#include "router/split.h"
+#include "split/split.h"
 
 static void check(int ok)
 {

@@ -14,6 +14,8 @@
 #include "auth/userlist.h"
 #include "config/config.h"
 #include "config/import_pgbouncer.h"
+#include "flight/serve.h"
+#include "frontend/relay_hooks.h"
 #include "kv/admin.h"
 #include "kv/replicate.h"
 #include "top/top.h"
@@ -22,6 +24,7 @@
 #include "net/tls.h"
 #include "runtime/runtime.h"
 #include "runtime/takeover.h"
+#include "split/route.h"
 #include "stats/stats.h"
 #include "util/log.h"
 #include "util/pidfile.h"
@@ -312,6 +315,10 @@ int main(int argc, char **argv)
 		snprintf(takeover_path, sizeof takeover_path, "%s", cfg->takeover_socket);
 	if (cfg->admin.http)
 		(void)metrics_load_library(); /* before listening: see metrics.h */
+	/* The features that watch the relay, in the order their hooks run (relay_hooks.h): the
+	 * split first (a 25006's role re-check before the cache's look at the same error). */
+	(void)relay_hooks_register(&split_relay_hooks);
+	(void)relay_hooks_register(&flight_relay_hooks);
 	int rc = runtime_start(&ctl.rt, cfg, inherited, ninherited);
 	cfg = NULL; /* the runtime's now */
 	free(inherited);

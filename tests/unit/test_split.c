@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "flight/decide.h"
-#include "router/split.h"
+#include "split/split.h"
 
 struct split_case {
 	const char *sql;

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "frontend/split_route.h"
+#include "split/route.h"
 
 static uint64_t lsn(const char *s)
 {

@@ -1,4 +1,4 @@
-/* read-write-split's decision (router/split.h, and flight_read_only under it): which opening
+/* read-write-split's decision (split/split.h, and flight_read_only under it): which opening
  * texts provably read nothing but may run on a standby, and that everything else goes to the
  * primary. Each case says why. */
 #include <setjmp.h>

@@ -520,46 +520,6 @@ static bool big_end(struct client *c, struct server *s)
 	return ok;
 }
 
-/* A Query that is exactly one DEALLOCATE of a statement the client prepared through the
- * protocol (psycopg closes its own statements this way), or DEALLOCATE ALL. Such names
- * live only in tusk's map (servers hold them as tusk_<hash>), so tusk answers the query
- * itself. Returns the tag to answer with, or NULL to pass the query on. */
-/* The text is exactly one DEALLOCATE [ALL] statement (a cheap prefix test first, then the
- * parser); r holds its classification. */
-static bool is_lone_deallocate(const char *sql, size_t len, struct classify_result *r)
-{
-	size_t i = 0;
-	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
-		i++;
-	if (len - i < 10 || strncasecmp(sql + i, "deallocate", 10) != 0)
-		return false;
-	return classify_sql(sql, len, r) == 0 && !r->parse_error && r->nstmts == 1 && r->nsession == 1 &&
-	       !(r->stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED);
-}
-
-static const char *local_deallocate(struct client *c, struct server *s, const char *sql, size_t len)
-{
-	struct classify_result r;
-	struct prep_hash gone;
-
-	if (!c->prep_on || !is_lone_deallocate(sql, len, &r))
-		return NULL;
-	if (r.stmts[0].kind == CLASSIFY_DEALLOCATE_ALL) {
-		prep_client_clear(c->prep);
-		return "DEALLOCATE ALL";
-	}
-	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE)
-		return NULL;
-	int rc = prep_client_drop(c->prep, r.stmts[0].name, &gone);
-	if (rc < 0)
-		return NULL;
-	/* No client of the pool names it any more: the server's copy is closed before it is
-	 * prepared there again (the reply to this query cannot carry a Close). */
-	if (rc == 1 && s->prep)
-		prep_server_mark_stale(s->prep, gone);
-	return "DEALLOCATE";
-}
-
 /* A stale copy of the statement is still on the server: close it (reply dropped) so that
  * the Parse that follows makes it afresh instead of failing with 42P05. */
 static bool close_if_stale(struct server *s, struct prep_hash h, const char *server_name)
@@ -731,7 +691,7 @@ static enum scan_result rewrite_deallocate(struct client *c, struct server *s, c
 {
 	struct classify_result r;
 
-	if (p->nparams != 0 || !is_lone_deallocate(p->query, strlen(p->query), &r) ||
+	if (p->nparams != 0 || !prep_lone_deallocate(p->query, strlen(p->query), &r) ||
 	    r.stmts[0].kind != CLASSIFY_DEALLOCATE)
 		return SCAN_BAD;
 	const struct prep_stmt *e = prep_client_find(c->prep, r.stmts[0].name);
@@ -1323,7 +1283,9 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 				return SCAN_OK; /* wait for all of it */
 			if (!relay_sql_of('Q', (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
 				return SCAN_BAD;
-			const char *tag = c->c2s_scanned == 0 ? local_deallocate(c, s, sql, len) : NULL;
+			/* DEALLOCATE of a name only tusk's map holds: answered here (pool/prepared.c) */
+			const char *tag = c->c2s_scanned == 0 && c->prep_on ? prep_local_deallocate(c->prep, s->prep, sql, len)
+									   : NULL;
 			if (tag) {
 				/* Answered in order by scan_server; the server never sees it. */
 				struct server_expect *x = expect_push(s, EXPECT_QUERY, EXPECT_INJECT);

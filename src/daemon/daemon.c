@@ -12,11 +12,13 @@
 #include "auth/authcache.h"
 #include "flight/cache.h"
 #include "flight/l2.h"
+#include "flight/serve.h"
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "console/console.h"
 #include "frontend/cancel.h"
 #include "frontend/client.h"
+#include "frontend/relay_hooks.h"
 #include "kv/front.h"
 #include "net/tls.h"
 #include "net/tunnel.h"
@@ -24,6 +26,7 @@
 #include "pool/server.h"
 #include "pool/services.h"
 #include "runtime/runtime.h"
+#include "split/route.h"
 #include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -293,6 +296,10 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	/* The session kinds of the virtual databases, before any worker runs (idempotent). */
 	console_register();
 	kv_front_register();
+	/* The features that watch the relay, in the order their hooks run (relay_hooks.h): the
+	 * split first (a 25006's role re-check before the cache's look at the same error). */
+	(void)relay_hooks_register(&split_relay_hooks);
+	(void)relay_hooks_register(&flight_relay_hooks);
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
 	rt->flight = flight_cache_new(cfg->cache_memory, cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL
 								 ? (double)cfg->cache_logical_poll_ms / 1000.0

@@ -13,7 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "flight/serve.h"
 #include "frontend/client_int.h"
 #include "pool/server.h"
 #include "proto/proto.h"
@@ -266,7 +265,7 @@ void cancel_on_message(struct worker *w, struct worker_msg *m)
 	pthread_mutex_unlock(&reg->lock);
 	if (!c)
 		return;
-	if (flight_client_cancel(c))
+	if (relay_hooks_cancel(c))
 		return; /* it waited on another client's identical query: only it stops waiting */
 	struct server *s = c->server;
 	if (!s || s->state != SERVER_ACTIVE || (s->expect_count == 0 && s->pending_rfq == 0)) {

@@ -19,10 +19,8 @@
 #include <openssl/rand.h>
 
 #include "frontend/authquery.h"
-#include "flight/serve.h"
 #include "frontend/client_int.h"
 #include "frontend/client_kind.h"
-#include "frontend/split_route.h"
 #include "frontend/vdb.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
@@ -420,7 +418,7 @@ void client_close(struct client *c, const char *reason)
 		log_debug(c->id, c->ctx, "closing client connection: %s", reason);
 	ev_io_stop(w->loop, &c->io);
 	ev_timer_stop(w->loop, &c->timer);
-	flight_client_closed(c);
+	relay_hooks_closed(c);
 	if (c->server) {
 		struct server *s = c->server;
 		c->server = NULL;
@@ -443,7 +441,7 @@ void client_close(struct client *c, const char *reason)
 		return;
 	}
 	if (c->ryw_pending) {
-		c->dead = true; /* split_write_result frees it */
+		c->dead = true; /* the fetch's end frees it (client_husk_done) */
 		return;
 	}
 	free_client(c);
@@ -804,6 +802,7 @@ static void pooled_startup(struct client *c)
 		return;
 	}
 	c->pool = pool_get(c->worker->rt, rule, c->database, c->user);
+	relay_hooks_refresh(c); /* the pool rule's features */
 	if (!c->pool && pool_registry_full(c->worker->rt)) {
 		client_fail(c, "53300", "too many pools: no new pool for database \"%s\" and user \"%s\"", c->database, c->user);
 		return;
@@ -835,7 +834,7 @@ static void after_auth(struct client *c)
  * client sent behind that answer. */
 static bool pooled_writable(struct client *c)
 {
-	if (flight_client_writable(c)) {
+	if (relay_hooks_writable(c)) {
 		client_update_io(c);
 		client_need_server(c); /* what the client sent behind a cached answer */
 		return true;
@@ -1159,41 +1158,25 @@ static void on_reset_all(struct server *s, void *arg, int err, const char *reaso
 	on_session_applied(s, arg, err, reason, errmsg, errlen);
 }
 
-/* s is idle and attached to our loop: make it look like the client's session (SETs for
- * what differs), then greet or relay. A server still carrying another client's unreported
- * settings is wiped with RESET ALL first. */
-static void on_replay_checked(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
-			      size_t errlen)
-{
-	struct client *c = arg;
-	(void)reason;
-	(void)errmsg;
-	(void)errlen;
-	c->server = NULL;
-	if (err == 0 && split_replay_result(c, s)) {
-		use_server_now(c, s);
-		return;
-	}
-	/* The standby has not replayed the client's last write yet (or could not say): the
-	 * primary serves this read. */
-	if (err == 0)
-		relay_park_server(s);
-	else if (s->ok_after_error)
-		server_close(s, "could not read the standby's replay position");
-	claim_primary(c);
-}
-
+/* s is idle and attached to our loop: an attach hook may take it first (read-your-writes
+ * asks a standby how far it replayed), else use_server_now. */
 static void use_server(struct client *c, struct server *s)
 {
-	if (split_needs_replay_check(c, s)) {
-		/* read-your-writes: ask the standby how far it has replayed, then decide. */
-		c->server = s;
-		split_replay_fetch(s, on_replay_checked, c);
-		return;
-	}
+	if (relay_hooks_attach(c, s))
+		return; /* client_attach_resume follows */
 	use_server_now(c, s);
 }
 
+void client_attach_resume(struct client *c, struct server *s)
+{
+	if (s)
+		use_server_now(c, s);
+	else
+		claim_primary(c);
+}
+
+/* Make s look like the client's session (SETs for what differs), then greet or relay. A
+ * server still carrying another client's unreported settings is wiped with RESET ALL first. */
 static void use_server_now(struct client *c, struct server *s)
 {
 	char sets[16384];
@@ -1244,7 +1227,7 @@ static void maybe_move(struct client *c)
 	if (c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || !c->greeted || c->kind->resident ||
 	    c->server || c->queued || c->wait || c->dead || c->ryw_pending || c->pinned || c->big || c->copy_in ||
 	    c->release_pending || c->auth || buf_attached(&c->rbuf) || buf_attached(&c->wbuf) || c->tls.buffered ||
-	    c->tls_handshaking || !flight_client_quiet(c))
+	    c->tls_handshaking || !relay_hooks_quiet(c))
 		return;
 	struct worker *to = worker_balance_target(w);
 	if (!to)
@@ -1410,7 +1393,8 @@ void client_need_server(struct client *c)
 			client_need_server(c);
 		return;
 	}
-	if (c->state == CLIENT_IDLE && flight_client_request(c))
+	RELAY_HOOKS_SYNC(c);
+	if (c->state == CLIENT_IDLE && relay_hooks_request(c, NULL))
 		return; /* answered from the cache, or waiting on an identical query */
 	client_set_state(c, CLIENT_WAITING);
 	start_claim(c);
@@ -1497,7 +1481,8 @@ static void claim_primary(struct client *c)
 
 static void start_claim(struct client *c)
 {
-	split_route_claim(c); /* read-write-split: which side (c->standby) */
+	c->standby = false;
+	relay_hooks_claim(c); /* read-write-split: which side (c->standby) */
 	claim(c);
 }
 
@@ -1675,7 +1660,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		client_fail(c, "25P03", "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)");
 		break;
 	case CLIENT_IDLE:
-		flight_client_timer(c); /* a cache waiter's deadline */
+		relay_hooks_timer(c); /* a cache waiter's deadline */
 		break;
 	case CLIENT_CLOSING:
 		client_close(c, "timed out flushing the last error");

@@ -8,11 +8,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 #include <xxhash.h>
 
 #include "proto/proto.h"
+#include "router/classify.h"
 
 /* ---- identity ---- */
 
@@ -834,4 +836,42 @@ void prep_client_set_context(struct prep_client *c, uint64_t ctx)
 {
 	if (c)
 		c->context = ctx;
+}
+
+/* ---- DEALLOCATE interception (relay.c's Query scan) ---- */
+
+/* prepared.h */
+bool prep_lone_deallocate(const char *sql, size_t len, struct classify_result *r)
+{
+	size_t i = 0;
+	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
+		i++;
+	if (len - i < 10 || strncasecmp(sql + i, "deallocate", 10) != 0)
+		return false;
+	return classify_sql(sql, len, r) == 0 && !r->parse_error && r->nstmts == 1 && r->nsession == 1 &&
+	       !(r->stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED);
+}
+
+/* prepared.h */
+const char *prep_local_deallocate(struct prep_client *pc, struct prep_server *ps, const char *sql, size_t len)
+{
+	struct classify_result r;
+	struct prep_hash gone;
+
+	if (!prep_lone_deallocate(sql, len, &r))
+		return NULL;
+	if (r.stmts[0].kind == CLASSIFY_DEALLOCATE_ALL) {
+		prep_client_clear(pc);
+		return "DEALLOCATE ALL";
+	}
+	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE)
+		return NULL;
+	int rc = prep_client_drop(pc, r.stmts[0].name, &gone);
+	if (rc < 0)
+		return NULL;
+	/* No client of the pool names it any more: the server's copy is closed before it is
+	 * prepared there again (the reply to this query cannot carry a Close). */
+	if (rc == 1 && ps)
+		prep_server_mark_stale(ps, gone);
+	return "DEALLOCATE";
 }

@@ -1,5 +1,5 @@
 /* Shared by the whole-connection fuzzers (fuzz_relay, fuzz_login, fuzz_console_session): a real
- * tusk runtime with one threadless worker (runtime_start_inline), a client on a socketpair
+ * tusk runtime with one threadless worker (daemon_start_inline), a client on a socketpair
  * handed to client_accept, and a scripted PostgreSQL on a loopback listener that answers
  * every request the way a server would. Everything runs on the fuzzer's thread: each step
  * writes bytes, then turns the worker's loop and the fake server until nothing moves.
@@ -36,6 +36,7 @@
 #include <ev.h>
 
 #include "config/config.h"
+#include "daemon/daemon.h"
 #include "frontend/client.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -459,7 +460,7 @@ static void h_begin(int admin_auth)
 {
 	h_init();
 	struct tusk_config *cfg = NULL;
-	if (config_load(h.cfg_path[admin_auth & 3], stderr, &cfg) != 0 || runtime_start_inline(&h.rt, cfg) < 0)
+	if (config_load(h.cfg_path[admin_auth & 3], stderr, &cfg) != 0 || daemon_start_inline(&h.rt, cfg) < 0)
 		h_die("harness runtime");
 	h.w = h.rt.workers[0];
 	h.nsrv = 0;
@@ -526,7 +527,7 @@ static void h_end(bool terminate)
 		h.client = -1;
 	}
 	h_pump();
-	runtime_stop(&h.rt);
+	daemon_stop(&h.rt);
 	for (int i = 0; i < h.nsrv; i++)
 		if (h.srv[i].fd >= 0) {
 			close(h.srv[i].fd);

@@ -1,4 +1,4 @@
-/* libFuzzer target for read-write-split's decision (src/router/split.c and the read-only mode
+/* libFuzzer target for read-write-split's decision (src/split/split.c and the read-only mode
  * of src/flight/decide.c's walk), which read libpg_query's JSON of hostile SQL. Besides
  * crashes, it checks what split.h promises: a text that may go to a standby holds no INSERT,
  * UPDATE, DELETE or MERGE by the write classifier's account either; whatever the cache finds inert is read-only; a READ ONLY
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "flight/decide.h"
-#include "router/split.h"
+#include "split/split.h"
 
 static void check(int ok)
 {

@@ -166,6 +166,7 @@ struct tp_config {
 /* Filled in by the pool; the program allocates it zeroed (embedded in whatever waits) and
  * must not touch it while it is claimed. */
 struct tp_claim;
+struct tp_connect_result;
 /* slot != NULL: served (err 0). slot NULL: err is -ETIMEDOUT (the deadline passed),
  * -EHOSTUNREACH (every backend is dead: tp_pool_last_error says why), -ECANCELED (the
  * pool stopped). Runs on the claim's thread, with no lock held. */
@@ -178,6 +179,12 @@ struct tp_claim {
 	 * before any other of the claimer's thread (e.g. the session it left there matches). Then
 	 * the most recently released slot of the claimer's thread, then one of another thread. */
 	uint64_t key;
+	/* Set by the core for done: the connect report this answer comes from, when done runs
+	 * inside tp_connect_report (or tp_connect_done) on the claim's thread: for the claim the
+	 * connect was opened for, or another claim of that thread the report answers (the new
+	 * slot handed to it). NULL when the answer comes any other way (a hand-over, a post, a
+	 * timeout). Valid only during done: it and what it points to are the connector's. */
+	const struct tp_connect_result *connect;
 	/* private */
 	struct tp_claim *next;
 	struct tp_pool *pool;
@@ -231,6 +238,16 @@ void tp_release(struct tp_slot *slot, bool reusable);
  * With bind_connects, any other error fails the bound claim with err once no other backend
  * may be connected to now or is held after -ESTALE. */
 void tp_connect_done(struct tp_slot *slot, int err, const char *reason);
+/* tp_connect_done with the connector's own detail of the outcome (e.g. the server's error
+ * message), handed to the claims the report answers on this thread (tp_claim.connect).
+ * The core neither reads nor keeps detail. */
+struct tp_connect_result {
+	int err;            /* as tp_connect_done's */
+	const char *reason; /* as tp_connect_done's; NULL: none */
+	const void *detail; /* the connector's, or NULL */
+	size_t detail_len;
+};
+void tp_connect_report(struct tp_slot *slot, const struct tp_connect_result *r);
 void tp_check_done(struct tp_slot *slot, bool ok);
 /* The connector saw an idle slot's connection die (its peer closed or spoke while idle; on
  * the slot's thread): it is taken off the idle list and closed (TP_CLOSE_HEALTH): true.

@@ -20,8 +20,10 @@
 #include "kv/router.h"
 #include "metrics/metrics.h"
 #include "net/tls.h"
+#include "pool/pool.h"
+#include "daemon/daemon.h"
+#include "daemon/takeover.h"
 #include "runtime/runtime.h"
-#include "runtime/takeover.h"
 #include "stats/stats.h"
 #include "util/log.h"
 #include "util/pidfile.h"
@@ -58,7 +60,7 @@ static void begin_drain(struct control *ctl, const char *why)
 	log_info(NULL, NULL, "%s: no longer accepting; waiting up to %.1fs for %d client%s to finish their transactions",
 		 why, (double)cfg->shutdown_timeout_ms / 1000.0, atomic_load(&ctl->rt.nclients),
 		 atomic_load(&ctl->rt.nclients) == 1 ? "" : "s");
-	runtime_drain(&ctl->rt);
+	daemon_drain(&ctl->rt);
 	/* Never 0: 0 means "not draining". */
 	ctl->drain_deadline = now_mono() + (double)cfg->shutdown_timeout_ms / 1000.0 + 1e-6;
 	if (ctl->takeover_fd >= 0) {
@@ -73,7 +75,7 @@ static void log_stats(struct control *ctl)
 	struct stats_pool_snapshot t;
 	double now = now_mono(), dt;
 
-	stats_totals(&ctl->rt, &t);
+	pool_totals(&ctl->rt, &t);
 	dt = ctl->stats_at > 0 ? now - ctl->stats_at : 0;
 	if (dt <= 0)
 		dt = 1e9; /* first line: rates are not known yet, print 0 */
@@ -144,7 +146,7 @@ static int control_loop(struct control *ctl)
 		case SIGHUP:
 			(void)sdnotify_reloading();
 			log_info(NULL, NULL, "SIGHUP: reloading %s", ctl->path);
-			if (runtime_reload(&ctl->rt, ctl->path) == 0)
+			if (daemon_reload(&ctl->rt, ctl->path) == 0)
 				ctl->next_stats = now_mono() + (double)ctl->rt.cfg->stats_period_ms / 1000.0;
 			kv_replicate_reload(ctl->rt.kv_replicator); /* the kv catalog too (docs/kv.md) */
 			(void)sdnotify("READY=1\nSTATUS=serving");
@@ -184,6 +186,92 @@ static void usage(FILE *out)
 		"                     takeover_socket, then have it drain and exit\n"
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n");
+}
+
+/* tusk --check: the configuration and the files it names (auth_file, hba_file, TLS). */
+static int check_config(struct tusk_config *cfg, const char *path)
+{
+	struct userlist *users;
+	struct hba *hba;
+	struct tls_ctx **ltls, **stls;
+	int aerr = daemon_load_auth(cfg, stderr, &users, &hba);
+	userlist_free(users);
+	hba_free(hba);
+	aerr += daemon_load_tls(cfg, stderr, &ltls, &stls);
+	daemon_free_tls(cfg, ltls, stls);
+	struct tls_ctx *rtls;
+	aerr += daemon_load_redis_tls(cfg, stderr, &rtls);
+	tls_ctx_free(rtls);
+	if (aerr > 0) {
+		fprintf(stderr, "%s: %d error%s in auth_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
+		config_free(cfg);
+		return 1;
+	}
+	printf("%s: configuration is valid\n", path);
+	config_free(cfg);
+	return 0;
+}
+
+/* Signals are taken synchronously by this thread through a signalfd; workers and the
+ * logger block them all. The signalfd, or -1 (said on stderr). */
+static int take_signals(void)
+{
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGUSR1);
+	sigaddset(&sigs, SIGUSR2);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	int sigfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sigfd < 0)
+		perror("tusk: signalfd");
+	return sigfd;
+}
+
+/* Serving after --takeover: now the old process may stop accepting; this one answers the
+ * next online restart. */
+static void takeover_serving(struct control *ctl, int old_pid)
+{
+	if (takeover_finish(ctl->takeover_conn) == 0)
+		log_info(NULL, NULL, "takeover: pid %d drains; this process serves", old_pid);
+	ctl->takeover_conn = -1;
+	ctl->takeover_fd = takeover_listen(ctl->rt.cfg->takeover_socket);
+	if (ctl->takeover_fd < 0)
+		log_error(NULL, NULL, "takeover_socket %s: %s; the next online restart will not find this process",
+			  ctl->rt.cfg->takeover_socket, strerror(-ctl->takeover_fd));
+	char mainpid[32];
+	snprintf(mainpid, sizeof mainpid, "MAINPID=%d", (int)getpid());
+	(void)sdnotify(mainpid);
+}
+
+/* The kv store's replication threads and the virtual kv database's router (only with a kv
+ * section); tusk serves without them. */
+static void start_kv(struct runtime *rt)
+{
+	struct kv_replicator *kv = NULL;
+	if (kv_replicate_start(rt->cfg, &kv) < 0)
+		log_error(NULL, NULL, "kv: out of memory; replication not started");
+	rt->kv_replicator = kv; /* SHOW KV and /metrics read its counters */
+	struct kv_router *kv_router = NULL; /* the virtual kv database's calls */
+	if (kv_router_start(rt->cfg, &kv_router) < 0)
+		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
+	rt->kv_router = kv_router;
+}
+
+/* After the control loop: kv's threads, the HTTP endpoint and the daemon, in that order. */
+static void stop_serving(struct control *ctl)
+{
+	struct kv_replicator *kv = ctl->rt.kv_replicator;
+	struct kv_router *kv_router = ctl->rt.kv_router;
+	kv_replicate_stop(kv);
+	kv_router_stop(kv_router); /* calls still queued are answered 57P01 on their workers */
+	metrics_stop(ctl->http); /* its handlers read what daemon_stop frees */
+	daemon_stop(&ctl->rt);
+	kv_router_free(kv_router);
+	kv_replicate_free(kv); /* after its readers (console, HTTP) are gone */
 }
 
 int main(int argc, char **argv)
@@ -228,42 +316,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: %d error%s; tusk not started\n", path, nerr, nerr == 1 ? "" : "s");
 		return 1;
 	}
-	if (check) {
-		struct userlist *users;
-		struct hba *hba;
-		struct tls_ctx **ltls, **stls;
-		int aerr = runtime_load_auth(cfg, stderr, &users, &hba);
-		userlist_free(users);
-		hba_free(hba);
-		aerr += runtime_load_tls(cfg, stderr, &ltls, &stls);
-		runtime_free_tls(cfg, ltls, stls);
-		struct tls_ctx *rtls;
-		aerr += runtime_load_redis_tls(cfg, stderr, &rtls);
-		tls_ctx_free(rtls);
-		if (aerr > 0) {
-			fprintf(stderr, "%s: %d error%s in auth_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
-			config_free(cfg);
-			return 1;
-		}
-		printf("%s: configuration is valid\n", path);
-		config_free(cfg);
-		return 0;
-	}
+	if (check)
+		return check_config(cfg, path);
 
-	/* Signals are taken synchronously by this thread through a signalfd; workers and the
-	 * logger block them all. */
-	sigset_t sigs;
-	sigemptyset(&sigs);
-	sigaddset(&sigs, SIGINT);
-	sigaddset(&sigs, SIGTERM);
-	sigaddset(&sigs, SIGHUP);
-	sigaddset(&sigs, SIGUSR1);
-	sigaddset(&sigs, SIGUSR2);
-	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-	signal(SIGPIPE, SIG_IGN);
-	int sigfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	int sigfd = take_signals();
 	if (sigfd < 0) {
-		perror("tusk: signalfd");
 		config_free(cfg);
 		return 1;
 	}
@@ -312,47 +369,23 @@ int main(int argc, char **argv)
 		snprintf(takeover_path, sizeof takeover_path, "%s", cfg->takeover_socket);
 	if (cfg->admin.http)
 		(void)metrics_load_library(); /* before listening: see metrics.h */
-	int rc = runtime_start(&ctl.rt, cfg, inherited, ninherited);
+	int rc = daemon_start(&ctl.rt, cfg, inherited, ninherited);
 	cfg = NULL; /* the runtime's now */
 	free(inherited);
 	if (rc < 0)
 		goto err_takeover;
 	/* After the listeners are open (/health means tusk listens), before anything stops. */
 	if (metrics_start(&ctl.rt, &ctl.http) < 0) {
-		runtime_stop(&ctl.rt);
+		daemon_stop(&ctl.rt);
 		goto err_takeover;
 	}
-	/* The kv store's replication threads (only with a kv section); tusk serves without them. */
-	struct kv_replicator *kv = NULL;
-	if (kv_replicate_start(ctl.rt.cfg, &kv) < 0)
-		log_error(NULL, NULL, "kv: out of memory; replication not started");
-	ctl.rt.kv_replicator = kv; /* SHOW KV and /metrics read its counters */
-	struct kv_router *kv_router = NULL; /* the virtual kv database's calls */
-	if (kv_router_start(ctl.rt.cfg, &kv_router) < 0)
-		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
-	ctl.rt.kv_router = kv_router;
+	start_kv(&ctl.rt);
 	log_info(NULL, NULL, "tusk %s started (config %s)", TUSK_VERSION, path);
-	if (takeover) {
-		/* Serving: now the old process may stop accepting. */
-		if (takeover_finish(ctl.takeover_conn) == 0)
-			log_info(NULL, NULL, "takeover: pid %d drains; this process serves", old_pid);
-		ctl.takeover_conn = -1;
-		ctl.takeover_fd = takeover_listen(ctl.rt.cfg->takeover_socket);
-		if (ctl.takeover_fd < 0)
-			log_error(NULL, NULL, "takeover_socket %s: %s; the next online restart will not find this process",
-				  ctl.rt.cfg->takeover_socket, strerror(-ctl.takeover_fd));
-		char mainpid[32];
-		snprintf(mainpid, sizeof mainpid, "MAINPID=%d", (int)getpid());
-		(void)sdnotify(mainpid);
-	}
+	if (takeover)
+		takeover_serving(&ctl, old_pid);
 	(void)sdnotify("READY=1\nSTATUS=serving");
 	rc = control_loop(&ctl);
-	kv_replicate_stop(kv);
-	kv_router_stop(kv_router); /* calls still queued are answered 57P01 on their workers */
-	metrics_stop(ctl.http); /* its handlers read what runtime_stop frees */
-	runtime_stop(&ctl.rt);
-	kv_router_free(kv_router);
-	kv_replicate_free(kv); /* after its readers (console, HTTP) are gone */
+	stop_serving(&ctl);
 	if (ctl.takeover_fd >= 0)
 		close(ctl.takeover_fd);
 	if (pid_path[0])

@@ -1792,7 +1792,7 @@ static void check_redis(struct loader *ld, const yaml_node_t *root)
 /* Order matters where a key refers to another: services before pools. Timeouts are capped so
  * that no timer arithmetic can overflow; 0 is allowed only where it means "never". */
 static const struct key_def top_keys[] = {
-	/* Reloadable: each worker opens and closes its own listeners (runtime_reload). */
+	/* Reloadable: each worker opens and closes its own listeners (daemon_reload). */
 	{ .name = "listen", .type = KEY_CUSTOM, .parse = parse_listen, .release = release_listen,
 	  .reloadable = true },
 	{ .name = "workers", .type = KEY_CPUS, .offset = TOP_FIELD(workers), .min = 1, .max = 256, .def = "auto" },

@@ -9,11 +9,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "util/log.h" /* enum log_level, enum log_format (logging.level, logging.format) */
+
 #define CONFIG_NAME_MAX 64   /* database, user and service names */
 #define CONFIG_HOST_MAX 256
-
-enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
-enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT };
 

@@ -1,6 +1,6 @@
 /* The admin console's commands (see docs/operations.md, "Admin console"): parsing, the column lists, and what
  * each does. Connections belong to their workers, so SHOW CLIENTS/SERVERS/POOLS,
- * KILL, KILL_CLIENT and RECONNECT are broadcast: a WORKER_MSG_CALL asks every worker to
+ * KILL, KILL_CLIENT and RECONNECT are broadcast: a worker message asks every worker to
  * add its part to one shared collector (its mutex guards the rows and counts); the last
  * worker posts the collector back to the console client's worker, which answers. */
 #include <ctype.h>
@@ -450,7 +450,7 @@ static bool db_selected(const struct console_collect *col, const char *database)
 
 static void tally_worker(struct console_collect *col, struct worker *w, double now)
 {
-	for (struct client *c = w->clients; c; c = c->next) {
+	for (struct client *c = client_first(w); c; c = c->next) {
 		int i = c->pool && c->state == CLIENT_WAITING && c->wait_start > 0 ? pool_index(col, c->pool) : -1;
 		if (i >= 0 && now - c->wait_start > col->tally[i].maxwait)
 			col->tally[i].maxwait = now - c->wait_start;
@@ -461,7 +461,7 @@ static void tally_worker(struct console_collect *col, struct worker *w, double n
 static long close_parked(struct console_collect *col, struct worker *w, const char *reason)
 {
 	long n = 0;
-	struct server *s = w->servers;
+	struct server *s = server_first(w);
 	while (s) {
 		struct server *next = s->wnext;
 		if (s->pool && s->state == SERVER_IDLE && s->idle_worker >= 0 && db_selected(col, pool_database(s->pool))) {
@@ -473,7 +473,7 @@ static long close_parked(struct console_collect *col, struct worker *w, const ch
 	return n;
 }
 
-static void collect_done(struct worker *w, void *arg);
+static void collect_done(struct worker *w, struct worker_msg *m);
 
 /* Close c from the console with 57P01. A client queued for a server leaves the queue first;
  * when the pool's answer is already on its way, the usual teardown keeps a husk for it
@@ -492,7 +492,7 @@ static int kill_client_if(struct client *c, const struct console_cmd *cmd)
 {
 	if (c->state == CLIENT_CLOSING)
 		return 0;
-	if (cmd->kind == CONSOLE_CMD_KILL && !c->admin && strcmp(c->database, cmd->arg) == 0) {
+	if (cmd->kind == CONSOLE_CMD_KILL && c->kind != &console_kind && strcmp(c->database, cmd->arg) == 0) {
 		char why[CONFIG_NAME_MAX + 8];
 		snprintf(why, sizeof why, "KILL %s", cmd->arg);
 		terminate_client(c, why);
@@ -531,9 +531,20 @@ void console_kills_free(struct console_kills *k)
 	free(k);
 }
 
+/* The console's slot on each worker: the last KILL / KILL_CLIENT run there. */
+struct worker_hooks console_worker_hooks = {
+	.name = "console",
+	.size = sizeof(uint32_t),
+};
+
+static uint32_t *kills_seen(const struct worker *w)
+{
+	return worker_slot(w, console_worker_hooks.slot);
+}
+
 uint32_t console_kills_seen(const struct worker *w)
 {
-	return w->kills_seen;
+	return *kills_seen(w);
 }
 
 bool console_kills_catch_up(struct worker *w, struct client *c, uint32_t seen)
@@ -543,9 +554,9 @@ bool console_kills_catch_up(struct worker *w, struct client *c, uint32_t seen)
 	int n = 0;
 	bool all = true;
 
-	/* Worker inboxes run kills in their number order: w has run up to w->kills_seen, c's
-	 * old worker up to seen. When w is behind, c is in w's list for the kills to come. */
-	int32_t ahead = (int32_t)(w->kills_seen - seen);
+	/* Worker inboxes run kills in their number order: w has run up to console_kills_seen,
+	 * c's old worker up to seen. When w is behind, c is in w's list for the kills to come. */
+	int32_t ahead = (int32_t)(*kills_seen(w) - seen);
 	if (ahead <= 0)
 		return false;
 	uint32_t gap = (uint32_t)ahead;
@@ -567,33 +578,33 @@ bool console_kills_catch_up(struct worker *w, struct client *c, uint32_t seen)
 }
 
 /* On each worker: add this worker's part; the last one posts the result home. */
-static void collect_on_worker(struct worker *w, void *arg)
+static void collect_on_worker(struct worker *w, struct worker_msg *msg)
 {
-	struct console_collect *col = arg;
+	struct console_collect *col = msg->arg;
 	double now = ev_now(w->loop);
 	long found = 0;
 
 	/* Actions first, outside the lock: closing connections logs and may post messages. */
 	switch (col->cmd.kind) {
 	case CONSOLE_CMD_KILL: {
-		struct client *c = w->clients;
+		struct client *c = client_first(w);
 		while (c) {
 			struct client *next = c->next;
 			found += kill_client_if(c, &col->cmd);
 			c = next;
 		}
 		found += close_parked(col, w, "KILL from the admin console");
-		w->kills_seen = col->kill_seq;
+		*kills_seen(w) = col->kill_seq;
 		break;
 	}
 	case CONSOLE_CMD_KILL_CLIENT:
-		for (struct client *c = w->clients; c; c = c->next) {
+		for (struct client *c = client_first(w); c; c = c->next) {
 			if (kill_client_if(c, &col->cmd)) {
 				found++;
 				break;
 			}
 		}
-		w->kills_seen = col->kill_seq;
+		*kills_seen(w) = col->kill_seq;
 		break;
 	case CONSOLE_CMD_RECONNECT:
 		found += close_parked(col, w, "RECONNECT from the admin console");
@@ -605,10 +616,10 @@ static void collect_on_worker(struct worker *w, void *arg)
 	pthread_mutex_lock(&col->lock);
 	col->found += found;
 	if (col->cmd.kind == CONSOLE_CMD_SHOW_CLIENTS) {
-		for (struct client *c = w->clients; c; c = c->next)
+		for (struct client *c = client_first(w); c; c = c->next)
 			client_row(&col->rows, c, now);
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_SERVERS) {
-		for (struct server *s = w->servers; s; s = s->wnext)
+		for (struct server *s = server_first(w); s; s = s->wnext)
 			if (s->pool) /* pool-less connections (auth_query) serve no client */
 				server_row(&col->rows, s, now);
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_POOLS) {
@@ -624,8 +635,7 @@ static void collect_on_worker(struct worker *w, void *arg)
 		collect_unref(col);
 		return;
 	}
-	m->kind = WORKER_MSG_CALL;
-	m->call = collect_done;
+	m->fn = collect_done;
 	m->arg = col;
 	worker_post(col->home, m);
 }
@@ -659,7 +669,7 @@ static void pools_rows(struct console_session *cs, struct console_collect *col)
 {
 	struct pool_stats_list l = { 0 };
 
-	stats_foreach_pool(col->rt, keep_snapshot, &l);
+	pool_foreach_snapshot(col->rt, keep_snapshot, &l);
 	for (int k = 0; k < l.n; k++) {
 		const struct stats_pool_snapshot *sn = &l.snaps[k];
 		double maxwait = 0;
@@ -700,7 +710,7 @@ static void show_lists(struct console_session *cs)
 	long users = 0, npools = 0;
 
 	stats_read_global(rt->stats, &g);
-	stats_totals(rt, &tot);
+	pool_totals(rt, &tot);
 	for (struct pool *p = pool_first(rt); p; p = pool_next(p)) {
 		bool seen = false;
 		for (struct pool *q = pool_first(rt); q != p && !seen; q = pool_next(q))
@@ -835,9 +845,9 @@ static void cache_flush(struct console_session *cs, const char *db)
 }
 
 /* On the home worker: answer. */
-static void collect_done(struct worker *w, void *arg)
+static void collect_done(struct worker *w, struct worker_msg *m)
 {
-	struct console_collect *col = arg;
+	struct console_collect *col = m->arg;
 	struct console_session *cs = col->cs;
 
 	if (!cs || w->stopping) {
@@ -932,16 +942,14 @@ static int broadcast(struct console_session *cs, const struct console_cmd *cmd)
 				/* Nobody else will post home: answer on the next loop turn. */
 				struct worker_msg *done = calloc(1, sizeof *done);
 				if (done) {
-					done->kind = WORKER_MSG_CALL;
-					done->call = collect_done;
+					done->fn = collect_done;
 					done->arg = col;
 					worker_post(col->home, done);
 				}
 			}
 			continue;
 		}
-		m->kind = WORKER_MSG_CALL;
-		m->call = collect_on_worker;
+		m->fn = collect_on_worker;
 		m->arg = col;
 		worker_post(rt->workers[i], m);
 	}

@@ -1,7 +1,8 @@
 /* The admin console's side of the wire (see console.h): who may log in, and its answers to
  * the simple and extended query protocols; the framing, greeting and output buffer are the
  * virtual database's (frontend/vdb.c). Commands themselves are in commands.c. An admin
- * client is a frontend client in CLIENT_IDLE with c->console set; it never claims a server. */
+ * client is a frontend client of the console's session kind (console_kind), in CLIENT_IDLE
+ * once logged in, its session reached through c->vdb; it never claims a server. */
 #include "console/console.h"
 
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "console/console_int.h"
 #include "frontend/client_int.h"
+#include "frontend/client_kind.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -32,16 +34,46 @@ static void out_row_description(struct console_session *cs, struct console_colum
 
 /* ---- login ---- */
 
-void console_startup(struct client *c)
+static void console_startup(struct client *c);
+static void console_begin(struct client *c);
+static void console_client_closed(struct client *c);
+
+static const char *const console_databases[] = { "tusk", "pgbouncer", NULL };
+
+const struct client_kind console_kind = {
+	.name = "console",
+	.databases = console_databases,
+	.startup = console_startup,
+	.begin = console_begin,
+	.input = vdb_client_input,
+	.writable = vdb_client_writable,
+	.closed = console_client_closed,
+	.resident = true,
+};
+
+static const struct client_move_hook kills_hook = {
+	.mark = console_kills_seen,
+	.arrive = console_kills_catch_up,
+};
+
+void console_register(void)
 {
-	c->admin = true;
+	client_kind_register(&console_kind);
+	client_set_move_hook(&kills_hook);
+}
+
+/* After the startup packet: authenticate (hba_file, else admin.client_auth) and, when that
+ * is done at once, begin. */
+static void console_startup(struct client *c)
+{
 	if (client_auth_begin(c, c->worker->rt->cfg->admin.client_auth))
 		console_begin(c);
 }
 
 static const struct vdb_ops console_ops;
 
-void console_begin(struct client *c)
+/* Authenticated: check the user is listed, greet, and answer queries from now on. */
+static void console_begin(struct client *c)
 {
 	const struct tusk_config *cfg = c->worker->rt->cfg;
 	bool full = config_name_listed(cfg->admin.users, cfg->admin.nusers, c->user);
@@ -58,20 +90,20 @@ void console_begin(struct client *c)
 		client_fail(c, "53200", "out of memory");
 		return;
 	}
-	vdb_init(&cs->v, c, &console_ops);
+	vdb_init(&cs->v, c, &console_ops); /* c->vdb: from here on, client_close frees cs */
 	cs->full = full;
 	ev_init(&cs->pause_timer, NULL); /* started by PAUSE; stopped at teardown either way */
-	c->console = cs;                 /* from here on, client_close frees cs */
 	log_info(c->id, c->ctx, "admin console login (%s)", full ? "admin.users" : "admin.stats_users");
 	vdb_greet(&cs->v, TUSK_VERSION "/tusk", "ISO");
 }
 
-void console_client_closed(struct client *c)
+/* Teardown of an admin client (from client_close): stop timers, forget pending work. */
+static void console_client_closed(struct client *c)
 {
-	struct console_session *cs = c->console;
-	if (!cs)
+	if (!c->vdb)
 		return;
-	c->console = NULL;
+	struct console_session *cs = session_of(c->vdb);
+	c->vdb = NULL;
 	console_cancel(cs);
 	vdb_free(&cs->v);
 	free(cs);

@@ -11,26 +11,26 @@
 struct client;
 struct worker;
 struct console_kills;
+struct worker_hooks;
 
 /* Whether a startup packet for database makes the client an admin client. */
 bool console_is_admin_db(const char *database);
-/* After the startup packet: authenticate (hba_file, else admin.client_auth) and, when that
- * is done at once, begin. */
-void console_startup(struct client *c);
-/* Authenticated: check the user is listed, greet, and answer queries from now on
- * (client.c hands its input and drained wbuf to frontend/vdb.c through c->vdb). */
-void console_begin(struct client *c);
+/* At startup, before the workers: register the console's session kind (frontend's
+ * client_kind.h: its clients authenticate by hba_file, else admin.client_auth, must be
+ * listed, and have their input read by frontend/vdb.c through c->vdb) and the move hook that
+ * replays missed kills (below). */
+void console_register(void);
 /* KILL and KILL_CLIENT close clients worker by worker. A client moving between workers
  * (worker_balance) that left one before it ran a kill and reached one after it ran it was in
  * neither's list: kills are numbered in the order they reach every worker's inbox, a moving
  * client carries the number its old worker had reached (console_kills_seen), and its new
  * worker replays for it the kills it missed (console_kills_catch_up). */
 struct console_kills *console_kills_new(void);
+/* The console's tenancy on every worker (worker.h): the number of the last kill run there. */
+extern struct worker_hooks console_worker_hooks;
 void console_kills_free(struct console_kills *k);
 uint32_t console_kills_seen(const struct worker *w);
 /* On w's thread, for c just linked on w: true when a missed kill closed it. */
 bool console_kills_catch_up(struct worker *w, struct client *c, uint32_t seen);
-/* Teardown of an admin client (from client_close): stop timers, forget pending work. */
-void console_client_closed(struct client *c);
 
 #endif

@@ -14,6 +14,7 @@
 
 struct client;
 struct console_collect;
+struct client_kind;
 
 #define CONSOLE_QUERY_MAX 1024   /* longest command text accepted */
 #define CONSOLE_STATEMENTS 16    /* named statements per admin client */
@@ -99,6 +100,8 @@ void console_show_stats(struct console_session *cs, enum console_cmd_kind kind);
 void console_show_waits(struct console_session *cs);
 /* Stop async work of a closing client. */
 void console_cancel(struct console_session *cs);
+/* The admin console's session kind (console.c): what an admin client's c->kind is. */
+extern const struct client_kind console_kind;
 
 /* console.c */
 /* Async work of cs ended (its rows and tag, or error, are in cs->out): go on with input. */

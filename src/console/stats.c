@@ -8,6 +8,7 @@
 
 #include "console/console_int.h"
 #include "frontend/client_int.h"
+#include "pool/pool.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 #include "worker/worker.h"
@@ -79,7 +80,7 @@ void console_show_stats(struct console_session *cs, enum console_cmd_kind kind)
 	struct db_list l = { 0 };
 	double uptime = ev_now(cs->v.client->worker->loop) - rt->start_time;
 
-	stats_foreach_pool(rt, add_pool, &l);
+	pool_foreach_snapshot(rt, add_pool, &l);
 	if (l.failed) {
 		free(l.dbs);
 		vdb_error(&cs->v, "53200", "out of memory");
@@ -170,6 +171,6 @@ static void waits_row(const struct stats_pool_snapshot *snap, void *arg)
 void console_show_waits(struct console_session *cs)
 {
 	struct waits_ctx w = { cs };
-	stats_foreach_pool(cs->v.client->worker->rt, waits_row, &w);
+	pool_foreach_snapshot(cs->v.client->worker->rt, waits_row, &w);
 	vdb_complete(&cs->v, "SHOW");
 }

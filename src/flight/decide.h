@@ -70,7 +70,7 @@ void flight_decide(const char *sql, size_t len, const struct flight_table_policy
 const char *flight_verdict_name(enum flight_verdict v);
 
 /* Whether sql[0, len) is provably read-only, so that read-write-split may send it to a standby
- * (router/split.h): the same walk as flight_decide, but catalogs, time literals and any number
+ * (split/split.h): the same walk as flight_decide, but catalogs, time literals and any number
  * of tables are fine, and calls are allowed when every one is a built-in known to be immutable
  * or stable and to write nothing. Not read-only: anything but one plain SELECT (several
  * statements, INTO, a writable CTE), FOR UPDATE/SHARE at any depth, a volatile, unknown or

@@ -5,102 +5,73 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proto/proto.h"
+
 #define NAME_MAX_LEN 63 /* NAMEDATALEN - 1, as prepared.h */
 
 struct msg {
 	uint8_t type;
-	const uint8_t *body, *end;
+	struct proto_reader r; /* its body */
 };
-
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint16_t be16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] << 8 | p[1]);
-}
 
 /* The next whole message at *p, or false when the bytes end inside it. */
 static bool next(const uint8_t **p, const uint8_t *end, struct msg *out)
 {
-	if (end - *p < 5)
+	struct proto_hdr h;
+	size_t avail = (size_t)(end - *p);
+	if (proto_read_hdr(*p, avail, UINT32_MAX, &h) <= 0 || avail - 1 < h.len)
 		return false;
-	uint32_t len = be32(*p + 1);
-	if (len < 4 || (size_t)(end - *p) - 1 < len)
-		return false;
-	out->type = (*p)[0];
-	out->body = *p + 5;
-	out->end = *p + 1 + len;
-	*p = out->end;
-	return true;
-}
-
-static bool cstr(const uint8_t **b, const uint8_t *end, const char **s, size_t *n)
-{
-	const uint8_t *z = *b < end ? memchr(*b, 0, (size_t)(end - *b)) : NULL;
-	if (!z)
-		return false;
-	*s = (const char *)*b;
-	*n = (size_t)(z - *b);
-	*b = z + 1;
+	out->type = h.type;
+	proto_reader_init(&out->r, *p + PROTO_HDR_LEN, h.len - 4);
+	*p += 1 + (size_t)h.len;
 	return true;
 }
 
 bool flight_ext_parse_body(const uint8_t *rest, size_t len, const char **query, size_t *query_len,
 			   const uint8_t **types, uint16_t *ntypes)
 {
-	const uint8_t *b = rest, *end = rest + len;
+	struct proto_reader r;
 
-	if (!cstr(&b, end, query, query_len) || end - b < 2)
+	proto_reader_init(&r, rest, len);
+	*query = proto_get_cstr_n(&r, query_len);
+	*ntypes = proto_get_u16(&r);
+	if (r.err || proto_remaining(&r) != (size_t)*ntypes * 4)
 		return false;
-	*ntypes = be16(b);
-	b += 2;
-	if ((size_t)(end - b) != (size_t)*ntypes * 4)
-		return false;
-	*types = b;
+	*types = proto_reader_pos(&r);
 	return true;
 }
 
-/* Format codes: a count, then that many of 0 (text) or 1 (binary). */
-static bool formats(const uint8_t **b, const uint8_t *end)
+/* Format codes: a count (in *count), then that many of 0 (text) or 1 (binary). */
+static bool formats(struct proto_reader *r, size_t *count)
 {
-	if (end - *b < 2)
-		return false;
-	size_t n = be16(*b);
-	*b += 2;
-	if ((size_t)(end - *b) < n * 2)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (be16(*b + i * 2) > 1)
+	*count = proto_get_u16(r);
+	for (size_t i = 0; i < *count && !r->err; i++)
+		if (proto_get_u16(r) > 1)
 			return false;
-	*b += n * 2;
-	return true;
+	return !r->err;
 }
 
-static bool bind_rest(const uint8_t *b, const uint8_t *end)
+static bool bind_rest(struct proto_reader r)
 {
-	size_t nfmt = end - b >= 2 ? be16(b) : 0;
-	if (!formats(&b, end) || end - b < 2)
+	size_t nfmt, nres;
+	if (!formats(&r, &nfmt))
 		return false;
-	size_t n = be16(b);
-	b += 2;
+	size_t n = proto_get_u16(&r);
+	if (r.err)
+		return false;
 	/* As PostgreSQL: no codes, one for all, or one per parameter. */
 	if (nfmt > 1 && nfmt != n)
 		return false;
 	for (size_t i = 0; i < n; i++) {
-		if (end - b < 4)
+		uint32_t len = proto_get_u32(&r);
+		if (r.err)
 			return false;
-		uint32_t len = be32(b);
-		b += 4;
 		if (len == UINT32_MAX)
 			continue; /* NULL */
-		if (len > INT32_MAX || (size_t)(end - b) < len)
+		if (len > INT32_MAX || !proto_get_bytes(&r, len))
 			return false;
-		b += len;
 	}
-	return formats(&b, end) && b == end;
+	return formats(&r, &nres) && proto_remaining(&r) == 0;
 }
 
 bool flight_ext_read(const uint8_t *m, size_t avail, struct flight_ext *out)
@@ -114,13 +85,13 @@ bool flight_ext_read(const uint8_t *m, size_t avail, struct flight_ext *out)
 	if (!next(&p, end, &x))
 		return false;
 	if (x.type == 'P') {
-		const uint8_t *b = x.body;
-		if (!cstr(&b, x.end, &out->stmt, &out->stmt_len) || out->stmt_len > NAME_MAX_LEN)
+		out->stmt = proto_get_cstr_n(&x.r, &out->stmt_len);
+		if (x.r.err || out->stmt_len > NAME_MAX_LEN)
 			return false;
-		out->parse_rest = b;
-		out->parse_rest_len = (size_t)(x.end - b);
-		if (!flight_ext_parse_body(b, out->parse_rest_len, &out->query, &out->query_len, &out->types,
-					   &out->ntypes))
+		out->parse_rest = proto_reader_pos(&x.r);
+		out->parse_rest_len = proto_remaining(&x.r);
+		if (!flight_ext_parse_body(out->parse_rest, out->parse_rest_len, &out->query, &out->query_len,
+					   &out->types, &out->ntypes))
 			return false;
 		out->has_parse = true;
 		if (!next(&p, end, &x))
@@ -128,25 +99,26 @@ bool flight_ext_read(const uint8_t *m, size_t avail, struct flight_ext *out)
 	}
 	if (x.type != 'B')
 		return false;
-	const uint8_t *b = x.body;
-	if (!cstr(&b, x.end, &s, &n) || n != 0 || !cstr(&b, x.end, &s, &n) || n > NAME_MAX_LEN)
+	(void)proto_get_cstr_n(&x.r, &n); /* the portal: the unnamed one only */
+	if (x.r.err || n != 0)
+		return false;
+	s = proto_get_cstr_n(&x.r, &n);
+	if (x.r.err || n > NAME_MAX_LEN)
 		return false;
 	if (out->has_parse && (n != out->stmt_len || memcmp(s, out->stmt, n) != 0))
 		return false; /* binds another statement than the one just parsed */
 	out->stmt = s;
 	out->stmt_len = n;
-	if (!bind_rest(b, x.end))
+	if (!bind_rest(x.r))
 		return false;
-	out->bind = b;
-	out->bind_len = (size_t)(x.end - b);
+	out->bind = proto_reader_pos(&x.r);
+	out->bind_len = proto_remaining(&x.r);
 	if (!next(&p, end, &x))
 		return false;
 	if (x.type == 'D') {
-		b = x.body;
-		if (x.end - b < 1)
-			return false;
-		uint8_t kind = *b++;
-		if (!cstr(&b, x.end, &s, &n) || b != x.end)
+		uint8_t kind = proto_get_u8(&x.r);
+		s = proto_get_cstr_n(&x.r, &n);
+		if (x.r.err || proto_remaining(&x.r) != 0)
 			return false;
 		if (kind == 'P' ? n != 0 : (kind != 'S' || n != out->stmt_len || memcmp(s, out->stmt, n) != 0))
 			return false;
@@ -156,11 +128,12 @@ bool flight_ext_read(const uint8_t *m, size_t avail, struct flight_ext *out)
 	}
 	if (x.type != 'E')
 		return false;
-	b = x.body;
 	/* The unnamed portal, and no row limit (a suspended portal is not a whole result). */
-	if (!cstr(&b, x.end, &s, &n) || n != 0 || x.end - b != 4 || be32(b) != 0)
+	(void)proto_get_cstr_n(&x.r, &n);
+	uint32_t max_rows = proto_get_u32(&x.r);
+	if (x.r.err || n != 0 || proto_remaining(&x.r) != 0 || max_rows != 0)
 		return false;
-	if (!next(&p, end, &x) || x.type != 'S' || x.body != x.end || p != end)
+	if (!next(&p, end, &x) || x.type != 'S' || proto_remaining(&x.r) != 0 || p != end)
 		return false;
 	out->len = avail;
 	return true;
@@ -182,22 +155,22 @@ static bool has_time_word(const uint8_t *v, size_t n)
 bool flight_ext_time_words(const struct flight_ext *x)
 {
 	/* The Bind was checked whole by flight_ext_read: counts and lengths are within it. */
-	const uint8_t *b = x->bind;
-	size_t nfmt = be16(b);
-	const uint8_t *fmt = b + 2;
-	b += 2 + nfmt * 2;
-	size_t n = be16(b);
-	b += 2;
-	for (size_t i = 0; i < n; i++) {
-		uint32_t len = be32(b);
-		b += 4;
+	struct proto_reader r, fr;
+	proto_reader_init(&r, x->bind, x->bind_len);
+	size_t nfmt = proto_get_u16(&r);
+	proto_reader_init(&fr, proto_get_bytes(&r, nfmt * 2), nfmt * 2);
+	size_t n = proto_get_u16(&r);
+	/* No codes: all text; one: it applies to every parameter; else one each. */
+	uint16_t f = nfmt == 0 ? 0 : proto_get_u16(&fr);
+	for (size_t i = 0; i < n && !r.err; i++) {
+		if (i > 0 && nfmt > 1)
+			f = proto_get_u16(&fr);
+		uint32_t len = proto_get_u32(&r);
 		if (len == UINT32_MAX)
 			continue;
-		/* No codes: all text; one: it applies to every parameter; else one each. */
-		uint16_t f = nfmt == 0 ? 0 : be16(fmt + 2 * (nfmt == 1 ? 0 : i));
-		if (f == 0 && has_time_word(b, len))
+		const uint8_t *v = proto_get_bytes(&r, len);
+		if (v && f == 0 && has_time_word(v, len))
 			return true;
-		b += len;
 	}
 	return false;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "flight/key.h"
+#include "proto/proto.h"
 
 #define FLIGHT_RESULT_START 512
 
@@ -169,11 +170,12 @@ int flight_feed(struct flight *f, const uint8_t *p, size_t n)
 	 * one ReadyForQuery 'I' as the very last bytes. */
 	while (f->buf->len - f->parsed >= 5) {
 		const uint8_t *m = f->buf->bytes + f->parsed;
-		uint32_t len = (uint32_t)m[1] << 24 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 8 | m[4];
-		if (len < 4) {
+		struct proto_hdr h;
+		if (proto_read_hdr(m, f->buf->len - f->parsed, UINT32_MAX, &h) < 0) { /* a length below 4 */
 			f->failed = true;
 			return -1;
 		}
+		uint32_t len = h.len;
 		if (f->buf->len - f->parsed < (size_t)len + 1)
 			break;
 		if (m[0] == 'Z') {

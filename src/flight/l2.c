@@ -18,6 +18,7 @@
 
 #include "flight/cache.h"
 #include "net/tunnel.h"
+#include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -228,10 +229,16 @@ static void start_connect(struct flight_l2 *l)
 	ev_timer_start(l->w->loop, &l->connect);
 }
 
+/* The cache's slot on each worker (flight_l2_worker_hooks): its L2 connection, or NULL. */
+static struct flight_l2 **l2_slot(const struct worker *w)
+{
+	return worker_slot(w, flight_l2_worker_hooks.slot);
+}
+
 /* The worker's L2, made on first use. NULL: not configured or no memory. */
 static struct flight_l2 *l2_of(struct worker *w, struct flight_counters *k)
 {
-	struct flight_l2 *l = w->l2;
+	struct flight_l2 *l = *l2_slot(w);
 
 	if (l || w->stopping || !flight_l2_configured(w->rt->cfg))
 		return l;
@@ -249,7 +256,7 @@ static struct flight_l2 *l2_of(struct worker *w, struct flight_counters *k)
 	l->connect.data = l;
 	ev_timer_init(&l->hold, hold_cb, 0., 0.);
 	l->hold.data = l;
-	w->l2 = l;
+	*l2_slot(w) = l;
 	start_connect(l);
 	return l;
 }
@@ -315,16 +322,6 @@ static void on_versions(redisAsyncContext *ac, void *reply, void *privdata)
 		l2_error(r->l2, "a version counter is not a number", NULL);
 }
 
-static uint32_t rd32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-	return (uint64_t)rd32(p) << 32 | rd32(p + 4);
-}
-
 static void wr32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)(v >> 24);
@@ -364,25 +361,26 @@ long flight_l2_encode(const uint8_t *key, size_t klen, const struct flight_l2_ve
 bool flight_l2_decode(const uint8_t *p, size_t len, const uint8_t *key, size_t klen,
 		      const struct flight_l2_versions *now, const uint8_t **bytes, size_t *blen)
 {
-	size_t need = MAGIC_LEN + 4;
+	struct proto_reader r;
 
-	if (len < need || memcmp(p, MAGIC, MAGIC_LEN) != 0 || rd32(p + MAGIC_LEN) != klen)
+	proto_reader_init(&r, p, len);
+	const uint8_t *magic = proto_get_bytes(&r, MAGIC_LEN);
+	uint32_t n = proto_get_u32(&r);
+	if (r.err || memcmp(magic, MAGIC, MAGIC_LEN) != 0 || n != klen)
 		return false;
-	need += klen + 4;
-	if (len < need || memcmp(p + MAGIC_LEN + 4, key, klen) != 0)
+	const uint8_t *k = proto_get_bytes(&r, klen);
+	if (r.err || memcmp(k, key, klen) != 0)
 		return false;
-	const uint8_t *q = p + MAGIC_LEN + 4 + klen;
-	if (rd32(q) != (uint32_t)now->n)
+	n = proto_get_u32(&r);
+	if (r.err || n != (uint32_t)now->n)
 		return false;
-	q += 4;
-	need += (size_t)now->n * 16;
-	if (len < need)
-		return false;
-	for (int i = 0; i < now->n; i++, q += 16)
-		if (rd64(q) != now->id[i] || rd64(q + 8) != now->v[i])
+	for (int i = 0; i < now->n; i++) {
+		uint64_t id = proto_get_u64(&r), v = proto_get_u64(&r);
+		if (r.err || id != now->id[i] || v != now->v[i])
 			return false; /* written since, or another key's entry under a colliding name */
-	*bytes = p + need;
-	*blen = len - need;
+	}
+	*bytes = proto_reader_pos(&r);
+	*blen = proto_remaining(&r);
 	return true;
 }
 
@@ -570,7 +568,7 @@ static void on_incr(redisAsyncContext *ac, void *reply, void *privdata)
 	(void)reply;
 	atomic_fetch_sub((_Atomic uint32_t *)privdata, 1);
 	if (!l)
-		return; /* flight_l2_close: nobody waits any more */
+		return; /* l2_close: nobody waits any more */
 	l->incr_done++;
 	if (l->wait_head && l->wait_head->ticket <= l->incr_done)
 		wake(l);
@@ -578,7 +576,7 @@ static void on_incr(redisAsyncContext *ac, void *reply, void *privdata)
 
 bool flight_l2_wait(struct worker *w, struct flight_l2_waiter *wt, void (*fn)(void *arg), void *arg)
 {
-	struct flight_l2 *l = w->l2;
+	struct flight_l2 *l = *l2_slot(w);
 
 	if (wt->l2)
 		return true;
@@ -639,15 +637,17 @@ void flight_l2_bump(struct worker *w, struct flight_counters *k, const uint64_t 
 	}
 }
 
-void flight_l2_start(struct worker *w, void *arg)
+void flight_l2_start(struct worker *w, struct worker_msg *m)
 {
-	(void)arg;
+	(void)m;
 	(void)l2_of(w, &w->rt->flight->counters);
 }
 
-void flight_l2_close(struct worker *w)
+/* On w's thread, at its end (or in worker_free): drop the connection (pending lookups end
+ * as misses). */
+static void l2_close(struct worker *w)
 {
-	struct flight_l2 *l = w->l2;
+	struct flight_l2 *l = *l2_slot(w);
 
 	if (!l)
 		return;
@@ -663,6 +663,19 @@ void flight_l2_close(struct worker *w)
 		ac->data = NULL;
 		redisAsyncFree(ac);
 	}
-	w->l2 = NULL;
+	*l2_slot(w) = NULL;
 	free(l);
 }
+
+static void l2_stop(struct worker *w, const char *reason)
+{
+	(void)reason;
+	l2_close(w);
+}
+
+struct worker_hooks flight_l2_worker_hooks = {
+	.name = "cache L2",
+	.size = sizeof(struct flight_l2 *),
+	.stop = l2_stop,
+	.free = l2_close,
+};

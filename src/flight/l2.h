@@ -22,6 +22,8 @@
 #include "flight/decide.h"
 
 struct worker;
+struct worker_hooks;
+struct worker_msg;
 struct flight_counters;
 
 #define FLIGHT_L2_MAX_VERSIONS (FLIGHT_MAX_TABLES + 1) /* the tables', then the database's */
@@ -92,9 +94,10 @@ long flight_l2_encode(const uint8_t *key, size_t klen, const struct flight_l2_ve
 __attribute__((warn_unused_result))
 bool flight_l2_decode(const uint8_t *p, size_t len, const uint8_t *key, size_t klen,
 		      const struct flight_l2_versions *now, const uint8_t **bytes, size_t *blen);
-/* A WORKER_MSG_CALL: connect now (arg unused). */
-void flight_l2_start(struct worker *w, void *arg);
-/* On w's thread, at its end: drop the connection (pending lookups end as misses). */
-void flight_l2_close(struct worker *w);
+/* A worker message: connect now. */
+void flight_l2_start(struct worker *w, struct worker_msg *m);
+/* The cache's tenancy on every worker (worker.h): its Redis connection, made on first use
+ * (or by flight_l2_start), dropped when the worker stops (pending lookups end as misses). */
+extern struct worker_hooks flight_l2_worker_hooks;
 
 #endif

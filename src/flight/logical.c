@@ -1,7 +1,7 @@
 /* Invalidation by logical decoding (logical.h). */
 #include "flight/logical.h"
 
-#include <libpq-fe.h>
+#include "pq/pq.h"
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdatomic.h>

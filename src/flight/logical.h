@@ -3,7 +3,7 @@
  * bump the versions of the tables they changed, a poll interval after they commit.
  *
  * One thread of this module's own follows each database the cache has kept a result of: a
- * libpq connection (dlopen'd, kv/pq_load.c) holding a *temporary* logical replication slot
+ * libpq connection (dlopen'd, pq/pq.c) holding a *temporary* logical replication slot
  * with the test_decoding plugin, so nothing is left behind (no retained WAL) when tusk or the
  * connection dies. Every poll it takes the decoded changes (committed transactions only) and
  * bumps the version of each table named. A follow that starts, or starts again after its

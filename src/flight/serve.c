@@ -30,9 +30,29 @@
 #include "pool/prepared.h"
 #include "pool/server.h"
 #include "proto/proto.h"
+#include "pool/services.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
+
+/* The relay hooks (flight_relay_hooks, at the end) in the order relay.c and client.c call them. */
+static bool flight_client_request(struct client *c);
+static bool flight_client_session_request(struct client *c, const struct server *s);
+static bool flight_client_writable(struct client *c);
+static void flight_client_timer(struct client *c);
+static bool flight_client_cancel(struct client *c);
+static bool flight_client_quiet(const struct client *c);
+static void flight_client_closed(struct client *c);
+static void flight_client_scanned(struct client *c, const uint8_t *p, size_t n);
+static void flight_client_sent_sql(struct client *c, const char *sql, size_t len);
+static void flight_client_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len);
+static bool flight_client_session_bind(struct client *c, const uint8_t *m, size_t avail, const char **text, size_t *len);
+static void flight_client_session_close(struct client *c, const char *name);
+static void flight_client_session_error(struct client *c);
+static void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len);
+static void flight_client_sent_opaque(struct client *c);
+static void flight_client_ready(struct client *c, bool last);
+static bool flight_client_commit_wait(struct client *c, bool last);
 
 #define KEY_BUF (FLIGHT_MAX_SQL + 16384) /* on the worker's stack: query plus session settings */
 #define MAX_PARAMS 64
@@ -263,7 +283,7 @@ static void vol_target(struct client *c, struct flight_vol_target *t)
 {
 	const struct config_pool_rule *rule = pool_rule(c->pool);
 	struct net_addr addr;
-	const struct net_addr *a = runtime_service_addr(c->worker->rt, rule->service, &addr) == 0 ? &addr : NULL;
+	const struct net_addr *a = services_addr(c->worker->rt->services, rule->service, &addr) == 0 ? &addr : NULL;
 	static const char *const modes[] = { "disable", "prefer", "require", "verify-ca", "verify-full" };
 
 	memset(t, 0, sizeof(*t));
@@ -429,7 +449,7 @@ static bool park(struct client *c, const struct flight_policy *p, bool retry, bo
 	return true;
 }
 
-static void deliver(struct worker *w, void *arg);
+static void deliver(struct worker *w, struct worker_msg *m);
 static void wait_l2_done(void *arg, const struct flight_l2_answer *a);
 static void wait_l2_stop(struct flight_client *fc);
 
@@ -444,8 +464,7 @@ static void post_waiter(struct flight_waiter *fw, void *arg)
 		flight_waiter_put(fw);
 		return;
 	}
-	m->kind = WORKER_MSG_CALL;
-	m->call = deliver;
+	m->fn = deliver;
 	m->arg = fw; /* takes over the list's reference */
 	if (fw->worker == self)
 		worker_post_local(self, m);
@@ -632,7 +651,7 @@ static bool ext_statement(struct client *c, const struct flight_ext *x, struct e
 	return true;
 }
 
-bool flight_client_request(struct client *c)
+static bool flight_client_request(struct client *c)
 {
 	return request(c, false);
 }
@@ -653,7 +672,7 @@ static bool reset_discards_all(const struct tusk_config *cfg)
 	return *q == '\0';
 }
 
-bool flight_client_session_request(struct client *c, const struct server *s)
+static bool flight_client_session_request(struct client *c, const struct server *s)
 {
 	const struct tusk_config *cfg = c->worker->rt->cfg;
 
@@ -668,7 +687,7 @@ bool flight_client_session_request(struct client *c, const struct server *s)
 		return false;
 	struct flight_policy p;
 
-	if (!cache_of(c) || c->admin || !c->pool || c->mode != POOL_MODE_SESSION)
+	if (!cache_of(c) || !c->pool || c->mode != POOL_MODE_SESSION)
 		return false;
 	flight_policy_resolve(cfg, pool_rule(c->pool), &p);
 	if (p.mode <= CONFIG_CACHE_OFF)
@@ -684,6 +703,112 @@ bool flight_client_session_request(struct client *c, const struct server *s)
 		return false;
 	}
 	return request(c, true);
+}
+
+/* What request() has judged, for the role flight_join gives it. */
+struct request_ctx {
+	const struct flight_policy *p;
+	const struct flight_ext *x;  /* the extended read (not simple) */
+	bool simple, session;
+	const char *sql;
+	size_t sql_len;
+	const struct ext_key *ekp;
+	const struct flight_decision *d;
+	const struct flight_versions *v;
+	uint8_t *key;                /* KEY_BUF bytes of scratch */
+};
+
+/* L1 holds a result under this very key: it answers the request (true). */
+static bool l1_hit(struct client *c, const uint8_t *key, size_t klen, uint64_t hash, const uint8_t *pre, size_t npre,
+		   bool sess_unnamed)
+{
+	struct flight_cache *cache = cache_of(c);
+	enum flight_lru_outcome out;
+	struct flight_result *r =
+		flight_lru_get(cache->lru, &cache->inval, key, klen, hash, ev_now(c->worker->loop), &out);
+	if (out == FLIGHT_LRU_STALE)
+		atomic_fetch_add_explicit(&cache->counters.invalidations, 1, memory_order_relaxed);
+	else if (out == FLIGHT_LRU_EXPIRED)
+		atomic_fetch_add_explicit(&cache->counters.expirations, 1, memory_order_relaxed);
+	if (r) {
+		int served = serve(c, r, buf_len(&c->rbuf), pre, npre);
+		flight_result_put(r);
+		if (served > 0 && sess_unnamed)
+			c->flight->unnamed_cached = true;
+		if (served != 0) {
+			atomic_fetch_add_explicit(&cache->counters.hits, 1, memory_order_relaxed);
+			if (served > 0)
+				log_debug(c->id, c->ctx, "answered from the cache");
+			return true;
+		}
+	}
+	return false;
+}
+
+/* c leads the flight: its query goes to a server (false), after an L2 lookup when there is
+ * one (true: l2_done goes on). */
+static bool lead_request(struct client *c, struct flight *lead, const struct request_ctx *r)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_client *fc = c->flight;
+	long klen;
+
+	fc->lead = lead;
+	fc->ext_len = r->simple ? 0 : r->x->len;
+	fc->ext_parse = !r->simple && r->x->has_parse;
+	if (!r->simple)
+		flight_set_extended(lead);
+	fc->lead_store = r->p->mode == CONFIG_CACHE_ON && logical_followed(c);
+	fc->lead_ttl = (double)r->p->ttl_ms / 1000.0;
+	fc->lead_ttl_ms = r->p->ttl_ms;
+	atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);
+	if (!r->session && fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, r->v)) {
+		/* The L2 key: the same request without this process's rule tag. */
+		klen = build_key(c, r->sql, r->sql_len, r->ekp, false, r->key, KEY_BUF);
+		fc->l2key = klen > 0 ? malloc((size_t)klen) : NULL;
+		if (!fc->l2key)
+			return false;
+		memcpy(fc->l2key, r->key, (size_t)klen);
+		fc->l2klen = (size_t)klen;
+		if (flight_l2_get(c->worker, &cache->counters, r->key, (size_t)klen, c->database, r->d, l2_done, c,
+				  &fc->l2req) == 0)
+			return true; /* l2_done goes on */
+		fc->l2req = NULL;
+	}
+	return false;
+}
+
+/* c waits on an identical query's flight (true), or runs its own (session pooling). */
+static bool wait_request(struct client *c, struct flight_waiter *wait, const struct request_ctx *r)
+{
+	struct flight_cache *cache = cache_of(c);
+	struct flight_client *fc = c->flight;
+	long klen;
+
+	fc->wait = wait;
+	fc->ext_len = r->simple ? 0 : r->x->len;
+	fc->ext_parse = !r->simple && r->x->has_parse;
+	if (r->session) {
+		/* Its server would sit idle while it waits, and the relay does not hold a
+		 * session client's bytes back: it runs its own query. */
+		stop_waiting(c);
+		return false;
+	}
+	if (r->p->mode == CONFIG_CACHE_ON && flight_l2_configured(c->worker->rt->cfg)) {
+		/* Its own read of the Redis versions, after it arrived (wait_l2_done). */
+		fc->wait_l2 = true;
+		fc->wait_sig_set = false;
+		klen = build_key(c, r->sql, r->sql_len, r->ekp, false, r->key, KEY_BUF);
+		if (klen <= 0 || flight_l2_get(c->worker, &cache->counters, r->key, (size_t)klen, c->database, r->d,
+					       wait_l2_done, c, &fc->l2req) != 0)
+			fc->l2req = NULL; /* no versions: the leader's result is not served to it */
+	}
+	atomic_fetch_add_explicit(&cache->counters.joins, 1, memory_order_relaxed);
+	ev_timer_stop(c->worker->loop, &c->timer);
+	ev_timer_set(&c->timer, (double)r->p->coalesce_wait_ms / 1000.0, 0.);
+	ev_timer_start(c->worker->loop, &c->timer);
+	log_debug(c->id, c->ctx, "waiting on an identical query in flight");
+	return true;
 }
 
 /* session: a session-mode client linked to its idle server (flight_client_session_request):
@@ -706,7 +831,7 @@ static bool request(struct client *c, bool session)
 		fc->l2_checked = false;
 		return false; /* L2 had nothing: the leader's query goes to a server */
 	}
-	if (!cache || c->admin || !c->pool || c->mode != (session ? POOL_MODE_SESSION : POOL_MODE_TRANSACTION))
+	if (!cache || !c->pool || c->mode != (session ? POOL_MODE_SESSION : POOL_MODE_TRANSACTION))
 		return false;
 	if (fc && fc->bypass_once) {
 		fc->bypass_once = false;
@@ -767,27 +892,8 @@ static bool request(struct client *c, bool session)
 
 	/* A kept result under this very key was judged cacheable under these very rules (the
 	 * key holds the text and the rule): a hit needs no parse. */
-	if (p.mode == CONFIG_CACHE_ON && may_serve) {
-		enum flight_lru_outcome out;
-		struct flight_result *r =
-			flight_lru_get(cache->lru, &cache->inval, key, (size_t)klen, hash, ev_now(c->worker->loop), &out);
-		if (out == FLIGHT_LRU_STALE)
-			atomic_fetch_add_explicit(&cache->counters.invalidations, 1, memory_order_relaxed);
-		else if (out == FLIGHT_LRU_EXPIRED)
-			atomic_fetch_add_explicit(&cache->counters.expirations, 1, memory_order_relaxed);
-		if (r) {
-			int served = serve(c, r, avail, pre, npre);
-			flight_result_put(r);
-			if (served > 0 && sess_unnamed)
-				c->flight->unnamed_cached = true;
-			if (served != 0) {
-				atomic_fetch_add_explicit(&cache->counters.hits, 1, memory_order_relaxed);
-				if (served > 0)
-					log_debug(c->id, c->ctx, "answered from the cache");
-				return true;
-			}
-		}
-	}
+	if (p.mode == CONFIG_CACHE_ON && may_serve && l1_hit(c, key, (size_t)klen, hash, pre, npre, sess_unnamed))
+		return true;
 	flight_decide(sql, sql_len, &p.tables, &d);
 	if (d.verdict == FLIGHT_OK || (d.verdict == FLIGHT_CALL && d.nfuncs > 0))
 		d.verdict = judge_catalog(c, &p, &d);
@@ -813,56 +919,13 @@ static bool request(struct client *c, bool session)
 	/* A waiter's answer must fit its write buffer whole (serve): a larger result is not
 	 * worth gathering. */
 	size_t max = p.max_result;
+	const struct request_ctx rq = { .p = &p, .x = &x, .simple = simple, .session = session, .sql = sql,
+					.sql_len = sql_len, .ekp = ekp, .d = &d, .v = &v, .key = key };
 	switch (flight_join(&cache->flights, key, (size_t)klen, hash, &v, max, c->worker, c, &lead, &wait)) {
 	case FLIGHT_ROLE_LEAD:
-		fc->lead = lead;
-		fc->ext_len = simple ? 0 : x.len;
-		fc->ext_parse = !simple && x.has_parse;
-		if (!simple)
-			flight_set_extended(lead);
-		fc->lead_store = p.mode == CONFIG_CACHE_ON && logical_followed(c);
-		fc->lead_ttl = (double)p.ttl_ms / 1000.0;
-		fc->lead_ttl_ms = p.ttl_ms;
-		atomic_fetch_add_explicit(&cache->counters.misses, 1, memory_order_relaxed);
-		if (!session && fc->lead_store && flight_l2_configured(c->worker->rt->cfg) && !l2_pending(cache, &v)) {
-			/* The L2 key: the same request without this process's rule tag. */
-			klen = build_key(c, sql, sql_len, ekp, false, key, sizeof(key));
-			fc->l2key = klen > 0 ? malloc((size_t)klen) : NULL;
-			if (!fc->l2key)
-				return false;
-			memcpy(fc->l2key, key, (size_t)klen);
-			fc->l2klen = (size_t)klen;
-			if (flight_l2_get(c->worker, &cache->counters, key, (size_t)klen, c->database, &d, l2_done, c,
-					  &fc->l2req) == 0)
-				return true; /* l2_done goes on */
-			fc->l2req = NULL;
-		}
-		return false;
+		return lead_request(c, lead, &rq);
 	case FLIGHT_ROLE_WAIT:
-		fc->wait = wait;
-		fc->ext_len = simple ? 0 : x.len;
-		fc->ext_parse = !simple && x.has_parse;
-		if (session) {
-			/* Its server would sit idle while it waits, and the relay does not hold a
-			 * session client's bytes back: it runs its own query. */
-			stop_waiting(c);
-			return false;
-		}
-		if (p.mode == CONFIG_CACHE_ON && flight_l2_configured(c->worker->rt->cfg)) {
-			/* Its own read of the Redis versions, after it arrived (wait_l2_done). */
-			fc->wait_l2 = true;
-			fc->wait_sig_set = false;
-			klen = build_key(c, sql, sql_len, ekp, false, key, sizeof(key));
-			if (klen <= 0 || flight_l2_get(c->worker, &cache->counters, key, (size_t)klen, c->database, &d,
-						       wait_l2_done, c, &fc->l2req) != 0)
-				fc->l2req = NULL; /* no versions: the leader's result is not served to it */
-		}
-		atomic_fetch_add_explicit(&cache->counters.joins, 1, memory_order_relaxed);
-		ev_timer_stop(c->worker->loop, &c->timer);
-		ev_timer_set(&c->timer, (double)p.coalesce_wait_ms / 1000.0, 0.);
-		ev_timer_start(c->worker->loop, &c->timer);
-		log_debug(c->id, c->ctx, "waiting on an identical query in flight");
-		return true;
+		return wait_request(c, wait, &rq);
 	case FLIGHT_ROLE_ALONE:
 		break;
 	}
@@ -938,9 +1001,9 @@ static void wait_l2_done(void *arg, const struct flight_l2_answer *a)
 }
 
 /* On the waiter's worker: the flight it waited on is over. */
-static void deliver(struct worker *w, void *arg)
+static void deliver(struct worker *w, struct worker_msg *m)
 {
-	struct flight_waiter *fw = arg;
+	struct flight_waiter *fw = m->arg;
 	struct client *c = fw->client;
 
 	if (c && !w->stopping) {
@@ -960,7 +1023,7 @@ static void deliver(struct worker *w, void *arg)
 	flight_waiter_put(fw); /* the message's */
 }
 
-void flight_client_timer(struct client *c)
+static void flight_client_timer(struct client *c)
 {
 	struct flight_client *fc = c->flight;
 
@@ -979,14 +1042,14 @@ void flight_client_timer(struct client *c)
 	client_need_server(c);
 }
 
-bool flight_client_quiet(const struct client *c)
+static bool flight_client_quiet(const struct client *c)
 {
 	const struct flight_client *fc = c->flight;
 	return !fc || (!fc->lead && !fc->wait && !fc->parked && !fc->out && !fc->l2req && fc->nl2bump == 0 && fc->nbump == 0 &&
 		       fc->nheld == 0 && !fc->held_db && !fc->bump_db && !fc->bump_ddl && !fc->committed.l2);
 }
 
-bool flight_client_cancel(struct client *c)
+static bool flight_client_cancel(struct client *c)
 {
 	struct flight_client *fc = c->flight;
 	char msg[128];
@@ -1066,7 +1129,7 @@ static void apply_bumps(struct client *c, bool clear)
 	}
 }
 
-void flight_client_closed(struct client *c)
+static void flight_client_closed(struct client *c)
 {
 	struct flight_client *fc = c->flight;
 
@@ -1100,7 +1163,7 @@ void flight_client_closed(struct client *c)
 	c->flight = NULL;
 }
 
-void flight_client_scanned(struct client *c, const uint8_t *p, size_t n)
+static void flight_client_scanned(struct client *c, const uint8_t *p, size_t n)
 {
 	struct flight_client *fc = c->flight;
 
@@ -1277,10 +1340,10 @@ static bool session_clean_read(struct client *c, const char *sql, size_t len)
 
 static bool tracking(const struct client *c)
 {
-	return c->worker->rt->flight && !c->admin && flight_cache_tracking(c->worker->rt->cfg);
+	return c->worker->rt->flight && c->pool && flight_cache_tracking(c->worker->rt->cfg);
 }
 
-void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
+static void flight_client_sent_sql(struct client *c, const char *sql, size_t len)
 {
 	struct flight_write w;
 
@@ -1368,7 +1431,7 @@ static void sess_parsed(struct client *c, const char *name, const uint8_t *rest,
 	snprintf(st->name, sizeof(st->name), "%s", name);
 }
 
-void flight_client_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len)
+static void flight_client_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len)
 {
 	if (c->mode == POOL_MODE_SESSION) {
 		/* Its text was judged as it went (flight_client_sent_sql); a Parse too large to
@@ -1391,7 +1454,7 @@ static bool bind_unnamed_stmt(const uint8_t *m, size_t avail)
 	return !nul || nul + 1 >= end || nul[1] == 0;
 }
 
-bool flight_client_session_bind(struct client *c, const uint8_t *m, size_t avail, const char **text, size_t *len)
+static bool flight_client_session_bind(struct client *c, const uint8_t *m, size_t avail, const char **text, size_t *len)
 {
 	struct prep_bind_head bh;
 	const struct sess_stmt *st = NULL;
@@ -1418,7 +1481,7 @@ bool flight_client_session_bind(struct client *c, const uint8_t *m, size_t avail
 	return true;
 }
 
-void flight_client_session_close(struct client *c, const char *name)
+static void flight_client_session_close(struct client *c, const char *name)
 {
 	struct flight_client *fc = c->flight;
 	struct sess_stmt *st;
@@ -1431,13 +1494,13 @@ void flight_client_session_close(struct client *c, const char *name)
 		sess_forget(st);
 }
 
-void flight_client_session_error(struct client *c)
+static void flight_client_session_error(struct client *c)
 {
 	if (c->mode == POOL_MODE_SESSION)
 		c->flight_session_dirty = true;
 }
 
-void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len)
+static void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, size_t len)
 {
 	struct flight_write w;
 
@@ -1454,7 +1517,7 @@ void flight_client_sent_bind(struct client *c, bool unnamed, const char *text, s
 	}
 }
 
-void flight_client_sent_opaque(struct client *c)
+static void flight_client_sent_opaque(struct client *c)
 {
 	c->flight_session_dirty = true;
 	if (!tracking(c))
@@ -1476,7 +1539,7 @@ static void committed_cb(void *arg)
 	relay_resume(arg);
 }
 
-bool flight_client_commit_wait(struct client *c, bool last)
+static bool flight_client_commit_wait(struct client *c, bool last)
 {
 	struct flight_client *fc = c->flight;
 
@@ -1494,7 +1557,7 @@ bool flight_client_commit_wait(struct client *c, bool last)
 	return true;
 }
 
-void flight_client_ready(struct client *c, bool last)
+static void flight_client_ready(struct client *c, bool last)
 {
 	struct flight_client *fc = c->flight;
 
@@ -1510,7 +1573,7 @@ void flight_client_ready(struct client *c, bool last)
 		apply_bumps(c, last);
 }
 
-bool flight_client_writable(struct client *c)
+static bool flight_client_writable(struct client *c)
 {
 	struct flight_client *fc = c->flight;
 
@@ -1519,3 +1582,65 @@ bool flight_client_writable(struct client *c)
 	log_debug(c->id, c->ctx, "the rest of a cached answer larger than the write buffer is written");
 	return !buf_empty(&c->rbuf);
 }
+
+/* ---- the relay hooks (frontend/relay_hooks.h) ---- */
+
+/* Every client while the cache tracks writes anywhere: any client's write may invalidate
+ * a result another pool's rule keeps (flight_cache_tracking); a rule with the cache off
+ * then only tracks (request() resolves its policy). */
+static bool hook_wants(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	(void)rule;
+	return flight_cache_tracking(cfg);
+}
+
+/* A reload turned the cache on under a logged-in client: what it sent before was not judged,
+ * so its session (session pooling) is not known to match the key. */
+static void hook_joined(struct client *c)
+{
+	c->flight_session_dirty = true;
+}
+
+static bool hook_request(struct client *c, const struct server *s)
+{
+	if (!s)
+		return flight_client_request(c);
+	return c->mode == POOL_MODE_SESSION && !c->flight_session_dirty && flight_client_session_request(c, s);
+}
+
+static bool hook_bind(struct client *c, const uint8_t *m, size_t avail, bool unnamed, const char *text, size_t len)
+{
+	if (!text && !flight_client_session_bind(c, m, avail, &text, &len))
+		return false;
+	flight_client_sent_bind(c, unnamed, text, len);
+	return true;
+}
+
+static void hook_error(struct client *c, struct server *s, const uint8_t *m, size_t total)
+{
+	(void)s;
+	(void)m;
+	(void)total;
+	flight_client_session_error(c); /* a failed Parse leaves no statement */
+}
+
+const struct relay_hooks flight_relay_hooks = {
+	.name = "cache",
+	.wants = hook_wants,
+	.joined = hook_joined,
+	.request = hook_request,
+	.writable = flight_client_writable,
+	.timer = flight_client_timer,
+	.cancel = flight_client_cancel,
+	.quiet = flight_client_quiet,
+	.closed = flight_client_closed,
+	.sql = flight_client_sent_sql,
+	.parsed = flight_client_parsed,
+	.bind = hook_bind,
+	.close_stmt = flight_client_session_close,
+	.opaque = flight_client_sent_opaque,
+	.scanned = flight_client_scanned,
+	.error = hook_error,
+	.commit_wait = flight_client_commit_wait,
+	.ready = flight_client_ready,
+};

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include <libpq-fe.h>
+#include "pq/pq.h"
 #include <openssl/crypto.h>
 
 #include "util/log.h"

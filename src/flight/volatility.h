@@ -9,7 +9,7 @@
  * cannot read through tusk bump it, and so does CACHE FLUSH) and for at most the caller's
  * TTL (changes around tusk).
  *
- * Lookups run on one thread of this module's own, with libpq (dlopen'd, kv/pq_load.c), on a
+ * Lookups run on one thread of this module's own, with libpq (dlopen'd, pq/pq.c), on a
  * connection of tusk's own per database: a worker never blocks, a request whose functions
  * are not known yet bypasses the cache while the lookup runs. */
 #ifndef TUSK_FLIGHT_VOLATILITY_H

@@ -24,6 +24,7 @@
 #include "frontend/client_int.h"
 #include "pool/server.h"
 #include "proto/proto.h"
+#include "pool/services.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -60,7 +61,7 @@ static enum authcache_result cache_get(struct worker *w, const struct config_poo
 
 static void unlink_conn(struct authq_conn *q)
 {
-	struct authq_conn **pp = &q->w->authq;
+	struct authq_conn **pp = &fe_of(q->w)->authq;
 	while (*pp && *pp != q)
 		pp = &(*pp)->next;
 	if (*pp)
@@ -247,7 +248,7 @@ static struct authq_conn *open_conn(struct client *c, const struct config_pool_r
 	struct net_addr addr;
 	if (!q)
 		return NULL;
-	if (runtime_service_addr(rt, rule->service, &addr) < 0) {
+	if (services_addr(rt->services, rule->service, &addr) < 0) {
 		/* No backend known yet (the service's first DNS answer is still out). */
 		free(q);
 		return NULL;
@@ -269,8 +270,8 @@ static struct authq_conn *open_conn(struct client *c, const struct config_pool_r
 		free(q);
 		return NULL;
 	}
-	q->next = w->authq;
-	w->authq = q;
+	q->next = fe_of(w)->authq;
+	fe_of(w)->authq = q;
 	return q;
 }
 
@@ -293,7 +294,7 @@ int authquery_fetch(struct client *c, const struct config_pool_rule *rule, char 
 		return -ENOMEM;
 	r->c = c;
 	snprintf(r->user, sizeof r->user, "%s", c->user);
-	for (q = w->authq; q; q = q->next)
+	for (q = fe_of(w)->authq; q; q = q->next)
 		if (q->rule == rule && strcmp(q->database, c->database) == 0)
 			break;
 	/* A conn always has work in flight, so appending never runs anything now. */
@@ -319,10 +320,11 @@ void authquery_cancel(struct authq_req *req)
 
 void authquery_close_all(struct worker *w)
 {
-	while (w->authq) {
-		struct authq_conn *q = w->authq;
+	struct frontend_worker *fe = fe_of(w);
+	while (fe->authq) {
+		struct authq_conn *q = fe->authq;
 		struct authq_req *r;
-		w->authq = q->next;
+		fe->authq = q->next;
 		while ((r = pop(q)) != NULL)
 			deliver(r, -ECANCELED, NULL);
 		if (q->s)

@@ -13,7 +13,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "flight/serve.h"
 #include "frontend/client_int.h"
 #include "pool/server.h"
 #include "proto/proto.h"
@@ -84,7 +83,7 @@ void cancel_forget(struct client *c)
 
 /* One outgoing CancelRequest: connect, write 16 bytes, wait for PostgreSQL to close. */
 struct cancel_conn {
-	struct cancel_conn *prev, *next; /* worker->cancel_conns */
+	struct cancel_conn *prev, *next; /* frontend_worker.cancel_conns */
 	struct cancel_conn *snext;       /* server->cancels */
 	struct worker *worker;
 	struct server *server;           /* held back from the pool until we are done; may be NULL */
@@ -103,7 +102,7 @@ static void cancel_conn_free(struct cancel_conn *cc)
 	if (cc->prev)
 		cc->prev->next = cc->next;
 	else
-		w->cancel_conns = cc->next;
+		fe_of(w)->cancel_conns = cc->next;
 	if (cc->next)
 		cc->next->prev = cc->prev;
 	ev_io_stop(w->loop, &cc->io);
@@ -124,7 +123,8 @@ static void cancel_conn_free(struct cancel_conn *cc)
 	}
 }
 
-void cancel_detach_server(struct server *s)
+/* s is being freed (its cancels_detach): the cancels in flight for it forget it. */
+static void cancel_detach_server(struct server *s)
 {
 	for (struct cancel_conn *cc = s->cancels; cc; cc = cc->snext)
 		cc->server = NULL;
@@ -188,10 +188,11 @@ void cancel_send_for(struct worker *w, struct server *s)
 	cc->server = s;
 	cc->snext = s->cancels;
 	s->cancels = cc;
-	cc->next = w->cancel_conns;
+	s->cancels_detach = cancel_detach_server;
+	cc->next = fe_of(w)->cancel_conns;
 	if (cc->next)
 		cc->next->prev = cc;
-	w->cancel_conns = cc;
+	fe_of(w)->cancel_conns = cc;
 	ev_io_init(&cc->io, cancel_io_cb, fd, EV_WRITE);
 	cc->io.data = cc;
 	ev_timer_init(&cc->timer, cancel_timer_cb, CANCEL_TIMEOUT, 0.);
@@ -203,8 +204,9 @@ void cancel_send_for(struct worker *w, struct server *s)
 
 void cancel_close_all(struct worker *w)
 {
-	while (w->cancel_conns)
-		cancel_conn_free(w->cancel_conns);
+	struct frontend_worker *fe = fe_of(w);
+	while (fe->cancel_conns)
+		cancel_conn_free(fe->cancel_conns);
 }
 
 void cancel_move(struct client *c, struct worker *to)
@@ -237,24 +239,25 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
 	struct worker_msg *m = calloc(1, sizeof *m);
 	if (!m)
 		return;
-	m->kind = WORKER_MSG_CANCEL;
-	m->cancel_pid = pid;
-	m->cancel_key = key;
+	m->fn = cancel_on_message;
+	m->u32[0] = pid;
+	m->u32[1] = key;
 	worker_post(owner, m);
 }
 
-void cancel_on_message(struct worker *w, const struct worker_msg *m)
+void cancel_on_message(struct worker *w, struct worker_msg *m)
 {
 	struct cancel_registry *reg = w->rt->cancels;
 	struct client *c = NULL;
+	uint32_t pid = m->u32[0], key = m->u32[1];
 
 	if (w->stopping)
 		return;
 	/* Entries are removed on the client's own thread, which is this one: an entry found
 	 * now names a live client. */
 	pthread_mutex_lock(&reg->lock);
-	for (struct client *e = reg->buckets[m->cancel_pid % CANCEL_BUCKETS]; e; e = e->cancel_next) {
-		if (e->cancel_pid == m->cancel_pid && e->cancel_key == m->cancel_key && e->worker == w) {
+	for (struct client *e = reg->buckets[pid % CANCEL_BUCKETS]; e; e = e->cancel_next) {
+		if (e->cancel_pid == pid && e->cancel_key == key && e->worker == w) {
 			c = e;
 			break;
 		}
@@ -262,7 +265,7 @@ void cancel_on_message(struct worker *w, const struct worker_msg *m)
 	pthread_mutex_unlock(&reg->lock);
 	if (!c)
 		return;
-	if (flight_client_cancel(c))
+	if (relay_hooks_cancel(c))
 		return; /* it waited on another client's identical query: only it stops waiting */
 	struct server *s = c->server;
 	if (!s || s->state != SERVER_ACTIVE || (s->expect_count == 0 && s->pending_rfq == 0)) {

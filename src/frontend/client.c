@@ -6,9 +6,6 @@
 #include "frontend/client.h"
 
 #include <errno.h>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,11 +19,8 @@
 #include <openssl/rand.h>
 
 #include "frontend/authquery.h"
-#include "console/console.h"
-#include "kv/front.h"
-#include "flight/serve.h"
 #include "frontend/client_int.h"
-#include "frontend/split_route.h"
+#include "frontend/client_kind.h"
 #include "frontend/vdb.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
@@ -46,6 +40,55 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void start_claim(struct client *c);
 
 static const struct tusk_config *cfg_of(const struct client *c) { return c->worker->rt->cfg; }
+
+/* ---- session kinds (client_kind.h) ---- */
+
+static void pooled_startup(struct client *c);
+static void pooled_begin(struct client *c);
+static bool pooled_writable(struct client *c);
+
+static const struct client_kind pooled_kind = {
+	.name = "pooled",
+	.startup = pooled_startup,
+	.begin = pooled_begin,
+	.input = client_need_server,
+	.writable = pooled_writable,
+};
+
+#define CLIENT_KINDS_MAX 8
+/* Written at startup only, before any worker thread exists (client_kind_register). */
+static const struct client_kind *kinds[CLIENT_KINDS_MAX];
+static int nkinds;
+static const struct client_move_hook *move_hook;
+
+void client_kind_register(const struct client_kind *k)
+{
+	for (int i = 0; i < nkinds; i++)
+		if (kinds[i] == k)
+			return;
+	if (nkinds == CLIENT_KINDS_MAX) {
+		log_error(NULL, NULL, "too many session kinds: %s not registered", k->name);
+		return;
+	}
+	kinds[nkinds++] = k;
+}
+
+const struct client_kind *client_kind_of(const struct tusk_config *cfg, const char *database)
+{
+	for (int i = 0; i < nkinds; i++) {
+		if (kinds[i]->enabled && !kinds[i]->enabled(cfg))
+			continue;
+		for (const char *const *db = kinds[i]->databases; *db; db++)
+			if (strcmp(*db, database) == 0)
+				return kinds[i];
+	}
+	return &pooled_kind;
+}
+
+void client_set_move_hook(const struct client_move_hook *h)
+{
+	move_hook = h;
+}
 
 _Static_assert(EV_READ == TLS_WANT_READ && EV_WRITE == TLS_WANT_WRITE, "tls_link_events speaks libev's bits");
 
@@ -177,10 +220,11 @@ static struct client_wait *get_wait(struct client *c)
 	struct worker *w = c->worker;
 	struct client_wait *cw = c->wait;
 	if (!cw) {
-		cw = w->client_waits;
+		struct frontend_worker *fe = fe_of(w);
+		cw = fe->waits;
 		if (cw) {
-			w->client_waits = cw->next;
-			w->client_nwaits--;
+			fe->waits = cw->next;
+			fe->nwaits--;
 		} else if (!(cw = malloc(sizeof *cw))) {
 			return NULL;
 		}
@@ -198,68 +242,83 @@ static struct client_wait *get_wait(struct client *c)
 static void put_wait(struct client *c)
 {
 	struct client_wait *cw = c->wait;
-	struct worker *w = c->worker;
+	struct frontend_worker *fe = fe_of(c->worker);
 	if (!cw)
 		return;
 	c->wait = NULL;
-	if (w->client_nwaits >= CLIENT_FREE_WAITS) {
+	if (fe->nwaits >= CLIENT_FREE_WAITS) {
 		free(cw);
 		return;
 	}
-	cw->next = w->client_waits;
-	w->client_waits = cw;
-	w->client_nwaits++;
+	cw->next = fe->waits;
+	fe->waits = cw;
+	fe->nwaits++;
 }
 
-void client_worker_init(struct worker *w)
+/* ---- the frontend's tenancy on each worker (worker.h, worker_hooks) ---- */
+
+static int frontend_worker_init(struct worker *w)
 {
-	buf_pool_init(&w->client_rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
-	buf_pool_init(&w->client_wbufs, CLIENT_WBUF_SIZE, CLIENT_FREE_BUFS);
+	struct frontend_worker *fe = fe_of(w);
+	buf_pool_init(&fe->rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
+	buf_pool_init(&fe->wbufs, CLIENT_WBUF_SIZE, CLIENT_FREE_BUFS);
+	return 0;
 }
 
-void client_worker_trim(struct worker *w)
+/* Housekeeping tick: free the buffer blocks no client needed since the last one. */
+static unsigned frontend_worker_tick(struct worker *w, double now)
 {
-	unsigned n = buf_pool_trim(&w->client_rbufs) + buf_pool_trim(&w->client_wbufs);
-#ifdef __GLIBC__
-	/* Freed blocks in the middle of an arena keep their touched pages; this gives the
-	 * whole free pages back (once per tick at most, and only after a burst). */
-	if (n > 0)
-		(void)malloc_trim(0);
-#else
-	(void)n;
-#endif
+	struct frontend_worker *fe = fe_of(w);
+	(void)now;
+	return buf_pool_trim(&fe->rbufs) + buf_pool_trim(&fe->wbufs);
 }
 
-void client_worker_free(struct worker *w)
+static void frontend_worker_free(struct worker *w)
 {
-	while (w->client_waits) {
-		struct client_wait *cw = w->client_waits;
-		w->client_waits = cw->next;
+	struct frontend_worker *fe = fe_of(w);
+	cancel_close_all(w);
+	while (fe->waits) {
+		struct client_wait *cw = fe->waits;
+		fe->waits = cw->next;
 		free(cw);
 	}
-	w->client_nwaits = 0;
-	buf_pool_destroy(&w->client_rbufs);
-	buf_pool_destroy(&w->client_wbufs);
+	fe->nwaits = 0;
+	buf_pool_destroy(&fe->rbufs);
+	buf_pool_destroy(&fe->wbufs);
 }
+
+static void client_close_all(struct worker *w, const char *reason);
+static void client_close_quiescent(struct worker *w, const char *reason);
+
+struct worker_hooks frontend_worker_hooks = {
+	.name = "frontend",
+	.size = sizeof(struct frontend_worker),
+	.init = frontend_worker_init,
+	.tick = frontend_worker_tick,
+	.drain = client_close_quiescent,
+	.stop = client_close_all,
+	.free = frontend_worker_free,
+	.accept = client_accept,
+};
 
 /* An idle client holds no buffer (most clients of a pooler are idle): between
  * transactions, with nothing half read or half written, both blocks go back to the
- * worker. The admin console and clients of the virtual kv database keep theirs: their
- * answers are written into wbuf by console.c / kv/front.c (a kv answer arrives from a router
+ * worker. Clients of a resident kind (the admin console, the kv database) keep theirs: their
+ * answers are written into wbuf by their virtual database (a kv answer arrives from a router
  * thread while the client looks idle), not by the relay that attaches blocks. */
 static void release_bufs_if_idle(struct client *c)
 {
-	if (c->state != CLIENT_IDLE || c->admin || c->kv || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
+	if (c->state != CLIENT_IDLE || c->kind->resident || !buf_empty(&c->rbuf) || !buf_empty(&c->wbuf) ||
 	    c->c2s_scanned || c->c2s_remaining || c->s2c_scanned || c->s2c_remaining)
 		return;
-	buf_detach(&c->rbuf, &c->worker->client_rbufs);
-	buf_detach(&c->wbuf, &c->worker->client_wbufs);
+	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
+	buf_detach(&c->wbuf, &fe_of(c->worker)->wbufs);
 }
 
 /* Before anything reads into or writes to the client's buffers outside the idle state. */
 __attribute__((warn_unused_result)) static int attach_bufs(struct client *c)
 {
-	if (buf_attach(&c->rbuf, &c->worker->client_rbufs) < 0 || buf_attach(&c->wbuf, &c->worker->client_wbufs) < 0)
+	if (buf_attach(&c->rbuf, &fe_of(c->worker)->rbufs) < 0 || buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
 		return -ENOMEM;
 	return 0;
 }
@@ -302,11 +361,12 @@ void client_update_io(struct client *c)
 
 static void link_client(struct worker *w, struct client *c)
 {
+	struct frontend_worker *fe = fe_of(w);
 	c->prev = NULL;
-	c->next = w->clients;
-	if (w->clients)
-		w->clients->prev = c;
-	w->clients = c;
+	c->next = fe->clients;
+	if (fe->clients)
+		fe->clients->prev = c;
+	fe->clients = c;
 	w->nclients++;
 }
 
@@ -315,8 +375,8 @@ static void unlink_client(struct client *c)
 	struct worker *w = c->worker;
 	if (c->prev)
 		c->prev->next = c->next;
-	else if (w->clients == c)
-		w->clients = c->next;
+	else if (fe_of(w)->clients == c)
+		fe_of(w)->clients = c->next;
 	else
 		return; /* not linked */
 	if (c->next)
@@ -331,8 +391,8 @@ static char no_name[] = ""; /* database and user before the startup packet */
 
 static void free_client(struct client *c)
 {
-	buf_detach(&c->rbuf, &c->worker->client_rbufs);
-	buf_detach(&c->wbuf, &c->worker->client_wbufs);
+	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
+	buf_detach(&c->wbuf, &fe_of(c->worker)->wbufs);
 	session_free(&c->session);
 	if (c->ctx != unknown_ctx)
 		free(c->ctx);
@@ -358,7 +418,7 @@ void client_close(struct client *c, const char *reason)
 		log_debug(c->id, c->ctx, "closing client connection: %s", reason);
 	ev_io_stop(w->loop, &c->io);
 	ev_timer_stop(w->loop, &c->timer);
-	flight_client_closed(c);
+	relay_hooks_closed(c);
 	if (c->server) {
 		struct server *s = c->server;
 		c->server = NULL;
@@ -370,9 +430,9 @@ void client_close(struct client *c, const char *reason)
 		c->fd = -1;
 	}
 	cancel_forget(c);
-	console_client_closed(c);
-	kv_front_closed(c);
-	c->vdb = NULL; /* it went with c->console or c->kv */
+	if (c->kind->closed)
+		c->kind->closed(c);
+	c->vdb = NULL; /* it went with the kind's session */
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	count_client(c, -1);
@@ -381,7 +441,7 @@ void client_close(struct client *c, const char *reason)
 		return;
 	}
 	if (c->ryw_pending) {
-		c->dead = true; /* split_write_result frees it */
+		c->dead = true; /* the fetch's end frees it (client_husk_done) */
 		return;
 	}
 	free_client(c);
@@ -420,7 +480,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 	}
 	/* A half-relayed server message cannot be followed by one of ours: just close. An idle
 	 * client gets a write buffer back for its error (without one, it just goes). */
-	if (c->s2c_remaining == 0 && c->s2c_scanned == 0 && buf_attach(&c->wbuf, &c->worker->client_wbufs) == 0) {
+	if (c->s2c_remaining == 0 && c->s2c_scanned == 0 && buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) == 0) {
 		(void)proto_put_error(&c->wbuf, "FATAL", sqlstate, message, NULL, NULL);
 		stats_count_error(c->worker->rt->stats, sqlstate);
 	}
@@ -532,11 +592,12 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 
 	if (!c)
 		goto err_close_fd;
-	if (buf_attach(&c->rbuf, &w->client_rbufs) < 0 || buf_attach(&c->wbuf, &w->client_wbufs) < 0)
+	if (buf_attach(&c->rbuf, &fe_of(w)->rbufs) < 0 || buf_attach(&c->wbuf, &fe_of(w)->wbufs) < 0)
 		goto err_free_client;
 	id_make(c->id, 'c');
 	c->serial = atomic_fetch_add_explicit(&rt->next_client_serial, 1, memory_order_relaxed) + 1;
 	c->worker = w;
+	c->kind = &pooled_kind; /* until its startup packet names a registered kind */
 	c->fd = fd;
 	/* net_accept filled at most what the family needs: a Unix peer's path is not kept */
 	memcpy(&c->peer, &peer->sa, peer->len < sizeof c->peer ? peer->len : sizeof c->peer);
@@ -561,8 +622,8 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 	return;
 
 err_free_client:
-	buf_detach(&c->rbuf, &w->client_rbufs);
-	buf_detach(&c->wbuf, &w->client_wbufs);
+	buf_detach(&c->rbuf, &fe_of(w)->rbufs);
+	buf_detach(&c->wbuf, &fe_of(w)->wbufs);
 	free(c);
 err_close_fd:
 	atomic_fetch_sub_explicit(&rt->nclients, 1, memory_order_relaxed);
@@ -696,7 +757,6 @@ static int negotiate_version(struct client *c, const struct proto_startup *st)
 
 static void on_startup(struct client *c, const struct proto_startup *st)
 {
-	const struct config_pool_rule *rule;
 	int rc = keep_startup(c, st);
 
 	if (rc == -ENOMEM) {
@@ -728,21 +788,21 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 			return;
 		}
 	}
-	/* Admin console: its own authentication and access lists, no pool, no server. */
-	if (console_is_admin_db(c->database)) {
-		console_startup(c);
-		return;
-	}
-	if (kv_front_is_db(cfg_of(c), c->database)) {
-		kv_front_startup(c);
-		return;
-	}
-	rule = config_match_pool(cfg_of(c), c->database, c->user);
+	/* Chosen once: a virtual database (the admin console, kv) answers the client itself. */
+	c->kind = client_kind_of(cfg_of(c), c->database);
+	c->kind->startup(c);
+}
+
+/* The pooled kind's startup: the pool rule, its pool, and the rule's authentication. */
+static void pooled_startup(struct client *c)
+{
+	const struct config_pool_rule *rule = config_match_pool(cfg_of(c), c->database, c->user);
 	if (!rule) {
 		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
 		return;
 	}
 	c->pool = pool_get(c->worker->rt, rule, c->database, c->user);
+	relay_hooks_refresh(c); /* the pool rule's features */
 	if (!c->pool && pool_registry_full(c->worker->rt)) {
 		client_fail(c, "53300", "too many pools: no new pool for database \"%s\" and user \"%s\"", c->database, c->user);
 		return;
@@ -765,17 +825,27 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		after_auth(c);
 }
 
-/* Authenticated: mint the cancel key and look for a server. */
 static void after_auth(struct client *c)
 {
-	if (c->admin) {
-		console_begin(c);
-		return;
+	c->kind->begin(c);
+}
+
+/* wbuf written while idle: the rest of a cached answer larger than it, and then what the
+ * client sent behind that answer. */
+static bool pooled_writable(struct client *c)
+{
+	if (relay_hooks_writable(c)) {
+		client_update_io(c);
+		client_need_server(c); /* what the client sent behind a cached answer */
+		return true;
 	}
-	if (c->kv) {
-		kv_front_begin(c);
-		return;
-	}
+	client_update_io(c);
+	return false;
+}
+
+/* The pooled kind, authenticated: mint the cancel key and look for a server. */
+static void pooled_begin(struct client *c)
+{
 	/* The key the client will cancel with; random so that it cannot be guessed. */
 	if (RAND_bytes((unsigned char *)&c->cancel_pid, sizeof c->cancel_pid) != 1 ||
 	    RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1) {
@@ -990,7 +1060,7 @@ static void greet(struct client *c, struct server *s)
 		client_fail(c, "54000", "startup parameters too large");
 		return;
 	}
-	session_params_share(&c->session, &c->worker->client_params);
+	session_params_share(&c->session, &fe_of(c->worker)->params);
 	c->greeted = true;
 	c->login_at = ev_now(c->worker->loop);
 	for (int i = 0; i < s->nparams; i++)
@@ -1088,41 +1158,25 @@ static void on_reset_all(struct server *s, void *arg, int err, const char *reaso
 	on_session_applied(s, arg, err, reason, errmsg, errlen);
 }
 
-/* s is idle and attached to our loop: make it look like the client's session (SETs for
- * what differs), then greet or relay. A server still carrying another client's unreported
- * settings is wiped with RESET ALL first. */
-static void on_replay_checked(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
-			      size_t errlen)
-{
-	struct client *c = arg;
-	(void)reason;
-	(void)errmsg;
-	(void)errlen;
-	c->server = NULL;
-	if (err == 0 && split_replay_result(c, s)) {
-		use_server_now(c, s);
-		return;
-	}
-	/* The standby has not replayed the client's last write yet (or could not say): the
-	 * primary serves this read. */
-	if (err == 0)
-		relay_park_server(s);
-	else if (s->ok_after_error)
-		server_close(s, "could not read the standby's replay position");
-	claim_primary(c);
-}
-
+/* s is idle and attached to our loop: an attach hook may take it first (read-your-writes
+ * asks a standby how far it replayed), else use_server_now. */
 static void use_server(struct client *c, struct server *s)
 {
-	if (split_needs_replay_check(c, s)) {
-		/* read-your-writes: ask the standby how far it has replayed, then decide. */
-		c->server = s;
-		split_replay_fetch(s, on_replay_checked, c);
-		return;
-	}
+	if (relay_hooks_attach(c, s))
+		return; /* client_attach_resume follows */
 	use_server_now(c, s);
 }
 
+void client_attach_resume(struct client *c, struct server *s)
+{
+	if (s)
+		use_server_now(c, s);
+	else
+		claim_primary(c);
+}
+
+/* Make s look like the client's session (SETs for what differs), then greet or relay. A
+ * server still carrying another client's unreported settings is wiped with RESET ALL first. */
 static void use_server_now(struct client *c, struct server *s)
 {
 	char sets[16384];
@@ -1165,14 +1219,15 @@ static void use_server_now(struct client *c, struct server *s)
  * it once its watchers are stopped and it is unlinked, and the other worker takes it up as
  * it is (client_arrive). client_set_state has just run client_update_io. */
 static void shut_client(struct worker *w, struct client *c, const char *reason);
+static void client_arrive(struct worker *w, struct worker_msg *m);
 
 static void maybe_move(struct client *c)
 {
 	struct worker *w = c->worker;
-	if (c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || !c->greeted || c->admin || c->kv || c->vdb ||
+	if (c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || !c->greeted || c->kind->resident ||
 	    c->server || c->queued || c->wait || c->dead || c->ryw_pending || c->pinned || c->big || c->copy_in ||
 	    c->release_pending || c->auth || buf_attached(&c->rbuf) || buf_attached(&c->wbuf) || c->tls.buffered ||
-	    c->tls_handshaking || !flight_client_quiet(c))
+	    c->tls_handshaking || !relay_hooks_quiet(c))
 		return;
 	struct worker *to = worker_balance_target(w);
 	if (!to)
@@ -1188,24 +1243,28 @@ static void maybe_move(struct client *c)
 	ev_io_stop(w->loop, &c->io);
 	ev_timer_stop(w->loop, &c->timer);
 	unlink_client(c);
-	m->kind = WORKER_MSG_CLIENT;
+	m->fn = client_arrive;
 	m->arg = c;
-	m->kills_seen = console_kills_seen(w);
+	m->u32[0] = move_hook ? move_hook->mark(w) : 0;
 	/* From here c is to's: this thread must not touch it again. */
 	cancel_move(c, to);
 	worker_post(to, m);
 }
 
-void client_arrive(struct worker *w, struct client *c, uint32_t kills_seen)
+/* The message of maybe_move on the worker c moved to (arg: c, u32[0]: its old worker's mark
+ * from the move hook, the kills it had seen): c takes up its place on w's loop; closed at once if w is stopping, or
+ * if it missed a KILL naming it on the way. */
+static void client_arrive(struct worker *w, struct worker_msg *m)
 {
+	struct client *c = m->arg;
 	link_client(w, c);
-	if (console_kills_catch_up(w, c, kills_seen))
+	if (move_hook && move_hook->arrive(w, c, m->u32[0]))
 		return;
 	if (w->stopping) {
 		shut_client(w, c, "tusk is shutting down");
 		return;
 	}
-	session_params_share(&c->session, &w->client_params);
+	session_params_share(&c->session, &fe_of(w)->params);
 	client_update_io(c);
 }
 
@@ -1334,7 +1393,8 @@ void client_need_server(struct client *c)
 			client_need_server(c);
 		return;
 	}
-	if (c->state == CLIENT_IDLE && flight_client_request(c))
+	RELAY_HOOKS_SYNC(c);
+	if (c->state == CLIENT_IDLE && relay_hooks_request(c, NULL))
 		return; /* answered from the cache, or waiting on an identical query */
 	client_set_state(c, CLIENT_WAITING);
 	start_claim(c);
@@ -1421,7 +1481,8 @@ static void claim_primary(struct client *c)
 
 static void start_claim(struct client *c)
 {
-	split_route_claim(c); /* read-write-split: which side (c->standby) */
+	c->standby = false;
+	relay_hooks_claim(c); /* read-write-split: which side (c->standby) */
 	claim(c);
 }
 
@@ -1460,11 +1521,6 @@ static void claim(struct client *c)
 		log_debug(c->id, c->ctx, "waiting for a server");
 		break;
 	}
-}
-
-void client_on_cancel_message(struct worker *w, struct worker_msg *m)
-{
-	cancel_on_message(w, m);
 }
 
 /* ---- events ---- */
@@ -1511,11 +1567,8 @@ static void read_startup_phase(struct client *c)
 	else if (c->state == CLIENT_AUTH) {
 		if (client_auth_input(c) == 1)
 			after_auth(c);
-	} else if (c->state == CLIENT_IDLE && (c->admin || c->kv)) {
-		if (c->vdb) /* else its console did not start: it is closing */
-			vdb_input(c->vdb);
 	} else if (c->state == CLIENT_IDLE)
-		client_need_server(c);
+		c->kind->input(c);
 	else
 		client_update_io(c);
 }
@@ -1546,19 +1599,13 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 				client_close(c, "write to client failed");
 				return;
 			}
-			if (c->state == CLIENT_IDLE && flight_client_writable(c)) {
-				client_update_io(c);
-				client_need_server(c); /* what the client sent behind a cached answer */
-				return;
-			}
-			client_update_io(c);
 			/* Only once logged in: a kv session exists from startup on, and what the
 			 * client sent before its password must not be read as requests. */
-			if (c->state == CLIENT_IDLE && (c->admin || c->kv) && buf_empty(&c->wbuf)) {
-				if (c->vdb)
-					vdb_writable(c->vdb); /* may close c */
-				return;
-			}
+			if (c->state == CLIENT_IDLE) {
+				if (c->kind->writable(c))
+					return;
+			} else
+				client_update_io(c);
 		}
 		if (revents & EV_READ)
 			read_startup_phase(c);
@@ -1613,7 +1660,7 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		client_fail(c, "25P03", "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)");
 		break;
 	case CLIENT_IDLE:
-		flight_client_timer(c); /* a cache waiter's deadline */
+		relay_hooks_timer(c); /* a cache waiter's deadline */
 		break;
 	case CLIENT_CLOSING:
 		client_close(c, "timed out flushing the last error");
@@ -1628,14 +1675,17 @@ static void shut_client(struct worker *w, struct client *c, const char *reason)
 {
 	if (c->state != CLIENT_CLOSING)
 		client_fail(c, "57P01", "%s", reason);
-	if (w->clients == c)
+	if (fe_of(w)->clients == c)
 		client_close(c, reason);
 }
 
-void client_close_all(struct worker *w, const char *reason)
+/* Shutdown: close every client of w, each with reason in an ErrorResponse, then w's
+ * auth_query connections. */
+static void client_close_all(struct worker *w, const char *reason)
 {
-	while (w->clients)
-		shut_client(w, w->clients, reason);
+	struct frontend_worker *fe = fe_of(w);
+	while (fe->clients)
+		shut_client(w, fe->clients, reason);
 	/* Their auth_query requests are cancelled now: the connections can go. */
 	authquery_close_all(w);
 }
@@ -1677,9 +1727,13 @@ static bool outside_transaction(const struct client *c)
 	return false;
 }
 
-void client_close_quiescent(struct worker *w, const char *reason)
+/* Draining (SIGTERM, online restart): close with 57P01 every client of w that is outside a
+ * transaction (idle between transactions, or in session mode with its server idle and
+ * nothing in flight) and logged in for more than a moment. Clients inside a transaction,
+ * or still logging in, are left to finish. */
+static void client_close_quiescent(struct worker *w, const char *reason)
 {
-	struct client *c = w->clients;
+	struct client *c = fe_of(w)->clients;
 	while (c) {
 		struct client *next = c->next;
 		if (outside_transaction(c))

@@ -10,31 +10,16 @@
 #include "net/net.h"
 
 struct worker;
-struct worker_msg;
+struct worker_hooks;
 struct client;
 
-/* The per-worker state of w's clients (their buffer free lists); freed after the last
- * client of w is gone. */
-void client_worker_init(struct worker *w);
-void client_worker_free(struct worker *w);
-/* Housekeeping tick: free the buffer blocks no client needed since the last one. */
-void client_worker_trim(struct worker *w);
+/* The frontend's tenancy on every worker (worker.h): its clients, their buffer and
+ * claim free lists, cancels being sent and auth_query connections. Accepts connections
+ * (client_accept); at drain closes each client outside a transaction with 57P01, at stop
+ * every client (then the auth_query connections), at free the cancels still being sent. */
+extern struct worker_hooks frontend_worker_hooks;
 /* Take over an accepted socket; listener names the listening socket it came from ("host:port"
  * as configured, see worker.h), which decides its TLS settings. */
 void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener);
-/* A CancelRequest for a client of this worker (posted by whichever worker received it). */
-void client_on_cancel_message(struct worker *w, struct worker_msg *m);
-/* WORKER_MSG_CLIENT: an idle client another worker moved here (worker_balance_target) takes
- * up its place on w's loop; closed at once if w is stopping, or if it missed a KILL naming it
- * on the way (kills_seen: its old worker's console_kills_seen). */
-void client_arrive(struct worker *w, struct client *c, uint32_t kills_seen);
-/* Close every client of w (shutdown), each with reason in an ErrorResponse, then w's
- * auth_query connections. */
-void client_close_all(struct worker *w, const char *reason);
-/* Draining (SIGTERM, online restart): close with 57P01 every client of w that is outside a
- * transaction (idle between transactions, or in session mode with its server idle and
- * nothing in flight) and logged in for more than a moment. Clients inside a transaction,
- * or still logging in, are left to finish. */
-void client_close_quiescent(struct worker *w, const char *reason);
 
 #endif

@@ -1,7 +1,8 @@
 /* Internal to frontend/: the client struct shared by client.c (startup, waiting,
- * teardown), relay.c (moving bytes while a server is attached) and cancel.c. The admin
- * console (src/console/) also includes it: it answers admin clients itself and lists and
- * closes clients on their workers. */
+ * teardown), relay.c (moving bytes while a server is attached) and cancel.c. The session
+ * kinds of the virtual databases (src/console/, src/kv/front.c; client_kind.h) also include
+ * it: they answer their clients themselves, and the console lists and closes clients on their
+ * workers. */
 #ifndef TUSK_FRONTEND_CLIENT_INT_H
 #define TUSK_FRONTEND_CLIENT_INT_H
 
@@ -11,6 +12,8 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "frontend/client.h"
+#include "frontend/relay_hooks.h"
 #include "frontend/session.h"
 #include "net/net.h"
 #include "net/tls.h"
@@ -19,14 +22,12 @@
 #include "proto/proto.h"
 #include "util/buf.h"
 #include "util/id.h"
+#include "worker/worker.h"
 
 struct server;
-struct worker;
-struct worker_msg;
 struct prep_client;
 struct client_auth;
-struct console_session;
-struct kv_session;
+struct client_kind;
 struct vdb;
 struct flight_client;
 struct client_wait;
@@ -102,7 +103,6 @@ struct client {
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
-	bool admin;                 /* connected to the admin console's database: never gets a server */
 	bool prep_on;               /* named statements are tracked (transaction/statement pooling
 	                             * with max_prepared_statements): prep is the map, NULL until
 	                             * the first named Parse (an idle client that names none pays
@@ -120,11 +120,11 @@ struct client {
 	struct client_wait *wait;
 	bool queued;                /* wait is (or was, until the answer arrives) in the pool queue */
 	bool standby;               /* read-write-split: this transaction's claim is for the standby
-	                             * side (split_route_claim; copied into the claim) */
+	                             * side (the split's claim hook; copied into the claim) */
 	bool dead;                  /* closed while an answer from the pool (or a read-your-writes
 	                             * fetch, ryw_pending) was in flight */
 	uint8_t ryw_pending;        /* read-write-split: fetches of its writes' WAL positions in flight
-	                             * (split_route.c; a second transaction on the primary may end
+	                             * (split/route.c; a second transaction on the primary may end
 	                             * before the first's fetch): its reads go to the primary meanwhile */
 	bool ryw_reset;             /* relay.c: the server of that fetch needs a reset before parking */
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
@@ -133,10 +133,14 @@ struct client {
 	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
 	struct client *prev, *next; /* worker->clients */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
-	struct console_session *console; /* the admin client's console state (src/console/) */
-	struct kv_session *kv;      /* a client of the virtual kv database (src/kv/front.c): never gets a server */
-	struct vdb *vdb;            /* the virtual database inside console or kv that reads c's requests */
+	const struct client_kind *kind; /* chosen once, at startup (client_kind.h); never NULL */
+	struct vdb *vdb;            /* a virtual database's kind (console, kv): the vdb inside its
+	                             * session that reads c's requests; NULL otherwise */
 	struct flight_client *flight; /* the result cache's state (src/flight/serve.c); NULL: none yet */
+	/* The relay hooks attached (relay_hooks.h; NULL: none, the relay calls no feature) and
+	 * the configuration they were chosen under (relay_hooks_sync). */
+	const struct relay_hook_list *hooks;
+	const struct tusk_config *hooks_cfg;
 
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
 	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered
@@ -189,7 +193,7 @@ void client_auth_free(struct client *c);
 /* relay.c */
 void relay_start(struct client *c, struct server *s);
 void relay_client_event(struct client *c, int revents);
-/* What held the relay outside it (flight_client_commit_wait) is over: move what can move. */
+/* What held the relay outside it (a commit_wait hook) is over: move what can move. */
 void relay_resume(struct client *c);
 /* The header of a message from a logged-in client at p[0, avail): 1 valid (*h filled), 0 not
  * all there yet, -1 refused as PostgreSQL would (unknown type, length below 4 or above
@@ -206,11 +210,40 @@ __attribute__((warn_unused_result)) int relay_prep_add(struct client *c, const s
 /* The SQL text of a Query or Parse body (blen bytes after the header): false if malformed. */
 bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql, size_t *len);
 
+/* The frontend's slot on each worker (frontend_worker_hooks, client.c), on that worker's
+ * thread only. */
+struct frontend_worker {
+	struct client *clients; /* served here (struct client's prev, next) */
+	/* client read/write buffer blocks, taken while bytes are in flight and given back when
+	 * the client goes idle with both drained */
+	struct buf_pool rbufs, wbufs;
+	/* places in a pool queue (struct client_wait) no client holds, kept for the next claim
+	 * (at most CLIENT_FREE_WAITS) */
+	struct client_wait *waits;
+	unsigned nwaits;
+	struct session_share params; /* the reported-parameter sets its clients share (session.h) */
+	struct cancel_conn *cancel_conns; /* cancel.c: cancels being sent */
+	struct authq_conn *authq;         /* authquery.c: auth_query connections */
+};
+
+static inline struct frontend_worker *fe_of(const struct worker *w)
+{
+	return worker_slot(w, frontend_worker_hooks.slot);
+}
+
+/* The clients of w (the admin console lists and kills them): follow c->next. */
+static inline struct client *client_first(const struct worker *w)
+{
+	return fe_of(w)->clients;
+}
+
 /* cancel.c: the registry lives in the runtime (cancel_registry_new/free there). */
 /* A CancelRequest arrived on w: post it to the worker of the client that owns the key. */
 void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
 /* On the owner's worker: cancel what the client's server runs now, if anything. */
-void cancel_on_message(struct worker *w, const struct worker_msg *m);
+void cancel_on_message(struct worker *w, struct worker_msg *m);
+/* Abandon the cancel requests still being sent from w (worker_free). */
+void cancel_close_all(struct worker *w);
 /* Register the client's minted key (after startup); forget it at teardown. */
 __attribute__((warn_unused_result)) int cancel_register(struct client *c);
 void cancel_forget(struct client *c);
@@ -229,5 +262,126 @@ void relay_note_param(struct client *c, const char *name, const char *value);
 
 /* relay.c: park s in its pool, or hold it on this loop while cancels are in flight. */
 void relay_park_server(struct server *s);
+/* relay.c: a release hook that took s (relay_hooks.h, release) is done with it: reset it
+ * (reset: as the transaction's release asked) and park it. */
+void relay_release_finish(struct server *s, bool reset);
+/* client.c: an attach hook that took s over is done: s serves c now; s NULL: c claims from
+ * the primary side instead (s went back or was closed by the hook). */
+void client_attach_resume(struct client *c, struct server *s);
+
+/* ---- the relay hooks of c (relay_hooks.h): each an inline NULL test, then the list ---- */
+
+/* Choose c's list again (relay_hooks_choose) for the configuration of the moment; hooks that
+ * leave it get closed() once quiet, hooks that join a logged-in client get joined(). */
+void relay_hooks_refresh(struct client *c);
+/* The list follows a reload: one pointer compare per event. */
+#define RELAY_HOOKS_SYNC(c)                                       \
+	do {                                                      \
+		if ((c)->hooks_cfg != (c)->worker->rt->cfg)       \
+			relay_hooks_refresh(c);                   \
+	} while (0)
+
+void relay_hooks_claim_(struct client *c);
+bool relay_hooks_request_(struct client *c, const struct server *s);
+bool relay_hooks_attach_(struct client *c, struct server *s);
+bool relay_hooks_writable_(struct client *c);
+void relay_hooks_timer_(struct client *c);
+bool relay_hooks_cancel_(struct client *c);
+bool relay_hooks_quiet_(const struct client *c);
+void relay_hooks_closed_(struct client *c);
+void relay_hooks_sql_(struct client *c, const char *sql, size_t len);
+void relay_hooks_parsed_(struct client *c, const char *name, const uint8_t *rest, size_t rest_len);
+bool relay_hooks_bind_(struct client *c, const uint8_t *m, size_t avail, bool unnamed, const char *text, size_t len);
+void relay_hooks_close_stmt_(struct client *c, const char *name);
+void relay_hooks_opaque_(struct client *c);
+void relay_hooks_scanned_(struct client *c, const uint8_t *p, size_t n);
+void relay_hooks_error_(struct client *c, struct server *s, const uint8_t *m, size_t total);
+bool relay_hooks_commit_wait_(struct client *c, bool last);
+void relay_hooks_ready_(struct client *c, bool last);
+bool relay_hooks_release_(struct client *c, struct server *s, bool reset);
+
+static inline void relay_hooks_claim(struct client *c)
+{
+	if (c->hooks)
+		relay_hooks_claim_(c);
+}
+static inline bool relay_hooks_request(struct client *c, const struct server *s)
+{
+	return c->hooks && relay_hooks_request_(c, s);
+}
+static inline bool relay_hooks_attach(struct client *c, struct server *s)
+{
+	return c->hooks && relay_hooks_attach_(c, s);
+}
+static inline bool relay_hooks_writable(struct client *c)
+{
+	return c->hooks && relay_hooks_writable_(c);
+}
+static inline void relay_hooks_timer(struct client *c)
+{
+	if (c->hooks)
+		relay_hooks_timer_(c);
+}
+static inline bool relay_hooks_cancel(struct client *c)
+{
+	return c->hooks && relay_hooks_cancel_(c);
+}
+static inline bool relay_hooks_quiet(const struct client *c)
+{
+	return !c->hooks || relay_hooks_quiet_(c);
+}
+static inline void relay_hooks_closed(struct client *c)
+{
+	if (c->hooks)
+		relay_hooks_closed_(c);
+}
+static inline void relay_hooks_sql(struct client *c, const char *sql, size_t len)
+{
+	if (c->hooks)
+		relay_hooks_sql_(c, sql, len);
+}
+static inline void relay_hooks_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len)
+{
+	if (c->hooks)
+		relay_hooks_parsed_(c, name, rest, rest_len);
+}
+static inline bool relay_hooks_bind(struct client *c, const uint8_t *m, size_t avail, bool unnamed, const char *text,
+				    size_t len)
+{
+	return !c->hooks || relay_hooks_bind_(c, m, avail, unnamed, text, len);
+}
+static inline void relay_hooks_close_stmt(struct client *c, const char *name)
+{
+	if (c->hooks)
+		relay_hooks_close_stmt_(c, name);
+}
+static inline void relay_hooks_opaque(struct client *c)
+{
+	if (c->hooks)
+		relay_hooks_opaque_(c);
+}
+static inline void relay_hooks_scanned(struct client *c, const uint8_t *p, size_t n)
+{
+	if (c->hooks)
+		relay_hooks_scanned_(c, p, n);
+}
+static inline void relay_hooks_error(struct client *c, struct server *s, const uint8_t *m, size_t total)
+{
+	if (c->hooks)
+		relay_hooks_error_(c, s, m, total);
+}
+static inline bool relay_hooks_commit_wait(struct client *c, bool last)
+{
+	return c->hooks && relay_hooks_commit_wait_(c, last);
+}
+static inline void relay_hooks_ready(struct client *c, bool last)
+{
+	if (c->hooks)
+		relay_hooks_ready_(c, last);
+}
+static inline bool relay_hooks_release(struct client *c, struct server *s, bool reset)
+{
+	return c->hooks && relay_hooks_release_(c, s, reset);
+}
 
 #endif

@@ -17,9 +17,7 @@
 
 #include <xxhash.h>
 
-#include "flight/serve.h"
 #include "frontend/client_int.h"
-#include "frontend/split_route.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
 #include "pool/server.h"
@@ -324,7 +322,7 @@ static void reset_marked(struct client *c, struct server *s, uint8_t *marks, con
  * failed. */
 static bool note_sql(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks)
 {
-	flight_client_sent_sql(c, sql, len); /* what it may write goes stale in the cache */
+	relay_hooks_sql(c, sql, len); /* the cache: what it may write goes stale */
 	return note_session(c, s, sql, len, marks);
 }
 
@@ -522,46 +520,6 @@ static bool big_end(struct client *c, struct server *s)
 	return ok;
 }
 
-/* A Query that is exactly one DEALLOCATE of a statement the client prepared through the
- * protocol (psycopg closes its own statements this way), or DEALLOCATE ALL. Such names
- * live only in tusk's map (servers hold them as tusk_<hash>), so tusk answers the query
- * itself. Returns the tag to answer with, or NULL to pass the query on. */
-/* The text is exactly one DEALLOCATE [ALL] statement (a cheap prefix test first, then the
- * parser); r holds its classification. */
-static bool is_lone_deallocate(const char *sql, size_t len, struct classify_result *r)
-{
-	size_t i = 0;
-	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
-		i++;
-	if (len - i < 10 || strncasecmp(sql + i, "deallocate", 10) != 0)
-		return false;
-	return classify_sql(sql, len, r) == 0 && !r->parse_error && r->nstmts == 1 && r->nsession == 1 &&
-	       !(r->stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED);
-}
-
-static const char *local_deallocate(struct client *c, struct server *s, const char *sql, size_t len)
-{
-	struct classify_result r;
-	struct prep_hash gone;
-
-	if (!c->prep_on || !is_lone_deallocate(sql, len, &r))
-		return NULL;
-	if (r.stmts[0].kind == CLASSIFY_DEALLOCATE_ALL) {
-		prep_client_clear(c->prep);
-		return "DEALLOCATE ALL";
-	}
-	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE)
-		return NULL;
-	int rc = prep_client_drop(c->prep, r.stmts[0].name, &gone);
-	if (rc < 0)
-		return NULL;
-	/* No client of the pool names it any more: the server's copy is closed before it is
-	 * prepared there again (the reply to this query cannot carry a Close). */
-	if (rc == 1 && s->prep)
-		prep_server_mark_stale(s->prep, gone);
-	return "DEALLOCATE";
-}
-
 /* A stale copy of the statement is still on the server: close it (reply dropped) so that
  * the Parse that follows makes it afresh instead of failing with 42P05. */
 static bool close_if_stale(struct server *s, struct prep_hash h, const char *server_name)
@@ -701,7 +659,7 @@ static bool wbuf_room_for(struct server *s, size_t body);
 static enum scan_result room_to_rewrite(struct client *c, struct server *s, size_t body);
 
 /* A Bind's portal name, then its statement name: whether the statement name is empty. Only
- * for the cache's invalidation (flight_client_sent_bind); a Bind too short to tell counts
+ * for the cache's invalidation (the bind hook); a Bind too short to tell counts
  * as named, which makes the database stale: safe. */
 static bool bind_unnamed(const uint8_t *m, size_t avail)
 {
@@ -733,7 +691,7 @@ static enum scan_result rewrite_deallocate(struct client *c, struct server *s, c
 {
 	struct classify_result r;
 
-	if (p->nparams != 0 || !is_lone_deallocate(p->query, strlen(p->query), &r) ||
+	if (p->nparams != 0 || !prep_lone_deallocate(p->query, strlen(p->query), &r) ||
 	    r.stmts[0].kind != CLASSIFY_DEALLOCATE)
 		return SCAN_BAD;
 	const struct prep_stmt *e = prep_client_find(c->prep, r.stmts[0].name);
@@ -1010,6 +968,262 @@ pass_on:
 	return 0;
 }
 
+/* One client message as the per-type scanners below see it. */
+struct scan_msg {
+	const struct proto_hdr *h;
+	const uint8_t *m; /* its first byte, at the scan position */
+	size_t avail;     /* bytes of it read */
+	size_t total;     /* its size, header included */
+	uint32_t max;     /* max_message_size */
+	bool rename;      /* prepared statements are tracked (and renamed) on this server */
+};
+
+/* The per-type scanner let the message pass: scan_client_message advances over it. */
+static enum scan_result advance(bool *pass)
+{
+	*pass = true;
+	return SCAN_OK;
+}
+
+/* A Parse (scan_client_message): judged, and with prepared-statement tracking a named one is
+ * recorded and prepared on the server under tusk's name. */
+static enum scan_result scan_parse(struct client *c, struct server *s, const struct scan_msg *msg, bool *pass)
+{
+	struct buf *b = &c->rbuf;
+	const struct proto_hdr *h = msg->h;
+	const uint8_t *m = msg->m;
+	size_t avail = msg->avail, total = msg->total;
+	uint32_t max = msg->max;
+	bool rename = msg->rename;
+
+	if (total > b->cap) {
+		/* Too big to hold: fine while it is the unnamed statement, streamed as is. */
+		if (avail < PROTO_HDR_LEN + 1)
+			return SCAN_OK;
+		if (rename && m[PROTO_HDR_LEN] != 0) {
+			client_fail(c, "54000", "a named Parse message larger than buffer_size (%u bytes) cannot be pooled",
+				    (unsigned)b->cap);
+			return SCAN_CLOSED;
+		}
+		if (c->mode != POOL_MODE_SESSION)
+			big_begin(c, 'P', total);
+		relay_hooks_parsed(c, NULL, NULL, 0); /* not read: not judged */
+		expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
+		return advance(pass);
+	}
+	if (avail < total)
+		return SCAN_OK;
+	struct prep_parse p;
+	if (prep_read_parse(m, avail, max, &p) <= 0)
+		return refuse_message(c, h, m, avail);
+	if (rename && p.name_len == 0) {
+		enum scan_result dr = rewrite_deallocate(c, s, &p, total);
+		if (dr != SCAN_BAD)
+			return dr; /* handled (SCAN_OK), or must wait (SCAN_STALL) */
+	}
+	uint8_t marks;
+	if (!note_sql(c, s, p.query, strlen(p.query), &marks))
+		return SCAN_CLOSED;
+	if (p.name_len == 0)
+		c->unnamed_marks = marks;
+	relay_hooks_parsed(c, p.name, p.rest, p.rest_len);
+	if (!rename || p.name_len == 0) {
+		expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
+		return advance(pass);
+	}
+	{
+		enum scan_result room = room_to_rewrite(c, s, total);
+		if (room != SCAN_OK)
+			return room;
+	}
+	const struct prep_stmt *e;
+	/* Re-parsing a live name is an error in PostgreSQL (42P05); tusk replaces it. */
+	(void)prep_client_remove(c->prep, p.name);
+	int rc = relay_prep_add(c, &p, &e);
+	if (rc == -EDQUOT) {
+		client_fail(c, "53400", "too many prepared statements on this connection");
+		return SCAN_CLOSED;
+	}
+	if (rc < 0) {
+		client_fail(c, "53200", "out of memory for prepared statements");
+		return SCAN_CLOSED;
+	}
+	prep_client_set_flags(c->prep, e, marks);
+	/* Prepared afresh even where the server holds a copy: PostgreSQL plans a new
+	 * statement with the schema of the moment, and a copy from before a schema change
+	 * would fail with 0A000 (the server's ParseComplete is the client's answer). */
+	if (!prepare_on(s, e->hash, e->server_name, p.rest, p.rest_len, EXPECT_FORWARD))
+		return SCAN_BAD;
+	prep_stmt_set_placed(e);
+	buf_consume(b, total);
+	return SCAN_OK;
+}
+
+/* A Bind (scan_client_message): a tracked statement's is rewritten to tusk's name (and may
+ * start a replay); the hooks see which text it runs. */
+static enum scan_result scan_bind(struct client *c, struct server *s, const struct scan_msg *msg, bool *pass)
+{
+	struct buf *b = &c->rbuf;
+	const struct proto_hdr *h = msg->h;
+	const uint8_t *m = msg->m;
+	size_t avail = msg->avail, total = msg->total;
+	uint32_t max = msg->max;
+	bool rename = msg->rename;
+
+	if (!rename) {
+		bool unnamed = bind_unnamed(m, avail);
+		if (!relay_hooks_bind(c, m, avail, unnamed, NULL, 0)) {
+			client_fail(c, "0A000", "a Bind of the unnamed statement whose Parse the cache answered is not supported");
+			return SCAN_CLOSED;
+		}
+		if (unnamed)
+			apply_marks(c, s, c->unnamed_marks, "", 0);
+		expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
+		return advance(pass);
+	}
+	struct prep_bind_head bh;
+	ssize_t head = prep_read_bind_head(m, avail, max, &bh);
+	if (head < 0)
+		return refuse_message(c, h, m, avail);
+	if (head == 0)
+		return SCAN_OK;
+	const struct prep_stmt *e = bh.stmt_len ? prep_client_find(c->prep, bh.stmt) : NULL;
+	if (!e) {
+		(void)relay_hooks_bind(c, m, avail, bh.stmt_len == 0, NULL, 0); /* refuses only in session pooling */
+		/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
+		if (bh.stmt_len == 0)
+			apply_marks(c, s, c->unnamed_marks, "", 0);
+		s->bind_known = false;
+		expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
+		return advance(pass);
+	}
+	{
+		enum scan_result room = room_to_rewrite(c, s, e->body_len + (size_t)head);
+		if (room != SCAN_OK)
+			return room;
+	}
+	enum told_verdict v = told_check(s, e);
+	if (v == TOLD_BAD)
+		return SCAN_BAD;
+	if (v == TOLD_WAIT)
+		return SCAN_OK; /* nothing consumed: scanned again when the Describe's reply is in */
+	/* Each run of the statement is judged as its text was when parsed (a function that
+	 * takes a lock runs at every Execute, not at the Parse); a name prepared without a
+	 * server (client.c) is judged at its first Bind. */
+	const char *text = (const char *)e->body;
+	size_t tlen = strnlen(text, e->body_len);
+	if (!(e->flags & MARK_KNOWN)) {
+		uint8_t marks;
+		if (!note_session(c, s, text, tlen, &marks))
+			return SCAN_CLOSED;
+		prep_client_set_flags(c->prep, e, marks);
+	} else {
+		apply_marks(c, s, e->flags, text, tlen);
+	}
+	(void)relay_hooks_bind(c, m, avail, false, text, tlen);
+	bool replay = v == TOLD_GO && replay_may_start(c, s);
+	size_t mark = buf_len(&s->wbuf);
+	if (prep_put_bind_head(&s->wbuf, &bh, v == TOLD_FAIL ? TOLD_FAIL_NAME : e->server_name) < 0)
+		return SCAN_BAD;
+	struct server_expect *x = expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
+	x->has_hash = true;
+	x->hash = e->hash;
+	x->fake = v == TOLD_FAIL;
+	/* A Describe of its portal tells the client what the statement describes. */
+	s->bind_known = v == TOLD_GO;
+	s->bind_stmt = e->hash;
+	s->bind_name = e->name_hash;
+	s->bind_portal = XXH3_64bits(bh.portal, bh.portal_len);
+	if (replay)
+		replay_begin(s, x, mark, e);
+	buf_consume(b, (size_t)head);
+	/* The parameters follow unchanged, streamed. */
+	c->c2s_remaining = (uint32_t)(total - (size_t)head);
+	return SCAN_OK;
+}
+
+/* A Describe or Close (scan_client_message): of a tracked statement, rewritten to tusk's
+ * name; a Close of one closes the server's copy only when no client of the pool names it. */
+static enum scan_result scan_target(struct client *c, struct server *s, const struct scan_msg *msg, bool *pass)
+{
+	struct buf *b = &c->rbuf;
+	const struct proto_hdr *h = msg->h;
+	const uint8_t *m = msg->m;
+	size_t avail = msg->avail, total = msg->total;
+	bool rename = msg->rename;
+
+	if (total > RELAY_TARGET_MAX) {
+		/* Enough to tell a long name from garbage (the buffer holds far more). */
+		if (avail < PROTO_HDR_LEN + 1 + PREP_NAME_MAX + 1)
+			return SCAN_OK;
+		return refuse_message(c, h, m, avail);
+	}
+	if (avail < total)
+		return SCAN_OK;
+	struct prep_target t;
+	if (prep_read_target(m, avail, &t) <= 0)
+		return refuse_message(c, h, m, avail);
+	uint8_t kind = h->type == 'C' ? EXPECT_CLOSE : t.kind == 'S' ? EXPECT_DESCRIBE_STMT : EXPECT_DESCRIBE_PORTAL;
+	if (h->type == 'C' && t.kind == 'S')
+		relay_hooks_close_stmt(c, t.name);
+	const struct prep_stmt *e =
+		rename && t.kind == 'S' && t.name_len ? prep_client_find(c->prep, t.name) : NULL;
+	if (h->type == 'C' && rename && t.kind == 'S' && t.name_len) {
+		/* Statements are shared on the server: Close forgets the client's name, and
+		 * closes the server's copy only when no client of the pool names it any more
+		 * (so a Parse of the same text after a schema change prepares it afresh). */
+		if (c->c2s_scanned > 0 || !wbuf_room_for(s, 0))
+			return SCAN_STALL;
+		struct prep_hash gone;
+		if (prep_client_drop(c->prep, t.name, &gone) == 1 && prep_server_holds(s->prep, gone)) {
+			char name[PREP_SERVER_NAME_SIZE];
+			prep_server_name(gone, name);
+			if (prep_put_close_statement(&s->wbuf, name) < 0)
+				return SCAN_BAD;
+			bool stale = prep_server_stale(s->prep, gone);
+			prep_server_forget(s->prep, gone);
+			/* The server's CloseComplete is the client's answer. */
+			struct server_expect *x = expect_push(s, EXPECT_CLOSE, EXPECT_FORWARD);
+			x->has_hash = true;
+			x->hash = gone;
+			x->stale = stale;
+		} else {
+			expect_push(s, EXPECT_CLOSE, EXPECT_INJECT);
+		}
+		buf_consume(b, total);
+		return SCAN_OK;
+	}
+	if (!e) {
+		struct server_expect *x = expect_push(s, kind, EXPECT_FORWARD);
+		if (rename && h->type == 'D' && t.kind == 'P' && s->bind_known &&
+		    s->bind_portal == XXH3_64bits(t.name, t.name_len)) {
+			x->has_hash = true;
+			x->hash = s->bind_stmt;
+			x->name_hash = s->bind_name;
+		}
+		return advance(pass);
+	}
+	{
+		enum scan_result room = room_to_rewrite(c, s, e->body_len);
+		if (room != SCAN_OK)
+			return room;
+	}
+	if (!ensure_prepared(s, e))
+		return SCAN_BAD;
+	bool replay = replay_may_start(c, s);
+	size_t mark = buf_len(&s->wbuf);
+	if (prep_put_describe_statement(&s->wbuf, e->server_name) < 0)
+		return SCAN_BAD;
+	struct server_expect *x = expect_push(s, kind, EXPECT_FORWARD);
+	x->has_hash = true; /* a stale statement fails here too */
+	x->hash = e->hash;
+	x->name_hash = e->name_hash;
+	if (replay)
+		replay_begin(s, x, mark, e);
+	buf_consume(b, total);
+	return SCAN_OK;
+}
+
 /* One client message at the scan position that tusk must look into. Returns SCAN_OK after
  * advancing (or consuming), or why it stopped. */
 static enum scan_result scan_client_message(struct client *c, struct server *s, const struct proto_hdr *h,
@@ -1020,6 +1234,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	size_t total = (size_t)h->len + 1;
 	uint32_t max = cfg_of(c)->max_message_size;
 	bool rename = s->prep != NULL && c->prep_on;
+	const struct scan_msg msg = { .h = h, .m = m, .avail = avail, .total = total, .max = max, .rename = rename };
 
 	if (h->type != 'Q')
 		note_extended_boundary(s, h->type); /* a Query only once it is known to go out */
@@ -1068,7 +1283,9 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 				return SCAN_OK; /* wait for all of it */
 			if (!relay_sql_of('Q', (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
 				return SCAN_BAD;
-			const char *tag = c->c2s_scanned == 0 ? local_deallocate(c, s, sql, len) : NULL;
+			/* DEALLOCATE of a name only tusk's map holds: answered here (pool/prepared.c) */
+			const char *tag = c->c2s_scanned == 0 && c->prep_on ? prep_local_deallocate(c->prep, s->prep, sql, len)
+									   : NULL;
 			if (tag) {
 				/* Answered in order by scan_server; the server never sees it. */
 				struct server_expect *x = expect_push(s, EXPECT_QUERY, EXPECT_INJECT);
@@ -1086,215 +1303,26 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		s->pending_rfq++;
 		break;
 	case 'P': {
-		if (total > b->cap) {
-			/* Too big to hold: fine while it is the unnamed statement, streamed as is. */
-			if (avail < PROTO_HDR_LEN + 1)
-				return SCAN_OK;
-			if (rename && m[PROTO_HDR_LEN] != 0) {
-				client_fail(c, "54000", "a named Parse message larger than buffer_size (%u bytes) cannot be pooled",
-					    (unsigned)b->cap);
-				return SCAN_CLOSED;
-			}
-			if (c->mode != POOL_MODE_SESSION)
-				big_begin(c, 'P', total);
-			flight_client_parsed(c, NULL, NULL, 0); /* not read: not judged */
-			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
-			break;
-		}
-		if (avail < total)
-			return SCAN_OK;
-		struct prep_parse p;
-		if (prep_read_parse(m, avail, max, &p) <= 0)
-			return refuse_message(c, h, m, avail);
-		if (rename && p.name_len == 0) {
-			enum scan_result dr = rewrite_deallocate(c, s, &p, total);
-			if (dr != SCAN_BAD)
-				return dr; /* handled (SCAN_OK), or must wait (SCAN_STALL) */
-		}
-		uint8_t marks;
-		if (!note_sql(c, s, p.query, strlen(p.query), &marks))
-			return SCAN_CLOSED;
-		if (p.name_len == 0)
-			c->unnamed_marks = marks;
-		flight_client_parsed(c, p.name, p.rest, p.rest_len);
-		if (!rename || p.name_len == 0) {
-			expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
-			break;
-		}
-		{
-			enum scan_result room = room_to_rewrite(c, s, total);
-			if (room != SCAN_OK)
-				return room;
-		}
-		const struct prep_stmt *e;
-		/* Re-parsing a live name is an error in PostgreSQL (42P05); tusk replaces it. */
-		(void)prep_client_remove(c->prep, p.name);
-		int rc = relay_prep_add(c, &p, &e);
-		if (rc == -EDQUOT) {
-			client_fail(c, "53400", "too many prepared statements on this connection");
-			return SCAN_CLOSED;
-		}
-		if (rc < 0) {
-			client_fail(c, "53200", "out of memory for prepared statements");
-			return SCAN_CLOSED;
-		}
-		prep_client_set_flags(c->prep, e, marks);
-		/* Prepared afresh even where the server holds a copy: PostgreSQL plans a new
-		 * statement with the schema of the moment, and a copy from before a schema change
-		 * would fail with 0A000 (the server's ParseComplete is the client's answer). */
-		if (!prepare_on(s, e->hash, e->server_name, p.rest, p.rest_len, EXPECT_FORWARD))
-			return SCAN_BAD;
-		prep_stmt_set_placed(e);
-		buf_consume(b, total);
-		return SCAN_OK;
+		bool pass = false;
+		enum scan_result r = scan_parse(c, s, &msg, &pass);
+		if (!pass)
+			return r;
+		break;
 	}
 	case 'B': {
-		if (!rename) {
-			const char *text;
-			size_t tlen;
-			if (!flight_client_session_bind(c, m, avail, &text, &tlen)) {
-				client_fail(c, "0A000", "a Bind of the unnamed statement whose Parse the cache answered is not supported");
-				return SCAN_CLOSED;
-			}
-			bool unnamed = bind_unnamed(m, avail);
-			flight_client_sent_bind(c, unnamed, text, tlen);
-			if (unnamed)
-				apply_marks(c, s, c->unnamed_marks, "", 0);
-			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
-			break;
-		}
-		struct prep_bind_head bh;
-		ssize_t head = prep_read_bind_head(m, avail, max, &bh);
-		if (head < 0)
-			return refuse_message(c, h, m, avail);
-		if (head == 0)
-			return SCAN_OK;
-		const struct prep_stmt *e = bh.stmt_len ? prep_client_find(c->prep, bh.stmt) : NULL;
-		if (!e) {
-			flight_client_sent_bind(c, bh.stmt_len == 0, NULL, 0);
-			/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
-			if (bh.stmt_len == 0)
-				apply_marks(c, s, c->unnamed_marks, "", 0);
-			s->bind_known = false;
-			expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
-			break;
-		}
-		{
-			enum scan_result room = room_to_rewrite(c, s, e->body_len + (size_t)head);
-			if (room != SCAN_OK)
-				return room;
-		}
-		enum told_verdict v = told_check(s, e);
-		if (v == TOLD_BAD)
-			return SCAN_BAD;
-		if (v == TOLD_WAIT)
-			return SCAN_OK; /* nothing consumed: scanned again when the Describe's reply is in */
-		/* Each run of the statement is judged as its text was when parsed (a function that
-		 * takes a lock runs at every Execute, not at the Parse); a name prepared without a
-		 * server (client.c) is judged at its first Bind. */
-		const char *text = (const char *)e->body;
-		size_t tlen = strnlen(text, e->body_len);
-		if (!(e->flags & MARK_KNOWN)) {
-			uint8_t marks;
-			if (!note_session(c, s, text, tlen, &marks))
-				return SCAN_CLOSED;
-			prep_client_set_flags(c->prep, e, marks);
-		} else {
-			apply_marks(c, s, e->flags, text, tlen);
-		}
-		flight_client_sent_bind(c, false, (const char *)e->body, strnlen((const char *)e->body, e->body_len));
-		bool replay = v == TOLD_GO && replay_may_start(c, s);
-		size_t mark = buf_len(&s->wbuf);
-		if (prep_put_bind_head(&s->wbuf, &bh, v == TOLD_FAIL ? TOLD_FAIL_NAME : e->server_name) < 0)
-			return SCAN_BAD;
-		struct server_expect *x = expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
-		x->has_hash = true;
-		x->hash = e->hash;
-		x->fake = v == TOLD_FAIL;
-		/* A Describe of its portal tells the client what the statement describes. */
-		s->bind_known = v == TOLD_GO;
-		s->bind_stmt = e->hash;
-		s->bind_name = e->name_hash;
-		s->bind_portal = XXH3_64bits(bh.portal, bh.portal_len);
-		if (replay)
-			replay_begin(s, x, mark, e);
-		buf_consume(b, (size_t)head);
-		/* The parameters follow unchanged, streamed. */
-		c->c2s_remaining = (uint32_t)(total - (size_t)head);
-		return SCAN_OK;
+		bool pass = false;
+		enum scan_result r = scan_bind(c, s, &msg, &pass);
+		if (!pass)
+			return r;
+		break;
 	}
 	case 'D':
 	case 'C': {
-		if (total > RELAY_TARGET_MAX) {
-			/* Enough to tell a long name from garbage (the buffer holds far more). */
-			if (avail < PROTO_HDR_LEN + 1 + PREP_NAME_MAX + 1)
-				return SCAN_OK;
-			return refuse_message(c, h, m, avail);
-		}
-		if (avail < total)
-			return SCAN_OK;
-		struct prep_target t;
-		if (prep_read_target(m, avail, &t) <= 0)
-			return refuse_message(c, h, m, avail);
-		uint8_t kind = h->type == 'C' ? EXPECT_CLOSE : t.kind == 'S' ? EXPECT_DESCRIBE_STMT : EXPECT_DESCRIBE_PORTAL;
-		if (h->type == 'C' && t.kind == 'S')
-			flight_client_session_close(c, t.name);
-		const struct prep_stmt *e =
-			rename && t.kind == 'S' && t.name_len ? prep_client_find(c->prep, t.name) : NULL;
-		if (h->type == 'C' && rename && t.kind == 'S' && t.name_len) {
-			/* Statements are shared on the server: Close forgets the client's name, and
-			 * closes the server's copy only when no client of the pool names it any more
-			 * (so a Parse of the same text after a schema change prepares it afresh). */
-			if (c->c2s_scanned > 0 || !wbuf_room_for(s, 0))
-				return SCAN_STALL;
-			struct prep_hash gone;
-			if (prep_client_drop(c->prep, t.name, &gone) == 1 && prep_server_holds(s->prep, gone)) {
-				char name[PREP_SERVER_NAME_SIZE];
-				prep_server_name(gone, name);
-				if (prep_put_close_statement(&s->wbuf, name) < 0)
-					return SCAN_BAD;
-				bool stale = prep_server_stale(s->prep, gone);
-				prep_server_forget(s->prep, gone);
-				/* The server's CloseComplete is the client's answer. */
-				struct server_expect *x = expect_push(s, EXPECT_CLOSE, EXPECT_FORWARD);
-				x->has_hash = true;
-				x->hash = gone;
-				x->stale = stale;
-			} else {
-				expect_push(s, EXPECT_CLOSE, EXPECT_INJECT);
-			}
-			buf_consume(b, total);
-			return SCAN_OK;
-		}
-		if (!e) {
-			struct server_expect *x = expect_push(s, kind, EXPECT_FORWARD);
-			if (rename && h->type == 'D' && t.kind == 'P' && s->bind_known &&
-			    s->bind_portal == XXH3_64bits(t.name, t.name_len)) {
-				x->has_hash = true;
-				x->hash = s->bind_stmt;
-				x->name_hash = s->bind_name;
-			}
-			break;
-		}
-		{
-			enum scan_result room = room_to_rewrite(c, s, e->body_len);
-			if (room != SCAN_OK)
-				return room;
-		}
-		if (!ensure_prepared(s, e))
-			return SCAN_BAD;
-		bool replay = replay_may_start(c, s);
-		size_t mark = buf_len(&s->wbuf);
-		if (prep_put_describe_statement(&s->wbuf, e->server_name) < 0)
-			return SCAN_BAD;
-		struct server_expect *x = expect_push(s, kind, EXPECT_FORWARD);
-		x->has_hash = true; /* a stale statement fails here too */
-		x->hash = e->hash;
-		x->name_hash = e->name_hash;
-		if (replay)
-			replay_begin(s, x, mark, e);
-		buf_consume(b, total);
-		return SCAN_OK;
+		bool pass = false;
+		enum scan_result r = scan_target(c, s, &msg, &pass);
+		if (!pass)
+			return r;
+		break;
 	}
 	case 'E':
 		expect_push(s, EXPECT_EXECUTE, EXPECT_FORWARD);
@@ -1305,7 +1333,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		s->skipping = false;
 		break;
 	case 'F':
-		flight_client_sent_opaque(c);
+		relay_hooks_opaque(c);
 		expect_push(s, EXPECT_FUNCTION, EXPECT_FORWARD);
 		s->pending_rfq++;
 		break;
@@ -1413,13 +1441,343 @@ static void on_ready_for_query(struct client *c, struct server *s, uint8_t statu
 	if (status == 'E')
 		c->tx_failed = true;
 	if (status == 'I') {
-		flight_client_ready(c, s->pending_rfq == 0);
+		relay_hooks_ready(c, s->pending_rfq == 0);
 		if (c->tx_failed)
 			session_discard(&c->session);
 		else
 			session_commit(&c->session);
 		c->tx_failed = false;
 	}
+}
+
+/* One server message at the scan position, as the per-type scanners below see it. */
+struct scan_reply {
+	struct proto_hdr h;
+	const uint8_t *m; /* its first byte */
+	size_t avail;     /* bytes of it read */
+	size_t total;     /* its size, header included */
+};
+
+/* What scan_server does after a per-type scanner: forward the message (PASS; *drop: consume
+ * it instead), look at the queue again (AGAIN), or return the scanner's result (STOP). */
+enum reply_next { REPLY_PASS, REPLY_AGAIN, REPLY_STOP };
+
+static enum scan_result reply_pass(enum reply_next *next)
+{
+	*next = REPLY_PASS;
+	return SCAN_OK;
+}
+
+static enum scan_result reply_again(enum reply_next *next)
+{
+	*next = REPLY_AGAIN;
+	return SCAN_OK;
+}
+
+/* What tusk answers itself at the head of the reply queue (scan_server): a DEALLOCATE's tag
+ * and ReadyForQuery, or a ParseComplete/CloseComplete the server never sends. */
+static enum scan_result reply_inject(struct client *c, struct server *s, struct server_expect *e, enum reply_next *next)
+{
+	*next = REPLY_STOP;
+		if (c->s2c_scanned > 0)
+			return SCAN_STALL;
+		int rc;
+		if (e->kind == EXPECT_QUERY) {
+			/* A DEALLOCATE tusk answers: tag, then ReadyForQuery with the status the
+			 * server was in before it (nothing changed on the server). */
+			size_t room = buf_room(&c->wbuf);
+			if (room < 32)
+				return SCAN_STALL;
+			rc = proto_put_command_complete(&c->wbuf, e->all ? "DEALLOCATE ALL" : "DEALLOCATE");
+			if (rc == 0)
+				rc = proto_put_ready(&c->wbuf, s->tx_status ? s->tx_status : 'I');
+			expect_pop(s);
+			if (c->mode != POOL_MODE_SESSION && server_settled(s) && !c->pinned) {
+				c->release_pending = true;
+				return reply_pass(next);
+			}
+			return reply_again(next);
+		}
+		rc = e->kind == EXPECT_PARSE ? prep_put_parse_complete(&c->wbuf) : prep_put_close_complete(&c->wbuf);
+		if (rc < 0)
+			return SCAN_STALL;
+		expect_pop(s);
+		return reply_again(next);
+}
+
+/* A ReadyForQuery (scan_server): a retried batch's end is dropped; statement pooling refuses
+ * a transaction block; a commit may wait for the hooks (commit_wait). */
+static enum scan_result reply_ready(struct client *c, struct server *s, struct server_expect *e, const struct scan_reply *r,
+				   enum reply_next *next, bool *drop)
+{
+	struct buf *b = &s->rbuf;
+	const uint8_t *m = r->m;
+	const struct proto_hdr *h = &r->h;
+	size_t avail = r->avail, total = r->total;
+	(void)drop;
+	*next = REPLY_STOP;
+	if (h->len != 5)
+		return SCAN_BAD;
+	if (avail < total)
+		return SCAN_OK;
+	if (e && e->kind == EXPECT_SYNC && e->action == EXPECT_DROP) {
+		/* The end of a batch that failed on a stale statement and went again. */
+		if (c->s2c_scanned > 0)
+			return SCAN_STALL;
+		s->tx_status = m[PROTO_HDR_LEN];
+		if (s->pending_rfq > 0)
+			s->pending_rfq--;
+		expect_pop(s);
+		buf_consume(b, total);
+		return reply_again(next);
+	}
+	s->replay_state = REPLAY_IDLE; /* its batch (if any) is over */
+	if (c->mode == POOL_MODE_STATEMENT && m[PROTO_HDR_LEN] != 'I' && s->pending_rfq <= 1 &&
+	    s->expect_count <= 1) {
+		/* A transaction block in statement pooling: refuse it while the client still
+		 * waits for this ReadyForQuery, so the error is the answer it reads (a FATAL
+		 * arriving later, between requests, is lost by libpq). The server is rolled
+		 * back when it is released. */
+		if (c->s2c_scanned > 0)
+			return SCAN_STALL;
+		if (e && ends_with_ready(e->kind))
+			expect_pop(s);
+		s->tx_status = m[PROTO_HDR_LEN];
+		s->pending_rfq = 0;
+		buf_consume(b, total);
+		client_fail(c, "08P01", "transaction blocks are not allowed in statement pooling mode");
+		return SCAN_CLOSED;
+	}
+	/* A commit reaches its client only once no tusk can serve what it changed:
+	 * with L2, when Redis has its INCRs. Scanned bytes before it go out meanwhile;
+	 * relay_resume comes back here. */
+	if (m[PROTO_HDR_LEN] == 'I' && relay_hooks_commit_wait(c, s->pending_rfq <= 1))
+		return SCAN_OK;
+	if (e && ends_with_ready(e->kind))
+		expect_pop(s);
+	on_ready_for_query(c, s, m[PROTO_HDR_LEN]);
+	return reply_pass(next);
+}
+
+/* An ErrorResponse (scan_server): a Bind sent to fail becomes 0A000, a stale statement may
+ * be healed (the request goes again), the hooks see the rest. */
+static enum scan_result reply_error(struct client *c, struct server *s, struct server_expect *e, const struct scan_reply *r,
+				   enum reply_next *next, bool *drop)
+{
+	struct buf *b = &s->rbuf;
+	const uint8_t *m = r->m;
+	size_t avail = r->avail, total = r->total;
+	*next = REPLY_STOP;
+	const uint8_t *whole = NULL; /* the ErrorResponse for the hooks, when read whole */
+	s->desc_params = 0; /* a statement Describe that failed after it */
+	if (e && e->fake && total <= b->cap) {
+		/* A Bind sent to fail (told_check): the client gets PostgreSQL's 0A000. */
+		if (c->s2c_scanned > 0)
+			return SCAN_STALL;
+		if (avail < total)
+			return SCAN_OK;
+		if (proto_put_error(&c->wbuf, "ERROR", "0A000", "cached plan must not change result type",
+				    NULL, NULL) < 0)
+			return SCAN_STALL;
+		e->fake = false;
+		*drop = true;
+		client_count_error(c, NULL, 0);
+	} else if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
+		if (avail < total)
+			return SCAN_OK;
+		int healed = heal_stale(c, s, e, m, total, total);
+		if (healed < 0)
+			return SCAN_STALL;
+		if (healed > 0)
+			return reply_again(next); /* consumed; the request went again */
+		client_count_error(c, m, total);
+		whole = m;
+	} else {
+		client_count_error(c, NULL, 0);
+	}
+	/* the split: a 25006 from a primary; the cache: a failed Parse leaves no statement */
+	relay_hooks_error(c, s, whole, total);
+	c->tx_failed = true;
+	if (e && !ends_with_ready(e->kind)) {
+		expect_skip_to_sync(s);
+		/* No Sync sent yet: the server will ignore what the client sends until
+		 * one comes, so those messages must owe nothing (scan_client). */
+		if (!expect_head(s))
+			s->skipping = true;
+	}
+	c->copy_in = false;
+	return reply_pass(next);
+}
+
+/* A ParameterDescription (scan_server): of a statement Describe, noted for the statement's
+ * description (a stale one is held until what follows shows it can go again). */
+static enum scan_result reply_param_desc(struct client *c, struct server *s, struct server_expect *e, const struct scan_reply *r,
+				        enum reply_next *next, bool *drop)
+{
+	struct buf *b = &s->rbuf;
+	const uint8_t *m = r->m;
+	size_t avail = r->avail, total = r->total;
+	*next = REPLY_STOP;
+	if (e && e->kind == EXPECT_DESCRIBE_STMT && e->replay && s->replay_state == REPLAY_COMPLETE &&
+	    !s->replay_retried && total + RELAY_STALE_ERROR_MAX <= b->cap) {
+		/* A stale statement fails after its ParameterDescription: hold it until
+		 * what follows shows whether the Describe can go again. */
+		struct proto_hdr nh;
+		if (avail < total + PROTO_HDR_LEN)
+			return SCAN_OK;
+		if (proto_read_hdr(m + total, avail - total, RELAY_STALE_ERROR_MAX, &nh) > 0 && nh.type == 'E') {
+			size_t etotal = (size_t)nh.len + 1;
+			if (avail < total + etotal)
+				return SCAN_OK;
+			int healed = heal_stale(c, s, e, m + total, etotal, total + etotal);
+			if (healed < 0)
+				return SCAN_STALL;
+			if (healed > 0)
+				return reply_again(next);
+		}
+	}
+	if (e && e->kind == EXPECT_DESCRIBE_STMT) {
+		if (e->action == EXPECT_DROP) {
+			if (c->s2c_scanned > 0)
+				return SCAN_STALL;
+			*drop = true;
+		}
+		s->desc_params = 0;
+		if (e->has_hash && total <= RELAY_INSPECT_MAX && total <= b->cap) {
+			if (avail < total)
+				return SCAN_OK;
+			s->desc_params = prep_desc_params(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
+		}
+		if (drop && avail < total)
+			return SCAN_OK;
+		e->kind = EXPECT_DESCRIBE_PORTAL;
+	}
+	return reply_pass(next);
+}
+
+/* A RowDescription or NoData (scan_server): ends a Describe, whose result the statement
+ * maps keep. */
+static enum scan_result reply_row_desc(struct client *c, struct server *s, struct server_expect *e, const struct scan_reply *r,
+				      enum reply_next *next, bool *drop)
+{
+	struct buf *b = &s->rbuf;
+	const uint8_t *m = r->m;
+	const struct proto_hdr *h = &r->h;
+	size_t avail = r->avail, total = r->total;
+	*next = REPLY_STOP;
+	if (e && e->kind == EXPECT_DESCRIBE_PORTAL) {
+		if (e->action == EXPECT_DROP) {
+			if (c->s2c_scanned > 0)
+				return SCAN_STALL;
+			*drop = true;
+		}
+		if (e->has_hash && s->prep && (h->type == 'n' || (total <= RELAY_INSPECT_MAX && total <= b->cap))) {
+			if (avail < total)
+				return SCAN_OK;
+			struct prep_desc d = { s->desc_params, h->type == 'n' ? prep_desc_rows(NULL, 0)
+				: prep_desc_rows(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN) };
+			prep_server_set_desc(s->prep, e->hash, d);
+			if (e->name_hash)
+				prep_client_tell(c->prep, e->name_hash, e->hash, d);
+		}
+		if (drop && avail < total)
+			return SCAN_OK;
+		s->desc_params = 0;
+		expect_pop(s);
+	}
+	return reply_pass(next);
+}
+
+/* One server message at the scan position (scan_server): what it tells tusk, by type. */
+static enum scan_result scan_reply(struct client *c, struct server *s, struct server_expect *e, const struct scan_reply *r,
+				     enum reply_next *next, bool *drop)
+{
+	struct buf *b = &s->rbuf;
+	const uint8_t *m = r->m;
+	const struct proto_hdr *h = &r->h;
+	size_t avail = r->avail, total = r->total;
+
+	*next = REPLY_STOP;
+	switch (h->type) {
+	case 'Z':
+		return reply_ready(c, s, e, r, next, drop);
+	case 'S':
+		/* Read whole only when it can be: one larger than the read buffer (buffer_size
+		 * may be 4 kB) would never be complete there, and the relay would stall. */
+		if (total <= RELAY_INSPECT_MAX && total <= b->cap) {
+			const char *name, *value;
+			if (avail < total)
+				return SCAN_OK;
+			if (proto_parse_parameter_status(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &name, &value) == 0) {
+				server_set_param(s, name, value);
+				/* The client changed it (SET, RESET, DISCARD, set_config, a function):
+				 * it is theirs to keep, and the next client's sync undoes it. */
+				if (c->greeted && !session_param_read_only(name)) {
+					if (session_param_set(&c->session, name, value) < 0)
+						return SCAN_BAD;
+					relay_note_param(c, name, value);
+				}
+			}
+		}
+		return reply_pass(next);
+	case 'E':
+		return reply_error(c, s, e, r, next, drop);
+	case '1':
+	case '3':
+		if (!e || e->kind != (h->type == '1' ? EXPECT_PARSE : EXPECT_CLOSE)) {
+			log_warn(c->id, c->ctx, "server %s replied '%c' where %s was owed (%u queued)", s->id, h->type,
+				 e ? expect_name(e->kind) : "nothing", s->expect_count);
+			expect_dump(c, s);
+			return SCAN_BAD;
+		}
+		if (e->action == EXPECT_DROP) {
+			if (c->s2c_scanned > 0)
+				return SCAN_STALL;
+			if (avail < total)
+				return SCAN_OK;
+			*drop = true;
+		}
+		expect_pop(s);
+		return reply_pass(next);
+	case '2':
+		if (!e || e->kind != EXPECT_BIND) {
+			log_warn(c->id, c->ctx, "server %s replied '2' where %s was owed (%u queued)", s->id,
+				 e ? expect_name(e->kind) : "nothing", s->expect_count);
+			expect_dump(c, s);
+			return SCAN_BAD;
+		}
+		expect_pop(s);
+		return reply_pass(next);
+	case 't':
+		return reply_param_desc(c, s, e, r, next, drop);
+	case 'T':
+	case 'n':
+		return reply_row_desc(c, s, e, r, next, drop);
+	case 'C':
+		/* Session changes are pending in this transaction: a ROLLBACK (or a COMMIT of
+		 * a failed transaction, which reports ROLLBACK too) undoes them. The tag is
+		 * the server's own word for it, whatever statement the client used. */
+		if (c->session.pending_len && total <= RELAY_INSPECT_MAX) {
+			if (avail < total)
+				return SCAN_OK;
+			if (total - PROTO_HDR_LEN >= 9 && memcmp(m + PROTO_HDR_LEN, "ROLLBACK", 9) == 0)
+				c->tx_failed = true;
+		}
+		if (e && e->kind == EXPECT_EXECUTE)
+			expect_pop(s);
+		return reply_pass(next);
+	case 'I':
+	case 's':
+		if (e && e->kind == EXPECT_EXECUTE)
+			expect_pop(s);
+		return reply_pass(next);
+	case 'G':
+		c->copy_in = true;
+		return reply_pass(next);
+	default:
+		return reply_pass(next);
+	}
+	return reply_pass(next);
 }
 
 static enum scan_result scan_server(struct client *c, struct server *s)
@@ -1430,37 +1788,20 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 	for (;;) {
 		struct server_expect *e = expect_head(s);
 		if (c->s2c_remaining == 0 && e && e->action == EXPECT_INJECT) {
-			if (c->s2c_scanned > 0)
-				return SCAN_STALL;
-			int rc;
-			if (e->kind == EXPECT_QUERY) {
-				/* A DEALLOCATE tusk answers: tag, then ReadyForQuery with the status the
-				 * server was in before it (nothing changed on the server). */
-				size_t room = buf_room(&c->wbuf);
-				if (room < 32)
-					return SCAN_STALL;
-				rc = proto_put_command_complete(&c->wbuf, e->all ? "DEALLOCATE ALL" : "DEALLOCATE");
-				if (rc == 0)
-					rc = proto_put_ready(&c->wbuf, s->tx_status ? s->tx_status : 'I');
-				expect_pop(s);
-				if (c->mode != POOL_MODE_SESSION && server_settled(s) && !c->pinned) {
-					c->release_pending = true;
-					break;
-				}
+			enum reply_next next;
+			enum scan_result rr = reply_inject(c, s, e, &next);
+			if (next == REPLY_STOP)
+				return rr;
+			if (next == REPLY_AGAIN)
 				continue;
-			}
-			rc = e->kind == EXPECT_PARSE ? prep_put_parse_complete(&c->wbuf) : prep_put_close_complete(&c->wbuf);
-			if (rc < 0)
-				return SCAN_STALL;
-			expect_pop(s);
-			continue;
+			break;
 		}
 		if (c->s2c_scanned >= buf_len(b) || c->release_pending)
 			break;
 		size_t avail = buf_len(b) - c->s2c_scanned;
 		if (c->s2c_remaining > 0) {
 			size_t k = avail < c->s2c_remaining ? avail : c->s2c_remaining;
-			flight_client_scanned(c, buf_head(b) + c->s2c_scanned, k);
+			relay_hooks_scanned(c, buf_head(b) + c->s2c_scanned, k);
 			c->s2c_scanned += k;
 			c->s2c_remaining -= (uint32_t)k;
 			continue;
@@ -1474,222 +1815,20 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			return SCAN_BAD;
 		size_t total = (size_t)h.len + 1;
 		bool drop = false;
+		const struct scan_reply rep = { .h = h, .m = m, .avail = avail, .total = total };
 
-		switch (h.type) {
-		case 'Z':
-			if (h.len != 5)
-				return SCAN_BAD;
-			if (avail < total)
-				return SCAN_OK;
-			if (e && e->kind == EXPECT_SYNC && e->action == EXPECT_DROP) {
-				/* The end of a batch that failed on a stale statement and went again. */
-				if (c->s2c_scanned > 0)
-					return SCAN_STALL;
-				s->tx_status = m[PROTO_HDR_LEN];
-				if (s->pending_rfq > 0)
-					s->pending_rfq--;
-				expect_pop(s);
-				buf_consume(b, total);
-				continue;
-			}
-			s->replay_state = REPLAY_IDLE; /* its batch (if any) is over */
-			if (c->mode == POOL_MODE_STATEMENT && m[PROTO_HDR_LEN] != 'I' && s->pending_rfq <= 1 &&
-			    s->expect_count <= 1) {
-				/* A transaction block in statement pooling: refuse it while the client still
-				 * waits for this ReadyForQuery, so the error is the answer it reads (a FATAL
-				 * arriving later, between requests, is lost by libpq). The server is rolled
-				 * back when it is released. */
-				if (c->s2c_scanned > 0)
-					return SCAN_STALL;
-				if (e && ends_with_ready(e->kind))
-					expect_pop(s);
-				s->tx_status = m[PROTO_HDR_LEN];
-				s->pending_rfq = 0;
-				buf_consume(b, total);
-				client_fail(c, "08P01", "transaction blocks are not allowed in statement pooling mode");
-				return SCAN_CLOSED;
-			}
-			/* A commit reaches its client only once no tusk can serve what it changed:
-			 * with L2, when Redis has its INCRs. Scanned bytes before it go out meanwhile;
-			 * relay_resume comes back here. */
-			if (m[PROTO_HDR_LEN] == 'I' && flight_client_commit_wait(c, s->pending_rfq <= 1))
-				return SCAN_OK;
-			if (e && ends_with_ready(e->kind))
-				expect_pop(s);
-			on_ready_for_query(c, s, m[PROTO_HDR_LEN]);
-			break;
-		case 'S':
-			/* Read whole only when it can be: one larger than the read buffer (buffer_size
-			 * may be 4 kB) would never be complete there, and the relay would stall. */
-			if (total <= RELAY_INSPECT_MAX && total <= b->cap) {
-				const char *name, *value;
-				if (avail < total)
-					return SCAN_OK;
-				if (proto_parse_parameter_status(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &name, &value) == 0) {
-					server_set_param(s, name, value);
-					/* The client changed it (SET, RESET, DISCARD, set_config, a function):
-					 * it is theirs to keep, and the next client's sync undoes it. */
-					if (c->greeted && !session_param_read_only(name)) {
-						if (session_param_set(&c->session, name, value) < 0)
-							return SCAN_BAD;
-						relay_note_param(c, name, value);
-					}
-				}
-			}
-			break;
-		case 'E':
-			s->desc_params = 0; /* a statement Describe that failed after it */
-			if (e && e->fake && total <= b->cap) {
-				/* A Bind sent to fail (told_check): the client gets PostgreSQL's 0A000. */
-				if (c->s2c_scanned > 0)
-					return SCAN_STALL;
-				if (avail < total)
-					return SCAN_OK;
-				if (proto_put_error(&c->wbuf, "ERROR", "0A000", "cached plan must not change result type",
-						    NULL, NULL) < 0)
-					return SCAN_STALL;
-				e->fake = false;
-				drop = true;
-				client_count_error(c, NULL, 0);
-			} else if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
-				if (avail < total)
-					return SCAN_OK;
-				int healed = heal_stale(c, s, e, m, total, total);
-				if (healed < 0)
-					return SCAN_STALL;
-				if (healed > 0)
-					continue; /* consumed; the request went again */
-				client_count_error(c, m, total);
-				split_note_error(c, s, m, total); /* 25006 from a primary: role re-check */
-			} else {
-				client_count_error(c, NULL, 0);
-			}
-			flight_client_session_error(c); /* a failed Parse leaves no statement */
-			c->tx_failed = true;
-			if (e && !ends_with_ready(e->kind)) {
-				expect_skip_to_sync(s);
-				/* No Sync sent yet: the server will ignore what the client sends until
-				 * one comes, so those messages must owe nothing (scan_client). */
-				if (!expect_head(s))
-					s->skipping = true;
-			}
-			c->copy_in = false;
-			break;
-		case '1':
-		case '3':
-			if (!e || e->kind != (h.type == '1' ? EXPECT_PARSE : EXPECT_CLOSE)) {
-				log_warn(c->id, c->ctx, "server %s replied '%c' where %s was owed (%u queued)", s->id, h.type,
-					 e ? expect_name(e->kind) : "nothing", s->expect_count);
-				expect_dump(c, s);
-				return SCAN_BAD;
-			}
-			if (e->action == EXPECT_DROP) {
-				if (c->s2c_scanned > 0)
-					return SCAN_STALL;
-				if (avail < total)
-					return SCAN_OK;
-				drop = true;
-			}
-			expect_pop(s);
-			break;
-		case '2':
-			if (!e || e->kind != EXPECT_BIND) {
-				log_warn(c->id, c->ctx, "server %s replied '2' where %s was owed (%u queued)", s->id,
-					 e ? expect_name(e->kind) : "nothing", s->expect_count);
-				expect_dump(c, s);
-				return SCAN_BAD;
-			}
-			expect_pop(s);
-			break;
-		case 't':
-			if (e && e->kind == EXPECT_DESCRIBE_STMT && e->replay && s->replay_state == REPLAY_COMPLETE &&
-			    !s->replay_retried && total + RELAY_STALE_ERROR_MAX <= b->cap) {
-				/* A stale statement fails after its ParameterDescription: hold it until
-				 * what follows shows whether the Describe can go again. */
-				struct proto_hdr nh;
-				if (avail < total + PROTO_HDR_LEN)
-					return SCAN_OK;
-				if (proto_read_hdr(m + total, avail - total, RELAY_STALE_ERROR_MAX, &nh) > 0 && nh.type == 'E') {
-					size_t etotal = (size_t)nh.len + 1;
-					if (avail < total + etotal)
-						return SCAN_OK;
-					int healed = heal_stale(c, s, e, m + total, etotal, total + etotal);
-					if (healed < 0)
-						return SCAN_STALL;
-					if (healed > 0)
-						continue;
-				}
-			}
-			if (e && e->kind == EXPECT_DESCRIBE_STMT) {
-				if (e->action == EXPECT_DROP) {
-					if (c->s2c_scanned > 0)
-						return SCAN_STALL;
-					drop = true;
-				}
-				s->desc_params = 0;
-				if (e->has_hash && total <= RELAY_INSPECT_MAX && total <= b->cap) {
-					if (avail < total)
-						return SCAN_OK;
-					s->desc_params = prep_desc_params(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
-				}
-				if (drop && avail < total)
-					return SCAN_OK;
-				e->kind = EXPECT_DESCRIBE_PORTAL;
-			}
-			break;
-		case 'T':
-		case 'n':
-			if (e && e->kind == EXPECT_DESCRIBE_PORTAL) {
-				if (e->action == EXPECT_DROP) {
-					if (c->s2c_scanned > 0)
-						return SCAN_STALL;
-					drop = true;
-				}
-				if (e->has_hash && s->prep && (h.type == 'n' || (total <= RELAY_INSPECT_MAX && total <= b->cap))) {
-					if (avail < total)
-						return SCAN_OK;
-					struct prep_desc d = { s->desc_params, h.type == 'n' ? prep_desc_rows(NULL, 0)
-						: prep_desc_rows(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN) };
-					prep_server_set_desc(s->prep, e->hash, d);
-					if (e->name_hash)
-						prep_client_tell(c->prep, e->name_hash, e->hash, d);
-				}
-				if (drop && avail < total)
-					return SCAN_OK;
-				s->desc_params = 0;
-				expect_pop(s);
-			}
-			break;
-		case 'C':
-			/* Session changes are pending in this transaction: a ROLLBACK (or a COMMIT of
-			 * a failed transaction, which reports ROLLBACK too) undoes them. The tag is
-			 * the server's own word for it, whatever statement the client used. */
-			if (c->session.pending_len && total <= RELAY_INSPECT_MAX) {
-				if (avail < total)
-					return SCAN_OK;
-				if (total - PROTO_HDR_LEN >= 9 && memcmp(m + PROTO_HDR_LEN, "ROLLBACK", 9) == 0)
-					c->tx_failed = true;
-			}
-			if (e && e->kind == EXPECT_EXECUTE)
-				expect_pop(s);
-			break;
-		case 'I':
-		case 's':
-			if (e && e->kind == EXPECT_EXECUTE)
-				expect_pop(s);
-			break;
-		case 'G':
-			c->copy_in = true;
-			break;
-		default:
-			break;
-		}
+		enum reply_next next;
+		enum scan_result rr = scan_reply(c, s, e, &rep, &next, &drop);
+		if (next == REPLY_STOP)
+			return rr;
+		if (next == REPLY_AGAIN)
+			continue;
 		if (drop) {
 			buf_consume(b, total);
 			continue;
 		}
 		size_t k = avail < total ? avail : total;
-		flight_client_scanned(c, m, k); /* may end a flight this client leads */
+		relay_hooks_scanned(c, m, k); /* may end a flight this client leads */
 		c->s2c_scanned += k;
 		c->s2c_remaining = (uint32_t)(total - k);
 
@@ -1920,6 +2059,7 @@ void relay_client_event(struct client *c, int revents)
 {
 	struct server *s = c->server;
 
+	RELAY_HOOKS_SYNC(c); /* a reload may have turned a feature on or off */
 	if (revents & EV_WRITE) {
 		if (!pump_s2c(c, s))
 			return;
@@ -1938,7 +2078,7 @@ void relay_client_event(struct client *c, int revents)
 			ev_timer_stop(c->worker->loop, &c->timer); /* idle-in-transaction timer */
 	}
 	/* Session pooling: one whole Query to an idle server may be answered by the cache. */
-	if (c->mode == POOL_MODE_SESSION && s && !c->flight_session_dirty && flight_client_session_request(c, s))
+	if (c->mode == POOL_MODE_SESSION && s && relay_hooks_request(c, s))
 		return;
 	(void)pump_both(c, s);
 }
@@ -1987,7 +2127,7 @@ void relay_start(struct client *c, struct server *s)
 	ev_set_cb(&s->io, relay_server_cb);
 	s->io.data = s;
 	s->owner = c;
-	s->state = SERVER_ACTIVE;
+	server_set_state(s, SERVER_ACTIVE);
 	s->pending_rfq = 0;
 	s->expect_head = s->expect_count = 0;
 	s->skipping = false;
@@ -2079,7 +2219,7 @@ static void park(struct server *s)
 		/* A cancel for its last client's query is still on its way: nobody else gets this
 		 * server before PostgreSQL has taken it (cancel.c parks it then). */
 		s->park_after_cancel = true;
-		s->state = SERVER_IDLE;
+		server_set_state(s, SERVER_IDLE);
 		ev_io_stop(s->worker->loop, &s->io);
 		ev_timer_stop(s->worker->loop, &s->timer);
 		return;
@@ -2108,20 +2248,8 @@ enum reset_kind {
 };
 static void reset_and_park(struct server *s, enum reset_kind kind);
 
-static void on_write_lsn(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
-			 size_t errlen)
+void relay_release_finish(struct server *s, bool reset)
 {
-	struct client *c = arg;
-	bool reset = c->ryw_reset;
-	(void)reason;
-	(void)errmsg;
-	(void)errlen;
-	split_write_result(c, s, err == 0); /* may free c */
-	if (err < 0) {
-		if (s->ok_after_error)
-			server_close(s, "could not read the primary's WAL position");
-		return;
-	}
 	reset_and_park(s, reset ? RESET_REQUIRED : RESET_NONE);
 }
 
@@ -2198,7 +2326,7 @@ static void release_after_transaction(struct client *c, struct server *s)
 	s->owner = NULL;
 	s->last_owner = c->serial;
 	s->carry_hash = c->session.carry_hash;
-	s->state = SERVER_IDLE;
+	server_set_state(s, SERVER_IDLE);
 	c->server = NULL;
 	c->release_pending = false;
 	if (!buf_empty(&s->rbuf)) {
@@ -2210,12 +2338,9 @@ static void release_after_transaction(struct client *c, struct server *s)
 	log_debug(c->id, c->ctx, "transaction done, server %s back to the pool", s->id);
 	if (w->stopping) {
 		server_close(s, "shutting down");
-	} else if (split_after_primary(c, s)) {
-		/* read-your-writes: the primary's WAL position on this server, off the client's
-		 * path (its reads go to the primary until it is in), then reset and park. */
-		c->ryw_reset = reset;
-		server_unpark(s);
-		split_write_fetch(s, on_write_lsn, c);
+	} else if (relay_hooks_release(c, s, reset)) {
+		/* taken (read-your-writes fetches the primary's WAL position on s first):
+		 * relay_release_finish follows */
 	} else if (reset) {
 		server_unpark(s);
 		state_check_start(c, s); /* the client goes idle when it answers */
@@ -2279,7 +2404,7 @@ static void reset_and_park(struct server *s, enum reset_kind kind)
 		s->check_prepared = false;
 	}
 	if (n == 0) {
-		s->state = SERVER_IDLE;
+		server_set_state(s, SERVER_IDLE);
 		park(s);
 		return;
 	}

@@ -464,10 +464,8 @@ void vdb_input(struct vdb *v)
 		struct proto_hdr h;
 		ssize_t n = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), max, &h);
 		if (n == PROTO_ETOOLONG) {
-			const uint8_t *p = buf_head(&c->rbuf);
 			client_fail(c, "54000", "message of %llu bytes exceeds max_message_size (%u)",
-				    (unsigned long long)((uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4]) + 1,
-				    max);
+				    (unsigned long long)h.len + 1, max);
 			return;
 		}
 		if (n < 0) {
@@ -510,4 +508,20 @@ void vdb_writable(struct vdb *v)
 		return;
 	if (!buf_empty(&v->client->rbuf))
 		vdb_input(v);
+}
+
+void vdb_client_input(struct client *c)
+{
+	if (c->vdb) /* else its session did not start: it is closing */
+		vdb_input(c->vdb);
+}
+
+bool vdb_client_writable(struct client *c)
+{
+	client_update_io(c);
+	if (!buf_empty(&c->wbuf))
+		return false;
+	if (c->vdb)
+		vdb_writable(c->vdb); /* may close c */
+	return true;
 }

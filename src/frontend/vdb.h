@@ -112,4 +112,9 @@ void vdb_input(struct vdb *v);
 /* The wbuf drained: move more output, then read on. The client may be closed on return. */
 void vdb_writable(struct vdb *v);
 
+/* The input and writable handlers of a virtual database's session kind (client_kind.h):
+ * c's requests are read, and its answers moved on, through c->vdb. */
+void vdb_client_input(struct client *c);
+bool vdb_client_writable(struct client *c);
+
 #endif

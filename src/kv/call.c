@@ -15,6 +15,7 @@
 
 #include <pg_query.h>
 
+#include "proto/proto.h"
 #include "util/pb.h"
 
 enum {
@@ -704,41 +705,41 @@ end:
 	return i == len ? n : -EINVAL;
 }
 
-static uint32_t be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
 int kv_binary_array_parse(const uint8_t *p, size_t len, struct kv_elem *out, int max)
 {
-	size_t off = 12;
+	struct proto_reader r;
 
-	if (len < 12)
+	/* ndim, has-nulls flag, element type; for one dimension its size and lower bound */
+	proto_reader_init(&r, p, len);
+	uint32_t ndim = proto_get_u32(&r);
+	(void)proto_get_u32(&r);
+	uint32_t elemtype = proto_get_u32(&r);
+	if (r.err)
 		return -EINVAL;
-	uint32_t ndim = be32(p), elemtype = be32(p + 8);
 	if (ndim == 0)
-		return len == 12 ? 0 : -EINVAL;
-	if (ndim != 1 || (elemtype != KV_OID_TEXT && elemtype != 1043 /* varchar */) || len < 20)
+		return proto_remaining(&r) == 0 ? 0 : -EINVAL;
+	if (ndim != 1 || (elemtype != KV_OID_TEXT && elemtype != 1043 /* varchar */))
 		return -EINVAL;
-	uint32_t dim = be32(p + 12);
-	off = 20;
+	uint32_t dim = proto_get_u32(&r);
+	(void)proto_get_u32(&r);
+	if (r.err)
+		return -EINVAL;
 	if (dim > (uint32_t)max)
 		return -E2BIG;
 	for (uint32_t i = 0; i < dim; i++) {
-		if (len - off < 4)
+		uint32_t n = proto_get_u32(&r);
+		if (r.err)
 			return -EINVAL;
-		uint32_t n = be32(p + off);
-		off += 4;
 		if (n == UINT32_MAX) {
 			out[i] = (struct kv_elem){ NULL, 0 };
 			continue;
 		}
-		if (n > len - off || memchr(p + off, '\0', n))
+		const uint8_t *e = proto_get_bytes(&r, n);
+		if (!e || memchr(e, '\0', n))
 			return -EINVAL;
-		out[i] = (struct kv_elem){ (const char *)p + off, n };
-		off += n;
+		out[i] = (struct kv_elem){ (const char *)e, n };
 	}
-	return off == len ? (int)dim : -EINVAL;
+	return proto_remaining(&r) == 0 ? (int)dim : -EINVAL;
 }
 
 long kv_binary_scalar_text(uint32_t oid, const uint8_t *p, size_t len, char *out, size_t cap)
@@ -762,8 +763,11 @@ long kv_binary_scalar_text(uint32_t oid, const uint8_t *p, size_t len, char *out
 	case KV_OID_INTERVAL: {
 		if (len != 16)
 			return -EINVAL;
-		uint64_t us = (uint64_t)be32(p) << 32 | be32(p + 4);
-		int32_t days = (int32_t)be32(p + 8), months = (int32_t)be32(p + 12);
+		struct proto_reader r;
+		proto_reader_init(&r, p, len);
+		uint64_t us = proto_get_u64(&r);
+		int32_t days = (int32_t)proto_get_u32(&r);
+		int32_t months = (int32_t)proto_get_u32(&r);
 		int n = snprintf(out, cap, "%" PRId32 " mons %" PRId32 " days %" PRId64 " microseconds", months, days,
 				 (int64_t)us);
 		return n < 0 || (size_t)n >= cap ? -E2BIG : n;
@@ -774,9 +778,11 @@ long kv_binary_scalar_text(uint32_t oid, const uint8_t *p, size_t len, char *out
 		size_t want = oid == KV_OID_INT8 ? 8 : oid == KV_OID_INT4 ? 4 : 2;
 		if (len != want)
 			return -EINVAL;
-		int64_t x = want == 8 ? (int64_t)((uint64_t)be32(p) << 32 | be32(p + 4))
-			  : want == 4 ? (int64_t)(int32_t)be32(p)
-				      : (int64_t)(int16_t)(uint16_t)((unsigned)p[0] << 8 | p[1]);
+		struct proto_reader r;
+		proto_reader_init(&r, p, len);
+		int64_t x = want == 8 ? (int64_t)proto_get_u64(&r)
+			  : want == 4 ? (int64_t)(int32_t)proto_get_u32(&r)
+				      : (int64_t)(int16_t)proto_get_u16(&r);
 		int n = snprintf(out, cap, "%" PRId64, x);
 		return n < 0 || (size_t)n >= cap ? -E2BIG : n;
 	}

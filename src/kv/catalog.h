@@ -3,7 +3,7 @@
 #ifndef TUSK_KV_CATALOG_H
 #define TUSK_KV_CATALOG_H
 
-#include <libpq-fe.h>
+#include "pq/pq.h"
 #include <stdint.h>
 
 #include "kv/conn.h"

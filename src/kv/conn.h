@@ -4,7 +4,7 @@
 #ifndef TUSK_KV_CONN_H
 #define TUSK_KV_CONN_H
 
-#include <libpq-fe.h>
+#include "pq/pq.h"
 #include <stdbool.h>
 #include <stddef.h>
 

@@ -1,8 +1,9 @@
 /* The wire side of the virtual kv database (front.h): its answers to the simple and extended
  * query protocols for the calls of the kv API, and binding parameters into a routed call; the
  * framing, greeting and output buffer (a get_many answer may be longer than the client's
- * wbuf) are the virtual database's (frontend/vdb.c). A kv client is a frontend client in
- * CLIENT_IDLE with c->kv set; it never claims a pooled server. At most one call per client is
+ * wbuf) are the virtual database's (frontend/vdb.c). A kv client is a frontend client of the
+ * kv session kind (kv_kind), in CLIENT_IDLE once logged in, its session reached through
+ * c->vdb from startup on; it never claims a pooled server. At most one call per client is
  * in flight: input waits until the router answers. */
 #include "kv/front.h"
 
@@ -14,6 +15,7 @@
 
 #include "config/config.h"
 #include "frontend/client_int.h"
+#include "frontend/client_kind.h"
 #include "frontend/vdb.h"
 #include "kv/call.h"
 #include "kv/router.h"
@@ -61,11 +63,6 @@ struct kv_session {
 	struct kv_list lists[2];     /* the text[] arguments: [0] a batch's keys, [1] put_many's values */
 };
 
-bool kv_front_is_db(const struct tusk_config *cfg, const char *database)
-{
-	return cfg->kv.zone && strcmp(database, KV_FRONT_DATABASE) == 0;
-}
-
 static struct kv_session *session_of(struct vdb *v)
 {
 	return (struct kv_session *)((char *)v - offsetof(struct kv_session, v));
@@ -104,7 +101,36 @@ static void kv_session_free(struct kv_session *ks)
 
 static const struct vdb_ops kv_ops;
 
-void kv_front_startup(struct client *c)
+static void kv_front_startup(struct client *c);
+static void kv_front_begin(struct client *c);
+static void kv_front_closed(struct client *c);
+
+static bool kv_enabled(const struct tusk_config *cfg)
+{
+	return cfg->kv.zone != NULL;
+}
+
+static const char *const kv_databases[] = { KV_FRONT_DATABASE, NULL };
+
+static const struct client_kind kv_kind = {
+	.name = "kv",
+	.databases = kv_databases,
+	.enabled = kv_enabled,
+	.startup = kv_front_startup,
+	.begin = kv_front_begin,
+	.input = vdb_client_input,
+	.writable = vdb_client_writable,
+	.closed = kv_front_closed,
+	.resident = true,
+};
+
+void kv_front_register(void)
+{
+	client_kind_register(&kv_kind);
+}
+
+/* After the startup packet: pick the rule, authenticate, and begin when that is done at once. */
+static void kv_front_startup(struct client *c)
 {
 	const struct tusk_config *cfg = c->worker->rt->cfg;
 	const struct config_pool_rule *rule = config_match_pool(cfg, c->database, c->user);
@@ -123,25 +149,26 @@ void kv_front_startup(struct client *c)
 		client_fail(c, "53200", "out of memory");
 		return;
 	}
-	vdb_init(&ks->v, c, &kv_ops);
+	vdb_init(&ks->v, c, &kv_ops); /* c->vdb: from here on, client_close frees ks */
 	ks->worker = c->worker;
-	c->kv = ks;
 	if (client_auth_begin(c, rule->client_auth))
 		kv_front_begin(c);
 }
 
-void kv_front_begin(struct client *c)
+/* Authenticated: greet, and answer calls from now on. */
+static void kv_front_begin(struct client *c)
 {
 	log_info(c->id, c->ctx, "kv login");
-	vdb_greet(&c->kv->v, "15.0 (tusk " TUSK_VERSION " kv)", "ISO, MDY");
+	vdb_greet(c->vdb, "15.0 (tusk " TUSK_VERSION " kv)", "ISO, MDY");
 }
 
-void kv_front_closed(struct client *c)
+/* Teardown (from client_close). A call in flight keeps its session until it is answered. */
+static void kv_front_closed(struct client *c)
 {
-	struct kv_session *ks = c->kv;
-	if (!ks)
+	if (!c->vdb)
 		return;
-	c->kv = NULL;
+	struct kv_session *ks = session_of(c->vdb);
+	c->vdb = NULL;
 	if (ks->v.busy) {
 		ks->v.client = NULL; /* freed when the router's answer arrives */
 		return;
@@ -365,7 +392,7 @@ static bool bind_call(struct kv_session *ks, const struct kv_stmt *st, const str
 
 /* ---- running a call ---- */
 
-static void on_answer(struct worker *w, void *arg);
+static void on_answer(struct worker *w, struct worker_msg *m);
 
 /* On the router's thread: hand the answer to the client's worker. */
 static void answer_done(struct kv_job *job)
@@ -395,8 +422,7 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 		ks->v.skipping = !simple;
 		return false;
 	}
-	ks->msg->kind = WORKER_MSG_CALL;
-	ks->msg->call = on_answer;
+	ks->msg->fn = on_answer;
 	ks->msg->arg = ks;
 	ks->job.done = answer_done;
 	ks->job.arg = ks;
@@ -408,9 +434,9 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 }
 
 /* On the client's worker: the router answered (also while tusk stops). */
-static void on_answer(struct worker *w, void *arg)
+static void on_answer(struct worker *w, struct worker_msg *m)
 {
-	struct kv_session *ks = arg;
+	struct kv_session *ks = m->arg;
 	struct kv_job *job = &ks->job;
 	(void)w;
 
@@ -527,9 +553,10 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 		return;
 	}
 	st->ntypes = ntypes;
+	struct proto_reader tr;
+	proto_reader_init(&tr, types, (size_t)ntypes * 4); /* vdb.c checked they are all there */
 	for (uint16_t t = 0; t < ntypes; t++)
-		st->types[t] = (uint32_t)types[4 * t] << 24 | (uint32_t)types[4 * t + 1] << 16 |
-			       (uint32_t)types[4 * t + 2] << 8 | types[4 * t + 3];
+		st->types[t] = proto_get_u32(&tr);
 	snprintf(st->name, sizeof st->name, "%s", name);
 	st->used = true;
 	vdb_out_msg(&v->out, '1', NULL, 0);
@@ -560,11 +587,13 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	}
 	if (nfmt > 1 && nfmt != nvals)
 		goto malformed;
+	/* No codes: all text; one: it applies to every value; else one each. */
+	struct proto_reader fr;
+	proto_reader_init(&fr, fmts, (size_t)nfmt * 2);
+	uint16_t f = nfmt == 0 ? 0 : proto_get_u16(&fr);
 	for (uint16_t i = 0; i < nvals; i++) {
-		uint16_t f = 0;
-		size_t fo = nfmt == 1 ? 0 : (size_t)i * 2;
-		if (nfmt > 0)
-			f = (uint16_t)(fmts[fo] << 8 | fmts[fo + 1]);
+		if (i > 0 && nfmt > 1)
+			f = proto_get_u16(&fr);
 		uint32_t n = proto_get_u32(&r);
 		if (r.err)
 			goto malformed;

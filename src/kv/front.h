@@ -13,14 +13,11 @@ struct tusk_config;
 
 #define KV_FRONT_DATABASE "kv"
 
-/* Whether a startup packet for database makes the client a kv client (cfg has a kv section). */
-bool kv_front_is_db(const struct tusk_config *cfg, const char *database);
-/* After the startup packet: pick the rule, authenticate, and begin when that is done at once. */
-void kv_front_startup(struct client *c);
-/* Authenticated: greet, and answer calls from now on
- * (client.c hands its input and drained wbuf to frontend/vdb.c through c->vdb). */
-void kv_front_begin(struct client *c);
-/* Teardown (from client_close). A call in flight keeps its session until it is answered. */
-void kv_front_closed(struct client *c);
+/* At startup, before the workers: register the kv database's session kind (frontend's
+ * client_kind.h), offered when the configuration has a kv section. Its clients authenticate
+ * by the pool rule matching database kv (or hba_file), and have their input read by
+ * frontend/vdb.c through c->vdb; a call in flight keeps its session past the client's
+ * teardown until it is answered. */
+void kv_front_register(void);
 
 #endif

@@ -6,7 +6,7 @@
 #include "kv/router.h"
 
 #include <errno.h>
-#include <libpq-fe.h>
+#include "pq/pq.h"
 #include <poll.h>
 #include <stdarg.h>
 #include <pthread.h>

@@ -21,6 +21,8 @@
 #include "config/config.h"
 #include "kv/replicate.h"
 #include "net/net.h"
+#include "pool/pool.h"
+#include "pool/services.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 #include "util/log.h"
@@ -228,7 +230,7 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 	if (!g)
 		goto err;
 	stats_read_global(rt->stats, g);
-	stats_foreach_pool(rt, collect_pool, &pools);
+	pool_foreach_snapshot(rt, collect_pool, &pools);
 	if (pools.oom)
 		goto err;
 	f = open_memstream(out, len);
@@ -352,7 +354,7 @@ static int probe_backends(struct runtime *rt, char *why, size_t cap)
 	snprintf(why, cap, "no service configured");
 	for (int i = 0; i < n; i++) {
 		fds[i].events = POLLOUT;
-		if (runtime_service_addr(rt, &cfg->services[i], &addrs[i]) < 0) {
+		if (services_addr(rt->services, &cfg->services[i], &addrs[i]) < 0) {
 			snprintf(why, cap, "service %s: no backend known yet", cfg->services[i].name);
 			fds[i].fd = -1;
 			continue;

@@ -10,11 +10,11 @@ struct runtime;
 struct metrics_http; /* opaque */
 
 /* Start serving on rt->cfg->admin.http. *out is NULL when admin.http is absent (and 0 is
- * returned). 0 or a negative errno, after logging what failed. Call after runtime_start. */
+ * returned). 0 or a negative errno, after logging what failed. Call after daemon_start. */
 __attribute__((warn_unused_result))
 int metrics_start(struct runtime *rt, struct metrics_http **out);
 /* Stop the thread and close the socket; waits for a request being served. Call before
- * runtime_stop, which frees what the handlers read. NULL is fine. */
+ * daemon_stop, which frees what the handlers read. NULL is fine. */
 void metrics_stop(struct metrics_http *m);
 /* Open libmicrohttpd (mhd_load.c) ahead of metrics_start: it can take most of a second
  * (GnuTLS initialises), which would otherwise fall between the listeners opening and

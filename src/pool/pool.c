@@ -169,8 +169,7 @@ static void host_post(void *host, int thread, void (*fn)(void *arg), void *arg)
 		struct timespec ts = { 0, 10 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
-	m->kind = WORKER_MSG_POOL;
-	m->fn = fn;
+	m->call = fn; /* the worker runs fn(arg) */
 	m->arg = arg;
 	worker_post(rt->workers[thread], m);
 }
@@ -187,14 +186,6 @@ static void host_log(void *host, enum tp_log_level level, const char *msg)
 static const struct tp_host_ops host_ops = { .now = host_now, .post = host_post, .log = host_log };
 
 /* ---- the connector: server.c's PostgreSQL connections as the core's slots ---- */
-
-/* Set while a connect's outcome is reported to the core on this thread: an answer for the
- * waiter it was opened for then runs inline (as the connect's own callback always did), with
- * the server's ErrorResponse, which lives only that long. */
-static _Thread_local bool tl_in_connect;
-static _Thread_local const char *tl_reason;
-static _Thread_local const uint8_t *tl_errmsg;
-static _Thread_local size_t tl_errlen;
 
 static struct pool_waiter *waiter_of(struct tp_claim *c)
 {
@@ -328,6 +319,15 @@ void pool_server_param(struct server *s, const char *name, const char *value)
 			   strcmp(value, "on") == 0 ? SERVICES_ROLE_STANDBY : SERVICES_ROLE_PRIMARY);
 }
 
+/* Report a connect's outcome to the core: the claims it answers on this thread get it as
+ * their tp_claim.connect, with the server's ErrorResponse (errmsg, a whole message, or NULL)
+ * as its detail, and are answered inline (on_claim). */
+static void report_connect(struct tp_slot *slot, int err, const char *reason, const uint8_t *errmsg, size_t errlen)
+{
+	struct tp_connect_result r = { .err = err, .reason = reason, .detail = errmsg, .detail_len = errlen };
+	tp_connect_report(slot, &r);
+}
+
 /* server.c's done for a server the core asked for (conn_connect). */
 static void on_connected(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
 			 size_t errlen)
@@ -343,12 +343,8 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 		 * to change (a switchover: the new primary's verdict is re-offered within a second).
 		 * A read-write-split read fails over to the primary instead of waiting. */
 		s->close_reason = role_reason; /* conn_close runs inside tp_connect_done */
-		tl_in_connect = true;
-		tl_reason = role_reason;
-		tp_connect_done(slot, tp_slot_pool(slot) == p->tp_ro ? -ECONNREFUSED : -ESTALE,
-				role_reason); /* closes s through conn_close */
-		tl_in_connect = false;
-		tl_reason = NULL;
+		report_connect(slot, tp_slot_pool(slot) == p->tp_ro ? -ECONNREFUSED : -ESTALE, role_reason, NULL,
+			       0); /* closes s through conn_close */
 		return;
 	}
 	if (err == 0) {
@@ -361,9 +357,7 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 		}
 		s->idle_since = ev_now(s->worker->loop);
 		services_note_up(p->rt->services, pool_rule(p)->service, tp_slot_backend(slot));
-		tl_in_connect = true;
-		tp_connect_done(slot, 0, NULL);
-		tl_in_connect = false;
+		report_connect(slot, 0, NULL, NULL, 0);
 		note_backend_state(p, false, NULL);
 		return;
 	}
@@ -390,15 +384,7 @@ static void on_connected(struct server *s, void *arg, int err, const char *reaso
 	/* server.c closes s after this returns: it is no slot's any more. */
 	s->slot = NULL;
 	tp_slot_set_conn(slot, NULL);
-	tl_in_connect = true;
-	tl_reason = reason;
-	tl_errmsg = errmsg;
-	tl_errlen = errlen;
-	tp_connect_done(slot, code, reason);
-	tl_in_connect = false;
-	tl_reason = NULL;
-	tl_errmsg = NULL;
-	tl_errlen = 0;
+	report_connect(slot, code, reason, errmsg, errlen);
 	note_backend_state(p, full, reason);
 	tp_pool_stats(p->tp, &after);
 	if (full && after.cap >= 0 && (before.cap < 0 || after.cap < before.cap))
@@ -579,10 +565,12 @@ static void deliver(struct pool_waiter *w, struct server *s, int err, const char
 	w->answer(w, s, err, reason, errmsg, errlen);
 }
 
-void pool_on_message(struct worker *wk, struct worker_msg *m)
+/* on_claim's message, on the claimer's worker: arg the waiter, arg2 the server (or NULL),
+ * num the error. */
+static void on_claim_message(struct worker *wk, struct worker_msg *m)
 {
 	(void)wk;
-	deliver(m->waiter, m->server, m->err, NULL, NULL, 0);
+	deliver(m->arg, m->arg2, m->num, NULL, NULL, 0);
 }
 
 /* The core's callback for a queued claim, on the claimer's worker: inline while a connect
@@ -592,8 +580,10 @@ static void on_claim(struct tp_claim *c, struct tp_slot *slot, int err)
 {
 	struct pool_waiter *w = waiter_of(c);
 	struct server *s = slot ? tp_slot_conn(slot) : NULL;
-	if (tl_in_connect) {
-		deliver(w, s, err, tl_reason, tl_errmsg, tl_errlen);
+	if (c->connect) {
+		/* Answered by a connect's report on this thread: inline (as server.c's own callback
+		 * always ran), with the server's ErrorResponse, which lives only that long. */
+		deliver(w, s, err, c->connect->reason, c->connect->detail, c->connect->detail_len);
 		return;
 	}
 	struct worker_msg *m = worker_msg_new();
@@ -601,10 +591,10 @@ static void on_claim(struct tp_claim *c, struct tp_slot *slot, int err)
 		deliver(w, s, err, NULL, NULL, 0); /* out of memory: inline rather than lose it */
 		return;
 	}
-	m->kind = WORKER_MSG_SERVER;
-	m->waiter = w;
-	m->server = s;
-	m->err = err;
+	m->fn = on_claim_message;
+	m->arg = w;
+	m->arg2 = s;
+	m->num = err;
 	worker_post_local(w->worker, m);
 }
 
@@ -752,11 +742,7 @@ void pool_close_server(struct server *s, const char *reason)
 		server_close_keep_slot(s, reason);
 		/* Its waiter (if any) hears of it now, not through a message: at shutdown no
 		 * loop turn is left to run one. */
-		tl_in_connect = true;
-		tl_reason = reason;
-		tp_connect_done(slot, -ECONNABORTED, reason);
-		tl_in_connect = false;
-		tl_reason = NULL;
+		report_connect(slot, -ECONNABORTED, reason, NULL, 0);
 		return;
 	}
 	if (s->idle_worker >= 0) {
@@ -1093,6 +1079,57 @@ void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), voi
 	/* Each next was written before its pool was published under the registry lock. */
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next)
 		cb(p, arg);
+}
+
+void pool_stats_snapshot(struct pool *p, struct stats_pool_snapshot *out)
+{
+	struct pool_gauges g;
+
+	memset(out, 0, sizeof *out);
+	out->database = pool_database(p);
+	out->user = pool_user(p);
+	out->mode = config_pool_mode_name(pool_rule(p)->mode);
+	out->size = pool_rule(p)->size;
+	stats_pool_snapshot_read(pool_stats(p), out);
+	pool_snapshot(p, &g);
+	out->sv_idle = g.idle;
+	/* Slots also cover connects and hand-overs in flight; what remains is in use. */
+	out->sv_active = g.slots - g.idle - out->sv_connecting;
+	if (out->sv_active < 0)
+		out->sv_active = 0;
+	out->waiters = g.waiters;
+	out->down = g.down;
+}
+
+struct snapshot_walk {
+	void (*cb)(const struct stats_pool_snapshot *snap, void *arg);
+	void *arg;
+};
+
+static void snapshot_one(struct pool *p, void *arg)
+{
+	struct snapshot_walk *walk = arg;
+	struct stats_pool_snapshot snap;
+	pool_stats_snapshot(p, &snap);
+	walk->cb(&snap, walk->arg);
+}
+
+void pool_foreach_snapshot(struct runtime *rt, void (*cb)(const struct stats_pool_snapshot *snap, void *arg),
+			   void *arg)
+{
+	struct snapshot_walk walk = { cb, arg };
+	pool_foreach(rt, snapshot_one, &walk);
+}
+
+static void total_one(const struct stats_pool_snapshot *snap, void *arg)
+{
+	stats_snapshot_add(arg, snap);
+}
+
+void pool_totals(struct runtime *rt, struct stats_pool_snapshot *out)
+{
+	memset(out, 0, sizeof *out);
+	pool_foreach_snapshot(rt, total_one, out);
 }
 
 /* Made by a "*" rule, i.e. for whatever names clients sent: those are what

@@ -18,9 +18,9 @@ struct prep_refs;
 struct runtime;
 struct server;
 struct stats_pool;
+struct stats_pool_snapshot;
 struct worker;
 
-struct worker_msg;
 struct server_cred;
 
 /* The pool's answer to a claim that was queued, on the waiter's worker: s (attached to that
@@ -87,6 +87,14 @@ void pool_snapshot(struct pool *p, struct pool_gauges *out);
 /* cb for every pool, from the calling thread, no lock held during cb. Pools are never
  * unlinked, so the walk is safe against concurrent pool_get (new pools may be missed). */
 void pool_foreach(struct runtime *rt, void (*cb)(struct pool *p, void *arg), void *arg);
+/* The readers of SHOW POOLS/STATS and /metrics: one pool's names, counters (its stats block)
+ * and gauges; pool_foreach_snapshot calls cb with it once per pool, in no particular order,
+ * taking and dropping each pool's lock for the gauges only (cb runs with no lock held);
+ * pool_totals sums every pool (database, user, mode NULL; size summed). */
+void pool_stats_snapshot(struct pool *p, struct stats_pool_snapshot *out);
+void pool_foreach_snapshot(struct runtime *rt, void (*cb)(const struct stats_pool_snapshot *snap, void *arg),
+			   void *arg);
+void pool_totals(struct runtime *rt, struct stats_pool_snapshot *out);
 
 enum pool_claim_result {
 	POOL_CLAIM_SERVER,  /* *out is a parked server of this worker (server_unpark it) */
@@ -125,8 +133,6 @@ void pool_put_idle(struct pool *p, struct server *s);
 /* server_close of a pool server: its slot goes back to the core, whatever state it is in
  * (connecting, parked, in use). */
 void pool_close_server(struct server *s, const char *reason);
-/* WORKER_MSG_SERVER on w: an answer for a waiter (see pool_answer_fn). */
-void pool_on_message(struct worker *w, struct worker_msg *m);
 /* Leave the queue. true: w was still queued and is now out. false: an answer for w is on
  * its way (a server, or a connect opened for it) and must be taken (and given back) then. */
 bool pool_leave_queue(struct pool *p, struct pool_waiter *w);

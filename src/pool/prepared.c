@@ -8,11 +8,13 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/evp.h>
 #include <xxhash.h>
 
 #include "proto/proto.h"
+#include "router/classify.h"
 
 /* ---- identity ---- */
 
@@ -189,7 +191,10 @@ static uint64_t nonzero(uint64_t h)
 
 uint64_t prep_desc_params(const uint8_t *body, size_t len)
 {
-	if (len < 2 || len != 2 + 4 * (size_t)(body[0] << 8 | body[1]))
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	size_t n = proto_get_u16(&r);
+	if (r.err || proto_remaining(&r) != 4 * n)
 		return 0;
 	return nonzero(XXH3_64bits_withSeed(body, len, 't'));
 }
@@ -198,25 +203,25 @@ uint64_t prep_desc_rows(const uint8_t *body, size_t len)
 {
 	if (!body)
 		return nonzero(XXH3_64bits_withSeed("", 0, 'n'));
-	if (len < 2)
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	size_t n = proto_get_u16(&r);
+	if (r.err)
 		return 0;
 	/* Chained: each part is hashed with the hash so far as its seed. */
 	uint64_t h = XXH3_64bits_withSeed(body, 2, 'T');
-	size_t n = (size_t)(body[0] << 8 | body[1]), off = 2;
 	for (size_t i = 0; i < n; i++) {
-		const uint8_t *nul = off < len ? memchr(body + off, 0, len - off) : NULL;
-		if (!nul)
-			return 0;
-		size_t name = (size_t)(nul - body) + 1 - off; /* with its NUL */
+		size_t name;
+		const char *s = proto_get_cstr_n(&r, &name);
 		/* name, then table OID (4), column number (2), type OID (4), length (2),
 		 * modifier (4), format (2) */
-		if (len - off - name < 18)
+		const uint8_t *attrs = proto_get_bytes(&r, 18);
+		if (r.err)
 			return 0;
-		h = XXH3_64bits_withSeed(body + off, name, h);
-		h = XXH3_64bits_withSeed(body + off + name + 6, 10, h);
-		off += name + 18;
+		h = XXH3_64bits_withSeed(s, name + 1, h); /* with its NUL */
+		h = XXH3_64bits_withSeed(attrs + 6, 10, h);
 	}
-	if (off != len)
+	if (proto_remaining(&r) != 0)
 		return 0;
 	return nonzero(h);
 }
@@ -831,4 +836,42 @@ void prep_client_set_context(struct prep_client *c, uint64_t ctx)
 {
 	if (c)
 		c->context = ctx;
+}
+
+/* ---- DEALLOCATE interception (relay.c's Query scan) ---- */
+
+/* prepared.h */
+bool prep_lone_deallocate(const char *sql, size_t len, struct classify_result *r)
+{
+	size_t i = 0;
+	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
+		i++;
+	if (len - i < 10 || strncasecmp(sql + i, "deallocate", 10) != 0)
+		return false;
+	return classify_sql(sql, len, r) == 0 && !r->parse_error && r->nstmts == 1 && r->nsession == 1 &&
+	       !(r->stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED);
+}
+
+/* prepared.h */
+const char *prep_local_deallocate(struct prep_client *pc, struct prep_server *ps, const char *sql, size_t len)
+{
+	struct classify_result r;
+	struct prep_hash gone;
+
+	if (!prep_lone_deallocate(sql, len, &r))
+		return NULL;
+	if (r.stmts[0].kind == CLASSIFY_DEALLOCATE_ALL) {
+		prep_client_clear(pc);
+		return "DEALLOCATE ALL";
+	}
+	if (r.stmts[0].kind != CLASSIFY_DEALLOCATE)
+		return NULL;
+	int rc = prep_client_drop(pc, r.stmts[0].name, &gone);
+	if (rc < 0)
+		return NULL;
+	/* No client of the pool names it any more: the server's copy is closed before it is
+	 * prepared there again (the reply to this query cannot carry a Close). */
+	if (rc == 1 && ps)
+		prep_server_mark_stale(ps, gone);
+	return "DEALLOCATE";
 }

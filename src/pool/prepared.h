@@ -257,4 +257,16 @@ void prep_server_forget(struct prep_server *s, struct prep_hash h);
 void prep_server_forget_all(struct prep_server *s);
 uint32_t prep_server_count(const struct prep_server *s);
 
+struct classify_result;
+/* The text is exactly one DEALLOCATE [ALL] statement (a cheap prefix test first, then the
+ * parser); r holds its classification. */
+bool prep_lone_deallocate(const char *sql, size_t len, struct classify_result *r);
+/* A Query that is exactly one DEALLOCATE of a statement the client prepared through the
+ * protocol (psycopg closes its own statements this way), or DEALLOCATE ALL: such names live
+ * only in tusk's map pc (servers hold them as tusk_<hash>), so tusk answers the query itself.
+ * The name is dropped from pc (all of them for ALL); a statement no client of the pool names
+ * any more is marked stale in the server's set ps (NULL: none), to be closed before it is
+ * prepared there again. Returns the tag to answer with, or NULL to pass the query on. */
+const char *prep_local_deallocate(struct prep_client *pc, struct prep_server *ps, const char *sql, size_t len);
+
 #endif

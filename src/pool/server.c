@@ -33,10 +33,56 @@ static const struct tusk_config *cfg_of(const struct server *s)
 	return s->worker->rt->cfg;
 }
 
+#if !defined(NDEBUG) || defined(TUSK_DEBUG_ALLOC)
+bool server_state_strict = true;
+#else
+bool server_state_strict = false;
+#endif
+
+#define TO(x) (1u << (x))
+/* legal[from]: the states it may move to. IDLE -> IDLE: relay.c marks a released server
+ * idle before server_park does; CLOSED -> CLOSED: a failed connect is closed again by its
+ * teardown. */
+static const unsigned legal[] = {
+	[SERVER_CONNECTING] = TO(SERVER_LOGIN) | TO(SERVER_CLOSED),
+	[SERVER_LOGIN] = TO(SERVER_IDLE) | TO(SERVER_CLOSED),
+	[SERVER_QUERY] = TO(SERVER_IDLE) | TO(SERVER_CLOSED),
+	[SERVER_ACTIVE] = TO(SERVER_IDLE) | TO(SERVER_QUERY) | TO(SERVER_DRAINING) | TO(SERVER_CLOSED),
+	[SERVER_DRAINING] = TO(SERVER_IDLE) | TO(SERVER_CLOSED),
+	[SERVER_IDLE] = TO(SERVER_IDLE) | TO(SERVER_ACTIVE) | TO(SERVER_QUERY) | TO(SERVER_DRAINING) |
+			TO(SERVER_CLOSED),
+	[SERVER_CLOSED] = TO(SERVER_CLOSED),
+};
+#undef TO
+
+bool server_state_legal(enum server_state from, enum server_state to)
+{
+	return (unsigned)from < sizeof legal / sizeof legal[0] && (unsigned)to < 32 && (legal[from] >> to & 1u);
+}
+
+static const char *state_name(enum server_state st)
+{
+	static const char *const names[] = { "CONNECTING", "LOGIN", "QUERY", "ACTIVE", "DRAINING", "IDLE", "CLOSED" };
+	return (unsigned)st < sizeof names / sizeof names[0] ? names[st] : "?";
+}
+
+bool server_set_state(struct server *s, enum server_state to)
+{
+	enum server_state from = s->state;
+	s->state = to;
+	if (__builtin_expect(server_state_legal(from, to), 1)) {
+		log_debug(s->id, s->ctx, "state %s -> %s", state_name(from), state_name(to));
+		return true;
+	}
+	log_error(s->id, s->ctx, "illegal server state change %s -> %s", state_name(from), state_name(to));
+	if (server_state_strict)
+		abort();
+	return false;
+}
+
 static void set_state(struct server *s, enum server_state to)
 {
-	log_debug(s->id, s->ctx, "state %d -> %d", s->state, to);
-	s->state = to;
+	(void)server_set_state(s, to);
 }
 
 /* Watch for reads always, for writes only while tusk has bytes queued for the server. */
@@ -51,14 +97,30 @@ static void update_io(struct server *s)
 	ev_io_start(s->worker->loop, &s->io);
 }
 
+/* The pool's slot on each worker (server_worker_hooks): the servers attached to its loop. */
+struct server_worker {
+	struct server *servers;
+};
+
+static struct server_worker *sw_of(const struct worker *w)
+{
+	return worker_slot(w, server_worker_hooks.slot);
+}
+
+struct server *server_first(const struct worker *w)
+{
+	return sw_of(w)->servers;
+}
+
 static void link_worker(struct server *s, struct worker *w)
 {
+	struct server_worker *sw = sw_of(w);
 	s->worker = w;
 	s->wprev = NULL;
-	s->wnext = w->servers;
-	if (w->servers)
-		w->servers->wprev = s;
-	w->servers = s;
+	s->wnext = sw->servers;
+	if (sw->servers)
+		sw->servers->wprev = s;
+	sw->servers = s;
 }
 
 static void unlink_worker(struct server *s)
@@ -71,18 +133,39 @@ static void unlink_worker(struct server *s)
 	if (s->wprev)
 		s->wprev->wnext = s->wnext;
 	else
-		w->servers = s->wnext;
+		sw_of(w)->servers = s->wnext;
 	if (s->wnext)
 		s->wnext->wprev = s->wprev;
 	s->wprev = s->wnext = NULL;
 	s->worker = NULL;
 }
 
-void server_close_all(struct worker *w, const char *reason)
+/* Close the servers still attached to w's loop (shutdown). */
+static void server_close_all(struct worker *w, const char *reason)
 {
-	while (w->servers)
-		server_close(w->servers, reason);
+	struct server_worker *sw = sw_of(w);
+	while (sw->servers)
+		server_close(sw->servers, reason);
 }
+
+static void server_worker_free(struct worker *w)
+{
+	server_close_all(w, "tusk is shutting down");
+}
+
+static unsigned server_worker_tick(struct worker *w, double now)
+{
+	pool_maintain(w, now);
+	return 0;
+}
+
+struct worker_hooks server_worker_hooks = {
+	.name = "pool",
+	.size = sizeof(struct server_worker),
+	.tick = server_worker_tick,
+	.stop = server_close_all,
+	.free = server_worker_free,
+};
 
 /* stats: the server is no longer connecting or logging in (done, failed or closed). */
 static void stats_connect_done(struct server *s)
@@ -96,7 +179,8 @@ static void stats_connect_done(struct server *s)
 static void free_server(struct server *s)
 {
 	stats_connect_done(s);
-	cancel_detach_server(s);
+	if (s->cancels_detach)
+		s->cancels_detach(s);
 	unlink_worker(s);
 	tls_link_close(&s->tls);
 	if (s->fd >= 0)
@@ -126,7 +210,7 @@ void server_close_keep_slot(struct server *s, const char *reason)
 		ssize_t n = tls_link_write(s->fd, &s->tls, terminate, sizeof terminate);
 		(void)n;
 	}
-	s->state = SERVER_CLOSED;
+	set_state(s, SERVER_CLOSED);
 	free_server(s);
 }
 
@@ -242,7 +326,8 @@ static struct server *new_server(struct worker *w, struct pool *pool, size_t rbu
 	s->pool = pool;
 	s->pool_gen = pool ? pool_generation(pool) : 0;
 	link_worker(s, w);
-	s->state = SERVER_CONNECTING;
+	/* calloc: a new server starts SERVER_CONNECTING (0), the only state nothing moves to. */
+	_Static_assert(SERVER_CONNECTING == 0, "a new server's state is its calloc'd zero");
 	if (pool) { /* pool-less connections (auth_query) are not pool servers */
 		s->stats_connecting = true;
 		stats_server_connecting(pool_stats(pool), 1);
@@ -273,7 +358,7 @@ static void start_connect(struct server *s, struct worker *w)
 			log_warn(s->id, s->ctx, "connect failed: %s", strerror(e));
 		ev_timer_set(&s->timer, 0., 0.);
 		ev_timer_start(w->loop, &s->timer);
-		s->state = SERVER_CLOSED;
+		set_state(s, SERVER_CLOSED);
 		return;
 	}
 	ev_io_set(&s->io, s->fd, EV_WRITE);
@@ -1012,18 +1097,20 @@ int server_checked_state(struct server *s, char *what, size_t cap)
 	const uint8_t *row = s->row;
 	size_t len = s->rowlen;
 
-	if (cap == 0 || !row || s->nrows != 1 || len < 6)
+	if (cap == 0 || !row || s->nrows != 1)
 		return -1;
 	what[0] = '\0';
-	uint16_t ncols = (uint16_t)(row[0] << 8 | row[1]);
-	int32_t clen = (int32_t)((uint32_t)row[2] << 24 | (uint32_t)row[3] << 16 | (uint32_t)row[4] << 8 | row[5]);
-	if (ncols != 1 || clen < 0 || (size_t)clen != len - 6)
+	struct proto_reader r;
+	proto_reader_init(&r, row, len);
+	uint16_t ncols = proto_get_u16(&r);
+	int32_t clen = (int32_t)proto_get_u32(&r);
+	if (r.err || ncols != 1 || clen < 0 || (size_t)clen != proto_remaining(&r))
 		return -1;
 	s->check_prepared = true;
 	if (clen == 0)
 		return 0;
 	size_t n = (size_t)clen < cap - 1 ? (size_t)clen : cap - 1;
-	memcpy(what, row + 6, n);
+	memcpy(what, proto_reader_pos(&r), n);
 	what[n] = '\0';
 	return 1;
 }
@@ -1075,7 +1162,7 @@ static void server_parked_cb(struct ev_loop *loop, ev_io *io, int revents)
 void server_park(struct server *s)
 {
 	ev_timer_stop(s->worker->loop, &s->timer);
-	s->state = SERVER_IDLE;
+	set_state(s, SERVER_IDLE);
 	s->owner = NULL;
 	ev_set_cb(&s->io, server_parked_cb);
 	s->io.data = s;

@@ -17,6 +17,7 @@
 
 struct pool;
 struct worker;
+struct worker_hooks;
 struct scram_client;
 
 #define SERVER_PARAMS_MAX 32
@@ -33,6 +34,17 @@ enum server_state {
 	SERVER_IDLE,       /* clean and idle: parked in its pool (detached) or about to be */
 	SERVER_CLOSED,
 };
+
+/* The one way a server's state changes (server.c holds the table of legal moves, from the
+ * diagram above: CONNECTING -> LOGIN -> IDLE <-> ACTIVE/QUERY/DRAINING, any -> CLOSED). An
+ * illegal move is logged; in debug builds (no NDEBUG, or the ASan build's TUSK_DEBUG_ALLOC)
+ * it aborts (server_state_strict). Returns false when the move was illegal (the state is set
+ * all the same: release builds keep running as before). */
+struct server;
+bool server_set_state(struct server *s, enum server_state to);
+bool server_state_legal(enum server_state from, enum server_state to);
+/* Whether an illegal move aborts; set by default in debug builds. Tests may change it. */
+extern bool server_state_strict;
 
 /* What the server owes for each request it was sent, in order. Injected requests of
  * tusk's own get their replies dropped; requests tusk answers itself (a Parse the server
@@ -105,7 +117,7 @@ typedef void (*server_done_fn)(struct server *s, void *arg, int err, const char 
 
 struct server {
 	char id[ID_LEN];                      /* read-only */
-	enum server_state state;              /* read-only outside server.c and relay.c */
+	enum server_state state;              /* read-only: changed by server_set_state only */
 	struct pool *pool;                    /* read-only */
 	struct worker *worker;                /* owning worker while attached, else NULL */
 	int fd;
@@ -140,6 +152,9 @@ struct server {
 	                                       * server_checked_state, cleared by whoever drops the
 	                                       * session's statements (DISCARD ALL, DEALLOCATE ALL) */
 	struct cancel_conn *cancels;          /* CancelRequests in flight for it (frontend/cancel.c) */
+	/* Set by frontend/cancel.c with the first of them: the server calls it when it is freed,
+	 * so that the cancels forget it (the pool names nothing of the frontend). */
+	void (*cancels_detach)(struct server *s);
 	bool park_after_cancel;               /* released, waiting for those before parking */
 	double expires_at;                    /* server_lifetime with jitter; 0 = never */
 	unsigned pool_gen;                    /* pool_generation at connect (RECONNECT, KILL) */
@@ -176,7 +191,7 @@ struct server {
 	bool checking;                        /* running the core's health check (server_check_delay) */
 	const char *close_reason;             /* for the core's close op */
 	/* private */
-	struct server *wprev, *wnext;         /* worker->servers while attached */
+	struct server *wprev, *wnext;         /* server_first(worker) while attached */
 	server_done_fn done;
 	void *done_arg;
 	struct scram_client *scram;
@@ -276,6 +291,11 @@ void server_unpark(struct server *s);
  * ends it is parked (or closed on failure) instead of reported to anyone. */
 void server_orphan(struct server *s);
 
+/* The pool's tenancy on every worker (worker.h): the servers attached to its loop, the
+ * housekeeping tick (pool_maintain), and every server closed at stop and at free. */
+extern struct worker_hooks server_worker_hooks;
+/* The servers attached to w's loop (the console lists them): follow s->wnext. */
+struct server *server_first(const struct worker *w);
 /* Attach a detached server to worker w's loop (watchers idle), or detach it. */
 void server_attach(struct server *s, struct worker *w);
 void server_detach(struct server *s);

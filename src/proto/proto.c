@@ -90,8 +90,18 @@ uint32_t proto_get_u32(struct proto_reader *r)
 	return v;
 }
 
-const char *proto_get_cstr(struct proto_reader *r)
+uint64_t proto_get_u64(struct proto_reader *r)
 {
+	if (!reader_has(r, 8))
+		return 0;
+	uint64_t v = (uint64_t)load_be32(r->p + r->off) << 32 | load_be32(r->p + r->off + 4);
+	r->off += 8;
+	return v;
+}
+
+const char *proto_get_cstr_n(struct proto_reader *r, size_t *len)
+{
+	*len = 0;
 	if (r->err)
 		return NULL;
 	const uint8_t *s = r->p + r->off;
@@ -100,8 +110,15 @@ const char *proto_get_cstr(struct proto_reader *r)
 		r->err = true;
 		return NULL;
 	}
-	r->off += (size_t)(nul - s) + 1;
+	*len = (size_t)(nul - s);
+	r->off += *len + 1;
 	return (const char *)s;
+}
+
+const char *proto_get_cstr(struct proto_reader *r)
+{
+	size_t len;
+	return proto_get_cstr_n(r, &len);
 }
 
 const uint8_t *proto_get_bytes(struct proto_reader *r, size_t n)
@@ -226,10 +243,10 @@ ssize_t proto_read_hdr(const uint8_t *buf, size_t avail, uint32_t max_len, struc
 	uint32_t len = load_be32(buf + 1);
 	if (len < 4)
 		return PROTO_ETOOSHORT;
-	if (len > max_len)
-		return PROTO_ETOOLONG;
 	out->type = buf[0];
 	out->len = len;
+	if (len > max_len)
+		return PROTO_ETOOLONG;
 	return PROTO_HDR_LEN;
 }
 

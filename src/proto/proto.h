@@ -82,7 +82,8 @@ struct proto_hdr {
 
 /* Read a typed message header at buf[0, avail). Returns PROTO_HDR_LEN when the header is
  * complete and valid, 0 when fewer than 5 bytes are present, PROTO_ETOOSHORT when
- * len < 4, PROTO_ETOOLONG when len > max_len. The body need not be present. */
+ * len < 4, PROTO_ETOOLONG when len > max_len (*out is filled then too, for the error text).
+ * The body need not be present. */
 ssize_t proto_read_hdr(const uint8_t *buf, size_t avail, uint32_t max_len, struct proto_hdr *out);
 
 /* True for the message types a logged-in client may send (Query, the extended protocol,
@@ -107,11 +108,16 @@ void proto_reader_init(struct proto_reader *r, const void *body, size_t len);
 uint8_t proto_get_u8(struct proto_reader *r);
 uint16_t proto_get_u16(struct proto_reader *r);
 uint32_t proto_get_u32(struct proto_reader *r);
+uint64_t proto_get_u64(struct proto_reader *r);
 /* A NUL-terminated string inside the body; NULL (and err) when there is no terminator. */
 const char *proto_get_cstr(struct proto_reader *r);
+/* The same, and its length (without the NUL) in *len (0 on failure). */
+const char *proto_get_cstr_n(struct proto_reader *r, size_t *len);
 /* n raw bytes; NULL (and err) when fewer remain. */
 const uint8_t *proto_get_bytes(struct proto_reader *r, size_t n);
 static inline size_t proto_remaining(const struct proto_reader *r) { return r->len - r->off; }
+/* Where the next read starts (the bytes still unread: proto_remaining of them). */
+static inline const uint8_t *proto_reader_pos(const struct proto_reader *r) { return r->p + r->off; }
 
 /* ErrorResponse/NoticeResponse body: fields tusk cares about, pointing into the body. Absent
  * fields are NULL. Returns 0 or PROTO_EMALFORMED. */

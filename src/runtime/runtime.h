@@ -1,6 +1,8 @@
-/* The runtime: the one place for process-wide state. It owns the configuration generation,
- * the worker threads, the shared pools and the resolved service addresses. Everything else
- * reaches shared state through a struct runtime pointer, never through globals. */
+/* The runtime: the one place for process-wide state. It holds the configuration generations,
+ * the worker threads, the shared pools and the resolved service addresses (as pointers to
+ * what the modules own). Everything else reaches shared state through a struct runtime
+ * pointer, never through globals. The lifecycle that builds and changes it (start, reload,
+ * drain, stop) is daemon/daemon.h; nothing here calls up. */
 #ifndef TUSK_RUNTIME_RUNTIME_H
 #define TUSK_RUNTIME_RUNTIME_H
 
@@ -98,54 +100,14 @@ struct runtime {
 	atomic_uint_fast64_t next_client_serial;
 	double start_time; /* wall clock (ev_time) at start; read-only: SHOW STATS rates */
 	/* The kv router (src/kv/router.h), NULL without a kv section. Stored once by main after
-	 * runtime_start (workers read it as a seq_cst load, so they see it fully built) and freed
-	 * only after runtime_stop. */
+	 * daemon_start (workers read it as a seq_cst load, so they see it fully built) and freed
+	 * only after daemon_stop. */
 	struct kv_router *_Atomic kv_router;
 	/* kv replication (src/kv/replicate.h), NULL without a kv section: stored once by main
-	 * after runtime_start, stopped at shutdown, freed only after runtime_stop and metrics_stop,
+	 * after daemon_start, stopped at shutdown, freed only after daemon_stop and metrics_stop,
 	 * so the console and /metrics may read its counters at any time. */
 	struct kv_replicator *_Atomic kv_replicator;
 };
-
-/* Resolve addresses, open listeners (taking the inherited ones first, see takeover.h;
- * inherited may be NULL), start the workers. cfg is owned by the runtime from here, even
- * on failure. 0 or a negative errno, after logging what failed. */
-__attribute__((warn_unused_result))
-int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited,
-		  int ninherited);
-/* Load auth_file and hba_file of cfg (either may be absent). 0, or the number of errors,
- * each printed to errout as FILE:LINE: ... (also used by --check). */
-/* Test seam (fuzzers): the same runtime with threadless workers (worker_new) and no
- * listening sockets; the caller runs each rt->workers[i]->loop and hands connections to
- * client_accept itself. runtime_stop ends it. */
-__attribute__((warn_unused_result))
-int runtime_start_inline(struct runtime *rt, struct tusk_config *cfg);
-int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba);
-
-/* SIGHUP: load path into a new generation and switch to it (pools follow, listeners are
- * added and removed, restart-only keys are logged and kept). On any error the running
- * generation stays and every error is logged as FILE:LINE: KEY: message. 0 or negative. */
-__attribute__((warn_unused_result))
-int runtime_reload(struct runtime *rt, const char *path);
-
-/* SIGTERM / online restart: close every listener, and have each worker close its clients
- * as they leave their transactions. runtime_stop ends it. */
-void runtime_drain(struct runtime *rt);
-
-/* Online restart: stop accepting on every listener but keep them open (pause true), or
- * accept again (pause false). */
-void runtime_pause_accepting(struct runtime *rt, bool pause);
-
-/* Build the TLS contexts of cfg's listeners and services (certificates, keys and CAs are
- * read now). 0, or the number of errors, each printed to errout as "FILE: KEY: message"
- * (also used by --check and by reload). On success the arrays (nlisten and nservices long,
- * NULL entries where TLS is off) are the caller's: runtime_free_tls. */
-int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
-		     struct tls_ctx ***service_tls);
-void runtime_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls);
-/* redis.tls's client context (*out NULL when TLS is off): 0, or 1 after printing why to
- * errout (also used by --check: the files must be readable and hold what they should). */
-int runtime_load_redis_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx **out);
 
 /* The current generation's listen entry that accepted on the listener named key ("host:port",
  * see worker.h), and its TLS context (NULL when tls is disable). NULL when none matches (a
@@ -153,13 +115,8 @@ int runtime_load_redis_tls(const struct tusk_config *cfg, FILE *errout, struct t
 const struct config_listen *runtime_find_listen(const struct runtime *rt, const char *key, struct tls_ctx **tls);
 /* The TLS context for the servers of svc, a service of any generation (NULL: plaintext). */
 struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct config_service *svc);
+/* A listen entry's key, "host:port" (the name of its listeners, see worker.h). */
+void runtime_listen_key(const struct config_listen *l, char *out, size_t cap);
 
-/* Ask every worker to stop, join them, close pooled servers, free everything. */
-void runtime_stop(struct runtime *rt);
-
-/* An address of svc now (the first backend of its current set), a service of any live
- * generation, for tusk's own one-off connections. 0 or -EHOSTUNREACH (none known yet). */
-__attribute__((warn_unused_result))
-int runtime_service_addr(const struct runtime *rt, const struct config_service *svc, struct net_addr *out);
 
 #endif

@@ -10,8 +10,6 @@
 #include <string.h>
 
 #include "config/config.h"
-#include "pool/pool.h"
-#include "runtime/runtime.h"
 
 const double stats_bucket_bounds[STATS_NBUCKETS] = {
 	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -236,43 +234,12 @@ void stats_read_global(const struct stats *st, struct stats_global *out)
 		out->errors[i] = load(&st->errors[i]);
 }
 
-struct foreach_ctx {
-	void (*cb)(const struct stats_pool_snapshot *snap, void *arg);
-	void *arg;
-};
-
-static void snapshot_one(struct pool *p, void *arg)
+void stats_pool_snapshot_read(const struct stats_pool *sp, struct stats_pool_snapshot *out)
 {
-	struct foreach_ctx *ctx = arg;
-	struct stats_pool_snapshot snap;
-	struct pool_gauges g;
-	const struct stats_pool *sp = pool_stats(p);
-
-	memset(&snap, 0, sizeof snap);
-	snap.database = pool_database(p);
-	snap.user = pool_user(p);
-	snap.mode = config_pool_mode_name(pool_rule(p)->mode);
-	snap.size = pool_rule(p)->size;
-	stats_pool_read(sp, &snap.c);
+	stats_pool_read(sp, &out->c);
 	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
-		snap.clients[i] = load_int(&sp->clients[i]);
-	pool_snapshot(p, &g);
-	snap.sv_connecting = load_int(&sp->sv_connecting);
-	snap.sv_idle = g.idle;
-	/* Slots also cover connects and hand-overs in flight; what remains is in use. */
-	snap.sv_active = g.slots - g.idle - snap.sv_connecting;
-	if (snap.sv_active < 0)
-		snap.sv_active = 0;
-	snap.waiters = g.waiters;
-	snap.down = g.down;
-	ctx->cb(&snap, ctx->arg);
-}
-
-void stats_foreach_pool(struct runtime *rt, void (*cb)(const struct stats_pool_snapshot *snap, void *arg),
-			void *arg)
-{
-	struct foreach_ctx ctx = { cb, arg };
-	pool_foreach(rt, snapshot_one, &ctx);
+		out->clients[i] = load_int(&sp->clients[i]);
+	out->sv_connecting = load_int(&sp->sv_connecting);
 }
 
 static void add_counters(struct stats_counters *sum, const struct stats_counters *x)
@@ -291,22 +258,15 @@ static void add_counters(struct stats_counters *sum, const struct stats_counters
 	}
 }
 
-static void sum_one(const struct stats_pool_snapshot *snap, void *arg)
+void stats_snapshot_add(struct stats_pool_snapshot *sum, const struct stats_pool_snapshot *snap)
 {
-	struct stats_pool_snapshot *out = arg;
-	add_counters(&out->c, &snap->c);
-	out->size += snap->size;
+	add_counters(&sum->c, &snap->c);
+	sum->size += snap->size;
 	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
-		out->clients[i] += snap->clients[i];
-	out->sv_active += snap->sv_active;
-	out->sv_idle += snap->sv_idle;
-	out->sv_connecting += snap->sv_connecting;
-	out->waiters += snap->waiters;
-	out->down = out->down || snap->down;
-}
-
-void stats_totals(struct runtime *rt, struct stats_pool_snapshot *out)
-{
-	memset(out, 0, sizeof *out);
-	stats_foreach_pool(rt, sum_one, out);
+		sum->clients[i] += snap->clients[i];
+	sum->sv_active += snap->sv_active;
+	sum->sv_idle += snap->sv_idle;
+	sum->sv_connecting += snap->sv_connecting;
+	sum->waiters += snap->waiters;
+	sum->down = sum->down || snap->down;
 }

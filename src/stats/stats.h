@@ -9,8 +9,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct runtime;
-
 /* Histogram upper bounds in seconds (le=...), ascending; a last bucket above them is +Inf. */
 #define STATS_NBUCKETS 14
 extern const double stats_bucket_bounds[STATS_NBUCKETS];
@@ -110,12 +108,12 @@ struct stats_global {
 	uint64_t errors[STATS_NCLASSES];   /* ErrorResponses sent to clients per SQLSTATE class */
 };
 
-/* cb once per pool, in no particular order, from the calling thread. Each call takes and
- * drops that pool's lock for the gauges only; cb runs with no lock held. */
-void stats_foreach_pool(struct runtime *rt, void (*cb)(const struct stats_pool_snapshot *snap, void *arg),
-			void *arg);
-/* Counters and gauges of every pool summed (database, user, mode NULL; size summed). */
-void stats_totals(struct runtime *rt, struct stats_pool_snapshot *out);
+/* The counters, clients per state and servers connecting of one pool block into out (the
+ * rest of a snapshot, names and gauges, is the pool's: pool_foreach_snapshot in pool/pool.h;
+ * stats/ does not know pools). */
+void stats_pool_snapshot_read(const struct stats_pool *sp, struct stats_pool_snapshot *out);
+/* Adds snap's counters and gauges to sum (size summed, down if any is down). */
+void stats_snapshot_add(struct stats_pool_snapshot *sum, const struct stats_pool_snapshot *snap);
 void stats_read_global(const struct stats *st, struct stats_global *out);
 /* Counters of one pool block (used by pool.c for its snapshot). */
 void stats_pool_read(const struct stats_pool *sp, struct stats_counters *out);

@@ -10,7 +10,7 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <libpq-fe.h>
+#include "pq/pq.h"
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>

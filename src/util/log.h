@@ -5,9 +5,12 @@
 #define TUSK_UTIL_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "config/config.h"
+/* The logger's own types; config/ reads logging.level and logging.format into them. */
+enum log_level { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 };
+enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
 #define LOG_LINE_MAX 2048 /* bytes per line, '\n' included; a longer line is cut and ends in "..." */
 

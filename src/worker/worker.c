@@ -1,10 +1,14 @@
 /* Worker threads (see worker.h): a libev loop per thread, its listening sockets (every
  * worker listens on every address with SO_REUSEPORT, so the kernel spreads clients; the
- * set changes at reload through WORKER_MSG_LISTEN / _UNLISTEN), its inbox, the periodic
- * work that expires idle pooled servers, and draining at shutdown. */
+ * set changes at reload through listen / unlisten messages), its inbox, the tick that runs
+ * its tenants' housekeeping, and draining at shutdown. The tenants come in through their
+ * registered hooks only: this file names none of them. */
 #include "worker/worker.h"
 
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -12,10 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "flight/l2.h"
-#include "frontend/client.h"
-#include "pool/server.h"
-#include "pool/pool.h"
+#include "net/net.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 
@@ -45,6 +46,31 @@ struct worker_priv {
 };
 
 static struct worker_priv *priv(struct worker *w) { return w->priv; }
+
+/* The tenants, in their order of registration (worker_register): written on the main thread
+ * before the first worker exists, read-only after. */
+static struct worker_hooks *tenants[WORKER_SLOTS];
+static int ntenants;
+static bool workers_made;
+/* The accept hook of the one tenant that takes connections (NULL: accepted sockets close). */
+static void (*accept_hook)(struct worker *w, int fd, const struct net_addr *peer, const char *listener);
+
+void worker_register(struct worker_hooks *h)
+{
+	for (int i = 0; i < ntenants; i++)
+		if (tenants[i] == h)
+			return;
+	if (ntenants == WORKER_SLOTS || workers_made || (h->accept && accept_hook)) {
+		log_error(NULL, NULL, "worker tenant %s registered %s", h->name,
+			  ntenants == WORKER_SLOTS ? "past WORKER_SLOTS" : workers_made ? "after the workers were made"
+											: "as a second acceptor");
+		abort();
+	}
+	h->slot = ntenants;
+	tenants[ntenants++] = h;
+	if (h->accept)
+		accept_hook = h->accept;
+}
 
 /* Dispatched messages are kept for the next post (issue 10: once clients queue for servers,
  * the pool's answer to a claim and each hand-over of a server between workers were a calloc
@@ -105,6 +131,7 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct worker *w = io->data;
 	const struct listener *l = (const struct listener *)((char *)io - offsetof(struct listener, io));
+	void (*accept)(struct worker *, int, const struct net_addr *, const char *) = accept_hook;
 	(void)loop;
 	(void)revents;
 
@@ -118,7 +145,10 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 			log_warn(NULL, NULL, "accept failed: %s", strerror(-fd));
 			return;
 		}
-		client_accept(w, fd, &peer, l->key);
+		if (accept)
+			accept(w, fd, &peer, l->key);
+		else
+			close(fd);
 	}
 }
 
@@ -159,11 +189,21 @@ static void close_listeners(struct worker *w, const char *key)
 	}
 }
 
+#define DRAIN_REASON "terminating connection because tusk is shutting down"
+#define STOP_REASON "tusk is shutting down"
+
+static void drain_tenants(struct worker *w)
+{
+	for (int i = 0; i < ntenants; i++)
+		if (tenants[i]->drain)
+			tenants[i]->drain(w, DRAIN_REASON);
+}
+
 static void drain_tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	(void)loop;
 	(void)revents;
-	client_close_quiescent(t->data, "terminating connection because tusk is shutting down");
+	drain_tenants(t->data);
 }
 
 /* Stop accepting; clients go at their next transaction boundary (drain_tick_cb), and the
@@ -176,39 +216,36 @@ static void start_draining(struct worker *w)
 	w->draining = true;
 	atomic_store_explicit(&w->load, -1, memory_order_relaxed);
 	close_listeners(w, NULL);
-	client_close_quiescent(w, "terminating connection because tusk is shutting down");
+	drain_tenants(w);
 	ev_timer_start(w->loop, &p->drain_tick);
+}
+
+/* The worker's own messages: listeners come and go, draining starts. */
+static void on_listen(struct worker *w, struct worker_msg *m)
+{
+	add_listener(w, m->num, m->arg ? m->arg : "");
+	free(m->arg);
+}
+
+static void on_unlisten(struct worker *w, struct worker_msg *m)
+{
+	close_listeners(w, m->arg);
+	free(m->arg);
+}
+
+static void on_drain(struct worker *w, struct worker_msg *m)
+{
+	(void)m;
+	start_draining(w);
 }
 
 /* One message, then kept for reuse or freed (msg_done). */
 static void dispatch(struct worker *w, struct worker_msg *m)
 {
-	switch (m->kind) {
-	case WORKER_MSG_CANCEL:
-		client_on_cancel_message(w, m);
-		break;
-	case WORKER_MSG_POOL:
-		m->fn(m->arg);
-		break;
-	case WORKER_MSG_LISTEN:
-		add_listener(w, m->fd, m->key);
-		break;
-	case WORKER_MSG_UNLISTEN:
-		close_listeners(w, m->key[0] ? m->key : NULL);
-		break;
-	case WORKER_MSG_DRAIN:
-		start_draining(w);
-		break;
-	case WORKER_MSG_CALL:
-		m->call(w, m->arg);
-		break;
-	case WORKER_MSG_SERVER:
-		pool_on_message(w, m);
-		break;
-	case WORKER_MSG_CLIENT:
-		client_arrive(w, m->arg, m->kills_seen);
-		break;
-	}
+	if (m->fn)
+		m->fn(w, m);
+	else
+		m->call(m->arg);
 	msg_done(m);
 }
 
@@ -244,9 +281,9 @@ static void drain_inbox(struct worker *w)
 		close_listeners(w, NULL);
 		ev_timer_stop(w->loop, &p->tick);
 		ev_timer_stop(w->loop, &p->drain_tick);
-		client_close_all(w, "tusk is shutting down");
-		server_close_all(w, "tusk is shutting down");
-		flight_l2_close(w);
+		for (int i = 0; i < ntenants; i++)
+			if (tenants[i]->stop)
+				tenants[i]->stop(w, STOP_REASON);
 		ev_async_stop(w->loop, &p->wake);
 		/* Remaining watchers belong to connections being closed; break out now. */
 		ev_break(w->loop, EVBREAK_ALL);
@@ -289,10 +326,20 @@ static void measure_load(struct worker *w, double now)
 static void tick_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct worker *w = t->data;
+	unsigned freed = 0;
 	(void)revents;
 	measure_load(w, ev_now(loop));
-	pool_maintain(w, ev_now(loop));
-	client_worker_trim(w);
+	for (int i = 0; i < ntenants; i++)
+		if (tenants[i]->tick)
+			freed += tenants[i]->tick(w, ev_now(loop));
+#ifdef __GLIBC__
+	/* Freed blocks in the middle of an arena keep their touched pages; this gives the
+	 * whole free pages back (once per tick at most, and only after a burst). */
+	if (freed > 0)
+		(void)malloc_trim(0);
+#else
+	(void)freed;
+#endif
 }
 
 /* Thresholds in thousandths of a core (worker.h, worker_balance_target). */
@@ -349,20 +396,46 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* The tenants' free hooks from tenant n-1 down to 0, and their slots. */
+static void free_tenants(struct worker *w, int n)
+{
+	for (int i = n - 1; i >= 0; i--) {
+		if (tenants[i]->free)
+			tenants[i]->free(w);
+		free(w->slot[i]);
+		w->slot[i] = NULL;
+	}
+}
+
 int worker_new(struct runtime *rt, int index, struct worker **out)
 {
 	struct worker *w = calloc(1, sizeof *w);
 	struct worker_priv *p = calloc(1, sizeof *p);
+	int rc = -ENOMEM;
 
+	workers_made = true;
 	if (!w || !p)
 		goto err_free;
 	w->priv = p;
 	w->index = index;
 	w->rt = rt;
-	client_worker_init(w);
 	w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
 	if (!w->loop)
 		goto err_free;
+	for (int i = 0; i < ntenants; i++) {
+		const struct worker_hooks *h = tenants[i];
+		rc = -ENOMEM;
+		if (h->size && !(w->slot[i] = calloc(1, h->size))) {
+			free_tenants(w, i);
+			goto err_loop;
+		}
+		if (h->init && (rc = h->init(w)) < 0) {
+			free(w->slot[i]);
+			w->slot[i] = NULL;
+			free_tenants(w, i);
+			goto err_loop;
+		}
+	}
 	pthread_mutex_init(&p->inbox_lock, NULL);
 	ev_async_init(&p->wake, wake_cb);
 	p->wake.data = w;
@@ -375,10 +448,12 @@ int worker_new(struct runtime *rt, int index, struct worker **out)
 	*out = w;
 	return 0;
 
+err_loop:
+	ev_loop_destroy(w->loop);
 err_free:
 	free(p);
 	free(w);
-	return -ENOMEM;
+	return rc;
 }
 
 int worker_start(struct runtime *rt, int index, struct worker **out)
@@ -396,6 +471,7 @@ int worker_start(struct runtime *rt, int index, struct worker **out)
 	rc = pthread_create(&p->thread, NULL, worker_main, w);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
+		free_tenants(w, ntenants);
 		ev_loop_destroy(w->loop);
 		pthread_mutex_destroy(&p->inbox_lock);
 		free(p);
@@ -434,32 +510,36 @@ void worker_post_local(struct worker *w, struct worker_msg *msg)
 	ev_feed_event(w->loop, &p->wake, EV_ASYNC);
 }
 
-static int post_kind(struct worker *w, enum worker_msg_kind kind, int fd, const char *key)
+/* The worker's own messages are rare (start, reload, shutdown): calloc'd, and the key a copy. */
+static int post_own(struct worker *w, worker_fn *fn, int fd, const char *key)
 {
 	struct worker_msg *m = calloc(1, sizeof *m);
-	if (!m)
+	char *k = key ? strndup(key, WORKER_LISTEN_KEY_MAX - 1) : NULL;
+	if (!m || (key && !k)) {
+		free(m);
+		free(k);
 		return -ENOMEM;
-	m->kind = kind;
-	m->fd = fd;
-	if (key)
-		snprintf(m->key, sizeof m->key, "%s", key);
+	}
+	m->fn = fn;
+	m->num = fd;
+	m->arg = k;
 	worker_post(w, m);
 	return 0;
 }
 
 int worker_post_listen(struct worker *w, int fd, const char *key)
 {
-	return post_kind(w, WORKER_MSG_LISTEN, fd, key);
+	return post_own(w, on_listen, fd, key);
 }
 
 int worker_post_unlisten(struct worker *w, const char *key)
 {
-	return post_kind(w, WORKER_MSG_UNLISTEN, -1, key);
+	return post_own(w, on_unlisten, -1, key && key[0] ? key : NULL);
 }
 
 int worker_post_drain(struct worker *w)
 {
-	return post_kind(w, WORKER_MSG_DRAIN, -1, NULL);
+	return post_own(w, on_drain, -1, NULL);
 }
 
 void worker_stop(struct worker *w)
@@ -482,13 +562,10 @@ void worker_free(struct worker *w)
 	struct worker_priv *p = priv(w);
 	/* No thread runs any more, so nothing can post: this drain is the last. */
 	drain_inbox(w);
-	server_close_all(w, "tusk is shutting down");
-	cancel_close_all(w);
-	flight_l2_close(w);
+	free_tenants(w, ntenants);
 	close_listeners(w, NULL); /* handed over after the loop ended */
 	ev_loop_destroy(w->loop);
 	pthread_mutex_destroy(&p->inbox_lock);
-	client_worker_free(w);
 	free(p);
 	free(w);
 }

@@ -1,88 +1,105 @@
 /* Worker threads: each runs one libev loop and owns every connection it serves. Other
  * threads talk to a worker only through its inbox (worker_post), which wakes the loop
- * with an ev_async. */
+ * with an ev_async; every message is a function and its argument. The worker names no
+ * module: the tenants that keep connections on it (clients, servers, the cache's Redis
+ * link, the console's kill count) register hooks and per-worker slots (worker_hooks). */
 #ifndef TUSK_WORKER_WORKER_H
 #define TUSK_WORKER_WORKER_H
 
 #include <ev.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
-#include "frontend/session.h"
-#include "util/buf.h"
-
+struct net_addr;
 struct runtime;
 struct worker;
-struct server;
-struct cancel_conn;
-struct authq_conn;
-struct pool_waiter;
-struct pool;
-struct client;
-struct server;
+struct worker_msg;
 
-enum worker_msg_kind {
-	WORKER_MSG_SERVER, /* the pool's answer to a waiting client's claim (pool_on_message) */
-	WORKER_MSG_POOL,   /* the pool core runs fn(arg) on this worker (its host post) */
-	WORKER_MSG_CANCEL, /* a CancelRequest for a client of this worker */
-	WORKER_MSG_LISTEN,   /* start accepting on fd, a listening socket now owned by the worker */
-	WORKER_MSG_UNLISTEN, /* stop accepting on the listener named key (all: key "") and close it */
-	WORKER_MSG_DRAIN,    /* SIGTERM / online restart: close every listener, then each client
-			      * as soon as it is outside a transaction */
-	WORKER_MSG_CALL,   /* run call(w, arg) on this worker (the admin console's broadcasts) */
-	WORKER_MSG_CLIENT, /* arg: an idle client moving to this worker (frontend/client.c) */
-};
-
-#define WORKER_LISTEN_KEY_MAX 300 /* "host:port" as configured, or "unix:PATH" */
+/* What a message does: run on the worker's thread as fn(w, m), its argument in m->arg (and
+ * more in the payload words, if the poster needs them); or, with fn NULL, call(arg) (the pool
+ * core's posts, whose functions take their argument only: no hop through a wrapper). The
+ * message is the function's until it returns, then recycled: keep nothing of it. A message
+ * is dispatched in every case, also while the worker stops and in worker_free's last drain
+ * (w->stopping tells). */
+typedef void worker_fn(struct worker *w, struct worker_msg *m);
 
 struct worker_msg {
-	enum worker_msg_kind kind;
-	struct pool_waiter *waiter;
-	struct server *server; /* WORKER_MSG_SERVER: attached to this worker, or NULL (err) */
-	int err;               /* WORKER_MSG_SERVER: 0, or why the claim failed */
-	void (*fn)(void *arg); /* WORKER_MSG_POOL */
-	uint32_t cancel_pid, cancel_key; /* WORKER_MSG_CANCEL: the key the client sent */
-	int fd;                          /* WORKER_MSG_LISTEN */
-	char key[WORKER_LISTEN_KEY_MAX]; /* WORKER_MSG_LISTEN, _UNLISTEN */
-	void (*call)(struct worker *w, void *arg); /* WORKER_MSG_CALL; also runs while stopping */
-	uint32_t kills_seen; /* WORKER_MSG_CLIENT: console_kills_seen of the worker it left */
+	worker_fn *fn;
+	void (*call)(void *arg); /* when fn is NULL */
 	void *arg;
+	/* More words for fn, named by whoever posts it (the worker reads none of them). */
+	void *arg2;
+	int num;
+	uint32_t u32[2];
 	struct worker_msg *next;
 };
+
+/* Tenants: a module that keeps connections or state on every worker registers its hooks
+ * once, before the first worker is made (worker_register), and gets a slot: size bytes of
+ * its own per worker, zeroed, at worker_slot(w, hooks->slot), an array index. Every hook may
+ * be NULL. Hooks run on the worker's thread unless said otherwise; init and stop in the
+ * order of registration, drain and tick too, free in the reverse order (a tenant registered
+ * later, lower, lets go of what it holds before the ones above it are freed). The one place
+ * that registers them all: daemon's start (runtime.c start(), "worker tenants"). */
+struct worker_hooks {
+	const char *name;
+	size_t size;
+	/* worker_new, on the creating thread, the loop made: 0 or a negative errno (then
+	 * worker_new fails; the tenants inited before get their free). */
+	int (*init)(struct worker *w);
+	/* Housekeeping, every second: the number of blocks it gave back to the heap (the worker
+	 * returns whole free pages to the system after a tick that freed some). */
+	unsigned (*tick)(struct worker *w, double now);
+	/* Draining (SIGTERM, online restart): at its start and every 50 ms after, close what is
+	 * outside a transaction. */
+	void (*drain)(struct worker *w, const char *reason);
+	/* The worker stops (its loop ends after this): close every connection. */
+	void (*stop)(struct worker *w, const char *reason);
+	/* worker_free, after the last inbox drain, the loop still there (any thread, the
+	 * worker's own no longer runs): close what is left and free the slot's contents. */
+	void (*free)(struct worker *w);
+	/* A connection accepted on a listener named listener ("host:port" as configured, or
+	 * "unix:PATH") is the tenant's from now on; one tenant at most has it. */
+	void (*accept)(struct worker *w, int fd, const struct net_addr *peer, const char *listener);
+	int slot; /* set by worker_register */
+};
+
+#define WORKER_SLOTS 8
+
+/* Before the first worker_new (main thread): register h (kept, not copied) and set
+ * h->slot. Registering the same h again does nothing. Aborts past WORKER_SLOTS tenants,
+ * or for a new tenant once workers exist: both are mistakes of the program. */
+void worker_register(struct worker_hooks *h);
+
+#define WORKER_LISTEN_KEY_MAX 300 /* "host:port" as configured, or "unix:PATH" */
 
 struct worker {
 	int index;            /* read-only */
 	struct runtime *rt;   /* read-only */
 	struct ev_loop *loop; /* read-only; used only on this worker's thread */
-	struct client *clients; /* private to frontend/: clients served here */
-	struct server *servers; /* private to pool/server.c: servers attached to this loop */
-	struct cancel_conn *cancel_conns; /* private to frontend/cancel.c: cancels being sent */
-	struct authq_conn *authq; /* private to frontend/authquery.c: auth_query connections */
-	/* private to frontend/client.c: client read/write buffer blocks, taken while bytes are
-	 * in flight and given back when the client goes idle with both drained */
-	struct buf_pool client_rbufs, client_wbufs;
-	/* private to frontend/client.c: places in a pool queue (struct client_wait) no client
-	 * holds, kept for the next claim (at most CLIENT_FREE_WAITS) */
-	struct client_wait *client_waits;
-	unsigned client_nwaits;
-	/* private to frontend/: the reported-parameter sets its clients share (session.h) */
-	struct session_share client_params;
-	struct flight_l2 *l2;     /* private to flight/l2.c: this worker's Redis connection */
+	void *slot[WORKER_SLOTS]; /* each tenant's own (worker_slot) */
 	bool stopping;          /* read-only outside worker.c: no new work, close instead of pooling */
 	bool draining;          /* read-only outside worker.c: listeners closed, clients leave at
 				 * their next transaction boundary */
 	/* Any thread: this worker's thread CPU over its last tick, in thousandths of a core;
 	 * -1 while it takes no clients from other workers (draining, stopping). */
 	_Atomic int load;
-	/* private to frontend/client.c: clients linked here, and how many more may leave for
-	 * another worker before the next tick (worker_balance_target) */
+	/* The balance (worker_balance_target): the connections linked here that may move to
+	 * another worker (kept by the tenant that moves them), and how many more may leave
+	 * before the next tick. */
 	unsigned nclients;
 	unsigned moves_left;
-	uint32_t kills_seen; /* private to console/: the last KILL / KILL_CLIENT run here (console.h) */
 	/* private */
 	void *priv;
 };
+
+/* The tenant's slot on w (h->slot of its hooks). */
+static inline void *worker_slot(const struct worker *w, int slot)
+{
+	return w->slot[slot];
+}
 
 /* Create worker index with its loop and start its thread. Listeners come as messages
  * (worker_post_listen), at start as at reload. */
@@ -93,8 +110,9 @@ int worker_start(struct runtime *rt, int index, struct worker **out);
 __attribute__((warn_unused_result))
 int worker_new(struct runtime *rt, int index, struct worker **out);
 /* Thread-safe: hand listening socket fd (named key) to w, or ask w to close the listener
- * named key, or to drain (see WORKER_MSG_DRAIN). 0 or -ENOMEM (then fd is still the
- * caller's). */
+ * named key (all: NULL), or to drain (SIGTERM / online restart: close every listener, then
+ * the tenants' drain hooks close each client as soon as it is outside a transaction). 0 or
+ * -ENOMEM (then fd is still the caller's). */
 __attribute__((warn_unused_result))
 int worker_post_listen(struct worker *w, int fd, const char *key);
 __attribute__((warn_unused_result))
@@ -123,11 +141,4 @@ void worker_join(struct worker *w);
 /* After every worker is joined: settle messages still in the inbox (the pool core's run,
  * answers to clients' claims give their servers back) and free the worker. */
 void worker_free(struct worker *w);
-/* Abandon cancel requests still being sent (shutdown), and forget the ones for a server
- * being freed (defined in frontend/cancel.c). */
-void cancel_close_all(struct worker *w);
-void cancel_detach_server(struct server *s);
-/* Close the servers still attached to w's loop (shutdown; defined in pool/server.c). */
-void server_close_all(struct worker *w, const char *reason);
-
 #endif

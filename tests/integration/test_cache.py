@@ -124,6 +124,28 @@ def test_repeated_read_served_from_memory(cpg, on):
     assert calls(cpg, "FROM items WHERE id =") == 2
 
 
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_reload_turning_the_cache_on_tracks_clients_logged_in_before(cpg, tusk, mode):
+    """Issue 23: the relay's hook list is chosen per client and follows a reload: a writer
+    logged in while no rule had the cache (its list empty) invalidates what a reload let the
+    cache keep, from its very next statement."""
+    from lifecycle_util import reload, write_config
+    cpg.execute("update items set name = 'item 1' where id = 1", dbname=TEST_DB)
+    t = tusk(pg_server=cpg, pools=[txn_pool(40, mode=mode, cache="off")], workers=1)
+    writer = wire(t)
+    assert rows_of(writer, "select 1") == [["1"]]
+    write_config(t, cpg, [txn_pool(40, mode=mode, cache="on")], workers=1, cache_ttl="60s")
+    reload(t)
+    reader = wire(t)
+    q = "SELECT name FROM items WHERE id = 1"
+    assert rows_of(reader, q) == [["item 1"]]
+    assert rows_of(reader, q) == [["item 1"]]  # kept now
+    rows_of(writer, "UPDATE items SET name = 'changed' WHERE id = 1")
+    assert rows_of(reader, q) == [["changed"]]
+    writer.close()
+    reader.close()
+
+
 @pytest.mark.parametrize("how", ["autocommit", "commit", "psycopg"])
 def test_write_then_read_sees_the_write(cpg, on, how):
     reader, writer = wire(on), wire(on)

@@ -1102,7 +1102,7 @@ static void test_example_loads(void **state)
 }
 
 /* redis.tls: a service's modes without prefer, on/off as aliases, the files, and what goes
- * together (the files' contents are checked by --check: runtime_load_redis_tls). */
+ * together (the files' contents are checked by --check: daemon_load_redis_tls). */
 static void test_redis_tls(void **state)
 {
 	struct result r;

@@ -943,6 +943,44 @@ static void test_server_lru_model(void **state)
 	prep_server_free(s);
 }
 
+/* DEALLOCATE of a protocol-prepared name (pool/prepared.c, moved out of relay.c's scan): tusk
+ * answers it from the client's map; anything else goes on to the server. */
+static void test_local_deallocate(void **state)
+{
+	(void)state;
+	struct prep_refs *refs = prep_refs_new();
+	struct prep_client *c = prep_client_new(1000, 1 << 20);
+	struct prep_server *s = prep_server_new(100);
+	struct prep_hash evicted;
+	assert_non_null(refs);
+	assert_non_null(c);
+	assert_non_null(s);
+	prep_client_share(c, refs);
+	const struct prep_stmt *a = add(c, "s_1", "SELECT 1", 0);
+	struct prep_hash h = a->hash;
+	(void)prep_server_add(s, h, &evicted);
+	add(c, "s_2", "SELECT 2", 0);
+#define DEALLOC(pc, ps, q) prep_local_deallocate(pc, ps, q, strlen(q))
+	/* Not a lone DEALLOCATE, or a name tusk does not hold: the server answers. */
+	assert_null(DEALLOC(c, s, "SELECT 1"));
+	assert_null(DEALLOC(c, s, "DEALLOCATE s_1; SELECT 1"));
+	assert_null(DEALLOC(c, s, "DEALLOCATE unknown"));
+	assert_null(DEALLOC(NULL, NULL, "DEALLOCATE s_1"));
+	assert_non_null(prep_client_find(c, "s_1"));
+	/* Unquoted, the name folds to lower case as PostgreSQL's does; the last name of its
+	 * text in the pool: the server's copy goes stale. */
+	assert_string_equal(DEALLOC(c, s, "  deallocate S_1"), "DEALLOCATE");
+	assert_null(prep_client_find(c, "s_1"));
+	assert_true(prep_server_stale(s, h));
+	assert_string_equal(DEALLOC(c, NULL, "DEALLOCATE ALL"), "DEALLOCATE ALL");
+	assert_int_equal(prep_client_count(c), 0);
+	assert_string_equal(DEALLOC(NULL, NULL, "DEALLOCATE ALL"), "DEALLOCATE ALL"); /* no map yet */
+#undef DEALLOC
+	prep_server_free(s);
+	prep_client_free(c);
+	prep_refs_free(refs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -963,6 +1001,7 @@ int main(void)
 		cmocka_unit_test(test_server_stale),
 		cmocka_unit_test(test_refs),
 		cmocka_unit_test(test_descriptions),
+		cmocka_unit_test(test_local_deallocate),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

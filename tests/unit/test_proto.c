@@ -389,7 +389,9 @@ static void test_read_hdr(void **state)
 	assert_int_equal(proto_read_hdr(m, 5, 1024, &h), PROTO_HDR_LEN);
 	assert_int_equal(h.len, 1024);
 	be32(m + 1, 1025);
+	h.len = 0;
 	assert_int_equal(proto_read_hdr(m, 5, 1024, &h), PROTO_ETOOLONG);
+	assert_int_equal(h.len, 1025); /* for the error text (vdb.c's max_message_size) */
 	be32(m + 1, 0x80000000u);
 	assert_int_equal(proto_read_hdr(m, 5, 1024, &h), PROTO_ETOOLONG);
 	be32(m + 1, 0xffffffffu);
@@ -417,6 +419,37 @@ static void test_reader_values(void **state)
 	assert_int_equal(proto_remaining(&r), 0);
 	assert_non_null(proto_get_bytes(&r, 0));
 	assert_false(r.err);
+}
+
+/* The readers added for the hand-decoded sites (issue 23 item 4): u64, a string with its
+ * length, the position. */
+static void test_reader_u64_cstr_n_pos(void **state)
+{
+	(void)state;
+	static const uint8_t body[] = { 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 'a', 'b', 'c', 0, 0x09 };
+	struct proto_reader r;
+	size_t n = 99;
+
+	proto_reader_init(&r, body, sizeof(body));
+	assert_ptr_equal(proto_reader_pos(&r), body);
+	assert_true(proto_get_u64(&r) == 0x0102030405060708ull);
+	assert_ptr_equal(proto_reader_pos(&r), body + 8);
+	assert_string_equal(proto_get_cstr_n(&r, &n), "abc");
+	assert_int_equal(n, 3);
+	assert_ptr_equal(proto_reader_pos(&r), body + 12);
+	assert_int_equal(proto_get_u8(&r), 0x09);
+	assert_false(r.err);
+	/* Past the end: 0, err, and no length. */
+	assert_true(proto_get_u64(&r) == 0);
+	assert_true(r.err);
+	proto_reader_init(&r, body, 7);
+	assert_true(proto_get_u64(&r) == 0);
+	assert_true(r.err);
+	proto_reader_init(&r, body + 8, 3); /* "abc" without its NUL */
+	n = 99;
+	assert_null(proto_get_cstr_n(&r, &n));
+	assert_int_equal(n, 0);
+	assert_true(r.err);
 }
 
 static void test_reader_bounds(void **state)
@@ -972,6 +1005,7 @@ int main(void)
 		cmocka_unit_test(test_startup_too_many_params),
 		cmocka_unit_test(test_read_hdr),
 		cmocka_unit_test(test_reader_values),
+		cmocka_unit_test(test_reader_u64_cstr_n_pos),
 		cmocka_unit_test(test_reader_bounds),
 		cmocka_unit_test(test_parse_error),
 		cmocka_unit_test(test_parse_error_malformed),

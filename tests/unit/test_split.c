@@ -1,4 +1,4 @@
-/* read-write-split's decision (router/split.h, and flight_read_only under it): which opening
+/* read-write-split's decision (split/split.h, and flight_read_only under it): which opening
  * texts provably read nothing but may run on a standby, and that everything else goes to the
  * primary. Each case says why. */
 #include <setjmp.h>
@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "flight/decide.h"
-#include "router/split.h"
+#include "split/split.h"
 
 struct split_case {
 	const char *sql;

@@ -1,4 +1,4 @@
-/* read-your-writes' reading of a pg_lsn's text (frontend/split_route.h): what PostgreSQL
+/* read-your-writes' reading of a pg_lsn's text (split/route.h): what PostgreSQL
  * prints ("X/Y", each 1 to 8 hex digits) becomes (X << 32) | Y, so that positions compare as
  * numbers; anything else is 0 (unknown: the client's reads stay on the primary). */
 #include <setjmp.h>
@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "frontend/split_route.h"
+#include "split/route.h"
 
 static uint64_t lsn(const char *s)
 {

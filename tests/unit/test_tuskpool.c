@@ -9,6 +9,8 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,6 +149,10 @@ struct rec {
 	int err;
 	int calls;
 	int order;
+	/* what tp_claim.connect said during done */
+	bool by_connect;
+	int connect_err;
+	char connect_reason[64], connect_detail[64];
 };
 static int served_order;
 
@@ -157,6 +163,13 @@ static void rec_done(struct tp_claim *c, struct tp_slot *slot, int err)
 	r->err = err;
 	r->calls++;
 	r->order = ++served_order;
+	r->by_connect = c->connect != NULL;
+	if (c->connect) {
+		r->connect_err = c->connect->err;
+		snprintf(r->connect_reason, sizeof r->connect_reason, "%s", c->connect->reason ? c->connect->reason : "");
+		snprintf(r->connect_detail, sizeof r->connect_detail, "%.*s", (int)c->connect->detail_len,
+			 c->connect->detail ? (const char *)c->connect->detail : "");
+	}
 }
 
 static int claim(struct tp_pool *p, struct rec *r, int thread, double deadline)
@@ -1306,6 +1319,63 @@ static void test_bound_connects(void **state)
 	finish_pool(&s, p);
 }
 
+/* Issue 23: a connect's outcome reaches the claims it answers through the core's API
+ * (tp_connect_report, tp_claim.connect: the connector's detail, e.g. the server's
+ * ErrorResponse), not through thread-local variables beside the core. Only an answer made
+ * inside the report on the claim's thread carries it. */
+static void test_connect_report_reaches_the_claim_it_answers(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 1;
+	cfg.bind_connects = true;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r0, r1, r2;
+	static const char detail[] = "E...28P01 password authentication failed";
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r0, 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(p, &r1, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	/* A refused login: its bound claim hears the connector's reason and detail. */
+	struct tp_slot *slot = s.connecting[0];
+	s.nconnecting = 0;
+	struct tp_connect_result res = { .err = -EPERM, .reason = "login refused", .detail = detail,
+					  .detail_len = sizeof detail - 1 };
+	current_thread = 0;
+	tp_connect_report(slot, &res);
+	current_thread = -1;
+	sim_run(&s);
+	assert_int_equal(r0.calls, 1);
+	assert_int_equal(r0.err, -EPERM);
+	assert_true(r0.by_connect);
+	assert_int_equal(r0.connect_err, -EPERM);
+	assert_string_equal(r0.connect_reason, "login refused");
+	assert_string_equal(r0.connect_detail, detail);
+	/* The next claim's own connect succeeds (tp_connect_done): answered inside the report. */
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(r1.calls, 1);
+	assert_int_equal(r1.err, 0);
+	assert_true(r1.by_connect);
+	assert_int_equal(r1.connect_err, 0);
+	assert_string_equal(r1.connect_reason, "");
+	/* A claim served by a release (no connect): no report. */
+	assert_int_equal(claim(p, &r2, 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 0);
+	release_on(0, r1.slot);
+	sim_run(&s);
+	assert_int_equal(r2.calls, 1);
+	assert_ptr_equal(r2.slot, r1.slot);
+	assert_false(r2.by_connect);
+	tp_release(r2.slot, true);
+	finish_pool(&s, p);
+}
+
 static void test_reconnect_generation(void **state)
 {
 	(void)state;
@@ -1637,6 +1707,7 @@ int main(void)
 		cmocka_unit_test(test_pause_resume),
 		cmocka_unit_test(test_backend_full_caps_the_pool),
 		cmocka_unit_test(test_bound_connects),
+		cmocka_unit_test(test_connect_report_reaches_the_claim_it_answers),
 		cmocka_unit_test(test_reconnect_generation),
 		cmocka_unit_test(test_group_limit),
 		cmocka_unit_test(test_min_slots_and_dormant),

@@ -78,6 +78,9 @@ struct tp_thread {
 	struct tp_pool *pool;
 	int index;
 	struct tp_slot *idle; /* most recently released first; under the lock */
+	/* The connect report in progress on this thread (tp_connect_report), for the claims it
+	 * answers (tp_claim.connect); written and read on this thread only. */
+	const struct tp_connect_result *report;
 };
 
 struct tp_pool {
@@ -691,6 +694,7 @@ static void claim_done(struct tp_claim *c, struct tp_slot *s, int err)
 		count(p, TP_EV_CLAIM_WAIT, waited);
 	else
 		count(p, err == -ETIMEDOUT ? TP_EV_CLAIM_TIMEOUT : TP_EV_CLAIM_FAILED, waited);
+	c->connect = p->threads[c->thread].report;
 	c->done(c, s, err);
 }
 
@@ -898,6 +902,23 @@ static double backoff_wait(struct tp_pool *p, int step)
 static void post_sweeps(struct tp_pool *p);
 
 void tp_connect_done(struct tp_slot *s, int err, const char *reason)
+{
+	struct tp_connect_result r = { .err = err, .reason = reason };
+	tp_connect_report(s, &r);
+}
+
+static void connect_done(struct tp_slot *s, int err, const char *reason);
+
+void tp_connect_report(struct tp_slot *s, const struct tp_connect_result *r)
+{
+	struct tp_thread *t = &s->pool->threads[s->thread];
+	const struct tp_connect_result *outer = t->report;
+	t->report = r;
+	connect_done(s, r->err, r->reason);
+	t->report = outer;
+}
+
+static void connect_done(struct tp_slot *s, int err, const char *reason)
 {
 	struct tp_pool *p = s->pool;
 	struct tp_backend *be = s->be;

@@ -1,7 +1,7 @@
-/* Runtime start, reload, drain and stop (see runtime.h). Everything here runs on the main
+/* The daemon's lifecycle: start, reload, drain and stop (see daemon.h). Everything here runs on the main
  * thread; workers are reached through their inboxes and shared state through the _Atomic
  * pointers of struct runtime. */
-#include "runtime/runtime.h"
+#include "daemon/daemon.h"
 
 #include <errno.h>
 #include <ev.h>
@@ -12,65 +12,26 @@
 #include "auth/authcache.h"
 #include "flight/cache.h"
 #include "flight/l2.h"
+#include "flight/serve.h"
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "console/console.h"
 #include "frontend/cancel.h"
+#include "frontend/client.h"
+#include "frontend/relay_hooks.h"
+#include "kv/front.h"
 #include "net/tls.h"
 #include "net/tunnel.h"
 #include "pool/pool.h"
+#include "pool/server.h"
 #include "pool/services.h"
+#include "runtime/runtime.h"
+#include "split/route.h"
 #include "stats/stats.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
 #define LISTEN_BACKLOG 1024
-
-/* The generation svc belongs to, and its index there. Generations are never freed before
- * exit, so walking the list needs no lock. */
-static const struct runtime_gen *gen_of_service(const struct runtime *rt, const struct config_service *svc, int *i)
-{
-	for (const struct runtime_gen *g = rt->gen; g; g = g->older)
-		if (svc >= g->cfg->services && svc < g->cfg->services + g->cfg->nservices) {
-			*i = (int)(svc - g->cfg->services);
-			return g;
-		}
-	return NULL; /* not reached: every rule's service belongs to its generation */
-}
-
-int runtime_service_addr(const struct runtime *rt, const struct config_service *svc, struct net_addr *out)
-{
-	return services_addr(rt->services, svc, out);
-}
-
-struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct config_service *svc)
-{
-	int i;
-	const struct runtime_gen *g = gen_of_service(rt, svc, &i);
-	return g ? g->service_tls[i] : NULL;
-}
-
-static void listen_key(const struct config_listen *l, char *out, size_t cap)
-{
-	snprintf(out, cap, "%s:%d", l->host, l->port);
-}
-
-const struct config_listen *runtime_find_listen(const struct runtime *rt, const char *key, struct tls_ctx **tls)
-{
-	/* One generation: its config and its contexts belong together. */
-	const struct runtime_gen *g = atomic_load_explicit(&rt->gen, memory_order_acquire);
-	char k[300];
-
-	*tls = NULL;
-	for (int i = 0; key && i < g->cfg->nlisten; i++) {
-		listen_key(&g->cfg->listen[i], k, sizeof k);
-		if (strcmp(k, key) == 0) {
-			*tls = g->listen_tls[i];
-			return &g->cfg->listen[i];
-		}
-	}
-	return NULL;
-}
 
 static void unix_path(const struct tusk_config *cfg, int port, char *out, size_t cap)
 {
@@ -81,7 +42,7 @@ static bool has_key(const struct tusk_config *cfg, const char *key)
 {
 	char k[300];
 	for (int i = 0; i < cfg->nlisten; i++) {
-		listen_key(&cfg->listen[i], k, sizeof k);
+		runtime_listen_key(&cfg->listen[i], k, sizeof k);
 		if (strcmp(k, key) == 0)
 			return true;
 	}
@@ -154,7 +115,7 @@ static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const s
 	struct net_addr addr;
 	int w = 0, rc;
 
-	listen_key(entry, key, sizeof key);
+	runtime_listen_key(entry, key, sizeof key);
 	for (int i = 0; i < ninh; i++) {
 		if (inh[i].fd < 0 || strcmp(inh[i].key, key) != 0)
 			continue;
@@ -244,12 +205,12 @@ static void free_gen(struct runtime_gen *g)
 		return;
 	userlist_free(g->users);
 	hba_free(g->hba);
-	runtime_free_tls(g->cfg, g->listen_tls, g->service_tls);
+	daemon_free_tls(g->cfg, g->listen_tls, g->service_tls);
 	config_free(g->cfg);
 	free(g);
 }
 
-int runtime_load_redis_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx **out)
+int daemon_load_redis_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx **out)
 {
 	const struct config_redis *r = &cfg->redis;
 	char err[TLS_ERR_MAX];
@@ -274,7 +235,7 @@ static int start_redis_tunnel(struct runtime *rt, const struct tusk_config *cfg)
 {
 	struct tls_ctx *ctx;
 
-	if (runtime_load_redis_tls(cfg, stderr, &ctx) > 0)
+	if (daemon_load_redis_tls(cfg, stderr, &ctx) > 0)
 		return -EINVAL;
 	struct tunnel_opts o = {
 		.name = "cache L2 (Redis)", .host = cfg->redis.host, .port = cfg->redis.port ? cfg->redis.port : 6379,
@@ -285,7 +246,21 @@ static int start_redis_tunnel(struct runtime *rt, const struct tusk_config *cfg)
 	return tunnel_start(&o, &rt->redis_tunnel);
 }
 
-/* threads false: the test seam of runtime_start_inline (no worker threads, no listeners). */
+/* ---- worker tenants: the one place that names them ----
+ * The modules that keep state and connections on every worker register their hooks and get
+ * their per-worker slots (worker.h, worker_hooks). The order is the order their init, tick,
+ * drain and stop run in (free runs in the reverse): clients close before the servers they
+ * hold, and the cache's Redis link last. Registering again (a second runtime in one process,
+ * the test seams) does nothing. */
+static void register_worker_tenants(void)
+{
+	worker_register(&frontend_worker_hooks);
+	worker_register(&server_worker_hooks);
+	worker_register(&flight_l2_worker_hooks);
+	worker_register(&console_worker_hooks);
+}
+
+/* threads false: the test seam of daemon_start_inline (no worker threads, no listeners). */
 static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited,
 		 bool threads)
 {
@@ -299,8 +274,8 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		return -ENOMEM;
 	}
 	g->cfg = cfg;
-	if (runtime_load_auth(cfg, stderr, &g->users, &g->hba) > 0 ||
-	    runtime_load_tls(cfg, stderr, &g->listen_tls, &g->service_tls) > 0) {
+	if (daemon_load_auth(cfg, stderr, &g->users, &g->hba) > 0 ||
+	    daemon_load_tls(cfg, stderr, &g->listen_tls, &g->service_tls) > 0) {
 		free_gen(g);
 		return -EINVAL;
 	}
@@ -318,6 +293,13 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->kills = console_kills_new();
+	/* The session kinds of the virtual databases, before any worker runs (idempotent). */
+	console_register();
+	kv_front_register();
+	/* The features that watch the relay, in the order their hooks run (relay_hooks.h): the
+	 * split first (a 25006's role re-check before the cache's look at the same error). */
+	(void)relay_hooks_register(&split_relay_hooks);
+	(void)relay_hooks_register(&flight_relay_hooks);
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
 	rt->flight = flight_cache_new(cfg->cache_memory, cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL
 								 ? (double)cfg->cache_logical_poll_ms / 1000.0
@@ -337,6 +319,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		if (rc < 0)
 			goto err;
 	}
+	register_worker_tenants();
 	for (int w = 0; w < cfg->workers; w++) {
 		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
 		if (rc < 0) {
@@ -352,8 +335,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		struct worker_msg *m = calloc(1, sizeof(*m));
 		if (!m)
 			break;
-		m->kind = WORKER_MSG_CALL;
-		m->call = flight_l2_start;
+		m->fn = flight_l2_start;
 		worker_post(rt->workers[w], m);
 	}
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
@@ -378,21 +360,21 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 
 err:
 	drop_listeners(rt, 0);
-	runtime_stop(rt);
+	daemon_stop(rt);
 	return rc;
 }
 
-int runtime_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited)
+int daemon_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited, int ninherited)
 {
 	return start(rt, cfg, inherited, ninherited, true);
 }
 
-int runtime_start_inline(struct runtime *rt, struct tusk_config *cfg)
+int daemon_start_inline(struct runtime *rt, struct tusk_config *cfg)
 {
 	return start(rt, cfg, NULL, 0, false);
 }
 
-int runtime_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba)
+int daemon_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba)
 {
 	int nerr = 0;
 	*users = NULL;
@@ -412,7 +394,7 @@ static void log_lines(enum log_level level, const char *prefix, char *text)
 		log_at(level, NULL, NULL, "%s%s", prefix, line);
 }
 
-int runtime_reload(struct runtime *rt, const char *path)
+int daemon_reload(struct runtime *rt, const char *path)
 {
 	const struct tusk_config *cur = rt->cfg;
 	struct runtime_gen *g = calloc(1, sizeof *g);
@@ -427,9 +409,9 @@ int runtime_reload(struct runtime *rt, const char *path)
 	}
 	nerr = config_load(path, err, &g->cfg);
 	if (nerr == 0)
-		nerr = runtime_load_auth(g->cfg, err, &g->users, &g->hba);
+		nerr = daemon_load_auth(g->cfg, err, &g->users, &g->hba);
 	if (nerr == 0)
-		nerr = runtime_load_tls(g->cfg, err, &g->listen_tls, &g->service_tls);
+		nerr = daemon_load_tls(g->cfg, err, &g->listen_tls, &g->service_tls);
 	fflush(err);
 	if (nerr > 0) {
 		log_lines(LOG_ERROR, "reload: ", errs);
@@ -454,7 +436,7 @@ int runtime_reload(struct runtime *rt, const char *path)
 		int before = rt->nlisteners;
 		for (int i = 0; i < g->cfg->nlisten; i++) {
 			char key[300];
-			listen_key(&g->cfg->listen[i], key, sizeof key);
+			runtime_listen_key(&g->cfg->listen[i], key, sizeof key);
 			if (has_key(cur, key))
 				continue;
 			rc = open_entry(rt, g->cfg, &g->cfg->listen[i], NULL, 0);
@@ -502,7 +484,7 @@ out:
 	return rc;
 }
 
-int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
+int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
 		     struct tls_ctx ***service_tls)
 {
 	struct tls_ctx **lt = calloc((size_t)cfg->nlisten + 1, sizeof *lt);
@@ -544,7 +526,7 @@ int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx
 		}
 	}
 	if (nerr > 0) {
-		runtime_free_tls(cfg, lt, st);
+		daemon_free_tls(cfg, lt, st);
 		return nerr;
 	}
 	*listen_tls = lt;
@@ -552,7 +534,7 @@ int runtime_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx
 	return 0;
 }
 
-void runtime_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls)
+void daemon_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls)
 {
 	for (int i = 0; listen_tls && i < cfg->nlisten; i++)
 		tls_ctx_free(listen_tls[i]);
@@ -562,7 +544,7 @@ void runtime_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls
 	free(service_tls);
 }
 
-void runtime_pause_accepting(struct runtime *rt, bool pause)
+void daemon_pause_accepting(struct runtime *rt, bool pause)
 {
 	if (rt->paused == pause || rt->draining)
 		return;
@@ -583,7 +565,7 @@ void runtime_pause_accepting(struct runtime *rt, bool pause)
 	}
 }
 
-void runtime_drain(struct runtime *rt)
+void daemon_drain(struct runtime *rt)
 {
 	if (rt->draining)
 		return;
@@ -596,7 +578,7 @@ void runtime_drain(struct runtime *rt)
 	rt->nlisteners = 0;
 }
 
-void runtime_stop(struct runtime *rt)
+void daemon_stop(struct runtime *rt)
 {
 	const struct tusk_config *cfg = rt->cfg;
 

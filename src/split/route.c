@@ -1,5 +1,5 @@
-/* read-write-split in the client's path (split_route.h). */
-#include "frontend/split_route.h"
+/* read-write-split in the client's path (route.h): its relay hooks. */
+#include "split/route.h"
 
 #include <string.h>
 
@@ -9,7 +9,7 @@
 #include "pool/server.h"
 #include "pool/services.h"
 #include "proto/proto.h"
-#include "router/split.h"
+#include "split/split.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
 #include "worker/worker.h"
@@ -60,7 +60,7 @@ static bool first_text(const struct client *c, const char **sql, size_t *len)
 	return relay_sql_of(m[0], body, blen, sql, len);
 }
 
-void split_route_claim(struct client *c)
+static void split_route_claim(struct client *c)
 {
 	const char *sql;
 	size_t len;
@@ -91,7 +91,7 @@ static const struct tp_backend_addr *backend_of(const struct server *s)
 	return s->slot ? tp_slot_backend(s->slot) : NULL;
 }
 
-bool split_needs_replay_check(const struct client *c, const struct server *s)
+static bool split_needs_replay_check(const struct client *c, const struct server *s)
 {
 	if (!c->standby || c->ryw_lsn == 0 || !ryw_on(c) || !backend_of(s))
 		return false;
@@ -104,13 +104,13 @@ static double op_timeout(const struct server *s)
 	return (double)s->worker->rt->cfg->server_reset_timeout_ms / 1000.0;
 }
 
-void split_replay_fetch(struct server *s, void (*done)(struct server *, void *, int, const char *, const uint8_t *,
+static void split_replay_fetch(struct server *s, void (*done)(struct server *, void *, int, const char *, const uint8_t *,
 						       size_t), void *arg)
 {
 	server_fetch_row(s, replay_lsn_sql, "", op_timeout(s), done, arg);
 }
 
-void split_write_fetch(struct server *s, void (*done)(struct server *, void *, int, const char *, const uint8_t *,
+static void split_write_fetch(struct server *s, void (*done)(struct server *, void *, int, const char *, const uint8_t *,
 						      size_t), void *arg)
 {
 	server_fetch_row(s, write_lsn_sql, "", op_timeout(s), done, arg);
@@ -160,7 +160,7 @@ static uint64_t fetched_lsn(const struct server *s)
 	return split_parse_lsn((const char *)row + 6, (size_t)clen);
 }
 
-bool split_replay_result(struct client *c, struct server *s)
+static bool split_replay_result(struct client *c, struct server *s)
 {
 	uint64_t lsn = fetched_lsn(s);
 	if (lsn && backend_of(s))
@@ -168,7 +168,7 @@ bool split_replay_result(struct client *c, struct server *s)
 	return lsn >= c->ryw_lsn;
 }
 
-bool split_after_primary(struct client *c, const struct server *s)
+static bool split_after_primary(struct client *c, const struct server *s)
 {
 	(void)s;
 	if (c->standby || !ryw_on(c) || c->ryw_pending == UINT8_MAX)
@@ -177,7 +177,7 @@ bool split_after_primary(struct client *c, const struct server *s)
 	return true;
 }
 
-bool split_write_result(struct client *c, struct server *s, bool ok)
+static bool split_write_result(struct client *c, struct server *s, bool ok)
 {
 	uint64_t lsn = ok ? fetched_lsn(s) : 0;
 	c->ryw_pending--;
@@ -198,7 +198,7 @@ bool split_write_result(struct client *c, struct server *s, bool ok)
 	return true;
 }
 
-void split_note_error(struct client *c, struct server *s, const uint8_t *m, size_t total)
+static void split_note_error(struct client *c, struct server *s, const uint8_t *m, size_t total)
 {
 	struct proto_error_fields f;
 	if (total <= PROTO_HDR_LEN || !c->pool || !backend_of(s))
@@ -214,3 +214,98 @@ void split_note_error(struct client *c, struct server *s, const uint8_t *m, size
 	 * TRANSACTION READ ONLY): then the re-check costs one connect and finds it a primary. */
 	services_forget_role(c->worker->rt->services, rule->service, backend_of(s));
 }
+
+/* ---- the relay hooks (frontend/relay_hooks.h) ---- */
+
+/* Pools whose role the split or a 25006 matters to: the split itself, and pools that want a
+ * primary (split_note_error). */
+static bool hook_wants(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	(void)cfg;
+	return rule && (rule->target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT ||
+			rule->target_session_attrs == CONFIG_TARGET_PRIMARY ||
+			rule->target_session_attrs == CONFIG_TARGET_READ_WRITE);
+}
+
+/* s is idle and attached to our loop: with read-your-writes, a standby serves c only once it
+ * replayed c's last write. */
+static void on_replay_checked(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			      size_t errlen)
+{
+	struct client *c = arg;
+	(void)reason;
+	(void)errmsg;
+	(void)errlen;
+	c->server = NULL;
+	if (err == 0 && split_replay_result(c, s)) {
+		client_attach_resume(c, s);
+		return;
+	}
+	/* The standby has not replayed the client's last write yet (or could not say): the
+	 * primary serves this read. */
+	if (err == 0)
+		relay_park_server(s);
+	else if (s->ok_after_error)
+		server_close(s, "could not read the standby's replay position");
+	client_attach_resume(c, NULL);
+}
+
+static bool hook_attach(struct client *c, struct server *s)
+{
+	if (!split_needs_replay_check(c, s))
+		return false;
+	/* read-your-writes: ask the standby how far it has replayed, then decide. */
+	c->server = s;
+	split_replay_fetch(s, on_replay_checked, c);
+	return true;
+}
+
+static void on_write_lsn(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			 size_t errlen)
+{
+	struct client *c = arg;
+	bool reset = c->ryw_reset;
+	(void)reason;
+	(void)errmsg;
+	(void)errlen;
+	split_write_result(c, s, err == 0); /* may free c */
+	if (err < 0) {
+		if (s->ok_after_error)
+			server_close(s, "could not read the primary's WAL position");
+		return;
+	}
+	relay_release_finish(s, reset);
+}
+
+static bool hook_release(struct client *c, struct server *s, bool reset)
+{
+	if (!split_after_primary(c, s))
+		return false;
+	/* read-your-writes: the primary's WAL position on this server, off the client's path
+	 * (its reads go to the primary until it is in), then reset and park. */
+	c->ryw_reset = reset;
+	server_unpark(s);
+	split_write_fetch(s, on_write_lsn, c);
+	return true;
+}
+
+static void hook_error(struct client *c, struct server *s, const uint8_t *m, size_t total)
+{
+	if (m)
+		split_note_error(c, s, m, total); /* 25006 from a primary: role re-check */
+}
+
+static bool hook_quiet(const struct client *c)
+{
+	return c->ryw_pending == 0;
+}
+
+const struct relay_hooks split_relay_hooks = {
+	.name = "split",
+	.wants = hook_wants,
+	.claim = split_route_claim,
+	.attach = hook_attach,
+	.quiet = hook_quiet,
+	.error = hook_error,
+	.release = hook_release,
+};

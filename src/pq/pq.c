@@ -1,14 +1,15 @@
 /* libpq, loaded on first use. Only the kv commands and replication threads talk libpq, yet
  * linking it maps libpq, Kerberos, LDAP and GnuTLS (with p11-kit) into every tusk: ~3 MB
  * of its RSS at start (docs/performance.md). This file defines the libpq functions tusk
- * calls, under their own names (kv/ includes <libpq-fe.h> unchanged), and forwards them to
- * libpq.so.5 opened with dlopen the first time one is called (kv and `tusk top` use it). When it cannot be opened,
+ * calls, under their own names (callers include pq/pq.h, which is <libpq-fe.h> unchanged), and
+ * forwards them to libpq.so.5 opened with dlopen the first time one is called (kv, the cache's
+ * catalog and logical threads and `tusk top` use it). When it cannot be opened,
  * PQconnectdbParams logs why and returns NULL, which kv reports as a failed connection. */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <string.h>
 
-#include <libpq-fe.h>
+#include "pq/pq.h"
 
 #include "util/log.h"
 

@@ -1,7 +1,7 @@
 /* Online restart (see takeover.h): passing listening sockets with SCM_RIGHTS, as HAProxy,
  * nginx and Envoy do. Plain SO_REUSEPORT would not do: connections queued in the old
  * process's accept backlog are reset when it closes its listeners. */
-#include "runtime/takeover.h"
+#include "daemon/takeover.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -13,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "daemon/daemon.h"
 #include "util/log.h"
 
 #define TAKEOVER_TIMEOUT_MS 10000 /* a peer that stalls this long is given up on */
@@ -138,7 +139,7 @@ int takeover_serve(struct runtime *rt, int listen_fd)
 	log_info(NULL, NULL, "takeover: a new process asks for the listeners; sending %d", rt->nlisteners);
 	/* Stop accepting now: from here connections wait in the shared backlogs for the new
 	 * process, instead of landing here and being drained a moment later. */
-	runtime_pause_accepting(rt, true);
+	daemon_pause_accepting(rt, true);
 	for (int i = 0; i < rt->nlisteners; i++) {
 		snprintf(msg, sizeof msg, "L %s", rt->listeners[i].key);
 		rc = send_msg(conn, msg, rt->listeners[i].fd);
@@ -168,13 +169,13 @@ int takeover_serve(struct runtime *rt, int listen_fd)
 		goto out;
 	}
 	rt->handed_over = true;
-	runtime_drain(rt);
+	daemon_drain(rt);
 	rc = send_msg(conn, "OK", -1);
 	log_info(NULL, NULL, "takeover: listeners handed over; draining");
 	rc = 1;
 out:
 	if (rc != 1)
-		runtime_pause_accepting(rt, false);
+		daemon_pause_accepting(rt, false);
 	close(conn);
 	return rc;
 }

@@ -1,6 +1,6 @@
 /* read-write-split decisions (split.h). The statement walk is flight_read_only's; this file
  * adds only the transaction-level rule and BEGIN READ ONLY, read off libpg_query's JSON. */
-#include "router/split.h"
+#include "split/split.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -9,10 +9,10 @@
  *              takeover socket for the next restart.
  * The socket is SOCK_SEQPACKET, so every message keeps its boundaries. If the new process
  * goes away before DRAIN, the old one carries on as if nothing happened. */
-#ifndef TUSK_RUNTIME_TAKEOVER_H
-#define TUSK_RUNTIME_TAKEOVER_H
+#ifndef TUSK_DAEMON_TAKEOVER_H
+#define TUSK_DAEMON_TAKEOVER_H
 
-#include "runtime/runtime.h"
+#include "runtime/runtime.h" /* struct runtime_inherited */
 
 /* Bind and listen on path. A path another tusk answers on is -EADDRINUSE (it is running:
  * start with --takeover instead); a stale one is replaced. fd or a negative errno. */

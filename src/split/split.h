@@ -2,8 +2,8 @@
  * judged from the text that opens it. Pure functions: no I/O, no global state, thread-safe.
  * Reuses the result cache's parse-tree walk (flight/decide.h, flight_read_only) rather than
  * walking libpg_query's tree a third time. */
-#ifndef TUSK_ROUTER_SPLIT_H
-#define TUSK_ROUTER_SPLIT_H
+#ifndef TUSK_SPLIT_SPLIT_H
+#define TUSK_SPLIT_SPLIT_H
 
 #include <stdbool.h>
 #include <stddef.h>

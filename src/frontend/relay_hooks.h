@@ -1,0 +1,105 @@
+/* The relay's hook list: how a feature that watches or answers a pooled client's traffic (the
+ * result cache, src/flight/serve.c; the read-write split, src/split/route.c) attaches to the
+ * client and relay without frontend/ naming it, in the spirit of HAProxy's filters or nginx's
+ * filter chain.
+ *
+ * A feature fills one struct relay_hooks (every function pointer may be NULL) and registers it
+ * once, before the workers start (relay_hooks_register, from main.c). Per client, the list is
+ * the registered hooks whose wants() holds for the configuration and the client's pool rule;
+ * it is chosen again when a reload changes the configuration (relay_hooks_sync). With no
+ * feature configured the list is NULL: every call site is one NULL test, no indirect call, and
+ * the relay enters no feature file.
+ *
+ * Hooks run on the client's own worker, in registration order, and may include
+ * frontend/client_int.h (they sit beside frontend/, above it in docs/ARCHITECTURE.md's layers).
+ * See docs/ARCHITECTURE.md ("The relay's hooks") for who calls each one. */
+#ifndef TUSK_FRONTEND_RELAY_HOOKS_H
+#define TUSK_FRONTEND_RELAY_HOOKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct client;
+struct server;
+struct tusk_config;
+struct config_pool_rule;
+
+struct relay_hooks {
+	const char *name;
+	/* Whether the hooks attach to a client of rule (NULL: none yet) under cfg. Pure: reads
+	 * the configuration only (no client, no I/O), so that the list can be chosen per rule. */
+	bool (*wants)(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+	/* The list of a logged-in client changed to include these hooks (a reload turned the
+	 * feature on): they did not see what the client sent before. */
+	void (*joined)(struct client *c);
+
+	/* ---- client.c ---- */
+	/* Before a claim: which side of the pool (c->standby, cleared by the caller first). */
+	void (*claim)(struct client *c);
+	/* A request needs a server. s NULL: an idle (transaction/statement pooling) client's
+	 * bytes; s: a session-pooling client's, linked to its idle server s. True: the hook took
+	 * the request (answered it, or the client waits on it); the relay does nothing more. */
+	bool (*request)(struct client *c, const struct server *s);
+	/* s (idle, attached) is about to serve c. True: the hook took s over and later calls
+	 * client_attach_resume (with s, or NULL to claim from the primary instead). */
+	bool (*attach)(struct client *c, struct server *s);
+	/* An idle client's socket took bytes: true when requests wait behind what the hook
+	 * wrote (the caller claims a server for them). */
+	bool (*writable)(struct client *c);
+	/* The idle client's timer fired (a deadline the hook armed). */
+	void (*timer)(struct client *c);
+	/* A CancelRequest for c: true when it cancelled what the hook made c wait on. */
+	bool (*cancel)(struct client *c);
+	/* Nothing of c's is in flight in the hook (c may move to another worker). NULL: always. */
+	bool (*quiet)(const struct client *c);
+	/* c closes (or the hooks leave its list): let go of everything. */
+	void (*closed)(struct client *c);
+
+	/* ---- relay.c, client to server ---- */
+	/* A Query's or Parse's SQL text goes to the server. */
+	void (*sql)(struct client *c, const char *sql, size_t len);
+	/* Right after sql() for a Parse of statement name ("": unnamed) whose body after the
+	 * name is rest; name NULL: a Parse too large to read, not judged. */
+	void (*parsed)(struct client *c, const char *name, const uint8_t *rest, size_t rest_len);
+	/* A Bind (m, avail bytes of it read) goes to the server. unnamed: it binds the unnamed
+	 * statement; text: the named statement's query when the relay knows it (NULL: it does
+	 * not). False: refuse it (the caller fails the client with 0A000). */
+	bool (*bind)(struct client *c, const uint8_t *m, size_t avail, bool unnamed, const char *text, size_t len);
+	/* A Close of statement name goes to the server (session pooling: the relay forwards it). */
+	void (*close_stmt)(struct client *c, const char *name);
+	/* A FunctionCall goes to the server. */
+	void (*opaque)(struct client *c);
+
+	/* ---- relay.c, server to client ---- */
+	/* Bytes of server replies scanned and forwarded to c, in order. */
+	void (*scanned)(struct client *c, const uint8_t *p, size_t n);
+	/* An ErrorResponse from s while c uses it: m[0, total) when whole, else m NULL. */
+	void (*error)(struct client *c, struct server *s, const uint8_t *m, size_t total);
+	/* ReadyForQuery 'I' ending a transaction, before it reaches c. True: hold it (the hook
+	 * calls relay_resume later). last: no other ReadyForQuery is owed. */
+	bool (*commit_wait)(struct client *c, bool last);
+	/* ReadyForQuery 'I' scanned. */
+	void (*ready)(struct client *c, bool last);
+	/* c's transaction is over and s goes back to the pool (reset: it needs the reset before
+	 * it parks). True: the hook took s (it calls relay_release_finish later). */
+	bool (*release)(struct client *c, struct server *s, bool reset);
+};
+
+#define RELAY_HOOKS_MAX 4
+
+/* The hooks of one client, in registration order (n >= 1: an empty list is NULL). */
+struct relay_hook_list {
+	int n;
+	unsigned mask; /* bit i: the i-th registration is in the list */
+	const struct relay_hooks *h[RELAY_HOOKS_MAX];
+};
+
+/* main thread, before the workers start. 0, or -ENOSPC past RELAY_HOOKS_MAX. */
+int relay_hooks_register(const struct relay_hooks *h);
+/* Forget every registration (unit tests). */
+void relay_hooks_unregister_all(void);
+/* The list for a client of rule under cfg: NULL when no registered hooks want it. */
+const struct relay_hook_list *relay_hooks_choose(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+
+#endif

@@ -137,9 +137,12 @@ static struct flight_client *state_of(struct client *c)
 	return c->flight;
 }
 
-static uint32_t be32(const uint8_t *p)
+/* The whole length (type byte included) of the message at m[0, avail), read through
+ * proto_read_hdr; 0 when fewer than 5 bytes are there or its length word is invalid. */
+static size_t msg_total(const uint8_t *m, size_t avail)
 {
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+	struct proto_hdr h;
+	return proto_read_hdr(m, avail, UINT32_MAX, &h) == PROTO_HDR_LEN ? (size_t)h.len + 1 : 0;
 }
 
 /* The framing an extended-protocol answer starts with: ParseComplete when the client sent a
@@ -204,7 +207,7 @@ static int serve(struct client *c, struct flight_result *r, size_t qlen, const u
 
 static size_t head_query_len(const struct client *c)
 {
-	return (size_t)be32(buf_head(&c->rbuf) + 1) + 1;
+	return msg_total(buf_head(&c->rbuf), buf_len(&c->rbuf));
 }
 
 /* The bytes of the request c leads or waits on, and how its answer is framed. */
@@ -644,8 +647,12 @@ static bool ext_statement(struct client *c, const struct flight_ext *x, struct e
 	}
 	if (n > sizeof(ek->types) / sizeof(ek->types[0]))
 		return false;
+	struct proto_reader tr;
+	proto_reader_init(&tr, types, 4 * (size_t)n);
 	for (int i = 0; i < n; i++)
-		ek->types[i] = be32(types + 4 * i);
+		ek->types[i] = proto_get_u32(&tr);
+	if (tr.err)
+		return false;
 	ek->ntypes = n;
 	ek->x = x;
 	return true;
@@ -683,7 +690,7 @@ static bool flight_client_session_request(struct client *c, const struct server 
 	 * read in the plain shape (ext.h), is a request. */
 	struct flight_ext x;
 	if (avail <= PROTO_HDR_LEN ||
-	    (m[0] == 'Q' ? (size_t)be32(m + 1) + 1 != avail : !flight_ext_read(m, avail, &x)))
+	    (m[0] == 'Q' ? msg_total(m, avail) != avail : !flight_ext_read(m, avail, &x)))
 		return false;
 	struct flight_policy p;
 
@@ -842,7 +849,8 @@ static bool request(struct client *c, bool session)
 		return false;
 	const uint8_t *m = buf_head(&c->rbuf);
 	size_t avail = buf_len(&c->rbuf);
-	bool simple = avail >= PROTO_HDR_LEN && m[0] == 'Q' && be32(m + 1) >= 5 && (size_t)be32(m + 1) + 1 == avail;
+	size_t total = avail >= PROTO_HDR_LEN && m[0] == 'Q' ? msg_total(m, avail) : 0;
+	bool simple = total > PROTO_HDR_LEN && total == avail;
 	struct flight_ext x;
 	struct ext_key ek;
 	if (!simple && !flight_ext_read(m, avail, &x)) {

@@ -737,9 +737,9 @@ int relay_check_client_hdr(struct client *c, const uint8_t *p, size_t avail, str
 		return -1;
 	}
 	if (r == PROTO_ETOOLONG) {
-		uint32_t len = (uint32_t)p[1] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 8 | p[4];
+		/* proto_read_hdr filled h in for the error text. */
 		client_fail(c, "54000", "message of %llu bytes exceeds max_message_size (%u)",
-			    (unsigned long long)len + 1, max);
+			    (unsigned long long)h->len + 1, max);
 		return -1;
 	}
 	if (r < 0) {

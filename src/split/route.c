@@ -35,8 +35,11 @@ static bool first_text(const struct client *c, const char **sql, size_t *len)
 	size_t avail = buf_len(&c->rbuf);
 	if (avail < PROTO_HDR_LEN || (m[0] != 'Q' && m[0] != 'P' && m[0] != 'B'))
 		return false;
-	uint32_t mlen = (uint32_t)m[1] << 24 | (uint32_t)m[2] << 16 | (uint32_t)m[3] << 8 | m[4];
-	if (mlen < 4 || (size_t)mlen + 1 > avail)
+	struct proto_hdr h;
+	if (proto_read_hdr(m, avail, UINT32_MAX, &h) != PROTO_HDR_LEN)
+		return false;
+	uint32_t mlen = h.len;
+	if ((size_t)mlen + 1 > avail)
 		return false; /* streamed in pieces (a huge text): the primary, unread */
 	const char *body = (const char *)m + PROTO_HDR_LEN;
 	size_t blen = mlen - 4;
@@ -153,11 +156,14 @@ static uint64_t fetched_lsn(const struct server *s)
 	const uint8_t *row = server_fetched_row(s, &len, &nrows);
 	if (!row || nrows < 1 || len < 6)
 		return 0;
-	uint16_t ncols = (uint16_t)(row[0] << 8 | row[1]);
-	int32_t clen = (int32_t)((uint32_t)row[2] << 24 | (uint32_t)row[3] << 16 | (uint32_t)row[4] << 8 | row[5]);
-	if (ncols < 1 || clen <= 0 || (size_t)clen > len - 6)
+	struct proto_reader r;
+	proto_reader_init(&r, row, len);
+	uint16_t ncols = proto_get_u16(&r);
+	int32_t clen = (int32_t)proto_get_u32(&r);
+	const uint8_t *text = clen > 0 ? proto_get_bytes(&r, (size_t)clen) : NULL;
+	if (r.err || ncols < 1 || !text)
 		return 0;
-	return split_parse_lsn((const char *)row + 6, (size_t)clen);
+	return split_parse_lsn((const char *)text, (size_t)clen);
 }
 
 static bool split_replay_result(struct client *c, struct server *s)

@@ -52,6 +52,7 @@ enum console_cmd_kind {
 	CONSOLE_CMD_ENABLE,      /* ENABLE db */
 	CONSOLE_CMD_WAIT_CLOSE,  /* WAIT_CLOSE [db]: until servers from before RECONNECT are closed */
 };
+#define CONSOLE_CMD_LAST CONSOLE_CMD_WAIT_CLOSE /* keep it the enum's last (fuzz_console checks the range) */
 
 struct console_cmd {
 	enum console_cmd_kind kind;

@@ -22,6 +22,7 @@
 #include "frontend/client_int.h"
 #include "frontend/client_kind.h"
 #include "frontend/vdb.h"
+#include "net/evio.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
 #include "pool/pool.h"
@@ -347,16 +348,11 @@ void client_update_io(struct client *c)
 		want = c->tls.rd_want ? c->tls.rd_want : EV_READ;
 	else
 		want = tls_link_events(&c->tls, rd, wr);
-	/* Records OpenSSL already holds wake no poll: go and read them now there is room. */
+	evio_watch(c->worker->loop, &c->io, c->fd, want);
+	/* Records OpenSSL already holds wake no poll: go and read them now there is room. Fed
+	 * after the watcher is (re)armed: stopping it would drop the event. */
 	if (rd && c->tls.buffered && !c->tls_handshaking)
 		ev_feed_event(c->worker->loop, &c->io, EV_READ);
-	if (ev_is_active(&c->io) && (c->io.events & (EV_READ | EV_WRITE)) == want)
-		return;
-	ev_io_stop(c->worker->loop, &c->io);
-	if (want) {
-		ev_io_set(&c->io, c->fd, want);
-		ev_io_start(c->worker->loop, &c->io);
-	}
 }
 
 static void link_client(struct worker *w, struct client *c)

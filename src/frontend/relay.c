@@ -18,6 +18,7 @@
 #include <xxhash.h>
 
 #include "frontend/client_int.h"
+#include "net/evio.h"
 #include "pool/pool.h"
 #include "pool/prepared.h"
 #include "pool/server.h"
@@ -199,16 +200,11 @@ static void server_update_io(struct client *c, struct server *s)
 {
 	bool rd = buf_len(&s->rbuf) < s->rbuf.cap;
 	int want = tls_link_events(&s->tls, rd, c->c2s_scanned > 0 || !buf_empty(&s->wbuf));
-	/* Records OpenSSL already holds wake no poll: go and read them now there is room. */
+	evio_watch(c->worker->loop, &s->io, s->fd, want);
+	/* Records OpenSSL already holds wake no poll: go and read them now there is room. Fed
+	 * after the watcher is (re)armed: stopping it would drop the event. */
 	if (rd && s->tls.buffered)
 		ev_feed_event(c->worker->loop, &s->io, EV_READ);
-	if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == want)
-		return;
-	ev_io_stop(c->worker->loop, &s->io);
-	if (want) {
-		ev_io_set(&s->io, s->fd, want);
-		ev_io_start(c->worker->loop, &s->io);
-	}
 }
 
 /* Read into b (once; on TLS as many records as fit). >0 bytes, 0 EOF, -EAGAIN nothing now

@@ -13,6 +13,7 @@
 
 #include "auth/scram.h"
 #include "config/config.h"
+#include "net/evio.h"
 #include "pool/pool.h"
 #include "pool/probes.h"
 #include "pool/services.h"
@@ -90,11 +91,7 @@ static void update_io(struct server *s)
 {
 	int want = s->tls_step == SERVER_TLS_HANDSHAKE ? (s->tls.rd_want ? s->tls.rd_want : EV_READ)
 						       : tls_link_events(&s->tls, true, !buf_empty(&s->wbuf));
-	if (ev_is_active(&s->io) && (s->io.events & (EV_READ | EV_WRITE)) == want)
-		return;
-	ev_io_stop(s->worker->loop, &s->io);
-	ev_io_set(&s->io, s->fd, want);
-	ev_io_start(s->worker->loop, &s->io);
+	evio_watch(s->worker->loop, &s->io, s->fd, want);
 }
 
 /* The pool's slot on each worker (server_worker_hooks): the servers attached to its loop. */
@@ -1166,6 +1163,8 @@ void server_park(struct server *s)
 	s->owner = NULL;
 	ev_set_cb(&s->io, server_parked_cb);
 	s->io.data = s;
+	/* Not evio_watch: an event pending from the server's last owner is not carried into the
+	 * parked callback, which closes the server on any event. */
 	if (!ev_is_active(&s->io) || (s->io.events & (EV_READ | EV_WRITE)) != EV_READ) {
 		ev_io_stop(s->worker->loop, &s->io);
 		ev_io_set(&s->io, s->fd, EV_READ);

@@ -3,6 +3,7 @@ TLS), cert authentication, SCRAM-SHA-256-PLUS channel binding, hostssl/hostnossl
 per-service TLS towards PostgreSQL (prefer, require, verify-ca, verify-full), and large results
 over both encrypted legs."""
 
+import contextlib
 import hashlib
 import shutil
 import socket
@@ -170,7 +171,7 @@ def _startup(user, db):
     return struct.pack("!I", len(body) + 4) + body
 
 
-def _read_until_ready(sock):
+def _read_until_ready(sock, stop=(b"Z", b"E")):
     buf = b""
     msgs = []
     while True:
@@ -182,7 +183,7 @@ def _read_until_ready(sock):
         n = 1 + struct.unpack("!I", buf[1:5])[0]
         msgs.append((buf[:1], buf[5:n]))
         buf = buf[n:]
-        if msgs[-1][0] in (b"Z", b"E"):
+        if msgs[-1][0] in stop:
             return msgs
 
 
@@ -342,6 +343,69 @@ def test_copy_in_over_tls(tusk, certs, pg):
             for off in range(0, len(data), 1 << 20):
                 cp.write(data[off:off + (1 << 20)])
         assert c.execute("select count(*), sum(length(s)) from tls_in").fetchone() == (50000, 50000 * 200)
+
+
+@contextlib.contextmanager
+def raw_tls_session(t, certs, timeout):
+    """A raw TLS socket past SSLRequest, handshake and login (ReadyForQuery read)."""
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    with socket.create_connection(("127.0.0.1", t.port), timeout=timeout) as raw:
+        raw.sendall(struct.pack("!II", 8, 80877103))
+        assert raw.recv(1) == b"S"
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(_startup(USER, TEST_DB))
+            assert _read_until_ready(s)[-1][0] == b"Z"
+            yield s
+
+
+def test_copy_tail_held_by_openssl_is_read(tusk, certs):
+    """A COPY sent whole into a slow server: tusk's 16 kB read buffer stays full while the server
+    is behind, and at the end OpenSSL's read-ahead has taken the socket empty, so the last
+    records (the CopyDone) sit inside OpenSSL where no poll reports them. When the server takes
+    bytes and the buffer has room, re-arming the client's watcher must not drop the read event
+    fed for those records (libev's ev_io_stop clears a pending event): the reply comes."""
+    t = tusk(listen_opts=listen_tls(certs, "require"), buffer_size="16kB")
+    with raw_tls_session(t, certs, 30 * SLOW) as s:
+        q = (b"create temp table tail_in (s text);"
+             b"create function pg_temp.slow() returns trigger language plpgsql as"
+             b" $$begin perform pg_sleep(0.002); return new; end$$;"
+             b"create trigger slow before insert on tail_in for each row execute function pg_temp.slow();"
+             b"copy tail_in from stdin\0")
+        s.sendall(b"Q" + struct.pack("!I", len(q) + 4) + q)
+        msgs = _read_until_ready(s, stop=(b"Z", b"E", b"G"))
+        assert msgs[-1][0] == b"G", msgs
+        row = b"x" * 16383 + b"\n"
+        nrows = 600  # ~10 MB: more than the kernel's buffers between tusk and the server
+        # Every CopyData and the CopyDone in one write: nothing more reaches the socket.
+        s.sendall(b"".join(b"d" + struct.pack("!I", len(row) + 4) + row for _ in range(nrows)) + b"c\0\0\0\4")
+        msgs = _read_until_ready(s)
+        assert msgs[-1][0] == b"Z", msgs
+        assert (b"C", b"COPY %d\0" % nrows) in msgs, msgs
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_pipelined_queries_held_by_openssl_are_read(tusk, certs, pg, mode):
+    """Thousands of Query messages in one TLS write: OpenSSL takes them off the socket at once,
+    tusk's 16 kB buffer takes part, and the replies make the client's watcher add and drop
+    EV_WRITE. Each re-arm must keep the read event fed for the records OpenSSL still holds."""
+    from lifecycle_util import rule
+    t = tusk(listen_opts=listen_tls(certs, "require"), buffer_size="16kB", pools=[rule(mode=mode)])
+    q = b"select 1\0"
+    one = b"Q" + struct.pack("!I", len(q) + 4) + q
+    with raw_tls_session(t, certs, 15 * SLOW) as s:
+        for n in (100, 1000, 4000):
+            s.sendall(one * n)
+            got = 0
+            buf = b""
+            while got < n:
+                while len(buf) < 5 or len(buf) < 1 + struct.unpack("!I", buf[1:5])[0]:
+                    chunk = s.recv(65536)
+                    assert chunk, f"tusk closed after {got} of {n} replies"
+                    buf += chunk
+                k = 1 + struct.unpack("!I", buf[1:5])[0]
+                assert buf[:1] != b"E", buf[:k]
+                got += buf[:1] == b"Z"
+                buf = buf[k:]
 
 
 def test_reload_turns_tls_on_and_keeps_running_on_a_bad_certificate(tusk, pg, certs, tmp_path):

@@ -24,6 +24,8 @@ class Redis:
     def __init__(self, port):
         self.port = port
         self.proc = None
+        self.password = None
+        self.db = 0
 
     def start(self, *extra):
         self.proc = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -31,6 +33,24 @@ class Redis:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: port_open(self.port), 10, what="redis-server listening")
         return self
+
+    def command(self, *args):
+        """One command on a fresh connection (AUTH and SELECT first when the server wants them)."""
+        cmds = ([["AUTH", self.password]] if self.password else []) + \
+            ([["SELECT", str(self.db)]] if self.db else []) + [list(args)]
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(b"".join(b"*%d\r\n" % len(c) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a.encode()) for a in c)
+                               for c in cmds))
+            f = s.makefile("rb")
+            replies = [f.readline().rstrip(b"\r\n") for _ in cmds]  # one-line replies only
+        return replies[-1]
+
+    def keys(self):
+        return int(self.command("DBSIZE")[1:])
+
+    def filled(self, before, what="the fill to reach Redis"):
+        """The fill is fire-and-forget: wait until Redis holds more keys than before."""
+        wait_until(lambda: self.keys() > before, 10, what=what)
 
     def kill(self):
         if self.proc:
@@ -119,9 +139,10 @@ def test_two_tusks_share_results_and_writes(tusk, l2tables, redis):
     q = "SELECT id, v FROM l2t WHERE id <= 3 ORDER BY id"
     want = [["1", "v1"], ["2", "v2"], ["3", "v3"]]
     reset_stats(cpg)
+    before = redis.keys()
     assert rows_of(ca, q) == want  # A: a miss, it runs and fills Redis
     assert calls(cpg, "FROM l2t WHERE id <=") == 1
-    time.sleep(0.2)  # the fill is fire-and-forget
+    redis.filled(before)  # the fill is fire-and-forget
     hits = metric(b, "l2_hits")
     for _ in range(3):
         assert rows_of(cb, q) == want  # B: from Redis
@@ -152,8 +173,9 @@ def test_two_users_never_share_through_l2(tusk, l2tables, redis):
     first_read(b, "SELECT 1 FROM l2t WHERE id = 1")
     q = "SELECT v FROM l2secret"
     mine = wire(a)
+    before = redis.keys()
     assert rows_of(mine, q) == [["only tusk_trust"]]
-    time.sleep(0.2)
+    redis.filled(before)  # the fill is fire-and-forget
     assert rows_of(wire(b), q) == [["only tusk_trust"]]  # same user: may share
     them = wire(b, user="tusk_other")
     rows, errors = them.simple_query(q)
@@ -180,8 +202,9 @@ def test_redis_down_killed_slow_restarted(tusk, l2tables, redis):
     wait_connected(a, a_log, workers=1)
     wait_connected(b, b_log, workers=1)
     reset_stats(cpg)
+    before = redis.keys()
     assert rows_of(ca, q) == want
-    time.sleep(0.2)
+    redis.filled(before)  # the fill is fire-and-forget
     assert rows_of(cb, q) == want
     assert calls(cpg, "l2t WHERE id BETWEEN") == 1
     # Slow: stopped for longer than the timeout. Reads stay right and bounded.
@@ -213,8 +236,9 @@ def test_redis_down_killed_slow_restarted(tusk, l2tables, redis):
     wait_connected(b, b_log, workers=1)
     q2 = "SELECT v FROM l2t WHERE id BETWEEN 14 AND 15 ORDER BY id"  # never read before
     reset_stats(cpg)
+    before = redis.keys()
     assert rows_of(ca, q2) == [["v14"], ["v15"]]
-    time.sleep(0.2)
+    redis.filled(before)  # the fill is fire-and-forget
     assert rows_of(cb, q2) == [["v14"], ["v15"]]
     assert calls(cpg, "SELECT v FROM l2t WHERE id BETWEEN") == 1
 
@@ -224,13 +248,15 @@ def test_password_and_db(tusk, l2tables, redis):
     every read still runs and is right."""
     cpg = l2tables
     redis.start("--requirepass", "s3cret")
+    redis.password, redis.db = "s3cret", 3
     a, b = two_tusks(tusk, cpg, redis.port, password="s3cret", db=3)
     ca, _ = first_read(a, "SELECT 1 FROM l2t WHERE id = 1")
     cb, _ = first_read(b, "SELECT 1 FROM l2t WHERE id = 1")
     q = "SELECT v FROM l2t WHERE id = 5"
     reset_stats(cpg)
+    before = redis.keys()
     assert rows_of(ca, q) == [["v5"]]
-    time.sleep(0.2)
+    redis.filled(before)  # the fill is fire-and-forget
     assert rows_of(cb, q) == [["v5"]]
     assert calls(cpg, "SELECT v FROM l2t WHERE id =") == 1
     assert metric(a, "l2_errors") == 0 and metric(b, "l2_hits") >= 1
@@ -286,9 +312,10 @@ def test_extended_reads_shared_through_l2(tusk, l2tables, redis):
     sql = b"select id, v from l2t where id = $1"
     unnamed = parse(b"", sql, (23,)) + bind(b"", [b"4"]) + describe(b"S") + execute() + SYNC
     reset_stats(cpg)
+    before = redis.keys()
     want = exchange(ca, unnamed)  # A: a miss, it runs and fills Redis
     assert [k for k, _ in want] == [b"1", b"2", b"t", b"T", b"D", b"C", b"Z"]
-    time.sleep(0.2)  # the fill is fire-and-forget
+    redis.filled(before)  # the fill is fire-and-forget
     hits = metric(b, "l2_hits")
     assert exchange(cb, unnamed) == want
     assert exchange(cb, unnamed) == want

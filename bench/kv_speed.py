@@ -79,7 +79,7 @@ def add_redis_listener(z):
         try:
             redis.Redis(host="127.0.0.1", port=z.redis_port).get("warm-up")
             return
-        except redis.ResponseError:
+        except (redis.ResponseError, redis.ConnectionError):
             time.sleep(0.05)
 
 

@@ -44,17 +44,19 @@ def zone(workdir):
     z.redis_port = free_port()
     cfg["listen"].append({"host": "127.0.0.1", "port": z.redis_port, "protocol": "redis"})
     z.tusk.cfg_path.write_text(to_yaml(cfg) + "\n")
-    z.tusk.start()
+    try:
+        z.tusk.start()
 
-    def routing():  # the router starts just after the listeners (as for the kv database)
-        try:
-            client(z).get("warm-up")
-            return True
-        except redis.ResponseError:
-            return False
-    wait_until(routing, 15 * SLOW, what="kv routing")
-    yield z
-    p.destroy()
+        def routing():  # the redis listener opens just after the first, the router after both
+            try:
+                client(z).get("warm-up")
+                return True
+            except (redis.ResponseError, redis.ConnectionError):
+                return False
+        wait_until(routing, 15 * SLOW, what="kv routing")
+        yield z
+    finally:
+        p.destroy()
 
 
 def client(zone, password=PASSWORD, **kw):
@@ -172,3 +174,22 @@ def test_redis_cli_talks_to_the_kv(zone):
     p = subprocess.run(cli + ["GET", "cli:k"], capture_output=True, text=True, timeout=30 * SLOW)
     assert p.stdout.strip() == "from redis-cli", p
     assert zone.get("cli:k") == "from redis-cli"
+
+
+def test_redis_hostile_values_and_keys_get_errors_not_crashes(zone):
+    r = client(zone)
+    with pytest.raises(redis.ResponseError, match="22021"):
+        r.set("bin", b"\xff\xfe")  # not UTF-8: PostgreSQL's jsonb refuses it
+    with pytest.raises(redis.ResponseError, match="NUL"):
+        r.set("bin", b"a\x00b")
+    with pytest.raises(redis.ResponseError, match="22001"):
+        r.set("k" * 1025, "v")  # the kv's key bound
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        r.execute_command("GET")
+    with pytest.raises(redis.ResponseError, match="syntax error"):
+        r.execute_command("SET", "k", "v", "EX")
+    assert r.set("after", "ok") is True and r.get("after") == b"ok"  # the connection goes on
+    with socket.create_connection(("127.0.0.1", zone.redis_port), timeout=10 * SLOW) as s:
+        s.sendall(b"x" * (70 << 10))  # an inline line past 64 kB, never ended
+        got = recv_until(s, 1)
+        assert got.startswith(b"-ERR Protocol error: too big inline request"), got

@@ -2,10 +2,11 @@
 """kv speed against plain PostgreSQL, side by side in one run (two zones, each a PostgreSQL 15
 with its tusk):
 
-1. puts/s and gets/s through tusk's kv database (kv.put / kv.get, 1 and 8 connections) and,
-   on the same PostgreSQL through tusk's plain pool, a single-row INSERT ... ON CONFLICT DO
-   UPDATE and a primary-key SELECT of a two-column table (the same connections, the same
-   keys), with the ratios;
+1. puts/s and gets/s through tusk's kv database (kv.put / kv.get, 1 and 8 connections), through
+   its Redis listener (SET / GET from python3-redis, the same keys; and redis-benchmark's SET /
+   GET when installed) and, on the same PostgreSQL through tusk's plain pool, a single-row
+   INSERT ... ON CONFLICT DO UPDATE and a primary-key SELECT of a two-column table (the same
+   connections, the same keys), with the ratios, alternated in one run;
 2. counters: both tusks stopped (no replication: a partition), WRITERS (4) connections per zone
    each call kv.incr N (1000) times on the counter's shard, all acknowledged; then the tusks
    start again and the time until both zones read exactly 2 x WRITERS x N is measured;
@@ -27,11 +28,15 @@ import time
 from pathlib import Path
 
 import psycopg
+import redis
+import subprocess
+import yaml
 from psycopg.types.json import Jsonb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
 
 from kv_util import Parade  # noqa: E402
+from conftest import free_port, to_yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from kv_lag import parallel_rate, pct  # noqa: E402
@@ -46,8 +51,57 @@ def run_for(connect, stmt, args_of, seconds, nconn):
     return parallel_rate(connect, stmt, None, seconds, nconn, args_of)
 
 
+class Resp:
+    """A Redis connection that parallel_rate drives like a psycopg one: execute(command, args)."""
+
+    def __init__(self, port):
+        self.r = redis.Redis(host="127.0.0.1", port=port)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.r.close()
+
+    def execute(self, command, args):
+        return self.r.execute_command(command, *args)
+
+
+def add_redis_listener(z):
+    """Restart zone z's tusk with a redis listen entry beside its PostgreSQL one."""
+    assert z.stop_tusk() == []
+    cfg = yaml.safe_load(z.tusk.cfg_path.read_text())
+    z.redis_port = free_port()
+    cfg["listen"].append({"host": "127.0.0.1", "port": z.redis_port, "protocol": "redis"})
+    z.tusk.cfg_path.write_text(to_yaml(cfg) + "\n")
+    z.tusk.start()
+    for _ in range(200):  # the router starts just after the listeners
+        try:
+            redis.Redis(host="127.0.0.1", port=z.redis_port).get("warm-up")
+            return
+        except (redis.ResponseError, redis.ConnectionError):
+            time.sleep(0.05)
+
+
+def redis_benchmark(z, nconn, seconds):
+    """redis-benchmark's SET and GET (a C client, no pipelining) on the listener: requests/s."""
+    if not shutil.which("redis-benchmark"):
+        return None
+    n = int(max(1000, 400 * seconds * nconn))
+    p = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(z.redis_port), "-c", str(nconn), "-n",
+                        str(n), "-r", "4000", "-t", "set,get", "-q", "--csv"], capture_output=True, text=True,
+                       timeout=600)
+    out = {}
+    for line in p.stdout.splitlines():
+        cols = [c.strip('"') for c in line.split(",")]
+        if len(cols) >= 2 and cols[0] in ("SET", "GET"):
+            out[cols[0]] = float(cols[1])
+    return out
+
+
 def throughput(p, seconds):
     z = p.zones[0]
+    add_redis_listener(z)
     with z.pg.admin() as c:
         c.execute("create database plain")
     with z.pg.admin("plain") as c:
@@ -58,17 +112,27 @@ def throughput(p, seconds):
                                     dbname="plain", autocommit=True)
     keys = [f"key-{i}" for i in range(4000)]
     val = Jsonb({"n": 1})
+    resp = lambda: Resp(z.redis_port)  # noqa: E731
     for nconn in (1, 8):
         r = {}
         for name, connect, stmt, args in (
                 ("kv put", kv, PUT, lambda i: (keys[i % len(keys)], val)),
+                ("resp set", resp, "SET", lambda i: (keys[i % len(keys)], '{"n": 1}')),
                 ("plain upsert", plain, UPSERT, lambda i: (keys[i % len(keys)], val)),
                 ("kv get", kv, GET, lambda i: (keys[i % len(keys)],)),
+                ("resp get", resp, "GET", lambda i: (keys[i % len(keys)],)),
                 ("plain select", plain, SELECT, lambda i: (keys[i % len(keys)],))):
             r[name] = run_for(connect, stmt, args, seconds, nconn)
-        print(f"{nconn} connection(s): kv puts {r['kv put']:6.0f}/s vs plain upserts {r['plain upsert']:6.0f}/s "
-              f"({r['kv put'] / r['plain upsert']:.2f}x); kv gets {r['kv get']:6.0f}/s vs plain selects "
-              f"{r['plain select']:6.0f}/s ({r['kv get'] / r['plain select']:.2f}x)", flush=True)
+        print(f"{nconn} connection(s): kv puts {r['kv put']:6.0f}/s, RESP SETs {r['resp set']:6.0f}/s vs plain "
+              f"upserts {r['plain upsert']:6.0f}/s ({r['kv put'] / r['plain upsert']:.2f}x, "
+              f"{r['resp set'] / r['plain upsert']:.2f}x); kv gets {r['kv get']:6.0f}/s, RESP GETs "
+              f"{r['resp get']:6.0f}/s vs plain selects {r['plain select']:6.0f}/s "
+              f"({r['kv get'] / r['plain select']:.2f}x, {r['resp get'] / r['plain select']:.2f}x)", flush=True)
+        rb = redis_benchmark(z, nconn, seconds)
+        if rb:
+            print(f"{nconn} connection(s): redis-benchmark on the Redis listener: SET {rb.get('SET', 0):6.0f}/s "
+                  f"({rb.get('SET', 0) / r['plain upsert']:.2f}x plain upserts), GET {rb.get('GET', 0):6.0f}/s "
+                  f"({rb.get('GET', 0) / r['plain select']:.2f}x plain selects)", flush=True)
 
 
 def counters(p, n, writers=4):

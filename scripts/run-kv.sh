@@ -42,7 +42,7 @@ if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -w "$RUN"; then
 	exit 1
 fi
 
-declare -A PG_PORT TUSK_PORT PGDATA TUSK_PID
+declare -A PG_PORT TUSK_PORT PGDATA TUSK_PID REDIS_PORT
 started_pg=()
 
 cleanup() {
@@ -67,6 +67,7 @@ for z in "${ZONES[@]}"; do
 	PGDATA[$z]=$RUN/pg-$z
 	pick_port "PG_PORT[$z]" $port
 	pick_port "TUSK_PORT[$z]" 6440
+	pick_port "REDIS_PORT[$z]" 6390
 	port=$((PG_PORT[$z] + 1))
 	if [ ! -f "${PGDATA[$z]}/PG_VERSION" ]; then
 		mkdir -p "${PGDATA[$z]}"
@@ -89,6 +90,9 @@ CONF
 listen:
   - host: 127.0.0.1
     port: ${TUSK_PORT[$z]}
+  - host: 127.0.0.1
+    port: ${REDIS_PORT[$z]}
+    protocol: redis
 workers: 1
 log: {level: info, format: text, target: stderr}
 services:
@@ -143,8 +147,11 @@ echo "run-kv: two zones, $NSHARDS shards, namespace default (logs and data in $R
 for z in "${ZONES[@]}"; do
 	echo "zone $z: psql -h 127.0.0.1 -p ${TUSK_PORT[$z]} -U postgres kv"
 done
+for z in "${ZONES[@]}"; do
+	echo "zone $z: redis-cli -h 127.0.0.1 -p ${REDIS_PORT[$z]}"
+done
 echo "run-kv: e.g. SELECT kv.put('default', 'hello', '{\"n\": 1}'); in zone a, then SELECT kv.get('default', 'hello'); in zone b." >&2
-echo "run-kv: also SELECT kv.get_meta('default', 'hello'); SELECT kv.put_if_version('default', 'hello', '2', <version>); SELECT kv.incr('default', 'hits', 1); SELECT * FROM kv.scan('default', 'he', NULL, 100); (docs/kv.md, API). Ctrl-C stops everything." >&2
+echo "run-kv: also SELECT kv.get_meta('default', 'hello'); SELECT kv.put_if_version('default', 'hello', '2', <version>); SELECT kv.incr('default', 'hits', 1); SELECT * FROM kv.scan('default', 'he', NULL, 100); (docs/kv.md, API); with redis-cli: SET hello world in zone a, GET hello in zone b (docs/kv.md, \"The Redis protocol\"). Ctrl-C stops everything." >&2
 
 # Until Ctrl-C, or until a tusk dies.
 set +e

@@ -2,13 +2,17 @@
  * (plain, md5, SCRAM verifier with strict base64 decoding) and an open-addressing hash table
  * from user name to entry. Owns the entries, their strings and the table. */
 #include "auth/userlist.h"
+#include "auth/scram.h"
 #include "auth/scram_int.h"
+#include "auth/scram_server.h"
 #include "util/file.h"
 
 #include <errno.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
 
 #define USERLIST_FILE_MAX (64u << 20)
 
@@ -335,4 +339,31 @@ const struct userlist_entry *userlist_find(const struct userlist *ul, const char
 int userlist_count(const struct userlist *ul)
 {
 	return ul->n;
+}
+
+static bool equal_ct(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	return la == lb && CRYPTO_memcmp(a, b, la) == 0;
+}
+
+bool userlist_password_matches(const struct userlist_entry *e, const char *user, const char *password)
+{
+	switch (e->kind) {
+	case USERLIST_PLAIN: /* an empty secret (trust only, as in PgBouncer) matches no password */
+		return e->secret[0] && equal_ct(password, e->secret);
+	case USERLIST_MD5: {
+		char hash[36];
+		auth_md5_hash(user, password, hash);
+		return hash[0] && equal_ct(hash, e->secret);
+	}
+	case USERLIST_SCRAM: {
+		struct scram_verifier v;
+		if (scram_verifier_from_password_salt(&v, password, e->salt, e->salt_len, e->iterations) < 0)
+			return false;
+		return CRYPTO_memcmp(v.stored_key, e->stored_key, sizeof v.stored_key) == 0 &&
+		       CRYPTO_memcmp(v.server_key, e->server_key, sizeof v.server_key) == 0;
+	}
+	}
+	return false;
 }

@@ -4,6 +4,7 @@
 #ifndef TUSK_AUTH_USERLIST_H
 #define TUSK_AUTH_USERLIST_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,6 +58,10 @@ const struct userlist_entry *userlist_find(const struct userlist *ul, const char
  * -EINVAL for a secret that looks like md5 or SCRAM but is malformed. */
 __attribute__((warn_unused_result))
 int userlist_parse_secret(const char *secret, struct userlist_entry *e);
+
+/* Whether the cleartext password matches e's secret of whatever kind (a plain one in constant
+ * time; an empty plain secret matches nothing, as in PgBouncer), for user (md5's salt). */
+bool userlist_password_matches(const struct userlist_entry *e, const char *user, const char *password);
 
 /* Number of entries. */
 int userlist_count(const struct userlist *ul);

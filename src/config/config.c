@@ -819,6 +819,10 @@ static const struct enum_name tls_service_names[] = {
 	{ "verify-ca", CONFIG_STLS_VERIFY_CA }, { "verify-full", CONFIG_STLS_VERIFY_FULL }, { NULL, 0 },
 };
 
+static const struct enum_name listen_protocol_names[] = {
+	{ "postgres", CONFIG_LISTEN_POSTGRES }, { "redis", CONFIG_LISTEN_REDIS }, { NULL, 0 },
+};
+
 #define LISTEN_FIELD(f) offsetof(struct config_listen, f)
 static const struct key_def listen_keys[] = {
 	{ .name = "host", .type = KEY_CHARS, .offset = offsetof(struct config_listen, host), .min = 1,
@@ -830,6 +834,9 @@ static const struct key_def listen_keys[] = {
 	{ .name = "tls_key_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_key_file), .min = 1, .max = 4096 },
 	{ .name = "tls_ca_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ca_file), .min = 1, .max = 4096 },
 	{ .name = "tls_ciphers", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ciphers), .min = 1, .max = 4096 },
+	{ .name = "protocol", .type = KEY_ENUM, .offset = LISTEN_FIELD(protocol), .names = listen_protocol_names,
+	  .def = "postgres" },
+	{ .name = "kv_namespace", .type = KEY_STRING, .offset = LISTEN_FIELD(kv_namespace), .min = 1, .max = 63 },
 };
 static const struct key_table listen_table = { listen_keys, sizeof(listen_keys) / sizeof(listen_keys[0]) };
 
@@ -2051,6 +2058,12 @@ static void load_document(struct loader *ld, const char *data, size_t len)
 	else
 		parse_mapping(ld, root, 1, "", &top_table, (char *)ld->cfg);
 	check_redis(ld, root);
+	for (int i = 0; i < ld->cfg->nlisten; i++)
+		if (ld->cfg->listen[i].protocol == CONFIG_LISTEN_REDIS && !ld->cfg->kv.zone)
+			report(ld, 1, "listen", "entry %d has protocol redis: it needs the kv section (kv.zone)", i);
+	for (int i = 0; i < ld->cfg->nlisten; i++)
+		if (ld->cfg->listen[i].protocol == CONFIG_LISTEN_REDIS && ld->cfg->listen[i].tls != CONFIG_TLS_DISABLE)
+			report(ld, 1, "listen", "entry %d: TLS on a redis listener is not supported yet", i);
 
 	if (!yaml_parser_load(&parser, &extra)) {
 		report_yaml_error(ld, &parser, data, len);

@@ -37,6 +37,10 @@ enum config_tls_listen { CONFIG_TLS_DISABLE, CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIR
 enum config_tls_service { CONFIG_STLS_DISABLE, CONFIG_STLS_PREFER, CONFIG_STLS_REQUIRE, CONFIG_STLS_VERIFY_CA,
 			  CONFIG_STLS_VERIFY_FULL };
 
+/* What a listener speaks: PostgreSQL's protocol (every database, the console, kv), or the
+ * Redis protocol in front of the kv (src/kv/resp_front.c; needs the kv section). */
+enum config_listen_protocol { CONFIG_LISTEN_POSTGRES, CONFIG_LISTEN_REDIS };
+
 struct config_listen {
 	char host[CONFIG_HOST_MAX]; /* numeric address or name; "*" means all addresses */
 	int port;
@@ -46,6 +50,8 @@ struct config_listen {
 	char *tls_ca_file;          /* required for verify-ca/verify-full; with allow/require a
 	                             * client certificate is asked for and checked when sent */
 	char *tls_ciphers;          /* TLS 1.2 cipher list; NULL: OpenSSL's default */
+	int protocol;               /* enum config_listen_protocol; default postgres */
+	char *kv_namespace;         /* protocol redis: the kv namespace its keys are in; NULL: "default" */
 };
 
 struct config_host {

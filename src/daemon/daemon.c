@@ -20,6 +20,7 @@
 #include "frontend/client.h"
 #include "frontend/relay_hooks.h"
 #include "kv/front.h"
+#include "kv/resp_front.h"
 #include "net/tls.h"
 #include "net/tunnel.h"
 #include "pool/pool.h"
@@ -162,6 +163,8 @@ static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct r
 	for (int i = 0; cfg->unix_socket_dir && i < cfg->nlisten; i++) {
 		char path[128], key[300];
 		int fd = -1;
+		if (cfg->listen[i].protocol != CONFIG_LISTEN_POSTGRES)
+			continue; /* .s.PGSQL.<port> speaks PostgreSQL's protocol */
 		unix_path(cfg, cfg->listen[i].port, path, sizeof path);
 		snprintf(key, sizeof key, "unix:%s", path);
 		for (int j = 0; j < rt->nlisteners; j++)
@@ -258,6 +261,7 @@ static void register_worker_tenants(void)
 	worker_register(&server_worker_hooks);
 	worker_register(&flight_l2_worker_hooks);
 	worker_register(&console_worker_hooks);
+	worker_register(&kv_resp_worker_hooks);
 }
 
 /* threads false: the test seam of daemon_start_inline (no worker threads, no listeners). */
@@ -296,6 +300,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	/* The session kinds of the virtual databases, before any worker runs (idempotent). */
 	console_register();
 	kv_front_register();
+	kv_resp_register();
 	/* The features that watch the relay, in the order their hooks run (relay_hooks.h): the
 	 * split first (a 25006's role re-check before the cache's look at the same error). */
 	(void)relay_hooks_register(&split_relay_hooks);

@@ -252,35 +252,10 @@ static struct server_cred *cred_for(struct client *c)
 	return c->cred;
 }
 
-static bool equal_ct(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	return la == lb && CRYPTO_memcmp(a, b, la) == 0;
-}
-
 /* Cleartext password against the stored secret of whatever kind. */
 static bool check_cleartext(struct client *c, const char *password)
 {
-	const struct userlist_entry *e = c->auth->entry;
-	if (!e)
-		return false;
-	switch (e->kind) {
-	case USERLIST_PLAIN: /* an empty secret (trust only, as in PgBouncer) matches no password */
-		return e->secret[0] && equal_ct(password, e->secret);
-	case USERLIST_MD5: {
-		char hash[36];
-		auth_md5_hash(c->user, password, hash);
-		return hash[0] && equal_ct(hash, e->secret);
-	}
-	case USERLIST_SCRAM: {
-		struct scram_verifier v;
-		if (scram_verifier_from_password_salt(&v, password, e->salt, e->salt_len, e->iterations) < 0)
-			return false;
-		return CRYPTO_memcmp(v.stored_key, e->stored_key, sizeof v.stored_key) == 0 &&
-		       CRYPTO_memcmp(v.server_key, e->server_key, sizeof v.server_key) == 0;
-	}
-	}
-	return false;
+	return c->auth->entry && userlist_password_matches(c->auth->entry, c->user, password);
 }
 
 static void keep_cred_plain(struct client *c, const char *password)

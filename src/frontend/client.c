@@ -86,6 +86,15 @@ const struct client_kind *client_kind_of(const struct tusk_config *cfg, const ch
 	return &pooled_kind;
 }
 
+#define CLIENT_PROTOCOLS_MAX 4
+static client_protocol_accept_fn protocol_accept[CLIENT_PROTOCOLS_MAX];
+
+void client_protocol_register(int protocol, client_protocol_accept_fn accept)
+{
+	if (protocol > 0 && protocol < CLIENT_PROTOCOLS_MAX)
+		protocol_accept[protocol] = accept;
+}
+
 void client_set_move_hook(const struct client_move_hook *h)
 {
 	move_hook = h;
@@ -583,6 +592,18 @@ static int format_ctx(struct client *c, const char *database, const char *user)
 void client_accept(struct worker *w, int fd, const struct net_addr *peer, const char *listener)
 {
 	struct runtime *rt = w->rt;
+
+	if (peer->sa.ss_family != AF_UNIX) {
+		struct tls_ctx *tls;
+		const struct config_listen *l = runtime_find_listen(rt, listener, &tls);
+		if (l && l->protocol != CONFIG_LISTEN_POSTGRES) {
+			if (l->protocol < CLIENT_PROTOCOLS_MAX && protocol_accept[l->protocol])
+				protocol_accept[l->protocol](w, fd, peer, l);
+			else
+				close(fd);
+			return;
+		}
+	}
 	int now = atomic_fetch_add_explicit(&rt->nclients, 1, memory_order_relaxed);
 	struct client *c = calloc(1, sizeof *c);
 

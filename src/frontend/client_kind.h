@@ -47,6 +47,16 @@ void client_kind_register(const struct client_kind *k);
  * registered ones does). */
 const struct client_kind *client_kind_of(const struct tusk_config *cfg, const char *database);
 
+/* A listener of another protocol than PostgreSQL's (config_listen.protocol, e.g. the kv's
+ * Redis listener, kv/resp_front.c): client_accept hands its connections to accept at once
+ * (they never become clients). Registered at startup, before any worker runs; none
+ * registered for a protocol: its connections are closed. */
+struct net_addr;
+struct config_listen;
+typedef void (*client_protocol_accept_fn)(struct worker *w, int fd, const struct net_addr *peer,
+					   const struct config_listen *l);
+void client_protocol_register(int protocol, client_protocol_accept_fn accept);
+
 /* What a client moving between workers (worker_balance_target) carries and is checked for on
  * arrival. One hook (the admin console's kills, console.h): mark reads the old worker's
  * progress; arrive, on the new worker with c linked, returns true when it closed c. */

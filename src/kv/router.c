@@ -413,7 +413,8 @@ static bool collect_pairs(struct kv_job *job, PGresult *res, struct kv_pair **pa
 /* Sort the pairs by key (bytewise, as the shards order them) and send the first max. */
 static void send_pairs(struct kv_job *job, struct kv_pair *pairs, size_t npairs, size_t max)
 {
-	qsort(pairs, npairs, sizeof *pairs, pair_cmp);
+	if (npairs > 1) /* none: pairs is NULL, which qsort may not be given */
+		qsort(pairs, npairs, sizeof *pairs, pair_cmp);
 	for (size_t i = 0; i < npairs && i < max; i++) {
 		const char *v[2] = { pairs[i].key, pairs[i].value };
 		int l[2] = { pairs[i].klen, pairs[i].vlen };

@@ -62,7 +62,19 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
         with kv(lines["a"]) as a:
             wait_until(lambda: a.execute("select kv.get('default', 'demo')").fetchone()[0] == {"from": "a", "n": 1},
                        30 * SLOW, interval=0.1, what="the patch of zone b to reach zone a")
-        ports = list(lines.values()) + pg_ports(run_dir)
+        # Its redis listeners, printed after the psql lines: a SET in zone a is read by a GET in zone b.
+        rlines = {}
+        while len(rlines) < 2:
+            line = proc.stdout.readline()
+            m = re.match(r"zone (\w+): redis-cli -h 127\.0\.0\.1 -p (\d+)$", line.strip())
+            assert m, f"unexpected output line {line!r}"
+            rlines[m.group(1)] = int(m.group(2))
+        cli = lambda z, *args: subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(rlines[z]), *args],  # noqa: E731
+                                              capture_output=True, text=True, timeout=30 * SLOW).stdout.strip()
+        assert cli("a", "SET", "demo-redis", "from a") == "OK"
+        wait_until(lambda: cli("b", "GET", "demo-redis") == "from a", 30 * SLOW, interval=0.1,
+                   what="the SET of zone a to reach zone b's GET")
+        ports = list(lines.values()) + list(rlines.values()) + pg_ports(run_dir)
         assert all(port_open(p) for p in ports)
     finally:
         proc.send_signal(signal.SIGINT)

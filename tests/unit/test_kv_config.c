@@ -122,6 +122,34 @@ static void test_restart_only(void **state)
 	release(&b);
 }
 
+/* The Redis listener: a listen entry's protocol, off by default, needing the kv section. */
+static void test_redis_listen_entries(void **state)
+{
+	struct result r;
+	(void)state;
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6432}\n"
+			   "  - {host: 127.0.0.1, port: 6390, protocol: redis, kv_namespace: sessions}\n"
+			   "kv: {zone: eu1, service: local}\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->listen[0].protocol, CONFIG_LISTEN_POSTGRES);
+	assert_null(r.cfg->listen[0].kv_namespace);
+	assert_int_equal(r.cfg->listen[1].protocol, CONFIG_LISTEN_REDIS);
+	assert_string_equal(r.cfg->listen[1].kv_namespace, "sessions");
+	release(&r);
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: redis}\n");
+	assert_int_equal(r.n, 1);
+	assert_non_null(strstr(r.errs, "needs the kv section"));
+	release(&r);
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: redis, tls: require, "
+			   "tls_cert_file: /c, tls_key_file: /k}\nkv: {zone: eu1, service: local}\n");
+	assert_int_equal(r.n, 1);
+	assert_non_null(strstr(r.errs, "TLS on a redis listener"));
+	release(&r);
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: resp}\n");
+	assert_true(r.n >= 1);
+	release(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -129,6 +157,7 @@ int main(void)
 		cmocka_unit_test(test_catalog_endpoint_from_the_service),
 		cmocka_unit_test(test_errors_name_the_key_and_hide_secrets),
 		cmocka_unit_test(test_restart_only),
+		cmocka_unit_test(test_redis_listen_entries),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,1378 @@
+/* The kv's Redis listener (resp_front.h). A connection lives on the worker that accepted it
+ * (its own ev_io, never moved); it parses one command at a time out of its input (resp.c),
+ * and runs it as one or two calls of the kv API through the router (one call in flight; the
+ * worker never blocks); the reply is written when the router's answer comes back as a
+ * worker message. Pipelined commands wait in the input (not read further while a call runs
+ * or while more than RESP_OUT_PAUSE bytes of replies are unsent). Values are Redis strings
+ * stored as JSON strings (a value written through SQL that is not a JSON string reads as its
+ * JSON text). */
+#include "kv/resp_front.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth/userlist.h"
+#include "config/config.h"
+#include "frontend/client_kind.h"
+#include "kv/call.h"
+#include "kv/resp.h"
+#include "kv/router.h"
+#include "net/evio.h"
+#include "net/net.h"
+#include "proto/proto.h"
+#include "runtime/runtime.h"
+#include "util/log.h"
+
+#define RESP_IN_MAX (64u << 20)     /* one command's bytes at most (an MSET of many values) */
+#define RESP_READ_CHUNK (64u << 10)
+#define RESP_OUT_PAUSE (1u << 20)   /* unsent replies beyond which commands wait */
+#define RESP_SHRINK (1u << 20)      /* buffers larger than this are freed after their command */
+#define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
+#define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's) */
+
+enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL_GET,
+	    STEP_DEL, STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE };
+
+struct resp_conn {
+	struct resp_conn *prev, *next; /* the worker's list; unlinked once closed */
+	struct worker *worker;
+	int fd;                        /* -1: closed (an orphan waiting for its call's answer) */
+	ev_io io;
+	char ns[64];
+	char user[64];
+	bool authed, default_trusted, closing;
+	bool busy;                     /* a call is with the router */
+	char *in;                      /* [in_off, in_len): unparsed input */
+	size_t in_off, in_len, in_cap;
+	char *out;
+	size_t out_off, out_len, out_cap;
+	struct resp_arg *args;
+	int args_cap, nargs;
+	size_t used;                   /* bytes of the command being run */
+	enum step step;
+	bool pttl;                     /* TTL in ms */
+	long long ttl_ms;              /* SET's EX/PX (0: none) */
+	long long count;
+	struct kv_job job;
+	struct worker_msg *msg;
+	char *vals;                    /* the job's texts, NUL-terminated */
+	size_t vals_len, vals_cap;
+	size_t *offs;                  /* keys (then values) as offsets into vals */
+	const char **ptrs;
+	int *order;                    /* argument index of each unique key */
+	int nunique, list_cap;
+	char *scan_after[RESP_SCAN_CURSORS];
+	unsigned long long scan_id[RESP_SCAN_CURSORS], scan_next;
+};
+
+struct resp_worker {
+	struct resp_conn *head;
+};
+
+struct worker_hooks kv_resp_worker_hooks;
+
+static struct resp_worker *rw_of(struct worker *w)
+{
+	return worker_slot(w, kv_resp_worker_hooks.slot);
+}
+
+static const char *arg(const struct resp_conn *c, int i)
+{
+	return c->in + c->in_off + c->args[i].off;
+}
+
+static size_t alen(const struct resp_conn *c, int i)
+{
+	return c->args[i].len;
+}
+
+static bool is(const struct resp_conn *c, int i, const char *name)
+{
+	return resp_is(c->in + c->in_off, &c->args[i], name);
+}
+
+/* ---- output ---- */
+
+static bool out_room(struct resp_conn *c, size_t n)
+{
+	if (c->out_off > 0 && c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+	if (c->out_cap - c->out_len >= n)
+		return true;
+	if (c->out_off > 0) {
+		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+		c->out_len -= c->out_off;
+		c->out_off = 0;
+		if (c->out_cap - c->out_len >= n)
+			return true;
+	}
+	size_t cap = c->out_cap ? c->out_cap : 4096;
+	while (cap - c->out_len < n)
+		cap *= 2;
+	char *p = realloc(c->out, cap);
+	if (!p)
+		return false;
+	c->out = p;
+	c->out_cap = cap;
+	return true;
+}
+
+static struct resp_out ro(struct resp_conn *c)
+{
+	return (struct resp_out){ c->out, c->out_len, c->out_cap };
+}
+
+/* Every reply goes through these; out of memory closes the connection. */
+#define REPLY(c, need, call)                                     \
+	do {                                                     \
+		if (!out_room((c), (need))) {                    \
+			(c)->closing = true;                     \
+			break;                                   \
+		}                                                \
+		struct resp_out o_ = ro(c);                      \
+		if (call(&o_))                                   \
+			(c)->out_len = o_.len;                   \
+	} while (0)
+
+static void reply_simple(struct resp_conn *c, const char *s)
+{
+	size_t n = strlen(s) + 3;
+#define CALL(o) resp_out_simple(o, s)
+	REPLY(c, n, CALL);
+#undef CALL
+}
+
+static void reply_error(struct resp_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply_error(struct resp_conn *c, const char *fmt, ...)
+{
+	char buf[1200];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	size_t n = strlen(buf) + 3;
+#define CALL(o) resp_out_error(o, buf)
+	REPLY(c, n, CALL);
+#undef CALL
+}
+
+static void reply_int(struct resp_conn *c, long long v)
+{
+#define CALL(o) resp_out_int(o, v)
+	REPLY(c, 32, CALL);
+#undef CALL
+}
+
+static void reply_nil(struct resp_conn *c)
+{
+	REPLY(c, 8, resp_out_nil);
+}
+
+static void reply_array(struct resp_conn *c, long long n)
+{
+#define CALL(o) resp_out_array(o, n)
+	REPLY(c, 32, CALL);
+#undef CALL
+}
+
+static void reply_bulk(struct resp_conn *c, const char *p, size_t len)
+{
+#define CALL(o) resp_out_bulk(o, p, len)
+	REPLY(c, len + 32, CALL);
+#undef CALL
+}
+
+/* A kv value (JSON text) as a Redis string: a JSON string unquoted, anything else as is. */
+static void reply_value(struct resp_conn *c, const char *v, size_t n)
+{
+	if (n >= 2 && v[0] == '"') {
+		char *tmp = malloc(n);
+		long k = tmp ? resp_json_unquote(v, n, tmp) : -1;
+		if (k >= 0)
+			reply_bulk(c, tmp, (size_t)k);
+		free(tmp);
+		if (k >= 0)
+			return;
+	}
+	reply_bulk(c, v, n);
+}
+
+/* ---- the connection ---- */
+
+static void conn_free(struct resp_conn *c)
+{
+	kv_job_free(&c->job);
+	free(c->in);
+	free(c->out);
+	free(c->args);
+	free(c->vals);
+	free(c->offs);
+	free(c->ptrs);
+	free(c->order);
+	for (int i = 0; i < RESP_SCAN_CURSORS; i++)
+		free(c->scan_after[i]);
+	free(c);
+}
+
+static void conn_close(struct resp_conn *c)
+{
+	struct worker *w = c->worker;
+	struct resp_worker *rw = rw_of(w);
+
+	if (c->fd < 0)
+		return;
+	evio_watch(w->loop, &c->io, c->fd, 0);
+	close(c->fd);
+	c->fd = -1;
+	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		rw->head = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	if (!c->busy)
+		conn_free(c); /* else freed when the router answers */
+}
+
+static void process(struct resp_conn *c);
+
+static void update_io(struct resp_conn *c)
+{
+	bool pending = c->out_len > c->out_off;
+	if (c->closing && !pending) {
+		conn_close(c);
+		return;
+	}
+	int want = 0;
+	if (pending)
+		want |= EV_WRITE;
+	if (!c->busy && !c->closing && c->out_len - c->out_off < RESP_OUT_PAUSE)
+		want |= EV_READ;
+	evio_watch(c->worker->loop, &c->io, c->fd, want);
+}
+
+static bool flush_out(struct resp_conn *c)
+{
+	while (c->out_len > c->out_off) {
+		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+		if (n > 0) {
+			c->out_off += (size_t)n;
+			continue;
+		}
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return false;
+	}
+	c->out_off = c->out_len = 0;
+	if (c->out_cap > RESP_SHRINK) {
+		free(c->out);
+		c->out = NULL;
+		c->out_cap = 0;
+	}
+	return true;
+}
+
+/* Run what the input holds, write what that replied, and watch for what comes next. */
+static void run_and_flush(struct resp_conn *c)
+{
+	process(c);
+	if (c->fd >= 0 && c->out_len > c->out_off && !flush_out(c)) {
+		conn_close(c);
+		return;
+	}
+	if (c->fd >= 0)
+		update_io(c);
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct resp_conn *c = io->data;
+	(void)loop;
+
+	if (revents & EV_WRITE) {
+		if (!flush_out(c)) {
+			conn_close(c);
+			return;
+		}
+	}
+	if ((revents & EV_READ) && !c->busy && !c->closing) {
+		if (c->in_off > 0) {
+			memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
+			c->in_len -= c->in_off;
+			c->in_off = 0;
+		}
+		if (c->in_cap - c->in_len < RESP_READ_CHUNK / 4) {
+			size_t cap = c->in_cap ? c->in_cap * 2 : RESP_READ_CHUNK;
+			if (cap > RESP_IN_MAX + RESP_READ_CHUNK)
+				cap = RESP_IN_MAX + RESP_READ_CHUNK;
+			char *p = cap > c->in_cap ? realloc(c->in, cap) : NULL;
+			if (!p && c->in_cap - c->in_len == 0) {
+				conn_close(c); /* out of memory or past RESP_IN_MAX: process() said so */
+				return;
+			}
+			if (p) {
+				c->in = p;
+				c->in_cap = cap;
+			}
+		}
+		ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+			conn_close(c);
+			return;
+		}
+		if (n > 0)
+			c->in_len += (size_t)n;
+	}
+	run_and_flush(c);
+}
+
+static void kv_resp_accept(struct worker *w, int fd, const struct net_addr *peer, const struct config_listen *l)
+{
+	struct runtime *rt = w->rt;
+	int now = atomic_fetch_add_explicit(&rt->nclients, 1, memory_order_relaxed);
+	struct resp_conn *c = calloc(1, sizeof *c);
+	(void)peer;
+
+	if (!c || now >= rt->cfg->max_client_connections) {
+		static const char full[] = "-ERR max number of clients reached\r\n";
+		if (c)
+			(void)!send(fd, full, sizeof full - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		free(c);
+		close(fd);
+		atomic_fetch_sub_explicit(&rt->nclients, 1, memory_order_relaxed);
+		return;
+	}
+	c->worker = w;
+	c->fd = fd;
+	snprintf(c->ns, sizeof c->ns, "%s", l->kv_namespace ? l->kv_namespace : "default");
+	snprintf(c->user, sizeof c->user, "default");
+	/* Without AUTH a connection is Redis's user "default": allowed when the pool rule for
+	 * database kv and user default trusts it. */
+	const struct config_pool_rule *rule = config_match_pool(rt->cfg, "kv", "default");
+	c->default_trusted = rule && !rule->blocked && rule->client_auth == CONFIG_AUTH_TRUST;
+	c->authed = c->default_trusted;
+	struct resp_worker *rw = rw_of(w);
+	c->next = rw->head;
+	if (rw->head)
+		rw->head->prev = c;
+	rw->head = c;
+	ev_init(&c->io, io_cb);
+	c->io.data = c;
+	evio_watch(w->loop, &c->io, fd, EV_READ);
+}
+
+/* ---- running calls ---- */
+
+static void on_answer(struct worker *w, struct worker_msg *m);
+
+static void answer_done(struct kv_job *job)
+{
+	struct resp_conn *c = job->arg;
+	struct worker_msg *m = c->msg;
+	c->msg = NULL;
+	worker_post(c->worker, m);
+}
+
+static void vals_reset(struct resp_conn *c)
+{
+	c->vals_len = 0;
+}
+
+/* Append s[0, n) and a NUL: its offset, or SIZE_MAX (out of memory). */
+static size_t add_val(struct resp_conn *c, const char *s, size_t n)
+{
+	if (c->vals_cap - c->vals_len < n + 1) {
+		size_t cap = c->vals_cap ? c->vals_cap : 1024;
+		while (cap - c->vals_len < n + 1)
+			cap *= 2;
+		char *v = realloc(c->vals, cap);
+		if (!v)
+			return SIZE_MAX;
+		c->vals = v;
+		c->vals_cap = cap;
+	}
+	memcpy(c->vals + c->vals_len, s, n);
+	c->vals[c->vals_len + n] = '\0';
+	size_t off = c->vals_len;
+	c->vals_len += n + 1;
+	return off;
+}
+
+/* A Redis string as the JSON text of a kv value. */
+static size_t add_json(struct resp_conn *c, const char *s, size_t n)
+{
+	size_t cap = 6 * n + 2;
+	char *tmp = malloc(cap);
+	if (!tmp)
+		return SIZE_MAX;
+	long k = resp_json_quote(s, n, tmp, cap);
+	size_t off = k < 0 ? SIZE_MAX - 1 : add_val(c, tmp, (size_t)k);
+	free(tmp);
+	return off;
+}
+
+static bool lists_room(struct resp_conn *c, int n)
+{
+	if (n <= c->list_cap)
+		return true;
+	size_t *o = realloc(c->offs, (size_t)n * 2 * sizeof *o);
+	if (o)
+		c->offs = o;
+	const char **p = o ? realloc(c->ptrs, (size_t)n * 2 * sizeof *p) : NULL;
+	if (p)
+		c->ptrs = p;
+	int *ord = p ? realloc(c->order, (size_t)n * sizeof *ord) : NULL;
+	if (!ord)
+		return false;
+	c->order = ord;
+	c->list_cap = n;
+	return true;
+}
+
+/* Submit the job set up in c->job (strings as offsets resolved by the caller). */
+static void submit(struct resp_conn *c, enum step step)
+{
+	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
+	if (!r) {
+		reply_error(c, "ERR tusk: kv routing is not running (see tusk's log)");
+		return;
+	}
+	c->msg = calloc(1, sizeof *c->msg);
+	if (!c->msg) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	c->msg->fn = on_answer;
+	c->msg->arg = c;
+	c->job.done = answer_done;
+	c->job.arg = c;
+	c->step = step;
+	c->busy = true;
+	kv_router_submit(r, &c->job);
+}
+
+/* One call on one key: args as texts (NULL: SQL NULL), already in vals at offs. */
+static void call_key(struct resp_conn *c, enum step step, enum kv_op op, const size_t *offs, int n)
+{
+	struct kv_job *j = &c->job;
+	j->op = op;
+	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
+		j->args[i] = i < n && offs[i] != SIZE_MAX ? c->vals + offs[i] : NULL;
+	j->ns = j->args[0];
+	j->key = kv_op_keyless(op) ? NULL : j->args[1];
+	j->nkeys = j->nvalues = 0;
+	j->keys = j->values = NULL;
+	submit(c, step);
+}
+
+/* ns and the key of argument i into vals: offs[0], offs[1]. */
+static bool ns_key(struct resp_conn *c, int i, size_t offs[KV_CALL_MAX_ARGS])
+{
+	vals_reset(c);
+	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+		offs[k] = SIZE_MAX;
+	if (memchr(arg(c, i), '\0', alen(c, i))) {
+		reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+		return false;
+	}
+	offs[0] = add_val(c, c->ns, strlen(c->ns));
+	offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, arg(c, i), alen(c, i));
+	if (offs[1] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return false;
+	}
+	return true;
+}
+
+/* Keys of arguments first, first + step, ... < end, deduplicated (the batches refuse a key
+ * twice): c->order[0, nunique) their argument indexes (the last of equal keys), the job's
+ * keys in vals. */
+static _Thread_local const struct resp_conn *cmp_conn; /* qsort has no argument */
+static int cmp_keys(const void *a, const void *b)
+{
+	int x = *(const int *)a, y = *(const int *)b;
+	size_t lx = alen(cmp_conn, x), ly = alen(cmp_conn, y);
+	int r = memcmp(arg(cmp_conn, x), arg(cmp_conn, y), lx < ly ? lx : ly);
+	if (r)
+		return r;
+	if (lx != ly)
+		return lx < ly ? -1 : 1;
+	return x < y ? -1 : x > y;
+}
+
+static bool batch_keys(struct resp_conn *c, int first, int end, int stride)
+{
+	int n = (end - first + stride - 1) / stride;
+	if (n > KV_CALL_MAX_KEYS) {
+		reply_error(c, "ERR tusk: a command takes at most %d keys", KV_CALL_MAX_KEYS);
+		return false;
+	}
+	if (!lists_room(c, n)) {
+		reply_error(c, "ERR out of memory");
+		return false;
+	}
+	for (int i = 0; i < n; i++) {
+		c->order[i] = first + i * stride;
+		if (memchr(arg(c, c->order[i]), '\0', alen(c, c->order[i]))) {
+			reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+			return false;
+		}
+	}
+	cmp_conn = c;
+	qsort(c->order, (size_t)n, sizeof *c->order, cmp_keys);
+	int u = 0;
+	for (int i = 0; i < n; i++) {
+		if (u > 0 && alen(c, c->order[u - 1]) == alen(c, c->order[i]) &&
+		    memcmp(arg(c, c->order[u - 1]), arg(c, c->order[i]), alen(c, c->order[i])) == 0)
+			c->order[u - 1] = c->order[i]; /* the last one wins (MSET) */
+		else
+			c->order[u++] = c->order[i];
+	}
+	c->nunique = u;
+	vals_reset(c);
+	return true;
+}
+
+/* The job for a batch op over c->order's keys (and, for put_many, the values after them). */
+static void call_batch(struct resp_conn *c, enum step step, enum kv_op op, bool values)
+{
+	size_t ns = add_val(c, c->ns, strlen(c->ns));
+	bool ok = ns != SIZE_MAX;
+	for (int i = 0; ok && i < c->nunique; i++) {
+		c->offs[i] = add_val(c, arg(c, c->order[i]), alen(c, c->order[i]));
+		ok = c->offs[i] != SIZE_MAX;
+	}
+	for (int i = 0; ok && values && i < c->nunique; i++) {
+		int a = c->order[i] + 1;
+		c->offs[c->nunique + i] = add_json(c, arg(c, a), alen(c, a));
+		if (c->offs[c->nunique + i] == SIZE_MAX - 1) {
+			reply_error(c, "ERR tusk: a value may not contain a NUL byte");
+			return;
+		}
+		ok = c->offs[c->nunique + i] != SIZE_MAX;
+	}
+	if (!ok) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	int total = values ? 2 * c->nunique : c->nunique;
+	for (int i = 0; i < total; i++)
+		c->ptrs[i] = c->vals + c->offs[i];
+	struct kv_job *j = &c->job;
+	j->op = op;
+	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
+		j->args[i] = NULL;
+	j->args[0] = j->ns = c->vals + ns;
+	j->key = NULL;
+	j->nkeys = c->nunique;
+	j->keys = c->ptrs;
+	j->nvalues = values ? c->nunique : 0;
+	j->values = values ? c->ptrs + c->nunique : NULL;
+	submit(c, step);
+}
+
+/* ---- answers ---- */
+
+/* The DataRows of a job, column by column. */
+struct rows {
+	const uint8_t *p, *end;
+};
+
+/* The next row's first ncols columns (NULL: SQL NULL). false at the end. The router built
+ * them, but they are read through the bounds-checked readers all the same. */
+static bool next_row(struct rows *r, int ncols, const char **col, size_t *len)
+{
+	struct proto_hdr h;
+	size_t avail = (size_t)(r->end - r->p);
+	if (proto_read_hdr(r->p, avail, UINT32_MAX, &h) != PROTO_HDR_LEN || h.type != 'D' || avail - 1 < h.len)
+		return false;
+	struct proto_reader rd;
+	proto_reader_init(&rd, r->p + PROTO_HDR_LEN, h.len - 4);
+	int n = proto_get_u16(&rd);
+	for (int i = 0; i < n && !rd.err; i++) {
+		uint32_t l = proto_get_u32(&rd);
+		const uint8_t *v = l == UINT32_MAX ? NULL : proto_get_bytes(&rd, l);
+		if (i < ncols) {
+			col[i] = (const char *)v;
+			len[i] = v ? l : 0;
+		}
+	}
+	if (rd.err)
+		return false;
+	for (int i = n; i < ncols; i++)
+		col[i] = NULL, len[i] = 0;
+	r->p += 1 + h.len;
+	return true;
+}
+
+static bool first_col(const struct kv_job *j, const char **v, size_t *n)
+{
+	struct rows r = { j->rows, j->rows + j->rows_len };
+	return next_row(&r, 1, v, n);
+}
+
+/* The number after "key": in a get_meta answer (its last occurrence: the value comes first). */
+static const char *meta_field(const char *v, size_t n, const char *key)
+{
+	char pat[32];
+	int pl = snprintf(pat, sizeof pat, "\"%s\": ", key);
+	const char *found = NULL;
+	for (const char *p = v; p && (size_t)(v + n - p) >= (size_t)pl;) {
+		p = memmem(p, (size_t)(v + n - p), pat, (size_t)pl);
+		if (p) {
+			found = p + pl;
+			p++;
+		}
+	}
+	return found;
+}
+
+/* An ISO 8601 timestamp with offset ("2026-11-23T18:00:00.123456+00:00", how jsonb writes a
+ * timestamptz) in ms since the epoch; -1 if malformed. */
+static long long iso_ms(const char *s, const char *end)
+{
+	int Y, M, D, h, m, sec, n = 0;
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &n) != 6 || n < 19)
+		return -1;
+	const char *p = s + n;
+	long long frac_us = 0;
+	if (p < end && *p == '.') {
+		int digits = 0;
+		for (p++; p < end && *p >= '0' && *p <= '9'; p++, digits++)
+			if (digits < 6)
+				frac_us = frac_us * 10 + (*p - '0');
+		for (; digits < 6; digits++)
+			frac_us *= 10;
+	}
+	long off = 0;
+	if (p < end && (*p == '+' || *p == '-')) {
+		int sign = *p == '-' ? -1 : 1, oh = 0, om = 0, os = 0;
+		if (sscanf(p + 1, "%2d:%2d:%2d", &oh, &om, &os) < 1)
+			return -1;
+		off = sign * (oh * 3600L + om * 60L + os);
+	}
+	struct tm tm = { .tm_year = Y - 1900, .tm_mon = M - 1, .tm_mday = D, .tm_hour = h, .tm_min = m, .tm_sec = sec };
+	time_t t = timegm(&tm);
+	return ((long long)t - off) * 1000 + frac_us / 1000;
+}
+
+static void finish(struct resp_conn *c);
+
+static void kv_error(struct resp_conn *c)
+{
+	reply_error(c, "ERR %s%s%s (SQLSTATE %s)", c->job.message, c->job.detail[0] ? ": " : "", c->job.detail,
+		    c->job.sqlstate);
+}
+
+/* Binary search of the (key, value) rows of a get_many answer, in key order. */
+struct kvrow {
+	const char *k, *v;
+	size_t kl, vl;
+};
+
+static int find_row(const struct kvrow *rows, int n, const char *k, size_t kl)
+{
+	int lo = 0, hi = n - 1;
+	while (lo <= hi) {
+		int mid = lo + (hi - lo) / 2;
+		size_t ml = rows[mid].kl;
+		int r = memcmp(rows[mid].k, k, ml < kl ? ml : kl);
+		if (r == 0 && ml != kl)
+			r = ml < kl ? -1 : 1;
+		if (r == 0)
+			return mid;
+		if (r < 0)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+/* The rows of a get_many / scan answer; NULL and *n = -1 out of memory. */
+static struct kvrow *kv_rows(const struct kv_job *j, int *n)
+{
+	struct kvrow *rows = malloc(((size_t)j->nrows + 1) * sizeof *rows);
+	struct rows r = { j->rows, j->rows + j->rows_len };
+	const char *col[2];
+	size_t len[2];
+	*n = 0;
+	if (!rows) {
+		*n = -1;
+		return NULL;
+	}
+	while ((uint64_t)*n < j->nrows && next_row(&r, 2, col, len) && col[0]) {
+		rows[*n] = (struct kvrow){ col[0], col[1], len[0], len[1] };
+		(*n)++;
+	}
+	return rows;
+}
+
+static void scan_answer(struct resp_conn *c)
+{
+	int n;
+	struct kvrow *rows = kv_rows(&c->job, &n);
+	if (n < 0) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	unsigned long long id = 0;
+	if (n > 0 && n >= c->count) {
+		int slot = (int)(c->scan_next % RESP_SCAN_CURSORS);
+		char *k = malloc(rows[n - 1].kl + 1);
+		if (k) {
+			memcpy(k, rows[n - 1].k, rows[n - 1].kl);
+			k[rows[n - 1].kl] = '\0';
+			free(c->scan_after[slot]);
+			c->scan_after[slot] = k;
+			id = c->scan_id[slot] = ++c->scan_next;
+		}
+	}
+	char cur[24];
+	snprintf(cur, sizeof cur, "%llu", id);
+	reply_array(c, 2);
+	reply_bulk(c, cur, strlen(cur));
+	reply_array(c, n);
+	for (int i = 0; i < n; i++)
+		reply_bulk(c, rows[i].k, rows[i].kl);
+	free(rows);
+}
+
+static void answer(struct resp_conn *c)
+{
+	struct kv_job *j = &c->job;
+	const char *v = NULL;
+	size_t n = 0;
+	size_t offs[KV_CALL_MAX_ARGS];
+
+	if (j->failed) {
+		if ((c->step == STEP_SET_NX || c->step == STEP_SET_XX) && strcmp(j->sqlstate, "KV001") == 0)
+			reply_nil(c);
+		else
+			kv_error(c);
+		return;
+	}
+	if (c->step != STEP_DEL_GET && c->step != STEP_EXISTS && c->step != STEP_MGET && c->step != STEP_SCAN)
+		(void)first_col(j, &v, &n);
+	switch (c->step) {
+	case STEP_GET:
+		if (v)
+			reply_value(c, v, n);
+		else
+			reply_nil(c);
+		return;
+	case STEP_SET:
+	case STEP_SET_NX:
+	case STEP_SET_XX:
+	case STEP_MSET:
+		reply_simple(c, "OK");
+		return;
+	case STEP_SET_XX_META: {
+		const char *ver = v ? meta_field(v, n, "version") : NULL;
+		if (!ver) {
+			reply_nil(c);
+			return;
+		}
+		size_t vl = strspn(ver, "0123456789");
+		/* put_if_version(ns, key, value, version [, ttl]) */
+		char ttl[48];
+		if (!ns_key(c, 1, offs))
+			return;
+		offs[2] = add_json(c, arg(c, 2), alen(c, 2));
+		offs[3] = add_val(c, ver, vl);
+		if (c->ttl_ms > 0) {
+			snprintf(ttl, sizeof ttl, "%lld milliseconds", c->ttl_ms);
+			offs[4] = add_val(c, ttl, strlen(ttl));
+		}
+		if (offs[2] >= SIZE_MAX - 1 || offs[3] == SIZE_MAX) {
+			reply_error(c, offs[2] == SIZE_MAX - 1 ? "ERR tusk: a value may not contain a NUL byte" : "ERR out of memory");
+			return;
+		}
+		call_key(c, STEP_SET_XX, KV_OP_PUT_IF_VERSION, offs, c->ttl_ms > 0 ? 5 : 4);
+		return;
+	}
+	case STEP_DEL_GET: {
+		int nr;
+		struct kvrow *rows = kv_rows(j, &nr);
+		free(rows);
+		if (nr < 0) {
+			reply_error(c, "ERR out of memory");
+			return;
+		}
+		c->count = nr;
+		if (nr == 0) {
+			reply_int(c, 0);
+			return;
+		}
+		vals_reset(c);
+		call_batch(c, STEP_DEL, KV_OP_DELETE_MANY, false);
+		return;
+	}
+	case STEP_DEL:
+		reply_int(c, c->count);
+		return;
+	case STEP_EXISTS:
+	case STEP_MGET: {
+		int nr;
+		struct kvrow *rows = kv_rows(j, &nr);
+		if (nr < 0) {
+			reply_error(c, "ERR out of memory");
+			return;
+		}
+		long long found = 0;
+		if (c->step == STEP_MGET)
+			reply_array(c, c->nargs - 1);
+		for (int i = 1; i < c->nargs; i++) {
+			int r = find_row(rows, nr, arg(c, i), alen(c, i));
+			if (c->step == STEP_EXISTS)
+				found += r >= 0;
+			else if (r >= 0 && rows[r].v)
+				reply_value(c, rows[r].v, rows[r].vl);
+			else
+				reply_nil(c);
+		}
+		free(rows);
+		if (c->step == STEP_EXISTS)
+			reply_int(c, found);
+		return;
+	}
+	case STEP_TOUCH:
+		reply_int(c, v ? 1 : 0);
+		return;
+	case STEP_TTL: {
+		if (!v) {
+			reply_int(c, -2);
+			return;
+		}
+		const char *e = meta_field(v, n, "expires_at");
+		if (!e || *e != '"') {
+			reply_int(c, -1);
+			return;
+		}
+		char stamp[64];
+		size_t sl = (size_t)(v + n - (e + 1));
+		if (sl >= sizeof stamp)
+			sl = sizeof stamp - 1;
+		memcpy(stamp, e + 1, sl);
+		stamp[sl] = '\0';
+		long long at = iso_ms(stamp, stamp + strcspn(stamp, "\""));
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		long long left = at - ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+		if (at < 0) {
+			reply_error(c, "ERR tusk: unreadable expiry");
+			return;
+		}
+		if (left < 0)
+			left = 0;
+		reply_int(c, c->pttl ? left : (left + 500) / 1000);
+		return;
+	}
+	case STEP_INCR: {
+		long long x;
+		if (!v || !resp_to_ll(v, n, &x)) {
+			reply_error(c, "ERR tusk: unexpected counter value");
+			return;
+		}
+		reply_int(c, x);
+		return;
+	}
+	case STEP_DBSIZE: {
+		long long x;
+		reply_int(c, v && resp_to_ll(v, n, &x) ? x : 0);
+		return;
+	}
+	case STEP_SCAN:
+		scan_answer(c);
+		return;
+	case STEP_NONE:
+		break;
+	}
+}
+
+static void on_answer(struct worker *w, struct worker_msg *m)
+{
+	struct resp_conn *c = m->arg;
+	(void)w;
+
+	c->busy = false;
+	if (c->fd < 0) {
+		conn_free(c);
+		return;
+	}
+	answer(c);
+	if (!c->busy)
+		finish(c);
+	run_and_flush(c);
+}
+
+/* ---- commands ---- */
+
+static bool wrong_args(struct resp_conn *c, bool bad)
+{
+	if (bad) {
+		char name[32];
+		size_t n = alen(c, 0) < sizeof name - 1 ? alen(c, 0) : sizeof name - 1;
+		for (size_t i = 0; i < n; i++) {
+			char ch = arg(c, 0)[i];
+			name[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : (ch >= ' ' && ch < 127 ? ch : '?');
+		}
+		name[n] = '\0';
+		reply_error(c, "ERR wrong number of arguments for '%s' command", name);
+	}
+	return bad;
+}
+
+static bool arg_ll(struct resp_conn *c, int i, long long *v)
+{
+	if (!resp_to_ll(arg(c, i), alen(c, i), v)) {
+		reply_error(c, "ERR value is not an integer or out of range");
+		return false;
+	}
+	return true;
+}
+
+static void cmd_auth(struct resp_conn *c)
+{
+	if (wrong_args(c, c->nargs < 2 || c->nargs > 3))
+		return;
+	char user[64], pass[1024];
+	int ui = c->nargs == 3 ? 1 : -1, pi = c->nargs - 1;
+	if ((ui > 0 && alen(c, ui) >= sizeof user) || alen(c, pi) >= sizeof pass ||
+	    (ui > 0 && memchr(arg(c, ui), '\0', alen(c, ui))) || memchr(arg(c, pi), '\0', alen(c, pi))) {
+		reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
+		return;
+	}
+	snprintf(user, sizeof user, "%.*s", ui > 0 ? (int)alen(c, ui) : 7, ui > 0 ? arg(c, ui) : "default");
+	snprintf(pass, sizeof pass, "%.*s", (int)alen(c, pi), arg(c, pi));
+	struct runtime *rt = c->worker->rt;
+	const struct runtime_gen *g = atomic_load_explicit(&rt->gen, memory_order_acquire);
+	const struct config_pool_rule *rule = config_match_pool(g->cfg, "kv", user);
+	bool ok = false;
+	if (rule && !rule->blocked) {
+		switch (rule->client_auth) {
+		case CONFIG_AUTH_TRUST:
+			ok = true;
+			break;
+		case CONFIG_AUTH_PASSWORD:
+		case CONFIG_AUTH_MD5:
+		case CONFIG_AUTH_SCRAM: {
+			const struct userlist_entry *e = g->users ? userlist_find(g->users, user) : NULL;
+			ok = e && userlist_password_matches(e, user, pass);
+			break;
+		}
+		default:
+			break;
+		}
+	}
+	memset(pass, 0, sizeof pass);
+	if (!ok) {
+		log_info(NULL, NULL, "kv redis: AUTH failed for user \"%s\"", user);
+		reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
+		return;
+	}
+	c->authed = true;
+	snprintf(c->user, sizeof c->user, "%s", user);
+	reply_simple(c, "OK");
+}
+
+static void cmd_get(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
+		call_key(c, STEP_GET, KV_OP_GET, offs, 2);
+}
+
+static void cmd_set(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	bool nx = false, xx = false;
+	long long ttl_ms = 0;
+
+	if (wrong_args(c, c->nargs < 3))
+		return;
+	for (int i = 3; i < c->nargs; i++) {
+		if (is(c, i, "NX") && !xx) {
+			nx = true;
+		} else if (is(c, i, "XX") && !nx) {
+			xx = true;
+		} else if ((is(c, i, "EX") || is(c, i, "PX")) && ttl_ms == 0 && i + 1 < c->nargs) {
+			long long t;
+			bool ex = is(c, i, "EX");
+			if (!arg_ll(c, i + 1, &t))
+				return;
+			if (t <= 0 || (ex && t > 9223372036854775LL)) {
+				reply_error(c, "ERR invalid expire time in 'set' command");
+				return;
+			}
+			ttl_ms = ex ? t * 1000 : t;
+			i++;
+		} else {
+			reply_error(c, "ERR syntax error");
+			return;
+		}
+	}
+	c->ttl_ms = ttl_ms;
+	if (xx) { /* only if it exists: its version, then a put at that version */
+		if (ns_key(c, 1, offs))
+			call_key(c, STEP_SET_XX_META, KV_OP_GET_META, offs, 2);
+		return;
+	}
+	if (!ns_key(c, 1, offs))
+		return;
+	offs[2] = add_json(c, arg(c, 2), alen(c, 2));
+	char ttl[48];
+	int n = 3;
+	if (ttl_ms > 0) {
+		snprintf(ttl, sizeof ttl, "%lld milliseconds", ttl_ms);
+		offs[n++] = add_val(c, ttl, strlen(ttl));
+	}
+	if (offs[2] >= SIZE_MAX - 1 || offs[n - 1] == SIZE_MAX) {
+		reply_error(c, offs[2] == SIZE_MAX - 1 ? "ERR tusk: a value may not contain a NUL byte" : "ERR out of memory");
+		return;
+	}
+	call_key(c, nx ? STEP_SET_NX : STEP_SET, nx ? KV_OP_PUT_IF_ABSENT : KV_OP_PUT, offs, n);
+}
+
+static void cmd_del(struct resp_conn *c)
+{
+	/* How many existed (get_many), then their tombstones (delete_many): two calls. */
+	if (!wrong_args(c, c->nargs < 2) && batch_keys(c, 1, c->nargs, 1))
+		call_batch(c, STEP_DEL_GET, KV_OP_GET_MANY, false);
+}
+
+static void cmd_exists_mget(struct resp_conn *c, enum step step)
+{
+	if (!wrong_args(c, c->nargs < 2) && batch_keys(c, 1, c->nargs, 1))
+		call_batch(c, step, KV_OP_GET_MANY, false);
+}
+
+static void cmd_mset(struct resp_conn *c)
+{
+	if (!wrong_args(c, c->nargs < 3 || c->nargs % 2 == 0) && batch_keys(c, 1, c->nargs, 2))
+		call_batch(c, STEP_MSET, KV_OP_PUT_MANY, true);
+}
+
+static void cmd_expire(struct resp_conn *c, bool ms)
+{
+	long long t;
+	size_t offs[KV_CALL_MAX_ARGS];
+	char ttl[48];
+
+	if (wrong_args(c, c->nargs != 3) || !arg_ll(c, 2, &t))
+		return;
+	if (t <= 0) { /* as Redis: an expiry in the past deletes the key */
+		c->nargs = 2;
+		cmd_del(c);
+		return;
+	}
+	if (!ms && t > 9223372036854775LL) {
+		reply_error(c, "ERR invalid expire time in 'expire' command");
+		return;
+	}
+	if (!ns_key(c, 1, offs))
+		return;
+	snprintf(ttl, sizeof ttl, "%lld milliseconds", ms ? t : t * 1000);
+	offs[2] = add_val(c, ttl, strlen(ttl));
+	if (offs[2] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_TOUCH, KV_OP_TOUCH, offs, 3);
+}
+
+static void cmd_ttl(struct resp_conn *c, bool ms)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	c->pttl = ms;
+	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
+		call_key(c, STEP_TTL, KV_OP_GET_META, offs, 2);
+}
+
+static void cmd_incr(struct resp_conn *c, int sign, bool by)
+{
+	long long d = 1;
+	size_t offs[KV_CALL_MAX_ARGS];
+	char num[24];
+
+	if (wrong_args(c, c->nargs != (by ? 3 : 2)) || (by && !arg_ll(c, 2, &d)))
+		return;
+	if (sign < 0 && d == (-9223372036854775807LL - 1)) {
+		reply_error(c, "ERR decrement would overflow");
+		return;
+	}
+	if (!ns_key(c, 1, offs))
+		return;
+	snprintf(num, sizeof num, "%lld", sign * d);
+	offs[2] = add_val(c, num, strlen(num));
+	if (offs[2] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_INCR, KV_OP_INCR, offs, 3);
+}
+
+static void cmd_scan(struct resp_conn *c)
+{
+	long long cursor, count = 10;
+	const char *prefix = "";
+	size_t plen = 0;
+
+	if (wrong_args(c, c->nargs < 2))
+		return;
+	if (!resp_to_ll(arg(c, 1), alen(c, 1), &cursor) || cursor < 0) {
+		reply_error(c, "ERR invalid cursor");
+		return;
+	}
+	for (int i = 2; i < c->nargs; i += 2) {
+		if (i + 1 >= c->nargs) {
+			reply_error(c, "ERR syntax error");
+			return;
+		}
+		if (is(c, i, "MATCH")) {
+			prefix = arg(c, i + 1);
+			plen = alen(c, i + 1);
+			/* prefix* only: the kv scans by prefix */
+			if (plen == 0 || prefix[plen - 1] != '*' || memchr(prefix, '\0', plen) ||
+			    strcspn(prefix, "*?[\\") < plen - 1) {
+				reply_error(c, "ERR tusk: SCAN's MATCH takes a prefix followed by one '*' (prefix*)");
+				return;
+			}
+			plen--;
+		} else if (is(c, i, "COUNT")) {
+			if (!arg_ll(c, i + 1, &count))
+				return;
+			if (count < 1) {
+				reply_error(c, "ERR syntax error");
+				return;
+			}
+			if (count > RESP_SCAN_MAX)
+				count = RESP_SCAN_MAX;
+		} else {
+			reply_error(c, "ERR syntax error");
+			return;
+		}
+	}
+	const char *after = NULL;
+	if (cursor != 0) {
+		for (int s = 0; s < RESP_SCAN_CURSORS && !after; s++)
+			if (c->scan_id[s] == (unsigned long long)cursor && c->scan_after[s])
+				after = c->scan_after[s];
+		if (!after) {
+			reply_error(c, "ERR invalid cursor");
+			return;
+		}
+	}
+	size_t offs[KV_CALL_MAX_ARGS];
+	char lim[24];
+	vals_reset(c);
+	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+		offs[k] = SIZE_MAX;
+	snprintf(lim, sizeof lim, "%lld", count);
+	offs[0] = add_val(c, c->ns, strlen(c->ns));
+	offs[1] = add_val(c, prefix, plen);
+	offs[2] = after ? add_val(c, after, strlen(after)) : SIZE_MAX - 1;
+	offs[3] = add_val(c, lim, strlen(lim));
+	if (offs[0] == SIZE_MAX || offs[1] == SIZE_MAX || offs[2] == SIZE_MAX || offs[3] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	if (offs[2] == SIZE_MAX - 1)
+		offs[2] = SIZE_MAX; /* NULL: from the start */
+	c->count = count;
+	call_key(c, STEP_SCAN, KV_OP_SCAN, offs, 4);
+}
+
+static void cmd_dbsize(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (wrong_args(c, c->nargs != 1))
+		return;
+	vals_reset(c);
+	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+		offs[k] = SIZE_MAX;
+	offs[0] = add_val(c, c->ns, strlen(c->ns));
+	offs[1] = add_val(c, "", 0);
+	if (offs[0] == SIZE_MAX || offs[1] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_DBSIZE, KV_OP_COUNT, offs, 2);
+}
+
+/* Run the parsed command c->args[0, nargs): replies at once, or submits a call (c->busy). */
+static void dispatch(struct resp_conn *c)
+{
+	c->step = STEP_NONE;
+	if (is(c, 0, "AUTH")) {
+		cmd_auth(c);
+		return;
+	}
+	if (is(c, 0, "QUIT")) {
+		reply_simple(c, "OK");
+		c->closing = true;
+		return;
+	}
+	if (!c->authed && !is(c, 0, "HELLO")) {
+		reply_error(c, "NOAUTH Authentication required.");
+		return;
+	}
+	if (is(c, 0, "PING")) {
+		if (!wrong_args(c, c->nargs > 2)) {
+			if (c->nargs == 2)
+				reply_bulk(c, arg(c, 1), alen(c, 1));
+			else
+				reply_simple(c, "PONG");
+		}
+	} else if (is(c, 0, "ECHO")) {
+		if (!wrong_args(c, c->nargs != 2))
+			reply_bulk(c, arg(c, 1), alen(c, 1));
+	} else if (is(c, 0, "SELECT")) {
+		long long db;
+		if (!wrong_args(c, c->nargs != 2) && arg_ll(c, 1, &db)) {
+			if (db == 0)
+				reply_simple(c, "OK");
+			else
+				reply_error(c, "ERR DB index is out of range");
+		}
+	} else if (is(c, 0, "GET")) {
+		cmd_get(c);
+	} else if (is(c, 0, "SET")) {
+		cmd_set(c);
+	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {
+		cmd_del(c);
+	} else if (is(c, 0, "EXISTS")) {
+		cmd_exists_mget(c, STEP_EXISTS);
+	} else if (is(c, 0, "MGET")) {
+		cmd_exists_mget(c, STEP_MGET);
+	} else if (is(c, 0, "MSET")) {
+		cmd_mset(c);
+	} else if (is(c, 0, "EXPIRE") || is(c, 0, "PEXPIRE")) {
+		cmd_expire(c, is(c, 0, "PEXPIRE"));
+	} else if (is(c, 0, "TTL") || is(c, 0, "PTTL")) {
+		cmd_ttl(c, is(c, 0, "PTTL"));
+	} else if (is(c, 0, "INCR") || is(c, 0, "INCRBY")) {
+		cmd_incr(c, 1, is(c, 0, "INCRBY"));
+	} else if (is(c, 0, "DECR") || is(c, 0, "DECRBY")) {
+		cmd_incr(c, -1, is(c, 0, "DECRBY"));
+	} else if (is(c, 0, "SCAN")) {
+		cmd_scan(c);
+	} else if (is(c, 0, "DBSIZE")) {
+		cmd_dbsize(c);
+	} else if (is(c, 0, "COMMAND")) {
+		reply_array(c, 0); /* redis-cli asks at start; no command table */
+	} else if (is(c, 0, "CLIENT")) {
+		reply_simple(c, "OK"); /* SETNAME, SETINFO: accepted, ignored */
+	} else if (is(c, 0, "HELLO")) {
+		reply_error(c, "NOPROTO this server speaks RESP2 only");
+	} else {
+		char name[64];
+		size_t n = alen(c, 0) < 40 ? alen(c, 0) : 40;
+		for (size_t i = 0; i < n; i++) {
+			char ch = arg(c, 0)[i];
+			name[i] = ch >= ' ' && ch < 127 ? ch : '?';
+		}
+		name[n] = '\0';
+		reply_error(c, "ERR unknown command '%s', with args beginning with: ", name);
+	}
+}
+
+/* The command is done: drop its bytes. */
+static void finish(struct resp_conn *c)
+{
+	c->in_off += c->used;
+	c->used = 0;
+	c->nargs = 0;
+	c->step = STEP_NONE;
+	/* What one large command grew is given back once nothing is left in it. */
+	if (c->in_off == c->in_len && c->in_cap > 4 * RESP_READ_CHUNK) {
+		free(c->in);
+		c->in = NULL;
+		c->in_off = c->in_len = c->in_cap = 0;
+	}
+	if (c->vals_cap > RESP_SHRINK) {
+		free(c->vals);
+		c->vals = NULL;
+		c->vals_len = c->vals_cap = 0;
+	}
+	if (c->job.rows_cap > RESP_SHRINK)
+		kv_job_free(&c->job);
+}
+
+static void process(struct resp_conn *c)
+{
+	while (c->fd >= 0 && !c->busy && !c->closing && c->out_len - c->out_off < RESP_OUT_PAUSE) {
+		int n;
+		size_t used;
+		const char *err = NULL;
+		enum resp_rc rc = resp_parse(c->in + c->in_off, c->in_len - c->in_off, c->args, c->args_cap, &n, &used,
+					     &err);
+		if (rc == RESP_GROW) {
+			int cap = c->args_cap ? c->args_cap : 8;
+			while (cap < n)
+				cap *= 2;
+			if (cap > RESP_MAX_ARGS)
+				cap = RESP_MAX_ARGS;
+			struct resp_arg *a = realloc(c->args, (size_t)cap * sizeof *a);
+			if (!a) {
+				reply_error(c, "ERR out of memory");
+				c->closing = true;
+				return;
+			}
+			c->args = a;
+			c->args_cap = cap;
+			continue;
+		}
+		if (rc == RESP_ERROR) {
+			reply_error(c, "ERR %s", err);
+			c->closing = true;
+			return;
+		}
+		if (rc == RESP_MORE) {
+			if (c->in_len - c->in_off >= RESP_IN_MAX) {
+				reply_error(c, "ERR Protocol error: request larger than %u bytes", RESP_IN_MAX);
+				c->closing = true;
+			}
+			return;
+		}
+		c->nargs = n;
+		c->used = used;
+		if (n > 0)
+			dispatch(c);
+		if (!c->busy)
+			finish(c);
+	}
+}
+
+/* ---- the worker tenant ---- */
+
+static void resp_stop(struct worker *w, const char *reason)
+{
+	struct resp_worker *rw = rw_of(w);
+	(void)reason;
+	while (rw->head)
+		conn_close(rw->head);
+}
+
+struct worker_hooks kv_resp_worker_hooks = {
+	.name = "kv redis",
+	.size = sizeof(struct resp_worker),
+	.drain = resp_stop,
+	.stop = resp_stop,
+};
+
+void kv_resp_register(void)
+{
+	client_protocol_register(CONFIG_LISTEN_REDIS, kv_resp_accept);
+}

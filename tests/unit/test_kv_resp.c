@@ -1,0 +1,136 @@
+/* Unit tests for kv/resp: the RESP2 request parser (multi-bulk, inline, pieces, the bounds of
+ * resp.h), the reply writers and the JSON string codec of values. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/resp.h"
+
+static enum resp_rc parse(const char *buf, size_t len, struct resp_arg *args, int cap, int *n, size_t *used)
+{
+	const char *err = NULL;
+	enum resp_rc rc = resp_parse(buf, len, args, cap, n, used, &err);
+	assert_true(rc != RESP_ERROR || err != NULL);
+	return rc;
+}
+
+static void test_multibulk_and_pieces(void **state)
+{
+	static const char req[] = "*3\r\n$3\r\nsEt\r\n$1\r\nk\r\n$5\r\nhe\r\nl\r\n*1\r\n$4\r\nPING\r\n";
+	struct resp_arg a[4];
+	int n;
+	size_t used;
+	(void)state;
+	/* every prefix of the first command asks for more, never errs */
+	for (size_t i = 0; i < 31; i++)
+		assert_int_equal(parse(req, i, a, 4, &n, &used), RESP_MORE);
+	assert_int_equal(parse(req, sizeof req - 1, a, 4, &n, &used), RESP_COMMAND);
+	assert_int_equal(n, 3);
+	assert_int_equal(used, 31);
+	assert_true(resp_is(req, &a[0], "SET"));
+	assert_int_equal(a[2].len, 5);
+	assert_memory_equal(req + a[2].off, "he\r\nl", 5); /* binary safe */
+	assert_int_equal(parse(req + used, sizeof req - 1 - used, a, 4, &n, &used), RESP_COMMAND);
+	assert_true(resp_is(req + 31, &a[0], "PING"));
+	/* more arguments than the array holds: grow and parse again */
+	assert_int_equal(parse(req, sizeof req - 1, a, 2, &n, &used), RESP_GROW);
+	assert_int_equal(n, 3);
+}
+
+static void test_inline(void **state)
+{
+	static const char req[] = "  GET   key\t1 \r\n\r\nPING\n";
+	struct resp_arg a[4];
+	int n;
+	size_t used;
+	(void)state;
+	assert_int_equal(parse(req, 10, a, 4, &n, &used), RESP_MORE);
+	assert_int_equal(parse(req, sizeof req - 1, a, 4, &n, &used), RESP_COMMAND);
+	assert_int_equal(n, 3);
+	assert_true(resp_is(req, &a[0], "GET"));
+	assert_memory_equal(req + a[2].off, "1", 1);
+	assert_int_equal(parse(req + used, 2, a, 4, &n, &used), RESP_COMMAND);
+	assert_int_equal(n, 0); /* an empty line: nothing */
+}
+
+static void test_hostile_bounds(void **state)
+{
+	struct resp_arg a[4];
+	int n;
+	size_t used;
+	char *big;
+	(void)state;
+	static const char *const bad[] = {
+		"*99999999\r\n", "*1\r\n$1048577\r\n", "*1\r\n$-5\r\n", "*1\r\n$9999999999999999999999\r\n",
+		"*1\r\n+x\r\n", "*1\r\n$1\r\nab\r\n", "*abc\r\n", "*1\r\n$01\r\n",
+		"*000000000000000000000000000000000000000000001\r\n",
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(parse(bad[i], strlen(bad[i]), a, 4, &n, &used), RESP_ERROR);
+	/* a header line without its CRLF stays bounded */
+	assert_int_equal(parse("*1\r\n$11111", 10, a, 4, &n, &used), RESP_MORE);
+	/* an inline line past the bound */
+	big = malloc(RESP_MAX_INLINE + 1);
+	assert_non_null(big);
+	memset(big, 'a', RESP_MAX_INLINE + 1);
+	assert_int_equal(parse(big, RESP_MAX_INLINE + 1, a, 4, &n, &used), RESP_ERROR);
+	free(big);
+	assert_int_equal(parse("*0\r\n", 4, a, 4, &n, &used), RESP_COMMAND);
+	assert_int_equal(n, 0);
+	assert_int_equal(used, 4);
+}
+
+static void test_numbers_and_replies(void **state)
+{
+	long long v;
+	char buf[64];
+	struct resp_out o = { buf, 0, sizeof buf };
+	(void)state;
+	assert_true(resp_to_ll("-9223372036854775808", 20, &v) && v == (-9223372036854775807LL - 1));
+	assert_false(resp_to_ll("9223372036854775808", 19, &v));
+	assert_false(resp_to_ll("+1", 2, &v));
+	assert_false(resp_to_ll("-0", 2, &v));
+	assert_false(resp_to_ll("", 0, &v));
+	assert_true(resp_out_bulk(&o, "ab", 2) && resp_out_nil(&o) && resp_out_int(&o, -3) &&
+		    resp_out_error(&o, "ERR a\r\nb") && resp_out_array(&o, 2));
+	assert_int_equal(o.len, strlen("$2\r\nab\r\n$-1\r\n:-3\r\n-ERR a  b\r\n*2\r\n"));
+	assert_memory_equal(buf, "$2\r\nab\r\n$-1\r\n:-3\r\n-ERR a  b\r\n*2\r\n", o.len);
+	o.len = 60;
+	assert_false(resp_out_bulk(&o, "abc", 3)); /* does not fit: nothing written */
+	assert_int_equal(o.len, 60);
+}
+
+static void test_json_values(void **state)
+{
+	static const char s[] = "a\"b\\c\n\x01\xc3\xa9";
+	char q[64], u[64];
+	(void)state;
+	long k = resp_json_quote(s, sizeof s - 1, q, sizeof q);
+	assert_true(k > 0);
+	assert_memory_equal(q, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\"", (size_t)k);
+	assert_int_equal(resp_json_unquote(q, (size_t)k, u), sizeof s - 1);
+	assert_memory_equal(u, s, sizeof s - 1);
+	assert_int_equal(resp_json_quote("a\0b", 3, q, sizeof q), -1); /* jsonb has no NUL */
+	assert_int_equal(resp_json_quote("abc", 3, q, 4), -1);
+	assert_int_equal(resp_json_unquote("\"\\ud83d\\ude00\"", 14, u), 4);
+	assert_memory_equal(u, "\xf0\x9f\x98\x80", 4);
+	assert_int_equal(resp_json_unquote("\"\\ud83d\"", 8, u), -1);
+	assert_int_equal(resp_json_unquote("{\"a\": 1}", 8, u), -1);
+	assert_int_equal(resp_json_unquote("\"a\"b\"", 5, u), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_multibulk_and_pieces), cmocka_unit_test(test_inline),
+		cmocka_unit_test(test_hostile_bounds), cmocka_unit_test(test_numbers_and_replies),
+		cmocka_unit_test(test_json_values),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

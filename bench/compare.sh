@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # bench/compare.sh [SECONDS]: pgbench -S direct vs PgBouncer vs tusk on a throwaway PostgreSQL 15
-# (scale 10), in these scenarios:
+# (scale 10). The reference PgBouncer is the current release, 1.25, when it is found or can be
+# built from ../shared/peers (bench_pgbouncer_find in lib.sh; PGBOUNCER_125=BINARY names it),
+# else Debian's 1.18; with 1.25 the Debian one runs as well (target pgb-old), and every table
+# says which versions ran. Scenarios:
 #   session      -M simple,   32 clients, session pooling
 #   txn-simple   -M simple,   32 clients, transaction pooling (20 servers)
 #   txn-extended -M extended, 32 clients, transaction pooling
-#   txn-prepared -M prepared, 32 clients, transaction pooling (PgBouncer 1.18 cannot)
+#   txn-prepared -M prepared, 32 clients, transaction pooling (PgBouncer 1.18 cannot; 1.25 can:
+#                max_prepared_statements, 200 by default)
 #   txn-1000     -M simple, 1000 clients, transaction pooling (direct: more than max_connections)
 #   tls-txn      -M simple,   32 clients, transaction pooling, clients on TLS (sslmode=require)
 #   tls-bulk     time to fetch a 100 MB result with psql, plaintext and TLS, through each target
@@ -15,6 +19,7 @@
 # from /proc around each run: less sensitive to a busy machine than tps). Prints numbers only;
 # asserts nothing. Stops everything it started.
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (space-separated subset of the above),
+# PGBOUNCER_125 ("none": Debian's alone), PGBOUNCER (Debian's, /usr/sbin/pgbouncer),
 # TUSK_BASE_BIN: a second tusk binary (e.g. built from the commit before a change), run as target
 # "base" with the same configuration on its own port, alternated with the others in every round
 # of the pgbench scenarios; each summary then adds tusk's ratio to it (before/after, same run).
@@ -28,10 +33,12 @@ TXN_POOL=20
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 
 [ -x "$TUSK" ] || { echo "bench: $TUSK not built (make build)" >&2; exit 1; }
+bench_pgbouncer_find
 
 bench_dir tusk-bench
 PG_PORT=$(free_port)
 BOUNCER_PORT=$(free_port)
+OLD_PORT=$(free_port)
 TUSK_PORT=$(free_port)
 tusk_pid=
 BASE=${TUSK_BASE_BIN:-}
@@ -43,11 +50,12 @@ cleanup() {
 	set +e
 	if [ -n "$tusk_pid" ]; then kill -TERM "$tusk_pid" 2>/dev/null; wait "$tusk_pid" 2>/dev/null; fi
 	if [ -n "$base_pid" ]; then kill -TERM "$base_pid" 2>/dev/null; wait "$base_pid" 2>/dev/null; fi
-	if [ -f "$DIR/pgbouncer.pid" ]; then
-		pid=$(cat "$DIR/pgbouncer.pid")
+	for f in "$DIR/pgbouncer.pid" "$DIR/pgb-old.pid"; do
+		[ -f "$f" ] || continue
+		pid=$(cat "$f")
 		kill -TERM "$pid" 2>/dev/null
 		for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-	fi
+	done
 	bench_pg_stop
 	rm -rf "$DIR"
 }
@@ -70,16 +78,20 @@ synchronous_commit = off"
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 bench_pg_start "$PG_PORT" 10
 
-# One PgBouncer, one database name per pooling mode.
-bench_pgbouncer_ini "$BOUNCER_PORT" 2000 \
-	"bench_s = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=session pool_size=40
+# One PgBouncer (two: the reference and Debian's older one), one database name per pooling mode.
+pgb_start() { # NAME PORT BINARY
+	bench_pgbouncer_ini "$2" 2000 \
+		"bench_s = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=session pool_size=40
 bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$TXN_POOL" \
-	"client_tls_sslmode = allow
+		"client_tls_sslmode = allow
 client_tls_cert_file = $DIR/server.crt
 client_tls_key_file = $DIR/server.key
-server_tls_sslmode = disable"
-bench_pgbouncer_start 8192
-wait_port "$BOUNCER_PORT"
+server_tls_sslmode = disable" "$1"
+	bench_pgbouncer_start 8192 "$1" "$3"
+	wait_port "$2"
+}
+pgb_start pgbouncer "$BOUNCER_PORT" "$PGB_REF"
+[ -z "$PGB_OLD" ] || pgb_start pgb-old "$OLD_PORT" "$PGB_OLD"
 
 {
 	bench_tusk_yaml "$TUSK_PORT" "$PG_PORT" "    tls: allow
@@ -104,6 +116,10 @@ wait_port "$TUSK_PORT"
 
 declare -A PORT=([direct]=$PG_PORT [pgbouncer]=$BOUNCER_PORT [tusk]=$TUSK_PORT)
 TARGETS=(direct pgbouncer tusk)
+if [ -n "$PGB_OLD" ]; then
+	PORT[pgb-old]=$OLD_PORT
+	TARGETS+=(pgb-old)
+fi
 if [ -n "$BASE" ]; then
 	sed "s/port: $TUSK_PORT\$/port: $BASE_PORT/" "$DIR/tusk.yaml" >"$DIR/base.yaml"
 	setsid "$BASE" -c "$DIR/base.yaml" 2>"$DIR/base.log" &
@@ -121,7 +137,7 @@ cpu_ticks() {
 	case $1 in
 	tusk) pid=$tusk_pid ;;
 	base) pid=$base_pid ;;
-	pgbouncer) pid=$(cat "$DIR/pgbouncer.pid") ;;
+	pgbouncer | pgb-old) pid=$(cat "$DIR/$1.pid") ;;
 	*) echo 0; return ;;
 	esac
 	awk '{print $14 + $15}' "/proc/$pid/stat"
@@ -161,7 +177,7 @@ scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
 	shift 3
 	declare -A res=() cpu=()
 	echo
-	echo "== $name: pgbench -S -c $clients -j 2 -T $DURATION $*, scale 10, $ROUNDS rounds"
+	echo "== $name: pgbench -S -c $clients -j 2 -T $DURATION $*, scale 10, $ROUNDS rounds; pgbouncer is $PGB_REF_VERSION${PGB_OLD:+, pgb-old $PGB_OLD_VERSION}"
 	printf '%-6s %-10s %12s %14s\n' round target tps "cpu µs/txn"
 	for round in $(seq 1 "$ROUNDS"); do
 		# rotate the order each round so no target always runs first (or on a warmer cache)
@@ -184,6 +200,13 @@ scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
 	printf '%-10s %12s %10s %12s %14s\n' direct "$d" 1.00 "$(ratio "$d" "$b")" -
 	printf '%-10s %12s %10s %12s %14s\n' pgbouncer "$b" "$(ratio "$b" "$d")" 1.00 "$bc"
 	printf '%-10s %12s %10s %12s %14s\n' tusk "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")" "$tc"
+	local ot= otc=
+	if [ -n "$PGB_OLD" ]; then
+		ot=$(median <<<"${res[pgb-old]}")
+		otc=$(median <<<"${cpu[pgb-old]}")
+		printf '%-10s %12s %10s %12s %14s   tusk/pgb-old: tps %s, cpu %s\n' pgb-old "$ot" "$(ratio "$ot" "$d")" \
+			"$(ratio "$ot" "$b")" "$otc" "$(ratio "$t" "$ot")" "$(ratio "$tc" "$otc")"
+	fi
 	if [ -n "$BASE" ]; then
 		local bt btc
 		bt=$(median <<<"${res[base]}")
@@ -191,7 +214,8 @@ scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
 		printf '%-10s %12s %10s %12s %14s   tusk/base: tps %s, cpu %s\n' base "$bt" "$(ratio "$bt" "$d")" \
 			"$(ratio "$bt" "$b")" "$btc" "$(ratio "$t" "$bt")" "$(ratio "$tc" "$btc")"
 	fi
-	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s %12s' "$name" "$d" "$b" "$t" "$(ratio "$t" "$d")" "$(ratio "$t" "$b")" "$(ratio "$tc" "$bc")")")
+	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s %12s %10s %10s %10s' "$name" "$d" "$b" "$t" "$(ratio "$t" "$d")" \
+		"$(ratio "$t" "$b")" "$(ratio "$tc" "$bc")" "${ot:--}" "$(ratio "$t" "${ot:-n/a}")" "$(ratio "$tc" "${otc:-n/a}")")")
 }
 
 # bulk TARGET SSLMODE: seconds for psql to fetch a 100 MB result (100,000 rows of 1 kB)
@@ -227,7 +251,7 @@ bulk() {
 	done
 	printf '%-10s %12s %12s %10s\n' target "plain (s)" "TLS (s)" "TLS/plain"
 	local tt=
-	for target in "${TARGETS[@]}"; do
+	for target in direct pgbouncer tusk; do # the first three: bulk runs no others
 		local p t
 		p=$(median <<<"${res[$target-disable]}")
 		t=$(median <<<"${res[$target-require]}")
@@ -255,6 +279,7 @@ for sc in $SCENARIOS; do
 done
 
 echo
-echo "== summary (median tps; ratios of tusk)"
-printf '%-13s %10s %10s %10s %10s %12s %12s\n' scenario direct pgbouncer tusk "tusk/dir" "tusk/pgb" "cpu t/pgb"
+echo "== summary (median tps; ratios of tusk); pgbouncer: PgBouncer $PGB_REF_VERSION${PGB_OLD:+, pgb-old: PgBouncer $PGB_OLD_VERSION}"
+printf '%-13s %10s %10s %10s %10s %12s %12s %10s %10s %10s\n' scenario direct pgbouncer tusk "tusk/dir" "tusk/pgb" "cpu t/pgb" \
+	pgb-old "tusk/old" "cpu t/old"
 printf '%s\n' "${SUMMARY[@]}"

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# bench/cost.sh: what a pooler costs to run, tusk beside Debian's PgBouncer (issue 10), on a
-# throwaway PostgreSQL 15 (pgbench scale 10). Three rows:
+# bench/cost.sh: what a pooler costs to run, tusk beside PgBouncer (issue 10), on a throwaway
+# PostgreSQL 15 (pgbench scale 10). The PgBouncer is the current release, 1.25, when it is found
+# or can be built from ../shared/peers (bench_pgbouncer_find in lib.sh; PGBOUNCER_125=BINARY),
+# else Debian's 1.18; with 1.25, Debian's runs too (pgb-old). The table names both versions.
+# Three rows:
 #   cpu      pooler CPU (user + system, /proc/PID/stat) per pgbench -S transaction, 32 clients,
 #            transaction pooling (pool size 32, tusk with 2 workers), TXNS transactions per client
 #   idle     RSS growth per idle client: WARMUP clients, then IDLE_CLIENTS more that finished
@@ -9,7 +12,8 @@
 # Each round starts every pooler afresh (in an order that rotates with the round), measures
 # start, idle, then cpu, and stops it; the table gives every run and the median of each row.
 # Prints numbers only; asserts nothing. Stops everything it started.
-# Env: TUSK_BIN (default build/tusk), PGBOUNCER (/usr/sbin/pgbouncer), ROUNDS (3),
+# Env: TUSK_BIN (default build/tusk), PGBOUNCER_125 ("none": Debian's alone), PGBOUNCER
+#      (Debian's, /usr/sbin/pgbouncer), ROUNDS (3),
 #      TUSK_BEFORE_BIN (another tusk binary, e.g. main's, run alongside as "tusk-before" with
 #      the same configuration: before/after figures from one run),
 #      IDLE_CLIENTS (5000), TXNS (3000 per client: 96k in all), MODES (pgbench -M modes for the
@@ -31,7 +35,7 @@ TUSK=${TUSK_BIN:-$PWD/build/tusk}
 POOL=32
 
 [ -x "$TUSK" ] || { echo "cost: $TUSK not built (make build)" >&2; exit 1; }
-[ -x "$PGBOUNCER" ] || { echo "cost: no $PGBOUNCER" >&2; exit 1; }
+bench_pgbouncer_find
 
 bench_dir tusk-cost
 PG_PORT=$(free_port)
@@ -52,12 +56,15 @@ synchronous_commit = off"
 bench_pg_start "$PG_PORT" 10
 
 POOLERS=(tusk pgbouncer)
+[ -n "$PGB_OLD" ] && POOLERS+=(pgb-old)
 [ -n "${TUSK_BEFORE_BIN:-}" ] && POOLERS+=(tusk-before)
 [ -n "${EXTRA_POOLER_CMD:-}" ] && POOLERS+=("${EXTRA_POOLER_NAME:-extra}")
 for p in "${POOLERS[@]}"; do PORT[$p]=$(free_port); done
 
-bench_pgbouncer_ini "${PORT[pgbouncer]}" $((NOFILE - 100)) \
-	"bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$POOL"
+for p in pgbouncer ${PGB_OLD:+pgb-old}; do
+	bench_pgbouncer_ini "${PORT[$p]}" $((NOFILE - 100)) \
+		"bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$POOL" "" "$p"
+done
 for t in tusk ${TUSK_BEFORE_BIN:+tusk-before}; do
 	{
 		bench_tusk_txn_yaml "${PORT[$t]}" "$PG_PORT" "$POOL"
@@ -75,10 +82,12 @@ start_pooler() { # NAME: starts it, sets PID[NAME], waits until it listens
 		setsid "$TUSK_BEFORE_BIN" -c "$DIR/tusk-before.yaml" 2>>"$DIR/tusk-before.log" &
 		PID[tusk-before]=$!
 		;;
-	pgbouncer)
-		bench_pgbouncer_start "$NOFILE"
-		for _ in $(seq 1 50); do [ -s "$DIR/pgbouncer.pid" ] && break; sleep 0.1; done
-		PID[pgbouncer]=$(cat "$DIR/pgbouncer.pid")
+	pgbouncer | pgb-old)
+		local bin=$PGB_REF
+		[ "$1" = pgb-old ] && bin=$PGB_OLD
+		bench_pgbouncer_start "$NOFILE" "$1" "$bin"
+		for _ in $(seq 1 50); do [ -s "$DIR/$1.pid" ] && break; sleep 0.1; done
+		PID[$1]=$(cat "$DIR/$1.pid")
 		;;
 	*)
 		local cmd=${EXTRA_POOLER_CMD//@PORT@/${PORT[$1]}}
@@ -128,10 +137,10 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 echo
-echo "== medians of $ROUNDS rounds (tusk: $("$TUSK" --version 2>/dev/null | head -n1 || echo "$TUSK"); $("$PGBOUNCER" --version | head -n1))"
+echo "== medians of $ROUNDS rounds (tusk: $("$TUSK" --version 2>/dev/null | head -n1 || echo "$TUSK"); pgbouncer: PgBouncer $PGB_REF_VERSION${PGB_OLD:+; pgb-old: PgBouncer $PGB_OLD_VERSION})"
 printf '%-62s' figure
 for p in "${POOLERS[@]}"; do printf ' %12s' "$p"; done
-echo
+printf ' %12s\n' tusk/pgb
 for r in "${ROWS[@]}"; do
 	case $r in
 	cpu-*) label="pooler CPU per pgbench -S -M ${r#cpu-} txn (32 clients), µs" ;;
@@ -140,5 +149,5 @@ for r in "${ROWS[@]}"; do
 	esac
 	printf '%-62s' "$label"
 	for p in "${POOLERS[@]}"; do printf ' %12s' "$(median <<<"${RES[$p,$r]}")"; done
-	echo
+	printf ' %12s\n' "$(bench_ratio "$(median <<<"${RES[tusk,$r]}")" "$(median <<<"${RES[pgbouncer,$r]}")")"
 done

@@ -3,7 +3,8 @@
 # throwaway PostgreSQL 15, PgBouncer's configuration and start, and the head of a tusk
 # configuration. Sourcing runs nothing. A script may set BENCH_NAME (the prefix of its messages,
 # "bench" by default) first, and calls bench_pg_stop from its EXIT trap.
-# Env: PG_BIN (default /usr/lib/postgresql/15/bin), PGBOUNCER (/usr/sbin/pgbouncer).
+# Env: PG_BIN (default /usr/lib/postgresql/15/bin), PGBOUNCER (/usr/sbin/pgbouncer: Debian's,
+# 1.18), PGBOUNCER_125 and PEERS_DIR / PEERS_CACHE (bench_pgbouncer_find).
 #
 # Every pooler runs in a session of its own: start it as `setsid CMD ... &`. A daemon or a
 # systemd service has one, and PgBouncer -d makes its own. With autogroup scheduling
@@ -72,14 +73,60 @@ bench_pg_stop() {
 	pg_started=
 }
 
-# bench_pgbouncer_ini PORT MAX_CLIENT_CONN DATABASES [SETTINGS]: DIR/pgbouncer.ini (trust for
-# postgres, log and pid file in DIR) with the [databases] lines DATABASES and more [pgbouncer]
-# lines SETTINGS.
+# bench_pgbouncer_find: the PgBouncer to compare with. PGB_REF (binary) and PGB_REF_VERSION
+# ("1.25.2"): the current release when there is one, else Debian's; PGB_OLD: Debian's too when
+# the reference is the newer one (both then run), else empty. The current release is, in this
+# order: PGBOUNCER_125 (a binary; "none": do without), PEERS_CACHE/pgbouncer-1.25/pgbouncer
+# (default /var/tmp/tusk-peers), else built there from PEERS_DIR (default ../shared/peers or
+# ../wt/shared/peers beside the checkout: build-pgbouncer.sh and its tarball) when present.
+bench_pgbouncer_version() { "$1" --version 2>/dev/null | head -n1 | awk '{print $NF}'; }
+bench_pgbouncer_find() {
+	local new=${PGBOUNCER_125:-} cache=${PEERS_CACHE:-/var/tmp/tusk-peers}/pgbouncer-1.25 peers=${PEERS_DIR:-} d
+	if [ -z "$new" ] && [ -x "$cache/pgbouncer" ]; then new=$cache/pgbouncer; fi
+	if [ -z "$new" ]; then
+		for d in "$PWD/../shared/peers" "$PWD/../wt/shared/peers"; do
+			[ -z "$peers" ] && [ -f "$d/build-pgbouncer.sh" ] && peers=$d
+		done
+		if [ -n "$peers" ] && [ -f "$peers/pgbouncer-1.25.2.tar.gz" ]; then
+			echo "$BENCH_NAME: building PgBouncer 1.25.2 from $peers into $cache (once)" >&2
+			mkdir -p "$(dirname "$cache")"
+			# several checkouts may bench at once: one builds, the others wait for it
+			if (flock 9 && { [ -x "$cache/pgbouncer" ] || { bash "$peers/build-pgbouncer.sh" "$cache.tmp$$" >&2 &&
+				mkdir -p "$cache" && mv "$cache.tmp$$/pgbouncer" "$cache/pgbouncer"; }; }) \
+				9>"$(dirname "$cache")/.build.lock"; then
+				new=$cache/pgbouncer
+			else
+				echo "$BENCH_NAME: building PgBouncer 1.25.2 failed (needs autoconf automake libtool" \
+					"pkg-config libevent-dev libssl-dev): comparing with $PGBOUNCER" >&2
+			fi
+			rm -rf "$cache.tmp$$"
+		fi
+	fi
+	[ "$new" = none ] && new=
+	if [ -n "$new" ] && [ -x "$new" ]; then
+		PGB_REF=$new
+		PGB_OLD=
+		[ -x "$PGBOUNCER" ] && [ "$(bench_pgbouncer_version "$PGBOUNCER")" != "$(bench_pgbouncer_version "$new")" ] &&
+			PGB_OLD=$PGBOUNCER
+	else
+		PGB_REF=$PGBOUNCER
+		PGB_OLD=
+	fi
+	[ -x "$PGB_REF" ] || { echo "$BENCH_NAME: no PgBouncer ($PGB_REF)" >&2; return 1; }
+	PGB_REF_VERSION=$(bench_pgbouncer_version "$PGB_REF")
+	PGB_OLD_VERSION=${PGB_OLD:+$(bench_pgbouncer_version "$PGB_OLD")}
+	echo "$BENCH_NAME: reference PgBouncer $PGB_REF_VERSION ($PGB_REF)${PGB_OLD:+, also $PGB_OLD_VERSION ($PGB_OLD)}" >&2
+}
+
+# bench_pgbouncer_ini PORT MAX_CLIENT_CONN DATABASES [SETTINGS [NAME]]: DIR/NAME.ini (NAME:
+# pgbouncer by default; trust for postgres, log and pid file DIR/NAME.log, DIR/NAME.pid) with
+# the [databases] lines DATABASES and more [pgbouncer] lines SETTINGS.
 bench_pgbouncer_ini() {
+	local name=${5:-pgbouncer}
 	cat >"$DIR/userlist.txt" <<EOT
 "postgres" ""
 EOT
-	cat >"$DIR/pgbouncer.ini" <<INI
+	cat >"$DIR/$name.ini" <<INI
 [databases]
 $3
 [pgbouncer]
@@ -90,19 +137,21 @@ auth_type = trust
 auth_file = $DIR/userlist.txt
 max_client_conn = $2
 max_db_connections = 0
-logfile = $DIR/pgbouncer.log
-pidfile = $DIR/pgbouncer.pid
+logfile = $DIR/$name.log
+pidfile = $DIR/$name.pid
 ${4:-}
 INI
-	bench_chown "$DIR/pgbouncer.ini" "$DIR/userlist.txt"
+	bench_chown "$DIR/$name.ini" "$DIR/userlist.txt"
 }
 
-# bench_pgbouncer_start NOFILE: PgBouncer daemonised (its pid in DIR/pgbouncer.pid) with that
-# many descriptors. It refuses to run as root, and runuser does not pass on the descriptor
-# limit: it is set in the daemon's own shell.
+# bench_pgbouncer_start NOFILE [NAME [BINARY]]: PgBouncer (BINARY, default $PGBOUNCER) on
+# DIR/NAME.ini daemonised (its pid in DIR/NAME.pid) with that many descriptors. It refuses to
+# run as root, and runuser does not pass on the descriptor limit: it is set in the daemon's own
+# shell.
 bench_pgbouncer_start() {
-	rm -f "$DIR/pgbouncer.pid"
-	as_postgres bash -c "ulimit -n $1 2>/dev/null; exec $PGBOUNCER -d $DIR/pgbouncer.ini"
+	local name=${2:-pgbouncer}
+	rm -f "$DIR/$name.pid"
+	as_postgres bash -c "ulimit -n $1 2>/dev/null; exec ${3:-$PGBOUNCER} -d $DIR/$name.ini"
 }
 
 # bench_tusk_yaml PORT PG_PORT [LISTEN]: the head of a tusk configuration (2 workers, warnings

@@ -186,11 +186,16 @@ int flight_feed(struct flight *f, const uint8_t *p, size_t n)
 			f->buf->len = f->parsed; /* each client gets its own ReadyForQuery */
 			f->done = true;
 			/* A kept result lives until L1 drops it, counted at its capacity: give back
-			 * what the reply did not use. No one else holds it yet. */
+			 * what the reply did not use. No one else holds it yet. A copy, not a
+			 * realloc: shrunk in place, each kept result left a hole behind it too small
+			 * for the next flight's buffer, and the worker's heap grew by that buffer
+			 * on every miss (issue 28); freed whole, the next flight reuses it. */
 			if (f->buf->cap > f->buf->len + 64) {
-				struct flight_result *r = realloc(f->buf, sizeof(*r) + f->buf->len);
+				struct flight_result *r = malloc(sizeof(*r) + f->buf->len);
 				if (r) {
+					memcpy(r, f->buf, sizeof(*r) + f->buf->len);
 					r->cap = r->len;
+					free(f->buf);
 					f->buf = r;
 				}
 			}

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "config/config.h"
 #include "flight/key.h"
@@ -13,12 +14,25 @@
 #define LRU_BUCKETS_MIN 4096
 #define LRU_BUCKETS_MAX (1u << 22)
 
+/* An entry and its key are one block, carved from slabs the store maps itself (SLAB_BYTES at a
+ * time, faulted in by the one mmap). From malloc, they grew a worker thread's glibc arena,
+ * which grows a page at a time (an mprotect and a page fault per 4 kB: one per four misses):
+ * while cache_memory filled, a miss cost twice the CPU of the same query with the cache off
+ * (docs/performance.md). A freed block goes on the free list of its size class (SLAB_GRAIN
+ * steps up to SLAB_CLASSES of them); larger blocks, and blocks once the slabs reach
+ * cache_memory + one slab, come from malloc. */
+#define SLAB_BYTES (1u << 20)
+#define SLAB_HEAD 64 /* a slab's first bytes: the link to the next one */
+#define SLAB_GRAIN 256
+#define SLAB_CLASSES 16
+
 struct entry {
 	struct entry *chain;       /* bucket */
 	struct entry *prev, *next; /* LRU: head is the most recent */
 	uint64_t hash;
-	uint8_t *key;
+	uint8_t *key;              /* right after the entry, in its block */
 	size_t key_len;
+	unsigned cls;              /* size class of its slab block (blocks of cls * SLAB_GRAIN); 0: malloc */
 	struct flight_versions versions;
 	char database[CONFIG_NAME_MAX];
 	struct flight_result *result;
@@ -32,7 +46,61 @@ struct flight_lru {
 	size_t nbuckets;
 	struct entry *head, *tail;
 	size_t bytes, entries, memory;
+	void *free_blocks[SLAB_CLASSES]; /* per class: each free block's first word links the next */
+	void *slabs;                     /* the mapped slabs, linked through their heads */
+	uint8_t *bump, *bump_end;        /* what the newest slab has not handed out yet */
+	size_t slab_bytes;
 };
+
+static unsigned class_of(size_t need)
+{
+	size_t cls = (need + SLAB_GRAIN - 1) / SLAB_GRAIN;
+	return cls <= SLAB_CLASSES ? (unsigned)cls : 0;
+}
+
+/* Under the lock: a block for an entry and its key of need bytes, its class in *cls. */
+static struct entry *entry_alloc(struct flight_lru *l, size_t need, unsigned *cls)
+{
+	*cls = class_of(need);
+	if (*cls) {
+		void **fl = &l->free_blocks[*cls - 1];
+		size_t bsize = (size_t)*cls * SLAB_GRAIN;
+		if (*fl) {
+			void *b = *fl;
+			memcpy(fl, b, sizeof(void *));
+			return b;
+		}
+		if ((size_t)(l->bump_end - l->bump) < bsize && l->slab_bytes < l->memory + SLAB_BYTES) {
+			uint8_t *m = mmap(NULL, SLAB_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+					  -1, 0);
+			if (m != MAP_FAILED) {
+				memcpy(m, &l->slabs, sizeof(void *));
+				l->slabs = m;
+				l->slab_bytes += SLAB_BYTES;
+				l->bump = m + SLAB_HEAD;
+				l->bump_end = m + SLAB_BYTES;
+			}
+		}
+		if ((size_t)(l->bump_end - l->bump) >= bsize) {
+			void *b = l->bump;
+			l->bump += bsize;
+			return b;
+		}
+	}
+	*cls = 0;
+	return malloc(need);
+}
+
+static void entry_free(struct flight_lru *l, struct entry *e)
+{
+	if (e->cls) {
+		void **fl = &l->free_blocks[e->cls - 1];
+		memcpy(e, fl, sizeof(void *));
+		*fl = e;
+	} else {
+		free(e);
+	}
+}
 
 struct flight_lru *flight_lru_new(size_t memory)
 {
@@ -84,8 +152,7 @@ static void drop(struct flight_lru *l, struct entry *e)
 	l->bytes -= e->size;
 	l->entries--;
 	flight_result_put(e->result);
-	free(e->key);
-	free(e);
+	entry_free(l, e);
 }
 
 void flight_lru_free(struct flight_lru *l)
@@ -94,6 +161,12 @@ void flight_lru_free(struct flight_lru *l)
 		return;
 	while (l->head)
 		drop(l, l->head);
+	while (l->slabs) {
+		void *next;
+		memcpy(&next, l->slabs, sizeof(void *));
+		munmap(l->slabs, SLAB_BYTES);
+		l->slabs = next;
+	}
 	pthread_mutex_destroy(&l->lock);
 	free(l->buckets);
 	free(l);
@@ -156,25 +229,25 @@ struct flight_result *flight_lru_get(struct flight_lru *l, struct flight_inval *
 int flight_lru_put(struct flight_lru *l, const uint8_t *key, size_t key_len, uint64_t hash,
 		   const struct flight_versions *v, const char *database, struct flight_result *r, double expires)
 {
-	/* What the entry really holds on to: the result's whole buffer, not just its bytes. */
-	size_t size = sizeof(struct entry) + key_len + sizeof(*r) + r->cap;
+	/* What the entry really holds on to: its whole block and the result's whole buffer. */
+	size_t need = sizeof(struct entry) + key_len;
+	size_t size = (class_of(need) ? class_of(need) * SLAB_GRAIN : need) + sizeof(*r) + r->cap;
 	int evicted = 0;
+	unsigned cls;
 
 	if (size > l->memory)
 		return 0;
-	struct entry *e = calloc(1, sizeof(*e));
-	uint8_t *k = malloc(key_len);
-	if (!e || !k) {
-		free(e);
-		free(k);
+	pthread_mutex_lock(&l->lock);
+	struct entry *e = entry_alloc(l, need, &cls);
+	if (!e) {
+		pthread_mutex_unlock(&l->lock);
 		return 0;
 	}
-	memcpy(k, key, key_len);
-	*e = (struct entry){ .hash = hash, .key = k, .key_len = key_len, .versions = *v, .result = r,
-			     .expires = expires, .size = size };
+	*e = (struct entry){ .hash = hash, .key = (uint8_t *)(e + 1), .key_len = key_len, .cls = cls,
+			     .versions = *v, .result = r, .expires = expires, .size = size };
+	memcpy(e->key, key, key_len);
 	snprintf(e->database, sizeof(e->database), "%s", database);
 	flight_result_get(r);
-	pthread_mutex_lock(&l->lock);
 	struct entry *old = find(l, key, key_len, hash);
 	if (old)
 		drop(l, old);

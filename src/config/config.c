@@ -2216,6 +2216,33 @@ int config_keep_fixed(const struct tusk_config *cur, struct tusk_config *next)
 	return keep_fixed(&top_table, (const char *)cur, (char *)next);
 }
 
+int config_set(struct tusk_config *cfg, const char *key, const char *value, char *err, size_t errcap)
+{
+	const struct key_def *d = lookup_key(&top_table, key);
+	struct loader ld = { .path = "SET", .cfg = cfg };
+	int rc = 0;
+
+	if (!d) {
+		snprintf(err, errcap, "%s: unknown key", key);
+		return -ENOENT;
+	}
+	if (!d->reloadable || (d->type != KEY_INT && d->type != KEY_DURATION && d->type != KEY_SIZE &&
+			       d->type != KEY_ENUM)) {
+		snprintf(err, errcap, "%s: cannot be changed by SET (%s)", key,
+			 d->reloadable ? "edit the file and RELOAD" : "only a restart changes it");
+		return -EPERM;
+	}
+	parse_text(&ld, d, value, strlen(value), 0, key, (char *)cfg);
+	if (ld.nerrs + ld.nlost > 0) {
+		snprintf(err, errcap, "%s", ld.nerrs ? ld.errs[0].text : "out of memory");
+		rc = -EINVAL;
+	}
+	for (size_t i = 0; i < ld.nerrs; i++)
+		free(ld.errs[i].text);
+	free(ld.errs);
+	return rc;
+}
+
 const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,
 						 const char *user)
 {

@@ -276,6 +276,13 @@ int config_check_reload(const struct tusk_config *cur, const struct tusk_config 
 __attribute__((warn_unused_result))
 int config_keep_fixed(const struct tusk_config *cur, struct tusk_config *next);
 
+/* The console's SET key = value: one top-level key that a reload may change and that holds
+ * one scalar (an integer, a duration, a size or a choice), set in cfg from value as the file
+ * would set it. 0, or -ENOENT (no such key), -EPERM (not settable) or -EINVAL (a bad value),
+ * with the reason in err. Strings are left alone (a SET never allocates). */
+__attribute__((warn_unused_result))
+int config_set(struct tusk_config *cfg, const char *key, const char *value, char *err, size_t errcap);
+
 /* First rule matching (database, user), or NULL. */
 const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,
 						 const char *user);

@@ -111,6 +111,52 @@ static bool word_is(const char *w, const char *kw)
 	return strcasecmp(w, kw) == 0;
 }
 
+/* SET key = value | SET key TO value, after "SET" at p: the value is a word or a
+ * 'single-quoted' string ('' inside is a quote). 0, or -EINVAL with a message in err. */
+static int parse_set(const char *p, const char *end, struct console_cmd *out, char *err, size_t errcap)
+{
+	char w[CONFIG_NAME_MAX];
+	size_t n = 0;
+
+	out->kind = CONSOLE_CMD_SET;
+	if (next_word(&p, end, out->arg, sizeof out->arg) <= 0)
+		goto usage;
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p < end && *p == '=') {
+		p++;
+	} else if (next_word(&p, end, w, sizeof w) <= 0 || !word_is(w, "TO")) {
+		goto usage;
+	}
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p < end && *p == '\'') {
+		for (p++;; p++) {
+			if (p == end)
+				goto usage;
+			if (*p == '\'' && (p + 1 == end || p[1] != '\''))
+				break;
+			if (*p == '\'')
+				p++;
+			if (n + 1 >= sizeof out->value || *p == '\0')
+				goto usage;
+			out->value[n++] = *p;
+		}
+		p++;
+		out->value[n] = '\0';
+	} else if (next_word(&p, end, out->value, sizeof out->value) <= 0) {
+		goto usage;
+	}
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p == end)
+		return 0;
+usage:
+	out->kind = CONSOLE_CMD_EMPTY;
+	snprintf(err, errcap, "SET needs key = value (a value with spaces in 'quotes')");
+	return -EINVAL;
+}
+
 int console_parse(const char *text, size_t len, struct console_cmd *out, char *err, size_t errcap)
 {
 	const char *p = text, *end = text + len;
@@ -129,6 +175,8 @@ int console_parse(const char *text, size_t len, struct console_cmd *out, char *e
 		return 0;
 	if (n < 0)
 		goto rest;
+	if (word_is(w, "SET"))
+		return parse_set(p, end, out, err, errcap);
 	if (word_is(w, "SHOW")) {
 		if (next_word(&p, end, w, sizeof w) <= 0) {
 			snprintf(err, errcap, "SHOW needs an item (SHOW HELP lists them)");
@@ -1165,6 +1213,7 @@ static void show_help(struct console_session *cs)
 			   "\tRECONNECT [<db>]\n"
 			   "\tWAIT_CLOSE [<db>]\n"
 			   "\tRELOAD\n"
+			   "\tSET <key> = <value>\n"
 			   "\tSHUTDOWN [WAIT_FOR_CLIENTS]", NULL, NULL);
 	vdb_complete(&cs->v, "SHOW");
 }
@@ -1474,6 +1523,10 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return broadcast(cs, cmd);
 	case CONSOLE_CMD_KILL_CLIENT:
 		return broadcast(cs, cmd);
+	case CONSOLE_CMD_SET:
+		if (console_set(cs, cmd))
+			signal_self(cs, SIGHUP, "SET"); /* the reload applies it */
+		return 0;
 	case CONSOLE_CMD_RELOAD:
 		signal_self(cs, SIGHUP, "RELOAD");
 		return 0;

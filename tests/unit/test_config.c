@@ -221,6 +221,33 @@ static void test_query_and_client_idle_timeouts(void **state)
 	one_error(BASE "    client_idle_timeout: 31d\n", "6: pools[0].client_idle_timeout: \"31d\" is out of range (0 to 30d)");
 }
 
+/* The console's SET: reloadable scalar keys only, each value read as the file reads it. */
+static void test_config_set(void **state)
+{
+	struct result r;
+	char err[256];
+	(void)state;
+
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(config_set(r.cfg, "query_timeout", "1500ms", err, sizeof err), 0);
+	assert_int_equal(r.cfg->query_timeout_ms, 1500);
+	assert_int_equal(config_set(r.cfg, "log_connections", "false", err, sizeof err), 0);
+	assert_int_equal(r.cfg->log_connections, 0);
+	assert_int_equal(config_set(r.cfg, "max_client_connections", "77", err, sizeof err), 0);
+	assert_int_equal(r.cfg->max_client_connections, 77);
+	assert_int_equal(config_set(r.cfg, "nosuch", "1", err, sizeof err), -ENOENT);
+	assert_int_equal(config_set(r.cfg, "workers", "4", err, sizeof err), -EPERM);
+	assert_non_null(strstr(err, "only a restart"));
+	assert_int_equal(config_set(r.cfg, "auth_file", "/x", err, sizeof err), -EPERM);
+	assert_int_equal(config_set(r.cfg, "pools", "x", err, sizeof err), -EPERM);
+	assert_int_equal(config_set(r.cfg, "query_timeout", "30", err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "has no unit"));
+	assert_int_equal(config_set(r.cfg, "query_timeout", "2d", err, sizeof err), -EINVAL);
+	assert_int_equal(r.cfg->query_timeout_ms, 1500); /* a refused value leaves the field */
+	release(&r);
+}
+
 /* A PgBouncer key copied into tusk.yaml is told what tusk calls it. */
 static void test_pgbouncer_names_explained(void **state)
 {
@@ -1186,6 +1213,7 @@ int main(void)
 		cmocka_unit_test(test_pool_defaults_inherited),
 		cmocka_unit_test(test_pgbouncer_names_explained),
 		cmocka_unit_test(test_query_and_client_idle_timeouts),
+		cmocka_unit_test(test_config_set),
 		cmocka_unit_test(test_pidfile_key),
 		cmocka_unit_test(test_size_valid),
 		cmocka_unit_test(test_size_invalid),

@@ -681,32 +681,34 @@ def test_set_changes_a_reloadable_key_until_the_next_reload(tusk, tmp_path):
     # PgBouncer's SET key = value for the keys a reload may change (issue 26): applied by the
     # reload it asks for, over the file; RELOAD gives the file's value back.
     t = start(tusk, tmp_path, query_timeout="5s")
-
-    def value(key):
-        _, rows = psql_rows(t, "SHOW CONFIG")
-        return next(r["value"] for r in rows if r["key"] == key)
-
-    p = psql(t, "SET query_timeout = '1500ms'")
-    assert p.returncode == 0 and p.stdout.strip() == "SET", (p.stdout, p.stderr)
-    wait_until(lambda: value("query_timeout") == "1500ms", 5 * SLOW, what="SET applied by the reload")
     with admin(t) as c:
+        def value(key):
+            _, rows, _ = ext(c, "SHOW CONFIG")
+            return next(r[1] for r in rows if r[0] == key)
+
+        p = psql(t, "SET query_timeout = '1500ms'")  # simple protocol
+        assert p.returncode == 0 and p.stdout.strip() == "SET", (p.stdout, p.stderr)
+        wait_until(lambda: value("query_timeout") == "1500ms", 5 * SLOW, what="SET applied by the reload")
         assert ext(c, "set pool_wait_timeout to 7s")[2] == "SET"
-    wait_until(lambda: value("pool_wait_timeout") == "7000ms", 5 * SLOW, what="SET over the extended protocol")
-    assert value("query_timeout") == "1500ms"  # the earlier SET stays in the running generation
-    assert "SET pool_wait_timeout = 7s from the admin console" in t.log_text()
-    # ... and it takes effect: a query over 1.5 s is cancelled now
-    with app(t) as a:
-        with pytest.raises(psycopg.errors.QueryCanceled):
-            a.execute("select pg_sleep(10)")
-    # refused, with the reason, and nothing reloaded
-    for sql, want in (("SET workers = 4", "only a restart"), ("SET nosuch = 1", "unknown key"),
-                      ("SET query_timeout = 30", "has no unit"), ("SET auth_file = '/x'", "edit the file"),
-                      ("SET query_timeout", "SET needs key = value")):
-        p = psql(t, sql)
-        assert p.returncode != 0 and want in p.stderr, (sql, p.stderr)
-    p = psql(t, "SET query_timeout = 2s", user=MONITOR, password=MONITOR_PW)
-    assert p.returncode != 0 and "may only run SHOW" in p.stderr, p.stderr
-    # the file is the truth again after a RELOAD
-    assert psql(t, "RELOAD").returncode == 0
-    wait_until(lambda: value("query_timeout") == "5000ms" and value("pool_wait_timeout") == "30000ms", 5 * SLOW,
-               what="RELOAD back to the file's values")
+        wait_until(lambda: value("pool_wait_timeout") == "7000ms", 5 * SLOW, what="SET over the extended protocol")
+        assert value("query_timeout") == "1500ms"  # the earlier SET stays in the running generation
+        assert "SET pool_wait_timeout = 7s from the admin console" in t.log_text()
+        # ... and it takes effect: a query over 1.5 s is cancelled now
+        with app(t) as a:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                a.execute("select pg_sleep(10)")
+        # refused, with the reason, and the session goes on
+        for sql, want in (("SET workers = 4", "only a restart"), ("SET nosuch = 1", "unknown key"),
+                          ("SET query_timeout = 30", "has no unit"), ("SET auth_file = '/x'", "edit the file"),
+                          ("SET query_timeout", "SET needs key = value")):
+            with pytest.raises(psycopg.Error) as ei:
+                c.execute(sql)
+            assert want in str(ei.value), (sql, str(ei.value))
+        with admin(t, user=MONITOR, password=MONITOR_PW) as m:
+            with pytest.raises(psycopg.Error) as ei:
+                m.execute("SET query_timeout = 2s")
+            assert "may only run SHOW" in str(ei.value)
+        # the file is the truth again after a RELOAD
+        c.execute("RELOAD")
+        wait_until(lambda: value("query_timeout") == "5000ms" and value("pool_wait_timeout") == "30000ms", 5 * SLOW,
+                   what="RELOAD back to the file's values")

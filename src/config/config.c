@@ -1461,6 +1461,11 @@ static const struct key_def pool_keys[] = {
 	  .release = release_rule_cache_exclude },
 	{ .name = "read_your_writes", .type = KEY_ENUM, .offset = RULE_FIELD(read_your_writes), .names = yes_no_names,
 	  .def = "true", .reloadable = true },
+	/* Absent: CONFIG_TIMEOUT_INHERIT (parse_pools), the top-level value; present, 0 = off. */
+	{ .name = "query_timeout", .type = KEY_DURATION, .offset = RULE_FIELD(query_timeout_ms), .min = 0,
+	  .max = MS_PER_DAY, .reloadable = true },
+	{ .name = "client_idle_timeout", .type = KEY_DURATION, .offset = RULE_FIELD(client_idle_timeout_ms), .min = 0,
+	  .max = 30 * MS_PER_DAY, .reloadable = true },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
 
@@ -1554,6 +1559,10 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 		rule->line = node_line(item);
 		parse_mapping(ld, item, rule->line, sub, &pool_table, (char *)rule);
 		inherit_pool_defaults(ld, item, rule);
+		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "query_timeout"))
+			rule->query_timeout_ms = CONFIG_TIMEOUT_INHERIT;
+		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "client_idle_timeout"))
+			rule->client_idle_timeout_ms = CONFIG_TIMEOUT_INHERIT;
 		resolve_service(ld, item, sub, rule);
 		/* Statement pooling is not cached (docs/cache.md). */
 		if (rule->cache > CONFIG_CACHE_OFF && rule->mode == POOL_MODE_STATEMENT) {
@@ -1839,6 +1848,10 @@ static const struct key_def top_keys[] = {
 	  .max = MS_PER_DAY, .def = "30s", .reloadable = true },
 	{ .name = "idle_transaction_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(idle_transaction_timeout_ms),
 	  .min = 0, .max = MS_PER_DAY, .def = "0", .reloadable = true },
+	{ .name = "query_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(query_timeout_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "0", .reloadable = true },
+	{ .name = "client_idle_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(client_idle_timeout_ms),
+	  .min = 0, .max = 30 * MS_PER_DAY, .def = "0", .reloadable = true },
 	{ .name = "max_prepared_statements", .type = KEY_INT, .offset = TOP_FIELD(max_prepared_statements),
 	  .min = 0, .max = 100000, .def = "200", .reloadable = true },
 	{ .name = "reserve_pool_size", .type = KEY_INT, .offset = TOP_FIELD(reserve_pool_size), .min = 0,
@@ -2216,6 +2229,33 @@ int config_keep_fixed(const struct tusk_config *cur, struct tusk_config *next)
 	return keep_fixed(&top_table, (const char *)cur, (char *)next);
 }
 
+int config_set(struct tusk_config *cfg, const char *key, const char *value, char *err, size_t errcap)
+{
+	const struct key_def *d = lookup_key(&top_table, key);
+	struct loader ld = { .path = "SET", .cfg = cfg };
+	int rc = 0;
+
+	if (!d) {
+		snprintf(err, errcap, "%s: unknown key", key);
+		return -ENOENT;
+	}
+	if (!d->reloadable || (d->type != KEY_INT && d->type != KEY_DURATION && d->type != KEY_SIZE &&
+			       d->type != KEY_ENUM)) {
+		snprintf(err, errcap, "%s: cannot be changed by SET (%s)", key,
+			 d->reloadable ? "edit the file and RELOAD" : "only a restart changes it");
+		return -EPERM;
+	}
+	parse_text(&ld, d, value, strlen(value), 0, key, (char *)cfg);
+	if (ld.nerrs + ld.nlost > 0) {
+		snprintf(err, errcap, "%s", ld.nerrs ? ld.errs[0].text : "out of memory");
+		rc = -EINVAL;
+	}
+	for (size_t i = 0; i < ld.nerrs; i++)
+		free(ld.errs[i].text);
+	free(ld.errs);
+	return rc;
+}
+
 const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,
 						 const char *user)
 {
@@ -2252,6 +2292,17 @@ const char *config_auth_user(const struct tusk_config *cfg, const struct config_
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule)
 {
 	return rule->auth_query ? rule->auth_query : cfg->auth_query;
+}
+
+uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->query_timeout_ms != CONFIG_TIMEOUT_INHERIT ? rule->query_timeout_ms : cfg->query_timeout_ms;
+}
+
+uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->client_idle_timeout_ms != CONFIG_TIMEOUT_INHERIT ? rule->client_idle_timeout_ms
+									       : cfg->client_idle_timeout_ms;
 }
 
 bool config_name_listed(char *const *names, int n, const char *user)

@@ -126,6 +126,10 @@ struct config_pool_rule {
 	char **cache_exclude_tables;
 	int target_session_attrs;             /* enum config_target; default any */
 	int read_your_writes;                 /* bool, read-write-split only; default true */
+	/* query_timeout / client_idle_timeout of this rule's clients; CONFIG_TIMEOUT_INHERIT
+	 * (absent): the top-level value (config_query_timeout, config_client_idle_timeout) */
+	uint64_t query_timeout_ms;
+	uint64_t client_idle_timeout_ms;
 	int line;                             /* where the rule starts, for logs */
 };
 
@@ -211,6 +215,8 @@ struct tusk_config {
 	uint64_t server_lifetime_ms;        /* default 1h: servers older (+-jitter) are closed when idle; 0 = never */
 	uint64_t server_check_delay_ms;     /* default 30s: idle servers checked (SELECT 1) after this idle; 0 = never */
 	uint64_t idle_transaction_timeout_ms; /* default 0 (off): close clients idle inside a transaction */
+	uint64_t query_timeout_ms;          /* default 0 (off): cancel a query running longer (pools[] may override) */
+	uint64_t client_idle_timeout_ms;    /* default 0 (off): close a client idle (no transaction) longer (pools[] too) */
 	int reserve_pool_size;             /* default 0: servers a pool may open above its size for a queue ... */
 	uint64_t reserve_pool_timeout_ms;  /* ... whose first client has waited this long (default 5s) */
 	int max_prepared_statements;   /* default 200: per server, LRU; 0 = pass named statements through */
@@ -276,6 +282,13 @@ int config_check_reload(const struct tusk_config *cur, const struct tusk_config 
 __attribute__((warn_unused_result))
 int config_keep_fixed(const struct tusk_config *cur, struct tusk_config *next);
 
+/* The console's SET key = value: one top-level key that a reload may change and that holds
+ * one scalar (an integer, a duration, a size or a choice), set in cfg from value as the file
+ * would set it. 0, or -ENOENT (no such key), -EPERM (not settable) or -EINVAL (a bad value),
+ * with the reason in err. Strings are left alone (a SET never allocates). */
+__attribute__((warn_unused_result))
+int config_set(struct tusk_config *cfg, const char *key, const char *value, char *err, size_t errcap);
+
 /* First rule matching (database, user), or NULL. */
 const struct config_pool_rule *config_match_pool(const struct tusk_config *cfg, const char *database,
 						 const char *user);
@@ -288,6 +301,13 @@ const char *config_target_name(enum config_target t);
  * is NULL when auth_query is off for the rule. */
 const char *config_auth_user(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+
+/* A rule's query_timeout / client_idle_timeout when the rule does not set it. */
+#define CONFIG_TIMEOUT_INHERIT UINT64_MAX
+/* The query_timeout / client_idle_timeout that apply to rule's clients (its own, else the
+ * top-level one; rule may be NULL): milliseconds, 0 = off. */
+uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 
 /* Whether user is listed in names (admin.users, admin.stats_users). */
 bool config_name_listed(char *const *names, int n, const char *user);

@@ -234,7 +234,7 @@ static const char *const handled[] = {
 	"max_prepared_statements", "client_tls_sslmode", "client_tls_key_file", "client_tls_cert_file",
 	"client_tls_ca_file", "client_tls_ciphers", "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
 	"server_tls_cert_file", "server_lifetime", "server_idle_timeout", "server_connect_timeout",
-	"client_login_timeout", "idle_transaction_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
+	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
 };
 
@@ -253,6 +253,8 @@ static const char *const durations[][2] = {
 	{ "server_connect_timeout", "server_connect_timeout" },
 	{ "client_login_timeout", "client_login_timeout" },
 	{ "idle_transaction_timeout", "idle_transaction_timeout" },
+	{ "query_timeout", "query_timeout" },
+	{ "client_idle_timeout", "client_idle_timeout" },
 	{ "server_check_delay", "server_check_delay" },
 	{ "stats_period", "stats_period" },
 	{ "autodb_idle_timeout", "pool_idle_timeout" },

@@ -91,9 +91,9 @@ static const struct pgb_name names[] = {
 	MISSING("server_tls_protocols", "OpenSSL's default versions"),
 	MISSING("server_tls_ciphers", "OpenSSL's default ciphers"),
 	/* dangerous timeouts */
-	MISSING("query_timeout", "use PostgreSQL's statement_timeout"),
+	SAME("query_timeout"),
 	TO("query_wait_timeout", "pool_wait_timeout"),
-	MISSING("client_idle_timeout", "use PostgreSQL's idle_session_timeout (or tcp keepalives)"),
+	SAME("client_idle_timeout"),
 	SAME("idle_transaction_timeout"),
 	NOT_NEEDED("suspend_timeout", "online restart hands the listeners over (tusk --takeover)"),
 	/* low level */

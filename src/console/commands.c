@@ -1,5 +1,5 @@
 /* The admin console's commands (see docs/operations.md, "Admin console"): parsing, the column lists, and what
- * each does. Connections belong to their workers, so SHOW CLIENTS/SERVERS/POOLS,
+ * each does. Connections belong to their workers, so SHOW CLIENTS/SERVERS/POOLS/MEM/SOCKETS,
  * KILL, KILL_CLIENT and RECONNECT are broadcast: a worker message asks every worker to
  * add its part to one shared collector (its mutex guards the rows and counts); the last
  * worker posts the collector back to the console client's worker, which answers. */
@@ -55,6 +55,9 @@ static const struct keyword show_words[] = {
 	{ "STATS_AVERAGES", CONSOLE_CMD_SHOW_STATS_AVERAGES, 0 },
 	{ "TOTALS", CONSOLE_CMD_SHOW_TOTALS, 0 },
 	{ "USERS", CONSOLE_CMD_SHOW_USERS, 0 },
+	{ "MEM", CONSOLE_CMD_SHOW_MEM, 0 },
+	{ "SOCKETS", CONSOLE_CMD_SHOW_SOCKETS, 0 },
+	{ "FDS", CONSOLE_CMD_SHOW_SOCKETS, 0 },
 };
 
 static const struct keyword verbs[] = {
@@ -108,6 +111,52 @@ static bool word_is(const char *w, const char *kw)
 	return strcasecmp(w, kw) == 0;
 }
 
+/* SET key = value | SET key TO value, after "SET" at p: the value is a word or a
+ * 'single-quoted' string ('' inside is a quote). 0, or -EINVAL with a message in err. */
+static int parse_set(const char *p, const char *end, struct console_cmd *out, char *err, size_t errcap)
+{
+	char w[CONFIG_NAME_MAX];
+	size_t n = 0;
+
+	out->kind = CONSOLE_CMD_SET;
+	if (next_word(&p, end, out->arg, sizeof out->arg) <= 0)
+		goto usage;
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p < end && *p == '=') {
+		p++;
+	} else if (next_word(&p, end, w, sizeof w) <= 0 || !word_is(w, "TO")) {
+		goto usage;
+	}
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p < end && *p == '\'') {
+		for (p++;; p++) {
+			if (p == end)
+				goto usage;
+			if (*p == '\'' && (p + 1 == end || p[1] != '\''))
+				break;
+			if (*p == '\'')
+				p++;
+			if (n + 1 >= sizeof out->value || *p == '\0')
+				goto usage;
+			out->value[n++] = *p;
+		}
+		p++;
+		out->value[n] = '\0';
+	} else if (next_word(&p, end, out->value, sizeof out->value) <= 0) {
+		goto usage;
+	}
+	while (p < end && isspace((unsigned char)*p))
+		p++;
+	if (p == end)
+		return 0;
+usage:
+	out->kind = CONSOLE_CMD_EMPTY;
+	snprintf(err, errcap, "SET needs key = value (a value with spaces in 'quotes')");
+	return -EINVAL;
+}
+
 int console_parse(const char *text, size_t len, struct console_cmd *out, char *err, size_t errcap)
 {
 	const char *p = text, *end = text + len;
@@ -126,6 +175,8 @@ int console_parse(const char *text, size_t len, struct console_cmd *out, char *e
 		return 0;
 	if (n < 0)
 		goto rest;
+	if (word_is(w, "SET"))
+		return parse_set(p, end, out, err, errcap);
 	if (word_is(w, "SHOW")) {
 		if (next_word(&p, end, w, sizeof w) <= 0) {
 			snprintf(err, errcap, "SHOW needs an item (SHOW HELP lists them)");
@@ -249,6 +300,15 @@ static const struct vdb_col services_cols[] = {
 	T("resolver"), T("resolver_error"),
 };
 
+/* SHOW MEM: PgBouncer's columns (memtotal = what the rows' objects hold), and the worker
+ * (NULL: process-wide). SHOW SOCKETS: a connection's socket and what is pending in its
+ * buffers. */
+static const struct vdb_col mem_cols[] = { T("name"), I("size"), I("used"), I("free"), I("memtotal"), I("worker") };
+static const struct vdb_col sockets_cols[] = {
+	T("type"), I("fd"), I("worker"), T("id"), T("state"), T("user"), T("database"), T("addr"), I("port"),
+	T("local_addr"), I("local_port"), T("tls"), I("recv_pending"), I("send_pending"),
+};
+
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
 
 struct console_columns console_columns_of(enum console_cmd_kind kind)
@@ -270,6 +330,8 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_KV: return COLS(kv_cols);
 	case CONSOLE_CMD_SHOW_CACHE: return COLS(cache_cols);
 	case CONSOLE_CMD_SHOW_SERVICES: return COLS(services_cols);
+	case CONSOLE_CMD_SHOW_MEM: return COLS(mem_cols);
+	case CONSOLE_CMD_SHOW_SOCKETS: return COLS(sockets_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
 }
@@ -457,6 +519,119 @@ static void tally_worker(struct console_collect *col, struct worker *w, double n
 	}
 }
 
+/* ---- SHOW MEM, SHOW SOCKETS: each worker's rows, on its own thread ---- */
+
+static void mem_row(struct vdb_out *o, const char *name, size_t size, long used, long nfree, size_t total,
+		    const struct worker *w)
+{
+	char v[5][24];
+	snprintf(v[0], sizeof v[0], "%zu", size);
+	snprintf(v[1], sizeof v[1], "%ld", used);
+	snprintf(v[2], sizeof v[2], "%ld", nfree);
+	snprintf(v[3], sizeof v[3], "%zu", total);
+	if (w)
+		snprintf(v[4], sizeof v[4], "%d", w->index);
+	const char *vals[] = { name, v[0], v[1], v[2], v[3], w ? v[4] : NULL };
+	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
+}
+
+/* Client and server structs (malloc'd one each, no free list), the clients' buffer blocks
+ * (attached, and free in the worker's lists), the servers' fixed buffers. */
+static void mem_rows(struct vdb_out *o, struct worker *w)
+{
+	const struct frontend_worker *fe = fe_of(w);
+	long nclients = 0, nrbuf = 0, nwbuf = 0, nservers = 0;
+	size_t server_bufs = 0;
+
+	for (const struct client *c = client_first(w); c; c = c->next) {
+		nclients++;
+		nrbuf += buf_attached(&c->rbuf);
+		nwbuf += buf_attached(&c->wbuf);
+	}
+	for (const struct server *s = server_first(w); s; s = s->wnext) {
+		nservers++;
+		server_bufs += s->rbuf.cap + s->wbuf.cap;
+	}
+	mem_row(o, "client", sizeof(struct client), nclients, 0, (size_t)nclients * sizeof(struct client), w);
+	mem_row(o, "client_rbuf", fe->rbufs.size, nrbuf, fe->rbufs.nfree, (size_t)(nrbuf + fe->rbufs.nfree) * fe->rbufs.size,
+		w);
+	mem_row(o, "client_wbuf", fe->wbufs.size, nwbuf, fe->wbufs.nfree, (size_t)(nwbuf + fe->wbufs.nfree) * fe->wbufs.size,
+		w);
+	mem_row(o, "server", sizeof(struct server), nservers, 0, (size_t)nservers * sizeof(struct server), w);
+	mem_row(o, "server_buffers", nservers ? server_bufs / (size_t)nservers : 0, nservers, 0, server_bufs, w);
+}
+
+struct cache_mem {
+	uint64_t entries, bytes;
+};
+
+static void cache_mem_of(void *arg, const char *name, const char *reason, uint64_t value, bool gauge)
+{
+	struct cache_mem *m = arg;
+	(void)reason;
+	(void)gauge;
+	if (strcmp(name, "entries") == 0)
+		m->entries = value;
+	else if (strcmp(name, "bytes") == 0)
+		m->bytes = value;
+}
+
+/* Process-wide: the result cache's kept results (its own report, SHOW CACHE's), against
+ * cache_memory. */
+static void mem_global_rows(struct vdb_out *o, struct runtime *rt)
+{
+	struct cache_mem m = { 0 };
+	if (!rt->flight)
+		return;
+	flight_cache_report(rt->flight, cache_mem_of, &m);
+	uint64_t cap = rt->cfg->cache_memory;
+	mem_row(o, "cache", m.entries ? (size_t)(m.bytes / m.entries) : 0, (long)m.entries, 0, (size_t)m.bytes, NULL);
+	mem_row(o, "cache_memory", 1, (long)m.bytes, cap > m.bytes ? (long)(cap - m.bytes) : 0, (size_t)cap, NULL);
+}
+
+static const char *client_socket_state(const struct client *c)
+{
+	static const char *const names[] = { "startup", "auth", "waiting", "active", "idle", "closing" };
+	return (unsigned)c->state < sizeof names / sizeof names[0] ? names[c->state] : "?";
+}
+
+static const char *server_socket_state(const struct server *s)
+{
+	static const char *const names[] = { "connecting", "login", "query", "active", "draining", "idle", "closed" };
+	return (unsigned)s->state < sizeof names / sizeof names[0] ? names[s->state] : "?";
+}
+
+static void socket_row(struct vdb_out *o, const char *type, int fd, const struct worker *w, const char *id,
+		       const char *state, const char *user, const char *db, const struct net_addr *peer,
+		       const struct tls_link *tls, const struct buf *rbuf, const struct buf *wbuf)
+{
+	char sfd[16], wk[16], addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], rp[24], sp[24];
+	snprintf(sfd, sizeof sfd, "%d", fd);
+	snprintf(wk, sizeof wk, "%d", w->index);
+	addr_parts(peer, addr, sizeof addr, port, sizeof port);
+	local_parts(fd, laddr, sizeof laddr, lport, sizeof lport);
+	snprintf(rp, sizeof rp, "%zu", buf_len(rbuf));
+	snprintf(sp, sizeof sp, "%zu", buf_len(wbuf));
+	const char *vals[] = { type, sfd, wk, id, state, user, db, addr, port, laddr, lport,
+			       tls->conn ? tls_version(tls->conn) : "", rp, sp };
+	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
+}
+
+static void socket_rows(struct vdb_out *o, struct worker *w)
+{
+	for (const struct client *c = client_first(w); c; c = c->next) {
+		struct net_addr peer;
+		client_peer(c, &peer);
+		socket_row(o, "C", c->fd, w, c->id, client_socket_state(c), c->user, c->database, &peer, &c->tls,
+			   &c->rbuf, &c->wbuf);
+	}
+	for (const struct server *s = server_first(w); s; s = s->wnext)
+		if (s->fd >= 0)
+			socket_row(o, "S", s->fd, w, s->id, server_socket_state(s), s->pool ? pool_user(s->pool) : "",
+				   s->pool ? pool_database(s->pool) : "", &s->addr, &s->tls, &s->rbuf, &s->wbuf);
+}
+/* ---- end SHOW MEM, SHOW SOCKETS ---- */
+
 /* Close w's parked servers of the selected pools (RECONNECT, KILL). */
 static long close_parked(struct console_collect *col, struct worker *w, const char *reason)
 {
@@ -624,6 +799,10 @@ static void collect_on_worker(struct worker *w, struct worker_msg *msg)
 				server_row(&col->rows, s, now);
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_POOLS) {
 		tally_worker(col, w, now);
+	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_MEM) {
+		mem_rows(&col->rows, w);
+	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_SOCKETS) {
+		socket_rows(&col->rows, w);
 	}
 	bool last = --col->remaining == 0;
 	pthread_mutex_unlock(&col->lock);
@@ -862,6 +1041,10 @@ static void collect_done(struct worker *w, struct worker_msg *m)
 	switch (col->cmd.kind) {
 	case CONSOLE_CMD_SHOW_CLIENTS:
 	case CONSOLE_CMD_SHOW_SERVERS:
+	case CONSOLE_CMD_SHOW_MEM:
+	case CONSOLE_CMD_SHOW_SOCKETS:
+		if (col->cmd.kind == CONSOLE_CMD_SHOW_MEM)
+			mem_global_rows(&col->rows, col->rt);
 		if (col->rows.len > col->rows.start)
 			vdb_out_raw(&cs->v.out, col->rows.data + col->rows.start, col->rows.len - col->rows.start);
 		if (col->rows.failed)
@@ -1019,6 +1202,7 @@ static void show_help(struct console_session *cs)
 	vdb_out_error(&cs->v, false, true, "00000", "Console usage\n"
 			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE|SERVICES\n"
 			   "\tSHOW STATS_TOTALS|STATS_AVERAGES|TOTALS|USERS\n"
+			   "\tSHOW MEM|SOCKETS|FDS\n"
 			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
@@ -1029,6 +1213,7 @@ static void show_help(struct console_session *cs)
 			   "\tRECONNECT [<db>]\n"
 			   "\tWAIT_CLOSE [<db>]\n"
 			   "\tRELOAD\n"
+			   "\tSET <key> = <value>\n"
 			   "\tSHUTDOWN [WAIT_FOR_CLIENTS]", NULL, NULL);
 	vdb_complete(&cs->v, "SHOW");
 }
@@ -1289,6 +1474,8 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 	case CONSOLE_CMD_SHOW_POOLS:
 	case CONSOLE_CMD_SHOW_CLIENTS:
 	case CONSOLE_CMD_SHOW_SERVERS:
+	case CONSOLE_CMD_SHOW_MEM:
+	case CONSOLE_CMD_SHOW_SOCKETS:
 		return broadcast(cs, cmd);
 	case CONSOLE_CMD_PAUSE:
 	case CONSOLE_CMD_RESUME:
@@ -1336,6 +1523,10 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return broadcast(cs, cmd);
 	case CONSOLE_CMD_KILL_CLIENT:
 		return broadcast(cs, cmd);
+	case CONSOLE_CMD_SET:
+		if (console_set(cs, cmd))
+			signal_self(cs, SIGHUP, "SET"); /* the reload applies it */
+		return 0;
 	case CONSOLE_CMD_RELOAD:
 		signal_self(cs, SIGHUP, "RELOAD");
 		return 0;

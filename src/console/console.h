@@ -10,6 +10,17 @@
 
 struct client;
 struct worker;
+struct tusk_config;
+struct console_sets;
+
+/* SET key = value (set.c): the console keeps each setting and asks for a reload; that reload
+ * (daemon_reload, main thread) applies every SET kept over the file's values. A reload no SET
+ * asked for (RELOAD, SIGHUP) forgets them: the file's values come back. */
+struct console_sets *console_sets_new(void);
+void console_sets_free(struct console_sets *s);
+/* In a reload, to the configuration just loaded from the file: each SET kept (logged), or
+ * none when no SET asked for this reload (they are forgotten). Returns how many applied. */
+int console_sets_apply(struct console_sets *s, struct tusk_config *cfg);
 struct console_kills;
 struct worker_hooks;
 

@@ -38,6 +38,8 @@ enum console_cmd_kind {
 	CONSOLE_CMD_SHOW_STATS_AVERAGES, /* SHOW STATS' avg_* columns */
 	CONSOLE_CMD_SHOW_TOTALS,         /* SHOW STATS over every database, as (name, value) rows */
 	CONSOLE_CMD_SHOW_USERS,
+	CONSOLE_CMD_SHOW_MEM,     /* memory per worker: client/server structs and buffer blocks; the cache's */
+	CONSOLE_CMD_SHOW_SOCKETS, /* one row per client and server socket (also SHOW FDS) */
 	CONSOLE_CMD_SHOW_HELP, /* the last SHOW: console_run reads SHOW_POOLS..SHOW_HELP as "SHOW" */
 	CONSOLE_CMD_PAUSE,
 	CONSOLE_CMD_RESUME,
@@ -51,12 +53,16 @@ enum console_cmd_kind {
 	CONSOLE_CMD_DISABLE,     /* DISABLE db: new logins refused */
 	CONSOLE_CMD_ENABLE,      /* ENABLE db */
 	CONSOLE_CMD_WAIT_CLOSE,  /* WAIT_CLOSE [db]: until servers from before RECONNECT are closed */
+	CONSOLE_CMD_SET,         /* SET key = value: arg is the key (set.c) */
 };
-#define CONSOLE_CMD_LAST CONSOLE_CMD_WAIT_CLOSE /* keep it the enum's last (fuzz_console checks the range) */
+#define CONSOLE_CMD_LAST CONSOLE_CMD_SET /* keep it the enum's last (fuzz_console checks the range) */
+
+#define CONSOLE_SET_VALUE_MAX 64 /* SET's value: a number, a duration, a size or a choice */
 
 struct console_cmd {
 	enum console_cmd_kind kind;
-	char arg[CONFIG_NAME_MAX]; /* database or client id; "" when none */
+	char arg[CONFIG_NAME_MAX]; /* database or client id; SET's key; "" when none */
+	char value[CONSOLE_SET_VALUE_MAX]; /* SET's value; "" otherwise */
 };
 
 /* A column: values always travel as text; the type tells drivers how to read them. */
@@ -99,6 +105,9 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd);
 void console_show_stats(struct console_session *cs, enum console_cmd_kind kind);
 /* SHOW WAITS (stats.c): per pool, transactions, claim waits and their histogram. */
 void console_show_waits(struct console_session *cs);
+/* SET key = value (set.c): checked against the running configuration and queued for a
+ * reload: true (the caller asks for the reload and answers), or false with an error in cs. */
+bool console_set(struct console_session *cs, const struct console_cmd *cmd);
 /* Stop async work of a closing client. */
 void console_cancel(struct console_session *cs);
 /* The admin console's session kind (console.c): what an admin client's c->kind is. */

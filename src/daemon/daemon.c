@@ -297,6 +297,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->kills = console_kills_new();
+	rt->sets = console_sets_new();
 	/* The session kinds of the virtual databases, before any worker runs (idempotent). */
 	console_register();
 	kv_front_register();
@@ -315,7 +316,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	const char *bt = getenv("TUSK_TEST_BALANCE");
 	rt->balance_test = bt && strcmp(bt, "pingpong") == 0;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
-	if (!rt->pools || !rt->cancels || !rt->kills || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
+	if (!rt->pools || !rt->cancels || !rt->kills || !rt->sets || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -413,6 +414,9 @@ int daemon_reload(struct runtime *rt, const char *path)
 		goto out;
 	}
 	nerr = config_load(path, err, &g->cfg);
+	/* The console's SETs go over the file's values (until the next reload). */
+	if (nerr == 0 && rt->sets)
+		(void)console_sets_apply(rt->sets, g->cfg);
 	if (nerr == 0)
 		nerr = daemon_load_auth(g->cfg, err, &g->users, &g->hba);
 	if (nerr == 0)
@@ -605,6 +609,8 @@ void daemon_stop(struct runtime *rt)
 	pool_registry_free(rt->pools);
 	cancel_registry_free(rt->cancels);
 	console_kills_free(rt->kills);
+	console_sets_free(rt->sets);
+	rt->sets = NULL;
 	authcache_free(rt->authcache);
 	flight_cache_free(rt->flight);
 	tunnel_stop(rt->redis_tunnel); /* after the workers: none of them connects to it any more */

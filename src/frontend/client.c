@@ -177,6 +177,7 @@ void client_set_state(struct client *c, enum client_state to)
 	const struct tusk_config *cfg = cfg_of(c);
 	log_debug(c->id, c->ctx, "%s -> %s", state_name(c->state), state_name(to));
 	c->state = to;
+	c->active_at = ev_now(c->worker->loop);
 	count_client(c, (int)stats_state_of(to));
 	switch (to) {
 	case CLIENT_STARTUP:
@@ -275,11 +276,14 @@ static int frontend_worker_init(struct worker *w)
 	return 0;
 }
 
-/* Housekeeping tick: free the buffer blocks no client needed since the last one. */
+static void client_check_timeouts(struct worker *w, double now);
+
+/* Housekeeping tick: query_timeout and client_idle_timeout, then free the buffer blocks no
+ * client needed since the last one. */
 static unsigned frontend_worker_tick(struct worker *w, double now)
 {
 	struct frontend_worker *fe = fe_of(w);
-	(void)now;
+	client_check_timeouts(w, now);
 	return buf_pool_trim(&fe->rbufs) + buf_pool_trim(&fe->wbufs);
 }
 
@@ -1584,9 +1588,10 @@ static void read_startup_phase(struct client *c)
 	else if (c->state == CLIENT_AUTH) {
 		if (client_auth_input(c) == 1)
 			after_auth(c);
-	} else if (c->state == CLIENT_IDLE)
+	} else if (c->state == CLIENT_IDLE) {
+		c->active_at = ev_now(c->worker->loop); /* a request the cache may answer in place */
 		c->kind->input(c);
-	else
+	} else
 		client_update_io(c);
 }
 
@@ -1682,6 +1687,77 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	case CLIENT_CLOSING:
 		client_close(c, "timed out flushing the last error");
 		break;
+	}
+}
+
+/* ---- query_timeout and client_idle_timeout ----
+ * Checked on the worker's housekeeping tick (once a second), as PgBouncer's janitor does:
+ * nothing on the relay's path but the timestamps it keeps anyway (query_start, active_at),
+ * and a timeout fires between its value and a second later. */
+
+/* Logged in, outside any transaction, nothing asked and nothing owed: what
+ * client_idle_timeout counts. Pooled clients only (the console's and kv's are tusk's own). */
+static bool client_is_idle(const struct client *c)
+{
+	if (c->kind != &pooled_kind || !c->greeted || !buf_empty(&c->rbuf) || c->copy_in || c->big ||
+	    c->c2s_remaining || c->s2c_remaining)
+		return false;
+	if (c->state == CLIENT_IDLE)
+		return !c->server && !c->queued && !c->wait && !c->ryw_pending && relay_hooks_quiet(c);
+	if (c->state != CLIENT_ACTIVE || !c->server)
+		return false;
+	const struct server *s = c->server;
+	/* Session pooling (or a pinned client): the server stays linked between transactions. */
+	return s->state == SERVER_ACTIVE && s->tx_status == 'I' && !s->ext_open && s->expect_count == 0 &&
+	       s->pending_rfq == 0 && buf_empty(&s->rbuf);
+}
+
+/* A query of c has run for query_timeout: ask its server to cancel it (PostgreSQL answers the
+ * client 57014 and the session goes on); still running a query_timeout later (a server or
+ * network that does not answer, PgBouncer's case for the key), the client is closed and its
+ * server with it. */
+static void query_timed_out(struct client *c, uint64_t ms, double now)
+{
+	struct server *s = c->server;
+	if (c->query_cancel_for != c->query_start) {
+		c->query_cancel_for = c->query_start;
+		log_warn(c->id, c->ctx, "query running for %.1fs on server %s: cancelling it (query_timeout %.1fs)",
+			 now - c->query_start, s->id, (double)ms / 1000.0);
+		cancel_send_for(c->worker, s);
+	} else if ((now - c->query_start) * 1000.0 >= 2.0 * (double)ms) {
+		client_fail(c, "57014", "canceling statement due to query_timeout: server %s did not end it %.1fs after its cancel",
+			    s->id, (double)ms / 1000.0);
+	}
+}
+
+static void client_check_timeouts(struct worker *w, double now)
+{
+	const struct tusk_config *cfg = w->rt->cfg;
+	struct client *next;
+
+	/* Each is off unless the top level or a rule sets it. */
+	bool any = cfg->query_timeout_ms || cfg->client_idle_timeout_ms;
+	for (int i = 0; i < cfg->npools && !any; i++)
+		any = (cfg->pools[i].query_timeout_ms && cfg->pools[i].query_timeout_ms != CONFIG_TIMEOUT_INHERIT) ||
+		      (cfg->pools[i].client_idle_timeout_ms && cfg->pools[i].client_idle_timeout_ms != CONFIG_TIMEOUT_INHERIT);
+	if (!any || w->stopping)
+		return;
+	/* client_fail may free c, never another client (a released server's next claimer is
+	 * answered through the loop, not from inside this call). */
+	for (struct client *c = fe_of(w)->clients; c; c = next) {
+		next = c->next;
+		if (!c->pool || c->state == CLIENT_CLOSING)
+			continue;
+		const struct config_pool_rule *rule = pool_rule(c->pool);
+		uint64_t qt = config_query_timeout(cfg, rule), it = config_client_idle_timeout(cfg, rule);
+		if (qt && c->state == CLIENT_ACTIVE && c->server && c->server->state == SERVER_ACTIVE && c->query_start > 0 &&
+		    (now - c->query_start) * 1000.0 >= (double)qt) {
+			query_timed_out(c, qt, now);
+		} else if (it && (now - c->active_at) * 1000.0 >= (double)it && client_is_idle(c)) {
+			log_info(c->id, c->ctx, "closing client idle for %.1fs (client_idle_timeout %.1fs)", now - c->active_at,
+				 (double)it / 1000.0);
+			client_fail(c, "57P05", "terminating connection due to idle-session timeout (client_idle_timeout)");
+		}
 	}
 }
 

@@ -133,6 +133,10 @@ struct client {
 	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
 	struct client *prev, *next; /* worker->clients */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
+	/* client_idle_timeout: loop time of its last sign of life (a state change, bytes read
+	 * while idle, a ReadyForQuery); query_timeout: the query_start whose query tusk asked the
+	 * server to cancel (0: none), so that the next tick closes what the cancel did not end */
+	double active_at, query_cancel_for;
 	const struct client_kind *kind; /* chosen once, at startup (client_kind.h); never NULL */
 	struct vdb *vdb;            /* a virtual database's kind (console, kv): the vdb inside its
 	                             * session that reads c's requests; NULL otherwise */

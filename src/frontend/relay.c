@@ -1433,6 +1433,7 @@ static void on_ready_for_query(struct client *c, struct server *s, uint8_t statu
 	if (s->pending_rfq == 0)
 		c->lex_pending = false;
 	stats_ready_for_query(c, s, status);
+	c->active_at = ev_now(c->worker->loop); /* client_idle_timeout counts from here */
 	c->copy_in = false;
 	if (status == 'E')
 		c->tx_failed = true;

@@ -81,6 +81,7 @@ struct runtime {
 	struct services *services;       /* each service's resolver and current backends (pool/services.h); its own locks */
 	struct cancel_registry *cancels; /* shared by all workers; has its own lock */
 	struct console_kills *kills;     /* recent KILLs for moving clients (console.h); its own lock */
+	struct console_sets *sets;       /* the console's SETs for the next reload (console.h); its own lock */
 	/* main thread only */
 	struct runtime_listener *listeners;
 	int nlisteners, caplisteners;

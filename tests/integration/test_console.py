@@ -637,3 +637,78 @@ def test_wait_close_returns_once_servers_from_before_reconnect_are_closed(tusk, 
             t0 = time.monotonic()
             p = psql(t, cmd)
             assert p.returncode == 0 and time.monotonic() - t0 < 5 * SLOW, p.stderr
+
+
+def test_show_mem_and_sockets_follow_real_connections(tusk, tmp_path):
+    # PgBouncer's SHOW MEM columns (tusk's pools: client and server structs, buffer blocks per
+    # worker), and SHOW SOCKETS / SHOW FDS: one row per client and server socket (issue 26).
+    t = start(tusk, tmp_path)
+    with app(t, application_name="sock") as a:
+        (backend_pid,) = a.execute("select pg_backend_pid()").fetchone()
+        cid = client_id(t, "sock")
+        header, mem = psql_rows(t, "SHOW MEM", user=MONITOR, password=MONITOR_PW)
+        assert header[:5] == ["name", "size", "used", "free", "memtotal"], header
+        per = {}
+        for r in mem:
+            per.setdefault(r["name"], []).append(r)
+        assert len(per["client"]) == 2 and len(per["server"]) == 2, mem  # one row per worker
+        assert sum(int(r["used"]) for r in per["client"]) >= 2  # the app and this psql
+        assert sum(int(r["used"]) for r in per["server"]) >= 1
+        for r in per["client"] + per["client_rbuf"]:
+            assert int(r["memtotal"]) == (int(r["used"]) + int(r["free"])) * int(r["size"]), r
+        assert int(per["client_rbuf"][0]["size"]) > 0
+
+        for verb in ("SOCKETS", "FDS"):
+            header, socks = psql_rows(t, f"SHOW {verb}")
+            assert header[:5] == ["type", "fd", "worker", "id", "state"], header
+            me = next(r for r in socks if r["id"] == cid)
+            assert me["type"] == "C" and me["user"] == "tusk_trust" and me["database"] == TEST_DB
+            assert me["state"] == "active" and me["local_port"] == str(t.port) and me["addr"] == "127.0.0.1"
+            srv = [r for r in socks if r["type"] == "S" and r["database"] == TEST_DB]
+            assert srv and all(r["state"] in ("active", "idle") for r in srv), socks
+            # each fd is a socket of tusk's own
+            for r in [me] + srv:
+                assert os.readlink(f"/proc/{t.pid}/fd/{r['fd']}").startswith("socket:"), r
+        with admin(t) as c:
+            names, rows, status = ext(c, "SHOW SOCKETS")
+            assert names[:2] == ["type", "fd"] and status == "SHOW" and len(rows) >= 3
+            names, rows, _ = pipelined(c, "show mem;")
+            assert names[:5] == ["name", "size", "used", "free", "memtotal"] and rows
+        assert backend_pid
+
+
+def test_set_changes_a_reloadable_key_until_the_next_reload(tusk, tmp_path):
+    # PgBouncer's SET key = value for the keys a reload may change (issue 26): applied by the
+    # reload it asks for, over the file; RELOAD gives the file's value back.
+    t = start(tusk, tmp_path, query_timeout="5s")
+    with admin(t) as c:
+        def value(key):
+            _, rows, _ = ext(c, "SHOW CONFIG")
+            return next(r[1] for r in rows if r[0] == key)
+
+        p = psql(t, "SET query_timeout = '1500ms'")  # simple protocol
+        assert p.returncode == 0 and p.stdout.strip() == "SET", (p.stdout, p.stderr)
+        wait_until(lambda: value("query_timeout") == "1500ms", 5 * SLOW, what="SET applied by the reload")
+        assert ext(c, "set pool_wait_timeout to 7s")[2] == "SET"
+        wait_until(lambda: value("pool_wait_timeout") == "7000ms", 5 * SLOW, what="SET over the extended protocol")
+        assert value("query_timeout") == "1500ms"  # the earlier SET stays in the running generation
+        assert "SET pool_wait_timeout = 7s from the admin console" in t.log_text()
+        # ... and it takes effect: a query over 1.5 s is cancelled now
+        with app(t) as a:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                a.execute("select pg_sleep(10)")
+        # refused, with the reason, and the session goes on
+        for sql, want in (("SET workers = 4", "only a restart"), ("SET nosuch = 1", "unknown key"),
+                          ("SET query_timeout = 30", "has no unit"), ("SET auth_file = '/x'", "edit the file"),
+                          ("SET query_timeout", "SET needs key = value")):
+            with pytest.raises(psycopg.Error) as ei:
+                c.execute(sql)
+            assert want in str(ei.value), (sql, str(ei.value))
+        with admin(t, user=MONITOR, password=MONITOR_PW) as m:
+            with pytest.raises(psycopg.Error) as ei:
+                m.execute("SET query_timeout = 2s")
+            assert "may only run SHOW" in str(ei.value)
+        # the file is the truth again after a RELOAD
+        c.execute("RELOAD")
+        wait_until(lambda: value("query_timeout") == "5000ms" and value("pool_wait_timeout") == "30000ms", 5 * SLOW,
+                   what="RELOAD back to the file's values")

@@ -1,6 +1,7 @@
 """Session pooling: size limits, FIFO waiting with a deadline, reset and reuse of servers."""
 
 import os
+import signal
 import threading
 import time
 
@@ -244,3 +245,79 @@ def test_reserve_pool_serves_a_queue_that_waited_reserve_pool_timeout(tusk, pg):
                     b.execute("select 2")  # pool_wait_timeout: no reserve to take
                 assert time.monotonic() - start >= 4.5
             a.execute("commit")
+
+
+@pytest.mark.tusk_only
+def test_query_timeout_cancels_a_long_query_and_the_session_goes_on(tusk):
+    # PgBouncer's query_timeout: the query is cancelled on its server; a rule's own 0 turns it off.
+    solo = {**pool(1, user="tusk_solo"), "query_timeout": "0"}
+    t = tusk(pools=[solo, pool(2)], query_timeout="1s")
+    with t.connect() as c, t.connect(user="tusk_solo") as s:
+        pid = backend_pid(c)
+        exempt = {}
+        th = threading.Thread(target=lambda: exempt.setdefault("r", s.execute("select pg_sleep(2.5), 1").fetchone()))
+        th.start()
+        start = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("select pg_sleep(20)")
+        took = time.monotonic() - start
+        assert 0.9 <= took <= 2.5 * SLOW, f"cancelled after {took:.2f}s, query_timeout is 1s"
+        # the session and its server stay: only the query went
+        assert backend_pid(c) == pid
+        assert c.execute("select 'after'").fetchone() == ("after",)
+        th.join(10 * SLOW)
+        assert exempt.get("r") == ("", 1), exempt  # the rule with query_timeout: 0 ran to its end
+    assert "query_timeout" in t.log_text()
+
+
+@pytest.mark.tusk_only
+@pytest.mark.skipif(os.geteuid() != 0, reason="stops a PostgreSQL backend with SIGSTOP")
+def test_query_timeout_closes_the_client_when_the_server_ignores_the_cancel(tusk):
+    # PgBouncer's case for query_timeout: a server that does not answer at all (stopped, or the
+    # network gone) gets no say: a query_timeout after the cancel, the client is told and closed.
+    t = tusk(pools=[pool(2)], query_timeout="500ms")
+    c = t.connect()
+    pid = backend_pid(c)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as ei:
+            c.execute("select 1")
+        took = time.monotonic() - start
+        msg = str(ei.value)
+        assert "query_timeout" in msg, msg
+        assert_tusk_error(msg)
+        assert 0.9 <= took <= 3 * SLOW, f"closed after {took:.2f}s, query_timeout is 0.5s"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        c.close()
+    with t.connect() as d:  # the pool serves on with another server
+        assert backend_pid(d) != pid
+
+
+@pytest.mark.tusk_only
+def test_client_idle_timeout_closes_idle_clients_only(tusk):
+    # PgBouncer's client_idle_timeout, in session and transaction pooling: an idle client is
+    # closed with a clear error; one that keeps talking, or sits in a transaction, is not.
+    txn = {**pool(2, user="tusk_solo"), "mode": "transaction"}
+    t = tusk(pools=[txn, pool(3)], client_idle_timeout="1s")
+    idle_s, idle_t, busy, in_tx = t.connect(), t.connect(user="tusk_solo"), t.connect(), t.connect(autocommit=False)
+    try:
+        for c in (idle_s, idle_t, busy):
+            c.execute("select 1")
+        in_tx.execute("select 1")  # psycopg opened a transaction: not idle, whatever the clock says
+        deadline = time.monotonic() + 2.6
+        while time.monotonic() < deadline:
+            assert busy.execute("select 2").fetchone() == (2,)
+            time.sleep(0.3)
+        for c in (idle_s, idle_t):
+            with pytest.raises(psycopg.OperationalError) as ei:
+                c.execute("select 3")
+            msg = str(ei.value)
+            assert "idle-session timeout" in msg or ei.value.sqlstate == "57P05", msg
+        assert busy.execute("select 4").fetchone() == (4,)
+        assert in_tx.execute("select 5").fetchone() == (5,)
+        assert t.log_text().count("client_idle_timeout 1.0s") == 2, t.log_tail()
+    finally:
+        for c in (idle_s, idle_t, busy, in_tx):
+            c.close()

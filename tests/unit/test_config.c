@@ -189,6 +189,65 @@ static void test_pool_defaults_inherited(void **state)
 	one_error(BASE "pool_defaults:\n  size: 0\n", "7: pool_defaults.size: \"0\" is out of range (1 to 10000)");
 }
 
+/* query_timeout and client_idle_timeout (PgBouncer's names): top-level, with a unit, and per
+ * rule, where a rule's own value wins (0 too: off for that rule) and an absent one inherits. */
+static void test_query_and_client_idle_timeouts(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, "services:\n  main:\n    hosts: [\"db:5432\"]\n"
+		      "query_timeout: 30s\nclient_idle_timeout: 10m\n"
+		      "pools:\n  - database: a\n    query_timeout: 0\n    client_idle_timeout: 500ms\n"
+		      "  - database: b\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->query_timeout_ms, 30000);
+	assert_int_equal(r.cfg->client_idle_timeout_ms, 600000);
+	assert_int_equal(config_query_timeout(r.cfg, &r.cfg->pools[0]), 0);
+	assert_int_equal(config_client_idle_timeout(r.cfg, &r.cfg->pools[0]), 500);
+	assert_int_equal(config_query_timeout(r.cfg, &r.cfg->pools[1]), 30000);
+	assert_int_equal(config_client_idle_timeout(r.cfg, &r.cfg->pools[1]), 600000);
+	release(&r);
+
+	/* Off by default. */
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(config_query_timeout(r.cfg, &r.cfg->pools[0]), 0);
+	assert_int_equal(config_client_idle_timeout(r.cfg, &r.cfg->pools[0]), 0);
+	release(&r);
+
+	one_error(BASE "query_timeout: 30\n",
+		  "6: query_timeout: \"30\" has no unit: write 30s (seconds, PgBouncer's meaning) or 30ms");
+	one_error(BASE "    client_idle_timeout: 31d\n", "6: pools[0].client_idle_timeout: \"31d\" is out of range (0 to 30d)");
+}
+
+/* The console's SET: reloadable scalar keys only, each value read as the file reads it. */
+static void test_config_set(void **state)
+{
+	struct result r;
+	char err[256];
+	(void)state;
+
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(config_set(r.cfg, "query_timeout", "1500ms", err, sizeof err), 0);
+	assert_int_equal(r.cfg->query_timeout_ms, 1500);
+	assert_int_equal(config_set(r.cfg, "log_connections", "false", err, sizeof err), 0);
+	assert_int_equal(r.cfg->log_connections, 0);
+	assert_int_equal(config_set(r.cfg, "max_client_connections", "77", err, sizeof err), 0);
+	assert_int_equal(r.cfg->max_client_connections, 77);
+	assert_int_equal(config_set(r.cfg, "nosuch", "1", err, sizeof err), -ENOENT);
+	assert_int_equal(config_set(r.cfg, "workers", "4", err, sizeof err), -EPERM);
+	assert_non_null(strstr(err, "only a restart"));
+	assert_int_equal(config_set(r.cfg, "auth_file", "/x", err, sizeof err), -EPERM);
+	assert_int_equal(config_set(r.cfg, "pools", "x", err, sizeof err), -EPERM);
+	assert_int_equal(config_set(r.cfg, "query_timeout", "30", err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "has no unit"));
+	assert_int_equal(config_set(r.cfg, "query_timeout", "2d", err, sizeof err), -EINVAL);
+	assert_int_equal(r.cfg->query_timeout_ms, 1500); /* a refused value leaves the field */
+	release(&r);
+}
+
 /* A PgBouncer key copied into tusk.yaml is told what tusk calls it. */
 static void test_pgbouncer_names_explained(void **state)
 {
@@ -200,8 +259,8 @@ static void test_pgbouncer_names_explained(void **state)
 	one_error(BASE "ignore_startup_parameters: extra_float_digits\n",
 		  "6: ignore_startup_parameters: unknown key: PgBouncer's ignore_startup_parameters is not needed in tusk: "
 		  "tusk passes every startup parameter on (extra_float_digits, search_path, ...)");
-	one_error(BASE "query_timeout: 5s\n",
-		  "6: query_timeout: unknown key: PgBouncer's query_timeout has no tusk equivalent (use PostgreSQL's statement_timeout)");
+	one_error(BASE "server_fast_close: 1\n",
+		  "6: server_fast_close: unknown key: PgBouncer's server_fast_close has no tusk equivalent (PAUSE and RECONNECT wait for the transaction to end)");
 	one_error(BASE "    pool_size: 5\n",
 		  "6: pools[0].pool_size: unknown key: PgBouncer's pool_size is pools[].size in tusk");
 }
@@ -1153,6 +1212,8 @@ int main(void)
 		cmocka_unit_test(test_duration_bare_number_refused),
 		cmocka_unit_test(test_pool_defaults_inherited),
 		cmocka_unit_test(test_pgbouncer_names_explained),
+		cmocka_unit_test(test_query_and_client_idle_timeouts),
+		cmocka_unit_test(test_config_set),
 		cmocka_unit_test(test_pidfile_key),
 		cmocka_unit_test(test_size_valid),
 		cmocka_unit_test(test_size_invalid),

@@ -13,6 +13,7 @@
 #include "flight/cache.h"
 #include "flight/l2.h"
 #include "flight/serve.h"
+#include "notify/notify.h"
 #include "auth/hba.h"
 #include "auth/userlist.h"
 #include "console/console.h"
@@ -258,6 +259,7 @@ static int start_redis_tunnel(struct runtime *rt, const struct tusk_config *cfg)
 static void register_worker_tenants(void)
 {
 	worker_register(&frontend_worker_hooks);
+	worker_register(&notify_worker_hooks); /* closes its listener servers before the servers' stop */
 	worker_register(&server_worker_hooks);
 	worker_register(&flight_l2_worker_hooks);
 	worker_register(&console_worker_hooks);
@@ -298,6 +300,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rt->cancels = cancel_registry_new();
 	rt->kills = console_kills_new();
 	rt->sets = console_sets_new();
+	rt->notify = notify_registry_new();
 	/* The session kinds of the virtual databases, before any worker runs (idempotent). */
 	console_register();
 	kv_front_register();
@@ -305,6 +308,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	/* The features that watch the relay, in the order their hooks run (relay_hooks.h): the
 	 * split first (a 25006's role re-check before the cache's look at the same error). */
 	(void)relay_hooks_register(&split_relay_hooks);
+	(void)relay_hooks_register(&notify_relay_hooks); /* LISTEN answered before the cache looks */
 	(void)relay_hooks_register(&flight_relay_hooks);
 	rt->authcache = authcache_new(RUNTIME_AUTHCACHE_MAX);
 	rt->flight = flight_cache_new(cfg->cache_memory, cfg->cache_invalidation == CONFIG_CACHE_INVAL_LOGICAL
@@ -316,7 +320,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	const char *bt = getenv("TUSK_TEST_BALANCE");
 	rt->balance_test = bt && strcmp(bt, "pingpong") == 0;
 	rt->workers = calloc((size_t)cfg->workers, sizeof *rt->workers);
-	if (!rt->pools || !rt->cancels || !rt->kills || !rt->sets || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
+	if (!rt->pools || !rt->cancels || !rt->kills || !rt->sets || !rt->notify || !rt->authcache || !rt->flight || !rt->stats || !rt->workers) {
 		rc = -ENOMEM;
 		goto err;
 	}
@@ -611,6 +615,8 @@ void daemon_stop(struct runtime *rt)
 	console_kills_free(rt->kills);
 	console_sets_free(rt->sets);
 	rt->sets = NULL;
+	notify_registry_free(rt->notify);
+	rt->notify = NULL;
 	authcache_free(rt->authcache);
 	flight_cache_free(rt->flight);
 	tunnel_stop(rt->redis_tunnel); /* after the workers: none of them connects to it any more */

@@ -1298,6 +1298,10 @@ void client_go_idle(struct client *c)
 		return;
 	}
 	client_set_state(c, CLIENT_IDLE);
+	/* Between transactions: what a hook held for the client (notifications) goes out now;
+	 * the hook writes whole messages and never closes the client. */
+	if (c->s2c_scanned == 0 && c->s2c_remaining == 0 && !c->server)
+		relay_hooks_idle(c);
 	if (!buf_empty(&c->rbuf))
 		client_need_server(c);
 	else if (c->worker->rt->nworkers > 1)

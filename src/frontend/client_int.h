@@ -30,6 +30,7 @@ struct client_auth;
 struct client_kind;
 struct vdb;
 struct flight_client;
+struct notify_client;
 struct client_wait;
 struct prep_parse;
 struct prep_stmt;
@@ -101,6 +102,8 @@ struct client {
 	size_t big_len, big_cap;
 	uint8_t big_type;
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
+	bool tx_undo_watch;         /* a hook keeps changes of this transaction that a ROLLBACK
+	                             * undoes: the relay reads CommandComplete tags for it */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
 	bool prep_on;               /* named statements are tracked (transaction/statement pooling
@@ -141,6 +144,7 @@ struct client {
 	struct vdb *vdb;            /* a virtual database's kind (console, kv): the vdb inside its
 	                             * session that reads c's requests; NULL otherwise */
 	struct flight_client *flight; /* the result cache's state (src/flight/serve.c); NULL: none yet */
+	struct notify_client *notify; /* LISTEN/NOTIFY's state (src/notify/); NULL: never listened */
 	/* The relay hooks attached (relay_hooks.h; NULL: none, the relay calls no feature) and
 	 * the configuration they were chosen under (relay_hooks_sync). */
 	const struct relay_hook_list *hooks;
@@ -303,6 +307,8 @@ void relay_hooks_error_(struct client *c, struct server *s, const uint8_t *m, si
 bool relay_hooks_commit_wait_(struct client *c, bool last);
 void relay_hooks_ready_(struct client *c, bool last);
 bool relay_hooks_release_(struct client *c, struct server *s, bool reset);
+void relay_hooks_linked_(struct client *c, struct server *s);
+void relay_hooks_idle_(struct client *c);
 
 static inline void relay_hooks_claim(struct client *c)
 {
@@ -386,6 +392,16 @@ static inline void relay_hooks_ready(struct client *c, bool last)
 static inline bool relay_hooks_release(struct client *c, struct server *s, bool reset)
 {
 	return c->hooks && relay_hooks_release_(c, s, reset);
+}
+static inline void relay_hooks_linked(struct client *c, struct server *s)
+{
+	if (c->hooks)
+		relay_hooks_linked_(c, s);
+}
+static inline void relay_hooks_idle(struct client *c)
+{
+	if (c->hooks)
+		relay_hooks_idle_(c);
 }
 
 #endif

@@ -1754,7 +1754,7 @@ static enum scan_result scan_reply(struct client *c, struct server *s, struct se
 		/* Session changes are pending in this transaction: a ROLLBACK (or a COMMIT of
 		 * a failed transaction, which reports ROLLBACK too) undoes them. The tag is
 		 * the server's own word for it, whatever statement the client used. */
-		if (c->session.pending_len && total <= RELAY_INSPECT_MAX) {
+		if ((c->session.pending_len || c->tx_undo_watch) && total <= RELAY_INSPECT_MAX) {
 			if (avail < total)
 				return SCAN_OK;
 			if (total - PROTO_HDR_LEN >= 9 && memcmp(m + PROTO_HDR_LEN, "ROLLBACK", 9) == 0)
@@ -2077,6 +2077,15 @@ void relay_client_event(struct client *c, int revents)
 	/* Session pooling: one whole Query to an idle server may be answered by the cache. */
 	if (c->mode == POOL_MODE_SESSION && s && relay_hooks_request(c, s))
 		return;
+	/* Inside a transaction, with every reply relayed and nothing owed: a hook may answer
+	 * what comes next itself (LISTEN/UNLISTEN, src/notify/). */
+	if (c->hooks && s && c->mode != POOL_MODE_SESSION && !c->pinned && s->pending_rfq == 0 && s->expect_count == 0 &&
+	    !s->ext_open && !c->copy_in && c->c2s_scanned == 0 && c->c2s_remaining == 0 && c->s2c_scanned == 0 &&
+	    c->s2c_remaining == 0 && buf_empty(&s->rbuf) && (s->tx_status == 'T' || s->tx_status == 'E')) {
+		relay_hooks_linked(c, s);
+		if (c->state == CLIENT_CLOSING || c->server != s)
+			return; /* the hook failed the client */
+	}
 	(void)pump_both(c, s);
 }
 

@@ -176,3 +176,13 @@ bool relay_hooks_release_(struct client *c, struct server *s, bool reset)
 	EACH(c, release) if (h->release(c, s, reset)) return true;
 	return false;
 }
+
+void relay_hooks_linked_(struct client *c, struct server *s)
+{
+	EACH(c, linked) h->linked(c, s);
+}
+
+void relay_hooks_idle_(struct client *c)
+{
+	EACH(c, idle) h->idle(c);
+}

@@ -84,6 +84,15 @@ struct relay_hooks {
 	/* c's transaction is over and s goes back to the pool (reset: it needs the reset before
 	 * it parks). True: the hook took s (it calls relay_release_finish later). */
 	bool (*release)(struct client *c, struct server *s, bool reset);
+
+	/* ---- answering inside a transaction, delivering between transactions ---- */
+	/* relay.c: a transaction/statement-pooling client c, not pinned, linked to s inside a
+	 * transaction with every reply of s relayed and nothing owed: the hook may answer whole
+	 * requests at the head of c->rbuf itself (consuming them, writing to c->wbuf). */
+	void (*linked)(struct client *c, struct server *s);
+	/* client.c client_go_idle: c is idle between transactions, no server, nothing relayed
+	 * pending: the hook may append whole messages to c->wbuf (written right after). */
+	void (*idle)(struct client *c);
 };
 
 #define RELAY_HOOKS_MAX 4

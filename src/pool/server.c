@@ -436,7 +436,7 @@ struct server *server_connect_login(struct worker *w, const struct server_login 
 {
 	char addr[NET_ADDR_STR_MAX];
 	/* Small: it carries tusk's own queries and their one-row answers, never a client's. */
-	struct server *s = new_server(w, NULL, SERVER_LOGIN_RBUF_SIZE);
+	struct server *s = new_server(w, NULL, login->rbuf_size ? login->rbuf_size : SERVER_LOGIN_RBUF_SIZE);
 
 	if (!s)
 		return NULL;
@@ -446,7 +446,8 @@ struct server *server_connect_login(struct worker *w, const struct server_login 
 	s->service = login->service;
 	snprintf(s->login_user, sizeof s->login_user, "%s", login->user);
 	snprintf(s->login_database, sizeof s->login_database, "%s", login->database);
-	if (login->cred)
+	s->login_password = login->password;
+	if (login->cred && !login->password)
 		s->cred = *login->cred;
 	net_addr_str(&s->addr, addr, sizeof addr);
 	log_ctx_format(s->ctx, sizeof s->ctx, login->database, login->user, addr);

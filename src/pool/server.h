@@ -240,6 +240,8 @@ struct server_login {
 	const char *user;
 	const char *database;
 	const struct server_cred *cred;
+	const char *password; /* a rule's server_password (NULL: cred); kept, not copied */
+	size_t rbuf_size;     /* 0: SERVER_LOGIN_RBUF_SIZE */
 };
 #define SERVER_LOGIN_RBUF_SIZE (16 * 1024)
 struct server *server_connect_login(struct worker *w, const struct server_login *login, server_done_fn done,

@@ -91,6 +91,7 @@ struct runtime {
 	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	struct authcache *authcache;     /* auth_query answers; shared by all workers; has its own lock */
 	struct flight_cache *flight;     /* the result cache (src/flight/cache.h); its own locks and atomics */
+	struct notify_registry *notify;  /* LISTEN/NOTIFY's hubs (src/notify/notify.h); its own locks */
 	/* redis.tls: the tunnel (net/tunnel.h) the workers' L2 connections go through; NULL
 	 * without. Set before the workers start, stopped after they are gone: read-only to them. */
 	struct tunnel *redis_tunnel;

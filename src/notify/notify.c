@@ -1,0 +1,1287 @@
+/* LISTEN/NOTIFY without pinning (notify.h). Three parts:
+ *  - the client's side (relay hooks, on the client's worker): a whole simple-protocol Query
+ *    that is one LISTEN / UNLISTEN / UNLISTEN * is answered here, never sent to a pooled
+ *    server; outside a transaction it takes effect at once (the answer waits until the
+ *    listener has LISTENed to a new channel), inside one it is kept and applied when the
+ *    ReadyForQuery 'I' of a commit passes (commit_wait), dropped after a ROLLBACK;
+ *  - the hub (one per pool): the channel union with reference counts, under its lock, and
+ *    the listener connection on its home worker (a pool-less server logged in as the pool's
+ *    servers are, server_connect_login) that runs LISTEN / UNLISTEN for the union's changes
+ *    and reads NotificationResponses;
+ *  - the fan-out: each notification is posted to every worker, which appends it to its
+ *    subscribed clients' write buffers between transactions (queued, bounded, while a client
+ *    is in one or does not read). A client that listens never moves between workers. */
+#include "notify/notify.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "frontend/client_int.h"
+#include "frontend/relay_hooks.h"
+#include "net/evio.h"
+#include "net/tls.h"
+#include "pool/pool.h"
+#include "pool/server.h"
+#include "pool/services.h"
+#include "proto/proto.h"
+#include "router/classify.h"
+#include "runtime/runtime.h"
+#include "util/buf.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define NOTIFY_NAME_MAX 64                 /* NAMEDATALEN: a channel is an identifier */
+#define NOTIFY_CLIENT_CHANNELS_MAX 1024     /* per client */
+#define NOTIFY_PENDING_MAX 64              /* LISTEN/UNLISTEN inside one transaction */
+/* Bytes queued for a client beyond what its socket took: over NOTIFY_QUEUE_MAX, a client
+ * whose socket took nothing for NOTIFY_STALL_MAX seconds is closed (it does not read); one
+ * that reads, only slower than a burst arrives, is closed past NOTIFY_QUEUE_HARD. */
+#define NOTIFY_QUEUE_MAX (1u << 20)
+#define NOTIFY_QUEUE_HARD (32u << 20)
+#define NOTIFY_STALL_MAX 2.0
+#define NOTIFY_MSG_MAX (16u * 1024)        /* a NotificationResponse: 8000-byte payload + name */
+#define NOTIFY_LISTENER_BUF (64u * 1024)
+#define NOTIFY_SYNC_SQL_MAX (16u * 1024)   /* LISTEN/UNLISTEN statements sent in one Query */
+#define NOTIFY_BACKOFF_MIN 0.25
+#define NOTIFY_BACKOFF_MAX 10.0
+
+enum hub_state {
+	HUB_NONE,       /* no listener yet */
+	HUB_CONNECTING, /* the first connect: a LISTEN's answer waits for it */
+	HUB_UP,
+	HUB_DOWN,       /* lost or failed: reconnecting with backoff; answers do not wait */
+};
+
+struct hub_chan {
+	char name[NOTIFY_NAME_MAX];
+	int refs;          /* clients listening (committed) */
+	bool live;         /* the listener has LISTENed to it */
+	bool inflight;     /* a LISTEN/UNLISTEN for it is on its way */
+	bool want;         /* what that statement makes live */
+};
+
+struct notify_hub {
+	struct notify_hub *next;
+	struct runtime *rt;
+	struct pool *pool;
+	int home;                  /* index of the worker the listener runs on */
+	pthread_mutex_t lock;      /* protects chans/nchans/cap, gen_req, sync_posted, cred, state
+	                            * as other workers read it, clients */
+	struct hub_chan *chans;
+	int nchans, cap;
+	uint64_t gen_req;          /* bumped by a subscription that must wait for its LISTEN */
+	_Atomic uint64_t gen_done; /* every subscription up to it is live (or the listener failed) */
+	bool sync_posted;
+	_Atomic int state;         /* enum hub_state; written on the home worker */
+	struct server_cred cred;   /* passthrough: a client's credentials for the listener's login */
+	bool have_cred;
+	int clients;
+	_Atomic uint64_t relayed, reconnects;
+	/* home worker only */
+	struct server *s;
+	ev_timer timer;            /* reconnect */
+	bool timer_init;
+	double backoff;
+	bool inflight;             /* a Query of LISTEN/UNLISTENs (or a fence) is on its way */
+	uint64_t sent_gen;         /* the generation its answer acknowledges */
+	bool ever_up;
+	bool missed_pending;       /* reconnected: tell the clients once every channel is live */
+};
+
+struct notify_registry {
+	pthread_mutex_t lock; /* protects hubs and nhubs */
+	struct notify_hub *hubs;
+	int nhubs;
+};
+
+/* One queued change of a transaction. */
+struct notify_op {
+	uint8_t kind; /* CLASSIFY_LISTEN, _UNLISTEN, _UNLISTEN_ALL */
+	char name[NOTIFY_NAME_MAX];
+};
+
+/* A channel of a client: notifications reach it once the listener's stream has passed the
+ * point its LISTEN took effect (gen acknowledged; 0: active). */
+struct nc_chan {
+	char name[NOTIFY_NAME_MAX];
+	uint64_t gen;
+};
+
+struct notify_client {
+	struct client *c;
+	struct notify_hub *hub;
+	struct notify_client *prev, *next; /* its worker's list */
+	struct nc_chan *chans;
+	int nchans, cap;
+	struct notify_op pending[NOTIFY_PENDING_MAX];
+	int npending;
+	/* bytes for the client not yet in its wbuf: whole messages, [qhead, qlen) */
+	uint8_t *q;
+	size_t qhead, qlen, qcap;
+	double stalled_since;      /* loop time the queue last moved (or began) */
+	uint64_t wait_gen;
+	bool waiting;              /* an answer waits for the listener (wait_gen) */
+	bool waiting_commit;       /* ... a commit's ReadyForQuery (else an idle LISTEN's answer) */
+	const char *owed_tag;      /* the idle LISTEN's CommandComplete tag */
+};
+
+struct notify_worker {
+	struct notify_client *clients;
+};
+
+/* A NotificationResponse shared by every worker's fan-out. */
+struct notify_note {
+	_Atomic int refs;
+	size_t len;
+	size_t chan_off;
+	uint8_t msg[];
+};
+
+static int notify_slot(void)
+{
+	return notify_worker_hooks.slot;
+}
+
+static struct notify_worker *nw_of(const struct worker *w)
+{
+	return worker_slot(w, notify_slot());
+}
+
+/* ---- the registry ---- */
+
+struct notify_registry *notify_registry_new(void)
+{
+	struct notify_registry *r = calloc(1, sizeof *r);
+	if (r)
+		pthread_mutex_init(&r->lock, NULL);
+	return r;
+}
+
+void notify_registry_free(struct notify_registry *r)
+{
+	if (!r)
+		return;
+	while (r->hubs) {
+		struct notify_hub *h = r->hubs;
+		r->hubs = h->next;
+		pthread_mutex_destroy(&h->lock);
+		memset(&h->cred, 0, sizeof h->cred);
+		free(h->chans);
+		free(h);
+	}
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+static struct notify_hub *hub_get(struct runtime *rt, struct pool *pool)
+{
+	struct notify_registry *r = rt->notify;
+	struct notify_hub *h;
+	pthread_mutex_lock(&r->lock);
+	for (h = r->hubs; h; h = h->next)
+		if (h->pool == pool)
+			break;
+	if (!h && (h = calloc(1, sizeof *h)) != NULL) {
+		h->rt = rt;
+		h->pool = pool;
+		h->home = r->nhubs % rt->nworkers;
+		pthread_mutex_init(&h->lock, NULL);
+		atomic_init(&h->state, HUB_NONE);
+		h->next = r->hubs;
+		r->hubs = h;
+		r->nhubs++;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return h;
+}
+
+void notify_foreach(struct runtime *rt, notify_row_fn fn, void *arg)
+{
+	struct notify_registry *r = rt->notify;
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	for (struct notify_hub *h = r->hubs; h; h = h->next) {
+		struct notify_listener_row row = { 0 };
+		snprintf(row.database, sizeof row.database, "%s", pool_database(h->pool));
+		snprintf(row.user, sizeof row.user, "%s", pool_user(h->pool));
+		pthread_mutex_lock(&h->lock);
+		for (int i = 0; i < h->nchans; i++)
+			row.channels += h->chans[i].refs > 0;
+		row.clients = h->clients;
+		pthread_mutex_unlock(&h->lock);
+		row.relayed = atomic_load(&h->relayed);
+		row.reconnects = atomic_load(&h->reconnects);
+		row.connected = atomic_load(&h->state) == HUB_UP;
+		fn(&row, arg);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- cross-worker messages ---- */
+
+static void post(struct worker *w, worker_fn *fn, void *arg, void *arg2)
+{
+	struct worker_msg *m = worker_msg_new();
+	if (!m)
+		return;
+	m->fn = fn;
+	m->arg = arg;
+	m->arg2 = arg2;
+	worker_post(w, m);
+}
+
+static void on_sync_msg(struct worker *w, struct worker_msg *m);
+static void on_ack_msg(struct worker *w, struct worker_msg *m);
+static void on_missed_msg(struct worker *w, struct worker_msg *m);
+
+/* Under h->lock: have the home worker look at the channel union. */
+static void hub_want_sync_locked(struct notify_hub *h)
+{
+	if (h->sync_posted)
+		return;
+	h->sync_posted = true;
+	post(h->rt->workers[h->home], on_sync_msg, h, NULL);
+}
+
+static void post_all(struct notify_hub *h, worker_fn *fn)
+{
+	for (int i = 0; i < h->rt->nworkers; i++)
+		post(h->rt->workers[i], fn, h, NULL);
+}
+
+/* ---- the channel union ---- */
+
+static struct hub_chan *chan_find(struct notify_hub *h, const char *name)
+{
+	for (int i = 0; i < h->nchans; i++)
+		if (strcmp(h->chans[i].name, name) == 0)
+			return &h->chans[i];
+	return NULL;
+}
+
+/* A client starts listening to name: *wait when its answer (and the channel's notifications)
+ * wait for the listener's acknowledgement of *gen. */
+static int hub_ref(struct notify_hub *h, const char *name, uint64_t *gen, bool *wait)
+{
+	int rc = 0;
+	*wait = false;
+	pthread_mutex_lock(&h->lock);
+	struct hub_chan *ch = chan_find(h, name);
+	if (!ch) {
+		if (h->nchans == h->cap) {
+			int cap = h->cap ? 2 * h->cap : 16;
+			struct hub_chan *n = realloc(h->chans, (size_t)cap * sizeof *n);
+			if (!n) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			h->chans = n;
+			h->cap = cap;
+		}
+		ch = &h->chans[h->nchans++];
+		memset(ch, 0, sizeof *ch);
+		snprintf(ch->name, sizeof ch->name, "%s", name);
+	}
+	if (ch->refs++ == 0)
+		hub_want_sync_locked(h);
+	/* The LISTEN takes effect where the listener's stream passes the next round trip (a
+	 * fence even for a live channel): what was committed before arrives before it. */
+	int st = atomic_load(&h->state);
+	if (st == HUB_NONE || st == HUB_CONNECTING || st == HUB_UP) {
+		*gen = ++h->gen_req;
+		*wait = true;
+		hub_want_sync_locked(h);
+	}
+out:
+	pthread_mutex_unlock(&h->lock);
+	return rc;
+}
+
+static void hub_unref(struct notify_hub *h, const char *name)
+{
+	pthread_mutex_lock(&h->lock);
+	struct hub_chan *ch = chan_find(h, name);
+	if (ch && ch->refs > 0 && --ch->refs == 0)
+		hub_want_sync_locked(h);
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* ---- the client's channels and its queue ---- */
+
+static int client_chan_index(const struct notify_client *nc, const char *name)
+{
+	for (int i = 0; i < nc->nchans; i++)
+		if (strcmp(nc->chans[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+static struct notify_client *nc_get(struct client *c)
+{
+	if (c->notify)
+		return c->notify;
+	struct notify_hub *h = hub_get(c->worker->rt, c->pool);
+	if (!h)
+		return NULL;
+	struct notify_client *nc = calloc(1, sizeof *nc);
+	if (!nc)
+		return NULL;
+	nc->c = c;
+	nc->hub = h;
+	struct notify_worker *nw = nw_of(c->worker);
+	nc->next = nw->clients;
+	if (nw->clients)
+		nw->clients->prev = nc;
+	nw->clients = nc;
+	c->notify = nc;
+	if (c->cred && !pool_rule(c->pool)->server_password) {
+		pthread_mutex_lock(&h->lock);
+		if (!h->have_cred) {
+			h->cred = *c->cred;
+			h->have_cred = true;
+		}
+		pthread_mutex_unlock(&h->lock);
+	}
+	return nc;
+}
+
+static void nc_free(struct notify_client *nc)
+{
+	struct client *c = nc->c;
+	struct notify_worker *nw = nw_of(c->worker);
+	if (nc->nchans > 0) {
+		pthread_mutex_lock(&nc->hub->lock);
+		nc->hub->clients--;
+		pthread_mutex_unlock(&nc->hub->lock);
+	}
+	for (int i = 0; i < nc->nchans; i++)
+		hub_unref(nc->hub, nc->chans[i].name);
+	if (nc->prev)
+		nc->prev->next = nc->next;
+	else
+		nw->clients = nc->next;
+	if (nc->next)
+		nc->next->prev = nc->prev;
+	free(nc->chans);
+	free(nc->q);
+	c->notify = NULL;
+	c->tx_undo_watch = false;
+	free(nc);
+}
+
+/* Subscribe (committed). 0, or -ENOSPC / -ENOMEM. *wait: the answer waits for *gen. */
+static int client_listen(struct notify_client *nc, const char *name, uint64_t *gen, bool *wait)
+{
+	*wait = false;
+	if (client_chan_index(nc, name) >= 0)
+		return 0;
+	if (nc->nchans == NOTIFY_CLIENT_CHANNELS_MAX)
+		return -ENOSPC;
+	if (nc->nchans == nc->cap) {
+		int cap = nc->cap ? 2 * nc->cap : 4;
+		void *n = realloc(nc->chans, (size_t)cap * sizeof *nc->chans);
+		if (!n)
+			return -ENOMEM;
+		nc->chans = n;
+		nc->cap = cap;
+	}
+	int rc = hub_ref(nc->hub, name, gen, wait);
+	if (rc < 0)
+		return rc;
+	if (nc->nchans == 0) {
+		pthread_mutex_lock(&nc->hub->lock);
+		nc->hub->clients++;
+		pthread_mutex_unlock(&nc->hub->lock);
+	}
+	struct nc_chan *ch = &nc->chans[nc->nchans++];
+	snprintf(ch->name, sizeof ch->name, "%s", name);
+	ch->gen = *wait ? *gen : 0;
+	return 0;
+}
+
+static void client_unlisten(struct notify_client *nc, const char *name)
+{
+	int i = name ? client_chan_index(nc, name) : -1;
+	if (name && i < 0)
+		return;
+	int from = name ? i : 0, to = name ? i + 1 : nc->nchans;
+	for (int k = from; k < to; k++)
+		hub_unref(nc->hub, nc->chans[k].name);
+	if (name) {
+		memmove(&nc->chans[i], &nc->chans[i + 1], (size_t)(nc->nchans - i - 1) * sizeof *nc->chans);
+		nc->nchans--;
+	} else {
+		nc->nchans = 0;
+	}
+	if (nc->nchans == 0 && to > from) {
+		pthread_mutex_lock(&nc->hub->lock);
+		nc->hub->clients--;
+		pthread_mutex_unlock(&nc->hub->lock);
+	}
+}
+
+/* Apply one change: 0, or what client_listen failed with. */
+static int apply_op(struct notify_client *nc, int kind, const char *name, uint64_t *gen, bool *wait)
+{
+	*wait = false;
+	if (kind == CLASSIFY_LISTEN)
+		return client_listen(nc, name, gen, wait);
+	client_unlisten(nc, kind == CLASSIFY_UNLISTEN ? name : NULL);
+	return 0;
+}
+
+/* Bytes may go to c's wbuf now: idle between transactions, nothing relayed half-way. */
+static bool deliverable(const struct client *c)
+{
+	return c->state == CLIENT_IDLE && !c->server && c->s2c_scanned == 0 && c->s2c_remaining == 0;
+}
+
+static size_t msg_len_at(const uint8_t *p)
+{
+	return 1 + (((size_t)p[1] << 24) | ((size_t)p[2] << 16) | ((size_t)p[3] << 8) | (size_t)p[4]);
+}
+
+/* Move whole queued messages into wbuf and write (never closes the client). */
+static bool flush_queue(struct notify_client *nc)
+{
+	struct client *c = nc->c;
+	if (nc->qhead == nc->qlen || !deliverable(c))
+		return true;
+	if (buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
+		return true;
+	size_t was = nc->qhead;
+	/* Until the socket stops taking bytes: with wbuf left empty no write event would come
+	 * back for the rest of the queue. */
+	do {
+		buf_compact(&c->wbuf);
+		while (nc->qhead < nc->qlen) {
+			size_t n = msg_len_at(nc->q + nc->qhead);
+			if (buf_room(&c->wbuf) < n)
+				break;
+			memcpy(buf_tail(&c->wbuf), nc->q + nc->qhead, n);
+			buf_produce(&c->wbuf, n);
+			nc->qhead += n;
+		}
+		if (client_write_wbuf(c) < 0)
+			break; /* seen again, and the client closed, by its own write event */
+	} while (buf_empty(&c->wbuf) && nc->qhead < nc->qlen);
+	if (nc->qhead != was)
+		nc->stalled_since = ev_now(c->worker->loop);
+	if (nc->qhead == nc->qlen) {
+		nc->qhead = nc->qlen = 0;
+	} else if (nc->qhead > nc->qcap / 2) {
+		memmove(nc->q, nc->q + nc->qhead, nc->qlen - nc->qhead);
+		nc->qlen -= nc->qhead;
+		nc->qhead = 0;
+	}
+	client_update_io(c);
+	return true;
+}
+
+static bool queue_stalled(const struct notify_client *nc, size_t queued, double now)
+{
+	return queued > NOTIFY_QUEUE_MAX && now - nc->stalled_since > NOTIFY_STALL_MAX;
+}
+
+static void fail_stalled(struct notify_client *nc)
+{
+	client_fail(nc->c, "53400",
+		    "more than %u bytes of notifications queued for this client and none read for %.0f s: it does not read them",
+		    NOTIFY_QUEUE_MAX, NOTIFY_STALL_MAX);
+}
+
+/* One whole message (a NotificationResponse, or tusk's NoticeResponse) for the client. */
+static void deliver(struct notify_client *nc, const uint8_t *msg, size_t len)
+{
+	struct client *c = nc->c;
+	if (c->state == CLIENT_CLOSING)
+		return;
+	size_t queued = nc->qlen - nc->qhead;
+	if (queued == 0)
+		nc->stalled_since = ev_now(c->worker->loop);
+	if (queued + len > NOTIFY_QUEUE_HARD) {
+		client_fail(c, "53400", "more than %u bytes of notifications queued for this client: it reads too slowly",
+			    NOTIFY_QUEUE_HARD);
+		return;
+	}
+	if (queue_stalled(nc, queued + len, ev_now(c->worker->loop))) {
+		fail_stalled(nc);
+		return;
+	}
+	if (nc->qlen + len > nc->qcap) {
+		size_t cap = nc->qcap ? nc->qcap : 4096;
+		while (cap < nc->qlen + len)
+			cap *= 2;
+		uint8_t *n = realloc(nc->q, cap);
+		if (!n) {
+			client_fail(c, "53200", "out of memory for notifications");
+			return;
+		}
+		nc->q = n;
+		nc->qcap = cap;
+	}
+	memcpy(nc->q + nc->qlen, msg, len);
+	nc->qlen += len;
+	(void)flush_queue(nc);
+}
+
+/* ---- the hooks: answering LISTEN / UNLISTEN ---- */
+
+/* The first word of sql is LISTEN or UNLISTEN (the cheap test before a parse). */
+static bool starts_listen(const char *sql, size_t len)
+{
+	size_t i = 0;
+	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
+		i++;
+	if (i < len && (sql[i] == 'u' || sql[i] == 'U')) {
+		if (len - i < 2 || (sql[i + 1] != 'n' && sql[i + 1] != 'N'))
+			return false;
+		i += 2;
+	}
+	if (len - i < 6 || strncasecmp(sql + i, "listen", 6) != 0)
+		return false;
+	i += 6;
+	return i == len || !((sql[i] >= 'a' && sql[i] <= 'z') || (sql[i] >= 'A' && sql[i] <= 'Z') ||
+			     (sql[i] >= '0' && sql[i] <= '9') || sql[i] == '_' || (unsigned char)sql[i] >= 0x80);
+}
+
+/* Whether the message at p (whole, total bytes) is a Query of exactly one LISTEN, UNLISTEN
+ * or UNLISTEN *: its kind and channel. */
+static bool read_listen(const struct client *c, const uint8_t *p, size_t total, int *kind, char *name)
+{
+	const char *sql;
+	size_t len;
+	struct classify_result r;
+	if (p[0] != 'Q' || !relay_sql_of('Q', (const char *)p + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len) ||
+	    !starts_listen(sql, len))
+		return false;
+	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 ||
+	    r.parse_error || r.truncated || r.nstmts != 1 || r.nsession != 1 || r.calls)
+		return false;
+	const struct classify_stmt *st = &r.stmts[0];
+	if (st->kind != CLASSIFY_LISTEN && st->kind != CLASSIFY_UNLISTEN && st->kind != CLASSIFY_UNLISTEN_ALL)
+		return false;
+	if ((st->flags & CLASSIFY_F_NAME_TRUNCATED) || (st->kind != CLASSIFY_UNLISTEN_ALL && !st->name[0]))
+		return false;
+	*kind = (int)st->kind;
+	snprintf(name, NOTIFY_NAME_MAX, "%s", st->name);
+	return true;
+}
+
+/* The whole message at the head of rbuf, if it is one of ours. */
+static bool head_listen(struct client *c, size_t *total, int *kind, char *name)
+{
+	struct proto_hdr h;
+	const uint8_t *p = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf);
+	if (avail < PROTO_HDR_LEN || p[0] != 'Q')
+		return false;
+	if (proto_read_hdr(p, avail, c->worker->rt->cfg->max_message_size, &h) <= 0)
+		return false;
+	*total = (size_t)h.len + 1;
+	if (*total > avail || *total > NOTIFY_SYNC_SQL_MAX)
+		return false;
+	return read_listen(c, p, *total, kind, name);
+}
+
+/* head_listen, and c's LISTEN state for it (made at the first); NULL when the head is not
+ * one (or there was no memory for the state: the client is failed). */
+static struct notify_client *next_listen(struct client *c, size_t *total, int *kind, char *name)
+{
+	if (c->state == CLIENT_CLOSING || !head_listen(c, total, kind, name))
+		return NULL;
+	struct notify_client *nc = nc_get(c);
+	if (!nc)
+		client_fail(c, "53200", "out of memory for LISTEN");
+	return nc;
+}
+
+static const char *tag_of(int kind)
+{
+	return kind == CLASSIFY_LISTEN ? "LISTEN" : "UNLISTEN";
+}
+
+/* Answer tag and ReadyForQuery status into wbuf; false when there is no room. */
+static bool answer(struct client *c, const char *tag, uint8_t status)
+{
+	if (buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
+		return false;
+	buf_compact(&c->wbuf);
+	if (buf_room(&c->wbuf) < 32)
+		return false;
+	return proto_put_command_complete(&c->wbuf, tag) == 0 && proto_put_ready(&c->wbuf, status) == 0;
+}
+
+/* Write what was answered; a failed write is seen again, and the client closed, by its own
+ * write event (never closed here, inside the caller's path). */
+static void write_out(struct client *c)
+{
+	(void)client_write_wbuf(c);
+	client_update_io(c);
+}
+
+static void fail_op(struct client *c, int rc)
+{
+	if (rc == -ENOSPC)
+		client_fail(c, "54000", "too many LISTEN channels on this connection (at most %d)",
+			    NOTIFY_CLIENT_CHANNELS_MAX);
+	else
+		client_fail(c, "53200", "out of memory for LISTEN");
+}
+
+/* An idle client's requests: answer the LISTEN/UNLISTENs at the head of rbuf. True when
+ * nothing is left for a server (or the client waits for the listener). */
+static bool notify_request(struct client *c, const struct server *s)
+{
+	if (s)
+		return false;
+	if (c->notify && c->notify->waiting)
+		return true; /* the answer owed comes first */
+	size_t total;
+	int kind;
+	char name[NOTIFY_NAME_MAX];
+	bool answered = false;
+	struct notify_client *nc;
+	while ((nc = next_listen(c, &total, &kind, name)) != NULL) {
+		uint64_t gen = 0;
+		bool wait = false;
+		int rc = apply_op(nc, kind, name, &gen, &wait);
+		if (rc < 0) {
+			fail_op(c, rc);
+			return true;
+		}
+		buf_consume(&c->rbuf, total);
+		if (wait) {
+			nc->waiting = true;
+			nc->waiting_commit = false;
+			nc->wait_gen = gen;
+			nc->owed_tag = tag_of(kind);
+			/* the listener may have answered already */
+			if (atomic_load(&nc->hub->gen_done) < gen) {
+				if (answered)
+					write_out(c);
+				return true;
+			}
+			nc->waiting = false;
+		}
+		if (!answer(c, tag_of(kind), 'I')) {
+			client_fail(c, "53200", "no room to answer LISTEN");
+			return true;
+		}
+		answered = true;
+	}
+	if (!answered)
+		return c->state == CLIENT_CLOSING;
+	write_out(c);
+	return buf_empty(&c->rbuf);
+}
+
+/* Inside a transaction: answer LISTEN/UNLISTEN, keep the change until the commit. */
+static void notify_linked(struct client *c, struct server *s)
+{
+	size_t total;
+	int kind;
+	char name[NOTIFY_NAME_MAX];
+	bool answered = false;
+	struct notify_client *nc;
+	while ((nc = next_listen(c, &total, &kind, name)) != NULL) {
+		bool ok;
+		if (s->tx_status == 'E') {
+			ok = buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) == 0 && buf_room(&c->wbuf) >= 200 &&
+			     proto_put_error(&c->wbuf, "ERROR", "25P02",
+					     "current transaction is aborted, commands ignored until end of transaction block",
+					     NULL, NULL) == 0 &&
+			     proto_put_ready(&c->wbuf, 'E') == 0;
+		} else {
+			if (nc->npending == NOTIFY_PENDING_MAX) {
+				client_fail(c, "54000", "too many LISTEN/UNLISTEN in one transaction (at most %d)",
+					    NOTIFY_PENDING_MAX);
+				return;
+			}
+			struct notify_op *op = &nc->pending[nc->npending++];
+			op->kind = (uint8_t)kind;
+			snprintf(op->name, sizeof op->name, "%s", name);
+			c->tx_undo_watch = true;
+			ok = answer(c, tag_of(kind), 'T');
+		}
+		if (!ok) {
+			client_fail(c, "53200", "no room to answer LISTEN");
+			return;
+		}
+		buf_consume(&c->rbuf, total);
+		answered = true;
+	}
+	if (answered)
+		(void)client_write_wbuf(c);
+}
+
+/* The ReadyForQuery 'I' ending c's transaction: apply its changes (a commit) or drop them;
+ * hold the ReadyForQuery until the listener has LISTENed to a new channel. */
+static bool notify_commit_wait(struct client *c, bool last)
+{
+	struct notify_client *nc = c->notify;
+	(void)last;
+	if (!nc)
+		return false;
+	if (nc->waiting)
+		return nc->waiting_commit && atomic_load(&nc->hub->gen_done) < nc->wait_gen;
+	if (nc->npending == 0)
+		return false;
+	bool wait_any = false;
+	uint64_t wait_gen = 0;
+	if (!c->tx_failed) {
+		for (int i = 0; i < nc->npending; i++) {
+			uint64_t gen = 0;
+			bool wait = false;
+			if (apply_op(nc, nc->pending[i].kind, nc->pending[i].name, &gen, &wait) < 0)
+				continue; /* over the bound: the change is lost (logged) */
+			if (wait) {
+				wait_any = true;
+				wait_gen = gen;
+			}
+		}
+	}
+	nc->npending = 0;
+	c->tx_undo_watch = false;
+	if (wait_any && atomic_load(&nc->hub->gen_done) < wait_gen) {
+		nc->waiting = true;
+		nc->waiting_commit = true;
+		nc->wait_gen = wait_gen;
+		return true;
+	}
+	return false;
+}
+
+static void notify_ready(struct client *c, bool last)
+{
+	struct notify_client *nc = c->notify;
+	(void)last;
+	if (nc && nc->npending && c->tx_failed) {
+		nc->npending = 0; /* rolled back */
+		c->tx_undo_watch = false;
+	}
+}
+
+static void notify_idle(struct client *c)
+{
+	struct notify_client *nc = c->notify;
+	if (!nc)
+		return;
+	if (nc->qhead < nc->qlen) {
+		(void)flush_queue(nc);
+		return;
+	}
+	if (nc->nchans == 0 && nc->npending == 0 && !nc->waiting)
+		nc_free(nc);
+}
+
+static bool notify_writable(struct client *c)
+{
+	if (c->notify)
+		(void)flush_queue(c->notify);
+	return false;
+}
+
+static bool notify_quiet(const struct client *c)
+{
+	return c->notify == NULL; /* a listening client stays on its worker */
+}
+
+static void notify_closed(struct client *c)
+{
+	if (c->notify)
+		nc_free(c->notify);
+}
+
+static bool notify_wants(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	(void)cfg;
+	return rule && rule->mode != POOL_MODE_SESSION;
+}
+
+const struct relay_hooks notify_relay_hooks = {
+	.name = "notify",
+	.wants = notify_wants,
+	.request = notify_request,
+	.writable = notify_writable,
+	.quiet = notify_quiet,
+	.closed = notify_closed,
+	.commit_wait = notify_commit_wait,
+	.ready = notify_ready,
+	.linked = notify_linked,
+	.idle = notify_idle,
+};
+
+/* ---- the fan-out, on each worker ---- */
+
+static void resume(struct notify_client *nc)
+{
+	struct client *c = nc->c;
+	nc->waiting = false;
+	if (nc->waiting_commit) {
+		relay_resume(c);
+		return;
+	}
+	if (c->state == CLIENT_CLOSING)
+		return;
+	if (!answer(c, nc->owed_tag, 'I')) {
+		client_fail(c, "53200", "no room to answer LISTEN");
+		return;
+	}
+	write_out(c);
+	if (c->state == CLIENT_IDLE && !buf_empty(&c->rbuf))
+		client_need_server(c);
+}
+
+/* The listener's stream passed gen (in the message: acks and notifications come in the
+ * stream's order through each inbox). */
+static void on_ack_msg(struct worker *w, struct worker_msg *m)
+{
+	struct notify_hub *h = m->arg;
+	uint64_t done = (uint64_t)m->u32[0] << 32 | m->u32[1];
+	struct notify_client *nc = nw_of(w)->clients, *next;
+	for (; nc; nc = next) {
+		next = nc->next;
+		if (nc->hub != h)
+			continue;
+		for (int i = 0; i < nc->nchans; i++)
+			if (nc->chans[i].gen <= done)
+				nc->chans[i].gen = 0;
+		if (nc->waiting && nc->wait_gen <= done)
+			resume(nc);
+	}
+}
+
+static void post_ack(struct notify_hub *h, uint64_t gen)
+{
+	atomic_store(&h->gen_done, gen);
+	for (int i = 0; i < h->rt->nworkers; i++) {
+		struct worker_msg *m = worker_msg_new();
+		if (!m)
+			continue;
+		m->fn = on_ack_msg;
+		m->arg = h;
+		m->u32[0] = (uint32_t)(gen >> 32);
+		m->u32[1] = (uint32_t)gen;
+		worker_post(h->rt->workers[i], m);
+	}
+}
+
+static void on_note_msg(struct worker *w, struct worker_msg *m)
+{
+	struct notify_hub *h = m->arg;
+	struct notify_note *n = m->arg2;
+	const char *chan = (const char *)n->msg + n->chan_off;
+	struct notify_client *nc = nw_of(w)->clients, *next;
+	for (; nc; nc = next) {
+		next = nc->next;
+		int i = nc->hub == h ? client_chan_index(nc, chan) : -1;
+		if (i >= 0 && nc->chans[i].gen == 0)
+			deliver(nc, n->msg, n->len);
+	}
+	if (atomic_fetch_sub(&n->refs, 1) == 1)
+		free(n);
+}
+
+static void on_missed_msg(struct worker *w, struct worker_msg *m)
+{
+	struct notify_hub *h = m->arg;
+	uint8_t mem[512];
+	struct buf b = { .data = mem, .cap = sizeof mem };
+	if (proto_put_notice(&b, "WARNING", "01000",
+			     "tusk: the LISTEN connection was lost and made again; notifications may have been missed",
+			     NULL, NULL) < 0)
+		return;
+	struct notify_client *nc = nw_of(w)->clients, *next;
+	for (; nc; nc = next) {
+		next = nc->next;
+		if (nc->hub == h && nc->nchans > 0)
+			deliver(nc, buf_head(&b), buf_len(&b));
+	}
+}
+
+/* ---- the listener, on the hub's home worker ---- */
+
+static void hub_connect(struct notify_hub *h);
+
+static void hub_release_waiters(struct notify_hub *h)
+{
+	pthread_mutex_lock(&h->lock);
+	uint64_t gen = h->gen_req;
+	pthread_mutex_unlock(&h->lock);
+	post_ack(h, gen);
+}
+
+static void reconnect_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	(void)loop;
+	(void)revents;
+	hub_connect(t->data);
+}
+
+static void hub_down(struct notify_hub *h, const char *reason)
+{
+	struct worker *w = h->rt->workers[h->home];
+	log_warn("notify", pool_database(h->pool), "LISTEN connection for %s/%s lost: %s; reconnecting",
+		 pool_database(h->pool), pool_user(h->pool), reason);
+	h->s = NULL;
+	h->inflight = false;
+	atomic_store(&h->state, HUB_DOWN);
+	pthread_mutex_lock(&h->lock);
+	int k = 0;
+	for (int i = 0; i < h->nchans; i++) {
+		h->chans[i].live = false;
+		h->chans[i].inflight = false;
+		if (h->chans[i].refs > 0)
+			h->chans[k++] = h->chans[i];
+	}
+	h->nchans = k;
+	pthread_mutex_unlock(&h->lock);
+	hub_release_waiters(h);
+	if (w->stopping)
+		return;
+	h->backoff = h->backoff > 0 ? h->backoff * 2 : NOTIFY_BACKOFF_MIN;
+	if (h->backoff > NOTIFY_BACKOFF_MAX)
+		h->backoff = NOTIFY_BACKOFF_MAX;
+	if (!h->timer_init) {
+		ev_timer_init(&h->timer, reconnect_cb, 0, 0);
+		h->timer.data = h;
+		h->timer_init = true;
+	}
+	ev_timer_stop(w->loop, &h->timer);
+	ev_timer_set(&h->timer, h->backoff, 0);
+	ev_timer_start(w->loop, &h->timer);
+}
+
+static int flush_server(struct server *s)
+{
+	while (!buf_empty(&s->wbuf)) {
+		ssize_t n = tls_link_write(s->fd, &s->tls, buf_head(&s->wbuf), buf_len(&s->wbuf));
+		if (n > 0) {
+			buf_consume(&s->wbuf, (size_t)n);
+			continue;
+		}
+		return n == -EAGAIN ? 0 : -1;
+	}
+	return 0;
+}
+
+static void watch(struct notify_hub *h)
+{
+	struct server *s = h->s;
+	evio_watch(s->worker->loop, &s->io, s->fd, tls_link_events(&s->tls, true, !buf_empty(&s->wbuf)));
+	if (s->tls.buffered)
+		ev_feed_event(s->worker->loop, &s->io, EV_READ);
+}
+
+/* Append `VERB "name"` with the name quoted as PostgreSQL quotes an identifier. */
+static size_t put_stmt(char *out, size_t at, size_t cap, const char *verb, const char *name)
+{
+	size_t need = strlen(verb) + 2 * strlen(name) + 5;
+	if (at + need >= cap)
+		return 0;
+	at += (size_t)snprintf(out + at, cap - at, "%s \"", verb);
+	for (const char *p = name; *p; p++) {
+		if (*p == '"')
+			out[at++] = '"';
+		out[at++] = *p;
+	}
+	out[at++] = '"';
+	out[at++] = ';';
+	out[at] = '\0';
+	return at;
+}
+
+/* Send the LISTEN/UNLISTENs the union needs, or an empty query as a fence when only new
+ * subscribers wait; when its ReadyForQuery comes (hub_synced), every subscription up to the
+ * generation sent is live. */
+static void hub_sync(struct notify_hub *h)
+{
+	struct server *s = h->s;
+	if (!s || atomic_load(&h->state) != HUB_UP || h->inflight)
+		return;
+	char *sql = malloc(NOTIFY_SYNC_SQL_MAX);
+	if (!sql)
+		return;
+	size_t at = 0;
+	bool complete = true;
+	sql[0] = '\0';
+	pthread_mutex_lock(&h->lock);
+	int k = 0;
+	for (int i = 0; i < h->nchans; i++) {
+		struct hub_chan *ch = &h->chans[i];
+		bool want = ch->refs > 0;
+		if (want != ch->live) {
+			size_t n = put_stmt(sql, at, NOTIFY_SYNC_SQL_MAX, want ? "LISTEN" : "UNLISTEN", ch->name);
+			if (n) {
+				at = n;
+				ch->inflight = true;
+				ch->want = want;
+			} else {
+				complete = false;
+			}
+		}
+		if (ch->refs > 0 || ch->live || ch->inflight)
+			h->chans[k++] = *ch;
+	}
+	h->nchans = k;
+	uint64_t gen = h->gen_req;
+	pthread_mutex_unlock(&h->lock);
+	if (at == 0 && gen <= atomic_load(&h->gen_done)) {
+		free(sql);
+		if (h->missed_pending) {
+			h->missed_pending = false;
+			post_all(h, on_missed_msg);
+		}
+		return;
+	}
+	int rc = proto_put_query(&s->wbuf, sql); /* "": a fence, answered EmptyQueryResponse */
+	free(sql);
+	if (rc < 0 || flush_server(s) < 0) {
+		server_close(s, "write to the LISTEN connection failed");
+		hub_down(h, "write failed");
+		return;
+	}
+	h->inflight = true;
+	h->sent_gen = complete ? gen : atomic_load(&h->gen_done);
+	watch(h);
+}
+
+/* The listener's Query is answered: what it asked is live (or not) now. */
+static void hub_synced(struct notify_hub *h)
+{
+	pthread_mutex_lock(&h->lock);
+	for (int i = 0; i < h->nchans; i++) {
+		struct hub_chan *ch = &h->chans[i];
+		if (ch->inflight) {
+			ch->live = ch->want;
+			ch->inflight = false;
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+	h->inflight = false;
+	if (h->sent_gen > atomic_load(&h->gen_done))
+		post_ack(h, h->sent_gen);
+	hub_sync(h);
+}
+
+static void fan_out(struct notify_hub *h, const uint8_t *m, size_t total)
+{
+	struct proto_reader r;
+	proto_reader_init(&r, m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
+	(void)proto_get_u32(&r); /* the notifying backend's pid, passed on as PostgreSQL reports it */
+	const char *chan = proto_get_cstr(&r);
+	(void)proto_get_cstr(&r); /* the payload */
+	if (r.err || !chan)
+		return;
+	atomic_fetch_add(&h->relayed, 1);
+	struct notify_note *n = malloc(sizeof *n + total);
+	if (!n)
+		return;
+	memcpy(n->msg, m, total);
+	n->len = total;
+	n->chan_off = (size_t)((const uint8_t *)chan - m);
+	atomic_init(&n->refs, h->rt->nworkers);
+	for (int i = 0; i < h->rt->nworkers; i++) {
+		struct worker_msg *wm = worker_msg_new();
+		if (!wm) {
+			if (atomic_fetch_sub(&n->refs, 1) == 1)
+				free(n);
+			continue;
+		}
+		wm->fn = on_note_msg;
+		wm->arg = h;
+		wm->arg2 = n;
+		worker_post(h->rt->workers[i], wm);
+	}
+}
+
+static void listener_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct notify_hub *h = io->data;
+	struct server *s = h->s;
+	(void)loop;
+	if (!s)
+		return;
+	if (tls_link_crossed(&s->tls))
+		revents |= EV_READ | EV_WRITE;
+	if ((revents & EV_WRITE) && flush_server(s) < 0) {
+		server_close(s, "write to the LISTEN connection failed");
+		hub_down(h, "write failed");
+		return;
+	}
+	if (revents & EV_READ) {
+		if (buf_room(&s->rbuf) == 0)
+			buf_compact(&s->rbuf);
+		ssize_t n = tls_link_read(s->fd, &s->tls, buf_tail(&s->rbuf), buf_room(&s->rbuf));
+		if (n == 0 || (n < 0 && n != -EAGAIN)) {
+			server_close(s, "the LISTEN connection closed");
+			hub_down(h, n == 0 ? "the server closed the connection" : "read failed");
+			return;
+		}
+		if (n > 0)
+			buf_produce(&s->rbuf, (size_t)n);
+		for (;;) {
+			struct proto_hdr hd;
+			const uint8_t *p = buf_head(&s->rbuf);
+			size_t avail = buf_len(&s->rbuf);
+			ssize_t rc = proto_read_hdr(p, avail, NOTIFY_MSG_MAX, &hd);
+			if (rc < 0) {
+				server_close(s, "bad message on the LISTEN connection");
+				hub_down(h, "bad message");
+				return;
+			}
+			if (rc == 0 || avail < (size_t)hd.len + 1)
+				break;
+			size_t total = (size_t)hd.len + 1;
+			switch (hd.type) {
+			case 'A':
+				fan_out(h, p, total);
+				break;
+			case 'Z':
+				buf_consume(&s->rbuf, total);
+				if (h->inflight)
+					hub_synced(h);
+				if (!h->s)
+					return;
+				continue;
+			case 'E': {
+				struct proto_error_fields f;
+				char why[160] = "an error";
+				if (proto_parse_error(p + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &f) == 0 && f.message)
+					snprintf(why, sizeof why, "%s (%s)", f.message, f.sqlstate ? f.sqlstate : "?");
+				server_close(s, "the server sent an error on the LISTEN connection");
+				hub_down(h, why);
+				return;
+			}
+			default: /* CommandComplete, ParameterStatus, NoticeResponse */
+				break;
+			}
+			buf_consume(&s->rbuf, total);
+		}
+	}
+	watch(h);
+}
+
+static void on_login(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg, size_t errlen)
+{
+	struct notify_hub *h = arg;
+	(void)errmsg;
+	(void)errlen;
+	if (err < 0) {
+		hub_down(h, reason); /* s is closed by the connector */
+		return;
+	}
+	struct ev_loop *loop = s->worker->loop;
+	ev_io_stop(loop, &s->io);
+	ev_io_init(&s->io, listener_cb, s->fd, EV_READ);
+	s->io.data = h;
+	ev_io_start(loop, &s->io);
+	h->backoff = 0;
+	if (h->ever_up) {
+		h->missed_pending = true;
+		atomic_fetch_add(&h->reconnects, 1);
+	}
+	h->ever_up = true;
+	atomic_store(&h->state, HUB_UP);
+	log_info(s->id, s->ctx, "LISTEN connection for %s/%s up", pool_database(h->pool), pool_user(h->pool));
+	hub_sync(h);
+}
+
+static void hub_connect(struct notify_hub *h)
+{
+	struct worker *w = h->rt->workers[h->home];
+	const struct config_pool_rule *rule = pool_rule(h->pool);
+	struct net_addr addr;
+	if (w->stopping || h->s)
+		return;
+	if (atomic_load(&h->state) == HUB_NONE)
+		atomic_store(&h->state, HUB_CONNECTING);
+	if (services_addr(h->rt->services, rule->service, &addr) < 0) {
+		hub_down(h, "no address for the service yet");
+		return;
+	}
+	struct server_cred cred;
+	bool have = false;
+	pthread_mutex_lock(&h->lock);
+	if (h->have_cred) {
+		cred = h->cred;
+		have = true;
+	}
+	pthread_mutex_unlock(&h->lock);
+	struct server_login login = {
+		.service = rule->service,
+		.addr = &addr,
+		.user = rule->server_user ? rule->server_user : pool_user(h->pool),
+		.database = rule->server_database ? rule->server_database : pool_database(h->pool),
+		.cred = have ? &cred : NULL,
+		.password = rule->server_password,
+		.rbuf_size = NOTIFY_LISTENER_BUF,
+	};
+	h->s = server_connect_login(w, &login, on_login, h);
+	memset(&cred, 0, sizeof cred);
+	if (!h->s)
+		hub_down(h, "out of memory");
+}
+
+static void on_sync_msg(struct worker *w, struct worker_msg *m)
+{
+	struct notify_hub *h = m->arg;
+	pthread_mutex_lock(&h->lock);
+	h->sync_posted = false;
+	pthread_mutex_unlock(&h->lock);
+	if (w->stopping)
+		return;
+	int st = atomic_load(&h->state);
+	if (st == HUB_NONE)
+		hub_connect(h);
+	else if (st == HUB_UP)
+		hub_sync(h);
+}
+
+/* ---- the worker tenant ---- */
+
+static void notify_stop(struct worker *w, const char *reason)
+{
+	struct notify_registry *r = w->rt->notify;
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	for (struct notify_hub *h = r->hubs; h; h = h->next) {
+		if (h->rt->workers[h->home] != w)
+			continue;
+		if (h->timer_init)
+			ev_timer_stop(w->loop, &h->timer);
+		if (h->s) {
+			struct server *s = h->s;
+			h->s = NULL;
+			server_close(s, reason);
+		}
+		atomic_store(&h->state, HUB_DOWN);
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Every second: close the listening clients that stopped reading (the flood may be over). */
+static unsigned notify_tick(struct worker *w, double now)
+{
+	struct notify_client *nc = nw_of(w)->clients, *next;
+	for (; nc; nc = next) {
+		next = nc->next;
+		if (nc->c->state != CLIENT_CLOSING && queue_stalled(nc, nc->qlen - nc->qhead, now))
+			fail_stalled(nc);
+	}
+	return 0;
+}
+
+struct worker_hooks notify_worker_hooks = {
+	.name = "notify",
+	.size = sizeof(struct notify_worker),
+	.tick = notify_tick,
+	.stop = notify_stop,
+};

@@ -1,0 +1,225 @@
+"""LISTEN/NOTIFY through transaction pooling without pinning (issue 24, docs/pooling.md
+"LISTEN/NOTIFY"): tusk answers LISTEN/UNLISTEN itself, one listener connection per pool
+LISTENs to the union of the channels and fans each notification out to the subscribed
+clients. Every test fails on a tusk that pins a listening client to its server (pool size 2:
+the third listening client waits pool_wait_timeout and fails, or the server count exceeds
+pool size + 1)."""
+import select
+import time
+
+import psycopg
+import pytest
+
+from conftest import SLOW, TEST_DB, Tusk, connect, wait_until
+
+POOL_SIZE = 2
+
+
+@pytest.fixture(scope="module")
+def lt(tmp_path_factory, pg):
+    t = Tusk(tmp_path_factory.mktemp("tusk-listen"), pg.port, workers=2, pool_wait_timeout="3s",
+             pools=[{"database": "*", "user": "*", "service": "main", "mode": "transaction",
+                     "size": POOL_SIZE}])
+    t.start()
+    yield t
+    problems = t.stop()
+    if problems:
+        pytest.fail("\n".join(problems) + "\n" + t.log_tail(), pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def direct(pg):
+    c = connect(pg.port, application_name="lnt_direct")
+    yield c
+    c.close()
+
+
+def servers(direct):
+    """Backends of the test database other than this module's direct connections."""
+    return direct.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend' "
+        "AND coalesce(application_name, '') <> 'lnt_direct'", (TEST_DB,)).fetchone()[0]
+
+
+def lconnect(t):
+    """A client of t whose notifications psycopg reads during a query are kept for drain()."""
+    c = t.connect()
+    c.lnt_seen = []
+    c.add_notify_handler(lambda n: c.lnt_seen.append((n.channel, n.payload, n.pid)))
+    return c
+
+
+def drain(conn, want=None, timeout=5.0):
+    """Notifications conn receives within timeout (stops early once it has `want`), with
+    those psycopg took in while running a query."""
+    got = getattr(conn, "lnt_seen", [])[:]
+    if hasattr(conn, "lnt_seen"):
+        conn.lnt_seen.clear()
+    pgc = conn.pgconn
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        n = pgc.notifies()
+        while n:
+            got.append((n.relname.decode(), n.extra.decode(), n.be_pid))
+            n = pgc.notifies()
+        if want is not None and len(got) >= want:
+            return got
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return got
+        r, _, _ = select.select([conn.fileno()], [], [], min(left, 0.2))
+        if r:
+            pgc.consume_input()
+
+
+def payloads(got):
+    return sorted((ch, p) for ch, p, _ in got)
+
+
+def test_listen_fanout_without_pinning(lt, direct):
+    clients = [lconnect(lt) for _ in range(50)]
+    try:
+        for i, c in enumerate(clients):
+            c.execute(f"LISTEN ch{i % 5}")
+        # 50 listening clients hold no server: the pool's 2 at most, and one listener
+        assert servers(direct) <= POOL_SIZE + 1
+        sender = lconnect(lt)
+        for k in range(5):
+            sender.execute(f"NOTIFY ch{k}, 'tusk-{k}'")
+            direct.execute("SELECT pg_notify(%s, %s)", (f"ch{k}", f"direct-{k}"))
+        for i, c in enumerate(clients):
+            k = i % 5
+            got = drain(c, want=2)
+            got += drain(c, timeout=0.05)  # nothing more
+            assert payloads(got) == [(f"ch{k}", f"direct-{k}"), (f"ch{k}", f"tusk-{k}")], f"client {i}"
+        assert servers(direct) <= POOL_SIZE + 1
+        sender.close()
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_listen_rolled_back_gets_nothing(lt, direct):
+    watcher = lconnect(lt)
+    watcher.execute("LISTEN rb")
+    clients = [lconnect(lt) for _ in range(3)]
+    try:
+        for c in clients:  # three would hold three servers if LISTEN pinned them
+            c.execute("BEGIN")
+            c.execute("LISTEN rb")
+            c.execute("ROLLBACK")
+        direct.execute("SELECT pg_notify('rb', 'x')")
+        assert payloads(drain(watcher, want=1)) == [("rb", "x")]
+        for c in clients:
+            assert drain(c, timeout=0.3) == []
+        assert servers(direct) <= POOL_SIZE + 1
+    finally:
+        for c in clients + [watcher]:
+            c.close()
+
+
+def test_listen_committed_gets_notifications_after_commit(lt, direct):
+    clients = [lconnect(lt) for _ in range(3)]
+    try:
+        for i, c in enumerate(clients):  # one after the other: pool size 2
+            c.execute("BEGIN")
+            c.execute("LISTEN cm")
+            c.execute("SELECT 1")
+            direct.execute("SELECT pg_notify('cm', %s)", (f"before-{i}",))  # before its LISTEN committed
+            c.execute("COMMIT")
+            if i == 0:
+                assert drain(c, timeout=0.3) == []
+        direct.execute("SELECT pg_notify('cm', 'after')")
+        for i, c in enumerate(clients):
+            # what was sent after its own commit: the later clients' "before" and "after"
+            want = sorted([("cm", f"before-{j}") for j in range(i + 1, 3)] + [("cm", "after")])
+            got = drain(c, want=len(want))
+            got += drain(c, timeout=0.1)
+            assert payloads(got) == want, f"client {i}"
+        # a listening client in a transaction gets its notification when the transaction ends
+        c = clients[0]
+        c.execute("BEGIN")
+        c.execute("SELECT 1")
+        direct.execute("SELECT pg_notify('cm', 'during')")
+        assert drain(c, timeout=0.5) == []
+        c.execute("COMMIT")
+        assert payloads(drain(c, want=1)) == [("cm", "during")]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_unlisten_stops_notifications(lt, direct):
+    clients = [lconnect(lt) for _ in range(3)]
+    try:
+        for c in clients:
+            c.execute("LISTEN u1")
+            c.execute('LISTEN "U 2"')
+        direct.execute("SELECT pg_notify('u1', 'a'), pg_notify('U 2', 'b')")
+        for c in clients:
+            assert payloads(drain(c, want=2)) == [("U 2", "b"), ("u1", "a")]
+            c.execute("UNLISTEN u1")
+        direct.execute("SELECT pg_notify('u1', 'c'), pg_notify('U 2', 'd')")
+        for c in clients:
+            got = drain(c, want=1)
+            got += drain(c, timeout=0.1)
+            assert payloads(got) == [("U 2", "d")]
+            c.execute("UNLISTEN *")
+        direct.execute("SELECT pg_notify('u1', 'e'), pg_notify('U 2', 'f')")
+        for c in clients:
+            assert drain(c, timeout=0.3) == []
+    finally:
+        for c in clients:
+            c.close()
+
+
+def listener_pid(direct, exclude=None):
+    rows = direct.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE 'LISTEN %%' "
+        "AND coalesce(application_name, '') <> 'lnt_direct'", (TEST_DB,)).fetchall()
+    pids = [r[0] for r in rows if r[0] != exclude]
+    return pids[0] if len(pids) == 1 else None
+
+
+def test_listener_killed_reconnects_and_warns(lt, direct):
+    c = lconnect(lt)
+    notices = []
+    c.add_notice_handler(lambda d: notices.append(d.message_primary))
+    try:
+        c.execute("LISTEN k")
+        direct.execute("SELECT pg_notify('k', 'one')")
+        assert payloads(drain(c, want=1)) == [("k", "one")]
+        old = listener_pid(direct)
+        assert old is not None
+        direct.execute("SELECT pg_terminate_backend(%s)", (old,))
+        wait_until(lambda: listener_pid(direct, exclude=old) is not None, 10 * SLOW, what="a new listener")
+        drain(c, timeout=0.5)  # the notice arrives once the channels are LISTENed again
+        direct.execute("SELECT pg_notify('k', 'two')")
+        assert payloads(drain(c, want=1)) == [("k", "two")]
+        assert any("may have been missed" in (n or "") for n in notices), notices
+        c.execute("SELECT 1")  # the session still works
+    finally:
+        c.close()
+
+
+def test_client_that_never_reads_is_closed_others_served(lt, direct):
+    slow = lconnect(lt)
+    fast = lconnect(lt)
+    try:
+        slow.execute("LISTEN flood")
+        fast.execute("LISTEN flood")
+        n = 1500  # ~12 MB: more than the socket buffers and tusk's 1 MB bound per client
+        direct.execute("SELECT pg_notify('flood', i::text || repeat('x', 7900)) FROM generate_series(1, %s) i",
+                       (n,))
+        got = drain(fast, want=n, timeout=20)
+        assert len(got) == n
+        assert [int(p[:len(p) - 7900]) for _, p, _ in got] == list(range(1, n + 1))  # in order
+        wait_until(lambda: "none read for" in lt.log_text(), 10 * SLOW,
+                   what="the slow client closed")
+        with pytest.raises(psycopg.OperationalError):
+            for _ in range(100000):  # its socket: notifications, then the error
+                slow.execute("SELECT 1")
+        fast.execute("SELECT 1")
+    finally:
+        slow.close()
+        fast.close()

@@ -5,6 +5,7 @@
  * worker posts the collector back to the console client's worker, which answers. */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,6 +20,7 @@
 #include "flight/cache.h"
 #include "frontend/client_int.h"
 #include "kv/replicate.h"
+#include "notify/notify.h"
 #include "pool/pool.h"
 #include "pool/server.h"
 #include "pool/services.h"
@@ -58,6 +60,7 @@ static const struct keyword show_words[] = {
 	{ "MEM", CONSOLE_CMD_SHOW_MEM, 0 },
 	{ "SOCKETS", CONSOLE_CMD_SHOW_SOCKETS, 0 },
 	{ "FDS", CONSOLE_CMD_SHOW_SOCKETS, 0 },
+	{ "LISTENERS", CONSOLE_CMD_SHOW_LISTENERS, 0 },
 };
 
 static const struct keyword verbs[] = {
@@ -309,6 +312,11 @@ static const struct vdb_col sockets_cols[] = {
 	T("local_addr"), I("local_port"), T("tls"), I("recv_pending"), I("send_pending"),
 };
 
+/* SHOW LISTENERS: a pool's LISTEN/NOTIFY listener connection (src/notify/). */
+static const struct vdb_col listeners_cols[] = {
+	T("database"), T("user"), I("channels"), I("clients"), I("notifications"), I("reconnects"), T("state"),
+};
+
 #define COLS(a) ((struct console_columns){ (int)(sizeof(a) / sizeof((a)[0])), (a) })
 
 struct console_columns console_columns_of(enum console_cmd_kind kind)
@@ -332,6 +340,7 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_SERVICES: return COLS(services_cols);
 	case CONSOLE_CMD_SHOW_MEM: return COLS(mem_cols);
 	case CONSOLE_CMD_SHOW_SOCKETS: return COLS(sockets_cols);
+	case CONSOLE_CMD_SHOW_LISTENERS: return COLS(listeners_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
 }
@@ -1015,6 +1024,25 @@ static void show_services(struct console_session *cs)
 	vdb_complete(&cs->v, "SHOW");
 }
 
+static void listener_row(const struct notify_listener_row *r, void *arg)
+{
+	struct console_session *cs = arg;
+	char channels[16], clients[16], relayed[24], reconnects[24];
+	snprintf(channels, sizeof channels, "%d", r->channels);
+	snprintf(clients, sizeof clients, "%d", r->clients);
+	snprintf(relayed, sizeof relayed, "%" PRIu64, r->relayed);
+	snprintf(reconnects, sizeof reconnects, "%" PRIu64, r->reconnects);
+	const char *vals[] = { r->database, r->user, channels, clients, relayed, reconnects,
+			       r->connected ? "connected" : "connecting" };
+	vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
+}
+
+static void show_listeners(struct console_session *cs)
+{
+	notify_foreach(cs->v.client->worker->rt, listener_row, cs);
+	vdb_complete(&cs->v, "SHOW");
+}
+
 /* CACHE FLUSH [db]: the kept results of db (or all) go; in-flight reads are not kept. */
 static void cache_flush(struct console_session *cs, const char *db)
 {
@@ -1202,7 +1230,7 @@ static void show_help(struct console_session *cs)
 	vdb_out_error(&cs->v, false, true, "00000", "Console usage\n"
 			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE|SERVICES\n"
 			   "\tSHOW STATS_TOTALS|STATS_AVERAGES|TOTALS|USERS\n"
-			   "\tSHOW MEM|SOCKETS|FDS\n"
+			   "\tSHOW MEM|SOCKETS|FDS|LISTENERS\n"
 			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
@@ -1467,6 +1495,9 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return 0;
 	case CONSOLE_CMD_SHOW_SERVICES:
 		show_services(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_LISTENERS:
+		show_listeners(cs);
 		return 0;
 	case CONSOLE_CMD_CACHE_FLUSH:
 		cache_flush(cs, cmd->arg);

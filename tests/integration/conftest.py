@@ -119,6 +119,15 @@ def connect(port, user="tusk_trust", dbname=TEST_DB, **kw):
     return psycopg.connect(host="127.0.0.1", port=port, user=user, dbname=dbname, **kw)
 
 
+def console_show(t, sql, user="postgres"):
+    """Rows (dicts by column) of an admin console SHOW through t (admin users: [postgres], trust)."""
+    with psycopg.connect(host="127.0.0.1", port=t.port, user=user, dbname="tusk", autocommit=True,
+                         connect_timeout=int(10 * SLOW)) as c:
+        cur = c.execute(sql)
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
 def wait_until(pred, timeout, interval=0.05, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,17 +13,13 @@ import time
 import psycopg
 import pytest
 
-from conftest import BENCH_DB, PG_BIN, SLOW, TEST_DB, assert_tusk_error, free_port, wait_until
+from conftest import assert_tusk_error, BENCH_DB, console_show, free_port, PG_BIN, SLOW, TEST_DB, wait_until
 
 ADMIN = {"users": ["postgres"], "client_auth": "trust"}
 
 
 def show_services(t):
-    with psycopg.connect(host="127.0.0.1", port=t.port, user="postgres", dbname="tusk", autocommit=True,
-                         connect_timeout=int(10 * SLOW)) as c:
-        cur = c.execute("SHOW SERVICES")
-        cols = [d.name for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return console_show(t, "SHOW SERVICES")
 
 
 def tusk_backends(node, dbname=TEST_DB):

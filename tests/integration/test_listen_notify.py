@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import SLOW, TEST_DB, Tusk, connect, wait_until
+from conftest import connect, console_show, SLOW, TEST_DB, Tusk, wait_until
 
 POOL_SIZE = 2
 
@@ -19,7 +19,8 @@ POOL_SIZE = 2
 def lt(tmp_path_factory, pg):
     t = Tusk(tmp_path_factory.mktemp("tusk-listen"), pg.port, workers=2, pool_wait_timeout="3s",
              pools=[{"database": "*", "user": "*", "service": "main", "mode": "transaction",
-                     "size": POOL_SIZE}])
+                     "size": POOL_SIZE}],
+             admin={"users": ["postgres"], "client_auth": "trust"})
     t.start()
     yield t
     problems = t.stop()
@@ -39,6 +40,10 @@ def servers(direct):
     return direct.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend' "
         "AND coalesce(application_name, '') <> 'lnt_direct'", (TEST_DB,)).fetchone()[0]
+
+
+def show_listeners(t):
+    return console_show(t, "SHOW LISTENERS")
 
 
 def lconnect(t):
@@ -93,6 +98,12 @@ def test_listen_fanout_without_pinning(lt, direct):
             got += drain(c, timeout=0.05)  # nothing more
             assert payloads(got) == [(f"ch{k}", f"direct-{k}"), (f"ch{k}", f"tusk-{k}")], f"client {i}"
         assert servers(direct) <= POOL_SIZE + 1
+        # SHOW LISTENERS: the pool's one listener, its 5 channels and 50 clients, the 10 relayed
+        rows = [r for r in show_listeners(lt) if r["database"] == TEST_DB]
+        assert len(rows) == 1, rows
+        r = rows[0]
+        assert (r["channels"], r["clients"], r["state"]) == (5, 50, "connected"), r
+        assert r["notifications"] >= 10, r
         sender.close()
     finally:
         for c in clients:

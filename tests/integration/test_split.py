@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import TEST_DB, SLOW, assert_tusk_error, wait_until
+from conftest import assert_tusk_error, console_show, SLOW, TEST_DB, wait_until
 
 ADMIN = {"users": ["postgres"], "client_auth": "trust"}
 
@@ -96,11 +96,7 @@ def test_reads_on_standbys_writes_on_primary(split_table, tusk):
 
 
 def show_services(t):
-    with psycopg.connect(host="127.0.0.1", port=t.port, user="postgres", dbname="tusk", autocommit=True,
-                         connect_timeout=int(10 * SLOW)) as c:
-        cur = c.execute("SHOW SERVICES")
-        cols = [d.name for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
+    return console_show(t, "SHOW SERVICES")
 
 
 def delay_standbys(c, ms):

@@ -307,7 +307,7 @@ void relay_hooks_error_(struct client *c, struct server *s, const uint8_t *m, si
 bool relay_hooks_commit_wait_(struct client *c, bool last);
 void relay_hooks_ready_(struct client *c, bool last);
 bool relay_hooks_release_(struct client *c, struct server *s, bool reset);
-void relay_hooks_linked_(struct client *c, struct server *s);
+bool relay_hooks_linked_(struct client *c, struct server *s);
 void relay_hooks_idle_(struct client *c);
 
 static inline void relay_hooks_claim(struct client *c)
@@ -393,10 +393,10 @@ static inline bool relay_hooks_release(struct client *c, struct server *s, bool 
 {
 	return c->hooks && relay_hooks_release_(c, s, reset);
 }
-static inline void relay_hooks_linked(struct client *c, struct server *s)
+/* False: c was failed (and may be freed). */
+static inline bool relay_hooks_linked(struct client *c, struct server *s)
 {
-	if (c->hooks)
-		relay_hooks_linked_(c, s);
+	return !c->hooks || relay_hooks_linked_(c, s);
 }
 static inline void relay_hooks_idle(struct client *c)
 {

@@ -2082,9 +2082,8 @@ void relay_client_event(struct client *c, int revents)
 	if (c->hooks && s && c->mode != POOL_MODE_SESSION && !c->pinned && s->pending_rfq == 0 && s->expect_count == 0 &&
 	    !s->ext_open && !c->copy_in && c->c2s_scanned == 0 && c->c2s_remaining == 0 && c->s2c_scanned == 0 &&
 	    c->s2c_remaining == 0 && buf_empty(&s->rbuf) && (s->tx_status == 'T' || s->tx_status == 'E')) {
-		relay_hooks_linked(c, s);
-		if (c->state == CLIENT_CLOSING || c->server != s)
-			return; /* the hook failed the client */
+		if (!relay_hooks_linked(c, s))
+			return; /* the hook failed the client: it may be freed */
 	}
 	(void)pump_both(c, s);
 }

@@ -177,9 +177,10 @@ bool relay_hooks_release_(struct client *c, struct server *s, bool reset)
 	return false;
 }
 
-void relay_hooks_linked_(struct client *c, struct server *s)
+bool relay_hooks_linked_(struct client *c, struct server *s)
 {
-	EACH(c, linked) h->linked(c, s);
+	EACH(c, linked) if (!h->linked(c, s)) return false;
+	return true;
 }
 
 void relay_hooks_idle_(struct client *c)

@@ -88,8 +88,9 @@ struct relay_hooks {
 	/* ---- answering inside a transaction, delivering between transactions ---- */
 	/* relay.c: a transaction/statement-pooling client c, not pinned, linked to s inside a
 	 * transaction with every reply of s relayed and nothing owed: the hook may answer whole
-	 * requests at the head of c->rbuf itself (consuming them, writing to c->wbuf). */
-	void (*linked)(struct client *c, struct server *s);
+	 * requests at the head of c->rbuf itself (consuming them, writing to c->wbuf). False:
+	 * the hook failed the client (client_fail), which may have freed it: touch c no more. */
+	bool (*linked)(struct client *c, struct server *s);
 	/* client.c client_go_idle: c is idle between transactions, no server, nothing relayed
 	 * pending: the hook may append whole messages to c->wbuf (written right after). */
 	void (*idle)(struct client *c);

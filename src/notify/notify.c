@@ -682,7 +682,7 @@ static bool notify_request(struct client *c, const struct server *s)
 }
 
 /* Inside a transaction: answer LISTEN/UNLISTEN, keep the change until the commit. */
-static void notify_linked(struct client *c, struct server *s)
+static bool notify_linked(struct client *c, struct server *s)
 {
 	size_t total;
 	int kind;
@@ -701,7 +701,7 @@ static void notify_linked(struct client *c, struct server *s)
 			if (nc->npending == NOTIFY_PENDING_MAX) {
 				client_fail(c, "54000", "too many LISTEN/UNLISTEN in one transaction (at most %d)",
 					    NOTIFY_PENDING_MAX);
-				return;
+				return false;
 			}
 			struct notify_op *op = &nc->pending[nc->npending++];
 			op->kind = (uint8_t)kind;
@@ -711,13 +711,14 @@ static void notify_linked(struct client *c, struct server *s)
 		}
 		if (!ok) {
 			client_fail(c, "53200", "no room to answer LISTEN");
-			return;
+			return false;
 		}
 		buf_consume(&c->rbuf, total);
 		answered = true;
 	}
 	if (answered)
 		(void)client_write_wbuf(c);
+	return true;
 }
 
 /* The ReadyForQuery 'I' ending c's transaction: apply its changes (a commit) or drop them;

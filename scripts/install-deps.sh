@@ -21,6 +21,8 @@ PACKAGES=(
 	tmux # tests/integration/test_top.py drives `tusk top` in a real terminal
 	redis-server # test_cache_l2 and bench/cache.sh start their own on a free port
 	python3-dnspython # the authoritative DNS server the resolver tests run (tests/integration/dns_util.py)
+	python3-redis # test_kv_resp.py and bench/kv_speed.py talk to the kv's Redis listener as a Redis client would
+	python3-yaml # test_kv_resp.py and bench/kv_speed.py read the kv fixture's tusk.yaml
 	openssl # the TLS tests and bench make their CA and certificates with the openssl command
 	# real drivers (tests/integration/test_drivers.py, bench/drivers.sh)
 	python3-asyncpg

@@ -90,15 +90,29 @@ def query_all(socks, sql=b"select 1", timeout=120.0):
     return rows
 
 
-def pgbench_tps(port, seconds):
+def cpu_ticks(pid):
+    """User + system CPU of a process, in clock ticks (/proc/PID/stat fields 14 and 15)."""
+    stat = open(f"/proc/{pid}/stat").read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def pgbench_run(port, seconds, pid=None):
+    """pgbench -S for SECONDS: (tps, the pooler's CPU in microseconds per transaction, or
+    None without a pid). CPU per transaction is what the pooler itself spent, which a busy
+    machine moves far less than it moves tps."""
     cmd = [str(PG_BIN / "pgbench"), "-h", "127.0.0.1", "-p", str(port), "-U", "tusk_trust", "-n", "-S",
            "-c", "16", "-j", "2", "-T", str(seconds), BENCH_DB]
+    t0 = cpu_ticks(pid) if pid else 0
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=(seconds + 60) * SLOW)
+    t1 = cpu_ticks(pid) if pid else 0
     out = p.stdout + p.stderr
     assert p.returncode == 0, f"pgbench exited {p.returncode}:\n{out}"
     m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
-    assert m, out
-    return float(m.group(1))
+    n = re.search(r"number of transactions actually processed: ([0-9]+)", out)
+    assert m and n, out
+    cpu = (t1 - t0) * 1e6 / os.sysconf("SC_CLK_TCK") / max(1, int(n.group(1))) if pid else None
+    return float(m.group(1)), cpu
 
 
 def test_idle_client_holds_no_buffer(tusk, monkeypatch):
@@ -125,26 +139,27 @@ def test_idle_client_holds_no_buffer(tusk, monkeypatch):
 
 def test_many_idle_clients_beside_pgbench(tusk):
     """MANY idle clients in one process: all logged in, all answered afterwards, and a
-    pgbench run beside them keeps at least 75% of its throughput without them (best of
-    three runs each, "alone" bracketing "beside"). The bound is loose on purpose: what it
-    guards against is per-event work that grows with the number of idle clients (a scan of
-    all clients per transaction costs far more than a quarter of the throughput at 5000
-    clients), not the few percent that cache pressure and a shared, noisy machine move it;
-    under ASan a 0.85 ratio has been seen with no code change."""
+    pgbench run beside them costs tusk at most 1.5 times the CPU per transaction it costs
+    without them (least of three runs each, "alone" bracketing "beside"). What this guards
+    against is per-event work that grows with the number of idle clients: a scan of all
+    5000 clients per transaction would cost several times tusk's whole per-transaction
+    work. It asserts tusk's own CPU per transaction, not pgbench's tps: tps moved by 2x
+    between runs on a loaded 2-core machine (CI saw "beside" 10.4k against "alone" 8.0k
+    and 14.6k tps with no code change), while the pooler's CPU per transaction does not
+    depend on how much of the machine it got. The tps are printed beside it."""
     raise_nofile(MANY + 1000)
     t = txn_tusk(tusk, MANY)
     seconds = 3
     alone, beside = [], []
-    alone.append(pgbench_tps(t.port, seconds))
+    alone.append(pgbench_run(t.port, seconds, t.pid))
     rss0 = t.status("VmRSS")
     socks = idle_clients.open_clients("127.0.0.1", t.port, "tusk_trust", TEST_DB, MANY, 0, 300 * SLOW)
     try:
         rss1 = t.status("VmRSS")
         assert len(socks) == MANY
-        beside += [pgbench_tps(t.port, seconds) for _ in range(3)]
+        beside += [pgbench_run(t.port, seconds, t.pid) for _ in range(3)]
         served = query_all(socks)
-        print(f"{MANY} idle clients: RSS {rss0} kB -> {rss1} kB ({(rss1 - rss0) * 1024 / MANY:.0f} B per client); "
-              f"pgbench -S tps beside them {beside}")
+        print(f"{MANY} idle clients: RSS {rss0} kB -> {rss1} kB ({(rss1 - rss0) * 1024 / MANY:.0f} B per client)")
         assert served == MANY
     finally:
         for s in socks:
@@ -152,9 +167,13 @@ def test_many_idle_clients_beside_pgbench(tusk):
     # The idle clients are gone (let tusk see them go): two more runs without them, so
     # "alone" brackets "beside".
     time.sleep(1)
-    alone += [pgbench_tps(t.port, seconds) for _ in range(2)]
-    print(f"pgbench -S tps alone {alone}")
-    assert max(beside) >= 0.75 * max(alone), f"tps beside {MANY} idle clients {beside}, alone {alone}"
+    alone += [pgbench_run(t.port, seconds, t.pid) for _ in range(2)]
+    fmt = lambda runs: ", ".join(f"{tps:.0f} tps {cpu:.1f} us/txn" for tps, cpu in runs)  # noqa: E731
+    print(f"pgbench -S beside {MANY} idle clients: {fmt(beside)}; alone: {fmt(alone)}")
+    cpu_beside = min(cpu for _, cpu in beside)
+    cpu_alone = min(cpu for _, cpu in alone)
+    assert cpu_beside <= 1.5 * cpu_alone, \
+        f"tusk CPU per transaction beside {MANY} idle clients {fmt(beside)}; alone {fmt(alone)}"
 
 
 def test_rss_at_start_under_8mb(tusk):

@@ -51,15 +51,28 @@ def lt(tmp_path_factory, pg):
         pytest.fail("\n".join(problems) + "\n" + t.log_tail(), pytrace=False)
 
 
-def listener_pid(direct, exclude=None):
-    """The listener's backend: its last query was a LISTEN, an UNLISTEN or the empty fence
-    (pooled servers never run those: tusk answers them)."""
-    rows = direct.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s AND backend_type = 'client backend' "
-        "AND (query LIKE 'LISTEN %%' OR query LIKE 'UNLISTEN %%' OR query = '') "
-        "AND coalesce(application_name, '') <> 'lnt_direct'", (TEST_DB,)).fetchall()
-    pids = [r[0] for r in rows if r[0] != exclude]
-    return pids[0] if len(pids) == 1 else None
+def listener_pid(t, direct):
+    """The pid of t's listener connection: a client LISTENs to a channel nobody else uses, and
+    the backend whose last statement names it (its LISTEN, or the UNLISTEN once the client
+    left) is the listener. None while there is none."""
+    mark = f"mark{random.getrandbits(48):x}"
+    with t.connect() as c:
+        c.execute(f"LISTEN {mark}")
+    rows = direct.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
+                          (TEST_DB, f'%"{mark}"%')).fetchall()
+    return rows[0][0] if len(rows) == 1 else None
+
+
+def new_listener(t, direct, old):
+    """Waits for a listener connection other than old (a pid)."""
+    pid = [None]
+
+    def found():
+        pid[0] = listener_pid(t, direct)
+        return pid[0] is not None and pid[0] != old
+
+    wait_until(found, 15 * SLOW, interval=0.2, what="a new listener connection")
+    return pid[0]
 
 
 def admin(t, sql):
@@ -223,10 +236,10 @@ def test_listener_killed_mid_stream(lt, direct):
         th.start()
         try:
             time.sleep(0.5)
-            old = listener_pid(direct)
+            old = listener_pid(lt, direct)
             assert old is not None
             direct.execute("SELECT pg_terminate_backend(%s)", (old,))
-            wait_until(lambda: listener_pid(direct, exclude=old) is not None, 10 * SLOW, what="a new listener")
+            new_listener(lt, direct, old)
             time.sleep(1.0)
         finally:
             stop.set()
@@ -378,11 +391,11 @@ def test_reconnect_makes_the_listener_again(lt, direct):
         c.execute("LISTEN rc")
         direct.execute("SELECT pg_notify('rc', 'one')")
         assert payloads(drain(c, want=1)) == [("rc", "one")]
-        old = listener_pid(direct)
+        old = listener_pid(lt, direct)
+        assert old is not None
         reconnects0 = metric(lt, "tusk_notify_listener_reconnects_total", database=TEST_DB)
         admin(lt, "RECONNECT")
-        wait_until(lambda: listener_pid(direct, exclude=old) is not None and
-                   listeners(lt)[0]["state"] == "connected", 10 * SLOW, what="a new listener")
+        new_listener(lt, direct, old)
         wait_until(lambda: any("may have been missed" in (n or "") for n in notices) or
                    bool(drain(c, timeout=0.1)), 10 * SLOW, what="the notice")
         assert any("may have been missed" in (n or "") for n in notices), notices

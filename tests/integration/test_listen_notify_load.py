@@ -394,6 +394,9 @@ def test_reconnect_makes_the_listener_again(lt, direct):
         old = listener_pid(lt, direct)
         assert old is not None
         reconnects0 = metric(lt, "tusk_notify_listener_reconnects_total", database=TEST_DB)
+        admin(lt, "RECONNECT tusk_bench")  # another database: this listener stays
+        time.sleep(0.5)
+        assert listener_pid(lt, direct) == old
         admin(lt, "RECONNECT")
         new_listener(lt, direct, old)
         wait_until(lambda: any("may have been missed" in (n or "") for n in notices) or

@@ -446,3 +446,16 @@ def test_online_restart_listening_clients(tusk, pg, tmp_path, direct):
         rc = new.wait(15 * SLOW)
         logf.close()
     assert rc == 0
+
+
+def test_show_clients_channels_cut_short(lt):
+    """100 channels of 60 characters: the column is cut at 1 kB with "...", whole names only."""
+    names = [f"c{i:03d}_" + "x" * 55 for i in range(100)]
+    with lt.connect() as c:
+        for n in names:
+            c.execute(f"LISTEN {n}")
+        rows = [r for r in console_show(lt, "SHOW CLIENTS") if (r["channels"] or "").startswith("c000_")]
+        assert len(rows) == 1, rows
+        col = rows[0]["channels"]
+        assert len(col) < 1024 and col.endswith(",..."), col
+        assert col[:-4].split(",") == names[:len(col[:-4].split(","))]

@@ -265,6 +265,7 @@ static const struct vdb_col conn_cols[] = {
 	T("type"), T("user"), T("database"), T("state"), T("addr"), I("port"), T("local_addr"), I("local_port"),
 	T("connect_time"), T("request_time"), I("wait"), I("wait_us"), I("close_needed"), T("ptr"), T("link"),
 	I("remote_pid"), T("tls"), T("application_name"), I("prepared_statements"), T("id"), I("worker"),
+	T("channels"),
 };
 static const struct vdb_col stats_cols[] = {
 	T("database"), I("total_xact_count"), I("total_query_count"), I("total_received"), I("total_sent"),
@@ -311,6 +312,9 @@ static const struct vdb_col sockets_cols[] = {
 	T("type"), I("fd"), I("worker"), T("id"), T("state"), T("user"), T("database"), T("addr"), I("port"),
 	T("local_addr"), I("local_port"), T("tls"), I("recv_pending"), I("send_pending"),
 };
+
+/* SHOW CLIENTS' channels: the LISTEN channels, comma-separated, cut short past this. */
+#define CONSOLE_CHANNELS_MAX 1024
 
 /* SHOW LISTENERS: a pool's LISTEN/NOTIFY listener connection (src/notify/). */
 static const struct vdb_col listeners_cols[] = {
@@ -457,7 +461,7 @@ static const char *server_state_name(const struct server *s)
 static void client_row(struct vdb_out *o, const struct client *c, double now)
 {
 	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
-	char wait[24], wait_us[24], nprep[16], wk[16];
+	char wait[24], wait_us[24], nprep[16], wk[16], chans[CONSOLE_CHANNELS_MAX];
 	double waited = c->state == CLIENT_WAITING && c->wait_start > 0 ? now - c->wait_start : 0;
 
 	struct net_addr peer;
@@ -473,11 +477,12 @@ static void client_row(struct vdb_out *o, const struct client *c, double now)
 	snprintf(wait_us, sizeof wait_us, "%ld", (long)((waited - (double)(long)waited) * 1e6));
 	snprintf(nprep, sizeof nprep, "%u", c->prep ? prep_client_count(c->prep) : 0u);
 	snprintf(wk, sizeof wk, "%d", c->worker->index);
+	(void)notify_client_channels(c, chans, sizeof chans);
 	const char *app = session_param_get(&c->session, "application_name");
 	const char *vals[] = {
 		"C", c->user, c->database, client_state_name(c), addr, port, laddr, lport, ct, rt, wait, wait_us, "0",
 		c->id, c->server ? c->server->id : NULL, "0", c->tls.conn ? tls_version(c->tls.conn) : "", app ? app : "",
-		nprep, c->id, wk,
+		nprep, c->id, wk, chans,
 	};
 	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
@@ -501,7 +506,7 @@ static void server_row(struct vdb_out *o, const struct server *s, double now)
 	const char *vals[] = {
 		"S", pool_user(s->pool), pool_database(s->pool), server_state_name(s), addr, port, laddr, lport, ct, rt,
 		"0", "0", stale ? "1" : "0", s->id, owner ? owner->id : NULL, pid, s->tls.conn ? tls_version(s->tls.conn) : "",
-		app ? app : "", nprep, s->id, wk,
+		app ? app : "", nprep, s->id, wk, NULL,
 	};
 	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
@@ -1093,6 +1098,7 @@ static void collect_done(struct worker *w, struct worker_msg *m)
 			vdb_complete(&cs->v, "KILL_CLIENT");
 		break;
 	case CONSOLE_CMD_RECONNECT:
+		notify_reconnect(col->rt, col->cmd.arg);
 		vdb_complete(&cs->v, "RECONNECT");
 		break;
 	default:

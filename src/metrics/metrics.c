@@ -21,6 +21,7 @@
 #include "config/config.h"
 #include "kv/replicate.h"
 #include "net/net.h"
+#include "notify/notify.h"
 #include "pool/pool.h"
 #include "pool/services.h"
 #include "runtime/runtime.h"
@@ -195,6 +196,64 @@ static void put_kv_links(FILE *f, struct kv_replicator *r)
 	free(st);
 }
 
+/* LISTEN/NOTIFY (src/notify/): one series per listener connection (SHOW LISTENERS), and the
+ * clients closed for not reading their notifications. */
+struct listener_list {
+	struct notify_listener_row *v;
+	size_t n, cap;
+};
+
+static void collect_listener(const struct notify_listener_row *row, void *arg)
+{
+	struct listener_list *l = arg;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 8;
+		struct notify_listener_row *v = realloc(l->v, cap * sizeof *v);
+		if (!v)
+			return; /* that listener is left out */
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = *row;
+}
+
+static void put_listeners(FILE *f, struct runtime *rt)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} fams[] = {
+		{ "tusk_notify_listener_connected", "gauge", "1 while the pool's LISTEN connection is up." },
+		{ "tusk_notify_listener_channels", "gauge", "Channels some client of the pool listens to." },
+		{ "tusk_notify_listener_clients", "gauge", "Clients of the pool listening to at least one channel." },
+		{ "tusk_notify_notifications_total", "counter", "Notifications the pool's LISTEN connection received." },
+		{ "tusk_notify_listener_reconnects_total", "counter", "LISTEN connections lost (or RECONNECTed) and made again." },
+	};
+	struct listener_list l = { 0 };
+
+	notify_foreach(rt, collect_listener, &l);
+	for (size_t k = 0; k < sizeof fams / sizeof fams[0]; k++) {
+		put_family(f, fams[k].name, fams[k].type, fams[k].help);
+		for (size_t i = 0; i < l.n; i++) {
+			const struct notify_listener_row *r = &l.v[i];
+			fprintf(f, "%s{", fams[k].name);
+			put_label(f, "database", r->database);
+			fputc(',', f);
+			put_label(f, "user", r->user);
+			switch (k) {
+			case 0: fprintf(f, "} %d\n", r->connected ? 1 : 0); break;
+			case 1: fprintf(f, "} %d\n", r->channels); break;
+			case 2: fprintf(f, "} %d\n", r->clients); break;
+			case 3: fprintf(f, "} %" PRIu64 "\n", r->relayed); break;
+			default: fprintf(f, "} %" PRIu64 "\n", r->reconnects); break;
+			}
+		}
+	}
+	free(l.v);
+	put_family(f, "tusk_notify_clients_closed_unread_total", "counter",
+		   "Listening clients closed (53400) because they did not read their notifications.");
+	fprintf(f, "tusk_notify_clients_closed_unread_total %" PRIu64 "\n", notify_closed_unread(rt));
+}
+
 /* The result cache (src/flight/cache.h): tusk_cache_<name>_total counters, tusk_cache_entries
  * and tusk_cache_bytes gauges, tusk_cache_bypasses_total{reason}. */
 static void cache_metric(void *arg, const char *name, const char *reason, uint64_t value, bool gauge)
@@ -310,6 +369,7 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 
 	put_kv_links(f, rt->kv_replicator);
 	put_cache(f, rt);
+	put_listeners(f, rt);
 
 	if (ferror(f))
 		goto err;

@@ -96,6 +96,7 @@ struct notify_registry {
 	pthread_mutex_t lock; /* protects hubs and nhubs */
 	struct notify_hub *hubs;
 	int nhubs;
+	_Atomic uint64_t closed_unread; /* clients closed for not reading (53400) */
 };
 
 /* One queued change of a transaction. */
@@ -219,6 +220,58 @@ void notify_foreach(struct runtime *rt, notify_row_fn fn, void *arg)
 		row.connected = atomic_load(&h->state) == HUB_UP;
 		fn(&row, arg);
 	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* ---- observability and RECONNECT (notify.h) ---- */
+
+int notify_client_channels(const struct client *c, char *out, size_t cap)
+{
+	const struct notify_client *nc = c->notify;
+	size_t at = 0;
+	if (cap)
+		out[0] = '\0';
+	if (!nc)
+		return 0;
+	for (int i = 0; i < nc->nchans && cap > 4; i++) {
+		size_t n = strlen(nc->chans[i].name) + (i > 0);
+		if (at + n >= cap - 4) {
+			snprintf(out + at, cap - at, "%s...", i > 0 ? "," : "");
+			break;
+		}
+		at += (size_t)snprintf(out + at, cap - at, "%s%s", i > 0 ? "," : "", nc->chans[i].name);
+	}
+	return nc->nchans;
+}
+
+uint64_t notify_closed_unread(struct runtime *rt)
+{
+	return rt->notify ? atomic_load(&rt->notify->closed_unread) : 0;
+}
+
+static void hub_down(struct notify_hub *h, const char *reason);
+
+static void on_reconnect_msg(struct worker *w, struct worker_msg *m)
+{
+	struct notify_hub *h = m->arg;
+	if (w->stopping || !h->s || atomic_load(&h->state) != HUB_UP)
+		return; /* connecting, or reconnecting already */
+	struct server *s = h->s;
+	server_close(s, "RECONNECT from the admin console");
+	hub_down(h, "RECONNECT from the admin console");
+}
+
+static void post(struct worker *w, worker_fn *fn, void *arg, void *arg2);
+
+void notify_reconnect(struct runtime *rt, const char *database)
+{
+	struct notify_registry *r = rt->notify;
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->lock);
+	for (struct notify_hub *h = r->hubs; h; h = h->next)
+		if (!database || !database[0] || strcmp(database, pool_database(h->pool)) == 0)
+			post(rt->workers[h->home], on_reconnect_msg, h, NULL);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -490,6 +543,7 @@ static bool queue_stalled(const struct notify_client *nc, size_t queued, double 
 
 static void fail_stalled(struct notify_client *nc)
 {
+	atomic_fetch_add(&nc->hub->rt->notify->closed_unread, 1);
 	client_fail(nc->c, "53400",
 		    "more than %u bytes of notifications queued for this client and none read for %.0f s: it does not read them",
 		    NOTIFY_QUEUE_MAX, NOTIFY_STALL_MAX);
@@ -505,6 +559,7 @@ static void deliver(struct notify_client *nc, const uint8_t *msg, size_t len)
 	if (queued == 0)
 		nc->stalled_since = ev_now(c->worker->loop);
 	if (queued + len > NOTIFY_QUEUE_HARD) {
+		atomic_fetch_add(&nc->hub->rt->notify->closed_unread, 1);
 		client_fail(c, "53400", "more than %u bytes of notifications queued for this client: it reads too slowly",
 			    NOTIFY_QUEUE_HARD);
 		return;

@@ -9,6 +9,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <stddef.h>
+
+struct client;
 struct runtime;
 struct notify_registry;
 
@@ -33,5 +36,14 @@ struct notify_listener_row {
 typedef void (*notify_row_fn)(const struct notify_listener_row *row, void *arg);
 /* Any thread: fn for each hub, under the registry's lock (fn must not call back in). */
 void notify_foreach(struct runtime *rt, notify_row_fn fn, void *arg);
+
+/* SHOW CLIENTS: the channels c listens to (committed), comma-separated into out (cut short
+ * with "..." when they do not fit); returns their number. On c's worker. */
+int notify_client_channels(const struct client *c, char *out, size_t cap);
+/* Clients closed (53400) because they did not read their notifications, since start. */
+uint64_t notify_closed_unread(struct runtime *rt);
+/* RECONNECT [db]: close the listener connection of each pool of database (NULL or "": of
+ * every pool) and make it again, as when it is lost. Any thread. */
+void notify_reconnect(struct runtime *rt, const char *database);
 
 #endif

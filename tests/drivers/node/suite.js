@@ -17,14 +17,7 @@ const Cursor = require('pg-cursor')
 const QueryStream = require('pg-query-stream')
 
 const TAG = process.env.TAG || 'nd'
-const base = {
-  host: process.env.PGHOST || '127.0.0.1',
-  port: parseInt(process.env.PGPORT || '5432', 10),
-  user: process.env.PGUSER || 'tusk_trust',
-  database: process.env.PGDATABASE || 'tusk_test',
-  ssl: false,
-  connectionTimeoutMillis: 30000,
-}
+const base = require('./target')
 // A database name the pooler serves from a pool of ONE server (tusk_test there): what one client
 // leaves behind on its server, the next one meets.
 const ONE_DB = process.env.ONE_DATABASE || base.database

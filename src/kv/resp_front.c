@@ -1316,6 +1316,8 @@ static void process(struct resp_conn *c)
 		int n;
 		size_t used;
 		const char *err = NULL;
+		if (c->in_off == c->in_len)
+			return; /* nothing to parse; c->in may be NULL (finish gave a large one back) */
 		enum resp_rc rc = resp_parse(c->in + c->in_off, c->in_len - c->in_off, c->args, c->args_cap, &n, &used,
 					     &err);
 		if (rc == RESP_GROW) {

@@ -15,7 +15,7 @@ import pytest
 import redis
 import yaml
 
-from auth_util import scram_verifier, write_auth_file
+from auth_util import scram_verifier, write_auth_file, write_hba
 from conftest import SLOW, Tusk, free_port, to_yaml, wait_until
 from kv_util import Parade
 from tls_util import Certs
@@ -56,6 +56,19 @@ def zone(workdir, certs):
                   ],
                   workers=2, kv={"zone": z.name, "service": "local"},
                   client_login_timeout=f"{int(LOGIN_TIMEOUT * 1000)}ms",
+                  # hba_file decides the method (the pool rule must still match, and not be
+                  # blocked): the same methods as the rules above, and dave and erin whom the
+                  # rules alone would trust.
+                  hba_file=write_hba(z.cfg_dir / "hba.conf", [
+                      "hostssl kv dave 127.0.0.1/32 trust",
+                      "host kv dave 127.0.0.1/32 reject",
+                      "host kv erin 127.0.0.1/32 reject",
+                      "host kv default 127.0.0.1/32 password",
+                      "host kv alice 127.0.0.1/32 scram-sha-256",
+                      "host kv bob 127.0.0.1/32 scram-sha-256",
+                      "hostssl kv carol 127.0.0.1/32 cert",
+                      "host all all 127.0.0.1/32 trust",
+                  ]),
                   auth_file=write_auth_file(z.cfg_dir / "users.txt",
                                             {"default": PASSWORD, "alice": scram_verifier(ALICE)}))
     cfg = yaml.safe_load(z.tusk.cfg_path.read_text())
@@ -349,3 +362,15 @@ def test_redis_hello_2_and_3(zone):
     assert p.returncode == 0 and p.stdout.strip() in ("(nil)", ""), p
     # python3-redis (RESP2) after a HELLO-speaking client: unaffected.
     assert client(zone).ping() is True
+
+
+def test_redis_auth_through_hba_file(zone):
+    # hostssl trusts dave, host (plaintext) rejects him: the connection's TLS is what counts.
+    assert tls_client(zone, port=zone.allow_port, username="dave", password="x").ping() is True
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        client(zone, port=zone.allow_port, username="dave", password="x").ping()
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        client(zone, username="erin", password="x").ping()  # the * rule trusts, hba rejects
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        client(zone, username="mallory", password="x").ping()  # hba trusts, the rule is blocked
+    assert client(zone, username="someone", password="y").ping() is True

@@ -22,13 +22,11 @@
 
 #include <openssl/crypto.h>
 
-#include "auth/hba.h"
-#include "auth/userlist.h"
 #include "config/config.h"
-#include "frontend/authquery.h"
 #include "frontend/client_kind.h"
 #include "kv/call.h"
 #include "kv/resp.h"
+#include "kv/resp_auth.h"
 #include "kv/router.h"
 #include "net/evio.h"
 #include "net/net.h"
@@ -360,39 +358,10 @@ static void run_and_flush(struct resp_conn *c)
 		update_io(c);
 }
 
-/* How user logs in on this connection: hba_file's first matching line, else the pool rule of
- * database kv (none, or blocked: reject); *rule the rule (auth_query's), or NULL. */
-static int auth_method(const struct resp_conn *c, const char *user, const struct config_pool_rule **rule)
+/* What resp_auth.h needs of the connection. */
+static struct resp_auth_conn auth_conn(const struct resp_conn *c)
 {
-	struct runtime *rt = c->worker->rt;
-	const struct runtime_gen *g = atomic_load_explicit(&rt->gen, memory_order_acquire);
-	*rule = config_match_pool(g->cfg, "kv", user);
-	if (*rule && (*rule)->blocked)
-		*rule = NULL;
-	if (!*rule)
-		return CONFIG_AUTH_REJECT;
-	if (!g->hba)
-		return (*rule)->client_auth;
-	enum hba_method hm;
-	int line;
-	if (!hba_match(g->hba, c->link.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, &c->peer, &hm, &line))
-		return CONFIG_AUTH_REJECT;
-	static const int method[] = {
-		[HBA_TRUST] = CONFIG_AUTH_TRUST, [HBA_REJECT] = CONFIG_AUTH_REJECT, [HBA_PASSWORD] = CONFIG_AUTH_PASSWORD,
-		[HBA_MD5] = CONFIG_AUTH_MD5, [HBA_SCRAM] = CONFIG_AUTH_SCRAM, [HBA_CERT] = CONFIG_AUTH_CERT,
-	};
-	return method[hm];
-}
-
-/* Whether user is in without a password: trust, or cert with a verified client certificate
- * whose CN is the user. */
-static bool auth_without_password(const struct resp_conn *c, int method, const char *user)
-{
-	char cn[64];
-	if (method == CONFIG_AUTH_TRUST)
-		return true;
-	return method == CONFIG_AUTH_CERT && c->link.conn && tls_peer_cn(c->link.conn, cn, sizeof cn) &&
-	       strcmp(cn, user) == 0;
+	return (struct resp_auth_conn){ c->worker, &c->peer, c->link.conn, c->cert_user };
 }
 
 /* TLS is done (or plaintext was taken): commands from now on, as Redis's user "default" (or,
@@ -400,12 +369,12 @@ static bool auth_without_password(const struct resp_conn *c, int method, const c
  * password. */
 static void tls_settled(struct resp_conn *c)
 {
-	const struct config_pool_rule *rule;
 	ev_timer_stop(c->worker->loop, &c->deadline);
 	c->phase = RESP_READY;
 	if (c->cert_user[0])
 		snprintf(c->user, sizeof c->user, "%s", c->cert_user);
-	c->authed = auth_without_password(c, auth_method(c, c->user, &rule), c->user);
+	struct resp_auth_conn a = auth_conn(c);
+	c->authed = resp_auth_open(&a, c->user);
 }
 
 static void refuse(struct resp_conn *c, const char *why)
@@ -1253,19 +1222,6 @@ static bool auth_args(const struct resp_conn *c, char user[64], char pass[1024])
 	return true;
 }
 
-/* A secret fetched by auth_query (or none) against the password. */
-static bool fetched_matches(int result, const char *secret, const char *user, const char *pass)
-{
-	struct userlist_entry e = { 0 };
-	if (result != AUTHQ_SECRET || userlist_parse_secret(secret, &e) < 0)
-		return false;
-	e.user = (char *)user;
-	e.secret = (char *)secret;
-	bool ok = userlist_password_matches(&e, user, pass);
-	OPENSSL_cleanse(&e, sizeof e);
-	return ok;
-}
-
 static void auth_fetched(void *arg, int result, const char *secret)
 {
 	struct resp_conn *c = arg;
@@ -1276,16 +1232,15 @@ static void auth_fetched(void *arg, int result, const char *secret)
 		reply_error(c, "ERR tusk: could not look up the password (auth_query failed, see tusk's log)");
 	} else {
 		bool shaped = auth_args(c, user, pass);
-		auth_done(c, user, shaped && fetched_matches(result, secret, user, pass));
+		auth_done(c, user, shaped && resp_auth_fetched(result, secret, user, pass));
 		OPENSSL_cleanse(pass, sizeof pass);
 	}
 	finish(c);
 	run_and_flush(c);
 }
 
-/* Check the user and password of arguments ui (0: none) and pi against tusk's users: hba_file
- * or the pool rule of database kv and the user, then the secret in auth_file, else the one
- * auth_query finds (then the answer comes later, c->authq). */
+/* Check the user and password of arguments ui (0: none) and pi (resp_auth.h); when
+ * auth_query runs, the answer comes later (c->authq, auth_fetched). */
 static void start_auth(struct resp_conn *c, int ui, int pi)
 {
 	char user[64], pass[1024];
@@ -1295,35 +1250,11 @@ static void start_auth(struct resp_conn *c, int ui, int pi)
 		auth_done(c, "?", false);
 		return;
 	}
-	bool ok = false;
-	const struct config_pool_rule *rule;
-	int method = auth_method(c, user, &rule);
-	struct runtime *rt = c->worker->rt;
-	const struct runtime_gen *g = atomic_load_explicit(&rt->gen, memory_order_acquire);
-	if (c->cert_user[0] && strcmp(user, c->cert_user) != 0) {
-		ok = false; /* verify-full: the certificate's CN is the only user */
-	} else if (auth_without_password(c, method, user)) {
-		ok = true;
-	} else if (method == CONFIG_AUTH_PASSWORD || method == CONFIG_AUTH_MD5 || method == CONFIG_AUTH_SCRAM) {
-		const struct userlist_entry *e = g->users ? userlist_find(g->users, user) : NULL;
-		if (!e && config_auth_user(g->cfg, rule)) {
-			char secret[AUTHCACHE_SECRET_MAX];
-			/* kv is no database of the server's: the query runs in the rule's
-			 * server_database, else in postgres. */
-			int r = authquery_fetch(c->worker, rule, rule->server_database ? rule->server_database : "postgres",
-						user, secret, auth_fetched, c, &c->authq);
-			if (r == AUTHQ_PENDING) {
-				OPENSSL_cleanse(pass, sizeof pass);
-				return;
-			}
-			ok = r > 0 && fetched_matches(r, secret, user, pass);
-			OPENSSL_cleanse(secret, sizeof secret);
-		} else {
-			ok = e && userlist_password_matches(e, user, pass);
-		}
-	}
+	struct resp_auth_conn a = auth_conn(c);
+	enum resp_auth_result r = resp_auth_check(&a, user, pass, auth_fetched, c, &c->authq);
 	OPENSSL_cleanse(pass, sizeof pass);
-	auth_done(c, user, ok);
+	if (r != RESP_AUTH_PENDING)
+		auth_done(c, user, r == RESP_AUTH_OK);
 }
 
 static void cmd_auth(struct resp_conn *c)

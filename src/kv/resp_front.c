@@ -377,9 +377,19 @@ static void tls_settled(struct resp_conn *c)
 	c->authed = resp_auth_open(&a, c->user);
 }
 
+/* The log context of c, "kv/user@addr:port" (log.h), into out[cap]. */
+static const char *conn_ctx(const struct resp_conn *c, const char *user, char *out, size_t cap)
+{
+	char addr[128];
+	net_addr_str(&c->peer, addr, sizeof addr);
+	log_ctx_format(out, cap, "kv", user, addr);
+	return out;
+}
+
 static void refuse(struct resp_conn *c, const char *why)
 {
-	log_info(NULL, NULL, "kv redis: %s", why);
+	char ctx[256];
+	log_info(NULL, conn_ctx(c, c->user, ctx, sizeof ctx), "kv redis: %s", why);
 	conn_close(c);
 }
 
@@ -1194,7 +1204,8 @@ static void cmd_hello(struct resp_conn *c)
 static void auth_done(struct resp_conn *c, const char *user, bool ok)
 {
 	if (!ok) {
-		log_info(NULL, NULL, "kv redis: AUTH failed for user \"%s\"", user);
+		char ctx[256];
+		log_info(NULL, conn_ctx(c, user, ctx, sizeof ctx), "kv redis: AUTH failed for user \"%s\"", user);
 		reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
 		return;
 	}

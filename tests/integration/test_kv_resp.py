@@ -371,6 +371,9 @@ def test_redis_auth_through_hba_file(zone):
         client(zone, port=zone.allow_port, username="dave", password="x").ping()
     with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
         client(zone, username="erin", password="x").ping()  # the * rule trusts, hba rejects
+    # The log line names the connection as SQL clients' lines do: kv/user@addr:port.
+    wait_until(lambda: 'kv/erin@127.0.0.1:' in zone.tusk.log_text() and 'AUTH failed for user "erin"'
+               in zone.tusk.log_text(), 5 * SLOW, what="erin's AUTH failure logged")
     with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
         client(zone, username="mallory", password="x").ping()  # hba trusts, the rule is blocked
     assert client(zone, username="someone", password="y").ping() is True

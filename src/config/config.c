@@ -823,6 +823,58 @@ static const struct enum_name listen_protocol_names[] = {
 	{ "postgres", CONFIG_LISTEN_POSTGRES }, { "redis", CONFIG_LISTEN_REDIS }, { NULL, 0 },
 };
 
+/* kv_databases: {0: default, 1: sessions}: the namespace of each SELECT index. */
+static void parse_kv_databases(struct loader *ld, const yaml_node_t *node, int line, const char *path, char *base)
+{
+	struct config_listen *l = (struct config_listen *)base;
+	char sub[PATH_LEN], q[128];
+
+	(void)line;
+	if (!node)
+		return;
+	if (node->type != YAML_MAPPING_NODE) {
+		report_type(ld, node, path, "a mapping of database index to kv namespace, e.g. {0: default, 1: sessions}");
+		return;
+	}
+	for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
+		const yaml_node_t *k = get_node(ld, p->key), *v = get_node(ld, p->value);
+		const char *kt = k->type == YAML_SCALAR_NODE ? scalar_text(k) : "";
+		char *end;
+		long idx = strtol(kt, &end, 10);
+		if (!*kt || *end || idx < 0 || idx >= CONFIG_KV_DATABASES || (kt[0] == '0' && kt[1])) {
+			report(ld, node_line(k), path, "a database index is 0..%d, found %s", CONFIG_KV_DATABASES - 1,
+			       quote(q, sizeof q, kt));
+			continue;
+		}
+		join_key(sub, path, kt);
+		if (l->kv_databases[idx]) {
+			report(ld, node_line(k), sub, "database %ld is mapped twice", idx);
+			continue;
+		}
+		if (v->type != YAML_SCALAR_NODE || is_null(v)) {
+			report_type(ld, v, sub, "a kv namespace");
+			continue;
+		}
+		size_t n = v->data.scalar.length;
+		if (n < 1 || n > 63 || memchr(scalar_text(v), '\0', n)) {
+			report(ld, node_line(v), sub, "a kv namespace is 1 to 63 bytes");
+			continue;
+		}
+		l->kv_databases[idx] = strdup(scalar_text(v));
+		if (!l->kv_databases[idx])
+			report(ld, node_line(v), sub, "out of memory");
+	}
+}
+
+static void release_kv_databases(char *base)
+{
+	struct config_listen *l = (struct config_listen *)base;
+	for (int i = 0; i < CONFIG_KV_DATABASES; i++) {
+		free(l->kv_databases[i]);
+		l->kv_databases[i] = NULL;
+	}
+}
+
 #define LISTEN_FIELD(f) offsetof(struct config_listen, f)
 static const struct key_def listen_keys[] = {
 	{ .name = "host", .type = KEY_CHARS, .offset = offsetof(struct config_listen, host), .min = 1,
@@ -837,6 +889,7 @@ static const struct key_def listen_keys[] = {
 	{ .name = "protocol", .type = KEY_ENUM, .offset = LISTEN_FIELD(protocol), .names = listen_protocol_names,
 	  .def = "postgres" },
 	{ .name = "kv_namespace", .type = KEY_STRING, .offset = LISTEN_FIELD(kv_namespace), .min = 1, .max = 63 },
+	{ .name = "kv_databases", .type = KEY_CUSTOM, .parse = parse_kv_databases, .release = release_kv_databases },
 };
 static const struct key_table listen_table = { listen_keys, sizeof(listen_keys) / sizeof(listen_keys[0]) };
 
@@ -883,6 +936,13 @@ static void parse_listen(struct loader *ld, const yaml_node_t *node, int line, c
 		if ((l->tls == CONFIG_TLS_VERIFY_CA || l->tls == CONFIG_TLS_VERIFY_FULL) && !l->tls_ca_file)
 			report(ld, node_line(item), sub, "tls %s needs tls_ca_file to check client certificates",
 			       tls_listen_names[l->tls].name);
+		bool dbs = false;
+		for (int d = 0; d < CONFIG_KV_DATABASES; d++)
+			dbs = dbs || l->kv_databases[d];
+		if ((l->kv_namespace || dbs) && l->protocol != CONFIG_LISTEN_REDIS)
+			report(ld, node_line(item), sub, "kv_namespace and kv_databases are for protocol redis");
+		if (l->kv_namespace && l->kv_databases[0])
+			report(ld, node_line(item), sub, "kv_namespace and kv_databases' 0 both name database 0: give one");
 		for (size_t j = 0; j < i; j++) {
 			if (l->host[0] && l->port && strcmp(cfg->listen[j].host, l->host) == 0 &&
 			    cfg->listen[j].port == l->port) {
@@ -2074,9 +2134,6 @@ static void load_document(struct loader *ld, const char *data, size_t len)
 	for (int i = 0; i < ld->cfg->nlisten; i++)
 		if (ld->cfg->listen[i].protocol == CONFIG_LISTEN_REDIS && !ld->cfg->kv.zone)
 			report(ld, 1, "listen", "entry %d has protocol redis: it needs the kv section (kv.zone)", i);
-	for (int i = 0; i < ld->cfg->nlisten; i++)
-		if (ld->cfg->listen[i].protocol == CONFIG_LISTEN_REDIS && ld->cfg->listen[i].tls != CONFIG_TLS_DISABLE)
-			report(ld, 1, "listen", "entry %d: TLS on a redis listener is not supported yet", i);
 
 	if (!yaml_parser_load(&parser, &extra)) {
 		report_yaml_error(ld, &parser, data, len);

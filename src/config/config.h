@@ -41,6 +41,8 @@ enum config_tls_service { CONFIG_STLS_DISABLE, CONFIG_STLS_PREFER, CONFIG_STLS_R
  * Redis protocol in front of the kv (src/kv/resp_front.c; needs the kv section). */
 enum config_listen_protocol { CONFIG_LISTEN_POSTGRES, CONFIG_LISTEN_REDIS };
 
+#define CONFIG_KV_DATABASES 16 /* a redis listener's SELECT indexes: 0..15, as Redis's default */
+
 struct config_listen {
 	char host[CONFIG_HOST_MAX]; /* numeric address or name; "*" means all addresses */
 	int port;
@@ -51,7 +53,10 @@ struct config_listen {
 	                             * client certificate is asked for and checked when sent */
 	char *tls_ciphers;          /* TLS 1.2 cipher list; NULL: OpenSSL's default */
 	int protocol;               /* enum config_listen_protocol; default postgres */
-	char *kv_namespace;         /* protocol redis: the kv namespace its keys are in; NULL: "default" */
+	char *kv_namespace;         /* protocol redis: the kv namespace of database 0; NULL: "default" */
+	/* protocol redis: the namespace SELECT n maps to (NULL: n is out of range); index 0 is
+	 * kv_namespace's when kv_databases does not name it. */
+	char *kv_databases[CONFIG_KV_DATABASES];
 };
 
 struct config_host {

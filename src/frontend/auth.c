@@ -91,6 +91,7 @@ static void start_scram(struct client *c)
 
 static void start_exchange(struct client *c, int method);
 static void use_fetched(struct client *c, int result);
+static void auth_fetched(void *arg, int result, const char *secret);
 
 bool client_auth_begin(struct client *c, int rule_method)
 {
@@ -149,9 +150,10 @@ bool client_auth_begin(struct client *c, int rule_method)
 	 * console clients have no pool, hence no rule and no auth_user: auth_file only. ---- */
 	if (!a->entry && c->pool && config_auth_user(rt->cfg, pool_rule(c->pool))) {
 		a->method = method;
-		int r = authquery_fetch(c, pool_rule(c->pool), a->fetched_secret, &a->fetch);
+		int r = authquery_fetch(c->worker, pool_rule(c->pool), c->database, c->user, a->fetched_secret, auth_fetched,
+					c, &a->fetch);
 		if (r == AUTHQ_PENDING)
-			return false; /* client_auth_fetched goes on */
+			return false; /* auth_fetched goes on */
 		if (r < 0) {
 			client_fail(c, "53200", "out of memory");
 			return false;
@@ -213,8 +215,10 @@ static void use_fetched(struct client *c, int result)
 	a->entry = &a->fetched;
 }
 
-void client_auth_fetched(struct client *c, int result, const char *secret)
+/* The answer to an AUTHQ_PENDING fetch. */
+static void auth_fetched(void *arg, int result, const char *secret)
 {
+	struct client *c = arg;
 	struct client_auth *a = c->auth;
 
 	a->fetch = NULL;

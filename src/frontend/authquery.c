@@ -31,7 +31,8 @@
 
 struct authq_req {
 	struct authq_req *next;
-	struct client *c; /* NULL: the client left; a running query still fills the cache */
+	authquery_done_fn *done; /* NULL: the asker left; a running query still fills the cache */
+	void *arg;
 	char user[CONFIG_NAME_MAX];
 };
 
@@ -79,14 +80,15 @@ static struct authq_req *pop(struct authq_conn *q)
 	return r;
 }
 
-/* Hand the answer to the request's client (if still there). The request is freed first:
- * the client may be torn down inside the call. */
+/* Hand the answer to the request's asker (if still there). The request is freed first:
+ * the asker may be torn down inside the call. */
 static void deliver(struct authq_req *r, int result, const char *secret)
 {
-	struct client *c = r->c;
+	authquery_done_fn *done = r->done;
+	void *arg = r->arg;
 	free(r);
-	if (c)
-		client_auth_fetched(c, result, secret);
+	if (done)
+		done(arg, result, secret);
 }
 
 /* The connection is gone: every request fails, then the conn is freed. */
@@ -116,7 +118,7 @@ static void run_next(struct authq_conn *q)
 			free(q);
 			return;
 		}
-		if (!r->c) {
+		if (!r->done) {
 			free(pop(q));
 			continue;
 		}
@@ -238,9 +240,8 @@ static void auth_user_cred(const struct runtime *rt, const char *user, struct se
 	memcpy(cred->secret, e->secret, strlen(e->secret) + 1);
 }
 
-static struct authq_conn *open_conn(struct client *c, const struct config_pool_rule *rule)
+static struct authq_conn *open_conn(struct worker *w, const struct config_pool_rule *rule, const char *database)
 {
-	struct worker *w = c->worker;
 	struct runtime *rt = w->rt;
 	struct authq_conn *q = calloc(1, sizeof *q);
 	struct server_cred cred;
@@ -255,13 +256,13 @@ static struct authq_conn *open_conn(struct client *c, const struct config_pool_r
 	}
 	q->w = w;
 	q->rule = rule;
-	snprintf(q->database, sizeof q->database, "%s", c->database);
+	snprintf(q->database, sizeof q->database, "%s", database);
 	auth_user_cred(rt, config_auth_user(rt->cfg, rule), &cred);
 	struct server_login login = {
 		.service = rule->service,
 		.addr = &addr,
 		.user = config_auth_user(rt->cfg, rule),
-		.database = rule->server_database ? rule->server_database : c->database,
+		.database = rule->server_database ? rule->server_database : database,
 		.cred = &cred,
 	};
 	q->s = server_connect_login(w, &login, on_login, q);
@@ -275,13 +276,12 @@ static struct authq_conn *open_conn(struct client *c, const struct config_pool_r
 	return q;
 }
 
-int authquery_fetch(struct client *c, const struct config_pool_rule *rule, char out[AUTHCACHE_SECRET_MAX],
-		    struct authq_req **req)
+int authquery_fetch(struct worker *w, const struct config_pool_rule *rule, const char *database, const char *user,
+		    char out[AUTHCACHE_SECRET_MAX], authquery_done_fn *done, void *arg, struct authq_req **req)
 {
-	struct worker *w = c->worker;
 	struct authq_conn *q;
 
-	switch (cache_get(w, rule, c->database, c->user, out)) {
+	switch (cache_get(w, rule, database, user, out)) {
 	case AUTHCACHE_SECRET:
 		return AUTHQ_SECRET;
 	case AUTHCACHE_NO_USER:
@@ -292,13 +292,14 @@ int authquery_fetch(struct client *c, const struct config_pool_rule *rule, char 
 	struct authq_req *r = calloc(1, sizeof *r);
 	if (!r)
 		return -ENOMEM;
-	r->c = c;
-	snprintf(r->user, sizeof r->user, "%s", c->user);
+	r->done = done;
+	r->arg = arg;
+	snprintf(r->user, sizeof r->user, "%s", user);
 	for (q = fe_of(w)->authq; q; q = q->next)
-		if (q->rule == rule && strcmp(q->database, c->database) == 0)
+		if (q->rule == rule && strcmp(q->database, database) == 0)
 			break;
 	/* A conn always has work in flight, so appending never runs anything now. */
-	if (!q && !(q = open_conn(c, rule))) {
+	if (!q && !(q = open_conn(w, rule, database))) {
 		free(r);
 		return -ENOMEM;
 	}
@@ -315,7 +316,7 @@ void authquery_cancel(struct authq_req *req)
 {
 	/* It stays queued, marked: run_next drops it, or on_row caches its answer for
 	 * whoever asks next. Either frees it. */
-	req->c = NULL;
+	req->done = NULL;
 }
 
 void authquery_close_all(struct worker *w)

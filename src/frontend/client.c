@@ -602,7 +602,7 @@ void client_accept(struct worker *w, int fd, const struct net_addr *peer, const 
 		const struct config_listen *l = runtime_find_listen(rt, listener, &tls);
 		if (l && l->protocol != CONFIG_LISTEN_POSTGRES) {
 			if (l->protocol < CLIENT_PROTOCOLS_MAX && protocol_accept[l->protocol])
-				protocol_accept[l->protocol](w, fd, peer, l);
+				protocol_accept[l->protocol](w, fd, peer, l, tls);
 			else
 				close(fd);
 			return;

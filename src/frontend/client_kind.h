@@ -49,12 +49,14 @@ const struct client_kind *client_kind_of(const struct tusk_config *cfg, const ch
 
 /* A listener of another protocol than PostgreSQL's (config_listen.protocol, e.g. the kv's
  * Redis listener, kv/resp_front.c): client_accept hands its connections to accept at once
- * (they never become clients). Registered at startup, before any worker runs; none
- * registered for a protocol: its connections are closed. */
+ * (they never become clients), with the entry's TLS context (NULL: tls disable). Registered
+ * at startup, before any worker runs; none registered for a protocol: its connections are
+ * closed. */
 struct net_addr;
 struct config_listen;
+struct tls_ctx;
 typedef void (*client_protocol_accept_fn)(struct worker *w, int fd, const struct net_addr *peer,
-					   const struct config_listen *l);
+					   const struct config_listen *l, struct tls_ctx *tls);
 void client_protocol_register(int protocol, client_protocol_accept_fn accept);
 
 /* What a client moving between workers (worker_balance_target) carries and is checked for on

@@ -233,6 +233,16 @@ bool resp_out_array(struct resp_out *o, long long n)
 	return line(o, '*', n);
 }
 
+bool resp_out_null3(struct resp_out *o)
+{
+	return put(o, "_\r\n", 3);
+}
+
+bool resp_out_map3(struct resp_out *o, long long n)
+{
+	return line(o, '%', n);
+}
+
 /* ---- values: Redis strings as JSON strings ---- */
 
 long resp_json_quote(const char *p, size_t n, char *out, size_t cap)

@@ -1,4 +1,4 @@
-/* The Redis protocol (RESP2) of the kv's Redis listener (docs/kv.md, "The Redis protocol"):
+/* The Redis protocol (RESP2, and RESP3's null and map for HELLO 3) of the kv's Redis listener (docs/kv.md, "The Redis protocol"):
  * the request parser (multi-bulk arrays of bulk strings, and inline commands) and the reply
  * writers. Pure: no I/O, no allocation by the parser; every input hostile, every length
  * bounded (fuzzed: fuzz/fuzz_kv_resp.c). */
@@ -44,6 +44,9 @@ bool resp_out_int(struct resp_out *o, long long v);                    /* :v */
 bool resp_out_bulk(struct resp_out *o, const char *p, size_t n);       /* $n p */
 bool resp_out_nil(struct resp_out *o);                                 /* $-1 */
 bool resp_out_array(struct resp_out *o, long long n);                  /* *n (-1: nil array) */
+/* RESP3 (after HELLO 3): its null and its map header (n pairs follow). */
+bool resp_out_null3(struct resp_out *o);                               /* _ */
+bool resp_out_map3(struct resp_out *o, long long n);                   /* %n */
 
 /* The exact, case-insensitive command name test. */
 bool resp_is(const char *buf, const struct resp_arg *a, const char *name);

@@ -5,7 +5,9 @@
  * worker message. Pipelined commands wait in the input (not read further while a call runs
  * or while more than RESP_OUT_PAUSE bytes of replies are unsent). Values are Redis strings
  * stored as JSON strings (a value written through SQL that is not a JSON string reads as its
- * JSON text). */
+ * JSON text). On a listen entry with TLS the whole connection is TLS (a Redis client starts
+ * the handshake at once, there is no SSLRequest): its first byte tells a TLS ClientHello from
+ * plaintext, which `allow` takes and the stricter modes refuse with an error reply. */
 #include "kv/resp_front.h"
 
 #include <errno.h>
@@ -18,14 +20,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "auth/userlist.h"
+#include <openssl/crypto.h>
+
 #include "config/config.h"
 #include "frontend/client_kind.h"
 #include "kv/call.h"
 #include "kv/resp.h"
+#include "kv/resp_auth.h"
 #include "kv/router.h"
 #include "net/evio.h"
 #include "net/net.h"
+#include "net/tls.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -37,17 +42,37 @@
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's) */
 
-enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL_GET,
+enum step { STEP_NONE, STEP_GET, STEP_GET_COUNTER, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL_GET,
 	    STEP_DEL, STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE };
+
+/* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
+enum resp_phase {
+	RESP_SNIFF,     /* a TLS listener: the first byte says ClientHello (0x16) or plaintext */
+	RESP_HANDSHAKE, /* the TLS handshake runs */
+	RESP_READY,     /* commands (over c->link: plaintext or TLS) */
+};
 
 struct resp_conn {
 	struct resp_conn *prev, *next; /* the worker's list; unlinked once closed */
 	struct worker *worker;
 	int fd;                        /* -1: closed (an orphan waiting for its call's answer) */
 	ev_io io;
-	char ns[64];
+	unsigned long long id;         /* HELLO's "id": numbered from 1 in the order accepted */
+	enum resp_phase phase;
+	struct tls_link link;          /* conn NULL: plaintext */
+	struct tls_ctx *tls;           /* the listen entry's; NULL: tls disable */
+	int tls_mode;                  /* enum config_tls_listen */
+	ev_timer deadline;             /* TLS settled within client_login_timeout */
+	char cert_user[64];            /* verify-full: the client certificate's CN, the only user */
+	const struct config_listen *listen; /* its entry (generations live until exit) */
+	struct net_addr peer;          /* for hba_file */
+	char ns[64];                   /* the selected database's namespace */
 	char user[64];
-	bool authed, default_trusted, closing;
+	bool authed, closing;
+	bool resp3;                    /* HELLO 3: nulls are _, HELLO's reply a map */
+	struct authq_req *authq;       /* AUTH waits for auth_query's answer */
+	int auth_user_arg, auth_pass_arg; /* where AUTH's (or HELLO's) user and password are; 0: user default */
+	int hello;                     /* HELLO's protocol version, answered once AUTH passed; 0: AUTH */
 	bool busy;                     /* a call is with the router */
 	char *in;                      /* [in_off, in_len): unparsed input */
 	size_t in_off, in_len, in_cap;
@@ -172,7 +197,10 @@ static void reply_int(struct resp_conn *c, long long v)
 
 static void reply_nil(struct resp_conn *c)
 {
-	REPLY(c, 8, resp_out_nil);
+	if (c->resp3)
+		REPLY(c, 8, resp_out_null3);
+	else
+		REPLY(c, 8, resp_out_nil);
 }
 
 static void reply_array(struct resp_conn *c, long long n)
@@ -187,6 +215,23 @@ static void reply_bulk(struct resp_conn *c, const char *p, size_t len)
 #define CALL(o) resp_out_bulk(o, p, len)
 	REPLY(c, len + 32, CALL);
 #undef CALL
+}
+
+static void reply_str(struct resp_conn *c, const char *s)
+{
+	reply_bulk(c, s, strlen(s));
+}
+
+/* n pairs follow: a map on RESP3, a flat array of 2n on RESP2 (as Redis). */
+static void reply_map(struct resp_conn *c, long long n)
+{
+	if (c->resp3) {
+#define CALL(o) resp_out_map3(o, n)
+		REPLY(c, 32, CALL);
+#undef CALL
+	} else {
+		reply_array(c, 2 * n);
+	}
 }
 
 /* A kv value (JSON text) as a Redis string: a JSON string unquoted, anything else as is. */
@@ -205,6 +250,22 @@ static void reply_value(struct resp_conn *c, const char *v, size_t n)
 }
 
 /* ---- the connection ---- */
+
+/* The namespace of SELECT db (0 <= db < CONFIG_KV_DATABASES) on entry l; NULL: unmapped. */
+static const char *db_namespace(const struct config_listen *l, int db)
+{
+	if (l->kv_databases[db])
+		return l->kv_databases[db];
+	if (db == 0)
+		return l->kv_namespace ? l->kv_namespace : "default";
+	return NULL;
+}
+
+/* A call with the router or an auth_query in flight: the next command waits. */
+static bool waiting(const struct resp_conn *c)
+{
+	return c->busy || c->authq;
+}
 
 static void conn_free(struct resp_conn *c)
 {
@@ -229,6 +290,12 @@ static void conn_close(struct resp_conn *c)
 	if (c->fd < 0)
 		return;
 	evio_watch(w->loop, &c->io, c->fd, 0);
+	ev_timer_stop(w->loop, &c->deadline);
+	if (c->authq) {
+		authquery_cancel(c->authq);
+		c->authq = NULL;
+	}
+	tls_link_close(&c->link);
 	close(c->fd);
 	c->fd = -1;
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
@@ -252,27 +319,23 @@ static void update_io(struct resp_conn *c)
 		conn_close(c);
 		return;
 	}
-	int want = 0;
-	if (pending)
-		want |= EV_WRITE;
-	if (!c->busy && !c->closing && c->out_len - c->out_off < RESP_OUT_PAUSE)
-		want |= EV_READ;
-	evio_watch(c->worker->loop, &c->io, c->fd, want);
+	bool rd = !waiting(c) && !c->closing && c->out_len - c->out_off < RESP_OUT_PAUSE;
+	evio_watch(c->worker->loop, &c->io, c->fd, tls_link_events(&c->link, rd, pending));
+	/* Records OpenSSL already holds wake no poll: read them now there is room (fed after
+	 * the watcher is armed: rearming it would drop the event). */
+	if (rd && c->link.buffered)
+		ev_feed_event(c->worker->loop, &c->io, EV_READ);
 }
 
 static bool flush_out(struct resp_conn *c)
 {
 	while (c->out_len > c->out_off) {
-		ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+		ssize_t n = tls_link_write(c->fd, &c->link, c->out + c->out_off, c->out_len - c->out_off);
 		if (n > 0) {
 			c->out_off += (size_t)n;
 			continue;
 		}
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-			return true;
-		if (n < 0 && errno == EINTR)
-			continue;
-		return false;
+		return n == -EAGAIN;
 	}
 	c->out_off = c->out_len = 0;
 	if (c->out_cap > RESP_SHRINK) {
@@ -295,18 +358,127 @@ static void run_and_flush(struct resp_conn *c)
 		update_io(c);
 }
 
+/* What resp_auth.h needs of the connection. */
+static struct resp_auth_conn auth_conn(const struct resp_conn *c)
+{
+	return (struct resp_auth_conn){ c->worker, &c->peer, c->link.conn, c->cert_user };
+}
+
+/* TLS is done (or plaintext was taken): commands from now on, as Redis's user "default" (or,
+ * on verify-full, the certificate's CN), in without AUTH when that user's method needs no
+ * password. */
+static void tls_settled(struct resp_conn *c)
+{
+	ev_timer_stop(c->worker->loop, &c->deadline);
+	c->phase = RESP_READY;
+	if (c->cert_user[0])
+		snprintf(c->user, sizeof c->user, "%s", c->cert_user);
+	struct resp_auth_conn a = auth_conn(c);
+	c->authed = resp_auth_open(&a, c->user);
+}
+
+/* The log context of c, "kv/user@addr:port" (log.h), into out[cap]. */
+static const char *conn_ctx(const struct resp_conn *c, const char *user, char *out, size_t cap)
+{
+	char addr[128];
+	net_addr_str(&c->peer, addr, sizeof addr);
+	log_ctx_format(out, cap, "kv", user, addr);
+	return out;
+}
+
+static void refuse(struct resp_conn *c, const char *why)
+{
+	char ctx[256];
+	log_info(NULL, conn_ctx(c, c->user, ctx, sizeof ctx), "kv redis: %s", why);
+	conn_close(c);
+}
+
+/* The TLS handshake, non-blocking: false when the connection was closed. */
+static bool tls_step(struct resp_conn *c)
+{
+	int want = 0;
+	int rc = tls_handshake(c->link.conn, &want);
+	if (rc == -EAGAIN) {
+		evio_watch(c->worker->loop, &c->io, c->fd, want);
+		return true;
+	}
+	if (rc < 0) {
+		char why[TLS_ERR_MAX + 32];
+		snprintf(why, sizeof why, "TLS handshake failed: %s", tls_conn_error(c->link.conn));
+		refuse(c, why);
+		return false;
+	}
+	if (c->tls_mode == CONFIG_TLS_VERIFY_FULL && !tls_peer_cn(c->link.conn, c->cert_user, sizeof c->cert_user)) {
+		refuse(c, "verify-full: the client certificate has no usable CN");
+		return false;
+	}
+	tls_settled(c);
+	c->link.buffered = true; /* commands may have come with the last flight */
+	return true;
+}
+
+/* A TLS listener's first byte: a TLS record (0x16, a handshake) starts TLS; plaintext is
+ * taken by `allow` and refused by the other modes with a reply a Redis client shows. False
+ * when the connection was closed or the byte has not come yet. */
+static bool sniff(struct resp_conn *c)
+{
+	unsigned char b;
+	ssize_t n = recv(c->fd, &b, 1, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return false;
+	if (n <= 0) {
+		conn_close(c);
+		return false;
+	}
+	if (b == 0x16) {
+		c->link.conn = tls_conn_new(c->tls, c->fd, true, NULL);
+		if (!c->link.conn) {
+			refuse(c, "out of memory starting TLS");
+			return false;
+		}
+		c->phase = RESP_HANDSHAKE;
+		return true;
+	}
+	if (c->tls_mode == CONFIG_TLS_ALLOW) {
+		tls_settled(c);
+		return true;
+	}
+	static const char req[] = "-ERR tusk: TLS is required on this listener (redis-cli --tls)\r\n";
+	(void)!send(c->fd, req, sizeof req - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	refuse(c, "a plaintext client on a TLS listener");
+	return false;
+}
+
+static void deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct resp_conn *c = t->data;
+	(void)loop;
+	(void)revents;
+	refuse(c, "TLS not settled within client_login_timeout");
+}
+
 static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 {
 	struct resp_conn *c = io->data;
 	(void)loop;
 
+	if (c->phase == RESP_SNIFF && !sniff(c))
+		return;
+	if (c->phase == RESP_HANDSHAKE && (!tls_step(c) || c->phase != RESP_READY))
+		return;
+	/* A TLS read may wait for writability or a write for readability (key updates): on
+	 * such an event try both. */
+	if (tls_link_crossed(&c->link))
+		revents |= EV_READ | EV_WRITE;
+	if (c->link.buffered)
+		revents |= EV_READ;
 	if (revents & EV_WRITE) {
 		if (!flush_out(c)) {
 			conn_close(c);
 			return;
 		}
 	}
-	if ((revents & EV_READ) && !c->busy && !c->closing) {
+	if ((revents & EV_READ) && !waiting(c) && !c->closing) {
 		if (c->in_off > 0) {
 			memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
 			c->in_len -= c->in_off;
@@ -326,8 +498,8 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 				c->in_cap = cap;
 			}
 		}
-		ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+		ssize_t n = tls_link_read(c->fd, &c->link, c->in + c->in_len, c->in_cap - c->in_len);
+		if (n == 0 || (n < 0 && n != -EAGAIN)) {
 			conn_close(c);
 			return;
 		}
@@ -337,7 +509,8 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	run_and_flush(c);
 }
 
-static void kv_resp_accept(struct worker *w, int fd, const struct net_addr *peer, const struct config_listen *l)
+static void kv_resp_accept(struct worker *w, int fd, const struct net_addr *peer, const struct config_listen *l,
+			   struct tls_ctx *tls)
 {
 	struct runtime *rt = w->rt;
 	int now = atomic_fetch_add_explicit(&rt->nclients, 1, memory_order_relaxed);
@@ -353,15 +526,23 @@ static void kv_resp_accept(struct worker *w, int fd, const struct net_addr *peer
 		atomic_fetch_sub_explicit(&rt->nclients, 1, memory_order_relaxed);
 		return;
 	}
+	static atomic_ullong next_id; /* only numbers connections: no ordering needed */
+	c->id = atomic_fetch_add_explicit(&next_id, 1, memory_order_relaxed) + 1;
 	c->worker = w;
 	c->fd = fd;
-	snprintf(c->ns, sizeof c->ns, "%s", l->kv_namespace ? l->kv_namespace : "default");
+	c->listen = l;
+	c->peer = *peer;
+	snprintf(c->ns, sizeof c->ns, "%s", db_namespace(l, 0));
 	snprintf(c->user, sizeof c->user, "default");
-	/* Without AUTH a connection is Redis's user "default": allowed when the pool rule for
-	 * database kv and user default trusts it. */
-	const struct config_pool_rule *rule = config_match_pool(rt->cfg, "kv", "default");
-	c->default_trusted = rule && !rule->blocked && rule->client_auth == CONFIG_AUTH_TRUST;
-	c->authed = c->default_trusted;
+	c->phase = tls ? RESP_SNIFF : RESP_READY;
+	c->tls = tls;
+	c->tls_mode = tls ? l->tls : CONFIG_TLS_DISABLE;
+	ev_timer_init(&c->deadline, deadline_cb, (double)rt->cfg->client_login_timeout_ms / 1000.0, 0.);
+	c->deadline.data = c;
+	if (tls)
+		ev_timer_start(w->loop, &c->deadline);
+	else
+		tls_settled(c);
 	struct resp_worker *rw = rw_of(w);
 	c->next = rw->head;
 	if (rw->head)
@@ -767,11 +948,22 @@ static void answer(struct resp_conn *c)
 		(void)first_col(j, &v, &n);
 	switch (c->step) {
 	case STEP_GET:
+		/* No value: maybe a counter (INCR's), whose sum kv.get does not read. */
 		if (v)
 			reply_value(c, v, n);
+		else if (ns_key(c, 1, offs))
+			call_key(c, STEP_GET_COUNTER, KV_OP_COUNTER, offs, 2);
+		return;
+	case STEP_GET_COUNTER: {
+		/* kv.counter is 0 for a key that never was a counter: a counter that sums to 0
+		 * reads nil too. */
+		long long x;
+		if (v && resp_to_ll(v, n, &x) && x != 0)
+			reply_bulk(c, v, n);
 		else
 			reply_nil(c);
 		return;
+	}
 	case STEP_SET:
 	case STEP_SET_NX:
 	case STEP_SET_XX:
@@ -943,47 +1135,165 @@ static bool arg_ll(struct resp_conn *c, int i, long long *v)
 	return true;
 }
 
-static void cmd_auth(struct resp_conn *c)
+static void start_auth(struct resp_conn *c, int ui, int pi);
+
+/* HELLO's answer, as Redis's: the server's facts as a map (an array on RESP2). */
+static void reply_hello(struct resp_conn *c)
 {
-	if (wrong_args(c, c->nargs < 2 || c->nargs > 3))
-		return;
-	char user[64], pass[1024];
-	int ui = c->nargs == 3 ? 1 : -1, pi = c->nargs - 1;
-	if ((ui > 0 && alen(c, ui) >= sizeof user) || alen(c, pi) >= sizeof pass ||
-	    (ui > 0 && memchr(arg(c, ui), '\0', alen(c, ui))) || memchr(arg(c, pi), '\0', alen(c, pi))) {
-		reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
+	c->resp3 = c->hello == 3;
+	reply_map(c, 7);
+	reply_str(c, "server");
+	reply_str(c, "tusk");
+	reply_str(c, "version");
+	reply_str(c, TUSK_VERSION);
+	reply_str(c, "proto");
+	reply_int(c, c->resp3 ? 3 : 2);
+	reply_str(c, "id");
+	reply_int(c, (long long)c->id);
+	reply_str(c, "mode");
+	reply_str(c, "standalone");
+	reply_str(c, "role");
+	reply_str(c, "master");
+	reply_str(c, "modules");
+	reply_array(c, 0);
+}
+
+/* HELLO [protover [AUTH user pass] [SETNAME name]]: RESP2 or RESP3, and AUTH on the way. */
+static void cmd_hello(struct resp_conn *c)
+{
+	long long ver = c->resp3 ? 3 : 2;
+	int ui = 0, pi = 0;
+	if (c->nargs >= 2) {
+		if (!resp_to_ll(arg(c, 1), alen(c, 1), &ver)) {
+			reply_error(c, "ERR Protocol version is not an integer or out of range");
+			return;
+		}
+		if (ver < 2 || ver > 3) {
+			reply_error(c, "NOPROTO unsupported protocol version");
+			return;
+		}
+	}
+	for (int i = 2; i < c->nargs; i++) {
+		if (is(c, i, "AUTH") && i + 2 < c->nargs) {
+			ui = i + 1;
+			pi = i + 2;
+			i += 2;
+		} else if (is(c, i, "SETNAME") && i + 1 < c->nargs) {
+			i++; /* accepted, ignored, as CLIENT SETNAME */
+		} else {
+			reply_error(c, "ERR Syntax error in HELLO option '%.*s'", alen(c, i) < 40 ? (int)alen(c, i) : 40,
+				    arg(c, i));
+			return;
+		}
+	}
+	c->hello = (int)ver;
+	if (pi) {
+		start_auth(c, ui, pi);
 		return;
 	}
-	snprintf(user, sizeof user, "%.*s", ui > 0 ? (int)alen(c, ui) : 7, ui > 0 ? arg(c, ui) : "default");
-	snprintf(pass, sizeof pass, "%.*s", (int)alen(c, pi), arg(c, pi));
-	struct runtime *rt = c->worker->rt;
-	const struct runtime_gen *g = atomic_load_explicit(&rt->gen, memory_order_acquire);
-	const struct config_pool_rule *rule = config_match_pool(g->cfg, "kv", user);
-	bool ok = false;
-	if (rule && !rule->blocked) {
-		switch (rule->client_auth) {
-		case CONFIG_AUTH_TRUST:
-			ok = true;
-			break;
-		case CONFIG_AUTH_PASSWORD:
-		case CONFIG_AUTH_MD5:
-		case CONFIG_AUTH_SCRAM: {
-			const struct userlist_entry *e = g->users ? userlist_find(g->users, user) : NULL;
-			ok = e && userlist_password_matches(e, user, pass);
-			break;
-		}
-		default:
-			break;
-		}
+	if (!c->authed) {
+		reply_error(c, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+			       "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select "
+			       "the RESP protocol version at the same time");
+		return;
 	}
-	memset(pass, 0, sizeof pass);
+	reply_hello(c);
+}
+
+/* AUTH (or HELLO's AUTH) decided: WRONGPASS, or the connection is user's now. */
+static void auth_done(struct resp_conn *c, const char *user, bool ok)
+{
 	if (!ok) {
-		log_info(NULL, NULL, "kv redis: AUTH failed for user \"%s\"", user);
+		char ctx[256];
+		log_info(NULL, conn_ctx(c, user, ctx, sizeof ctx), "kv redis: AUTH failed for user \"%s\"", user);
 		reply_error(c, "WRONGPASS invalid username-password pair or user is disabled.");
 		return;
 	}
 	c->authed = true;
 	snprintf(c->user, sizeof c->user, "%s", user);
+	if (c->hello)
+		reply_hello(c);
+	else
+		reply_simple(c, "OK");
+}
+
+/* AUTH's user and password (arguments c->auth_user_arg, c->auth_pass_arg) as C strings;
+ * false when they cannot be a user's (too long, a NUL byte). */
+static bool auth_args(const struct resp_conn *c, char user[64], char pass[1024])
+{
+	int ui = c->auth_user_arg, pi = c->auth_pass_arg;
+	if ((ui > 0 && alen(c, ui) >= 64) || alen(c, pi) >= 1024 || (ui > 0 && memchr(arg(c, ui), '\0', alen(c, ui))) ||
+	    memchr(arg(c, pi), '\0', alen(c, pi)))
+		return false;
+	if (ui > 0)
+		snprintf(user, 64, "%.*s", (int)alen(c, ui), arg(c, ui));
+	else /* Redis's AUTH password is user default's; on verify-full, the certificate's */
+		snprintf(user, 64, "%s", c->cert_user[0] ? c->cert_user : "default");
+	snprintf(pass, 1024, "%.*s", (int)alen(c, pi), arg(c, pi));
+	return true;
+}
+
+static void auth_fetched(void *arg, int result, const char *secret)
+{
+	struct resp_conn *c = arg;
+	char user[64], pass[1024];
+
+	c->authq = NULL;
+	if (result < 0) {
+		reply_error(c, "ERR tusk: could not look up the password (auth_query failed, see tusk's log)");
+	} else {
+		bool shaped = auth_args(c, user, pass);
+		auth_done(c, user, shaped && resp_auth_fetched(result, secret, user, pass));
+		OPENSSL_cleanse(pass, sizeof pass);
+	}
+	finish(c);
+	run_and_flush(c);
+}
+
+/* Check the user and password of arguments ui (0: none) and pi (resp_auth.h); when
+ * auth_query runs, the answer comes later (c->authq, auth_fetched). */
+static void start_auth(struct resp_conn *c, int ui, int pi)
+{
+	char user[64], pass[1024];
+	c->auth_user_arg = ui;
+	c->auth_pass_arg = pi;
+	if (!auth_args(c, user, pass)) {
+		auth_done(c, "?", false);
+		return;
+	}
+	struct resp_auth_conn a = auth_conn(c);
+	enum resp_auth_result r = resp_auth_check(&a, user, pass, auth_fetched, c, &c->authq);
+	OPENSSL_cleanse(pass, sizeof pass);
+	if (r != RESP_AUTH_PENDING)
+		auth_done(c, user, r == RESP_AUTH_OK);
+}
+
+static void cmd_auth(struct resp_conn *c)
+{
+	if (wrong_args(c, c->nargs < 2 || c->nargs > 3))
+		return;
+	c->hello = 0;
+	start_auth(c, c->nargs == 3 ? 1 : 0, c->nargs - 1);
+}
+
+/* SELECT n: the namespace kv_databases maps n to; SCAN cursors were the old one's. */
+static void cmd_select(struct resp_conn *c)
+{
+	long long db;
+	if (wrong_args(c, c->nargs != 2) || !arg_ll(c, 1, &db))
+		return;
+	const char *ns = db >= 0 && db < CONFIG_KV_DATABASES ? db_namespace(c->listen, (int)db) : NULL;
+	if (!ns) {
+		reply_error(c, "ERR DB index is out of range");
+		return;
+	}
+	if (strcmp(c->ns, ns) != 0) {
+		snprintf(c->ns, sizeof c->ns, "%s", ns);
+		for (int i = 0; i < RESP_SCAN_CURSORS; i++) {
+			free(c->scan_after[i]);
+			c->scan_after[i] = NULL;
+		}
+	}
 	reply_simple(c, "OK");
 }
 
@@ -1224,7 +1534,11 @@ static void dispatch(struct resp_conn *c)
 		c->closing = true;
 		return;
 	}
-	if (!c->authed && !is(c, 0, "HELLO")) {
+	if (is(c, 0, "HELLO")) {
+		cmd_hello(c);
+		return;
+	}
+	if (!c->authed) {
 		reply_error(c, "NOAUTH Authentication required.");
 		return;
 	}
@@ -1239,13 +1553,7 @@ static void dispatch(struct resp_conn *c)
 		if (!wrong_args(c, c->nargs != 2))
 			reply_bulk(c, arg(c, 1), alen(c, 1));
 	} else if (is(c, 0, "SELECT")) {
-		long long db;
-		if (!wrong_args(c, c->nargs != 2) && arg_ll(c, 1, &db)) {
-			if (db == 0)
-				reply_simple(c, "OK");
-			else
-				reply_error(c, "ERR DB index is out of range");
-		}
+		cmd_select(c);
 	} else if (is(c, 0, "GET")) {
 		cmd_get(c);
 	} else if (is(c, 0, "SET")) {
@@ -1274,8 +1582,6 @@ static void dispatch(struct resp_conn *c)
 		reply_array(c, 0); /* redis-cli asks at start; no command table */
 	} else if (is(c, 0, "CLIENT")) {
 		reply_simple(c, "OK"); /* SETNAME, SETINFO: accepted, ignored */
-	} else if (is(c, 0, "HELLO")) {
-		reply_error(c, "NOPROTO this server speaks RESP2 only");
 	} else {
 		char name[64];
 		size_t n = alen(c, 0) < 40 ? alen(c, 0) : 40;
@@ -1312,10 +1618,12 @@ static void finish(struct resp_conn *c)
 
 static void process(struct resp_conn *c)
 {
-	while (c->fd >= 0 && !c->busy && !c->closing && c->out_len - c->out_off < RESP_OUT_PAUSE) {
+	while (c->fd >= 0 && !waiting(c) && !c->closing && c->out_len - c->out_off < RESP_OUT_PAUSE) {
 		int n;
 		size_t used;
 		const char *err = NULL;
+		if (c->in_off == c->in_len)
+			return; /* nothing to parse; c->in may be NULL (finish gave a large one back) */
 		enum resp_rc rc = resp_parse(c->in + c->in_off, c->in_len - c->in_off, c->args, c->args_cap, &n, &used,
 					     &err);
 		if (rc == RESP_GROW) {
@@ -1350,7 +1658,7 @@ static void process(struct resp_conn *c)
 		c->used = used;
 		if (n > 0)
 			dispatch(c);
-		if (!c->busy)
+		if (!waiting(c))
 			finish(c);
 	}
 }

@@ -2,8 +2,9 @@
 `protocol: redis` answers RESP2 clients (python3-redis, redis-cli, a raw socket) with the kv
 calls of the kv database: GET/SET (EX, PX, NX, XX)/DEL/EXISTS, MGET/MSET, EXPIRE/PEXPIRE,
 TTL/PTTL, INCRBY/DECRBY on the converging counter, SCAN MATCH prefix* COUNT, DBSIZE, PING,
-AUTH against tusk's users. Every test fails on a tusk without the listener (nothing listens,
-or the config key `protocol` is refused)."""
+AUTH against tusk's users (auth_file, auth_query, client certificates), SELECT of the
+namespaces kv_databases maps, HELLO 2/3, TLS (require, allow, verify-full). Every test fails on
+a tusk without the listener (nothing listens, or the config key `protocol` is refused)."""
 
 import json
 import socket
@@ -14,35 +15,73 @@ import pytest
 import redis
 import yaml
 
-from auth_util import scram_verifier, write_auth_file
+from auth_util import scram_verifier, write_auth_file, write_hba
 from conftest import SLOW, Tusk, free_port, to_yaml, wait_until
 from kv_util import Parade
+from tls_util import Certs
 
 pytestmark = pytest.mark.tusk_only
 
 PASSWORD = "s3cret-default"
 ALICE = "alice-pw"
+BOB = "bob-pw"  # bob is in PostgreSQL only: auth_query finds his secret
+LOGIN_TIMEOUT = 3 * SLOW  # client_login_timeout: also the TLS deadline of a redis connection
 
 
 @pytest.fixture(scope="module")
-def zone(workdir):
+def certs(tmp_path_factory):
+    return Certs(tmp_path_factory.mktemp("kv-resp-certs"))
+
+
+@pytest.fixture(scope="module")
+def zone(workdir, certs):
     p = Parade(workdir / "kv-resp", ["r1"])
-    p.setup()
+    p.setup(namespaces=(("default", None), ("short", "short"), ("sessions", None)))
     z = p.zones[0]
+    z.certs = certs
+    with z.pg.admin() as c:
+        c.execute(f"create role bob login password '{BOB}'")
     z.tusk = Tusk(z.cfg_dir, z.pg.port, services={"local": {"hosts": [f"127.0.0.1:{z.pg.port}"]}},
                   pools=[
                       # Redis's user "default" (a connection before AUTH) needs its password.
                       {"database": "kv", "user": "default", "service": "local", "client_auth": "password"},
                       {"database": "kv", "user": "alice", "service": "local", "client_auth": "scram-sha-256"},
                       {"database": "kv", "user": "mallory", "service": "local", "blocked": True},
+                      # Not in auth_file: auth_query (pg_shadow, run as postgres in database postgres).
+                      {"database": "kv", "user": "bob", "service": "local", "client_auth": "scram-sha-256",
+                       "auth_user": "postgres"},
+                      # A client certificate with CN carol (verify-full) is carol, no password.
+                      {"database": "kv", "user": "carol", "service": "local", "client_auth": "cert"},
                       {"database": "*", "user": "*", "service": "local", "mode": "transaction"},
                   ],
                   workers=2, kv={"zone": z.name, "service": "local"},
+                  client_login_timeout=f"{int(LOGIN_TIMEOUT * 1000)}ms",
+                  # hba_file decides the method (the pool rule must still match, and not be
+                  # blocked): the same methods as the rules above, and dave and erin whom the
+                  # rules alone would trust.
+                  hba_file=write_hba(z.cfg_dir / "hba.conf", [
+                      "hostssl kv dave 127.0.0.1/32 trust",
+                      "host kv dave 127.0.0.1/32 reject",
+                      "host kv erin 127.0.0.1/32 reject",
+                      "host kv default 127.0.0.1/32 password",
+                      "host kv alice 127.0.0.1/32 scram-sha-256",
+                      "host kv bob 127.0.0.1/32 scram-sha-256",
+                      "hostssl kv carol 127.0.0.1/32 cert",
+                      "host all all 127.0.0.1/32 trust",
+                  ]),
                   auth_file=write_auth_file(z.cfg_dir / "users.txt",
                                             {"default": PASSWORD, "alice": scram_verifier(ALICE)}))
     cfg = yaml.safe_load(z.tusk.cfg_path.read_text())
-    z.redis_port = free_port()
-    cfg["listen"].append({"host": "127.0.0.1", "port": z.redis_port, "protocol": "redis"})
+    z.redis_port, z.tls_port, z.allow_port, z.full_port = free_port(), free_port(), free_port(), free_port()
+    tls = {"tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key}
+    cfg["listen"] += [
+        {"host": "127.0.0.1", "port": z.redis_port, "protocol": "redis",
+         "kv_databases": {0: "default", 1: "sessions"}},
+        {"host": "127.0.0.1", "port": z.tls_port, "protocol": "redis", "tls": "require", **tls},
+        {"host": "127.0.0.1", "port": z.allow_port, "protocol": "redis", "tls": "allow", **tls},
+        {"host": "127.0.0.1", "port": z.full_port, "protocol": "redis", "tls": "verify-full",
+         "tls_ca_file": certs.ca, **tls},
+    ]
     z.tusk.cfg_path.write_text(to_yaml(cfg) + "\n")
     try:
         z.tusk.start()
@@ -59,8 +98,9 @@ def zone(workdir):
         p.destroy()
 
 
-def client(zone, password=PASSWORD, **kw):
-    return redis.Redis(host="127.0.0.1", port=zone.redis_port, password=password, socket_timeout=30 * SLOW, **kw)
+def client(zone, password=PASSWORD, port=None, **kw):
+    return redis.Redis(host="127.0.0.1", port=port or zone.redis_port, password=password, socket_timeout=30 * SLOW,
+                       **kw)
 
 
 def test_redis_get_set_del_exists_ping_through_the_kv(zone):
@@ -129,6 +169,9 @@ def test_redis_mget_mset_counters_scan(zone):
     assert r.decrby("ctr", 7) == -2
     assert r.incr("ctr") == -1
     assert zone.sql(zone.parade.shard_of("default", "ctr"), "select kv.counter('default', 'ctr')") == [(-1,)]
+    # GET reads a counter (a second call, when the key has no value): as Redis, its decimal text.
+    assert r.get("ctr") == b"-1" and r.mget(["ctr"]) == [None]  # MGET reads values only
+    assert r.incrby("ctr", 1) == 0 and r.get("ctr") is None  # kv.counter: 0 is no counter
     got = sorted(k.decode() for k in r.scan_iter(match="m:*", count=7))
     assert got == sorted(f"m:{i}" for i in range(30))
     cur, page = r.scan(0, match="m:1*", count=100)
@@ -193,3 +236,144 @@ def test_redis_hostile_values_and_keys_get_errors_not_crashes(zone):
         s.sendall(b"x" * (70 << 10))  # an inline line past 64 kB, never ended
         got = recv_until(s, 1)
         assert got.startswith(b"-ERR Protocol error: too big inline request"), got
+
+
+def tls_client(zone, port=None, password=PASSWORD, **kw):
+    return client(zone, password=password, port=port or zone.tls_port, ssl=True, ssl_ca_certs=zone.certs.ca,
+                  ssl_cert_reqs="required", **kw)
+
+
+def test_redis_over_tls_require(zone, certs):
+    r = tls_client(zone)
+    assert r.ping() is True
+    # Large enough for many TLS records in one read: the parser is the same over TLS.
+    big = {f"t:{i}": "v" * 900 + str(i) for i in range(300)}
+    assert r.mset(big) is True
+    assert r.mget(list(big)) == [v.encode() for v in big.values()]
+    pipe = r.pipeline(transaction=False)
+    for i in range(200):
+        pipe.get(f"t:{i}")
+    assert pipe.execute() == [big[f"t:{i}"].encode() for i in range(200)]
+    assert zone.get("t:7") == big["t:7"]
+    cli = ["redis-cli", "-h", "127.0.0.1", "-p", str(zone.tls_port), "--tls", "--cacert", certs.ca,
+           "--no-auth-warning", "-a", PASSWORD]
+    p = subprocess.run(cli + ["SET", "tls:cli", "over tls"], capture_output=True, text=True, timeout=30 * SLOW)
+    assert p.stdout.strip() == "OK", p
+    p = subprocess.run(cli + ["GET", "tls:cli"], capture_output=True, text=True, timeout=30 * SLOW)
+    assert p.stdout.strip() == "over tls", p
+
+
+def test_redis_plaintext_client_on_a_tls_port_fails_cleanly(zone, certs):
+    # A Redis client speaks at once: the first byte is no TLS record, an error reply and close.
+    with pytest.raises(redis.RedisError, match="TLS is required"):
+        client(zone, port=zone.tls_port).ping()
+    p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(zone.tls_port), "PING"], capture_output=True,
+                       text=True, timeout=30 * SLOW)
+    assert "TLS is required" in p.stdout + p.stderr, p
+    # A client that sends nothing is closed at client_login_timeout, not kept for ever.
+    with socket.create_connection(("127.0.0.1", zone.tls_port), timeout=10 * SLOW) as s:
+        t0 = time.monotonic()
+        s.settimeout(LOGIN_TIMEOUT + 10 * SLOW)
+        assert s.recv(100) == b""
+        assert time.monotonic() - t0 >= LOGIN_TIMEOUT * 0.9
+    # A handshake that stalls half way: the same deadline.
+    with socket.create_connection(("127.0.0.1", zone.tls_port), timeout=10 * SLOW) as s:
+        s.sendall(b"\x16\x03\x01\x00\x80")  # a record header whose body never comes
+        s.settimeout(LOGIN_TIMEOUT + 10 * SLOW)
+        assert s.recv(100) == b""
+    # A certificate the client does not trust: the handshake fails on the client's side.
+    with pytest.raises(redis.ConnectionError):
+        client(zone, port=zone.tls_port, ssl=True, ssl_ca_certs=certs.rogue_ca).ping()
+    assert tls_client(zone).ping() is True  # the listener goes on
+
+
+def test_redis_tls_allow_takes_both(zone, certs):
+    assert tls_client(zone, port=zone.allow_port).set("allow:k", "tls") is True
+    assert client(zone, port=zone.allow_port).get("allow:k") == b"tls"  # plaintext
+
+
+def test_redis_tls_verify_full_the_certificate_is_the_user(zone, certs):
+    crt, key = certs.client("carol")
+    carol = tls_client(zone, port=zone.full_port, password=None, ssl_certfile=crt, ssl_keyfile=key)
+    assert carol.set("cert:k", "carol's") is True  # the rule for carol is cert: no AUTH
+    crt, key = certs.client("alice")
+    with pytest.raises(redis.RedisError, match="Authentication required"):
+        tls_client(zone, port=zone.full_port, password=None, ssl_certfile=crt, ssl_keyfile=key).get("k")
+    assert tls_client(zone, port=zone.full_port, username="alice", password=ALICE, ssl_certfile=crt,
+                      ssl_keyfile=key).ping() is True
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):  # not the certificate's user
+        tls_client(zone, port=zone.full_port, ssl_certfile=crt, ssl_keyfile=key).ping()
+    with pytest.raises(redis.ConnectionError):  # no client certificate
+        tls_client(zone, port=zone.full_port).ping()
+
+
+def test_redis_select_maps_databases_to_namespaces(zone):
+    r0, r1 = client(zone), client(zone, db=1)  # redis-py sends SELECT 1 at connect
+    assert r1.set("sel:k", "in sessions") is True
+    assert r0.get("sel:k") is None
+    assert zone.get("sel:k", ns="sessions") == "in sessions" and zone.get("sel:k") is None
+    assert r1.get("sel:k") == b"in sessions"
+    assert [k for k in r1.scan_iter(match="sel:*")] == [b"sel:k"]
+    assert r1.dbsize() == 1
+    with pytest.raises(redis.ResponseError, match="DB index is out of range"):
+        r0.execute_command("SELECT", 2)  # not mapped
+    with pytest.raises(redis.ResponseError, match="DB index is out of range"):
+        r0.execute_command("SELECT", 16)
+    with socket.create_connection(("127.0.0.1", zone.redis_port), timeout=10 * SLOW) as s:
+        s.sendall(f"AUTH {PASSWORD}\r\nSELECT 1\r\nGET sel:k\r\nSELECT 0\r\nGET sel:k\r\n".encode())
+        want = b"+OK\r\n+OK\r\n$11\r\nin sessions\r\n+OK\r\n$-1\r\n"
+        assert recv_until(s, 6) == want
+    p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(zone.redis_port), "--no-auth-warning", "-a",
+                        PASSWORD, "-n", "1", "GET", "sel:k"], capture_output=True, text=True, timeout=30 * SLOW)
+    assert p.stdout.strip() == "in sessions", p
+
+
+def test_redis_auth_through_auth_query(zone):
+    assert client(zone, username="bob", password=BOB).set("bob:k", "v") is True
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        client(zone, username="bob", password="wrong").ping()  # from the cache now, or a new query
+    with socket.create_connection(("127.0.0.1", zone.redis_port), timeout=10 * SLOW) as s:
+        # Commands behind an AUTH that waits for auth_query wait too, and run as bob.
+        s.sendall(f"AUTH bob {BOB}\r\nGET bob:k\r\nAUTH bob nope\r\nPING\r\n".encode())
+        got = recv_until(s, 5)
+        assert got.startswith(b"+OK\r\n$1\r\nv\r\n-WRONGPASS"), got
+        assert got.endswith(b"+PONG\r\n"), got  # a failed AUTH keeps the user authenticated before
+
+
+HELLO_LINES = 1 + 7 * 2 + 11  # the header, 7 names, the values (bulks 2 lines, integers and *0 one)
+
+
+def test_redis_hello_2_and_3(zone):
+    with socket.create_connection(("127.0.0.1", zone.redis_port), timeout=10 * SLOW) as s:
+        s.sendall(b"HELLO 2\r\n")
+        assert recv_until(s, 1).startswith(b"-NOAUTH HELLO must be called")
+        s.sendall(f"HELLO 2 AUTH default {PASSWORD} SETNAME x\r\n".encode())
+        got = recv_until(s, HELLO_LINES)
+        assert got.startswith(b"*14\r\n$6\r\nserver\r\n$4\r\ntusk\r\n$7\r\nversion\r\n"), got
+        assert b"$5\r\nproto\r\n:2\r\n" in got and got.endswith(b"$7\r\nmodules\r\n*0\r\n"), got
+        s.sendall(b"HELLO 3\r\n")
+        got = recv_until(s, HELLO_LINES)
+        assert got.startswith(b"%7\r\n$6\r\nserver\r\n") and b"$5\r\nproto\r\n:3\r\n" in got, got
+        s.sendall(b"GET hello:absent\r\nMGET hello:absent\r\nHELLO 4\r\nPING\r\n")
+        got = recv_until(s, 5)
+        assert got == b"_\r\n*1\r\n_\r\n-NOPROTO unsupported protocol version\r\n+PONG\r\n", got
+    p = subprocess.run(["redis-cli", "-3", "-h", "127.0.0.1", "-p", str(zone.redis_port), "--no-auth-warning", "-a",
+                        PASSWORD, "GET", "hello:absent"], capture_output=True, text=True, timeout=30 * SLOW)
+    assert p.returncode == 0 and p.stdout.strip() in ("(nil)", ""), p
+    # python3-redis (RESP2) after a HELLO-speaking client: unaffected.
+    assert client(zone).ping() is True
+
+
+def test_redis_auth_through_hba_file(zone):
+    # hostssl trusts dave, host (plaintext) rejects him: the connection's TLS is what counts.
+    assert tls_client(zone, port=zone.allow_port, username="dave", password="x").ping() is True
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        client(zone, port=zone.allow_port, username="dave", password="x").ping()
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        client(zone, username="erin", password="x").ping()  # the * rule trusts, hba rejects
+    # The log line names the connection as SQL clients' lines do: kv/user@addr:port.
+    wait_until(lambda: 'kv/erin@127.0.0.1:' in zone.tusk.log_text() and 'AUTH failed for user "erin"'
+               in zone.tusk.log_text(), 5 * SLOW, what="erin's AUTH failure logged")
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        client(zone, username="mallory", password="x").ping()  # hba trusts, the rule is blocked
+    assert client(zone, username="someone", password="y").ping() is True

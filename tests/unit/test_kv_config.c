@@ -140,13 +140,59 @@ static void test_redis_listen_entries(void **state)
 	assert_int_equal(r.n, 1);
 	assert_non_null(strstr(r.errs, "needs the kv section"));
 	release(&r);
+	/* TLS: the same keys as a PostgreSQL listener's (the files are read when tusk starts). */
 	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: redis, tls: require, "
 			   "tls_cert_file: /c, tls_key_file: /k}\nkv: {zone: eu1, service: local}\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->listen[0].tls, CONFIG_TLS_REQUIRE);
+	release(&r);
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: redis, tls: require}\n"
+			   "kv: {zone: eu1, service: local}\n");
 	assert_int_equal(r.n, 1);
-	assert_non_null(strstr(r.errs, "TLS on a redis listener"));
+	assert_non_null(strstr(r.errs, "needs tls_cert_file"));
 	release(&r);
 	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: resp}\n");
 	assert_true(r.n >= 1);
+	release(&r);
+}
+
+/* SELECT n of a redis listener: kv_databases maps each index to a namespace. */
+static void test_redis_kv_databases(void **state)
+{
+	struct result r;
+	(void)state;
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: redis, "
+			   "kv_databases: {0: default, 1: sessions, 15: last}}\nkv: {zone: eu1, service: local}\n");
+	assert_int_equal(r.n, 0);
+	assert_string_equal(r.cfg->listen[0].kv_databases[0], "default");
+	assert_string_equal(r.cfg->listen[0].kv_databases[1], "sessions");
+	assert_string_equal(r.cfg->listen[0].kv_databases[15], "last");
+	assert_null(r.cfg->listen[0].kv_databases[2]);
+	assert_null(r.cfg->listen[0].kv_namespace);
+	release(&r);
+	/* Database 0 from kv_namespace, the others from kv_databases. */
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: redis, kv_namespace: a, "
+			   "kv_databases: {3: c}}\nkv: {zone: eu1, service: local}\n");
+	assert_int_equal(r.n, 0);
+	assert_string_equal(r.cfg->listen[0].kv_namespace, "a");
+	assert_null(r.cfg->listen[0].kv_databases[0]);
+	assert_string_equal(r.cfg->listen[0].kv_databases[3], "c");
+	release(&r);
+	/* Every mistake reported, each with its key. */
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6390, protocol: redis, kv_namespace: a, "
+			   "kv_databases: {0: b, 16: x, -1: y, z: w, 01: v, 2: [q]}}\n"
+			   "  - {host: 127.0.0.1, port: 6391, kv_databases: {1: s}}\n"
+			   "  - {host: 127.0.0.1, port: 6392, protocol: redis, kv_databases: [a, b]}\n"
+			   "kv: {zone: eu1, service: local}\n");
+	assert_int_equal(r.n, 8);
+	assert_non_null(strstr(r.errs, "found \"16\""));
+	assert_non_null(strstr(r.errs, "found \"-1\""));
+	assert_non_null(strstr(r.errs, "found \"z\""));
+	assert_non_null(strstr(r.errs, "found \"01\""));
+	assert_non_null(strstr(r.errs, "listen[0].kv_databases.2"));
+	assert_non_null(strstr(r.errs, "both name database 0"));
+	assert_non_null(strstr(r.errs, "are for protocol redis"));
+	assert_non_null(strstr(r.errs, "listen[2].kv_databases"));
 	release(&r);
 }
 
@@ -158,6 +204,7 @@ int main(void)
 		cmocka_unit_test(test_errors_name_the_key_and_hide_secrets),
 		cmocka_unit_test(test_restart_only),
 		cmocka_unit_test(test_redis_listen_entries),
+		cmocka_unit_test(test_redis_kv_databases),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

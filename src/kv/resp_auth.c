@@ -1,0 +1,96 @@
+/* The Redis listener's AUTH against tusk's users (resp_auth.h). */
+#include "kv/resp_auth.h"
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "auth/hba.h"
+#include "auth/userlist.h"
+#include "config/config.h"
+#include "net/tls.h"
+#include "runtime/runtime.h"
+#include "worker/worker.h"
+
+/* How user logs in: hba_file's first matching line (database kv, hostssl by the connection's
+ * TLS), else the pool rule's client_auth; *rule the rule (auth_query's), NULL when refused. */
+static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g, const char *user,
+		     const struct config_pool_rule **rule)
+{
+	*rule = config_match_pool(g->cfg, "kv", user);
+	if (*rule && (*rule)->blocked)
+		*rule = NULL;
+	if (!*rule)
+		return CONFIG_AUTH_REJECT;
+	if (!g->hba)
+		return (*rule)->client_auth;
+	enum hba_method hm;
+	int line;
+	if (!hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, &hm, &line))
+		return CONFIG_AUTH_REJECT;
+	static const int method[] = {
+		[HBA_TRUST] = CONFIG_AUTH_TRUST, [HBA_REJECT] = CONFIG_AUTH_REJECT, [HBA_PASSWORD] = CONFIG_AUTH_PASSWORD,
+		[HBA_MD5] = CONFIG_AUTH_MD5, [HBA_SCRAM] = CONFIG_AUTH_SCRAM, [HBA_CERT] = CONFIG_AUTH_CERT,
+	};
+	return method[hm];
+}
+
+static const struct runtime_gen *gen_of(const struct resp_auth_conn *a)
+{
+	return atomic_load_explicit(&a->worker->rt->gen, memory_order_acquire);
+}
+
+static bool without_password(const struct resp_auth_conn *a, int method, const char *user)
+{
+	char cn[64];
+	if (method == CONFIG_AUTH_TRUST)
+		return true;
+	return method == CONFIG_AUTH_CERT && a->tls && tls_peer_cn(a->tls, cn, sizeof cn) && strcmp(cn, user) == 0;
+}
+
+bool resp_auth_open(const struct resp_auth_conn *a, const char *user)
+{
+	const struct config_pool_rule *rule;
+	return without_password(a, method_of(a, gen_of(a), user, &rule), user);
+}
+
+bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass)
+{
+	struct userlist_entry e = { 0 };
+	if (result != AUTHQ_SECRET || userlist_parse_secret(secret, &e) < 0)
+		return false;
+	e.user = (char *)user;
+	e.secret = (char *)secret;
+	bool ok = userlist_password_matches(&e, user, pass);
+	OPENSSL_cleanse(&e, sizeof e);
+	return ok;
+}
+
+enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char *user, const char *pass,
+				      authquery_done_fn *done, void *arg, struct authq_req **req)
+{
+	const struct runtime_gen *g = gen_of(a);
+	const struct config_pool_rule *rule;
+	int method = method_of(a, g, user, &rule);
+
+	if (a->cert_user[0] && strcmp(user, a->cert_user) != 0)
+		return RESP_AUTH_REFUSED; /* verify-full: the certificate's CN is the only user */
+	if (without_password(a, method, user))
+		return RESP_AUTH_OK;
+	if (method != CONFIG_AUTH_PASSWORD && method != CONFIG_AUTH_MD5 && method != CONFIG_AUTH_SCRAM)
+		return RESP_AUTH_REFUSED;
+	const struct userlist_entry *e = g->users ? userlist_find(g->users, user) : NULL;
+	if (e || !config_auth_user(g->cfg, rule))
+		return e && userlist_password_matches(e, user, pass) ? RESP_AUTH_OK : RESP_AUTH_REFUSED;
+	/* Not in auth_file, under a rule with an auth_user: auth_query. kv is no database of the
+	 * server's: the query runs in the rule's server_database, else in postgres. */
+	char secret[AUTHCACHE_SECRET_MAX];
+	int r = authquery_fetch(a->worker, rule, rule->server_database ? rule->server_database : "postgres", user,
+				secret, done, arg, req);
+	if (r == AUTHQ_PENDING)
+		return RESP_AUTH_PENDING;
+	bool ok = r > 0 && resp_auth_fetched(r, secret, user, pass);
+	OPENSSL_cleanse(secret, sizeof secret);
+	return ok ? RESP_AUTH_OK : RESP_AUTH_REFUSED;
+}

@@ -1,0 +1,43 @@
+/* Who may use the kv's Redis listener (docs/kv.md, "The Redis protocol", AUTH): tusk's users as
+ * a SQL client of database kv meets them: hba_file's first matching line or else the pool rule
+ * of database kv and the user (none, or blocked: refused), then the secret in auth_file, else
+ * the one auth_query fetches (frontend/authquery.h). No I/O of its own, no state. */
+#ifndef TUSK_KV_RESP_AUTH_H
+#define TUSK_KV_RESP_AUTH_H
+
+#include <stdbool.h>
+
+#include "frontend/authquery.h"
+
+struct net_addr;
+struct tls_conn;
+struct worker;
+
+/* What a check needs of the connection. */
+struct resp_auth_conn {
+	struct worker *worker;       /* the connection's: auth_query runs on its loop */
+	const struct net_addr *peer; /* hba_file's address */
+	struct tls_conn *tls;        /* NULL: plaintext (hba's host, no certificate) */
+	const char *cert_user;       /* verify-full: the certificate's CN, the only user; "": any */
+};
+
+enum resp_auth_result {
+	RESP_AUTH_REFUSED = 0,
+	RESP_AUTH_OK = 1,
+	RESP_AUTH_PENDING = 2, /* auth_query runs: done comes later, then resp_auth_fetched decides */
+};
+
+/* Whether user is in without a password: its method is trust, or cert with a verified client
+ * certificate whose CN is user. */
+bool resp_auth_open(const struct resp_auth_conn *a, const char *user);
+
+/* user's password pass: OK, REFUSED, or PENDING with *req set (for authquery_cancel) and
+ * done(arg, result, secret) called later on the worker's loop. */
+__attribute__((warn_unused_result))
+enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char *user, const char *pass,
+				      authquery_done_fn *done, void *arg, struct authq_req **req);
+
+/* A PENDING check's answer (done's result and secret) against the password. */
+bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass);
+
+#endif

@@ -25,6 +25,7 @@
 #include "net/evio.h"
 #include "net/tls.h"
 #include "pool/pool.h"
+#include "pool/prepared.h"
 #include "pool/server.h"
 #include "pool/services.h"
 #include "proto/proto.h"
@@ -46,6 +47,7 @@
 #define NOTIFY_MSG_MAX (16u * 1024)        /* a NotificationResponse: 8000-byte payload + name */
 #define NOTIFY_LISTENER_BUF (64u * 1024)
 #define NOTIFY_SYNC_SQL_MAX (16u * 1024)   /* LISTEN/UNLISTEN statements sent in one Query */
+#define NOTIFY_ANSWER_MAX 512            /* tusk's answer to one request, ReadyForQuery aside */
 #define NOTIFY_BACKOFF_MIN 0.25
 #define NOTIFY_BACKOFF_MAX 10.0
 
@@ -126,7 +128,8 @@ struct notify_client {
 	uint64_t wait_gen;
 	bool waiting;              /* an answer waits for the listener (wait_gen) */
 	bool waiting_commit;       /* ... a commit's ReadyForQuery (else an idle LISTEN's answer) */
-	const char *owed_tag;      /* the idle LISTEN's CommandComplete tag */
+	uint8_t owed[NOTIFY_ANSWER_MAX]; /* the idle LISTEN's answer before its ReadyForQuery */
+	size_t owed_len;
 };
 
 struct notify_worker {
@@ -550,55 +553,24 @@ static bool starts_listen(const char *sql, size_t len)
 			     (sql[i] >= '0' && sql[i] <= '9') || sql[i] == '_' || (unsigned char)sql[i] >= 0x80);
 }
 
-/* Whether the message at p (whole, total bytes) is a Query of exactly one LISTEN, UNLISTEN
- * or UNLISTEN *: its kind and channel. */
-static bool read_listen(const struct client *c, const uint8_t *p, size_t total, int *kind, char *name)
-{
-	const char *sql;
-	size_t len;
-	struct classify_result r;
-	if (p[0] != 'Q' || !relay_sql_of('Q', (const char *)p + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len) ||
-	    !starts_listen(sql, len))
-		return false;
-	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 ||
-	    r.parse_error || r.truncated || r.nstmts != 1 || r.nsession != 1 || r.calls)
-		return false;
-	const struct classify_stmt *st = &r.stmts[0];
-	if (st->kind != CLASSIFY_LISTEN && st->kind != CLASSIFY_UNLISTEN && st->kind != CLASSIFY_UNLISTEN_ALL)
-		return false;
-	if ((st->flags & CLASSIFY_F_NAME_TRUNCATED) || (st->kind != CLASSIFY_UNLISTEN_ALL && !st->name[0]))
-		return false;
-	*kind = (int)st->kind;
-	snprintf(name, NOTIFY_NAME_MAX, "%s", st->name);
-	return true;
-}
+/* One request at the head of rbuf that tusk answers itself. */
+struct notify_req {
+	size_t total;                          /* its bytes at the head of rbuf */
+	int nops;
+	struct notify_op ops[CLASSIFY_MAX_STMTS];
+	bool channels;                         /* SELECT pg_listening_channels() */
+	bool add_named;                        /* a named Parse to record in c->prep */
+	struct prep_parse pp;                  /* ... pointing into rbuf */
+	struct buf ans;                        /* the answer before its ReadyForQuery */
+	uint8_t mem[NOTIFY_ANSWER_MAX];
+};
 
-/* The whole message at the head of rbuf, if it is one of ours. */
-static bool head_listen(struct client *c, size_t *total, int *kind, char *name)
-{
-	struct proto_hdr h;
-	const uint8_t *p = buf_head(&c->rbuf);
-	size_t avail = buf_len(&c->rbuf);
-	if (avail < PROTO_HDR_LEN || p[0] != 'Q')
-		return false;
-	if (proto_read_hdr(p, avail, c->worker->rt->cfg->max_message_size, &h) <= 0)
-		return false;
-	*total = (size_t)h.len + 1;
-	if (*total > avail || *total > NOTIFY_SYNC_SQL_MAX)
-		return false;
-	return read_listen(c, p, *total, kind, name);
-}
+enum notify_match { MATCH_NO, MATCH_PARTIAL, MATCH_YES };
 
-/* head_listen, and c's LISTEN state for it (made at the first); NULL when the head is not
- * one (or there was no memory for the state: the client is failed). */
-static struct notify_client *next_listen(struct client *c, size_t *total, int *kind, char *name)
+static bool put_msg(struct buf *b, uint8_t type, const void *p, size_t n)
 {
-	if (c->state == CLIENT_CLOSING || !head_listen(c, total, kind, name))
-		return NULL;
-	struct notify_client *nc = nc_get(c);
-	if (!nc)
-		client_fail(c, "53200", "out of memory for LISTEN");
-	return nc;
+	struct proto_part part = { p, n };
+	return proto_put_parts(b, type, 0, &part, n ? 1 : 0) == 0;
 }
 
 static const char *tag_of(int kind)
@@ -606,14 +578,270 @@ static const char *tag_of(int kind)
 	return kind == CLASSIFY_LISTEN ? "LISTEN" : "UNLISTEN";
 }
 
-/* Answer tag and ReadyForQuery status into wbuf; false when there is no room. */
-static bool answer(struct client *c, const char *tag, uint8_t status)
+/* Whether sql is only LISTEN / UNLISTEN / UNLISTEN * statements (exactly one when one):
+ * appends them to q->ops and their CommandCompletes to q->ans. */
+static bool listen_stmts(const struct client *c, const char *sql, size_t len, bool one, struct notify_req *q)
+{
+	struct classify_result r;
+	if (!starts_listen(sql, len))
+		return false;
+	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 ||
+	    r.parse_error || r.truncated || r.nstmts < 1 || r.nstmts != r.nsession || r.calls ||
+	    (one && r.nstmts != 1) || r.nstmts > CLASSIFY_MAX_STMTS)
+		return false;
+	for (int i = 0; i < r.nsession; i++) {
+		const struct classify_stmt *st = &r.stmts[i];
+		if (st->kind != CLASSIFY_LISTEN && st->kind != CLASSIFY_UNLISTEN && st->kind != CLASSIFY_UNLISTEN_ALL)
+			return false;
+		if ((st->flags & CLASSIFY_F_NAME_TRUNCATED) || (st->kind != CLASSIFY_UNLISTEN_ALL && !st->name[0]))
+			return false;
+	}
+	for (int i = 0; i < r.nsession; i++) {
+		struct notify_op *op = &q->ops[q->nops++];
+		op->kind = (uint8_t)r.stmts[i].kind;
+		snprintf(op->name, sizeof op->name, "%s", r.stmts[i].name);
+		if (proto_put_command_complete(&q->ans, tag_of(op->kind)) < 0)
+			return false;
+	}
+	return true;
+}
+
+/* SELECT pg_listening_channels() or SELECT * FROM pg_listening_channels() (any case and
+ * spacing, pg_catalog. or not, one trailing semicolon). */
+static bool is_channels_query(const char *sql, size_t len)
+{
+	static const char *const forms[] = {
+		"select pg_listening_channels()",
+		"select * from pg_listening_channels()",
+		"select pg_catalog.pg_listening_channels()",
+		"select * from pg_catalog.pg_listening_channels()",
+	};
+	char norm[128];
+	size_t n = 0;
+	if (len >= 4 * sizeof norm)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char ch = sql[i];
+		bool space = ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f';
+		if (space) {
+			if (n > 0 && norm[n - 1] != ' ')
+				norm[n++] = ' ';
+		} else {
+			if ((ch == '(' || ch == ')' || ch == ';') && n > 0 && norm[n - 1] == ' ')
+				n--;
+			norm[n++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+		}
+		if (n >= sizeof norm - 1)
+			return false;
+	}
+	while (n > 0 && norm[n - 1] == ' ')
+		n--;
+	if (n > 0 && norm[n - 1] == ';')
+		n--;
+	norm[n] = '\0';
+	for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++)
+		if (strcmp(norm, forms[i]) == 0)
+			return true;
+	return false;
+}
+
+/* A whole simple Query of LISTEN/UNLISTENs, or of pg_listening_channels(). */
+static enum notify_match match_query(const struct client *c, const uint8_t *p, size_t avail, struct notify_req *q)
+{
+	struct proto_hdr h;
+	const char *sql;
+	size_t len;
+	if (proto_read_hdr(p, avail, c->worker->rt->cfg->max_message_size, &h) <= 0)
+		return MATCH_NO;
+	size_t total = (size_t)h.len + 1;
+	if (total > avail || total > NOTIFY_SYNC_SQL_MAX ||
+	    !relay_sql_of('Q', (const char *)p + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
+		return MATCH_NO;
+	q->total = total;
+	if (listen_stmts(c, sql, len, false, q))
+		return MATCH_YES;
+	if (len < 64 && (sql[0] == 's' || sql[0] == 'S' || sql[0] == ' ' || sql[0] == '\n') &&
+	    is_channels_query(sql, len)) {
+		q->channels = true;
+		return MATCH_YES;
+	}
+	return MATCH_NO;
+}
+
+/* The text of c's named statement name when it is one LISTEN/UNLISTEN without parameters. */
+static bool named_listen(const struct client *c, const char *name, struct notify_req *q)
+{
+	if (!c->prep_on || !c->prep)
+		return false;
+	const struct prep_stmt *e = prep_client_find(c->prep, name);
+	if (!e)
+		return false;
+	const char *text = (const char *)e->body;
+	size_t tlen = strnlen(text, e->body_len);
+	if (tlen + 3 > e->body_len || e->body[tlen + 1] != 0 || e->body[tlen + 2] != 0)
+		return false; /* declares parameter types */
+	return listen_stmts(c, text, tlen, true, q);
+}
+
+/* An extended-protocol batch up to its Sync that is one LISTEN/UNLISTEN: Parse [Describe S]
+ * Bind [Describe P] Execute Sync of the statement parsed, or Bind [Describe P] Execute Sync of
+ * a named statement the client prepared as one. Unnamed portal, no parameters. PARTIAL: what
+ * is there so far fits, and the Sync has not arrived. */
+static enum notify_match match_ext(const struct client *c, const uint8_t *p, size_t avail, struct notify_req *q)
+{
+	uint32_t max = c->worker->rt->cfg->max_message_size;
+	size_t off = 0;
+	bool parsed = false, bound = false, executed = false;
+	const char *stmt = "";
+	for (;;) {
+		struct proto_hdr h;
+		if (off == avail)
+			return MATCH_PARTIAL;
+		ssize_t rc = proto_read_hdr(p + off, avail - off, max, &h);
+		if (rc < 0)
+			return MATCH_NO;
+		size_t total = rc == 0 ? 0 : (size_t)h.len + 1;
+		if (rc == 0 || avail - off < total)
+			return off > 0 && total <= NOTIFY_SYNC_SQL_MAX ? MATCH_PARTIAL : MATCH_NO;
+		if (total > NOTIFY_SYNC_SQL_MAX)
+			return MATCH_NO;
+		const uint8_t *m = p + off;
+		struct proto_reader r;
+		proto_reader_init(&r, m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
+		bool ok = true;
+		switch (h.type) {
+		case 'P':
+			if (parsed || bound || prep_read_parse(m, total, max, &q->pp) <= 0 || q->pp.nparams != 0 ||
+			    !listen_stmts(c, q->pp.query, strlen(q->pp.query), true, q))
+				return MATCH_NO;
+			if (q->pp.name[0]) {
+				if (!c->prep_on || prep_client_find(c->prep, q->pp.name))
+					return MATCH_NO;
+				q->add_named = true;
+			}
+			stmt = q->pp.name;
+			parsed = true;
+			ok = put_msg(&q->ans, '1', NULL, 0);
+			break;
+		case 'D': {
+			uint8_t kind = proto_get_u8(&r);
+			const char *name = proto_get_cstr(&r);
+			if (r.err || !name || proto_remaining(&r))
+				return MATCH_NO;
+			if (kind == 'S' && parsed && !bound && strcmp(name, stmt) == 0) {
+				static const uint8_t no_params[2] = { 0, 0 };
+				ok = put_msg(&q->ans, 't', no_params, sizeof no_params) && put_msg(&q->ans, 'n', NULL, 0);
+			} else if (kind == 'P' && bound && !executed && name[0] == '\0') {
+				ok = put_msg(&q->ans, 'n', NULL, 0);
+			} else {
+				return MATCH_NO;
+			}
+			break;
+		}
+		case 'B': {
+			const char *portal = proto_get_cstr(&r), *name = proto_get_cstr(&r);
+			uint16_t nf = proto_get_u16(&r);
+			(void)proto_get_bytes(&r, 2u * nf);
+			uint16_t np = proto_get_u16(&r);
+			uint16_t nr = proto_get_u16(&r);
+			(void)proto_get_bytes(&r, 2u * nr);
+			if (bound || r.err || !portal || !name || portal[0] || np != 0 || proto_remaining(&r))
+				return MATCH_NO;
+			if (parsed ? strcmp(name, stmt) != 0 : !name[0] || !named_listen(c, name, q))
+				return MATCH_NO;
+			bound = true;
+			ok = put_msg(&q->ans, '2', NULL, 0);
+			break;
+		}
+		case 'E': {
+			const char *portal = proto_get_cstr(&r);
+			(void)proto_get_u32(&r);
+			if (!bound || executed || r.err || !portal || portal[0] || proto_remaining(&r))
+				return MATCH_NO;
+			executed = true;
+			ok = proto_put_command_complete(&q->ans, tag_of(q->ops[0].kind)) == 0;
+			break;
+		}
+		case 'S':
+			if (!executed)
+				return MATCH_NO;
+			q->total = off + total;
+			return MATCH_YES;
+		default:
+			return MATCH_NO;
+		}
+		if (!ok)
+			return MATCH_NO;
+		off += total;
+	}
+}
+
+/* Whether the head of c's rbuf is a request tusk answers (q filled when YES). */
+static enum notify_match match_head(struct client *c, struct notify_req *q)
+{
+	const uint8_t *p = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf);
+	q->total = 0;
+	q->nops = 0;
+	q->channels = false;
+	q->add_named = false;
+	q->ans = (struct buf){ .data = q->mem, .cap = sizeof q->mem };
+	if (c->state == CLIENT_CLOSING || avail < PROTO_HDR_LEN)
+		return MATCH_NO;
+	if (p[0] == 'Q')
+		return match_query(c, p, avail, q);
+	if (p[0] != 'P' && p[0] != 'B')
+		return MATCH_NO;
+	enum notify_match m = match_ext(c, p, avail, q);
+	/* Waiting for the rest of a batch needs room for it in rbuf. */
+	if (m == MATCH_PARTIAL && c->rbuf.cap - buf_len(&c->rbuf) < NOTIFY_SYNC_SQL_MAX)
+		return MATCH_NO;
+	return m;
+}
+
+/* ans (whole messages) and ReadyForQuery status into wbuf; false when there is no room. */
+static bool answer(struct client *c, const uint8_t *ans, size_t len, uint8_t status)
 {
 	if (buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
 		return false;
 	buf_compact(&c->wbuf);
-	if (buf_room(&c->wbuf) < 32)
+	if (buf_room(&c->wbuf) < len + 6)
 		return false;
+	memcpy(buf_tail(&c->wbuf), ans, len);
+	buf_produce(&c->wbuf, len);
+	return proto_put_ready(&c->wbuf, status) == 0;
+}
+
+/* pg_listening_channels(): the client's committed channels (as PostgreSQL, whose list changes
+ * at commit), in the order it listened to them. */
+static bool answer_channels(struct client *c, uint8_t status)
+{
+	static const char col[] = "pg_listening_channels";
+	const struct notify_client *nc = c->notify;
+	int n = nc ? nc->nchans : 0;
+	size_t need = 64 + sizeof col + 6;
+	for (int i = 0; i < n; i++)
+		need += 11 + strlen(nc->chans[i].name);
+	if (buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
+		return false;
+	buf_compact(&c->wbuf);
+	if (buf_room(&c->wbuf) < need)
+		return false;
+	/* one column: no table, type text (OID 25), length -1, modifier -1, text format */
+	uint8_t field[18] = { 0, 1 };
+	static const uint8_t desc[18] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0 };
+	struct proto_part rd[3] = { { field, 2 }, { col, sizeof col }, { desc, sizeof desc } };
+	if (proto_put_parts(&c->wbuf, 'T', 0, rd, 3) < 0)
+		return false;
+	for (int i = 0; i < n; i++) {
+		uint32_t len = (uint32_t)strlen(nc->chans[i].name);
+		uint8_t head[6] = { 0, 1, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len };
+		struct proto_part dr[2] = { { head, sizeof head }, { nc->chans[i].name, len } };
+		if (proto_put_parts(&c->wbuf, 'D', 0, dr, 2) < 0)
+			return false;
+	}
+	char tag[32];
+	snprintf(tag, sizeof tag, "SELECT %d", n);
 	return proto_put_command_complete(&c->wbuf, tag) == 0 && proto_put_ready(&c->wbuf, status) == 0;
 }
 
@@ -634,62 +862,101 @@ static void fail_op(struct client *c, int rc)
 		client_fail(c, "53200", "out of memory for LISTEN");
 }
 
-/* An idle client's requests: answer the LISTEN/UNLISTENs at the head of rbuf. True when
- * nothing is left for a server (or the client waits for the listener). */
+/* c's LISTEN state, made at its first LISTEN, and the named statement of q recorded; NULL
+ * when there was no memory (the client is failed). */
+static struct notify_client *take_req(struct client *c, struct notify_req *q)
+{
+	struct notify_client *nc = nc_get(c);
+	if (!nc) {
+		client_fail(c, "53200", "out of memory for LISTEN");
+		return NULL;
+	}
+	if (q->add_named) {
+		const struct prep_stmt *e;
+		int rc = relay_prep_add(c, &q->pp, &e);
+		if (rc < 0) {
+			client_fail(c, rc == -EDQUOT ? "53400" : "53200", "%s",
+				    rc == -EDQUOT ? "too many prepared statements on this connection"
+						  : "out of memory for prepared statements");
+			return NULL;
+		}
+	}
+	return nc;
+}
+
+/* An idle client's requests: answer the LISTEN/UNLISTENs (and pg_listening_channels()) at
+ * the head of rbuf. True when nothing is left for a server (or the client waits for the
+ * listener, or for the rest of a batch). */
 static bool notify_request(struct client *c, const struct server *s)
 {
 	if (s)
 		return false;
 	if (c->notify && c->notify->waiting)
 		return true; /* the answer owed comes first */
-	size_t total;
-	int kind;
-	char name[NOTIFY_NAME_MAX];
+	struct notify_req q;
 	bool answered = false;
-	struct notify_client *nc;
-	while ((nc = next_listen(c, &total, &kind, name)) != NULL) {
-		uint64_t gen = 0;
-		bool wait = false;
-		int rc = apply_op(nc, kind, name, &gen, &wait);
-		if (rc < 0) {
-			fail_op(c, rc);
-			return true;
-		}
-		buf_consume(&c->rbuf, total);
-		if (wait) {
-			nc->waiting = true;
-			nc->waiting_commit = false;
-			nc->wait_gen = gen;
-			nc->owed_tag = tag_of(kind);
-			/* the listener may have answered already */
-			if (atomic_load(&nc->hub->gen_done) < gen) {
-				if (answered)
-					write_out(c);
+	enum notify_match m;
+	while ((m = match_head(c, &q)) == MATCH_YES) {
+		if (q.channels) {
+			if (!answer_channels(c, 'I')) {
+				client_fail(c, "53200", "no room to answer pg_listening_channels()");
 				return true;
 			}
-			nc->waiting = false;
+			buf_consume(&c->rbuf, q.total);
+			answered = true;
+			continue;
 		}
-		if (!answer(c, tag_of(kind), 'I')) {
+		struct notify_client *nc = take_req(c, &q);
+		if (!nc)
+			return true;
+		uint64_t wait_gen = 0;
+		bool wait_any = false;
+		for (int i = 0; i < q.nops; i++) {
+			uint64_t gen = 0;
+			bool wait = false;
+			int rc = apply_op(nc, q.ops[i].kind, q.ops[i].name, &gen, &wait);
+			if (rc < 0) {
+				fail_op(c, rc);
+				return true;
+			}
+			if (wait) {
+				wait_any = true;
+				wait_gen = gen;
+			}
+		}
+		buf_consume(&c->rbuf, q.total);
+		/* the listener may have answered already */
+		if (wait_any && atomic_load(&nc->hub->gen_done) < wait_gen) {
+			nc->waiting = true;
+			nc->waiting_commit = false;
+			nc->wait_gen = wait_gen;
+			memcpy(nc->owed, buf_head(&q.ans), buf_len(&q.ans));
+			nc->owed_len = buf_len(&q.ans);
+			if (answered)
+				write_out(c);
+			return true;
+		}
+		if (!answer(c, buf_head(&q.ans), buf_len(&q.ans), 'I')) {
 			client_fail(c, "53200", "no room to answer LISTEN");
 			return true;
 		}
 		answered = true;
 	}
+	if (answered)
+		write_out(c);
+	if (m == MATCH_PARTIAL)
+		return true; /* the rest of the batch comes with the next read */
 	if (!answered)
 		return c->state == CLIENT_CLOSING;
-	write_out(c);
 	return buf_empty(&c->rbuf);
 }
 
 /* Inside a transaction: answer LISTEN/UNLISTEN, keep the change until the commit. */
 static bool notify_linked(struct client *c, struct server *s)
 {
-	size_t total;
-	int kind;
-	char name[NOTIFY_NAME_MAX];
+	struct notify_req q;
 	bool answered = false;
-	struct notify_client *nc;
-	while ((nc = next_listen(c, &total, &kind, name)) != NULL) {
+	while (match_head(c, &q) == MATCH_YES) {
 		bool ok;
 		if (s->tx_status == 'E') {
 			ok = buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) == 0 && buf_room(&c->wbuf) >= 200 &&
@@ -697,23 +964,27 @@ static bool notify_linked(struct client *c, struct server *s)
 					     "current transaction is aborted, commands ignored until end of transaction block",
 					     NULL, NULL) == 0 &&
 			     proto_put_ready(&c->wbuf, 'E') == 0;
+		} else if (q.channels) {
+			ok = answer_channels(c, 'T');
 		} else {
-			if (nc->npending == NOTIFY_PENDING_MAX) {
+			struct notify_client *nc = take_req(c, &q);
+			if (!nc)
+				return false;
+			if (nc->npending + q.nops > NOTIFY_PENDING_MAX) {
 				client_fail(c, "54000", "too many LISTEN/UNLISTEN in one transaction (at most %d)",
 					    NOTIFY_PENDING_MAX);
 				return false;
 			}
-			struct notify_op *op = &nc->pending[nc->npending++];
-			op->kind = (uint8_t)kind;
-			snprintf(op->name, sizeof op->name, "%s", name);
+			for (int i = 0; i < q.nops; i++)
+				nc->pending[nc->npending++] = q.ops[i];
 			c->tx_undo_watch = true;
-			ok = answer(c, tag_of(kind), 'T');
+			ok = answer(c, buf_head(&q.ans), buf_len(&q.ans), 'T');
 		}
 		if (!ok) {
 			client_fail(c, "53200", "no room to answer LISTEN");
 			return false;
 		}
-		buf_consume(&c->rbuf, total);
+		buf_consume(&c->rbuf, q.total);
 		answered = true;
 	}
 	if (answered)
@@ -830,7 +1101,7 @@ static void resume(struct notify_client *nc)
 	}
 	if (c->state == CLIENT_CLOSING)
 		return;
-	if (!answer(c, nc->owed_tag, 'I')) {
+	if (!answer(c, nc->owed, nc->owed_len, 'I')) {
 		client_fail(c, "53200", "no room to answer LISTEN");
 		return;
 	}

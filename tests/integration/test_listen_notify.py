@@ -234,3 +234,85 @@ def test_client_that_never_reads_is_closed_others_served(lt, direct):
     finally:
         slow.close()
         fast.close()
+
+
+def ext(conn, sql):
+    """sql through the extended protocol (libpq's PQexecParams: Parse, Bind, Describe, Execute,
+    Sync; unnamed statement, no parameters): (status, command tag, SQLSTATE)."""
+    r = conn.pgconn.exec_params(sql.encode(), None)
+    state = r.error_field(psycopg.pq.DiagnosticField.SQLSTATE)
+    return (r.status, (r.command_status or b"").decode(), state.decode() if state else None)
+
+
+def test_extended_protocol_listen_without_pinning(lt, direct):
+    """pgjdbc and libpq's PQexecParams send LISTEN as Parse/Bind/Describe/Execute/Sync: tusk
+    answers it as it does a simple Query (three clients, pool size 2: a pin would make the
+    third wait and fail)."""
+    ok = psycopg.pq.ExecStatus.COMMAND_OK
+    clients = [lconnect(lt) for _ in range(3)]
+    try:
+        for c in clients:
+            assert ext(c, "LISTEN ex1") == (ok, "LISTEN", None)
+        for c in clients:  # in a transaction: applies at COMMIT, dropped by ROLLBACK
+            c.execute("BEGIN")
+            assert ext(c, 'LISTEN "Ex 2"') == (ok, "LISTEN", None)
+            assert ext(c, "LISTEN ex3") == (ok, "LISTEN", None)
+            c.execute("COMMIT")
+            c.execute("BEGIN")
+            assert ext(c, "UNLISTEN ex3") == (ok, "UNLISTEN", None)
+            c.execute("ROLLBACK")
+        assert servers(direct) <= POOL_SIZE + 1
+        direct.execute("SELECT pg_notify('ex1', 'a'), pg_notify('Ex 2', 'b'), pg_notify('ex3', 'c')")
+        for c in clients:
+            got = drain(c, want=3)
+            assert payloads(got) == [("Ex 2", "b"), ("ex1", "a"), ("ex3", "c")]
+        # a named statement prepared alone (answered by tusk), then bound and executed
+        pgc = clients[0].pgconn
+        assert pgc.prepare(b"unl", b"UNLISTEN ex1").status == ok
+        r = pgc.exec_prepared(b"unl", None)
+        assert (r.status, r.command_status) == (ok, b"UNLISTEN")
+        # in a failed transaction: 25P02, as PostgreSQL
+        c = clients[1]
+        c.execute("BEGIN")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            c.execute("SELECT 1/0")
+        assert ext(c, "UNLISTEN *")[2] == "25P02"
+        c.execute("ROLLBACK")
+        assert servers(direct) <= POOL_SIZE + 1
+        direct.execute("SELECT pg_notify('ex1', 'd')")
+        assert drain(clients[0], timeout=0.3) == []
+        for c in clients[1:]:
+            assert payloads(drain(c, want=1)) == [("ex1", "d")]
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_several_listens_in_one_query(lt, direct):
+    clients = [lconnect(lt) for _ in range(3)]
+    try:
+        for c in clients:
+            cur = c.execute("LISTEN m1; LISTEN m2; listen m3")
+            assert cur.statusmessage == "LISTEN"
+            c.execute("BEGIN")
+            c.execute("UNLISTEN m1; UNLISTEN m3")
+            c.execute("COMMIT")
+            c.execute("BEGIN")
+            c.execute("UNLISTEN m2; UNLISTEN *")
+            c.execute("ROLLBACK")
+        assert servers(direct) <= POOL_SIZE + 1
+        direct.execute("SELECT pg_notify('m1', 'a'), pg_notify('m2', 'b'), pg_notify('m3', 'c')")
+        for c in clients:
+            got = drain(c, want=1)
+            got += drain(c, timeout=0.1)
+            assert payloads(got) == [("m2", "b")]
+        # every CommandComplete, as PostgreSQL sends them
+        pgc = clients[0].pgconn
+        pgc.send_query(b"LISTEN m4; UNLISTEN m4; UNLISTEN *")
+        tags = []
+        while (r := pgc.get_result()) is not None:
+            tags.append(r.command_status)
+        assert tags == [b"LISTEN", b"UNLISTEN", b"UNLISTEN"]
+    finally:
+        for c in clients:
+            c.close()

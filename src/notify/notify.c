@@ -38,6 +38,7 @@
 #define NOTIFY_NAME_MAX 64                 /* NAMEDATALEN: a channel is an identifier */
 #define NOTIFY_CLIENT_CHANNELS_MAX 1024     /* per client */
 #define NOTIFY_PENDING_MAX 64              /* LISTEN/UNLISTEN inside one transaction */
+#define NOTIFY_MARKS_MAX 16                /* savepoints followed inside one transaction */
 /* Bytes queued for a client beyond what its socket took: over NOTIFY_QUEUE_MAX, a client
  * whose socket took nothing for NOTIFY_STALL_MAX seconds is closed (it does not read); one
  * that reads, only slower than a burst arrives, is closed past NOTIFY_QUEUE_HARD. */
@@ -121,6 +122,13 @@ struct notify_client {
 	int nchans, cap;
 	struct notify_op pending[NOTIFY_PENDING_MAX];
 	int npending;
+	/* the transaction's savepoints made while it listened: pending[0, at) came before name */
+	struct notify_mark {
+		char name[NOTIFY_NAME_MAX];
+		int at;
+	} marks[NOTIFY_MARKS_MAX];
+	int nmarks;
+	bool marks_lost;           /* more savepoints than marks[]: ROLLBACK TO keeps everything */
 	/* bytes for the client not yet in its wbuf: whole messages, [qhead, qlen) */
 	uint8_t *q;
 	size_t qhead, qlen, qcap;
@@ -992,6 +1000,15 @@ static bool notify_linked(struct client *c, struct server *s)
 	return true;
 }
 
+/* c's transaction is over: its changes were applied or dropped. */
+static void tx_done(struct notify_client *nc)
+{
+	nc->npending = 0;
+	nc->nmarks = 0;
+	nc->marks_lost = false;
+	nc->c->tx_undo_watch = false;
+}
+
 /* The ReadyForQuery 'I' ending c's transaction: apply its changes (a commit) or drop them;
  * hold the ReadyForQuery until the listener has LISTENed to a new channel. */
 static bool notify_commit_wait(struct client *c, bool last)
@@ -1018,8 +1035,7 @@ static bool notify_commit_wait(struct client *c, bool last)
 			}
 		}
 	}
-	nc->npending = 0;
-	c->tx_undo_watch = false;
+	tx_done(nc);
 	if (wait_any && atomic_load(&nc->hub->gen_done) < wait_gen) {
 		nc->waiting = true;
 		nc->waiting_commit = true;
@@ -1033,9 +1049,49 @@ static void notify_ready(struct client *c, bool last)
 {
 	struct notify_client *nc = c->notify;
 	(void)last;
-	if (nc && nc->npending && c->tx_failed) {
-		nc->npending = 0; /* rolled back */
-		c->tx_undo_watch = false;
+	if (nc && c->tx_failed)
+		tx_done(nc); /* rolled back */
+	else if (nc && nc->npending == 0)
+		nc->nmarks = 0;
+}
+
+/* Savepoints: a ROLLBACK TO drops the LISTEN/UNLISTENs made after its savepoint, a RELEASE
+ * forgets the savepoints from its own on (their changes stay). Only a listening client's
+ * texts are read (sql ends with a NUL); one that made its first LISTEN after the savepoint had
+ * nothing before. */
+static void notify_sql(struct client *c, const char *sql, size_t len)
+{
+	struct notify_client *nc = c->notify;
+	struct classify_result r;
+	if (!nc || len > NOTIFY_SYNC_SQL_MAX ||
+	    !(strcasestr(sql, "savepoint") || strcasestr(sql, "rollback") || strcasestr(sql, "release")))
+		return;
+	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 || r.parse_error)
+		return;
+	for (int i = 0; i < r.nsession; i++) {
+		const struct classify_stmt *st = &r.stmts[i];
+		int k = nc->nmarks - 1;
+		if (st->kind != CLASSIFY_SAVEPOINT && st->kind != CLASSIFY_RELEASE && st->kind != CLASSIFY_ROLLBACK_TO)
+			continue;
+		if (st->kind == CLASSIFY_SAVEPOINT) {
+			if (nc->nmarks == NOTIFY_MARKS_MAX) {
+				nc->marks_lost = true;
+				continue;
+			}
+			snprintf(nc->marks[nc->nmarks].name, NOTIFY_NAME_MAX, "%s", st->name);
+			nc->marks[nc->nmarks++].at = nc->npending;
+			continue;
+		}
+		while (k >= 0 && strcmp(nc->marks[k].name, st->name) != 0)
+			k--;
+		if (st->kind == CLASSIFY_RELEASE) {
+			nc->nmarks = k >= 0 ? k : nc->nmarks;
+		} else if (k >= 0) {
+			nc->npending = nc->marks[k].at; /* the savepoint itself stays */
+			nc->nmarks = k + 1;
+		} else if (!nc->marks_lost) {
+			nc->npending = 0; /* made before this client listened in the transaction */
+		}
 	}
 }
 
@@ -1085,6 +1141,7 @@ const struct relay_hooks notify_relay_hooks = {
 	.closed = notify_closed,
 	.commit_wait = notify_commit_wait,
 	.ready = notify_ready,
+	.sql = notify_sql,
 	.linked = notify_linked,
 	.idle = notify_idle,
 };

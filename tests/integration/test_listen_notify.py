@@ -316,3 +316,82 @@ def test_several_listens_in_one_query(lt, direct):
     finally:
         for c in clients:
             c.close()
+
+
+CHANNEL_STEPS = [
+    "LISTEN a1",
+    'LISTEN "B 2"',
+    "LISTEN a1",
+    "BEGIN",
+    "LISTEN c3",
+    "?SELECT pg_listening_channels()",  # a LISTEN counts from its commit on
+    "COMMIT",
+    "?select  *  from  PG_LISTENING_CHANNELS ( ) ;",
+    "BEGIN",
+    "SAVEPOINT s1",
+    "LISTEN d4",
+    "UNLISTEN a1",
+    "SAVEPOINT s2",
+    "LISTEN e5",
+    "ROLLBACK TO SAVEPOINT s1",  # drops d4, the UNLISTEN a1 and e5
+    "LISTEN f6",
+    "SAVEPOINT s3",
+    "LISTEN g7",
+    "RELEASE SAVEPOINT s3",  # g7 stays
+    "COMMIT",
+    "?SELECT pg_catalog.pg_listening_channels()",
+    "UNLISTEN a1",
+    "?SELECT * FROM pg_listening_channels()",
+    "BEGIN",
+    "LISTEN h8",
+    "ROLLBACK",
+    "UNLISTEN *",
+    "?SELECT pg_listening_channels()",
+    "BEGIN",
+    "SAVEPOINT e1",
+    "!SELECT 1/0",
+    "ROLLBACK TO e1",  # the transaction goes on, healthy
+    "LISTEN i9",
+    "COMMIT",
+    "?SELECT pg_listening_channels()",
+]
+
+
+def channel_answers(conn):
+    """CHANNEL_STEPS on conn: per query step ('?'), its column name, type OID and rows (a set)."""
+    out = []
+    for step in CHANNEL_STEPS:
+        if step.startswith("?"):
+            cur = conn.execute(step[1:])
+            d = cur.description[0]
+            out.append((step, d.name, d.type_code, sorted(r[0] for r in cur.fetchall())))
+        elif step.startswith("!"):
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute(step[1:])
+        else:
+            conn.execute(step)
+    return out
+
+
+def test_pg_listening_channels_and_savepoints_as_postgres(lt, pg):
+    """Differential: the same steps direct to PostgreSQL and through tusk give the same
+    pg_listening_channels() (column name, type, rows); a ROLLBACK TO a savepoint drops the
+    LISTEN/UNLISTENs made after it; nothing pins (three clients, pool size 2)."""
+    d = connect(pg.port)
+    clients = [lconnect(lt) for _ in range(3)]
+    try:
+        want = channel_answers(d)
+        assert want[-1][1:] == ("pg_listening_channels", 25, ["i9"])  # the steps mean something
+        assert want[2][3] == ["B 2", "a1", "c3", "f6", "g7"]
+        for c in clients:
+            c.autocommit = True
+            assert channel_answers(c) == want
+        d.execute("SELECT pg_notify('i9', 'x'), pg_notify('a1', 'y')")
+        for c in clients:
+            got = drain(c, want=1)
+            got += drain(c, timeout=0.1)
+            assert payloads(got) == [("i9", "x")]
+    finally:
+        d.close()
+        for c in clients:
+            c.close()

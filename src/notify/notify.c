@@ -39,6 +39,13 @@
 #define NOTIFY_CLIENT_CHANNELS_MAX 1024     /* per client */
 #define NOTIFY_PENDING_MAX 64              /* LISTEN/UNLISTEN inside one transaction */
 #define NOTIFY_MARKS_MAX 16                /* savepoints followed inside one transaction */
+/* Own NOTIFYs: (server pid, channel, payload) of the NOTIFYs clients sent, so that the
+ * notification carries the sender's BackendKeyData pid; at most NOTIFY_SENT_MAX per hub (the
+ * oldest goes), NOTIFY_SENT_TTL seconds each, NOTIFY_SENT_TX per client transaction. */
+#define NOTIFY_SENT_MAX 256
+#define NOTIFY_SENT_TTL 30.0
+#define NOTIFY_SENT_TX 16
+#define NOTIFY_PAYLOAD_MAX 8000            /* PostgreSQL's bound on a payload (bytes, NUL included) */
 /* Bytes queued for a client beyond what its socket took: over NOTIFY_QUEUE_MAX, a client
  * whose socket took nothing for NOTIFY_STALL_MAX seconds is closed (it does not read); one
  * that reads, only slower than a burst arrives, is closed past NOTIFY_QUEUE_HARD. */
@@ -84,6 +91,12 @@ struct notify_hub {
 	bool have_cred;
 	int clients;
 	_Atomic uint64_t relayed, reconnects;
+	/* NOTIFYs of clients not yet seen back: its own lock (the sender's worker adds, the home
+	 * worker matches); one allocation, at the first */
+	pthread_mutex_t sent_lock;
+	struct notify_sent *sent;
+	_Atomic int nsent;
+	uint64_t sent_seq;
 	/* home worker only */
 	struct server *s;
 	ev_timer timer;            /* reconnect */
@@ -99,6 +112,15 @@ struct notify_registry {
 	pthread_mutex_t lock; /* protects hubs and nhubs */
 	struct notify_hub *hubs;
 	int nhubs;
+};
+
+/* A NOTIFY a client sent on a server (notify_sql), until its notification comes back. */
+struct notify_sent {
+	uint64_t seq;              /* 0: a free slot */
+	uint64_t hash;             /* of channel and payload */
+	uint32_t server_pid;       /* the notifying backend */
+	uint32_t client_pid;       /* the sender's BackendKeyData pid */
+	double at;                 /* when it was sent (monotonic) */
 };
 
 /* One queued change of a transaction. */
@@ -129,6 +151,9 @@ struct notify_client {
 	} marks[NOTIFY_MARKS_MAX];
 	int nmarks;
 	bool marks_lost;           /* more savepoints than marks[]: ROLLBACK TO keeps everything */
+	/* the NOTIFYs of the transaction (their hub entries' seq, channel-and-payload hashes) */
+	uint64_t sent_seq[NOTIFY_SENT_TX], sent_hash[NOTIFY_SENT_TX];
+	int nsent;
 	/* bytes for the client not yet in its wbuf: whole messages, [qhead, qlen) */
 	uint8_t *q;
 	size_t qhead, qlen, qcap;
@@ -180,15 +205,18 @@ void notify_registry_free(struct notify_registry *r)
 		struct notify_hub *h = r->hubs;
 		r->hubs = h->next;
 		pthread_mutex_destroy(&h->lock);
+		pthread_mutex_destroy(&h->sent_lock);
 		memset(&h->cred, 0, sizeof h->cred);
 		free(h->chans);
+		free(h->sent);
 		free(h);
 	}
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
 
-static struct notify_hub *hub_get(struct runtime *rt, struct pool *pool)
+/* The pool's hub; a new one when it has none and make (NULL: none, or no memory). */
+static struct notify_hub *hub_of(struct runtime *rt, const struct pool *pool, bool make)
 {
 	struct notify_registry *r = rt->notify;
 	struct notify_hub *h;
@@ -196,11 +224,12 @@ static struct notify_hub *hub_get(struct runtime *rt, struct pool *pool)
 	for (h = r->hubs; h; h = h->next)
 		if (h->pool == pool)
 			break;
-	if (!h && (h = calloc(1, sizeof *h)) != NULL) {
+	if (!h && make && (h = calloc(1, sizeof *h)) != NULL) {
 		h->rt = rt;
-		h->pool = pool;
+		h->pool = (struct pool *)pool;
 		h->home = r->nhubs % rt->nworkers;
 		pthread_mutex_init(&h->lock, NULL);
+		pthread_mutex_init(&h->sent_lock, NULL);
 		atomic_init(&h->state, HUB_NONE);
 		h->next = r->hubs;
 		r->hubs = h;
@@ -336,7 +365,7 @@ static struct notify_client *nc_get(struct client *c)
 {
 	if (c->notify)
 		return c->notify;
-	struct notify_hub *h = hub_get(c->worker->rt, c->pool);
+	struct notify_hub *h = hub_of(c->worker->rt, c->pool, true);
 	if (!h)
 		return NULL;
 	struct notify_client *nc = calloc(1, sizeof *nc);
@@ -1000,6 +1029,227 @@ static bool notify_linked(struct client *c, struct server *s)
 	return true;
 }
 
+/* ---- own NOTIFYs: the sender's pid ---- */
+
+static uint64_t note_hash(const char *chan, size_t clen, const char *payload, size_t plen)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < clen; i++)
+		h = (h ^ (uint8_t)chan[i]) * 1099511628211ull;
+	h = (h ^ 0xffu) * 1099511628211ull; /* a byte no channel holds: "a" + "bc" is not "ab" + "c" */
+	for (size_t i = 0; i < plen; i++)
+		h = (h ^ (uint8_t)payload[i]) * 1099511628211ull;
+	return h;
+}
+
+struct lex {
+	const char *p, *end;
+	bool backslash; /* standard_conforming_strings off: a backslash escapes in '...' */
+};
+
+static void lex_space(struct lex *l)
+{
+	while (l->p < l->end && (*l->p == ' ' || *l->p == '\t' || *l->p == '\n' || *l->p == '\r' || *l->p == '\f'))
+		l->p++;
+}
+
+static bool lex_ident_char(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+	       ch == '$' || (unsigned char)ch >= 0x80;
+}
+
+/* The keyword word (lower case) and no identifier character after it. */
+static bool lex_word(struct lex *l, const char *word)
+{
+	size_t n = strlen(word);
+	lex_space(l);
+	if ((size_t)(l->end - l->p) < n || strncasecmp(l->p, word, n) != 0 ||
+	    (l->p + n < l->end && lex_ident_char(l->p[n])))
+		return false;
+	l->p += n;
+	return true;
+}
+
+static bool lex_char(struct lex *l, char ch)
+{
+	lex_space(l);
+	if (l->p == l->end || *l->p != ch)
+		return false;
+	l->p++;
+	return true;
+}
+
+/* A token between quote characters q (q doubled for itself), into out: its length, -1 when
+ * it is not one (or too long, or holds a backslash that would escape). */
+static ssize_t lex_quoted(struct lex *l, char q, bool backslash, char *out, size_t cap)
+{
+	size_t n = 0;
+	lex_space(l);
+	if (l->p == l->end || *l->p != q)
+		return -1;
+	for (l->p++;; l->p++) {
+		if (l->p == l->end || (backslash && *l->p == '\\'))
+			return -1;
+		if (*l->p == q) {
+			if (l->p + 1 < l->end && l->p[1] == q)
+				l->p++;
+			else
+				break;
+		}
+		if (n + 1 >= cap)
+			return -1;
+		out[n++] = *l->p;
+	}
+	l->p++;
+	out[n] = '\0';
+	return (ssize_t)n;
+}
+
+/* An identifier, as PostgreSQL folds it (unquoted: lower-cased ASCII), into out. */
+static bool lex_ident(struct lex *l, char *out, size_t cap)
+{
+	size_t n = 0;
+	lex_space(l);
+	if (l->p < l->end && *l->p == '"')
+		return lex_quoted(l, '"', false, out, cap) > 0;
+	if (l->p == l->end || (*l->p >= '0' && *l->p <= '9') || *l->p == '$' || !lex_ident_char(*l->p))
+		return false;
+	for (; l->p < l->end && lex_ident_char(*l->p); l->p++) {
+		if (n + 1 >= cap)
+			return false;
+		out[n++] = (char)(*l->p >= 'A' && *l->p <= 'Z' ? *l->p + 32 : *l->p);
+	}
+	out[n] = '\0';
+	return true;
+}
+
+/* A plain string constant '...' ('' for a quote), into out. */
+static bool lex_string(struct lex *l, char *out, size_t cap, size_t *len)
+{
+	ssize_t n = lex_quoted(l, '\'', l->backslash, out, cap);
+	*len = n < 0 ? 0 : (size_t)n;
+	return n >= 0;
+}
+
+/* The text is exactly one `NOTIFY channel [, 'payload']` or `SELECT [pg_catalog.]pg_notify(
+ * 'channel', 'payload')` of constants (a trailing semicolon allowed): its channel and payload. */
+static bool read_notify(const struct client *c, const char *sql, size_t len, char *chan, char *payload,
+			size_t *plen)
+{
+	struct lex l = { sql, sql + len, c->backslash_quotes };
+	size_t clen;
+	*plen = 0;
+	payload[0] = '\0';
+	if (lex_word(&l, "notify")) {
+		if (!lex_ident(&l, chan, NOTIFY_NAME_MAX))
+			return false;
+		if (lex_char(&l, ',') && !lex_string(&l, payload, NOTIFY_PAYLOAD_MAX, plen))
+			return false;
+	} else {
+		l.p = sql;
+		if (!lex_word(&l, "select"))
+			return false;
+		const char *at = l.p;
+		if (!(lex_word(&l, "pg_catalog") && lex_char(&l, '.')))
+			l.p = at;
+		if (!lex_word(&l, "pg_notify") || !lex_char(&l, '(') || !lex_string(&l, chan, NOTIFY_NAME_MAX, &clen) ||
+		    clen == 0 || !lex_char(&l, ',') || !lex_string(&l, payload, NOTIFY_PAYLOAD_MAX, plen) ||
+		    !lex_char(&l, ')'))
+			return false;
+	}
+	(void)lex_char(&l, ';');
+	lex_space(&l);
+	return l.p == l.end;
+}
+
+/* c sends sql to its server: when it is a NOTIFY of constants and someone listens on the
+ * pool, remember it (once per channel and payload per transaction, as PostgreSQL folds). */
+static void sent_note(struct client *c, const char *sql, size_t len)
+{
+	char chan[NOTIFY_NAME_MAX];
+	char payload[NOTIFY_PAYLOAD_MAX];
+	size_t plen;
+	if (!c->server || len > NOTIFY_PAYLOAD_MAX + 256 || !strcasestr(sql, "notify"))
+		return;
+	struct notify_hub *h = c->notify ? c->notify->hub : hub_of(c->worker->rt, c->pool, false);
+	if (!h || atomic_load(&h->state) == HUB_NONE || !read_notify(c, sql, len, chan, payload, &plen))
+		return; /* nobody listens through tusk, or not one NOTIFY of constants */
+	uint64_t hash = note_hash(chan, strlen(chan), payload, plen);
+	struct notify_client *nc = nc_get(c);
+	if (!nc || nc->nsent == NOTIFY_SENT_TX)
+		return;
+	for (int i = 0; i < nc->nsent; i++)
+		if (nc->sent_hash[i] == hash)
+			return; /* folded into the first by PostgreSQL */
+	pthread_mutex_lock(&h->sent_lock);
+	if (!h->sent)
+		h->sent = calloc(NOTIFY_SENT_MAX, sizeof *h->sent);
+	if (h->sent) {
+		/* a free slot, else the oldest */
+		struct notify_sent *e = &h->sent[0];
+		for (int i = 0; i < NOTIFY_SENT_MAX && e->seq; i++)
+			if (!h->sent[i].seq || h->sent[i].seq < e->seq)
+				e = &h->sent[i];
+		if (!e->seq)
+			atomic_fetch_add(&h->nsent, 1);
+		*e = (struct notify_sent){ .seq = ++h->sent_seq, .hash = hash, .server_pid = c->server->backend_pid,
+					   .client_pid = c->cancel_pid, .at = ev_now(c->worker->loop) };
+		nc->sent_seq[nc->nsent] = e->seq;
+		nc->sent_hash[nc->nsent++] = hash;
+	}
+	pthread_mutex_unlock(&h->sent_lock);
+}
+
+/* c's transaction ended: its NOTIFYs stay to be matched (a commit) or go (a rollback). */
+static void sent_done(struct notify_client *nc, bool rolled_back)
+{
+	struct notify_hub *h = nc->hub;
+	if (nc->nsent == 0)
+		return;
+	if (rolled_back) {
+		pthread_mutex_lock(&h->sent_lock);
+		for (int k = 0; k < nc->nsent; k++)
+			for (int i = 0; h->sent && i < NOTIFY_SENT_MAX; i++)
+				if (h->sent[i].seq == nc->sent_seq[k]) {
+					h->sent[i].seq = 0;
+					atomic_fetch_sub(&h->nsent, 1);
+				}
+		pthread_mutex_unlock(&h->sent_lock);
+	}
+	nc->nsent = 0;
+}
+
+/* The listener got a notification from server_pid: the client pid of the earliest NOTIFY sent
+ * there with that channel and payload (taken), or 0 (a trigger's, another program's). */
+static uint32_t sent_match(struct notify_hub *h, uint32_t server_pid, uint64_t hash, double now)
+{
+	uint32_t pid = 0;
+	if (atomic_load(&h->nsent) == 0)
+		return 0;
+	pthread_mutex_lock(&h->sent_lock);
+	struct notify_sent *best = NULL;
+	for (int i = 0; h->sent && i < NOTIFY_SENT_MAX; i++) {
+		struct notify_sent *e = &h->sent[i];
+		if (!e->seq)
+			continue;
+		if (now - e->at > NOTIFY_SENT_TTL) {
+			e->seq = 0;
+			atomic_fetch_sub(&h->nsent, 1);
+			continue;
+		}
+		if (e->server_pid == server_pid && e->hash == hash && (!best || e->seq < best->seq))
+			best = e;
+	}
+	if (best) {
+		pid = best->client_pid;
+		best->seq = 0;
+		atomic_fetch_sub(&h->nsent, 1);
+	}
+	pthread_mutex_unlock(&h->sent_lock);
+	return pid;
+}
+
 /* c's transaction is over: its changes were applied or dropped. */
 static void tx_done(struct notify_client *nc)
 {
@@ -1049,9 +1299,12 @@ static void notify_ready(struct client *c, bool last)
 {
 	struct notify_client *nc = c->notify;
 	(void)last;
-	if (nc && c->tx_failed)
+	if (!nc)
+		return;
+	sent_done(nc, c->tx_failed);
+	if (c->tx_failed)
 		tx_done(nc); /* rolled back */
-	else if (nc && nc->npending == 0)
+	else if (nc->npending == 0)
 		nc->nmarks = 0;
 }
 
@@ -1061,6 +1314,7 @@ static void notify_ready(struct client *c, bool last)
  * nothing before. */
 static void notify_sql(struct client *c, const char *sql, size_t len)
 {
+	sent_note(c, sql, len);
 	struct notify_client *nc = c->notify;
 	struct classify_result r;
 	if (!nc || len > NOTIFY_SYNC_SQL_MAX ||
@@ -1104,7 +1358,7 @@ static void notify_idle(struct client *c)
 		(void)flush_queue(nc);
 		return;
 	}
-	if (nc->nchans == 0 && nc->npending == 0 && !nc->waiting)
+	if (nc->nchans == 0 && nc->npending == 0 && nc->nsent == 0 && !nc->waiting)
 		nc_free(nc);
 }
 
@@ -1403,16 +1657,26 @@ static void fan_out(struct notify_hub *h, const uint8_t *m, size_t total)
 {
 	struct proto_reader r;
 	proto_reader_init(&r, m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
-	(void)proto_get_u32(&r); /* the notifying backend's pid, passed on as PostgreSQL reports it */
-	const char *chan = proto_get_cstr(&r);
-	(void)proto_get_cstr(&r); /* the payload */
-	if (r.err || !chan)
+	uint32_t pid = proto_get_u32(&r); /* the notifying backend's */
+	size_t clen, plen;
+	const char *chan = proto_get_cstr_n(&r, &clen);
+	const char *payload = proto_get_cstr_n(&r, &plen);
+	if (r.err || !chan || !payload)
 		return;
 	atomic_fetch_add(&h->relayed, 1);
 	struct notify_note *n = malloc(sizeof *n + total);
 	if (!n)
 		return;
 	memcpy(n->msg, m, total);
+	/* A client's own NOTIFY carries its BackendKeyData pid (the others': a pid not theirs). */
+	uint32_t own = sent_match(h, pid, note_hash(chan, clen, payload, plen), ev_now(h->rt->workers[h->home]->loop));
+	if (own) {
+		uint8_t *w = n->msg + PROTO_HDR_LEN;
+		w[0] = (uint8_t)(own >> 24);
+		w[1] = (uint8_t)(own >> 16);
+		w[2] = (uint8_t)(own >> 8);
+		w[3] = (uint8_t)own;
+	}
 	n->len = total;
 	n->chan_off = (size_t)((const uint8_t *)chan - m);
 	atomic_init(&n->refs, h->rt->nworkers);

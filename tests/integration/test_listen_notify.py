@@ -395,3 +395,56 @@ def test_pg_listening_channels_and_savepoints_as_postgres(lt, pg):
         d.close()
         for c in clients:
             c.close()
+
+
+def own_pids(conns, sends, channel):
+    """Each conn LISTENs to channel and sends its NOTIFYs (sends(i): SQL texts, run in order);
+    per conn: (own, others), its notifications carrying its own BackendKeyData pid and not."""
+    for c in conns:
+        c.execute(f"LISTEN {channel}")
+    n = 0
+    for i, c in enumerate(conns):
+        for sql in sends(i):
+            c.execute(sql)
+        n += 1
+    out = []
+    for c in conns:
+        got = drain(c, want=n)
+        got += drain(c, timeout=0.1)
+        mine = c.info.backend_pid
+        out.append((sorted(p for _, p, pid in got if pid == mine), sorted(p for _, p, pid in got if pid != mine)))
+    return out
+
+
+def test_own_notify_carries_the_senders_backend_pid(lt, pg):
+    """Drivers skip their own notifications by comparing the sender pid with BackendKeyData's
+    (psycopg's conn.info.backend_pid here): through tusk, as direct, each client sees its own
+    NOTIFY as its own and the others' as not (three senders, pool size 2: servers are shared)."""
+    def sends(i):
+        if i == 0:
+            return [f"NOTIFY own, 'from-{i}'"]
+        if i == 1:  # twice in one transaction: PostgreSQL folds them into one
+            return ["BEGIN", f"SELECT pg_notify('own', 'from-{i}')", f"select PG_NOTIFY ( 'own' , 'from-{i}' ) ;",
+                    "COMMIT"]
+        return ["BEGIN", "NOTIFY own, 'rolled-back'", "ROLLBACK", f'notify "own" ,\'from-{i}\'']
+
+    want = [(["from-0"], ["from-1", "from-2"]), (["from-1"], ["from-0", "from-2"]), (["from-2"], ["from-0", "from-1"])]
+    direct = [connect(pg.port) for _ in range(3)]
+    clients = [lconnect(lt) for _ in range(3)]
+    try:
+        for c in direct:
+            c.lnt_seen = []
+            c.add_notify_handler(lambda n, c=c: c.lnt_seen.append((n.channel, n.payload, n.pid)))
+        assert own_pids(direct, sends, "own") == want
+        assert own_pids(clients, sends, "own") == want
+        # the same channel and payload from several clients: each sees one as its own
+        out = own_pids(clients, lambda i: ["NOTIFY same, 'x'"], "same")
+        assert out == [(["x"], ["x", "x"])] * 3, out
+        # not a client's NOTIFY (another program's, a trigger's): the pid PostgreSQL reports
+        d = direct[0]
+        d.execute("SELECT pg_notify('own', 'outside')")
+        for c in clients:
+            assert drain(c, want=1) == [("own", "outside", d.info.backend_pid)]
+    finally:
+        for c in direct + clients:
+            c.close()

@@ -4,13 +4,19 @@ LISTENs to the union of the channels and fans each notification out to the subsc
 clients. Every test fails on a tusk that pins a listening client to its server (pool size 2:
 the third listening client waits pool_wait_timeout and fails, or the server count exceeds
 pool size + 1)."""
+import hashlib
+import os
 import select
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 
-from conftest import connect, console_show, SLOW, TEST_DB, Tusk, wait_until
+from conftest import connect, console_show, REPO, SLOW, TEST_DB, Tusk, wait_until
 
 POOL_SIZE = 2
 
@@ -448,3 +454,37 @@ def test_own_notify_carries_the_senders_backend_pid(lt, pg):
     finally:
         for c in direct + clients:
             c.close()
+
+
+JDBC_JAR = os.environ.get("PGJDBC_JAR", "/usr/share/java/postgresql.jar")
+
+
+def jdbc_listen_notify(port):
+    """tests/integration/jdbc/ListenNotify.java against port: its sorted output lines."""
+    if not (shutil.which("java") and shutil.which("javac") and Path(JDBC_JAR).exists()):
+        pytest.fail(f"java, javac or {JDBC_JAR} missing (scripts/install-deps.sh)")
+    src = REPO / "tests" / "integration" / "jdbc" / "ListenNotify.java"
+    d = Path(tempfile.gettempdir()) / f"tusk-jdbc-listen-{hashlib.sha1(src.read_bytes()).hexdigest()[:16]}"
+    if not (d / "ListenNotify.class").exists():
+        tmp = Path(tempfile.mkdtemp(prefix="tusk-jdbc-listen-"))
+        subprocess.run(["javac", "-nowarn", "-cp", JDBC_JAR, "-d", str(tmp), str(src)], check=True,
+                       capture_output=True, text=True, timeout=300)
+        try:
+            tmp.rename(d)
+        except OSError:  # another run made it meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+    p = subprocess.run(["java", "-cp", f"{JDBC_JAR}:{d}", "ListenNotify", "127.0.0.1", str(port), TEST_DB,
+                        "tusk_trust"], capture_output=True, text=True, timeout=120 * SLOW)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout.split("\n")[:-1]
+
+
+def test_pgjdbc_listen_and_own_notify_as_postgres(lt, pg, direct):
+    """pgjdbc: LISTEN through the extended protocol (Statement: unnamed; PreparedStatement:
+    named past prepareThreshold), UNLISTEN inside a transaction, and each connection's own
+    NOTIFY told by getBackendPID(): the same through tusk as direct, three connections on a
+    pool of 2 (a pin would make the third wait past pool_wait_timeout and fail)."""
+    want = jdbc_listen_notify(pg.port)
+    assert want == [f"{i} jdbc_b b{k} {'own' if i == k else 'other'}" for i in range(3) for k in range(3)]
+    assert jdbc_listen_notify(lt.port) == want
+    assert servers(direct) <= POOL_SIZE + 1

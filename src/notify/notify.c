@@ -55,6 +55,8 @@
 #define NOTIFY_MSG_MAX (16u * 1024)        /* a NotificationResponse: 8000-byte payload + name */
 #define NOTIFY_LISTENER_BUF (64u * 1024)
 #define NOTIFY_SYNC_SQL_MAX (16u * 1024)   /* LISTEN/UNLISTEN statements sent in one Query */
+/* pg_listening_channels()'s answer: beyond it (some 250 channels) the query goes to a server */
+#define NOTIFY_CHANNELS_ANSWER_MAX (16u * 1024)
 #define NOTIFY_ANSWER_MAX 512            /* tusk's answer to one request, ReadyForQuery aside */
 #define NOTIFY_BACKOFF_MIN 0.25
 #define NOTIFY_BACKOFF_MAX 10.0
@@ -615,8 +617,9 @@ static const char *tag_of(int kind)
 	return kind == CLASSIFY_LISTEN ? "LISTEN" : "UNLISTEN";
 }
 
-/* Whether sql is only LISTEN / UNLISTEN / UNLISTEN * statements (exactly one when one):
- * appends them to q->ops and their CommandCompletes to q->ans. */
+/* Whether sql is only LISTEN / UNLISTEN / UNLISTEN * statements (exactly one when one, the
+ * extended protocol's case): appends them to q->ops, and (not one) their CommandCompletes to
+ * q->ans. */
 static bool listen_stmts(const struct client *c, const char *sql, size_t len, bool one, struct notify_req *q)
 {
 	struct classify_result r;
@@ -637,7 +640,7 @@ static bool listen_stmts(const struct client *c, const char *sql, size_t len, bo
 		struct notify_op *op = &q->ops[q->nops++];
 		op->kind = (uint8_t)r.stmts[i].kind;
 		snprintf(op->name, sizeof op->name, "%s", r.stmts[i].name);
-		if (proto_put_command_complete(&q->ans, tag_of(op->kind)) < 0)
+		if (!one && proto_put_command_complete(&q->ans, tag_of(op->kind)) < 0)
 			return false;
 	}
 	return true;
@@ -682,6 +685,16 @@ static bool is_channels_query(const char *sql, size_t len)
 	return false;
 }
 
+/* The bytes of answer_channels' answer for c. */
+static size_t channels_answer_len(const struct client *c)
+{
+	const struct notify_client *nc = c->notify;
+	size_t need = 64 + 32 + 6;
+	for (int i = 0; nc && i < nc->nchans; i++)
+		need += 11 + strlen(nc->chans[i].name);
+	return need;
+}
+
 /* A whole simple Query of LISTEN/UNLISTENs, or of pg_listening_channels(). */
 static enum notify_match match_query(const struct client *c, const uint8_t *p, size_t avail, struct notify_req *q)
 {
@@ -698,7 +711,7 @@ static enum notify_match match_query(const struct client *c, const uint8_t *p, s
 	if (listen_stmts(c, sql, len, false, q))
 		return MATCH_YES;
 	if (len < 64 && (sql[0] == 's' || sql[0] == 'S' || sql[0] == ' ' || sql[0] == '\n') &&
-	    is_channels_query(sql, len)) {
+	    is_channels_query(sql, len) && channels_answer_len(c) <= NOTIFY_CHANNELS_ANSWER_MAX) {
 		q->channels = true;
 		return MATCH_YES;
 	}
@@ -831,7 +844,7 @@ static enum notify_match match_head(struct client *c, struct notify_req *q)
 		return MATCH_NO;
 	enum notify_match m = match_ext(c, p, avail, q);
 	/* Waiting for the rest of a batch needs room for it in rbuf. */
-	if (m == MATCH_PARTIAL && c->rbuf.cap - buf_len(&c->rbuf) < NOTIFY_SYNC_SQL_MAX)
+	if (m == MATCH_PARTIAL && c->rbuf.cap - buf_len(&c->rbuf) < 1024)
 		return MATCH_NO;
 	return m;
 }
@@ -856,9 +869,7 @@ static bool answer_channels(struct client *c, uint8_t status)
 	static const char col[] = "pg_listening_channels";
 	const struct notify_client *nc = c->notify;
 	int n = nc ? nc->nchans : 0;
-	size_t need = 64 + sizeof col + 6;
-	for (int i = 0; i < n; i++)
-		need += 11 + strlen(nc->chans[i].name);
+	size_t need = channels_answer_len(c);
 	if (buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
 		return false;
 	buf_compact(&c->wbuf);

@@ -8,6 +8,8 @@ import hashlib
 import os
 import select
 import shutil
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -488,3 +490,110 @@ def test_pgjdbc_listen_and_own_notify_as_postgres(lt, pg, direct):
     assert want == [f"{i} jdbc_b b{k} {'own' if i == k else 'other'}" for i in range(3) for k in range(3)]
     assert jdbc_listen_notify(lt.port) == want
     assert servers(direct) <= POOL_SIZE + 1
+
+
+class Raw:
+    """A protocol-level session (trust login): send messages, read replies up to ReadyForQuery."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20 * SLOW)
+        self.buf = b""
+        params = b"user\0tusk_trust\0database\0" + TEST_DB.encode() + b"\0\0"
+        self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
+        self.reply()
+
+    @staticmethod
+    def msg(t, body=b""):
+        return t + struct.pack("!i", 4 + len(body)) + body
+
+    def send(self, *msgs):
+        self.sock.sendall(b"".join(msgs))
+        return self.reply()
+
+    def reply(self):
+        """Messages up to ReadyForQuery: (type, body), the body reduced to what must be equal
+        (an error's SQLSTATE; none of ParameterStatus, NoticeResponse, BackendKeyData)."""
+        out = []
+        while True:
+            while len(self.buf) < 5 or len(self.buf) < 1 + struct.unpack("!i", self.buf[1:5])[0]:
+                chunk = self.sock.recv(65536)
+                assert chunk, f"connection closed after {out}"
+                self.buf += chunk
+            n = struct.unpack("!i", self.buf[1:5])[0]
+            t, body, self.buf = self.buf[:1], self.buf[5:1 + n], self.buf[1 + n:]
+            if t == b"E":
+                body = [f[1:] for f in body.split(b"\0") if f[:1] == b"C"][0]
+            if t not in (b"S", b"N", b"K", b"R"):
+                out.append((t.decode(), body))
+            if t == b"Z":
+                return out
+
+    def close(self):
+        self.sock.sendall(self.msg(b"X"))
+        self.sock.close()
+
+
+def P(name, sql):
+    return Raw.msg(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!h", 0))
+
+
+def B(stmt, portal=""):
+    return Raw.msg(b"B", portal.encode() + b"\0" + stmt.encode() + b"\0" + struct.pack("!hhh", 0, 0, 0))
+
+
+def D(kind, name=""):
+    return Raw.msg(b"D", kind + name.encode() + b"\0")
+
+
+def E(portal=""):
+    return Raw.msg(b"E", portal.encode() + b"\0" + struct.pack("!i", 0))
+
+
+SYNC = Raw.msg(b"S")
+
+
+def Q(sql):
+    return Raw.msg(b"Q", sql.encode() + b"\0")
+
+
+RAW_STEPS = [
+    (P("", "LISTEN raw1"), D(b"S"), B(""), E(), SYNC),
+    (P("", "unlisten RAW1"), B(""), D(b"P"), E(), SYNC),
+    (P("raw_st", 'LISTEN "Raw 2"'), B("raw_st"), E(), SYNC),  # a named statement, parsed with its run
+    (B("raw_st"), D(b"P"), E(), SYNC),  # run again
+    (Q("LISTEN r3; UNLISTEN r3; LISTEN r4"),),
+    (Q("BEGIN"),),
+    (P("", "LISTEN r5"), B(""), D(b"P"), E(), SYNC),
+    (Q("SELECT * FROM pg_listening_channels()"),),  # r5 not yet
+    (Q("COMMIT"),),
+    (Q("select pg_listening_channels();"),),
+    (Q("BEGIN"),),
+    (Q("SELECT 1/0"),),
+    (P("", "LISTEN r6"), B(""), E(), SYNC),  # 25P02
+    (Q("LISTEN r6; LISTEN r7"),),  # 25P02
+    (Q("ROLLBACK"),),
+    (Q("SELECT pg_listening_channels()"),),
+]
+
+
+def test_protocol_answers_as_postgres(lt, pg, direct):
+    """Differential at the protocol level: tusk's own answers to extended-protocol LISTEN
+    batches, several LISTENs in one Query and pg_listening_channels() are PostgreSQL's message
+    for message (ParseComplete, ParameterDescription, NoData, BindComplete, CommandComplete,
+    RowDescription, DataRow, ReadyForQuery status, 25P02), three sessions on a pool of 2."""
+    d = Raw(pg.port)
+    want = [d.send(*step) for step in RAW_STEPS]
+    d.close()
+    assert [t for t, _ in want[0]] == ["1", "t", "n", "2", "C", "Z"]  # the steps mean something
+    assert want[-1] == [("T", want[-1][0][1])] + [("D", struct.pack("!hi", 1, len(ch)) + ch)
+                                                  for ch in (b"Raw 2", b"r4", b"r5")] + [("C", b"SELECT 3\0"), ("Z", b"I")]
+    sessions = [Raw(lt.port) for _ in range(3)]
+    try:
+        for r in sessions:
+            got = [r.send(*step) for step in RAW_STEPS]
+            for step, g, w in zip(RAW_STEPS, got, want):
+                assert g == w, step
+        assert servers(direct) <= POOL_SIZE + 1
+    finally:
+        for r in sessions:
+            r.close()

@@ -594,6 +594,12 @@ def test_protocol_answers_as_postgres(lt, pg, direct):
             for step, g, w in zip(RAW_STEPS, got, want):
                 assert g == w, step
         assert servers(direct) <= POOL_SIZE + 1
+        # a batch that arrives in two reads, outside a transaction: waited for, then answered
+        for r in sessions:
+            r.sock.sendall(P("", "LISTEN split") + B(""))
+            time.sleep(0.2)
+            assert r.send(E(), SYNC) == [("1", b""), ("2", b""), ("C", b"LISTEN\0"), ("Z", b"I")]
+        assert servers(direct) <= POOL_SIZE + 1
     finally:
         for r in sessions:
             r.close()

@@ -392,10 +392,13 @@ static struct notify_client *nc_get(struct client *c)
 	return nc;
 }
 
+static void sent_done(struct notify_client *nc, bool rolled_back);
+
 static void nc_free(struct notify_client *nc)
 {
 	struct client *c = nc->c;
 	struct notify_worker *nw = nw_of(c->worker);
+	sent_done(nc, true); /* left inside its transaction: the server rolls it back */
 	if (nc->nchans > 0) {
 		pthread_mutex_lock(&nc->hub->lock);
 		nc->hub->clients--;

@@ -601,6 +601,7 @@ struct notify_req {
 	int nops;
 	struct notify_op ops[CLASSIFY_MAX_STMTS];
 	bool channels;                         /* SELECT pg_listening_channels() */
+	char col[NOTIFY_NAME_MAX];             /* ... its column's name */
 	bool add_named;                        /* a named Parse to record in c->prep */
 	struct prep_parse pp;                  /* ... pointing into rbuf */
 	struct buf ans;                        /* the answer before its ReadyForQuery */
@@ -649,50 +650,126 @@ static bool listen_stmts(const struct client *c, const char *sql, size_t len, bo
 	return true;
 }
 
-/* SELECT pg_listening_channels() or SELECT * FROM pg_listening_channels() (any case and
- * spacing, pg_catalog. or not, one trailing semicolon). */
-static bool is_channels_query(const char *sql, size_t len)
+struct lex {
+	const char *p, *end;
+	bool backslash; /* standard_conforming_strings off: a backslash escapes in '...' */
+};
+
+static void lex_space(struct lex *l)
 {
-	static const char *const forms[] = {
-		"select pg_listening_channels()",
-		"select * from pg_listening_channels()",
-		"select pg_catalog.pg_listening_channels()",
-		"select * from pg_catalog.pg_listening_channels()",
-	};
-	char norm[128];
-	size_t n = 0;
-	if (len >= 4 * sizeof norm)
+	while (l->p < l->end && (*l->p == ' ' || *l->p == '\t' || *l->p == '\n' || *l->p == '\r' || *l->p == '\f'))
+		l->p++;
+}
+
+static bool lex_ident_char(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+	       ch == '$' || (unsigned char)ch >= 0x80;
+}
+
+/* The keyword word (lower case) and no identifier character after it. */
+static bool lex_word(struct lex *l, const char *word)
+{
+	size_t n = strlen(word);
+	lex_space(l);
+	if ((size_t)(l->end - l->p) < n || strncasecmp(l->p, word, n) != 0 ||
+	    (l->p + n < l->end && lex_ident_char(l->p[n])))
 		return false;
-	for (size_t i = 0; i < len; i++) {
-		char ch = sql[i];
-		bool space = ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f';
-		if (space) {
-			if (n > 0 && norm[n - 1] != ' ')
-				norm[n++] = ' ';
-		} else {
-			if ((ch == '(' || ch == ')' || ch == ';') && n > 0 && norm[n - 1] == ' ')
-				n--;
-			norm[n++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+	l->p += n;
+	return true;
+}
+
+static bool lex_char(struct lex *l, char ch)
+{
+	lex_space(l);
+	if (l->p == l->end || *l->p != ch)
+		return false;
+	l->p++;
+	return true;
+}
+
+/* A token between quote characters q (q doubled for itself), into out: its length, -1 when
+ * it is not one (or too long, or holds a backslash that would escape). */
+static ssize_t lex_quoted(struct lex *l, char q, bool backslash, char *out, size_t cap)
+{
+	size_t n = 0;
+	lex_space(l);
+	if (l->p == l->end || *l->p != q)
+		return -1;
+	for (l->p++;; l->p++) {
+		if (l->p == l->end || (backslash && *l->p == '\\'))
+			return -1;
+		if (*l->p == q) {
+			if (l->p + 1 < l->end && l->p[1] == q)
+				l->p++;
+			else
+				break;
 		}
-		if (n >= sizeof norm - 1)
-			return false;
+		if (n + 1 >= cap)
+			return -1;
+		out[n++] = *l->p;
 	}
-	while (n > 0 && norm[n - 1] == ' ')
-		n--;
-	if (n > 0 && norm[n - 1] == ';')
-		n--;
-	norm[n] = '\0';
-	for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++)
-		if (strcmp(norm, forms[i]) == 0)
-			return true;
-	return false;
+	l->p++;
+	out[n] = '\0';
+	return (ssize_t)n;
+}
+
+/* An identifier, as PostgreSQL folds it (unquoted: lower-cased ASCII), into out. */
+static bool lex_ident(struct lex *l, char *out, size_t cap)
+{
+	size_t n = 0;
+	lex_space(l);
+	if (l->p < l->end && *l->p == '"')
+		return lex_quoted(l, '"', false, out, cap) > 0;
+	if (l->p == l->end || (*l->p >= '0' && *l->p <= '9') || *l->p == '$' || !lex_ident_char(*l->p))
+		return false;
+	for (; l->p < l->end && lex_ident_char(*l->p); l->p++) {
+		if (n + 1 >= cap)
+			return false;
+		out[n++] = (char)(*l->p >= 'A' && *l->p <= 'Z' ? *l->p + 32 : *l->p);
+	}
+	out[n] = '\0';
+	return true;
+}
+
+/* A plain string constant '...' ('' for a quote), into out. */
+static bool lex_string(struct lex *l, char *out, size_t cap, size_t *len)
+{
+	ssize_t n = lex_quoted(l, '\'', l->backslash, out, cap);
+	*len = n < 0 ? 0 : (size_t)n;
+	return n >= 0;
+}
+
+/* SELECT [pg_catalog.]pg_listening_channels() [AS alias] or SELECT * FROM
+ * [pg_catalog.]pg_listening_channels() (any case and spacing, one trailing semicolon): its
+ * column name into col. */
+static bool channels_query(const struct client *c, const char *sql, size_t len, char *col)
+{
+	struct lex l = { sql, sql + len, c->backslash_quotes };
+	bool star;
+	snprintf(col, NOTIFY_NAME_MAX, "pg_listening_channels");
+	if (!lex_word(&l, "select"))
+		return false;
+	star = lex_char(&l, '*');
+	if (star && !lex_word(&l, "from"))
+		return false;
+	const char *at = l.p;
+	if (!(lex_word(&l, "pg_catalog") && lex_char(&l, '.')))
+		l.p = at;
+	if (!lex_word(&l, "pg_listening_channels") || !lex_char(&l, '(') || !lex_char(&l, ')'))
+		return false;
+	if (!star && lex_word(&l, "as") && !lex_ident(&l, col, NOTIFY_NAME_MAX))
+		return false;
+	(void)lex_char(&l, ';');
+	lex_space(&l);
+	return l.p == l.end;
 }
 
 /* The bytes of answer_channels' answer for c. */
 static size_t channels_answer_len(const struct client *c)
 {
 	const struct notify_client *nc = c->notify;
-	size_t need = 64 + 32 + 6;
+	size_t need = 64 + NOTIFY_NAME_MAX + 6;
 	for (int i = 0; nc && i < nc->nchans; i++)
 		need += 11 + strlen(nc->chans[i].name);
 	return need;
@@ -713,8 +790,8 @@ static enum notify_match match_query(const struct client *c, const uint8_t *p, s
 	q->total = total;
 	if (listen_stmts(c, sql, len, false, q))
 		return MATCH_YES;
-	if (len < 64 && (sql[0] == 's' || sql[0] == 'S' || sql[0] == ' ' || sql[0] == '\n') &&
-	    is_channels_query(sql, len) && channels_answer_len(c) <= NOTIFY_CHANNELS_ANSWER_MAX) {
+	if (len < 256 && strcasestr(sql, "pg_listening_channels") && channels_query(c, sql, len, q->col) &&
+	    channels_answer_len(c) <= NOTIFY_CHANNELS_ANSWER_MAX) {
 		q->channels = true;
 		return MATCH_YES;
 	}
@@ -867,9 +944,8 @@ static bool answer(struct client *c, const uint8_t *ans, size_t len, uint8_t sta
 
 /* pg_listening_channels(): the client's committed channels (as PostgreSQL, whose list changes
  * at commit), in the order it listened to them. */
-static bool answer_channels(struct client *c, uint8_t status)
+static bool answer_channels(struct client *c, const char *col, uint8_t status)
 {
-	static const char col[] = "pg_listening_channels";
 	const struct notify_client *nc = c->notify;
 	int n = nc ? nc->nchans : 0;
 	size_t need = channels_answer_len(c);
@@ -881,7 +957,7 @@ static bool answer_channels(struct client *c, uint8_t status)
 	/* one column: no table, type text (OID 25), length -1, modifier -1, text format */
 	uint8_t field[18] = { 0, 1 };
 	static const uint8_t desc[18] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0 };
-	struct proto_part rd[3] = { { field, 2 }, { col, sizeof col }, { desc, sizeof desc } };
+	struct proto_part rd[3] = { { field, 2 }, { col, strlen(col) + 1 }, { desc, sizeof desc } };
 	if (proto_put_parts(&c->wbuf, 'T', 0, rd, 3) < 0)
 		return false;
 	for (int i = 0; i < n; i++) {
@@ -949,7 +1025,7 @@ static bool notify_request(struct client *c, const struct server *s)
 	enum notify_match m;
 	while ((m = match_head(c, &q)) == MATCH_YES) {
 		if (q.channels) {
-			if (!answer_channels(c, 'I')) {
+			if (!answer_channels(c, q.col, 'I')) {
 				client_fail(c, "53200", "no room to answer pg_listening_channels()");
 				return true;
 			}
@@ -1016,7 +1092,7 @@ static bool notify_linked(struct client *c, struct server *s)
 					     NULL, NULL) == 0 &&
 			     proto_put_ready(&c->wbuf, 'E') == 0;
 		} else if (q.channels) {
-			ok = answer_channels(c, 'T');
+			ok = answer_channels(c, q.col, 'T');
 		} else {
 			struct notify_client *nc = take_req(c, &q);
 			if (!nc)
@@ -1054,96 +1130,6 @@ static uint64_t note_hash(const char *chan, size_t clen, const char *payload, si
 	for (size_t i = 0; i < plen; i++)
 		h = (h ^ (uint8_t)payload[i]) * 1099511628211ull;
 	return h;
-}
-
-struct lex {
-	const char *p, *end;
-	bool backslash; /* standard_conforming_strings off: a backslash escapes in '...' */
-};
-
-static void lex_space(struct lex *l)
-{
-	while (l->p < l->end && (*l->p == ' ' || *l->p == '\t' || *l->p == '\n' || *l->p == '\r' || *l->p == '\f'))
-		l->p++;
-}
-
-static bool lex_ident_char(char ch)
-{
-	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
-	       ch == '$' || (unsigned char)ch >= 0x80;
-}
-
-/* The keyword word (lower case) and no identifier character after it. */
-static bool lex_word(struct lex *l, const char *word)
-{
-	size_t n = strlen(word);
-	lex_space(l);
-	if ((size_t)(l->end - l->p) < n || strncasecmp(l->p, word, n) != 0 ||
-	    (l->p + n < l->end && lex_ident_char(l->p[n])))
-		return false;
-	l->p += n;
-	return true;
-}
-
-static bool lex_char(struct lex *l, char ch)
-{
-	lex_space(l);
-	if (l->p == l->end || *l->p != ch)
-		return false;
-	l->p++;
-	return true;
-}
-
-/* A token between quote characters q (q doubled for itself), into out: its length, -1 when
- * it is not one (or too long, or holds a backslash that would escape). */
-static ssize_t lex_quoted(struct lex *l, char q, bool backslash, char *out, size_t cap)
-{
-	size_t n = 0;
-	lex_space(l);
-	if (l->p == l->end || *l->p != q)
-		return -1;
-	for (l->p++;; l->p++) {
-		if (l->p == l->end || (backslash && *l->p == '\\'))
-			return -1;
-		if (*l->p == q) {
-			if (l->p + 1 < l->end && l->p[1] == q)
-				l->p++;
-			else
-				break;
-		}
-		if (n + 1 >= cap)
-			return -1;
-		out[n++] = *l->p;
-	}
-	l->p++;
-	out[n] = '\0';
-	return (ssize_t)n;
-}
-
-/* An identifier, as PostgreSQL folds it (unquoted: lower-cased ASCII), into out. */
-static bool lex_ident(struct lex *l, char *out, size_t cap)
-{
-	size_t n = 0;
-	lex_space(l);
-	if (l->p < l->end && *l->p == '"')
-		return lex_quoted(l, '"', false, out, cap) > 0;
-	if (l->p == l->end || (*l->p >= '0' && *l->p <= '9') || *l->p == '$' || !lex_ident_char(*l->p))
-		return false;
-	for (; l->p < l->end && lex_ident_char(*l->p); l->p++) {
-		if (n + 1 >= cap)
-			return false;
-		out[n++] = (char)(*l->p >= 'A' && *l->p <= 'Z' ? *l->p + 32 : *l->p);
-	}
-	out[n] = '\0';
-	return true;
-}
-
-/* A plain string constant '...' ('' for a quote), into out. */
-static bool lex_string(struct lex *l, char *out, size_t cap, size_t *len)
-{
-	ssize_t n = lex_quoted(l, '\'', l->backslash, out, cap);
-	*len = n < 0 ? 0 : (size_t)n;
-	return n >= 0;
 }
 
 /* The text is exactly one `NOTIFY channel [, 'payload']` or `SELECT [pg_catalog.]pg_notify(

@@ -116,6 +116,12 @@ struct notify_registry {
 	int nhubs;
 };
 
+/* One argument of pg_notify(): a parameter $n, or a constant (into out, len). */
+struct notify_arg {
+	int param; /* 0: a constant */
+	size_t len;
+};
+
 /* A NOTIFY a client sent on a server (notify_sql), until its notification comes back. */
 struct notify_sent {
 	uint64_t seq;              /* 0: a free slot */
@@ -156,6 +162,11 @@ struct notify_client {
 	/* the NOTIFYs of the transaction (their hub entries' seq, channel-and-payload hashes) */
 	uint64_t sent_seq[NOTIFY_SENT_TX], sent_hash[NOTIFY_SENT_TX];
 	int nsent;
+	/* the unnamed statement is a pg_notify() with parameters: its arguments (tmpl_ok) */
+	bool tmpl_ok;
+	struct notify_arg tmpl_ca, tmpl_pa;
+	char tmpl_chan[NOTIFY_NAME_MAX];
+	char tmpl_payload[256];
 	/* bytes for the client not yet in its wbuf: whole messages, [qhead, qlen) */
 	uint8_t *q;
 	size_t qhead, qlen, qcap;
@@ -1132,19 +1143,34 @@ static uint64_t note_hash(const char *chan, size_t clen, const char *payload, si
 	return h;
 }
 
+static bool lex_arg(struct lex *l, char *out, size_t cap, struct notify_arg *a)
+{
+	lex_space(l);
+	a->param = 0;
+	a->len = 0;
+	if (l->p < l->end && *l->p == '$') {
+		for (l->p++; l->p < l->end && *l->p >= '0' && *l->p <= '9' && a->param < 1000; l->p++)
+			a->param = a->param * 10 + (*l->p - '0');
+		return a->param >= 1 && a->param < 1000;
+	}
+	return lex_string(l, out, cap, &a->len);
+}
+
 /* The text is exactly one `NOTIFY channel [, 'payload']` or `SELECT [pg_catalog.]pg_notify(
- * 'channel', 'payload')` of constants (a trailing semicolon allowed): its channel and payload. */
-static bool read_notify(const struct client *c, const char *sql, size_t len, char *chan, char *payload,
-			size_t *plen)
+ * arg, arg)` where each arg is a constant or (pg_notify) a parameter $n (a trailing semicolon
+ * allowed): the channel and payload, constants into chan and payload. */
+static bool read_notify(const struct client *c, const char *sql, size_t len, char *chan, struct notify_arg *ca,
+			char *payload, struct notify_arg *pa)
 {
 	struct lex l = { sql, sql + len, c->backslash_quotes };
-	size_t clen;
-	*plen = 0;
+	*ca = (struct notify_arg){ 0 };
+	*pa = (struct notify_arg){ 0 };
 	payload[0] = '\0';
 	if (lex_word(&l, "notify")) {
 		if (!lex_ident(&l, chan, NOTIFY_NAME_MAX))
 			return false;
-		if (lex_char(&l, ',') && !lex_string(&l, payload, NOTIFY_PAYLOAD_MAX, plen))
+		ca->len = strlen(chan);
+		if (lex_char(&l, ',') && !lex_string(&l, payload, NOTIFY_PAYLOAD_MAX, &pa->len))
 			return false;
 	} else {
 		l.p = sql;
@@ -1153,9 +1179,9 @@ static bool read_notify(const struct client *c, const char *sql, size_t len, cha
 		const char *at = l.p;
 		if (!(lex_word(&l, "pg_catalog") && lex_char(&l, '.')))
 			l.p = at;
-		if (!lex_word(&l, "pg_notify") || !lex_char(&l, '(') || !lex_string(&l, chan, NOTIFY_NAME_MAX, &clen) ||
-		    clen == 0 || !lex_char(&l, ',') || !lex_string(&l, payload, NOTIFY_PAYLOAD_MAX, plen) ||
-		    !lex_char(&l, ')'))
+		if (!lex_word(&l, "pg_notify") || !lex_char(&l, '(') || !lex_arg(&l, chan, NOTIFY_NAME_MAX, ca) ||
+		    (!ca->param && ca->len == 0) || !lex_char(&l, ',') ||
+		    !lex_arg(&l, payload, NOTIFY_PAYLOAD_MAX, pa) || !lex_char(&l, ')'))
 			return false;
 	}
 	(void)lex_char(&l, ';');
@@ -1163,19 +1189,19 @@ static bool read_notify(const struct client *c, const char *sql, size_t len, cha
 	return l.p == l.end;
 }
 
-/* c sends sql to its server: when it is a NOTIFY of constants and someone listens on the
- * pool, remember it (once per channel and payload per transaction, as PostgreSQL folds). */
-static void sent_note(struct client *c, const char *sql, size_t len)
+/* The hub to record c's NOTIFYs in: none when nobody listens through tusk on its pool. */
+static struct notify_hub *sent_hub(struct client *c)
 {
-	char chan[NOTIFY_NAME_MAX];
-	char payload[NOTIFY_PAYLOAD_MAX];
-	size_t plen;
-	if (!c->server || len > NOTIFY_PAYLOAD_MAX + 256 || !strcasestr(sql, "notify"))
-		return;
 	struct notify_hub *h = c->notify ? c->notify->hub : hub_of(c->worker->rt, c->pool, false);
-	if (!h || atomic_load(&h->state) == HUB_NONE || !read_notify(c, sql, len, chan, payload, &plen))
-		return; /* nobody listens through tusk, or not one NOTIFY of constants */
-	uint64_t hash = note_hash(chan, strlen(chan), payload, plen);
+	return h && atomic_load(&h->state) != HUB_NONE && c->server ? h : NULL;
+}
+
+/* c's transaction sends channel and payload from its server: remember it (once per channel
+ * and payload per transaction, as PostgreSQL folds). */
+static void sent_record(struct client *c, struct notify_hub *h, const char *chan, size_t clen, const char *payload,
+			size_t plen)
+{
+	uint64_t hash = note_hash(chan, clen, payload, plen);
 	struct notify_client *nc = nc_get(c);
 	if (!nc || nc->nsent == NOTIFY_SENT_TX)
 		return;
@@ -1199,6 +1225,119 @@ static void sent_note(struct client *c, const char *sql, size_t len)
 		nc->sent_hash[nc->nsent++] = hash;
 	}
 	pthread_mutex_unlock(&h->sent_lock);
+}
+
+/* c sends sql (a Query's, or a Parse's) to its server: a NOTIFY of constants is recorded now;
+ * a pg_notify() with parameters, at each Bind (notify_bind): its form is kept for the unnamed
+ * statement (a named one's text comes with its Bind). */
+static void sent_note(struct client *c, const char *sql, size_t len)
+{
+	char chan[NOTIFY_NAME_MAX];
+	char payload[NOTIFY_PAYLOAD_MAX];
+	struct notify_arg ca, pa;
+	struct notify_hub *h;
+	if (c->notify)
+		c->notify->tmpl_ok = false;
+	if (len > NOTIFY_PAYLOAD_MAX + 256 || !strcasestr(sql, "notify") || !(h = sent_hub(c)) ||
+	    !read_notify(c, sql, len, chan, &ca, payload, &pa))
+		return; /* nobody listens through tusk, or not one NOTIFY tusk can read */
+	if (!ca.param && !pa.param) {
+		sent_record(c, h, chan, ca.len, payload, pa.len);
+		return;
+	}
+	struct notify_client *nc = nc_get(c);
+	if (!nc || ca.len >= sizeof nc->tmpl_chan || pa.len >= sizeof nc->tmpl_payload)
+		return;
+	memcpy(nc->tmpl_chan, chan, ca.len + 1);
+	memcpy(nc->tmpl_payload, payload, pa.len + 1);
+	nc->tmpl_ca = ca;
+	nc->tmpl_pa = pa;
+	nc->tmpl_ok = true;
+}
+
+/* The Parse just seen named a statement: its form is read again from its text at each Bind. */
+static void notify_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len)
+{
+	(void)rest;
+	(void)rest_len;
+	if (c->notify && (!name || name[0]))
+		c->notify->tmpl_ok = false;
+}
+
+/* Parameter n (1-based) of a whole Bind body: its bytes (text, or binary: for text the same
+ * bytes), NULL for SQL NULL. False when malformed or missing. */
+static bool bind_param(const uint8_t *body, size_t len, int n, const char **val, size_t *vlen)
+{
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	(void)proto_get_cstr(&r);
+	(void)proto_get_cstr(&r);
+	uint16_t nf = proto_get_u16(&r);
+	(void)proto_get_bytes(&r, 2u * nf);
+	uint16_t np = proto_get_u16(&r);
+	if (r.err || n > np)
+		return false;
+	for (int i = 1; i <= n; i++) {
+		int32_t l = (int32_t)proto_get_u32(&r);
+		const uint8_t *v = l > 0 ? proto_get_bytes(&r, (size_t)l) : NULL;
+		if (r.err || l < -1 || (l > 0 && !v))
+			return false;
+		if (i == n) {
+			*val = (const char *)v;
+			*vlen = l > 0 ? (size_t)l : 0;
+			if (l == 0)
+				*val = "";
+		}
+	}
+	return true;
+}
+
+/* One argument's bytes: the constant, or the Bind's parameter (NULL as ''). */
+static bool arg_value(const uint8_t *body, size_t len, const struct notify_arg *a, const char *cst, const char **v,
+		      size_t *vlen)
+{
+	if (!a->param) {
+		*v = cst;
+		*vlen = a->len;
+		return true;
+	}
+	if (!bind_param(body, len, a->param, v, vlen))
+		return false;
+	if (!*v)
+		*v = "";
+	return true;
+}
+
+/* A Bind runs a pg_notify() with parameters: record it with their values. */
+static bool notify_bind(struct client *c, const uint8_t *m, size_t avail, bool unnamed, const char *text, size_t tlen)
+{
+	char chan[NOTIFY_NAME_MAX];
+	char payload[NOTIFY_PAYLOAD_MAX];
+	struct notify_arg ca, pa;
+	struct notify_hub *h;
+	const char *cv, *pv;
+	size_t cl, pl;
+	if (avail < PROTO_HDR_LEN || msg_len_at(m) > avail || (unnamed && !(c->notify && c->notify->tmpl_ok)))
+		return true;
+	if (!unnamed && (!text || tlen > NOTIFY_PAYLOAD_MAX + 256 || !strcasestr(text, "notify")))
+		return true;
+	if (!(h = sent_hub(c)))
+		return true;
+	if (unnamed) {
+		struct notify_client *nc = c->notify;
+		memcpy(chan, nc->tmpl_chan, sizeof nc->tmpl_chan);
+		memcpy(payload, nc->tmpl_payload, sizeof nc->tmpl_payload);
+		ca = nc->tmpl_ca;
+		pa = nc->tmpl_pa;
+	} else if (!read_notify(c, text, tlen, chan, &ca, payload, &pa) || (!ca.param && !pa.param)) {
+		return true; /* not one, or of constants: recorded at its Parse */
+	}
+	const uint8_t *body = m + PROTO_HDR_LEN;
+	size_t blen = msg_len_at(m) - PROTO_HDR_LEN;
+	if (arg_value(body, blen, &ca, chan, &cv, &cl) && cl > 0 && cl < NOTIFY_NAME_MAX && !memchr(cv, 0, cl) &&
+	    arg_value(body, blen, &pa, payload, &pv, &pl) && pl < NOTIFY_PAYLOAD_MAX && !memchr(pv, 0, pl))
+		sent_record(c, h, cv, cl, pv, pl);
+	return true;
 }
 
 /* c's transaction ended: its NOTIFYs stay to be matched (a commit) or go (a rollback). */
@@ -1396,6 +1535,8 @@ const struct relay_hooks notify_relay_hooks = {
 	.commit_wait = notify_commit_wait,
 	.ready = notify_ready,
 	.sql = notify_sql,
+	.parsed = notify_parsed,
+	.bind = notify_bind,
 	.linked = notify_linked,
 	.idle = notify_idle,
 };

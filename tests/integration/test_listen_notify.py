@@ -416,14 +416,32 @@ def own_pids(conns, sends, channel):
     n = 0
     for i, c in enumerate(conns):
         for sql in sends(i):
-            c.execute(sql)
+            c.execute(*sql) if isinstance(sql, tuple) else c.execute(sql)
         n += 1
     out = []
     for c in conns:
         got = drain(c, want=n)
         got += drain(c, timeout=0.1)
         mine = c.info.backend_pid
-        out.append((sorted(p for _, p, pid in got if pid == mine), sorted(p for _, p, pid in got if pid != mine)))
+        got = [(p, pid) for ch, p, pid in got if ch == channel]
+        out.append((sorted(p for p, pid in got if pid == mine), sorted(p for p, pid in got if pid != mine)))
+    return out
+
+
+def own_pids_n(conns, sends, channel, per):
+    """own_pids for sends(i) of (sql, params, prepare), per notifications from each conn."""
+    for c in conns:
+        c.execute(f"LISTEN {channel}")
+    for i, c in enumerate(conns):
+        for sql, params, prepare in sends(i):
+            c.execute(sql, params, prepare=prepare)
+    out = []
+    for c in conns:
+        got = drain(c, want=per * len(conns))
+        got += drain(c, timeout=0.1)
+        mine = c.info.backend_pid
+        got = [(p, pid) for ch, p, pid in got if ch == channel]
+        out.append((sorted(p for p, pid in got if pid == mine), sorted(p for p, pid in got if pid != mine)))
     return out
 
 
@@ -451,6 +469,17 @@ def test_own_notify_carries_the_senders_backend_pid(lt, pg):
         # the same channel and payload from several clients: each sees one as its own
         out = own_pids(clients, lambda i: ["NOTIFY same, 'x'"], "same")
         assert out == [(["x"], ["x", "x"])] * 3, out
+        # pg_notify() with parameters (psycopg: an unnamed statement, then a named one from
+        # its sixth run on; Bind values in text and in binary)
+        def with_params(i):
+            return [("SELECT pg_notify(%s, %s)", ("prm", f"{i}-{k}"), False) for k in range(3)] + \
+                [("SELECT pg_notify(%b, %b)", ("prm", f"{i}-{k}"), True) for k in range(3, 7)]
+        for c in direct + clients:
+            c.prepare_threshold = 5
+        want = [(sorted(f"{i}-{k}" for k in range(7)), sorted(f"{j}-{k}" for j in range(3) if j != i for k in range(7)))
+                for i in range(3)]
+        assert own_pids_n(direct, with_params, "prm", 7) == want
+        assert own_pids_n(clients, with_params, "prm", 7) == want
         # not a client's NOTIFY (another program's, a trigger's): the pid PostgreSQL reports
         d = direct[0]
         d.execute("SELECT pg_notify('own', 'outside')")
@@ -487,10 +516,11 @@ def jdbc_listen_notify(port):
 def test_pgjdbc_listen_and_own_notify_as_postgres(lt, pg, direct):
     """pgjdbc: LISTEN through the extended protocol (Statement: unnamed; PreparedStatement:
     named past prepareThreshold), UNLISTEN inside a transaction, and each connection's own
-    NOTIFY told by getBackendPID(): the same through tusk as direct, three connections on a
+    NOTIFY and pg_notify(?, ?) told by getBackendPID(): the same through tusk as direct, three connections on a
     pool of 2 (a pin would make the third wait past pool_wait_timeout and fail)."""
     want = jdbc_listen_notify(pg.port)
-    assert want == [f"{i} jdbc_b b{k} {'own' if i == k else 'other'}" for i in range(3) for k in range(3)]
+    assert want == sorted(f"{i} jdbc_b {p} {'own' if i == k else 'other'}" for i in range(3) for k in range(3)
+                          for p in [f"b{k}"] + [f"c{k}-{j}" for j in range(3)])
     assert jdbc_listen_notify(lt.port) == want
     assert servers(direct) <= POOL_SIZE + 1
 

@@ -1,7 +1,8 @@
 // LISTEN/NOTIFY as pgjdbc does it (tests/integration/test_listen_notify.py): LISTEN through the
 // extended protocol (a Statement: unnamed; a PreparedStatement past prepareThreshold: named),
 // each connection's own NOTIFY told from the others' by comparing the notification's pid with
-// getBackendPID(). Prints one line per notification received: "<conn> <payload> own|other".
+// getBackendPID() (NOTIFY, and pg_notify(?, ?) with parameters). Prints one line per
+// notification received: "<conn> <payload> own|other".
 // Arguments: host port database user.
 import java.sql.Connection;
 import java.sql.DriverManager;
@@ -47,6 +48,13 @@ public class ListenNotify {
                 st.execute("NOTIFY jdbc_a, 'a" + i + "'"); // nobody listens any more
                 st.execute("NOTIFY jdbc_b, 'b" + i + "'");
             }
+            try (PreparedStatement ps = cs[i].prepareStatement("SELECT pg_notify(?, ?)")) {
+                for (int k = 0; k < 3; k++) { // parameters; named from the second run on
+                    ps.setString(1, "jdbc_b");
+                    ps.setString(2, "c" + i + "-" + k);
+                    ps.execute();
+                }
+            }
         }
         List<String> out = new ArrayList<>();
         for (int i = 0; i < n; i++) {
@@ -54,7 +62,7 @@ public class ListenNotify {
             int mine = pg.getBackendPID();
             long deadline = System.currentTimeMillis() + 10000;
             int got = 0;
-            while (got < n && System.currentTimeMillis() < deadline) {
+            while (got < 4 * n && System.currentTimeMillis() < deadline) {
                 PGNotification[] ns = pg.getNotifications(500);
                 if (ns == null)
                     continue;

@@ -4,21 +4,20 @@ LISTENs to the union of the channels and fans each notification out to the subsc
 clients. Every test fails on a tusk that pins a listening client to its server (pool size 2:
 the third listening client waits pool_wait_timeout and fails, or the server count exceeds
 pool size + 1)."""
-import hashlib
-import os
 import select
-import shutil
-import socket
 import struct
 import subprocess
-import tempfile
+import sys
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
+import pgwire
 from conftest import connect, console_show, REPO, SLOW, TEST_DB, Tusk, wait_until
+
+sys.path.insert(0, str(REPO / "tests" / "drivers"))
+import harness  # noqa: E402
 
 POOL_SIZE = 2
 
@@ -490,25 +489,14 @@ def test_own_notify_carries_the_senders_backend_pid(lt, pg):
             c.close()
 
 
-JDBC_JAR = os.environ.get("PGJDBC_JAR", "/usr/share/java/postgresql.jar")
-
-
 def jdbc_listen_notify(port):
     """tests/integration/jdbc/ListenNotify.java against port: its sorted output lines."""
-    if not (shutil.which("java") and shutil.which("javac") and Path(JDBC_JAR).exists()):
-        pytest.fail(f"java, javac or {JDBC_JAR} missing (scripts/install-deps.sh)")
-    src = REPO / "tests" / "integration" / "jdbc" / "ListenNotify.java"
-    d = Path(tempfile.gettempdir()) / f"tusk-jdbc-listen-{hashlib.sha1(src.read_bytes()).hexdigest()[:16]}"
-    if not (d / "ListenNotify.class").exists():
-        tmp = Path(tempfile.mkdtemp(prefix="tusk-jdbc-listen-"))
-        subprocess.run(["javac", "-nowarn", "-cp", JDBC_JAR, "-d", str(tmp), str(src)], check=True,
-                       capture_output=True, text=True, timeout=300)
-        try:
-            tmp.rename(d)
-        except OSError:  # another run made it meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-    p = subprocess.run(["java", "-cp", f"{JDBC_JAR}:{d}", "ListenNotify", "127.0.0.1", str(port), TEST_DB,
-                        "tusk_trust"], capture_output=True, text=True, timeout=120 * SLOW)
+    why = harness.available("jdbc")
+    if why:
+        pytest.fail(why)
+    classes = harness.jdbc_classes(REPO / "tests" / "integration" / "jdbc" / "ListenNotify.java")
+    p = subprocess.run(["java", "-cp", f"{harness.JDBC_JAR}:{classes}", "ListenNotify", "127.0.0.1", str(port),
+                        TEST_DB, "tusk_trust"], capture_output=True, text=True, timeout=120 * SLOW)
     assert p.returncode == 0, p.stderr[-3000:]
     return p.stdout.split("\n")[:-1]
 
@@ -525,45 +513,30 @@ def test_pgjdbc_listen_and_own_notify_as_postgres(lt, pg, direct):
     assert servers(direct) <= POOL_SIZE + 1
 
 
-class Raw:
+class Raw(pgwire.RawClient):
     """A protocol-level session (trust login): send messages, read replies up to ReadyForQuery."""
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=20 * SLOW)
-        self.buf = b""
-        params = b"user\0tusk_trust\0database\0" + TEST_DB.encode() + b"\0\0"
-        self.sock.sendall(struct.pack("!ii", 8 + len(params), 196608) + params)
-        self.reply()
+        super().__init__("127.0.0.1", port, timeout=20 * SLOW)
+        self.startup("tusk_trust", TEST_DB)
 
-    @staticmethod
-    def msg(t, body=b""):
-        return t + struct.pack("!i", 4 + len(body)) + body
+    msg = staticmethod(pgwire.message)
 
-    def send(self, *msgs):
-        self.sock.sendall(b"".join(msgs))
-        return self.reply()
-
-    def reply(self):
+    def ask(self, *msgs):
         """Messages up to ReadyForQuery: (type, body), the body reduced to what must be equal
-        (an error's SQLSTATE; none of ParameterStatus, NoticeResponse, BackendKeyData)."""
+        (an error's SQLSTATE; none of ParameterStatus, NoticeResponse)."""
+        self.sock.sendall(b"".join(msgs))
         out = []
-        while True:
-            while len(self.buf) < 5 or len(self.buf) < 1 + struct.unpack("!i", self.buf[1:5])[0]:
-                chunk = self.sock.recv(65536)
-                assert chunk, f"connection closed after {out}"
-                self.buf += chunk
-            n = struct.unpack("!i", self.buf[1:5])[0]
-            t, body, self.buf = self.buf[:1], self.buf[5:1 + n], self.buf[1 + n:]
+        for t, body in self.read_until_ready():
             if t == b"E":
-                body = [f[1:] for f in body.split(b"\0") if f[:1] == b"C"][0]
-            if t not in (b"S", b"N", b"K", b"R"):
+                body = pgwire.parse_error_fields(body)["C"].encode()
+            if t not in (b"S", b"N"):
                 out.append((t.decode(), body))
-            if t == b"Z":
-                return out
+        return out
 
     def close(self):
-        self.sock.sendall(self.msg(b"X"))
-        self.sock.close()
+        self.sock.sendall(pgwire.terminate_message())
+        super().close()
 
 
 def P(name, sql):
@@ -585,8 +558,7 @@ def E(portal=""):
 SYNC = Raw.msg(b"S")
 
 
-def Q(sql):
-    return Raw.msg(b"Q", sql.encode() + b"\0")
+Q = pgwire.query_message
 
 
 RAW_STEPS = [
@@ -615,7 +587,7 @@ def test_protocol_answers_as_postgres(lt, pg, direct):
     for message (ParseComplete, ParameterDescription, NoData, BindComplete, CommandComplete,
     RowDescription, DataRow, ReadyForQuery status, 25P02), three sessions on a pool of 2."""
     d = Raw(pg.port)
-    want = [d.send(*step) for step in RAW_STEPS]
+    want = [d.ask(*step) for step in RAW_STEPS]
     d.close()
     assert [t for t, _ in want[0]] == ["1", "t", "n", "2", "C", "Z"]  # the steps mean something
     assert want[-1] == [("T", want[-1][0][1])] + [("D", struct.pack("!hi", 1, len(ch)) + ch)
@@ -623,7 +595,7 @@ def test_protocol_answers_as_postgres(lt, pg, direct):
     sessions = [Raw(lt.port) for _ in range(3)]
     try:
         for r in sessions:
-            got = [r.send(*step) for step in RAW_STEPS]
+            got = [r.ask(*step) for step in RAW_STEPS]
             for step, g, w in zip(RAW_STEPS, got, want):
                 assert g == w, step
         assert servers(direct) <= POOL_SIZE + 1
@@ -631,7 +603,7 @@ def test_protocol_answers_as_postgres(lt, pg, direct):
         for r in sessions:
             r.sock.sendall(P("", "LISTEN split") + B(""))
             time.sleep(0.2)
-            assert r.send(E(), SYNC) == [("1", b""), ("2", b""), ("C", b"LISTEN\0"), ("Z", b"I")]
+            assert r.ask(E(), SYNC) == [("1", b""), ("2", b""), ("C", b"LISTEN\0"), ("Z", b"I")]
         assert servers(direct) <= POOL_SIZE + 1
     finally:
         for r in sessions:

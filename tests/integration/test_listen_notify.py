@@ -608,3 +608,38 @@ def test_protocol_answers_as_postgres(lt, pg, direct):
     finally:
         for r in sessions:
             r.close()
+
+
+def test_rollback_to_savepoint_drops_later_listens(lt, direct):
+    """As PostgreSQL: a LISTEN after a savepoint that is rolled back to is dropped at COMMIT,
+    one before it (or after a RELEASE) is kept, and a ROLLBACK TO that heals a failed
+    transaction lets its later LISTEN commit."""
+    clients = [lconnect(lt) for _ in range(3)]
+    try:
+        for c in clients:
+            c.execute("BEGIN")
+            c.execute("LISTEN sp_before")
+            c.execute("SAVEPOINT s")
+            c.execute("LISTEN sp_dropped")
+            c.execute("ROLLBACK TO SAVEPOINT s")
+            c.execute("SAVEPOINT t")
+            c.execute("LISTEN sp_released")
+            c.execute("RELEASE t")
+            c.execute("COMMIT")
+            c.execute("BEGIN")
+            c.execute("SAVEPOINT e")
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                c.execute("SELECT 1/0")
+            c.execute("ROLLBACK TO e")
+            c.execute("LISTEN sp_healed")
+            c.execute("COMMIT")
+        assert servers(direct) <= POOL_SIZE + 1
+        direct.execute("SELECT pg_notify('sp_before', '1'), pg_notify('sp_dropped', '2'), "
+                       "pg_notify('sp_released', '3'), pg_notify('sp_healed', '4')")
+        for c in clients:
+            got = drain(c, want=3)
+            got += drain(c, timeout=0.1)
+            assert payloads(got) == [("sp_before", "1"), ("sp_healed", "4"), ("sp_released", "3")]
+    finally:
+        for c in clients:
+            c.close()

@@ -84,6 +84,11 @@ def drain(conn, want=None, timeout=5.0):
             pgc.consume_input()
 
 
+def drain_exactly(conn, want):
+    """drain() up to want notifications, and whatever follows within 0.1 s (nothing, if right)."""
+    return drain(conn, want=want) + drain(conn, timeout=0.1)
+
+
 def payloads(got):
     return sorted((ch, p) for ch, p, _ in got)
 
@@ -101,8 +106,7 @@ def test_listen_fanout_without_pinning(lt, direct):
             direct.execute("SELECT pg_notify(%s, %s)", (f"ch{k}", f"direct-{k}"))
         for i, c in enumerate(clients):
             k = i % 5
-            got = drain(c, want=2)
-            got += drain(c, timeout=0.05)  # nothing more
+            got = drain_exactly(c, 2)
             assert payloads(got) == [(f"ch{k}", f"direct-{k}"), (f"ch{k}", f"tusk-{k}")], f"client {i}"
         assert servers(direct) <= POOL_SIZE + 1
         # SHOW LISTENERS: the pool's one listener, its 5 channels and 50 clients, the 10 relayed
@@ -151,8 +155,7 @@ def test_listen_committed_gets_notifications_after_commit(lt, direct):
         for i, c in enumerate(clients):
             # what was sent after its own commit: the later clients' "before" and "after"
             want = sorted([("cm", f"before-{j}") for j in range(i + 1, 3)] + [("cm", "after")])
-            got = drain(c, want=len(want))
-            got += drain(c, timeout=0.1)
+            got = drain_exactly(c, len(want))
             assert payloads(got) == want, f"client {i}"
         # a listening client in a transaction gets its notification when the transaction ends
         c = clients[0]
@@ -179,8 +182,7 @@ def test_unlisten_stops_notifications(lt, direct):
             c.execute("UNLISTEN u1")
         direct.execute("SELECT pg_notify('u1', 'c'), pg_notify('U 2', 'd')")
         for c in clients:
-            got = drain(c, want=1)
-            got += drain(c, timeout=0.1)
+            got = drain_exactly(c, 1)
             assert payloads(got) == [("U 2", "d")]
             c.execute("UNLISTEN *")
         direct.execute("SELECT pg_notify('u1', 'e'), pg_notify('U 2', 'f')")
@@ -310,8 +312,7 @@ def test_several_listens_in_one_query(lt, direct):
         assert servers(direct) <= POOL_SIZE + 1
         direct.execute("SELECT pg_notify('m1', 'a'), pg_notify('m2', 'b'), pg_notify('m3', 'c')")
         for c in clients:
-            got = drain(c, want=1)
-            got += drain(c, timeout=0.1)
+            got = drain_exactly(c, 1)
             assert payloads(got) == [("m2", "b")]
         # every CommandComplete, as PostgreSQL sends them
         pgc = clients[0].pgconn
@@ -398,8 +399,7 @@ def test_pg_listening_channels_and_savepoints_as_postgres(lt, pg):
             assert channel_answers(c) == want
         d.execute("SELECT pg_notify('i9', 'x'), pg_notify('a1', 'y')")
         for c in clients:
-            got = drain(c, want=1)
-            got += drain(c, timeout=0.1)
+            got = drain_exactly(c, 1)
             assert payloads(got) == [("i9", "x")]
     finally:
         d.close()
@@ -419,8 +419,7 @@ def own_pids(conns, sends, channel):
         n += 1
     out = []
     for c in conns:
-        got = drain(c, want=n)
-        got += drain(c, timeout=0.1)
+        got = drain_exactly(c, n)
         mine = c.info.backend_pid
         got = [(p, pid) for ch, p, pid in got if ch == channel]
         out.append((sorted(p for p, pid in got if pid == mine), sorted(p for p, pid in got if pid != mine)))
@@ -436,8 +435,7 @@ def own_pids_n(conns, sends, channel, per):
             c.execute(sql, params, prepare=prepare)
     out = []
     for c in conns:
-        got = drain(c, want=per * len(conns))
-        got += drain(c, timeout=0.1)
+        got = drain_exactly(c, per * len(conns))
         mine = c.info.backend_pid
         got = [(p, pid) for ch, p, pid in got if ch == channel]
         out.append((sorted(p for p, pid in got if pid == mine), sorted(p for p, pid in got if pid != mine)))
@@ -637,8 +635,7 @@ def test_rollback_to_savepoint_drops_later_listens(lt, direct):
         direct.execute("SELECT pg_notify('sp_before', '1'), pg_notify('sp_dropped', '2'), "
                        "pg_notify('sp_released', '3'), pg_notify('sp_healed', '4')")
         for c in clients:
-            got = drain(c, want=3)
-            got += drain(c, timeout=0.1)
+            got = drain_exactly(c, 3)
             assert payloads(got) == [("sp_before", "1"), ("sp_healed", "4"), ("sp_released", "3")]
     finally:
         for c in clients:

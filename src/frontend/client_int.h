@@ -104,6 +104,7 @@ struct client {
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool tx_undo_watch;         /* a hook keeps changes of this transaction that a ROLLBACK
 	                             * undoes: the relay reads CommandComplete tags for it */
+	uint8_t rollback_to_owed;   /* ROLLBACK TO SAVEPOINTs sent whose tag (ROLLBACK) is due */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
 	bool copy_in;               /* the server waits for COPY data from the client */
 	bool prep_on;               /* named statements are tracked (transaction/statement pooling

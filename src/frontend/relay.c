@@ -316,9 +316,25 @@ static void reset_marked(struct client *c, struct server *s, uint8_t *marks, con
 /* Session effects of one SQL text (a Query, or the query of a Parse); *marks (may be NULL)
  * gets what a later run of the same text needs. Returns false when the client had to be
  * failed. */
+/* While the transaction's tags are read (a ROLLBACK undoes what is kept, or an error made it
+ * fail), count the ROLLBACK TO SAVEPOINTs sql sends: their tag is ROLLBACK too, but they leave
+ * the transaction going on and healthy. sql ends with a NUL. */
+static void count_rollback_to(struct client *c, const char *sql, size_t len)
+{
+	struct classify_result r;
+	if (!(c->session.pending_len || c->tx_undo_watch || c->tx_failed) || !strcasestr(sql, "rollback") ||
+	    classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0)
+		return;
+	for (int i = 0; i < r.nsession; i++)
+		if (r.stmts[i].kind == CLASSIFY_ROLLBACK_TO && c->rollback_to_owed < UINT8_MAX)
+			c->rollback_to_owed++;
+}
+
 static bool note_sql(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks)
 {
 	relay_hooks_sql(c, sql, len); /* the cache: what it may write goes stale */
+	if (c->mode != POOL_MODE_SESSION)
+		count_rollback_to(c, sql, len);
 	return note_session(c, s, sql, len, marks);
 }
 
@@ -1430,8 +1446,10 @@ static void on_ready_for_query(struct client *c, struct server *s, uint8_t statu
 	if (s->pending_rfq > 0)
 		s->pending_rfq--;
 	/* Every reply is in, ParameterStatus included: the session's settings are known again. */
-	if (s->pending_rfq == 0)
+	if (s->pending_rfq == 0) {
 		c->lex_pending = false;
+		c->rollback_to_owed = 0; /* answered, or skipped after an error */
+	}
 	stats_ready_for_query(c, s, status);
 	c->active_at = ev_now(c->worker->loop); /* client_idle_timeout counts from here */
 	c->copy_in = false;
@@ -1754,11 +1772,16 @@ static enum scan_result scan_reply(struct client *c, struct server *s, struct se
 		/* Session changes are pending in this transaction: a ROLLBACK (or a COMMIT of
 		 * a failed transaction, which reports ROLLBACK too) undoes them. The tag is
 		 * the server's own word for it, whatever statement the client used. */
-		if ((c->session.pending_len || c->tx_undo_watch) && total <= RELAY_INSPECT_MAX) {
+		if ((c->session.pending_len || c->tx_undo_watch || c->rollback_to_owed) && total <= RELAY_INSPECT_MAX) {
 			if (avail < total)
 				return SCAN_OK;
-			if (total - PROTO_HDR_LEN >= 9 && memcmp(m + PROTO_HDR_LEN, "ROLLBACK", 9) == 0)
-				c->tx_failed = true;
+			/* ROLLBACK TO SAVEPOINT's tag is ROLLBACK too: it leaves the transaction
+			 * healthy (an error before it made it fail) and going on. */
+			if (total - PROTO_HDR_LEN >= 9 && memcmp(m + PROTO_HDR_LEN, "ROLLBACK", 9) == 0) {
+				c->tx_failed = c->rollback_to_owed == 0;
+				if (c->rollback_to_owed)
+					c->rollback_to_owed--;
+			}
 		}
 		if (e && e->kind == EXPECT_EXECUTE)
 			expect_pop(s);

@@ -25,6 +25,7 @@
 #include "net/evio.h"
 #include "net/tls.h"
 #include "pool/pool.h"
+#include "pool/prepared.h"
 #include "pool/server.h"
 #include "pool/services.h"
 #include "proto/proto.h"
@@ -37,6 +38,14 @@
 #define NOTIFY_NAME_MAX 64                 /* NAMEDATALEN: a channel is an identifier */
 #define NOTIFY_CLIENT_CHANNELS_MAX 1024     /* per client */
 #define NOTIFY_PENDING_MAX 64              /* LISTEN/UNLISTEN inside one transaction */
+#define NOTIFY_MARKS_MAX 16                /* savepoints followed inside one transaction */
+/* Own NOTIFYs: (server pid, channel, payload) of the NOTIFYs clients sent, so that the
+ * notification carries the sender's BackendKeyData pid; at most NOTIFY_SENT_MAX per hub (the
+ * oldest goes), NOTIFY_SENT_TTL seconds each, NOTIFY_SENT_TX per client transaction. */
+#define NOTIFY_SENT_MAX 256
+#define NOTIFY_SENT_TTL 30.0
+#define NOTIFY_SENT_TX 16
+#define NOTIFY_PAYLOAD_MAX 8000            /* PostgreSQL's bound on a payload (bytes, NUL included) */
 /* Bytes queued for a client beyond what its socket took: over NOTIFY_QUEUE_MAX, a client
  * whose socket took nothing for NOTIFY_STALL_MAX seconds is closed (it does not read); one
  * that reads, only slower than a burst arrives, is closed past NOTIFY_QUEUE_HARD. */
@@ -46,6 +55,9 @@
 #define NOTIFY_MSG_MAX (16u * 1024)        /* a NotificationResponse: 8000-byte payload + name */
 #define NOTIFY_LISTENER_BUF (64u * 1024)
 #define NOTIFY_SYNC_SQL_MAX (16u * 1024)   /* LISTEN/UNLISTEN statements sent in one Query */
+/* pg_listening_channels()'s answer: beyond it (some 250 channels) the query goes to a server */
+#define NOTIFY_CHANNELS_ANSWER_MAX (16u * 1024)
+#define NOTIFY_ANSWER_MAX 512            /* tusk's answer to one request, ReadyForQuery aside */
 #define NOTIFY_BACKOFF_MIN 0.25
 #define NOTIFY_BACKOFF_MAX 10.0
 
@@ -81,6 +93,12 @@ struct notify_hub {
 	bool have_cred;
 	int clients;
 	_Atomic uint64_t relayed, reconnects;
+	/* NOTIFYs of clients not yet seen back: its own lock (the sender's worker adds, the home
+	 * worker matches); one allocation, at the first */
+	pthread_mutex_t sent_lock;
+	struct notify_sent *sent;
+	_Atomic int nsent;
+	uint64_t sent_seq;
 	/* home worker only */
 	struct server *s;
 	ev_timer timer;            /* reconnect */
@@ -97,6 +115,21 @@ struct notify_registry {
 	struct notify_hub *hubs;
 	int nhubs;
 	_Atomic uint64_t closed_unread; /* clients closed for not reading (53400) */
+};
+
+/* One argument of pg_notify(): a parameter $n, or a constant (into out, len). */
+struct notify_arg {
+	int param; /* 0: a constant */
+	size_t len;
+};
+
+/* A NOTIFY a client sent on a server (notify_sql), until its notification comes back. */
+struct notify_sent {
+	uint64_t seq;              /* 0: a free slot */
+	uint64_t hash;             /* of channel and payload */
+	uint32_t server_pid;       /* the notifying backend */
+	uint32_t client_pid;       /* the sender's BackendKeyData pid */
+	double at;                 /* when it was sent (monotonic) */
 };
 
 /* One queued change of a transaction. */
@@ -120,6 +153,21 @@ struct notify_client {
 	int nchans, cap;
 	struct notify_op pending[NOTIFY_PENDING_MAX];
 	int npending;
+	/* the transaction's savepoints made while it listened: pending[0, at) came before name */
+	struct notify_mark {
+		char name[NOTIFY_NAME_MAX];
+		int at;
+	} marks[NOTIFY_MARKS_MAX];
+	int nmarks;
+	bool marks_lost;           /* more savepoints than marks[]: ROLLBACK TO keeps everything */
+	/* the NOTIFYs of the transaction (their hub entries' seq, channel-and-payload hashes) */
+	uint64_t sent_seq[NOTIFY_SENT_TX], sent_hash[NOTIFY_SENT_TX];
+	int nsent;
+	/* the unnamed statement is a pg_notify() with parameters: its arguments (tmpl_ok) */
+	bool tmpl_ok;
+	struct notify_arg tmpl_ca, tmpl_pa;
+	char tmpl_chan[NOTIFY_NAME_MAX];
+	char tmpl_payload[256];
 	/* bytes for the client not yet in its wbuf: whole messages, [qhead, qlen) */
 	uint8_t *q;
 	size_t qhead, qlen, qcap;
@@ -127,7 +175,8 @@ struct notify_client {
 	uint64_t wait_gen;
 	bool waiting;              /* an answer waits for the listener (wait_gen) */
 	bool waiting_commit;       /* ... a commit's ReadyForQuery (else an idle LISTEN's answer) */
-	const char *owed_tag;      /* the idle LISTEN's CommandComplete tag */
+	uint8_t owed[NOTIFY_ANSWER_MAX]; /* the idle LISTEN's answer before its ReadyForQuery */
+	size_t owed_len;
 };
 
 struct notify_worker {
@@ -170,15 +219,18 @@ void notify_registry_free(struct notify_registry *r)
 		struct notify_hub *h = r->hubs;
 		r->hubs = h->next;
 		pthread_mutex_destroy(&h->lock);
+		pthread_mutex_destroy(&h->sent_lock);
 		memset(&h->cred, 0, sizeof h->cred);
 		free(h->chans);
+		free(h->sent);
 		free(h);
 	}
 	pthread_mutex_destroy(&r->lock);
 	free(r);
 }
 
-static struct notify_hub *hub_get(struct runtime *rt, struct pool *pool)
+/* The pool's hub; a new one when it has none and make (NULL: none, or no memory). */
+static struct notify_hub *hub_of(struct runtime *rt, const struct pool *pool, bool make)
 {
 	struct notify_registry *r = rt->notify;
 	struct notify_hub *h;
@@ -186,11 +238,12 @@ static struct notify_hub *hub_get(struct runtime *rt, struct pool *pool)
 	for (h = r->hubs; h; h = h->next)
 		if (h->pool == pool)
 			break;
-	if (!h && (h = calloc(1, sizeof *h)) != NULL) {
+	if (!h && make && (h = calloc(1, sizeof *h)) != NULL) {
 		h->rt = rt;
-		h->pool = pool;
+		h->pool = (struct pool *)pool;
 		h->home = r->nhubs % rt->nworkers;
 		pthread_mutex_init(&h->lock, NULL);
+		pthread_mutex_init(&h->sent_lock, NULL);
 		atomic_init(&h->state, HUB_NONE);
 		h->next = r->hubs;
 		r->hubs = h;
@@ -378,7 +431,7 @@ static struct notify_client *nc_get(struct client *c)
 {
 	if (c->notify)
 		return c->notify;
-	struct notify_hub *h = hub_get(c->worker->rt, c->pool);
+	struct notify_hub *h = hub_of(c->worker->rt, c->pool, true);
 	if (!h)
 		return NULL;
 	struct notify_client *nc = calloc(1, sizeof *nc);
@@ -403,10 +456,13 @@ static struct notify_client *nc_get(struct client *c)
 	return nc;
 }
 
+static void sent_done(struct notify_client *nc, bool rolled_back);
+
 static void nc_free(struct notify_client *nc)
 {
 	struct client *c = nc->c;
 	struct notify_worker *nw = nw_of(c->worker);
+	sent_done(nc, true); /* left inside its transaction: the server rolls it back */
 	if (nc->nchans > 0) {
 		pthread_mutex_lock(&nc->hub->lock);
 		nc->hub->clients--;
@@ -605,55 +661,25 @@ static bool starts_listen(const char *sql, size_t len)
 			     (sql[i] >= '0' && sql[i] <= '9') || sql[i] == '_' || (unsigned char)sql[i] >= 0x80);
 }
 
-/* Whether the message at p (whole, total bytes) is a Query of exactly one LISTEN, UNLISTEN
- * or UNLISTEN *: its kind and channel. */
-static bool read_listen(const struct client *c, const uint8_t *p, size_t total, int *kind, char *name)
-{
-	const char *sql;
-	size_t len;
-	struct classify_result r;
-	if (p[0] != 'Q' || !relay_sql_of('Q', (const char *)p + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len) ||
-	    !starts_listen(sql, len))
-		return false;
-	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 ||
-	    r.parse_error || r.truncated || r.nstmts != 1 || r.nsession != 1 || r.calls)
-		return false;
-	const struct classify_stmt *st = &r.stmts[0];
-	if (st->kind != CLASSIFY_LISTEN && st->kind != CLASSIFY_UNLISTEN && st->kind != CLASSIFY_UNLISTEN_ALL)
-		return false;
-	if ((st->flags & CLASSIFY_F_NAME_TRUNCATED) || (st->kind != CLASSIFY_UNLISTEN_ALL && !st->name[0]))
-		return false;
-	*kind = (int)st->kind;
-	snprintf(name, NOTIFY_NAME_MAX, "%s", st->name);
-	return true;
-}
+/* One request at the head of rbuf that tusk answers itself. */
+struct notify_req {
+	size_t total;                          /* its bytes at the head of rbuf */
+	int nops;
+	struct notify_op ops[CLASSIFY_MAX_STMTS];
+	bool channels;                         /* SELECT pg_listening_channels() */
+	char col[NOTIFY_NAME_MAX];             /* ... its column's name */
+	bool add_named;                        /* a named Parse to record in c->prep */
+	struct prep_parse pp;                  /* ... pointing into rbuf */
+	struct buf ans;                        /* the answer before its ReadyForQuery */
+	uint8_t mem[NOTIFY_ANSWER_MAX];
+};
 
-/* The whole message at the head of rbuf, if it is one of ours. */
-static bool head_listen(struct client *c, size_t *total, int *kind, char *name)
-{
-	struct proto_hdr h;
-	const uint8_t *p = buf_head(&c->rbuf);
-	size_t avail = buf_len(&c->rbuf);
-	if (avail < PROTO_HDR_LEN || p[0] != 'Q')
-		return false;
-	if (proto_read_hdr(p, avail, c->worker->rt->cfg->max_message_size, &h) <= 0)
-		return false;
-	*total = (size_t)h.len + 1;
-	if (*total > avail || *total > NOTIFY_SYNC_SQL_MAX)
-		return false;
-	return read_listen(c, p, *total, kind, name);
-}
+enum notify_match { MATCH_NO, MATCH_PARTIAL, MATCH_YES };
 
-/* head_listen, and c's LISTEN state for it (made at the first); NULL when the head is not
- * one (or there was no memory for the state: the client is failed). */
-static struct notify_client *next_listen(struct client *c, size_t *total, int *kind, char *name)
+static bool put_msg(struct buf *b, uint8_t type, const void *p, size_t n)
 {
-	if (c->state == CLIENT_CLOSING || !head_listen(c, total, kind, name))
-		return NULL;
-	struct notify_client *nc = nc_get(c);
-	if (!nc)
-		client_fail(c, "53200", "out of memory for LISTEN");
-	return nc;
+	struct proto_part part = { p, n };
+	return proto_put_parts(b, type, 0, &part, n ? 1 : 0) == 0;
 }
 
 static const char *tag_of(int kind)
@@ -661,14 +687,354 @@ static const char *tag_of(int kind)
 	return kind == CLASSIFY_LISTEN ? "LISTEN" : "UNLISTEN";
 }
 
-/* Answer tag and ReadyForQuery status into wbuf; false when there is no room. */
-static bool answer(struct client *c, const char *tag, uint8_t status)
+/* Whether sql is only LISTEN / UNLISTEN / UNLISTEN * statements (exactly one when one, the
+ * extended protocol's case): appends them to q->ops, and (not one) their CommandCompletes to
+ * q->ans. */
+static bool listen_stmts(const struct client *c, const char *sql, size_t len, bool one, struct notify_req *q)
+{
+	struct classify_result r;
+	if (!starts_listen(sql, len))
+		return false;
+	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 ||
+	    r.parse_error || r.truncated || r.nstmts < 1 || r.nstmts != r.nsession || r.calls ||
+	    (one && r.nstmts != 1) || r.nstmts > CLASSIFY_MAX_STMTS)
+		return false;
+	for (int i = 0; i < r.nsession; i++) {
+		const struct classify_stmt *st = &r.stmts[i];
+		if (st->kind != CLASSIFY_LISTEN && st->kind != CLASSIFY_UNLISTEN && st->kind != CLASSIFY_UNLISTEN_ALL)
+			return false;
+		if ((st->flags & CLASSIFY_F_NAME_TRUNCATED) || (st->kind != CLASSIFY_UNLISTEN_ALL && !st->name[0]))
+			return false;
+	}
+	for (int i = 0; i < r.nsession; i++) {
+		struct notify_op *op = &q->ops[q->nops++];
+		op->kind = (uint8_t)r.stmts[i].kind;
+		snprintf(op->name, sizeof op->name, "%s", r.stmts[i].name);
+		if (!one && proto_put_command_complete(&q->ans, tag_of(op->kind)) < 0)
+			return false;
+	}
+	return true;
+}
+
+struct lex {
+	const char *p, *end;
+	bool backslash; /* standard_conforming_strings off: a backslash escapes in '...' */
+};
+
+static void lex_space(struct lex *l)
+{
+	while (l->p < l->end && (*l->p == ' ' || *l->p == '\t' || *l->p == '\n' || *l->p == '\r' || *l->p == '\f'))
+		l->p++;
+}
+
+static bool lex_ident_char(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+	       ch == '$' || (unsigned char)ch >= 0x80;
+}
+
+/* The keyword word (lower case) and no identifier character after it. */
+static bool lex_word(struct lex *l, const char *word)
+{
+	size_t n = strlen(word);
+	lex_space(l);
+	if ((size_t)(l->end - l->p) < n || strncasecmp(l->p, word, n) != 0 ||
+	    (l->p + n < l->end && lex_ident_char(l->p[n])))
+		return false;
+	l->p += n;
+	return true;
+}
+
+static bool lex_char(struct lex *l, char ch)
+{
+	lex_space(l);
+	if (l->p == l->end || *l->p != ch)
+		return false;
+	l->p++;
+	return true;
+}
+
+/* A token between quote characters q (q doubled for itself), into out: its length, -1 when
+ * it is not one (or too long, or holds a backslash that would escape). */
+static ssize_t lex_quoted(struct lex *l, char q, bool backslash, char *out, size_t cap)
+{
+	size_t n = 0;
+	lex_space(l);
+	if (l->p == l->end || *l->p != q)
+		return -1;
+	for (l->p++;; l->p++) {
+		if (l->p == l->end || (backslash && *l->p == '\\'))
+			return -1;
+		if (*l->p == q) {
+			if (l->p + 1 < l->end && l->p[1] == q)
+				l->p++;
+			else
+				break;
+		}
+		if (n + 1 >= cap)
+			return -1;
+		out[n++] = *l->p;
+	}
+	l->p++;
+	out[n] = '\0';
+	return (ssize_t)n;
+}
+
+/* An identifier, as PostgreSQL folds it (unquoted: lower-cased ASCII), into out. */
+static bool lex_ident(struct lex *l, char *out, size_t cap)
+{
+	size_t n = 0;
+	lex_space(l);
+	if (l->p < l->end && *l->p == '"')
+		return lex_quoted(l, '"', false, out, cap) > 0;
+	if (l->p == l->end || (*l->p >= '0' && *l->p <= '9') || *l->p == '$' || !lex_ident_char(*l->p))
+		return false;
+	for (; l->p < l->end && lex_ident_char(*l->p); l->p++) {
+		if (n + 1 >= cap)
+			return false;
+		out[n++] = (char)(*l->p >= 'A' && *l->p <= 'Z' ? *l->p + 32 : *l->p);
+	}
+	out[n] = '\0';
+	return true;
+}
+
+/* A plain string constant '...' ('' for a quote), into out. */
+static bool lex_string(struct lex *l, char *out, size_t cap, size_t *len)
+{
+	ssize_t n = lex_quoted(l, '\'', l->backslash, out, cap);
+	*len = n < 0 ? 0 : (size_t)n;
+	return n >= 0;
+}
+
+/* SELECT [pg_catalog.]pg_listening_channels() [AS alias] or SELECT * FROM
+ * [pg_catalog.]pg_listening_channels() (any case and spacing, one trailing semicolon): its
+ * column name into col. */
+static bool channels_query(const struct client *c, const char *sql, size_t len, char *col)
+{
+	struct lex l = { sql, sql + len, c->backslash_quotes };
+	bool star;
+	snprintf(col, NOTIFY_NAME_MAX, "pg_listening_channels");
+	if (!lex_word(&l, "select"))
+		return false;
+	star = lex_char(&l, '*');
+	if (star && !lex_word(&l, "from"))
+		return false;
+	const char *at = l.p;
+	if (!(lex_word(&l, "pg_catalog") && lex_char(&l, '.')))
+		l.p = at;
+	if (!lex_word(&l, "pg_listening_channels") || !lex_char(&l, '(') || !lex_char(&l, ')'))
+		return false;
+	if (!star && lex_word(&l, "as") && !lex_ident(&l, col, NOTIFY_NAME_MAX))
+		return false;
+	(void)lex_char(&l, ';');
+	lex_space(&l);
+	return l.p == l.end;
+}
+
+/* The bytes of answer_channels' answer for c. */
+static size_t channels_answer_len(const struct client *c)
+{
+	const struct notify_client *nc = c->notify;
+	size_t need = 64 + NOTIFY_NAME_MAX + 6;
+	for (int i = 0; nc && i < nc->nchans; i++)
+		need += 11 + strlen(nc->chans[i].name);
+	return need;
+}
+
+/* A whole simple Query of LISTEN/UNLISTENs, or of pg_listening_channels(). */
+static enum notify_match match_query(const struct client *c, const uint8_t *p, size_t avail, struct notify_req *q)
+{
+	struct proto_hdr h;
+	const char *sql;
+	size_t len;
+	if (proto_read_hdr(p, avail, c->worker->rt->cfg->max_message_size, &h) <= 0)
+		return MATCH_NO;
+	size_t total = (size_t)h.len + 1;
+	if (total > avail || total > NOTIFY_SYNC_SQL_MAX ||
+	    !relay_sql_of('Q', (const char *)p + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
+		return MATCH_NO;
+	q->total = total;
+	if (listen_stmts(c, sql, len, false, q))
+		return MATCH_YES;
+	if (len < 256 && strcasestr(sql, "pg_listening_channels") && channels_query(c, sql, len, q->col) &&
+	    channels_answer_len(c) <= NOTIFY_CHANNELS_ANSWER_MAX) {
+		q->channels = true;
+		return MATCH_YES;
+	}
+	return MATCH_NO;
+}
+
+/* The text of c's named statement name when it is one LISTEN/UNLISTEN without parameters. */
+static bool named_listen(const struct client *c, const char *name, struct notify_req *q)
+{
+	if (!c->prep_on || !c->prep)
+		return false;
+	const struct prep_stmt *e = prep_client_find(c->prep, name);
+	if (!e)
+		return false;
+	const char *text = (const char *)e->body;
+	size_t tlen = strnlen(text, e->body_len);
+	if (tlen + 3 > e->body_len || e->body[tlen + 1] != 0 || e->body[tlen + 2] != 0)
+		return false; /* declares parameter types */
+	return listen_stmts(c, text, tlen, true, q);
+}
+
+/* An extended-protocol batch up to its Sync that is one LISTEN/UNLISTEN: Parse [Describe S]
+ * Bind [Describe P] Execute Sync of the statement parsed, or Bind [Describe P] Execute Sync of
+ * a named statement the client prepared as one. Unnamed portal, no parameters. PARTIAL: what
+ * is there so far fits, and the Sync has not arrived. */
+static enum notify_match match_ext(const struct client *c, const uint8_t *p, size_t avail, struct notify_req *q)
+{
+	uint32_t max = c->worker->rt->cfg->max_message_size;
+	size_t off = 0;
+	bool parsed = false, bound = false, executed = false;
+	const char *stmt = "";
+	for (;;) {
+		struct proto_hdr h;
+		if (off == avail)
+			return MATCH_PARTIAL;
+		ssize_t rc = proto_read_hdr(p + off, avail - off, max, &h);
+		if (rc < 0)
+			return MATCH_NO;
+		size_t total = rc == 0 ? 0 : (size_t)h.len + 1;
+		if (rc == 0 || avail - off < total)
+			return off > 0 && total <= NOTIFY_SYNC_SQL_MAX ? MATCH_PARTIAL : MATCH_NO;
+		if (total > NOTIFY_SYNC_SQL_MAX)
+			return MATCH_NO;
+		const uint8_t *m = p + off;
+		struct proto_reader r;
+		proto_reader_init(&r, m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
+		bool ok = true;
+		switch (h.type) {
+		case 'P':
+			if (parsed || bound || prep_read_parse(m, total, max, &q->pp) <= 0 || q->pp.nparams != 0 ||
+			    !listen_stmts(c, q->pp.query, strlen(q->pp.query), true, q))
+				return MATCH_NO;
+			if (q->pp.name[0]) {
+				if (!c->prep_on || prep_client_find(c->prep, q->pp.name))
+					return MATCH_NO;
+				q->add_named = true;
+			}
+			stmt = q->pp.name;
+			parsed = true;
+			ok = put_msg(&q->ans, '1', NULL, 0);
+			break;
+		case 'D': {
+			uint8_t kind = proto_get_u8(&r);
+			const char *name = proto_get_cstr(&r);
+			if (r.err || !name || proto_remaining(&r))
+				return MATCH_NO;
+			if (kind == 'S' && parsed && !bound && strcmp(name, stmt) == 0) {
+				static const uint8_t no_params[2] = { 0, 0 };
+				ok = put_msg(&q->ans, 't', no_params, sizeof no_params) && put_msg(&q->ans, 'n', NULL, 0);
+			} else if (kind == 'P' && bound && !executed && name[0] == '\0') {
+				ok = put_msg(&q->ans, 'n', NULL, 0);
+			} else {
+				return MATCH_NO;
+			}
+			break;
+		}
+		case 'B': {
+			const char *portal = proto_get_cstr(&r), *name = proto_get_cstr(&r);
+			uint16_t nf = proto_get_u16(&r);
+			(void)proto_get_bytes(&r, 2u * nf);
+			uint16_t np = proto_get_u16(&r);
+			uint16_t nr = proto_get_u16(&r);
+			(void)proto_get_bytes(&r, 2u * nr);
+			if (bound || r.err || !portal || !name || portal[0] || np != 0 || proto_remaining(&r))
+				return MATCH_NO;
+			if (parsed ? strcmp(name, stmt) != 0 : !name[0] || !named_listen(c, name, q))
+				return MATCH_NO;
+			bound = true;
+			ok = put_msg(&q->ans, '2', NULL, 0);
+			break;
+		}
+		case 'E': {
+			const char *portal = proto_get_cstr(&r);
+			(void)proto_get_u32(&r);
+			if (!bound || executed || r.err || !portal || portal[0] || proto_remaining(&r))
+				return MATCH_NO;
+			executed = true;
+			ok = proto_put_command_complete(&q->ans, tag_of(q->ops[0].kind)) == 0;
+			break;
+		}
+		case 'S':
+			if (!executed)
+				return MATCH_NO;
+			q->total = off + total;
+			return MATCH_YES;
+		default:
+			return MATCH_NO;
+		}
+		if (!ok)
+			return MATCH_NO;
+		off += total;
+	}
+}
+
+/* Whether the head of c's rbuf is a request tusk answers (q filled when YES). */
+static enum notify_match match_head(struct client *c, struct notify_req *q)
+{
+	const uint8_t *p = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf);
+	q->total = 0;
+	q->nops = 0;
+	q->channels = false;
+	q->add_named = false;
+	q->ans = (struct buf){ .data = q->mem, .cap = sizeof q->mem };
+	if (c->state == CLIENT_CLOSING || avail < PROTO_HDR_LEN)
+		return MATCH_NO;
+	if (p[0] == 'Q')
+		return match_query(c, p, avail, q);
+	if (p[0] != 'P' && p[0] != 'B')
+		return MATCH_NO;
+	enum notify_match m = match_ext(c, p, avail, q);
+	/* Waiting for the rest of a batch needs room for it in rbuf. */
+	if (m == MATCH_PARTIAL && c->rbuf.cap - buf_len(&c->rbuf) < 1024)
+		return MATCH_NO;
+	return m;
+}
+
+/* ans (whole messages) and ReadyForQuery status into wbuf; false when there is no room. */
+static bool answer(struct client *c, const uint8_t *ans, size_t len, uint8_t status)
 {
 	if (buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
 		return false;
 	buf_compact(&c->wbuf);
-	if (buf_room(&c->wbuf) < 32)
+	if (buf_room(&c->wbuf) < len + 6)
 		return false;
+	memcpy(buf_tail(&c->wbuf), ans, len);
+	buf_produce(&c->wbuf, len);
+	return proto_put_ready(&c->wbuf, status) == 0;
+}
+
+/* pg_listening_channels(): the client's committed channels (as PostgreSQL, whose list changes
+ * at commit), in the order it listened to them. */
+static bool answer_channels(struct client *c, const char *col, uint8_t status)
+{
+	const struct notify_client *nc = c->notify;
+	int n = nc ? nc->nchans : 0;
+	size_t need = channels_answer_len(c);
+	if (buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
+		return false;
+	buf_compact(&c->wbuf);
+	if (buf_room(&c->wbuf) < need)
+		return false;
+	/* one column: no table, type text (OID 25), length -1, modifier -1, text format */
+	uint8_t field[18] = { 0, 1 };
+	static const uint8_t desc[18] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 25, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0 };
+	struct proto_part rd[3] = { { field, 2 }, { col, strlen(col) + 1 }, { desc, sizeof desc } };
+	if (proto_put_parts(&c->wbuf, 'T', 0, rd, 3) < 0)
+		return false;
+	for (int i = 0; i < n; i++) {
+		uint32_t len = (uint32_t)strlen(nc->chans[i].name);
+		uint8_t head[6] = { 0, 1, (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len };
+		struct proto_part dr[2] = { { head, sizeof head }, { nc->chans[i].name, len } };
+		if (proto_put_parts(&c->wbuf, 'D', 0, dr, 2) < 0)
+			return false;
+	}
+	char tag[32];
+	snprintf(tag, sizeof tag, "SELECT %d", n);
 	return proto_put_command_complete(&c->wbuf, tag) == 0 && proto_put_ready(&c->wbuf, status) == 0;
 }
 
@@ -689,62 +1055,101 @@ static void fail_op(struct client *c, int rc)
 		client_fail(c, "53200", "out of memory for LISTEN");
 }
 
-/* An idle client's requests: answer the LISTEN/UNLISTENs at the head of rbuf. True when
- * nothing is left for a server (or the client waits for the listener). */
+/* c's LISTEN state, made at its first LISTEN, and the named statement of q recorded; NULL
+ * when there was no memory (the client is failed). */
+static struct notify_client *take_req(struct client *c, struct notify_req *q)
+{
+	struct notify_client *nc = nc_get(c);
+	if (!nc) {
+		client_fail(c, "53200", "out of memory for LISTEN");
+		return NULL;
+	}
+	if (q->add_named) {
+		const struct prep_stmt *e;
+		int rc = relay_prep_add(c, &q->pp, &e);
+		if (rc < 0) {
+			client_fail(c, rc == -EDQUOT ? "53400" : "53200", "%s",
+				    rc == -EDQUOT ? "too many prepared statements on this connection"
+						  : "out of memory for prepared statements");
+			return NULL;
+		}
+	}
+	return nc;
+}
+
+/* An idle client's requests: answer the LISTEN/UNLISTENs (and pg_listening_channels()) at
+ * the head of rbuf. True when nothing is left for a server (or the client waits for the
+ * listener, or for the rest of a batch). */
 static bool notify_request(struct client *c, const struct server *s)
 {
 	if (s)
 		return false;
 	if (c->notify && c->notify->waiting)
 		return true; /* the answer owed comes first */
-	size_t total;
-	int kind;
-	char name[NOTIFY_NAME_MAX];
+	struct notify_req q;
 	bool answered = false;
-	struct notify_client *nc;
-	while ((nc = next_listen(c, &total, &kind, name)) != NULL) {
-		uint64_t gen = 0;
-		bool wait = false;
-		int rc = apply_op(nc, kind, name, &gen, &wait);
-		if (rc < 0) {
-			fail_op(c, rc);
-			return true;
-		}
-		buf_consume(&c->rbuf, total);
-		if (wait) {
-			nc->waiting = true;
-			nc->waiting_commit = false;
-			nc->wait_gen = gen;
-			nc->owed_tag = tag_of(kind);
-			/* the listener may have answered already */
-			if (atomic_load(&nc->hub->gen_done) < gen) {
-				if (answered)
-					write_out(c);
+	enum notify_match m;
+	while ((m = match_head(c, &q)) == MATCH_YES) {
+		if (q.channels) {
+			if (!answer_channels(c, q.col, 'I')) {
+				client_fail(c, "53200", "no room to answer pg_listening_channels()");
 				return true;
 			}
-			nc->waiting = false;
+			buf_consume(&c->rbuf, q.total);
+			answered = true;
+			continue;
 		}
-		if (!answer(c, tag_of(kind), 'I')) {
+		struct notify_client *nc = take_req(c, &q);
+		if (!nc)
+			return true;
+		uint64_t wait_gen = 0;
+		bool wait_any = false;
+		for (int i = 0; i < q.nops; i++) {
+			uint64_t gen = 0;
+			bool wait = false;
+			int rc = apply_op(nc, q.ops[i].kind, q.ops[i].name, &gen, &wait);
+			if (rc < 0) {
+				fail_op(c, rc);
+				return true;
+			}
+			if (wait) {
+				wait_any = true;
+				wait_gen = gen;
+			}
+		}
+		buf_consume(&c->rbuf, q.total);
+		/* the listener may have answered already */
+		if (wait_any && atomic_load(&nc->hub->gen_done) < wait_gen) {
+			nc->waiting = true;
+			nc->waiting_commit = false;
+			nc->wait_gen = wait_gen;
+			memcpy(nc->owed, buf_head(&q.ans), buf_len(&q.ans));
+			nc->owed_len = buf_len(&q.ans);
+			if (answered)
+				write_out(c);
+			return true;
+		}
+		if (!answer(c, buf_head(&q.ans), buf_len(&q.ans), 'I')) {
 			client_fail(c, "53200", "no room to answer LISTEN");
 			return true;
 		}
 		answered = true;
 	}
+	if (answered)
+		write_out(c);
+	if (m == MATCH_PARTIAL)
+		return true; /* the rest of the batch comes with the next read */
 	if (!answered)
 		return c->state == CLIENT_CLOSING;
-	write_out(c);
 	return buf_empty(&c->rbuf);
 }
 
 /* Inside a transaction: answer LISTEN/UNLISTEN, keep the change until the commit. */
 static bool notify_linked(struct client *c, struct server *s)
 {
-	size_t total;
-	int kind;
-	char name[NOTIFY_NAME_MAX];
+	struct notify_req q;
 	bool answered = false;
-	struct notify_client *nc;
-	while ((nc = next_listen(c, &total, &kind, name)) != NULL) {
+	while (match_head(c, &q) == MATCH_YES) {
 		bool ok;
 		if (s->tx_status == 'E') {
 			ok = buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) == 0 && buf_room(&c->wbuf) >= 200 &&
@@ -752,28 +1157,300 @@ static bool notify_linked(struct client *c, struct server *s)
 					     "current transaction is aborted, commands ignored until end of transaction block",
 					     NULL, NULL) == 0 &&
 			     proto_put_ready(&c->wbuf, 'E') == 0;
+		} else if (q.channels) {
+			ok = answer_channels(c, q.col, 'T');
 		} else {
-			if (nc->npending == NOTIFY_PENDING_MAX) {
+			struct notify_client *nc = take_req(c, &q);
+			if (!nc)
+				return false;
+			if (nc->npending + q.nops > NOTIFY_PENDING_MAX) {
 				client_fail(c, "54000", "too many LISTEN/UNLISTEN in one transaction (at most %d)",
 					    NOTIFY_PENDING_MAX);
 				return false;
 			}
-			struct notify_op *op = &nc->pending[nc->npending++];
-			op->kind = (uint8_t)kind;
-			snprintf(op->name, sizeof op->name, "%s", name);
+			for (int i = 0; i < q.nops; i++)
+				nc->pending[nc->npending++] = q.ops[i];
 			c->tx_undo_watch = true;
-			ok = answer(c, tag_of(kind), 'T');
+			ok = answer(c, buf_head(&q.ans), buf_len(&q.ans), 'T');
 		}
 		if (!ok) {
 			client_fail(c, "53200", "no room to answer LISTEN");
 			return false;
 		}
-		buf_consume(&c->rbuf, total);
+		buf_consume(&c->rbuf, q.total);
 		answered = true;
 	}
 	if (answered)
 		(void)client_write_wbuf(c);
 	return true;
+}
+
+/* ---- own NOTIFYs: the sender's pid ---- */
+
+static uint64_t note_hash(const char *chan, size_t clen, const char *payload, size_t plen)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < clen; i++)
+		h = (h ^ (uint8_t)chan[i]) * 1099511628211ull;
+	h = (h ^ 0xffu) * 1099511628211ull; /* a byte no channel holds: "a" + "bc" is not "ab" + "c" */
+	for (size_t i = 0; i < plen; i++)
+		h = (h ^ (uint8_t)payload[i]) * 1099511628211ull;
+	return h;
+}
+
+static bool lex_arg(struct lex *l, char *out, size_t cap, struct notify_arg *a)
+{
+	lex_space(l);
+	a->param = 0;
+	a->len = 0;
+	if (l->p < l->end && *l->p == '$') {
+		for (l->p++; l->p < l->end && *l->p >= '0' && *l->p <= '9' && a->param < 1000; l->p++)
+			a->param = a->param * 10 + (*l->p - '0');
+		return a->param >= 1 && a->param < 1000;
+	}
+	return lex_string(l, out, cap, &a->len);
+}
+
+/* The text is exactly one `NOTIFY channel [, 'payload']` or `SELECT [pg_catalog.]pg_notify(
+ * arg, arg)` where each arg is a constant or (pg_notify) a parameter $n (a trailing semicolon
+ * allowed): the channel and payload, constants into chan and payload. */
+static bool read_notify(const struct client *c, const char *sql, size_t len, char *chan, struct notify_arg *ca,
+			char *payload, struct notify_arg *pa)
+{
+	struct lex l = { sql, sql + len, c->backslash_quotes };
+	*ca = (struct notify_arg){ 0 };
+	*pa = (struct notify_arg){ 0 };
+	payload[0] = '\0';
+	if (lex_word(&l, "notify")) {
+		if (!lex_ident(&l, chan, NOTIFY_NAME_MAX))
+			return false;
+		ca->len = strlen(chan);
+		if (lex_char(&l, ',') && !lex_string(&l, payload, NOTIFY_PAYLOAD_MAX, &pa->len))
+			return false;
+	} else {
+		l.p = sql;
+		if (!lex_word(&l, "select"))
+			return false;
+		const char *at = l.p;
+		if (!(lex_word(&l, "pg_catalog") && lex_char(&l, '.')))
+			l.p = at;
+		if (!lex_word(&l, "pg_notify") || !lex_char(&l, '(') || !lex_arg(&l, chan, NOTIFY_NAME_MAX, ca) ||
+		    (!ca->param && ca->len == 0) || !lex_char(&l, ',') ||
+		    !lex_arg(&l, payload, NOTIFY_PAYLOAD_MAX, pa) || !lex_char(&l, ')'))
+			return false;
+	}
+	(void)lex_char(&l, ';');
+	lex_space(&l);
+	return l.p == l.end;
+}
+
+/* The hub to record c's NOTIFYs in: none when nobody listens through tusk on its pool. */
+static struct notify_hub *sent_hub(struct client *c)
+{
+	struct notify_hub *h = c->notify ? c->notify->hub : hub_of(c->worker->rt, c->pool, false);
+	return h && atomic_load(&h->state) != HUB_NONE && c->server ? h : NULL;
+}
+
+/* c's transaction sends channel and payload from its server: remember it (once per channel
+ * and payload per transaction, as PostgreSQL folds). */
+static void sent_record(struct client *c, struct notify_hub *h, const char *chan, size_t clen, const char *payload,
+			size_t plen)
+{
+	uint64_t hash = note_hash(chan, clen, payload, plen);
+	struct notify_client *nc = nc_get(c);
+	if (!nc || nc->nsent == NOTIFY_SENT_TX)
+		return;
+	for (int i = 0; i < nc->nsent; i++)
+		if (nc->sent_hash[i] == hash)
+			return; /* folded into the first by PostgreSQL */
+	pthread_mutex_lock(&h->sent_lock);
+	if (!h->sent)
+		h->sent = calloc(NOTIFY_SENT_MAX, sizeof *h->sent);
+	if (h->sent) {
+		/* a free slot, else the oldest */
+		struct notify_sent *e = &h->sent[0];
+		for (int i = 0; i < NOTIFY_SENT_MAX && e->seq; i++)
+			if (!h->sent[i].seq || h->sent[i].seq < e->seq)
+				e = &h->sent[i];
+		if (!e->seq)
+			atomic_fetch_add(&h->nsent, 1);
+		*e = (struct notify_sent){ .seq = ++h->sent_seq, .hash = hash, .server_pid = c->server->backend_pid,
+					   .client_pid = c->cancel_pid, .at = ev_now(c->worker->loop) };
+		nc->sent_seq[nc->nsent] = e->seq;
+		nc->sent_hash[nc->nsent++] = hash;
+	}
+	pthread_mutex_unlock(&h->sent_lock);
+}
+
+/* c sends sql (a Query's, or a Parse's) to its server: a NOTIFY of constants is recorded now;
+ * a pg_notify() with parameters, at each Bind (notify_bind): its form is kept for the unnamed
+ * statement (a named one's text comes with its Bind). */
+static void sent_note(struct client *c, const char *sql, size_t len)
+{
+	char chan[NOTIFY_NAME_MAX];
+	char payload[NOTIFY_PAYLOAD_MAX];
+	struct notify_arg ca, pa;
+	struct notify_hub *h;
+	if (c->notify)
+		c->notify->tmpl_ok = false;
+	if (len > NOTIFY_PAYLOAD_MAX + 256 || !strcasestr(sql, "notify") || !(h = sent_hub(c)) ||
+	    !read_notify(c, sql, len, chan, &ca, payload, &pa))
+		return; /* nobody listens through tusk, or not one NOTIFY tusk can read */
+	if (!ca.param && !pa.param) {
+		sent_record(c, h, chan, ca.len, payload, pa.len);
+		return;
+	}
+	struct notify_client *nc = nc_get(c);
+	if (!nc || ca.len >= sizeof nc->tmpl_chan || pa.len >= sizeof nc->tmpl_payload)
+		return;
+	memcpy(nc->tmpl_chan, chan, ca.len + 1);
+	memcpy(nc->tmpl_payload, payload, pa.len + 1);
+	nc->tmpl_ca = ca;
+	nc->tmpl_pa = pa;
+	nc->tmpl_ok = true;
+}
+
+/* The Parse just seen named a statement: its form is read again from its text at each Bind. */
+static void notify_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len)
+{
+	(void)rest;
+	(void)rest_len;
+	if (c->notify && (!name || name[0]))
+		c->notify->tmpl_ok = false;
+}
+
+/* Parameter n (1-based) of a whole Bind body: its bytes (text, or binary: for text the same
+ * bytes), NULL for SQL NULL. False when malformed or missing. */
+static bool bind_param(const uint8_t *body, size_t len, int n, const char **val, size_t *vlen)
+{
+	struct proto_reader r;
+	proto_reader_init(&r, body, len);
+	(void)proto_get_cstr(&r);
+	(void)proto_get_cstr(&r);
+	uint16_t nf = proto_get_u16(&r);
+	(void)proto_get_bytes(&r, 2u * nf);
+	uint16_t np = proto_get_u16(&r);
+	if (r.err || n > np)
+		return false;
+	for (int i = 1; i <= n; i++) {
+		int32_t l = (int32_t)proto_get_u32(&r);
+		const uint8_t *v = l > 0 ? proto_get_bytes(&r, (size_t)l) : NULL;
+		if (r.err || l < -1 || (l > 0 && !v))
+			return false;
+		if (i == n) {
+			*val = (const char *)v;
+			*vlen = l > 0 ? (size_t)l : 0;
+			if (l == 0)
+				*val = "";
+		}
+	}
+	return true;
+}
+
+/* One argument's bytes: the constant, or the Bind's parameter (NULL as ''). */
+static bool arg_value(const uint8_t *body, size_t len, const struct notify_arg *a, const char *cst, const char **v,
+		      size_t *vlen)
+{
+	if (!a->param) {
+		*v = cst;
+		*vlen = a->len;
+		return true;
+	}
+	if (!bind_param(body, len, a->param, v, vlen))
+		return false;
+	if (!*v)
+		*v = "";
+	return true;
+}
+
+/* A Bind runs a pg_notify() with parameters: record it with their values. */
+static bool notify_bind(struct client *c, const uint8_t *m, size_t avail, bool unnamed, const char *text, size_t tlen)
+{
+	char chan[NOTIFY_NAME_MAX];
+	char payload[NOTIFY_PAYLOAD_MAX];
+	struct notify_arg ca, pa;
+	struct notify_hub *h;
+	const char *cv, *pv;
+	size_t cl, pl;
+	if (avail < PROTO_HDR_LEN || msg_len_at(m) > avail || (unnamed && !(c->notify && c->notify->tmpl_ok)))
+		return true;
+	if (!unnamed && (!text || tlen > NOTIFY_PAYLOAD_MAX + 256 || !strcasestr(text, "notify")))
+		return true;
+	if (!(h = sent_hub(c)))
+		return true;
+	if (unnamed) {
+		struct notify_client *nc = c->notify;
+		memcpy(chan, nc->tmpl_chan, sizeof nc->tmpl_chan);
+		memcpy(payload, nc->tmpl_payload, sizeof nc->tmpl_payload);
+		ca = nc->tmpl_ca;
+		pa = nc->tmpl_pa;
+	} else if (!read_notify(c, text, tlen, chan, &ca, payload, &pa) || (!ca.param && !pa.param)) {
+		return true; /* not one, or of constants: recorded at its Parse */
+	}
+	const uint8_t *body = m + PROTO_HDR_LEN;
+	size_t blen = msg_len_at(m) - PROTO_HDR_LEN;
+	if (arg_value(body, blen, &ca, chan, &cv, &cl) && cl > 0 && cl < NOTIFY_NAME_MAX && !memchr(cv, 0, cl) &&
+	    arg_value(body, blen, &pa, payload, &pv, &pl) && pl < NOTIFY_PAYLOAD_MAX && !memchr(pv, 0, pl))
+		sent_record(c, h, cv, cl, pv, pl);
+	return true;
+}
+
+/* c's transaction ended: its NOTIFYs stay to be matched (a commit) or go (a rollback). */
+static void sent_done(struct notify_client *nc, bool rolled_back)
+{
+	struct notify_hub *h = nc->hub;
+	if (nc->nsent == 0)
+		return;
+	if (rolled_back) {
+		pthread_mutex_lock(&h->sent_lock);
+		for (int k = 0; k < nc->nsent; k++)
+			for (int i = 0; h->sent && i < NOTIFY_SENT_MAX; i++)
+				if (h->sent[i].seq == nc->sent_seq[k]) {
+					h->sent[i].seq = 0;
+					atomic_fetch_sub(&h->nsent, 1);
+				}
+		pthread_mutex_unlock(&h->sent_lock);
+	}
+	nc->nsent = 0;
+}
+
+/* The listener got a notification from server_pid: the client pid of the earliest NOTIFY sent
+ * there with that channel and payload (taken), or 0 (a trigger's, another program's). */
+static uint32_t sent_match(struct notify_hub *h, uint32_t server_pid, uint64_t hash, double now)
+{
+	uint32_t pid = 0;
+	if (atomic_load(&h->nsent) == 0)
+		return 0;
+	pthread_mutex_lock(&h->sent_lock);
+	struct notify_sent *best = NULL;
+	for (int i = 0; h->sent && i < NOTIFY_SENT_MAX; i++) {
+		struct notify_sent *e = &h->sent[i];
+		if (!e->seq)
+			continue;
+		if (now - e->at > NOTIFY_SENT_TTL) {
+			e->seq = 0;
+			atomic_fetch_sub(&h->nsent, 1);
+			continue;
+		}
+		if (e->server_pid == server_pid && e->hash == hash && (!best || e->seq < best->seq))
+			best = e;
+	}
+	if (best) {
+		pid = best->client_pid;
+		best->seq = 0;
+		atomic_fetch_sub(&h->nsent, 1);
+	}
+	pthread_mutex_unlock(&h->sent_lock);
+	return pid;
+}
+
+/* c's transaction is over: its changes were applied or dropped. */
+static void tx_done(struct notify_client *nc)
+{
+	nc->npending = 0;
+	nc->nmarks = 0;
+	nc->marks_lost = false;
+	nc->c->tx_undo_watch = false;
 }
 
 /* The ReadyForQuery 'I' ending c's transaction: apply its changes (a commit) or drop them;
@@ -802,8 +1479,7 @@ static bool notify_commit_wait(struct client *c, bool last)
 			}
 		}
 	}
-	nc->npending = 0;
-	c->tx_undo_watch = false;
+	tx_done(nc);
 	if (wait_any && atomic_load(&nc->hub->gen_done) < wait_gen) {
 		nc->waiting = true;
 		nc->waiting_commit = true;
@@ -817,9 +1493,53 @@ static void notify_ready(struct client *c, bool last)
 {
 	struct notify_client *nc = c->notify;
 	(void)last;
-	if (nc && nc->npending && c->tx_failed) {
-		nc->npending = 0; /* rolled back */
-		c->tx_undo_watch = false;
+	if (!nc)
+		return;
+	sent_done(nc, c->tx_failed);
+	if (c->tx_failed)
+		tx_done(nc); /* rolled back */
+	else if (nc->npending == 0)
+		nc->nmarks = 0;
+}
+
+/* Savepoints: a ROLLBACK TO drops the LISTEN/UNLISTENs made after its savepoint, a RELEASE
+ * forgets the savepoints from its own on (their changes stay). Only a listening client's
+ * texts are read (sql ends with a NUL); one that made its first LISTEN after the savepoint had
+ * nothing before. */
+static void notify_sql(struct client *c, const char *sql, size_t len)
+{
+	sent_note(c, sql, len);
+	struct notify_client *nc = c->notify;
+	struct classify_result r;
+	if (!nc || len > NOTIFY_SYNC_SQL_MAX ||
+	    !(strcasestr(sql, "savepoint") || strcasestr(sql, "rollback") || strcasestr(sql, "release")))
+		return;
+	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 || r.parse_error)
+		return;
+	for (int i = 0; i < r.nsession; i++) {
+		const struct classify_stmt *st = &r.stmts[i];
+		int k = nc->nmarks - 1;
+		if (st->kind != CLASSIFY_SAVEPOINT && st->kind != CLASSIFY_RELEASE && st->kind != CLASSIFY_ROLLBACK_TO)
+			continue;
+		if (st->kind == CLASSIFY_SAVEPOINT) {
+			if (nc->nmarks == NOTIFY_MARKS_MAX) {
+				nc->marks_lost = true;
+				continue;
+			}
+			snprintf(nc->marks[nc->nmarks].name, NOTIFY_NAME_MAX, "%s", st->name);
+			nc->marks[nc->nmarks++].at = nc->npending;
+			continue;
+		}
+		while (k >= 0 && strcmp(nc->marks[k].name, st->name) != 0)
+			k--;
+		if (st->kind == CLASSIFY_RELEASE) {
+			nc->nmarks = k >= 0 ? k : nc->nmarks;
+		} else if (k >= 0) {
+			nc->npending = nc->marks[k].at; /* the savepoint itself stays */
+			nc->nmarks = k + 1;
+		} else if (!nc->marks_lost) {
+			nc->npending = 0; /* made before this client listened in the transaction */
+		}
 	}
 }
 
@@ -832,7 +1552,7 @@ static void notify_idle(struct client *c)
 		(void)flush_queue(nc);
 		return;
 	}
-	if (nc->nchans == 0 && nc->npending == 0 && !nc->waiting)
+	if (nc->nchans == 0 && nc->npending == 0 && nc->nsent == 0 && !nc->waiting)
 		nc_free(nc);
 }
 
@@ -869,6 +1589,9 @@ const struct relay_hooks notify_relay_hooks = {
 	.closed = notify_closed,
 	.commit_wait = notify_commit_wait,
 	.ready = notify_ready,
+	.sql = notify_sql,
+	.parsed = notify_parsed,
+	.bind = notify_bind,
 	.linked = notify_linked,
 	.idle = notify_idle,
 };
@@ -885,7 +1608,7 @@ static void resume(struct notify_client *nc)
 	}
 	if (c->state == CLIENT_CLOSING)
 		return;
-	if (!answer(c, nc->owed_tag, 'I')) {
+	if (!answer(c, nc->owed, nc->owed_len, 'I')) {
 		client_fail(c, "53200", "no room to answer LISTEN");
 		return;
 	}
@@ -1130,16 +1853,26 @@ static void fan_out(struct notify_hub *h, const uint8_t *m, size_t total)
 {
 	struct proto_reader r;
 	proto_reader_init(&r, m + PROTO_HDR_LEN, total - PROTO_HDR_LEN);
-	(void)proto_get_u32(&r); /* the notifying backend's pid, passed on as PostgreSQL reports it */
-	const char *chan = proto_get_cstr(&r);
-	(void)proto_get_cstr(&r); /* the payload */
-	if (r.err || !chan)
+	uint32_t pid = proto_get_u32(&r); /* the notifying backend's */
+	size_t clen, plen;
+	const char *chan = proto_get_cstr_n(&r, &clen);
+	const char *payload = proto_get_cstr_n(&r, &plen);
+	if (r.err || !chan || !payload)
 		return;
 	atomic_fetch_add(&h->relayed, 1);
 	struct notify_note *n = malloc(sizeof *n + total);
 	if (!n)
 		return;
 	memcpy(n->msg, m, total);
+	/* A client's own NOTIFY carries its BackendKeyData pid (the others': a pid not theirs). */
+	uint32_t own = sent_match(h, pid, note_hash(chan, clen, payload, plen), ev_now(h->rt->workers[h->home]->loop));
+	if (own) {
+		uint8_t *w = n->msg + PROTO_HDR_LEN;
+		w[0] = (uint8_t)(own >> 24);
+		w[1] = (uint8_t)(own >> 16);
+		w[2] = (uint8_t)(own >> 8);
+		w[3] = (uint8_t)own;
+	}
 	n->len = total;
 	n->chan_off = (size_t)((const uint8_t *)chan - m);
 	atomic_init(&n->refs, h->rt->nworkers);

@@ -40,12 +40,12 @@ def install_node_modules():
         raise RuntimeError(f"tests/drivers/node/install.sh exited {p.returncode}: {p.stderr[-2000:]}")
 
 
-def jdbc_classes():
-    """DriverSuite.java compiled once (java would compile the source again on every run, seconds
-    each on a busy machine): a directory of classes named by the source's hash."""
-    src = HERE / "jdbc" / "DriverSuite.java"
+def jdbc_classes(src=HERE / "jdbc" / "DriverSuite.java"):
+    """A Java source (DriverSuite.java unless told) compiled once (java would compile the source
+    again on every run, seconds each on a busy machine): a directory of classes named by the
+    source's hash."""
     d = Path(tempfile.gettempdir()) / f"tusk-drivers-jdbc-{hashlib.sha1(src.read_bytes()).hexdigest()[:16]}"
-    if not (d / "DriverSuite.class").exists():
+    if not (d / f"{src.stem}.class").exists():
         tmp = Path(tempfile.mkdtemp(prefix="tusk-drivers-jdbc-"))
         subprocess.run(["javac", "-nowarn", "-cp", JDBC_JAR, "-d", str(tmp), str(src)], check=True, capture_output=True,
                        text=True, timeout=300)

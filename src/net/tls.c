@@ -435,6 +435,74 @@ static bool is_ip_literal(const char *h)
 	return inet_pton(AF_INET, h, a) == 1 || inet_pton(AF_INET6, h, a) == 1;
 }
 
+/* OpenSSL's socket BIO reads and writes with read()/write(); recv()/send() go straight to
+ * the socket layer, past the file layer's work per call (see plain_io below). The method
+ * is the socket BIO's but for those two: a constant table, made once (pthread_once) at the
+ * first connection and never freed. */
+static BIO_METHOD *sock_method;
+static pthread_once_t sock_method_once = PTHREAD_ONCE_INIT;
+
+static int bio_recv(BIO *b, char *out, int outl)
+{
+	ssize_t n;
+
+	if (!out || outl <= 0)
+		return 0;
+	do
+		n = recv((int)BIO_get_fd(b, NULL), out, (size_t)outl, 0);
+	while (n < 0 && errno == EINTR);
+	BIO_clear_retry_flags(b);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		BIO_set_retry_read(b);
+	else if (n == 0)
+		BIO_set_flags(b, BIO_FLAGS_IN_EOF); /* BIO_eof: OpenSSL tells EOF from an error by it */
+	return (int)n;
+}
+
+static int bio_send(BIO *b, const char *in, int inl)
+{
+	ssize_t n;
+
+	do
+		n = send((int)BIO_get_fd(b, NULL), in, (size_t)inl, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	BIO_clear_retry_flags(b);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+static void make_sock_method(void)
+{
+	const BIO_METHOD *sock = BIO_s_socket();
+	BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "tusk socket");
+
+	if (!m)
+		return;
+	if (!BIO_meth_set_read(m, bio_recv) || !BIO_meth_set_write(m, bio_send) ||
+	    !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(sock)) || !BIO_meth_set_create(m, BIO_meth_get_create(sock)) ||
+	    !BIO_meth_set_destroy(m, BIO_meth_get_destroy(sock))) {
+		BIO_meth_free(m);
+		return;
+	}
+	sock_method = m;
+}
+
+/* A BIO on fd (not closed with it) for ssl: ours, or OpenSSL's socket BIO when ours could
+ * not be made. 0 or -1. */
+static int set_socket(SSL *ssl, int fd)
+{
+	pthread_once(&sock_method_once, make_sock_method);
+	if (!sock_method)
+		return SSL_set_fd(ssl, fd) == 1 ? 0 : -1; /* BIO_NOCLOSE: the fd stays the caller's */
+	BIO *b = BIO_new(sock_method);
+	if (!b)
+		return -1;
+	BIO_set_fd(b, fd, BIO_NOCLOSE);
+	SSL_set_bio(ssl, b, b);
+	return 0;
+}
+
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const char *sni_host)
 {
 	struct tls_conn *c;
@@ -451,7 +519,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const ch
 		goto err_free_conn;
 	c->server = server;
 	c->verify_peer = ctx->verify_peer;
-	if (!SSL_set_fd(c->ssl, fd)) /* BIO_NOCLOSE: the fd stays the caller's */
+	if (set_socket(c->ssl, fd) < 0)
 		goto err_free_ssl;
 	if (server) {
 		SSL_set_accept_state(c->ssl);

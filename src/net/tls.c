@@ -39,6 +39,7 @@ struct tls_tickets {
 	struct ticket_key keys[2]; /* [0] current, [1] previous */
 	int nkeys;
 	int rotate;                /* seconds a key seals tickets */
+	EVP_CIPHER *aes;           /* AES-256-CBC, fetched once: EVP_aes_256_cbc() fetches per call */
 };
 
 struct tls_ctx {
@@ -130,7 +131,9 @@ struct tls_tickets *tls_tickets_new(int rotate_seconds)
 		return NULL;
 	}
 	t->rotate = rotate_seconds > 0 ? rotate_seconds : TLS_TICKET_ROTATE;
-	if (new_key(&t->keys[0], mono_now()) < 0) {
+	t->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+	if (!t->aes || new_key(&t->keys[0], mono_now()) < 0) {
+		ERR_clear_error();
 		tls_tickets_free(t);
 		return NULL;
 	}
@@ -143,6 +146,7 @@ void tls_tickets_free(struct tls_tickets *t)
 	if (!t)
 		return;
 	pthread_mutex_destroy(&t->lock);
+	EVP_CIPHER_free(t->aes);
 	OPENSSL_cleanse(t->keys, sizeof t->keys);
 	free(t);
 }
@@ -194,10 +198,10 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
 	int ok;
 	if (enc) {
 		memcpy(name, k.name, 16);
-		ok = RAND_bytes(iv, 16) == 1 && EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1 &&
+		ok = RAND_bytes(iv, 16) == 1 && EVP_EncryptInit_ex(cctx, t->aes, NULL, k.aes, iv) == 1 &&
 		     EVP_MAC_CTX_set_params(hctx, params) == 1;
 	} else {
-		ok = EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1 &&
+		ok = EVP_DecryptInit_ex(cctx, t->aes, NULL, k.aes, iv) == 1 &&
 		     EVP_MAC_CTX_set_params(hctx, params) == 1;
 	}
 	OPENSSL_cleanse(&k, sizeof k);

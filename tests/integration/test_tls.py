@@ -474,3 +474,39 @@ def test_session_tickets_resume_returning_clients(tusk, pg, certs, version):
     # A client of psycopg (libpq) still logs in.
     with tls_conn(t) as c:
         assert c.execute("select 1").fetchone() == (1,)
+
+
+def test_login_storm_with_relayed_client(tusk, pg, certs):
+    """Many TLS handshakes at once (they queue per worker, one step per loop iteration) while
+    a logged-in client keeps querying: every login completes, the relayed client is served."""
+    import threading
+    from lifecycle_util import rule
+    t = tusk(listen_opts=listen_tls(certs, "require"), pools=[rule()])
+    errors = []
+
+    def login():
+        try:
+            with tls_conn(t) as c:
+                assert c.execute("select 1").fetchone() == (1,)
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    with tls_conn(t) as busy:
+        threads = [threading.Thread(target=login) for _ in range(40)]
+        for th in threads:
+            th.start()
+        n = 0
+        while any(th.is_alive() for th in threads):
+            assert busy.execute("select %s::int", (n,)).fetchone() == (n,)
+            n += 1
+        for th in threads:
+            th.join()
+    assert not errors, errors[:3]
+    # Half-open handshakes: a ClientHello's worth of connections that vanish mid-handshake.
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW) as raw:
+            raw.sendall(struct.pack("!II", 8, 80877103))
+            assert raw.recv(1) == b"S"
+            raw.sendall(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00")  # a truncated ClientHello
+    with tls_conn(t) as c:
+        assert c.execute("select 2").fetchone() == (2,)

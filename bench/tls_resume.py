@@ -3,7 +3,7 @@
 after the other for SECONDS: SSLRequest, handshake, startup, ReadyForQuery, Terminate, close.
 With --resume each login offers the session (ticket) the previous one got, as a client library
 that keeps sessions would (libpq does not: pgbench -C always does a full handshake).
-Prints "logins/s resumed_fraction". Trust (or no) authentication only."""
+Prints "logins/s resumed_fraction logins". Trust (or no) authentication only."""
 import socket
 import ssl
 import struct
@@ -62,7 +62,7 @@ def main():
                     sess = s.session
                 s.sendall(b"X\0\0\0\4")
         n += 1
-    print(f"{n / (time.monotonic() - t0):.1f} {reused / max(n, 1):.2f}")
+    print(f"{n / (time.monotonic() - t0):.1f} {reused / max(n, 1):.2f} {n}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
 #   resume  bench/tls_resume.py for SECONDS: one client logging in again and again, offering
 #           the session its last login got (libpq does not keep sessions, so pgbench cannot
 #           show resumption). tusk with tickets, the same without offering the session, tusk
-#           with tls_session_tickets: false, PgBouncer 1.25. logins/s and the share resumed.
+#           with tls_session_tickets: false, PgBouncer 1.25. logins/s, the share resumed, and
+#           the pooler's CPU µs per login.
 #   beside  pgbench -n -S -c 8 -T SECONDS in plaintext through a pooler, alone and with a storm
 #           (pgbench -C sslmode=require, CLIENTS clients) beside it on the same pooler: what
 #           handshakes cost the clients that only relay. tps and mean latency of the relayed
@@ -136,31 +137,35 @@ case " $PARTS " in *" storm "*)
 esac
 
 case " $PARTS " in *" resume "*)
-	declare -A rr=() rf=()
+	declare -A rr=() rf=() rc=()
 	RT=(tusk tusk-full tusk-nt pgbouncer)
 	echo
 	echo "== resume: bench/tls_resume.py, one client, ${DURATION}s, $ROUNDS rounds (tusk-full: not offering" \
 		"its session; tusk-nt: tls_session_tickets false)"
-	printf '%-6s %-10s %10s %8s\n' round target logins/s resumed
+	printf '%-6s %-10s %10s %8s %16s\n' round target logins/s resumed "cpu µs/login"
 	for round in $(seq 1 "$ROUNDS"); do
 		for i in 0 1 2 3; do
 			t=${RT[$(((i + round - 1) % 4))]}
 			case $t in
-			tusk-full) port=${PORT[tusk]} flag= ;;
-			*) port=${PORT[$t]} flag=--resume ;;
+			tusk-full) port=${PORT[tusk]} flag= p=tusk ;;
+			*) port=${PORT[$t]} flag=--resume p=$t ;;
 			esac
-			read -r l f < <(python3 bench/tls_resume.py 127.0.0.1 "$port" postgres bench_t "$DURATION" $flag ||
-				echo "failed -")
+			c0=$(ticks "$p")
+			read -r l f n < <(python3 bench/tls_resume.py 127.0.0.1 "$port" postgres bench_t "$DURATION" $flag ||
+				echo "failed - 0")
+			c1=$(ticks "$p")
+			c=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-"}')
 			rr[$t]="${rr[$t]:-} $l"
+			rc[$t]="${rc[$t]:-} $c"
 			rf[$t]=$f
-			printf '%-6s %-10s %10s %8s\n' "$round" "$t" "$l" "$f"
+			printf '%-6s %-10s %10s %8s %16s\n' "$round" "$t" "$l" "$f" "$c"
 		done
 	done
 	b=$(bench_median <<<"${rr[tusk-full]}")
-	printf '%-10s %14s %16s %8s\n' target "median login/s" "vs tusk-full" resumed
+	printf '%-10s %14s %16s %8s %16s\n' target "median login/s" "vs tusk-full" resumed "cpu µs/login"
 	for t in "${RT[@]}"; do
 		m=$(bench_median <<<"${rr[$t]}")
-		printf '%-10s %14s %16s %8s\n' "$t" "$m" "$(bench_ratio "$m" "$b")" "${rf[$t]}"
+		printf '%-10s %14s %16s %8s %16s\n' "$t" "$m" "$(bench_ratio "$m" "$b")" "${rf[$t]}" "$(bench_median <<<"${rc[$t]}")"
 	done
 	;;
 esac

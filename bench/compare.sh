@@ -64,15 +64,7 @@ trap 'exit 130' INT TERM
 
 echo "bench: PostgreSQL on $PG_PORT, PgBouncer on $BOUNCER_PORT, tusk on $TUSK_PORT; files in $DIR" >&2
 # One self-signed certificate for PostgreSQL, PgBouncer and tusk alike.
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -keyout "$DIR/server.key" \
-	-out "$DIR/server.crt" >/dev/null 2>&1
-chmod 600 "$DIR/server.key"
-bench_chown "$DIR/server.key" "$DIR/server.crt"
-bench_pg_init "$PG_PORT" "ssl = on
-ssl_cert_file = '$DIR/server.crt'
-ssl_key_file = '$DIR/server.key'
-max_connections = 200
-shared_buffers = 128MB
+bench_pg_init_tls "$PG_PORT" "shared_buffers = 128MB
 synchronous_commit = off"
 # 1000 clients need 1000 sockets in pgbench and in each pooler, plus their servers.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"

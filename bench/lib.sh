@@ -60,6 +60,20 @@ ${2:-}
 CONF
 }
 
+# bench_pg_init_tls PORT [CONF]: bench_pg_init with TLS on, and one self-signed certificate
+# (DIR/server.crt, DIR/server.key) for PostgreSQL and the poolers alike; max_connections 200.
+bench_pg_init_tls() {
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -keyout "$DIR/server.key" \
+		-out "$DIR/server.crt" >/dev/null 2>&1
+	chmod 600 "$DIR/server.key"
+	bench_chown "$DIR/server.key" "$DIR/server.crt"
+	bench_pg_init "$1" "ssl = on
+ssl_cert_file = '$DIR/server.crt'
+ssl_key_file = '$DIR/server.key'
+max_connections = 200
+${2:-}"
+}
+
 # bench_pg_start PORT SCALE: start it, and create database bench with pgbench's tables at SCALE.
 bench_pg_start() {
 	as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null

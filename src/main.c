@@ -197,7 +197,7 @@ static int check_config(struct tusk_config *cfg, const char *path)
 	int aerr = daemon_load_auth(cfg, stderr, &users, &hba);
 	userlist_free(users);
 	hba_free(hba);
-	aerr += daemon_load_tls(cfg, stderr, &ltls, &stls);
+	aerr += daemon_load_tls(cfg, stderr, NULL, &ltls, &stls);
 	daemon_free_tls(cfg, ltls, stls);
 	struct tls_ctx *rtls;
 	aerr += daemon_load_redis_tls(cfg, stderr, &rtls);

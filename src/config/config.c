@@ -886,6 +886,8 @@ static const struct key_def listen_keys[] = {
 	{ .name = "tls_key_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_key_file), .min = 1, .max = 4096 },
 	{ .name = "tls_ca_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ca_file), .min = 1, .max = 4096 },
 	{ .name = "tls_ciphers", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ciphers), .min = 1, .max = 4096 },
+	{ .name = "tls_session_tickets", .type = KEY_ENUM, .offset = LISTEN_FIELD(tls_session_tickets),
+	  .names = yes_no_names, .def = "true" },
 	{ .name = "protocol", .type = KEY_ENUM, .offset = LISTEN_FIELD(protocol), .names = listen_protocol_names,
 	  .def = "postgres" },
 	{ .name = "kv_namespace", .type = KEY_STRING, .offset = LISTEN_FIELD(kv_namespace), .min = 1, .max = 63 },

@@ -52,6 +52,7 @@ struct config_listen {
 	char *tls_ca_file;          /* required for verify-ca/verify-full; with allow/require a
 	                             * client certificate is asked for and checked when sent */
 	char *tls_ciphers;          /* TLS 1.2 cipher list; NULL: OpenSSL's default */
+	int tls_session_tickets;    /* default true: resumption with stateless session tickets */
 	int protocol;               /* enum config_listen_protocol; default postgres */
 	char *kv_namespace;         /* protocol redis: the kv namespace of database 0; NULL: "default" */
 	/* protocol redis: the namespace SELECT n maps to (NULL: n is out of range); index 0 is

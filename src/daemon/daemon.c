@@ -280,9 +280,18 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		return -ENOMEM;
 	}
 	g->cfg = cfg;
-	if (daemon_load_auth(cfg, stderr, &g->users, &g->hba) > 0 ||
-	    daemon_load_tls(cfg, stderr, &g->listen_tls, &g->service_tls) > 0) {
+	/* Ticket keys for every generation's listeners: a reload keeps clients' tickets valid. */
+	rt->tls_tickets = tls_tickets_new(0);
+	if (!rt->tls_tickets) {
+		fprintf(stderr, "%s: out of memory (or randomness) making TLS session ticket keys\n", cfg->path);
 		free_gen(g);
+		return -ENOMEM;
+	}
+	if (daemon_load_auth(cfg, stderr, &g->users, &g->hba) > 0 ||
+	    daemon_load_tls(cfg, stderr, rt->tls_tickets, &g->listen_tls, &g->service_tls) > 0) {
+		free_gen(g);
+		tls_tickets_free(rt->tls_tickets);
+		rt->tls_tickets = NULL;
 		return -EINVAL;
 	}
 	/* Resolvers before the generation is published: a worker that finds a rule finds its
@@ -293,6 +302,8 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		services_free(rt->services);
 		rt->services = NULL;
 		free_gen(g);
+		tls_tickets_free(rt->tls_tickets);
+		rt->tls_tickets = NULL;
 		return rc;
 	}
 	publish(rt, g);
@@ -424,7 +435,7 @@ int daemon_reload(struct runtime *rt, const char *path)
 	if (nerr == 0)
 		nerr = daemon_load_auth(g->cfg, err, &g->users, &g->hba);
 	if (nerr == 0)
-		nerr = daemon_load_tls(g->cfg, err, &g->listen_tls, &g->service_tls);
+		nerr = daemon_load_tls(g->cfg, err, rt->tls_tickets, &g->listen_tls, &g->service_tls);
 	fflush(err);
 	if (nerr > 0) {
 		log_lines(LOG_ERROR, "reload: ", errs);
@@ -497,8 +508,8 @@ out:
 	return rc;
 }
 
-int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
-		     struct tls_ctx ***service_tls)
+int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_tickets *tickets,
+		     struct tls_ctx ***listen_tls, struct tls_ctx ***service_tls)
 {
 	struct tls_ctx **lt = calloc((size_t)cfg->nlisten + 1, sizeof *lt);
 	struct tls_ctx **st = calloc((size_t)cfg->nservices + 1, sizeof *st);
@@ -519,6 +530,7 @@ int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx 
 		struct tls_server_opts o = {
 			.cert_file = l->tls_cert_file, .key_file = l->tls_key_file, .ca_file = l->tls_ca_file,
 			.ciphers = l->tls_ciphers, .mode = (enum tls_mode_server)l->tls,
+			.tickets = l->tls_session_tickets ? tickets : NULL,
 		};
 		if (tls_ctx_server_new(&o, err, sizeof err, &lt[i]) < 0) {
 			fprintf(errout, "%s: listen[%d]: %s\n", cfg->path, i, err);
@@ -638,6 +650,7 @@ void daemon_stop(struct runtime *rt)
 		free_gen(g);
 		g = older;
 	}
+	tls_tickets_free(rt->tls_tickets); /* after every context that names it */
 	free(rt->listeners);
 	free(rt->workers);
 	memset(rt, 0, sizeof *rt);

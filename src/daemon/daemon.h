@@ -43,9 +43,10 @@ void daemon_pause_accepting(struct runtime *rt, bool pause);
 /* Build the TLS contexts of cfg's listeners and services (certificates, keys and CAs are
  * read now). 0, or the number of errors, each printed to errout as "FILE: KEY: message"
  * (also used by --check and by reload). On success the arrays (nlisten and nservices long,
- * NULL entries where TLS is off) are the caller's: daemon_free_tls. */
-int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_ctx ***listen_tls,
-		     struct tls_ctx ***service_tls);
+ * NULL entries where TLS is off) are the caller's: daemon_free_tls. Listeners with
+ * tls_session_tickets seal tickets with tickets (NULL: none, as for --check). */
+int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_tickets *tickets,
+		     struct tls_ctx ***listen_tls, struct tls_ctx ***service_tls);
 void daemon_free_tls(const struct tusk_config *cfg, struct tls_ctx **listen_tls, struct tls_ctx **service_tls);
 /* redis.tls's client context (*out NULL when TLS is off): 0, or 1 after printing why to
  * errout (also used by --check: the files must be readable and hold what they should). */

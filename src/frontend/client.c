@@ -220,6 +220,10 @@ struct client_wait {
 /* Free places kept per worker: a claim that is answered at once (an idle server) takes and
  * gives back one without malloc, and so do the queued clients of a busy pool in turn. */
 #define CLIENT_FREE_WAITS 64
+/* TLS handshake steps a worker runs per loop iteration (fe->hs): a step that signs (the
+ * first of a full handshake) costs a millisecond or more of CPU, during which no relayed
+ * client of the worker is served. */
+#define CLIENT_HANDSHAKES_PER_TURN 1
 
 static void on_pool_answer(struct pool_waiter *wt, struct server *s, int err, const char *reason,
 			   const uint8_t *errmsg, size_t errlen);
@@ -268,11 +272,22 @@ static void put_wait(struct client *c)
 
 /* ---- the frontend's tenancy on each worker (worker.h, worker_hooks) ---- */
 
+static void hs_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents);
+static void hs_idle_cb(struct ev_loop *loop, ev_idle *i, int revents)
+{
+	(void)loop;
+	(void)i;
+	(void)revents; /* only there so that the loop polls without sleeping (hs_prepare_cb) */
+}
+
 static int frontend_worker_init(struct worker *w)
 {
 	struct frontend_worker *fe = fe_of(w);
 	buf_pool_init(&fe->rbufs, client_rbuf_size(w->rt), CLIENT_FREE_BUFS);
 	buf_pool_init(&fe->wbufs, CLIENT_WBUF_SIZE, CLIENT_FREE_BUFS);
+	ev_prepare_init(&fe->hs_prepare, hs_prepare_cb);
+	fe->hs_prepare.data = w;
+	ev_idle_init(&fe->hs_idle, hs_idle_cb);
 	return 0;
 }
 
@@ -297,6 +312,11 @@ static void frontend_worker_free(struct worker *w)
 		free(cw);
 	}
 	fe->nwaits = 0;
+	ev_prepare_stop(w->loop, &fe->hs_prepare);
+	ev_idle_stop(w->loop, &fe->hs_idle);
+	free(fe->hs);
+	fe->hs = NULL;
+	fe->hs_head = fe->hs_len = fe->hs_cap = 0;
 	buf_pool_destroy(&fe->rbufs);
 	buf_pool_destroy(&fe->wbufs);
 }
@@ -357,8 +377,8 @@ void client_update_io(struct client *c)
 		break;
 	}
 	wr = !buf_empty(&c->wbuf) || c->s2c_scanned > 0;
-	if (c->tls_handshaking)
-		want = c->tls.rd_want ? c->tls.rd_want : EV_READ;
+	if (c->tls_handshaking) /* resting while its step is queued (hs_enqueue) */
+		want = c->tls_queued ? 0 : c->tls.rd_want ? c->tls.rd_want : EV_READ;
 	else
 		want = tls_link_events(&c->tls, rd, wr);
 	evio_watch(c->worker->loop, &c->io, c->fd, want);
@@ -427,6 +447,13 @@ void client_close(struct client *c, const char *reason)
 		log_debug(c->id, c->ctx, "closing client connection: %s", reason);
 	ev_io_stop(w->loop, &c->io);
 	ev_timer_stop(w->loop, &c->timer);
+	if (c->tls_queued) {
+		struct frontend_worker *fe = fe_of(w);
+		for (unsigned i = fe->hs_head; i < fe->hs_len; i++)
+			if (fe->hs[i] == c)
+				fe->hs[i] = NULL;
+		c->tls_queued = false;
+	}
 	relay_hooks_closed(c);
 	if (c->server) {
 		struct server *s = c->server;
@@ -908,6 +935,60 @@ static void tls_step(struct client *c)
 	read_startup_phase(c);
 }
 
+/* The handshake's next step is ready (its socket is): queue it, to run after the loop
+ * iteration's other events (hs_prepare_cb); the client's watcher rests meanwhile. */
+static void hs_enqueue(struct client *c)
+{
+	struct worker *w = c->worker;
+	struct frontend_worker *fe = fe_of(w);
+
+	if (c->tls_queued)
+		return;
+	if (fe->hs_len == fe->hs_cap && fe->hs_head > 0) {
+		memmove(fe->hs, fe->hs + fe->hs_head, (fe->hs_len - fe->hs_head) * sizeof *fe->hs);
+		fe->hs_len -= fe->hs_head;
+		fe->hs_head = 0;
+	}
+	if (fe->hs_len == fe->hs_cap) {
+		unsigned cap = fe->hs_cap ? 2 * fe->hs_cap : 16;
+		struct client **hs = realloc(fe->hs, cap * sizeof *hs);
+		if (!hs) {
+			tls_step(c); /* no room to wait: now, as before */
+			return;
+		}
+		fe->hs = hs;
+		fe->hs_cap = cap;
+	}
+	fe->hs[fe->hs_len++] = c;
+	c->tls_queued = true;
+	evio_watch(w->loop, &c->io, c->fd, 0);
+	ev_prepare_start(w->loop, &fe->hs_prepare);
+	ev_idle_start(w->loop, &fe->hs_idle);
+}
+
+/* Before the loop polls again: the oldest queued handshake steps, CLIENT_HANDSHAKES_PER_TURN
+ * of them; every event of the iteration (relayed clients' bytes) went first. */
+static void hs_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+	struct worker *w = p->data;
+	struct frontend_worker *fe = fe_of(w);
+	(void)revents;
+
+	for (int done = 0; done < CLIENT_HANDSHAKES_PER_TURN && fe->hs_head < fe->hs_len;) {
+		struct client *c = fe->hs[fe->hs_head++];
+		if (!c)
+			continue; /* closed while queued */
+		c->tls_queued = false;
+		tls_step(c);
+		done++;
+	}
+	if (fe->hs_head == fe->hs_len) {
+		fe->hs_head = fe->hs_len = 0;
+		ev_prepare_stop(loop, &fe->hs_prepare);
+		ev_idle_stop(loop, &fe->hs_idle);
+	}
+}
+
 /* After an SSLRequest ('S' answered) or a first byte that opens a TLS handshake (direct TLS,
  * PostgreSQL 17's sslnegotiation=direct). */
 static void start_tls(struct client *c, bool direct)
@@ -938,7 +1019,7 @@ static void start_tls(struct client *c, bool direct)
 		return;
 	}
 	c->tls_handshaking = true;
-	tls_step(c);
+	hs_enqueue(c);
 }
 
 /* A Terminate where the startup packet belongs (node-postgres's connect(); end()): the
@@ -1609,7 +1690,7 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		return;
 	}
 	if (c->tls_handshaking) {
-		tls_step(c);
+		hs_enqueue(c);
 		return;
 	}
 	/* For every state, relay included: see tls_link_crossed. */

@@ -51,8 +51,9 @@ enum client_state {
  * (in malloc's 16-byte steps). */
 struct client {
 	char id[ID_LEN];
-	bool tls_handshaking;     /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
-	bool tls_probed;          /* STARTUP: the first byte was looked at for direct TLS */
+	bool tls_handshaking : 1; /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
+	bool tls_probed : 1;      /* STARTUP: the first byte was looked at for direct TLS */
+	bool tls_queued : 1;      /* its next handshake step waits in the worker's queue (fe->hs) */
 	enum client_state state;
 	struct worker *worker;
 	int fd;
@@ -233,6 +234,15 @@ struct frontend_worker {
 	struct session_share params; /* the reported-parameter sets its clients share (session.h) */
 	struct cancel_conn *cancel_conns; /* cancel.c: cancels being sent */
 	struct authq_conn *authq;         /* authquery.c: auth_query connections */
+	/* Clients whose next TLS handshake step is ready to run (tls_queued), oldest at
+	 * hs[hs_head]; a closed one leaves NULL. Steps run after the loop iteration's other
+	 * events (hs_prepare, CLIENT_HANDSHAKES_PER_TURN each time), so a login storm's
+	 * handshakes do not hold up the clients being relayed; hs_idle keeps the loop from
+	 * sleeping while steps wait. */
+	struct client **hs;
+	unsigned hs_head, hs_len, hs_cap;
+	ev_prepare hs_prepare;
+	ev_idle hs_idle;
 };
 
 static inline struct frontend_worker *fe_of(const struct worker *w)

@@ -6,14 +6,18 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -21,8 +25,26 @@
 /* With read ahead, one recv() fills this much: four full records per syscall. */
 #define TLS_READ_BUFFER (4 * (16384 + 256))
 
+/* Session ticket keys: the one tickets are sealed with now and the one before it, which
+ * still opens tickets (and has them replaced by the client's next full set). */
+struct ticket_key {
+	unsigned char name[16];
+	unsigned char aes[32]; /* AES-256-CBC */
+	unsigned char mac[32]; /* HMAC-SHA-256 */
+	time_t born;           /* monotonic seconds */
+};
+
+struct tls_tickets {
+	pthread_mutex_t lock; /* protects keys[] and nkeys: workers seal and open tickets */
+	struct ticket_key keys[2]; /* [0] current, [1] previous */
+	int nkeys;
+	int rotate;                /* seconds a key seals tickets */
+	EVP_CIPHER *aes;           /* AES-256-CBC, fetched once: EVP_aes_256_cbc() fetches per call */
+};
+
 struct tls_ctx {
 	SSL_CTX *ssl_ctx;
+	struct tls_tickets *tickets; /* not owned; NULL: no tickets */
 	bool server;
 	bool verify_peer;   /* peer certificates are checked against a CA */
 	int verify;         /* client side: 0, 1, 2 */
@@ -75,10 +97,153 @@ static int ctx_common(SSL_CTX *s)
 	/* Read ahead: one recv() fetches several records instead of a header then a body. */
 	SSL_CTX_set_read_ahead(s, 1);
 	SSL_CTX_set_default_read_buffer_len(s, TLS_READ_BUFFER);
-	/* No session cache: it is a locked structure shared by every worker, and pooled
-	 * connections are long-lived, so resumption would save little. */
+	/* No session cache: it is a locked structure shared by every worker. Servers resume
+	 * with stateless tickets instead (tls_tickets), which need none. */
 	SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
 	return 0;
+}
+
+static time_t mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+static int new_key(struct ticket_key *k, time_t now)
+{
+	if (RAND_bytes(k->name, sizeof k->name) != 1 || RAND_bytes(k->aes, sizeof k->aes) != 1 ||
+	    RAND_bytes(k->mac, sizeof k->mac) != 1) {
+		ERR_clear_error();
+		return -EIO;
+	}
+	k->born = now;
+	return 0;
+}
+
+struct tls_tickets *tls_tickets_new(int rotate_seconds)
+{
+	struct tls_tickets *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	if (pthread_mutex_init(&t->lock, NULL) != 0) {
+		free(t);
+		return NULL;
+	}
+	t->rotate = rotate_seconds > 0 ? rotate_seconds : TLS_TICKET_ROTATE;
+	t->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+	if (!t->aes || new_key(&t->keys[0], mono_now()) < 0) {
+		ERR_clear_error();
+		tls_tickets_free(t);
+		return NULL;
+	}
+	t->nkeys = 1;
+	return t;
+}
+
+void tls_tickets_free(struct tls_tickets *t)
+{
+	if (!t)
+		return;
+	pthread_mutex_destroy(&t->lock);
+	EVP_CIPHER_free(t->aes);
+	OPENSSL_cleanse(t->keys, sizeof t->keys);
+	free(t);
+}
+
+/* OpenSSL's ticket key callback: seal (enc) with the current key, rotated when it is older
+ * than t->rotate; open with the current or the previous one (2: valid, but issue a new
+ * ticket). A ticket whose key is gone, or older than two rotations, means a full handshake
+ * (0), never an error. */
+static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+			 EVP_MAC_CTX *hctx, int enc)
+{
+	const struct tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+	struct tls_tickets *t = ctx ? ctx->tickets : NULL;
+	struct ticket_key k;
+	int found = -1;
+	time_t now = mono_now();
+
+	if (!t)
+		return 0;
+	pthread_mutex_lock(&t->lock);
+	if (enc) {
+		if (now - t->keys[0].born >= t->rotate) {
+			struct ticket_key fresh;
+			if (new_key(&fresh, now) == 0) {
+				t->keys[1] = t->keys[0];
+				t->keys[0] = fresh;
+				t->nkeys = 2;
+				OPENSSL_cleanse(&fresh, sizeof fresh);
+			}
+		}
+		found = 0;
+	} else {
+		for (int i = 0; i < t->nkeys; i++)
+			if (memcmp(name, t->keys[i].name, 16) == 0 && now - t->keys[i].born < 2 * (time_t)t->rotate)
+				found = i;
+	}
+	if (found >= 0)
+		k = t->keys[found];
+	pthread_mutex_unlock(&t->lock);
+	if (found < 0)
+		return 0;
+
+	char digest[] = "SHA256";
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.mac, sizeof k.mac),
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+		OSSL_PARAM_construct_end(),
+	};
+	int ok;
+	if (enc) {
+		memcpy(name, k.name, 16);
+		ok = RAND_bytes(iv, 16) == 1 && EVP_EncryptInit_ex(cctx, t->aes, NULL, k.aes, iv) == 1 &&
+		     EVP_MAC_CTX_set_params(hctx, params) == 1;
+	} else {
+		ok = EVP_DecryptInit_ex(cctx, t->aes, NULL, k.aes, iv) == 1 &&
+		     EVP_MAC_CTX_set_params(hctx, params) == 1;
+	}
+	OPENSSL_cleanse(&k, sizeof k);
+	if (!ok) {
+		ERR_clear_error();
+		return enc ? -1 : 0;
+	}
+	return enc ? 1 : found == 0 ? 1 : 2;
+}
+
+/* The session id context: a session resumes only on a listener whose certificate, mode and
+ * client CA file are what they were when it was made (a ticket from a listener that
+ * checked no client certificate, or checked it against another CA, or from before a reload
+ * that changed either, starts a full handshake). SHA-256 of those; 0 or -1. */
+static int set_sid_ctx(SSL_CTX *s, const struct tls_server_opts *o)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	unsigned char mode = (unsigned char)o->mode;
+	unsigned char *der = NULL;
+	X509 *cert = SSL_CTX_get0_certificate(s);
+	int len = cert ? i2d_X509(cert, &der) : -1;
+	EVP_MD_CTX *h = EVP_MD_CTX_new();
+	int ok = h && len > 0 && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1 &&
+		 EVP_DigestUpdate(h, "tusk", 4) == 1 && EVP_DigestUpdate(h, &mode, 1) == 1 &&
+		 EVP_DigestUpdate(h, der, (size_t)len) == 1;
+	if (ok && o->ca_file) {
+		FILE *f = fopen(o->ca_file, "rb");
+		char buf[4096];
+		size_t got;
+		ok = f != NULL;
+		while (ok && (got = fread(buf, 1, sizeof buf, f)) > 0)
+			ok = EVP_DigestUpdate(h, buf, got) == 1;
+		if (f && ferror(f))
+			ok = 0;
+		if (f)
+			fclose(f);
+	}
+	ok = ok && EVP_DigestFinal_ex(h, md, &n) == 1 && SSL_CTX_set_session_id_context(s, md, n) == 1;
+	EVP_MD_CTX_free(h);
+	OPENSSL_free(der);
+	return ok ? 0 : -1;
 }
 
 static int ctx_fail(SSL_CTX *s, char *err, size_t errcap, const char *what, int rc)
@@ -125,7 +290,6 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
 
 int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap, struct tls_ctx **out)
 {
-	static const unsigned char sid_ctx[] = "tusk";
 	struct tls_ctx *t;
 	SSL_CTX *s;
 	char what[320];
@@ -152,8 +316,17 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 	}
 	if (ctx_common(s) < 0)
 		return ctx_fail(s, err, errcap, "TLS 1.2 minimum", -EPROTO);
-	SSL_CTX_set_options(s, SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_TICKET);
-	SSL_CTX_set_num_tickets(s, 0);
+	SSL_CTX_set_options(s, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	if (o->tickets) {
+		/* Stateless tickets (TLS 1.3 and 1.2) sealed with o->tickets' keys: one per full
+		 * handshake (OpenSSL's default two costs a second seal and record for clients
+		 * that keep only the last), a fresh one after each resumption. */
+		SSL_CTX_set_num_tickets(s, 1);
+		SSL_CTX_set_tlsext_ticket_key_evp_cb(s, ticket_key_cb);
+	} else {
+		SSL_CTX_set_options(s, SSL_OP_NO_TICKET);
+		SSL_CTX_set_num_tickets(s, 0);
+	}
 	if (o->ciphers && !SSL_CTX_set_cipher_list(s, o->ciphers)) {
 		snprintf(what, sizeof(what), "ciphers \"%s\"", o->ciphers);
 		return ctx_fail(s, err, errcap, what, -EINVAL);
@@ -162,7 +335,10 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 	if (rc < 0)
 		return rc;
 	/* Without a session id context OpenSSL refuses handshakes that verify a client cert. */
-	SSL_CTX_set_session_id_context(s, sid_ctx, sizeof(sid_ctx) - 1);
+	if (set_sid_ctx(s, o) < 0) {
+		snprintf(what, sizeof(what), "session id context (CA file %s)", o->ca_file ? o->ca_file : "none");
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
 	if (ask) {
 		STACK_OF(X509_NAME) *names;
 
@@ -186,6 +362,8 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 	t->ssl_ctx = s;
 	t->server = true;
 	t->verify_peer = ask;
+	t->tickets = o->tickets;
+	SSL_CTX_set_app_data(s, t);
 	SSL_CTX_set_alpn_select_cb(s, select_alpn, NULL);
 	*out = t;
 	return 0;
@@ -261,6 +439,74 @@ static bool is_ip_literal(const char *h)
 	return inet_pton(AF_INET, h, a) == 1 || inet_pton(AF_INET6, h, a) == 1;
 }
 
+/* OpenSSL's socket BIO reads and writes with read()/write(); recv()/send() go straight to
+ * the socket layer, past the file layer's work per call (see plain_io below). The method
+ * is the socket BIO's but for those two: a constant table, made once (pthread_once) at the
+ * first connection and never freed. */
+static BIO_METHOD *sock_method;
+static pthread_once_t sock_method_once = PTHREAD_ONCE_INIT;
+
+static int bio_recv(BIO *b, char *out, int outl)
+{
+	ssize_t n;
+
+	if (!out || outl <= 0)
+		return 0;
+	do
+		n = recv((int)BIO_get_fd(b, NULL), out, (size_t)outl, 0);
+	while (n < 0 && errno == EINTR);
+	BIO_clear_retry_flags(b);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		BIO_set_retry_read(b);
+	else if (n == 0)
+		BIO_set_flags(b, BIO_FLAGS_IN_EOF); /* BIO_eof: OpenSSL tells EOF from an error by it */
+	return (int)n;
+}
+
+static int bio_send(BIO *b, const char *in, int inl)
+{
+	ssize_t n;
+
+	do
+		n = send((int)BIO_get_fd(b, NULL), in, (size_t)inl, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	BIO_clear_retry_flags(b);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		BIO_set_retry_write(b);
+	return (int)n;
+}
+
+static void make_sock_method(void)
+{
+	const BIO_METHOD *sock = BIO_s_socket();
+	BIO_METHOD *m = BIO_meth_new(BIO_TYPE_SOCKET, "tusk socket");
+
+	if (!m)
+		return;
+	if (!BIO_meth_set_read(m, bio_recv) || !BIO_meth_set_write(m, bio_send) ||
+	    !BIO_meth_set_ctrl(m, BIO_meth_get_ctrl(sock)) || !BIO_meth_set_create(m, BIO_meth_get_create(sock)) ||
+	    !BIO_meth_set_destroy(m, BIO_meth_get_destroy(sock))) {
+		BIO_meth_free(m);
+		return;
+	}
+	sock_method = m;
+}
+
+/* A BIO on fd (not closed with it) for ssl: ours, or OpenSSL's socket BIO when ours could
+ * not be made. 0 or -1. */
+static int set_socket(SSL *ssl, int fd)
+{
+	pthread_once(&sock_method_once, make_sock_method);
+	if (!sock_method)
+		return SSL_set_fd(ssl, fd) == 1 ? 0 : -1; /* BIO_NOCLOSE: the fd stays the caller's */
+	BIO *b = BIO_new(sock_method);
+	if (!b)
+		return -1;
+	BIO_set_fd(b, fd, BIO_NOCLOSE);
+	SSL_set_bio(ssl, b, b);
+	return 0;
+}
+
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const char *sni_host)
 {
 	struct tls_conn *c;
@@ -277,7 +523,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const ch
 		goto err_free_conn;
 	c->server = server;
 	c->verify_peer = ctx->verify_peer;
-	if (!SSL_set_fd(c->ssl, fd)) /* BIO_NOCLOSE: the fd stays the caller's */
+	if (set_socket(c->ssl, fd) < 0)
 		goto err_free_ssl;
 	if (server) {
 		SSL_set_accept_state(c->ssl);
@@ -516,8 +762,11 @@ ssize_t tls_link_read(int fd, struct tls_link *l, void *buf, size_t len)
 {
 	if (!l->conn)
 		return plain_io(fd, buf, len, false);
-	/* One SSL_read returns at most one record: go on until the socket is empty or buf full,
-	 * since a level-triggered poll says nothing about what OpenSSL already holds. */
+	/* One SSL_read returns at most one record: go on while OpenSSL holds more (read ahead,
+	 * not yet decrypted) or until buf is full, since a level-triggered poll says nothing
+	 * about what OpenSSL already holds. When it holds nothing the poll is exact again: stop
+	 * without the read that would only say EAGAIN (one system call per request less; with
+	 * read ahead the last read took all the socket had, up to TLS_READ_BUFFER). */
 	size_t got = 0;
 	while (got < len) {
 		int want = 0;
@@ -525,6 +774,10 @@ ssize_t tls_link_read(int fd, struct tls_link *l, void *buf, size_t len)
 		if (n > 0) {
 			got += (size_t)n;
 			l->rd_want = 0;
+			if (!tls_pending(l->conn)) {
+				l->buffered = false;
+				return (ssize_t)got;
+			}
 			continue;
 		}
 		if (n == -EAGAIN) {

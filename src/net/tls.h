@@ -15,12 +15,24 @@
  * caller's business, through tls_peer_cn()). */
 enum tls_mode_server { TLS_SERVER_DISABLE, TLS_SERVER_ALLOW, TLS_SERVER_REQUIRE, TLS_SERVER_VERIFY_CA, TLS_SERVER_VERIFY_FULL };
 
+/* Session ticket keys shared by every server context of a process: random at creation,
+ * a new key every rotate seconds (lazily, when a ticket is sealed), the previous one still
+ * accepted. Nothing is kept across processes: after an online restart clients holding
+ * tickets do a full handshake. Thread-safe (a mutex inside); free only after every context
+ * that names it. */
+struct tls_tickets;
+#define TLS_TICKET_ROTATE 3600
+/* rotate_seconds <= 0: TLS_TICKET_ROTATE. NULL when out of memory or randomness. */
+struct tls_tickets *tls_tickets_new(int rotate_seconds);
+void tls_tickets_free(struct tls_tickets *t);
+
 struct tls_server_opts {
 	const char *cert_file; /* PEM, may hold the chain after the leaf */
 	const char *key_file;
 	const char *ca_file;   /* required for VERIFY_CA / VERIFY_FULL */
 	const char *ciphers;   /* TLS 1.2 cipher list; NULL = OpenSSL's default */
 	enum tls_mode_server mode;
+	struct tls_tickets *tickets; /* session resumption with tickets sealed by these keys; NULL: none */
 };
 
 struct tls_client_opts {

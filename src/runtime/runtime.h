@@ -21,6 +21,7 @@ struct userlist;
 struct hba;
 struct stats;
 struct tls_ctx;
+struct tls_tickets;
 struct authcache;
 struct flight_cache;
 struct services;
@@ -92,6 +93,9 @@ struct runtime {
 	struct authcache *authcache;     /* auth_query answers; shared by all workers; has its own lock */
 	struct flight_cache *flight;     /* the result cache (src/flight/cache.h); its own locks and atomics */
 	struct notify_registry *notify;  /* LISTEN/NOTIFY's hubs (src/notify/notify.h); its own locks */
+	/* Session ticket keys of every listener's TLS context, every generation (net/tls.h):
+	 * made at start, freed after the last generation; its own lock. */
+	struct tls_tickets *tls_tickets;
 	/* redis.tls: the tunnel (net/tunnel.h) the workers' L2 connections go through; NULL
 	 * without. Set before the workers start, stopped after they are gone: read-only to them. */
 	struct tunnel *redis_tunnel;

@@ -429,3 +429,84 @@ def test_reload_turns_tls_on_and_keeps_running_on_a_bad_certificate(tusk, pg, ce
     assert "TLS is required" in login_error(t, sslmode="disable")
     assert old.execute("select 3").fetchone() == (3,)
     old.close()
+
+
+def _tls_login(t, certs, ctx, session=None):
+    """SSLRequest, a handshake offering session, login, Terminate. (reused, the new session)."""
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW) as raw:
+        raw.sendall(struct.pack("!II", 8, 80877103))
+        assert raw.recv(1) == b"S"
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+            s.sendall(_startup(USER, TEST_DB))
+            # ReadyForQuery comes after the ticket (TLS 1.3 sends it after the handshake).
+            assert _read_until_ready(s)[-1][0] == b"Z"
+            reused, sess = s.session_reused, s.session
+            s.sendall(b"X\0\0\0\4")
+            s.unwrap()
+    return reused, sess
+
+
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+def test_session_tickets_resume_returning_clients(tusk, pg, certs, version):
+    """A client that comes back with its saved session resumes it (a stateless ticket), also
+    after a reload; with tls_session_tickets: false it does not."""
+    from lifecycle_util import reload, rule, write_config
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    v = ssl.TLSVersion.TLSv1_3 if version == "1.3" else ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = ctx.maximum_version = v
+    t = tusk(listen_opts=listen_tls(certs, "require"), pools=[rule()])
+    reused, sess = _tls_login(t, certs, ctx)
+    assert not reused and sess is not None and sess.has_ticket
+    reused, sess = _tls_login(t, certs, ctx, sess)
+    assert reused
+    # A reload rebuilds the TLS contexts; the ticket keys are the process's and stay.
+    write_config(t, pg, [rule()], listen=[{"host": "127.0.0.1", "port": t.port, **listen_tls(certs, "require")}])
+    reload(t)
+    reused, sess = _tls_login(t, certs, ctx, sess)
+    assert reused
+    # Turned off (at a reload): full handshakes, no ticket.
+    write_config(t, pg, [rule()], listen=[{"host": "127.0.0.1", "port": t.port,
+                                            **listen_tls(certs, "require", tls_session_tickets=False)}])
+    reload(t)
+    reused, sess2 = _tls_login(t, certs, ctx, sess)
+    assert not reused
+    assert not sess2.has_ticket
+    # A client of psycopg (libpq) still logs in.
+    with tls_conn(t) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+
+
+def test_login_storm_with_relayed_client(tusk, pg, certs):
+    """Many TLS handshakes at once (they queue per worker, one step per loop iteration) while
+    a logged-in client keeps querying: every login completes, the relayed client is served."""
+    import threading
+    from lifecycle_util import rule
+    t = tusk(listen_opts=listen_tls(certs, "require"), pools=[rule()])
+    errors = []
+
+    def login():
+        try:
+            with tls_conn(t) as c:
+                assert c.execute("select 1").fetchone() == (1,)
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    with tls_conn(t) as busy:
+        threads = [threading.Thread(target=login) for _ in range(40)]
+        for th in threads:
+            th.start()
+        n = 0
+        while any(th.is_alive() for th in threads):
+            assert busy.execute("select %s::int", (n,)).fetchone() == (n,)
+            n += 1
+        for th in threads:
+            th.join()
+    assert not errors, errors[:3]
+    # Half-open handshakes: a ClientHello's worth of connections that vanish mid-handshake.
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW) as raw:
+            raw.sendall(struct.pack("!II", 8, 80877103))
+            assert raw.recv(1) == b"S"
+            raw.sendall(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00")  # a truncated ClientHello
+    with tls_conn(t) as c:
+        assert c.execute("select 2").fetchone() == (2,)

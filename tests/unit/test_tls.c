@@ -339,32 +339,12 @@ static void test_round_trip(void **state)
 	pair_close(&p);
 }
 
-/* TLS 1.2 still works (a raw OpenSSL client capped at 1.2), with the configured cipher list. */
-static void test_tls12(void **state)
+/* Both ends of a handshake over sv: a raw OpenSSL client cli on sv[0], a tusk server conn
+ * srv on sv[1], driven alternately until both are done. */
+static void raw_handshake(SSL *cli, struct tls_conn *srv, const int sv[2])
 {
-	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .mode = TLS_SERVER_REQUIRE,
-				     .ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256" };
-	struct tls_ctx *sctx;
-	struct tls_conn *srv;
-	SSL_CTX *rctx = SSL_CTX_new(TLS_client_method());
-	SSL *cli;
-	char err[256], buf[8];
-	uint8_t a[64];
-	int sv[2], sw = 0, src = -EAGAIN, crc = 0;
-	size_t n = 0;
+	int sw = 0, src = -EAGAIN, crc = 0;
 
-	(void)state;
-	assert_int_equal(tls_ctx_server_new(&o, err, sizeof(err), &sctx), 0);
-	assert_non_null(rctx);
-	assert_int_equal(SSL_CTX_set_max_proto_version(rctx, TLS1_2_VERSION), 1);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	nonblock(sv[0]);
-	nonblock(sv[1]);
-	cli = SSL_new(rctx);
-	SSL_set_fd(cli, sv[0]);
-	SSL_set_connect_state(cli);
-	srv = tls_conn_new(sctx, sv[1], true, NULL);
-	assert_non_null(srv);
 	for (int i = 0; i < 100 && (src == -EAGAIN || crc != 1); i++) {
 		struct pollfd pf[2] = { { .fd = sv[0], .events = POLLIN }, { .fd = sv[1], .events = POLLIN } };
 
@@ -379,6 +359,35 @@ static void test_tls12(void **state)
 	}
 	assert_int_equal(src, 0);
 	assert_int_equal(crc, 1);
+}
+
+/* TLS 1.2 still works (a raw OpenSSL client capped at 1.2), with the configured cipher list. */
+static void test_tls12(void **state)
+{
+	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .mode = TLS_SERVER_REQUIRE,
+				     .ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256" };
+	struct tls_ctx *sctx;
+	struct tls_conn *srv;
+	SSL_CTX *rctx = SSL_CTX_new(TLS_client_method());
+	SSL *cli;
+	char err[256], buf[8];
+	uint8_t a[64];
+	int sv[2], sw = 0;
+	size_t n = 0;
+
+	(void)state;
+	assert_int_equal(tls_ctx_server_new(&o, err, sizeof(err), &sctx), 0);
+	assert_non_null(rctx);
+	assert_int_equal(SSL_CTX_set_max_proto_version(rctx, TLS1_2_VERSION), 1);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	nonblock(sv[0]);
+	nonblock(sv[1]);
+	cli = SSL_new(rctx);
+	SSL_set_fd(cli, sv[0]);
+	SSL_set_connect_state(cli);
+	srv = tls_conn_new(sctx, sv[1], true, NULL);
+	assert_non_null(srv);
+	raw_handshake(cli, srv, sv);
 	assert_string_equal(tls_version(srv), "TLSv1.2");
 	assert_string_equal(tls_cipher(srv), "ECDHE-ECDSA-AES128-GCM-SHA256");
 	assert_int_equal(tls_server_end_point(srv, a), 32);
@@ -791,6 +800,141 @@ static void test_tunnel_bad_certificate(void **state)
 	tls_ctx_free(sctx);
 }
 
+/* ---- session resumption ---- */
+
+/* One handshake of a raw OpenSSL client (rctx, offering sess when not NULL) with a tusk
+ * server conn from sctx; the client reads until the server's ticket has come (TLS 1.3 sends
+ * it after the handshake). Whether the session was resumed; *out the client's session. */
+static bool resume_once(struct tls_ctx *sctx, SSL_CTX *rctx, SSL_SESSION *sess, SSL_SESSION **out)
+{
+	int sv[2], sw = 0;
+	char buf[8];
+	size_t n = 0;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	nonblock(sv[0]);
+	nonblock(sv[1]);
+	SSL *cli = SSL_new(rctx);
+	assert_non_null(cli);
+	SSL_set_fd(cli, sv[0]);
+	SSL_set_connect_state(cli);
+	if (sess)
+		assert_int_equal(SSL_set_session(cli, sess), 1);
+	struct tls_conn *srv = tls_conn_new(sctx, sv[1], true, NULL);
+	assert_non_null(srv);
+	raw_handshake(cli, srv, sv);
+	/* A byte after the ticket: the client has processed the ticket once it reads the byte. */
+	assert_int_equal(tls_write(srv, "x", 1, &sw), 1);
+	for (int i = 0; i < 100; i++) {
+		if (SSL_read_ex(cli, buf, sizeof buf, &n) == 1)
+			break;
+		assert_int_equal(SSL_get_error(cli, 0), SSL_ERROR_WANT_READ);
+		struct pollfd pf = { .fd = sv[0], .events = POLLIN };
+		assert_true(poll(&pf, 1, 5000) > 0);
+	}
+	assert_int_equal(n, 1);
+	bool reused = SSL_session_reused(cli) == 1;
+	*out = SSL_get1_session(cli);
+	SSL_shutdown(cli); /* a session not shut down is marked not resumable by SSL_free */
+	SSL_free(cli);
+	tls_conn_free(srv);
+	close(sv[0]);
+	close(sv[1]);
+	return reused;
+}
+
+static SSL_CTX *raw_client(int max_version)
+{
+	SSL_CTX *r = SSL_CTX_new(TLS_client_method());
+	assert_non_null(r);
+	if (max_version)
+		assert_int_equal(SSL_CTX_set_max_proto_version(r, max_version), 1);
+	return r;
+}
+
+static struct tls_ctx *ticket_server(struct tls_tickets *tk, const char *ca)
+{
+	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .ca_file = ca,
+				     .mode = TLS_SERVER_REQUIRE, .tickets = tk };
+	struct tls_ctx *ctx;
+	char err[256];
+
+	if (tls_ctx_server_new(&o, err, sizeof(err), &ctx) != 0)
+		fail_msg("server ctx: %s", err);
+	return ctx;
+}
+
+/* A returning client resumes with its ticket, on TLS 1.3 and 1.2, also on a context built
+ * again from the same files (a reload); not on one with another client CA; never without
+ * tickets. */
+static void test_session_tickets(void **state)
+{
+	struct tls_tickets *tk = tls_tickets_new(0);
+	(void)state;
+	assert_non_null(tk);
+	for (int v = 0; v < 2; v++) {
+		SSL_CTX *r = raw_client(v == 0 ? 0 : TLS1_2_VERSION);
+		struct tls_ctx *s = ticket_server(tk, NULL), *again = ticket_server(tk, NULL);
+		struct tls_ctx *other = ticket_server(tk, other_ca_pem), *none = server_ctx_ca(TLS_SERVER_REQUIRE, NULL);
+		SSL_SESSION *a, *b, *c, *d, *e;
+
+		assert_false(resume_once(s, r, NULL, &a));
+		assert_non_null(a);
+		assert_true(SSL_SESSION_is_resumable(a));
+		assert_true(resume_once(s, r, a, &b));
+		assert_true(resume_once(again, r, b, &c));
+		assert_false(resume_once(other, r, c, &d));
+		assert_false(resume_once(none, r, c, &e));
+		SSL_SESSION_free(a);
+		SSL_SESSION_free(b);
+		SSL_SESSION_free(c);
+		SSL_SESSION_free(d);
+		SSL_SESSION_free(e);
+		tls_ctx_free(s);
+		tls_ctx_free(again);
+		tls_ctx_free(other);
+		tls_ctx_free(none);
+		SSL_CTX_free(r);
+	}
+	/* Other keys (another process): a full handshake, no error. */
+	struct tls_tickets *tk2 = tls_tickets_new(0);
+	struct tls_ctx *s1 = ticket_server(tk, NULL), *s2 = ticket_server(tk2, NULL);
+	SSL_CTX *r = raw_client(0);
+	SSL_SESSION *a, *b;
+	assert_false(resume_once(s1, r, NULL, &a));
+	assert_false(resume_once(s2, r, a, &b));
+	SSL_SESSION_free(a);
+	SSL_SESSION_free(b);
+	tls_ctx_free(s1);
+	tls_ctx_free(s2);
+	SSL_CTX_free(r);
+	tls_tickets_free(tk);
+	tls_tickets_free(tk2);
+}
+
+/* Keys rotate: a ticket sealed with the previous key still opens (and is replaced); one
+ * older than two rotations does not. */
+static void test_ticket_rotation(void **state)
+{
+	struct tls_tickets *tk = tls_tickets_new(1);
+	struct tls_ctx *s = ticket_server(tk, NULL);
+	SSL_CTX *r = raw_client(0);
+	SSL_SESSION *a, *b, *c;
+	(void)state;
+
+	assert_false(resume_once(s, r, NULL, &a));
+	usleep(1100 * 1000);
+	assert_true(resume_once(s, r, a, &b)); /* sealed anew with the next key */
+	usleep(2100 * 1000);
+	assert_false(resume_once(s, r, a, &c)); /* a's key is past two rotations */
+	SSL_SESSION_free(a);
+	SSL_SESSION_free(b);
+	SSL_SESSION_free(c);
+	tls_ctx_free(s);
+	SSL_CTX_free(r);
+	tls_tickets_free(tk);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -806,6 +950,8 @@ int main(void)
 		cmocka_unit_test(test_clean_close),
 		cmocka_unit_test(test_tunnel_round_trip),
 		cmocka_unit_test(test_tunnel_bad_certificate),
+		cmocka_unit_test(test_session_tickets),
+		cmocka_unit_test(test_ticket_rotation),
 	};
 
 	return cmocka_run_group_tests(tests, setup_certs, teardown_certs);

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# bench/tls_storm.sh [SECONDS]: TLS login storms (issue 28) on a throwaway PostgreSQL 15 (scale
+# 10), every target in each of ROUNDS rounds in an order that rotates with the round; medians.
+#   storm   pgbench -n -C -S -c CLIENTS -j 2 -T SECONDS, sslmode=require: every transaction is a
+#           new connection, TLS handshake and login, so tps is logins/s (pgbench reports it
+#           including the reconnections). Targets: direct (PostgreSQL's own TLS), PgBouncer
+#           1.25 (bench_pgbouncer_find) and Debian's 1.18 when both exist, tusk (TUSK_BIN) and,
+#           with TUSK_BASE_BIN, a second tusk ("base"), and tusk with tls_session_tickets: false
+#           ("tusk-nt"). Also each pooler's CPU µs per login.
+#   resume  bench/tls_resume.py for SECONDS: one client logging in again and again, offering
+#           the session its last login got (libpq does not keep sessions, so pgbench cannot
+#           show resumption). tusk with tickets, the same without offering the session, tusk
+#           with tls_session_tickets: false, PgBouncer 1.25. logins/s, the share resumed, and
+#           the pooler's CPU µs per login.
+#   beside  pgbench -n -S -c 8 -T SECONDS in plaintext through a pooler, alone and with a storm
+#           (pgbench -C sslmode=require, CLIENTS clients) beside it on the same pooler: what
+#           handshakes cost the clients that only relay. tps and mean latency of the relayed
+#           run, tusk and PgBouncer 1.25 (and base).
+# Transaction pools of 20 servers; tusk 2 workers; trust authentication. Every pooler in a
+# session of its own (bench/lib.sh). Prints numbers only. Stops everything it started.
+# Env: TUSK_BIN (build/tusk), TUSK_BASE_BIN, ROUNDS (3), CLIENTS (16), PARTS ("storm resume
+# beside"), PGBOUNCER_125, PGBOUNCER (see bench/lib.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH_NAME=tls_storm
+. bench/lib.sh
+DURATION=${1:-10}
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-16}
+PARTS=${PARTS:-storm resume beside}
+TUSK=${TUSK_BIN:-$PWD/build/tusk}
+BASE=${TUSK_BASE_BIN:-}
+[ -x "$TUSK" ] || { echo "tls_storm: $TUSK not built (make build)" >&2; exit 1; }
+[ -z "$BASE" ] || [ -x "$BASE" ] || { echo "tls_storm: TUSK_BASE_BIN=$BASE is not executable" >&2; exit 1; }
+bench_pgbouncer_find
+
+bench_dir tusk-storm
+bench_poolers_init
+PG_PORT=$(free_port)
+bench_pg_init_tls "$PG_PORT" "shared_buffers = 128MB"
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+bench_pg_start "$PG_PORT" 10
+echo "tls_storm: load average $(cut -d' ' -f1-3 /proc/loadavg) at start" >&2
+
+pgb_start() { # NAME BINARY
+	PORT[$1]=$(free_port)
+	bench_pgbouncer_ini "${PORT[$1]}" 2000 \
+		"bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=20" \
+		"client_tls_sslmode = allow
+client_tls_cert_file = $DIR/server.crt
+client_tls_key_file = $DIR/server.key
+server_tls_sslmode = disable" "$1"
+	bench_pgbouncer_start 8192 "$1" "$2"
+	wait_port "${PORT[$1]}"
+	PID[$1]=$(cat "$DIR/$1.pid")
+}
+tusk_start() { # NAME BINARY [more listen lines]
+	PORT[$1]=$(free_port)
+	{
+		bench_tusk_yaml "${PORT[$1]}" "$PG_PORT" "    tls: allow
+    tls_cert_file: $DIR/server.crt
+    tls_key_file: $DIR/server.key${3:-}"
+		cat <<YAML
+pools:
+  - database: bench_t
+    server_database: bench
+    mode: transaction
+    size: 20
+max_client_connections: 5000
+YAML
+	} >"$DIR/$1.yaml"
+	setsid "$2" -c "$DIR/$1.yaml" 2>"$DIR/$1.log" &
+	PID[$1]=$!
+	wait_port "${PORT[$1]}"
+}
+
+PORT[direct]=$PG_PORT
+TARGETS=(direct pgbouncer tusk)
+pgb_start pgbouncer "$PGB_REF"
+if [ -n "$PGB_OLD" ]; then
+	pgb_start pgb-old "$PGB_OLD"
+	TARGETS+=(pgb-old)
+fi
+tusk_start tusk "$TUSK"
+if [ -n "$BASE" ]; then
+	tusk_start base "$BASE"
+	TARGETS+=(base)
+fi
+# tusk without tickets: the resume part's, and a storm target (what issuing tickets costs).
+tusk_start tusk-nt "$TUSK" "
+    tls_session_tickets: false"
+TARGETS+=(tusk-nt)
+NT=${#TARGETS[@]}
+
+ticks() { if [ "$1" = direct ]; then echo 0; else bench_cpu_ticks "${PID[$1]}"; fi; }
+db_of() { if [ "$1" = direct ]; then echo bench; else echo bench_t; fi; }
+# storm_one TARGET: "logins/s cpu-µs-per-login"
+storm_one() {
+	local t=$1 out tps n c0 c1 cpu=-
+	c0=$(ticks "$t")
+	out=$(PGSSLMODE=require timeout $((DURATION + 60)) "$PG_BIN/pgbench" -n -C -S -c "$CLIENTS" -j 2 \
+		-T "$DURATION" -h 127.0.0.1 -p "${PORT[$t]}" -U postgres "$(db_of "$t")" 2>&1) || true
+	c1=$(ticks "$t")
+	tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n1)
+	n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+	if [ -z "$tps" ]; then
+		echo "tls_storm: $t failed: $(grep -m1 -iE 'error|fatal|abort' <<<"$out" | cut -c1-160)" >&2
+		echo "failed -"
+		return
+	fi
+	[ "$t" = direct ] || cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {printf "%.0f", t * 1e6 / hz / n}')
+	echo "$tps $cpu"
+}
+
+case " $PARTS " in *" storm "*)
+	declare -A res=() cpu=()
+	echo
+	echo "== storm: pgbench -n -C -S -c $CLIENTS -j 2 -T $DURATION, sslmode=require, $ROUNDS rounds;" \
+		"pgbouncer is $PGB_REF_VERSION${PGB_OLD:+, pgb-old $PGB_OLD_VERSION}"
+	printf '%-6s %-10s %12s %16s\n' round target logins/s "cpu µs/login"
+	for round in $(seq 1 "$ROUNDS"); do
+		for i in $(seq 0 $((NT - 1))); do
+			t=${TARGETS[$(((i + round - 1) % NT))]}
+			read -r l c < <(storm_one "$t")
+			res[$t]="${res[$t]:-} $l"
+			cpu[$t]="${cpu[$t]:-} $c"
+			printf '%-6s %-10s %12s %16s\n' "$round" "$t" "$l" "$c"
+		done
+	done
+	printf '%-10s %14s %12s %16s\n' target "median login/s" "vs pgbouncer" "cpu µs/login"
+	b=$(bench_median <<<"${res[pgbouncer]}")
+	for t in "${TARGETS[@]}"; do
+		m=$(bench_median <<<"${res[$t]}")
+		printf '%-10s %14s %12s %16s\n' "$t" "$m" "$(bench_ratio "$m" "$b")" "$(bench_median <<<"${cpu[$t]}")"
+	done
+	;;
+esac
+
+case " $PARTS " in *" resume "*)
+	declare -A rr=() rf=() rc=()
+	RT=(tusk tusk-full tusk-nt pgbouncer)
+	echo
+	echo "== resume: bench/tls_resume.py, one client, ${DURATION}s, $ROUNDS rounds (tusk-full: not offering" \
+		"its session; tusk-nt: tls_session_tickets false)"
+	printf '%-6s %-10s %10s %8s %16s\n' round target logins/s resumed "cpu µs/login"
+	for round in $(seq 1 "$ROUNDS"); do
+		for i in 0 1 2 3; do
+			t=${RT[$(((i + round - 1) % 4))]}
+			case $t in
+			tusk-full) port=${PORT[tusk]} flag= p=tusk ;;
+			*) port=${PORT[$t]} flag=--resume p=$t ;;
+			esac
+			c0=$(ticks "$p")
+			read -r l f n < <(python3 bench/tls_resume.py 127.0.0.1 "$port" postgres bench_t "$DURATION" $flag ||
+				echo "failed - 0")
+			c1=$(ticks "$p")
+			c=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-"}')
+			rr[$t]="${rr[$t]:-} $l"
+			rc[$t]="${rc[$t]:-} $c"
+			rf[$t]=$f
+			printf '%-6s %-10s %10s %8s %16s\n' "$round" "$t" "$l" "$f" "$c"
+		done
+	done
+	b=$(bench_median <<<"${rr[tusk-full]}")
+	printf '%-10s %14s %16s %8s %16s\n' target "median login/s" "vs tusk-full" resumed "cpu µs/login"
+	for t in "${RT[@]}"; do
+		m=$(bench_median <<<"${rr[$t]}")
+		printf '%-10s %14s %16s %8s %16s\n' "$t" "$m" "$(bench_ratio "$m" "$b")" "${rf[$t]}" "$(bench_median <<<"${rc[$t]}")"
+	done
+	;;
+esac
+
+case " $PARTS " in *" beside "*)
+	declare -A bt=() bl=()
+	echo
+	echo "== beside: pgbench -n -S -c 8 -j 2 -T $DURATION plaintext, alone and beside a storm" \
+		"(pgbench -C -S -c $CLIENTS sslmode=require) on the same pooler, $ROUNDS rounds"
+	printf '%-6s %-18s %10s %12s %14s\n' round run "relay tps" "latency ms" "storm login/s"
+	BT=(tusk:alone pgbouncer:alone tusk:storm pgbouncer:storm)
+	[ -z "$BASE" ] || BT+=(base:alone base:storm)
+	for round in $(seq 1 "$ROUNDS"); do
+		for i in $(seq 0 $((${#BT[@]} - 1))); do
+			k=${BT[$(((i + round - 1) % ${#BT[@]}))]}
+			t=${k%%:*}
+			sp= sl=-
+			if [ "${k#*:}" = storm ]; then
+				PGSSLMODE=require timeout $((DURATION + 60)) "$PG_BIN/pgbench" -n -C -S -c "$CLIENTS" -j 2 \
+					-T $((DURATION + 2)) -h 127.0.0.1 -p "${PORT[$t]}" -U postgres bench_t >"$DIR/storm.out" 2>&1 &
+				sp=$!
+				sleep 1
+			fi
+			out=$(PGSSLMODE=disable "$PG_BIN/pgbench" -n -S -c 8 -j 2 -T "$DURATION" -h 127.0.0.1 \
+				-p "${PORT[$t]}" -U postgres bench_t 2>&1) || true
+			if [ -n "$sp" ]; then
+				wait "$sp" || true
+				sl=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$DIR/storm.out" | head -n1)
+			fi
+			tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | head -n1)
+			lat=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' <<<"$out")
+			bt[$k]="${bt[$k]:-} ${tps:-failed}"
+			bl[$k]="${bl[$k]:-} ${lat:-failed}"
+			printf '%-6s %-18s %10s %12s %14s\n' "$round" "$k" "${tps:-failed}" "${lat:-failed}" "$sl"
+		done
+	done
+	printf '%-18s %12s %12s %18s\n' run "median tps" "latency ms" "tps storm / alone"
+	for k in "${BT[@]}"; do
+		m=$(bench_median <<<"${bt[$k]}")
+		a=$(bench_median <<<"${bt[${k%%:*}:alone]}")
+		printf '%-18s %12s %12s %18s\n' "$k" "$m" "$(bench_median <<<"${bl[$k]}")" "$(bench_ratio "$m" "$a")"
+	done
+	;;
+esac
+echo
+echo "tls_storm: load average $(cut -d' ' -f1-3 /proc/loadavg) at the end" >&2

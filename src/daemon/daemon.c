@@ -283,7 +283,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	/* Ticket keys for every generation's listeners: a reload keeps clients' tickets valid. */
 	rt->tls_tickets = tls_tickets_new(0);
 	if (!rt->tls_tickets) {
-		fprintf(stderr, "%s: out of memory (or randomness) making TLS session ticket keys\n", cfg->path);
+		fprintf(stderr, "%s: out of memory making the TLS session ticket keys\n", cfg->path);
 		free_gen(g);
 		return -ENOMEM;
 	}

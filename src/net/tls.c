@@ -131,14 +131,21 @@ struct tls_tickets *tls_tickets_new(int rotate_seconds)
 		return NULL;
 	}
 	t->rotate = rotate_seconds > 0 ? rotate_seconds : TLS_TICKET_ROTATE;
-	t->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
-	if (!t->aes || new_key(&t->keys[0], mono_now()) < 0) {
+	return t; /* the cipher and the first key at the first ticket (tickets_ready) */
+}
+
+/* The cipher and the first key, made when the first ticket is sealed or opened rather than at
+ * start: fetching a cipher and seeding OpenSSL's generator cost a tusk that serves no TLS
+ * client 2.2 MB of RSS at start. Under t->lock. False: no ticket this time (a full handshake). */
+static bool tickets_ready(struct tls_tickets *t, time_t now)
+{
+	if (!t->aes && !(t->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL))) {
 		ERR_clear_error();
-		tls_tickets_free(t);
-		return NULL;
+		return false;
 	}
-	t->nkeys = 1;
-	return t;
+	if (t->nkeys == 0 && new_key(&t->keys[0], now) == 0)
+		t->nkeys = 1;
+	return t->nkeys > 0;
 }
 
 void tls_tickets_free(struct tls_tickets *t)
@@ -167,6 +174,10 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
 	if (!t)
 		return 0;
 	pthread_mutex_lock(&t->lock);
+	if (!tickets_ready(t, now)) {
+		pthread_mutex_unlock(&t->lock);
+		return 0;
+	}
 	if (enc) {
 		if (now - t->keys[0].born >= t->rotate) {
 			struct ticket_key fresh;

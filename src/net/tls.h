@@ -22,7 +22,8 @@ enum tls_mode_server { TLS_SERVER_DISABLE, TLS_SERVER_ALLOW, TLS_SERVER_REQUIRE,
  * that names it. */
 struct tls_tickets;
 #define TLS_TICKET_ROTATE 3600
-/* rotate_seconds <= 0: TLS_TICKET_ROTATE. NULL when out of memory or randomness. */
+/* rotate_seconds <= 0: TLS_TICKET_ROTATE. NULL when out of memory. The cipher and the first key
+ * are made at the first ticket, not here (a tusk serving no TLS client never loads them). */
 struct tls_tickets *tls_tickets_new(int rotate_seconds);
 void tls_tickets_free(struct tls_tickets *t);
 

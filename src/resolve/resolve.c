@@ -85,6 +85,7 @@ struct resolve {
 	struct lookup **queue;      /* this round's lookups not yet launched: queue[qnext..nqueue) */
 	int nqueue, capqueue, qnext;
 	int inflight;
+	bool stopping; /* resolve thread, after its loop: callbacks only free their own memory */
 	bool pumping;
 	struct set found;           /* this round's answers */
 	uint64_t *failed_sources;   /* names that failed this round */
@@ -322,8 +323,11 @@ static void on_addrinfo(void *arg, int status, int timeouts, struct ares_addrinf
 	struct resolve *r = l->r;
 
 	(void)timeouts;
-	if (status == ARES_EDESTRUCTION) {
+	if (status == ARES_EDESTRUCTION || r->stopping) {
+		if (res)
+			ares_freeaddrinfo(res);
 		free(l);
+		r->inflight--;
 		return; /* resolve_stop: nothing is finished or published */
 	}
 	if (status != ARES_SUCCESS || !res || !res->nodes) {
@@ -470,7 +474,7 @@ static void on_srv(void *arg, int status, int timeouts, unsigned char *abuf, int
 	int ttl;
 
 	(void)timeouts;
-	if (status == ARES_EDESTRUCTION)
+	if (status == ARES_EDESTRUCTION || r->stopping)
 		return;
 	if (status == ARES_SUCCESS)
 		status = ares_parse_srv_reply(abuf, alen, &reply);
@@ -748,8 +752,16 @@ static void *run(void *arg)
 
 	start_round(r);
 	ev_run(r->loop, 0);
-	/* Stopping: c-ares calls every pending callback with ARES_EDESTRUCTION, and they
-	 * only free their own memory. */
+	/* Stopping: every pending callback is called (ARES_ECANCELLED, then ARES_EDESTRUCTION)
+	 * and only frees its own memory. Cancelled first, until no lookup is in flight: c-ares
+	 * before 1.20 (Debian 12 has 1.18.1) lets an ares_getaddrinfo whose other address family
+	 * found nothing start its next lookup (a search domain) from inside ares_destroy, which
+	 * then aborts on its own assertion that every query list is empty (c-ares PR #553; seen
+	 * as a SIGABRT of tusk at SIGTERM). Each pass moves such a lookup one name further; a
+	 * name has at most a few search domains. */
+	r->stopping = true;
+	for (int pass = 0; pass < 16 && r->inflight > 0; pass++)
+		ares_cancel(r->channel);
 	ares_destroy(r->channel);
 	r->channel = NULL;
 	return NULL;

@@ -17,7 +17,7 @@
 
 #define PQ_FUNCTIONS(X)                                                                                     \
 	X(PQclear) X(PQconnectdbParams) X(PQerrorMessage) X(PQescapeIdentifier) X(PQescapeLiteral) X(PQexec)  \
-	X(PQexecParams) X(PQfinish) X(PQfreemem) X(PQgetisnull) X(PQgetvalue) X(PQnfields) X(PQntuples)       \
+	X(PQexecParams) X(PQexecPrepared) X(PQprepare) X(PQfinish) X(PQfreemem) X(PQgetisnull) X(PQgetvalue) X(PQnfields) X(PQntuples)       \
 	X(PQresultErrorField) X(PQresultStatus) X(PQsetNoticeProcessor) X(PQstatus) X(PQconnectdb)          \
 	X(PQconsumeInput) X(PQfnumber) X(PQgetlength) X(PQhost) X(PQnotifies) X(PQport) X(PQreset)           \
 	X(PQsocket)
@@ -109,6 +109,19 @@ PGresult *PQexecParams(PGconn *conn, const char *command, int nParams, const Oid
 {
 	return pq_loaded() ? pq.PQexecParams(conn, command, nParams, paramTypes, paramValues, paramLengths,
 					     paramFormats, resultFormat)
+			   : NULL;
+}
+
+PGresult *PQprepare(PGconn *conn, const char *stmtName, const char *query, int nParams, const Oid *paramTypes)
+{
+	return pq_loaded() ? pq.PQprepare(conn, stmtName, query, nParams, paramTypes) : NULL;
+}
+
+PGresult *PQexecPrepared(PGconn *conn, const char *stmtName, int nParams, const char *const *paramValues,
+			 const int *paramLengths, const int *paramFormats, int resultFormat)
+{
+	return pq_loaded() ? pq.PQexecPrepared(conn, stmtName, nParams, paramValues, paramLengths, paramFormats,
+					       resultFormat)
 			   : NULL;
 }
 

@@ -112,6 +112,8 @@ struct notify_hub {
 
 struct notify_registry {
 	pthread_mutex_t lock; /* protects hubs and nhubs */
+	atomic_bool any;      /* a hub was ever made (read without the lock: the requests of pools
+	                       * nobody listens on skip every notify test at one load) */
 	struct notify_hub *hubs;
 	int nhubs;
 	_Atomic uint64_t closed_unread; /* clients closed for not reading (53400) */
@@ -206,8 +208,10 @@ static struct notify_worker *nw_of(const struct worker *w)
 struct notify_registry *notify_registry_new(void)
 {
 	struct notify_registry *r = calloc(1, sizeof *r);
-	if (r)
+	if (r) {
 		pthread_mutex_init(&r->lock, NULL);
+		atomic_init(&r->any, false);
+	}
 	return r;
 }
 
@@ -248,6 +252,7 @@ static struct notify_hub *hub_of(struct runtime *rt, const struct pool *pool, bo
 		h->next = r->hubs;
 		r->hubs = h;
 		r->nhubs++;
+		atomic_store_explicit(&r->any, true, memory_order_release);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return h;
@@ -654,11 +659,42 @@ static bool starts_listen(const char *sql, size_t len)
 			return false;
 		i += 2;
 	}
-	if (len - i < 6 || strncasecmp(sql + i, "listen", 6) != 0)
+	if (len - i < 6 || (sql[i] | 0x20) != 'l' || strncasecmp(sql + i, "listen", 6) != 0)
 		return false;
 	i += 6;
 	return i == len || !((sql[i] >= 'a' && sql[i] <= 'z') || (sql[i] >= 'A' && sql[i] <= 'Z') ||
 			     (sql[i] >= '0' && sql[i] <= '9') || sql[i] == '_' || (unsigned char)sql[i] >= 0x80);
+}
+
+/* Whether s[0, n) holds w (lower case, at least 2 bytes) in any case: the cheap test before a
+ * parse. A byte loop: glibc's strcasestr sets up its two-way search at every call, which cost
+ * more than the short texts it scanned on every request (docs/performance.md, "CPU per
+ * transaction"). */
+static bool has_ci(const char *s, size_t n, const char *w)
+{
+	size_t wn = strlen(w);
+	for (size_t i = 0; i + wn <= n; i++)
+		if ((s[i] | 0x20) == w[0] && (s[i + 1] | 0x20) == w[1] && strncasecmp(s + i, w, wn) == 0)
+			return true;
+	return false;
+}
+
+/* Whether s[0, n) holds "pg_listening_channels" in any case: memchr finds its first '_' (few
+ * texts have many), then the rest is compared. Asked of every short Query. */
+static bool has_listening_channels(const char *s, size_t n)
+{
+	static const char w[] = "pg_listening_channels";
+	const size_t wn = sizeof w - 1;
+	for (const char *u = s + 2; u < s + n && (u = memchr(u, '_', (size_t)(s + n - u))) != NULL; u++)
+		if ((size_t)(s + n - (u - 2)) >= wn && strncasecmp(u - 2, w, wn) == 0)
+			return true;
+	return false;
+}
+
+/* Whether any pool has a hub (someone LISTENed through tusk since it started). */
+static bool any_hub(const struct client *c)
+{
+	return atomic_load_explicit(&c->worker->rt->notify->any, memory_order_acquire);
 }
 
 /* One request at the head of rbuf that tusk answers itself. */
@@ -856,7 +892,7 @@ static enum notify_match match_query(const struct client *c, const uint8_t *p, s
 	q->total = total;
 	if (listen_stmts(c, sql, len, false, q))
 		return MATCH_YES;
-	if (len < 256 && strcasestr(sql, "pg_listening_channels") && channels_query(c, sql, len, q->col) &&
+	if (len < 256 && has_listening_channels(sql, len) && channels_query(c, sql, len, q->col) &&
 	    channels_answer_len(c) <= NOTIFY_CHANNELS_ANSWER_MAX) {
 		q->channels = true;
 		return MATCH_YES;
@@ -1293,7 +1329,7 @@ static void sent_note(struct client *c, const char *sql, size_t len)
 	struct notify_hub *h;
 	if (c->notify)
 		c->notify->tmpl_ok = false;
-	if (len > NOTIFY_PAYLOAD_MAX + 256 || !strcasestr(sql, "notify") || !(h = sent_hub(c)) ||
+	if (len > NOTIFY_PAYLOAD_MAX + 256 || !any_hub(c) || !has_ci(sql, len, "notify") || !(h = sent_hub(c)) ||
 	    !read_notify(c, sql, len, chan, &ca, payload, &pa))
 		return; /* nobody listens through tusk, or not one NOTIFY tusk can read */
 	if (!ca.param && !pa.param) {
@@ -1374,7 +1410,7 @@ static bool notify_bind(struct client *c, const uint8_t *m, size_t avail, bool u
 	size_t cl, pl;
 	if (avail < PROTO_HDR_LEN || msg_len_at(m) > avail || (unnamed && !(c->notify && c->notify->tmpl_ok)))
 		return true;
-	if (!unnamed && (!text || tlen > NOTIFY_PAYLOAD_MAX + 256 || !strcasestr(text, "notify")))
+	if (!unnamed && (!text || tlen > NOTIFY_PAYLOAD_MAX + 256 || !any_hub(c) || !has_ci(text, tlen, "notify")))
 		return true;
 	if (!(h = sent_hub(c)))
 		return true;
@@ -1512,7 +1548,7 @@ static void notify_sql(struct client *c, const char *sql, size_t len)
 	struct notify_client *nc = c->notify;
 	struct classify_result r;
 	if (!nc || len > NOTIFY_SYNC_SQL_MAX ||
-	    !(strcasestr(sql, "savepoint") || strcasestr(sql, "rollback") || strcasestr(sql, "release")))
+	    !(has_ci(sql, len, "savepoint") || has_ci(sql, len, "rollback") || has_ci(sql, len, "release")))
 		return;
 	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 || r.parse_error)
 		return;

@@ -307,6 +307,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		return rc;
 	}
 	publish(rt, g);
+	stats_set_shards(cfg->workers); /* before the first pool's block */
 	rt->pools = pool_registry_new();
 	rt->cancels = cancel_registry_new();
 	rt->kills = console_kills_new();

@@ -124,5 +124,8 @@ struct tls_ctx *runtime_service_tls(const struct runtime *rt, const struct confi
 /* A listen entry's key, "host:port" (the name of its listeners, see worker.h). */
 void runtime_listen_key(const struct config_listen *l, char *out, size_t cap);
 
+/* The index of the worker whose loop runs on this thread (set by worker_main), -1 on every
+ * other thread: what a lower layer keys per-worker data by (stats/ its shards). */
+extern _Thread_local int runtime_worker_index;
 
 #endif

@@ -1,8 +1,11 @@
 /* Counters (see stats.h). Every counter is a relaxed atomic: each is a monotonic number that
  * orders no other memory, so relaxed increments are exact and a reader only ever sees a
- * value some time between two events. Blocks are padded so that a pool's counters do not
- * share a cache line with another pool's. Gauges of servers and queues come from pool.c
- * under each pool's own lock. */
+ * value some time between two events. Each block (a pool's, the process's client gauges) is
+ * split in shards, one cache line block per worker thread and one for every other thread,
+ * so that two workers relaying the same pool do not bounce its counters' cache lines between
+ * cores at every query; readers sum the shards. A gauge's shard may go below zero (a client
+ * counted in on one worker and out on another); only the sum means anything. Gauges of
+ * servers and queues come from pool.c under each pool's own lock. */
 #include "stats/stats.h"
 
 #include <stdatomic.h>
@@ -10,12 +13,13 @@
 #include <string.h>
 
 #include "config/config.h"
+#include "runtime/runtime.h"
 
 const double stats_bucket_bounds[STATS_NBUCKETS] = {
 	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 };
 
-struct stats_pool {
+struct pool_shard {
 	_Alignas(64) atomic_uint_fast64_t xact_count, query_count, wait_count;
 	atomic_uint_fast64_t xact_us, query_us, wait_us;
 	atomic_uint_fast64_t bytes_received, bytes_sent;
@@ -25,10 +29,35 @@ struct stats_pool {
 	atomic_int sv_connecting;
 };
 
-struct stats {
-	_Alignas(64) atomic_int clients[STATS_CLIENT_NSTATES];
-	atomic_uint_fast64_t errors[STATS_NCLASSES];
+struct stats_pool {
+	int n;
+	struct pool_shard s[];
 };
+
+struct client_shard {
+	_Alignas(64) atomic_int clients[STATS_CLIENT_NSTATES];
+};
+
+struct stats {
+	_Alignas(64) atomic_uint_fast64_t errors[STATS_NCLASSES];
+	int n;
+	struct client_shard s[];
+};
+
+static int nshards = 1; /* of the blocks made from now on (stats_set_shards) */
+
+void stats_set_shards(int nworkers)
+{
+	nshards = nworkers < 1 ? 1 : nworkers + 1 > STATS_SHARDS_MAX ? STATS_SHARDS_MAX : nworkers + 1;
+}
+
+/* This thread's shard of a block of n: 0 for threads that are no worker's, 1 + the worker's
+ * index for a worker's (runtime_worker_index), shared when the block has fewer. */
+static inline int shard_of(int n)
+{
+	int w = runtime_worker_index;
+	return w < 0 || n < 2 ? 0 : 1 + w % (n - 1);
+}
 
 const char *stats_client_state_name(enum stats_client_state s)
 {
@@ -48,15 +77,28 @@ const char *stats_client_state_name(enum stats_client_state s)
  * needed for types that may carry a lock, which none of these do on our targets). */
 static void *zalloc_aligned(size_t size)
 {
+	size = (size + 63) & ~(size_t)63;
 	void *p = aligned_alloc(64, size);
 	if (p)
 		memset(p, 0, size);
 	return p;
 }
 
-struct stats *stats_new(void) { return zalloc_aligned(sizeof(struct stats)); }
+struct stats *stats_new(void)
+{
+	struct stats *st = zalloc_aligned(sizeof(struct stats) + (size_t)nshards * sizeof(struct client_shard));
+	if (st)
+		st->n = nshards;
+	return st;
+}
 void stats_free(struct stats *st) { free(st); }
-struct stats_pool *stats_pool_new(void) { return zalloc_aligned(sizeof(struct stats_pool)); }
+struct stats_pool *stats_pool_new(void)
+{
+	struct stats_pool *sp = zalloc_aligned(sizeof(struct stats_pool) + (size_t)nshards * sizeof(struct pool_shard));
+	if (sp)
+		sp->n = nshards;
+	return sp;
+}
 void stats_pool_free(struct stats_pool *sp) { free(sp); }
 
 static void add(atomic_uint_fast64_t *a, uint64_t n)
@@ -101,41 +143,46 @@ double stats_quantile(const uint64_t buckets[STATS_NBUCKETS + 1], double q)
 	return stats_bucket_bounds[STATS_NBUCKETS - 1];
 }
 
+#define MINE(sp) (&(sp)->s[shard_of((sp)->n)])
+
 void stats_count_query(struct stats_pool *sp, double seconds)
 {
-	add(&sp->query_count, 1);
-	add(&sp->query_us, micros(seconds));
-	add(&sp->query_buckets[stats_bucket_index(seconds)], 1);
+	struct pool_shard *h = MINE(sp);
+	add(&h->query_count, 1);
+	add(&h->query_us, micros(seconds));
+	add(&h->query_buckets[stats_bucket_index(seconds)], 1);
 }
 
 void stats_count_xact(struct stats_pool *sp, double seconds)
 {
-	add(&sp->xact_count, 1);
-	add(&sp->xact_us, micros(seconds));
+	struct pool_shard *h = MINE(sp);
+	add(&h->xact_count, 1);
+	add(&h->xact_us, micros(seconds));
 }
 
 void stats_count_wait(struct stats_pool *sp, double seconds)
 {
-	add(&sp->wait_count, 1);
-	add(&sp->wait_us, micros(seconds));
-	add(&sp->wait_buckets[stats_bucket_index(seconds)], 1);
+	struct pool_shard *h = MINE(sp);
+	add(&h->wait_count, 1);
+	add(&h->wait_us, micros(seconds));
+	add(&h->wait_buckets[stats_bucket_index(seconds)], 1);
 }
 
 void stats_add_received(struct stats_pool *sp, uint64_t n)
 {
 	if (n)
-		add(&sp->bytes_received, n);
+		add(&MINE(sp)->bytes_received, n);
 }
 
 void stats_add_sent(struct stats_pool *sp, uint64_t n)
 {
 	if (n)
-		add(&sp->bytes_sent, n);
+		add(&MINE(sp)->bytes_sent, n);
 }
 
 void stats_server_connecting(struct stats_pool *sp, int delta)
 {
-	atomic_fetch_add_explicit(&sp->sv_connecting, delta, memory_order_relaxed);
+	atomic_fetch_add_explicit(&MINE(sp)->sv_connecting, delta, memory_order_relaxed);
 }
 
 static int class_digit(char ch)
@@ -179,15 +226,16 @@ void stats_count_error(struct stats *st, const char *sqlstate)
 
 void stats_client_move(struct stats *st, struct stats_pool *from_pool, int from, struct stats_pool *to_pool, int to)
 {
+	atomic_int *g = st->s[shard_of(st->n)].clients;
 	if (from >= 0 && from < STATS_CLIENT_NSTATES) {
-		atomic_fetch_sub_explicit(&st->clients[from], 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&g[from], 1, memory_order_relaxed);
 		if (from_pool)
-			atomic_fetch_sub_explicit(&from_pool->clients[from], 1, memory_order_relaxed);
+			atomic_fetch_sub_explicit(&MINE(from_pool)->clients[from], 1, memory_order_relaxed);
 	}
 	if (to >= 0 && to < STATS_CLIENT_NSTATES) {
-		atomic_fetch_add_explicit(&st->clients[to], 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&g[to], 1, memory_order_relaxed);
 		if (to_pool)
-			atomic_fetch_add_explicit(&to_pool->clients[to], 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&MINE(to_pool)->clients[to], 1, memory_order_relaxed);
 	}
 }
 
@@ -198,38 +246,50 @@ void stats_pool_read(const struct stats_pool *sp, struct stats_counters *out)
 	memset(out, 0, sizeof *out);
 	/* The loads are not one atomic snapshot: a histogram's count may be an event apart
 	 * from the sum of its buckets, so exporters take _count from the buckets. */
-	for (int i = 0; i <= STATS_NBUCKETS; i++) {
-		out->wait_buckets[i] = load(&sp->wait_buckets[i]);
-		out->query_buckets[i] = load(&sp->query_buckets[i]);
+	for (int k = 0; k < sp->n; k++) {
+		const struct pool_shard *h = &sp->s[k];
+		for (int i = 0; i <= STATS_NBUCKETS; i++) {
+			out->wait_buckets[i] += load(&h->wait_buckets[i]);
+			out->query_buckets[i] += load(&h->query_buckets[i]);
+		}
+		out->xact_count += load(&h->xact_count);
+		out->query_count += load(&h->query_count);
+		out->wait_count += load(&h->wait_count);
+		out->xact_us += load(&h->xact_us);
+		out->query_us += load(&h->query_us);
+		out->wait_us += load(&h->wait_us);
+		out->bytes_received += load(&h->bytes_received);
+		out->bytes_sent += load(&h->bytes_sent);
 	}
-	out->xact_count = load(&sp->xact_count);
-	out->query_count = load(&sp->query_count);
-	out->wait_count = load(&sp->wait_count);
-	out->xact_us = load(&sp->xact_us);
-	out->query_us = load(&sp->query_us);
-	out->wait_us = load(&sp->wait_us);
-	out->bytes_received = load(&sp->bytes_received);
-	out->bytes_sent = load(&sp->bytes_sent);
 }
 
-static int load_int(const atomic_int *a)
+/* A gauge: the sum of its shards (each may be negative), never below 0 (a move seen
+ * half-done could show -1 for an instant). */
+static int sum_int(const atomic_int *first, size_t stride, int n)
 {
-	int v = atomic_load_explicit((atomic_int *)a, memory_order_relaxed);
-	return v > 0 ? v : 0; /* a move seen half-done could show -1 for an instant */
+	int v = 0;
+	for (int k = 0; k < n; k++)
+		v += atomic_load_explicit((atomic_int *)((const char *)first + (size_t)k * stride), memory_order_relaxed);
+	return v > 0 ? v : 0;
+}
+
+static int pool_gauge(const struct stats_pool *sp, const atomic_int *field0)
+{
+	return sum_int(field0, sizeof(struct pool_shard), sp->n);
 }
 
 int stats_pool_clients(const struct stats_pool *sp)
 {
 	int n = 0;
 	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
-		n += load_int(&sp->clients[i]);
+		n += pool_gauge(sp, &sp->s[0].clients[i]);
 	return n;
 }
 
 void stats_read_global(const struct stats *st, struct stats_global *out)
 {
 	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
-		out->clients[i] = load_int(&st->clients[i]);
+		out->clients[i] = sum_int(&st->s[0].clients[i], sizeof(struct client_shard), st->n);
 	for (int i = 0; i < STATS_NCLASSES; i++)
 		out->errors[i] = load(&st->errors[i]);
 }
@@ -238,8 +298,8 @@ void stats_pool_snapshot_read(const struct stats_pool *sp, struct stats_pool_sna
 {
 	stats_pool_read(sp, &out->c);
 	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
-		out->clients[i] = load_int(&sp->clients[i]);
-	out->sv_connecting = load_int(&sp->sv_connecting);
+		out->clients[i] = pool_gauge(sp, &sp->s[0].clients[i]);
+	out->sv_connecting = pool_gauge(sp, &sp->s[0].sv_connecting);
 }
 
 static void add_counters(struct stats_counters *sum, const struct stats_counters *x)

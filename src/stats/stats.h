@@ -1,5 +1,6 @@
 /* Process-wide counters for SHOW STATS / SHOW POOLS (console) and /metrics. Workers count on
- * the hot path with relaxed atomics in a block per pool (no lock, no allocation); readers on
+ * the hot path with relaxed atomics in a block per pool, a shard per worker thread (no lock, no
+ * allocation, no cache line shared between workers); readers on
  * any thread sum them when asked. Counters only grow; gauges come from the pools themselves
  * (pool_snapshot) and from per-state client counts kept here. */
 #ifndef TUSK_STATS_STATS_H
@@ -33,6 +34,13 @@ const char *stats_client_state_name(enum stats_client_state s);
 
 struct stats;      /* process-wide block, one in struct runtime (opaque) */
 struct stats_pool; /* counters of one pool, owned by that pool (opaque) */
+
+/* Shards of each block (stats.c): set once before the blocks are made, to the number of
+ * worker threads (one shard each, capped at STATS_SHARDS_MAX - 1 and then shared, and one for
+ * all other threads); a thread finds its own by runtime_worker_index. Blocks made before have
+ * one shard. */
+#define STATS_SHARDS_MAX 16
+void stats_set_shards(int nworkers);
 
 /* Allocation at startup / pool creation only. NULL on allocation failure. */
 struct stats *stats_new(void);

@@ -391,6 +391,7 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	tl_caching = true;
+	runtime_worker_index = w->index;
 	ev_run(w->loop, 0);
 	msg_cache_free();
 	return NULL;

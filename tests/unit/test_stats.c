@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "runtime/runtime.h"
 #include "stats/stats.h"
 
 static void test_bucket_bounds_ascending(void **state)
@@ -209,6 +210,82 @@ static void test_concurrent_exact(void **state)
 	stats_pool_free(sp);
 }
 
+/* Sharded blocks (a shard per worker thread): counts from workers, from threads sharing a
+ * shard (more workers than shards) and from a non-worker thread all sum exactly; a client
+ * counted in on one worker and out on another leaves every gauge at 0, and a reader never
+ * sees a gauge below 0. */
+struct shard_arg {
+	struct stats *st;
+	struct stats_pool *sp;
+	int worker;
+	int in, out; /* clients counted into / out of STATS_CLIENT_IDLE here */
+};
+
+static void *shard_hammer(void *arg)
+{
+	struct shard_arg *a = arg;
+	runtime_worker_index = a->worker;
+	for (int i = 0; i < PER_THREAD; i++) {
+		stats_count_query(a->sp, 0.001);
+		stats_count_xact(a->sp, 0.001);
+		stats_add_sent(a->sp, 2);
+	}
+	for (int i = 0; i < a->in; i++)
+		stats_client_move(a->st, NULL, -1, a->sp, STATS_CLIENT_IDLE);
+	for (int i = 0; i < a->out; i++)
+		stats_client_move(a->st, a->sp, STATS_CLIENT_IDLE, NULL, -1);
+	return NULL;
+}
+
+static void test_sharded_sums(void **state)
+{
+	(void)state;
+	stats_set_shards(4);
+	struct stats *st = stats_new();
+	struct stats_pool *sp = stats_pool_new();
+	/* workers 0..3, 20 (shares a shard with 2 of a block of 5), and a non-worker (-1) */
+	struct shard_arg args[] = {
+		{ st, sp, 0, 10, 0 }, { st, sp, 1, 0, 4 }, { st, sp, 2, 3, 0 }, { st, sp, 3, 0, 0 },
+		{ st, sp, 20, 0, 6 }, { st, sp, -1, 1, 0 },
+	};
+	enum { N = sizeof args / sizeof args[0] };
+	pthread_t t[N];
+	for (int i = 0; i < N; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, shard_hammer, &args[i]), 0);
+	for (int i = 0; i < N; i++)
+		pthread_join(t[i], NULL);
+	struct stats_counters c;
+	stats_pool_read(sp, &c);
+	assert_int_equal(c.query_count, (uint64_t)N * PER_THREAD);
+	assert_int_equal(c.xact_count, (uint64_t)N * PER_THREAD);
+	assert_int_equal(c.bytes_sent, (uint64_t)N * PER_THREAD * 2);
+	/* 14 in, 10 out, each on whichever thread it happened */
+	struct stats_pool_snapshot snap = { 0 };
+	stats_pool_snapshot_read(sp, &snap);
+	assert_int_equal(snap.clients[STATS_CLIENT_IDLE], 4);
+	assert_int_equal(stats_pool_clients(sp), 4);
+	struct stats_global g;
+	stats_read_global(st, &g);
+	assert_int_equal(g.clients[STATS_CLIENT_IDLE], 4);
+	/* the other 4 leave on a thread that never counted them in: all back to 0 */
+	struct shard_arg last = { st, sp, 7, 0, 4 };
+	pthread_t t2;
+	assert_int_equal(pthread_create(&t2, NULL, shard_hammer, &last), 0);
+	pthread_join(t2, NULL);
+	stats_pool_snapshot_read(sp, &snap);
+	assert_int_equal(snap.clients[STATS_CLIENT_IDLE], 0);
+	stats_read_global(st, &g);
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++)
+		assert_int_equal(g.clients[i], 0);
+	/* a gauge whose shards sum below 0 (a move seen half-done) reads 0 */
+	stats_client_move(st, sp, STATS_CLIENT_ACTIVE, NULL, -1);
+	stats_pool_snapshot_read(sp, &snap);
+	assert_int_equal(snap.clients[STATS_CLIENT_ACTIVE], 0);
+	stats_pool_free(sp);
+	stats_free(st);
+	stats_set_shards(0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -220,6 +297,7 @@ int main(void)
 		cmocka_unit_test(test_error_accounting),
 		cmocka_unit_test(test_client_moves),
 		cmocka_unit_test(test_concurrent_exact),
+		cmocka_unit_test(test_sharded_sums),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

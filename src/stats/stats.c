@@ -52,11 +52,18 @@ void stats_set_shards(int nworkers)
 }
 
 /* This thread's shard of a block of n: 0 for threads that are no worker's, 1 + the worker's
- * index for a worker's (runtime_worker_index), shared when the block has fewer. */
+ * index for a worker's (runtime_worker_index), shared when there are more workers than
+ * shards; found once per thread (a division), 0 in a block made with fewer shards. */
+static _Thread_local int tl_shard = -1;
+
 static inline int shard_of(int n)
 {
-	int w = runtime_worker_index;
-	return w < 0 || n < 2 ? 0 : 1 + w % (n - 1);
+	int k = tl_shard;
+	if (k < 0) {
+		int w = runtime_worker_index;
+		k = tl_shard = w < 0 || nshards < 2 ? 0 : 1 + w % (nshards - 1);
+	}
+	return k < n ? k : 0;
 }
 
 const char *stats_client_state_name(enum stats_client_state s)

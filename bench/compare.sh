@@ -162,6 +162,13 @@ run_one() {
 
 median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else printf "%.6f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
+# paired "A-LIST" "B-LIST": the geometric mean of the per-round ratios a[i] / b[i] (the two
+# targets ran next to each other in each round), over the rounds where both have a number
+paired() {
+	awk -v a="$1" -v b="$2" 'BEGIN {n = split(a, x, " "); split(b, y, " "); s = 0; k = 0
+		for (i = 1; i <= n; i++) if (x[i] ~ /^[0-9.]+$/ && y[i] ~ /^[0-9.]+$/ && x[i] > 0 && y[i] > 0) {s += log(x[i] / y[i]); k++}
+		if (k == 0) print "n/a"; else printf "%.2f", exp(s / k)}'
+}
 
 SUMMARY=()
 scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
@@ -206,6 +213,13 @@ scenario() { # NAME DBNAME CLIENTS PGBENCH-ARGS...
 		printf '%-10s %12s %10s %12s %14s   tusk/base: tps %s, cpu %s\n' base "$bt" "$(ratio "$bt" "$d")" \
 			"$(ratio "$bt" "$b")" "$btc" "$(ratio "$t" "$bt")" "$(ratio "$tc" "$btc")"
 	fi
+	printf 'paired (geometric mean of the %s per-round ratios): tusk/pgbouncer tps %s, cpu %s' "$ROUNDS" \
+		"$(paired "${res[tusk]}" "${res[pgbouncer]}")" "$(paired "${cpu[tusk]}" "${cpu[pgbouncer]}")"
+	[ -n "$PGB_OLD" ] && printf '; tusk/pgb-old tps %s, cpu %s' "$(paired "${res[tusk]}" "${res[pgb-old]}")" \
+		"$(paired "${cpu[tusk]}" "${cpu[pgb-old]}")"
+	[ -n "$BASE" ] && printf '; tusk/base tps %s, cpu %s' "$(paired "${res[tusk]}" "${res[base]}")" \
+		"$(paired "${cpu[tusk]}" "${cpu[base]}")"
+	echo
 	SUMMARY+=("$(printf '%-13s %10s %10s %10s %10s %12s %12s %10s %10s %10s' "$name" "$d" "$b" "$t" "$(ratio "$t" "$d")" \
 		"$(ratio "$t" "$b")" "$(ratio "$tc" "$bc")" "${ot:--}" "$(ratio "$t" "${ot:-n/a}")" "$(ratio "$tc" "${otc:-n/a}")")")
 }

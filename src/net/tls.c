@@ -31,7 +31,7 @@ struct ticket_key {
 	unsigned char name[16];
 	unsigned char aes[32]; /* AES-256-CBC */
 	unsigned char mac[32]; /* HMAC-SHA-256 */
-	time_t born;           /* monotonic seconds */
+	int64_t born;          /* monotonic milliseconds */
 };
 
 struct tls_tickets {
@@ -103,14 +103,16 @@ static int ctx_common(SSL_CTX *s)
 	return 0;
 }
 
-static time_t mono_now(void)
+/* Milliseconds: in whole seconds a key's age read a second more or less than it was (a key
+ * made at 0.95 s was two seconds old at 2.05 s), which made tickets expire early. */
+static int64_t mono_now(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int new_key(struct ticket_key *k, time_t now)
+static int new_key(struct ticket_key *k, int64_t now)
 {
 	if (RAND_bytes(k->name, sizeof k->name) != 1 || RAND_bytes(k->aes, sizeof k->aes) != 1 ||
 	    RAND_bytes(k->mac, sizeof k->mac) != 1) {
@@ -137,7 +139,7 @@ struct tls_tickets *tls_tickets_new(int rotate_seconds)
 /* The cipher and the first key, made when the first ticket is sealed or opened rather than at
  * start: fetching a cipher and seeding OpenSSL's generator cost a tusk that serves no TLS
  * client 2.2 MB of RSS at start. Under t->lock. False: no ticket this time (a full handshake). */
-static bool tickets_ready(struct tls_tickets *t, time_t now)
+static bool tickets_ready(struct tls_tickets *t, int64_t now)
 {
 	if (!t->aes && !(t->aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL))) {
 		ERR_clear_error();
@@ -169,7 +171,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
 	struct tls_tickets *t = ctx ? ctx->tickets : NULL;
 	struct ticket_key k;
 	int found = -1;
-	time_t now = mono_now();
+	int64_t now = mono_now();
 
 	if (!t)
 		return 0;
@@ -179,7 +181,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
 		return 0;
 	}
 	if (enc) {
-		if (now - t->keys[0].born >= t->rotate) {
+		if (now - t->keys[0].born >= (int64_t)t->rotate * 1000) {
 			struct ticket_key fresh;
 			if (new_key(&fresh, now) == 0) {
 				t->keys[1] = t->keys[0];
@@ -191,7 +193,7 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
 		found = 0;
 	} else {
 		for (int i = 0; i < t->nkeys; i++)
-			if (memcmp(name, t->keys[i].name, 16) == 0 && now - t->keys[i].born < 2 * (time_t)t->rotate)
+			if (memcmp(name, t->keys[i].name, 16) == 0 && now - t->keys[i].born < 2 * (int64_t)t->rotate * 1000)
 				found = i;
 	}
 	if (found >= 0)

@@ -1,7 +1,8 @@
 /* libFuzzer target for the statement classifier. Besides crashes (libpg_query included), it
  * checks what the classifier promises: entries in range and in order; the lexical filter drops
  * nothing the exhaustive parse finds (so classify_sql equals classify_sql_exhaustive, and
- * classify_maybe_session is true whenever a session statement is there); and each entry's text,
+ * classify_maybe_session is true whenever a session statement is there, and its SELECT shortcut
+ * answers what its full lexical pass does); and each entry's text,
  * classified alone, is one statement that classifies the same. The input is an exact-size heap
  * copy without a NUL, so ASan flags a read even one byte past it. */
 #include <stdint.h>
@@ -65,6 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(sql, data, size);
 	textlen = strnlen(sql, size);
 	maybe = classify_maybe_session(sql, size);
+	/* The SELECT shortcut answers what the full lexical pass answers. */
+	check(maybe == classify_maybe_session_opts(sql, size, CLASSIFY_O_NO_SHORTCUT));
 
 	check(classify_sql(sql, size, &r) == 0);
 	check(classify_sql_exhaustive(sql, size, &ex) == 0);
@@ -119,6 +122,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* standard_conforming_strings = off: the filter still drops nothing the parser finds. */
 	bool maybe_bs = classify_maybe_session_opts(sql, size, CLASSIFY_O_BACKSLASH_QUOTES);
+	check(maybe_bs == classify_maybe_session_opts(sql, size, CLASSIFY_O_BACKSLASH_QUOTES | CLASSIFY_O_NO_SHORTCUT));
 	check(classify_sql_opts(sql, size, CLASSIFY_O_BACKSLASH_QUOTES, &r) == 0);
 	check(classify_sql_exhaustive_opts(sql, size, CLASSIFY_O_BACKSLASH_QUOTES, &ex) == 0);
 	check_shape(&r, textlen);

@@ -442,11 +442,66 @@ static void lex_sql(const unsigned char *s, size_t n, bool stop_early, bool back
 	}
 }
 
+/* Bytes the SELECT shortcut stops at: what could start a call, a quoted name or a dollar
+ * quote (1), a ';' (2), the first letter of "temp" (3) or of "execute" (4). */
+static const unsigned char shortcut_class[256] = {
+	['('] = 1, ['"'] = 1, ['$'] = 1, [';'] = 2, ['t'] = 3, ['T'] = 3, ['e'] = 4, ['E'] = 4,
+};
+
+/* s[0, n) starts with word (lower case), ignoring ASCII case. */
+static bool starts_word_ci(const unsigned char *s, size_t n, const char *word, size_t k)
+{
+	if (n < k)
+		return false;
+	for (size_t i = 0; i < k; i++)
+		if (lower_ascii(s[i]) != (unsigned char)word[i])
+			return false;
+	return true;
+}
+
+/* The shortcut before lex_sql, for the commonest text of all: one SELECT (a trailing ';'
+ * allowed) with no '(', '"' or '$' anywhere but in parameters ($ and digits), and neither
+ * "temp" nor "execute" in any case, comments and literals included. lex_sql finds nothing in such a text (its first word is
+ * SELECT and no other word starts a statement; no bracket, so no call; no quoted name; no
+ * pg_temp, TEMP or EXECUTE word), so it need not run: it cost ~1,500 instructions of the
+ * ~7,500 that tusk spends relaying a pgbench -S transaction (bench/instructions.sh). The
+ * fuzzer checks that the answer is lex_sql's (CLASSIFY_O_NO_SHORTCUT). */
+static bool plain_select(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n && is_space(s[i]))
+		i++;
+	if (!starts_word_ci(s + i, n - i, "select", 6) || (i + 6 < n && is_ident_cont(s[i + 6])))
+		return false;
+	for (i += 6; i < n; i++) {
+		unsigned char k = shortcut_class[s[i]];
+		if (k == 0)
+			continue;
+		if (k == 1) {
+			/* $1, $2 ...: a parameter, as lex_sql reads a '$' that opens no $tag$ quote */
+			if (s[i] != '$' || i + 1 >= n || s[i + 1] < '0' || s[i + 1] > '9')
+				return false;
+			while (i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '9')
+				i++;
+		} else if (k == 2) { /* only ';' and spaces to the end */
+			for (; i < n; i++)
+				if (s[i] != ';' && !is_space(s[i]))
+					return false;
+			return true;
+		} else if (k == 3 ? starts_word_ci(s + i, n - i, "temp", 4) : starts_word_ci(s + i, n - i, "execute", 7)) {
+			return false;
+		}
+	}
+	return true;
+}
+
 bool classify_maybe_session_opts(const char *sql, size_t len, unsigned opts)
 {
 	struct lex lx;
 
 	if (sql == NULL || len == 0)
+		return false;
+	if (!(opts & CLASSIFY_O_NO_SHORTCUT) && plain_select((const unsigned char *)sql, len))
 		return false;
 	lex_sql((const unsigned char *)sql, len, true, (opts & CLASSIFY_O_BACKSLASH_QUOTES) != 0, &lx);
 	return lx.session || lx.call;

@@ -140,6 +140,8 @@ bool classify_maybe_session(const char *sql, size_t len);
 /* Options of the _opts variants (the plain functions pass 0). */
 #define CLASSIFY_O_BACKSLASH_QUOTES 0x01u /* the session has standard_conforming_strings = off:
                                            * '...' takes backslash escapes, as the server reads it */
+#define CLASSIFY_O_NO_SHORTCUT 0x02u      /* classify_maybe_session_opts: always the full lexical
+                                           * pass (tests and the fuzzer compare the shortcut with it) */
 bool classify_maybe_session_opts(const char *sql, size_t len, unsigned opts);
 
 /* Classifies sql[0, len) (need not be NUL-terminated; the text ends at the first NUL byte, as

@@ -707,12 +707,72 @@ static void test_threads(void **state)
 	}
 }
 
+/* The SELECT shortcut of classify_maybe_session answers what the full lexical pass answers:
+ * over texts made to sit on its edges, and over 200,000 random soups of the tokens that
+ * matter to it (both settings of standard_conforming_strings). */
+static void test_select_shortcut_agrees(void **state)
+{
+	(void)state;
+	static const char *const texts[] = {
+		"SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+		"select 1", "SELECT", "select;", "select 1 ;  ;\n", "  \t\fSELECT * FROM t",
+		"selectx 1", "select_1", "select$1", "SELECT 1; SET x = 1", "SELECT 1; select 2",
+		"SELECT 1 INTO TEMP t", "SELECT * INTO temporary t FROM x", "SELECT pg_temp.f", "select x from pg_temp.t",
+		"SELECT 1 -- ; set x\n", "SELECT '; set x'", "SELECT e'\\'; set x = 1; --'", "SELECT 1 /* ; */",
+		"SELECT execute FROM t", "SELECT x AS executed", "SELECT \"a\" FROM t", "SELECT $$a$$",
+		"SELECT a FROM t WHERE b = $1", "SELECT $1$x$", "SELECT $12, $3;", "SELECT $1$$; set x = 1; $$",
+		"SELECT $a$; set x; $a$", "SELECT x$1", "SELECT $", "SELECT 1 $", "SELECT $1 $2$",
+		"SELECT f(1)", "SELECT count(*) FROM t", "SELECT U&\"pg_temp\"", "SELECT 1 FOR UPDATE",
+		"SELECT a, b FROM t WHERE c = 'temp'", "sElEcT 1", "SELECT\n1", "SELECT 1;;;",
+		"SELECT 1;\nEXECUTE p", "SELECT 1 \\; SET x", "/* c */ SELECT 1", "-- c\nSELECT 1",
+		"SELECT a FROM set", "SELECT reset FROM discard", "SELECT 1 WHERE listen = 2",
+	};
+	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+		const char *t = texts[i];
+		for (unsigned bs = 0; bs <= CLASSIFY_O_BACKSLASH_QUOTES; bs++)
+			if (classify_maybe_session_opts(t, strlen(t), bs) !=
+			    classify_maybe_session_opts(t, strlen(t), bs | CLASSIFY_O_NO_SHORTCUT))
+				fail_msg("shortcut disagrees (opts %u): %s", bs, t);
+	}
+	static const char *const toks[] = {
+		"select", "SELECT", " ", "\t", "\n", ";", "(", ")", "\"", "'", "$", "$$", "e'", "U&", "--", "/*", "*/",
+		"temp", "TEMP", "pg_temp", "execute", "EXECUTE", "set", "do", "call", "create", "into", "x", "1",
+		"\\", ".", "pg_catalog", "f", "lower", "*", "e", "t", "E", "T", "exec", "te", "$1", "$2$", "$a$", "0", "$9x",
+	};
+	enum { NT = sizeof toks / sizeof toks[0] };
+	unsigned seed = 12345;
+	char buf[256];
+	for (int round = 0; round < 200000; round++) {
+		size_t len = 0;
+		int ntok = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 12;
+		if (round % 2 == 0) { /* most of the soups start with SELECT, where the shortcut works */
+			memcpy(buf, "select ", 7);
+			len = 7;
+		}
+		for (int k = 0; k < ntok; k++) {
+			const char *tk = toks[((seed = seed * 1103515245u + 12345u) >> 16) % NT];
+			size_t tl = strlen(tk);
+			if (len + tl >= sizeof buf)
+				break;
+			memcpy(buf + len, tk, tl);
+			len += tl;
+		}
+		for (unsigned bs = 0; bs <= CLASSIFY_O_BACKSLASH_QUOTES; bs++)
+			if (classify_maybe_session_opts(buf, len, bs) !=
+			    classify_maybe_session_opts(buf, len, bs | CLASSIFY_O_NO_SHORTCUT)) {
+				buf[len] = 0;
+				fail_msg("shortcut disagrees (opts %u): %s", bs, buf);
+			}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_every_kind),
 		cmocka_unit_test(test_every_kind_is_covered),
 		cmocka_unit_test(test_maybe_session),
+		cmocka_unit_test(test_select_shortcut_agrees),
 		cmocka_unit_test(test_calls),
 		cmocka_unit_test(test_backslash_quotes),
 		cmocka_unit_test(test_multi_statement),

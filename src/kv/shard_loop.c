@@ -21,10 +21,11 @@
 #include "worker/worker.h"
 
 #define CONNECT_TIMEOUT_S 5.0 /* as kv_conn_open's connect_timeout */
-/* Connections per shard on one worker. Calls share the first that answers them promptly
- * (pipelined); a call waits behind one that has been out longer than STUCK_S (a row lock, a
- * slow shard) only when all of them are that busy: one slow call holds up no other, as the
- * router's four threads did not either. More connect only while the ones there are stuck. */
+/* Connections per shard on one worker. A call takes an idle one, else opens another (up to
+ * KV_LOOP_CONNS: concurrent calls then run on as many server processes, as on the router's
+ * four threads, not one after the other), else is pipelined behind the calls of the one with
+ * the fewest in flight; one whose oldest call has been out longer than STUCK_S (a row lock, a
+ * slow shard) gets no more while another can take it, so one slow call holds up no other. */
 #define KV_LOOP_CONNS 4
 #define STUCK_S 0.1
 
@@ -42,6 +43,7 @@ struct kv_lconn {
 	ev_timer timer;             /* the connect's deadline, or the oldest sent call's */
 	uint32_t prepared;          /* bit op: op's statement sent to be prepared on this connection */
 	struct kv_job *sent, *sent_tail; /* sent, answered in this order */
+	int nsent;
 	struct kv_job *wait, *wait_tail; /* waiting for the connect */
 };
 
@@ -266,6 +268,7 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 	job->stage = STAGE_EXEC;
 	job->sent = ev_now(lc->l->w->loop);
 	push(&lc->sent, &lc->sent_tail, job); /* from here it is in flight: a failure below is a loss */
+	lc->nsent++;
 	if (!(lc->prepared & (1u << op))) {
 		if (!PQsendPrepare(lc->conn, name, kv_op_sql[op], kv_op_nparams[op], NULL))
 			goto err_lost;
@@ -302,6 +305,7 @@ static void lost(struct kv_lconn *lc, bool timed_out)
 
 	conn_error(lc->conn, err, sizeof err);
 	lc->sent = lc->sent_tail = NULL;
+	lc->nsent = 0;
 	lc_close(lc);
 	while (sent) {
 		struct kv_job *job = sent;
@@ -351,6 +355,7 @@ static void take_results(struct kv_lconn *lc)
 		idle_nulls = 0;
 		switch (PQresultStatus(res)) {
 		case PGRES_PIPELINE_SYNC:
+			lc->nsent--;
 			lc->sent = job->next;
 			if (!lc->sent)
 				lc->sent_tail = NULL;
@@ -484,8 +489,8 @@ static struct kv_loop *loop_new(struct kv_router *r, struct worker *w)
 	return l;
 }
 
-/* The connection of shard a call goes to: an idle one, else one whose oldest call is
- * recent (pipelined behind it), else one connecting, else a closed one (connected now), else
+/* The connection of shard a call goes to: an idle one, else a closed one (connected now),
+ * else the one with the fewest calls in flight that is not stuck, else one connecting, else
  * the one whose oldest call is youngest. */
 static struct kv_lconn *pick(struct kv_loop *l, int shard)
 {
@@ -500,7 +505,7 @@ static struct kv_lconn *pick(struct kv_loop *l, int shard)
 			if (!lc->sent)
 				return lc;
 			if (now - lc->sent->sent < STUCK_S) {
-				if (!busy)
+				if (!busy || lc->nsent < busy->nsent)
 					busy = lc;
 			} else if (!stuck || lc->sent->sent > stuck->sent->sent) {
 				stuck = lc;
@@ -516,7 +521,7 @@ static struct kv_lconn *pick(struct kv_loop *l, int shard)
 			break;
 		}
 	}
-	return busy ? busy : connecting ? connecting : closed ? closed : stuck;
+	return closed ? closed : busy ? busy : connecting ? connecting : stuck;
 }
 
 void kv_loop_submit(struct kv_router *r, struct kv_job *job)
@@ -565,6 +570,7 @@ void kv_loop_stop(struct kv_router *r, struct kv_loop *l)
 		struct kv_lconn *lc = &l->conns[i];
 		struct kv_job *sent = lc->sent, *wait = lc->wait;
 		lc->sent = lc->sent_tail = lc->wait = lc->wait_tail = NULL;
+		lc->nsent = 0;
 		lc_close(lc);
 		fail_all(sent, "57P01", "terminating kv call because tusk is shutting down");
 		fail_all(wait, "57P01", "terminating kv call because tusk is shutting down");

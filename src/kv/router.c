@@ -301,6 +301,7 @@ const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2,
 };
 _Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 32, "the prepared mask holds one bit per op");
+_Static_assert(KV_OP_COUNT + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 
 /* op's statement on conn (prepared there first if it is not yet): its result, NULL when out
  * of memory. A failed PQprepare's result is returned as the call's. */

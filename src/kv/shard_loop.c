@@ -106,11 +106,14 @@ static void conn_error(PGconn *conn, char *err, size_t cap)
 		snprintf(err, cap, "unknown error");
 }
 
-static void watch(struct kv_lconn *lc, int fd, int events)
+/* Watch fd for events (0: stop). With anew, even when fd and events are what io has: while it
+ * connects, libpq may close its socket and open another (the next address, a retry without
+ * TLS) that reuses the number, which an epoll loop must be told of again. */
+static void watch_fd(struct kv_lconn *lc, int fd, int events, bool anew)
 {
 	struct ev_loop *loop = lc->l->w->loop;
 
-	if (fd == lc->fd && events == lc->events && (ev_is_active(&lc->io) || !events))
+	if (!anew && fd == lc->fd && events == lc->events && (ev_is_active(&lc->io) || !events))
 		return;
 	ev_io_stop(loop, &lc->io);
 	lc->fd = fd;
@@ -119,6 +122,11 @@ static void watch(struct kv_lconn *lc, int fd, int events)
 		ev_io_set(&lc->io, fd, events);
 		ev_io_start(loop, &lc->io);
 	}
+}
+
+static void watch(struct kv_lconn *lc, int fd, int events)
+{
+	watch_fd(lc, fd, events, false);
 }
 
 static void lc_close(struct kv_lconn *lc)
@@ -189,10 +197,10 @@ static void connect_poll(struct kv_lconn *lc)
 {
 	switch (PQconnectPoll(lc->conn)) {
 	case PGRES_POLLING_READING:
-		watch(lc, PQsocket(lc->conn), EV_READ);
+		watch_fd(lc, PQsocket(lc->conn), EV_READ, true);
 		return;
 	case PGRES_POLLING_WRITING:
-		watch(lc, PQsocket(lc->conn), EV_WRITE);
+		watch_fd(lc, PQsocket(lc->conn), EV_WRITE, true);
 		return;
 	case PGRES_POLLING_OK:
 		connect_ready(lc);

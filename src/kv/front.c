@@ -419,7 +419,7 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 		ks->v.skipping = !simple;
 		return false;
 	}
-	ks->msg = calloc(1, sizeof *ks->msg);
+	ks->msg = worker_msg_new(); /* recycled by the worker after on_answer */
 	if (!ks->msg) {
 		vdb_error(&ks->v, "53200", "out of memory");
 		ks->v.skipping = !simple;

@@ -632,7 +632,7 @@ static void submit(struct resp_conn *c, enum step step)
 		reply_error(c, "ERR tusk: kv routing is not running (see tusk's log)");
 		return;
 	}
-	c->msg = calloc(1, sizeof *c->msg);
+	c->msg = worker_msg_new(); /* recycled by the worker after on_answer */
 	if (!c->msg) {
 		reply_error(c, "ERR out of memory");
 		return;

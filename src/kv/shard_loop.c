@@ -269,10 +269,14 @@ static void arm_call_timer(struct kv_lconn *lc)
 
 static void send_call(struct kv_lconn *lc, struct kv_job *job)
 {
-	char name[32];
+	/* router.c's names ("tusk_kv_<op>"), without a printf per call */
+	char name[16] = "tusk_kv_";
 	enum kv_op op = job->op;
-
-	snprintf(name, sizeof name, "tusk_kv_%d", (int)op);
+	int n = 8;
+	if (op >= 10)
+		name[n++] = (char)('0' + op / 10);
+	name[n++] = (char)('0' + op % 10);
+	name[n] = '\0';
 	job->stage = STAGE_EXEC;
 	job->sent = ev_now(lc->l->w->loop);
 	push(&lc->sent, &lc->sent_tail, job); /* from here it is in flight: a failure below is a loss */

@@ -394,14 +394,17 @@ static bool bind_call(struct kv_session *ks, const struct kv_stmt *st, const str
 
 static void on_answer(struct worker *w, struct worker_msg *m);
 
-/* On the router's thread: hand the answer to the client's worker. */
+/* On the router's thread, or the worker's (job->local): hand the answer to the client's worker. */
 static void answer_done(struct kv_job *job)
 {
 	struct kv_session *ks = job->arg;
 	struct worker_msg *m = ks->msg;
 
 	ks->msg = NULL;
-	worker_post(ks->worker, m); /* its mutex orders the job's output before on_answer */
+	if (job->local)
+		worker_post_local(ks->worker, m); /* ran on this worker's loop */
+	else
+		worker_post(ks->worker, m); /* its mutex orders the job's output before on_answer */
 }
 
 /* Hand the bound call to the router. The session stays busy until on_answer. false after
@@ -416,7 +419,7 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 		ks->v.skipping = !simple;
 		return false;
 	}
-	ks->msg = calloc(1, sizeof *ks->msg);
+	ks->msg = worker_msg_new(); /* recycled by the worker after on_answer */
 	if (!ks->msg) {
 		vdb_error(&ks->v, "53200", "out of memory");
 		ks->v.skipping = !simple;
@@ -426,6 +429,7 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 	ks->msg->arg = ks;
 	ks->job.done = answer_done;
 	ks->job.arg = ks;
+	ks->job.worker = ks->worker;
 	ks->v.busy = true;
 	ks->v.busy_simple = simple;
 	ks->busy_call = call;

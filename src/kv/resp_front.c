@@ -562,7 +562,10 @@ static void answer_done(struct kv_job *job)
 	struct resp_conn *c = job->arg;
 	struct worker_msg *m = c->msg;
 	c->msg = NULL;
-	worker_post(c->worker, m);
+	if (job->local)
+		worker_post_local(c->worker, m); /* ran on this worker's loop */
+	else
+		worker_post(c->worker, m);
 }
 
 static void vals_reset(struct resp_conn *c)
@@ -629,7 +632,7 @@ static void submit(struct resp_conn *c, enum step step)
 		reply_error(c, "ERR tusk: kv routing is not running (see tusk's log)");
 		return;
 	}
-	c->msg = calloc(1, sizeof *c->msg);
+	c->msg = worker_msg_new(); /* recycled by the worker after on_answer */
 	if (!c->msg) {
 		reply_error(c, "ERR out of memory");
 		return;
@@ -638,6 +641,7 @@ static void submit(struct resp_conn *c, enum step step)
 	c->msg->arg = c;
 	c->job.done = answer_done;
 	c->job.arg = c;
+	c->job.worker = c->worker;
 	c->step = step;
 	c->busy = true;
 	kv_router_submit(r, &c->job);
@@ -1673,11 +1677,19 @@ static void resp_stop(struct worker *w, const char *reason)
 		conn_close(rw->head);
 }
 
+/* The worker stops: its Redis connections, then the shard connections its kv calls (SQL and
+ * Redis clients') run on (router.c keeps those; this tenant is kv's only one). */
+static void kv_worker_stop(struct worker *w, const char *reason)
+{
+	resp_stop(w, reason);
+	kv_router_worker_stop(atomic_load_explicit(&w->rt->kv_router, memory_order_acquire), w);
+}
+
 struct worker_hooks kv_resp_worker_hooks = {
 	.name = "kv redis",
 	.size = sizeof(struct resp_worker),
 	.drain = resp_stop,
-	.stop = resp_stop,
+	.stop = kv_worker_stop,
 };
 
 void kv_resp_register(void)

@@ -4,8 +4,11 @@
  * at all; a connection lost after a write was sent is reported as such (the write may have
  * committed), never retried behind the client's back. */
 #include "kv/router.h"
+#include "kv/router_int.h"
 
 #include <errno.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include "pq/pq.h"
 #include <poll.h>
 #include <stdarg.h>
@@ -21,40 +24,13 @@
 #include "kv/hash.h"
 #include "kv/schema.h"
 #include "util/log.h"
+#include "worker/worker.h"
 
 #define CATALOG_RETRY_S 1.0
-
-struct kv_exec {
-	struct kv_router *r;
-	pthread_t thread;
-	bool started;
-	PGconn **conns; /* per shard, opened on first use; this thread's own */
-	uint32_t *prepared; /* per shard: bit op set once that connection prepared op's statement */
-	int nconns;
-};
-
-struct kv_router {
-	pthread_mutex_t mu;  /* protects the queue, stop, and sleeps on cv */
-	pthread_cond_t cv;
-	struct kv_job *head, *tail;
-	bool stop;
-	struct kv_exec exec[KV_ROUTER_THREADS];
-	/* the catalog's part routing needs, under cat_mu (read once it answers) */
-	pthread_mutex_t cat_mu;
-	int nshards;         /* 0: not read yet */
-	int instance_id;
-	char host[256];
-	int port;
-	double cat_tried;    /* CLOCK_MONOTONIC of the last failed read */
-	char cat_err[KV_ERR_MAX];
-	/* set at start, read-only */
-	char zone[64];
-	char catalog_host[256];
-	int catalog_port;
-	char catalog_db[CONFIG_NAME_MAX];
-	char *replicator_password; /* the catalog is read as kv_replicator, like replication does */
-	char *client_password;     /* the shards are called as kv_client: the API functions only */
-};
+/* A worker waits this long for a shard's answer to a call, then drops the connection: the
+ * shard's statement_timeout (60 s, kv/conn.c) and a margin, so a shard that stopped
+ * answering (a hung host, a lost network) holds no call forever. */
+#define KV_CALL_TIMEOUT_S 65.0
 
 static double now_mono(void)
 {
@@ -63,8 +39,7 @@ static double now_mono(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-__attribute__((format(printf, 3, 4)))
-static void job_fail(struct kv_job *job, const char *sqlstate, const char *fmt, ...)
+void kv_job_fail(struct kv_job *job, const char *sqlstate, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -76,8 +51,7 @@ static void job_fail(struct kv_job *job, const char *sqlstate, const char *fmt, 
 	va_end(ap);
 }
 
-/* The shard's own error, forwarded as PostgreSQL sent it. */
-static void job_fail_result(struct kv_job *job, const PGresult *res, PGconn *conn)
+void kv_job_fail_result(struct kv_job *job, const PGresult *res, PGconn *conn)
 {
 	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
@@ -141,6 +115,46 @@ static bool add_row(struct kv_job *job, int ncols, const char *const *vals, cons
 
 /* ---- catalog ---- */
 
+/* The instance's addresses for the workers' connects (a connect on a worker's loop must not
+ * wait for DNS: libpq resolves a host name inside PQconnectStartParams), then on_loops. Here,
+ * on a router thread, once. A host that does not resolve leaves every call to the threads,
+ * which report it as they always did. */
+static void resolve_instance(struct kv_router *r)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+	size_t na = 0, nh = 0;
+	int n = 0;
+
+	if (r->host[0] == '/' || r->host[0] == '@') {
+		/* A Unix socket: its connect does not block, and libpq takes it without hostaddr. */
+		r->hostaddr[0] = '\0';
+		snprintf(r->hosts, sizeof r->hosts, "%s", r->host);
+		atomic_store_explicit(&r->on_loops, true, memory_order_release);
+		return;
+	}
+	int rc = getaddrinfo(r->host, NULL, &hints, &res);
+	if (rc != 0) {
+		log_warn(NULL, NULL, "kv: %s does not resolve (%s): every call runs on the router's threads", r->host,
+			 gai_strerror(rc));
+		return;
+	}
+	for (struct addrinfo *ai = res; ai && n < KV_HOSTADDR_MAX; ai = ai->ai_next) {
+		char num[NI_MAXHOST];
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof num, NULL, 0, NI_NUMERICHOST) != 0)
+			continue;
+		if (strstr(r->hostaddr, num)) /* getaddrinfo repeats an address per protocol */
+			continue;
+		if (na + strlen(num) + 2 > sizeof r->hostaddr || nh + strlen(r->host) + 2 > sizeof r->hosts)
+			break;
+		na += (size_t)snprintf(r->hostaddr + na, sizeof r->hostaddr - na, "%s%s", n ? "," : "", num);
+		nh += (size_t)snprintf(r->hosts + nh, sizeof r->hosts - nh, "%s%s", n ? "," : "", r->host);
+		n++;
+	}
+	freeaddrinfo(res);
+	if (n > 0)
+		atomic_store_explicit(&r->on_loops, true, memory_order_release);
+}
+
 /* The shard count and this zone's instance: 0, or -EAGAIN with the reason in err. */
 static int ensure_catalog(struct kv_router *r, int *nshards, char err[KV_ERR_MAX])
 {
@@ -180,6 +194,7 @@ static int ensure_catalog(struct kv_router *r, int *nshards, char err[KV_ERR_MAX
 			r->port = best->port;
 			log_info(NULL, NULL, "kv: routing calls to instance %d (%s:%d), %d shards", best->id, r->host,
 				 r->port, r->nshards);
+			resolve_instance(r);
 		}
 	}
 	if (crc == 0)
@@ -219,13 +234,13 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 	if (x->nconns <= shard) {
 		PGconn **c = realloc(x->conns, (size_t)r->nshards * sizeof *c);
 		if (!c) {
-			job_fail(job, "53200", "out of memory");
+			kv_job_fail(job, "53200", "out of memory");
 			return NULL;
 		}
 		x->conns = c;
 		uint32_t *pr = realloc(x->prepared, (size_t)r->nshards * sizeof *pr);
 		if (!pr) {
-			job_fail(job, "53200", "out of memory");
+			kv_job_fail(job, "53200", "out of memory");
 			return NULL;
 		}
 		x->prepared = pr;
@@ -245,15 +260,14 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 				  .password = r->client_password };
 	x->conns[shard] = kv_conn_open(&ep, "tusk kv router", err);
 	if (!x->conns[shard]) {
-		job_fail(job, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s", db, r->instance_id,
+		kv_job_fail(job, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s", db, r->instance_id,
 			 r->host, r->port, r->zone, err);
 		return NULL;
 	}
 	return x->conns[shard];
 }
 
-/* A call that writes nothing: safe to run again. */
-static bool op_is_read(enum kv_op op)
+bool kv_op_is_read(enum kv_op op)
 {
 	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
 	       op == KV_OP_SCAN || op == KV_OP_COUNT;
@@ -262,7 +276,7 @@ static bool op_is_read(enum kv_op op)
 /* The one statement of each op, prepared once per connection (PQprepare) and then run
  * with PQexecPrepared: the shard neither parses nor plans the call text again (measured in
  * docs/kv.md, "Speed": the unnamed statement of PQexecParams cost as much as the call). */
-static const char *const op_sql[] = {
+const char *const kv_op_sql[KV_OP_COUNT_ALL] = {
 	[KV_OP_GET] = "SELECT kv.get($1, $2)",
 	[KV_OP_PUT] = "SELECT kv.put($1, $2, $3::jsonb, $4::interval)",
 	[KV_OP_DELETE] = "SELECT kv.delete($1, $2)",
@@ -280,13 +294,14 @@ static const char *const op_sql[] = {
 	[KV_OP_SCAN] = "SELECT key, value FROM kv.scan($1, $2, $3, $4::int)",
 	[KV_OP_COUNT] = "SELECT kv.count($1, $2)",
 };
-static const int op_nparams[] = {
+const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3, [KV_OP_GET_MANY] = 2,
 	[KV_OP_GET_META] = 2, [KV_OP_PUT_IF_VERSION] = 5, [KV_OP_PUT_IF_ABSENT] = 4, [KV_OP_DELETE_IF_VERSION] = 3,
 	[KV_OP_TOUCH] = 3, [KV_OP_INCR] = 3, [KV_OP_COUNTER] = 2, [KV_OP_PUT_MANY] = 4, [KV_OP_DELETE_MANY] = 2,
 	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2,
 };
-_Static_assert(sizeof op_sql / sizeof op_sql[0] <= 32, "the prepared mask holds one bit per op");
+_Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 32, "the prepared mask holds one bit per op");
+_Static_assert(KV_OP_COUNT + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 
 /* op's statement on conn (prepared there first if it is not yet): its result, NULL when out
  * of memory. A failed PQprepare's result is returned as the call's. */
@@ -295,13 +310,13 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, enum 
 	char name[32];
 	snprintf(name, sizeof name, "tusk_kv_%d", (int)op);
 	if (!(x->prepared[shard] & (1u << op))) {
-		PGresult *res = PQprepare(conn, name, op_sql[op], op_nparams[op], NULL);
+		PGresult *res = PQprepare(conn, name, kv_op_sql[op], kv_op_nparams[op], NULL);
 		if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
 			return res;
 		PQclear(res);
 		x->prepared[shard] |= 1u << op;
 	}
-	return PQexecPrepared(conn, name, op_nparams[op], params, NULL, NULL, 0);
+	return PQexecPrepared(conn, name, kv_op_nparams[op], params, NULL, NULL, 0);
 }
 
 /* Run op's statement on shard. The result (tuples), or NULL with the job failed. */
@@ -313,7 +328,7 @@ static PGresult *shard_exec(struct kv_exec *x, int shard, enum kv_op op, const c
 	PGresult *res = exec_prepared(x, conn, shard, op, params);
 	if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
 		return res;
-	if (PQstatus(conn) != CONNECTION_OK && op_is_read(job->op)) {
+	if (PQstatus(conn) != CONNECTION_OK && kv_op_is_read(job->op)) {
 		/* A read is safe to run again: once, on a new connection (the old one may have died
 		 * between the liveness check and the call). */
 		PQclear(res);
@@ -332,16 +347,16 @@ static PGresult *shard_exec(struct kv_exec *x, int shard, enum kv_op op, const c
 		for (char *p = err; *p; p++)
 			if (*p == '\n')
 				*p = ' ';
-		job_fail(job, "08006", "connection to kv shard %s%d of instance %d (%s:%d) lost during the call%s: %s",
+		kv_job_fail(job, "08006", "connection to kv shard %s%d of instance %d (%s:%d) lost during the call%s: %s",
 			 KV_SHARD_DB_PREFIX, shard, x->r->instance_id, x->r->host, x->r->port,
-			 op_is_read(job->op) ? "" : " (the write may or may not have been applied)",
+			 kv_op_is_read(job->op) ? "" : " (the write may or may not have been applied)",
 			 err);
 		PQfinish(conn);
 		x->conns[shard] = NULL;
 	} else if (res) {
-		job_fail_result(job, res, conn);
+		kv_job_fail_result(job, res, conn);
 	} else {
-		job_fail(job, "53200", "out of memory");
+		kv_job_fail(job, "53200", "out of memory");
 	}
 	PQclear(res);
 	return NULL;
@@ -350,29 +365,34 @@ static PGresult *shard_exec(struct kv_exec *x, int shard, enum kv_op op, const c
 static void run_single(struct kv_exec *x, int nshards, struct kv_job *job)
 {
 	const char *const *params = job->args;
-	if ((size_t)job->op >= sizeof op_sql / sizeof op_sql[0] || !op_sql[job->op] || job->op == KV_OP_GET_MANY) {
-		job_fail(job, "XX000", "kv: no single-shard form of kv.%s", kv_op_name(job->op));
+	if ((size_t)job->op >= sizeof kv_op_sql / sizeof kv_op_sql[0] || !kv_op_sql[job->op] || job->op == KV_OP_GET_MANY) {
+		kv_job_fail(job, "XX000", "kv: no single-shard form of kv.%s", kv_op_name(job->op));
 		return;
 	}
 	int shard = kv_shard_of(job->ns, strlen(job->ns), job->key, strlen(job->key), nshards);
 
 	if (shard < 0) {
-		job_fail(job, "XX000", "bad shard count %d", nshards);
+		kv_job_fail(job, "XX000", "bad shard count %d", nshards);
 		return;
 	}
 	PGresult *res = shard_exec(x, shard, job->op, params, job);
 	if (!res)
 		return;
+	kv_job_single(job, res, shard);
+	PQclear(res);
+}
+
+void kv_job_single(struct kv_job *job, const PGresult *res, int shard)
+{
 	if (PQntuples(res) != 1 || PQnfields(res) != 1) {
-		job_fail(job, "XX000", "kv shard %s%d answered %d rows of %d columns", KV_SHARD_DB_PREFIX, shard,
+		kv_job_fail(job, "XX000", "kv shard %s%d answered %d rows of %d columns", KV_SHARD_DB_PREFIX, shard,
 			 PQntuples(res), PQnfields(res));
 	} else {
 		const char *v = PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0);
 		int len = PQgetlength(res, 0, 0);
 		if (!add_row(job, 1, &v, &len))
-			job_fail(job, "53200", "out of memory");
+			kv_job_fail(job, "53200", "out of memory");
 	}
-	PQclear(res);
 }
 
 struct kv_pair {
@@ -422,7 +442,7 @@ static bool collect_pairs(struct kv_job *job, PGresult *res, struct kv_pair **pa
 			size_t ncap = *cap ? *cap * 2 : 64;
 			struct kv_pair *p = realloc(*pairs, ncap * sizeof *p);
 			if (!p) {
-				job_fail(job, "53200", "out of memory");
+				kv_job_fail(job, "53200", "out of memory");
 				return false;
 			}
 			*pairs = p;
@@ -436,7 +456,7 @@ static bool collect_pairs(struct kv_job *job, PGresult *res, struct kv_pair **pa
 		if (!p->key || (!p->value && !PQgetisnull(res, row, 1))) {
 			free(p->key);
 			free(p->value);
-			job_fail(job, "53200", "out of memory");
+			kv_job_fail(job, "53200", "out of memory");
 			return false;
 		}
 		(*npairs)++;
@@ -453,7 +473,7 @@ static void send_pairs(struct kv_job *job, struct kv_pair *pairs, size_t npairs,
 		const char *v[2] = { pairs[i].key, pairs[i].value };
 		int l[2] = { pairs[i].klen, pairs[i].vlen };
 		if (!add_row(job, 2, v, l)) {
-			job_fail(job, "53200", "out of memory");
+			kv_job_fail(job, "53200", "out of memory");
 			break;
 		}
 	}
@@ -463,7 +483,7 @@ static void send_pairs(struct kv_job *job, struct kv_pair *pairs, size_t npairs,
 static bool add_count(struct kv_job *job, PGresult *res, int shard, long long *sum)
 {
 	if (PQntuples(res) != 1 || PQnfields(res) != 1 || PQgetisnull(res, 0, 0)) {
-		job_fail(job, "XX000", "kv shard %s%d answered %d rows of %d columns", KV_SHARD_DB_PREFIX, shard,
+		kv_job_fail(job, "XX000", "kv shard %s%d answered %d rows of %d columns", KV_SHARD_DB_PREFIX, shard,
 			 PQntuples(res), PQnfields(res));
 		return false;
 	}
@@ -477,7 +497,7 @@ static void send_count(struct kv_job *job, long long sum)
 	int n = snprintf(buf, sizeof buf, "%lld", sum);
 	const char *v = buf;
 	if (!add_row(job, 1, &v, &n))
-		job_fail(job, "53200", "out of memory");
+		kv_job_fail(job, "53200", "out of memory");
 }
 
 /* get_many, put_many, delete_many: the keys split by shard, one call per shard holding some
@@ -492,7 +512,7 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 	int done_shards = 0;
 
 	if (job->op == KV_OP_PUT_MANY && job->nvalues != job->nkeys) {
-		job_fail(job, "22023", "kv: put_many got %d keys and %d values", job->nkeys, job->nvalues);
+		kv_job_fail(job, "22023", "kv: put_many got %d keys and %d values", job->nkeys, job->nvalues);
 		return;
 	}
 	if (job->nkeys == 0) {
@@ -503,7 +523,7 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 	shard_of = malloc((size_t)job->nkeys * sizeof *shard_of);
 	idx = malloc((size_t)job->nkeys * sizeof *idx);
 	if (!shard_of || !idx) {
-		job_fail(job, "53200", "out of memory");
+		kv_job_fail(job, "53200", "out of memory");
 		goto out;
 	}
 	for (int i = 0; i < job->nkeys; i++)
@@ -519,7 +539,7 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 		char *vlit = job->op == KV_OP_PUT_MANY && lit ? array_literal(job->values, idx, n) : NULL;
 		if (!lit || (job->op == KV_OP_PUT_MANY && !vlit)) {
 			free(lit);
-			job_fail(job, "53200", "out of memory");
+			kv_job_fail(job, "53200", "out of memory");
 			break;
 		}
 		PGresult *res;
@@ -604,18 +624,24 @@ static void run_fanout(struct kv_exec *x, int nshards, struct kv_job *job)
 	free(pairs);
 }
 
+void kv_job_reset(struct kv_job *job)
+{
+	job->failed = false;
+	job->ours = false;
+	job->local = false;
+	job->sqlstate[0] = job->message[0] = job->detail[0] = job->hint[0] = '\0';
+	job->rows_len = 0;
+	job->nrows = 0;
+}
+
 static void run_job(struct kv_exec *x, struct kv_job *job)
 {
 	char err[KV_ERR_MAX];
 	int nshards;
 
-	job->failed = false;
-	job->ours = false;
-	job->sqlstate[0] = job->message[0] = job->detail[0] = job->hint[0] = '\0';
-	job->rows_len = 0;
-	job->nrows = 0;
+	kv_job_reset(job);
 	if (ensure_catalog(x->r, &nshards, err) < 0) {
-		job_fail(job, "57P03", "kv routing is not ready: %s", err);
+		kv_job_fail(job, "57P03", "kv routing is not ready: %s", err);
 		return;
 	}
 	if (job->op == KV_OP_GET_MANY || job->op == KV_OP_PUT_MANY || job->op == KV_OP_DELETE_MANY)
@@ -663,12 +689,25 @@ static void answer_stopped(struct kv_job *job)
 	job->rows_len = 0;
 	job->nrows = 0;
 	job->detail[0] = job->hint[0] = '\0';
-	job_fail(job, "57P01", "terminating kv call because tusk is shutting down");
+	kv_job_fail(job, "57P01", "terminating kv call because tusk is shutting down");
 	job->done(job);
+}
+
+/* A call the worker runs itself: one key, one shard, once routing is known. */
+static bool runs_on_loop(struct kv_router *r, const struct kv_job *job)
+{
+	return job->worker && job->worker->index < r->nloops && job->op != KV_OP_GET_MANY &&
+	       job->op != KV_OP_PUT_MANY && job->op != KV_OP_DELETE_MANY && job->op != KV_OP_SCAN &&
+	       job->op != KV_OP_COUNT && (size_t)job->op < KV_OP_COUNT_ALL && kv_op_sql[job->op] &&
+	       atomic_load_explicit(&r->on_loops, memory_order_acquire);
 }
 
 void kv_router_submit(struct kv_router *r, struct kv_job *job)
 {
+	if (runs_on_loop(r, job)) {
+		kv_loop_submit(r, job);
+		return;
+	}
 	job->next = NULL;
 	pthread_mutex_lock(&r->mu);
 	if (r->stop) {
@@ -710,6 +749,14 @@ int kv_router_start(const struct tusk_config *cfg, struct kv_router **out)
 		free(r);
 		return -ENOMEM;
 	}
+	r->nloops = cfg->workers > 0 ? cfg->workers : 0;
+	r->loops = r->nloops ? calloc((size_t)r->nloops, sizeof *r->loops) : NULL;
+	if (r->nloops && !r->loops)
+		r->nloops = 0; /* every call on the threads */
+	r->call_timeout = KV_CALL_TIMEOUT_S;
+	const char *t = getenv("TUSK_TEST_KV_CALL_TIMEOUT"); /* tests: seconds, to see the bound act */
+	if (t && strtod(t, NULL) > 0)
+		r->call_timeout = strtod(t, NULL);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_mutex_init(&r->cat_mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
@@ -736,6 +783,7 @@ void kv_router_stop(struct kv_router *r)
 		return;
 	pthread_mutex_lock(&r->mu);
 	r->stop = true;
+	atomic_store_explicit(&r->stopping, true, memory_order_relaxed);
 	struct kv_job *queued = r->head;
 	r->head = r->tail = NULL;
 	pthread_cond_broadcast(&r->cv);
@@ -752,11 +800,20 @@ void kv_router_stop(struct kv_router *r)
 	}
 }
 
+void kv_router_worker_stop(struct kv_router *r, struct worker *w)
+{
+	if (r && w->index < r->nloops && r->loops[w->index])
+		kv_loop_stop(r, r->loops[w->index]);
+}
+
 void kv_router_free(struct kv_router *r)
 {
 	if (!r)
 		return;
 	kv_router_stop(r);
+	for (int i = 0; i < r->nloops; i++)
+		kv_loop_free(r->loops[i]);
+	free(r->loops);
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->cat_mu);
 	pthread_mutex_destroy(&r->mu);

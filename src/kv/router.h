@@ -1,9 +1,10 @@
-/* The executor of routed kv calls (docs/kv.md, "Routing"): a few threads, each with its own
- * libpq connections (as kv_client) to the shard databases of this zone's instance, run the
- * calls that src/kv/front.c parsed on the workers. A call goes to the shard of its key
- * (kv_shard_of); get_many is split by shard and its rows merged in key order. Blocking libpq,
- * never on a worker's loop: a job is handed over through a mutex-guarded queue and its end
- * reported through job->done, on the router's thread. */
+/* The executor of routed kv calls (docs/kv.md, "Routing"): the calls that src/kv/front.c and
+ * resp_front.c parsed on the workers go to the shard of their key (kv_shard_of). A one-key
+ * call runs on its worker's own loop, on that worker's non-blocking, pipelined libpq
+ * connection to the shard (shard_loop.c); the calls of several shards (get_many, put_many,
+ * delete_many, scan, count), and every call until the catalog has been read, run on a few
+ * threads with blocking libpq, handed over through a mutex-guarded queue. Either way the
+ * end is reported through job->done: on the worker's thread (job->local) or a router's. */
 #ifndef TUSK_KV_ROUTER_H
 #define TUSK_KV_ROUTER_H
 
@@ -16,11 +17,13 @@
 
 struct tusk_config;
 struct kv_router;
+struct worker;
 
 #define KV_ROUTER_THREADS 4
 
 struct kv_job {
 	/* in: set by the submitter, read by the router (NUL-terminated; NULL = SQL NULL) */
+	struct worker *worker;         /* the submitter's, on whose thread kv_router_submit runs; NULL: a router thread runs it */
 	enum kv_op op;
 	const char *args[KV_CALL_MAX_ARGS]; /* the scalar arguments as texts, by position (NULL: SQL NULL or an array) */
 	const char *ns, *key;          /* args[0]; args[1] unless the op has no key */
@@ -38,18 +41,27 @@ struct kv_job {
 	uint8_t *rows;                 /* DataRow messages, ready to send; kept for reuse */
 	size_t rows_len, rows_cap;
 	uint64_t nrows;
+	bool local;                    /* done runs on job->worker's own thread (post with worker_post_local) */
 	/* delivery */
-	void (*done)(struct kv_job *job); /* on a router thread (or the submitter's, when stopped) */
+	void (*done)(struct kv_job *job); /* on a router thread, or the worker's (local) */
 	void *arg;
-	struct kv_job *next;           /* private: the queue */
+	/* private: the router's queue, or a worker's shard connection */
+	struct kv_job *next;
+	uint8_t stage;                 /* which result of the pipeline comes next */
+	bool retried;                  /* a read already sent again on a new connection */
+	double sent;                   /* the worker loop's time it was sent */
 };
 
 /* Start the router when cfg has a kv section (*out = NULL otherwise); the catalog is read on
  * the first call (and again a second after a failed read). 0 or -ENOMEM. */
 __attribute__((warn_unused_result))
 int kv_router_start(const struct tusk_config *cfg, struct kv_router **out);
-/* Queue job; done runs once it is answered. */
+/* Run job (on job->worker's thread when it has one); done runs once it is answered, perhaps
+ * before this returns (an error found at once, a stopped router). */
 void kv_router_submit(struct kv_router *r, struct kv_job *job);
+/* On w's thread, when w stops (its kv tenant's stop hook): answer w's calls in flight on
+ * shard connections 57P01 and close those connections. */
+void kv_router_worker_stop(struct kv_router *r, struct worker *w);
 /* Finish the calls running, answer the queued ones and every later submit with 57P01, and
  * join the threads. The router stays valid (for late submits) until kv_router_free. */
 void kv_router_stop(struct kv_router *r);

@@ -20,7 +20,8 @@
 	X(PQexecParams) X(PQexecPrepared) X(PQprepare) X(PQfinish) X(PQfreemem) X(PQgetisnull) X(PQgetvalue) X(PQnfields) X(PQntuples)       \
 	X(PQresultErrorField) X(PQresultStatus) X(PQsetNoticeProcessor) X(PQstatus) X(PQconnectdb)          \
 	X(PQconsumeInput) X(PQfnumber) X(PQgetlength) X(PQhost) X(PQnotifies) X(PQport) X(PQreset)           \
-	X(PQsocket)
+	X(PQsocket) X(PQconnectStartParams) X(PQconnectPoll) X(PQsetnonblocking) X(PQenterPipelineMode)        \
+	X(PQpipelineSync) X(PQsendPrepare) X(PQsendQueryPrepared) X(PQisBusy) X(PQgetResult) X(PQflush)
 
 /* Written once under pq_once, read-only afterwards (pthread_once orders it for every
  * thread that calls pq_loaded). */
@@ -67,6 +68,18 @@ static bool pq_loaded(void)
 PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values, int expand_dbname)
 {
 	return pq_loaded() ? pq.PQconnectdbParams(keywords, values, expand_dbname) : NULL;
+}
+
+/* The non-blocking start of a connection (kv's calls on the workers' loops, kv/shard_loop.c):
+ * NULL when libpq cannot be loaded, as PQconnectdbParams. */
+PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values, int expand_dbname)
+{
+	return pq_loaded() ? pq.PQconnectStartParams(keywords, values, expand_dbname) : NULL;
+}
+
+PostgresPollingStatusType PQconnectPoll(PGconn *conn)
+{
+	return conn && pq_loaded() ? pq.PQconnectPoll(conn) : PGRES_POLLING_FAILED;
 }
 
 ConnStatusType PQstatus(const PGconn *conn)
@@ -215,4 +228,47 @@ int PQfnumber(const PGresult *res, const char *field_name)
 int PQgetlength(const PGresult *res, int tup_num, int field_num)
 {
 	return res && pq_loaded() ? pq.PQgetlength(res, tup_num, field_num) : 0;
+}
+
+int PQsetnonblocking(PGconn *conn, int arg)
+{
+	return conn && pq_loaded() ? pq.PQsetnonblocking(conn, arg) : -1;
+}
+
+int PQenterPipelineMode(PGconn *conn)
+{
+	return conn && pq_loaded() ? pq.PQenterPipelineMode(conn) : 0;
+}
+
+int PQpipelineSync(PGconn *conn)
+{
+	return conn && pq_loaded() ? pq.PQpipelineSync(conn) : 0;
+}
+
+int PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, int nParams, const Oid *paramTypes)
+{
+	return conn && pq_loaded() ? pq.PQsendPrepare(conn, stmtName, query, nParams, paramTypes) : 0;
+}
+
+int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams, const char *const *paramValues,
+			const int *paramLengths, const int *paramFormats, int resultFormat)
+{
+	return conn && pq_loaded() ? pq.PQsendQueryPrepared(conn, stmtName, nParams, paramValues, paramLengths,
+							    paramFormats, resultFormat)
+				   : 0;
+}
+
+int PQisBusy(PGconn *conn)
+{
+	return conn && pq_loaded() ? pq.PQisBusy(conn) : 0;
+}
+
+PGresult *PQgetResult(PGconn *conn)
+{
+	return conn && pq_loaded() ? pq.PQgetResult(conn) : NULL;
+}
+
+int PQflush(PGconn *conn)
+{
+	return conn && pq_loaded() ? pq.PQflush(conn) : -1;
 }

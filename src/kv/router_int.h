@@ -1,0 +1,89 @@
+/* What the router's two executors share (router.c: the threads with blocking libpq;
+ * shard_loop.c: one-key calls on the worker's own loop with non-blocking libpq): the
+ * router's state, the statement of each op, and the job's output helpers. Internal to
+ * src/kv/router.c and src/kv/shard_loop.c. */
+#ifndef TUSK_KV_ROUTER_INT_H
+#define TUSK_KV_ROUTER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "config/config.h"
+#include "kv/router.h"
+#include "pq/pq.h"
+
+struct kv_loop;
+
+struct kv_exec {
+	struct kv_router *r;
+	pthread_t thread;
+	bool started;
+	PGconn **conns; /* per shard, opened on first use; this thread's own */
+	uint32_t *prepared; /* per shard: bit op set once that connection prepared op's statement */
+	int nconns;
+};
+
+#define KV_HOSTADDR_MAX 4 /* addresses of the instance's host tried by a worker's connect */
+
+struct kv_router {
+	pthread_mutex_t mu;  /* protects the queue, stop, and sleeps on cv */
+	pthread_cond_t cv;
+	struct kv_job *head, *tail;
+	bool stop;
+	/* stop's copy for the workers' one-key calls, which take no lock: set (under mu) before
+	 * the queue is answered; a call submitted after it is answered 57P01 on its worker */
+	atomic_bool stopping;
+	struct kv_exec exec[KV_ROUTER_THREADS];
+	/* the catalog's part routing needs, under cat_mu (read once it answers) */
+	pthread_mutex_t cat_mu;
+	int nshards;         /* 0: not read yet */
+	int instance_id;
+	char host[256];
+	int port;
+	double cat_tried;    /* CLOCK_MONOTONIC of the last failed read */
+	char cat_err[KV_ERR_MAX];
+	/* Set (release) once the fields above are final, with the host's addresses resolved on
+	 * the router's thread (a worker's connect must not wait for DNS): from then on the
+	 * workers read nshards, instance_id, host, port, hostaddr and hosts without the lock.
+	 * Stays false when the host does not resolve: every call then goes to the threads. */
+	atomic_bool on_loops;
+	char hostaddr[KV_HOSTADDR_MAX * 48]; /* numeric addresses, comma-separated ("" for a Unix socket) */
+	char hosts[KV_HOSTADDR_MAX * 257];   /* host repeated once per address, as libpq pairs them */
+	/* per worker (by index), made by that worker at its first call and touched only on its
+	 * thread until kv_router_free */
+	struct kv_loop **loops;
+	int nloops;
+	double call_timeout; /* seconds a worker waits for a shard's answer (then the connection is dropped) */
+	/* set at start, read-only */
+	char zone[64];
+	char catalog_host[256];
+	int catalog_port;
+	char catalog_db[CONFIG_NAME_MAX];
+	char *replicator_password; /* the catalog is read as kv_replicator, like replication does */
+	char *client_password;     /* the shards are called as kv_client: the API functions only */
+};
+
+extern const char *const kv_op_sql[];
+extern const int kv_op_nparams[];
+#define KV_OP_COUNT_ALL 16 /* entries of kv_op_sql */
+
+/* A call that writes nothing: safe to run again. */
+bool kv_op_is_read(enum kv_op op);
+__attribute__((format(printf, 3, 4)))
+void kv_job_fail(struct kv_job *job, const char *sqlstate, const char *fmt, ...);
+/* The shard's own error, forwarded as PostgreSQL sent it. */
+void kv_job_fail_result(struct kv_job *job, const PGresult *res, PGconn *conn);
+/* Clear the job's output before a run. */
+void kv_job_reset(struct kv_job *job);
+/* A one-row one-column answer of shard into the job (or the job failed). */
+void kv_job_single(struct kv_job *job, const PGresult *res, int shard);
+
+/* shard_loop.c: run job (a one-key call, routing known) on its worker's loop; its done runs
+ * on that worker's thread (job->local set). */
+void kv_loop_submit(struct kv_router *r, struct kv_job *job);
+/* The worker w stops: answer its calls in flight 57P01, close its shard connections. */
+void kv_loop_stop(struct kv_router *r, struct kv_loop *l);
+void kv_loop_free(struct kv_loop *l);
+
+#endif

@@ -1,0 +1,601 @@
+/* One-key kv calls on the worker's own loop (router_int.h; docs/kv.md, "Routing"): each
+ * worker keeps, per shard, one libpq connection of its own, opened without blocking
+ * (PQconnectStartParams and PQconnectPoll, the instance's addresses resolved beforehand by
+ * the router's thread) and used in pipeline mode: a call is PQsendPrepare (the first time on
+ * that connection) + PQsendQueryPrepared + PQpipelineSync, so the calls of all the worker's
+ * clients share the connection, each its own implicit transaction, answered in the order
+ * sent. The socket is an ev_io of the worker's loop; nothing here blocks: every wait has a
+ * timer (the connect's 5 s, a call's answer call_timeout). A lost connection answers each
+ * call in flight as router.c does (a read sent again once, on a new connection; a write
+ * reported 08006, "may or may not have been applied"); the next call connects again. */
+#include <ev.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv/hash.h"
+#include "kv/router_int.h"
+#include "kv/schema.h"
+#include "util/log.h"
+#include "worker/worker.h"
+
+#define CONNECT_TIMEOUT_S 5.0 /* as kv_conn_open's connect_timeout */
+/* Connections per shard on one worker. A call takes an idle one, else opens another (up to
+ * KV_LOOP_CONNS: concurrent calls then run on as many server processes, as on the router's
+ * four threads, not one after the other), else is pipelined behind the calls of the one with
+ * the fewest in flight; one whose oldest call has been out longer than STUCK_S (a row lock, a
+ * slow shard) gets no more while another can take it, so one slow call holds up no other. */
+#define KV_LOOP_CONNS 4
+#define STUCK_S 0.1
+
+enum lc_state { LC_CLOSED, LC_CONNECTING, LC_READY };
+/* The results a sent call still owes, in pipeline order. */
+enum { STAGE_PREPARE, STAGE_EXEC, STAGE_SYNC };
+
+struct kv_lconn {
+	struct kv_loop *l;
+	int shard;
+	enum lc_state state;
+	PGconn *conn;
+	ev_io io;
+	int fd, events;             /* what io watches */
+	ev_timer timer;             /* the connect's deadline, or the oldest sent call's */
+	uint32_t prepared;          /* bit op: op's statement sent to be prepared on this connection */
+	struct kv_job *sent, *sent_tail; /* sent, answered in this order */
+	int nsent;
+	struct kv_job *wait, *wait_tail; /* waiting for the connect */
+};
+
+struct kv_loop {
+	struct kv_router *r;
+	struct worker *w;
+	bool stopped;
+	int nshards;
+	struct kv_lconn *conns; /* KV_LOOP_CONNS per shard: [shard * KV_LOOP_CONNS + i] */
+};
+
+static void push(struct kv_job **head, struct kv_job **tail, struct kv_job *job)
+{
+	job->next = NULL;
+	if (*tail)
+		(*tail)->next = job;
+	else
+		*head = job;
+	*tail = job;
+}
+
+/* The answer goes back through the job's own done, on this thread. */
+static void finish(struct kv_job *job)
+{
+	job->local = true;
+	job->done(job);
+}
+
+/* Fail and answer every job of list. */
+__attribute__((format(printf, 3, 4)))
+static void fail_all(struct kv_job *list, const char *sqlstate, const char *fmt, ...)
+{
+	char msg[KV_ERR_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	while (list) {
+		struct kv_job *next = list->next;
+		list->rows_len = 0;
+		list->nrows = 0;
+		kv_job_fail(list, sqlstate, "%s", msg);
+		finish(list);
+		list = next;
+	}
+}
+
+/* libpq's error, on one line. */
+static void conn_error(PGconn *conn, char *err, size_t cap)
+{
+	snprintf(err, cap, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+	size_t n = strlen(err);
+	while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
+		err[--n] = '\0';
+	for (char *p = err; *p; p++)
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
+	if (!err[0])
+		snprintf(err, cap, "unknown error");
+}
+
+/* Watch fd for events (0: stop). With anew, even when fd and events are what io has: while it
+ * connects, libpq may close its socket and open another (the next address, a retry without
+ * TLS) that reuses the number, which an epoll loop must be told of again. */
+static void watch_fd(struct kv_lconn *lc, int fd, int events, bool anew)
+{
+	struct ev_loop *loop = lc->l->w->loop;
+
+	if (!anew && fd == lc->fd && events == lc->events && (ev_is_active(&lc->io) || !events))
+		return;
+	ev_io_stop(loop, &lc->io);
+	lc->fd = fd;
+	lc->events = events;
+	if (events && fd >= 0) {
+		ev_io_set(&lc->io, fd, events);
+		ev_io_start(loop, &lc->io);
+	}
+}
+
+static void watch(struct kv_lconn *lc, int fd, int events)
+{
+	watch_fd(lc, fd, events, false);
+}
+
+static void lc_close(struct kv_lconn *lc)
+{
+	watch(lc, -1, 0);
+	ev_timer_stop(lc->l->w->loop, &lc->timer);
+	PQfinish(lc->conn);
+	lc->conn = NULL;
+	lc->state = LC_CLOSED;
+	lc->prepared = 0; /* a new connection has no prepared statements */
+}
+
+static void notice_ignore(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+static void send_call(struct kv_lconn *lc, struct kv_job *job);
+static void connect_start(struct kv_lconn *lc);
+
+/* The connect failed (or timed out): every call waiting for it fails as router.c's would. */
+static void connect_failed(struct kv_lconn *lc, const char *why)
+{
+	struct kv_router *r = lc->l->r;
+	char err[KV_ERR_MAX / 2], db[32];
+	struct kv_job *wait = lc->wait;
+
+	if (why)
+		snprintf(err, sizeof err, "%s", why);
+	else
+		conn_error(lc->conn, err, sizeof err);
+	lc->wait = lc->wait_tail = NULL;
+	lc_close(lc);
+	snprintf(db, sizeof db, KV_SHARD_DB_PREFIX "%d", lc->shard);
+	fail_all(wait, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s:%d/%s as %s: %s", db,
+		 r->instance_id, r->host, r->port, r->zone, r->host, r->port, db, "kv_client", err);
+}
+
+static void flush(struct kv_lconn *lc);
+static void lost(struct kv_lconn *lc, bool timed_out);
+
+static void connect_ready(struct kv_lconn *lc)
+{
+	if (PQsetnonblocking(lc->conn, 1) != 0 || !PQenterPipelineMode(lc->conn)) {
+		connect_failed(lc, NULL);
+		return;
+	}
+	PQsetNoticeProcessor(lc->conn, notice_ignore, NULL);
+	lc->state = LC_READY;
+	ev_timer_stop(lc->l->w->loop, &lc->timer);
+	watch(lc, PQsocket(lc->conn), EV_READ);
+	struct kv_job *wait = lc->wait;
+	lc->wait = lc->wait_tail = NULL;
+	while (wait) {
+		struct kv_job *next = wait->next;
+		if (lc->state == LC_READY)
+			send_call(lc, wait);
+		else /* lost while sending: the rest waits for the next connection */
+			push(&lc->wait, &lc->wait_tail, wait);
+		wait = next;
+	}
+	if (lc->wait && lc->state == LC_CLOSED)
+		connect_start(lc);
+}
+
+static void connect_poll(struct kv_lconn *lc)
+{
+	switch (PQconnectPoll(lc->conn)) {
+	case PGRES_POLLING_READING:
+		watch_fd(lc, PQsocket(lc->conn), EV_READ, true);
+		return;
+	case PGRES_POLLING_WRITING:
+		watch_fd(lc, PQsocket(lc->conn), EV_WRITE, true);
+		return;
+	case PGRES_POLLING_OK:
+		connect_ready(lc);
+		return;
+	default:
+		connect_failed(lc, NULL);
+		return;
+	}
+}
+
+static void connect_start(struct kv_lconn *lc)
+{
+	struct kv_router *r = lc->l->r;
+	char port[16], db[32];
+	const char *keys[11], *vals[11];
+	int n = 0;
+
+	if (lc->l->stopped) {
+		struct kv_job *wait = lc->wait;
+		lc->wait = lc->wait_tail = NULL;
+		fail_all(wait, "57P01", "terminating kv call because tusk is shutting down");
+		return;
+	}
+	snprintf(port, sizeof port, "%d", r->port);
+	snprintf(db, sizeof db, KV_SHARD_DB_PREFIX "%d", lc->shard);
+	keys[n] = "host", vals[n++] = r->hosts;
+	if (r->hostaddr[0])
+		keys[n] = "hostaddr", vals[n++] = r->hostaddr; /* no DNS on the loop */
+	keys[n] = "port", vals[n++] = port;
+	keys[n] = "dbname", vals[n++] = db;
+	keys[n] = "user", vals[n++] = "kv_client";
+	if (r->client_password)
+		keys[n] = "password", vals[n++] = r->client_password;
+	keys[n] = "application_name", vals[n++] = "tusk kv worker";
+	/* as kv_conn_open: bounded statements */
+	keys[n] = "options", vals[n++] = "-c statement_timeout=60s -c lock_timeout=30s";
+	keys[n] = NULL, vals[n] = NULL;
+
+	lc->conn = PQconnectStartParams(keys, vals, 0);
+	lc->state = LC_CONNECTING;
+	if (!lc->conn || PQstatus(lc->conn) == CONNECTION_BAD) {
+		connect_failed(lc, lc->conn ? NULL : "out of memory, or libpq could not be loaded (see the log)");
+		return;
+	}
+	ev_timer_stop(lc->l->w->loop, &lc->timer);
+	ev_timer_set(&lc->timer, CONNECT_TIMEOUT_S, 0.);
+	ev_timer_start(lc->l->w->loop, &lc->timer);
+	/* libpq's own advice: start as if PQconnectPoll had said PGRES_POLLING_WRITING */
+	watch(lc, PQsocket(lc->conn), EV_WRITE);
+}
+
+static void arm_call_timer(struct kv_lconn *lc)
+{
+	struct ev_loop *loop = lc->l->w->loop;
+
+	if (!lc->sent) {
+		ev_timer_stop(loop, &lc->timer);
+		return;
+	}
+	if (ev_is_active(&lc->timer))
+		return; /* it checks the oldest call when it fires */
+	double left = lc->sent->sent + lc->l->r->call_timeout - ev_now(loop);
+	ev_timer_set(&lc->timer, left > 0.001 ? left : 0.001, 0.);
+	ev_timer_start(loop, &lc->timer);
+}
+
+static void send_call(struct kv_lconn *lc, struct kv_job *job)
+{
+	/* router.c's names ("tusk_kv_<op>"), without a printf per call */
+	char name[16] = "tusk_kv_";
+	enum kv_op op = job->op;
+	int n = 8;
+	if (op >= 10)
+		name[n++] = (char)('0' + op / 10);
+	name[n++] = (char)('0' + op % 10);
+	name[n] = '\0';
+	job->stage = STAGE_EXEC;
+	job->sent = ev_now(lc->l->w->loop);
+	push(&lc->sent, &lc->sent_tail, job); /* from here it is in flight: a failure below is a loss */
+	lc->nsent++;
+	if (!(lc->prepared & (1u << op))) {
+		if (!PQsendPrepare(lc->conn, name, kv_op_sql[op], kv_op_nparams[op], NULL))
+			goto err_lost;
+		lc->prepared |= 1u << op; /* later calls in the pipeline use it */
+		job->stage = STAGE_PREPARE;
+	}
+	if (!PQsendQueryPrepared(lc->conn, name, kv_op_nparams[op], job->args, NULL, NULL, 0) ||
+	    !PQpipelineSync(lc->conn))
+		goto err_lost;
+	arm_call_timer(lc);
+	flush(lc);
+	return;
+
+err_lost:
+	lost(lc, false);
+}
+
+static void flush(struct kv_lconn *lc)
+{
+	int rc = PQflush(lc->conn);
+	if (rc < 0)
+		lost(lc, false);
+	else
+		watch(lc, PQsocket(lc->conn), rc ? EV_READ | EV_WRITE : EV_READ);
+}
+
+/* The connection is gone (or did not answer in time): each call sent on it is answered as
+ * router.c answers a lost connection, a read sent again once on a new connection. */
+static void lost(struct kv_lconn *lc, bool timed_out)
+{
+	struct kv_router *r = lc->l->r;
+	char err[KV_ERR_MAX / 2];
+	struct kv_job *sent = lc->sent;
+
+	conn_error(lc->conn, err, sizeof err);
+	lc->sent = lc->sent_tail = NULL;
+	lc->nsent = 0;
+	lc_close(lc);
+	while (sent) {
+		struct kv_job *job = sent;
+		sent = sent->next;
+		bool read = kv_op_is_read(job->op);
+		if (read && !job->retried && !timed_out) {
+			job->retried = true;
+			kv_job_reset(job);
+			push(&lc->wait, &lc->wait_tail, job);
+			continue;
+		}
+		job->rows_len = 0;
+		job->nrows = 0;
+		job->detail[0] = job->hint[0] = '\0';
+		if (timed_out)
+			kv_job_fail(job, "08006",
+				    "kv shard %s%d of instance %d (%s:%d) did not answer the call within %g s%s; its connection "
+				    "is closed",
+				    KV_SHARD_DB_PREFIX, lc->shard, r->instance_id, r->host, r->port, r->call_timeout,
+				    read ? "" : " (the write may or may not have been applied)");
+		else
+			kv_job_fail(job, "08006",
+				    "connection to kv shard %s%d of instance %d (%s:%d) lost during the call%s: %s",
+				    KV_SHARD_DB_PREFIX, lc->shard, r->instance_id, r->host, r->port,
+				    read ? "" : " (the write may or may not have been applied)", err);
+		finish(job);
+	}
+	if (lc->wait)
+		connect_start(lc);
+}
+
+/* Every result libpq has parsed, to the calls they belong to. */
+static void take_results(struct kv_lconn *lc)
+{
+	int idle_nulls = 0;
+
+	while (lc->sent && !PQisBusy(lc->conn)) {
+		struct kv_job *job = lc->sent;
+		PGresult *res = PQgetResult(lc->conn);
+		if (!res) {
+			/* the end of one statement's results; two in a row would mean libpq has
+			 * nothing for us although a call is owed: wait for input instead */
+			if (++idle_nulls > 1)
+				break;
+			continue;
+		}
+		idle_nulls = 0;
+		switch (PQresultStatus(res)) {
+		case PGRES_PIPELINE_SYNC:
+			lc->nsent--;
+			lc->sent = job->next;
+			if (!lc->sent)
+				lc->sent_tail = NULL;
+			if (job->stage != STAGE_SYNC && !job->failed)
+				kv_job_fail(job, "XX000", "kv shard %s%d ended the call without its answer", KV_SHARD_DB_PREFIX,
+					    lc->shard);
+			if (job->failed) {
+				job->rows_len = 0;
+				job->nrows = 0;
+			}
+			finish(job);
+			if (ev_is_active(&lc->timer) && !lc->sent)
+				ev_timer_stop(lc->l->w->loop, &lc->timer);
+			break;
+		case PGRES_COMMAND_OK:
+		case PGRES_TUPLES_OK:
+			if (job->stage == STAGE_PREPARE) {
+				job->stage = STAGE_EXEC;
+			} else if (job->stage == STAGE_EXEC) {
+				if (!job->failed)
+					kv_job_single(job, res, lc->shard);
+				job->stage = STAGE_SYNC;
+			}
+			break;
+		case PGRES_PIPELINE_ABORTED: /* behind a failed prepare: its error is the call's */
+			if (!job->failed)
+				kv_job_fail(job, "XX000", "kv shard %s%d skipped the call", KV_SHARD_DB_PREFIX, lc->shard);
+			job->stage = STAGE_SYNC;
+			break;
+		default:
+			if (!job->failed)
+				kv_job_fail_result(job, res, lc->conn);
+			if (job->stage == STAGE_PREPARE) {
+				/* calls behind it in the pipeline fail too (the statement is not there);
+				 * the next one prepares again */
+				lc->prepared &= ~(1u << job->op);
+				job->stage = STAGE_EXEC;
+			} else {
+				job->stage = STAGE_SYNC;
+			}
+			break;
+		}
+		PQclear(res);
+		if (lc->state != LC_READY)
+			return; /* a done callback cannot close it, but stay safe */
+	}
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
+{
+	struct kv_lconn *lc = io->data;
+	(void)loop;
+
+	if (lc->state == LC_CONNECTING) {
+		connect_poll(lc);
+		return;
+	}
+	if (lc->state != LC_READY)
+		return;
+	if (revents & EV_WRITE) {
+		flush(lc);
+		if (lc->state != LC_READY)
+			return;
+	}
+	if (!(revents & EV_READ))
+		return;
+	if (!lc->sent) {
+		/* We never LISTEN, so anything an idle connection reads (a FATAL after
+		 * pg_terminate_backend or a shutdown, or EOF) means it is gone, as router.c's
+		 * conn_alive decides: the next call connects again. */
+		lc_close(lc);
+		if (lc->wait)
+			connect_start(lc);
+		return;
+	}
+	if (!PQconsumeInput(lc->conn)) {
+		lost(lc, false);
+		return;
+	}
+	take_results(lc);
+	if (lc->state == LC_READY && PQstatus(lc->conn) != CONNECTION_OK)
+		lost(lc, false);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct kv_lconn *lc = t->data;
+	(void)revents;
+
+	if (lc->state == LC_CONNECTING) {
+		connect_failed(lc, "timeout expired");
+		return;
+	}
+	if (lc->state != LC_READY || !lc->sent)
+		return;
+	double left = lc->sent->sent + lc->l->r->call_timeout - ev_now(loop);
+	if (left <= 0) {
+		log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) did not answer a call within %g s: closing "
+			 "worker %d's connection", KV_SHARD_DB_PREFIX, lc->shard, lc->l->r->instance_id, lc->l->r->host,
+			 lc->l->r->port, lc->l->r->call_timeout, lc->l->w->index);
+		lost(lc, true);
+		return;
+	}
+	ev_timer_set(t, left, 0.);
+	ev_timer_start(loop, t);
+}
+
+static struct kv_loop *loop_new(struct kv_router *r, struct worker *w)
+{
+	struct kv_loop *l = calloc(1, sizeof *l);
+	if (!l)
+		return NULL;
+	l->conns = calloc((size_t)r->nshards * KV_LOOP_CONNS, sizeof *l->conns);
+	if (!l->conns) {
+		free(l);
+		return NULL;
+	}
+	l->r = r;
+	l->w = w;
+	l->nshards = r->nshards;
+	for (int i = 0; i < l->nshards * KV_LOOP_CONNS; i++) {
+		struct kv_lconn *lc = &l->conns[i];
+		lc->l = l;
+		lc->shard = i / KV_LOOP_CONNS;
+		lc->fd = -1;
+		ev_init(&lc->io, io_cb);
+		lc->io.data = lc;
+		ev_init(&lc->timer, timer_cb);
+		lc->timer.data = lc;
+	}
+	return l;
+}
+
+/* The connection of shard a call goes to: an idle one, else a closed one (connected now),
+ * else the one with the fewest calls in flight that is not stuck, else one connecting, else
+ * the one whose oldest call is youngest. */
+static struct kv_lconn *pick(struct kv_loop *l, int shard)
+{
+	struct kv_lconn *set = &l->conns[shard * KV_LOOP_CONNS];
+	struct kv_lconn *busy = NULL, *connecting = NULL, *closed = NULL, *stuck = NULL;
+	double now = ev_now(l->w->loop);
+
+	for (int i = 0; i < KV_LOOP_CONNS; i++) {
+		struct kv_lconn *lc = &set[i];
+		switch (lc->state) {
+		case LC_READY:
+			if (!lc->sent)
+				return lc;
+			if (now - lc->sent->sent < STUCK_S) {
+				if (!busy || lc->nsent < busy->nsent)
+					busy = lc;
+			} else if (!stuck || lc->sent->sent > stuck->sent->sent) {
+				stuck = lc;
+			}
+			break;
+		case LC_CONNECTING:
+			if (!connecting)
+				connecting = lc;
+			break;
+		case LC_CLOSED:
+			if (!closed)
+				closed = lc;
+			break;
+		}
+	}
+	return closed ? closed : busy ? busy : connecting ? connecting : stuck;
+}
+
+void kv_loop_submit(struct kv_router *r, struct kv_job *job)
+{
+	struct worker *w = job->worker;
+
+	kv_job_reset(job);
+	job->retried = false;
+	if (atomic_load_explicit(&r->stopping, memory_order_relaxed) || w->stopping) {
+		kv_job_fail(job, "57P01", "terminating kv call because tusk is shutting down");
+		finish(job);
+		return;
+	}
+	struct kv_loop *l = r->loops[w->index];
+	if (!l && !(l = r->loops[w->index] = loop_new(r, w))) {
+		kv_job_fail(job, "53200", "out of memory");
+		finish(job);
+		return;
+	}
+	int shard = kv_shard_of(job->ns, strlen(job->ns), job->key, strlen(job->key), l->nshards);
+	if (shard < 0) {
+		kv_job_fail(job, "XX000", "bad shard count %d", l->nshards);
+		finish(job);
+		return;
+	}
+	struct kv_lconn *lc = pick(l, shard);
+	switch (lc->state) {
+	case LC_READY:
+		send_call(lc, job);
+		break;
+	case LC_CONNECTING:
+		push(&lc->wait, &lc->wait_tail, job);
+		break;
+	case LC_CLOSED:
+		push(&lc->wait, &lc->wait_tail, job);
+		connect_start(lc);
+		break;
+	}
+}
+
+void kv_loop_stop(struct kv_router *r, struct kv_loop *l)
+{
+	(void)r;
+	l->stopped = true;
+	for (int i = 0; i < l->nshards * KV_LOOP_CONNS; i++) {
+		struct kv_lconn *lc = &l->conns[i];
+		struct kv_job *sent = lc->sent, *wait = lc->wait;
+		lc->sent = lc->sent_tail = lc->wait = lc->wait_tail = NULL;
+		lc->nsent = 0;
+		lc_close(lc);
+		fail_all(sent, "57P01", "terminating kv call because tusk is shutting down");
+		fail_all(wait, "57P01", "terminating kv call because tusk is shutting down");
+	}
+}
+
+void kv_loop_free(struct kv_loop *l)
+{
+	if (!l)
+		return;
+	/* The worker's loop is gone: kv_loop_stop stopped the watchers and answered the calls. */
+	for (int i = 0; i < l->nshards * KV_LOOP_CONNS; i++)
+		PQfinish(l->conns[i].conn);
+	free(l->conns);
+	free(l);
+}

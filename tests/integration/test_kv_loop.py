@@ -1,0 +1,264 @@
+"""One-key kv calls run on the worker's own loop (issue 25; docs/kv.md, "Routing"): each worker
+keeps its own non-blocking, pipelined connections to the shards. Many clients of one worker
+share them and each gets its own answer; a shard connection killed mid-load fails only the
+calls in flight (reads are sent again once); a client that leaves mid-call leaks nothing; a
+call stuck on a row lock holds up no other call; a shard that does not answer is bounded by
+the call timeout (TUSK_TEST_KV_CALL_TIMEOUT shortens it here)."""
+
+import os
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import SLOW, wait_until
+from kv_util import NSHARDS, Parade
+
+pytestmark = pytest.mark.tusk_only
+
+CALL_TIMEOUT = 2.0
+
+
+@pytest.fixture(scope="module")
+def zone(workdir):
+    p = Parade(workdir / "kv-loop", ["l1"])
+    p.setup()
+    z = p.zones[0]  # one worker: every client below shares it
+    old = os.environ.get("TUSK_TEST_KV_CALL_TIMEOUT")
+    os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = str(CALL_TIMEOUT)
+    try:
+        z.start_tusk()
+    finally:
+        if old is None:
+            del os.environ["TUSK_TEST_KV_CALL_TIMEOUT"]
+        else:
+            os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = old
+    yield z
+    p.destroy()
+
+
+def kv_conn(zone, **kw):
+    return psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv",
+                           autocommit=True, connect_timeout=10, **kw)
+
+
+def worker_backends(zone, shard=None):
+    """The pids of tusk's worker connections to the shards (application_name 'tusk kv worker')."""
+    with zone.pg.admin() as a:
+        q = "select pid from pg_stat_activity where application_name = 'tusk kv worker'"
+        if shard is not None:
+            q += f" and datname = 'kv_shard_{shard}'"
+        return [r[0] for r in a.execute(q).fetchall()]
+
+
+def key_on(zone, shard, prefix):
+    return next(f"{prefix}{i}" for i in range(10000) if zone.parade.shard_of("default", f"{prefix}{i}") == shard)
+
+
+def run_clients(zone, n, body):
+    """body(client_index, conn) in n threads, each with its own connection; the exceptions raised."""
+    errors = []
+
+    def one(i):
+        try:
+            with kv_conn(zone) as c:
+                body(i, c)
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120 * SLOW)
+    return errors
+
+
+def test_many_clients_of_one_worker_interleave_on_its_shard_connections_each_with_its_own_answer(zone):
+    def body(i, c):
+        for j in range(150):
+            key = f"many:{i}:{j % 7}"
+            assert c.execute("select kv.put('default', %s, %s::jsonb)", (key, f'{{"c": {i}, "j": {j}}}')).fetchone()
+            assert c.execute("select kv.get('default', %s)", (key,)).fetchone()[0] == {"c": i, "j": j}
+            n = c.execute("select kv.incr('default', %s, 1)", (f"many:ctr:{i}",)).fetchone()[0]
+            assert n == j + 1, (i, j, n)
+
+    assert run_clients(zone, 12, body) == []
+    # One worker: 12 clients' calls shared at most KV_LOOP_CONNS (4) connections per shard,
+    # pipelined (the router's threads, which a multi-shard call would open, are not counted).
+    assert 1 <= len(worker_backends(zone)) <= 4 * NSHARDS, worker_backends(zone)
+
+
+def test_a_shard_connection_killed_mid_load_fails_only_calls_in_flight_and_later_calls_succeed(zone):
+    stop = threading.Event()
+    seen = {"ok": 0, "08006": 0}
+    other = []
+    lock = threading.Lock()
+
+    def body(i, c):
+        j = 0
+        while not stop.is_set():
+            j += 1
+            key = f"kill:{i}:{j % 5}"
+            try:
+                if j % 2:
+                    c.execute("select kv.put('default', %s, %s::jsonb)", (key, str(j)))
+                else:
+                    c.execute("select kv.get('default', %s)", (key,)).fetchone()
+                with lock:
+                    seen["ok"] += 1
+            except psycopg.Error as e:
+                with lock:
+                    if e.sqlstate == "08006" and "lost during the call" in str(e):
+                        seen["08006"] += 1
+                    else:
+                        other.append(e)
+
+    t = threading.Thread(target=lambda: run_clients(zone, 6, body))
+    t.start()
+    try:
+        for _ in range(5):
+            time.sleep(0.3)
+            with zone.pg.admin() as a:
+                a.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                          "where application_name = 'tusk kv worker'")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        t.join(60 * SLOW)
+    print("kill mid-load:", seen)
+    assert other == [], other
+    assert seen["ok"] > 50, seen
+    # A get is sent again on a new connection: only writes may report the loss.
+    with kv_conn(zone) as c:
+        for i in range(20):
+            c.execute("select kv.put('default', %s, '1')", (f"after-kill:{i}",))
+            assert c.execute("select kv.get('default', %s)", (f"after-kill:{i}",)).fetchone()[0] == 1
+    assert zone.tusk.proc.poll() is None
+
+
+def test_a_get_on_a_connection_killed_while_idle_is_answered(zone):
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', 'idle-kill', '7')")
+        with zone.pg.admin() as a:
+            a.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")
+        for _ in range(3):
+            assert c.execute("select kv.get('default', 'idle-kill')").fetchone()[0] == 7
+            c.execute("select kv.put('default', 'idle-kill', '7')")
+
+
+def hold_row_lock(zone, shard, key):
+    """A transaction on the shard (as postgres, directly) that holds key's row: kv calls that
+    write it wait. Returns the connection; roll it back to release."""
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '0')", (key,))
+    h = zone.db(shard, user="postgres")
+    h.autocommit = False
+    h.execute("select 1 from kv.data where ns = 'default' and key = %s for update", (key,))
+    return h
+
+
+def test_a_call_stuck_on_a_row_lock_holds_up_no_other_call(zone):
+    shard = 0
+    locked = key_on(zone, shard, "locked")
+    free = key_on(zone, shard, "free")
+    h = hold_row_lock(zone, shard, locked)
+    try:
+        stuck = kv_conn(zone)
+        stuck.pgconn.send_query_params(b"select kv.put('default', $1, '1')", [locked.encode()])
+        stuck.pgconn.flush()
+        time.sleep(0.3)
+        # Same worker, same shard: answered while the put waits for the lock.
+        with kv_conn(zone) as c:
+            t0 = time.monotonic()
+            for i in range(20):
+                c.execute("select kv.put('default', %s, %s::jsonb)", (free, str(i)))
+                assert c.execute("select kv.get('default', %s)", (free,)).fetchone()[0] == i
+            assert time.monotonic() - t0 < CALL_TIMEOUT, "calls waited behind the stuck one"
+    finally:
+        h.rollback()
+        h.close()
+    # The stuck put ends once the lock goes.
+    stuck.pgconn.consume_input()
+    wait_until(lambda: (stuck.pgconn.consume_input() or True) and not stuck.pgconn.is_busy(), timeout=10 * SLOW)
+    res = stuck.pgconn.get_result()
+    assert res.status == psycopg.pq.ExecStatus.TUPLES_OK, res.error_message
+    stuck.close()
+
+
+def test_a_client_that_leaves_while_its_call_is_in_flight_leaves_the_connection_usable(zone):
+    shard = 1
+    locked = key_on(zone, shard, "leave")
+    h = hold_row_lock(zone, shard, locked)
+    try:
+        for _ in range(10):
+            c = kv_conn(zone)
+            c.pgconn.send_query_params(b"select kv.put('default', $1, '5')", [locked.encode()])
+            c.pgconn.flush()
+            c.close()
+        time.sleep(0.2)
+    finally:
+        h.rollback()
+        h.close()
+    with kv_conn(zone) as c:
+        wait_until(lambda: c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 5,
+                   timeout=10 * SLOW)
+        for i in range(10):
+            c.execute("select kv.put('default', %s, %s::jsonb)", (locked, str(i)))
+        assert c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 9
+    assert zone.tusk.proc.poll() is None
+
+
+def test_a_shard_that_does_not_answer_is_bounded_by_the_call_timeout(zone):
+    shard = 0
+    locked = key_on(zone, shard, "timeout")
+    h = hold_row_lock(zone, shard, locked)
+    try:
+        with kv_conn(zone) as c:
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select kv.put('default', %s, '1')", (locked,))
+            took = time.monotonic() - t0
+            assert e.value.sqlstate == "08006", e.value
+            assert "did not answer the call within" in str(e.value) and "may or may not" in str(e.value), e.value
+            assert CALL_TIMEOUT * 0.9 <= took < CALL_TIMEOUT + 5 * SLOW, took
+            # The session goes on; another key of the shard answers meanwhile.
+            other = key_on(zone, shard, "not-locked")
+            c.execute("select kv.put('default', %s, '2')", (other,))
+            assert c.execute("select kv.get('default', %s)", (other,)).fetchone()[0] == 2
+    finally:
+        h.rollback()
+        h.close()
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '3')", (locked,))
+        assert c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 3
+
+
+
+def test_tusk_stopping_with_calls_in_flight_on_its_shard_connections_exits_cleanly(zone):
+    """SIGTERM while calls wait on a row lock: their clients are closed, the calls answered
+    57P01 on the worker (nothing leaked: the sanitizer build reports leaks at exit)."""
+    shard = 0
+    locked = key_on(zone, shard, "stopping")
+    h = hold_row_lock(zone, shard, locked)
+    try:
+        waiting = []
+        for _ in range(3):
+            c = kv_conn(zone)
+            c.pgconn.send_query_params(b"select kv.put('default', $1, '1')", [locked.encode()])
+            c.pgconn.flush()
+            waiting.append(c)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert zone.stop_tusk() == []
+        assert time.monotonic() - t0 < 10 * SLOW
+        for c in waiting:
+            c.close()
+    finally:
+        h.rollback()
+        h.close()
+        zone.start_tusk()
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '2')", (locked,))
+        assert c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 2

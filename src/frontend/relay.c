@@ -1591,8 +1591,13 @@ static enum scan_result reply_error(struct client *c, struct server *s, struct s
 			return SCAN_STALL;
 		if (avail < total)
 			return SCAN_OK;
-		if (proto_put_error(&c->wbuf, "ERROR", "0A000", "cached plan must not change result type",
-				    NULL, NULL) < 0)
+		/* With PostgreSQL's routine (R): drivers tell this error from other 0A000s by it and
+		 * then prepare again (pgjdbc's willHealViaReparse, asyncpg's InvalidCachedStatementError);
+		 * without it pgjdbc and asyncpg gave up where PostgreSQL direct healed. */
+		static const char body[] = "SERROR\0VERROR\0C0A000\0Mcached plan must not change result type\0"
+					   "Fplancache.c\0RRevalidateCachedQuery\0";
+		const struct proto_part part = { body, sizeof body }; /* its NUL ends the fields */
+		if (proto_put_parts(&c->wbuf, 'E', 0, &part, 1) < 0)
 			return SCAN_STALL;
 		e->fake = false;
 		*drop = true;

@@ -1810,8 +1810,16 @@ static void query_timed_out(struct client *c, uint64_t ms, double now)
 			 now - c->query_start, s->id, (double)ms / 1000.0);
 		cancel_send_for(c->worker, s);
 	} else if ((now - c->query_start) * 1000.0 >= 2.0 * (double)ms) {
+		/* Closed, not drained for reuse: a server that ignored one cancel may ignore the
+		 * next, and one that wakes later must not serve another client (PgBouncer, too,
+		 * disconnects the server on query_timeout). */
+		char sid[ID_LEN];
+		memcpy(sid, s->id, ID_LEN); /* server_close frees s */
+		c->server = NULL;
+		s->owner = NULL;
+		server_close(s, "its query outlived query_timeout and the cancel sent for it");
 		client_fail(c, "57014", "canceling statement due to query_timeout: server %s did not end it %.1fs after its cancel",
-			    s->id, (double)ms / 1000.0);
+			    sid, (double)ms / 1000.0);
 	}
 }
 

@@ -734,6 +734,22 @@ static void test_select_shortcut_agrees(void **state)
 			    classify_maybe_session_opts(t, strlen(t), bs | CLASSIFY_O_NO_SHORTCUT))
 				fail_msg("shortcut disagrees (opts %u): %s", bs, t);
 	}
+	/* Each byte that stops it, at every place in and across the 16-byte blocks it reads. */
+	static const char *const stops[] = {
+		"(", "\"", "$", "$1", "$12;", "; set x = 1", ";", "temp", "TEMP", "teMP", "execute", "eXecute", "pg_temp",
+		"tem", "exec", "xecute", "$$", "e'", "\x08", "\x1b",
+	};
+	char long_text[128];
+	for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++)
+		for (int before = 0; before <= 40; before++)
+			for (int after = 0; after <= 20; after += 4) {
+				int n = snprintf(long_text, sizeof long_text, "SELECT %.*s%s%.*s", before,
+						 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", stops[k], after, "bbbbbbbbbbbbbbbbbbbb");
+				for (unsigned bs = 0; bs <= CLASSIFY_O_BACKSLASH_QUOTES; bs++)
+					if (classify_maybe_session_opts(long_text, (size_t)n, bs) !=
+					    classify_maybe_session_opts(long_text, (size_t)n, bs | CLASSIFY_O_NO_SHORTCUT))
+						fail_msg("shortcut disagrees (opts %u): %s", bs, long_text);
+			}
 	static const char *const toks[] = {
 		"select", "SELECT", " ", "\t", "\n", ";", "(", ")", "\"", "'", "$", "$$", "e'", "U&", "--", "/*", "*/",
 		"temp", "TEMP", "pg_temp", "execute", "EXECUTE", "set", "do", "call", "create", "into", "x", "1",

@@ -1411,12 +1411,14 @@ static bool only_parses_then_sync(struct client *c, size_t *len, int *count)
 		}
 		struct prep_parse pp;
 		struct classify_result r;
-		if (h.type != 'P' || prep_read_parse(p + off, total, cfg_of(c)->max_message_size, &pp) <= 0 ||
-		    pp.name_len == 0)
+		/* A named statement only: its name's first byte is the cheap test (an unnamed Parse,
+		 * the extended protocol's commonest, cost a whole read here). */
+		if (h.type != 'P' || total <= PROTO_HDR_LEN || p[off + PROTO_HDR_LEN] == 0 ||
+		    prep_read_parse(p + off, total, cfg_of(c)->max_message_size, &pp) <= 0 || pp.name_len == 0)
 			return false;
 		/* Only statements the parser accepts and that change no session state (the
 		 * server would answer these with ParseComplete too); transaction control is fine. */
-		if (classify_sql(pp.query, strlen(pp.query), &r) < 0 || r.parse_error || r.truncated)
+		if (classify_sql(pp.query, pp.query_len, &r) < 0 || r.parse_error || r.truncated)
 			return false;
 		for (int i = 0; i < r.nsession; i++) {
 			enum classify_kind k = r.stmts[i].kind;

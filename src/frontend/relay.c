@@ -703,7 +703,7 @@ static enum scan_result rewrite_deallocate(struct client *c, struct server *s, c
 {
 	struct classify_result r;
 
-	if (p->nparams != 0 || !prep_lone_deallocate(p->query, strlen(p->query), &r) ||
+	if (p->nparams != 0 || !prep_lone_deallocate(p->query, p->query_len, &r) ||
 	    r.stmts[0].kind != CLASSIFY_DEALLOCATE)
 		return SCAN_BAD;
 	const struct prep_stmt *e = prep_client_find(c->prep, r.stmts[0].name);
@@ -1034,7 +1034,7 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 			return dr; /* handled (SCAN_OK), or must wait (SCAN_STALL) */
 	}
 	uint8_t marks;
-	if (!note_sql(c, s, p.query, strlen(p.query), &marks))
+	if (!note_sql(c, s, p.query, p.query_len, &marks))
 		return SCAN_CLOSED;
 	if (p.name_len == 0)
 		c->unnamed_marks = marks;

@@ -950,7 +950,7 @@ static enum notify_match match_ext(const struct client *c, const uint8_t *p, siz
 			if (!nul || !starts_listen((const char *)nul + 1, (size_t)(end - nul - 1)))
 				return MATCH_NO;
 			if (parsed || bound || prep_read_parse(m, total, max, &q->pp) <= 0 || q->pp.nparams != 0 ||
-			    !listen_stmts(c, q->pp.query, strlen(q->pp.query), true, q))
+			    !listen_stmts(c, q->pp.query, q->pp.query_len, true, q))
 				return MATCH_NO;
 			if (q->pp.name[0]) {
 				if (!c->prep_on || prep_client_find(c->prep, q->pp.name))

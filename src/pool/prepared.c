@@ -108,7 +108,8 @@ ssize_t prep_read_parse(const uint8_t *msg, size_t avail, uint32_t max_len, stru
 	const char *name = proto_get_cstr(&r);
 	size_t name_len = r.off ? r.off - 1 : 0;
 	size_t rest_off = r.off;
-	const char *query = proto_get_cstr(&r);
+	size_t query_len;
+	const char *query = proto_get_cstr_n(&r, &query_len);
 	uint16_t nparams = proto_get_u16(&r);
 	proto_get_bytes(&r, (size_t)nparams * 4);
 	/* PostgreSQL rejects trailing bytes too (pq_getmsgend), and they would be hashed. */
@@ -118,6 +119,7 @@ ssize_t prep_read_parse(const uint8_t *msg, size_t avail, uint32_t max_len, stru
 	out->name = name;
 	out->name_len = name_len;
 	out->query = query;
+	out->query_len = query_len;
 	out->nparams = nparams;
 	out->rest = r.p + rest_off;
 	out->rest_len = r.len - rest_off;
@@ -846,7 +848,7 @@ bool prep_lone_deallocate(const char *sql, size_t len, struct classify_result *r
 	size_t i = 0;
 	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
 		i++;
-	if (len - i < 10 || strncasecmp(sql + i, "deallocate", 10) != 0)
+	if (len - i < 10 || (sql[i] | 0x20) != 'd' || strncasecmp(sql + i, "deallocate", 10) != 0)
 		return false;
 	return classify_sql(sql, len, r) == 0 && !r->parse_error && r->nstmts == 1 && r->nsession == 1 &&
 	       !(r->stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED);

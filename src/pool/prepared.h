@@ -63,6 +63,7 @@ struct prep_parse {
 	const char *name;    /* statement name, NUL-terminated; "" is the unnamed statement */
 	size_t name_len;
 	const char *query;   /* NUL-terminated */
+	size_t query_len;    /* its strlen */
 	uint16_t nparams;    /* number of parameter type OIDs that follow */
 	const uint8_t *rest; /* the body after the name: query, count, OIDs (what is hashed) */
 	size_t rest_len;

@@ -1453,7 +1453,7 @@ static bool answer_parses_locally(struct client *c)
 	const uint8_t *p = buf_head(&c->rbuf);
 	size_t off = 0;
 	while (off < len) {
-		struct proto_hdr h;
+		struct proto_hdr h = { 0 }; /* read whole by only_parses_then_sync */
 		(void)proto_read_hdr(p + off, len - off, cfg_of(c)->max_message_size, &h);
 		size_t total = (size_t)h.len + 1;
 		if (h.type == 'P') {

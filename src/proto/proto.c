@@ -236,31 +236,6 @@ ssize_t proto_parse_startup(const uint8_t *buf, size_t len, struct proto_startup
 
 /* ---- typed messages ---- */
 
-ssize_t proto_read_hdr(const uint8_t *buf, size_t avail, uint32_t max_len, struct proto_hdr *out)
-{
-	if (avail < PROTO_HDR_LEN)
-		return 0;
-	uint32_t len = load_be32(buf + 1);
-	if (len < 4)
-		return PROTO_ETOOSHORT;
-	out->type = buf[0];
-	out->len = len;
-	if (len > max_len)
-		return PROTO_ETOOLONG;
-	return PROTO_HDR_LEN;
-}
-
-bool proto_client_type_valid(uint8_t type)
-{
-	switch (type) {
-	case 'Q': case 'P': case 'B': case 'E': case 'D': case 'C': case 'H': case 'S':
-	case 'F': case 'X': case 'd': case 'c': case 'f':
-		return true;
-	default:
-		return false;
-	}
-}
-
 int proto_check_query_body(const uint8_t *body, size_t len)
 {
 	const uint8_t *nul = len ? memchr(body, 0, len) : NULL;

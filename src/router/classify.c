@@ -452,15 +452,10 @@ static const unsigned char shortcut_class[256] = {
 	['('] = 1, ['"'] = 1, ['$'] = 1, [';'] = 2, ['p'] = 3, ['P'] = 3, ['x'] = 4, ['X'] = 4,
 };
 
-/* s[0, n) starts with word (lower case), ignoring ASCII case. */
+/* s[0, n) starts with word (lower case, k bytes), ignoring ASCII case. */
 static bool starts_word_ci(const unsigned char *s, size_t n, const char *word, size_t k)
 {
-	if (n < k)
-		return false;
-	for (size_t i = 0; i < k; i++)
-		if (lower_ascii(s[i]) != (unsigned char)word[i])
-			return false;
-	return true;
+	return n >= k && word_is(s, k, word);
 }
 
 /* Bit j set: s[j] (of 16) may be a byte the shortcut stops at. With SSE2 (every x86-64), each

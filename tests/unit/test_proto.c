@@ -364,7 +364,7 @@ static void test_read_hdr(void **state)
 {
 	(void)state;
 	uint8_t m[16];
-	struct proto_hdr h;
+	struct proto_hdr h = { 0 };
 
 	mk_typed(m, 'Z', LIT("I"));
 	for (size_t i = 0; i < PROTO_HDR_LEN; i++)
@@ -891,7 +891,7 @@ static void test_build_sasl(void **state)
 static void test_build_appends(void **state)
 {
 	struct built *m = *state;
-	struct proto_hdr h;
+	struct proto_hdr h = { 0 };
 	const uint8_t *p;
 	size_t left;
 

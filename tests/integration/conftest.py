@@ -464,6 +464,12 @@ class Tusk:
         except FileNotFoundError:
             return ""
 
+    def wait_log(self, text, timeout=5):
+        """The log once it holds text: tusk's logger thread writes lines after the fact (a
+        loaded machine delays it), so a line is waited for before it is asserted on."""
+        wait_until(lambda: text in self.log_text(), timeout * SLOW, what=f"{text!r} in tusk's log")
+        return self.log_text()
+
     def log_tail(self, n=60):
         return "\n".join(self.log_text().splitlines()[-n:])
 

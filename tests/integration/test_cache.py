@@ -257,7 +257,7 @@ def test_logical_invalidation_sees_writes_around_tusk(cpg, tusk):
     # The reads between the writes were cached again (the option does not turn caching off).
     c = cached(t)
     assert rows_of(c, q) == [["direct 4"]]
-    assert "following database" in t.log_text()
+    t.wait_log("following database")
 
 
 def test_users_and_search_path_never_share(cpg, on):

@@ -135,7 +135,7 @@ def test_two_tusks_share_and_invalidate_over_tls(tusk, l2tables, tredis):
     assert rows_of(cb, q) == want2
     rows_of(ca, "UPDATE l2t SET v = 'v2' WHERE id = 2")
     assert rows_of(cb, q) == want
-    assert "TLS tunnel to 127.0.0.1:%d on " % tredis.port in a.log_text()
+    a.wait_log("TLS tunnel to 127.0.0.1:%d on " % tredis.port)
 
 
 def test_wrong_ca_is_a_counted_miss(tusk, l2tables, tredis, certs, tmp_path):
@@ -157,7 +157,7 @@ def test_wrong_ca_is_a_counted_miss(tusk, l2tables, tredis, certs, tmp_path):
         time.sleep(0.1)
     assert calls(cpg, q[:24]) == 4
     assert metric(a, "l2_errors") >= 1 and metric(a, "l2_hits") == 0
-    assert "certificate verify failed" in a.log_text()
+    a.wait_log("certificate verify failed")
     assert not tredis.cli("--scan", "--pattern", "t:*").stdout.split()  # nothing got through
     _, rows = psql_rows(a, "SHOW CACHE")
     got = {(r["name"], r["reason"]): int(r["value"]) for r in rows}

@@ -692,7 +692,7 @@ def test_set_changes_a_reloadable_key_until_the_next_reload(tusk, tmp_path):
         assert ext(c, "set pool_wait_timeout to 7s")[2] == "SET"
         wait_until(lambda: value("pool_wait_timeout") == "7000ms", 5 * SLOW, what="SET over the extended protocol")
         assert value("query_timeout") == "1500ms"  # the earlier SET stays in the running generation
-        assert "SET pool_wait_timeout = 7s from the admin console" in t.log_text()
+        t.wait_log("SET pool_wait_timeout = 7s from the admin console")
         # ... and it takes effect: a query over 1.5 s is cancelled now
         with app(t) as a:
             with pytest.raises(psycopg.errors.QueryCanceled):

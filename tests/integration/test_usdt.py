@@ -76,6 +76,9 @@ def test_build_without_sdt_has_no_probes(tmp_path):
     for rel in ["src/pool/pool.c", "src/pool/server.c", "src/pool/services.c", "src/pool/core/tp_pool.c"]:
         entry = commands[str(REPO / rel)]
         argv = shlex.split(entry["command"]) if "command" in entry else entry["arguments"]
+        # Under link-time optimisation an object holds no machine code, notes included, until
+        # the link: these objects are compiled to be read, so without it.
+        argv = [a for a in argv if not a.startswith("-flto") and a != "-fno-fat-lto-objects"]
         out_i = argv.index("-o")
         obj = tmp_path / (rel.replace("/", "_") + ".o")
         argv = argv[:out_i] + ["-o", str(obj)] + argv[out_i + 2:] + ["-DTUSK_NO_SDT=1"]

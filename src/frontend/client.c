@@ -143,6 +143,12 @@ static void count_client(struct client *c, int to)
 	struct stats_pool *sp = c->pool ? pool_stats(c->pool) : NULL;
 	int from = c->stats_state - 1;
 
+	if (c->wait_quiet) {
+		/* A wait that ended before it was announced (client_need_server): none at all. */
+		c->wait_quiet = false;
+		if (c->stats_pool)
+			stats_count_wait(c->stats_pool, 0);
+	}
 	if (from == STATS_CLIENT_WAITING && to != STATS_CLIENT_WAITING && c->wait_start > 0 && c->stats_pool) {
 		stats_count_wait(c->stats_pool, ev_now(c->worker->loop) - c->wait_start);
 		c->wait_start = 0;
@@ -420,6 +426,7 @@ static char no_name[] = ""; /* database and user before the startup packet */
 
 static void free_client(struct client *c)
 {
+	fe_of(c->worker)->freed++;
 	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
 	buf_detach(&c->wbuf, &fe_of(c->worker)->wbufs);
 	session_free(&c->session);
@@ -1504,8 +1511,24 @@ void client_need_server(struct client *c)
 	RELAY_HOOKS_SYNC(c);
 	if (c->state == CLIENT_IDLE && relay_hooks_request(c, NULL))
 		return; /* answered from the cache, or waiting on an identical query */
-	client_set_state(c, CLIENT_WAITING);
+	/* Most claims find an idle server and make the client active at once: "waiting" is
+	 * entered quietly (not counted, timed or polled) and announced only if the claim is
+	 * still pending when it returns (queued, connecting, the server being prepared). Any
+	 * state change meanwhile ends the quiet wait (count_client); so may a close, which can
+	 * free c (only c): the worker's count of freed clients tells. */
+	struct frontend_worker *fe = fe_of(c->worker);
+	uint64_t freed = fe->freed;
+	log_debug(c->id, c->ctx, "%s -> waiting", state_name(c->state));
+	c->state = CLIENT_WAITING;
+	c->active_at = ev_now(c->worker->loop);
+	c->wait_quiet = true;
 	start_claim(c);
+	if (fe->freed == freed && c->wait_quiet && c->state == CLIENT_WAITING) {
+		c->wait_quiet = false;
+		count_client(c, STATS_CLIENT_WAITING);
+		arm_timer(c, (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0);
+		client_update_io(c);
+	}
 }
 
 /* pool_wait_timeout ran out. A pool that holds no server because every connect failed (all

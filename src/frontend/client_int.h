@@ -124,6 +124,7 @@ struct client {
 	 * in a closed client's husk until the answer on its way arrives. */
 	struct client_wait *wait;
 	bool queued;                /* wait is (or was, until the answer arrives) in the pool queue */
+	bool wait_quiet;            /* CLIENT_WAITING not yet counted, timed or polled (client_need_server) */
 	bool standby;               /* read-write-split: this transaction's claim is for the standby
 	                             * side (the split's claim hook; copied into the claim) */
 	bool dead;                  /* closed while an answer from the pool (or a read-your-writes
@@ -224,6 +225,7 @@ bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql,
  * thread only. */
 struct frontend_worker {
 	struct client *clients; /* served here (struct client's prev, next) */
+	uint64_t freed;         /* clients freed so far: whether one call freed its client */
 	/* client read/write buffer blocks, taken while bytes are in flight and given back when
 	 * the client goes idle with both drained */
 	struct buf_pool rbufs, wbufs;

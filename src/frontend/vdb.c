@@ -127,6 +127,7 @@ void vdb_ready(struct vdb *v)
 {
 	uint8_t idle = 'I';
 	vdb_out_msg(&v->out, 'Z', &idle, 1);
+	v->out_ready = true;
 }
 
 void vdb_complete(struct vdb *v, const char *tag)
@@ -212,8 +213,10 @@ static int flush_out(struct vdb *v)
 		if (o->start == o->len || buf_len(&c->wbuf) == before)
 			break; /* all moved, or the socket is full: EV_WRITE brings us back */
 	}
-	if (o->start == o->len)
+	if (o->start == o->len) {
 		o->start = o->len = 0;
+		v->out_ready = false;
+	}
 	client_update_io(c);
 	return 0;
 }
@@ -499,7 +502,12 @@ void vdb_input(struct vdb *v)
 		if (handle(v, h.type, body, total - PROTO_HDR_LEN) < 0)
 			return;
 	}
-	(void)flush_out(v);
+	/* A request answered later (busy) keeps what it has answered so far (BindComplete, a
+	 * RowDescription) until its answer is appended, as PostgreSQL sends nothing before the
+	 * Sync: one write to the client per call instead of two, so the client wakes once (docs/kv.md,
+	 * "Speed": a kv get's extra wake-up). Whole answers of earlier requests go now. */
+	if (!v->busy || v->out_ready)
+		(void)flush_out(v);
 }
 
 void vdb_writable(struct vdb *v)

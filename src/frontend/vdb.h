@@ -81,6 +81,7 @@ struct vdb {
 	bool busy;                /* public: a request is answered later; input waits */
 	bool busy_simple;         /* public: ... and it came in a simple Query */
 	bool portal_set;          /* public: the unnamed portal is bound (named ones are refused) */
+	bool out_ready;           /* private: a ReadyForQuery waits in out (a whole answer to send) */
 	uint8_t *big;             /* private: a message longer than rbuf, collected as it streams */
 	size_t big_len, big_need;
 };

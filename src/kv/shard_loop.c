@@ -5,7 +5,9 @@
  * that connection) + PQsendQueryPrepared + PQpipelineSync, so the calls of all the worker's
  * clients share the connection, each its own implicit transaction, answered in the order
  * sent. The socket is an ev_io of the worker's loop; nothing here blocks: every wait has a
- * timer (the connect's 5 s, a call's answer call_timeout). A lost connection answers each
+ * timer (the connect's 5 s, a call's answer call_timeout). A shard's extra connections (all
+ * but its first) close after IDLE_CLOSE_S without a call: a burst does not keep its server
+ * processes for ever. A lost connection answers each
  * call in flight as router.c does (a read sent again once, on a new connection; a write
  * reported 08006, "may or may not have been applied"); the next call connects again. */
 #include <ev.h>
@@ -28,6 +30,9 @@
  * slow shard) gets no more while another can take it, so one slow call holds up no other. */
 #define KV_LOOP_CONNS 4
 #define STUCK_S 0.1
+/* An extra connection (not the shard's first, which pick prefers when idle) closes after this
+ * long without a call in flight; the next burst opens it again (a connect: milliseconds). */
+#define IDLE_CLOSE_S 10.0
 
 enum lc_state { LC_CLOSED, LC_CONNECTING, LC_READY };
 /* The results a sent call still owes, in pipeline order. */
@@ -40,7 +45,8 @@ struct kv_lconn {
 	PGconn *conn;
 	ev_io io;
 	int fd, events;             /* what io watches */
-	ev_timer timer;             /* the connect's deadline, or the oldest sent call's */
+	ev_timer timer;             /* the connect's deadline, the oldest sent call's, or idle_close's */
+	bool idle_close;            /* timer closes this extra connection (no call in flight) */
 	uint32_t prepared;          /* bit op: op's statement sent to be prepared on this connection */
 	struct kv_job *sent, *sent_tail; /* sent, answered in this order */
 	int nsent;
@@ -133,6 +139,7 @@ static void lc_close(struct kv_lconn *lc)
 {
 	watch(lc, -1, 0);
 	ev_timer_stop(lc->l->w->loop, &lc->timer);
+	lc->idle_close = false;
 	PQfinish(lc->conn);
 	lc->conn = NULL;
 	lc->state = LC_CLOSED;
@@ -168,6 +175,7 @@ static void connect_failed(struct kv_lconn *lc, const char *why)
 
 static void flush(struct kv_lconn *lc);
 static void lost(struct kv_lconn *lc, bool timed_out);
+static void arm_idle_timer(struct kv_lconn *lc);
 
 static void connect_ready(struct kv_lconn *lc)
 {
@@ -191,6 +199,8 @@ static void connect_ready(struct kv_lconn *lc)
 	}
 	if (lc->wait && lc->state == LC_CLOSED)
 		connect_start(lc);
+	else if (lc->state == LC_READY && !lc->sent)
+		arm_idle_timer(lc);
 }
 
 static void connect_poll(struct kv_lconn *lc)
@@ -252,13 +262,31 @@ static void connect_start(struct kv_lconn *lc)
 	watch(lc, PQsocket(lc->conn), EV_WRITE);
 }
 
+/* No call in flight: an extra connection starts counting its idleness, the first does not. */
+static void arm_idle_timer(struct kv_lconn *lc)
+{
+	struct ev_loop *loop = lc->l->w->loop;
+
+	ev_timer_stop(loop, &lc->timer);
+	lc->idle_close = false;
+	if (lc == &lc->l->conns[lc->shard * KV_LOOP_CONNS])
+		return;
+	ev_timer_set(&lc->timer, IDLE_CLOSE_S, 0.);
+	ev_timer_start(loop, &lc->timer);
+	lc->idle_close = true;
+}
+
 static void arm_call_timer(struct kv_lconn *lc)
 {
 	struct ev_loop *loop = lc->l->w->loop;
 
 	if (!lc->sent) {
-		ev_timer_stop(loop, &lc->timer);
+		arm_idle_timer(lc);
 		return;
+	}
+	if (lc->idle_close) {
+		ev_timer_stop(loop, &lc->timer);
+		lc->idle_close = false;
 	}
 	if (ev_is_active(&lc->timer))
 		return; /* it checks the oldest call when it fires */
@@ -379,8 +407,8 @@ static void take_results(struct kv_lconn *lc)
 				job->nrows = 0;
 			}
 			finish(job);
-			if (ev_is_active(&lc->timer) && !lc->sent)
-				ev_timer_stop(lc->l->w->loop, &lc->timer);
+			if (lc->state == LC_READY && !lc->sent)
+				arm_idle_timer(lc);
 			break;
 		case PGRES_COMMAND_OK:
 		case PGRES_TUPLES_OK:
@@ -461,8 +489,16 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		connect_failed(lc, "timeout expired");
 		return;
 	}
-	if (lc->state != LC_READY || !lc->sent)
+	if (lc->state != LC_READY)
 		return;
+	if (!lc->sent) {
+		if (lc->idle_close) {
+			log_debug(NULL, NULL, "kv: closing worker %d's idle extra connection to shard %s%d",
+				  lc->l->w->index, KV_SHARD_DB_PREFIX, lc->shard);
+			lc_close(lc);
+		}
+		return;
+	}
 	double left = lc->sent->sent + lc->l->r->call_timeout - ev_now(loop);
 	if (left <= 0) {
 		log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) did not answer a call within %g s: closing "

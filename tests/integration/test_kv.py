@@ -179,6 +179,44 @@ def test_no_superuser_anywhere(zone):
     assert loose == []
 
 
+
+def test_a_clients_search_path_cannot_hijack_the_security_definer_functions(zone):
+    # A deployment may let kv_client create objects somewhere (here: a schema of its own). Its
+    # functions and operator, named like the built-ins kv.put and kv.get use and first on its
+    # search_path, must never run inside them (they run as kv_owner): each pins search_path =
+    # pg_catalog, pg_temp (measured in docs/kv.md, "Speed": the SET costs ~1.5 us a call; kept).
+    k = key_on(zone, 0, "hijack")
+    zone.sql(0, "create schema evil authorization kv_client")
+    try:
+        with zone.db(0) as c:
+            c.execute("create table evil.calls (fn text, by_user name)")
+            # Usage for all, or kv_owner would not even see its functions (a schema without USAGE
+            # drops out of the search_path): without the pinned search_path, evil.strpos then runs
+            # as kv_owner (tried on kv.put without its SET clause).
+            c.execute("grant usage on schema evil to public")
+            c.execute("grant insert on evil.calls to public")
+            for fn, args, ret, body in [("now", "", "timestamptz", "'2100-01-01'"),
+                                        ("clock_timestamp", "", "timestamptz", "'2100-01-01'"),
+                                        ("strpos", "text, text", "int", "0"), ("octet_length", "text", "int", "1"),
+                                        ("pg_column_size", "jsonb", "int", "1"), ("chr", "int", "text", "'x'"),
+                                        ("pg_current_xact_id", "", "xid8", "'1'"),
+                                        ("texteq", "text, text", "bool", "true")]:
+                c.execute(f"create function evil.{fn}({args}) returns {ret} language plpgsql as "
+                          f"$$ begin insert into evil.calls values ('{fn}', current_user); return {body}; end $$")
+            c.execute("create operator evil.= (leftarg = text, rightarg = text, function = evil.texteq)")
+            c.execute("set search_path = evil, pg_catalog")
+            ver = c.execute("select kv.put('default', %s, '1')", (k,)).fetchone()[0]
+            assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == 1
+            assert c.execute("select kv.get('default', %s)", (k + "-absent",)).fetchone()[0] is None
+            with pytest.raises(psycopg.Error) as ei:
+                c.execute("select kv.put('default', %s, '1')", (k + "\x1f" + "1",))
+            assert "0x1F" in str(ei.value)
+            calls = c.execute("select * from evil.calls").fetchall()
+        assert calls == []
+        assert abs(ver - time.time() * 1e6) < 600e6, ver  # the real clock, not evil.clock_timestamp
+    finally:
+        zone.sql(0, "drop schema evil cascade")
+
 def test_local_write_beats_what_it_overwrites_under_a_slow_clock(zone):
     k = key_on(zone, 0, "skew")
     with zone.db(0) as c:

@@ -262,3 +262,40 @@ def test_tusk_stopping_with_calls_in_flight_on_its_shard_connections_exits_clean
     with kv_conn(zone) as c:
         c.execute("select kv.put('default', %s, '2')", (locked,))
         assert c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 2
+
+
+def test_a_workers_extra_shard_connections_close_when_idle_and_the_first_stays(zone):
+    # Concurrent calls open extra connections per shard (up to 4); 10 s (IDLE_CLOSE_S in
+    # shard_loop.c) without a call closes each extra one, never the shard's first. Before,
+    # they stayed open for the tusk's life.
+    def body(i, c):
+        for j in range(200):
+            c.execute("select kv.get('default', %s)", (f"idle:{i}:{j % 5}",)).fetchone()
+
+    most = 0
+    stop = threading.Event()
+
+    def count():
+        nonlocal most
+        while not stop.is_set():
+            most = max(most, len(worker_backends(zone)))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=count)
+    t.start()
+    try:
+        assert run_clients(zone, 12, body) == []
+    finally:
+        stop.set()
+        t.join()
+    assert most > NSHARDS, most  # the load did open extra connections
+    wait_until(lambda: len(worker_backends(zone)) <= NSHARDS, 30 * SLOW, interval=0.5,
+               what="the extra connections closing")
+    time.sleep(11)  # past IDLE_CLOSE_S: the shards' first connections stay
+    for s in range(NSHARDS):
+        assert len(worker_backends(zone, s)) == 1, (s, worker_backends(zone))
+    with kv_conn(zone) as c:  # and a closed connection's slot connects again when needed
+        for i in range(20):
+            c.execute("select kv.put('default', %s, '1')", (f"after-idle:{i}",))
+            assert c.execute("select kv.get('default', %s)", (f"after-idle:{i}",)).fetchone()[0] == 1
+    assert zone.tusk.proc.poll() is None

@@ -1,0 +1,2 @@
+\set i random(1, 10000)
+INSERT INTO kv.data AS d (ns, key, value, ver_ts, origin, expires_at) SELECT 'default', 'k' || :i, '1'::jsonb, 1 + i.clock_offset_us, i.origin, now() + p.default_ttl FROM kv.identity i JOIN kv.namespaces n ON n.ns = 'default' LEFT JOIN kv.expiry_policies p ON p.name = n.policy ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = EXCLUDED.value, ver_ts = d.ver_ts + 1, origin = EXCLUDED.origin, expires_at = EXCLUDED.expires_at, chg_xid = pg_current_xact_id() RETURNING d.ver_ts;

@@ -426,7 +426,7 @@ static char no_name[] = ""; /* database and user before the startup packet */
 
 static void free_client(struct client *c)
 {
-	fe_of(c->worker)->freed++;
+	fe_of(c->worker)->gone++;
 	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
 	buf_detach(&c->wbuf, &fe_of(c->worker)->wbufs);
 	session_free(&c->session);
@@ -1356,6 +1356,7 @@ static void maybe_move(struct client *c)
 	m->arg = c;
 	m->u32[0] = move_hook ? move_hook->mark(w) : 0;
 	/* From here c is to's: this thread must not touch it again. */
+	fe_of(w)->gone++;
 	cancel_move(c, to);
 	worker_post(to, m);
 }
@@ -1514,16 +1515,17 @@ void client_need_server(struct client *c)
 	/* Most claims find an idle server and make the client active at once: "waiting" is
 	 * entered quietly (not counted, timed or polled) and announced only if the claim is
 	 * still pending when it returns (queued, connecting, the server being prepared). Any
-	 * state change meanwhile ends the quiet wait (count_client); so may a close, which can
-	 * free c (only c): the worker's count of freed clients tells. */
+	 * state change meanwhile ends the quiet wait (count_client). A close may free c, and a
+	 * request answered without a server may leave it idle and moved to another worker: the
+	 * worker's count of clients gone tells, and c is not read again then. */
 	struct frontend_worker *fe = fe_of(c->worker);
-	uint64_t freed = fe->freed;
+	uint64_t gone = fe->gone;
 	log_debug(c->id, c->ctx, "%s -> waiting", state_name(c->state));
 	c->state = CLIENT_WAITING;
 	c->active_at = ev_now(c->worker->loop);
 	c->wait_quiet = true;
 	start_claim(c);
-	if (fe->freed == freed && c->wait_quiet && c->state == CLIENT_WAITING) {
+	if (fe->gone == gone && c->wait_quiet && c->state == CLIENT_WAITING) {
 		c->wait_quiet = false;
 		count_client(c, STATS_CLIENT_WAITING);
 		arm_timer(c, (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0);

@@ -225,7 +225,8 @@ bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql,
  * thread only. */
 struct frontend_worker {
 	struct client *clients; /* served here (struct client's prev, next) */
-	uint64_t freed;         /* clients freed so far: whether one call freed its client */
+	uint64_t gone;          /* clients freed or moved to another worker so far: whether a
+	                         * call left its client no longer this thread's */
 	/* client read/write buffer blocks, taken while bytes are in flight and given back when
 	 * the client goes idle with both drained */
 	struct buf_pool rbufs, wbufs;

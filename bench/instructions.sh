@@ -10,7 +10,11 @@
 # most. The same throwaway PostgreSQL 15 (pgbench scale 1) serves every binary. Asserts nothing.
 # Env: MODE (simple; extended, prepared), CLIENTS (8), TXNS (1000 per client), TOP (0), PG_BIN,
 # KEEP (a directory to keep the callgrind files in, as callgrind.<basename of BIN>.<MODE>).
-# Example: bench/instructions.sh /tmp/tusk-before build/tusk
+# A BIN of "pgbouncer" counts the reference PgBouncer (1.25 when found, bench_pgbouncer_find;
+# one thread) through a transaction pool of CLIENTS servers. It must run as postgres, whose
+# callgrind vgdb cannot switch on from here, so it is counted whole twice, with and without
+# the measured pgbench (the warm-up in both), and the difference is divided.
+# Example: bench/instructions.sh /tmp/tusk-before build/tusk pgbouncer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_NAME=instructions
@@ -45,8 +49,39 @@ pgb() { # PORT PGBENCH-ARGS...
 	shift
 	"$PG_BIN/pgbench" -n -S -M "$MODE" -c "$CLIENTS" -j 1 -h 127.0.0.1 -p "$port" -U postgres "$@" bench
 }
+for bin in "$@"; do
+	[ "$bin" = pgbouncer ] && { bench_pgbouncer_find; break; }
+done
+# pgbouncer_ir TXNS: PgBouncer's instructions from its start to its exit, a warm-up and TXNS
+# transactions per client between.
+pgbouncer_ir() {
+	local port f
+	port=$(free_port)
+	rm -f "$DIR"/cg.*
+	bench_pgbouncer_ini "$port" 1000 \
+		"bench = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$CLIENTS"
+	as_postgres setsid valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
+		"$PGB_REF" "$DIR/pgbouncer.ini" 2>"$DIR/pgbouncer.err" &
+	pid=$!
+	wait_port "$port" >/dev/null
+	pgb "$port" -t 50 >/dev/null 2>&1
+	[ "$1" -eq 0 ] || pgb "$port" -t "$1" >/dev/null 2>&1
+	pkill -INT -u postgres -f -- "--callgrind-out-file=$DIR/cg.out"
+	wait "$pid" 2>/dev/null || true
+	pid=
+	f=$DIR/cg.out
+	[ -s "$f" ] || { echo "instructions: PgBouncer left no dump" >&2; cat "$DIR/pgbouncer.err" >&2; exit 1; }
+	callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}'
+}
 printf '%-40s %8s %12s\n' binary mode 'Ir/txn'
 for bin in "$@"; do
+	if [ "$bin" = pgbouncer ]; then
+		a=$(pgbouncer_ir 0)
+		b=$(pgbouncer_ir "$TXNS")
+		printf '%-40s %8s %12.0f\n' "pgbouncer $PGB_REF_VERSION" "$MODE" \
+			"$(awk -v a="$a" -v b="$b" -v n="$((TXNS * CLIENTS))" 'BEGIN {print (b - a) / n}')"
+		continue
+	fi
 	port=$(free_port)
 	{
 		bench_tusk_yaml "$port" "$PG_PORT" | sed 's/^workers: .*/workers: 1/'

@@ -878,11 +878,33 @@ static size_t channels_answer_len(const struct client *c)
 }
 
 /* A whole simple Query of LISTEN/UNLISTENs, or of pg_listening_channels(). */
+/* Whether a Query at p may be one tusk answers: its text starts with LISTEN or UNLISTEN
+ * (after blanks: the first letter tells), or the client has committed channels and may ask
+ * pg_listening_channels() (without any, a pooled server's answer is the same empty set:
+ * a LISTEN that reaches a server pins the client to it). Most requests stop here, at a few
+ * instructions instead of a header read, two memchr and a strncasecmp (~180 per request).
+ * p may hold less than the message, or more (the next one): a guess, never a verdict. */
+static bool query_may_match(const struct client *c, const uint8_t *p, size_t avail)
+{
+	if (c->notify && c->notify->nchans > 0)
+		return true;
+	for (size_t i = PROTO_HDR_LEN; i < avail; i++) {
+		uint8_t ch = p[i];
+		if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r')
+			continue;
+		ch |= 0x20;
+		return ch == 'l' || ch == 'u';
+	}
+	return true; /* blanks so far: the full test waits for the rest */
+}
+
 static enum notify_match match_query(const struct client *c, const uint8_t *p, size_t avail, struct notify_req *q)
 {
 	struct proto_hdr h;
 	const char *sql;
 	size_t len;
+	if (!query_may_match(c, p, avail))
+		return MATCH_NO;
 	if (proto_read_hdr(p, avail, c->worker->rt->cfg->max_message_size, &h) <= 0)
 		return MATCH_NO;
 	size_t total = (size_t)h.len + 1;

@@ -324,97 +324,100 @@ bool relay_hooks_release_(struct client *c, struct server *s, bool reset);
 bool relay_hooks_linked_(struct client *c, struct server *s);
 void relay_hooks_idle_(struct client *c);
 
+/* c's list has a hook defining the callback of bit (enum relay_hook_bit). */
+#define RELAY_HOOKS_HAS(c, bit) ((c)->hooks && ((c)->hooks->has & (bit)))
+
 static inline void relay_hooks_claim(struct client *c)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_CLAIM))
 		relay_hooks_claim_(c);
 }
 static inline bool relay_hooks_request(struct client *c, const struct server *s)
 {
-	return c->hooks && relay_hooks_request_(c, s);
+	return RELAY_HOOKS_HAS(c, RH_REQUEST) && relay_hooks_request_(c, s);
 }
 static inline bool relay_hooks_attach(struct client *c, struct server *s)
 {
-	return c->hooks && relay_hooks_attach_(c, s);
+	return RELAY_HOOKS_HAS(c, RH_ATTACH) && relay_hooks_attach_(c, s);
 }
 static inline bool relay_hooks_writable(struct client *c)
 {
-	return c->hooks && relay_hooks_writable_(c);
+	return RELAY_HOOKS_HAS(c, RH_WRITABLE) && relay_hooks_writable_(c);
 }
 static inline void relay_hooks_timer(struct client *c)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_TIMER))
 		relay_hooks_timer_(c);
 }
 static inline bool relay_hooks_cancel(struct client *c)
 {
-	return c->hooks && relay_hooks_cancel_(c);
+	return RELAY_HOOKS_HAS(c, RH_CANCEL) && relay_hooks_cancel_(c);
 }
 static inline bool relay_hooks_quiet(const struct client *c)
 {
-	return !c->hooks || relay_hooks_quiet_(c);
+	return !RELAY_HOOKS_HAS(c, RH_QUIET) || relay_hooks_quiet_(c);
 }
 static inline void relay_hooks_closed(struct client *c)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_CLOSED))
 		relay_hooks_closed_(c);
 }
 static inline void relay_hooks_sql(struct client *c, const char *sql, size_t len)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_SQL))
 		relay_hooks_sql_(c, sql, len);
 }
 static inline void relay_hooks_parsed(struct client *c, const char *name, const uint8_t *rest, size_t rest_len)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_PARSED))
 		relay_hooks_parsed_(c, name, rest, rest_len);
 }
 static inline bool relay_hooks_bind(struct client *c, const uint8_t *m, size_t avail, bool unnamed, const char *text,
 				    size_t len)
 {
-	return !c->hooks || relay_hooks_bind_(c, m, avail, unnamed, text, len);
+	return !RELAY_HOOKS_HAS(c, RH_BIND) || relay_hooks_bind_(c, m, avail, unnamed, text, len);
 }
 static inline void relay_hooks_close_stmt(struct client *c, const char *name)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_CLOSE_STMT))
 		relay_hooks_close_stmt_(c, name);
 }
 static inline void relay_hooks_opaque(struct client *c)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_OPAQUE))
 		relay_hooks_opaque_(c);
 }
 static inline void relay_hooks_scanned(struct client *c, const uint8_t *p, size_t n)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_SCANNED))
 		relay_hooks_scanned_(c, p, n);
 }
 static inline void relay_hooks_error(struct client *c, struct server *s, const uint8_t *m, size_t total)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_ERROR))
 		relay_hooks_error_(c, s, m, total);
 }
 static inline bool relay_hooks_commit_wait(struct client *c, bool last)
 {
-	return c->hooks && relay_hooks_commit_wait_(c, last);
+	return RELAY_HOOKS_HAS(c, RH_COMMIT_WAIT) && relay_hooks_commit_wait_(c, last);
 }
 static inline void relay_hooks_ready(struct client *c, bool last)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_READY))
 		relay_hooks_ready_(c, last);
 }
 static inline bool relay_hooks_release(struct client *c, struct server *s, bool reset)
 {
-	return c->hooks && relay_hooks_release_(c, s, reset);
+	return RELAY_HOOKS_HAS(c, RH_RELEASE) && relay_hooks_release_(c, s, reset);
 }
 /* False: c was failed (and may be freed). */
 static inline bool relay_hooks_linked(struct client *c, struct server *s)
 {
-	return !c->hooks || relay_hooks_linked_(c, s);
+	return !RELAY_HOOKS_HAS(c, RH_LINKED) || relay_hooks_linked_(c, s);
 }
 static inline void relay_hooks_idle(struct client *c)
 {
-	if (c->hooks)
+	if (RELAY_HOOKS_HAS(c, RH_IDLE))
 		relay_hooks_idle_(c);
 }
 

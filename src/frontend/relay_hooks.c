@@ -15,6 +15,17 @@ static int nregistered;
 /* Every subset of the registrations as a list, by mask (lists[0] unused: that list is NULL). */
 static struct relay_hook_list lists[1u << RELAY_HOOKS_MAX];
 
+static unsigned has_of(const struct relay_hooks *h)
+{
+	return (h->claim ? RH_CLAIM : 0) | (h->request ? RH_REQUEST : 0) | (h->attach ? RH_ATTACH : 0) |
+	       (h->writable ? RH_WRITABLE : 0) | (h->timer ? RH_TIMER : 0) | (h->cancel ? RH_CANCEL : 0) |
+	       (h->quiet ? RH_QUIET : 0) | (h->closed ? RH_CLOSED : 0) | (h->sql ? RH_SQL : 0) |
+	       (h->parsed ? RH_PARSED : 0) | (h->bind ? RH_BIND : 0) | (h->close_stmt ? RH_CLOSE_STMT : 0) |
+	       (h->opaque ? RH_OPAQUE : 0) | (h->scanned ? RH_SCANNED : 0) | (h->error ? RH_ERROR : 0) |
+	       (h->commit_wait ? RH_COMMIT_WAIT : 0) | (h->ready ? RH_READY : 0) | (h->release ? RH_RELEASE : 0) |
+	       (h->linked ? RH_LINKED : 0) | (h->idle ? RH_IDLE : 0);
+}
+
 int relay_hooks_register(const struct relay_hooks *h)
 {
 	for (int i = 0; i < nregistered; i++)
@@ -27,9 +38,12 @@ int relay_hooks_register(const struct relay_hooks *h)
 		struct relay_hook_list *l = &lists[mask];
 		l->n = 0;
 		l->mask = mask;
+		l->has = 0;
 		for (int i = 0; i < nregistered; i++)
-			if (mask & (1u << i))
+			if (mask & (1u << i)) {
 				l->h[l->n++] = registered[i];
+				l->has |= has_of(registered[i]);
+			}
 	}
 	return 0;
 }
@@ -72,7 +86,8 @@ void relay_hooks_refresh(struct client *c)
 			registered[i]->joined(c);
 }
 
-/* The walks. Each runs only with c->hooks set (the inline wrappers test it). */
+/* The walks. Each runs only with c->hooks set and its bit in c->hooks->has (the inline
+ * wrappers test them). */
 #define EACH(c, fn) \
 	for (const struct relay_hook_list *l_ = (c)->hooks; l_; l_ = NULL) \
 		for (int i_ = 0; i_ < l_->n; i_++) \

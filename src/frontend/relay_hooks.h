@@ -98,10 +98,22 @@ struct relay_hooks {
 
 #define RELAY_HOOKS_MAX 4
 
+/* Which callbacks some hook of a list has (struct relay_hook_list's has): the relay's calls
+ * test one bit before walking the list, so a callback no hook in it defines (a pool with
+ * LISTEN/NOTIFY but no cache defines no `scanned`, asked per server message) costs nothing. */
+enum relay_hook_bit {
+	RH_CLAIM = 1u << 0, RH_REQUEST = 1u << 1, RH_ATTACH = 1u << 2, RH_WRITABLE = 1u << 3,
+	RH_TIMER = 1u << 4, RH_CANCEL = 1u << 5, RH_QUIET = 1u << 6, RH_CLOSED = 1u << 7,
+	RH_SQL = 1u << 8, RH_PARSED = 1u << 9, RH_BIND = 1u << 10, RH_CLOSE_STMT = 1u << 11,
+	RH_OPAQUE = 1u << 12, RH_SCANNED = 1u << 13, RH_ERROR = 1u << 14, RH_COMMIT_WAIT = 1u << 15,
+	RH_READY = 1u << 16, RH_RELEASE = 1u << 17, RH_LINKED = 1u << 18, RH_IDLE = 1u << 19,
+};
+
 /* The hooks of one client, in registration order (n >= 1: an empty list is NULL). */
 struct relay_hook_list {
 	int n;
 	unsigned mask; /* bit i: the i-th registration is in the list */
+	unsigned has;  /* enum relay_hook_bit: the callbacks some hook in it defines */
 	const struct relay_hooks *h[RELAY_HOOKS_MAX];
 };
 

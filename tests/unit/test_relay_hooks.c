@@ -112,6 +112,50 @@ static bool always(const struct tusk_config *cfg, const struct config_pool_rule 
 	return true;
 }
 
+static void nop_scanned(struct client *c, const uint8_t *p, size_t n)
+{
+	(void)c;
+	(void)p;
+	(void)n;
+}
+
+static void nop_ready(struct client *c, bool last)
+{
+	(void)c;
+	(void)last;
+}
+
+/* A list's has holds exactly the callbacks some hook in it defines: the relay skips the walk
+ * of any other (one bit test per server message instead of a walk, issue 28). */
+static void test_list_says_which_callbacks_it_has(void **state)
+{
+	(void)state;
+	static struct relay_hooks a = { .name = "a", .wants = always, .ready = nop_ready };
+	static struct relay_hooks b = { .name = "b", .wants = always, .scanned = nop_scanned, .ready = nop_ready };
+	relay_hooks_unregister_all();
+	assert_int_equal(relay_hooks_register(&a), 0);
+	const struct relay_hook_list *l = relay_hooks_choose(NULL, NULL);
+	assert_non_null(l);
+	assert_int_equal(l->has, RH_READY);
+	assert_int_equal(relay_hooks_register(&b), 0);
+	l = relay_hooks_choose(NULL, NULL);
+	assert_int_equal(l->n, 2);
+	assert_int_equal(l->has, RH_READY | RH_SCANNED);
+	/* the registered features: split has claim, no scanned; the cache has scanned */
+	relay_hooks_unregister_all();
+	assert_int_equal(relay_hooks_register(&split_relay_hooks), 0);
+	assert_int_equal(relay_hooks_register(&flight_relay_hooks), 0);
+	struct tusk_config *cfg = load(SERVICE "pools:\n"
+					       "  - database: a\n    mode: transaction\n"
+					       "    target_session_attrs: read-write-split\n");
+	l = relay_hooks_choose(cfg, &cfg->pools[0]);
+	assert_non_null(l);
+	assert_true(l->has & RH_CLAIM);
+	assert_false(l->has & RH_SCANNED);
+	config_free(cfg);
+	relay_hooks_unregister_all();
+}
+
 static void test_registry_is_bounded(void **state)
 {
 	(void)state;
@@ -137,6 +181,7 @@ int main(void)
 		cmocka_unit_test_setup(test_cache_rule_attaches_cache_everywhere, setup),
 		cmocka_unit_test_setup(test_split_rule_attaches_split_only_there, setup),
 		cmocka_unit_test_setup(test_both_in_registration_order, setup),
+		cmocka_unit_test(test_list_says_which_callbacks_it_has),
 		cmocka_unit_test(test_registry_is_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -115,6 +115,23 @@ static bool add_row(struct kv_job *job, int ncols, const char *const *vals, cons
 
 /* ---- catalog ---- */
 
+/* Whether the comma-separated list holds item as one whole entry (not a part of one:
+ * 127.0.0.1 is not in "127.0.0.10"). */
+bool kv_csv_has(const char *list, const char *item)
+{
+	size_t n = strlen(item);
+	for (const char *p = list; *p;) {
+		const char *end = strchr(p, ',');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+		if (len == n && memcmp(p, item, n) == 0)
+			return true;
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	return false;
+}
+
 /* The instance's addresses for the workers' connects (a connect on a worker's loop must not
  * wait for DNS: libpq resolves a host name inside PQconnectStartParams), then on_loops. Here,
  * on a router thread, once. A host that does not resolve leaves every call to the threads,
@@ -142,7 +159,7 @@ static void resolve_instance(struct kv_router *r)
 		char num[NI_MAXHOST];
 		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof num, NULL, 0, NI_NUMERICHOST) != 0)
 			continue;
-		if (strstr(r->hostaddr, num)) /* getaddrinfo repeats an address per protocol */
+		if (kv_csv_has(r->hostaddr, num)) /* getaddrinfo repeats an address per protocol */
 			continue;
 		if (na + strlen(num) + 2 > sizeof r->hostaddr || nh + strlen(r->host) + 2 > sizeof r->hosts)
 			break;

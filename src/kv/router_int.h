@@ -26,6 +26,9 @@ struct kv_exec {
 
 #define KV_HOSTADDR_MAX 4 /* addresses of the instance's host tried by a worker's connect */
 
+/* Whether the comma-separated list holds item as a whole entry (resolve_instance's dedupe). */
+bool kv_csv_has(const char *list, const char *item);
+
 struct kv_router {
 	pthread_mutex_t mu;  /* protects the queue, stop, and sleeps on cv */
 	pthread_cond_t cv;

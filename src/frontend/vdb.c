@@ -58,6 +58,20 @@ void vdb_out_raw(struct vdb_out *o, const void *p, size_t n)
 	o->len += n;
 }
 
+static uint8_t *put_u16(uint8_t *p, uint16_t v)
+{
+	uint16_t be = htons(v);
+	memcpy(p, &be, 2);
+	return p + 2;
+}
+
+static uint8_t *put_u32(uint8_t *p, uint32_t v)
+{
+	uint32_t be = htonl(v);
+	memcpy(p, &be, 4);
+	return p + 4;
+}
+
 static void out_u16(struct vdb_out *o, uint16_t v)
 {
 	uint16_t be = htons(v);
@@ -99,22 +113,28 @@ void vdb_out_row(struct vdb_out *o, int ncols, const char *const *vals)
 
 void vdb_out_row_description(struct vdb_out *o, const struct vdb_col *cols, int n)
 {
+	/* composed in one piece: one reserve and one copy (it is written for every kv call) */
 	size_t len = 4 + 2;
 	for (int i = 0; i < n; i++)
 		len += strlen(cols[i].name) + 1 + 4 + 2 + 4 + 2 + 4 + 2;
-	uint8_t type = 'T';
-	vdb_out_raw(o, &type, 1);
-	out_u32(o, (uint32_t)len);
-	out_u16(o, (uint16_t)n);
+	if (!out_reserve(o, 1 + len))
+		return;
+	uint8_t *p = o->data + o->len;
+	*p++ = 'T';
+	p = put_u32(p, (uint32_t)len);
+	p = put_u16(p, (uint16_t)n);
 	for (int i = 0; i < n; i++) {
-		vdb_out_raw(o, cols[i].name, strlen(cols[i].name) + 1);
-		out_u32(o, 0);                                             /* table oid */
-		out_u16(o, 0);                                             /* column number */
-		out_u32(o, cols[i].type_oid);
-		out_u16(o, cols[i].type_oid == VDB_OID_INT8 ? 8 : 0xffff); /* typlen */
-		out_u32(o, UINT32_MAX);                                    /* typmod -1 */
-		out_u16(o, 0);                                             /* text */
+		size_t nl = strlen(cols[i].name) + 1;
+		memcpy(p, cols[i].name, nl);
+		p += nl;
+		p = put_u32(p, 0);                                             /* table oid */
+		p = put_u16(p, 0);                                             /* column number */
+		p = put_u32(p, cols[i].type_oid);
+		p = put_u16(p, cols[i].type_oid == VDB_OID_INT8 ? 8 : 0xffff); /* typlen */
+		p = put_u32(p, UINT32_MAX);                                    /* typmod -1 */
+		p = put_u16(p, 0);                                             /* text */
 	}
+	o->len += 1 + len;
 }
 
 void vdb_out_free(struct vdb_out *o)
@@ -133,6 +153,19 @@ void vdb_ready(struct vdb *v)
 void vdb_complete(struct vdb *v, const char *tag)
 {
 	vdb_out_msg(&v->out, 'C', tag, strlen(tag) + 1);
+}
+
+void vdb_complete_select(struct vdb *v, uint64_t nrows)
+{
+	char tag[32] = "SELECT ", digits[20];
+	size_t n = 7, nd = 0;
+	do
+		digits[nd++] = (char)('0' + nrows % 10);
+	while ((nrows /= 10) > 0);
+	while (nd > 0)
+		tag[n++] = digits[--nd];
+	tag[n++] = '\0';
+	vdb_out_msg(&v->out, 'C', tag, n);
 }
 
 void vdb_out_error(struct vdb *v, bool error, bool ours, const char *sqlstate, const char *text,

@@ -106,6 +106,7 @@ void vdb_out_error(struct vdb *v, bool error, bool ours, const char *sqlstate, c
 		   const char *detail, const char *hint);
 void vdb_ready(struct vdb *v); /* ReadyForQuery, idle */
 void vdb_complete(struct vdb *v, const char *tag); /* CommandComplete */
+void vdb_complete_select(struct vdb *v, uint64_t nrows); /* CommandComplete "SELECT <nrows>", no printf */
 
 /* Handle the whole requests in the client's rbuf until it is busy or much output waits,
  * then flush. The client may be closed on return. */

@@ -459,12 +459,10 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		if (!ks->v.busy_simple)
 			ks->v.skipping = true;
 	} else {
-		char tag[32];
 		if (ks->v.busy_simple)
 			out_row_description(ks, ks->busy_call);
 		vdb_out_raw(&ks->v.out, job->rows, job->rows_len);
-		snprintf(tag, sizeof tag, "SELECT %llu", (unsigned long long)job->nrows);
-		vdb_complete(&ks->v, tag);
+		vdb_complete_select(&ks->v, (uint64_t)job->nrows);
 	}
 	if (ks->v.busy_simple)
 		vdb_ready(&ks->v);

@@ -112,6 +112,26 @@ def test_describe_execute_and_close_of_a_named_statement(zone):
         c.close()
 
 
+def test_row_description_and_command_tag_bytes_of_a_many_row_answer(zone):
+    """vdb writes RowDescription in one piece and the tag without printf (issue 25): the bytes
+    PostgreSQL would send (table 0, column 0, typlen -1, typmod -1, text), a tag of two digits."""
+    keys = [f"wire-tag-{i:02d}" for i in range(12)]
+    for k in keys:
+        zone.put(k, {"k": k})
+    c = raw(zone)
+    try:
+        arr = ("{" + ",".join(keys) + "}").encode()
+        c.send(parse(b"", b"select * from kv.get_many($1, $2)") + bind(b"", b"", [b"default", arr]) +
+               describe(b"P", b"") + execute() + SYNC)
+        msgs = c.read_until_ready()
+        assert kinds(msgs) == [b"1", b"2", b"T"] + [b"D"] * 12 + [b"C", b"Z"], msgs
+        col = lambda name, oid: name + b"\0" + struct.pack("!IHIhiH", 0, 0, oid, -1, -1, 0)  # noqa: E731
+        assert msgs[2][1] == struct.pack("!H", 2) + col(b"key", TEXT) + col(b"value", JSONB)
+        assert msgs[-2][1] == b"SELECT 12\0"
+    finally:
+        c.close()
+
+
 def test_after_an_error_the_extended_protocol_skips_until_sync(zone):
     c = raw(zone)
     try:

@@ -1,0 +1,1 @@
+SELECT kv.get('default', '0');

@@ -1,0 +1,1 @@
+SELECT kv.put('default', '0', '{"n": 1}');

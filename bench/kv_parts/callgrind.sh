@@ -2,7 +2,7 @@
 # tusk's user-space instructions per kv call and per plain-pool call (docs/kv.md, "Speed", fourth
 # step; issue 25). Callgrind counts do not move with the machine's load.
 #   bench/kv_parts/callgrind.sh BINARY TAG [BASE]   (after tusk_zone.py; BASE as there, /tmp/kv-tusk)
-# Runs BINARY under callgrind with BASE/t2/tusk.yaml (port 35002, one worker), instrumentation
+# Runs BINARY under callgrind with BASE/t2/tusk.yaml (port 25002, one worker), instrumentation
 # off; for each of get, put (the kv database, random keys 0..3999) and pget, pput (the same
 # select / upsert of `plain` through the plain pool): a 20-call warm-up (the shard connections),
 # then pgbench -M prepared -c 1 runs of 500 and of 2,500 calls, each counted alone;
@@ -16,10 +16,10 @@ VP=$!
 sleep 6
 for s in get:kv pget:plain put:kv pput:plain; do
 	f=$D/${s%%:*}.sql; db=${s##*:}
-	pgbench -n -M prepared -h 127.0.0.1 -p 35002 -U postgres -t 20 -f "$f" "$db" >/dev/null 2>&1
+	pgbench -n -M prepared -h 127.0.0.1 -p 25002 -U postgres -t 20 -f "$f" "$db" >/dev/null 2>&1
 	for n in 500 2500; do
 		callgrind_control -z $VP >/dev/null 2>&1; callgrind_control -i on $VP >/dev/null 2>&1
-		pgbench -n -M prepared -h 127.0.0.1 -p 35002 -U postgres -t $n -f "$f" "$db" >/dev/null 2>&1
+		pgbench -n -M prepared -h 127.0.0.1 -p 25002 -U postgres -t $n -f "$f" "$db" >/dev/null 2>&1
 		callgrind_control -i off $VP >/dev/null 2>&1; callgrind_control -d "${s%%:*}_$n" $VP >/dev/null 2>&1
 	done
 done

@@ -5,7 +5,7 @@
 Sets up a one-zone Parade (tests/integration/kv_util.py: a PostgreSQL 15, `tusk kv init`, the
 catalog, 2 shards), a database `plain` with `plain (k text primary key, v jsonb)` (keys 0..3999)
 beside it, and writes BASE/t1/tusk.yaml and BASE/t2/tusk.yaml: one worker, the `kv` database,
-the plain pool in transaction mode, listening on 35001 and 35002. It starts no tusk: run the
+the plain pool in transaction mode, listening on 25001 and 25002 (fixed, below the ephemeral range 32768-60999; HTTP on 25011 and 25012). It starts no tusk: run the
 binaries to compare yourself (e.g. `tusk -c BASE/t1/tusk.yaml`, or callgrind.sh on t2). Prints
 the PostgreSQL port and its data directory; SIGINT or SIGTERM stops PostgreSQL."""
 from pathlib import Path
@@ -35,8 +35,8 @@ cfg = z.tusk.cfg_path.read_text()
 for n in (1, 2):
     (base / f"t{n}").mkdir(exist_ok=True)
     (base / f"t{n}" / "tusk.yaml").write_text(
-        cfg.replace(f"port: {z.tusk.port}", f"port: 3500{n}").replace(f"127.0.0.1:{z.tusk.http_addr[1]}",
-                                                                      f"127.0.0.1:3501{n}"))
+        cfg.replace(f"port: {z.tusk.port}", f"port: 2500{n}").replace(f"127.0.0.1:{z.tusk.http_addr[1]}",
+                                                                      f"127.0.0.1:2501{n}"))
 print("PGPORT", z.pg.port, "DATA", z.pg.data, flush=True)
 for sig in (signal.SIGINT, signal.SIGTERM):  # exit through atexit, which stops PostgreSQL
     signal.signal(sig, lambda *_: sys.exit(0))

@@ -74,14 +74,16 @@ static uint8_t *put_u32(uint8_t *p, uint32_t v)
 
 static void out_u16(struct vdb_out *o, uint16_t v)
 {
-	uint16_t be = htons(v);
-	vdb_out_raw(o, &be, 2);
+	uint8_t b[2];
+	put_u16(b, v);
+	vdb_out_raw(o, b, sizeof b);
 }
 
 static void out_u32(struct vdb_out *o, uint32_t v)
 {
-	uint32_t be = htonl(v);
-	vdb_out_raw(o, &be, 4);
+	uint8_t b[4];
+	put_u32(b, v);
+	vdb_out_raw(o, b, sizeof b);
 }
 
 void vdb_out_msg(struct vdb_out *o, uint8_t type, const void *body, size_t n)

@@ -877,7 +877,6 @@ static size_t channels_answer_len(const struct client *c)
 	return need;
 }
 
-/* A whole simple Query of LISTEN/UNLISTENs, or of pg_listening_channels(). */
 /* Whether a Query at p may be one tusk answers: its text starts with LISTEN or UNLISTEN
  * (after blanks: the first letter tells), or the client has committed channels and may ask
  * pg_listening_channels() (without any, a pooled server's answer is the same empty set:
@@ -898,6 +897,7 @@ static bool query_may_match(const struct client *c, const uint8_t *p, size_t ava
 	return true; /* blanks so far: the full test waits for the rest */
 }
 
+/* A whole simple Query of LISTEN/UNLISTENs, or of pg_listening_channels(). */
 static enum notify_match match_query(const struct client *c, const uint8_t *p, size_t avail, struct notify_req *q)
 {
 	struct proto_hdr h;

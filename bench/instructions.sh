@@ -49,6 +49,10 @@ pgb() { # PORT PGBENCH-ARGS...
 	shift
 	"$PG_BIN/pgbench" -n -S -M "$MODE" -c "$CLIENTS" -j 1 -h 127.0.0.1 -p "$port" -U postgres "$@" bench
 }
+# cg_total FILE: the instructions a callgrind dump counted in all.
+cg_total() {
+	callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}'
+}
 for bin in "$@"; do
 	[ "$bin" = pgbouncer ] && { bench_pgbouncer_find; break; }
 done
@@ -71,7 +75,7 @@ pgbouncer_ir() {
 	pid=
 	f=$DIR/cg.out
 	[ -s "$f" ] || { echo "instructions: PgBouncer left no dump" >&2; cat "$DIR/pgbouncer.err" >&2; exit 1; }
-	callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}'
+	cg_total "$f"
 }
 printf '%-40s %8s %12s\n' binary mode 'Ir/txn'
 for bin in "$@"; do
@@ -103,7 +107,7 @@ for bin in "$@"; do
 	pid=
 	[ -n "$f" ] && [ -n "${done_txns:-}" ] && [ "$done_txns" -gt 0 ] ||
 		{ echo "instructions: $bin: no dump or no transactions (see $DIR/tusk.log)" >&2; cat "$DIR/tusk.log" >&2; exit 1; }
-	total=$(callgrind_annotate "$f" 2>/dev/null | awk '/PROGRAM TOTALS/ && !t {gsub(",", "", $1); t = $1} END {print t}')
+	total=$(cg_total "$f")
 	printf '%-40s %8s %12.0f\n' "$bin" "$MODE" "$(awk -v t="$total" -v n="$done_txns" 'BEGIN {print t / n}')"
 	if [ "$TOP" -gt 0 ]; then
 		callgrind_annotate "$f" 2>/dev/null | awk '/^-+$/ {s++; next} s >= 4 && NF' | awk -v n="$TOP" 'NR <= n' | cut -c1-150

@@ -294,7 +294,10 @@ bool kv_op_is_read(enum kv_op op)
  * with PQexecPrepared: the shard neither parses nor plans the call text again (measured in
  * docs/kv.md, "Speed": the unnamed statement of PQexecParams cost as much as the call). */
 const char *const kv_op_sql[KV_OP_COUNT_ALL] = {
-	[KV_OP_GET] = "SELECT kv.get($1, $2)",
+	/* a hit is one planned query of the view, no PL/pgSQL (docs/kv.md, "Fifth step"); COALESCE
+	 * calls kv.get, which checks and raises, only when the view has no row */
+	[KV_OP_GET] = "SELECT COALESCE((SELECT l.value FROM kv.live l WHERE l.ns OPERATOR(pg_catalog.=) $1 "
+		      "AND l.key OPERATOR(pg_catalog.=) $2), kv.get($1, $2))",
 	[KV_OP_PUT] = "SELECT kv.put($1, $2, $3::jsonb, $4::interval)",
 	[KV_OP_DELETE] = "SELECT kv.delete($1, $2)",
 	[KV_OP_PATCH] = "SELECT kv.patch($1, $2, $3::jsonb)",
@@ -317,7 +320,16 @@ const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_TOUCH] = 3, [KV_OP_INCR] = 3, [KV_OP_COUNTER] = 2, [KV_OP_PUT_MANY] = 4, [KV_OP_DELETE_MANY] = 2,
 	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2,
 };
-_Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 32, "the prepared mask holds one bit per op");
+const char kv_get_fallback_sql[] = "SELECT kv.get($1, $2)";
+_Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 31, "the prepared mask holds one bit per op and the fallback's");
+
+void kv_router_note_get_fallback(struct kv_router *r, int shard, const char *why)
+{
+	if (!atomic_exchange(&r->get_fallback_noted, true))
+		log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) has no view kv.live (%s): gets call kv.get "
+			 "there, which is slower; run tusk kv init again in zone %s", KV_SHARD_DB_PREFIX, shard,
+			 r->instance_id, r->host, r->port, why, r->zone);
+}
 _Static_assert(KV_OP_COUNT + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 
 /* op's statement on conn (prepared there first if it is not yet): its result, NULL when out
@@ -327,7 +339,15 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, enum 
 	char name[32];
 	snprintf(name, sizeof name, "tusk_kv_%d", (int)op);
 	if (!(x->prepared[shard] & (1u << op))) {
-		PGresult *res = PQprepare(conn, name, kv_op_sql[op], kv_op_nparams[op], NULL);
+		PGresult *res = PQprepare(conn, name, kv_op_statement(op, x->prepared[shard]), kv_op_nparams[op], NULL);
+		if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && op == KV_OP_GET &&
+		    !(x->prepared[shard] & KV_PREPARED_GET_FALLBACK) && PQstatus(conn) == CONNECTION_OK) {
+			const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+			kv_router_note_get_fallback(x->r, shard, why ? why : "its prepare failed");
+			PQclear(res);
+			x->prepared[shard] |= KV_PREPARED_GET_FALLBACK;
+			res = PQprepare(conn, name, kv_get_fallback_sql, kv_op_nparams[op], NULL);
+		}
 		if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
 			return res;
 		PQclear(res);

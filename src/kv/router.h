@@ -49,6 +49,9 @@ struct kv_job {
 	struct kv_job *next;
 	uint8_t stage;                 /* which result of the pipeline comes next */
 	bool retried;                  /* a read already sent again on a new connection */
+	/* Its prepare or its statement was not there (a get's kv.live missing: shard_loop.c):
+	 * nothing ran, so it is sent again after its Sync (again), once (resent). */
+	bool again, resent;
 	double sent;                   /* the worker loop's time it was sent */
 };
 

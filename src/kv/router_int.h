@@ -51,6 +51,7 @@ struct kv_router {
 	 * workers read nshards, instance_id, host, port, hostaddr and hosts without the lock.
 	 * Stays false when the host does not resolve: every call then goes to the threads. */
 	atomic_bool on_loops;
+	atomic_bool get_fallback_noted; /* kv_router_note_get_fallback logged */
 	char hostaddr[KV_HOSTADDR_MAX * 48]; /* numeric addresses, comma-separated ("" for a Unix socket) */
 	char hosts[KV_HOSTADDR_MAX * 257];   /* host repeated once per address, as libpq pairs them */
 	/* per worker (by index), made by that worker at its first call and touched only on its
@@ -70,6 +71,19 @@ struct kv_router {
 extern const char *const kv_op_sql[];
 extern const int kv_op_nparams[];
 #define KV_OP_COUNT_ALL 16 /* entries of kv_op_sql */
+/* kv_op_sql[KV_OP_GET] reads the view kv.live and calls kv.get only when it has no row. A
+ * shard database whose schema predates the view (tusk kv init not run again since) fails that
+ * statement's prepare: the connection then sets this bit of its prepared mask and runs
+ * kv_get_fallback_sql ("SELECT kv.get($1, $2)") instead, until it is closed. */
+#define KV_PREPARED_GET_FALLBACK (1u << 31)
+extern const char kv_get_fallback_sql[];
+/* The statement op runs on a connection whose prepared mask is prepared. */
+static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
+{
+	return op == KV_OP_GET && (prepared & KV_PREPARED_GET_FALLBACK) ? kv_get_fallback_sql : kv_op_sql[op];
+}
+/* Once per router: the shards' schema has no kv.live (say so in the log, once). */
+void kv_router_note_get_fallback(struct kv_router *r, int shard, const char *why);
 
 /* A call that writes nothing: safe to run again. */
 bool kv_op_is_read(enum kv_op op);

@@ -309,8 +309,9 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 	job->sent = ev_now(lc->l->w->loop);
 	push(&lc->sent, &lc->sent_tail, job); /* from here it is in flight: a failure below is a loss */
 	lc->nsent++;
+	job->again = false;
 	if (!(lc->prepared & (1u << op))) {
-		if (!PQsendPrepare(lc->conn, name, kv_op_sql[op], kv_op_nparams[op], NULL))
+		if (!PQsendPrepare(lc->conn, name, kv_op_statement(op, lc->prepared), kv_op_nparams[op], NULL))
 			goto err_lost;
 		lc->prepared |= 1u << op; /* later calls in the pipeline use it */
 		job->stage = STAGE_PREPARE;
@@ -377,6 +378,30 @@ static void lost(struct kv_lconn *lc, bool timed_out)
 		connect_start(lc);
 }
 
+/* A get's error that means its statement never ran because the shard has no kv.live: its
+ * prepare failed (the first on this connection: from now on the connection runs
+ * kv_get_fallback_sql), or it came behind that prepare in the pipeline and found no statement
+ * (26000). The call is sent again after its Sync (once), not failed. */
+static bool get_without_view(struct kv_lconn *lc, struct kv_job *job, const PGresult *res)
+{
+	if (job->op != KV_OP_GET || job->resent || PQstatus(lc->conn) != CONNECTION_OK)
+		return false;
+	if (job->stage == STAGE_PREPARE && !(lc->prepared & KV_PREPARED_GET_FALLBACK)) {
+		const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+		kv_router_note_get_fallback(lc->l->r, lc->shard, why ? why : "its prepare failed");
+		lc->prepared = (lc->prepared & ~(1u << job->op)) | KV_PREPARED_GET_FALLBACK;
+	} else if (job->stage == STAGE_EXEC && (lc->prepared & KV_PREPARED_GET_FALLBACK)) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (!state || strcmp(state, "26000") != 0)
+			return false;
+	} else {
+		return false;
+	}
+	job->again = job->resent = true;
+	job->stage = STAGE_SYNC; /* what is left of it in the pipeline is its Sync */
+	return true;
+}
+
 /* Every result libpq has parsed, to the calls they belong to. */
 static void take_results(struct kv_lconn *lc)
 {
@@ -399,6 +424,13 @@ static void take_results(struct kv_lconn *lc)
 			lc->sent = job->next;
 			if (!lc->sent)
 				lc->sent_tail = NULL;
+			if (job->again) {
+				/* nothing of it ran: again, with the statement this connection has now */
+				send_call(lc, job);
+				if (lc->state != LC_READY)
+					return;
+				break;
+			}
 			if (job->stage != STAGE_SYNC && !job->failed)
 				kv_job_fail(job, "XX000", "kv shard %s%d ended the call without its answer", KV_SHARD_DB_PREFIX,
 					    lc->shard);
@@ -421,11 +453,13 @@ static void take_results(struct kv_lconn *lc)
 			}
 			break;
 		case PGRES_PIPELINE_ABORTED: /* behind a failed prepare: its error is the call's */
-			if (!job->failed)
+			if (!job->failed && !job->again)
 				kv_job_fail(job, "XX000", "kv shard %s%d skipped the call", KV_SHARD_DB_PREFIX, lc->shard);
 			job->stage = STAGE_SYNC;
 			break;
 		default:
+			if (get_without_view(lc, job, res))
+				break;
 			if (!job->failed)
 				kv_job_fail_result(job, res, lc->conn);
 			if (job->stage == STAGE_PREPARE) {
@@ -578,6 +612,7 @@ void kv_loop_submit(struct kv_router *r, struct kv_job *job)
 
 	kv_job_reset(job);
 	job->retried = false;
+	job->resent = false;
 	if (atomic_load_explicit(&r->stopping, memory_order_relaxed) || w->stopping) {
 		kv_job_fail(job, "57P01", "terminating kv call because tusk is shutting down");
 		finish(job);

@@ -299,3 +299,106 @@ def test_a_workers_extra_shard_connections_close_when_idle_and_the_first_stays(z
             c.execute("select kv.put('default', %s, '1')", (f"after-idle:{i}",))
             assert c.execute("select kv.get('default', %s)", (f"after-idle:{i}",)).fetchone()[0] == 1
     assert zone.tusk.proc.poll() is None
+
+
+# ---- a get's value from the view kv.live (docs/kv.md, "Fifth step") ----
+
+def test_a_get_through_tusk_from_the_live_view_answers_what_kv_get_answers_in_every_state_of_a_key(zone):
+    # tusk reads a hit from kv.live and calls kv.get only on a miss: differential against
+    # kv.get on the shard itself, for a key live, overwritten, deleted, expired, never
+    # written, with a JSON null, in a namespace the catalog does not have, and malformed.
+    keys = {state: key_on(zone, i % NSHARDS, f"view-{state}-")
+            for i, state in enumerate(["live", "over", "deleted", "expired", "never", "jnull"])}
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '{\"v\": 1}')", (keys["live"],))
+        c.execute("select kv.put('default', %s, '1')", (keys["over"],))
+        c.execute("select kv.put('default', %s, '[2, \"x\"]')", (keys["over"],))
+        c.execute("select kv.put('default', %s, '3')", (keys["deleted"],))
+        c.execute("select kv.delete('default', %s)", (keys["deleted"],))
+        c.execute("select kv.put('default', %s, '4', '0.3 seconds')", (keys["expired"],))
+        c.execute("select kv.put('default', %s, 'null')", (keys["jnull"],))
+    time.sleep(0.5)
+    calls = [("default", k) for k in keys.values()] + [("nosuch", "k"), ("default", ""), ("default", "a\x1fb"),
+                                                      ("default", "x" * 1025)]
+
+    def answer(conn, ns, key):
+        try:
+            return ("row", conn.execute("select kv.get(%s, %s)", (ns, key)).fetchone())
+        except psycopg.Error as e:
+            return ("error", e.sqlstate, e.diag.message_primary)
+
+    with kv_conn(zone) as c:
+        through = [answer(c, ns, k) for ns, k in calls]
+    direct = []
+    for ns, k in calls:
+        shard = zone.parade.shard_of(ns if ns != "nosuch" else "default", k) if k else 0
+        with zone.db(shard) as d:
+            direct.append(answer(d, ns, k))
+    assert through == direct
+    by_state = dict(zip(keys, through))
+    assert by_state["live"] == ("row", ({"v": 1},))
+    assert by_state["over"] == ("row", ([2, "x"],))
+    assert by_state["jnull"] == ("row", (None,))  # JSON null: psycopg reads it as None too
+    assert [by_state[s] for s in ("deleted", "expired", "never")] == [("row", (None,))] * 3
+    assert through[-4][1] == "22023" and through[-3][1] == "22023" and through[-1][1] == "22001", through[-4:]
+
+
+def test_kv_live_shows_kv_client_only_live_rows_even_to_its_own_functions(zone):
+    # The view runs as its owner; security_barrier keeps a caller's function in the WHERE from
+    # being evaluated on the rows the view hides (a tombstone, an expired value).
+    k_dead, k_exp, k_live = (key_on(zone, 0, p) for p in ("bar-dead-", "bar-exp-", "bar-live-"))
+    with zone.db(0) as c:
+        c.execute("select kv.put('default', %s, '\"secret-dead\"')", (k_dead,))
+        c.execute("select kv.delete('default', %s)", (k_dead,))
+        c.execute("select kv.put('default', %s, '\"secret-expired\"', '0.2 seconds')", (k_exp,))
+        c.execute("select kv.put('default', %s, '\"shown\"')", (k_live,))
+    time.sleep(0.4)
+    seen = []
+    with zone.db(0) as c:
+        c.add_notice_handler(lambda d: seen.append(d.message_primary))
+        c.execute("create function pg_temp.peek(k text, v jsonb) returns bool language plpgsql cost 0.0000001 as "
+                  "$$ begin raise notice 'peek % %', k, v; return true; end $$")
+        rows = c.execute("select key, value from kv.live where key like 'bar-%%' and pg_temp.peek(key, value) "
+                         "order by key").fetchall()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("select value from kv.data where key = %s", (k_dead,))
+    assert rows == [(k_live, "shown")]
+    assert not any("secret" in m for m in seen), seen
+    assert any("shown" in m for m in seen), seen  # the function did run, on the live row
+
+
+def test_gets_on_shards_without_kv_live_fall_back_to_kv_get_with_no_error(zone):
+    # A shard database from before kv.live (tusk kv init not run again): the first prepare of
+    # the get fails, the worker's connection switches to kv.get and sends the call again, and
+    # so do the calls pipelined behind it. No client sees an error. tusk kv init brings the
+    # view back.
+    keys = [key_on(zone, i % NSHARDS, f"fb{i}-") for i in range(8)]
+    with kv_conn(zone) as c:
+        for k in keys:
+            c.execute("select kv.put('default', %s, %s::jsonb)", (k, f'"{k}"'))
+    for s in range(NSHARDS):
+        zone.sql(s, "drop view kv.live")
+    try:
+        with zone.pg.admin() as a:  # fresh shard connections: each prepares the get again
+            a.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")
+        wait_until(lambda: not worker_backends(zone), 10 * SLOW, what="the worker's shard connections closing")
+
+        start = threading.Barrier(40, timeout=30 * SLOW)
+
+        def body(i, c):
+            start.wait()  # every client's first get at once, while the connections connect
+            for j in range(40):
+                k = keys[(i + j) % len(keys)]
+                assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == k
+                assert c.execute("select kv.get('default', %s)", (f"fb-never-{i}-{j}",)).fetchone()[0] is None
+
+        # more clients than the worker's 4 connections per shard: calls queue on each
+        # connection while it connects, then go out in one pipeline behind the failing prepare
+        assert run_clients(zone, 40, body) == []
+        assert "has no view kv.live" in zone.tusk.log_text()
+    finally:
+        zone.kv("init")
+    assert all(zone.sql(s, "select count(*) from pg_views where schemaname = 'kv' and viewname = 'live'") == [(1,)]
+               for s in range(NSHARDS))
+    with kv_conn(zone) as c:
+        assert c.execute("select kv.get('default', %s)", (keys[0],)).fetchone()[0] == keys[0]

@@ -25,6 +25,12 @@ def zone(workdir):
     p = Parade(workdir / "kv-loop", ["l1"])
     p.setup()
     z = p.zones[0]  # one worker: every client below shares it
+    start_tusk(z)
+    yield z
+    p.destroy()
+
+
+def start_tusk(z):
     old = os.environ.get("TUSK_TEST_KV_CALL_TIMEOUT")
     os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = str(CALL_TIMEOUT)
     try:
@@ -34,8 +40,6 @@ def zone(workdir):
             del os.environ["TUSK_TEST_KV_CALL_TIMEOUT"]
         else:
             os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = old
-    yield z
-    p.destroy()
 
 
 def kv_conn(zone, **kw):
@@ -369,9 +373,10 @@ def test_kv_live_shows_kv_client_only_live_rows_even_to_its_own_functions(zone):
 
 def test_gets_on_shards_without_kv_live_fall_back_to_kv_get_with_no_error(zone):
     # A shard database from before kv.live (tusk kv init not run again): the first prepare of
-    # the get fails, the worker's connection switches to kv.get and sends the call again, and
-    # so do the calls pipelined behind it. No client sees an error. tusk kv init brings the
-    # view back.
+    # the get fails, the connection switches to kv.get and the call runs again, and so do the
+    # calls pipelined behind it. No client sees an error, on a router thread (a new tusk's
+    # first call, before it has read the catalog) or on the worker's own connections. tusk kv
+    # init brings the view back.
     keys = [key_on(zone, i % NSHARDS, f"fb{i}-") for i in range(8)]
     with kv_conn(zone) as c:
         for k in keys:
@@ -379,6 +384,11 @@ def test_gets_on_shards_without_kv_live_fall_back_to_kv_get_with_no_error(zone):
     for s in range(NSHARDS):
         zone.sql(s, "drop view kv.live")
     try:
+        assert zone.stop_tusk() == []
+        start_tusk(zone)
+        with kv_conn(zone) as c:  # the first call of a new tusk: a router thread runs it
+            assert c.execute("select kv.get('default', %s)", (keys[1],)).fetchone()[0] == keys[1]
+        assert "has no view kv.live" in zone.tusk.log_text()
         with zone.pg.admin() as a:  # fresh shard connections: each prepares the get again
             a.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")
         wait_until(lambda: not worker_backends(zone), 10 * SLOW, what="the worker's shard connections closing")

@@ -347,6 +347,29 @@ def test_a_get_through_tusk_from_the_live_view_answers_what_kv_get_answers_in_ev
     assert through[-4][1] == "22023" and through[-3][1] == "22023" and through[-1][1] == "22001", through[-4:]
 
 
+def test_a_key_of_a_namespace_the_catalog_dropped_is_not_read_through_the_view(zone):
+    # kv.live joins kv.namespaces: a namespace pushed away leaves its rows in kv.data, and a
+    # get then raises what kv.get raises (unknown namespace), through tusk as on the shard.
+    def push(sql):
+        with zone.pg.admin("kv_catalog") as c:
+            c.execute(sql)
+            c.execute("select kv_catalog.bump()")
+        zone.kv("push")
+
+    push("insert into kv_catalog.namespaces values ('gone', NULL)")
+    k = key_on(zone, 0, "gone-")
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('gone', %s, '\"kept\"')", (k,))
+        assert c.execute("select kv.get('gone', %s)", (k,)).fetchone()[0] == "kept"
+    push("delete from kv_catalog.namespaces where ns = 'gone'")
+    shard = zone.parade.shard_of("gone", k)
+    assert zone.sql(shard, "select count(*) from kv.data where ns = 'gone'") == [(1,)]  # the row stays
+    for conn in (lambda: kv_conn(zone), lambda: zone.db(shard)):
+        with conn() as c, pytest.raises(psycopg.Error) as ei:
+            c.execute("select kv.get('gone', %s)", (k,))
+        assert ei.value.sqlstate == "22023" and 'unknown namespace "gone"' in str(ei.value)
+
+
 def test_kv_live_shows_kv_client_only_live_rows_even_to_its_own_functions(zone):
     # The view runs as its owner; security_barrier keeps a caller's function in the WHERE from
     # being evaluated on the rows the view hides (a tombstone, an expired value).

@@ -290,14 +290,16 @@ bool kv_op_is_read(enum kv_op op)
 	       op == KV_OP_SCAN || op == KV_OP_COUNT;
 }
 
+/* A hit is one planned query of the view, no PL/pgSQL (docs/kv.md, "Fifth step"); COALESCE
+ * calls kv.get, which checks and raises, only when the view has no row. */
+static const char get_live_sql[] = "SELECT COALESCE((SELECT l.value FROM kv.live l WHERE l.ns OPERATOR(pg_catalog.=) $1 "
+				   "AND l.key OPERATOR(pg_catalog.=) $2), kv.get($1, $2))";
+
 /* The one statement of each op, prepared once per connection (PQprepare) and then run
  * with PQexecPrepared: the shard neither parses nor plans the call text again (measured in
  * docs/kv.md, "Speed": the unnamed statement of PQexecParams cost as much as the call). */
 const char *const kv_op_sql[KV_OP_COUNT_ALL] = {
-	/* a hit is one planned query of the view, no PL/pgSQL (docs/kv.md, "Fifth step"); COALESCE
-	 * calls kv.get, which checks and raises, only when the view has no row */
-	[KV_OP_GET] = "SELECT COALESCE((SELECT l.value FROM kv.live l WHERE l.ns OPERATOR(pg_catalog.=) $1 "
-		      "AND l.key OPERATOR(pg_catalog.=) $2), kv.get($1, $2))",
+	[KV_OP_GET] = get_live_sql,
 	[KV_OP_PUT] = "SELECT kv.put($1, $2, $3::jsonb, $4::interval)",
 	[KV_OP_DELETE] = "SELECT kv.delete($1, $2)",
 	[KV_OP_PATCH] = "SELECT kv.patch($1, $2, $3::jsonb)",

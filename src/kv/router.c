@@ -325,12 +325,18 @@ const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 const char kv_get_fallback_sql[] = "SELECT kv.get($1, $2)";
 _Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 31, "the prepared mask holds one bit per op and the fallback's");
 
-void kv_router_note_get_fallback(struct kv_router *r, int shard, const char *why)
+bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res)
 {
-	if (!atomic_exchange(&r->get_fallback_noted, true))
+	if (op != KV_OP_GET || (*prepared & KV_PREPARED_GET_FALLBACK))
+		return false;
+	*prepared = (*prepared & ~(1u << op)) | KV_PREPARED_GET_FALLBACK;
+	if (!atomic_exchange(&r->get_fallback_noted, true)) {
+		const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 		log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) has no view kv.live (%s): gets call kv.get "
 			 "there, which is slower; run tusk kv init again in zone %s", KV_SHARD_DB_PREFIX, shard,
-			 r->instance_id, r->host, r->port, why, r->zone);
+			 r->instance_id, r->host, r->port, why ? why : "its prepare failed", r->zone);
+	}
+	return true;
 }
 _Static_assert(KV_OP_COUNT + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 
@@ -342,13 +348,10 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, enum 
 	snprintf(name, sizeof name, "tusk_kv_%d", (int)op);
 	if (!(x->prepared[shard] & (1u << op))) {
 		PGresult *res = PQprepare(conn, name, kv_op_statement(op, x->prepared[shard]), kv_op_nparams[op], NULL);
-		if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && op == KV_OP_GET &&
-		    !(x->prepared[shard] & KV_PREPARED_GET_FALLBACK) && PQstatus(conn) == CONNECTION_OK) {
-			const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-			kv_router_note_get_fallback(x->r, shard, why ? why : "its prepare failed");
+		if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && PQstatus(conn) == CONNECTION_OK &&
+		    kv_get_fall_back(x->r, shard, op, &x->prepared[shard], res)) {
 			PQclear(res);
-			x->prepared[shard] |= KV_PREPARED_GET_FALLBACK;
-			res = PQprepare(conn, name, kv_get_fallback_sql, kv_op_nparams[op], NULL);
+			res = PQprepare(conn, name, kv_op_statement(op, x->prepared[shard]), kv_op_nparams[op], NULL);
 		}
 		if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
 			return res;

@@ -51,7 +51,7 @@ struct kv_router {
 	 * workers read nshards, instance_id, host, port, hostaddr and hosts without the lock.
 	 * Stays false when the host does not resolve: every call then goes to the threads. */
 	atomic_bool on_loops;
-	atomic_bool get_fallback_noted; /* kv_router_note_get_fallback logged */
+	atomic_bool get_fallback_noted; /* kv_get_fall_back logged */
 	char hostaddr[KV_HOSTADDR_MAX * 48]; /* numeric addresses, comma-separated ("" for a Unix socket) */
 	char hosts[KV_HOSTADDR_MAX * 257];   /* host repeated once per address, as libpq pairs them */
 	/* per worker (by index), made by that worker at its first call and touched only on its
@@ -82,8 +82,10 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
 {
 	return op == KV_OP_GET && (prepared & KV_PREPARED_GET_FALLBACK) ? kv_get_fallback_sql : kv_op_sql[op];
 }
-/* Once per router: the shards' schema has no kv.live (say so in the log, once). */
-void kv_router_note_get_fallback(struct kv_router *r, int shard, const char *why);
+/* A failed prepare (res) of op on a connection of shard whose prepared mask is *prepared:
+ * when it was a get's prepare of the view's statement, switch that connection to
+ * kv_get_fallback_sql (set the bit, clear the get's, log once per router) and return true. */
+bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res);
 
 /* A call that writes nothing: safe to run again. */
 bool kv_op_is_read(enum kv_op op);

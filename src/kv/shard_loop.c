@@ -386,16 +386,11 @@ static bool get_without_view(struct kv_lconn *lc, struct kv_job *job, const PGre
 {
 	if (job->op != KV_OP_GET || job->resent || PQstatus(lc->conn) != CONNECTION_OK)
 		return false;
-	if (job->stage == STAGE_PREPARE && !(lc->prepared & KV_PREPARED_GET_FALLBACK)) {
-		const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-		kv_router_note_get_fallback(lc->l->r, lc->shard, why ? why : "its prepare failed");
-		lc->prepared = (lc->prepared & ~(1u << job->op)) | KV_PREPARED_GET_FALLBACK;
-	} else if (job->stage == STAGE_EXEC && (lc->prepared & KV_PREPARED_GET_FALLBACK)) {
+	if (!(job->stage == STAGE_PREPARE && kv_get_fall_back(lc->l->r, lc->shard, job->op, &lc->prepared, res))) {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (!state || strcmp(state, "26000") != 0)
+		if (job->stage != STAGE_EXEC || !(lc->prepared & KV_PREPARED_GET_FALLBACK) || !state ||
+		    strcmp(state, "26000") != 0)
 			return false;
-	} else {
-		return false;
 	}
 	job->again = job->resent = true;
 	job->stage = STAGE_SYNC; /* what is left of it in the pipeline is its Sync */

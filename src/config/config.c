@@ -1874,6 +1874,8 @@ static const struct key_def top_keys[] = {
 	{ .name = "listen", .type = KEY_CUSTOM, .parse = parse_listen, .release = release_listen,
 	  .reloadable = true },
 	{ .name = "workers", .type = KEY_CPUS, .offset = TOP_FIELD(workers), .min = 1, .max = 256, .def = "auto" },
+	{ .name = "tls_handshake_threads", .type = KEY_INT, .offset = TOP_FIELD(tls_handshake_threads), .min = 0,
+	  .max = 256, .def = "1" },
 	{ .name = "log", .type = KEY_MAPPING, .offset = TOP_FIELD(log), .sub = &log_table, .reloadable = true },
 	{ .name = "services", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_services,
 	  .release = release_services },

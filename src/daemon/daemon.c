@@ -23,6 +23,7 @@
 #include "kv/front.h"
 #include "kv/resp_front.h"
 #include "net/tls.h"
+#include "net/handshake.h"
 #include "net/tunnel.h"
 #include "pool/pool.h"
 #include "pool/server.h"
@@ -341,6 +342,12 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		if (rc < 0)
 			goto err;
 	}
+	/* Before the workers, which hand their clients' handshakes to it. */
+	if (threads && cfg->tls_handshake_threads > 0) {
+		rc = tls_hs_pool_start(cfg->tls_handshake_threads, &rt->tls_hs);
+		if (rc < 0)
+			goto err;
+	}
 	register_worker_tenants();
 	for (int w = 0; w < cfg->workers; w++) {
 		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
@@ -616,6 +623,10 @@ void daemon_stop(struct runtime *rt)
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
 		if (rt->workers[w])
 			worker_join(rt->workers[w]);
+	/* Handshakes still running come back to their workers' inboxes as cancelled; freeing
+	 * the workers below settles them (their clients, closed by now, are freed). */
+	tls_hs_pool_stop(rt->tls_hs);
+	rt->tls_hs = NULL;
 	/* Freeing settles the inboxes; a settled message may post to another worker's inbox,
 	 * so settle all before freeing any (the pool core posts only for waiters, and every
 	 * client is closed by now, so this converges in one pass per worker). */

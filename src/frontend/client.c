@@ -23,6 +23,7 @@
 #include "frontend/client_kind.h"
 #include "frontend/vdb.h"
 #include "net/evio.h"
+#include "net/handshake.h"
 #include "pool/prepared.h"
 #include "router/classify.h"
 #include "pool/pool.h"
@@ -383,8 +384,8 @@ void client_update_io(struct client *c)
 		break;
 	}
 	wr = !buf_empty(&c->wbuf) || c->s2c_scanned > 0;
-	if (c->tls_handshaking) /* resting while its step is queued (hs_enqueue) */
-		want = c->tls_queued ? 0 : c->tls.rd_want ? c->tls.rd_want : EV_READ;
+	if (c->tls_handshaking) /* resting while its step is queued (hs_enqueue) or away */
+		want = c->tls_queued || c->tls_away ? 0 : c->tls.rd_want ? c->tls.rd_want : EV_READ;
 	else
 		want = tls_link_events(&c->tls, rd, wr);
 	evio_watch(c->worker->loop, &c->io, c->fd, want);
@@ -467,7 +468,7 @@ void client_close(struct client *c, const char *reason)
 		c->server = NULL;
 		relay_release_server(c, s);
 	}
-	if (c->fd >= 0) {
+	if (c->fd >= 0 && !c->tls_away) { /* away: the handshake thread's until hs_back */
 		tls_link_close(&c->tls);
 		close(c->fd);
 		c->fd = -1;
@@ -479,6 +480,10 @@ void client_close(struct client *c, const char *reason)
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	count_client(c, -1);
+	if (c->tls_away) {
+		c->dead = true; /* hs_back closes and frees it */
+		return;
+	}
 	if (c->queued && !client_leave_queue(c)) {
 		c->dead = true;
 		return;
@@ -516,6 +521,10 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 	va_end(ap);
 	snprintf(message, sizeof message, "tusk %s: %s", c->id, text);
 	log_info(c->id, c->ctx, "closing client connection: %s (%s)", text, sqlstate);
+	if (c->tls_away) { /* mid-handshake on another thread: no way to say it */
+		client_close(c, text);
+		return;
+	}
 	if (c->server) {
 		struct server *s = c->server;
 		c->server = NULL;
@@ -918,8 +927,8 @@ static void pooled_begin(struct client *c)
 }
 
 static void read_startup_phase(struct client *c);
+static void tls_settled(struct client *c, int rc);
 
-/* Handshake done: log what was agreed; bytes of the startup packet may have come with it. */
 static void tls_step(struct client *c)
 {
 	int want = 0;
@@ -930,6 +939,80 @@ static void tls_step(struct client *c)
 		client_update_io(c);
 		return;
 	}
+	tls_settled(c, rc);
+}
+
+/* When startup must be over: client_login_timeout from accept. */
+static double login_deadline(const struct client *c)
+{
+	return c->connect_time + (double)cfg_of(c)->client_login_timeout_ms / 1000.0;
+}
+
+/* On the handshake thread: the handshake is over; back to the client's worker. */
+static void hs_done(void *arg, int rc)
+{
+	struct worker_msg *m = arg;
+	m->num = rc;
+	worker_post(m->arg2, m);
+}
+
+/* Back on the worker from the handshake thread (hs_hand_over): fd and tls.conn are the
+ * worker's again. A client closed meanwhile was kept as a husk for this moment. */
+static void hs_back(struct worker *w, struct worker_msg *m)
+{
+	struct client *c = m->arg;
+
+	c->tls_away = false;
+	if (c->dead) {
+		tls_link_close(&c->tls);
+		close(c->fd);
+		c->fd = -1;
+		free_client(c);
+		return;
+	}
+	if (m->num == -ETIMEDOUT) {
+		log_info(c->id, c->ctx, "TLS handshake not done within client_login_timeout");
+		client_close(c, "TLS handshake timed out");
+		return;
+	}
+	double left = login_deadline(c) - ev_now(w->loop);
+	arm_timer(c, left > 0.001 ? left : 0.001); /* the rest of the login's time */
+	tls_settled(c, m->num);
+}
+
+/* Hand the whole handshake to a handshake thread (rt->tls_hs), so that no signature or key
+ * exchange runs on this worker, which relays for the clients already logged in. false: there
+ * is none, or no memory: the worker runs it (hs_enqueue). */
+static bool hs_hand_over(struct client *c)
+{
+	struct worker *w = c->worker;
+	struct tls_hs_pool *p = w->rt->tls_hs;
+
+	if (!p)
+		return false;
+	struct worker_msg *m = worker_msg_new();
+	if (!m)
+		return false;
+	m->fn = hs_back;
+	m->arg = c;
+	m->arg2 = w;
+	evio_watch(w->loop, &c->io, c->fd, 0);
+	c->tls_away = true;
+	/* The login deadline is the thread's while it has the handshake (one clock, one log line). */
+	double deadline = login_deadline(c);
+	if (tls_hs_submit(p, c->tls.conn, c->fd, 0, deadline, hs_done, m) < 0) {
+		c->tls_away = false;
+		free(m);
+		return false;
+	}
+	ev_timer_stop(w->loop, &c->timer);
+	return true;
+}
+
+/* Handshake done (rc 0): log what was agreed; bytes of the startup packet may have come with
+ * it. Or failed (rc < 0). */
+static void tls_settled(struct client *c, int rc)
+{
 	if (rc < 0) {
 		log_info(c->id, c->ctx, "TLS handshake failed: %s", tls_conn_error(c->tls.conn));
 		client_close(c, "TLS handshake failed");
@@ -1026,7 +1109,8 @@ static void start_tls(struct client *c, bool direct)
 		return;
 	}
 	c->tls_handshaking = true;
-	hs_enqueue(c);
+	if (!hs_hand_over(c))
+		hs_enqueue(c);
 }
 
 /* A Terminate where the startup packet belongs (node-postgres's connect(); end()): the

@@ -54,6 +54,8 @@ struct client {
 	bool tls_handshaking : 1; /* STARTUP: the TLS handshake runs (SSLRequest or direct) */
 	bool tls_probed : 1;      /* STARTUP: the first byte was looked at for direct TLS */
 	bool tls_queued : 1;      /* its next handshake step waits in the worker's queue (fe->hs) */
+	bool tls_away : 1;        /* its handshake runs on a handshake thread (rt->tls_hs): fd and
+				   * tls.conn are that thread's until hs_back */
 	enum client_state state;
 	struct worker *worker;
 	int fd;

@@ -20,6 +20,7 @@
 
 #include "config/config.h"
 #include "kv/replicate.h"
+#include "net/handshake.h"
 #include "net/net.h"
 #include "notify/notify.h"
 #include "pool/pool.h"
@@ -305,6 +306,13 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 	for (int s = 0; s < STATS_CLIENT_NSTATES; s++)
 		fprintf(f, "tusk_clients{state=\"%s\"} %d\n", stats_client_state_name((enum stats_client_state)s),
 			g->clients[s]);
+
+	put_family(f, "tusk_tls_offloaded_handshakes_total", "counter",
+		   "Client TLS handshakes the handshake threads (tls_handshake_threads) finished, successful or not.");
+	fprintf(f, "tusk_tls_offloaded_handshakes_total %lu\n", rt->tls_hs ? tls_hs_done_count(rt->tls_hs) : 0UL);
+	put_family(f, "tusk_tls_offloaded_handshakes_running", "gauge",
+		   "Client TLS handshakes handed to the handshake threads and not finished yet.");
+	fprintf(f, "tusk_tls_offloaded_handshakes_running %u\n", rt->tls_hs ? tls_hs_pending(rt->tls_hs) : 0U);
 
 	put_family(f, "tusk_pool_clients", "gauge", "Client connections of a pool per state.");
 	for (size_t i = 0; i < pools.n; i++)

@@ -22,6 +22,7 @@ struct hba;
 struct stats;
 struct tls_ctx;
 struct tls_tickets;
+struct tls_hs_pool;
 struct authcache;
 struct flight_cache;
 struct services;
@@ -96,6 +97,10 @@ struct runtime {
 	/* Session ticket keys of every listener's TLS context, every generation (net/tls.h):
 	 * made at start, freed after the last generation; its own lock. */
 	struct tls_tickets *tls_tickets;
+	/* tls_handshake_threads: the threads that run client TLS handshakes (net/handshake.h);
+	 * NULL: each worker runs its own. Started before the workers, stopped after they joined
+	 * and before they are freed (a handshake still running comes back as a message). */
+	struct tls_hs_pool *tls_hs;
 	/* redis.tls: the tunnel (net/tunnel.h) the workers' L2 connections go through; NULL
 	 * without. Set before the workers start, stopped after they are gone: read-only to them. */
 	struct tunnel *redis_tunnel;

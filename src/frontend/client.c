@@ -980,32 +980,37 @@ static void hs_back(struct worker *w, struct worker_msg *m)
 	tls_settled(c, m->num);
 }
 
-/* Hand the whole handshake to a handshake thread (rt->tls_hs), so that no signature or key
- * exchange runs on this worker, which relays for the clients already logged in. false: there
- * is none, or no memory: the worker runs it (hs_enqueue). */
-static bool hs_hand_over(struct client *c)
+bool client_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, double deadline,
+			  void (*back)(struct worker *w, struct worker_msg *m), void *arg)
 {
-	struct worker *w = c->worker;
 	struct tls_hs_pool *p = w->rt->tls_hs;
-
 	if (!p)
 		return false;
 	struct worker_msg *m = worker_msg_new();
 	if (!m)
 		return false;
-	m->fn = hs_back;
-	m->arg = c;
+	m->fn = back;
+	m->arg = arg;
 	m->arg2 = w;
-	evio_watch(w->loop, &c->io, c->fd, 0);
-	c->tls_away = true;
-	/* The login deadline is the thread's while it has the handshake (one clock, one log line). */
-	double deadline = login_deadline(c);
-	if (tls_hs_submit(p, c->tls.conn, c->fd, 0, deadline, hs_done, m) < 0) {
-		c->tls_away = false;
+	if (tls_hs_submit(p, conn, fd, 0, deadline, hs_done, m) < 0) {
 		free(m);
 		return false;
 	}
+	return true; /* back cannot run before this thread's loop turns again */
+}
+
+/* Hand the whole handshake to a handshake thread (rt->tls_hs), so that no signature or key
+ * exchange runs on this worker, which relays for the clients already logged in. false: there
+ * is none, or no memory: the worker runs it (hs_enqueue). The login deadline is the thread's
+ * while it has the handshake (one clock, one log line). */
+static bool hs_hand_over(struct client *c)
+{
+	struct worker *w = c->worker;
+	if (!client_tls_hand_over(w, c->tls.conn, c->fd, login_deadline(c), hs_back, c))
+		return false;
+	evio_watch(w->loop, &c->io, c->fd, 0);
 	ev_timer_stop(w->loop, &c->timer);
+	c->tls_away = true;
 	return true;
 }
 

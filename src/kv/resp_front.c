@@ -63,6 +63,10 @@ struct resp_conn {
 	struct tls_ctx *tls;           /* the listen entry's; NULL: tls disable */
 	int tls_mode;                  /* enum config_tls_listen */
 	ev_timer deadline;             /* TLS settled within client_login_timeout */
+	double accepted_at;            /* ev_now at accept: where that deadline counts from */
+	bool away;                     /* its handshake runs on a handshake thread (rt->tls_hs): fd
+					* and link.conn are that thread's until hs_back */
+	bool closed_away;              /* closed while away: hs_back closes the socket and frees */
 	char cert_user[64];            /* verify-full: the client certificate's CN, the only user */
 	const struct config_listen *listen; /* its entry (generations live until exit) */
 	struct net_addr peer;          /* for hba_file */
@@ -287,7 +291,7 @@ static void conn_close(struct resp_conn *c)
 	struct worker *w = c->worker;
 	struct resp_worker *rw = rw_of(w);
 
-	if (c->fd < 0)
+	if (c->fd < 0 || c->closed_away)
 		return;
 	evio_watch(w->loop, &c->io, c->fd, 0);
 	ev_timer_stop(w->loop, &c->deadline);
@@ -295,9 +299,13 @@ static void conn_close(struct resp_conn *c)
 		authquery_cancel(c->authq);
 		c->authq = NULL;
 	}
-	tls_link_close(&c->link);
-	close(c->fd);
-	c->fd = -1;
+	if (c->away) {
+		c->closed_away = true; /* the socket and TLS state are the handshake thread's */
+	} else {
+		tls_link_close(&c->link);
+		close(c->fd);
+		c->fd = -1;
+	}
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	if (c->prev)
 		c->prev->next = c->next;
@@ -306,8 +314,8 @@ static void conn_close(struct resp_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
-	if (!c->busy)
-		conn_free(c); /* else freed when the router answers */
+	if (!c->busy && !c->away)
+		conn_free(c); /* else freed when the router answers, or by hs_back */
 }
 
 static void process(struct resp_conn *c);
@@ -393,15 +401,9 @@ static void refuse(struct resp_conn *c, const char *why)
 	conn_close(c);
 }
 
-/* The TLS handshake, non-blocking: false when the connection was closed. */
-static bool tls_step(struct resp_conn *c)
+/* The handshake ended with rc (0: done): false when the connection was closed. */
+static bool tls_finish(struct resp_conn *c, int rc)
 {
-	int want = 0;
-	int rc = tls_handshake(c->link.conn, &want);
-	if (rc == -EAGAIN) {
-		evio_watch(c->worker->loop, &c->io, c->fd, want);
-		return true;
-	}
 	if (rc < 0) {
 		char why[TLS_ERR_MAX + 32];
 		snprintf(why, sizeof why, "TLS handshake failed: %s", tls_conn_error(c->link.conn));
@@ -414,6 +416,55 @@ static bool tls_step(struct resp_conn *c)
 	}
 	tls_settled(c);
 	c->link.buffered = true; /* commands may have come with the last flight */
+	return true;
+}
+
+/* The TLS handshake, non-blocking, on the worker: false when the connection was closed. */
+static bool tls_step(struct resp_conn *c)
+{
+	int want = 0;
+	int rc = tls_handshake(c->link.conn, &want);
+	if (rc == -EAGAIN) {
+		evio_watch(c->worker->loop, &c->io, c->fd, want);
+		return true;
+	}
+	return tls_finish(c, rc);
+}
+
+/* Back on the worker (hs_hand_over): the socket and TLS state are the worker's again. */
+static void hs_back(struct worker *w, struct worker_msg *m)
+{
+	struct resp_conn *c = m->arg;
+	(void)w;
+
+	c->away = false;
+	if (c->closed_away) {
+		tls_link_close(&c->link);
+		close(c->fd);
+		c->fd = -1;
+		conn_free(c);
+		return;
+	}
+	if (m->num == -ETIMEDOUT) {
+		refuse(c, "TLS not settled within client_login_timeout");
+		return;
+	}
+	if (tls_finish(c, m->num))
+		run_and_flush(c);
+}
+
+/* Hand the handshake whole to a handshake thread (rt->tls_hs), as the SQL clients' are
+ * (frontend/client.c), so that no signature runs on the worker that relays. false: there is
+ * none, or no memory: the worker runs it. */
+static bool hs_hand_over(struct resp_conn *c)
+{
+	struct worker *w = c->worker;
+	double deadline = c->accepted_at + (double)w->rt->cfg->client_login_timeout_ms / 1000.0;
+	if (!client_tls_hand_over(w, c->link.conn, c->fd, deadline, hs_back, c))
+		return false;
+	evio_watch(w->loop, &c->io, c->fd, 0);
+	ev_timer_stop(w->loop, &c->deadline); /* the thread keeps it meanwhile */
+	c->away = true;
 	return true;
 }
 
@@ -437,7 +488,7 @@ static bool sniff(struct resp_conn *c)
 			return false;
 		}
 		c->phase = RESP_HANDSHAKE;
-		return true;
+		return !hs_hand_over(c);
 	}
 	if (c->tls_mode == CONFIG_TLS_ALLOW) {
 		tls_settled(c);
@@ -535,6 +586,7 @@ static void kv_resp_accept(struct worker *w, int fd, const struct net_addr *peer
 	snprintf(c->ns, sizeof c->ns, "%s", db_namespace(l, 0));
 	snprintf(c->user, sizeof c->user, "default");
 	c->phase = tls ? RESP_SNIFF : RESP_READY;
+	c->accepted_at = ev_now(w->loop);
 	c->tls = tls;
 	c->tls_mode = tls ? l->tls : CONFIG_TLS_DISABLE;
 	ev_timer_init(&c->deadline, deadline_cb, (double)rt->cfg->client_login_timeout_ms / 1000.0, 0.);

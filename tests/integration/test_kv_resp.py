@@ -39,6 +39,7 @@ def zone(workdir, certs):
     p.setup(namespaces=(("default", None), ("short", "short"), ("sessions", None)))
     z = p.zones[0]
     z.certs = certs
+    z.http_port = free_port()
     with z.pg.admin() as c:
         c.execute(f"create role bob login password '{BOB}'")
     z.tusk = Tusk(z.cfg_dir, z.pg.port, services={"local": {"hosts": [f"127.0.0.1:{z.pg.port}"]}},
@@ -55,6 +56,7 @@ def zone(workdir, certs):
                       {"database": "*", "user": "*", "service": "local", "mode": "transaction"},
                   ],
                   workers=2, kv={"zone": z.name, "service": "local"},
+                  admin={"http": f"127.0.0.1:{z.http_port}"},
                   client_login_timeout=f"{int(LOGIN_TIMEOUT * 1000)}ms",
                   # hba_file decides the method (the pool rule must still match, and not be
                   # blocked): the same methods as the rules above, and dave and erin whom the
@@ -285,6 +287,20 @@ def test_redis_plaintext_client_on_a_tls_port_fails_cleanly(zone, certs):
     with pytest.raises(redis.ConnectionError):
         client(zone, port=zone.tls_port, ssl=True, ssl_ca_certs=certs.rogue_ca).ping()
     assert tls_client(zone).ping() is True  # the listener goes on
+
+
+def test_redis_tls_handshakes_run_on_the_handshake_thread(zone, certs):
+    """tls_handshake_threads (default 1): the Redis listener hands its handshakes over too."""
+    from test_metrics import scrape, value
+
+    before = value(scrape(zone.http_port), "tusk_tls_offloaded_handshakes_total")
+    for i in range(10):
+        r = tls_client(zone)
+        assert r.set(f"hs:{i}", str(i)) is True and r.get(f"hs:{i}") == str(i).encode()
+        r.close()
+    s = scrape(zone.http_port)
+    assert value(s, "tusk_tls_offloaded_handshakes_total") >= before + 10
+    assert value(s, "tusk_tls_offloaded_handshakes_running") == 0
 
 
 def test_redis_tls_allow_takes_both(zone, certs):

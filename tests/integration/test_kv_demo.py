@@ -10,7 +10,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import SLOW, TUSK_BIN, port_open, wait_until
+from conftest import PG_BIN, SLOW, TUSK_BIN, as_postgres, port_open, wait_until
 
 pytestmark = pytest.mark.tusk_only
 
@@ -29,6 +29,16 @@ def pg_ports(run_dir):
         text = (run_dir / f"tusk-{z}.yaml").read_text()
         ports.append(int(re.search(r'hosts: \["127\.0\.0\.1:(\d+)"\]', text).group(1)))
     return ports
+
+
+def stop_leftover_postgres(run_dir):
+    """The demo killed before its own clean-up ran: pg_ctl daemonized its postmasters out of
+    the script's process group, so they are stopped here, not left for the rest of the run."""
+    for z in ("a", "b"):
+        data = run_dir / f"pg-{z}"
+        if (data / "postmaster.pid").exists():
+            subprocess.run(as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+                           capture_output=True, timeout=60)
 
 
 def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
@@ -82,6 +92,7 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
             rc = proc.wait(timeout=60 * SLOW)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            stop_leftover_postgres(run_dir)
             raise
     assert rc == 0, proc.stderr.read()
     assert "stopped both tusks and both PostgreSQL instances" in proc.stderr.read()

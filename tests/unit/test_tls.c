@@ -26,6 +26,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <ev.h>
+#include <stdatomic.h>
+
+#include "net/handshake.h"
 #include "net/tls.h"
 #include "net/tunnel.h"
 
@@ -317,6 +321,79 @@ static void transfer(struct tls_conn *from, int from_fd, struct tls_conn *to, in
 }
 
 /* ---- tests ---- */
+
+/* ---- the handshake threads (net/handshake.h) ---- */
+
+struct hs_result {
+	atomic_int rc;   /* 1: not done yet */
+	atomic_int calls;
+};
+
+static void hs_record(void *arg, int rc)
+{
+	struct hs_result *r = arg;
+	atomic_store(&r->rc, rc);
+	atomic_fetch_add(&r->calls, 1);
+}
+
+/* Wait up to seconds for r's done to have run. */
+static void hs_wait(struct hs_result *r, double seconds)
+{
+	for (int i = 0; i < (int)(seconds * 100) && atomic_load(&r->calls) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&r->calls), 1);
+}
+
+/* A server handshake handed to the pool while this thread plays the client: done says 0 on
+ * the pool's thread, and the connection then carries data here. A client that stays silent
+ * ends at the deadline (-ETIMEDOUT); one still running at stop is cancelled (-ECANCELED)
+ * before tls_hs_pool_stop returns. done runs once each time. */
+static void test_handshake_threads(void **state)
+{
+	struct tls_hs_pool *pool;
+	struct pair p, quiet, left;
+	struct hs_result r = { 1, 0 }, rq = { 1, 0 }, rl = { 1, 0 };
+
+	(void)state;
+	assert_int_equal(tls_hs_pool_start(2, &pool), 0);
+	pair_open(&p, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
+	assert_int_equal(tls_hs_submit(pool, p.srv, p.fd[1], 0, ev_time() + 10, hs_record, &r), 0);
+	int crc = -EAGAIN, cw = 0;
+	for (int rounds = 0; rounds < 1000 && crc == -EAGAIN; rounds++) {
+		crc = tls_handshake(p.cli, &cw);
+		if (crc == -EAGAIN) {
+			struct pollfd pf = { .fd = p.fd[0], .events = want_events(cw) };
+			assert_true(poll(&pf, 1, 5000) > 0);
+		}
+	}
+	assert_int_equal(crc, 0);
+	hs_wait(&r, 10);
+	assert_int_equal(atomic_load(&r.rc), 0);
+	transfer(p.cli, p.fd[0], p.srv, p.fd[1], 1 << 16);
+	transfer(p.srv, p.fd[1], p.cli, p.fd[0], 1 << 16);
+
+	pair_open(&quiet, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
+	double t0 = ev_time();
+	assert_int_equal(tls_hs_submit(pool, quiet.srv, quiet.fd[1], 0, t0 + 0.2, hs_record, &rq), 0);
+	hs_wait(&rq, 10);
+	assert_int_equal(atomic_load(&rq.rc), -ETIMEDOUT);
+	assert_true(ev_time() - t0 >= 0.19);
+
+	pair_open(&left, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
+	assert_int_equal(tls_hs_submit(pool, left.srv, left.fd[1], 0, ev_time() + 60, hs_record, &rl), 0);
+	for (int i = 0; i < 500 && tls_hs_pending(pool) != 1; i++)
+		usleep(1000);
+	assert_int_equal(tls_hs_pending(pool), 1);
+	assert_int_equal(tls_hs_done_count(pool), 2);
+	tls_hs_pool_stop(pool);
+	assert_int_equal(atomic_load(&rl.calls), 1);
+	assert_int_equal(atomic_load(&rl.rc), -ECANCELED);
+	assert_int_equal(atomic_load(&r.calls), 1);
+	assert_int_equal(atomic_load(&rq.calls), 1);
+	pair_close(&p);
+	pair_close(&quiet);
+	pair_close(&left);
+}
 
 static void test_round_trip(void **state)
 {
@@ -939,6 +1016,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_handshake_threads),
 		cmocka_unit_test(test_tls12),
 		cmocka_unit_test(test_bad_ciphers),
 		cmocka_unit_test(test_end_point),

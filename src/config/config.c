@@ -57,6 +57,7 @@ struct key_def {
 	bool required;
 	bool reloadable;   /* may differ between the running generation and a reloaded one */
 	bool secret;       /* never echo the value in a message */
+	unsigned auto_div; /* KEY_CPUS: "auto" is the online CPUs divided by it, rounded up (0: all) */
 	const struct enum_name *names;         /* KEY_ENUM; ends with a NULL name */
 	const char *(*check)(const char *val); /* strings: NULL or what is wrong */
 	const struct key_table *sub;           /* KEY_MAPPING */
@@ -581,6 +582,8 @@ static void parse_text(struct loader *ld, const struct key_def *d, const char *t
 	case KEY_CPUS:
 		if (strcmp(text, "auto") == 0) {
 			int n = online_cpus();
+			if (d->auto_div > 1)
+				n = (n + (int)d->auto_div - 1) / (int)d->auto_div;
 			*(int *)dst = n < (int)d->min ? (int)d->min : n > (int)d->max ? (int)d->max : n;
 			return;
 		}
@@ -1875,7 +1878,7 @@ static const struct key_def top_keys[] = {
 	  .reloadable = true },
 	{ .name = "workers", .type = KEY_CPUS, .offset = TOP_FIELD(workers), .min = 1, .max = 256, .def = "auto" },
 	{ .name = "tls_handshake_threads", .type = KEY_CPUS, .offset = TOP_FIELD(tls_handshake_threads), .min = 0,
-	  .max = 256, .def = "auto" },
+	  .max = 256, .def = "auto", .auto_div = 2 },
 	{ .name = "log", .type = KEY_MAPPING, .offset = TOP_FIELD(log), .sub = &log_table, .reloadable = true },
 	{ .name = "services", .type = KEY_CUSTOM, .required = true, .reloadable = true, .parse = parse_services,
 	  .release = release_services },

@@ -191,7 +191,7 @@ struct tusk_config {
 	struct config_listen *listen; /* default one: 127.0.0.1:6432 */
 
 	int workers; /* "auto" resolves to the number of online CPUs; default auto */
-	int tls_handshake_threads; /* default auto (online CPUs): threads that run client TLS handshakes; 0: the workers do */
+	int tls_handshake_threads; /* default auto (half the online CPUs, rounded up): threads that run client TLS handshakes; 0: the workers do */
 	int worker_balance; /* default true: idle clients move between workers (worker_balance_target) */
 
 	struct {

@@ -2,6 +2,7 @@
 the workers that relay. A worker hands the handshake over after its 'S' and gets the client back
 when it is done; a client closed meanwhile (login timeout, shutdown) is freed only then."""
 
+import os
 import socket
 import struct
 import threading
@@ -98,6 +99,17 @@ def test_handshakes_run_on_the_handshake_threads(tusk, certs):
         assert tls_login(t, f"select {i}") == i
     done, running = offloaded(t)
     assert done >= 30 and running == 0, (done, running)
+
+
+def test_auto_is_half_the_online_cpus_rounded_up(tusk, certs):
+    http = free_port()
+    t = tusk(listen_opts={"tls": "require", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
+             admin={"http": f"127.0.0.1:{http}"})
+    t.http = http
+    online = os.sysconf("SC_NPROCESSORS_ONLN")
+    assert thread_names(t.pid).count("tusk-handshake") == (online + 1) // 2
+    assert tls_login(t) == 1
+    assert offloaded(t) == (1, 0)
 
 
 def test_zero_threads_keeps_handshakes_on_the_workers(tusk, certs):

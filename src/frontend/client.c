@@ -992,7 +992,7 @@ bool client_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, doubl
 	m->fn = back;
 	m->arg = arg;
 	m->arg2 = w;
-	if (tls_hs_submit(p, conn, fd, 0, deadline, hs_done, m) < 0) {
+	if (tls_hs_submit(p, conn, fd, deadline, hs_done, m) < 0) {
 		free(m);
 		return false;
 	}

@@ -63,7 +63,6 @@ struct resp_conn {
 	struct tls_ctx *tls;           /* the listen entry's; NULL: tls disable */
 	int tls_mode;                  /* enum config_tls_listen */
 	ev_timer deadline;             /* TLS settled within client_login_timeout */
-	double accepted_at;            /* ev_now at accept: where that deadline counts from */
 	bool away;                     /* its handshake runs on a handshake thread (rt->tls_hs): fd
 					* and link.conn are that thread's until hs_back */
 	bool closed_away;              /* closed while away: hs_back closes the socket and frees */
@@ -459,7 +458,8 @@ static void hs_back(struct worker *w, struct worker_msg *m)
 static bool hs_hand_over(struct resp_conn *c)
 {
 	struct worker *w = c->worker;
-	double deadline = c->accepted_at + (double)w->rt->cfg->client_login_timeout_ms / 1000.0;
+	/* The deadline timer runs from accept until TLS is settled: the thread takes what is left. */
+	double deadline = ev_now(w->loop) + ev_timer_remaining(w->loop, &c->deadline);
 	if (!client_tls_hand_over(w, c->link.conn, c->fd, deadline, hs_back, c))
 		return false;
 	evio_watch(w->loop, &c->io, c->fd, 0);
@@ -586,7 +586,6 @@ static void kv_resp_accept(struct worker *w, int fd, const struct net_addr *peer
 	snprintf(c->ns, sizeof c->ns, "%s", db_namespace(l, 0));
 	snprintf(c->user, sizeof c->user, "default");
 	c->phase = tls ? RESP_SNIFF : RESP_READY;
-	c->accepted_at = ev_now(w->loop);
 	c->tls = tls;
 	c->tls_mode = tls ? l->tls : CONFIG_TLS_DISABLE;
 	ev_timer_init(&c->deadline, deadline_cb, (double)rt->cfg->client_login_timeout_ms / 1000.0, 0.);

@@ -20,7 +20,6 @@ struct hs_job {
 	struct hs_job *prev, *next; /* the thread's running jobs; the incoming list uses next only */
 	struct tls_conn *conn;
 	int fd;
-	int want;
 	double deadline;
 	tls_hs_done_fn *done;
 	void *arg;
@@ -74,8 +73,7 @@ static void step(struct hs_job *j)
 	int rc = tls_handshake(j->conn, &want);
 
 	if (rc == -EAGAIN) {
-		j->want = want ? want : EV_READ;
-		evio_watch(j->t->loop, &j->io, j->fd, j->want);
+		evio_watch(j->t->loop, &j->io, j->fd, want ? want : EV_READ);
 		return;
 	}
 	finish(j, rc);
@@ -108,10 +106,7 @@ static void start_job(struct hs_thread *t, struct hs_job *j)
 	ev_timer_init(&j->timer, timer_cb, left > 0 ? left : 0, 0);
 	j->timer.data = j;
 	ev_timer_start(t->loop, &j->timer);
-	if (j->want)
-		evio_watch(t->loop, &j->io, j->fd, j->want);
-	else
-		step(j);
+	step(j);
 }
 
 static void wake_cb(struct ev_loop *loop, ev_async *a, int revents)
@@ -187,15 +182,14 @@ int tls_hs_pool_start(int nthreads, struct tls_hs_pool **out)
 	return 0;
 }
 
-int tls_hs_submit(struct tls_hs_pool *p, struct tls_conn *conn, int fd, int want, double deadline,
-		  tls_hs_done_fn *done, void *arg)
+int tls_hs_submit(struct tls_hs_pool *p, struct tls_conn *conn, int fd, double deadline, tls_hs_done_fn *done,
+		  void *arg)
 {
 	struct hs_job *j = calloc(1, sizeof *j);
 	if (!j)
 		return -ENOMEM;
 	j->conn = conn;
 	j->fd = fd;
-	j->want = want;
 	j->deadline = deadline;
 	j->done = done;
 	j->arg = arg;

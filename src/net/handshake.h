@@ -25,12 +25,12 @@ typedef void tls_hs_done_fn(void *arg, int rc);
 /* Start nthreads (>= 1) threads. 0 or -errno (logged). */
 __attribute__((warn_unused_result))
 int tls_hs_pool_start(int nthreads, struct tls_hs_pool **out);
-/* Any thread: hand over the handshake of conn on fd, whose last step asked for want (EV_READ
- * and/or EV_WRITE; 0: step at once), to finish by deadline (seconds on ev_time()'s clock).
+/* Any thread: hand over the handshake of conn on fd (its first step runs at once on the pool's
+ * thread), to finish by deadline (seconds on ev_time()'s clock).
  * 0, or -ENOMEM / -ESHUTDOWN (nothing handed over: the caller still owns all and done never runs). */
 __attribute__((warn_unused_result))
-int tls_hs_submit(struct tls_hs_pool *p, struct tls_conn *conn, int fd, int want, double deadline,
-		  tls_hs_done_fn *done, void *arg);
+int tls_hs_submit(struct tls_hs_pool *p, struct tls_conn *conn, int fd, double deadline, tls_hs_done_fn *done,
+		  void *arg);
 /* Handshakes handed over and not yet done (any thread; for SHOW and tests). */
 unsigned tls_hs_pending(const struct tls_hs_pool *p);
 /* Handshakes the pool has finished, successfully or not (any thread). */

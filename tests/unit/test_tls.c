@@ -357,7 +357,7 @@ static void test_handshake_threads(void **state)
 	(void)state;
 	assert_int_equal(tls_hs_pool_start(2, &pool), 0);
 	pair_open(&p, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
-	assert_int_equal(tls_hs_submit(pool, p.srv, p.fd[1], 0, ev_time() + 10, hs_record, &r), 0);
+	assert_int_equal(tls_hs_submit(pool, p.srv, p.fd[1], ev_time() + 10, hs_record, &r), 0);
 	int crc = -EAGAIN, cw = 0;
 	for (int rounds = 0; rounds < 1000 && crc == -EAGAIN; rounds++) {
 		crc = tls_handshake(p.cli, &cw);
@@ -374,13 +374,13 @@ static void test_handshake_threads(void **state)
 
 	pair_open(&quiet, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
 	double t0 = ev_time();
-	assert_int_equal(tls_hs_submit(pool, quiet.srv, quiet.fd[1], 0, t0 + 0.2, hs_record, &rq), 0);
+	assert_int_equal(tls_hs_submit(pool, quiet.srv, quiet.fd[1], t0 + 0.2, hs_record, &rq), 0);
 	hs_wait(&rq, 10);
 	assert_int_equal(atomic_load(&rq.rc), -ETIMEDOUT);
 	assert_true(ev_time() - t0 >= 0.19);
 
 	pair_open(&left, client_ctx(2, ca_pem, false), server_ctx(TLS_SERVER_REQUIRE), "localhost");
-	assert_int_equal(tls_hs_submit(pool, left.srv, left.fd[1], 0, ev_time() + 60, hs_record, &rl), 0);
+	assert_int_equal(tls_hs_submit(pool, left.srv, left.fd[1], ev_time() + 60, hs_record, &rl), 0);
 	for (int i = 0; i < 500 && tls_hs_pending(pool) != 1; i++)
 		usleep(1000);
 	assert_int_equal(tls_hs_pending(pool), 1);

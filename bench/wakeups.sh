@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # bench/wakeups.sh BIN [BIN...]: where a pooler's CPU per transaction goes, in counts that the
 # load on the machine hardly moves: per pgbench -S transaction (transaction pooling, CLIENTS
-# clients, pool of SIZE, WORKERS workers for tusk), the pooler's epoll_wait calls, reads and writes
+# clients, pool of SIZE, WORKERS workers for tusk), the pooler's epoll_wait and epoll_ctl calls, reads and writes
 # (read/write and recvfrom/sendto), voluntary context switches (sleeps in epoll_wait: each
 # costs a wake-up), involuntary ones (preempted by whom its writes woke), and its CPU time
 # (user + system). Syscalls come from `perf stat -e syscalls:sys_enter_*` (tracepoints: far
 # less intrusive than strace), switches and CPU from /proc/PID/task/*/status and /proc/PID/stat.
-# A BIN of "pgbouncer" runs Debian's PgBouncer (/usr/sbin/pgbouncer) instead of a tusk, and
+# A BIN of "pgbouncer" runs Debian's PgBouncer (/usr/sbin/pgbouncer) instead of a tusk,
+# "pgbouncer=PATH" the PgBouncer at PATH (e.g. 1.25.2 from bench_pgbouncer_find's cache), and
 # "floor" bench/floor.c (a bare one-thread relay: the floor under any pooler, not a pooler).
 # The binaries take turns on one throwaway PostgreSQL 15, ROUNDS times. Asserts nothing.
 # Env: CLIENTS (32), SIZE (32; fewer than CLIENTS makes clients queue), TXNS (2000 per
@@ -45,8 +46,8 @@ switches() { # PID: voluntary and involuntary switches of all its threads
 }
 cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 
-events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto
-printf '%-6s %-36s %8s %8s %8s %8s %8s %8s\n' round pooler tps 'cpu µs' epoll rd+wr vol-cs invol
+events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto
+printf '%-6s %-36s %8s %8s %8s %8s %8s %8s %8s\n' round pooler tps 'cpu µs' epoll ep-ctl rd+wr vol-cs invol
 for round in $(seq 1 "$ROUNDS"); do
 	for bin in "$@"; do
 		port=$(free_port)
@@ -56,10 +57,10 @@ for round in $(seq 1 "$ROUNDS"); do
 			pooler=$!
 			pid=$pooler
 			wait_port "$port"
-		elif [ "$bin" = pgbouncer ]; then
+		elif [ "${bin%%=*}" = pgbouncer ]; then
 			bench_pgbouncer_ini "$port" 2000 "bench = host=127.0.0.1 port=$PG_PORT dbname=bench pool_size=$SIZE" \
 				"pool_mode = transaction"
-			bench_pgbouncer_start 4096
+			bench_pgbouncer_start 4096 pgbouncer "$([ "$bin" = pgbouncer ] && echo "$PGBOUNCER" || echo "${bin#pgbouncer=}")"
 			wait_port "$port"
 			pid=$(cat "$DIR/pgbouncer.pid")
 		else
@@ -94,10 +95,10 @@ YAML
 		hz=$(getconf CLK_TCK)
 		awk -F, -v r="$round" -v b="$bin" -v n="$n" -v tps="$tps" -v c=$((c1 - c0)) -v hz="$hz" \
 			-v v=$((v1 - v0)) -v nv=$((n1 - n0)) '
-			/epoll_wait/ {e = $1} /enter_(read|write|recvfrom|sendto)/ {rw += $1}
-			END {printf "%-6s %-36s %8.0f %8.1f %8.2f %8.2f %8.2f %8.2f\n", r, b, tps, c * 1e6 / hz / n,
-				e / n, rw / n, v / n, nv / n}' "$DIR/perf.out"
-		if [ "$bin" = pgbouncer ]; then
+			/epoll_wait/ {e = $1} /epoll_ctl/ {ec = $1} /enter_(read|write|recvfrom|sendto)/ {rw += $1}
+			END {printf "%-6s %-36s %8.0f %8.1f %8.2f %8.2f %8.2f %8.2f %8.2f\n", r, b, tps, c * 1e6 / hz / n,
+				e / n, ec / n, rw / n, v / n, nv / n}' "$DIR/perf.out"
+		if [ "${bin%%=*}" = pgbouncer ]; then
 			kill "$pid"
 			rm -f "$DIR/pgbouncer.pid"
 		else

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # bench/active.sh [SECONDS]: how many PostgreSQL backends are active at once behind each pooler,
-# and whether fewer is faster (issue 28). pgbench -S -M simple, 32 clients, transaction pooling,
+# and whether fewer is faster (issue 28). pgbench -M simple, 32 clients, transaction pooling,
 # scale 10, on a throwaway PostgreSQL 15, through: direct; PgBouncer (the reference, see
 # bench_pgbouncer_find in lib.sh) with pool_size 32 and 8; Debian's PgBouncer when it is not the
-# reference; tusk (2 workers) with pools of POOLS servers (default "32 8 4"). The targets
+# reference; tusk (2 workers) with pools of POOLS servers (default "32 8 4"), and with a pool of
+# 32 under `active_limit: adaptive` (target tusk:a32, floor 2). WORKLOAD: "select" (default,
+# pgbench -S) or "hot": each transaction adds 1 to one of HOT_ROWS rows (default 1) picked at
+# random, so that transactions queue on row locks in PostgreSQL (more backends at once buy
+# nothing there). The targets
 # alternate, order rotated each round (ROUNDS, 3). During each run a psql session samples
 # pg_stat_activity every 100ms: client backends in state 'active' (not itself). Prints per run
 # tps, the pooler's CPU µs per transaction, mean and max active backends; then the medians and
@@ -15,6 +19,8 @@ BENCH_NAME=active
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
 POOLS=${POOLS:-32 8 4}
+WORKLOAD=${WORKLOAD:-select}
+HOT_ROWS=${HOT_ROWS:-1}
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 [ -x "$TUSK" ] || { echo "active: $TUSK not built (make build)" >&2; exit 1; }
 bench_pgbouncer_find
@@ -39,7 +45,19 @@ bench_pgbouncer_start 4096 pgbouncer "$PGB_REF"
 	bench_tusk_yaml "${PORT[tusk]}" "$PG_PORT"
 	echo "pools:"
 	for n in $POOLS; do printf '  - database: bench_%s\n    server_database: bench\n    mode: transaction\n    size: %s\n' "$n" "$n"; done
+	printf '  - database: bench_a32\n    server_database: bench\n    mode: transaction\n    size: 32\n    active_limit: adaptive\n'
 } >"$DIR/tusk.yaml"
+case $WORKLOAD in
+select) PGB_ARGS=(-S) ;;
+hot)
+	as_postgres "$PG_BIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres bench \
+		-c "DROP TABLE IF EXISTS hot; CREATE TABLE hot (id int PRIMARY KEY, n bigint NOT NULL);
+		    INSERT INTO hot SELECT g, 0 FROM generate_series(1, $HOT_ROWS) g"
+	printf '\\set id random(1, %s)\nUPDATE hot SET n = n + 1 WHERE id = :id;\n' "$HOT_ROWS" >"$DIR/hot.sql"
+	chmod 644 "$DIR/hot.sql"
+	PGB_ARGS=(-f "$DIR/hot.sql") ;;
+*) echo "active: WORKLOAD is select or hot" >&2; exit 2 ;;
+esac
 setsid "$TUSK" -c "$DIR/tusk.yaml" 2>"$DIR/tusk.log" &
 PID[tusk]=$!
 for p in "${POOLERS[@]}"; do wait_port "${PORT[$p]}"; done
@@ -50,12 +68,13 @@ PORT[direct]=$PG_PORT
 TARGETS=(direct pgbouncer:32 pgbouncer:8)
 [ -n "$PGB_OLD" ] && TARGETS+=(pgb-old:32)
 for n in $POOLS; do TARGETS+=("tusk:$n"); done
+TARGETS+=(tusk:a32)
 NT=${#TARGETS[@]}
 TCK=$(getconf CLK_TCK)
 declare -A TPS CPU MEAN MAX
 # a first run warms PostgreSQL's caches (the first target would pay for them otherwise)
-"$PG_BIN/pgbench" -n -S -c 32 -j 2 -T 3 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1 || true
-echo "# active.sh: ${DURATION}s runs, $ROUNDS rounds, $(nproc) cores; pgbouncer: $PGB_REF_VERSION${PGB_OLD:+, pgb-old: $PGB_OLD_VERSION}; load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$PG_BIN/pgbench" -n "${PGB_ARGS[@]}" -c 32 -j 2 -T 3 -h 127.0.0.1 -p "$PG_PORT" -U postgres bench >/dev/null 2>&1 || true
+echo "# active.sh: workload $WORKLOAD$([ "$WORKLOAD" = hot ] && echo " ($HOT_ROWS rows)"), ${DURATION}s runs, $ROUNDS rounds, $(nproc) cores; pgbouncer: $PGB_REF_VERSION${PGB_OLD:+, pgb-old: $PGB_OLD_VERSION}; load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-6s %-14s %12s %12s %12s %10s\n' round target tps "cpu µs/txn" "active mean" "max"
 for round in $(seq 1 "$ROUNDS"); do
 	for i in $(seq 0 $((NT - 1))); do
@@ -70,7 +89,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		sampler=$!
 		c0=0
 		[ "$p" = direct ] || c0=$(bench_cpu_ticks "${PID[$p]}")
-		out=$(PGSSLMODE=disable "$PG_BIN/pgbench" -n -S -M simple -c 32 -j 2 -T "$DURATION" -h 127.0.0.1 -p "${PORT[$p]}" \
+		out=$(PGSSLMODE=disable "$PG_BIN/pgbench" -n "${PGB_ARGS[@]}" -M simple -c 32 -j 2 -T "$DURATION" -h 127.0.0.1 -p "${PORT[$p]}" \
 			-U postgres "$db" 2>&1) || echo "active: $t failed: $(grep -m1 -iE 'error|fatal' <<<"$out" | cut -c1-160)" >&2
 		c1=0
 		[ "$p" = direct ] || c1=$(bench_cpu_ticks "${PID[$p]}")

@@ -277,6 +277,14 @@ void tp_pool_sleep(struct tp_pool *p);
 /* New limits (a configuration reload): room above the old max serves waiters now; slots
  * above the new max close, idle ones first. -EINVAL if max_slots < 1 or min_slots < 0. */
 TP_MUST_CHECK int tp_pool_resize(struct tp_pool *p, int max_slots, int min_slots);
+/* At most active_max slots in use at once (in use, handed over or connecting for a claim;
+ * 0: no bound but max_slots): claims beyond it queue even while slots are idle, and a
+ * released slot goes to the queue only below it. Idle slots stay open. Lowering it takes
+ * effect as slots are released; raising it serves waiters now (any thread). -EINVAL if < 0. */
+TP_MUST_CHECK int tp_pool_set_active_max(struct tp_pool *p, int active_max);
+/* The most slots in use (as active_max counts them) at once since the last call, which starts
+ * the next count from those in use now (any thread): whether a bound was reached. */
+int tp_pool_take_active_peak(struct tp_pool *p);
 /* New idle_timeout and lifetime (seconds, 0 = never; a reload): idle slots are judged by
  * them from the next tp_pool_tick, a slot's lifetime is drawn when it connects. */
 void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime);
@@ -325,6 +333,7 @@ struct tp_stats {
 	uint64_t claims, served, timeouts, connects, connect_failures, handovers;
 	uint64_t reserve_connects; /* connects above max_slots started for the reserve */
 	int max_slots, min_slots;
+	int active_max; /* tp_pool_set_active_max; 0: none */
 	int cap;       /* slots allowed by the backend after -EUSERS; -1: no cap */
 	bool paused, retired, dormant;
 	bool down;     /* no backend may be connected to now (all backing off or dead) */

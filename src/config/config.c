@@ -1350,6 +1350,10 @@ static const struct enum_name cache_inval_names[] = {
 	{ "tusk", CONFIG_CACHE_INVAL_TUSK }, { "logical", CONFIG_CACHE_INVAL_LOGICAL }, { NULL, 0 },
 };
 
+static const struct enum_name active_limit_names[] = {
+	{ "off", CONFIG_ACTIVE_LIMIT_OFF }, { "adaptive", CONFIG_ACTIVE_LIMIT_ADAPTIVE }, { NULL, 0 },
+};
+
 static const struct enum_name cache_names[] = {
 	{ "off", CONFIG_CACHE_OFF }, { "coalesce", CONFIG_CACHE_COALESCE }, { "on", CONFIG_CACHE_ON }, { NULL, 0 },
 };
@@ -1481,6 +1485,10 @@ static void release_top_cache_exclude(char *base)
 	  .reloadable = true }, \
 	{ .name = "min_size", .type = KEY_INT, .offset = RULE_FIELD(min_size), .min = 0, .max = 10000, .def = "0", \
 	  .reloadable = true }, \
+	{ .name = "active_limit", .type = KEY_ENUM, .offset = RULE_FIELD(active_limit), .names = active_limit_names, \
+	  .def = "off", .reloadable = true }, \
+	{ .name = "active_limit_min", .type = KEY_INT, .offset = RULE_FIELD(active_limit_min), .min = 1, \
+	  .max = 10000, .def = "2", .reloadable = true }, \
 	{ .name = "client_auth", .type = KEY_ENUM, .offset = RULE_FIELD(client_auth), .names = client_auth_names, \
 	  .def = "trust", .reloadable = true }, \
 	{ .name = "max_db_connections", .type = KEY_INT, .offset = RULE_FIELD(max_db_connections), .min = 0, \
@@ -1649,6 +1657,24 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 			join_key(key, sub, "read_your_writes");
 			report(ld, node_line(find_value(ld, item, "read_your_writes")), key,
 			       "only with target_session_attrs: read-write-split");
+		}
+		if (rule->active_limit == CONFIG_ACTIVE_LIMIT_ADAPTIVE && rule->mode == POOL_MODE_SESSION) {
+			/* A session holds its server between transactions: a bound on servers in use
+			 * would hold whole sessions back, not transactions. */
+			char key[PATH_LEN];
+			join_key(key, sub, "active_limit");
+			report(ld, rule->line, key, "adaptive needs mode: transaction or statement (found session)");
+		}
+		if (rule->active_limit == CONFIG_ACTIVE_LIMIT_ADAPTIVE &&
+		    rule->target_session_attrs == CONFIG_TARGET_READ_WRITE_SPLIT) {
+			char key[PATH_LEN];
+			join_key(key, sub, "active_limit");
+			report(ld, rule->line, key, "adaptive is not available with target_session_attrs: read-write-split");
+		}
+		if (rule->active_limit == CONFIG_ACTIVE_LIMIT_ADAPTIVE && rule->active_limit_min > rule->size) {
+			char key[PATH_LEN];
+			join_key(key, sub, "active_limit_min");
+			report(ld, rule->line, key, "%d is larger than size (%d)", rule->active_limit_min, rule->size);
 		}
 		if (rule->min_size > rule->size) {
 			char key[PATH_LEN];

@@ -19,6 +19,8 @@ enum pool_mode { POOL_MODE_SESSION, POOL_MODE_TRANSACTION, POOL_MODE_STATEMENT }
 /* The result cache (src/flight/, docs/cache.md). INHERIT only in a pool rule: take the
  * top-level value. COALESCE merges identical reads in flight; ON also keeps results. */
 enum config_cache { CONFIG_CACHE_INHERIT, CONFIG_CACHE_OFF, CONFIG_CACHE_COALESCE, CONFIG_CACHE_ON };
+/* active_limit: servers in use at once per pool; off = up to size (docs/pooling.md). */
+enum config_active_limit { CONFIG_ACTIVE_LIMIT_OFF, CONFIG_ACTIVE_LIMIT_ADAPTIVE };
 
 /* cache_invalidation: which writes invalidate kept results (docs/cache.md). */
 enum config_cache_inval {
@@ -112,6 +114,8 @@ struct config_pool_rule {
 	enum pool_mode mode;                  /* default session */
 	int size;                             /* max server connections per (database, user); default 20 */
 	int min_size;                         /* kept connected per (database, user); default 0 */
+	int active_limit;                     /* enum config_active_limit; default off */
+	int active_limit_min;                 /* adaptive: the bound never goes below it; default 2 */
 	int client_auth;                      /* enum config_auth; default trust */
 	int blocked;                          /* true: clients matching this rule are refused (28000) */
 	int max_db_connections;               /* across the pools of one database; 0 = no limit */

@@ -260,6 +260,7 @@ static const struct vdb_col pools_cols[] = {
 	T("database"), T("user"), I("cl_active"), I("cl_waiting"), I("cl_active_cancel_req"),
 	I("cl_waiting_cancel_req"), I("sv_active"), I("sv_active_cancel"), I("sv_being_canceled"), I("sv_idle"),
 	I("sv_used"), I("sv_tested"), I("sv_login"), I("maxwait"), I("maxwait_us"), T("pool_mode"), I("paused"),
+	I("active_limit"), /* tusk's own: servers in use at once at most (active_limit; size when off) */
 };
 static const struct vdb_col conn_cols[] = {
 	T("type"), T("user"), T("database"), T("state"), T("addr"), I("port"), T("local_addr"), I("local_port"),
@@ -877,7 +878,7 @@ static void pools_rows(struct console_session *cs, struct console_collect *col)
 				maxwait = col->tally[i].maxwait;
 			}
 		}
-		char v[7][24];
+		char v[8][24];
 		long_str(v[0], sizeof v[0], (long)sn->clients[STATS_CLIENT_ACTIVE] + sn->clients[STATS_CLIENT_IDLE]);
 		long_str(v[1], sizeof v[1], sn->clients[STATS_CLIENT_WAITING]);
 		long_str(v[2], sizeof v[2], sn->sv_active);
@@ -885,9 +886,10 @@ static void pools_rows(struct console_session *cs, struct console_collect *col)
 		long_str(v[4], sizeof v[4], sn->sv_connecting);
 		long_str(v[5], sizeof v[5], (long)maxwait);
 		long_str(v[6], sizeof v[6], (long)((maxwait - (double)(long)maxwait) * 1e6));
+		long_str(v[7], sizeof v[7], sn->active_limit);
 		const char *vals[] = {
 			sn->database, sn->user, v[0], v[1], "0", "0", v[2], "0", "0", v[3], "0", "0", v[4], v[5], v[6],
-			sn->mode, paused ? "1" : "0",
+			sn->mode, paused ? "1" : "0", v[7],
 		};
 		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}

@@ -339,6 +339,9 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 		       offsetof(struct stats_pool_snapshot, waiters));
 	put_pool_gauge(f, &pools, "tusk_pool_size", "Configured maximum of server connections of the pool.",
 		       offsetof(struct stats_pool_snapshot, size));
+	put_pool_gauge(f, &pools, "tusk_pool_active_limit",
+		       "Servers of the pool in use at once at most: the adaptive bound (active_limit), else size.",
+		       offsetof(struct stats_pool_snapshot, active_limit));
 	put_family(f, "tusk_pool_backend_down", "gauge",
 		   "1 while the pool backs off connecting (the backend failed twice or more in a row).");
 	for (size_t i = 0; i < pools.n; i++) {

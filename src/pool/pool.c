@@ -25,6 +25,7 @@
 
 #include "net/net.h"
 #include "proto/proto.h"
+#include "pool/adaptive.h"
 #include "pool/prepared.h"
 #include "pool/probes.h"
 #include "pool/server.h"
@@ -77,6 +78,15 @@ struct pool {
 	atomic_bool down;
 	/* A claim since the home worker last looked (pool_idle_timeout). */
 	atomic_bool claimed;
+
+	/* active_limit: adaptive, only ever touched by the home worker (pool_maintain): the
+	 * controller, and the counters at the start of its window (adapt_at: 0 before one). */
+	struct adaptive adapt;
+	double adapt_at;
+	uint64_t adapt_xacts, adapt_xact_us, adapt_wait_us;
+	bool adapt_unreached;      /* a tick of this window found the bound not reached */
+	uint64_t adapt_tick_xacts; /* at the last tick: has any transaction ended since? */
+	bool adapt_tick_waiting;   /* clients waited at the last tick */
 
 	pthread_mutex_t lock; /* protects everything below */
 	/* Passthrough pools (no server_password): the credentials of the last login a client's
@@ -1099,6 +1109,9 @@ void pool_stats_snapshot(struct pool *p, struct stats_pool_snapshot *out)
 		out->sv_active = 0;
 	out->waiters = g.waiters;
 	out->down = g.down;
+	struct tp_stats st;
+	tp_pool_stats(p->tp, &st);
+	out->active_limit = st.active_max > 0 && st.active_max < out->size ? st.active_max : out->size;
 }
 
 struct snapshot_walk {
@@ -1139,6 +1152,82 @@ static bool from_wildcard(const struct config_pool_rule *rule)
 	return strcmp(rule->database, "*") == 0 || strcmp(rule->user, "*") == 0;
 }
 
+/* A window of the adaptive bound (pool/adaptive.h) ends every this many seconds: four
+ * housekeeping ticks. Two were too few on a shared 2-core machine: a window's throughput
+ * moved by 10-15% from one to the next with nothing changed, more than most steps do. */
+#define ADAPT_WINDOW 3.9
+
+/* active_limit: adaptive, on the pool's home worker each tick: at the end of a window, feed
+ * it to the controller and apply the bound. Switched off (a reload) or retired: lifted. */
+static void adapt_tick(struct pool *p, double now)
+{
+	const struct config_pool_rule *rule = p->rule;
+	if (rule->active_limit != CONFIG_ACTIVE_LIMIT_ADAPTIVE || atomic_load(&p->retired)) {
+		if (p->adapt.limit > 0) {
+			p->adapt = (struct adaptive){ 0 };
+			p->adapt_at = 0;
+			if (tp_pool_set_active_max(p->tp, 0) == 0)
+				log_info(NULL, NULL, "pool %s/%s: active_limit off, up to size (%d) in use", p->database,
+					 p->user, rule->size);
+		}
+		return;
+	}
+	struct stats_counters c;
+	stats_pool_read(p->stats, &c);
+	struct tp_stats st;
+	tp_pool_stats(p->tp, &st);
+	int size = rule->size > 0 ? rule->size : 1;
+	/* Every tick, not only at a window's end: clients waited at the last tick and still do,
+	 * below size, and not one transaction ended in between. What holds the servers
+	 * (transactions left open, long ones, pinned sessions) is not what the bound trades:
+	 * open it now, so that no client waits on it for more than two ticks. (Waiting at both
+	 * ticks: a pool idle for a second whose clients come back at once is not stalled.) */
+	bool stalled = p->adapt.limit > 0 && p->adapt.limit < size && st.waiting > 0 && p->adapt_tick_waiting &&
+		       c.xact_count == p->adapt_tick_xacts;
+	p->adapt_tick_xacts = c.xact_count;
+	p->adapt_tick_waiting = st.waiting > 0;
+	if (stalled) {
+		int before = p->adapt.limit;
+		adaptive_open(&p->adapt, size);
+		p->adapt_at = 0; /* the next window starts at the next tick */
+		if (tp_pool_set_active_max(p->tp, size) == 0)
+			log_info(NULL, NULL, "pool %s/%s: active_limit %d -> %d: %d clients wait and no transaction ended in the last second",
+				 p->database, p->user, before, size, st.waiting);
+		return;
+	}
+	/* This tick: was the bound reached since the last one? */
+	int limit = p->adapt.limit > 0 ? p->adapt.limit : size;
+	int peak = tp_pool_take_active_peak(p->tp);
+	bool waited = st.waiting > 0 || c.wait_us > p->adapt_wait_us;
+	p->adapt_wait_us = c.wait_us;
+	if (!waited && peak < limit - adaptive_near(limit))
+		p->adapt_unreached = true;
+	if (p->adapt_at > 0 && now - p->adapt_at < ADAPT_WINDOW && now >= p->adapt_at)
+		return;
+	bool have_window = p->adapt_at > 0 && now > p->adapt_at;
+	struct adaptive_window win = {
+		.seconds = now - p->adapt_at,
+		.xacts = c.xact_count - p->adapt_xacts,
+		.xact_seconds = (double)(c.xact_us - p->adapt_xact_us) / 1e6,
+		.reached = !p->adapt_unreached,
+	};
+	p->adapt_at = now;
+	p->adapt_xacts = c.xact_count;
+	p->adapt_xact_us = c.xact_us;
+	p->adapt_unreached = false;
+	if (!have_window)
+		return;
+	int lo = rule->active_limit_min < size ? rule->active_limit_min : size;
+	int before = p->adapt.limit;
+	int n = adaptive_step(&p->adapt, &win, lo, size);
+	if (n == before)
+		return;
+	if (tp_pool_set_active_max(p->tp, n) < 0)
+		return;
+	log_debug(NULL, NULL, "pool %s/%s: active_limit %d -> %d (%.0f transactions/s, %.2f ms each%s)", p->database,
+		  p->user, before, n, p->adapt.tput, p->adapt.latency * 1e3, win.reached ? "" : ", not reached");
+}
+
 void pool_maintain(struct worker *w, double now)
 {
 	struct runtime *rt = w->rt;
@@ -1148,6 +1237,8 @@ void pool_maintain(struct worker *w, double now)
 	for (struct pool *p = registry_head(rt->pools); p; p = p->next) {
 		FOR_CORES(p, t)
 			tp_pool_tick(t, w->index);
+		if (p->index % rt->nworkers == w->index)
+			adapt_tick(p, now);
 		if (p->index % rt->nworkers != w->index || unused_timeout <= 0 || atomic_load(&p->retired) ||
 		    !from_wildcard(p->rule))
 			continue;

@@ -335,5 +335,6 @@ void stats_snapshot_add(struct stats_pool_snapshot *sum, const struct stats_pool
 	sum->sv_idle += snap->sv_idle;
 	sum->sv_connecting += snap->sv_connecting;
 	sum->waiters += snap->waiters;
+	sum->active_limit += snap->active_limit;
 	sum->down = sum->down || snap->down;
 }

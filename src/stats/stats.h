@@ -108,6 +108,7 @@ struct stats_pool_snapshot {
 	int sv_idle;                       /* parked, ready for a client */
 	int sv_connecting;                 /* TCP connect or login in progress */
 	int waiters;                       /* clients queued for a server */
+	int active_limit;                  /* servers in use at once at most: the adaptive bound, else size */
 	bool down;                         /* connects are backed off (backend unreachable) */
 };
 

@@ -189,6 +189,41 @@ static void test_pool_defaults_inherited(void **state)
 	one_error(BASE "pool_defaults:\n  size: 0\n", "7: pool_defaults.size: \"0\" is out of range (1 to 10000)");
 }
 
+/* active_limit: off by default; adaptive only for transaction and statement pools, never with
+ * read-write-split, and a floor no larger than size. */
+static void test_active_limit(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->pools[0].active_limit, CONFIG_ACTIVE_LIMIT_OFF);
+	assert_int_equal(r.cfg->pools[0].active_limit_min, 2);
+	release(&r);
+	load_text(&r, BASE "    mode: transaction\n    active_limit: adaptive\n    active_limit_min: 4\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->pools[0].active_limit, CONFIG_ACTIVE_LIMIT_ADAPTIVE);
+	assert_int_equal(r.cfg->pools[0].active_limit_min, 4);
+	release(&r);
+	/* pool_defaults carries it. */
+	load_text(&r, "services:\n  main:\n    hosts: [\"db:5432\"]\n"
+		      "pool_defaults:\n  mode: statement\n  active_limit: adaptive\n"
+		      "pools:\n  - database: a\n  - database: b\n    active_limit: off\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->pools[0].active_limit, CONFIG_ACTIVE_LIMIT_ADAPTIVE);
+	assert_int_equal(r.cfg->pools[1].active_limit, CONFIG_ACTIVE_LIMIT_OFF);
+	release(&r);
+	one_error(BASE "    active_limit: adaptive\n",
+		  "5: pools[0].active_limit: adaptive needs mode: transaction or statement (found session)");
+	one_error(BASE "    mode: transaction\n    active_limit: adaptive\n    active_limit_min: 30\n",
+		  "5: pools[0].active_limit_min: 30 is larger than size (20)");
+	one_error(BASE "    mode: transaction\n    active_limit: adaptive\n    target_session_attrs: read-write-split\n",
+		  "5: pools[0].active_limit: adaptive is not available with target_session_attrs: read-write-split");
+	one_error(BASE "    active_limit: 3\n", "6: pools[0].active_limit: expected one of off, adaptive, found \"3\"");
+	one_error(BASE "    active_limit_min: 0\n", "6: pools[0].active_limit_min: \"0\" is out of range (1 to 10000)");
+}
+
 /* query_timeout and client_idle_timeout (PgBouncer's names): top-level, with a unit, and per
  * rule, where a rule's own value wins (0 too: off for that rule) and an absent one inherits. */
 static void test_query_and_client_idle_timeouts(void **state)
@@ -1211,6 +1246,7 @@ int main(void)
 		cmocka_unit_test(test_duration_overflow),
 		cmocka_unit_test(test_duration_bare_number_refused),
 		cmocka_unit_test(test_pool_defaults_inherited),
+		cmocka_unit_test(test_active_limit),
 		cmocka_unit_test(test_pgbouncer_names_explained),
 		cmocka_unit_test(test_query_and_client_idle_timeouts),
 		cmocka_unit_test(test_config_set),

@@ -1601,6 +1601,111 @@ static void test_resize_and_retire(void **state)
 	finish_pool(&s, p);
 }
 
+/* tp_pool_set_active_max: claims past the bound queue while slots sit idle, a release below
+ * it serves the queue, a lower bound takes effect as slots come back, a higher one serves
+ * waiters at once, 0 lifts it. Idle slots are never closed for it. */
+static void test_active_max(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 4;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r[4], w[3];
+	struct tp_stats st;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(tp_pool_set_active_max(p, -1), -EINVAL);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(claim(p, &r[i], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	for (int i = 0; i < 4; i++)
+		finish_connect(&s, 0);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(r[i].calls, 1);
+	for (int i = 0; i < 4; i++)
+		tp_release(r[i].slot, true); /* 4 idle */
+
+	assert_int_equal(tp_pool_set_active_max(p, 2), 0);
+	assert_int_equal(claim(p, &r[0], 0, s.now + 10), 0);
+	assert_int_equal(claim(p, &r[1], 0, s.now + 10), 0);
+	/* A third queues with two slots idle, and no connect starts for it. */
+	assert_int_equal(claim(p, &w[0], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(w[0].calls, 0);
+	assert_int_equal(s.nconnecting, 0);
+	tp_pool_tick(p, 0);
+	sim_run(&s);
+	assert_int_equal(w[0].calls, 0);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.active_max, 2);
+	assert_int_equal(st.busy, 2);
+	assert_int_equal(st.idle, 2);
+	assert_int_equal(st.waiting, 1);
+	/* A release goes to the queue. */
+	tp_release(r[0].slot, true);
+	sim_run(&s);
+	assert_int_equal(w[0].calls, 1);
+	assert_int_equal(w[0].err, 0);
+
+	/* Lowered to 1 with 2 in use: a release parks, the next goes to the queue. */
+	assert_int_equal(claim(p, &w[1], 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(tp_pool_set_active_max(p, 1), 0);
+	sim_run(&s);
+	tp_release(r[1].slot, true);
+	sim_run(&s);
+	assert_int_equal(w[1].calls, 0);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.busy, 1);
+	assert_int_equal(st.idle, 3);
+	tp_release(w[0].slot, true);
+	sim_run(&s);
+	assert_int_equal(w[1].calls, 1);
+
+	/* Raised: the waiters are served at once from the idle slots. */
+	assert_int_equal(claim(p, &w[2], 0, s.now + 10), -EINPROGRESS);
+	assert_int_equal(claim(p, &r[2], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(tp_pool_set_active_max(p, 3), 0);
+	sim_run(&s);
+	assert_int_equal(w[2].calls, 1);
+	assert_int_equal(r[2].calls, 1);
+	/* Lifted: a claim past 3 takes the last idle slot. */
+	assert_int_equal(tp_pool_set_active_max(p, 0), 0);
+	assert_int_equal(claim(p, &r[3], 0, s.now + 10), 0);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.busy, 4);
+	assert_int_equal(s.closed[TP_CLOSE_IDLE] + s.closed[TP_CLOSE_SHRUNK], 0);
+	/* Past max_slots the queue connects nothing (max_slots still bounds). */
+	tp_release(w[1].slot, true);
+	tp_release(w[2].slot, true);
+	tp_release(r[2].slot, true);
+	tp_release(r[3].slot, true);
+
+	/* A bound also holds connects: with no idle slot, one connect at most for 3 claims. */
+	finish_pool(&s, p);
+	p = make_pool(&s, &cfg);
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(tp_pool_set_active_max(p, 1), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(claim(p, &r[i], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(r[0].calls, 1);
+	assert_int_equal(r[1].calls, 0);
+	tp_release(r[0].slot, true);
+	sim_run(&s);
+	assert_int_equal(r[1].calls, 1);
+	assert_int_equal(s.nconnecting, 0);
+	tp_release(r[1].slot, true);
+	sim_run(&s);
+	assert_int_equal(r[2].calls, 1);
+	tp_release(r[2].slot, true);
+	finish_pool(&s, p);
+}
+
 static void test_backoff_after_and_fail_fast(void **state)
 {
 	(void)state;
@@ -1712,6 +1817,7 @@ int main(void)
 		cmocka_unit_test(test_group_limit),
 		cmocka_unit_test(test_min_slots_and_dormant),
 		cmocka_unit_test(test_resize_and_retire),
+		cmocka_unit_test(test_active_max),
 		cmocka_unit_test(test_backoff_after_and_fail_fast),
 		cmocka_unit_test(test_idle_broken),
 	};

@@ -99,6 +99,8 @@ struct tp_pool {
 
 	pthread_mutex_t lock; /* everything below */
 	int max_slots, min_slots; /* tp_pool_resize */
+	int active_max;      /* tp_pool_set_active_max: slots in use (and on their way to a claim) at most; 0: none */
+	int active_peak;     /* the most in use at once since tp_pool_take_active_peak */
 	bool paused, retired, dormant;
 	bool group_blocked;  /* a claim waits only for room in a group */
 	int cap;             /* -EUSERS: slots the backend allows; -1: none */
@@ -549,6 +551,22 @@ static int max_now(struct tp_pool *p, double now)
 	return p->cap >= 0 && p->cap < p->max_slots ? p->cap : p->max_slots;
 }
 
+/* May one more slot go to a claim? Below active_max counting slots in use, in hand-over and
+ * connecting (each connect serves a claim when it is done; a min_slots connect is counted
+ * too: it only delays a claim until it lands). Under the lock. */
+static bool active_room(const struct tp_pool *p)
+{
+	return p->active_max <= 0 || p->nbusy + p->ntransit + p->nconnecting < p->active_max;
+}
+
+/* After one more slot went to a claim (or started connecting for one). Under the lock. */
+static void note_active(struct tp_pool *p)
+{
+	int n = p->nbusy + p->ntransit + p->nconnecting;
+	if (n > p->active_peak)
+		p->active_peak = n;
+}
+
 #define PREFER_SCAN 32 /* idle slots of a thread looked at for the claim's key */
 
 /* The idle slot of thread for a claim with key: the one last claimed with key, else the
@@ -610,6 +628,7 @@ static bool start_connect(struct tp_pool *p, struct posts *ps, double now, int t
 		be->probing = true;
 	p->nslots++;
 	p->nconnecting++;
+	note_active(p);
 	p->cap_probe = false;
 	add_post(p, ps, s->thread, run_connect, s);
 	return true;
@@ -624,7 +643,7 @@ static void kick_locked(struct tp_pool *p, struct posts *ps)
 	double now = now_of(p);
 	if (p->stopping || p->paused)
 		return;
-	while (p->wait_head && p->nidle > 0 && ps->n < POSTS_MAX) {
+	while (p->wait_head && p->nidle > 0 && ps->n < POSTS_MAX && active_room(p)) {
 		struct tp_claim *c = p->wait_head;
 		struct tp_slot *s = pick_idle(p, c->thread, c->key);
 		for (int t = 0; !s && t < p->cfg.nthreads; t++)
@@ -636,6 +655,7 @@ static void kick_locked(struct tp_pool *p, struct posts *ps)
 		(void)dequeue(p);
 		s->state = SLOT_TRANSIT;
 		p->ntransit++;
+		note_active(p);
 		s->claim = c;
 		/* On its own thread a slot needs no hand-over, only a turn of that loop. */
 		add_post(p, ps, s->thread, s->thread == c->thread ? run_give : run_detach, s);
@@ -652,6 +672,8 @@ static void kick_locked(struct tp_pool *p, struct posts *ps)
 	p->group_blocked = false;
 	while (p->wait_head && (bind || p->nwait > p->nconnecting) && ps->n < POSTS_MAX) {
 		if (p->nslots >= max && !(p->cap_probe && p->nslots == 0))
+			break;
+		if (!active_room(p))
 			break;
 		struct tp_claim *c = bind ? p->wait_head : nth_waiter(p, p->nconnecting);
 		if (!start_connect(p, ps, now, c->thread, bind ? c : NULL, false))
@@ -781,17 +803,19 @@ static void give_free_slot(struct tp_slot *s, bool was_busy)
 		why = TP_CLOSE_RECONNECT;
 	} else if (s->expires_at && now >= s->expires_at) {
 		why = TP_CLOSE_LIFETIME;
-	} else if (p->wait_head && !p->paused) {
+	} else if (p->wait_head && !p->paused && active_room(p)) {
 		close_it = false;
 		c = dequeue_near(p, s->thread);
 		s->key = c->key;
 		if (c->thread == s->thread) {
 			s->state = SLOT_BUSY;
 			p->nbusy++;
+			note_active(p);
 		} else {
 			/* We are on the owner: detach here, after unlocking; the claimer attaches. */
 			s->state = SLOT_TRANSIT;
 			p->ntransit++;
+			note_active(p);
 			p->npending++; /* the attach post, dropped by run_attach */
 			s->claim = c;
 			away = c;
@@ -1224,12 +1248,13 @@ int tp_claim(struct tp_pool *p, struct tp_claim *c, int thread, double deadline,
 	c->passed_over = 0;
 	if (p->stopping) {
 		rc = -ECANCELED;
-	} else if (!p->paused && !p->wait_head && (s = pick_idle(p, thread, c->key))) {
+	} else if (!p->paused && !p->wait_head && active_room(p) && (s = pick_idle(p, thread, c->key))) {
 		/* Strict FIFO: only when nobody waits may a claim skip the queue. */
 		idle_unlink(p, s);
 		s->state = SLOT_BUSY;
 		s->key = c->key;
 		p->nbusy++;
+		note_active(p);
 		p->counters.served++;
 		rc = 0;
 	} else if (!p->paused && all_dead(p, c->start)) {
@@ -1494,6 +1519,26 @@ int tp_pool_resize(struct tp_pool *p, int max_slots, int min_slots)
 	return 0;
 }
 
+int tp_pool_take_active_peak(struct tp_pool *p)
+{
+	pthread_mutex_lock(&p->lock);
+	int peak = p->active_peak;
+	p->active_peak = p->nbusy + p->ntransit + p->nconnecting;
+	pthread_mutex_unlock(&p->lock);
+	return peak;
+}
+
+int tp_pool_set_active_max(struct tp_pool *p, int active_max)
+{
+	if (active_max < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
+	p->active_max = active_max;
+	pthread_mutex_unlock(&p->lock);
+	kick(p); /* a higher bound serves waiters now */
+	return 0;
+}
+
 void tp_pool_set_expiry(struct tp_pool *p, double idle_timeout, double lifetime)
 {
 	pthread_mutex_lock(&p->lock);
@@ -1620,6 +1665,7 @@ void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)
 	for (struct tp_backend *be = p->backends; be; be = be->next)
 		out->backends_up += be->state == TP_BACKEND_UP;
 	out->max_slots = p->max_slots;
+	out->active_max = p->active_max;
 	out->min_slots = p->min_slots;
 	out->cap = p->cap >= 0 && now_of(p) < p->cap_until ? p->cap : -1;
 	out->paused = p->paused;

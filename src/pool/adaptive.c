@@ -13,20 +13,25 @@ int adaptive_near(int limit)
 
 int adaptive_step_size(int limit, int run)
 {
-	int step = limit / 8 > 1 ? limit / 8 : 1;
-	step <<= run < 3 ? run : 3;
+	int step = adaptive_near(limit) << (run < 3 ? run : 3);
 	int half = limit / 2 > 1 ? limit / 2 : 1;
 	return step < half ? step : half;
+}
+
+/* Learning starts afresh: no window to compare with, no direction, steps small again. */
+static void forget(struct adaptive *a)
+{
+	a->have_prev = false;
+	a->settled = false;
+	a->doubt = false;
+	a->dir = 0;
+	a->run = 0;
 }
 
 void adaptive_open(struct adaptive *a, int hi)
 {
 	a->limit = hi;
-	a->doubt = false;
-	a->have_prev = false;
-	a->settled = false;
-	a->dir = 0;
-	a->run = 0;
+	forget(a);
 }
 
 int adaptive_step(struct adaptive *a, const struct adaptive_window *w, int lo, int hi)
@@ -41,11 +46,7 @@ int adaptive_step(struct adaptive *a, const struct adaptive_window *w, int lo, i
 	if (!w->reached || w->seconds <= 0) {
 		/* Demand below the bound: this window says nothing about it. The next one that
 		 * reaches it starts afresh (its predecessor is not comparable). */
-		a->have_prev = false;
-		a->settled = false;
-		a->doubt = false;
-		a->dir = 0;
-		a->run = 0;
+		forget(a);
 		return a->limit;
 	}
 	if (w->xacts == 0) {

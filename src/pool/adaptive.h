@@ -22,7 +22,7 @@ struct adaptive {
 	bool doubt;       /* the last window said turn; held still to see whether the next agrees */
 	double prev_tput; /* transactions per second of the last window that moved */
 	bool have_prev;
-	/* For SHOW POOLS and logs: the last window's throughput and mean server-side
+	/* For the log line of each move: the last window's throughput and mean server-side
 	 * transaction time in seconds. */
 	double tput, latency;
 };

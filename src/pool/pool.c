@@ -1074,6 +1074,7 @@ void pool_snapshot(struct pool *p, struct pool_gauges *out)
 	out->down = st.down;
 	out->paused = st.paused;
 	out->stale = st.stale;
+	out->active_max = st.active_max;
 	if (p->tp_ro) {
 		/* The split's standby side counts in the same (database, user) row. */
 		tp_pool_stats(p->tp_ro, &st);
@@ -1109,9 +1110,7 @@ void pool_stats_snapshot(struct pool *p, struct stats_pool_snapshot *out)
 		out->sv_active = 0;
 	out->waiters = g.waiters;
 	out->down = g.down;
-	struct tp_stats st;
-	tp_pool_stats(p->tp, &st);
-	out->active_limit = st.active_max > 0 && st.active_max < out->size ? st.active_max : out->size;
+	out->active_limit = g.active_max > 0 && g.active_max < out->size ? g.active_max : out->size;
 }
 
 struct snapshot_walk {

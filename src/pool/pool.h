@@ -82,6 +82,7 @@ struct pool_gauges {
 	bool down;   /* connects are backed off: the backend failed twice or more in a row */
 	bool paused; /* console PAUSE (pool_pause) */
 	int stale;   /* servers connected before the last RECONNECT, not closed yet (WAIT_CLOSE) */
+	int active_max; /* active_limit: adaptive's bound now; 0: none */
 };
 void pool_snapshot(struct pool *p, struct pool_gauges *out);
 /* cb for every pool, from the calling thread, no lock held during cb. Pools are never

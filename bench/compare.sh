@@ -20,6 +20,7 @@
 # asserts nothing. Stops everything it started.
 # Env: TUSK_BIN (default build/tusk), ROUNDS (3), SCENARIOS (space-separated subset of the above),
 # PGBOUNCER_125 ("none": Debian's alone), PGBOUNCER (Debian's, /usr/sbin/pgbouncer),
+# CPU_PART=user|sys: count only the poolers' user or system time as "cpu" (default both),
 # TUSK_BASE_BIN: a second tusk binary (e.g. built from the commit before a change), run as target
 # "base" with the same configuration on its own port, alternated with the others in every round
 # of the pgbench scenarios; each summary then adds tusk's ratio to it (before/after, same run).
@@ -132,7 +133,11 @@ cpu_ticks() {
 	pgbouncer | pgb-old) pid=$(cat "$DIR/$1.pid") ;;
 	*) echo 0; return ;;
 	esac
-	awk '{print $14 + $15}' "/proc/$pid/stat"
+	case ${CPU_PART:-all} in
+	user) awk '{print $14}' "/proc/$pid/stat" ;;
+	sys) awk '{print $15}' "/proc/$pid/stat" ;;
+	*) awk '{print $14 + $15}' "/proc/$pid/stat" ;;
+	esac
 }
 
 # run_one TARGET DBNAME CLIENTS ARGS...: prints "tps cpu" (cpu: the pooler's CPU µs per

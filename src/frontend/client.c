@@ -948,14 +948,6 @@ static double login_deadline(const struct client *c)
 	return c->connect_time + (double)cfg_of(c)->client_login_timeout_ms / 1000.0;
 }
 
-/* On the handshake thread: the handshake is over; back to the client's worker. */
-static void hs_done(void *arg, int rc)
-{
-	struct worker_msg *m = arg;
-	m->num = rc;
-	worker_post(m->arg2, m);
-}
-
 /* Back on the worker from the handshake thread (hs_hand_over): fd and tls.conn are the
  * worker's again. A client closed meanwhile was kept as a husk for this moment. */
 static void hs_back(struct worker *w, struct worker_msg *m)
@@ -980,25 +972,6 @@ static void hs_back(struct worker *w, struct worker_msg *m)
 	tls_settled(c, m->num);
 }
 
-bool client_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, double deadline,
-			  void (*back)(struct worker *w, struct worker_msg *m), void *arg)
-{
-	struct tls_hs_pool *p = w->rt->tls_hs;
-	if (!p)
-		return false;
-	struct worker_msg *m = worker_msg_new();
-	if (!m)
-		return false;
-	m->fn = back;
-	m->arg = arg;
-	m->arg2 = w;
-	if (tls_hs_submit(p, conn, fd, deadline, hs_done, m) < 0) {
-		free(m);
-		return false;
-	}
-	return true; /* back cannot run before this thread's loop turns again */
-}
-
 /* Hand the whole handshake to a handshake thread (rt->tls_hs), so that no signature or key
  * exchange runs on this worker, which relays for the clients already logged in. false: there
  * is none, or no memory: the worker runs it (hs_enqueue). The login deadline is the thread's
@@ -1006,7 +979,7 @@ bool client_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, doubl
 static bool hs_hand_over(struct client *c)
 {
 	struct worker *w = c->worker;
-	if (!client_tls_hand_over(w, c->tls.conn, c->fd, login_deadline(c), hs_back, c))
+	if (!worker_tls_hand_over(w, c->tls.conn, c->fd, login_deadline(c), hs_back, c))
 		return false;
 	evio_watch(w->loop, &c->io, c->fd, 0);
 	ev_timer_stop(w->loop, &c->timer);

@@ -59,17 +59,6 @@ typedef void (*client_protocol_accept_fn)(struct worker *w, int fd, const struct
 					   const struct config_listen *l, struct tls_ctx *tls);
 void client_protocol_register(int protocol, client_protocol_accept_fn accept);
 
-/* On w's thread: hand the server-side TLS handshake of conn on fd to the handshake threads
- * (tls_handshake_threads, net/handshake.h), to finish by deadline (ev_time's clock). When it is
- * over, back(w, m) runs on w with m->arg = arg and m->num the result (0 done, -ETIMEDOUT past
- * the deadline, -ECANCELED at stop, another negative errno: failed). Until then fd and conn
- * are the threads'. false: no handshake threads, or no memory; nothing was handed over. Used
- * by the SQL clients (client.c) and the kv's Redis listener. */
-struct tls_conn;
-struct worker_msg;
-bool client_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, double deadline,
-			  void (*back)(struct worker *w, struct worker_msg *m), void *arg);
-
 /* What a client moving between workers (worker_balance_target) carries and is checked for on
  * arrival. One hook (the admin console's kills, console.h): mark reads the old worker's
  * progress; arrive, on the new worker with c linked, returns true when it closed c. */

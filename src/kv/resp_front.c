@@ -460,7 +460,7 @@ static bool hs_hand_over(struct resp_conn *c)
 	struct worker *w = c->worker;
 	/* The deadline timer runs from accept until TLS is settled: the thread takes what is left. */
 	double deadline = ev_now(w->loop) + ev_timer_remaining(w->loop, &c->deadline);
-	if (!client_tls_hand_over(w, c->link.conn, c->fd, deadline, hs_back, c))
+	if (!worker_tls_hand_over(w, c->link.conn, c->fd, deadline, hs_back, c))
 		return false;
 	evio_watch(w->loop, &c->io, c->fd, 0);
 	ev_timer_stop(w->loop, &c->deadline); /* the thread keeps it meanwhile */

@@ -178,7 +178,14 @@ static void free_server(struct server *s)
 	stats_connect_done(s);
 	if (s->cancels_detach)
 		s->cancels_detach(s);
+	s->cancels_detach = NULL;
 	unlink_worker(s);
+	if (s->tls_away) {
+		/* The handshake thread has fd and tls.conn: a husk, detached from everything, until
+		 * tls_back frees it. */
+		s->husk = true;
+		return;
+	}
 	tls_link_close(&s->tls);
 	if (s->fd >= 0)
 		close(s->fd);
@@ -472,17 +479,10 @@ static int service_tls_mode(const struct server *s)
 	return s->service->tls;
 }
 
-static void tls_handshake_step(struct server *s)
+static void tls_done(struct server *s, int rc)
 {
-	int want = 0;
-	int rc = tls_handshake(s->tls.conn, &want);
 	char reason[TLS_ERR_MAX + 64];
 
-	if (rc == -EAGAIN) {
-		s->tls.rd_want = (uint8_t)want;
-		update_io(s);
-		return;
-	}
 	if (rc < 0) {
 		snprintf(reason, sizeof reason, "TLS handshake with the server failed: %s", tls_conn_error(s->tls.conn));
 		fail(s, reason);
@@ -493,6 +493,61 @@ static void tls_handshake_step(struct server *s)
 	log_debug(s->id, s->ctx, "TLS established: %s %s", tls_version(s->tls.conn), tls_cipher(s->tls.conn));
 	if (send_startup(s) < 0)
 		fail(s, "could not send startup packet");
+}
+
+/* Back on the worker from the handshake thread (tls_hand_over): fd and tls.conn are the
+ * worker's again. A server closed meanwhile was kept as a husk for this moment. */
+static void tls_back(struct worker *w, struct worker_msg *m)
+{
+	struct server *s = m->arg;
+
+	s->tls_away = false;
+	if (s->husk) {
+		free_server(s);
+		return;
+	}
+	if (m->num == -ETIMEDOUT) {
+		fail(s, "timed out connecting to the server (server_connect_timeout)");
+		return;
+	}
+	if (m->num == -ECANCELED) {
+		fail(s, "TLS handshake with the server cancelled: tusk is stopping");
+		return;
+	}
+	/* The rest of server_connect_timeout is the login's (the thread had the timer). */
+	double left = s->tls_deadline - ev_now(w->loop);
+	ev_timer_set(&s->timer, left > 0.001 ? left : 0.001, 0.);
+	ev_timer_start(w->loop, &s->timer);
+	tls_done(s, m->num);
+}
+
+/* Hand the whole handshake to a handshake thread (rt->tls_hs), as the clients' are, so that
+ * no key exchange or certificate check runs on the worker, which relays for other clients.
+ * The connect timer's deadline goes with it. false: there is none, or no memory: the worker
+ * runs it. */
+static bool tls_hand_over(struct server *s)
+{
+	struct worker *w = s->worker;
+	s->tls_deadline = ev_now(w->loop) + ev_timer_remaining(w->loop, &s->timer);
+	if (!worker_tls_hand_over(w, s->tls.conn, s->fd, s->tls_deadline, tls_back, s))
+		return false;
+	ev_io_stop(w->loop, &s->io);
+	ev_timer_stop(w->loop, &s->timer);
+	s->tls_away = true;
+	return true;
+}
+
+static void tls_handshake_step(struct server *s)
+{
+	int want = 0;
+	int rc = tls_handshake(s->tls.conn, &want);
+
+	if (rc == -EAGAIN) {
+		s->tls.rd_want = (uint8_t)want;
+		update_io(s);
+		return;
+	}
+	tls_done(s, rc);
 }
 
 /* The server's one-byte answer to SSLRequest: 'S' starts the handshake, 'N' means plaintext
@@ -537,7 +592,8 @@ static void on_ssl_answer(struct server *s)
 		return;
 	}
 	s->tls_step = SERVER_TLS_HANDSHAKE;
-	tls_handshake_step(s);
+	if (!tls_hand_over(s))
+		tls_handshake_step(s);
 }
 
 static void on_connected(struct server *s)

@@ -123,6 +123,9 @@ struct server {
 	int fd;
 	struct tls_link tls;                  /* every read and write of fd goes through it */
 	uint8_t tls_step;                     /* enum server_tls_step, while SERVER_CONNECTING */
+	bool tls_away;                        /* its handshake is on a handshake thread (fd, tls.conn the thread's) */
+	bool husk;                            /* closed while away: freed when the handshake comes back */
+	double tls_deadline;                  /* while away: when server_connect_timeout ends */
 	const struct config_service *service; /* read-only: where it connects (TLS settings, host name) */
 	ev_io io;                             /* relay.c may re-point its callback in ACTIVE */
 	ev_timer timer;

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "net/handshake.h"
 #include "net/net.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -569,4 +570,31 @@ void worker_free(struct worker *w)
 	pthread_mutex_destroy(&p->inbox_lock);
 	free(p);
 	free(w);
+}
+
+/* On the handshake thread: the handshake is over; back to the worker that handed it over. */
+static void hs_done(void *arg, int rc)
+{
+	struct worker_msg *m = arg;
+	m->num = rc;
+	worker_post(m->arg2, m);
+}
+
+bool worker_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, double deadline,
+			  void (*back)(struct worker *w, struct worker_msg *m), void *arg)
+{
+	struct tls_hs_pool *p = w->rt->tls_hs;
+	if (!p)
+		return false;
+	struct worker_msg *m = worker_msg_new();
+	if (!m)
+		return false;
+	m->fn = back;
+	m->arg = arg;
+	m->arg2 = w;
+	if (tls_hs_submit(p, conn, fd, deadline, hs_done, m) < 0) {
+		free(m);
+		return false;
+	}
+	return true; /* back cannot run before this thread's loop turns again */
 }

@@ -123,6 +123,17 @@ int worker_post_drain(struct worker *w);
  * can (no allocation on the hot path), else calloc'd; NULL when out of memory. Post it, or
  * free() it. */
 struct worker_msg *worker_msg_new(void);
+
+/* On w's thread: hand the TLS handshake of conn on fd (either side: a client's, or tusk's own
+ * to a server) to the handshake threads (tls_handshake_threads, net/handshake.h), to finish by
+ * deadline (ev_time's clock). When it is over, back(w, m) runs on w with m->arg = arg and
+ * m->num the result (0 done, -ETIMEDOUT past the deadline, -ECANCELED at stop, another
+ * negative errno: failed). Until then fd and conn are the threads': the caller stops its
+ * watchers and must not close either. false: no handshake threads, or no memory; nothing was
+ * handed over. */
+struct tls_conn;
+bool worker_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, double deadline,
+			  void (*back)(struct worker *w, struct worker_msg *m), void *arg);
 /* Thread-safe: queue msg (owned by the worker from now on) and wake the loop. */
 void worker_post(struct worker *w, struct worker_msg *msg);
 /* Only on w's own thread: the same, for a message to itself (no lock, no system call). */

@@ -14,8 +14,9 @@ import subprocess
 import psycopg
 import pytest
 
-from conftest import IS_ROOT, PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, connect, wait_until
+from conftest import IS_ROOT, PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, connect, free_port, wait_until
 from auth_util import psql, scram_verifier, write_auth_file, write_hba
+from test_metrics import scrape, value
 from tls_util import Certs
 
 pytestmark = pytest.mark.tusk_only
@@ -264,9 +265,21 @@ def ssl_pg(private_pg, certs):
 
 
 def test_server_tls_require(tusk, ssl_pg):
-    t = tusk(pg_server=ssl_pg, services={"main": {"hosts": [f"127.0.0.1:{ssl_pg.port}"], "tls": "require"}})
-    with t.connect() as c:
+    """Each server connection on TLS, its handshake run by a handshake thread (the clients'
+    are plaintext here, so every handshake counted is one of tusk's own)."""
+    http = free_port()
+    t = tusk(pg_server=ssl_pg, admin={"http": f"127.0.0.1:{http}"}, tls_handshake_threads=1,
+             services={"main": {"hosts": [f"127.0.0.1:{ssl_pg.port}"], "tls": "require"}})
+    conns = [t.connect() for _ in range(3)]  # each in its transaction: three servers
+    for c in conns:
         assert c.execute("select ssl from pg_stat_ssl where pid = pg_backend_pid()").fetchone() == (True,)
+    pids = {c.execute("select pg_backend_pid()").fetchone()[0] for c in conns}
+    assert len(pids) == 3
+    for c in conns:
+        c.close()
+    m = scrape(http)
+    assert value(m, "tusk_tls_offloaded_handshakes_total") >= 3
+    assert value(m, "tusk_tls_offloaded_handshakes_running") == 0
 
 
 def test_server_tls_verify_full(tusk, ssl_pg, certs):

@@ -204,3 +204,120 @@ def test_stop_with_redis_handshakes_in_flight_exits_cleanly(tusk, certs):
         s.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello record's header, and one byte
         stalled.append(s)
     stop_with_handshakes_in_flight(t, stalled)
+
+
+# ---- tusk's own handshakes towards the servers ----
+
+class StallingServer:
+    """A "PostgreSQL" that answers an SSLRequest with 'S' and then never says another word:
+    tusk's handshake to it (its ClientHello sent) waits for a ServerHello that never comes."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", free_port()))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.stopping = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                c.settimeout(10 * SLOW)
+                if c.recv(8) == SSL_REQUEST:
+                    c.sendall(b"S")
+            except OSError:
+                pass
+            self.conns.append(c)
+
+    def close(self):
+        self.stopping = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture
+def stalling_server():
+    s = StallingServer()
+    yield s
+    s.close()
+
+
+def start_with_stalling_service(tusk, pg, stall, **kw):
+    """A plaintext listener and one worker (the stalled handshakes and the relayed clients share
+    it); pool `stall` on a service whose servers are the stalling one, on TLS; every other
+    database on PostgreSQL."""
+    http = free_port()
+    t = tusk(admin={"http": f"127.0.0.1:{http}"}, tls_handshake_threads=1, workers=1, pools=[
+        {"database": "stall", "user": "*", "service": "stall", "server_database": TEST_DB},
+        {"database": "*", "user": "*", "service": "main"}],
+        services={"main": {"hosts": [f"127.0.0.1:{pg.port}"]},
+                  "stall": {"hosts": [f"127.0.0.1:{stall.port}"], "tls": "require"}}, **kw)
+    t.http = http
+    return t
+
+
+def stalled_logins(t, n, errors):
+    """n clients of pool `stall` (plaintext to tusk) in threads; what each raised goes to errors."""
+    def one():
+        try:
+            psycopg.connect(host="127.0.0.1", port=t.port, user=USER, dbname="stall", sslmode="disable",
+                            connect_timeout=int(30 * SLOW)).close()
+            errors.append(None)
+        except psycopg.Error as e:
+            errors.append(str(e))
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+    for th in threads:
+        th.start()
+    return threads
+
+
+def test_a_stalled_server_handshake_runs_on_the_handshake_thread_and_ends_at_the_connect_timeout(
+        tusk, pg, stalling_server):
+    """tusk's TLS handshakes to its servers are handed to the handshake threads as the clients'
+    are: while three stall there (a server that answered 'S' and went quiet), the one worker
+    relays for a client of another pool without delay; at server_connect_timeout each fails, its
+    client hears why, and nothing is left running."""
+    t = start_with_stalling_service(tusk, pg, stalling_server, server_connect_timeout="3s",
+                                    pool_wait_timeout="20s")
+    errors = []
+    threads = stalled_logins(t, 3, errors)
+    wait_until(lambda: offloaded(t)[1] >= 1, 5 * SLOW, what="a server handshake on the handshake thread")
+    with psycopg.connect(host="127.0.0.1", port=t.port, user=USER, dbname=TEST_DB, sslmode="disable",
+                         autocommit=True, connect_timeout=int(10 * SLOW)) as c:
+        for i in range(200):
+            began = time.monotonic()
+            assert c.execute("select %s::int", (i,)).fetchone()[0] == i
+            assert time.monotonic() - began < 1.0 * SLOW
+    for th in threads:
+        th.join(60 * SLOW)
+    assert len(errors) == 3 and None not in errors, errors
+    t.wait_log("timed out connecting to the server (server_connect_timeout)")
+    wait_until(lambda: offloaded(t)[1] == 0, 5 * SLOW, what="no handshake left running")
+    assert offloaded(t)[0] >= 1
+
+
+def test_stop_with_server_handshakes_in_flight_exits_cleanly(tusk, pg, stalling_server):
+    """SIGTERM while tusk's own handshakes stall on the handshake thread (server_connect_timeout
+    far away; their clients gave up at pool_wait_timeout, so nothing holds the drain): each
+    server, closed by its worker at the stop, is freed when its handshake comes back cancelled,
+    and tusk exits 0 at once (under ASan, with no leak)."""
+    t = start_with_stalling_service(tusk, pg, stalling_server, server_connect_timeout="60s",
+                                    pool_wait_timeout="1s")
+    errors = []
+    threads = stalled_logins(t, 2, errors)
+    wait_until(lambda: offloaded(t)[1] >= 2, 5 * SLOW, what="two server handshakes on the handshake thread")
+    for th in threads:
+        th.join(30 * SLOW)
+    assert len(errors) == 2 and None not in errors, errors
+    assert offloaded(t)[1] >= 2  # still stalled there
+    began = time.monotonic()
+    assert t.stop() == []
+    assert time.monotonic() - began < 10 * SLOW

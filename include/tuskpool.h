@@ -282,6 +282,12 @@ TP_MUST_CHECK int tp_pool_resize(struct tp_pool *p, int max_slots, int min_slots
  * released slot goes to the queue only below it. Idle slots stay open. Lowering it takes
  * effect as slots are released; raising it serves waiters now (any thread). -EINVAL if < 0. */
 TP_MUST_CHECK int tp_pool_set_active_max(struct tp_pool *p, int active_max);
+/* The claimer of busy slot s says whether it rests: holds it while nothing runs on it (a
+ * transaction left open, a pinned session between statements), or uses it again. A resting
+ * slot stays its claimer's but does not count against active_max, so a bound cannot keep
+ * waiters out while PostgreSQL idles; resting opens room for a waiter at once (any thread: the
+ * claimer's). Released or closed, a slot rests no more. */
+void tp_slot_rest(struct tp_slot *s, bool resting);
 /* The most slots in use (as active_max counts them) at once since the last call, which starts
  * the next count from those in use now (any thread): whether a bound was reached. */
 int tp_pool_take_active_peak(struct tp_pool *p);
@@ -328,6 +334,7 @@ struct tp_claim *tp_slot_claim(const struct tp_slot *slot);
 /* Gauges (any thread, under the pool's lock). */
 struct tp_stats {
 	int slots, idle, busy, connecting, checking, waiting;
+	int resting; /* of busy, resting (tp_slot_rest) */
 	int stale; /* of slots, connected before the last tp_pool_reconnect, not closed yet */
 	int backends, backends_up;
 	uint64_t claims, served, timeouts, connects, connect_failures, handovers;

@@ -1857,9 +1857,14 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 		c->s2c_scanned += k;
 		c->s2c_remaining = (uint32_t)(total - k);
 
-		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION && server_settled(s) && !c->pinned) {
-			c->release_pending = true;
-			break;
+		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION) {
+			if (server_settled(s) && !c->pinned) {
+				c->release_pending = true;
+				break;
+			}
+			/* Nothing owed, and the server stays: it waits on its client. */
+			if (!s->resting && s->pending_rfq == 0 && s->expect_count == 0 && !s->ext_open)
+				pool_server_rest(s, true);
 		}
 	}
 	return SCAN_OK;
@@ -1917,6 +1922,8 @@ static bool pump_c2s(struct client *c, struct server *s)
 		enum scan_result r = scan_client(c, s);
 		/* stats: what goes to the server below, rewritten messages included */
 		size_t unsent = buf_len(&s->wbuf) + c->c2s_scanned;
+		if (s->resting && unsent > 0)
+			pool_server_rest(s, false); /* it works again (pool_server_rest) */
 		switch (r) {
 		case SCAN_BAD:
 			client_fail(c, "08P01", "invalid message from client");

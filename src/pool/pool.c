@@ -730,7 +730,21 @@ void pool_put_idle(struct pool *p, struct server *s)
 {
 	TUSK_PROBE4(server__released, s->id, p->database, p->user, s->worker->index);
 	s->idle_since = ev_now(s->worker->loop);
+	s->resting = false; /* the core forgets it with the release */
 	tp_release(s->slot, true);
+}
+
+void pool_server_rest(struct server *s, bool resting)
+{
+	/* Told only while the pool has the bound (a lock per rest otherwise for nothing); an
+	 * "again in use" goes whenever the core was told it rests, even if a reload switched
+	 * the bound off meanwhile. */
+	if (!s->slot || !s->pool)
+		return;
+	if (resting && s->pool->rule->active_limit != CONFIG_ACTIVE_LIMIT_ADAPTIVE)
+		return;
+	s->resting = resting;
+	tp_slot_rest(s->slot, resting);
 }
 
 void pool_close_server(struct server *s, const char *reason)
@@ -764,6 +778,7 @@ void pool_close_server(struct server *s, const char *reason)
 		server_detach(s);
 		return;
 	}
+	s->resting = false;
 	tp_release(slot, false);
 }
 

@@ -131,6 +131,11 @@ bool pool_wait_reason(struct pool *p, char *out, size_t cap);
 /* A clean, idle server attached to the calling worker goes back: to a waiter, or parked on
  * this worker's loop (watched for reads), or closed when the pool keeps no more of it. */
 void pool_put_idle(struct pool *p, struct server *s);
+/* relay.c: s's client holds it with nothing running on it (a transaction left open, a pinned
+ * session between statements: resting), or uses it again. With active_limit: adaptive a
+ * resting server does not count against the bound (tp_slot_rest), so the bound keeps no
+ * waiter out while PostgreSQL idles. Callers test s->resting first: a call is for a change. */
+void pool_server_rest(struct server *s, bool resting);
 /* server_close of a pool server: its slot goes back to the core, whatever state it is in
  * (connecting, parked, in use). */
 void pool_close_server(struct server *s, const char *reason);

@@ -1038,6 +1038,8 @@ static void server_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 /* Take over the server for an operation of tusk's own that ends after nrfq ReadyForQuery. */
 static void begin_op(struct server *s, enum server_state state, int nrfq, server_done_fn done, void *arg)
 {
+	if (s->resting)
+		pool_server_rest(s, false); /* tusk's own work on it (a rollback, a reset) */
 	s->done = done;
 	s->done_arg = arg;
 	s->ok_after_error = false;

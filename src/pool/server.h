@@ -192,6 +192,7 @@ struct server {
 	bool moved;                           /* handed over from another worker: peek before use */
 	bool doomed;                          /* found dead while on its way to a claimer */
 	bool checking;                        /* running the core's health check (server_check_delay) */
+	bool resting;                         /* the core was told its client rests on it (pool_server_rest) */
 	const char *close_reason;             /* for the core's close op */
 	/* private */
 	struct server *wprev, *wnext;         /* server_first(worker) while attached */

@@ -5,6 +5,7 @@ down from size, SHOW POOLS and /metrics show it, servers in use stay under it, a
 holding transactions open cannot be starved by it. Off, it is size."""
 
 import subprocess
+import threading
 import time
 
 import pytest
@@ -108,7 +109,9 @@ def test_open_transactions_do_not_starve_the_queue(tusk, hot_row, tmp_path):
     time.sleep(4)  # windows with nobody waiting: the bound holds
     limit = pools_row(t)["active_limit"]
     assert limit <= 4
-    # As many clients as the bound hold a transaction open: one more must still be served.
+    # As many clients as the bound hold a transaction open and idle: their servers rest (they
+    # wait on their clients, PostgreSQL does nothing for them), so they do not count against
+    # the bound: one more client is served at once, and the bound stays where it was.
     holders = []
     try:
         for _ in range(limit):
@@ -117,15 +120,41 @@ def test_open_transactions_do_not_starve_the_queue(tusk, hot_row, tmp_path):
             holders.append(c)
         started = time.monotonic()
         with t.connect(dbname=BENCH_DB) as c:
+            assert c.execute("SELECT 2").fetchone() == (2,)
+        waited = time.monotonic() - started
+        assert waited < 1.0 * SLOW, f"served after {waited:.1f}s"
+        assert pools_row(t)["active_limit"] == limit
+        # The holders go on in their transactions (their servers work again, then rest again).
+        for i, c in enumerate(holders):
+            assert c.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+            c.rollback()
+    finally:
+        for c in holders:
+            c.close()
+    # As many clients as the bound each run a statement that takes seconds: those servers
+    # work, so one more client waits, and the bound opens to size when two housekeeping ticks
+    # (1 s apart) see clients wait with no transaction ending.
+    sleepers = []
+    try:
+        for _ in range(limit):
+            c = t.connect(dbname=BENCH_DB, autocommit=True)
+            th = threading.Thread(target=c.execute, args=(f"SELECT pg_sleep({8 * SLOW})",), daemon=True)
+            th.start()
+            sleepers.append((c, th))
+        wait_until(lambda: (pools_row(t) or {}).get("sv_active", 0) >= limit, 10 * SLOW, interval=0.1,
+                   what="the sleepers at work")
+        started = time.monotonic()
+        with t.connect(dbname=BENCH_DB) as c:
             c.execute(f"SET statement_timeout = '{int(20 * SLOW)}s'")
             assert c.execute("SELECT 2").fetchone() == (2,)
         waited = time.monotonic() - started
-        # Opened at the second housekeeping tick (1 s apart) that sees it wait with nothing ending.
         assert waited < 5 * SLOW, f"served after {waited:.1f}s"
+        assert waited < 8 * SLOW - 1, "served only when a sleeper ended"
         assert pools_row(t)["active_limit"] == size
         t.wait_log("no transaction ended in the last second")
     finally:
-        for c in holders:
+        for c, th in sleepers:
+            th.join(30 * SLOW)
             c.close()
 
 

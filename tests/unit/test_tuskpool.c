@@ -1706,6 +1706,80 @@ static void test_active_max(void **state)
 	finish_pool(&s, p);
 }
 
+/* A busy slot whose claimer rests on it (a transaction left open) is not counted by the
+ * bound: resting serves a waiter at once, from an idle slot or a connect; using it again
+ * counts it again (the bound is exceeded until releases bring it back under); a release or a
+ * broken slot rests no more. */
+static void test_active_max_resting(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct tp_config cfg = base_cfg();
+	cfg.nthreads = 1;
+	cfg.max_slots = 4;
+	struct tp_pool *p = make_pool(&s, &cfg);
+	struct rec r[3], w[2];
+	struct tp_stats st;
+
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, &r[0], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	finish_connect(&s, 0);
+	assert_int_equal(r[0].calls, 1);
+	tp_release(r[0].slot, true); /* 1 idle */
+	assert_int_equal(tp_pool_set_active_max(p, 1), 0);
+	assert_int_equal(claim(p, &r[0], 0, s.now + 10), 0);
+	assert_int_equal(claim(p, &w[0], 0, s.now + 10), -EINPROGRESS);
+	sim_run(&s);
+	assert_int_equal(w[0].calls, 0);
+	assert_int_equal(s.nconnecting, 0);
+
+	/* r[0] rests: w[0] gets a new connect (no idle slot), at once. */
+	tp_slot_rest(r[0].slot, true);
+	tp_slot_rest(r[0].slot, true); /* twice is once */
+	sim_run(&s);
+	assert_int_equal(s.nconnecting, 1);
+	finish_connect(&s, 0);
+	assert_int_equal(w[0].calls, 1);
+	assert_int_equal(w[0].err, 0);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.busy, 2);
+	assert_int_equal(st.resting, 1);
+	assert_int_equal(tp_pool_take_active_peak(p), 1);
+
+	/* r[0] works again: 2 in use against a bound of 1; the next claim waits for two
+	 * releases, not one. */
+	tp_slot_rest(r[0].slot, false);
+	assert_int_equal(claim(p, &w[1], 0, s.now + 10), -EINPROGRESS);
+	tp_release(w[0].slot, true);
+	sim_run(&s);
+	assert_int_equal(w[1].calls, 0);
+	/* Released while resting: the count goes with it. */
+	tp_slot_rest(r[0].slot, true);
+	sim_run(&s);
+	assert_int_equal(w[1].calls, 1);
+	tp_release(r[0].slot, true);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.resting, 0);
+	assert_int_equal(st.busy, 1);
+
+	/* A broken resting slot: the count goes too. */
+	tp_slot_rest(w[1].slot, true);
+	tp_release(w[1].slot, false);
+	sim_run(&s);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.resting, 0);
+	assert_int_equal(st.busy, 0);
+	/* Resting means nothing to a slot not busy, nor without a bound. */
+	assert_int_equal(tp_pool_set_active_max(p, 0), 0);
+	assert_int_equal(claim(p, &r[1], 0, s.now + 10), 0);
+	tp_slot_rest(r[1].slot, true);
+	tp_pool_stats(p, &st);
+	assert_int_equal(st.resting, 1);
+	tp_release(r[1].slot, true);
+	finish_pool(&s, p);
+}
+
 static void test_backoff_after_and_fail_fast(void **state)
 {
 	(void)state;
@@ -1818,6 +1892,7 @@ int main(void)
 		cmocka_unit_test(test_min_slots_and_dormant),
 		cmocka_unit_test(test_resize_and_retire),
 		cmocka_unit_test(test_active_max),
+		cmocka_unit_test(test_active_max_resting),
 		cmocka_unit_test(test_backoff_after_and_fail_fast),
 		cmocka_unit_test(test_idle_broken),
 	};

@@ -57,6 +57,7 @@ struct tp_slot {
 	unsigned gen;              /* the pool's generation when it connected */
 	bool connected;            /* its connect succeeded (gen is set) */
 	bool refill;               /* a min_slots connect (no claim asked for it) */
+	bool resting;              /* SLOT_BUSY, waiting on its claimer (tp_slot_rest); under the lock */
 };
 
 /* A group: slots of several pools counted against one limit. count is changed under the
@@ -112,6 +113,7 @@ struct tp_pool {
 	struct tp_backend *backends;
 	int nbackends; /* not draining */
 	int nslots, nidle, nbusy, nconnecting, nchecking, ntransit;
+	int nresting; /* of nbusy, waiting on their claimers (tp_slot_rest): not counted by active_max */
 	int nstale; /* of nslots, connected before the last tp_pool_reconnect (gen != p->gen) */
 	struct tp_claim *wait_head, *wait_tail;
 	int nwait;
@@ -554,15 +556,20 @@ static int max_now(struct tp_pool *p, double now)
 /* May one more slot go to a claim? Below active_max counting slots in use, in hand-over and
  * connecting (each connect serves a claim when it is done; a min_slots connect is counted
  * too: it only delays a claim until it lands). Under the lock. */
+static int in_use(const struct tp_pool *p)
+{
+	return p->nbusy - p->nresting + p->ntransit + p->nconnecting;
+}
+
 static bool active_room(const struct tp_pool *p)
 {
-	return p->active_max <= 0 || p->nbusy + p->ntransit + p->nconnecting < p->active_max;
+	return p->active_max <= 0 || in_use(p) < p->active_max;
 }
 
 /* After one more slot went to a claim (or started connecting for one). Under the lock. */
 static void note_active(struct tp_pool *p)
 {
-	int n = p->nbusy + p->ntransit + p->nconnecting;
+	int n = in_use(p);
 	if (n > p->active_peak)
 		p->active_peak = n;
 }
@@ -781,6 +788,16 @@ static struct tp_claim *dequeue_near(struct tp_pool *p, int thread)
 	return dequeue(p);
 }
 
+/* s leaves SLOT_BUSY (released or broken). Under the lock. */
+static void unbusy(struct tp_pool *p, struct tp_slot *s)
+{
+	p->nbusy--;
+	if (s->resting) {
+		s->resting = false;
+		p->nresting--;
+	}
+}
+
 /* A slot free on its own thread (released, connected, checked): to a waiter, inline when
  * the waiter is on this thread, else through the hand-over; or onto the idle list; or
  * closed when the pool's policy keeps no more of it. */
@@ -796,7 +813,7 @@ static void give_free_slot(struct tp_slot *s, bool was_busy)
 
 	pthread_mutex_lock(&p->lock);
 	if (was_busy)
-		p->nbusy--;
+		unbusy(p, s);
 	if (p->stopping || s->be->state == TP_BACKEND_DRAINING) {
 		why = p->stopping ? TP_CLOSE_STOPPED : TP_CLOSE_REMOVED;
 	} else if (s->gen != p->gen) {
@@ -1310,12 +1327,28 @@ void tp_release(struct tp_slot *s, bool reusable)
 	TP_PROBE4(slot__released, p->name, s->be->addr.name, (int)s->be->addr.port, (int)reusable);
 	if (!reusable) {
 		pthread_mutex_lock(&p->lock);
-		p->nbusy--;
+		unbusy(p, s);
 		pthread_mutex_unlock(&p->lock);
 		close_slot(s, TP_CLOSE_BROKEN);
 		return;
 	}
 	give_free_slot(s, true);
+}
+
+void tp_slot_rest(struct tp_slot *s, bool resting)
+{
+	struct tp_pool *p = s->pool;
+	struct posts ps;
+	ps.n = 0;
+	pthread_mutex_lock(&p->lock);
+	if (s->state == SLOT_BUSY && s->resting != resting) {
+		s->resting = resting;
+		p->nresting += resting ? 1 : -1;
+		if (resting && p->active_max > 0)
+			kick_locked(p, &ps); /* room under the bound: a waiter may go now */
+	}
+	pthread_mutex_unlock(&p->lock);
+	flush(p, &ps);
 }
 
 void tp_pool_kick(struct tp_pool *p)
@@ -1523,7 +1556,7 @@ int tp_pool_take_active_peak(struct tp_pool *p)
 {
 	pthread_mutex_lock(&p->lock);
 	int peak = p->active_peak;
-	p->active_peak = p->nbusy + p->ntransit + p->nconnecting;
+	p->active_peak = in_use(p);
 	pthread_mutex_unlock(&p->lock);
 	return peak;
 }
@@ -1656,6 +1689,7 @@ void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)
 	out->slots = p->nslots;
 	out->idle = p->nidle;
 	out->busy = p->nbusy;
+	out->resting = p->nresting;
 	out->connecting = p->nconnecting;
 	out->checking = p->nchecking;
 	out->stale = p->nstale;

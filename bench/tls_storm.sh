@@ -16,10 +16,17 @@
 #           (pgbench -C sslmode=require, CLIENTS clients) beside it on the same pooler: what
 #           handshakes cost the clients that only relay. tps and mean latency of the relayed
 #           run, tusk and PgBouncer 1.25 (and base).
+#   light   bench/tls_login.c (built here with cc): LIGHT_THREADS threads of a C client sharing
+#           one TLS context, each logging in (TLS, startup, SELECT 1, Terminate) again and again
+#           for SECONDS, full handshakes and, in a second run, offering each thread's last
+#           session (resumption). pgbench -C spends ~0.9 ms of its own CPU per TLS login, which
+#           on 2 cores bounds the storm more than the pooler; this client costs a fraction of
+#           that. logins/s, ratio to PgBouncer 1.25 in the same mode, share resumed, the
+#           pooler's and the client's CPU µs per login. Not in the default PARTS.
 # Transaction pools of 20 servers; tusk 2 workers; trust authentication. Every pooler in a
 # session of its own (bench/lib.sh). Prints numbers only. Stops everything it started.
-# Env: TUSK_BIN (build/tusk), TUSK_BASE_BIN, ROUNDS (3), CLIENTS (16), PARTS ("storm resume
-# beside"), PGBOUNCER_125, PGBOUNCER (see bench/lib.sh).
+# Env: TUSK_BIN (build/tusk), TUSK_BASE_BIN, ROUNDS (3), CLIENTS (16), LIGHT_THREADS (8), PARTS
+# ("storm resume beside"; also "light"), PGBOUNCER_125, PGBOUNCER (see bench/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_NAME=tls_storm
@@ -27,6 +34,7 @@ BENCH_NAME=tls_storm
 DURATION=${1:-10}
 ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-16}
+LIGHT_THREADS=${LIGHT_THREADS:-8}
 PARTS=${PARTS:-storm resume beside}
 TUSK=${TUSK_BIN:-$PWD/build/tusk}
 BASE=${TUSK_BASE_BIN:-}
@@ -166,6 +174,45 @@ case " $PARTS " in *" resume "*)
 	for t in "${RT[@]}"; do
 		m=$(bench_median <<<"${rr[$t]}")
 		printf '%-10s %14s %16s %8s %16s\n' "$t" "$m" "$(bench_ratio "$m" "$b")" "${rf[$t]}" "$(bench_median <<<"${rc[$t]}")"
+	done
+	;;
+esac
+
+case " $PARTS " in *" light "*)
+	cc -O2 -o "$DIR/tls_login" bench/tls_login.c -lssl -lcrypto -lpthread
+	declare -A lr=() lc=() lk=() lu=()
+	LT=()
+	for t in pgbouncer ${PGB_OLD:+pgb-old} tusk tusk-nt ${BASE:+base}; do LT+=("$t:full" "$t:resume"); done
+	echo
+	echo "== light: bench/tls_login.c, $LIGHT_THREADS threads, one TLS context, a login + SELECT 1 each," \
+		"${DURATION}s, $ROUNDS rounds (full: no session offered; resume: each thread offers its last)"
+	printf '%-6s %-18s %10s %8s %16s %16s\n' round target logins/s resumed "cpu µs/login" "client µs/login"
+	for round in $(seq 1 "$ROUNDS"); do
+		for i in $(seq 0 $((${#LT[@]} - 1))); do
+			k=${LT[$(((i + round - 1) % ${#LT[@]}))]}
+			t=${k%%:*}
+			r=0
+			[ "${k#*:}" = resume ] && r=1
+			c0=$(ticks "$t")
+			read -r n e f s u < <("$DIR/tls_login" 127.0.0.1 "${PORT[$t]}" postgres bench_t "$LIGHT_THREADS" "$DURATION" $r ||
+				echo "0 0 0 1 0")
+			c1=$(ticks "$t")
+			l=$(awk -v n="$n" -v s="$s" 'BEGIN {printf "%.0f", n / s}')
+			c=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-"}')
+			[ "$e" = 0 ] || echo "tls_storm: $k: $e failed logins" >&2
+			lr[$k]="${lr[$k]:-} $l"
+			lc[$k]="${lc[$k]:-} $c"
+			lu[$k]="${lu[$k]:-} $u"
+			lk[$k]=$(awk -v f="$f" -v n="$n" 'BEGIN {if (n > 0) printf "%.2f", f / n; else print "-"}')
+			printf '%-6s %-18s %10s %8s %16s %16s\n' "$round" "$k" "$l" "${lk[$k]}" "$c" "$u"
+		done
+	done
+	printf '%-18s %14s %12s %8s %16s %16s\n' target "median login/s" "vs pgbouncer" resumed "cpu µs/login" "client µs/login"
+	for k in "${LT[@]}"; do
+		m=$(bench_median <<<"${lr[$k]}")
+		b=$(bench_median <<<"${lr[pgbouncer:${k#*:}]}")
+		printf '%-18s %14s %12s %8s %16s %16s\n' "$k" "$m" "$(bench_ratio "$m" "$b")" "${lk[$k]}" \
+			"$(bench_median <<<"${lc[$k]}")" "$(bench_median <<<"${lu[$k]}")"
 	done
 	;;
 esac

@@ -162,9 +162,9 @@ void tls_tickets_free(struct tls_tickets *t)
 }
 
 /* OpenSSL's ticket key callback: seal (enc) with the current key, rotated when it is older
- * than t->rotate; open with the current or the previous one (2: valid, but issue a new
- * ticket). A ticket whose key is gone, or older than two rotations, means a full handshake
- * (0), never an error. */
+ * than t->rotate; open with the current or the previous one (2: valid, and issue a new
+ * ticket, sealed with the current key). A ticket whose key is gone, or older than two
+ * rotations, means a full handshake (0), never an error. */
 static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
 			 EVP_MAC_CTX *hctx, int enc)
 {
@@ -223,7 +223,10 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EV
 		ERR_clear_error();
 		return enc ? -1 : 0;
 	}
-	return enc ? 1 : found == 0 ? 1 : 2;
+	/* 2 for every ticket that opens: renew it. With 1 OpenSSL sends no ticket after a TLS 1.3
+	 * resumption, and a client that uses each ticket once (RFC 8446, C.4; OpenSSL clients
+	 * with client session caching) then resumed only every other login. */
+	return enc ? 1 : 2;
 }
 
 /* The session id context: a session resumes only on a listener whose certificate, mode and

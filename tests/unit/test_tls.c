@@ -920,10 +920,14 @@ static bool resume_once(struct tls_ctx *sctx, SSL_CTX *rctx, SSL_SESSION *sess, 
 	return reused;
 }
 
+/* A client that uses each TLS 1.3 ticket once (RFC 8446, C.4; OpenSSL with client session
+ * caching marks a session not resumable once it resumed): it resumes again only if the server
+ * sends a fresh ticket at each resumption. */
 static SSL_CTX *raw_client(int max_version)
 {
 	SSL_CTX *r = SSL_CTX_new(TLS_client_method());
 	assert_non_null(r);
+	SSL_CTX_set_session_cache_mode(r, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
 	if (max_version)
 		assert_int_equal(SSL_CTX_set_max_proto_version(r, max_version), 1);
 	return r;
@@ -941,9 +945,9 @@ static struct tls_ctx *ticket_server(struct tls_tickets *tk, const char *ca)
 	return ctx;
 }
 
-/* A returning client resumes with its ticket, on TLS 1.3 and 1.2, also on a context built
- * again from the same files (a reload); not on one with another client CA; never without
- * tickets. */
+/* A returning client resumes with its ticket, on TLS 1.3 and 1.2, again and again (each
+ * resumption brings a fresh ticket), also on a context built again from the same files (a
+ * reload); not on one with another client CA; never without tickets. */
 static void test_session_tickets(void **state)
 {
 	struct tls_tickets *tk = tls_tickets_new(0);
@@ -959,6 +963,7 @@ static void test_session_tickets(void **state)
 		assert_non_null(a);
 		assert_true(SSL_SESSION_is_resumable(a));
 		assert_true(resume_once(s, r, a, &b));
+		assert_true(SSL_SESSION_is_resumable(b)); /* a fresh ticket came with the resumption */
 		assert_true(resume_once(again, r, b, &c));
 		assert_false(resume_once(other, r, c, &d));
 		assert_false(resume_once(none, r, c, &e));

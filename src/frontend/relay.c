@@ -170,11 +170,17 @@ static void note_extended_boundary(struct server *s, uint8_t t)
 		s->ext_open = false;
 }
 
+/* The server owes nothing: every ReadyForQuery came, no reply is queued, no batch is open. */
+static bool server_quiet(const struct server *s)
+{
+	return s->pending_rfq == 0 && s->expect_count == 0 && !s->ext_open;
+}
+
 /* The last ReadyForQuery said idle and nothing is owed or begun since: no transaction, no
  * reply on its way. The only state in which a server may serve another client. */
 static bool server_settled(const struct server *s)
 {
-	return s->tx_status == 'I' && s->pending_rfq == 0 && s->expect_count == 0 && !s->skipping && !s->ext_open;
+	return s->tx_status == 'I' && !s->skipping && server_quiet(s);
 }
 
 /* The client left inside an extended-protocol batch it never synced: make the server fail
@@ -1863,7 +1869,7 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 				break;
 			}
 			/* Nothing owed, and the server stays: it waits on its client. */
-			if (!s->resting && s->pending_rfq == 0 && s->expect_count == 0 && !s->ext_open)
+			if (!s->resting && server_quiet(s))
 				pool_server_rest(s, true);
 		}
 	}

@@ -553,14 +553,15 @@ static int max_now(struct tp_pool *p, double now)
 	return p->cap >= 0 && p->cap < p->max_slots ? p->cap : p->max_slots;
 }
 
-/* May one more slot go to a claim? Below active_max counting slots in use, in hand-over and
- * connecting (each connect serves a claim when it is done; a min_slots connect is counted
- * too: it only delays a claim until it lands). Under the lock. */
+/* Slots active_max counts: in use but not resting, in hand-over, connecting. Under the lock. */
 static int in_use(const struct tp_pool *p)
 {
 	return p->nbusy - p->nresting + p->ntransit + p->nconnecting;
 }
 
+/* May one more slot go to a claim? Below active_max counting slots in use, in hand-over and
+ * connecting (each connect serves a claim when it is done; a min_slots connect is counted
+ * too: it only delays a claim until it lands). Under the lock. */
 static bool active_room(const struct tp_pool *p)
 {
 	return p->active_max <= 0 || in_use(p) < p->active_max;

@@ -521,7 +521,7 @@ void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 	va_end(ap);
 	snprintf(message, sizeof message, "tusk %s: %s", c->id, text);
 	log_info(c->id, c->ctx, "closing client connection: %s (%s)", text, sqlstate);
-	if (c->tls_away) { /* mid-handshake on another thread: no way to say it */
+	if (c->tls_handshaking) { /* mid-handshake (here or on another thread): no way to say it */
 		client_close(c, text);
 		return;
 	}
@@ -929,6 +929,11 @@ static void pooled_begin(struct client *c)
 static void read_startup_phase(struct client *c);
 static void tls_settled(struct client *c, int rc);
 
+static bool hs_hand_over(struct client *c);
+
+/* A step of the handshake on the worker: all of it without handshake threads; with them, a
+ * resumption (a ticket: no signature, cheaper here than the hand-over and back) and the
+ * ClientHello of a full handshake, which then goes to a thread (start_tls). */
 static void tls_step(struct client *c)
 {
 	int want = 0;
@@ -939,6 +944,13 @@ static void tls_step(struct client *c)
 		client_update_io(c);
 		return;
 	}
+	if (rc == -EINPROGRESS) { /* a full handshake: on a thread, or here if none takes it */
+		if (!hs_hand_over(c))
+			tls_step(c);
+		return;
+	}
+	if (rc == 0 && worker_tls_offloads(c->worker))
+		worker_tls_note_kept(c->worker, tls_resumed(c->tls.conn));
 	tls_settled(c, rc);
 }
 
@@ -972,10 +984,10 @@ static void hs_back(struct worker *w, struct worker_msg *m)
 	tls_settled(c, m->num);
 }
 
-/* Hand the whole handshake to a handshake thread (rt->tls_hs), so that no signature or key
- * exchange runs on this worker, which relays for the clients already logged in. false: there
- * is none, or no memory: the worker runs it (hs_enqueue). The login deadline is the thread's
- * while it has the handshake (one clock, one log line). */
+/* Hand the rest of a full handshake (its ClientHello read) to a handshake thread (rt->tls_hs),
+ * so that no signature or key exchange runs on this worker, which relays for the clients
+ * already logged in. false: there is none, or no memory: the worker runs it. The login
+ * deadline is the thread's while it has the handshake (one clock, one log line). */
 static bool hs_hand_over(struct client *c)
 {
 	struct worker *w = c->worker;
@@ -1087,8 +1099,12 @@ static void start_tls(struct client *c, bool direct)
 		return;
 	}
 	c->tls_handshaking = true;
-	if (!hs_hand_over(c))
-		hs_enqueue(c);
+	/* With handshake threads, the worker reads the ClientHello and keeps only a resumption;
+	 * a full handshake stops there and goes to a thread (tls_step). The worker never blocks
+	 * on the hello: a client that sends part of one waits on the loop, under its login timer. */
+	if (worker_tls_offloads(c->worker))
+		tls_conn_defer_full(c->tls.conn);
+	hs_enqueue(c);
 }
 
 /* A Terminate where the startup packet belongs (node-postgres's connect(); end()): the

@@ -44,6 +44,7 @@ struct tls_hs_pool {
 	atomic_uint next;
 	atomic_uint pending;
 	atomic_ulong done;
+	atomic_ulong kept[2]; /* tls_hs_note_kept: [1] resumed, [0] full; counters alone, relaxed */
 	struct hs_thread *threads;
 };
 
@@ -217,6 +218,16 @@ unsigned tls_hs_pending(const struct tls_hs_pool *p)
 unsigned long tls_hs_done_count(const struct tls_hs_pool *p)
 {
 	return atomic_load_explicit(&p->done, memory_order_relaxed);
+}
+
+void tls_hs_note_kept(struct tls_hs_pool *p, bool resumed)
+{
+	atomic_fetch_add_explicit(&p->kept[resumed], 1, memory_order_relaxed);
+}
+
+unsigned long tls_hs_kept_count(const struct tls_hs_pool *p, bool resumed)
+{
+	return atomic_load_explicit(&p->kept[resumed], memory_order_relaxed);
 }
 
 void tls_hs_pool_stop(struct tls_hs_pool *p)

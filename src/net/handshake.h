@@ -35,6 +35,12 @@ int tls_hs_submit(struct tls_hs_pool *p, struct tls_conn *conn, int fd, double d
 unsigned tls_hs_pending(const struct tls_hs_pool *p);
 /* Handshakes the pool has finished, successfully or not (any thread). */
 unsigned long tls_hs_done_count(const struct tls_hs_pool *p);
+/* Any thread: a server-side handshake that stayed on its worker though there are handshake
+ * threads, since its ClientHello offered a session to resume (tls_conn_defer_full), finished:
+ * resumed, or full when the ticket did not open. Counted for the metrics. */
+void tls_hs_note_kept(struct tls_hs_pool *p, bool resumed);
+/* Those handshakes so far, resumed or full (any thread). */
+unsigned long tls_hs_kept_count(const struct tls_hs_pool *p, bool resumed);
 /* Stop every thread: each handshake still running gets done(arg, -ECANCELED) first; join, free.
  * NULL: nothing. */
 void tls_hs_pool_stop(struct tls_hs_pool *p);

@@ -598,3 +598,14 @@ bool worker_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, doubl
 	}
 	return true; /* back cannot run before this thread's loop turns again */
 }
+
+bool worker_tls_offloads(const struct worker *w)
+{
+	return w->rt->tls_hs != NULL;
+}
+
+void worker_tls_note_kept(struct worker *w, bool resumed)
+{
+	if (w->rt->tls_hs)
+		tls_hs_note_kept(w->rt->tls_hs, resumed);
+}

@@ -1,9 +1,11 @@
 """tls_handshake_threads (issue 28): client TLS handshakes run on threads of their own, not on
-the workers that relay. A worker hands the handshake over after its 'S' and gets the client back
-when it is done; a client closed meanwhile (login timeout, shutdown) is freed only then."""
+the workers that relay. A worker reads the ClientHello; a full handshake then goes to a thread
+and comes back when it is done (a client closed meanwhile, login timeout or shutdown, is freed
+only then), a resumption (a session ticket: no signature) stays on the worker."""
 
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -15,6 +17,7 @@ import yaml
 
 from conftest import SLOW, TEST_DB, free_port, wait_until
 from test_metrics import scrape, value
+from test_tls import _tls_login as ticket_login
 from tls_util import Certs
 
 pytestmark = pytest.mark.tusk_only
@@ -58,36 +61,65 @@ def offloaded(t):
     return value(s, "tusk_tls_offloaded_handshakes_total"), value(s, "tusk_tls_offloaded_handshakes_running")
 
 
-def stalled_handshake(t, partial_hello=False):
-    """A client that sends an SSLRequest, gets 'S' and then (part of a ClientHello and) nothing."""
+def kept(t):
+    """Client handshakes the workers kept (their ClientHello offered a ticket): (resumed, full)."""
+    s = scrape(t.http)
+    return (value(s, "tusk_tls_worker_handshakes_total", session="resumed"),
+            value(s, "tusk_tls_worker_handshakes_total", session="full"))
+
+
+def full_hello():
+    """The ClientHello of a full handshake (no session offered), as Python's ssl writes it."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    out = ssl.MemoryBIO()
+    obj = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname="localhost")
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+def stalled_handshake(t, hello=None):
+    """A client that sends an SSLRequest, gets 'S' and then nothing more than hello: None,
+    "partial" (part of a ClientHello: the worker waits for the rest) or "full" (a whole one that
+    offers no ticket: the rest of the handshake goes to a thread, which waits for the client's
+    Finished)."""
     s = socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW)
     s.sendall(SSL_REQUEST)
     assert s.recv(1) == b"S"
-    if partial_hello:
+    if hello == "partial":
         s.sendall(b"\x16\x03\x01\x02\x00\x01")  # a record header promising 512 bytes, and one
+    elif hello == "full":
+        s.sendall(full_hello())
     return s
 
 
 def closed_by_peer(s, timeout):
-    s.settimeout(timeout)
+    """Whether tusk closes s within timeout (what it sent first, its half of a handshake, read
+    and dropped)."""
+    deadline = time.monotonic() + timeout
     try:
-        return s.recv(1) == b""
+        while True:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            if s.recv(65536) == b"":
+                return True
     except ConnectionResetError:
         return True
     except socket.timeout:
         return False
 
 
-def stop_with_handshakes_in_flight(t, stalled):
-    """Every stalled handshake on the handshake thread, then SIGTERM: a clean exit (0, no
-    sanitizer report: a client or connection left unfreed is a leak) in good time, and each
-    stalled socket closed."""
+def stop_with_handshakes_in_flight(t, stalled, waiting=()):
+    """Every stalled handshake on the handshake thread (and those waiting for their ClientHello on
+    the worker), then SIGTERM: a clean exit (0, no sanitizer report: a client or connection left
+    unfreed is a leak) in good time, and each stalled socket closed."""
     n = len(stalled)
     wait_until(lambda: offloaded(t)[1] == n, 5 * SLOW, what=f"{n} handshakes on the handshake thread")
     began = time.monotonic()
     assert t.stop() == []
     assert time.monotonic() - began < 10 * SLOW
-    for s in stalled:
+    for s in [*stalled, *waiting]:
         assert closed_by_peer(s, 5 * SLOW)
         s.close()
 
@@ -99,6 +131,45 @@ def test_handshakes_run_on_the_handshake_threads(tusk, certs):
         assert tls_login(t, f"select {i}") == i
     done, running = offloaded(t)
     assert done >= 30 and running == 0, (done, running)
+    assert kept(t) == (0, 0)  # libpq offers no ticket: every handshake is a full one
+
+
+def ticket_client(certs, version):
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    ctx.minimum_version = ctx.maximum_version = (ssl.TLSVersion.TLSv1_3 if version == "1.3"
+                                                 else ssl.TLSVersion.TLSv1_2)
+    return ctx
+
+
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+def test_resumed_logins_stay_on_the_worker_and_full_ones_go_to_the_threads(tusk, certs, version):
+    """The worker reads each ClientHello: one that offers no ticket (a full handshake) goes on to
+    a handshake thread, one that offers a ticket (a TLS 1.3 PSK, a TLS 1.2 session ticket)
+    resumes on the worker, login after login (a fresh ticket each time). A ticket that no
+    longer opens (another process's keys, after a restart) is a full handshake on the worker,
+    and the login succeeds."""
+    t = start(tusk, certs, 1)
+    ctx = ticket_client(certs, version)
+    reused, sess = ticket_login(t, certs, ctx)
+    assert not reused and sess.has_ticket
+    assert offloaded(t) == (1, 0)
+    for i in range(5):
+        reused, sess = ticket_login(t, certs, ctx, sess)
+        assert reused, i
+    assert offloaded(t) == (1, 0)
+    assert kept(t) == (5, 0)
+    assert tls_login(t) == 1  # libpq: no ticket, to the thread
+    assert offloaded(t) == (2, 0)
+
+    assert t.stop() == []
+    t.start()  # new ticket keys: the saved ticket does not open
+    reused, sess = ticket_login(t, certs, ctx, sess)
+    assert not reused and sess.has_ticket
+    assert offloaded(t) == (0, 0)
+    assert kept(t) == (0, 1)
+    reused, sess = ticket_login(t, certs, ctx, sess)
+    assert reused
+    assert kept(t) == (1, 1)
 
 
 def test_auto_is_half_the_online_cpus_rounded_up(tusk, certs):
@@ -117,7 +188,12 @@ def test_zero_threads_keeps_handshakes_on_the_workers(tusk, certs):
     assert "tusk-handshake" not in thread_names(t.pid)
     for i in range(5):
         assert tls_login(t, f"select {i}") == i
+    ctx = ticket_client(certs, "1.3")
+    reused, sess = ticket_login(t, certs, ctx)
+    reused, sess = ticket_login(t, certs, ctx, sess)
+    assert reused
     assert offloaded(t) == (0, 0)
+    assert kept(t) == (0, 0)  # counted only when there are threads it could have gone to
 
 
 def test_many_logins_at_once_beside_relayed_clients(tusk, certs):
@@ -162,9 +238,39 @@ def test_many_logins_at_once_beside_relayed_clients(tusk, certs):
     assert done >= 62 and running == 0, (done, running)
 
 
+def test_a_stalled_client_hello_waits_on_the_worker_without_holding_it_up(tusk, certs):
+    """Clients that send an SSLRequest and then nothing, or part of a ClientHello, wait on the
+    worker (whose loop reads each hello) without a thread: the one worker meanwhile relays a
+    logged-in client's queries without delay and logs new clients in, and each stalled one is
+    closed at client_login_timeout, not before."""
+    t = start(tusk, certs, 1, client_login_timeout="2s", workers=1)
+    with psycopg.connect(host="127.0.0.1", port=t.port, user=USER, dbname=TEST_DB, sslmode="require",
+                         autocommit=True, connect_timeout=int(10 * SLOW)) as relayed:
+        began = time.monotonic()
+        stalled = [stalled_handshake(t, hello="partial" if i % 2 else None) for i in range(10)]
+        for i in range(200):
+            q = time.monotonic()
+            assert relayed.execute("select %s::int", (i,)).fetchone()[0] == i
+            assert time.monotonic() - q < 0.5 * SLOW
+        assert tls_login(t) == 1
+        assert offloaded(t) == (2, 0)  # the two full logins; no stalled hello went to the thread
+        for s in stalled:
+            assert not closed_by_peer(s, max(0.0, 1.5 - (time.monotonic() - began)))
+        for s in stalled:
+            assert closed_by_peer(s, 10 * SLOW)
+            s.close()
+        assert time.monotonic() - began < 2 + 3 * SLOW
+        assert relayed.execute("select 3").fetchone() == (3,)
+    t.wait_log("client did not finish startup within client_login_timeout")
+    assert offloaded(t) == (2, 0)
+
+
 def test_a_stalled_handshake_holds_up_no_one_and_ends_at_the_login_timeout(tusk, certs):
+    """Clients that send a whole ClientHello (no ticket) and then stall: their handshakes wait on
+    the handshake thread, which serves another login beside them; each ends at
+    client_login_timeout."""
     t = start(tusk, certs, 1, client_login_timeout="2s")
-    stalled = [stalled_handshake(t, partial_hello=i % 2 == 1) for i in range(10)]
+    stalled = [stalled_handshake(t, hello="full") for i in range(10)]
     wait_until(lambda: offloaded(t)[1] == 10, 5 * SLOW, what="10 handshakes on the handshake thread")
     began = time.monotonic()
     assert tls_login(t) == 1  # the one handshake thread serves it beside the ten stalled ones
@@ -181,8 +287,9 @@ def test_stop_with_handshakes_in_flight_exits_cleanly(tusk, certs):
     pool cancels them, the workers free their clients, and tusk exits 0 at once (under ASan, with
     no leak)."""
     t = start(tusk, certs, 1, client_login_timeout="60s")
-    stalled = [stalled_handshake(t, partial_hello=i % 2 == 0) for i in range(6)]
-    stop_with_handshakes_in_flight(t, stalled)
+    stalled = [stalled_handshake(t, hello="full") for i in range(6)]
+    waiting = [stalled_handshake(t, hello="partial" if i % 2 else None) for i in range(4)]  # on the worker
+    stop_with_handshakes_in_flight(t, stalled, waiting)
 
 
 def test_stop_with_redis_handshakes_in_flight_exits_cleanly(tusk, certs):

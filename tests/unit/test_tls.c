@@ -879,12 +879,18 @@ static void test_tunnel_bad_certificate(void **state)
 
 /* ---- session resumption ---- */
 
-/* One handshake of a raw OpenSSL client (rctx, offering sess when not NULL) with a tusk
- * server conn from sctx; the client reads until the server's ticket has come (TLS 1.3 sends
- * it after the handshake). Whether the session was resumed; *out the client's session. */
-static bool resume_once(struct tls_ctx *sctx, SSL_CTX *rctx, SSL_SESSION *sess, SSL_SESSION **out)
+/* One handshake of a raw OpenSSL client (rctx, offering sess when not NULL) with a tusk server
+ * conn from sctx; the client reads until the server's ticket has come (TLS 1.3 sends it after
+ * the handshake). With pool, the server conn is told to defer full handshakes: when its
+ * tls_handshake stops at the ClientHello (-EINPROGRESS) the rest goes to pool's thread, as a
+ * worker hands it over. Whether it stopped; *resumed from the server's side; *out the client's
+ * session. */
+static bool deferred_once(struct tls_ctx *sctx, SSL_CTX *rctx, SSL_SESSION *sess, struct tls_hs_pool *pool,
+			  bool *resumed, SSL_SESSION **out)
 {
-	int sv[2], sw = 0;
+	int sv[2], sw = 0, src = -EAGAIN, crc = 0;
+	struct hs_result r = { 1, 0 };
+	bool away = false;
 	char buf[8];
 	size_t n = 0;
 
@@ -899,9 +905,34 @@ static bool resume_once(struct tls_ctx *sctx, SSL_CTX *rctx, SSL_SESSION *sess, 
 		assert_int_equal(SSL_set_session(cli, sess), 1);
 	struct tls_conn *srv = tls_conn_new(sctx, sv[1], true, NULL);
 	assert_non_null(srv);
-	raw_handshake(cli, srv, sv);
-	/* A byte after the ticket: the client has processed the ticket once it reads the byte. */
-	assert_int_equal(tls_write(srv, "x", 1, &sw), 1);
+	if (pool)
+		tls_conn_defer_full(srv);
+	for (int i = 0; i < 200 && (crc != 1 || (!away && src == -EAGAIN)); i++) {
+		struct pollfd pf[2] = { { .fd = sv[0], .events = POLLIN }, { .fd = sv[1], .events = POLLIN } };
+
+		if (crc != 1) {
+			crc = SSL_do_handshake(cli);
+			assert_true(crc == 1 || SSL_get_error(cli, crc) == SSL_ERROR_WANT_READ);
+		}
+		if (!away && src == -EAGAIN) {
+			src = tls_handshake(srv, &sw);
+			if (src == -EINPROGRESS) {
+				away = true; /* the socket and srv are the thread's until done */
+				assert_int_equal(tls_hs_submit(pool, srv, sv[1], ev_time() + 10, hs_record, &r), 0);
+			}
+		}
+		if (crc != 1 || (!away && src == -EAGAIN))
+			assert_true(poll(pf, away ? 1 : 2, 5000) > 0);
+	}
+	assert_int_equal(crc, 1);
+	if (away) {
+		hs_wait(&r, 10);
+		src = atomic_load(&r.rc);
+	}
+	assert_int_equal(src, 0);
+	*resumed = tls_resumed(srv);
+	assert_int_equal(*resumed, SSL_session_reused(cli) == 1);
+	assert_int_equal(tls_write(srv, "x", 1, &sw), 1); /* the client has read the ticket once it reads this */
 	for (int i = 0; i < 100; i++) {
 		if (SSL_read_ex(cli, buf, sizeof buf, &n) == 1)
 			break;
@@ -910,14 +941,20 @@ static bool resume_once(struct tls_ctx *sctx, SSL_CTX *rctx, SSL_SESSION *sess, 
 		assert_true(poll(&pf, 1, 5000) > 0);
 	}
 	assert_int_equal(n, 1);
-	bool reused = SSL_session_reused(cli) == 1;
 	*out = SSL_get1_session(cli);
-	SSL_shutdown(cli); /* a session not shut down is marked not resumable by SSL_free */
+	SSL_shutdown(cli);
 	SSL_free(cli);
 	tls_conn_free(srv);
 	close(sv[0]);
 	close(sv[1]);
-	return reused;
+	return away;
+}
+
+static bool resume_once(struct tls_ctx *sctx, SSL_CTX *rctx, SSL_SESSION *sess, SSL_SESSION **out)
+{
+	bool resumed;
+	assert_false(deferred_once(sctx, rctx, sess, NULL, &resumed, out));
+	return resumed;
 }
 
 /* A client that uses each TLS 1.3 ticket once (RFC 8446, C.4; OpenSSL with client session
@@ -1017,6 +1054,49 @@ static void test_ticket_rotation(void **state)
 	tls_tickets_free(tk);
 }
 
+/* ---- full handshakes deferred to a thread, resumptions kept (tls_conn_defer_full) ---- */
+
+/* On TLS 1.3 and 1.2: a ClientHello without a ticket stops the handshake, which a handshake
+ * thread then finishes; one with a ticket resumes where it was read, every time; one whose
+ * ticket does not open (another process's keys) is a full handshake where it was read; on a
+ * listener without tickets every hello stops. */
+static void test_defer_full_handshakes(void **state)
+{
+	struct tls_tickets *tk = tls_tickets_new(0), *tk2 = tls_tickets_new(0);
+	struct tls_hs_pool *pool;
+	(void)state;
+
+	assert_int_equal(tls_hs_pool_start(1, &pool), 0);
+	for (int v = 0; v < 2; v++) {
+		SSL_CTX *r = raw_client(v == 0 ? 0 : TLS1_2_VERSION);
+		struct tls_ctx *s = ticket_server(tk, NULL), *other = ticket_server(tk2, NULL);
+		struct tls_ctx *none = server_ctx_ca(TLS_SERVER_REQUIRE, NULL);
+		SSL_SESSION *ss[5];
+		bool resumed;
+
+		assert_true(deferred_once(s, r, NULL, pool, &resumed, &ss[0]));
+		assert_false(resumed);
+		assert_false(deferred_once(s, r, ss[0], pool, &resumed, &ss[1]));
+		assert_true(resumed);
+		assert_false(deferred_once(s, r, ss[1], pool, &resumed, &ss[2]));
+		assert_true(resumed);
+		assert_false(deferred_once(other, r, ss[2], pool, &resumed, &ss[3]));
+		assert_false(resumed);
+		assert_true(deferred_once(none, r, ss[2], pool, &resumed, &ss[4]));
+		assert_false(resumed);
+		for (int i = 0; i < 5; i++)
+			SSL_SESSION_free(ss[i]);
+		tls_ctx_free(s);
+		tls_ctx_free(other);
+		tls_ctx_free(none);
+		SSL_CTX_free(r);
+	}
+	assert_int_equal(tls_hs_done_count(pool), 4);
+	tls_hs_pool_stop(pool);
+	tls_tickets_free(tk);
+	tls_tickets_free(tk2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1035,6 +1115,7 @@ int main(void)
 		cmocka_unit_test(test_tunnel_bad_certificate),
 		cmocka_unit_test(test_session_tickets),
 		cmocka_unit_test(test_ticket_rotation),
+		cmocka_unit_test(test_defer_full_handshakes),
 	};
 
 	return cmocka_run_group_tests(tests, setup_certs, teardown_certs);

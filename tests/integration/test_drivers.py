@@ -10,7 +10,12 @@ answer with PostgreSQL's (harness.judge: equal, or, where the driver was told no
 being true, the right answer). A watchdog in each suite fails a case whose connection made no
 progress for 10 s and says which connection and what it was doing.
 What cannot pass through a transaction pooler by design is not tested here: docs/pooling.md,
-"What cannot work through a transaction pooler, by design"."""
+"What cannot work through a transaction pooler, by design".
+
+Each suite runs through tusk twice: with the pools' active_limit off (the default) and adaptive
+(active_limit_min 1, so the bound can hold fewer servers in use than the drivers' connections
+and a server whose client idles in a transaction rests): what the bound and its resting do to
+a session must not show to a driver. PostgreSQL direct runs once."""
 
 import sys
 from pathlib import Path
@@ -29,44 +34,51 @@ ONE_DB = "tusk_test_one"
 SIZE = 3
 
 
-@pytest.fixture(scope="module")
-def drivers_tusk(pg, tmp_path_factory):
-    """One tusk for the module: transaction pooling of SIZE servers, TLS allowed on its listener."""
+@pytest.fixture(scope="module", params=["off", "adaptive"])
+def drivers_tusk(request, pg, tmp_path_factory):
+    """One tusk per active_limit: transaction pooling of SIZE servers, TLS allowed on its listener."""
     certs = Certs(tmp_path_factory.mktemp("drivers-certs"))
+    bound = {} if request.param == "off" else {"active_limit": "adaptive", "active_limit_min": 1}
     t = Tusk(tmp_path_factory.mktemp("drivers-tusk"), pg.port,
-             pools=[txn_pool(1, database=ONE_DB, server_database=TEST_DB), txn_pool(SIZE)],
+             pools=[txn_pool(1, database=ONE_DB, server_database=TEST_DB, **bound), txn_pool(SIZE, **bound)],
              listen_opts={"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
              pool_wait_timeout="30s")
     t.start()
     t.certs = certs
+    t.tag = "t" if request.param == "off" else "a"
     yield t
     problems = t.stop()
     assert not problems, "\n".join(problems) + "\n" + t.log_tail()
 
 
+# PostgreSQL direct's answers, per suite: the same for both tusks, so run once.
+DIRECT_CACHE = {}
+
+
 class Results:
-    """Each suite's answers, per target, computed once for the module."""
+    """Each suite's answers, per target, computed once per tusk (direct once for the module)."""
 
     def __init__(self, pg, tusk):
         self.pg, self.tusk, self.cache = pg, tusk, {}
 
     def get(self, suite, target):
         key = (suite, target)
-        if key not in self.cache:
+        cache = DIRECT_CACHE if target == "direct" else self.cache
+        if key not in cache:
             why = harness.available(suite)
             if why:
                 pytest.fail(why)
             if suite == "node":
                 harness.install_node_modules()
             if target == "direct":
-                self.cache[key] = harness.run_suite(suite, "127.0.0.1", self.pg.port, TEST_DB, USER, tag=f"{suite}_d")
+                cache[key] = harness.run_suite(suite, "127.0.0.1", self.pg.port, TEST_DB, USER, tag=f"{suite}_d")
             else:
                 # TUSK_TEST_DIRECT=1: the stand-in is PostgreSQL, which has neither.
-                self.cache[key] = harness.run_suite(suite, "127.0.0.1", self.tusk.port, TEST_DB, USER,
-                                                    tag=f"{suite}_t", one_db=None if DIRECT else ONE_DB,
+                cache[key] = harness.run_suite(suite, "127.0.0.1", self.tusk.port, TEST_DB, USER,
+                                                    tag=f"{suite}_{self.tusk.tag}", one_db=None if DIRECT else ONE_DB,
                                                     tls_port=None if DIRECT else self.tusk.port,
                                                     tls_ca=self.tusk.certs.ca)
-        return self.cache[key]
+        return cache[key]
 
 
 @pytest.fixture(scope="module")

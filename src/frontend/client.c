@@ -932,8 +932,8 @@ static void tls_settled(struct client *c, int rc);
 static bool hs_hand_over(struct client *c);
 
 /* A step of the handshake on the worker: all of it without handshake threads; with them, a
- * resumption (a ticket: no signature, cheaper here than the hand-over and back) and the
- * ClientHello of a full handshake, which then goes to a thread (start_tls). */
+ * resumption (a ticket that opened: no signature, cheaper here than the hand-over and back) and
+ * the ClientHello of a full handshake, whose signature and the rest go to a thread (start_tls). */
 static void tls_step(struct client *c)
 {
 	int want = 0;
@@ -1099,9 +1099,11 @@ static void start_tls(struct client *c, bool direct)
 		return;
 	}
 	c->tls_handshaking = true;
-	/* With handshake threads, the worker reads the ClientHello and keeps only a resumption;
-	 * a full handshake stops there and goes to a thread (tls_step). The worker never blocks
-	 * on the hello: a client that sends part of one waits on the loop, under its login timer. */
+	/* With handshake threads, the worker reads the ClientHello and keeps only a resumption (a
+	 * ticket that opened); a full handshake stops before it signs and goes to a thread
+	 * (tls_step), also when its ticket did not open, so that no client can push a signature
+	 * onto the worker. The worker never blocks on the hello: a client that sends part of one
+	 * waits on the loop, under its login timer. */
 	if (worker_tls_offloads(c->worker))
 		tls_conn_defer_full(c->tls.conn);
 	hs_enqueue(c);

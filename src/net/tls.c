@@ -56,7 +56,7 @@ struct tls_conn {
 	SSL *ssl;
 	bool server;
 	bool verify_peer;
-	bool defer_full; /* stop at a ClientHello that offers no session to resume (tls_conn_defer_full) */
+	bool defer_full; /* stop once before a full handshake signs (tls_conn_defer_full, cert_cb) */
 	char err[TLS_ERR_MAX];
 };
 
@@ -306,42 +306,24 @@ static int select_alpn(SSL *ssl, const unsigned char **out, unsigned char *outle
 	return SSL_TLSEXT_ERR_OK;
 }
 
-/* Whether a ClientHello offers a session this server may resume without a signature: TLS 1.3 a
- * pre_shared_key with psk_dhe_ke among its key exchange modes (OpenSSL refuses psk_ke alone
- * without SSL_OP_ALLOW_NO_DHE_KEX), TLS 1.2 a non-empty session_ticket. Whether the ticket then
- * opens is the key callback's business (ticket_key_cb). */
-#define PSK_DHE_KE 1 /* RFC 8446, 4.2.9 (OpenSSL's name for it is internal) */
-static bool hello_offers_resumption(SSL *ssl)
-{
-	const unsigned char *p;
-	size_t n;
-
-	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk, &p, &n) == 1 &&
-	    SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_psk_kex_modes, &p, &n) == 1 && n >= 1 &&
-	    (size_t)p[0] == n - 1 && memchr(p + 1, PSK_DHE_KE, n - 1))
-		return true;
-	return SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_session_ticket, &p, &n) == 1 && n > 0;
-}
-
-/* OpenSSL's ClientHello callback, on every server context; it decides only for connections
- * told to (tls_conn_defer_full), once: a full handshake stops here (RETRY: SSL_do_handshake
- * returns with SSL_ERROR_WANT_CLIENT_HELLO_CB) so that its caller can hand it to another
- * thread, where the next call (this callback again, the flag now clear) goes on. A hello that
- * offers a ticket goes on at once; if the ticket does not open (its key rotated out, another
- * process's), the full handshake runs where the hello was read: rare, and correct either way. */
-static int client_hello_cb(SSL *ssl, int *alert, void *arg)
+/* OpenSSL's certificate callback, on every server context. OpenSSL calls it only when the
+ * handshake is to be a full one: after it has read the ClientHello and tried the session the
+ * client offered (a TLS 1.3 PSK, a TLS 1.2 ticket), before it chooses the certificate and signs.
+ * For a connection told to (tls_conn_defer_full) it stops there once (-1: SSL_do_handshake
+ * returns with SSL_ERROR_WANT_X509_LOOKUP) so that its caller can hand the signature and the
+ * rest to another thread, where the next call (this callback again, the flag now clear) goes
+ * on. A resumption never comes here and stays where the hello was read; so does nothing else:
+ * a ticket that does not open (its key rotated out, forged to push the signature onto the
+ * worker) is a full handshake and stops like any other. */
+static int cert_cb(SSL *ssl, void *arg)
 {
 	struct tls_conn *c = SSL_get_app_data(ssl);
-	const struct tls_ctx *ctx = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
-	(void)alert;
 	(void)arg;
 
 	if (!c || !c->defer_full)
-		return SSL_CLIENT_HELLO_SUCCESS;
-	c->defer_full = false; /* decided: a HelloRetryRequest's second hello, or the next thread, goes on */
-	if (ctx && ctx->tickets && hello_offers_resumption(ssl))
-		return SSL_CLIENT_HELLO_SUCCESS;
-	return SSL_CLIENT_HELLO_RETRY;
+		return 1;
+	c->defer_full = false; /* decided: the thread that goes on, or a HelloRetryRequest's second hello, signs */
+	return -1;
 }
 
 int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap, struct tls_ctx **out)
@@ -421,7 +403,7 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 	t->tickets = o->tickets;
 	SSL_CTX_set_app_data(s, t);
 	SSL_CTX_set_alpn_select_cb(s, select_alpn, NULL);
-	SSL_CTX_set_client_hello_cb(s, client_hello_cb, NULL);
+	SSL_CTX_set_cert_cb(s, cert_cb, NULL);
 	*out = t;
 	return 0;
 }
@@ -599,7 +581,7 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const ch
 		goto err_free_ssl;
 	if (server) {
 		SSL_set_accept_state(c->ssl);
-		SSL_set_app_data(c->ssl, c); /* for client_hello_cb */
+		SSL_set_app_data(c->ssl, c); /* for cert_cb */
 		return c;
 	}
 	SSL_set_connect_state(c->ssl);
@@ -650,7 +632,7 @@ static int fail(struct tls_conn *c, int rc, int *want, const char *op)
 	case SSL_ERROR_WANT_WRITE:
 		*want = TLS_WANT_WRITE;
 		return -EAGAIN;
-	case SSL_ERROR_WANT_CLIENT_HELLO_CB: /* client_hello_cb: a full handshake, deferred */
+	case SSL_ERROR_WANT_X509_LOOKUP: /* cert_cb: a full handshake, deferred */
 		return -EINPROGRESS;
 	case SSL_ERROR_ZERO_RETURN:
 		snprintf(c->err, sizeof(c->err), "%s: connection closed", op);

@@ -69,20 +69,19 @@ __attribute__((warn_unused_result))
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, int fd, bool server, const char *sni_host);
 void tls_conn_free(struct tls_conn *c);
 
-/* 0 done; -EAGAIN (then *want is TLS_WANT_READ or TLS_WANT_WRITE); -EINPROGRESS: stopped at a
- * ClientHello that asks for a full handshake (tls_conn_defer_full), call again to go on; other
+/* 0 done; -EAGAIN (then *want is TLS_WANT_READ or TLS_WANT_WRITE); -EINPROGRESS: stopped before
+ * a full handshake signs (tls_conn_defer_full), call again to go on; other
  * negative: failed (tls_conn_error() says why). Application data may arrive with the last
  * flight: check tls_pending() before waiting for readability. */
 __attribute__((warn_unused_result))
 int tls_handshake(struct tls_conn *c, int *want);
 
-/* Server side, before the handshake reads the ClientHello: let tls_handshake stop once, with
- * -EINPROGRESS, when the hello offers no session to resume (or the context seals no tickets),
- * so that the caller can hand the full handshake (a signature, a key exchange) to another
- * thread; the next call, on any thread, goes on. A hello offering a ticket (TLS 1.3 PSK, TLS
- * 1.2 session ticket) goes on without stopping, also when the ticket then fails to open (a
- * full handshake where it was read: rare, after a key rotation or a restart). No-op on a
- * client conn. */
+/* Server side, before the handshake starts: let tls_handshake stop once, with -EINPROGRESS,
+ * when the handshake is to be a full one (no session offered, or the offered ticket did not
+ * open, or the context seals no tickets), after the ClientHello is read and before the
+ * signature, so that the caller can hand the rest (the signature, the key exchange) to another
+ * thread; the next call, on any thread, goes on. A resumption never stops. No-op on a client
+ * conn. */
 void tls_conn_defer_full(struct tls_conn *c);
 /* The finished handshake resumed a session (a ticket). */
 bool tls_resumed(const struct tls_conn *c);

@@ -418,7 +418,11 @@ static bool tls_finish(struct resp_conn *c, int rc)
 	return true;
 }
 
-/* The TLS handshake, non-blocking, on the worker: false when the connection was closed. */
+static bool hs_hand_over(struct resp_conn *c);
+
+/* The TLS handshake, non-blocking, on the worker: all of it without handshake threads; with
+ * them, a resumption and the ClientHello of a full handshake, whose signature and the rest go
+ * to a thread (sniff, as frontend/client.c's). False when the connection was closed. */
 static bool tls_step(struct resp_conn *c)
 {
 	int want = 0;
@@ -427,6 +431,10 @@ static bool tls_step(struct resp_conn *c)
 		evio_watch(c->worker->loop, &c->io, c->fd, want);
 		return true;
 	}
+	if (rc == -EINPROGRESS) /* a full handshake: on a thread, or here if none takes it */
+		return hs_hand_over(c) || tls_step(c);
+	if (rc == 0 && worker_tls_offloads(c->worker))
+		worker_tls_note_kept(c->worker, tls_resumed(c->link.conn));
 	return tls_finish(c, rc);
 }
 
@@ -452,9 +460,9 @@ static void hs_back(struct worker *w, struct worker_msg *m)
 		run_and_flush(c);
 }
 
-/* Hand the handshake whole to a handshake thread (rt->tls_hs), as the SQL clients' are
- * (frontend/client.c), so that no signature runs on the worker that relays. false: there is
- * none, or no memory: the worker runs it. */
+/* Hand the rest of a full handshake (its ClientHello read) to a handshake thread (rt->tls_hs),
+ * as the SQL clients' are (frontend/client.c), so that no signature runs on the worker that
+ * relays. false: there is none, or no memory: the worker runs it. */
 static bool hs_hand_over(struct resp_conn *c)
 {
 	struct worker *w = c->worker;
@@ -488,7 +496,11 @@ static bool sniff(struct resp_conn *c)
 			return false;
 		}
 		c->phase = RESP_HANDSHAKE;
-		return !hs_hand_over(c);
+		/* A resumption finishes on the worker, a full handshake stops before its signature
+		 * and goes to a thread (tls_step; net/tls.h, tls_conn_defer_full). */
+		if (worker_tls_offloads(c->worker))
+			tls_conn_defer_full(c->link.conn);
+		return true;
 	}
 	if (c->tls_mode == CONFIG_TLS_ALLOW) {
 		tls_settled(c);

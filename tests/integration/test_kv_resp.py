@@ -8,6 +8,7 @@ a tusk without the listener (nothing listens, or the config key `protocol` is re
 
 import json
 import socket
+import ssl
 import subprocess
 import time
 
@@ -290,7 +291,7 @@ def test_redis_plaintext_client_on_a_tls_port_fails_cleanly(zone, certs):
 
 
 def test_redis_tls_handshakes_run_on_the_handshake_thread(zone, certs):
-    """tls_handshake_threads (default 1): the Redis listener hands its handshakes over too."""
+    """tls_handshake_threads (default 1): the Redis listener hands its full handshakes over too."""
     from test_metrics import scrape, value
 
     before = value(scrape(zone.http_port), "tusk_tls_offloaded_handshakes_total")
@@ -301,6 +302,42 @@ def test_redis_tls_handshakes_run_on_the_handshake_thread(zone, certs):
     s = scrape(zone.http_port)
     assert value(s, "tusk_tls_offloaded_handshakes_total") >= before + 10
     assert value(s, "tusk_tls_offloaded_handshakes_running") == 0
+
+
+def resp_ping_over_tls(zone, ctx, session=None):
+    """One TLS connection to the Redis listener: AUTH and PING; (session_reused, session)."""
+    with socket.create_connection(("127.0.0.1", zone.tls_port), timeout=10 * SLOW) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+            pw = PASSWORD.encode()
+            s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(pw), pw))
+            got = b""
+            while got.count(b"\r\n") < 2:
+                chunk = s.recv(100)
+                assert chunk, got
+                got += chunk
+            assert got == b"+OK\r\n+PONG\r\n", got
+            return s.session_reused, s.session
+
+
+def test_redis_tls_resumptions_stay_on_the_worker(zone, certs):
+    """A returning client's resumption (a TLS 1.3 ticket) finishes on the worker; only full
+    handshakes go to the handshake thread, as for SQL clients."""
+    from test_metrics import scrape, value
+
+    def counts():
+        s = scrape(zone.http_port)
+        return (value(s, "tusk_tls_offloaded_handshakes_total"),
+                value(s, "tusk_tls_worker_handshakes_total", session="resumed"))
+
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    off0, kept0 = counts()
+    reused, sess = resp_ping_over_tls(zone, ctx)
+    assert not reused and sess.has_ticket
+    assert counts() == (off0 + 1, kept0)
+    for i in range(5):
+        reused, sess = resp_ping_over_tls(zone, ctx, sess)
+        assert reused, i
+    assert counts() == (off0 + 1, kept0 + 5)
 
 
 def test_redis_tls_allow_takes_both(zone, certs):

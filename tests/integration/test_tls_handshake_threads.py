@@ -293,8 +293,9 @@ def test_stop_with_handshakes_in_flight_exits_cleanly(tusk, certs):
 
 
 def test_stop_with_redis_handshakes_in_flight_exits_cleanly(tusk, certs):
-    """The Redis listener hands its handshakes over too (kv/resp_front.c): SIGTERM while some
-    stall on the handshake thread frees each connection once its handshake comes back."""
+    """The Redis listener defers its full handshakes to the thread too (kv/resp_front.c): SIGTERM
+    while some stall there (and others wait on the worker for the rest of their ClientHello)
+    frees each connection once its handshake comes back."""
     redis_port = free_port()
     t = start(tusk, certs, 1, client_login_timeout="60s")
     cfg = t.cfg_path.read_text()
@@ -305,12 +306,16 @@ def test_stop_with_redis_handshakes_in_flight_exits_cleanly(tusk, certs):
     doc["kv"] = {"zone": "z", "service": "main"}  # the listener needs it; no call is made here
     t.cfg_path.write_text(yaml.safe_dump(doc))
     t.start()
-    stalled = []
-    for _ in range(4):
+    stalled, waiting = [], []
+    for i in range(6):
         s = socket.create_connection(("127.0.0.1", redis_port), timeout=10 * SLOW)
-        s.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello record's header, and one byte
-        stalled.append(s)
-    stop_with_handshakes_in_flight(t, stalled)
+        if i < 4:
+            s.sendall(full_hello())  # the thread waits for the client's Finished
+            stalled.append(s)
+        else:
+            s.sendall(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello record's header, and one byte
+            waiting.append(s)
+    stop_with_handshakes_in_flight(t, stalled, waiting)
 
 
 # ---- tusk's own handshakes towards the servers ----

@@ -949,8 +949,8 @@ static void tls_step(struct client *c)
 			tls_step(c);
 		return;
 	}
-	if (rc == 0 && worker_tls_offloads(c->worker))
-		worker_tls_note_kept(c->worker, tls_resumed(c->tls.conn));
+	if (rc == 0)
+		worker_tls_note_kept(c->worker, c->tls.conn);
 	tls_settled(c, rc);
 }
 
@@ -1104,8 +1104,7 @@ static void start_tls(struct client *c, bool direct)
 	 * (tls_step), also when its ticket did not open, so that no client can push a signature
 	 * onto the worker. The worker never blocks on the hello: a client that sends part of one
 	 * waits on the loop, under its login timer. */
-	if (worker_tls_offloads(c->worker))
-		tls_conn_defer_full(c->tls.conn);
+	worker_tls_defer_full(c->worker, c->tls.conn);
 	hs_enqueue(c);
 }
 

@@ -433,8 +433,8 @@ static bool tls_step(struct resp_conn *c)
 	}
 	if (rc == -EINPROGRESS) /* a full handshake: on a thread, or here if none takes it */
 		return hs_hand_over(c) || tls_step(c);
-	if (rc == 0 && worker_tls_offloads(c->worker))
-		worker_tls_note_kept(c->worker, tls_resumed(c->link.conn));
+	if (rc == 0)
+		worker_tls_note_kept(c->worker, c->link.conn);
 	return tls_finish(c, rc);
 }
 
@@ -498,8 +498,7 @@ static bool sniff(struct resp_conn *c)
 		c->phase = RESP_HANDSHAKE;
 		/* A resumption finishes on the worker, a full handshake stops before its signature
 		 * and goes to a thread (tls_step; net/tls.h, tls_conn_defer_full). */
-		if (worker_tls_offloads(c->worker))
-			tls_conn_defer_full(c->link.conn);
+		worker_tls_defer_full(c->worker, c->link.conn);
 		return true;
 	}
 	if (c->tls_mode == CONFIG_TLS_ALLOW) {

@@ -314,8 +314,8 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 		   "Client TLS handshakes handed to the handshake threads and not finished yet.");
 	fprintf(f, "tusk_tls_offloaded_handshakes_running %u\n", rt->tls_hs ? tls_hs_pending(rt->tls_hs) : 0U);
 	put_family(f, "tusk_tls_worker_handshakes_total", "counter",
-		   "Client TLS handshakes the workers kept though there are handshake threads, as their ClientHello "
-		   "offered a session ticket: resumed, or full when the ticket did not open.");
+		   "Client TLS handshakes the workers finished though there are handshake threads: resumed "
+		   "(a session ticket opened), or full when the hand-over to a thread failed.");
 	for (int resumed = 1; resumed >= 0; resumed--)
 		fprintf(f, "tusk_tls_worker_handshakes_total{session=\"%s\"} %lu\n", resumed ? "resumed" : "full",
 			rt->tls_hs ? tls_hs_kept_count(rt->tls_hs, resumed) : 0UL);

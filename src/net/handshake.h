@@ -36,8 +36,8 @@ unsigned tls_hs_pending(const struct tls_hs_pool *p);
 /* Handshakes the pool has finished, successfully or not (any thread). */
 unsigned long tls_hs_done_count(const struct tls_hs_pool *p);
 /* Any thread: a server-side handshake that stayed on its worker though there are handshake
- * threads, since its ClientHello offered a session to resume (tls_conn_defer_full), finished:
- * resumed, or full when the ticket did not open. Counted for the metrics. */
+ * threads finished: resumed (tls_conn_defer_full lets a resumption finish where it started),
+ * or full when the hand-over failed. Counted for the metrics. */
 void tls_hs_note_kept(struct tls_hs_pool *p, bool resumed);
 /* Those handshakes so far, resumed or full (any thread). */
 unsigned long tls_hs_kept_count(const struct tls_hs_pool *p, bool resumed);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "net/handshake.h"
+#include "net/tls.h"
 #include "net/net.h"
 #include "runtime/runtime.h"
 #include "util/log.h"
@@ -599,13 +600,14 @@ bool worker_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, doubl
 	return true; /* back cannot run before this thread's loop turns again */
 }
 
-bool worker_tls_offloads(const struct worker *w)
-{
-	return w->rt->tls_hs != NULL;
-}
-
-void worker_tls_note_kept(struct worker *w, bool resumed)
+void worker_tls_defer_full(struct worker *w, struct tls_conn *conn)
 {
 	if (w->rt->tls_hs)
-		tls_hs_note_kept(w->rt->tls_hs, resumed);
+		tls_conn_defer_full(conn);
+}
+
+void worker_tls_note_kept(struct worker *w, const struct tls_conn *conn)
+{
+	if (w->rt->tls_hs)
+		tls_hs_note_kept(w->rt->tls_hs, tls_resumed(conn));
 }

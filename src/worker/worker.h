@@ -134,12 +134,13 @@ struct worker_msg *worker_msg_new(void);
 struct tls_conn;
 bool worker_tls_hand_over(struct worker *w, struct tls_conn *conn, int fd, double deadline,
 			  void (*back)(struct worker *w, struct worker_msg *m), void *arg);
-/* Whether there are handshake threads to hand handshakes to (tls_handshake_threads > 0). */
-bool worker_tls_offloads(const struct worker *w);
-/* On w's thread: a client's TLS handshake that w kept though there are handshake threads (its
- * ClientHello offered a session to resume, tls_conn_defer_full) finished, resumed or full (the
- * ticket did not open); counted for tusk_tls_worker_handshakes_total. */
-void worker_tls_note_kept(struct worker *w, bool resumed);
+/* Before a client's server-side handshake starts on w: when there are handshake threads
+ * (tls_handshake_threads > 0), let it stop before a full handshake signs (tls_conn_defer_full),
+ * to be handed over (worker_tls_hand_over); a resumption finishes on w. */
+void worker_tls_defer_full(struct worker *w, struct tls_conn *conn);
+/* On w's thread: a client's TLS handshake finished on w; when there are handshake threads, it
+ * is counted for tusk_tls_worker_handshakes_total, resumed or full (a hand-over that failed). */
+void worker_tls_note_kept(struct worker *w, const struct tls_conn *conn);
 /* Thread-safe: queue msg (owned by the worker from now on) and wake the loop. */
 void worker_post(struct worker *w, struct worker_msg *msg);
 /* Only on w's own thread: the same, for a message to itself (no lock, no system call). */

@@ -230,6 +230,10 @@ bench_poolers_init() {
 bench_pooler_cpu() { bench_pgbench_cpu "${PID[$1]}" "${PORT[$1]}" bench_t "$2" "$TXNS"; }
 # bench_cpu_ticks PID: user + system CPU of the process so far, in clock ticks.
 bench_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# bench_switches PID: voluntary and involuntary context switches of all its threads so far.
+bench_switches() {
+	cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}'
+}
 # bench_pgbench_cpu PID PORT DB MODE TXNS: pgbench -S, 32 clients, TXNS each, through PORT;
 # prints the CPU µs per transaction PID spent, or "failed" (the reason on stderr).
 bench_pgbench_cpu() {

@@ -22,11 +22,15 @@
 #           session (resumption). pgbench -C spends ~0.9 ms of its own CPU per TLS login, which
 #           on 2 cores bounds the storm more than the pooler; this client costs a fraction of
 #           that. logins/s, ratio to PgBouncer 1.25 in the same mode, share resumed, the
-#           pooler's and the client's CPU µs per login. Not in the default PARTS.
+#           pooler's and the client's CPU µs per login, and the pooler's context switches per
+#           login (all threads; voluntary: sleeps in epoll_wait, involuntary: preempted).
+#           Not in the default PARTS.
 # Transaction pools of 20 servers; tusk 2 workers; trust authentication. Every pooler in a
 # session of its own (bench/lib.sh). Prints numbers only. Stops everything it started.
 # Env: TUSK_BIN (build/tusk), TUSK_BASE_BIN, ROUNDS (3), CLIENTS (16), LIGHT_THREADS (8), PARTS
-# ("storm resume beside"; also "light"), PGBOUNCER_125, PGBOUNCER (see bench/lib.sh).
+# ("storm resume beside"; also "light"), ONE_WORKER (1: light also with tusk at workers: 1),
+# PGB_SYSCA (1: PgBouncer 1.25 with its default client_tls_ca_file too, see pgb_start),
+# PGBOUNCER_125, PGBOUNCER (see bench/lib.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_NAME=tls_storm
@@ -50,19 +54,28 @@ ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 bench_pg_start "$PG_PORT" 10
 echo "tls_storm: load average $(cut -d' ' -f1-3 /proc/loadavg) at start" >&2
 
-pgb_start() { # NAME BINARY
+# PgBouncer 1.25 (libusual) sends the names of every CA in client_tls_ca_file in its
+# CertificateRequest, and that file defaults to the system's bundle: ~14.8 kB of names in each
+# full handshake here, which costs the client twice the CPU per login and PgBouncer ~15% more
+# (measured: docs/performance.md, "PgBouncer 1.25's CA list"). PgBouncer 1.18 sends none. The
+# reference therefore gets the bench's own certificate as its CA file (one name), its best case;
+# PGB_SYSCA=1 adds "pgb-sysca", 1.25 as built, to show the default.
+pgb_start() { # NAME BINARY [CA-FILE (default: the bench's own certificate; "" = PgBouncer's default)]
+	local ca=$DIR/server.crt
+	[ $# -lt 3 ] || ca=$3
 	PORT[$1]=$(free_port)
 	bench_pgbouncer_ini "${PORT[$1]}" 2000 \
 		"bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=20" \
 		"client_tls_sslmode = allow
 client_tls_cert_file = $DIR/server.crt
-client_tls_key_file = $DIR/server.key
+client_tls_key_file = $DIR/server.key${ca:+
+client_tls_ca_file = $ca}
 server_tls_sslmode = disable" "$1"
 	bench_pgbouncer_start 8192 "$1" "$2"
 	wait_port "${PORT[$1]}"
 	PID[$1]=$(cat "$DIR/$1.pid")
 }
-tusk_start() { # NAME BINARY [more listen lines]
+tusk_start() { # NAME BINARY [more listen lines [workers]]
 	PORT[$1]=$(free_port)
 	{
 		bench_tusk_yaml "${PORT[$1]}" "$PG_PORT" "    tls: allow
@@ -77,6 +90,7 @@ pools:
 max_client_connections: 5000
 YAML
 	} >"$DIR/$1.yaml"
+	[ -z "${4:-}" ] || sed -i "s/^workers: 2\$/workers: $4/" "$DIR/$1.yaml"
 	setsid "$2" -c "$DIR/$1.yaml" 2>"$DIR/$1.log" &
 	PID[$1]=$!
 	wait_port "${PORT[$1]}"
@@ -89,6 +103,10 @@ if [ -n "$PGB_OLD" ]; then
 	pgb_start pgb-old "$PGB_OLD"
 	TARGETS+=(pgb-old)
 fi
+if [ "${PGB_SYSCA:-0}" = 1 ]; then
+	pgb_start pgb-sysca "$PGB_REF" ""
+	TARGETS+=(pgb-sysca)
+fi
 tusk_start tusk "$TUSK"
 if [ -n "$BASE" ]; then
 	tusk_start base "$BASE"
@@ -98,6 +116,11 @@ fi
 tusk_start tusk-nt "$TUSK" "
     tls_session_tickets: false"
 TARGETS+=(tusk-nt)
+# ONE_WORKER=1: tusk with workers: 1 as well ("tusk-1w", light part only): a single relaying
+# thread like PgBouncer's, to tell what two workers' wake-ups cost from what tusk's code costs.
+if [ "${ONE_WORKER:-0}" = 1 ]; then
+	tusk_start tusk-1w "$TUSK" "" 1
+fi
 NT=${#TARGETS[@]}
 
 ticks() { if [ "$1" = direct ]; then echo 0; else bench_cpu_ticks "${PID[$1]}"; fi; }
@@ -180,13 +203,13 @@ esac
 
 case " $PARTS " in *" light "*)
 	cc -O2 -o "$DIR/tls_login" bench/tls_login.c -lssl -lcrypto -lpthread
-	declare -A lr=() lc=() lk=() lu=()
+	declare -A lr=() lc=() lk=() lu=() lv=() li=()
 	LT=()
-	for t in pgbouncer ${PGB_OLD:+pgb-old} tusk tusk-nt ${BASE:+base}; do LT+=("$t:full" "$t:resume"); done
+	for t in pgbouncer ${PGB_OLD:+pgb-old} ${PID[pgb-sysca]:+pgb-sysca} tusk tusk-nt ${BASE:+base} ${PID[tusk-1w]:+tusk-1w}; do LT+=("$t:full" "$t:resume"); done
 	echo
 	echo "== light: bench/tls_login.c, $LIGHT_THREADS threads, one TLS context, a login + SELECT 1 each," \
 		"${DURATION}s, $ROUNDS rounds (full: no session offered; resume: each thread offers its last)"
-	printf '%-6s %-18s %10s %8s %16s %16s\n' round target logins/s resumed "cpu µs/login" "client µs/login"
+	printf '%-6s %-18s %10s %8s %16s %16s %10s\n' round target logins/s resumed "cpu µs/login" "client µs/login" "vol/invol"
 	for round in $(seq 1 "$ROUNDS"); do
 		for i in $(seq 0 $((${#LT[@]} - 1))); do
 			k=${LT[$(((i + round - 1) % ${#LT[@]}))]}
@@ -194,25 +217,33 @@ case " $PARTS " in *" light "*)
 			r=0
 			[ "${k#*:}" = resume ] && r=1
 			c0=$(ticks "$t")
+			read -r v0 i0 < <(bench_switches "${PID[$t]}")
 			read -r n e f s u < <("$DIR/tls_login" 127.0.0.1 "${PORT[$t]}" postgres bench_t "$LIGHT_THREADS" "$DURATION" $r ||
 				echo "0 0 0 1 0")
 			c1=$(ticks "$t")
+			read -r v1 i1 < <(bench_switches "${PID[$t]}")
 			l=$(awk -v n="$n" -v s="$s" 'BEGIN {printf "%.0f", n / s}')
+			sv=$(awk -v v=$((v1 - v0)) -v n="$n" 'BEGIN {if (n > 0) printf "%.2f", v / n; else print "-"}')
+			si=$(awk -v v=$((i1 - i0)) -v n="$n" 'BEGIN {if (n > 0) printf "%.2f", v / n; else print "-"}')
+			w=$sv/$si
 			c=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN {if (n > 0) printf "%.0f", t * 1e6 / hz / n; else print "-"}')
 			[ "$e" = 0 ] || echo "tls_storm: $k: $e failed logins" >&2
 			lr[$k]="${lr[$k]:-} $l"
 			lc[$k]="${lc[$k]:-} $c"
 			lu[$k]="${lu[$k]:-} $u"
+			lv[$k]="${lv[$k]:-} $sv"
+			li[$k]="${li[$k]:-} $si"
 			lk[$k]=$(awk -v f="$f" -v n="$n" 'BEGIN {if (n > 0) printf "%.2f", f / n; else print "-"}')
-			printf '%-6s %-18s %10s %8s %16s %16s\n' "$round" "$k" "$l" "${lk[$k]}" "$c" "$u"
+			printf '%-6s %-18s %10s %8s %16s %16s %10s\n' "$round" "$k" "$l" "${lk[$k]}" "$c" "$u" "$w"
 		done
 	done
-	printf '%-18s %14s %12s %8s %16s %16s\n' target "median login/s" "vs pgbouncer" resumed "cpu µs/login" "client µs/login"
+	printf '%-18s %14s %12s %8s %16s %16s %10s\n' target "median login/s" "vs pgbouncer" resumed "cpu µs/login" "client µs/login" "vol/invol"
 	for k in "${LT[@]}"; do
 		m=$(bench_median <<<"${lr[$k]}")
 		b=$(bench_median <<<"${lr[pgbouncer:${k#*:}]}")
-		printf '%-18s %14s %12s %8s %16s %16s\n' "$k" "$m" "$(bench_ratio "$m" "$b")" "${lk[$k]}" \
-			"$(bench_median <<<"${lc[$k]}")" "$(bench_median <<<"${lu[$k]}")"
+		printf '%-18s %14s %12s %8s %16s %16s %10s\n' "$k" "$m" "$(bench_ratio "$m" "$b")" "${lk[$k]}" \
+			"$(bench_median <<<"${lc[$k]}")" "$(bench_median <<<"${lu[$k]}")" \
+			"$(bench_median <<<"${lv[$k]}")/$(bench_median <<<"${li[$k]}")"
 	done
 	;;
 esac

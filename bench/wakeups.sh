@@ -41,10 +41,6 @@ trap 'exit 130' INT TERM
 bench_pg_init "$PG_PORT" "max_connections = $((SIZE + 20))"
 bench_pg_start "$PG_PORT" 10
 
-switches() { # PID: voluntary and involuntary switches of all its threads
-	cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}'
-}
-cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
 
 events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto
 printf '%-6s %-36s %8s %8s %8s %8s %8s %8s %8s\n' round pooler tps 'cpu µs' epoll ep-ctl rd+wr vol-cs invol
@@ -80,16 +76,16 @@ YAML
 		fi
 		pgb=("$PG_BIN/pgbench" -n -S -M "$MODE" -c "$CLIENTS" -j 2 -h 127.0.0.1 -p "$port" -U postgres bench)
 		"${pgb[@]}" -t 100 >/dev/null 2>&1 # servers open, pools warm
-		read -r v0 n0 < <(switches "$pid")
-		c0=$(cpu_ticks "$pid")
+		read -r v0 n0 < <(bench_switches "$pid")
+		c0=$(bench_cpu_ticks "$pid")
 		perf stat -x, -e "$events" -o "$DIR/perf.out" -p "$pid" &
 		perf_pid=$!
 		sleep 0.3
 		out=$("${pgb[@]}" -t "$TXNS" 2>&1)
 		kill -INT "$perf_pid"
 		wait "$perf_pid" || true
-		read -r v1 n1 < <(switches "$pid")
-		c1=$(cpu_ticks "$pid")
+		read -r v1 n1 < <(bench_switches "$pid")
+		c1=$(bench_cpu_ticks "$pid")
 		n=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
 		tps=$(sed -n 's/^tps = \([0-9.]*\) (without.*/\1/p' <<<"$out")
 		hz=$(getconf CLK_TCK)

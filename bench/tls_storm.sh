@@ -56,8 +56,8 @@ echo "tls_storm: load average $(cut -d' ' -f1-3 /proc/loadavg) at start" >&2
 
 # PgBouncer 1.25 (libusual) sends the names of every CA in client_tls_ca_file in its
 # CertificateRequest, and that file defaults to the system's bundle: ~14.8 kB of names in each
-# full handshake here, which costs the client twice the CPU per login and PgBouncer ~15% more
-# (measured: docs/performance.md, "PgBouncer 1.25's CA list"). PgBouncer 1.18 sends none. The
+# full handshake here, which costs the client twice the CPU per login and PgBouncer ~20% more
+# (docs/performance.md, "TLS logins against PgBouncer 1.25 at its best"). 1.18 sends none. The
 # reference therefore gets the bench's own certificate as its CA file (one name), its best case;
 # PGB_SYSCA=1 adds "pgb-sysca", 1.25 as built, to show the default.
 pgb_start() { # NAME BINARY [CA-FILE (default: the bench's own certificate; "" = PgBouncer's default)]

@@ -34,9 +34,10 @@ for t in "${TARGETS[@]}"; do PORT[$t]=$(free_port); done
 bench_pgbouncer_ini "${PORT[pgbouncer]}" 1000 \
 	"bench_t = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$POOL"
 for t in tusk tusk-1w; do
-	bench_tusk_txn_yaml "${PORT[$t]}" "$PG_PORT" "$POOL" >"$DIR/$t.yaml"
+	w=2
+	[ "$t" = tusk-1w ] && w=1
+	bench_tusk_txn_yaml "${PORT[$t]}" "$PG_PORT" "$POOL" "$w" >"$DIR/$t.yaml"
 done
-sed -i 's/^workers: 2$/workers: 1/' "$DIR/tusk-1w.yaml"
 
 start_one() {
 	case $1 in

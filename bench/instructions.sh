@@ -88,7 +88,7 @@ for bin in "$@"; do
 	fi
 	port=$(free_port)
 	{
-		bench_tusk_yaml "$port" "$PG_PORT" | sed 's/^workers: .*/workers: 1/'
+		bench_tusk_yaml "$port" "$PG_PORT" "" 1
 		printf 'pools:\n  - database: bench\n    mode: transaction\n    size: %s\n' "$CLIENTS"
 	} >"$DIR/tusk.yaml"
 	rm -f "$DIR"/cg.*

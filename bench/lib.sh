@@ -170,16 +170,16 @@ bench_pgbouncer_start() {
 	as_postgres bash -c "ulimit -n $1 2>/dev/null; exec ${3:-$PGBOUNCER} -d $DIR/$name.ini"
 }
 
-# bench_tusk_yaml PORT PG_PORT [LISTEN]: the head of a tusk configuration (2 workers, warnings
-# on stderr, service "main" on PostgreSQL); LISTEN: more lines of the listen entry. The caller
-# appends its pools.
+# bench_tusk_yaml PORT PG_PORT [LISTEN [WORKERS]]: the head of a tusk configuration (WORKERS
+# workers, 2 by default; warnings on stderr, service "main" on PostgreSQL); LISTEN: more lines of
+# the listen entry. The caller appends its pools.
 bench_tusk_yaml() {
 	cat <<YAML
 listen:
   - host: 127.0.0.1
     port: $1
 ${3:-}
-workers: 2
+workers: ${4:-2}
 log: {level: warn, format: text, target: stderr}
 services:
   main:
@@ -187,10 +187,10 @@ services:
 YAML
 }
 
-# bench_tusk_txn_yaml PORT PG_PORT POOL: bench_tusk_yaml with one transaction pool, database
-# bench_t served by PostgreSQL's bench, of POOL servers.
+# bench_tusk_txn_yaml PORT PG_PORT POOL [WORKERS]: bench_tusk_yaml with one transaction pool,
+# database bench_t served by PostgreSQL's bench, of POOL servers.
 bench_tusk_txn_yaml() {
-	bench_tusk_yaml "$1" "$2"
+	bench_tusk_yaml "$1" "$2" "" "${4:-2}"
 	cat <<YAML
 pools:
   - database: bench_t

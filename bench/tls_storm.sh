@@ -80,7 +80,7 @@ tusk_start() { # NAME BINARY [more listen lines [workers]]
 	{
 		bench_tusk_yaml "${PORT[$1]}" "$PG_PORT" "    tls: allow
     tls_cert_file: $DIR/server.crt
-    tls_key_file: $DIR/server.key${3:-}"
+    tls_key_file: $DIR/server.key${3:-}" "${4:-2}"
 		cat <<YAML
 pools:
   - database: bench_t
@@ -90,7 +90,6 @@ pools:
 max_client_connections: 5000
 YAML
 	} >"$DIR/$1.yaml"
-	[ -z "${4:-}" ] || sed -i "s/^workers: 2\$/workers: $4/" "$DIR/$1.yaml"
 	setsid "$2" -c "$DIR/$1.yaml" 2>"$DIR/$1.log" &
 	PID[$1]=$!
 	wait_port "${PORT[$1]}"

@@ -41,7 +41,6 @@ trap 'exit 130' INT TERM
 bench_pg_init "$PG_PORT" "max_connections = $((SIZE + 20))"
 bench_pg_start "$PG_PORT" 10
 
-
 events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto
 printf '%-6s %-36s %8s %8s %8s %8s %8s %8s %8s\n' round pooler tps 'cpu µs' epoll ep-ctl rd+wr vol-cs invol
 for round in $(seq 1 "$ROUNDS"); do
@@ -61,7 +60,7 @@ for round in $(seq 1 "$ROUNDS"); do
 			pid=$(cat "$DIR/pgbouncer.pid")
 		else
 			{
-				bench_tusk_yaml "$port" "$PG_PORT" | sed "s/^workers: .*/workers: $WORKERS/"
+				bench_tusk_yaml "$port" "$PG_PORT" "" "$WORKERS"
 				cat <<YAML
 pools:
   - database: bench

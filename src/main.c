@@ -251,14 +251,15 @@ static void takeover_serving(struct control *ctl, int old_pid)
  * section); tusk serves without them. */
 static void start_kv(struct runtime *rt)
 {
-	struct kv_replicator *kv = NULL;
-	if (kv_replicate_start(rt->cfg, &kv) < 0)
-		log_error(NULL, NULL, "kv: out of memory; replication not started");
-	rt->kv_replicator = kv; /* SHOW KV and /metrics read its counters */
 	struct kv_router *kv_router = NULL; /* the virtual kv database's calls */
 	if (kv_router_start(rt->cfg, &kv_router) < 0)
 		log_error(NULL, NULL, "kv: out of memory; the kv database will not answer");
 	rt->kv_router = kv_router;
+	/* after the router: it follows every newer catalog the replication reads */
+	struct kv_replicator *kv = NULL;
+	if (kv_replicate_start(rt->cfg, kv_router ? kv_router_follow : NULL, kv_router, &kv) < 0)
+		log_error(NULL, NULL, "kv: out of memory; replication not started");
+	rt->kv_replicator = kv; /* SHOW KV and /metrics read its counters */
 }
 
 /* After the control loop: kv's threads, the HTTP endpoint and the daemon, in that order. */

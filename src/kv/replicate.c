@@ -66,6 +66,8 @@ struct kv_replicator {
 	int catalog_port;
 	char catalog_db[CONFIG_NAME_MAX];
 	char *password; /* kv_replicator's; NULL: none */
+	kv_catalog_hook *on_catalog; /* each newer version followed, and its argument */
+	void *on_catalog_arg;
 	bool stopped;   /* main thread only: kv_replicate_stop ran */
 	/* the purge (gc_main): settings from the config, the catalog's instance ids (under mu),
 	 * and its thread */
@@ -924,6 +926,8 @@ static void follow(struct kv_replicator *r, const struct kv_catalog *cat, const 
 		return;
 	}
 	apply_plan(r, plan, n, cat->version, ids, cat->ninstances);
+	if (r->on_catalog)
+		r->on_catalog(r->on_catalog_arg, cat);
 	if (n > 0 && !r->gc_started) {
 		if (pthread_create(&r->gc_thread, NULL, gc_main, r) == 0)
 			r->gc_started = true;
@@ -1019,7 +1023,8 @@ void kv_replicate_reload(struct kv_replicator *r)
 		atomic_store(&r->reload, true);
 }
 
-int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out)
+int kv_replicate_start(const struct tusk_config *cfg, kv_catalog_hook *on_catalog, void *arg,
+		       struct kv_replicator **out)
 {
 	struct kv_endpoint ep;
 	char err[KV_ERR_MAX];
@@ -1044,6 +1049,8 @@ int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out
 	r->gc_interval_s = (double)cfg->kv.gc_interval_ms / 1000.0;
 	r->gc_pause_s = (double)cfg->kv.gc_pause_ms / 1000.0;
 	r->gc_batch = cfg->kv.gc_batch;
+	r->on_catalog = on_catalog;
+	r->on_catalog_arg = arg;
 	if (cfg->kv.replicator_password) {
 		r->password = strdup(cfg->kv.replicator_password);
 		if (!r->password)

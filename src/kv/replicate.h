@@ -31,9 +31,14 @@ struct kv_link_stats {
 
 /* Start replication when cfg has a kv section (*out = NULL otherwise). The catalog is read
  * in the background, retried until it answers, and the links started from it; cfg is not
- * kept. 0 or -ENOMEM. */
+ * kept. Each newer version read is also given to on_catalog(arg, catalog) (NULL: none), on
+ * the catalog's thread, after the links follow it (the kv database's routing,
+ * kv_router_follow). 0 or -ENOMEM. */
+struct kv_catalog;
+typedef void kv_catalog_hook(void *arg, const struct kv_catalog *cat);
 __attribute__((warn_unused_result))
-int kv_replicate_start(const struct tusk_config *cfg, struct kv_replicator **out);
+int kv_replicate_start(const struct tusk_config *cfg, kv_catalog_hook *on_catalog, void *arg,
+		       struct kv_replicator **out);
 /* Stop every link (NULL is fine). Waits for the statements in flight. The counters stay
  * readable (SHOW KV, /metrics) until kv_replicate_free. */
 void kv_replicate_stop(struct kv_replicator *r);

@@ -132,44 +132,68 @@ bool kv_csv_has(const char *list, const char *item)
 	return false;
 }
 
-/* The instance's addresses for the workers' connects (a connect on a worker's loop must not
- * wait for DNS: libpq resolves a host name inside PQconnectStartParams), then on_loops. Here,
- * on a router thread, once. A host that does not resolve leaves every call to the threads,
- * which report it as they always did. */
-static void resolve_instance(struct kv_router *r)
+/* A route to instance (of zone), with the addresses for the workers' connects (a connect on a
+ * worker's loop must not wait for DNS: libpq resolves a host name inside PQconnectStartParams).
+ * On a router thread or the catalog's (kv_router_follow), never a worker's. A host that does
+ * not resolve leaves every call to the threads, which report it as they always did. NULL: no
+ * memory. */
+static struct kv_route *route_new(const struct kv_instance *in)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
 	size_t na = 0, nh = 0;
 	int n = 0;
+	struct kv_route *rt = calloc(1, sizeof *rt);
 
-	if (r->host[0] == '/' || r->host[0] == '@') {
+	if (!rt)
+		return NULL;
+	rt->instance_id = in->id;
+	snprintf(rt->host, sizeof rt->host, "%s", in->host);
+	rt->port = in->port;
+	if (rt->host[0] == '/' || rt->host[0] == '@') {
 		/* A Unix socket: its connect does not block, and libpq takes it without hostaddr. */
-		r->hostaddr[0] = '\0';
-		snprintf(r->hosts, sizeof r->hosts, "%s", r->host);
-		atomic_store_explicit(&r->on_loops, true, memory_order_release);
-		return;
+		snprintf(rt->hosts, sizeof rt->hosts, "%s", rt->host);
+		rt->resolved = true;
+		return rt;
 	}
-	int rc = getaddrinfo(r->host, NULL, &hints, &res);
+	int rc = getaddrinfo(rt->host, NULL, &hints, &res);
 	if (rc != 0) {
-		log_warn(NULL, NULL, "kv: %s does not resolve (%s): every call runs on the router's threads", r->host,
+		log_warn(NULL, NULL, "kv: %s does not resolve (%s): every call runs on the router's threads", rt->host,
 			 gai_strerror(rc));
-		return;
+		return rt;
 	}
 	for (struct addrinfo *ai = res; ai && n < KV_HOSTADDR_MAX; ai = ai->ai_next) {
 		char num[NI_MAXHOST];
 		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof num, NULL, 0, NI_NUMERICHOST) != 0)
 			continue;
-		if (kv_csv_has(r->hostaddr, num)) /* getaddrinfo repeats an address per protocol */
+		if (kv_csv_has(rt->hostaddr, num)) /* getaddrinfo repeats an address per protocol */
 			continue;
-		if (na + strlen(num) + 2 > sizeof r->hostaddr || nh + strlen(r->host) + 2 > sizeof r->hosts)
+		if (na + strlen(num) + 2 > sizeof rt->hostaddr || nh + strlen(rt->host) + 2 > sizeof rt->hosts)
 			break;
-		na += (size_t)snprintf(r->hostaddr + na, sizeof r->hostaddr - na, "%s%s", n ? "," : "", num);
-		nh += (size_t)snprintf(r->hosts + nh, sizeof r->hosts - nh, "%s%s", n ? "," : "", r->host);
+		na += (size_t)snprintf(rt->hostaddr + na, sizeof rt->hostaddr - na, "%s%s", n ? "," : "", num);
+		nh += (size_t)snprintf(rt->hosts + nh, sizeof rt->hosts - nh, "%s%s", n ? "," : "", rt->host);
 		n++;
 	}
 	freeaddrinfo(res);
-	if (n > 0)
-		atomic_store_explicit(&r->on_loops, true, memory_order_release);
+	rt->resolved = n > 0;
+	return rt;
+}
+
+/* rt becomes the newest route (under cat_mu). */
+static void route_publish(struct kv_router *r, struct kv_route *rt)
+{
+	struct kv_route *old = atomic_load_explicit(&r->route, memory_order_relaxed);
+	rt->older = old;
+	atomic_store_explicit(&r->route, rt, memory_order_release);
+}
+
+/* The instance of zone in cat (the lowest id when several), or NULL. */
+static const struct kv_instance *zone_instance(const struct kv_catalog *cat, const char *zone)
+{
+	const struct kv_instance *best = NULL;
+	for (int i = 0; i < cat->ninstances; i++)
+		if (strcmp(cat->instances[i].zone, zone) == 0 && (!best || cat->instances[i].id < best->id))
+			best = &cat->instances[i];
+	return best;
 }
 
 /* The shard count and this zone's instance: 0, or -EAGAIN with the reason in err. */
@@ -198,20 +222,17 @@ static int ensure_catalog(struct kv_router *r, int *nshards, char err[KV_ERR_MAX
 		snprintf(r->cat_err, sizeof r->cat_err, "the catalog %s on %s:%d is empty (version 0)", r->catalog_db,
 			 r->catalog_host, r->catalog_port);
 	if (crc == 0 && cat.version > 0) {
-		const struct kv_instance *best = NULL;
-		for (int i = 0; i < cat.ninstances; i++)
-			if (strcmp(cat.instances[i].zone, r->zone) == 0 && (!best || cat.instances[i].id < best->id))
-				best = &cat.instances[i];
+		const struct kv_instance *best = zone_instance(&cat, r->zone);
+		struct kv_route *rt = NULL;
 		if (!best) {
 			snprintf(r->cat_err, sizeof r->cat_err, "zone %s has no instance in the catalog", r->zone);
+		} else if (!(rt = route_new(best))) {
+			snprintf(r->cat_err, sizeof r->cat_err, "out of memory");
 		} else {
 			r->nshards = cat.nshards;
-			r->instance_id = best->id;
-			snprintf(r->host, sizeof r->host, "%s", best->host);
-			r->port = best->port;
-			log_info(NULL, NULL, "kv: routing calls to instance %d (%s:%d), %d shards", best->id, r->host,
-				 r->port, r->nshards);
-			resolve_instance(r);
+			log_info(NULL, NULL, "kv: routing calls to instance %d (%s:%d), %d shards", rt->instance_id, rt->host,
+				 rt->port, r->nshards);
+			route_publish(r, rt);
 		}
 	}
 	if (crc == 0)
@@ -261,11 +282,19 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 			return NULL;
 		}
 		x->prepared = pr;
+		const struct kv_route **rts = realloc(x->routes, (size_t)r->nshards * sizeof *rts);
+		if (!rts) {
+			kv_job_fail(job, "53200", "out of memory");
+			return NULL;
+		}
+		x->routes = rts;
 		for (int i = x->nconns; i < r->nshards; i++)
-			c[i] = NULL, pr[i] = 0;
+			c[i] = NULL, pr[i] = 0, rts[i] = NULL;
 		x->nconns = r->nshards;
 	}
-	if (x->conns[shard] && conn_alive(x->conns[shard]))
+	/* one opened for an older route is closed: the catalog moved the instance */
+	const struct kv_route *rt = kv_route_now(r);
+	if (x->conns[shard] && x->routes[shard] == rt && conn_alive(x->conns[shard]))
 		return x->conns[shard];
 	if (x->conns[shard]) {
 		PQfinish(x->conns[shard]);
@@ -273,14 +302,15 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 	}
 	x->prepared[shard] = 0; /* a new connection has no prepared statements */
 	snprintf(db, sizeof db, KV_SHARD_DB_PREFIX "%d", shard);
-	struct kv_endpoint ep = { .host = r->host, .port = r->port, .dbname = db, .user = "kv_client",
+	struct kv_endpoint ep = { .host = rt->host, .port = rt->port, .dbname = db, .user = "kv_client",
 				  .password = r->client_password };
 	x->conns[shard] = kv_conn_open(&ep, "tusk kv router", err);
 	if (!x->conns[shard]) {
-		kv_job_fail(job, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s", db, r->instance_id,
-			 r->host, r->port, r->zone, err);
+		kv_job_fail(job, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s", db, rt->instance_id,
+			 rt->host, rt->port, r->zone, err);
 		return NULL;
 	}
+	x->routes[shard] = rt;
 	return x->conns[shard];
 }
 
@@ -332,9 +362,10 @@ bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *p
 	*prepared = (*prepared & ~(1u << op)) | KV_PREPARED_GET_FALLBACK;
 	if (!atomic_exchange(&r->get_fallback_noted, true)) {
 		const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+		const struct kv_route *rt = kv_route_now(r);
 		log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) has no view kv.live (%s): gets call kv.get "
 			 "there, which is slower; run tusk kv init again in zone %s", KV_SHARD_DB_PREFIX, shard,
-			 r->instance_id, r->host, r->port, why ? why : "its prepare failed", r->zone);
+			 rt->instance_id, rt->host, rt->port, why ? why : "its prepare failed", r->zone);
 	}
 	return true;
 }
@@ -389,8 +420,9 @@ static PGresult *shard_exec(struct kv_exec *x, int shard, enum kv_op op, const c
 		for (char *p = err; *p; p++)
 			if (*p == '\n')
 				*p = ' ';
+		const struct kv_route *rt = x->routes[shard];
 		kv_job_fail(job, "08006", "connection to kv shard %s%d of instance %d (%s:%d) lost during the call%s: %s",
-			 KV_SHARD_DB_PREFIX, shard, x->r->instance_id, x->r->host, x->r->port,
+			 KV_SHARD_DB_PREFIX, shard, rt->instance_id, rt->host, rt->port,
 			 kv_op_is_read(job->op) ? "" : " (the write may or may not have been applied)",
 			 err);
 		PQfinish(conn);
@@ -701,11 +733,23 @@ static void *exec_main(void *arg)
 
 	for (;;) {
 		pthread_mutex_lock(&r->mu);
-		while (!r->head && !r->stop)
+		while (!r->head && !r->stop && kv_route_now(r) == x->route_seen)
 			pthread_cond_wait(&r->cv, &r->mu);
 		if (r->stop) {
 			pthread_mutex_unlock(&r->mu);
 			break;
+		}
+		if (!r->head) {
+			/* The catalog moved the instance (kv_router_follow): an idle connection to the
+			 * old one is not kept until this thread's next call on that shard. */
+			pthread_mutex_unlock(&r->mu);
+			x->route_seen = kv_route_now(r);
+			for (int i = 0; i < x->nconns; i++)
+				if (x->conns[i] && x->routes[i] != x->route_seen) {
+					PQfinish(x->conns[i]);
+					x->conns[i] = NULL;
+				}
+			continue;
 		}
 		struct kv_job *job = r->head;
 		r->head = job->next;
@@ -720,8 +764,10 @@ static void *exec_main(void *arg)
 			PQfinish(x->conns[i]);
 	free(x->conns);
 	free(x->prepared);
+	free(x->routes);
 	x->conns = NULL;
 	x->prepared = NULL;
+	x->routes = NULL;
 	x->nconns = 0;
 	return NULL;
 }
@@ -735,13 +781,18 @@ static void answer_stopped(struct kv_job *job)
 	job->done(job);
 }
 
+static bool route_resolved(struct kv_router *r)
+{
+	const struct kv_route *rt = kv_route_now(r);
+	return rt && rt->resolved;
+}
+
 /* A call the worker runs itself: one key, one shard, once routing is known. */
 static bool runs_on_loop(struct kv_router *r, const struct kv_job *job)
 {
 	return job->worker && job->worker->index < r->nloops && job->op != KV_OP_GET_MANY &&
 	       job->op != KV_OP_PUT_MANY && job->op != KV_OP_DELETE_MANY && job->op != KV_OP_SCAN &&
-	       job->op != KV_OP_COUNT && (size_t)job->op < KV_OP_COUNT_ALL && kv_op_sql[job->op] &&
-	       atomic_load_explicit(&r->on_loops, memory_order_acquire);
+	       job->op != KV_OP_COUNT && (size_t)job->op < KV_OP_COUNT_ALL && kv_op_sql[job->op] && route_resolved(r);
 }
 
 void kv_router_submit(struct kv_router *r, struct kv_job *job)
@@ -848,6 +899,46 @@ void kv_router_worker_stop(struct kv_router *r, struct worker *w)
 		kv_loop_stop(r, r->loops[w->index]);
 }
 
+void kv_router_follow(void *router, const struct kv_catalog *cat)
+{
+	struct kv_router *r = router;
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->cat_mu);
+	int nshards = r->nshards;
+	const struct kv_route *cur = kv_route_now(r);
+	pthread_mutex_unlock(&r->cat_mu);
+	if (!cur)
+		return; /* not routed yet: the first call reads the catalog itself */
+	if (cat->nshards != nshards)
+		log_error(NULL, NULL, "kv: catalog version %lld has %d shards, the kv database routes by %d: it keeps doing "
+			  "so until tusk restarts (a shard count is set before the first key is written)",
+			  (long long)cat->version, cat->nshards, nshards);
+	const struct kv_instance *in = zone_instance(cat, r->zone);
+	if (!in) {
+		log_warn(NULL, NULL, "kv: catalog version %lld has no instance in zone %s: kv calls keep going to instance "
+			 "%d (%s:%d)", (long long)cat->version, r->zone, cur->instance_id, cur->host, cur->port);
+		return;
+	}
+	if (in->id == cur->instance_id && in->port == cur->port && strcmp(in->host, cur->host) == 0)
+		return;
+	struct kv_route *rt = route_new(in); /* resolves: outside the lock, which the threads take per call */
+	if (!rt) {
+		log_error(NULL, NULL, "kv: out of memory following catalog version %lld: kv calls keep going to instance "
+			  "%d (%s:%d)", (long long)cat->version, cur->instance_id, cur->host, cur->port);
+		return;
+	}
+	pthread_mutex_lock(&r->cat_mu);
+	route_publish(r, rt);
+	pthread_mutex_unlock(&r->cat_mu);
+	pthread_mutex_lock(&r->mu); /* the threads close their idle connections to the old one */
+	pthread_cond_broadcast(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	log_info(NULL, NULL, "kv: catalog version %lld: routing calls to instance %d (%s:%d), no longer to instance %d "
+		 "(%s:%d), whose connections close once they have answered their calls", (long long)cat->version,
+		 rt->instance_id, rt->host, rt->port, cur->instance_id, cur->host, cur->port);
+}
+
 void kv_router_free(struct kv_router *r)
 {
 	if (!r)
@@ -856,6 +947,10 @@ void kv_router_free(struct kv_router *r)
 	for (int i = 0; i < r->nloops; i++)
 		kv_loop_free(r->loops[i]);
 	free(r->loops);
+	for (struct kv_route *rt = atomic_load(&r->route), *older; rt; rt = older) {
+		older = rt->older;
+		free(rt);
+	}
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->cat_mu);
 	pthread_mutex_destroy(&r->mu);

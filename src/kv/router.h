@@ -69,6 +69,12 @@ void kv_router_worker_stop(struct kv_router *r, struct worker *w);
  * join the threads. The router stays valid (for late submits) until kv_router_free. */
 void kv_router_stop(struct kv_router *r);
 void kv_router_free(struct kv_router *r);
+/* A newer catalog was read (router: a struct kv_router, or NULL; the replicator's supervisor
+ * calls it, kv_replicate_start's on_catalog): when it moves the zone's instance (another
+ * instance, host or port), calls go there from now on; connections to the old one close once
+ * they have answered their calls. A changed shard count is logged, not followed. */
+struct kv_catalog;
+void kv_router_follow(void *router, const struct kv_catalog *cat);
 /* Release what a job's output holds. */
 void kv_job_free(struct kv_job *job);
 

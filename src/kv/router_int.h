@@ -8,12 +8,14 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config/config.h"
 #include "kv/router.h"
 #include "pq/pq.h"
 
 struct kv_loop;
+struct kv_route;
 
 struct kv_exec {
 	struct kv_router *r;
@@ -21,6 +23,8 @@ struct kv_exec {
 	bool started;
 	PGconn **conns; /* per shard, opened on first use; this thread's own */
 	uint32_t *prepared; /* per shard: bit op set once that connection prepared op's statement */
+	const struct kv_route **routes; /* per shard: the route that connection was opened for */
+	const struct kv_route *route_seen; /* the newest route when this thread last looked */
 	int nconns;
 };
 
@@ -28,6 +32,25 @@ struct kv_exec {
 
 /* Whether the comma-separated list holds item as a whole entry (resolve_instance's dedupe). */
 bool kv_csv_has(const char *list, const char *item);
+
+/* Where this zone's calls go: the catalog's instance for the zone, its host's addresses
+ * resolved beforehand (a connect on a worker's loop must not wait for DNS). Published whole
+ * (kv_router.route, release) and never changed or freed before kv_router_free: a newer catalog
+ * that moves the zone's instance publishes a newer route (kv_router_follow), and every shard
+ * connection remembers the route it was opened for, so one opened for an older route takes
+ * no new call, is closed once it has answered its calls, and the next call connects anew. */
+struct kv_route {
+	int instance_id;
+	char host[256];
+	int port;
+	/* hostaddr and hosts hold the host's addresses (or host is a Unix socket): one-key calls
+	 * may run on the workers' loops. false when the host did not resolve: every call then
+	 * goes to the router's threads, which resolve at each connect. */
+	bool resolved;
+	char hostaddr[KV_HOSTADDR_MAX * 48]; /* numeric addresses, comma-separated ("" for a Unix socket) */
+	char hosts[KV_HOSTADDR_MAX * 257];   /* host repeated once per address, as libpq pairs them */
+	struct kv_route *older;              /* freed with the router */
+};
 
 struct kv_router {
 	pthread_mutex_t mu;  /* protects the queue, stop, and sleeps on cv */
@@ -40,20 +63,13 @@ struct kv_router {
 	struct kv_exec exec[KV_ROUTER_THREADS];
 	/* the catalog's part routing needs, under cat_mu (read once it answers) */
 	pthread_mutex_t cat_mu;
-	int nshards;         /* 0: not read yet */
-	int instance_id;
-	char host[256];
-	int port;
+	int nshards;         /* 0: not read yet; then fixed (a restart changes it) */
 	double cat_tried;    /* CLOCK_MONOTONIC of the last failed read */
 	char cat_err[KV_ERR_MAX];
-	/* Set (release) once the fields above are final, with the host's addresses resolved on
-	 * the router's thread (a worker's connect must not wait for DNS): from then on the
-	 * workers read nshards, instance_id, host, port, hostaddr and hosts without the lock.
-	 * Stays false when the host does not resolve: every call then goes to the threads. */
-	atomic_bool on_loops;
+	/* NULL until the catalog is read; then the newest route, read without the lock
+	 * (kv_route_now) and replaced under cat_mu */
+	_Atomic(struct kv_route *) route;
 	atomic_bool get_fallback_noted; /* kv_get_fall_back logged */
-	char hostaddr[KV_HOSTADDR_MAX * 48]; /* numeric addresses, comma-separated ("" for a Unix socket) */
-	char hosts[KV_HOSTADDR_MAX * 257];   /* host repeated once per address, as libpq pairs them */
 	/* per worker (by index), made by that worker at its first call and touched only on its
 	 * thread until kv_router_free */
 	struct kv_loop **loops;
@@ -67,6 +83,12 @@ struct kv_router {
 	char *replicator_password; /* the catalog is read as kv_replicator, like replication does */
 	char *client_password;     /* the shards are called as kv_client: the API functions only */
 };
+
+/* The newest route (NULL before the catalog was read): any thread, no lock. */
+static inline const struct kv_route *kv_route_now(struct kv_router *r)
+{
+	return atomic_load_explicit(&r->route, memory_order_acquire);
+}
 
 extern const char *const kv_op_sql[];
 extern const int kv_op_nparams[];

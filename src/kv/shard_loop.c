@@ -51,6 +51,7 @@ struct kv_lconn {
 	struct kv_job *sent, *sent_tail; /* sent, answered in this order */
 	int nsent;
 	struct kv_job *wait, *wait_tail; /* waiting for the connect */
+	const struct kv_route *route;    /* the route it was opened for (connect_start) */
 };
 
 struct kv_loop {
@@ -169,8 +170,9 @@ static void connect_failed(struct kv_lconn *lc, const char *why)
 	lc->wait = lc->wait_tail = NULL;
 	lc_close(lc);
 	snprintf(db, sizeof db, KV_SHARD_DB_PREFIX "%d", lc->shard);
+	const struct kv_route *rt = lc->route;
 	fail_all(wait, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s:%d/%s as %s: %s", db,
-		 r->instance_id, r->host, r->port, r->zone, r->host, r->port, db, "kv_client", err);
+		 rt->instance_id, rt->host, rt->port, r->zone, rt->host, rt->port, db, "kv_client", err);
 }
 
 static void flush(struct kv_lconn *lc);
@@ -234,11 +236,12 @@ static void connect_start(struct kv_lconn *lc)
 		fail_all(wait, "57P01", "terminating kv call because tusk is shutting down");
 		return;
 	}
-	snprintf(port, sizeof port, "%d", r->port);
+	const struct kv_route *rt = lc->route = kv_route_now(r); /* resolved: runs_on_loop */
+	snprintf(port, sizeof port, "%d", rt->port);
 	snprintf(db, sizeof db, KV_SHARD_DB_PREFIX "%d", lc->shard);
-	keys[n] = "host", vals[n++] = r->hosts;
-	if (r->hostaddr[0])
-		keys[n] = "hostaddr", vals[n++] = r->hostaddr; /* no DNS on the loop */
+	keys[n] = "host", vals[n++] = rt->hosts;
+	if (rt->hostaddr[0])
+		keys[n] = "hostaddr", vals[n++] = rt->hostaddr; /* no DNS on the loop */
 	keys[n] = "port", vals[n++] = port;
 	keys[n] = "dbname", vals[n++] = db;
 	keys[n] = "user", vals[n++] = "kv_client";
@@ -262,11 +265,16 @@ static void connect_start(struct kv_lconn *lc)
 	watch(lc, PQsocket(lc->conn), EV_WRITE);
 }
 
-/* No call in flight: an extra connection starts counting its idleness, the first does not. */
+/* No call in flight: an extra connection starts counting its idleness, the first does not;
+ * one opened for an older route (the catalog moved the instance) closes now. */
 static void arm_idle_timer(struct kv_lconn *lc)
 {
 	struct ev_loop *loop = lc->l->w->loop;
 
+	if (lc->route != kv_route_now(lc->l->r)) {
+		lc_close(lc);
+		return;
+	}
 	ev_timer_stop(loop, &lc->timer);
 	lc->idle_close = false;
 	if (lc == &lc->l->conns[lc->shard * KV_LOOP_CONNS])
@@ -365,12 +373,13 @@ static void lost(struct kv_lconn *lc, bool timed_out)
 			kv_job_fail(job, "08006",
 				    "kv shard %s%d of instance %d (%s:%d) did not answer the call within %g s%s; its connection "
 				    "is closed",
-				    KV_SHARD_DB_PREFIX, lc->shard, r->instance_id, r->host, r->port, r->call_timeout,
+				    KV_SHARD_DB_PREFIX, lc->shard, lc->route->instance_id, lc->route->host, lc->route->port,
+				    r->call_timeout,
 				    read ? "" : " (the write may or may not have been applied)");
 		else
 			kv_job_fail(job, "08006",
 				    "connection to kv shard %s%d of instance %d (%s:%d) lost during the call%s: %s",
-				    KV_SHARD_DB_PREFIX, lc->shard, r->instance_id, r->host, r->port,
+				    KV_SHARD_DB_PREFIX, lc->shard, lc->route->instance_id, lc->route->host, lc->route->port,
 				    read ? "" : " (the write may or may not have been applied)", err);
 		finish(job);
 	}
@@ -531,8 +540,8 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	double left = lc->sent->sent + lc->l->r->call_timeout - ev_now(loop);
 	if (left <= 0) {
 		log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) did not answer a call within %g s: closing "
-			 "worker %d's connection", KV_SHARD_DB_PREFIX, lc->shard, lc->l->r->instance_id, lc->l->r->host,
-			 lc->l->r->port, lc->l->r->call_timeout, lc->l->w->index);
+			 "worker %d's connection", KV_SHARD_DB_PREFIX, lc->shard, lc->route->instance_id, lc->route->host,
+			 lc->route->port, lc->l->r->call_timeout, lc->l->w->index);
 		lost(lc, true);
 		return;
 	}
@@ -568,15 +577,26 @@ static struct kv_loop *loop_new(struct kv_router *r, struct worker *w)
 
 /* The connection of shard a call goes to: an idle one, else a closed one (connected now),
  * else the one with the fewest calls in flight that is not stuck, else one connecting, else
- * the one whose oldest call is youngest. */
+ * the one whose oldest call is youngest. One opened for an older route (the catalog moved the
+ * instance) is closed when idle and takes no call while another can (it finishes what it
+ * was sent). */
 static struct kv_lconn *pick(struct kv_loop *l, int shard)
 {
 	struct kv_lconn *set = &l->conns[shard * KV_LOOP_CONNS];
-	struct kv_lconn *busy = NULL, *connecting = NULL, *closed = NULL, *stuck = NULL;
+	struct kv_lconn *busy = NULL, *connecting = NULL, *closed = NULL, *stuck = NULL, *old = NULL;
 	double now = ev_now(l->w->loop);
+	const struct kv_route *rt = kv_route_now(l->r);
 
 	for (int i = 0; i < KV_LOOP_CONNS; i++) {
 		struct kv_lconn *lc = &set[i];
+		if (lc->state != LC_CLOSED && lc->route != rt) {
+			if (lc->state == LC_READY && !lc->sent) {
+				lc_close(lc);
+			} else {
+				old = old ? old : lc;
+				continue;
+			}
+		}
 		switch (lc->state) {
 		case LC_READY:
 			if (!lc->sent)
@@ -598,7 +618,7 @@ static struct kv_lconn *pick(struct kv_loop *l, int shard)
 			break;
 		}
 	}
-	return closed ? closed : busy ? busy : connecting ? connecting : stuck;
+	return closed ? closed : busy ? busy : connecting ? connecting : stuck ? stuck : old;
 }
 
 void kv_loop_submit(struct kv_router *r, struct kv_job *job)

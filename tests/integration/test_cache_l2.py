@@ -7,13 +7,13 @@ import re
 import signal
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 
 import pytest
 
 from conftest import TEST_DB, free_port, port_open, run, TUSK_BIN, wait_until
+from relay_util import Relay
 from test_cache import cache_pool, calls, cpg, reset_stats, rows_of, wire  # noqa: F401 (cpg: fixture)
 
 REDIS = "/usr/bin/redis-server"
@@ -328,58 +328,13 @@ def test_extended_reads_shared_through_l2(tusk, l2tables, redis):
     rows_of(ca, "UPDATE l2t SET v = 'v4' WHERE id = 4")
 
 
-class SlowLink:
-    """A TCP relay to Redis whose tusk-to-Redis direction waits `delay` seconds before passing
-    each piece on: a Redis that answers one tusk late."""
-
-    def __init__(self, redis_port):
-        self.redis_port = redis_port
-        self.delay = 0.0
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lsock.getsockname()[1]
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.closed:
-            try:
-                down, _ = self.lsock.accept()
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self.redis_port))
-            threading.Thread(target=self._pump, args=(down, up, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
-
-    def _pump(self, src, dst, slow):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if slow and self.delay:
-                    time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.closed = True
-        self.lsock.close()
-
-
 def test_commit_seen_only_after_redis_has_its_invalidation(tusk, l2tables, redis):
     """A client that saw its UPDATE commit through tusk A, then reads through tusk B, gets the
     new row even when A's Redis answers late: A holds the commit's ReadyForQuery until Redis
     has answered the write's INCRs. (With the hold disabled, B served the old row from Redis.)"""
     cpg = l2tables
     redis.start()
-    link = SlowLink(redis.port)
+    link = Relay(redis.port)  # its delay: a Redis that answers one tusk late
     try:
         ts = []
         for port in (link.port, redis.port):

@@ -5,6 +5,7 @@ shard instance that is down (docs/kv.md, "Routing")."""
 import datetime
 import json
 import subprocess
+import threading
 
 import psycopg
 import pytest
@@ -12,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from conftest import SLOW, wait_until
 from kv_util import NSHARDS, Parade
+from relay_util import Relay
 
 pytestmark = pytest.mark.tusk_only
 
@@ -195,4 +197,77 @@ def test_a_client_that_leaves_mid_call_does_not_upset_tusk(zone):
         c.close()
     with kv_conn(zone) as c:
         assert c.execute("select kv.get('default', 'leaver')").fetchone()[0] == 1
+    assert zone.tusk.proc.poll() is None
+
+
+def move_instance(zone, port):
+    """The zone's instance at a new port in the catalog; kv_catalog.bump() NOTIFYs the tusks."""
+    with zone.pg.admin("kv_catalog") as c:
+        c.execute("update kv_catalog.instances set port = %s where id = %s", (port, zone.id))
+        c.execute("select kv_catalog.bump()")
+    zone.tusk.wait_log(f"routing calls to instance {zone.id} (127.0.0.1:{port})", timeout=20)
+
+
+def kv_backends(zone, app):
+    return [r[0] for r in zone.sql(0, "select client_port from pg_stat_activity where application_name = %s",
+                                   (app,))]
+
+
+# Last in the module: it leaves the zone's instance where it found it, but restarts nothing.
+@pytest.mark.timeout(300)
+def test_a_catalog_that_moves_the_instance_moves_the_calls_under_load(zone):
+    """A newer catalog gives the zone's instance a new address (a relay in front of the same
+    PostgreSQL): tusk's kv calls follow it without a restart, the clients calling all along
+    see no error, the connections to the old address close, and the new address is the one
+    used (closing it fails the calls, moving back heals them)."""
+    relay = Relay(zone.pg.port)
+    stop, errors, done = threading.Event(), [], [0] * 4
+
+    def load(i):
+        try:
+            with kv_conn(zone) as c:
+                n = 0
+                while not stop.is_set():
+                    key = f"move-{i}-{n % 40}"
+                    c.execute("select kv.put('default', %s, %s::jsonb)", (key, str(n)))
+                    got = c.execute("select kv.get('default', %s)", (key,)).fetchone()[0]
+                    assert got == n, (key, got, n)
+                    n += 1
+                    done[i] = n
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: min(done) > 20, 20 * SLOW, what="the load under way")
+        move_instance(zone, relay.port)
+        before = list(done)
+        # Every worker connection to a shard is now one through the relay: the old ones
+        # closed once they had answered their calls.
+        wait_until(lambda: set(kv_backends(zone, "tusk kv worker")) <= relay.upstream_ports
+                   and kv_backends(zone, "tusk kv worker"), 20 * SLOW, what="worker connections through the relay")
+        wait_until(lambda: all(d > b + 20 for d, b in zip(done, before)), 20 * SLOW,
+                   what="every client calling on after the move")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    with kv_conn(zone) as c:
+        # A call of several shards runs on the router's threads: they follow too.
+        keys = [f"move-{i}-{k}" for i in range(4) for k in range(5)]
+        rows = c.execute("select * from kv.get_many('default', %s)", (keys,)).fetchall()
+        assert len(rows) == len(keys), rows
+        assert set(kv_backends(zone, "tusk kv router")) <= relay.upstream_ports
+        relay.close()
+        with pytest.raises(psycopg.Error) as e:
+            for k in range(NSHARDS * 8):  # a key on every shard: each worker connection finds the relay gone
+                c.execute("select kv.get('default', %s)", (f"gone-{k}",))
+        assert e.value.sqlstate == "08006" and f"127.0.0.1:{relay.port}" in str(e.value), e.value
+    move_instance(zone, zone.pg.port)
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', 'moved-back', '1')")
+        assert c.execute("select kv.get('default', 'moved-back')").fetchone()[0] == 1
     assert zone.tusk.proc.poll() is None

@@ -1,0 +1,71 @@
+"""A TCP relay for tests: a port of its own in front of a server, to give that server another
+address (test_kv_routing) or to slow one direction down (test_cache_l2)."""
+
+import socket
+import threading
+import time
+
+
+class Relay:
+    """Relays every connection to 127.0.0.1:target_port. `delay` seconds (0 by default, settable
+    at any time) are waited before each piece going towards the target is passed on.
+    upstream_ports: the local ports of its connections to the target (what PostgreSQL's
+    pg_stat_activity shows as client_port). close() stops listening and drops every connection."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.delay = 0.0
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.lock = threading.Lock()
+        self.socks, self.upstream_ports = [], set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                up = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+                up.settimeout(None)
+            except OSError:
+                down.close()
+                continue
+            with self.lock:
+                self.socks += [down, up]
+                self.upstream_ports.add(up.getsockname()[1])
+            threading.Thread(target=self._pump, args=(down, up, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
+
+    def _pump(self, src, dst, towards_target):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if towards_target and self.delay:
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        try:
+            self.lsock.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self.lsock.close()
+        with self.lock:
+            for s in self.socks:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass

@@ -42,8 +42,7 @@
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's) */
 
-enum step { STEP_NONE, STEP_GET, STEP_GET_COUNTER, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL_GET,
-	    STEP_DEL, STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE };
+enum step { STEP_NONE, STEP_GET, STEP_GET_COUNTER, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL, STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
@@ -1010,7 +1009,7 @@ static void answer(struct resp_conn *c)
 			kv_error(c);
 		return;
 	}
-	if (c->step != STEP_DEL_GET && c->step != STEP_EXISTS && c->step != STEP_MGET && c->step != STEP_SCAN)
+	if (c->step != STEP_EXISTS && c->step != STEP_MGET && c->step != STEP_SCAN)
 		(void)first_col(j, &v, &n);
 	switch (c->step) {
 	case STEP_GET:
@@ -1060,26 +1059,15 @@ static void answer(struct resp_conn *c)
 		call_key(c, STEP_SET_XX, KV_OP_PUT_IF_VERSION, offs, c->ttl_ms > 0 ? 5 : 4);
 		return;
 	}
-	case STEP_DEL_GET: {
-		int nr;
-		struct kvrow *rows = kv_rows(j, &nr);
-		free(rows);
-		if (nr < 0) {
-			reply_error(c, "ERR out of memory");
-			return;
-		}
-		c->count = nr;
-		if (nr == 0) {
-			reply_int(c, 0);
-			return;
-		}
-		vals_reset(c);
-		call_batch(c, STEP_DEL, KV_OP_DELETE_MANY, false);
+	case STEP_DEL: {
+		/* delete_many's count: the keys that had a live value or a counter other than 0 */
+		long long x;
+		if (v && resp_to_ll(v, n, &x))
+			reply_int(c, x);
+		else
+			reply_error(c, "ERR tusk: kv.delete_many answered no count");
 		return;
 	}
-	case STEP_DEL:
-		reply_int(c, c->count);
-		return;
 	case STEP_EXISTS:
 	case STEP_MGET: {
 		int nr;
@@ -1423,9 +1411,10 @@ static void cmd_set(struct resp_conn *c)
 
 static void cmd_del(struct resp_conn *c)
 {
-	/* How many existed (get_many), then their tombstones (delete_many): two calls. */
+	/* One call: delete_many writes the tombstones, resets the keys' counters and counts the
+	 * keys that existed (a live value or a counter other than 0). */
 	if (!wrong_args(c, c->nargs < 2) && batch_keys(c, 1, c->nargs, 1))
-		call_batch(c, STEP_DEL_GET, KV_OP_GET_MANY, false);
+		call_batch(c, STEP_DEL, KV_OP_DELETE_MANY, false);
 }
 
 static void cmd_exists_mget(struct resp_conn *c, enum step step)

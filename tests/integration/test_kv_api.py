@@ -278,6 +278,54 @@ def test_counters_converge_across_zones_during_a_partition(parade):
     parade.converge()
 
 
+def test_a_delete_resets_a_counter_and_keeps_increments_it_did_not_see(parade):
+    """kv.delete resets the key's counter in its zone at once, and everywhere once replicated;
+    an increment another zone made meanwhile (not seen by the reset: a partition) survives it,
+    and resets in both zones, each having seen a different part, converge to what both saw."""
+    a, b = parade.zones
+    key = "resettable"
+    s = parade.shard_of("default", key)
+
+    def call(z, sql, *args):
+        with z.db(s) as c:  # on the shard as kv_client: the zones may be cut apart
+            return c.execute(sql, (key, *args)).fetchone()[0]
+
+    def counter(z):
+        return call(z, "select kv.counter('default', %s)")
+
+    call(a, "select kv.incr('default', %s, %s)", 3)
+    call(b, "select kv.incr('default', %s, %s)", 4)
+    for z in (a, b):
+        wait_until(lambda: counter(z) == 7, 20 * SLOW, what=f"7 in zone {z.name}")
+    for z in parade.zones:  # the partition: no replication
+        assert z.stop_tusk() == []
+    try:
+        assert call(a, "select kv.delete_many('default', ARRAY[%s, 'never-written'])") == 1  # existed: a counter
+        assert call(b, "select kv.incr('default', %s, %s)", 10) == 17
+        assert counter(a) == 0 and counter(b) == 17
+    finally:
+        parade.start()
+    # a's reset removed the 7 it had seen; b's 10, made meanwhile, stays.
+    for z in (a, b):
+        wait_until(lambda: counter(z) == 10, 30 * SLOW, what=f"10 in zone {z.name}")
+    for z in parade.zones:
+        assert z.stop_tusk() == []
+    try:
+        assert call(a, "select kv.incr('default', %s, %s)", 5) == 15
+        call(b, "select kv.delete('default', %s)")  # b has not seen a's 5
+        call(a, "select kv.delete('default', %s)")  # a has
+        assert counter(a) == 0 and counter(b) == 0
+    finally:
+        parade.start()
+    for z in (a, b):
+        wait_until(lambda: counter(z) == 0, 30 * SLOW, what=f"0 in zone {z.name}")
+    parade.converge()  # identical rows, baselines and versions included
+    with kv_conn(a) as c:
+        assert c.execute("select kv.incr('default', %s, 2)", (key,)).fetchone()[0] == 2
+        assert c.execute("select kv.get('default', %s)", (key,)).fetchone()[0] is None
+    wait_until(lambda: counter(b) == 2, 20 * SLOW, what="the increment after the resets replicated")
+
+
 def test_a_counter_part_of_another_origin_is_refused(parade):
     """Only its origin writes a counter's part: a client cannot write the 0x1F keys, and a pulled
     part whose suffix is not its origin is poison."""
@@ -290,3 +338,10 @@ def test_a_counter_part_of_another_origin_is_refused(parade):
         a.sql(s, "select kv._check_pulled(%s::jsonb, 2)",
               (json.dumps({"ns": "default", "key": "hits\x1f1", "value": 5, "ver_ts": 1, "origin": 2}),))
     assert "does not belong to origin" in str(e.value)
+    # A reset's baseline (key 0x1F part's origin 0x1F r) comes from any origin, but only as a number.
+    base = {"ns": "default", "key": "hits\x1f1\x1fr", "ver_ts": 1, "origin": 2}
+    assert a.sql(s, "select (kv._check_pulled(%s::jsonb, 2)).key", (json.dumps({**base, "value": 5}),)) \
+        == [("hits\x1f1\x1fr",)]
+    for bad in ({**base, "value": "5"}, {**base, "key": "hits\x1fx\x1fr", "value": 5}):
+        with pytest.raises(psycopg.Error):
+            a.sql(s, "select kv._check_pulled(%s::jsonb, 2)", (json.dumps(bad),))

@@ -175,6 +175,12 @@ def test_redis_mget_mset_counters_scan(zone):
     # GET reads a counter (a second call, when the key has no value): as Redis, its decimal text.
     assert r.get("ctr") == b"-1" and r.mget(["ctr"]) == [None]  # MGET reads values only
     assert r.incrby("ctr", 1) == 0 and r.get("ctr") is None  # kv.counter: 0 is no counter
+    # DEL resets a counter, as Redis's removes the integer INCR made (rate limits, daily counts).
+    assert r.incrby("ctr", 5) == 5 and r.set("plain", "x") is True
+    assert r.delete("ctr", "plain", "never") == 2
+    assert r.get("ctr") is None and r.get("plain") is None and r.delete("ctr") == 0
+    assert r.incr("ctr") == 1 and r.get("ctr") == b"1"
+    assert r.expire("ctr", 60) is False and r.ttl("ctr") == -2  # a counter has no expiry (docs/kv.md)
     got = sorted(k.decode() for k in r.scan_iter(match="m:*", count=7))
     assert got == sorted(f"m:{i}" for i in range(30))
     cur, page = r.scan(0, match="m:1*", count=100)

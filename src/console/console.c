@@ -66,7 +66,7 @@ void console_register(void)
  * is done at once, begin. */
 static void console_startup(struct client *c)
 {
-	if (client_auth_begin(c, c->worker->rt->cfg->admin.client_auth))
+	if (client_auth_begin(c, c->worker->rt->cfg->admin.client_auth, NULL, NULL))
 		console_begin(c);
 }
 

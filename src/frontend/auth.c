@@ -93,7 +93,8 @@ static void start_exchange(struct client *c, int method);
 static void use_fetched(struct client *c, int result);
 static void auth_fetched(void *arg, int result, const char *secret);
 
-bool client_auth_begin(struct client *c, int rule_method)
+bool client_auth_begin(struct client *c, int rule_method, const struct config_pool_rule *authq_rule,
+		       const char *authq_db)
 {
 	struct runtime *rt = c->worker->rt;
 	int method = rule_method;
@@ -147,11 +148,11 @@ bool client_auth_begin(struct client *c, int rule_method)
 	a->entry = rt->users ? userlist_find(rt->users, c->user) : NULL;
 	client_set_state(c, CLIENT_AUTH);
 	/* ---- auth_query: not in auth_file, so ask the server (or the cache) first. Admin
-	 * console clients have no pool, hence no rule and no auth_user: auth_file only. ---- */
-	if (!a->entry && c->pool && config_auth_user(rt->cfg, pool_rule(c->pool))) {
+	 * console clients have no rule, hence no auth_user: auth_file only. ---- */
+	if (!a->entry && authq_rule && authq_db && config_auth_user(rt->cfg, authq_rule)) {
 		a->method = method;
-		int r = authquery_fetch(c->worker, pool_rule(c->pool), c->database, c->user, a->fetched_secret, auth_fetched,
-					c, &a->fetch);
+		int r = authquery_fetch(c->worker, authq_rule, authq_db, c->user, a->fetched_secret, auth_fetched, c,
+					&a->fetch);
 		if (r == AUTHQ_PENDING)
 			return false; /* auth_fetched goes on */
 		if (r < 0) {

@@ -885,7 +885,7 @@ static void pooled_startup(struct client *c)
 		client_fail(c, "55000", "database \"%s\" is not currently accepting connections (DISABLE)", c->database);
 		return;
 	}
-	if (client_auth_begin(c, rule->client_auth))
+	if (client_auth_begin(c, rule->client_auth, c->pool ? pool_rule(c->pool) : NULL, c->database))
 		after_auth(c);
 }
 

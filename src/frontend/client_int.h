@@ -195,8 +195,11 @@ void client_go_idle(struct client *c);
 void client_husk_done(struct client *c);
 
 /* auth.c: true when the client may go on at once (trust); false when an exchange started
- * (state CLIENT_AUTH) or the client was failed. */
-bool client_auth_begin(struct client *c, int rule_method);
+ * (state CLIENT_AUTH) or the client was failed. A user absent from auth_file is looked up
+ * with authq_rule's auth_query in database authq_db when the rule has an auth_user (NULL
+ * rule: auth_file only, as for the admin console). */
+bool client_auth_begin(struct client *c, int rule_method, const struct config_pool_rule *authq_rule,
+		       const char *authq_db);
 /* Bytes arrived in CLIENT_AUTH: 1 authenticated, 0 need more, -1 failed (client gone). */
 int client_auth_input(struct client *c);
 void client_auth_free_state(struct client *c);

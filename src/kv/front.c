@@ -151,7 +151,9 @@ static void kv_front_startup(struct client *c)
 	}
 	vdb_init(&ks->v, c, &kv_ops); /* c->vdb: from here on, client_close frees ks */
 	ks->worker = c->worker;
-	if (client_auth_begin(c, rule->client_auth))
+	/* auth_query as for the Redis listener: kv is no database of the server's, so the query
+	 * runs in the rule's server_database, else in postgres */
+	if (client_auth_begin(c, rule->client_auth, rule, rule->server_database ? rule->server_database : "postgres"))
 		kv_front_begin(c);
 }
 

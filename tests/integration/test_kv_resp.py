@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import time
 
+import psycopg
 import pytest
 import redis
 import yaml
@@ -397,6 +398,18 @@ def test_redis_auth_through_auth_query(zone):
         got = recv_until(s, 5)
         assert got.startswith(b"+OK\r\n$1\r\nv\r\n-WRONGPASS"), got
         assert got.endswith(b"+PONG\r\n"), got  # a failed AUTH keeps the user authenticated before
+
+
+def test_sql_clients_of_the_kv_database_auth_through_auth_query(zone):
+    """The same rule serves the kv database's SQL clients: bob, absent from auth_file, logs in
+    with the password auth_query finds (SCRAM, as the hba_file line says); a wrong one fails."""
+    with psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="bob", password=BOB, dbname="kv",
+                         autocommit=True, connect_timeout=10) as c:
+        c.execute("select kv.put('default', 'bob:sql', '\"s\"')")
+        assert c.execute("select kv.get('default', 'bob:sql')").fetchone()[0] == "s"
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="bob", password="wrong", dbname="kv",
+                        connect_timeout=10)
 
 
 HELLO_LINES = 1 + 7 * 2 + 11  # the header, 7 names, the values (bulks 2 lines, integers and *0 one)

@@ -204,8 +204,10 @@ def move_instance(zone, port):
     """The zone's instance at a new port in the catalog; kv_catalog.bump() NOTIFYs the tusks."""
     with zone.pg.admin("kv_catalog") as c:
         c.execute("update kv_catalog.instances set port = %s where id = %s", (port, zone.id))
-        c.execute("select kv_catalog.bump()")
-    zone.tusk.wait_log(f"routing calls to instance {zone.id} (127.0.0.1:{port})", timeout=20)
+        version = c.execute("select kv_catalog.bump()").fetchone()[0]
+    # (the version in it: the line at start names the same address as the move back)
+    zone.tusk.wait_log(f"catalog version {version}: routing calls to instance {zone.id} (127.0.0.1:{port})",
+                       timeout=20)
 
 
 def kv_backends(zone, app):

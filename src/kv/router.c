@@ -314,6 +314,12 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 	return x->conns[shard];
 }
 
+bool kv_op_is_several(enum kv_op op)
+{
+	return op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY || op == KV_OP_SCAN ||
+	       op == KV_OP_COUNT;
+}
+
 bool kv_op_is_read(enum kv_op op)
 {
 	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
@@ -456,6 +462,27 @@ static void run_single(struct kv_exec *x, int nshards, struct kv_job *job)
 	PQclear(res);
 }
 
+void kv_job_add_rows(struct kv_job *job, const PGresult *res)
+{
+	int nf = PQnfields(res);
+	const char *v[2];
+	int l[2];
+	if (nf < 1 || nf > 2) {
+		kv_job_fail(job, "XX000", "kv shard answered %d columns", nf);
+		return;
+	}
+	for (int row = 0; row < PQntuples(res); row++) {
+		for (int i = 0; i < nf; i++) {
+			v[i] = PQgetisnull(res, row, i) ? NULL : PQgetvalue(res, row, i);
+			l[i] = PQgetlength(res, row, i);
+		}
+		if (!add_row(job, nf, v, l)) {
+			kv_job_fail(job, "53200", "out of memory");
+			return;
+		}
+	}
+}
+
 void kv_job_single(struct kv_job *job, const PGresult *res, int shard)
 {
 	if (PQntuples(res) != 1 || PQnfields(res) != 1) {
@@ -469,11 +496,6 @@ void kv_job_single(struct kv_job *job, const PGresult *res, int shard)
 	}
 }
 
-struct kv_pair {
-	char *key, *value; /* value NULL: SQL NULL */
-	int klen, vlen;
-};
-
 static int pair_cmp(const void *a, const void *b)
 {
 	const struct kv_pair *x = a, *y = b;
@@ -482,8 +504,16 @@ static int pair_cmp(const void *a, const void *b)
 	return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
 }
 
-/* A text[] literal of arr[idx[0..n)], every element quoted. */
-static char *array_literal(const char *const *arr, const int *idx, int n)
+int kv_keys_of_shard(const int *shard_of, int nkeys, int shard, int *idx)
+{
+	int n = 0;
+	for (int i = 0; i < nkeys; i++)
+		if (shard_of[i] == shard)
+			idx[n++] = i;
+	return n;
+}
+
+char *kv_array_literal(const char *const *arr, const int *idx, int n)
 {
 	size_t len = 3;
 	for (int i = 0; i < n; i++)
@@ -538,8 +568,7 @@ static bool collect_pairs(struct kv_job *job, PGresult *res, struct kv_pair **pa
 	return true;
 }
 
-/* Sort the pairs by key (bytewise, as the shards order them) and send the first max. */
-static void send_pairs(struct kv_job *job, struct kv_pair *pairs, size_t npairs, size_t max)
+void kv_send_pairs(struct kv_job *job, struct kv_pair *pairs, size_t npairs, size_t max)
 {
 	if (npairs > 1) /* none: pairs is NULL, which qsort may not be given */
 		qsort(pairs, npairs, sizeof *pairs, pair_cmp);
@@ -565,7 +594,7 @@ static bool add_count(struct kv_job *job, PGresult *res, int shard, long long *s
 	return true;
 }
 
-static void send_count(struct kv_job *job, long long sum)
+void kv_send_count(struct kv_job *job, long long sum)
 {
 	char buf[32];
 	int n = snprintf(buf, sizeof buf, "%lld", sum);
@@ -591,7 +620,7 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 	}
 	if (job->nkeys == 0) {
 		if (job->op != KV_OP_GET_MANY)
-			send_count(job, 0);
+			kv_send_count(job, 0);
 		return;
 	}
 	shard_of = malloc((size_t)job->nkeys * sizeof *shard_of);
@@ -603,14 +632,11 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 	for (int i = 0; i < job->nkeys; i++)
 		shard_of[i] = kv_shard_of(job->ns, strlen(job->ns), job->keys[i], strlen(job->keys[i]), nshards);
 	for (int s = 0; s < nshards && !job->failed; s++) {
-		int n = 0;
-		for (int i = 0; i < job->nkeys; i++)
-			if (shard_of[i] == s)
-				idx[n++] = i;
+		int n = kv_keys_of_shard(shard_of, job->nkeys, s, idx);
 		if (n == 0)
 			continue;
-		char *lit = array_literal(job->keys, idx, n);
-		char *vlit = job->op == KV_OP_PUT_MANY && lit ? array_literal(job->values, idx, n) : NULL;
+		char *lit = kv_array_literal(job->keys, idx, n);
+		char *vlit = job->op == KV_OP_PUT_MANY && lit ? kv_array_literal(job->values, idx, n) : NULL;
 		if (!lit || (job->op == KV_OP_PUT_MANY && !vlit)) {
 			free(lit);
 			kv_job_fail(job, "53200", "out of memory");
@@ -643,9 +669,9 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 			 "not across shards", kv_op_name(job->op), done_shards);
 	if (!job->failed) {
 		if (job->op == KV_OP_GET_MANY)
-			send_pairs(job, pairs, npairs, npairs);
+			kv_send_pairs(job, pairs, npairs, npairs);
 		else
-			send_count(job, sum);
+			kv_send_count(job, sum);
 	}
 	if (job->failed) {
 		job->rows_len = 0;
@@ -682,9 +708,9 @@ static void run_fanout(struct kv_exec *x, int nshards, struct kv_job *job)
 	if (!job->failed) {
 		if (job->op == KV_OP_SCAN) {
 			long lim = job->args[3] ? strtol(job->args[3], NULL, 10) : 0;
-			send_pairs(job, pairs, npairs, lim > 0 ? (size_t)lim : 0);
+			kv_send_pairs(job, pairs, npairs, lim > 0 ? (size_t)lim : 0);
 		} else {
-			send_count(job, sum);
+			kv_send_count(job, sum);
 		}
 	}
 	if (job->failed) {
@@ -787,12 +813,12 @@ static bool route_resolved(struct kv_router *r)
 	return rt && rt->resolved;
 }
 
-/* A call the worker runs itself: one key, one shard, once routing is known. */
+/* A call the worker runs itself (shard_loop.c), of one shard or several, once routing is
+ * known and the instance's host resolved. */
 static bool runs_on_loop(struct kv_router *r, const struct kv_job *job)
 {
-	return job->worker && job->worker->index < r->nloops && job->op != KV_OP_GET_MANY &&
-	       job->op != KV_OP_PUT_MANY && job->op != KV_OP_DELETE_MANY && job->op != KV_OP_SCAN &&
-	       job->op != KV_OP_COUNT && (size_t)job->op < KV_OP_COUNT_ALL && kv_op_sql[job->op] && route_resolved(r);
+	return job->worker && job->worker->index < r->nloops && (size_t)job->op < KV_OP_COUNT_ALL &&
+	       kv_op_sql[job->op] && route_resolved(r);
 }
 
 void kv_router_submit(struct kv_router *r, struct kv_job *job)

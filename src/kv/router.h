@@ -53,6 +53,7 @@ struct kv_job {
 	 * nothing ran, so it is sent again after its Sync (again), once (resent). */
 	bool again, resent;
 	double sent;                   /* the worker loop's time it was sent */
+	void *fan;                     /* shard_loop.c: the call of several shards this one is a part of */
 };
 
 /* Start the router when cfg has a kv section (*out = NULL otherwise); the catalog is read on

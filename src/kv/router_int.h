@@ -109,6 +109,9 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
  * kv_get_fallback_sql (set the bit, clear the get's, log once per router) and return true. */
 bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res);
 
+/* A call of several shards: get_many, put_many, delete_many (the keys split by shard), scan,
+ * count (every shard). */
+bool kv_op_is_several(enum kv_op op);
 /* A call that writes nothing: safe to run again. */
 bool kv_op_is_read(enum kv_op op);
 __attribute__((format(printf, 3, 4)))
@@ -117,6 +120,20 @@ void kv_job_fail(struct kv_job *job, const char *sqlstate, const char *fmt, ...)
 void kv_job_fail_result(struct kv_job *job, const PGresult *res, PGconn *conn);
 /* Clear the job's output before a run. */
 void kv_job_reset(struct kv_job *job);
+/* Every row (of one or two columns) of res appended to the job's rows (or the job failed). */
+void kv_job_add_rows(struct kv_job *job, const PGresult *res);
+/* The answers of a call of several shards, merged (router.c's threads, shard_loop.c's fan). */
+struct kv_pair {
+	char *key, *value; /* value NULL: SQL NULL */
+	int klen, vlen;
+};
+/* The indexes (into idx) of the keys whose shard_of is shard; how many. */
+int kv_keys_of_shard(const int *shard_of, int nkeys, int shard, int *idx);
+/* A text[] literal of arr[idx[0..n)], every element quoted (malloc'd; NULL: no memory). */
+char *kv_array_literal(const char *const *arr, const int *idx, int n);
+/* Sort the pairs by key (bytewise, as the shards order them) and send the first max. */
+void kv_send_pairs(struct kv_job *job, struct kv_pair *pairs, size_t npairs, size_t max);
+void kv_send_count(struct kv_job *job, long long sum);
 /* A one-row one-column answer of shard into the job (or the job failed). */
 void kv_job_single(struct kv_job *job, const PGresult *res, int shard);
 

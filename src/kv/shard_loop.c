@@ -451,7 +451,9 @@ static void take_results(struct kv_lconn *lc)
 			if (job->stage == STAGE_PREPARE) {
 				job->stage = STAGE_EXEC;
 			} else if (job->stage == STAGE_EXEC) {
-				if (!job->failed)
+				if (!job->failed && job->fan)
+					kv_job_add_rows(job, res); /* merged when it is answered (fan_part_done) */
+				else if (!job->failed)
 					kv_job_single(job, res, lc->shard);
 				job->stage = STAGE_SYNC;
 			}
@@ -621,6 +623,249 @@ static struct kv_lconn *pick(struct kv_loop *l, int shard)
 	return closed ? closed : busy ? busy : connecting ? connecting : stuck ? stuck : old;
 }
 
+/* job to shard's connection of l. */
+static void send_to(struct kv_loop *l, int shard, struct kv_job *job)
+{
+	struct kv_lconn *lc = pick(l, shard);
+	switch (lc->state) {
+	case LC_READY:
+		send_call(lc, job);
+		break;
+	case LC_CONNECTING:
+		push(&lc->wait, &lc->wait_tail, job);
+		break;
+	case LC_CLOSED:
+		push(&lc->wait, &lc->wait_tail, job);
+		connect_start(lc);
+		break;
+	}
+}
+
+/* ---- calls of several shards (get_many, put_many, delete_many: the keys split by shard;
+ * scan, count: every shard) ---- */
+
+/* One such call: a part per shard concerned, all sent at once, each on its shard's
+ * connection as a one-key call is; each part's rows stay in the part until it is answered
+ * (a read part lost mid-call is sent again and answered once), then are merged here; the
+ * call is answered when its last part is. As router.c's run_split and run_fanout answer:
+ * get_many's and scan's rows in key order (scan's first lim), the counts summed, and a part
+ * that fails fails the call (a batch saying how many other shards it had written). */
+struct fan {
+	struct kv_job *call;
+	int pending;               /* parts not answered yet (one more while they are being sent) */
+	int written;               /* parts answered without error */
+	bool failed;
+	struct kv_pair *pairs;
+	size_t npairs, cap;
+	long long sum;
+	int nparts;
+	struct fan_part {
+		struct kv_job job;
+		int shard;
+		char *keys, *values;   /* the part's text[] literals */
+	} parts[];
+};
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static char *dup_n(const uint8_t *p, uint32_t n)
+{
+	char *s = malloc((size_t)n + 1);
+	if (s) {
+		memcpy(s, p, n);
+		s[n] = '\0';
+	}
+	return s;
+}
+
+/* A part's DataRows (kv_job_add_rows: two columns, key and value) appended to the pairs. */
+static bool take_pairs(struct fan *f, const struct kv_job *part)
+{
+	for (size_t at = 0; at + 7 <= part->rows_len;) {
+		const uint8_t *p = part->rows + at;
+		uint32_t len = get32(p + 1);
+		if (f->npairs == f->cap) {
+			size_t ncap = f->cap ? f->cap * 2 : 64;
+			struct kv_pair *np = realloc(f->pairs, ncap * sizeof *np);
+			if (!np)
+				return false;
+			f->pairs = np;
+			f->cap = ncap;
+		}
+		struct kv_pair *kp = &f->pairs[f->npairs];
+		const uint8_t *q = p + 7;
+		uint32_t kl = get32(q), vl = get32(q + 4 + kl);
+		kp->klen = (int)kl;
+		kp->key = dup_n(q + 4, kl);
+		kp->vlen = vl == UINT32_MAX ? 0 : (int)vl;
+		kp->value = vl == UINT32_MAX ? NULL : dup_n(q + 8 + kl, vl);
+		if (!kp->key || (vl != UINT32_MAX && !kp->value)) {
+			free(kp->key);
+			free(kp->value);
+			return false;
+		}
+		f->npairs++;
+		at += 1 + (size_t)len;
+	}
+	return true;
+}
+
+static void fan_free(struct fan *f)
+{
+	for (size_t i = 0; i < f->npairs; i++) {
+		free(f->pairs[i].key);
+		free(f->pairs[i].value);
+	}
+	free(f->pairs);
+	for (int i = 0; i < f->nparts; i++) {
+		kv_job_free(&f->parts[i].job);
+		free(f->parts[i].keys);
+		free(f->parts[i].values);
+	}
+	free(f);
+}
+
+static void fan_answer(struct fan *f)
+{
+	struct kv_job *call = f->call;
+	enum kv_op op = call->op;
+
+	if (f->failed) {
+		if (f->written > 0 && (op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY) && !call->detail[0])
+			snprintf(call->detail, sizeof call->detail,
+				 "kv.%s had already written the keys of %d other shard(s): a batch is all or nothing per "
+				 "shard, not across shards", kv_op_name(op), f->written);
+	} else if (op == KV_OP_GET_MANY || op == KV_OP_SCAN) {
+		long lim = op == KV_OP_SCAN && call->args[3] ? strtol(call->args[3], NULL, 10) : 0;
+		kv_send_pairs(call, f->pairs, f->npairs, lim > 0 ? (size_t)lim : f->npairs);
+	} else {
+		kv_send_count(call, f->sum);
+	}
+	if (call->failed) {
+		call->rows_len = 0;
+		call->nrows = 0;
+	}
+	fan_free(f);
+	finish(call);
+}
+
+static void fan_release(struct fan *f)
+{
+	if (--f->pending == 0)
+		fan_answer(f);
+}
+
+/* A part answered (its done): its error becomes the call's (the first one), else its rows or
+ * count are merged. */
+static void fan_part_done(struct kv_job *part)
+{
+	struct fan *f = part->fan;
+	struct kv_job *call = f->call;
+
+	if (part->failed) {
+		if (!f->failed) {
+			f->failed = true;
+			call->failed = true;
+			call->ours = part->ours;
+			memcpy(call->sqlstate, part->sqlstate, sizeof call->sqlstate);
+			memcpy(call->message, part->message, sizeof call->message);
+			memcpy(call->detail, part->detail, sizeof call->detail);
+			memcpy(call->hint, part->hint, sizeof call->hint);
+		}
+	} else if (call->op == KV_OP_GET_MANY || call->op == KV_OP_SCAN) {
+		if (!f->failed && !take_pairs(f, part)) {
+			f->failed = true;
+			kv_job_fail(call, "53200", "out of memory");
+		}
+		f->written++;
+	} else {
+		/* one row of one bigint column */
+		uint32_t n = part->rows_len >= 11 ? get32(part->rows + 7) : UINT32_MAX;
+		char *v = n != UINT32_MAX && n < 32 && 11 + (size_t)n <= part->rows_len ? dup_n(part->rows + 11, n) : NULL;
+		if (v)
+			f->sum += strtoll(v, NULL, 10);
+		else if (!f->failed)
+			f->failed = true, kv_job_fail(call, "XX000", "kv: a shard answered kv.%s without a count",
+							kv_op_name(call->op));
+		free(v);
+		f->written++;
+	}
+	fan_release(f);
+}
+
+/* The parts of call on l (nshards of them at most), then sent; answered by fan_answer. */
+static void fan_out(struct kv_loop *l, struct kv_job *call)
+{
+	enum kv_op op = call->op;
+	bool split = op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY;
+	int *shard_of = NULL, *idx = NULL;
+
+	if (op == KV_OP_PUT_MANY && call->nvalues != call->nkeys) {
+		kv_job_fail(call, "22023", "kv: put_many got %d keys and %d values", call->nkeys, call->nvalues);
+		finish(call);
+		return;
+	}
+	struct fan *f = calloc(1, sizeof *f + (size_t)l->nshards * sizeof f->parts[0]);
+	if (!f || (split && call->nkeys > 0 &&
+		   (!(shard_of = malloc((size_t)call->nkeys * sizeof *shard_of)) ||
+		    !(idx = malloc((size_t)call->nkeys * sizeof *idx))))) {
+		free(f);
+		free(shard_of);
+		kv_job_fail(call, "53200", "out of memory");
+		finish(call);
+		return;
+	}
+	f->call = call;
+	for (int i = 0; split && i < call->nkeys; i++)
+		shard_of[i] = kv_shard_of(call->ns, strlen(call->ns), call->keys[i], strlen(call->keys[i]), l->nshards);
+	for (int s = 0; s < l->nshards && !f->failed; s++) {
+		struct fan_part *pt = &f->parts[f->nparts];
+		struct kv_job *j = &pt->job;
+		if (split) {
+			int n = kv_keys_of_shard(shard_of, call->nkeys, s, idx);
+			if (n == 0)
+				continue;
+			pt->keys = kv_array_literal(call->keys, idx, n);
+			if (op == KV_OP_PUT_MANY && pt->keys)
+				pt->values = kv_array_literal(call->values, idx, n);
+			if (!pt->keys || (op == KV_OP_PUT_MANY && !pt->values)) {
+				free(pt->keys);
+				pt->keys = NULL;
+				f->failed = true;
+				kv_job_fail(call, "53200", "out of memory");
+				break;
+			}
+			j->args[0] = call->ns;
+			j->args[1] = pt->keys;
+			j->args[2] = pt->values;
+			j->args[3] = op == KV_OP_PUT_MANY ? call->args[3] : NULL;
+		} else {
+			memcpy(j->args, call->args, sizeof j->args);
+		}
+		j->op = op;
+		j->worker = call->worker;
+		j->ns = call->ns;
+		j->done = fan_part_done;
+		j->fan = f;
+		pt->shard = s;
+		f->nparts++;
+	}
+	free(shard_of);
+	free(idx);
+	if (f->failed) { /* nothing sent */
+		f->pending = 1;
+		fan_release(f);
+		return;
+	}
+	f->pending = f->nparts + 1; /* a part may be answered while the others are still being sent */
+	for (int i = 0; i < f->nparts; i++)
+		send_to(l, f->parts[i].shard, &f->parts[i].job);
+	fan_release(f);
+}
+
 void kv_loop_submit(struct kv_router *r, struct kv_job *job)
 {
 	struct worker *w = job->worker;
@@ -639,25 +884,17 @@ void kv_loop_submit(struct kv_router *r, struct kv_job *job)
 		finish(job);
 		return;
 	}
+	if (kv_op_is_several(job->op)) {
+		fan_out(l, job);
+		return;
+	}
 	int shard = kv_shard_of(job->ns, strlen(job->ns), job->key, strlen(job->key), l->nshards);
 	if (shard < 0) {
 		kv_job_fail(job, "XX000", "bad shard count %d", l->nshards);
 		finish(job);
 		return;
 	}
-	struct kv_lconn *lc = pick(l, shard);
-	switch (lc->state) {
-	case LC_READY:
-		send_call(lc, job);
-		break;
-	case LC_CONNECTING:
-		push(&lc->wait, &lc->wait_tail, job);
-		break;
-	case LC_CLOSED:
-		push(&lc->wait, &lc->wait_tail, job);
-		connect_start(lc);
-		break;
-	}
+	send_to(l, shard, job);
 }
 
 void kv_loop_stop(struct kv_router *r, struct kv_loop *l)

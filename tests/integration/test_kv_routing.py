@@ -136,6 +136,23 @@ def test_bad_input_gets_a_clear_error_and_the_session_goes_on(zone, sql, params,
         assert c.execute("select kv.get('default', 'after-error')").fetchone()[0] == 1
 
 
+def test_calls_of_several_shards_run_on_the_workers(zone):
+    """get_many, put_many, delete_many, scan and count run on the client's worker, on its shard
+    connections, as one-key calls do: no router thread opens a shard connection for them (only
+    a call made before the catalog was read runs on one)."""
+    keys = [f"several-{i}" for i in range(40)]
+    with kv_conn(zone) as c:
+        assert c.execute("select kv.put_many('default', %s, %s)", (keys, [str(i) for i in range(40)])).fetchone()[0] == 40
+        rows = c.execute("select * from kv.get_many('default', %s)", (keys[::-1] + ["nope"],)).fetchall()
+        assert rows == sorted((k, int(k.split("-")[1])) for k in keys), rows  # in key order
+        page = c.execute("select * from kv.scan('default', 'several-', 'several-1', 5)").fetchall()
+        assert [k for k, _ in page] == sorted(keys)[sorted(keys).index("several-1") + 1:][:5], page
+        assert c.execute("select kv.count('default', 'several-')").fetchone()[0] == 40
+        assert c.execute("select kv.delete_many('default', %s)", (keys[:10] + ["nope"],)).fetchone()[0] == 10
+        assert c.execute("select kv.count('default', 'several-')").fetchone()[0] == 30
+    assert len(kv_backends(zone, "tusk kv router")) <= 1
+
+
 def test_tusk_own_errors_name_the_client(zone):
     with kv_conn(zone) as c:
         with pytest.raises(psycopg.Error) as e:
@@ -164,6 +181,12 @@ def test_a_shard_that_is_down_gets_08006_naming_it_and_nothing_half_written(zone
             assert e.value.sqlstate == "08006", e.value
             # The other shard still answers.
             assert c.execute("select kv.get('default', %s)", (k_up,)).fetchone()[0] == 1
+            # A batch over both: the shard that answers is written, and the error says so.
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select kv.put_many('default', %s, %s)", ([k_up, k_down], ["7", "8"]))
+            assert e.value.sqlstate == "08006", e.value
+            assert "already written the keys of 1 other shard" in (e.value.diag.message_detail or ""), e.value
+            assert c.execute("select kv.get('default', %s)", (k_up,)).fetchone()[0] == 7
         finally:
             with zone.pg.admin() as a:
                 a.execute(f"alter database kv_shard_{down} allow_connections true")
@@ -258,11 +281,13 @@ def test_a_catalog_that_moves_the_instance_moves_the_calls_under_load(zone):
             t.join()
     assert not errors, errors
     with kv_conn(zone) as c:
-        # A call of several shards runs on the router's threads: they follow too.
+        # A call of several shards goes through the relay too; and the router's threads (they
+        # ran the first call, before the catalog was read) closed their idle connections.
         keys = [f"move-{i}-{k}" for i in range(4) for k in range(5)]
         rows = c.execute("select * from kv.get_many('default', %s)", (keys,)).fetchall()
         assert len(rows) == len(keys), rows
-        assert set(kv_backends(zone, "tusk kv router")) <= relay.upstream_ports
+        wait_until(lambda: set(kv_backends(zone, "tusk kv router")) <= relay.upstream_ports, 10 * SLOW,
+                   what="the router threads' connections to the old address closed")
         relay.close()
         with pytest.raises(psycopg.Error) as e:
             for k in range(NSHARDS * 8):  # a key on every shard: each worker connection finds the relay gone

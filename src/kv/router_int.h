@@ -30,7 +30,7 @@ struct kv_exec {
 
 #define KV_HOSTADDR_MAX 4 /* addresses of the instance's host tried by a worker's connect */
 
-/* Whether the comma-separated list holds item as a whole entry (resolve_instance's dedupe). */
+/* Whether the comma-separated list holds item as a whole entry (route_new's dedupe). */
 bool kv_csv_has(const char *list, const char *item);
 
 /* Where this zone's calls go: the catalog's instance for the zone, its host's addresses
@@ -43,7 +43,7 @@ struct kv_route {
 	int instance_id;
 	char host[256];
 	int port;
-	/* hostaddr and hosts hold the host's addresses (or host is a Unix socket): one-key calls
+	/* hostaddr and hosts hold the host's addresses (or host is a Unix socket): the calls
 	 * may run on the workers' loops. false when the host did not resolve: every call then
 	 * goes to the router's threads, which resolve at each connect. */
 	bool resolved;

@@ -314,12 +314,6 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 	return x->conns[shard];
 }
 
-bool kv_op_is_several(enum kv_op op)
-{
-	return op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY || op == KV_OP_SCAN ||
-	       op == KV_OP_COUNT;
-}
-
 bool kv_op_is_read(enum kv_op op)
 {
 	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||

@@ -109,9 +109,6 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
  * kv_get_fallback_sql (set the bit, clear the get's, log once per router) and return true. */
 bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res);
 
-/* A call of several shards: get_many, put_many, delete_many (the keys split by shard), scan,
- * count (every shard). */
-bool kv_op_is_several(enum kv_op op);
 /* A call that writes nothing: safe to run again. */
 bool kv_op_is_read(enum kv_op op);
 __attribute__((format(printf, 3, 4)))

@@ -738,7 +738,7 @@ static void fan_answer(struct fan *f)
 			snprintf(call->detail, sizeof call->detail,
 				 "kv.%s had already written the keys of %d other shard(s): a batch is all or nothing per "
 				 "shard, not across shards", kv_op_name(op), f->written);
-	} else if (op == KV_OP_GET_MANY || op == KV_OP_SCAN) {
+	} else if (kv_op_rows(op)) {
 		long lim = op == KV_OP_SCAN && call->args[3] ? strtol(call->args[3], NULL, 10) : 0;
 		kv_send_pairs(call, f->pairs, f->npairs, lim > 0 ? (size_t)lim : f->npairs);
 	} else {
@@ -775,7 +775,7 @@ static void fan_part_done(struct kv_job *part)
 			memcpy(call->detail, part->detail, sizeof call->detail);
 			memcpy(call->hint, part->hint, sizeof call->hint);
 		}
-	} else if (call->op == KV_OP_GET_MANY || call->op == KV_OP_SCAN) {
+	} else if (kv_op_rows(call->op)) {
 		if (!f->failed && !take_pairs(f, part)) {
 			f->failed = true;
 			kv_job_fail(call, "53200", "out of memory");
@@ -800,7 +800,7 @@ static void fan_part_done(struct kv_job *part)
 static void fan_out(struct kv_loop *l, struct kv_job *call)
 {
 	enum kv_op op = call->op;
-	bool split = op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY;
+	bool split = kv_op_array_arg(op, 1); /* the keys, split by shard; else every shard */
 	int *shard_of = NULL, *idx = NULL;
 
 	if (op == KV_OP_PUT_MANY && call->nvalues != call->nkeys) {
@@ -884,7 +884,7 @@ void kv_loop_submit(struct kv_router *r, struct kv_job *job)
 		finish(job);
 		return;
 	}
-	if (kv_op_is_several(job->op)) {
+	if (kv_op_keyless(job->op)) { /* a call of several shards */
 		fan_out(l, job);
 		return;
 	}

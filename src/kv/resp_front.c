@@ -42,7 +42,8 @@
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's) */
 
-enum step { STEP_NONE, STEP_GET, STEP_GET_COUNTER, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL, STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE };
+enum step { STEP_NONE, STEP_GET, STEP_GET_COUNTER, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
+	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {

@@ -172,7 +172,10 @@ void client_count_error(struct client *c, const uint8_t *msg, size_t len)
 
 static void arm_timer(struct client *c, double seconds)
 {
-	ev_timer_stop(c->worker->loop, &c->timer);
+	/* A timer neither running nor fired-and-pending has nothing to stop: the test inline is
+	 * cheaper than libev's call (twice per transaction). */
+	if (ev_is_active(&c->timer) || ev_is_pending(&c->timer))
+		ev_timer_stop(c->worker->loop, &c->timer);
 	if (seconds > 0) {
 		ev_timer_set(&c->timer, seconds, 0.);
 		ev_timer_start(c->worker->loop, &c->timer);
@@ -180,6 +183,12 @@ static void arm_timer(struct client *c, double seconds)
 }
 
 void client_set_state(struct client *c, enum client_state to)
+{
+	client_set_state_no_io(c, to);
+	client_update_io(c);
+}
+
+void client_set_state_no_io(struct client *c, enum client_state to)
 {
 	const struct tusk_config *cfg = cfg_of(c);
 	log_debug(c->id, c->ctx, "%s -> %s", state_name(c->state), state_name(to));
@@ -204,7 +213,6 @@ void client_set_state(struct client *c, enum client_state to)
 		arm_timer(c, CLIENT_CLOSE_LINGER);
 		break;
 	}
-	client_update_io(c);
 }
 
 /* Buffer blocks per worker kept for the next client that has bytes in flight: enough for
@@ -1531,7 +1539,9 @@ static bool answer_parses_locally(struct client *c)
 	size_t len = 0;
 	int count = 0;
 
-	if (!c->prep_on || !only_parses_then_sync(c, &len, &count))
+	/* Its first message is a Parse, or it is not that (the test inline: asked per request). */
+	if (!c->prep_on || buf_len(&c->rbuf) == 0 || buf_head(&c->rbuf)[0] != 'P' ||
+	    !only_parses_then_sync(c, &len, &count))
 		return false;
 	/* All replies or none: ParseComplete is 5 bytes, ReadyForQuery 6. */
 	buf_compact(&c->wbuf);

@@ -174,6 +174,9 @@ struct client {
 /* c's peer address as a net_addr (for net_addr_str, hba_match). */
 void client_peer(const struct client *c, struct net_addr *out);
 void client_set_state(struct client *c, enum client_state to);
+/* client_set_state without the watcher update: for a caller that runs client_update_io
+ * itself before it returns to the loop (or closes c), as the relay's round does. */
+void client_set_state_no_io(struct client *c, enum client_state to);
 void client_update_io(struct client *c);
 void client_close(struct client *c, const char *reason);
 void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)

@@ -1034,7 +1034,7 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 	struct prep_parse p;
 	if (prep_read_parse(m, avail, max, &p) <= 0)
 		return refuse_message(c, h, m, avail);
-	if (rename && p.name_len == 0) {
+	if (rename && p.name_len == 0 && p.nparams == 0 && prep_may_deallocate(p.query, p.query_len)) {
 		enum scan_result dr = rewrite_deallocate(c, s, &p, total);
 		if (dr != SCAN_BAD)
 			return dr; /* handled (SCAN_OK), or must wait (SCAN_STALL) */
@@ -1302,8 +1302,9 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			if (!relay_sql_of('Q', (const char *)m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &sql, &len))
 				return SCAN_BAD;
 			/* DEALLOCATE of a name only tusk's map holds: answered here (pool/prepared.c) */
-			const char *tag = c->c2s_scanned == 0 && c->prep_on ? prep_local_deallocate(c->prep, s->prep, sql, len)
-									   : NULL;
+			const char *tag = c->c2s_scanned == 0 && c->prep_on && prep_may_deallocate(sql, len)
+						  ? prep_local_deallocate(c->prep, s->prep, sql, len)
+						  : NULL;
 			if (tag) {
 				/* Answered in order by scan_server; the server never sees it. */
 				struct server_expect *x = expect_push(s, EXPECT_QUERY, EXPECT_INJECT);
@@ -2024,6 +2025,18 @@ static bool pump_s2c(struct client *c, struct server *s)
 	}
 }
 
+/* Whether pump_s2c would find nothing to do: nothing for the client in its buffer or in the
+ * server's, no early release due, and no reply tusk gives itself at the head of the queue.
+ * Right after a request goes out (every relay round that starts with the client's bytes),
+ * that is the usual case, and the call costs ~110 instructions for nothing (issue 28). */
+static bool s2c_idle(const struct client *c, const struct server *s)
+{
+	if (!buf_empty(&c->wbuf) || !buf_empty(&s->rbuf) || c->release_pending)
+		return false;
+	const struct server_expect *e = s->expect_count ? &s->expect[s->expect_head] : NULL;
+	return c->s2c_remaining > 0 || !e || e->action != EXPECT_INJECT;
+}
+
 static void update_both(struct client *c, struct server *s)
 {
 	client_update_io(c);
@@ -2079,7 +2092,7 @@ static bool pump_both(struct client *c, struct server *s)
 			return false;
 		bool queue_full = !expect_room(s, SCAN_EXPECT_ROOM);
 		/* Replies tusk gives itself (ParseComplete, CloseComplete) may be due now. */
-		if (!pump_s2c(c, s))
+		if (!s2c_idle(c, s) && !pump_s2c(c, s))
 			return false;
 		/* The client's side stopped on a full reply queue and the replies scanned just
 		 * now made room: read it again now, for no event may come to do it (the server
@@ -2169,7 +2182,8 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 void relay_start(struct client *c, struct server *s)
 {
 	/* The watcher may stay armed: only its callback changes (no epoll change). */
-	ev_timer_stop(c->worker->loop, &s->timer);
+	if (ev_is_active(&s->timer) || ev_is_pending(&s->timer))
+		ev_timer_stop(c->worker->loop, &s->timer);
 	ev_set_cb(&s->io, relay_server_cb);
 	s->io.data = s;
 	s->owner = c;
@@ -2188,9 +2202,11 @@ void relay_start(struct client *c, struct server *s)
 	c->c2s_remaining = c->s2c_remaining = 0;
 	c->release_pending = false;
 	log_debug(c->id, c->ctx, "linked to server %s", s->id);
-	client_set_state(c, CLIENT_ACTIVE);
+	/* The watchers are set once, at the end of the round below (pump_both's update_both, or
+	 * the client's next state when it ends otherwise: released, failed, closed). */
+	client_set_state_no_io(c, CLIENT_ACTIVE);
 	/* Greeting first (when there is one); the client may also have bytes waiting. */
-	if (!pump_s2c(c, s))
+	if (!s2c_idle(c, s) && !pump_s2c(c, s))
 		return;
 	(void)pump_both(c, s);
 }

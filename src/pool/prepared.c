@@ -848,7 +848,7 @@ bool prep_lone_deallocate(const char *sql, size_t len, struct classify_result *r
 	size_t i = 0;
 	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
 		i++;
-	if (len - i < 10 || (sql[i] | 0x20) != 'd' || strncasecmp(sql + i, "deallocate", 10) != 0)
+	if (!prep_may_deallocate(sql, len) || strncasecmp(sql + i, "deallocate", 10) != 0)
 		return false;
 	return classify_sql(sql, len, r) == 0 && !r->parse_error && r->nstmts == 1 && r->nsession == 1 &&
 	       !(r->stmts[0].flags & CLASSIFY_F_NAME_TRUNCATED);

@@ -259,6 +259,15 @@ void prep_server_forget_all(struct prep_server *s);
 uint32_t prep_server_count(const struct prep_server *s);
 
 struct classify_result;
+/* Whether the text may start with DEALLOCATE: its first letter after blanks is a d. The first
+ * test of prep_lone_deallocate, inline for the relay, which asks it of every Query. */
+static inline bool prep_may_deallocate(const char *sql, size_t len)
+{
+	size_t i = 0;
+	while (i < len && (sql[i] == ' ' || sql[i] == '\t' || sql[i] == '\n' || sql[i] == '\r'))
+		i++;
+	return len - i >= 10 && (sql[i] | 0x20) == 'd';
+}
 /* The text is exactly one DEALLOCATE [ALL] statement (a cheap prefix test first, then the
  * parser); r holds its classification. */
 bool prep_lone_deallocate(const char *sql, size_t len, struct classify_result *r);

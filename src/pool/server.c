@@ -1217,7 +1217,8 @@ static void server_parked_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 void server_park(struct server *s)
 {
-	ev_timer_stop(s->worker->loop, &s->timer);
+	if (ev_is_active(&s->timer) || ev_is_pending(&s->timer)) /* cheaper than the call, per release */
+		ev_timer_stop(s->worker->loop, &s->timer);
 	set_state(s, SERVER_IDLE);
 	s->owner = NULL;
 	ev_set_cb(&s->io, server_parked_cb);

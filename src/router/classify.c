@@ -452,16 +452,10 @@ static const unsigned char shortcut_class[256] = {
 	['('] = 1, ['"'] = 1, ['$'] = 1, [';'] = 2, ['p'] = 3, ['P'] = 3, ['x'] = 4, ['X'] = 4,
 };
 
-/* s[0, n) starts with word (lower case, k bytes), ignoring ASCII case. */
-static bool starts_word_ci(const unsigned char *s, size_t n, const char *word, size_t k)
-{
-	return n >= k && word_is(s, k, word);
-}
-
 /* Bit j set: s[j] (of 16) may be a byte the shortcut stops at. With SSE2 (every x86-64), each
  * byte OR 0x20 (every stop byte has that bit, so none is missed; a few others map onto one and
  * are merely looked at again) is compared with the six at once; elsewhere, the table. */
-static unsigned stops16(const unsigned char *s)
+static inline __attribute__((always_inline)) unsigned stops16(const unsigned char *s)
 {
 #if defined(__SSE2__)
 	__m128i w = _mm_or_si128(_mm_loadu_si128((const __m128i *)(const void *)s), _mm_set1_epi8(0x20));
@@ -477,67 +471,101 @@ static unsigned stops16(const unsigned char *s)
 #endif
 }
 
+/* s[0, k) is word (k <= 8 lower-case letters), ignoring ASCII case: one load and compare.
+ * OR 0x20 folds exactly the two cases of a letter onto the lower one and nothing else onto
+ * it, so for words of letters this is word_is. */
+static inline bool letters_ci(const unsigned char *s, const char *word, size_t k)
+{
+	uint64_t w = 0, ref = 0, fold = 0;
+	memcpy(&w, s, k);
+	memcpy(&ref, word, k);
+	memcpy(&fold, "\x20\x20\x20\x20\x20\x20\x20\x20", k);
+	return (w | fold) == ref;
+}
+
 /* The shortcut before lex_sql, for the commonest text of all: one SELECT (a trailing ';'
  * allowed) with no '(', '"' or '$' anywhere but in parameters ($ and digits), and neither
  * "temp" nor "execute" in any case, comments and literals included. lex_sql finds nothing in
  * such a text (its first word is SELECT and no other word starts a statement; no bracket, so
  * no call; no quoted name; no pg_temp, TEMP or EXECUTE word), so it need not run: it cost
  * ~1,500 instructions of the ~7,500 that tusk spends relaying a pgbench -S transaction
- * (bench/instructions.sh). Sixteen bytes at a time, from one byte that may stop it to the
- * next. The fuzzer checks that the answer is lex_sql's (CLASSIFY_O_NO_SHORTCUT). */
+ * (bench/instructions.sh). Sixteen bytes at a time: each block's stop bytes at once, then
+ * only those looked at (pgbench's SELECT has two: the p of pgbench and the ';'), ~130
+ * instructions for its 56 bytes. The fuzzer checks that the answer is lex_sql's
+ * (CLASSIFY_O_NO_SHORTCUT). */
 static bool plain_select(const unsigned char *s, size_t n)
 {
 	size_t i = 0;
 	while (i < n && is_space(s[i]))
 		i++;
-	if (!starts_word_ci(s + i, n - i, "select", 6) || (i + 6 < n && is_ident_cont(s[i + 6])))
+	if (n - i < 6 || !letters_ci(s + i, "select", 6) || (i + 6 < n && is_ident_cont(s[i + 6])))
 		return false;
-	for (i += 6; i < n; i++) {
-		/* The next byte that may stop it: in the 16 at i, or in the last 16 (those before
-		 * i masked off), or, in a text shorter than 16, at i itself. */
+	i += 6;
+	/* Blocks of 16 from i; the last one is the text's last 16 bytes (those before i masked
+	 * off), or, in a text shorter than 16, a byte at a time through the table. */
+	while (i < n) {
 		size_t base = i;
-		unsigned m = 1;
-		if (n - i >= 16)
+		unsigned m;
+		if (n - i >= 16) {
 			m = stops16(s + i);
-		else if (n >= 16)
-			base = n - 16, m = stops16(s + base) & (0xffffu << (i - base));
-		if (m == 0) {
-			i = base + 15; /* the loop's i++ moves past the block */
-			continue;
+		} else if (n >= 16) {
+			base = n - 16;
+			m = stops16(s + base) & (0xffffu << (i - base));
+		} else {
+			m = shortcut_class[s[i]] ? 1u : 0u;
 		}
-		i = base + (size_t)__builtin_ctz(m);
-		unsigned char k = shortcut_class[s[i]];
-		if (k == 0)
-			continue;
-		if (k == 1) {
-			/* $1, $2 ...: a parameter, as lex_sql reads a '$' that opens no $tag$ quote */
-			if (s[i] != '$' || i + 1 >= n || s[i + 1] < '0' || s[i + 1] > '9')
-				return false;
-			while (i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '9')
-				i++;
-		} else if (k == 2) { /* only ';' and spaces to the end */
-			for (; i < n; i++)
-				if (s[i] != ';' && !is_space(s[i]))
+		size_t next = base + 16 < n ? base + 16 : n;
+		if (n < 16)
+			next = i + 1;
+		while (m) {
+			size_t j = base + (size_t)__builtin_ctz(m);
+			m &= m - 1;
+			if (j < i)
+				continue; /* inside a parameter's digits read already */
+			unsigned char k = shortcut_class[s[j]];
+			if (k == 0)
+				continue; /* a byte that only looks like one after the fold */
+			if (k == 1) {
+				/* $1, $2 ...: a parameter, as lex_sql reads a '$' that opens no $tag$ quote */
+				if (s[j] != '$' || j + 1 >= n || s[j + 1] < '0' || s[j + 1] > '9')
 					return false;
-			return true;
-		} else if (k == 3 ? starts_word_ci(s + i - 3, n - i + 3, "temp", 4)
-				  : starts_word_ci(s + i - 1, n - i + 1, "execute", 7)) {
-			return false; /* i >= 6: "select" is behind */
+				i = j + 1;
+				while (i < n && s[i] >= '0' && s[i] <= '9')
+					i++;
+				if (i > next)
+					next = i;
+			} else if (k == 2) { /* only ';' and spaces to the end */
+				for (; j < n; j++)
+					if (s[j] != ';' && !is_space(s[j]))
+						return false;
+				return true;
+			} else if (k == 3 ? letters_ci(s + j - 3, "temp", 4)
+					  : n - j + 1 >= 7 && letters_ci(s + j - 1, "execute", 7)) {
+				return false; /* j >= 6: "select" is behind */
+			}
 		}
+		i = next;
 	}
 	return true;
 }
 
-bool classify_maybe_session_opts(const char *sql, size_t len, unsigned opts)
+/* The full pass, apart: its frame and saved registers are not paid by the texts the shortcut
+ * answers. */
+static __attribute__((noinline)) bool lex_maybe_session(const char *sql, size_t len, unsigned opts)
 {
 	struct lex lx;
 
+	lex_sql((const unsigned char *)sql, len, true, (opts & CLASSIFY_O_BACKSLASH_QUOTES) != 0, &lx);
+	return lx.session || lx.call;
+}
+
+bool classify_maybe_session_opts(const char *sql, size_t len, unsigned opts)
+{
 	if (sql == NULL || len == 0)
 		return false;
 	if (!(opts & CLASSIFY_O_NO_SHORTCUT) && plain_select((const unsigned char *)sql, len))
 		return false;
-	lex_sql((const unsigned char *)sql, len, true, (opts & CLASSIFY_O_BACKSLASH_QUOTES) != 0, &lx);
-	return lx.session || lx.call;
+	return lex_maybe_session(sql, len, opts);
 }
 
 bool classify_maybe_session(const char *sql, size_t len)

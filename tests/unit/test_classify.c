@@ -738,6 +738,9 @@ static void test_select_shortcut_agrees(void **state)
 	static const char *const stops[] = {
 		"(", "\"", "$", "$1", "$12;", "; set x = 1", ";", "temp", "TEMP", "teMP", "execute", "eXecute", "pg_temp",
 		"tem", "exec", "xecute", "$$", "e'", "\x08", "\x1b",
+		/* parameters whose digits run into the next block, or end at a stop byte */
+		"$1(", "$1;x", "$1$2", "$1 temp", "$12345678901234567890(", "$12345678901234567890 execute",
+		"$123456789012345678901234567890;", "$1 p x ; ",
 	};
 	char long_text[128];
 	for (size_t k = 0; k < sizeof stops / sizeof stops[0]; k++)

@@ -212,6 +212,10 @@ TP_MUST_CHECK int tp_pool_set_backends(struct tp_pool *p, const struct tp_backen
  * negative: failed now (-EHOSTUNREACH, -ECANCELED, -EINVAL; -EBUSY: c is still queued). */
 TP_MUST_CHECK int tp_claim(struct tp_pool *p, struct tp_claim *c, int thread, double deadline,
 			   struct tp_slot **out);
+/* tp_claim with the host clock's time now, read by the caller (which needed it anyway, to
+ * make the deadline): the pool does not ask host->now again. */
+TP_MUST_CHECK int tp_claim_at(struct tp_pool *p, struct tp_claim *c, int thread, double now, double deadline,
+			      struct tp_slot **out);
 /* The claimer gives up (on its thread). true: it was queued and is out, done will not
  * run. false: a slot is already on its way: done will run, take the slot and release it. */
 bool tp_claim_cancel(struct tp_claim *c);

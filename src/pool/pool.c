@@ -608,9 +608,14 @@ static void on_claim(struct tp_claim *c, struct tp_slot *slot, int err)
 	worker_post_local(w->worker, m);
 }
 
+static double deadline_from(const struct pool *p, double now)
+{
+	return now + (double)p->rt->cfg->pool_wait_timeout_ms / 1000.0 + POOL_DEADLINE_SLACK;
+}
+
 static double wait_deadline(const struct pool *p)
 {
-	return coarse_now() + (double)p->rt->cfg->pool_wait_timeout_ms / 1000.0 + POOL_DEADLINE_SLACK;
+	return deadline_from(p, coarse_now());
 }
 
 /* The core w claims from: the split's standby side when w asks for it and p has one. */
@@ -652,8 +657,11 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 	w->claim.arg = p;
 	w->claim.key = w->owner;
 	w->connecting = false;
-	w->queued_at = coarse_now();
-	int rc = tp_claim(waiter_core(p, w), &w->claim, wi, wait_deadline(p), &slot);
+	/* One clock read for the probe's start, the deadline and the core (each read ~30
+	 * instructions, three per claim before). */
+	double cnow = coarse_now();
+	w->queued_at = cnow;
+	int rc = tp_claim_at(waiter_core(p, w), &w->claim, wi, cnow, deadline_from(p, cnow), &slot);
 	if (rc == 0) {
 		struct server *s = tp_slot_conn(slot);
 		s->idle_worker = -1;

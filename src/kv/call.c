@@ -281,6 +281,7 @@ static const struct kv_op_def {
 	{ "delete_many", KV_OP_DELETE_MANY, 2, 2, { T, A }, B },
 	{ "scan", KV_OP_SCAN, 4, 4, { T, T, T, KV_OID_INT4 }, J },
 	{ "count", KV_OP_COUNT, 2, 2, { T, T }, B },
+	{ "read", KV_OP_READ, 2, 2, { T, T }, J },
 };
 #undef T
 #undef J
@@ -288,7 +289,7 @@ static const struct kv_op_def {
 #undef B
 #undef A
 static const char api_names[] = "get, put, delete, patch, get_many, get_meta, put_if_version, put_if_absent, "
-				"delete_if_version, touch, incr, counter, put_many, delete_many, scan, count";
+				"delete_if_version, touch, incr, counter, put_many, delete_many, scan, count, read";
 
 /* FuncCall of kv.<op>: the op and its arguments. */
 static bool func_call(struct parse *ps, struct pb msg)

@@ -42,7 +42,7 @@
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's) */
 
-enum step { STEP_NONE, STEP_GET, STEP_GET_COUNTER, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
+enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
@@ -1014,22 +1014,13 @@ static void answer(struct resp_conn *c)
 		(void)first_col(j, &v, &n);
 	switch (c->step) {
 	case STEP_GET:
-		/* No value: maybe a counter (INCR's), whose sum kv.get does not read. */
+		/* kv.read: the value, else a counter other than 0 as a JSON number (its decimal
+		 * text, as Redis's GET after INCR), else NULL */
 		if (v)
 			reply_value(c, v, n);
-		else if (ns_key(c, 1, offs))
-			call_key(c, STEP_GET_COUNTER, KV_OP_COUNTER, offs, 2);
-		return;
-	case STEP_GET_COUNTER: {
-		/* kv.counter is 0 for a key that never was a counter: a counter that sums to 0
-		 * reads nil too. */
-		long long x;
-		if (v && resp_to_ll(v, n, &x) && x != 0)
-			reply_bulk(c, v, n);
 		else
 			reply_nil(c);
 		return;
-	}
 	case STEP_SET:
 	case STEP_SET_NX:
 	case STEP_SET_XX:
@@ -1356,7 +1347,7 @@ static void cmd_get(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
 	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
-		call_key(c, STEP_GET, KV_OP_GET, offs, 2);
+		call_key(c, STEP_GET, KV_OP_READ, offs, 2);
 }
 
 static void cmd_set(struct resp_conn *c)

@@ -317,13 +317,17 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 bool kv_op_is_read(enum kv_op op)
 {
 	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
-	       op == KV_OP_SCAN || op == KV_OP_COUNT;
+	       op == KV_OP_SCAN || op == KV_OP_COUNT || op == KV_OP_READ;
 }
 
 /* A hit is one planned query of the view, no PL/pgSQL (docs/kv.md, "Fifth step"); COALESCE
  * calls kv.get, which checks and raises, only when the view has no row. */
 static const char get_live_sql[] = "SELECT COALESCE((SELECT l.value FROM kv.live l WHERE l.ns OPERATOR(pg_catalog.=) $1 "
 				   "AND l.key OPERATOR(pg_catalog.=) $2), kv.get($1, $2))";
+/* The same for Redis's GET: kv.read, on a miss, reads the value and else the counter in one
+ * statement (a missing key costs one round trip, not a get and then a counter). */
+static const char read_live_sql[] = "SELECT COALESCE((SELECT l.value FROM kv.live l WHERE l.ns OPERATOR(pg_catalog.=) $1 "
+				    "AND l.key OPERATOR(pg_catalog.=) $2), kv.read($1, $2))";
 
 /* The one statement of each op, prepared once per connection (PQprepare) and then run
  * with PQexecPrepared: the shard neither parses nor plans the call text again (measured in
@@ -345,31 +349,35 @@ const char *const kv_op_sql[KV_OP_COUNT_ALL] = {
 	[KV_OP_DELETE_MANY] = "SELECT kv.delete_many($1, $2::text[])",
 	[KV_OP_SCAN] = "SELECT key, value FROM kv.scan($1, $2, $3, $4::int)",
 	[KV_OP_COUNT] = "SELECT kv.count($1, $2)",
+	[KV_OP_READ] = read_live_sql,
 };
 const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3, [KV_OP_GET_MANY] = 2,
 	[KV_OP_GET_META] = 2, [KV_OP_PUT_IF_VERSION] = 5, [KV_OP_PUT_IF_ABSENT] = 4, [KV_OP_DELETE_IF_VERSION] = 3,
 	[KV_OP_TOUCH] = 3, [KV_OP_INCR] = 3, [KV_OP_COUNTER] = 2, [KV_OP_PUT_MANY] = 4, [KV_OP_DELETE_MANY] = 2,
-	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2,
+	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2, [KV_OP_READ] = 2,
 };
 const char kv_get_fallback_sql[] = "SELECT kv.get($1, $2)";
+/* kv.read's answer from the functions every schema with counters has: still one statement. */
+const char kv_read_fallback_sql[] = "SELECT COALESCE(kv.get($1, $2), (SELECT pg_catalog.to_jsonb(c) "
+				    "FROM kv.counter($1, $2) c WHERE c OPERATOR(pg_catalog.<>) 0))";
 _Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 31, "the prepared mask holds one bit per op and the fallback's");
 
 bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res)
 {
-	if (op != KV_OP_GET || (*prepared & KV_PREPARED_GET_FALLBACK))
+	if (!kv_op_falls_back(op) || (*prepared & KV_PREPARED_GET_FALLBACK))
 		return false;
 	*prepared = (*prepared & ~(1u << op)) | KV_PREPARED_GET_FALLBACK;
 	if (!atomic_exchange(&r->get_fallback_noted, true)) {
 		const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 		const struct kv_route *rt = kv_route_now(r);
-		log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) has no view kv.live (%s): gets call kv.get "
-			 "there, which is slower; run tusk kv init again in zone %s", KV_SHARD_DB_PREFIX, shard,
+		log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) has no view kv.live or no kv.read (%s): "
+			 "gets call kv.get there, which is slower; run tusk kv init again in zone %s", KV_SHARD_DB_PREFIX, shard,
 			 rt->instance_id, rt->host, rt->port, why ? why : "its prepare failed", r->zone);
 	}
 	return true;
 }
-_Static_assert(KV_OP_COUNT + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
+_Static_assert(KV_OP_READ + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 
 /* op's statement on conn (prepared there first if it is not yet): its result, NULL when out
  * of memory. A failed PQprepare's result is returned as the call's. */
@@ -439,7 +447,7 @@ static PGresult *shard_exec(struct kv_exec *x, int shard, enum kv_op op, const c
 static void run_single(struct kv_exec *x, int nshards, struct kv_job *job)
 {
 	const char *const *params = job->args;
-	if ((size_t)job->op >= sizeof kv_op_sql / sizeof kv_op_sql[0] || !kv_op_sql[job->op] || job->op == KV_OP_GET_MANY) {
+	if ((size_t)job->op >= sizeof kv_op_sql / sizeof kv_op_sql[0] || !kv_op_sql[job->op] || kv_op_keyless(job->op)) {
 		kv_job_fail(job, "XX000", "kv: no single-shard form of kv.%s", kv_op_name(job->op));
 		return;
 	}
@@ -613,7 +621,7 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 		return;
 	}
 	if (job->nkeys == 0) {
-		if (job->op != KV_OP_GET_MANY)
+		if (!kv_op_rows(job->op))
 			kv_send_count(job, 0);
 		return;
 	}
@@ -637,7 +645,7 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 			break;
 		}
 		PGresult *res;
-		if (job->op == KV_OP_GET_MANY) {
+		if (kv_op_rows(job->op)) {
 			const char *params[2] = { job->ns, lit };
 			res = shard_exec(x, s, job->op, params, job);
 		} else if (job->op == KV_OP_PUT_MANY) {
@@ -651,7 +659,7 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 		free(vlit);
 		if (!res)
 			break;
-		if (job->op == KV_OP_GET_MANY)
+		if (kv_op_rows(job->op))
 			(void)collect_pairs(job, res, &pairs, &npairs, &cap);
 		else if (add_count(job, res, s, &sum))
 			done_shards++;
@@ -662,7 +670,7 @@ static void run_split(struct kv_exec *x, int nshards, struct kv_job *job)
 			 "kv.%s had already written the keys of %d other shard(s): a batch is all or nothing per shard, "
 			 "not across shards", kv_op_name(job->op), done_shards);
 	if (!job->failed) {
-		if (job->op == KV_OP_GET_MANY)
+		if (kv_op_rows(job->op))
 			kv_send_pairs(job, pairs, npairs, npairs);
 		else
 			kv_send_count(job, sum);
@@ -738,9 +746,9 @@ static void run_job(struct kv_exec *x, struct kv_job *job)
 		kv_job_fail(job, "57P03", "kv routing is not ready: %s", err);
 		return;
 	}
-	if (job->op == KV_OP_GET_MANY || job->op == KV_OP_PUT_MANY || job->op == KV_OP_DELETE_MANY)
+	if (kv_op_array_arg(job->op, 1)) /* the keys: split by shard */
 		run_split(x, nshards, job);
-	else if (job->op == KV_OP_SCAN || job->op == KV_OP_COUNT)
+	else if (kv_op_keyless(job->op))
 		run_fanout(x, nshards, job);
 	else
 		run_single(x, nshards, job);

@@ -92,21 +92,31 @@ static inline const struct kv_route *kv_route_now(struct kv_router *r)
 
 extern const char *const kv_op_sql[];
 extern const int kv_op_nparams[];
-#define KV_OP_COUNT_ALL 16 /* entries of kv_op_sql */
-/* kv_op_sql[KV_OP_GET] reads the view kv.live and calls kv.get only when it has no row. A
- * shard database whose schema predates the view (tusk kv init not run again since) fails that
- * statement's prepare: the connection then sets this bit of its prepared mask and runs
- * kv_get_fallback_sql ("SELECT kv.get($1, $2)") instead, until it is closed. */
+#define KV_OP_COUNT_ALL 17 /* entries of kv_op_sql */
+/* kv_op_sql[KV_OP_GET] reads the view kv.live and calls kv.get only when it has no row;
+ * kv_op_sql[KV_OP_READ] the same with kv.read. A shard database whose schema predates them
+ * (tusk kv init not run again since) fails that statement's prepare: the connection then sets
+ * this bit of its prepared mask and runs the fallbacks instead, until it is closed:
+ * kv_get_fallback_sql ("SELECT kv.get($1, $2)") and kv_read_fallback_sql (kv.get, else
+ * kv.counter when not 0, in one statement). */
 #define KV_PREPARED_GET_FALLBACK (1u << 31)
 extern const char kv_get_fallback_sql[];
+extern const char kv_read_fallback_sql[];
+/* op has a fallback statement for shards whose schema predates its own. */
+static inline bool kv_op_falls_back(enum kv_op op)
+{
+	return op == KV_OP_GET || op == KV_OP_READ;
+}
 /* The statement op runs on a connection whose prepared mask is prepared. */
 static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
 {
-	return op == KV_OP_GET && (prepared & KV_PREPARED_GET_FALLBACK) ? kv_get_fallback_sql : kv_op_sql[op];
+	if (!(prepared & KV_PREPARED_GET_FALLBACK))
+		return kv_op_sql[op];
+	return op == KV_OP_GET ? kv_get_fallback_sql : op == KV_OP_READ ? kv_read_fallback_sql : kv_op_sql[op];
 }
 /* A failed prepare (res) of op on a connection of shard whose prepared mask is *prepared:
- * when it was a get's prepare of the view's statement, switch that connection to
- * kv_get_fallback_sql (set the bit, clear the get's, log once per router) and return true. */
+ * when it was the prepare of a statement with a fallback (kv_op_falls_back), switch that
+ * connection to the fallbacks (set the bit, clear op's, log once per router) and return true. */
 bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res);
 
 /* A call that writes nothing: safe to run again. */

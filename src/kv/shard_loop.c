@@ -387,15 +387,21 @@ static void lost(struct kv_lconn *lc, bool timed_out)
 		connect_start(lc);
 }
 
-/* A get's error that means its statement never ran because the shard has no kv.live: its
- * prepare failed (the first on this connection: from now on the connection runs
- * kv_get_fallback_sql), or it came behind that prepare in the pipeline and found no statement
- * (26000). The call is sent again after its Sync (once), not failed. */
+/* A get's (or a read's) error that means its statement never ran because the shard's schema
+ * predates kv.live or kv.read: its prepare failed (the first on this connection: from now on
+ * the connection runs the fallbacks; or another op's came first and switched it already), or
+ * it came behind that prepare in the pipeline and found no statement (26000). The call is
+ * sent again after its Sync (once), not failed. */
 static bool get_without_view(struct kv_lconn *lc, struct kv_job *job, const PGresult *res)
 {
-	if (job->op != KV_OP_GET || job->resent || PQstatus(lc->conn) != CONNECTION_OK)
+	if (!kv_op_falls_back(job->op) || job->resent || PQstatus(lc->conn) != CONNECTION_OK)
 		return false;
-	if (!(job->stage == STAGE_PREPARE && kv_get_fall_back(lc->l->r, lc->shard, job->op, &lc->prepared, res))) {
+	if (job->stage == STAGE_PREPARE && !kv_get_fall_back(lc->l->r, lc->shard, job->op, &lc->prepared, res) &&
+	    (lc->prepared & KV_PREPARED_GET_FALLBACK)) {
+		/* the connection had switched while this prepare (of the newer statement) was in
+		 * flight: it is prepared again, with the fallback, when sent again */
+		lc->prepared &= ~(1u << job->op);
+	} else if (job->stage != STAGE_PREPARE) {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		if (job->stage != STAGE_EXEC || !(lc->prepared & KV_PREPARED_GET_FALLBACK) || !state ||
 		    strcmp(state, "26000") != 0)

@@ -323,6 +323,7 @@ def test_a_delete_resets_a_counter_and_keeps_increments_it_did_not_see(parade):
     with kv_conn(a) as c:
         assert c.execute("select kv.incr('default', %s, 2)", (key,)).fetchone()[0] == 2
         assert c.execute("select kv.get('default', %s)", (key,)).fetchone()[0] is None
+        assert c.execute("select kv.read('default', %s)", (key,)).fetchone()[0] == 2  # Redis's GET: the counter
     wait_until(lambda: counter(b) == 2, 20 * SLOW, what="the increment after the resets replicated")
 
 

@@ -435,3 +435,50 @@ def test_gets_on_shards_without_kv_live_fall_back_to_kv_get_with_no_error(zone):
                for s in range(NSHARDS))
     with kv_conn(zone) as c:
         assert c.execute("select kv.get('default', %s)", (keys[0],)).fetchone()[0] == keys[0]
+
+
+def test_reads_on_shards_without_kv_read_fall_back_with_no_error(zone):
+    # A shard database from before kv.read (the Redis GET's call: the value, else the counter),
+    # tusk kv init not run again: its prepare fails, the connection switches to the fallbacks
+    # (kv.get, else kv.counter when not 0: still one statement) and the calls run again, those
+    # pipelined behind it too. No client sees an error; gets, prepared beside it, answer too.
+    keys = [key_on(zone, i % NSHARDS, f"rfb{i}-") for i in range(8)]
+    want = {}
+    with kv_conn(zone) as c:
+        for i, k in enumerate(keys):
+            if i % 2:
+                c.execute("select kv.put('default', %s, %s::jsonb)", (k, f'"{k}"'))
+                want[k] = k
+            else:
+                c.execute("select kv.incr('default', %s, %s)", (k, i + 1))
+                want[k] = i + 1
+        assert [c.execute("select kv.read('default', %s)", (k,)).fetchone()[0] for k in keys] == \
+            [want[k] for k in keys]
+    for s in range(NSHARDS):
+        zone.sql(s, "drop function kv.read(text, text)")
+    try:
+        noted = zone.tusk.log_text().count("no kv.read")
+        assert zone.stop_tusk() == []  # a new tusk logs the switch once again
+        start_tusk(zone)
+        with kv_conn(zone) as c:  # the first call of a new tusk: a router thread runs it
+            assert c.execute("select kv.read('default', %s)", (keys[0],)).fetchone()[0] == want[keys[0]]
+        with zone.pg.admin() as a:  # fresh shard connections: each prepares the read again
+            a.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")
+        wait_until(lambda: not worker_backends(zone), 10 * SLOW, what="the worker's shard connections closing")
+        start = threading.Barrier(40, timeout=30 * SLOW)
+
+        def body(i, c):
+            start.wait()
+            for j in range(20):
+                k = keys[(i + j) % len(keys)]
+                assert c.execute("select kv.read('default', %s)", (k,)).fetchone()[0] == want[k]
+                assert c.execute("select kv.read('default', %s)", (f"rfb-never-{i}-{j}",)).fetchone()[0] is None
+                assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == (k if isinstance(want[k], str)
+                                                                                        else None)
+
+        assert run_clients(zone, 40, body) == []
+        assert zone.tusk.log_text().count("no kv.read") == noted + 1
+    finally:
+        zone.kv("init")
+    with kv_conn(zone) as c:
+        assert c.execute("select kv.read('default', %s)", (keys[0],)).fetchone()[0] == want[keys[0]]

@@ -6,7 +6,9 @@ AUTH against tusk's users (auth_file, auth_query, client certificates), SELECT o
 namespaces kv_databases maps, HELLO 2/3, TLS (require, allow, verify-full). Every test fails on
 a tusk without the listener (nothing listens, or the config key `protocol` is refused)."""
 
+import contextlib
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -19,7 +21,7 @@ import yaml
 
 from auth_util import scram_verifier, write_auth_file, write_hba
 from conftest import SLOW, Tusk, free_port, to_yaml, wait_until
-from kv_util import Parade
+from kv_util import NSHARDS, Parade
 from tls_util import Certs
 
 pytestmark = pytest.mark.tusk_only
@@ -173,7 +175,7 @@ def test_redis_mget_mset_counters_scan(zone):
     assert r.decrby("ctr", 7) == -2
     assert r.incr("ctr") == -1
     assert zone.sql(zone.parade.shard_of("default", "ctr"), "select kv.counter('default', 'ctr')") == [(-1,)]
-    # GET reads a counter (a second call, when the key has no value): as Redis, its decimal text.
+    # GET reads a counter (kv.read, when the key has no value): as Redis, its decimal text.
     assert r.get("ctr") == b"-1" and r.mget(["ctr"]) == [None]  # MGET reads values only
     assert r.incrby("ctr", 1) == 0 and r.get("ctr") is None  # kv.counter: 0 is no counter
     # DEL resets a counter, as Redis's removes the integer INCR made (rate limits, daily counts).
@@ -189,6 +191,65 @@ def test_redis_mget_mset_counters_scan(zone):
     with pytest.raises(redis.ResponseError, match="prefix"):
         r.scan(0, match="m:*:x")
     assert r.dbsize() >= 30
+
+
+@contextlib.contextmanager
+def shard_statements(zone, r):
+    """Yields a list that, after the block, holds (statement, its key: $2) of every statement
+    tusk ran on the shards meanwhile, from PostgreSQL's log (log_statement = all for the
+    block). A backend takes a reloaded setting only at its next command: before the block, a
+    GET of a marker key of each shard is repeated until PostgreSQL logs it."""
+    calls = []
+    with zone.pg.admin() as c:
+        c.execute("alter system set log_statement = 'all'")
+        c.execute("select pg_reload_conf()")
+    try:
+        markers = {zone.parade.shard_of("default", f"marker:{i}"): f"marker:{i}" for i in range(64)}
+        assert len(markers) == NSHARDS, markers
+
+        def logged():
+            for m in markers.values():
+                r.get(m)
+            text = zone.pg.log.read_text(errors="replace")
+            return all(f"$2 = '{m}'" in text for m in markers.values())
+
+        wait_until(logged, 20 * SLOW, what="log_statement = all in tusk's shard connections")
+        since = zone.pg.log.stat().st_size
+        yield calls
+        time.sleep(0.2)  # PostgreSQL writes the log through its collector or stderr: not at once
+        text = zone.pg.log.read_bytes()[since:].decode(errors="replace")
+        name = None
+        for line in text.splitlines():
+            m = re.search(r"LOG:  execute (\S+): (.*)$", line)
+            if m:
+                name = m.group(2)
+                continue
+            m = re.search(r"DETAIL:  parameters: \$1 = '[^']*', \$2 = '([^']*)'", line)
+            if m and name:
+                calls.append((name, m.group(1)))
+            name = None
+    finally:
+        with zone.pg.admin() as c:
+            c.execute("alter system reset log_statement")
+            c.execute("select pg_reload_conf()")
+
+
+def test_redis_get_of_a_missing_key_or_a_counter_is_one_statement(zone):
+    """GET reads the value, else the counter, in one statement on the key's shard (kv.read
+    behind the view kv.live): a key that is absent costs one round trip, not a get and then
+    a counter (what made redis-benchmark's GETs, mostly of absent keys, slow)."""
+    r = client(zone)
+    assert r.incrby("one:ctr", 4) == 4 and r.set("one:val", "v") is True
+    with shard_statements(zone, r) as calls:
+        for i in range(20):
+            assert r.get(f"one:missing:{i}") is None
+        assert r.get("one:ctr") == b"4" and r.get("one:val") == b"v"
+    by_key = {}
+    for stmt, key in calls:
+        by_key.setdefault(key, []).append(stmt)
+    for key in [f"one:missing:{i}" for i in range(20)] + ["one:ctr", "one:val"]:
+        assert len(by_key.get(key, [])) == 1, (key, by_key.get(key))
+        assert "kv.read($1, $2)" in by_key[key][0], by_key[key]
 
 
 def recv_until(s, n_lines, timeout=20):

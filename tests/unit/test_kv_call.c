@@ -81,6 +81,13 @@ static void test_the_calls_beyond_get_and_put(void **st)
 	assert_int_equal(kv_call_result_type(call.op), KV_OID_INT8);
 	assert_int_equal(parse("select kv.get_meta($1, $2)"), 0);
 	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
+	/* read: Redis's GET (the value, else the counter), one key */
+	assert_int_equal(parse("select kv.read('d', $1)"), 0);
+	assert_int_equal(call.op, KV_OP_READ);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
+	assert_false(kv_op_keyless(call.op));
+	assert_int_equal(parse("select kv.read('d')"), -EINVAL);
+	assert_string_equal(state, "42883");
 	/* put_many: two arrays, each its own elements */
 	assert_int_equal(parse("select kv.put_many('d', ARRAY['a', 'b'], ARRAY['1', $1])"), 0);
 	assert_int_equal(call.op, KV_OP_PUT_MANY);

@@ -282,6 +282,7 @@ static const struct kv_op_def {
 	{ "scan", KV_OP_SCAN, 4, 4, { T, T, T, KV_OID_INT4 }, J },
 	{ "count", KV_OP_COUNT, 2, 2, { T, T }, B },
 	{ "read", KV_OP_READ, 2, 2, { T, T }, J },
+	{ "read_many", KV_OP_READ_MANY, 2, 2, { T, A }, J },
 };
 #undef T
 #undef J
@@ -289,7 +290,7 @@ static const struct kv_op_def {
 #undef B
 #undef A
 static const char api_names[] = "get, put, delete, patch, get_many, get_meta, put_if_version, put_if_absent, "
-				"delete_if_version, touch, incr, counter, put_many, delete_many, scan, count, read";
+				"delete_if_version, touch, incr, counter, put_many, delete_many, scan, count, read, read_many";
 
 /* FuncCall of kv.<op>: the op and its arguments. */
 static bool func_call(struct parse *ps, struct pb msg)
@@ -593,7 +594,7 @@ uint32_t kv_call_result_type(enum kv_op op)
 
 bool kv_op_rows(enum kv_op op)
 {
-	return op == KV_OP_GET_MANY || op == KV_OP_SCAN;
+	return op == KV_OP_GET_MANY || op == KV_OP_SCAN || op == KV_OP_READ_MANY;
 }
 
 bool kv_op_array_arg(enum kv_op op, int i)
@@ -604,7 +605,7 @@ bool kv_op_array_arg(enum kv_op op, int i)
 bool kv_op_keyless(enum kv_op op)
 {
 	return op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY || op == KV_OP_SCAN ||
-	       op == KV_OP_COUNT;
+	       op == KV_OP_COUNT || op == KV_OP_READ_MANY;
 }
 
 /* ---- bound values ---- */

@@ -22,8 +22,8 @@ enum kv_op {
 	KV_OP_INCR, KV_OP_COUNTER,
 	/* split by key (put_many, delete_many) or asked of every shard (scan, count) */
 	KV_OP_PUT_MANY, KV_OP_DELETE_MANY, KV_OP_SCAN, KV_OP_COUNT,
-	/* one key: the live value, else the counter when not 0 (Redis's GET) */
-	KV_OP_READ,
+	/* the live value, else the counter when not 0 (Redis's GET; MGET, EXISTS: split by key) */
+	KV_OP_READ, KV_OP_READ_MANY,
 };
 
 /* Type OIDs of the call arguments and results. */

@@ -1411,8 +1411,10 @@ static void cmd_del(struct resp_conn *c)
 
 static void cmd_exists_mget(struct resp_conn *c, enum step step)
 {
+	/* read_many: the keys' values, else their counters other than 0 (as GET reads them), one
+	 * call per shard holding some of the keys */
 	if (!wrong_args(c, c->nargs < 2) && batch_keys(c, 1, c->nargs, 1))
-		call_batch(c, step, KV_OP_GET_MANY, false);
+		call_batch(c, step, KV_OP_READ_MANY, false);
 }
 
 static void cmd_mset(struct resp_conn *c)

@@ -438,12 +438,16 @@ def test_gets_on_shards_without_kv_live_fall_back_to_kv_get_with_no_error(zone):
 
 
 def test_reads_on_shards_without_kv_read_fall_back_with_no_error(zone):
-    # A shard database from before kv.read (the Redis GET's call: the value, else the counter),
-    # tusk kv init not run again: its prepare fails, the connection switches to the fallbacks
-    # (kv.get, else kv.counter when not 0: still one statement) and the calls run again, those
-    # pipelined behind it too. No client sees an error; gets, prepared beside it, answer too.
+    # A shard database from before kv.read and kv.read_many (the Redis GET's and MGET's calls:
+    # the value, else the counter), tusk kv init not run again: their prepare fails, the
+    # connection switches to the fallbacks (kv.get, else kv.counter when not 0: still one
+    # statement; read_many: kv.get_many, values only) and the calls run again, those pipelined
+    # behind it too. No client sees an error; gets, prepared beside it, answer too.
     keys = [key_on(zone, i % NSHARDS, f"rfb{i}-") for i in range(8)]
     want = {}
+    with zone.pg.admin() as a:  # connections of the test before may still run its fallbacks
+        a.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")
+    wait_until(lambda: not worker_backends(zone), 10 * SLOW, what="the worker's shard connections closing")
     with kv_conn(zone) as c:
         for i, k in enumerate(keys):
             if i % 2:
@@ -454,8 +458,11 @@ def test_reads_on_shards_without_kv_read_fall_back_with_no_error(zone):
                 want[k] = i + 1
         assert [c.execute("select kv.read('default', %s)", (k,)).fetchone()[0] for k in keys] == \
             [want[k] for k in keys]
+        assert c.execute("select * from kv.read_many('default', %s)", (keys,)).fetchall() == \
+            sorted((k, want[k]) for k in keys)
     for s in range(NSHARDS):
         zone.sql(s, "drop function kv.read(text, text)")
+        zone.sql(s, "drop function kv.read_many(text, text[])")
     try:
         noted = zone.tusk.log_text().count("no kv.read")
         assert zone.stop_tusk() == []  # a new tusk logs the switch once again
@@ -475,10 +482,18 @@ def test_reads_on_shards_without_kv_read_fall_back_with_no_error(zone):
                 assert c.execute("select kv.read('default', %s)", (f"rfb-never-{i}-{j}",)).fetchone()[0] is None
                 assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == (k if isinstance(want[k], str)
                                                                                         else None)
+                # the fallback reads the values only
+                assert c.execute("select * from kv.read_many('default', %s)", (keys,)).fetchall() == \
+                    sorted((k, k) for k in keys if isinstance(want[k], str))
 
         assert run_clients(zone, 40, body) == []
         assert zone.tusk.log_text().count("no kv.read") == noted + 1
     finally:
         zone.kv("init")
+    with zone.pg.admin() as a:  # a connection keeps its fallbacks until closed: new ones have the functions again
+        a.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")
+    wait_until(lambda: not worker_backends(zone), 10 * SLOW, what="the worker's shard connections closing")
     with kv_conn(zone) as c:
         assert c.execute("select kv.read('default', %s)", (keys[0],)).fetchone()[0] == want[keys[0]]
+        assert c.execute("select * from kv.read_many('default', %s)", (keys,)).fetchall() == \
+            sorted((k, want[k]) for k in keys)

@@ -175,9 +175,12 @@ def test_redis_mget_mset_counters_scan(zone):
     assert r.decrby("ctr", 7) == -2
     assert r.incr("ctr") == -1
     assert zone.sql(zone.parade.shard_of("default", "ctr"), "select kv.counter('default', 'ctr')") == [(-1,)]
-    # GET reads a counter (kv.read, when the key has no value): as Redis, its decimal text.
-    assert r.get("ctr") == b"-1" and r.mget(["ctr"]) == [None]  # MGET reads values only
+    # GET, MGET and EXISTS read a counter (kv.read, kv.read_many, when the key has no value): as
+    # Redis, its decimal text.
+    assert r.get("ctr") == b"-1" and r.mget(["ctr", "nope", "m:0"]) == [b"-1", None, b"v0"]
+    assert r.exists("ctr", "nope", "ctr", "m:0") == 3
     assert r.incrby("ctr", 1) == 0 and r.get("ctr") is None  # kv.counter: 0 is no counter
+    assert r.mget(["ctr"]) == [None] and r.exists("ctr") == 0
     # DEL resets a counter, as Redis's removes the integer INCR made (rate limits, daily counts).
     assert r.incrby("ctr", 5) == 5 and r.set("plain", "x") is True
     assert r.delete("ctr", "plain", "never") == 2
@@ -250,6 +253,36 @@ def test_redis_get_of_a_missing_key_or_a_counter_is_one_statement(zone):
     for key in [f"one:missing:{i}" for i in range(20)] + ["one:ctr", "one:val"]:
         assert len(by_key.get(key, [])) == 1, (key, by_key.get(key))
         assert "kv.read($1, $2)" in by_key[key][0], by_key[key]
+
+
+def test_redis_mget_and_exists_read_counters_in_one_statement_per_shard(zone):
+    """MGET and EXISTS read a counter as GET does (its number when it is not 0; a key with a
+    value reads the value): kv.read_many, one statement per shard holding some of the keys."""
+    r = client(zone)
+    keys = [f"mc:{i}" for i in range(12)]
+    want, in_sql = {}, {}  # as MGET answers, as kv.read_many returns the JSON
+    for i, k in enumerate(keys):
+        if i % 3 == 0:
+            assert r.incrby(k, i + 1) == i + 1
+            want[k], in_sql[k] = str(i + 1).encode(), i + 1
+        elif i % 3 == 1:
+            assert r.set(k, f"v{i}") is True
+            want[k], in_sql[k] = f"v{i}".encode(), f"v{i}"
+        else:
+            want[k] = None  # absent
+    assert r.incrby("mc:zero", 2) == 2 and r.decrby("mc:zero", 2) == 0  # a counter at 0 reads absent
+    assert {zone.parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
+    asked = keys + ["mc:zero", keys[0]]
+    with shard_statements(zone, r) as calls:
+        assert r.mget(asked) == [want[k] for k in keys] + [None, want[keys[0]]]
+        assert r.exists(*asked) == sum(want[k] is not None for k in keys) + 1  # keys[0] twice: counted twice
+    stmts = [stmt for stmt, _ in calls]
+    assert len(stmts) == 2 * NSHARDS and all("kv.read_many($1, $2::text[])" in st for st in stmts), stmts
+    s0 = zone.parade.shard_of("default", keys[0])
+    same = [k for k in keys[1:] + [f"mc:none:{i}" for i in range(20)] if zone.parade.shard_of("default", k) == s0]
+    with zone.db(s0) as c:  # the SQL API on a shard: each key once, in key order, a row only if it exists
+        rows = c.execute("select * from kv.read_many('default', %s)", (same + [keys[0], keys[0]],)).fetchall()
+    assert rows == sorted((k, in_sql[k]) for k in set(same + [keys[0]]) if k in in_sql)
 
 
 def recv_until(s, n_lines, timeout=20):

@@ -24,6 +24,8 @@ enum kv_op {
 	KV_OP_PUT_MANY, KV_OP_DELETE_MANY, KV_OP_SCAN, KV_OP_COUNT,
 	/* the live value, else the counter when not 0 (Redis's GET; MGET, EXISTS: split by key) */
 	KV_OP_READ, KV_OP_READ_MANY,
+	/* Redis's TTL: get_meta's object, else a counter's {"counter", "expires_at"} */
+	KV_OP_READ_META,
 };
 
 /* Type OIDs of the call arguments and results. */

@@ -823,7 +823,7 @@ static void gc_round(struct kv_replicator *r, struct gc_target *t)
 	}
 	if (round > 0) {
 		t->purged += (uint64_t)round;
-		log_info(NULL, NULL, "kv gc %s (instance %d): purged %ld tombstones and expired rows", t->dbname, t->local_id,
+		log_info(NULL, NULL, "kv gc %s (instance %d): purged %ld tombstones, expired rows and spent counters' rows", t->dbname, t->local_id,
 			 round);
 	}
 	t->last_err[0] = '\0';

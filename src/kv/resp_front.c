@@ -1456,7 +1456,7 @@ static void cmd_ttl(struct resp_conn *c, bool ms)
 	size_t offs[KV_CALL_MAX_ARGS];
 	c->pttl = ms;
 	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
-		call_key(c, STEP_TTL, KV_OP_GET_META, offs, 2);
+		call_key(c, STEP_TTL, KV_OP_READ_META, offs, 2); /* a value's, else a counter's */
 }
 
 static void cmd_incr(struct resp_conn *c, int sign, bool by)

@@ -317,7 +317,8 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 bool kv_op_is_read(enum kv_op op)
 {
 	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
-	       op == KV_OP_SCAN || op == KV_OP_COUNT || op == KV_OP_READ || op == KV_OP_READ_MANY;
+	       op == KV_OP_SCAN || op == KV_OP_COUNT || op == KV_OP_READ || op == KV_OP_READ_MANY ||
+	       op == KV_OP_READ_META;
 }
 
 /* A hit is one planned query of the view, no PL/pgSQL (docs/kv.md, "Fifth step"); COALESCE
@@ -351,12 +352,13 @@ const char *const kv_op_sql[KV_OP_COUNT_ALL] = {
 	[KV_OP_COUNT] = "SELECT kv.count($1, $2)",
 	[KV_OP_READ] = read_live_sql,
 	[KV_OP_READ_MANY] = "SELECT key, value FROM kv.read_many($1, $2::text[])",
+	[KV_OP_READ_META] = "SELECT kv.read_meta($1, $2)",
 };
 const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3, [KV_OP_GET_MANY] = 2,
 	[KV_OP_GET_META] = 2, [KV_OP_PUT_IF_VERSION] = 5, [KV_OP_PUT_IF_ABSENT] = 4, [KV_OP_DELETE_IF_VERSION] = 3,
 	[KV_OP_TOUCH] = 3, [KV_OP_INCR] = 3, [KV_OP_COUNTER] = 2, [KV_OP_PUT_MANY] = 4, [KV_OP_DELETE_MANY] = 2,
-	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2, [KV_OP_READ] = 2, [KV_OP_READ_MANY] = 2,
+	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2, [KV_OP_READ] = 2, [KV_OP_READ_MANY] = 2, [KV_OP_READ_META] = 2,
 };
 const char kv_get_fallback_sql[] = "SELECT kv.get($1, $2)";
 /* kv.read's answer from the functions every schema with counters has: still one statement. */
@@ -364,6 +366,8 @@ const char kv_read_fallback_sql[] = "SELECT COALESCE(kv.get($1, $2), (SELECT pg_
 				    "FROM kv.counter($1, $2) c WHERE c OPERATOR(pg_catalog.<>) 0))";
 /* kv.read_many's: the values only (its counters are not read) */
 const char kv_read_many_fallback_sql[] = "SELECT key, value FROM kv.get_many($1, $2::text[])";
+/* kv.read_meta's: a value's only (a counter reads as absent) */
+const char kv_read_meta_fallback_sql[] = "SELECT kv.get_meta($1, $2)";
 _Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 31, "the prepared mask holds one bit per op and the fallback's");
 
 bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res)
@@ -380,7 +384,7 @@ bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *p
 	}
 	return true;
 }
-_Static_assert(KV_OP_READ_MANY + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
+_Static_assert(KV_OP_READ_META + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 
 /* op's statement on conn (prepared there first if it is not yet): its result, NULL when out
  * of memory. A failed PQprepare's result is returned as the call's. */

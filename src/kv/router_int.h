@@ -92,22 +92,23 @@ static inline const struct kv_route *kv_route_now(struct kv_router *r)
 
 extern const char *const kv_op_sql[];
 extern const int kv_op_nparams[];
-#define KV_OP_COUNT_ALL 18 /* entries of kv_op_sql */
+#define KV_OP_COUNT_ALL 19 /* entries of kv_op_sql */
 /* kv_op_sql[KV_OP_GET] reads the view kv.live and calls kv.get only when it has no row;
  * kv_op_sql[KV_OP_READ] the same with kv.read. A shard database whose schema predates them
  * (tusk kv init not run again since) fails that statement's prepare: the connection then sets
  * this bit of its prepared mask and runs the fallbacks instead, until it is closed:
  * kv_get_fallback_sql ("SELECT kv.get($1, $2)"), kv_read_fallback_sql (kv.get, else
- * kv.counter when not 0, in one statement) and kv_read_many_fallback_sql (kv.get_many: the
- * values only). */
+ * kv.counter when not 0, in one statement), kv_read_many_fallback_sql (kv.get_many: the
+ * values only) and kv_read_meta_fallback_sql (kv.get_meta). */
 #define KV_PREPARED_GET_FALLBACK (1u << 31)
 extern const char kv_get_fallback_sql[];
 extern const char kv_read_fallback_sql[];
 extern const char kv_read_many_fallback_sql[];
+extern const char kv_read_meta_fallback_sql[];
 /* op has a fallback statement for shards whose schema predates its own. */
 static inline bool kv_op_falls_back(enum kv_op op)
 {
-	return op == KV_OP_GET || op == KV_OP_READ || op == KV_OP_READ_MANY;
+	return op == KV_OP_GET || op == KV_OP_READ || op == KV_OP_READ_MANY || op == KV_OP_READ_META;
 }
 /* The statement op runs on a connection whose prepared mask is prepared. */
 static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
@@ -115,7 +116,8 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
 	if (!(prepared & KV_PREPARED_GET_FALLBACK))
 		return kv_op_sql[op];
 	return op == KV_OP_GET ? kv_get_fallback_sql : op == KV_OP_READ ? kv_read_fallback_sql
-		: op == KV_OP_READ_MANY ? kv_read_many_fallback_sql : kv_op_sql[op];
+		: op == KV_OP_READ_MANY ? kv_read_many_fallback_sql
+		: op == KV_OP_READ_META ? kv_read_meta_fallback_sql : kv_op_sql[op];
 }
 /* A failed prepare (res) of op on a connection of shard whose prepared mask is *prepared:
  * when it was the prepare of a statement with a fallback (kv_op_falls_back), switch that

@@ -241,6 +241,21 @@ def test_scan_with_limit_and_continuation_merges_shards_in_key_order(parade):
 
 # ---- 5. counters ----
 
+def shard_calls(parade, key):
+    """call(zone, sql, *args) with key as the first parameter, and counter(zone), on the key's
+    shard as kv_client (the zones may be cut apart)."""
+    s = parade.shard_of("default", key)
+
+    def call(z, sql, *args):
+        with z.db(s) as c:
+            return c.execute(sql, (key, *args)).fetchone()[0]
+
+    def counter(z):
+        return call(z, "select kv.counter('default', %s)")
+
+    return call, counter
+
+
 def test_counters_converge_across_zones_during_a_partition(parade):
     """The issue's lost increments: 2 zones x 4 writers x N increments while the zones cannot
     pull from each other (both tusks stopped: no replication), all acknowledged, then healed:
@@ -284,14 +299,7 @@ def test_a_delete_resets_a_counter_and_keeps_increments_it_did_not_see(parade):
     and resets in both zones, each having seen a different part, converge to what both saw."""
     a, b = parade.zones
     key = "resettable"
-    s = parade.shard_of("default", key)
-
-    def call(z, sql, *args):
-        with z.db(s) as c:  # on the shard as kv_client: the zones may be cut apart
-            return c.execute(sql, (key, *args)).fetchone()[0]
-
-    def counter(z):
-        return call(z, "select kv.counter('default', %s)")
+    call, counter = shard_calls(parade, key)
 
     call(a, "select kv.incr('default', %s, %s)", 3)
     call(b, "select kv.incr('default', %s, %s)", 4)
@@ -325,6 +333,39 @@ def test_a_delete_resets_a_counter_and_keeps_increments_it_did_not_see(parade):
         assert c.execute("select kv.get('default', %s)", (key,)).fetchone()[0] is None
         assert c.execute("select kv.read('default', %s)", (key,)).fetchone()[0] == 2  # Redis's GET: the counter
     wait_until(lambda: counter(b) == 2, 20 * SLOW, what="the increment after the resets replicated")
+
+
+def test_an_expired_counter_converges_and_keeps_the_increments_made_after_its_expiry(parade):
+    """INCR + EXPIRE across zones: the expiry (set in zone a, replicated) fires in both zones
+    during a partition; each zone's increments after it count from 0 (its part restarts), those
+    before it are gone; after healing both zones read exactly the increments made after the
+    expiry, and hold identical rows."""
+    a, b = parade.zones
+    key = "window"
+    call, counter = shard_calls(parade, key)
+
+    assert call(a, "select kv.incr('default', %s, %s)", 3) == 3
+    call(b, "select kv.incr('default', %s, %s)", 4)
+    for z in (a, b):
+        wait_until(lambda: counter(z) == 7, 20 * SLOW, what=f"7 in zone {z.name}")
+    assert call(a, "select kv.touch('default', %s, %s::interval)", "2 seconds") is not None
+    wait_until(lambda: (call(b, "select kv.read_meta('default', %s)") or {}).get("expires_at"), 20 * SLOW,
+               what="the expiry replicated to zone b")
+    for z in parade.zones:  # the partition: no replication
+        assert z.stop_tusk() == []
+    try:
+        wait_until(lambda: counter(a) == 0 and counter(b) == 0, 10 * SLOW, interval=0.1,
+                   what="the expiry fired in both zones")
+        assert call(a, "select kv.read('default', %s)") is None and call(b, "select kv.read_meta('default', %s)") is None
+        assert call(a, "select kv.incr('default', %s, %s)", 2) == 2  # a's part restarts
+        assert call(b, "select kv.incr('default', %s, %s)", 5) == 5
+        assert call(b, "select kv.incr('default', %s, %s)", 1) == 6
+    finally:
+        parade.start()
+    for z in (a, b):
+        wait_until(lambda: counter(z) == 8, 30 * SLOW, what=f"8 in zone {z.name}")
+    parade.converge()
+    assert (call(a, "select kv.read_meta('default', %s)") or {}).get("expires_at") is None  # a new counter: no expiry
 
 
 def test_a_counter_part_of_another_origin_is_refused(parade):

@@ -1,6 +1,7 @@
-"""The purge of tombstones and expired rows (docs/kv.md, "Purge"): only below the horizon every
-current instance acknowledged, and past the grace; not while a peer lags; a removed peer stops
-counting; a purged key is not resurrected by a late write. Three zones, gc_grace 2 s."""
+"""The purge of tombstones, expired rows and expired counters (docs/kv.md, "Purge"): only below
+the horizon every current instance acknowledged, and past the grace; not while a peer lags; a
+removed peer stops counting; a purged key is not resurrected by a late write. Three zones,
+gc_grace 2 s."""
 
 import re
 import time
@@ -115,6 +116,39 @@ def test_expired_row_is_purged_and_a_late_write_does_not_resurrect_it(parade):
     z1.sql(0, "delete from kv.data where key = %s", (k,))
     z3.put(k, "new life")
     wait_rows(parade.zones, k, lambda r: len(r) == 1 and r[0][0] == "new life", "a new write")
+
+
+def test_an_expired_counter_is_purged_everywhere_and_a_new_one_starts_at_the_delta(parade):
+    """A counter whose expiry fired and that nobody incremented since counts 0 for good: its
+    rows (parts, the expiry rows) are purged in every zone once past the grace, and an INCR
+    afterwards starts a new counter at its delta in every zone."""
+    z1, z2, z3 = parade.zones
+    key = keys_on(parade, 1, 1, "ctr-")[0]
+    s = parade.shard_of("default", key)
+
+    def counter_rows(z):
+        return z.sql(s, "select key from kv.data where ns = 'default' and key > %s and key < %s",
+                     (key + "\x1f", key + "\x20"))
+
+    def call(z, sql, *args):
+        with z.db(s) as c:
+            return c.execute(sql, (key, *args)).fetchone()[0]
+
+    call(z1, "select kv.incr('default', %s, 3)")
+    call(z2, "select kv.incr('default', %s, 4)")
+    call(z1, "select kv.touch('default', %s, '1 second'::interval)")
+    for z in parade.zones:
+        wait_until(lambda: len(counter_rows(z)) == 3, 20 * SLOW, interval=0.1, what=f"parts and expiry on {z.name}")
+    wait_until(lambda: all(call(z, "select kv.counter('default', %s)") == 0 for z in parade.zones), 10 * SLOW,
+               interval=0.1, what="the expiry fired")
+    t0 = time.monotonic()
+    for z in parade.zones:
+        wait_until(lambda: counter_rows(z) == [], 60 * SLOW, interval=0.2, what=f"the counter purged on {z.name}")
+    assert time.monotonic() - t0 >= GRACE - 1.2  # not before the grace (its expiry fired ~1 s after it was set)
+    assert call(z3, "select kv.incr('default', %s, 2)") == 2
+    for z in parade.zones:
+        wait_until(lambda: call(z, "select kv.counter('default', %s)") == 2, 20 * SLOW, what=f"2 on {z.name}")
+    assert all(z.sql(s, "select count(*) from kv.quarantine") == [(0,)] for z in parade.zones)
 
 
 def test_a_removed_peer_does_not_block_gc(parade):

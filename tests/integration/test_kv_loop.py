@@ -463,6 +463,7 @@ def test_reads_on_shards_without_kv_read_fall_back_with_no_error(zone):
     for s in range(NSHARDS):
         zone.sql(s, "drop function kv.read(text, text)")
         zone.sql(s, "drop function kv.read_many(text, text[])")
+        zone.sql(s, "drop function kv.read_meta(text, text)")
     try:
         noted = zone.tusk.log_text().count("no kv.read")
         assert zone.stop_tusk() == []  # a new tusk logs the switch once again
@@ -482,6 +483,8 @@ def test_reads_on_shards_without_kv_read_fall_back_with_no_error(zone):
                 assert c.execute("select kv.read('default', %s)", (f"rfb-never-{i}-{j}",)).fetchone()[0] is None
                 assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == (k if isinstance(want[k], str)
                                                                                         else None)
+                meta = c.execute("select kv.read_meta('default', %s)", (k,)).fetchone()[0]  # kv.get_meta's
+                assert (meta or {}).get("value") == (k if isinstance(want[k], str) else None)
                 # the fallback reads the values only
                 assert c.execute("select * from kv.read_many('default', %s)", (keys,)).fetchall() == \
                     sorted((k, k) for k in keys if isinstance(want[k], str))

@@ -186,7 +186,7 @@ def test_redis_mget_mset_counters_scan(zone):
     assert r.delete("ctr", "plain", "never") == 2
     assert r.get("ctr") is None and r.get("plain") is None and r.delete("ctr") == 0
     assert r.incr("ctr") == 1 and r.get("ctr") == b"1"
-    assert r.expire("ctr", 60) is False and r.ttl("ctr") == -2  # a counter has no expiry (docs/kv.md)
+    assert r.expire("ctr", 60) is True and 55 <= r.ttl("ctr") <= 60  # a counter's expiry (docs/kv.md)
     got = sorted(k.decode() for k in r.scan_iter(match="m:*", count=7))
     assert got == sorted(f"m:{i}" for i in range(30))
     cur, page = r.scan(0, match="m:1*", count=100)
@@ -283,6 +283,28 @@ def test_redis_mget_and_exists_read_counters_in_one_statement_per_shard(zone):
     with zone.db(s0) as c:  # the SQL API on a shard: each key once, in key order, a row only if it exists
         rows = c.execute("select * from kv.read_many('default', %s)", (same + [keys[0], keys[0]],)).fetchall()
     assert rows == sorted((k, in_sql[k]) for k in set(same + [keys[0]]) if k in in_sql)
+
+
+def test_redis_counters_expire_as_a_rate_limit(zone):
+    """INCR then EXPIRE (the rate-limit pattern): the counter keeps counting until its expiry,
+    then reads absent everywhere, and the next INCR starts a new one at 1 without expiry; a
+    later EXPIRE replaces a pending one (shorter too), DEL cancels it."""
+    r = client(zone)
+    assert r.incr("rl") == 1 and r.incr("rl") == 2 and r.ttl("rl") == -1
+    assert r.expire("rl", 1) is True
+    assert 0 < r.pttl("rl") <= 1000 and r.ttl("rl") in (0, 1)
+    assert r.incr("rl") == 3 and 0 < r.pttl("rl") <= 1000  # INCR keeps the expiry, as Redis
+    time.sleep(1.3)
+    assert r.get("rl") is None and r.exists("rl") == 0 and r.mget(["rl"]) == [None] and r.ttl("rl") == -2
+    assert r.expire("rl", 10) is False  # absent
+    assert r.incr("rl") == 1 and r.ttl("rl") == -1 and r.get("rl") == b"1"
+    assert r.incr("rl") == 2  # the restarted part counts on
+    assert r.expire("rl", 100) is True and r.pexpire("rl", 300) is True and r.pttl("rl") <= 300
+    time.sleep(0.5)
+    assert r.get("rl") is None and r.incrby("rl", 5) == 5
+    assert r.expire("rl", 1) is True and r.delete("rl") == 1 and r.incr("rl") == 1
+    time.sleep(1.2)
+    assert r.get("rl") == b"1" and r.ttl("rl") == -1  # DEL took the expiry with it
 
 
 def recv_until(s, n_lines, timeout=20):

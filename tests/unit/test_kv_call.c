@@ -92,6 +92,10 @@ static void test_the_calls_beyond_get_and_put(void **st)
 	assert_int_equal(parse("select * from kv.read_many('d', ARRAY['a', $1])"), 0);
 	assert_int_equal(call.op, KV_OP_READ_MANY);
 	assert_true(kv_op_rows(call.op) && kv_op_keyless(call.op) && kv_op_array_arg(call.op, 1));
+	/* read_meta: Redis's TTL (a value's meta, else a counter's) */
+	assert_int_equal(parse("select kv.read_meta('d', 'k')"), 0);
+	assert_int_equal(call.op, KV_OP_READ_META);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
 	/* put_many: two arrays, each its own elements */
 	assert_int_equal(parse("select kv.put_many('d', ARRAY['a', 'b'], ARRAY['1', $1])"), 0);
 	assert_int_equal(call.op, KV_OP_PUT_MANY);

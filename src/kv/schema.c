@@ -953,7 +953,7 @@ const char kv_schema_shard_sql[] =
 	"  -- The same key checks as a local write (length, namespace, shard). A counter's part (key\n"
 	"  -- 0x1F origin) is only ever written by its origin, and lives on its counter's shard.\n"
 	"  -- A counter's reset baseline (key 0x1F part's origin 0x1F r) may come from any origin: it\n"
-	"  -- is versioned by the part it observed, and is never purged (so never a purged key coming back).\n"
+	"  -- is versioned by the part it observed (below the purge floor it needs that part here).\n"
 	"  IF strpos(r.key, chr(31)) > 0 AND r.key = split_part(r.key, chr(31), 1) || chr(31) || split_part(r.key, chr(31), 2)\n"
 	"       || chr(31) || 'r' AND split_part(r.key, chr(31), 2) ~ '^[1-9][0-9]{0,9}$' THEN\n"
 	"    IF jsonb_typeof(r.value) IS DISTINCT FROM 'number' OR r.expires_at IS NOT NULL THEN\n"

@@ -1,6 +1,7 @@
 /* Process-wide counters for SHOW STATS / SHOW POOLS (console) and /metrics. Workers count on
  * the hot path with relaxed atomics in a block per pool, a shard per worker thread (no lock, no
- * allocation, no cache line shared between workers); readers on
+ * allocation, no cache line shared between workers, and no locked instruction in a shard only
+ * its worker writes); readers on
  * any thread sum them when asked. Counters only grow; gauges come from the pools themselves
  * (pool_snapshot) and from per-state client counts kept here. */
 #ifndef TUSK_STATS_STATS_H

@@ -176,7 +176,7 @@ static void test_client_moves(void **state)
 }
 
 #define NTHREADS 4
-#define PER_THREAD 100000
+#define PER_THREAD 300000
 
 static void *hammer(void *arg)
 {
@@ -210,22 +210,29 @@ static void test_concurrent_exact(void **state)
 	stats_pool_free(sp);
 }
 
-/* Sharded blocks (a shard per worker thread): counts from workers, from threads sharing a
- * shard (more workers than shards) and from a non-worker thread all sum exactly; a client
- * counted in on one worker and out on another leaves every gauge at 0, and a reader never
- * sees a gauge below 0. */
+/* Sharded blocks (a shard per worker thread): counts from workers (each the one writer of
+ * its shard, counting without a lock prefix) and from non-worker threads (sharing shard 0)
+ * all sum exactly; a client counted in on one worker and out on another leaves every gauge at
+ * 0, and a reader never sees a gauge below 0. With more workers than shards (test_shared_shards)
+ * workers share shards and still count exactly. */
 struct shard_arg {
 	struct stats *st;
 	struct stats_pool *sp;
 	int worker;
 	int in, out; /* clients counted into / out of STATS_CLIENT_IDLE here */
+	int rounds;  /* of PER_THREAD counts */
 };
+
+/* When set, every shard_hammer starts counting together (the shared shards' writers overlap). */
+static pthread_barrier_t *start_line;
 
 static void *shard_hammer(void *arg)
 {
 	struct shard_arg *a = arg;
 	runtime_worker_index = a->worker;
-	for (int i = 0; i < PER_THREAD; i++) {
+	if (start_line)
+		pthread_barrier_wait(start_line);
+	for (int i = 0; i < PER_THREAD * a->rounds; i++) {
 		stats_count_query(a->sp, 0.001);
 		stats_count_xact(a->sp, 0.001);
 		stats_add_sent(a->sp, 2);
@@ -243,10 +250,10 @@ static void test_sharded_sums(void **state)
 	stats_set_shards(4);
 	struct stats *st = stats_new();
 	struct stats_pool *sp = stats_pool_new();
-	/* workers 0..3, 20 (shares a shard with 2 of a block of 5), and a non-worker (-1) */
+	/* workers 0..3 (a shard each) and two non-workers (-1, sharing shard 0) at once */
 	struct shard_arg args[] = {
-		{ st, sp, 0, 10, 0 }, { st, sp, 1, 0, 4 }, { st, sp, 2, 3, 0 }, { st, sp, 3, 0, 0 },
-		{ st, sp, 20, 0, 6 }, { st, sp, -1, 1, 0 },
+		{ st, sp, 0, 10, 0, 1 }, { st, sp, 1, 0, 4, 1 }, { st, sp, 2, 3, 0, 1 }, { st, sp, 3, 0, 0, 1 },
+		{ st, sp, -1, 0, 6, 1 }, { st, sp, -1, 1, 0, 1 },
 	};
 	enum { N = sizeof args / sizeof args[0] };
 	pthread_t t[N];
@@ -268,7 +275,7 @@ static void test_sharded_sums(void **state)
 	stats_read_global(st, &g);
 	assert_int_equal(g.clients[STATS_CLIENT_IDLE], 4);
 	/* the other 4 leave on a thread that never counted them in: all back to 0 */
-	struct shard_arg last = { st, sp, 7, 0, 4 };
+	struct shard_arg last = { st, sp, 3, 0, 4, 1 };
 	pthread_t t2;
 	assert_int_equal(pthread_create(&t2, NULL, shard_hammer, &last), 0);
 	pthread_join(t2, NULL);
@@ -286,6 +293,44 @@ static void test_sharded_sums(void **state)
 	stats_set_shards(0);
 }
 
+/* More workers than shards: 20 workers in blocks of 16 shards, so worker 15 shares shard 1
+ * with worker 0 (and 16 shard 2 with 1); every count lands, concurrently, exactly (a plain
+ * load and store there would lose some: the threads start together and overlap). */
+static void test_shared_shards(void **state)
+{
+	(void)state;
+	stats_set_shards(20);
+	struct stats *st = stats_new();
+	struct stats_pool *sp = stats_pool_new();
+	enum { ROUNDS = 10 };
+	struct shard_arg args[] = {
+		{ st, sp, 0, 5, 0, ROUNDS }, { st, sp, 15, 0, 2, ROUNDS }, { st, sp, 1, 7, 0, ROUNDS }, { st, sp, 16, 0, 3, ROUNDS },
+	};
+	enum { N = sizeof args / sizeof args[0] };
+	pthread_t t[N];
+	pthread_barrier_t b;
+	assert_int_equal(pthread_barrier_init(&b, NULL, N), 0);
+	start_line = &b;
+	for (int i = 0; i < N; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, shard_hammer, &args[i]), 0);
+	for (int i = 0; i < N; i++)
+		pthread_join(t[i], NULL);
+	start_line = NULL;
+	pthread_barrier_destroy(&b);
+	struct stats_counters c;
+	stats_pool_read(sp, &c);
+	assert_int_equal(c.query_count, (uint64_t)N * ROUNDS * PER_THREAD);
+	assert_int_equal(c.xact_us, (uint64_t)N * ROUNDS * PER_THREAD * 1000);
+	assert_int_equal(c.bytes_sent, (uint64_t)N * ROUNDS * PER_THREAD * 2);
+	struct stats_global g;
+	stats_read_global(st, &g);
+	assert_int_equal(g.clients[STATS_CLIENT_IDLE], 7);
+	assert_int_equal(stats_pool_clients(sp), 7);
+	stats_pool_free(sp);
+	stats_free(st);
+	stats_set_shards(0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -298,6 +343,7 @@ int main(void)
 		cmocka_unit_test(test_client_moves),
 		cmocka_unit_test(test_concurrent_exact),
 		cmocka_unit_test(test_sharded_sums),
+		cmocka_unit_test(test_shared_shards),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

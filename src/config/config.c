@@ -1821,6 +1821,8 @@ static const struct key_def kv_keys[] = {
 	  .max = 1024, .secret = true },
 	{ .name = "client_password", .type = KEY_STRING, .offset = KV_FIELD(client_password), .min = 1, .max = 1024,
 	  .secret = true },
+	{ .name = "router_password", .type = KEY_STRING, .offset = KV_FIELD(router_password), .min = 1, .max = 1024,
+	  .secret = true },
 	{ .name = "gc_grace", .type = KEY_DURATION, .offset = KV_FIELD(gc_grace_ms), .min = 0, .max = 365 * MS_PER_DAY,
 	  .def = "1h" },
 	{ .name = "gc_interval", .type = KEY_DURATION, .offset = KV_FIELD(gc_interval_ms), .min = 10,

@@ -163,6 +163,8 @@ struct config_kv {
 	char *password;            /* its password; NULL: none (trust, peer, ~/.pgpass) */
 	char *replicator_password; /* kv_replicator's, set by init and used by replication; NULL: none */
 	char *client_password;     /* kv_client's, set by init; NULL: left as it is */
+	char *router_password;     /* kv_router's, set by init; set: the kv database's shard connections log in
+	                            * as kv_router and puts take the fast path (docs/kv.md); NULL: kv_client */
 	uint64_t gc_grace_ms;      /* default 1h: tombstones and expired rows are kept this much longer
 	                            * than every instance acknowledged them (docs/kv.md, "Purge") */
 	uint64_t gc_interval_ms;   /* default 10s: between purge rounds of a shard database */

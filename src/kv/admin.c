@@ -31,7 +31,8 @@ static int ensure_roles(PGconn *pg, const struct config_kv *kv, char err[KV_ERR_
 	static const char *const scripts[] = { kv_schema_roles_sql, NULL };
 	const struct {
 		const char *role, *password;
-	} pw[] = { { "kv_replicator", kv->replicator_password }, { "kv_client", kv->client_password } };
+	} pw[] = { { "kv_replicator", kv->replicator_password }, { "kv_client", kv->client_password },
+		 { "kv_router", kv->router_password } };
 
 	if (kv_conn_run_scripts(pg, scripts, err) < 0)
 		return -EIO;

@@ -74,6 +74,35 @@ int kv_catalog_read(PGconn *conn, struct kv_catalog *out, char err[KV_ERR_MAX])
 		out->ninstances++;
 	}
 	PQclear(res);
+
+	/* The namespaces and their policies from the document itself, parsed by the server as a
+	 * shard's kv.import_catalog parses it: what every shard at this version holds. */
+	const char *params[] = { out->doc };
+	res = kv_conn_exec(conn,
+			   "SELECT n ->> 'ns', p ->> 'default_ttl', p ->> 'max_ttl' "
+			   "FROM jsonb_array_elements(coalesce($1::jsonb -> 'namespaces', '[]')) n "
+			   "LEFT JOIN jsonb_array_elements(coalesce($1::jsonb -> 'expiry_policies', '[]')) p "
+			   "ON p ->> 'name' = n ->> 'policy' ORDER BY n ->> 'ns' COLLATE \"C\"",
+			   1, params, err);
+	if (!res)
+		goto err_free;
+	n = PQntuples(res);
+	if (n > 0 && !(out->ns = calloc((size_t)n, sizeof *out->ns))) {
+		PQclear(res);
+		goto err_nomem;
+	}
+	for (int i = 0; i < n; i++) {
+		if (PQgetisnull(res, i, 0))
+			continue; /* the catalog's primary key: never */
+		struct kv_ns_policy *p = &out->ns[out->nns++];
+		if (!(p->ns = strdup(PQgetvalue(res, i, 0))) ||
+		    (!PQgetisnull(res, i, 1) && !(p->default_ttl = strdup(PQgetvalue(res, i, 1)))) ||
+		    (!PQgetisnull(res, i, 2) && !(p->max_ttl = strdup(PQgetvalue(res, i, 2))))) {
+			PQclear(res);
+			goto err_nomem;
+		}
+	}
+	PQclear(res);
 	return 0;
 
 err_nomem:
@@ -87,6 +116,12 @@ err_free:
 
 void kv_catalog_free(struct kv_catalog *cat)
 {
+	for (int i = 0; i < cat->nns; i++) {
+		free(cat->ns[i].ns);
+		free(cat->ns[i].default_ttl);
+		free(cat->ns[i].max_ttl);
+	}
+	free(cat->ns);
 	free(cat->instances);
 	free(cat->doc);
 	memset(cat, 0, sizeof *cat);

@@ -15,11 +15,21 @@ struct kv_instance {
 	int port;
 };
 
+/* A namespace and its expiry policy's bounds as the catalog document (doc) gives them: the texts
+ * a shard's kv.import_catalog casts to interval (NULL: none). */
+struct kv_ns_policy {
+	char *ns;
+	char *default_ttl;
+	char *max_ttl;
+};
+
 struct kv_catalog {
 	int64_t version; /* 0: never filled */
 	int nshards;
 	int ninstances;
 	struct kv_instance *instances;
+	int nns;
+	struct kv_ns_policy *ns; /* doc's namespaces, by name (bytewise) */
 	char *doc; /* kv_catalog.export(), what tusk kv push sends */
 };
 

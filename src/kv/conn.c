@@ -41,7 +41,7 @@ PGconn *kv_conn_open(const struct kv_endpoint *ep, const char *application_name,
 	keys[n] = "application_name", vals[n++] = application_name;
 	keys[n] = "connect_timeout", vals[n++] = "5";
 	/* Bounded statements; replication's pulls are small batches, init's DDL is quick. */
-	keys[n] = "options", vals[n++] = "-c statement_timeout=60s -c lock_timeout=30s";
+	keys[n] = "options", vals[n++] = ep->options ? ep->options : "-c statement_timeout=60s -c lock_timeout=30s";
 	keys[n] = NULL, vals[n] = NULL;
 
 	PGconn *conn = PQconnectdbParams(keys, vals, 0);

@@ -16,6 +16,7 @@ struct kv_endpoint {
 	const char *dbname;
 	const char *user;
 	const char *password; /* NULL: none */
+	const char *options;  /* the session's options; NULL: bounded statements (below) */
 };
 
 /* A connection, or NULL with the reason in err. application_name says who it is; the session

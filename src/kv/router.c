@@ -196,6 +196,8 @@ static const struct kv_instance *zone_instance(const struct kv_catalog *cat, con
 	return best;
 }
 
+static void nstab_publish(struct kv_router *r, struct kv_catalog *cat);
+
 /* The shard count and this zone's instance: 0, or -EAGAIN with the reason in err. */
 static int ensure_catalog(struct kv_router *r, int *nshards, char err[KV_ERR_MAX])
 {
@@ -230,6 +232,7 @@ static int ensure_catalog(struct kv_router *r, int *nshards, char err[KV_ERR_MAX
 			snprintf(r->cat_err, sizeof r->cat_err, "out of memory");
 		} else {
 			r->nshards = cat.nshards;
+			nstab_publish(r, &cat);
 			log_info(NULL, NULL, "kv: routing calls to instance %d (%s:%d), %d shards", rt->instance_id, rt->host,
 				 rt->port, r->nshards);
 			route_publish(r, rt);
@@ -302,8 +305,8 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 	}
 	x->prepared[shard] = 0; /* a new connection has no prepared statements */
 	snprintf(db, sizeof db, KV_SHARD_DB_PREFIX "%d", shard);
-	struct kv_endpoint ep = { .host = rt->host, .port = rt->port, .dbname = db, .user = "kv_client",
-				  .password = r->client_password };
+	struct kv_endpoint ep = { .host = rt->host, .port = rt->port, .dbname = db, .user = kv_shard_user(r),
+				  .password = kv_shard_password(r), .options = kv_shard_options(r) };
 	x->conns[shard] = kv_conn_open(&ep, "tusk kv router", err);
 	if (!x->conns[shard]) {
 		kv_job_fail(job, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s", db, rt->instance_id,
@@ -386,25 +389,119 @@ bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *p
 }
 _Static_assert(KV_OP_READ_META + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 
+/* A put on the fast path (kv_router, docs/kv.md "Ninth step"): kv.put's own INSERT as one
+ * top-level statement, no PL/pgSQL, no SECURITY DEFINER. tusk checked the namespace in its
+ * catalog and passes the policy's default_ttl ($5) and max_ttl ($6) with the catalog version
+ * they are of ($7); the WHERE holds every check of kv.put's own first statement but the
+ * joins: the catalog version (a shard at another version may have another policy, or none),
+ * the shard (a key lands on the same shard whichever path wrote it), the key's form, the
+ * value, the ttl. When it writes nothing, kv.put runs, raising exactly what it raises. The
+ * row is the one kv.put writes: ver_ts, origin, expires_at and chg_xid computed alike (the
+ * update's value and expiry are the insert's expressions again, not EXCLUDED's, whose read
+ * would take SELECT on kv.data's values). */
+const char kv_put_fast_sql[] =
+	"WITH w AS (INSERT INTO kv.data AS d (ns, key, value, ver_ts, origin, expires_at) "
+	"SELECT $1::text, $2::text, $3::jsonb, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + i.clock_offset_us, "
+	"i.origin, now() + coalesce($4::interval, $5::interval) FROM kv.identity i "
+	"WHERE i.catalog_version = $7::bigint "
+	"AND ((hashtextextended($1::text || ':' || $2::text, 0) & 9223372036854775807) % i.nshards)::int = i.shard "
+	"AND octet_length($2::text) <= 1024 AND $2::text <> '' AND strpos($2::text, chr(31)) = 0 "
+	"AND $3::jsonb IS NOT NULL AND pg_column_size($3::jsonb) <= 1048576 "
+	"AND ($4::interval IS NULL OR ($4::interval > interval '0' AND ($6::interval IS NULL OR $4::interval <= $6::interval))) "
+	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = $3::jsonb, "
+	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
+	"expires_at = now() + coalesce($4::interval, $5::interval), "
+	"chg_xid = pg_current_xact_id() RETURNING d.ver_ts) "
+	"SELECT COALESCE((SELECT w.ver_ts FROM w), kv.put($1::text, $2::text, $3::jsonb, $4::interval))";
+
+const char *kv_stmt(const struct kv_router *r, enum kv_op op, uint32_t prepared, int *nparams)
+{
+	if (op == KV_OP_PUT && r->router_password) {
+		*nparams = 7;
+		return kv_put_fast_sql;
+	}
+	*nparams = kv_op_nparams[op];
+	return kv_op_statement(op, prepared);
+}
+
+const char *const *kv_stmt_params(struct kv_router *r, struct kv_job *job, const char **params)
+{
+	if (job->op != KV_OP_PUT || !r->router_password)
+		return job->args;
+	for (int i = 0; i < 4; i++)
+		params[i] = job->args[i];
+	params[4] = params[5] = params[6] = NULL;
+	const struct kv_nstab *t = atomic_load_explicit(&r->nstab, memory_order_acquire);
+	if (!t || !job->ns)
+		return params;
+	for (int lo = 0, hi = t->n; lo < hi;) {
+		int mid = lo + (hi - lo) / 2, c = strcmp(job->ns, t->ns[mid].ns);
+		if (c == 0) {
+			params[4] = t->ns[mid].default_ttl;
+			params[5] = t->ns[mid].max_ttl;
+			params[6] = t->version_text;
+			break;
+		}
+		if (c < 0)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	return params;
+}
+
+static int ns_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct kv_ns_policy *)a)->ns, ((const struct kv_ns_policy *)b)->ns);
+}
+
+/* cat's namespaces become the fast path's (when newer than those it has; under cat_mu). It
+ * takes them from cat, which keeps none. Out of memory: the older table stays (its version
+ * no longer matches the shards', so puts take kv.put: slower, never wrong). */
+static void nstab_publish(struct kv_router *r, struct kv_catalog *cat)
+{
+	struct kv_nstab *old = atomic_load_explicit(&r->nstab, memory_order_relaxed);
+	if (!r->router_password || (old && old->version >= cat->version))
+		return;
+	struct kv_nstab *t = calloc(1, sizeof *t);
+	if (!t) {
+		log_error(NULL, NULL, "kv: out of memory taking catalog version %lld's namespaces: puts call kv.put",
+			  (long long)cat->version);
+		return;
+	}
+	t->version = cat->version;
+	snprintf(t->version_text, sizeof t->version_text, "%lld", (long long)cat->version);
+	t->n = cat->nns;
+	t->ns = cat->ns;
+	cat->ns = NULL;
+	cat->nns = 0;
+	if (t->n > 1)
+		qsort(t->ns, (size_t)t->n, sizeof *t->ns, ns_cmp);
+	t->older = old;
+	atomic_store_explicit(&r->nstab, t, memory_order_release);
+}
+
 /* op's statement on conn (prepared there first if it is not yet): its result, NULL when out
  * of memory. A failed PQprepare's result is returned as the call's. */
 static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, enum kv_op op, const char *const *params)
 {
 	char name[32];
+	int np;
 	snprintf(name, sizeof name, "tusk_kv_%d", (int)op);
 	if (!(x->prepared[shard] & (1u << op))) {
-		PGresult *res = PQprepare(conn, name, kv_op_statement(op, x->prepared[shard]), kv_op_nparams[op], NULL);
+		PGresult *res = PQprepare(conn, name, kv_stmt(x->r, op, x->prepared[shard], &np), np, NULL);
 		if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && PQstatus(conn) == CONNECTION_OK &&
 		    kv_get_fall_back(x->r, shard, op, &x->prepared[shard], res)) {
 			PQclear(res);
-			res = PQprepare(conn, name, kv_op_statement(op, x->prepared[shard]), kv_op_nparams[op], NULL);
+			res = PQprepare(conn, name, kv_stmt(x->r, op, x->prepared[shard], &np), np, NULL);
 		}
 		if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
 			return res;
 		PQclear(res);
 		x->prepared[shard] |= 1u << op;
 	}
-	return PQexecPrepared(conn, name, kv_op_nparams[op], params, NULL, NULL, 0);
+	(void)kv_stmt(x->r, op, x->prepared[shard], &np);
+	return PQexecPrepared(conn, name, np, params, NULL, NULL, 0);
 }
 
 /* Run op's statement on shard. The result (tuples), or NULL with the job failed. */
@@ -453,7 +550,8 @@ static PGresult *shard_exec(struct kv_exec *x, int shard, enum kv_op op, const c
 
 static void run_single(struct kv_exec *x, int nshards, struct kv_job *job)
 {
-	const char *const *params = job->args;
+	const char *pbuf[KV_STMT_MAX_PARAMS];
+	const char *const *params = kv_stmt_params(x->r, job, pbuf);
 	if ((size_t)job->op >= sizeof kv_op_sql / sizeof kv_op_sql[0] || !kv_op_sql[job->op] || kv_op_keyless(job->op)) {
 		kv_job_fail(job, "XX000", "kv: no single-shard form of kv.%s", kv_op_name(job->op));
 		return;
@@ -873,8 +971,10 @@ int kv_router_start(const struct tusk_config *cfg, struct kv_router **out)
 	r->catalog_port = ep.port;
 	snprintf(r->catalog_db, sizeof r->catalog_db, "%s", ep.dbname);
 	if ((cfg->kv.replicator_password && !(r->replicator_password = strdup(cfg->kv.replicator_password))) ||
-	    (cfg->kv.client_password && !(r->client_password = strdup(cfg->kv.client_password)))) {
+	    (cfg->kv.client_password && !(r->client_password = strdup(cfg->kv.client_password))) ||
+	    (cfg->kv.router_password && !(r->router_password = strdup(cfg->kv.router_password)))) {
 		free(r->replicator_password);
+		free(r->client_password);
 		free(r);
 		return -ENOMEM;
 	}
@@ -946,6 +1046,28 @@ void kv_router_follow(void *router, const struct kv_catalog *cat)
 	pthread_mutex_unlock(&r->cat_mu);
 	if (!cur)
 		return; /* not routed yet: the first call reads the catalog itself */
+	if (r->router_password) {
+		/* the fast path's namespaces follow every newer catalog (a copy: cat is the caller's) */
+		struct kv_catalog c = { .version = cat->version, .nns = cat->nns,
+					.ns = cat->nns ? calloc((size_t)cat->nns, sizeof *c.ns) : NULL };
+		bool ok = !cat->nns || c.ns;
+		if (!ok)
+			c.nns = 0;
+		for (int i = 0; ok && i < cat->nns; i++) {
+			const struct kv_ns_policy *f = &cat->ns[i];
+			struct kv_ns_policy *t = &c.ns[i];
+			ok = (t->ns = strdup(f->ns)) && (!f->default_ttl || (t->default_ttl = strdup(f->default_ttl))) &&
+			     (!f->max_ttl || (t->max_ttl = strdup(f->max_ttl)));
+		}
+		pthread_mutex_lock(&r->cat_mu);
+		if (ok)
+			nstab_publish(r, &c);
+		else
+			log_error(NULL, NULL, "kv: out of memory taking catalog version %lld's namespaces: puts call kv.put",
+				  (long long)cat->version);
+		pthread_mutex_unlock(&r->cat_mu);
+		kv_catalog_free(&c);
+	}
 	if (cat->nshards != nshards)
 		log_error(NULL, NULL, "kv: catalog version %lld has %d shards, the kv database routes by %d: it keeps doing "
 			  "so until tusk restarts (a shard count is set before the first key is written)",
@@ -987,11 +1109,18 @@ void kv_router_free(struct kv_router *r)
 		older = rt->older;
 		free(rt);
 	}
+	for (struct kv_nstab *t = atomic_load(&r->nstab), *older; t; t = older) {
+		older = t->older;
+		struct kv_catalog c = { .nns = t->n, .ns = t->ns };
+		kv_catalog_free(&c);
+		free(t);
+	}
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->cat_mu);
 	pthread_mutex_destroy(&r->mu);
 	free(r->replicator_password);
 	free(r->client_password);
+	free(r->router_password);
 	free(r);
 }
 

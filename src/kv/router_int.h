@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "kv/catalog.h"
 #include "kv/router.h"
 #include "pq/pq.h"
 
@@ -52,6 +53,18 @@ struct kv_route {
 	struct kv_route *older;              /* freed with the router */
 };
 
+/* The fast path of a put (kv.router_password set; docs/kv.md, "Ninth step"): the namespaces of
+ * the newest catalog tusk read, each with its policy's bounds, as the shards at that catalog
+ * version hold them. Published whole (kv_router.nstab, release), never changed, freed with
+ * the router (a newer catalog publishes a newer one). */
+struct kv_nstab {
+	int64_t version;
+	char version_text[24];
+	int n;
+	struct kv_ns_policy *ns; /* sorted bytewise */
+	struct kv_nstab *older;
+};
+
 struct kv_router {
 	pthread_mutex_t mu;  /* protects the queue, stop, and sleeps on cv */
 	pthread_cond_t cv;
@@ -82,7 +95,27 @@ struct kv_router {
 	char catalog_db[CONFIG_NAME_MAX];
 	char *replicator_password; /* the catalog is read as kv_replicator, like replication does */
 	char *client_password;     /* the shards are called as kv_client: the API functions only */
+	/* set: they are called as kv_router instead (kv_client's rights and a put's fast path) */
+	char *router_password;
+	_Atomic(struct kv_nstab *) nstab; /* NULL until the catalog is read (router_password only) */
 };
+
+/* The role tusk's shard connections log in as, and its password (NULL: none). */
+static inline const char *kv_shard_user(const struct kv_router *r)
+{
+	return r->router_password ? "kv_router" : "kv_client";
+}
+static inline const char *kv_shard_password(const struct kv_router *r)
+{
+	return r->router_password ? r->router_password : r->client_password;
+}
+/* The options of a shard connection (bounded statements; kv_router's resolves names in
+ * pg_catalog only: its fast path writes kv.data with a top-level statement). */
+static inline const char *kv_shard_options(const struct kv_router *r)
+{
+	return r->router_password ? "-c statement_timeout=60s -c lock_timeout=30s -c search_path=pg_catalog"
+				  : "-c statement_timeout=60s -c lock_timeout=30s";
+}
 
 /* The newest route (NULL before the catalog was read): any thread, no lock. */
 static inline const struct kv_route *kv_route_now(struct kv_router *r)
@@ -119,6 +152,16 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
 		: op == KV_OP_READ_MANY ? kv_read_many_fallback_sql
 		: op == KV_OP_READ_META ? kv_read_meta_fallback_sql : kv_op_sql[op];
 }
+#define KV_STMT_MAX_PARAMS 7
+/* The statement op runs on a connection of r whose prepared mask is prepared, and its
+ * parameter count (a put on the fast path: kv_put_fast_sql, 7). */
+const char *kv_stmt(const struct kv_router *r, enum kv_op op, uint32_t prepared, int *nparams);
+/* job's parameters for that statement: job->args, or for a put on the fast path those and the
+ * namespace's default_ttl, max_ttl and the catalog version they are of (NULL when tusk's
+ * catalog has no such namespace: the statement then writes nothing and calls kv.put, which
+ * raises), in params (KV_STMT_MAX_PARAMS entries). */
+const char *const *kv_stmt_params(struct kv_router *r, struct kv_job *job, const char **params);
+
 /* A failed prepare (res) of op on a connection of shard whose prepared mask is *prepared:
  * when it was the prepare of a statement with a fallback (kv_op_falls_back), switch that
  * connection to the fallbacks (set the bit, clear op's, log once per router) and return true. */

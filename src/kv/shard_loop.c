@@ -172,7 +172,7 @@ static void connect_failed(struct kv_lconn *lc, const char *why)
 	snprintf(db, sizeof db, KV_SHARD_DB_PREFIX "%d", lc->shard);
 	const struct kv_route *rt = lc->route;
 	fail_all(wait, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s:%d/%s as %s: %s", db,
-		 rt->instance_id, rt->host, rt->port, r->zone, rt->host, rt->port, db, "kv_client", err);
+		 rt->instance_id, rt->host, rt->port, r->zone, rt->host, rt->port, db, kv_shard_user(r), err);
 }
 
 static void flush(struct kv_lconn *lc);
@@ -244,12 +244,12 @@ static void connect_start(struct kv_lconn *lc)
 		keys[n] = "hostaddr", vals[n++] = rt->hostaddr; /* no DNS on the loop */
 	keys[n] = "port", vals[n++] = port;
 	keys[n] = "dbname", vals[n++] = db;
-	keys[n] = "user", vals[n++] = "kv_client";
-	if (r->client_password)
-		keys[n] = "password", vals[n++] = r->client_password;
+	keys[n] = "user", vals[n++] = kv_shard_user(r);
+	if (kv_shard_password(r))
+		keys[n] = "password", vals[n++] = kv_shard_password(r);
 	keys[n] = "application_name", vals[n++] = "tusk kv worker";
 	/* as kv_conn_open: bounded statements */
-	keys[n] = "options", vals[n++] = "-c statement_timeout=60s -c lock_timeout=30s";
+	keys[n] = "options", vals[n++] = kv_shard_options(r);
 	keys[n] = NULL, vals[n] = NULL;
 
 	lc->conn = PQconnectStartParams(keys, vals, 0);
@@ -318,13 +318,17 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 	push(&lc->sent, &lc->sent_tail, job); /* from here it is in flight: a failure below is a loss */
 	lc->nsent++;
 	job->again = false;
+	struct kv_router *r = lc->l->r;
+	const char *pbuf[KV_STMT_MAX_PARAMS];
+	int np;
+	const char *sql = kv_stmt(r, op, lc->prepared, &np);
 	if (!(lc->prepared & (1u << op))) {
-		if (!PQsendPrepare(lc->conn, name, kv_op_statement(op, lc->prepared), kv_op_nparams[op], NULL))
+		if (!PQsendPrepare(lc->conn, name, sql, np, NULL))
 			goto err_lost;
 		lc->prepared |= 1u << op; /* later calls in the pipeline use it */
 		job->stage = STAGE_PREPARE;
 	}
-	if (!PQsendQueryPrepared(lc->conn, name, kv_op_nparams[op], job->args, NULL, NULL, 0) ||
+	if (!PQsendQueryPrepared(lc->conn, name, np, kv_stmt_params(r, job, pbuf), NULL, NULL, 0) ||
 	    !PQpipelineSync(lc->conn))
 		goto err_lost;
 	arm_call_timer(lc);

@@ -1,14 +1,22 @@
 """A kv parade for the tests: one throwaway PostgreSQL 15 per zone, each with its tusk, set up
 the way an operator would (tusk kv init, fill the catalog, kv_catalog.bump(), tusk kv push)."""
 
+import contextlib
 import json
+import re
 import subprocess
+import time
 
 import psycopg
 
 from conftest import PgServer, Tusk, TUSK_BIN, SLOW, _atexit_servers, free_port, run, wait_until
 
 NSHARDS = 2
+# kv.router_password: tusk's shard connections log in as kv_router and puts take the fast path
+# (docs/kv.md, "Ninth step"). Every zone has it unless built with router_password=None, or
+# the binary predates the key (bench/kv_speed.py's before runs).
+ROUTER_PASSWORD = "router-pw"
+_ROUTER_DEFAULT = ROUTER_PASSWORD if b"router_password" in TUSK_BIN.read_bytes() else None
 
 
 class Zone:
@@ -23,8 +31,9 @@ class Zone:
 
     def write_config(self, **kv_extra):
         self.kv_extra = kv_extra
-        kv = {"zone": self.name, "service": "local"}
+        kv = {"zone": self.name, "service": "local", "router_password": _ROUTER_DEFAULT}
         kv.update(kv_extra)
+        kv = {k: v for k, v in kv.items() if v is not None}
         # Constructing Tusk writes tusk.yaml; it is only started when replication is wanted.
         # The admin console (SHOW KV) and /metrics are open to postgres without a password.
         self.http_port = free_port()
@@ -180,3 +189,47 @@ def running_parade(base, zones):
         yield p
     finally:
         p.destroy()
+
+
+@contextlib.contextmanager
+def shard_statements(zone, r):
+    """Yields a list that, after the block, holds (statement, its key: $2) of every statement
+    tusk ran on the shards meanwhile, from PostgreSQL's log (log_statement = all for the
+    block). r: anything with get(key) that reads through tusk (a redis client, KvDb). A
+    backend takes a reloaded setting only at its next command: before the block, a get of a
+    marker key of each shard is repeated until PostgreSQL logs it (looked for only past the
+    log's end at entry: an earlier block logged the same markers)."""
+    calls = []
+    start = zone.pg.log.stat().st_size
+    with zone.pg.admin() as c:
+        c.execute("alter system set log_statement = 'all'")
+        c.execute("select pg_reload_conf()")
+    try:
+        markers = {zone.parade.shard_of("default", f"marker:{i}"): f"marker:{i}" for i in range(64)}
+        assert len(markers) == NSHARDS, markers
+
+        def logged():
+            for m in markers.values():
+                r.get(m)
+            text = zone.pg.log.read_bytes()[start:].decode(errors="replace")
+            return all(f"$2 = '{m}'" in text for m in markers.values())
+
+        wait_until(logged, 20 * SLOW, what="log_statement = all in tusk's shard connections")
+        since = zone.pg.log.stat().st_size
+        yield calls
+        time.sleep(0.2)  # PostgreSQL writes the log through its collector or stderr: not at once
+        text = zone.pg.log.read_bytes()[since:].decode(errors="replace")
+        name = None
+        for line in text.splitlines():
+            m = re.search(r"LOG:  execute (\S+): (.*)$", line)
+            if m:
+                name = m.group(2)
+                continue
+            m = re.search(r"DETAIL:  parameters: \$1 = '[^']*', \$2 = '([^']*)'", line)
+            if m and name:
+                calls.append((name, m.group(1)))
+            name = None
+    finally:
+        with zone.pg.admin() as c:
+            c.execute("alter system reset log_statement")
+            c.execute("select pg_reload_conf()")

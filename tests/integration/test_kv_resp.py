@@ -6,9 +6,7 @@ AUTH against tusk's users (auth_file, auth_query, client certificates), SELECT o
 namespaces kv_databases maps, HELLO 2/3, TLS (require, allow, verify-full). Every test fails on
 a tusk without the listener (nothing listens, or the config key `protocol` is refused)."""
 
-import contextlib
 import json
-import re
 import socket
 import ssl
 import subprocess
@@ -21,7 +19,7 @@ import yaml
 
 from auth_util import scram_verifier, write_auth_file, write_hba
 from conftest import SLOW, Tusk, free_port, to_yaml, wait_until
-from kv_util import NSHARDS, Parade
+from kv_util import NSHARDS, ROUTER_PASSWORD, Parade, shard_statements
 from tls_util import Certs
 
 pytestmark = pytest.mark.tusk_only
@@ -59,7 +57,7 @@ def zone(workdir, certs):
                       {"database": "kv", "user": "carol", "service": "local", "client_auth": "cert"},
                       {"database": "*", "user": "*", "service": "local", "mode": "transaction"},
                   ],
-                  workers=2, kv={"zone": z.name, "service": "local"},
+                  workers=2, kv={"zone": z.name, "service": "local", "router_password": ROUTER_PASSWORD},
                   admin={"http": f"127.0.0.1:{z.http_port}"},
                   client_login_timeout=f"{int(LOGIN_TIMEOUT * 1000)}ms",
                   # hba_file decides the method (the pool rule must still match, and not be
@@ -196,49 +194,6 @@ def test_redis_mget_mset_counters_scan(zone):
     assert r.dbsize() >= 30
 
 
-@contextlib.contextmanager
-def shard_statements(zone, r):
-    """Yields a list that, after the block, holds (statement, its key: $2) of every statement
-    tusk ran on the shards meanwhile, from PostgreSQL's log (log_statement = all for the
-    block). A backend takes a reloaded setting only at its next command: before the block, a
-    GET of a marker key of each shard is repeated until PostgreSQL logs it (looked for only
-    past the log's end at entry: an earlier block logged the same markers)."""
-    calls = []
-    start = zone.pg.log.stat().st_size
-    with zone.pg.admin() as c:
-        c.execute("alter system set log_statement = 'all'")
-        c.execute("select pg_reload_conf()")
-    try:
-        markers = {zone.parade.shard_of("default", f"marker:{i}"): f"marker:{i}" for i in range(64)}
-        assert len(markers) == NSHARDS, markers
-
-        def logged():
-            for m in markers.values():
-                r.get(m)
-            text = zone.pg.log.read_bytes()[start:].decode(errors="replace")
-            return all(f"$2 = '{m}'" in text for m in markers.values())
-
-        wait_until(logged, 20 * SLOW, what="log_statement = all in tusk's shard connections")
-        since = zone.pg.log.stat().st_size
-        yield calls
-        time.sleep(0.2)  # PostgreSQL writes the log through its collector or stderr: not at once
-        text = zone.pg.log.read_bytes()[since:].decode(errors="replace")
-        name = None
-        for line in text.splitlines():
-            m = re.search(r"LOG:  execute (\S+): (.*)$", line)
-            if m:
-                name = m.group(2)
-                continue
-            m = re.search(r"DETAIL:  parameters: \$1 = '[^']*', \$2 = '([^']*)'", line)
-            if m and name:
-                calls.append((name, m.group(1)))
-            name = None
-    finally:
-        with zone.pg.admin() as c:
-            c.execute("alter system reset log_statement")
-            c.execute("select pg_reload_conf()")
-
-
 def test_redis_get_of_a_missing_key_or_a_counter_is_one_statement(zone):
     """GET reads the value, else the counter, in one statement on the key's shard (kv.read
     behind the view kv.live): a key that is absent costs one round trip, not a get and then
@@ -255,6 +210,33 @@ def test_redis_get_of_a_missing_key_or_a_counter_is_one_statement(zone):
     for key in [f"one:missing:{i}" for i in range(20)] + ["one:ctr", "one:val"]:
         assert len(by_key.get(key, [])) == 1, (key, by_key.get(key))
         assert "kv.read($1, $2)" in by_key[key][0], by_key[key]
+
+
+def test_redis_set_is_one_statement_the_fast_put(zone):
+    """With kv.router_password (this tusk has it), SET, SET EX and SET PX are each one statement
+    on the key's shard: the fast put's INSERT (docs/kv.md, "Ninth step"), not a call of kv.put;
+    the values and expiries read back are what was set."""
+    r = client(zone)
+    keys = [f"fastset:{i}" for i in range(12)]
+    with shard_statements(zone, r) as calls:
+        for i, k in enumerate(keys):
+            if i % 3 == 0:
+                assert r.set(k, f"v{i}") is True
+            elif i % 3 == 1:
+                assert r.set(k, f"v{i}", ex=100) is True
+            else:
+                assert r.set(k, f"v{i}", px=100000) is True
+    by_key = {}
+    for stmt, key in calls:
+        by_key.setdefault(key, []).append(stmt)
+    for k in keys:
+        assert len(by_key.get(k, [])) == 1, (k, by_key.get(k))
+        assert by_key[k][0].startswith("WITH w AS (INSERT INTO kv.data"), by_key[k]
+    assert {zone.parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
+    for i, k in enumerate(keys):
+        assert r.get(k) == f"v{i}".encode()
+        ttl = r.ttl(k)
+        assert (ttl == -1) if i % 3 == 0 else (90 <= ttl <= 100), (k, ttl)
 
 
 def test_redis_mget_and_exists_read_counters_in_one_statement_per_shard(zone):

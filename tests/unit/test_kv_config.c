@@ -69,10 +69,13 @@ static void test_catalog_endpoint_from_the_service(void **state)
 	char err[KV_ERR_MAX];
 	(void)state;
 
-	load_text(&r, BASE "kv:\n  zone: eu1\n  service: local\n  replicator_password: \"r-secret\"\n");
+	load_text(&r, BASE "kv:\n  zone: eu1\n  service: local\n  replicator_password: \"r-secret\"\n"
+			   "  router_password: \"rt-secret\"\n");
 	assert_int_equal(r.n, 0);
 	assert_string_equal(r.cfg->kv.zone, "eu1");
 	assert_string_equal(r.cfg->kv.replicator_password, "r-secret");
+	assert_string_equal(r.cfg->kv.router_password, "rt-secret");
+	assert_null(r.cfg->kv.client_password);
 	assert_int_equal(kv_catalog_endpoint(r.cfg, "kv_replicator", "pw", &ep, err), 0);
 	assert_string_equal(ep.host, "10.0.0.7");
 	assert_int_equal(ep.port, 5433);

@@ -1,0 +1,302 @@
+"""A put's fast path (docs/kv.md, "Speed", ninth step): with kv.router_password, tusk's shard
+connections log in as kv_router and a put through the kv database (or the Redis listener's SET)
+is one top-level INSERT ... ON CONFLICT of kv.data, checked by tusk's catalog (namespace, policy)
+and in its WHERE (catalog version, shard, key, value, ttl), with kv.put as the fallback when it
+writes nothing. Zone f1's tusk has the role, zone f2's does not (today's path, as kv_client)."""
+
+import datetime
+import json
+
+import psycopg
+import pytest
+
+from conftest import SLOW, wait_until
+from kv_util import NSHARDS, ROUTER_PASSWORD, Parade, shard_statements
+
+pytestmark = pytest.mark.tusk_only
+
+FAST = "WITH w AS (INSERT INTO kv.data"
+
+
+@pytest.fixture(scope="module")
+def parade(workdir):
+    p = Parade(workdir / "kv-fast", ["f1", "f2"])
+    try:
+        p.setup()
+        p.zones[1].write_config(router_password=None)  # f2: no kv_router, kv_client as before
+        p.start()
+        yield p
+    finally:
+        p.destroy()
+
+
+class KvDb:
+    """The kv database of a zone's tusk, one connection."""
+
+    def __init__(self, zone):
+        self.c = psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv",
+                                 autocommit=True, connect_timeout=10)
+
+    def put(self, ns, key, value, ttl=None):
+        return self.c.execute("SELECT kv.put(%s, %s, %s, %s::interval)", (ns, key, value, ttl)).fetchone()[0]
+
+    def get(self, key, ns="default"):
+        return self.c.execute("SELECT kv.get(%s, %s)", (ns, key)).fetchone()[0]
+
+    def close(self):
+        self.c.close()
+
+
+def row(zone, ns, key):
+    s = zone.parade.shard_of(ns, key)
+    rows = zone.sql(s, "select value::text, ver_ts, origin, expires_at, chg_xid::text::bigint, "
+                       "(select origin from kv.identity) from kv.data where ns = %s and key = %s", (ns, key))
+    return rows[0] if rows else None
+
+
+def router_db(zone, shard):
+    return psycopg.connect(host="127.0.0.1", port=zone.pg.port, user="kv_router", password=ROUTER_PASSWORD,
+                           dbname=f"kv_shard_{shard}", autocommit=True, connect_timeout=10)
+
+
+def error_of(fn):
+    try:
+        fn()
+    except psycopg.Error as e:
+        return e.sqlstate, e.diag.message_primary, e.diag.message_hint
+    raise AssertionError("no error")
+
+
+def test_put_through_tusk_is_one_fast_statement(parade):
+    """Each put through f1's kv database is one statement on the key's shard: the INSERT (not a
+    call of kv.put), logged by PostgreSQL; f2's (no kv_router) is SELECT kv.put as before."""
+    a, b = parade.zones
+    for z, want in ((a, FAST), (b, "SELECT kv.put($1, $2, $3::jsonb, $4::interval)")):
+        db = KvDb(z)
+        try:
+            keys = [f"fast:{z.name}:{i}" for i in range(20)]
+            with shard_statements(z, db) as calls:
+                for i, k in enumerate(keys):
+                    assert isinstance(db.put("default", k, json.dumps({"i": i})), int)
+            by_key = {}
+            for stmt, key in calls:
+                by_key.setdefault(key, []).append(stmt)
+            for k in keys:
+                assert len(by_key.get(k, [])) == 1, (k, by_key.get(k))
+                assert by_key[k][0].startswith(want), by_key[k]
+            assert {parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
+            for i, k in enumerate(keys):
+                assert db.get(k) == {"i": i}
+        finally:
+            db.close()
+    # Who tusk's shard connections are.
+    for z, role in ((a, "kv_router"), (b, "kv_client")):
+        users = {r[0] for r in z.sql(0, "select usename from pg_stat_activity "
+                                        "where application_name in ('tusk kv worker', 'tusk kv router') "
+                                        "and datname like 'kv_shard_%%'")}
+        assert users == {role}, (z.name, users)
+
+
+def test_fast_put_writes_what_kv_put_writes(parade):
+    """The row a fast put writes is kv.put's: the version returned is the row's ver_ts, origin
+    the shard's, expires_at now() + ttl (or the policy's default_ttl, or NULL), chg_xid the
+    writing transaction's; an overwrite takes greatest(now, old version + 1) and replaces the
+    expiry. Compared with kv.put on the shard (as kv_client) for the same cases."""
+    a = parade.zones[0]
+    db = KvDb(a)
+    try:
+        cases = [("default", None), ("default", "10 minutes"), ("short", None), ("short", "5 minutes")]
+        for n, (ns, ttl) in enumerate(cases):
+            kf, ks = f"same:fast:{n}", f"same:direct:{n}"
+            vf = db.put(ns, kf, '{"a": [1, 2]}', ttl)
+            with a.db(parade.shard_of(ns, ks)) as c:
+                vs = c.execute("select kv.put(%s, %s, %s::jsonb, %s::interval)",
+                               (ns, ks, '{"a": [1, 2]}', ttl)).fetchone()[0]
+            rf, rs = row(a, ns, kf), row(a, ns, ks)
+            assert rf[1] == vf and rs[1] == vs
+            assert rf[0] == rs[0] == '{"a": [1, 2]}'
+            assert rf[2] == rf[5] == a.id and rs[2] == a.id
+            assert (rf[3] is None) == (rs[3] is None) == (ns == "default" and ttl is None)
+            if rf[3] is not None:
+                want = datetime.timedelta(minutes=int(ttl.split()[0])) if ttl else datetime.timedelta(hours=1)
+                for r in (rf, rs):
+                    written = datetime.datetime.fromtimestamp(r[1] / 1e6, datetime.timezone.utc)
+                    assert abs((r[3] - written) - want) < datetime.timedelta(seconds=2), (r, want)
+        # An overwrite: the version passes the stored one even when that is ahead of the clock,
+        # the expiry is replaced, chg_xid moves (the replication's watermark sees the write).
+        ns, k = "short", "same:future"
+        db.put(ns, k, "1", "1 minute")
+        s = parade.shard_of(ns, k)
+        ahead = a.sql(s, "update kv.data set ver_ts = ver_ts + 3600000000 where ns = %s and key = %s "
+                         "returning ver_ts", (ns, k))[0][0]
+        before = row(a, ns, k)
+        v = db.put(ns, k, "2")
+        after = row(a, ns, k)
+        assert v == ahead + 1 == after[1] and after[0] == "2"
+        assert after[4] > before[4]
+        assert after[3] is not None and after[3] > before[3]  # the policy's default_ttl, 1 hour
+        with a.db(s) as c:
+            assert c.execute("select kv.get_meta(%s, %s)", (ns, k)).fetchone()[0]["version"] == v
+    finally:
+        db.close()
+
+
+BAD = [
+    ("nope", "k", "1", None),                       # unknown namespace
+    ("default", "", "1", None),                     # empty key
+    ("default", "x" * 1025, "1", None),             # key too long
+    ("default", "a\x1fb", "1", None),               # 0x1F in the key
+    ("default", "k", None, None),                   # NULL value
+    ("default", "k", "{not json", None),            # not JSON
+    ("default", "k", json.dumps("x" * 1100000), None),  # value above 1 MB
+    ("default", "k", "1", "-1 second"),             # ttl not positive
+    ("default", "k", "1", "0"),
+    ("short", "k", "1", "2 days"),                  # above the policy's max_ttl (1 day)
+    ("default", "k", "1", "not an interval"),
+]
+
+
+def test_every_error_is_the_same_through_both_paths(parade):
+    """Each bad put raises the same SQLSTATE, message and hint through f1 (fast path), f2 (kv.put
+    as kv_client) and kv.put directly on the shard, and writes nothing."""
+    a, b = parade.zones
+    fa, fb = KvDb(a), KvDb(b)
+    try:
+        for ns, key, value, ttl in BAD:
+            s = parade.shard_of(ns, key) if key else 0
+            with a.db(s) as c:
+                direct = error_of(lambda: c.execute("select kv.put(%s, %s, %s::jsonb, %s::interval)",
+                                                    (ns, key, value, ttl)))
+            got_a = error_of(lambda: fa.put(ns, key, value, ttl))
+            got_b = error_of(lambda: fb.put(ns, key, value, ttl))
+            assert got_a == got_b == direct, (ns, key[:20], ttl, got_a, got_b, direct)
+            assert direct[0] in ("22023", "22001", "22004", "22P02", "54000", "22007"), direct
+        assert a.sql(0, "select count(*) from kv.data where key = 'k'")[0][0] == 0
+        assert a.sql(1, "select count(*) from kv.data where key = 'k'")[0][0] == 0
+    finally:
+        fa.close()
+        fb.close()
+
+
+def fast_sql(zone):
+    """The fast statement's text, as PostgreSQL logged it for a put through tusk."""
+    db = KvDb(zone)
+    try:
+        with shard_statements(zone, db) as calls:
+            db.put("default", "text:probe", "1")
+    finally:
+        db.close()
+    stmts = [st for st, key in calls if key == "text:probe"]
+    assert len(stmts) == 1 and stmts[0].startswith(FAST), stmts
+    return stmts[0]
+
+
+def run_fast(c, sql, *params):
+    """The fast statement on connection c (as tusk prepares it: untyped parameters, cast inside)."""
+    c.execute("deallocate all")
+    c.execute(f"prepare fast_put (text, text, text, text, text, text, text) as {sql}")
+    cur = psycopg.ClientCursor(c)  # EXECUTE takes no server-side parameters: literals
+    return cur.execute("execute fast_put (%s, %s, %s, %s, %s, %s, %s)", params).fetchone()[0]
+
+
+def test_the_statement_guards_shard_and_catalog_version_on_the_shard(parade):
+    """Run directly as kv_router, the fast statement refuses what tusk would never send but a
+    stale or wrong tusk could: a key of the other shard (kv.put's error, nothing written), and a
+    catalog version that is not the shard's (the write goes through kv.put, which applies the
+    shard's own policy: a ttl the stale policy allowed is refused)."""
+    a = parade.zones[0]
+    sql = fast_sql(a)
+    version = str(a.sql(0, "select catalog_version from kv.identity")[0][0])
+    key = next(f"wrong:{i}" for i in range(64) if parade.shard_of("default", f"wrong:{i}") == 1)
+    with router_db(a, 0) as c:
+        e = error_of(lambda: run_fast(c, sql, "default", key, "1", None, None, None, version))
+        assert e[0] == "22023" and "belongs to shard 1, this database is shard 0" in e[1], e
+    assert a.sql(0, "select count(*) from kv.data where key = %s", (key,))[0][0] == 0
+    # A stale tusk's policy for "short" (max_ttl 1 day) against a shard whose catalog says
+    # max_ttl 1 hour: the statement writes nothing itself, kv.put refuses.
+    key = next(f"stale:{i}" for i in range(64) if parade.shard_of("short", f"stale:{i}") == 0)
+    a.sql(0, "update kv.expiry_policies set max_ttl = '1 hour' where name = 'short'")
+    a.sql(0, "update kv.identity set catalog_version = catalog_version + 100")
+    try:
+        with router_db(a, 0) as c:
+            e = error_of(lambda: run_fast(c, sql, "short", key, "1", "2 hours", "1 hour", "1 day", version))
+            assert e[0] == "22023" and "exceeds the namespace's max_ttl 01:00:00" in e[1], e
+            assert row(a, "short", key) is None
+            # Within the shard's policy, the fallback writes it, as kv.put does.
+            v = run_fast(c, sql, "short", key, "1", "30 minutes", "1 hour", "1 day", version)
+            assert row(a, "short", key)[1] == v
+            # At the shard's version, the statement itself writes (the same row kv.put would).
+            cur = str(int(version) + 100)
+            v2 = run_fast(c, sql, "short", key, "2", "30 minutes", "1 hour", "1 hour", cur)
+            assert v2 > v and row(a, "short", key)[:3] == ("2", v2, a.id)
+    finally:
+        a.sql(0, "update kv.identity set catalog_version = catalog_version - 100")
+        a.sql(0, "update kv.expiry_policies set max_ttl = '1 day' where name = 'short'")
+
+
+def test_fast_puts_land_on_kv_shard_of_and_replicate(parade):
+    """Keys put through the fast path sit on the shard kv.shard_of names, in both zones, with
+    identical rows once replicated (ver_ts, origin, expires_at)."""
+    a, b = parade.zones
+    db = KvDb(a)
+    try:
+        keys = [f"land:{i}" for i in range(40)] + ["ключ:ü", "日本", "x" * 1024]
+        for i, k in enumerate(keys):
+            db.put("default" if i % 2 else "short", k, json.dumps(i), "1 hour" if i % 3 == 0 else None)
+    finally:
+        db.close()
+    for i, k in enumerate(keys):
+        ns = "default" if i % 2 else "short"
+        with a.db(0) as c:
+            want = c.execute("select kv.shard_of(%s, %s, %s)", (ns, k, NSHARDS)).fetchone()[0]
+        for z in (a, b):
+            def there(z=z):
+                return [s for s in range(NSHARDS)
+                        if z.sql(s, "select 1 from kv.data where ns = %s and key = %s", (ns, k))]
+            wait_until(lambda: there() != [], 30 * SLOW, what=f"{k[:20]} in zone {z.name}")
+            assert there() == [want], (z.name, k[:20], there(), want)
+    rows_a = {k: row(a, "default" if i % 2 else "short", k)[:4] for i, k in enumerate(keys)}
+    wait_until(lambda: all(row(b, "default" if i % 2 else "short", k)[:4] == rows_a[k] for i, k in enumerate(keys)),
+               30 * SLOW, what="identical rows in zone f2")
+
+
+def test_kv_router_may_do_no_more_than_the_fast_path(parade):
+    """kv_router writes kv.data's columns of a put and reads kv.identity's it checks; it cannot
+    delete or truncate kv.data, read its values, or write kv.identity or any other table."""
+    a = parade.zones[0]
+    with router_db(a, 0) as c:
+        for q in ["delete from kv.data",
+                  "truncate kv.data",
+                  "select value from kv.data limit 1",
+                  "update kv.identity set clock_offset_us = 1000000000",
+                  "insert into kv.namespaces values ('evil', null)",
+                  "update kv.namespaces set policy = null",
+                  "select * from kv.links",
+                  "update kv.data set chg_xid = chg_xid where false and value is null"]:
+            e = error_of(lambda: c.execute(q))
+            assert e[0] == "42501", (q, e)
+        # What kv_client may do, it may (the API), and a get through the view.
+        assert c.execute("select kv.put('default', %s, '1')", (next(
+            f"ok:{i}" for i in range(64) if parade.shard_of("default", f"ok:{i}") == 0),)).fetchone()[0] > 0
+    attrs = a.sql(0, "select rolsuper, rolcreaterole, rolcreatedb, rolbypassrls from pg_roles "
+                     "where rolname = 'kv_router'")
+    assert attrs == [(False, False, False, False)]
+    # kv_client gained nothing.
+    with a.db(0) as c:
+        e = error_of(lambda: c.execute("insert into kv.data (ns, key, value, ver_ts, origin) "
+                                       "values ('default', 'x', '1', 1, 1)"))
+        assert e[0] == "42501", e
+
+
+def test_a_tusk_without_kv_router_still_puts(parade):
+    """f2's tusk (no kv.router_password) puts, overwrites, reads and refuses as before, as
+    kv_client (Redis's SET through the fast path: test_kv_resp.py)."""
+    b = parade.zones[1]
+    db = KvDb(b)
+    try:
+        v1 = db.put("default", "plain:1", "1")
+        v2 = db.put("default", "plain:1", "2")
+        assert v2 > v1 and db.get("plain:1") == 2
+        assert error_of(lambda: db.put("nope", "k", "1"))[0] == "22023"
+    finally:
+        db.close()

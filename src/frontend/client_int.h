@@ -154,6 +154,9 @@ struct client {
 	 * the configuration they were chosen under (relay_hooks_sync). */
 	const struct relay_hook_list *hooks;
 	const struct tusk_config *hooks_cfg;
+	/* The callbacks the relay calls for c (enum relay_hook_bit): hooks->has but the dormant
+	 * ones of features not awake for c (hooks_awake, by registration; relay_hooks_wake). */
+	unsigned hooks_has, hooks_awake;
 
 	/* stats (stats/stats.h): the state and pool this client is counted in (stats_state is
 	 * the counted state + 1, 0 before the first), and when its wait, its oldest unanswered
@@ -332,8 +335,8 @@ bool relay_hooks_release_(struct client *c, struct server *s, bool reset);
 bool relay_hooks_linked_(struct client *c, struct server *s);
 void relay_hooks_idle_(struct client *c);
 
-/* c's list has a hook defining the callback of bit (enum relay_hook_bit). */
-#define RELAY_HOOKS_HAS(c, bit) ((c)->hooks && ((c)->hooks->has & (bit)))
+/* c's list has a hook defining the callback of bit (enum relay_hook_bit), awake for c. */
+#define RELAY_HOOKS_HAS(c, bit) (((c)->hooks_has & (bit)) != 0)
 
 static inline void relay_hooks_claim(struct client *c)
 {

@@ -62,6 +62,24 @@ const struct relay_hook_list *relay_hooks_choose(const struct tusk_config *cfg, 
 	return mask ? &lists[mask] : NULL;
 }
 
+/* The callbacks of list for a client whose awake features are awake (registration bits). */
+static unsigned has_for(const struct relay_hook_list *list, unsigned awake)
+{
+	unsigned has = 0;
+	for (int i = 0; list && i < nregistered; i++)
+		if (list->mask & (1u << i))
+			has |= has_of(registered[i]) & ~(awake & (1u << i) ? 0 : registered[i]->dormant);
+	return has;
+}
+
+void relay_hooks_wake(struct client *c, const struct relay_hooks *h, bool awake)
+{
+	for (int i = 0; i < nregistered; i++)
+		if (registered[i] == h)
+			c->hooks_awake = awake ? c->hooks_awake | (1u << i) : c->hooks_awake & ~(1u << i);
+	c->hooks_has = has_for(c->hooks, c->hooks_awake);
+}
+
 void relay_hooks_refresh(struct client *c)
 {
 	const struct tusk_config *cfg = c->worker->rt->cfg;
@@ -80,14 +98,16 @@ void relay_hooks_refresh(struct client *c)
 		if ((was & ~now & (1u << i)) && registered[i]->closed)
 			registered[i]->closed(c);
 	c->hooks = want;
+	c->hooks_has = has_for(want, c->hooks_awake);
 	c->hooks_cfg = cfg;
 	for (int i = 0; i < nregistered && c->greeted; i++)
 		if ((now & ~was & (1u << i)) && registered[i]->joined)
 			registered[i]->joined(c);
 }
 
-/* The walks. Each runs only with c->hooks set and its bit in c->hooks->has (the inline
- * wrappers test them). */
+/* The walks. Each runs only with c->hooks set and its bit in c->hooks_has (the inline
+ * wrappers test it); a walk may still call a dormant callback of a feature not awake for c,
+ * when another hook in the list defines the same one: it does nothing. */
 #define EACH(c, fn) \
 	for (const struct relay_hook_list *l_ = (c)->hooks; l_; l_ = NULL) \
 		for (int i_ = 0; i_ < l_->n; i_++) \

@@ -27,6 +27,10 @@ struct config_pool_rule;
 
 struct relay_hooks {
 	const char *name;
+	/* enum relay_hook_bit: the callbacks that do nothing for a client until the feature wakes
+	 * it (relay_hooks_wake: LISTEN/NOTIFY's, once the client has its state); until then the
+	 * relay does not call them for that client (one bit test, no walk, no indirect call). */
+	unsigned dormant;
 	/* Whether the hooks attach to a client of rule (NULL: none yet) under cfg. Pure: reads
 	 * the configuration only (no client, no I/O), so that the list can be chosen per rule. */
 	bool (*wants)(const struct tusk_config *cfg, const struct config_pool_rule *rule);
@@ -116,6 +120,10 @@ struct relay_hook_list {
 	unsigned has;  /* enum relay_hook_bit: the callbacks some hook in it defines */
 	const struct relay_hooks *h[RELAY_HOOKS_MAX];
 };
+
+/* The feature h has state for client c (awake) or no longer has (asleep): its dormant
+ * callbacks are called for c, or not (c->hooks_has). On c's worker. */
+void relay_hooks_wake(struct client *c, const struct relay_hooks *h, bool awake);
 
 /* main thread, before the workers start. 0, or -ENOSPC past RELAY_HOOKS_MAX. */
 int relay_hooks_register(const struct relay_hooks *h);

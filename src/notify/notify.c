@@ -450,6 +450,7 @@ static struct notify_client *nc_get(struct client *c)
 		nw->clients->prev = nc;
 	nw->clients = nc;
 	c->notify = nc;
+	relay_hooks_wake(c, &notify_relay_hooks, true);
 	if (c->cred && !pool_rule(c->pool)->server_password) {
 		pthread_mutex_lock(&h->lock);
 		if (!h->have_cred) {
@@ -484,6 +485,7 @@ static void nc_free(struct notify_client *nc)
 	free(nc->chans);
 	free(nc->q);
 	c->notify = NULL;
+	relay_hooks_wake(c, &notify_relay_hooks, false);
 	c->tx_undo_watch = false;
 	free(nc);
 }
@@ -1153,6 +1155,38 @@ static struct notify_client *take_req(struct client *c, struct notify_req *q)
 	return nc;
 }
 
+/* Whether the head of a client's rbuf without LISTEN state may be a request tusk answers:
+ * false only where match_head would say MATCH_NO, for the requests most clients send (a Query
+ * not starting with LISTEN/UNLISTEN, a Parse of another text, anything but a Bind), before
+ * notify_request_at sets up its ~1.7 kB of request (about 60 instructions per request). */
+static bool request_may_match(const struct client *c)
+{
+	const uint8_t *p = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf);
+	if (c->state == CLIENT_CLOSING)
+		return true; /* notify_request_at's answer depends on it */
+	if (avail < PROTO_HDR_LEN)
+		return false;
+	if (p[0] == 'Q')
+		return query_may_match(c, p, avail);
+	if (p[0] == 'P') {
+		/* match_ext's first test: a whole Parse whose text (after the name) starts with
+		 * LISTEN or UNLISTEN; a Parse not whole yet is MATCH_NO there as well. */
+		struct proto_hdr h;
+		if (proto_read_hdr(p, avail, c->worker->rt->cfg->max_message_size, &h) <= 0)
+			return false;
+		size_t total = (size_t)h.len + 1;
+		if (total > avail || total > NOTIFY_SYNC_SQL_MAX)
+			return false;
+		const uint8_t *body = p + PROTO_HDR_LEN, *end = p + total;
+		const uint8_t *nul = memchr(body, 0, (size_t)(end - body));
+		return nul && starts_listen((const char *)nul + 1, (size_t)(end - nul - 1));
+	}
+	return p[0] == 'B';
+}
+
+static bool notify_request_at(struct client *c);
+
 /* An idle client's requests: answer the LISTEN/UNLISTENs (and pg_listening_channels()) at
  * the head of rbuf. True when nothing is left for a server (or the client waits for the
  * listener, or for the rest of a batch). */
@@ -1160,6 +1194,13 @@ static bool notify_request(struct client *c, const struct server *s)
 {
 	if (s)
 		return false;
+	if (!c->notify && !request_may_match(c))
+		return false;
+	return notify_request_at(c);
+}
+
+static __attribute__((noinline)) bool notify_request_at(struct client *c)
+{
 	if (c->notify && c->notify->waiting)
 		return true; /* the answer owed comes first */
 	struct notify_req q;
@@ -1361,16 +1402,14 @@ static void sent_record(struct client *c, struct notify_hub *h, const char *chan
 /* c sends sql (a Query's, or a Parse's) to its server: a NOTIFY of constants is recorded now;
  * a pg_notify() with parameters, at each Bind (notify_bind): its form is kept for the unnamed
  * statement (a named one's text comes with its Bind). */
-static void sent_note(struct client *c, const char *sql, size_t len)
+static __attribute__((noinline)) void sent_note(struct client *c, const char *sql, size_t len)
 {
 	char chan[NOTIFY_NAME_MAX];
 	char payload[NOTIFY_PAYLOAD_MAX];
 	struct notify_arg ca, pa;
 	struct notify_hub *h;
-	if (c->notify)
-		c->notify->tmpl_ok = false;
-	if (len > NOTIFY_PAYLOAD_MAX + 256 || !any_hub(c) || !has_ci(sql, len, "notify") || !(h = sent_hub(c)) ||
-	    !read_notify(c, sql, len, chan, &ca, payload, &pa))
+	/* notify_sql cleared the unnamed statement's form and tested any_hub and "notify" */
+	if (!(h = sent_hub(c)) || !read_notify(c, sql, len, chan, &ca, payload, &pa))
 		return; /* nobody listens through tusk, or not one NOTIFY tusk can read */
 	if (!ca.param && !pa.param) {
 		sent_record(c, h, chan, ca.len, payload, pa.len);
@@ -1439,8 +1478,22 @@ static bool arg_value(const uint8_t *body, size_t len, const struct notify_arg *
 	return true;
 }
 
-/* A Bind runs a pg_notify() with parameters: record it with their values. */
+static void bind_note(struct client *c, const uint8_t *m, bool unnamed, const char *text, size_t tlen);
+
+/* A Bind runs a pg_notify() with parameters: record it with their values. The tests inline,
+ * the work (a frame of 8 kB) apart. */
 static bool notify_bind(struct client *c, const uint8_t *m, size_t avail, bool unnamed, const char *text, size_t tlen)
+{
+	if (avail < PROTO_HDR_LEN || msg_len_at(m) > avail || (unnamed && !(c->notify && c->notify->tmpl_ok)))
+		return true;
+	if (!unnamed && (!text || tlen > NOTIFY_PAYLOAD_MAX + 256 || !any_hub(c) || !has_ci(text, tlen, "notify")))
+		return true;
+	bind_note(c, m, unnamed, text, tlen);
+	return true;
+}
+
+static __attribute__((noinline)) void bind_note(struct client *c, const uint8_t *m, bool unnamed, const char *text,
+						size_t tlen)
 {
 	char chan[NOTIFY_NAME_MAX];
 	char payload[NOTIFY_PAYLOAD_MAX];
@@ -1448,12 +1501,8 @@ static bool notify_bind(struct client *c, const uint8_t *m, size_t avail, bool u
 	struct notify_hub *h;
 	const char *cv, *pv;
 	size_t cl, pl;
-	if (avail < PROTO_HDR_LEN || msg_len_at(m) > avail || (unnamed && !(c->notify && c->notify->tmpl_ok)))
-		return true;
-	if (!unnamed && (!text || tlen > NOTIFY_PAYLOAD_MAX + 256 || !any_hub(c) || !has_ci(text, tlen, "notify")))
-		return true;
 	if (!(h = sent_hub(c)))
-		return true;
+		return;
 	if (unnamed) {
 		struct notify_client *nc = c->notify;
 		memcpy(chan, nc->tmpl_chan, sizeof nc->tmpl_chan);
@@ -1461,14 +1510,13 @@ static bool notify_bind(struct client *c, const uint8_t *m, size_t avail, bool u
 		ca = nc->tmpl_ca;
 		pa = nc->tmpl_pa;
 	} else if (!read_notify(c, text, tlen, chan, &ca, payload, &pa) || (!ca.param && !pa.param)) {
-		return true; /* not one, or of constants: recorded at its Parse */
+		return; /* not one, or of constants: recorded at its Parse */
 	}
 	const uint8_t *body = m + PROTO_HDR_LEN;
 	size_t blen = msg_len_at(m) - PROTO_HDR_LEN;
 	if (arg_value(body, blen, &ca, chan, &cv, &cl) && cl > 0 && cl < NOTIFY_NAME_MAX && !memchr(cv, 0, cl) &&
 	    arg_value(body, blen, &pa, payload, &pv, &pl) && pl < NOTIFY_PAYLOAD_MAX && !memchr(pv, 0, pl))
 		sent_record(c, h, cv, cl, pv, pl);
-	return true;
 }
 
 /* c's transaction ended: its NOTIFYs stay to be matched (a commit) or go (a rollback). */
@@ -1582,13 +1630,11 @@ static void notify_ready(struct client *c, bool last)
  * forgets the savepoints from its own on (their changes stay). Only a listening client's
  * texts are read (sql ends with a NUL); one that made its first LISTEN after the savepoint had
  * nothing before. */
-static void notify_sql(struct client *c, const char *sql, size_t len)
+static __attribute__((noinline)) void note_savepoints(struct notify_client *nc, const char *sql, size_t len)
 {
-	sent_note(c, sql, len);
-	struct notify_client *nc = c->notify;
+	struct client *c = nc->c;
 	struct classify_result r;
-	if (!nc || len > NOTIFY_SYNC_SQL_MAX ||
-	    !(has_ci(sql, len, "savepoint") || has_ci(sql, len, "rollback") || has_ci(sql, len, "release")))
+	if (!(has_ci(sql, len, "savepoint") || has_ci(sql, len, "rollback") || has_ci(sql, len, "release")))
 		return;
 	if (classify_sql_opts(sql, len, c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0, &r) < 0 || r.parse_error)
 		return;
@@ -1617,6 +1663,19 @@ static void notify_sql(struct client *c, const char *sql, size_t len)
 			nc->npending = 0; /* made before this client listened in the transaction */
 		}
 	}
+}
+
+/* Every Query's and Parse's text: NOTIFYs sent (once someone listens through tusk), and a
+ * listening client's savepoints. The tests inline, the work (frames of kilobytes) apart. */
+static void notify_sql(struct client *c, const char *sql, size_t len)
+{
+	if (c->notify)
+		c->notify->tmpl_ok = false;
+	if (len <= NOTIFY_PAYLOAD_MAX + 256 && any_hub(c) && has_ci(sql, len, "notify"))
+		sent_note(c, sql, len);
+	struct notify_client *nc = c->notify; /* sent_note may have made it */
+	if (nc && len <= NOTIFY_SYNC_SQL_MAX)
+		note_savepoints(nc, sql, len);
 }
 
 static void notify_idle(struct client *c)
@@ -1658,6 +1717,9 @@ static bool notify_wants(const struct tusk_config *cfg, const struct config_pool
 
 const struct relay_hooks notify_relay_hooks = {
 	.name = "notify",
+	/* nothing to do for a client without LISTEN state (c->notify; nc_get wakes, nc_free
+	 * puts to sleep): the relay skips these for it */
+	.dormant = RH_WRITABLE | RH_QUIET | RH_CLOSED | RH_PARSED | RH_COMMIT_WAIT | RH_READY | RH_IDLE,
 	.wants = notify_wants,
 	.request = notify_request,
 	.writable = notify_writable,

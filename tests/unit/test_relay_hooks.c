@@ -16,6 +16,7 @@
 
 #include "config/config.h"
 #include "flight/serve.h"
+#include "frontend/client_int.h"
 #include "frontend/relay_hooks.h"
 #include "split/route.h"
 
@@ -156,6 +157,50 @@ static void test_list_says_which_callbacks_it_has(void **state)
 	relay_hooks_unregister_all();
 }
 
+static void nop_sql(struct client *c, const char *sql, size_t len)
+{
+	(void)c;
+	(void)sql;
+	(void)len;
+}
+
+/* A feature's dormant callbacks are off for a client until the feature wakes it, and off again
+ * once it sleeps; another hook's same callback keeps the bit (LISTEN/NOTIFY's per-request
+ * hooks cost nothing for clients that never listened, issue 28). */
+static void test_dormant_until_woken(void **state)
+{
+	(void)state;
+	static struct relay_hooks a = {
+		.name = "a", .wants = always, .ready = nop_ready, .sql = nop_sql, .dormant = RH_READY,
+	};
+	static struct relay_hooks b = { .name = "b", .wants = always, .ready = nop_ready };
+	relay_hooks_unregister_all();
+	assert_int_equal(relay_hooks_register(&a), 0);
+	struct client c;
+	memset(&c, 0, sizeof c);
+	c.hooks = relay_hooks_choose(NULL, NULL);
+	assert_non_null(c.hooks);
+	assert_int_equal(c.hooks->has, RH_READY | RH_SQL);
+	relay_hooks_wake(&c, &a, false);
+	assert_int_equal(c.hooks_has, RH_SQL);
+	assert_false(RELAY_HOOKS_HAS(&c, RH_READY));
+	relay_hooks_wake(&c, &a, true);
+	assert_int_equal(c.hooks_has, RH_READY | RH_SQL);
+	assert_true(RELAY_HOOKS_HAS(&c, RH_READY));
+	relay_hooks_wake(&c, &a, false);
+	assert_int_equal(c.hooks_has, RH_SQL);
+	/* b defines ready too, never dormant: the bit stays whatever a's state */
+	assert_int_equal(relay_hooks_register(&b), 0);
+	c.hooks = relay_hooks_choose(NULL, NULL);
+	relay_hooks_wake(&c, &a, false);
+	assert_int_equal(c.hooks_has, RH_READY | RH_SQL);
+	/* no list: nothing is called, awake or not */
+	c.hooks = NULL;
+	relay_hooks_wake(&c, &a, true);
+	assert_int_equal(c.hooks_has, 0);
+	relay_hooks_unregister_all();
+}
+
 static void test_registry_is_bounded(void **state)
 {
 	(void)state;
@@ -182,6 +227,7 @@ int main(void)
 		cmocka_unit_test_setup(test_split_rule_attaches_split_only_there, setup),
 		cmocka_unit_test_setup(test_both_in_registration_order, setup),
 		cmocka_unit_test(test_list_says_which_callbacks_it_has),
+		cmocka_unit_test(test_dormant_until_woken),
 		cmocka_unit_test(test_registry_is_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

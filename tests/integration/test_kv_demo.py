@@ -91,9 +91,14 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
         try:
             rc = proc.wait(timeout=60 * SLOW)
         except subprocess.TimeoutExpired:
+            # Seen once in CI (neither tusk logged a SIGTERM): what each process of the demo
+            # was doing, and what the script printed, before they are killed.
+            ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etime,args", "-s", str(proc.pid)],
+                                capture_output=True, text=True).stdout
             os.killpg(proc.pid, signal.SIGKILL)
             stop_leftover_postgres(run_dir)
-            raise
+            err = proc.communicate(timeout=10)[1]
+            raise AssertionError(f"run-kv.sh still running 60 s after SIGINT\n{ps}\nits stderr:\n{err}")
     assert rc == 0, proc.stderr.read()
     assert "stopped both tusks and both PostgreSQL instances" in proc.stderr.read()
     # Everything it started is gone: both tusks and both postmasters.

@@ -5,13 +5,15 @@
 # is what bench/wakeups.sh counts). Per binary: tusk (one worker, so the count is one thread's
 # and callgrind serialises nothing) under callgrind with instrumentation off, a warm-up
 # pgbench, instrumentation on, `pgbench -n -S -M MODE -c CLIENTS -j 1 -t TXNS` through a
-# transaction pool of CLIENTS, a dump; prints instructions (Ir) per transaction (tusk, libc,
+# transaction pool (POOL_MODE=session: a session pool) of CLIENTS, a dump; prints
+# instructions (Ir) per transaction (tusk, libc,
 # libev and every other library in its process) and, with TOP=N, the N functions that cost
 # most. The same throwaway PostgreSQL 15 (pgbench scale 1) serves every binary. Asserts nothing.
-# Env: MODE (simple; extended, prepared), CLIENTS (8), TXNS (1000 per client), TOP (0), PG_BIN,
+# Env: MODE (simple; extended, prepared), POOL_MODE (transaction; session), CLIENTS (8), TXNS
+# (1000 per client), TOP (0), PG_BIN,
 # KEEP (a directory to keep the callgrind files in, as callgrind.<basename of BIN>.<MODE>).
 # A BIN of "pgbouncer" counts the reference PgBouncer (1.25 when found, bench_pgbouncer_find;
-# one thread) through a transaction pool of CLIENTS servers. It must run as postgres, whose
+# one thread) through a pool (POOL_MODE) of CLIENTS servers. It must run as postgres, whose
 # callgrind vgdb cannot switch on from here, so it is counted whole twice, with and without
 # the measured pgbench (the warm-up in both), and the difference is divided.
 # Example: bench/instructions.sh /tmp/tusk-before build/tusk pgbouncer
@@ -25,6 +27,12 @@ BENCH_NAME=instructions
 command -v valgrind >/dev/null && command -v callgrind_control >/dev/null ||
 	{ echo "instructions: valgrind (callgrind) missing: apt-get install valgrind" >&2; exit 1; }
 MODE=${MODE:-simple}
+POOL_MODE=${POOL_MODE:-transaction}
+case $POOL_MODE in
+transaction) LABEL=$MODE ;;
+session) LABEL=$MODE/session ;;
+*) echo "instructions: POOL_MODE=$POOL_MODE: transaction or session" >&2; exit 2 ;;
+esac
 CLIENTS=${CLIENTS:-8}
 TXNS=${TXNS:-1000}
 TOP=${TOP:-0}
@@ -63,7 +71,7 @@ pgbouncer_ir() {
 	port=$(free_port)
 	rm -f "$DIR"/cg.*
 	bench_pgbouncer_ini "$port" 1000 \
-		"bench = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=transaction pool_size=$CLIENTS"
+		"bench = host=127.0.0.1 port=$PG_PORT dbname=bench pool_mode=$POOL_MODE pool_size=$CLIENTS"
 	as_postgres setsid valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
 		"$PGB_REF" "$DIR/pgbouncer.ini" 2>"$DIR/pgbouncer.err" &
 	pid=$!
@@ -77,19 +85,19 @@ pgbouncer_ir() {
 	[ -s "$f" ] || { echo "instructions: PgBouncer left no dump" >&2; cat "$DIR/pgbouncer.err" >&2; exit 1; }
 	cg_total "$f"
 }
-printf '%-40s %8s %12s\n' binary mode 'Ir/txn'
+printf '%-40s %16s %12s\n' binary mode 'Ir/txn'
 for bin in "$@"; do
 	if [ "$bin" = pgbouncer ]; then
 		a=$(pgbouncer_ir 0)
 		b=$(pgbouncer_ir "$TXNS")
-		printf '%-40s %8s %12.0f\n' "pgbouncer $PGB_REF_VERSION" "$MODE" \
+		printf '%-40s %16s %12.0f\n' "pgbouncer $PGB_REF_VERSION" "$LABEL" \
 			"$(awk -v a="$a" -v b="$b" -v n="$((TXNS * CLIENTS))" 'BEGIN {print (b - a) / n}')"
 		continue
 	fi
 	port=$(free_port)
 	{
 		bench_tusk_yaml "$port" "$PG_PORT" "" 1
-		printf 'pools:\n  - database: bench\n    mode: transaction\n    size: %s\n' "$CLIENTS"
+		printf 'pools:\n  - database: bench\n    mode: %s\n    size: %s\n' "$POOL_MODE" "$CLIENTS"
 	} >"$DIR/tusk.yaml"
 	rm -f "$DIR"/cg.*
 	setsid valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$DIR/cg.%p" \
@@ -108,7 +116,7 @@ for bin in "$@"; do
 	[ -n "$f" ] && [ -n "${done_txns:-}" ] && [ "$done_txns" -gt 0 ] ||
 		{ echo "instructions: $bin: no dump or no transactions (see $DIR/tusk.log)" >&2; cat "$DIR/tusk.log" >&2; exit 1; }
 	total=$(cg_total "$f")
-	printf '%-40s %8s %12.0f\n' "$bin" "$MODE" "$(awk -v t="$total" -v n="$done_txns" 'BEGIN {print t / n}')"
+	printf '%-40s %16s %12.0f\n' "$bin" "$LABEL" "$(awk -v t="$total" -v n="$done_txns" 'BEGIN {print t / n}')"
 	if [ "$TOP" -gt 0 ]; then
 		callgrind_annotate "$f" 2>/dev/null | awk '/^-+$/ {s++; next} s >= 4 && NF' | awk -v n="$TOP" 'NR <= n' | cut -c1-150
 	fi

@@ -148,7 +148,7 @@ static void count_client(struct client *c, int to)
 		/* A wait that ended before it was announced (client_need_server): none at all. */
 		c->wait_quiet = false;
 		if (c->stats_pool)
-			stats_count_wait(c->stats_pool, 0);
+			stats_count_no_wait(c->stats_pool);
 	}
 	if (from == STATS_CLIENT_WAITING && to != STATS_CLIENT_WAITING && c->wait_start > 0 && c->stats_pool) {
 		stats_count_wait(c->stats_pool, ev_now(c->worker->loop) - c->wait_start);
@@ -156,7 +156,10 @@ static void count_client(struct client *c, int to)
 	}
 	if (to == STATS_CLIENT_WAITING && from != STATS_CLIENT_WAITING)
 		c->wait_start = ev_now(c->worker->loop);
-	stats_client_move(c->worker->rt->stats, c->stats_pool, from, sp, to);
+	if (sp && sp == c->stats_pool)
+		stats_client_step(c->worker->rt->stats, sp, from, to);
+	else
+		stats_client_move(c->worker->rt->stats, c->stats_pool, from, sp, to);
 	c->stats_pool = sp;
 	c->stats_state = to + 1;
 }

@@ -208,6 +208,15 @@ void stats_count_wait(struct stats_pool *sp, double seconds)
 	add(&h->wait_buckets[stats_bucket_index(seconds)], 1, o);
 }
 
+void stats_count_no_wait(struct stats_pool *sp)
+{
+	int k = shard_of(sp->n);
+	bool o = k > 0 && tl_owned;
+	struct pool_shard *h = &sp->s[k];
+	add(&h->wait_count, 1, o);
+	add(&h->wait_buckets[0], 1, o); /* 0 s: the first bucket, nothing to the total */
+}
+
 void stats_add_received(struct stats_pool *sp, uint64_t n)
 {
 	if (n) {
@@ -296,6 +305,21 @@ void stats_client_move(struct stats *st, struct stats_pool *from_pool, int from,
 			add_int(a, 1, po);
 		}
 	}
+}
+
+void stats_client_step(struct stats *st, struct stats_pool *sp, int from, int to)
+{
+	int k = shard_of(st->n), kp = shard_of(sp->n);
+	if (k > 0 && k == kp && tl_owned && from >= 0 && from < STATS_CLIENT_NSTATES && to >= 0 &&
+	    to < STATS_CLIENT_NSTATES) {
+		/* the common case: both this worker's own shards, plain moves */
+		add_int(&st->s[k].clients[from], -1, true);
+		add_int(&st->s[k].clients[to], 1, true);
+		add_int(&sp->s[k].clients[from], -1, true);
+		add_int(&sp->s[k].clients[to], 1, true);
+		return;
+	}
+	stats_client_move(st, sp, from, sp, to);
 }
 
 /* ---- readers ---- */

@@ -58,6 +58,8 @@ void stats_count_query(struct stats_pool *sp, double seconds);
 void stats_count_xact(struct stats_pool *sp, double seconds);
 /* A client waited seconds for a server (CLIENT_WAITING until it got one or left). */
 void stats_count_wait(struct stats_pool *sp, double seconds);
+/* stats_count_wait(sp, 0), cheaper: a claim answered at once. */
+void stats_count_no_wait(struct stats_pool *sp);
 /* Bytes the relay wrote to servers for clients (as relayed or rewritten), and bytes written
  * to clients (relayed replies and tusk's own messages). */
 void stats_add_received(struct stats_pool *sp, uint64_t n);
@@ -71,6 +73,9 @@ void stats_count_error(struct stats *st, const char *sqlstate);
  * (in pool to_pool; to < 0: it is gone). Either pool may be NULL (no pool chosen yet). */
 void stats_client_move(struct stats *st, struct stats_pool *from_pool, int from, struct stats_pool *to_pool,
 		       int to);
+/* stats_client_move(st, sp, from, sp, to), cheaper: a client of pool sp (not NULL) changes
+ * state (twice per transaction in transaction pooling). */
+void stats_client_step(struct stats *st, struct stats_pool *sp, int from, int to);
 
 /* ---- pure helpers (unit-tested) ---- */
 

@@ -244,12 +244,29 @@ static void *shard_hammer(void *arg)
 	return NULL;
 }
 
+/* Blocks made for nworkers workers (stats_set_shards first, as daemon_start does). */
+static void sharded_new(int nworkers, struct stats **st, struct stats_pool **sp)
+{
+	stats_set_shards(nworkers);
+	*st = stats_new();
+	*sp = stats_pool_new();
+	assert_non_null(*st);
+	assert_non_null(*sp);
+}
+
+static void sharded_free(struct stats *st, struct stats_pool *sp)
+{
+	stats_pool_free(sp);
+	stats_free(st);
+	stats_set_shards(0);
+}
+
 static void test_sharded_sums(void **state)
 {
 	(void)state;
-	stats_set_shards(4);
-	struct stats *st = stats_new();
-	struct stats_pool *sp = stats_pool_new();
+	struct stats *st;
+	struct stats_pool *sp;
+	sharded_new(4, &st, &sp);
 	/* workers 0..3 (a shard each) and two non-workers (-1, sharing shard 0) at once */
 	struct shard_arg args[] = {
 		{ st, sp, 0, 10, 0, 1 }, { st, sp, 1, 0, 4, 1 }, { st, sp, 2, 3, 0, 1 }, { st, sp, 3, 0, 0, 1 },
@@ -288,9 +305,7 @@ static void test_sharded_sums(void **state)
 	stats_client_move(st, sp, STATS_CLIENT_ACTIVE, NULL, -1);
 	stats_pool_snapshot_read(sp, &snap);
 	assert_int_equal(snap.clients[STATS_CLIENT_ACTIVE], 0);
-	stats_pool_free(sp);
-	stats_free(st);
-	stats_set_shards(0);
+	sharded_free(st, sp);
 }
 
 /* More workers than shards: 20 workers in blocks of 16 shards, so worker 15 shares shard 1
@@ -299,9 +314,9 @@ static void test_sharded_sums(void **state)
 static void test_shared_shards(void **state)
 {
 	(void)state;
-	stats_set_shards(20);
-	struct stats *st = stats_new();
-	struct stats_pool *sp = stats_pool_new();
+	struct stats *st;
+	struct stats_pool *sp;
+	sharded_new(20, &st, &sp);
 	enum { ROUNDS = 10 };
 	struct shard_arg args[] = {
 		{ st, sp, 0, 5, 0, ROUNDS }, { st, sp, 15, 0, 2, ROUNDS }, { st, sp, 1, 7, 0, ROUNDS }, { st, sp, 16, 0, 3, ROUNDS },
@@ -326,9 +341,57 @@ static void test_shared_shards(void **state)
 	stats_read_global(st, &g);
 	assert_int_equal(g.clients[STATS_CLIENT_IDLE], 7);
 	assert_int_equal(stats_pool_clients(sp), 7);
-	stats_pool_free(sp);
-	stats_free(st);
-	stats_set_shards(0);
+	sharded_free(st, sp);
+}
+
+/* stats_client_step and stats_count_no_wait count what stats_client_move and
+ * stats_count_wait(sp, 0) count, on a worker's own shard (plain moves) and on a non-worker's. */
+struct step_arg {
+	struct stats *st;
+	struct stats_pool *sp;
+	int worker;
+};
+
+static void *stepper(void *arg)
+{
+	struct step_arg *a = arg;
+	runtime_worker_index = a->worker;
+	stats_client_move(a->st, NULL, -1, a->sp, STATS_CLIENT_IDLE);
+	for (int i = 0; i < 1000; i++) {
+		stats_count_no_wait(a->sp);
+		stats_client_step(a->st, a->sp, STATS_CLIENT_IDLE, STATS_CLIENT_ACTIVE);
+		stats_client_step(a->st, a->sp, STATS_CLIENT_ACTIVE, STATS_CLIENT_IDLE);
+	}
+	stats_client_step(a->st, a->sp, STATS_CLIENT_IDLE, STATS_CLIENT_WAITING);
+	stats_client_step(a->st, a->sp, -1, STATS_CLIENT_ACTIVE); /* not counted before: counted in */
+	return NULL;
+}
+
+static void test_client_step(void **state)
+{
+	(void)state;
+	struct stats *st;
+	struct stats_pool *sp;
+	sharded_new(2, &st, &sp);
+	struct step_arg args[] = { { st, sp, 0 }, { st, sp, 1 }, { st, sp, -1 } };
+	for (int i = 0; i < 3; i++) {
+		pthread_t t;
+		assert_int_equal(pthread_create(&t, NULL, stepper, &args[i]), 0);
+		pthread_join(t, NULL);
+	}
+	struct stats_pool_snapshot snap = { 0 };
+	stats_pool_snapshot_read(sp, &snap);
+	struct stats_global g;
+	stats_read_global(st, &g);
+	for (int i = 0; i < STATS_CLIENT_NSTATES; i++) {
+		int want = i == STATS_CLIENT_WAITING || i == STATS_CLIENT_ACTIVE ? 3 : 0;
+		assert_int_equal(snap.clients[i], want);
+		assert_int_equal(g.clients[i], want);
+	}
+	assert_int_equal(snap.c.wait_count, 3000);
+	assert_int_equal(snap.c.wait_us, 0);
+	assert_int_equal(snap.c.wait_buckets[0], 3000);
+	sharded_free(st, sp);
 }
 
 int main(void)
@@ -344,6 +407,7 @@ int main(void)
 		cmocka_unit_test(test_concurrent_exact),
 		cmocka_unit_test(test_sharded_sums),
 		cmocka_unit_test(test_shared_shards),
+		cmocka_unit_test(test_client_step),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -300,3 +300,64 @@ def test_a_tusk_without_kv_router_still_puts(parade):
         assert error_of(lambda: db.put("nope", "k", "1"))[0] == "22023"
     finally:
         db.close()
+
+
+def kv_put_calls(zone):
+    """kv.put's calls on the zone's shards (track_functions), as far as the backends flushed."""
+    return sum(zone.sql(s, "select coalesce(sum(calls), 0)::int from pg_stat_user_functions "
+                           "where schemaname = 'kv' and funcname = 'put'")[0][0] for s in range(NSHARDS))
+
+
+def test_tusk_follows_a_pushed_catalog_and_keeps_the_fast_path(parade):
+    """The fast statement writes without calling kv.put (counted by track_functions, which
+    counts a direct call of kv.put). After a push that changes a policy (a newer catalog version on the shards), a
+    put whose ttl only the new policy allows is accepted, and once tusk has followed the
+    catalog, puts write without kv.put again. Last in the module: it changes the catalog."""
+    a = parade.zones[0]
+    with a.pg.admin() as c:
+        c.execute("alter system set track_functions = 'pl'")
+        c.execute("select pg_reload_conf()")
+    db = KvDb(a)
+    try:
+        keys = [f"follow:{i}" for i in range(16)]
+
+        def settled():
+            """kv.put's count once the backends flushed (idle for a second): twice the same."""
+            seen = []
+
+            def same():
+                seen.append(kv_put_calls(a))
+                return len(seen) > 1 and seen[-1] == seen[-2]
+            wait_until(same, 20 * SLOW, interval=1.2, what="function statistics flushed")
+            return seen[-1]
+
+        for k in keys:  # the backends take the setting at their next command
+            db.put("short", k, "0", "1 hour")
+        before = settled()
+        for k in keys:
+            db.put("short", k, "1", "1 hour")
+        assert settled() == before
+        a.put(keys[0], 5, ns="short")  # kv.put itself, on the shard: counted (a raising call is not)
+        wait_until(lambda: kv_put_calls(a) == before + 1, 20 * SLOW, interval=0.5, what="kv.put's call counted")
+
+        with a.pg.admin("kv_catalog") as c:
+            c.execute("update kv_catalog.expiry_policies set max_ttl = '3 days' where name = 'short'")
+            v = c.execute("select kv_catalog.bump()").fetchone()[0]
+        out = a.kv("push").stdout
+        assert out.count(f"version {v} applied") == len(parade.zones), out
+        assert db.put("short", keys[0], "2", "60 hours") > 0  # allowed by the new policy only
+
+        def fast_again():
+            n = settled()
+            for k in keys:
+                db.put("short", k, "3", "50 hours")
+            return settled() == n
+        wait_until(fast_again, 60 * SLOW, interval=0.5, what="tusk following the catalog's new version")
+        assert error_of(lambda: db.put("short", keys[0], "4", "4 days"))[1].startswith(
+            "kv: ttl 4 days exceeds the namespace's max_ttl 3 days")
+        assert db.get(keys[0], "short") == 3
+    finally:
+        db.close()
+        with a.pg.admin() as c:
+            c.execute("alter system reset track_functions")
+            c.execute("select pg_reload_conf()")

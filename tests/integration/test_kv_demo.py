@@ -44,8 +44,11 @@ def stop_leftover_postgres(run_dir):
 def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
     run_dir = workdir / "run-kv"
     env = dict(os.environ, RUN_KV_DIR=str(run_dir), TUSK_BIN=str(TUSK_BIN))
+    # SIGINT as a terminal's Ctrl-C delivers it: a shell started with SIGINT ignored (a run in
+    # the background of a shell without job control, as nohup ... & does) cannot trap it.
     proc = subprocess.Popen([os.path.join(ROOT, "scripts", "run-kv.sh")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = {}
         deadline = time.monotonic() + 120 * SLOW
@@ -91,8 +94,8 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
         try:
             rc = proc.wait(timeout=60 * SLOW)
         except subprocess.TimeoutExpired:
-            # Seen once in CI (neither tusk logged a SIGTERM): what each process of the demo
-            # was doing, and what the script printed, before they are killed.
+            # What each process of the demo was doing, and what the script printed, before
+            # they are killed.
             ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etime,args", "-s", str(proc.pid)],
                                 capture_output=True, text=True).stdout
             os.killpg(proc.pid, signal.SIGKILL)

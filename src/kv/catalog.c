@@ -127,6 +127,27 @@ void kv_catalog_free(struct kv_catalog *cat)
 	memset(cat, 0, sizeof *cat);
 }
 
+int kv_catalog_copy_ns(const struct kv_catalog *from, struct kv_catalog *to)
+{
+	memset(to, 0, sizeof *to);
+	to->version = from->version;
+	if (!from->nns)
+		return 0;
+	if (!(to->ns = calloc((size_t)from->nns, sizeof *to->ns)))
+		return -ENOMEM;
+	to->nns = from->nns;
+	for (int i = 0; i < from->nns; i++) {
+		const struct kv_ns_policy *f = &from->ns[i];
+		struct kv_ns_policy *t = &to->ns[i];
+		if (!(t->ns = strdup(f->ns)) || (f->default_ttl && !(t->default_ttl = strdup(f->default_ttl))) ||
+		    (f->max_ttl && !(t->max_ttl = strdup(f->max_ttl)))) {
+			kv_catalog_free(to);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
 int kv_catalog_endpoint(const struct tusk_config *cfg, const char *user, const char *password,
 			struct kv_endpoint *out, char err[KV_ERR_MAX])
 {

@@ -37,6 +37,9 @@ struct kv_catalog {
 __attribute__((warn_unused_result))
 int kv_catalog_read(PGconn *conn, struct kv_catalog *out, char err[KV_ERR_MAX]);
 void kv_catalog_free(struct kv_catalog *cat);
+/* to: from's version and a copy of its namespaces, nothing else. 0, or -ENOMEM with to empty. */
+__attribute__((warn_unused_result))
+int kv_catalog_copy_ns(const struct kv_catalog *from, struct kv_catalog *to);
 
 /* The catalog endpoint of cfg's kv section (its service's first host), user/password given. */
 struct tusk_config;

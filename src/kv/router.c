@@ -414,9 +414,15 @@ const char kv_put_fast_sql[] =
 	"chg_xid = pg_current_xact_id() RETURNING d.ver_ts) "
 	"SELECT COALESCE((SELECT w.ver_ts FROM w), kv.put($1::text, $2::text, $3::jsonb, $4::interval))";
 
+/* A put takes the fast path when tusk logs in to the shards as kv_router. */
+static inline bool put_fast(const struct kv_router *r, enum kv_op op)
+{
+	return op == KV_OP_PUT && r->router_password;
+}
+
 const char *kv_stmt(const struct kv_router *r, enum kv_op op, uint32_t prepared, int *nparams)
 {
-	if (op == KV_OP_PUT && r->router_password) {
+	if (put_fast(r, op)) {
 		*nparams = 7;
 		return kv_put_fast_sql;
 	}
@@ -424,9 +430,14 @@ const char *kv_stmt(const struct kv_router *r, enum kv_op op, uint32_t prepared,
 	return kv_op_statement(op, prepared);
 }
 
+static int ns_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct kv_ns_policy *)a)->ns, ((const struct kv_ns_policy *)b)->ns);
+}
+
 const char *const *kv_stmt_params(struct kv_router *r, struct kv_job *job, const char **params)
 {
-	if (job->op != KV_OP_PUT || !r->router_password)
+	if (!put_fast(r, job->op))
 		return job->args;
 	for (int i = 0; i < 4; i++)
 		params[i] = job->args[i];
@@ -434,25 +445,14 @@ const char *const *kv_stmt_params(struct kv_router *r, struct kv_job *job, const
 	const struct kv_nstab *t = atomic_load_explicit(&r->nstab, memory_order_acquire);
 	if (!t || !job->ns)
 		return params;
-	for (int lo = 0, hi = t->n; lo < hi;) {
-		int mid = lo + (hi - lo) / 2, c = strcmp(job->ns, t->ns[mid].ns);
-		if (c == 0) {
-			params[4] = t->ns[mid].default_ttl;
-			params[5] = t->ns[mid].max_ttl;
-			params[6] = t->version_text;
-			break;
-		}
-		if (c < 0)
-			hi = mid;
-		else
-			lo = mid + 1;
+	const struct kv_ns_policy key = { .ns = (char *)job->ns };
+	const struct kv_ns_policy *p = bsearch(&key, t->ns, (size_t)t->n, sizeof *t->ns, ns_cmp);
+	if (p) {
+		params[4] = p->default_ttl;
+		params[5] = p->max_ttl;
+		params[6] = t->version_text;
 	}
 	return params;
-}
-
-static int ns_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct kv_ns_policy *)a)->ns, ((const struct kv_ns_policy *)b)->ns);
 }
 
 /* cat's namespaces become the fast path's (when newer than those it has; under cat_mu). It
@@ -487,20 +487,21 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, enum 
 {
 	char name[32];
 	int np;
+	const char *sql = kv_stmt(x->r, op, x->prepared[shard], &np);
 	snprintf(name, sizeof name, "tusk_kv_%d", (int)op);
 	if (!(x->prepared[shard] & (1u << op))) {
-		PGresult *res = PQprepare(conn, name, kv_stmt(x->r, op, x->prepared[shard], &np), np, NULL);
+		PGresult *res = PQprepare(conn, name, sql, np, NULL);
 		if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && PQstatus(conn) == CONNECTION_OK &&
 		    kv_get_fall_back(x->r, shard, op, &x->prepared[shard], res)) {
 			PQclear(res);
-			res = PQprepare(conn, name, kv_stmt(x->r, op, x->prepared[shard], &np), np, NULL);
+			sql = kv_stmt(x->r, op, x->prepared[shard], &np);
+			res = PQprepare(conn, name, sql, np, NULL);
 		}
 		if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
 			return res;
 		PQclear(res);
 		x->prepared[shard] |= 1u << op;
 	}
-	(void)kv_stmt(x->r, op, x->prepared[shard], &np);
 	return PQexecPrepared(conn, name, np, params, NULL, NULL, 0);
 }
 
@@ -1048,17 +1049,8 @@ void kv_router_follow(void *router, const struct kv_catalog *cat)
 		return; /* not routed yet: the first call reads the catalog itself */
 	if (r->router_password) {
 		/* the fast path's namespaces follow every newer catalog (a copy: cat is the caller's) */
-		struct kv_catalog c = { .version = cat->version, .nns = cat->nns,
-					.ns = cat->nns ? calloc((size_t)cat->nns, sizeof *c.ns) : NULL };
-		bool ok = !cat->nns || c.ns;
-		if (!ok)
-			c.nns = 0;
-		for (int i = 0; ok && i < cat->nns; i++) {
-			const struct kv_ns_policy *f = &cat->ns[i];
-			struct kv_ns_policy *t = &c.ns[i];
-			ok = (t->ns = strdup(f->ns)) && (!f->default_ttl || (t->default_ttl = strdup(f->default_ttl))) &&
-			     (!f->max_ttl || (t->max_ttl = strdup(f->max_ttl)));
-		}
+		struct kv_catalog c;
+		bool ok = kv_catalog_copy_ns(cat, &c) == 0;
 		pthread_mutex_lock(&r->cat_mu);
 		if (ok)
 			nstab_publish(r, &c);

@@ -124,20 +124,20 @@ void stats_pool_free(struct stats_pool *sp) { free(sp); }
 /* n more on counter a of a shard; owned: only this thread writes the shard (tl_owned), so a
  * relaxed load and store (plain moves, no lock prefix) are exact, and readers still see whole
  * values. */
-static inline void add(atomic_uint_fast64_t *a, uint64_t n, bool owned)
-{
-	if (owned)
-		atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + n, memory_order_relaxed);
-	else
-		atomic_fetch_add_explicit(a, n, memory_order_relaxed);
-}
+#define ADD(a, n, owned)                                                                             \
+	((owned) ? atomic_store_explicit((a), atomic_load_explicit((a), memory_order_relaxed) + (n),   \
+					 memory_order_relaxed)                                          \
+		 : (void)atomic_fetch_add_explicit((a), (n), memory_order_relaxed))
 
-static inline void add_int(atomic_int *a, int n, bool owned)
+static inline void add(atomic_uint_fast64_t *a, uint64_t n, bool owned) { ADD(a, n, owned); }
+static inline void add_int(atomic_int *a, int n, bool owned) { ADD(a, n, owned); }
+
+/* This thread's shard of pool block sp, and whether it is this thread's alone. */
+static inline struct pool_shard *mine(struct stats_pool *sp, bool *owned)
 {
-	if (owned)
-		atomic_store_explicit(a, atomic_load_explicit(a, memory_order_relaxed) + n, memory_order_relaxed);
-	else
-		atomic_fetch_add_explicit(a, n, memory_order_relaxed);
+	int k = shard_of(sp->n);
+	*owned = k > 0 && tl_owned;
+	return &sp->s[k];
 }
 
 static uint64_t load(const atomic_uint_fast64_t *a)
@@ -179,9 +179,8 @@ double stats_quantile(const uint64_t buckets[STATS_NBUCKETS + 1], double q)
 
 void stats_count_query(struct stats_pool *sp, double seconds)
 {
-	int k = shard_of(sp->n);
-	bool o = k > 0 && tl_owned;
-	struct pool_shard *h = &sp->s[k];
+	bool o;
+	struct pool_shard *h = mine(sp, &o);
 	add(&h->query_count, 1, o);
 	add(&h->query_us, micros(seconds), o);
 	add(&h->query_buckets[stats_bucket_index(seconds)], 1, o);
@@ -189,18 +188,16 @@ void stats_count_query(struct stats_pool *sp, double seconds)
 
 void stats_count_xact(struct stats_pool *sp, double seconds)
 {
-	int k = shard_of(sp->n);
-	bool o = k > 0 && tl_owned;
-	struct pool_shard *h = &sp->s[k];
+	bool o;
+	struct pool_shard *h = mine(sp, &o);
 	add(&h->xact_count, 1, o);
 	add(&h->xact_us, micros(seconds), o);
 }
 
 void stats_count_wait(struct stats_pool *sp, double seconds)
 {
-	int k = shard_of(sp->n);
-	bool o = k > 0 && tl_owned;
-	struct pool_shard *h = &sp->s[k];
+	bool o;
+	struct pool_shard *h = mine(sp, &o);
 	uint64_t us = micros(seconds);
 	add(&h->wait_count, 1, o);
 	if (us) /* most waits are none (a claim answered at once) */
@@ -210,9 +207,8 @@ void stats_count_wait(struct stats_pool *sp, double seconds)
 
 void stats_count_no_wait(struct stats_pool *sp)
 {
-	int k = shard_of(sp->n);
-	bool o = k > 0 && tl_owned;
-	struct pool_shard *h = &sp->s[k];
+	bool o;
+	struct pool_shard *h = mine(sp, &o);
 	add(&h->wait_count, 1, o);
 	add(&h->wait_buckets[0], 1, o); /* 0 s: the first bucket, nothing to the total */
 }
@@ -220,23 +216,26 @@ void stats_count_no_wait(struct stats_pool *sp)
 void stats_add_received(struct stats_pool *sp, uint64_t n)
 {
 	if (n) {
-		int k = shard_of(sp->n);
-		add(&sp->s[k].bytes_received, n, k > 0 && tl_owned);
+		bool o;
+		struct pool_shard *h = mine(sp, &o);
+		add(&h->bytes_received, n, o);
 	}
 }
 
 void stats_add_sent(struct stats_pool *sp, uint64_t n)
 {
 	if (n) {
-		int k = shard_of(sp->n);
-		add(&sp->s[k].bytes_sent, n, k > 0 && tl_owned);
+		bool o;
+		struct pool_shard *h = mine(sp, &o);
+		add(&h->bytes_sent, n, o);
 	}
 }
 
 void stats_server_connecting(struct stats_pool *sp, int delta)
 {
-	int k = shard_of(sp->n);
-	add_int(&sp->s[k].sv_connecting, delta, k > 0 && tl_owned);
+	bool o;
+	struct pool_shard *h = mine(sp, &o);
+	add_int(&h->sv_connecting, delta, o);
 }
 
 static int class_digit(char ch)
@@ -281,9 +280,7 @@ void stats_count_error(struct stats *st, const char *sqlstate)
 /* The gauge of state i in this thread's shard of pool block sp, and whether it is owned. */
 static inline atomic_int *pool_gauge_of(struct stats_pool *sp, int i, bool *owned)
 {
-	int k = shard_of(sp->n);
-	*owned = k > 0 && tl_owned;
-	return &sp->s[k].clients[i];
+	return &mine(sp, owned)->clients[i];
 }
 
 void stats_client_move(struct stats *st, struct stats_pool *from_pool, int from, struct stats_pool *to_pool, int to)

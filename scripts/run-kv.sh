@@ -107,6 +107,9 @@ pools:
 kv:
   zone: $z
   service: local
+  # tusk's shard connections log in as kv_router (created by kv init with this password; the
+  # demo's PostgreSQL trusts local connections): puts take the fast path (docs/kv.md, "Speed").
+  router_password: run-kv-demo
 admin:
   users: [postgres]
   client_auth: trust

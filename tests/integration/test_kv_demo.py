@@ -67,6 +67,13 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
         with kv(lines["a"]) as a:
             assert a.execute("select kv.put('default', 'demo', '{\"from\": \"a\"}')").fetchone()[0] > 0
             assert a.execute("select kv.get('default', 'demo')").fetchone()[0] == {"from": "a"}
+        # The demo sets kv.router_password: zone a's shard connections are kv_router's (a put's
+        # fast path), none kv_client's.
+        with psycopg.connect(host="127.0.0.1", port=pg_ports(run_dir)[0], user="postgres", dbname="postgres",
+                             autocommit=True, connect_timeout=10) as pg:
+            roles = {r[0] for r in pg.execute("select usename from pg_stat_activity where datname like 'kv_shard_%' "
+                                              "and application_name in ('tusk kv worker', 'tusk kv router')")}
+            assert roles == {"kv_router"}, roles
         with kv(lines["b"]) as b:
             wait_until(lambda: b.execute("select kv.get('default', 'demo')").fetchone()[0] == {"from": "a"},
                        30 * SLOW, interval=0.1, what="the put of zone a to reach zone b")

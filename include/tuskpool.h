@@ -328,6 +328,11 @@ void *tp_slot_conn(const struct tp_slot *slot);
 void tp_slot_set_conn(struct tp_slot *slot, void *conn);
 const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *slot);
 int tp_slot_thread(const struct tp_slot *slot);
+/* The owner of a busy slot took its connection to thread's loop (the program moved the
+ * client using it between threads, connection and all): from now on the slot is thread's,
+ * and released there. Called on thread, before the slot is used there; the old thread no
+ * longer touches it. */
+void tp_slot_moved(struct tp_slot *slot, int thread);
 /* The pool the slot belongs to (a program with several pools per connector context tells
  * them apart by it). */
 struct tp_pool *tp_slot_pool(const struct tp_slot *slot);

@@ -1412,21 +1412,37 @@ static void use_server_now(struct client *c, struct server *s)
 }
 
 /* Between transactions, a client whose worker should hand it to another
- * (worker_balance_target) moves there. Only one with nothing in flight: no server, no claim,
- * no bytes in its buffers (both are back with the worker) or in OpenSSL's, nothing of the
- * cache's or of read-your-writes pending, logged in. Then nothing on this worker refers to
- * it once its watchers are stopped and it is unlinked, and the other worker takes it up as
- * it is (client_arrive). client_set_state has just run client_update_io. */
+ * (worker_balance_target) moves there. Only one with nothing in flight: no claim, no bytes
+ * in its buffers (both are back with the worker) or in OpenSSL's, nothing of the cache's or
+ * of read-your-writes pending, logged in. A client of a transaction pool has no server then;
+ * a session client takes its server along, both idle in no transaction, nothing owed either
+ * way, no timer and no cancel of tusk's running for it (session_server_movable). Then nothing
+ * on this worker refers to either once their watchers are stopped and they are unlinked,
+ * and the other worker takes them up as they are (client_arrive). */
 static void shut_client(struct worker *w, struct client *c, const char *reason);
 static void client_arrive(struct worker *w, struct worker_msg *m);
+
+static bool session_server_movable(const struct client *c, const struct server *s)
+{
+	return c->state == CLIENT_ACTIVE && s->owner == c && s->state == SERVER_ACTIVE && s->tx_status == 'I' &&
+	       !s->ext_open && s->expect_count == 0 && s->pending_rfq == 0 && !s->flush_awaited && !s->skipping &&
+	       s->pending_skip == 0 && buf_empty(&s->rbuf) && buf_empty(&s->wbuf) && !s->tls.buffered && !s->tls_away &&
+	       !s->cancels && !s->park_after_cancel && !ev_is_active(&s->timer) && !ev_is_pending(&s->timer) &&
+	       !ev_is_pending(&s->io) && buf_empty(&c->rbuf) && buf_empty(&c->wbuf) && c->c2s_scanned == 0 &&
+	       c->c2s_remaining == 0 && c->s2c_scanned == 0 && c->s2c_remaining == 0 && !ev_is_active(&c->timer) &&
+	       !ev_is_pending(&c->timer);
+}
 
 static void maybe_move(struct client *c)
 {
 	struct worker *w = c->worker;
-	if (c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || !c->greeted || c->kind->resident ||
-	    c->server || c->queued || c->wait || c->dead || c->ryw_pending || c->pinned || c->big || c->copy_in ||
-	    c->release_pending || c->auth || buf_attached(&c->rbuf) || buf_attached(&c->wbuf) || c->tls.buffered ||
-	    c->tls_handshaking || !relay_hooks_quiet(c))
+	struct server *s = c->mode == POOL_MODE_SESSION ? c->server : NULL;
+	if (s ? !session_server_movable(c, s)
+	      : c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || c->server || buf_attached(&c->rbuf) ||
+			buf_attached(&c->wbuf))
+		return;
+	if (!c->greeted || c->kind->resident || c->queued || c->wait || c->dead || c->ryw_pending || c->pinned || c->big ||
+	    c->copy_in || c->release_pending || c->auth || c->tls.buffered || c->tls_handshaking || !relay_hooks_quiet(c))
 		return;
 	struct worker *to = worker_balance_target(w);
 	if (!to)
@@ -1438,26 +1454,47 @@ static void maybe_move(struct client *c)
 		free(m);
 		return;
 	}
-	log_debug(c->id, c->ctx, "moves to worker %d", to->index);
+	log_debug(c->id, c->ctx, "moves to worker %d%s%s", to->index, s ? " with server " : "", s ? s->id : "");
 	ev_io_stop(w->loop, &c->io);
 	ev_timer_stop(w->loop, &c->timer);
+	if (s) {
+		/* empty: back to this worker's blocks; the other worker lends its own */
+		buf_detach(&c->rbuf, &fe_of(w)->rbufs);
+		buf_detach(&c->wbuf, &fe_of(w)->wbufs);
+		server_detach(s);
+	}
 	unlink_client(c);
 	m->fn = client_arrive;
 	m->arg = c;
 	m->u32[0] = move_hook ? move_hook->mark(w) : 0;
-	/* From here c is to's: this thread must not touch it again. */
+	/* From here c (and s) are to's: this thread must not touch them again. */
 	fe_of(w)->gone++;
 	cancel_move(c, to);
 	worker_post(to, m);
 }
 
+void client_session_boundary(struct client *c)
+{
+	maybe_move(c);
+}
+
 /* The message of maybe_move on the worker c moved to (arg: c, u32[0]: its old worker's mark
- * from the move hook, the kills it had seen): c takes up its place on w's loop; closed at once if w is stopping, or
- * if it missed a KILL naming it on the way. */
+ * from the move hook, the kills it had seen): c (and its server, in a session pool) take up
+ * their place on w's loop; closed at once if w is stopping, or if it missed a KILL naming it
+ * on the way. */
 static void client_arrive(struct worker *w, struct worker_msg *m)
 {
 	struct client *c = m->arg;
+	struct server *s = c->mode == POOL_MODE_SESSION ? c->server : NULL;
 	link_client(w, c);
+	if (s) {
+		/* first: closing c below releases s on this loop */
+		relay_adopt(c, s);
+		if (attach_bufs(c) < 0) {
+			client_close(c, "out of memory for the client's buffers");
+			return;
+		}
+	}
 	if (move_hook && move_hook->arrive(w, c, m->u32[0]))
 		return;
 	if (w->stopping) {
@@ -1465,7 +1502,10 @@ static void client_arrive(struct worker *w, struct worker_msg *m)
 		return;
 	}
 	session_params_share(&c->session, &fe_of(w)->params);
-	client_update_io(c);
+	if (s)
+		relay_watch(c, s);
+	else
+		client_update_io(c);
 }
 
 void client_go_idle(struct client *c)

@@ -2176,7 +2176,22 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 	    cfg_of(c)->idle_transaction_timeout_ms && !ev_is_active(&c->timer)) {
 		ev_timer_set(&c->timer, (double)cfg_of(c)->idle_transaction_timeout_ms / 1000.0, 0.);
 		ev_timer_start(c->worker->loop, &c->timer);
+	} else if (c->mode == POOL_MODE_SESSION && s->tx_status == 'I' && c->worker->rt->nworkers > 1) {
+		client_session_boundary(c); /* may move c and s to another worker: last */
 	}
+}
+
+void relay_adopt(struct client *c, struct server *s)
+{
+	server_attach(s, c->worker);
+	pool_server_moved(s);
+	ev_set_cb(&s->io, relay_server_cb);
+	s->io.data = s;
+}
+
+void relay_watch(struct client *c, struct server *s)
+{
+	update_both(c, s);
 }
 
 void relay_start(struct client *c, struct server *s)

@@ -755,6 +755,12 @@ void pool_server_rest(struct server *s, bool resting)
 	tp_slot_rest(s->slot, resting);
 }
 
+void pool_server_moved(struct server *s)
+{
+	if (s->slot && s->worker)
+		tp_slot_moved(s->slot, s->worker->index);
+}
+
 void pool_close_server(struct server *s, const char *reason)
 {
 	struct tp_slot *slot = s->slot;

@@ -136,6 +136,9 @@ void pool_put_idle(struct pool *p, struct server *s);
  * resting server does not count against the bound (tp_slot_rest), so the bound keeps no
  * waiter out while PostgreSQL idles. Callers test s->resting first: a call is for a change. */
 void pool_server_rest(struct server *s, bool resting);
+/* s, in use, came to the worker it is attached to now with its client (a session client
+ * moving between workers): the pool core's slot is that worker's from now on. On that worker. */
+void pool_server_moved(struct server *s);
 /* server_close of a pool server: its slot goes back to the core, whatever state it is in
  * (connecting, parked, in use). */
 void pool_close_server(struct server *s, const char *reason);

@@ -5,7 +5,9 @@ state), also when tusk shuts down while clients are on their way.
 
 TUSK_TEST_BALANCE=pingpong (a test seam read at start) makes every idle client move to the next
 worker at every transaction boundary, so these tests drive the move hundreds of times instead of
-once; the SHOW CLIENTS column `worker` shows where each client is."""
+once; the SHOW CLIENTS column `worker` shows where each client is. The tests marked `mode` run
+with session pools too, where a client moves with its server (test_balance_session.py has what
+is particular to those)."""
 
 import subprocess
 import threading
@@ -21,6 +23,13 @@ from tls_util import Certs
 from txn_util import txn_pool
 
 pytestmark = pytest.mark.tusk_only
+
+MODES = pytest.mark.parametrize("mode", ["transaction", "session"])
+
+
+def pool_size(mode, clients, size):
+    """A session pool needs a server per client; a transaction pool keeps size."""
+    return max(size, clients) if mode == "session" else size
 
 
 def start(tusk, tmp_path, mode="transaction", size=4, pool_extra=None, **kw):
@@ -119,9 +128,11 @@ def test_moving_clients_keep_their_sessions(tusk, tmp_path, pingpong):
             c.close()
 
 
+@MODES
 @pytest.mark.parametrize("proto", ["simple", "extended", "prepared"])
-def test_pgbench_while_every_client_moves_at_every_transaction(tusk, tmp_path, pingpong, proto):
-    t = start(tusk, tmp_path, size=4, log={"level": "warn", "format": "text", "target": "stderr"})
+def test_pgbench_while_every_client_moves_at_every_transaction(tusk, tmp_path, pingpong, proto, mode):
+    t = start(tusk, tmp_path, mode=mode, size=pool_size(mode, 8, 4),
+              log={"level": "warn", "format": "text", "target": "stderr"})
     cmd = [str(PG_BIN / "pgbench"), "-n", "-S", "-M", proto, "-c", "8", "-j", "2", "-t", "300",
            "-h", "127.0.0.1", "-p", str(t.port), "-U", "tusk_trust", BENCH_DB]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120 * SLOW,
@@ -131,8 +142,9 @@ def test_pgbench_while_every_client_moves_at_every_transaction(tusk, tmp_path, p
     assert "moves to worker" not in t.log_text()  # debug lines only
 
 
-def test_cancel_reaches_a_client_that_moved(tusk, tmp_path, pingpong):
-    t = start(tusk, tmp_path)
+@MODES
+def test_cancel_reaches_a_client_that_moved(tusk, tmp_path, pingpong, mode):
+    t = start(tusk, tmp_path, mode=mode)
     with connect(t, "cancelme") as c:
         before = set()
         for _ in range(4):
@@ -159,11 +171,12 @@ def test_cancel_reaches_a_client_that_moved(tusk, tmp_path, pingpong):
         assert c.execute("select 2").fetchone() == (2,)
 
 
-def test_kill_reaches_clients_between_workers(tusk, tmp_path, pingpong):
+@MODES
+def test_kill_reaches_clients_between_workers(tusk, tmp_path, pingpong, mode):
     """KILL closes clients worker by worker; a client moving at that moment was in neither
     worker's list when it ran, and is closed on arrival (console_kills_catch_up). Eight clients
     in tight loops, each moving at every transaction, 10 KILLs: every client dies each time."""
-    t = start(tusk, tmp_path, size=4)
+    t = start(tusk, tmp_path, mode=mode, size=pool_size(mode, 8, 4))
     for rnd in range(10):
         conns = [connect(t, f"k{rnd}_{i}") for i in range(8)]
         done = [None] * 8
@@ -195,9 +208,10 @@ def test_kill_reaches_clients_between_workers(tusk, tmp_path, pingpong):
         assert all(d is not None for d in done) and any(f"KILL {TEST_DB}" in d for d in done), done
 
 
-def test_tls_clients_move(tusk, tmp_path, pingpong):
+@MODES
+def test_tls_clients_move(tusk, tmp_path, pingpong, mode):
     certs = Certs(tmp_path / "certs")
-    t = start(tusk, tmp_path, listen_opts={"tls": "require", "tls_cert_file": certs.server_crt,
+    t = start(tusk, tmp_path, mode=mode, listen_opts={"tls": "require", "tls_cert_file": certs.server_crt,
                                            "tls_key_file": certs.server_key})
     conns = [connect(t, f"tls{i}", sslmode="require") for i in range(3)]
     seen = {}
@@ -238,10 +252,12 @@ def test_cached_reads_while_clients_move(tusk, tmp_path, pingpong, pg):
         pg.execute("drop table balance_kv", dbname=TEST_DB)
 
 
-def test_shutdown_while_clients_move(tusk, tmp_path, pingpong):
-    """SIGTERM while messages carrying clients are in the workers' inboxes: tusk exits 0, and
-    (under ASan) with no client leaked or used after free."""
-    t = start(tusk, tmp_path, size=4, shutdown_timeout="5s")
+@MODES
+def test_shutdown_while_clients_move(tusk, tmp_path, pingpong, mode):
+    """SIGTERM while messages carrying clients (and, in session pools, their servers) are in
+    the workers' inboxes: tusk exits 0, and (under ASan) with no client or server leaked or
+    used after free."""
+    t = start(tusk, tmp_path, mode=mode, size=pool_size(mode, 16, 4), shutdown_timeout="5s")
     cmd = [str(PG_BIN / "pgbench"), "-n", "-S", "-c", "16", "-j", "2", "-T", "20",
            "-h", "127.0.0.1", "-p", str(t.port), "-U", "tusk_trust", BENCH_DB]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -807,20 +807,26 @@ static void test_cancel_queued_claim(void **state)
 	finish_pool(&s, p);
 }
 
+/* A pool of one slot on backend a, connected for a claim of thread 0 (r0, which holds it). */
+static struct tp_pool *one_slot_claimed_on_0(struct sim *s, struct rec *r0)
+{
+	struct tp_config cfg = base_cfg();
+	cfg.max_slots = 1;
+	struct tp_pool *p = make_pool(s, &cfg);
+	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
+	assert_int_equal(claim(p, r0, 0, s->now + 5), -EINPROGRESS);
+	sim_run(s);
+	finish_connect(s, 0);
+	assert_int_equal(tp_slot_thread(r0->slot), 0);
+	return p;
+}
+
 static void test_handover_between_threads(void **state)
 {
 	(void)state;
 	struct sim s;
-	struct tp_config cfg = base_cfg();
-	cfg.max_slots = 1;
-	struct tp_pool *p = make_pool(&s, &cfg);
 	struct rec r0, r1;
-
-	assert_int_equal(tp_pool_set_backends(p, &be_a, 1), 0);
-	assert_int_equal(claim(p, &r0, 0, s.now + 5), -EINPROGRESS);
-	sim_run(&s);
-	finish_connect(&s, 0);
-	assert_int_equal(tp_slot_thread(r0.slot), 0);
+	struct tp_pool *p = one_slot_claimed_on_0(&s, &r0);
 	tp_release(r0.slot, true); /* parked on thread 0 */
 	/* A claim on thread 1: the idle slot moves (detach on 0, attach on 1), no new connect. */
 	assert_int_equal(claim(p, &r1, 1, s.now + 5), -EINPROGRESS);
@@ -839,6 +845,40 @@ static void test_handover_between_threads(void **state)
 	struct tp_stats st;
 	tp_pool_stats(p, &st);
 	assert_int_equal(st.handovers, 1);
+	tp_release(r2.slot, true);
+	finish_pool(&s, p);
+}
+
+static void test_busy_slot_moved_with_its_owner(void **state)
+{
+	(void)state;
+	struct sim s;
+	struct rec r0, r1;
+	struct tp_pool *p = one_slot_claimed_on_0(&s, &r0);
+	/* Its owner took the connection to thread 1 (a session client moving): released there,
+	 * it is parked on thread 1, and a claim on 1 takes it with no hand-over. */
+	tp_slot_moved(r0.slot, 1);
+	assert_int_equal(tp_slot_thread(r0.slot), 1);
+	tp_release(r0.slot, true);
+	int posts = s.nposts;
+	assert_int_equal(claim(p, &r1, 1, s.now + 5), 0);
+	assert_ptr_equal(r1.slot, r0.slot);
+	assert_int_equal(s.nposts, posts);
+	assert_int_equal(s.detached_on[0] + s.detached_on[1], 0);
+	assert_int_equal(s.attached_on[0] + s.attached_on[1], 0);
+	/* A thread out of range, or a slot not in use, is left as it is. */
+	tp_slot_moved(r1.slot, 7);
+	assert_int_equal(tp_slot_thread(r1.slot), 1);
+	tp_release(r1.slot, true);
+	tp_slot_moved(r1.slot, 0);
+	assert_int_equal(tp_slot_thread(r1.slot), 1);
+	/* Then a claim on thread 0 takes it by the ordinary hand-over. */
+	struct rec r2;
+	assert_int_equal(claim(p, &r2, 0, s.now + 5), -EINPROGRESS);
+	sim_run(&s);
+	assert_ptr_equal(r2.slot, r0.slot);
+	assert_int_equal(s.detached_on[1], 1);
+	assert_int_equal(s.attached_on[0], 1);
 	tp_release(r2.slot, true);
 	finish_pool(&s, p);
 }
@@ -2012,6 +2052,7 @@ int main(void)
 		cmocka_unit_test(test_deadline_expiry),
 		cmocka_unit_test(test_cancel_queued_claim),
 		cmocka_unit_test(test_handover_between_threads),
+		cmocka_unit_test(test_busy_slot_moved_with_its_owner),
 		cmocka_unit_test(test_breaker_fails_fast_and_probes),
 		cmocka_unit_test(test_weight_and_priority),
 		cmocka_unit_test(test_empty_resolver_answer_keeps_backends),

@@ -1732,6 +1732,15 @@ void *tp_slot_conn(const struct tp_slot *s) { return s->conn; }
 void tp_slot_set_conn(struct tp_slot *s, void *conn) { s->conn = conn; }
 const struct tp_backend_addr *tp_slot_backend(const struct tp_slot *s) { return &s->be->addr; }
 int tp_slot_thread(const struct tp_slot *s) { return s->thread; }
+
+void tp_slot_moved(struct tp_slot *s, int thread)
+{
+	struct tp_pool *p = s->pool;
+	pool_lock(p);
+	if (s->state == SLOT_BUSY && thread >= 0 && thread < p->cfg.nthreads)
+		s->thread = thread;
+	pool_unlock(p);
+}
 struct tp_pool *tp_slot_pool(const struct tp_slot *s) { return s->pool; }
 struct tp_claim *tp_slot_claim(const struct tp_slot *s) { return s->state == SLOT_CONNECTING ? s->claim : NULL; }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # bench/wakeups.sh BIN [BIN...]: where a pooler's CPU per transaction goes, in counts that the
-# load on the machine hardly moves: per pgbench -S transaction (transaction pooling, CLIENTS
+# load on the machine hardly moves: per pgbench -S transaction (POOL_MODE pooling, CLIENTS
 # clients, pool of SIZE, WORKERS workers for tusk), the pooler's epoll_wait and epoll_ctl calls, reads and writes
 # (read/write and recvfrom/sendto), voluntary context switches (sleeps in epoll_wait: each
 # costs a wake-up), involuntary ones (preempted by whom its writes woke), and its CPU time
@@ -11,7 +11,7 @@
 # "floor" bench/floor.c (a bare one-thread relay: the floor under any pooler, not a pooler).
 # The binaries take turns on one throwaway PostgreSQL 15, ROUNDS times. Asserts nothing.
 # Env: CLIENTS (32), SIZE (32; fewer than CLIENTS makes clients queue), TXNS (2000 per
-# client), MODE (simple), ROUNDS (3), WORKERS (tusk's, 2), PG_BIN.
+# client), MODE (simple), ROUNDS (3), WORKERS (tusk's, 2), POOL_MODE (transaction, or session), PG_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_NAME=wakeups
@@ -23,6 +23,7 @@ TXNS=${TXNS:-2000}
 MODE=${MODE:-simple}
 ROUNDS=${ROUNDS:-3}
 WORKERS=${WORKERS:-2}
+POOL_MODE=${POOL_MODE:-transaction}
 command -v perf >/dev/null || { echo "wakeups: perf missing" >&2; exit 1; }
 
 bench_dir tusk-wakeups
@@ -54,7 +55,7 @@ for round in $(seq 1 "$ROUNDS"); do
 			wait_port "$port"
 		elif [ "${bin%%=*}" = pgbouncer ]; then
 			bench_pgbouncer_ini "$port" 2000 "bench = host=127.0.0.1 port=$PG_PORT dbname=bench pool_size=$SIZE" \
-				"pool_mode = transaction"
+				"pool_mode = $POOL_MODE"
 			bench_pgbouncer_start 4096 pgbouncer "$([ "$bin" = pgbouncer ] && echo "$PGBOUNCER" || echo "${bin#pgbouncer=}")"
 			wait_port "$port"
 			pid=$(cat "$DIR/pgbouncer.pid")
@@ -64,7 +65,7 @@ for round in $(seq 1 "$ROUNDS"); do
 				cat <<YAML
 pools:
   - database: bench
-    mode: transaction
+    mode: $POOL_MODE
     size: $SIZE
 YAML
 			} >"$DIR/tusk.yaml"

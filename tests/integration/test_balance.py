@@ -231,10 +231,11 @@ def test_tls_clients_move(tusk, tmp_path, pingpong, mode):
             c.close()
 
 
-def test_cached_reads_while_clients_move(tusk, tmp_path, pingpong, pg):
+@MODES
+def test_cached_reads_while_clients_move(tusk, tmp_path, pingpong, pg, mode):
     """The result cache's per-client state moves only when nothing of it is in flight; four
     clients reading the same rows and one writing them get the right answers throughout."""
-    t = start(tusk, tmp_path, size=4, pool_extra={"cache": "on"}, cache_ttl="60s")
+    t = start(tusk, tmp_path, mode=mode, size=pool_size(mode, 5, 4), pool_extra={"cache": "on"}, cache_ttl="60s")
     pg.execute("drop table if exists balance_kv; create table balance_kv (k int primary key, v int); "
                "insert into balance_kv values (1, 0); grant all on balance_kv to tusk_trust", dbname=TEST_DB)
     setup = connect(t, "cwriter")

@@ -52,6 +52,8 @@ struct kv_job {
 	/* Its prepare or its statement was not there (a get's kv.live missing: shard_loop.c):
 	 * nothing ran, so it is sent again after its Sync (again), once (resent). */
 	bool again, resent;
+	/* A put whose fast statement (kv_router) wrote nothing: its second leg, kv.put, runs. */
+	bool put_slow;
 	double sent;                   /* the worker loop's time it was sent */
 	void *fan;                     /* shard_loop.c: the call of several shards this one is a part of */
 };

@@ -153,9 +153,20 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
 		: op == KV_OP_READ_META ? kv_read_meta_fallback_sql : kv_op_sql[op];
 }
 #define KV_STMT_MAX_PARAMS 7
-/* The statement op runs on a connection of r whose prepared mask is prepared, and its
+/* Under kv_router a put is kv_put_fast_sql, an INSERT that returns the new version, or no row
+ * when one of its checks failed; then the put runs kv.put (kv_op_sql[KV_OP_PUT]) as a second
+ * statement (job->put_slow), which raises kv.put's error or writes. That statement is prepared
+ * under this bit of a connection's prepared mask (the ops' are 0..KV_OP_COUNT_ALL-1). */
+#define KV_SLOT_PUT_SLOW 30
+/* The prepared mask's bit of job's statement on a connection of r, which names it too
+ * ("tusk_kv_<slot>"): its op, or KV_SLOT_PUT_SLOW. */
+int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job);
+/* The statement job runs on a connection of r whose prepared mask is prepared, and its
  * parameter count (a put on the fast path: kv_put_fast_sql, 7). */
-const char *kv_stmt(const struct kv_router *r, enum kv_op op, uint32_t prepared, int *nparams);
+const char *kv_stmt(const struct kv_router *r, const struct kv_job *job, uint32_t prepared, int *nparams);
+/* res, the answer of job's statement, is the fast path's "wrote nothing": job->put_slow is set
+ * and true returned, and the put is run again with kv.put (its error or its write). */
+bool kv_put_fast_missed(const struct kv_router *r, struct kv_job *job, const PGresult *res);
 /* job's parameters for that statement: job->args, or for a put on the fast path those and the
  * namespace's default_ttl, max_ttl and the catalog version they are of (NULL when tusk's
  * catalog has no such namespace: the statement then writes nothing and calls kv.put, which

@@ -305,27 +305,26 @@ static void arm_call_timer(struct kv_lconn *lc)
 
 static void send_call(struct kv_lconn *lc, struct kv_job *job)
 {
-	/* router.c's names ("tusk_kv_<op>"), without a printf per call */
+	/* router.c's names ("tusk_kv_<slot>"), without a printf per call */
 	char name[16] = "tusk_kv_";
-	enum kv_op op = job->op;
-	int n = 8;
-	if (op >= 10)
-		name[n++] = (char)('0' + op / 10);
-	name[n++] = (char)('0' + op % 10);
+	struct kv_router *r = lc->l->r;
+	int slot = kv_stmt_slot(r, job), n = 8;
+	if (slot >= 10)
+		name[n++] = (char)('0' + slot / 10);
+	name[n++] = (char)('0' + slot % 10);
 	name[n] = '\0';
 	job->stage = STAGE_EXEC;
 	job->sent = ev_now(lc->l->w->loop);
 	push(&lc->sent, &lc->sent_tail, job); /* from here it is in flight: a failure below is a loss */
 	lc->nsent++;
 	job->again = false;
-	struct kv_router *r = lc->l->r;
 	const char *pbuf[KV_STMT_MAX_PARAMS];
 	int np;
-	const char *sql = kv_stmt(r, op, lc->prepared, &np);
-	if (!(lc->prepared & (1u << op))) {
+	const char *sql = kv_stmt(r, job, lc->prepared, &np);
+	if (!(lc->prepared & (1u << slot))) {
 		if (!PQsendPrepare(lc->conn, name, sql, np, NULL))
 			goto err_lost;
-		lc->prepared |= 1u << op; /* later calls in the pipeline use it */
+		lc->prepared |= 1u << slot; /* later calls in the pipeline use it */
 		job->stage = STAGE_PREPARE;
 	}
 	if (!PQsendQueryPrepared(lc->conn, name, np, kv_stmt_params(r, job, pbuf), NULL, NULL, 0) ||
@@ -461,7 +460,9 @@ static void take_results(struct kv_lconn *lc)
 			if (job->stage == STAGE_PREPARE) {
 				job->stage = STAGE_EXEC;
 			} else if (job->stage == STAGE_EXEC) {
-				if (!job->failed && job->fan)
+				if (!job->failed && kv_put_fast_missed(lc->l->r, job, res))
+					job->again = true; /* after its Sync: kv.put, its error or its write */
+				else if (!job->failed && job->fan)
 					kv_job_add_rows(job, res); /* merged when it is answered (fan_part_done) */
 				else if (!job->failed)
 					kv_job_single(job, res, lc->shard);
@@ -481,7 +482,7 @@ static void take_results(struct kv_lconn *lc)
 			if (job->stage == STAGE_PREPARE) {
 				/* calls behind it in the pipeline fail too (the statement is not there);
 				 * the next one prepares again */
-				lc->prepared &= ~(1u << job->op);
+				lc->prepared &= ~(1u << kv_stmt_slot(lc->l->r, job));
 				job->stage = STAGE_EXEC;
 			} else {
 				job->stage = STAGE_SYNC;

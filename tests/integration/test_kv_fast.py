@@ -1,8 +1,8 @@
 """A put's fast path (docs/kv.md, "Speed", ninth step): with kv.router_password, tusk's shard
 connections log in as kv_router and a put through the kv database (or the Redis listener's SET)
 is one top-level INSERT ... ON CONFLICT of kv.data, checked by tusk's catalog (namespace, policy)
-and in its WHERE (catalog version, shard, key, value, ttl), with kv.put as the fallback when it
-writes nothing. Zone f1's tusk has the role, zone f2's does not (today's path, as kv_client)."""
+and in its WHERE (catalog version, shard, key, value, ttl); when it writes nothing (no row),
+tusk runs kv.put as a second statement, which raises kv.put's error or writes. Zone f1's tusk has the role, zone f2's does not (today's path, as kv_client)."""
 
 import datetime
 import json
@@ -15,7 +15,8 @@ from kv_util import NSHARDS, ROUTER_PASSWORD, Parade, shard_statements
 
 pytestmark = pytest.mark.tusk_only
 
-FAST = "WITH w AS (INSERT INTO kv.data"
+FAST = "INSERT INTO kv.data"
+KV_PUT = "SELECT kv.put($1, $2, $3::jsonb, $4::interval)"  # the second statement
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_put_through_tusk_is_one_fast_statement(parade):
     """Each put through f1's kv database is one statement on the key's shard: the INSERT (not a
     call of kv.put), logged by PostgreSQL; f2's (no kv_router) is SELECT kv.put as before."""
     a, b = parade.zones
-    for z, want in ((a, FAST), (b, "SELECT kv.put($1, $2, $3::jsonb, $4::interval)")):
+    for z, want in ((a, FAST), (b, KV_PUT)):
         db = KvDb(z)
         try:
             keys = [f"fast:{z.name}:{i}" for i in range(20)]
@@ -162,17 +163,32 @@ def test_every_error_is_the_same_through_both_paths(parade):
     a, b = parade.zones
     fa, fb = KvDb(a), KvDb(b)
     try:
+        direct = []
         for ns, key, value, ttl in BAD:
             s = parade.shard_of(ns, key) if key else 0
             with a.db(s) as c:
-                direct = error_of(lambda: c.execute("select kv.put(%s, %s, %s::jsonb, %s::interval)",
-                                                    (ns, key, value, ttl)))
-            got_a = error_of(lambda: fa.put(ns, key, value, ttl))
-            got_b = error_of(lambda: fb.put(ns, key, value, ttl))
-            assert got_a == got_b == direct, (ns, key[:20], ttl, got_a, got_b, direct)
-            assert direct[0] in ("22023", "22001", "22004", "22P02", "54000", "22007"), direct
+                direct.append(error_of(lambda: c.execute("select kv.put(%s, %s, %s::jsonb, %s::interval)",
+                                                         (ns, key, value, ttl))))
+        with shard_statements(a, fa) as calls:
+            got_a = [error_of(lambda: fa.put(ns, key, value, ttl)) for ns, key, value, ttl in BAD]
+        for (ns, key, value, ttl), ga, d in zip(BAD, got_a, direct):
+            gb = error_of(lambda: fb.put(ns, key, value, ttl))
+            assert ga == gb == d, (ns, key[:20], ttl, ga, gb, d)
+            assert d[0] in ("22023", "22001", "22004", "22P02", "54000", "22007"), d
         assert a.sql(0, "select count(*) from kv.data where key = 'k'")[0][0] == 0
         assert a.sql(1, "select count(*) from kv.data where key = 'k'")[0][0] == 0
+        # Through f1, each bad put that ran on its shard was the fast INSERT, which wrote nothing
+        # (no row), then kv.put of the same key, which raised (a bad JSON value or interval fails
+        # the INSERT's own Bind, before it runs).
+        # (the other statements logged meanwhile are the replication's)
+        kinds = [("fast" if st.startswith(FAST) else "slow", k) for st, k in calls
+                 if st.startswith(FAST) or st.startswith(KV_PUT)]
+        for i, (kind, k) in enumerate(kinds):
+            if kind == "fast":
+                assert i + 1 < len(kinds) and kinds[i + 1] == ("slow", k), (i, kinds)
+            else:
+                assert i > 0 and kinds[i - 1] == ("fast", k), (i, kinds)
+        assert sum(kind == "slow" for kind, _ in kinds) >= 7, kinds
     finally:
         fa.close()
         fb.close()
@@ -192,23 +208,34 @@ def fast_sql(zone):
 
 
 def run_fast(c, sql, *params):
-    """The fast statement on connection c (as tusk prepares it: untyped parameters, cast inside)."""
+    """The fast statement on connection c (as tusk prepares it: untyped parameters, cast inside),
+    then, when it wrote nothing (no row), kv.put with the first four, as tusk's second statement:
+    the new version."""
     c.execute("deallocate all")
     c.execute(f"prepare fast_put (text, text, text, text, text, text, text) as {sql}")
     cur = psycopg.ClientCursor(c)  # EXECUTE takes no server-side parameters: literals
-    return cur.execute("execute fast_put (%s, %s, %s, %s, %s, %s, %s)", params).fetchone()[0]
+    r = cur.execute("execute fast_put (%s, %s, %s, %s, %s, %s, %s)", params).fetchone()
+    if r is not None:
+        return r[0]
+    return c.execute(KV_PUT.replace("$1, $2, $3", "%s, %s, %s").replace("$4", "%s"), params[:4]).fetchone()[0]
 
 
 def test_the_statement_guards_shard_and_catalog_version_on_the_shard(parade):
     """Run directly as kv_router, the fast statement refuses what tusk would never send but a
-    stale or wrong tusk could: a key of the other shard (kv.put's error, nothing written), and a
-    catalog version that is not the shard's (the write goes through kv.put, which applies the
-    shard's own policy: a ttl the stale policy allowed is refused)."""
+    stale or wrong tusk could: a key of the other shard (no row, nothing written; kv.put, tusk's
+    second statement, raises its error), and a catalog version that is not the shard's (no row;
+    the write goes through kv.put, which applies the shard's own policy: a ttl the stale policy
+    allowed is refused)."""
     a = parade.zones[0]
     sql = fast_sql(a)
     version = str(a.sql(0, "select catalog_version from kv.identity")[0][0])
     key = next(f"wrong:{i}" for i in range(64) if parade.shard_of("default", f"wrong:{i}") == 1)
     with router_db(a, 0) as c:
+        c.execute(f"prepare fast_only (text, text, text, text, text, text, text) as {sql}")
+        cur = psycopg.ClientCursor(c)
+        assert cur.execute("execute fast_only (%s, %s, %s, %s, %s, %s, %s)",
+                           ("default", key, "1", None, None, None, version)).fetchone() is None
+        assert a.sql(0, "select count(*) from kv.data where key = %s", (key,))[0][0] == 0
         e = error_of(lambda: run_fast(c, sql, "default", key, "1", None, None, None, version))
         assert e[0] == "22023" and "belongs to shard 1, this database is shard 0" in e[1], e
     assert a.sql(0, "select count(*) from kv.data where key = %s", (key,))[0][0] == 0
@@ -219,6 +246,11 @@ def test_the_statement_guards_shard_and_catalog_version_on_the_shard(parade):
     a.sql(0, "update kv.identity set catalog_version = catalog_version + 100")
     try:
         with router_db(a, 0) as c:
+            c.execute(f"prepare fast_only (text, text, text, text, text, text, text) as {sql}")
+            cur = psycopg.ClientCursor(c)
+            assert cur.execute("execute fast_only (%s, %s, %s, %s, %s, %s, %s)",
+                               ("short", key, "1", "30 minutes", "1 hour", "1 day", version)).fetchone() is None
+            assert row(a, "short", key) is None
             e = error_of(lambda: run_fast(c, sql, "short", key, "1", "2 hours", "1 hour", "1 day", version))
             assert e[0] == "22023" and "exceeds the namespace's max_ttl 01:00:00" in e[1], e
             assert row(a, "short", key) is None
@@ -361,3 +393,24 @@ def test_tusk_follows_a_pushed_catalog_and_keeps_the_fast_path(parade):
         with a.pg.admin() as c:
             c.execute("alter system reset track_functions")
             c.execute("select pg_reload_conf()")
+
+
+def test_the_first_calls_on_the_router_threads_take_both_statements(parade):
+    """Until tusk has read the catalog, calls run on the router's threads (blocking libpq): there
+    too a put that the fast statement does not write (an unknown namespace, before the catalog
+    is known the namespace's policy too) gets kv.put's error, and a good put its version."""
+    a = parade.zones[0]
+    assert a.stop_tusk() == []
+    a.start_tusk()
+    db = KvDb(a)
+    try:
+        with a.db(0) as c:
+            want = error_of(lambda: c.execute("select kv.put('nope', 'k', '1'::jsonb)"))
+        assert error_of(lambda: db.put("nope", "k", "1")) == want
+        # it ran on a router thread's connection to the shard
+        assert a.sql(0, "select count(*) from pg_stat_activity where application_name = 'tusk kv router' "
+                        "and usename = 'kv_router' and datname like 'kv_shard_%%'")[0][0] >= 1
+        v = db.put("default", "first:good", "1")
+        assert row(a, "default", "first:good")[1] == v
+    finally:
+        db.close()

@@ -41,7 +41,10 @@ for w in ("before", "after"):
     for op, pl in (("put", "pput"), ("get", "pget")):
         r = [p / q for p, q in zip(d[w + "_" + op], d[w + "_" + pl])]
         print(f"{w:6} {op}/plain per round {[round(x, 2) for x in r]}, median {st.median(r):.2f}")
+# which tusk runs first alternates by round, and the ratios can alternate with it (an order
+# effect): the geometric mean weighs both orders, the median may not
 for op in ("put", "get"):
     r = [a / b for a, b in zip(d["after_" + op], d["before_" + op])]
-    print(f"after/before {op}s per round {[round(x, 2) for x in r]}, median {st.median(r):.2f}")'
+    print(f"after/before {op}s per round {[round(x, 2) for x in r]}, median {st.median(r):.2f}, "
+          f"geometric mean {st.geometric_mean(r):.2f}")'
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >&2

@@ -1422,30 +1422,39 @@ static void use_server_now(struct client *c, struct server *s)
 static void shut_client(struct worker *w, struct client *c, const char *reason);
 static void client_arrive(struct worker *w, struct worker_msg *m);
 
-static bool session_server_movable(const struct client *c, const struct server *s)
+/* A session client between transactions on its server s (linked, logged in): s idle in no
+ * transaction with nothing owed either way, nothing of the client's read and unsent. What
+ * client_maybe_move, client_is_idle and outside_transaction each start from. */
+static bool session_settled(const struct client *c, const struct server *s)
 {
-	return c->state == CLIENT_ACTIVE && s->owner == c && s->state == SERVER_ACTIVE && s->tx_status == 'I' &&
-	       !s->ext_open && s->expect_count == 0 && s->pending_rfq == 0 && !s->flush_awaited && !s->skipping &&
-	       s->pending_skip == 0 && buf_empty(&s->rbuf) && buf_empty(&s->wbuf) && !s->tls.buffered && !s->tls_away &&
-	       !s->cancels && !s->park_after_cancel && !ev_is_active(&s->timer) && !ev_is_pending(&s->timer) &&
-	       !ev_is_pending(&s->io) && buf_empty(&c->rbuf) && buf_empty(&c->wbuf) && c->c2s_scanned == 0 &&
-	       c->c2s_remaining == 0 && c->s2c_scanned == 0 && c->s2c_remaining == 0 && !ev_is_active(&c->timer) &&
-	       !ev_is_pending(&c->timer);
+	return s->state == SERVER_ACTIVE && s->tx_status == 'I' && !s->ext_open && s->expect_count == 0 &&
+	       s->pending_rfq == 0 && buf_empty(&s->rbuf) && buf_empty(&c->rbuf) && c->c2s_scanned == 0 &&
+	       c->c2s_remaining == 0 && c->s2c_scanned == 0 && c->s2c_remaining == 0;
 }
 
-static void maybe_move(struct client *c)
+/* What a move adds: nothing in the write buffers or OpenSSL, no skip, flush, cancel or timer
+ * of tusk's for either, no event of s pending on this loop. */
+static bool session_server_movable(const struct client *c, const struct server *s)
+{
+	return c->state == CLIENT_ACTIVE && s->owner == c && session_settled(c, s) && !s->flush_awaited &&
+	       !s->skipping && s->pending_skip == 0 && buf_empty(&s->wbuf) && !s->tls.buffered && !s->tls_away &&
+	       !s->cancels && !s->park_after_cancel && !ev_is_active(&s->timer) && !ev_is_pending(&s->timer) &&
+	       !ev_is_pending(&s->io) && buf_empty(&c->wbuf) && !ev_is_active(&c->timer) && !ev_is_pending(&c->timer);
+}
+
+void client_maybe_move(struct client *c)
 {
 	struct worker *w = c->worker;
 	struct server *s = c->mode == POOL_MODE_SESSION ? c->server : NULL;
-	if (s ? !session_server_movable(c, s)
-	      : c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || c->server || buf_attached(&c->rbuf) ||
-			buf_attached(&c->wbuf))
+	if (s ? c->state != CLIENT_ACTIVE : c->state != CLIENT_IDLE || c->mode == POOL_MODE_SESSION || c->server)
 		return;
 	if (!c->greeted || c->kind->resident || c->queued || c->wait || c->dead || c->ryw_pending || c->pinned || c->big ||
-	    c->copy_in || c->release_pending || c->auth || c->tls.buffered || c->tls_handshaking || !relay_hooks_quiet(c))
+	    c->copy_in || c->release_pending || c->auth || c->tls.buffered || c->tls_handshaking)
 		return;
+	/* The rule first: mostly it says stay, and the rest need not be asked. */
 	struct worker *to = worker_balance_target(w);
-	if (!to)
+	if (!to || (s ? !session_server_movable(c, s) : buf_attached(&c->rbuf) || buf_attached(&c->wbuf)) ||
+	    !relay_hooks_quiet(c))
 		return;
 	struct worker_msg *m = worker_msg_new();
 	if (!m)
@@ -1464,6 +1473,7 @@ static void maybe_move(struct client *c)
 		server_detach(s);
 	}
 	unlink_client(c);
+	worker_balance_moved(w);
 	m->fn = client_arrive;
 	m->arg = c;
 	m->u32[0] = move_hook ? move_hook->mark(w) : 0;
@@ -1473,12 +1483,7 @@ static void maybe_move(struct client *c)
 	worker_post(to, m);
 }
 
-void client_session_boundary(struct client *c)
-{
-	maybe_move(c);
-}
-
-/* The message of maybe_move on the worker c moved to (arg: c, u32[0]: its old worker's mark
+/* The message of client_maybe_move on the worker c moved to (arg: c, u32[0]: its old worker's mark
  * from the move hook, the kills it had seen): c (and its server, in a session pool) take up
  * their place on w's loop; closed at once if w is stopping, or if it missed a KILL naming it
  * on the way. */
@@ -1524,7 +1529,7 @@ void client_go_idle(struct client *c)
 	if (!buf_empty(&c->rbuf))
 		client_need_server(c);
 	else if (c->worker->rt->nworkers > 1)
-		maybe_move(c);
+		client_maybe_move(c);
 }
 
 /* Whether rbuf holds, whole, only named Parse messages and then a Sync (libpq's PQprepare,
@@ -1950,10 +1955,8 @@ static bool client_is_idle(const struct client *c)
 		return !c->server && !c->queued && !c->wait && !c->ryw_pending && relay_hooks_quiet(c);
 	if (c->state != CLIENT_ACTIVE || !c->server)
 		return false;
-	const struct server *s = c->server;
 	/* Session pooling (or a pinned client): the server stays linked between transactions. */
-	return s->state == SERVER_ACTIVE && s->tx_status == 'I' && !s->ext_open && s->expect_count == 0 &&
-	       s->pending_rfq == 0 && buf_empty(&s->rbuf);
+	return session_settled(c, c->server);
 }
 
 /* A query of c has run for query_timeout: ask its server to cancel it (PostgreSQL answers the
@@ -2062,9 +2065,7 @@ static bool outside_transaction(const struct client *c)
 	case CLIENT_ACTIVE: {
 		const struct server *s = c->server;
 		/* Transaction mode releases the server at the transaction's end: ACTIVE is inside. */
-		return c->mode == POOL_MODE_SESSION && s && s->state == SERVER_ACTIVE && s->tx_status == 'I' &&
-		       !s->ext_open && s->expect_count == 0 && buf_empty(&c->rbuf) && c->c2s_remaining == 0 && c->s2c_remaining == 0 &&
-		       c->s2c_scanned == 0 && c->c2s_scanned == 0 && !c->copy_in && !c->release_pending;
+		return c->mode == POOL_MODE_SESSION && s && session_settled(c, s) && !c->copy_in && !c->release_pending;
 	}
 	case CLIENT_CLOSING:
 		return false;

@@ -214,13 +214,14 @@ void client_auth_free(struct client *c);
 
 /* relay.c */
 void relay_start(struct client *c, struct server *s);
-/* A session client moved to another worker (client.c, maybe_move) brings its server s, detached
+/* A session client moved to another worker (client.c, client_maybe_move) brings its server s, detached
  * from the old worker's loop: s joins c's worker with the relay's callback, watchers unarmed. */
 void relay_adopt(struct client *c, struct server *s);
 /* The relay's watchers of c and its server s, armed for what is in flight (none: reads). */
 void relay_watch(struct client *c, struct server *s);
-/* Between a session client's transactions on its server (relay_server_cb): maybe_move. */
-void client_session_boundary(struct client *c);
+/* Between transactions (client_go_idle; relay_server_cb for a session client on its server):
+ * c (with its server) moves to the worker worker_balance_target names, if it can. */
+void client_maybe_move(struct client *c);
 void relay_client_event(struct client *c, int revents);
 /* What held the relay outside it (a commit_wait hook) is over: move what can move. */
 void relay_resume(struct client *c);

@@ -2177,7 +2177,7 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 		ev_timer_set(&c->timer, (double)cfg_of(c)->idle_transaction_timeout_ms / 1000.0, 0.);
 		ev_timer_start(c->worker->loop, &c->timer);
 	} else if (c->mode == POOL_MODE_SESSION && s->tx_status == 'I' && c->worker->rt->nworkers > 1) {
-		client_session_boundary(c); /* may move c and s to another worker: last */
+		client_maybe_move(c); /* may move c and s to another worker: last */
 	}
 }
 

@@ -382,11 +382,15 @@ struct worker *worker_balance_target(struct worker *w)
 			return NULL;
 		return home;
 	}
-	if (mine > BALANCE_SPREAD_ABOVE && least && least_load < mine / 2 && w->moves_left > 0) {
-		w->moves_left--;
+	if (mine > BALANCE_SPREAD_ABOVE && least && least_load < mine / 2 && w->moves_left > 0)
 		return least;
-	}
 	return NULL;
+}
+
+void worker_balance_moved(struct worker *w)
+{
+	if (w->moves_left > 0)
+		w->moves_left--;
 }
 
 static void *worker_main(void *arg)

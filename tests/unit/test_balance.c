@@ -81,9 +81,17 @@ static void test_a_busy_worker_hands_out_a_rationed_share(void **state)
 	/* Worker 0 at 0.9 of a core, worker 2 at 0.1 (less than half of 0.9): clients of worker
 	 * 0 go to the least busy one, as many as its allowance for this tick. */
 	struct fixture *f = setup(3, (int[]){ 900, 500, 100 });
+	/* Asking is free: only a client that does move counts against the allowance. */
 	assert_ptr_equal(worker_balance_target(&f->w[0]), &f->w[2]);
 	assert_ptr_equal(worker_balance_target(&f->w[0]), &f->w[2]);
+	assert_int_equal(f->w[0].moves_left, 2);
+	for (int i = 0; i < 2; i++) {
+		assert_ptr_equal(worker_balance_target(&f->w[0]), &f->w[2]);
+		worker_balance_moved(&f->w[0]);
+	}
 	assert_null(worker_balance_target(&f->w[0]));
+	assert_int_equal(f->w[0].moves_left, 0);
+	worker_balance_moved(&f->w[0]); /* never below 0 */
 	assert_int_equal(f->w[0].moves_left, 0);
 	/* Worker 1 (0.5) is not above 0.75: it keeps its clients. */
 	assert_null(worker_balance_target(&f->w[1]));

@@ -1014,8 +1014,8 @@ static void answer(struct resp_conn *c)
 		(void)first_col(j, &v, &n);
 	switch (c->step) {
 	case STEP_GET:
-		/* kv.read: the value, else a counter other than 0 as a JSON number (its decimal
-		 * text, as Redis's GET after INCR), else NULL */
+		/* kv.read: the value, else a counter (0 too) as a JSON number (its decimal text,
+		 * as Redis's GET after INCR), else NULL */
 		if (v)
 			reply_value(c, v, n);
 		else
@@ -1052,7 +1052,7 @@ static void answer(struct resp_conn *c)
 		return;
 	}
 	case STEP_DEL: {
-		/* delete_many's count: the keys that had a live value or a counter other than 0 */
+		/* delete_many's count: the keys that had a live value or a counter (0 too) */
 		long long x;
 		if (v && resp_to_ll(v, n, &x))
 			reply_int(c, x);
@@ -1404,14 +1404,14 @@ static void cmd_set(struct resp_conn *c)
 static void cmd_del(struct resp_conn *c)
 {
 	/* One call: delete_many writes the tombstones, resets the keys' counters and counts the
-	 * keys that existed (a live value or a counter other than 0). */
+	 * keys that existed (a live value or a counter, 0 too). */
 	if (!wrong_args(c, c->nargs < 2) && batch_keys(c, 1, c->nargs, 1))
 		call_batch(c, STEP_DEL, KV_OP_DELETE_MANY, false);
 }
 
 static void cmd_exists_mget(struct resp_conn *c, enum step step)
 {
-	/* read_many: the keys' values, else their counters other than 0 (as GET reads them), one
+	/* read_many: the keys' values, else their counters, 0 too (as GET reads them), one
 	 * call per shard holding some of the keys */
 	if (!wrong_args(c, c->nargs < 2) && batch_keys(c, 1, c->nargs, 1))
 		call_batch(c, step, KV_OP_READ_MANY, false);

@@ -151,6 +151,54 @@ def test_an_expired_counter_is_purged_everywhere_and_a_new_one_starts_at_the_del
     assert all(z.sql(s, "select count(*) from kv.quarantine") == [(0,)] for z in parade.zones)
 
 
+
+def test_live_counters_with_a_reset_part_are_kept_and_purged_after_their_reset(parade):
+    """A counter one of whose parts was reset (a DEL's baseline: a marker row the purge visits)
+    while another zone's part has none is live: the purge keeps its rows however old they are,
+    at 4 and at 0 too (Redis's INCR then DECR leaves "0": it exists; the purge once took such a
+    part without a baseline for one that counts 0, and purged a counter at 4). A DEL makes it
+    absent; then its rows are purged in every zone after the grace."""
+    z1, z2, z3 = parade.zones
+    keys = {0: keys_on(parade, 0, 1, "zero-")[0], 4: keys_on(parade, 1, 1, "four-")[0]}
+
+    def counter_rows(z, key):
+        return z.sql(parade.shard_of("default", key), "select key from kv.data where ns = 'default' and key > %s "
+                     "and key < %s", (key + "\x1f", key + "\x20"))
+
+    def call(z, sql, key):
+        with z.db(parade.shard_of("default", key)) as c:
+            return c.execute(sql, (key,)).fetchone()[0]
+
+    for n, key in keys.items():
+        call(z1, "select kv.incr('default', %s, 5)", key)
+        call(z1, "select kv.delete('default', %s)", key)  # a baseline of z1's part: a marker row
+        call(z2, "select kv.incr('default', %s, 2)", key)
+        call(z2, f"select kv.incr('default', %s, {n - 2})", key)
+    for n, key in keys.items():
+        for z in parade.zones:
+            wait_until(lambda: len(counter_rows(z, key)) == 3, 20 * SLOW, interval=0.1,
+                       what=f"parts and baseline of {key} on {z.name}")
+            assert call(z, "select kv.read('default', %s)", key) == n
+    time.sleep(3 * GRACE)  # past the grace: purge rounds (every 200 ms) visit them
+    for n, key in keys.items():
+        for z in parade.zones:
+            assert len(counter_rows(z, key)) == 3, (key, z.name)
+            assert call(z, "select kv.read('default', %s)", key) == n
+            assert call(z, "select kv.read_meta('default', %s)", key) == {"counter": n, "expires_at": None}
+        call(z3, "select kv.delete('default', %s)", key)
+    for key in keys.values():
+        for z in parade.zones:
+            wait_until(lambda: call(z, "select kv.read('default', %s)", key) is None, 20 * SLOW, interval=0.1,
+                       what=f"the reset of {key} on {z.name}")
+        for z in parade.zones:
+            wait_until(lambda: counter_rows(z, key) == [], 60 * SLOW, interval=0.2,
+                       what=f"{key} purged on {z.name}")
+    for key in keys.values():
+        assert all(z.sql(parade.shard_of("default", key), "select count(*) from kv.quarantine where key like %s",
+                         (key + "%",)) == [(0,)] for z in parade.zones)
+
+
+
 def test_a_removed_peer_does_not_block_gc(parade):
     """Runs last: g3 leaves the parade for good."""
     z1, z2, z3 = parade.zones

@@ -177,8 +177,15 @@ def test_redis_mget_mset_counters_scan(zone):
     # Redis, its decimal text.
     assert r.get("ctr") == b"-1" and r.mget(["ctr", "nope", "m:0"]) == [b"-1", None, b"v0"]
     assert r.exists("ctr", "nope", "ctr", "m:0") == 3
-    assert r.incrby("ctr", 1) == 0 and r.get("ctr") is None  # kv.counter: 0 is no counter
-    assert r.mget(["ctr"]) == [None] and r.exists("ctr") == 0
+    # A counter back at 0 still exists, as Redis's (INCR then DECR leaves "0"): GET, MGET, EXISTS,
+    # TTL and EXPIRE see it, DEL counts it; after the DEL it is absent.
+    assert r.incrby("ctr", 1) == 0 and r.get("ctr") == b"0"
+    assert r.mget(["ctr", "nope"]) == [b"0", None] and r.exists("ctr", "nope") == 1 and r.ttl("ctr") == -1
+    assert r.delete("ctr") == 1 and r.get("ctr") is None and r.exists("ctr") == 0 and r.ttl("ctr") == -2
+    assert r.expire("ctr", 60) is False  # absent after the DEL
+    assert r.incrby("ctr", 3) == 3 and r.decrby("ctr", 3) == 0 and r.get("ctr") == b"0"  # after a reset too
+    assert r.expire("ctr", 60) is True and 55 <= r.ttl("ctr") <= 60
+    assert r.delete("ctr") == 1 and r.get("ctr") is None
     # DEL resets a counter, as Redis's removes the integer INCR made (rate limits, daily counts).
     assert r.incrby("ctr", 5) == 5 and r.set("plain", "x") is True
     assert r.delete("ctr", "plain", "never") == 2
@@ -240,8 +247,8 @@ def test_redis_set_is_one_statement_the_fast_put(zone):
 
 
 def test_redis_mget_and_exists_read_counters_in_one_statement_per_shard(zone):
-    """MGET and EXISTS read a counter as GET does (its number when it is not 0; a key with a
-    value reads the value): kv.read_many, one statement per shard holding some of the keys."""
+    """MGET and EXISTS read a counter as GET does (its number, 0 too; a key with a value reads
+    the value): kv.read_many, one statement per shard holding some of the keys."""
     r = client(zone)
     keys = [f"mc:{i}" for i in range(12)]
     want, in_sql = {}, {}  # as MGET answers, as kv.read_many returns the JSON
@@ -254,12 +261,12 @@ def test_redis_mget_and_exists_read_counters_in_one_statement_per_shard(zone):
             want[k], in_sql[k] = f"v{i}".encode(), f"v{i}"
         else:
             want[k] = None  # absent
-    assert r.incrby("mc:zero", 2) == 2 and r.decrby("mc:zero", 2) == 0  # a counter at 0 reads absent
+    assert r.incrby("mc:zero", 2) == 2 and r.decrby("mc:zero", 2) == 0  # a counter at 0 exists
     assert {zone.parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
     asked = keys + ["mc:zero", keys[0]]
     with shard_statements(zone, r) as calls:
-        assert r.mget(asked) == [want[k] for k in keys] + [None, want[keys[0]]]
-        assert r.exists(*asked) == sum(want[k] is not None for k in keys) + 1  # keys[0] twice: counted twice
+        assert r.mget(asked) == [want[k] for k in keys] + [b"0", want[keys[0]]]
+        assert r.exists(*asked) == sum(want[k] is not None for k in keys) + 2  # keys[0] twice: counted twice
     stmts = [stmt for stmt, _ in calls]
     assert len(stmts) == 2 * NSHARDS and all("kv.read_many($1, $2::text[])" in st for st in stmts), stmts
     s0 = zone.parade.shard_of("default", keys[0])

@@ -117,9 +117,13 @@ static void cancel_conn_free(struct cancel_conn *cc)
 		}
 	}
 	free(cc);
-	if (s && !s->cancels && s->park_after_cancel) {
-		s->park_after_cancel = false;
-		relay_park_server(s);
+	if (s && !s->cancels) {
+		if (s->park_after_cancel) {
+			s->park_after_cancel = false;
+			relay_park_server(s);
+		} else {
+			relay_cancel_done(s);
+		}
 	}
 }
 

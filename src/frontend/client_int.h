@@ -225,6 +225,9 @@ void client_maybe_move(struct client *c);
 void relay_client_event(struct client *c, int revents);
 /* What held the relay outside it (a commit_wait hook) is over: move what can move. */
 void relay_resume(struct client *c);
+/* The last cancel tusk sent for s is done (cancel.c): the client requests the relay held back
+ * meanwhile (pump_c2s) go to s now. */
+void relay_cancel_done(struct server *s);
 /* The header of a message from a logged-in client at p[0, avail): 1 valid (*h filled), 0 not
  * all there yet, -1 refused as PostgreSQL would (unknown type, length below 4 or above
  * max_message_size): the client was failed with the reason. */

@@ -1926,6 +1926,12 @@ static bool flush_unsynced_replies(struct client *c, struct server *s)
 static bool pump_c2s(struct client *c, struct server *s)
 {
 	for (;;) {
+		/* A cancel for s is on its way (cancel.c): PostgreSQL signals the backend twice (its
+		 * pid, then its process group), and a sender preempted in between lands the second
+		 * signal on whatever runs next. Nothing new goes to s before PostgreSQL closes the
+		 * cancel's connection, both signals sent (relay_cancel_done resumes). */
+		if (s->cancels && c->c2s_scanned == 0 && c->c2s_remaining == 0 && buf_empty(&s->wbuf))
+			return true;
 		enum scan_result r = scan_client(c, s);
 		/* stats: what goes to the server below, rewritten messages included */
 		size_t unsent = buf_len(&s->wbuf) + c->c2s_scanned;
@@ -2055,7 +2061,8 @@ static bool client_request_stranded(const struct client *c, const struct server 
 	struct proto_hdr h;
 	size_t avail = buf_len(&c->rbuf);
 
-	if (c->server != s || c->c2s_scanned > 0 || c->c2s_remaining > 0 || !buf_empty(&s->wbuf) ||
+	if (c->server != s || s->cancels /* relay_cancel_done */ || c->c2s_scanned > 0 || c->c2s_remaining > 0 ||
+	    !buf_empty(&s->wbuf) ||
 	    s->pending_rfq > 0 || c->s2c_scanned > 0 || c->s2c_remaining > 0 || !buf_empty(&c->wbuf) ||
 	    c->release_pending || !expect_room(s, SCAN_EXPECT_ROOM) /* replies will come: flush_unsynced_replies */ ||
 	    s->flush_awaited /* told_check's Describe: the Bind is scanned again at its reply */)
@@ -2140,6 +2147,14 @@ void relay_client_event(struct client *c, int revents)
 			return; /* the hook failed the client: it may be freed */
 	}
 	(void)pump_both(c, s);
+}
+
+void relay_cancel_done(struct server *s)
+{
+	struct client *c = s->owner;
+	if (c && c->server == s && c->state == CLIENT_ACTIVE && s->state == SERVER_ACTIVE && !c->worker->stopping &&
+	    ev_cb(&s->io) == relay_server_cb)
+		(void)pump_both(c, s);
 }
 
 void relay_resume(struct client *c)

@@ -407,8 +407,9 @@ class Tusk:
     """One running tusk (or, with TUSK_TEST_DIRECT=1, a stand-in that points at PostgreSQL)."""
 
     def __init__(self, dirpath, pg_port, pools=None, services=None, workers=2, log_level="info",
-                 listen_opts=None, **settings):
+                 listen_opts=None, env=None, **settings):
         self.dir = Path(dirpath)
+        self.env = env or {}  # added to tusk's environment (test seams: TUSK_TEST_BALANCE)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.cfg_path = self.dir / "tusk.yaml"
@@ -437,7 +438,7 @@ class Tusk:
         timeout = timeout or 15 * SLOW
         if not TUSK_BIN.exists():
             pytest.fail(f"tusk binary {TUSK_BIN} does not exist (make build)")
-        env = dict(os.environ)
+        env = dict(os.environ, **self.env)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:abort_on_error=0")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         self.logf = open(self.log_path, "ab")

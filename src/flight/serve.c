@@ -1629,6 +1629,16 @@ static void hook_error(struct client *c, struct server *s, const uint8_t *m, siz
 	(void)s;
 	(void)m;
 	(void)total;
+	/* The read this client leads failed. Its ErrorResponse, fed to the flight, would fail it
+	 * too, but not every error is: one the relay answers itself and drops (a Bind sent to
+	 * fail, told_check's 0A000) left a flight that saw only the ReadyForQuery after it, kept
+	 * as an empty result and served to the next Execute of the statement: no rows, no
+	 * CommandComplete, where PostgreSQL said 0A000 again. */
+	struct flight_client *fc = c->flight;
+	if (fc && fc->lead) {
+		atomic_fetch_add_explicit(&cache_of(c)->counters.leader_failures, 1, memory_order_relaxed);
+		end_lead(c, false);
+	}
 	flight_client_session_error(c); /* a failed Parse leaves no statement */
 }
 

@@ -42,6 +42,39 @@ def test_unnamed_and_prepared_reads_served_from_cache(cpg, on):
         assert calls(cpg, "name as n from items") == 1
 
 
+def named_after_a_type_change(a, c, table):
+    """Through connections a and c: a named statement of c run twice, a's ALTER of the column
+    type it reads, then the statement three times more; what each run answered."""
+    a.execute(f"drop table if exists {table}; create table {table}(id int, v int); insert into {table} values (1, 10)")
+    q = f"select * from {table} where id = %s"
+
+    def run():
+        try:
+            cur = c.execute(q, (1,), prepare=True)
+            return ("rows", cur.fetchall(), cur.statusmessage, [d.name for d in cur.description or []])
+        except psycopg.Error as e:
+            return ("error", e.sqlstate)
+    before = [run(), run()]
+    a.execute(f"alter table {table} alter column v type bigint")
+    return before, [run(), run(), run()]
+
+
+def test_a_statement_failed_by_a_type_change_is_never_kept(cpg, on):
+    """A named statement after its column's type changed: PostgreSQL answers 0A000 (cached plan
+    must not change result type) at every run, and tusk, told of the change, answers it itself
+    without the server's reply. That answer is an error too: the read it led must not be kept.
+    It was, as an empty result (the ReadyForQuery alone), and the next runs were served no rows
+    and no CommandComplete (node-postgres's named_schema_change case through cache: on;
+    psycopg here). Differential: the same steps against PostgreSQL direct."""
+    conn = dict(host="127.0.0.1", user="tusk_trust", dbname=TEST_DB, autocommit=True)
+    with psycopg.connect(port=cpg.port, **conn) as a, psycopg.connect(port=cpg.port, **conn) as c:
+        direct = named_after_a_type_change(a, c, "nsc_direct")
+    with on.connect() as a, on.connect() as c:
+        through = named_after_a_type_change(a, c, "nsc_tusk")
+    assert direct[0] == [("rows", [(1, 10)], "SELECT 1", ["id", "v"])] * 2
+    assert through == direct
+
+
 def test_different_parameters_never_share(cpg, on):
     with on.connect() as a, on.connect() as b:
         for _ in range(2):

@@ -20,7 +20,10 @@ moving to the other worker, its server with it, at every transaction boundary
 (TUSK_TEST_BALANCE=pingpong, docs/ARCHITECTURE.md "Workers"): a session pool hides nothing of
 PostgreSQL's, so there every case must answer as direct does, the pool-of-one database included
 (the suites' one_db cases then run on the main database: a session pool of one server would make
-their second connection wait for the first to close). PostgreSQL direct runs once."""
+their second connection wait for the first to close). And a fourth time through transaction
+pools with the result cache on (`cache: on`, docs/cache.md): every read a driver makes may be
+coalesced, kept and served again, and every answer must still be PostgreSQL's. PostgreSQL direct
+runs once."""
 
 import sys
 from pathlib import Path
@@ -39,15 +42,18 @@ ONE_DB = "tusk_test_one"
 SIZE = 3
 
 
-@pytest.fixture(scope="module", params=["off", "adaptive", "session"])
+@pytest.fixture(scope="module", params=["off", "adaptive", "session", "cache"])
 def drivers_tusk(request, pg, tmp_path_factory):
     """One tusk per active_limit: transaction pooling of SIZE servers, TLS allowed on its listener;
-    or session pooling with clients moving between workers at every boundary."""
+    or session pooling with clients moving between workers at every boundary; or transaction
+    pooling with the result cache on."""
     certs = Certs(tmp_path_factory.mktemp("drivers-certs"))
     env = {}
     if request.param == "session":
         pools = [txn_pool(40, mode="session")]
         env = {"TUSK_TEST_BALANCE": "pingpong"}
+    elif request.param == "cache":
+        pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, cache="on"), txn_pool(SIZE, cache="on")]
     else:
         bound = {} if request.param == "off" else {"active_limit": "adaptive", "active_limit_min": 1}
         pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, **bound), txn_pool(SIZE, **bound)]
@@ -56,7 +62,7 @@ def drivers_tusk(request, pg, tmp_path_factory):
              pool_wait_timeout="30s")
     t.start()
     t.certs = certs
-    t.tag = {"off": "t", "adaptive": "a", "session": "s"}[request.param]
+    t.tag = {"off": "t", "adaptive": "a", "session": "s", "cache": "c"}[request.param]
     t.session = request.param == "session"
     yield t
     problems = t.stop()

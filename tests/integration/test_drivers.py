@@ -22,8 +22,9 @@ PostgreSQL's, so there every case must answer as direct does, the pool-of-one da
 (the suites' one_db cases then run on the main database: a session pool of one server would make
 their second connection wait for the first to close). And a fourth time through transaction
 pools with the result cache on (`cache: on`, docs/cache.md): every read a driver makes may be
-coalesced, kept and served again, and every answer must still be PostgreSQL's. PostgreSQL direct
-runs once."""
+coalesced, kept and served again, and every answer must still be PostgreSQL's; and a fifth time
+through session pools with the cache on, clients moving as above (the cache's session-pooling
+path, docs/cache.md "Session pooling"). PostgreSQL direct runs once."""
 
 import sys
 from pathlib import Path
@@ -42,15 +43,15 @@ ONE_DB = "tusk_test_one"
 SIZE = 3
 
 
-@pytest.fixture(scope="module", params=["off", "adaptive", "session", "cache"])
+@pytest.fixture(scope="module", params=["off", "adaptive", "session", "cache", "session-cache"])
 def drivers_tusk(request, pg, tmp_path_factory):
     """One tusk per active_limit: transaction pooling of SIZE servers, TLS allowed on its listener;
     or session pooling with clients moving between workers at every boundary; or transaction
-    pooling with the result cache on."""
+    pooling with the result cache on; or both, session pooling and the cache."""
     certs = Certs(tmp_path_factory.mktemp("drivers-certs"))
     env = {}
-    if request.param == "session":
-        pools = [txn_pool(40, mode="session")]
+    if request.param in ("session", "session-cache"):
+        pools = [txn_pool(40, mode="session", **({"cache": "on"} if request.param == "session-cache" else {}))]
         env = {"TUSK_TEST_BALANCE": "pingpong"}
     elif request.param == "cache":
         pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, cache="on"), txn_pool(SIZE, cache="on")]
@@ -62,8 +63,8 @@ def drivers_tusk(request, pg, tmp_path_factory):
              pool_wait_timeout="30s")
     t.start()
     t.certs = certs
-    t.tag = {"off": "t", "adaptive": "a", "session": "s", "cache": "c"}[request.param]
-    t.session = request.param == "session"
+    t.tag = {"off": "t", "adaptive": "a", "session": "s", "cache": "c", "session-cache": "sc"}[request.param]
+    t.session = request.param.startswith("session")
     yield t
     problems = t.stop()
     assert not problems, "\n".join(problems) + "\n" + t.log_tail()

@@ -2376,7 +2376,8 @@ static void on_state_checked(struct server *s, void *arg, int err, const char *r
 		 * false), SET in plpgsql) are not asked about: RESET ALL, off the client's path,
 		 * and no carried SET is left there either. */
 		log_debug(c->id, c->ctx, "server %s holds no session state of its own: RESET ALL, back to the pool", s->id);
-		reset_and_park(s, RESET_SETTINGS);
+		if (!relay_hooks_release(c, s, true)) /* taken: DISCARD ALL after the hook's work */
+			reset_and_park(s, RESET_SETTINGS);
 	} else if (found > 0) {
 		pin_client(c, s, "state a function left in the session", what, strlen(what));
 		relay_start(c, s); /* ACTIVE again, idle in no transaction, and on with what it sent */
@@ -2386,7 +2387,8 @@ static void on_state_checked(struct server *s, void *arg, int err, const char *r
 		log_info(c->id, c->ctx, "session state check on server %s failed (%s): resetting it", s->id,
 				 err ? (reason ? reason : "error") : "unreadable answer");
 		server_unpark(s);
-		reset_and_park(s, RESET_REQUIRED);
+		if (!relay_hooks_release(c, s, true))
+			reset_and_park(s, RESET_REQUIRED);
 	} /* else server.c closes it */
 	client_go_idle(c);
 }
@@ -2430,13 +2432,16 @@ static void release_after_transaction(struct client *c, struct server *s)
 	log_debug(c->id, c->ctx, "transaction done, server %s back to the pool", s->id);
 	if (w->stopping) {
 		server_close(s, "shutting down");
-	} else if (relay_hooks_release(c, s, reset)) {
-		/* taken (read-your-writes fetches the primary's WAL position on s first):
-		 * relay_release_finish follows */
 	} else if (reset) {
+		/* First: what the session holds may be the client's (on_state_checked offers s to
+		 * the release hooks after). A hook first reset it unasked: a split pool's client
+		 * lost the advisory lock its function took, and a stranger got it. */
 		server_unpark(s);
 		state_check_start(c, s); /* the client goes idle when it answers */
 		return;
+	} else if (relay_hooks_release(c, s, false)) {
+		/* taken (read-your-writes fetches the primary's WAL position on s first):
+		 * relay_release_finish follows */
 	} else {
 		park(s); /* stays on this loop, watcher armed: no epoll change */
 	}

@@ -244,6 +244,12 @@ int session_pending_reset_all(struct session_state *st)
 	return pending_append(st, 'A', NULL, NULL, 0);
 }
 
+const char *session_carried(const struct session_state *st, const char *name)
+{
+	long at = blob_find(st->carry, st->carry_len, name);
+	return at < 0 ? NULL : st->carry + at + strlen(st->carry + at) + 1;
+}
+
 static void rehash(struct session_state *st)
 {
 	st->carry_hash = st->carry_len ? XXH3_64bits(st->carry, st->carry_len) : 0;

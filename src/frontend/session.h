@@ -70,6 +70,9 @@ __attribute__((warn_unused_result))
 int session_pending_reset(struct session_state *st, const char *name);
 __attribute__((warn_unused_result))
 int session_pending_reset_all(struct session_state *st);
+/* The statement that set name, carried to every server the client gets (committed SETs
+ * only), or NULL. */
+const char *session_carried(const struct session_state *st, const char *name);
 /* The transaction committed (apply pending) or failed/rolled back (drop pending). */
 void session_commit(struct session_state *st);
 void session_discard(struct session_state *st);

@@ -80,6 +80,12 @@ static void split_route_claim(struct client *c)
 		return;
 	if (router_split_decide(sql, len) != ROUTER_SPLIT_STANDBY)
 		return;
+	/* Its transactions are serializable (SET SESSION CHARACTERISTICS AS TRANSACTION
+	 * ISOLATION LEVEL SERIALIZABLE, pgjdbc's setTransactionIsolation): a standby refuses
+	 * them ("cannot use serializable mode in a hot standby"). */
+	const char *iso = session_carried(&c->session, "default_transaction_isolation");
+	if (iso && strcasestr(iso, "serializable"))
+		return;
 	/* Its last write's position is still being fetched: only the primary surely has it. */
 	if (c->ryw_pending && ryw_on(c))
 		return;

@@ -40,6 +40,7 @@ static bool starts_transaction(const char *s, size_t n)
 bool router_begins_read_only(const char *sql, size_t len)
 {
 	static const char mode[] = "\"defname\":\"transaction_read_only\",\"arg\":{\"A_Const\":{\"ival\":{";
+	static const char iso[] = "\"defname\":\"transaction_isolation\",\"arg\":{\"A_Const\":{\"sval\":{\"sval\":";
 	const char *stmt, *p;
 	bool read_only = false;
 	char *text;
@@ -65,10 +66,20 @@ bool router_begins_read_only(const char *sql, size_t len)
 		goto out;
 	/* Modes in text order; the last READ ONLY / READ WRITE wins, as in the server. A true
 	 * constant prints as {"ival":1}, false (zero) as {}. */
+	const char *modes = p;
 	while ((p = strstr(p, mode)) != NULL) {
 		p += strlen(mode);
 		read_only = strncmp(p, "\"ival\":1}", 9) == 0;
 	}
+	/* The last isolation level, likewise: a standby refuses SERIALIZABLE ("cannot use
+	 * serializable mode in a hot standby"), READ ONLY or not. */
+	bool serializable = false;
+	for (p = modes; (p = strstr(p, iso)) != NULL;) {
+		p += strlen(iso);
+		serializable = strncmp(p, "\"serializable\"", 14) == 0;
+	}
+	if (serializable)
+		read_only = false;
 out:
 	pg_query_free_parse_result(r);
 	return read_only;

@@ -197,3 +197,62 @@ def test_25006_from_the_primary_side_rechecks_its_role(split_table, tusk):
 
 def roles_of(t):
     return {r["backend"]: r["role"] for r in show_services(t) if r["pool"] == f"{TEST_DB}/tusk_trust"}
+
+
+def test_serializable_transactions_stay_on_the_primary(split_table, tusk):
+    """A standby refuses SERIALIZABLE ("cannot use serializable mode in a hot standby"), READ
+    ONLY or not: a client whose transactions are serializable (pgjdbc's
+    setTransactionIsolation sends SET SESSION CHARACTERISTICS) or a BEGIN ... SERIALIZABLE
+    READ ONLY is served by the primary; a read-only isolation level a standby takes stays
+    there. pgjdbc's suite through a split pool got the standby's 0A000 before."""
+    c = split_table
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    primary, standbys = c.primary.port, {s.port for s in c.standbys}
+    # (Each on a connection of its own: after a transaction on the primary, a client's reads
+    # wait there for its write position, read-your-writes.)
+    with t.connect() as x:
+        x.execute("begin read only isolation level serializable")
+        assert port_of(x) == primary
+        x.execute("commit")
+    with t.connect() as x:
+        x.execute("begin isolation level repeatable read read only")
+        assert port_of(x) in standbys
+        x.execute("commit")
+    with t.connect() as x:
+        assert port_of(x) in standbys
+        x.execute("set session characteristics as transaction isolation level serializable")
+        for _ in range(5):
+            assert port_of(x) == primary
+            assert x.execute("select current_setting('transaction_isolation')").fetchone() == ("serializable",)
+    with t.connect() as x:
+        x.execute("set session characteristics as transaction isolation level repeatable read")
+        assert port_of(x) in standbys
+
+
+def test_an_advisory_lock_a_function_took_stays_the_clients(split_table, tusk):
+    """A function that takes a session advisory lock: tusk cannot see into it, asks the server
+    what the session holds after the transaction, and pins the client to it. In a split pool
+    the read-your-writes hook reset the server first (DISCARD ALL): the client lost its lock
+    unawares and a stranger took it (asyncpg's lock_taken_in_function through a split pool)."""
+    c = split_table
+    c.primary.execute("create or replace function split_lock81() returns void language sql as "
+                      "$$ select pg_advisory_lock(81) $$", dbname=TEST_DB)
+    for s in c.standbys:
+        c.wait_replayed(s)
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    try:
+        with t.connect(autocommit=True) as holder, t.connect(autocommit=True) as stranger:
+            holder.execute("select split_lock81()")
+            assert stranger.execute("select pg_try_advisory_lock(81)").fetchone() == (False,)
+            assert holder.execute("select pg_advisory_unlock(81)").fetchone() == (True,)
+            assert stranger.execute("select pg_try_advisory_lock(81)").fetchone() == (True,)
+            stranger.execute("select pg_advisory_unlock_all()")
+        # Without state left behind, the server goes back to the pool, and the client's
+        # write position is fetched as for any primary transaction: its reads see its writes.
+        with t.connect(autocommit=True) as x:
+            x.execute("select split_lock81()")
+            x.execute("select pg_advisory_unlock(81)")
+            x.execute("insert into split_t values (81, 'fn') on conflict (id) do update set who = 'fn'")
+            assert x.execute("select who from split_t where id = 81").fetchone() == ("fn",)
+    finally:
+        c.primary.execute("drop function if exists split_lock81()", dbname=TEST_DB)

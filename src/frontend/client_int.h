@@ -214,8 +214,9 @@ void client_auth_free(struct client *c);
 
 /* relay.c */
 void relay_start(struct client *c, struct server *s);
-/* A session client moved to another worker (client.c, client_maybe_move) brings its server s, detached
- * from the old worker's loop: s joins c's worker with the relay's callback, watchers unarmed. */
+/* A session client moved to another worker (client.c, client_maybe_move) brings its server s,
+ * detached from the old worker's loop: s joins c's worker with the relay's callback, watchers
+ * unarmed. */
 void relay_adopt(struct client *c, struct server *s);
 /* The relay's watchers of c and its server s, armed for what is in flight (none: reads). */
 void relay_watch(struct client *c, struct server *s);

@@ -146,12 +146,12 @@ void worker_post(struct worker *w, struct worker_msg *msg);
 /* Only on w's own thread: the same, for a message to itself (no lock, no system call). */
 void worker_post_local(struct worker *w, struct worker_msg *msg);
 /* On w's thread, for a client of w between transactions (nothing in flight; a session
- * client's server goes with it): the worker it should move to, or NULL to stay. The rule (docs/ARCHITECTURE.md,
- * "Workers"): while all workers together use less than half a core, clients gather on worker
- * 0, so one loop does the work of a light load (every extra loop that wakes costs CPU); a
- * worker using most of a core hands a share of its clients per tick to one using less than
- * half as much (at most moves_left a tick). Only asks: a client that does move is counted by
- * worker_balance_moved. */
+ * client's server goes with it): the worker it should move to, or NULL to stay. The rule
+ * (docs/ARCHITECTURE.md, "Workers"): while all workers together use less than half a core,
+ * clients gather on worker 0, so one loop does the work of a light load (every extra loop
+ * that wakes costs CPU); a worker using most of a core hands a share of its clients per tick
+ * to one using less than half as much (at most moves_left a tick). Only asks: a client that
+ * does move is counted by worker_balance_moved. */
 struct worker *worker_balance_target(struct worker *w);
 /* On w's thread: a client left w for the worker worker_balance_target named; one fewer may
  * leave before the next tick (gathering is not rationed: it asks no ration). */

@@ -417,16 +417,21 @@ const char kv_put_fast_sql[] =
 	"expires_at = now() + coalesce($4::interval, $5::interval), "
 	"chg_xid = pg_current_xact_id() RETURNING d.ver_ts";
 
-/* A put takes the fast path when tusk logs in to the shards as kv_router, until its fast
- * statement wrote nothing. */
+/* A put when tusk logs in to the shards as kv_router: it takes the fast path, until its fast
+ * statement wrote nothing (put_slow: kv.put then runs as a second statement). */
+static inline bool put_as_router(const struct kv_router *r, const struct kv_job *job)
+{
+	return job->op == KV_OP_PUT && r->router_password;
+}
+
 static inline bool put_fast(const struct kv_router *r, const struct kv_job *job)
 {
-	return job->op == KV_OP_PUT && r->router_password && !job->put_slow;
+	return put_as_router(r, job) && !job->put_slow;
 }
 
 int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job)
 {
-	return job->op == KV_OP_PUT && r->router_password && job->put_slow ? KV_SLOT_PUT_SLOW : (int)job->op;
+	return put_as_router(r, job) && job->put_slow ? KV_SLOT_PUT_SLOW : (int)job->op;
 }
 
 bool kv_put_fast_missed(const struct kv_router *r, struct kv_job *job, const PGresult *res)

@@ -226,7 +226,9 @@ def test_serializable_transactions_stay_on_the_primary(split_table, tusk):
             assert x.execute("select current_setting('transaction_isolation')").fetchone() == ("serializable",)
     with t.connect() as x:
         x.execute("set session characteristics as transaction isolation level repeatable read")
-        assert port_of(x) in standbys
+        # The SET ran on the primary: reads come back to the standbys once its position is
+        # known (read-your-writes; under ASan the first read can come before that).
+        wait_until(lambda: port_of(x) in standbys, 10 * SLOW, what="a read on a standby")
 
 
 def test_an_advisory_lock_a_function_took_stays_the_clients(split_table, tusk):

@@ -10,7 +10,8 @@ through tusk, outputs compared) and bench/drivers.sh.
                                             a stall is reported and the run goes on (below)
 Env: PGHOST (127.0.0.1), PGUSER (tusk_trust), PGDATABASE (tusk_test), TAG (prefix of the tables
 and types this run makes), POOL_MAX (asyncpg.Pool size, 12: larger than the pooler's size),
-ONE_DATABASE (a name the pooler serves from one server; default PGDATABASE).
+ONE_DATABASE (a name the pooler serves from one server; default PGDATABASE), TLS_ALL=1 with
+TLS_CA (every connection to the target over TLS, its certificate checked against TLS_CA).
 "out" holds only what a correct server answers the same way every run (no pids, no timings).
 Exit 0 whatever the cases saw; 3 when the watchdog fired: a connection made no progress for 10 s
 (it prints which one and what it was doing)."""
@@ -26,6 +27,9 @@ import asyncpg
 PORT = int(sys.argv[1])
 DSN = dict(host=os.environ.get("PGHOST", "127.0.0.1"), port=PORT, user=os.environ.get("PGUSER", "tusk_trust"),
            database=os.environ.get("PGDATABASE", "tusk_test"))
+if os.environ.get("TLS_ALL"):
+    import ssl
+    DSN["ssl"] = ssl.create_default_context(cafile=os.environ["TLS_CA"])
 TAG = os.environ.get("TAG", "ap")
 POOL_MAX = int(os.environ.get("POOL_MAX", "12"))
 # A database name the pooler serves from a pool of ONE server (tusk_test there): clients of it
@@ -57,7 +61,7 @@ async def backends():
     if not os.environ.get("PG_DIRECT_PORT"):
         return None
     try:
-        c = await asyncio.wait_for(asyncpg.connect(**{**DSN, "port": int(os.environ["PG_DIRECT_PORT"]), "database": "postgres",
+        c = await asyncio.wait_for(asyncpg.connect(**{**DSN, "port": int(os.environ["PG_DIRECT_PORT"]), "database": "postgres", "ssl": False,
                                                       "user": "postgres"}), 5)
         rows = await c.fetch("SELECT state, wait_event_type, wait_event, (now() - xact_start)::text AS xact_age, "
                              "left(query, 80) AS query FROM pg_stat_activity WHERE backend_type = 'client backend' "

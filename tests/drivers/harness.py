@@ -66,12 +66,16 @@ def command(suite, host, port, db, user, extra=()):
     raise ValueError(suite)
 
 
-def environment(host, port, db, user, tag, one_db=None, tls_port=None, tls_ca=None):
+def environment(host, port, db, user, tag, one_db=None, tls_port=None, tls_ca=None, tls_all=False):
+    """tls_all: every connection of the suite to its target over TLS, checked against tls_ca."""
     env = dict(os.environ, PGHOST=host, PGPORT=str(port), PGUSER=user, PGDATABASE=db, TAG=tag,
                PGSSLMODE="disable", ONE_DATABASE=one_db or db)
     env.pop("TLS_PORT", None)
+    env.pop("TLS_ALL", None)
     if tls_port:
         env.update(TLS_PORT=str(tls_port), TLS_CA=str(tls_ca))
+    if tls_all:
+        env.update(TLS_ALL="1", TLS_CA=str(tls_ca))
     return env
 
 
@@ -82,11 +86,11 @@ def list_cases(suite):
 
 
 def run_suite(suite, host, port, db, user, tag, cases=None, one_db=None, tls_port=None, tls_ca=None,
-              timeout=600):
+              timeout=600, tls_all=False):
     """{case: out} for every case (a stalled case's out is the watchdog's report; a case the suite
     never answered gets {"no answer": ...})."""
     todo = list(cases or CASES[suite])
-    env = environment(host, port, db, user, tag, one_db, tls_port, tls_ca)
+    env = environment(host, port, db, user, tag, one_db, tls_port, tls_ca, tls_all)
     results = {}
     while todo:
         p = subprocess.run(command(suite, host, port, db, user, todo), env=env, capture_output=True, text=True,

@@ -24,7 +24,12 @@ their second connection wait for the first to close). And a fourth time through 
 pools with the result cache on (`cache: on`, docs/cache.md): every read a driver makes may be
 coalesced, kept and served again, and every answer must still be PostgreSQL's; and a fifth time
 through session pools with the cache on, clients moving as above (the cache's session-pooling
-path, docs/cache.md "Session pooling"). PostgreSQL direct runs once."""
+path, docs/cache.md "Session pooling"). PostgreSQL direct runs once.
+
+Through the adaptive and the session tusks every connection of every suite is TLS (the drivers'
+own TLS, the server's certificate checked; their listener refuses anything else): the relay's TLS reads and writes under each driver's
+pipelining, and a TLS client moving between workers with its session; the other three tusks
+keep the plain relay."""
 
 import sys
 from pathlib import Path
@@ -41,6 +46,8 @@ import harness  # noqa: E402
 USER = "tusk_trust"
 ONE_DB = "tusk_test_one"
 SIZE = 3
+# The tusks whose listener requires TLS, so every connection of every suite is TLS (module doc).
+TLS_ALL = ("adaptive", "session")
 
 
 @pytest.fixture(scope="module", params=["off", "adaptive", "session", "cache", "session-cache"])
@@ -59,12 +66,13 @@ def drivers_tusk(request, pg, tmp_path_factory):
         bound = {} if request.param == "off" else {"active_limit": "adaptive", "active_limit_min": 1}
         pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, **bound), txn_pool(SIZE, **bound)]
     t = Tusk(tmp_path_factory.mktemp("drivers-tusk"), pg.port, pools=pools, env=env,
-             listen_opts={"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
+             listen_opts={"tls": "require" if request.param in TLS_ALL else "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
              pool_wait_timeout="30s")
     t.start()
     t.certs = certs
     t.tag = {"off": "t", "adaptive": "a", "session": "s", "cache": "c", "session-cache": "sc"}[request.param]
     t.session = request.param.startswith("session")
+    t.tls_all = request.param in TLS_ALL
     yield t
     problems = t.stop()
     assert not problems, "\n".join(problems) + "\n" + t.log_tail()
@@ -97,7 +105,8 @@ class Results:
                                                     tag=f"{suite}_{self.tusk.tag}",
                                                     one_db=None if DIRECT or self.tusk.session else ONE_DB,
                                                     tls_port=None if DIRECT else self.tusk.port,
-                                                    tls_ca=self.tusk.certs.ca)
+                                                    tls_ca=self.tusk.certs.ca,
+                                                    tls_all=self.tusk.tls_all and not DIRECT)
         return cache[key]
 
 

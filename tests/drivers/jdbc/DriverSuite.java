@@ -17,7 +17,8 @@ import java.util.concurrent.atomic.*;
  * isolation repeatable read, serializable or read committed by t % 3) and prints
  * "RESULT ok=N bad=N final_bad=N seconds=S" and the first errors; there a stall is reported and
  * the run goes on (see main).
- * Env TAG: prefix of the tables this run makes. Exit 0 whatever the cases saw; 3 when the watchdog
+ * Env TAG: prefix of the tables this run makes; TLS_ALL=1 with TLS_CA: every connection to the
+ * target over TLS (sslmode=verify-ca against TLS_CA). Exit 0 whatever the cases saw; 3 when the watchdog
  * fired: a connection made no progress for 10 s (it prints which one and what it was doing).
  */
 public class DriverSuite {
@@ -34,7 +35,9 @@ public class DriverSuite {
 
     static String url(String params) {
         String u = "jdbc:postgresql://" + host + ":" + port + "/" + db + "?user=" + user
-                + "&sslmode=disable&connectTimeout=30";
+                + (System.getenv("TLS_ALL") != null
+                   ? "&sslmode=verify-ca&sslrootcert=" + System.getenv("TLS_CA") : "&sslmode=disable")
+                + "&connectTimeout=30";
         return params == null || params.isEmpty() ? u : u + "&" + params;
     }
 

@@ -13,7 +13,8 @@
 #      each target fails.
 # Env: TUSK_BIN (default build/tusk), JDBC_THREADS (20), JDBC_OPS (2000), ASYNCPG_CONNS (50),
 # ASYNCPG_OPS (5000), POOL_SIZE (10), PARTS ("load pass": which of the two to run), LOADS
-# ("jdbc asyncpg": which loads), DRIVERS_LOG (a file that gets each load run's whole output).
+# ("jdbc asyncpg": which loads), DRIVERS_LOG (a file that gets each load run's whole output),
+# LOAD_TLS (1: every load connection to tusk over TLS, the certificate checked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_NAME=drivers
@@ -25,6 +26,7 @@ JDBC_OPS=${JDBC_OPS:-2000}
 ASYNCPG_CONNS=${ASYNCPG_CONNS:-50}
 ASYNCPG_OPS=${ASYNCPG_OPS:-5000}
 POOL_SIZE=${POOL_SIZE:-10}
+LOAD_TLS=${LOAD_TLS:-}
 PARTS=${PARTS:-load pass}
 LOADS=${LOADS:-jdbc asyncpg}
 PY=/usr/bin/python3
@@ -101,6 +103,7 @@ wait_port "$BOUNCER_PORT"
 # backends were doing, and the run goes on; one stalled for 120 s ends it ("hung").
 load_run() {
 	local out rc=0
+	if [ -n "$LOAD_TLS" ]; then export TLS_ALL=1 TLS_CA=$DIR/certs/ca.crt; else unset TLS_ALL; fi
 	if [ "$1" = jdbc ]; then
 		out=$(TAG=bj PG_DIRECT_PORT=$PG_PORT timeout 3600 java -cp "$JAR:$JDBC_CLASSES" DriverSuite 127.0.0.1 \
 			"$TUSK_PORT" tusk_load tusk_trust --load "$JDBC_THREADS" "$JDBC_OPS" 2>&1) || rc=$?
@@ -127,9 +130,9 @@ load_run() {
 if [[ " $PARTS " == *" load "* ]]; then
 	for kind in $LOADS; do
 		if [ "$kind" = jdbc ]; then
-			echo "== pgjdbc $JDBC_THREADS threads x $JDBC_OPS operations through tusk (transaction, $POOL_SIZE servers)"
+			echo "== pgjdbc $JDBC_THREADS threads x $JDBC_OPS operations through tusk (transaction, $POOL_SIZE servers${LOAD_TLS:+, TLS})"
 		else
-			echo "== asyncpg $ASYNCPG_CONNS connections x $ASYNCPG_OPS operations through tusk (transaction, $POOL_SIZE servers)"
+			echo "== asyncpg $ASYNCPG_CONNS connections x $ASYNCPG_OPS operations through tusk (transaction, $POOL_SIZE servers${LOAD_TLS:+, TLS})"
 		fi
 		printf '%-4s %10s %8s %7s %9s  %s\n' run ok wrong stalls time "first problem"
 		for r in $(seq 1 "$RUNS"); do

@@ -37,6 +37,15 @@ static bool starts_transaction(const char *s, size_t n)
 	return false;
 }
 
+/* Just past the last occurrence of key in text, or NULL. */
+static const char *last_after(const char *text, const char *key)
+{
+	const char *last = NULL;
+	for (const char *p = text; (p = strstr(p, key)) != NULL;)
+		last = p += strlen(key);
+	return last;
+}
+
 bool router_begins_read_only(const char *sql, size_t len)
 {
 	static const char mode[] = "\"defname\":\"transaction_read_only\",\"arg\":{\"A_Const\":{\"ival\":{";
@@ -65,20 +74,12 @@ bool router_begins_read_only(const char *sql, size_t len)
 	if (strncmp(p, "BEGIN\"", 6) != 0 && strncmp(p, "START\"", 6) != 0)
 		goto out;
 	/* Modes in text order; the last READ ONLY / READ WRITE wins, as in the server. A true
-	 * constant prints as {"ival":1}, false (zero) as {}. */
-	const char *modes = p;
-	while ((p = strstr(p, mode)) != NULL) {
-		p += strlen(mode);
-		read_only = strncmp(p, "\"ival\":1}", 9) == 0;
-	}
-	/* The last isolation level, likewise: a standby refuses SERIALIZABLE ("cannot use
-	 * serializable mode in a hot standby"), READ ONLY or not. */
-	bool serializable = false;
-	for (p = modes; (p = strstr(p, iso)) != NULL;) {
-		p += strlen(iso);
-		serializable = strncmp(p, "\"serializable\"", 14) == 0;
-	}
-	if (serializable)
+	 * constant prints as {"ival":1}, false (zero) as {}. The last isolation level, likewise: a
+	 * standby refuses SERIALIZABLE ("cannot use serializable mode in a hot standby"), READ
+	 * ONLY or not. */
+	const char *ro = last_after(p, mode), *level = last_after(p, iso);
+	read_only = ro && strncmp(ro, "\"ival\":1}", 9) == 0;
+	if (level && strncmp(level, "\"serializable\"", 14) == 0)
 		read_only = false;
 out:
 	pg_query_free_parse_result(r);

@@ -134,7 +134,8 @@ struct client {
 	uint8_t ryw_pending;        /* read-write-split: fetches of its writes' WAL positions in flight
 	                             * (split/route.c; a second transaction on the primary may end
 	                             * before the first's fetch): its reads go to the primary meanwhile */
-	bool ryw_reset;             /* relay.c: the server of that fetch needs a reset before parking */
+	uint8_t ryw_reset;          /* relay.c: the reset (enum reset_kind) the server of that fetch
+	                             * needs before it parks */
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
 	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
@@ -309,7 +310,7 @@ void relay_note_param(struct client *c, const char *name, const char *value);
 void relay_park_server(struct server *s);
 /* relay.c: a release hook that took s (relay_hooks.h, release) is done with it: reset it
  * (reset: as the transaction's release asked) and park it. */
-void relay_release_finish(struct server *s, bool reset);
+void relay_release_finish(struct server *s, enum reset_kind reset);
 /* client.c: an attach hook that took s over is done: s serves c now; s NULL: c claims from
  * the primary side instead (s went back or was closed by the hook). */
 void client_attach_resume(struct client *c, struct server *s);
@@ -343,7 +344,7 @@ void relay_hooks_scanned_(struct client *c, const uint8_t *p, size_t n);
 void relay_hooks_error_(struct client *c, struct server *s, const uint8_t *m, size_t total);
 bool relay_hooks_commit_wait_(struct client *c, bool last);
 void relay_hooks_ready_(struct client *c, bool last);
-bool relay_hooks_release_(struct client *c, struct server *s, bool reset);
+bool relay_hooks_release_(struct client *c, struct server *s, enum reset_kind reset);
 bool relay_hooks_linked_(struct client *c, struct server *s);
 void relay_hooks_idle_(struct client *c);
 
@@ -429,7 +430,7 @@ static inline void relay_hooks_ready(struct client *c, bool last)
 	if (RELAY_HOOKS_HAS(c, RH_READY))
 		relay_hooks_ready_(c, last);
 }
-static inline bool relay_hooks_release(struct client *c, struct server *s, bool reset)
+static inline bool relay_hooks_release(struct client *c, struct server *s, enum reset_kind reset)
 {
 	return RELAY_HOOKS_HAS(c, RH_RELEASE) && relay_hooks_release_(c, s, reset);
 }

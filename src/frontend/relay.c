@@ -2329,20 +2329,11 @@ void relay_park_server(struct server *s)
 	park(s);
 }
 
-enum reset_kind {
-	RESET_NONE,       /* a clean server: ROLLBACK at most */
-	RESET_CONFIGURED, /* session pooling: server_reset_query, as the operator set it */
-	RESET_REQUIRED,   /* tusk could not follow the session (pinned, or a function ran):
-	                   * server_reset_query, or DISCARD ALL when that is empty */
-	RESET_SETTINGS,   /* a function ran and the server holds nothing else of its own
-	                   * (state check): RESET ALL, for the settings no view lists (custom
-	                   * placeholders such as set_config('app.x', ..., false)) */
-};
 static void reset_and_park(struct server *s, enum reset_kind kind);
 
-void relay_release_finish(struct server *s, bool reset)
+void relay_release_finish(struct server *s, enum reset_kind reset)
 {
-	reset_and_park(s, reset ? RESET_REQUIRED : RESET_NONE);
+	reset_and_park(s, reset);
 }
 
 /* ---- after a transaction that called what tusk cannot see into ----
@@ -2376,7 +2367,7 @@ static void on_state_checked(struct server *s, void *arg, int err, const char *r
 		 * false), SET in plpgsql) are not asked about: RESET ALL, off the client's path,
 		 * and no carried SET is left there either. */
 		log_debug(c->id, c->ctx, "server %s holds no session state of its own: RESET ALL, back to the pool", s->id);
-		if (!relay_hooks_release(c, s, true)) /* taken: DISCARD ALL after the hook's work */
+		if (!relay_hooks_release(c, s, RESET_SETTINGS)) /* taken: the same after the hook's work */
 			reset_and_park(s, RESET_SETTINGS);
 	} else if (found > 0) {
 		pin_client(c, s, "state a function left in the session", what, strlen(what));
@@ -2387,7 +2378,7 @@ static void on_state_checked(struct server *s, void *arg, int err, const char *r
 		log_info(c->id, c->ctx, "session state check on server %s failed (%s): resetting it", s->id,
 				 err ? (reason ? reason : "error") : "unreadable answer");
 		server_unpark(s);
-		if (!relay_hooks_release(c, s, true))
+		if (!relay_hooks_release(c, s, RESET_REQUIRED))
 			reset_and_park(s, RESET_REQUIRED);
 	} /* else server.c closes it */
 	client_go_idle(c);
@@ -2439,7 +2430,7 @@ static void release_after_transaction(struct client *c, struct server *s)
 		server_unpark(s);
 		state_check_start(c, s); /* the client goes idle when it answers */
 		return;
-	} else if (relay_hooks_release(c, s, false)) {
+	} else if (relay_hooks_release(c, s, RESET_NONE)) {
 		/* taken (read-your-writes fetches the primary's WAL position on s first):
 		 * relay_release_finish follows */
 	} else {

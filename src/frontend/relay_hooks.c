@@ -206,7 +206,7 @@ void relay_hooks_ready_(struct client *c, bool last)
 	EACH(c, ready) h->ready(c, last);
 }
 
-bool relay_hooks_release_(struct client *c, struct server *s, bool reset)
+bool relay_hooks_release_(struct client *c, struct server *s, enum reset_kind reset)
 {
 	EACH(c, release) if (h->release(c, s, reset)) return true;
 	return false;

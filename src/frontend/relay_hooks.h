@@ -25,6 +25,17 @@ struct server;
 struct tusk_config;
 struct config_pool_rule;
 
+/* The reset a server needs before it goes back to the pool (relay.c's reset_and_park). */
+enum reset_kind {
+	RESET_NONE,       /* a clean server: ROLLBACK at most */
+	RESET_CONFIGURED, /* session pooling: server_reset_query, as the operator set it */
+	RESET_REQUIRED,   /* tusk could not follow the session (pinned, or a function ran):
+	                   * server_reset_query, or DISCARD ALL when that is empty */
+	RESET_SETTINGS,   /* a function ran and the server holds nothing else of its own
+	                   * (state check): RESET ALL, for the settings no view lists (custom
+	                   * placeholders such as set_config('app.x', ..., false)) */
+};
+
 struct relay_hooks {
 	const char *name;
 	/* enum relay_hook_bit: the callbacks that do nothing for a client until the feature wakes
@@ -85,9 +96,9 @@ struct relay_hooks {
 	bool (*commit_wait)(struct client *c, bool last);
 	/* ReadyForQuery 'I' scanned. */
 	void (*ready)(struct client *c, bool last);
-	/* c's transaction is over and s goes back to the pool (reset: it needs the reset before
-	 * it parks). True: the hook took s (it calls relay_release_finish later). */
-	bool (*release)(struct client *c, struct server *s, bool reset);
+	/* c's transaction is over and s goes back to the pool (reset: the reset it needs before
+	 * it parks). True: the hook took s (it calls relay_release_finish(s, reset) later). */
+	bool (*release)(struct client *c, struct server *s, enum reset_kind reset);
 
 	/* ---- answering inside a transaction, delivering between transactions ---- */
 	/* relay.c: a transaction/statement-pooling client c, not pinned, linked to s inside a

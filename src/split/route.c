@@ -276,7 +276,7 @@ static void on_write_lsn(struct server *s, void *arg, int err, const char *reaso
 			 size_t errlen)
 {
 	struct client *c = arg;
-	bool reset = c->ryw_reset;
+	enum reset_kind reset = c->ryw_reset;
 	(void)reason;
 	(void)errmsg;
 	(void)errlen;
@@ -289,7 +289,7 @@ static void on_write_lsn(struct server *s, void *arg, int err, const char *reaso
 	relay_release_finish(s, reset);
 }
 
-static bool hook_release(struct client *c, struct server *s, bool reset)
+static bool hook_release(struct client *c, struct server *s, enum reset_kind reset)
 {
 	if (!split_after_primary(c, s))
 		return false;

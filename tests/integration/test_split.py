@@ -258,3 +258,31 @@ def test_an_advisory_lock_a_function_took_stays_the_clients(split_table, tusk):
             assert x.execute("select who from split_t where id = 81").fetchone() == ("fn",)
     finally:
         c.primary.execute("drop function if exists split_lock81()", dbname=TEST_DB)
+
+
+def test_a_harmless_function_costs_no_discard_all(split_table, tusk):
+    """After a transaction that called a function, the server is asked what the session holds;
+    nothing: RESET ALL (settings a function made), then read-your-writes fetches the
+    primary's WAL position on it. That hook reset it with DISCARD ALL, which also throws away
+    every statement tusk prepared on the server; a plain transaction pool did not."""
+    c = split_table
+    c.primary.execute("create or replace function split_harmless82(x int) returns int language plpgsql "
+                      "as $$ begin return x + 1; end $$", dbname=TEST_DB)
+    for s in c.standbys:
+        c.wait_replayed(s)
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    try:
+        with t.connect(autocommit=True) as a:
+            for i in range(3):
+                got, pid = a.execute("select split_harmless82(%s), pg_backend_pid()", (i,)).fetchone()
+                assert got == i + 1
+
+                def settled():
+                    rows = c.primary.execute("select state, query from pg_stat_activity where pid = %s", (pid,))
+                    return rows and rows[0][0] == "idle" and "split_harmless82" not in rows[0][1]
+                wait_until(settled, 10 * SLOW, what="the release of the function's server")
+                last = c.primary.execute("select query from pg_stat_activity where pid = %s", (pid,))[0][0]
+                assert "DISCARD" not in last.upper(), f"server {pid} was reset with {last!r}"
+                assert "RESET ALL" in last.upper(), last
+    finally:
+        c.primary.execute("drop function if exists split_harmless82(int)", dbname=TEST_DB)

@@ -231,17 +231,22 @@ def test_serializable_transactions_stay_on_the_primary(split_table, tusk):
         wait_until(lambda: port_of(x) in standbys, 10 * SLOW, what="a read on a standby")
 
 
+def function_and_tusk(c, tusk, create):
+    """The function created on the primary and replayed on the standbys, then a split tusk."""
+    c.primary.execute(create, dbname=TEST_DB)
+    for s in c.standbys:
+        c.wait_replayed(s)
+    return tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+
+
 def test_an_advisory_lock_a_function_took_stays_the_clients(split_table, tusk):
     """A function that takes a session advisory lock: tusk cannot see into it, asks the server
     what the session holds after the transaction, and pins the client to it. In a split pool
     the read-your-writes hook reset the server first (DISCARD ALL): the client lost its lock
     unawares and a stranger took it (asyncpg's lock_taken_in_function through a split pool)."""
     c = split_table
-    c.primary.execute("create or replace function split_lock81() returns void language sql as "
-                      "$$ select pg_advisory_lock(81) $$", dbname=TEST_DB)
-    for s in c.standbys:
-        c.wait_replayed(s)
-    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    t = function_and_tusk(c, tusk, "create or replace function split_lock81() returns void language sql as "
+                                   "$$ select pg_advisory_lock(81) $$")
     try:
         with t.connect(autocommit=True) as holder, t.connect(autocommit=True) as stranger:
             holder.execute("select split_lock81()")
@@ -266,11 +271,8 @@ def test_a_harmless_function_costs_no_discard_all(split_table, tusk):
     primary's WAL position on it. That hook reset it with DISCARD ALL, which also throws away
     every statement tusk prepared on the server; a plain transaction pool did not."""
     c = split_table
-    c.primary.execute("create or replace function split_harmless82(x int) returns int language plpgsql "
-                      "as $$ begin return x + 1; end $$", dbname=TEST_DB)
-    for s in c.standbys:
-        c.wait_replayed(s)
-    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    t = function_and_tusk(c, tusk, "create or replace function split_harmless82(x int) returns int "
+                                   "language plpgsql as $$ begin return x + 1; end $$")
     try:
         with t.connect(autocommit=True) as a:
             for i in range(3):

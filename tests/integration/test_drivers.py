@@ -27,11 +27,19 @@ through session pools with the cache on, clients moving as above (the cache's se
 path, docs/cache.md "Session pooling"). PostgreSQL direct runs once.
 
 Through the adaptive and the session tusks every connection of every suite is TLS (the drivers'
-own TLS, the server's certificate checked; their listener refuses anything else): the relay's TLS reads and writes under each driver's
-pipelining, and a TLS client moving between workers with its session; the other three tusks
-keep the plain relay."""
+own TLS, the server's certificate checked; their listener refuses anything else): the relay's
+TLS reads and writes under each driver's pipelining, and a TLS client moving between workers
+with its session; the other three tusks keep the plain relay.
 
+The cache tusk also churns: its servers live 150 ms (server_lifetime; closed when next idle),
+every idle server is checked before it is handed out (server_check_delay 0: a query of tusk's
+own between two clients' transactions), idle ones close after 100 ms, and the configuration
+is reloaded (SIGHUP) every 250 ms while the suites run; none of it may show to a driver (a
+statement prepared again on a new server, a cached result across a reload)."""
+
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,30 +60,43 @@ TLS_ALL = ("adaptive", "session")
 
 @pytest.fixture(scope="module", params=["off", "adaptive", "session", "cache", "session-cache"])
 def drivers_tusk(request, pg, tmp_path_factory):
-    """One tusk per active_limit: transaction pooling of SIZE servers, TLS allowed on its listener;
-    or session pooling with clients moving between workers at every boundary; or transaction
-    pooling with the result cache on; or both, session pooling and the cache."""
+    """One tusk per active_limit: transaction pooling of SIZE servers, TLS allowed on its listener
+    (required on two: TLS_ALL); or session pooling with clients moving between workers at every
+    boundary; or transaction pooling with the result cache on and its servers churning; or both,
+    session pooling and the cache."""
     certs = Certs(tmp_path_factory.mktemp("drivers-certs"))
-    env = {}
+    env, churn = {}, {}
     if request.param in ("session", "session-cache"):
         pools = [txn_pool(40, mode="session", **({"cache": "on"} if request.param == "session-cache" else {}))]
         env = {"TUSK_TEST_BALANCE": "pingpong"}
     elif request.param == "cache":
         pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, cache="on"), txn_pool(SIZE, cache="on")]
+        churn = {"server_lifetime": "150ms", "server_check_delay": "0", "server_idle_timeout": "100ms"}
     else:
         bound = {} if request.param == "off" else {"active_limit": "adaptive", "active_limit_min": 1}
         pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, **bound), txn_pool(SIZE, **bound)]
     t = Tusk(tmp_path_factory.mktemp("drivers-tusk"), pg.port, pools=pools, env=env,
-             listen_opts={"tls": "require" if request.param in TLS_ALL else "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
-             pool_wait_timeout="30s")
+             listen_opts={"tls": "require" if request.param in TLS_ALL else "allow",
+                          "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
+             pool_wait_timeout="30s", **churn)
     t.start()
+    stop = threading.Event()
+    if churn:
+        def reload_often():
+            while not stop.wait(0.25):
+                t.proc.send_signal(signal.SIGHUP)
+        threading.Thread(target=reload_often, daemon=True).start()
     t.certs = certs
     t.tag = {"off": "t", "adaptive": "a", "session": "s", "cache": "c", "session-cache": "sc"}[request.param]
     t.session = request.param.startswith("session")
     t.tls_all = request.param in TLS_ALL
     yield t
+    stop.set()
     problems = t.stop()
     assert not problems, "\n".join(problems) + "\n" + t.log_tail()
+    if churn:  # the churn happened: servers replaced for age, reloads taken
+        log = t.log_text()
+        assert log.count("server_lifetime reached") >= 10 and log.count("reloading ") >= 10, t.log_tail()
 
 
 # PostgreSQL direct's answers, per suite: the same for both tusks, so run once.

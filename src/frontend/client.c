@@ -719,9 +719,14 @@ static bool valid_guc_name(const char *s)
 	return true;
 }
 
-/* Keep one parameter for the SETs that apply it on every server the client gets. */
+/* Keep one parameter for the SETs that apply it on every server the client gets. A second
+ * DateStyle combines with the first as the server combines them. */
 static int add_param(struct client *c, const char *name, const char *value)
 {
+	const char *prev = session_param_get(&c->session, name);
+	char merged[64];
+	if (prev && strcasecmp(name, "DateStyle") == 0 && session_datestyle_merge(prev, value, merged, sizeof merged))
+		value = merged;
 	return session_param_set(&c->session, name, value) < 0 ? -1 : 0;
 }
 
@@ -780,18 +785,19 @@ static int keep_startup(struct client *c, const struct proto_startup *st)
 		return -ENAMETOOLONG;
 	if (format_ctx(c, database, st->user) < 0)
 		return -ENOMEM;
+	/* PostgreSQL applies "options" first, then the other parameters in the packet's order,
+	 * each over what came before (pgjdbc's DateStyle=ISO over an options -c DateStyle). */
+	for (int i = 0; i < st->nparams; i++)
+		if (strcmp(st->params[i].name, "options") == 0 && add_options(c, st->params[i].value) < 0)
+			return -EINVAL;
 	for (int i = 0; i < st->nparams; i++) {
 		const char *name = st->params[i].name, *value = st->params[i].value;
-		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strncmp(name, "_pq_.", 5) == 0)
+		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strncmp(name, "_pq_.", 5) == 0 ||
+		    strcmp(name, "options") == 0)
 			continue;
 		if (strcmp(name, "replication") == 0) {
 			if (strcmp(value, "false") && strcmp(value, "0") && strcmp(value, "off") && strcmp(value, "no"))
 				return -EPROTONOSUPPORT;
-			continue;
-		}
-		if (strcmp(name, "options") == 0) {
-			if (add_options(c, value) < 0)
-				return -EINVAL;
 			continue;
 		}
 		if (!valid_guc_name(name) || add_param(c, name, value) < 0)

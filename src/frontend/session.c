@@ -180,6 +180,50 @@ int session_param_set(struct session_state *st, const char *name, const char *va
 	return rc;
 }
 
+/* One DateStyle value: its style (NULL: none) and order (NULL: none). False: a word not known. */
+static bool datestyle_parse(const char *v, const char **style, const char **order)
+{
+	static const struct { const char *word, *style, *order; } words[] = {
+		{ "ISO", "ISO", NULL }, { "SQL", "SQL", NULL }, { "POSTGRES", "Postgres", NULL },
+		{ "GERMAN", "German", NULL }, { "YMD", NULL, "YMD" }, { "DMY", NULL, "DMY" },
+		{ "EURO", NULL, "DMY" }, { "EUROPEAN", NULL, "DMY" }, { "MDY", NULL, "MDY" }, { "US", NULL, "MDY" },
+		{ "NONEURO", NULL, "MDY" }, { "NONEUROPEAN", NULL, "MDY" },
+	};
+	bool german = false;
+	*style = *order = NULL;
+	while (*v) {
+		size_t n = strcspn(v, ", \t");
+		if (n == 0) {
+			v++;
+			continue;
+		}
+		size_t i = 0;
+		while (i < sizeof words / sizeof words[0] && !(strlen(words[i].word) == n && strncasecmp(v, words[i].word, n) == 0))
+			i++;
+		if (i == sizeof words / sizeof words[0])
+			return false;
+		if (words[i].style)
+			*style = words[i].style;
+		if (words[i].order)
+			*order = words[i].order;
+		german |= words[i].style && strcmp(words[i].style, "German") == 0;
+		v += n;
+	}
+	if (german && !*order)
+		*order = "DMY";
+	return *style || *order;
+}
+
+bool session_datestyle_merge(const char *prev, const char *next, char *out, size_t cap)
+{
+	const char *ps, *po, *ns, *no;
+	if (!datestyle_parse(prev, &ps, &po) || !datestyle_parse(next, &ns, &no))
+		return false;
+	const char *style = ns ? ns : ps, *order = no ? no : po;
+	int n = snprintf(out, cap, "%s%s%s", style ? style : "", style && order ? ", " : "", order ? order : "");
+	return n > 0 && (size_t)n < cap;
+}
+
 const char *session_param_get(const struct session_state *st, const char *name)
 {
 	long at = blob_find(st->params, st->params_len, name);

@@ -57,6 +57,11 @@ size_t session_share_count(const struct session_share *sh);
 __attribute__((warn_unused_result))
 int session_param_set(struct session_state *st, const char *name, const char *value);
 const char *session_param_get(const struct session_state *st, const char *name);
+/* A DateStyle set over another, as PostgreSQL's check_datestyle combines them: each of the
+ * output style and the field order that next leaves out is kept from prev (GERMAN alone also
+ * means DMY). The result in out ("ISO, DMY"); false when either holds a word the rule does not
+ * know (DEFAULT, a typo): then next alone applies, and the server judges it. */
+bool session_datestyle_merge(const char *prev, const char *next, char *out, size_t cap);
 /* Iterate: start with *pos = 0; false at the end. */
 bool session_param_next(const struct session_state *st, size_t *pos, const char **name, const char **value);
 

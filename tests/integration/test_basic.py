@@ -11,6 +11,7 @@ import pytest
 
 from conftest import PG_BIN, SLOW, TEST_DB, wait_until
 import pgwire
+from txn_util import txn_pool
 
 
 def psql(port, sql, user="tusk_trust", env=None):
@@ -173,3 +174,45 @@ def _can_query(t):
             return c.execute("select 1").fetchone() == (1,)
     except psycopg.OperationalError:
         return False
+
+# Startup packets whose parameters overlap "options" (pgjdbc sends DateStyle=ISO, TimeZone and
+# extra_float_digits before whatever options the application gave): PostgreSQL applies
+# options first, then the other parameters in packet order, and a second DateStyle keeps what
+# it leaves out of the first (GERMAN alone means DMY).
+STARTUP_ORDERS = [
+    {"DateStyle": "ISO", "TimeZone": "UTC", "extra_float_digits": "3",
+     "options": "-c DateStyle=German -c TimeZone=Asia/Tokyo -c extra_float_digits=1 -c statement_timeout=4s"},
+    {"options": "-c DateStyle=SQL,DMY", "DateStyle": "ISO"},
+    {"DateStyle": "YMD", "options": "-c DateStyle=Postgres"},
+    {"options": "-c DateStyle=German -c DateStyle=MDY -c work_mem=5MB -c work_mem=6MB"},
+    {"DateStyle": "Euro", "TimeZone": "Europe/Oslo"},
+]
+STARTUP_LOOK = ("SELECT current_setting('DateStyle'), current_setting('TimeZone'), "
+                "current_setting('extra_float_digits'), current_setting('statement_timeout'), "
+                "current_setting('work_mem'), date '2024-03-05'::text, 0.1::float8::text")
+
+
+def startup_view(port, params):
+    """What a raw client with these startup parameters is told and sees, twice (a transaction
+    pool may serve the second from another server)."""
+    c = pgwire.RawClient("127.0.0.1", port)
+    try:
+        msgs = c.startup("tusk_trust", TEST_DB, **params)
+        told = {}
+        for kind, body in msgs:
+            if kind == b"S":
+                name, value = body.split(b"\0")[:2]
+                told[name.decode()] = value.decode()
+        seen = [c.simple_query(STARTUP_LOOK) for _ in range(2)]
+        return {k: told.get(k) for k in ("DateStyle", "TimeZone")}, seen
+    finally:
+        c.close()
+
+
+def test_startup_parameters_apply_in_postgresqls_order(tusk, pg):
+    """Same packets straight to PostgreSQL and through a transaction pool of one server,
+    interleaved so that each client's second look may follow another client's on the server."""
+    t = tusk(pools=[txn_pool(1)])
+    for params in STARTUP_ORDERS:
+        want = startup_view(pg.port, params)
+        assert startup_view(t.port, params) == want, params

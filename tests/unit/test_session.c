@@ -145,6 +145,32 @@ static void test_params_shared_copy_on_write(void **state)
 	session_free(&a);
 }
 
+/* A second DateStyle over a first, as PostgreSQL's check_datestyle combines them. */
+static void test_datestyle_merge(void **state)
+{
+	(void)state;
+	static const char *cases[][3] = {
+		{ "German", "ISO", "ISO, DMY" },         /* GERMAN alone means DMY */
+		{ "SQL, DMY", "ISO", "ISO, DMY" },
+		{ "ISO, MDY", "YMD", "ISO, YMD" },
+		{ "YMD", "Postgres", "Postgres, YMD" },
+		{ "ISO, YMD", "German", "German, DMY" }, /* ... even over an order set before */
+		{ "ISO, YMD", "German, MDY", "German, MDY" },
+		{ "Postgres,US", "euro", "Postgres, DMY" },
+		{ "ISO", "sql", "SQL" },
+	};
+	char out[64];
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		assert_true(session_datestyle_merge(cases[i][0], cases[i][1], out, sizeof out));
+		assert_string_equal(out, cases[i][2]);
+	}
+	/* Words the rule does not know: the caller applies the new value as it is. */
+	assert_false(session_datestyle_merge("ISO", "DEFAULT", out, sizeof out));
+	assert_false(session_datestyle_merge("ISOO", "MDY", out, sizeof out));
+	assert_false(session_datestyle_merge("ISO", "", out, sizeof out));
+	assert_false(session_datestyle_merge("ISO", "MDY", out, 4));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -152,6 +178,7 @@ int main(void)
 		cmocka_unit_test(test_pending_commit_and_discard),
 		cmocka_unit_test(test_build_sync),
 		cmocka_unit_test(test_params_shared_copy_on_write),
+		cmocka_unit_test(test_datestyle_merge),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

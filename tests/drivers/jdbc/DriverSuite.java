@@ -1,8 +1,15 @@
+import java.io.*;
 import java.math.BigDecimal;
+import java.nio.charset.StandardCharsets;
 import java.sql.*;
 import java.util.*;
 import java.util.concurrent.*;
 import java.util.concurrent.atomic.*;
+import org.postgresql.PGConnection;
+import org.postgresql.PGNotification;
+import org.postgresql.copy.CopyManager;
+import org.postgresql.largeobject.LargeObject;
+import org.postgresql.largeobject.LargeObjectManager;
 
 /**
  * pgjdbc (Debian's libpostgresql-jdbc-java) the way applications use it, against one target
@@ -408,6 +415,359 @@ public class DriverSuite {
                 c.rollback();
                 c.setAutoCommit(true);
                 out.append(", \"after\": [").append(rowOf(ps)).append(", ").append(rowOf(ps)).append("]");
+            }
+            admin("DROP TABLE " + tn);
+            return out.append("}").toString();
+        });
+    }
+
+    // ---- what applications do with pgjdbc beyond queries ----------------------------------------
+
+    /** The rows of a query as a JSON list of lists of strings. */
+    static String rows(Statement st, String sql) throws SQLException {
+        StringBuilder b = new StringBuilder("[");
+        try (ResultSet rs = st.executeQuery(sql)) {
+            int n = rs.getMetaData().getColumnCount(), r = 0;
+            while (rs.next()) {
+                b.append(r++ > 0 ? ", [" : "[");
+                for (int i = 1; i <= n; i++) b.append(i > 1 ? ", " : "").append(q(String.valueOf(rs.getString(i))));
+                b.append("]");
+            }
+        }
+        return b.append("]").toString();
+    }
+
+    static String attempt(Callable<String> f) {
+        try { return f.call(); } catch (Exception e) { return err(e); }
+    }
+
+    static {
+        CASES.put("large_object", () -> {
+            // the fastpath function-call protocol ('F' messages): pgjdbc's LargeObjectManager
+            StringBuilder out = new StringBuilder("{");
+            byte[] data = new byte[200_000];
+            for (int i = 0; i < data.length; i++) data[i] = (byte) (i * 31 + (i >> 8));
+            try (Connection c = connect("lo", "")) {
+                c.setAutoCommit(false);
+                LargeObjectManager lom = c.unwrap(PGConnection.class).getLargeObjectAPI();
+                step("lo", "create and write");
+                long oid = lom.createLO();
+                LargeObject lo = lom.open(oid, LargeObjectManager.READWRITE);
+                lo.write(data);
+                lo.seek(0);
+                byte[] back = lo.read(data.length + 10);
+                out.append("\"read_in_tx\": ").append(Arrays.equals(back, data));
+                lo.close();
+                c.commit();
+                step("lo", "read in a new transaction");
+                lo = lom.open(oid, LargeObjectManager.READ);
+                out.append(", \"size\": ").append(lo.size());
+                lo.seek(100_000);
+                out.append(", \"at_100000\": ").append(Arrays.equals(lo.read(16), Arrays.copyOfRange(data, 100_000, 100_016)));
+                lo.close();
+                c.commit();
+                step("lo", "a descriptor of a committed transaction");
+                final LargeObject stale = lo;
+                out.append(", \"stale_descriptor\": ").append(attempt(() -> { stale.read(1); return "\"read\""; }));
+                c.rollback();
+                lom.delete(oid);
+                c.commit();
+                out.append(", \"deleted\": ").append(attempt(() -> { lom.open(oid, LargeObjectManager.READ); return "\"opened\""; }));
+                c.rollback();
+                done("lo");
+            }
+            return out.append("}").toString();
+        });
+        CASES.put("copy_manager", () -> {
+            String tn = tag + "_copy";
+            admin("DROP TABLE IF EXISTS " + tn, "CREATE TABLE " + tn + "(id int primary key, t text)");
+            StringBuilder out = new StringBuilder("{");
+            try (Connection c = connect("copy", "prepareThreshold=1"); Statement st = c.createStatement()) {
+                CopyManager cm = c.unwrap(PGConnection.class).getCopyAPI();
+                StringBuilder csv = new StringBuilder();
+                for (int i = 1; i <= 5000; i++) csv.append(i).append(",row ").append(i).append('\n');
+                step("copy", "copy in");
+                out.append("\"in\": ").append(cm.copyIn("COPY " + tn + " FROM STDIN (FORMAT csv)", new StringReader(csv.toString())));
+                step("copy", "copy out");
+                StringWriter w = new StringWriter();
+                out.append(", \"out_rows\": ").append(cm.copyOut("COPY (SELECT * FROM " + tn + " ORDER BY id) TO STDOUT (FORMAT csv)", w));
+                out.append(", \"out_same\": ").append(w.toString().equals(csv.toString()));
+                step("copy", "copy in with a bad row");
+                out.append(", \"bad_row\": ").append(attempt(() -> Long.toString(
+                        cm.copyIn("COPY " + tn + " FROM STDIN (FORMAT csv)", new StringReader("9001,a\nnot a number,b\n9002,c\n")))));
+                out.append(", \"after_bad\": ").append(rows(st, "SELECT count(*), max(id) FROM " + tn));
+                step("copy", "copy in a rolled back transaction");
+                c.setAutoCommit(false);
+                cm.copyIn("COPY " + tn + " FROM STDIN", new StringReader("7001\tx\n7002\ty\n"));
+                out.append(", \"in_tx\": ").append(rows(st, "SELECT count(*) FROM " + tn));
+                c.rollback();
+                c.setAutoCommit(true);
+                out.append(", \"after_rollback\": ").append(rows(st, "SELECT count(*) FROM " + tn));
+                done("copy");
+            }
+            admin("DROP TABLE " + tn);
+            return out.append("}").toString();
+        });
+        CASES.put("batch", () -> {
+            // executeBatch: many Bind/Execute, one Sync; an error in the middle; rewritten inserts
+            String tn = tag + "_batch";
+            admin("DROP TABLE IF EXISTS " + tn, "CREATE TABLE " + tn + "(id int primary key, v text)");
+            StringBuilder out = new StringBuilder("{");
+            for (String params : new String[]{"prepareThreshold=1", "reWriteBatchedInserts=true"}) {
+                try (Connection c = connect("batch " + params, params); Statement st = c.createStatement()) {
+                    String key = params.startsWith("re") ? "rewritten" : "plain";
+                    int base = key.equals("plain") ? 0 : 1000;
+                    step("batch " + params, "good batch");
+                    try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tn + " VALUES (?, ?)")) {
+                        for (int i = 1; i <= 300; i++) { ps.setInt(1, base + i); ps.setString(2, "v" + i); ps.addBatch(); }
+                        int[] r = ps.executeBatch();
+                        out.append(out.length() > 1 ? ", " : "").append(q(key + "_good")).append(": ").append(r.length);
+                        step("batch " + params, "batch with a duplicate");
+                        for (int i = 1; i <= 50; i++) { ps.setInt(1, base + 500 + (i == 25 ? -499 : i)); ps.setString(2, "d" + i); ps.addBatch(); }
+                        String bad;
+                        try { ps.executeBatch(); bad = "\"no error\""; } catch (BatchUpdateException e) { bad = q(e.getSQLState()); }
+                        out.append(", ").append(q(key + "_duplicate")).append(": ").append(bad);
+                    }
+                    step("batch " + params, "in a transaction, then rollback");
+                    c.setAutoCommit(false);
+                    try (PreparedStatement ps = c.prepareStatement("UPDATE " + tn + " SET v = ? WHERE id = ?")) {
+                        for (int i = 1; i <= 100; i++) { ps.setString(1, "u" + i); ps.setInt(2, base + i); ps.addBatch(); }
+                        out.append(", ").append(q(key + "_updates")).append(": ").append(Arrays.stream(ps.executeBatch()).sum());
+                    }
+                    c.rollback();
+                    c.setAutoCommit(true);
+                    out.append(", ").append(q(key + "_rows")).append(": ").append(rows(st, "SELECT count(*), count(*) FILTER (WHERE v LIKE 'u%') FROM "
+                            + tn + " WHERE id BETWEEN " + base + " AND " + (base + 999)));
+                    done("batch " + params);
+                }
+            }
+            admin("DROP TABLE " + tn);
+            return out.append("}").toString();
+        });
+        CASES.put("autosave", () -> {
+            // autosave=always: a SAVEPOINT before each statement, ROLLBACK TO it on an error, so
+            // the transaction goes on; conservative: the same only to survive a cached plan's change
+            String tn = tag + "_as";
+            admin("DROP TABLE IF EXISTS " + tn, "CREATE TABLE " + tn + "(id int primary key, a int)", "INSERT INTO " + tn + " VALUES (1, 10)");
+            StringBuilder out = new StringBuilder("{");
+            try (Connection c = connect("autosave", "autosave=always&prepareThreshold=1"); Statement st = c.createStatement()) {
+                c.setAutoCommit(false);
+                st.executeUpdate("INSERT INTO " + tn + " VALUES (2, 20)");
+                out.append("\"div0\": ").append(attempt(() -> rows(st, "SELECT 1 / 0")));
+                st.executeUpdate("INSERT INTO " + tn + " VALUES (3, 30)");
+                out.append(", \"dup\": ").append(attempt(() -> Integer.toString(st.executeUpdate("INSERT INTO " + tn + " VALUES (1, 0)"))));
+                c.commit();
+                c.setAutoCommit(true);
+                out.append(", \"always\": ").append(rows(st, "SELECT id, a FROM " + tn + " ORDER BY id"));
+            }
+            try (Connection c = connect("autosave-c", "autosave=conservative&prepareThreshold=1")) {
+                PreparedStatement ps = c.prepareStatement("SELECT * FROM " + tn + " WHERE id = ?");
+                out.append(", \"before\": [").append(rowOf(ps)).append(", ").append(rowOf(ps)).append("]");
+                c.setAutoCommit(false);
+                admin("ALTER TABLE " + tn + " ALTER COLUMN a TYPE bigint"); // its cached plan's result changes
+                out.append(", \"in_tx_after_change\": ").append(rowOf(ps));
+                out.append(", \"in_tx_again\": ").append(rowOf(ps));
+                c.commit();
+                c.setAutoCommit(true);
+                out.append(", \"after\": ").append(rowOf(ps));
+                ps.close();
+            }
+            admin("DROP TABLE " + tn);
+            return out.append("}").toString();
+        });
+        CASES.put("fetch_size", () -> {
+            // setFetchSize in a transaction: portals Executed 50 rows at a time (PortalSuspended),
+            // two open at once, and the same in autocommit (all rows at once)
+            StringBuilder out = new StringBuilder("{");
+            try (Connection c = connect("fetch", "prepareThreshold=1")) {
+                c.setAutoCommit(false);
+                try (Statement a = c.createStatement(); Statement b = c.createStatement()) {
+                    a.setFetchSize(50);
+                    b.setFetchSize(7);
+                    step("fetch", "two portals");
+                    ResultSet ra = a.executeQuery("SELECT g, md5(g::text) FROM generate_series(1, 2000) g");
+                    ResultSet rb = b.executeQuery("SELECT g FROM generate_series(1, 300) g ORDER BY g DESC");
+                    long sa = 0, sb = 0, na = 0, nb = 0;
+                    while (true) {
+                        boolean ma = ra.next(), mb = rb.next();
+                        if (ma) { sa += ra.getLong(1); na++; }
+                        if (mb) { sb += rb.getLong(1) * nb; nb++; }
+                        if (!ma && !mb) break;
+                    }
+                    out.append("\"a\": [").append(na).append(", ").append(sa).append("], \"b\": [").append(nb).append(", ").append(sb).append("]");
+                }
+                c.commit();
+                c.setAutoCommit(true);
+                try (PreparedStatement ps = c.prepareStatement("SELECT g FROM generate_series(1, ?) g")) {
+                    ps.setFetchSize(10);
+                    for (int k = 0; k < 3; k++) {
+                        ps.setInt(1, 100 + k);
+                        long n = 0;
+                        try (ResultSet rs = ps.executeQuery()) { while (rs.next()) n += rs.getLong(1); }
+                        out.append(", \"autocommit_").append(k).append("\": ").append(n);
+                    }
+                }
+                done("fetch");
+            }
+            return out.append("}").toString();
+        });
+        CASES.put("callable", () -> {
+            String f = tag + "_fn", p = tag + "_proc";
+            admin("CREATE OR REPLACE FUNCTION " + f + "(x int, OUT doubled int, OUT label text) LANGUAGE sql AS "
+                    + "$$ SELECT x * 2, 'n' || x $$",
+                  "CREATE OR REPLACE PROCEDURE " + p + "(INOUT total int, delta int) LANGUAGE plpgsql AS "
+                    + "$$ BEGIN total := total + delta; END $$");
+            StringBuilder out = new StringBuilder("{");
+            try (Connection c = connect("callable", "prepareThreshold=1")) {
+                for (int k = 0; k < 3; k++) {
+                    try (CallableStatement cs = c.prepareCall("{call " + f + "(?, ?, ?)}")) {
+                        cs.setInt(1, 20 + k);
+                        cs.registerOutParameter(2, Types.INTEGER);
+                        cs.registerOutParameter(3, Types.VARCHAR);
+                        cs.execute();
+                        out.append(k > 0 ? ", " : "").append("\"fn").append(k).append("\": [").append(cs.getInt(2)).append(", ").append(q(cs.getString(3))).append("]");
+                    }
+                    try (CallableStatement cs = c.prepareCall("CALL " + p + "(?, ?)")) {
+                        cs.setInt(1, 100);
+                        cs.registerOutParameter(1, Types.INTEGER);
+                        cs.setInt(2, k);
+                        cs.execute();
+                        out.append(", \"proc").append(k).append("\": ").append(cs.getInt(1));
+                    }
+                }
+            }
+            admin("DROP FUNCTION " + f + "(int)", "DROP PROCEDURE " + p + "(int, int)");
+            return out.append("}").toString();
+        });
+        CASES.put("startup_options", () -> {
+            // currentSchema (search_path) and options=-c at startup, per connection, four at once
+            // over fewer servers, each reading its own schema's table by an unqualified name
+            List<String> setup = new ArrayList<>();
+            for (int i = 0; i < 4; i++) {
+                setup.add("DROP SCHEMA IF EXISTS " + tag + "_so" + i + " CASCADE");
+                setup.add("CREATE SCHEMA " + tag + "_so" + i);
+                setup.add("CREATE TABLE " + tag + "_so" + i + ".marker AS SELECT " + i + " AS v");
+            }
+            admin(setup.toArray(new String[0]));
+            StringBuilder out = new StringBuilder("{");
+            List<Connection> cs = new ArrayList<>();
+            try {
+                for (int i = 0; i < 4; i++)
+                    cs.add(connect("so" + i, "currentSchema=" + tag + "_so" + i + "&options=-c%20statement_timeout%3D" + (1000 + i)
+                            + "%20-c%20DateStyle%3D" + (i % 2 == 0 ? "German" : "SQL,MDY") + "&prepareThreshold=" + (i % 2)));
+                for (int round = 0; round < 3; round++)
+                    for (int i = 0; i < 4; i++) {
+                        step("so" + i, "round " + round);
+                        try (Statement st = cs.get(i).createStatement()) {
+                            out.append(round + i > 0 ? ", " : "").append("\"r").append(round).append("c").append(i).append("\": ")
+                                    .append(rows(st, "SELECT v, current_setting('statement_timeout'), current_setting('DateStyle'), "
+                                            + "date '2024-03-05'::text FROM marker"));
+                        }
+                        done("so" + i);
+                    }
+            } finally {
+                for (Connection c : cs) c.close();
+            }
+            List<String> drop = new ArrayList<>();
+            for (int i = 0; i < 4; i++) drop.add("DROP SCHEMA " + tag + "_so" + i + " CASCADE");
+            admin(drop.toArray(new String[0]));
+            return out.append("}").toString();
+        });
+        CASES.put("read_only_and_timeout", () -> {
+            String tn = tag + "_ro";
+            admin("DROP TABLE IF EXISTS " + tn, "CREATE TABLE " + tn + "(id int)");
+            StringBuilder out = new StringBuilder("{");
+            try (Connection c = connect("ro", "readOnlyMode=always"); Connection other = connect("ro-other", "");
+                 Statement st = c.createStatement(); Statement ot = other.createStatement()) {
+                c.setReadOnly(true);
+                out.append("\"ro_insert\": ").append(attempt(() -> Integer.toString(st.executeUpdate("INSERT INTO " + tn + " VALUES (1)"))));
+                out.append(", \"other_insert\": ").append(ot.executeUpdate("INSERT INTO " + tn + " VALUES (2)"));
+                out.append(", \"ro_read\": ").append(rows(st, "SELECT count(*), current_setting('transaction_read_only') FROM " + tn));
+                c.setReadOnly(false);
+                out.append(", \"rw_insert\": ").append(st.executeUpdate("INSERT INTO " + tn + " VALUES (3)"));
+                step("ro", "query timeout");
+                st.setQueryTimeout(1);
+                out.append(", \"timeout\": ").append(attempt(() -> rows(st, "SELECT pg_sleep(3)")));
+                st.setQueryTimeout(0);
+                for (int k = 0; k < 5; k++) out.append(", \"next").append(k).append("\": ").append(attempt(() -> rows(st, "SELECT count(*) FROM " + tn)));
+                done("ro");
+            }
+            admin("DROP TABLE " + tn);
+            return out.append("}").toString();
+        });
+        CASES.put("listen_notify", () -> {
+            StringBuilder out = new StringBuilder("{");
+            try (Connection l = connect("listener", ""); Connection n = connect("notifier", "");
+                 Statement ls = l.createStatement(); Statement ns = n.createStatement()) {
+                String ch = tag + "_ch";
+                ls.execute("LISTEN " + ch);
+                for (int k = 0; k < 3; k++) ns.execute("NOTIFY " + ch + ", 'p" + k + "'");
+                n.setAutoCommit(false);
+                ns.execute("NOTIFY " + ch + ", 'rolled back'");
+                n.rollback();
+                ns.execute("NOTIFY " + ch + ", 'in tx'");
+                n.commit();
+                n.setAutoCommit(true);
+                List<String> got = new ArrayList<>();
+                long deadline = System.currentTimeMillis() + 5000;
+                step("listener", "notifications");
+                while (got.size() < 4 && System.currentTimeMillis() < deadline) {
+                    PGNotification[] ns2 = l.unwrap(PGConnection.class).getNotifications(500);
+                    if (ns2 != null) for (PGNotification x : ns2) got.add(x.getName() + ":" + x.getParameter());
+                }
+                done("listener");
+                out.append("\"got\": [");
+                for (int i = 0; i < got.size(); i++) out.append(i > 0 ? ", " : "").append(q(got.get(i).replace(tag, "T")));
+                ls.execute("UNLISTEN *");
+                ns.execute("NOTIFY " + ch + ", 'after unlisten'");
+                PGNotification[] late = l.unwrap(PGConnection.class).getNotifications(300);
+                out.append("], \"after_unlisten\": ").append(late == null ? 0 : late.length);
+            }
+            return out.append("}").toString();
+        });
+        CASES.put("generated_keys_and_types", () -> {
+            String tn = tag + "_gk";
+            admin("DROP TABLE IF EXISTS " + tn, "CREATE TABLE " + tn + "(id bigserial primary key, t timestamptz, n numeric, b bytea, "
+                    + "a int[], j jsonb, u uuid, i interval)");
+            StringBuilder out = new StringBuilder("{");
+            for (String params : new String[]{"prepareThreshold=-1", "prepareThreshold=5", "preferQueryMode=simple"}) {
+                try (Connection c = connect("gk " + params, params)) {
+                    String key = params.replace('=', '_').replace("-", "m");
+                    List<String> keys = new ArrayList<>();
+                    try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tn + "(t, n, b, a, j, u, i) VALUES "
+                            + "(?::timestamptz, ?, decode(?, 'hex'), ?::int[], ?::jsonb, ?::uuid, ?::interval)", Statement.RETURN_GENERATED_KEYS)) {
+                        for (int k = 0; k < 7; k++) {
+                            ps.setString(1, "2024-0" + (k + 1) + "-15 12:34:56.789+02");
+                            ps.setBigDecimal(2, new BigDecimal("12345678901234567890.12345").add(BigDecimal.valueOf(k)));
+                            ps.setString(3, "0001" + String.format("%02x", k) + "ff"); // simple mode binds no bytea
+                            ps.setString(4, "{1," + k + ",3}");
+                            ps.setString(5, "{\"k\": " + k + ", \"s\": \"x\"}");
+                            ps.setString(6, "00000000-0000-0000-0000-00000000000" + k);
+                            ps.setString(7, k + " days 02:03:04");
+                            ps.executeUpdate();
+                            try (ResultSet rs = ps.getGeneratedKeys()) { rs.next(); keys.add(rs.getString("id") != null ? "k" : "null"); }
+                        }
+                    }
+                    try (PreparedStatement ps = c.prepareStatement("SELECT t, n, b, a, j, u, i, t AT TIME ZONE 'UTC' FROM " + tn
+                            + " WHERE n > ? ORDER BY n LIMIT 3")) {
+                        ps.setBigDecimal(1, new BigDecimal("12345678901234567892"));
+                        StringBuilder r = new StringBuilder("[");
+                        for (int k = 0; k < 6; k++) {
+                            try (ResultSet rs = ps.executeQuery()) {
+                                while (rs.next()) {
+                                    if (k < 5) continue;
+                                    r.append(r.length() > 1 ? ", " : "").append("[").append(q(rs.getTimestamp(1).toInstant().toString()))
+                                     .append(", ").append(q(rs.getBigDecimal(2).toPlainString())).append(", ").append(q(Arrays.toString(rs.getBytes(3))))
+                                     .append(", ").append(q(rs.getString(4))).append(", ").append(q(rs.getString(5)))
+                                     .append(", ").append(q(rs.getString(6))).append(", ").append(q(rs.getString(7)))
+                                     .append(", ").append(q(rs.getString(8))).append("]");
+                                }
+                            }
+                        }
+                        out.append(out.length() > 1 ? ", " : "").append(q(key)).append(": {\"keys\": ").append(keys.size())
+                           .append(", \"rows\": ").append(r).append("]}");
+                    }
+                }
             }
             admin("DROP TABLE " + tn);
             return out.append("}").toString();

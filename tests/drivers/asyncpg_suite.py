@@ -17,6 +17,9 @@ Exit 0 whatever the cases saw; 3 when the watchdog fired: a connection made no p
 (it prints which one and what it was doing)."""
 
 import asyncio
+import datetime
+import hashlib
+import io
 import json
 import os
 import sys
@@ -434,6 +437,199 @@ async def prepared_statements_view():
     await a.close()
     await b.close()
     return seen
+
+
+
+# ---- what applications do with asyncpg beyond queries ------------------------------------------
+
+@case
+async def binary_copy():
+    """copy_records_to_table (COPY ... FROM STDIN, binary), copy_from_query and copy_from_table
+    (TO STDOUT), a failing COPY and a COPY in a rolled-back transaction."""
+    t = f"{TAG}_copy"
+    await admin(f"DROP TABLE IF EXISTS {t}; CREATE TABLE {t}(id int primary key, t text, n numeric, ts timestamptz)")
+    c = await connect("copy")
+    out = {}
+    recs = [(i, f"row {i}", i * 1.5, datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(hours=i))
+            for i in range(1, 3001)]
+    out["in"] = await w("copy", "copy in", c.copy_records_to_table(t, records=recs))
+    buf = io.BytesIO()
+    out["out_query"] = await w("copy", "copy out", c.copy_from_query(f"SELECT id, t FROM {t} WHERE id <= $1 ORDER BY id", 500,
+                                                                      output=buf, format="csv"))
+    out["out_md5"] = hashlib.md5(buf.getvalue()).hexdigest()
+    buf = io.BytesIO()
+    out["out_table"] = await w("copy", "copy table", c.copy_from_table(t, output=buf, columns=["id", "n"], format="text"))
+    out["out_table_lines"] = buf.getvalue().count(b"\n")
+    try:
+        await w("copy", "bad copy", c.copy_records_to_table(t, records=[(5001, "x", 1, None), (1, "dup", 1, None)]))
+        out["duplicate"] = "no error"
+    except Exception as e:  # noqa: BLE001
+        out["duplicate"] = err(e)
+    tr = c.transaction()
+    await tr.start()
+    await w("copy", "copy in tx", c.copy_records_to_table(t, records=[(7001, "a", 1, None)]))
+    out["in_tx"] = await c.fetchval(f"SELECT count(*) FROM {t}")
+    await tr.rollback()
+    out["after"] = await c.fetchval(f"SELECT count(*) FROM {t}")
+    await c.close()
+    await admin(f"DROP TABLE {t}")
+    return out
+
+
+@case
+async def executemany_and_cursors():
+    """executemany (one Sync for the batch; an error mid-batch rolls it all back), a cursor
+    iterated with prefetch and a cursor object's fetch/forward inside a transaction."""
+    t = f"{TAG}_em"
+    await admin(f"DROP TABLE IF EXISTS {t}; CREATE TABLE {t}(id int primary key, v text)")
+    c = await connect("em")
+    out = {}
+    await w("em", "executemany", c.executemany(f"INSERT INTO {t} VALUES ($1, $2)", [(i, f"v{i}") for i in range(1, 401)]))
+    try:
+        await w("em", "executemany dup", c.executemany(f"INSERT INTO {t} VALUES ($1, $2)",
+                                                        [(i, "d") for i in (1001, 1002, 5, 1003)]))
+        out["dup"] = "no error"
+    except Exception as e:  # noqa: BLE001
+        out["dup"] = err(e)
+    out["count"] = await c.fetchval(f"SELECT count(*) FROM {t}")
+    async with c.transaction():
+        total = n = 0
+        async for r in c.cursor(f"SELECT id FROM {t} ORDER BY id", prefetch=37):
+            total += r["id"]
+            n += 1
+        out["iter"] = [n, total]
+        cur = await c.cursor(f"SELECT id, v FROM {t} WHERE id > $1 ORDER BY id", 100)
+        first = await cur.fetch(5)
+        await cur.forward(200)
+        after = await cur.fetchrow()
+        out["cursor"] = [[dict(r) for r in first], dict(after)]
+    await c.close()
+    await admin(f"DROP TABLE {t}")
+    return out
+
+
+@case
+async def types_and_codecs():
+    """Composite, enum, domain, array of composite and range types (asyncpg introspects each
+    once per connection), a custom json codec, and binary numerics and timestamps."""
+    ty = f"{TAG}_pt"
+    en = f"{TAG}_mood"
+    await admin(f"DROP TYPE IF EXISTS {ty}; DROP TYPE IF EXISTS {en}; DROP DOMAIN IF EXISTS {TAG}_pos; "
+                f"CREATE TYPE {ty} AS (x int, label text); CREATE TYPE {en} AS ENUM ('sad', 'ok', 'happy'); "
+                f"CREATE DOMAIN {TAG}_pos AS int CHECK (VALUE > 0)")
+    out = {}
+    for k in range(2):
+        c = await connect(f"ty{k}")
+        await c.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        r = await w(f"ty{k}", "types", c.fetchrow(
+            f"SELECT ROW(1, 'one')::{ty} AS p, ARRAY[ROW(2, 'two')::{ty}, ROW(3, NULL)::{ty}] AS ps, "
+            f"'happy'::{en} AS mood, 5::{TAG}_pos AS pos, int4range(1, 10) AS r, '{{\"a\": [1, 2]}}'::json AS j, "
+            f"123456789012345678901234.5678::numeric AS n, timestamptz '2024-05-06 07:08:09.123456+03' AS ts, "
+            f"interval '1 year 2 days 03:04:05' AS iv, '\\x00ff'::bytea AS b"))
+        out[f"conn{k}"] = {"p": list(r["p"]), "ps": [list(x) for x in r["ps"]], "mood": r["mood"], "pos": r["pos"],
+                           "r": [r["r"].lower, r["r"].upper], "j": r["j"], "n": str(r["n"]), "ts": r["ts"].isoformat(),
+                           "iv": str(r["iv"]), "b": r["b"].hex()}
+        out[f"conn{k}_bad_domain"] = await fetch_or_error(f"ty{k}", c, f"SELECT $1::{TAG}_pos AS v", -1)
+        await c.close()
+    await admin(f"DROP TYPE {ty}; DROP TYPE {en}; DROP DOMAIN {TAG}_pos")
+    return out
+
+
+@case
+async def transactions_and_savepoints():
+    """transaction(isolation, readonly, deferrable), nested transactions (savepoints) rolled back
+    and released, and an error inside a savepoint that the outer transaction survives."""
+    t = f"{TAG}_tx"
+    await admin(f"DROP TABLE IF EXISTS {t}; CREATE TABLE {t}(id int primary key)")
+    c = await connect("tx")
+    out = {}
+    async with c.transaction(isolation="serializable", readonly=True, deferrable=True):
+        out["ser_ro"] = [await c.fetchval("SELECT current_setting('transaction_isolation')"),
+                         await c.fetchval("SELECT current_setting('transaction_read_only')")]
+        try:
+            await c.execute(f"INSERT INTO {t} VALUES (0)")
+            out["ro_write"] = "no error"
+        except Exception as e:  # noqa: BLE001
+            out["ro_write"] = err(e)
+    async with c.transaction(isolation="repeatable_read"):
+        await c.execute(f"INSERT INTO {t} VALUES (1)")
+        try:
+            async with c.transaction():
+                await c.execute(f"INSERT INTO {t} VALUES (2)")
+                await c.execute(f"INSERT INTO {t} VALUES (1)")
+        except Exception as e:  # noqa: BLE001
+            out["inner"] = err(e)
+        async with c.transaction():
+            await c.execute(f"INSERT INTO {t} VALUES (3)")
+        out["iso"] = await c.fetchval("SELECT current_setting('transaction_isolation')")
+    out["rows"] = [r[0] for r in await c.fetch(f"SELECT id FROM {t} ORDER BY id")]
+    out["after_iso"] = await c.fetchval("SELECT current_setting('transaction_isolation')")
+    await c.close()
+    await admin(f"DROP TABLE {t}")
+    return out
+
+
+@case
+async def notices_listeners_and_timeouts():
+    """A log listener gets RAISE NOTICE/WARNING; add_listener gets NOTIFY (one committed, one
+    rolled back); a query timeout (asyncpg cancels) leaves the connection usable, its next
+    statements not cancelled."""
+    c = await connect("nl")
+    n = await connect("nl-notifier", statement_cache_size=0)
+    out = {}
+    logs, notes = [], []
+    c.add_log_listener(lambda conn, m: logs.append([m.severity, m.message]))
+    await w("nl", "notice", c.execute("DO $$ BEGIN RAISE NOTICE 'hello %', 1; RAISE WARNING 'careful'; END $$"))
+    ch = f"{TAG}_ch"
+    got = asyncio.Event()
+    await c.add_listener(ch, lambda conn, pid, channel, payload: (notes.append(payload), got.set()))
+    await n.execute(f"NOTIFY {ch}, 'one'")
+    tr = n.transaction()
+    await tr.start()
+    await n.execute(f"NOTIFY {ch}, 'rolled back'")
+    await tr.rollback()
+    await n.execute(f"SELECT pg_notify('{ch}', 'two')")
+    for _ in range(50):
+        if len(notes) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    out["notes"] = notes
+    await c.remove_listener(ch, lambda *a: None)
+    out["logs"] = logs
+    try:
+        await w("nl", "timeout", c.fetchval("SELECT pg_sleep(3)", timeout=0.5))
+        out["timeout"] = "no timeout"
+    except Exception as e:  # noqa: BLE001
+        out["timeout"] = type(e).__name__
+    out["next"] = [await w("nl", f"after timeout {k}", c.fetchval("SELECT $1::int * 2", k)) for k in range(5)]
+    await c.close()
+    await n.close()
+    return out
+
+
+@case
+async def server_settings_at_startup():
+    """connect(server_settings=...): search_path, DateStyle, TimeZone, statement_timeout and an
+    application setting in the startup packet, four connections at once over fewer servers."""
+    sch = [f"{TAG}_ss{i}" for i in range(4)]
+    await admin("; ".join(f"DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; CREATE TABLE {s}.marker AS SELECT {i} AS v"
+                          for i, s in enumerate(sch)))
+    conns = [await connect(f"ss{i}", server_settings={
+        "search_path": sch[i], "DateStyle": ["SQL, DMY", "German", "ISO, YMD", "Postgres"][i],
+        "TimeZone": ["UTC", "Asia/Tokyo", "America/Lima", "Europe/Oslo"][i], "statement_timeout": f"{5 + i}s",
+        "myapp.tenant": f"t{i}"}) for i in range(4)]
+    out = {}
+    for rnd in range(3):
+        for i, c in enumerate(conns):
+            r = await w(f"ss{i}", f"round {rnd}", c.fetchrow(
+                "SELECT v, current_setting('DateStyle') AS ds, current_setting('TimeZone') AS tz, "
+                "current_setting('statement_timeout') AS st, current_setting('myapp.tenant') AS tenant, "
+                "(timestamptz '2024-03-05 12:00:00+00')::text AS shown FROM marker"))
+            out[f"r{rnd}c{i}"] = dict(r)
+    for c in conns:
+        await c.close()
+    await admin("; ".join(f"DROP SCHEMA {s} CASCADE" for s in sch))
+    return out
 
 
 async def main():

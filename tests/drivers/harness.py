@@ -24,14 +24,17 @@ PYTHON = "/usr/bin/python3"
 CASES = {
     "node": ["named_prepared", "unnamed_prepared", "pool_larger_than_size", "cursor_in_transaction",
              "cursor_autocommit", "query_stream", "disconnect_mid_cursor", "error_mid_query", "cancel",
-             "connect_end", "tls", "named_schema_change"],
+             "connect_end", "tls", "named_schema_change", "multi_statement", "notices_and_notifications",
+             "types_and_sizes", "startup_settings", "savepoints"],
     "jdbc": ["concurrent_threshold_1_and_5", "schema_change_threshold_1", "schema_change_threshold_5",
              "fresh_prepare_after_schema_change", "schema_change_in_transaction", "large_object", "copy_manager",
              "batch", "autosave", "fetch_size", "callable", "startup_options", "read_only_and_timeout",
              "listen_notify", "generated_keys_and_types"],
     "asyncpg": ["concurrent_statement_cache", "schema_change_statement_cache", "schema_change_in_transaction",
                 "fresh_prepare_after_schema_change", "type_dropped_and_recreated", "pool_larger_than_size",
-                "lock_taken_in_function", "prepared_statements_view"],
+                "lock_taken_in_function", "prepared_statements_view", "binary_copy", "executemany_and_cursors",
+                "types_and_codecs", "transactions_and_savepoints", "notices_listeners_and_timeouts",
+                "server_settings_at_startup"],
 }
 
 

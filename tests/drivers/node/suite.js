@@ -310,6 +310,119 @@ cases.named_schema_change = async () => {
   return out
 }
 
+// ---- what applications do with node-postgres beyond queries ----------------------------------
+
+// Several statements in one simple Query: one result each; an error in the middle stops the rest.
+cases.multi_statement = async () => {
+  const t = `${TAG}_ms`
+  await admin(`DROP TABLE IF EXISTS ${t}; CREATE TABLE ${t}(id int primary key)`)
+  const c = await client('ms')
+  const out = {}
+  const rs = await q('ms', c, `INSERT INTO ${t} VALUES (1); SELECT count(*)::int AS n FROM ${t}; UPDATE ${t} SET id = 2; SELECT id FROM ${t}`)
+  out.results = rs.map((r) => [r.command, r.rowCount, r.rows])
+  try { await q('ms', c, `INSERT INTO ${t} VALUES (3); SELECT 1/0; INSERT INTO ${t} VALUES (4)`); out.mid_error = 'no error' } catch (e) { out.mid_error = err(e) }
+  out.after = (await q('ms', c, `SELECT array_agg(id ORDER BY id) AS ids FROM ${t}`)).rows[0].ids
+  try { await q('ms', c, `BEGIN; INSERT INTO ${t} VALUES (5); COMMIT; SELECT 1/0`); out.committed_then_error = 'no error' } catch (e) { out.committed_then_error = err(e) }
+  out.final = (await q('ms', c, `SELECT array_agg(id ORDER BY id) AS ids FROM ${t}`)).rows[0].ids
+  out.empty = (await q('ms', c, '')).rows || null
+  await c.end()
+  await admin(`DROP TABLE ${t}`)
+  return out
+}
+
+// Notices (RAISE NOTICE), LISTEN/NOTIFY through client.on('notification'), rowMode array.
+cases.notices_and_notifications = async () => {
+  const c = await client('nn')
+  const n = await client('nn-notifier')
+  const notices = []
+  const notes = []
+  c.on('notice', (m) => notices.push([m.severity, m.message]))
+  c.on('notification', (m) => notes.push([m.channel.replace(TAG, 'T'), m.payload]))
+  await q('nn', c, "DO $$ BEGIN RAISE NOTICE 'n %', 1; RAISE WARNING 'w'; END $$")
+  await q('nn', c, `LISTEN ${TAG}_ch`)
+  await q('nn-notifier', n, `NOTIFY ${TAG}_ch, 'one'`)
+  await q('nn-notifier', n, 'BEGIN')
+  await q('nn-notifier', n, `NOTIFY ${TAG}_ch, 'rolled back'`)
+  await q('nn-notifier', n, 'ROLLBACK')
+  await q('nn-notifier', n, { text: 'SELECT pg_notify($1, $2)', values: [`${TAG}_ch`, 'two'] })
+  for (let i = 0; i < 50 && notes.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 100))
+  await q('nn', c, `UNLISTEN ${TAG}_ch`)
+  const arr = (await q('nn', c, { text: 'SELECT 1 AS a, $1::text AS b', values: ['x'], rowMode: 'array' })).rows
+  await c.end()
+  await n.end()
+  return { notices, notes, arr }
+}
+
+// Types as node-postgres parses them (and a custom parser), large values both ways, binary mode.
+cases.types_and_sizes = async () => {
+  const out = {}
+  const sel = "SELECT 9007199254740993::bigint AS big, 1.5::float8 AS f, '12345678901234567890.5'::numeric AS n, " +
+    "'{1,2,NULL}'::int[] AS arr, '{\"a\": {\"b\": [1, 2]}}'::jsonb AS j, timestamptz '2024-05-06 07:08:09.123+03' AS ts, " +
+    "date '2024-02-29' AS d, interval '1 day 02:03:04' AS iv, '\\x00ff'::bytea AS b, true AS t, NULL::text AS nul"
+  const c = await client('ty')
+  const r = (await q('ty', c, sel)).rows[0]
+  out.text = { ...r, ts: r.ts.toISOString(), d: r.d.toISOString ? r.d.toISOString() : String(r.d), b: r.b.toString('hex'), iv: JSON.stringify(r.iv) }
+  const big = 'x'.repeat(5 * 1024 * 1024)
+  const echo = (await q('ty', c, { text: 'SELECT length($1::text) AS n, md5($1::text) AS m', values: [big] })).rows[0]
+  out.big_param = echo
+  const many = (await q('ty', c, "SELECT g, repeat('y', 100) AS pad FROM generate_series(1, 100000) g")).rows
+  out.many = [many.length, many.reduce((a, x) => a + x.g, 0)]
+  await c.end()
+  const bc = await client('ty-bin', { binary: true })
+  const br = (await q('ty-bin', bc, { text: 'SELECT $1::int AS i, $2::text AS s, 2.5::float8 AS f', values: [41, 'bin'] })).rows[0]
+  out.binary = { i: br.i, s: br.s, f: br.f }
+  await bc.end()
+  return out
+}
+
+// Startup settings from the client config: options (-c), statement_timeout, application_name,
+// four clients at once over fewer servers.
+cases.startup_settings = async () => {
+  const out = {}
+  const cs = []
+  for (let i = 0; i < 4; i++) {
+    cs.push(await client('ss' + i, {
+      options: `-c search_path=nd_missing,public -c DateStyle=${i % 2 ? 'German' : 'SQL,YMD'} -c myapp.tenant=t${i}`,
+      statement_timeout: 3000 + i,
+      application_name: `${TAG}-app${i}`,
+    }))
+  }
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 4; i++) {
+      const r = (await q('ss' + i, cs[i], "SELECT current_setting('search_path') AS sp, current_setting('DateStyle') AS ds, " +
+        "current_setting('myapp.tenant') AS tenant, current_setting('statement_timeout') AS st, " +
+        "current_setting('application_name') AS app, (date '2024-03-05')::text AS shown")).rows[0]
+      out[`r${round}c${i}`] = { ...r, app: r.app.replace(TAG, 'T') }
+    }
+  }
+  for (const c of cs) await c.end()
+  return out
+}
+
+// Transactions with savepoints, an error inside one, and a client-side query_timeout (the
+// driver gives up; the server finishes the query, the connection is then closed by the app).
+cases.savepoints = async () => {
+  const t = `${TAG}_sp`
+  await admin(`DROP TABLE IF EXISTS ${t}; CREATE TABLE ${t}(id int primary key)`)
+  const c = await client('sp')
+  const out = {}
+  await q('sp', c, 'BEGIN')
+  await q('sp', c, `INSERT INTO ${t} VALUES (1)`)
+  await q('sp', c, 'SAVEPOINT a')
+  try { await q('sp', c, { text: `INSERT INTO ${t} VALUES ($1)`, values: [1] }) } catch (e) { out.dup = err(e) }
+  try { await q('sp', c, 'SELECT 1'); out.aborted = 'no error' } catch (e) { out.aborted = err(e) }
+  await q('sp', c, 'ROLLBACK TO SAVEPOINT a')
+  await q('sp', c, `INSERT INTO ${t} VALUES (2)`)
+  await q('sp', c, 'SAVEPOINT b')
+  await q('sp', c, `INSERT INTO ${t} VALUES (3)`)
+  await q('sp', c, 'RELEASE SAVEPOINT b')
+  await q('sp', c, 'COMMIT')
+  out.rows = (await q('sp', c, `SELECT array_agg(id ORDER BY id) AS ids FROM ${t}`)).rows[0].ids
+  await c.end()
+  await admin(`DROP TABLE ${t}`)
+  return out
+}
+
 async function main() {
   const want = process.argv.slice(2)
   if (want[0] === '--list') { console.log(Object.keys(cases).join(' ')); process.exit(0) }

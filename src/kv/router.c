@@ -31,6 +31,7 @@
  * shard's statement_timeout (60 s, kv/conn.c) and a margin, so a shard that stopped
  * answering (a hung host, a lost network) holds no call forever. */
 #define KV_CALL_TIMEOUT_S 65.0
+#define KV_IDLE_CLOSE_S 10.0
 
 static double now_mono(void)
 {
@@ -1015,6 +1016,10 @@ int kv_router_start(const struct tusk_config *cfg, struct kv_router **out)
 	const char *t = getenv("TUSK_TEST_KV_CALL_TIMEOUT"); /* tests: seconds, to see the bound act */
 	if (t && strtod(t, NULL) > 0)
 		r->call_timeout = strtod(t, NULL);
+	r->idle_close = KV_IDLE_CLOSE_S;
+	t = getenv("TUSK_TEST_KV_IDLE_CLOSE"); /* tests: seconds, to see the close without waiting 10 s */
+	if (t && strtod(t, NULL) > 0)
+		r->idle_close = strtod(t, NULL);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_mutex_init(&r->cat_mu, NULL);
 	pthread_cond_init(&r->cv, NULL);

@@ -88,6 +88,7 @@ struct kv_router {
 	struct kv_loop **loops;
 	int nloops;
 	double call_timeout; /* seconds a worker waits for a shard's answer (then the connection is dropped) */
+	double idle_close;   /* seconds a worker's extra shard connection stays open without a call */
 	/* set at start, read-only */
 	char zone[64];
 	char catalog_host[256];

@@ -6,7 +6,7 @@
  * clients share the connection, each its own implicit transaction, answered in the order
  * sent. The socket is an ev_io of the worker's loop; nothing here blocks: every wait has a
  * timer (the connect's 5 s, a call's answer call_timeout). A shard's extra connections (all
- * but its first) close after IDLE_CLOSE_S without a call: a burst does not keep its server
+ * but its first) close after idle_close (KV_IDLE_CLOSE_S, 10 s) without a call: a burst does not keep its server
  * processes for ever. A lost connection answers each
  * call in flight as router.c does (a read sent again once, on a new connection; a write
  * reported 08006, "may or may not have been applied"); the next call connects again. */
@@ -32,7 +32,6 @@
 #define STUCK_S 0.1
 /* An extra connection (not the shard's first, which pick prefers when idle) closes after this
  * long without a call in flight; the next burst opens it again (a connect: milliseconds). */
-#define IDLE_CLOSE_S 10.0
 
 enum lc_state { LC_CLOSED, LC_CONNECTING, LC_READY };
 /* The results a sent call still owes, in pipeline order. */
@@ -279,7 +278,7 @@ static void arm_idle_timer(struct kv_lconn *lc)
 	lc->idle_close = false;
 	if (lc == &lc->l->conns[lc->shard * KV_LOOP_CONNS])
 		return;
-	ev_timer_set(&lc->timer, IDLE_CLOSE_S, 0.);
+	ev_timer_set(&lc->timer, lc->l->r->idle_close, 0.);
 	ev_timer_start(loop, &lc->timer);
 	lc->idle_close = true;
 }

@@ -18,6 +18,7 @@ from kv_util import NSHARDS, Parade
 pytestmark = pytest.mark.tusk_only
 
 CALL_TIMEOUT = 2.0
+IDLE_CLOSE = 2.0  # seconds an extra shard connection stays without a call (10 s by default)
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +32,17 @@ def zone(workdir):
 
 
 def start_tusk(z):
-    old = os.environ.get("TUSK_TEST_KV_CALL_TIMEOUT")
-    os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = str(CALL_TIMEOUT)
+    test_env = {"TUSK_TEST_KV_CALL_TIMEOUT": str(CALL_TIMEOUT), "TUSK_TEST_KV_IDLE_CLOSE": str(IDLE_CLOSE)}
+    old = {k: os.environ.get(k) for k in test_env}
+    os.environ.update(test_env)
     try:
         z.start_tusk()
     finally:
-        if old is None:
-            del os.environ["TUSK_TEST_KV_CALL_TIMEOUT"]
-        else:
-            os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = old
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v
 
 
 def kv_conn(zone, **kw):
@@ -269,9 +272,9 @@ def test_tusk_stopping_with_calls_in_flight_on_its_shard_connections_exits_clean
 
 
 def test_a_workers_extra_shard_connections_close_when_idle_and_the_first_stays(zone):
-    # Concurrent calls open extra connections per shard (up to 4); 10 s (IDLE_CLOSE_S in
-    # shard_loop.c) without a call closes each extra one, never the shard's first. Before,
-    # they stayed open for the tusk's life.
+    # Concurrent calls open extra connections per shard (up to 4); 10 s (KV_IDLE_CLOSE_S in
+    # router.c; IDLE_CLOSE here) without a call closes each extra one, never the shard's
+    # first. Before, they stayed open for the tusk's life.
     def body(i, c):
         for j in range(200):
             c.execute("select kv.get('default', %s)", (f"idle:{i}:{j % 5}",)).fetchone()
@@ -295,7 +298,7 @@ def test_a_workers_extra_shard_connections_close_when_idle_and_the_first_stays(z
     assert most > NSHARDS, most  # the load did open extra connections
     wait_until(lambda: len(worker_backends(zone)) <= NSHARDS, 30 * SLOW, interval=0.5,
                what="the extra connections closing")
-    time.sleep(11)  # past IDLE_CLOSE_S: the shards' first connections stay
+    time.sleep(IDLE_CLOSE + 1)  # past it: the shards' first connections stay
     for s in range(NSHARDS):
         assert len(worker_backends(zone, s)) == 1, (s, worker_backends(zone))
     with kv_conn(zone) as c:  # and a closed connection's slot connects again when needed

@@ -35,6 +35,8 @@ CASES = {
                 "lock_taken_in_function", "prepared_statements_view", "binary_copy", "executemany_and_cursors",
                 "types_and_codecs", "transactions_and_savepoints", "notices_listeners_and_timeouts",
                 "server_settings_at_startup"],
+    "psycopg": ["pipeline_mode", "prepared_across_schema_change", "named_cursors", "copy_rows", "two_phase_commit",
+                "binary_types_notices_notifies"],
 }
 
 
@@ -68,6 +70,8 @@ def command(suite, host, port, db, user, extra=()):
         return ["java", "-cp", f"{JDBC_JAR}:{jdbc_classes()}", "DriverSuite", host, str(port), db, user, *extra]
     if suite == "asyncpg":
         return [PYTHON, str(HERE / "asyncpg_suite.py"), str(port), *extra]
+    if suite == "psycopg":
+        return [PYTHON, str(HERE / "psycopg_suite.py"), str(port), *extra]
     raise ValueError(suite)
 
 

@@ -184,6 +184,7 @@ class PgServer:
 # tusk integration tests
 listen_addresses = '127.0.0.1'
 max_connections = 200
+max_prepared_transactions = 10
 superuser_reserved_connections = 3
 fsync = off
 synchronous_commit = off

@@ -78,6 +78,9 @@ struct pool {
 	atomic_bool down;
 	/* A claim since the home worker last looked (pool_idle_timeout). */
 	atomic_bool claimed;
+	/* read-write-split: enum pool_standby_use, and when it was learned (ms of the loop clock) */
+	atomic_int standby_use;
+	atomic_llong standby_use_at;
 
 	/* active_limit: adaptive, only ever touched by the home worker (pool_maintain): the
 	 * controller, and the counters at the start of its window (adapt_at: 0 before one). */
@@ -627,6 +630,20 @@ static struct tp_pool *waiter_core(const struct pool *p, const struct pool_waite
 bool pool_is_split(const struct pool *p)
 {
 	return p->tp_ro != NULL;
+}
+
+enum pool_standby_use pool_standby_use(const struct pool *p, double now)
+{
+	int use = atomic_load(&p->standby_use);
+	if (use == POOL_STANDBY_UNKNOWN || now * 1000.0 - (double)atomic_load(&p->standby_use_at) > POOL_STANDBY_RECHECK_S * 1000.0)
+		return POOL_STANDBY_UNKNOWN;
+	return (enum pool_standby_use)use;
+}
+
+void pool_set_standby_use(struct pool *p, enum pool_standby_use use, double now)
+{
+	atomic_store(&p->standby_use_at, (long long)(now * 1000.0));
+	atomic_store(&p->standby_use, (int)use);
 }
 
 /* Claim again for w after a server it was given turned out dead: the answer comes as any. */

@@ -109,6 +109,14 @@ enum pool_claim_result pool_claim(struct pool *p, struct pool_waiter *w, double 
 /* target_session_attrs: read-write-split: the pool has a standby side, which a waiter with
  * standby set claims from (its servers are standbys; everything else is on the primary side). */
 bool pool_is_split(const struct pool *p);
+/* read-write-split: whether the standby side serves this pool's sessions, as learned by
+ * split/route.c (a default_transaction_isolation of serializable, set for the role, the
+ * database or the standby, makes a standby refuse every transaction). What was learned is
+ * forgotten after POOL_STANDBY_RECHECK_S (an ALTER ROLE ... SET reaches new sessions). */
+enum pool_standby_use { POOL_STANDBY_UNKNOWN, POOL_STANDBY_SERVES, POOL_STANDBY_REFUSES };
+#define POOL_STANDBY_RECHECK_S 60.0
+enum pool_standby_use pool_standby_use(const struct pool *p, double now);
+void pool_set_standby_use(struct pool *p, enum pool_standby_use use, double now);
 
 /* Backend i of the pool's current set (SHOW SERVICES): address, state, servers, last connect
  * error. false past the end. */

@@ -22,6 +22,10 @@ static const char write_lsn_sql[] =
 	 * insert position is at or past the end of every record inserted so far. */
 	"SELECT pg_current_wal_insert_lsn()::text WHERE $1::text IS NOT NULL";
 static const char replay_lsn_sql[] = "SELECT pg_last_wal_replay_lsn()::text WHERE $1::text IS NOT NULL";
+/* Whether a standby serves the pool's sessions: any statement that takes a snapshot fails
+ * there when the sessions start serializable (the role's, the database's or the standby's
+ * default_transaction_isolation). */
+static const char standby_use_sql[] = "SELECT current_setting('default_transaction_isolation') WHERE $1::text IS NOT NULL";
 
 static bool ryw_on(const struct client *c)
 {
@@ -85,6 +89,11 @@ static void split_route_claim(struct client *c)
 	 * them ("cannot use serializable mode in a hot standby"). */
 	const char *iso = session_carried(&c->session, "default_transaction_isolation");
 	if (iso && strcasestr(iso, "serializable"))
+		return;
+	/* Its sessions start serializable (ALTER ROLE/DATABASE ... SET default_transaction_isolation):
+	 * a standby refuses them all, and tusk's own session sync (set_config) cannot even run
+	 * there to change it. */
+	if (pool_standby_use(c->pool, ev_now(c->worker->loop)) == POOL_STANDBY_REFUSES)
 		return;
 	/* Its last write's position is still being fetched: only the primary surely has it. */
 	if (c->ryw_pending && ryw_on(c))
@@ -262,7 +271,7 @@ static void on_replay_checked(struct server *s, void *arg, int err, const char *
 	client_attach_resume(c, NULL);
 }
 
-static bool hook_attach(struct client *c, struct server *s)
+static bool replay_check(struct client *c, struct server *s)
 {
 	if (!split_needs_replay_check(c, s))
 		return false;
@@ -270,6 +279,50 @@ static bool hook_attach(struct client *c, struct server *s)
 	c->server = s;
 	split_replay_fetch(s, on_replay_checked, c);
 	return true;
+}
+
+/* A standby's answer to standby_use_sql for c's pool: it serves the pool's sessions (then the
+ * replay check, if any), or it refuses serializable ones (0A000 "cannot use serializable mode
+ * in a hot standby"; learned for the pool: its reads go to the primary), or something else
+ * failed (this read goes to the primary; asked again next time). */
+static void on_standby_use(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
+			   size_t errlen)
+{
+	struct client *c = arg;
+	struct proto_error_fields f;
+	double now = ev_now(c->worker->loop);
+	c->server = NULL;
+	if (err == 0) {
+		pool_set_standby_use(c->pool, POOL_STANDBY_SERVES, now);
+		if (!replay_check(c, s))
+			client_attach_resume(c, s);
+		return;
+	}
+	if (errmsg && errlen > PROTO_HDR_LEN && errmsg[0] == 'E' &&
+	    proto_parse_error(errmsg + PROTO_HDR_LEN, errlen - PROTO_HDR_LEN, &f) == 0 && f.sqlstate &&
+	    strcmp(f.sqlstate, "0A000") == 0 && f.message && strstr(f.message, "serializable")) {
+		if (pool_standby_use(c->pool, now) != POOL_STANDBY_REFUSES)
+			log_info(c->id, c->ctx, "read-write-split: the standbys refuse %s/%s's sessions (%s): its reads go to "
+				 "the primary", pool_database(c->pool), pool_user(c->pool), f.message);
+		pool_set_standby_use(c->pool, POOL_STANDBY_REFUSES, now);
+	} else {
+		log_info(c->id, c->ctx, "read-write-split: could not ask standby server %s what its sessions start with "
+			 "(%s): the primary serves this read", s->id, reason ? reason : "error");
+	}
+	if (s->ok_after_error)
+		server_close(s, "its sessions cannot serve this pool's reads");
+	client_attach_resume(c, NULL);
+}
+
+static bool hook_attach(struct client *c, struct server *s)
+{
+	if (c->standby && pool_standby_use(c->pool, ev_now(c->worker->loop)) == POOL_STANDBY_UNKNOWN) {
+		/* Once a minute per pool, before a standby serves it: can it? */
+		c->server = s;
+		server_fetch_row(s, standby_use_sql, "", op_timeout(s), on_standby_use, c);
+		return true;
+	}
+	return replay_check(c, s);
 }
 
 static void on_write_lsn(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,

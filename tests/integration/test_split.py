@@ -288,3 +288,43 @@ def test_a_harmless_function_costs_no_discard_all(split_table, tusk):
                 assert "RESET ALL" in last.upper(), last
     finally:
         c.primary.execute("drop function if exists split_harmless82(int)", dbname=TEST_DB)
+
+
+def test_a_role_whose_default_is_serializable_reads_on_the_primary(split_table, tusk):
+    """ALTER ROLE ... SET default_transaction_isolation = serializable: a standby refuses every
+    transaction of that role's sessions ("cannot use serializable mode in a hot standby"), so
+    its reads go to the primary (tusk asks a standby, once a minute per pool, what its
+    sessions start with); another role's reads stay on the standbys. A client of that role
+    that SETs another default still reads on the primary: tusk's own session sync
+    (set_config, a SELECT) cannot run on such a standby to apply it. Before, every read of
+    such a role failed, and tusk closed the client."""
+    c = split_table
+    c.primary.execute("drop role if exists split_ser")
+    c.primary.execute("create role split_ser login")
+    c.primary.execute("alter role split_ser set default_transaction_isolation = 'serializable'")
+    c.primary.execute("grant select on split_t to split_ser", dbname=TEST_DB)
+    c.primary.execute("insert into split_t values (83, 'ser') on conflict (id) do update set who = 'ser'",
+                      dbname=TEST_DB)
+    for s in c.standbys:
+        c.wait_replayed(s)
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    primary, standbys = c.primary.port, {s.port for s in c.standbys}
+    try:
+        for _ in range(2):
+            with t.connect(user="split_ser") as x:
+                for _ in range(4):
+                    assert x.execute("select who from split_t where id = 83").fetchone() == ("ser",)
+                    assert port_of(x) == primary
+                    assert x.execute("select current_setting('transaction_isolation')").fetchone() == ("serializable",)
+        with t.connect() as other:
+            assert port_of(other) in standbys
+        with t.connect(user="split_ser") as x:
+            x.execute("set default_transaction_isolation = 'read committed'")
+            for _ in range(3):
+                assert x.execute("select who from split_t where id = 83").fetchone() == ("ser",)
+                assert x.execute("select current_setting('transaction_isolation')").fetchone() == ("read committed",)
+                assert port_of(x) == primary
+        assert "the standbys refuse tusk_test/split_ser's sessions" in t.log_text()
+    finally:
+        c.primary.execute("revoke all on split_t from split_ser", dbname=TEST_DB)
+        c.primary.execute("drop role split_ser")

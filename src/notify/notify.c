@@ -101,6 +101,7 @@ struct notify_hub {
 	uint64_t sent_seq;
 	/* home worker only */
 	struct server *s;
+	struct tp_backend_addr be; /* the backend s was opened to (services_primary_addr) */
 	ev_timer timer;            /* reconnect */
 	bool timer_init;
 	double backoff;
@@ -2104,6 +2105,16 @@ static void on_login(struct server *s, void *arg, int err, const char *reason, c
 		hub_down(h, reason); /* s is closed by the connector */
 		return;
 	}
+	const char *hs = server_param(s, "in_hot_standby");
+	if (hs && strcmp(hs, "on") == 0) {
+		/* Not the primary (yet to be learned, or a failover turned it): say so, so that the
+		 * next connect goes elsewhere. */
+		services_note_role(h->rt->services, pool_rule(h->pool)->service, &h->be, SERVICES_ROLE_STANDBY);
+		h->s = NULL;
+		server_close(s, "the LISTEN connection reached a standby");
+		hub_connect(h); /* another backend, or hub_down when no primary is known */
+		return;
+	}
 	struct ev_loop *loop = s->worker->loop;
 	ev_io_stop(loop, &s->io);
 	ev_io_init(&s->io, listener_cb, s->fd, EV_READ);
@@ -2129,8 +2140,10 @@ static void hub_connect(struct notify_hub *h)
 		return;
 	if (atomic_load(&h->state) == HUB_NONE)
 		atomic_store(&h->state, HUB_CONNECTING);
-	if (services_addr(h->rt->services, rule->service, &addr) < 0) {
-		hub_down(h, "no address for the service yet");
+	/* NOTIFYs happen only on the primary: a standby refuses LISTEN, and its connection would
+	 * hear nothing. */
+	if (services_primary_addr(h->rt->services, rule->service, &addr, &h->be) < 0) {
+		hub_down(h, "no primary known for the service yet");
 		return;
 	}
 	struct server_cred cred;

@@ -785,6 +785,31 @@ int services_addr(struct services *s, const struct config_service *svc, struct n
 	return rc;
 }
 
+int services_primary_addr(struct services *s, const struct config_service *svc, struct net_addr *out,
+			  struct tp_backend_addr *be)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	int rc = -EHOSTUNREACH, pick = -1;
+	if (!e)
+		return rc;
+	pthread_mutex_lock(&e->lock);
+	for (int i = 0; i < e->n && pick < 0; i++)
+		if (e->roles[i] == SERVICES_ROLE_PRIMARY)
+			pick = i;
+	for (int i = 0; i < e->n && pick < 0; i++)
+		if (e->roles[i] != SERVICES_ROLE_STANDBY)
+			pick = i;
+	if (pick >= 0) {
+		rc = net_addr_numeric(e->addrs[pick].name, e->addrs[pick].port, out) < 0 ? -EHOSTUNREACH : 0;
+		if (be)
+			*be = e->addrs[pick];
+	}
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
 bool services_view(struct services *s, int i, char *name, size_t namecap, struct resolve_state *st,
 		   struct tp_backend_addr *addrs, uint32_t *weights, int cap, int *n)
 {

@@ -88,6 +88,13 @@ bool services_primary_down(struct services *s, const struct config_service *svc)
  * 0, or -EHOSTUNREACH when none is known yet. */
 __attribute__((warn_unused_result))
 int services_addr(struct services *s, const struct config_service *svc, struct net_addr *out);
+/* The address of svc's primary for a connection of tusk's own that must reach it (the LISTEN
+ * connection: NOTIFYs happen only there): the first backend known to be a primary, else the
+ * first not known to be a standby; be (if not NULL) names it. 0, or -EHOSTUNREACH when none
+ * is known yet or every backend is a standby (a failover under way). */
+__attribute__((warn_unused_result))
+int services_primary_addr(struct services *s, const struct config_service *svc, struct net_addr *out,
+			  struct tp_backend_addr *be);
 
 /* Would resolvers for a and b (services of any generations) find the same backends? A pool
  * whose service changed this way is retired by a reload, as its resolver is replaced. */

@@ -32,45 +32,103 @@ static bool ryw_on(const struct client *c)
 	return c->pool && pool_is_split(c->pool) && pool_rule(c->pool)->read_your_writes;
 }
 
-/* The text of the first message at the head of c->rbuf when it is a whole Query or Parse. */
-static bool first_text(const struct client *c, const char **sql, size_t *len)
+/* The text of a named statement c prepared in an earlier request (tusk's statement map: a
+ * driver that prepares after a few runs), or false. */
+static bool prepared_text(const struct client *c, const char *name, const char **sql, size_t *len)
 {
-	const uint8_t *m = buf_head(&c->rbuf);
-	size_t avail = buf_len(&c->rbuf);
-	if (avail < PROTO_HDR_LEN || (m[0] != 'Q' && m[0] != 'P' && m[0] != 'B'))
+	const struct prep_stmt *st = c->prep ? prep_client_find(c->prep, name) : NULL;
+	if (!st)
 		return false;
+	*sql = (const char *)st->body;
+	*len = strnlen(*sql, st->body_len);
+	return *len < st->body_len;
+}
+
+/* Whether a Parse among the first n bytes of a batch (whole messages from p) names stmt. */
+static bool parsed_in_batch(const uint8_t *p, size_t n, const char *stmt)
+{
 	struct proto_hdr h;
-	if (proto_read_hdr(m, avail, UINT32_MAX, &h) != PROTO_HDR_LEN)
-		return false;
-	uint32_t mlen = h.len;
-	if ((size_t)mlen + 1 > avail)
-		return false; /* streamed in pieces (a huge text): the primary, unread */
-	const char *body = (const char *)m + PROTO_HDR_LEN;
-	size_t blen = mlen - 4;
-	if (m[0] == 'B') {
-		/* A Bind of a statement prepared earlier (a driver that prepares after a few runs):
-		 * the text is the one its Parse carried, kept in the client's statement map. */
-		const char *portal_end = memchr(body, '\0', blen);
-		if (!portal_end || !c->prep)
-			return false;
-		const char *name = portal_end + 1;
-		const char *name_end = memchr(name, '\0', blen - (size_t)(name - body));
-		if (!name_end || name_end == name)
-			return false; /* the unnamed statement: its Parse was in an earlier transaction */
-		const struct prep_stmt *st = prep_client_find(c->prep, name);
-		if (!st)
-			return false;
-		*sql = (const char *)st->body;
-		*len = strnlen(*sql, st->body_len);
-		return *len < st->body_len;
+	while (n >= PROTO_HDR_LEN && proto_read_hdr(p, n, UINT32_MAX, &h) == PROTO_HDR_LEN && (size_t)h.len + 1 <= n) {
+		if (p[0] == 'P' && h.len > 4 && memchr(p + PROTO_HDR_LEN, '\0', h.len - 4) &&
+		    strcmp((const char *)p + PROTO_HDR_LEN, stmt) == 0)
+			return true;
+		p += (size_t)h.len + 1;
+		n -= (size_t)h.len + 1;
 	}
-	return relay_sql_of(m[0], body, blen, sql, len);
+	return false;
+}
+
+/* Whether the request at the head of c->rbuf provably only reads, so that a standby may run
+ * its whole implicit transaction: a Query whose text router_split_decide sends to a standby,
+ * or an extended-protocol batch seen whole up to its Sync in which every Parse's text and the
+ * text of every named statement a Bind runs does. Anything else goes to the primary: a batch
+ * whose Sync is not here yet (asyncpg's prepare ends with Flush, and the COPY or write that
+ * follows runs in the same implicit transaction, on the same server), a Bind of the unnamed
+ * statement Parsed in an earlier request, a Query inside a batch, a function call, COPY data,
+ * a message streamed in pieces. */
+static bool batch_read_only(const struct client *c)
+{
+	const uint8_t *start = buf_head(&c->rbuf), *m = start;
+	size_t avail = buf_len(&c->rbuf);
+	const char *last_name = NULL, *sql;
+	size_t len;
+	bool unnamed_parsed = false;
+
+	for (int n = 0; n < 256 && avail >= PROTO_HDR_LEN; n++) {
+		struct proto_hdr h;
+		if (proto_read_hdr(m, avail, UINT32_MAX, &h) != PROTO_HDR_LEN || (size_t)h.len + 1 > avail)
+			return false; /* not all here */
+		const char *body = (const char *)m + PROTO_HDR_LEN;
+		size_t blen = h.len - 4, total = (size_t)h.len + 1;
+		switch (m[0]) {
+		case 'Q':
+			return n == 0 && relay_sql_of('Q', body, blen, &sql, &len) &&
+			       router_split_decide(sql, len) == ROUTER_SPLIT_STANDBY;
+		case 'P':
+			if (!relay_sql_of('P', body, blen, &sql, &len) || router_split_decide(sql, len) != ROUTER_SPLIT_STANDBY)
+				return false;
+			unnamed_parsed |= body[0] == '\0';
+			break;
+		case 'B': {
+			const char *portal_end = memchr(body, '\0', blen);
+			if (!portal_end)
+				return false;
+			const char *name = portal_end + 1;
+			if (!memchr(name, '\0', blen - (size_t)(name - body)))
+				return false;
+			if (name[0] == '\0') {
+				if (!unnamed_parsed)
+					return false; /* its Parse was in an earlier transaction */
+				break;
+			}
+			if (last_name && strcmp(last_name, name) == 0)
+				break; /* a batch running one statement many times: judged once */
+			/* Parsed in this batch (judged above, and it replaces any earlier one of that
+			 * name), or in an earlier request. */
+			if (!parsed_in_batch(start, (size_t)(m - start), name) &&
+			    (!prepared_text(c, name, &sql, &len) || router_split_decide(sql, len) != ROUTER_SPLIT_STANDBY))
+				return false;
+			last_name = name;
+			break;
+		}
+		case 'D':
+		case 'E':
+		case 'C':
+		case 'H':
+			break;
+		case 'S':
+			return n > 0;
+		default:
+			return false;
+		}
+		m += total;
+		avail -= total;
+	}
+	return false;
 }
 
 static void split_route_claim(struct client *c)
 {
-	const char *sql;
-	size_t len;
 	c->standby = false;
 	if (!c->pool || !pool_is_split(c->pool))
 		return;
@@ -80,9 +138,7 @@ static void split_route_claim(struct client *c)
 		c->standby = services_primary_down(c->worker->rt->services, pool_rule(c->pool)->service);
 		return;
 	}
-	if (!first_text(c, &sql, &len))
-		return;
-	if (router_split_decide(sql, len) != ROUTER_SPLIT_STANDBY)
+	if (!batch_read_only(c))
 		return;
 	/* Its transactions are serializable (SET SESSION CHARACTERISTICS AS TRANSACTION
 	 * ISOLATION LEVEL SERIALIZABLE, pgjdbc's setTransactionIsolation): a standby refuses

@@ -33,6 +33,11 @@ own TLS, the server's certificate checked; their listener refuses anything else)
 TLS reads and writes under each driver's pipelining, and a TLS client moving between workers
 with its session; the other three tusks keep the plain relay.
 
+And a sixth time through read-write-split pools over the shared primary and two standbys
+(`pg_cluster_shared`), whose commits of the suites' role wait until both standbys applied them
+(remote_apply): every read a driver makes may run on a standby, and every answer must still be
+PostgreSQL's.
+
 The cache tusk also churns: its servers live 150 ms (server_lifetime; closed when next idle),
 every idle server is checked before it is handed out (server_check_delay 0: a query of tusk's
 own between two clients' transactions), idle ones close after 100 ms, and the configuration
@@ -60,24 +65,30 @@ SIZE = 3
 TLS_ALL = ("adaptive", "session")
 
 
-@pytest.fixture(scope="module", params=["off", "adaptive", "session", "cache", "session-cache"])
+@pytest.fixture(scope="module", params=["off", "adaptive", "session", "cache", "session-cache", "split"])
 def drivers_tusk(request, pg, tmp_path_factory):
     """One tusk per active_limit: transaction pooling of SIZE servers, TLS allowed on its listener
     (required on two: TLS_ALL); or session pooling with clients moving between workers at every
     boundary; or transaction pooling with the result cache on and its servers churning; or both,
     session pooling and the cache."""
     certs = Certs(tmp_path_factory.mktemp("drivers-certs"))
-    env, churn = {}, {}
+    env, churn, services, cluster = {}, {}, None, None
     if request.param in ("session", "session-cache"):
         pools = [txn_pool(40, mode="session", **({"cache": "on"} if request.param == "session-cache" else {}))]
         env = {"TUSK_TEST_BALANCE": "pingpong"}
     elif request.param == "cache":
         pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, cache="on"), txn_pool(SIZE, cache="on")]
         churn = {"server_lifetime": "150ms", "server_check_delay": "0", "server_idle_timeout": "100ms"}
+    elif request.param == "split":
+        cluster = request.getfixturevalue("pg_cluster_shared")
+        services = {"main": {"hosts": [f"127.0.0.1:{n.port}" for n in cluster.nodes]}}
+        split = {"target_session_attrs": "read-write-split"}
+        pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, **split), txn_pool(SIZE, **split)]
+        remote_apply(cluster, True)
     else:
         bound = {} if request.param == "off" else {"active_limit": "adaptive", "active_limit_min": 1}
         pools = [txn_pool(1, database=ONE_DB, server_database=TEST_DB, **bound), txn_pool(SIZE, **bound)]
-    t = Tusk(tmp_path_factory.mktemp("drivers-tusk"), pg.port, pools=pools, env=env,
+    t = Tusk(tmp_path_factory.mktemp("drivers-tusk"), pg.port, pools=pools, env=env, services=services,
              listen_opts={"tls": "require" if request.param in TLS_ALL else "allow",
                           "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
              pool_wait_timeout="30s", **churn)
@@ -90,12 +101,14 @@ def drivers_tusk(request, pg, tmp_path_factory):
                 sent.append(1)
         threading.Thread(target=reload_often, daemon=True).start()
     t.certs = certs
-    t.tag = {"off": "t", "adaptive": "a", "session": "s", "cache": "c", "session-cache": "sc"}[request.param]
+    t.tag = {"off": "t", "adaptive": "a", "session": "s", "cache": "c", "session-cache": "sc", "split": "x"}[request.param]
     t.session = request.param.startswith("session")
     t.tls_all = request.param in TLS_ALL
     yield t
     stop.set()
     problems = t.stop()
+    if cluster:
+        remote_apply(cluster, False)
     assert not problems, "\n".join(problems) + "\n" + t.log_tail()
     if churn:
         # The churn happened: reloads taken (two signals during one reload make one), servers
@@ -105,12 +118,28 @@ def drivers_tusk(request, pg, tmp_path_factory):
         assert len(sent) < 20 or log.count("server_lifetime reached") >= 1, t.log_tail()
 
 
-# PostgreSQL direct's answers, per suite: the same for both tusks, so run once.
+def remote_apply(cluster, on):
+    """The split tusk's cluster acknowledges a commit of the suites' role only once both
+    standbys applied it: another connection's table, type or row is then on the standby a read
+    goes to, and any difference from PostgreSQL direct is the split's own (its read-your-writes
+    covers only a client's own writes). Other tests on the shared cluster see no change."""
+    p = cluster.primary
+    if on:
+        p.execute("alter system set synchronous_standby_names = 'ANY 2 (*)'")
+        p.execute(f"alter role {USER} set synchronous_commit = 'remote_apply'")
+    else:
+        p.execute(f"alter role {USER} reset synchronous_commit")
+        p.execute("alter system reset synchronous_standby_names")
+    p.execute("select pg_reload_conf()")
+
+
+# PostgreSQL direct's answers, per suite: the same for every tusk, so run once.
 DIRECT_CACHE = {}
 
 
 class Results:
-    """Each suite's answers, per target, computed once per tusk (direct once for the module)."""
+    """Each suite's answers, per target, computed once per tusk (direct once for the module,
+    on the pg fixture: the split tusk's cluster runs the same PostgreSQL, set up alike)."""
 
     def __init__(self, pg, tusk):
         self.pg, self.tusk, self.cache = pg, tusk, {}

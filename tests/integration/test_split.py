@@ -328,3 +328,64 @@ def test_a_role_whose_default_is_serializable_reads_on_the_primary(split_table, 
     finally:
         c.primary.execute("revoke all on split_t from split_ser", dbname=TEST_DB)
         c.primary.execute("drop role split_ser")
+
+
+def test_a_batch_that_writes_after_a_read_runs_on_the_primary(split_table, tusk):
+    """The side is chosen for the whole implicit transaction up to the Sync, not its first
+    statement: a psycopg pipeline whose first statement reads and a later one writes, and
+    asyncpg's copy_records_to_table (a prepare ending with Flush, its SELECT ... LIMIT 1 on the
+    table, then the COPY in the same implicit transaction) got a standby's 25006 before. A
+    batch seen whole up to its Sync that only reads still goes to a standby; one whose Sync
+    has not arrived when it needs a server goes to the primary (a pipeline's first statement)."""
+    import asyncio
+
+    import asyncpg
+
+    c = split_table
+    t = tusk(services=cluster_service(c), pools=split_pools(), admin=ADMIN)
+    standbys = {s.port for s in c.standbys}
+    with t.connect(autocommit=True) as x:
+        with x.pipeline():
+            first = x.execute("select count(*) from split_t")
+            x.execute("insert into split_t values (85, 'pipe') on conflict (id) do update set who = 'pipe'")
+            last = x.execute("select who from split_t where id = 85")
+        assert first.fetchone()[0] >= 0
+        assert last.fetchone() == ("pipe",)
+    with t.connect(autocommit=True) as y:  # Parse/Bind/Describe/Execute/Sync of a read: a standby
+        assert y.execute("select current_setting('port')::int where %s", (True,)).fetchone()[0] in standbys
+        with y.pipeline():
+            reads = [y.execute("select %s::int", (i,)) for i in range(3)]
+        assert [r.fetchone()[0] for r in reads] == [0, 1, 2]
+
+    async def copy():
+        conn = await asyncpg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", database=TEST_DB)
+        try:
+            done = await conn.copy_records_to_table("split_t", records=[(86, "copy"), (87, "copy")])
+            return done, await conn.fetchval("select count(*) from split_t where who = 'copy'")
+        finally:
+            await conn.close()
+
+    assert asyncio.run(copy()) == ("COPY 2", 2)
+
+
+@pytest.mark.parametrize("target", ["read-write-split", "primary"])
+def test_listen_reaches_the_primary_whichever_host_is_listed_first(split_table, tusk, target):
+    """tusk answers LISTEN itself and listens on one connection per pool; NOTIFYs happen only
+    on the primary. That connection went to the service's first host: a standby listed first
+    refused its LISTEN ("cannot execute LISTEN during recovery") and no notification ever
+    came. It now goes to a backend known to be the primary, and one that reports
+    in_hot_standby at login is left for another."""
+    c = split_table
+    hosts = [f"127.0.0.1:{n.port}" for n in (c.standbys[0], c.primary, c.standbys[1])]
+    rule = {"database": "*", "user": "*", "service": "main", "mode": "transaction", "size": 4,
+            "target_session_attrs": target}
+    t = tusk(services={"main": {"hosts": hosts}}, pools=[rule], admin=ADMIN)
+    with t.connect(autocommit=True) as listener, t.connect(autocommit=True) as sender:
+        got = []
+        listener.add_notify_handler(lambda n: got.append(n.payload))
+        listener.execute("listen split_ch")
+        for i in range(3):
+            sender.execute("select pg_notify('split_ch', %s)", (f"n{i}",))
+        # (psycopg 3.1 reads notifications while it runs a statement)
+        wait_until(lambda: listener.execute("select 1") and len(got) >= 3, 10 * SLOW, what="3 notifications")
+        assert got == ["n0", "n1", "n2"]

@@ -276,7 +276,7 @@ cases.connect_end = async () => {
     const p = c.connect().then(() => 'connected', (e) => 'connect rejected: ' + (e.code || e.message))
     await c.end()
     // against PostgreSQL the connect promise never settles (the socket closes silently)
-    events.push(await Promise.race([p, new Promise((r) => setTimeout(() => r('connect never settled'), 1000))]))
+    events.push(await Promise.race([p, new Promise((r) => setTimeout(() => r('connect never settled'), 400))]))
   }
   return { events: [...new Set(events)].sort() }
 }

@@ -390,6 +390,9 @@ bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *p
 }
 _Static_assert(KV_OP_READ_META + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 _Static_assert(KV_SLOT_PUT_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_SLOW < 31, "the slow put's bit is no op's nor the fallback's");
+_Static_assert(KV_SLOT_PUT_MANY_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_MANY_SLOW < 31 &&
+		       KV_SLOT_PUT_MANY_SLOW != KV_SLOT_PUT_SLOW,
+	       "the slow put_many's bit is no op's, nor the fallback's, nor the slow put's");
 
 /* A put on the fast path (kv_router, docs/kv.md "Ninth step"): kv.put's own INSERT as one
  * top-level statement, no PL/pgSQL, no SECURITY DEFINER. tusk checked the namespace in its
@@ -418,11 +421,43 @@ const char kv_put_fast_sql[] =
 	"expires_at = now() + coalesce($4::interval, $5::interval), "
 	"chg_xid = pg_current_xact_id() RETURNING d.ver_ts";
 
-/* A put when tusk logs in to the shards as kv_router: it takes the fast path, until its fast
- * statement wrote nothing (put_slow: kv.put then runs as a second statement). */
+/* A put_many part on the fast path (kv_router): kv.put_many's write as one top-level statement,
+ * all or nothing. A gate evaluated once (an uncorrelated subquery over the whole batch) holds
+ * every check kv.put_many makes of each key and value (the key's form, the shard, the value's
+ * size, no key twice) besides the catalog version and the ttl's, so that the INSERT writes
+ * every key of the part or none; none (a count of 0) makes tusk run kv.put_many as a second
+ * statement (KV_SLOT_PUT_MANY_SLOW), which raises its error or writes. The update takes a key's
+ * value from the batch's array by its position (array_position: kv_router may not read
+ * EXCLUDED.value), quadratic in the part's size: parts of more than KV_PUT_MANY_FAST_MAX keys
+ * call kv.put_many at once. The values are parsed once, as jsonb[] (a value that is not JSON
+ * fails the statement's Bind with kv.put_many's SQLSTATE and message). One row, the count, as
+ * kv.put_many answers. */
+const char kv_put_many_fast_sql[] =
+	"WITH w AS (INSERT INTO kv.data AS d (ns, key, value, ver_ts, origin, expires_at) "
+	"SELECT $1::text, u.k, u.v, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + i.clock_offset_us, "
+	"i.origin, now() + coalesce($4::interval, $5::interval) "
+	"FROM kv.identity i, unnest($2::text[], $3::jsonb[]) u(k, v) "
+	"WHERE i.catalog_version = $7::bigint "
+	"AND ($4::interval IS NULL OR ($4::interval > interval '0' AND ($6::interval IS NULL OR $4::interval <= $6::interval))) "
+	"AND cardinality($2::text[]) = cardinality($3::jsonb[]) "
+	"AND (SELECT bool_and(c.k IS NOT NULL AND octet_length(c.k) <= 1024 AND c.k <> '' AND strpos(c.k, chr(31)) = 0 "
+	"AND c.v IS NOT NULL AND pg_column_size(c.v) <= 1048576 "
+	"AND ((hashtextextended($1::text || ':' || c.k, 0) & 9223372036854775807) % i.nshards)::int = i.shard) "
+	"AND count(DISTINCT c.k) = count(*) FROM unnest($2::text[], $3::jsonb[]) c(k, v)) "
+	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = ($3::jsonb[])[array_position($2::text[], d.key)], "
+	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
+	"expires_at = now() + coalesce($4::interval, $5::interval), chg_xid = pg_current_xact_id() RETURNING 1) "
+	"SELECT count(*) FROM w";
+
+/* A put (or a put_many part on a worker's loop, of at most KV_PUT_MANY_FAST_MAX keys) when tusk
+ * logs in to the shards as kv_router: it takes the fast path, until its fast statement wrote
+ * nothing (put_slow: kv.put or kv.put_many then runs as a second statement). A put_many on a
+ * router thread (run_split, no fan) calls kv.put_many. */
 static inline bool put_as_router(const struct kv_router *r, const struct kv_job *job)
 {
-	return job->op == KV_OP_PUT && r->router_password;
+	return r->router_password &&
+	       (job->op == KV_OP_PUT ||
+		(job->op == KV_OP_PUT_MANY && job->fan && job->nkeys > 0 && job->nkeys <= KV_PUT_MANY_FAST_MAX));
 }
 
 static inline bool put_fast(const struct kv_router *r, const struct kv_job *job)
@@ -432,12 +467,22 @@ static inline bool put_fast(const struct kv_router *r, const struct kv_job *job)
 
 int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job)
 {
-	return put_as_router(r, job) && job->put_slow ? KV_SLOT_PUT_SLOW : (int)job->op;
+	/* Under kv_router the op's own slot holds the fast statement on every connection; the
+	 * kv.put or kv.put_many call has a slot of its own (a put_many too large for the fast
+	 * path, or on a router thread, calls it at once). */
+	if (!r->router_password || (job->op != KV_OP_PUT && job->op != KV_OP_PUT_MANY))
+		return (int)job->op;
+	if (put_fast(r, job))
+		return (int)job->op;
+	return job->op == KV_OP_PUT ? KV_SLOT_PUT_SLOW : KV_SLOT_PUT_MANY_SLOW;
 }
 
 bool kv_put_fast_missed(const struct kv_router *r, struct kv_job *job, const PGresult *res)
 {
-	if (!put_fast(r, job) || PQntuples(res) != 0)
+	if (!put_fast(r, job))
+		return false;
+	if (job->op == KV_OP_PUT ? PQntuples(res) != 0
+				 : PQntuples(res) != 1 || PQgetisnull(res, 0, 0) || strcmp(PQgetvalue(res, 0, 0), "0") != 0)
 		return false;
 	job->put_slow = true;
 	return true;
@@ -447,7 +492,7 @@ const char *kv_stmt(const struct kv_router *r, const struct kv_job *job, uint32_
 {
 	if (put_fast(r, job)) {
 		*nparams = 7;
-		return kv_put_fast_sql;
+		return job->op == KV_OP_PUT ? kv_put_fast_sql : kv_put_many_fast_sql;
 	}
 	*nparams = kv_op_nparams[job->op];
 	return kv_op_statement(job->op, prepared);

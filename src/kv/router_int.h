@@ -159,6 +159,11 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
  * statement (job->put_slow), which raises kv.put's error or writes. That statement is prepared
  * under this bit of a connection's prepared mask (the ops' are 0..KV_OP_COUNT_ALL-1). */
 #define KV_SLOT_PUT_SLOW 30
+/* The same for put_many (kv_put_many_fast_sql, then kv.put_many), on a worker's loop, for a
+ * shard's part of at most KV_PUT_MANY_FAST_MAX keys (the fast statement's update looks each
+ * key's value up in the batch's array: quadratic). */
+#define KV_SLOT_PUT_MANY_SLOW 29
+#define KV_PUT_MANY_FAST_MAX 1000
 /* The prepared mask's bit of job's statement on a connection of r, which names it too
  * ("tusk_kv_<slot>"): its op, or KV_SLOT_PUT_SLOW. */
 int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job);

@@ -852,6 +852,7 @@ static void fan_out(struct kv_loop *l, struct kv_job *call)
 			j->args[1] = pt->keys;
 			j->args[2] = pt->values;
 			j->args[3] = op == KV_OP_PUT_MANY ? call->args[3] : NULL;
+			j->nkeys = n; /* the part's size (its keys are in args[1]): put_many's fast path */
 		} else {
 			memcpy(j->args, call->args, sizeof j->args);
 		}

@@ -334,6 +334,158 @@ def test_a_tusk_without_kv_router_still_puts(parade):
         db.close()
 
 
+FAST_MANY = "WITH w AS (INSERT INTO kv.data"
+KV_PUT_MANY = "SELECT kv.put_many($1, $2::text[], $3::text[], $4::interval)"
+
+
+def put_many(db, ns, keys, values, ttl=None):
+    return db.c.execute("SELECT kv.put_many(%s, %s::text[], %s::text[], %s::interval)",
+                        (ns, keys, values, ttl)).fetchone()[0]
+
+
+def keys_of_shard(parade, ns, prefix, shard, n):
+    out = []
+    for i in range(100 * n):
+        if parade.shard_of(ns, f"{prefix}:{i}") == shard:
+            out.append(f"{prefix}:{i}")
+            if len(out) == n:
+                return out
+    raise AssertionError("too few keys")
+
+
+def test_put_many_is_one_fast_statement_per_shard_writing_what_kv_put_many_writes(parade):
+    """A put_many through f1 is one statement per shard it touches, kv.put_many's write as one
+    INSERT (kv.put_many through f2); its rows are kv.put_many's (compared with kv.put_many run on
+    the shard: value, origin, the expiry from the ttl or the policy's default_ttl); an overwrite
+    replaces the values, passes a stored version ahead of the clock and moves chg_xid."""
+    a, b = parade.zones
+    for z, want in ((a, FAST_MANY), (b, KV_PUT_MANY)):
+        db = KvDb(z)
+        try:
+            keys = [f"many:{z.name}:{i}" for i in range(30)]
+            vals = [json.dumps({"i": i, "s": "x'\"\\y"}) for i in range(30)]
+            with shard_statements(z, db) as calls:
+                assert put_many(db, "default", keys, vals) == 30
+            mine = [st for st, k in calls if st.startswith(want)]
+            assert len(mine) == NSHARDS, calls
+            assert not [st for st, k in calls if st.startswith(KV_PUT_MANY if want == FAST_MANY else FAST_MANY)]
+            for i, k in enumerate(keys):
+                assert db.get(k) == {"i": i, "s": "x'\"\\y"}
+        finally:
+            db.close()
+    db = KvDb(a)
+    try:
+        for n, (ns, ttl) in enumerate([("default", None), ("default", "10 minutes"), ("short", None),
+                                       ("short", "5 minutes")]):
+            kf = [f"same-many:fast:{n}:{i}" for i in range(6)]
+            assert put_many(db, ns, kf, ['{"a": [1, 2]}'] * 6, ttl) == 6
+            for s in range(NSHARDS):
+                ks = keys_of_shard(parade, ns, f"same-many:direct:{n}:{s}", s, 3)
+                with a.db(s) as c:
+                    assert c.execute("select kv.put_many(%s, %s::text[], %s::text[], %s::interval)",
+                                     (ns, ks, ['{"a": [1, 2]}'] * 3, ttl)).fetchone()[0] == 3
+                for k in ks + kf:
+                    r = row(a, ns, k)
+                    if r is None:
+                        continue
+                    assert r[0] == '{"a": [1, 2]}' and r[2] == r[5] == a.id, (k, r)
+                    assert (r[3] is None) == (ns == "default" and ttl is None), (k, r)
+                    if r[3] is not None:
+                        want = datetime.timedelta(minutes=int(ttl.split()[0])) if ttl else datetime.timedelta(hours=1)
+                        written = datetime.datetime.fromtimestamp(r[1] / 1e6, datetime.timezone.utc)
+                        assert abs((r[3] - written) - want) < datetime.timedelta(seconds=2), (k, r, want)
+            assert all(row(a, ns, k) is not None for k in kf)
+        # An overwrite of keys of both shards, one stored ahead of the clock.
+        keys = [f"many:{a.name}:{i}" for i in range(30)]
+        before = {k: row(a, "default", k) for k in keys}
+        s = parade.shard_of("default", keys[0])
+        ahead = a.sql(s, "update kv.data set ver_ts = ver_ts + 3600000000 where ns = 'default' and key = %s "
+                         "returning ver_ts", (keys[0],))[0][0]
+        assert put_many(db, "default", keys, [str(100 + i) for i in range(30)], "1 hour") == 30
+        for i, k in enumerate(keys):
+            r = row(a, "default", k)
+            assert r[0] == str(100 + i) and r[4] > before[k][4] and r[3] is not None, (k, r)
+            assert r[1] == ahead + 1 if i == 0 else r[1] > before[k][1], (k, r)
+    finally:
+        db.close()
+
+
+BAD_MANY = [
+    # (namespace, keys, values, ttl), the keys of one shard but the odd one
+    ("default", ["k0", "k0"], ["1", "2"], None),          # a key twice
+    ("nope", ["k0", "k1"], ["1", "2"], None),             # unknown namespace
+    ("default", ["k0", ""], ["1", "2"], None),            # empty key
+    ("default", ["k0", "x" * 1025], ["1", "2"], None),    # key too long
+    ("default", ["k0", "a\x1fb"], ["1", "2"], None),      # 0x1F in a key
+    ("default", ["k0", "k1"], ["1", "{not json"], None),  # not JSON
+    ("default", ["k0", "k1"], ["1", json.dumps("x" * 1100000)], None),  # a value above 1 MB
+    ("default", ["k0", "k1"], ["1", "2"], "-1 second"),   # ttl not positive
+    ("short", ["k0", "k1"], ["1", "2"], "2 days"),        # above the policy's max_ttl (1 day)
+]
+
+
+def test_every_put_many_error_is_the_same_through_both_paths(parade):
+    """Each bad batch of one shard's keys raises the same SQLSTATE, message and hint through f1
+    (the fast statement, then kv.put_many), f2 and kv.put_many on the shard, and writes nothing,
+    not even its good keys."""
+    a, b = parade.zones
+    fa, fb = KvDb(a), KvDb(b)
+    cases = []
+    for n, (ns, keys, vals, ttl) in enumerate(BAD_MANY):
+        good = keys_of_shard(parade, ns if ns != "nope" else "default", f"badmany:{n}", 0, 2)
+        ks = [good[0] if k == "k0" else good[1] if k == "k1" else k for k in keys]
+        if parade.shard_of(ns, ks[-1]) != 0:  # the odd key's shard decides: keep the batch on one
+            ks[0] = keys_of_shard(parade, ns if ns != "nope" else "default", f"badmany:{n}", 1, 1)[0]
+            if keys[1] == "k0":
+                ks[1] = ks[0]
+        cases.append((ns, ks, vals, ttl))
+    try:
+        with shard_statements(a, fa) as calls:
+            got_a = [error_of(lambda: put_many(fa, *c)) for c in cases]
+        for c, ga in zip(cases, got_a):
+            ns, ks, vals, ttl = c
+            gb = error_of(lambda: put_many(fb, *c))
+            with a.db(parade.shard_of(ns, ks[-1])) as conn:
+                d = error_of(lambda: conn.execute("select kv.put_many(%s, %s::text[], %s::text[], %s::interval)",
+                                                  (ns, ks, vals, ttl)))
+            assert ga == gb == d, (ns, [k[:20] for k in ks], ttl, ga, gb, d)
+            for k in ks:
+                for s in range(NSHARDS):
+                    assert a.sql(s, "select count(*) from kv.data where key = %s", (k,))[0][0] == 0, k
+        # Each that ran on a shard: the fast statement wrote nothing, then kv.put_many raised
+        # (a value that is not JSON fails the fast statement's Bind, before it runs).
+        kinds = [("fast" if st.startswith(FAST_MANY) else "slow", k) for st, k in calls
+                 if st.startswith(FAST_MANY) or st.startswith(KV_PUT_MANY)]
+        for i, (kind, k) in enumerate(kinds):
+            if kind == "fast":
+                assert i + 1 < len(kinds) and kinds[i + 1] == ("slow", k), (i, kinds)
+        assert sum(kind == "slow" for kind, _ in kinds) >= 6, kinds
+    finally:
+        fa.close()
+        fb.close()
+
+
+def test_a_large_put_many_calls_kv_put_many_and_small_ones_stay_fast(parade):
+    """A shard's part of more than 1,000 keys (the fast statement's value lookup is quadratic)
+    calls kv.put_many at once; a small batch after it, on the same connections, is the fast
+    statement again: the two are prepared under names of their own."""
+    a = parade.zones[0]
+    db = KvDb(a)
+    try:
+        big = [f"big:{i}" for i in range(2600)]
+        small = [f"small:{i}" for i in range(10)]
+        with shard_statements(a, db) as calls:
+            assert put_many(db, "default", big, [str(i) for i in range(2600)]) == 2600
+            assert put_many(db, "default", small, [str(i) for i in range(10)]) == 10
+            assert put_many(db, "default", big[:5], ["7"] * 5) == 5
+        kinds = [st[:len(FAST_MANY)] for st, k in calls if st.startswith(FAST_MANY) or st.startswith(KV_PUT_MANY)]
+        assert kinds == [KV_PUT_MANY[:len(FAST_MANY)]] * NSHARDS + [FAST_MANY] * (2 * NSHARDS), kinds
+        got = dict(db.c.execute("SELECT * FROM kv.get_many('default', %s::text[])", (big + small,)).fetchall())
+        assert got == {**{k: (7 if i < 5 else i) for i, k in enumerate(big)}, **{k: i for i, k in enumerate(small)}}
+    finally:
+        db.close()
+
+
 def kv_put_calls(zone):
     """kv.put's calls on the zone's shards (track_functions), as far as the backends flushed."""
     return sum(zone.sql(s, "select coalesce(sum(calls), 0)::int from pg_stat_user_functions "

@@ -76,8 +76,9 @@ static void h_die(const char *what)
 
 /* The configuration every whole-connection fuzzer runs with: small buffers so that "larger
  * than the buffer" paths are reachable with small inputs; one rule per pool mode and per
- * client_auth method, selected by user name; the admin console for "admin" (trust) and
- * "monitor" (password). */
+ * client_auth method, selected by user name (and "rw", a read-write-split pool: each batch is
+ * judged whole before it is claimed); the admin console for "admin" (trust) and "monitor"
+ * (password). */
 static void h_init(void)
 {
 	if (h.ready)
@@ -136,6 +137,7 @@ static void h_init(void)
 			 "  - {user: s, mode: session, size: 2}\n"
 			 "  - {user: t, mode: transaction, size: 2}\n"
 			 "  - {user: st, mode: statement, size: 2}\n"
+			 "  - {user: rw, mode: transaction, size: 2, target_session_attrs: read-write-split}\n"
 			 "  - {user: password, mode: transaction, size: 2, client_auth: password}\n"
 			 "  - {user: md5, mode: transaction, size: 2, client_auth: md5}\n"
 			 "  - {user: scram, mode: session, size: 2, client_auth: scram-sha-256}\n"

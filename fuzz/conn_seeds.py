@@ -48,6 +48,16 @@ write("relay", "statement-begin", bytes([2]) + chunks(q("begin"), parse("","star
 write("relay", "transaction-unknown-type", bytes([1]) + chunks(q("select 1"), msg(b"?", b"x")))
 write("relay", "transaction-long-name", bytes([1]) + chunks(parse("n"*64, "select 1") + SYNC))
 write("relay", "transaction-big-query", bytes([1]) + chunks(q("select '" + "x"*5000 + "'"), q("select 1")))
+# read-write-split (mode bit 6): batches judged whole before the claim (route.c's batch_read_only)
+write("relay", "split-read-then-write", bytes([0x40]) + chunks(
+    parse("r","select 1") + bind("","r") + execute() + parse("","insert into t values (1)") + bind("","") + execute() + SYNC,
+    q("select 2")))
+write("relay", "split-no-sync-yet", bytes([0x40]) + chunks(
+    parse("","select $1",(23,)) + bind("","",(b"1",)) + describe(b"P","") + execute() + FLUSH, SYNC,
+    bind("","r") + execute() + SYNC))
+write("relay", "split-named-reused", bytes([0xc0]) + chunks(
+    parse("s1","select 1") + SYNC, bind("","s1") + execute() + bind("","s1") + execute() + SYNC,
+    describe(b"S","s1") + close(b"S","s1") + SYNC, msg(b"H") + SYNC))
 
 # login: selector & 7 user (t password md5 scram rejected blocked nobody admin), bit3 console, bit6 raw
 write("login", "trust-query", bytes([0]) + chunks(q("select 1")))

@@ -176,7 +176,7 @@ static int control_loop(struct control *ctl)
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"Usage: tusk [-c FILE] [--check] [--takeover] [--version] [--help]\n"
+		"Usage: tusk [-c FILE] [--check] [--takeover | --beside] [--version] [--help]\n"
 		"       tusk kv init|push|shard ...  (the key-value store: tusk kv --help)\n"
 		"       tusk top [CONNINFO]          (live view through the admin console: tusk top --help)\n"
 		"       tusk import-pgbouncer [-o tusk.yaml] pgbouncer.ini [userlist.txt]\n"
@@ -184,6 +184,9 @@ static void usage(FILE *out)
 		"      --check        validate the configuration and exit (0 = valid)\n"
 		"      --takeover     online restart: take the listeners of the tusk running on\n"
 		"                     takeover_socket, then have it drain and exit\n"
+		"      --beside       listen beside another process on the same addresses (the\n"
+		"                     restart without takeover_socket: then SIGUSR2 the old one);\n"
+		"                     without it tusk refuses to start where another one listens\n"
 		"  -V, --version      print the version and exit\n"
 		"  -h, --help         print this help and exit\n");
 }
@@ -281,12 +284,13 @@ int main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "check", no_argument, NULL, 'k' },
 		{ "takeover", no_argument, NULL, 't' },
+		{ "beside", no_argument, NULL, 'b' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *path = "tusk.yaml";
-	bool check = false, takeover = false;
+	bool check = false, takeover = false, beside = false;
 	int opt;
 
 	if (argc > 1 && strcmp(argv[1], "kv") == 0)
@@ -301,6 +305,7 @@ int main(int argc, char **argv)
 		case 'c': path = optarg; break;
 		case 'k': check = true; break;
 		case 't': takeover = true; break;
+		case 'b': beside = true; break;
 		case 'V': printf("tusk %s\n", TUSK_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
@@ -319,6 +324,7 @@ int main(int argc, char **argv)
 	}
 	if (check)
 		return check_config(cfg, path);
+	cfg->listen_beside = beside;
 
 	int sigfd = take_signals();
 	if (sigfd < 0) {

@@ -250,6 +250,7 @@ struct tusk_config {
 	int log_disconnections;        /* default true: a line per client logout */
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
 	char *takeover_socket;         /* NULL: no online restart; else the Unix socket of the hand-over */
+	bool listen_beside;            /* set by main (--beside), never by the file: listen where another process does */
 	char *pidfile;                 /* NULL: none; else tusk's pid, written at start (read at start) */
 
 	/* The result cache (docs/cache.md): process-wide defaults of the pool rules' keys. */

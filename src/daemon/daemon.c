@@ -7,6 +7,7 @@
 #include <ev.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "auth/authcache.h"
@@ -77,6 +78,8 @@ static int give_listener(struct runtime *rt, const char *key, int fd, int wi)
 	l->fd = keep;
 	l->pending = fd;
 	l->worker = wi;
+	l->file_dev = 0;
+	l->file_ino = 0;
 	return 0;
 }
 
@@ -159,6 +162,35 @@ static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const s
 	return 0;
 }
 
+/* Before any listener of ours is open: no other process may listen on an address no
+ * inherited socket serves (unless started with --beside: the restart without
+ * takeover_socket, docs/operations.md). Our SO_REUSEPORT sockets would share it with another process of
+ * the same user without a word (a second tusk started by mistake, with no takeover_socket to
+ * refuse it), and clients would be spread over both daemons. PgBouncer refuses to start so
+ * (so_reuseport off by default). */
+static int probe_entries(const struct tusk_config *cfg, const struct runtime_inherited *inh, int ninh)
+{
+	for (int i = 0; !cfg->listen_beside && i < cfg->nlisten; i++) {
+		char key[300];
+		struct net_addr addr;
+		bool inherited = false;
+		runtime_listen_key(&cfg->listen[i], key, sizeof key);
+		for (int j = 0; j < ninh && !inherited; j++)
+			inherited = inh[j].fd >= 0 && strcmp(inh[j].key, key) == 0;
+		if (inherited || net_resolve(cfg->listen[i].host, cfg->listen[i].port, true, &addr) < 0)
+			continue; /* open_entry reports a name that does not resolve */
+		int rc = net_listen_probe(&addr);
+		if (rc < 0) {
+			log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key,
+				  rc == -EADDRINUSE ? "another process listens there (a tusk already running? "
+						      "replace it with --takeover, or start beside it with --beside)"
+						    : strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
 /* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
 static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct runtime_inherited *inh, int ninh)
 {
@@ -178,6 +210,13 @@ static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct r
 				inh[j].fd = -1;
 			}
 		}
+		if (fd < 0 && !cfg->listen_beside && net_unix_probe(path) == -EADDRINUSE) {
+			/* net_listen_unix would unlink a live socket and take its clients */
+			log_error(NULL, NULL, "listen on Unix socket %s: another process listens there (a tusk already "
+					      "running? replace it with --takeover, or start beside it with --beside)",
+				  path);
+			return -EADDRINUSE;
+		}
 		if (fd < 0)
 			fd = net_listen_unix(path, LISTEN_BACKLOG);
 		if (fd < 0) {
@@ -187,6 +226,11 @@ static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct r
 		int rc = give_listener(rt, key, fd, 0);
 		if (rc < 0)
 			return rc;
+		struct stat st;
+		if (stat(path, &st) == 0) {
+			rt->listeners[rt->nlisteners - 1].file_dev = st.st_dev;
+			rt->listeners[rt->nlisteners - 1].file_ino = st.st_ino;
+		}
 		log_info(NULL, NULL, "listening on Unix socket %s", path);
 next:;
 	}
@@ -369,6 +413,9 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	}
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
 	 * connections over the workers without an acceptor thread. */
+	rc = probe_entries(cfg, inherited, ninherited);
+	if (rc < 0)
+		goto err;
 	for (int i = 0; i < cfg->nlisten; i++) {
 		rc = open_entry(rt, cfg, &cfg->listen[i], inherited, ninherited);
 		if (rc < 0)
@@ -598,6 +645,24 @@ void daemon_pause_accepting(struct runtime *rt, bool pause)
 	}
 }
 
+/* Close the listeners. The socket files of our own Unix listeners go with them, while they
+ * are still the files we listened on (not every path the configuration names: a start refused
+ * because another process listens there must not unlink that process's file, nor one that
+ * drains after a successor started --beside the successor's); a process that handed its
+ * sockets over leaves the files to its successor. */
+static void close_listeners(struct runtime *rt)
+{
+	for (int i = 0; i < rt->nlisteners; i++) {
+		const struct runtime_listener *l = &rt->listeners[i];
+		struct stat st;
+		close(l->fd);
+		if (!rt->handed_over && strncmp(l->key, "unix:", 5) == 0 && l->file_ino && stat(l->key + 5, &st) == 0 &&
+		    st.st_dev == l->file_dev && st.st_ino == l->file_ino)
+			(void)unlink(l->key + 5);
+	}
+	rt->nlisteners = 0;
+}
+
 void daemon_drain(struct runtime *rt)
 {
 	if (rt->draining)
@@ -606,15 +671,11 @@ void daemon_drain(struct runtime *rt)
 	for (int w = 0; w < rt->nworkers; w++)
 		if (worker_post_drain(rt->workers[w]) < 0)
 			worker_stop(rt->workers[w]); /* out of memory: stopping is the fallback */
-	for (int i = 0; i < rt->nlisteners; i++)
-		close(rt->listeners[i].fd);
-	rt->nlisteners = 0;
+	close_listeners(rt);
 }
 
 void daemon_stop(struct runtime *rt)
 {
-	const struct tusk_config *cfg = rt->cfg;
-
 	/* No resolver answer may reach a pool from here on (workers may still read the sets). */
 	services_stop(rt->services);
 	for (int w = 0; rt->workers && w < rt->nworkers; w++)
@@ -646,16 +707,7 @@ void daemon_stop(struct runtime *rt)
 	tunnel_stop(rt->redis_tunnel); /* after the workers: none of them connects to it any more */
 	rt->redis_tunnel = NULL;
 	stats_free(rt->stats);
-	for (int i = 0; i < rt->nlisteners; i++)
-		close(rt->listeners[i].fd);
-	/* A process that handed its sockets over leaves the socket files to its successor. */
-	if (cfg && cfg->unix_socket_dir && !rt->handed_over) {
-		for (int i = 0; i < cfg->nlisten; i++) {
-			char path[128];
-			unix_path(cfg, cfg->listen[i].port, path, sizeof path);
-			(void)unlink(path);
-		}
-	}
+	close_listeners(rt);
 	struct runtime_gen *g = rt->gen;
 	while (g) {
 		struct runtime_gen *older = g->older;

@@ -98,6 +98,38 @@ int net_listen_unix(const char *path, int backlog)
 	return fd;
 }
 
+int net_listen_probe(const struct net_addr *addr)
+{
+	int one = 1, rc = 0;
+	int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
+		rc = -errno;
+	if (rc == 0 && addr->sa.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+	if (rc == 0 && bind(fd, (const struct sockaddr *)&addr->sa, addr->len) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int net_unix_probe(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof sun.sun_path)
+		return -ENAMETOOLONG;
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* Blocking: a listener answers a Unix connect at once (or refuses when its queue is
+	 * full: EAGAIN, which means someone listens too). */
+	int rc = connect(fd, (const struct sockaddr *)&sun, sizeof sun) == 0 || errno == EAGAIN ? -EADDRINUSE : 0;
+	close(fd);
+	return rc;
+}
+
 int net_connect(const struct net_addr *addr)
 {
 	int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

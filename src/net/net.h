@@ -34,6 +34,18 @@ int net_listen(const struct net_addr *addr, int backlog);
 __attribute__((warn_unused_result))
 int net_listen_unix(const char *path, int backlog);
 
+/* Whether another socket listens on addr: 0 when none does, -EADDRINUSE when one does (a
+ * socket bound there with SO_REUSEADDR but not SO_REUSEPORT is refused only by a listener,
+ * not by connections in TIME_WAIT), other -errno. net_listen's SO_REUSEPORT would instead
+ * share the port with another process of the same user without a word. */
+__attribute__((warn_unused_result))
+int net_listen_probe(const struct net_addr *addr);
+
+/* Whether a process accepts connections on the Unix socket at path: -EADDRINUSE when one
+ * does (a connect succeeds), 0 when none does (no file, or a stale one). */
+__attribute__((warn_unused_result))
+int net_unix_probe(const char *path);
+
 /* Start a non-blocking connect. fd (connect in progress or done) or -errno. */
 __attribute__((warn_unused_result))
 int net_connect(const struct net_addr *addr);

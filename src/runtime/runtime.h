@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "config/config.h"
 #include "net/net.h"
@@ -50,6 +51,10 @@ struct runtime_listener {
 	int fd;        /* the runtime's dup */
 	int pending;   /* the worker's fd until it is posted to the worker, then -1 */
 	int worker;
+	/* A Unix socket's file as it was when we took the socket (unix_file): removed at the end
+	 * only while it is still that file (a tusk started --beside may have replaced it). */
+	dev_t file_dev;
+	ino_t file_ino;
 };
 
 /* A listening socket received from the process being replaced (online restart). */

@@ -113,6 +113,74 @@ def test_second_tusk_without_takeover_is_refused(tusk, pg, tmp_path):
 
 
 @pytest.mark.tusk_only
+def test_second_tusk_on_the_same_port_is_refused_without_takeover_socket(tusk, pg, tmp_path):
+    """With no takeover_socket, a second tusk on a port the first listens on would share it by
+    SO_REUSEPORT and take some of the new clients, with its own configuration, without a word;
+    it is refused, as PgBouncer refuses. The same for the Unix socket, which it would have
+    unlinked and taken over (another address, the same port and socket directory). The first
+    keeps serving on both."""
+    sockdir = tmp_path / "sock"
+    sockdir.mkdir()
+    t = tusk(pools=[rule()], unix_socket_dir=str(sockdir))
+    p = subprocess.run([str(TUSK_BIN), "-c", str(t.cfg_path)], capture_output=True, text=True, timeout=15 * SLOW)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"listen 127.0.0.1:{t.port}: another process listens there" in p.stdout + p.stderr
+    text = t.cfg_path.read_text()
+    second = tmp_path / "second.yaml"
+    second.write_text(text.replace("host: 127.0.0.1\n", "host: 127.0.0.2\n", 1))
+    assert second.read_text() != text
+    p = subprocess.run([str(TUSK_BIN), "-c", str(second)], capture_output=True, text=True, timeout=15 * SLOW)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"listen on Unix socket {sockdir}/.s.PGSQL.{t.port}: another process listens there" in p.stdout + p.stderr
+    for host in ("127.0.0.1", str(sockdir)):
+        for _ in range(20):  # every connection reaches the first tusk (both workers' sockets)
+            with psycopg.connect(host=host, port=t.port, user="tusk_trust", dbname=TEST_DB, connect_timeout=10,
+                                 autocommit=True) as c:
+                assert c.execute("select 1").fetchone() == (1,)
+    # The restart without takeover_socket (docs/operations.md): --beside binds beside the first,
+    # SIGUSR2 drains the first, and the second serves on both sockets.
+    log = tmp_path / "beside.log"
+    with open(log, "ab") as logf:
+        p = subprocess.Popen([str(TUSK_BIN), "-c", str(t.cfg_path), "--beside"], stdin=subprocess.DEVNULL,
+                             stdout=logf, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: "started" in log.read_text(errors="replace") or p.poll() is not None, 15 * SLOW,
+                   what="the second tusk started beside the first")
+        assert p.poll() is None, log.read_text(errors="replace")
+        t.proc.send_signal(signal.SIGUSR2)
+        assert t.proc.wait(timeout=15 * SLOW) == 0
+        t.proc = None
+        t.logf.close()
+        for host in ("127.0.0.1", str(sockdir)):
+            with psycopg.connect(host=host, port=t.port, user="tusk_trust", dbname=TEST_DB, connect_timeout=10,
+                                 autocommit=True) as c:
+                assert c.execute("select 1").fetchone() == (1,)
+        # Stopped, it leaves the freed port to a plain start (its connections in TIME_WAIT).
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=15 * SLOW) == 0
+        assert not (sockdir / f".s.PGSQL.{t.port}").exists()
+        with open(log, "ab") as logf:
+            p = subprocess.Popen([str(TUSK_BIN), "-c", str(t.cfg_path)], stdin=subprocess.DEVNULL, stdout=logf,
+                                 stderr=subprocess.STDOUT)
+        wait_until(lambda: _serves(t.port), 15 * SLOW, what="a new tusk on the freed port")
+        assert p.poll() is None
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=15 * SLOW)
+    assert not SANITIZER_RE.search(log.read_text(errors="replace"))
+
+
+def _serves(port):
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="tusk_trust", dbname=TEST_DB, connect_timeout=3,
+                             autocommit=True) as c:
+            return c.execute("select 1").fetchone() == (1,)
+    except psycopg.Error:
+        return False
+
+
+@pytest.mark.tusk_only
 def test_failed_takeover_leaves_the_old_process_serving(tusk, pg, tmp_path):
     sock = tmp_path / "takeover.sock"
     t = tusk(pools=[rule()], takeover_socket=str(sock))

@@ -164,10 +164,10 @@ static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const s
 
 /* Before any listener of ours is open: no other process may listen on an address no
  * inherited socket serves (unless started with --beside: the restart without
- * takeover_socket, docs/operations.md). Our SO_REUSEPORT sockets would share it with another process of
- * the same user without a word (a second tusk started by mistake, with no takeover_socket to
- * refuse it), and clients would be spread over both daemons. PgBouncer refuses to start so
- * (so_reuseport off by default). */
+ * takeover_socket, docs/operations.md). Our SO_REUSEPORT sockets would share it with another
+ * process of the same user without a word (a second tusk started by mistake, with no
+ * takeover_socket to refuse it), and clients would be spread over both daemons. PgBouncer
+ * refuses to start so (so_reuseport off by default). */
 static int probe_entries(const struct tusk_config *cfg, const struct runtime_inherited *inh, int ninh)
 {
 	for (int i = 0; !cfg->listen_beside && i < cfg->nlisten; i++) {

@@ -2169,6 +2169,18 @@ static void load_document(struct loader *ld, const char *data, size_t len)
 	for (int i = 0; i < ld->cfg->nlisten; i++)
 		if (ld->cfg->listen[i].protocol == CONFIG_LISTEN_REDIS && !ld->cfg->kv.zone)
 			report(ld, 1, "listen", "entry %d has protocol redis: it needs the kv section (kv.zone)", i);
+	/* Every listener binds with SO_REUSEPORT: admin.http on a listen entry's port would share
+	 * it, and the kernel would hand some PostgreSQL clients to the HTTP server (they wait for
+	 * an answer it never sends). */
+	char hhost[CONFIG_HOST_MAX];
+	int hport;
+	if (ld->cfg->admin.http &&
+	    config_split_host_port(ld->cfg->admin.http, hhost, sizeof hhost, &hport) == 0)
+		for (int i = 0; i < ld->cfg->nlisten; i++)
+			if (ld->cfg->listen[i].port == hport)
+				report(ld, 1, "admin.http", "port %d is also listen entry %d's: give the HTTP server a port "
+							   "of its own",
+				       hport, i);
 
 	if (!yaml_parser_load(&parser, &extra)) {
 		report_yaml_error(ld, &parser, data, len);

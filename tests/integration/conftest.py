@@ -10,6 +10,7 @@ Environment:
 """
 
 import atexit
+import collections
 import os
 import re
 import shutil
@@ -86,11 +87,27 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+_given_ports = set()
+_given_order = collections.deque()  # the oldest are forgotten past 16384 (the range holds 28232)
+
+
 def free_port():
-    """A loopback port nobody listens on right now. Racy by nature, good enough for tests."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nobody listens on right now, and not handed out before by this process:
+    the kernel may offer the same free port to two bind(0)s in a row, and two calls made before
+    either port is bound (a tusk's listen and admin.http ports) then got one port twice (a kv
+    zone's tusk served HTTP on its PostgreSQL port, and a client hung). Racy by nature against
+    other processes, good enough for tests."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            _given_order.append(port)
+            if len(_given_order) > 16384:
+                _given_ports.discard(_given_order.popleft())
+            return port
+    raise RuntimeError("no loopback port left that this process has not handed out")
 
 
 def port_open(port, host="127.0.0.1"):

@@ -311,6 +311,20 @@ static void test_pidfile_key(void **state)
 	release(&r);
 }
 
+/* admin.http on a listen entry's port would share it (SO_REUSEPORT): refused at load. */
+static void test_admin_http_port_of_its_own(void **state)
+{
+	struct result r;
+	(void)state;
+
+	one_error(BASE "listen:\n  - {host: 127.0.0.1, port: 6432}\n  - {host: 127.0.0.1, port: 6433}\n"
+		       "admin:\n  http: \"127.0.0.1:6433\"\n",
+		  "1: admin.http: port 6433 is also listen entry 1's: give the HTTP server a port of its own");
+	load_text(&r, BASE "listen:\n  - {host: 127.0.0.1, port: 6432}\nadmin:\n  http: \"127.0.0.1:9127\"\n");
+	assert_int_equal(r.n, 0);
+	release(&r);
+}
+
 static void test_duration_overflow(void **state)
 {
 	uint64_t v = 42;
@@ -1251,6 +1265,7 @@ int main(void)
 		cmocka_unit_test(test_query_and_client_idle_timeouts),
 		cmocka_unit_test(test_config_set),
 		cmocka_unit_test(test_pidfile_key),
+		cmocka_unit_test(test_admin_http_port_of_its_own),
 		cmocka_unit_test(test_size_valid),
 		cmocka_unit_test(test_size_invalid),
 		cmocka_unit_test(test_size_overflow),

@@ -162,12 +162,35 @@ static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const s
 	return 0;
 }
 
+#define ANOTHER_LISTENS                                                                                     \
+	"another process listens there (a tusk already running? replace it with --takeover, or start beside " \
+	"it with --beside)"
+
+/* admin.http (metrics_start opens it after the listeners, with SO_REUSEPORT too): probed
+ * unless this is a takeover, whose old process serves it until it drains. */
+static int probe_http(const struct tusk_config *cfg, int ninh)
+{
+	char host[CONFIG_HOST_MAX];
+	struct net_addr addr;
+	int port;
+	if (!cfg->admin.http || cfg->listen_beside || ninh > 0 ||
+	    config_split_host_port(cfg->admin.http, host, sizeof host, &port) < 0 ||
+	    net_resolve(host, port, true, &addr) < 0)
+		return 0; /* metrics_start reports a name that does not resolve */
+	int rc = net_listen_probe(&addr);
+	if (rc < 0)
+		log_error(NULL, NULL, "%s: admin.http %s: %s", cfg->path, cfg->admin.http,
+			  rc == -EADDRINUSE ? ANOTHER_LISTENS : strerror(-rc));
+	return rc;
+}
+
 /* Before any listener of ours is open: no other process may listen on an address no
  * inherited socket serves (unless started with --beside: the restart without
- * takeover_socket, docs/operations.md). Our SO_REUSEPORT sockets would share it with another
- * process of the same user without a word (a second tusk started by mistake, with no
- * takeover_socket to refuse it), and clients would be spread over both daemons. PgBouncer
- * refuses to start so (so_reuseport off by default). */
+ * takeover_socket, docs/operations.md), nor on admin.http. Our SO_REUSEPORT sockets would
+ * share it with another process of the same user without a word (a second tusk started by
+ * mistake, with no takeover_socket to refuse it), and clients (or /metrics and /health
+ * requests) would be spread over both daemons. PgBouncer refuses to start so (so_reuseport
+ * off by default). */
 static int probe_entries(const struct tusk_config *cfg, const struct runtime_inherited *inh, int ninh)
 {
 	for (int i = 0; !cfg->listen_beside && i < cfg->nlisten; i++) {
@@ -182,13 +205,11 @@ static int probe_entries(const struct tusk_config *cfg, const struct runtime_inh
 		int rc = net_listen_probe(&addr);
 		if (rc < 0) {
 			log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key,
-				  rc == -EADDRINUSE ? "another process listens there (a tusk already running? "
-						      "replace it with --takeover, or start beside it with --beside)"
-						    : strerror(-rc));
+				  rc == -EADDRINUSE ? ANOTHER_LISTENS : strerror(-rc));
 			return rc;
 		}
 	}
-	return 0;
+	return probe_http(cfg, ninh);
 }
 
 /* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
@@ -212,9 +233,7 @@ static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct r
 		}
 		if (fd < 0 && !cfg->listen_beside && net_unix_probe(path) == -EADDRINUSE) {
 			/* net_listen_unix would unlink a live socket and take its clients */
-			log_error(NULL, NULL, "listen on Unix socket %s: another process listens there (a tusk already "
-					      "running? replace it with --takeover, or start beside it with --beside)",
-				  path);
+			log_error(NULL, NULL, "listen on Unix socket %s: " ANOTHER_LISTENS, path);
 			return -EADDRINUSE;
 		}
 		if (fd < 0)

@@ -7,11 +7,12 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import psycopg
 import pytest
 
-from conftest import SANITIZER_RE, SLOW, TEST_DB, TUSK_BIN, wait_until
+from conftest import SANITIZER_RE, SLOW, TEST_DB, TUSK_BIN, free_port, wait_until
 from lifecycle_util import finished, rule
 
 
@@ -51,7 +52,9 @@ def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
     pg.execute("truncate restart_t", dbname=TEST_DB)
     pg.execute("grant all on restart_t to public", dbname=TEST_DB)
     sock = tmp_path / "takeover.sock"
-    t = tusk(pools=[rule(mode="transaction")], takeover_socket=str(sock), shutdown_timeout="20s")
+    http = free_port()  # the old process serves it until it drains: the new one binds beside
+    t = tusk(pools=[rule(mode="transaction")], takeover_socket=str(sock), shutdown_timeout="20s",
+             admin={"http": f"127.0.0.1:{http}"})
     old_pid = t.pid
     # a client of the old process, inside a transaction through the swap
     held = t.connect(autocommit=False)
@@ -87,6 +90,7 @@ def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
         with psycopg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", dbname=TEST_DB) as c:
             assert c.execute("select 1").fetchone() == (1,)
         assert "login:" in new_log.read_text(errors="replace")
+        assert _metric(http, "tusk_up") == "1"
         assert not os.path.exists(f"/proc/{old_pid}/status") or "zombie" in open(f"/proc/{old_pid}/status").read()
         # and the new process can itself be replaced: it bound takeover_socket
         assert sock.exists()
@@ -117,21 +121,32 @@ def test_second_tusk_on_the_same_port_is_refused_without_takeover_socket(tusk, p
     """With no takeover_socket, a second tusk on a port the first listens on would share it by
     SO_REUSEPORT and take some of the new clients, with its own configuration, without a word;
     it is refused, as PgBouncer refuses. The same for the Unix socket, which it would have
-    unlinked and taken over (another address, the same port and socket directory). The first
-    keeps serving on both."""
+    unlinked and taken over (another address, the same port and socket directory), and for
+    admin.http, whose /metrics and /health would answer for either tusk. The first keeps
+    serving on all three."""
     sockdir = tmp_path / "sock"
     sockdir.mkdir()
-    t = tusk(pools=[rule()], unix_socket_dir=str(sockdir))
+    http = free_port()
+    t = tusk(pools=[rule()], unix_socket_dir=str(sockdir), admin={"http": f"127.0.0.1:{http}"})
     p = subprocess.run([str(TUSK_BIN), "-c", str(t.cfg_path)], capture_output=True, text=True, timeout=15 * SLOW)
     assert p.returncode == 1, p.stdout + p.stderr
     assert f"listen 127.0.0.1:{t.port}: another process listens there" in p.stdout + p.stderr
     text = t.cfg_path.read_text()
     second = tmp_path / "second.yaml"
-    second.write_text(text.replace("host: 127.0.0.1\n", "host: 127.0.0.2\n", 1))
+    second.write_text(text.replace("host: 127.0.0.1\n", "host: 127.0.0.2\n", 1)
+                      .replace(f"127.0.0.1:{http}", f"127.0.0.1:{free_port()}"))
     assert second.read_text() != text
     p = subprocess.run([str(TUSK_BIN), "-c", str(second)], capture_output=True, text=True, timeout=15 * SLOW)
     assert p.returncode == 1, p.stdout + p.stderr
     assert f"listen on Unix socket {sockdir}/.s.PGSQL.{t.port}: another process listens there" in p.stdout + p.stderr
+    third = tmp_path / "third.yaml"  # its own port and no Unix socket: only admin.http is shared
+    third.write_text(text.replace(f"port: {t.port}\n", f"port: {free_port()}\n", 1)
+                     .replace(f'unix_socket_dir: "{sockdir}"\n', ""))
+    assert f"port: {t.port}\n" not in third.read_text() and str(sockdir) not in third.read_text()
+    p = subprocess.run([str(TUSK_BIN), "-c", str(third)], capture_output=True, text=True, timeout=15 * SLOW)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"admin.http 127.0.0.1:{http}: another process listens there" in p.stdout + p.stderr
+    assert _metric(http, "tusk_up") == "1"  # the first still answers there
     for host in ("127.0.0.1", str(sockdir)):
         for _ in range(20):  # every connection reaches the first tusk (both workers' sockets)
             with psycopg.connect(host=host, port=t.port, user="tusk_trust", dbname=TEST_DB, connect_timeout=10,
@@ -155,6 +170,7 @@ def test_second_tusk_on_the_same_port_is_refused_without_takeover_socket(tusk, p
             with psycopg.connect(host=host, port=t.port, user="tusk_trust", dbname=TEST_DB, connect_timeout=10,
                                  autocommit=True) as c:
                 assert c.execute("select 1").fetchone() == (1,)
+        assert _metric(http, "tusk_up") == "1"  # beside the first, it bound admin.http too: now alone
         # Stopped, it leaves the freed port to a plain start (its connections in TIME_WAIT).
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=15 * SLOW) == 0
@@ -169,6 +185,15 @@ def test_second_tusk_on_the_same_port_is_refused_without_takeover_socket(tusk, p
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=15 * SLOW)
     assert not SANITIZER_RE.search(log.read_text(errors="replace"))
+
+
+def _metric(port, name):
+    """The value of an unlabelled sample of admin.http's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10 * SLOW) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return line.split()[1]
+    raise AssertionError(f"{name} not in /metrics")
 
 
 def _serves(port):

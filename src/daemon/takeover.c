@@ -14,20 +14,11 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "net/net.h"
 #include "util/log.h"
 
 #define TAKEOVER_TIMEOUT_MS 10000 /* a peer that stalls this long is given up on */
 #define TAKEOVER_MAX 4096         /* listeners received at most */
-
-static int make_addr(const char *path, struct sockaddr_un *sun)
-{
-	memset(sun, 0, sizeof *sun);
-	sun->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof sun->sun_path)
-		return -ENAMETOOLONG;
-	memcpy(sun->sun_path, path, strlen(path) + 1);
-	return 0;
-}
 
 static int wait_fd(int fd, short events)
 {
@@ -96,7 +87,7 @@ static int recv_msg(int conn, char *text, size_t cap, int *fd)
 int takeover_listen(const char *path)
 {
 	struct sockaddr_un sun;
-	int rc = make_addr(path, &sun);
+	int rc = net_unix_addr(path, &sun);
 	if (rc < 0)
 		return rc;
 	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -189,7 +180,7 @@ int takeover_fetch(const char *path, int *conn, struct runtime_inherited **out, 
 
 	*out = NULL;
 	*n = 0;
-	rc = make_addr(path, &sun);
+	rc = net_unix_addr(path, &sun);
 	if (rc < 0)
 		return rc;
 	*conn = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

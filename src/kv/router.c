@@ -470,9 +470,7 @@ int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job)
 	/* Under kv_router the op's own slot holds the fast statement on every connection; the
 	 * kv.put or kv.put_many call has a slot of its own (a put_many too large for the fast
 	 * path, or on a router thread, calls it at once). */
-	if (!r->router_password || (job->op != KV_OP_PUT && job->op != KV_OP_PUT_MANY))
-		return (int)job->op;
-	if (put_fast(r, job))
+	if (!r->router_password || (job->op != KV_OP_PUT && job->op != KV_OP_PUT_MANY) || put_fast(r, job))
 		return (int)job->op;
 	return job->op == KV_OP_PUT ? KV_SLOT_PUT_SLOW : KV_SLOT_PUT_MANY_SLOW;
 }

@@ -80,12 +80,21 @@ err_close_fd : {
 }
 }
 
+int net_unix_addr(const char *path, struct sockaddr_un *sun)
+{
+	*sun = (struct sockaddr_un){ .sun_family = AF_UNIX };
+	size_t n = strlen(path);
+	if (n >= sizeof sun->sun_path)
+		return -ENAMETOOLONG;
+	memcpy(sun->sun_path, path, n + 1);
+	return 0;
+}
+
 int net_listen_unix(const char *path, int backlog)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof sun.sun_path)
+	struct sockaddr_un sun;
+	if (net_unix_addr(path, &sun) < 0)
 		return -ENAMETOOLONG;
-	memcpy(sun.sun_path, path, strlen(path) + 1);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
@@ -116,10 +125,9 @@ int net_listen_probe(const struct net_addr *addr)
 
 int net_unix_probe(const char *path)
 {
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof sun.sun_path)
+	struct sockaddr_un sun;
+	if (net_unix_addr(path, &sun) < 0)
 		return -ENAMETOOLONG;
-	memcpy(sun.sun_path, path, strlen(path) + 1);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/un.h>
 
 #define NET_ADDR_STR_MAX 64 /* "[ffff:...]:65535" */
 
@@ -40,6 +41,10 @@ int net_listen_unix(const char *path, int backlog);
  * share the port with another process of the same user without a word. */
 __attribute__((warn_unused_result))
 int net_listen_probe(const struct net_addr *addr);
+
+/* path as a Unix socket's address: 0, or -ENAMETOOLONG (no room for it and its NUL). */
+__attribute__((warn_unused_result))
+int net_unix_addr(const char *path, struct sockaddr_un *sun);
 
 /* Whether a process accepts connections on the Unix socket at path: -EADDRINUSE when one
  * does (a connect succeeds), 0 when none does (no file, or a stale one). */

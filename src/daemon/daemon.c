@@ -115,10 +115,9 @@ static void drop_listeners(struct runtime *rt, int from)
  * sockets until every worker has one. Fresh ones are opened before any is handed out, so
  * a failure leaves nothing half done for this entry. */
 static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const struct config_listen *entry,
-		      struct runtime_inherited *inh, int ninh)
+		      const struct net_addr *addr, struct runtime_inherited *inh, int ninh)
 {
 	char key[300];
-	struct net_addr addr;
 	int w = 0, rc;
 
 	runtime_listen_key(entry, key, sizeof key);
@@ -134,13 +133,8 @@ static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const s
 	if (w < rt->nworkers) {
 		int fresh[256];
 		int n = 0;
-		rc = net_resolve(entry->host, entry->port, true, &addr);
-		if (rc < 0) {
-			log_error(NULL, NULL, "%s: listen %s: cannot resolve", cfg->path, key);
-			return rc;
-		}
 		for (; w + n < rt->nworkers; n++) {
-			fresh[n] = net_listen(&addr, LISTEN_BACKLOG);
+			fresh[n] = net_listen(addr, LISTEN_BACKLOG);
 			if (fresh[n] < 0) {
 				rc = fresh[n];
 				log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key, strerror(-rc));
@@ -184,32 +178,43 @@ static int probe_http(const struct tusk_config *cfg, int ninh)
 	return rc;
 }
 
-/* Before any listener of ours is open: no other process may listen on an address no
+/* Before any listener of ours is open, each listen entry that needs sockets of its own
+ * (not all of a takeover's inherited ones; at a reload, only the new entries: not in cur)
+ * resolved once, into addrs[i], and probed: no other process may listen on an address no
  * inherited socket serves (unless started with --beside: the restart without
  * takeover_socket, docs/operations.md), nor on admin.http. Our SO_REUSEPORT sockets would
  * share it with another process of the same user without a word (a second tusk started by
- * mistake, with no takeover_socket to refuse it), and clients (or /metrics and /health
- * requests) would be spread over both daemons. PgBouncer refuses to start so (so_reuseport
- * off by default). */
-static int probe_entries(const struct tusk_config *cfg, const struct runtime_inherited *inh, int ninh)
+ * mistake, with no takeover_socket to refuse it; a reload adding a port another process
+ * serves), and clients (or /metrics and /health requests) would be spread over both
+ * daemons. PgBouncer refuses to start so (so_reuseport off by default). */
+static int probe_entries(const struct tusk_config *cfg, const struct tusk_config *cur, int nworkers,
+			 const struct runtime_inherited *inh, int ninh, struct net_addr *addrs)
 {
-	for (int i = 0; !cfg->listen_beside && i < cfg->nlisten; i++) {
+	for (int i = 0; i < cfg->nlisten; i++) {
 		char key[300];
-		struct net_addr addr;
-		bool inherited = false;
+		int inherited = 0;
 		runtime_listen_key(&cfg->listen[i], key, sizeof key);
-		for (int j = 0; j < ninh && !inherited; j++)
-			inherited = inh[j].fd >= 0 && strcmp(inh[j].key, key) == 0;
-		if (inherited || net_resolve(cfg->listen[i].host, cfg->listen[i].port, true, &addr) < 0)
-			continue; /* open_entry reports a name that does not resolve */
-		int rc = net_listen_probe(&addr);
+		if (cur && has_key(cur, key))
+			continue;
+		for (int j = 0; j < ninh; j++)
+			inherited += inh[j].fd >= 0 && strcmp(inh[j].key, key) == 0;
+		if (inherited >= nworkers)
+			continue; /* open_entry opens none */
+		int rc = net_resolve(cfg->listen[i].host, cfg->listen[i].port, true, &addrs[i]);
+		if (rc < 0) {
+			log_error(NULL, NULL, "%s: listen %s: cannot resolve", cfg->path, key);
+			return rc;
+		}
+		if (inherited > 0 || cfg->listen_beside)
+			continue; /* the old process listens there: ours go beside its */
+		rc = net_listen_probe(&addrs[i]);
 		if (rc < 0) {
 			log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key,
 				  rc == -EADDRINUSE ? ANOTHER_LISTENS : strerror(-rc));
 			return rc;
 		}
 	}
-	return probe_http(cfg, ninh);
+	return cur ? 0 : probe_http(cfg, ninh);
 }
 
 /* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
@@ -432,14 +437,13 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	}
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
 	 * connections over the workers without an acceptor thread. */
-	rc = probe_entries(cfg, inherited, ninherited);
+	struct net_addr *addrs = calloc((size_t)cfg->nlisten + 1, sizeof *addrs);
+	rc = addrs ? probe_entries(cfg, NULL, rt->nworkers, inherited, ninherited, addrs) : -ENOMEM;
+	for (int i = 0; rc == 0 && i < cfg->nlisten; i++)
+		rc = open_entry(rt, cfg, &cfg->listen[i], &addrs[i], inherited, ninherited);
+	free(addrs);
 	if (rc < 0)
 		goto err;
-	for (int i = 0; i < cfg->nlisten; i++) {
-		rc = open_entry(rt, cfg, &cfg->listen[i], inherited, ninherited);
-		if (rc < 0)
-			goto err;
-	}
 	rc = open_unix(rt, cfg, inherited, ninherited);
 	if (rc < 0)
 		goto err;
@@ -528,21 +532,24 @@ int daemon_reload(struct runtime *rt, const char *path)
 		rc = -ENOMEM;
 		goto out;
 	}
+	g->cfg->listen_beside = cur->listen_beside; /* main's (--beside), not the file's */
 	/* New listeners before anything is published: an address that cannot be bound fails
 	 * the reload as a whole. */
 	if (!rt->draining) {
 		int before = rt->nlisteners;
-		for (int i = 0; i < g->cfg->nlisten; i++) {
+		struct net_addr *addrs = calloc((size_t)g->cfg->nlisten + 1, sizeof *addrs);
+		rc = addrs ? probe_entries(g->cfg, cur, rt->nworkers, NULL, 0, addrs) : -ENOMEM;
+		for (int i = 0; rc == 0 && i < g->cfg->nlisten; i++) {
 			char key[300];
 			runtime_listen_key(&g->cfg->listen[i], key, sizeof key);
-			if (has_key(cur, key))
-				continue;
-			rc = open_entry(rt, g->cfg, &g->cfg->listen[i], NULL, 0);
-			if (rc < 0) {
-				drop_listeners(rt, before); /* none was handed to a worker yet */
-				log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);
-				goto out;
-			}
+			if (!has_key(cur, key))
+				rc = open_entry(rt, g->cfg, &g->cfg->listen[i], &addrs[i], NULL, 0);
+		}
+		free(addrs);
+		if (rc < 0) {
+			drop_listeners(rt, before); /* none was handed to a worker yet */
+			log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);
+			goto out;
 		}
 	}
 	/* Kept resolvers are asked again now (a reload means "look again"); new or changed

@@ -3,6 +3,7 @@ finish), resized; listeners added and removed; a broken file leaves the running 
 
 import os
 import re
+import socket
 import threading
 import time
 
@@ -136,6 +137,18 @@ def test_reload_adds_and_removes_listeners(tusk, pg):
     # nothing of it applied: tusk_trust (not in the new rules) is still served
     with psycopg.connect(host="127.0.0.1", port=second, user="tusk_trust", dbname=TEST_DB) as c:
         assert c.execute("select 3").fetchone() == (3,)
+    # and so does one another process listens on with SO_REUSEPORT (another tusk), which
+    # tusk's own SO_REUSEPORT sockets would have shared without a word
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        busy = [{"host": "127.0.0.1", "port": second}, {"host": "127.0.0.1", "port": other.getsockname()[1]}]
+        write_config(t, pg, [rule(user="tusk_solo")], listen=busy)
+        reload(t, expect_ok=False)
+        assert f"listen 127.0.0.1:{other.getsockname()[1]}: another process listens there" in t.log_text()
+    with psycopg.connect(host="127.0.0.1", port=second, user="tusk_trust", dbname=TEST_DB) as c:
+        assert c.execute("select 4").fetchone() == (4,)
     # leave t.port for the fixture's bookkeeping: it only signals the pid
     t.port = second
 

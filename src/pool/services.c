@@ -770,7 +770,10 @@ enum services_role services_role_of(struct services *s, const struct config_serv
 	return role;
 }
 
-int services_addr(struct services *s, const struct config_service *svc, struct net_addr *out)
+/* The first address of svc's entry, or (primary) its first primary, else its first that is
+ * not a standby: its numeric address, and the backend's when be is not NULL. */
+static int entry_addr(struct services *s, const struct config_service *svc, bool primary, struct net_addr *out,
+		      struct tp_backend_addr *be)
 {
 	pthread_mutex_lock(&s->lock);
 	struct svc_entry *e = find_locked(s, svc);
@@ -779,26 +782,11 @@ int services_addr(struct services *s, const struct config_service *svc, struct n
 	if (!e)
 		return rc;
 	pthread_mutex_lock(&e->lock);
-	if (e->n > 0)
-		rc = net_addr_numeric(e->addrs[0].name, e->addrs[0].port, out) < 0 ? -EHOSTUNREACH : 0;
-	pthread_mutex_unlock(&e->lock);
-	return rc;
-}
-
-int services_primary_addr(struct services *s, const struct config_service *svc, struct net_addr *out,
-			  struct tp_backend_addr *be)
-{
-	pthread_mutex_lock(&s->lock);
-	struct svc_entry *e = find_locked(s, svc);
-	pthread_mutex_unlock(&s->lock);
-	int rc = -EHOSTUNREACH, pick = -1;
-	if (!e)
-		return rc;
-	pthread_mutex_lock(&e->lock);
-	for (int i = 0; i < e->n && pick < 0; i++)
+	int pick = !primary && e->n > 0 ? 0 : -1;
+	for (int i = 0; primary && i < e->n && pick < 0; i++)
 		if (e->roles[i] == SERVICES_ROLE_PRIMARY)
 			pick = i;
-	for (int i = 0; i < e->n && pick < 0; i++)
+	for (int i = 0; primary && i < e->n && pick < 0; i++)
 		if (e->roles[i] != SERVICES_ROLE_STANDBY)
 			pick = i;
 	if (pick >= 0) {
@@ -808,6 +796,17 @@ int services_primary_addr(struct services *s, const struct config_service *svc, 
 	}
 	pthread_mutex_unlock(&e->lock);
 	return rc;
+}
+
+int services_addr(struct services *s, const struct config_service *svc, struct net_addr *out)
+{
+	return entry_addr(s, svc, false, out, NULL);
+}
+
+int services_primary_addr(struct services *s, const struct config_service *svc, struct net_addr *out,
+			  struct tp_backend_addr *be)
+{
+	return entry_addr(s, svc, true, out, be);
 }
 
 bool services_view(struct services *s, int i, char *name, size_t namecap, struct resolve_state *st,

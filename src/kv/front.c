@@ -24,7 +24,10 @@
 #include "util/log.h"
 #include "worker/worker.h"
 
-#define KV_FRONT_STATEMENTS 32           /* named prepared statements per client, plus the unnamed */
+/* Named prepared statements a client keeps, besides the unnamed: as many as a driver's own
+ * cache holds by default (pgjdbc's preparedStatementCacheQueries 256; asyncpg's 100; node-
+ * postgres never closes its named statements), allocated as the client makes them. */
+#define KV_FRONT_STATEMENTS 256
 #define NO_VALUE SIZE_MAX
 
 struct kv_stmt {
@@ -52,7 +55,9 @@ struct kv_list {
 struct kv_session {
 	struct vdb v;                /* v.client: NULL once the client is gone (orphan) */
 	struct worker *worker;
-	struct kv_stmt stmts[KV_FRONT_STATEMENTS]; /* [0]: the unnamed statement */
+	struct kv_stmt unnamed;      /* statement 0 (stmt_at) */
+	struct kv_stmt **named;      /* statements 1..nnamed: each allocated once, reused when closed */
+	int nnamed, named_cap;
 	struct kv_call query;        /* the call of the last simple Query */
 	int portal_stmt;             /* v.portal_set: the unnamed portal's statement; its values in job */
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
@@ -86,8 +91,12 @@ static void out_row_description(struct kv_session *ks, const struct kv_call *cal
 
 static void kv_session_free(struct kv_session *ks)
 {
-	for (int i = 0; i < KV_FRONT_STATEMENTS; i++)
-		kv_call_free(&ks->stmts[i].call);
+	kv_call_free(&ks->unnamed.call);
+	for (int i = 0; i < ks->nnamed; i++) {
+		kv_call_free(&ks->named[i]->call);
+		free(ks->named[i]);
+	}
+	free(ks->named);
 	kv_call_free(&ks->query);
 	kv_job_free(&ks->job);
 	free(ks->vals);
@@ -473,14 +482,44 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 
 /* ---- requests ---- */
 
+/* Statement i: 0 the unnamed, 1..nnamed the named ones. */
+static struct kv_stmt *stmt_at(struct kv_session *ks, int i)
+{
+	return i == 0 ? &ks->unnamed : ks->named[i - 1];
+}
+
 static int find_stmt(struct kv_session *ks, const char *name)
 {
 	if (!*name)
 		return 0;
-	for (int i = 1; i < KV_FRONT_STATEMENTS; i++)
-		if (ks->stmts[i].used && strcmp(ks->stmts[i].name, name) == 0)
+	for (int i = 1; i <= ks->nnamed; i++)
+		if (stmt_at(ks, i)->used && strcmp(stmt_at(ks, i)->name, name) == 0)
 			return i;
 	return -1;
+}
+
+/* A statement for a new name: a closed one's, else a new one (up to KV_FRONT_STATEMENTS);
+ * -ENOSPC, -ENOMEM. */
+static int new_stmt(struct kv_session *ks)
+{
+	for (int i = 1; i <= ks->nnamed; i++)
+		if (!stmt_at(ks, i)->used)
+			return i;
+	if (ks->nnamed >= KV_FRONT_STATEMENTS)
+		return -ENOSPC;
+	if (ks->nnamed == ks->named_cap) {
+		int cap = ks->named_cap ? 2 * ks->named_cap : 8;
+		struct kv_stmt **p = realloc(ks->named, (size_t)cap * sizeof *p);
+		if (!p)
+			return -ENOMEM;
+		ks->named = p;
+		ks->named_cap = cap;
+	}
+	struct kv_stmt *st = calloc(1, sizeof *st);
+	if (!st)
+		return -ENOMEM;
+	ks->named[ks->nnamed++] = st;
+	return ks->nnamed;
 }
 
 /* Only blanks, semicolons and comments: PostgreSQL answers EmptyQueryResponse. */
@@ -536,14 +575,17 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 		vdb_error_skip(v, "42P05", "prepared statement \"%s\" already exists", name);
 		return;
 	}
-	for (int j = 1; i < 0 && j < KV_FRONT_STATEMENTS; j++)
-		if (!ks->stmts[j].used)
-			i = j;
-	if (i < 0) {
-		vdb_error_skip(v, "53400", "too many prepared statements (a kv client keeps %d)", KV_FRONT_STATEMENTS - 1);
+	if (i < 0)
+		i = new_stmt(ks);
+	if (i == -ENOMEM) {
+		vdb_error_skip(v, "53200", "out of memory");
 		return;
 	}
-	struct kv_stmt *st = &ks->stmts[i];
+	if (i < 0) {
+		vdb_error_skip(v, "53400", "too many prepared statements (a kv client keeps %d)", KV_FRONT_STATEMENTS);
+		return;
+	}
+	struct kv_stmt *st = stmt_at(ks, i);
 	if (i == 0 && ks->v.portal_set && ks->portal_stmt == 0)
 		ks->v.portal_set = false; /* its call is about to be replaced */
 	st->used = false;
@@ -624,11 +666,11 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		return;
 	}
 	int i = find_stmt(ks, name);
-	if (i < 0 || !ks->stmts[i].used) {
+	if (i < 0 || !stmt_at(ks, i)->used) {
 		vdb_error_skip(v, "26000", "prepared statement \"%s\" does not exist", name);
 		return;
 	}
-	struct kv_stmt *st = &ks->stmts[i];
+	struct kv_stmt *st = stmt_at(ks, i);
 	if (nvals != stmt_nparams(st)) {
 		vdb_error_skip(v, "08P01", "bind message supplies %u parameters, but prepared statement \"%s\" requires %d",
 			       nvals, name, stmt_nparams(st));
@@ -652,11 +694,11 @@ static void describe_statement(struct vdb *v, const char *name)
 	struct kv_session *ks = session_of(v);
 	int i = find_stmt(ks, name);
 
-	if (i < 0 || !ks->stmts[i].used) {
+	if (i < 0 || !stmt_at(ks, i)->used) {
 		vdb_error_skip(v, "26000", "prepared statement \"%s\" does not exist", name);
 		return;
 	}
-	const struct kv_stmt *st = &ks->stmts[i];
+	const struct kv_stmt *st = stmt_at(ks, i);
 	int n = stmt_nparams(st);
 	uint8_t desc[2 + 4 * KV_CALL_MAX_PARAMS];
 	desc[0] = (uint8_t)(n >> 8), desc[1] = (uint8_t)n;
@@ -671,14 +713,14 @@ static void describe_statement(struct vdb *v, const char *name)
 static void describe_portal(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	out_row_description(ks, &ks->stmts[ks->portal_stmt].call);
+	out_row_description(ks, &stmt_at(ks, ks->portal_stmt)->call);
 }
 
 /* Whole: get_many is bounded. */
 static void execute(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	(void)run_call(ks, &ks->stmts[ks->portal_stmt].call, false);
+	(void)run_call(ks, &stmt_at(ks, ks->portal_stmt)->call, false);
 }
 
 static void close_statement(struct vdb *v, const char *name)
@@ -690,7 +732,7 @@ static void close_statement(struct vdb *v, const char *name)
 		return;
 	if (v->portal_set && ks->portal_stmt == i)
 		v->portal_set = false;
-	ks->stmts[i].used = false;
+	stmt_at(ks, i)->used = false;
 }
 
 static const struct vdb_ops kv_ops = {

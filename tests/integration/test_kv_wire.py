@@ -112,6 +112,33 @@ def test_describe_execute_and_close_of_a_named_statement(zone):
         c.close()
 
 
+def test_a_client_keeps_256_named_statements_and_a_closed_one_makes_room(zone):
+    """As many as pgjdbc's statement cache holds by default (node-postgres never closes its
+    named statements): each answers its own call; the 257th is refused with 53400 and the
+    session goes on; a Close makes room for a new name."""
+    zone.put("wire-many", {"n": 7})
+    c = raw(zone)
+    try:
+        c.send(b"".join(parse(b"s%d" % i, b"select kv.get($1, $2) as c%d" % i) for i in range(256)) + SYNC)
+        assert kinds(c.read_until_ready()) == [b"1"] * 256 + [b"Z"]
+        c.send(parse(b"s256", b"select kv.get($1, $2)") + SYNC)
+        fields = error_of(msgs := c.read_until_ready())
+        assert kinds(msgs) == [b"E", b"Z"] and fields["C"] == "53400", msgs
+        assert "too many prepared statements (a kv client keeps 256)" in fields["M"], fields
+        for i in (0, 127, 255):
+            c.send(bind(b"", b"s%d" % i, [b"default", b"wire-many"]) + describe(b"P", b"") + execute() + SYNC)
+            msgs = c.read_until_ready()
+            assert kinds(msgs) == [b"2", b"T", b"D", b"C", b"Z"], msgs
+            assert columns(msgs[1][1]) == [(f"c{i}", JSONB)] and msgs[2][1].endswith(b'{"n": 7}'), msgs
+        c.send(close(b"S", b"s127") + parse(b"s256", b"select kv.get($1, $2) as c256") +
+               bind(b"", b"s256", [b"default", b"wire-many"]) + describe(b"P", b"") + execute() + SYNC)
+        msgs = c.read_until_ready()
+        assert kinds(msgs) == [b"3", b"1", b"2", b"T", b"D", b"C", b"Z"], msgs
+        assert columns(msgs[3][1]) == [("c256", JSONB)] and msgs[4][1].endswith(b'{"n": 7}'), msgs
+    finally:
+        c.close()
+
+
 def test_row_description_and_command_tag_bytes_of_a_many_row_answer(zone):
     """vdb writes RowDescription in one piece and the tag without printf (issue 25): the bytes
     PostgreSQL would send (table 0, column 0, typlen -1, typmod -1, text), a tag of two digits."""

@@ -92,12 +92,33 @@ static void test_unix_probe(void **state)
 	rmdir(dir);
 }
 
+/* A path with its NUL fills sun_path at most: one byte more is refused, by all three users. */
+static void test_unix_addr_bounds(void **state)
+{
+	(void)state;
+	struct sockaddr_un sun;
+	char path[sizeof sun.sun_path + 1];
+	memset(path, 'a', sizeof path - 1);
+	path[0] = '/';
+	path[sizeof sun.sun_path - 1] = 0; /* the longest that fits */
+	memset(&sun, 0x55, sizeof sun);
+	assert_int_equal(net_unix_addr(path, &sun), 0);
+	assert_int_equal(sun.sun_family, AF_UNIX);
+	assert_string_equal(sun.sun_path, path);
+	path[sizeof sun.sun_path - 1] = 'a';
+	path[sizeof sun.sun_path] = 0; /* one byte too long */
+	assert_int_equal(net_unix_addr(path, &sun), -ENAMETOOLONG);
+	assert_int_equal(net_listen_unix(path, 8), -ENAMETOOLONG);
+	assert_int_equal(net_unix_probe(path), -ENAMETOOLONG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_probe_sees_our_own_kind_of_listener),
 		cmocka_unit_test(test_probe_ignores_connections_in_time_wait),
 		cmocka_unit_test(test_unix_probe),
+		cmocka_unit_test(test_unix_addr_bounds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -187,9 +187,24 @@ static int probe_http(const struct tusk_config *cfg, int ninh)
  * mistake, with no takeover_socket to refuse it; a reload adding a port another process
  * serves), and clients (or /metrics and /health requests) would be spread over both
  * daemons. PgBouncer refuses to start so (so_reuseport off by default). */
-static int probe_entries(const struct tusk_config *cfg, const struct tusk_config *cur, int nworkers,
+/* The key of one of our own listeners bound to addr (another entry's name for the same
+ * address: "localhost:6432" beside "127.0.0.1:6432"), or NULL. */
+static const char *own_listener(const struct runtime *rt, const struct net_addr *addr)
+{
+	for (int j = 0; j < rt->nlisteners; j++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof ss;
+		if (getsockname(rt->listeners[j].fd, (struct sockaddr *)&ss, &len) == 0 && len == addr->len &&
+		    memcmp(&ss, &addr->sa, len) == 0)
+			return rt->listeners[j].key;
+	}
+	return NULL;
+}
+
+static int probe_entries(const struct runtime *rt, const struct tusk_config *cfg, const struct tusk_config *cur,
 			 const struct runtime_inherited *inh, int ninh, struct net_addr *addrs)
 {
+	int nworkers = rt->nworkers;
 	for (int i = 0; i < cfg->nlisten; i++) {
 		char key[300];
 		int inherited = 0;
@@ -208,11 +223,14 @@ static int probe_entries(const struct tusk_config *cfg, const struct tusk_config
 		if (inherited > 0 || cfg->listen_beside)
 			continue; /* the old process listens there: ours go beside its */
 		rc = net_listen_probe(&addrs[i]);
-		if (rc < 0) {
+		const char *own = rc == -EADDRINUSE ? own_listener(rt, &addrs[i]) : NULL;
+		if (own)
+			log_error(NULL, NULL, "%s: listen %s: the same address as listen %s", cfg->path, key, own);
+		else if (rc < 0)
 			log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key,
 				  rc == -EADDRINUSE ? ANOTHER_LISTENS : strerror(-rc));
+		if (rc < 0)
 			return rc;
-		}
 	}
 	return cur ? 0 : probe_http(cfg, ninh);
 }
@@ -438,7 +456,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
 	 * connections over the workers without an acceptor thread. */
 	struct net_addr *addrs = calloc((size_t)cfg->nlisten + 1, sizeof *addrs);
-	rc = addrs ? probe_entries(cfg, NULL, rt->nworkers, inherited, ninherited, addrs) : -ENOMEM;
+	rc = addrs ? probe_entries(rt, cfg, NULL, inherited, ninherited, addrs) : -ENOMEM;
 	for (int i = 0; rc == 0 && i < cfg->nlisten; i++)
 		rc = open_entry(rt, cfg, &cfg->listen[i], &addrs[i], inherited, ninherited);
 	free(addrs);
@@ -538,7 +556,7 @@ int daemon_reload(struct runtime *rt, const char *path)
 	if (!rt->draining) {
 		int before = rt->nlisteners;
 		struct net_addr *addrs = calloc((size_t)g->cfg->nlisten + 1, sizeof *addrs);
-		rc = addrs ? probe_entries(g->cfg, cur, rt->nworkers, NULL, 0, addrs) : -ENOMEM;
+		rc = addrs ? probe_entries(rt, g->cfg, cur, NULL, 0, addrs) : -ENOMEM;
 		for (int i = 0; rc == 0 && i < g->cfg->nlisten; i++) {
 			char key[300];
 			runtime_listen_key(&g->cfg->listen[i], key, sizeof key);

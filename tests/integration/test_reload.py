@@ -149,6 +149,13 @@ def test_reload_adds_and_removes_listeners(tusk, pg):
         assert f"listen 127.0.0.1:{other.getsockname()[1]}: another process listens there" in t.log_text()
     with psycopg.connect(host="127.0.0.1", port=second, user="tusk_trust", dbname=TEST_DB) as c:
         assert c.execute("select 4").fetchone() == (4,)
+    # another name for an address tusk listens on already is refused, and named as such
+    same = [{"host": "127.0.0.1", "port": second}, {"host": "127.1", "port": second}]
+    write_config(t, pg, [rule(user="tusk_solo")], listen=same)
+    reload(t, expect_ok=False)
+    assert f"listen 127.1:{second}: the same address as listen 127.0.0.1:{second}" in t.log_text()
+    with psycopg.connect(host="127.0.0.1", port=second, user="tusk_trust", dbname=TEST_DB) as c:
+        assert c.execute("select 5").fetchone() == (5,)
     # leave t.port for the fixture's bookkeeping: it only signals the pid
     t.port = second
 

@@ -1,4 +1,5 @@
-/* Shared by the whole-connection fuzzers (fuzz_relay, fuzz_login, fuzz_console_session): a real
+/* Shared by the whole-connection fuzzers (fuzz_relay, fuzz_login, fuzz_console_session,
+ * fuzz_kv_session): a real
  * tusk runtime with one threadless worker (daemon_start_inline), a client on a socketpair
  * handed to client_accept, and a scripted PostgreSQL on a loopback listener that answers
  * every request the way a server would. Everything runs on the fuzzer's thread: each step
@@ -78,7 +79,7 @@ static void h_die(const char *what)
  * than the buffer" paths are reachable with small inputs; one rule per pool mode and per
  * client_auth method, selected by user name (and "rw", a read-write-split pool: each batch is
  * judged whole before it is claimed); the admin console for "admin" (trust) and "monitor"
- * (password). */
+ * (password); the kv database (a kv section, but no kv router: start_kv is main.c's). */
 static void h_init(void)
 {
 	if (h.ready)
@@ -133,6 +134,7 @@ static void h_init(void)
 			 "max_prepared_statements: 4\n"
 			 "server_reset_query: DISCARD ALL\n"
 			 "admin:\n  users: [admin]\n  stats_users: [monitor]\n  client_auth: %s\n"
+			 "kv:\n  zone: fuzz\n  service: main\n"
 			 "pools:\n"
 			 "  - {user: s, mode: session, size: 2}\n"
 			 "  - {user: t, mode: transaction, size: 2}\n"

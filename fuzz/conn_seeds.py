@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the whole-connection fuzzers (fuzz/corpus/{relay,login,console_session}),
+"""Writes the seed corpora of the whole-connection fuzzers (fuzz/corpus/{relay,login,console_session,kv_session}),
 in the chunk format of fuzz/conn_harness.h. Run from the repository root; the files are committed."""
 import struct, os
 def msg(k, body=b""): return k + struct.pack("!I", len(body)+4) + body
@@ -90,3 +90,19 @@ for m, mname in ((1,"password"),(2,"md5"),(3,"scram")):
     write("login", f"console-{mname}-unknown-user", bytes([6|8|(m<<4)]) + chunks(msg(b"p", b"pw\0")))
     write("login", f"console-{mname}-admin", bytes([7|8|(m<<4)]) + chunks(msg(b"p", b"pw\0"), q("SHOW POOLS")))
 write("login", "console-password-monitor-user", bytes([0x40|(1<<4)]) + chunks(startup({"user":"monitor","database":"tusk"}), msg(b"p", b"pw\0"), q("SHOW STATS")))
+
+# kv_session: the kv database's calls (answered 57P03: no router in the harness); bit 7 Terminate
+os.makedirs("fuzz/corpus/kv_session", exist_ok=True)
+write("kv_session", "simple", bytes([0x80]) + chunks(q("select kv.get('default', 'k')"), q("SELECT kv.put('default', 'k', '{\"n\": 1}', interval '1 hour')"), q(""), q("begin")))
+write("kv_session", "extended", bytes([0]) + chunks(
+    parse("s1", "select kv.get($1, $2) as v", (25, 25)) + describe(b"S", "s1") + bind("", "s1", (b"default", b"k")) + describe(b"P", "") + execute() + SYNC,
+    close(b"S", "s1") + close(b"P", "") + describe(b"S", "s1") + SYNC))
+write("kv_session", "batches", bytes([0]) + chunks(
+    parse("", "select * from kv.get_many($1, $2)") + bind("", "", (b"default", b"{a,b,\"c d\"}")) + execute() + SYNC,
+    parse("", "select kv.put_many('default', ARRAY['a','b'], ARRAY['1','2'])") + bind("", "") + execute() + SYNC,
+    q("select * from kv.scan('default', 'a', NULL, 10)")))
+write("kv_session", "many-statements", bytes([0]) + chunks(
+    b"".join(parse(f"s{i}", f"select kv.get($1, $2) as c{i}") for i in range(20)) + close(b"S", "s3") + parse("s3", "select kv.delete($1, $2)") + SYNC))
+write("kv_session", "errors", bytes([0]) + chunks(
+    parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
+    bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))

@@ -160,33 +160,31 @@ static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const s
 	"another process listens there (a tusk already running? replace it with --takeover, or start beside " \
 	"it with --beside)"
 
-/* admin.http (metrics_start opens it after the listeners, with SO_REUSEPORT too): probed
- * unless this is a takeover, whose old process serves it until it drains. */
-static int probe_http(const struct tusk_config *cfg, int ninh)
+/* admin.http, resolved once into rt->http_addr (metrics_start serves it after the
+ * listeners, with SO_REUSEPORT too) and probed unless this is a takeover, whose old process
+ * serves it until it drains, or a start --beside. */
+static int probe_http(struct runtime *rt, const struct tusk_config *cfg, int ninh)
 {
 	char host[CONFIG_HOST_MAX];
-	struct net_addr addr;
 	int port;
-	if (!cfg->admin.http || cfg->listen_beside || ninh > 0 ||
-	    config_split_host_port(cfg->admin.http, host, sizeof host, &port) < 0 ||
-	    net_resolve(host, port, true, &addr) < 0)
-		return 0; /* metrics_start reports a name that does not resolve */
-	int rc = net_listen_probe(&addr);
+	if (!cfg->admin.http)
+		return 0;
+	if (config_split_host_port(cfg->admin.http, host, sizeof host, &port) < 0)
+		return -EINVAL; /* config.c checked it already */
+	int rc = net_resolve(host, port, true, &rt->http_addr);
+	if (rc < 0) {
+		log_error(NULL, NULL, "admin.http %s: cannot resolve: %s", cfg->admin.http, strerror(-rc));
+		return rc;
+	}
+	if (cfg->listen_beside || ninh > 0)
+		return 0;
+	rc = net_listen_probe(&rt->http_addr);
 	if (rc < 0)
 		log_error(NULL, NULL, "%s: admin.http %s: %s", cfg->path, cfg->admin.http,
 			  rc == -EADDRINUSE ? ANOTHER_LISTENS : strerror(-rc));
 	return rc;
 }
 
-/* Before any listener of ours is open, each listen entry that needs sockets of its own
- * (not all of a takeover's inherited ones; at a reload, only the new entries: not in cur)
- * resolved once, into addrs[i], and probed: no other process may listen on an address no
- * inherited socket serves (unless started with --beside: the restart without
- * takeover_socket, docs/operations.md), nor on admin.http. Our SO_REUSEPORT sockets would
- * share it with another process of the same user without a word (a second tusk started by
- * mistake, with no takeover_socket to refuse it; a reload adding a port another process
- * serves), and clients (or /metrics and /health requests) would be spread over both
- * daemons. PgBouncer refuses to start so (so_reuseport off by default). */
 /* The key of one of our own listeners bound to addr (another entry's name for the same
  * address: "localhost:6432" beside "127.0.0.1:6432"), or NULL. */
 static const char *own_listener(const struct runtime *rt, const struct net_addr *addr)
@@ -201,6 +199,15 @@ static const char *own_listener(const struct runtime *rt, const struct net_addr 
 	return NULL;
 }
 
+/* Before any listener of ours is open, each listen entry that needs sockets of its own
+ * (not all of a takeover's inherited ones; at a reload, only the new entries: not in cur)
+ * resolved once, into addrs[i], and probed: no other process may listen on an address no
+ * inherited socket serves (unless started with --beside: the restart without
+ * takeover_socket, docs/operations.md), nor on admin.http. Our SO_REUSEPORT sockets would
+ * share it with another process of the same user without a word (a second tusk started by
+ * mistake, with no takeover_socket to refuse it; a reload adding a port another process
+ * serves), and clients (or /metrics and /health requests) would be spread over both
+ * daemons. PgBouncer refuses to start so (so_reuseport off by default). */
 static int probe_entries(const struct runtime *rt, const struct tusk_config *cfg, const struct tusk_config *cur,
 			 const struct runtime_inherited *inh, int ninh, struct net_addr *addrs)
 {
@@ -232,7 +239,26 @@ static int probe_entries(const struct runtime *rt, const struct tusk_config *cfg
 		if (rc < 0)
 			return rc;
 	}
-	return cur ? 0 : probe_http(cfg, ninh);
+	return 0;
+}
+
+/* The listen entries' listeners (at a reload, cur non-NULL: only the entries not in cur),
+ * every address probed before any opens; at start also admin.http's. */
+static int open_entries(struct runtime *rt, const struct tusk_config *cfg, const struct tusk_config *cur,
+			struct runtime_inherited *inh, int ninh)
+{
+	struct net_addr *addrs = calloc((size_t)cfg->nlisten + 1, sizeof *addrs);
+	int rc = addrs ? probe_entries(rt, cfg, cur, inh, ninh, addrs) : -ENOMEM;
+	if (rc == 0 && !cur)
+		rc = probe_http(rt, cfg, ninh);
+	for (int i = 0; rc == 0 && i < cfg->nlisten; i++) {
+		char key[300];
+		runtime_listen_key(&cfg->listen[i], key, sizeof key);
+		if (!cur || !has_key(cur, key))
+			rc = open_entry(rt, cfg, &cfg->listen[i], &addrs[i], inh, ninh);
+	}
+	free(addrs);
+	return rc;
 }
 
 /* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
@@ -455,11 +481,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	}
 	/* One listening socket per worker and address: SO_REUSEPORT lets the kernel spread
 	 * connections over the workers without an acceptor thread. */
-	struct net_addr *addrs = calloc((size_t)cfg->nlisten + 1, sizeof *addrs);
-	rc = addrs ? probe_entries(rt, cfg, NULL, inherited, ninherited, addrs) : -ENOMEM;
-	for (int i = 0; rc == 0 && i < cfg->nlisten; i++)
-		rc = open_entry(rt, cfg, &cfg->listen[i], &addrs[i], inherited, ninherited);
-	free(addrs);
+	rc = open_entries(rt, cfg, NULL, inherited, ninherited);
 	if (rc < 0)
 		goto err;
 	rc = open_unix(rt, cfg, inherited, ninherited);
@@ -555,15 +577,7 @@ int daemon_reload(struct runtime *rt, const char *path)
 	 * the reload as a whole. */
 	if (!rt->draining) {
 		int before = rt->nlisteners;
-		struct net_addr *addrs = calloc((size_t)g->cfg->nlisten + 1, sizeof *addrs);
-		rc = addrs ? probe_entries(rt, g->cfg, cur, NULL, 0, addrs) : -ENOMEM;
-		for (int i = 0; rc == 0 && i < g->cfg->nlisten; i++) {
-			char key[300];
-			runtime_listen_key(&g->cfg->listen[i], key, sizeof key);
-			if (!has_key(cur, key))
-				rc = open_entry(rt, g->cfg, &g->cfg->listen[i], &addrs[i], NULL, 0);
-		}
-		free(addrs);
+		rc = open_entries(rt, g->cfg, cur, NULL, 0);
 		if (rc < 0) {
 			drop_listeners(rt, before); /* none was handed to a worker yet */
 			log_error(NULL, NULL, "reload of %s failed; the running configuration stays", path);

@@ -566,36 +566,27 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 
 int metrics_start(struct runtime *rt, struct metrics_http **out)
 {
-	const char *spec = rt->cfg->admin.http;
-	char host[CONFIG_HOST_MAX], where[NET_ADDR_STR_MAX];
-	struct net_addr addr;
-	int port, rc;
+	const struct net_addr *addr = &rt->http_addr; /* resolved by daemon_start */
+	char where[NET_ADDR_STR_MAX];
 
 	*out = NULL;
-	if (!spec)
+	if (!rt->cfg->admin.http)
 		return 0;
-	if (config_split_host_port(spec, host, sizeof host, &port) < 0)
-		return -EINVAL; /* config.c checked it already */
-	rc = net_resolve(host, port, true, &addr);
-	if (rc < 0) {
-		log_error(NULL, NULL, "admin.http %s: cannot resolve: %s", spec, strerror(-rc));
-		return rc;
-	}
 	struct metrics_http *m = calloc(1, sizeof *m);
 	if (!m)
 		return -ENOMEM;
 	m->rt = rt;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG;
-	if (addr.sa.ss_family == AF_INET6)
+	if (addr->sa.ss_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	/* The logger goes first so that MHD's own messages about the options reach tusk's log. */
 	m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				     /* SO_REUSEPORT: a new tusk of an online restart binds beside the old one */
 				     MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-				     MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&addr.sa, MHD_OPTION_CONNECTION_LIMIT,
+				     MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&addr->sa, MHD_OPTION_CONNECTION_LIMIT,
 				     (unsigned)METRICS_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
 				     (unsigned)METRICS_CONNECTION_TIMEOUT, MHD_OPTION_END);
-	net_addr_str(&addr, where, sizeof where);
+	net_addr_str(addr, where, sizeof where);
 	if (!m->daemon) {
 		/* MHD does not say why; the usual cause is a port in use. */
 		log_error(NULL, NULL, "admin.http: cannot serve HTTP on %s (address in use?)", where);

@@ -9,8 +9,9 @@
 struct runtime;
 struct metrics_http; /* opaque */
 
-/* Start serving on rt->cfg->admin.http. *out is NULL when admin.http is absent (and 0 is
- * returned). 0 or a negative errno, after logging what failed. Call after daemon_start. */
+/* Start serving on rt->cfg->admin.http, at rt->http_addr (which daemon_start resolved).
+ * *out is NULL when admin.http is absent (and 0 is returned). 0 or a negative errno, after
+ * logging what failed. Call after daemon_start. */
 __attribute__((warn_unused_result))
 int metrics_start(struct runtime *rt, struct metrics_http **out);
 /* Stop the thread and close the socket; waits for a request being served. Call before

@@ -95,6 +95,9 @@ struct runtime {
 	bool draining;
 	bool paused;      /* takeover in progress: workers do not accept */
 	bool handed_over; /* listeners went to a new process: leave socket files alone at exit */
+	/* admin.http's address, resolved once at start (daemon.c's probe_http) for
+	 * metrics_start; valid when the config has admin.http and the start succeeded. */
+	struct net_addr http_addr;
 	struct stats *stats;             /* process-wide counters; lock-free (stats/stats.h) */
 	struct authcache *authcache;     /* auth_query answers; shared by all workers; has its own lock */
 	struct flight_cache *flight;     /* the result cache (src/flight/cache.h); its own locks and atomics */

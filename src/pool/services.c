@@ -770,10 +770,28 @@ enum services_role services_role_of(struct services *s, const struct config_serv
 	return role;
 }
 
-/* The first address of svc's entry, or (primary) its first primary, else its first that is
- * not a standby: its numeric address, and the backend's when be is not NULL. */
-static int entry_addr(struct services *s, const struct config_service *svc, bool primary, struct net_addr *out,
-		      struct tp_backend_addr *be)
+/* Which of an entry's addresses (under its lock): -1 when none fits. */
+static int pick_first(const struct svc_entry *e)
+{
+	return e->n > 0 ? 0 : -1;
+}
+
+/* Its first primary, else its first that is not a standby (a role not known yet). */
+static int pick_primary(const struct svc_entry *e)
+{
+	for (int i = 0; i < e->n; i++)
+		if (e->roles[i] == SERVICES_ROLE_PRIMARY)
+			return i;
+	for (int i = 0; i < e->n; i++)
+		if (e->roles[i] != SERVICES_ROLE_STANDBY)
+			return i;
+	return -1;
+}
+
+/* The address of svc's entry that pick chooses: its numeric address, and the backend's when
+ * be is not NULL. */
+static int entry_addr(struct services *s, const struct config_service *svc, int (*pick)(const struct svc_entry *),
+		      struct net_addr *out, struct tp_backend_addr *be)
 {
 	pthread_mutex_lock(&s->lock);
 	struct svc_entry *e = find_locked(s, svc);
@@ -782,17 +800,11 @@ static int entry_addr(struct services *s, const struct config_service *svc, bool
 	if (!e)
 		return rc;
 	pthread_mutex_lock(&e->lock);
-	int pick = !primary && e->n > 0 ? 0 : -1;
-	for (int i = 0; primary && i < e->n && pick < 0; i++)
-		if (e->roles[i] == SERVICES_ROLE_PRIMARY)
-			pick = i;
-	for (int i = 0; primary && i < e->n && pick < 0; i++)
-		if (e->roles[i] != SERVICES_ROLE_STANDBY)
-			pick = i;
-	if (pick >= 0) {
-		rc = net_addr_numeric(e->addrs[pick].name, e->addrs[pick].port, out) < 0 ? -EHOSTUNREACH : 0;
+	int i = pick(e);
+	if (i >= 0) {
+		rc = net_addr_numeric(e->addrs[i].name, e->addrs[i].port, out) < 0 ? -EHOSTUNREACH : 0;
 		if (be)
-			*be = e->addrs[pick];
+			*be = e->addrs[i];
 	}
 	pthread_mutex_unlock(&e->lock);
 	return rc;
@@ -800,13 +812,13 @@ static int entry_addr(struct services *s, const struct config_service *svc, bool
 
 int services_addr(struct services *s, const struct config_service *svc, struct net_addr *out)
 {
-	return entry_addr(s, svc, false, out, NULL);
+	return entry_addr(s, svc, pick_first, out, NULL);
 }
 
 int services_primary_addr(struct services *s, const struct config_service *svc, struct net_addr *out,
 			  struct tp_backend_addr *be)
 {
-	return entry_addr(s, svc, true, out, be);
+	return entry_addr(s, svc, pick_primary, out, be);
 }
 
 bool services_view(struct services *s, int i, char *name, size_t namecap, struct resolve_state *st,

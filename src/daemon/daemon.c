@@ -199,6 +199,20 @@ static const char *own_listener(const struct runtime *rt, const struct net_addr 
 	return NULL;
 }
 
+/* Whether an entry before i resolved to addrs[i] (another name for the same address: both
+ * would be bound, our SO_REUSEPORT sockets sharing it, and each connection would get one of
+ * the two entries' settings, TLS among them, at random); its key in key. */
+static bool twin_entry(const struct tusk_config *cfg, const struct net_addr *addrs, int i, char *key, size_t cap)
+{
+	for (int j = 0; j < i; j++) {
+		if (addrs[j].len == addrs[i].len && memcmp(&addrs[j].sa, &addrs[i].sa, addrs[i].len) == 0) {
+			runtime_listen_key(&cfg->listen[j], key, cap);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Before any listener of ours is open, each listen entry that needs sockets of its own
  * (not all of a takeover's inherited ones; at a reload, only the new entries: not in cur)
  * resolved once, into addrs[i], and probed: no other process may listen on an address no
@@ -226,6 +240,11 @@ static int probe_entries(const struct runtime *rt, const struct tusk_config *cfg
 		if (rc < 0) {
 			log_error(NULL, NULL, "%s: listen %s: cannot resolve", cfg->path, key);
 			return rc;
+		}
+		char twin[300];
+		if (twin_entry(cfg, addrs, i, twin, sizeof twin)) {
+			log_error(NULL, NULL, "%s: listen %s: the same address as listen %s", cfg->path, key, twin);
+			return -EADDRINUSE;
 		}
 		if (inherited > 0 || cfg->listen_beside)
 			continue; /* the old process listens there: ours go beside its */

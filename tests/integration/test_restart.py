@@ -12,7 +12,7 @@ import urllib.request
 import psycopg
 import pytest
 
-from conftest import SANITIZER_RE, SLOW, TEST_DB, TUSK_BIN, free_port, wait_until
+from conftest import SANITIZER_RE, SLOW, TEST_DB, TUSK_BIN, free_port, to_yaml, wait_until
 from lifecycle_util import finished, rule
 
 
@@ -147,6 +147,17 @@ def test_second_tusk_on_the_same_port_is_refused_without_takeover_socket(tusk, p
     assert p.returncode == 1, p.stdout + p.stderr
     assert f"admin.http 127.0.0.1:{http}: another process listens there" in p.stdout + p.stderr
     assert _metric(http, "tusk_up") == "1"  # the first still answers there
+    # Two entries of one configuration naming one address (127.1 is 127.0.0.1): both would be
+    # bound, our SO_REUSEPORT sockets sharing the port, each connection getting one entry's
+    # settings at random; refused at start as a reload refuses it (test_reload.py).
+    q = free_port()
+    fourth = tmp_path / "fourth.yaml"
+    fourth.write_text(to_yaml({"listen": [{"host": "127.0.0.1", "port": q}, {"host": "127.1", "port": q}],
+                               "services": {"main": {"hosts": [f"127.0.0.1:{pg.port}"]}},
+                               "pools": [rule()]}) + "\n")
+    p = subprocess.run([str(TUSK_BIN), "-c", str(fourth)], capture_output=True, text=True, timeout=15 * SLOW)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert f"listen 127.1:{q}: the same address as listen 127.0.0.1:{q}" in p.stdout + p.stderr
     for host in ("127.0.0.1", str(sockdir)):
         for _ in range(20):  # every connection reaches the first tusk (both workers' sockets)
             with psycopg.connect(host=host, port=t.port, user="tusk_trust", dbname=TEST_DB, connect_timeout=10,

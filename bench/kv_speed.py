@@ -6,7 +6,10 @@ with its tusk):
    its Redis listener (SET / GET from python3-redis, the same keys; and redis-benchmark's SET /
    GET when installed) and, on the same PostgreSQL through tusk's plain pool, a single-row
    INSERT ... ON CONFLICT DO UPDATE and a primary-key SELECT of a two-column table (the same
-   connections, the same keys), with the ratios, alternated in one run;
+   connections, the same keys), with the ratios, alternated in one run; and the Redis
+   listener's INCR (the converging counter) against a plain counter upsert (INSERT ... ON
+   CONFLICT DO UPDATE SET n = n + 1 RETURNING n), and its GET of absent keys (a miss also
+   looks for a counter) against a plain select that finds nothing;
 2. counters: both tusks stopped (no replication: a partition), WRITERS (4) connections per zone
    each call kv.incr N (1000) times on the counter's shard, all acknowledged; then the tusks
    start again and the time until both zones read exactly 2 x WRITERS x N is measured;
@@ -45,6 +48,7 @@ PUT = "select kv.put('default', %s, %s)"
 GET = "select kv.get('default', %s)"
 UPSERT = "insert into plain (k, v) values (%s, %s) on conflict (k) do update set v = excluded.v"
 SELECT = "select v from plain where k = %s"
+COUNT = "insert into plain_c (k, n) values (%s, 1) on conflict (k) do update set n = plain_c.n + 1 returning n"
 
 
 def run_for(connect, stmt, args_of, seconds, nconn):
@@ -106,6 +110,7 @@ def throughput(p, seconds):
         c.execute("create database plain")
     with z.pg.admin("plain") as c:
         c.execute("create table plain (k text primary key, v jsonb)")
+        c.execute("create table plain_c (k text primary key, n bigint)")
     kv = lambda: psycopg.connect(host="127.0.0.1", port=z.tusk.port, user="postgres", dbname="kv",  # noqa: E731
                                  autocommit=True)
     plain = lambda: psycopg.connect(host="127.0.0.1", port=z.tusk.port, user="postgres",  # noqa: E731
@@ -121,13 +126,21 @@ def throughput(p, seconds):
                 ("plain upsert", plain, UPSERT, lambda i: (keys[i % len(keys)], val)),
                 ("kv get", kv, GET, lambda i: (keys[i % len(keys)],)),
                 ("resp get", resp, "GET", lambda i: (keys[i % len(keys)],)),
-                ("plain select", plain, SELECT, lambda i: (keys[i % len(keys)],))):
+                ("plain select", plain, SELECT, lambda i: (keys[i % len(keys)],)),
+                ("resp incr", resp, "INCR", lambda i: (f"n-{keys[i % len(keys)]}",)),
+                ("plain count", plain, COUNT, lambda i: (keys[i % len(keys)],)),
+                ("resp miss", resp, "GET", lambda i: (f"absent-{i}",)),
+                ("plain miss", plain, SELECT, lambda i: (f"absent-{i}",))):
             r[name] = run_for(connect, stmt, args, seconds, nconn)
         print(f"{nconn} connection(s): kv puts {r['kv put']:6.0f}/s, RESP SETs {r['resp set']:6.0f}/s vs plain "
               f"upserts {r['plain upsert']:6.0f}/s ({r['kv put'] / r['plain upsert']:.2f}x, "
               f"{r['resp set'] / r['plain upsert']:.2f}x); kv gets {r['kv get']:6.0f}/s, RESP GETs "
               f"{r['resp get']:6.0f}/s vs plain selects {r['plain select']:6.0f}/s "
               f"({r['kv get'] / r['plain select']:.2f}x, {r['resp get'] / r['plain select']:.2f}x)", flush=True)
+        print(f"{nconn} connection(s): RESP INCRs {r['resp incr']:6.0f}/s vs plain counter upserts "
+              f"{r['plain count']:6.0f}/s ({r['resp incr'] / r['plain count']:.2f}x); RESP GETs of absent keys "
+              f"{r['resp miss']:6.0f}/s vs plain selects of absent keys {r['plain miss']:6.0f}/s "
+              f"({r['resp miss'] / r['plain miss']:.2f}x)", flush=True)
         rb = redis_benchmark(z, nconn, seconds)
         if rb:
             print(f"{nconn} connection(s): redis-benchmark on the Redis listener: SET {rb.get('SET', 0):6.0f}/s "

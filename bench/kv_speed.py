@@ -9,7 +9,9 @@ with its tusk):
    connections, the same keys), with the ratios, alternated in one run; and the Redis
    listener's INCR (the converging counter) against a plain counter upsert (INSERT ... ON
    CONFLICT DO UPDATE SET n = n + 1 RETURNING n), and its GET of absent keys (a miss also
-   looks for a counter) against a plain select that finds nothing;
+   looks for a counter) against a plain select that finds nothing, and its DEL (a tombstone, and
+   the key's counter reset) against a plain delete, last (the next round's puts write the keys
+   again);
 2. counters: both tusks stopped (no replication: a partition), WRITERS (4) connections per zone
    each call kv.incr N (1000) times on the counter's shard, all acknowledged; then the tusks
    start again and the time until both zones read exactly 2 x WRITERS x N is measured;
@@ -48,6 +50,7 @@ PUT = "select kv.put('default', %s, %s)"
 GET = "select kv.get('default', %s)"
 UPSERT = "insert into plain (k, v) values (%s, %s) on conflict (k) do update set v = excluded.v"
 SELECT = "select v from plain where k = %s"
+DELETE = "delete from plain where k = %s"
 COUNT = "insert into plain_c (k, n) values (%s, 1) on conflict (k) do update set n = plain_c.n + 1 returning n"
 
 
@@ -130,7 +133,9 @@ def throughput(p, seconds):
                 ("resp incr", resp, "INCR", lambda i: (f"n-{keys[i % len(keys)]}",)),
                 ("plain count", plain, COUNT, lambda i: (keys[i % len(keys)],)),
                 ("resp miss", resp, "GET", lambda i: (f"absent-{i}",)),
-                ("plain miss", plain, SELECT, lambda i: (f"absent-{i}",))):
+                ("plain miss", plain, SELECT, lambda i: (f"absent-{i}",)),
+                ("resp del", resp, "DEL", lambda i: (keys[i % len(keys)],)),
+                ("plain delete", plain, DELETE, lambda i: (keys[i % len(keys)],))):
             r[name] = run_for(connect, stmt, args, seconds, nconn)
         print(f"{nconn} connection(s): kv puts {r['kv put']:6.0f}/s, RESP SETs {r['resp set']:6.0f}/s vs plain "
               f"upserts {r['plain upsert']:6.0f}/s ({r['kv put'] / r['plain upsert']:.2f}x, "
@@ -140,7 +145,8 @@ def throughput(p, seconds):
         print(f"{nconn} connection(s): RESP INCRs {r['resp incr']:6.0f}/s vs plain counter upserts "
               f"{r['plain count']:6.0f}/s ({r['resp incr'] / r['plain count']:.2f}x); RESP GETs of absent keys "
               f"{r['resp miss']:6.0f}/s vs plain selects of absent keys {r['plain miss']:6.0f}/s "
-              f"({r['resp miss'] / r['plain miss']:.2f}x)", flush=True)
+              f"({r['resp miss'] / r['plain miss']:.2f}x); RESP DELs {r['resp del']:6.0f}/s vs plain deletes "
+              f"{r['plain delete']:6.0f}/s ({r['resp del'] / r['plain delete']:.2f}x)", flush=True)
         rb = redis_benchmark(z, nconn, seconds)
         if rb:
             print(f"{nconn} connection(s): redis-benchmark on the Redis listener: SET {rb.get('SET', 0):6.0f}/s "

@@ -6,7 +6,8 @@ backend that exits with its client is counted too), divided by the calls.
 
 DATA: the PostgreSQL data directory (tusk_zone.py prints it); PORT: a tusk's or PostgreSQL's;
 SCRIPT: a file of bench/kv_parts/tusk/ (fget.sql, fpget.sql: one key, also valid directly on
-kv_shard_1)."""
+kv_shard_1) or a path; several, separated by commas, are one pgbench -f each (pgbench picks one
+at random per call: redesign/cpuab.sh)."""
 import glob
 import os
 import subprocess
@@ -16,7 +17,8 @@ import time
 data, tpid, port, script, db, n = sys.argv[1:7]
 n = int(n)
 pm = open(os.path.join(data, "postmaster.pid")).readline().strip()
-script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tusk", script)
+here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tusk")
+scripts = [f if "/" in f else os.path.join(here, f) for f in script.split(",")]
 
 
 def cpu(p):
@@ -45,7 +47,7 @@ first = {p: cpu(p) for p in kids()}
 last = dict(first)
 t0 = cpu(tpid)
 pr = subprocess.Popen(["pgbench", "-n", "-M", "prepared", "-h", "127.0.0.1", "-p", port, "-U", os.environ.get("U", "postgres"),
-                       "-t", str(n), "-f", script, db], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                       "-t", str(n), *(a for f in scripts for a in ("-f", f)), db], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 while pr.poll() is None:
     for p in kids():
         c = cpu(p)
@@ -57,5 +59,5 @@ out = pr.stdout.read()
 t1 = cpu(tpid)
 tps = float([line for line in out.splitlines() if line.startswith("tps")][0].split()[2])
 pg = sum(v - first.get(p, 0) for p, v in last.items())
-print(f"{os.path.basename(script):10} {port}: wall {1e6 / tps:6.1f} us, tusk {(t1 - t0) / n / 1e3:6.1f} us, "
+print(f"{os.path.basename(scripts[0]):10} {port}: wall {1e6 / tps:6.1f} us, tusk {(t1 - t0) / n / 1e3:6.1f} us, "
       f"postgres {pg / n / 1e3:6.1f} us per call", flush=True)

@@ -8,26 +8,7 @@
 set -e
 PG=$1; TP=$2; R=${3:-5}; T=${4:-3}
 W=$(mktemp -d /tmp/kv-shards.XXXXXX); trap 'rm -rf "$W"' EXIT
-keys() { psql -X -h 127.0.0.1 -p "$PG" -U postgres -d kv_shard_0 -Atc \
-	"SELECT g FROM generate_series(0, 3999) g WHERE kv.shard_of('default', g::text, 2) = $1 LIMIT $2"; }
-script() {  # set prefix key...
-	local set=$1 i=0; shift
-	for k in "$@"; do
-		case $set in
-		put*) echo "SELECT kv.put('default', '$k', '{\"n\": 1}');" ;;
-		get*) echo "SELECT kv.get('default', '$k');" ;;
-		pput) echo "INSERT INTO plain (k, v) VALUES ('$k', '{\"n\": 1}') ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v;" ;;
-		pget) echo "SELECT v FROM plain WHERE k = '$k';" ;;
-		esac > "$W/$set.$i.sql"
-		i=$((i + 1))
-	done
-}
-S0=$(keys 0 20); S1=$(keys 1 10)
-for op in put get; do
-	script "${op}_1shard" $S0
-	script "${op}_2shards" $(echo "$S0" | head -10) $S1
-done
-script pput $S0; script pget $S0
+. "$(dirname "$0")/sets.sh"
 run() {  # set database
 	local args=() f
 	for f in "$W/$1".*.sql; do args+=(-f "$f"); done

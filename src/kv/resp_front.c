@@ -43,7 +43,8 @@
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's) */
 
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
-	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE };
+	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
+	    STEP_TYPE, STEP_STRLEN };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
@@ -237,19 +238,30 @@ static void reply_map(struct resp_conn *c, long long n)
 	}
 }
 
-/* A kv value (JSON text) as a Redis string: a JSON string unquoted, anything else as is. */
-static void reply_value(struct resp_conn *c, const char *v, size_t n)
+/* A kv value (JSON text) as a Redis string: a JSON string unquoted, anything else as is
+ * (STRLEN: its length only, len not NULL). */
+static void reply_value_or_len(struct resp_conn *c, const char *v, size_t n, long long *len)
 {
 	if (n >= 2 && v[0] == '"') {
 		char *tmp = malloc(n);
 		long k = tmp ? resp_json_unquote(v, n, tmp) : -1;
-		if (k >= 0)
+		if (k >= 0 && len)
+			*len = k;
+		else if (k >= 0)
 			reply_bulk(c, tmp, (size_t)k);
 		free(tmp);
 		if (k >= 0)
 			return;
 	}
-	reply_bulk(c, v, n);
+	if (len)
+		*len = (long long)n;
+	else
+		reply_bulk(c, v, n);
+}
+
+static void reply_value(struct resp_conn *c, const char *v, size_t n)
+{
+	reply_value_or_len(c, v, n, NULL);
 }
 
 /* ---- the connection ---- */
@@ -1021,6 +1033,16 @@ static void answer(struct resp_conn *c)
 		else
 			reply_nil(c);
 		return;
+	case STEP_TYPE: /* every kv value, and a counter, is a Redis string */
+		reply_simple(c, v ? "string" : "none");
+		return;
+	case STEP_STRLEN: {
+		long long len = 0;
+		if (v)
+			reply_value_or_len(c, v, n, &len);
+		reply_int(c, len);
+		return;
+	}
 	case STEP_SET:
 	case STEP_SET_NX:
 	case STEP_SET_XX:
@@ -1343,11 +1365,12 @@ static void cmd_select(struct resp_conn *c)
 	reply_simple(c, "OK");
 }
 
-static void cmd_get(struct resp_conn *c)
+/* GET, and TYPE and STRLEN (redis-cli --bigkeys and --memkeys ask them): kv.read's answer. */
+static void cmd_get(struct resp_conn *c, enum step step)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
 	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
-		call_key(c, STEP_GET, KV_OP_READ, offs, 2);
+		call_key(c, step, KV_OP_READ, offs, 2);
 }
 
 static void cmd_set(struct resp_conn *c)
@@ -1604,7 +1627,11 @@ static void dispatch(struct resp_conn *c)
 	} else if (is(c, 0, "SELECT")) {
 		cmd_select(c);
 	} else if (is(c, 0, "GET")) {
-		cmd_get(c);
+		cmd_get(c, STEP_GET);
+	} else if (is(c, 0, "TYPE")) {
+		cmd_get(c, STEP_TYPE);
+	} else if (is(c, 0, "STRLEN")) {
+		cmd_get(c, STEP_STRLEN);
 	} else if (is(c, 0, "SET")) {
 		cmd_set(c);
 	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {

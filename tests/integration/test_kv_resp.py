@@ -334,6 +334,28 @@ def test_redis_cli_talks_to_the_kv(zone):
     p = subprocess.run(cli + ["GET", "cli:k"], capture_output=True, text=True, timeout=30 * SLOW)
     assert p.stdout.strip() == "from redis-cli", p
     assert zone.get("cli:k") == "from redis-cli"
+    # --bigkeys: SCAN, then TYPE and STRLEN of every key (a counter is a string, as in Redis)
+    r = client(zone)
+    r.set("cli:big", "h\u00e9llo, \"quoted\"")
+    r.incrby("cli:ctr", 12)
+    p = subprocess.run(cli + ["--bigkeys"], capture_output=True, text=True, timeout=60 * SLOW)
+    assert p.returncode == 0 and "error" not in (p.stdout + p.stderr).lower(), p
+    assert "Biggest string found" in p.stdout, p
+
+
+def test_redis_type_and_strlen(zone):
+    r = client(zone)
+    r.set("ts:s", "h\u00e9llo")  # 6 bytes in UTF-8, stored as a JSON string
+    r.set("ts:q", 'a"b')  # stored escaped: STRLEN counts the value, not the JSON text
+    r.incrby("ts:c", -12)
+    assert [r.type(k) for k in ("ts:s", "ts:q", "ts:c", "ts:none")] == [b"string"] * 3 + [b"none"]
+    assert [r.strlen(k) for k in ("ts:s", "ts:q", "ts:c", "ts:none")] == [6, 3, 3, 0]
+    r.delete("ts:c")
+    assert r.type("ts:c") == b"none" and r.strlen("ts:c") == 0
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        r.execute_command("TYPE")
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+        r.execute_command("STRLEN", "a", "b")
 
 
 def test_redis_hostile_values_and_keys_get_errors_not_crashes(zone):

@@ -20,6 +20,9 @@ calls=(
 	"counter|SELECT count(kv.counter('default', 'c' || (g % 100)))"
 	"put|SELECT count(kv.put('default', 'k' || (g % 4000), '{\"n\": 2}'))"
 	"get|SELECT count(kv.get('default', 'k' || (g % 4000)))"
+	"read_absent|SELECT count(kv.read('default', 'A' || g))"
+	"read_many|SELECT count((SELECT count(*) FROM kv.read_many('default', ARRAY['k' || (g % 4000), 'c' || (g % 100), 'A' || g])))"
+	"get_many|SELECT count((SELECT count(*) FROM kv.get_many('default', ARRAY['k' || (g % 4000), 'k' || ((g + 7) % 4000)])))"
 )
 for r in $(seq "$R"); do
 	for f in "$@"; do

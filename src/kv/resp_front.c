@@ -238,30 +238,29 @@ static void reply_map(struct resp_conn *c, long long n)
 	}
 }
 
-/* A kv value (JSON text) as a Redis string: a JSON string unquoted, anything else as is
- * (STRLEN: its length only, len not NULL). */
-static void reply_value_or_len(struct resp_conn *c, const char *v, size_t n, long long *len)
+/* A kv value (JSON text) as a Redis string: a JSON string unquoted (into *tmp, which the
+ * caller frees), anything else as is; its length in *len. */
+static const char *value_text(const char *v, size_t n, char **tmp, size_t *len)
 {
-	if (n >= 2 && v[0] == '"') {
-		char *tmp = malloc(n);
-		long k = tmp ? resp_json_unquote(v, n, tmp) : -1;
-		if (k >= 0 && len)
-			*len = k;
-		else if (k >= 0)
-			reply_bulk(c, tmp, (size_t)k);
-		free(tmp);
-		if (k >= 0)
-			return;
+	*tmp = NULL;
+	*len = n;
+	if (n >= 2 && v[0] == '"' && (*tmp = malloc(n)) != NULL) {
+		long k = resp_json_unquote(v, n, *tmp);
+		if (k >= 0) {
+			*len = (size_t)k;
+			return *tmp;
+		}
 	}
-	if (len)
-		*len = (long long)n;
-	else
-		reply_bulk(c, v, n);
+	return v;
 }
 
 static void reply_value(struct resp_conn *c, const char *v, size_t n)
 {
-	reply_value_or_len(c, v, n, NULL);
+	char *tmp;
+	size_t len;
+	const char *t = value_text(v, n, &tmp, &len);
+	reply_bulk(c, t, len);
+	free(tmp);
 }
 
 /* ---- the connection ---- */
@@ -1037,10 +1036,12 @@ static void answer(struct resp_conn *c)
 		reply_simple(c, v ? "string" : "none");
 		return;
 	case STEP_STRLEN: {
-		long long len = 0;
+		char *tmp = NULL;
+		size_t len = 0;
 		if (v)
-			reply_value_or_len(c, v, n, &len);
-		reply_int(c, len);
+			(void)value_text(v, n, &tmp, &len);
+		free(tmp);
+		reply_int(c, (long long)len);
 		return;
 	}
 	case STEP_SET:

@@ -409,6 +409,7 @@ def test_kv_calls_stay_index_lookups_on_a_large_analyzed_shard(parade):
              ("select kv.read('default', %s)", (d,)), ("select count(*) from kv.read_many('default', %s)", ([a, c, d],)),
              ("select count(*) from kv.get_many('default', %s)", ([a, b, d],)),
              ("select kv.delete('default', %s)", (c,)), ("select kv.incr('default', %s, 1)", (c,)),
+             ("select kv.delete_many('default', %s)", ([a, b, d],)),
              ("select kv.delete_many('default', %s)", ([a, b, c, d],))]
     with psycopg.connect(host="127.0.0.1", port=z.pg.port, user="postgres", dbname=f"kv_shard_{s}",
                          connect_timeout=10) as conn, conn.transaction(force_rollback=True):

@@ -1594,6 +1594,67 @@ static void cmd_dbsize(struct resp_conn *c)
 	call_key(c, STEP_DBSIZE, KV_OP_COUNT, offs, 2);
 }
 
+/* INFO [section ...]: tusk's facts in Redis's text form, for tools that ask (redis-py's info(),
+ * monitoring): the server (tusk's name and version, as HELLO's; no redis_version: tusk is not
+ * Redis) and replication (a standalone master: the kv's replication is its own) sections; an
+ * unknown section gives nothing, as Redis. */
+static void cmd_info(struct resp_conn *c)
+{
+	bool server = c->nargs == 1, repl = c->nargs == 1;
+	for (int i = 1; i < c->nargs; i++) {
+		if (is(c, i, "SERVER"))
+			server = true;
+		else if (is(c, i, "REPLICATION"))
+			repl = true;
+		else if (is(c, i, "ALL") || is(c, i, "DEFAULT") || is(c, i, "EVERYTHING"))
+			server = repl = true;
+	}
+	char buf[256];
+	int n = 0;
+	if (server)
+		n += snprintf(buf, sizeof buf,
+			      "# Server\r\nserver_name:tusk\r\ntusk_version:%s\r\nredis_mode:standalone\r\n"
+			      "process_id:%ld\r\n",
+			      TUSK_VERSION, (long)getpid());
+	if (repl && n >= 0 && (size_t)n < sizeof buf)
+		n += snprintf(buf + n, sizeof buf - (size_t)n, "%s# Replication\r\nrole:master\r\nconnected_slaves:0\r\n",
+			      n ? "\r\n" : "");
+	if (n < 0 || (size_t)n >= sizeof buf)
+		reply_error(c, "ERR tusk: INFO did not fit");
+	else
+		reply_bulk(c, buf, (size_t)n);
+}
+
+/* CONFIG GET name...: of Redis's settings only the two that say how Redis keeps data, as
+ * they are here: no snapshots (save "") and no append-only file (appendonly "no"); the kv
+ * keeps its data in PostgreSQL (redis-benchmark asks for both and warned on an error or an
+ * empty answer). Any other name matches nothing, as in Redis; CONFIG SET and the rest are
+ * refused: the kv is configured in tusk's configuration. */
+static void cmd_config(struct resp_conn *c)
+{
+	if (c->nargs < 2 || !is(c, 1, "GET")) {
+		reply_error(c, "ERR tusk: only CONFIG GET is answered; the kv is configured in tusk's configuration");
+		return;
+	}
+	if (wrong_args(c, c->nargs < 3))
+		return;
+	bool save = false, aof = false;
+	for (int i = 2; i < c->nargs; i++) {
+		bool all = alen(c, i) == 1 && arg(c, i)[0] == '*';
+		save = save || all || is(c, i, "SAVE");
+		aof = aof || all || is(c, i, "APPENDONLY");
+	}
+	reply_map(c, (long long)save + aof);
+	if (save) {
+		reply_str(c, "save");
+		reply_str(c, "");
+	}
+	if (aof) {
+		reply_str(c, "appendonly");
+		reply_str(c, "no");
+	}
+}
+
 /* Run the parsed command c->args[0, nargs): replies at once, or submits a call (c->busy). */
 static void dispatch(struct resp_conn *c)
 {
@@ -1655,6 +1716,10 @@ static void dispatch(struct resp_conn *c)
 		cmd_scan(c);
 	} else if (is(c, 0, "DBSIZE")) {
 		cmd_dbsize(c);
+	} else if (is(c, 0, "INFO")) {
+		cmd_info(c);
+	} else if (is(c, 0, "CONFIG")) {
+		cmd_config(c);
 	} else if (is(c, 0, "COMMAND")) {
 		reply_array(c, 0); /* redis-cli asks at start; no command table */
 	} else if (is(c, 0, "CLIENT")) {

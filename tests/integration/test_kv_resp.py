@@ -578,3 +578,22 @@ def test_redis_auth_through_hba_file(zone):
     with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
         client(zone, username="mallory", password="x").ping()  # hba trusts, the rule is blocked
     assert client(zone, username="someone", password="y").ping() is True
+
+
+def test_redis_info_and_config_get_answer_tools(zone):
+    """INFO (redis-py's info(), monitoring) and CONFIG GET (redis-benchmark asks for save and
+    appendonly at start and warned "Could not fetch server CONFIG") were unknown commands."""
+    r = client(zone)
+    info = r.info()
+    assert info["server_name"] == "tusk" and info["redis_mode"] == "standalone" and info["role"] == "master"
+    assert "redis_version" not in info and info["tusk_version"]
+    assert set(r.info("replication")) == {"role", "connected_slaves"}
+    assert r.info("nosuchsection") == {}
+    assert r.config_get("appendonly") == {"appendonly": "no"} and r.config_get("maxmemory") == {}
+    assert r.config_get("*") == {"save": "", "appendonly": "no"}
+    with pytest.raises(redis.ResponseError, match="only CONFIG GET"):
+        r.config_set("appendonly", "yes")
+    assert r.ping() is True  # the connection goes on
+    p = subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(zone.redis_port), "-a", PASSWORD,
+                        "-n", "20", "-c", "1", "-q", "PING"], capture_output=True, text=True, timeout=60 * SLOW)
+    assert p.returncode == 0 and "CONFIG" not in p.stdout + p.stderr and "PING" in p.stdout, p

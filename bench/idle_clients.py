@@ -2,12 +2,17 @@
 """bench/idle_clients.py: what idle clients cost a pooler in memory.
 
 Opens WARMUP clients (their first allocations: pools, servers, arenas), reads the pooler's
-VmRSS, opens N more clients that each finish login (ReadyForQuery) and then sit idle, waits
-SETTLE seconds (3: idle is the steady state measured, and tusk gives back the buffer blocks
-a burst of logins left unused at its 1-second housekeeping, two ticks after the burst),
-reads VmRSS again and prints one line:
+VmRSS, opens N more clients that each finish login (ReadyForQuery) and then sit idle, reads
+VmRSS again once it has settled, and prints one line:
 
     rss_before_kb rss_after_kb clients bytes_per_client
+
+Settled: idle is the steady state measured, and tusk gives back the buffer blocks a burst
+of logins left unused at its 1-second housekeeping, two ticks after the burst (~2 s, 0.7-0.8
+MB of RSS for 2,000 logins here). A fixed wait misses that on a stalled machine (CI once
+read 1.7 kB per client, twice the steady figure), so each reading waits at least SETTLE
+seconds and then until VmRSS has not fallen for QUIET seconds (two ticks and a half), at
+most 20 s; the readings are printed to stderr with --trace.
 
 Clients come from several loopback source addresses (127.0.0.2, .3, ...) so that more than
 ~28k of them fit in the ephemeral port range of one (source, destination) pair. Trust or
@@ -106,15 +111,37 @@ def open_clients(host, port, user, database, n, first_index, timeout, batch=500)
     return done
 
 
-def measure(pid, host, port, user, database, n, warmup=50, settle=3.0, timeout=300.0):
+def settled_rss_kb(pid, settle=2.5, quiet=2.5, cap=20.0, trace=None):
+    """VmRSS once it has stopped falling: polled every 0.25 s for at least SETTLE seconds,
+    then until no reading has fallen (by more than 16 kB, a page or four of noise) for QUIET
+    seconds, or CAP seconds in all. TRACE, a list, gets every (seconds, kB) read."""
+    start = time.monotonic()
+    low = rss_kb(pid)
+    last_fall = start
+    while True:
+        now = time.monotonic()
+        r = rss_kb(pid)
+        if trace is not None:
+            trace.append((round(now - start, 2), r))
+        if r < low - 16:
+            last_fall = now
+        low = min(low, r)
+        if (now - start >= settle and now - last_fall >= quiet) or now - start >= cap:
+            return r
+        time.sleep(0.25)
+
+
+def measure(pid, host, port, user, database, n, warmup=50, settle=2.5, timeout=300.0, trace=None):
     """Returns (rss_before_kb, rss_after_kb, bytes_per_client, sockets). The caller closes
-    the sockets (keeping them lets it run something beside the idle clients)."""
+    the sockets (keeping them lets it run something beside the idle clients). TRACE, a list,
+    gets the two readings' series (settled_rss_kb)."""
     socks = open_clients(host, port, user, database, warmup, 0, timeout)
-    time.sleep(settle)
-    before = rss_kb(pid)
+    t0, t1 = [], []
+    before = settled_rss_kb(pid, settle, trace=t0)
     socks += open_clients(host, port, user, database, n, warmup, timeout)
-    time.sleep(settle)
-    after = rss_kb(pid)
+    after = settled_rss_kb(pid, settle, trace=t1)
+    if trace is not None:
+        trace += [t0, t1]
     return before, after, (after - before) * 1024.0 / n, socks
 
 
@@ -127,7 +154,8 @@ def main():
     ap.add_argument("--database", required=True)
     ap.add_argument("-n", "--clients", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--settle", type=float, default=3.0)
+    ap.add_argument("--settle", type=float, default=2.5, help="least wait before each reading (then until it settles)")
+    ap.add_argument("--trace", action="store_true", help="print each reading's series of (seconds, kB) to stderr")
     a = ap.parse_args()
     import resource
 
@@ -135,7 +163,11 @@ def main():
     want = a.clients + a.warmup + 100
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
-    before, after, per, socks = measure(a.pid, a.host, a.port, a.user, a.database, a.clients, a.warmup, a.settle)
+    trace = [] if a.trace else None
+    before, after, per, socks = measure(a.pid, a.host, a.port, a.user, a.database, a.clients, a.warmup, a.settle,
+                                        trace=trace)
+    if trace:
+        print(f"RSS before: {trace[0]}\nRSS after: {trace[1]}", file=sys.stderr)
     print(f"{before} {after} {a.clients} {per:.0f}")
     sys.stdout.flush()
     for s in socks:

@@ -124,12 +124,15 @@ def test_idle_client_holds_no_buffer(tusk, monkeypatch):
         # them): without it, RSS shows what clients hold, padded by redzones.
         monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:abort_on_error=0:quarantine_size_mb=0")
     t = txn_tusk(tusk, n)
-    before, after, per_client, socks = idle_clients.measure(t.pid, "127.0.0.1", t.port, "tusk_trust", TEST_DB, n)
+    trace = []
+    before, after, per_client, socks = idle_clients.measure(t.pid, "127.0.0.1", t.port, "tusk_trust", TEST_DB, n,
+                                                            trace=trace)
     try:
         print(f"RSS {before} kB -> {after} kB for {n} idle clients: {per_client:.0f} B per client")
+        print(f"readings (s, kB): before {trace[0]}; after {trace[1]}")
         assert per_client <= IDLE_CLIENT_BOUND, (
             f"{per_client:.0f} B of RSS per idle client (bound {IDLE_CLIENT_BOUND}): "
-            f"{before} kB before, {after} kB after {n} clients")
+            f"{before} kB before, {after} kB after {n} clients; readings (s, kB) {trace}")
         # They are real, logged-in clients: each is answered when it speaks.
         assert query_all(socks[:200]) == 200
     finally:

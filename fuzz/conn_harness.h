@@ -45,6 +45,7 @@
 
 #define H_SERVERS 16
 #define H_SERVER_IN (256 * 1024)
+#define H_REDIS_PORT "6399" /* the Redis listen entry's (never bound) */
 
 struct h_server {
 	int fd;
@@ -79,7 +80,9 @@ static void h_die(const char *what)
  * than the buffer" paths are reachable with small inputs; one rule per pool mode and per
  * client_auth method, selected by user name (and "rw", a read-write-split pool: each batch is
  * judged whole before it is claimed); the admin console for "admin" (trust) and "monitor"
- * (password); the kv database (a kv section, but no kv router: start_kv is main.c's). */
+ * (password); the kv database (a kv section, but no kv router: start_kv is main.c's) and a
+ * Redis listen entry (never bound: daemon_start_inline opens no listener; h_begin_redis hands
+ * its connections over as if accepted there). */
 static void h_init(void)
 {
 	if (h.ready)
@@ -135,6 +138,8 @@ static void h_init(void)
 			 "server_reset_query: DISCARD ALL\n"
 			 "admin:\n  users: [admin]\n  stats_users: [monitor]\n  client_auth: %s\n"
 			 "kv:\n  zone: fuzz\n  service: main\n"
+			 "listen:\n  - {host: 127.0.0.1, port: " H_REDIS_PORT ", protocol: redis,"
+			 " kv_databases: {0: default, 1: sessions}}\n"
 			 "pools:\n"
 			 "  - {user: s, mode: session, size: 2}\n"
 			 "  - {user: t, mode: transaction, size: 2}\n"
@@ -458,9 +463,10 @@ static void h_client_send(const uint8_t *p, size_t n)
 	}
 }
 
-/* A fresh runtime and one connected client; admin_auth (0-3) picks the console's
- * client_auth: trust, password, md5, scram-sha-256. */
-static void h_begin(int admin_auth)
+/* A fresh runtime (the configuration of admin_auth, 0-3: the console's client_auth trust,
+ * password, md5, scram-sha-256) and a socketpair: the fuzzer keeps one end (h.client), the
+ * other is returned for the accept. */
+static int h_runtime(int admin_auth)
 {
 	h_init();
 	struct tusk_config *cfg = NULL;
@@ -473,13 +479,34 @@ static void h_begin(int admin_auth)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		h_die("socketpair");
 	h.client = sv[1];
+	return sv[0];
+}
+
+/* (inline: each target uses one of h_begin and h_begin_redis.) */
+/* A fresh runtime and one connected client of the PostgreSQL protocol (a Unix peer). */
+static inline void h_begin(int admin_auth)
+{
+	int fd = h_runtime(admin_auth);
 	struct net_addr peer = { .len = sizeof(sa_family_t) };
 	peer.sa.ss_family = AF_UNIX;
-	client_accept(h.w, sv[0], &peer, "unix");
+	client_accept(h.w, fd, &peer, "unix");
+}
+
+/* A fresh runtime and one connection of the Redis listen entry (kv/resp_front.c), handed
+ * over as the listener's accept would, from a loopback peer. */
+static inline void h_begin_redis(void)
+{
+	int fd = h_runtime(0);
+	struct net_addr peer = { .len = sizeof(struct sockaddr_in) };
+	struct sockaddr_in *in = (struct sockaddr_in *)&peer.sa;
+	in->sin_family = AF_INET;
+	in->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	in->sin_port = htons(40000);
+	client_accept(h.w, fd, &peer, "127.0.0.1:" H_REDIS_PORT);
 }
 
 /* A StartupMessage for user and database (protocol 3.0) from the client. */
-static void h_startup(const char *user, const char *database)
+static inline void h_startup(const char *user, const char *database)
 {
 	uint8_t p[256];
 	size_t n = 8;

@@ -106,3 +106,24 @@ write("kv_session", "many-statements", bytes([0]) + chunks(
 write("kv_session", "errors", bytes([0]) + chunks(
     parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
     bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))
+
+# kv_redis: the Redis listener's commands (those reaching a kv call answered "kv routing is
+# not running": no router in the harness); bit 7 ends with QUIT
+def resp(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else a.encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+os.makedirs("fuzz/corpus/kv_redis", exist_ok=True)
+write("kv_redis", "basic", bytes([0x80]) + chunks(resp("PING"), resp("ECHO", "hi"), resp("GET", "k"), resp("SET", "k", "v", "EX", "10", "NX")))
+write("kv_redis", "inline", bytes([0]) + chunks(b"PING\r\nECHO \"a b\" 'c'\r\n", b"GET k\r\n\r\nSET k v PX 5 XX\r\n"))
+write("kv_redis", "auth-select-hello", bytes([0x80]) + chunks(resp("AUTH", "t", "pw"), resp("AUTH", "t", "no"), resp("AUTH", "pw"),
+    resp("SELECT", "1"), resp("SELECT", "9"), resp("HELLO", "3"), resp("HELLO", "3", "AUTH", "t", "pw", "SETNAME", "x"), resp("HELLO", "2")))
+write("kv_redis", "many", bytes([0]) + chunks(resp("MSET", "a", "1", "b", "2", "c"), resp("MGET", "a", "b"), resp("DEL", "a", "b"),
+    resp("EXISTS", "a"), resp("EXPIRE", "a", "10"), resp("PEXPIRE", "a", "-1"), resp("TTL", "a"), resp("PTTL", "a")))
+write("kv_redis", "counters-scan", bytes([0]) + chunks(resp("INCR", "n"), resp("DECRBY", "n", "9223372036854775808"), resp("INCRBY", "n", "x"),
+    resp("SCAN", "0", "MATCH", "a*", "COUNT", "10"), resp("SCAN", "17", "MATCH", "*a"), resp("DBSIZE"), resp("TYPE", "n"), resp("STRLEN", "n")))
+write("kv_redis", "admin", bytes([0]) + chunks(resp("INFO"), resp("INFO", "server"), resp("CONFIG", "GET", "*"), resp("CONFIG", "SET", "save", ""),
+    resp("CLIENT", "SETNAME", "x"), resp("COMMAND"), resp("FLUSHALL"), resp("QUIT")))
+write("kv_redis", "split-and-bad", bytes([0]) + chunks(b"*2\r\n$3\r\nGE", b"T\r\n$1\r\nk\r\n", b"*-1\r\n", b"*1\r\n$-5\r\n", b"$3\r\nabc\r\n", b"*99999999999\r\n"))

@@ -238,29 +238,46 @@ static void reply_map(struct resp_conn *c, long long n)
 	}
 }
 
-/* A kv value (JSON text) as a Redis string: a JSON string unquoted (into *tmp, which the
- * caller frees), anything else as is; its length in *len. */
-static const char *value_text(const char *v, size_t n, char **tmp, size_t *len)
+/* A kv value (JSON text) as a Redis string: a JSON string unquoted, anything else as is.
+ * Unquoted into the output buffer's free tail, HDR bytes past its end (room for a bulk
+ * string's header, written in front of it afterwards): no allocation per value. Returns the
+ * unquoted length there, -1 when v is not one JSON string (it is its own text), -2 out of
+ * memory (the connection is closing). */
+#define VALUE_HDR 24 /* "$" + 20 digits + CRLF */
+static long unquote_into_out(struct resp_conn *c, const char *v, size_t n)
 {
-	*tmp = NULL;
-	*len = n;
-	if (n >= 2 && v[0] == '"' && (*tmp = malloc(n)) != NULL) {
-		long k = resp_json_unquote(v, n, *tmp);
-		if (k >= 0) {
-			*len = (size_t)k;
-			return *tmp;
-		}
+	if (n < 2 || v[0] != '"')
+		return -1;
+	if (!out_room(c, VALUE_HDR + n + 2)) {
+		c->closing = true;
+		return -2;
 	}
-	return v;
+	return resp_json_unquote(v, n, c->out + c->out_len + VALUE_HDR);
 }
 
 static void reply_value(struct resp_conn *c, const char *v, size_t n)
 {
-	char *tmp;
-	size_t len;
-	const char *t = value_text(v, n, &tmp, &len);
-	reply_bulk(c, t, len);
-	free(tmp);
+	long k = unquote_into_out(c, v, n);
+	if (k == -2)
+		return;
+	if (k < 0) {
+		reply_bulk(c, v, n);
+		return;
+	}
+	char hdr[VALUE_HDR];
+	int h = snprintf(hdr, sizeof hdr, "$%ld\r\n", k);
+	char *at = c->out + c->out_len;
+	memmove(at + h, at + VALUE_HDR, (size_t)k);
+	memcpy(at, hdr, (size_t)h);
+	memcpy(at + h + k, "\r\n", 2);
+	c->out_len += (size_t)h + (size_t)k + 2;
+}
+
+/* A value's length as a Redis string (STRLEN): unquoted where reply_value would, not kept. */
+static long long value_length(struct resp_conn *c, const char *v, size_t n)
+{
+	long k = unquote_into_out(c, v, n);
+	return k >= 0 ? k : (long long)n;
 }
 
 /* ---- the connection ---- */
@@ -646,19 +663,27 @@ static void vals_reset(struct resp_conn *c)
 	c->vals_len = 0;
 }
 
+/* Room in vals for n more bytes. */
+static bool vals_room(struct resp_conn *c, size_t n)
+{
+	if (c->vals_cap - c->vals_len >= n)
+		return true;
+	size_t cap = c->vals_cap ? c->vals_cap : 1024;
+	while (cap - c->vals_len < n)
+		cap *= 2;
+	char *v = realloc(c->vals, cap);
+	if (!v)
+		return false;
+	c->vals = v;
+	c->vals_cap = cap;
+	return true;
+}
+
 /* Append s[0, n) and a NUL: its offset, or SIZE_MAX (out of memory). */
 static size_t add_val(struct resp_conn *c, const char *s, size_t n)
 {
-	if (c->vals_cap - c->vals_len < n + 1) {
-		size_t cap = c->vals_cap ? c->vals_cap : 1024;
-		while (cap - c->vals_len < n + 1)
-			cap *= 2;
-		char *v = realloc(c->vals, cap);
-		if (!v)
-			return SIZE_MAX;
-		c->vals = v;
-		c->vals_cap = cap;
-	}
+	if (!vals_room(c, n + 1))
+		return SIZE_MAX;
 	memcpy(c->vals + c->vals_len, s, n);
 	c->vals[c->vals_len + n] = '\0';
 	size_t off = c->vals_len;
@@ -666,16 +691,19 @@ static size_t add_val(struct resp_conn *c, const char *s, size_t n)
 	return off;
 }
 
-/* A Redis string as the JSON text of a kv value. */
+/* A Redis string as the JSON text of a kv value, quoted straight into vals: its offset,
+ * SIZE_MAX out of memory, SIZE_MAX - 1 when it cannot be one (a NUL byte). */
 static size_t add_json(struct resp_conn *c, const char *s, size_t n)
 {
 	size_t cap = 6 * n + 2;
-	char *tmp = malloc(cap);
-	if (!tmp)
+	if (!vals_room(c, cap + 1))
 		return SIZE_MAX;
-	long k = resp_json_quote(s, n, tmp, cap);
-	size_t off = k < 0 ? SIZE_MAX - 1 : add_val(c, tmp, (size_t)k);
-	free(tmp);
+	long k = resp_json_quote(s, n, c->vals + c->vals_len, cap);
+	if (k < 0)
+		return SIZE_MAX - 1;
+	c->vals[c->vals_len + (size_t)k] = '\0';
+	size_t off = c->vals_len;
+	c->vals_len += (size_t)k + 1;
 	return off;
 }
 
@@ -1035,15 +1063,9 @@ static void answer(struct resp_conn *c)
 	case STEP_TYPE: /* every kv value, and a counter, is a Redis string */
 		reply_simple(c, v ? "string" : "none");
 		return;
-	case STEP_STRLEN: {
-		char *tmp = NULL;
-		size_t len = 0;
-		if (v)
-			(void)value_text(v, n, &tmp, &len);
-		free(tmp);
-		reply_int(c, (long long)len);
+	case STEP_STRLEN:
+		reply_int(c, v ? value_length(c, v, n) : 0);
 		return;
-	}
 	case STEP_SET:
 	case STEP_SET_NX:
 	case STEP_SET_XX:

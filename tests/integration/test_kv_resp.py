@@ -358,6 +358,38 @@ def test_redis_type_and_strlen(zone):
         r.execute_command("STRLEN", "a", "b")
 
 
+def test_redis_values_round_trip_byte_for_byte(zone):
+    """Every byte a value may hold (all but NUL, in valid UTF-8) comes back as it was set:
+    the JSON quoting on the way in and the unquoting into the reply on the way out, for
+    short values, values larger than a connection's first buffers (1 kB of arguments, 4 kB
+    of replies), and many in one pipelined reply (each unquoted behind the ones before)."""
+    r = client(zone)
+    ascii_ = bytes(range(1, 128))
+    values = {
+        "rt:ascii": ascii_,
+        "rt:escapes": b'"\\/\b\f\n\r\t' + bytes([0x1f, 0x7f]) + b'"',
+        "rt:utf8": "h\u00e9llo \u2603 \U0001f418".encode(),
+        "rt:empty": b"",
+        "rt:big": (ascii_ * 800)[:100_000],
+        "rt:quotes": b'"' * 5000,
+    }
+    pipe = r.pipeline(transaction=False)
+    for k, v in values.items():
+        pipe.set(k, v)
+    assert pipe.execute() == [True] * len(values)
+    pipe = r.pipeline(transaction=False)
+    for k in values:
+        pipe.get(k)
+        pipe.strlen(k)
+    got = pipe.execute()
+    for i, (k, v) in enumerate(values.items()):
+        assert got[2 * i] == v, k
+        assert got[2 * i + 1] == len(v), k
+    assert r.mget(list(values)) == list(values.values())
+    r.mset({"rt:m1": values["rt:escapes"], "rt:m2": values["rt:big"]})
+    assert r.mget(["rt:m1", "rt:m2"]) == [values["rt:escapes"], values["rt:big"]]
+
+
 def test_redis_hostile_values_and_keys_get_errors_not_crashes(zone):
     r = client(zone)
     with pytest.raises(redis.ResponseError, match="22021"):

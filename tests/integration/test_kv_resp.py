@@ -10,6 +10,7 @@ import json
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import psycopg
@@ -296,6 +297,116 @@ def test_redis_counters_expire_as_a_rate_limit(zone):
     assert r.expire("rl", 1) is True and r.delete("rl") == 1 and r.incr("rl") == 1
     time.sleep(1.2)
     assert r.get("rl") == b"1" and r.ttl("rl") == -1  # DEL took the expiry with it
+
+
+def run_threads(*targets):
+    """Runs each target on its own thread; the exceptions they raised."""
+    errors = []
+
+    def guard(f):
+        try:
+            f()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=guard, args=(f,)) for f in targets]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120 * SLOW)
+    assert not any(t.is_alive() for t in ts), "a thread did not finish"
+    return errors
+
+
+def test_redis_concurrent_incr_beside_expire_loses_nothing(zone):
+    """Four clients INCR one counter 150 times each while a fifth sets and reads its (long)
+    expiry over and over: the first increments take the one-statement path (no expiry row
+    yet), the rest the path for a counter with an expiry row, racing the expiry's rewrites.
+    Every increment is counted once, each returns a distinct new total (1..600: the part's
+    row lock orders them), and the counter reads 600 with its expiry still pending."""
+    r = client(zone)
+    r.delete("race:n")
+    n, k = 150, 4
+    got = [[] for _ in range(k)]
+    done = threading.Event()
+
+    def incr(j):
+        c = client(zone)
+        for _ in range(n):
+            got[j].append(c.incr("race:n"))
+
+    def expire():
+        c = client(zone)
+        while not done.is_set():
+            if c.expire("race:n", 1000):
+                assert c.ttl("race:n") in (999, 1000)  # INCR keeps it (nothing deletes here)
+            else:  # before the first INCR (which may come before the TTL)
+                assert c.ttl("race:n") in (-2, -1, 999, 1000)
+
+    def incrs():
+        try:
+            assert not run_threads(*[lambda j=j: incr(j) for j in range(k)])
+        finally:
+            done.set()
+
+    assert run_threads(incrs, expire) == []
+    values = sorted(v for g in got for v in g)
+    assert values == list(range(1, n * k + 1)), values[:20]
+    for g in got:
+        assert g == sorted(g)  # one client's increments are ordered
+    assert r.get("race:n") == str(n * k).encode() and r.ttl("race:n") in (999, 1000)
+    r.delete("race:n")
+
+
+def test_redis_concurrent_incr_beside_del_counts_on_or_restarts(zone):
+    """One client INCRs a counter while another DELs it over and over. Each increment returns
+    the previous one's total plus one, or (a DEL in between) a restarted total: never more
+    than one above the last, never below 1. Where no DEL was in flight from the previous
+    increment's send to this one's answer, it must be exactly one more; where a whole DEL
+    ran between the two, it must be 1. (An INCR after a reset takes the slow path, the next
+    ones the one-statement path; each DEL resets the counter's part: they race here.)"""
+    r = client(zone)
+    r.delete("race:d")
+    incs, dels = [], []  # (sent, answered, value) and (sent, answered)
+    done = threading.Event()
+
+    def incr():
+        c = client(zone)
+        try:
+            for i in range(300):
+                if i % 10 == 9:
+                    time.sleep(0.015)  # room for a whole DEL between two increments
+                t0 = time.monotonic()
+                v = c.incr("race:d")
+                incs.append((t0, time.monotonic(), v))
+        finally:
+            done.set()
+
+    def delete():
+        c = client(zone)
+        while not done.is_set():
+            t0 = time.monotonic()
+            c.delete("race:d")
+            dels.append((t0, time.monotonic()))
+            time.sleep(0.003)
+
+    assert run_threads(incr, delete) == []
+    assert dels, "no DEL ran"
+    prev_sent, prev_ans, prev = 0.0, 0.0, 0
+    exact = restarted = 0
+    for sent, ans, v in incs:
+        assert 1 <= v <= prev + 1, (prev, v)
+        overlapping = [d for d in dels if d[0] <= ans and d[1] >= prev_sent]
+        if not overlapping:
+            assert v == prev + 1, (prev, v)
+            exact += 1
+        if any(d[0] > prev_ans and d[1] < sent for d in dels):
+            assert v == 1, (prev, v)
+            restarted += 1
+        prev_sent, prev_ans, prev = sent, ans, v
+    print(f"{len(incs)} INCRs, {len(dels)} DELs: {exact} had to count on, {restarted} had to restart")
+    assert exact > 0 and restarted > 0  # both rules were put to the test
+    r.delete("race:d")
 
 
 def recv_until(s, n_lines, timeout=20):

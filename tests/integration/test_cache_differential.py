@@ -370,34 +370,94 @@ def session_user(session):
             "alice": "alice", "bob": "bob"}[session]
 
 
-def run_scenario(name, setup, steps, ports, after_setup=None):
-    """ports: session -> port (a target's tusk, or PostgreSQL). -> the answers, in order."""
-    p = prefix(name)
-    conns = {}
-    try:
-        su = psycopg.connect(host="127.0.0.1", port=ports("su", 0), user="postgres", dbname=TEST_DB, autocommit=True)
-        for s in setup:
-            psycopg.ClientCursor(su).execute(s.replace("{p}", p))
-        su.close()
-        if after_setup:
-            after_setup()
-        out = []
-        for i, (session, sql) in enumerate(steps):
-            port = ports(session, i)
-            if (session, port) not in conns:
-                conns[(session, port)] = psycopg.connect(host="127.0.0.1", port=port, user=session_user(session),
-                                                         dbname=TEST_DB, autocommit=True, prepare_threshold=None)
+class ScenarioRun:
+    """One target's run of a scenario: its setup, then its steps segment by segment (a
+    segment ends at a "sleep:" step, which the caller does, once for all targets), its
+    connections kept across segments. prefix: the objects' prefix ({p})."""
+
+    def __init__(self, setup, steps, ports, p, after_setup=None):
+        self.setup, self.steps, self.ports, self.p, self.after_setup = setup, steps, ports, p, after_setup
+        self.conns = {}
+        self.out = []
+        self.next = 0  # the next step's index
+
+    def start(self):
+        su = psycopg.connect(host="127.0.0.1", port=self.ports("su", 0), user="postgres", dbname=TEST_DB,
+                             autocommit=True)
+        try:
+            for s in self.setup:
+                psycopg.ClientCursor(su).execute(s.replace("{p}", self.p))
+        finally:
+            su.close()
+        if self.after_setup:
+            self.after_setup()
+
+    def segment(self):
+        """Runs steps up to the next "sleep:" step (which it records and skips) or the end."""
+        while self.next < len(self.steps):
+            i = self.next
+            session, sql = self.steps[i]
+            self.next += 1
+            if sql.startswith("sleep:"):
+                self.out.append((session, sql, None))
+                return
+            port = self.ports(session, i)
+            if (session, port) not in self.conns:
+                self.conns[(session, port)] = psycopg.connect(host="127.0.0.1", port=port,
+                                                              user=session_user(session), dbname=TEST_DB,
+                                                              autocommit=True, prepare_threshold=None)
             # A read runs twice: the first may only fill the cache, the second is served from it.
             for _ in range(2 if sql.lower().startswith(("select", "x:select", "with c as")) else 1):
-                out.append((session, sql, run_step(conns[(session, port)], sql.replace("{p}", p))))
-        return out
-    finally:
-        for c in conns.values():
+                self.out.append((session, sql, run_step(self.conns[(session, port)], sql.replace("{p}", self.p))))
+
+    def close(self):
+        for c in self.conns.values():
             c.close()
 
 
+def run_scenario(name, setup, steps, ports, after_setup=None):
+    """ports: session -> port (a target's tusk, or PostgreSQL). -> the answers, in order."""
+    r = ScenarioRun(setup, steps, ports, prefix(name), after_setup)
+    try:
+        r.start()
+        while r.next < len(steps):
+            sleep = r.next and steps[r.next - 1][1]
+            if sleep and sleep.startswith("sleep:"):
+                time.sleep(float(sleep[6:]))
+            r.segment()
+        return r.out
+    finally:
+        r.close()
+
+
+def run_timed_scenario(name, setup, steps, runs, afters):
+    """A scenario whose steps wait ("sleep:", for now() to pass a row's expiry) on every target
+    at once: each target's objects under its own prefix, set up and run to the sleep in turn,
+    then one sleep for all, then the next segment on each. Each target still sees its own
+    setup, its reads before the sleep right after its setup, and at least the sleep's time
+    between its two segments; what ran on another target between them went through another
+    tusk (or PostgreSQL) on objects of another prefix. -> target: its answers."""
+    base = prefix(name)
+    order = list(runs)
+    # "dNN" + a letter per target: drop_scenario's "dNN%" sweeps them all
+    r = {t: ScenarioRun(setup, steps, runs[t], f"{base[:-1]}{chr(ord('a') + k)}_", afters.get(t))
+         for k, t in enumerate(order)}
+    try:
+        for t in order:
+            r[t].start()
+            r[t].segment()
+        while any(x.next < len(steps) for x in r.values()):
+            time.sleep(float(steps[r[order[0]].next - 1][1][6:]))
+            for t in order:
+                r[t].segment()
+        return {t: r[t].out for t in order}
+    finally:
+        for x in r.values():
+            x.close()
+
+
 def drop_scenario(pg, name):
-    p = prefix(name)
+    p = prefix(name)[:-1]  # "dNN": the scenario's own prefix and its targets' ("dNNa_" ...)
     # Everything the scenario made (tables, views, sequences, functions ...): dropped by owner-less sweep.
     pg.execute(f"""do $$ declare r record; begin
         for r in select quote_ident(c.relname) as x, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -485,17 +545,22 @@ def test_differential_scenario(cpg, targets, name, setup, steps, l2):
         runs["l2"] = lambda s, i: (targets["l2a"] if i % 2 == 0 else targets["l2b"]).port
     elif "l2a" in targets:
         runs["l2"] = lambda s, i: targets["l2a"].port
-    answers = {}
-    for target, port_of in runs.items():
-        drop_scenario(cpg, name)
-        after = None
-        if target == "l2":
-            # The setup's DDL went through the first tusk; the second knows the catalog changed
-            # only after cache_ttl or a CACHE FLUSH (docs/cache.md, limits): flushed here.
-            def after():
-                from test_console import psql
-                assert psql(targets["l2b"], f"CACHE FLUSH {TEST_DB}").returncode == 0
-        answers[target] = run_scenario(name, setup, steps, port_of, after)
+    afters = {}
+    if "l2a" in targets:
+        # The setup's DDL went through the first tusk; the second knows the catalog changed
+        # only after cache_ttl or a CACHE FLUSH (docs/cache.md, limits): flushed here.
+        def flush_l2b():
+            from test_console import psql
+            assert psql(targets["l2b"], f"CACHE FLUSH {TEST_DB}").returncode == 0
+        afters["l2"] = flush_l2b
+    drop_scenario(cpg, name)
+    if any(sql.startswith("sleep:") for _, sql in steps):
+        answers = run_timed_scenario(name, setup, steps, runs, afters)
+    else:
+        answers = {}
+        for target, port_of in runs.items():
+            drop_scenario(cpg, name)
+            answers[target] = run_scenario(name, setup, steps, port_of, afters.get(target))
     drop_scenario(cpg, name)
     for target, got in answers.items():
         for want, have in zip(answers["direct"], got):

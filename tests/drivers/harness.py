@@ -75,12 +75,17 @@ def command(suite, host, port, db, user, extra=()):
     raise ValueError(suite)
 
 
-def environment(host, port, db, user, tag, one_db=None, tls_port=None, tls_ca=None, tls_all=False):
-    """tls_all: every connection of the suite to its target over TLS, checked against tls_ca."""
+def environment(host, port, db, user, tag, one_db=None, tls_port=None, tls_ca=None, tls_all=False, watch_ports=None):
+    """tls_all: every connection of the suite to its target over TLS, checked against tls_ca.
+    watch_ports: the servers behind a target that may run a query on any of them (a
+    read-write-split pool), on 127.0.0.1: where a suite looks for a query it waits to see run."""
     env = dict(os.environ, PGHOST=host, PGPORT=str(port), PGUSER=user, PGDATABASE=db, TAG=tag,
                PGSSLMODE="disable", ONE_DATABASE=one_db or db)
     env.pop("TLS_PORT", None)
     env.pop("TLS_ALL", None)
+    env.pop("WATCH_PORTS", None)
+    if watch_ports:
+        env.update(WATCH_PORTS=",".join(str(p) for p in watch_ports))
     if tls_port:
         env.update(TLS_PORT=str(tls_port), TLS_CA=str(tls_ca))
     if tls_all:
@@ -95,11 +100,11 @@ def list_cases(suite):
 
 
 def run_suite(suite, host, port, db, user, tag, cases=None, one_db=None, tls_port=None, tls_ca=None,
-              timeout=600, tls_all=False):
+              timeout=600, tls_all=False, watch_ports=None):
     """{case: out} for every case (a stalled case's out is the watchdog's report; a case the suite
     never answered gets {"no answer": ...})."""
     todo = list(cases or CASES[suite])
-    env = environment(host, port, db, user, tag, one_db, tls_port, tls_ca, tls_all)
+    env = environment(host, port, db, user, tag, one_db, tls_port, tls_ca, tls_all, watch_ports)
     results = {}
     while todo:
         p = subprocess.run(command(suite, host, port, db, user, todo), env=env, capture_output=True, text=True,

@@ -101,6 +101,8 @@ def drivers_tusk(request, pg, tmp_path_factory):
                 sent.append(1)
         threading.Thread(target=reload_often, daemon=True).start()
     t.certs = certs
+    # where the suites look for a query they wait to see run (harness.environment)
+    t.watch_ports = [n.port for n in cluster.nodes] if cluster else None
     t.tag = {"off": "t", "adaptive": "a", "session": "s", "cache": "c", "session-cache": "sc", "split": "x"}[request.param]
     t.session = request.param.startswith("session")
     t.tls_all = request.param in TLS_ALL
@@ -162,7 +164,8 @@ class Results:
                                                     one_db=None if DIRECT or self.tusk.session else ONE_DB,
                                                     tls_port=None if DIRECT else self.tusk.port,
                                                     tls_ca=self.tusk.certs.ca,
-                                                    tls_all=self.tusk.tls_all and not DIRECT)
+                                                    tls_all=self.tusk.tls_all and not DIRECT,
+                                                    watch_ports=None if DIRECT else self.tusk.watch_ports)
         return cache[key]
 
 

@@ -5,7 +5,9 @@
 // Env: PGHOST PGPORT PGUSER PGDATABASE (the target), TAG (prefix of the tables this run makes, so
 // runs against several targets of one PostgreSQL do not meet), POOL_MAX (pg.Pool size, default 12:
 // larger than the pooler's size), TLS_PORT and TLS_CA (a TLS listener and its CA; without them
-// the tls case prints "not configured").
+// the tls case prints "not configured"), WATCH_PORTS (the servers behind the target, on
+// 127.0.0.1, comma-separated: where the cancel case looks for its running query when the target
+// may run it on any of them).
 // Prints one JSON line per case: {"case": NAME, "out": WHAT IT SAW}. "out" holds only values a
 // correct server gives the same way every run (no pids, no timings), so two targets' lines can be
 // compared as they are. Exit 0 whatever the cases saw; 3 when the watchdog fired: a connection
@@ -235,15 +237,23 @@ cases.error_mid_query = async () => {
 
 // Cancel a running query the way node-postgres does (a CancelRequest on a new connection), once
 // the query is seen running (a cancel that arrives before it would cancel nothing).
+// Until the query carrying marker runs. Looked for through the target, or, with WATCH_PORTS
+// (a read-write-split pool: the query runs on whichever standby took it, and a watcher's own
+// reads go to another), directly on each of those servers.
 async function whenRunning(marker) {
-  const w = await client('cancel-watch')
+  const ports = (process.env.WATCH_PORTS || '').split(',').filter(Boolean)
+  const ws = ports.length
+    ? await Promise.all(ports.map((p) => client('cancel-watch', { host: '127.0.0.1', port: parseInt(p, 10), ssl: false })))
+    : [await client('cancel-watch')]
   try {
     for (let i = 0; i < 200; i++) {
-      const r = await q('cancel-watch', w, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1", ['%' + marker + '%'])
-      if (r.rows[0].n >= 1) return
+      for (const w of ws) {
+        const r = await q('cancel-watch', w, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1", ['%' + marker + '%'])
+        if (r.rows[0].n >= 1) return
+      }
       await new Promise((r) => setTimeout(r, 50))
     }
-  } finally { await w.end() }
+  } finally { await Promise.all(ws.map((w) => w.end())) }
 }
 async function cancelled(c, marker) {
   const running = c.query(`SELECT pg_sleep(30) /* ${marker} */`)

@@ -161,7 +161,7 @@ static void count_client(struct client *c, int to)
 	else
 		stats_client_move(c->worker->rt->stats, c->stats_pool, from, sp, to);
 	c->stats_pool = sp;
-	c->stats_state = to + 1;
+	c->stats_state = (uint8_t)(to + 1); /* to: -1 .. STATS_CLIENT_NSTATES - 1 */
 }
 /* stats: a whole ErrorResponse (header included) from a server is on its way to c. */
 void client_count_error(struct client *c, const uint8_t *msg, size_t len)

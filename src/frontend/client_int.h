@@ -34,6 +34,7 @@ struct notify_client;
 struct client_wait;
 struct prep_parse;
 struct prep_stmt;
+struct client_big;
 
 #define CLIENT_MAX_STATEMENTS 10000          /* named prepared statements per client */
 #define CLIENT_MAX_STATEMENT_BYTES (16u << 20) /* their memory per client */
@@ -74,7 +75,7 @@ struct client {
 		struct sockaddr_in in;
 		struct sockaddr_in6 in6;
 	} peer;
-	int stats_state;            /* stats: see below (declared here, it fills a hole) */
+	uint32_t cancel_pid;        /* minted by tusk (with cancel_key); here, it fills a hole */
 	/* "db/user@addr:port\0db\0user\0" in one allocation sized to fit (never NULL); database
 	 * and user point into it ("" before the startup packet), so an idle client keeps no
 	 * fixed-size name arrays. */
@@ -84,13 +85,13 @@ struct client {
 	struct session_state session; /* what every server it gets must look like */
 	uint64_t serial;            /* unique per process: the "remembered owner" of servers */
 	double login_at;            /* ev_now when greeted, for the log_disconnections line */
-	bool greeted;               /* AuthenticationOk..ReadyForQuery sent */
-	bool pinned;                /* session state that cannot be carried: keep the server */
-	bool backslash_quotes;      /* standard_conforming_strings is off: classify accordingly */
-	bool lex_pending;           /* a request in flight may change how SQL is read (a SET of
+	bool greeted : 1;           /* AuthenticationOk..ReadyForQuery sent */
+	bool pinned : 1;            /* session state that cannot be carried: keep the server */
+	bool backslash_quotes : 1;  /* standard_conforming_strings is off: classify accordingly */
+	bool lex_pending : 1;       /* a request in flight may change how SQL is read (a SET of
 	                             * standard_conforming_strings or client_encoding): until its
 	                             * replies are in, texts that may matter pin (relay.c) */
-	bool reset_before_reuse;    /* this transaction ran something tusk cannot prove harmless to
+	bool reset_before_reuse : 1; /* this transaction ran something tusk cannot prove harmless to
 	                             * the session (a function, DO, CALL): its server gets the reset
 	                             * query before it goes back to the pool */
 	uint8_t unnamed_marks;      /* what the last Parse of the unnamed statement needs at each
@@ -99,21 +100,15 @@ struct client {
 	/* Session pooling: the client sent something other than a cacheable read since login, so
 	 * its server's session may differ from what the cache key says (src/flight/serve.c). */
 	bool flight_session_dirty;
-	/* A Query or Parse larger than rbuf, copied as it streams so that it is classified once
-	 * whole (relay.c); NULL when none is in flight. */
-	char *big;
-	size_t big_len, big_cap;
-	uint8_t big_type;
+	uint8_t stats_state;        /* stats: see below (a byte: it fills a hole) */
 	bool tx_failed;             /* an error or ROLLBACK since the transaction began */
 	bool tx_undo_watch;         /* a hook keeps changes of this transaction that a ROLLBACK
 	                             * undoes: the relay reads CommandComplete tags for it */
 	uint8_t rollback_to_owed;   /* ROLLBACK TO SAVEPOINTs sent whose tag (ROLLBACK) is due */
 	bool release_pending;       /* a final ReadyForQuery was scanned: release once it is out */
-	bool copy_in;               /* the server waits for COPY data from the client */
-	bool prep_on;               /* named statements are tracked (transaction/statement pooling
-	                             * with max_prepared_statements): prep is the map, NULL until
-	                             * the first named Parse (an idle client that names none pays
-	                             * for no map) */
+	/* A Query or Parse larger than rbuf, copied as it streams so that it is classified once
+	 * whole (relay.c); NULL when none is in flight. */
+	struct client_big *big;
 	struct prep_client *prep;   /* NULL: no name (prepared.h reads NULL as an empty map) */
 	struct client_auth *auth;   /* during CLIENT_AUTH (auth.c) */
 	struct server_cred *cred;   /* what the client's authentication revealed, for passthrough
@@ -138,7 +133,12 @@ struct client {
 	                             * needs before it parks */
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
 	bool cancel_registered;     /* the minted key is in the cancel registry */
-	uint32_t cancel_pid, cancel_key; /* minted by tusk, sent in BackendKeyData */
+	uint32_t cancel_key;        /* minted by tusk (with cancel_pid), sent in BackendKeyData */
+	bool copy_in;               /* the server waits for COPY data from the client */
+	bool prep_on;               /* named statements are tracked (transaction/statement pooling
+	                             * with max_prepared_statements): prep is the map, NULL until
+	                             * the first named Parse (an idle client that names none pays
+	                             * for no map) */
 	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
 	struct client *prev, *next; /* worker->clients */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */

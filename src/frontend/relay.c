@@ -497,44 +497,56 @@ bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql,
 
 /* A Query or Parse larger than the read buffer streams through in pieces; a copy of it is
  * kept until the last piece so that it is classified like any other. Bounded by
- * max_message_size, freed at its end; only such oversized messages pay for it. */
-static void big_begin(struct client *c, uint8_t type, size_t total)
+ * max_message_size, freed at its end; only such oversized messages pay for it (the struct
+ * client of an idle client holds one pointer for it). */
+struct client_big {
+	size_t len, cap;
+	uint8_t type;
+	char data[];
+};
+
+/* Without the memory for the copy the statement cannot be classified: the client is pinned
+ * at once (its server stays, as for anything tusk cannot prove harmless). */
+static void big_begin(struct client *c, struct server *s, uint8_t type, size_t total)
 {
 	free(c->big);
-	c->big_len = 0;
-	c->big_cap = total - PROTO_HDR_LEN;
-	c->big_type = type;
-	c->big = malloc(c->big_cap);
+	size_t cap = total - PROTO_HDR_LEN;
+	c->big = malloc(sizeof *c->big + cap);
+	if (!c->big) {
+		pin_client(c, s, "statement too large to copy for classification", "", 0);
+		return;
+	}
+	c->big->len = 0;
+	c->big->cap = cap;
+	c->big->type = type;
 }
 
 static void big_append(struct client *c, const uint8_t *p, size_t n, size_t skip_header)
 {
-	if (!c->big || n <= skip_header)
+	struct client_big *b = c->big;
+	if (!b || n <= skip_header)
 		return;
 	p += skip_header;
 	n -= skip_header;
-	if (n > c->big_cap - c->big_len)
-		n = c->big_cap - c->big_len;
-	memcpy(c->big + c->big_len, p, n);
-	c->big_len += n;
+	if (n > b->cap - b->len)
+		n = b->cap - b->len;
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
 }
 
 /* The last piece went by: classify it. Returns false when the client had to be failed. */
 static bool big_end(struct client *c, struct server *s)
 {
+	struct client_big *b = c->big;
 	const char *sql;
 	size_t len;
 	bool ok = true;
 
-	if (!c->big) {
-		pin_client(c, s, "statement too large to copy for classification", "", 0);
-	} else if (relay_sql_of(c->big_type, c->big, c->big_len, &sql, &len)) {
-		ok = note_sql(c, s, sql, len, c->big_type == 'P' ? &c->unnamed_marks : NULL);
-	}
+	if (relay_sql_of(b->type, b->data, b->len, &sql, &len))
+		ok = note_sql(c, s, sql, len, b->type == 'P' ? &c->unnamed_marks : NULL);
 	/* A body without its NUL is the server's to refuse: it runs nothing. */
 	free(c->big);
 	c->big = NULL;
-	c->big_len = c->big_cap = 0;
 	return ok;
 }
 
@@ -1024,7 +1036,7 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 			return SCAN_CLOSED;
 		}
 		if (c->mode != POOL_MODE_SESSION)
-			big_begin(c, 'P', total);
+			big_begin(c, s, 'P', total);
 		relay_hooks_parsed(c, NULL, NULL, 0); /* not read: not judged */
 		expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
 		return advance(pass);
@@ -1315,7 +1327,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 			if (!note_sql(c, s, sql, len, NULL))
 				return SCAN_CLOSED;
 		} else if (c->mode != POOL_MODE_SESSION) {
-			big_begin(c, 'Q', total);
+			big_begin(c, s, 'Q', total);
 		}
 		note_extended_boundary(s, 'Q');
 		expect_push(s, EXPECT_QUERY, EXPECT_FORWARD);

@@ -223,6 +223,27 @@ bool resp_out_bulk(struct resp_out *o, const char *p, size_t n)
 	return true;
 }
 
+bool resp_out_value(struct resp_out *o, const char *v, size_t n)
+{
+	enum { HDR = 24 }; /* a bulk header at most: "$" + 20 digits + CRLF */
+	if (o->cap - o->len < RESP_VALUE_ROOM(n))
+		return false;
+	if (n < 2 || v[0] != '"')
+		return resp_out_bulk(o, v, n);
+	/* Unquoted HDR bytes past the end (k <= n), then moved back behind its header. */
+	char *at = o->p + o->len;
+	long k = resp_json_unquote(v, n, at + HDR);
+	if (k < 0)
+		return resp_out_bulk(o, v, n);
+	char hdr[HDR];
+	int h = snprintf(hdr, sizeof hdr, "$%ld\r\n", k);
+	memmove(at + h, at + HDR, (size_t)k);
+	memcpy(at, hdr, (size_t)h);
+	memcpy(at + h + k, "\r\n", 2);
+	o->len += (size_t)h + (size_t)k + 2;
+	return true;
+}
+
 bool resp_out_nil(struct resp_out *o)
 {
 	return put(o, "$-1\r\n", 5);

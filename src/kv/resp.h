@@ -42,6 +42,11 @@ bool resp_out_simple(struct resp_out *o, const char *s);               /* +s */
 bool resp_out_error(struct resp_out *o, const char *s);                /* -s (CR and LF replaced) */
 bool resp_out_int(struct resp_out *o, long long v);                    /* :v */
 bool resp_out_bulk(struct resp_out *o, const char *p, size_t n);       /* $n p */
+/* A kv value (the JSON text v[0, n)) as a Redis string: a JSON string unquoted (in place in
+ * o's free space: no copy elsewhere), any other text as is. RESP_VALUE_ROOM(n) free bytes
+ * always suffice. */
+#define RESP_VALUE_ROOM(n) ((n) + 32)
+bool resp_out_value(struct resp_out *o, const char *v, size_t n);      /* $k unquoted(v) */
 bool resp_out_nil(struct resp_out *o);                                 /* $-1 */
 bool resp_out_array(struct resp_out *o, long long n);                  /* *n (-1: nil array) */
 /* RESP3 (after HELLO 3): its null and its map header (n pairs follow). */

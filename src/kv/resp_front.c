@@ -238,45 +238,25 @@ static void reply_map(struct resp_conn *c, long long n)
 	}
 }
 
-/* A kv value (JSON text) as a Redis string: a JSON string unquoted, anything else as is.
- * Unquoted into the output buffer's free tail, HDR bytes past its end (room for a bulk
- * string's header, written in front of it afterwards): no allocation per value. Returns the
- * unquoted length there, -1 when v is not one JSON string (it is its own text), -2 out of
- * memory (the connection is closing). */
-#define VALUE_HDR 24 /* "$" + 20 digits + CRLF */
-static long unquote_into_out(struct resp_conn *c, const char *v, size_t n)
-{
-	if (n < 2 || v[0] != '"')
-		return -1;
-	if (!out_room(c, VALUE_HDR + n + 2)) {
-		c->closing = true;
-		return -2;
-	}
-	return resp_json_unquote(v, n, c->out + c->out_len + VALUE_HDR);
-}
-
+/* A kv value (JSON text) as a Redis string (resp_out_value: a JSON string unquoted in place). */
 static void reply_value(struct resp_conn *c, const char *v, size_t n)
 {
-	long k = unquote_into_out(c, v, n);
-	if (k == -2)
-		return;
-	if (k < 0) {
-		reply_bulk(c, v, n);
-		return;
-	}
-	char hdr[VALUE_HDR];
-	int h = snprintf(hdr, sizeof hdr, "$%ld\r\n", k);
-	char *at = c->out + c->out_len;
-	memmove(at + h, at + VALUE_HDR, (size_t)k);
-	memcpy(at, hdr, (size_t)h);
-	memcpy(at + h + k, "\r\n", 2);
-	c->out_len += (size_t)h + (size_t)k + 2;
+#define CALL(o) resp_out_value(o, v, n)
+	REPLY(c, RESP_VALUE_ROOM(n), CALL);
+#undef CALL
 }
 
-/* A value's length as a Redis string (STRLEN): unquoted where reply_value would, not kept. */
+/* A value's length as a Redis string (STRLEN): unquoted where reply_value would (into the
+ * output buffer's free space, not kept). */
 static long long value_length(struct resp_conn *c, const char *v, size_t n)
 {
-	long k = unquote_into_out(c, v, n);
+	if (n < 2 || v[0] != '"')
+		return (long long)n;
+	if (!out_room(c, n)) {
+		c->closing = true;
+		return (long long)n;
+	}
+	long k = resp_json_unquote(v, n, c->out + c->out_len);
 	return k >= 0 ? k : (long long)n;
 }
 

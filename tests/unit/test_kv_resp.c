@@ -125,12 +125,39 @@ static void test_json_values(void **state)
 	assert_int_equal(resp_json_unquote("\"a\"b\"", 5, u), -1);
 }
 
+/* A value as Redis reads it: a JSON string unquoted in place behind its header, any other
+ * JSON text (or a malformed string) as is, nothing written when it does not fit. */
+static void test_value_replies(void **state)
+{
+	char buf[128];
+	struct resp_out o = { buf, 0, sizeof buf };
+	(void)state;
+	static const char quoted[] = "\"a\\nb\\u00e9\""; /* the JSON text "a\nb\u00e9" */
+	assert_true(resp_out_value(&o, quoted, sizeof quoted - 1));
+	assert_true(resp_out_value(&o, "{\"n\": 1}", 8));
+	assert_true(resp_out_value(&o, "\"\"", 2));
+	assert_true(resp_out_value(&o, "\"a\"b\"", 5)); /* not one JSON string: as is */
+	assert_true(resp_out_value(&o, "7", 1));
+	static const char want[] = "$5\r\na\nb\xc3\xa9\r\n$8\r\n{\"n\": 1}\r\n$0\r\n\r\n$5\r\n\"a\"b\"\r\n$1\r\n7\r\n";
+	assert_int_equal(o.len, sizeof want - 1);
+	assert_memory_equal(buf, want, o.len);
+	/* Room: RESP_VALUE_ROOM(n) suffices, less is refused untouched. */
+	char small[RESP_VALUE_ROOM(4)];
+	struct resp_out s = { small, 1, sizeof small };
+	assert_false(resp_out_value(&s, "\"ab\"", 4));
+	assert_int_equal(s.len, 1);
+	s.len = 0;
+	assert_true(resp_out_value(&s, "\"ab\"", 4));
+	assert_int_equal(s.len, 8);
+	assert_memory_equal(small, "$2\r\nab\r\n", 8);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_multibulk_and_pieces), cmocka_unit_test(test_inline),
 		cmocka_unit_test(test_hostile_bounds), cmocka_unit_test(test_numbers_and_replies),
-		cmocka_unit_test(test_json_values),
+		cmocka_unit_test(test_json_values), cmocka_unit_test(test_value_replies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,7 +11,9 @@ with its tusk):
    CONFLICT DO UPDATE SET n = n + 1 RETURNING n), and its GET of absent keys (a miss also
    looks for a counter) against a plain select that finds nothing, and its DEL (a tombstone, and
    the key's counter reset) against a plain delete, last (the next round's puts write the keys
-   again);
+   again); and the same plain statements through PgBouncer (the current release, 1.25, found or
+   built as bench/lib.sh's bench_pgbouncer_find does; transaction pooling) on the same
+   PostgreSQL, the issue's other baseline, when one is there;
 2. counters: both tusks stopped (no replication: a partition), WRITERS (4) connections per zone
    each call kv.incr N (1000) times on the counter's shard, all acknowledged; then the tusks
    start again and the time until both zones read exactly 2 x WRITERS x N is measured;
@@ -106,7 +108,56 @@ def redis_benchmark(z, nconn, seconds):
     return out
 
 
-def throughput(p, seconds):
+def pgbouncer_binary():
+    """The PgBouncer bench/lib.sh compares with (1.25 when it is there or can be built, else
+    Debian's), or None."""
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", "-c", 'source bench/lib.sh && bench_pgbouncer_find && echo "$PGB_REF"'],
+                         cwd=repo, env={**os.environ, "BENCH_NAME": "kv_speed"}, capture_output=True,
+                         text=True, timeout=900)
+    ref = out.stdout.strip().splitlines()
+    return ref[-1] if out.returncode == 0 and ref else None
+
+
+class Bouncer:
+    """PgBouncer in transaction pooling in front of zone z's PostgreSQL, database plain."""
+
+    def __init__(self, binary, z, base):
+        self.dir = base / "pgbouncer"
+        self.dir.mkdir()
+        self.port = free_port()
+        (self.dir / "userlist.txt").write_text('"postgres" ""\n')
+        (self.dir / "pgbouncer.ini").write_text(
+            f"[databases]\nplain = host=127.0.0.1 port={z.pg.port} dbname=plain\n[pgbouncer]\n"
+            f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\nauth_type = trust\n"
+            f"auth_file = {self.dir}/userlist.txt\npool_mode = transaction\ndefault_pool_size = 20\n"
+            f"max_client_conn = 100\nlogfile = {self.dir}/pgbouncer.log\npidfile = {self.dir}/pgbouncer.pid\n")
+        if os.geteuid() == 0:
+            for f in (self.dir, self.dir / "userlist.txt", self.dir / "pgbouncer.ini"):
+                shutil.chown(f, "postgres", "postgres")
+        run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run(run_as + [binary, "-d", str(self.dir / "pgbouncer.ini")], check=True, timeout=30)
+        self.version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.split()[1]
+        for _ in range(100):
+            try:
+                psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="plain").close()
+                return
+            except psycopg.OperationalError:
+                time.sleep(0.05)
+
+    def connect(self):
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="plain", autocommit=True)
+
+    def stop(self):
+        pid = self.dir / "pgbouncer.pid"
+        if pid.exists():
+            try:
+                os.kill(int(pid.read_text()), 15)
+            except (ValueError, ProcessLookupError):
+                pass
+
+
+def throughput(p, seconds, base):
     z = p.zones[0]
     add_redis_listener(z)
     with z.pg.admin() as c:
@@ -121,9 +172,23 @@ def throughput(p, seconds):
     keys = [f"key-{i}" for i in range(4000)]
     val = Jsonb({"n": 1})
     resp = lambda: Resp(z.redis_port)  # noqa: E731
-    for nconn in (1, 8):
+    binary = pgbouncer_binary()
+    bouncer = Bouncer(binary, z, base) if binary else None
+    try:
+        for nconn in (1, 8):
+            rates(z, nconn, seconds, kv, plain, resp, bouncer, keys, val)
+    finally:
+        if bouncer:
+            bouncer.stop()
+
+
+def rates(z, nconn, seconds, kv, plain, resp, bouncer, keys, val):
+    if True:
         r = {}
-        for name, connect, stmt, args in (
+        via_bouncer = (("bouncer upsert", bouncer.connect, UPSERT, lambda i: (keys[i % len(keys)], val)),
+                       ("bouncer select", bouncer.connect, SELECT, lambda i: (keys[i % len(keys)],))) \
+            if bouncer else ()
+        for name, connect, stmt, args in via_bouncer + (
                 ("kv put", kv, PUT, lambda i: (keys[i % len(keys)], val)),
                 ("resp set", resp, "SET", lambda i: (keys[i % len(keys)], '{"n": 1}')),
                 ("plain upsert", plain, UPSERT, lambda i: (keys[i % len(keys)], val)),
@@ -147,6 +212,13 @@ def throughput(p, seconds):
               f"{r['resp miss']:6.0f}/s vs plain selects of absent keys {r['plain miss']:6.0f}/s "
               f"({r['resp miss'] / r['plain miss']:.2f}x); RESP DELs {r['resp del']:6.0f}/s vs plain deletes "
               f"{r['plain delete']:6.0f}/s ({r['resp del'] / r['plain delete']:.2f}x)", flush=True)
+        if bouncer:
+            print(f"{nconn} connection(s), against PgBouncer {bouncer.version} (transaction pooling, same "
+                  f"PostgreSQL): plain upserts {r['bouncer upsert']:6.0f}/s: kv puts {r['kv put'] / r['bouncer upsert']:.2f}x, "
+                  f"RESP SETs {r['resp set'] / r['bouncer upsert']:.2f}x, tusk's plain upserts "
+                  f"{r['plain upsert'] / r['bouncer upsert']:.2f}x; plain selects {r['bouncer select']:6.0f}/s: kv gets "
+                  f"{r['kv get'] / r['bouncer select']:.2f}x, RESP GETs {r['resp get'] / r['bouncer select']:.2f}x, "
+                  f"tusk's plain selects {r['plain select'] / r['bouncer select']:.2f}x", flush=True)
         rb = redis_benchmark(z, nconn, seconds)
         if rb:
             print(f"{nconn} connection(s): redis-benchmark on the Redis listener: SET {rb.get('SET', 0):6.0f}/s "
@@ -245,7 +317,7 @@ def main():
     try:
         p.setup()
         p.start()
-        throughput(p, seconds)
+        throughput(p, seconds, base)
         if n > 0:
             counters(p, n)
         lag(p, seconds * 2)

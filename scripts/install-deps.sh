@@ -29,6 +29,7 @@ PACKAGES=(
 	libpostgresql-jdbc-java # pgjdbc, /usr/share/java/postgresql.jar
 	openjdk-17-jdk-headless # java runs DriverSuite.java from source: that needs the JDK's compiler
 	dpkg-dev fakeroot adduser # make deb (scripts/build-deb.sh) and its install test (test_packaging.py)
+	autoconf automake libtool libevent-dev # bench/lib.sh builds PgBouncer 1.25 (../shared/peers) to compare with
 	nodejs # node-postgres itself comes from npm at pinned versions (tests/drivers/node/install.sh)
 )
 # Debian's nodejs has no npm in it (its npm package has); NodeSource's nodejs bundles npm and

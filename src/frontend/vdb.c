@@ -14,6 +14,7 @@
 #include "frontend/client_int.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
+#include "util/grow.h"
 #include "worker/worker.h"
 
 /* ---- output ---- */
@@ -37,16 +38,12 @@ static bool out_reserve(struct vdb_out *o, size_t n)
 		if (o->len + n <= o->cap)
 			return true;
 	}
-	size_t cap = o->cap ? o->cap : 8192;
-	while (cap < o->len + n)
-		cap *= 2;
-	uint8_t *d = realloc(o->data, cap);
+	uint8_t *d = grow_bytes(o->data, &o->cap, o->len + n, 8192);
 	if (!d) {
 		o->failed = true;
 		return false;
 	}
 	o->data = d;
-	o->cap = cap;
 	return true;
 }
 

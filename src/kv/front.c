@@ -21,6 +21,7 @@
 #include "kv/router.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
+#include "util/grow.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -198,16 +199,12 @@ static size_t add_val(struct kv_session *ks, const char *s, size_t n)
 		return NO_VALUE;
 	}
 	if (ks->vals_len + n + 1 > ks->vals_cap) {
-		size_t cap = ks->vals_cap ? ks->vals_cap : 1024;
-		while (cap < ks->vals_len + n + 1)
-			cap *= 2;
-		char *v = realloc(ks->vals, cap);
+		char *v = grow_bytes(ks->vals, &ks->vals_cap, ks->vals_len + n + 1, 1024);
 		if (!v) {
 			vdb_error(&ks->v, "53200", "out of memory");
 			return NO_VALUE;
 		}
 		ks->vals = v;
-		ks->vals_cap = cap;
 	}
 	memcpy(ks->vals + ks->vals_len, s, n);
 	ks->vals[ks->vals_len + n] = '\0';

@@ -33,6 +33,7 @@
 #include "net/tls.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
+#include "util/grow.h"
 #include "util/log.h"
 
 #define RESP_IN_MAX (64u << 20)     /* one command's bytes at most (an MSET of many values) */
@@ -142,14 +143,10 @@ static bool out_room(struct resp_conn *c, size_t n)
 		if (c->out_cap - c->out_len >= n)
 			return true;
 	}
-	size_t cap = c->out_cap ? c->out_cap : 4096;
-	while (cap - c->out_len < n)
-		cap *= 2;
-	char *p = realloc(c->out, cap);
+	char *p = grow_bytes(c->out, &c->out_cap, c->out_len + n, 4096);
 	if (!p)
 		return false;
 	c->out = p;
-	c->out_cap = cap;
 	return true;
 }
 
@@ -648,14 +645,10 @@ static bool vals_room(struct resp_conn *c, size_t n)
 {
 	if (c->vals_cap - c->vals_len >= n)
 		return true;
-	size_t cap = c->vals_cap ? c->vals_cap : 1024;
-	while (cap - c->vals_len < n)
-		cap *= 2;
-	char *v = realloc(c->vals, cap);
+	char *v = grow_bytes(c->vals, &c->vals_cap, c->vals_len + n, 1024);
 	if (!v)
 		return false;
 	c->vals = v;
-	c->vals_cap = cap;
 	return true;
 }
 

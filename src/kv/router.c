@@ -23,6 +23,7 @@
 #include "kv/catalog.h"
 #include "kv/hash.h"
 #include "kv/schema.h"
+#include "util/grow.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -73,14 +74,10 @@ static bool rows_reserve(struct kv_job *job, size_t n)
 {
 	if (job->rows_len + n <= job->rows_cap)
 		return true;
-	size_t cap = job->rows_cap ? job->rows_cap : 4096;
-	while (cap < job->rows_len + n)
-		cap *= 2;
-	uint8_t *d = realloc(job->rows, cap);
+	uint8_t *d = grow_bytes(job->rows, &job->rows_cap, job->rows_len + n, 4096);
 	if (!d)
 		return false;
 	job->rows = d;
-	job->rows_cap = cap;
 	return true;
 }
 

@@ -32,6 +32,7 @@
 #include "router/classify.h"
 #include "runtime/runtime.h"
 #include "util/buf.h"
+#include "util/grow.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -633,16 +634,12 @@ static void deliver(struct notify_client *nc, const uint8_t *msg, size_t len)
 		return;
 	}
 	if (nc->qlen + len > nc->qcap) {
-		size_t cap = nc->qcap ? nc->qcap : 4096;
-		while (cap < nc->qlen + len)
-			cap *= 2;
-		uint8_t *n = realloc(nc->q, cap);
+		uint8_t *n = grow_bytes(nc->q, &nc->qcap, nc->qlen + len, 4096);
 		if (!n) {
 			client_fail(c, "53200", "out of memory for notifications");
 			return;
 		}
 		nc->q = n;
-		nc->qcap = cap;
 	}
 	memcpy(nc->q + nc->qlen, msg, len);
 	nc->qlen += len;

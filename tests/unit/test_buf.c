@@ -1,5 +1,6 @@
 /* Unit tests for util/buf's pool: a detached buffer holds nothing, an attached one gets a
- * whole block, released blocks are reused up to the bound and freed beyond it. */
+ * whole block, released blocks are reused up to the bound and freed beyond it. And
+ * util/grow.h's doubling. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "util/buf.h"
+#include "util/grow.h"
 
 static void test_detached_holds_nothing(void **state)
 {
@@ -117,6 +119,27 @@ static void test_trim_low_water(void **state)
 	buf_pool_destroy(&p);
 }
 
+/* grow_bytes: first size, doubling to the need, contents kept, unchanged when it holds
+ * the need already, and a need no doubling reaches refused with nothing changed. */
+static void test_grow_bytes(void **state)
+{
+	(void)state;
+	size_t cap = 0;
+	char *p = grow_bytes(NULL, &cap, 10, 64);
+	assert_non_null(p);
+	assert_int_equal(cap, 64);
+	memcpy(p, "abc", 3);
+	assert_ptr_equal(grow_bytes(p, &cap, 64, 64), p);
+	assert_int_equal(cap, 64);
+	p = grow_bytes(p, &cap, 300, 64);
+	assert_non_null(p);
+	assert_int_equal(cap, 512);
+	assert_memory_equal(p, "abc", 3);
+	assert_null(grow_bytes(p, &cap, SIZE_MAX / 2 + 1, 64));
+	assert_int_equal(cap, 512);
+	free(p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -124,6 +147,7 @@ int main(void)
 		cmocka_unit_test(test_attach_use_detach),
 		cmocka_unit_test(test_reuse_and_bound),
 		cmocka_unit_test(test_trim_low_water),
+		cmocka_unit_test(test_grow_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -393,14 +393,15 @@ class ScenarioRun:
             self.after_setup()
 
     def segment(self):
-        """Runs steps up to the next "sleep:" step (which it records and skips) or the end."""
+        """Runs steps up to the next "sleep:" step (which it records and skips) or the end.
+        -> the seconds that sleep asks for before the next segment; None: no step is left."""
         while self.next < len(self.steps):
             i = self.next
             session, sql = self.steps[i]
             self.next += 1
             if sql.startswith("sleep:"):
                 self.out.append((session, sql, None))
-                return
+                return float(sql[6:]) if self.next < len(self.steps) else None
             port = self.ports(session, i)
             if (session, port) not in self.conns:
                 self.conns[(session, port)] = psycopg.connect(host="127.0.0.1", port=port,
@@ -409,6 +410,7 @@ class ScenarioRun:
             # A read runs twice: the first may only fill the cache, the second is served from it.
             for _ in range(2 if sql.lower().startswith(("select", "x:select", "with c as")) else 1):
                 self.out.append((session, sql, run_step(self.conns[(session, port)], sql.replace("{p}", self.p))))
+        return None
 
     def close(self):
         for c in self.conns.values():
@@ -420,11 +422,10 @@ def run_scenario(name, setup, steps, ports, after_setup=None):
     r = ScenarioRun(setup, steps, ports, prefix(name), after_setup)
     try:
         r.start()
-        while r.next < len(steps):
-            sleep = r.next and steps[r.next - 1][1]
-            if sleep and sleep.startswith("sleep:"):
-                time.sleep(float(sleep[6:]))
-            r.segment()
+        wait = r.segment()
+        while wait is not None:
+            time.sleep(wait)
+            wait = r.segment()
         return r.out
     finally:
         r.close()
@@ -443,13 +444,13 @@ def run_timed_scenario(name, setup, steps, runs, afters):
     r = {t: ScenarioRun(setup, steps, runs[t], f"{base[:-1]}{chr(ord('a') + k)}_", afters.get(t))
          for k, t in enumerate(order)}
     try:
-        for t in order:
+        for t in order:  # the same steps on each target: the same waits
             r[t].start()
-            r[t].segment()
-        while any(x.next < len(steps) for x in r.values()):
-            time.sleep(float(steps[r[order[0]].next - 1][1][6:]))
+            wait = r[t].segment()
+        while wait is not None:
+            time.sleep(wait)
             for t in order:
-                r[t].segment()
+                wait = r[t].segment()
         return {t: r[t].out for t in order}
     finally:
         for x in r.values():

@@ -17,6 +17,9 @@ with its tusk):
 2. counters: both tusks stopped (no replication: a partition), WRITERS (4) connections per zone
    each call kv.incr N (1000) times on the counter's shard, all acknowledged; then the tusks
    start again and the time until both zones read exactly 2 x WRITERS x N is measured;
+   at each count of connections, the puts twice more, away from zone b's replication of zone
+   a's puts (on this one machine it takes the same cores): each zone on a core of its own, then
+   zone b's tusk paused;
 3. replication lag at the highest rate zone a sustains: 8 connections put through zone a's
    kv database as fast as they can while a probe key is written there every 50 ms and polled
    in zone b (directly on its shard); achieved puts/s, lag p50 / p99 / max.
@@ -28,6 +31,7 @@ Prints numbers only; asserts nothing. Stops everything it started.
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -177,9 +181,78 @@ def throughput(p, seconds, base):
     try:
         for nconn in (1, 8):
             rates(z, nconn, seconds, kv, plain, resp, bouncer, keys, val)
+            quiet_rates(p, nconn, seconds, kv, plain, resp, keys, val)
     finally:
         if bouncer:
             bouncer.stop()
+
+
+def tree(pid):
+    """pid and its descendants' pids (from /proc), each with its threads."""
+    kids = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        try:
+            out += [int(t.name) for t in Path(f"/proc/{q}/task").iterdir()]
+        except OSError:
+            continue
+        todo += kids.get(q, [])
+    return out
+
+
+def pin(pids, cpus):
+    for x in pids:
+        try:
+            os.sched_setaffinity(x, cpus)
+        except OSError:
+            pass  # gone meanwhile
+
+
+def zone_pids(z):
+    postmaster = int((z.pg.data / "postmaster.pid").read_text().split()[0])
+    return tree(postmaster) + tree(z.tusk.proc.pid)
+
+
+def quiet_rates(p, nconn, seconds, kv, plain, resp, keys, val):
+    """The puts again, away from zone b's replication: on this one machine zone b's tusk
+    replicates every put of zone a (reading the changes from a's shards, writing them into
+    b's) on the same cores as the writers, where a deployment has zone b on its own machine.
+    First each zone on a core of its own (zone b's PostgreSQL and tusk on the last CPU; zone
+    a's, this process and its writers on the others: a's part of replication, serving b's
+    reads of its changes, stays with a), when there are two CPUs or more; then zone b's tusk
+    paused (SIGSTOP: no replication at all meanwhile; it catches up after)."""
+    a, b = p.zones
+    every = os.sched_getaffinity(0)
+    quiet = []
+    if len(every) >= 2:
+        last = max(every)
+        pin(zone_pids(b), {last})
+        pin(zone_pids(a) + [os.getpid()], every - {last})
+        quiet.append(("zones on separate cores", None))
+    quiet.append(("zone b's tusk paused", b))
+    for what, stop in quiet:
+        if stop:
+            pin(zone_pids(a) + zone_pids(b) + [os.getpid()], every)
+            os.kill(stop.tusk.proc.pid, signal.SIGSTOP)
+        try:
+            r = {name: run_for(connect, stmt, lambda i: (keys[i % len(keys)], v), seconds, nconn)
+                 for name, connect, stmt, v in (("kv put", kv, PUT, val), ("resp set", resp, "SET", '{"n": 1}'),
+                                                ("plain upsert", plain, UPSERT, val))}
+        finally:
+            if stop:
+                os.kill(stop.tusk.proc.pid, signal.SIGCONT)
+            pin(zone_pids(a) + zone_pids(b) + [os.getpid()], every)
+        print(f"{nconn} connection(s), {what}: kv puts {r['kv put']:6.0f}/s, RESP SETs {r['resp set']:6.0f}/s vs "
+              f"plain upserts {r['plain upsert']:6.0f}/s ({r['kv put'] / r['plain upsert']:.2f}x, "
+              f"{r['resp set'] / r['plain upsert']:.2f}x)", flush=True)
 
 
 def rates(z, nconn, seconds, kv, plain, resp, bouncer, keys, val):
@@ -261,7 +334,26 @@ def counters(p, n, writers=4):
           f"after healing {vals} (want {want}) in {time.monotonic() - t0:.2f} s; errors {len(errors)}", flush=True)
 
 
+def caught_up(p, timeout=120):
+    """Waits until zone b holds a key just written in zone a (the pause in quiet_rates left it
+    behind): the lag measure starts from a zone that is not catching up. -> seconds waited."""
+    a, b = p.zones
+    mark = f"{time.time()}"
+    shard = p.shard_of("default", "caught-up")
+    t0 = time.monotonic()
+    with psycopg.connect(host="127.0.0.1", port=a.tusk.port, user="postgres", dbname="kv", autocommit=True) as w:
+        w.execute(PUT, ("caught-up", Jsonb({"m": mark})))
+    with b.db(shard, user="postgres") as r:
+        while time.monotonic() - t0 < timeout:
+            v = r.execute("select value from kv.data where ns = 'default' and key = 'caught-up'").fetchone()
+            if v and v[0] and v[0].get("m") == mark:
+                break
+            time.sleep(0.05)
+    return time.monotonic() - t0
+
+
 def lag(p, seconds):
+    print(f"(zone b caught up with zone a in {caught_up(p):.1f} s)", flush=True)
     a, b = p.zones
     stop = threading.Event()
     done = [0] * 8

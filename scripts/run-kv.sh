@@ -62,6 +62,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 0' INT TERM
 
+# kv init of zone $1; on failure, the hint that a directory of an earlier run may be in the way
+# (its objects are the owner's it was made with: a hand-made change there stops kv init).
+kv_init() {
+	"$TUSK" kv init -c "$RUN/tusk-$1.yaml" >/dev/null || {
+		echo "run-kv: tusk kv init failed in zone $1 on the data in $RUN, kept from an earlier run;" \
+			"remove that directory (or set RUN_KV_DIR) to start afresh" >&2
+		return 1
+	}
+}
+
 port=54340
 for z in "${ZONES[@]}"; do
 	PGDATA[$z]=$RUN/pg-$z
@@ -114,7 +124,7 @@ admin:
   users: [postgres]
   client_auth: trust
 YAML
-	"$TUSK" kv init -c "$RUN/tusk-$z.yaml" >/dev/null
+	kv_init "$z"
 done
 
 # The catalog, filled on zone a with this run's ports, then pushed everywhere.
@@ -131,7 +141,7 @@ SELECT kv_catalog.bump();
 SQL
 "$TUSK" kv push -c "$RUN/tusk-a.yaml" >/dev/null
 for z in "${ZONES[@]}"; do
-	"$TUSK" kv init -c "$RUN/tusk-$z.yaml" >/dev/null
+	kv_init "$z"
 done
 
 for z in "${ZONES[@]}"; do

@@ -66,10 +66,22 @@ trap 'cleanup; exit 0' INT TERM
 # (its objects are the owner's it was made with: a hand-made change there stops kv init).
 kv_init() {
 	"$TUSK" kv init -c "$RUN/tusk-$1.yaml" >/dev/null || {
-		echo "run-kv: tusk kv init failed in zone $1 on the data in $RUN, kept from an earlier run;" \
-			"remove that directory (or set RUN_KV_DIR) to start afresh" >&2
+		if [ -n "$earlier" ]; then
+			echo "run-kv: tusk kv init failed in zone $1 on the data in $RUN, kept from an earlier run;" \
+				"remove that directory (or set RUN_KV_DIR) to start afresh" >&2
+		else
+			echo "run-kv: tusk kv init failed in zone $1 (its message above; PostgreSQL's log in $RUN)" >&2
+		fi
 		return 1
 	}
+}
+earlier=
+[ -f "$RUN/pg-a/PG_VERSION" ] && earlier=1
+
+# Whether zone $1's PostgreSQL holds a catalog database (an earlier run's).
+has_catalog() {
+	[ "$(psql -X -tA -h 127.0.0.1 -p "${PG_PORT[$1]}" -U postgres -d postgres \
+		-c "SELECT 1 FROM pg_database WHERE datname = 'kv_catalog'")" = 1 ]
 }
 
 port=54340
@@ -124,20 +136,28 @@ admin:
   users: [postgres]
   client_auth: trust
 YAML
-	kv_init "$z"
+	# The first init creates the catalog database. An earlier run's catalog names that run's
+	# ports, which may have moved (a socket of the last run still on one): init then waits for
+	# the catalog below to be refreshed with this run's, as it would fail on the old ones.
+	has_catalog "$z" || kv_init "$z"
 done
 
 # The catalog, filled on zone a with this run's ports, then pushed everywhere.
 psql_a() {
 	psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "${PG_PORT[a]}" -U postgres -d kv_catalog "$@"
 }
+# An earlier run's instances first leave their (host, port), which is unique: this run may
+# have given zone a the port zone b had.
 psql_a <<SQL >/dev/null
+BEGIN;
 INSERT INTO kv_catalog.zones VALUES ('a'), ('b') ON CONFLICT DO NOTHING;
+UPDATE kv_catalog.instances SET host = 'run-kv-moving-' || id WHERE id IN (1, 2);
 INSERT INTO kv_catalog.instances VALUES (1, 'a', '127.0.0.1', ${PG_PORT[a]}), (2, 'b', '127.0.0.1', ${PG_PORT[b]})
-  ON CONFLICT (id) DO UPDATE SET port = EXCLUDED.port;
+  ON CONFLICT (id) DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port;
 INSERT INTO kv_catalog.namespaces VALUES ('default', NULL) ON CONFLICT DO NOTHING;
 UPDATE kv_catalog.meta SET nshards = $NSHARDS WHERE nshards <> $NSHARDS;
 SELECT kv_catalog.bump();
+COMMIT;
 SQL
 "$TUSK" kv push -c "$RUN/tusk-a.yaml" >/dev/null
 for z in "${ZONES[@]}"; do

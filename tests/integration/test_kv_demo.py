@@ -4,6 +4,7 @@ read through zone b's once replicated, and Ctrl-C stops both tusks and both Post
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -41,17 +42,17 @@ def stop_leftover_postgres(run_dir):
                            capture_output=True, timeout=60)
 
 
-def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
-    run_dir = workdir / "run-kv"
+def start_demo(run_dir):
+    """run-kv.sh started on run_dir, and its two psql lines: (proc, {zone: tusk port})."""
     env = dict(os.environ, RUN_KV_DIR=str(run_dir), TUSK_BIN=str(TUSK_BIN))
     # SIGINT as a terminal's Ctrl-C delivers it: a shell started with SIGINT ignored (a run in
     # the background of a shell without job control, as nohup ... & does) cannot trap it.
     proc = subprocess.Popen([os.path.join(ROOT, "scripts", "run-kv.sh")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = {}
+    deadline = time.monotonic() + 120 * SLOW
     try:
-        lines = {}
-        deadline = time.monotonic() + 120 * SLOW
         while len(lines) < 2 and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
@@ -60,6 +61,44 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
             assert m, f"unexpected output line {line!r}"
             lines[m.group(1)] = int(m.group(2))
         assert set(lines) == {"a", "b"}, (lines, proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
+    except BaseException:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stop_leftover_postgres(run_dir)
+        raise
+    return proc, lines
+
+
+def stop_demo(proc, run_dir, ports):
+    """Ctrl-C; the demo stops cleanly and leaves nothing of ports open."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        rc = proc.wait(timeout=60 * SLOW)
+    except subprocess.TimeoutExpired:
+        # What each process of the demo was doing, and what the script printed, before
+        # they are killed.
+        ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etime,args", "-s", str(proc.pid)],
+                            capture_output=True, text=True).stdout
+        os.killpg(proc.pid, signal.SIGKILL)
+        stop_leftover_postgres(run_dir)
+        err = proc.communicate(timeout=10)[1]
+        raise AssertionError(f"run-kv.sh still running 60 s after SIGINT\n{ps}\nits stderr:\n{err}")
+    err = proc.stderr.read()
+    assert rc == 0, err
+    assert "stopped both tusks and both PostgreSQL instances" in err
+    # Everything it started is gone: both tusks and both postmasters.
+    wait_until(lambda: not any(port_open(p) for p in ports), 10 * SLOW, what="the demo's ports to close")
+    for z in ("a", "b"):
+        assert not (run_dir / f"pg-{z}" / "postmaster.pid").exists()
+
+
+def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
+    run_dir = workdir / "run-kv"
+    proc, lines = start_demo(run_dir)
+    ports = []
+    try:
         # Two tusks, two ports: one shared port (SO_REUSEPORT) would mix the zones up.
         assert lines["a"] != lines["b"], lines
         assert len(set(pg_ports(run_dir))) == 2
@@ -97,23 +136,30 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
         ports = list(lines.values()) + list(rlines.values()) + pg_ports(run_dir)
         assert all(port_open(p) for p in ports)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=60 * SLOW)
-        except subprocess.TimeoutExpired:
-            # What each process of the demo was doing, and what the script printed, before
-            # they are killed.
-            ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etime,args", "-s", str(proc.pid)],
-                                capture_output=True, text=True).stdout
-            os.killpg(proc.pid, signal.SIGKILL)
-            stop_leftover_postgres(run_dir)
-            err = proc.communicate(timeout=10)[1]
-            raise AssertionError(f"run-kv.sh still running 60 s after SIGINT\n{ps}\nits stderr:\n{err}")
-    assert rc == 0, proc.stderr.read()
-    assert "stopped both tusks and both PostgreSQL instances" in proc.stderr.read()
-    # Everything it started is gone: both tusks and both postmasters.
-    wait_until(lambda: not any(port_open(p) for p in ports), 10 * SLOW, what="the demo's ports to close")
+        stop_demo(proc, run_dir, ports)
     for z in ("a", "b"):
-        assert not (run_dir / f"pg-{z}" / "postmaster.pid").exists()
         log = (run_dir / f"tusk-{z}.log").read_text()
         assert "kv: routing calls to instance" in log and "stopped" in log, log[-2000:]
+
+    # Run again on the same data while a socket holds zone a's last PostgreSQL port (as a
+    # connection of the last run may, its port being in the ephemeral range): zone a's
+    # PostgreSQL moves to another port, which the catalog kept from the first run does not
+    # name. The demo refreshes the catalog before tusk kv init reads it (it used to init
+    # first, and stop on "connection refused" at the old port).
+    old = pg_ports(run_dir)
+    with socket.socket() as hold:
+        hold.bind(("127.0.0.1", old[0]))
+        hold.listen(1)
+        proc, lines = start_demo(run_dir)
+        new = pg_ports(run_dir)
+        try:
+            assert new[0] != old[0], (old, new)
+            with kv(lines["a"]) as a:
+                a.execute("select kv.put('default', 'again', '{\"run\": 2}')")
+            with kv(lines["b"]) as b:
+                wait_until(lambda: b.execute("select kv.get('default', 'again')").fetchone()[0] == {"run": 2},
+                           30 * SLOW, interval=0.1, what="the second run's put of zone a to reach zone b")
+                # What the first run wrote is still there.
+                assert b.execute("select kv.get('default', 'demo')").fetchone()[0] == {"from": "a", "n": 1}
+        finally:
+            stop_demo(proc, run_dir, list(lines.values()) + new)

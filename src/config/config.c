@@ -1832,6 +1832,8 @@ static const struct key_def kv_keys[] = {
 	  .def = "100ms" },
 	{ .name = "anti_entropy_interval", .type = KEY_DURATION, .offset = KV_FIELD(anti_entropy_interval_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "60s" },
+	{ .name = "pull_interval", .type = KEY_DURATION, .offset = KV_FIELD(pull_interval_ms), .min = 1, .max = 10000,
+	  .def = "50ms" },
 };
 static const struct key_table kv_table = { kv_keys, sizeof(kv_keys) / sizeof(kv_keys[0]) };
 

@@ -171,6 +171,7 @@ struct config_kv {
 	int gc_batch;              /* default 1000: rows per purge statement */
 	uint64_t gc_pause_ms;      /* default 100ms: between two purge statements (the throttle) */
 	uint64_t anti_entropy_interval_ms; /* default 60s: between digest comparisons of a link; 0: never */
+	uint64_t pull_interval_ms; /* default 50ms: between two passes of a link that found rows (docs/kv.md) */
 };
 
 /* Redis, the result cache's L2 (src/flight/l2.c, docs/cache.md): off unless host or unix is

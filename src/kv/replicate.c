@@ -27,10 +27,10 @@
 #define BATCH_MAX 5000
 #define PAGES_PER_PASS 20         /* then the peer's snapshot is released and a new pass begins */
 #define PAGE_BYTES_SOFT (8 << 20) /* a page of more JSON than this halves the batch */
-#define IDLE_MIN_S 0.01           /* back-off between passes that found nothing ... */
-#define IDLE_MAX_S 0.25           /* ... doubling up to this: the lag floor when idle */
+#define IDLE_MAX_S 0.25           /* passes that find nothing wait kv.pull_interval doubling to this */
 #define RETRY_MIN_S 0.2           /* after an error, doubling up to RETRY_MAX_S */
 #define RETRY_MAX_S 5.0
+#define ACKS_INTERVAL_S 1.0       /* between two exchanges of a link's acknowledgements (note_caught_up) */
 #define LAG_ROWS_CAP "10000"      /* counting the backlog costs an index scan; stop here */
 #define XID_TEXT_MAX 24           /* a decimal xid8 (at most 20 digits) */
 
@@ -49,6 +49,7 @@ struct kv_link {
 	int batch;          /* the link thread's own */
 	double caught_up;   /* under mu: CLOCK_REALTIME of the last caught-up pass's snapshot; 0: never */
 	double ae_at;       /* the link thread's own: CLOCK_REALTIME of its last anti-entropy round */
+	double acks_at;     /* the link thread's own: CLOCK_REALTIME of its last exchange of acknowledgements */
 };
 
 struct kv_replicator {
@@ -72,6 +73,7 @@ struct kv_replicator {
 	/* the purge (gc_main): settings from the config, the catalog's instance ids (under mu),
 	 * and its thread */
 	double ae_interval_s; /* anti-entropy: between digest comparisons of a link; 0: never */
+	double pull_s;        /* kv.pull_interval: the wait after a pass that found rows */
 	int64_t gc_grace_us;
 	double gc_interval_s, gc_pause_s;
 	int gc_batch;
@@ -341,18 +343,26 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 	}
 	double snap_at = now_real();
 	/* The snapshot, and the peer's clock no later than it (the statement's start, with the
-	 * skew tests inject): every write of the peer committed before then is in this pass. */
+	 * skew tests inject): every write of the peer committed before then is in this pass. The
+	 * backlog (the peer's rows from W on below xmin, counted up to a cap) in the same
+	 * statement: one round trip fewer a pass. */
+	snprintf(origin, sizeof origin, "%d", l->peer_id);
+	const char *sp[] = { origin, c.w };
 	PGresult *res = kv_conn_exec(peer,
-				     "SELECT pg_snapshot_xmin(pg_current_snapshot())::text, "
-				     "(extract(epoch FROM statement_timestamp()) * 1000000)::bigint "
-				     "+ coalesce((SELECT clock_offset_us FROM kv.identity), 0)",
-				     0, NULL, err);
+				     "SELECT s.x::text, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint "
+				     "+ coalesce((SELECT clock_offset_us FROM kv.identity), 0), "
+				     "(SELECT count(*) FROM (SELECT 1 FROM kv.data WHERE origin = $1::int AND chg_xid >= $2::xid8 "
+				     "AND chg_xid < s.x LIMIT " LAG_ROWS_CAP ") b) "
+				     "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) x) s",
+				     2, sp, err);
 	if (!res) {
 		rc = -EIO;
 		goto out_rollback;
 	}
-	snprintf(xmin, sizeof xmin, "%s", PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "");
-	snprintf(snap_us, sizeof snap_us, "%s", PQntuples(res) == 1 && PQnfields(res) == 2 ? PQgetvalue(res, 0, 1) : "");
+	bool three = PQntuples(res) == 1 && PQnfields(res) == 3;
+	snprintf(xmin, sizeof xmin, "%s", three ? PQgetvalue(res, 0, 0) : "");
+	snprintf(snap_us, sizeof snap_us, "%s", three ? PQgetvalue(res, 0, 1) : "");
+	long backlog = three ? atol(PQgetvalue(res, 0, 2)) : 0;
 	PQclear(res);
 	if (!xid_text_ok(snap_us + (snap_us[0] == '-'))) {
 		snprintf(err, KV_ERR_MAX, "peer %d: unreadable clock", l->peer_id);
@@ -364,18 +374,6 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		rc = -EPROTO;
 		goto out_rollback;
 	}
-	snprintf(origin, sizeof origin, "%d", l->peer_id);
-	const char *lp[] = { origin, c.w, xmin };
-	res = kv_conn_exec(peer,
-			   "SELECT count(*) FROM (SELECT 1 FROM kv.data WHERE origin = $1::int AND chg_xid >= $2::xid8 "
-			   "AND chg_xid < $3::xid8 LIMIT " LAG_ROWS_CAP ") b",
-			   3, lp, err);
-	if (!res) {
-		rc = -EIO;
-		goto out_rollback;
-	}
-	long backlog = atol(PQgetvalue(res, 0, 0));
-	PQclear(res);
 	pthread_mutex_lock(&l->mu);
 	l->stats.lag_rows = backlog;
 	pthread_mutex_unlock(&l->mu);
@@ -395,11 +393,14 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 			break;
 		}
 		size_t bytes = strlen(PQgetvalue(pg.res, 0, 1));
-		rc = apply_page(l, local, PQgetvalue(pg.res, 0, 1), PQgetvalue(pg.res, 0, 2), PQgetvalue(pg.res, 0, 3),
-				PQgetvalue(pg.res, 0, 4), &a, err);
-		if (rc == 0)
-			rc = cursor_set(&c, PQgetvalue(pg.res, 0, 2), PQgetvalue(pg.res, 0, 3), PQgetvalue(pg.res, 0, 4));
 		bool full = pg.n == l->batch;
+		/* A short page is the last below xmin: its apply moves W to xmin and drops the
+		 * cursor at once (what the empty apply after the loop would do, a round trip later). */
+		const char *w = full ? PQgetvalue(pg.res, 0, 2) : xmin;
+		const char *ns = full ? PQgetvalue(pg.res, 0, 3) : NULL, *key = full ? PQgetvalue(pg.res, 0, 4) : NULL;
+		rc = apply_page(l, local, PQgetvalue(pg.res, 0, 1), w, ns, key, &a, err);
+		if (rc == 0)
+			rc = cursor_set(&c, w, ns, key);
 		PQclear(pg.res);
 		if (rc < 0) {
 			/* A page that failed whole (a timeout, say) is retried smaller. */
@@ -427,9 +428,14 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 			if (rc < 0)
 				goto out_rollback;
 		}
-		rc = note_caught_up(l, local, peer, snap_us, err);
-		if (rc < 0)
-			goto out_rollback;
+		/* The acknowledgements feed only the purge's horizon (hours of grace by default):
+		 * exchanged once a second, not at every pass (three round trips of ~ten a pass). */
+		if (snap_at - l->acks_at >= ACKS_INTERVAL_S || snap_at < l->acks_at) {
+			rc = note_caught_up(l, local, peer, snap_us, err);
+			if (rc < 0)
+				goto out_rollback;
+			l->acks_at = snap_at;
+		}
 		pthread_mutex_lock(&l->mu);
 		l->caught_up = snap_at;
 		pthread_mutex_unlock(&l->mu);
@@ -555,7 +561,8 @@ static void *link_main(void *arg)
 	struct kv_link *l = arg;
 	struct kv_replicator *r = l->r;
 	PGconn *local = NULL, *peer = NULL;
-	double idle = IDLE_MIN_S, retry = RETRY_MIN_S;
+	double idle = r->pull_s, retry = RETRY_MIN_S;
+	double idle_max = r->pull_s > IDLE_MAX_S ? r->pull_s : IDLE_MAX_S;
 	char err[KV_ERR_MAX];
 
 	while (!link_stopping(l)) {
@@ -601,7 +608,7 @@ static void *link_main(void *arg)
 				set_error(l, err); /* the next pass clears it; the next round tries again */
 		}
 		/* Caught up: back off while the peer is quiet, return to quick pulls when it writes. */
-		idle = rows > 0 ? IDLE_MIN_S : (idle * 2 < IDLE_MAX_S ? idle * 2 : IDLE_MAX_S);
+		idle = rows > 0 ? r->pull_s : (idle * 2 < idle_max ? idle * 2 : idle_max);
 		if (!nap_for(r, l, idle))
 			break;
 	}
@@ -1045,6 +1052,7 @@ int kv_replicate_start(const struct tusk_config *cfg, kv_catalog_hook *on_catalo
 	r->catalog_port = ep.port;
 	snprintf(r->catalog_db, sizeof r->catalog_db, "%s", ep.dbname);
 	r->ae_interval_s = (double)cfg->kv.anti_entropy_interval_ms / 1000.0;
+	r->pull_s = (double)cfg->kv.pull_interval_ms / 1000.0;
 	r->gc_grace_us = (int64_t)cfg->kv.gc_grace_ms * 1000;
 	r->gc_interval_s = (double)cfg->kv.gc_interval_ms / 1000.0;
 	r->gc_pause_s = (double)cfg->kv.gc_pause_ms / 1000.0;

@@ -180,6 +180,15 @@ class Parade:
         return last[0]
 
 
+def show_kv(zone):
+    """SHOW KV on zone's tusk (its admin console): a dict per replication link."""
+    with psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="tusk",
+                         autocommit=True, connect_timeout=10) as c:
+        cur = c.execute("SHOW KV")
+        cols = [d.name for d in cur.description]
+        return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+
 def running_parade(base, zones):
     """A module fixture's body: the parade set up and its tusks started, destroyed after."""
     p = Parade(base, zones)

@@ -1,7 +1,7 @@
 """The purge of tombstones, expired rows and expired counters (docs/kv.md, "Purge"): only below
 the horizon every current instance acknowledged, and past the grace; not while a peer lags; a
 removed peer stops counting; a purged key is not resurrected by a late write. Three zones,
-gc_grace 2 s."""
+gc_grace 2 s. Also kv.pull_interval (g2's is 500 ms), which this parade's config shares."""
 
 import re
 import time
@@ -9,11 +9,12 @@ import time
 import pytest
 
 from conftest import SLOW, wait_until
-from kv_util import Parade
+from kv_util import NSHARDS, Parade, show_kv
 
 pytestmark = pytest.mark.tusk_only
 
 GRACE = 2.0
+PULL = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +23,10 @@ def parade(workdir):
     try:
         p.setup()
         for z in p.zones:
-            # Small batches, so a purge of a few rows takes several throttled statements.
-            z.write_config(gc_grace=f"{int(GRACE)}s", gc_interval="200ms", gc_batch=2, gc_pause="20ms")
+            # Small batches, so a purge of a few rows takes several throttled statements. g2
+            # pulls every PULL seconds while a peer writes (test_pull_interval_spaces_a_links_passes).
+            z.write_config(gc_grace=f"{int(GRACE)}s", gc_interval="200ms", gc_batch=2, gc_pause="20ms",
+                           pull_interval=f"{int(PULL * 1000)}ms" if z.name == "g2" else None)
         p.start()
         yield p
     finally:
@@ -197,6 +200,32 @@ def test_live_counters_with_a_reset_part_are_kept_and_purged_after_their_reset(p
         assert all(z.sql(parade.shard_of("default", key), "select count(*) from kv.quarantine where key like %s",
                          (key + "%",)) == [(0,)] for z in parade.zones)
 
+
+
+def test_pull_interval_spaces_a_links_passes(parade):
+    """kv.pull_interval: while g1 writes steadily, g2 (PULL) passes on each link from g1 at most
+    about once per PULL, g3 (the default, 50 ms) more often; every write reaches both."""
+    z1, z2, z3 = parade.zones
+
+    def passes(z):
+        return sum(r["passes"] for r in show_kv(z) if r["peer"] == z1.id)
+
+    keys = [keys_on(parade, s, 1, "paced-")[0] for s in range(NSHARDS)]
+    p2, p3 = passes(z2), passes(z3)
+    t0 = time.monotonic()
+    n = 0
+    while time.monotonic() - t0 < 3:
+        z1.put(keys[n % NSHARDS], n)
+        n += 1
+        time.sleep(0.02)
+    d2, d3 = passes(z2) - p2, passes(z3) - p3
+    elapsed = time.monotonic() - t0
+    # Each pass of g2 waits PULL after it (a pass that found nothing waits as long or longer).
+    assert d2 <= NSHARDS * (elapsed / PULL + 2), (d2, d3, elapsed)
+    assert d3 > d2, (d2, d3)
+    for i, k in enumerate(keys):
+        last = max(j for j in range(n) if j % NSHARDS == i)
+        wait_rows([z2, z3], k, lambda r, last=last: len(r) == 1 and r[0][0] == last, f"the last write of {k}")
 
 
 def test_a_removed_peer_does_not_block_gc(parade):

@@ -7,11 +7,10 @@ import signal
 import threading
 import time
 
-import psycopg
 import pytest
 
 from conftest import SLOW, wait_until
-from kv_util import NSHARDS, running_parade
+from kv_util import NSHARDS, running_parade, show_kv
 
 pytestmark = pytest.mark.tusk_only
 
@@ -19,14 +18,6 @@ pytestmark = pytest.mark.tusk_only
 @pytest.fixture(scope="module")
 def parade(workdir):
     yield from running_parade(workdir / "kv-reload", ["r1", "r2", "r3"])
-
-
-def show_kv(zone):
-    with psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="tusk",
-                         autocommit=True, connect_timeout=10) as c:
-        cur = c.execute("SHOW KV")
-        cols = [d.name for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
 class Writers:

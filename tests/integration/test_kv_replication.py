@@ -9,11 +9,10 @@ import threading
 import time
 import urllib.request
 
-import psycopg
 import pytest
 
 from conftest import SLOW, wait_until
-from kv_util import NSHARDS, running_parade
+from kv_util import NSHARDS, running_parade, show_kv
 
 pytestmark = pytest.mark.tusk_only
 
@@ -218,14 +217,6 @@ def test_an_instance_down_delays_only_its_own_links_and_catches_up(parade):
     wait_value(parade, "while-z3-down-2", "from z2", zones=[z3], timeout=30)
     wait_value(parade, "after-heal", "from z3", timeout=30)
     parade.converge()
-
-
-def show_kv(zone):
-    with psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="tusk",
-                         autocommit=True, connect_timeout=10) as c:
-        cur = c.execute("SHOW KV")
-        cols = [d.name for d in cur.description]
-        return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
 def metrics(zone):

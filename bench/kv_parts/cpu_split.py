@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""CPU time per call of each part of a two-zone kv set-up, on a running `make run-kv` (docs/kv.md,
+"Speed", nineteenth step; issue 25): kv puts through zone a's kv database, RESP SETs through its
+Redis listener and plain upserts through its plain pool, each on NCONN connections driven by a
+process of their own for SECONDS, and for each the CPU time a call of the clients, zone a's tusk,
+zone b's tusk (replication), zone a's PostgreSQL and zone b's (from /proc: live processes only,
+so a backend that exits meanwhile is not counted). Prints ROUNDS rounds.
+  bench/kv_parts/cpu_split.py RUN_LOG [SECONDS [NCONN [ROUNDS]]]
+RUN_LOG: what make run-kv printed (its ports are read there), e.g. make run-kv > /tmp/run-kv.log 2>&1 &
+RUN_KV_DIR: the demo's data directory (default .run-kv)."""
+
+import multiprocessing
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import redis
+from psycopg.types.json import Jsonb
+
+RUN = Path(os.environ.get("RUN_KV_DIR", Path(__file__).resolve().parents[2] / ".run-kv"))
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu(pid):
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(f[11]) + int(f[12])) / TICK
+
+
+def children(pid):
+    out = [pid]
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def postgres(zone):
+    return children(int((RUN / f"pg-{zone}" / "postmaster.pid").read_text().split()[0]))
+
+
+def tusk(zone):
+    cfg = str(RUN / f"tusk-{zone}.yaml").encode()
+    out = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and cfg in (d / "cmdline").read_bytes().split(b"\0"):
+                out.append(int(d.name))
+        except OSError:
+            pass
+    return out
+
+
+PARTS = {"tusk a": lambda: tusk("a"), "tusk b": lambda: tusk("b"),
+         "pg a": lambda: postgres("a"), "pg b": lambda: postgres("b")}
+
+
+def snapshot():
+    return {name: sum(cpu(p) for p in pids()) for name, pids in PARTS.items()}
+
+
+def loop(kind, ports, seconds, nconn, j, q):
+    val = Jsonb({"n": 1})
+    if kind == "RESP SET":
+        r = redis.Redis(port=ports["redis"])
+        call = lambda i: r.execute_command("SET", f"k{i % 1000}", '{"n": 1}')  # noqa: E731
+    else:
+        db = "kv" if kind == "kv put" else "postgres"
+        c = psycopg.connect(f"host=127.0.0.1 port={ports['psql']} user=postgres dbname={db}", autocommit=True)
+        stmt = ("select kv.put('default', %s, %s)" if kind == "kv put" else
+                "insert into plain (k, v) values (%s, %s) on conflict (k) do update set v = excluded.v")
+        call = lambda i: c.execute(stmt, (f"k{i % 1000}", val))  # noqa: E731
+    n, i = 0, j
+    t0 = time.process_time()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        call(i)
+        n += 1
+        i += nconn
+    q.put((n, time.process_time() - t0))
+
+
+def main():
+    log = Path(sys.argv[1]).read_text()
+    seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 3
+    nconn = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+    rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 2
+    ports = {"psql": int(re.search(r"zone a: psql -h 127\.0\.0\.1 -p (\d+)", log).group(1)),
+             "redis": int(re.search(r"zone a: redis-cli -h 127\.0\.0\.1 -p (\d+)", log).group(1))}
+    with psycopg.connect(f"host=127.0.0.1 port={ports['psql']} user=postgres dbname=postgres", autocommit=True) as c:
+        c.execute("create table if not exists plain (k text primary key, v jsonb)")
+    ctx = multiprocessing.get_context("fork")
+    for _ in range(rounds):
+        for kind in ("kv put", "RESP SET", "plain upsert"):
+            q = ctx.Queue()
+            procs = [ctx.Process(target=loop, args=(kind, ports, seconds, nconn, j, q)) for j in range(nconn)]
+            before = snapshot()
+            for p in procs:
+                p.start()
+            res = [q.get(timeout=seconds + 60) for _ in procs]
+            for p in procs:
+                p.join()
+            after = snapshot()
+            n = sum(x[0] for x in res)
+            print(f"{kind:12s} {n / seconds:7.0f}/s  µs a call: clients {sum(x[1] for x in res) / n * 1e6:4.0f}  " +
+                  "  ".join(f"{name} {(after[name] - before[name]) / n * 1e6:4.0f}" for name in PARTS), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -146,8 +146,12 @@ class Bouncer:
             try:
                 psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="plain").close()
                 return
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as e:
+                why = e
                 time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"PgBouncer on port {self.port} took no connection in 5 s ({why}; "
+                           f"its log: {self.dir / 'pgbouncer.log'})")
 
     def connect(self):
         return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="plain", autocommit=True)
@@ -256,47 +260,46 @@ def quiet_rates(p, nconn, seconds, kv, plain, resp, keys, val):
 
 
 def rates(z, nconn, seconds, kv, plain, resp, bouncer, keys, val):
-    if True:
-        r = {}
-        via_bouncer = (("bouncer upsert", bouncer.connect, UPSERT, lambda i: (keys[i % len(keys)], val)),
-                       ("bouncer select", bouncer.connect, SELECT, lambda i: (keys[i % len(keys)],))) \
-            if bouncer else ()
-        for name, connect, stmt, args in via_bouncer + (
-                ("kv put", kv, PUT, lambda i: (keys[i % len(keys)], val)),
-                ("resp set", resp, "SET", lambda i: (keys[i % len(keys)], '{"n": 1}')),
-                ("plain upsert", plain, UPSERT, lambda i: (keys[i % len(keys)], val)),
-                ("kv get", kv, GET, lambda i: (keys[i % len(keys)],)),
-                ("resp get", resp, "GET", lambda i: (keys[i % len(keys)],)),
-                ("plain select", plain, SELECT, lambda i: (keys[i % len(keys)],)),
-                ("resp incr", resp, "INCR", lambda i: (f"n-{keys[i % len(keys)]}",)),
-                ("plain count", plain, COUNT, lambda i: (keys[i % len(keys)],)),
-                ("resp miss", resp, "GET", lambda i: (f"absent-{i}",)),
-                ("plain miss", plain, SELECT, lambda i: (f"absent-{i}",)),
-                ("resp del", resp, "DEL", lambda i: (keys[i % len(keys)],)),
-                ("plain delete", plain, DELETE, lambda i: (keys[i % len(keys)],))):
-            r[name] = run_for(connect, stmt, args, seconds, nconn)
-        print(f"{nconn} connection(s): kv puts {r['kv put']:6.0f}/s, RESP SETs {r['resp set']:6.0f}/s vs plain "
-              f"upserts {r['plain upsert']:6.0f}/s ({r['kv put'] / r['plain upsert']:.2f}x, "
-              f"{r['resp set'] / r['plain upsert']:.2f}x); kv gets {r['kv get']:6.0f}/s, RESP GETs "
-              f"{r['resp get']:6.0f}/s vs plain selects {r['plain select']:6.0f}/s "
-              f"({r['kv get'] / r['plain select']:.2f}x, {r['resp get'] / r['plain select']:.2f}x)", flush=True)
-        print(f"{nconn} connection(s): RESP INCRs {r['resp incr']:6.0f}/s vs plain counter upserts "
-              f"{r['plain count']:6.0f}/s ({r['resp incr'] / r['plain count']:.2f}x); RESP GETs of absent keys "
-              f"{r['resp miss']:6.0f}/s vs plain selects of absent keys {r['plain miss']:6.0f}/s "
-              f"({r['resp miss'] / r['plain miss']:.2f}x); RESP DELs {r['resp del']:6.0f}/s vs plain deletes "
-              f"{r['plain delete']:6.0f}/s ({r['resp del'] / r['plain delete']:.2f}x)", flush=True)
-        if bouncer:
-            print(f"{nconn} connection(s), against PgBouncer {bouncer.version} (transaction pooling, same "
-                  f"PostgreSQL): plain upserts {r['bouncer upsert']:6.0f}/s: kv puts {r['kv put'] / r['bouncer upsert']:.2f}x, "
-                  f"RESP SETs {r['resp set'] / r['bouncer upsert']:.2f}x, tusk's plain upserts "
-                  f"{r['plain upsert'] / r['bouncer upsert']:.2f}x; plain selects {r['bouncer select']:6.0f}/s: kv gets "
-                  f"{r['kv get'] / r['bouncer select']:.2f}x, RESP GETs {r['resp get'] / r['bouncer select']:.2f}x, "
-                  f"tusk's plain selects {r['plain select'] / r['bouncer select']:.2f}x", flush=True)
-        rb = redis_benchmark(z, nconn, seconds)
-        if rb:
-            print(f"{nconn} connection(s): redis-benchmark on the Redis listener: SET {rb.get('SET', 0):6.0f}/s "
-                  f"({rb.get('SET', 0) / r['plain upsert']:.2f}x plain upserts), GET {rb.get('GET', 0):6.0f}/s "
-                  f"({rb.get('GET', 0) / r['plain select']:.2f}x plain selects)", flush=True)
+    r = {}
+    via_bouncer = (("bouncer upsert", bouncer.connect, UPSERT, lambda i: (keys[i % len(keys)], val)),
+                   ("bouncer select", bouncer.connect, SELECT, lambda i: (keys[i % len(keys)],))) \
+        if bouncer else ()
+    for name, connect, stmt, args in via_bouncer + (
+            ("kv put", kv, PUT, lambda i: (keys[i % len(keys)], val)),
+            ("resp set", resp, "SET", lambda i: (keys[i % len(keys)], '{"n": 1}')),
+            ("plain upsert", plain, UPSERT, lambda i: (keys[i % len(keys)], val)),
+            ("kv get", kv, GET, lambda i: (keys[i % len(keys)],)),
+            ("resp get", resp, "GET", lambda i: (keys[i % len(keys)],)),
+            ("plain select", plain, SELECT, lambda i: (keys[i % len(keys)],)),
+            ("resp incr", resp, "INCR", lambda i: (f"n-{keys[i % len(keys)]}",)),
+            ("plain count", plain, COUNT, lambda i: (keys[i % len(keys)],)),
+            ("resp miss", resp, "GET", lambda i: (f"absent-{i}",)),
+            ("plain miss", plain, SELECT, lambda i: (f"absent-{i}",)),
+            ("resp del", resp, "DEL", lambda i: (keys[i % len(keys)],)),
+            ("plain delete", plain, DELETE, lambda i: (keys[i % len(keys)],))):
+        r[name] = run_for(connect, stmt, args, seconds, nconn)
+    print(f"{nconn} connection(s): kv puts {r['kv put']:6.0f}/s, RESP SETs {r['resp set']:6.0f}/s vs plain "
+          f"upserts {r['plain upsert']:6.0f}/s ({r['kv put'] / r['plain upsert']:.2f}x, "
+          f"{r['resp set'] / r['plain upsert']:.2f}x); kv gets {r['kv get']:6.0f}/s, RESP GETs "
+          f"{r['resp get']:6.0f}/s vs plain selects {r['plain select']:6.0f}/s "
+          f"({r['kv get'] / r['plain select']:.2f}x, {r['resp get'] / r['plain select']:.2f}x)", flush=True)
+    print(f"{nconn} connection(s): RESP INCRs {r['resp incr']:6.0f}/s vs plain counter upserts "
+          f"{r['plain count']:6.0f}/s ({r['resp incr'] / r['plain count']:.2f}x); RESP GETs of absent keys "
+          f"{r['resp miss']:6.0f}/s vs plain selects of absent keys {r['plain miss']:6.0f}/s "
+          f"({r['resp miss'] / r['plain miss']:.2f}x); RESP DELs {r['resp del']:6.0f}/s vs plain deletes "
+          f"{r['plain delete']:6.0f}/s ({r['resp del'] / r['plain delete']:.2f}x)", flush=True)
+    if bouncer:
+        print(f"{nconn} connection(s), against PgBouncer {bouncer.version} (transaction pooling, same "
+              f"PostgreSQL): plain upserts {r['bouncer upsert']:6.0f}/s: kv puts {r['kv put'] / r['bouncer upsert']:.2f}x, "
+              f"RESP SETs {r['resp set'] / r['bouncer upsert']:.2f}x, tusk's plain upserts "
+              f"{r['plain upsert'] / r['bouncer upsert']:.2f}x; plain selects {r['bouncer select']:6.0f}/s: kv gets "
+              f"{r['kv get'] / r['bouncer select']:.2f}x, RESP GETs {r['resp get'] / r['bouncer select']:.2f}x, "
+              f"tusk's plain selects {r['plain select'] / r['bouncer select']:.2f}x", flush=True)
+    rb = redis_benchmark(z, nconn, seconds)
+    if rb:
+        print(f"{nconn} connection(s): redis-benchmark on the Redis listener: SET {rb.get('SET', 0):6.0f}/s "
+              f"({rb.get('SET', 0) / r['plain upsert']:.2f}x plain upserts), GET {rb.get('GET', 0):6.0f}/s "
+              f"({rb.get('GET', 0) / r['plain select']:.2f}x plain selects)", flush=True)
 
 
 def counters(p, n, writers=4):

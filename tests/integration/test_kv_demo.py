@@ -148,6 +148,9 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
     # first, and stop on "connection refused" at the old port).
     old = pg_ports(run_dir)
     with socket.socket() as hold:
+        # SO_REUSEADDR: the first run's closed connections may leave the port in TIME_WAIT,
+        # which refuses a plain bind (EADDRINUSE); a listener still holds the port alone.
+        hold.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         hold.bind(("127.0.0.1", old[0]))
         hold.listen(1)
         proc, lines = start_demo(run_dir)

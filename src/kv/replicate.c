@@ -429,7 +429,7 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 				goto out_rollback;
 		}
 		/* The acknowledgements feed only the purge's horizon (hours of grace by default):
-		 * exchanged once a second, not at every pass (three round trips of ~ten a pass). */
+		 * exchanged once a second, not at every pass (three round trips: nine a pass, not six). */
 		if (snap_at - l->acks_at >= ACKS_INTERVAL_S || snap_at < l->acks_at) {
 			rc = note_caught_up(l, local, peer, snap_us, err);
 			if (rc < 0)

@@ -32,9 +32,13 @@ def pg_ports(run_dir):
     return ports
 
 
-def stop_leftover_postgres(run_dir):
+def kill_demo(proc, run_dir):
     """The demo killed before its own clean-up ran: pg_ctl daemonized its postmasters out of
     the script's process group, so they are stopped here, not left for the rest of the run."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     for z in ("a", "b"):
         data = run_dir / f"pg-{z}"
         if (data / "postmaster.pid").exists():
@@ -62,11 +66,7 @@ def start_demo(run_dir):
             lines[m.group(1)] = int(m.group(2))
         assert set(lines) == {"a", "b"}, (lines, proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
     except BaseException:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        stop_leftover_postgres(run_dir)
+        kill_demo(proc, run_dir)
         raise
     return proc, lines
 
@@ -81,8 +81,7 @@ def stop_demo(proc, run_dir, ports):
         # they are killed.
         ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,etime,args", "-s", str(proc.pid)],
                             capture_output=True, text=True).stdout
-        os.killpg(proc.pid, signal.SIGKILL)
-        stop_leftover_postgres(run_dir)
+        kill_demo(proc, run_dir)
         err = proc.communicate(timeout=10)[1]
         raise AssertionError(f"run-kv.sh still running 60 s after SIGINT\n{ps}\nits stderr:\n{err}")
     err = proc.stderr.read()

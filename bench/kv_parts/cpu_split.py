@@ -24,48 +24,36 @@ RUN = Path(os.environ.get("RUN_KV_DIR", Path(__file__).resolve().parents[2] / ".
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu(pid):
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(f[11]) + int(f[12])) / TICK
-
-
-def children(pid):
-    out = [pid]
+def processes():
+    """{pid: (ppid, CPU seconds, argv)} of every live process, from one walk of /proc."""
+    out = {}
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
-                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    out.append(int(d.name))
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                out[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / TICK, (d / "cmdline").read_bytes().split(b"\0"))
             except (OSError, IndexError, ValueError):
                 pass
     return out
 
 
-def postgres(zone):
-    return children(int((RUN / f"pg-{zone}" / "postmaster.pid").read_text().split()[0]))
+def postgres(zone, procs):
+    pm = int((RUN / f"pg-{zone}" / "postmaster.pid").read_text().split()[0])
+    return [pid for pid, (ppid, _, _) in procs.items() if pid == pm or ppid == pm]
 
 
-def tusk(zone):
+def tusk(zone, procs):
     cfg = str(RUN / f"tusk-{zone}.yaml").encode()
-    out = []
-    for d in Path("/proc").iterdir():
-        try:
-            if d.name.isdigit() and cfg in (d / "cmdline").read_bytes().split(b"\0"):
-                out.append(int(d.name))
-        except OSError:
-            pass
-    return out
+    return [pid for pid, (_, _, argv) in procs.items() if cfg in argv]
 
 
-PARTS = {"tusk a": lambda: tusk("a"), "tusk b": lambda: tusk("b"),
-         "pg a": lambda: postgres("a"), "pg b": lambda: postgres("b")}
+PARTS = {"tusk a": lambda p: tusk("a", p), "tusk b": lambda p: tusk("b", p),
+         "pg a": lambda p: postgres("a", p), "pg b": lambda p: postgres("b", p)}
 
 
 def snapshot():
-    return {name: sum(cpu(p) for p in pids()) for name, pids in PARTS.items()}
+    procs = processes()
+    return {name: sum(procs[pid][1] for pid in pids(procs)) for name, pids in PARTS.items()}
 
 
 def loop(kind, ports, seconds, nconn, j, q):

@@ -421,16 +421,22 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		}
 	}
 	if (reached_end) {
-		/* Everything below xmin is applied: W moves to xmin, the cursor is dropped. */
-		if (c.ns || strcmp(c.w, xmin) != 0) {
+		/* The acknowledgements feed only the purge's horizon (hours of grace by default):
+		 * exchanged once a second, not at every pass (three round trips: nine a pass, not six). */
+		bool acks_due = snap_at - l->acks_at >= ACKS_INTERVAL_S || snap_at < l->acks_at;
+		/* Everything below xmin is applied: W moves to xmin, the cursor is dropped. At once
+		 * when this pass applied rows or holds a cursor; after a pass that found nothing, only
+		 * with the acknowledgements: [W, xmin) holds none of the peer's rows then (every xid
+		 * below xmin has finished), so the next pass reads it for nothing more, while each
+		 * move is a write, whose xid moves the peer's xmin for the links pulling from here:
+		 * idle links kept one another writing at every pass. */
+		if (c.ns || (strcmp(c.w, xmin) != 0 && (*rows > 0 || acks_due))) {
 			struct applied a;
 			rc = apply_page(l, local, "[]", xmin, NULL, NULL, &a, err);
 			if (rc < 0)
 				goto out_rollback;
 		}
-		/* The acknowledgements feed only the purge's horizon (hours of grace by default):
-		 * exchanged once a second, not at every pass (three round trips: nine a pass, not six). */
-		if (snap_at - l->acks_at >= ACKS_INTERVAL_S || snap_at < l->acks_at) {
+		if (acks_due) {
 			rc = note_caught_up(l, local, peer, snap_us, err);
 			if (rc < 0)
 				goto out_rollback;

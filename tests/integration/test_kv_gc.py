@@ -1,7 +1,8 @@
 """The purge of tombstones, expired rows and expired counters (docs/kv.md, "Purge"): only below
 the horizon every current instance acknowledged, and past the grace; not while a peer lags; a
 removed peer stops counting; a purged key is not resurrected by a late write. Three zones,
-gc_grace 2 s. Also kv.pull_interval (g2's is 500 ms), which this parade's config shares."""
+gc_grace 2 s. Also kv.pull_interval (g2's is 500 ms), which this parade's config shares, and
+what idle links write."""
 
 import re
 import time
@@ -226,6 +227,29 @@ def test_pull_interval_spaces_a_links_passes(parade):
     for i, k in enumerate(keys):
         last = max(j for j in range(n) if j % NSHARDS == i)
         wait_rows([z2, z3], k, lambda r, last=last: len(r) == 1 and r[0][0] == last, f"the last write of {k}")
+
+
+def test_idle_links_write_twice_a_second_not_at_every_pass(parade):
+    """With no writes anywhere, a link passes every 250 ms but writes its kv.links row only
+    with the acknowledgements (W moved to xmin, then caught_up): about twice a second. It used
+    to move W at every pass whose xmin had moved, and each such write moved the xmin its peers
+    saw (so did this parade's purge, every 200 ms): five writes a second, forever."""
+    z1, z2, z3 = parade.zones
+    parade.converge()
+
+    def updates(z):
+        return sum(z.sql(s, "select n_tup_upd from pg_stat_user_tables where relid = 'kv.links'::regclass")[0][0]
+                   for s in range(NSHARDS))
+
+    # Statistics reach pg_stat_user_tables within a second of a transaction's end (PostgreSQL
+    # 15): a window of 6 s holds 5-7 s of writes.
+    window = 6.0
+    before = {z.name: updates(z) for z in (z1, z3)}
+    time.sleep(window)
+    for z in (z1, z3):
+        links = sum(z.sql(s, "select count(*) from kv.links")[0][0] for s in range(NSHARDS))
+        rate = (updates(z) - before[z.name]) / links / window
+        assert 0 < rate <= 3.2, (z.name, rate, links)
 
 
 def test_a_removed_peer_does_not_block_gc(parade):

@@ -35,8 +35,6 @@ static bool out_reserve(struct vdb_out *o, size_t n)
 		memmove(o->data, o->data + o->start, o->len - o->start);
 		o->len -= o->start;
 		o->start = 0;
-		if (o->len + n <= o->cap)
-			return true;
 	}
 	uint8_t *d = grow_bytes(o->data, &o->cap, o->len + n, 8192);
 	if (!d) {

@@ -198,14 +198,12 @@ static size_t add_val(struct kv_session *ks, const char *s, size_t n)
 		vdb_error(&ks->v, "22021", "invalid byte sequence for encoding \"UTF8\": 0x00");
 		return NO_VALUE;
 	}
-	if (ks->vals_len + n + 1 > ks->vals_cap) {
-		char *v = grow_bytes(ks->vals, &ks->vals_cap, ks->vals_len + n + 1, 1024);
-		if (!v) {
-			vdb_error(&ks->v, "53200", "out of memory");
-			return NO_VALUE;
-		}
-		ks->vals = v;
+	char *v = grow_bytes(ks->vals, &ks->vals_cap, ks->vals_len + n + 1, 1024);
+	if (!v) {
+		vdb_error(&ks->v, "53200", "out of memory");
+		return NO_VALUE;
 	}
+	ks->vals = v;
 	memcpy(ks->vals + ks->vals_len, s, n);
 	ks->vals[ks->vals_len + n] = '\0';
 	size_t off = ks->vals_len;

@@ -140,8 +140,6 @@ static bool out_room(struct resp_conn *c, size_t n)
 		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
 		c->out_len -= c->out_off;
 		c->out_off = 0;
-		if (c->out_cap - c->out_len >= n)
-			return true;
 	}
 	char *p = grow_bytes(c->out, &c->out_cap, c->out_len + n, 4096);
 	if (!p)
@@ -643,8 +641,6 @@ static void vals_reset(struct resp_conn *c)
 /* Room in vals for n more bytes. */
 static bool vals_room(struct resp_conn *c, size_t n)
 {
-	if (c->vals_cap - c->vals_len >= n)
-		return true;
 	char *v = grow_bytes(c->vals, &c->vals_cap, c->vals_len + n, 1024);
 	if (!v)
 		return false;

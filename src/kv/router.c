@@ -72,8 +72,6 @@ void kv_job_fail_result(struct kv_job *job, const PGresult *res, PGconn *conn)
 
 static bool rows_reserve(struct kv_job *job, size_t n)
 {
-	if (job->rows_len + n <= job->rows_cap)
-		return true;
 	uint8_t *d = grow_bytes(job->rows, &job->rows_cap, job->rows_len + n, 4096);
 	if (!d)
 		return false;

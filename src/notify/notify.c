@@ -633,14 +633,12 @@ static void deliver(struct notify_client *nc, const uint8_t *msg, size_t len)
 		fail_stalled(nc);
 		return;
 	}
-	if (nc->qlen + len > nc->qcap) {
-		uint8_t *n = grow_bytes(nc->q, &nc->qcap, nc->qlen + len, 4096);
-		if (!n) {
-			client_fail(c, "53200", "out of memory for notifications");
-			return;
-		}
-		nc->q = n;
+	uint8_t *n = grow_bytes(nc->q, &nc->qcap, nc->qlen + len, 4096);
+	if (!n) {
+		client_fail(c, "53200", "out of memory for notifications");
+		return;
 	}
+	nc->q = n;
 	memcpy(nc->q + nc->qlen, msg, len);
 	nc->qlen += len;
 	(void)flush_queue(nc);

@@ -228,9 +228,8 @@ bool resp_out_value(struct resp_out *o, const char *v, size_t n)
 	enum { HDR = 24 }; /* a bulk header at most: "$" + 20 digits + CRLF */
 	if (o->cap - o->len < RESP_VALUE_ROOM(n))
 		return false;
-	if (n < 2 || v[0] != '"')
-		return resp_out_bulk(o, v, n);
-	/* Unquoted HDR bytes past the end (k <= n), then moved back behind its header. */
+	/* Unquoted HDR bytes past the end (k <= n), then moved back behind its header; a value
+	 * that is not one JSON string goes as its JSON text. */
 	char *at = o->p + o->len;
 	long k = resp_json_unquote(v, n, at + HDR);
 	if (k < 0)

@@ -18,11 +18,13 @@ INSERT INTO public.plain SELECT g::text, '{"n": 1}' FROM generate_series(0, 3999
 SELECT count(kv.put('default', g::text, '{"n": 1}')) FROM generate_series(0, 3999) g;
 SQL
 CV=$(psql -X -U postgres -d kv_shard_0 -tAc "SELECT catalog_version FROM kv.identity")
-sql_of() {  # the C string constant $1 of src/kv/router.c, as one line
-	python3 - "$D/../../src/kv/router.c" "$1" <<'PY'
+sql_of() {  # the C string constant $1 of src/kv/router.c (macros expanded: KV_SHARD_SQL), as one line
+	gcc -std=c17 -D_GNU_SOURCE -E -P -I"$D/../../src" -I"$D/../../include" -I"$(pg_config --includedir)" \
+		"$D/../../src/kv/router.c" > "$W/router.i"
+	python3 - "$W/router.i" "$1" <<'PY'
 import re, sys
 s = open(sys.argv[1]).read()
-m = re.search(r'char %s\[\] =(.*?);\n' % sys.argv[2], s, re.S)
+m = re.search(r'char %s\[\]\s*=(.*?);\n' % sys.argv[2], s, re.S)
 print("".join(p.replace('\\"', '"') for p in re.findall(r'"((?:[^"\\]|\\.)*)"', m.group(1))))
 PY
 }

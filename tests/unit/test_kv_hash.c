@@ -1,6 +1,6 @@
 /* Unit tests for kv/hash: the shard of a key must never change once data is placed by it, so
  * the values are pinned here. They are PostgreSQL 15's hashtextextended(ns || ':' || key, 0),
- * read from a server (test_kv_shard_paths.py checks many more keys against the shards). */
+ * read from a server (test_kv_api.py checks many more keys against the shards). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -9,6 +9,13 @@ extern const char kv_schema_hash_sql[];
 extern const char kv_schema_catalog_sql[];
 extern const char kv_schema_shard_sql[];
 
+/* A key's form, as every statement that takes keys checks it (the API's functions, the router's
+ * fast statements): 1 to 1024 bytes, without the byte 0x1F (it separates a counter's per-zone
+ * parts). KV_KEY_OK_SQL(k), of an SQL text expression, is true of a well-formed key and false of
+ * NULL; KV_KEY_BAD_SQL(k) is its negation (true of NULL). kv._check raises the reasons. */
+#define KV_KEY_OK_SQL(k) "(" k " IS NOT NULL AND octet_length(" k ") <= 1024 AND " k " <> '' AND strpos(" k ", chr(31)) = 0)"
+#define KV_KEY_BAD_SQL(k) "(" k " IS NULL OR octet_length(" k ") > 1024 OR " k " = '' OR strpos(" k ", chr(31)) > 0)"
+
 /* Databases: one catalog per instance, one per shard ("kv_shard_<n>"). */
 #define KV_SHARD_DB_PREFIX "kv_shard_"
 

@@ -229,9 +229,12 @@ def test_show_kv_and_metrics_report_every_link(parade):
     key, = keys_on(parade, 0, 1, "shown-")
     z1.put(key, "counted")
     wait_value(parade, key, "counted")
-    # Caught up: every link of z2 has pulled, with a small lag and no error.
+    # Caught up: every link of z2 has pulled, with a small lag, and its last pass began with
+    # nothing left (lag_rows is counted when a pass begins: the pass that pulled the key began
+    # with it, and the next one comes kv.pull_interval, 50 ms, after it).
     wait_until(lambda: all(r["lag_seconds"] is not None and float(r["lag_seconds"]) < 2 * SLOW
-                           for r in show_kv(z2)), 20 * SLOW, what="every link of z2 caught up recently")
+                           and r["lag_rows"] == 0 for r in show_kv(z2)), 20 * SLOW,
+               what="every link of z2 caught up recently")
     rows = show_kv(z2)
     assert sorted((r["shard"], r["local"], r["peer"]) for r in rows) == sorted(
         (s, z2.id, p.id) for s in range(NSHARDS) for p in (z1, z3))

@@ -4,14 +4,19 @@
 Redis listener and plain upserts through its plain pool, each on NCONN connections driven by a
 process of their own for SECONDS, and for each the CPU time a call of the clients, zone a's tusk,
 zone b's tusk (replication), zone a's PostgreSQL and zone b's (from /proc: live processes only,
-so a backend that exits meanwhile is not counted). Prints ROUNDS rounds.
-  bench/kv_parts/cpu_split.py RUN_LOG [SECONDS [NCONN [ROUNDS]]]
+so a backend that exits meanwhile is not counted), each PostgreSQL's also split into what its
+kv_replicator backends spent (repl: on zone a serving zone b's pulls, on zone b applying them;
+the rest is the writers' own backends and the server's processes). With PAUSED=1 each kind runs
+a second time with zone b's tusk stopped (SIGSTOP: no replication; docs/kv.md, "Speed",
+twentieth step). Prints ROUNDS rounds.
+  [PAUSED=1] bench/kv_parts/cpu_split.py RUN_LOG [SECONDS [NCONN [ROUNDS]]]
 RUN_LOG: what make run-kv printed (its ports are read there), e.g. make run-kv > /tmp/run-kv.log 2>&1 &
 RUN_KV_DIR: the demo's data directory (default .run-kv)."""
 
 import multiprocessing
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,13 +47,19 @@ def postgres(zone, procs):
     return [pid for pid, (ppid, _, _) in procs.items() if pid == pm or ppid == pm]
 
 
+def replication(zone, procs):
+    """zone's backends of the role replication logs in as (ps shows "postgres: USER DB ...")."""
+    return [pid for pid in postgres(zone, procs) if procs[pid][2][0].startswith(b"postgres: kv_replicator ")]
+
+
 def tusk(zone, procs):
     cfg = str(RUN / f"tusk-{zone}.yaml").encode()
     return [pid for pid, (_, _, argv) in procs.items() if cfg in argv]
 
 
 PARTS = {"tusk a": lambda p: tusk("a", p), "tusk b": lambda p: tusk("b", p),
-         "pg a": lambda p: postgres("a", p), "pg b": lambda p: postgres("b", p)}
+         "pg a": lambda p: postgres("a", p), "of it repl": lambda p: replication("a", p),
+         "pg b": lambda p: postgres("b", p), "of it repl ": lambda p: replication("b", p)}
 
 
 def snapshot():
@@ -87,20 +98,34 @@ def main():
     with psycopg.connect(f"host=127.0.0.1 port={ports['psql']} user=postgres dbname=postgres", autocommit=True) as c:
         c.execute("create table if not exists plain (k text primary key, v jsonb)")
     ctx = multiprocessing.get_context("fork")
+    tusk_b = tusk("b", processes())
     for _ in range(rounds):
-        for kind in ("kv put", "RESP SET", "plain upsert"):
-            q = ctx.Queue()
-            procs = [ctx.Process(target=loop, args=(kind, ports, seconds, nconn, j, q)) for j in range(nconn)]
-            before = snapshot()
-            for p in procs:
-                p.start()
-            res = [q.get(timeout=seconds + 60) for _ in procs]
-            for p in procs:
-                p.join()
-            after = snapshot()
-            n = sum(x[0] for x in res)
-            print(f"{kind:12s} {n / seconds:7.0f}/s  µs a call: clients {sum(x[1] for x in res) / n * 1e6:4.0f}  " +
-                  "  ".join(f"{name} {(after[name] - before[name]) / n * 1e6:4.0f}" for name in PARTS), flush=True)
+        for paused in (False, True) if os.environ.get("PAUSED") == "1" else (False,):
+            for kind in ("kv put", "RESP SET", "plain upsert"):
+                q = ctx.Queue()
+                procs = [ctx.Process(target=loop, args=(kind, ports, seconds, nconn, j, q)) for j in range(nconn)]
+                if paused:
+                    for pid in tusk_b:
+                        os.kill(pid, signal.SIGSTOP)
+                try:
+                    before = snapshot()
+                    for p in procs:
+                        p.start()
+                    res = [q.get(timeout=seconds + 60) for _ in procs]
+                    for p in procs:
+                        p.join()
+                    after = snapshot()
+                finally:
+                    if paused:
+                        for pid in tusk_b:
+                            os.kill(pid, signal.SIGCONT)
+                if paused:
+                    time.sleep(2)  # zone b catches up before the next kind is measured
+                n = sum(x[0] for x in res)
+                print(f"{kind:12s}{' (b paused)' if paused else ''} {n / seconds:7.0f}/s  µs a call: clients "
+                      f"{sum(x[1] for x in res) / n * 1e6:4.0f}  " +
+                      "  ".join(f"{name.strip()} {(after[name] - before[name]) / n * 1e6:4.0f}" for name in PARTS),
+                      flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 /* libpq plumbing for src/kv/: connections with explicit parameters and bounded error text. */
 #include "kv/conn.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,14 +62,10 @@ PGconn *kv_conn_open(const struct kv_endpoint *ep, const char *application_name,
 	return conn;
 }
 
-PGresult *kv_conn_exec(PGconn *conn, const char *sql, int nparams, const char *const *params, char err[KV_ERR_MAX])
+/* res when its status is OK (tuples or command), else NULL with "SQLSTATE: message" in err (res
+ * cleared). */
+static PGresult *result_or_error(PGconn *conn, PGresult *res, char err[KV_ERR_MAX])
 {
-	PGresult *res;
-
-	if (nparams > 0)
-		res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
-	else
-		res = PQexec(conn, sql);
 	ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
 		return res;
@@ -83,6 +80,34 @@ PGresult *kv_conn_exec(PGconn *conn, const char *sql, int nparams, const char *c
 		copy_error(err, KV_ERR_MAX, PQerrorMessage(conn));
 	}
 	return NULL;
+}
+
+PGresult *kv_conn_exec(PGconn *conn, const char *sql, int nparams, const char *const *params, char err[KV_ERR_MAX])
+{
+	if (nparams > 0)
+		return result_or_error(conn, PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0), err);
+	return result_or_error(conn, PQexec(conn, sql), err);
+}
+
+PGresult *kv_conn_exec_prepared(PGconn *conn, uint32_t *prepared, int id, const char *sql, int nparams,
+				const char *const *params, char err[KV_ERR_MAX])
+{
+	char name[32];
+
+	assert(id >= 0 && id < 31);
+	snprintf(name, sizeof name, "tusk_kv_%d", id);
+	if (!(*prepared & (1u << id))) {
+		PGresult *res = result_or_error(conn, PQprepare(conn, name, sql, nparams, NULL), err);
+		if (!res)
+			return NULL;
+		PQclear(res);
+		*prepared |= 1u << id;
+	}
+	PGresult *res = PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (state && (strcmp(state, "0A000") == 0 || strcmp(state, "26000") == 0))
+		*prepared |= KV_PREPARED_STALE;
+	return result_or_error(conn, res, err);
 }
 
 int kv_conn_run(PGconn *conn, const char *sql, int nparams, const char *const *params, char err[KV_ERR_MAX])

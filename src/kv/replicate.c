@@ -50,7 +50,18 @@ struct kv_link {
 	double caught_up;   /* under mu: CLOCK_REALTIME of the last caught-up pass's snapshot; 0: never */
 	double ae_at;       /* the link thread's own: CLOCK_REALTIME of its last anti-entropy round */
 	double acks_at;     /* the link thread's own: CLOCK_REALTIME of its last exchange of acknowledgements */
+	/* the link thread's own: the statements of a pass prepared on its local and peer
+	 * connections (kv_conn_exec_prepared), zeroed when either is opened */
+	uint32_t prep_local, prep_peer;
 };
+
+/* A pass's statements, each prepared once per connection (kv_conn_exec_prepared): parsing
+ * them at every pass was ~11% of the replication backends' CPU (docs/kv.md, "Speed",
+ * twenty-first step). On the peer the pass's transaction keeps a custom plan per run
+ * (plan_cache_mode): the plans of the page and the backlog count are those of a statement run
+ * with its parameters, as before; the local statements are function calls and a primary-key
+ * read, which a generic plan serves alike. */
+enum { ST_STATE, ST_SNAPSHOT, ST_PAGE_FIRST, ST_PAGE_NEXT, ST_APPLY, ST_CAUGHT_UP, ST_ACKS, ST_NOTE_ACKS };
 
 struct kv_replicator {
 	atomic_bool stop;
@@ -178,7 +189,8 @@ static int read_state(struct kv_link *l, PGconn *local, struct cursor *c, char e
 	const char *params[] = { peer };
 
 	snprintf(peer, sizeof peer, "%d", l->peer_id);
-	PGresult *res = kv_conn_exec(local, "SELECT w::text, cur_ns, cur_key FROM kv.links WHERE peer = $1", 1, params, err);
+	PGresult *res = kv_conn_exec_prepared(local, &l->prep_local, ST_STATE,
+					      "SELECT w::text, cur_ns, cur_key FROM kv.links WHERE peer = $1", 1, params, err);
 	if (!res)
 		return -EIO;
 	int rc;
@@ -228,7 +240,8 @@ static int fetch_page(struct kv_link *l, PGconn *peer, const char *xmin, const s
 
 	snprintf(origin, sizeof origin, "%d", l->peer_id);
 	snprintf(limit, sizeof limit, "%d", l->batch);
-	PGresult *res = kv_conn_exec(peer, c->ns ? page_next_sql : page_first_sql, c->ns ? 6 : 4, params, err);
+	PGresult *res = kv_conn_exec_prepared(peer, &l->prep_peer, c->ns ? ST_PAGE_NEXT : ST_PAGE_FIRST,
+					      c->ns ? page_next_sql : page_first_sql, c->ns ? 6 : 4, params, err);
 	if (!res)
 		return -EIO;
 	long n = 0;
@@ -264,10 +277,10 @@ static int apply_page(struct kv_link *l, PGconn *local, const char *rows, const 
 	const char *params[] = { peer, rows, w, ns, key };
 
 	snprintf(peer, sizeof peer, "%d", l->peer_id);
-	PGresult *res = kv_conn_exec(local,
-				     "SELECT applied, skipped, quarantined FROM kv.apply_batch($1::int, $2::jsonb, "
-				     "$3::xid8, $4, $5)",
-				     5, params, err);
+	PGresult *res = kv_conn_exec_prepared(local, &l->prep_local, ST_APPLY,
+					      "SELECT applied, skipped, quarantined FROM kv.apply_batch($1::int, $2::jsonb, "
+					      "$3::xid8, $4, $5)",
+					      5, params, err);
 	if (!res)
 		return -EIO;
 	if (PQntuples(res) != 1) {
@@ -305,12 +318,15 @@ static int note_caught_up(struct kv_link *l, PGconn *local, PGconn *peer, const 
 	const char *p2[] = { id, snap_us };
 
 	snprintf(id, sizeof id, "%d", l->peer_id);
-	if (kv_conn_run(local, "SELECT kv.note_caught_up($1::int, $2::bigint)", 2, p2, err) < 0)
+	PGresult *res = kv_conn_exec_prepared(local, &l->prep_local, ST_CAUGHT_UP,
+					      "SELECT kv.note_caught_up($1::int, $2::bigint)", 2, p2, err);
+	if (!res)
 		return -EIO;
-	PGresult *res = kv_conn_exec(peer,
-				     "SELECT coalesce(jsonb_agg(jsonb_build_object('origin', peer, 'caught_up_us', caught_up_us)), "
-				     "'[]')::text FROM kv.links WHERE caught_up_us IS NOT NULL",
-				     0, NULL, err);
+	PQclear(res);
+	res = kv_conn_exec_prepared(peer, &l->prep_peer, ST_ACKS,
+				    "SELECT coalesce(jsonb_agg(jsonb_build_object('origin', peer, 'caught_up_us', caught_up_us)), "
+				    "'[]')::text FROM kv.links WHERE caught_up_us IS NOT NULL",
+				    0, NULL, err);
 	if (!res)
 		return -EIO;
 	int rc = 0;
@@ -319,7 +335,10 @@ static int note_caught_up(struct kv_link *l, PGconn *local, PGconn *peer, const 
 		rc = -EPROTO;
 	} else {
 		const char *p3[] = { id, PQgetvalue(res, 0, 0) };
-		rc = kv_conn_run(local, "SELECT kv.note_acks($1::int, $2::jsonb)", 2, p3, err) < 0 ? -EIO : 0;
+		PGresult *done = kv_conn_exec_prepared(local, &l->prep_local, ST_NOTE_ACKS,
+						       "SELECT kv.note_acks($1::int, $2::jsonb)", 2, p3, err);
+		rc = done ? 0 : -EIO;
+		PQclear(done);
 	}
 	PQclear(res);
 	return rc;
@@ -337,7 +356,8 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 	rc = read_state(l, local, &c, err);
 	if (rc < 0)
 		return rc;
-	if (kv_conn_run(peer, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL, err) < 0) {
+	if (kv_conn_run(peer, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL plan_cache_mode = force_custom_plan",
+			0, NULL, err) < 0) {
 		rc = -EIO;
 		goto out;
 	}
@@ -348,13 +368,13 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 	 * statement: one round trip fewer a pass. */
 	snprintf(origin, sizeof origin, "%d", l->peer_id);
 	const char *sp[] = { origin, c.w };
-	PGresult *res = kv_conn_exec(peer,
-				     "SELECT s.x::text, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint "
-				     "+ coalesce((SELECT clock_offset_us FROM kv.identity), 0), "
-				     "(SELECT count(*) FROM (SELECT 1 FROM kv.data WHERE origin = $1::int AND chg_xid >= $2::xid8 "
-				     "AND chg_xid < s.x LIMIT " LAG_ROWS_CAP ") b) "
-				     "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) x) s",
-				     2, sp, err);
+	PGresult *res = kv_conn_exec_prepared(peer, &l->prep_peer, ST_SNAPSHOT,
+					      "SELECT s.x::text, (extract(epoch FROM statement_timestamp()) * 1000000)::bigint "
+					      "+ coalesce((SELECT clock_offset_us FROM kv.identity), 0), "
+					      "(SELECT count(*) FROM (SELECT 1 FROM kv.data WHERE origin = $1::int AND chg_xid >= $2::xid8 "
+					      "AND chg_xid < s.x LIMIT " LAG_ROWS_CAP ") b) "
+					      "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) x) s",
+					      2, sp, err);
 	if (!res) {
 		rc = -EIO;
 		goto out_rollback;
@@ -576,10 +596,14 @@ static void *link_main(void *arg)
 					   .user = "kv_replicator", .password = r->password };
 		struct kv_endpoint pep = { .host = l->peer_host, .port = l->peer_port, .dbname = l->dbname,
 					   .user = "kv_replicator", .password = r->password };
-		if (!local)
+		if (!local) {
 			local = kv_conn_open(&lep, l->app_name, err);
-		if (local && !peer)
+			l->prep_local = 0;
+		}
+		if (local && !peer) {
 			peer = kv_conn_open(&pep, l->app_name, err);
+			l->prep_peer = 0;
+		}
 		if (!local || !peer) {
 			set_error(l, err);
 			if (!nap_for(r, l, retry))
@@ -591,12 +615,14 @@ static void *link_main(void *arg)
 		long rows;
 		if (run_pass(l, local, peer, &more, &rows, err) < 0) {
 			set_error(l, err);
-			/* A broken connection is reopened; a failing statement is just retried. */
-			if (PQstatus(local) != CONNECTION_OK) {
+			/* A broken connection is reopened, and one whose prepared statement the
+			 * server can no longer run (the schema changed under it); a failing
+			 * statement is just retried. */
+			if (PQstatus(local) != CONNECTION_OK || (l->prep_local & KV_PREPARED_STALE)) {
 				PQfinish(local);
 				local = NULL;
 			}
-			if (PQstatus(peer) != CONNECTION_OK) {
+			if (PQstatus(peer) != CONNECTION_OK || (l->prep_peer & KV_PREPARED_STALE)) {
 				PQfinish(peer);
 				peer = NULL;
 			}

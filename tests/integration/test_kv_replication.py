@@ -165,6 +165,32 @@ def test_poison_row_is_quarantined_and_the_link_keeps_flowing(parade):
     parade.converge()
 
 
+def test_a_link_whose_prepared_statement_the_schema_changed_reconnects(parade):
+    """A link prepares its statements once per connection. When the schema changes what one of
+    them returns (here the type of kv.links.cur_ns, which the link reads at every pass), the
+    server refuses the prepared statement ("cached plan must not change result type") at every
+    run: the link opens a new connection instead of failing every pass from then on."""
+    z1, z2, z3 = parade.zones
+    s = 0
+    before, = keys_on(parade, s, 1, "before-retype-")
+    z1.put(before, "first")
+    wait_value(parade, before, "first")  # every link of shard 0 has run its statements
+    z2.sql(s, 'alter table kv.links alter column cur_ns type varchar collate "C"')
+    try:
+        after, = keys_on(parade, s, 1, "after-retype-")
+        z1.put(after, "still flowing")
+        z3.put(after + "-z3", "from z3")
+        wait_value(parade, after, "still flowing", zones=[z2])
+        wait_value(parade, after + "-z3", "from z3", zones=[z2])
+    finally:
+        z2.sql(s, 'alter table kv.links alter column cur_ns type text collate "C"')
+    again, = keys_on(parade, s, 1, "after-retype-back-")
+    z1.put(again, "and back")
+    wait_value(parade, again, "and back", zones=[z2])
+    assert "cached plan must not change result type" in z2.tusk.log_text()
+    parade.converge()
+
+
 def test_replay_from_w_zero_changes_nothing(parade):
     z1, z2, z3 = parade.zones
     before = parade.converge()

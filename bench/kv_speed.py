@@ -20,15 +20,17 @@ with its tusk):
    at each count of connections, the puts twice more, away from zone b's replication of zone
    a's puts (on this one machine it takes the same cores): each zone on a core of its own, then
    zone b's tusk paused;
-3. replication lag at the highest rate zone a sustains: 8 connections put through zone a's
-   kv database as fast as they can while a probe key is written there every 50 ms and polled
-   in zone b (directly on its shard); achieved puts/s, lag p50 / p99 / max.
+3. replication lag at the highest rate zone a sustains: 8 connections (each driven by a
+   process) put through zone a's kv database as fast as they can while a probe key is written
+   there every 50 ms and polled in zone b (directly on its shard); achieved puts/s, lag p50 /
+   p99 / max.
 
     TUSK_BIN=build/tusk python3 bench/kv_speed.py [SECONDS] [N]
 
 Prints numbers only; asserts nothing. Stops everything it started.
 """
 
+import multiprocessing
 import os
 import shutil
 import signal
@@ -358,23 +360,30 @@ def caught_up(p, timeout=120):
 def lag(p, seconds):
     print(f"(zone b caught up with zone a in {caught_up(p):.1f} s)", flush=True)
     a, b = p.zones
-    stop = threading.Event()
-    done = [0] * 8
+    # The writers are processes, as in parallel_rate: as threads of this process they shared
+    # its GIL with the probe below, whose polls then waited behind them (the lag read longer)
+    # and whose writers' wake-ups queued behind one another (the rate read lower).
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    t0 = time.monotonic()
 
     def writer(j):
-        with psycopg.connect(host="127.0.0.1", port=a.tusk.port, user="postgres", dbname="kv", autocommit=True) as c:
-            i = 0
-            while not stop.is_set():
-                c.execute(PUT, (f"lag-{j}-{i % 5000}", Jsonb({"i": i})))
-                done[j] += 1
-                i += 1
+        try:
+            n = 0
+            with psycopg.connect(host="127.0.0.1", port=a.tusk.port, user="postgres", dbname="kv",
+                                 autocommit=True) as c:
+                while time.monotonic() - t0 < seconds:
+                    c.execute(PUT, (f"lag-{j}-{n % 5000}", Jsonb({"i": n})))
+                    n += 1
+            q.put(n)
+        except Exception as e:  # noqa: BLE001 (told to the parent, which raises it)
+            q.put(f"{type(e).__name__}: {e}")
 
     probe_shard = p.shard_of("default", "probe")
     lags = []
-    threads = [threading.Thread(target=writer, args=(j,)) for j in range(8)]
-    t0 = time.monotonic()
-    for t in threads:
-        t.start()
+    procs = [ctx.Process(target=writer, args=(j,)) for j in range(8)]
+    for proc in procs:
+        proc.start()
     with psycopg.connect(host="127.0.0.1", port=a.tusk.port, user="postgres", dbname="kv", autocommit=True) as w, \
             b.db(probe_shard, user="postgres") as r:
         n = 0
@@ -392,10 +401,13 @@ def lag(p, seconds):
                     break
                 time.sleep(0.002)
             time.sleep(0.05)
-    stop.set()
-    for t in threads:
-        t.join()
-    rate = sum(done) / (time.monotonic() - t0)
+    done = [q.get(timeout=seconds + 120) for _ in procs]
+    for proc in procs:
+        proc.join()
+    failed = [d for d in done if not isinstance(d, int)]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(procs)} lag writers failed: {failed[0]}")
+    rate = sum(done) / seconds
     lags.sort()
     print(f"replication lag a -> b while zone a takes {rate:.0f} puts/s through its kv database (8 connections, "
           f"as fast as they go): {len(lags)} probes, p50 {pct(lags, 0.5):.0f} ms, p99 {pct(lags, 0.99):.0f} ms, "

@@ -77,13 +77,19 @@ def parallel_rate(connect, stmt, keys, seconds, nconn=8, args_of=None):
     procs = [ctx.Process(target=child, args=(j,)) for j in range(nconn)]
     for p in procs:
         p.start()
-    counts = [q.get(timeout=seconds + 120) for _ in procs]
+    return sum(gather(procs, q, seconds + 120, "rate")) / (time.monotonic() - t0)
+
+
+def gather(procs, q, timeout, what):
+    """The count each of procs put on q (an int, or the text of its exception), once all have
+    ended; raises if any failed."""
+    counts = [q.get(timeout=timeout) for _ in procs]
     for p in procs:
         p.join()
     failed = [c for c in counts if not isinstance(c, int)]
     if failed:
-        raise RuntimeError(f"{len(failed)} of {nconn} rate processes failed: {failed[0]}")
-    return sum(counts) / (time.monotonic() - t0)
+        raise RuntimeError(f"{len(failed)} of {len(procs)} {what} processes failed: {failed[0]}")
+    return counts
 
 
 def pct(xs, f):

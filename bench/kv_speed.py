@@ -52,7 +52,7 @@ from kv_util import Parade  # noqa: E402
 from conftest import free_port, to_yaml  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kv_lag import parallel_rate, pct  # noqa: E402
+from kv_lag import gather, parallel_rate, pct  # noqa: E402
 
 PUT = "select kv.put('default', %s, %s)"
 GET = "select kv.get('default', %s)"
@@ -401,13 +401,7 @@ def lag(p, seconds):
                     break
                 time.sleep(0.002)
             time.sleep(0.05)
-    done = [q.get(timeout=seconds + 120) for _ in procs]
-    for proc in procs:
-        proc.join()
-    failed = [d for d in done if not isinstance(d, int)]
-    if failed:
-        raise RuntimeError(f"{len(failed)} of {len(procs)} lag writers failed: {failed[0]}")
-    rate = sum(done) / seconds
+    rate = sum(gather(procs, q, seconds + 120, "lag writer")) / seconds
     lags.sort()
     print(f"replication lag a -> b while zone a takes {rate:.0f} puts/s through its kv database (8 connections, "
           f"as fast as they go): {len(lags)} probes, p50 {pct(lags, 0.5):.0f} ms, p99 {pct(lags, 0.99):.0f} ms, "

@@ -58,8 +58,8 @@ def tusk(zone, procs):
 
 
 PARTS = {"tusk a": lambda p: tusk("a", p), "tusk b": lambda p: tusk("b", p),
-         "pg a": lambda p: postgres("a", p), "of it repl": lambda p: replication("a", p),
-         "pg b": lambda p: postgres("b", p), "of it repl ": lambda p: replication("b", p)}
+         "pg a": lambda p: postgres("a", p), "pg a repl": lambda p: replication("a", p),
+         "pg b": lambda p: postgres("b", p), "pg b repl": lambda p: replication("b", p)}
 
 
 def snapshot():
@@ -124,7 +124,7 @@ def main():
                 n = sum(x[0] for x in res)
                 print(f"{kind:12s}{' (b paused)' if paused else ''} {n / seconds:7.0f}/s  µs a call: clients "
                       f"{sum(x[1] for x in res) / n * 1e6:4.0f}  " +
-                      "  ".join(f"{name.strip()} {(after[name] - before[name]) / n * 1e6:4.0f}" for name in PARTS),
+                      "  ".join(f"{name} {(after[name] - before[name]) / n * 1e6:4.0f}" for name in PARTS),
                       flush=True)
 
 

@@ -310,38 +310,53 @@ static void count_page(struct kv_link *l, const struct applied *a)
 }
 
 /* A pass caught up at the peer's clock snap_us: record it, and what the peer says of its own
- * links (how far it has every origin), for the purge's horizon (kv.gc). In the peer's
- * snapshot transaction; the acks are checked as JSON by kv.note_acks. */
-static int note_caught_up(struct kv_link *l, PGconn *local, PGconn *peer, const char *snap_us, char err[KV_ERR_MAX])
+ * links (how far it has every origin), for the purge's horizon (kv.gc); with w, W moves to the
+ * peer's xmin as well. The peer's acknowledgements are read in the pass's snapshot
+ * transaction and checked as JSON by kv.note_acks; the local writes are one transaction, so an
+ * idle link spends one xid and one commit a second, not one per statement. */
+static int note_caught_up(struct kv_link *l, PGconn *local, PGconn *peer, const char *w, const char *snap_us,
+			  char err[KV_ERR_MAX])
 {
 	char id[16];
-	const char *p2[] = { id, snap_us };
 
 	snprintf(id, sizeof id, "%d", l->peer_id);
-	PGresult *res = kv_conn_exec_prepared(local, &l->prep_local, ST_CAUGHT_UP,
-					      "SELECT kv.note_caught_up($1::int, $2::bigint)", 2, p2, err);
-	if (!res)
+	PGresult *acks = kv_conn_exec_prepared(peer, &l->prep_peer, ST_ACKS,
+					       "SELECT coalesce(jsonb_agg(jsonb_build_object('origin', peer, 'caught_up_us', "
+					       "caught_up_us)), '[]')::text FROM kv.links WHERE caught_up_us IS NOT NULL",
+					       0, NULL, err);
+	if (!acks)
 		return -EIO;
-	PQclear(res);
-	res = kv_conn_exec_prepared(peer, &l->prep_peer, ST_ACKS,
-				    "SELECT coalesce(jsonb_agg(jsonb_build_object('origin', peer, 'caught_up_us', caught_up_us)), "
-				    "'[]')::text FROM kv.links WHERE caught_up_us IS NOT NULL",
-				    0, NULL, err);
-	if (!res)
-		return -EIO;
-	int rc = 0;
-	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+	if (PQntuples(acks) != 1 || PQgetisnull(acks, 0, 0)) {
 		snprintf(err, KV_ERR_MAX, "peer %d sent malformed acknowledgements", l->peer_id);
-		rc = -EPROTO;
-	} else {
-		const char *p3[] = { id, PQgetvalue(res, 0, 0) };
-		PGresult *done = kv_conn_exec_prepared(local, &l->prep_local, ST_NOTE_ACKS,
-						       "SELECT kv.note_acks($1::int, $2::jsonb)", 2, p3, err);
-		rc = done ? 0 : -EIO;
-		PQclear(done);
+		PQclear(acks);
+		return -EPROTO;
+	}
+	if (kv_conn_run(local, "BEGIN", 0, NULL, err) < 0) {
+		PQclear(acks);
+		return -EIO;
+	}
+	int rc = 0;
+	struct applied a;
+	if (w)
+		rc = apply_page(l, local, "[]", w, NULL, NULL, &a, err);
+	const char *p2[] = { id, snap_us };
+	PGresult *res = rc < 0 ? NULL
+			       : kv_conn_exec_prepared(local, &l->prep_local, ST_CAUGHT_UP,
+						       "SELECT kv.note_caught_up($1::int, $2::bigint)", 2, p2, err);
+	if (res) {
+		PQclear(res);
+		const char *p3[] = { id, PQgetvalue(acks, 0, 0) };
+		res = kv_conn_exec_prepared(local, &l->prep_local, ST_NOTE_ACKS, "SELECT kv.note_acks($1::int, $2::jsonb)", 2,
+					    p3, err);
+	}
+	PQclear(acks);
+	if (!res || kv_conn_run(local, "COMMIT", 0, NULL, err) < 0) {
+		PQclear(res);
+		PQclear(PQexec(local, "ROLLBACK"));
+		return rc < 0 ? rc : -EIO;
 	}
 	PQclear(res);
-	return rc;
+	return 0;
 }
 
 /* One pass. *more: the pass stopped before the end (pages left); pull again at once. */
@@ -450,17 +465,17 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		 * below xmin has finished), so the next pass reads it for nothing more, while each
 		 * move is a write, whose xid moves the peer's xmin for the links pulling from here:
 		 * idle links kept one another writing at every pass. */
-		if (c.ns || (strcmp(c.w, xmin) != 0 && (*rows > 0 || acks_due))) {
+		bool move_w = c.ns || (strcmp(c.w, xmin) != 0 && (*rows > 0 || acks_due));
+		if (acks_due) {
+			rc = note_caught_up(l, local, peer, move_w ? xmin : NULL, snap_us, err);
+			if (rc < 0)
+				goto out_rollback;
+			l->acks_at = snap_at;
+		} else if (move_w) {
 			struct applied a;
 			rc = apply_page(l, local, "[]", xmin, NULL, NULL, &a, err);
 			if (rc < 0)
 				goto out_rollback;
-		}
-		if (acks_due) {
-			rc = note_caught_up(l, local, peer, snap_us, err);
-			if (rc < 0)
-				goto out_rollback;
-			l->acks_at = snap_at;
 		}
 		pthread_mutex_lock(&l->mu);
 		l->caught_up = snap_at;

@@ -206,6 +206,30 @@ def test_replay_from_w_zero_changes_nothing(parade):
     parade.converge()
 
 
+def test_idle_links_commit_one_transaction_a_second(parade):
+    """With nothing written anywhere, a link's once-a-second bookkeeping (W moved to the
+    peer's xmin, caught_up, the peer's acknowledgements) is one local transaction: one xid and
+    one commit (a WAL flush) a second per link, not one per statement. The purge (every 10 s
+    here) may add one per shard. Counted by the instance's next xid, which reading does not
+    consume."""
+    parade.converge()
+
+    def next_xid(z):
+        return int(z.sql(0, "select pg_snapshot_xmax(pg_current_snapshot())::text")[0][0])
+
+    window = 6.0
+    time.sleep(1.5)  # the converge's own reads are not bookkeeping
+    before = {z.name: next_xid(z) for z in parade.zones}
+    t0 = time.monotonic()
+    time.sleep(window)
+    for z in parade.zones:
+        elapsed = time.monotonic() - t0
+        links = sum(z.sql(s, "select count(*) from kv.links")[0][0] for s in range(NSHARDS))
+        xids = next_xid(z) - before[z.name]
+        rate = (xids - NSHARDS) / links / elapsed
+        assert 0 < rate <= 1.4, (z.name, xids, links, elapsed)
+
+
 def test_expiry_is_hidden_everywhere_and_not_resurrected(parade):
     z1, z2, z3 = parade.zones
     k = "expiring"

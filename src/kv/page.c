@@ -1,7 +1,8 @@
 /* Checking a pulled page before it is applied (page.h). A peer that sends more rows than it
  * says, or a position that is not its last row's or lies outside the pass's range, would move
  * the link's watermark past rows never applied: such a page fails the pass instead. The JSON
- * reader is a strict, bounded, allocation-free recursive descent (RFC 8259 values). */
+ * reader is strict (RFC 8259 values), bounded and allocation-free; a value's nesting is a bit
+ * stack, not recursion. */
 #include "kv/page.h"
 
 #include <errno.h>
@@ -12,7 +13,6 @@
 
 struct json {
 	const char *p, *end;
-	int depth;
 };
 
 static void skip_ws(struct json *j)
@@ -133,8 +133,6 @@ static bool parse_string(struct json *j, const char *want, size_t wlen, bool *eq
 	return true;
 }
 
-static bool parse_value(struct json *j);
-
 static bool parse_number(struct json *j)
 {
 	const char *s = j->p;
@@ -177,6 +175,88 @@ static bool literal(struct json *j, const char *w)
 	return true;
 }
 
+/* A member's name and its ':' at j->p (blanks before and after skipped). */
+static bool member_name(struct json *j)
+{
+	skip_ws(j);
+	if (!parse_string(j, NULL, 0, NULL))
+		return false;
+	skip_ws(j);
+	if (j->p >= j->end || *j->p != ':')
+		return false;
+	j->p++;
+	return true;
+}
+
+/* A value at j->p, without recursion: the kinds of the containers open (1: object) are a bit
+ * stack, so a value nests as deep as PostgreSQL's own parser lets a jsonb be (~15,000 levels
+ * at its default max_stack_depth of 2 MB, over 50,000 at 7.5 MB), up to KV_PAGE_MAX_DEPTH.
+ * A row the check refused would stop its link for good: the pass fails at every retry. */
+static bool parse_value(struct json *j)
+{
+	uint64_t kinds[KV_PAGE_MAX_DEPTH / 64];
+	size_t depth = 0;
+
+	for (;;) {
+		/* A value: a scalar, or a container opened (and, if empty, closed). */
+		bool done;
+		skip_ws(j);
+		if (j->p >= j->end)
+			return false;
+		char c = *j->p;
+		if (c == '{' || c == '[') {
+			bool obj = c == '{';
+			if (depth >= KV_PAGE_MAX_DEPTH)
+				return false;
+			j->p++;
+			skip_ws(j);
+			if (j->p < j->end && *j->p == (obj ? '}' : ']')) {
+				j->p++;
+				done = true;
+			} else {
+				if (obj)
+					kinds[depth / 64] |= (uint64_t)1 << (depth % 64);
+				else
+					kinds[depth / 64] &= ~((uint64_t)1 << (depth % 64));
+				depth++;
+				if (obj && !member_name(j))
+					return false;
+				done = false; /* its first member's or element's value next */
+			}
+		} else {
+			bool ok;
+			switch (c) {
+			case '"': ok = parse_string(j, NULL, 0, NULL); break;
+			case 't': ok = literal(j, "true"); break;
+			case 'f': ok = literal(j, "false"); break;
+			case 'n': ok = literal(j, "null"); break;
+			default: ok = parse_number(j); break;
+			}
+			if (!ok)
+				return false;
+			done = true;
+		}
+		/* After a whole value: close containers until one takes a next member or element. */
+		while (done) {
+			if (depth == 0)
+				return true;
+			bool obj = kinds[(depth - 1) / 64] >> ((depth - 1) % 64) & 1;
+			skip_ws(j);
+			if (j->p < j->end && *j->p == ',') {
+				j->p++;
+				if (obj && !member_name(j))
+					return false;
+				done = false;
+			} else if (j->p < j->end && *j->p == (obj ? '}' : ']')) {
+				j->p++;
+				depth--;
+			} else {
+				return false;
+			}
+		}
+	}
+}
+
 /* Members of a row object the page check looks at. */
 struct row_keys {
 	const char *ns, *key; /* the position to compare with; NULL: not the last row */
@@ -185,16 +265,13 @@ struct row_keys {
 	bool ns_eq, key_eq;
 };
 
-/* An object at j->p. With rk, its "ns" and "key" members must be strings, once each. */
-static bool parse_object(struct json *j, struct row_keys *rk)
+/* A row: an object at j->p whose "ns" and "key" members must be strings, once each. */
+static bool parse_row(struct json *j, struct row_keys *rk)
 {
-	if (++j->depth > KV_PAGE_MAX_DEPTH)
-		return false;
 	j->p++; /* '{' */
 	skip_ws(j);
 	if (j->p < j->end && *j->p == '}') {
 		j->p++;
-		j->depth--;
 		return true;
 	}
 	for (;;) {
@@ -213,7 +290,7 @@ static bool parse_object(struct json *j, struct row_keys *rk)
 			return false;
 		j->p++;
 		skip_ws(j);
-		if (rk && (is_ns || is_key)) {
+		if (is_ns || is_key) {
 			bool eq = false;
 			if (!parse_string(j, is_ns ? rk->ns : rk->key, is_ns ? rk->ns_len : rk->key_len, &eq))
 				return false; /* also a member that is not a string */
@@ -234,54 +311,9 @@ static bool parse_object(struct json *j, struct row_keys *rk)
 		}
 		if (j->p < j->end && *j->p == '}') {
 			j->p++;
-			j->depth--;
 			return true;
 		}
 		return false;
-	}
-}
-
-static bool parse_array(struct json *j)
-{
-	if (++j->depth > KV_PAGE_MAX_DEPTH)
-		return false;
-	j->p++; /* '[' */
-	skip_ws(j);
-	if (j->p < j->end && *j->p == ']') {
-		j->p++;
-		j->depth--;
-		return true;
-	}
-	for (;;) {
-		skip_ws(j);
-		if (!parse_value(j))
-			return false;
-		skip_ws(j);
-		if (j->p < j->end && *j->p == ',') {
-			j->p++;
-			continue;
-		}
-		if (j->p < j->end && *j->p == ']') {
-			j->p++;
-			j->depth--;
-			return true;
-		}
-		return false;
-	}
-}
-
-static bool parse_value(struct json *j)
-{
-	if (j->p >= j->end)
-		return false;
-	switch (*j->p) {
-	case '{': return parse_object(j, NULL);
-	case '[': return parse_array(j);
-	case '"': return parse_string(j, NULL, 0, NULL);
-	case 't': return literal(j, "true");
-	case 'f': return literal(j, "false");
-	case 'n': return literal(j, "null");
-	default: return parse_number(j);
 	}
 }
 
@@ -329,14 +361,13 @@ int kv_page_decode(const struct kv_page_in *in, long *n, char *err, size_t errca
 			FAIL("position %llu outside the pass's range [%llu, %llu)", (unsigned long long)pos,
 			     (unsigned long long)from, (unsigned long long)below);
 	}
-	struct json j = { in->rows, in->rows + strlen(in->rows), 0 };
+	struct json j = { in->rows, in->rows + strlen(in->rows) };
 	struct row_keys last = { 0 };
 	uint64_t seen = 0;
 	skip_ws(&j);
 	if (j.p >= j.end || *j.p != '[')
 		FAIL("rows are not a JSON array");
 	j.p++;
-	j.depth = 1;
 	skip_ws(&j);
 	if (j.p < j.end && *j.p == ']') {
 		j.p++;
@@ -349,7 +380,7 @@ int kv_page_decode(const struct kv_page_in *in, long *n, char *err, size_t errca
 			struct row_keys rk = { .ns = in->pos_ns, .key = in->pos_key,
 					       .ns_len = in->pos_ns ? strlen(in->pos_ns) : 0,
 					       .key_len = in->pos_key ? strlen(in->pos_key) : 0 };
-			if (!parse_object(&j, &rk))
+			if (!parse_row(&j, &rk))
 				FAIL("row %llu is malformed JSON", (unsigned long long)seen + 1);
 			if (rk.seen_ns != 1 || rk.seen_key != 1)
 				FAIL("row %llu lacks a single string ns and key", (unsigned long long)seen + 1);

@@ -9,7 +9,10 @@
 
 #include <stddef.h>
 
-#define KV_PAGE_MAX_DEPTH 64 /* JSON nesting accepted inside a value */
+/* JSON nesting accepted inside a value: more than PostgreSQL's parser takes at any
+ * max_stack_depth an 8 MB stack allows (a deeper value could not be stored); a multiple of 64.
+ * Its bit stack is 16 KB of the caller's (a link thread's) stack. */
+#define KV_PAGE_MAX_DEPTH (1 << 17)
 
 struct kv_page_in {
 	/* the page row, as libpq gives it: NUL-terminated texts, NULL for SQL NULL */

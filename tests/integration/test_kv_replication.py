@@ -8,6 +8,7 @@ import re
 import threading
 import time
 import urllib.request
+from decimal import Decimal
 
 import pytest
 
@@ -77,6 +78,47 @@ def test_random_concurrent_writes_from_three_zones_converge(parade):
     # Reads agree too, not just the raw rows.
     for k in keys[:10]:
         assert len({json.dumps(z.get(k)) for z in parade.zones}) == 1
+
+
+def test_keys_and_values_that_need_escaping_replicate_byte_for_byte(parade):
+    """A page is JSON text built on the peer and parsed twice here (kv_page_decode, then
+    kv.apply_batch's jsonb): keys and values with quotes, backslashes, control characters,
+    non-ASCII, numbers past a double's precision, deep nesting and a TTL arrive as written.
+    A value nested 10,000 deep (PostgreSQL stores ~15,000 at its default max_stack_depth)
+    used to stop its link for good: the page check refused more than 64 levels."""
+    z1, z2, z3 = parade.zones
+    deep = "x"
+    for _ in range(40):
+        deep = {"d": [deep]}
+    levels = 10000
+    deepest = "".join('{"a": ' if i % 2 else "[" for i in range(levels)) + "1" + \
+        "".join("}" if i % 2 else "]" for i in reversed(range(levels)))
+    with z3.db(parade.shard_of("default", "deepest")) as c:
+        c.execute("select kv.put('default', 'deepest', %s::jsonb)", (deepest,))
+    cases = {
+        'esc"quote\\back\tslash\nline': {"s": 'a"b\\c\u0001\u001f\u007f', "t": "\t\r\n"},
+        "ünï-ключ-鍵-🔑": {"ü": "é ∑ 🐘", "k\u2028": ["\u2029"]},
+        "nums": {"big": 12345678901234567890123456789, "exp": 1.5e300, "neg": -0.000000000000000000001,
+                 "prec": 3.141592653589793238462643383279},
+        "deep": deep,
+        "scalars": [None, True, False, "", 0, [], {}],
+    }
+    for i, (k, v) in enumerate(cases.items()):
+        if i % 2:
+            z1.put(k, v, ttl="1 hour")
+        else:
+            z2.put(k, v)
+    dump = parade.converge()
+    assert [r[2] for r in dump if r[1] == "deepest"] == [deepest]
+    rows = {r[1]: r for r in dump if r[1] in cases}
+    assert sorted(rows) == sorted(cases)
+    # Numbers as decimals: jsonb prints 1.5e300 as its 301 digits.
+    exact = lambda text: json.loads(text, parse_float=Decimal)  # noqa: E731
+    for k, v in cases.items():
+        assert exact(rows[k][2]) == exact(json.dumps(v)), k
+        for z in parade.zones:
+            assert exact(json.dumps(z.get(k))) == exact(json.dumps(v)), (z.name, k)
+    assert all((rows[k][5] is not None) == (i % 2 == 1) for i, k in enumerate(cases))
 
 
 def test_forced_tie_resolves_the_same_way_everywhere(parade):

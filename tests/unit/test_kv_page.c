@@ -62,13 +62,57 @@ static void test_bad_pages(void **state)
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		if (decode("1", bad[i], "150", "d", "k", &n) != -EPROTO)
 			fail_msg("accepted %s", bad[i]);
-	/* nesting is bounded */
+	/* unterminated nesting */
 	char deep[400];
 	size_t o = (size_t)snprintf(deep, sizeof deep, "[{\"ns\": \"d\", \"key\": \"k\", \"v\": ");
 	for (int i = 0; i < 100; i++)
 		deep[o++] = '[';
 	deep[o] = '\0';
 	assert_int_equal(decode("1", deep, "150", "d", "k", &n), -EPROTO);
+	/* containers closed by the other kind's bracket, members without a name or colon */
+	static const char *mixed[] = {
+		"[{\"ns\": \"d\", \"key\": \"k\", \"v\": [1}]}]", "[{\"ns\": \"d\", \"key\": \"k\", \"v\": {\"a\": 1]}]",
+		"[{\"ns\": \"d\", \"key\": \"k\", \"v\": {\"a\": [{\"b\": 2]}]}}]", "[{\"ns\": \"d\", \"key\": \"k\", \"v\": {1: 2}}]",
+		"[{\"ns\": \"d\", \"key\": \"k\", \"v\": {\"a\" 2}}]", "[{\"ns\": \"d\", \"key\": \"k\", \"v\": {\"a\": 1,}}]",
+		"[{\"ns\": \"d\", \"key\": \"k\", \"v\": {\"a\": }}]", "[{\"ns\": \"d\", \"key\": \"k\", \"v\": [[1] [2]]}]",
+	};
+	for (size_t i = 0; i < sizeof mixed / sizeof mixed[0]; i++)
+		if (decode("1", mixed[i], "150", "d", "k", &n) != -EPROTO)
+			fail_msg("accepted %s", mixed[i]);
+}
+
+/* A value nested n deep: [{"a": [{"a": ... 1 ...}]}], alternating kinds, then the row's end. */
+static char *nested(size_t n)
+{
+	static const char head[] = "[{\"ns\": \"d\", \"key\": \"k\", \"v\": ";
+	char *s = test_malloc(sizeof head + n * 6 + 16);
+	size_t o = (size_t)sprintf(s, "%s", head);
+	for (size_t i = 0; i < n; i++)
+		o += (size_t)sprintf(s + o, "%s", i % 2 ? "{\"a\": " : "[");
+	o += (size_t)sprintf(s + o, "1");
+	for (size_t i = n; i-- > 0;)
+		s[o++] = i % 2 ? '}' : ']';
+	sprintf(s + o, ", \"x\": 2}]");
+	return s;
+}
+
+static void test_deep_values(void **state)
+{
+	long n = -1;
+	(void)state;
+	/* As deep as PostgreSQL stores a jsonb, and deeper: a row the check refused would stop its
+	 * link for good (the pass fails at every retry). */
+	size_t depths[] = { 1, 63, 64, 65, 129, 20000, KV_PAGE_MAX_DEPTH };
+	for (size_t i = 0; i < sizeof depths / sizeof depths[0]; i++) {
+		char *s = nested(depths[i]);
+		if (decode("1", s, "150", "d", "k", &n) != 0 || n != 1)
+			fail_msg("refused a value nested %zu deep", depths[i]);
+		test_free(s);
+	}
+	/* ... and bounded. */
+	char *s = nested(KV_PAGE_MAX_DEPTH + 1);
+	assert_int_equal(decode("1", s, "150", "d", "k", &n), -EPROTO);
+	test_free(s);
 }
 
 int main(void)
@@ -76,6 +120,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_good_pages),
 		cmocka_unit_test(test_bad_pages),
+		cmocka_unit_test(test_deep_values),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1834,6 +1834,8 @@ static const struct key_def kv_keys[] = {
 	  .max = MS_PER_DAY, .def = "60s" },
 	{ .name = "pull_interval", .type = KEY_DURATION, .offset = KV_FIELD(pull_interval_ms), .min = 1, .max = 10000,
 	  .def = "50ms" },
+	{ .name = "link_statement_timeout", .type = KEY_DURATION, .offset = KV_FIELD(link_statement_timeout_ms),
+	  .min = 10, .max = MS_PER_DAY, .def = "60s" },
 };
 static const struct key_table kv_table = { kv_keys, sizeof(kv_keys) / sizeof(kv_keys[0]) };
 

@@ -172,6 +172,7 @@ struct config_kv {
 	uint64_t gc_pause_ms;      /* default 100ms: between two purge statements (the throttle) */
 	uint64_t anti_entropy_interval_ms; /* default 60s: between digest comparisons of a link; 0: never */
 	uint64_t pull_interval_ms; /* default 50ms: between two passes of a link that found rows (docs/kv.md) */
+	uint64_t link_statement_timeout_ms; /* default 60s: statement_timeout of the links' connections */
 };
 
 /* Redis, the result cache's L2 (src/flight/l2.c, docs/cache.md): off unless host or unix is

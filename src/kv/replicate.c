@@ -85,6 +85,8 @@ struct kv_replicator {
 	 * and its thread */
 	double ae_interval_s; /* anti-entropy: between digest comparisons of a link; 0: never */
 	double pull_s;        /* kv.pull_interval: the wait after a pass that found rows */
+	char link_options[96]; /* the links' connections' options: kv.link_statement_timeout */
+	double link_timeout_s; /* the same, in seconds */
 	int64_t gc_grace_us;
 	double gc_interval_s, gc_pause_s;
 	int gc_batch;
@@ -422,8 +424,14 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		double t0 = now_real();
 
 		rc = fetch_page(l, peer, xmin, &c, &pg, err);
-		if (rc < 0)
+		if (rc < 0) {
+			/* A page the peer failed to build (its statement_timeout: large values
+			 * written together; a JSON past its size limit) is asked again smaller,
+			 * as one that failed to apply below: the same page at every retry would
+			 * stop the link for good. */
+			l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
 			goto out_rollback;
+		}
 		if (pg.n == 0) {
 			PQclear(pg.res);
 			reached_end = true;
@@ -446,11 +454,13 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		}
 		*rows += pg.n;
 		count_page(l, &a);
-		/* Adapt: grow while full pages are quick, shrink when a page is slow or huge. */
-		double dt = now_real() - t0;
-		if (bytes > PAGE_BYTES_SOFT || dt > 1.0)
+		/* Adapt: grow while full pages are quick, shrink when a page is slow or huge;
+		 * quick and slow also against the links' statement_timeout, so that a batch
+		 * never grows into it. */
+		double dt = now_real() - t0, to = l->r->link_timeout_s;
+		if (bytes > PAGE_BYTES_SOFT || dt > (to / 2 < 1.0 ? to / 2 : 1.0))
 			l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
-		else if (full && dt < 0.2 && l->batch < BATCH_MAX)
+		else if (full && dt < (to / 8 < 0.2 ? to / 8 : 0.2) && l->batch < BATCH_MAX)
 			l->batch = l->batch * 2 < BATCH_MAX ? l->batch * 2 : BATCH_MAX;
 		if (!full) {
 			reached_end = true;
@@ -610,9 +620,9 @@ static void *link_main(void *arg)
 
 	while (!link_stopping(l)) {
 		struct kv_endpoint lep = { .host = l->local_host, .port = l->local_port, .dbname = l->dbname,
-					   .user = "kv_replicator", .password = r->password };
+					   .user = "kv_replicator", .password = r->password, .options = r->link_options };
 		struct kv_endpoint pep = { .host = l->peer_host, .port = l->peer_port, .dbname = l->dbname,
-					   .user = "kv_replicator", .password = r->password };
+					   .user = "kv_replicator", .password = r->password, .options = r->link_options };
 		if (!local) {
 			local = kv_conn_open(&lep, l->app_name, err);
 			l->prep_local = 0;
@@ -630,8 +640,13 @@ static void *link_main(void *arg)
 		}
 		bool more;
 		long rows;
+		int batch = l->batch;
 		if (run_pass(l, local, peer, &more, &rows, err) < 0) {
 			set_error(l, err);
+			/* Pages applied before the failure, or a page to be asked again smaller: the
+			 * link moves, so the wait does not grow. */
+			if (rows > 0 || l->batch < batch)
+				retry = RETRY_MIN_S;
 			/* A broken connection is reopened, and one whose prepared statement the
 			 * server can no longer run (the schema changed under it); a failing
 			 * statement is just retried. */
@@ -1102,6 +1117,9 @@ int kv_replicate_start(const struct tusk_config *cfg, kv_catalog_hook *on_catalo
 	snprintf(r->catalog_db, sizeof r->catalog_db, "%s", ep.dbname);
 	r->ae_interval_s = (double)cfg->kv.anti_entropy_interval_ms / 1000.0;
 	r->pull_s = (double)cfg->kv.pull_interval_ms / 1000.0;
+	snprintf(r->link_options, sizeof r->link_options, "-c statement_timeout=%llu -c lock_timeout=30s",
+		 (unsigned long long)cfg->kv.link_statement_timeout_ms);
+	r->link_timeout_s = (double)cfg->kv.link_statement_timeout_ms / 1000.0;
 	r->gc_grace_us = (int64_t)cfg->kv.gc_grace_ms * 1000;
 	r->gc_interval_s = (double)cfg->kv.gc_interval_ms / 1000.0;
 	r->gc_pause_s = (double)cfg->kv.gc_pause_ms / 1000.0;

@@ -49,6 +49,7 @@ struct kv_link {
 	int batch;          /* the link thread's own */
 	double caught_up;   /* under mu: CLOCK_REALTIME of the last caught-up pass's snapshot; 0: never */
 	double ae_at;       /* the link thread's own: CLOCK_REALTIME of its last anti-entropy round */
+	int ae_chunk;       /* the link thread's own: differing buckets a repair statement asks for */
 	double acks_at;     /* the link thread's own: CLOCK_REALTIME of its last exchange of acknowledgements */
 	/* the link thread's own: the statements of a pass prepared on its local and peer
 	 * connections (kv_conn_exec_prepared), zeroed when either is opened */
@@ -564,10 +565,17 @@ static int anti_entropy(struct kv_link *l, PGconn *local, PGconn *peer, char err
 	char list[AE_CHUNK * 6 + 4], peer_id[16], nb[16];
 	snprintf(peer_id, sizeof peer_id, "%d", l->peer_id);
 	snprintf(nb, sizeof nb, "%d", AE_BUCKETS);
+	/* A chunk whose rows the peer cannot send or this database cannot apply in one statement
+	 * (the links' statement_timeout, jsonb's 256 MB) is asked again halved, down to one
+	 * bucket; the size is kept for the next round and doubles back after a round without
+	 * failures. A fixed chunk failed at every round. */
+	if (l->ae_chunk < 1 || l->ae_chunk > AE_CHUNK)
+		l->ae_chunk = AE_CHUNK;
+	bool shrunk = false;
 	for (int b = 0; b < AE_BUCKETS && !link_stopping(l);) {
 		size_t off = (size_t)snprintf(list, sizeof list, "{");
-		int in_chunk = 0;
-		for (; b < AE_BUCKETS && in_chunk < AE_CHUNK; b++) {
+		int in_chunk = 0, start = b;
+		for (; b < AE_BUCKETS && in_chunk < l->ae_chunk; b++) {
 			/* Only buckets the peer has something in: what we hold alone the peer pulls from us. */
 			if (!theirs[b][0] || strcmp(mine[b], theirs[b]) == 0)
 				continue;
@@ -580,14 +588,23 @@ static int anti_entropy(struct kv_link *l, PGconn *local, PGconn *peer, char err
 		differ += in_chunk;
 		const char *p1[] = { list, nb };
 		PGresult *res = kv_conn_exec(peer, "SELECT kv.bucket_rows($1::int[], $2::int)", 2, p1, err);
-		if (!res) {
-			rc = -EIO;
-			goto out;
+		PGresult *ap = NULL;
+		if (res) {
+			const char *p2[] = { peer_id, PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "[]" };
+			ap = kv_conn_exec(local, "SELECT kv.apply_repair($1::int, $2::jsonb)", 2, p2, err);
+			PQclear(res);
 		}
-		const char *p2[] = { peer_id, PQntuples(res) == 1 ? PQgetvalue(res, 0, 0) : "[]" };
-		PGresult *ap = kv_conn_exec(local, "SELECT kv.apply_repair($1::int, $2::jsonb)", 2, p2, err);
-		PQclear(res);
 		if (!ap) {
+			if (l->ae_chunk > 1 && PQstatus(peer) == CONNECTION_OK && PQstatus(local) == CONNECTION_OK) {
+				log_warn(NULL, NULL, "kv anti-entropy %s (instance %d <- %d): %d buckets in one statement failed "
+					 "(%s); asking for %d", l->dbname, l->local_id, l->peer_id, l->ae_chunk, err,
+					 l->ae_chunk / 2);
+				l->ae_chunk /= 2;
+				shrunk = true;
+				differ -= in_chunk;
+				b = start;
+				continue;
+			}
 			rc = -EIO;
 			goto out;
 		}
@@ -598,6 +615,8 @@ static int anti_entropy(struct kv_link *l, PGconn *local, PGconn *peer, char err
 		log_info(NULL, NULL, "kv anti-entropy %s (instance %d <- %d): %d bucket%s differed, %ld row%s repaired",
 			 l->dbname, l->local_id, l->peer_id, differ, differ == 1 ? "" : "s", repaired,
 			 repaired == 1 ? "" : "s");
+	if (!shrunk && l->ae_chunk < AE_CHUNK)
+		l->ae_chunk *= 2;
 	pthread_mutex_lock(&l->mu);
 	l->stats.digest_mismatches += (uint64_t)differ;
 	l->stats.repaired += (uint64_t)repaired;

@@ -3,7 +3,7 @@ large values written together make one page of them too slow to build on the pee
 retries smaller, as it does for a page that fails to apply, instead of asking for the same page
 at every retry for ever (it did: "passes 13, lag 60.74 s / 200 rows, batch 500"). Zone b's links
 time out at 50 ms; 200 values of 100 kB (one 20 MB page at the batch a link starts with) are
-written in zone a in one transaction."""
+written in zone a in one transaction. Anti-entropy (the repair) the same way, below."""
 
 import pytest
 
@@ -29,18 +29,42 @@ def parade(workdir):
         p.destroy()
 
 
-def test_pages_too_slow_for_the_links_timeout_are_pulled_smaller(parade):
-    za, zb = parade.zones
+def write_large(parade, zone, shard, prefix):
+    """N values of SIZE bytes on shard, written in zone in one transaction; their keys."""
     keys, i = [], 0
     while len(keys) < N:
-        if parade.shard_of("default", f"big{i}") == 0:
-            keys.append(f"big{i}")
+        if parade.shard_of("default", f"{prefix}{i}") == shard:
+            keys.append(f"{prefix}{i}")
         i += 1
-    with za.db(0) as c:
+    with zone.db(shard) as c:
         with c.transaction():
             for n, k in enumerate(keys):
                 c.execute("select kv.put('default', %s, to_jsonb(repeat(%s, %s)))", (k, chr(ord("a") + n % 26), SIZE))
+    return keys
+
+
+def test_pages_too_slow_for_the_links_timeout_are_pulled_smaller(parade):
+    za, zb = parade.zones
+    write_large(parade, za, 0, "big")
     pulled = f"select count(*) from kv.data where key ^@ 'big' and octet_length(value #>> '{{}}') = {SIZE}"
     wait_until(lambda: zb.sql(0, pulled)[0][0] == N, 60 * SLOW, interval=0.5, what="zone b pulled the values")
     assert "canceling statement due to statement timeout" in zb.tusk.log_text()
+    parade.converge()
+
+
+def test_repair_chunks_too_slow_for_the_timeout_are_asked_smaller(parade):
+    """Anti-entropy asked for 64 differing buckets per statement whatever they held: a chunk of
+    large rows failed at every round. Zone b loses 200 of zone a's large rows under its links
+    (deleted directly: no tombstones, and W is past them, so only the repair brings them back)
+    and repairs itself every second, its statements still timing out at 50 ms."""
+    za, zb = parade.zones
+    assert zb.stop_tusk() == []
+    zb.kv_extra = dict(zb.kv_extra, anti_entropy_interval="1s")
+    write_large(parade, za, 1, "lost")
+    zb.start_tusk()
+    present = f"select count(*) from kv.data where key ^@ 'lost' and octet_length(value #>> '{{}}') = {SIZE}"
+    wait_until(lambda: zb.sql(1, present)[0][0] == N, 60 * SLOW, interval=0.5, what="zone b pulled the values")
+    zb.sql(1, "delete from kv.data where key ^@ 'lost'")
+    wait_until(lambda: zb.sql(1, present)[0][0] == N, 60 * SLOW, interval=0.5, what="zone b repaired the values")
+    assert "buckets in one statement failed" in zb.tusk.log_text()
     parade.converge()

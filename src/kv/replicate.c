@@ -364,6 +364,13 @@ static int note_caught_up(struct kv_link *l, PGconn *local, PGconn *peer, const 
 	return 0;
 }
 
+/* A page that failed or was slow or huge: the next is asked for half as many rows, not fewer
+ * than BATCH_MIN. */
+static void halve_batch(struct kv_link *l)
+{
+	l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
+}
+
 /* One pass. *more: the pass stopped before the end (pages left); pull again at once. */
 static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, long *rows, char err[KV_ERR_MAX])
 {
@@ -430,7 +437,7 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 			 * written together; a JSON past its size limit) is asked again smaller,
 			 * as one that failed to apply below: the same page at every retry would
 			 * stop the link for good. */
-			l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
+			halve_batch(l);
 			goto out_rollback;
 		}
 		if (pg.n == 0) {
@@ -450,7 +457,7 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		PQclear(pg.res);
 		if (rc < 0) {
 			/* A page that failed whole (a timeout, say) is retried smaller. */
-			l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
+			halve_batch(l);
 			goto out_rollback;
 		}
 		*rows += pg.n;
@@ -460,7 +467,7 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		 * never grows into it. */
 		double dt = now_real() - t0, to = l->r->link_timeout_s;
 		if (bytes > PAGE_BYTES_SOFT || dt > (to / 2 < 1.0 ? to / 2 : 1.0))
-			l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
+			halve_batch(l);
 		else if (full && dt < (to / 8 < 0.2 ? to / 8 : 0.2) && l->batch < BATCH_MAX)
 			l->batch = l->batch * 2 < BATCH_MAX ? l->batch * 2 : BATCH_MAX;
 		if (!full) {

@@ -189,11 +189,14 @@ def show_kv(zone):
         return [dict(zip(cols, r)) for r in cur.fetchall()]
 
 
-def running_parade(base, zones):
-    """A module fixture's body: the parade set up and its tusks started, destroyed after."""
+def running_parade(base, zones, config=None):
+    """A module fixture's body: the parade set up and its tusks started, destroyed after.
+    config(zone), if given: the kv settings that zone's tusk starts with (write_config's)."""
     p = Parade(base, zones)
     try:
         p.setup()
+        for z in p.zones if config else ():
+            z.write_config(**config(z))
         p.start()
         yield p
     finally:

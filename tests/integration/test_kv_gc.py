@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import SLOW, wait_until
-from kv_util import NSHARDS, Parade, show_kv
+from kv_util import NSHARDS, running_parade, show_kv
 
 pytestmark = pytest.mark.tusk_only
 
@@ -20,18 +20,11 @@ PULL = 0.5
 
 @pytest.fixture(scope="module")
 def parade(workdir):
-    p = Parade(workdir / "kv-gc", ["g1", "g2", "g3"])
-    try:
-        p.setup()
-        for z in p.zones:
-            # Small batches, so a purge of a few rows takes several throttled statements. g2
-            # pulls every PULL seconds while a peer writes (test_pull_interval_spaces_a_links_passes).
-            z.write_config(gc_grace=f"{int(GRACE)}s", gc_interval="200ms", gc_batch=2, gc_pause="20ms",
-                           pull_interval=f"{int(PULL * 1000)}ms" if z.name == "g2" else None)
-        p.start()
-        yield p
-    finally:
-        p.destroy()
+    # Small batches, so a purge of a few rows takes several throttled statements. g2 pulls
+    # every PULL seconds while a peer writes (test_pull_interval_spaces_a_links_passes).
+    yield from running_parade(workdir / "kv-gc", ["g1", "g2", "g3"], lambda z: dict(
+        gc_grace=f"{int(GRACE)}s", gc_interval="200ms", gc_batch=2, gc_pause="20ms",
+        pull_interval=f"{int(PULL * 1000)}ms" if z.name == "g2" else None))
 
 
 def keys_on(parade, shard, n, prefix):

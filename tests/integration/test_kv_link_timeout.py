@@ -8,7 +8,7 @@ written in zone a in one transaction. Anti-entropy (the repair) the same way, be
 import pytest
 
 from conftest import SLOW, wait_until
-from kv_util import Parade
+from kv_util import running_parade
 
 pytestmark = pytest.mark.tusk_only
 
@@ -18,15 +18,8 @@ N, SIZE = 200, 100_000
 
 @pytest.fixture(scope="module")
 def parade(workdir):
-    p = Parade(workdir / "kv-link-timeout", ["ta", "tb"])
-    try:
-        p.setup()
-        for z in p.zones:
-            z.write_config(link_statement_timeout=f"{TIMEOUT_MS}ms" if z.name == "tb" else None)
-        p.start()
-        yield p
-    finally:
-        p.destroy()
+    yield from running_parade(workdir / "kv-link-timeout", ["ta", "tb"], lambda z: dict(
+        link_statement_timeout=f"{TIMEOUT_MS}ms" if z.name == "tb" else None))
 
 
 def write_large(parade, zone, shard, prefix):

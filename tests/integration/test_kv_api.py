@@ -222,7 +222,17 @@ def test_scan_with_limit_and_continuation_merges_shards_in_key_order(parade):
         c.execute("select kv.put_many('default', %s, %s)", (keys, [str(i) for i in range(37)]))
         c.execute("select kv.put('default', 'scan0', '1')")  # not in the prefix
         c.execute("select kv.delete('default', 'scan/005')")
-        c.execute("select kv.incr('default', 'scan/counter', 1)")  # counter parts are not keys
+        # A counter is listed under its own key (as Redis's SCAN lists INCR's keys), with its
+        # value; its parts' keys (key 0x1F origin) are not. 'scan/counter' sorts before
+        # 'scan/counter\x01x', though its parts' keys sort after it: the merge is by base key.
+        c.execute("select kv.incr('default', 'scan/counter', 1)")
+        c.execute("select kv.put('default', %s, '2')", ("scan/counter\x01x",))
+        c.execute("select kv.incr('default', 'scan/both', 5)")  # a live value hides the counter
+        c.execute("select kv.put('default', 'scan/both', '\"v\"')")
+        c.execute("select kv.incr('default', 'scan/zero', 3)")
+        c.execute("select kv.incr('default', 'scan/zero', -3)")  # at 0: it exists
+        c.execute("select kv.incr('default', 'scan/gone', 1)")
+        c.execute("select kv.delete('default', 'scan/gone')")  # reset: absent
         seen, after = [], None
         while True:
             rows = c.execute("select * from kv.scan('default', 'scan/', %s, 10)", (after,)).fetchall()
@@ -230,10 +240,17 @@ def test_scan_with_limit_and_continuation_merges_shards_in_key_order(parade):
             if len(rows) < 10:
                 break
             after = rows[-1][0]
-        want = [k for k in keys if k != "scan/005"]
+        want = sorted([k for k in keys if k != "scan/005"] + ["scan/counter", "scan/counter\x01x", "scan/both",
+                                                              "scan/zero"])
         assert [k for k, _ in seen] == want
         assert seen[0][1] == 0
-        assert c.execute("select kv.count('default', 'scan/')").fetchone()[0] == 36
+        got = dict(seen)
+        assert (got["scan/counter"], got["scan/counter\x01x"], got["scan/both"], got["scan/zero"]) == (1, 2, "v", 0)
+        assert c.execute("select kv.count('default', 'scan/')").fetchone()[0] == 40
+        assert c.execute("select kv.count('default', 'scan/c')").fetchone()[0] == 2
+        # A page boundary between a counter and the next key: continued from the counter's key.
+        assert c.execute("select * from kv.scan('default', 'scan/', 'scan/both', 2)").fetchall() == \
+            [("scan/counter", 1), ("scan/counter\x01x", 2)]
         assert c.execute("select kv.count('default', '')").fetchone()[0] >= 37
     # Both shards held part of the page: the merge, not one shard, ordered it.
     assert {parade.shard_of("default", k) for k in want[:10]} == set(range(NSHARDS))

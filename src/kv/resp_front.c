@@ -1014,6 +1014,10 @@ static void answer(struct resp_conn *c)
 	if (j->failed) {
 		if ((c->step == STEP_SET_NX || c->step == STEP_SET_XX) && strcmp(j->sqlstate, "KV001") == 0)
 			reply_nil(c);
+		else if (c->step == STEP_INCR && strcmp(j->sqlstate, "KV002") == 0) /* Redis's words */
+			reply_error(c, "ERR value is not an integer or out of range");
+		else if (c->step == STEP_INCR && strcmp(j->sqlstate, "22003") == 0)
+			reply_error(c, "ERR increment or decrement would overflow");
 		else
 			kv_error(c);
 		return;

@@ -822,15 +822,38 @@ def outcome(r, cmd):
         return "error"
 
 
-@pytest.mark.xfail(strict=True, reason="not built: INCR of a key with a value, and SET over a counter, differ "
-                   "from Redis (docs/kv.md, 'Not built yet')")
 def test_redis_incr_of_a_value_differential_against_redis_server(zone, tmp_path):
-    """What the differential test above leaves out: a key that is both a value and a counter.
-    Redis has one thing per key: INCR adds to an integer value and refuses any other, SET
-    replaces a counter. tusk keeps the value and the counter apart (GET reads the value first)."""
+    """A key that holds a value is that value, as Redis has one thing per key: INCR adds to an
+    integer in Redis's form and keeps its expiry, refuses any other value with Redis's error,
+    and refuses a sum past 64 bits; the same commands to a real redis-server and to tusk answer
+    the same. (Before, tusk added to a counter hidden under the value and answered 1.)"""
+    forms = ["1", "0", "-1", "-0", "+1", " 1", "1 ", "007", "1.5", "1e3", "", "abc", "9223372036854775807",
+             "-9223372036854775808", "9223372036854775808", "12345678901234567890"]
     with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
-        for cmd in [("SET", "iv:n", "1"), ("INCR", "iv:n"), ("GET", "iv:n"), ("SET", "iv:s", "v"), ("INCR", "iv:s"),
-                    ("INCR", "iv:c"), ("SET", "iv:c", "x", "PX", "100")]:
+        script = [("SET", "n", "1"), ("INCR", "n"), ("INCRBY", "n", "-5"), ("GET", "n"), ("DECR", "n"), ("GET", "n"),
+                  ("SET", "t", "5", "EX", "100"), ("INCR", "t"), ("GET", "t"),
+                  ("SET", "big", "9223372036854775807"), ("INCR", "big"), ("DECRBY", "big", "-1"), ("GET", "big"),
+                  ("SET", "small", "-9223372036854775808"), ("DECR", "small"), ("INCR", "small"),
+                  ("INCR", "ctr"), ("SET", "ctr", "10"), ("INCR", "ctr"), ("GET", "ctr")]
+        for i, f in enumerate(forms):
+            script += [("SET", f"f:{i}", f), ("INCR", f"f:{i}"), ("GET", f"f:{i}")]
+        for cmd in script:
+            want, got = outcome(ref, cmd), outcome(ours, cmd)
+            assert got == want, (cmd, got, want)
+        assert ours.ttl("t") > 0 and ref.ttl("t") > 0  # INCR keeps the expiry
+    # A JSON number written through SQL stays a number; the write replicates as any put's.
+    zone.put("incr:num", 5, ns="diff")
+    assert client(zone, db=3).incrby("incr:num", 2) == 7 and zone.get("incr:num", ns="diff") == 7
+    client(zone, db=3).delete("incr:num")
+
+
+@pytest.mark.xfail(strict=True, reason="not built: SET over a counter hides it, where Redis replaces it "
+                   "(docs/kv.md, 'Not built yet')")
+def test_redis_set_over_a_counter_differential_against_redis_server(zone, tmp_path):
+    """SET replaces whatever the key held, in Redis: once a value SET over a counter expires,
+    the key is absent. tusk keeps the counter under the value, and reads it again."""
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        for cmd in [("INCR", "sc"), ("SET", "sc", "x", "PX", "100")]:
             assert outcome(ours, cmd) == outcome(ref, cmd), cmd
         time.sleep(0.4 * SLOW)
-        assert [ours.get("iv:c"), ours.exists("iv:c")] == [ref.get("iv:c"), ref.exists("iv:c")]
+        assert [ours.get("sc"), ours.exists("sc")] == [ref.get("sc"), ref.exists("sc")]

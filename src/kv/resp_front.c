@@ -45,7 +45,7 @@
 
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
-	    STEP_TYPE, STEP_STRLEN };
+	    STEP_TYPE, STEP_STRLEN, STEP_SETNX };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
@@ -1014,6 +1014,8 @@ static void answer(struct resp_conn *c)
 	if (j->failed) {
 		if ((c->step == STEP_SET_NX || c->step == STEP_SET_XX) && strcmp(j->sqlstate, "KV001") == 0)
 			reply_nil(c);
+		else if (c->step == STEP_SETNX && strcmp(j->sqlstate, "KV001") == 0)
+			reply_int(c, 0);
 		else if (c->step == STEP_INCR && strcmp(j->sqlstate, "KV002") == 0) /* Redis's words */
 			reply_error(c, "ERR value is not an integer or out of range");
 		else if (c->step == STEP_INCR && strcmp(j->sqlstate, "22003") == 0)
@@ -1044,6 +1046,9 @@ static void answer(struct resp_conn *c)
 	case STEP_SET_XX:
 	case STEP_MSET:
 		reply_simple(c, "OK");
+		return;
+	case STEP_SETNX:
+		reply_int(c, 1);
 		return;
 	case STEP_SET_XX_META: {
 		const char *ver = v ? meta_field(v, n, "version") : NULL;
@@ -1369,6 +1374,8 @@ static void cmd_get(struct resp_conn *c, enum step step)
 		call_key(c, step, KV_OP_READ, offs, 2);
 }
 
+static void set_put(struct resp_conn *c, int vi, enum step step);
+
 static void cmd_set(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
@@ -1404,9 +1411,42 @@ static void cmd_set(struct resp_conn *c)
 			call_key(c, STEP_SET_XX_META, KV_OP_GET_META, offs, 2);
 		return;
 	}
+	set_put(c, 2, nx ? STEP_SET_NX : STEP_SET);
+}
+
+/* SETEX k seconds v, PSETEX k ms v: SET k v EX|PX, with their own errors, as Redis. */
+static void cmd_setex(struct resp_conn *c, bool ms)
+{
+	long long t;
+	if (wrong_args(c, c->nargs != 4) || !arg_ll(c, 2, &t))
+		return;
+	if (t <= 0 || (!ms && t > 9223372036854775LL)) {
+		reply_error(c, "ERR invalid expire time in '%s' command", ms ? "psetex" : "setex");
+		return;
+	}
+	c->ttl_ms = ms ? t : t * 1000;
+	set_put(c, 3, STEP_SET);
+}
+
+/* SETNX k v: SET k v NX answered 1 or 0, as Redis. */
+static void cmd_setnx(struct resp_conn *c)
+{
+	if (wrong_args(c, c->nargs != 3))
+		return;
+	c->ttl_ms = 0;
+	set_put(c, 2, STEP_SETNX);
+}
+
+/* The put of SET and its kin: the key is argument 1, the value argument vi, the expiry
+ * c->ttl_ms (0: none given); STEP_SET_NX and STEP_SETNX only if absent. */
+static void set_put(struct resp_conn *c, int vi, enum step step)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
 	if (!ns_key(c, 1, offs))
 		return;
-	offs[2] = add_json(c, arg(c, 2), alen(c, 2));
+	long long ttl_ms = c->ttl_ms;
+	bool nx = step == STEP_SET_NX || step == STEP_SETNX;
+	offs[2] = add_json(c, arg(c, vi), alen(c, vi));
 	char ttl[48];
 	int n = 3;
 	if (ttl_ms > 0) {
@@ -1417,7 +1457,7 @@ static void cmd_set(struct resp_conn *c)
 		reply_error(c, offs[2] == SIZE_MAX - 1 ? "ERR tusk: a value may not contain a NUL byte" : "ERR out of memory");
 		return;
 	}
-	call_key(c, nx ? STEP_SET_NX : STEP_SET, nx ? KV_OP_PUT_IF_ABSENT : KV_OP_PUT, offs, n);
+	call_key(c, step, nx ? KV_OP_PUT_IF_ABSENT : KV_OP_PUT, offs, n);
 }
 
 static void cmd_del(struct resp_conn *c)
@@ -1691,6 +1731,10 @@ static void dispatch(struct resp_conn *c)
 		cmd_get(c, STEP_STRLEN);
 	} else if (is(c, 0, "SET")) {
 		cmd_set(c);
+	} else if (is(c, 0, "SETEX") || is(c, 0, "PSETEX")) {
+		cmd_setex(c, is(c, 0, "PSETEX"));
+	} else if (is(c, 0, "SETNX")) {
+		cmd_setnx(c);
 	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {
 		cmd_del(c);
 	} else if (is(c, 0, "EXISTS")) {

@@ -1,6 +1,6 @@
 """The kv's Redis listener (docs/kv.md, "The Redis protocol"): a listen entry with
 `protocol: redis` answers RESP2 clients (python3-redis, redis-cli, a raw socket) with the kv
-calls of the kv database: GET/SET (EX, PX, NX, XX)/DEL/EXISTS, MGET/MSET, EXPIRE/PEXPIRE,
+calls of the kv database: GET/SET (EX, PX, NX, XX)/SETEX/PSETEX/SETNX/DEL/EXISTS, MGET/MSET, EXPIRE/PEXPIRE,
 TTL/PTTL, INCRBY/DECRBY on the converging counter, SCAN MATCH prefix* COUNT, DBSIZE, PING,
 AUTH against tusk's users (auth_file, auth_query, client certificates), SELECT of the
 namespaces kv_databases maps, HELLO 2/3, TLS (require, allow, verify-full). Every test fails on
@@ -762,6 +762,18 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
             ("SET", "i", "v", "PX", "200"),  # expires
             ("INCR", "j"), ("EXPIRE", "j", "600"),  # keeps its expiry
             ("INCR", "k"), ("DEL", "k", "a"),
+            # SET's kin, and what each refuses, as Redis answers them
+            ("SETEX", "sx", "100", "v"), ("PSETEX", "psx", "100000", "v"), ("SETEX", "sx0", "0", "v"),
+            ("PSETEX", "sx0", "-1", "v"), ("SETEX", "sx0", "x", "v"), ("SETEX", "sx0", "1"),
+            ("SETNX", "snx", "a"), ("SETNX", "snx", "b"), ("GET", "snx"), ("SETNX", "snx"),
+            ("SET", "o", "1", "EX", "0"), ("SET", "o", "1", "PX", "-5"), ("SET", "o", "1", "EX", "x"),
+            ("SET", "o", "1", "NX", "XX"), ("SET", "o", "1", "EX", "10", "PX", "100"), ("SET", "o"),
+            ("SET", "o", "1", "FOO"), ("SET", "o", "v", "XX"), ("SET", "o", "v", "NX"), ("SET", "o", "w", "XX"),
+            ("SET", "o", "x", "NX"), ("EXPIRE", "none", "10"), ("EXPIRE", "o", "x"), ("EXPIRE", "o"),
+            ("MSET", "k1"), ("MSET", "k1", "v1", "k2"), ("MSET", "k1", "v1", "k1", "v2"), ("MGET", "k1", "k1", "zz"),
+            ("DEL", "k1", "k1"), ("EXISTS", "k1", "o", "o"), ("INCRBY", "q", "x"), ("INCRBY", "q", "1.5"),
+            ("INCR", "q", "1"), ("INCRBY", "q", "9223372036854775807"), ("INCR", "q"), ("DECRBY", "q2", "-1"),
+            ("GET", "o", "k2"), ("STRLEN", "o", "k2"), ("PING", "hi"), ("ECHO", "x"), ("DBSIZE", "x"),
         ] + [("INCR", f"p:{i:02d}") for i in range(12)] + [("SET", f"p:{i:02d}x", "v") for i in range(0, 12, 3)]
         named = sorted({a[1] for a in script} | {"nope"})
         for cmd in script:
@@ -857,7 +869,7 @@ def test_redis_set_over_a_counter_differential_against_redis_server(zone, tmp_pa
     with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
         differ = []
         for cmd in [("INCR", "sc"), ("SET", "sc", "x", "PX", "100"),
-                    ("INCR", "nx"), ("SET", "nx", "v", "NX"), ("GET", "nx"),
+                    ("INCR", "nx"), ("SET", "nx", "v", "NX"), ("GET", "nx"), ("SETNX", "nx", "w"), ("GET", "nx"),
                     ("INCR", "xx"), ("SET", "xx", "v", "XX"), ("GET", "xx")]:
             if outcome(ours, cmd) != outcome(ref, cmd):
                 differ.append(cmd)

@@ -924,6 +924,8 @@ static long long iso_ms(const char *s, const char *end)
 
 static void finish(struct resp_conn *c);
 
+static void set_put(struct resp_conn *c, int vi, enum step step);
+
 static void kv_error(struct resp_conn *c)
 {
 	reply_error(c, "ERR %s%s%s (SQLSTATE %s)", c->job.message, c->job.detail[0] ? ": " : "", c->job.detail,
@@ -1051,7 +1053,13 @@ static void answer(struct resp_conn *c)
 		reply_int(c, 1);
 		return;
 	case STEP_SET_XX_META: {
+		/* read_meta: a value's version, else a counter's {"counter": n, ...} (the key exists:
+		 * a put, which replaces the counter, as Redis's SET XX), else NULL (absent) */
 		const char *ver = v ? meta_field(v, n, "version") : NULL;
+		if (!ver && v && meta_field(v, n, "counter")) {
+			set_put(c, 2, STEP_SET_XX);
+			return;
+		}
 		if (!ver) {
 			reply_nil(c);
 			return;
@@ -1374,8 +1382,6 @@ static void cmd_get(struct resp_conn *c, enum step step)
 		call_key(c, step, KV_OP_READ, offs, 2);
 }
 
-static void set_put(struct resp_conn *c, int vi, enum step step);
-
 static void cmd_set(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
@@ -1408,7 +1414,7 @@ static void cmd_set(struct resp_conn *c)
 	c->ttl_ms = ttl_ms;
 	if (xx) { /* only if it exists: its version, then a put at that version */
 		if (ns_key(c, 1, offs))
-			call_key(c, STEP_SET_XX_META, KV_OP_GET_META, offs, 2);
+			call_key(c, STEP_SET_XX_META, KV_OP_READ_META, offs, 2);
 		return;
 	}
 	set_put(c, 2, nx ? STEP_SET_NX : STEP_SET);

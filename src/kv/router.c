@@ -395,7 +395,9 @@ _Static_assert(KV_SLOT_PUT_MANY_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_MANY_SLOW
  * they are of ($7); the WHERE holds every check of kv.put's own first statement but the
  * joins: the catalog version (a shard at another version may have another policy, or none),
  * the shard (a key lands on the same shard whichever path wrote it), the key's form, the
- * value, the ttl. It returns the new version, or no row when a check failed: tusk then runs
+ * value, the ttl, and that the key has no counter's rows (a put replaces a counter: kv.put
+ * resets it first; probed in data_counter_bases, the small index of counter rows: the primary
+ * key's range cost more in a pgbench of the statement alone). It returns the new version, or no row when a check failed: tusk then runs
  * kv.put (KV_SLOT_PUT_SLOW), which raises exactly what it raises, or writes when only the
  * catalog version differed (a second statement rather than a CTE with COALESCE around this
  * one: that cost ~6% of a put's CPU on the shard at every call, "Tenth step"). The row is the
@@ -411,6 +413,8 @@ const char kv_put_fast_sql[] =
 	"AND " KV_KEY_OK_SQL("$2::text") " "
 	"AND $3::jsonb IS NOT NULL AND pg_column_size($3::jsonb) <= 1048576 "
 	"AND ($4::interval IS NULL OR ($4::interval > interval '0' AND ($6::interval IS NULL OR $4::interval <= $6::interval))) "
+	"AND NOT EXISTS (SELECT FROM kv.data c WHERE c.ns = $1::text AND strpos(c.key, chr(31)) > 0 "
+	"AND left(c.key, strpos(c.key, chr(31)) - 1) = $2::text) "
 	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = $3::jsonb, "
 	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
 	"expires_at = now() + coalesce($4::interval, $5::interval), "
@@ -419,7 +423,8 @@ const char kv_put_fast_sql[] =
 /* A put_many part on the fast path (kv_router): kv.put_many's write as one top-level statement,
  * all or nothing. A gate evaluated once (an uncorrelated subquery over the whole batch) holds
  * every check kv.put_many makes of each key and value (the key's form, the shard, the value's
- * size, no key twice) besides the catalog version and the ttl's, so that the INSERT writes
+ * size, no key twice) besides the catalog version and the ttl's, and that no key has a
+ * counter's rows (kv.put_many resets those counters first), so that the INSERT writes
  * every key of the part or none; none (a count of 0) makes tusk run kv.put_many as a second
  * statement (KV_SLOT_PUT_MANY_SLOW), which raises its error or writes. The update takes a key's
  * value from the batch's array by its position (array_position: kv_router may not read
@@ -439,6 +444,8 @@ const char kv_put_many_fast_sql[] =
 	"AND c.v IS NOT NULL AND pg_column_size(c.v) <= 1048576 "
 	"AND " KV_SHARD_SQL("$1::text", "c.k", "i.nshards") " = i.shard) "
 	"AND count(DISTINCT c.k) = count(*) FROM unnest($2::text[], $3::jsonb[]) c(k, v)) "
+	"AND NOT EXISTS (SELECT FROM unnest($2::text[]) c(k) CROSS JOIN LATERAL (SELECT FROM kv.data p WHERE p.ns = $1::text "
+	"AND strpos(p.key, chr(31)) > 0 AND left(p.key, strpos(p.key, chr(31)) - 1) = c.k LIMIT 1) x) "
 	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = ($3::jsonb[])[array_position($2::text[], d.key)], "
 	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
 	"expires_at = now() + coalesce($4::interval, $5::interval), chg_xid = pg_current_xact_id() RETURNING 1) "

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 
+import psycopg
 import pytest
 
 from conftest import BENCH_DB, PG_BIN, SLOW, console_show, free_port, wait_until
@@ -148,10 +149,17 @@ def test_open_transactions_do_not_starve_the_queue(tusk, hot_row, tmp_path):
     # work, so one more client waits, and the bound opens to size when two housekeeping ticks
     # (1 s apart) see clients wait with no transaction ending.
     sleepers = []
+
+    def sleep_on(c):
+        try:
+            c.execute(f"SELECT pg_sleep({8 * SLOW})")
+        except psycopg.errors.QueryCanceled:
+            pass  # cancelled once the test has seen what it needs (CI time)
+
     try:
         for _ in range(limit):
             c = t.connect(dbname=BENCH_DB, autocommit=True)
-            th = threading.Thread(target=c.execute, args=(f"SELECT pg_sleep({8 * SLOW})",), daemon=True)
+            th = threading.Thread(target=sleep_on, args=(c,), daemon=True)
             th.start()
             sleepers.append((c, th))
         wait_until(lambda: (pools_row(t) or {}).get("sv_active", 0) >= limit, 10 * SLOW, interval=0.1,
@@ -166,6 +174,8 @@ def test_open_transactions_do_not_starve_the_queue(tusk, hot_row, tmp_path):
         assert pools_row(t)["active_limit"] == size
         t.wait_log("no transaction ended in the last second")
     finally:
+        for c, th in sleepers:
+            c.cancel()
         for c, th in sleepers:
             th.join(30 * SLOW)
             c.close()

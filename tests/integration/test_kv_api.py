@@ -227,7 +227,7 @@ def test_scan_with_limit_and_continuation_merges_shards_in_key_order(parade):
         # 'scan/counter\x01x', though its parts' keys sort after it: the merge is by base key.
         c.execute("select kv.incr('default', 'scan/counter', 1)")
         c.execute("select kv.put('default', %s, '2')", ("scan/counter\x01x",))
-        c.execute("select kv.incr('default', 'scan/both', 5)")  # a live value hides the counter
+        c.execute("select kv.incr('default', 'scan/both', 5)")  # the put below replaces the counter
         c.execute("select kv.put('default', 'scan/both', '\"v\"')")
         c.execute("select kv.incr('default', 'scan/zero', 3)")
         c.execute("select kv.incr('default', 'scan/zero', -3)")  # at 0: it exists

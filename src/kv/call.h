@@ -26,6 +26,8 @@ enum kv_op {
 	KV_OP_READ, KV_OP_READ_MANY,
 	/* Redis's TTL: get_meta's object, else a counter's {"counter", "expires_at"} */
 	KV_OP_READ_META,
+	/* Redis's GETSET, GETDEL, SET ... GET: the old value (as read), the new one written */
+	KV_OP_SWAP,
 };
 
 /* Type OIDs of the call arguments and results. */

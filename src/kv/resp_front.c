@@ -45,7 +45,7 @@
 
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
-	    STEP_TYPE, STEP_STRLEN, STEP_SETNX };
+	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
@@ -1030,6 +1030,7 @@ static void answer(struct resp_conn *c)
 		(void)first_col(j, &v, &n);
 	switch (c->step) {
 	case STEP_GET:
+	case STEP_SWAP: /* kv.swap answers the old value as kv.read reads it */
 		/* kv.read: the value, else a counter (0 too) as a JSON number (its decimal text,
 		 * as Redis's GET after INCR), else NULL */
 		if (v)
@@ -1385,7 +1386,7 @@ static void cmd_get(struct resp_conn *c, enum step step)
 static void cmd_set(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
-	bool nx = false, xx = false;
+	bool nx = false, xx = false, get = false;
 	long long ttl_ms = 0;
 
 	if (wrong_args(c, c->nargs < 3))
@@ -1395,6 +1396,8 @@ static void cmd_set(struct resp_conn *c)
 			nx = true;
 		} else if (is(c, i, "XX") && !nx) {
 			xx = true;
+		} else if (is(c, i, "GET")) {
+			get = true;
 		} else if ((is(c, i, "EX") || is(c, i, "PX")) && ttl_ms == 0 && i + 1 < c->nargs) {
 			long long t;
 			bool ex = is(c, i, "EX");
@@ -1412,6 +1415,14 @@ static void cmd_set(struct resp_conn *c)
 		}
 	}
 	c->ttl_ms = ttl_ms;
+	if (get && (nx || xx)) { /* Redis 7 takes them together: not built (docs/kv.md) */
+		reply_error(c, "ERR tusk: SET's GET with NX or XX is not supported");
+		return;
+	}
+	if (get) {
+		set_put(c, 2, STEP_SWAP);
+		return;
+	}
 	if (xx) { /* only if it exists: its version, then a put at that version */
 		if (ns_key(c, 1, offs))
 			call_key(c, STEP_SET_XX_META, KV_OP_READ_META, offs, 2);
@@ -1452,6 +1463,7 @@ static void set_put(struct resp_conn *c, int vi, enum step step)
 		return;
 	long long ttl_ms = c->ttl_ms;
 	bool nx = step == STEP_SET_NX || step == STEP_SETNX;
+	enum kv_op op = step == STEP_SWAP ? KV_OP_SWAP : nx ? KV_OP_PUT_IF_ABSENT : KV_OP_PUT;
 	offs[2] = add_json(c, arg(c, vi), alen(c, vi));
 	char ttl[48];
 	int n = 3;
@@ -1463,7 +1475,25 @@ static void set_put(struct resp_conn *c, int vi, enum step step)
 		reply_error(c, offs[2] == SIZE_MAX - 1 ? "ERR tusk: a value may not contain a NUL byte" : "ERR out of memory");
 		return;
 	}
-	call_key(c, step, nx ? KV_OP_PUT_IF_ABSENT : KV_OP_PUT, offs, n);
+	call_key(c, step, op, offs, n);
+}
+
+/* GETSET k v: SET k v GET. GETDEL k: the value, and the key deleted (kv.swap of NULL). */
+static void cmd_getset(struct resp_conn *c)
+{
+	if (wrong_args(c, c->nargs != 3))
+		return;
+	c->ttl_ms = 0;
+	set_put(c, 2, STEP_SWAP);
+}
+
+static void cmd_getdel(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (wrong_args(c, c->nargs != 2) || !ns_key(c, 1, offs))
+		return;
+	offs[2] = SIZE_MAX; /* NULL: delete */
+	call_key(c, STEP_SWAP, KV_OP_SWAP, offs, 3);
 }
 
 static void cmd_del(struct resp_conn *c)
@@ -1741,6 +1771,10 @@ static void dispatch(struct resp_conn *c)
 		cmd_setex(c, is(c, 0, "PSETEX"));
 	} else if (is(c, 0, "SETNX")) {
 		cmd_setnx(c);
+	} else if (is(c, 0, "GETSET")) {
+		cmd_getset(c);
+	} else if (is(c, 0, "GETDEL")) {
+		cmd_getdel(c);
 	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {
 		cmd_del(c);
 	} else if (is(c, 0, "EXISTS")) {

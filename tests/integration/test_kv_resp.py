@@ -774,6 +774,12 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
             ("DEL", "k1", "k1"), ("EXISTS", "k1", "o", "o"), ("INCRBY", "q", "x"), ("INCRBY", "q", "1.5"),
             ("INCR", "q", "1"), ("INCRBY", "q", "9223372036854775807"), ("INCR", "q"), ("DECRBY", "q2", "-1"),
             ("GET", "o", "k2"), ("STRLEN", "o", "k2"), ("PING", "hi"), ("ECHO", "x"), ("DBSIZE", "x"),
+            # the old value back, the new one written: GETSET, GETDEL, SET ... GET
+            ("GETSET", "gs", "1"), ("GETSET", "gs", "2"), ("GET", "gs"), ("GETSET", "gs"), ("GETDEL", "gs"),
+            ("GETDEL", "gs"), ("EXISTS", "gs"), ("GETDEL", "gs", "x"), ("SET", "sg", "a", "GET"),
+            ("SET", "sg", "b", "GET", "EX", "100"), ("TTL", "sg"), ("GETSET", "sg", "c"), ("TTL", "sg"),
+            ("INCRBY", "gc", "3"), ("GETSET", "gc", "v"), ("INCR", "gc"), ("INCRBY", "gd", "5"), ("GETDEL", "gd"),
+            ("EXISTS", "gd"), ("INCR", "gd"),
         ] + [("INCR", f"p:{i:02d}") for i in range(12)] + [("SET", f"p:{i:02d}x", "v") for i in range(0, 12, 3)]
         named = sorted({a[1] for a in script} | {"nope"})
         for cmd in script:
@@ -883,3 +889,52 @@ def test_redis_set_over_a_counter_differential_against_redis_server(zone, tmp_pa
             if outcome(ours, ("INCR", k)) != outcome(ref, ("INCR", k)):  # from 0 again, as Redis
                 differ.append(("INCR", k))
         assert not differ, differ
+
+
+def test_redis_getset_is_atomic_under_concurrent_swaps(zone):
+    """GETSET and GETDEL (kv.swap) read and write under the key's row lock, made when the key
+    has none. 8 clients at a barrier swap their own value into a key never written (the race
+    the made row closes: two swaps that both saw no row would lose a value), 30 keys; then on
+    one key each swaps 40 values and every fifth time deletes it instead. Every value written
+    is read back by exactly one later GETSET or GETDEL, or is the last: none lost or seen
+    twice, as on one Redis."""
+    tag = f"swap:{time.monotonic_ns()}"
+    rounds, clients = 30, 8
+    seen, written = {}, {}
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients)
+
+    def run(i):
+        r = client(zone, db=3)
+        for k in range(rounds):
+            key = f"{tag}:{k}"
+            barrier.wait(30 * SLOW)
+            v = r.getset(key, f"{i}".encode())
+            with lock:
+                written.setdefault(key, []).append(f"{i}".encode())
+                seen.setdefault(key, []).append(v)
+        key = f"{tag}:hot"
+        for n in range(40):
+            if n % 5 == 4:
+                v = r.getdel(key)
+            else:
+                v = r.getset(key, f"{i}:{n}".encode())
+                with lock:
+                    written.setdefault(key, []).append(f"{i}:{n}".encode())
+            with lock:
+                seen.setdefault(key, []).append(v)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120 * SLOW)
+    assert not any(th.is_alive() for th in threads)
+    r0 = client(zone, db=3)
+    for key in written:
+        last = r0.get(key)
+        got = [v for v in seen[key] if v is not None] + ([last] if last is not None else [])
+        assert sorted(got) == sorted(written[key]), (key, seen[key], last)
+        if key != f"{tag}:hot":
+            assert seen[key].count(None) == 1, (key, seen[key])
+    r0.delete(*written)

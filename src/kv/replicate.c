@@ -211,10 +211,11 @@ static int read_state(struct kv_link *l, PGconn *local, struct cursor *c, char e
 /* The page query: the peer's own rows after the cursor and below the snapshot's xmin, as one
  * JSON array, plus the last row's keyset position. json, not jsonb: the array is sent as text
  * and read by kv_page_decode and kv.apply_batch's jsonb parameter, so building it as jsonb
- * (then printed) only cost the peer ~2 us a row (docs/kv.md, "Speed", twentieth step). */
+ * (then printed) only cost the peer ~2 us a row (docs/kv.md, "Speed", twentieth step). Rows of
+ * version 0 are kv.incr's local tombstones of keys without a row (schema.c): never sent. */
 #define PAGE_SELECT                                                                                                     \
 	"WITH p AS (SELECT ns, key, value, ver_ts, origin, expires_at, chg_xid FROM kv.data WHERE origin = $1::int "   \
-	"AND chg_xid < $2::xid8 AND %s ORDER BY chg_xid, ns, key LIMIT $3::int) "                                        \
+	"AND chg_xid < $2::xid8 AND ver_ts > 0 AND %s ORDER BY chg_xid, ns, key LIMIT $3::int) "                          \
 	"SELECT (SELECT count(*) FROM p), (SELECT coalesce(json_agg(json_build_object('ns', ns, 'key', key, "            \
 	"'value', value, 'ver_ts', ver_ts, 'origin', origin, 'expires_at', expires_at) ORDER BY chg_xid, ns, key), "    \
 	"'[]')::text FROM p), l.chg_xid::text, l.ns, l.key FROM (SELECT 1) one LEFT JOIN (SELECT chg_xid, ns, key "     \

@@ -405,7 +405,12 @@ _Static_assert(KV_SLOT_PUT_MANY_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_MANY_SLOW
  * one: that cost ~6% of a put's CPU on the shard at every call, "Tenth step"). The row is the
  * one kv.put writes: ver_ts, origin, expires_at and chg_xid computed alike (the update's value
  * and expiry are the insert's expressions again, not EXCLUDED's, whose read would take SELECT
- * on kv.data's values). */
+ * on kv.data's values). It holds no lock against kv.incr (schema.h, KV_LOCK_KEY_SQL), so its
+ * probe of the counter's rows may miss a part an INCR made after its snapshot. Such an INCR
+ * found the key without a live value (else it adds to the value), and made the key's row first
+ * when it had none (a tombstone of version 0, kv.incr): so the statement writes only over a live
+ * value (the conflict's WHERE, on the newest row) or a key without a row. A tombstone or an
+ * expired value: no row, and kv.put runs under its lock. */
 const char kv_put_fast_sql[] =
 	"INSERT INTO kv.data AS d (ns, key, value, ver_ts, origin, expires_at) "
 	"SELECT $1::text, $2::text, $3::jsonb, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + i.clock_offset_us, "
@@ -420,7 +425,8 @@ const char kv_put_fast_sql[] =
 	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = $3::jsonb, "
 	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
 	"expires_at = now() + coalesce($4::interval, $5::interval), "
-	"chg_xid = pg_current_xact_id() RETURNING d.ver_ts";
+	"chg_xid = pg_current_xact_id() WHERE d.value IS NOT NULL AND (d.expires_at IS NULL OR d.expires_at > now()) "
+	"RETURNING d.ver_ts";
 
 /* A put_many part on the fast path (kv_router): kv.put_many's write as one top-level statement,
  * all or nothing. A gate evaluated once (an uncorrelated subquery over the whole batch) holds
@@ -433,7 +439,8 @@ const char kv_put_fast_sql[] =
  * EXCLUDED.value), quadratic in the part's size: parts of more than KV_PUT_MANY_FAST_MAX keys
  * call kv.put_many at once. The values are parsed once, as jsonb[] (a value that is not JSON
  * fails the statement's Bind with kv.put_many's SQLSTATE and message). One row, the count, as
- * kv.put_many answers. */
+ * kv.put_many answers. A key's row without a live value (kv_put_fast_sql skips it) fails the
+ * whole statement with kv._stale's KV003, and tusk runs kv.put_many. */
 const char kv_put_many_fast_sql[] =
 	"WITH w AS (INSERT INTO kv.data AS d (ns, key, value, ver_ts, origin, expires_at) "
 	"SELECT $1::text, u.k, u.v, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint + i.clock_offset_us, "
@@ -450,7 +457,10 @@ const char kv_put_many_fast_sql[] =
 	"AND strpos(p.key, chr(31)) > 0 AND left(p.key, strpos(p.key, chr(31)) - 1) = c.k LIMIT 1) x) "
 	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = ($3::jsonb[])[array_position($2::text[], d.key)], "
 	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
-	"expires_at = now() + coalesce($4::interval, $5::interval), chg_xid = pg_current_xact_id() RETURNING 1) "
+	"expires_at = now() + coalesce($4::interval, $5::interval), "
+	"chg_xid = CASE WHEN d.value IS NOT NULL AND (d.expires_at IS NULL OR d.expires_at > now()) "
+	"THEN pg_current_xact_id() "
+	"ELSE kv._stale() END RETURNING 1) "
 	"SELECT count(*) FROM w";
 
 /* A put (or a put_many part on a worker's loop, of at most KV_PUT_MANY_FAST_MAX keys) when tusk
@@ -483,7 +493,11 @@ bool kv_put_fast_missed(const struct kv_router *r, struct kv_job *job, const PGr
 {
 	if (!put_fast(r, job))
 		return false;
-	if (job->op == KV_OP_PUT ? PQntuples(res) != 0
+	if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (!state || strcmp(state, "KV003") != 0)
+			return false;
+	} else if (job->op == KV_OP_PUT ? PQntuples(res) != 0
 				 : PQntuples(res) != 1 || PQgetisnull(res, 0, 0) || strcmp(PQgetvalue(res, 0, 0), "0") != 0)
 		return false;
 	job->put_slow = true;

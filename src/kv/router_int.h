@@ -170,8 +170,9 @@ int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job);
 /* The statement job runs on a connection of r whose prepared mask is prepared, and its
  * parameter count (a put on the fast path: kv_put_fast_sql, 7). */
 const char *kv_stmt(const struct kv_router *r, const struct kv_job *job, uint32_t prepared, int *nparams);
-/* res, the answer of job's statement, is the fast path's "wrote nothing": job->put_slow is set
- * and true returned, and the put is run again with kv.put (its error or its write). */
+/* res, the answer of job's statement, is the fast path's "wrote nothing" (no row, a count of 0,
+ * or kv._stale's error KV003): job->put_slow is set and true returned, and the put is run again
+ * with kv.put or kv.put_many (its error or its write). */
 bool kv_put_fast_missed(const struct kv_router *r, struct kv_job *job, const PGresult *res);
 /* job's parameters for that statement: job->args, or for a put on the fast path those and the
  * namespace's default_ttl, max_ttl and the catalog version they are of (NULL when tusk's

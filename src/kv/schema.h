@@ -16,6 +16,15 @@ extern const char kv_schema_shard_sql[];
 #define KV_KEY_OK_SQL(k) "(" k " IS NOT NULL AND octet_length(" k ") <= 1024 AND " k " <> '' AND strpos(" k ", chr(31)) = 0)"
 #define KV_KEY_BAD_SQL(k) "(" k " IS NULL OR octet_length(" k ") > 1024 OR " k " = '' OR strpos(" k ", chr(31)) > 0)"
 
+/* The advisory locks that order kv.incr against the writes that replace or remove a counter
+ * (docs/kv.md, "Counters"): kv.incr holds its namespace's and its key's shared; kv.put,
+ * kv.delete, kv.swap and kv.put_if_absent hold the key's exclusive, taken before any other
+ * statement, and kv.put_many and kv.delete_many each key's (kv._lock_keys), or the namespace's
+ * when a batch has more than 64 keys (the lock table is bounded). Transaction-scoped, of SQL
+ * text expressions. */
+#define KV_LOCK_KEY_SQL(ns, k) "hashtext(" ns "), hashtext(" k ")"
+#define KV_LOCK_NS_SQL(ns) "hashtext(" ns ")::bigint"
+
 /* Databases: one catalog per instance, one per shard ("kv_shard_<n>"). */
 #define KV_SHARD_DB_PREFIX "kv_shard_"
 

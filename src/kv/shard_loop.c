@@ -476,6 +476,11 @@ static void take_results(struct kv_lconn *lc)
 		default:
 			if (get_without_view(lc, job, res))
 				break;
+			if (job->stage == STAGE_EXEC && !job->failed && kv_put_fast_missed(lc->l->r, job, res)) {
+				job->again = true; /* after its Sync: kv.put_many */
+				job->stage = STAGE_SYNC;
+				break;
+			}
 			if (!job->failed)
 				kv_job_fail_result(job, res, lc->conn);
 			if (job->stage == STAGE_PREPARE) {

@@ -74,10 +74,12 @@ class Zone:
             return c.execute("select kv.delete(%s, %s)", (ns, key)).fetchone()[0]
 
     def dump(self):
-        """Every row of every shard, versions included: identical dumps = converged zones."""
+        """Every row of every shard, versions included: identical dumps = converged zones. (Not
+        the rows of version 0: kv.incr's local tombstones, never replicated.)"""
         rows = []
         for s in range(NSHARDS):
-            rows += self.sql(s, "select ns, key, value::text, ver_ts, origin, expires_at from kv.data order by ns, key")
+            rows += self.sql(s, "select ns, key, value::text, ver_ts, origin, expires_at from kv.data where ver_ts > 0 "
+                                "order by ns, key")
         return rows
 
     def start_tusk(self):

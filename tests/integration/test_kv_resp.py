@@ -938,3 +938,74 @@ def test_redis_getset_is_atomic_under_concurrent_swaps(zone):
         if key != f"{tag}:hot":
             assert seen[key].count(None) == 1, (key, seen[key])
     r0.delete(*written)
+
+
+def test_redis_incr_racing_a_value_write_is_before_it_or_after_it(zone):
+    """A value written while INCRs run on the key takes each INCR wholly before it or wholly
+    after it, as on one Redis. (1) Three clients INCR a counter while a fourth GETSETs a value
+    that is not an integer: every INCR answered is in the total GETSET returned (the ones
+    after it are refused), and once the value is deleted nothing of the counter comes back.
+    (2) At a barrier, one client INCRs a key never written (its first part) while another
+    SETs it with a short expiry, or MSETs it and then gives it one: once that expiry passed
+    the key is absent, whichever came first (an INCR before the SET is replaced by it; after
+    it, it is refused)."""
+    tag = f"incrw:{time.monotonic_ns()}"
+    for rnd in range(8):
+        key = f"{tag}:g{rnd}"
+        r = client(zone, db=3)
+        assert r.incr(key) == 1
+        answered = []
+        go, stop = threading.Event(), threading.Event()
+
+        def incr():
+            c = client(zone, db=3)
+            go.wait(30 * SLOW)
+            while not stop.is_set():
+                try:
+                    answered.append(c.incr(key))
+                except redis.ResponseError as e:
+                    assert "not an integer" in str(e), e
+                    return
+
+        def swap():
+            c = client(zone, db=3)
+            go.set()
+            time.sleep(0.03)
+            try:
+                return old.append(c.getset(key, "x"))
+            finally:
+                time.sleep(0.05)
+                stop.set()
+
+        old = []
+        assert run_threads(incr, incr, incr, swap) == []
+        assert old and old[0] is not None and int(old[0]) == 1 + len(answered), (rnd, old, len(answered))
+        assert r.get(key) == b"x" and r.delete(key) == 1
+        assert r.get(key) is None and r.exists(key) == 0, (rnd, r.get(key))
+    keys = [f"{tag}:s{i}" for i in range(40)]
+    barrier = threading.Barrier(2)
+
+    def first_incr():
+        c = client(zone, db=3)
+        for k in keys:
+            barrier.wait(30 * SLOW)
+            try:
+                assert c.incr(k) == 1
+            except redis.ResponseError as e:
+                assert "not an integer" in str(e), e
+
+    def set_short():
+        c = client(zone, db=3)
+        for i, k in enumerate(keys):
+            barrier.wait(30 * SLOW)
+            if i % 2:
+                assert c.mset({k: "x", f"{k}:o": "y"}) is True  # the router's one-statement put_many
+            else:
+                assert c.set(k, "x", px=400) is True
+
+    assert run_threads(first_incr, set_short) == []
+    r = client(zone, db=3)
+    assert all(r.pexpire(k, 300) for k in keys[1::2])
+    time.sleep(0.6)
+    left = {k: v for k, v in zip(keys, r.mget(keys)) if v is not None}
+    assert not left, left

@@ -1383,6 +1383,19 @@ static void cmd_get(struct resp_conn *c, enum step step)
 		call_key(c, step, KV_OP_READ, offs, 2);
 }
 
+/* An expiry argument t of the command named cmd, in seconds or (ms) milliseconds, as
+ * milliseconds in *ttl_ms; false (answered with Redis's error) when not positive or past 64
+ * bits of milliseconds. */
+static bool expire_arg(struct resp_conn *c, long long t, bool ms, const char *cmd, long long *ttl_ms)
+{
+	if (t <= 0 || (!ms && t > 9223372036854775LL)) {
+		reply_error(c, "ERR invalid expire time in '%s' command", cmd);
+		return false;
+	}
+	*ttl_ms = ms ? t : t * 1000;
+	return true;
+}
+
 static void cmd_set(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
@@ -1400,14 +1413,8 @@ static void cmd_set(struct resp_conn *c)
 			get = true;
 		} else if ((is(c, i, "EX") || is(c, i, "PX")) && ttl_ms == 0 && i + 1 < c->nargs) {
 			long long t;
-			bool ex = is(c, i, "EX");
-			if (!arg_ll(c, i + 1, &t))
+			if (!arg_ll(c, i + 1, &t) || !expire_arg(c, t, is(c, i, "PX"), "set", &ttl_ms))
 				return;
-			if (t <= 0 || (ex && t > 9223372036854775LL)) {
-				reply_error(c, "ERR invalid expire time in 'set' command");
-				return;
-			}
-			ttl_ms = ex ? t * 1000 : t;
 			i++;
 		} else {
 			reply_error(c, "ERR syntax error");
@@ -1435,23 +1442,20 @@ static void cmd_set(struct resp_conn *c)
 static void cmd_setex(struct resp_conn *c, bool ms)
 {
 	long long t;
-	if (wrong_args(c, c->nargs != 4) || !arg_ll(c, 2, &t))
+	if (wrong_args(c, c->nargs != 4) || !arg_ll(c, 2, &t) ||
+	    !expire_arg(c, t, ms, ms ? "psetex" : "setex", &c->ttl_ms))
 		return;
-	if (t <= 0 || (!ms && t > 9223372036854775LL)) {
-		reply_error(c, "ERR invalid expire time in '%s' command", ms ? "psetex" : "setex");
-		return;
-	}
-	c->ttl_ms = ms ? t : t * 1000;
 	set_put(c, 3, STEP_SET);
 }
 
-/* SETNX k v: SET k v NX answered 1 or 0, as Redis. */
-static void cmd_setnx(struct resp_conn *c)
+/* SETNX k v (STEP_SETNX: SET k v NX answered 1 or 0, as Redis) and GETSET k v (STEP_SWAP: SET
+ * k v GET): a put of argument 2 without expiry. */
+static void cmd_set_kin(struct resp_conn *c, enum step step)
 {
 	if (wrong_args(c, c->nargs != 3))
 		return;
 	c->ttl_ms = 0;
-	set_put(c, 2, STEP_SETNX);
+	set_put(c, 2, step);
 }
 
 /* The put of SET and its kin: the key is argument 1, the value argument vi, the expiry
@@ -1478,15 +1482,7 @@ static void set_put(struct resp_conn *c, int vi, enum step step)
 	call_key(c, step, op, offs, n);
 }
 
-/* GETSET k v: SET k v GET. GETDEL k: the value, and the key deleted (kv.swap of NULL). */
-static void cmd_getset(struct resp_conn *c)
-{
-	if (wrong_args(c, c->nargs != 3))
-		return;
-	c->ttl_ms = 0;
-	set_put(c, 2, STEP_SWAP);
-}
-
+/* GETDEL k: the value, and the key deleted (kv.swap of NULL). */
 static void cmd_getdel(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
@@ -1770,9 +1766,9 @@ static void dispatch(struct resp_conn *c)
 	} else if (is(c, 0, "SETEX") || is(c, 0, "PSETEX")) {
 		cmd_setex(c, is(c, 0, "PSETEX"));
 	} else if (is(c, 0, "SETNX")) {
-		cmd_setnx(c);
+		cmd_set_kin(c, STEP_SETNX);
 	} else if (is(c, 0, "GETSET")) {
-		cmd_getset(c);
+		cmd_set_kin(c, STEP_SWAP);
 	} else if (is(c, 0, "GETDEL")) {
 		cmd_getdel(c);
 	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {

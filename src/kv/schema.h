@@ -25,6 +25,16 @@ extern const char kv_schema_shard_sql[];
 #define KV_LOCK_KEY_SQL(ns, k) "hashtext(" ns "), hashtext(" k ")"
 #define KV_LOCK_NS_SQL(ns) "hashtext(" ns ")::bigint"
 
+/* A counter's rows (its parts, their baselines, its expiry rows: keys of the form k 0x1F ...),
+ * as SQL predicates on the kv.data row whose columns are prefixed a ("c." or ""), of namespace
+ * ns and counter key k (SQL expressions): KV_COUNTER_ROWS_SQL by the primary key's range;
+ * KV_COUNTER_BASE_SQL by the partial index data_counter_bases, on KV_COUNTER_BASE_EXPR (the key
+ * before its first 0x1F), which the one-statement puts probe (the range cost them more). */
+#define KV_COUNTER_ROWS_SQL(a, ns, k) "(" a "ns = " ns " AND " a "key > " k " || chr(31) AND " a "key < " k " || chr(32))"
+#define KV_COUNTER_BASE_EXPR(a) "left(" a "key, strpos(" a "key, chr(31)) - 1)"
+#define KV_COUNTER_BASE_SQL(a, ns, k) \
+	"(" a "ns = " ns " AND strpos(" a "key, chr(31)) > 0 AND " KV_COUNTER_BASE_EXPR(a) " = " k ")"
+
 /* Databases: one catalog per instance, one per shard ("kv_shard_<n>"). */
 #define KV_SHARD_DB_PREFIX "kv_shard_"
 

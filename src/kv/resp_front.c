@@ -1773,7 +1773,7 @@ static void dispatch(struct resp_conn *c)
 		cmd_getdel(c);
 	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {
 		cmd_del(c);
-	} else if (is(c, 0, "EXISTS")) {
+	} else if (is(c, 0, "EXISTS") || is(c, 0, "TOUCH")) { /* TOUCH: the keys that exist (no LRU here) */
 		cmd_exists_mget(c, STEP_EXISTS);
 	} else if (is(c, 0, "MGET")) {
 		cmd_exists_mget(c, STEP_MGET);

@@ -779,7 +779,7 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
             ("GETDEL", "gs"), ("EXISTS", "gs"), ("GETDEL", "gs", "x"), ("SET", "sg", "a", "GET"),
             ("SET", "sg", "b", "GET", "EX", "100"), ("TTL", "sg"), ("GETSET", "sg", "c"), ("TTL", "sg"),
             ("INCRBY", "gc", "3"), ("GETSET", "gc", "v"), ("INCR", "gc"), ("INCRBY", "gd", "5"), ("GETDEL", "gd"),
-            ("EXISTS", "gd"), ("INCR", "gd"),
+            ("EXISTS", "gd"), ("INCR", "gd"), ("TOUCH", "o", "o", "zz", "c", "gd"),
         ] + [("INCR", f"p:{i:02d}") for i in range(12)] + [("SET", f"p:{i:02d}x", "v") for i in range(0, 12, 3)]
         named = sorted({a[1] for a in script} | {"nope"})
         for cmd in script:

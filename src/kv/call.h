@@ -28,6 +28,8 @@ enum kv_op {
 	KV_OP_READ_META,
 	/* Redis's GETSET, GETDEL, SET ... GET: the old value (as read), the new one written */
 	KV_OP_SWAP,
+	/* Redis's PERSIST: a live key's expiry removed (kv.touch's answer: the version, or NULL) */
+	KV_OP_PERSIST,
 };
 
 /* Type OIDs of the call arguments and results. */

@@ -1542,6 +1542,14 @@ static void cmd_expire(struct resp_conn *c, bool ms)
 	call_key(c, STEP_TOUCH, KV_OP_TOUCH, offs, 3);
 }
 
+/* PERSIST k: 1 when an expiry was removed, 0 when the key is absent or has none (kv.persist). */
+static void cmd_persist(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
+		call_key(c, STEP_TOUCH, KV_OP_PERSIST, offs, 2);
+}
+
 static void cmd_ttl(struct resp_conn *c, bool ms)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
@@ -1773,6 +1781,8 @@ static void dispatch(struct resp_conn *c)
 		cmd_getdel(c);
 	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {
 		cmd_del(c);
+	} else if (is(c, 0, "PERSIST")) {
+		cmd_persist(c);
 	} else if (is(c, 0, "EXISTS") || is(c, 0, "TOUCH")) { /* TOUCH: the keys that exist (no LRU here) */
 		cmd_exists_mget(c, STEP_EXISTS);
 	} else if (is(c, 0, "MGET")) {

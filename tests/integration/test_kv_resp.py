@@ -296,8 +296,14 @@ def test_redis_counters_expire_as_a_rate_limit(zone):
     time.sleep(0.5)
     assert r.get("rl") is None and r.incrby("rl", 5) == 5
     assert r.expire("rl", 1) is True and r.delete("rl") == 1 and r.incr("rl") == 1
+    # PERSIST takes a pending expiry back, of a counter and of a value
+    assert r.set("rlv", "v", px=400) is True and r.persist("rlv") is True and r.persist("rlv") is False
+    assert r.pexpire("rl2", 400) is False and r.incr("rl2") == 1 and r.pexpire("rl2", 400) is True
+    assert r.persist("rl2") is True and r.ttl("rl2") == -1
     time.sleep(1.2)
     assert r.get("rl") == b"1" and r.ttl("rl") == -1  # DEL took the expiry with it
+    assert r.get("rlv") == b"v" and r.get("rl2") == b"1" and r.incr("rl2") == 2
+    r.delete("rl", "rlv", "rl2")
 
 
 def run_threads(*targets):
@@ -780,6 +786,9 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
             ("SET", "sg", "b", "GET", "EX", "100"), ("TTL", "sg"), ("GETSET", "sg", "c"), ("TTL", "sg"),
             ("INCRBY", "gc", "3"), ("GETSET", "gc", "v"), ("INCR", "gc"), ("INCRBY", "gd", "5"), ("GETDEL", "gd"),
             ("EXISTS", "gd"), ("INCR", "gd"), ("TOUCH", "o", "o", "zz", "c", "gd"),
+            ("SET", "pp", "v", "EX", "100"), ("PERSIST", "pp"), ("TTL", "pp"), ("PERSIST", "pp"), ("PERSIST", "nope"),
+            ("INCR", "pc"), ("EXPIRE", "pc", "100"), ("PERSIST", "pc"), ("TTL", "pc"), ("PERSIST", "pc"),
+            ("PERSIST", "pp", "x"), ("SET", "pv", "v", "PX", "100"), ("INCR", "pv"),
         ] + [("INCR", f"p:{i:02d}") for i in range(12)] + [("SET", f"p:{i:02d}x", "v") for i in range(0, 12, 3)]
         named = sorted({a[1] for a in script} | {"nope"})
         for cmd in script:

@@ -103,6 +103,12 @@ static void test_the_calls_beyond_get_and_put(void **st)
 	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
 	assert_int_equal(parse("select kv.swap('d', 'k', NULL, '1 minute')"), 0);
 	assert_int_equal(parse("select kv.swap('d', 'k')"), -EINVAL);
+	/* persist: Redis's PERSIST, the new version or NULL; one key */
+	assert_int_equal(parse("select kv.persist('d', 'k')"), 0);
+	assert_int_equal(call.op, KV_OP_PERSIST);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_INT8);
+	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
+	assert_int_equal(parse("select kv.persist('d')"), -EINVAL);
 	/* put_many: two arrays, each its own elements */
 	assert_int_equal(parse("select kv.put_many('d', ARRAY['a', 'b'], ARRAY['1', $1])"), 0);
 	assert_int_equal(call.op, KV_OP_PUT_MANY);

@@ -405,8 +405,7 @@ _Static_assert(KV_SLOT_PUT_MANY_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_MANY_SLOW
  * catalog version differed (a second statement rather than a CTE with COALESCE around this
  * one: that cost ~6% of a put's CPU on the shard at every call, "Tenth step"). The row is the
  * one kv.put writes: ver_ts, origin, expires_at and chg_xid computed alike (the update's value
- * and expiry are the insert's expressions again, not EXCLUDED's, whose read would take SELECT
- * on kv.data's values). It holds no lock against kv.incr (schema.h, KV_LOCK_KEY_SQL), so its
+ * and expiry are the insert's expressions again: $3 is bound as jsonb once). It holds no lock against kv.incr (schema.h, KV_LOCK_KEY_SQL), so its
  * probe of the counter's rows may miss a part an INCR made after its snapshot. Such an INCR
  * found the key without a live value (else it adds to the value), and made the key's row first
  * when it had none (a tombstone of version 0, kv.incr): so the statement writes only over a live
@@ -435,9 +434,8 @@ const char kv_put_fast_sql[] =
  * counter's rows (kv.put_many resets those counters first), so that the INSERT writes
  * every key of the part or none; none (a count of 0) makes tusk run kv.put_many as a second
  * statement (KV_SLOT_PUT_MANY_SLOW), which raises its error or writes. The update takes a key's
- * value from the batch's array by its position (array_position: kv_router may not read
- * EXCLUDED.value), quadratic in the part's size: parts of more than KV_PUT_MANY_FAST_MAX keys
- * call kv.put_many at once. The values are parsed once, as jsonb[] (a value that is not JSON
+ * value from EXCLUDED (kv_router reads kv.data's value: the conflict's WHERE needs it too);
+ * parts of more than KV_PUT_MANY_FAST_MAX keys call kv.put_many at once. The values are parsed once, as jsonb[] (a value that is not JSON
  * fails the statement's Bind with kv.put_many's SQLSTATE and message). One row, the count, as
  * kv.put_many answers. A key's row without a live value (kv_put_fast_sql skips it) fails the
  * whole statement with kv._stale's KV003, and tusk runs kv.put_many. */
@@ -455,7 +453,7 @@ const char kv_put_many_fast_sql[] =
 	"AND count(DISTINCT c.k) = count(*) FROM unnest($2::text[], $3::jsonb[]) c(k, v)) "
 	"AND NOT EXISTS (SELECT FROM unnest($2::text[]) c(k) CROSS JOIN LATERAL (SELECT FROM kv.data p "
 	"WHERE " KV_COUNTER_BASE_SQL("p.", "$1::text", "c.k") " LIMIT 1) x) "
-	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = ($3::jsonb[])[array_position($2::text[], d.key)], "
+	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = EXCLUDED.value, "
 	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
 	"expires_at = now() + coalesce($4::interval, $5::interval), "
 	"chg_xid = CASE WHEN d.value IS NOT NULL AND (d.expires_at IS NULL OR d.expires_at > now()) "

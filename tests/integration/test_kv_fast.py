@@ -468,8 +468,8 @@ def test_every_put_many_error_is_the_same_through_both_paths(parade):
 
 
 def test_a_large_put_many_calls_kv_put_many_and_small_ones_stay_fast(parade):
-    """A shard's part of more than 1,000 keys (the fast statement's value lookup is quadratic)
-    calls kv.put_many at once; a small batch after it, on the same connections, is the fast
+    """A shard's part of more than 1,000 keys (KV_PUT_MANY_FAST_MAX: above it the fast statement
+    gains nothing over kv.put_many) calls kv.put_many at once; a small batch after it, on the same connections, is the fast
     statement again: the two are prepared under names of their own."""
     a = parade.zones[0]
     db = KvDb(a)

@@ -30,6 +30,10 @@ enum kv_op {
 	KV_OP_SWAP,
 	/* Redis's PERSIST: a live key's expiry removed (kv.touch's answer: the version, or NULL) */
 	KV_OP_PERSIST,
+	/* Redis's EXPIRE with NX, XX, GT or LT: the expiry set only when the condition holds */
+	KV_OP_EXPIRE,
+	/* Redis's GETEX: the value as read, its expiry set or removed in the same step */
+	KV_OP_GETEX,
 };
 
 /* Type OIDs of the call arguments and results. */

@@ -11,6 +11,7 @@
 #include "kv/resp_front.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -45,7 +46,7 @@
 
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
-	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP };
+	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
@@ -88,6 +89,8 @@ struct resp_conn {
 	size_t used;                   /* bytes of the command being run */
 	enum step step;
 	bool pttl;                     /* TTL in ms */
+	bool ttl_abs;                  /* EXPIRETIME: the expiry, not the time left */
+	const char *bad_time;          /* STEP_GETEX_BAD: the error for a key that exists */
 	long long ttl_ms;              /* SET's EX/PX (0: none) */
 	long long count;
 	struct kv_job job;
@@ -1038,6 +1041,12 @@ static void answer(struct resp_conn *c)
 		else
 			reply_nil(c);
 		return;
+	case STEP_GETEX_BAD: /* as Redis: the key looked up before the time is checked */
+		if (v)
+			reply_error(c, "%s", c->bad_time);
+		else
+			reply_nil(c);
+		return;
 	case STEP_TYPE: /* every kv value, and a counter, is a Redis string */
 		reply_simple(c, v ? "string" : "none");
 		return;
@@ -1139,7 +1148,7 @@ static void answer(struct resp_conn *c)
 		long long at = iso_ms(stamp, stamp + strcspn(stamp, "\""));
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		long long left = at - ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+		long long left = c->ttl_abs ? at : at - ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
 		if (at < 0) {
 			reply_error(c, "ERR tusk: unreadable expiry");
 			return;
@@ -1514,32 +1523,144 @@ static void cmd_mset(struct resp_conn *c)
 		call_batch(c, STEP_MSET, KV_OP_PUT_MANY, true);
 }
 
-static void cmd_expire(struct resp_conn *c, bool ms)
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* EXPIRE k s, PEXPIRE k ms, EXPIREAT k unix-s, PEXPIREAT k unix-ms [NX | XX | GT | LT ...], as
+ * Redis 7: the options checked first, then the time; an expiry not in the future deletes the key.
+ * Without options kv.touch (or DEL's delete_many), with them kv.expire, which tests the key's
+ * expiry and writes in one step. An absolute time becomes a ttl by tusk's clock. */
+static void cmd_expire(struct resp_conn *c, bool ms, bool at)
 {
 	long long t;
 	size_t offs[KV_CALL_MAX_ARGS];
 	char ttl[48];
+	bool nx = false, xx = false, gt = false, lt = false;
 
-	if (wrong_args(c, c->nargs != 3) || !arg_ll(c, 2, &t))
+	if (wrong_args(c, c->nargs < 3))
 		return;
-	if (t <= 0) { /* as Redis: an expiry in the past deletes the key */
+	for (int i = 3; i < c->nargs; i++) {
+		if (is(c, i, "NX"))
+			nx = true;
+		else if (is(c, i, "XX"))
+			xx = true;
+		else if (is(c, i, "GT"))
+			gt = true;
+		else if (is(c, i, "LT"))
+			lt = true;
+		else {
+			reply_error(c, "ERR Unsupported option");
+			return;
+		}
+	}
+	if (nx && (xx || gt || lt)) {
+		reply_error(c, "ERR NX and XX, GT or LT options at the same time are not compatible");
+		return;
+	}
+	if (gt && lt) {
+		reply_error(c, "ERR GT and LT options at the same time are not compatible");
+		return;
+	}
+	if (!arg_ll(c, 2, &t))
+		return;
+	if (!ms && (t > LLONG_MAX / 1000 || t < LLONG_MIN / 1000)) {
+		reply_error(c, "ERR invalid expire time in command");
+		return;
+	}
+	long long when = ms ? t : t * 1000, now = now_ms();
+	if (at) {
+		if (when < LLONG_MIN + now) {
+			reply_error(c, "ERR invalid expire time in command");
+			return;
+		}
+		when -= now; /* the ttl, by tusk's clock */
+	} else if (when > LLONG_MAX - now) {
+		reply_error(c, "ERR invalid expire time in command");
+		return;
+	}
+	bool cond = nx || xx || gt || lt;
+	if (when <= 0 && !cond) { /* as Redis: an expiry in the past deletes the key */
 		c->nargs = 2;
 		cmd_del(c);
 		return;
 	}
-	if (!ms && t > 9223372036854775LL) {
-		reply_error(c, "ERR invalid expire time in 'expire' command");
-		return;
-	}
 	if (!ns_key(c, 1, offs))
 		return;
-	snprintf(ttl, sizeof ttl, "%lld milliseconds", ms ? t : t * 1000);
+	snprintf(ttl, sizeof ttl, "%lld milliseconds", when);
 	offs[2] = add_val(c, ttl, strlen(ttl));
-	if (offs[2] == SIZE_MAX) {
+	const char *how = nx ? "nx" : gt ? "gt" : xx && lt ? "xx lt" : xx ? "xx" : "lt";
+	if (cond)
+		offs[3] = add_val(c, how, strlen(how));
+	if (offs[2] == SIZE_MAX || (cond && offs[3] == SIZE_MAX)) {
 		reply_error(c, "ERR out of memory");
 		return;
 	}
-	call_key(c, STEP_TOUCH, KV_OP_TOUCH, offs, 3);
+	if (cond)
+		call_key(c, STEP_TOUCH, KV_OP_EXPIRE, offs, 4);
+	else
+		call_key(c, STEP_TOUCH, KV_OP_TOUCH, offs, 3);
+}
+
+/* GETEX k [EX s | PX ms | EXAT unix-s | PXAT unix-ms | PERSIST], as Redis 7: the value (nil when
+ * absent), its expiry set or removed in the same step (kv.getex); a time not positive (or not
+ * an integer) is refused for a key that exists, an EXAT or PXAT not in the future deletes the
+ * key; an absolute time becomes a ttl by tusk's clock. */
+static void cmd_getex(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	char ttl[48];
+	int unit = -1;     /* the time's argument (the last, when one option is given again) */
+	int kind = 0, k;   /* 1 EX, 2 PX, 3 EXAT, 4 PXAT: one of them, as Redis */
+	bool persist = false, ms = false, at = false;
+	long long t;
+
+	if (wrong_args(c, c->nargs < 2))
+		return;
+	for (int i = 2; i < c->nargs; i++) {
+		k = is(c, i, "EX") ? 1 : is(c, i, "PX") ? 2 : is(c, i, "EXAT") ? 3 : is(c, i, "PXAT") ? 4 : 0;
+		if (is(c, i, "PERSIST") && kind == 0) {
+			persist = true;
+		} else if (k && !persist && (kind == 0 || kind == k) && i + 1 < c->nargs) {
+			kind = k;
+			unit = ++i;
+			ms = k == 2 || k == 4;
+			at = k >= 3;
+		} else {
+			reply_error(c, "ERR syntax error");
+			return;
+		}
+	}
+	c->bad_time = NULL;
+	if (unit > 0) {
+		long long now = now_ms();
+		if (!resp_to_ll(arg(c, unit), alen(c, unit), &t))
+			c->bad_time = "ERR value is not an integer or out of range";
+		else if (t <= 0 || (!ms && t > LLONG_MAX / 1000) || (!at && (ms ? t : t * 1000) > LLONG_MAX - now))
+			c->bad_time = "ERR invalid expire time in 'getex' command";
+		else
+			t = at ? (ms ? t : t * 1000) - now : ms ? t : t * 1000; /* the ttl, by tusk's clock */
+	}
+	if (!ns_key(c, 1, offs))
+		return;
+	if (c->bad_time) { /* as Redis: nil when absent, else the error, and nothing changed */
+		call_key(c, STEP_GETEX_BAD, KV_OP_READ, offs, 2);
+		return;
+	}
+	if (unit > 0) {
+		snprintf(ttl, sizeof ttl, "%lld milliseconds", t);
+		offs[2] = add_val(c, ttl, strlen(ttl));
+	} else if (persist) {
+		offs[3] = add_val(c, "persist", strlen("persist"));
+	}
+	if ((unit > 0 && offs[2] == SIZE_MAX) || (persist && offs[3] == SIZE_MAX)) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_GET, KV_OP_GETEX, offs, 4);
 }
 
 /* PERSIST k: 1 when an expiry was removed, 0 when the key is absent or has none (kv.persist). */
@@ -1550,10 +1671,12 @@ static void cmd_persist(struct resp_conn *c)
 		call_key(c, STEP_TOUCH, KV_OP_PERSIST, offs, 2);
 }
 
-static void cmd_ttl(struct resp_conn *c, bool ms)
+/* TTL, PTTL: the time left; EXPIRETIME, PEXPIRETIME (abs): the expiry, in unix time. */
+static void cmd_ttl(struct resp_conn *c, bool ms, bool abs)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
 	c->pttl = ms;
+	c->ttl_abs = abs;
 	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
 		call_key(c, STEP_TTL, KV_OP_READ_META, offs, 2); /* a value's, else a counter's */
 }
@@ -1777,6 +1900,8 @@ static void dispatch(struct resp_conn *c)
 		cmd_set_kin(c, STEP_SETNX);
 	} else if (is(c, 0, "GETSET")) {
 		cmd_set_kin(c, STEP_SWAP);
+	} else if (is(c, 0, "GETEX")) {
+		cmd_getex(c);
 	} else if (is(c, 0, "GETDEL")) {
 		cmd_getdel(c);
 	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {
@@ -1790,9 +1915,13 @@ static void dispatch(struct resp_conn *c)
 	} else if (is(c, 0, "MSET")) {
 		cmd_mset(c);
 	} else if (is(c, 0, "EXPIRE") || is(c, 0, "PEXPIRE")) {
-		cmd_expire(c, is(c, 0, "PEXPIRE"));
+		cmd_expire(c, is(c, 0, "PEXPIRE"), false);
+	} else if (is(c, 0, "EXPIREAT") || is(c, 0, "PEXPIREAT")) {
+		cmd_expire(c, is(c, 0, "PEXPIREAT"), true);
 	} else if (is(c, 0, "TTL") || is(c, 0, "PTTL")) {
-		cmd_ttl(c, is(c, 0, "PTTL"));
+		cmd_ttl(c, is(c, 0, "PTTL"), false);
+	} else if (is(c, 0, "EXPIRETIME") || is(c, 0, "PEXPIRETIME")) {
+		cmd_ttl(c, is(c, 0, "PEXPIRETIME"), true);
 	} else if (is(c, 0, "INCR") || is(c, 0, "INCRBY")) {
 		cmd_incr(c, 1, is(c, 0, "INCRBY"));
 	} else if (is(c, 0, "DECR") || is(c, 0, "DECRBY")) {

@@ -20,8 +20,9 @@ extern const char kv_schema_shard_sql[];
  * (docs/kv.md, "Counters"): kv.incr holds its namespace's and its key's shared; kv.put,
  * kv.delete, kv.swap and kv.put_if_absent hold the key's exclusive, taken before any other
  * statement, and kv.put_many and kv.delete_many each key's (kv._lock_keys), or the namespace's
- * when a batch has more than 64 keys (the lock table is bounded). Transaction-scoped, of SQL
- * text expressions. */
+ * when a batch has more than 64 keys (the lock table is bounded). kv.expire holds the key's
+ * exclusive from its test of the expiry to its write, and kv.touch and kv.persist take it before
+ * they change a counter's. Transaction-scoped, of SQL text expressions. */
 #define KV_LOCK_KEY_SQL(ns, k) "hashtext(" ns "), hashtext(" k ")"
 #define KV_LOCK_NS_SQL(ns) "hashtext(" ns ")::bigint"
 

@@ -188,6 +188,19 @@ def test_touch_refreshes_the_ttl_and_replicates(parade):
     wait_until(lambda: (one(b, "select kv.get_meta('default', 'touch-1')") or {}).get("version") == v,
                20 * SLOW, what="touch replicated")
     assert one(b, "select kv.get('default', 'touch-1')") == 1
+    # kv.expire: kv.touch under a condition on the expiry the key has (Redis's EXPIRE ... GT)
+    with kv_conn(a) as c:
+        ex = "select kv.expire('default', %s, %s::interval, %s)"
+        assert c.execute(ex, ("touch-1", "10 minutes", "gt")).fetchone()[0] is None  # below 1 hour
+        assert c.execute(ex, ("touch-1", "10 minutes", "nx")).fetchone()[0] is None  # it has one
+        assert c.execute(ex, ("touch-absent", "10 minutes", "lt")).fetchone()[0] is None
+        v2 = c.execute(ex, ("touch-1", "2 hours", "xx")).fetchone()[0]
+        assert v2 > v
+        with pytest.raises(psycopg.Error) as e:
+            c.execute(ex, ("touch-1", "2 hours", "ge"))
+        assert e.value.sqlstate == "22023"
+    wait_until(lambda: (one(b, "select kv.get_meta('default', 'touch-1')") or {}).get("version") == v2,
+               20 * SLOW, what="expire replicated")
 
 
 # ---- 3. batches ----

@@ -789,6 +789,37 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
             ("SET", "pp", "v", "EX", "100"), ("PERSIST", "pp"), ("TTL", "pp"), ("PERSIST", "pp"), ("PERSIST", "nope"),
             ("INCR", "pc"), ("EXPIRE", "pc", "100"), ("PERSIST", "pc"), ("TTL", "pc"), ("PERSIST", "pc"),
             ("PERSIST", "pp", "x"), ("SET", "pv", "v", "PX", "100"), ("INCR", "pv"),
+            # EXPIRE's NX, XX, GT, LT (no expiry counts as infinite), of a value and of a counter
+            ("SET", "ea", "v"), ("EXPIRE", "ea", "100", "XX"), ("EXPIRE", "ea", "100", "GT"), ("TTL", "ea"),
+            ("EXPIRE", "ea", "100", "LT"), ("TTL", "ea"), ("EXPIRE", "ea", "200", "NX"), ("EXPIRE", "ea", "50", "GT"),
+            ("EXPIRE", "ea", "300", "GT"), ("TTL", "ea"), ("EXPIRE", "ea", "200", "XX", "LT"), ("TTL", "ea"),
+            ("EXPIRE", "ea", "250", "XX", "GT"), ("TTL", "ea"), ("EXPIRE", "ea", "10", "NX", "XX"),
+            ("EXPIRE", "ea", "10", "GT", "LT"), ("EXPIRE", "ea", "10", "FOO"), ("EXPIRE", "ea", "x", "NX"),
+            ("EXPIRE", "nope", "10", "LT"), ("TTL", "ea"), ("SET", "eb", "v"), ("EXPIRE", "eb", "100", "NX"),
+            ("PEXPIRE", "eb", "-1", "GT"), ("EXISTS", "eb"), ("PEXPIRE", "eb", "-1", "LT"), ("EXISTS", "eb"),
+            ("INCR", "ec"), ("EXPIRE", "ec", "100", "XX"), ("EXPIRE", "ec", "100", "GT"), ("EXPIRE", "ec", "100", "LT"),
+            ("TTL", "ec"), ("EXPIRE", "ec", "100", "NX"), ("EXPIRE", "ec", "50", "GT"), ("EXPIRE", "ec", "150", "GT"),
+            ("TTL", "ec"), ("INCR", "ec"), ("PEXPIRE", "ec", "0", "XX"), ("EXISTS", "ec"), ("INCR", "ec"),
+            # EXPIREAT, PEXPIREAT (by tusk's clock, to the second), EXPIRETIME, PEXPIRETIME
+            ("SET", "ed", "v"), ("EXPIRETIME", "ed"), ("PEXPIRETIME", "ed"), ("EXPIRETIME", "nope"),
+            ("EXPIREAT", "ed", "4102444800"), ("EXPIRETIME", "ed"), ("PEXPIREAT", "ed", "4102444800700"),
+            ("EXPIRETIME", "ed"), ("EXPIREAT", "ed", "4102444000", "GT"), ("EXPIREAT", "ed", "4102444000", "LT"),
+            ("EXPIRETIME", "ed"), ("EXPIREAT", "ed", "1"), ("EXISTS", "ed"), ("EXPIREAT", "ed", "1"),
+            ("INCR", "ee"), ("EXPIREAT", "ee", "4102444800"), ("EXPIRETIME", "ee"), ("PEXPIREAT", "ee", "5", "XX"),
+            ("EXISTS", "ee"), ("SET", "ef", "v"), ("EXPIREAT", "ef", "1", "GT"), ("EXPIREAT", "ef", "1", "NX"),
+            ("EXISTS", "ef"), ("EXPIRETIME", "ef", "x"), ("EXPIREAT", "ef"), ("EXPIREAT", "ef", "x"), ("PEXPIREAT", "ef", "1", "BAD"),
+            # GETEX: the value, its expiry set (EX, PX, EXAT, PXAT), removed (PERSIST) or kept
+            ("SET", "gx", "v"), ("GETEX", "gx"), ("TTL", "gx"), ("GETEX", "gx", "EX", "100"), ("TTL", "gx"),
+            ("GETEX", "gx", "PERSIST"), ("TTL", "gx"), ("GETEX", "gx", "PX", "200000"), ("TTL", "gx"),
+            ("GETEX", "gx", "EXAT", "4102444800"), ("EXPIRETIME", "gx"), ("GETEX", "gx", "EX", "10", "EX", "20"),
+            ("TTL", "gx"), ("GETEX", "gx", "EX", "10", "PX", "20"), ("GETEX", "gx", "PERSIST", "EX", "10"),
+            ("GETEX", "gx", "EX", "10", "PERSIST"), ("GETEX", "gx", "PERSIST", "PERSIST"), ("TTL", "gx"),
+            ("GETEX", "gx", "EX"), ("GETEX", "gx", "EX", "0"), ("GETEX", "gx", "EX", "x"), ("GETEX", "gx", "FOO"),
+            ("GETEX", "nope", "EX", "10"), ("EXISTS", "nope"), ("GETEX", "nope", "EX", "0"), ("GETEX", "nope", "PX", "x"),
+            ("TTL", "gx"),
+            ("INCRBY", "gy", "4"), ("GETEX", "gy", "EX", "100"), ("TTL", "gy"), ("GETEX", "gy", "PERSIST"),
+            ("TTL", "gy"), ("GETEX", "gy", "PXAT", "1"), ("EXISTS", "gy"), ("GET", "gy"),
+            ("SET", "gz", "v", "EX", "100"), ("GETEX", "gz", "EXAT", "1"), ("EXISTS", "gz"),
         ] + [("INCR", f"p:{i:02d}") for i in range(12)] + [("SET", f"p:{i:02d}x", "v") for i in range(0, 12, 3)]
         named = sorted({a[1] for a in script} | {"nope"})
         for cmd in script:
@@ -1036,3 +1067,66 @@ def test_redis_incr_racing_a_value_write_is_before_it_or_after_it(zone):
     time.sleep(0.6)
     left = {k: v for k, v in zip(keys, r.mget(keys)) if v is not None}
     assert not left, left
+
+
+def test_redis_expire_conditions_test_and_write_in_one_step(zone):
+    """EXPIRE's NX and GT (kv.expire: the key's lock and row lock from the test of its expiry to
+    the write). 8 clients at a barrier, each with its own ttl: on a key without an expiry, NX
+    succeeds for exactly one of them and the key keeps that one's ttl; on a key whose expiry is
+    below all of theirs, GT leaves the largest ttl, whatever the order (a GT that read an older
+    expiry would write a smaller one over a larger). Of a value and of a counter, 6 rounds."""
+    tag = f"exc:{time.monotonic_ns()}"
+    clients, rounds = 8, 6
+    barrier = threading.Barrier(clients)
+    won, errors = {}, []
+    lock = threading.Lock()
+    setup = client(zone, db=3)
+
+    def run(i):
+        r = client(zone, db=3)
+        try:
+            for n in range(rounds):
+                for kind in ("value", "counter"):
+                    key = f"{tag}:{kind}:{n}"
+                    barrier.wait(30 * SLOW)
+                    if r.execute_command("EXPIRE", key, str(1000 + 10 * i), "NX") == 1:
+                        with lock:
+                            won.setdefault(key, []).append(i)
+                    barrier.wait(30 * SLOW)
+                    r.execute_command("EXPIRE", key, str(2000 + 10 * i), "GT")
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+            barrier.abort()
+
+    for n in range(rounds):
+        setup.set(f"{tag}:value:{n}", "v")
+        setup.incr(f"{tag}:counter:{n}")
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120 * SLOW)
+    assert not errors, errors
+    for n in range(rounds):
+        for kind in ("value", "counter"):
+            key = f"{tag}:{kind}:{n}"
+            assert len(won.get(key, [])) == 1, (key, won.get(key))
+            assert setup.ttl(key) == 2000 + 10 * (clients - 1), key
+    # NX then: the winner's ttl, before GT moved it (a key of its own, same race)
+    key = f"{tag}:nx"
+    setup.set(key, "v")
+    barrier = threading.Barrier(clients)
+    wins = []
+
+    def nx(i):
+        r = client(zone, db=3)
+        barrier.wait(30 * SLOW)
+        if r.execute_command("EXPIRE", key, str(1000 + 10 * i), "NX") == 1:
+            wins.append(i)
+
+    threads = [threading.Thread(target=nx, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60 * SLOW)
+    assert len(wins) == 1 and setup.ttl(key) == 1000 + 10 * wins[0], (wins, setup.ttl(key))

@@ -109,6 +109,19 @@ static void test_the_calls_beyond_get_and_put(void **st)
 	assert_int_equal(kv_call_result_type(call.op), KV_OID_INT8);
 	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
 	assert_int_equal(parse("select kv.persist('d')"), -EINVAL);
+	/* expire: Redis's EXPIRE with a condition, the new version or NULL; one key, four arguments */
+	assert_int_equal(parse("select kv.expire('d', 'k', '10 seconds', 'gt')"), 0);
+	assert_int_equal(call.op, KV_OP_EXPIRE);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_INT8);
+	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
+	assert_int_equal(parse("select kv.expire('d', 'k', '10 seconds')"), -EINVAL);
+	/* getex: Redis's GETEX, the value as read; two to four arguments */
+	assert_int_equal(parse("select kv.getex('d', 'k')"), 0);
+	assert_int_equal(call.op, KV_OP_GETEX);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
+	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
+	assert_int_equal(parse("select kv.getex('d', 'k', NULL, 'persist')"), 0);
+	assert_int_equal(parse("select kv.getex('d')"), -EINVAL);
 	/* put_many: two arrays, each its own elements */
 	assert_int_equal(parse("select kv.put_many('d', ARRAY['a', 'b'], ARRAY['1', $1])"), 0);
 	assert_int_equal(call.op, KV_OP_PUT_MANY);

@@ -34,6 +34,8 @@ enum kv_op {
 	KV_OP_EXPIRE,
 	/* Redis's GETEX: the value as read, its expiry set or removed in the same step */
 	KV_OP_GETEX,
+	/* Redis's SET with GET and NX or XX, or KEEPTTL: the old value as read, the write if so */
+	KV_OP_SET,
 };
 
 /* Type OIDs of the call arguments and results. */

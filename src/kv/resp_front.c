@@ -46,7 +46,7 @@
 
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
-	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD };
+	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
@@ -91,6 +91,7 @@ struct resp_conn {
 	bool pttl;                     /* TTL in ms */
 	bool ttl_abs;                  /* EXPIRETIME: the expiry, not the time left */
 	const char *bad_time;          /* STEP_GETEX_BAD: the error for a key that exists */
+	bool set_get, set_nx, set_xx, set_keep; /* STEP_SET_HOW: SET's GET, NX, XX, KEEPTTL */
 	long long ttl_ms;              /* SET's EX/PX (0: none) */
 	long long count;
 	struct kv_job job;
@@ -1041,6 +1042,14 @@ static void answer(struct resp_conn *c)
 		else
 			reply_nil(c);
 		return;
+	case STEP_SET_HOW: /* kv.set: the old value; written unless NX found it or XX did not */
+		if (c->set_get && v)
+			reply_value(c, v, n);
+		else if (c->set_get || (c->set_nx && v) || (c->set_xx && !v))
+			reply_nil(c);
+		else
+			reply_simple(c, "OK");
+		return;
 	case STEP_GETEX_BAD: /* as Redis: the key looked up before the time is checked */
 		if (v)
 			reply_error(c, "%s", c->bad_time);
@@ -1408,7 +1417,7 @@ static bool expire_arg(struct resp_conn *c, long long t, bool ms, const char *cm
 static void cmd_set(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
-	bool nx = false, xx = false, get = false;
+	bool nx = false, xx = false, get = false, keepttl = false;
 	long long ttl_ms = 0;
 
 	if (wrong_args(c, c->nargs < 3))
@@ -1420,7 +1429,9 @@ static void cmd_set(struct resp_conn *c)
 			xx = true;
 		} else if (is(c, i, "GET")) {
 			get = true;
-		} else if ((is(c, i, "EX") || is(c, i, "PX")) && ttl_ms == 0 && i + 1 < c->nargs) {
+		} else if (is(c, i, "KEEPTTL") && ttl_ms == 0) {
+			keepttl = true;
+		} else if ((is(c, i, "EX") || is(c, i, "PX")) && ttl_ms == 0 && !keepttl && i + 1 < c->nargs) {
 			long long t;
 			if (!arg_ll(c, i + 1, &t) || !expire_arg(c, t, is(c, i, "PX"), "set", &ttl_ms))
 				return;
@@ -1431,8 +1442,12 @@ static void cmd_set(struct resp_conn *c)
 		}
 	}
 	c->ttl_ms = ttl_ms;
-	if (get && (nx || xx)) { /* Redis 7 takes them together: not built (docs/kv.md) */
-		reply_error(c, "ERR tusk: SET's GET with NX or XX is not supported");
+	if (keepttl || (get && (nx || xx))) { /* kv.set: the test, the read and the write in one step */
+		c->set_get = get;
+		c->set_nx = nx;
+		c->set_xx = xx;
+		c->set_keep = keepttl;
+		set_put(c, 2, STEP_SET_HOW);
 		return;
 	}
 	if (get) {
@@ -1476,7 +1491,10 @@ static void set_put(struct resp_conn *c, int vi, enum step step)
 		return;
 	long long ttl_ms = c->ttl_ms;
 	bool nx = step == STEP_SET_NX || step == STEP_SETNX;
-	enum kv_op op = step == STEP_SWAP ? KV_OP_SWAP : nx ? KV_OP_PUT_IF_ABSENT : KV_OP_PUT;
+	enum kv_op op = step == STEP_SWAP	? KV_OP_SWAP
+			: step == STEP_SET_HOW ? KV_OP_SET
+			: nx		       ? KV_OP_PUT_IF_ABSENT
+					       : KV_OP_PUT;
 	offs[2] = add_json(c, arg(c, vi), alen(c, vi));
 	char ttl[48];
 	int n = 3;
@@ -1484,7 +1502,15 @@ static void set_put(struct resp_conn *c, int vi, enum step step)
 		snprintf(ttl, sizeof ttl, "%lld milliseconds", ttl_ms);
 		offs[n++] = add_val(c, ttl, strlen(ttl));
 	}
-	if (offs[2] >= SIZE_MAX - 1 || offs[n - 1] == SIZE_MAX) {
+	if (step == STEP_SET_HOW) { /* kv.set's how, in words; the ttl NULL when none was given */
+		const char *how = c->set_keep ? (c->set_nx ? "nx keepttl" : c->set_xx ? "xx keepttl" : "keepttl")
+					      : c->set_nx ? "nx" : "xx";
+		if (ttl_ms <= 0)
+			offs[3] = SIZE_MAX;
+		offs[4] = add_val(c, how, strlen(how));
+		n = 5;
+	}
+	if (offs[2] >= SIZE_MAX - 1 || offs[n - 1] == SIZE_MAX || (ttl_ms > 0 && offs[3] == SIZE_MAX)) {
 		reply_error(c, offs[2] == SIZE_MAX - 1 ? "ERR tusk: a value may not contain a NUL byte" : "ERR out of memory");
 		return;
 	}

@@ -820,6 +820,17 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
             ("INCRBY", "gy", "4"), ("GETEX", "gy", "EX", "100"), ("TTL", "gy"), ("GETEX", "gy", "PERSIST"),
             ("TTL", "gy"), ("GETEX", "gy", "PXAT", "1"), ("EXISTS", "gy"), ("GET", "gy"),
             ("SET", "gz", "v", "EX", "100"), ("GETEX", "gz", "EXAT", "1"), ("EXISTS", "gz"),
+            # SET's KEEPTTL, and its GET with NX or XX (kv.set): of values and counters
+            ("SET", "kt", "a", "EX", "100"), ("SET", "kt", "b", "KEEPTTL"), ("TTL", "kt"), ("GET", "kt"),
+            ("SET", "kt", "c"), ("TTL", "kt"), ("SET", "kt", "d", "KEEPTTL"), ("TTL", "kt"),
+            ("SET", "kt", "e", "KEEPTTL", "EX", "10"), ("SET", "kt", "e", "EX", "10", "KEEPTTL"),
+            ("SET", "kt2", "x", "KEEPTTL"), ("TTL", "kt2"), ("INCR", "kc"), ("EXPIRE", "kc", "100"),
+            ("SET", "kc", "v", "KEEPTTL"), ("TTL", "kc"), ("GET", "kc"), ("SET", "kn", "a", "NX", "GET"),
+            ("SET", "kn", "b", "NX", "GET"), ("GET", "kn"), ("SET", "kn", "c", "XX", "GET", "EX", "100"), ("TTL", "kn"),
+            ("SET", "kx", "a", "XX", "GET"), ("EXISTS", "kx"), ("SET", "kn", "d", "XX", "KEEPTTL"), ("TTL", "kn"),
+            ("GET", "kn"), ("SET", "kn", "e", "NX", "KEEPTTL"), ("SET", "kn", "f", "GET", "KEEPTTL"), ("TTL", "kn"),
+            ("GET", "kn"), ("INCRBY", "kd", "3"), ("SET", "kd", "w", "NX", "GET"), ("SET", "kd", "w", "XX", "GET"),
+            ("GET", "kd"), ("SET", "ke", "v", "XX", "KEEPTTL"), ("EXISTS", "ke"), ("SET", "kf", "v", "NX", "KEEPTTL", "GET"),
         ] + [("INCR", f"p:{i:02d}") for i in range(12)] + [("SET", f"p:{i:02d}x", "v") for i in range(0, 12, 3)]
         named = sorted({a[1] for a in script} | {"nope"})
         for cmd in script:
@@ -1069,6 +1080,28 @@ def test_redis_incr_racing_a_value_write_is_before_it_or_after_it(zone):
     assert not left, left
 
 
+
+def race(zone, clients, body):
+    """body(i, r, barrier) in one thread per client i, each with a connection of its own
+    (database 3); the first error aborts the barrier and fails the test."""
+    barrier = threading.Barrier(clients)
+    errors = []
+
+    def run(i):
+        try:
+            body(i, client(zone, db=3), barrier)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120 * SLOW)
+    assert not errors, errors
+
+
 def test_redis_expire_conditions_test_and_write_in_one_step(zone):
     """EXPIRE's NX and GT (kv.expire: the key's lock and row lock from the test of its expiry to
     the write). 8 clients at a barrier, each with its own ttl: on a key without an expiry, NX
@@ -1077,56 +1110,54 @@ def test_redis_expire_conditions_test_and_write_in_one_step(zone):
     expiry would write a smaller one over a larger). Of a value and of a counter, 6 rounds."""
     tag = f"exc:{time.monotonic_ns()}"
     clients, rounds = 8, 6
-    barrier = threading.Barrier(clients)
-    won, errors = {}, []
-    lock = threading.Lock()
+    won, lock = {}, threading.Lock()
     setup = client(zone, db=3)
 
-    def run(i):
-        r = client(zone, db=3)
-        try:
-            for n in range(rounds):
-                for kind in ("value", "counter"):
-                    key = f"{tag}:{kind}:{n}"
-                    barrier.wait(30 * SLOW)
-                    if r.execute_command("EXPIRE", key, str(1000 + 10 * i), "NX") == 1:
-                        with lock:
-                            won.setdefault(key, []).append(i)
-                    barrier.wait(30 * SLOW)
+    def nx_then_gt(i, r, barrier):
+        for n in range(rounds):
+            for kind in ("value", "counter", "nx only"):
+                key = f"{tag}:{kind}:{n}"
+                barrier.wait(30 * SLOW)
+                if r.execute_command("EXPIRE", key, str(1000 + 10 * i), "NX") == 1:
+                    with lock:
+                        won.setdefault(key, []).append(i)
+                barrier.wait(30 * SLOW)
+                if kind != "nx only":
                     r.execute_command("EXPIRE", key, str(2000 + 10 * i), "GT")
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(repr(e))
-            barrier.abort()
 
     for n in range(rounds):
         setup.set(f"{tag}:value:{n}", "v")
+        setup.set(f"{tag}:nx only:{n}", "v")
         setup.incr(f"{tag}:counter:{n}")
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120 * SLOW)
-    assert not errors, errors
+    race(zone, clients, nx_then_gt)
     for n in range(rounds):
-        for kind in ("value", "counter"):
+        for kind in ("value", "counter", "nx only"):
             key = f"{tag}:{kind}:{n}"
             assert len(won.get(key, [])) == 1, (key, won.get(key))
-            assert setup.ttl(key) == 2000 + 10 * (clients - 1), key
-    # NX then: the winner's ttl, before GT moved it (a key of its own, same race)
-    key = f"{tag}:nx"
-    setup.set(key, "v")
-    barrier = threading.Barrier(clients)
-    wins = []
+            want = 1000 + 10 * won[key][0] if kind == "nx only" else 2000 + 10 * (clients - 1)
+            assert setup.ttl(key) == want, (key, setup.ttl(key), want)
 
-    def nx(i):
-        r = client(zone, db=3)
-        barrier.wait(30 * SLOW)
-        if r.execute_command("EXPIRE", key, str(1000 + 10 * i), "NX") == 1:
-            wins.append(i)
 
-    threads = [threading.Thread(target=nx, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60 * SLOW)
-    assert len(wins) == 1 and setup.ttl(key) == 1000 + 10 * wins[0], (wins, setup.ttl(key))
+def test_redis_set_nx_get_is_one_step(zone):
+    """SET ... NX GET (kv.set) reads and writes under the key's lock: 8 clients at a barrier
+    on a key never written, 10 keys: exactly one finds it absent (nil, and its value is the
+    key's), every other reads that one's value."""
+    tag = f"setget:{time.monotonic_ns()}"
+    clients, rounds = 8, 10
+    got, lock = {}, threading.Lock()
+
+    def set_nx_get(i, r, barrier):
+        for n in range(rounds):
+            barrier.wait(30 * SLOW)
+            old = r.execute_command("SET", f"{tag}:{n}", f"v{i}", "NX", "GET", get=True)  # the reply as is
+            with lock:
+                got.setdefault(n, []).append((i, old))
+
+    race(zone, clients, set_nx_get)
+    check = client(zone, db=3)
+    for n in range(rounds):
+        winners = [i for i, old in got[n] if old is None]
+        assert len(winners) == 1, got[n]
+        value = f"v{winners[0]}".encode()
+        assert check.get(f"{tag}:{n}") == value
+        assert all(old == value for i, old in got[n] if i != winners[0]), got[n]

@@ -122,6 +122,13 @@ static void test_the_calls_beyond_get_and_put(void **st)
 	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
 	assert_int_equal(parse("select kv.getex('d', 'k', NULL, 'persist')"), 0);
 	assert_int_equal(parse("select kv.getex('d')"), -EINVAL);
+	/* set: Redis's SET with GET and NX or XX, or KEEPTTL, the old value; three to five arguments */
+	assert_int_equal(parse("select kv.set('d', 'k', '1', NULL, 'nx keepttl')"), 0);
+	assert_int_equal(call.op, KV_OP_SET);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
+	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
+	assert_int_equal(parse("select kv.set('d', 'k', '1')"), 0);
+	assert_int_equal(parse("select kv.set('d', 'k')"), -EINVAL);
 	/* put_many: two arrays, each its own elements */
 	assert_int_equal(parse("select kv.put_many('d', ARRAY['a', 'b'], ARRAY['1', $1])"), 0);
 	assert_int_equal(call.op, KV_OP_PUT_MANY);

@@ -427,7 +427,7 @@ const char kv_put_fast_sql[] =
 	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = $3::jsonb, "
 	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
 	"expires_at = now() + coalesce($4::interval, $5::interval), "
-	"chg_xid = pg_current_xact_id() WHERE d.value IS NOT NULL AND (d.expires_at IS NULL OR d.expires_at > now()) "
+	"chg_xid = pg_current_xact_id() WHERE " KV_LIVE_SQL("d.") " "
 	"RETURNING d.ver_ts";
 
 /* A put_many part on the fast path (kv_router): kv.put_many's write as one top-level statement,
@@ -459,7 +459,7 @@ const char kv_put_many_fast_sql[] =
 	"ON CONFLICT ON CONSTRAINT data_pkey DO UPDATE SET value = EXCLUDED.value, "
 	"ver_ts = greatest(EXCLUDED.ver_ts, d.ver_ts + 1), origin = EXCLUDED.origin, "
 	"expires_at = now() + coalesce($4::interval, $5::interval), "
-	"chg_xid = CASE WHEN d.value IS NOT NULL AND (d.expires_at IS NULL OR d.expires_at > now()) "
+	"chg_xid = CASE WHEN " KV_LIVE_SQL("d.") " "
 	"THEN pg_current_xact_id() "
 	"ELSE kv._stale() END RETURNING 1) "
 	"SELECT count(*) FROM w";

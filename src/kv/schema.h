@@ -16,6 +16,10 @@ extern const char kv_schema_shard_sql[];
 #define KV_KEY_OK_SQL(k) "(" k " IS NOT NULL AND octet_length(" k ") <= 1024 AND " k " <> '' AND strpos(" k ", chr(31)) = 0)"
 #define KV_KEY_BAD_SQL(k) "(" k " IS NULL OR octet_length(" k ") > 1024 OR " k " = '' OR strpos(" k ", chr(31)) > 0)"
 
+/* A live value: the kv.data row (columns prefixed a, "d." or "") holds a value that has not
+ * expired. An SQL predicate; the view kv.live spells it with qualified operators. */
+#define KV_LIVE_SQL(a) "(" a "value IS NOT NULL AND (" a "expires_at IS NULL OR " a "expires_at > now()))"
+
 /* The advisory locks that order kv.incr against the writes that replace or remove a counter
  * (docs/kv.md, "Counters"): kv.incr holds its namespace's and its key's shared; kv.put,
  * kv.delete, kv.swap and kv.put_if_absent hold the key's exclusive, taken before any other

@@ -289,6 +289,7 @@ static const struct kv_op_def {
 	{ "expire", KV_OP_EXPIRE, 4, 4, { T, T, I, T }, B },
 	{ "getex", KV_OP_GETEX, 2, 4, { T, T, I, T }, J },
 	{ "set", KV_OP_SET, 3, 5, { T, T, J, I, T }, J },
+	{ "append", KV_OP_APPEND, 3, 3, { T, T, T }, J },
 };
 #undef T
 #undef J
@@ -297,7 +298,7 @@ static const struct kv_op_def {
 #undef A
 static const char api_names[] = "get, put, delete, patch, get_many, get_meta, put_if_version, put_if_absent, "
 				"delete_if_version, touch, incr, counter, put_many, delete_many, scan, count, read, read_many, read_meta, "
-				"swap, persist, expire, getex, set";
+				"swap, persist, expire, getex, set, append";
 
 /* FuncCall of kv.<op>: the op and its arguments. */
 static bool func_call(struct parse *ps, struct pb msg)

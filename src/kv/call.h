@@ -36,6 +36,8 @@ enum kv_op {
 	KV_OP_GETEX,
 	/* Redis's SET with GET and NX or XX, or KEEPTTL: the old value as read, the write if so */
 	KV_OP_SET,
+	/* Redis's APPEND: the value with a suffix, its expiry kept; the new value */
+	KV_OP_APPEND,
 };
 
 /* Type OIDs of the call arguments and results. */

@@ -1689,6 +1689,24 @@ static void cmd_getex(struct resp_conn *c)
 	call_key(c, STEP_GET, KV_OP_GETEX, offs, 4);
 }
 
+/* APPEND k suffix: the new value's length, as STRLEN reads it (kv.append). */
+static void cmd_append(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (wrong_args(c, c->nargs != 3) || !ns_key(c, 1, offs))
+		return;
+	if (memchr(arg(c, 2), '\0', alen(c, 2))) {
+		reply_error(c, "ERR tusk: a value may not contain a NUL byte");
+		return;
+	}
+	offs[2] = add_val(c, arg(c, 2), alen(c, 2));
+	if (offs[2] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_STRLEN, KV_OP_APPEND, offs, 3);
+}
+
 /* PERSIST k: 1 when an expiry was removed, 0 when the key is absent or has none (kv.persist). */
 static void cmd_persist(struct resp_conn *c)
 {
@@ -1926,6 +1944,8 @@ static void dispatch(struct resp_conn *c)
 		cmd_set_kin(c, STEP_SETNX);
 	} else if (is(c, 0, "GETSET")) {
 		cmd_set_kin(c, STEP_SWAP);
+	} else if (is(c, 0, "APPEND")) {
+		cmd_append(c);
 	} else if (is(c, 0, "GETEX")) {
 		cmd_getex(c);
 	} else if (is(c, 0, "GETDEL")) {

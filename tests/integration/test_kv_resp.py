@@ -831,6 +831,12 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
             ("GET", "kn"), ("SET", "kn", "e", "NX", "KEEPTTL"), ("SET", "kn", "f", "GET", "KEEPTTL"), ("TTL", "kn"),
             ("GET", "kn"), ("INCRBY", "kd", "3"), ("SET", "kd", "w", "NX", "GET"), ("SET", "kd", "w", "XX", "GET"),
             ("GET", "kd"), ("SET", "ke", "v", "XX", "KEEPTTL"), ("EXISTS", "ke"), ("SET", "kf", "v", "NX", "KEEPTTL", "GET"),
+            # APPEND: the value as GET reads it with the suffix, its expiry kept; of a counter too
+            ("APPEND", "ap", "ab"), ("APPEND", "ap", "cd"), ("GET", "ap"), ("TTL", "ap"), ("SET", "ap", "x", "EX", "100"),
+            ("APPEND", "ap", "yz"), ("TTL", "ap"), ("GET", "ap"), ("INCRBY", "aq", "42"), ("EXPIRE", "aq", "100"),
+            ("APPEND", "aq", "7"), ("GET", "aq"), ("TTL", "aq"), ("INCR", "aq"), ("APPEND", "aq", ""), ("STRLEN", "aq"),
+            ("TTL", "aq"), ("APPEND", "ar", ""), ("EXISTS", "ar"), ("GET", "ar"), ("APPEND", "ar"), ("APPEND", "ar", "é"),
+            ("APPEND", "ar", "x", "y"), ("GET", "ar"),
         ] + [("INCR", f"p:{i:02d}") for i in range(12)] + [("SET", f"p:{i:02d}x", "v") for i in range(0, 12, 3)]
         named = sorted({a[1] for a in script} | {"nope"})
         for cmd in script:
@@ -1161,3 +1167,27 @@ def test_redis_set_nx_get_is_one_step(zone):
         value = f"v{winners[0]}".encode()
         assert check.get(f"{tag}:{n}") == value
         assert all(old == value for i, old in got[n] if i != winners[0]), got[n]
+
+
+def test_redis_append_loses_nothing(zone):
+    """APPEND (kv.append) reads and writes under the key's lock: 8 clients each append their
+    own letter 20 times to one key (a value with an expiry, then a counter's number): the key
+    ends holding every append, each client's 20 times, and the value's expiry is kept."""
+    tag = f"append:{time.monotonic_ns()}"
+    clients, times = 8, 20
+    check = client(zone, db=3)
+    check.set(f"{tag}:v", "start", ex=100)
+    check.incrby(f"{tag}:c", 5)
+
+    def appends(i, r, barrier):
+        barrier.wait(30 * SLOW)
+        for _ in range(times):
+            r.append(f"{tag}:v", chr(ord("a") + i))
+            r.append(f"{tag}:c", chr(ord("a") + i))
+
+    race(zone, clients, appends)
+    for key, head in ((f"{tag}:v", b"start"), (f"{tag}:c", b"5")):
+        got = check.get(key)
+        assert got.startswith(head) and len(got) == len(head) + clients * times, (key, got)
+        assert all(got[len(head):].count(bytes([ord("a") + i])) == times for i in range(clients)), (key, got)
+    assert 90 <= check.ttl(f"{tag}:v") <= 100

@@ -129,6 +129,12 @@ static void test_the_calls_beyond_get_and_put(void **st)
 	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
 	assert_int_equal(parse("select kv.set('d', 'k', '1')"), 0);
 	assert_int_equal(parse("select kv.set('d', 'k')"), -EINVAL);
+	/* append: Redis's APPEND, the new value; three arguments */
+	assert_int_equal(parse("select kv.append('d', 'k', 'tail')"), 0);
+	assert_int_equal(call.op, KV_OP_APPEND);
+	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
+	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
+	assert_int_equal(parse("select kv.append('d', 'k')"), -EINVAL);
 	/* put_many: two arrays, each its own elements */
 	assert_int_equal(parse("select kv.put_many('d', ARRAY['a', 'b'], ARRAY['1', $1])"), 0);
 	assert_int_equal(call.op, KV_OP_PUT_MANY);

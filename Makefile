@@ -20,6 +20,9 @@ BENCH_SECONDS ?= 10
 # and extra arguments for it, e.g. make integration PYTEST_ARGS='-k copy -x'
 TESTS ?= tests/integration
 PYTEST_ARGS ?=
+# The integration suite in JOBS processes, a test file to each (pytest-xdist); tests marked
+# exclusive run alone (tests/integration/conftest.py). PYTEST_PAR= runs it in one process.
+PYTEST_PAR ?= $(shell $(PYTHON) -c 'import xdist' 2>/dev/null && echo '-n $(JOBS) --dist loadfile')
 SAN_CC := $(shell command -v clang >/dev/null 2>&1 && echo clang || echo gcc)
 
 .PHONY: all deps build run run-kv test unit integration asan asan-test bench bench-kv clean install deb
@@ -47,7 +50,7 @@ test: deps build
 	echo "=== unit tests (ctest) ==="; \
 	(cd build && ctest --output-on-failure -j$(JOBS)) 2>&1 | tee build/test-logs/ctest.log; unit=$${PIPESTATUS[0]}; \
 	echo "=== integration tests (pytest, TUSK_BIN=$(TUSK_BIN)) ==="; \
-	TUSK_BIN=$(TUSK_BIN) $(PYTHON) -m pytest $(TESTS) $(PYTEST_ARGS) 2>&1 | tee build/test-logs/pytest.log; integ=$${PIPESTATUS[0]}; \
+	TUSK_BIN=$(TUSK_BIN) $(PYTHON) -m pytest $(PYTEST_PAR) $(TESTS) $(PYTEST_ARGS) 2>&1 | tee build/test-logs/pytest.log; integ=$${PIPESTATUS[0]}; \
 	echo "=== summary ==="; \
 	echo -n "unit:        "; (grep -E 'tests passed|No tests were found' build/test-logs/ctest.log || echo "no ctest summary (exit $$unit)") | tail -n1; \
 	echo -n "integration: "; (grep -E '^=+ .*(passed|failed|error|skipped|no tests ran).* =+$$' build/test-logs/pytest.log || echo "no pytest summary (exit $$integ)") | tail -n1 | sed -E 's/^=+ //; s/ =+$$//'; \
@@ -58,7 +61,7 @@ unit: build
 
 # The integration suite alone, against any binary: make integration TUSK_BIN=build-asan/tusk
 integration:
-	TUSK_BIN=$(abspath $(TUSK_BIN)) $(PYTHON) -m pytest $(TESTS) $(PYTEST_ARGS)
+	TUSK_BIN=$(abspath $(TUSK_BIN)) $(PYTHON) -m pytest $(PYTEST_PAR) $(TESTS) $(PYTEST_ARGS)
 
 asan:
 	cmake -S . -B build-asan -DTUSK_SANITIZE=ON -DCMAKE_C_COMPILER=$(SAN_CC) -DCMAKE_BUILD_TYPE=RelWithDebInfo

@@ -16,6 +16,7 @@ PACKAGES=(
 	systemtap-sdt-dev # <sys/sdt.h>: USDT probes (optional: a build without it has none)
 	# integration tests and bench
 	postgresql-15 postgresql-client-15 pgbouncer python3 python3-psycopg python3-pytest python3-pytest-timeout
+	python3-pytest-xdist # make test runs the integration suite in two processes (tests/integration/conftest.py)
 	procps iproute2 util-linux
 	strace # tests/integration/test_cost.py counts tusk's reads and writes per transaction
 	tmux # tests/integration/test_top.py drives `tusk top` in a real terminal

@@ -63,6 +63,10 @@ SLOW = 3.0 if SANITIZED else 1.0
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "tusk_only: needs tusk itself; skipped with TUSK_TEST_DIRECT=1")
+    config.addinivalue_line("markers", "exclusive: runs with no other test beside it (load, memory, timing)")
+    if not os.environ.get("PYTEST_XDIST_WORKER") and getattr(config.option, "numprocesses", None):
+        config._tusk_lock_dir = tempfile.mkdtemp(prefix="tusk-it-locks-")
+        os.environ["TUSK_IT_LOCK_DIR"] = config._tusk_lock_dir
 
 
 def pytest_collection_modifyitems(config, items):
@@ -87,6 +91,13 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+# Under pytest-xdist (make test runs the suite in parallel processes) each process hands out
+# only its own share of the ports, so two processes never hand out one port between its
+# bind(0) here and the bind of the tusk or PostgreSQL it was for. Linux's bind(0) prefers
+# ports of one parity, so the share is taken by port / 2.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+_WORKER = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0")[2:])
+
 _given_ports = set()
 _given_order = collections.deque()  # the oldest are forgotten past 16384 (the range holds 28232)
 
@@ -97,11 +108,11 @@ def free_port():
     either port is bound (a tusk's listen and admin.http ports) then got one port twice (a kv
     zone's tusk served HTTP on its PostgreSQL port, and a client hung). Racy by nature against
     other processes, good enough for tests."""
-    for _ in range(1000):
+    for _ in range(1000 * _WORKERS):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in _given_ports:
+        if (port >> 1) % _WORKERS == _WORKER and port not in _given_ports:
             _given_ports.add(port)
             _given_order.append(port)
             if len(_given_order) > 16384:
@@ -366,6 +377,42 @@ def pg(workdir):
     yield s
     s.stop("fast")
     shutil.rmtree(s.data, ignore_errors=True)
+
+
+# ---- running in parallel ---------------------------------------------------------------------
+# make test runs the suite in two processes (pytest-xdist, -n 2 --dist loadfile). A test marked
+# `exclusive` (load, memory, timing measured against a deadline) runs alone: it holds a file lock
+# exclusively, every other test holds it shared. A turnstile lock in front keeps a waiting
+# exclusive test from being starved by the other process's stream of shared holders.
+# The lock files live in a directory the controlling process makes before it starts the
+# workers (they inherit TUSK_IT_LOCK_DIR) and removes after them.
+_LOCK_DIR = os.environ.get("TUSK_IT_LOCK_DIR") if os.environ.get("PYTEST_XDIST_WORKER") else None
+
+
+@pytest.fixture(autouse=True)
+def _exclusive_or_shared(request):
+    if not _LOCK_DIR:
+        yield
+        return
+    import fcntl
+
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with open(Path(_LOCK_DIR) / "turnstile", "a") as turnstile, open(Path(_LOCK_DIR) / "lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def pytest_unconfigure(config):
+    d = getattr(config, "_tusk_lock_dir", None)
+    if d:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

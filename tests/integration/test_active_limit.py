@@ -15,7 +15,7 @@ from conftest import BENCH_DB, PG_BIN, SLOW, console_show, free_port, wait_until
 from lifecycle_util import reload, rule, write_config
 from test_metrics import scrape, value
 
-pytestmark = pytest.mark.tusk_only
+pytestmark = [pytest.mark.tusk_only, pytest.mark.exclusive]  # exclusive: conftest.py
 
 
 def pools_row(t):

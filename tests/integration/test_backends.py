@@ -164,6 +164,7 @@ def pgbench(port, *args, timeout=120):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * SLOW)
 
 
+@pytest.mark.exclusive  # load: runs alone (conftest.py)
 def test_dns_answer_change_drains_one_and_adds_another_under_load(pg_cluster, dns, tusk):
     c = pg_cluster
     p = pgbench(c.primary.port, "-i", "-q", "-s", "1")

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import BENCH_DB, PG_BIN, REPO, SANITIZED, SLOW
 
-pytestmark = pytest.mark.tusk_only
+pytestmark = [pytest.mark.tusk_only, pytest.mark.exclusive]  # exclusive: conftest.py
 
 CLIENTS = 8
 TXNS = 500  # per client: 4,000 transactions per run

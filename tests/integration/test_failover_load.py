@@ -7,6 +7,8 @@ the dead primary, and a split pool's readers could not even log in."""
 import pytest
 
 from conftest import SLOW
+
+pytestmark = pytest.mark.exclusive  # load or timing: runs alone (conftest.py)
 from failover_util import TUSK_SETTINGS, pools, prepare, run_failover, service
 
 

@@ -60,6 +60,7 @@ class Writers:
 
 
 # Three PostgreSQL set up in the fixture plus one more here: slow under ASan on a busy machine.
+@pytest.mark.exclusive  # load: runs alone (conftest.py)
 @pytest.mark.timeout(600)
 def test_a_push_adds_an_instance_live_under_load_keeping_the_other_links(parade):
     z1, z2, z3 = parade.zones

@@ -239,6 +239,7 @@ def kv_backends(zone, app):
 
 
 # Last in the module: it leaves the zone's instance where it found it, but restarts nothing.
+@pytest.mark.exclusive  # load: runs alone (conftest.py)
 @pytest.mark.timeout(300)
 def test_a_catalog_that_moves_the_instance_moves_the_calls_under_load(zone):
     """A newer catalog gives the zone's instance a new address (a relay in front of the same

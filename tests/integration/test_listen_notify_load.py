@@ -24,7 +24,7 @@ from test_metrics import scrape, value
 sys.path.insert(0, str(REPO / "tests" / "drivers"))
 import harness  # noqa: E402
 
-pytestmark = pytest.mark.tusk_only
+pytestmark = [pytest.mark.tusk_only, pytest.mark.exclusive]  # exclusive: conftest.py
 
 POOL_SIZE = 2
 CLIENTS = 200

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import BENCH_DB, DIRECT, PG_BIN, SLOW, TEST_DB
 
+pytestmark = pytest.mark.exclusive  # load or timing: runs alone (conftest.py)
+
 
 def test_200_clients_50_queries_each(tusk, pg):
     size = 50

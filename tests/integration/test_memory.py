@@ -23,7 +23,7 @@ from conftest import BENCH_DB, PG_BIN, REPO, SANITIZED, SLOW, TEST_DB
 sys.path.insert(0, str(REPO / "bench"))
 import idle_clients  # noqa: E402  (bench/idle_clients.py: the same measure bench/cost.sh uses)
 
-pytestmark = pytest.mark.tusk_only
+pytestmark = [pytest.mark.tusk_only, pytest.mark.exclusive]  # exclusive: conftest.py
 
 # Measured 1.5-1.6 kB per idle client (x86-64, glibc) once buffers were pooled; before,
 # with a read and a write buffer per client, 10.4 kB; 0.95-1.0 kB over these 2,000 clients

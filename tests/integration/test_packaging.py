@@ -12,6 +12,8 @@ import pytest
 
 from conftest import TUSK_BIN, connect, free_port, port_open, wait_until
 
+pytestmark = pytest.mark.exclusive  # load or timing: runs alone (conftest.py)
+
 BUILD = Path(TUSK_BIN).parent
 
 

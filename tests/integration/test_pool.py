@@ -101,7 +101,9 @@ def test_waiters_are_served_first_come_first_served(tusk):
 
 @pytest.mark.tusk_only
 def test_pools_are_per_database_and_user(tusk):
-    t = tusk(pools=[pool(1)], pool_wait_timeout="1s")
+    # Were the three one pool, b would wait for a's server and fail at the deadline; 5 s and
+    # not 1 s, because a's server is the pool's first and a busy machine may take a second.
+    t = tusk(pools=[pool(1)], pool_wait_timeout="5s")
     with t.connect() as a:
         backend_pid(a)
         with t.connect(dbname=BENCH_DB) as b, t.connect(user="tusk_solo") as c:

@@ -8,6 +8,8 @@ import pytest
 
 from conftest import DIRECT, SLOW, TUSK_ERROR_RE, assert_tusk_error, connect
 
+pytestmark = pytest.mark.exclusive  # load or timing: runs alone (conftest.py)
+
 SHUTDOWN_TEXT = "terminating connection due to administrator command"
 
 

@@ -20,7 +20,7 @@ from test_metrics import scrape, value
 from test_tls import _tls_login as ticket_login
 from tls_util import Certs
 
-pytestmark = pytest.mark.tusk_only
+pytestmark = [pytest.mark.tusk_only, pytest.mark.exclusive]  # exclusive: conftest.py
 
 USER = "tusk_trust"
 SSL_REQUEST = struct.pack("!II", 8, 80877103)

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.tusk_only
 
 # --- many clients, few servers ------------------------------------------------------------------
 
+@pytest.mark.exclusive  # load: runs alone (conftest.py)
 def test_1000_clients_over_10_servers(tusk, pg):
     """1,000 clients connected at once (a barrier holds each until all have logged in), each
     running five short transactions, reads, writes and a rollback, over a pool of 10. Every

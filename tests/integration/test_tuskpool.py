@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, SLOW, TUSK_BIN, run
 
-pytestmark = pytest.mark.tusk_only
+pytestmark = [pytest.mark.tusk_only, pytest.mark.exclusive]  # exclusive: conftest.py
 
 EXAMPLE = TUSK_BIN.parent / "tcp_pool"
 

@@ -66,6 +66,7 @@ def test_libtuskpool_lists_each_probe_with_its_arguments():
         assert f"tuskpool:{name}" in doc, f"tuskpool:{name} not documented"
 
 
+@pytest.mark.exclusive  # load: runs alone (conftest.py)
 def test_build_without_sdt_has_no_probes(tmp_path):
     """The files with probes compile with TUSK_NO_SDT (as on a machine without sys/sdt.h), with
     the project's own flags, and carry no probe note."""

@@ -664,6 +664,35 @@ static size_t add_val(struct resp_conn *c, const char *s, size_t n)
 	return off;
 }
 
+/* A ttl of ms milliseconds as an interval's text in vals: its offset, SIZE_MAX out of memory. */
+static size_t add_ttl(struct resp_conn *c, long long ms)
+{
+	char ttl[48];
+	int n = snprintf(ttl, sizeof ttl, "%lld milliseconds", ms);
+	return add_val(c, ttl, (size_t)n);
+}
+
+/* The wall clock in milliseconds: Redis's absolute times and expiries are read by it. */
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A Redis time t, in seconds or (ms) milliseconds, relative or (at) a unix time, as a ttl in
+ * milliseconds by tusk's clock in *ttl; false when it does not fit in 64 bits. */
+static bool time_to_ttl(long long t, bool ms, bool at, long long *ttl)
+{
+	if (!ms && (t > LLONG_MAX / 1000 || t < LLONG_MIN / 1000))
+		return false;
+	long long when = ms ? t : t * 1000, now = now_ms();
+	if (at ? when < LLONG_MIN + now : when > LLONG_MAX - now)
+		return false;
+	*ttl = at ? when - now : when;
+	return true;
+}
+
 /* A Redis string as the JSON text of a kv value, quoted straight into vals: its offset,
  * SIZE_MAX out of memory, SIZE_MAX - 1 when it cannot be one (a NUL byte). */
 static size_t add_json(struct resp_conn *c, const char *s, size_t n)
@@ -1085,15 +1114,12 @@ static void answer(struct resp_conn *c)
 		}
 		size_t vl = strspn(ver, "0123456789");
 		/* put_if_version(ns, key, value, version [, ttl]) */
-		char ttl[48];
 		if (!ns_key(c, 1, offs))
 			return;
 		offs[2] = add_json(c, arg(c, 2), alen(c, 2));
 		offs[3] = add_val(c, ver, vl);
-		if (c->ttl_ms > 0) {
-			snprintf(ttl, sizeof ttl, "%lld milliseconds", c->ttl_ms);
-			offs[4] = add_val(c, ttl, strlen(ttl));
-		}
+		if (c->ttl_ms > 0)
+			offs[4] = add_ttl(c, c->ttl_ms);
 		if (offs[2] >= SIZE_MAX - 1 || offs[3] == SIZE_MAX) {
 			reply_error(c, offs[2] == SIZE_MAX - 1 ? "ERR tusk: a value may not contain a NUL byte" : "ERR out of memory");
 			return;
@@ -1155,9 +1181,7 @@ static void answer(struct resp_conn *c)
 		memcpy(stamp, e + 1, sl);
 		stamp[sl] = '\0';
 		long long at = iso_ms(stamp, stamp + strcspn(stamp, "\""));
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		long long left = c->ttl_abs ? at : at - ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+		long long left = c->ttl_abs ? at : at - now_ms();
 		if (at < 0) {
 			reply_error(c, "ERR tusk: unreadable expiry");
 			return;
@@ -1496,12 +1520,9 @@ static void set_put(struct resp_conn *c, int vi, enum step step)
 			: nx		       ? KV_OP_PUT_IF_ABSENT
 					       : KV_OP_PUT;
 	offs[2] = add_json(c, arg(c, vi), alen(c, vi));
-	char ttl[48];
 	int n = 3;
-	if (ttl_ms > 0) {
-		snprintf(ttl, sizeof ttl, "%lld milliseconds", ttl_ms);
-		offs[n++] = add_val(c, ttl, strlen(ttl));
-	}
+	if (ttl_ms > 0)
+		offs[n++] = add_ttl(c, ttl_ms);
 	if (step == STEP_SET_HOW) { /* kv.set's how, in words; the ttl NULL when none was given */
 		const char *how = c->set_keep ? (c->set_nx ? "nx keepttl" : c->set_xx ? "xx keepttl" : "keepttl")
 					      : c->set_nx ? "nx" : "xx";
@@ -1549,13 +1570,6 @@ static void cmd_mset(struct resp_conn *c)
 		call_batch(c, STEP_MSET, KV_OP_PUT_MANY, true);
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* EXPIRE k s, PEXPIRE k ms, EXPIREAT k unix-s, PEXPIREAT k unix-ms [NX | XX | GT | LT ...], as
  * Redis 7: the options checked first, then the time; an expiry not in the future deletes the key.
  * Without options kv.touch (or DEL's delete_many), with them kv.expire, which tests the key's
@@ -1564,7 +1578,6 @@ static void cmd_expire(struct resp_conn *c, bool ms, bool at)
 {
 	long long t;
 	size_t offs[KV_CALL_MAX_ARGS];
-	char ttl[48];
 	bool nx = false, xx = false, gt = false, lt = false;
 
 	if (wrong_args(c, c->nargs < 3))
@@ -1593,18 +1606,8 @@ static void cmd_expire(struct resp_conn *c, bool ms, bool at)
 	}
 	if (!arg_ll(c, 2, &t))
 		return;
-	if (!ms && (t > LLONG_MAX / 1000 || t < LLONG_MIN / 1000)) {
-		reply_error(c, "ERR invalid expire time in command");
-		return;
-	}
-	long long when = ms ? t : t * 1000, now = now_ms();
-	if (at) {
-		if (when < LLONG_MIN + now) {
-			reply_error(c, "ERR invalid expire time in command");
-			return;
-		}
-		when -= now; /* the ttl, by tusk's clock */
-	} else if (when > LLONG_MAX - now) {
+	long long when;
+	if (!time_to_ttl(t, ms, at, &when)) {
 		reply_error(c, "ERR invalid expire time in command");
 		return;
 	}
@@ -1616,8 +1619,7 @@ static void cmd_expire(struct resp_conn *c, bool ms, bool at)
 	}
 	if (!ns_key(c, 1, offs))
 		return;
-	snprintf(ttl, sizeof ttl, "%lld milliseconds", when);
-	offs[2] = add_val(c, ttl, strlen(ttl));
+	offs[2] = add_ttl(c, when);
 	const char *how = nx ? "nx" : gt ? "gt" : xx && lt ? "xx lt" : xx ? "xx" : "lt";
 	if (cond)
 		offs[3] = add_val(c, how, strlen(how));
@@ -1638,7 +1640,6 @@ static void cmd_expire(struct resp_conn *c, bool ms, bool at)
 static void cmd_getex(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
-	char ttl[48];
 	int unit = -1;     /* the time's argument (the last, when one option is given again) */
 	int kind = 0, k;   /* 1 EX, 2 PX, 3 EXAT, 4 PXAT: one of them, as Redis */
 	bool persist = false, ms = false, at = false;
@@ -1662,13 +1663,10 @@ static void cmd_getex(struct resp_conn *c)
 	}
 	c->bad_time = NULL;
 	if (unit > 0) {
-		long long now = now_ms();
 		if (!resp_to_ll(arg(c, unit), alen(c, unit), &t))
 			c->bad_time = "ERR value is not an integer or out of range";
-		else if (t <= 0 || (!ms && t > LLONG_MAX / 1000) || (!at && (ms ? t : t * 1000) > LLONG_MAX - now))
+		else if (t <= 0 || !time_to_ttl(t, ms, at, &t))
 			c->bad_time = "ERR invalid expire time in 'getex' command";
-		else
-			t = at ? (ms ? t : t * 1000) - now : ms ? t : t * 1000; /* the ttl, by tusk's clock */
 	}
 	if (!ns_key(c, 1, offs))
 		return;
@@ -1677,8 +1675,7 @@ static void cmd_getex(struct resp_conn *c)
 		return;
 	}
 	if (unit > 0) {
-		snprintf(ttl, sizeof ttl, "%lld milliseconds", t);
-		offs[2] = add_val(c, ttl, strlen(ttl));
+		offs[2] = add_ttl(c, t);
 	} else if (persist) {
 		offs[3] = add_val(c, "persist", strlen("persist"));
 	}

@@ -22,8 +22,8 @@ static void usage(FILE *out)
 {
 	fprintf(out, "Usage: tusk kv init -c FILE    create this zone's catalog and shard databases, schema and roles\n"
 		     "       tusk kv push -c FILE    push the catalog's newest version to every instance\n"
-		     "       tusk kv shard NSHARDS NAMESPACE KEY\n"
-		     "                               print the shard of a key (and its XXH32)\n");
+		     "       tusk kv shard NSHARDS NAMESPACE KEY...\n"
+		     "                               print the shard of each key (and its hash), a line a key\n");
 }
 
 static int ensure_roles(PGconn *pg, const struct config_kv *kv, char err[KV_ERR_MAX])
@@ -363,7 +363,7 @@ static int cmd_shard(int argc, char **argv)
 	char *end;
 	long n;
 
-	if (argc != 4) {
+	if (argc < 4) {
 		usage(stderr);
 		return 2;
 	}
@@ -373,8 +373,11 @@ static int cmd_shard(int argc, char **argv)
 		fprintf(stderr, "tusk kv shard: NSHARDS must be 1..%d\n", KV_MAX_SHARDS);
 		return 2;
 	}
-	int64_t h = kv_hash(argv[2], strlen(argv[2]), argv[3], strlen(argv[3]));
-	printf("%d %" PRId64 "\n", kv_shard_of(argv[2], strlen(argv[2]), argv[3], strlen(argv[3]), (int)n), h);
+	size_t nl = strlen(argv[2]);
+	for (int i = 3; i < argc; i++) { /* a line a key, in the order given */
+		size_t kl = strlen(argv[i]);
+		printf("%d %" PRId64 "\n", kv_shard_of(argv[2], nl, argv[i], kl, (int)n), kv_hash(argv[2], nl, argv[i], kl));
+	}
 	return 0;
 }
 

@@ -265,12 +265,21 @@ def test_a_transient_failure_is_not_quarantined(zone):
         assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == 2
 
 
+def test_kv_shard_takes_many_keys_a_line_each():
+    keys = ["hello", "", "ключ", "hello", "x" * 37]
+    one = [run([str(TUSK_BIN), "kv", "shard", "7", "ns", k]).stdout for k in keys]
+    many = run([str(TUSK_BIN), "kv", "shard", "7", "ns", *keys]).stdout
+    assert many == "".join(one) and len(many.splitlines()) == len(keys)
+
+
 def test_kv_command_line_errors(tmp_path):
     def tusk_kv(*args):
         return run([str(TUSK_BIN), "kv", *args], check=False)
 
     p = tusk_kv("shard", "0", "default", "k")
     assert p.returncode == 2 and "NSHARDS must be 1..4096" in p.stderr
+    p = tusk_kv("shard", "4", "default")  # no key
+    assert p.returncode == 2 and "tusk kv shard NSHARDS NAMESPACE KEY..." in p.stderr
     p = tusk_kv("frobnicate")
     assert p.returncode == 2 and 'unknown command "frobnicate"' in p.stderr
     cfg = tmp_path / "tusk.yaml"

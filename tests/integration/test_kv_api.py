@@ -81,8 +81,10 @@ def test_hash_of_tusk_equals_the_shard_databases(parade):
     keys = sample_keys()[::4]
     for ns in ("default", "short"):
         sql = dict(z.sql(0, "select k, kv.hash(%s, k) from unnest(%s::text[]) k", (ns, keys)))
-        for k in keys:
-            shard, h = run([str(TUSK_BIN), "kv", "shard", "7", ns, k]).stdout.split()
+        lines = run([str(TUSK_BIN), "kv", "shard", "7", ns, *keys]).stdout.splitlines()  # a line a key
+        assert len(lines) == len(keys)
+        for k, line in zip(keys, lines):
+            shard, h = line.split()
             assert int(h) == sql[k], (ns, k)
             assert int(h) == z.sql(0, "select hashtextextended(%s || ':' || %s, 0)", (ns, k))[0][0]
 
@@ -110,7 +112,7 @@ def test_a_key_lands_on_one_shard_whichever_path_wrote_it(parade):
     with kv_conn(b) as c:
         for k in via_b:
             c.execute("select kv.put('default', %s, %s)", (k, Jsonb({"p": "b"})))
-    want = {k: [parade.shard_of("default", k)] for k in keys}
+    want = {k: [s] for k, s in zip(keys, parade.shards_of("default", keys))}
     assert set(s for (s,) in want.values()) == set(range(NSHARDS))
     for z in parade.zones:
         wait_until(lambda: all(placement(z, keys).values()), 20 * SLOW, what=f"every key in zone {z.name}")
@@ -209,7 +211,7 @@ def test_put_many_and_delete_many_split_by_shard(parade):
     a, b = parade.zones
     keys = [f"batch-{i}" for i in range(50)]
     vals = [json.dumps({"i": i}) for i in range(50)]
-    assert {parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
+    assert set(parade.shards_of("default", keys)) == set(range(NSHARDS))
     with kv_conn(a) as c:
         assert c.execute("select kv.put_many('default', %s, %s)", (keys, vals)).fetchone()[0] == 50
         assert c.execute("select kv.put_many('default', %s::text[], %s::text[], '1 hour'::interval)",
@@ -220,7 +222,7 @@ def test_put_many_and_delete_many_split_by_shard(parade):
             c.execute("select kv.put_many('default', %s, %s)", (keys[:3], vals[:2]))
         assert e.value.sqlstate == "22023"
         assert c.execute("select kv.delete_many('default', %s)", (keys[10:],)).fetchone()[0] == 40
-    assert placement(a, keys) == {k: [parade.shard_of("default", k)] for k in keys}
+    assert placement(a, keys) == {k: [s] for k, s in zip(keys, parade.shards_of("default", keys))}
     wait_until(lambda: len(b.sql(0, "select 1") or []) and
                sum(len(b.sql(s, "select key from kv.data where key like 'batch-%%' and value is not null"))
                    for s in range(NSHARDS)) == 10, 20 * SLOW, what="batches replicated")
@@ -266,7 +268,7 @@ def test_scan_with_limit_and_continuation_merges_shards_in_key_order(parade):
             [("scan/counter", 1), ("scan/counter\x01x", 2)]
         assert c.execute("select kv.count('default', '')").fetchone()[0] >= 37
     # Both shards held part of the page: the merge, not one shard, ordered it.
-    assert {parade.shard_of("default", k) for k in want[:10]} == set(range(NSHARDS))
+    assert set(parade.shards_of("default", want[:10])) == set(range(NSHARDS))
 
 
 # ---- 5. counters ----
@@ -429,7 +431,8 @@ def test_kv_calls_stay_index_lookups_on_a_large_analyzed_shard(parade):
     sequentially: each is index lookups whatever the table's size."""
     z = parade.zones[0]
     s = 0
-    keys = [k for k in (f"big{i}" for i in range(400)) if parade.shard_of("default", k) == s][:4]
+    names = [f"big{i}" for i in range(400)]
+    keys = [k for k, sh in zip(names, parade.shards_of("default", names)) if sh == s][:4]
     a, b, c, d = keys
     calls = [("select kv.put('default', %s, '1')", (a,)), ("select kv.get('default', %s)", (a,)),
              ("select kv.put_many('default', %s, array['1', '{\"n\": 2}'])", ([a, b],)),

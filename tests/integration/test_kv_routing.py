@@ -55,7 +55,7 @@ def test_calls_over_the_simple_protocol_land_on_the_key_shard(zone):
     # Each key is in exactly the shard the hash names, and nowhere else.
     for k in keys:
         assert stored(zone, k) == [zone.parade.shard_of("default", k)], k
-    assert {zone.parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
+    assert set(zone.parade.shards_of("default", keys)) == set(range(NSHARDS))
     p = psql(zone, "select kv.get('default', 'simple-3')")
     assert p.returncode == 0 and json.loads(p.stdout) == {"n": 3}, p
     p = psql(zone, "select kv.patch('default', 'simple-3', '{\"n\": 4, \"m\": true}') as merged")
@@ -92,7 +92,7 @@ def test_get_many_is_split_by_shard_and_merged_in_key_order(zone):
     with kv_conn(zone) as c:
         for k in keys:
             c.execute("select kv.put(%s, %s, %s)", ("default", k, Jsonb({"k": k})))
-        assert {zone.parade.shard_of("default", k) for k in keys} == set(range(NSHARDS))
+        assert set(zone.parade.shards_of("default", keys)) == set(range(NSHARDS))
         ask = list(reversed(keys)) + ["many-missing", keys[0]]
         for fmt in ("%s", "%t", "%b"):
             rows = c.execute(f"select * from kv.get_many(%s, {fmt})", ("default", ask)).fetchall()

@@ -122,6 +122,20 @@ class Parade:
     def shard_of(self, ns, key):
         return self.shards_of(ns, [key])[0]
 
+    def keys_on(self, shard, n, prefix, ns="default"):
+        """The first n keys prefix0, prefix1, ... of namespace ns that live on shard (asked of
+        tusk 4n names at a time)."""
+        out, i = [], 0
+        while len(out) < n:
+            names = [f"{prefix}{j}" for j in range(i, i + 4 * n)]
+            out += [k for k, s in zip(names, self.shards_of(ns, names)) if s == shard]
+            i += 4 * n
+        return out[:n]
+
+    def key_on(self, shard, prefix, ns="default"):
+        """The first key prefix0, prefix1, ... of namespace ns that lives on shard."""
+        return self.keys_on(shard, 1, prefix, ns)[0]
+
     def shards_of(self, ns, keys):
         """The shards of keys by tusk's own hash (`tusk kv shard`, one run for those not known
         yet: a sanitized binary takes a tenth of a second to start)."""

@@ -22,14 +22,6 @@ def zone(workdir):
     p.destroy()
 
 
-def key_on(zone, shard, prefix="k", ns="default"):
-    """A key of namespace ns that lives on shard."""
-    i = 0
-    while zone.parade.shard_of(ns, f"{prefix}{i}") != shard:
-        i += 1
-    return f"{prefix}{i}"
-
-
 def test_init_and_push_are_idempotent(zone):
     before = zone.sql(0, "select count(*) from pg_proc p join pg_namespace n on n.oid = p.pronamespace "
                          "where nspname = 'kv'")
@@ -50,7 +42,7 @@ def test_push_applies_newer_and_ignores_older(zone):
     # The shard databases take it; the catalog it came from already has it.
     assert f"version {v} applied by 2 databases, 1 already had it" in out, out
     with zone.db(0) as c:
-        c.execute("select kv.put('late', %s, '1')", (key_on(zone, 0, ns="late"),))
+        c.execute("select kv.put('late', %s, '1')", (zone.parade.key_on(0, "k", ns="late"),))
     # An older version sent again (a delayed push) changes nothing anywhere.
     old["version"] = v - 1
     old["namespaces"] = []
@@ -63,7 +55,7 @@ def test_push_applies_newer_and_ignores_older(zone):
 
 
 def test_put_get_delete_patch_get_many(zone):
-    k = key_on(zone, 1, "rt")
+    k = zone.parade.key_on(1, "rt")
     with zone.db(1) as c:
         v1 = c.execute("select kv.put('default', %s, '{\"n\": 1, \"s\": \"x\"}')", (k,)).fetchone()[0]
         assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] == {"n": 1, "s": "x"}
@@ -74,15 +66,15 @@ def test_put_get_delete_patch_get_many(zone):
         assert c.execute("select kv.get('default', %s)", (k,)).fetchone()[0] is None
         # A patch on a deleted key starts from nothing.
         assert c.execute("select kv.patch('default', %s, '{\"n\": 4, \"z\": null}')", (k,)).fetchone()[0] == {"n": 4}
-        k2, k3 = key_on(zone, 1, "rt2-"), key_on(zone, 1, "rt3-")
+        k2, k3 = zone.parade.key_on(1, "rt2-"), zone.parade.key_on(1, "rt3-")
         c.execute("select kv.put('default', %s, '[1, 2]')", (k2,))
         c.execute("select kv.put('default', %s, 'null')", (k3,))  # JSON null is a value
-        rows = c.execute("select key, value from kv.get_many('default', %s)", ([k, k2, k3, key_on(zone, 1, "absent")],)).fetchall()
+        rows = c.execute("select key, value from kv.get_many('default', %s)", ([k, k2, k3, zone.parade.key_on(1, "absent")],)).fetchall()
         assert sorted(rows) == sorted([(k, {"n": 4}), (k2, [1, 2]), (k3, None)])
 
 
 def test_concurrent_patches_on_one_node_all_count(zone):
-    k = key_on(zone, 0, "ctr")
+    k = zone.parade.key_on(0, "ctr")
     import threading
 
     def bump():
@@ -111,7 +103,7 @@ def test_concurrent_patches_on_one_node_all_count(zone):
 def test_bad_input_gets_a_clear_error(zone, call, params, sqlstate, message):
     # Keys of shard 0 only, so the shard check does not answer first.
     if params == ["k"]:
-        params = [key_on(zone, 0, "bad", ns=call.split("'")[1])]
+        params = [zone.parade.key_on(0, "bad", ns=call.split("'")[1])]
     with zone.db(0) as c:
         if sqlstate is None:
             c.execute(f"select {call}", params)
@@ -123,14 +115,14 @@ def test_bad_input_gets_a_clear_error(zone, call, params, sqlstate, message):
 
 
 def test_key_of_another_shard_is_refused(zone):
-    k = key_on(zone, 1, "other")
+    k = zone.parade.key_on(1, "other")
     with zone.db(0) as c, pytest.raises(psycopg.Error) as ei:
         c.execute("select kv.put('default', %s, '1')", (k,))
     assert f'belongs to shard 1, this database is shard 0' in str(ei.value)
 
 
 def test_expired_rows_are_hidden_at_once(zone):
-    k = key_on(zone, 0, "exp", ns="short")
+    k = zone.parade.key_on(0, "exp", ns="short")
     with zone.db(0) as c:
         c.execute("select kv.put('short', %s, '\"soon gone\"', '0.5 seconds')", (k,))
         assert c.execute("select kv.get('short', %s)", (k,)).fetchone()[0] == "soon gone"
@@ -185,7 +177,7 @@ def test_a_clients_search_path_cannot_hijack_the_security_definer_functions(zone
     # functions and operator, named like the built-ins kv.put and kv.get use and first on its
     # search_path, must never run inside them (they run as kv_owner): each pins search_path =
     # pg_catalog, pg_temp (measured in docs/kv.md, "Speed": the SET costs ~1.5 us a call; kept).
-    k = key_on(zone, 0, "hijack")
+    k = zone.parade.key_on(0, "hijack")
     zone.sql(0, "create schema evil authorization kv_client")
     try:
         with zone.db(0) as c:
@@ -218,7 +210,7 @@ def test_a_clients_search_path_cannot_hijack_the_security_definer_functions(zone
         zone.sql(0, "drop schema evil cascade")
 
 def test_local_write_beats_what_it_overwrites_under_a_slow_clock(zone):
-    k = key_on(zone, 0, "skew")
+    k = zone.parade.key_on(0, "skew")
     with zone.db(0) as c:
         v1 = c.execute("select kv.put('default', %s, '1')", (k,)).fetchone()[0]
     zone.sql(0, "update kv.identity set clock_offset_us = -10000000")
@@ -244,7 +236,7 @@ def test_sql_hash_matches_tusk(zone, ns, key):
 def test_a_transient_failure_is_not_quarantined(zone):
     """A lock timeout (or deadlock) while applying a pulled page is not the row's fault: the
     call fails and the link retries the page; only rows that fail on their own are poison."""
-    k = key_on(zone, 0, "locked")
+    k = zone.parade.key_on(0, "locked")
     with zone.db(0) as c:
         c.execute("select kv.put('default', %s, '1')", (k,))
     row = json.dumps([{"ns": "default", "key": k, "value": 2, "ver_ts": 2 ** 60, "origin": 9}])

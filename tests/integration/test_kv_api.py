@@ -431,8 +431,7 @@ def test_kv_calls_stay_index_lookups_on_a_large_analyzed_shard(parade):
     sequentially: each is index lookups whatever the table's size."""
     z = parade.zones[0]
     s = 0
-    names = [f"big{i}" for i in range(400)]
-    keys = [k for k, sh in zip(names, parade.shards_of("default", names)) if sh == s][:4]
+    keys = parade.keys_on(s, 4, "big")
     a, b, c, d = keys
     calls = [("select kv.put('default', %s, '1')", (a,)), ("select kv.get('default', %s)", (a,)),
              ("select kv.put_many('default', %s, array['1', '{\"n\": 2}'])", ([a, b],)),

@@ -27,16 +27,6 @@ def parade(workdir):
         pull_interval=f"{int(PULL * 1000)}ms" if z.name == "g2" else None))
 
 
-def keys_on(parade, shard, n, prefix):
-    """The first n keys prefix0, prefix1, ... on shard (asked of tusk 4n names at a time)."""
-    out, i = [], 0
-    while len(out) < n:
-        names = [f"{prefix}{j}" for j in range(i, i + 4 * n)]
-        out += [k for k, s in zip(names, parade.shards_of("default", names)) if s == shard]
-        i += 4 * n
-    return out[:n]
-
-
 def rows(zone, key):
     return zone.sql(zone.parade.shard_of("default", key),
                     "select value, ver_ts, origin from kv.data where ns = 'default' and key = %s", (key,))
@@ -49,7 +39,7 @@ def wait_rows(zones, key, pred, what, timeout=30):
 
 def test_tombstones_are_kept_through_the_grace_then_purged_everywhere(parade):
     z1, z2, z3 = parade.zones
-    keys = keys_on(parade, 0, 5, "tomb-")
+    keys = parade.keys_on(0, 5, "tomb-")
     for k in keys:
         z1.put(k, "doomed")
     for k in keys:
@@ -74,7 +64,7 @@ def test_tombstones_are_kept_through_the_grace_then_purged_everywhere(parade):
 
 def test_gc_waits_for_a_lagging_peer(parade):
     z1, z2, z3 = parade.zones
-    k, = keys_on(parade, 1, 1, "lag-")
+    k = parade.key_on(1, "lag-")
     z1.put(k, "v")
     wait_rows(parade.zones, k, lambda r: len(r) == 1, "the put")
     assert z3.stop_tusk() == []  # z3 stops pulling: it never acknowledges the delete
@@ -92,7 +82,7 @@ def test_gc_waits_for_a_lagging_peer(parade):
 
 def test_expired_row_is_purged_and_a_late_write_does_not_resurrect_it(parade):
     z1, z2, z3 = parade.zones
-    k, = keys_on(parade, 0, 1, "exp-")
+    k = parade.key_on(0, "exp-")
     z1.put(k, "old, no ttl")
     wait_rows(parade.zones, k, lambda r: len(r) == 1, "the first put")
     z2.put(k, "short-lived", ttl="1 second")
@@ -121,7 +111,7 @@ def test_an_expired_counter_is_purged_everywhere_and_a_new_one_starts_at_the_del
     rows (parts, the expiry rows) are purged in every zone once past the grace, and an INCR
     afterwards starts a new counter at its delta in every zone."""
     z1, z2, z3 = parade.zones
-    key = keys_on(parade, 1, 1, "ctr-")[0]
+    key = parade.key_on(1, "ctr-")
     s = parade.shard_of("default", key)
 
     def counter_rows(z):
@@ -157,7 +147,7 @@ def test_live_counters_with_a_reset_part_are_kept_and_purged_after_their_reset(p
     part without a baseline for one that counts 0, and purged a counter at 4). A DEL makes it
     absent; then its rows are purged in every zone after the grace."""
     z1, z2, z3 = parade.zones
-    keys = {0: keys_on(parade, 0, 1, "zero-")[0], 4: keys_on(parade, 1, 1, "four-")[0]}
+    keys = {0: parade.key_on(0, "zero-"), 4: parade.key_on(1, "four-")}
 
     def counter_rows(z, key):
         return z.sql(parade.shard_of("default", key), "select key from kv.data where ns = 'default' and key > %s "
@@ -205,7 +195,7 @@ def test_pull_interval_spaces_a_links_passes(parade):
     def passes(z):
         return sum(r["passes"] for r in show_kv(z) if r["peer"] == z1.id)
 
-    keys = [keys_on(parade, s, 1, "paced-")[0] for s in range(NSHARDS)]
+    keys = [parade.key_on(s, "paced-") for s in range(NSHARDS)]
     p2, p3 = passes(z2), passes(z3)
     t0 = time.monotonic()
     n = 0
@@ -249,7 +239,7 @@ def test_idle_links_write_twice_a_second_not_at_every_pass(parade):
 def test_a_removed_peer_does_not_block_gc(parade):
     """Runs last: g3 leaves the parade for good."""
     z1, z2, z3 = parade.zones
-    k, = keys_on(parade, 1, 1, "removed-")
+    k = parade.key_on(1, "removed-")
     z1.put(k, "v")
     wait_rows(parade.zones, k, lambda r: len(r) == 1, "the put")
     assert z3.stop_tusk() == []

@@ -59,10 +59,6 @@ def worker_backends(zone, shard=None):
         return [r[0] for r in a.execute(q).fetchall()]
 
 
-def key_on(zone, shard, prefix):
-    return next(f"{prefix}{i}" for i in range(10000) if zone.parade.shard_of("default", f"{prefix}{i}") == shard)
-
-
 def run_clients(zone, n, body):
     """body(client_index, conn) in n threads, each with its own connection; the exceptions raised."""
     errors = []
@@ -168,8 +164,8 @@ def hold_row_lock(zone, shard, key):
 
 def test_a_call_stuck_on_a_row_lock_holds_up_no_other_call(zone):
     shard = 0
-    locked = key_on(zone, shard, "locked")
-    free = key_on(zone, shard, "free")
+    locked = zone.parade.key_on(shard, "locked")
+    free = zone.parade.key_on(shard, "free")
     h = hold_row_lock(zone, shard, locked)
     try:
         stuck = kv_conn(zone)
@@ -196,7 +192,7 @@ def test_a_call_stuck_on_a_row_lock_holds_up_no_other_call(zone):
 
 def test_a_client_that_leaves_while_its_call_is_in_flight_leaves_the_connection_usable(zone):
     shard = 1
-    locked = key_on(zone, shard, "leave")
+    locked = zone.parade.key_on(shard, "leave")
     h = hold_row_lock(zone, shard, locked)
     try:
         for _ in range(10):
@@ -219,7 +215,7 @@ def test_a_client_that_leaves_while_its_call_is_in_flight_leaves_the_connection_
 
 def test_a_shard_that_does_not_answer_is_bounded_by_the_call_timeout(zone):
     shard = 0
-    locked = key_on(zone, shard, "timeout")
+    locked = zone.parade.key_on(shard, "timeout")
     h = hold_row_lock(zone, shard, locked)
     try:
         with kv_conn(zone) as c:
@@ -231,13 +227,21 @@ def test_a_shard_that_does_not_answer_is_bounded_by_the_call_timeout(zone):
             assert "did not answer the call within" in str(e.value) and "may or may not" in str(e.value), e.value
             assert CALL_TIMEOUT * 0.9 <= took < CALL_TIMEOUT + 5 * SLOW, took
             # The session goes on; another key of the shard answers meanwhile.
-            other = key_on(zone, shard, "not-locked")
+            other = zone.parade.key_on(shard, "not-locked")
             c.execute("select kv.put('default', %s, '2')", (other,))
             assert c.execute("select kv.get('default', %s)", (other,)).fetchone()[0] == 2
     finally:
         h.rollback()
         h.close()
     with kv_conn(zone) as c:
+        # The timed-out put was not cancelled: its statement still waited for the row on the
+        # shard (its connection closed, which a backend waiting on a lock does not notice) and
+        # writes once the row is free. Only then is a new put sure to be the last (PostgreSQL
+        # does not queue a new writer behind a waiter that has yet to relock the row). With
+        # the shipped timeouts the shard's lock_timeout (30 s) and statement_timeout (60 s) end
+        # such a statement before the call's 65 s do.
+        wait_until(lambda: c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 1,
+                   10 * SLOW, interval=0.05, what="the timed-out put to land")
         c.execute("select kv.put('default', %s, '3')", (locked,))
         assert c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 3
 
@@ -247,7 +251,7 @@ def test_tusk_stopping_with_calls_in_flight_on_its_shard_connections_exits_clean
     """SIGTERM while calls wait on a row lock: their clients are closed, the calls answered
     57P01 on the worker (nothing leaked: the sanitizer build reports leaks at exit)."""
     shard = 0
-    locked = key_on(zone, shard, "stopping")
+    locked = zone.parade.key_on(shard, "stopping")
     h = hold_row_lock(zone, shard, locked)
     try:
         waiting = []
@@ -314,7 +318,7 @@ def test_a_get_through_tusk_from_the_live_view_answers_what_kv_get_answers_in_ev
     # tusk reads a hit from kv.live and calls kv.get only on a miss: differential against
     # kv.get on the shard itself, for a key live, overwritten, deleted, expired, never
     # written, with a JSON null, in a namespace the catalog does not have, and malformed.
-    keys = {state: key_on(zone, i % NSHARDS, f"view-{state}-")
+    keys = {state: zone.parade.key_on(i % NSHARDS, f"view-{state}-")
             for i, state in enumerate(["live", "over", "deleted", "expired", "never", "jnull"])}
     with kv_conn(zone) as c:
         c.execute("select kv.put('default', %s, '{\"v\": 1}')", (keys["live"],))
@@ -360,7 +364,7 @@ def test_a_key_of_a_namespace_the_catalog_dropped_is_not_read_through_the_view(z
         zone.kv("push")
 
     push("insert into kv_catalog.namespaces values ('gone', NULL)")
-    k = key_on(zone, 0, "gone-")
+    k = zone.parade.key_on(0, "gone-")
     with kv_conn(zone) as c:
         c.execute("select kv.put('gone', %s, '\"kept\"')", (k,))
         assert c.execute("select kv.get('gone', %s)", (k,)).fetchone()[0] == "kept"
@@ -376,7 +380,7 @@ def test_a_key_of_a_namespace_the_catalog_dropped_is_not_read_through_the_view(z
 def test_kv_live_shows_kv_client_only_live_rows_even_to_its_own_functions(zone):
     # The view runs as its owner; security_barrier keeps a caller's function in the WHERE from
     # being evaluated on the rows the view hides (a tombstone, an expired value).
-    k_dead, k_exp, k_live = (key_on(zone, 0, p) for p in ("bar-dead-", "bar-exp-", "bar-live-"))
+    k_dead, k_exp, k_live = (zone.parade.key_on(0, p) for p in ("bar-dead-", "bar-exp-", "bar-live-"))
     with zone.db(0) as c:
         c.execute("select kv.put('default', %s, '\"secret-dead\"')", (k_dead,))
         c.execute("select kv.delete('default', %s)", (k_dead,))
@@ -403,7 +407,7 @@ def test_gets_on_shards_without_kv_live_fall_back_to_kv_get_with_no_error(zone):
     # calls pipelined behind it. No client sees an error, on a router thread (a new tusk's
     # first call, before it has read the catalog) or on the worker's own connections. tusk kv
     # init brings the view back.
-    keys = [key_on(zone, i % NSHARDS, f"fb{i}-") for i in range(8)]
+    keys = [zone.parade.key_on(i % NSHARDS, f"fb{i}-") for i in range(8)]
     with kv_conn(zone) as c:
         for k in keys:
             c.execute("select kv.put('default', %s, %s::jsonb)", (k, f'"{k}"'))
@@ -447,7 +451,7 @@ def test_reads_on_shards_without_kv_read_fall_back_with_no_error(zone):
     # connection switches to the fallbacks (kv.get, else kv.counter when not 0: still one
     # statement; read_many: kv.get_many, values only) and the calls run again, those pipelined
     # behind it too. No client sees an error; gets, prepared beside it, answer too.
-    keys = [key_on(zone, i % NSHARDS, f"rfb{i}-") for i in range(8)]
+    keys = [zone.parade.key_on(i % NSHARDS, f"rfb{i}-") for i in range(8)]
     want = {}
     with zone.pg.admin() as a:  # connections of the test before may still run its fallbacks
         a.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")

@@ -23,16 +23,6 @@ def parade(workdir):
     yield from running_parade(workdir / "kv-three", ["z1", "z2", "z3"])
 
 
-def keys_on(parade, shard, n, prefix, ns="default"):
-    out, i = [], 0
-    while len(out) < n:
-        k = f"{prefix}{i}"
-        if parade.shard_of(ns, k) == shard:
-            out.append(k)
-        i += 1
-    return out
-
-
 def wait_value(parade, key, value, ns="default", timeout=20, zones=None):
     for z in zones or parade.zones:
         wait_until(lambda: z.get(key, ns) == value, timeout * SLOW, interval=0.1, what=f"{key} = {value!r} on {z.name}")
@@ -166,14 +156,14 @@ def test_five_second_transaction_is_not_stranded(parade):
     committed its rows behind the horizon and they never replicated."""
     z1, z2, z3 = parade.zones
     s = 0
-    long_key, = keys_on(parade, s, 1, "long-txn-")
+    long_key = parade.key_on(s, "long-txn-")
     with z1.db(s) as c:
         c.autocommit = False
         c.execute("select kv.put('default', %s, '\"written in a long transaction\"')", (long_key,))
         xid = int(c.execute("select pg_current_xact_id()::text").fetchone()[0])
         t0 = time.monotonic()
         # Meanwhile z1 commits other writes, and z2 and z3 keep writing and replicating.
-        others = keys_on(parade, s, 3, "during-long-")
+        others = parade.keys_on(s, 3, "during-long-")
         z1.put(others[0], "z1 during")
         z2.put(others[1], "z2 during")
         wait_value(parade, others[1], "z2 during")
@@ -195,7 +185,7 @@ def test_poison_row_is_quarantined_and_the_link_keeps_flowing(parade):
     # Written behind the API's back, as a damaged origin might.
     z1.sql(s, "insert into kv.data (ns, key, value, ver_ts, origin) values ('default', %s, '1', 1, %s)",
            (bad, z1.id))
-    after, = keys_on(parade, s, 1, "after-poison-")
+    after = parade.key_on(s, "after-poison-")
     z1.put(after, "still flowing")
     wait_value(parade, after, "still flowing")
     for z in (z2, z3):
@@ -214,19 +204,19 @@ def test_a_link_whose_prepared_statement_the_schema_changed_reconnects(parade):
     run: the link opens a new connection instead of failing every pass from then on."""
     z1, z2, z3 = parade.zones
     s = 0
-    before, = keys_on(parade, s, 1, "before-retype-")
+    before = parade.key_on(s, "before-retype-")
     z1.put(before, "first")
     wait_value(parade, before, "first")  # every link of shard 0 has run its statements
     z2.sql(s, 'alter table kv.links alter column cur_ns type varchar collate "C"')
     try:
-        after, = keys_on(parade, s, 1, "after-retype-")
+        after = parade.key_on(s, "after-retype-")
         z1.put(after, "still flowing")
         z3.put(after + "-z3", "from z3")
         wait_value(parade, after, "still flowing", zones=[z2])
         wait_value(parade, after + "-z3", "from z3", zones=[z2])
     finally:
         z2.sql(s, 'alter table kv.links alter column cur_ns type text collate "C"')
-    again, = keys_on(parade, s, 1, "after-retype-back-")
+    again = parade.key_on(s, "after-retype-back-")
     z1.put(again, "and back")
     wait_value(parade, again, "and back", zones=[z2])
     assert "cached plan must not change result type" in z2.tusk.log_text()
@@ -318,7 +308,7 @@ def metrics(zone):
 
 def test_show_kv_and_metrics_report_every_link(parade):
     z1, z2, z3 = parade.zones
-    key, = keys_on(parade, 0, 1, "shown-")
+    key = parade.key_on(0, "shown-")
     z1.put(key, "counted")
     wait_value(parade, key, "counted")
     # Caught up: every link of z2 has pulled, with a small lag, and its last pass began with

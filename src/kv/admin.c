@@ -375,8 +375,8 @@ static int cmd_shard(int argc, char **argv)
 	}
 	size_t nl = strlen(argv[2]);
 	for (int i = 3; i < argc; i++) { /* a line a key, in the order given */
-		size_t kl = strlen(argv[i]);
-		printf("%d %" PRId64 "\n", kv_shard_of(argv[2], nl, argv[i], kl, (int)n), kv_hash(argv[2], nl, argv[i], kl));
+		int64_t h = kv_hash(argv[2], nl, argv[i], strlen(argv[i]));
+		printf("%d %" PRId64 "\n", kv_shard_of_hash(h, (int)n), h);
 	}
 	return 0;
 }

@@ -96,10 +96,14 @@ int64_t kv_hash(const char *ns, size_t ns_len, const char *key, size_t key_len)
 	return (int64_t)(((uint64_t)b << 32) | c);
 }
 
-int kv_shard_of(const char *ns, size_t ns_len, const char *key, size_t key_len, int nshards)
+int kv_shard_of_hash(int64_t hash, int nshards)
 {
 	if (nshards < 1 || nshards > KV_MAX_SHARDS)
 		return -EINVAL;
-	uint64_t h = (uint64_t)kv_hash(ns, ns_len, key, key_len) & (uint64_t)INT64_MAX;
-	return (int)(h % (uint64_t)nshards);
+	return (int)(((uint64_t)hash & (uint64_t)INT64_MAX) % (uint64_t)nshards);
+}
+
+int kv_shard_of(const char *ns, size_t ns_len, const char *key, size_t key_len, int nshards)
+{
+	return kv_shard_of_hash(kv_hash(ns, ns_len, key, key_len), nshards);
 }

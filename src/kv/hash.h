@@ -21,6 +21,9 @@ int64_t kv_hash(const char *ns, size_t ns_len, const char *key, size_t key_len);
 /* (kv_hash & INT64_MAX) mod nshards, or -EINVAL unless nshards is in 1..KV_MAX_SHARDS. */
 int kv_shard_of(const char *ns, size_t ns_len, const char *key, size_t key_len, int nshards);
 
+/* The shard of a hash kv_hash returned: kv_shard_of without hashing again. */
+int kv_shard_of_hash(int64_t hash, int nshards);
+
 /* kv_shard_of in SQL, of three SQL expressions (text, text, int): the one text of the shard's
  * formula that every statement checking a key's shard is written with (kv.shard_of and the
  * functions of src/kv/schema.c, the router's fast statements). */

@@ -40,6 +40,9 @@ static void test_shard_of(void **state)
 	assert_int_equal(kv_shard_of("default", 7, "hello", 5, 1), 0);
 	assert_int_equal(kv_shard_of("default", 7, "hello", 5, 0), -EINVAL);
 	assert_int_equal(kv_shard_of("default", 7, "hello", 5, KV_MAX_SHARDS + 1), -EINVAL);
+	assert_int_equal(kv_shard_of_hash(-7188145543129412712LL, 4), kv_shard_of("default", 7, "hello", 5, 4));
+	assert_int_equal(kv_shard_of_hash(INT64_MIN, 3), 0); /* the sign bit dropped: 0 mod 3 */
+	assert_int_equal(kv_shard_of_hash(1, 0), -EINVAL);
 	/* Every shard gets keys: the hash spreads. */
 	int count[8] = { 0 };
 	char key[16];

@@ -48,6 +48,9 @@ enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_S
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
 	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW };
 
+/* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
+enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
+
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
 	RESP_SNIFF,     /* a TLS listener: the first byte says ClientHello (0x16) or plaintext */
@@ -91,7 +94,7 @@ struct resp_conn {
 	bool pttl;                     /* TTL in ms */
 	bool ttl_abs;                  /* EXPIRETIME: the expiry, not the time left */
 	const char *bad_time;          /* STEP_GETEX_BAD: the error for a key that exists */
-	bool set_get, set_nx, set_xx, set_keep; /* STEP_SET_HOW: SET's GET, NX, XX, KEEPTTL */
+	unsigned set_how;              /* STEP_SET_HOW: SET's options, SET_NX | SET_XX | SET_GET | SET_KEEPTTL */
 	long long ttl_ms;              /* SET's EX/PX (0: none) */
 	long long count;
 	struct kv_job job;
@@ -681,15 +684,17 @@ static long long now_ms(void)
 }
 
 /* A Redis time t, in seconds or (ms) milliseconds, relative or (at) a unix time, as a ttl in
- * milliseconds by tusk's clock in *ttl; false when it does not fit in 64 bits. */
+ * milliseconds by tusk's clock in *ttl; false where Redis refuses it (seconds past 64 bits of
+ * milliseconds, a relative time whose sum with now is). A time in the past is -1 ms, whatever
+ * its distance, as it is to Redis (the key goes), and no interval of PostgreSQL's overflows. */
 static bool time_to_ttl(long long t, bool ms, bool at, long long *ttl)
 {
 	if (!ms && (t > LLONG_MAX / 1000 || t < LLONG_MIN / 1000))
 		return false;
 	long long when = ms ? t : t * 1000, now = now_ms();
-	if (at ? when < LLONG_MIN + now : when > LLONG_MAX - now)
+	if (!at && when > LLONG_MAX - now)
 		return false;
-	*ttl = at ? when - now : when;
+	*ttl = at ? (when < now ? -1 : when - now) : (when < 0 ? -1 : when);
 	return true;
 }
 
@@ -1072,9 +1077,9 @@ static void answer(struct resp_conn *c)
 			reply_nil(c);
 		return;
 	case STEP_SET_HOW: /* kv.set: the old value; written unless NX found it or XX did not */
-		if (c->set_get && v)
+		if ((c->set_how & SET_GET) && v)
 			reply_value(c, v, n);
-		else if (c->set_get || (c->set_nx && v) || (c->set_xx && !v))
+		else if ((c->set_how & SET_GET) || ((c->set_how & SET_NX) && v) || ((c->set_how & SET_XX) && !v))
 			reply_nil(c);
 		else
 			reply_simple(c, "OK");
@@ -1441,21 +1446,21 @@ static bool expire_arg(struct resp_conn *c, long long t, bool ms, const char *cm
 static void cmd_set(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
-	bool nx = false, xx = false, get = false, keepttl = false;
+	unsigned how = 0;
 	long long ttl_ms = 0;
 
 	if (wrong_args(c, c->nargs < 3))
 		return;
 	for (int i = 3; i < c->nargs; i++) {
-		if (is(c, i, "NX") && !xx) {
-			nx = true;
-		} else if (is(c, i, "XX") && !nx) {
-			xx = true;
+		if (is(c, i, "NX") && !(how & SET_XX)) {
+			how |= SET_NX;
+		} else if (is(c, i, "XX") && !(how & SET_NX)) {
+			how |= SET_XX;
 		} else if (is(c, i, "GET")) {
-			get = true;
+			how |= SET_GET;
 		} else if (is(c, i, "KEEPTTL") && ttl_ms == 0) {
-			keepttl = true;
-		} else if ((is(c, i, "EX") || is(c, i, "PX")) && ttl_ms == 0 && !keepttl && i + 1 < c->nargs) {
+			how |= SET_KEEPTTL;
+		} else if ((is(c, i, "EX") || is(c, i, "PX")) && ttl_ms == 0 && !(how & SET_KEEPTTL) && i + 1 < c->nargs) {
 			long long t;
 			if (!arg_ll(c, i + 1, &t) || !expire_arg(c, t, is(c, i, "PX"), "set", &ttl_ms))
 				return;
@@ -1466,24 +1471,22 @@ static void cmd_set(struct resp_conn *c)
 		}
 	}
 	c->ttl_ms = ttl_ms;
-	if (keepttl || (get && (nx || xx))) { /* kv.set: the test, the read and the write in one step */
-		c->set_get = get;
-		c->set_nx = nx;
-		c->set_xx = xx;
-		c->set_keep = keepttl;
+	if ((how & SET_KEEPTTL) || ((how & SET_GET) && (how & (SET_NX | SET_XX)))) {
+		/* kv.set: the test, the read and the write in one step */
+		c->set_how = how;
 		set_put(c, 2, STEP_SET_HOW);
 		return;
 	}
-	if (get) {
+	if (how & SET_GET) {
 		set_put(c, 2, STEP_SWAP);
 		return;
 	}
-	if (xx) { /* only if it exists: its version, then a put at that version */
+	if (how & SET_XX) { /* only if it exists: its version, then a put at that version */
 		if (ns_key(c, 1, offs))
 			call_key(c, STEP_SET_XX_META, KV_OP_READ_META, offs, 2);
 		return;
 	}
-	set_put(c, 2, nx ? STEP_SET_NX : STEP_SET);
+	set_put(c, 2, (how & SET_NX) ? STEP_SET_NX : STEP_SET);
 }
 
 /* SETEX k seconds v, PSETEX k ms v: SET k v EX|PX, with their own errors, as Redis. */
@@ -1524,8 +1527,9 @@ static void set_put(struct resp_conn *c, int vi, enum step step)
 	if (ttl_ms > 0)
 		offs[n++] = add_ttl(c, ttl_ms);
 	if (step == STEP_SET_HOW) { /* kv.set's how, in words; the ttl NULL when none was given */
-		const char *how = c->set_keep ? (c->set_nx ? "nx keepttl" : c->set_xx ? "xx keepttl" : "keepttl")
-					      : c->set_nx ? "nx" : "xx";
+		unsigned h = c->set_how;
+		const char *how = (h & SET_KEEPTTL) ? ((h & SET_NX) ? "nx keepttl" : (h & SET_XX) ? "xx keepttl" : "keepttl")
+					       : (h & SET_NX) ? "nx" : "xx";
 		if (ttl_ms <= 0)
 			offs[3] = SIZE_MAX;
 		offs[4] = add_val(c, how, strlen(how));
@@ -1608,7 +1612,8 @@ static void cmd_expire(struct resp_conn *c, bool ms, bool at)
 		return;
 	long long when;
 	if (!time_to_ttl(t, ms, at, &when)) {
-		reply_error(c, "ERR invalid expire time in command");
+		reply_error(c, "ERR invalid expire time in '%s' command",
+			    at ? (ms ? "pexpireat" : "expireat") : (ms ? "pexpire" : "expire"));
 		return;
 	}
 	bool cond = nx || xx || gt || lt;

@@ -161,8 +161,13 @@ def test_redis_set_options_and_expiry(zone):
     time.sleep(0.6)
     assert r.get("short") is None  # hidden at once once expired
     assert r.expire("ex", -1) is True and r.get("ex") is None  # Redis: deletes
-    with pytest.raises(redis.ResponseError, match="invalid expire time"):
+    with pytest.raises(redis.ResponseError, match="invalid expire time in 'set' command"):
         r.set("bad", "v", ex=0)
+    # A time past 64 bits of milliseconds: Redis's error, naming the command as Redis does.
+    for cmd, t in (("EXPIRE", "9223372036854776"), ("PEXPIRE", "9223372036854775807"),
+                   ("EXPIREAT", "9223372036854776")):
+        with pytest.raises(redis.ResponseError, match=f"^invalid expire time in '{cmd.lower()}' command$"):
+            r.execute_command(cmd, "nx", t)
 
 
 def test_redis_mget_mset_counters_scan(zone):
@@ -798,6 +803,13 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
             ("EXPIRE", "ea", "10", "GT", "LT"), ("EXPIRE", "ea", "10", "FOO"), ("EXPIRE", "ea", "x", "NX"),
             ("EXPIRE", "nope", "10", "LT"), ("TTL", "ea"), ("SET", "eb", "v"), ("EXPIRE", "eb", "100", "NX"),
             ("PEXPIRE", "eb", "-1", "GT"), ("EXISTS", "eb"), ("PEXPIRE", "eb", "-1", "LT"), ("EXISTS", "eb"),
+            # times at the ends of 64 bits: past ones delete (with LT too), future ones past 64 bits are refused
+            ("SET", "ec", "v"), ("PEXPIREAT", "ec", "-9223372036854775807"), ("EXISTS", "ec"),
+            ("SET", "ed", "v", "EX", "100"), ("EXPIRE", "ed", "-9223372036854775", "GT"), ("TTL", "ed"),
+            ("EXPIRE", "ed", "-9223372036854775", "LT"), ("EXISTS", "ed"), ("SET", "ee", "v"),
+            ("EXPIREAT", "ee", "-9223372036854775", "NX"), ("EXISTS", "ee"), ("SET", "ef", "v"),
+            ("EXPIRE", "ef", "9223372036854776"), ("PEXPIRE", "ef", "9223372036854775807"),
+            ("EXPIREAT", "ef", "9223372036854776"), ("EXPIRE", "ef", "-9223372036854776"), ("TTL", "ef"),
             ("INCR", "ec"), ("EXPIRE", "ec", "100", "XX"), ("EXPIRE", "ec", "100", "GT"), ("EXPIRE", "ec", "100", "LT"),
             ("TTL", "ec"), ("EXPIRE", "ec", "100", "NX"), ("EXPIRE", "ec", "50", "GT"), ("EXPIRE", "ec", "150", "GT"),
             ("TTL", "ec"), ("INCR", "ec"), ("PEXPIRE", "ec", "0", "XX"), ("EXISTS", "ec"), ("INCR", "ec"),

@@ -44,7 +44,7 @@
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's) */
 
-enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_SET_XX_META, STEP_SET_XX, STEP_DEL,
+enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
 	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW };
 
@@ -1049,10 +1049,9 @@ static void answer(struct resp_conn *c)
 	struct kv_job *j = &c->job;
 	const char *v = NULL;
 	size_t n = 0;
-	size_t offs[KV_CALL_MAX_ARGS];
 
 	if (j->failed) {
-		if ((c->step == STEP_SET_NX || c->step == STEP_SET_XX) && strcmp(j->sqlstate, "KV001") == 0)
+		if (c->step == STEP_SET_NX && strcmp(j->sqlstate, "KV001") == 0)
 			reply_nil(c);
 		else if (c->step == STEP_SETNX && strcmp(j->sqlstate, "KV001") == 0)
 			reply_int(c, 0);
@@ -1098,40 +1097,12 @@ static void answer(struct resp_conn *c)
 		return;
 	case STEP_SET:
 	case STEP_SET_NX:
-	case STEP_SET_XX:
 	case STEP_MSET:
 		reply_simple(c, "OK");
 		return;
 	case STEP_SETNX:
 		reply_int(c, 1);
 		return;
-	case STEP_SET_XX_META: {
-		/* read_meta: a value's version, else a counter's {"counter": n, ...} (the key exists:
-		 * a put, which replaces the counter, as Redis's SET XX), else NULL (absent) */
-		const char *ver = v ? meta_field(v, n, "version") : NULL;
-		if (!ver && v && meta_field(v, n, "counter")) {
-			set_put(c, 2, STEP_SET_XX);
-			return;
-		}
-		if (!ver) {
-			reply_nil(c);
-			return;
-		}
-		size_t vl = strspn(ver, "0123456789");
-		/* put_if_version(ns, key, value, version [, ttl]) */
-		if (!ns_key(c, 1, offs))
-			return;
-		offs[2] = add_json(c, arg(c, 2), alen(c, 2));
-		offs[3] = add_val(c, ver, vl);
-		if (c->ttl_ms > 0)
-			offs[4] = add_ttl(c, c->ttl_ms);
-		if (offs[2] >= SIZE_MAX - 1 || offs[3] == SIZE_MAX) {
-			reply_error(c, offs[2] == SIZE_MAX - 1 ? "ERR tusk: a value may not contain a NUL byte" : "ERR out of memory");
-			return;
-		}
-		call_key(c, STEP_SET_XX, KV_OP_PUT_IF_VERSION, offs, c->ttl_ms > 0 ? 5 : 4);
-		return;
-	}
 	case STEP_DEL: {
 		/* delete_many's count: the keys that had a live value or a counter (0 too) */
 		long long x;
@@ -1445,7 +1416,6 @@ static bool expire_arg(struct resp_conn *c, long long t, bool ms, const char *cm
 
 static void cmd_set(struct resp_conn *c)
 {
-	size_t offs[KV_CALL_MAX_ARGS];
 	unsigned how = 0;
 	long long ttl_ms = 0;
 
@@ -1471,19 +1441,16 @@ static void cmd_set(struct resp_conn *c)
 		}
 	}
 	c->ttl_ms = ttl_ms;
-	if ((how & SET_KEEPTTL) || ((how & SET_GET) && (how & (SET_NX | SET_XX)))) {
-		/* kv.set: the test, the read and the write in one step */
+	if ((how & (SET_KEEPTTL | SET_XX)) || ((how & SET_GET) && (how & SET_NX))) {
+		/* kv.set: the test, the read and the write in one step, under the key's locks (its
+		 * version read first and a put at that version was two: a SET between them made a
+		 * SET XX of a key that existed throughout answer nil) */
 		c->set_how = how;
 		set_put(c, 2, STEP_SET_HOW);
 		return;
 	}
 	if (how & SET_GET) {
 		set_put(c, 2, STEP_SWAP);
-		return;
-	}
-	if (how & SET_XX) { /* only if it exists: its version, then a put at that version */
-		if (ns_key(c, 1, offs))
-			call_key(c, STEP_SET_XX_META, KV_OP_READ_META, offs, 2);
 		return;
 	}
 	set_put(c, 2, (how & SET_NX) ? STEP_SET_NX : STEP_SET);

@@ -1157,6 +1157,69 @@ def test_redis_expire_conditions_test_and_write_in_one_step(zone):
             assert setup.ttl(key) == want, (key, setup.ttl(key), want)
 
 
+def test_redis_calls_that_read_then_write_race_a_plain_set_before_it_or_after_it(zone):
+    """GETEX, APPEND, SET ... KEEPTTL GET and SET ... XX read a key and then write it; a plain SET (the
+    router's one-statement put, which takes the key's row lock and no advisory lock) racing them
+    must land wholly before or wholly after (kv._lock_row), and what they answered says which.
+    Two clients at a barrier, 12 rounds; client 0 SETs new over old while client 1 runs:
+    - GETEX EX 100: answered new (the SET first) exactly when the key keeps that expiry, old
+      (the SET after, clearing it) exactly when it has none;
+    - APPEND +: the key ends new (the SET after) or new+ (after the SET); old+ lost the SET;
+    - SET kt KEEPTTL GET over old with an expiry: answered old and the key ends new without one
+      (the SET after), or answered new and the key ends kt, new's lack of expiry kept; an answer
+      old with the key at kt lost the SET;
+    - SET xx XX: OK whichever came first (the key exists throughout), the key ends new or xx.
+    And EXPIRE 1000 against EXPIRE 2000 GT of a value and of a counter without expiry: GT
+    succeeded (the EXPIRE first) exactly when the key keeps 2000, and failed (no expiry yet:
+    infinite, as Redis) exactly when it keeps 1000."""
+    tag = f"rwrace:{time.monotonic_ns()}"
+    rounds = 12
+    setup = client(zone, db=3)
+    for n in range(rounds):
+        setup.set(f"{tag}:getex:{n}", "old")
+        setup.set(f"{tag}:append:{n}", "old")
+        setup.set(f"{tag}:keepttl:{n}", "old", ex=100)
+        setup.set(f"{tag}:xx:{n}", "old")
+        setup.set(f"{tag}:value:{n}", "v")
+        setup.incr(f"{tag}:counter:{n}")
+    rw = {"getex": lambda r, k: r.getex(k, ex=100), "append": lambda r, k: r.append(k, "+"),
+          "keepttl": lambda r, k: r.set(k, "kt", keepttl=True, get=True),
+          "xx": lambda r, k: r.set(k, "xx", xx=True)}
+    answers = {}
+
+    def body(i, r, barrier):
+        for n in range(rounds):
+            for kind, call in rw.items():
+                barrier.wait(30 * SLOW)
+                if i == 0:
+                    assert r.set(f"{tag}:{kind}:{n}", "new") is True
+                else:
+                    answers[(kind, n)] = call(r, f"{tag}:{kind}:{n}")
+            for kind in ("value", "counter"):
+                barrier.wait(30 * SLOW)
+                if i == 0:
+                    assert r.expire(f"{tag}:{kind}:{n}", 1000) is True
+                else:
+                    answers[(kind, n)] = r.execute_command("EXPIRE", f"{tag}:{kind}:{n}", "2000", "GT")
+
+    race(zone, 2, body)
+    for n in range(rounds):
+        got, ttl = answers[("getex", n)], setup.ttl(f"{tag}:getex:{n}")
+        assert (got, ttl == -1) in ((b"new", False), (b"old", True)), (n, got, ttl)
+        assert got == b"old" or 90 <= ttl <= 100, (n, got, ttl)
+        assert setup.get(f"{tag}:getex:{n}") == b"new"
+        got, end = answers[("append", n)], setup.get(f"{tag}:append:{n}")
+        assert (got, end) in ((4, b"new"), (4, b"new+")), (n, got, end)
+        got, end, ttl = answers[("keepttl", n)], setup.get(f"{tag}:keepttl:{n}"), setup.ttl(f"{tag}:keepttl:{n}")
+        assert (got, end, ttl) in ((b"old", b"new", -1), (b"new", b"kt", -1)), (n, got, end, ttl)
+        got, end = answers[("xx", n)], setup.get(f"{tag}:xx:{n}")
+        assert got is True and end in (b"new", b"xx"), (n, got, end)
+        for kind in ("value", "counter"):
+            gt, ttl = answers[(kind, n)], setup.ttl(f"{tag}:{kind}:{n}")
+            assert (gt, ttl > 1500) in ((1, True), (0, False)), (kind, n, gt, ttl)
+            assert 990 <= ttl <= 1000 or 1990 <= ttl <= 2000, (kind, n, gt, ttl)
+
+
 def test_redis_set_nx_get_is_one_step(zone):
     """SET ... NX GET (kv.set) reads and writes under the key's lock: 8 clients at a barrier
     on a key never written, 10 keys: exactly one finds it absent (nil, and its value is the

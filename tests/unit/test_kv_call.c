@@ -96,45 +96,40 @@ static void test_the_calls_beyond_get_and_put(void **st)
 	assert_int_equal(parse("select kv.read_meta('d', 'k')"), 0);
 	assert_int_equal(call.op, KV_OP_READ_META);
 	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
-	/* swap: Redis's GETSET and GETDEL (NULL value), the old value back; one key */
-	assert_int_equal(parse("select kv.swap('d', 'k', '1')"), 0);
-	assert_int_equal(call.op, KV_OP_SWAP);
-	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
-	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
-	assert_int_equal(parse("select kv.swap('d', 'k', NULL, '1 minute')"), 0);
-	assert_int_equal(parse("select kv.swap('d', 'k')"), -EINVAL);
-	/* persist: Redis's PERSIST, the new version or NULL; one key */
-	assert_int_equal(parse("select kv.persist('d', 'k')"), 0);
-	assert_int_equal(call.op, KV_OP_PERSIST);
-	assert_int_equal(kv_call_result_type(call.op), KV_OID_INT8);
-	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
-	assert_int_equal(parse("select kv.persist('d')"), -EINVAL);
-	/* expire: Redis's EXPIRE with a condition, the new version or NULL; one key, four arguments */
-	assert_int_equal(parse("select kv.expire('d', 'k', '10 seconds', 'gt')"), 0);
-	assert_int_equal(call.op, KV_OP_EXPIRE);
-	assert_int_equal(kv_call_result_type(call.op), KV_OID_INT8);
-	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
-	assert_int_equal(parse("select kv.expire('d', 'k', '10 seconds')"), -EINVAL);
-	/* getex: Redis's GETEX, the value as read; two to four arguments */
-	assert_int_equal(parse("select kv.getex('d', 'k')"), 0);
-	assert_int_equal(call.op, KV_OP_GETEX);
-	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
-	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
-	assert_int_equal(parse("select kv.getex('d', 'k', NULL, 'persist')"), 0);
-	assert_int_equal(parse("select kv.getex('d')"), -EINVAL);
-	/* set: Redis's SET with GET and NX or XX, or KEEPTTL, the old value; three to five arguments */
-	assert_int_equal(parse("select kv.set('d', 'k', '1', NULL, 'nx keepttl')"), 0);
-	assert_int_equal(call.op, KV_OP_SET);
-	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
-	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
-	assert_int_equal(parse("select kv.set('d', 'k', '1')"), 0);
-	assert_int_equal(parse("select kv.set('d', 'k')"), -EINVAL);
-	/* append: Redis's APPEND, the new value; three arguments */
-	assert_int_equal(parse("select kv.append('d', 'k', 'tail')"), 0);
-	assert_int_equal(call.op, KV_OP_APPEND);
-	assert_int_equal(kv_call_result_type(call.op), KV_OID_JSONB);
-	assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
-	assert_int_equal(parse("select kv.append('d', 'k')"), -EINVAL);
+	/* The one-key calls behind Redis's commands: each parsed (in every form given), of its op
+	 * and result type, neither keyless nor rows, and refused with too few arguments. */
+	static const struct {
+		const char *ok, *also, *few;
+		enum kv_op op;
+		int result;
+	} one_key[] = {
+		/* swap: GETSET and GETDEL (NULL value), the old value back */
+		{ "select kv.swap('d', 'k', '1')", "select kv.swap('d', 'k', NULL, '1 minute')", "select kv.swap('d', 'k')",
+		  KV_OP_SWAP, KV_OID_JSONB },
+		/* persist: PERSIST, the new version or NULL */
+		{ "select kv.persist('d', 'k')", NULL, "select kv.persist('d')", KV_OP_PERSIST, KV_OID_INT8 },
+		/* expire: EXPIRE with a condition, the new version or NULL; four arguments */
+		{ "select kv.expire('d', 'k', '10 seconds', 'gt')", NULL, "select kv.expire('d', 'k', '10 seconds')",
+		  KV_OP_EXPIRE, KV_OID_INT8 },
+		/* getex: GETEX, the value as read; two to four arguments */
+		{ "select kv.getex('d', 'k')", "select kv.getex('d', 'k', NULL, 'persist')", "select kv.getex('d')",
+		  KV_OP_GETEX, KV_OID_JSONB },
+		/* set: SET with GET and NX or XX, or KEEPTTL, the old value; three to five arguments */
+		{ "select kv.set('d', 'k', '1', NULL, 'nx keepttl')", "select kv.set('d', 'k', '1')",
+		  "select kv.set('d', 'k')", KV_OP_SET, KV_OID_JSONB },
+		/* append: APPEND, the new value; three arguments */
+		{ "select kv.append('d', 'k', 'tail')", NULL, "select kv.append('d', 'k')", KV_OP_APPEND, KV_OID_JSONB },
+	};
+	for (size_t i = 0; i < sizeof one_key / sizeof one_key[0]; i++) {
+		assert_int_equal(parse(one_key[i].ok), 0);
+		assert_int_equal(call.op, one_key[i].op);
+		assert_int_equal(kv_call_result_type(call.op), one_key[i].result);
+		assert_false(kv_op_keyless(call.op) || kv_op_rows(call.op));
+		if (one_key[i].also)
+			assert_int_equal(parse(one_key[i].also), 0);
+		assert_int_equal(parse(one_key[i].few), -EINVAL);
+		assert_string_equal(state, "42883");
+	}
 	/* put_many: two arrays, each its own elements */
 	assert_int_equal(parse("select kv.put_many('d', ARRAY['a', 'b'], ARRAY['1', $1])"), 0);
 	assert_int_equal(call.op, KV_OP_PUT_MANY);

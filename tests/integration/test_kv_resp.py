@@ -1158,7 +1158,7 @@ def test_redis_expire_conditions_test_and_write_in_one_step(zone):
 
 
 def test_redis_calls_that_read_then_write_race_a_plain_set_before_it_or_after_it(zone):
-    """GETEX, APPEND, SET ... KEEPTTL GET and SET ... XX read a key and then write it; a plain SET (the
+    """GETEX, APPEND, SET ... KEEPTTL GET, SET ... XX and GETDEL read a key and then write it; a plain SET (the
     router's one-statement put, which takes the key's row lock and no advisory lock) racing them
     must land wholly before or wholly after (kv._lock_row), and what they answered says which.
     Two clients at a barrier, 12 rounds; client 0 SETs new over old while client 1 runs:
@@ -1168,7 +1168,9 @@ def test_redis_calls_that_read_then_write_race_a_plain_set_before_it_or_after_it
     - SET kt KEEPTTL GET over old with an expiry: answered old and the key ends new without one
       (the SET after), or answered new and the key ends kt, new's lack of expiry kept; an answer
       old with the key at kt lost the SET;
-    - SET xx XX: OK whichever came first (the key exists throughout), the key ends new or xx.
+    - SET xx XX: OK whichever came first (the key exists throughout), the key ends new or xx;
+    - GETDEL of a key never written: nil and the key ends new (the SET after), or new and the
+      key ends absent; nil with the key absent deleted the SET unseen.
     And EXPIRE 1000 against EXPIRE 2000 GT of a value and of a counter without expiry: GT
     succeeded (the EXPIRE first) exactly when the key keeps 2000, and failed (no expiry yet:
     infinite, as Redis) exactly when it keeps 1000."""
@@ -1184,7 +1186,7 @@ def test_redis_calls_that_read_then_write_race_a_plain_set_before_it_or_after_it
         setup.incr(f"{tag}:counter:{n}")
     rw = {"getex": lambda r, k: r.getex(k, ex=100), "append": lambda r, k: r.append(k, "+"),
           "keepttl": lambda r, k: r.set(k, "kt", keepttl=True, get=True),
-          "xx": lambda r, k: r.set(k, "xx", xx=True)}
+          "xx": lambda r, k: r.set(k, "xx", xx=True), "getdel": lambda r, k: r.getdel(k)}
     answers = {}
 
     def body(i, r, barrier):
@@ -1214,6 +1216,8 @@ def test_redis_calls_that_read_then_write_race_a_plain_set_before_it_or_after_it
         assert (got, end, ttl) in ((b"old", b"new", -1), (b"new", b"kt", -1)), (n, got, end, ttl)
         got, end = answers[("xx", n)], setup.get(f"{tag}:xx:{n}")
         assert got is True and end in (b"new", b"xx"), (n, got, end)
+        got, end = answers[("getdel", n)], setup.get(f"{tag}:getdel:{n}")
+        assert (got, end) in ((None, b"new"), (b"new", None)), (n, got, end)
         for kind in ("value", "counter"):
             gt, ttl = answers[(kind, n)], setup.ttl(f"{tag}:{kind}:{n}")
             assert (gt, ttl > 1500) in ((1, True), (0, False)), (kind, n, gt, ttl)

@@ -46,7 +46,8 @@
 
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
-	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW };
+	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW, STEP_SET_PAST,
+	    STEP_SET_PAST_NX };
 
 /* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
 enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
@@ -1103,16 +1104,24 @@ static void answer(struct resp_conn *c)
 	case STEP_SETNX:
 		reply_int(c, 1);
 		return;
-	case STEP_DEL: {
-		/* delete_many's count: the keys that had a live value or a counter (0 too) */
+	case STEP_DEL:
+	case STEP_SET_PAST: {
+		/* delete_many's count: the keys that had a live value or a counter (0 too); a SET in
+		 * the past: OK, or nil when XX found no key */
 		long long x;
-		if (v && resp_to_ll(v, n, &x))
+		if (v && resp_to_ll(v, n, &x) && c->step == STEP_SET_PAST) {
+			if ((c->set_how & SET_XX) && x == 0)
+				reply_nil(c);
+			else
+				reply_simple(c, "OK");
+		} else if (v && resp_to_ll(v, n, &x))
 			reply_int(c, x);
 		else
 			reply_error(c, "ERR tusk: kv.delete_many answered no count");
 		return;
 	}
 	case STEP_EXISTS:
+	case STEP_SET_PAST_NX:
 	case STEP_MGET: {
 		int nr;
 		struct kvrow *rows = kv_rows(j, &nr);
@@ -1125,7 +1134,7 @@ static void answer(struct resp_conn *c)
 			reply_array(c, c->nargs - 1);
 		for (int i = 1; i < c->nargs; i++) {
 			int r = find_row(rows, nr, arg(c, i), alen(c, i));
-			if (c->step == STEP_EXISTS)
+			if (c->step != STEP_MGET)
 				found += r >= 0;
 			else if (r >= 0 && rows[r].v)
 				reply_value(c, rows[r].v, rows[r].vl);
@@ -1135,6 +1144,8 @@ static void answer(struct resp_conn *c)
 		free(rows);
 		if (c->step == STEP_EXISTS)
 			reply_int(c, found);
+		else if (c->step == STEP_SET_PAST_NX) /* NX: written (and gone) only when absent */
+			found ? reply_nil(c) : reply_simple(c, "OK");
 		return;
 	}
 	case STEP_TOUCH:
@@ -1414,10 +1425,14 @@ static bool expire_arg(struct resp_conn *c, long long t, bool ms, const char *cm
 	return true;
 }
 
+static void cmd_getdel(struct resp_conn *c);
+static void set_past(struct resp_conn *c, unsigned how);
+
 static void cmd_set(struct resp_conn *c)
 {
 	unsigned how = 0;
 	long long ttl_ms = 0;
+	bool timed = false; /* EX, PX, EXAT or PXAT given */
 
 	if (wrong_args(c, c->nargs < 3))
 		return;
@@ -1428,17 +1443,30 @@ static void cmd_set(struct resp_conn *c)
 			how |= SET_XX;
 		} else if (is(c, i, "GET")) {
 			how |= SET_GET;
-		} else if (is(c, i, "KEEPTTL") && ttl_ms == 0) {
+		} else if (is(c, i, "KEEPTTL") && !timed) {
 			how |= SET_KEEPTTL;
-		} else if ((is(c, i, "EX") || is(c, i, "PX")) && ttl_ms == 0 && !(how & SET_KEEPTTL) && i + 1 < c->nargs) {
+		} else if ((is(c, i, "EX") || is(c, i, "PX") || is(c, i, "EXAT") || is(c, i, "PXAT")) && !timed &&
+			   !(how & SET_KEEPTTL) && i + 1 < c->nargs) {
 			long long t;
-			if (!arg_ll(c, i + 1, &t) || !expire_arg(c, t, is(c, i, "PX"), "set", &ttl_ms))
+			bool ms = is(c, i, "PX") || is(c, i, "PXAT"), at = is(c, i, "EXAT") || is(c, i, "PXAT");
+			if (!arg_ll(c, i + 1, &t))
 				return;
+			if (!at && !expire_arg(c, t, ms, "set", &ttl_ms))
+				return;
+			if (at && (t <= 0 || !time_to_ttl(t, ms, true, &ttl_ms))) { /* a unix time, as Redis */
+				reply_error(c, "ERR invalid expire time in 'set' command");
+				return;
+			}
+			timed = true;
 			i++;
 		} else {
 			reply_error(c, "ERR syntax error");
 			return;
 		}
+	}
+	if (timed && ttl_ms <= 0) {
+		set_past(c, how);
+		return;
 	}
 	c->ttl_ms = ttl_ms;
 	if ((how & (SET_KEEPTTL | SET_XX)) || ((how & SET_GET) && (how & SET_NX))) {
@@ -1454,6 +1482,29 @@ static void cmd_set(struct resp_conn *c)
 		return;
 	}
 	set_put(c, 2, (how & SET_NX) ? STEP_SET_NX : STEP_SET);
+}
+
+/* SET k v with an EXAT or PXAT not in the future: what Redis answers, the key absent after it, in
+ * one call each. GET: the old value, the key deleted (GETDEL's), or with NX only read (a key that
+ * exists is kept, one that does not stays absent); NX: OK when the key is absent (nothing stays
+ * written), nil when it exists; XX: the key deleted, OK when it existed, else nil; neither: the
+ * key deleted, OK. */
+static void set_past(struct resp_conn *c, unsigned how)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	c->nargs = 2;
+	c->set_how = how;
+	if ((how & SET_GET) && (how & SET_NX)) {
+		if (ns_key(c, 1, offs))
+			call_key(c, STEP_GET, KV_OP_READ, offs, 2);
+	} else if (how & SET_GET) {
+		cmd_getdel(c);
+	} else if (batch_keys(c, 1, 2, 1)) {
+		if (how & SET_NX)
+			call_batch(c, STEP_SET_PAST_NX, KV_OP_READ_MANY, false);
+		else
+			call_batch(c, STEP_SET_PAST, KV_OP_DELETE_MANY, false);
+	}
 }
 
 /* SETEX k seconds v, PSETEX k ms v: SET k v EX|PX, with their own errors, as Redis. */

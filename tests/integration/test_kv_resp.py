@@ -1169,7 +1169,10 @@ def test_redis_expire_conditions_test_and_write_in_one_step(zone):
             key = f"{tag}:{kind}:{n}"
             assert len(won.get(key, [])) == 1, (key, won.get(key))
             want = 1000 + 10 * won[key][0] if kind == "nx only" else 2000 + 10 * (clients - 1)
-            assert setup.ttl(key) == want, (key, setup.ttl(key), want)
+            # Read after all rounds: a second or two may have passed since the write (a CI run
+            # read 2069 of 2070). The clients' ttls are 10 s apart, so 3 s below is still theirs.
+            ttl = setup.ttl(key)
+            assert want - 3 <= ttl <= want, (key, ttl, want)
 
 
 def test_redis_calls_that_read_then_write_race_a_plain_set_before_it_or_after_it(zone):

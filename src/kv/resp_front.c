@@ -1109,15 +1109,14 @@ static void answer(struct resp_conn *c)
 		/* delete_many's count: the keys that had a live value or a counter (0 too); a SET in
 		 * the past: OK, or nil when XX found no key */
 		long long x;
-		if (v && resp_to_ll(v, n, &x) && c->step == STEP_SET_PAST) {
-			if ((c->set_how & SET_XX) && x == 0)
-				reply_nil(c);
-			else
-				reply_simple(c, "OK");
-		} else if (v && resp_to_ll(v, n, &x))
-			reply_int(c, x);
-		else
+		if (!v || !resp_to_ll(v, n, &x))
 			reply_error(c, "ERR tusk: kv.delete_many answered no count");
+		else if (c->step == STEP_DEL)
+			reply_int(c, x);
+		else if ((c->set_how & SET_XX) && x == 0)
+			reply_nil(c);
+		else
+			reply_simple(c, "OK");
 		return;
 	}
 	case STEP_EXISTS:
@@ -1491,12 +1490,10 @@ static void cmd_set(struct resp_conn *c)
  * key deleted, OK. */
 static void set_past(struct resp_conn *c, unsigned how)
 {
-	size_t offs[KV_CALL_MAX_ARGS];
 	c->nargs = 2;
 	c->set_how = how;
 	if ((how & SET_GET) && (how & SET_NX)) {
-		if (ns_key(c, 1, offs))
-			call_key(c, STEP_GET, KV_OP_READ, offs, 2);
+		cmd_get(c, STEP_GET);
 	} else if (how & SET_GET) {
 		cmd_getdel(c);
 	} else if (batch_keys(c, 1, 2, 1)) {

@@ -1293,3 +1293,61 @@ def test_redis_append_loses_nothing(zone):
         assert got.startswith(head) and len(got) == len(head) + clients * times, (key, got)
         assert all(got[len(head):].count(bytes([ord("a") + i])) == times for i in range(clients)), (key, got)
     assert 90 <= check.ttl(f"{tag}:v") <= 100
+
+
+def test_redis_read_then_write_calls_wait_out_a_purge_of_the_keys_row(zone):
+    """kv.gc purges a key's tombstone or expired row while GETSET, GETDEL, APPEND, SET ... KEEPTTL GET,
+    SET ... XX or GETEX waits for that row's lock (kv._lock_row locks the row first): each answers as
+    on a key that never was, the key ends as that answer says, and nothing errs. The purge is
+    kv.gc's DELETE of the row (tombstone: value IS NULL; expired: expires_at <= now()) in a
+    transaction held open until the call waits on it, then committed. (The loop in kv._lock_row
+    for a purge that commits between its insert and its lock is a window inside one statement,
+    out of a test's reach.)"""
+    tag = f"purge:{time.monotonic_ns()}"
+    r = client(zone, db=3)
+    calls = {  # the call; its answer and the key's value after, as on a key that never was
+        "getset": (lambda c, k: c.getset(k, "new"), None, b"new"),
+        "getdel": (lambda c, k: c.getdel(k), None, None),
+        "append": (lambda c, k: c.append(k, "+x"), 2, b"+x"),
+        "keepttl": (lambda c, k: c.set(k, "kt", keepttl=True, get=True), None, b"kt"),
+        "xx": (lambda c, k: c.set(k, "xx", xx=True), None, None),
+        "getex": (lambda c, k: c.getex(k, ex=100), None, None),
+    }
+    for dead, cond in (("tombstone", "d.value IS NULL"), ("expired", "d.expires_at <= now()")):
+        keys = {name: f"{tag}:{dead}:{name}" for name in calls}
+        for key in keys.values():
+            if dead == "tombstone":
+                r.set(key, "old")
+                assert r.delete(key) == 1
+            else:
+                r.set(key, "old", px=50)
+        time.sleep(0.2)
+        for name, (call, answer, after) in calls.items():
+            key = keys[name]
+            shard = zone.parade.shard_of("diff", key)
+            got = {}
+
+            def run():
+                try:
+                    got["answer"] = call(client(zone, db=3), key)
+                except Exception as e:  # noqa: BLE001 - asserted below
+                    got["error"] = repr(e)
+
+            with zone.db(shard, "postgres") as purger:
+                with purger.transaction():
+                    purged = purger.execute(f"DELETE FROM kv.data d WHERE d.ns = 'diff' AND d.key = %s AND {cond}",
+                                            (key,)).rowcount
+                    assert purged == 1, (dead, name)
+                    pid = purger.info.backend_pid
+                    t = threading.Thread(target=run)
+                    t.start()
+                    # (a call that does not touch the row answers at once: not waiting is no fault)
+                    wait_until(lambda: not t.is_alive() or zone.sql(
+                        shard, "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
+                        (pid,))[0][0] == 1, 30 * SLOW, what=f"{name} waiting on the purge of {dead}")
+                t.join(30 * SLOW)
+            assert got == {"answer": answer}, (dead, name, got)
+            assert r.get(key) == after, (dead, name)
+            assert r.ttl(key) == (-2 if after is None else -1), (dead, name)
+
+

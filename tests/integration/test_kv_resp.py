@@ -1417,3 +1417,51 @@ def test_a_purge_of_a_reset_counter_keeps_an_increment_made_meanwhile(zone):
             finally:
                 admin.execute("delete from kv.links where peer = 99")
                 admin.execute("delete from kv.acks where instance = 99")
+
+
+def test_a_purge_of_a_keys_tombstone_under_a_new_counter_does_not_let_a_set_miss_it(zone):
+    """An INCR of a key whose row is an old tombstone (a value's DEL) keeps that row as the
+    counter's key row, so that the router's one-statement SET, which cannot see a part made
+    after its snapshot, finds a row with no live value and leaves the write to kv.put (which
+    waits for the INCR and resets its counter). kv.gc must not purge that row under the INCR:
+    else a SET between the purge and the INCR's commit wrote its value beside the new counter,
+    and once the value expired the key read the counter, where Redis has no key (INCR, then SET
+    with an expiry, then the expiry). kv.incr is held open on the shard; kv.gc runs with a fake
+    peer (99) whose acknowledgements put the horizon at now; SET PX 1500 through the Redis
+    listener; then the INCR commits. (The value's expiry counts from its transaction's start,
+    the SET's wait for the INCR included.)"""
+    key = f"tombincr:{time.monotonic_ns()}"
+    r = client(zone, db=3)
+    r.set(key, "old")
+    assert r.delete(key) == 1
+    time.sleep(0.05)
+    shard = zone.parade.shard_of("diff", key)
+    with zone.db(shard, "postgres") as admin:
+        me = admin.execute("select origin from kv.identity").fetchone()[0]
+        now_us = admin.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0]
+        admin.execute("insert into kv.links (peer, caught_up_us) values (99, %s)", (now_us,))
+        admin.execute("insert into kv.acks (instance, origin, caught_up_us) values (99, %s, %s)", (me, now_us))
+        try:
+            got = {}
+
+            def put():
+                got["set"] = client(zone, db=3).set(key, "v", px=1500)
+            with zone.db(shard, "postgres") as incr, incr.transaction():
+                assert incr.execute("select kv.incr('diff', %s, 1)", (key,)).fetchone()[0] == 1
+                with zone.db(shard, "postgres") as g:
+                    g.execute("select kv.gc(array[99], 0, 1000)")
+                t = threading.Thread(target=put)
+                t.start()
+                t.join(0.3)  # the SET waits for the INCR (or, before the fix, wrote at once)
+            t.join(30 * SLOW)
+            assert got == {"set": True}
+            assert r.get(key) == b"v"
+            try:
+                wait_until(lambda: (r.get(key), r.exists(key)) == (None, 0), 10 * SLOW, what="the value's expiry")
+            except TimeoutError:
+                raise AssertionError((r.get(key), zone.sql(
+                    shard, "select key, value::text, ver_ts, expires_at from kv.data where ns = 'diff' and "
+                           "(key = %s or key like %s)", (key, key + "\x1f%")))) from None
+        finally:
+            admin.execute("delete from kv.links where peer = 99")
+            admin.execute("delete from kv.acks where instance = 99")

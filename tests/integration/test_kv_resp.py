@@ -1352,6 +1352,23 @@ def test_redis_read_then_write_calls_wait_out_a_purge_of_the_keys_row(zone):
 
 
 
+@contextlib.contextmanager
+def horizon_at_now(zone, shard):
+    """A fake peer (99) on shard whose acknowledgements put kv.gc's horizon at now: every row
+    written before is purgeable by `select kv.gc(array[99], 0, lim)` (grace 0); removed after.
+    (The zone's own purge passes no peers and purges nothing.)"""
+    with zone.db(shard, "postgres") as admin:
+        me = admin.execute("select origin from kv.identity").fetchone()[0]
+        now_us = admin.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0]
+        admin.execute("insert into kv.links (peer, caught_up_us) values (99, %s)", (now_us,))
+        admin.execute("insert into kv.acks (instance, origin, caught_up_us) values (99, %s, %s)", (me, now_us))
+        try:
+            yield
+        finally:
+            admin.execute("delete from kv.links where peer = 99")
+            admin.execute("delete from kv.acks where instance = 99")
+
+
 def test_a_purge_of_a_reset_counter_keeps_an_increment_made_meanwhile(zone):
     """kv.gc purges a counter that counts 0 for good (reset by DEL, every row older than the
     horizon) while an INCR of it is in flight; the INCR's increment stays, whichever of the two
@@ -1375,48 +1392,40 @@ def test_a_purge_of_a_reset_counter_keeps_an_increment_made_meanwhile(zone):
             return zone.sql(shard, "select key, value::text, ver_ts from kv.data where ns = 'diff' "
                                    "and (key = %s or key like %s) order by key", (key, key + "\x1f%"))
         assert len(rows()) >= 3, (case, rows())  # the key's tombstone, the part, its baseline
-        with zone.db(shard, "postgres") as admin:
-            me = admin.execute("select origin from kv.identity").fetchone()[0]
-            now_us = admin.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0]
-            admin.execute("insert into kv.links (peer, caught_up_us) values (99, %s)", (now_us,))
-            admin.execute("insert into kv.acks (instance, origin, caught_up_us) values (99, %s, %s)", (me, now_us))
-            try:
-                gc_sql = "select kv.gc(array[99], 0, 1000)"
-                if case == "incr-first":
-                    with zone.db(shard, "postgres") as incr, incr.transaction():
-                        assert incr.execute("select kv.incr('diff', %s, 1)", (key,)).fetchone()[0] == 1
-                        done = {}
+        with horizon_at_now(zone, shard):
+            gc_sql = "select kv.gc(array[99], 0, 1000)"
+            if case == "incr-first":
+                with zone.db(shard, "postgres") as incr, incr.transaction():
+                    assert incr.execute("select kv.incr('diff', %s, 1)", (key,)).fetchone()[0] == 1
+                    done = {}
 
-                        def gc():
-                            with zone.db(shard, "postgres") as g:
-                                done["n"] = g.execute(gc_sql).fetchone()[0]
-                        t = threading.Thread(target=gc)
-                        t.start()
-                        t.join(1.0)  # the old kv.gc waited here for the INCR's row, to delete it
-                    t.join(30 * SLOW)
-                    assert "n" in done
-                else:
-                    got = {}
+                    def gc():
+                        with zone.db(shard, "postgres") as g:
+                            done["n"] = g.execute(gc_sql).fetchone()[0]
+                    t = threading.Thread(target=gc)
+                    t.start()
+                    t.join(1.0)  # the old kv.gc waited here for the INCR's row, to delete it
+                t.join(30 * SLOW)
+                assert "n" in done
+            else:
+                got = {}
 
-                    def incr():
-                        got["answer"] = client(zone, db=3).incr(key)
-                    with zone.db(shard, "postgres") as g, g.transaction():
-                        assert g.execute(gc_sql).fetchone()[0] >= 3
-                        assert g.execute("select count(*) from kv.data where ns = 'diff' and (key = %s or key like %s)",
-                                         (key, key + "\x1f%")).fetchone()[0] == 0, case  # as the purge sees it
-                        t = threading.Thread(target=incr)
-                        t.start()
-                        pid = g.info.backend_pid
-                        wait_until(lambda: zone.sql(shard, "select count(*) from pg_stat_activity "
-                                                           "where %s = any(pg_blocking_pids(pid))", (pid,))[0][0] == 1,
-                                   30 * SLOW, what="the INCR waiting on the purge")
-                    t.join(30 * SLOW)
-                    assert got == {"answer": 1}, case
-                assert r.get(key) == b"1", (case, rows())
-                assert r.ttl(key) == -1
-            finally:
-                admin.execute("delete from kv.links where peer = 99")
-                admin.execute("delete from kv.acks where instance = 99")
+                def incr():
+                    got["answer"] = client(zone, db=3).incr(key)
+                with zone.db(shard, "postgres") as g, g.transaction():
+                    assert g.execute(gc_sql).fetchone()[0] >= 3
+                    assert g.execute("select count(*) from kv.data where ns = 'diff' and (key = %s or key like %s)",
+                                     (key, key + "\x1f%")).fetchone()[0] == 0, case  # as the purge sees it
+                    t = threading.Thread(target=incr)
+                    t.start()
+                    pid = g.info.backend_pid
+                    wait_until(lambda: zone.sql(shard, "select count(*) from pg_stat_activity "
+                                                       "where %s = any(pg_blocking_pids(pid))", (pid,))[0][0] == 1,
+                               30 * SLOW, what="the INCR waiting on the purge")
+                t.join(30 * SLOW)
+                assert got == {"answer": 1}, case
+            assert r.get(key) == b"1", (case, rows())
+            assert r.ttl(key) == -1
 
 
 def test_a_purge_of_a_keys_tombstone_under_a_new_counter_does_not_let_a_set_miss_it(zone):
@@ -1436,32 +1445,24 @@ def test_a_purge_of_a_keys_tombstone_under_a_new_counter_does_not_let_a_set_miss
     assert r.delete(key) == 1
     time.sleep(0.05)
     shard = zone.parade.shard_of("diff", key)
-    with zone.db(shard, "postgres") as admin:
-        me = admin.execute("select origin from kv.identity").fetchone()[0]
-        now_us = admin.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0]
-        admin.execute("insert into kv.links (peer, caught_up_us) values (99, %s)", (now_us,))
-        admin.execute("insert into kv.acks (instance, origin, caught_up_us) values (99, %s, %s)", (me, now_us))
-        try:
-            got = {}
+    with horizon_at_now(zone, shard):
+        got = {}
 
-            def put():
-                got["set"] = client(zone, db=3).set(key, "v", px=1500)
-            with zone.db(shard, "postgres") as incr, incr.transaction():
-                assert incr.execute("select kv.incr('diff', %s, 1)", (key,)).fetchone()[0] == 1
-                with zone.db(shard, "postgres") as g:
-                    g.execute("select kv.gc(array[99], 0, 1000)")
-                t = threading.Thread(target=put)
-                t.start()
-                t.join(0.3)  # the SET waits for the INCR (or, before the fix, wrote at once)
-            t.join(30 * SLOW)
-            assert got == {"set": True}
-            assert r.get(key) == b"v"
-            try:
-                wait_until(lambda: (r.get(key), r.exists(key)) == (None, 0), 10 * SLOW, what="the value's expiry")
-            except TimeoutError:
-                raise AssertionError((r.get(key), zone.sql(
-                    shard, "select key, value::text, ver_ts, expires_at from kv.data where ns = 'diff' and "
-                           "(key = %s or key like %s)", (key, key + "\x1f%")))) from None
-        finally:
-            admin.execute("delete from kv.links where peer = 99")
-            admin.execute("delete from kv.acks where instance = 99")
+        def put():
+            got["set"] = client(zone, db=3).set(key, "v", px=1500)
+        with zone.db(shard, "postgres") as incr, incr.transaction():
+            assert incr.execute("select kv.incr('diff', %s, 1)", (key,)).fetchone()[0] == 1
+            with zone.db(shard, "postgres") as g:
+                g.execute("select kv.gc(array[99], 0, 1000)")
+            t = threading.Thread(target=put)
+            t.start()
+            t.join(0.3)  # the SET waits for the INCR (or, before the fix, wrote at once)
+        t.join(30 * SLOW)
+        assert got == {"set": True}
+        assert r.get(key) == b"v"
+        try:
+            wait_until(lambda: (r.get(key), r.exists(key)) == (None, 0), 10 * SLOW, what="the value's expiry")
+        except TimeoutError:
+            raise AssertionError((r.get(key), zone.sql(
+                shard, "select key, value::text, ver_ts, expires_at from kv.data where ns = 'diff' and "
+                       "(key = %s or key like %s)", (key, key + "\x1f%")))) from None

@@ -1466,3 +1466,46 @@ def test_a_purge_of_a_keys_tombstone_under_a_new_counter_does_not_let_a_set_miss
             raise AssertionError((r.get(key), zone.sql(
                 shard, "select key, value::text, ver_ts, expires_at from kv.data where ns = 'diff' and "
                        "(key = %s or key like %s)", (key, key + "\x1f%")))) from None
+
+
+def test_a_purge_of_a_reset_counter_keeps_a_newer_part_pulled_meanwhile(zone):
+    """Replication applies pulled rows without the key's lock, so a peer's restarted part (its
+    INCR after the reset: the part at its delta and a baseline of 0 just below, both newer than
+    the purge's cutoff) can land between kv.gc's test of a counter and its DELETE. The DELETE
+    removes only rows older than the cutoff: the pulled part and its baseline stay, and the key
+    reads the peer's delta. A counter of a fake origin 7 (part 5, reset: its baseline at 5, the
+    key's tombstone), all older than the horizon; the pulled rows are the UPDATEs
+    kv._upsert makes, in a transaction held open until kv.gc waits on it."""
+    key = f"gcpull:{time.monotonic_ns()}"
+    r = client(zone, db=3)
+    shard = zone.parade.shard_of("diff", key)
+    with zone.db(shard, "postgres") as admin:
+        old = admin.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0] - 10**6
+        admin.execute("insert into kv.data (ns, key, value, ver_ts, origin) values ('diff', %s, '5', %s, 7), "
+                      "('diff', %s, '5', %s, 7), ('diff', %s, null, %s, 7)",
+                      (key + "\x1f7", old, key + "\x1f7\x1fr", old, key, old + 1))
+    assert r.get(key) is None  # reset: counts 0 for good
+    with horizon_at_now(zone, shard):
+        done = {}
+
+        def gc():
+            with zone.db(shard, "postgres") as g:
+                done["n"] = g.execute("select kv.gc(array[99], 0, 1000)").fetchone()[0]
+        with zone.db(shard, "postgres") as pull, pull.transaction():
+            new = pull.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0] + 10**6
+            pull.execute("update kv.data set value = '3', ver_ts = %s, chg_xid = pg_current_xact_id() "
+                         "where ns = 'diff' and key = %s", (new, key + "\x1f7"))
+            pull.execute("update kv.data set value = '0', ver_ts = %s, chg_xid = pg_current_xact_id() "
+                         "where ns = 'diff' and key = %s", (new - 1, key + "\x1f7\x1fr"))
+            pid = pull.info.backend_pid
+            t = threading.Thread(target=gc)
+            t.start()
+            wait_until(lambda: not t.is_alive() or zone.sql(
+                shard, "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
+                (pid,))[0][0] == 1, 30 * SLOW, what="kv.gc waiting on the pulled rows")
+        t.join(30 * SLOW)
+        assert "n" in done
+    got = zone.sql(shard, "select key, value::text from kv.data where ns = 'diff' and (key = %s or key like %s) "
+                          "order by key", (key, key + "\x1f%"))
+    assert got == [(key + "\x1f7", "3"), (key + "\x1f7\x1fr", "0")], got
+    assert r.get(key) == b"3"

@@ -1295,6 +1295,35 @@ def test_redis_append_loses_nothing(zone):
     assert 90 <= check.ttl(f"{tag}:v") <= 100
 
 
+@contextlib.contextmanager
+def horizon_at_now(zone, shard):
+    """A fake peer (99) on shard whose acknowledgements put kv.gc's horizon at now: every row
+    written before is purgeable by `select kv.gc(array[99], 0, lim)` (grace 0); removed after.
+    (The zone's own purge passes no peers and purges nothing.)"""
+    with zone.db(shard, "postgres") as admin:
+        me = admin.execute("select origin from kv.identity").fetchone()[0]
+        now_us = admin.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0]
+        admin.execute("insert into kv.links (peer, caught_up_us) values (99, %s)", (now_us,))
+        admin.execute("insert into kv.acks (instance, origin, caught_up_us) values (99, %s, %s)", (me, now_us))
+        try:
+            yield
+        finally:
+            admin.execute("delete from kv.links where peer = 99")
+            admin.execute("delete from kv.acks where instance = 99")
+
+
+def blocked_by(zone, shard, pid):
+    """Whether a backend on shard waits for a lock that backend pid holds."""
+    return zone.sql(shard, "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
+                    (pid,))[0][0] == 1
+
+
+def key_rows(zone, shard, key, cols="key, value::text"):
+    """The 'diff' namespace's rows of key on shard: its own and its counter's (key 0x1F ...), in key order."""
+    return zone.sql(shard, f"select {cols} from kv.data where ns = 'diff' and (key = %s or key like %s) "
+                           "order by key", (key, key + "\x1f%"))
+
+
 def test_redis_read_then_write_calls_wait_out_a_purge_of_the_keys_row(zone):
     """kv.gc purges a key's tombstone or expired row while GETSET, GETDEL, APPEND, SET ... KEEPTTL GET,
     SET ... XX or GETEX waits for that row's lock (kv._lock_row locks the row first): each answers as
@@ -1342,31 +1371,13 @@ def test_redis_read_then_write_calls_wait_out_a_purge_of_the_keys_row(zone):
                     t = threading.Thread(target=run)
                     t.start()
                     # (a call that does not touch the row answers at once: not waiting is no fault)
-                    wait_until(lambda: not t.is_alive() or zone.sql(
-                        shard, "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
-                        (pid,))[0][0] == 1, 30 * SLOW, what=f"{name} waiting on the purge of {dead}")
+                    wait_until(lambda: not t.is_alive() or blocked_by(zone, shard, pid),
+                               30 * SLOW, what=f"{name} waiting on the purge of {dead}")
                 t.join(30 * SLOW)
             assert got == {"answer": answer}, (dead, name, got)
             assert r.get(key) == after, (dead, name)
             assert r.ttl(key) == (-2 if after is None else -1), (dead, name)
 
-
-
-@contextlib.contextmanager
-def horizon_at_now(zone, shard):
-    """A fake peer (99) on shard whose acknowledgements put kv.gc's horizon at now: every row
-    written before is purgeable by `select kv.gc(array[99], 0, lim)` (grace 0); removed after.
-    (The zone's own purge passes no peers and purges nothing.)"""
-    with zone.db(shard, "postgres") as admin:
-        me = admin.execute("select origin from kv.identity").fetchone()[0]
-        now_us = admin.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0]
-        admin.execute("insert into kv.links (peer, caught_up_us) values (99, %s)", (now_us,))
-        admin.execute("insert into kv.acks (instance, origin, caught_up_us) values (99, %s, %s)", (me, now_us))
-        try:
-            yield
-        finally:
-            admin.execute("delete from kv.links where peer = 99")
-            admin.execute("delete from kv.acks where instance = 99")
 
 
 def test_a_purge_of_a_reset_counter_keeps_an_increment_made_meanwhile(zone):
@@ -1389,8 +1400,7 @@ def test_a_purge_of_a_reset_counter_keeps_an_increment_made_meanwhile(zone):
         shard = zone.parade.shard_of("diff", key)
 
         def rows():
-            return zone.sql(shard, "select key, value::text, ver_ts from kv.data where ns = 'diff' "
-                                   "and (key = %s or key like %s) order by key", (key, key + "\x1f%"))
+            return key_rows(zone, shard, key, "key, value::text, ver_ts")
         assert len(rows()) >= 3, (case, rows())  # the key's tombstone, the part, its baseline
         with horizon_at_now(zone, shard):
             gc_sql = "select kv.gc(array[99], 0, 1000)"
@@ -1415,13 +1425,11 @@ def test_a_purge_of_a_reset_counter_keeps_an_increment_made_meanwhile(zone):
                 with zone.db(shard, "postgres") as g, g.transaction():
                     assert g.execute(gc_sql).fetchone()[0] >= 3
                     assert g.execute("select count(*) from kv.data where ns = 'diff' and (key = %s or key like %s)",
-                                     (key, key + "\x1f%")).fetchone()[0] == 0, case  # as the purge sees it
+                                     (key, key + "\x1f%")).fetchone()[0] == 0, case  # as the purge sees it (its transaction)
                     t = threading.Thread(target=incr)
                     t.start()
                     pid = g.info.backend_pid
-                    wait_until(lambda: zone.sql(shard, "select count(*) from pg_stat_activity "
-                                                       "where %s = any(pg_blocking_pids(pid))", (pid,))[0][0] == 1,
-                               30 * SLOW, what="the INCR waiting on the purge")
+                    wait_until(lambda: blocked_by(zone, shard, pid), 30 * SLOW, what="the INCR waiting on the purge")
                 t.join(30 * SLOW)
                 assert got == {"answer": 1}, case
             assert r.get(key) == b"1", (case, rows())
@@ -1463,9 +1471,7 @@ def test_a_purge_of_a_keys_tombstone_under_a_new_counter_does_not_let_a_set_miss
         try:
             wait_until(lambda: (r.get(key), r.exists(key)) == (None, 0), 10 * SLOW, what="the value's expiry")
         except TimeoutError:
-            raise AssertionError((r.get(key), zone.sql(
-                shard, "select key, value::text, ver_ts, expires_at from kv.data where ns = 'diff' and "
-                       "(key = %s or key like %s)", (key, key + "\x1f%")))) from None
+            raise AssertionError((r.get(key), key_rows(zone, shard, key, "key, value::text, ver_ts, expires_at"))) from None
 
 
 def test_a_purge_of_a_reset_counter_keeps_a_newer_part_pulled_meanwhile(zone):
@@ -1500,12 +1506,10 @@ def test_a_purge_of_a_reset_counter_keeps_a_newer_part_pulled_meanwhile(zone):
             pid = pull.info.backend_pid
             t = threading.Thread(target=gc)
             t.start()
-            wait_until(lambda: not t.is_alive() or zone.sql(
-                shard, "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
-                (pid,))[0][0] == 1, 30 * SLOW, what="kv.gc waiting on the pulled rows")
+            wait_until(lambda: not t.is_alive() or blocked_by(zone, shard, pid),
+                       30 * SLOW, what="kv.gc waiting on the pulled rows")
         t.join(30 * SLOW)
         assert "n" in done
-    got = zone.sql(shard, "select key, value::text from kv.data where ns = 'diff' and (key = %s or key like %s) "
-                          "order by key", (key, key + "\x1f%"))
+    got = key_rows(zone, shard, key)
     assert got == [(key + "\x1f7", "3"), (key + "\x1f7\x1fr", "0")], got
     assert r.get(key) == b"3"

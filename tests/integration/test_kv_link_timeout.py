@@ -41,7 +41,7 @@ def test_pages_too_slow_for_the_links_timeout_are_pulled_smaller(parade):
     write_large(parade, za, 0, "big")
     pulled = f"select count(*) from kv.data where key ^@ 'big' and octet_length(value #>> '{{}}') = {SIZE}"
     wait_until(lambda: zb.sql(0, pulled)[0][0] == N, 60 * SLOW, interval=0.5, what="zone b pulled the values")
-    assert "canceling statement due to statement timeout" in zb.tusk.log_text()
+    zb.tusk.wait_log("canceling statement due to statement timeout")
     parade.converge()
 
 
@@ -59,5 +59,5 @@ def test_repair_chunks_too_slow_for_the_timeout_are_asked_smaller(parade):
     wait_until(lambda: zb.sql(1, present)[0][0] == N, 60 * SLOW, interval=0.5, what="zone b pulled the values")
     zb.sql(1, "delete from kv.data where key ^@ 'lost'")
     wait_until(lambda: zb.sql(1, present)[0][0] == N, 60 * SLOW, interval=0.5, what="zone b repaired the values")
-    assert "buckets in one statement failed" in zb.tusk.log_text()
+    zb.tusk.wait_log("buckets in one statement failed")
     parade.converge()

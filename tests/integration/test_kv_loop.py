@@ -436,7 +436,7 @@ def test_gets_on_shards_without_kv_live_fall_back_to_kv_get_with_no_error(zone):
         # more clients than the worker's 4 connections per shard: calls queue on each
         # connection while it connects, then go out in one pipeline behind the failing prepare
         assert run_clients(zone, 40, body) == []
-        assert "has no view kv.live" in zone.tusk.log_text()
+        zone.tusk.wait_log("has no view kv.live")
     finally:
         zone.kv("init")
     assert all(zone.sql(s, "select count(*) from pg_views where schemaname = 'kv' and viewname = 'live'") == [(1,)]

@@ -37,7 +37,7 @@ def test_reload_removes_a_pool_whose_client_is_mid_transaction(tusk, pg):
     old.execute("insert into reload_rm values (1)")  # opens the transaction
     write_config(t, pg, [rule(user="tusk_trust")])
     reload(t)
-    assert "pool tusk_test/tusk_solo retired by reload" in t.log_text()
+    t.wait_log("pool tusk_test/tusk_solo retired by reload")
     # new clients of the removed pool are refused with a clear error
     with pytest.raises(psycopg.OperationalError, match="no pool rule matches .*tusk_solo"):
         t.connect(user="tusk_solo")
@@ -108,7 +108,7 @@ def test_reload_of_a_broken_config_keeps_the_old_one_serving(tusk, pg):
     # restart-only keys are logged and kept, the rest applies
     write_config(t, pg, [rule(user="tusk_trust"), rule(user="tusk_solo")], workers=3)
     reload(t)
-    assert "workers: cannot be changed by a reload" in t.log_text()
+    t.wait_log("workers: cannot be changed by a reload")
     with t.connect(user="tusk_solo") as c:
         assert c.execute("select 1").fetchone() == (1,)
 
@@ -146,14 +146,14 @@ def test_reload_adds_and_removes_listeners(tusk, pg):
         busy = [{"host": "127.0.0.1", "port": second}, {"host": "127.0.0.1", "port": other.getsockname()[1]}]
         write_config(t, pg, [rule(user="tusk_solo")], listen=busy)
         reload(t, expect_ok=False)
-        assert f"listen 127.0.0.1:{other.getsockname()[1]}: another process listens there" in t.log_text()
+        t.wait_log(f"listen 127.0.0.1:{other.getsockname()[1]}: another process listens there")
     with psycopg.connect(host="127.0.0.1", port=second, user="tusk_trust", dbname=TEST_DB) as c:
         assert c.execute("select 4").fetchone() == (4,)
     # another name for an address tusk listens on already is refused, and named as such
     same = [{"host": "127.0.0.1", "port": second}, {"host": "127.1", "port": second}]
     write_config(t, pg, [rule(user="tusk_solo")], listen=same)
     reload(t, expect_ok=False)
-    assert f"listen 127.1:{second}: the same address as listen 127.0.0.1:{second}" in t.log_text()
+    t.wait_log(f"listen 127.1:{second}: the same address as listen 127.0.0.1:{second}")
     with psycopg.connect(host="127.0.0.1", port=second, user="tusk_trust", dbname=TEST_DB) as c:
         assert c.execute("select 5").fetchone() == (5,)
     # leave t.port for the fixture's bookkeeping: it only signals the pid

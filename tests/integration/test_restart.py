@@ -79,7 +79,7 @@ def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
         assert pg.execute("select count(*) from restart_t", dbname=TEST_DB)[0][0] == 2
         held.close()
         assert finished(t, 10 * SLOW) == 0
-        assert "drained: every client has finished" in t.log_text()
+        t.wait_log("drained: every client has finished")
         time.sleep(0.5)
         loop.stop.set()
         loop.join(10)

@@ -43,7 +43,7 @@ def test_sigterm_lets_a_transaction_finish_and_closes_idle_clients(tusk, pg, mod
     start = time.monotonic()
     assert finished(t, 10 * SLOW) == 0
     assert time.monotonic() - start < 5 * SLOW
-    assert "drained: every client has finished" in t.log_text()
+    t.wait_log("drained: every client has finished")
     with pytest.raises(psycopg.OperationalError):
         busy.execute("select 1")
     busy.close()
@@ -61,7 +61,7 @@ def test_sigterm_gives_up_after_shutdown_timeout(tusk, pg):
     assert finished(t, 10 * SLOW) == 0
     took = time.monotonic() - start
     assert 0.9 <= took < 4 * SLOW, f"exited after {took:.2f}s with shutdown_timeout 1s"
-    assert "shutdown_timeout reached: closing 1 remaining client" in t.log_text()
+    t.wait_log("shutdown_timeout reached: closing 1 remaining client")
     with pytest.raises(psycopg.OperationalError):
         stuck.execute("insert into drain_to values (2)")
         stuck.commit()

@@ -42,12 +42,13 @@
 #define RESP_OUT_PAUSE (1u << 20)   /* unsent replies beyond which commands wait */
 #define RESP_SHRINK (1u << 20)      /* buffers larger than this are freed after their command */
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
-#define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's) */
+#define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's); KEYS's page */
+#define RESP_KEYS_MAX (64u << 20)   /* KEYS's reply at most (beyond: an error, use SCAN) */
 
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
 	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW, STEP_SET_PAST,
-	    STEP_SET_PAST_NX };
+	    STEP_SET_PAST_NX, STEP_KEYS };
 
 /* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
 enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
@@ -107,6 +108,10 @@ struct resp_conn {
 	int *order;                    /* argument index of each unique key */
 	int nunique, list_cap;
 	char *scan_after[RESP_SCAN_CURSORS];
+	char *keys;                    /* KEYS: the keys found so far, as bulk strings */
+	size_t keys_len, keys_cap;
+	long long nkeys;
+	bool keys_exact;               /* KEYS of a key without wildcards: that key or nothing */
 	unsigned long long scan_id[RESP_SCAN_CURSORS], scan_next;
 };
 
@@ -293,6 +298,7 @@ static void conn_free(struct resp_conn *c)
 	free(c->order);
 	for (int i = 0; i < RESP_SCAN_CURSORS; i++)
 		free(c->scan_after[i]);
+	free(c->keys);
 	free(c);
 }
 
@@ -962,6 +968,7 @@ static long long iso_ms(const char *s, const char *end)
 }
 
 static void finish(struct resp_conn *c);
+static void keys_answer(struct resp_conn *c);
 
 static void set_put(struct resp_conn *c, int vi, enum step step);
 
@@ -1064,7 +1071,7 @@ static void answer(struct resp_conn *c)
 			kv_error(c);
 		return;
 	}
-	if (c->step != STEP_EXISTS && c->step != STEP_MGET && c->step != STEP_SCAN)
+	if (c->step != STEP_EXISTS && c->step != STEP_MGET && c->step != STEP_SCAN && c->step != STEP_KEYS)
 		(void)first_col(j, &v, &n);
 	switch (c->step) {
 	case STEP_GET:
@@ -1193,6 +1200,9 @@ static void answer(struct resp_conn *c)
 	}
 	case STEP_SCAN:
 		scan_answer(c);
+		return;
+	case STEP_KEYS:
+		keys_answer(c);
 		return;
 	case STEP_NONE:
 		break;
@@ -1765,6 +1775,31 @@ static void cmd_incr(struct resp_conn *c, int sign, bool by)
 	call_key(c, STEP_INCR, KV_OP_INCR, offs, 3);
 }
 
+/* kv.scan(ns, prefix, after, count) for SCAN (step STEP_SCAN) or KEYS (STEP_KEYS); after NULL:
+ * from the start. */
+static void scan_call(struct resp_conn *c, enum step step, const char *prefix, size_t plen, const char *after,
+		      size_t after_len, long long count)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	char lim[24];
+	vals_reset(c);
+	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+		offs[k] = SIZE_MAX;
+	snprintf(lim, sizeof lim, "%lld", count);
+	offs[0] = add_val(c, c->ns, strlen(c->ns));
+	offs[1] = add_val(c, prefix, plen);
+	offs[2] = after ? add_val(c, after, after_len) : SIZE_MAX - 1;
+	offs[3] = add_val(c, lim, strlen(lim));
+	if (offs[0] == SIZE_MAX || offs[1] == SIZE_MAX || offs[2] == SIZE_MAX || offs[3] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	if (offs[2] == SIZE_MAX - 1)
+		offs[2] = SIZE_MAX; /* NULL: from the start */
+	c->count = count;
+	call_key(c, step, KV_OP_SCAN, offs, 4);
+}
+
 static void cmd_scan(struct resp_conn *c)
 {
 	long long cursor, count = 10;
@@ -1816,24 +1851,91 @@ static void cmd_scan(struct resp_conn *c)
 			return;
 		}
 	}
-	size_t offs[KV_CALL_MAX_ARGS];
-	char lim[24];
-	vals_reset(c);
-	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
-		offs[k] = SIZE_MAX;
-	snprintf(lim, sizeof lim, "%lld", count);
-	offs[0] = add_val(c, c->ns, strlen(c->ns));
-	offs[1] = add_val(c, prefix, plen);
-	offs[2] = after ? add_val(c, after, strlen(after)) : SIZE_MAX - 1;
-	offs[3] = add_val(c, lim, strlen(lim));
-	if (offs[0] == SIZE_MAX || offs[1] == SIZE_MAX || offs[2] == SIZE_MAX || offs[3] == SIZE_MAX) {
+	scan_call(c, STEP_SCAN, prefix, plen, after, after ? strlen(after) : 0, count);
+}
+
+/* KEYS pattern: every key SCAN MATCH pattern lists, in one reply (Redis's KEYS), read as kv.scan
+ * pages of RESP_SCAN_MAX keys one after the other; a pattern without wildcards is that key, when
+ * it exists. Like SCAN, not a snapshot: a key that exists throughout is listed once, one written
+ * or deleted meanwhile may or may not be. More than RESP_KEYS_MAX bytes of keys: an error. */
+static void cmd_keys(struct resp_conn *c)
+{
+	if (wrong_args(c, c->nargs != 2))
+		return;
+	const char *pat = arg(c, 1);
+	size_t plen = alen(c, 1), lit = strcspn(pat, "*?[\\");
+	if (memchr(pat, '\0', plen)) {
+		reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+		return;
+	}
+	if (plen > 0 && lit == plen - 1 && pat[plen - 1] == '*') {
+		c->keys_exact = false;
+		plen--;
+	} else if (lit >= plen) {
+		c->keys_exact = true;
+		if (plen == 0) { /* the empty key: never a kv key */
+			reply_array(c, 0);
+			return;
+		}
+	} else {
+		reply_error(c, "ERR tusk: KEYS takes a prefix followed by one '*' (prefix*), or a key without * ? [ \\");
+		return;
+	}
+	/* The key itself sorts first of the keys it prefixes: one row says whether it exists. */
+	scan_call(c, STEP_KEYS, pat, plen, NULL, 0, c->keys_exact ? 1 : RESP_SCAN_MAX);
+}
+
+/* A kv.scan page of KEYS: its keys kept, the next page asked, or the reply written. */
+static void keys_answer(struct resp_conn *c)
+{
+	int n;
+	struct kvrow *rows = kv_rows(&c->job, &n);
+	if (n < 0) {
 		reply_error(c, "ERR out of memory");
 		return;
 	}
-	if (offs[2] == SIZE_MAX - 1)
-		offs[2] = SIZE_MAX; /* NULL: from the start */
-	c->count = count;
-	call_key(c, STEP_SCAN, KV_OP_SCAN, offs, 4);
+	const char *pat = arg(c, 1);
+	size_t plen = alen(c, 1);
+	for (int i = 0; i < n; i++) {
+		if (c->keys_exact && (rows[i].kl != plen || memcmp(rows[i].k, pat, plen) != 0))
+			continue;
+		char head[32];
+		int hn = snprintf(head, sizeof head, "$%zu\r\n", rows[i].kl);
+		size_t need = c->keys_len + (size_t)hn + rows[i].kl + 2;
+		if (need > RESP_KEYS_MAX) {
+			free(rows);
+			reply_error(c, "ERR tusk: KEYS matched more than %u MB of keys; use SCAN", RESP_KEYS_MAX >> 20);
+			return;
+		}
+		char *p = grow_bytes(c->keys, &c->keys_cap, need, 4096);
+		if (!p) {
+			free(rows);
+			reply_error(c, "ERR out of memory");
+			return;
+		}
+		c->keys = p;
+		memcpy(p + c->keys_len, head, (size_t)hn);
+		memcpy(p + c->keys_len + hn, rows[i].k, rows[i].kl);
+		memcpy(p + need - 2, "\r\n", 2);
+		c->keys_len = need;
+		c->nkeys++;
+	}
+	if (!c->keys_exact && n > 0 && n >= c->count) {
+		/* (scan_call copies the last key into vals before the job's rows are reused) */
+		scan_call(c, STEP_KEYS, pat, plen - 1, rows[n - 1].k, rows[n - 1].kl, RESP_SCAN_MAX);
+		free(rows);
+		return;
+	}
+	free(rows);
+	reply_array(c, c->nkeys);
+	if (c->keys_len && !c->closing) {
+		if (!out_room(c, c->keys_len)) {
+			c->closing = true;
+			return;
+		}
+		memcpy(c->out + c->out_len, c->keys, c->keys_len);
+		c->out_len += c->keys_len;
+	}
 }
 
 static void cmd_dbsize(struct resp_conn *c)
@@ -1991,6 +2093,8 @@ static void dispatch(struct resp_conn *c)
 		cmd_incr(c, -1, is(c, 0, "DECRBY"));
 	} else if (is(c, 0, "SCAN")) {
 		cmd_scan(c);
+	} else if (is(c, 0, "KEYS")) {
+		cmd_keys(c);
 	} else if (is(c, 0, "DBSIZE")) {
 		cmd_dbsize(c);
 	} else if (is(c, 0, "INFO")) {
@@ -2033,6 +2137,10 @@ static void finish(struct resp_conn *c)
 	}
 	if (c->job.rows_cap > RESP_SHRINK)
 		kv_job_free(&c->job);
+	free(c->keys); /* KEYS's, whichever way it ended */
+	c->keys = NULL;
+	c->keys_len = c->keys_cap = 0;
+	c->nkeys = 0;
 }
 
 static void process(struct resp_conn *c)

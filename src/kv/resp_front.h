@@ -2,7 +2,7 @@
  * `protocol: redis` speaks RESP2 to Redis clients, on the workers, and runs each command as
  * calls of the kv API through the same router as the kv database (kv/router.h): GET (also of
  * a counter), SET (EX/PX/NX/XX), DEL, EXISTS, MGET, MSET, EXPIRE/PEXPIRE, TTL/PTTL,
- * INCR/DECR/INCRBY/DECRBY (the converging counter), SCAN (MATCH prefix*, COUNT), DBSIZE, PING,
+ * INCR/DECR/INCRBY/DECRBY (the converging counter), SCAN (MATCH prefix*, COUNT), KEYS (prefix* or a key), DBSIZE, PING,
  * ECHO, AUTH (hba_file / pool rule, auth_file, auth_query), SELECT (kv_databases), HELLO 2/3,
  * QUIT; over TLS when the entry has it. Off unless such a listen entry exists. */
 #ifndef TUSK_KV_RESP_FRONT_H

@@ -208,6 +208,40 @@ def test_redis_mget_mset_counters_scan(zone):
     assert r.dbsize() >= 30
 
 
+def test_redis_keys_lists_every_page_and_refuses_other_globs(zone):
+    """KEYS prefix* answers every key SCAN MATCH prefix* lists, in one reply, however many pages
+    of kv.scan (10,000 keys each) that takes: 10,050 values and 50 counters here, on every shard;
+    a key without wildcards answers that key when it exists (a counter's too); a glob kv.scan
+    cannot answer by prefix is refused with an error that says what KEYS takes."""
+    tag = f"keys:{time.monotonic_ns()}"
+    r = client(zone)
+    want = {f"{tag}:{i:05d}".encode() for i in range(10050)}
+    for i in range(0, 10050, 1000):
+        assert r.mset({f"{tag}:{j:05d}": "v" for j in range(i, min(i + 1000, 10050))}) is True
+    for i in range(50):
+        assert r.incr(f"{tag}:c{i:02d}") == 1
+    want |= {f"{tag}:c{i:02d}".encode() for i in range(50)}
+    try:
+        got = r.keys(f"{tag}:*")
+        assert len(got) == len(set(got)) == len(want) and set(got) == want
+        assert sorted(r.keys(f"{tag}:c*")) == sorted(k for k in want if k.startswith(f"{tag}:c".encode()))
+        assert r.keys(f"{tag}:00042") == [f"{tag}:00042".encode()]
+        assert r.keys(f"{tag}:c07") == [f"{tag}:c07".encode()]  # a counter
+        assert r.keys(f"{tag}:0004") == [] and r.keys(f"{tag}:nope*") == [] and r.keys("") == []
+        for bad in (f"{tag}:0004?", f"{tag}:*0", "h[ae]llo", "a\\*"):
+            with pytest.raises(redis.ResponseError, match="prefix followed by one"):
+                r.keys(bad)
+        with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
+            r.execute_command("KEYS", "a*", "b*")
+        assert r.ping() is True  # the connection goes on
+    finally:
+        keys = sorted(want)
+        for i in range(0, len(keys), 1000):
+            r.delete(*keys[i:i + 1000])
+        for shard in range(NSHARDS):  # their 10,100 tombstones would starve the purge tests' kv.gc
+            purge_all(zone, shard)
+
+
 def test_redis_get_of_a_missing_key_or_a_counter_is_one_statement(zone):
     """GET reads the value, else the counter, in one statement on the key's shard (kv.read
     behind the view kv.live): a key that is absent costs one round trip, not a get and then
@@ -886,7 +920,8 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
                     break
             return {"scan": sorted(full), "paged": sorted(paged), "dup": len(paged) - len(set(paged)),
                     "match": sorted(r.scan_iter(match="p:*")), "match g": sorted(r.scan_iter(match="g*")),
-                    "dbsize": r.dbsize(),
+                    "dbsize": r.dbsize(), "KEYS": sorted(r.keys()), "KEYS p": sorted(r.keys("p:*")),
+                    "KEYS g": sorted(r.keys("g*")), "KEYS exact": [r.keys(k) for k in ("g", "c", "d", "h", "nope")],
                     "keys": {k: (r.get(k), r.exists(k), r.type(k), r.strlen(k), min(r.ttl(k), 0)) for k in named}}
         want, got = seen(ref), seen(ours)
         for part in want:
@@ -1318,6 +1353,20 @@ def blocked_by(zone, shard, pid):
                     (pid,))[0][0] == 1
 
 
+def purge_all(zone, shard):
+    """Everything kv.gc may purge on shard purged now (horizon_at_now): what earlier tests left
+    (tombstones, reset counters) takes none of a later kv.gc's budget (tombstones first, then at
+    most 256 counters from its cursor). Until two rounds in a row purge nothing (a round may
+    examine counters and purge none while more lie past them)."""
+    with horizon_at_now(zone, shard), zone.db(shard, "postgres") as g:
+        idle = 0
+        for _ in range(200):
+            idle = idle + 1 if g.execute("select kv.gc(array[99], 0, 100000)").fetchone()[0] == 0 else 0
+            if idle == 2:
+                return
+    raise AssertionError(f"shard {shard}: kv.gc still purging after 200 rounds")
+
+
 def key_rows(zone, shard, key, cols="key, value::text"):
     """The 'diff' namespace's rows of key on shard: its own and its counter's (key 0x1F ...), in key order."""
     return zone.sql(shard, f"select {cols} from kv.data where ns = 'diff' and (key = %s or key like %s) "
@@ -1394,10 +1443,11 @@ def test_a_purge_of_a_reset_counter_keeps_an_increment_made_meanwhile(zone):
     r = client(zone, db=3)
     keys = {case: f"{tag}:{case}" for case in ("incr-first", "gc-first")}
     for case, key in keys.items():
+        shard = zone.parade.shard_of("diff", key)
+        purge_all(zone, shard)  # the kv.gc below purges this counter, not what earlier tests left
         assert r.incrby(key, 5) == 5
         assert r.delete(key) == 1
         time.sleep(0.05)
-        shard = zone.parade.shard_of("diff", key)
 
         def rows():
             return key_rows(zone, shard, key, "key, value::text, ver_ts")
@@ -1485,6 +1535,7 @@ def test_a_purge_of_a_reset_counter_keeps_a_newer_part_pulled_meanwhile(zone):
     key = f"gcpull:{time.monotonic_ns()}"
     r = client(zone, db=3)
     shard = zone.parade.shard_of("diff", key)
+    purge_all(zone, shard)  # the kv.gc below reaches this counter, not what earlier tests left
     with zone.db(shard, "postgres") as admin:
         old = admin.execute("select (extract(epoch from clock_timestamp()) * 1000000)::bigint").fetchone()[0] - 10**6
         admin.execute("insert into kv.data (ns, key, value, ver_ts, origin) values ('diff', %s, '5', %s, 7), "

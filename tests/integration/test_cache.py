@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import TEST_DB, _make_pg, connect
+from conftest import SLOW, TEST_DB, _make_pg, connect
 from txn_util import txn_pool
 
 SLOW_QUERY = ("SELECT a.id, b.id FROM items a, items b, items c "
@@ -196,14 +196,22 @@ def test_commit_seen_by_postgresql_before_tusk_serves_nothing_old(cpg, on):
     """PostgreSQL makes a commit visible before tusk reads the writer's ReadyForQuery. A write
     that commits and then keeps its server busy (COMMIT inside a multi-statement query, then a
     sleep) opens that window wide: a reader that filled the cache with the old row while the
-    write was uncommitted must not be served it once PostgreSQL shows the new one."""
+    write was uncommitted must not be served it once PostgreSQL shows the new one.
+    The write holds its commit back 3 s (x SLOW) after its UPDATE, waited for on pg_stat_activity:
+    the reads meanwhile need a second server connection (the writer holds the first), and a CI
+    run under load once took the 0.7 s that a 1 s sleep left, then read the committed row."""
     q = "SELECT name FROM items WHERE id = 2"
     cpg.execute("update items set name = 'item 2' where id = 2", dbname=TEST_DB)
     reader, writer = wire(on), wire(on)
     assert rows_of(reader, q) == [["item 2"]]
     writer.send(pgwire.query_message(
-        "UPDATE items SET name = 'after' WHERE id = 2; SELECT pg_sleep(1); COMMIT; SELECT pg_sleep(2)"))
-    time.sleep(0.3)  # the update is done, not committed: readers see the old row
+        f"UPDATE items SET name = 'after' WHERE id = 2; SELECT pg_sleep({3 * SLOW}); COMMIT; SELECT pg_sleep(2)"))
+    deadline = time.time() + 10 * SLOW
+    while not cpg.execute("select count(*) from pg_stat_activity where wait_event = 'PgSleep' "
+                          "and query like 'UPDATE items SET name = ''after''%'", dbname=TEST_DB)[0][0]:
+        assert time.time() < deadline, "the write's UPDATE never ran"
+        time.sleep(0.02)
+    # the update is done, not committed: readers see the old row
     assert rows_of(reader, q) == [["item 2"]]
     assert rows_of(reader, q) == [["item 2"]]
     deadline = time.time() + 10

@@ -320,9 +320,19 @@ static unsigned frontend_worker_tick(struct worker *w, double now)
 	return buf_pool_trim(&fe->rbufs) + buf_pool_trim(&fe->wbufs);
 }
 
+static void free_client(struct client *c);
+
 static void frontend_worker_free(struct worker *w)
 {
 	struct frontend_worker *fe = fe_of(w);
+	/* The loop is over and the inbox settled (hand-overs back, pool answers delivered): a
+	 * husk left waits for a read-your-writes fetch whose server was closed at the stop
+	 * without ending it, and nothing will ever end it now. */
+	for (struct client *c = fe->husks, *next; c; c = next) {
+		next = c->husk_next;
+		if (!c->queued && !c->tls_away)
+			free_client(c);
+	}
 	cancel_close_all(w);
 	while (fe->waits) {
 		struct client_wait *cw = fe->waits;
@@ -436,9 +446,30 @@ static void unlink_client(struct client *c)
 static char unknown_ctx[] = "-/-@?";
 static char no_name[] = ""; /* database and user before the startup packet */
 
+/* c is closed but kept until an answer on its way arrives (client_close). */
+static void keep_husk(struct client *c)
+{
+	struct frontend_worker *fe = fe_of(c->worker);
+	c->dead = true;
+	c->husk_prev = NULL;
+	c->husk_next = fe->husks;
+	if (fe->husks)
+		fe->husks->husk_prev = c;
+	fe->husks = c;
+}
+
 static void free_client(struct client *c)
 {
-	fe_of(c->worker)->gone++;
+	struct frontend_worker *fe = fe_of(c->worker);
+	if (c->dead) {
+		if (c->husk_prev)
+			c->husk_prev->husk_next = c->husk_next;
+		else
+			fe->husks = c->husk_next;
+		if (c->husk_next)
+			c->husk_next->husk_prev = c->husk_prev;
+	}
+	fe->gone++;
 	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
 	buf_detach(&c->wbuf, &fe_of(c->worker)->wbufs);
 	session_free(&c->session);
@@ -492,15 +523,15 @@ void client_close(struct client *c, const char *reason)
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
 	count_client(c, -1);
 	if (c->tls_away) {
-		c->dead = true; /* hs_back closes and frees it */
+		keep_husk(c); /* hs_back closes and frees it */
 		return;
 	}
 	if (c->queued && !client_leave_queue(c)) {
-		c->dead = true;
+		keep_husk(c); /* on_pool_answer frees it */
 		return;
 	}
 	if (c->ryw_pending) {
-		c->dead = true; /* the fetch's end frees it (client_husk_done) */
+		keep_husk(c); /* the fetch's end frees it (client_husk_done) */
 		return;
 	}
 	free_client(c);

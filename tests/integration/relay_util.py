@@ -1,5 +1,6 @@
 """A TCP relay for tests: a port of its own in front of a server, to give that server another
-address (test_kv_routing) or to slow one direction down (test_cache_l2)."""
+address (test_kv_routing), to slow one direction down (test_cache_l2) or to hold a request back
+(test_split)."""
 
 import socket
 import threading
@@ -9,12 +10,15 @@ import time
 class Relay:
     """Relays every connection to 127.0.0.1:target_port. `delay` seconds (0 by default, settable
     at any time) are waited before each piece going towards the target is passed on.
+    `hold` (None by default, settable at any time): a piece going towards the target that contains
+    these bytes is never passed on, and nothing after it on that connection; `held` is set then.
     upstream_ports: the local ports of its connections to the target (what PostgreSQL's
     pg_stat_activity shows as client_port). close() stops listening and drops every connection."""
 
     def __init__(self, target_port):
         self.target_port = target_port
         self.delay = 0.0
+        self.hold, self.held = None, threading.Event()
         self.lsock = socket.create_server(("127.0.0.1", 0))
         self.port = self.lsock.getsockname()[1]
         self.lock = threading.Lock()
@@ -40,6 +44,7 @@ class Relay:
             threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
 
     def _pump(self, src, dst, towards_target):
+        holding = False
         try:
             while True:
                 data = src.recv(65536)
@@ -47,6 +52,10 @@ class Relay:
                     break
                 if towards_target and self.delay:
                     time.sleep(self.delay)
+                if towards_target and (holding or self.hold and self.hold in data):
+                    holding = True
+                    self.held.set()
+                    continue  # kept back; read on, so that the sender never blocks
                 dst.sendall(data)
         except OSError:
             pass

@@ -4,13 +4,11 @@ else on the primary, and read-your-writes: a client's reads after its own write 
 with a standby that applies WAL two seconds late, while a client that never wrote is served
 by that standby."""
 
-import threading
-import time
-
 import psycopg
 import pytest
 
-from conftest import assert_tusk_error, console_show, SLOW, TEST_DB, wait_until
+from conftest import console_show, SLOW, TEST_DB, wait_until
+from relay_util import Relay
 
 ADMIN = {"users": ["postgres"], "client_auth": "trust"}
 
@@ -389,3 +387,22 @@ def test_listen_reaches_the_primary_whichever_host_is_listed_first(split_table, 
         # (psycopg 3.1 reads notifications while it runs a statement)
         wait_until(lambda: listener.execute("select 1") and len(got) >= 3, 10 * SLOW, what="3 notifications")
         assert got == ["n0", "n1", "n2"]
+
+
+def test_shutdown_while_a_gone_clients_write_position_is_read(pg, tusk):
+    # read-your-writes reads the primary's WAL position after each transaction there, on the
+    # same server, off the client's path. A client that leaves meanwhile is kept until that read
+    # ends; here the read never ends (a relay holds it back) when tusk stops: the exit must still
+    # be clean, the kept client freed (an ASan build reports the leak it once was).
+    relay = Relay(pg.port)
+    relay.hold = b"pg_current_wal_insert_lsn"
+    try:
+        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}}, pools=split_pools())
+        with t.connect(autocommit=True) as x:
+            # volatile: the primary's side, so its end reads the WAL position
+            assert x.execute("select 1 from (select random()) r").fetchone() == (1,)
+            assert relay.held.wait(10 * SLOW), "the WAL position was never asked for"
+        t.wait_log("logout after")
+        assert t.stop() == []
+    finally:
+        relay.close()

@@ -129,23 +129,26 @@ def test_second_tusk_on_the_same_port_is_refused_without_takeover_socket(tusk, p
     http = free_port()
     t = tusk(pools=[rule()], unix_socket_dir=str(sockdir), admin={"http": f"127.0.0.1:{http}"})
     p = subprocess.run([str(TUSK_BIN), "-c", str(t.cfg_path)], capture_output=True, text=True, timeout=15 * SLOW)
-    assert p.returncode == 1, p.stdout + p.stderr
-    assert f"listen 127.0.0.1:{t.port}: another process listens there" in p.stdout + p.stderr
+    out = p.stdout + p.stderr  # an assertion shows all of it: which listener refused
+    assert p.returncode == 1, out
+    assert f"listen 127.0.0.1:{t.port}: another process listens there" in out, out
     text = t.cfg_path.read_text()
     second = tmp_path / "second.yaml"
     second.write_text(text.replace("host: 127.0.0.1\n", "host: 127.0.0.2\n", 1)
                       .replace(f"127.0.0.1:{http}", f"127.0.0.1:{free_port()}"))
     assert second.read_text() != text
     p = subprocess.run([str(TUSK_BIN), "-c", str(second)], capture_output=True, text=True, timeout=15 * SLOW)
-    assert p.returncode == 1, p.stdout + p.stderr
-    assert f"listen on Unix socket {sockdir}/.s.PGSQL.{t.port}: another process listens there" in p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert f"listen on Unix socket {sockdir}/.s.PGSQL.{t.port}: another process listens there" in out, out
     third = tmp_path / "third.yaml"  # its own port and no Unix socket: only admin.http is shared
     third.write_text(text.replace(f"port: {t.port}\n", f"port: {free_port()}\n", 1)
                      .replace(f'unix_socket_dir: "{sockdir}"\n', ""))
     assert f"port: {t.port}\n" not in third.read_text() and str(sockdir) not in third.read_text()
     p = subprocess.run([str(TUSK_BIN), "-c", str(third)], capture_output=True, text=True, timeout=15 * SLOW)
-    assert p.returncode == 1, p.stdout + p.stderr
-    assert f"admin.http 127.0.0.1:{http}: another process listens there" in p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    assert p.returncode == 1, out
+    assert f"admin.http 127.0.0.1:{http}: another process listens there" in out, out
     assert _metric(http, "tusk_up") == "1"  # the first still answers there
     # Two entries of one configuration naming one address (127.1 is 127.0.0.1): both would be
     # bound, our SO_REUSEPORT sockets sharing the port, each connection getting one entry's

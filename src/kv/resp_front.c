@@ -44,6 +44,9 @@
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's); KEYS's page */
 #define RESP_KEYS_MAX (64u << 20)   /* KEYS's reply at most (beyond: an error, use SCAN) */
+/* RESP_KEYS_MAX, or less for a test (TUSK_TEST_RESP_KEYS_MAX, bytes: to see the bound act
+ * without 64 MB of keys); set once by kv_resp_register, before any worker runs. */
+static size_t keys_max = RESP_KEYS_MAX;
 
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
@@ -1899,25 +1902,25 @@ static void keys_answer(struct resp_conn *c)
 	for (int i = 0; i < n; i++) {
 		if (c->keys_exact && (rows[i].kl != plen || memcmp(rows[i].k, pat, plen) != 0))
 			continue;
-		char head[32];
-		int hn = snprintf(head, sizeof head, "$%zu\r\n", rows[i].kl);
-		size_t need = c->keys_len + (size_t)hn + rows[i].kl + 2;
-		if (need > RESP_KEYS_MAX) {
+		size_t need = c->keys_len + rows[i].kl + 32; /* resp_out_bulk's room: header, key, CRLF */
+		if (need > keys_max) {
 			free(rows);
-			reply_error(c, "ERR tusk: KEYS matched more than %u MB of keys; use SCAN", RESP_KEYS_MAX >> 20);
+			if (keys_max >= 1u << 20)
+				reply_error(c, "ERR tusk: KEYS matched more than %zu MB of keys; use SCAN", keys_max >> 20);
+			else
+				reply_error(c, "ERR tusk: KEYS matched more than %zu bytes of keys; use SCAN", keys_max);
 			return;
 		}
 		char *p = grow_bytes(c->keys, &c->keys_cap, need, 4096);
-		if (!p) {
+		if (p)
+			c->keys = p;
+		struct resp_out o = { .p = c->keys, .len = c->keys_len, .cap = c->keys_cap };
+		if (!p || !resp_out_bulk(&o, rows[i].k, rows[i].kl)) {
 			free(rows);
 			reply_error(c, "ERR out of memory");
 			return;
 		}
-		c->keys = p;
-		memcpy(p + c->keys_len, head, (size_t)hn);
-		memcpy(p + c->keys_len + hn, rows[i].k, rows[i].kl);
-		memcpy(p + need - 2, "\r\n", 2);
-		c->keys_len = need;
+		c->keys_len = o.len;
 		c->nkeys++;
 	}
 	if (!c->keys_exact && n > 0 && n >= c->count) {
@@ -2217,5 +2220,8 @@ struct worker_hooks kv_resp_worker_hooks = {
 
 void kv_resp_register(void)
 {
+	const char *t = getenv("TUSK_TEST_RESP_KEYS_MAX");
+	if (t && strtoull(t, NULL, 10) > 0 && strtoull(t, NULL, 10) < RESP_KEYS_MAX)
+		keys_max = (size_t)strtoull(t, NULL, 10);
 	client_protocol_register(CONFIG_LISTEN_REDIS, kv_resp_accept);
 }

@@ -30,6 +30,7 @@ PASSWORD = "s3cret-default"
 ALICE = "alice-pw"
 BOB = "bob-pw"  # bob is in PostgreSQL only: auth_query finds his secret
 LOGIN_TIMEOUT = 3 * SLOW  # client_login_timeout: also the TLS deadline of a redis connection
+KEYS_MAX = 1 << 20  # TUSK_TEST_RESP_KEYS_MAX: KEYS's reply bound in this module's tusk (64 MB in production)
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +62,9 @@ def zone(workdir, certs):
                   ],
                   workers=2, kv={"zone": z.name, "service": "local", "router_password": ROUTER_PASSWORD},
                   admin={"http": f"127.0.0.1:{z.http_port}"},
+                  # KEYS's reply bound, 64 MB, lowered to 1 MB: one test passes it with 1,100
+                  # keys of 1,000 bytes (the other KEYS test's 10,100 keys take about 330 KB).
+                  env={"TUSK_TEST_RESP_KEYS_MAX": str(KEYS_MAX)},
                   client_login_timeout=f"{int(LOGIN_TIMEOUT * 1000)}ms",
                   # hba_file decides the method (the pool rule must still match, and not be
                   # blocked): the same methods as the rules above, and dave and erin whom the
@@ -239,6 +243,29 @@ def test_redis_keys_lists_every_page_and_refuses_other_globs(zone):
         for i in range(0, len(keys), 1000):
             r.delete(*keys[i:i + 1000])
         for shard in range(NSHARDS):  # their 10,100 tombstones would starve the purge tests' kv.gc
+            purge_all(zone, shard)
+
+
+def test_redis_keys_past_its_bound_is_an_error_that_names_scan(zone):
+    """A KEYS reply larger than its bound (64 MB; this zone's tusk lowers it to 1 MB) is not
+    written: an error naming SCAN comes instead, and SCAN lists the same keys. A narrower prefix
+    under the bound is answered, and the connection goes on."""
+    tag = f"keysmax:{time.monotonic_ns()}"
+    pad = "k" * (1000 - len(tag) - 5)  # tag, ":", 4 digits, pad
+    keys = [f"{tag}:{i:04d}{pad}" for i in range(1100)]  # 1,000 bytes each: 1.1 MB
+    assert all(len(k) == 1000 for k in keys)
+    r = client(zone)
+    for i in range(0, len(keys), 100):
+        assert r.mset({k: "v" for k in keys[i:i + 100]}) is True
+    try:
+        with pytest.raises(redis.ResponseError, match=f"more than {KEYS_MAX >> 20} MB of keys; use SCAN"):
+            r.keys(f"{tag}:*")
+        assert sorted(k.decode() for k in r.scan_iter(match=f"{tag}:*", count=1000)) == keys
+        assert sorted(k.decode() for k in r.keys(f"{tag}:00*")) == keys[:100]  # 100 KB
+        assert r.ping() is True
+    finally:
+        r.delete(*keys)
+        for shard in range(NSHARDS):
             purge_all(zone, shard)
 
 

@@ -4,11 +4,15 @@ else on the primary, and read-your-writes: a client's reads after its own write 
 with a standby that applies WAL two seconds late, while a client that never wrote is served
 by that standby."""
 
+import time
+
 import psycopg
 import pytest
 
+import pgwire
 from conftest import console_show, SLOW, TEST_DB, wait_until
 from relay_util import Relay
+from txn_util import WireClient
 
 ADMIN = {"users": ["postgres"], "client_auth": "trust"}
 
@@ -406,3 +410,38 @@ def test_shutdown_while_a_gone_clients_write_position_is_read(pg, tusk):
         assert t.stop() == []
     finally:
         relay.close()
+
+
+@pytest.mark.parametrize("asked", ["standby_use", "replay_position"])
+def test_a_client_gone_while_tusk_asks_its_standby_leaves_nothing_behind(split_table, tusk, asked):
+    # Before a standby serves a read, tusk may ask it something on the client's server: whether
+    # it serves the pool's sessions (once a minute per pool), and with read-your-writes, how far
+    # it has replayed. A client that leaves while the question is out (a relay holds it back):
+    # the server is closed and its slot comes back; with one server a side, the next reader is
+    # served by a standby at once.
+    c = split_table
+    hold = b"default_transaction_isolation" if asked == "standby_use" else b"pg_last_wal_replay_lsn"
+    relays = [Relay(s.port) for s in c.standbys]
+    try:
+        hosts = [f"127.0.0.1:{c.primary.port}"] + [f"127.0.0.1:{r.port}" for r in relays]
+        t = tusk(services={"main": {"hosts": hosts}}, pools=split_pools(size=1), pool_wait_timeout=f"{int(3 * SLOW)}s")
+        if asked == "replay_position":
+            with t.connect(autocommit=True) as x:  # the standby side asked its question already
+                assert port_of(x) in {s.port for s in c.standbys}
+        for r in relays:
+            r.hold = hold
+        x = WireClient(t.port)
+        if asked == "replay_position":
+            assert x.simple_query("insert into split_t values (1, 'w')")[1] == []  # the next read needs the check
+            time.sleep(0.5 * SLOW)  # the write's position read on the primary (its reads stay there till then)
+        x.send(pgwire.query_message("select current_setting('port')::int"))
+        wait_until(lambda: any(r.held.is_set() for r in relays), 10 * SLOW, what="the standby asked")
+        x.close()
+        t.wait_log("client left before the server was ready")
+        for r in relays:
+            r.hold = None
+        with t.connect(autocommit=True) as y:
+            assert port_of(y) in {s.port for s in c.standbys}
+    finally:
+        for r in relays:
+            r.close()

@@ -330,8 +330,10 @@ static void frontend_worker_free(struct worker *w)
 	 * without ending it, and nothing will ever end it now. */
 	for (struct client *c = fe->husks, *next; c; c = next) {
 		next = c->husk_next;
-		if (!c->queued && !c->tls_away)
+		if (!c->queued && !c->tls_away) {
+			log_info(c->id, c->ctx, "freed at exit: closed while a read-your-writes fetch ran, which never ended");
 			free_client(c);
+		}
 	}
 	cancel_close_all(w);
 	while (fe->waits) {

@@ -4,6 +4,7 @@ else on the primary, and read-your-writes: a client's reads after its own write 
 with a standby that applies WAL two seconds late, while a client that never wrote is served
 by that standby."""
 
+import re
 import time
 
 import psycopg
@@ -393,21 +394,33 @@ def test_listen_reaches_the_primary_whichever_host_is_listed_first(split_table, 
         assert got == ["n0", "n1", "n2"]
 
 
-def test_shutdown_while_a_gone_clients_write_position_is_read(pg, tusk):
+@pytest.mark.parametrize("ends_by", ["stop", "timeout"])
+def test_a_gone_clients_write_position_read_that_never_answers(pg, tusk, ends_by):
     # read-your-writes reads the primary's WAL position after each transaction there, on the
     # same server, off the client's path. A client that leaves meanwhile is kept until that read
-    # ends; here the read never ends (a relay holds it back) when tusk stops: the exit must still
-    # be clean, the kept client freed (an ASan build reports the leak it once was).
+    # ends; here it is never answered (a relay holds it back). It ends by server_reset_timeout
+    # (the kept client is freed then, the slot comes back: one server, and the next client
+    # writes), or tusk stops first (the exit is clean, the kept client freed at exit: an ASan
+    # build reported its leak before).
     relay = Relay(pg.port)
     relay.hold = b"pg_current_wal_insert_lsn"
     try:
-        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}}, pools=split_pools())
+        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}}, pools=split_pools(size=1),
+                 server_reset_timeout="1s", pool_wait_timeout=f"{int(5 * SLOW)}s")
         with t.connect(autocommit=True) as x:
             # volatile: the primary's side, so its end reads the WAL position
             assert x.execute("select 1 from (select random()) r").fetchone() == (1,)
             assert relay.held.wait(10 * SLOW), "the WAL position was never asked for"
         t.wait_log("logout after")
+        gone = re.search(r" (c[0-9a-f]{8}) \S+: logout after", t.log_text()).group(1)
+        if ends_by == "timeout":
+            t.wait_log("server connection failed: timed out waiting for the server")
+            relay.hold = None
+            with t.connect(autocommit=True) as y:
+                assert y.execute("select 2 from (select random()) r").fetchone() == (2,)
         assert t.stop() == []
+        freed_at_exit = re.search(rf" {gone} \S+: freed at exit", t.log_text()) is not None
+        assert freed_at_exit == (ends_by == "stop"), t.log_tail()  # (the next client's may be)
     finally:
         relay.close()
 

@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from conftest import DIRECT, SLOW, TEST_DB, Tusk, connect, wait_until
+from relay_util import Relay
 from txn_util import txn_pool
 
 USER = "rs_user"
@@ -371,6 +372,28 @@ def test_client_leaving_during_the_check(pg, rs):
                    10 * SLOW, what="the locks of clients that left to be released")
     seen, _ = others_see(rs, STATEFUL["advisory_lock"][1])
     assert set(seen) == {"0"}
+
+
+def test_a_check_that_is_never_answered_ends_at_server_reset_timeout(pg, rs_db, tusk):
+    """The check's question on a server that never answers (a relay holds it back): the client,
+    whose next request waits for the check, is not held longer than server_reset_timeout; that
+    server is closed and the request runs on another (one server: its slot came back)."""
+    relay = Relay(pg.port)
+    relay.hold = b"pg_listening_channels"  # in the check's text, sent with its first Parse on a server
+    try:
+        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}},
+                 pools=[txn_pool(1)], server_reset_timeout="1s", pool_wait_timeout=WAIT)
+        with connect(t.port, user=USER) as a:
+            assert a.execute("select rs_harmless(1)").fetchone() == (2,)
+            assert relay.held.wait(10 * SLOW), "the check was never asked"
+            relay.hold = None
+            started = time.monotonic()
+            assert a.execute("select 3").fetchone() == (3,)
+            waited = time.monotonic() - started
+        assert waited < 1 + 3 * SLOW, waited
+        t.wait_log("server connection failed: timed out waiting for the server")
+    finally:
+        relay.close()
 
 
 def test_named_prepared_statement_marks_every_transaction_that_runs_it(pg, rs):

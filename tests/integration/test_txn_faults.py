@@ -9,6 +9,7 @@ import pytest
 
 import pgwire
 from conftest import SLOW, TEST_DB, TUSK_ERROR_RE, assert_tusk_error, connect, free_port, wait_until
+from relay_util import Relay
 from txn_util import (Psql, activity, backend_pid, locks_held, shutdown_socket, txn_pool,
                       wait_no_backends)
 
@@ -35,6 +36,41 @@ def row_is_free(pg):
 
 
 # --- clients that vanish ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode,held", [("transaction", b"ROLLBACK"), ("session", b"DISCARD ALL")])
+def test_a_clean_up_never_answered_ends_at_server_reset_timeout(tusk, pg, mode, held):
+    """tusk's clean-up of a server a client left (the ROLLBACK of its open transaction; session
+    pooling's server_reset_query) on a server that never answers (a relay holds it back): the
+    client waiting for that pool's only server gets a new one once server_reset_timeout (1 s)
+    has closed it, not never."""
+    relay = Relay(pg.port)
+    try:
+        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}}, pools=[txn_pool(1, mode=mode)],
+                 server_reset_timeout="1s", pool_wait_timeout=f"{int(10 * SLOW)}s")
+        a = t.connect(autocommit=False)  # its first statement opens a transaction, left open
+        assert a.execute("select 1").fetchone() == (1,)
+        relay.hold = held
+        waiting = {}
+
+        def b():
+            with t.connect(autocommit=True) as x:  # queued behind a's server
+                waiting["row"] = x.execute("select 2").fetchone()
+                waiting["at"] = time.monotonic()
+
+        th = threading.Thread(target=b)
+        th.start()
+        time.sleep(0.2 * SLOW)  # b queues for the server (or does so during the clean-up: the same bound)
+        a.close()
+        assert relay.held.wait(10 * SLOW), "the clean-up was never sent"
+        relay.hold = None
+        left = time.monotonic()
+        th.join(20 * SLOW)
+        assert waiting.get("row") == (2,), waiting
+        assert waiting["at"] - left < 1 + 3 * SLOW, waiting["at"] - left
+        t.wait_log("server connection failed: timed out waiting for the server")
+    finally:
+        relay.close()
+
 
 @pytest.mark.parametrize("how", ["psql_sigkill", "socket_reset"])
 def test_client_killed_inside_a_transaction_holding_a_row_lock(tusk, pg, how):

@@ -472,8 +472,8 @@ static void free_client(struct client *c)
 			c->husk_next->husk_prev = c->husk_prev;
 	}
 	fe->gone++;
-	buf_detach(&c->rbuf, &fe_of(c->worker)->rbufs);
-	buf_detach(&c->wbuf, &fe_of(c->worker)->wbufs);
+	buf_detach(&c->rbuf, &fe->rbufs);
+	buf_detach(&c->wbuf, &fe->wbufs);
 	session_free(&c->session);
 	if (c->ctx != unknown_ctx)
 		free(c->ctx);

@@ -44,7 +44,7 @@
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's); KEYS's page */
 #define RESP_KEYS_MAX (64u << 20)   /* KEYS's reply at most (beyond: an error, use SCAN) */
-/* RESP_KEYS_MAX, or less for a test (TUSK_TEST_RESP_KEYS_MAX, bytes: to see the bound act
+/* RESP_KEYS_MAX, or less for a test (TUSK_TEST_RESP_KEYS_MAX_MB: to see the bound act
  * without 64 MB of keys); set once by kv_resp_register, before any worker runs. */
 static size_t keys_max = RESP_KEYS_MAX;
 
@@ -1905,10 +1905,7 @@ static void keys_answer(struct resp_conn *c)
 		size_t need = c->keys_len + rows[i].kl + 32; /* resp_out_bulk's room: header, key, CRLF */
 		if (need > keys_max) {
 			free(rows);
-			if (keys_max >= 1u << 20)
-				reply_error(c, "ERR tusk: KEYS matched more than %zu MB of keys; use SCAN", keys_max >> 20);
-			else
-				reply_error(c, "ERR tusk: KEYS matched more than %zu bytes of keys; use SCAN", keys_max);
+			reply_error(c, "ERR tusk: KEYS matched more than %zu MB of keys; use SCAN", keys_max >> 20);
 			return;
 		}
 		char *p = grow_bytes(c->keys, &c->keys_cap, need, 4096);
@@ -2220,8 +2217,9 @@ struct worker_hooks kv_resp_worker_hooks = {
 
 void kv_resp_register(void)
 {
-	const char *t = getenv("TUSK_TEST_RESP_KEYS_MAX");
-	if (t && strtoull(t, NULL, 10) > 0 && strtoull(t, NULL, 10) < RESP_KEYS_MAX)
-		keys_max = (size_t)strtoull(t, NULL, 10);
+	const char *t = getenv("TUSK_TEST_RESP_KEYS_MAX_MB");
+	unsigned long long mb = t ? strtoull(t, NULL, 10) : 0;
+	if (mb > 0 && mb < RESP_KEYS_MAX >> 20)
+		keys_max = (size_t)mb << 20;
 	client_protocol_register(CONFIG_LISTEN_REDIS, kv_resp_accept);
 }

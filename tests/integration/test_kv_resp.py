@@ -30,7 +30,7 @@ PASSWORD = "s3cret-default"
 ALICE = "alice-pw"
 BOB = "bob-pw"  # bob is in PostgreSQL only: auth_query finds his secret
 LOGIN_TIMEOUT = 3 * SLOW  # client_login_timeout: also the TLS deadline of a redis connection
-KEYS_MAX = 1 << 20  # TUSK_TEST_RESP_KEYS_MAX: KEYS's reply bound in this module's tusk (64 MB in production)
+KEYS_MAX = 1 << 20  # TUSK_TEST_RESP_KEYS_MAX_MB: KEYS's reply bound in this module's tusk (64 MB in production)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def zone(workdir, certs):
                   admin={"http": f"127.0.0.1:{z.http_port}"},
                   # KEYS's reply bound, 64 MB, lowered to 1 MB: one test passes it with 1,100
                   # keys of 1,000 bytes (the other KEYS test's 10,100 keys take about 330 KB).
-                  env={"TUSK_TEST_RESP_KEYS_MAX": str(KEYS_MAX)},
+                  env={"TUSK_TEST_RESP_KEYS_MAX_MB": str(KEYS_MAX >> 20)},
                   client_login_timeout=f"{int(LOGIN_TIMEOUT * 1000)}ms",
                   # hba_file decides the method (the pool rule must still match, and not be
                   # blocked): the same methods as the rules above, and dave and erin whom the

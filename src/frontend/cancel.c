@@ -134,6 +134,7 @@ static void cancel_detach_server(struct server *s)
 		cc->server = NULL;
 	s->cancels = NULL;
 	s->park_after_cancel = false;
+	s->reset_after_cancel = 0;
 }
 
 static void cancel_io_cb(struct ev_loop *loop, ev_io *io, int revents)

@@ -2336,12 +2336,24 @@ static void park(struct server *s)
 	pool_put_idle(s->pool, s);
 }
 
+static void reset_and_park(struct server *s, enum reset_kind kind);
+
 void relay_park_server(struct server *s)
 {
+	if (s->reset_after_cancel) {
+		enum reset_kind kind = (enum reset_kind)(s->reset_after_cancel - 1);
+		s->reset_after_cancel = 0;
+		/* on_drained stopped its watcher, as park does: armed again for the clean-up */
+		server_unpark(s);
+		ev_io_stop(s->worker->loop, &s->io);
+		ev_io_set(&s->io, s->fd, EV_READ);
+		ev_io_start(s->worker->loop, &s->io);
+		reset_and_park(s, kind);
+		return;
+	}
 	park(s);
 }
 
-static void reset_and_park(struct server *s, enum reset_kind kind);
 
 void relay_release_finish(struct server *s, enum reset_kind reset)
 {
@@ -2519,6 +2531,17 @@ static void on_drained(struct server *s, void *arg, int err, const char *reason,
 	(void)reason;
 	if (err < 0)
 		return; /* closed by server.c */
+	if (s->cancels) {
+		/* The cancel sent for the client's request is still on its way: the request ended
+		 * before it, and PostgreSQL would cancel whatever runs when it lands, the clean-up
+		 * itself (then closed as a failed reset). It lands on an idle session, where it is
+		 * dropped, if the clean-up waits until PostgreSQL has taken it (cancel.c). */
+		s->reset_after_cancel = (int8_t)((intptr_t)arg + 1);
+		s->park_after_cancel = true;
+		ev_io_stop(s->worker->loop, &s->io);
+		ev_timer_stop(s->worker->loop, &s->timer);
+		return;
+	}
 	reset_and_park(s, (enum reset_kind)(intptr_t)arg);
 }
 

@@ -159,6 +159,9 @@ struct server {
 	 * so that the cancels forget it (the pool names nothing of the frontend). */
 	void (*cancels_detach)(struct server *s);
 	bool park_after_cancel;               /* released, waiting for those before parking */
+	int8_t reset_after_cancel;            /* relay.c: with park_after_cancel, the clean-up (a reset
+	                                       * kind, +1) still to run once they are done: a cancel
+	                                       * that lands later would cancel the clean-up itself */
 	double expires_at;                    /* server_lifetime with jitter; 0 = never */
 	unsigned pool_gen;                    /* pool_generation at connect (RECONNECT, KILL) */
 	struct server_expect expect[SERVER_EXPECT_MAX]; /* ring, relay.c */

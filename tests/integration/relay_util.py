@@ -12,6 +12,8 @@ class Relay:
     at any time) are waited before each piece going towards the target is passed on.
     `hold` (None by default, settable at any time): a piece going towards the target that contains
     these bytes is never passed on, and nothing after it on that connection; `held` is set then.
+    `slow` (None by default, settable at any time): (bytes, seconds): a piece going towards the
+    target that contains these bytes waits that long first (that connection's pieces only).
     upstream_ports: the local ports of its connections to the target (what PostgreSQL's
     pg_stat_activity shows as client_port). close() stops listening and drops every connection."""
 
@@ -19,6 +21,7 @@ class Relay:
         self.target_port = target_port
         self.delay = 0.0
         self.hold, self.held = None, threading.Event()
+        self.slow = None
         self.lsock = socket.create_server(("127.0.0.1", 0))
         self.port = self.lsock.getsockname()[1]
         self.lock = threading.Lock()
@@ -52,6 +55,9 @@ class Relay:
                     break
                 if towards_target and self.delay:
                     time.sleep(self.delay)
+                slow = self.slow
+                if towards_target and slow and slow[0] in data:
+                    time.sleep(slow[1])
                 if towards_target and (holding or self.hold and self.hold in data):
                     holding = True
                     self.held.set()

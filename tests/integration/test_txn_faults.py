@@ -168,6 +168,42 @@ def test_client_gone_mid_copy_is_aborted_and_server_reused(tusk, pg):
     c.close()
 
 
+# A CancelRequest: length 16, code 80877102 (the key data after it differs per backend).
+CANCEL_REQUEST = b"\x00\x00\x00\x10\x04\xd2\x16\x2e"
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_a_late_cancel_does_not_cancel_the_clean_up_after_it(tusk, pg, mode):
+    """A client leaves while its query runs: tusk sends a cancel for it, waits for the query to
+    end, then cleans the session up. The query ended before the cancel landed (a relay in front
+    of PostgreSQL holds the cancel 0.5 s back): PostgreSQL cancels whatever runs when it lands,
+    so a clean-up sent meanwhile (here server_reset_query, a pg_sleep(1)) was cancelled, and the
+    server closed as a failed reset (seen under load in test_client_gone_mid_copy_...). tusk
+    waits until PostgreSQL has taken the cancel; the clean-up then runs whole, and the same
+    server serves the next client."""
+    relay = Relay(pg.port)
+    try:
+        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}}, pools=[txn_pool(1, mode=mode)],
+                 server_reset_query="SELECT pg_sleep(1)", server_reset_timeout=f"{int(10 * SLOW)}s",
+                 pool_wait_timeout=f"{int(10 * SLOW)}s")
+        c = t.connect()
+        pid = backend_pid(c)
+        relay.slow = (CANCEL_REQUEST, 0.5)
+        c.pgconn.send_query(b"select pg_sleep(0.1)")
+        while c.pgconn.flush():
+            pass
+        time.sleep(0.02)  # the query reached tusk and its server
+        shutdown_socket(c)
+        t.wait_log("sending cancel request to backend pid")
+        with t.connect() as d:  # waits for the only server: cancel taken, clean-up run
+            assert backend_pid(d) == pid
+        assert "reset query failed" not in t.log_text()
+        assert "canceling statement due to user request" not in t.log_text()
+        c.close()
+    finally:
+        relay.close()
+
+
 def test_many_clients_vanishing_leave_no_transactions(tusk, pg):
     """Five rounds of four clients, each inside a transaction that wrote a row, vanishing at
     once over a pool of 4: each next round gets cleaned servers, nothing they wrote is visible."""

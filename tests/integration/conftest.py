@@ -380,10 +380,10 @@ def pg(workdir):
 
 
 # ---- running in parallel ---------------------------------------------------------------------
-# make test runs the suite in two processes (pytest-xdist, -n 2 --dist loadfile). A test marked
+# make test runs the suite in three processes (pytest-xdist, -n 3 --dist loadfile: TEST_JOBS). A test marked
 # `exclusive` (load, memory, timing measured against a deadline) runs alone: it holds a file lock
 # exclusively, every other test holds it shared. A turnstile lock in front keeps a waiting
-# exclusive test from being starved by the other process's stream of shared holders.
+# exclusive test from being starved by the other processes' stream of shared holders.
 # The lock files live in a directory the controlling process makes before it starts the
 # workers (they inherit TUSK_IT_LOCK_DIR) and removes after them.
 _LOCK_DIR = os.environ.get("TUSK_IT_LOCK_DIR") if os.environ.get("PYTEST_XDIST_WORKER") else None

@@ -2520,6 +2520,19 @@ static void reset_and_park(struct server *s, enum reset_kind kind)
 		park(s);
 		return;
 	}
+	if (s->cancels) {
+		/* A cancel for its last client's request is still on its way (sent when the client
+		 * left mid-request, or the client's own): the request ended before it, and PostgreSQL
+		 * cancels whatever runs when it lands, the clean-up itself (then closed as a failed
+		 * reset). Landing on an idle session it is dropped: the clean-up waits until
+		 * PostgreSQL has taken it (cancel.c calls relay_park_server). */
+		s->reset_after_cancel = (int8_t)(kind + 1);
+		s->park_after_cancel = true;
+		server_set_state(s, SERVER_IDLE);
+		ev_io_stop(s->worker->loop, &s->io);
+		ev_timer_stop(s->worker->loop, &s->timer);
+		return;
+	}
 	server_run_queries(s, queries, n, (double)cfg->server_reset_timeout_ms / 1000.0, on_reset_done, NULL);
 }
 
@@ -2531,17 +2544,6 @@ static void on_drained(struct server *s, void *arg, int err, const char *reason,
 	(void)reason;
 	if (err < 0)
 		return; /* closed by server.c */
-	if (s->cancels) {
-		/* The cancel sent for the client's request is still on its way: the request ended
-		 * before it, and PostgreSQL would cancel whatever runs when it lands, the clean-up
-		 * itself (then closed as a failed reset). It lands on an idle session, where it is
-		 * dropped, if the clean-up waits until PostgreSQL has taken it (cancel.c). */
-		s->reset_after_cancel = (int8_t)((intptr_t)arg + 1);
-		s->park_after_cancel = true;
-		ev_io_stop(s->worker->loop, &s->io);
-		ev_timer_stop(s->worker->loop, &s->timer);
-		return;
-	}
 	reset_and_park(s, (enum reset_kind)(intptr_t)arg);
 }
 

@@ -204,6 +204,33 @@ def test_a_late_cancel_does_not_cancel_the_clean_up_after_it(tusk, pg, mode):
         relay.close()
 
 
+def test_a_clients_own_late_cancel_does_not_cancel_the_clean_up_at_its_logout(tusk, pg):
+    """The same race from the client's side, in session pooling: it cancels its query (a
+    CancelRequest through tusk, held back 0.5 s on its way to PostgreSQL), the query ends first,
+    and the client logs out at once. Its server's clean-up (server_reset_query, here a
+    pg_sleep(1)) waits for the cancel to land on an idle session, and the same server serves the
+    next client."""
+    relay = Relay(pg.port)
+    try:
+        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}}, pools=[txn_pool(1, mode="session")],
+                 server_reset_query="SELECT pg_sleep(1)", server_reset_timeout=f"{int(10 * SLOW)}s",
+                 pool_wait_timeout=f"{int(10 * SLOW)}s")
+        c = t.connect()
+        pid = backend_pid(c)
+        relay.slow = (CANCEL_REQUEST, 0.5)
+        canceller = threading.Timer(0.05, c.cancel)
+        canceller.start()
+        assert c.execute("select 1 from pg_sleep(0.2)").fetchone() == (1,)  # ends before the cancel lands
+        c.close()
+        canceller.join(10 * SLOW)
+        t.wait_log("sending cancel request to backend pid")
+        with t.connect() as d:
+            assert backend_pid(d) == pid
+        assert "reset query failed" not in t.log_text()
+    finally:
+        relay.close()
+
+
 def test_many_clients_vanishing_leave_no_transactions(tusk, pg):
     """Five rounds of four clients, each inside a transaction that wrote a row, vanishing at
     once over a pool of 4: each next round gets cleaned servers, nothing they wrote is visible."""

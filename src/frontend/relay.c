@@ -2343,17 +2343,14 @@ void relay_park_server(struct server *s)
 	if (s->reset_after_cancel) {
 		enum reset_kind kind = (enum reset_kind)(s->reset_after_cancel - 1);
 		s->reset_after_cancel = 0;
-		/* on_drained stopped its watcher, as park does: armed again for the clean-up */
+		/* park stopped its watcher while the cancel was away: armed again for the clean-up */
 		server_unpark(s);
-		ev_io_stop(s->worker->loop, &s->io);
-		ev_io_set(&s->io, s->fd, EV_READ);
-		ev_io_start(s->worker->loop, &s->io);
+		evio_watch(s->worker->loop, &s->io, s->fd, EV_READ);
 		reset_and_park(s, kind);
 		return;
 	}
 	park(s);
 }
-
 
 void relay_release_finish(struct server *s, enum reset_kind reset)
 {
@@ -2525,12 +2522,10 @@ static void reset_and_park(struct server *s, enum reset_kind kind)
 		 * left mid-request, or the client's own): the request ended before it, and PostgreSQL
 		 * cancels whatever runs when it lands, the clean-up itself (then closed as a failed
 		 * reset). Landing on an idle session it is dropped: the clean-up waits until
-		 * PostgreSQL has taken it (cancel.c calls relay_park_server). */
+		 * PostgreSQL has taken it: park holds it unwatched meanwhile, and cancel.c's
+		 * relay_park_server then runs the clean-up. */
 		s->reset_after_cancel = (int8_t)(kind + 1);
-		s->park_after_cancel = true;
-		server_set_state(s, SERVER_IDLE);
-		ev_io_stop(s->worker->loop, &s->io);
-		ev_timer_stop(s->worker->loop, &s->timer);
+		park(s);
 		return;
 	}
 	server_run_queries(s, queries, n, (double)cfg->server_reset_timeout_ms / 1000.0, on_reset_done, NULL);

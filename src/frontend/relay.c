@@ -1895,6 +1895,18 @@ static bool releasable(const struct client *c, const struct server *s)
 	return server_settled(s) && c->c2s_scanned == 0 && c->c2s_remaining == 0 && buf_empty(&s->wbuf);
 }
 
+/* A cancel the client sent for its transaction's last query is still on its way (cancel.c):
+ * the query ended before it. PostgreSQL cancels whatever runs when it lands, and what runs
+ * next on s after a transaction is tusk's own: the session state check (a failed one resets
+ * the session, and the client loses the advisory lock its function took), read-your-writes'
+ * fetch of the WAL position, a clean-up. So the server stays the client's (release_pending,
+ * its next bytes held by pump_c2s) until PostgreSQL has taken the cancel, which an idle
+ * session drops; relay_cancel_done then resumes the release. */
+static bool release_waits_for_cancel(const struct server *s)
+{
+	return s->cancels != NULL;
+}
+
 static void server_lost(struct client *c, struct server *s, const char *reason)
 {
 	char sid[ID_LEN];
@@ -2015,7 +2027,7 @@ static bool pump_s2c(struct client *c, struct server *s)
 		 * buffer and release the server before the client can even read its answer, so
 		 * its next request (or another client's) finds the server back in the pool. */
 		if (c->release_pending && c->s2c_scanned <= RELAY_EARLY_RELEASE_MAX && releasable(c, s) &&
-		    buf_append(&c->wbuf, buf_head(&s->rbuf), c->s2c_scanned) == 0) {
+		    !s->cancels /* release_waits_for_cancel */ && buf_append(&c->wbuf, buf_head(&s->rbuf), c->s2c_scanned) == 0) {
 			buf_consume(&s->rbuf, c->s2c_scanned);
 			c->s2c_scanned = 0;
 			release_after_transaction(c, s);
@@ -2032,6 +2044,8 @@ static bool pump_s2c(struct client *c, struct server *s)
 			/* The client may have sent more since the final ReadyForQuery was scanned: then
 			 * the transaction (or the next one) goes on here. */
 			if (releasable(c, s)) {
+				if (release_waits_for_cancel(s))
+					return true;
 				release_after_transaction(c, s);
 				return false;
 			}

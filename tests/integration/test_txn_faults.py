@@ -231,6 +231,66 @@ def test_a_clients_own_late_cancel_does_not_cancel_the_clean_up_at_its_logout(tu
         relay.close()
 
 
+def test_a_clients_own_late_cancel_does_not_cancel_the_state_check_after_its_transaction(tusk, pg):
+    """Transaction pooling: a client's query called a function that took a session advisory
+    lock, and the client cancelled it (its CancelRequest held back 0.5 s on its way to
+    PostgreSQL); the query ended first. tusk then asks the server what the session holds (the
+    function may have left state) before it gives the server back. That check ran while the
+    cancel was still on its way, and the cancel landed on it (here the check waits for a lock
+    on pg_class that another session holds until 1 s): the check failed, tusk reset the session
+    and the client silently lost the lock its successful query took. tusk now waits for the
+    cancel to land on an idle session first: the check finds the lock, the client stays pinned
+    to its server and keeps it."""
+    relay = Relay(pg.port)
+    with pg.admin(TEST_DB) as a:
+        a.execute("create or replace function public.tf_take_lock() returns int language plpgsql "
+                  "as $$ begin perform pg_advisory_lock(4711); return 1; end $$")
+    try:
+        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}}, pools=[txn_pool(2)],
+                 server_reset_timeout=f"{int(10 * SLOW)}s", pool_wait_timeout=f"{int(10 * SLOW)}s")
+        c = t.connect()
+        pid = backend_pid(c)
+        relay.slow = (CANCEL_REQUEST, 0.5)
+        locked, release = threading.Event(), threading.Event()
+
+        def lock_pg_class():
+            with pg.admin(TEST_DB) as a:
+                with a.transaction():
+                    a.execute("lock table pg_catalog.pg_class in access exclusive mode")
+                    locked.set()
+                    release.wait(10 * SLOW)
+
+        locker = threading.Thread(target=lock_pg_class, daemon=True)
+        canceller = threading.Timer(0.05, c.cancel)
+        canceller.start()
+        got = {}
+
+        def run():
+            # pg_class is locked while this runs: its plan is made before (pg_sleep first)
+            got["row"] = c.execute("select tf_take_lock() from pg_sleep(0.3)", prepare=False).fetchone()
+
+        q = threading.Thread(target=run, daemon=True)
+        q.start()
+        time.sleep(0.1)
+        locker.start()
+        assert locked.wait(5 * SLOW)
+        q.join(10 * SLOW)
+        assert got.get("row") == (1,)  # ended before the cancel landed
+        canceller.join(10 * SLOW)
+        time.sleep(1.0)  # the cancel has landed (0.55 s), on the check or on an idle session
+        release.set()
+        locker.join(10 * SLOW)
+        assert c.execute("select count(*) from pg_locks where locktype = 'advisory' and objid = 4711 "
+                         "and pid = pg_backend_pid()", prepare=False).fetchone() == (1,)
+        assert backend_pid(c) == pid
+        assert "session state check on server" not in t.log_text()  # (logged when it failed)
+        c.close()
+    finally:
+        relay.close()
+        with pg.admin(TEST_DB) as a:
+            a.execute("drop function if exists public.tf_take_lock()")
+
+
 def test_many_clients_vanishing_leave_no_transactions(tusk, pg):
     """Five rounds of four clients, each inside a transaction that wrote a row, vanishing at
     once over a pool of 4: each next round gets cleaned servers, nothing they wrote is visible."""

@@ -6,6 +6,9 @@ import socket
 import threading
 import time
 
+# The head of a CancelRequest: length 16, code 80877102 (the key data after it differs per backend).
+CANCEL_REQUEST = b"\x00\x00\x00\x10\x04\xd2\x16\x2e"
+
 
 class Relay:
     """Relays every connection to 127.0.0.1:target_port. `delay` seconds (0 by default, settable
@@ -14,6 +17,7 @@ class Relay:
     these bytes is never passed on, and nothing after it on that connection; `held` is set then.
     `slow` (None by default, settable at any time): (bytes, seconds): a piece going towards the
     target that contains these bytes waits that long first (that connection's pieces only).
+    `sent`: (time.monotonic(), bytes) of every piece passed on towards the target, in order.
     upstream_ports: the local ports of its connections to the target (what PostgreSQL's
     pg_stat_activity shows as client_port). close() stops listening and drops every connection."""
 
@@ -22,6 +26,7 @@ class Relay:
         self.delay = 0.0
         self.hold, self.held = None, threading.Event()
         self.slow = None
+        self.sent = []
         self.lsock = socket.create_server(("127.0.0.1", 0))
         self.port = self.lsock.getsockname()[1]
         self.lock = threading.Lock()
@@ -63,6 +68,9 @@ class Relay:
                     self.held.set()
                     continue  # kept back; read on, so that the sender never blocks
                 dst.sendall(data)
+                if towards_target:
+                    with self.lock:
+                        self.sent.append((time.monotonic(), data))
         except OSError:
             pass
         finally:

@@ -5,6 +5,7 @@ with a standby that applies WAL two seconds late, while a client that never wrot
 by that standby."""
 
 import re
+import threading
 import time
 
 import psycopg
@@ -12,7 +13,7 @@ import pytest
 
 import pgwire
 from conftest import console_show, SLOW, TEST_DB, wait_until
-from relay_util import Relay
+from relay_util import CANCEL_REQUEST, Relay
 from txn_util import WireClient
 
 ADMIN = {"users": ["postgres"], "client_auth": "trust"}
@@ -421,6 +422,39 @@ def test_a_gone_clients_write_position_read_that_never_answers(pg, tusk, ends_by
         assert t.stop() == []
         freed_at_exit = re.search(rf" {gone} \S+: freed at exit", t.log_text()) is not None
         assert freed_at_exit == (ends_by == "stop"), t.log_tail()  # (the next client's may be)
+    finally:
+        relay.close()
+
+
+def test_the_write_position_is_read_only_after_the_clients_late_cancel_landed(pg, tusk):
+    # A client cancelled its query on the primary's side and the query ended before the cancel
+    # reached PostgreSQL (a relay holds CancelRequests back 0.5 s). read-your-writes then reads
+    # the primary's WAL position on that server: sent while the cancel was on its way, it was
+    # what the cancel landed on (the server closed, "could not read the primary's WAL
+    # position"). It is now sent only after the cancel has reached PostgreSQL, and the same
+    # server serves the client's next query.
+    relay = Relay(pg.port)
+    try:
+        t = tusk(services={"main": {"hosts": [f"127.0.0.1:{relay.port}"]}}, pools=split_pools(size=1),
+                 server_reset_timeout=f"{int(5 * SLOW)}s", pool_wait_timeout=f"{int(5 * SLOW)}s")
+        with t.connect(autocommit=True) as x:
+            pid = x.execute("select pg_backend_pid() from (select random()) r").fetchone()[0]
+            wait_until(lambda: any(b"pg_current_wal_insert_lsn" in d for _, d in list(relay.sent)), 5 * SLOW,
+                       what="the first write position read")  # (off the client's path)
+            relay.slow = (CANCEL_REQUEST, 0.5)
+            relay.sent.clear()
+            canceller = threading.Timer(0.05, x.cancel)
+            canceller.start()
+            assert x.execute("select 1 from pg_sleep(0.2), (select random()) r").fetchone() == (1,)
+            canceller.join(10 * SLOW)
+            wait_until(lambda: any(b"pg_current_wal_insert_lsn" in d for _, d in list(relay.sent)), 5 * SLOW,
+                       what="the write position read")
+            sent = list(relay.sent)
+            cancel_at = [at for at, d in sent if CANCEL_REQUEST in d]
+            fetch_at = [at for at, d in sent if b"pg_current_wal_insert_lsn" in d]
+            assert cancel_at and fetch_at[0] > cancel_at[0], (cancel_at, fetch_at)
+            assert x.execute("select pg_backend_pid() from (select random()) r").fetchone()[0] == pid
+        assert "could not read the primary's WAL position" not in t.log_text()
     finally:
         relay.close()
 

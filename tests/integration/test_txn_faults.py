@@ -9,7 +9,7 @@ import pytest
 
 import pgwire
 from conftest import SLOW, TEST_DB, TUSK_ERROR_RE, assert_tusk_error, connect, free_port, wait_until
-from relay_util import Relay
+from relay_util import CANCEL_REQUEST, Relay
 from txn_util import (Psql, activity, backend_pid, locks_held, shutdown_socket, txn_pool,
                       wait_no_backends)
 
@@ -166,10 +166,6 @@ def test_client_gone_mid_copy_is_aborted_and_server_reused(tusk, pg):
     except Exception:  # noqa: BLE001 - the socket is gone, as intended
         pass
     c.close()
-
-
-# A CancelRequest: length 16, code 80877102 (the key data after it differs per backend).
-CANCEL_REQUEST = b"\x00\x00\x00\x10\x04\xd2\x16\x2e"
 
 
 @pytest.mark.parametrize("mode", ["transaction", "session"])

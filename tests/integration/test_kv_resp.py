@@ -1513,6 +1513,46 @@ def test_a_purge_of_a_reset_counter_keeps_an_increment_made_meanwhile(zone):
             assert r.ttl(key) == -1
 
 
+def test_a_purge_call_keeps_its_budget_and_leaves_counters_a_share_of_it(zone):
+    """One kv.gc call of budget 10 on a shard with 30 purgeable tombstones and a reset counter:
+    - it purges at most 10 tombstones. It purged all 30: the pick of rows (LIMIT ... FOR UPDATE
+      SKIP LOCKED) was the inner side of a nested loop, run again for each row, and each run
+      skipped the rows the statement had just deleted and found 10 more (time quadratic in the
+      backlog, one transaction for all of it, where gc_batch promises small statements);
+    - it purges the counter too (its cursor is put just before it, so that no live counter an
+      earlier test left is examined instead). Counters had only what tombstones and expired
+      rows left of the budget: while deletes kept every call full, no counter was purged."""
+    tag = f"gcbudget:{time.monotonic_ns()}"
+    r = client(zone, db=3)
+    key = f"{tag}:counter"
+    shard = zone.parade.shard_of("diff", key)
+    purge_all(zone, shard)
+    assert r.incrby(key, 5) == 5
+    assert r.delete(key) == 1  # a counter at 0 for good: its rows are purgeable
+    tombs = zone.parade.keys_on(shard, 30, f"{tag}:t", ns="diff")
+    r.mset({k: "x" for k in tombs})
+    assert r.delete(*tombs) == 30
+    time.sleep(0.05)
+
+    def counter_rows():  # the key's own row (a tombstone: one of the 10) and its counter's rows
+        return key_rows(zone, shard, key, "key")
+
+    def tombstones():
+        return zone.sql(shard, "select count(*) from kv.data where ns = 'diff' and key like %s and value is null",
+                        (f"{tag}:t%",))[0][0]
+    before = len(counter_rows())
+    assert before >= 3 and tombstones() == 30
+    with horizon_at_now(zone, shard), zone.db(shard, "postgres") as g:
+        g.execute("update kv.identity set gc_counter_ns = 'diff', gc_counter_key = %s", (key,))
+        purged = g.execute("select kv.gc(array[99], 0, 10)").fetchone()[0]
+    gone = 30 - tombstones()
+    assert 9 <= gone <= 10, gone
+    assert counter_rows() == []
+    assert purged == gone + before
+    assert r.get(key) is None
+    purge_all(zone, shard)
+
+
 def test_a_purge_of_a_keys_tombstone_under_a_new_counter_does_not_let_a_set_miss_it(zone):
     """An INCR of a key whose row is an old tombstone (a value's DEL) keeps that row as the
     counter's key row, so that the router's one-statement SET, which cannot see a part made

@@ -272,6 +272,8 @@ void cancel_on_message(struct worker *w, struct worker_msg *m)
 		return;
 	if (relay_hooks_cancel(c))
 		return; /* it waited on another client's identical query: only it stops waiting */
+	if (client_cancel_wait(c))
+		return; /* it waited for a server: its request never ran */
 	struct server *s = c->server;
 	if (!s || s->state != SERVER_ACTIVE || (s->expect_count == 0 && s->pending_rfq == 0)) {
 		/* No server, or nothing running on it: PostgreSQL would ignore it too. */

@@ -548,6 +548,62 @@ bool client_leave_queue(struct client *c)
 	return true;
 }
 
+/* The length of the request at the head of c's input, whole: a Query, or an extended-protocol
+ * batch (Parse, Bind, Describe, Execute, Close, Flush) through its Sync. 0 when it is not
+ * all there yet, or holds anything else (COPY data, a FunctionCall). */
+static size_t whole_request_len(const struct client *c)
+{
+	const uint8_t *p = buf_head(&c->rbuf);
+	size_t avail = buf_len(&c->rbuf), off = 0;
+
+	while (off < avail) {
+		struct proto_hdr h;
+		if (proto_read_hdr(p + off, avail - off, cfg_of(c)->max_message_size, &h) <= 0 ||
+		    avail - off < (size_t)h.len + 1)
+			return 0;
+		off += (size_t)h.len + 1;
+		switch (h.type) {
+		case 'Q':
+			return off == (size_t)h.len + 1 ? off : 0; /* a Query inside a batch: no */
+		case 'S':
+			return off;
+		case 'P': case 'B': case 'D': case 'E': case 'C': case 'H':
+			break;
+		default:
+			return 0;
+		}
+	}
+	return 0;
+}
+
+bool client_cancel_wait(struct client *c)
+{
+	char msg[128];
+
+	/* Queued for a server, its request not begun anywhere: PostgreSQL, asked to cancel a
+	 * query waiting for a lock, ends it with 57014; so does tusk for one waiting for a
+	 * server. The whole request is dropped, as a cancel that lands on its first message
+	 * would (a Parse in it made no statement): the error, then ReadyForQuery; what the
+	 * client sent after it is served next. Not yet all there: ignored, as before. */
+	if (!c->queued || c->server || c->dead || !c->greeted || c->state != CLIENT_WAITING || c->c2s_scanned > 0 ||
+	    c->c2s_remaining > 0 || c->s2c_scanned > 0 || c->s2c_remaining > 0 ||
+	    !relay_hooks_quiet(c) /* a feature holds something of it: the cache's flight it leads */)
+		return false;
+	size_t len = whole_request_len(c);
+	if (len == 0 || !client_leave_queue(c)) /* (the pool's answer is on its way: it runs) */
+		return false;
+	buf_consume(&c->rbuf, len);
+	log_info(c->id, c->ctx, "client asked to cancel its query while waiting for a server: cancelled");
+	snprintf(msg, sizeof msg, "tusk %s: canceling statement due to user request", c->id);
+	buf_compact(&c->wbuf);
+	if (proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
+		client_close(c, "no room for the cancel's error");
+		return true;
+	}
+	client_go_idle(c);
+	return true;
+}
+
 void client_husk_done(struct client *c)
 {
 	if (!c->queued && !c->ryw_pending)

@@ -194,6 +194,9 @@ void client_count_error(struct client *c, const uint8_t *msg, size_t len);
 /* A queued client leaves the pool queue: true when it did (no answer will come), false
  * when the answer is already on its way. */
 bool client_leave_queue(struct client *c);
+/* A CancelRequest for c while it waits in its pool's queue: its request is answered with
+ * 57014 and dropped (cancel.c). false when there is nothing of that kind to cancel. */
+bool client_cancel_wait(struct client *c);
 /* client.c: the client needs a server for bytes it sent while idle. */
 void client_need_server(struct client *c);
 /* Greeting done or transaction over: no server, wait for the next request. */

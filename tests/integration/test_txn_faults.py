@@ -1,6 +1,8 @@
 """Transaction pooling when things go wrong: clients that vanish mid transaction or mid query,
 cancel requests, and a PostgreSQL that refuses connections or restarts under tusk."""
 
+import socket
+import struct
 import threading
 import time
 
@@ -8,9 +10,10 @@ import psycopg
 import pytest
 
 import pgwire
-from conftest import SLOW, TEST_DB, TUSK_ERROR_RE, assert_tusk_error, connect, free_port, wait_until
+from conftest import (SLOW, TEST_DB, TUSK_ERROR_RE, assert_tusk_error, connect, console_show, free_port,
+                      wait_until)
 from relay_util import CANCEL_REQUEST, Relay
-from txn_util import (Psql, activity, backend_pid, locks_held, shutdown_socket, txn_pool,
+from txn_util import (Psql, WireClient, activity, backend_pid, data_row, locks_held, shutdown_socket, txn_pool,
                       wait_no_backends)
 
 pytestmark = pytest.mark.tusk_only
@@ -355,6 +358,83 @@ def test_cancel_hits_only_the_cancelling_clients_query(tusk):
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("proto", ["simple", "extended"])
+def test_a_cancel_ends_a_request_waiting_for_a_server(tusk, pg, proto):
+    """A pool of 1 held by A's open transaction; B's INSERT waits for a server, and B cancels
+    it (a driver's statement timeout). As PostgreSQL ends a query waiting for a lock, B gets
+    57014 at once, not after A commits; its INSERT never runs; B's session goes on (its next
+    request runs once A commits), and A is untouched. Before, the cancel was ignored (as by
+    PgBouncer) and the INSERT ran after A's commit."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout=f"{int(20 * SLOW)}s",
+             admin={"users": ["postgres"], "client_auth": "trust"})
+    key = f"queued-cancel-{proto}"
+    a = t.connect(autocommit=False)
+    b = t.connect()
+    try:
+        a.execute("select 1")  # A's transaction holds the only server
+        got = {}
+
+        def run_b():
+            started = time.monotonic()
+            try:
+                if proto == "simple":
+                    b.execute(f"insert into kv values ('{key}', 'x')", prepare=False)
+                else:
+                    b.execute("insert into kv values (%s, 'x')", (key,))
+                got["b"] = ("ran", time.monotonic() - started)
+            except psycopg.Error as e:
+                got["b"] = (e.sqlstate, time.monotonic() - started, str(e))
+
+        tb = threading.Thread(target=run_b, daemon=True)
+        tb.start()
+        wait_until(lambda: [r["cl_waiting"] for r in console_show(t, "show pools") if r["database"] == TEST_DB]
+                   == [1], 10 * SLOW, what="B waiting in the pool's queue")
+        b.cancel()
+        tb.join(5 * SLOW)
+        assert got.get("b", ("",))[0] == "57014", got
+        assert got["b"][1] < 3 * SLOW, got
+        assert_tusk_error(got["b"][2])
+        a.commit()  # the server comes back: B's next request runs on it
+        assert b.execute("select count(*) from kv where k = %s", (key,)).fetchone() == (0,)
+        assert a.execute("select 2").fetchone() == (2,)
+        a.commit()
+        assert "cancelled" in t.log_text()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_cancelled_waiting_request_leaves_the_request_pipelined_after_it(tusk):
+    """The same at the wire: B sends two Queries at once while A holds the only server, then
+    cancels. The first ends with 57014 and ReadyForQuery at once; the second, pipelined behind
+    it, runs once A's transaction ends."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout=f"{int(20 * SLOW)}s",
+             admin={"users": ["postgres"], "client_auth": "trust"})
+    a = t.connect(autocommit=False)
+    b = WireClient(t.port)
+    try:
+        a.execute("select 1")
+        key = [body for kind, body in b.startup_msgs if kind == b"K"][0]
+        b.send(pgwire.query_message("insert into kv values ('queued-pipelined', 'x')") +
+               pgwire.query_message("select 7"))
+        wait_until(lambda: [r["cl_waiting"] for r in console_show(t, "show pools") if r["database"] == TEST_DB]
+                   == [1], 10 * SLOW, what="B waiting in the pool's queue")
+        with socket.create_connection(("127.0.0.1", t.port), timeout=5 * SLOW) as cs:
+            cs.sendall(struct.pack("!II", 16, 80877102) + key)
+            cs.recv(1)  # tusk closes it once handled
+        first = b.read_until_ready(timeout=5 * SLOW)
+        errors = [pgwire.parse_error_fields(body) for kind, body in first if kind == b"E"]
+        assert [e.get("C") for e in errors] == ["57014"], first
+        a.commit()
+        second = b.read_until_ready(timeout=5 * SLOW)
+        assert [data_row(body) for kind, body in second if kind == b"D"] == [["7"]], second
+        assert a.execute("select count(*) from kv where k = 'queued-pipelined'").fetchone() == (0,)
+        a.commit()
+    finally:
+        a.close()
+        b.terminate()
 
 
 def test_cancel_from_an_idle_client_does_not_reach_its_last_server(tusk):

@@ -234,7 +234,7 @@ class WireClient(pgwire.RawClient):
 
     def __init__(self, port, user="tusk_trust", dbname=TEST_DB, timeout=10.0):
         super().__init__("127.0.0.1", port, timeout=timeout * SLOW)
-        self.startup(user, dbname)
+        self.startup_msgs = self.startup(user, dbname)  # BackendKeyData ('K') among them
 
     def exchange(self, *msgs):
         """-> {'kinds': [type bytes], 'rows': [[str]], 'errors': [field dicts], 'status': b'I'}"""

@@ -2027,7 +2027,7 @@ static bool pump_s2c(struct client *c, struct server *s)
 		 * buffer and release the server before the client can even read its answer, so
 		 * its next request (or another client's) finds the server back in the pool. */
 		if (c->release_pending && c->s2c_scanned <= RELAY_EARLY_RELEASE_MAX && releasable(c, s) &&
-		    !s->cancels /* release_waits_for_cancel */ && buf_append(&c->wbuf, buf_head(&s->rbuf), c->s2c_scanned) == 0) {
+		    !release_waits_for_cancel(s) && buf_append(&c->wbuf, buf_head(&s->rbuf), c->s2c_scanned) == 0) {
 			buf_consume(&s->rbuf, c->s2c_scanned);
 			c->s2c_scanned = 0;
 			release_after_transaction(c, s);

@@ -1,11 +1,13 @@
 """Transaction pooling when things go wrong: clients that vanish mid transaction or mid query,
 cancel requests, and a PostgreSQL that refuses connections or restarts under tusk."""
 
+import asyncio
 import socket
 import struct
 import threading
 import time
 
+import asyncpg
 import psycopg
 import pytest
 
@@ -435,6 +437,39 @@ def test_a_cancelled_waiting_request_leaves_the_request_pipelined_after_it(tusk)
     finally:
         a.close()
         b.terminate()
+
+
+def test_asyncpgs_timeout_on_a_query_waiting_for_a_server_leaves_its_connection_usable(tusk):
+    """What a driver does with it: asyncpg's `timeout=` sends a CancelRequest and raises
+    TimeoutError. The only server is held by another transaction: the INSERT that timed out
+    never runs, and the connection serves its next query once the server frees up. Before,
+    the cancel was ignored and the INSERT the application was told had timed out ran (and
+    committed) as soon as the server was free."""
+    t = tusk(pools=[txn_pool(1)], pool_wait_timeout=f"{int(20 * SLOW)}s")
+    holder = t.connect(autocommit=False)
+
+    async def run():
+        conn = await asyncpg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", database=TEST_DB)
+        try:
+            holder.execute("select 1")  # holds the only server
+            started = time.monotonic()
+            with pytest.raises(asyncio.TimeoutError):
+                await conn.execute("insert into kv values ('asyncpg-timeout', 'x')", timeout=0.5)
+            took = time.monotonic() - started
+            release = asyncio.get_running_loop().run_in_executor(None, lambda: (time.sleep(0.5), holder.commit()))
+            assert await conn.fetchval("select 7", timeout=10 * SLOW) == 7
+            await release
+            return took
+        finally:
+            await conn.close()
+
+    try:
+        took = asyncio.run(run())
+        assert took < 2.5 * SLOW, took
+        assert holder.execute("select count(*) from kv where k = 'asyncpg-timeout'").fetchone() == (0,)
+        holder.commit()
+    finally:
+        holder.close()
 
 
 def test_cancel_from_an_idle_client_does_not_reach_its_last_server(tusk):

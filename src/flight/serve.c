@@ -1060,7 +1060,6 @@ static bool flight_client_quiet(const struct client *c)
 static bool flight_client_cancel(struct client *c)
 {
 	struct flight_client *fc = c->flight;
-	char msg[128];
 
 	if (!fc || (!fc->wait && !fc->parked))
 		return false;
@@ -1078,9 +1077,7 @@ static bool flight_client_cancel(struct client *c)
 	buf_consume(&c->rbuf, request_len(c));
 	fc->ext_len = 0;
 	fc->ext_parse = false;
-	snprintf(msg, sizeof(msg), "tusk %s: canceling statement due to user request", c->id);
-	buf_compact(&c->wbuf);
-	if ((npre && buf_append(&c->wbuf, pre, npre) < 0) || proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
+	if (client_put_cancelled(c, pre, npre) < 0) {
 		client_close(c, "no room for the cancel's error");
 		return true;
 	}

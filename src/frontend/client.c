@@ -576,10 +576,20 @@ static size_t whole_request_len(const struct client *c)
 	return 0;
 }
 
-bool client_cancel_wait(struct client *c)
+int client_put_cancelled(struct client *c, const uint8_t *pre, size_t npre)
 {
 	char msg[128];
 
+	snprintf(msg, sizeof msg, "tusk %s: canceling statement due to user request", c->id);
+	buf_compact(&c->wbuf);
+	if ((npre && buf_append(&c->wbuf, pre, npre) < 0) ||
+	    proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0)
+		return -1;
+	return 0;
+}
+
+bool client_cancel_wait(struct client *c)
+{
 	/* Queued for a server, its request not begun anywhere: PostgreSQL, asked to cancel a
 	 * query waiting for a lock, ends it with 57014; so does tusk for one waiting for a
 	 * server. The whole request is dropped, as a cancel that lands on its first message
@@ -594,9 +604,7 @@ bool client_cancel_wait(struct client *c)
 		return false;
 	buf_consume(&c->rbuf, len);
 	log_info(c->id, c->ctx, "client asked to cancel its query while waiting for a server: cancelled");
-	snprintf(msg, sizeof msg, "tusk %s: canceling statement due to user request", c->id);
-	buf_compact(&c->wbuf);
-	if (proto_put_error(&c->wbuf, "ERROR", "57014", msg, NULL, NULL) < 0 || proto_put_ready(&c->wbuf, 'I') < 0) {
+	if (client_put_cancelled(c, NULL, 0) < 0) {
 		client_close(c, "no room for the cancel's error");
 		return true;
 	}

@@ -197,6 +197,11 @@ bool client_leave_queue(struct client *c);
 /* A CancelRequest for c while it waits in its pool's queue: its request is answered with
  * 57014 and dropped (cancel.c). false when there is nothing of that kind to cancel. */
 bool client_cancel_wait(struct client *c);
+/* The answer to a request cancelled before any server ran it (the pool's queue, the cache's
+ * wait): PostgreSQL's 57014 error naming the client, then ReadyForQuery 'I', after pre (the
+ * replies of messages done before the cancel: the cache's ParseComplete, BindComplete).
+ * 0, or -1 when the write buffer had no room (the caller closes the client). */
+int client_put_cancelled(struct client *c, const uint8_t *pre, size_t npre);
 /* client.c: the client needs a server for bytes it sent while idle. */
 void client_need_server(struct client *c);
 /* Greeting done or transaction over: no server, wait for the next request. */

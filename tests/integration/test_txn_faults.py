@@ -363,6 +363,15 @@ def test_cancel_hits_only_the_cancelling_clients_query(tusk):
         b.close()
 
 
+ADMIN = {"users": ["postgres"], "client_auth": "trust"}  # console_show's
+
+
+def wait_queued(t, n):
+    """Until n clients of t's pool wait in its queue for a server (SHOW POOLS' cl_waiting)."""
+    wait_until(lambda: [r["cl_waiting"] for r in console_show(t, "show pools") if r["database"] == TEST_DB] == [n],
+               10 * SLOW, what=f"{n} client(s) waiting in the pool's queue")
+
+
 @pytest.mark.parametrize("proto", ["simple", "extended"])
 def test_a_cancel_ends_a_request_waiting_for_a_server(tusk, pg, proto):
     """A pool of 1 held by A's open transaction; B's INSERT waits for a server, and B cancels
@@ -371,7 +380,7 @@ def test_a_cancel_ends_a_request_waiting_for_a_server(tusk, pg, proto):
     request runs once A commits), and A is untouched. Before, the cancel was ignored (as by
     PgBouncer) and the INSERT ran after A's commit."""
     t = tusk(pools=[txn_pool(1)], pool_wait_timeout=f"{int(20 * SLOW)}s",
-             admin={"users": ["postgres"], "client_auth": "trust"})
+             admin=ADMIN)
     key = f"queued-cancel-{proto}"
     a = t.connect(autocommit=False)
     b = t.connect()
@@ -392,8 +401,7 @@ def test_a_cancel_ends_a_request_waiting_for_a_server(tusk, pg, proto):
 
         tb = threading.Thread(target=run_b, daemon=True)
         tb.start()
-        wait_until(lambda: [r["cl_waiting"] for r in console_show(t, "show pools") if r["database"] == TEST_DB]
-                   == [1], 10 * SLOW, what="B waiting in the pool's queue")
+        wait_queued(t, 1)
         b.cancel()
         tb.join(5 * SLOW)
         assert got.get("b", ("",))[0] == "57014", got
@@ -414,7 +422,7 @@ def test_a_cancelled_waiting_request_leaves_the_request_pipelined_after_it(tusk)
     cancels. The first ends with 57014 and ReadyForQuery at once; the second, pipelined behind
     it, runs once A's transaction ends."""
     t = tusk(pools=[txn_pool(1)], pool_wait_timeout=f"{int(20 * SLOW)}s",
-             admin={"users": ["postgres"], "client_auth": "trust"})
+             admin=ADMIN)
     a = t.connect(autocommit=False)
     b = WireClient(t.port)
     try:
@@ -422,8 +430,7 @@ def test_a_cancelled_waiting_request_leaves_the_request_pipelined_after_it(tusk)
         key = [body for kind, body in b.startup_msgs if kind == b"K"][0]
         b.send(pgwire.query_message("insert into kv values ('queued-pipelined', 'x')") +
                pgwire.query_message("select 7"))
-        wait_until(lambda: [r["cl_waiting"] for r in console_show(t, "show pools") if r["database"] == TEST_DB]
-                   == [1], 10 * SLOW, what="B waiting in the pool's queue")
+        wait_queued(t, 1)
         with socket.create_connection(("127.0.0.1", t.port), timeout=5 * SLOW) as cs:
             cs.sendall(struct.pack("!II", 16, 80877102) + key)
             cs.recv(1)  # tusk closes it once handled

@@ -127,3 +127,7 @@ write("kv_redis", "counters-scan", bytes([0]) + chunks(resp("INCR", "n"), resp("
 write("kv_redis", "admin", bytes([0]) + chunks(resp("INFO"), resp("INFO", "server"), resp("CONFIG", "GET", "*"), resp("CONFIG", "SET", "save", ""),
     resp("CLIENT", "SETNAME", "x"), resp("COMMAND"), resp("FLUSHALL"), resp("QUIT")))
 write("kv_redis", "split-and-bad", bytes([0]) + chunks(b"*2\r\n$3\r\nGE", b"T\r\n$1\r\nk\r\n", b"*-1\r\n", b"*1\r\n$-5\r\n", b"$3\r\nabc\r\n", b"*99999999999\r\n"))
+write("kv_redis", "multi", bytes([0x80]) + chunks(resp("MULTI"), resp("SET", "a", "1"), resp("GET"), resp("EXEC"),
+    resp("MULTI"), resp("MULTI"), resp("PING"), resp("INCR", "n"), resp("MGET", "a", "b"), resp("EXEC"), resp("EXEC"),
+    resp("DISCARD"), resp("WATCH", "a"), resp("UNWATCH"), resp("MULTI"), resp("SCAN", "0"), resp("WATCH", "a"), resp("DISCARD"),
+    b"MULTI\r\nSET a b\r\nNOPE\r\nEXEC\r\n"))

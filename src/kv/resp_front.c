@@ -44,6 +44,8 @@
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's); KEYS's page */
 #define RESP_KEYS_MAX (64u << 20)   /* KEYS's reply at most (beyond: an error, use SCAN) */
+#define RESP_MULTI_MAX 100000       /* commands one MULTI may queue (and RESP_IN_MAX bytes of them) */
+#define RESP_EXEC_TRIES 50          /* runs of one EXEC that a concurrent write may undo (40001, 40P01) */
 /* RESP_KEYS_MAX, or less for a test (TUSK_TEST_RESP_KEYS_MAX_MB: to see the bound act
  * without 64 MB of keys); set once by kv_resp_register, before any worker runs. */
 static size_t keys_max = RESP_KEYS_MAX;
@@ -55,6 +57,10 @@ enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 
 /* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
 enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
+
+/* EXEC's steps: a read for routing to be ready (the first calls after start need the
+ * catalog), the queued commands one after another, the transaction's end. */
+enum exec_phase { EXEC_NONE, EXEC_WARM, EXEC_CMDS, EXEC_END, EXEC_PAUSE };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
@@ -116,6 +122,24 @@ struct resp_conn {
 	long long nkeys;
 	bool keys_exact;               /* KEYS of a key without wildcards: that key or nothing */
 	unsigned long long scan_id[RESP_SCAN_CURSORS], scan_next;
+	/* MULTI ... EXEC (docs/kv.md, "Transactions") */
+	bool multi;                    /* MULTI seen: commands are queued, not run */
+	bool multi_dirty;              /* a command was refused while queued: EXEC discards them all */
+	char *mq;                      /* the queued commands' bytes, one after another */
+	size_t mq_len, mq_cap;
+	int mq_n;
+	enum exec_phase exec;          /* EXEC runs (waiting() while it does) */
+	bool exec_warmed;              /* a read was made for routing to be ready: not again */
+	bool exec_rollback;            /* its end is a ROLLBACK: the client left, or (exec_again) it runs again */
+	bool exec_again;               /* a call met a concurrent write (40001, 40P01): run the queue again */
+	int exec_tries;                /* runs of this EXEC so far */
+	ev_timer exec_wait;            /* before a run again: a random pause, longer with each run */
+	int exec_i;                    /* queued commands run so far */
+	size_t exec_pos;               /* where the next one starts in mq */
+	const char *abase;             /* while EXEC runs one: its bytes (arguments are offsets) */
+	struct kv_txn txn;
+	char *held;                    /* out before EXEC: the replies of EXEC's commands go to a */
+	size_t held_off, held_len, held_cap; /* fresh out until they are known to stand */
 };
 
 struct resp_worker {
@@ -129,9 +153,15 @@ static struct resp_worker *rw_of(struct worker *w)
 	return worker_slot(w, kv_resp_worker_hooks.slot);
 }
 
+/* Where the arguments' offsets count from: the input, or the queued command EXEC runs. */
+static const char *abase(const struct resp_conn *c)
+{
+	return c->abase ? c->abase : c->in + c->in_off;
+}
+
 static const char *arg(const struct resp_conn *c, int i)
 {
-	return c->in + c->in_off + c->args[i].off;
+	return abase(c) + c->args[i].off;
 }
 
 static size_t alen(const struct resp_conn *c, int i)
@@ -141,7 +171,7 @@ static size_t alen(const struct resp_conn *c, int i)
 
 static bool is(const struct resp_conn *c, int i, const char *name)
 {
-	return resp_is(c->in + c->in_off, &c->args[i], name);
+	return resp_is(abase(c), &c->args[i], name);
 }
 
 /* ---- output ---- */
@@ -286,7 +316,7 @@ static const char *db_namespace(const struct config_listen *l, int db)
 /* A call with the router or an auth_query in flight: the next command waits. */
 static bool waiting(const struct resp_conn *c)
 {
-	return c->busy || c->authq;
+	return c->busy || c->authq || c->exec;
 }
 
 static void conn_free(struct resp_conn *c)
@@ -302,6 +332,8 @@ static void conn_free(struct resp_conn *c)
 	for (int i = 0; i < RESP_SCAN_CURSORS; i++)
 		free(c->scan_after[i]);
 	free(c->keys);
+	free(c->mq);
+	free(c->held);
 	free(c);
 }
 
@@ -314,6 +346,7 @@ static void conn_close(struct resp_conn *c)
 		return;
 	evio_watch(w->loop, &c->io, c->fd, 0);
 	ev_timer_stop(w->loop, &c->deadline);
+	ev_timer_stop(w->loop, &c->exec_wait); /* a paused EXEC holds no shard connection */
 	if (c->authq) {
 		authquery_cancel(c->authq);
 		c->authq = NULL;
@@ -341,8 +374,8 @@ static void process(struct resp_conn *c);
 
 static void update_io(struct resp_conn *c)
 {
-	bool pending = c->out_len > c->out_off;
-	if (c->closing && !pending) {
+	bool pending = !c->exec && c->out_len > c->out_off;
+	if (c->closing && !pending && !c->exec) {
 		conn_close(c);
 		return;
 	}
@@ -356,6 +389,8 @@ static void update_io(struct resp_conn *c)
 
 static bool flush_out(struct resp_conn *c)
 {
+	if (c->exec)
+		return true; /* out holds EXEC's replies, which may yet be taken back */
 	while (c->out_len > c->out_off) {
 		ssize_t n = tls_link_write(c->fd, &c->link, c->out + c->out_off, c->out_len - c->out_off);
 		if (n > 0) {
@@ -591,6 +626,8 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	run_and_flush(c);
 }
 
+static void exec_wait_cb(struct ev_loop *loop, ev_timer *t, int revents);
+
 static void kv_resp_accept(struct worker *w, int fd, const struct net_addr *peer, const struct config_listen *l,
 			   struct tls_ctx *tls)
 {
@@ -632,6 +669,8 @@ static void kv_resp_accept(struct worker *w, int fd, const struct net_addr *peer
 	rw->head = c;
 	ev_init(&c->io, io_cb);
 	c->io.data = c;
+	ev_init(&c->exec_wait, exec_wait_cb);
+	c->exec_wait.data = c;
 	evio_watch(w->loop, &c->io, fd, EV_READ);
 }
 
@@ -760,6 +799,8 @@ static void submit(struct resp_conn *c, enum step step)
 	c->job.done = answer_done;
 	c->job.arg = c;
 	c->job.worker = c->worker;
+	c->job.txn = c->exec == EXEC_CMDS || c->exec == EXEC_END ? &c->txn : NULL;
+	c->job.txn_end = c->exec != EXEC_END ? 0 : c->exec_rollback ? KV_TXN_ROLLBACK : KV_TXN_COMMIT;
 	c->step = step;
 	c->busy = true;
 	kv_router_submit(r, &c->job);
@@ -892,6 +933,12 @@ struct rows {
 	const uint8_t *p, *end;
 };
 
+/* A job's rows to read (none: an answer without rows may have no buffer yet). */
+static struct rows rows_of(const struct kv_job *j)
+{
+	return j->rows ? (struct rows){ j->rows, j->rows + j->rows_len } : (struct rows){ NULL, NULL };
+}
+
 /* The next row's first ncols columns (NULL: SQL NULL). false at the end. The router built
  * them, but they are read through the bounds-checked readers all the same. */
 static bool next_row(struct rows *r, int ncols, const char **col, size_t *len)
@@ -921,7 +968,7 @@ static bool next_row(struct rows *r, int ncols, const char **col, size_t *len)
 
 static bool first_col(const struct kv_job *j, const char **v, size_t *n)
 {
-	struct rows r = { j->rows, j->rows + j->rows_len };
+	struct rows r = rows_of(j);
 	return next_row(&r, 1, v, n);
 }
 
@@ -1010,7 +1057,7 @@ static int find_row(const struct kvrow *rows, int n, const char *k, size_t kl)
 static struct kvrow *kv_rows(const struct kv_job *j, int *n)
 {
 	struct kvrow *rows = malloc(((size_t)j->nrows + 1) * sizeof *rows);
-	struct rows r = { j->rows, j->rows + j->rows_len };
+	struct rows r = rows_of(j);
 	const char *col[2];
 	size_t len[2];
 	*n = 0;
@@ -1212,6 +1259,9 @@ static void answer(struct resp_conn *c)
 	}
 }
 
+static void exec_answer(struct resp_conn *c);
+static void exec_left(struct resp_conn *c);
+
 static void on_answer(struct worker *w, struct worker_msg *m)
 {
 	struct resp_conn *c = m->arg;
@@ -1219,11 +1269,16 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 
 	c->busy = false;
 	if (c->fd < 0) {
-		conn_free(c);
+		exec_left(c);
+		if (!c->busy)
+			conn_free(c);
 		return;
 	}
-	answer(c);
-	if (!c->busy)
+	if (c->exec)
+		exec_answer(c);
+	else
+		answer(c);
+	if (!c->busy && !c->exec)
 		finish(c);
 	run_and_flush(c);
 }
@@ -2017,16 +2072,447 @@ static void cmd_config(struct resp_conn *c)
 }
 
 /* Run the parsed command c->args[0, nargs): replies at once, or submits a call (c->busy). */
+static void reply_unknown(struct resp_conn *c)
+{
+	char name[64];
+	size_t n = alen(c, 0) < 40 ? alen(c, 0) : 40;
+	for (size_t i = 0; i < n; i++) {
+		char ch = arg(c, 0)[i];
+		name[i] = ch >= ' ' && ch < 127 ? ch : '?';
+	}
+	name[n] = '\0';
+	reply_error(c, "ERR unknown command '%s', with args beginning with: ", name);
+}
+
+/* ---- MULTI / EXEC (docs/kv.md, "Transactions") ---- */
+
+/* What a command is checked for when MULTI queues it, as Redis checks it: its arity
+ * (negative: at least), where its keys are (first, last: -1 the last argument, step), and
+ * whether a transaction may hold it here (flags). */
+enum { CMD_NOMULTI = 1, /* not in one shard's transaction (every shard's keys, the connection's state) */
+       CMD_READ = 2 };   /* reads keys and writes none: a transaction holding one reads one snapshot */
+static const struct resp_cmd {
+	const char *name;
+	int arity, first, last, step;
+	unsigned flags;
+} resp_cmds[] = {
+	{ "GET", 2, 1, 1, 1, CMD_READ },         { "TYPE", 2, 1, 1, 1, CMD_READ },
+	{ "STRLEN", 2, 1, 1, 1, CMD_READ },      { "SET", -3, 1, 1, 1, 0 },
+	{ "SETEX", 4, 1, 1, 1, 0 },              { "PSETEX", 4, 1, 1, 1, 0 },
+	{ "SETNX", 3, 1, 1, 1, 0 },              { "GETSET", 3, 1, 1, 1, 0 },
+	{ "APPEND", 3, 1, 1, 1, 0 },             { "GETEX", -2, 1, 1, 1, 0 },
+	{ "GETDEL", 2, 1, 1, 1, 0 },             { "DEL", -2, 1, -1, 1, 0 },
+	{ "UNLINK", -2, 1, -1, 1, 0 },           { "PERSIST", 2, 1, 1, 1, 0 },
+	{ "EXISTS", -2, 1, -1, 1, CMD_READ },    { "TOUCH", -2, 1, -1, 1, CMD_READ },
+	{ "MGET", -2, 1, -1, 1, CMD_READ },      { "MSET", -3, 1, -1, 2, 0 },
+	{ "EXPIRE", -3, 1, 1, 1, 0 },            { "PEXPIRE", -3, 1, 1, 1, 0 },
+	{ "EXPIREAT", -3, 1, 1, 1, 0 },          { "PEXPIREAT", -3, 1, 1, 1, 0 },
+	{ "TTL", 2, 1, 1, 1, CMD_READ },         { "PTTL", 2, 1, 1, 1, CMD_READ },
+	{ "EXPIRETIME", 2, 1, 1, 1, CMD_READ },  { "PEXPIRETIME", 2, 1, 1, 1, CMD_READ },
+	{ "INCR", 2, 1, 1, 1, 0 },               { "DECR", 2, 1, 1, 1, 0 },
+	{ "INCRBY", 3, 1, 1, 1, 0 },             { "DECRBY", 3, 1, 1, 1, 0 },
+	{ "PING", -1, 0, 0, 0, 0 },              { "ECHO", 2, 0, 0, 0, 0 },
+	{ "INFO", -1, 0, 0, 0, 0 },              { "CONFIG", -2, 0, 0, 0, 0 },
+	{ "COMMAND", -1, 0, 0, 0, 0 },           { "CLIENT", -2, 0, 0, 0, 0 },
+	{ "UNWATCH", 1, 0, 0, 0, 0 },
+	{ "SCAN", -2, 0, 0, 0, CMD_NOMULTI },    { "KEYS", 2, 0, 0, 0, CMD_NOMULTI },
+	{ "DBSIZE", 1, 0, 0, 0, CMD_NOMULTI },   { "SELECT", 2, 0, 0, 0, CMD_NOMULTI },
+	{ "AUTH", -2, 0, 0, 0, CMD_NOMULTI },    { "HELLO", -1, 0, 0, 0, CMD_NOMULTI },
+};
+
+static const struct resp_cmd *cmd_find(const struct resp_conn *c)
+{
+	for (size_t i = 0; i < sizeof resp_cmds / sizeof resp_cmds[0]; i++)
+		if (is(c, 0, resp_cmds[i].name))
+			return &resp_cmds[i];
+	return NULL;
+}
+
+static void multi_reset(struct resp_conn *c)
+{
+	c->multi = c->multi_dirty = false;
+	c->mq_len = 0;
+	c->mq_n = 0;
+	if (c->mq_cap > RESP_SHRINK) {
+		free(c->mq);
+		c->mq = NULL;
+		c->mq_cap = 0;
+	}
+}
+
+/* A command after MULTI: checked as Redis checks it, then kept for EXEC (+QUEUED); refused,
+ * it is an error now and EXEC discards the transaction. */
+static void multi_queue(struct resp_conn *c)
+{
+	const struct resp_cmd *k = cmd_find(c);
+	if (!k) {
+		reply_unknown(c);
+	} else if (k->arity > 0 ? c->nargs != k->arity : c->nargs < -k->arity) {
+		(void)wrong_args(c, true);
+	} else if (k->flags & CMD_NOMULTI) {
+		reply_error(c, "ERR tusk: %s is not allowed inside a transaction here (docs/kv.md, \"Transactions\")",
+			    k->name);
+	} else if (c->mq_n >= RESP_MULTI_MAX || c->mq_len + c->used > RESP_IN_MAX) {
+		reply_error(c, "ERR tusk: a transaction queues at most %d commands and %u bytes", RESP_MULTI_MAX,
+			    RESP_IN_MAX);
+	} else {
+		char *q = grow_bytes(c->mq, &c->mq_cap, c->mq_len + c->used, 4096);
+		if (!q) {
+			reply_error(c, "ERR out of memory");
+		} else {
+			c->mq = q;
+			memcpy(c->mq + c->mq_len, c->in + c->in_off, c->used);
+			c->mq_len += c->used;
+			c->mq_n++;
+			reply_simple(c, "QUEUED");
+			return;
+		}
+	}
+	c->multi_dirty = true;
+}
+
+/* The queued command at pos into args (abase then points at it): its length, 0 on failure
+ * (out of memory; it parsed once already). */
+static size_t mq_parse(struct resp_conn *c, size_t pos)
+{
+	for (;;) {
+		int n;
+		size_t used;
+		const char *err = NULL;
+		enum resp_rc rc = resp_parse(c->mq + pos, c->mq_len - pos, c->args, c->args_cap, &n, &used, &err);
+		if (rc == RESP_GROW) {
+			int cap = c->args_cap ? c->args_cap : 8;
+			while (cap < n)
+				cap *= 2;
+			struct resp_arg *a = realloc(c->args, (size_t)cap * sizeof *a);
+			if (!a)
+				return 0;
+			c->args = a;
+			c->args_cap = cap;
+			continue;
+		}
+		if (rc == RESP_ERROR || rc == RESP_MORE || n < 1)
+			return 0;
+		c->nargs = n;
+		c->abase = c->mq + pos;
+		return used;
+	}
+}
+
+static void exec_next(struct resp_conn *c);
+static void dispatch(struct resp_conn *c);
+
+/* out and held trade places (EXEC's replies are written to an out of their own). */
+static void swap_out(struct resp_conn *c)
+{
+	char *p = c->out;
+	size_t off = c->out_off, len = c->out_len, cap = c->out_cap;
+	c->out = c->held;
+	c->out_off = c->held_off;
+	c->out_len = c->held_len;
+	c->out_cap = c->held_cap;
+	c->held = p;
+	c->held_off = off;
+	c->held_len = len;
+	c->held_cap = cap;
+}
+
+/* EXEC: every key the queue names must lie on one shard (a transaction of that shard's);
+ * Redis Cluster refuses keys of several slots the same way. Until routing is ready (the first
+ * calls after start), one read makes it so. */
+static void exec_start(struct resp_conn *c)
+{
+	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
+	int shard = -1;
+	size_t pos = 0, wkey = SIZE_MAX, wlen = 0;
+	bool cross = false, reads = false;
+
+	if (!r) {
+		multi_reset(c);
+		reply_error(c, "ERR tusk: kv routing is not running (see tusk's log)");
+		return;
+	}
+	for (int i = 0; i < c->mq_n && !cross; i++) {
+		size_t used = mq_parse(c, pos);
+		if (!used) {
+			c->abase = NULL;
+			multi_reset(c);
+			reply_error(c, "ERR out of memory");
+			return;
+		}
+		const struct resp_cmd *k = cmd_find(c);
+		int last = k->last < 0 ? c->nargs - 1 : k->last;
+		reads |= (k->flags & CMD_READ) != 0;
+		for (int a = k->first; k->step > 0 && a <= last && a < c->nargs; a += k->step) {
+			int sh = kv_router_shard(r, c->ns, arg(c, a), alen(c, a));
+			if (sh < 0) {
+				if (wkey == SIZE_MAX) {
+					wkey = (size_t)(arg(c, a) - c->mq);
+					wlen = alen(c, a);
+				}
+				continue;
+			}
+			if (shard >= 0 && sh != shard)
+				cross = true;
+			shard = sh;
+		}
+		pos += used;
+	}
+	c->abase = NULL;
+	if (cross) {
+		multi_reset(c);
+		reply_error(c, "CROSSSLOT Keys in request don't hash to the same slot");
+		return;
+	}
+	if (wkey != SIZE_MAX && !c->exec_warmed) {
+		/* routing is not ready: one read of a key the queue names (its answer unused) */
+		size_t offs[KV_CALL_MAX_ARGS];
+		vals_reset(c);
+		for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+			offs[k] = SIZE_MAX;
+		offs[0] = add_val(c, c->ns, strlen(c->ns));
+		offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, c->mq + wkey, wlen);
+		c->exec_warmed = true;
+		c->exec = EXEC_WARM;
+		if (offs[1] == SIZE_MAX) {
+			c->exec = EXEC_NONE;
+			multi_reset(c);
+			reply_error(c, "ERR out of memory");
+			return;
+		}
+		call_key(c, STEP_NONE, KV_OP_COUNTER, offs, 2);
+		if (c->busy)
+			return;
+		c->exec = EXEC_NONE; /* submit replied why not */
+		c->exec_warmed = false;
+		multi_reset(c);
+		return;
+	}
+	if (wkey != SIZE_MAX) {
+		multi_reset(c);
+		reply_error(c, "TRYAGAIN tusk: kv routing is not ready yet (see tusk's log)");
+		return;
+	}
+	c->txn = (struct kv_txn){ .shard = shard < 0 ? 0 : shard, .snapshot = reads };
+	c->exec_tries = 1;
+	swap_out(c); /* out is empty now; what it held waits in held */
+	c->exec = EXEC_CMDS;
+	c->exec_i = 0;
+	c->exec_pos = 0;
+	exec_next(c);
+}
+
+/* EXEC is over: its replies (an array of the commands' replies; or, failed, the end's error:
+ * the transaction was not committed) follow the ones held before it. */
+enum exec_how { EXEC_OK, EXEC_END_FAILED, EXEC_NO_ROUTER, EXEC_CONFLICTS };
+static void exec_done(struct resp_conn *c, enum exec_how how)
+{
+	c->exec = EXEC_NONE;
+	swap_out(c); /* held: EXEC's replies */
+	char *ebuf = c->held;
+	size_t eoff = c->held_off, elen = c->held_len - c->held_off;
+	c->held = NULL;
+	c->held_off = c->held_len = c->held_cap = 0;
+	if (how == EXEC_END_FAILED) {
+		kv_error(c);
+	} else if (how == EXEC_NO_ROUTER) {
+		reply_error(c, "ERR tusk: kv routing is not running (see tusk's log)");
+	} else if (how == EXEC_CONFLICTS) {
+		reply_error(c, "ERR tusk: the transaction met concurrent writes to its keys in each of %d runs; none of it "
+			       "was applied (SQLSTATE 40001)", RESP_EXEC_TRIES);
+	} else {
+		reply_array(c, c->mq_n);
+		if (elen > 0 && !c->closing && out_room(c, elen)) {
+			memcpy(c->out + c->out_len, ebuf + eoff, elen);
+			c->out_len += elen;
+		} else if (elen > 0) {
+			c->closing = true;
+		}
+	}
+	free(ebuf);
+	c->abase = NULL;
+	c->exec_warmed = false;
+	multi_reset(c);
+}
+
+/* The transaction's end (COMMIT; ROLLBACK when the client left) once its calls are done. */
+static void exec_end(struct resp_conn *c)
+{
+	c->abase = NULL;
+	c->exec = EXEC_END;
+	if (!c->txn.lc && !c->txn.broken && !c->txn.doomed) {
+		exec_done(c, EXEC_OK); /* no call of it reached a shard: nothing to end */
+		return;
+	}
+	struct kv_job *j = &c->job;
+	j->op = KV_OP_COUNTER; /* not run: kv_router_submit needs an op of the worker's loop */
+	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
+		j->args[i] = NULL;
+	j->ns = c->ns;
+	j->key = NULL;
+	j->nkeys = j->nvalues = 0;
+	j->keys = j->values = NULL;
+	submit(c, STEP_NONE);
+	if (!c->busy && c->exec == EXEC_END)
+		exec_done(c, EXEC_NO_ROUTER); /* submit could not (its reply is dropped with out) */
+}
+
+/* Run the queued commands in turn; each is dispatched as if it had just come, its replies
+ * go to out. */
+static void exec_next(struct resp_conn *c)
+{
+	while (c->exec == EXEC_CMDS && c->exec_i < c->mq_n && !c->closing) {
+		size_t used = mq_parse(c, c->exec_pos);
+		c->exec_i++;
+		if (!used) {
+			c->abase = NULL;
+			reply_error(c, "ERR out of memory");
+			continue;
+		}
+		c->exec_pos += used;
+		dispatch(c);
+		if (c->busy)
+			return;
+	}
+	if (c->exec == EXEC_CMDS)
+		exec_end(c);
+}
+
+static void exec_answer(struct resp_conn *c)
+{
+	switch (c->exec) {
+	case EXEC_WARM:
+		c->exec = EXEC_NONE;
+		exec_start(c);
+		break;
+	case EXEC_CMDS:
+		if (c->job.failed &&
+		    (strcmp(c->job.sqlstate, "40001") == 0 || strcmp(c->job.sqlstate, "40P01") == 0)) {
+			/* a concurrent write to a key of it came first (its snapshot is older): the
+			 * transaction is rolled back and the whole queue runs again */
+			c->exec_again = c->exec_rollback = true;
+			exec_end(c);
+			break;
+		}
+		answer(c);
+		if (!c->busy)
+			exec_next(c);
+		break;
+	case EXEC_END:
+		if (c->exec_again && !c->job.failed && c->exec_tries < RESP_EXEC_TRIES) {
+			/* the transactions that met stay apart for a random while (else the same one
+			 * can lose every time) */
+			c->exec_again = c->exec_rollback = false;
+			c->exec_tries++;
+			c->out_off = c->out_len = 0; /* the replies of the run undone */
+			c->txn = (struct kv_txn){ .shard = c->txn.shard, .snapshot = c->txn.snapshot };
+			c->exec = EXEC_PAUSE;
+			int most = c->exec_tries < 20 ? c->exec_tries : 20;
+			ev_timer_set(&c->exec_wait, (double)(rand() % (most * 1000 + 1)) / 1e6, 0.);
+			ev_timer_start(c->worker->loop, &c->exec_wait);
+			break;
+		}
+		if (c->exec_again && !c->job.failed) {
+			c->exec_again = c->exec_rollback = false;
+			c->exec = EXEC_NONE;
+			exec_done(c, EXEC_CONFLICTS);
+			break;
+		}
+		c->exec_again = c->exec_rollback = false;
+		exec_done(c, c->job.failed ? EXEC_END_FAILED : EXEC_OK);
+		break;
+	case EXEC_PAUSE:
+	case EXEC_NONE:
+		break;
+	}
+}
+
+static void exec_wait_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct resp_conn *c = t->data;
+	(void)loop;
+	(void)revents;
+
+	if (c->exec != EXEC_PAUSE)
+		return;
+	c->exec = EXEC_CMDS;
+	c->exec_i = 0;
+	c->exec_pos = 0;
+	exec_next(c);
+	if (!c->busy && !c->exec)
+		finish(c);
+	run_and_flush(c);
+}
+
+/* The client is gone while EXEC runs (a worker's drain): a transaction holding a shard
+ * connection is rolled back, which frees that connection; c is freed when it is answered. */
+static void exec_left(struct resp_conn *c)
+{
+	if (c->exec == EXEC_END || !c->txn.lc) {
+		c->exec = EXEC_NONE;
+		return;
+	}
+	c->exec_rollback = true;
+	exec_end(c);
+}
+
+/* MULTI, EXEC, DISCARD, WATCH and UNWATCH, and every command after MULTI; false: none of them. */
+static bool dispatch_multi(struct resp_conn *c)
+{
+	bool exec = is(c, 0, "EXEC"), discard = is(c, 0, "DISCARD"), multi = is(c, 0, "MULTI"),
+	     watch = is(c, 0, "WATCH");
+	if (c->multi) {
+		if (exec && !wrong_args(c, c->nargs != 1)) {
+			if (c->multi_dirty) {
+				multi_reset(c);
+				reply_error(c, "EXECABORT Transaction discarded because of previous errors.");
+			} else {
+				exec_start(c);
+			}
+		} else if (discard && !wrong_args(c, c->nargs != 1)) {
+			multi_reset(c);
+			reply_simple(c, "OK");
+		} else if (multi) {
+			reply_error(c, "ERR MULTI calls can not be nested");
+		} else if (watch) {
+			reply_error(c, "ERR WATCH inside MULTI is not allowed");
+		} else if (!exec && !discard) {
+			multi_queue(c);
+		}
+		return true;
+	}
+	if (multi) {
+		if (!wrong_args(c, c->nargs != 1)) {
+			c->multi = true;
+			reply_simple(c, "OK");
+		}
+	} else if (exec) {
+		reply_error(c, "ERR EXEC without MULTI");
+	} else if (discard) {
+		reply_error(c, "ERR DISCARD without MULTI");
+	} else if (watch) {
+		reply_error(c, "ERR tusk: WATCH is not supported; SET's NX, XX and GET, or the kv's conditional writes, "
+			       "test and write in one step (docs/kv.md, \"Transactions\")");
+	} else {
+		return false;
+	}
+	return true;
+}
+
 static void dispatch(struct resp_conn *c)
 {
 	c->step = STEP_NONE;
-	if (is(c, 0, "AUTH")) {
-		cmd_auth(c);
-		return;
-	}
 	if (is(c, 0, "QUIT")) {
 		reply_simple(c, "OK");
 		c->closing = true;
+		return;
+	}
+	if (c->multi && !c->exec) { /* queued (MULTI needed AUTH first) */
+		(void)dispatch_multi(c);
+		return;
+	}
+	if (is(c, 0, "AUTH")) {
+		cmd_auth(c);
 		return;
 	}
 	if (is(c, 0, "HELLO")) {
@@ -2035,8 +2521,12 @@ static void dispatch(struct resp_conn *c)
 	}
 	if (!c->authed) {
 		reply_error(c, "NOAUTH Authentication required.");
+		if (c->multi)
+			c->multi_dirty = true;
 		return;
 	}
+	if (!c->exec && dispatch_multi(c))
+		return;
 	if (is(c, 0, "PING")) {
 		if (!wrong_args(c, c->nargs > 2)) {
 			if (c->nargs == 2)
@@ -2105,15 +2595,10 @@ static void dispatch(struct resp_conn *c)
 		reply_array(c, 0); /* redis-cli asks at start; no command table */
 	} else if (is(c, 0, "CLIENT")) {
 		reply_simple(c, "OK"); /* SETNAME, SETINFO: accepted, ignored */
+	} else if (is(c, 0, "UNWATCH")) {
+		reply_simple(c, "OK"); /* nothing is watched (WATCH is refused) */
 	} else {
-		char name[64];
-		size_t n = alen(c, 0) < 40 ? alen(c, 0) : 40;
-		for (size_t i = 0; i < n; i++) {
-			char ch = arg(c, 0)[i];
-			name[i] = ch >= ' ' && ch < 127 ? ch : '?';
-		}
-		name[n] = '\0';
-		reply_error(c, "ERR unknown command '%s', with args beginning with: ", name);
+		reply_unknown(c);
 	}
 }
 

@@ -1021,11 +1021,35 @@ static bool runs_on_loop(struct kv_router *r, const struct kv_job *job)
 	       kv_op_sql[job->op] && route_resolved(r);
 }
 
+bool kv_router_loop_ready(struct kv_router *r)
+{
+	return route_resolved(r);
+}
+
+int kv_router_shard(struct kv_router *r, const char *ns, const char *key, size_t key_len)
+{
+	if (!route_resolved(r))
+		return -1;
+	pthread_mutex_lock(&r->cat_mu);
+	int nshards = r->nshards;
+	pthread_mutex_unlock(&r->cat_mu);
+	return nshards > 0 ? kv_shard_of(ns, strlen(ns), key, key_len, nshards) : -1;
+}
+
 void kv_router_submit(struct kv_router *r, struct kv_job *job)
 {
 	job->put_slow = false;
-	if (runs_on_loop(r, job)) {
+	/* a transaction that holds a connection goes on there whatever became of the route */
+	if (runs_on_loop(r, job) || (job->txn && job->txn->lc)) {
 		kv_loop_submit(r, job);
+		return;
+	}
+	if (job->txn) {
+		/* a transaction holds one of its worker's connections: not a router thread's */
+		kv_job_reset(job);
+		kv_job_fail(job, "57P03", "kv routing is not ready for a transaction yet: try again");
+		job->local = true;
+		job->done(job);
 		return;
 	}
 	job->next = NULL;

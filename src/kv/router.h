@@ -21,6 +21,25 @@ struct worker;
 
 #define KV_ROUTER_THREADS 4
 
+/* A transaction of one shard's calls (the Redis listener's MULTI/EXEC, docs/kv.md): its jobs,
+ * submitted one after another by one worker, run on a shard connection that is its own until
+ * its end job (kv_job.txn_end) answers, in BEGIN ... COMMIT, each call under a savepoint so
+ * that a call that fails is undone alone and the next ones run, as Redis's EXEC goes on past
+ * an error. Zeroed by the submitter before its first job; shard_loop.c keeps the rest. */
+struct kv_txn {
+	int shard;      /* in: the shard of every key its calls name */
+	bool snapshot;  /* in: REPEATABLE READ (every call reads one snapshot), else READ COMMITTED */
+	/* private: shard_loop.c */
+	void *lc;       /* the connection it holds; NULL before its first call and after its end */
+	bool begun;     /* BEGIN sent on lc */
+	bool aborted;   /* a call failed: its savepoint is rolled back before the next step */
+	bool doomed;    /* a step of tusk's own failed: the rest fails, its end rolls back */
+	bool broken;    /* its connection closed: nothing of it was committed; the rest fails */
+	bool ending;    /* its end (COMMIT) was sent: a loss now may or may not have committed */
+};
+
+enum { KV_TXN_COMMIT = 1, KV_TXN_ROLLBACK = 2 };
+
 struct kv_job {
 	/* in: set by the submitter, read by the router (NUL-terminated; NULL = SQL NULL) */
 	struct worker *worker;         /* the submitter's, on whose thread kv_router_submit runs; NULL: a router thread runs it */
@@ -56,7 +75,18 @@ struct kv_job {
 	bool put_slow;
 	double sent;                   /* the worker loop's time it was sent */
 	void *fan;                     /* shard_loop.c: the call of several shards this one is a part of */
+	/* in: a call of a transaction (NULL: none; runs only on the worker's loop), or (txn_end:
+	 * KV_TXN_COMMIT or KV_TXN_ROLLBACK, no call) its end, which releases its connection */
+	struct kv_txn *txn;
+	uint8_t txn_end;
+	uint8_t pre;                   /* shard_loop.c: results of a transaction's steps owed first */
 };
+
+/* Calls of a transaction can run (the catalog is read and the instance resolved): until then
+ * kv_router_submit answers them 57P03. */
+bool kv_router_loop_ready(struct kv_router *r);
+/* The shard of (ns, key) as calls are routed; -1 until kv_router_loop_ready. */
+int kv_router_shard(struct kv_router *r, const char *ns, const char *key, size_t key_len);
 
 /* Start the router when cfg has a kv section (*out = NULL otherwise); the catalog is read on
  * the first call (and again a second after a failed read). 0 or -ENOMEM. */

@@ -30,6 +30,12 @@
  * slow shard) gets no more while another can take it, so one slow call holds up no other. */
 #define KV_LOOP_CONNS 4
 #define STUCK_S 0.1
+/* Connections per shard on one worker for transactions (struct kv_txn), each held by one
+ * transaction at a time; a transaction that finds all of them held waits for one (twait). */
+#define KV_LOOP_TXN_CONNS 4
+/* The savepoint each call of a transaction runs under. */
+#define TXN_SAVEPOINT "tusk_kv_call"
+
 /* An extra connection (not the shard's first, which pick prefers when idle) closes after this
  * long without a call in flight; the next burst opens it again (a connect: milliseconds). */
 
@@ -51,6 +57,8 @@ struct kv_lconn {
 	int nsent;
 	struct kv_job *wait, *wait_tail; /* waiting for the connect */
 	const struct kv_route *route;    /* the route it was opened for (connect_start) */
+	bool for_txn;                    /* one of tconns: takes only its owner's calls */
+	struct kv_txn *owner;            /* the transaction holding it (for_txn) */
 };
 
 struct kv_loop {
@@ -59,6 +67,8 @@ struct kv_loop {
 	bool stopped;
 	int nshards;
 	struct kv_lconn *conns; /* KV_LOOP_CONNS per shard: [shard * KV_LOOP_CONNS + i] */
+	struct kv_lconn *tconns; /* KV_LOOP_TXN_CONNS per shard, for transactions */
+	struct kv_job **twait, **twait_tail; /* per shard: first calls of transactions waiting for one */
 };
 
 static void push(struct kv_job **head, struct kv_job **tail, struct kv_job *job)
@@ -135,8 +145,20 @@ static void watch(struct kv_lconn *lc, int fd, int events)
 	watch_fd(lc, fd, events, false);
 }
 
+/* The connection of a transaction closes: the server rolled the transaction back. */
+static void txn_drop(struct kv_lconn *lc)
+{
+	struct kv_txn *t = lc->owner;
+	if (!t)
+		return;
+	t->broken = true;
+	t->lc = NULL;
+	lc->owner = NULL;
+}
+
 static void lc_close(struct kv_lconn *lc)
 {
+	txn_drop(lc);
 	watch(lc, -1, 0);
 	ev_timer_stop(lc->l->w->loop, &lc->timer);
 	lc->idle_close = false;
@@ -154,6 +176,8 @@ static void notice_ignore(void *arg, const char *message)
 
 static void send_call(struct kv_lconn *lc, struct kv_job *job);
 static void connect_start(struct kv_lconn *lc);
+static void txn_kick(struct kv_lconn *lc);
+static void txn_ended(struct kv_lconn *lc, struct kv_job *job);
 
 /* The connect failed (or timed out): every call waiting for it fails as router.c's would. */
 static void connect_failed(struct kv_lconn *lc, const char *why)
@@ -172,6 +196,7 @@ static void connect_failed(struct kv_lconn *lc, const char *why)
 	const struct kv_route *rt = lc->route;
 	fail_all(wait, "08006", "kv shard %s of instance %d (%s:%d, zone %s) is down: %s:%d/%s as %s: %s", db,
 		 rt->instance_id, rt->host, rt->port, r->zone, rt->host, rt->port, db, kv_shard_user(r), err);
+	txn_kick(lc);
 }
 
 static void flush(struct kv_lconn *lc);
@@ -302,6 +327,39 @@ static void arm_call_timer(struct kv_lconn *lc)
 	ev_timer_start(loop, &lc->timer);
 }
 
+/* One of a transaction's own statements, whose result is owed before the call's (job->pre). */
+static bool send_step(struct kv_lconn *lc, struct kv_job *job, const char *sql)
+{
+	job->pre++;
+	return PQsendQueryParams(lc->conn, sql, 0, NULL, NULL, NULL, NULL, 0) != 0;
+}
+
+/* A transaction's steps before its call: BEGIN the first time, the savepoint of a call that
+ * failed rolled back, then a savepoint for this call; or, for its end, COMMIT or ROLLBACK
+ * (the job's own result). */
+static bool send_txn_steps(struct kv_lconn *lc, struct kv_job *job)
+{
+	struct kv_txn *t = job->txn;
+	if (!t->begun) {
+		t->begun = true;
+		if (!send_step(lc, job, t->snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN"))
+			return false;
+	}
+	if (t->aborted) {
+		t->aborted = false;
+		if (!send_step(lc, job, "ROLLBACK TO SAVEPOINT " TXN_SAVEPOINT) ||
+		    !send_step(lc, job, "RELEASE SAVEPOINT " TXN_SAVEPOINT))
+			return false;
+	}
+	if (job->txn_end) {
+		bool commit = job->txn_end == KV_TXN_COMMIT && !t->doomed;
+		t->ending = commit;
+		return PQsendQueryParams(lc->conn, commit ? "COMMIT" : "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) &&
+		       PQpipelineSync(lc->conn);
+	}
+	return send_step(lc, job, "SAVEPOINT " TXN_SAVEPOINT);
+}
+
 static void send_call(struct kv_lconn *lc, struct kv_job *job)
 {
 	/* router.c's names ("tusk_kv_<slot>"), without a printf per call */
@@ -317,6 +375,16 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 	push(&lc->sent, &lc->sent_tail, job); /* from here it is in flight: a failure below is a loss */
 	lc->nsent++;
 	job->again = false;
+	job->pre = 0;
+	if (job->txn) {
+		if (!send_txn_steps(lc, job))
+			goto err_lost;
+		if (job->txn_end) {
+			arm_call_timer(lc);
+			flush(lc);
+			return;
+		}
+	}
 	const char *pbuf[KV_STMT_MAX_PARAMS];
 	int np;
 	const char *sql = kv_stmt(r, job, lc->prepared, &np);
@@ -327,6 +395,7 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 		job->stage = STAGE_PREPARE;
 	}
 	if (!PQsendQueryPrepared(lc->conn, name, np, kv_stmt_params(r, job, pbuf), NULL, NULL, 0) ||
+	    (job->txn && !PQsendQueryParams(lc->conn, "RELEASE SAVEPOINT " TXN_SAVEPOINT, 0, NULL, NULL, NULL, NULL, 0)) ||
 	    !PQpipelineSync(lc->conn))
 		goto err_lost;
 	arm_call_timer(lc);
@@ -362,6 +431,23 @@ static void lost(struct kv_lconn *lc, bool timed_out)
 		struct kv_job *job = sent;
 		sent = sent->next;
 		bool read = kv_op_is_read(job->op);
+		if (job->txn) {
+			/* the transaction went with the connection (lc_close marked it broken) */
+			job->rows_len = 0;
+			job->nrows = 0;
+			job->detail[0] = job->hint[0] = '\0';
+			kv_job_fail(job, "08006",
+				    "connection to kv shard %s%d of instance %d (%s:%d) %s during the transaction%s: %s",
+				    KV_SHARD_DB_PREFIX, lc->shard, lc->route->instance_id, lc->route->host, lc->route->port,
+				    timed_out ? "timed out" : "lost",
+				    job->txn_end == KV_TXN_COMMIT && job->txn->ending
+					    ? " (its COMMIT was sent: it may or may not have been committed)"
+					    : " (nothing of it was committed)",
+				    timed_out ? "no answer within call_timeout" : err);
+			job->ours = true;
+			finish(job);
+			continue;
+		}
 		if (read && !job->retried && !timed_out) {
 			job->retried = true;
 			kv_job_reset(job);
@@ -387,6 +473,7 @@ static void lost(struct kv_lconn *lc, bool timed_out)
 	}
 	if (lc->wait)
 		connect_start(lc);
+	txn_kick(lc);
 }
 
 /* A get's (or a read's) error that means its statement never ran because the shard's schema
@@ -430,12 +517,36 @@ static void take_results(struct kv_lconn *lc)
 			continue;
 		}
 		idle_nulls = 0;
+		if (job->pre > 0 && PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+			/* a transaction's own step (BEGIN, a savepoint): anything but its success
+			 * leaves the transaction in a state tusk does not follow: it ends in ROLLBACK */
+			job->pre--;
+			if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+				job->txn->doomed = true;
+				if (job->stage == STAGE_PREPARE) /* skipped: the next call prepares again */
+					lc->prepared &= ~(1u << kv_stmt_slot(lc->l->r, job));
+				if (!job->failed) {
+					if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED)
+						kv_job_fail(job, "XX000", "kv shard %s%d skipped a step of the transaction",
+							    KV_SHARD_DB_PREFIX, lc->shard);
+					else
+						kv_job_fail_result(job, res, lc->conn);
+				}
+				job->stage = STAGE_SYNC;
+			}
+			PQclear(res);
+			continue;
+		}
 		switch (PQresultStatus(res)) {
 		case PGRES_PIPELINE_SYNC:
 			lc->nsent--;
 			lc->sent = job->next;
 			if (!lc->sent)
 				lc->sent_tail = NULL;
+			if (job->txn_end) {
+				txn_ended(lc, job);
+				break;
+			}
 			if (job->again) {
 				/* nothing of it ran: again, with the statement this connection has now */
 				send_call(lc, job);
@@ -456,7 +567,9 @@ static void take_results(struct kv_lconn *lc)
 			break;
 		case PGRES_COMMAND_OK:
 		case PGRES_TUPLES_OK:
-			if (job->stage == STAGE_PREPARE) {
+			if (job->txn_end) {
+				job->stage = STAGE_SYNC;
+			} else if (job->stage == STAGE_PREPARE) {
 				job->stage = STAGE_EXEC;
 			} else if (job->stage == STAGE_EXEC) {
 				if (!job->failed && kv_put_fast_missed(lc->l->r, job, res))
@@ -474,6 +587,14 @@ static void take_results(struct kv_lconn *lc)
 			job->stage = STAGE_SYNC;
 			break;
 		default:
+			if (job->txn)
+				job->txn->aborted = true; /* its savepoint is rolled back at the next step */
+			if (job->txn_end) {
+				if (!job->failed)
+					kv_job_fail_result(job, res, lc->conn);
+				job->stage = STAGE_SYNC;
+				break;
+			}
 			if (get_without_view(lc, job, res))
 				break;
 			if (job->stage == STAGE_EXEC && !job->failed && kv_put_fast_missed(lc->l->r, job, res)) {
@@ -524,6 +645,7 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 		lc_close(lc);
 		if (lc->wait)
 			connect_start(lc);
+		txn_kick(lc);
 		return;
 	}
 	if (!PQconsumeInput(lc->conn)) {
@@ -551,6 +673,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 			log_debug(NULL, NULL, "kv: closing worker %d's idle extra connection to shard %s%d",
 				  lc->l->w->index, KV_SHARD_DB_PREFIX, lc->shard);
 			lc_close(lc);
+			txn_kick(lc);
 		}
 		return;
 	}
@@ -572,17 +695,27 @@ static struct kv_loop *loop_new(struct kv_router *r, struct worker *w)
 	if (!l)
 		return NULL;
 	l->conns = calloc((size_t)r->nshards * KV_LOOP_CONNS, sizeof *l->conns);
-	if (!l->conns) {
+	l->tconns = calloc((size_t)r->nshards * KV_LOOP_TXN_CONNS, sizeof *l->tconns);
+	l->twait = calloc((size_t)r->nshards, sizeof *l->twait);
+	l->twait_tail = calloc((size_t)r->nshards, sizeof *l->twait_tail);
+	if (!l->conns || !l->tconns || !l->twait || !l->twait_tail) {
+		free(l->conns);
+		free(l->tconns);
+		free(l->twait);
+		free(l->twait_tail);
 		free(l);
 		return NULL;
 	}
 	l->r = r;
 	l->w = w;
 	l->nshards = r->nshards;
-	for (int i = 0; i < l->nshards * KV_LOOP_CONNS; i++) {
-		struct kv_lconn *lc = &l->conns[i];
+	for (int i = 0; i < l->nshards * (KV_LOOP_CONNS + KV_LOOP_TXN_CONNS); i++) {
+		bool t = i >= l->nshards * KV_LOOP_CONNS;
+		int k = t ? i - l->nshards * KV_LOOP_CONNS : i;
+		struct kv_lconn *lc = t ? &l->tconns[k] : &l->conns[k];
 		lc->l = l;
-		lc->shard = i / KV_LOOP_CONNS;
+		lc->shard = k / (t ? KV_LOOP_TXN_CONNS : KV_LOOP_CONNS);
+		lc->for_txn = t;
 		lc->fd = -1;
 		ev_init(&lc->io, io_cb);
 		lc->io.data = lc;
@@ -638,10 +771,125 @@ static struct kv_lconn *pick(struct kv_loop *l, int shard)
 	return closed ? closed : busy ? busy : connecting ? connecting : stuck ? stuck : old;
 }
 
+static void txn_send(struct kv_loop *l, int shard, struct kv_job *job);
+static void lc_send(struct kv_lconn *lc, struct kv_job *job);
+
+/* A connection for transactions was let go (closed with its owner, or freed by its end): the
+ * first transaction waiting for one of its shard's takes it. */
+static void txn_kick(struct kv_lconn *lc)
+{
+	struct kv_loop *l = lc->l;
+	struct kv_job *next = l->twait[lc->shard];
+	if (!lc->for_txn || !next || l->stopped || lc->owner || lc->sent || lc->wait)
+		return;
+	l->twait[lc->shard] = next->next;
+	if (!next->next)
+		l->twait_tail[lc->shard] = NULL;
+	txn_send(l, lc->shard, next);
+}
+
+/* A transaction's end was answered: its connection is free for the next one waiting. */
+static void txn_ended(struct kv_lconn *lc, struct kv_job *job)
+{
+	struct kv_txn *t = job->txn;
+	struct kv_loop *l = lc->l;
+
+	if (job->stage != STAGE_SYNC && !job->failed)
+		kv_job_fail(job, "XX000", "kv shard %s%d ended the transaction without its answer", KV_SHARD_DB_PREFIX,
+			    lc->shard);
+	if (!job->failed && t->doomed && job->txn_end == KV_TXN_COMMIT)
+		kv_job_fail(job, "XX000", "a step of the transaction failed on kv shard %s%d: it was rolled back",
+			    KV_SHARD_DB_PREFIX, lc->shard);
+	if (!job->failed && t->broken && job->txn_end == KV_TXN_COMMIT)
+		kv_job_fail(job, "08006", "the transaction's connection to kv shard %s%d was lost: nothing of it was "
+			    "committed", KV_SHARD_DB_PREFIX, lc->shard);
+	job->rows_len = 0;
+	job->nrows = 0;
+	lc->owner = NULL;
+	*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot };
+	finish(job); /* posts to the submitter: it runs later on this loop */
+	if (l->twait[lc->shard])
+		txn_kick(lc);
+	else if (lc->state == LC_READY && !lc->sent)
+		arm_idle_timer(lc);
+}
+
+/* A free connection of shard's for a transaction: a ready one, else a closed one; NULL when
+ * every one is held. One opened for an older route is closed first. */
+static struct kv_lconn *txn_pick(struct kv_loop *l, int shard)
+{
+	struct kv_lconn *set = &l->tconns[shard * KV_LOOP_TXN_CONNS], *closed = NULL;
+	const struct kv_route *rt = kv_route_now(l->r);
+
+	for (int i = 0; i < KV_LOOP_TXN_CONNS; i++) {
+		struct kv_lconn *lc = &set[i];
+		if (lc->owner || lc->sent || lc->wait)
+			continue;
+		if (lc->state == LC_READY && lc->route != rt)
+			lc_close(lc);
+		if (lc->state == LC_READY)
+			return lc;
+		if (lc->state == LC_CLOSED && !closed)
+			closed = lc;
+	}
+	return closed;
+}
+
+/* A call (or the end) of a transaction, on the connection it holds, taking one first. */
+static void txn_send(struct kv_loop *l, int shard, struct kv_job *job)
+{
+	struct kv_txn *t = job->txn;
+
+	if (shard != t->shard) {
+		kv_job_fail(job, "XX000", "kv: a call of a transaction on shard %s%d names a key of shard %s%d",
+			    KV_SHARD_DB_PREFIX, t->shard, KV_SHARD_DB_PREFIX, shard);
+		finish(job);
+		return;
+	}
+	if (job->txn_end && !t->lc) {
+		/* nothing was begun, or the connection is gone with all of it */
+		if (t->broken && job->txn_end == KV_TXN_COMMIT)
+			kv_job_fail(job, "08006", "the transaction's connection to kv shard %s%d was lost: nothing of it "
+				    "was committed", KV_SHARD_DB_PREFIX, shard);
+		*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot };
+		finish(job);
+		return;
+	}
+	if (t->broken || (t->doomed && !job->txn_end)) {
+		kv_job_fail(job, t->broken ? "08006" : "XX000",
+			    t->broken ? "the transaction's connection to kv shard %s%d was lost: nothing of it was committed"
+				      : "a step of the transaction failed on kv shard %s%d: it is rolled back",
+			    KV_SHARD_DB_PREFIX, shard);
+		job->ours = true;
+		finish(job);
+		return;
+	}
+	struct kv_lconn *lc = t->lc;
+	if (!lc) {
+		lc = txn_pick(l, shard);
+		if (!lc) {
+			push(&l->twait[shard], &l->twait_tail[shard], job);
+			return;
+		}
+		lc->owner = t;
+		t->lc = lc;
+	}
+	lc_send(lc, job);
+}
+
 /* job to shard's connection of l. */
 static void send_to(struct kv_loop *l, int shard, struct kv_job *job)
 {
-	struct kv_lconn *lc = pick(l, shard);
+	if (job->txn) {
+		txn_send(l, shard, job);
+		return;
+	}
+	lc_send(pick(l, shard), job);
+}
+
+/* job on lc: sent now, or once it is connected. */
+static void lc_send(struct kv_lconn *lc, struct kv_job *job)
+{
 	switch (lc->state) {
 	case LC_READY:
 		send_call(lc, job);
@@ -864,6 +1112,7 @@ static void fan_out(struct kv_loop *l, struct kv_job *call)
 		j->op = op;
 		j->worker = call->worker;
 		j->ns = call->ns;
+		j->txn = call->txn;
 		j->done = fan_part_done;
 		j->fan = f;
 		pt->shard = s;
@@ -890,6 +1139,8 @@ void kv_loop_submit(struct kv_router *r, struct kv_job *job)
 	job->retried = false;
 	job->resent = false;
 	if (atomic_load_explicit(&r->stopping, memory_order_relaxed) || w->stopping) {
+		if (job->txn && job->txn->lc)
+			lc_close(job->txn->lc); /* its transaction is over: no end will free the connection */
 		kv_job_fail(job, "57P01", "terminating kv call because tusk is shutting down");
 		finish(job);
 		return;
@@ -898,6 +1149,10 @@ void kv_loop_submit(struct kv_router *r, struct kv_job *job)
 	if (!l && !(l = r->loops[w->index] = loop_new(r, w))) {
 		kv_job_fail(job, "53200", "out of memory");
 		finish(job);
+		return;
+	}
+	if (job->txn_end) {
+		txn_send(l, job->txn->shard, job);
 		return;
 	}
 	if (kv_op_keyless(job->op)) { /* a call of several shards */
@@ -917,8 +1172,14 @@ void kv_loop_stop(struct kv_router *r, struct kv_loop *l)
 {
 	(void)r;
 	l->stopped = true;
-	for (int i = 0; i < l->nshards * KV_LOOP_CONNS; i++) {
-		struct kv_lconn *lc = &l->conns[i];
+	for (int s = 0; s < l->nshards; s++) {
+		struct kv_job *wait = l->twait[s];
+		l->twait[s] = l->twait_tail[s] = NULL;
+		fail_all(wait, "57P01", "terminating kv call because tusk is shutting down");
+	}
+	for (int i = 0; i < l->nshards * (KV_LOOP_CONNS + KV_LOOP_TXN_CONNS); i++) {
+		int n = l->nshards * KV_LOOP_CONNS;
+		struct kv_lconn *lc = i < n ? &l->conns[i] : &l->tconns[i - n];
 		struct kv_job *sent = lc->sent, *wait = lc->wait;
 		lc->sent = lc->sent_tail = lc->wait = lc->wait_tail = NULL;
 		lc->nsent = 0;
@@ -935,6 +1196,11 @@ void kv_loop_free(struct kv_loop *l)
 	/* The worker's loop is gone: kv_loop_stop stopped the watchers and answered the calls. */
 	for (int i = 0; i < l->nshards * KV_LOOP_CONNS; i++)
 		PQfinish(l->conns[i].conn);
+	for (int i = 0; i < l->nshards * KV_LOOP_TXN_CONNS; i++)
+		PQfinish(l->tconns[i].conn);
 	free(l->conns);
+	free(l->tconns);
+	free(l->twait);
+	free(l->twait_tail);
 	free(l);
 }

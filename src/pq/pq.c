@@ -21,7 +21,7 @@
 	X(PQresultErrorField) X(PQresultStatus) X(PQsetNoticeProcessor) X(PQstatus) X(PQconnectdb)          \
 	X(PQconsumeInput) X(PQfnumber) X(PQgetlength) X(PQhost) X(PQnotifies) X(PQport) X(PQreset)           \
 	X(PQsocket) X(PQconnectStartParams) X(PQconnectPoll) X(PQsetnonblocking) X(PQenterPipelineMode)        \
-	X(PQpipelineSync) X(PQsendPrepare) X(PQsendQueryPrepared) X(PQisBusy) X(PQgetResult) X(PQflush)
+	X(PQpipelineSync) X(PQsendPrepare) X(PQsendQueryPrepared) X(PQsendQueryParams) X(PQisBusy) X(PQgetResult) X(PQflush)
 
 /* Written once under pq_once, read-only afterwards (pthread_once orders it for every
  * thread that calls pq_loaded). */
@@ -255,6 +255,14 @@ int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams, const c
 {
 	return conn && pq_loaded() ? pq.PQsendQueryPrepared(conn, stmtName, nParams, paramValues, paramLengths,
 							    paramFormats, resultFormat)
+				   : 0;
+}
+
+int PQsendQueryParams(PGconn *conn, const char *command, int nParams, const Oid *paramTypes,
+		      const char *const *paramValues, const int *paramLengths, const int *paramFormats, int resultFormat)
+{
+	return conn && pq_loaded() ? pq.PQsendQueryParams(conn, command, nParams, paramTypes, paramValues, paramLengths,
+							  paramFormats, resultFormat)
 				   : 0;
 }
 

@@ -1631,3 +1631,242 @@ def test_a_purge_of_a_reset_counter_keeps_a_newer_part_pulled_meanwhile(zone):
     got = key_rows(zone, shard, key)
     assert got == [(key + "\x1f7", "3"), (key + "\x1f7\x1fr", "0")], got
     assert r.get(key) == b"3"
+
+
+# ---- MULTI / EXEC (docs/kv.md, "Transactions") ----
+
+def settle(reply):
+    """A reply with every error in it (EXEC's array holds them) as "error"."""
+    if isinstance(reply, list):
+        return [settle(x) for x in reply]
+    return "error" if isinstance(reply, redis.ResponseError) else reply
+
+
+def raw_outcome(r, cmd):
+    try:
+        return settle(r.execute_command(*cmd))
+    except redis.ResponseError as e:
+        return "error:" + str(e).split()[0] if str(e).split()[0] in ("EXECABORT", "CROSSSLOT") else "error"
+
+
+def test_redis_multi_exec_differential_against_redis_server(zone, tmp_path):
+    """MULTI queues, EXEC runs the queue and answers its replies in one array, DISCARD drops it,
+    as a real redis-server does: a command Redis refuses while queuing (unknown, wrong arity)
+    makes EXEC discard all (EXECABORT); one that fails while EXEC runs is an error in its place
+    and the others still apply (INCR of a value that is no integer between two SETs); MULTI
+    nested, EXEC and DISCARD without MULTI are errors; an empty MULTI gives an empty array.
+    Every key of the script lies on one shard of the namespace "diff"."""
+    k = zone.parade.keys_on(0, 6, "mx", ns="diff")
+    script = [
+        ("EXEC",), ("DISCARD",), ("MULTI",), ("MULTI",), ("EXEC",),
+        ("MULTI",), ("SET", k[0], "1"), ("INCR", k[0]), ("INCRBY", k[0], "5"), ("GET", k[0]), ("EXPIRE", k[0], "100"),
+        ("TTL", k[0]), ("SET", k[1], "word"), ("PING",), ("ECHO", "e"), ("EXEC",),
+        # a runtime error does not stop the others: Redis has no rollback
+        ("MULTI",), ("SET", k[2], "a"), ("INCR", k[1]), ("APPEND", k[2], "b"), ("GET", k[2]), ("EXEC",),
+        # refused while queuing: all discarded
+        ("MULTI",), ("SET", k[3], "x"), ("NOSUCHCOMMAND", "y"), ("SET", k[3], "z"), ("EXEC",), ("EXISTS", k[3]),
+        ("MULTI",), ("SET", k[3], "x"), ("GET",), ("EXEC",), ("EXISTS", k[3]),
+        ("MULTI",), ("SET", k[3], "x"), ("DISCARD",), ("EXISTS", k[3]), ("EXEC",),
+        # the kin of SET, multi-key commands of one shard, counters
+        ("MULTI",), ("SETNX", k[4], "1"), ("SETNX", k[4], "2"), ("SET", k[4], "3", "NX"), ("SET", k[4], "4", "XX", "GET"),
+        ("MSET", k[3], "m3", k[5], "m5"), ("MGET", k[3], k[4], k[5]), ("DEL", k[3], k[5]), ("EXISTS", k[3], k[4]),
+        ("GETDEL", k[4]), ("INCR", k[5]), ("DECRBY", k[5], "3"), ("GET", k[5]), ("PERSIST", k[5]), ("EXEC",),
+        ("MGET", k[0], k[1], k[2], k[3], k[4], k[5]),
+    ]
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        # one connection each (a pool could give MULTI and EXEC different ones)
+        ref_conn = ref.connection_pool.get_connection("MULTI")
+        our_conn = ours.connection_pool.get_connection("MULTI")
+
+        def run(conn, cmd):
+            conn.send_command(*cmd)
+            try:
+                return settle(conn.read_response())
+            except redis.ResponseError as e:
+                word = str(e).split()[0]
+                return "error:" + word if word in ("EXECABORT", "CROSSSLOT") else "error"
+
+        for cmd in script:
+            want, got = run(ref_conn, cmd), run(our_conn, cmd)
+            if cmd[0] == "EXEC" and isinstance(want, list):  # TTL moved on meanwhile
+                want = [x if not (isinstance(x, int) and 90 <= x <= 100) else 100 for x in want]
+                got = [x if not (isinstance(x, int) and 90 <= x <= 100) else 100 for x in got]
+            assert got == want, (cmd, got, want)
+        # what a client library sends: redis-py's pipeline() is MULTI ... EXEC
+        for r in (ref, ours):
+            with r.pipeline() as p:
+                p.set(k[0], "p").incr(k[1] + "c").get(k[0]).expire(k[0], 50)
+                assert p.execute() == [True, 1, b"p", True]
+        ours.connection_pool.release(our_conn)
+        ref.connection_pool.release(ref_conn)
+
+
+def test_redis_multi_of_keys_on_several_shards_is_refused_whole(zone):
+    """A transaction runs on one kv shard: keys of two shards are refused at EXEC with Redis
+    Cluster's CROSSSLOT, and nothing of it applies; SCAN, KEYS, DBSIZE, SELECT (every shard, or
+    the connection's namespace) are refused while queuing; WATCH is refused with its reason, and
+    the connection goes on."""
+    r = client(zone, db=3)
+    a, b = zone.parade.key_on(0, "xs-a", ns="diff"), zone.parade.key_on(1, "xs-b", ns="diff")
+    p = r.pipeline()
+    p.set(a, "1").set(b, "2")
+    with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
+        p.execute()
+    assert r.exists(a, b) == 0
+    with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
+        r.pipeline().mset({a: "1", b: "2"}).execute()
+    assert r.exists(a, b) == 0
+    for queued in (("SCAN", "0"), ("KEYS", "*"), ("DBSIZE",), ("SELECT", "1")):
+        conn = r.connection_pool.get_connection("MULTI")
+        try:
+            conn.send_command("MULTI")
+            assert conn.read_response() == b"OK"
+            conn.send_command(*queued)
+            with pytest.raises(redis.ResponseError, match="not allowed inside a transaction"):
+                conn.read_response()
+            conn.send_command("EXEC")
+            with pytest.raises(redis.exceptions.ExecAbortError):
+                conn.read_response()
+        finally:
+            r.connection_pool.release(conn)
+    with r.pipeline() as p, pytest.raises(redis.ResponseError, match="WATCH is not supported"):
+        p.watch(a)  # what redis-py's transaction() helper starts with
+    assert r.execute_command("UNWATCH") is True  # redis-py reads its OK as True
+    # keys of one shard in one transaction, not pipelined with it: still fine
+    with r.pipeline() as p:
+        assert p.set(a, "x").get(a).execute() == [True, b"x"]
+    r.delete(a)
+
+
+def test_redis_multi_is_atomic_and_isolated(zone):
+    """What MULTI promises: 6 writers each set two keys of one shard to the same value in one
+    transaction, 100 times, while 4 readers read both in one transaction: every read sees the
+    two equal (run one command after the other, a reader saw them differ), and each counter
+    incremented in the same transactions counts every one."""
+    a, b, n = zone.parade.keys_on(0, 3, "iso", ns="diff")
+    setup = client(zone, db=3)
+    setup.mset({a: "start", b: "start"})
+    writers, readers, rounds = 6, 4, 100
+    seen = {"pairs": 0}
+    lock = threading.Lock()
+
+    def body(i, r, barrier):
+        barrier.wait(30 * SLOW)
+        for j in range(rounds):
+            p = r.pipeline()
+            if i < writers:
+                p.set(a, f"{i}:{j}").incr(n).set(b, f"{i}:{j}")
+                got = p.execute()
+                assert got[0] is True and got[2] is True and 1 <= got[1] <= writers * rounds, got
+            else:
+                va, vb = p.get(a).get(b).execute()
+                assert va == vb, (va, vb)
+                with lock:
+                    seen["pairs"] += 1
+
+    race(zone, writers + readers, body)
+    assert seen["pairs"] == readers * rounds
+    assert int(setup.get(n)) == writers * rounds
+    setup.delete(a, b, n)
+
+
+def test_redis_multi_that_reads_and_writes_reads_what_it_writes_over(zone):
+    """A transaction that reads a key and writes it reads one snapshot and runs again when a
+    concurrent write to its key came first (REPEATABLE READ, 40001): 6 clients each run MULTI;
+    GET k; INCR k; EXEC 40 times on one counter. In every reply the INCR is the GET plus one, as
+    when nothing runs between them (Redis runs a transaction alone), and the counter ends at
+    every increment (in READ COMMITTED the GET read an older sum than the INCR added to)."""
+    k = zone.parade.key_on(0, "rmw", ns="diff")
+    clients, rounds = 6, 40
+    bad = []
+
+    def body(i, r, barrier):
+        barrier.wait(30 * SLOW)
+        for _ in range(rounds):
+            got, incr = r.pipeline().get(k).incr(k).execute()
+            if int(got or 0) + 1 != incr:
+                bad.append((got, incr))
+
+    race(zone, clients, body)
+    assert not bad, bad[:5]
+    assert int(client(zone, db=3).get(k)) == clients * rounds
+    client(zone, db=3).delete(k)
+
+
+def kv_worker_backends(zone, in_txn=False):
+    """The shard backends of the zone's tusk kv connections (those holding a transaction)."""
+    with zone.pg.admin() as c:
+        return [row[0] for row in c.execute(
+            "select pid from pg_stat_activity where application_name = 'tusk kv worker'"
+            + (" and backend_xid is not null" if in_txn else "")).fetchall()]
+
+
+def test_redis_exec_whose_shard_connection_dies_applies_nothing(zone):
+    """The shard's backend of a running EXEC is terminated (a failover, an operator's
+    pg_terminate_backend): EXEC answers an error that says nothing of it was committed, none of
+    its 4,000 writes is there, and the next transaction on the same connection runs."""
+    keys = zone.parade.keys_on(0, 4000, "die", ns="diff")
+    r = client(zone, db=3)
+    outcome = {}
+
+    def run():
+        p = r.pipeline()
+        for k in keys:
+            p.set(k, "v")
+        try:
+            outcome["reply"] = p.execute()
+        except redis.ResponseError as e:
+            outcome["error"] = str(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    victims = []
+    deadline = time.monotonic() + 30 * SLOW
+    while not victims and t.is_alive() and time.monotonic() < deadline:
+        victims = kv_worker_backends(zone, in_txn=True)
+        time.sleep(0.01)
+    assert victims, "no transaction seen on a shard"
+    with zone.pg.admin() as c:
+        for pid in victims:
+            c.execute("select pg_terminate_backend(%s)", (pid,))
+    t.join(60 * SLOW)
+    assert "error" in outcome, outcome.get("reply", [])[:3]
+    assert "nothing of it was committed" in outcome["error"], outcome["error"]
+    assert r.exists(*keys[:1000]) + r.exists(*keys[1000:]) == 0
+    with r.pipeline() as p:
+        assert p.set(keys[0], "after").get(keys[0]).execute() == [True, b"after"]
+    r.delete(keys[0])
+
+
+def test_redis_client_leaving_during_exec_leaves_no_transaction_open(zone):
+    """A client sends MULTI, 2,000 SETs and EXEC and closes its socket at once: the transaction
+    is all or nothing, no shard backend is left in a transaction, and 12 clients (more than a
+    worker's transaction connections per shard) run transactions on that shard after it."""
+    keys = zone.parade.keys_on(0, 2000, "leave", ns="diff")
+    s = socket.create_connection(("127.0.0.1", zone.redis_port))
+    s.sendall(redis_cmd("AUTH", PASSWORD) + redis_cmd("SELECT", "3") + redis_cmd("MULTI")
+              + b"".join(redis_cmd("SET", k, "v") for k in keys) + redis_cmd("EXEC"))
+    s.close()
+    r = client(zone, db=3)
+    wait_until(lambda: not kv_worker_backends(zone, in_txn=True), 30 * SLOW, what="no open kv transaction")
+    n = r.exists(*keys)
+    assert n in (0, len(keys)), n
+    ctr = zone.parade.key_on(0, "leave-ctr", ns="diff")
+
+    def body(i, rc, barrier):
+        barrier.wait(30 * SLOW)
+        for _ in range(10):
+            assert rc.pipeline().incr(ctr).incr(ctr).execute()[1] % 2 == 0
+
+    race(zone, 12, body)
+    assert int(r.get(ctr)) == 240
+    r.delete(ctr, *keys[:1000])
+    r.delete(*keys[1000:])
+
+
+def redis_cmd(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out

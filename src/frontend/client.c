@@ -1300,13 +1300,20 @@ static int settle_startup_session(struct client *c, struct server *s)
 {
 	struct session_state *st = &c->session;
 	struct session_state fresh = { 0 };
-	size_t it = 0;
+	size_t it = 0, nlen = 0;
 	const char *name, *value;
+	char names[4096]; /* the reported ones the startup packet gave, "name\0" each */
 	int rc = 0;
 
 	while (rc == 0 && session_param_next(st, &it, &name, &value)) {
-		if (server_param(s, name))
+		if (server_param(s, name)) {
+			size_t l = strlen(name) + 1;
+			if (nlen + l < sizeof names) { /* past it: RESET goes to the server's default */
+				memcpy(names + nlen, name, l);
+				nlen += l;
+			}
 			continue;
+		}
 		if (strcasecmp(name, "search_path") == 0 && strcasestr(value, "pg_catalog") && c->mode != POOL_MODE_SESSION) {
 			/* It may put a schema of the client's before the built-ins (see relay.c). */
 			c->pinned = true;
@@ -1340,8 +1347,10 @@ static int settle_startup_session(struct client *c, struct server *s)
 		return rc;
 	}
 	session_params_take(st, &fresh);
+	names[nlen] = '\0';
+	rc = session_startup_keep(st, names);
 	s->carry_hash = st->carry_hash;
-	return 0;
+	return rc;
 }
 
 /* AuthenticationOk, the server's parameters, tusk's cancel key, ReadyForQuery. Then a
@@ -1467,6 +1476,17 @@ static void use_server(struct client *c, struct server *s)
 	if (relay_hooks_attach(c, s))
 		return; /* client_attach_resume follows */
 	use_server_now(c, s);
+}
+
+void client_resync(struct client *c, struct server *s, const char *sql)
+{
+	c->server = s;
+	if (!sql[0]) {
+		on_session_applied(s, c, 0, NULL, NULL, 0);
+		return;
+	}
+	const char *q[1] = { sql };
+	server_run_queries(s, q, 1, (double)cfg_of(c)->server_connect_timeout_ms / 1000.0, on_session_applied, c);
 }
 
 void client_attach_resume(struct client *c, struct server *s)

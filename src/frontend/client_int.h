@@ -88,6 +88,7 @@ struct client {
 	bool greeted : 1;           /* AuthenticationOk..ReadyForQuery sent */
 	bool pinned : 1;            /* session state that cannot be carried: keep the server */
 	bool backslash_quotes : 1;  /* standard_conforming_strings is off: classify accordingly */
+	bool parse_named : 1;       /* note_session reads a named Parse's text (relay.c) */
 	bool lex_pending : 1;       /* a request in flight may change how SQL is read (a SET of
 	                             * standard_conforming_strings or client_encoding): until its
 	                             * replies are in, texts that may matter pin (relay.c) */
@@ -318,6 +319,9 @@ void cancel_send_for(struct worker *w, struct server *s);
  * standard_conforming_strings decides how its SQL is classified; a client_encoding whose
  * multibyte characters can hide a quote makes it unreadable to the classifier, which pins. */
 void relay_note_param(struct client *c, const char *name, const char *value);
+/* sql (session_resync_sql: what a RESET set back to startup values) run on s, which c keeps,
+ * then relayed as after an attach (c waits meanwhile; a failure ends c as a failed attach). */
+void client_resync(struct client *c, struct server *s, const char *sql);
 
 /* relay.c: park s in its pool, or hold it on this loop while cancels are in flight. */
 void relay_park_server(struct server *s);

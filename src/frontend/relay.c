@@ -55,6 +55,8 @@ enum scan_result {
 
 static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents);
 static void release_after_transaction(struct client *c, struct server *s);
+static void transaction_over(struct client *c, struct server *s);
+static void resync_kept(struct client *c, struct server *s);
 
 static const struct tusk_config *cfg_of(const struct client *c) { return c->worker->rt->cfg; }
 
@@ -344,6 +346,39 @@ static bool note_sql(struct client *c, struct server *s, const char *sql, size_t
 	return note_session(c, s, sql, len, marks);
 }
 
+/* The text has a word that a RESET needs (RESET, DISCARD, or SET ... TO DEFAULT), in any
+ * case: session pooling parses no other text (note_session). */
+static bool mentions_reset(const char *sql, size_t len)
+{
+	for (size_t i = 0; i + 5 <= len; i++) {
+		char ch = (char)(sql[i] | 0x20);
+		if ((ch == 'r' && strncasecmp(sql + i, "reset", 5) == 0) ||
+		    (ch == 'd' && i + 7 <= len && (strncasecmp(sql + i, "discard", 7) == 0 ||
+						   strncasecmp(sql + i, "default", 7) == 0)))
+			return true;
+	}
+	return false;
+}
+
+/* Session pooling: the RESETs of a statement (note_session), and what undoes them. */
+static void note_session_resets(struct client *c, const struct classify_result *r)
+{
+	for (int i = 0; i < r->nsession; i++) {
+		const struct classify_stmt *st = &r->stmts[i];
+		int rc = 0;
+		if (st->kind == CLASSIFY_RESET)
+			rc = session_pending_reset(&c->session, st->name);
+		else if (st->kind == CLASSIFY_RESET_ALL || st->kind == CLASSIFY_DISCARD_ALL)
+			rc = session_pending_reset_all(&c->session);
+		else if (st->kind == CLASSIFY_ROLLBACK)
+			c->tx_failed = true; /* its RESETs are undone */
+		else if (st->kind == CLASSIFY_ROLLBACK_TO)
+			session_discard(&c->session); /* may undo some: the server's default stays */
+		if (rc < 0)
+			session_discard(&c->session); /* too many: as before, the server's default */
+	}
+}
+
 static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks)
 {
 	struct classify_result r;
@@ -354,9 +389,18 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 		marks = &scratch;
 	*marks = MARK_KNOWN;
 	/* Session pooling keeps the client's server and resets it when the client leaves:
-	 * nothing to carry, pin or reset, so nothing to parse. */
-	if (c->mode == POOL_MODE_SESSION)
+	 * nothing to carry, pin or reset. Only a RESET matters, when the startup packet set
+	 * something: it goes back to the startup value, which the server got as a SET and so
+	 * does not go back to (transaction_over sets it again). */
+	if (c->mode == POOL_MODE_SESSION) {
+		/* (not a named Parse: its statement may run later, or never, or many times, and
+		 * session pooling keeps nothing per statement to tell when) */
+		if (!c->parse_named && session_has_startup(&c->session) && mentions_reset(sql, len) &&
+		    classify_maybe_session_opts(sql, len, opts) &&
+		    classify_sql_opts(sql, len, opts, &r) == 0 && !r.parse_error)
+			note_session_resets(c, &r);
 		return true;
+	}
 
 	if (c->lex_pending) {
 		/* A request still in flight may have switched standard_conforming_strings: read
@@ -399,8 +443,8 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 				rc = session_pending_set(&c->session, st->name, sql + st->offset, st->length);
 			break;
 		case CLASSIFY_RESET:
-			if (!server_param(s, st->name))
-				rc = session_pending_reset(&c->session, st->name);
+			/* a reported one too: it may go back to a startup value (session_commit) */
+			rc = session_pending_reset(&c->session, st->name);
 			break;
 		case CLASSIFY_RESET_ALL:
 			rc = session_pending_reset_all(&c->session);
@@ -1052,7 +1096,10 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 			return dr; /* handled (SCAN_OK), or must wait (SCAN_STALL) */
 	}
 	uint8_t marks;
-	if (!note_sql(c, s, p.query, p.query_len, &marks))
+	c->parse_named = p.name_len > 0;
+	bool noted = note_sql(c, s, p.query, p.query_len, &marks);
+	c->parse_named = false;
+	if (!noted)
 		return SCAN_CLOSED;
 	if (p.name_len == 0)
 		c->unnamed_marks = marks;
@@ -1459,6 +1506,23 @@ static void stats_ready_for_query(struct client *c, const struct server *s, uint
 	}
 }
 
+static int any_restored(void *arg, const char *name, const char *value)
+{
+	(void)arg;
+	(void)name;
+	(void)value;
+	return 1;
+}
+
+static int tell_restored(void *arg, const char *name, const char *value)
+{
+	struct client *c = arg;
+	if (proto_put_parameter_status(&c->wbuf, name, value) < 0)
+		return -1;
+	relay_note_param(c, name, value); /* how the client's next SQL reads */
+	return 0;
+}
+
 static void on_ready_for_query(struct client *c, struct server *s, uint8_t status)
 {
 	s->tx_status = status;
@@ -1476,10 +1540,13 @@ static void on_ready_for_query(struct client *c, struct server *s, uint8_t statu
 		c->tx_failed = true;
 	if (status == 'I') {
 		relay_hooks_ready(c, s->pending_rfq == 0);
+		/* A committed RESET goes back to the client's startup value, which the server
+		 * does not have: the next attach makes a server its session first, and one it
+		 * keeps is made so again before its next request (transaction_over). */
 		if (c->tx_failed)
 			session_discard(&c->session);
 		else
-			session_commit(&c->session);
+			session_commit_to_startup(&c->session);
 		c->tx_failed = false;
 	}
 }
@@ -1587,6 +1654,15 @@ static enum scan_result reply_ready(struct client *c, struct server *s, struct s
 	 * relay_resume comes back here. */
 	if (m[PROTO_HDR_LEN] == 'I' && relay_hooks_commit_wait(c, s->pending_rfq <= 1))
 		return SCAN_OK;
+	if (m[PROTO_HDR_LEN] == 'I' && !c->tx_failed && c->session.pending_len &&
+	    session_restores_each(&c->session, any_restored, NULL)) {
+		/* The server told the client its default for what RESET touched; PostgreSQL
+		 * direct tells the startup value, which the commit restores: told again first. */
+		if (c->s2c_scanned > 0)
+			return SCAN_STALL;
+		if (session_restores_each(&c->session, tell_restored, c) < 0)
+			return SCAN_STALL;
+	}
 	if (e && ends_with_ready(e->kind))
 		expect_pop(s);
 	on_ready_for_query(c, s, m[PROTO_HDR_LEN]);
@@ -1876,6 +1952,10 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 		c->s2c_scanned += k;
 		c->s2c_remaining = (uint32_t)(total - k);
 
+		if (h.type == 'Z' && c->session.resync && server_settled(s) && (c->mode == POOL_MODE_SESSION || c->pinned)) {
+			c->release_pending = true; /* transaction_over: resync_kept */
+			break;
+		}
 		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION) {
 			if (server_settled(s) && !c->pinned) {
 				c->release_pending = true;
@@ -2030,7 +2110,7 @@ static bool pump_s2c(struct client *c, struct server *s)
 		    !release_waits_for_cancel(s) && buf_append(&c->wbuf, buf_head(&s->rbuf), c->s2c_scanned) == 0) {
 			buf_consume(&s->rbuf, c->s2c_scanned);
 			c->s2c_scanned = 0;
-			release_after_transaction(c, s);
+			transaction_over(c, s);
 			return false;
 		}
 		if (flush_buf(c->fd, &c->tls, &c->wbuf) < 0 ||
@@ -2046,7 +2126,7 @@ static bool pump_s2c(struct client *c, struct server *s)
 			if (releasable(c, s)) {
 				if (release_waits_for_cancel(s))
 					return true;
-				release_after_transaction(c, s);
+				transaction_over(c, s);
 				return false;
 			}
 			c->release_pending = false;
@@ -2402,16 +2482,24 @@ static void on_state_checked(struct server *s, void *arg, int err, const char *r
 		 * false), SET in plpgsql) are not asked about: RESET ALL, off the client's path,
 		 * and no carried SET is left there either. */
 		log_debug(c->id, c->ctx, "server %s holds no session state of its own: RESET ALL, back to the pool", s->id);
+		(void)session_resync_take(&c->session); /* the next attach sets every setting of its own */
 		if (!relay_hooks_release(c, s, RESET_SETTINGS)) /* taken: the same after the hook's work */
 			reset_and_park(s, RESET_SETTINGS);
 	} else if (found > 0) {
 		pin_client(c, s, "state a function left in the session", what, strlen(what));
+		if (c->session.resync) {
+			/* its last transaction RESET to startup values, which this server it now
+			 * keeps does not have */
+			resync_kept(c, s);
+			return;
+		}
 		relay_start(c, s); /* ACTIVE again, idle in no transaction, and on with what it sent */
 		return;
 	} else if (err == 0 || s->ok_after_error) {
 		/* The answer could not be had: wipe the session, as before the check existed. */
 		log_info(c->id, c->ctx, "session state check on server %s failed (%s): resetting it", s->id,
 				 err ? (reason ? reason : "error") : "unreadable answer");
+		(void)session_resync_take(&c->session);
 		server_unpark(s);
 		if (!relay_hooks_release(c, s, RESET_REQUIRED))
 			reset_and_park(s, RESET_REQUIRED);
@@ -2419,20 +2507,28 @@ static void on_state_checked(struct server *s, void *arg, int err, const char *r
 	client_go_idle(c);
 }
 
+/* The client waits, its answer written, while tusk's own query runs on s, which stays its:
+ * its bytes wait in its buffer; if it leaves, relay_release_server closes s. No wait
+ * deadline: tusk's query has its own. false: the client could not be written to. */
+static bool hold_client(struct client *c, struct server *s)
+{
+	if (client_write_wbuf(c) < 0)
+		return false;
+	c->server = s;
+	s->owner = c;
+	client_set_state(c, CLIENT_WAITING);
+	ev_timer_stop(c->worker->loop, &c->timer);
+	return true;
+}
+
 static void state_check_start(struct client *c, struct server *s)
 {
-	if (client_write_wbuf(c) < 0) {
+	if (!hold_client(c, s)) {
 		/* The server goes back clean first; the client is gone. */
 		reset_and_park(s, RESET_REQUIRED);
 		client_close(c, "write to client failed");
 		return;
 	}
-	c->server = s;
-	s->owner = c;
-	/* Its bytes wait in its buffer; if it leaves, relay_release_server closes s. No wait
-	 * deadline: the check has its own (server_reset_timeout). */
-	client_set_state(c, CLIENT_WAITING);
-	ev_timer_stop(c->worker->loop, &c->timer);
 	server_check_state(s, (double)cfg_of(c)->server_reset_timeout_ms / 1000.0, on_state_checked, c);
 }
 
@@ -2445,7 +2541,8 @@ static void release_after_transaction(struct client *c, struct server *s)
 	 * cost libev a failed EPOLL_CTL_ADD and a MOD per transaction. */
 	s->owner = NULL;
 	s->last_owner = c->serial;
-	s->carry_hash = c->session.carry_hash;
+	/* (the check may pin the client to s: then the resync is s's, on_state_checked) */
+	s->carry_hash = reset ? c->session.carry_hash : session_resync_take(&c->session);
 	server_set_state(s, SERVER_IDLE);
 	c->server = NULL;
 	c->release_pending = false;
@@ -2472,6 +2569,37 @@ static void release_after_transaction(struct client *c, struct server *s)
 		park(s); /* stays on this loop, watcher armed: no epoll change */
 	}
 	client_go_idle(c);
+}
+
+/* The transaction is over on a server the client keeps (session pooling, pinned), and it
+ * RESET to startup values, which that server does not have (its RESET went to the server's
+ * default): the server is made the client's session again (RESET ALL, then its settings,
+ * as at an attach) before the client's next request, which waits meanwhile. */
+static void resync_kept(struct client *c, struct server *s)
+{
+	char sql[8192];
+	c->release_pending = false;
+	if (session_resync_sql(&c->session, sql, sizeof sql) < 0) {
+		/* too long to set again: what RESET went to on s stays (the old behaviour) */
+		log_warn(c->id, c->ctx, "startup values too long to set again after RESET on server %s", s->id);
+		sql[0] = '\0';
+	}
+	if (!hold_client(c, s)) {
+		client_close(c, "write to client failed");
+		return;
+	}
+	log_debug(c->id, c->ctx, "RESET went back to startup values: server %s gets them again", s->id);
+	client_resync(c, s, sql);
+}
+
+/* The transaction's last reply is out (release_pending): the server goes back to the pool,
+ * or, kept by its client, is made its session again. */
+static void transaction_over(struct client *c, struct server *s)
+{
+	if (c->mode == POOL_MODE_SESSION || c->pinned)
+		resync_kept(c, s);
+	else
+		release_after_transaction(c, s);
 }
 
 static void on_reset_done(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg,
@@ -2566,7 +2694,7 @@ void relay_release_server(struct client *c, struct server *s)
 
 	s->owner = NULL;
 	s->last_owner = c->serial;
-	s->carry_hash = c->session.carry_hash;
+	s->carry_hash = session_resync_take(&c->session);
 	if (w->stopping) {
 		server_close(s, "shutting down");
 		return;

@@ -119,6 +119,9 @@ void session_free(struct session_state *st)
 	params_drop(st);
 	free(st->carry);
 	free(st->pending);
+	free(st->startup_carry);
+	free(st->startup_params);
+	free(st->restored);
 	memset(st, 0, sizeof *st);
 }
 
@@ -141,6 +144,15 @@ static long blob_find(const char *blob, size_t len, const char *name)
 		off += nl;
 		off += strlen(blob + off) + 1;
 	}
+	return -1;
+}
+
+/* name in a blob of names alone ("name\0" each): its offset, or -1. */
+static long blob_find_name(const char *blob, size_t len, const char *name)
+{
+	for (size_t off = 0; off < len; off += strlen(blob + off) + 1)
+		if (strcasecmp(blob + off, name) == 0)
+			return (long)off;
 	return -1;
 }
 
@@ -297,17 +309,135 @@ const char *session_carried(const struct session_state *st, const char *name)
 static void rehash(struct session_state *st)
 {
 	st->carry_hash = st->carry_len ? XXH3_64bits(st->carry, st->carry_len) : 0;
-	if (st->carry_len && st->carry_hash == 0)
+	if (st->carry_len && (st->carry_hash == 0 || st->carry_hash == SESSION_CARRY_UNKNOWN))
 		st->carry_hash = 1;
 }
 
-void session_commit(struct session_state *st)
+static char *dup_blob(const char *p, size_t n)
+{
+	char *d = malloc(n ? n : 1);
+	if (d && n)
+		memcpy(d, p, n);
+	return d;
+}
+
+int session_startup_keep(struct session_state *st, const char *names)
+{
+	char *carry = dup_blob(st->carry, st->carry_len), *params = NULL;
+	size_t plen = 0;
+	if (!carry)
+		return -ENOMEM;
+	for (const char *n = names; *n; n += strlen(n) + 1) {
+		const char *v = session_param_get(st, n);
+		if (v && blob_put(&params, &plen, n, v, strlen(v)) < 0) {
+			free(carry);
+			free(params);
+			return -ENOMEM;
+		}
+	}
+	free(st->startup_carry);
+	free(st->startup_params);
+	st->startup_carry = carry;
+	st->startup_carry_len = st->carry_len;
+	st->startup_params = params;
+	st->startup_params_len = plen;
+	return 0;
+}
+
+bool session_has_startup(const struct session_state *st)
+{
+	return st->startup_carry_len > 0 || st->startup_params_len > 0;
+}
+
+uint64_t session_resync_take(struct session_state *st)
+{
+	if (!st->resync)
+		return st->carry_hash;
+	st->resync = false;
+	st->restored_len = 0;
+	return SESSION_CARRY_UNKNOWN;
+}
+
+static int put_str(char *out, size_t cap, size_t *pos, const char *s, size_t n);
+
+int session_resync_sql(struct session_state *st, char *out, size_t cap)
+{
+	size_t pos = 0;
+	if (cap == 0)
+		return -ENOSPC;
+	out[0] = '\0';
+	for (size_t i = 0; i < st->restored_len; i += strlen(st->restored + i) + 1) {
+		const char *name = st->restored + i;
+		const char *text = session_carried(st, name);
+		const char *value = session_param_get(st, name);
+		if (text) {
+			if (put_str(out, cap, &pos, text, strlen(text)) < 0 || put_str(out, cap, &pos, ";", 1) < 0)
+				return -ENOSPC;
+		} else if (value) {
+			if (put_str(out, cap, &pos, "SELECT set_config(", 18) < 0 ||
+			    session_put_literal(out, cap, &pos, name) < 0 || put_str(out, cap, &pos, ", ", 2) < 0 ||
+			    session_put_literal(out, cap, &pos, value) < 0 || put_str(out, cap, &pos, ", false);", 9) < 0)
+				return -ENOSPC;
+		}
+	}
+	st->resync = false;
+	st->restored_len = 0;
+	return 0;
+}
+
+/* RESET of name: its startup value again, carried or reported (false: it had none). A
+ * change that does not fit is dropped; the server has the default then, which the next
+ * attach's sync corrects for reported ones. */
+static bool back_to_startup(struct session_state *st, const char *name)
+{
+	bool any = false;
+	if (blob_find_name(st->restored, st->restored_len, name) < 0 &&
+	    (blob_find(st->startup_carry, st->startup_carry_len, name) >= 0 ||
+	     blob_find(st->startup_params, st->startup_params_len, name) >= 0)) {
+		size_t nl = strlen(name) + 1;
+		char *p = st->restored_len + nl <= SESSION_MAX_BYTES ? realloc(st->restored, st->restored_len + nl) : NULL;
+		if (p) {
+			memcpy(p + st->restored_len, name, nl);
+			st->restored = p;
+			st->restored_len += nl;
+		}
+	}
+	long at = blob_find(st->startup_carry, st->startup_carry_len, name);
+	if (at >= 0) {
+		const char *text = st->startup_carry + at + strlen(st->startup_carry + at) + 1;
+		(void)blob_put(&st->carry, &st->carry_len, name, text, strlen(text));
+		any = true;
+	}
+	at = blob_find(st->startup_params, st->startup_params_len, name);
+	if (at >= 0) {
+		const char *n = st->startup_params + at;
+		if (session_param_set(st, n, n + strlen(n) + 1) < 0) {
+			/* (no memory) the server's default stays the client's view, as it is */
+		}
+		any = true;
+	}
+	return any;
+}
+
+static void commit(struct session_state *st, bool to_startup)
 {
 	size_t o = 0;
 	while (o < st->pending_len) {
 		char op = st->pending[o++];
 		if (op == 'A') {
 			st->carry_len = 0;
+			for (size_t i = 0; to_startup && i < st->startup_carry_len;) {
+				const char *n = st->startup_carry + i;
+				i += strlen(n) + 1;
+				i += strlen(st->startup_carry + i) + 1;
+				st->resync |= back_to_startup(st, n);
+			}
+			for (size_t i = 0; to_startup && i < st->startup_params_len;) {
+				const char *n = st->startup_params + i;
+				i += strlen(n) + 1;
+				i += strlen(st->startup_params + i) + 1;
+				st->resync |= back_to_startup(st, n);
+			}
 			continue;
 		}
 		const char *name = st->pending + o;
@@ -316,6 +446,8 @@ void session_commit(struct session_state *st)
 			long at = blob_find(st->carry, st->carry_len, name);
 			if (at >= 0)
 				blob_remove_pair(st->carry, &st->carry_len, (size_t)at);
+			if (to_startup)
+				st->resync |= back_to_startup(st, name);
 			continue;
 		}
 		const char *text = st->pending + o;
@@ -326,6 +458,40 @@ void session_commit(struct session_state *st)
 	}
 	st->pending_len = 0;
 	rehash(st);
+}
+
+void session_commit(struct session_state *st)
+{
+	commit(st, false);
+}
+
+void session_commit_to_startup(struct session_state *st)
+{
+	commit(st, true);
+}
+
+int session_restores_each(const struct session_state *st, int (*fn)(void *arg, const char *name, const char *value),
+			  void *arg)
+{
+	size_t o = 0;
+	while (o < st->pending_len) {
+		char op = st->pending[o++];
+		const char *name = op == 'A' ? NULL : st->pending + o;
+		if (name)
+			o += strlen(name) + 1;
+		if (op == 'S')
+			o += strlen(st->pending + o) + 1;
+		if (op == 'S')
+			continue;
+		for (size_t i = 0; i < st->startup_params_len;) {
+			const char *n = st->startup_params + i, *v = n + strlen(n) + 1;
+			i = (size_t)(v - st->startup_params) + strlen(v) + 1;
+			int rc = !name || strcasecmp(name, n) == 0 ? fn(arg, n, v) : 0;
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
 }
 
 void session_discard(struct session_state *st)

@@ -37,7 +37,23 @@ struct session_state {
 	 * 'S' name\0 text\0, 'R' name\0, or 'A' (reset all) */
 	char *pending;
 	size_t pending_len;
+	/* private: what RESET goes back to (session_startup_keep): the startup's carried
+	 * statements ("name\0statement\0") and reported values ("name\0value\0") */
+	char *startup_carry, *startup_params;
+	size_t startup_carry_len, startup_params_len;
+	/* private: the names the last commits set back to startup values ("name\0" each), until
+	 * session_resync_take */
+	char *restored;
+	size_t restored_len;
+	/* A committed RESET, RESET ALL or DISCARD ALL went back to a startup value, which the
+	 * server it ran on does not have (its RESET went to the server's default): that server
+	 * must be made this session again before it serves it (session_resync_take). */
+	bool resync;
 };
+
+/* carry_hash of a server whose carried settings tusk no longer knows: every client's next
+ * attach resets it first (no session's carry_hash is this: rehash never gives it). */
+#define SESSION_CARRY_UNKNOWN UINT64_MAX
 
 void session_free(struct session_state *st);
 
@@ -78,8 +94,34 @@ int session_pending_reset_all(struct session_state *st);
 /* The statement that set name, carried to every server the client gets (committed SETs
  * only), or NULL. */
 const char *session_carried(const struct session_state *st, const char *name);
-/* The transaction committed (apply pending) or failed/rolled back (drop pending). */
+/* Keep the session as it is now (right after its first server applied the startup packet)
+ * as what RESET goes back to: its carried statements, and of its reported parameters those
+ * in names ("name\0" each, then "\0"; the ones the client's startup packet gave). 0 or
+ * -ENOMEM. */
+__attribute__((warn_unused_result)) int session_startup_keep(struct session_state *st, const char *names);
+/* Whether the startup packet set anything RESET goes back to. */
+bool session_has_startup(const struct session_state *st);
+/* The carry_hash the server that ran the session's last transaction has: st's, or
+ * SESSION_CARRY_UNKNOWN once (resync cleared) after a RESET went back to a startup value. */
+uint64_t session_resync_take(struct session_state *st);
+/* For a server the session keeps (session pooling, pinned): the SQL that sets what the last
+ * commits set back to startup values (the startup's statements, set_config of reported
+ * ones), NUL-terminated in out; resync cleared. 0 or -ENOSPC. */
+int session_resync_sql(struct session_state *st, char *out, size_t cap);
+
+/* The transaction committed (apply pending) or failed/rolled back (drop pending). A RESET
+ * forgets the carried SET of its name, RESET ALL (and DISCARD ALL) every one. */
 void session_commit(struct session_state *st);
+/* session_commit, where a RESET of a name the startup packet set goes back to the startup's
+ * value, as PostgreSQL's RESET goes back to the value the session started with, and RESET
+ * ALL to all of them; the server the transaction ran on does not have those (its RESET went
+ * to the server's default): st->resync. For a session whose next transaction gets a server
+ * made its own first (a transaction-pooled one). */
+void session_commit_to_startup(struct session_state *st);
+/* fn(arg, name, startup value) for each reported parameter session_commit_to_startup would
+ * set back (a name may come twice); the first non-zero fn returns ends it and is returned. */
+int session_restores_each(const struct session_state *st, int (*fn)(void *arg, const char *name, const char *value),
+			  void *arg);
 void session_discard(struct session_state *st);
 
 /* The SQL that turns a server into this session: SETs for every reported parameter whose

@@ -460,12 +460,11 @@ def test_clients_start_from_defaults_plus_their_own_startup(iso, proto):
     run_case(iso, proto, Case([]), kinds=tuple(KINDS))
 
 
-@pytest.mark.xfail(condition=not DIRECT, strict=True,
-                   reason="known limit: in transaction pooling RESET returns to the server's default, "
-                          "not to the client's startup value (docs/pooling.md)")
 @pytest.mark.parametrize("how", ["reset", "reset_all"])
 def test_reset_returns_to_the_startup_value(iso, how):
-    """What a real session does: RESET (ALL) goes back to the value the client gave at startup."""
+    """What a real session does: RESET (ALL) goes back to the value the client gave at startup
+    (options=-c work_mem=3MB, carried; application_name, reported), on whichever server the
+    next statement runs (it went to the server's default, as in PgBouncer, before)."""
     steps = ["set work_mem = '17MB'", "set application_name = 'changed'",
              "reset all" if how == "reset_all" else "reset work_mem", "reset application_name"]
     with connect(iso.port, user=iso.user, dbname=TEST_DB,
@@ -473,4 +472,25 @@ def test_reset_returns_to_the_startup_value(iso, how):
         for sql in steps:
             a.execute(sql)
         got = a.execute("select current_setting('work_mem'), current_setting('application_name')").fetchone()
+        told = a.info.parameter_status("application_name")
     assert got == ("3MB", "iso-a0")
+    assert told == "iso-a0"  # what the client was last told (ParameterStatus)
+
+
+def test_reset_then_a_pin_keeps_the_startup_values_on_the_kept_server(iso):
+    """RESET ALL in the transaction whose function leaves a session advisory lock: the client
+    is pinned to that server (the lock is its own), which RESET sent to the server's defaults;
+    tusk makes that server the client's session again before its next statement, so the
+    client has its startup values there, as on PostgreSQL direct, and still holds its lock."""
+    with connect(iso.port, user=iso.user, dbname=TEST_DB,
+                 application_name="iso-a0", options="-c work_mem=3MB") as a:
+        a.execute("set work_mem = '17MB'")
+        a.execute("set application_name = 'changed'")
+        a.execute(f"reset all; do $$ begin perform pg_advisory_lock({LOCK_KEY}); end $$")
+        got = a.execute("select current_setting('work_mem'), current_setting('application_name'), "
+                        "(select count(*) from pg_locks where locktype = 'advisory' "
+                        "and pid = pg_backend_pid() and granted)").fetchone()
+        told = a.info.parameter_status("application_name")
+        a.execute(f"select pg_advisory_unlock({LOCK_KEY})")
+    assert got == ("3MB", "iso-a0", 1)
+    assert told == "iso-a0"

@@ -17,7 +17,6 @@ import threading
 import time
 
 import asyncpg
-import psycopg
 import pytest
 
 from conftest import DIRECT, SLOW, TEST_DB, Tusk, connect, wait_until
@@ -201,6 +200,72 @@ def test_asyncpg_pool_larger_than_size_releases(pg, rs):
     assert "pg_advisory_unlock_all()" in reset and "RESET ALL" in reset, reset
     assert got == list(range(n))
     assert "pg_advisory_unlock_all" not in "".join(l for l in rs.log_text().splitlines() if "pinned" in l)
+
+
+def test_asyncpg_pool_release_keeps_the_server_settings_it_connected_with(pg, rs):
+    """asyncpg sends its server_settings in the startup packet and releases every connection
+    with RESET ALL, which on PostgreSQL direct goes back to those startup values. Through tusk
+    each release sent them to the server's defaults before (search_path "$user", public; no
+    statement_timeout): every acquire after the first ran in the wrong schema. Now each sees
+    what it connected with, after its own SETs of the three."""
+    async def main():
+        pool = await asyncpg.create_pool(host="127.0.0.1", port=rs.port, user=USER, database=TEST_DB,
+                                         min_size=2, max_size=2, timeout=30 * SLOW,
+                                         server_settings={"search_path": "rs_app, public",
+                                                          "statement_timeout": "4321",
+                                                          "application_name": "rs-app"})
+        try:
+            seen = []
+            for _ in range(6):
+                async with pool.acquire() as c:
+                    seen.append(tuple(await c.fetchrow(
+                        "select current_setting('search_path'), current_setting('statement_timeout'), "
+                        "current_setting('application_name')")))
+                    await c.execute("set search_path = public; set statement_timeout = 1000; "
+                                    "set application_name = 'moved'")
+            return seen
+        finally:
+            await asyncio.wait_for(pool.close(), 30 * SLOW)
+
+    assert asyncio.run(main()) == [("rs_app, public", "4321ms", "rs-app")] * 6
+
+
+def test_reset_in_session_pooling_goes_back_to_the_startup_values(pg, rs_db, tmp_path):
+    """Session pooling: the server a client keeps got the client's startup values as SETs, so
+    its RESET went to the server's defaults, and the client went on with them (PgBouncer
+    does too). tusk makes that server the client's session again after such a transaction,
+    before its next request: RESET, RESET ALL and DISCARD ALL (alone or in a transaction that
+    commits) give the startup values back, as on PostgreSQL direct, in a Query or an unnamed
+    Parse, and the ParameterStatus the client was last told is its startup application_name.
+    (A RESET prepared as a named statement still goes to the server's default here: session
+    pooling keeps nothing per statement to tell when it runs.)"""
+    def steps(port):
+        seen = []
+        with connect(port, user=USER, application_name="sess-a0", prepare_threshold=None,
+                     options="-c work_mem=3MB -c search_path=rs_app,public") as a:
+            for reset in ("reset all", "reset work_mem; reset search_path; reset application_name",
+                          "begin; reset all; rollback", "begin; reset all; commit", "reset work_mem",
+                          "set application_name to default", "discard all"):
+                for unnamed in (False, True):  # a Query; Parse, Bind, Execute, Sync
+                    a.execute("set work_mem = '17MB'; set search_path = public; set application_name = 'moved'")
+                    for stmt in reset.split("; "):
+                        a.execute(stmt, [] if unnamed else None)  # with parameters: extended
+                    seen.append((reset, unnamed, a.execute(
+                        "select current_setting('work_mem'), current_setting('search_path'), "
+                        "current_setting('application_name')").fetchone(),
+                        a.info.parameter_status("application_name")))
+        return seen
+
+    want = steps(pg.port)
+    t = Tusk(tmp_path, pg.port, pools=[txn_pool(2, mode="session")])
+    t.start()
+    try:
+        got = steps(t.port)
+    finally:
+        problems = t.stop()
+    assert not problems, problems
+    assert want[0][2] == ("3MB", "rs_app,public", "sess-a0")  # PostgreSQL direct
+    assert got == want
 
 
 def test_asyncpg_release_drops_a_pinned_clients_lock(pg, rs):

@@ -74,6 +74,66 @@ static void test_pending_commit_and_discard(void **state)
 	session_free(&st);
 }
 
+static int count_restored(void *arg, const char *name, const char *value)
+{
+	char *seen = arg;
+	strcat(seen, name);
+	strcat(seen, "=");
+	strcat(seen, value);
+	strcat(seen, ";");
+	return 0;
+}
+
+/* RESET goes back to the startup's values (session_commit_to_startup), carried or reported,
+ * and says the server no longer matches (resync, once); a name the startup did not set is
+ * forgotten as before; session_commit keeps the old behaviour. */
+static void test_reset_to_startup(void **state)
+{
+	(void)state;
+	struct session_state st = { 0 };
+	const char *wm = "SELECT set_config(E'work_mem', E'3MB', false)";
+	assert_int_equal(session_param_set(&st, "application_name", "app0"), 0);
+	assert_int_equal(session_pending_set(&st, "work_mem", wm, strlen(wm)), 0);
+	session_commit(&st);
+	assert_int_equal(session_startup_keep(&st, "application_name\0"), 0);
+	uint64_t start = st.carry_hash;
+	assert_true(session_resync_take(&st) == start);
+
+	/* SETs, then RESET of each: the startup's values again */
+	const char *wm2 = "SET work_mem = '17MB'", *sp = "SET search_path = a";
+	assert_int_equal(session_pending_set(&st, "work_mem", wm2, strlen(wm2)), 0);
+	assert_int_equal(session_pending_set(&st, "search_path", sp, strlen(sp)), 0);
+	session_commit_to_startup(&st);
+	assert_string_equal(session_carried(&st, "work_mem"), wm2);
+	assert_false(st.resync);
+	assert_int_equal(session_param_set(&st, "application_name", "changed"), 0); /* a ParameterStatus */
+	assert_int_equal(session_pending_reset(&st, "work_mem"), 0);
+	assert_int_equal(session_pending_reset(&st, "application_name"), 0);
+	assert_int_equal(session_pending_reset(&st, "search_path"), 0);
+	char seen[256] = "";
+	assert_int_equal(session_restores_each(&st, count_restored, seen), 0);
+	assert_string_equal(seen, "application_name=app0;");
+	session_commit_to_startup(&st);
+	assert_string_equal(session_carried(&st, "work_mem"), wm);
+	assert_null(session_carried(&st, "search_path")); /* not a startup one: the default */
+	assert_string_equal(session_param_get(&st, "application_name"), "app0");
+	assert_true(st.carry_hash == start);
+	assert_true(session_resync_take(&st) == SESSION_CARRY_UNKNOWN); /* once */
+	assert_true(session_resync_take(&st) == start);
+
+	/* RESET ALL: every startup value; plain session_commit forgets them (session pooling) */
+	assert_int_equal(session_pending_set(&st, "work_mem", wm2, strlen(wm2)), 0);
+	session_commit_to_startup(&st);
+	assert_int_equal(session_pending_reset_all(&st), 0);
+	session_commit_to_startup(&st);
+	assert_string_equal(session_carried(&st, "work_mem"), wm);
+	assert_true(st.carry_hash == start && st.resync);
+	assert_int_equal(session_pending_reset_all(&st), 0);
+	session_commit(&st);
+	assert_int_equal(st.carry_len, 0);
+	session_free(&st);
+}
+
 static void test_build_sync(void **state)
 {
 	(void)state;
@@ -176,6 +236,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_params_set_get_and_fingerprint),
 		cmocka_unit_test(test_pending_commit_and_discard),
+		cmocka_unit_test(test_reset_to_startup),
 		cmocka_unit_test(test_build_sync),
 		cmocka_unit_test(test_params_shared_copy_on_write),
 		cmocka_unit_test(test_datestyle_merge),

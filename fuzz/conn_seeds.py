@@ -130,4 +130,4 @@ write("kv_redis", "split-and-bad", bytes([0]) + chunks(b"*2\r\n$3\r\nGE", b"T\r\
 write("kv_redis", "multi", bytes([0x80]) + chunks(resp("MULTI"), resp("SET", "a", "1"), resp("GET"), resp("EXEC"),
     resp("MULTI"), resp("MULTI"), resp("PING"), resp("INCR", "n"), resp("MGET", "a", "b"), resp("EXEC"), resp("EXEC"),
     resp("DISCARD"), resp("WATCH", "a"), resp("UNWATCH"), resp("MULTI"), resp("SCAN", "0"), resp("WATCH", "a"), resp("DISCARD"),
-    b"MULTI\r\nSET a b\r\nNOPE\r\nEXEC\r\n"))
+    b"MULTI\r\nSET a b\r\nNOPE\r\nEXEC\r\n", resp("WATCH", "a", "b"), resp("WATCH"), resp("MULTI"), resp("EXEC")))

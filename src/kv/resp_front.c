@@ -53,14 +53,14 @@ static size_t keys_max = RESP_KEYS_MAX;
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
 	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW, STEP_SET_PAST,
-	    STEP_SET_PAST_NX, STEP_KEYS };
+	    STEP_SET_PAST_NX, STEP_KEYS, STEP_WATCH };
 
 /* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
 enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
 
 /* EXEC's steps: a read for routing to be ready (the first calls after start need the
  * catalog), the queued commands one after another, the transaction's end. */
-enum exec_phase { EXEC_NONE, EXEC_WARM, EXEC_CMDS, EXEC_END, EXEC_PAUSE };
+enum exec_phase { EXEC_NONE, EXEC_WARM, EXEC_WATCHED, EXEC_CMDS, EXEC_END, EXEC_PAUSE };
 
 /* Before the first command: TLS is settled (sniffed, then handshaken) under a deadline. */
 enum resp_phase {
@@ -140,6 +140,14 @@ struct resp_conn {
 	struct kv_txn txn;
 	char *held;                    /* out before EXEC: the replies of EXEC's commands go to a */
 	size_t held_off, held_len, held_cap; /* fresh out until they are known to stand */
+	/* WATCH: each key as read then, one record after another: u32 ns length, ns, u32 key
+	 * length, key, u32 meta length (UINT32_MAX: none), meta (kv.read_meta's answer) */
+	char *watch;
+	size_t watch_len, watch_cap;
+	int nwatch;
+	int watch_i;                   /* WATCH: keys read so far; EXEC: keys checked so far */
+	size_t watch_pos;              /* EXEC: where the next key to check is */
+	bool watch_broke;              /* EXEC: a watched key changed: the transaction aborts */
 };
 
 struct resp_worker {
@@ -334,6 +342,7 @@ static void conn_free(struct resp_conn *c)
 	free(c->keys);
 	free(c->mq);
 	free(c->held);
+	free(c->watch);
 	free(c);
 }
 
@@ -799,7 +808,7 @@ static void submit(struct resp_conn *c, enum step step)
 	c->job.done = answer_done;
 	c->job.arg = c;
 	c->job.worker = c->worker;
-	c->job.txn = c->exec == EXEC_CMDS || c->exec == EXEC_END ? &c->txn : NULL;
+	c->job.txn = c->exec == EXEC_WATCHED || c->exec == EXEC_CMDS || c->exec == EXEC_END ? &c->txn : NULL;
 	c->job.txn_end = c->exec != EXEC_END ? 0 : c->exec_rollback ? KV_TXN_ROLLBACK : KV_TXN_COMMIT;
 	c->step = step;
 	c->busy = true;
@@ -1019,6 +1028,9 @@ static long long iso_ms(const char *s, const char *end)
 
 static void finish(struct resp_conn *c);
 static void keys_answer(struct resp_conn *c);
+static void unwatch(struct resp_conn *c);
+static bool watch_add(struct resp_conn *c, const char *key, size_t kl, const char *meta, size_t ml);
+static void watch_next(struct resp_conn *c);
 
 static void set_put(struct resp_conn *c, int vi, enum step step);
 
@@ -1109,6 +1121,8 @@ static void answer(struct resp_conn *c)
 	size_t n = 0;
 
 	if (j->failed) {
+		if (c->step == STEP_WATCH)
+			unwatch(c); /* as if WATCH had not come: none of its keys is watched */
 		if (c->step == STEP_SET_NX && strcmp(j->sqlstate, "KV001") == 0)
 			reply_nil(c);
 		else if (c->step == STEP_SETNX && strcmp(j->sqlstate, "KV001") == 0)
@@ -1253,6 +1267,15 @@ static void answer(struct resp_conn *c)
 		return;
 	case STEP_KEYS:
 		keys_answer(c);
+		return;
+	case STEP_WATCH:
+		if (!watch_add(c, arg(c, c->watch_i), alen(c, c->watch_i), v, n)) {
+			unwatch(c);
+			reply_error(c, "ERR out of memory");
+			return;
+		}
+		c->watch_i++;
+		watch_next(c);
 		return;
 	case STEP_NONE:
 		break;
@@ -2086,6 +2109,78 @@ static void reply_unknown(struct resp_conn *c)
 
 /* ---- MULTI / EXEC (docs/kv.md, "Transactions") ---- */
 
+/* WATCH: no key watched any more (EXEC, DISCARD, UNWATCH, a failed WATCH). */
+static void unwatch(struct resp_conn *c)
+{
+	c->watch_len = 0;
+	c->nwatch = 0;
+	if (c->watch_cap > RESP_SHRINK) {
+		free(c->watch);
+		c->watch = NULL;
+		c->watch_cap = 0;
+	}
+}
+
+/* Watch key in the connection's namespace as kv.read_meta answered it (meta NULL: absent). */
+static bool watch_add(struct resp_conn *c, const char *key, size_t kl, const char *meta, size_t ml)
+{
+	size_t nl = strlen(c->ns), need = nl + 1 + kl + 1 + 1 + (meta ? ml : 0) + 1;
+	char *w = grow_bytes(c->watch, &c->watch_cap, c->watch_len + need, 1024);
+	if (!w)
+		return false;
+	c->watch = w;
+	char *p = w + c->watch_len;
+	memcpy(p, c->ns, nl + 1);
+	p += nl + 1;
+	memcpy(p, key, kl);
+	p[kl] = '\0';
+	p += kl + 1;
+	*p++ = meta ? 'Y' : 'N';
+	if (meta)
+		memcpy(p, meta, ml);
+	p[meta ? ml : 0] = '\0';
+	c->watch_len += need;
+	c->nwatch++;
+	return true;
+}
+
+/* A watched key's record at pos: its namespace, key and meta (NULL: absent); the next's pos. */
+static size_t watch_at(const struct resp_conn *c, size_t pos, const char **ns, const char **key, const char **meta)
+{
+	*ns = c->watch + pos;
+	*key = *ns + strlen(*ns) + 1;
+	const char *tag = *key + strlen(*key) + 1;
+	*meta = *tag == 'Y' ? tag + 1 : NULL;
+	return (size_t)(tag + 1 + strlen(tag + 1) + 1 - c->watch);
+}
+
+/* WATCH's next key read (kv.read_meta: a value's version and expiry, else a counter's sum
+ * and expiry), or +OK once all are. */
+static void watch_next(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (c->watch_i >= c->nargs) {
+		reply_simple(c, "OK");
+		return;
+	}
+	if (ns_key(c, c->watch_i, offs))
+		call_key(c, STEP_WATCH, KV_OP_READ_META, offs, 2);
+	else
+		unwatch(c); /* ns_key replied why */
+}
+
+static void cmd_watch(struct resp_conn *c)
+{
+	if (wrong_args(c, c->nargs < 2))
+		return;
+	if (c->nwatch + c->nargs - 1 > RESP_MULTI_MAX) {
+		reply_error(c, "ERR tusk: a connection watches at most %d keys", RESP_MULTI_MAX);
+		return;
+	}
+	c->watch_i = 1;
+	watch_next(c);
+}
+
 /* What a command is checked for when MULTI queues it, as Redis checks it: its arity
  * (negative: at least), where its keys are (first, last: -1 the last argument, step), and
  * whether a transaction may hold it here (flags). */
@@ -2200,6 +2295,8 @@ static size_t mq_parse(struct resp_conn *c, size_t pos)
 }
 
 static void exec_next(struct resp_conn *c);
+static void exec_run(struct resp_conn *c);
+static void exec_refuse(struct resp_conn *c, const char *why);
 static void dispatch(struct resp_conn *c);
 
 /* out and held trade places (EXEC's replies are written to an out of their own). */
@@ -2224,20 +2321,19 @@ static void exec_start(struct resp_conn *c)
 {
 	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
 	int shard = -1;
-	size_t pos = 0, wkey = SIZE_MAX, wlen = 0;
-	bool cross = false, reads = false;
+	size_t pos = 0, wlen = 0;
+	const char *wkey = NULL; /* a key whose shard is not known yet */
+	bool cross = false, reads = c->nwatch > 0;
 
 	if (!r) {
-		multi_reset(c);
-		reply_error(c, "ERR tusk: kv routing is not running (see tusk's log)");
+		exec_refuse(c, "ERR tusk: kv routing is not running (see tusk's log)");
 		return;
 	}
 	for (int i = 0; i < c->mq_n && !cross; i++) {
 		size_t used = mq_parse(c, pos);
 		if (!used) {
 			c->abase = NULL;
-			multi_reset(c);
-			reply_error(c, "ERR out of memory");
+			exec_refuse(c, "ERR out of memory");
 			return;
 		}
 		const struct resp_cmd *k = cmd_find(c);
@@ -2245,66 +2341,88 @@ static void exec_start(struct resp_conn *c)
 		reads |= (k->flags & CMD_READ) != 0;
 		for (int a = k->first; k->step > 0 && a <= last && a < c->nargs; a += k->step) {
 			int sh = kv_router_shard(r, c->ns, arg(c, a), alen(c, a));
-			if (sh < 0) {
-				if (wkey == SIZE_MAX) {
-					wkey = (size_t)(arg(c, a) - c->mq);
-					wlen = alen(c, a);
-				}
-				continue;
+			if (sh < 0 && !wkey) {
+				wkey = arg(c, a);
+				wlen = alen(c, a);
 			}
-			if (shard >= 0 && sh != shard)
-				cross = true;
-			shard = sh;
+			cross |= sh >= 0 && shard >= 0 && sh != shard;
+			shard = sh >= 0 ? sh : shard;
 		}
 		pos += used;
 	}
 	c->abase = NULL;
+	/* the watched keys are checked in the same transaction: on the same shard */
+	for (size_t wp = 0; wp < c->watch_len && !cross;) {
+		const char *ns, *key, *meta;
+		wp = watch_at(c, wp, &ns, &key, &meta);
+		int sh = kv_router_shard(r, ns, key, strlen(key));
+		if (sh < 0 && !wkey) {
+			wkey = key;
+			wlen = strlen(key);
+		}
+		cross |= sh >= 0 && shard >= 0 && sh != shard;
+		shard = sh >= 0 ? sh : shard;
+	}
 	if (cross) {
-		multi_reset(c);
-		reply_error(c, "CROSSSLOT Keys in request don't hash to the same slot");
+		exec_refuse(c, "CROSSSLOT Keys in request don't hash to the same slot");
 		return;
 	}
-	if (wkey != SIZE_MAX && !c->exec_warmed) {
+	if (wkey && !c->exec_warmed) {
 		/* routing is not ready: one read of a key the queue names (its answer unused) */
 		size_t offs[KV_CALL_MAX_ARGS];
 		vals_reset(c);
 		for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
 			offs[k] = SIZE_MAX;
 		offs[0] = add_val(c, c->ns, strlen(c->ns));
-		offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, c->mq + wkey, wlen);
+		offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, wkey, wlen);
 		c->exec_warmed = true;
-		c->exec = EXEC_WARM;
 		if (offs[1] == SIZE_MAX) {
-			c->exec = EXEC_NONE;
-			multi_reset(c);
-			reply_error(c, "ERR out of memory");
+			exec_refuse(c, "ERR out of memory");
 			return;
 		}
+		c->exec = EXEC_WARM;
 		call_key(c, STEP_NONE, KV_OP_COUNTER, offs, 2);
 		if (c->busy)
 			return;
 		c->exec = EXEC_NONE; /* submit replied why not */
 		c->exec_warmed = false;
 		multi_reset(c);
+		unwatch(c);
 		return;
 	}
-	if (wkey != SIZE_MAX) {
-		multi_reset(c);
-		reply_error(c, "TRYAGAIN tusk: kv routing is not ready yet (see tusk's log)");
+	if (wkey) {
+		exec_refuse(c, "TRYAGAIN tusk: kv routing is not ready yet (see tusk's log)");
 		return;
 	}
 	c->txn = (struct kv_txn){ .shard = shard < 0 ? 0 : shard, .snapshot = reads };
 	c->exec_tries = 1;
 	swap_out(c); /* out is empty now; what it held waits in held */
-	c->exec = EXEC_CMDS;
+	exec_run(c);
+}
+
+/* A run of the transaction: its watched keys checked, then its commands. */
+static void exec_run(struct resp_conn *c)
+{
+	c->exec = c->nwatch ? EXEC_WATCHED : EXEC_CMDS;
 	c->exec_i = 0;
 	c->exec_pos = 0;
+	c->watch_i = 0;
+	c->watch_pos = 0;
+	c->watch_broke = false;
 	exec_next(c);
+}
+
+/* EXEC refused before it ran anything (Redis unwatches then too). */
+static void exec_refuse(struct resp_conn *c, const char *why)
+{
+	multi_reset(c);
+	unwatch(c);
+	reply_error(c, "%s", why);
 }
 
 /* EXEC is over: its replies (an array of the commands' replies; or, failed, the end's error:
  * the transaction was not committed) follow the ones held before it. */
-enum exec_how { EXEC_OK, EXEC_END_FAILED, EXEC_NO_ROUTER, EXEC_CONFLICTS };
+enum exec_how { EXEC_OK, EXEC_END_FAILED, EXEC_NO_ROUTER, EXEC_CONFLICTS, EXEC_WATCH_BROKE };
 static void exec_done(struct resp_conn *c, enum exec_how how)
 {
 	c->exec = EXEC_NONE;
@@ -2313,7 +2431,12 @@ static void exec_done(struct resp_conn *c, enum exec_how how)
 	size_t eoff = c->held_off, elen = c->held_len - c->held_off;
 	c->held = NULL;
 	c->held_off = c->held_len = c->held_cap = 0;
-	if (how == EXEC_END_FAILED) {
+	if (how == EXEC_WATCH_BROKE) {
+		if (c->resp3) /* Redis's null reply: a watched key changed, nothing ran */
+			reply_nil(c);
+		else
+			reply_array(c, -1);
+	} else if (how == EXEC_END_FAILED) {
 		kv_error(c);
 	} else if (how == EXEC_NO_ROUTER) {
 		reply_error(c, "ERR tusk: kv routing is not running (see tusk's log)");
@@ -2333,6 +2456,7 @@ static void exec_done(struct resp_conn *c, enum exec_how how)
 	c->abase = NULL;
 	c->exec_warmed = false;
 	multi_reset(c);
+	unwatch(c);
 }
 
 /* The transaction's end (COMMIT; ROLLBACK when the client left) once its calls are done. */
@@ -2341,7 +2465,7 @@ static void exec_end(struct resp_conn *c)
 	c->abase = NULL;
 	c->exec = EXEC_END;
 	if (!c->txn.lc && !c->txn.broken && !c->txn.doomed) {
-		exec_done(c, EXEC_OK); /* no call of it reached a shard: nothing to end */
+		exec_done(c, c->watch_broke ? EXEC_WATCH_BROKE : EXEC_OK); /* nothing reached a shard: nothing to end */
 		return;
 	}
 	struct kv_job *j = &c->job;
@@ -2361,6 +2485,32 @@ static void exec_end(struct resp_conn *c)
  * go to out. */
 static void exec_next(struct resp_conn *c)
 {
+	if (c->exec == EXEC_WATCHED && c->watch_i < c->nwatch) {
+		/* the next watched key read again, in the transaction (one snapshot) */
+		const char *ns, *key, *meta;
+		size_t offs[KV_CALL_MAX_ARGS];
+		(void)watch_at(c, c->watch_pos, &ns, &key, &meta);
+		vals_reset(c);
+		for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+			offs[k] = SIZE_MAX;
+		offs[0] = add_val(c, ns, strlen(ns));
+		offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, key, strlen(key));
+		if (offs[1] == SIZE_MAX) {
+			c->watch_broke = true; /* (out of memory) the client tries again */
+			c->exec_rollback = true;
+			exec_end(c);
+			return;
+		}
+		call_key(c, STEP_NONE, KV_OP_READ_META, offs, 2);
+		if (!c->busy) {
+			c->watch_broke = true;
+			c->exec_rollback = true;
+			exec_end(c);
+		}
+		return;
+	}
+	if (c->exec == EXEC_WATCHED)
+		c->exec = EXEC_CMDS;
 	while (c->exec == EXEC_CMDS && c->exec_i < c->mq_n && !c->closing) {
 		size_t used = mq_parse(c, c->exec_pos);
 		c->exec_i++;
@@ -2385,6 +2535,7 @@ static void exec_answer(struct resp_conn *c)
 		c->exec = EXEC_NONE;
 		exec_start(c);
 		break;
+	case EXEC_WATCHED:
 	case EXEC_CMDS:
 		if (c->job.failed &&
 		    (strcmp(c->job.sqlstate, "40001") == 0 || strcmp(c->job.sqlstate, "40P01") == 0)) {
@@ -2394,11 +2545,31 @@ static void exec_answer(struct resp_conn *c)
 			exec_end(c);
 			break;
 		}
+		if (c->exec == EXEC_WATCHED) {
+			const char *ns, *key, *meta, *v = NULL;
+			size_t n = 0;
+			c->watch_pos = watch_at(c, c->watch_pos, &ns, &key, &meta);
+			c->watch_i++;
+			bool found = !c->job.failed && first_col(&c->job, &v, &n) && v;
+			if (c->job.failed || found != (meta != NULL) || (found && (strlen(meta) != n || memcmp(meta, v, n)))) {
+				/* changed since WATCH (or not readable): Redis's EXEC runs nothing */
+				c->watch_broke = c->exec_rollback = true;
+				exec_end(c);
+				break;
+			}
+			exec_next(c);
+			break;
+		}
 		answer(c);
 		if (!c->busy)
 			exec_next(c);
 		break;
 	case EXEC_END:
+		if (c->watch_broke) {
+			c->exec_again = c->exec_rollback = false;
+			exec_done(c, EXEC_WATCH_BROKE);
+			break;
+		}
 		if (c->exec_again && !c->job.failed && c->exec_tries < RESP_EXEC_TRIES) {
 			/* the transactions that met stay apart for a random while (else the same one
 			 * can lose every time) */
@@ -2435,10 +2606,7 @@ static void exec_wait_cb(struct ev_loop *loop, ev_timer *t, int revents)
 
 	if (c->exec != EXEC_PAUSE)
 		return;
-	c->exec = EXEC_CMDS;
-	c->exec_i = 0;
-	c->exec_pos = 0;
-	exec_next(c);
+	exec_run(c);
 	if (!c->busy && !c->exec)
 		finish(c);
 	run_and_flush(c);
@@ -2465,12 +2633,14 @@ static bool dispatch_multi(struct resp_conn *c)
 		if (exec && !wrong_args(c, c->nargs != 1)) {
 			if (c->multi_dirty) {
 				multi_reset(c);
+				unwatch(c);
 				reply_error(c, "EXECABORT Transaction discarded because of previous errors.");
 			} else {
 				exec_start(c);
 			}
 		} else if (discard && !wrong_args(c, c->nargs != 1)) {
 			multi_reset(c);
+			unwatch(c);
 			reply_simple(c, "OK");
 		} else if (multi) {
 			reply_error(c, "ERR MULTI calls can not be nested");
@@ -2491,8 +2661,7 @@ static bool dispatch_multi(struct resp_conn *c)
 	} else if (discard) {
 		reply_error(c, "ERR DISCARD without MULTI");
 	} else if (watch) {
-		reply_error(c, "ERR tusk: WATCH is not supported; SET's NX, XX and GET, or the kv's conditional writes, "
-			       "test and write in one step (docs/kv.md, \"Transactions\")");
+		cmd_watch(c);
 	} else {
 		return false;
 	}
@@ -2596,7 +2765,9 @@ static void dispatch(struct resp_conn *c)
 	} else if (is(c, 0, "CLIENT")) {
 		reply_simple(c, "OK"); /* SETNAME, SETINFO: accepted, ignored */
 	} else if (is(c, 0, "UNWATCH")) {
-		reply_simple(c, "OK"); /* nothing is watched (WATCH is refused) */
+		if (!c->exec)
+			unwatch(c); /* (in a transaction: EXEC unwatches anyway) */
+		reply_simple(c, "OK");
 	} else {
 		reply_unknown(c);
 	}

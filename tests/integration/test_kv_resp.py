@@ -1703,9 +1703,9 @@ def test_redis_multi_exec_differential_against_redis_server(zone, tmp_path):
 
 def test_redis_multi_of_keys_on_several_shards_is_refused_whole(zone):
     """A transaction runs on one kv shard: keys of two shards are refused at EXEC with Redis
-    Cluster's CROSSSLOT, and nothing of it applies; SCAN, KEYS, DBSIZE, SELECT (every shard, or
-    the connection's namespace) are refused while queuing; WATCH is refused with its reason, and
-    the connection goes on."""
+    Cluster's CROSSSLOT, and nothing of it applies (a watched key counts: it is read again in
+    the transaction); SCAN, KEYS, DBSIZE, SELECT (every shard, or the connection's namespace)
+    are refused while queuing, and the connection goes on."""
     r = client(zone, db=3)
     a, b = zone.parade.key_on(0, "xs-a", ns="diff"), zone.parade.key_on(1, "xs-b", ns="diff")
     p = r.pipeline()
@@ -1729,8 +1729,13 @@ def test_redis_multi_of_keys_on_several_shards_is_refused_whole(zone):
                 conn.read_response()
         finally:
             r.connection_pool.release(conn)
-    with r.pipeline() as p, pytest.raises(redis.ResponseError, match="WATCH is not supported"):
-        p.watch(a)  # what redis-py's transaction() helper starts with
+    with r.pipeline() as p:
+        p.watch(b)
+        p.multi()
+        p.set(a, "1")
+        with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
+            p.execute()
+    assert r.exists(a, b) == 0
     assert r.execute_command("UNWATCH") is True  # redis-py reads its OK as True
     # keys of one shard in one transaction, not pipelined with it: still fine
     with r.pipeline() as p:
@@ -1870,3 +1875,77 @@ def redis_cmd(*args):
         a = a if isinstance(a, bytes) else str(a).encode()
         out += b"$%d\r\n%s\r\n" % (len(a), a)
     return out
+
+
+def test_redis_watch_differential_against_redis_server(zone, tmp_path):
+    """WATCH, as a real redis-server answers it: EXEC runs nothing and answers nil when a
+    watched key was written after WATCH (by another client, or by the watching one itself),
+    deleted, or made (it was absent), and a counter incremented; it runs when the key was not
+    touched, after UNWATCH, and after DISCARD (which unwatches); EXEC unwatches whatever it
+    answered; WATCH inside MULTI is an error. Keys of one shard of the namespace "diff"."""
+    k = zone.parade.keys_on(0, 5, "wx", ns="diff")
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        pairs = []
+        for r in (ref, ours):
+            main = r.connection_pool.get_connection("WATCH")
+            other = type(r)(connection_pool=r.connection_pool)  # another connection of the pool
+            pairs.append((r, main, other))
+        script = [
+            ("other", ("SET", k[0], "a")), ("SET", k[1], "b"), ("INCR", k[2]),
+            ("WATCH", k[0]), ("MULTI",), ("SET", k[0], "mine"), ("EXEC",), ("GET", k[0]),  # untouched: runs
+            ("WATCH", k[0]), ("other", ("SET", k[0], "theirs")), ("MULTI",), ("SET", k[0], "mine"), ("EXEC",),
+            ("GET", k[0]),  # written meanwhile: nil, theirs stays
+            ("WATCH", k[0], k[1]), ("SET", k[1], "self"), ("MULTI",), ("SET", k[0], "x"), ("EXEC",),  # itself
+            ("WATCH", k[3]), ("other", ("SET", k[3], "new")), ("MULTI",), ("GET", k[3]), ("EXEC",),  # made
+            ("WATCH", k[1]), ("other", ("DEL", k[1])), ("MULTI",), ("SET", k[1], "z"), ("EXEC",),  # deleted
+            ("WATCH", k[2]), ("other", ("INCR", k[2])), ("MULTI",), ("INCR", k[2]), ("EXEC",), ("GET", k[2]),
+            ("WATCH", k[4]), ("MULTI",), ("SET", k[4], "absent-then"), ("EXEC",),  # absent, untouched
+            ("WATCH", k[0]), ("UNWATCH",), ("other", ("SET", k[0], "t2")), ("MULTI",), ("SET", k[0], "u"), ("EXEC",),
+            ("WATCH", k[0]), ("MULTI",), ("DISCARD",), ("other", ("SET", k[0], "t3")), ("MULTI",), ("SET", k[0], "v"),
+            ("EXEC",),
+            ("WATCH", k[0]), ("other", ("SET", k[0], "t4")), ("MULTI",), ("EXEC",),  # empty, broken: nil
+            ("MULTI",), ("SET", k[0], "w"), ("EXEC",),  # the nil EXEC unwatched
+            ("MULTI",), ("WATCH", k[0]), ("EXEC",), ("WATCH",),
+            ("MGET", k[0], k[1], k[2], k[3], k[4]),
+        ]
+
+        def run(r, main, other, cmd):
+            if cmd[0] == "other":
+                return settle(other.execute_command(*cmd[1]))
+            main.send_command(*cmd)
+            try:
+                return settle(main.read_response())
+            except redis.ResponseError:
+                return "error"
+
+        for cmd in script:
+            want, got = (run(*pairs[0], cmd), run(*pairs[1], cmd))
+            assert got == want, (cmd, got, want)
+        for r, main, _ in pairs:
+            r.connection_pool.release(main)
+
+
+def test_redis_watch_makes_optimistic_increments_lose_nothing(zone):
+    """What WATCH is for (redis-py's transaction() helper): 8 clients each add 1 to a number
+    stored as a value 15 times, by GET, then MULTI / SET / EXEC under WATCH, again when EXEC
+    answers nil. Every increment is there at the end (a check outside the transaction's
+    snapshot, or none, loses some)."""
+    k = zone.parade.key_on(0, "occ", ns="diff")
+    setup = client(zone, db=3)
+    setup.set(k, "0")
+    clients, rounds = 8, 15
+
+    def body(i, r, barrier):
+        barrier.wait(30 * SLOW)
+
+        def add_one(pipe):
+            n = int(pipe.get(k))
+            pipe.multi()
+            pipe.set(k, str(n + 1))
+
+        for _ in range(rounds):
+            r.transaction(add_one, k)
+
+    race(zone, clients, body)
+    assert int(setup.get(k)) == clients * rounds
+    setup.delete(k)

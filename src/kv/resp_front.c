@@ -329,6 +329,7 @@ static bool waiting(const struct resp_conn *c)
 
 static void conn_free(struct resp_conn *c)
 {
+	kv_txn_abandon(&c->txn); /* (normally ended already: EXEC's end, or exec_left's) */
 	kv_job_free(&c->job);
 	free(c->in);
 	free(c->out);

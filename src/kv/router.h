@@ -40,6 +40,10 @@ struct kv_txn {
 
 enum { KV_TXN_COMMIT = 1, KV_TXN_ROLLBACK = 2 };
 
+/* On the submitter's worker, with no job of t in flight: t is going away without its end (its
+ * owner is freed); the connection it holds, if any, is closed (the server rolls it back). */
+void kv_txn_abandon(struct kv_txn *t);
+
 struct kv_job {
 	/* in: set by the submitter, read by the router (NUL-terminated; NULL = SQL NULL) */
 	struct worker *worker;         /* the submitter's, on whose thread kv_router_submit runs; NULL: a router thread runs it */

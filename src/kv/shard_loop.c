@@ -774,6 +774,17 @@ static struct kv_lconn *pick(struct kv_loop *l, int shard)
 static void txn_send(struct kv_loop *l, int shard, struct kv_job *job);
 static void lc_send(struct kv_lconn *lc, struct kv_job *job);
 
+void kv_txn_abandon(struct kv_txn *t)
+{
+	struct kv_lconn *lc = t->lc;
+	if (!lc)
+		return;
+	lc_close(lc); /* drops t */
+	if (lc->wait)
+		connect_start(lc);
+	txn_kick(lc);
+}
+
 /* A connection for transactions was let go (closed with its owner, or freed by its end): the
  * first transaction waiting for one of its shard's takes it. */
 static void txn_kick(struct kv_lconn *lc)

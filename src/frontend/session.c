@@ -419,6 +419,17 @@ static bool back_to_startup(struct session_state *st, const char *name)
 	return any;
 }
 
+/* RESET ALL: every name of a startup blob ("name\0value\0" pairs) back to its value. */
+static void all_to_startup(struct session_state *st, const char *blob, size_t len)
+{
+	for (size_t i = 0; i < len;) {
+		const char *n = blob + i;
+		i += strlen(n) + 1;
+		i += strlen(blob + i) + 1;
+		st->resync |= back_to_startup(st, n);
+	}
+}
+
 static void commit(struct session_state *st, bool to_startup)
 {
 	size_t o = 0;
@@ -426,17 +437,9 @@ static void commit(struct session_state *st, bool to_startup)
 		char op = st->pending[o++];
 		if (op == 'A') {
 			st->carry_len = 0;
-			for (size_t i = 0; to_startup && i < st->startup_carry_len;) {
-				const char *n = st->startup_carry + i;
-				i += strlen(n) + 1;
-				i += strlen(st->startup_carry + i) + 1;
-				st->resync |= back_to_startup(st, n);
-			}
-			for (size_t i = 0; to_startup && i < st->startup_params_len;) {
-				const char *n = st->startup_params + i;
-				i += strlen(n) + 1;
-				i += strlen(st->startup_params + i) + 1;
-				st->resync |= back_to_startup(st, n);
+			if (to_startup) {
+				all_to_startup(st, st->startup_carry, st->startup_carry_len);
+				all_to_startup(st, st->startup_params, st->startup_params_len);
 			}
 			continue;
 		}

@@ -26,6 +26,7 @@
 #include "config/config.h"
 #include "frontend/client_kind.h"
 #include "kv/call.h"
+#include "kv/hash.h"
 #include "kv/resp.h"
 #include "kv/resp_auth.h"
 #include "kv/router.h"
@@ -830,19 +831,26 @@ static void call_key(struct resp_conn *c, enum step step, enum kv_op op, const s
 	submit(c, step);
 }
 
-/* ns and the key of argument i into vals: offs[0], offs[1]. */
-static bool ns_key(struct resp_conn *c, int i, size_t offs[KV_CALL_MAX_ARGS])
+/* ns and key, alone in vals: offs[0], offs[1] (the rest SIZE_MAX). false: out of memory. */
+static bool vals_ns_key(struct resp_conn *c, const char *ns, const char *key, size_t klen,
+			size_t offs[KV_CALL_MAX_ARGS])
 {
 	vals_reset(c);
 	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
 		offs[k] = SIZE_MAX;
+	offs[0] = add_val(c, ns, strlen(ns));
+	offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, key, klen);
+	return offs[1] != SIZE_MAX;
+}
+
+/* ns and the key of argument i into vals: offs[0], offs[1]. */
+static bool ns_key(struct resp_conn *c, int i, size_t offs[KV_CALL_MAX_ARGS])
+{
 	if (memchr(arg(c, i), '\0', alen(c, i))) {
 		reply_error(c, "ERR tusk: a key may not contain a NUL byte");
 		return false;
 	}
-	offs[0] = add_val(c, c->ns, strlen(c->ns));
-	offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, arg(c, i), alen(c, i));
-	if (offs[1] == SIZE_MAX) {
+	if (!vals_ns_key(c, c->ns, arg(c, i), alen(c, i), offs)) {
 		reply_error(c, "ERR out of memory");
 		return false;
 	}
@@ -2321,7 +2329,7 @@ static void swap_out(struct resp_conn *c)
 static void exec_start(struct resp_conn *c)
 {
 	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
-	int shard = -1;
+	int shard = -1, nshards = r ? kv_router_nshards(r) : 0; /* 0: routing not ready yet */
 	size_t pos = 0, wlen = 0;
 	const char *wkey = NULL; /* a key whose shard is not known yet */
 	bool cross = false, reads = c->nwatch > 0;
@@ -2341,7 +2349,7 @@ static void exec_start(struct resp_conn *c)
 		int last = k->last < 0 ? c->nargs - 1 : k->last;
 		reads |= (k->flags & CMD_READ) != 0;
 		for (int a = k->first; k->step > 0 && a <= last && a < c->nargs; a += k->step) {
-			int sh = kv_router_shard(r, c->ns, arg(c, a), alen(c, a));
+			int sh = nshards ? kv_shard_of(c->ns, strlen(c->ns), arg(c, a), alen(c, a), nshards) : -1;
 			if (sh < 0 && !wkey) {
 				wkey = arg(c, a);
 				wlen = alen(c, a);
@@ -2356,7 +2364,7 @@ static void exec_start(struct resp_conn *c)
 	for (size_t wp = 0; wp < c->watch_len && !cross;) {
 		const char *ns, *key, *meta;
 		wp = watch_at(c, wp, &ns, &key, &meta);
-		int sh = kv_router_shard(r, ns, key, strlen(key));
+		int sh = nshards ? kv_shard_of(ns, strlen(ns), key, strlen(key), nshards) : -1;
 		if (sh < 0 && !wkey) {
 			wkey = key;
 			wlen = strlen(key);
@@ -2371,13 +2379,8 @@ static void exec_start(struct resp_conn *c)
 	if (wkey && !c->exec_warmed) {
 		/* routing is not ready: one read of a key the queue names (its answer unused) */
 		size_t offs[KV_CALL_MAX_ARGS];
-		vals_reset(c);
-		for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
-			offs[k] = SIZE_MAX;
-		offs[0] = add_val(c, c->ns, strlen(c->ns));
-		offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, wkey, wlen);
 		c->exec_warmed = true;
-		if (offs[1] == SIZE_MAX) {
+		if (!vals_ns_key(c, c->ns, wkey, wlen, offs)) {
 			exec_refuse(c, "ERR out of memory");
 			return;
 		}
@@ -2491,12 +2494,7 @@ static void exec_next(struct resp_conn *c)
 		const char *ns, *key, *meta;
 		size_t offs[KV_CALL_MAX_ARGS];
 		(void)watch_at(c, c->watch_pos, &ns, &key, &meta);
-		vals_reset(c);
-		for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
-			offs[k] = SIZE_MAX;
-		offs[0] = add_val(c, ns, strlen(ns));
-		offs[1] = offs[0] == SIZE_MAX ? SIZE_MAX : add_val(c, key, strlen(key));
-		if (offs[1] == SIZE_MAX) {
+		if (!vals_ns_key(c, ns, key, strlen(key), offs)) {
 			c->watch_broke = true; /* (out of memory) the client tries again */
 			c->exec_rollback = true;
 			exec_end(c);

@@ -1026,14 +1026,14 @@ bool kv_router_loop_ready(struct kv_router *r)
 	return route_resolved(r);
 }
 
-int kv_router_shard(struct kv_router *r, const char *ns, const char *key, size_t key_len)
+int kv_router_nshards(struct kv_router *r)
 {
 	if (!route_resolved(r))
-		return -1;
+		return 0;
 	pthread_mutex_lock(&r->cat_mu);
 	int nshards = r->nshards;
 	pthread_mutex_unlock(&r->cat_mu);
-	return nshards > 0 ? kv_shard_of(ns, strlen(ns), key, key_len, nshards) : -1;
+	return nshards > 0 ? nshards : 0;
 }
 
 void kv_router_submit(struct kv_router *r, struct kv_job *job)

@@ -89,8 +89,8 @@ struct kv_job {
 /* Calls of a transaction can run (the catalog is read and the instance resolved): until then
  * kv_router_submit answers them 57P03. */
 bool kv_router_loop_ready(struct kv_router *r);
-/* The shard of (ns, key) as calls are routed; -1 until kv_router_loop_ready. */
-int kv_router_shard(struct kv_router *r, const char *ns, const char *key, size_t key_len);
+/* The shard count calls are routed by (kv_shard_of); 0 until kv_router_loop_ready. */
+int kv_router_nshards(struct kv_router *r);
 
 /* Start the router when cfg has a kv section (*out = NULL otherwise); the catalog is read on
  * the first call (and again a second after a failed read). 0 or -ENOMEM. */

@@ -473,8 +473,13 @@ def test_reset_returns_to_the_startup_value(iso, how):
             a.execute(sql)
         got = a.execute("select current_setting('work_mem'), current_setting('application_name')").fetchone()
         told = a.info.parameter_status("application_name")
+        # the next client (a pool of 1: the same server) starts from the defaults, not from A's
+        with connect(iso.port, user=iso.user, dbname=TEST_DB) as b:
+            b_got = b.execute("select setting = reset_val, current_setting('application_name') "
+                              "from pg_settings where name = 'work_mem'").fetchone()
     assert got == ("3MB", "iso-a0")
     assert told == "iso-a0"  # what the client was last told (ParameterStatus)
+    assert b_got == (True, "")
 
 
 def test_reset_then_a_pin_keeps_the_startup_values_on_the_kept_server(iso):

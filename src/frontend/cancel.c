@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "frontend/client_int.h"
@@ -22,6 +23,7 @@
 
 #define CANCEL_BUCKETS 4096
 #define CANCEL_TIMEOUT 5.0
+#define CANCEL_EARLY 0.05 /* s: a query younger than this when cancelled may not have begun */
 
 /* The entries are the clients themselves (client->cancel_next): a separate allocation
  * would be a good part of what an idle client costs. Under the lock any thread may read a
@@ -107,7 +109,8 @@ static void cancel_conn_free(struct cancel_conn *cc)
 		cc->next->prev = cc->prev;
 	ev_io_stop(w->loop, &cc->io);
 	ev_timer_stop(w->loop, &cc->timer);
-	close(cc->io.fd);
+	if (cc->io.fd >= 0)
+		close(cc->io.fd);
 	if (s) {
 		for (struct cancel_conn **pp = &s->cancels; *pp; pp = &(*pp)->snext) {
 			if (*pp == cc) {
@@ -163,26 +166,61 @@ static void cancel_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	cancel_conn_free(cc);
 }
 
+static bool cancel_connect(struct cancel_conn *cc, int fd);
+
 static void cancel_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct cancel_conn *cc = t->data;
+	struct server *s = cc->server;
 	(void)loop;
 	(void)revents;
+	if (cc->io.fd < 0) {
+		/* A cancel sent again after a pause (relay_cancel_done): only while the request it
+		 * is for still runs (the next one waits for this cancel, so it is that one). */
+		if (s && s->state == SERVER_ACTIVE && (s->expect_count > 0 || s->pending_rfq > 0) && cancel_connect(cc, -1))
+			return;
+		cancel_conn_free(cc);
+		return;
+	}
 	log_warn(cc->server_id, NULL, "timed out sending cancel request");
 	cancel_conn_free(cc);
 }
 
-/* Send a cancel for s's running query from worker w (s's own worker). */
-void cancel_send_for(struct worker *w, struct server *s)
+static int cancel_socket(struct server *s)
+{
+	int fd = net_connect(&s->addr);
+	if (fd < 0)
+		log_warn(s->id, s->ctx, "could not connect to send cancel request");
+	return fd;
+}
+
+/* cc's connection (fd, or a new one when fd < 0) to s's PostgreSQL, and its time limit;
+ * false when there is none. */
+static bool cancel_connect(struct cancel_conn *cc, int fd)
+{
+	struct server *s = cc->server;
+	if (fd < 0 && (fd = cancel_socket(s)) < 0)
+		return false;
+	ev_io_set(&cc->io, fd, EV_WRITE);
+	ev_io_start(cc->worker->loop, &cc->io);
+	ev_timer_set(&cc->timer, CANCEL_TIMEOUT, 0.);
+	ev_timer_start(cc->worker->loop, &cc->timer);
+	log_info(s->id, s->ctx, "sending cancel request to backend pid %u", s->backend_pid);
+	return true;
+}
+
+/* Send a cancel for s's running query from worker w (s's own worker); after delay seconds
+ * when delay > 0, and then only if s still runs a query. Until it is done, s is held: its
+ * client's next request and its release wait (relay_cancel_done). */
+void cancel_send_for(struct worker *w, struct server *s, double delay)
 {
 	struct cancel_conn *cc = calloc(1, sizeof *cc);
 	struct buf b = { 0 };
+	int fd = -1;
 	if (!cc)
 		return;
-	int fd = net_connect(&s->addr);
-	if (fd < 0) {
+	if (delay <= 0 && (fd = cancel_socket(s)) < 0) {
 		free(cc);
-		log_warn(s->id, s->ctx, "could not connect to send cancel request");
 		return;
 	}
 	b.data = cc->pkt;
@@ -198,13 +236,14 @@ void cancel_send_for(struct worker *w, struct server *s)
 	if (cc->next)
 		cc->next->prev = cc;
 	fe_of(w)->cancel_conns = cc;
-	ev_io_init(&cc->io, cancel_io_cb, fd, EV_WRITE);
+	ev_io_init(&cc->io, cancel_io_cb, -1, EV_WRITE);
 	cc->io.data = cc;
-	ev_timer_init(&cc->timer, cancel_timer_cb, CANCEL_TIMEOUT, 0.);
+	ev_timer_init(&cc->timer, cancel_timer_cb, delay, 0.);
 	cc->timer.data = cc;
-	ev_io_start(w->loop, &cc->io);
-	ev_timer_start(w->loop, &cc->timer);
-	log_info(s->id, s->ctx, "sending cancel request to backend pid %u", s->backend_pid);
+	if (delay > 0)
+		ev_timer_start(w->loop, &cc->timer);
+	else
+		(void)cancel_connect(cc, fd); /* fd >= 0: it cannot fail */
 }
 
 void cancel_close_all(struct worker *w)
@@ -250,6 +289,14 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
 	worker_post(owner, m);
 }
 
+/* c has sent bytes tusk has not answered: read (c->rbuf), or still in the socket (a client
+ * held WAITING is not read from until its server is ready) or in OpenSSL. */
+static bool client_sent_more(const struct client *c)
+{
+	int n = 0;
+	return !buf_empty(&c->rbuf) || c->tls.buffered || (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0);
+}
+
 void cancel_on_message(struct worker *w, struct worker_msg *m)
 {
 	struct cancel_registry *reg = w->rt->cancels;
@@ -274,12 +321,34 @@ void cancel_on_message(struct worker *w, struct worker_msg *m)
 		return; /* it waited on another client's identical query: only it stops waiting */
 	if (client_cancel_wait(c))
 		return; /* it waited for a server: its request never ran */
-	struct server *s = c->server;
-	if (!s || s->state != SERVER_ACTIVE || (s->expect_count == 0 && s->pending_rfq == 0)) {
-		/* No server, or nothing running on it: PostgreSQL would ignore it too. */
-		log_debug(c->id, c->ctx, "cancel request while no query runs; ignored");
+	if (cancel_running(c))
+		return;
+	if (c->greeted && client_sent_more(c) &&
+	    (c->state == CLIENT_IDLE || c->state == CLIENT_WAITING || (c->state == CLIENT_ACTIVE && c->server))) {
+		/* The client sent a request that does not run yet: not read yet (an idle client,
+		 * or one with its server between requests), a server on its way to it (the pool's
+		 * answer) or being made ready for it (the SETs of its settings, RESET ALL, a
+		 * standby's replay position), or held by the relay until the cancel of the request
+		 * before has landed. On PostgreSQL it would be running by now, so the cancel goes
+		 * to it once it runs (relay.c, pump_both); a request answered without a server
+		 * (the cache, a hook) takes it along. Dropped, the request ran its full time. */
+		c->cancel_deferred = true;
+		log_info(c->id, c->ctx, "client asked to cancel a query that does not run yet: sent once it runs");
 		return;
 	}
+	log_debug(c->id, c->ctx, "cancel request while no query runs; ignored");
+}
+
+bool cancel_running(struct client *c)
+{
+	struct server *s = c->server;
+	if (!s || s->state != SERVER_ACTIVE || c->state != CLIENT_ACTIVE || (s->expect_count == 0 && s->pending_rfq == 0))
+		return false; /* no server, or nothing of the client's running on it */
+	c->cancel_deferred = false;
 	log_info(c->id, c->ctx, "client asked to cancel its query on server %s", s->id);
-	cancel_send_for(w, s);
+	/* A query forwarded just now may not have been read by its backend yet, and a cancel
+	 * that comes before it is ignored: sent again while it still runs (relay_cancel_done). */
+	c->cancel_again = c->query_start > 0 && ev_now(c->worker->loop) - c->query_start < CANCEL_EARLY ? 2 : 0;
+	cancel_send_for(c->worker, s, 0);
+	return true;
 }

@@ -1645,6 +1645,8 @@ void client_go_idle(struct client *c)
 		return;
 	}
 	client_set_state(c, CLIENT_IDLE);
+	c->cancel_deferred = false; /* its request was answered without running (cancel.c) */
+	c->cancel_again = 0;
 	/* Between transactions: what a hook held for the client (notifications) goes out now;
 	 * the hook writes whole messages and never closes the client. */
 	if (c->s2c_scanned == 0 && c->s2c_remaining == 0 && !c->server)
@@ -1764,14 +1766,21 @@ void client_need_server(struct client *c)
 		client_close(c, "client terminated the session");
 		return;
 	}
+	/* A cancel that came for this request before it was read (cancel.c) goes to a server
+	 * with it; answered here, it is moot. */
+	bool cancel = c->cancel_deferred;
+	c->cancel_deferred = false;
 	if (c->state == CLIENT_IDLE && answer_parses_locally(c)) {
-		if (c->state == CLIENT_IDLE && !buf_empty(&c->rbuf))
+		if (c->state == CLIENT_IDLE && !buf_empty(&c->rbuf)) {
+			c->cancel_deferred = cancel;
 			client_need_server(c);
+		}
 		return;
 	}
 	RELAY_HOOKS_SYNC(c);
 	if (c->state == CLIENT_IDLE && relay_hooks_request(c, NULL))
 		return; /* answered from the cache, or waiting on an identical query */
+	c->cancel_deferred = cancel;
 	/* Most claims find an idle server and make the client active at once: "waiting" is
 	 * entered quietly (not counted, timed or polled) and announced only if the claim is
 	 * still pending when it returns (queued, connecting, the server being prepared). Any
@@ -2093,7 +2102,7 @@ static void query_timed_out(struct client *c, uint64_t ms, double now)
 		c->query_cancel_for = c->query_start;
 		log_warn(c->id, c->ctx, "query running for %.1fs on server %s: cancelling it (query_timeout %.1fs)",
 			 now - c->query_start, s->id, (double)ms / 1000.0);
-		cancel_send_for(c->worker, s);
+		cancel_send_for(c->worker, s, 0);
 	} else if ((now - c->query_start) * 1000.0 >= 2.0 * (double)ms) {
 		/* Closed, not drained for reuse: a server that ignored one cancel may ignore the
 		 * next, and one that wakes later must not serve another client (PgBouncer, too,

@@ -140,6 +140,10 @@ struct client {
 	                             * with max_prepared_statements): prep is the map, NULL until
 	                             * the first named Parse (an idle client that names none pays
 	                             * for no map) */
+	bool cancel_deferred;       /* a CancelRequest came for a request that did not run yet
+	                             * (cancel.c); pump_both sends it once the request runs */
+	uint8_t cancel_again;       /* sends left of that cancel while the request still runs
+	                             * (relay_cancel_done) */
 	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
 	struct client *prev, *next; /* worker->clients */
 	struct client *husk_prev, *husk_next; /* while dead: the worker's husks (frontend_worker) */
@@ -302,6 +306,8 @@ static inline struct client *client_first(const struct worker *w)
 void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
 /* On the owner's worker: cancel what the client's server runs now, if anything. */
 void cancel_on_message(struct worker *w, struct worker_msg *m);
+/* Send a cancel for what c's server runs now; false (nothing sent) when it runs nothing. */
+bool cancel_running(struct client *c);
 /* Abandon the cancel requests still being sent from w (worker_free). */
 void cancel_close_all(struct worker *w);
 /* Register the client's minted key (after startup); forget it at teardown. */
@@ -313,7 +319,7 @@ void cancel_forget(struct client *c);
 void cancel_move(struct client *c, struct worker *to);
 /* Send a CancelRequest for what server s (attached to w) runs now. Until PostgreSQL has
  * taken it, s is not parked (relay_park_server waits). */
-void cancel_send_for(struct worker *w, struct server *s);
+void cancel_send_for(struct worker *w, struct server *s, double delay);
 
 /* relay.c: a reported parameter of the client's session changed (or was greeted with):
  * standard_conforming_strings decides how its SQL is classified; a client_encoding whose

@@ -1534,6 +1534,8 @@ static void on_ready_for_query(struct client *c, struct server *s, uint8_t statu
 		c->rollback_to_owed = 0; /* answered, or skipped after an error */
 	}
 	stats_ready_for_query(c, s, status);
+	c->cancel_deferred = false; /* the request it was for is over */
+	c->cancel_again = 0;
 	c->active_at = ev_now(c->worker->loop); /* client_idle_timeout counts from here */
 	c->copy_in = false;
 	if (status == 'E')
@@ -2215,6 +2217,9 @@ static bool pump_both(struct client *c, struct server *s)
 	}
 	if (!unstrand_client(c, s))
 		return false;
+	/* A cancel the client asked for before its request ran (cancel.c): it runs now. */
+	if (c->cancel_deferred && (s->expect_count > 0 || s->pending_rfq > 0) && cancel_running(c))
+		c->cancel_again = 2;
 	update_both(c, s);
 	return true;
 }
@@ -2241,6 +2246,10 @@ void relay_client_event(struct client *c, int revents)
 		if (n > 0 && ev_is_active(&c->timer))
 			ev_timer_stop(c->worker->loop, &c->timer); /* idle-in-transaction timer */
 	}
+	/* A cancel waiting for the request read just now (cancel.c) is for the server's run of
+	 * it: a hook that answers the request itself takes it, and the cancel is moot. */
+	bool cancel = c->cancel_deferred;
+	c->cancel_deferred = false;
 	/* Session pooling: one whole Query to an idle server may be answered by the cache. */
 	if (c->mode == POOL_MODE_SESSION && s && relay_hooks_request(c, s))
 		return;
@@ -2249,18 +2258,33 @@ void relay_client_event(struct client *c, int revents)
 	if (c->hooks && s && c->mode != POOL_MODE_SESSION && !c->pinned && s->pending_rfq == 0 && s->expect_count == 0 &&
 	    !s->ext_open && !c->copy_in && c->c2s_scanned == 0 && c->c2s_remaining == 0 && c->s2c_scanned == 0 &&
 	    c->s2c_remaining == 0 && buf_empty(&s->rbuf) && (s->tx_status == 'T' || s->tx_status == 'E')) {
+		size_t unread = buf_len(&c->rbuf);
 		if (!relay_hooks_linked(c, s))
 			return; /* the hook failed the client: it may be freed */
+		if (buf_len(&c->rbuf) < unread)
+			cancel = false;
 	}
+	c->cancel_deferred = cancel;
 	(void)pump_both(c, s);
 }
 
 void relay_cancel_done(struct server *s)
 {
 	struct client *c = s->owner;
-	if (c && c->server == s && c->state == CLIENT_ACTIVE && s->state == SERVER_ACTIVE && !c->worker->stopping &&
-	    ev_cb(&s->io) == relay_server_cb)
-		(void)pump_both(c, s);
+	if (!c || c->server != s || c->state != CLIENT_ACTIVE || s->state != SERVER_ACTIVE || c->worker->stopping ||
+	    ev_cb(&s->io) != relay_server_cb || !pump_both(c, s))
+		return;
+	/* A cancel sent as its request was forwarded can reach the backend before it has read
+	 * the request, and PostgreSQL ignores a cancel while it waits for a command (seen under
+	 * load: 1 round in 50; cancel_running). While that request still runs, the cancel goes
+	 * again after a pause (5, then 50 ms: a backend a loaded machine has not run yet); each
+	 * waits for the one before, and the request after for the last (release_waits_for_cancel,
+	 * client_request_stranded), so none lands on another request. */
+	if (c->cancel_again > 0 && (s->expect_count > 0 || s->pending_rfq > 0) && c->server == s) {
+		c->cancel_again--;
+		log_info(c->id, c->ctx, "its query still runs on server %s after the cancel: sending it again shortly", s->id);
+		cancel_send_for(c->worker, s, c->cancel_again ? 0.005 : 0.05);
+	}
 }
 
 void relay_resume(struct client *c)
@@ -2748,7 +2772,7 @@ void relay_release_server(struct client *c, struct server *s)
 	s->expect_head = s->expect_count = 0;
 	s->flush_awaited = false;
 	if (busy)
-		cancel_send_for(w, s);
+		cancel_send_for(w, s, 0);
 	/* Whatever the abandoned request did to the session is unknown: reset before reuse. */
 	if (reset == RESET_NONE)
 		reset = RESET_REQUIRED;

@@ -216,3 +216,68 @@ def test_startup_parameters_apply_in_postgresqls_order(tusk, pg):
     for params in STARTUP_ORDERS:
         want = startup_view(pg.port, params)
         assert startup_view(t.port, params) == want, params
+
+
+def _libpq(port, **params):
+    """A libpq connection (psycopg's thin wrapper of PGconn: the calls a C client makes)."""
+    info = " ".join(f"{k}={v}" for k, v in {"host": "127.0.0.1", "port": port, "user": "tusk_trust",
+                                             "dbname": TEST_DB, **params}.items())
+    conn = psycopg.pq.PGconn.connect(info.encode())
+    assert conn.status == psycopg.pq.ConnStatus.OK, conn.error_message
+    return conn
+
+
+def _run(conn, sql):
+    """Every result of sql on conn (libpq's PQexec), the last error's SQLSTATE or None."""
+    conn.send_query(sql.encode())
+    state = None
+    while (res := conn.get_result()) is not None:
+        if res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+            state = res.error_field(psycopg.pq.DiagnosticField.SQLSTATE).decode()
+    return state
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_one_cancel_sent_right_after_a_query_cancels_it(tusk, mode):
+    """A driver sends one CancelRequest (its statement timeout, a user's interrupt), and may
+    send it right after the query. On PostgreSQL the query is running by the time the cancel's
+    signal comes (the cancel is a new connection and a new process): it ends with 57014.
+    Through tusk the query may first wait for tusk's own steps on its server: in a transaction
+    pool the SET of application_name (the server last served a client with another one), in a
+    session pool the startup values set again after the client's RESET ALL (asyncpg's release
+    ends with one), or for tusk to read it at all. A cancel that came then was dropped and the
+    query ran its full time (13 to 21 of 25 rounds). 25 rounds of libpq's calls: PQsendQuery,
+    then at once PQcancel; the statement after each must not be cancelled."""
+    t = tusk(pools=[txn_pool(1, mode=mode)], pool_wait_timeout=f"{int(10 * SLOW)}s")
+    a = _libpq(t.port, application_name="canceller", options="'-c work_mem=7MB'")
+    b = _libpq(t.port, application_name="other") if mode == "transaction" else None
+    try:
+        slow = []
+        for i in range(25):
+            if b:
+                assert _run(b, "select 1") is None  # the server now carries b's application_name
+            else:
+                assert _run(a, "reset all") is None  # work_mem goes back to 7MB on the server
+            cancel = a.get_cancel()
+            started = time.monotonic()
+            a.send_query(b"select pg_sleep(4)")
+            cancel.cancel()
+            state = None
+            while (res := a.get_result()) is not None:
+                if res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                    state = res.error_field(psycopg.pq.DiagnosticField.SQLSTATE).decode()
+            took = time.monotonic() - started
+            if state != "57014" or took > 2:
+                slow.append((i, state, round(took, 2)))
+            # and nothing of that cancel reaches the next statement (tusk may send it again)
+            assert _run(a, "select pg_sleep(0.01)") is None, f"round {i}: the next statement was cancelled"
+        assert not slow, f"{len(slow)} of 25 queries not cancelled at once (round, SQLSTATE, s): {slow}"
+        assert _run(a, "select 1") is None
+        a.send_query(b"show work_mem")
+        res = a.get_result()
+        assert res.get_value(0, 0) == b"7MB"
+        assert a.get_result() is None
+    finally:
+        a.finish()
+        if b:
+            b.finish()

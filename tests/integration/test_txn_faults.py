@@ -411,7 +411,7 @@ def test_a_cancel_ends_a_request_waiting_for_a_server(tusk, pg, proto):
         assert b.execute("select count(*) from kv where k = %s", (key,)).fetchone() == (0,)
         assert a.execute("select 2").fetchone() == (2,)
         a.commit()
-        assert "cancelled" in t.log_text()
+        t.wait_log("cancelled")
     finally:
         a.close()
         b.close()

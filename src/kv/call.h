@@ -38,6 +38,8 @@ enum kv_op {
 	KV_OP_SET,
 	/* Redis's APPEND: the value with a suffix, its expiry kept; the new value */
 	KV_OP_APPEND,
+	/* Redis's WATCH: read_meta's answer and the versions of the key's rows, as text */
+	KV_OP_WATCH_TAG,
 };
 
 /* Type OIDs of the call arguments and results. */

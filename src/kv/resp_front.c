@@ -142,7 +142,7 @@ struct resp_conn {
 	char *held;                    /* out before EXEC: the replies of EXEC's commands go to a */
 	size_t held_off, held_len, held_cap; /* fresh out until they are known to stand */
 	/* WATCH: each key as read then, one record after another: u32 ns length, ns, u32 key
-	 * length, key, u32 meta length (UINT32_MAX: none), meta (kv.read_meta's answer) */
+	 * length, key, u32 meta length (UINT32_MAX: none), meta (kv.watch_tag's answer) */
 	char *watch;
 	size_t watch_len, watch_cap;
 	int nwatch;
@@ -2130,7 +2130,8 @@ static void unwatch(struct resp_conn *c)
 	}
 }
 
-/* Watch key in the connection's namespace as kv.read_meta answered it (meta NULL: absent). */
+/* Watch key in the connection's namespace as kv.watch_tag answered it (meta NULL: no answer,
+ * a shard whose schema predates it and has no value: its fallback, kv.get_meta). */
 static bool watch_add(struct resp_conn *c, const char *key, size_t kl, const char *meta, size_t ml)
 {
 	size_t nl = strlen(c->ns), need = nl + 1 + kl + 1 + 1 + (meta ? ml : 0) + 1;
@@ -2163,8 +2164,8 @@ static size_t watch_at(const struct resp_conn *c, size_t pos, const char **ns, c
 	return (size_t)(tag + 1 + strlen(tag + 1) + 1 - c->watch);
 }
 
-/* WATCH's next key read (kv.read_meta: a value's version and expiry, else a counter's sum
- * and expiry), or +OK once all are. */
+/* WATCH's next key read (kv.watch_tag: kv.read_meta's answer and the versions of the key's
+ * rows, so that any write of it shows), or +OK once all are. */
 static void watch_next(struct resp_conn *c)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
@@ -2173,7 +2174,7 @@ static void watch_next(struct resp_conn *c)
 		return;
 	}
 	if (ns_key(c, c->watch_i, offs))
-		call_key(c, STEP_WATCH, KV_OP_READ_META, offs, 2);
+		call_key(c, STEP_WATCH, KV_OP_WATCH_TAG, offs, 2);
 	else
 		unwatch(c); /* ns_key replied why */
 }
@@ -2500,7 +2501,7 @@ static void exec_next(struct resp_conn *c)
 			exec_end(c);
 			return;
 		}
-		call_key(c, STEP_NONE, KV_OP_READ_META, offs, 2);
+		call_key(c, STEP_NONE, KV_OP_WATCH_TAG, offs, 2);
 		if (!c->busy) {
 			c->watch_broke = true;
 			c->exec_rollback = true;

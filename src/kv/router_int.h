@@ -126,7 +126,7 @@ static inline const struct kv_route *kv_route_now(struct kv_router *r)
 
 extern const char *const kv_op_sql[];
 extern const int kv_op_nparams[];
-#define KV_OP_COUNT_ALL 25 /* entries of kv_op_sql */
+#define KV_OP_COUNT_ALL 26 /* entries of kv_op_sql */
 /* kv_op_sql[KV_OP_GET] reads the view kv.live and calls kv.get only when it has no row;
  * kv_op_sql[KV_OP_READ] the same with kv.read. A shard database whose schema predates them
  * (tusk kv init not run again since) fails that statement's prepare: the connection then sets
@@ -142,7 +142,8 @@ extern const char kv_read_meta_fallback_sql[];
 /* op has a fallback statement for shards whose schema predates its own. */
 static inline bool kv_op_falls_back(enum kv_op op)
 {
-	return op == KV_OP_GET || op == KV_OP_READ || op == KV_OP_READ_MANY || op == KV_OP_READ_META;
+	return op == KV_OP_GET || op == KV_OP_READ || op == KV_OP_READ_MANY || op == KV_OP_READ_META ||
+	       op == KV_OP_WATCH_TAG;
 }
 /* The statement op runs on a connection whose prepared mask is prepared. */
 static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
@@ -151,7 +152,7 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
 		return kv_op_sql[op];
 	return op == KV_OP_GET ? kv_get_fallback_sql : op == KV_OP_READ ? kv_read_fallback_sql
 		: op == KV_OP_READ_MANY ? kv_read_many_fallback_sql
-		: op == KV_OP_READ_META ? kv_read_meta_fallback_sql : kv_op_sql[op];
+		: op == KV_OP_READ_META || op == KV_OP_WATCH_TAG ? kv_read_meta_fallback_sql : kv_op_sql[op];
 }
 #define KV_STMT_MAX_PARAMS 7
 /* Under kv_router a put is kv_put_fast_sql, an INSERT that returns the new version, or no row

@@ -472,6 +472,7 @@ def test_reads_on_shards_without_kv_read_fall_back_with_no_error(zone):
         zone.sql(s, "drop function kv.read(text, text)")
         zone.sql(s, "drop function kv.read_many(text, text[])")
         zone.sql(s, "drop function kv.read_meta(text, text)")
+        zone.sql(s, "drop function kv.watch_tag(text, text)")
     try:
         noted = zone.tusk.log_text().count("no kv.read")
         assert zone.stop_tusk() == []  # a new tusk logs the switch once again

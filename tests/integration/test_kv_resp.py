@@ -1880,10 +1880,13 @@ def redis_cmd(*args):
 def test_redis_watch_differential_against_redis_server(zone, tmp_path):
     """WATCH, as a real redis-server answers it: EXEC runs nothing and answers nil when a
     watched key was written after WATCH (by another client, or by the watching one itself),
-    deleted, or made (it was absent), and a counter incremented; it runs when the key was not
-    touched, after UNWATCH, and after DISCARD (which unwatches); EXEC unwatches whatever it
-    answered; WATCH inside MULTI is an error. Keys of one shard of the namespace "diff"."""
-    k = zone.parade.keys_on(0, 5, "wx", ns="diff")
+    deleted, or made (it was absent), and a counter incremented; also when the writes left it
+    as it was (a counter incremented then decremented, a value set again to itself, an absent
+    key made then deleted: tusk compared what WATCH read and EXEC ran in these three); it runs
+    when the key was not touched, after UNWATCH, and after DISCARD (which unwatches); EXEC
+    unwatches whatever it answered; WATCH inside MULTI is an error. Keys of one shard of the
+    namespace "diff"."""
+    k = zone.parade.keys_on(0, 6, "wx", ns="diff")
     with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
         pairs = []
         for r in (ref, ours):
@@ -1906,7 +1909,14 @@ def test_redis_watch_differential_against_redis_server(zone, tmp_path):
             ("WATCH", k[0]), ("other", ("SET", k[0], "t4")), ("MULTI",), ("EXEC",),  # empty, broken: nil
             ("MULTI",), ("SET", k[0], "w"), ("EXEC",),  # the nil EXEC unwatched
             ("MULTI",), ("WATCH", k[0]), ("EXEC",), ("WATCH",),
-            ("MGET", k[0], k[1], k[2], k[3], k[4]),
+            # written, and back as it was
+            ("WATCH", k[2]), ("other", ("INCR", k[2])), ("other", ("DECR", k[2])), ("MULTI",), ("INCR", k[2]),
+            ("EXEC",), ("GET", k[2]),
+            ("WATCH", k[0]), ("other", ("SET", k[0], "w")), ("MULTI",), ("SET", k[0], "same"), ("EXEC",),
+            ("WATCH", k[5]), ("other", ("SET", k[5], "brief")), ("other", ("DEL", k[5])), ("MULTI",),
+            ("SET", k[5], "z"), ("EXEC",), ("GET", k[5]),
+            ("WATCH", k[2], k[5]), ("MULTI",), ("INCR", k[2]), ("EXEC",),  # and untouched since: runs
+            ("MGET", k[0], k[1], k[2], k[3], k[4], k[5]),
         ]
 
         def run(r, main, other, cmd):

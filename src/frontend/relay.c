@@ -2282,7 +2282,7 @@ void relay_cancel_done(struct server *s)
 	 * client_request_stranded), so none lands on another request. */
 	if (c->cancel_again > 0 && (s->expect_count > 0 || s->pending_rfq > 0) && c->server == s) {
 		c->cancel_again--;
-		log_info(c->id, c->ctx, "its query still runs on server %s after the cancel: sending it again shortly", s->id);
+		log_debug(c->id, c->ctx, "its query still runs on server %s after the cancel: sending it again shortly", s->id);
 		cancel_send_for(c->worker, s, c->cancel_again ? 0.005 : 0.05);
 	}
 }

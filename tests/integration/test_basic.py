@@ -237,8 +237,9 @@ def _run(conn, sql):
     return state
 
 
-@pytest.mark.parametrize("mode", ["transaction", "session"])
-def test_one_cancel_sent_right_after_a_query_cancels_it(tusk, mode):
+@pytest.mark.parametrize("mode,proto", [("transaction", "simple"), ("session", "simple"), ("transaction", "extended"),
+                                        ("transaction", "prepared")])
+def test_one_cancel_sent_right_after_a_query_cancels_it(tusk, mode, proto):
     """A driver sends one CancelRequest (its statement timeout, a user's interrupt), and may
     send it right after the query. On PostgreSQL the query is running by the time the cancel's
     signal comes (the cancel is a new connection and a new process): it ends with 57014.
@@ -246,12 +247,16 @@ def test_one_cancel_sent_right_after_a_query_cancels_it(tusk, mode):
     pool the SET of application_name (the server last served a client with another one), in a
     session pool the startup values set again after the client's RESET ALL (asyncpg's release
     ends with one), or for tusk to read it at all. A cancel that came then was dropped and the
-    query ran its full time (13 to 21 of 25 rounds). 25 rounds of libpq's calls: PQsendQuery,
-    then at once PQcancel; the statement after each must not be cancelled."""
-    t = tusk(pools=[txn_pool(1, mode=mode)], pool_wait_timeout=f"{int(10 * SLOW)}s")
+    query ran its full time (13 to 21 of 25 rounds). 25 rounds of libpq's calls: PQsendQuery
+    (or PQsendQueryParams; or PQsendQueryPrepared of a statement prepared once, which tusk
+    prepares on each server it lands on first), then at once PQcancel; the statement after each
+    must not be cancelled."""
+    t = tusk(pools=[txn_pool(1, mode=mode)], pool_wait_timeout=f"{int(10 * SLOW)}s", max_prepared_statements=100)
     a = _libpq(t.port, application_name="canceller", options="'-c work_mem=7MB'")
     b = _libpq(t.port, application_name="other") if mode == "transaction" else None
     try:
+        if proto == "prepared":
+            assert a.prepare(b"sleeper", b"select pg_sleep($1)").status == psycopg.pq.ExecStatus.COMMAND_OK
         slow = []
         for i in range(25):
             if b:
@@ -260,7 +265,12 @@ def test_one_cancel_sent_right_after_a_query_cancels_it(tusk, mode):
                 assert _run(a, "reset all") is None  # work_mem goes back to 7MB on the server
             cancel = a.get_cancel()
             started = time.monotonic()
-            a.send_query(b"select pg_sleep(4)")
+            if proto == "simple":
+                a.send_query(b"select pg_sleep(4)")
+            elif proto == "extended":
+                a.send_query_params(b"select pg_sleep($1)", [b"4"])
+            else:
+                a.send_query_prepared(b"sleeper", [b"4"])
             cancel.cancel()
             state = None
             while (res := a.get_result()) is not None:

@@ -153,6 +153,7 @@ def run_failover(c, t, writers=4, readers=0, idle=3, after=3.0, wait_first=15.0,
         if order == "promote":
             promote_at = time.monotonic()
             c.promote(new)
+            out["promoted"] = time.monotonic() - promote_at
             time.sleep(0.5)
             stop_old("fast")
         else:
@@ -161,6 +162,7 @@ def run_failover(c, t, writers=4, readers=0, idle=3, after=3.0, wait_first=15.0,
                 time.sleep(2.0)
             promote_at = time.monotonic()
             c.promote(new)
+            out["promoted"] = time.monotonic() - promote_at
         out["promote_returned"] = time.monotonic() - promote_at
         deadline = promote_at + wait_first
         first = None

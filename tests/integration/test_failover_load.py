@@ -12,8 +12,17 @@ pytestmark = pytest.mark.exclusive  # load or timing: runs alone (conftest.py)
 from failover_util import TUSK_SETTINGS, pools, prepare, run_failover, service
 
 
+def assert_first_write_soon(out):
+    """The promoted standby takes writes within seconds of being a primary. Counted from
+    pg_promote()'s return: how long PostgreSQL takes to promote is not tusk's (on a loaded
+    machine a standby whose walreceiver just lost its primary took 5 s)."""
+    assert out["first_write"] is not None, out
+    assert out["first_write"] - out["promoted"] <= 5.0 * SLOW, (out["first_write"], out["promoted"])
+
+
 def report(name, out):
-    print(f"{name}: first committed write {out['first_write']}s after pg_promote(); "
+    print(f"{name}: first committed write {out['first_write']}s after pg_promote() was called, "
+          f"which returned after {out['promoted']:.2f}s; "
           f"{len(out['acked'])} writes acknowledged, {len(out['inflight'])} failed in flight, "
           f"{len(out['not_inflight'])} failed not in flight {out['not_inflight'][:3]}; "
           f"reader errors {len(out['reader_errors'])} of {out['reads']} reads {out['reader_errors'][:3]}")
@@ -28,7 +37,7 @@ def test_failover_under_load(private_cluster, tusk, target):
     report(target, out)
     # The promoted standby takes writes within seconds (the goal is a second; the machine is
     # shared and noisy), not after a minute.
-    assert out["first_write"] is not None and out["first_write"] <= 5.0 * SLOW, out["first_write"]
+    assert_first_write_soon(out)
     # Every write tusk acknowledged is on the new primary (the standby had replayed it).
     assert out["lost"] == [], out["lost"][:10]
     # Clients between transactions when the primary died: no error at all.
@@ -49,7 +58,7 @@ def test_switchover_no_error(private_cluster, tusk, order):
     t = tusk(services=service(c), pools=pools("primary"), **TUSK_SETTINGS)
     out = run_failover(c, t, writers=4, order=order, pgbench=False, after=2.0)
     report(f"switchover, {order} first", out)
-    assert out["first_write"] is not None and out["first_write"] <= 5.0 * SLOW, out["first_write"]
+    assert_first_write_soon(out)
     assert out["lost"] == [], out["lost"][:10]
     assert out["idle_errors"] == [], out["idle_errors"]
     assert out["not_inflight"] == [], out["not_inflight"][:5]

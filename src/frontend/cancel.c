@@ -168,6 +168,12 @@ static void cancel_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 
 static bool cancel_connect(struct cancel_conn *cc, int fd);
 
+/* Whether s runs a request: replies are due on it. */
+static bool runs_request(const struct server *s)
+{
+	return s->expect_count > 0 || s->pending_rfq > 0;
+}
+
 static void cancel_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct cancel_conn *cc = t->data;
@@ -177,7 +183,7 @@ static void cancel_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	if (cc->io.fd < 0) {
 		/* A cancel sent again after a pause (relay_cancel_done): only while the request it
 		 * is for still runs (the next one waits for this cancel, so it is that one). */
-		if (s && s->state == SERVER_ACTIVE && (s->expect_count > 0 || s->pending_rfq > 0) && cancel_connect(cc, -1))
+		if (s && s->state == SERVER_ACTIVE && runs_request(s) && cancel_connect(cc, -1))
 			return;
 		cancel_conn_free(cc);
 		return;
@@ -342,7 +348,7 @@ void cancel_on_message(struct worker *w, struct worker_msg *m)
 bool cancel_running(struct client *c)
 {
 	struct server *s = c->server;
-	if (!s || s->state != SERVER_ACTIVE || c->state != CLIENT_ACTIVE || (s->expect_count == 0 && s->pending_rfq == 0))
+	if (!s || s->state != SERVER_ACTIVE || c->state != CLIENT_ACTIVE || !runs_request(s))
 		return false; /* no server, or nothing of the client's running on it */
 	c->cancel_deferred = false;
 	log_info(c->id, c->ctx, "client asked to cancel its query on server %s", s->id);
@@ -351,4 +357,26 @@ bool cancel_running(struct client *c)
 	c->cancel_again = c->query_start > 0 && ev_now(c->worker->loop) - c->query_start < CANCEL_EARLY ? 2 : 0;
 	cancel_send_for(c->worker, s, 0);
 	return true;
+}
+
+void cancel_deferred_run(struct client *c)
+{
+	if (c->cancel_deferred && cancel_running(c))
+		c->cancel_again = 2; /* its request was forwarded just now */
+}
+
+void cancel_repeat(struct client *c)
+{
+	/* A cancel sent as its request was forwarded can reach the backend before it has read
+	 * the request, and PostgreSQL ignores a cancel while it waits for a command (seen under
+	 * load: 1 round in 50; cancel_running). While that request still runs, the cancel goes
+	 * again after a pause (5, then 50 ms: a backend a loaded machine has not run yet); each
+	 * waits for the one before, and the request after for the last (release_waits_for_cancel,
+	 * client_request_stranded), so none lands on another request. */
+	struct server *s = c->server;
+	if (c->cancel_again > 0 && s && runs_request(s)) {
+		c->cancel_again--;
+		log_debug(c->id, c->ctx, "its query still runs on server %s after the cancel: sending it again shortly", s->id);
+		cancel_send_for(c->worker, s, c->cancel_again ? 0.005 : 0.05);
+	}
 }

@@ -308,6 +308,11 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
 void cancel_on_message(struct worker *w, struct worker_msg *m);
 /* Send a cancel for what c's server runs now; false (nothing sent) when it runs nothing. */
 bool cancel_running(struct client *c);
+/* A cancel c asked for before its request ran (cancel_on_message): sent now if it runs. */
+void cancel_deferred_run(struct client *c);
+/* After one of c's cancels landed: an early one (cancel_again) goes again while its request
+ * still runs on c's server. */
+void cancel_repeat(struct client *c);
 /* Abandon the cancel requests still being sent from w (worker_free). */
 void cancel_close_all(struct worker *w);
 /* Register the client's minted key (after startup); forget it at teardown. */

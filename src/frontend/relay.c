@@ -2217,9 +2217,7 @@ static bool pump_both(struct client *c, struct server *s)
 	}
 	if (!unstrand_client(c, s))
 		return false;
-	/* A cancel the client asked for before its request ran (cancel.c): it runs now. */
-	if (c->cancel_deferred && (s->expect_count > 0 || s->pending_rfq > 0) && cancel_running(c))
-		c->cancel_again = 2;
+	cancel_deferred_run(c); /* a cancel asked for before its request ran: it runs now */
 	update_both(c, s);
 	return true;
 }
@@ -2274,17 +2272,8 @@ void relay_cancel_done(struct server *s)
 	if (!c || c->server != s || c->state != CLIENT_ACTIVE || s->state != SERVER_ACTIVE || c->worker->stopping ||
 	    ev_cb(&s->io) != relay_server_cb || !pump_both(c, s))
 		return;
-	/* A cancel sent as its request was forwarded can reach the backend before it has read
-	 * the request, and PostgreSQL ignores a cancel while it waits for a command (seen under
-	 * load: 1 round in 50; cancel_running). While that request still runs, the cancel goes
-	 * again after a pause (5, then 50 ms: a backend a loaded machine has not run yet); each
-	 * waits for the one before, and the request after for the last (release_waits_for_cancel,
-	 * client_request_stranded), so none lands on another request. */
-	if (c->cancel_again > 0 && (s->expect_count > 0 || s->pending_rfq > 0) && c->server == s) {
-		c->cancel_again--;
-		log_debug(c->id, c->ctx, "its query still runs on server %s after the cancel: sending it again shortly", s->id);
-		cancel_send_for(c->worker, s, c->cancel_again ? 0.005 : 0.05);
-	}
+	if (c->server == s)
+		cancel_repeat(c); /* an early cancel goes again while its request still runs */
 }
 
 void relay_resume(struct client *c)

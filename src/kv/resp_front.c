@@ -185,6 +185,16 @@ static bool is(const struct resp_conn *c, int i, const char *name)
 
 /* ---- output ---- */
 
+/* What one large command grew (past RESP_SHRINK) is given back once it is empty again. */
+static void give_back(char **buf, size_t *cap)
+{
+	if (*cap > RESP_SHRINK) {
+		free(*buf);
+		*buf = NULL;
+		*cap = 0;
+	}
+}
+
 static bool out_room(struct resp_conn *c, size_t n)
 {
 	if (c->out_off > 0 && c->out_off == c->out_len)
@@ -411,11 +421,7 @@ static bool flush_out(struct resp_conn *c)
 		return n == -EAGAIN;
 	}
 	c->out_off = c->out_len = 0;
-	if (c->out_cap > RESP_SHRINK) {
-		free(c->out);
-		c->out = NULL;
-		c->out_cap = 0;
-	}
+	give_back(&c->out, &c->out_cap);
 	return true;
 }
 
@@ -2123,11 +2129,7 @@ static void unwatch(struct resp_conn *c)
 {
 	c->watch_len = 0;
 	c->nwatch = 0;
-	if (c->watch_cap > RESP_SHRINK) {
-		free(c->watch);
-		c->watch = NULL;
-		c->watch_cap = 0;
-	}
+	give_back(&c->watch, &c->watch_cap);
 }
 
 /* Watch key in the connection's namespace as kv.watch_tag answered it (meta NULL: no answer,
@@ -2238,11 +2240,7 @@ static void multi_reset(struct resp_conn *c)
 	c->multi = c->multi_dirty = false;
 	c->mq_len = 0;
 	c->mq_n = 0;
-	if (c->mq_cap > RESP_SHRINK) {
-		free(c->mq);
-		c->mq = NULL;
-		c->mq_cap = 0;
-	}
+	give_back(&c->mq, &c->mq_cap);
 }
 
 /* A command after MULTI: checked as Redis checks it, then kept for EXEC (+QUEUED); refused,
@@ -2786,11 +2784,9 @@ static void finish(struct resp_conn *c)
 		c->in = NULL;
 		c->in_off = c->in_len = c->in_cap = 0;
 	}
-	if (c->vals_cap > RESP_SHRINK) {
-		free(c->vals);
-		c->vals = NULL;
-		c->vals_len = c->vals_cap = 0;
-	}
+	give_back(&c->vals, &c->vals_cap);
+	if (!c->vals_cap)
+		c->vals_len = 0;
 	if (c->job.rows_cap > RESP_SHRINK)
 		kv_job_free(&c->job);
 	free(c->keys); /* KEYS's, whichever way it ended */

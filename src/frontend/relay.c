@@ -294,18 +294,23 @@ enum {
 	MARK_KNOWN = 1, /* classified */
 	MARK_PIN = 2,   /* pinned the client */
 	MARK_RESET = 4, /* the server is reset after the transaction that runs it */
+	MARK_SETS = 8,  /* it SETs a carried setting or RESETs one: each run changes the session */
 };
 
-/* Pin or reset for one run of a statement whose text gave marks. */
-static void apply_marks(struct client *c, struct server *s, uint8_t marks, const char *sql, size_t len)
+static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks);
+
+/* Pin or reset for one run of a statement whose text gave marks; one that SETs or RESETs
+ * is read again, since its change happens at each run (false: the client had to be failed). */
+static bool apply_marks(struct client *c, struct server *s, uint8_t marks, const char *sql, size_t len)
 {
+	if (marks & MARK_SETS)
+		return note_session(c, s, sql, len, NULL);
 	if (marks & MARK_PIN)
 		pin_client(c, s, "prepared statement that keeps state in the session", sql, len);
 	if (marks & MARK_RESET)
 		mark_reset(c, s, "prepared statement that calls a function tusk does not know", sql, len);
+	return true;
 }
-
-static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks);
 
 static void pin_marked(struct client *c, struct server *s, uint8_t *marks, const char *why, const char *sql,
 		       size_t len)
@@ -360,6 +365,16 @@ static bool mentions_reset(const char *sql, size_t len)
 	return false;
 }
 
+/* The text has word (lower case, no longer than 10 bytes) in any case. */
+static bool mentions(const char *sql, size_t len, const char *word)
+{
+	size_t wl = strlen(word);
+	for (size_t i = 0; i + wl <= len; i++)
+		if ((char)(sql[i] | 0x20) == word[0] && strncasecmp(sql + i, word, wl) == 0)
+			return true;
+	return false;
+}
+
 /* Session pooling: the RESETs of a statement (note_session), and what undoes them. */
 static void note_session_resets(struct client *c, const struct classify_result *r)
 {
@@ -370,6 +385,10 @@ static void note_session_resets(struct client *c, const struct classify_result *
 			rc = session_pending_reset(&c->session, st->name);
 		else if (st->kind == CLASSIFY_RESET_ALL || st->kind == CLASSIFY_DISCARD_ALL)
 			rc = session_pending_reset_all(&c->session);
+		if (st->kind == CLASSIFY_DISCARD_ALL || st->kind == CLASSIFY_DEALLOCATE_ALL)
+			session_named_reset_clear(&c->session); /* no named statement is left */
+		else if (st->kind == CLASSIFY_DEALLOCATE && !(st->flags & CLASSIFY_F_NAME_TRUNCATED))
+			session_named_reset_drop(&c->session, st->name);
 		else if (st->kind == CLASSIFY_ROLLBACK)
 			c->tx_failed = true; /* its RESETs are undone */
 		else if (st->kind == CLASSIFY_ROLLBACK_TO)
@@ -395,7 +414,9 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 	if (c->mode == POOL_MODE_SESSION) {
 		/* (not a named Parse: its statement may run later, or never, or many times, and
 		 * session pooling keeps nothing per statement to tell when) */
-		if (!c->parse_named && session_has_startup(&c->session) && mentions_reset(sql, len) &&
+		if (!c->parse_named && session_has_startup(&c->session) &&
+		    (mentions_reset(sql, len) ||
+		     (session_named_resets(&c->session) && mentions(sql, len, "deallocate"))) &&
 		    classify_maybe_session_opts(sql, len, opts) &&
 		    classify_sql_opts(sql, len, opts, &r) == 0 && !r.parse_error)
 			note_session_resets(c, &r);
@@ -438,16 +459,24 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 				pin = "search_path that names pg_catalog";
 				break;
 			}
-			/* Reported parameters come back as ParameterStatus; only the rest is carried. */
-			if (!server_param(s, st->name))
-				rc = session_pending_set(&c->session, st->name, sql + st->offset, st->length);
+			/* Reported parameters come back as ParameterStatus; only the rest is carried.
+			 * A named Parse's SET happens at each Bind of it, not now (apply_marks). */
+			if (!server_param(s, st->name)) {
+				*marks |= MARK_SETS;
+				if (!c->parse_named)
+					rc = session_pending_set(&c->session, st->name, sql + st->offset, st->length);
+			}
 			break;
 		case CLASSIFY_RESET:
 			/* a reported one too: it may go back to a startup value (session_commit) */
-			rc = session_pending_reset(&c->session, st->name);
+			*marks |= MARK_SETS;
+			if (!c->parse_named)
+				rc = session_pending_reset(&c->session, st->name);
 			break;
 		case CLASSIFY_RESET_ALL:
-			rc = session_pending_reset_all(&c->session);
+			*marks |= MARK_SETS;
+			if (!c->parse_named)
+				rc = session_pending_reset_all(&c->session);
 			break;
 		case CLASSIFY_DISCARD_ALL:
 			rc = session_pending_reset_all(&c->session);
@@ -586,8 +615,10 @@ static bool big_end(struct client *c, struct server *s)
 	size_t len;
 	bool ok = true;
 
-	if (relay_sql_of(b->type, b->data, b->len, &sql, &len))
+	if (relay_sql_of(b->type, b->data, b->len, &sql, &len)) {
 		ok = note_sql(c, s, sql, len, b->type == 'P' ? &c->unnamed_marks : NULL);
+		c->unnamed_marks &= (uint8_t)~MARK_SETS; /* noted now: it runs at once */
+	}
 	/* A body without its NUL is the server's to refuse: it runs nothing. */
 	free(c->big);
 	c->big = NULL;
@@ -1059,6 +1090,30 @@ static enum scan_result advance(bool *pass)
 	return SCAN_OK;
 }
 
+/* Session pooling: a named Parse's statement runs at each Bind of its name, not now, and
+ * PostgreSQL's RESET there goes back to the startup value, which the client's server got as
+ * a SET and so does not go back to. One that RESETs a setting the startup packet gave is
+ * kept by name (session.h) so that each run counts (scan_bind); any other statement parsed
+ * under the name replaces it. */
+static void note_named_parse(struct client *c, const char *name, const char *sql, size_t len)
+{
+	struct classify_result r;
+	unsigned opts = c->backslash_quotes ? CLASSIFY_O_BACKSLASH_QUOTES : 0;
+	session_named_reset_drop(&c->session, name);
+	if (!session_has_startup(&c->session) || !mentions_reset(sql, len) ||
+	    !classify_maybe_session_opts(sql, len, opts) || classify_sql_opts(sql, len, opts, &r) < 0 || r.parse_error)
+		return;
+	for (int i = 0; i < r.nsession; i++) {
+		const struct classify_stmt *st = &r.stmts[i];
+		const char *setting = st->kind == CLASSIFY_RESET         ? st->name
+				      : st->kind == CLASSIFY_RESET_ALL   ? ""
+				      : st->kind == CLASSIFY_DISCARD_ALL ? SESSION_NAMED_DISCARD_ALL
+									 : NULL;
+		if (setting && session_named_reset_put(&c->session, name, setting) < 0)
+			log_warn(c->id, c->ctx, "too many named statements that RESET: a run of \"%s\" goes to the server's default", name);
+	}
+}
+
 /* A Parse (scan_client_message): judged, and with prepared-statement tracking a named one is
  * recorded and prepared on the server under tusk's name. */
 static enum scan_result scan_parse(struct client *c, struct server *s, const struct scan_msg *msg, bool *pass)
@@ -1101,8 +1156,10 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 	c->parse_named = false;
 	if (!noted)
 		return SCAN_CLOSED;
+	if (c->mode == POOL_MODE_SESSION && p.name_len > 0)
+		note_named_parse(c, p.name, p.query, p.query_len);
 	if (p.name_len == 0)
-		c->unnamed_marks = marks;
+		c->unnamed_marks = marks & ~MARK_SETS; /* its SETs were noted now: it runs at once */
 	relay_hooks_parsed(c, p.name, p.rest, p.rest_len);
 	if (!rename || p.name_len == 0) {
 		expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
@@ -1148,13 +1205,22 @@ static enum scan_result scan_bind(struct client *c, struct server *s, const stru
 	bool rename = msg->rename;
 
 	if (!rename) {
+		if (c->mode == POOL_MODE_SESSION && session_named_resets(&c->session)) {
+			/* A named statement that RESETs runs now (note_named_parse). */
+			struct prep_bind_head bh;
+			ssize_t head = prep_read_bind_head(m, avail, max, &bh);
+			if (head == 0)
+				return SCAN_OK; /* its names are not all in yet */
+			if (head > 0 && bh.stmt_len > 0 && session_named_reset_run(&c->session, bh.stmt) < 0)
+				session_discard(&c->session); /* too many: as before, the server's default */
+		}
 		bool unnamed = bind_unnamed(m, avail);
 		if (!relay_hooks_bind(c, m, avail, unnamed, NULL, 0)) {
 			client_fail(c, "0A000", "a Bind of the unnamed statement whose Parse the cache answered is not supported");
 			return SCAN_CLOSED;
 		}
 		if (unnamed)
-			apply_marks(c, s, c->unnamed_marks, "", 0);
+			(void)apply_marks(c, s, c->unnamed_marks, "", 0);
 		expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 		return advance(pass);
 	}
@@ -1169,7 +1235,7 @@ static enum scan_result scan_bind(struct client *c, struct server *s, const stru
 		(void)relay_hooks_bind(c, m, avail, bh.stmt_len == 0, NULL, 0); /* refuses only in session pooling */
 		/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
 		if (bh.stmt_len == 0)
-			apply_marks(c, s, c->unnamed_marks, "", 0);
+			(void)apply_marks(c, s, c->unnamed_marks, "", 0);
 		s->bind_known = false;
 		expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 		return advance(pass);
@@ -1194,8 +1260,8 @@ static enum scan_result scan_bind(struct client *c, struct server *s, const stru
 		if (!note_session(c, s, text, tlen, &marks))
 			return SCAN_CLOSED;
 		prep_client_set_flags(c->prep, e, marks);
-	} else {
-		apply_marks(c, s, e->flags, text, tlen);
+	} else if (!apply_marks(c, s, e->flags, text, tlen)) {
+		return SCAN_CLOSED;
 	}
 	(void)relay_hooks_bind(c, m, avail, false, text, tlen);
 	bool replay = v == TOLD_GO && replay_may_start(c, s);
@@ -1241,8 +1307,10 @@ static enum scan_result scan_target(struct client *c, struct server *s, const st
 	if (prep_read_target(m, avail, &t) <= 0)
 		return refuse_message(c, h, m, avail);
 	uint8_t kind = h->type == 'C' ? EXPECT_CLOSE : t.kind == 'S' ? EXPECT_DESCRIBE_STMT : EXPECT_DESCRIBE_PORTAL;
-	if (h->type == 'C' && t.kind == 'S')
+	if (h->type == 'C' && t.kind == 'S') {
 		relay_hooks_close_stmt(c, t.name);
+		session_named_reset_drop(&c->session, t.name);
+	}
 	const struct prep_stmt *e =
 		rename && t.kind == 'S' && t.name_len ? prep_client_find(c->prep, t.name) : NULL;
 	if (h->type == 'C' && rename && t.kind == 'S' && t.name_len) {

@@ -122,6 +122,7 @@ void session_free(struct session_state *st)
 	free(st->startup_carry);
 	free(st->startup_params);
 	free(st->restored);
+	free(st->named_resets);
 	memset(st, 0, sizeof *st);
 }
 
@@ -571,4 +572,67 @@ int session_build_sync(const struct session_state *st, const void *server, sessi
 		}
 	}
 	return 0;
+}
+
+/* ---- session pooling: named statements that RESET ---- */
+
+/* stmt's pair in named_resets (statement names are compared exactly): its offset, or -1. */
+static long named_find(const struct session_state *st, const char *stmt)
+{
+	for (size_t off = 0; off < st->named_resets_len;) {
+		const char *n = st->named_resets + off;
+		if (strcmp(n, stmt) == 0)
+			return (long)off;
+		off += strlen(n) + 1;
+		off += strlen(st->named_resets + off) + 1;
+	}
+	return -1;
+}
+
+void session_named_reset_drop(struct session_state *st, const char *stmt)
+{
+	long at = named_find(st, stmt);
+	if (at >= 0)
+		blob_remove_pair(st->named_resets, &st->named_resets_len, (size_t)at);
+}
+
+int session_named_reset_put(struct session_state *st, const char *stmt, const char *setting)
+{
+	session_named_reset_drop(st, stmt);
+	size_t nl = strlen(stmt) + 1, sl = setting ? strlen(setting) + 1 : 1;
+	size_t need = st->named_resets_len + nl + sl;
+	if (need > SESSION_MAX_BYTES)
+		return -E2BIG;
+	char *p = realloc(st->named_resets, need);
+	if (!p)
+		return -ENOMEM;
+	memcpy(p + st->named_resets_len, stmt, nl);
+	memcpy(p + st->named_resets_len + nl, setting ? setting : "", sl);
+	st->named_resets = p;
+	st->named_resets_len = need;
+	return 0;
+}
+
+void session_named_reset_clear(struct session_state *st)
+{
+	free(st->named_resets);
+	st->named_resets = NULL;
+	st->named_resets_len = 0;
+}
+
+int session_named_reset_run(struct session_state *st, const char *stmt)
+{
+	long at = named_find(st, stmt);
+	if (at < 0)
+		return 0;
+	const char *setting = st->named_resets + at + strlen(stmt) + 1;
+	int rc;
+	if (*setting && strcmp(setting, SESSION_NAMED_DISCARD_ALL) != 0)
+		rc = session_pending_reset(st, setting);
+	else {
+		if (*setting)
+			session_named_reset_clear(st); /* DISCARD ALL: its statements are gone, this one too */
+		rc = session_pending_reset_all(st);
+	}
+	return rc < 0 ? rc : 1;
 }

@@ -49,6 +49,10 @@ struct session_state {
 	 * server it ran on does not have (its RESET went to the server's default): that server
 	 * must be made this session again before it serves it (session_resync_take). */
 	bool resync;
+	/* private: session pooling's named statements that RESET when they run: "statement\0
+	 * setting\0" pairs (setting "": RESET ALL, "*": DISCARD ALL), names compared exactly */
+	char *named_resets;
+	size_t named_resets_len;
 };
 
 /* carry_hash of a server whose carried settings tusk no longer knows: every client's next
@@ -123,6 +127,24 @@ void session_commit_to_startup(struct session_state *st);
 int session_restores_each(const struct session_state *st, int (*fn)(void *arg, const char *name, const char *value),
 			  void *arg);
 void session_discard(struct session_state *st);
+
+/* Session pooling keeps the client's server and parses only what may RESET a setting the
+ * startup packet gave (relay.c): a named statement that does runs many times, or never, and
+ * its RESET happens at each run. These keep such statements by name. Put: stmt resets setting
+ * (NULL: all) each time it runs (-E2BIG past SESSION_MAX_BYTES, -ENOMEM). Drop: stmt is gone
+ * or another statement now (Close, DEALLOCATE, a Parse). Clear: every statement is gone
+ * (DEALLOCATE ALL, DISCARD ALL). Run: a Bind of stmt; its RESET is pending in the
+ * transaction as if its text had come now: 1, or 0 when stmt does not reset, or < 0 (no
+ * room for one more pending change). */
+int session_named_reset_put(struct session_state *st, const char *stmt, const char *setting);
+#define SESSION_NAMED_DISCARD_ALL "*" /* the setting of a DISCARD ALL (no GUC is named so) */
+void session_named_reset_drop(struct session_state *st, const char *stmt);
+void session_named_reset_clear(struct session_state *st);
+int session_named_reset_run(struct session_state *st, const char *stmt);
+static inline bool session_named_resets(const struct session_state *st)
+{
+	return st->named_resets_len > 0;
+}
 
 /* The SQL that turns a server into this session: SETs for every reported parameter whose
  * server value (lookup) differs, then the carried statements unless the server already

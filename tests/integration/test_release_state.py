@@ -13,15 +13,18 @@ One tusk (transaction mode, size 2) for the module, with a role of its own so th
 can be told apart in pg_stat_activity."""
 
 import asyncio
+import functools
 import threading
 import time
 
 import asyncpg
 import pytest
 
+import pgwire
+
 from conftest import DIRECT, SLOW, TEST_DB, Tusk, connect, wait_until
 from relay_util import Relay
-from txn_util import txn_pool
+from txn_util import WireClient, bind_msg, close_msg, execute_msg, parse_msg, sync_msg, txn_pool
 
 USER = "rs_user"
 SIZE = 2
@@ -230,6 +233,19 @@ def test_asyncpg_pool_release_keeps_the_server_settings_it_connected_with(pg, rs
     assert asyncio.run(main()) == [("rs_app, public", "4321ms", "rs-app")] * 6
 
 
+def direct_and_through_tusk(pg, tmp_path, pools, steps):
+    """steps(port) on PostgreSQL direct, then through a tusk with pools: both results."""
+    want = steps(pg.port)
+    t = Tusk(tmp_path, pg.port, pools=pools)
+    t.start()
+    try:
+        got = steps(t.port)
+    finally:
+        problems = t.stop()
+    assert not problems, problems
+    return want, got
+
+
 def test_reset_in_session_pooling_goes_back_to_the_startup_values(pg, rs_db, tmp_path):
     """Session pooling: the server a client keeps got the client's startup values as SETs, so
     its RESET went to the server's defaults, and the client went on with them (PgBouncer
@@ -237,8 +253,7 @@ def test_reset_in_session_pooling_goes_back_to_the_startup_values(pg, rs_db, tmp
     before its next request: RESET, RESET ALL and DISCARD ALL (alone or in a transaction that
     commits) give the startup values back, as on PostgreSQL direct, in a Query or an unnamed
     Parse, and the ParameterStatus the client was last told is its startup application_name.
-    (A RESET prepared as a named statement still goes to the server's default here: session
-    pooling keeps nothing per statement to tell when it runs.)"""
+    (Named statements: the test after this one.)"""
     def steps(port):
         seen = []
         with connect(port, user=USER, application_name="sess-a0", prepare_threshold=None,
@@ -256,15 +271,109 @@ def test_reset_in_session_pooling_goes_back_to_the_startup_values(pg, rs_db, tmp
                         a.info.parameter_status("application_name")))
         return seen
 
-    want = steps(pg.port)
-    t = Tusk(tmp_path, pg.port, pools=[txn_pool(2, mode="session")])
-    t.start()
-    try:
-        got = steps(t.port)
-    finally:
-        problems = t.stop()
-    assert not problems, problems
+    want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode="session")], steps)
     assert want[0][2] == ("3MB", "rs_app,public", "sess-a0")  # PostgreSQL direct
+    assert got == want
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_reset_prepared_as_a_named_statement(pg, rs_db, tmp_path, mode):
+    """The same through named statements (psycopg's prepare=True: Parse "_pg3_N" once, then
+    Bind/Execute of it at each run; drivers do so after N runs, psycopg after 5, pgjdbc after
+    5). The RESET happens when the statement runs, not when it is parsed: each run after a SET
+    goes back to the startup values, one inside a transaction that rolls back does not, and a
+    statement closed (psycopg evicts past prepared_max) runs nothing. Before, session pooling
+    kept nothing per statement, and the client went on with the server's defaults."""
+    def steps(port):
+        seen = []
+        with connect(port, user=USER, application_name="sess-n0", prepare_threshold=0,
+                     options="-c work_mem=3MB -c search_path=rs_app,public") as a:
+            show = ("select current_setting('work_mem'), current_setting('search_path'), "
+                    "current_setting('application_name')")
+
+            def moved():
+                a.execute("set work_mem = '17MB'; set search_path = public; set application_name = 'moved'",
+                          prepare=False)
+
+            def look(*what):
+                seen.append((*what, a.execute(show, prepare=False).fetchone(),
+                             a.info.parameter_status("application_name")))
+
+            for run in range(2):  # the second run Binds the statements the first parsed
+                for reset in ("reset all", "reset search_path", "set application_name to default",
+                              "reset work_mem", "begin; reset all; rollback", "begin; reset all; commit"):
+                    moved()
+                    for stmt in reset.split("; "):
+                        a.execute(stmt, prepare=stmt.startswith("reset") or "default" in stmt)
+                    look(run, reset)
+            # psycopg evicts past prepared_max (a Close) and parses again when needed.
+            a.prepared_max = 2
+            for reset in ("reset work_mem", "reset search_path", "reset application_name", "reset work_mem"):
+                moved()
+                a.execute(reset, prepare=True)
+                look("evicting", reset)
+        # The protocol's own messages (pgjdbc and asyncpg send these): parsed now, run later
+        # (the SETs between them are what it resets); a Close, after which the name runs
+        # nothing; a name parsed again for another statement; a RESET pipelined after a SET.
+        w = pgwire.RawClient("127.0.0.1", port, timeout=10 * SLOW)
+        try:
+            w.startup(USER, TEST_DB, application_name="sess-w0", options="-c work_mem=3MB")
+            wire = functools.partial(WireClient.exchange, w)
+            move = "set work_mem = '17MB'; set application_name = 'moved'"
+            show = "select current_setting('work_mem'), current_setting('application_name')"
+
+            def ok(r):
+                assert not r["errors"], r["errors"]
+                return r["rows"]
+
+            ok(wire(parse_msg("later", "reset all"), sync_msg()))
+            for _ in range(2):
+                assert w.simple_query(move)[1] == []
+                seen.append(("wire before", ok(wire(parse_msg("", show), bind_msg(""), execute_msg(), sync_msg()))))
+                ok(wire(bind_msg("later"), execute_msg(), sync_msg()))
+                seen.append(("wire ran", ok(wire(parse_msg("", show), bind_msg(""), execute_msg(), sync_msg()))))
+            assert w.simple_query(move)[1] == []
+            ok(wire(close_msg(b"S", "later"),
+                    parse_msg("later", "select 1"), bind_msg("later"), execute_msg(), sync_msg()))
+            seen.append(("wire closed", ok(wire(parse_msg("", show), bind_msg(""), execute_msg(), sync_msg()))))
+            # One Sync for all: RESET in the middle of a pipeline, then a statement after it.
+            ok(wire(close_msg(b"S", "later"), parse_msg("later", "reset work_mem"), sync_msg()))
+            ok(wire(parse_msg("", "set work_mem = '18MB'"), bind_msg(""), execute_msg(),
+                    bind_msg("later"), execute_msg(), sync_msg()))
+            seen.append(("wire pipelined", ok(wire(parse_msg("", show), bind_msg(""), execute_msg(), sync_msg()))))
+        finally:
+            WireClient.terminate(w)
+        return seen
+
+    want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode=mode)], steps)
+    assert want[0][2] == ("3MB", "rs_app,public", "sess-n0")  # PostgreSQL direct
+    assert got == want
+
+
+def test_set_prepared_as_a_named_statement_counts_at_each_run(pg, rs_db, tmp_path):
+    """Transaction pooling carries a client's SETs to whichever server it gets next. A SET
+    prepared as a named statement (psycopg's prepare=True; pgjdbc after 5 runs) changes the
+    session at each run, not when parsed: run again after another SET, its value is the
+    client's again. Before, only its Parse counted: tusk carried the other SET's value while
+    the server had the statement's, and the client's next server (here the same one, reset
+    by another client in between) got the wrong value."""
+    def steps(port):
+        with connect(port, user=USER, prepare_threshold=0) as a, connect(port, user=USER) as b:
+            show = "select current_setting('work_mem'), current_setting('search_path')"
+            seen = []
+            for _ in range(2):
+                a.execute("set work_mem = '5MB'", prepare=True)
+                a.execute("set search_path = rs_app, public", prepare=True)
+                a.execute("set work_mem = '6MB'; set search_path = public", prepare=False)
+                a.execute("set work_mem = '5MB'", prepare=True)
+                a.execute("set search_path = rs_app, public", prepare=True)
+                seen.append(("b", b.execute(show, prepare=False).fetchone()))
+                seen.append(("a", a.execute(show, prepare=False).fetchone()))
+                a.execute("reset work_mem; reset search_path", prepare=False)
+        return seen
+
+    want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(1)], steps)
+    assert want[1] == ("a", ("5MB", "rs_app, public"))  # PostgreSQL direct
     assert got == want
 
 

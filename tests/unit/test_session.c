@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <errno.h>
@@ -134,6 +135,57 @@ static void test_reset_to_startup(void **state)
 	session_free(&st);
 }
 
+/* Session pooling's named statements that RESET (session_named_reset_*): kept by exact name,
+ * each run makes its RESET pending, replaced or dropped by name, all gone at once. */
+static void test_named_resets(void **state)
+{
+	(void)state;
+	struct session_state st = { 0 };
+	const char *wm = "SELECT set_config(E'work_mem', E'3MB', false)";
+	assert_int_equal(session_pending_set(&st, "work_mem", wm, strlen(wm)), 0);
+	session_commit(&st);
+	assert_int_equal(session_startup_keep(&st, ""), 0);
+	assert_false(session_named_resets(&st));
+	assert_int_equal(session_named_reset_put(&st, "S1", "work_mem"), 0);
+	assert_int_equal(session_named_reset_put(&st, "all", NULL), 0);
+	assert_int_equal(session_named_reset_put(&st, "discard", SESSION_NAMED_DISCARD_ALL), 0);
+	assert_true(session_named_resets(&st));
+
+	/* names are exact: "s1" is another statement */
+	assert_int_equal(session_named_reset_run(&st, "s1"), 0);
+	assert_int_equal(st.pending_len, 0);
+	const char *wm2 = "SET work_mem = '17MB'";
+	assert_int_equal(session_pending_set(&st, "work_mem", wm2, strlen(wm2)), 0);
+	session_commit(&st);
+	assert_int_equal(session_named_reset_run(&st, "S1"), 1);
+	session_commit_to_startup(&st);
+	assert_string_equal(session_carried(&st, "work_mem"), wm);
+	assert_int_equal(session_named_reset_run(&st, "all"), 1);
+	assert_true(st.pending_len > 0);
+	session_discard(&st); /* its transaction failed */
+
+	/* replaced by another statement under the name, dropped, and DISCARD ALL drops them all */
+	assert_int_equal(session_named_reset_put(&st, "S1", "search_path"), 0);
+	session_named_reset_drop(&st, "all");
+	assert_int_equal(session_named_reset_run(&st, "all"), 0);
+	assert_int_equal(session_named_reset_run(&st, "discard"), 1);
+	session_discard(&st);
+	assert_false(session_named_resets(&st));
+	assert_int_equal(session_named_reset_run(&st, "S1"), 0);
+
+	/* bounded */
+	char name[32];
+	int rc = 0;
+	for (int i = 0; i < 100000 && rc == 0; i++) {
+		snprintf(name, sizeof name, "stmt_%d", i);
+		rc = session_named_reset_put(&st, name, "work_mem");
+	}
+	assert_int_equal(rc, -E2BIG);
+	session_named_reset_clear(&st);
+	assert_false(session_named_resets(&st));
+	session_free(&st);
+}
+
 static void test_build_sync(void **state)
 {
 	(void)state;
@@ -237,6 +289,7 @@ int main(void)
 		cmocka_unit_test(test_params_set_get_and_fingerprint),
 		cmocka_unit_test(test_pending_commit_and_discard),
 		cmocka_unit_test(test_reset_to_startup),
+		cmocka_unit_test(test_named_resets),
 		cmocka_unit_test(test_build_sync),
 		cmocka_unit_test(test_params_shared_copy_on_write),
 		cmocka_unit_test(test_datestyle_merge),

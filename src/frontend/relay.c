@@ -461,11 +461,9 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 			}
 			/* Reported parameters come back as ParameterStatus; only the rest is carried.
 			 * A named Parse's SET happens at each Bind of it, not now (apply_marks). */
-			if (!server_param(s, st->name)) {
-				*marks |= MARK_SETS;
-				if (!c->parse_named)
-					rc = session_pending_set(&c->session, st->name, sql + st->offset, st->length);
-			}
+			*marks |= MARK_SETS;
+			if (!c->parse_named && !server_param(s, st->name))
+				rc = session_pending_set(&c->session, st->name, sql + st->offset, st->length);
 			break;
 		case CLASSIFY_RESET:
 			/* a reported one too: it may go back to a startup value (session_commit) */
@@ -520,10 +518,12 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 		}
 		if (pin)
 			pin_marked(c, s, marks, pin, sql + st->offset, st->length);
-		if ((st->kind == CLASSIFY_SET || st->kind == CLASSIFY_RESET) &&
+		/* (a named Parse's SET or RESET changes nothing yet: its Binds do, apply_marks) */
+		bool runs = !c->parse_named || st->kind == CLASSIFY_DISCARD_ALL;
+		if (runs && (st->kind == CLASSIFY_SET || st->kind == CLASSIFY_RESET) &&
 		    (strcmp(st->name, "standard_conforming_strings") == 0 || strcmp(st->name, "client_encoding") == 0))
 			c->lex_pending = true;
-		if (st->kind == CLASSIFY_RESET_ALL || st->kind == CLASSIFY_DISCARD_ALL)
+		if (runs && (st->kind == CLASSIFY_RESET_ALL || st->kind == CLASSIFY_DISCARD_ALL))
 			c->lex_pending = true;
 		if (rc < 0) {
 			client_fail(c, "54000", "session settings too large to carry between servers");

@@ -29,7 +29,7 @@ CASES = {
     "jdbc": ["concurrent_threshold_1_and_5", "schema_change_threshold_1", "schema_change_threshold_5",
              "fresh_prepare_after_schema_change", "schema_change_in_transaction", "large_object", "copy_manager",
              "batch", "autosave", "fetch_size", "callable", "startup_options", "read_only_and_timeout",
-             "listen_notify", "generated_keys_and_types"],
+             "listen_notify", "prepared_set_and_reset", "generated_keys_and_types"],
     "asyncpg": ["concurrent_statement_cache", "schema_change_statement_cache", "schema_change_in_transaction",
                 "fresh_prepare_after_schema_change", "type_dropped_and_recreated", "pool_larger_than_size",
                 "lock_taken_in_function", "prepared_statements_view", "binary_copy", "executemany_and_cursors",

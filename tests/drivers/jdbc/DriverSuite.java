@@ -437,6 +437,23 @@ public class DriverSuite {
         return b.append("]").toString();
     }
 
+    /** Schemas prefix0..prefix(n-1), each with a table marker holding its number. */
+    static void markerSchemas(String prefix, int n) throws SQLException {
+        List<String> setup = new ArrayList<>();
+        for (int i = 0; i < n; i++) {
+            setup.add("DROP SCHEMA IF EXISTS " + prefix + i + " CASCADE");
+            setup.add("CREATE SCHEMA " + prefix + i);
+            setup.add("CREATE TABLE " + prefix + i + ".marker AS SELECT " + i + " AS v");
+        }
+        admin(setup.toArray(new String[0]));
+    }
+
+    static void dropSchemas(String prefix, int n) throws SQLException {
+        List<String> drop = new ArrayList<>();
+        for (int i = 0; i < n; i++) drop.add("DROP SCHEMA " + prefix + i + " CASCADE");
+        admin(drop.toArray(new String[0]));
+    }
+
     static String attempt(Callable<String> f) {
         try { return f.call(); } catch (Exception e) { return err(e); }
     }
@@ -642,13 +659,7 @@ public class DriverSuite {
         CASES.put("startup_options", () -> {
             // currentSchema (search_path) and options=-c at startup, per connection, four at once
             // over fewer servers, each reading its own schema's table by an unqualified name
-            List<String> setup = new ArrayList<>();
-            for (int i = 0; i < 4; i++) {
-                setup.add("DROP SCHEMA IF EXISTS " + tag + "_so" + i + " CASCADE");
-                setup.add("CREATE SCHEMA " + tag + "_so" + i);
-                setup.add("CREATE TABLE " + tag + "_so" + i + ".marker AS SELECT " + i + " AS v");
-            }
-            admin(setup.toArray(new String[0]));
+            markerSchemas(tag + "_so", 4);
             StringBuilder out = new StringBuilder("{");
             List<Connection> cs = new ArrayList<>();
             try {
@@ -668,9 +679,7 @@ public class DriverSuite {
             } finally {
                 for (Connection c : cs) c.close();
             }
-            List<String> drop = new ArrayList<>();
-            for (int i = 0; i < 4; i++) drop.add("DROP SCHEMA " + tag + "_so" + i + " CASCADE");
-            admin(drop.toArray(new String[0]));
+            dropSchemas(tag + "_so", 4);
             return out.append("}").toString();
         });
         CASES.put("read_only_and_timeout", () -> {
@@ -723,6 +732,55 @@ public class DriverSuite {
                 PGNotification[] late = l.unwrap(PGConnection.class).getNotifications(300);
                 out.append("], \"after_unlisten\": ").append(late == null ? 0 : late.length);
             }
+            return out.append("}").toString();
+        });
+        CASES.put("prepared_set_and_reset", () -> {
+            // SET and RESET as PreparedStatements, server-prepared (named) from the first run,
+            // run again and again between plain SETs: each run changes the session then, not
+            // when it was prepared. Four connections with their own startup search_path
+            // (currentSchema) and work_mem (options) over fewer servers, interleaved.
+            markerSchemas(tag + "_pr", 5);
+            StringBuilder out = new StringBuilder("{");
+            List<Connection> cs = new ArrayList<>();
+            List<PreparedStatement[]> pss = new ArrayList<>();
+            String look = "SELECT v, current_setting('work_mem') FROM marker";
+            try {
+                for (int i = 0; i < 4; i++) {
+                    Connection c = connect("pr" + i, "currentSchema=" + tag + "_pr" + i + "&options=-c%20work_mem%3D" + (2 + i)
+                            + "MB&prepareThreshold=1");
+                    cs.add(c);
+                    pss.add(new PreparedStatement[]{c.prepareStatement("SET search_path TO " + tag + "_pr4"),
+                            c.prepareStatement("SET work_mem = '9MB'"), c.prepareStatement("RESET search_path"),
+                            c.prepareStatement("RESET ALL")});
+                }
+                int n = 0;
+                for (int round = 0; round < 4; round++)
+                    for (int i = 0; i < 4; i++) {
+                        step("pr" + i, "round " + round);
+                        PreparedStatement[] ps = pss.get(i);
+                        try (Statement st = cs.get(i).createStatement()) {
+                            st.execute("SET search_path TO " + tag + "_pr" + ((i + 1) % 4));
+                            st.execute("SET work_mem = '7MB'");
+                            ps[0].execute();
+                            ps[1].execute();
+                            String a = rows(st, look);
+                            st.execute("SET search_path TO " + tag + "_pr" + ((i + 2) % 4));
+                            st.execute("SET work_mem = '8MB'");
+                            String b = rows(st, look);
+                            ps[round % 2 == 0 ? 2 : 3].execute();
+                            String r = rows(st, look);
+                            ps[0].execute();
+                            String d = rows(st, look);
+                            out.append(n++ > 0 ? ", " : "").append("\"r").append(round).append("c").append(i).append("\": [")
+                               .append(a).append(", ").append(b).append(", ").append(r).append(", ").append(d).append("]");
+                        }
+                        done("pr" + i);
+                    }
+            } finally {
+                for (PreparedStatement[] ps : pss) for (PreparedStatement p : ps) p.close();
+                for (Connection c : cs) c.close();
+            }
+            dropSchemas(tag + "_pr", 5);
             return out.append("}").toString();
         });
         CASES.put("generated_keys_and_types", () -> {

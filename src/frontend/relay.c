@@ -346,8 +346,7 @@ static void count_rollback_to(struct client *c, const char *sql, size_t len)
 static bool note_sql(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks)
 {
 	relay_hooks_sql(c, sql, len); /* the cache: what it may write goes stale */
-	if (c->mode != POOL_MODE_SESSION)
-		count_rollback_to(c, sql, len);
+	count_rollback_to(c, sql, len);
 	return note_session(c, s, sql, len, marks);
 }
 
@@ -375,6 +374,37 @@ static bool mentions(const char *sql, size_t len, const char *word)
 	return false;
 }
 
+/* A savepoint statement while this transaction has session changes pending: what a
+ * ROLLBACK TO undoes of them (session_pending_*). 0, or < 0 (no room to mark it). */
+static int note_savepoint(struct client *c, const struct classify_stmt *st)
+{
+	if (st->flags & CLASSIFY_F_NAME_TRUNCATED) {
+		if (st->kind == CLASSIFY_SAVEPOINT || st->kind == CLASSIFY_RELEASE || st->kind == CLASSIFY_ROLLBACK_TO)
+			return -ENAMETOOLONG;
+		return 0;
+	}
+	switch (st->kind) {
+	case CLASSIFY_SAVEPOINT:
+		return session_pending_savepoint(&c->session, st->name);
+	case CLASSIFY_RELEASE:
+		session_pending_release(&c->session, st->name);
+		return 0;
+	case CLASSIFY_ROLLBACK_TO:
+		session_pending_rollback_to(&c->session, st->name);
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Whether a text may hold a savepoint statement that matters: this transaction has session
+ * changes pending (only then are savepoints marked, note_savepoint). */
+static bool savepoints_matter(const struct client *c, const char *sql, size_t len)
+{
+	return c->session.pending_len &&
+	       (mentions(sql, len, "savepoint") || mentions(sql, len, "rollback") || mentions(sql, len, "release"));
+}
+
 /* Session pooling: the RESETs of a statement (note_session), and what undoes them. */
 static void note_session_resets(struct client *c, const struct classify_result *r)
 {
@@ -391,11 +421,16 @@ static void note_session_resets(struct client *c, const struct classify_result *
 			session_named_reset_drop(&c->session, st->name);
 		else if (st->kind == CLASSIFY_ROLLBACK)
 			c->tx_failed = true; /* its RESETs are undone */
-		else if (st->kind == CLASSIFY_ROLLBACK_TO)
-			session_discard(&c->session); /* may undo some: the server's default stays */
+		else if (st->kind == CLASSIFY_SET)
+			rc = session_pending_set_seen(&c->session, st->name); /* a RESET before it is over */
+		else
+			rc = note_savepoint(c, st);
 		if (rc < 0)
 			session_discard(&c->session); /* too many: as before, the server's default */
 	}
+	for (int i = 0; i < r->nset_configs; i++)
+		if (session_pending_set_seen(&c->session, r->set_configs[i]) < 0)
+			session_discard(&c->session);
 }
 
 static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks)
@@ -415,9 +450,10 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 		/* (not a named Parse: its statement may run later, or never, or many times, and
 		 * session pooling keeps nothing per statement to tell when) */
 		if (!c->parse_named && session_has_startup(&c->session) &&
-		    (mentions_reset(sql, len) ||
+		    (mentions_reset(sql, len) || savepoints_matter(c, sql, len) ||
+		     (c->session.pending_len && mentions(sql, len, "set")) ||
 		     (session_named_resets(&c->session) && mentions(sql, len, "deallocate"))) &&
-		    classify_maybe_session_opts(sql, len, opts) &&
+		    (classify_maybe_session_opts(sql, len, opts) || savepoints_matter(c, sql, len)) &&
 		    classify_sql_opts(sql, len, opts, &r) == 0 && !r.parse_error)
 			note_session_resets(c, &r);
 		return true;
@@ -432,7 +468,7 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 		if (c->pinned)
 			return true;
 	}
-	if (!classify_maybe_session_opts(sql, len, opts))
+	if (!classify_maybe_session_opts(sql, len, opts) && !savepoints_matter(c, sql, len))
 		return true;
 	if (classify_sql_opts(sql, len, opts, &r) < 0) {
 		/* Too long for the parser, or no memory: it may hold anything. */
@@ -464,6 +500,8 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 			*marks |= MARK_SETS;
 			if (!c->parse_named && !server_param(s, st->name))
 				rc = session_pending_set(&c->session, st->name, sql + st->offset, st->length);
+			else if (!c->parse_named)
+				rc = session_pending_set_seen(&c->session, st->name);
 			break;
 		case CLASSIFY_RESET:
 			/* a reported one too: it may go back to a startup value (session_commit) */
@@ -494,11 +532,15 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 		case CLASSIFY_ROLLBACK:
 			c->tx_failed = true; /* SETs of this transaction are undone */
 			break;
+		case CLASSIFY_SAVEPOINT:
+		case CLASSIFY_RELEASE:
 		case CLASSIFY_ROLLBACK_TO:
-			/* Undoes only what followed the savepoint, which tusk does not track: fine
-			 * unless this transaction changed settings. */
-			if (c->session.pending_len)
-				pin = "ROLLBACK TO SAVEPOINT after a SET";
+			/* a ROLLBACK TO undoes what followed its savepoint (session_pending_*) */
+			rc = note_savepoint(c, st);
+			if (rc == -ENAMETOOLONG) {
+				rc = 0;
+				pin = "savepoint whose name tusk cannot read whole";
+			}
 			break;
 		case CLASSIFY_TEMP_OBJECT:
 			if (!(st->flags & CLASSIFY_F_ON_COMMIT_DROP))
@@ -540,6 +582,10 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 	for (int i = 0; i < r.nset_configs; i++) {
 		if (!server_param(s, r.set_configs[i]))
 			pin_marked(c, s, marks, "set_config() of a setting the server does not report", sql, len);
+		else if (session_pending_set_seen(&c->session, r.set_configs[i]) < 0) {
+			client_fail(c, "54000", "session settings too large to carry between servers");
+			return false;
+		}
 		if (strcmp(r.set_configs[i], "standard_conforming_strings") == 0 ||
 		    strcmp(r.set_configs[i], "client_encoding") == 0)
 			c->lex_pending = true;

@@ -301,6 +301,61 @@ int session_pending_reset_all(struct session_state *st)
 	return pending_append(st, 'A', NULL, NULL, 0);
 }
 
+/* The offset just past pending record o. */
+static size_t pending_next(const struct session_state *st, size_t o)
+{
+	char op = st->pending[o++];
+	if (op == 'A')
+		return o;
+	o += strlen(st->pending + o) + 1;
+	if (op == 'S')
+		o += strlen(st->pending + o) + 1;
+	return o;
+}
+
+/* The offset of the last mark of savepoint name, or -1: it was made before every change
+ * pending now (or never). */
+static long savepoint_find(const struct session_state *st, const char *name)
+{
+	long at = -1;
+	for (size_t o = 0; o < st->pending_len; o = pending_next(st, o))
+		if (st->pending[o] == 'P' && strcmp(st->pending + o + 1, name) == 0)
+			at = (long)o;
+	return at;
+}
+
+int session_pending_set_seen(struct session_state *st, const char *name)
+{
+	return st->pending_len ? pending_append(st, 'V', name, NULL, 0) : 0;
+}
+
+int session_pending_savepoint(struct session_state *st, const char *name)
+{
+	return st->pending_len ? pending_append(st, 'P', name, NULL, 0) : 0;
+}
+
+void session_pending_rollback_to(struct session_state *st, const char *name)
+{
+	long at = savepoint_find(st, name);
+	st->pending_len = at < 0 ? 0 : pending_next(st, (size_t)at); /* the savepoint stays */
+}
+
+void session_pending_release(struct session_state *st, const char *name)
+{
+	long at = savepoint_find(st, name);
+	/* It and every savepoint made after it are gone; the changes stay the transaction's. */
+	size_t o = at < 0 ? 0 : (size_t)at, w = o;
+	while (o < st->pending_len) {
+		size_t next = pending_next(st, o);
+		if (st->pending[o] != 'P') {
+			memmove(st->pending + w, st->pending + o, next - o);
+			w += next - o;
+		}
+		o = next;
+	}
+	st->pending_len = w;
+}
+
 const char *session_carried(const struct session_state *st, const char *name)
 {
 	long at = blob_find(st->carry, st->carry_len, name);
@@ -420,14 +475,26 @@ static bool back_to_startup(struct session_state *st, const char *name)
 	return any;
 }
 
-/* RESET ALL: every name of a startup blob ("name\0value\0" pairs) back to its value. */
-static void all_to_startup(struct session_state *st, const char *blob, size_t len)
+/* Whether name is SET again by a pending record from offset o on ('S', or 'V' for one
+ * whose value tusk learns otherwise): a RESET before it goes back to no startup value. */
+static bool set_after(const struct session_state *st, size_t o, const char *name)
+{
+	for (; o < st->pending_len; o = pending_next(st, o))
+		if ((st->pending[o] == 'S' || st->pending[o] == 'V') && strcasecmp(st->pending + o + 1, name) == 0)
+			return true;
+	return false;
+}
+
+/* RESET ALL: every name of a startup blob ("name\0value\0" pairs) back to its value, but
+ * those SET again after it (pending records from o on). */
+static void all_to_startup(struct session_state *st, const char *blob, size_t len, size_t o)
 {
 	for (size_t i = 0; i < len;) {
 		const char *n = blob + i;
 		i += strlen(n) + 1;
 		i += strlen(blob + i) + 1;
-		st->resync |= back_to_startup(st, n);
+		if (!set_after(st, o, n))
+			st->resync |= back_to_startup(st, n);
 	}
 }
 
@@ -439,18 +506,20 @@ static void commit(struct session_state *st, bool to_startup)
 		if (op == 'A') {
 			st->carry_len = 0;
 			if (to_startup) {
-				all_to_startup(st, st->startup_carry, st->startup_carry_len);
-				all_to_startup(st, st->startup_params, st->startup_params_len);
+				all_to_startup(st, st->startup_carry, st->startup_carry_len, o);
+				all_to_startup(st, st->startup_params, st->startup_params_len, o);
 			}
 			continue;
 		}
 		const char *name = st->pending + o;
 		o += strlen(name) + 1;
+		if (op == 'P' || op == 'V')
+			continue; /* a savepoint's mark; a SET whose value is known otherwise */
 		if (op == 'R') {
 			long at = blob_find(st->carry, st->carry_len, name);
 			if (at >= 0)
 				blob_remove_pair(st->carry, &st->carry_len, (size_t)at);
-			if (to_startup)
+			if (to_startup && !set_after(st, o, name))
 				st->resync |= back_to_startup(st, name);
 			continue;
 		}
@@ -485,12 +554,12 @@ int session_restores_each(const struct session_state *st, int (*fn)(void *arg, c
 			o += strlen(name) + 1;
 		if (op == 'S')
 			o += strlen(st->pending + o) + 1;
-		if (op == 'S')
+		if (op == 'S' || op == 'P' || op == 'V')
 			continue;
 		for (size_t i = 0; i < st->startup_params_len;) {
 			const char *n = st->startup_params + i, *v = n + strlen(n) + 1;
 			i = (size_t)(v - st->startup_params) + strlen(v) + 1;
-			int rc = !name || strcasecmp(name, n) == 0 ? fn(arg, n, v) : 0;
+			int rc = (!name || strcasecmp(name, n) == 0) && !set_after(st, o, n) ? fn(arg, n, v) : 0;
 			if (rc)
 				return rc;
 		}

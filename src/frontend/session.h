@@ -34,7 +34,8 @@ struct session_state {
 	uint64_t carry_hash; /* read-only: 0 when carry is empty */
 	uint64_t params_hash; /* read-only: phash of the settable params (util/phash.h) */
 	/* private: pending changes to carry in the current transaction: records of
-	 * 'S' name\0 text\0, 'R' name\0, or 'A' (reset all) */
+	 * 'S' name\0 text\0, 'R' name\0, 'A' (reset all), 'V' name\0 (a SET whose value is
+	 * known otherwise) and 'P' name\0 (a savepoint's mark) */
 	char *pending;
 	size_t pending_len;
 	/* private: what RESET goes back to (session_startup_keep): the startup's carried
@@ -95,6 +96,20 @@ __attribute__((warn_unused_result))
 int session_pending_reset(struct session_state *st, const char *name);
 __attribute__((warn_unused_result))
 int session_pending_reset_all(struct session_state *st);
+/* Savepoints of the current transaction (names as the parser normalised them): SAVEPOINT
+ * marks where the changes pending now end (nothing to mark when none is); ROLLBACK TO drops
+ * the changes made since that savepoint's last mark (all of them when it has none: it was
+ * made before them), keeping the savepoint; RELEASE drops its mark and later ones, keeping
+ * the changes. */
+__attribute__((warn_unused_result))
+int session_pending_savepoint(struct session_state *st, const char *name);
+/* A SET of name that is not carried (a reported parameter, whose value comes back as
+ * ParameterStatus; anything in session pooling): a RESET pending before it does not go
+ * back to the startup value at the commit. Recorded only after another change. */
+__attribute__((warn_unused_result))
+int session_pending_set_seen(struct session_state *st, const char *name);
+void session_pending_rollback_to(struct session_state *st, const char *name);
+void session_pending_release(struct session_state *st, const char *name);
 /* The statement that set name, carried to every server the client gets (committed SETs
  * only), or NULL. */
 const char *session_carried(const struct session_state *st, const char *name);

@@ -186,6 +186,69 @@ static void test_named_resets(void **state)
 	session_free(&st);
 }
 
+/* Savepoints: ROLLBACK TO drops what followed the savepoint's last mark (all when it has
+ * none), RELEASE drops marks only; a SET known otherwise ('V') after a RESET keeps the RESET
+ * from going back to the startup value. */
+static void test_savepoints_and_sets_after_a_reset(void **state)
+{
+	(void)state;
+	struct session_state st = { 0 };
+	const char *wm = "SELECT set_config(E'work_mem', E'3MB', false)";
+	const char *w5 = "SET work_mem = '5MB'", *w6 = "SET work_mem = '6MB'", *sp = "SET search_path = a";
+	assert_int_equal(session_param_set(&st, "application_name", "app0"), 0);
+	assert_int_equal(session_pending_set(&st, "work_mem", wm, strlen(wm)), 0);
+	session_commit(&st);
+	assert_int_equal(session_startup_keep(&st, "application_name\0"), 0);
+	(void)session_resync_take(&st);
+
+	/* SAVEPOINT s (nothing pending: no mark); SET; ROLLBACK TO s: nothing left */
+	assert_int_equal(session_pending_savepoint(&st, "s"), 0);
+	assert_int_equal(st.pending_len, 0);
+	assert_int_equal(session_pending_set(&st, "work_mem", w5, strlen(w5)), 0);
+	session_pending_rollback_to(&st, "s");
+	assert_int_equal(st.pending_len, 0);
+
+	/* SET 5; SAVEPOINT s; SET 6; SAVEPOINT t; SET path; ROLLBACK TO s: 5 only, s stays */
+	assert_int_equal(session_pending_set(&st, "work_mem", w5, strlen(w5)), 0);
+	assert_int_equal(session_pending_savepoint(&st, "s"), 0);
+	assert_int_equal(session_pending_set(&st, "work_mem", w6, strlen(w6)), 0);
+	assert_int_equal(session_pending_savepoint(&st, "t"), 0);
+	assert_int_equal(session_pending_set(&st, "search_path", sp, strlen(sp)), 0);
+	session_pending_rollback_to(&st, "s");
+	assert_int_equal(session_pending_set(&st, "search_path", sp, strlen(sp)), 0);
+	session_pending_rollback_to(&st, "s"); /* again: the savepoint s is still there */
+	session_commit(&st);
+	assert_string_equal(session_carried(&st, "work_mem"), w5);
+	assert_null(session_carried(&st, "search_path"));
+
+	/* SAVEPOINT s; SET 6; RELEASE s; ROLLBACK TO s would fail on the server; RELEASE keeps 6 */
+	assert_int_equal(session_pending_set(&st, "search_path", sp, strlen(sp)), 0);
+	assert_int_equal(session_pending_savepoint(&st, "s"), 0);
+	assert_int_equal(session_pending_set(&st, "work_mem", w6, strlen(w6)), 0);
+	session_pending_release(&st, "s");
+	session_commit(&st);
+	assert_string_equal(session_carried(&st, "work_mem"), w6);
+	assert_string_equal(session_carried(&st, "search_path"), sp);
+
+	/* RESET ALL, then application_name SET (its value came as ParameterStatus): the commit
+	 * takes work_mem back to its startup value, not application_name */
+	assert_int_equal(session_pending_reset_all(&st), 0);
+	assert_int_equal(session_pending_set_seen(&st, "application_name"), 0);
+	assert_int_equal(session_param_set(&st, "application_name", "later"), 0);
+	char seen[256] = "";
+	assert_int_equal(session_restores_each(&st, count_restored, seen), 0);
+	assert_string_equal(seen, "");
+	session_commit_to_startup(&st);
+	assert_string_equal(session_param_get(&st, "application_name"), "later");
+	assert_string_equal(session_carried(&st, "work_mem"), wm);
+	assert_null(session_carried(&st, "search_path"));
+
+	/* nothing pending: a SET known otherwise records nothing */
+	assert_int_equal(session_pending_set_seen(&st, "application_name"), 0);
+	assert_int_equal(st.pending_len, 0);
+	session_free(&st);
+}
+
 static void test_build_sync(void **state)
 {
 	(void)state;
@@ -290,6 +353,7 @@ int main(void)
 		cmocka_unit_test(test_pending_commit_and_discard),
 		cmocka_unit_test(test_reset_to_startup),
 		cmocka_unit_test(test_named_resets),
+		cmocka_unit_test(test_savepoints_and_sets_after_a_reset),
 		cmocka_unit_test(test_build_sync),
 		cmocka_unit_test(test_params_shared_copy_on_write),
 		cmocka_unit_test(test_datestyle_merge),

@@ -1,0 +1,189 @@
+"""Random sequences of what clients do to their session settings, run straight on PostgreSQL and
+through tusk, the two compared step by step (differential; any difference fails). Three
+clients, two with startup settings (options, application_name), interleaved at random over a
+pool of fewer servers than clients: SET, RESET, RESET ALL and SET ... TO DEFAULT through a
+Query, an unnamed Parse/Bind/Execute and a named statement run again and again (psycopg's
+prepare=True), transactions that commit or roll back, a savepoint rolled back to, top-level
+set_config(), and clients leaving and coming back. After each step a client may look at its
+session: the settings and the application_name it was last told (ParameterStatus).
+
+Looks happen outside transaction blocks only: inside the transaction (or the Query) that ran a
+RESET, tusk shows the server's default until it commits (docs/pooling.md, "RESET"). What a
+function does to settings (docs/pooling.md) is not generated. Seeds are fixed: a failure names
+its seed and the steps up to the first difference, and runs again the same way."""
+
+import os
+import random
+
+import psycopg
+import pytest
+
+from conftest import DIRECT, TEST_DB, Tusk, connect
+from txn_util import txn_pool
+
+USER = "tusk_trust"
+SEEDS = range(int(os.environ.get("TUSK_FUZZ_SEEDS", "60")))
+STEPS = 40
+SHOW = ("select current_setting('work_mem'), current_setting('search_path'), "
+        "current_setting('statement_timeout'), current_setting('application_name'), current_setting('DateStyle')")
+VALUES = {
+    "work_mem": ["'5MB'", "'6MB'", "'7MB'"],
+    "search_path": ["sf_x, public", "public", "sf_y"],
+    "statement_timeout": ["'1234ms'", "'2345ms'"],
+    "application_name": ["'sf-p'", "'sf-q'"],
+    "DateStyle": ["'SQL, DMY'", "'German'"],
+}
+STARTUP = [
+    {"application_name": "sf-a0", "options": "-c work_mem=3MB -c search_path=sf_x,public"},
+    {},
+    {"options": "-c statement_timeout=7777ms -c DateStyle=Postgres,MDY"},
+]
+# A client pinned to its server keeps it: a pool of one server serves the others only when
+# nothing pins (a top-level set_config() of a setting the server does not report does).
+POOLS = [("transaction", 1, False), ("transaction", 3, True), ("session", 3, True)]
+
+
+def statement(rng):
+    """One SET/RESET statement's text."""
+    name = rng.choice(sorted(VALUES))
+    k = rng.random()
+    if k < 0.5:
+        return f"set {name} = {rng.choice(VALUES[name])}"
+    if k < 0.55:
+        return f"set local {name} = {rng.choice(VALUES[name])}"
+    if k < 0.78:
+        return f"reset {name}"
+    if k < 0.88:
+        return "reset all"
+    return f"set {name} to default"
+
+
+def some(rng):
+    """One statement and the protocol it goes by; in a Query, sometimes two statements."""
+    proto = rng.choice(["simple", "unnamed", "named"])
+    if proto == "simple" and rng.random() < 0.25:
+        return f"{statement(rng)}; {statement(rng)}", proto
+    return statement(rng), proto
+
+
+def in_transaction(rng):
+    """Statements inside a transaction block: changes, savepoints (nested, released, rolled
+    back to), and a set_config() now and then."""
+    out, savepoints = [], []
+    for _ in range(rng.randint(1, 5)):
+        k = rng.random()
+        if k < 0.55:
+            out.append(some(rng))
+        elif k < 0.7:
+            name = rng.choice(["s", "t"])
+            savepoints.append(name)
+            out.append((f"savepoint {name}", "simple"))
+        elif k < 0.82 and savepoints:
+            out.append((f"rollback to savepoint {rng.choice(savepoints)}", rng.choice(["simple", "unnamed"])))
+        elif k < 0.9 and savepoints:
+            name = savepoints.pop()
+            out.append((f"release savepoint {name}", "simple"))
+            savepoints = [p for p in savepoints if p != name]
+        else:
+            out.append(("select set_config('application_name', 'sf-r', false)", "simple"))
+    return out
+
+
+def script(seed, pins=True):
+    """[(client, [(sql, protocol)...], look)]: the steps of one sequence."""
+    rng = random.Random(seed)
+    steps = []
+    for _ in range(STEPS):
+        who = rng.randrange(len(STARTUP))
+        k = rng.random()
+        if k < 0.45:
+            body = [some(rng)]
+        elif k < 0.75:
+            body = [("begin", "simple"), *in_transaction(rng), (rng.choice(["commit", "rollback"]), "simple")]
+        elif k < 0.78:
+            body = [(rng.choice(["discard all", "deallocate all"]), "simple")]
+        elif k < 0.84:
+            name = rng.choice(["work_mem", "application_name"] if pins else ["application_name"])
+            value = rng.choice(VALUES[name]).strip("'")
+            body = [(f"select set_config('{name}', '{value}', false)", rng.choice(["simple", "unnamed"]))]
+        elif k < 0.9:
+            body = [("reconnect", None)]
+        else:
+            body = []
+        steps.append((who, body, rng.random() < 0.6))
+    return steps
+
+
+def run(port, seed, pins=True):
+    """What the clients saw, step by step."""
+    conns = [None] * len(STARTUP)
+
+    def conn(i):
+        if conns[i] is None:
+            conns[i] = connect(port, user=USER, prepare_threshold=None, **STARTUP[i])
+        return conns[i]
+
+    seen = []
+    try:
+        for who, body, look in script(seed, pins):
+            c = conn(who)
+            out = []
+            for sql, proto in body:
+                if sql == "reconnect":
+                    c.close()
+                    conns[who] = None
+                    c = conn(who)
+                    continue
+                try:
+                    if proto == "simple":
+                        c.execute(sql, prepare=False)
+                    elif proto == "unnamed":
+                        c.execute(sql, binary=True, prepare=False)
+                    else:
+                        c.execute(sql, prepare=True)
+                    out.append(None)
+                except psycopg.Error as e:
+                    out.append(e.sqlstate)
+                    if c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                        c.execute("rollback", prepare=False)
+            if look:
+                out.append(c.execute(SHOW, prepare=False).fetchone())
+                out.append(c.info.parameter_status("application_name"))
+            seen.append((who, body, out))
+    finally:
+        for c in conns:
+            if c is not None:
+                c.close()
+    return seen
+
+
+@pytest.fixture(scope="module")
+def sf_db(pg):
+    with pg.admin(TEST_DB) as c:
+        for s in ("sf_x", "sf_y"):
+            c.execute(f"create schema if not exists {s}")
+    yield
+    with pg.admin(TEST_DB) as c:
+        c.execute("drop schema if exists sf_x, sf_y")
+
+
+@pytest.fixture(scope="module")
+def direct_runs(pg, sf_db):
+    return {(seed, pins): run(pg.port, seed, pins) for seed in SEEDS for pins in (False, True)}
+
+
+@pytest.mark.parametrize("mode,size,pins", POOLS, ids=[f"{m}{s}" for m, s, _ in POOLS])
+def test_random_session_steps_match_postgresql(pg, sf_db, direct_runs, tmp_path, mode, size, pins):
+    if DIRECT:
+        pytest.skip("the reference itself")
+    t = Tusk(tmp_path, pg.port, pools=[txn_pool(size, mode=mode)])
+    t.start()
+    try:
+        for seed in SEEDS:
+            want, got = direct_runs[seed, pins], run(t.port, seed, pins)
+            for k, (w, g) in enumerate(zip(want, got)):
+                assert g == w, (f"seed {seed}, step {k}: through tusk {g[2]}, direct {w[2]}; steps so far:\n"
+                                + "\n".join(f"  {i}: client {s[0]}: {s[1]} -> {s[2]}" for i, s in enumerate(want[:k + 1])))
+    finally:
+        problems = t.stop()
+    assert not problems, problems

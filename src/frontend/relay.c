@@ -465,8 +465,8 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 		if (classify_maybe_session_opts(sql, len, opts) ||
 		    classify_maybe_session_opts(sql, len, opts ^ CLASSIFY_O_BACKSLASH_QUOTES))
 			pin_marked(c, s, marks, "statement pipelined behind a change of how SQL is read", sql, len);
-		if (c->pinned)
-			return true;
+		/* Read on as the SQL was read before (pinned, only the client's own server's
+		 * session is at stake): a SET after a pending RESET ALL must still win over it. */
 	}
 	if (!classify_maybe_session_opts(sql, len, opts) && !savepoints_matter(c, sql, len))
 		return true;

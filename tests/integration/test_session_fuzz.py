@@ -4,7 +4,8 @@ clients, two with startup settings (options, application_name), interleaved at r
 pool of fewer servers than clients: SET, RESET, RESET ALL and SET ... TO DEFAULT through a
 Query, an unnamed Parse/Bind/Execute and a named statement run again and again (psycopg's
 prepare=True), transactions that commit or roll back, a savepoint rolled back to, top-level
-set_config(), and clients leaving and coming back. After each step a client may look at its
+set_config(), psycopg's pipeline mode (several statements, one Sync), and clients leaving
+and coming back. After each step a client may look at its
 session: the settings and the application_name it was last told (ParameterStatus).
 
 Looks happen outside transaction blocks only: inside the transaction (or the Query) that ran a
@@ -25,13 +26,15 @@ USER = "tusk_trust"
 SEEDS = range(int(os.environ.get("TUSK_FUZZ_SEEDS", "60")))
 STEPS = 40
 SHOW = ("select current_setting('work_mem'), current_setting('search_path'), "
-        "current_setting('statement_timeout'), current_setting('application_name'), current_setting('DateStyle')")
+        "current_setting('statement_timeout'), current_setting('application_name'), current_setting('DateStyle'), "
+        "current_setting('standard_conforming_strings')")
 VALUES = {
     "work_mem": ["'5MB'", "'6MB'", "'7MB'"],
     "search_path": ["sf_x, public", "public", "sf_y"],
     "statement_timeout": ["'1234ms'", "'2345ms'"],
     "application_name": ["'sf-p'", "'sf-q'"],
     "DateStyle": ["'SQL, DMY'", "'German'"],
+    "standard_conforming_strings": ["off", "on"],
 }
 STARTUP = [
     {"application_name": "sf-a0", "options": "-c work_mem=3MB -c search_path=sf_x,public"},
@@ -43,9 +46,10 @@ STARTUP = [
 POOLS = [("transaction", 1, False), ("transaction", 3, True), ("session", 3, True)]
 
 
-def statement(rng):
-    """One SET/RESET statement's text."""
-    name = rng.choice(sorted(VALUES))
+def statement(rng, lex=True):
+    """One SET/RESET statement's text (lex=False: none that changes how SQL is read, which
+    pins a client whose pipeline goes on behind it)."""
+    name = rng.choice([n for n in sorted(VALUES) if lex or n != "standard_conforming_strings"])
     k = rng.random()
     if k < 0.5:
         return f"set {name} = {rng.choice(VALUES[name])}"
@@ -54,7 +58,7 @@ def statement(rng):
     if k < 0.78:
         return f"reset {name}"
     if k < 0.88:
-        return "reset all"
+        return "reset all" if lex else f"reset {name}"
     return f"set {name} to default"
 
 
@@ -98,8 +102,12 @@ def script(seed, pins=True):
         k = rng.random()
         if k < 0.45:
             body = [some(rng)]
-        elif k < 0.75:
+        elif k < 0.68:
             body = [("begin", "simple"), *in_transaction(rng), (rng.choice(["commit", "rollback"]), "simple")]
+        elif k < 0.75:
+            # psycopg's pipeline mode: the statements go out together, one Sync at the end
+            body = [("pipeline", None), *[(statement(rng, pins), rng.choice(["unnamed", "named"]))
+                                          for _ in range(rng.randint(2, 4))], ("sync", None)]
         elif k < 0.78:
             body = [(rng.choice(["discard all", "deallocate all"]), "simple")]
         elif k < 0.84:
@@ -127,15 +135,22 @@ def run(port, seed, pins=True):
     try:
         for who, body, look in script(seed, pins):
             c = conn(who)
-            out = []
+            out, pipe = [], None
             for sql, proto in body:
                 if sql == "reconnect":
                     c.close()
                     conns[who] = None
                     c = conn(who)
                     continue
+                if sql == "pipeline":
+                    pipe = c.pipeline()
+                    pipe.__enter__()
+                    continue
                 try:
-                    if proto == "simple":
+                    if sql == "sync":
+                        pipe, p = None, pipe
+                        p.__exit__(None, None, None)
+                    elif proto == "simple":
                         c.execute(sql, prepare=False)
                     elif proto == "unnamed":
                         c.execute(sql, binary=True, prepare=False)
@@ -143,8 +158,8 @@ def run(port, seed, pins=True):
                         c.execute(sql, prepare=True)
                     out.append(None)
                 except psycopg.Error as e:
-                    out.append(e.sqlstate)
-                    if c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                    out.append(e.sqlstate or type(e).__name__)
+                    if pipe is None and c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
                         c.execute("rollback", prepare=False)
             if look:
                 out.append(c.execute(SHOW, prepare=False).fetchone())

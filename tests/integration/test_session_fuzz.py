@@ -4,9 +4,10 @@ clients, two with startup settings (options, application_name), interleaved at r
 pool of fewer servers than clients: SET, RESET, RESET ALL and SET ... TO DEFAULT through a
 Query, an unnamed Parse/Bind/Execute and a named statement run again and again (psycopg's
 prepare=True), transactions that commit or roll back, a savepoint rolled back to, top-level
-set_config(), psycopg's pipeline mode (several statements, one Sync), and clients leaving
+set_config(), temporary tables and session advisory locks (which pin), psycopg's pipeline mode (several statements, one Sync), and clients leaving
 and coming back. After each step a client may look at its
-session: the settings and the application_name it was last told (ParameterStatus).
+session: the settings, the application_name it was last told (ParameterStatus), whether it
+has the temporary table and how many advisory locks it holds.
 
 Looks happen outside transaction blocks only: inside the transaction (or the Query) that ran a
 RESET, tusk shows the server's default until it commits (docs/pooling.md, "RESET"). What a
@@ -27,7 +28,8 @@ SEEDS = range(int(os.environ.get("TUSK_FUZZ_SEEDS", "60")))
 STEPS = 40
 SHOW = ("select current_setting('work_mem'), current_setting('search_path'), "
         "current_setting('statement_timeout'), current_setting('application_name'), current_setting('DateStyle'), "
-        "current_setting('standard_conforming_strings')")
+        "current_setting('standard_conforming_strings'), to_regclass('pg_temp.sf_t') is not null, "
+        "(select count(*) from pg_locks where locktype = 'advisory' and pid = pg_backend_pid())")
 VALUES = {
     "work_mem": ["'5MB'", "'6MB'", "'7MB'"],
     "search_path": ["sf_x, public", "public", "sf_y"],
@@ -43,7 +45,12 @@ STARTUP = [
 ]
 # A client pinned to its server keeps it: a pool of one server serves the others only when
 # nothing pins (a top-level set_config() of a setting the server does not report does).
-POOLS = [("transaction", 1, False), ("transaction", 3, True), ("session", 3, True)]
+# (mode, servers, pins, extra pool keys, environment, id)
+POOLS = [("transaction", 1, False, {}, {}, "transaction1"),
+         ("transaction", 3, True, {}, {}, "transaction3"),
+         ("transaction", 3, True, {"cache": "on"}, {}, "transaction3-cache"),
+         ("statement", 2, False, {}, {}, "statement2"),
+         ("session", 3, True, {}, {"TUSK_TEST_BALANCE": "pingpong"}, "session3-moving")]
 
 
 def statement(rng, lex=True):
@@ -93,14 +100,17 @@ def in_transaction(rng):
     return out
 
 
-def script(seed, pins=True):
-    """[(client, [(sql, protocol)...], look)]: the steps of one sequence."""
+def script(seed, pins=True, blocks=True):
+    """[(client, [(sql, protocol)...], look)]: the steps of one sequence (blocks=False: no
+    transaction blocks, which statement pooling refuses)."""
     rng = random.Random(seed)
     steps = []
     for _ in range(STEPS):
         who = rng.randrange(len(STARTUP))
         k = rng.random()
         if k < 0.45:
+            body = [some(rng)]
+        elif k < 0.68 and not blocks:
             body = [some(rng)]
         elif k < 0.68:
             body = [("begin", "simple"), *in_transaction(rng), (rng.choice(["commit", "rollback"]), "simple")]
@@ -110,6 +120,11 @@ def script(seed, pins=True):
                                           for _ in range(rng.randint(2, 4))], ("sync", None)]
         elif k < 0.78:
             body = [(rng.choice(["discard all", "deallocate all"]), "simple")]
+        elif k < 0.81 and pins:
+            # state that lives in the server process: pins (no other client may see it)
+            body = [(rng.choice(["create temp table if not exists sf_t (a int)",
+                                 f"select pg_try_advisory_lock({rng.randint(1, 2)})",
+                                 "select pg_advisory_unlock_all()"]), rng.choice(["simple", "unnamed"]))]
         elif k < 0.84:
             name = rng.choice(["work_mem", "application_name"] if pins else ["application_name"])
             value = rng.choice(VALUES[name]).strip("'")
@@ -122,7 +137,7 @@ def script(seed, pins=True):
     return steps
 
 
-def run(port, seed, pins=True):
+def run(port, seed, pins=True, blocks=True):
     """What the clients saw, step by step."""
     conns = [None] * len(STARTUP)
 
@@ -133,7 +148,7 @@ def run(port, seed, pins=True):
 
     seen = []
     try:
-        for who, body, look in script(seed, pins):
+        for who, body, look in script(seed, pins, blocks):
             c = conn(who)
             out, pipe = [], None
             for sql, proto in body:
@@ -151,12 +166,12 @@ def run(port, seed, pins=True):
                         pipe, p = None, pipe
                         p.__exit__(None, None, None)
                     elif proto == "simple":
-                        c.execute(sql, prepare=False)
+                        cur = c.execute(sql, prepare=False)
                     elif proto == "unnamed":
-                        c.execute(sql, binary=True, prepare=False)
+                        cur = c.execute(sql, binary=True, prepare=False)
                     else:
-                        c.execute(sql, prepare=True)
-                    out.append(None)
+                        cur = c.execute(sql, prepare=True)
+                    out.append(cur.fetchone() if sql.startswith("select pg_try") else None)
                 except psycopg.Error as e:
                     out.append(e.sqlstate or type(e).__name__)
                     if pipe is None and c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
@@ -184,18 +199,20 @@ def sf_db(pg):
 
 @pytest.fixture(scope="module")
 def direct_runs(pg, sf_db):
-    return {(seed, pins): run(pg.port, seed, pins) for seed in SEEDS for pins in (False, True)}
+    return {(seed, pins, blocks): run(pg.port, seed, pins, blocks)
+            for seed in SEEDS for pins, blocks in ((False, True), (True, True), (False, False))}
 
 
-@pytest.mark.parametrize("mode,size,pins", POOLS, ids=[f"{m}{s}" for m, s, _ in POOLS])
-def test_random_session_steps_match_postgresql(pg, sf_db, direct_runs, tmp_path, mode, size, pins):
+@pytest.mark.parametrize("mode,size,pins,extra,env", [p[:5] for p in POOLS], ids=[p[5] for p in POOLS])
+def test_random_session_steps_match_postgresql(pg, sf_db, direct_runs, tmp_path, mode, size, pins, extra, env):
     if DIRECT:
         pytest.skip("the reference itself")
-    t = Tusk(tmp_path, pg.port, pools=[txn_pool(size, mode=mode)])
+    blocks = mode != "statement"
+    t = Tusk(tmp_path, pg.port, pools=[txn_pool(size, mode=mode, **extra)], env=env)
     t.start()
     try:
         for seed in SEEDS:
-            want, got = direct_runs[seed, pins], run(t.port, seed, pins)
+            want, got = direct_runs[seed, pins, blocks], run(t.port, seed, pins, blocks)
             for k, (w, g) in enumerate(zip(want, got)):
                 assert g == w, (f"seed {seed}, step {k}: through tusk {g[2]}, direct {w[2]}; steps so far:\n"
                                 + "\n".join(f"  {i}: client {s[0]}: {s[1]} -> {s[2]}" for i, s in enumerate(want[:k + 1])))

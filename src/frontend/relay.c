@@ -294,7 +294,7 @@ enum {
 	MARK_KNOWN = 1, /* classified */
 	MARK_PIN = 2,   /* pinned the client */
 	MARK_RESET = 4, /* the server is reset after the transaction that runs it */
-	MARK_SETS = 8,  /* it SETs a carried setting or RESETs one: each run changes the session */
+	MARK_SETS = 8,  /* it SETs or RESETs a setting: each run changes the session */
 };
 
 static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks);
@@ -411,20 +411,33 @@ static void note_session_resets(struct client *c, const struct classify_result *
 	for (int i = 0; i < r->nsession; i++) {
 		const struct classify_stmt *st = &r->stmts[i];
 		int rc = 0;
-		if (st->kind == CLASSIFY_RESET)
+		switch (st->kind) {
+		case CLASSIFY_RESET:
 			rc = session_pending_reset(&c->session, st->name);
-		else if (st->kind == CLASSIFY_RESET_ALL || st->kind == CLASSIFY_DISCARD_ALL)
-			rc = session_pending_reset_all(&c->session);
-		if (st->kind == CLASSIFY_DISCARD_ALL || st->kind == CLASSIFY_DEALLOCATE_ALL)
+			break;
+		case CLASSIFY_DISCARD_ALL:
 			session_named_reset_clear(&c->session); /* no named statement is left */
-		else if (st->kind == CLASSIFY_DEALLOCATE && !(st->flags & CLASSIFY_F_NAME_TRUNCATED))
-			session_named_reset_drop(&c->session, st->name);
-		else if (st->kind == CLASSIFY_ROLLBACK)
+			__attribute__((fallthrough));
+		case CLASSIFY_RESET_ALL:
+			rc = session_pending_reset_all(&c->session);
+			break;
+		case CLASSIFY_DEALLOCATE_ALL:
+			session_named_reset_clear(&c->session);
+			break;
+		case CLASSIFY_DEALLOCATE:
+			if (!(st->flags & CLASSIFY_F_NAME_TRUNCATED))
+				session_named_reset_drop(&c->session, st->name);
+			break;
+		case CLASSIFY_ROLLBACK:
 			c->tx_failed = true; /* its RESETs are undone */
-		else if (st->kind == CLASSIFY_SET)
+			break;
+		case CLASSIFY_SET:
 			rc = session_pending_set_seen(&c->session, st->name); /* a RESET before it is over */
-		else
+			break;
+		default:
 			rc = note_savepoint(c, st);
+			break;
+		}
 		if (rc < 0)
 			session_discard(&c->session); /* too many: as before, the server's default */
 	}

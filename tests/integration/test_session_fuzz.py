@@ -3,7 +3,8 @@ through tusk, the two compared step by step (differential; any difference fails)
 clients, two with startup settings (options, application_name), interleaved at random over a
 pool of fewer servers than clients: SET, RESET, RESET ALL and SET ... TO DEFAULT through a
 Query, an unnamed Parse/Bind/Execute and a named statement run again and again (psycopg's
-prepare=True), transactions that commit or roll back, a savepoint rolled back to, top-level
+prepare=True), transactions that commit or roll back (or fail, and are healed by a rollback to a
+savepoint), a savepoint rolled back to, top-level
 set_config(), temporary tables and session advisory locks (which pin), psycopg's pipeline mode (several statements, one Sync), and clients leaving
 and coming back. After each step a client may look at its
 session: the settings, the application_name it was last told (ParameterStatus), whether it
@@ -95,8 +96,10 @@ def in_transaction(rng):
             name = savepoints.pop()
             out.append((f"release savepoint {name}", "simple"))
             savepoints = [p for p in savepoints if p != name]
-        else:
+        elif k < 0.95:
             out.append(("select set_config('application_name', 'sf-r', false)", "simple"))
+        else:  # an error: the rest fails (25P02) until a ROLLBACK TO heals the transaction
+            out.append(("select 1/0", rng.choice(["simple", "unnamed"])))
     return out
 
 
@@ -174,8 +177,8 @@ def run(port, seed, pins=True, blocks=True):
                     out.append(cur.fetchone() if sql.startswith("select pg_try") else None)
                 except psycopg.Error as e:
                     out.append(e.sqlstate or type(e).__name__)
-                    if pipe is None and c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
-                        c.execute("rollback", prepare=False)
+            if pipe is None and c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+                c.execute("rollback", prepare=False)
             if look:
                 out.append(c.execute(SHOW, prepare=False).fetchone())
                 out.append(c.info.parameter_status("application_name"))

@@ -25,7 +25,7 @@ CASES = {
     "node": ["named_prepared", "unnamed_prepared", "pool_larger_than_size", "cursor_in_transaction",
              "cursor_autocommit", "query_stream", "disconnect_mid_cursor", "error_mid_query", "cancel",
              "connect_end", "tls", "named_schema_change", "multi_statement", "notices_and_notifications",
-             "types_and_sizes", "startup_settings", "savepoints"],
+             "types_and_sizes", "startup_settings", "named_set_and_savepoints", "savepoints"],
     "jdbc": ["concurrent_threshold_1_and_5", "schema_change_threshold_1", "schema_change_threshold_5",
              "fresh_prepare_after_schema_change", "schema_change_in_transaction", "large_object", "copy_manager",
              "batch", "autosave", "fetch_size", "callable", "startup_options", "read_only_and_timeout",

@@ -409,6 +409,52 @@ cases.startup_settings = async () => {
   return out
 }
 
+// Named SET and RESET statements (Parse once per connection, then Bind/Execute at each run) and
+// savepoints rolled back to, on four connections with their own startup settings over fewer
+// servers: what each session holds after each step.
+cases.named_set_and_savepoints = async () => {
+  const out = {}
+  const cs = []
+  for (let i = 0; i < 4; i++) {
+    cs.push(await client('ns' + i, {
+      options: `-c work_mem=${2 + i}MB -c search_path=nd_s${i},public`,
+      application_name: `${TAG}-ns${i}`,
+    }))
+  }
+  const look = async (l, c) => {
+    const r = (await q(l, c, "SELECT current_setting('work_mem') AS wm, current_setting('search_path') AS sp, " +
+      "current_setting('application_name') AS app")).rows[0]
+    return { ...r, app: r.app.replace(TAG, 'T') }
+  }
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 4; i++) {
+      const c = cs[i]
+      const l = 'ns' + i
+      const seen = []
+      await q(l, c, { name: 'set_wm', text: "SET work_mem = '9MB'" })
+      await q(l, c, "SET search_path = public; SET application_name = 'moved'")
+      seen.push(await look(l, c))
+      await q(l, c, { name: 'reset_sp', text: 'RESET search_path' })
+      seen.push(await look(l, c))
+      await q(l, c, 'BEGIN')
+      await q(l, c, "SET work_mem = '7MB'")
+      await q(l, c, 'SAVEPOINT a')
+      await q(l, c, { name: 'set_wm', text: "SET work_mem = '9MB'" })
+      await q(l, c, "SET search_path = public")
+      await q(l, c, 'ROLLBACK TO SAVEPOINT a')
+      await q(l, c, { name: 'reset_app', text: 'RESET application_name' })
+      await q(l, c, 'COMMIT')
+      seen.push(await look(l, c))
+      await q(l, c, { name: 'set_wm', text: "SET work_mem = '9MB'" })
+      await q(l, c, { name: 'reset_all', text: 'RESET ALL' })
+      seen.push(await look(l, c))
+      out[`r${round}c${i}`] = seen
+    }
+  }
+  for (const c of cs) await c.end()
+  return out
+}
+
 // Transactions with savepoints, an error inside one, and a client-side query_timeout (the
 // driver gives up; the server finishes the query, the connection is then closed by the app).
 cases.savepoints = async () => {

@@ -462,11 +462,12 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 	if (c->mode == POOL_MODE_SESSION) {
 		/* (not a named Parse: its statement may run later, or never, or many times, and
 		 * session pooling keeps nothing per statement to tell when) */
-		if (!c->parse_named && session_has_startup(&c->session) &&
-		    (mentions_reset(sql, len) || savepoints_matter(c, sql, len) ||
-		     (c->session.pending_len && mentions(sql, len, "set")) ||
+		if (c->parse_named || !session_has_startup(&c->session))
+			return true;
+		bool savepoints = savepoints_matter(c, sql, len);
+		if ((mentions_reset(sql, len) || savepoints || (c->session.pending_len && mentions(sql, len, "set")) ||
 		     (session_named_resets(&c->session) && mentions(sql, len, "deallocate"))) &&
-		    (classify_maybe_session_opts(sql, len, opts) || savepoints_matter(c, sql, len)) &&
+		    (savepoints || classify_maybe_session_opts(sql, len, opts)) &&
 		    classify_sql_opts(sql, len, opts, &r) == 0 && !r.parse_error)
 			note_session_resets(c, &r);
 		return true;

@@ -135,17 +135,23 @@ static void blob_remove_pair(char *blob, size_t *len, size_t off)
 	*len -= nl + vl;
 }
 
-static long blob_find(const char *blob, size_t len, const char *name)
+/* The pair whose name is name (setting names: in any case; exact: as written), or -1. */
+static long pair_find(const char *blob, size_t len, const char *name, bool exact)
 {
 	size_t off = 0;
 	while (off < len) {
 		size_t nl = strlen(blob + off) + 1;
-		if (strcasecmp(blob + off, name) == 0)
+		if ((exact ? strcmp : strcasecmp)(blob + off, name) == 0)
 			return (long)off;
 		off += nl;
 		off += strlen(blob + off) + 1;
 	}
 	return -1;
+}
+
+static long blob_find(const char *blob, size_t len, const char *name)
+{
+	return pair_find(blob, len, name, false);
 }
 
 /* name in a blob of names alone ("name\0" each): its offset, or -1. */
@@ -157,11 +163,9 @@ static long blob_find_name(const char *blob, size_t len, const char *name)
 	return -1;
 }
 
-static int blob_put(char **blob, size_t *len, const char *name, const char *value, size_t vlen)
+/* name and value[0, vlen) as a pair at the end. */
+static int blob_append(char **blob, size_t *len, const char *name, const char *value, size_t vlen)
 {
-	long at = blob_find(*blob, *len, name);
-	if (at >= 0)
-		blob_remove_pair(*blob, len, (size_t)at);
 	size_t nl = strlen(name) + 1;
 	size_t need = *len + nl + vlen + 1;
 	if (need > SESSION_MAX_BYTES)
@@ -175,6 +179,14 @@ static int blob_put(char **blob, size_t *len, const char *name, const char *valu
 	*blob = p;
 	*len = need;
 	return 0;
+}
+
+static int blob_put(char **blob, size_t *len, const char *name, const char *value, size_t vlen)
+{
+	long at = blob_find(*blob, *len, name);
+	if (at >= 0)
+		blob_remove_pair(*blob, len, (size_t)at);
+	return blob_append(blob, len, name, value, vlen);
 }
 
 int session_param_set(struct session_state *st, const char *name, const char *value)
@@ -500,34 +512,28 @@ static void all_to_startup(struct session_state *st, const char *blob, size_t le
 
 static void commit(struct session_state *st, bool to_startup)
 {
-	size_t o = 0;
-	while (o < st->pending_len) {
-		char op = st->pending[o++];
+	for (size_t o = 0, next; o < st->pending_len; o = next) {
+		next = pending_next(st, o);
+		char op = st->pending[o];
+		const char *name = st->pending + o + 1;
 		if (op == 'A') {
 			st->carry_len = 0;
 			if (to_startup) {
-				all_to_startup(st, st->startup_carry, st->startup_carry_len, o);
-				all_to_startup(st, st->startup_params, st->startup_params_len, o);
+				all_to_startup(st, st->startup_carry, st->startup_carry_len, next);
+				all_to_startup(st, st->startup_params, st->startup_params_len, next);
 			}
-			continue;
-		}
-		const char *name = st->pending + o;
-		o += strlen(name) + 1;
-		if (op == 'P' || op == 'V')
-			continue; /* a savepoint's mark; a SET whose value is known otherwise */
-		if (op == 'R') {
+		} else if (op == 'R') {
 			long at = blob_find(st->carry, st->carry_len, name);
 			if (at >= 0)
 				blob_remove_pair(st->carry, &st->carry_len, (size_t)at);
-			if (to_startup && !set_after(st, o, name))
+			if (to_startup && !set_after(st, next, name))
 				st->resync |= back_to_startup(st, name);
-			continue;
-		}
-		const char *text = st->pending + o;
-		o += strlen(text) + 1;
-		/* A change that does not fit is dropped with the rest of the blob's bound; the
-		 * server still has it, and the caller pins such sessions. */
-		(void)blob_put(&st->carry, &st->carry_len, name, text, strlen(text));
+		} else if (op == 'S') {
+			const char *text = name + strlen(name) + 1;
+			/* A change that does not fit is dropped with the rest of the blob's bound;
+			 * the server still has it, and the caller pins such sessions. */
+			(void)blob_put(&st->carry, &st->carry_len, name, text, strlen(text));
+		} /* 'P', 'V': a savepoint's mark; a SET whose value is known otherwise */
 	}
 	st->pending_len = 0;
 	rehash(st);
@@ -546,20 +552,16 @@ void session_commit_to_startup(struct session_state *st)
 int session_restores_each(const struct session_state *st, int (*fn)(void *arg, const char *name, const char *value),
 			  void *arg)
 {
-	size_t o = 0;
-	while (o < st->pending_len) {
-		char op = st->pending[o++];
-		const char *name = op == 'A' ? NULL : st->pending + o;
-		if (name)
-			o += strlen(name) + 1;
-		if (op == 'S')
-			o += strlen(st->pending + o) + 1;
-		if (op == 'S' || op == 'P' || op == 'V')
+	for (size_t o = 0, next; o < st->pending_len; o = next) {
+		next = pending_next(st, o);
+		char op = st->pending[o];
+		if (op != 'A' && op != 'R')
 			continue;
+		const char *name = op == 'A' ? NULL : st->pending + o + 1;
 		for (size_t i = 0; i < st->startup_params_len;) {
 			const char *n = st->startup_params + i, *v = n + strlen(n) + 1;
 			i = (size_t)(v - st->startup_params) + strlen(v) + 1;
-			int rc = (!name || strcasecmp(name, n) == 0) && !set_after(st, o, n) ? fn(arg, n, v) : 0;
+			int rc = (!name || strcasecmp(name, n) == 0) && !set_after(st, next, n) ? fn(arg, n, v) : 0;
 			if (rc)
 				return rc;
 		}
@@ -648,14 +650,7 @@ int session_build_sync(const struct session_state *st, const void *server, sessi
 /* stmt's pair in named_resets (statement names are compared exactly): its offset, or -1. */
 static long named_find(const struct session_state *st, const char *stmt)
 {
-	for (size_t off = 0; off < st->named_resets_len;) {
-		const char *n = st->named_resets + off;
-		if (strcmp(n, stmt) == 0)
-			return (long)off;
-		off += strlen(n) + 1;
-		off += strlen(st->named_resets + off) + 1;
-	}
-	return -1;
+	return pair_find(st->named_resets, st->named_resets_len, stmt, true);
 }
 
 void session_named_reset_drop(struct session_state *st, const char *stmt)
@@ -668,18 +663,8 @@ void session_named_reset_drop(struct session_state *st, const char *stmt)
 int session_named_reset_put(struct session_state *st, const char *stmt, const char *setting)
 {
 	session_named_reset_drop(st, stmt);
-	size_t nl = strlen(stmt) + 1, sl = setting ? strlen(setting) + 1 : 1;
-	size_t need = st->named_resets_len + nl + sl;
-	if (need > SESSION_MAX_BYTES)
-		return -E2BIG;
-	char *p = realloc(st->named_resets, need);
-	if (!p)
-		return -ENOMEM;
-	memcpy(p + st->named_resets_len, stmt, nl);
-	memcpy(p + st->named_resets_len + nl, setting ? setting : "", sl);
-	st->named_resets = p;
-	st->named_resets_len = need;
-	return 0;
+	setting = setting ? setting : "";
+	return blob_append(&st->named_resets, &st->named_resets_len, stmt, setting, strlen(setting));
 }
 
 void session_named_reset_clear(struct session_state *st)

@@ -114,15 +114,50 @@ size_t session_share_count(const struct session_share *sh)
 	return n;
 }
 
+/* What few sessions need (session.h, more). */
+struct session_more {
+	/* what RESET goes back to (session_startup_keep): the startup's carried statements
+	 * ("name\0statement\0") and reported values ("name\0value\0") */
+	char *startup_carry, *startup_params;
+	size_t startup_carry_len, startup_params_len;
+	/* the names the last commits set back to startup values ("name\0" each), until
+	 * session_resync_take */
+	char *restored;
+	size_t restored_len;
+	/* session pooling's named statements that RESET when they run: "statement\0setting\0"
+	 * pairs (setting "": RESET ALL, "*": DISCARD ALL), names compared exactly */
+	char *named_resets;
+	size_t named_resets_len;
+};
+
+static const struct session_more no_more;
+
+/* For reading: st's, or an empty one. */
+static const struct session_more *more_of(const struct session_state *st)
+{
+	return st->more ? st->more : &no_more;
+}
+
+/* For writing: st's, allocated now if it had none; NULL without memory. */
+static struct session_more *more_get(struct session_state *st)
+{
+	if (!st->more)
+		st->more = calloc(1, sizeof *st->more);
+	return st->more;
+}
+
 void session_free(struct session_state *st)
 {
 	params_drop(st);
 	free(st->carry);
 	free(st->pending);
-	free(st->startup_carry);
-	free(st->startup_params);
-	free(st->restored);
-	free(st->named_resets);
+	if (st->more) {
+		free(st->more->startup_carry);
+		free(st->more->startup_params);
+		free(st->more->restored);
+		free(st->more->named_resets);
+		free(st->more);
+	}
 	memset(st, 0, sizeof *st);
 }
 
@@ -391,9 +426,11 @@ static char *dup_blob(const char *p, size_t n)
 
 int session_startup_keep(struct session_state *st, const char *names)
 {
-	char *carry = dup_blob(st->carry, st->carry_len), *params = NULL;
+	/* Most clients give no setting tusk carries: nothing is allocated for them (a client's
+	 * bytes count, test_memory.py). */
+	char *carry = st->carry_len ? dup_blob(st->carry, st->carry_len) : NULL, *params = NULL;
 	size_t plen = 0;
-	if (!carry)
+	if (st->carry_len && !carry)
 		return -ENOMEM;
 	for (const char *n = names; *n; n += strlen(n) + 1) {
 		const char *v = session_param_get(st, n);
@@ -403,18 +440,26 @@ int session_startup_keep(struct session_state *st, const char *names)
 			return -ENOMEM;
 		}
 	}
-	free(st->startup_carry);
-	free(st->startup_params);
-	st->startup_carry = carry;
-	st->startup_carry_len = st->carry_len;
-	st->startup_params = params;
-	st->startup_params_len = plen;
+	if (!carry && !params && !st->more)
+		return 0;
+	struct session_more *m = more_get(st);
+	if (!m) {
+		free(carry);
+		free(params);
+		return -ENOMEM;
+	}
+	free(m->startup_carry);
+	free(m->startup_params);
+	m->startup_carry = carry;
+	m->startup_carry_len = carry ? st->carry_len : 0;
+	m->startup_params = params;
+	m->startup_params_len = plen;
 	return 0;
 }
 
 bool session_has_startup(const struct session_state *st)
 {
-	return st->startup_carry_len > 0 || st->startup_params_len > 0;
+	return more_of(st)->startup_carry_len > 0 || more_of(st)->startup_params_len > 0;
 }
 
 uint64_t session_resync_take(struct session_state *st)
@@ -422,7 +467,8 @@ uint64_t session_resync_take(struct session_state *st)
 	if (!st->resync)
 		return st->carry_hash;
 	st->resync = false;
-	st->restored_len = 0;
+	if (st->more)
+		st->more->restored_len = 0;
 	return SESSION_CARRY_UNKNOWN;
 }
 
@@ -434,8 +480,9 @@ int session_resync_sql(struct session_state *st, char *out, size_t cap)
 	if (cap == 0)
 		return -ENOSPC;
 	out[0] = '\0';
-	for (size_t i = 0; i < st->restored_len; i += strlen(st->restored + i) + 1) {
-		const char *name = st->restored + i;
+	const struct session_more *m = more_of(st);
+	for (size_t i = 0; i < m->restored_len; i += strlen(m->restored + i) + 1) {
+		const char *name = m->restored + i;
 		const char *text = session_carried(st, name);
 		const char *value = session_param_get(st, name);
 		if (text) {
@@ -449,7 +496,8 @@ int session_resync_sql(struct session_state *st, char *out, size_t cap)
 		}
 	}
 	st->resync = false;
-	st->restored_len = 0;
+	if (st->more)
+		st->more->restored_len = 0;
 	return 0;
 }
 
@@ -459,26 +507,29 @@ int session_resync_sql(struct session_state *st, char *out, size_t cap)
 static bool back_to_startup(struct session_state *st, const char *name)
 {
 	bool any = false;
-	if (blob_find_name(st->restored, st->restored_len, name) < 0 &&
-	    (blob_find(st->startup_carry, st->startup_carry_len, name) >= 0 ||
-	     blob_find(st->startup_params, st->startup_params_len, name) >= 0)) {
+	struct session_more *m = st->more;
+	if (!m) /* no startup settings */
+		return false;
+	if (blob_find_name(m->restored, m->restored_len, name) < 0 &&
+	    (blob_find(m->startup_carry, m->startup_carry_len, name) >= 0 ||
+	     blob_find(m->startup_params, m->startup_params_len, name) >= 0)) {
 		size_t nl = strlen(name) + 1;
-		char *p = st->restored_len + nl <= SESSION_MAX_BYTES ? realloc(st->restored, st->restored_len + nl) : NULL;
+		char *p = m->restored_len + nl <= SESSION_MAX_BYTES ? realloc(m->restored, m->restored_len + nl) : NULL;
 		if (p) {
-			memcpy(p + st->restored_len, name, nl);
-			st->restored = p;
-			st->restored_len += nl;
+			memcpy(p + m->restored_len, name, nl);
+			m->restored = p;
+			m->restored_len += nl;
 		}
 	}
-	long at = blob_find(st->startup_carry, st->startup_carry_len, name);
+	long at = blob_find(m->startup_carry, m->startup_carry_len, name);
 	if (at >= 0) {
-		const char *text = st->startup_carry + at + strlen(st->startup_carry + at) + 1;
+		const char *text = m->startup_carry + at + strlen(m->startup_carry + at) + 1;
 		(void)blob_put(&st->carry, &st->carry_len, name, text, strlen(text));
 		any = true;
 	}
-	at = blob_find(st->startup_params, st->startup_params_len, name);
+	at = blob_find(m->startup_params, m->startup_params_len, name);
 	if (at >= 0) {
-		const char *n = st->startup_params + at;
+		const char *n = m->startup_params + at;
 		if (session_param_set(st, n, n + strlen(n) + 1) < 0) {
 			/* (no memory) the server's default stays the client's view, as it is */
 		}
@@ -519,8 +570,9 @@ static void commit(struct session_state *st, bool to_startup)
 		if (op == 'A') {
 			st->carry_len = 0;
 			if (to_startup) {
-				all_to_startup(st, st->startup_carry, st->startup_carry_len, next);
-				all_to_startup(st, st->startup_params, st->startup_params_len, next);
+				const struct session_more *m = more_of(st);
+				all_to_startup(st, m->startup_carry, m->startup_carry_len, next);
+				all_to_startup(st, m->startup_params, m->startup_params_len, next);
 			}
 		} else if (op == 'R') {
 			long at = blob_find(st->carry, st->carry_len, name);
@@ -558,9 +610,10 @@ int session_restores_each(const struct session_state *st, int (*fn)(void *arg, c
 		if (op != 'A' && op != 'R')
 			continue;
 		const char *name = op == 'A' ? NULL : st->pending + o + 1;
-		for (size_t i = 0; i < st->startup_params_len;) {
-			const char *n = st->startup_params + i, *v = n + strlen(n) + 1;
-			i = (size_t)(v - st->startup_params) + strlen(v) + 1;
+		const struct session_more *m = more_of(st);
+		for (size_t i = 0; i < m->startup_params_len;) {
+			const char *n = m->startup_params + i, *v = n + strlen(n) + 1;
+			i = (size_t)(v - m->startup_params) + strlen(v) + 1;
 			int rc = (!name || strcasecmp(name, n) == 0) && !set_after(st, next, n) ? fn(arg, n, v) : 0;
 			if (rc)
 				return rc;
@@ -650,28 +703,36 @@ int session_build_sync(const struct session_state *st, const void *server, sessi
 /* stmt's pair in named_resets (statement names are compared exactly): its offset, or -1. */
 static long named_find(const struct session_state *st, const char *stmt)
 {
-	return pair_find(st->named_resets, st->named_resets_len, stmt, true);
+	return pair_find(more_of(st)->named_resets, more_of(st)->named_resets_len, stmt, true);
+}
+
+bool session_named_resets(const struct session_state *st)
+{
+	return more_of(st)->named_resets_len > 0;
 }
 
 void session_named_reset_drop(struct session_state *st, const char *stmt)
 {
 	long at = named_find(st, stmt);
 	if (at >= 0)
-		blob_remove_pair(st->named_resets, &st->named_resets_len, (size_t)at);
+		blob_remove_pair(st->more->named_resets, &st->more->named_resets_len, (size_t)at);
 }
 
 int session_named_reset_put(struct session_state *st, const char *stmt, const char *setting)
 {
 	session_named_reset_drop(st, stmt);
 	setting = setting ? setting : "";
-	return blob_append(&st->named_resets, &st->named_resets_len, stmt, setting, strlen(setting));
+	struct session_more *m = more_get(st);
+	return m ? blob_append(&m->named_resets, &m->named_resets_len, stmt, setting, strlen(setting)) : -ENOMEM;
 }
 
 void session_named_reset_clear(struct session_state *st)
 {
-	free(st->named_resets);
-	st->named_resets = NULL;
-	st->named_resets_len = 0;
+	if (!st->more)
+		return;
+	free(st->more->named_resets);
+	st->more->named_resets = NULL;
+	st->more->named_resets_len = 0;
 }
 
 int session_named_reset_run(struct session_state *st, const char *stmt)
@@ -679,7 +740,7 @@ int session_named_reset_run(struct session_state *st, const char *stmt)
 	long at = named_find(st, stmt);
 	if (at < 0)
 		return 0;
-	const char *setting = st->named_resets + at + strlen(stmt) + 1;
+	const char *setting = st->more->named_resets + at + strlen(stmt) + 1;
 	int rc;
 	if (*setting && strcmp(setting, SESSION_NAMED_DISCARD_ALL) != 0)
 		rc = session_pending_reset(st, setting);

@@ -38,22 +38,13 @@ struct session_state {
 	 * known otherwise) and 'P' name\0 (a savepoint's mark) */
 	char *pending;
 	size_t pending_len;
-	/* private: what RESET goes back to (session_startup_keep): the startup's carried
-	 * statements ("name\0statement\0") and reported values ("name\0value\0") */
-	char *startup_carry, *startup_params;
-	size_t startup_carry_len, startup_params_len;
-	/* private: the names the last commits set back to startup values ("name\0" each), until
-	 * session_resync_take */
-	char *restored;
-	size_t restored_len;
 	/* A committed RESET, RESET ALL or DISCARD ALL went back to a startup value, which the
 	 * server it ran on does not have (its RESET went to the server's default): that server
 	 * must be made this session again before it serves it (session_resync_take). */
 	bool resync;
-	/* private: session pooling's named statements that RESET when they run: "statement\0
-	 * setting\0" pairs (setting "": RESET ALL, "*": DISCARD ALL), names compared exactly */
-	char *named_resets;
-	size_t named_resets_len;
+	/* private: what few clients need (startup settings RESET goes back to, named statements
+	 * that RESET): allocated when first needed, so that most clients cost 64 bytes less */
+	struct session_more *more;
 };
 
 /* carry_hash of a server whose carried settings tusk no longer knows: every client's next
@@ -156,10 +147,7 @@ int session_named_reset_put(struct session_state *st, const char *stmt, const ch
 void session_named_reset_drop(struct session_state *st, const char *stmt);
 void session_named_reset_clear(struct session_state *st);
 int session_named_reset_run(struct session_state *st, const char *stmt);
-static inline bool session_named_resets(const struct session_state *st)
-{
-	return st->named_resets_len > 0;
-}
+bool session_named_resets(const struct session_state *st);
 
 /* The SQL that turns a server into this session: SETs for every reported parameter whose
  * server value (lookup) differs, then the carried statements unless the server already

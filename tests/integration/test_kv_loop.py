@@ -207,6 +207,20 @@ def test_a_client_that_leaves_while_its_call_is_in_flight_leaves_the_connection_
     with kv_conn(zone) as c:
         wait_until(lambda: c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 5,
                    timeout=10 * SLOW)
+        # The first of the ten abandoned puts has landed; the others, each on a shard connection
+        # of its own, take the row one after another. A put of ours made before the last of
+        # them lands is overwritten (CI once read 5 after our 9): wait until no call of tusk's
+        # runs on the shard, as seen a few times in a row.
+        with zone.db(shard, user="postgres") as a:
+            quiet = []
+
+            def settled():
+                busy = a.execute("select count(*) from pg_stat_activity where datname = current_database() "
+                                 "and application_name = 'tusk kv worker' and state <> 'idle'").fetchone()[0]
+                quiet.append(busy == 0)
+                return quiet[-4:] == [True] * 4
+
+            wait_until(settled, timeout=10 * SLOW, interval=0.1, what="the abandoned puts to land")
         for i in range(10):
             c.execute("select kv.put('default', %s, %s::jsonb)", (locked, str(i)))
         assert c.execute("select kv.get('default', %s)", (locked,)).fetchone()[0] == 9

@@ -352,7 +352,7 @@ int session_pending_reset_all(struct session_state *st)
 static size_t pending_next(const struct session_state *st, size_t o)
 {
 	char op = st->pending[o++];
-	if (op == 'A')
+	if (op == 'A' || op == 'D')
 		return o;
 	o += strlen(st->pending + o) + 1;
 	if (op == 'S')
@@ -619,6 +619,112 @@ int session_restores_each(const struct session_state *st, int (*fn)(void *arg, c
 				return rc;
 		}
 	}
+	return 0;
+}
+
+typedef int (*owed_fn)(void *arg, const char *name, const char *value, const char *text);
+
+/* The pairs of blob (startup_carry if carried, else startup_params) that the RESET of name
+ * (NULL: all) at pending record ending at next went back to, unless a later record SETs the
+ * name again: fn(arg, name, value, NULL), or fn(arg, name, NULL, text) for carried ones. */
+static int owed_pairs(const struct session_state *st, const char *blob, size_t len, bool carried, const char *name,
+		      size_t next, owed_fn fn, void *arg)
+{
+	for (size_t i = 0; i < len;) {
+		const char *n = blob + i, *v = n + strlen(n) + 1;
+		i = (size_t)(v - blob) + strlen(v) + 1;
+		int rc = (!name || strcasecmp(name, n) == 0) && !set_after(st, next, n)
+				 ? fn(arg, n, carried ? NULL : v, carried ? v : NULL)
+				 : 0;
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* The startup values that the RESETs pending after the last 'D' record went back from, each
+ * passed to fn (owed_pairs). Stops at fn's non-zero answer. */
+static int owed_each(const struct session_state *st, owed_fn fn, void *arg)
+{
+	size_t from = 0;
+	for (size_t o = 0; o < st->pending_len; o = pending_next(st, o))
+		if (st->pending[o] == 'D')
+			from = pending_next(st, o);
+	const struct session_more *m = more_of(st);
+	for (size_t o = from, next; o < st->pending_len; o = next) {
+		next = pending_next(st, o);
+		char op = st->pending[o];
+		if (op != 'A' && op != 'R')
+			continue;
+		const char *name = op == 'A' ? NULL : st->pending + o + 1;
+		int rc = owed_pairs(st, m->startup_carry, m->startup_carry_len, true, name, next, fn, arg);
+		if (rc == 0)
+			rc = owed_pairs(st, m->startup_params, m->startup_params_len, false, name, next, fn, arg);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int any_owed(void *arg, const char *name, const char *value, const char *text)
+{
+	(void)arg;
+	(void)name;
+	(void)value;
+	(void)text;
+	return 1;
+}
+
+bool session_restore_owed(const struct session_state *st)
+{
+	return st->more && owed_each(st, any_owed, NULL) > 0;
+}
+
+struct restore_out {
+	char *out;
+	size_t cap, pos;
+	int (*tell)(void *arg, const char *name, const char *value);
+	void *arg;
+};
+
+static int put_restore(void *arg, const char *name, const char *value, const char *text)
+{
+	struct restore_out *r = arg;
+	if (text)
+		return put_str(r->out, r->cap, &r->pos, text, strlen(text)) < 0 || put_str(r->out, r->cap, &r->pos, ";", 1) < 0
+			       ? -ENOSPC
+			       : 0;
+	if (put_str(r->out, r->cap, &r->pos, "SELECT set_config(", 18) < 0 ||
+	    session_put_literal(r->out, r->cap, &r->pos, name) < 0 || put_str(r->out, r->cap, &r->pos, ", ", 2) < 0 ||
+	    session_put_literal(r->out, r->cap, &r->pos, value) < 0 ||
+	    put_str(r->out, r->cap, &r->pos, ", false);", 9) < 0)
+		return -ENOSPC;
+	return 0;
+}
+
+static int tell_restore(void *arg, const char *name, const char *value, const char *text)
+{
+	(void)text;
+	struct restore_out *r = arg;
+	return value ? r->tell(r->arg, name, value) : 0;
+}
+
+int session_restore_take(struct session_state *st, char *out, size_t cap,
+			 int (*tell)(void *arg, const char *name, const char *value), void *arg)
+{
+	struct restore_out r = { out, cap, 0, tell, arg };
+	if (cap == 0)
+		return -ENOSPC;
+	out[0] = '\0';
+	int rc = owed_each(st, put_restore, &r);
+	if (rc == 0 && tell) /* only once the SQL is whole: told means set */
+		rc = owed_each(st, tell_restore, &r);
+	if (rc < 0) {
+		out[0] = '\0';
+		return rc;
+	}
+	/* Without room for the mark the same values are put back again after the next statement. */
+	(void)pending_append(st, 'D', NULL, NULL, 0);
 	return 0;
 }
 

@@ -35,7 +35,8 @@ struct session_state {
 	uint64_t params_hash; /* read-only: phash of the settable params (util/phash.h) */
 	/* private: pending changes to carry in the current transaction: records of
 	 * 'S' name\0 text\0, 'R' name\0, 'A' (reset all), 'V' name\0 (a SET whose value is
-	 * known otherwise) and 'P' name\0 (a savepoint's mark) */
+	 * known otherwise), 'P' name\0 (a savepoint's mark) and 'D' (the startup values RESETs
+	 * before it went back from are on the server again: session_restore_take) */
 	char *pending;
 	size_t pending_len;
 	/* A committed RESET, RESET ALL or DISCARD ALL went back to a startup value, which the
@@ -132,6 +133,18 @@ void session_commit_to_startup(struct session_state *st);
  * set back (a name may come twice); the first non-zero fn returns ends it and is returned. */
 int session_restores_each(const struct session_state *st, int (*fn)(void *arg, const char *name, const char *value),
 			  void *arg);
+/* Inside a transaction, a RESET (RESET ALL, DISCARD ALL) of a setting the startup packet gave
+ * went to the server's default, where PostgreSQL direct goes back to the startup value, and
+ * the transaction's next statements would see the default (relay.c puts the startup values
+ * back before them). Owed: such a RESET is pending since the last take. Take: the SQL that
+ * puts them back (set_config(..., false): a rollback undoes it with the RESET), NUL-terminated
+ * in out[0, cap); tell (may be NULL) gets each reported one, for its ParameterStatus; marks
+ * them put back ('D' record; ROLLBACK TO a savepoint before it drops it with the RESETs).
+ * 0, or -ENOSPC (out too small: out is empty) or tell's error (out is empty, some were told). */
+bool session_restore_owed(const struct session_state *st);
+__attribute__((warn_unused_result))
+int session_restore_take(struct session_state *st, char *out, size_t cap,
+			 int (*tell)(void *arg, const char *name, const char *value), void *arg);
 void session_discard(struct session_state *st);
 
 /* Session pooling keeps the client's server and parses only what may RESET a setting the

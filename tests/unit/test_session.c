@@ -135,6 +135,63 @@ static void test_reset_to_startup(void **state)
 	session_free(&st);
 }
 
+/* Inside a transaction (session_restore_owed/take): the startup values RESETs went back from,
+ * as SQL once, with the reported ones told; a SET after the RESET owes nothing; a later RESET
+ * owes again; ROLLBACK TO a savepoint before the take owes it again; the commit still goes to
+ * the startup values. */
+static void test_restore_in_transaction(void **state)
+{
+	(void)state;
+	struct session_state st = { 0 };
+	const char *wm = "SELECT set_config(E'work_mem', E'3MB', false)";
+	char sql[512], seen[256] = "";
+	assert_int_equal(session_param_set(&st, "application_name", "app0"), 0);
+	assert_int_equal(session_pending_set(&st, "work_mem", wm, strlen(wm)), 0);
+	session_commit(&st);
+	assert_false(session_restore_owed(&st)); /* before the startup is kept: nothing to go back to */
+	assert_int_equal(session_startup_keep(&st, "application_name\0"), 0);
+	assert_false(session_restore_owed(&st));
+
+	/* RESET of a name the startup did not give: nothing owed */
+	assert_int_equal(session_pending_reset(&st, "search_path"), 0);
+	assert_false(session_restore_owed(&st));
+	/* RESET ALL: both, once */
+	assert_int_equal(session_pending_reset_all(&st), 0);
+	assert_true(session_restore_owed(&st));
+	assert_int_equal(session_restore_take(&st, sql, sizeof sql, count_restored, seen), 0);
+	assert_string_equal(sql, "SELECT set_config(E'work_mem', E'3MB', false);"
+				 "SELECT set_config(E'application_name', E'app0', false);");
+	assert_string_equal(seen, "application_name=app0;");
+	assert_false(session_restore_owed(&st));
+	/* a RESET then a SET of the same name owes nothing; another RESET owes again */
+	assert_int_equal(session_pending_savepoint(&st, "s"), 0);
+	const char *wm2 = "SET work_mem = '17MB'";
+	assert_int_equal(session_pending_reset(&st, "work_mem"), 0);
+	assert_int_equal(session_pending_set(&st, "work_mem", wm2, strlen(wm2)), 0);
+	assert_false(session_restore_owed(&st));
+	assert_int_equal(session_pending_reset(&st, "work_mem"), 0);
+	assert_true(session_restore_owed(&st));
+	assert_int_equal(session_restore_take(&st, sql, sizeof sql, NULL, NULL), 0);
+	assert_string_equal(sql, "SELECT set_config(E'work_mem', E'3MB', false);");
+	assert_false(session_restore_owed(&st));
+	/* rolled back to the savepoint: the RESET ALL before it stays put back */
+	session_pending_rollback_to(&st, "s");
+	assert_false(session_restore_owed(&st));
+	/* too small a buffer: nothing written, nothing told, still owed */
+	assert_int_equal(session_pending_reset(&st, "application_name"), 0);
+	seen[0] = '\0';
+	assert_int_equal(session_restore_take(&st, sql, 8, count_restored, seen), -ENOSPC);
+	assert_string_equal(sql, "");
+	assert_string_equal(seen, "");
+	assert_true(session_restore_owed(&st));
+	/* the commit: the startup values, as before */
+	session_commit_to_startup(&st);
+	assert_string_equal(session_carried(&st, "work_mem"), wm);
+	assert_string_equal(session_param_get(&st, "application_name"), "app0");
+	assert_false(session_restore_owed(&st));
+	session_free(&st);
+}
+
 /* Session pooling's named statements that RESET (session_named_reset_*): kept by exact name,
  * each run makes its RESET pending, replaced or dropped by name, all gone at once. */
 static void test_named_resets(void **state)
@@ -353,6 +410,7 @@ int main(void)
 		cmocka_unit_test(test_pending_commit_and_discard),
 		cmocka_unit_test(test_reset_to_startup),
 		cmocka_unit_test(test_named_resets),
+		cmocka_unit_test(test_restore_in_transaction),
 		cmocka_unit_test(test_savepoints_and_sets_after_a_reset),
 		cmocka_unit_test(test_build_sync),
 		cmocka_unit_test(test_params_shared_copy_on_write),

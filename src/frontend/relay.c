@@ -2086,6 +2086,11 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			c->release_pending = true; /* transaction_over: resync_kept */
 			break;
 		}
+		if (h.type == 'Z' && s->tx_status == 'T' && !s->skipping && server_quiet(s) &&
+		    session_restore_owed(&c->session)) {
+			c->release_pending = true; /* transaction_over: restore_in_transaction */
+			break;
+		}
 		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION) {
 			if (server_settled(s) && !c->pinned) {
 				c->release_pending = true;
@@ -2099,10 +2104,12 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 	return SCAN_OK;
 }
 
-/* Nothing owed either way, nothing half-sent: the server can go to another client. */
+/* Nothing owed either way, nothing half-sent: the server can go to another client; or, inside
+ * a transaction, take tusk's own statement before the client's next (restore_in_transaction). */
 static bool releasable(const struct client *c, const struct server *s)
 {
-	return server_settled(s) && c->c2s_scanned == 0 && c->c2s_remaining == 0 && buf_empty(&s->wbuf);
+	bool ready = server_settled(s) || (s->tx_status == 'T' && !s->skipping && server_quiet(s));
+	return ready && c->c2s_scanned == 0 && c->c2s_remaining == 0 && buf_empty(&s->wbuf);
 }
 
 /* A cancel the client sent for its transaction's last query is still on its way (cancel.c):
@@ -2733,11 +2740,48 @@ static void resync_kept(struct client *c, struct server *s)
 	client_resync(c, s, sql);
 }
 
+/* Inside a transaction, a RESET of a setting the client's startup packet gave went to the
+ * server's default (session_restore_owed), and its answer is out: the startup value goes
+ * back before the client's next statement, as PostgreSQL direct has it, and the client is
+ * told the reported ones as PostgreSQL would have told them at the RESET. A client that sent
+ * its next statement already (a pipeline) is not held for this: its statements see the
+ * default until the commit (docs/pooling.md). */
+/* tell_restored, for a value the server now has: the server's ParameterStatus for it went to
+ * tusk, and a rollback says nothing when it leaves the value as last reported, so the
+ * client's session has it now (its next server is set to it). */
+static int tell_put_back(void *arg, const char *name, const char *value)
+{
+	struct client *c = arg;
+	if (session_param_set(&c->session, name, value) < 0)
+		return -1;
+	return tell_restored(arg, name, value);
+}
+
+static void restore_in_transaction(struct client *c, struct server *s)
+{
+	char sql[8192];
+	c->release_pending = false;
+	if (session_restore_take(&c->session, sql, sizeof sql, tell_put_back, c) < 0) {
+		log_warn(c->id, c->ctx, "startup values too long to set again after RESET on server %s", s->id);
+		sql[0] = '\0';
+	}
+	if (!hold_client(c, s)) {
+		client_close(c, "write to client failed");
+		return;
+	}
+	log_debug(c->id, c->ctx, "RESET in a transaction went back to startup values: server %s gets them again",
+		  s->id);
+	client_resync(c, s, sql);
+}
+
 /* The transaction's last reply is out (release_pending): the server goes back to the pool,
- * or, kept by its client, is made its session again. */
+ * or, kept by its client, is made its session again; inside a transaction, a RESET's startup
+ * values go back on it. */
 static void transaction_over(struct client *c, struct server *s)
 {
-	if (c->mode == POOL_MODE_SESSION || c->pinned)
+	if (s->tx_status == 'T')
+		restore_in_transaction(c, s);
+	else if (c->mode == POOL_MODE_SESSION || c->pinned)
 		resync_kept(c, s);
 	else
 		release_after_transaction(c, s);

@@ -277,6 +277,55 @@ def test_reset_in_session_pooling_goes_back_to_the_startup_values(pg, rs_db, tmp
 
 
 @pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_reset_inside_a_transaction_goes_back_to_the_startup_values_at_once(pg, rs_db, tmp_path, mode):
+    """A RESET (RESET ALL, DISCARD ALL is refused in a block) inside a transaction: the
+    statements after it in the same transaction see the startup values on PostgreSQL direct.
+    The server got them as SETs, so its RESET went to its defaults, and until the commit the
+    client saw those (the wrong schema for the rest of the transaction). tusk now sets them
+    back before the client's next statement, and tells it the startup application_name; a
+    rollback to a savepoint before the RESET, or of the whole transaction, undoes both. Also
+    a RESET run as a Parse/Bind/Execute, and a SET after the RESET that stays."""
+    def steps(port):
+        seen = []
+        with connect(port, user=USER, application_name="sess-t0", prepare_threshold=None,
+                     options="-c work_mem=3MB -c search_path=rs_app,public") as a:
+            show = ("select current_setting('work_mem'), current_setting('search_path'), "
+                    "current_setting('application_name')")
+
+            def look(*what):
+                seen.append((*what, a.execute(show).fetchone(), a.info.parameter_status("application_name")))
+
+            for reset in ("reset all", "reset search_path", "reset application_name", "set work_mem to default"):
+                for unnamed in (False, True):
+                    a.execute("set work_mem = '17MB'; set search_path = public; set application_name = 'moved'")
+                    a.execute("begin")
+                    a.execute(reset, [] if unnamed else None)
+                    look(reset, unnamed, "after")
+                    a.execute("select 1")
+                    look(reset, unnamed, "again")
+                    a.execute("commit")
+                    look(reset, unnamed, "committed")
+            # Undone by a rollback to a savepoint made before it, and by a rollback.
+            a.execute("set work_mem = '17MB'; set search_path = public")
+            a.execute("begin")
+            a.execute("savepoint s")
+            a.execute("reset all")
+            look("savepoint", "reset")
+            a.execute("rollback to savepoint s")
+            look("savepoint", "rolled back to")
+            a.execute("reset search_path")
+            a.execute("set search_path = rs_app")
+            look("savepoint", "set after")
+            a.execute("rollback")
+            look("rollback")
+        return seen
+
+    want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode=mode)], steps)
+    assert want[0][3] == ("3MB", "rs_app,public", "sess-t0")  # PostgreSQL direct
+    assert got == want
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
 def test_reset_prepared_as_a_named_statement(pg, rs_db, tmp_path, mode):
     """The same through named statements (psycopg's prepare=True: Parse "_pg3_N" once, then
     Bind/Execute of it at each run; drivers do so after N runs, psycopg after 5, pgjdbc after

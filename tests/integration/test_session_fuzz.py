@@ -10,9 +10,10 @@ and coming back. After each step a client may look at its
 session: the settings, the application_name it was last told (ParameterStatus), whether it
 has the temporary table and how many advisory locks it holds.
 
-Looks happen outside transaction blocks only: inside the transaction (or the Query) that ran a
-RESET, tusk shows the server's default until it commits (docs/pooling.md, "RESET"). What a
-function does to settings (docs/pooling.md) is not generated. Seeds are fixed: a failure names
+Looks happen between transactions and between the statements of a transaction block (not
+inside a Query or a pipeline: there a RESET of a startup setting shows the server's default
+to the statements after it until the commit, docs/pooling.md, "RESET"). What a function does
+to settings (docs/pooling.md) is not generated. Seeds are fixed: a failure names
 its seed and the steps up to the first difference, and runs again the same way."""
 
 import os
@@ -100,6 +101,8 @@ def in_transaction(rng):
             out.append(("select set_config('application_name', 'sf-r', false)", "simple"))
         else:  # an error: the rest fails (25P02) until a ROLLBACK TO heals the transaction
             out.append(("select 1/0", rng.choice(["simple", "unnamed"])))
+        if rng.random() < 0.35:
+            out.append(("look", None))  # what the transaction's next statement sees
     return out
 
 
@@ -159,6 +162,13 @@ def run(port, seed, pins=True, blocks=True):
                     c.close()
                     conns[who] = None
                     c = conn(who)
+                    continue
+                if sql == "look":
+                    try:
+                        out.append((c.execute(SHOW, prepare=False).fetchone(),
+                                    c.info.parameter_status("application_name")))
+                    except psycopg.Error as e:
+                        out.append(e.sqlstate or type(e).__name__)
                     continue
                 if sql == "pipeline":
                     pipe = c.pipeline()

@@ -1478,15 +1478,11 @@ static void use_server(struct client *c, struct server *s)
 	use_server_now(c, s);
 }
 
-void client_resync(struct client *c, struct server *s, const char *sql)
+void client_resync(struct client *c, struct server *s, const char *list)
 {
 	c->server = s;
-	if (!sql[0]) {
-		on_session_applied(s, c, 0, NULL, NULL, 0);
-		return;
-	}
-	const char *q[1] = { sql };
-	server_run_queries(s, q, 1, (double)cfg_of(c)->server_connect_timeout_ms / 1000.0, on_session_applied, c);
+	/* Not a Query: the client's unnamed statement, which it may bind again, stays. */
+	server_run_statements(s, list, (double)cfg_of(c)->server_connect_timeout_ms / 1000.0, on_session_applied, c);
 }
 
 void client_attach_resume(struct client *c, struct server *s)

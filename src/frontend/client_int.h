@@ -330,9 +330,10 @@ void cancel_send_for(struct worker *w, struct server *s, double delay);
  * standard_conforming_strings decides how its SQL is classified; a client_encoding whose
  * multibyte characters can hide a quote makes it unreadable to the classifier, which pins. */
 void relay_note_param(struct client *c, const char *name, const char *value);
-/* sql (session_resync_sql: what a RESET set back to startup values) run on s, which c keeps,
- * then relayed as after an attach (c waits meanwhile; a failure ends c as a failed attach). */
-void client_resync(struct client *c, struct server *s, const char *sql);
+/* list (session_resync_sql, session_restore_take: statements that set startup values again
+ * after a RESET) run on s, which c keeps (server_run_statements), then relayed as after an
+ * attach (c waits meanwhile; a failure ends c as a failed attach). */
+void client_resync(struct client *c, struct server *s, const char *list);
 
 /* relay.c: park s in its pool, or hold it on this loop while cancels are in flight. */
 void relay_park_server(struct server *s);

@@ -128,6 +128,9 @@ struct session_more {
 	 * pairs (setting "": RESET ALL, "*": DISCARD ALL), names compared exactly */
 	char *named_resets;
 	size_t named_resets_len;
+	/* the unnamed statement's text when it SETs or RESETs (session_unnamed_keep) */
+	char *unnamed;
+	size_t unnamed_len;
 };
 
 static const struct session_more no_more;
@@ -156,6 +159,7 @@ void session_free(struct session_state *st)
 		free(st->more->startup_params);
 		free(st->more->restored);
 		free(st->more->named_resets);
+		free(st->more->unnamed);
 		free(st->more);
 	}
 	memset(st, 0, sizeof *st);
@@ -474,6 +478,26 @@ uint64_t session_resync_take(struct session_state *st)
 
 static int put_str(char *out, size_t cap, size_t *pos, const char *s, size_t n);
 
+/* Ends a statement of a list ("stmt\0stmt\0...\0"): past its NUL, the list's end after it. */
+static int put_end(char *out, size_t cap, size_t *pos)
+{
+	if (*pos + 2 > cap)
+		return -ENOSPC;
+	out[(*pos)++] = '\0';
+	out[*pos] = '\0';
+	return 0;
+}
+
+/* SELECT set_config(name, value, false), one statement of a list. */
+static int put_set_config(char *out, size_t cap, size_t *pos, const char *name, const char *value)
+{
+	if (put_str(out, cap, pos, "SELECT set_config(", 18) < 0 || session_put_literal(out, cap, pos, name) < 0 ||
+	    put_str(out, cap, pos, ", ", 2) < 0 || session_put_literal(out, cap, pos, value) < 0 ||
+	    put_str(out, cap, pos, ", false)", 8) < 0)
+		return -ENOSPC;
+	return put_end(out, cap, pos);
+}
+
 int session_resync_sql(struct session_state *st, char *out, size_t cap)
 {
 	size_t pos = 0;
@@ -486,13 +510,10 @@ int session_resync_sql(struct session_state *st, char *out, size_t cap)
 		const char *text = session_carried(st, name);
 		const char *value = session_param_get(st, name);
 		if (text) {
-			if (put_str(out, cap, &pos, text, strlen(text)) < 0 || put_str(out, cap, &pos, ";", 1) < 0)
+			if (put_str(out, cap, &pos, text, strlen(text)) < 0 || put_end(out, cap, &pos) < 0)
 				return -ENOSPC;
-		} else if (value) {
-			if (put_str(out, cap, &pos, "SELECT set_config(", 18) < 0 ||
-			    session_put_literal(out, cap, &pos, name) < 0 || put_str(out, cap, &pos, ", ", 2) < 0 ||
-			    session_put_literal(out, cap, &pos, value) < 0 || put_str(out, cap, &pos, ", false);", 9) < 0)
-				return -ENOSPC;
+		} else if (value && put_set_config(out, cap, &pos, name, value) < 0) {
+			return -ENOSPC;
 		}
 	}
 	st->resync = false;
@@ -563,6 +584,7 @@ static void all_to_startup(struct session_state *st, const char *blob, size_t le
 
 static void commit(struct session_state *st, bool to_startup)
 {
+
 	for (size_t o = 0, next; o < st->pending_len; o = next) {
 		next = pending_next(st, o);
 		char op = st->pending[o];
@@ -691,15 +713,10 @@ static int put_restore(void *arg, const char *name, const char *value, const cha
 {
 	struct restore_out *r = arg;
 	if (text)
-		return put_str(r->out, r->cap, &r->pos, text, strlen(text)) < 0 || put_str(r->out, r->cap, &r->pos, ";", 1) < 0
+		return put_str(r->out, r->cap, &r->pos, text, strlen(text)) < 0 || put_end(r->out, r->cap, &r->pos) < 0
 			       ? -ENOSPC
 			       : 0;
-	if (put_str(r->out, r->cap, &r->pos, "SELECT set_config(", 18) < 0 ||
-	    session_put_literal(r->out, r->cap, &r->pos, name) < 0 || put_str(r->out, r->cap, &r->pos, ", ", 2) < 0 ||
-	    session_put_literal(r->out, r->cap, &r->pos, value) < 0 ||
-	    put_str(r->out, r->cap, &r->pos, ", false);", 9) < 0)
-		return -ENOSPC;
-	return 0;
+	return put_set_config(r->out, r->cap, &r->pos, name, value);
 }
 
 static int tell_restore(void *arg, const char *name, const char *value, const char *text)
@@ -856,4 +873,27 @@ int session_named_reset_run(struct session_state *st, const char *stmt)
 		rc = session_pending_reset_all(st);
 	}
 	return rc < 0 ? rc : 1;
+}
+
+/* ---- the unnamed statement's SETs ---- */
+
+int session_unnamed_keep(struct session_state *st, const char *sql, size_t len)
+{
+	if (len > SESSION_MAX_BYTES)
+		return -E2BIG;
+	struct session_more *m = more_get(st);
+	char *p = m ? realloc(m->unnamed, len + 1) : NULL;
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, sql, len);
+	p[len] = '\0';
+	m->unnamed = p;
+	m->unnamed_len = len;
+	return 0;
+}
+
+const char *session_unnamed_text(const struct session_state *st, size_t *len)
+{
+	*len = more_of(st)->unnamed_len;
+	return more_of(st)->unnamed;
 }

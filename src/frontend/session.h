@@ -115,9 +115,10 @@ bool session_has_startup(const struct session_state *st);
 /* The carry_hash the server that ran the session's last transaction has: st's, or
  * SESSION_CARRY_UNKNOWN once (resync cleared) after a RESET went back to a startup value. */
 uint64_t session_resync_take(struct session_state *st);
-/* For a server the session keeps (session pooling, pinned): the SQL that sets what the last
- * commits set back to startup values (the startup's statements, set_config of reported
- * ones), NUL-terminated in out; resync cleared. 0 or -ENOSPC. */
+/* For a server the session keeps (session pooling, pinned): the statements that set what the
+ * last commits set back to startup values (the startup's statements, set_config of reported
+ * ones), a list in out ("stmt\0stmt\0...\0", ended by an empty one: server_run_statements);
+ * resync cleared. 0 or -ENOSPC. */
 int session_resync_sql(struct session_state *st, char *out, size_t cap);
 
 /* The transaction committed (apply pending) or failed/rolled back (drop pending). A RESET
@@ -136,10 +137,11 @@ int session_restores_each(const struct session_state *st, int (*fn)(void *arg, c
 /* Inside a transaction, a RESET (RESET ALL, DISCARD ALL) of a setting the startup packet gave
  * went to the server's default, where PostgreSQL direct goes back to the startup value, and
  * the transaction's next statements would see the default (relay.c puts the startup values
- * back before them). Owed: such a RESET is pending since the last take. Take: the SQL that
- * puts them back (set_config(..., false): a rollback undoes it with the RESET), NUL-terminated
- * in out[0, cap); tell (may be NULL) gets each reported one, for its ParameterStatus; marks
- * them put back ('D' record; ROLLBACK TO a savepoint before it drops it with the RESETs).
+ * back before them). Owed: such a RESET is pending since the last take. Take: the statements
+ * that put them back (set_config(..., false): a rollback undoes it with the RESET), a list in
+ * out[0, cap) as session_resync_sql's; tell (may be NULL) gets each reported one, for its
+ * ParameterStatus; marks them put back ('D' record; ROLLBACK TO a savepoint before it drops it
+ * with the RESETs).
  * 0, or -ENOSPC (out too small: out is empty) or tell's error (out is empty, some were told). */
 bool session_restore_owed(const struct session_state *st);
 __attribute__((warn_unused_result))
@@ -161,6 +163,13 @@ void session_named_reset_drop(struct session_state *st, const char *stmt);
 void session_named_reset_clear(struct session_state *st);
 int session_named_reset_run(struct session_state *st, const char *stmt);
 bool session_named_resets(const struct session_state *st);
+
+/* The text of the unnamed statement when it SETs or RESETs (relay.c counts it again at each
+ * Bind after the first): kept (0; -E2BIG past SESSION_MAX_BYTES, -ENOMEM: not kept), or
+ * NULL and its length when there is none. */
+__attribute__((warn_unused_result))
+int session_unnamed_keep(struct session_state *st, const char *sql, size_t len);
+const char *session_unnamed_text(const struct session_state *st, size_t *len);
 
 /* The SQL that turns a server into this session: SETs for every reported parameter whose
  * server value (lookup) differs, then the carried statements unless the server already

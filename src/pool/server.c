@@ -1083,6 +1083,38 @@ void server_run_queries(struct server *s, const char *const *sqls, int nqueries,
 	run_op(s, timeout);
 }
 
+void server_run_statements(struct server *s, const char *list, double timeout, server_done_fn done, void *arg)
+{
+	static const uint8_t zero16[2] = { 0, 0 }, zero32[4] = { 0, 0, 0, 0 };
+	static const char name[] = SERVER_OWN_NAME;
+	if (!*list) {
+		done(s, arg, 0, NULL, NULL, 0);
+		return;
+	}
+	begin_op(s, SERVER_QUERY, 1, done, arg);
+	const struct proto_part bind[] = { { name, sizeof name }, { name, sizeof name }, { zero16, 2 }, { zero16, 2 },
+					   { zero16, 2 } };
+	const struct proto_part exec[] = { { name, sizeof name }, { zero32, 4 } };
+	const struct proto_part close_s[] = { { "S", 1 }, { name, sizeof name } };
+	const struct proto_part close_p[] = { { "P", 1 }, { name, sizeof name } };
+	for (const char *sql = list; *sql; sql += strlen(sql) + 1) {
+		const struct proto_part parse[] = { { name, sizeof name }, { sql, strlen(sql) + 1 }, { zero16, 2 } };
+		/* The statement is closed before its portal runs (the portal keeps its plan): an
+		 * error in the Execute skips the rest, and leaves no statement of tusk's behind. */
+		if (proto_put_parts(&s->wbuf, 'P', 0, parse, 3) < 0 || proto_put_parts(&s->wbuf, 'B', 0, bind, 5) < 0 ||
+		    proto_put_parts(&s->wbuf, 'C', 0, close_s, 2) < 0 || proto_put_parts(&s->wbuf, 'E', 0, exec, 2) < 0 ||
+		    proto_put_parts(&s->wbuf, 'C', 0, close_p, 2) < 0) {
+			fail(s, "query of tusk's own too large");
+			return;
+		}
+	}
+	if (proto_put_parts(&s->wbuf, 'S', 0, NULL, 0) < 0) {
+		fail(s, "query of tusk's own too large");
+		return;
+	}
+	run_op(s, timeout);
+}
+
 /* Parse stmt from sql (unless sql is NULL: stmt is prepared already), Bind "" stmt with one
  * text parameter and text results, Execute all rows, Sync. The parameter never enters the
  * SQL text. */

@@ -285,6 +285,16 @@ int server_checked_state(struct server *s, char *what, size_t cap);
 void server_run_queries(struct server *s, const char *const *sqls, int nqueries, double timeout,
 			server_done_fn done, void *arg);
 
+/* Run each statement of list ("stmt\0stmt\0...\0", ended by an empty one; each one
+ * statement) through the extended protocol under a statement and portal name of tusk's own
+ * (SERVER_OWN_NAME), closed after it, with one Sync; replies swallowed, done as for
+ * server_run_queries. Unlike a Query, this leaves the session's unnamed statement and
+ * unnamed portal alone: a client that keeps its server (session pooling, pinned) may bind
+ * them again after tusk's own work, inside a transaction too. An empty list runs nothing:
+ * done is called at once with 0. */
+#define SERVER_OWN_NAME "tusk_own_statement"
+void server_run_statements(struct server *s, const char *list, double timeout, server_done_fn done, void *arg);
+
 /* Discard everything the server sends until nrfq ReadyForQuery messages have come (a
  * client left mid-request), then done runs as for server_run_queries. */
 void server_drain(struct server *s, int nrfq, double timeout, server_done_fn done, void *arg);

@@ -159,8 +159,9 @@ static void test_restore_in_transaction(void **state)
 	assert_int_equal(session_pending_reset_all(&st), 0);
 	assert_true(session_restore_owed(&st));
 	assert_int_equal(session_restore_take(&st, sql, sizeof sql, count_restored, seen), 0);
-	assert_string_equal(sql, "SELECT set_config(E'work_mem', E'3MB', false);"
-				 "SELECT set_config(E'application_name', E'app0', false);");
+	static const char both[] = "SELECT set_config(E'work_mem', E'3MB', false)\0"
+				   "SELECT set_config(E'application_name', E'app0', false)\0"; /* and the list's end */
+	assert_memory_equal(sql, both, sizeof both);
 	assert_string_equal(seen, "application_name=app0;");
 	assert_false(session_restore_owed(&st));
 	/* a RESET then a SET of the same name owes nothing; another RESET owes again */
@@ -172,7 +173,8 @@ static void test_restore_in_transaction(void **state)
 	assert_int_equal(session_pending_reset(&st, "work_mem"), 0);
 	assert_true(session_restore_owed(&st));
 	assert_int_equal(session_restore_take(&st, sql, sizeof sql, NULL, NULL), 0);
-	assert_string_equal(sql, "SELECT set_config(E'work_mem', E'3MB', false);");
+	static const char one[] = "SELECT set_config(E'work_mem', E'3MB', false)\0";
+	assert_memory_equal(sql, one, sizeof one);
 	assert_false(session_restore_owed(&st));
 	/* rolled back to the savepoint: the RESET ALL before it stays put back */
 	session_pending_rollback_to(&st, "s");

@@ -295,6 +295,8 @@ enum {
 	MARK_PIN = 2,   /* pinned the client */
 	MARK_RESET = 4, /* the server is reset after the transaction that runs it */
 	MARK_SETS = 8,  /* it SETs or RESETs a setting: each run changes the session */
+	/* (unnamed_marks only) bound since its Parse: a later Bind runs it again */
+	MARK_BOUND = 0x80,
 };
 
 static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks);
@@ -406,11 +408,14 @@ static bool savepoints_matter(const struct client *c, const char *sql, size_t le
 }
 
 /* Session pooling: the RESETs of a statement (note_session), and what undoes them. */
-static void note_session_resets(struct client *c, const struct classify_result *r)
+static bool note_session_resets(struct client *c, const struct classify_result *r)
 {
+	bool sets = r->nset_configs > 0;
 	for (int i = 0; i < r->nsession; i++) {
 		const struct classify_stmt *st = &r->stmts[i];
 		int rc = 0;
+		sets |= st->kind == CLASSIFY_RESET || st->kind == CLASSIFY_DISCARD_ALL || st->kind == CLASSIFY_RESET_ALL ||
+			st->kind == CLASSIFY_SET;
 		switch (st->kind) {
 		case CLASSIFY_RESET:
 			rc = session_pending_reset(&c->session, st->name);
@@ -444,6 +449,7 @@ static void note_session_resets(struct client *c, const struct classify_result *
 	for (int i = 0; i < r->nset_configs; i++)
 		if (session_pending_set_seen(&c->session, r->set_configs[i]) < 0)
 			session_discard(&c->session);
+	return sets;
 }
 
 static bool note_session(struct client *c, struct server *s, const char *sql, size_t len, uint8_t *marks)
@@ -468,8 +474,8 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 		if ((mentions_reset(sql, len) || savepoints || (c->session.pending_len && mentions(sql, len, "set")) ||
 		     (session_named_resets(&c->session) && mentions(sql, len, "deallocate"))) &&
 		    (savepoints || classify_maybe_session_opts(sql, len, opts)) &&
-		    classify_sql_opts(sql, len, opts, &r) == 0 && !r.parse_error)
-			note_session_resets(c, &r);
+		    classify_sql_opts(sql, len, opts, &r) == 0 && !r.parse_error && note_session_resets(c, &r))
+			*marks |= MARK_SETS; /* the unnamed statement's: again at a second Bind */
 		return true;
 	}
 
@@ -1218,8 +1224,11 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 		return SCAN_CLOSED;
 	if (c->mode == POOL_MODE_SESSION && p.name_len > 0)
 		note_named_parse(c, p.name, p.query, p.query_len);
-	if (p.name_len == 0)
-		c->unnamed_marks = marks & ~MARK_SETS; /* its SETs were noted now: it runs at once */
+	if (p.name_len == 0) {
+		/* Its SETs were noted now (it runs at once); its text is kept for a second Bind. */
+		bool again = (marks & MARK_SETS) && session_unnamed_keep(&c->session, p.query, p.query_len) == 0;
+		c->unnamed_marks = (uint8_t)((marks & ~MARK_SETS) | (again ? MARK_SETS : 0));
+	}
 	relay_hooks_parsed(c, p.name, p.rest, p.rest_len);
 	if (!rename || p.name_len == 0) {
 		expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
@@ -1253,6 +1262,20 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 	return SCAN_OK;
 }
 
+/* A Bind of the unnamed statement: its Parse noted its SETs and RESETs, for its first run; a
+ * later Bind of it (libpq's PQexecPrepared of "" again) runs them again (false: the client
+ * had to be failed). */
+static bool bind_unnamed_marks(struct client *c, struct server *s)
+{
+	uint8_t m = c->unnamed_marks;
+	c->unnamed_marks |= MARK_BOUND;
+	size_t len;
+	const char *text = session_unnamed_text(&c->session, &len);
+	if ((m & MARK_SETS) && (m & MARK_BOUND) && text)
+		return note_session(c, s, text, len, NULL);
+	return apply_marks(c, s, m & (uint8_t)~(MARK_SETS | MARK_BOUND), "", 0);
+}
+
 /* A Bind (scan_client_message): a tracked statement's is rewritten to tusk's name (and may
  * start a replay); the hooks see which text it runs. */
 static enum scan_result scan_bind(struct client *c, struct server *s, const struct scan_msg *msg, bool *pass)
@@ -1279,8 +1302,8 @@ static enum scan_result scan_bind(struct client *c, struct server *s, const stru
 			client_fail(c, "0A000", "a Bind of the unnamed statement whose Parse the cache answered is not supported");
 			return SCAN_CLOSED;
 		}
-		if (unnamed)
-			(void)apply_marks(c, s, c->unnamed_marks, "", 0);
+		if (unnamed && !bind_unnamed_marks(c, s))
+			return SCAN_CLOSED;
 		expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 		return advance(pass);
 	}
@@ -1294,8 +1317,8 @@ static enum scan_result scan_bind(struct client *c, struct server *s, const stru
 	if (!e) {
 		(void)relay_hooks_bind(c, m, avail, bh.stmt_len == 0, NULL, 0); /* refuses only in session pooling */
 		/* Unnamed, or unknown: the server answers for it (26000 if unknown). */
-		if (bh.stmt_len == 0)
-			(void)apply_marks(c, s, c->unnamed_marks, "", 0);
+		if (bh.stmt_len == 0 && !bind_unnamed_marks(c, s))
+			return SCAN_CLOSED;
 		s->bind_known = false;
 		expect_push(s, EXPECT_BIND, EXPECT_FORWARD);
 		return advance(pass);
@@ -1504,6 +1527,7 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 		} else if (c->mode != POOL_MODE_SESSION) {
 			big_begin(c, s, 'Q', total);
 		}
+		c->unnamed_marks = 0; /* a Query drops the unnamed statement */
 		note_extended_boundary(s, 'Q');
 		expect_push(s, EXPECT_QUERY, EXPECT_FORWARD);
 		s->pending_rfq++;

@@ -426,6 +426,54 @@ def test_set_prepared_as_a_named_statement_counts_at_each_run(pg, rs_db, tmp_pat
     assert got == want
 
 
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_unnamed_statement_bound_again_runs_its_set_again(pg, rs_db, tmp_path, mode):
+    """The unnamed statement can be bound more than once after one Parse (libpq's
+    PQprepare(conn, "", ...) then PQexecPrepared(conn, "", ...) again; any Bind before the next
+    Parse of "" or the next Query), and each run SETs or RESETs again. Before, only its Parse
+    counted: a `SET work_mem = '5MB'` bound again after a named `SET work_mem = '6MB'` left tusk
+    carrying 6MB while the server had 5MB (the client's next server got 6MB), and a `RESET
+    search_path` bound again after a SET went to the server's default instead of the startup
+    value. Within one Sync in both modes; across Syncs in session pooling too, where the client
+    keeps its server and so its unnamed statement (in transaction pooling the next transaction
+    may run on another server: the unnamed statement does not outlive its Sync there, as in
+    PgBouncer), also after tusk set the startup values back on that server."""
+    show = "select current_setting('work_mem'), current_setting('search_path')"
+
+    def steps(port):
+        seen = []
+        a = WireClient(port, user=USER, options="-c search_path=rs_app,public")
+        try:
+            def wire(*msgs):
+                r = a.exchange(*msgs, sync_msg())
+                assert not r["errors"], (seen, r)
+                return r["rows"]
+
+            with connect(port, user=USER) as b:
+                for first, other in (("set work_mem = '5MB'", "set work_mem = '6MB'"),
+                                     ("reset search_path", "set search_path = public")):
+                    again = [parse_msg("other", other), bind_msg("other"), execute_msg(), close_msg(b"S", "other"),
+                             bind_msg(""), execute_msg()]  # the unnamed statement again
+                    groups = [[[parse_msg("", first), bind_msg(""), execute_msg(), *again]]]  # one Sync
+                    if mode == "session":
+                        groups.append([[parse_msg("", first), bind_msg(""), execute_msg()], again])
+                    for group in groups:
+                        for msgs in group:
+                            wire(*msgs)
+                        seen.append(("b", b.execute(show, prepare=False).fetchone()))
+                        seen.append(("a", wire(parse_msg("look", show), bind_msg("look"), execute_msg(),
+                                               close_msg(b"S", "look"))))
+                        a.exchange(pgwire.message(b"Q", b"reset all\0"))
+        finally:
+            a.terminate()
+        return seen
+
+    want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(1 if mode == "transaction" else 2, mode=mode)],
+                                        steps)
+    assert want[1] == ("a", [["5MB", "rs_app,public"]]) and want[-1] == ("a", [["4MB", "rs_app,public"]])
+    assert got == want
+
+
 def test_asyncpg_release_drops_a_pinned_clients_lock(pg, rs):
     """The leak side of item 4: a pool connection that took a session lock (pinned) and is
     released by asyncpg.Pool holds no lock afterwards: a stranger gets it."""

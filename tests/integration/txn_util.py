@@ -232,9 +232,9 @@ class WireClient(pgwire.RawClient):
     """pgwire.RawClient plus one call that sends extended-protocol messages ending in Sync and
     returns what came back up to ReadyForQuery, summarized."""
 
-    def __init__(self, port, user="tusk_trust", dbname=TEST_DB, timeout=10.0):
+    def __init__(self, port, user="tusk_trust", dbname=TEST_DB, timeout=10.0, **startup):
         super().__init__("127.0.0.1", port, timeout=timeout * SLOW)
-        self.startup_msgs = self.startup(user, dbname)  # BackendKeyData ('K') among them
+        self.startup_msgs = self.startup(user, dbname, **startup)  # BackendKeyData ('K') among them
 
     def exchange(self, *msgs):
         """-> {'kinds': [type bytes], 'rows': [[str]], 'errors': [field dicts], 'status': b'I'}"""

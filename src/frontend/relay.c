@@ -2764,12 +2764,6 @@ static void resync_kept(struct client *c, struct server *s)
 	client_resync(c, s, sql);
 }
 
-/* Inside a transaction, a RESET of a setting the client's startup packet gave went to the
- * server's default (session_restore_owed), and its answer is out: the startup value goes
- * back before the client's next statement, as PostgreSQL direct has it, and the client is
- * told the reported ones as PostgreSQL would have told them at the RESET. A client that sent
- * its next statement already (a pipeline) is not held for this: its statements see the
- * default until the commit (docs/pooling.md). */
 /* tell_restored, for a value the server now has: the server's ParameterStatus for it went to
  * tusk, and a rollback says nothing when it leaves the value as last reported, so the
  * client's session has it now (its next server is set to it). */
@@ -2781,6 +2775,12 @@ static int tell_put_back(void *arg, const char *name, const char *value)
 	return tell_restored(arg, name, value);
 }
 
+/* Inside a transaction, a RESET of a setting the client's startup packet gave went to the
+ * server's default (session_restore_owed), and its answer is out: the startup value goes
+ * back before the client's next statement, as PostgreSQL direct has it, and the client is
+ * told the reported ones as PostgreSQL would have told them at the RESET. A client that sent
+ * its next statement already (a pipeline) is not held for this: its statements see the
+ * default until the commit (docs/pooling.md). */
 static void restore_in_transaction(struct client *c, struct server *s)
 {
 	char sql[8192];

@@ -736,13 +736,12 @@ int session_restore_take(struct session_state *st, char *out, size_t cap,
 	int rc = owed_each(st, put_restore, &r);
 	if (rc == 0 && tell) /* only once the SQL is whole: told means set */
 		rc = owed_each(st, tell_restore, &r);
-	if (rc < 0) {
+	if (rc < 0)
 		out[0] = '\0';
-		return rc;
-	}
-	/* Without room for the mark the same values are put back again after the next statement. */
+	/* Marked either way: what could not be put back is not tried after every statement (the
+	 * commit still goes back to the startup values). Without room for the mark it is. */
 	(void)pending_append(st, 'D', NULL, NULL, 0);
-	return 0;
+	return rc < 0 ? rc : 0;
 }
 
 void session_discard(struct session_state *st)

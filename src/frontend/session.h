@@ -141,7 +141,7 @@ int session_restores_each(const struct session_state *st, int (*fn)(void *arg, c
  * that put them back (set_config(..., false): a rollback undoes it with the RESET), a list in
  * out[0, cap) as session_resync_sql's; tell (may be NULL) gets each reported one, for its
  * ParameterStatus; marks them put back ('D' record; ROLLBACK TO a savepoint before it drops it
- * with the RESETs).
+ * with the RESETs), also when it fails.
  * 0, or -ENOSPC (out too small: out is empty) or tell's error (out is empty, some were told). */
 bool session_restore_owed(const struct session_state *st);
 __attribute__((warn_unused_result))

@@ -179,13 +179,13 @@ static void test_restore_in_transaction(void **state)
 	/* rolled back to the savepoint: the RESET ALL before it stays put back */
 	session_pending_rollback_to(&st, "s");
 	assert_false(session_restore_owed(&st));
-	/* too small a buffer: nothing written, nothing told, still owed */
+	/* too small a buffer: nothing written, nothing told, not tried again */
 	assert_int_equal(session_pending_reset(&st, "application_name"), 0);
 	seen[0] = '\0';
 	assert_int_equal(session_restore_take(&st, sql, 8, count_restored, seen), -ENOSPC);
 	assert_string_equal(sql, "");
 	assert_string_equal(seen, "");
-	assert_true(session_restore_owed(&st));
+	assert_false(session_restore_owed(&st));
 	/* the commit: the startup values, as before */
 	session_commit_to_startup(&st);
 	assert_string_equal(session_carried(&st, "work_mem"), wm);

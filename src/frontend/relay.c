@@ -178,11 +178,18 @@ static bool server_quiet(const struct server *s)
 	return s->pending_rfq == 0 && s->expect_count == 0 && !s->ext_open;
 }
 
+/* Its last ReadyForQuery said status ('I' idle, 'T' in a transaction) and nothing is owed or
+ * begun since. */
+static bool server_resting_in(const struct server *s, uint8_t status)
+{
+	return s->tx_status == status && !s->skipping && server_quiet(s);
+}
+
 /* The last ReadyForQuery said idle and nothing is owed or begun since: no transaction, no
  * reply on its way. The only state in which a server may serve another client. */
 static bool server_settled(const struct server *s)
 {
-	return s->tx_status == 'I' && !s->skipping && server_quiet(s);
+	return server_resting_in(s, 'I');
 }
 
 /* The client left inside an extended-protocol batch it never synced: make the server fail
@@ -410,20 +417,20 @@ static bool savepoints_matter(const struct client *c, const char *sql, size_t le
 /* Session pooling: the RESETs of a statement (note_session), and what undoes them. */
 static bool note_session_resets(struct client *c, const struct classify_result *r)
 {
-	bool sets = r->nset_configs > 0;
+	bool sets = r->nset_configs > 0; /* the unnamed statement's runs count again (MARK_SETS) */
 	for (int i = 0; i < r->nsession; i++) {
 		const struct classify_stmt *st = &r->stmts[i];
 		int rc = 0;
-		sets |= st->kind == CLASSIFY_RESET || st->kind == CLASSIFY_DISCARD_ALL || st->kind == CLASSIFY_RESET_ALL ||
-			st->kind == CLASSIFY_SET;
 		switch (st->kind) {
 		case CLASSIFY_RESET:
+			sets = true;
 			rc = session_pending_reset(&c->session, st->name);
 			break;
 		case CLASSIFY_DISCARD_ALL:
 			session_named_reset_clear(&c->session); /* no named statement is left */
 			__attribute__((fallthrough));
 		case CLASSIFY_RESET_ALL:
+			sets = true;
 			rc = session_pending_reset_all(&c->session);
 			break;
 		case CLASSIFY_DEALLOCATE_ALL:
@@ -437,6 +444,7 @@ static bool note_session_resets(struct client *c, const struct classify_result *
 			c->tx_failed = true; /* its RESETs are undone */
 			break;
 		case CLASSIFY_SET:
+			sets = true;
 			rc = session_pending_set_seen(&c->session, st->name); /* a RESET before it is over */
 			break;
 		default:
@@ -1269,10 +1277,12 @@ static bool bind_unnamed_marks(struct client *c, struct server *s)
 {
 	uint8_t m = c->unnamed_marks;
 	c->unnamed_marks |= MARK_BOUND;
-	size_t len;
-	const char *text = session_unnamed_text(&c->session, &len);
-	if ((m & MARK_SETS) && (m & MARK_BOUND) && text)
-		return note_session(c, s, text, len, NULL);
+	if ((m & MARK_SETS) && (m & MARK_BOUND)) {
+		size_t len;
+		const char *text = session_unnamed_text(&c->session, &len);
+		if (text)
+			return note_session(c, s, text, len, NULL);
+	}
 	return apply_marks(c, s, m & (uint8_t)~(MARK_SETS | MARK_BOUND), "", 0);
 }
 
@@ -2110,9 +2120,8 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 			c->release_pending = true; /* transaction_over: resync_kept */
 			break;
 		}
-		if (h.type == 'Z' && s->tx_status == 'T' && !s->skipping && server_quiet(s) &&
-		    session_restore_owed(&c->session)) {
-			c->release_pending = true; /* transaction_over: restore_in_transaction */
+		if (h.type == 'Z' && server_resting_in(s, 'T') && session_restore_owed(&c->session)) {
+			c->release_pending = true; /* transaction_over: resync_kept */
 			break;
 		}
 		if (h.type == 'Z' && c->mode != POOL_MODE_SESSION) {
@@ -2129,11 +2138,10 @@ static enum scan_result scan_server(struct client *c, struct server *s)
 }
 
 /* Nothing owed either way, nothing half-sent: the server can go to another client; or, inside
- * a transaction, take tusk's own statement before the client's next (restore_in_transaction). */
+ * a transaction, take tusk's own statements before the client's next (resync_kept). */
 static bool releasable(const struct client *c, const struct server *s)
 {
-	bool ready = server_settled(s) || (s->tx_status == 'T' && !s->skipping && server_quiet(s));
-	return ready && c->c2s_scanned == 0 && c->c2s_remaining == 0 && buf_empty(&s->wbuf);
+	return (server_settled(s) || server_resting_in(s, 'T')) && c->c2s_scanned == 0 && c->c2s_remaining == 0 && buf_empty(&s->wbuf);
 }
 
 /* A cancel the client sent for its transaction's last query is still on its way (cancel.c):
@@ -2743,27 +2751,6 @@ static void release_after_transaction(struct client *c, struct server *s)
 	client_go_idle(c);
 }
 
-/* The transaction is over on a server the client keeps (session pooling, pinned), and it
- * RESET to startup values, which that server does not have (its RESET went to the server's
- * default): the server is made the client's session again (RESET ALL, then its settings,
- * as at an attach) before the client's next request, which waits meanwhile. */
-static void resync_kept(struct client *c, struct server *s)
-{
-	char sql[8192];
-	c->release_pending = false;
-	if (session_resync_sql(&c->session, sql, sizeof sql) < 0) {
-		/* too long to set again: what RESET went to on s stays (the old behaviour) */
-		log_warn(c->id, c->ctx, "startup values too long to set again after RESET on server %s", s->id);
-		sql[0] = '\0';
-	}
-	if (!hold_client(c, s)) {
-		client_close(c, "write to client failed");
-		return;
-	}
-	log_debug(c->id, c->ctx, "RESET went back to startup values: server %s gets them again", s->id);
-	client_resync(c, s, sql);
-}
-
 /* tell_restored, for a value the server now has: the server's ParameterStatus for it went to
  * tusk, and a rollback says nothing when it leaves the value as last reported, so the
  * client's session has it now (its next server is set to it). */
@@ -2775,27 +2762,33 @@ static int tell_put_back(void *arg, const char *name, const char *value)
 	return tell_restored(arg, name, value);
 }
 
-/* Inside a transaction, a RESET of a setting the client's startup packet gave went to the
- * server's default (session_restore_owed), and its answer is out: the startup value goes
- * back before the client's next statement, as PostgreSQL direct has it, and the client is
- * told the reported ones as PostgreSQL would have told them at the RESET. A client that sent
- * its next statement already (a pipeline) is not held for this: its statements see the
- * default until the commit (docs/pooling.md). */
-static void restore_in_transaction(struct client *c, struct server *s)
+/* The startup values a RESET went back from are put on s again, which c keeps, before c's
+ * next request (c waits for that round trip):
+ * - after the transaction (s idle, 'I'; session pooling, pinned): what the commits restored
+ *   (session_resync_sql);
+ * - inside it ('T'; any mode), once the RESET's answer is out: what RESETs since the last
+ *   time went back from (session_restore_take), as PostgreSQL direct has them for the
+ *   transaction's next statements, the client told the reported ones as PostgreSQL would
+ *   have told them at the RESET. A client that sent its next statement already (a pipeline)
+ *   is not held for this: its statements see the default until the commit (docs/pooling.md). */
+static void resync_kept(struct client *c, struct server *s)
 {
-	char sql[8192];
+	char list[8192];
+	bool in_tx = s->tx_status == 'T';
 	c->release_pending = false;
-	if (session_restore_take(&c->session, sql, sizeof sql, tell_put_back, c) < 0) {
+	if ((in_tx ? session_restore_take(&c->session, list, sizeof list, tell_put_back, c)
+		   : session_resync_sql(&c->session, list, sizeof list)) < 0) {
+		/* too long to set again: what RESET went to on s stays (the old behaviour) */
 		log_warn(c->id, c->ctx, "startup values too long to set again after RESET on server %s", s->id);
-		sql[0] = '\0';
+		list[0] = '\0';
 	}
 	if (!hold_client(c, s)) {
 		client_close(c, "write to client failed");
 		return;
 	}
-	log_debug(c->id, c->ctx, "RESET in a transaction went back to startup values: server %s gets them again",
-		  s->id);
-	client_resync(c, s, sql);
+	log_debug(c->id, c->ctx, "RESET%s went back to startup values: server %s gets them again",
+		  in_tx ? " in a transaction" : "", s->id);
+	client_resync(c, s, list);
 }
 
 /* The transaction's last reply is out (release_pending): the server goes back to the pool,
@@ -2803,9 +2796,7 @@ static void restore_in_transaction(struct client *c, struct server *s)
  * values go back on it. */
 static void transaction_over(struct client *c, struct server *s)
 {
-	if (s->tx_status == 'T')
-		restore_in_transaction(c, s);
-	else if (c->mode == POOL_MODE_SESSION || c->pinned)
+	if (s->tx_status == 'T' || c->mode == POOL_MODE_SESSION || c->pinned)
 		resync_kept(c, s);
 	else
 		release_after_transaction(c, s);

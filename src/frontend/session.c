@@ -488,13 +488,18 @@ static int put_end(char *out, size_t cap, size_t *pos)
 	return 0;
 }
 
-/* SELECT set_config(name, value, false), one statement of a list. */
-static int put_set_config(char *out, size_t cap, size_t *pos, const char *name, const char *value)
+/* One statement of a list that sets name: text (a carried statement), or else
+ * SELECT set_config(name, value, false). */
+static int put_setting(char *out, size_t cap, size_t *pos, const char *name, const char *value, const char *text)
 {
-	if (put_str(out, cap, pos, "SELECT set_config(", 18) < 0 || session_put_literal(out, cap, pos, name) < 0 ||
-	    put_str(out, cap, pos, ", ", 2) < 0 || session_put_literal(out, cap, pos, value) < 0 ||
-	    put_str(out, cap, pos, ", false)", 8) < 0)
+	if (text) {
+		if (put_str(out, cap, pos, text, strlen(text)) < 0)
+			return -ENOSPC;
+	} else if (put_str(out, cap, pos, "SELECT set_config(", 18) < 0 || session_put_literal(out, cap, pos, name) < 0 ||
+		   put_str(out, cap, pos, ", ", 2) < 0 || session_put_literal(out, cap, pos, value) < 0 ||
+		   put_str(out, cap, pos, ", false)", 8) < 0) {
 		return -ENOSPC;
+	}
 	return put_end(out, cap, pos);
 }
 
@@ -509,12 +514,8 @@ int session_resync_sql(struct session_state *st, char *out, size_t cap)
 		const char *name = m->restored + i;
 		const char *text = session_carried(st, name);
 		const char *value = session_param_get(st, name);
-		if (text) {
-			if (put_str(out, cap, &pos, text, strlen(text)) < 0 || put_end(out, cap, &pos) < 0)
-				return -ENOSPC;
-		} else if (value && put_set_config(out, cap, &pos, name, value) < 0) {
+		if ((text || value) && put_setting(out, cap, &pos, name, value, text) < 0)
 			return -ENOSPC;
-		}
 	}
 	st->resync = false;
 	if (st->more)
@@ -623,27 +624,6 @@ void session_commit_to_startup(struct session_state *st)
 	commit(st, true);
 }
 
-int session_restores_each(const struct session_state *st, int (*fn)(void *arg, const char *name, const char *value),
-			  void *arg)
-{
-	for (size_t o = 0, next; o < st->pending_len; o = next) {
-		next = pending_next(st, o);
-		char op = st->pending[o];
-		if (op != 'A' && op != 'R')
-			continue;
-		const char *name = op == 'A' ? NULL : st->pending + o + 1;
-		const struct session_more *m = more_of(st);
-		for (size_t i = 0; i < m->startup_params_len;) {
-			const char *n = m->startup_params + i, *v = n + strlen(n) + 1;
-			i = (size_t)(v - m->startup_params) + strlen(v) + 1;
-			int rc = (!name || strcasecmp(name, n) == 0) && !set_after(st, next, n) ? fn(arg, n, v) : 0;
-			if (rc)
-				return rc;
-		}
-	}
-	return 0;
-}
-
 typedef int (*owed_fn)(void *arg, const char *name, const char *value, const char *text);
 
 /* The pairs of blob (startup_carry if carried, else startup_params) that the RESET of name
@@ -664,14 +644,10 @@ static int owed_pairs(const struct session_state *st, const char *blob, size_t l
 	return 0;
 }
 
-/* The startup values that the RESETs pending after the last 'D' record went back from, each
- * passed to fn (owed_pairs). Stops at fn's non-zero answer. */
-static int owed_each(const struct session_state *st, owed_fn fn, void *arg)
+/* The startup values that the RESETs pending from offset from on went back from, each passed
+ * to fn (owed_pairs). Stops at fn's non-zero answer. */
+static int resets_each(const struct session_state *st, size_t from, owed_fn fn, void *arg)
 {
-	size_t from = 0;
-	for (size_t o = 0; o < st->pending_len; o = pending_next(st, o))
-		if (st->pending[o] == 'D')
-			from = pending_next(st, o);
 	const struct session_more *m = more_of(st);
 	for (size_t o = from, next; o < st->pending_len; o = next) {
 		next = pending_next(st, o);
@@ -688,6 +664,36 @@ static int owed_each(const struct session_state *st, owed_fn fn, void *arg)
 	return 0;
 }
 
+/* Where the RESETs not yet put back begin: past the last 'D' record. */
+static size_t owed_from(const struct session_state *st)
+{
+	size_t from = 0;
+	for (size_t o = 0; o < st->pending_len; o = pending_next(st, o))
+		if (st->pending[o] == 'D')
+			from = pending_next(st, o);
+	return from;
+}
+
+/* A walk's fn for callers that want the reported values only. */
+struct reported {
+	int (*fn)(void *arg, const char *name, const char *value);
+	void *arg;
+};
+
+static int only_reported(void *arg, const char *name, const char *value, const char *text)
+{
+	(void)text;
+	const struct reported *t = arg;
+	return value ? t->fn(t->arg, name, value) : 0;
+}
+
+int session_restores_each(const struct session_state *st, int (*fn)(void *arg, const char *name, const char *value),
+			  void *arg)
+{
+	struct reported t = { fn, arg };
+	return resets_each(st, 0, only_reported, &t);
+}
+
 static int any_owed(void *arg, const char *name, const char *value, const char *text)
 {
 	(void)arg;
@@ -699,43 +705,32 @@ static int any_owed(void *arg, const char *name, const char *value, const char *
 
 bool session_restore_owed(const struct session_state *st)
 {
-	return st->more && owed_each(st, any_owed, NULL) > 0;
+	return st->more && resets_each(st, owed_from(st), any_owed, NULL) > 0;
 }
 
 struct restore_out {
 	char *out;
 	size_t cap, pos;
-	int (*tell)(void *arg, const char *name, const char *value);
-	void *arg;
 };
 
 static int put_restore(void *arg, const char *name, const char *value, const char *text)
 {
 	struct restore_out *r = arg;
-	if (text)
-		return put_str(r->out, r->cap, &r->pos, text, strlen(text)) < 0 || put_end(r->out, r->cap, &r->pos) < 0
-			       ? -ENOSPC
-			       : 0;
-	return put_set_config(r->out, r->cap, &r->pos, name, value);
-}
-
-static int tell_restore(void *arg, const char *name, const char *value, const char *text)
-{
-	(void)text;
-	struct restore_out *r = arg;
-	return value ? r->tell(r->arg, name, value) : 0;
+	return put_setting(r->out, r->cap, &r->pos, name, value, text);
 }
 
 int session_restore_take(struct session_state *st, char *out, size_t cap,
 			 int (*tell)(void *arg, const char *name, const char *value), void *arg)
 {
-	struct restore_out r = { out, cap, 0, tell, arg };
+	struct restore_out r = { out, cap, 0 };
+	struct reported t = { tell, arg };
 	if (cap == 0)
 		return -ENOSPC;
 	out[0] = '\0';
-	int rc = owed_each(st, put_restore, &r);
+	size_t from = owed_from(st);
+	int rc = resets_each(st, from, put_restore, &r);
 	if (rc == 0 && tell) /* only once the SQL is whole: told means set */
-		rc = owed_each(st, tell_restore, &r);
+		rc = resets_each(st, from, only_reported, &t);
 	if (rc < 0)
 		out[0] = '\0';
 	/* Marked either way: what could not be put back is not tried after every statement (the

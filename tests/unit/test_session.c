@@ -85,6 +85,15 @@ static int count_restored(void *arg, const char *name, const char *value)
 	return 0;
 }
 
+/* What a client's startup packet leaves before session_startup_keep: application_name app0
+ * (reported) and work_mem carried as the statement wm. */
+static void login_settings(struct session_state *st, const char *wm)
+{
+	assert_int_equal(session_param_set(st, "application_name", "app0"), 0);
+	assert_int_equal(session_pending_set(st, "work_mem", wm, strlen(wm)), 0);
+	session_commit(st);
+}
+
 /* RESET goes back to the startup's values (session_commit_to_startup), carried or reported,
  * and says the server no longer matches (resync, once); a name the startup did not set is
  * forgotten as before; session_commit keeps the old behaviour. */
@@ -93,9 +102,7 @@ static void test_reset_to_startup(void **state)
 	(void)state;
 	struct session_state st = { 0 };
 	const char *wm = "SELECT set_config(E'work_mem', E'3MB', false)";
-	assert_int_equal(session_param_set(&st, "application_name", "app0"), 0);
-	assert_int_equal(session_pending_set(&st, "work_mem", wm, strlen(wm)), 0);
-	session_commit(&st);
+	login_settings(&st, wm);
 	assert_int_equal(session_startup_keep(&st, "application_name\0"), 0);
 	uint64_t start = st.carry_hash;
 	assert_true(session_resync_take(&st) == start);
@@ -145,9 +152,7 @@ static void test_restore_in_transaction(void **state)
 	struct session_state st = { 0 };
 	const char *wm = "SELECT set_config(E'work_mem', E'3MB', false)";
 	char sql[512], seen[256] = "";
-	assert_int_equal(session_param_set(&st, "application_name", "app0"), 0);
-	assert_int_equal(session_pending_set(&st, "work_mem", wm, strlen(wm)), 0);
-	session_commit(&st);
+	login_settings(&st, wm);
 	assert_false(session_restore_owed(&st)); /* before the startup is kept: nothing to go back to */
 	assert_int_equal(session_startup_keep(&st, "application_name\0"), 0);
 	assert_false(session_restore_owed(&st));
@@ -254,9 +259,7 @@ static void test_savepoints_and_sets_after_a_reset(void **state)
 	struct session_state st = { 0 };
 	const char *wm = "SELECT set_config(E'work_mem', E'3MB', false)";
 	const char *w5 = "SET work_mem = '5MB'", *w6 = "SET work_mem = '6MB'", *sp = "SET search_path = a";
-	assert_int_equal(session_param_set(&st, "application_name", "app0"), 0);
-	assert_int_equal(session_pending_set(&st, "work_mem", wm, strlen(wm)), 0);
-	session_commit(&st);
+	login_settings(&st, wm);
 	assert_int_equal(session_startup_keep(&st, "application_name\0"), 0);
 	(void)session_resync_take(&st);
 

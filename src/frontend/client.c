@@ -329,7 +329,7 @@ static void frontend_worker_free(struct worker *w)
 	 * husk left waits for a read-your-writes fetch whose server was closed at the stop
 	 * without ending it, and nothing will ever end it now. */
 	for (struct client *c = fe->husks, *next; c; c = next) {
-		next = c->husk_next;
+		next = c->next;
 		if (!c->queued && !c->tls_away) {
 			log_info(c->id, c->ctx, "freed at exit: closed while a read-your-writes fetch ran, which never ended");
 			free_client(c);
@@ -453,10 +453,11 @@ static void keep_husk(struct client *c)
 {
 	struct frontend_worker *fe = fe_of(c->worker);
 	c->dead = true;
-	c->husk_prev = NULL;
-	c->husk_next = fe->husks;
+	/* unlink_client took it off fe->clients: prev and next link the husks now */
+	c->prev = NULL;
+	c->next = fe->husks;
 	if (fe->husks)
-		fe->husks->husk_prev = c;
+		fe->husks->prev = c;
 	fe->husks = c;
 }
 
@@ -464,12 +465,12 @@ static void free_client(struct client *c)
 {
 	struct frontend_worker *fe = fe_of(c->worker);
 	if (c->dead) {
-		if (c->husk_prev)
-			c->husk_prev->husk_next = c->husk_next;
+		if (c->prev)
+			c->prev->next = c->next;
 		else
-			fe->husks = c->husk_next;
-		if (c->husk_next)
-			c->husk_next->husk_prev = c->husk_prev;
+			fe->husks = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
 	}
 	fe->gone++;
 	buf_detach(&c->rbuf, &fe->rbufs);

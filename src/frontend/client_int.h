@@ -145,8 +145,7 @@ struct client {
 	uint8_t cancel_again;       /* sends left of that cancel while the request still runs
 	                             * (relay_cancel_done) */
 	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
-	struct client *prev, *next; /* worker->clients */
-	struct client *husk_prev, *husk_next; /* while dead: the worker's husks (frontend_worker) */
+	struct client *prev, *next; /* worker->clients; while dead, the worker's husks (frontend_worker) */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
 	/* client_idle_timeout: loop time of its last sign of life (a state change, bytes read
 	 * while idle, a ReadyForQuery); query_timeout: the query_start whose query tusk asked the
@@ -263,7 +262,7 @@ bool relay_sql_of(uint8_t type, const char *body, size_t blen, const char **sql,
  * thread only. */
 struct frontend_worker {
 	struct client *clients; /* served here (struct client's prev, next) */
-	/* Closed clients kept for an answer on its way (dead; husk_prev, husk_next): at exit
+	/* Closed clients kept for an answer on its way (dead; linked by prev, next): at exit
 	 * the ones whose answer can no longer come (a read-your-writes fetch on a server that
 	 * was closed) are freed here. */
 	struct client *husks;

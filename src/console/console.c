@@ -199,6 +199,8 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	n = proto_get_u16(&r); /* parameter values */
 	if (r.err)
 		goto malformed;
+	char cut[VDB_NAME_MAX];
+	name = vdb_name(name, cut);
 	if (n > 0) {
 		vdb_error_skip(v, "0A000", "console commands take no parameters");
 		return;

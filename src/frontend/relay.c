@@ -31,6 +31,7 @@
 
 #define RELAY_INSPECT_MAX 8192 /* largest ParameterStatus we look into; bigger ones just pass */
 #define RELAY_TARGET_MAX 256   /* Describe/Close are a kind byte and one name */
+#define RELAY_NAME_MAX 1024    /* longest statement or portal name cut to PREP_NAME_MAX (cut_names) */
 #define RELAY_EARLY_RELEASE_MAX 4096 /* a final reply this small is copied to release early */
 #define RELAY_COALESCE_MAX 4096 /* client bytes behind tusk's own copied to go in one write */
 #define RELAY_REPLAY_MAX 8192  /* largest batch (Bind to Sync) kept to retry on a stale statement */
@@ -929,8 +930,8 @@ int relay_check_client_hdr(struct client *c, const uint8_t *p, size_t avail, str
 }
 
 /* A statement or portal name at p, of which n bytes belong to the message and are present,
- * longer than PostgreSQL's NAMEDATALEN - 1 (it would truncate it silently, so two names
- * could mean one statement: tusk refuses). */
+ * longer than PostgreSQL's NAMEDATALEN - 1 (the readers' limit: cut_names shortens longer
+ * names before them, so a message here that has one is malformed past the name). */
 static bool name_too_long(const uint8_t *p, size_t n)
 {
 	return n > PREP_NAME_MAX && !memchr(p, 0, PREP_NAME_MAX + 1);
@@ -1590,6 +1591,58 @@ static enum scan_result scan_client_message(struct client *c, struct server *s, 
 	return SCAN_OK;
 }
 
+/* PostgreSQL keeps the first NAMEDATALEN - 1 bytes of a statement or portal name and drops the
+ * rest without a word (the names key its hash tables): a longer name works there, and two that
+ * share those bytes are one. So that a client sees the same through tusk, the name of a Parse,
+ * Bind, Describe or Close at the scan position loses its bytes past PREP_NAME_MAX in rbuf,
+ * before anything reads it: tusk's maps, the hooks and the server all see the name PostgreSQL
+ * would keep (its errors quote the name whole where the server's quote it cut). A name must
+ * arrive whole within RELAY_NAME_MAX bytes; a longer one fails the client. *h follows the cut.
+ * SCAN_OK: done (or nothing to cut; a malformed message is left to its reader); SCAN_STALL: a
+ * name's end has not arrived yet; SCAN_CLOSED: refused. */
+static enum scan_result cut_names(struct client *c, struct proto_hdr *h, size_t avail)
+{
+	if (h->type != 'P' && h->type != 'B' && h->type != 'D' && h->type != 'C')
+		return SCAN_OK;
+	struct buf *b = &c->rbuf;
+	size_t total = (size_t)h->len + 1;
+	size_t have = avail < total ? avail : total;
+	size_t off = PROTO_HDR_LEN + (h->type == 'D' || h->type == 'C');
+	for (int i = 0; i < (h->type == 'B' ? 2 : 1); i++) {
+		uint8_t *m = buf_head_mut(b) + c->c2s_scanned;
+		if (off >= have)
+			return have < total ? SCAN_STALL : SCAN_OK;
+		const uint8_t *nul = memchr(m + off, 0, have - off);
+		size_t len = nul ? (size_t)(nul - (m + off)) : have - off;
+		if (len > RELAY_NAME_MAX) {
+			char start[21]; /* printable ASCII only: the client decodes the message as text */
+			for (size_t j = 0; j < sizeof start - 1; j++)
+				start[j] = m[off + j] >= 0x20 && m[off + j] < 0x7f ? (char)m[off + j] : '?';
+			start[sizeof start - 1] = '\0';
+			bool portal = (h->type == 'B' && i == 0) || ((h->type == 'D' || h->type == 'C') && m[off - 1] == 'P');
+			client_fail(c, "42622", "%s name \"%s...\" is too long (at most %d bytes)",
+				    portal ? "portal" : "prepared statement", start, RELAY_NAME_MAX);
+			return SCAN_CLOSED;
+		}
+		if (!nul)
+			return have < total ? SCAN_STALL : SCAN_OK;
+		if (len > PREP_NAME_MAX) {
+			size_t cut = len - PREP_NAME_MAX;
+			buf_cut(b, c->c2s_scanned + off + PREP_NAME_MAX, cut);
+			h->len -= (uint32_t)cut;
+			m[1] = (uint8_t)(h->len >> 24);
+			m[2] = (uint8_t)(h->len >> 16);
+			m[3] = (uint8_t)(h->len >> 8);
+			m[4] = (uint8_t)h->len;
+			total -= cut;
+			have -= cut;
+			len = PREP_NAME_MAX;
+		}
+		off += len + 1;
+	}
+	return SCAN_OK;
+}
+
 static enum scan_result scan_client(struct client *c, struct server *s)
 {
 	struct buf *b = &c->rbuf;
@@ -1619,6 +1672,12 @@ static enum scan_result scan_client(struct client *c, struct server *s)
 			return c->c2s_scanned == 0 ? SCAN_TERMINATE : SCAN_STALL;
 		if (!expect_room(s, SCAN_EXPECT_ROOM))
 			return SCAN_STALL; /* the client is far ahead: let replies drain first */
+		enum scan_result cut = cut_names(c, &h, avail);
+		if (cut == SCAN_CLOSED)
+			return cut;
+		if (cut == SCAN_STALL)
+			break; /* the rest of a long name is on its way */
+		avail = buf_len(b) - c->c2s_scanned;
 		size_t before_len = buf_len(b), before_scanned = c->c2s_scanned;
 		size_t wbuf_before = buf_len(&s->wbuf);
 		enum scan_result res = scan_client_message(c, s, &h, avail);

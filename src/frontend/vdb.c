@@ -326,6 +326,16 @@ static void on_query(struct vdb *v, const uint8_t *body, size_t len)
 	vdb_ready(v);
 }
 
+const char *vdb_name(const char *name, char out[VDB_NAME_MAX])
+{
+	size_t n = strnlen(name, VDB_NAME_MAX);
+	if (n < VDB_NAME_MAX)
+		return name;
+	memcpy(out, name, VDB_NAME_MAX - 1);
+	out[VDB_NAME_MAX - 1] = '\0';
+	return out;
+}
+
 static void on_parse(struct vdb *v, const uint8_t *body, size_t len)
 {
 	struct proto_reader r;
@@ -339,11 +349,8 @@ static void on_parse(struct vdb *v, const uint8_t *body, size_t len)
 		vdb_error_skip(v, "08P01", "malformed Parse message");
 		return;
 	}
-	if (strlen(name) >= VDB_NAME_MAX) {
-		vdb_error_skip(v, "42622", "statement name too long");
-		return;
-	}
-	v->ops->parse(v, name, text, ntypes, types);
+	char cut[VDB_NAME_MAX];
+	v->ops->parse(v, vdb_name(name, cut), text, ntypes, types);
 }
 
 /* Describe and Close: a kind ('S' statement, 'P' portal) and a name. */
@@ -379,8 +386,9 @@ static void on_describe(struct vdb *v, const uint8_t *body, size_t len)
 
 	if (!read_target(v, body, len, "Describe", &kind, &name))
 		return;
+	char cut[VDB_NAME_MAX];
 	if (kind == 'S')
-		v->ops->describe_statement(v, name);
+		v->ops->describe_statement(v, vdb_name(name, cut));
 	else if (portal_exists(v, name))
 		v->ops->describe_portal(v);
 }
@@ -409,8 +417,9 @@ static void on_close(struct vdb *v, const uint8_t *body, size_t len)
 
 	if (!read_target(v, body, len, "Close", &kind, &name))
 		return;
+	char cut[VDB_NAME_MAX];
 	if (kind == 'S')
-		v->ops->close_statement(v, name);
+		v->ops->close_statement(v, vdb_name(name, cut));
 	else if (!*name)
 		v->portal_set = false;
 	vdb_out_msg(&v->out, '3', NULL, 0);

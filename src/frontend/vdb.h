@@ -25,6 +25,11 @@ struct vdb_out {
 #define VDB_OUT_HIGH (256u << 10) /* stop reading requests while this much is unsent */
 #define VDB_NAME_MAX 64            /* statement names, with their NUL */
 
+/* A statement name as PostgreSQL keeps it: its first VDB_NAME_MAX - 1 bytes (it cuts a longer
+ * one without a word, so two names that share those are one). name itself when short enough,
+ * else its cut copy in out. */
+const char *vdb_name(const char *name, char out[VDB_NAME_MAX]);
+
 void vdb_out_raw(struct vdb_out *o, const void *p, size_t n);
 void vdb_out_msg(struct vdb_out *o, uint8_t type, const void *body, size_t n);
 /* A DataRow of ncols text values (NULL: SQL NULL). */

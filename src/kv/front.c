@@ -622,6 +622,8 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	uint16_t nvals = proto_get_u16(&r);
 	if (r.err)
 		goto malformed;
+	char cut[VDB_NAME_MAX];
+	name = vdb_name(name, cut);
 	if (nvals > KV_CALL_MAX_PARAMS) {
 		vdb_error_skip(v, "54000", "kv: a call takes at most %d parameters", KV_CALL_MAX_PARAMS);
 		return;

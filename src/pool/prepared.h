@@ -25,8 +25,9 @@
 
 #include "util/buf.h"
 
-/* Longest statement or portal name accepted, bytes without the NUL: NAMEDATALEN - 1.
- * (PostgreSQL itself silently truncates longer names to this; tusk rejects them.) */
+/* Longest statement or portal name the readers below accept, bytes without the NUL:
+ * NAMEDATALEN - 1. PostgreSQL keeps this much of a longer name and drops the rest silently;
+ * the relay cuts a client's longer names to it before they are read (relay.c's cut_names). */
 #define PREP_NAME_MAX 63
 /* Size of a server-side name buffer: "tusk_" + 32 hex digits + NUL. */
 #define PREP_SERVER_NAME_SIZE 38

@@ -34,6 +34,13 @@ void buf_produce(struct buf *b, size_t n)
 	b->end += n;
 }
 
+void buf_cut(struct buf *b, size_t off, size_t n)
+{
+	uint8_t *at = b->data + b->start + off;
+	memmove(at, at + n, b->end - b->start - off - n);
+	b->end -= n;
+}
+
 void buf_compact(struct buf *b)
 {
 	if (b->start == 0)

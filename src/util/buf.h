@@ -23,6 +23,7 @@ void buf_free(struct buf *b);
 
 static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
 static inline const uint8_t *buf_head(const struct buf *b) { return b->data + b->start; }
+static inline uint8_t *buf_head_mut(struct buf *b) { return b->data + b->start; }
 static inline uint8_t *buf_tail(struct buf *b) { return b->data + b->end; }
 static inline size_t buf_room(const struct buf *b) { return b->cap - b->end; }
 static inline bool buf_empty(const struct buf *b) { return b->start == b->end; }
@@ -58,6 +59,9 @@ void buf_detach(struct buf *b, struct buf_pool *p);
 void buf_consume(struct buf *b, size_t n);
 /* Mark n bytes written at the tail (after a read() into buf_tail()). */
 void buf_produce(struct buf *b, size_t n);
+/* Remove n of the unconsumed bytes at offset off from the head, moving the ones after them
+ * back (off + n <= buf_len). */
+void buf_cut(struct buf *b, size_t off, size_t n);
 /* Move unconsumed bytes to offset 0 so the whole free room is at the tail. */
 void buf_compact(struct buf *b);
 /* Append n bytes; 0 or -ENOSPC (nothing appended). */

@@ -140,6 +140,31 @@ static void test_grow_bytes(void **state)
 	free(p);
 }
 
+/* buf_cut: the bytes after the cut close up behind it, counted from the head (not offset 0
+ * of the block), and what was consumed before stays consumed. */
+static void test_cut(void **state)
+{
+	(void)state;
+	struct buf_pool p;
+	struct buf b = { 0 };
+	buf_pool_init(&p, 64, 1);
+	assert_int_equal(buf_attach(&b, &p), 0);
+	assert_int_equal(buf_append(&b, "xxabcdefgh", 10), 0);
+	buf_consume(&b, 2);
+	buf_cut(&b, 2, 3); /* "cde" */
+	assert_int_equal(buf_len(&b), 5);
+	assert_memory_equal(buf_head(&b), "abfgh", 5);
+	buf_cut(&b, 3, 2); /* the tail: nothing after it moves */
+	assert_int_equal(buf_len(&b), 3);
+	assert_memory_equal(buf_head(&b), "abf", 3);
+	buf_cut(&b, 0, 0);
+	assert_memory_equal(buf_head(&b), "abf", 3);
+	assert_int_equal(buf_append(&b, "z", 1), 0);
+	assert_memory_equal(buf_head(&b), "abfz", 4);
+	buf_detach(&b, &p);
+	buf_pool_destroy(&p);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -148,6 +173,7 @@ int main(void)
 		cmocka_unit_test(test_reuse_and_bound),
 		cmocka_unit_test(test_trim_low_water),
 		cmocka_unit_test(test_grow_bytes),
+		cmocka_unit_test(test_cut),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

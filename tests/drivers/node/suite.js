@@ -84,6 +84,22 @@ cases.named_prepared = async () => {
   return { bad }
 }
 
+// Statements named after their purpose, past PostgreSQL's 63 bytes (it keeps the first 63 of a
+// name and drops the rest): two of them, interleaved, each prepared once and run many times.
+cases.long_names = async () => {
+  const c = await client('longnames')
+  const bad = []
+  const n1 = 'fetch_the_account_balance_for_a_customer_including_pending_transfers_v1'
+  const n2 = 'update_the_last_seen_timestamp_of_a_session_after_each_authenticated_request'
+  for (let i = 0; i < 50; i++) {
+    const a = await q('longnames', c, { name: n1, text: 'SELECT $1::int * 3 AS v', values: [i] })
+    const b = await q('longnames', c, { name: n2, text: "SELECT $1::text || '?' AS v", values: ['y' + i] })
+    if (a.rows[0].v !== 3 * i || b.rows[0].v !== 'y' + i + '?') bad.push(i)
+  }
+  await c.end()
+  return { bad, n: 50 }
+}
+
 // Unnamed statements (parameterised queries): Parse/Bind/Execute/Sync each time.
 cases.unnamed_prepared = async () => {
   const c = await client('unnamed')

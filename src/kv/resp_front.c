@@ -11,6 +11,7 @@
 #include "kv/resp_front.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -122,6 +123,9 @@ struct resp_conn {
 	size_t keys_len, keys_cap;
 	long long nkeys;
 	bool keys_exact;               /* KEYS of a key without wildcards: that key or nothing */
+	int glob_arg;                  /* SCAN's MATCH or KEYS's pattern, when more than prefix*: its
+					* argument (the keys under its literal prefix are filtered by it);
+					* 0: none */
 	unsigned long long scan_id[RESP_SCAN_CURSORS], scan_next;
 	/* MULTI ... EXEC (docs/kv.md, "Transactions") */
 	bool multi;                    /* MULTI seen: commands are queued, not run */
@@ -1099,6 +1103,47 @@ static struct kvrow *kv_rows(const struct kv_job *j, int *n)
 	return rows;
 }
 
+/* SCAN's MATCH and KEYS's patterns are Redis's globs (* ? [...] with ^ and ranges, \ escapes),
+ * matched byte by byte as Redis's stringmatchlen matches them, by fnmatch(3) in the C locale
+ * (tusk sets no other): kv.scan lists the keys under the pattern's literal prefix, the bytes
+ * before its first * ? [ or \, and the pattern filters them here. fnmatch also reads [!...] as
+ * a negation and [[:alpha:]] as a class, where Redis reads them as sets of those bytes. */
+#define RESP_GLOB_MAX 2048 /* a pattern's bytes */
+#define RESP_KEY_MAX 1024  /* a kv key's (KV_KEY_OK_SQL) */
+
+static size_t glob_literal(const char *p, size_t n)
+{
+	size_t i = 0;
+	while (i < n && !memchr("*?[\\", p[i], 4))
+		i++;
+	return i;
+}
+
+/* A pattern that is a literal prefix and one '*' needs no filter: kv.scan's prefix is it. */
+static bool glob_is_prefix(const char *p, size_t n)
+{
+	return n > 0 && p[n - 1] == '*' && glob_literal(p, n) == n - 1;
+}
+
+/* glob_arg's pattern NUL-terminated into out (RESP_GLOB_MAX + 1 bytes). */
+static const char *glob_of(const struct resp_conn *c, char *out)
+{
+	size_t n = alen(c, c->glob_arg);
+	memcpy(out, arg(c, c->glob_arg), n);
+	out[n] = '\0';
+	return out;
+}
+
+static bool glob_match(const char *pat, const char *k, size_t kl)
+{
+	char key[RESP_KEY_MAX + 1];
+	if (kl > RESP_KEY_MAX)
+		return false;
+	memcpy(key, k, kl);
+	key[kl] = '\0';
+	return fnmatch(pat, key, 0) == 0;
+}
+
 static void scan_answer(struct resp_conn *c)
 {
 	int n;
@@ -1123,9 +1168,17 @@ static void scan_answer(struct resp_conn *c)
 	snprintf(cur, sizeof cur, "%llu", id);
 	reply_array(c, 2);
 	reply_bulk(c, cur, strlen(cur));
-	reply_array(c, n);
+	/* A page of COUNT keys scanned, fewer (or none) matched: as Redis's MATCH, applied after
+	 * the keys are read. */
+	char globbuf[RESP_GLOB_MAX + 1];
+	const char *glob = c->glob_arg ? glob_of(c, globbuf) : NULL;
+	int matched = 0;
 	for (int i = 0; i < n; i++)
-		reply_bulk(c, rows[i].k, rows[i].kl);
+		matched += !glob || glob_match(glob, rows[i].k, rows[i].kl);
+	reply_array(c, matched);
+	for (int i = 0; i < n; i++)
+		if (!glob || glob_match(glob, rows[i].k, rows[i].kl))
+			reply_bulk(c, rows[i].k, rows[i].kl);
 	free(rows);
 }
 
@@ -1902,6 +1955,7 @@ static void cmd_scan(struct resp_conn *c)
 	const char *prefix = "";
 	size_t plen = 0;
 
+	c->glob_arg = 0;
 	if (wrong_args(c, c->nargs < 2))
 		return;
 	if (!resp_to_ll(arg(c, 1), alen(c, 1), &cursor) || cursor < 0) {
@@ -1916,13 +1970,17 @@ static void cmd_scan(struct resp_conn *c)
 		if (is(c, i, "MATCH")) {
 			prefix = arg(c, i + 1);
 			plen = alen(c, i + 1);
-			/* prefix* only: the kv scans by prefix */
-			if (plen == 0 || prefix[plen - 1] != '*' || memchr(prefix, '\0', plen) ||
-			    strcspn(prefix, "*?[\\") < plen - 1) {
-				reply_error(c, "ERR tusk: SCAN's MATCH takes a prefix followed by one '*' (prefix*)");
+			if (memchr(prefix, '\0', plen)) {
+				reply_error(c, "ERR tusk: a key may not contain a NUL byte");
 				return;
 			}
-			plen--;
+			if (plen > RESP_GLOB_MAX) {
+				reply_error(c, "ERR tusk: a MATCH pattern takes at most %d bytes", RESP_GLOB_MAX);
+				return;
+			}
+			/* kv.scan reads by the literal prefix; anything more filters (glob_match) */
+			c->glob_arg = glob_is_prefix(prefix, plen) ? 0 : i + 1;
+			plen = glob_literal(prefix, plen);
 		} else if (is(c, i, "COUNT")) {
 			if (!arg_ll(c, i + 1, &count))
 				return;
@@ -1959,24 +2017,24 @@ static void cmd_keys(struct resp_conn *c)
 	if (wrong_args(c, c->nargs != 2))
 		return;
 	const char *pat = arg(c, 1);
-	size_t plen = alen(c, 1), lit = strcspn(pat, "*?[\\");
+	size_t plen = alen(c, 1), lit = glob_literal(pat, plen);
+	c->glob_arg = 0;
 	if (memchr(pat, '\0', plen)) {
 		reply_error(c, "ERR tusk: a key may not contain a NUL byte");
 		return;
 	}
-	if (plen > 0 && lit == plen - 1 && pat[plen - 1] == '*') {
-		c->keys_exact = false;
-		plen--;
-	} else if (lit >= plen) {
-		c->keys_exact = true;
-		if (plen == 0) { /* the empty key: never a kv key */
-			reply_array(c, 0);
-			return;
-		}
-	} else {
-		reply_error(c, "ERR tusk: KEYS takes a prefix followed by one '*' (prefix*), or a key without * ? [ \\");
+	if (plen > RESP_GLOB_MAX) {
+		reply_error(c, "ERR tusk: a KEYS pattern takes at most %d bytes", RESP_GLOB_MAX);
 		return;
 	}
+	c->keys_exact = lit >= plen;
+	if (c->keys_exact && plen == 0) { /* the empty key: never a kv key */
+		reply_array(c, 0);
+		return;
+	}
+	if (!c->keys_exact && !glob_is_prefix(pat, plen))
+		c->glob_arg = 1; /* filtered by the whole pattern (glob_match) */
+	plen = lit;
 	/* The key itself sorts first of the keys it prefixes: one row says whether it exists. */
 	scan_call(c, STEP_KEYS, pat, plen, NULL, 0, c->keys_exact ? 1 : RESP_SCAN_MAX);
 }
@@ -1992,8 +2050,12 @@ static void keys_answer(struct resp_conn *c)
 	}
 	const char *pat = arg(c, 1);
 	size_t plen = alen(c, 1);
+	char globbuf[RESP_GLOB_MAX + 1];
+	const char *glob = c->glob_arg ? glob_of(c, globbuf) : NULL;
 	for (int i = 0; i < n; i++) {
 		if (c->keys_exact && (rows[i].kl != plen || memcmp(rows[i].k, pat, plen) != 0))
+			continue;
+		if (glob && !glob_match(glob, rows[i].k, rows[i].kl))
 			continue;
 		size_t need = c->keys_len + rows[i].kl + 32; /* resp_out_bulk's room: header, key, CRLF */
 		if (need > keys_max) {
@@ -2015,7 +2077,7 @@ static void keys_answer(struct resp_conn *c)
 	}
 	if (!c->keys_exact && n > 0 && n >= c->count) {
 		/* (scan_call copies the last key into vals before the job's rows are reused) */
-		scan_call(c, STEP_KEYS, pat, plen - 1, rows[n - 1].k, rows[n - 1].kl, RESP_SCAN_MAX);
+		scan_call(c, STEP_KEYS, pat, glob_literal(pat, plen), rows[n - 1].k, rows[n - 1].kl, RESP_SCAN_MAX);
 		free(rows);
 		return;
 	}

@@ -1,7 +1,7 @@
 """The kv's Redis listener (docs/kv.md, "The Redis protocol"): a listen entry with
 `protocol: redis` answers RESP2 clients (python3-redis, redis-cli, a raw socket) with the kv
 calls of the kv database: GET/SET (EX, PX, NX, XX)/SETEX/PSETEX/SETNX/DEL/EXISTS, MGET/MSET, EXPIRE/PEXPIRE,
-TTL/PTTL, INCRBY/DECRBY on the converging counter, SCAN MATCH prefix* COUNT, DBSIZE, PING,
+TTL/PTTL, INCRBY/DECRBY on the converging counter, SCAN MATCH pattern COUNT, KEYS, DBSIZE, PING,
 AUTH against tusk's users (auth_file, auth_query, client certificates), SELECT of the
 namespaces kv_databases maps, HELLO 2/3, TLS (require, allow, verify-full). Every test fails on
 a tusk without the listener (nothing listens, or the config key `protocol` is refused)."""
@@ -207,16 +207,18 @@ def test_redis_mget_mset_counters_scan(zone):
     assert got == sorted(f"m:{i}" for i in range(30))
     cur, page = r.scan(0, match="m:1*", count=100)
     assert cur == 0 and sorted(page) == sorted([b"m:1"] + [f"m:1{i}".encode() for i in range(10)])
-    with pytest.raises(redis.ResponseError, match="prefix"):
-        r.scan(0, match="m:*:x")
+    # a glob beyond prefix*: the keys under its literal prefix, filtered (pages may come back short)
+    assert sorted(r.scan_iter(match="m:?", count=4)) == [f"m:{i}".encode() for i in range(10)]
+    assert sorted(r.scan_iter(match="m:[12]?")) == sorted(f"m:{i}".encode() for i in range(10, 30))
+    assert list(r.scan_iter(match="m:*:x")) == []
     assert r.dbsize() >= 30
 
 
-def test_redis_keys_lists_every_page_and_refuses_other_globs(zone):
+def test_redis_keys_lists_every_page_and_filters_by_glob(zone):
     """KEYS prefix* answers every key SCAN MATCH prefix* lists, in one reply, however many pages
     of kv.scan (10,000 keys each) that takes: 10,050 values and 50 counters here, on every shard;
-    a key without wildcards answers that key when it exists (a counter's too); a glob kv.scan
-    cannot answer by prefix is refused with an error that says what KEYS takes."""
+    a key without wildcards answers that key when it exists (a counter's too); any other glob
+    lists the keys under its literal prefix that it matches, over every page too."""
     tag = f"keys:{time.monotonic_ns()}"
     r = client(zone)
     want = {f"{tag}:{i:05d}".encode() for i in range(10050)}
@@ -232,9 +234,10 @@ def test_redis_keys_lists_every_page_and_refuses_other_globs(zone):
         assert r.keys(f"{tag}:00042") == [f"{tag}:00042".encode()]
         assert r.keys(f"{tag}:c07") == [f"{tag}:c07".encode()]  # a counter
         assert r.keys(f"{tag}:0004") == [] and r.keys(f"{tag}:nope*") == [] and r.keys("") == []
-        for bad in (f"{tag}:0004?", f"{tag}:*0", "h[ae]llo", "a\\*"):
-            with pytest.raises(redis.ResponseError, match="prefix followed by one"):
-                r.keys(bad)
+        assert sorted(r.keys(f"{tag}:0004?")) == sorted(f"{tag}:0004{i}".encode() for i in range(10))
+        assert sorted(r.keys(f"{tag}:*0")) == sorted(k for k in want if k.endswith(b"0"))
+        assert sorted(r.keys(f"{tag[:5]}*:c[0-1]?")) == sorted(f"{tag}:c{i:02d}".encode() for i in range(20))
+        assert r.keys("h[ae]llo") == [] and r.keys("a\\*") == []
         with pytest.raises(redis.ResponseError, match="wrong number of arguments"):
             r.execute_command("KEYS", "a*", "b*")
         assert r.ping() is True  # the connection goes on
@@ -945,8 +948,12 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
                 paged += page
                 if cur == 0:
                     break
+            globs = ("p:*x", "p:0?", "p:[01][0-2]", "p:0[^3]", "*x", "?", "[gh]*", "g?h", "*\x01", "p:\\*",
+                     "p:1[a-z", "\\g", "p:0[3-6]x", "nope*?")
             return {"scan": sorted(full), "paged": sorted(paged), "dup": len(paged) - len(set(paged)),
                     "match": sorted(r.scan_iter(match="p:*")), "match g": sorted(r.scan_iter(match="g*")),
+                    "globs": {g: sorted(r.scan_iter(match=g, count=3)) for g in globs},
+                    "KEYS globs": {g: sorted(r.keys(g)) for g in globs},
                     "dbsize": r.dbsize(), "KEYS": sorted(r.keys()), "KEYS p": sorted(r.keys("p:*")),
                     "KEYS g": sorted(r.keys("g*")), "KEYS exact": [r.keys(k) for k in ("g", "c", "d", "h", "nope")],
                     "keys": {k: (r.get(k), r.exists(k), r.type(k), r.strlen(k), min(r.ttl(k), 0)) for k in named}}
@@ -954,6 +961,8 @@ def test_redis_keyspace_differential_against_redis_server(zone, tmp_path):
         for part in want:
             assert got[part] == want[part], (part, got[part], want[part])
         assert b"c" in want["scan"] and b"g\x01" in want["scan"] and want["dbsize"] == len(want["scan"])
+        assert len(want["globs"]["p:0?"]) == 10 and want["globs"]["g?h"] == [b"g\x02h"]
+        assert want["globs"]["p:0[3-6]x"] == [b"p:03x", b"p:06x"] and want["KEYS globs"]["*\x01"] == [b"g\x01"]
 
 
 @contextlib.contextmanager

@@ -45,6 +45,11 @@ write("relay", "transaction-many-statements", bytes([1]) + chunks(b"".join(parse
 write("relay", "session-server-garbage", bytes([0]) + chunks(q("select 1"), (b"Z\0\0\0\x05I",), (msg(b"S", b"TimeZone\0UTC\0"),), (b"\xff\xff\xff\xff\xff",)))
 write("relay", "transaction-function-call", bytes([1]) + chunks(msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0) + struct.pack("!H",0)), q("select 1")))
 write("relay", "statement-begin", bytes([2]) + chunks(q("begin"), parse("","start transaction") + SYNC))
+# names past 63 bytes, cut in the read buffer (relay.c's cut_names), one arriving in pieces
+for mode, mname in ((0,"session"),(1,"transaction")):
+    long_msgs = (parse("n"*100, "select 1") + bind("p"*80, "n"*63+"x") + describe(b"P", "p"*70) + execute("p"*90)
+                 + close(b"S", "n"*64) + SYNC)
+    write("relay", f"{mname}-long-names", bytes([mode]) + chunks(long_msgs[:37], long_msgs[37:120], long_msgs[120:]))
 write("relay", "transaction-unknown-type", bytes([1]) + chunks(q("select 1"), msg(b"?", b"x")))
 write("relay", "transaction-long-name", bytes([1]) + chunks(parse("n"*64, "select 1") + SYNC))
 write("relay", "transaction-big-query", bytes([1]) + chunks(q("select '" + "x"*5000 + "'"), q("select 1")))

@@ -50,6 +50,10 @@ for mode, mname in ((0,"session"),(1,"transaction")):
     long_msgs = (parse("n"*100, "select 1") + bind("p"*80, "n"*63+"x") + describe(b"P", "p"*70) + execute("p"*90)
                  + close(b"S", "n"*64) + SYNC)
     write("relay", f"{mname}-long-names", bytes([mode]) + chunks(long_msgs[:37], long_msgs[37:120], long_msgs[120:]))
+# a Parse of a name in use (relay.c's parse_taken), alone, in a pipeline, and in a block
+write("relay", "transaction-parse-taken", bytes([1]) + chunks(parse("s1", "select 1") + SYNC,
+      parse("s1", "select 2") + bind("", "s1") + execute() + SYNC, q("begin"), parse("s1", "select 3") + SYNC,
+      q("rollback"), parse("s2", "select 1") + parse("s2", "select 1") + SYNC))
 write("relay", "transaction-unknown-type", bytes([1]) + chunks(q("select 1"), msg(b"?", b"x")))
 write("relay", "transaction-long-name", bytes([1]) + chunks(parse("n"*64, "select 1") + SYNC))
 write("relay", "transaction-big-query", bytes([1]) + chunks(q("select '" + "x"*5000 + "'"), q("select 1")))

@@ -591,8 +591,9 @@ static void sess_forget(struct sess_stmt *st)
 
 /* The text and parameter types an extended request runs: its own Parse's, or those tusk
  * keeps for the named statement it binds (prepared.h). False when tusk does not know them:
- * the unnamed statement of an earlier request, a name it does not track, or a Parse that
- * would give a tracked name another body (the relay replaces it; the server must see that). */
+ * the unnamed statement of an earlier request, a name it does not track, or, in transaction
+ * pooling, a Parse of a name (a new name is prepared on a server; a name in use is PostgreSQL's
+ * 42P05, which the relay answers: relay.c's parse_taken). */
 static bool ext_statement(struct client *c, const struct flight_ext *x, struct ext_key *ek, const char **sql,
 			  size_t *len)
 {
@@ -623,9 +624,8 @@ static bool ext_statement(struct client *c, const struct flight_ext *x, struct e
 		}
 		ek->named = true;
 	} else if (x->stmt_len) {
-		const struct prep_stmt *e = c->prep ? prep_client_find(c->prep, x->stmt) : NULL;
-		if (!e || (x->has_parse && (e->body_len != x->parse_rest_len ||
-					    memcmp(e->body, x->parse_rest, e->body_len) != 0)))
+		const struct prep_stmt *e = c->prep && !x->has_parse ? prep_client_find(c->prep, x->stmt) : NULL;
+		if (!e)
 			return false;
 		if (!flight_ext_parse_body(e->body, e->body_len, sql, len, &types, &n))
 			return false;

@@ -1654,8 +1654,28 @@ void client_go_idle(struct client *c)
 		client_maybe_move(c);
 }
 
+/* Parses answered at once at most (more go to a server: named_before reads all before each). */
+#define LOCAL_PARSES_MAX 64
+
+/* Whether the Parse at off names a statement that an earlier Parse of rbuf[0, off) names (read
+ * whole by only_parses_then_sync). */
+static bool named_before(struct client *c, size_t off, const char *name)
+{
+	const uint8_t *p = buf_head(&c->rbuf);
+	for (size_t at = 0; at < off;) {
+		struct proto_hdr h = { 0 };
+		(void)proto_read_hdr(p + at, off - at, cfg_of(c)->max_message_size, &h);
+		if (strcmp((const char *)p + at + PROTO_HDR_LEN, name) == 0)
+			return true;
+		at += (size_t)h.len + 1;
+	}
+	return false;
+}
+
 /* Whether rbuf holds, whole, only named Parse messages and then a Sync (libpq's PQprepare,
- * pgbench -M prepared, drivers preparing ahead). *len gets the bytes they span. */
+ * pgbench -M prepared, drivers preparing ahead), each of a name the client does not use yet
+ * (PostgreSQL answers a taken one with 42P05: the relay does, parse_taken). *len gets the
+ * bytes they span. */
 static bool only_parses_then_sync(struct client *c, size_t *len, int *count)
 {
 	const uint8_t *p = buf_head(&c->rbuf);
@@ -1679,7 +1699,9 @@ static bool only_parses_then_sync(struct client *c, size_t *len, int *count)
 		/* A named statement only: its name's first byte is the cheap test (an unnamed Parse,
 		 * the extended protocol's commonest, cost a whole read here). */
 		if (h.type != 'P' || total <= PROTO_HDR_LEN || p[off + PROTO_HDR_LEN] == 0 ||
-		    prep_read_parse(p + off, total, cfg_of(c)->max_message_size, &pp) <= 0 || pp.name_len == 0)
+		    prep_read_parse(p + off, total, cfg_of(c)->max_message_size, &pp) <= 0 || pp.name_len == 0 ||
+		    prep_client_find(c->prep, pp.name) || nparse >= LOCAL_PARSES_MAX ||
+		    (nparse > 0 && named_before(c, off, pp.name)))
 			return false;
 		/* Only statements the parser accepts and that change no session state (the
 		 * server would answer these with ParseComplete too); transaction control is fine. */
@@ -1727,8 +1749,7 @@ static bool answer_parses_locally(struct client *c)
 			struct prep_parse pp;
 			const struct prep_stmt *e;
 			(void)prep_read_parse(p + off, total, cfg_of(c)->max_message_size, &pp);
-			(void)prep_client_remove(c->prep, pp.name);
-			int rc = relay_prep_add(c, &pp, &e);
+			int rc = relay_prep_add(c, &pp, &e); /* a name not taken (only_parses_then_sync) */
 			if (rc < 0) {
 				client_fail(c, rc == -EDQUOT ? "53400" : "53200", "%s",
 					    rc == -EDQUOT ? "too many prepared statements on this connection"

@@ -1189,6 +1189,30 @@ static void note_named_parse(struct client *c, const char *name, const char *sql
 	}
 }
 
+/* A Parse of a name the client uses already: PostgreSQL answers 42P05 and keeps the statement
+ * it has, but the server holds tusk's names (tusk_<hash>), not the client's, so it cannot
+ * tell. A Parse made to fail goes in its place: PARSE_TAKEN_SQL fails in any session at parse
+ * analysis with 42P01 (or with 25P02 in a failed transaction block, as the client's own would
+ * there), reply_error turns the 42P01 into the client's 42P05, and the server skips to the
+ * Sync as it would after the client's own error. The client's map is unchanged. */
+#define PARSE_TAKEN_NAME "tusk_parse_taken"
+#define PARSE_TAKEN_SQL "SELECT FROM pg_catalog.tusk_no_such_relation"
+static enum scan_result parse_taken(struct client *c, struct server *s, const struct prep_stmt *taken, size_t total)
+{
+	enum scan_result room = room_to_rewrite(c, s, total);
+	if (room != SCAN_OK)
+		return room;
+	static const uint8_t rest[] = PARSE_TAKEN_SQL "\0\0"; /* the text, its NUL, no parameter types */
+	if (prep_put_parse(&s->wbuf, PARSE_TAKEN_NAME, rest, sizeof rest) < 0)
+		return SCAN_BAD;
+	struct server_expect *x = expect_push(s, EXPECT_PARSE, EXPECT_FORWARD);
+	x->fake = true;
+	x->hash = taken->hash;
+	x->name_hash = taken->name_hash;
+	buf_consume(&c->rbuf, total);
+	return SCAN_OK;
+}
+
 /* A Parse (scan_client_message): judged, and with prepared-statement tracking a named one is
  * recorded and prepared on the server under tusk's name. */
 static enum scan_result scan_parse(struct client *c, struct server *s, const struct scan_msg *msg, bool *pass)
@@ -1225,6 +1249,9 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 		if (dr != SCAN_BAD)
 			return dr; /* handled (SCAN_OK), or must wait (SCAN_STALL) */
 	}
+	const struct prep_stmt *taken = rename && p.name_len ? prep_client_find(c->prep, p.name) : NULL;
+	if (taken)
+		return parse_taken(c, s, taken, total);
 	uint8_t marks;
 	c->parse_named = p.name_len > 0;
 	bool noted = note_sql(c, s, p.query, p.query_len, &marks);
@@ -1249,8 +1276,6 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 			return room;
 	}
 	const struct prep_stmt *e;
-	/* Re-parsing a live name is an error in PostgreSQL (42P05); tusk replaces it. */
-	(void)prep_client_remove(c->prep, p.name);
 	int rc = relay_prep_add(c, &p, &e);
 	if (rc == -EDQUOT) {
 		client_fail(c, "53400", "too many prepared statements on this connection");
@@ -1892,8 +1917,31 @@ static enum scan_result reply_ready(struct client *c, struct server *s, struct s
 	return reply_pass(next);
 }
 
-/* An ErrorResponse (scan_server): a Bind sent to fail becomes 0A000, a stale statement may
- * be healed (the request goes again), the hooks see the rest. */
+/* The 42P05 a Parse of a name the client uses already gets (parse_taken), in c->wbuf: as
+ * PostgreSQL words it, with its routine. -1: no room now. */
+static int put_name_taken(struct client *c, const struct server_expect *e)
+{
+	const char *name = prep_client_name_of(c->prep, e->name_hash, e->hash);
+	char body[PREP_NAME_MAX + 160];
+	/* A name closed meanwhile (a Close behind the Parse, which the server skips) is not known
+	 * any more: the message says so without it. */
+	int n = snprintf(body, sizeof body, "SERROR%cVERROR%cC42P05%cMprepared statement \"%s\" already exists%c"
+		       "Fprepare.c%cRStorePreparedStatement%c", 0, 0, 0, name ? name : "", 0, 0, 0);
+	const struct proto_part part = { body, (size_t)n + 1 }; /* the last NUL ends the fields */
+	return proto_put_parts(&c->wbuf, 'E', 0, &part, 1) < 0 ? -1 : 0;
+}
+
+/* Whether the ErrorResponse m (whole, total bytes) has SQLSTATE state. */
+static bool error_is(const uint8_t *m, size_t total, const char *state)
+{
+	struct proto_error_fields f;
+	return proto_parse_error(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &f) == 0 && f.sqlstate &&
+	       strcmp(f.sqlstate, state) == 0;
+}
+
+/* An ErrorResponse (scan_server): a Bind sent to fail becomes 0A000, a Parse sent to fail
+ * 42P05 (or, in a failed transaction, stays its 25P02), a stale statement may be healed (the
+ * request goes again), the hooks see the rest. */
 static enum scan_result reply_error(struct client *c, struct server *s, struct server_expect *e, const struct scan_reply *r,
 				   enum reply_next *next, bool *drop)
 {
@@ -1903,7 +1951,26 @@ static enum scan_result reply_error(struct client *c, struct server *s, struct s
 	*next = REPLY_STOP;
 	const uint8_t *whole = NULL; /* the ErrorResponse for the hooks, when read whole */
 	s->desc_params = 0; /* a statement Describe that failed after it */
-	if (e && e->fake && total <= b->cap) {
+	if (e && e->fake && e->kind == EXPECT_PARSE && total <= b->cap) {
+		if (c->s2c_scanned > 0)
+			return SCAN_STALL;
+		if (avail < total)
+			return SCAN_OK;
+		e->fake = false;
+		if (error_is(m, total, "42P01")) {
+			if (put_name_taken(c, e) < 0) {
+				e->fake = true;
+				return SCAN_STALL;
+			}
+			*drop = true;
+		}
+		if (*drop) {
+			client_count_error(c, NULL, 0);
+		} else {
+			client_count_error(c, m, total);
+			whole = m;
+		}
+	} else if (e && e->fake && total <= b->cap) {
 		/* A Bind sent to fail (told_check): the client gets PostgreSQL's 0A000. */
 		if (c->s2c_scanned > 0)
 			return SCAN_STALL;

@@ -535,6 +535,16 @@ void prep_client_tell(struct prep_client *c, uint64_t name_hash, struct prep_has
 	}
 }
 
+const char *prep_client_name_of(const struct prep_client *c, uint64_t name_hash, struct prep_hash h)
+{
+	if (!c || !c->tab)
+		return NULL;
+	for (size_t i = (size_t)name_hash & c->mask; c->tab[i]; i = (i + 1) & c->mask)
+		if (c->tab[i]->name_hash == name_hash && prep_hash_equal(c->tab[i]->hash, h))
+			return c->tab[i]->name;
+	return NULL;
+}
+
 void prep_stmt_set_placed(const struct prep_stmt *e)
 {
 	((struct prep_stmt *)e)->placed = true; /* the map owns its entries, never const */

@@ -203,6 +203,9 @@ const struct prep_stmt *prep_client_find(const struct prep_client *c, const char
 /* A Describe of the client's statement (name_hash, h) answered it: the known parts of d are
  * what it was told. Nothing when the name is gone or now names another statement. */
 void prep_client_tell(struct prep_client *c, uint64_t name_hash, struct prep_hash h, struct prep_desc d);
+/* The client name of the entry (name_hash, h), or NULL when the name is gone or now names
+ * another statement. */
+const char *prep_client_name_of(const struct prep_client *c, uint64_t name_hash, struct prep_hash h);
 /* The client has been told something of e. */
 static inline bool prep_stmt_told(const struct prep_stmt *e)
 {

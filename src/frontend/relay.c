@@ -127,7 +127,20 @@ static bool ends_with_ready(uint8_t kind)
 /* After an error in the extended protocol the server skips everything up to the next Sync:
  * whatever those requests were owed will never come, and statements they would have
  * prepared do not exist. */
-static void expect_skip_to_sync(struct server *s)
+/* The client's own named Parse failed, or the server skipped it after an error: PostgreSQL
+ * made no statement of it, so the name is free again (only that Parse's entry: one the client
+ * parsed again since under the name stays). */
+static void forget_client_parse(struct client *c, const struct server_expect *e)
+{
+	const char *name = prep_client_name_of(c->prep, e->name_hash, e->hash);
+	if (!name)
+		return;
+	char copy[PREP_NAME_MAX + 1];
+	snprintf(copy, sizeof copy, "%s", name); /* the entry goes with the removal */
+	(void)prep_client_remove(c->prep, copy);
+}
+
+static void expect_skip_to_sync(struct client *c, struct server *s)
 {
 	struct server_expect *e;
 	struct prep_hash kept[SERVER_EXPECT_MAX / 2];
@@ -135,6 +148,8 @@ static void expect_skip_to_sync(struct server *s)
 	int nkept = 0;
 
 	while ((e = expect_head(s)) && !ends_with_ready(e->kind)) {
+		if (e->kind == EXPECT_PARSE && e->action == EXPECT_FORWARD && e->has_hash && e->name_hash)
+			forget_client_parse(c, e);
 		if (e->has_hash && s->prep) {
 			if (e->kind == EXPECT_PARSE)
 				prep_server_forget(s->prep, e->hash);
@@ -720,7 +735,7 @@ static bool close_if_stale(struct server *s, struct prep_hash h, const char *ser
  * per action) and a Describe whose reply, dropped, tells what the new copy describes
  * (told_check). At most 4 requests; the caller checked queue and buffer room. */
 static bool prepare_on(struct server *s, struct prep_hash h, const char *server_name, const uint8_t *body,
-		       size_t len, uint8_t action)
+		       size_t len, uint8_t action, uint64_t name_hash)
 {
 	struct prep_hash evicted;
 	if (prep_server_holds(s->prep, h)) {
@@ -742,6 +757,7 @@ static bool prepare_on(struct server *s, struct prep_hash h, const char *server_
 	struct server_expect *x = expect_push(s, EXPECT_PARSE, action);
 	x->has_hash = true;
 	x->hash = h;
+	x->name_hash = name_hash; /* the client's own Parse: its name is forgotten if it fails */
 	if (prep_put_describe_statement(&s->wbuf, server_name) < 0)
 		return false;
 	x = expect_push(s, EXPECT_DESCRIBE_STMT, EXPECT_DROP);
@@ -758,7 +774,7 @@ static bool ensure_prepared(struct server *s, const struct prep_stmt *e)
 {
 	if (e->placed && prep_server_has(s->prep, e->hash))
 		return true;
-	if (!prepare_on(s, e->hash, e->server_name, e->body, e->body_len, EXPECT_DROP))
+	if (!prepare_on(s, e->hash, e->server_name, e->body, e->body_len, EXPECT_DROP, 0))
 		return false;
 	prep_stmt_set_placed(e);
 	return true;
@@ -1289,7 +1305,7 @@ static enum scan_result scan_parse(struct client *c, struct server *s, const str
 	/* Prepared afresh even where the server holds a copy: PostgreSQL plans a new
 	 * statement with the schema of the moment, and a copy from before a schema change
 	 * would fail with 0A000 (the server's ParseComplete is the client's answer). */
-	if (!prepare_on(s, e->hash, e->server_name, p.rest, p.rest_len, EXPECT_FORWARD))
+	if (!prepare_on(s, e->hash, e->server_name, p.rest, p.rest_len, EXPECT_FORWARD, e->name_hash))
 		return SCAN_BAD;
 	prep_stmt_set_placed(e);
 	buf_consume(b, total);
@@ -2004,7 +2020,7 @@ static enum scan_result reply_error(struct client *c, struct server *s, struct s
 	relay_hooks_error(c, s, whole, total);
 	c->tx_failed = true;
 	if (e && !ends_with_ready(e->kind)) {
-		expect_skip_to_sync(s);
+		expect_skip_to_sync(c, s);
 		/* No Sync sent yet: the server will ignore what the client sends until
 		 * one comes, so those messages must owe nothing (scan_client). */
 		if (!expect_head(s))

@@ -22,7 +22,7 @@ PYTHON = "/usr/bin/python3"
 # The cases of each suite, in the order the suite runs them (test_drivers checks this against
 # each suite's --list).
 CASES = {
-    "node": ["named_prepared", "long_names", "unnamed_prepared", "pool_larger_than_size", "cursor_in_transaction",
+    "node": ["named_prepared", "long_names", "named_after_failure", "unnamed_prepared", "pool_larger_than_size", "cursor_in_transaction",
              "cursor_autocommit", "query_stream", "disconnect_mid_cursor", "error_mid_query", "cancel",
              "connect_end", "tls", "named_schema_change", "multi_statement", "notices_and_notifications",
              "types_and_sizes", "startup_settings", "named_set_and_savepoints", "savepoints"],

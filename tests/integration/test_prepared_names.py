@@ -54,6 +54,13 @@ STEPS = [
     run(b"s5") + SYNC,
     # closed, the name is free again
     pgwire.message(b"C", b"Ss1\0") + parse(b"s1", b"select 7") + run(b"s1") + SYNC,
+    # a Parse that fails, or that the server skips after an error, makes no statement: the name
+    # is free for the next one (node-postgres parses a failed name again at its next use)
+    # (with a Bind behind: a Parse and a Sync alone tusk answers without a server, docs/pooling.md)
+    parse(b"s7", b"select * from prepared_names_missing") + run(b"s7") + SYNC,
+    parse(b"s7", b"select 70") + run(b"s7") + SYNC,
+    parse(b"s8", b"select * from prepared_names_missing") + parse(b"s9", b"select 9") + run(b"s9") + SYNC,
+    parse(b"s9", b"select 90") + parse(b"s8", b"select 80") + run(b"s9") + run(b"s8") + SYNC,
 ]
 # Inside a transaction block (not in statement pooling, which refuses one): 42P05 fails the
 # block, then a Parse gets 25P02 whatever its name.

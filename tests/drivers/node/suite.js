@@ -100,6 +100,27 @@ cases.long_names = async () => {
   return { bad, n: 50 }
 }
 
+// A named query that fails at its Parse (its table is missing), run again once the table
+// exists, and one whose name another text took: what node-postgres and the server make of it.
+cases.named_after_failure = async () => {
+  const t = `${TAG}_naf`
+  await admin(`DROP TABLE IF EXISTS ${t}`)
+  const c = await client('naf')
+  const out = {}
+  const run = async (k, query) => {
+    try { out[k] = (await q('naf', c, query)).rows } catch (e) { out[k] = err(e) }
+  }
+  await run('missing', { name: 'nd_naf', text: `SELECT count(*)::int AS n FROM ${t}` })
+  await admin(`CREATE TABLE ${t} (i int); INSERT INTO ${t} VALUES (1), (2)`)
+  await run('created', { name: 'nd_naf', text: `SELECT count(*)::int AS n FROM ${t}` })
+  await run('again', { name: 'nd_naf', text: `SELECT count(*)::int AS n FROM ${t}` })
+  await run('same_text_other_name', { name: 'nd_naf2', text: `SELECT count(*)::int AS n FROM ${t}` })
+  await run('after', { text: 'SELECT 1 AS one' })
+  await c.end()
+  await admin(`DROP TABLE ${t}`)
+  return out
+}
+
 // Unnamed statements (parameterised queries): Parse/Bind/Execute/Sync each time.
 cases.unnamed_prepared = async () => {
   const c = await client('unnamed')

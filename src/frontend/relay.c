@@ -124,9 +124,6 @@ static bool ends_with_ready(uint8_t kind)
 	return kind == EXPECT_SYNC || kind == EXPECT_QUERY || kind == EXPECT_FUNCTION;
 }
 
-/* After an error in the extended protocol the server skips everything up to the next Sync:
- * whatever those requests were owed will never come, and statements they would have
- * prepared do not exist. */
 /* The client's own named Parse failed, or the server skipped it after an error: PostgreSQL
  * made no statement of it, so the name is free again (only that Parse's entry: one the client
  * parsed again since under the name stays). */
@@ -140,6 +137,9 @@ static void forget_client_parse(struct client *c, const struct server_expect *e)
 	(void)prep_client_remove(c->prep, copy);
 }
 
+/* After an error in the extended protocol the server skips everything up to the next Sync:
+ * whatever those requests were owed will never come, and statements they would have
+ * prepared do not exist. */
 static void expect_skip_to_sync(struct client *c, struct server *s)
 {
 	struct server_expect *e;

@@ -79,6 +79,7 @@ static struct server_expect *expect_push(struct server *s, uint8_t kind, uint8_t
 	e->stale = false;
 	e->replay = false;
 	e->fake = false;
+	e->client_close = false;
 	e->name_hash = 0;
 	return e;
 }
@@ -129,12 +130,7 @@ static bool ends_with_ready(uint8_t kind)
  * parsed again since under the name stays). */
 static void forget_client_parse(struct client *c, const struct server_expect *e)
 {
-	const char *name = prep_client_name_of(c->prep, e->name_hash, e->hash);
-	if (!name)
-		return;
-	char copy[PREP_NAME_MAX + 1];
-	snprintf(copy, sizeof copy, "%s", name); /* the entry goes with the removal */
-	(void)prep_client_remove(c->prep, copy);
+	prep_client_forget_parse(c->prep, e->name_hash, e->hash);
 }
 
 /* After an error in the extended protocol the server skips everything up to the next Sync:
@@ -145,11 +141,12 @@ static void expect_skip_to_sync(struct client *c, struct server *s)
 	struct server_expect *e;
 	struct prep_hash kept[SERVER_EXPECT_MAX / 2];
 	bool kept_stale[SERVER_EXPECT_MAX / 2];
-	int nkept = 0;
+	int nkept = 0, unclosed = 0;
 
 	while ((e = expect_head(s)) && !ends_with_ready(e->kind)) {
 		if (e->kind == EXPECT_PARSE && e->action == EXPECT_FORWARD && e->has_hash && e->name_hash)
 			forget_client_parse(c, e);
+		unclosed += e->client_close;
 		if (e->has_hash && s->prep) {
 			if (e->kind == EXPECT_PARSE)
 				prep_server_forget(s->prep, e->hash);
@@ -168,6 +165,10 @@ static void expect_skip_to_sync(struct client *c, struct server *s)
 		if (kept_stale[i])
 			prep_server_mark_stale(s->prep, kept[i]);
 	}
+	/* The client's skipped Closes: their names are the client's again (after its skipped
+	 * Parses are forgotten, which may have taken the same names meanwhile). */
+	while (unclosed-- > 0)
+		prep_client_close_skipped(c->prep);
 }
 
 /* ---- transaction boundaries of the extended protocol ----
@@ -1455,7 +1456,9 @@ static enum scan_result scan_target(struct client *c, struct server *s, const st
 		if (c->c2s_scanned > 0 || !wbuf_room_for(s, 0))
 			return SCAN_STALL;
 		struct prep_hash gone;
-		if (prep_client_drop(c->prep, t.name, &gone) == 1 && prep_server_holds(s->prep, gone)) {
+		int closed = prep_client_close(c->prep, t.name, &gone);
+		struct server_expect *x;
+		if (closed == 1 && prep_server_holds(s->prep, gone)) {
 			char name[PREP_SERVER_NAME_SIZE];
 			prep_server_name(gone, name);
 			if (prep_put_close_statement(&s->wbuf, name) < 0)
@@ -1463,13 +1466,16 @@ static enum scan_result scan_target(struct client *c, struct server *s, const st
 			bool stale = prep_server_stale(s->prep, gone);
 			prep_server_forget(s->prep, gone);
 			/* The server's CloseComplete is the client's answer. */
-			struct server_expect *x = expect_push(s, EXPECT_CLOSE, EXPECT_FORWARD);
+			x = expect_push(s, EXPECT_CLOSE, EXPECT_FORWARD);
 			x->has_hash = true;
 			x->hash = gone;
 			x->stale = stale;
 		} else {
-			expect_push(s, EXPECT_CLOSE, EXPECT_INJECT);
+			x = expect_push(s, EXPECT_CLOSE, EXPECT_INJECT);
 		}
+		/* Behind an error in this pipeline PostgreSQL skips the Close and the statement
+		 * stays: the entry waits for the outcome (expect_skip_to_sync puts it back). */
+		x->client_close = closed >= 0;
 		buf_consume(b, total);
 		return SCAN_OK;
 	}
@@ -1866,6 +1872,8 @@ static enum scan_result reply_inject(struct client *c, struct server *s, struct 
 		rc = e->kind == EXPECT_PARSE ? prep_put_parse_complete(&c->wbuf) : prep_put_close_complete(&c->wbuf);
 		if (rc < 0)
 			return SCAN_STALL;
+		if (e->client_close)
+			prep_client_close_done(c->prep);
 		expect_pop(s);
 		return reply_again(next);
 }
@@ -2158,6 +2166,8 @@ static enum scan_result scan_reply(struct client *c, struct server *s, struct se
 				return SCAN_OK;
 			*drop = true;
 		}
+		if (e->client_close)
+			prep_client_close_done(c->prep);
 		expect_pop(s);
 		return reply_pass(next);
 	case '2':

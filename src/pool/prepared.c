@@ -396,6 +396,9 @@ struct prep_client {
 	size_t bytes;            /* sum of entry_size() over the entries */
 	size_t mask;             /* table size - 1; the table is NULL until the first add */
 	struct prep_stmt **tab;  /* NULL = empty slot; load kept at or below 1/2 */
+	/* Entries of names closed (prep_client_close) whose Close's outcome is not known yet,
+	 * oldest first: neither counted nor in the table. */
+	struct prep_stmt *closing, *closing_tail;
 };
 
 static size_t entry_size(size_t body_len)
@@ -542,6 +545,9 @@ const char *prep_client_name_of(const struct prep_client *c, uint64_t name_hash,
 	for (size_t i = (size_t)name_hash & c->mask; c->tab[i]; i = (i + 1) & c->mask)
 		if (c->tab[i]->name_hash == name_hash && prep_hash_equal(c->tab[i]->hash, h))
 			return c->tab[i]->name;
+	for (const struct prep_stmt *e = c->closing; e; e = e->closing_next) /* closed, outcome to come */
+		if (e->name_hash == name_hash && prep_hash_equal(e->hash, h))
+			return e->name;
 	return NULL;
 }
 
@@ -557,27 +563,27 @@ int prep_client_remove(struct prep_client *c, const char *name)
 	return rc < 0 ? rc : 0;
 }
 
-int prep_client_drop(struct prep_client *c, const char *name, struct prep_hash *gone)
+/* Takes the entry of name out of the map (uncounted, its pool reference released): NULL when
+ * there is none. *last: it was the pool's last name of its statement. */
+static struct prep_stmt *detach(struct prep_client *c, const char *name, bool *last)
 {
 	if (!c)
-		return -ENOENT;
+		return NULL;
 	size_t len = strnlen(name, PREP_NAME_MAX + 1);
 	if (!c->tab || len == 0 || len > PREP_NAME_MAX)
-		return -ENOENT;
+		return NULL;
 	size_t i = client_slot(c, name, name_hash(name, len));
 	struct prep_stmt *e = c->tab[i];
 	if (!e)
-		return -ENOENT;
-	bool last = false;
+		return NULL;
+	*last = false;
 	if (c->refs) {
 		pthread_mutex_lock(&c->refs->lock);
-		last = refs_release(c->refs, e->hash);
+		*last = refs_release(c->refs, e->hash);
 		pthread_mutex_unlock(&c->refs->lock);
 	}
-	*gone = e->hash;
 	c->count--;
 	c->bytes -= entry_size(e->body_len);
-	free(e);
 	c->tab[i] = NULL;
 
 	/* Backward-shift deletion: pull later entries of the probe run into the hole unless their
@@ -591,7 +597,97 @@ int prep_client_drop(struct prep_client *c, const char *name, struct prep_hash *
 		c->tab[j] = NULL;
 		i = j;
 	}
+	return e;
+}
+
+int prep_client_drop(struct prep_client *c, const char *name, struct prep_hash *gone)
+{
+	bool last;
+	struct prep_stmt *e = detach(c, name, &last);
+	if (!e)
+		return -ENOENT;
+	*gone = e->hash;
+	free(e);
 	return last ? 1 : 0;
+}
+
+int prep_client_close(struct prep_client *c, const char *name, struct prep_hash *gone)
+{
+	bool last;
+	struct prep_stmt *e = detach(c, name, &last);
+	if (!e)
+		return -ENOENT;
+	*gone = e->hash;
+	e->closing_next = NULL;
+	e->never_made = false;
+	if (c->closing_tail)
+		c->closing_tail->closing_next = e;
+	else
+		c->closing = e;
+	c->closing_tail = e;
+	return last ? 1 : 0;
+}
+
+static struct prep_stmt *closing_pop(struct prep_client *c)
+{
+	struct prep_stmt *e = c ? c->closing : NULL;
+	if (e) {
+		c->closing = e->closing_next;
+		if (!c->closing)
+			c->closing_tail = NULL;
+	}
+	return e;
+}
+
+void prep_client_forget_parse(struct prep_client *c, uint64_t name_hash, struct prep_hash h)
+{
+	if (!c || !c->tab)
+		return;
+	for (size_t i = (size_t)name_hash & c->mask; c->tab[i]; i = (i + 1) & c->mask) {
+		struct prep_stmt *e = c->tab[i];
+		if (e->name_hash == name_hash && prep_hash_equal(e->hash, h)) {
+			char name[PREP_NAME_MAX + 1];
+			bool last;
+			memcpy(name, e->name, sizeof name);
+			free(detach(c, name, &last));
+			return;
+		}
+	}
+	for (struct prep_stmt *e = c->closing; e; e = e->closing_next)
+		if (e->name_hash == name_hash && prep_hash_equal(e->hash, h)) {
+			e->never_made = true;
+			return;
+		}
+}
+
+void prep_client_close_done(struct prep_client *c)
+{
+	free(closing_pop(c));
+}
+
+void prep_client_close_skipped(struct prep_client *c)
+{
+	struct prep_stmt *e = closing_pop(c);
+	if (!e)
+		return;
+	/* Back in the map as it was (its description told, its placement), counted again. */
+	if (e->never_made || (c->tab && c->tab[client_slot(c, e->name, e->name_hash)]) ||
+	    ((!c->tab || 2 * ((size_t)c->count + 1) > c->mask + 1) && client_grow(c) != 0)) {
+		free(e);
+		return;
+	}
+	if (c->refs) {
+		pthread_mutex_lock(&c->refs->lock);
+		int err = refs_add(c->refs, e->hash);
+		pthread_mutex_unlock(&c->refs->lock);
+		if (err) {
+			free(e);
+			return;
+		}
+	}
+	c->tab[client_slot(c, e->name, e->name_hash)] = e;
+	c->count++;
+	c->bytes += entry_size(e->body_len);
 }
 
 void prep_client_clear(struct prep_client *c)
@@ -623,6 +719,8 @@ void prep_client_free(struct prep_client *c)
 	if (!c)
 		return;
 	prep_client_clear(c);
+	while (c->closing)
+		prep_client_close_done(c);
 	free(c->tab);
 	free(c);
 }

@@ -159,6 +159,9 @@ struct prep_stmt {
 	struct prep_desc told;              /* what the client was told of it (0: nothing yet) */
 	bool placed;                        /* a server prepared it since the client's Parse */
 	uint8_t flags;                      /* the caller's own (prep_client_set_flags); 0 when added */
+	struct prep_stmt *closing_next;     /* in the map's closing list (prep_client_close) */
+	bool never_made;                    /* there: its Parse failed, so a skipped Close does
+					     * not put it back */
 	size_t body_len;
 	uint8_t body[];                     /* copy of the Parse body after the name */
 };
@@ -204,7 +207,7 @@ const struct prep_stmt *prep_client_find(const struct prep_client *c, const char
  * what it was told. Nothing when the name is gone or now names another statement. */
 void prep_client_tell(struct prep_client *c, uint64_t name_hash, struct prep_hash h, struct prep_desc d);
 /* The client name of the entry (name_hash, h), or NULL when the name is gone or now names
- * another statement. */
+ * another statement (a name closed whose Close's outcome is not known yet counts). */
 const char *prep_client_name_of(const struct prep_client *c, uint64_t name_hash, struct prep_hash h);
 /* The client has been told something of e. */
 static inline bool prep_stmt_told(const struct prep_stmt *e)
@@ -213,6 +216,17 @@ static inline bool prep_stmt_told(const struct prep_stmt *e)
 }
 /* A server prepared e (or will, with the messages being sent) after the client's Parse. */
 void prep_stmt_set_placed(const struct prep_stmt *e);
+/* A Close of a name, sent on to the server: the name is forgotten as prep_client_drop forgets
+ * it (same results), but its entry waits, in the order of the Closes, for the Close's outcome:
+ * PostgreSQL skips a Close behind an error in the same pipeline, and the statement stays. */
+int prep_client_close(struct prep_client *c, const char *name, struct prep_hash *gone);
+/* The Parse of the entry (name_hash, h) failed or was skipped: PostgreSQL made no statement of
+ * it, so its name is forgotten (a closed one's entry will not be put back). */
+void prep_client_forget_parse(struct prep_client *c, uint64_t name_hash, struct prep_hash h);
+/* The oldest Close still waiting was done (its entry is freed), or was skipped (its entry is
+ * the name's again, unless the name names another statement by now: then it is freed). */
+void prep_client_close_done(struct prep_client *c);
+void prep_client_close_skipped(struct prep_client *c);
 /* Forgets a name (Close 'S'; a failed Parse). 0 or -ENOENT (not an error for Close). */
 int prep_client_remove(struct prep_client *c, const char *name);
 /* Forgets a name as prep_client_remove does and tells whether it was the pool's last name

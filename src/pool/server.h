@@ -81,7 +81,10 @@ struct server_expect {
 	bool all;           /* an injected DEALLOCATE reply: "DEALLOCATE ALL" */
 	bool stale;         /* a Close of a stale statement: if skipped, it is still there, still stale */
 	bool replay;        /* the Bind that begins the batch copied in server.replay */
-	bool fake;          /* a Bind sent to fail: its error becomes 0A000 (relay.c, told_check) */
+	bool fake;          /* a Bind sent to fail: its error becomes 0A000 (relay.c, told_check); a
+			     * Parse sent to fail: its 42P01 becomes 42P05 (parse_taken) */
+	bool client_close;  /* a client's Close of a name it had: its entry waits for the outcome
+			     * (prep_client_close) */
 	struct prep_hash hash; /* also on a Bind or Describe of a tusk statement */
 	uint64_t name_hash; /* a client's Describe: whose statement it tells (prep_client_tell) */
 };

@@ -32,6 +32,10 @@ def run(stmt):
     return bind(stmt) + execute()
 
 
+def close(stmt):
+    return pgwire.message(b"C", b"S" + stmt + b"\0")
+
+
 def q(sql):
     return pgwire.message(b"Q", sql + b"\0")
 
@@ -54,6 +58,13 @@ STEPS = [
     run(b"s5") + SYNC,
     # closed, the name is free again
     pgwire.message(b"C", b"Ss1\0") + parse(b"s1", b"select 7") + run(b"s1") + SYNC,
+    # a Close behind an error in the same pipeline is skipped with the rest: the statement stays
+    parse(b"s2", b"select 22") + close(b"s2") + SYNC,
+    run(b"s2") + SYNC,
+    parse(b"", b"select 1/0") + run(b"") + close(b"s4") + SYNC,
+    run(b"s4") + SYNC,
+    parse(b"", b"select 1/0") + run(b"") + close(b"s5") + parse(b"s5", b"select 55") + SYNC,
+    run(b"s5") + SYNC,
     # a Parse that fails, or that the server skips after an error, makes no statement: the name
     # is free for the next one (node-postgres parses a failed name again at its next use)
     # (with a Bind behind: a Parse and a Sync alone tusk answers without a server, docs/pooling.md)

@@ -827,6 +827,71 @@ static void test_descriptions(void **state)
 
 /* Client names counted per pool: the last drop of a statement's name says so, whichever
  * client held it; clear and free release every name. */
+/* A Close whose outcome is not known yet: forgotten at once (the name is free, the pool's count
+ * released), kept in order; done frees it, skipped puts it back as it was (and counts it again)
+ * unless its Parse failed meanwhile or the name names another statement by then. */
+static void test_close_outcomes(void **state)
+{
+	(void)state;
+	struct prep_refs *r = prep_refs_new();
+	struct prep_client *c = prep_client_new(1000, 1 << 20);
+	assert_non_null(r);
+	prep_client_share(c, r);
+	const struct prep_stmt *a = add(c, "a", "SELECT 1", 0);
+	struct prep_hash ha = a->hash;
+	uint64_t na = a->name_hash;
+	add(c, "b", "SELECT 2", 0);
+	add(c, "d", "SELECT 4", 0);
+	struct prep_hash gone;
+
+	/* skipped: back, with the pool's count */
+	assert_int_equal(prep_client_close(c, "a", &gone), 1);
+	assert_true(prep_hash_equal(gone, ha));
+	assert_null(prep_client_find(c, "a"));
+	assert_int_equal(prep_refs_count(r, ha), 0);
+	assert_string_equal(prep_client_name_of(c, na, ha), "a"); /* for the 42P05's words */
+	assert_int_equal(prep_client_close(c, "b", &gone), 1);
+	assert_int_equal(prep_client_count(c), 1);
+	prep_client_close_skipped(c); /* "a": the oldest */
+	assert_non_null(prep_client_find(c, "a"));
+	assert_true(prep_hash_equal(prep_client_find(c, "a")->hash, ha));
+	assert_int_equal(prep_refs_count(r, ha), 1);
+	prep_client_close_done(c); /* "b" */
+	assert_null(prep_client_find(c, "b"));
+	assert_int_equal(prep_client_count(c), 2);
+
+	/* skipped, but the name was parsed again meanwhile: the newer statement keeps it */
+	assert_int_equal(prep_client_close(c, "a", &gone), 1);
+	const struct prep_stmt *a2 = add(c, "a", "SELECT 11", 0);
+	prep_client_close_skipped(c);
+	assert_ptr_equal(prep_client_find(c, "a"), a2);
+
+	/* a failed Parse: its name is forgotten; closed meanwhile, it is not put back */
+	prep_client_forget_parse(c, a2->name_hash, a2->hash);
+	assert_null(prep_client_find(c, "a"));
+	const struct prep_stmt *e = add(c, "e", "SELECT 5", 0);
+	struct prep_hash he = e->hash;
+	uint64_t ne = e->name_hash;
+	assert_int_equal(prep_client_close(c, "e", &gone), 1);
+	prep_client_forget_parse(c, ne, he);
+	prep_client_close_skipped(c);
+	assert_null(prep_client_find(c, "e"));
+	assert_int_equal(prep_refs_count(r, he), 0);
+	/* another statement's identity forgets nothing */
+	prep_client_forget_parse(c, ne, ha);
+	assert_non_null(prep_client_find(c, "d"));
+
+	/* outcomes to come when the map goes: freed with it */
+	assert_int_equal(prep_client_close(c, "d", &gone), 1);
+	prep_client_close_done(c);
+	prep_client_close_skipped(c); /* nothing waits: nothing happens */
+	assert_int_equal(prep_client_count(c), 0);
+	add(c, "f", "SELECT 6", 0);
+	assert_int_equal(prep_client_close(c, "f", &gone), 1);
+	prep_client_free(c);
+	prep_refs_free(r);
+}
+
 static void test_refs(void **state)
 {
 	(void)state;
@@ -1000,6 +1065,7 @@ int main(void)
 		cmocka_unit_test(test_server_lru_model),
 		cmocka_unit_test(test_server_stale),
 		cmocka_unit_test(test_refs),
+		cmocka_unit_test(test_close_outcomes),
 		cmocka_unit_test(test_descriptions),
 		cmocka_unit_test(test_local_deallocate),
 	};

@@ -462,6 +462,31 @@ void prep_client_set_flags(struct prep_client *c, const struct prep_stmt *e, uin
 	((struct prep_stmt *)e)->flags = flags;
 }
 
+/* The table has room for one more entry (grown when not): 0 or -ENOMEM. */
+static int client_make_room(struct prep_client *c)
+{
+	return !c->tab || 2 * ((size_t)c->count + 1) > c->mask + 1 ? client_grow(c) : 0;
+}
+
+/* The pool's count of names of h takes one more (a map without refs counts nothing). */
+static int client_ref(struct prep_client *c, struct prep_hash h)
+{
+	if (!c->refs)
+		return 0;
+	pthread_mutex_lock(&c->refs->lock);
+	int err = refs_add(c->refs, h);
+	pthread_mutex_unlock(&c->refs->lock);
+	return err;
+}
+
+/* e (its name not in the table, room made) goes in, counted. */
+static void client_put(struct prep_client *c, struct prep_stmt *e)
+{
+	c->tab[client_slot(c, e->name, e->name_hash)] = e;
+	c->count++;
+	c->bytes += entry_size(e->body_len);
+}
+
 int prep_client_add(struct prep_client *c, const struct prep_parse *p, const struct prep_stmt **out)
 {
 	if (p->name_len == 0 || p->name_len > PREP_NAME_MAX)
@@ -472,11 +497,9 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 	size_t esize = entry_size(p->rest_len);
 	if (c->count >= c->max_statements || esize > c->max_bytes - c->bytes)
 		return -EDQUOT;
-	if (!c->tab || 2 * ((size_t)c->count + 1) > c->mask + 1) {
-		int err = client_grow(c);
-		if (err)
-			return err;
-	}
+	int err = client_make_room(c);
+	if (err)
+		return err;
 
 	struct prep_stmt *e = malloc(esize);
 	if (!e)
@@ -485,14 +508,10 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 		free(e);
 		return -ENOMEM;
 	}
-	if (c->refs) {
-		pthread_mutex_lock(&c->refs->lock);
-		int err = refs_add(c->refs, e->hash);
-		pthread_mutex_unlock(&c->refs->lock);
-		if (err) {
-			free(e);
-			return err;
-		}
+	err = client_ref(c, e->hash);
+	if (err) {
+		free(e);
+		return err;
 	}
 	prep_server_name(e->hash, e->server_name);
 	memcpy(e->name, p->name, p->name_len);
@@ -504,9 +523,7 @@ int prep_client_add(struct prep_client *c, const struct prep_parse *p, const str
 	e->body_len = p->rest_len;
 	memcpy(e->body, p->rest, p->rest_len);
 
-	c->tab[client_slot(c, e->name, h)] = e;
-	c->count++;
-	c->bytes += esize;
+	client_put(c, e);
 	*out = e;
 	return 0;
 }
@@ -538,17 +555,29 @@ void prep_client_tell(struct prep_client *c, uint64_t name_hash, struct prep_has
 	}
 }
 
-const char *prep_client_name_of(const struct prep_client *c, uint64_t name_hash, struct prep_hash h)
+/* The entry whose name hashes to name_hash and whose statement is h: in the table, else
+ * (*closing set) among the names closed whose Close's outcome is to come; NULL if neither. */
+static struct prep_stmt *find_entry(const struct prep_client *c, uint64_t name_hash, struct prep_hash h,
+				    bool *closing)
 {
+	*closing = false;
 	if (!c || !c->tab)
 		return NULL;
 	for (size_t i = (size_t)name_hash & c->mask; c->tab[i]; i = (i + 1) & c->mask)
 		if (c->tab[i]->name_hash == name_hash && prep_hash_equal(c->tab[i]->hash, h))
-			return c->tab[i]->name;
-	for (const struct prep_stmt *e = c->closing; e; e = e->closing_next) /* closed, outcome to come */
+			return c->tab[i];
+	*closing = true;
+	for (struct prep_stmt *e = c->closing; e; e = e->closing_next)
 		if (e->name_hash == name_hash && prep_hash_equal(e->hash, h))
-			return e->name;
+			return e;
 	return NULL;
+}
+
+const char *prep_client_name_of(const struct prep_client *c, uint64_t name_hash, struct prep_hash h)
+{
+	bool closing;
+	const struct prep_stmt *e = find_entry(c, name_hash, h, &closing);
+	return e ? e->name : NULL;
 }
 
 void prep_stmt_set_placed(const struct prep_stmt *e)
@@ -641,23 +670,12 @@ static struct prep_stmt *closing_pop(struct prep_client *c)
 
 void prep_client_forget_parse(struct prep_client *c, uint64_t name_hash, struct prep_hash h)
 {
-	if (!c || !c->tab)
-		return;
-	for (size_t i = (size_t)name_hash & c->mask; c->tab[i]; i = (i + 1) & c->mask) {
-		struct prep_stmt *e = c->tab[i];
-		if (e->name_hash == name_hash && prep_hash_equal(e->hash, h)) {
-			char name[PREP_NAME_MAX + 1];
-			bool last;
-			memcpy(name, e->name, sizeof name);
-			free(detach(c, name, &last));
-			return;
-		}
-	}
-	for (struct prep_stmt *e = c->closing; e; e = e->closing_next)
-		if (e->name_hash == name_hash && prep_hash_equal(e->hash, h)) {
-			e->never_made = true;
-			return;
-		}
+	bool closing, last;
+	struct prep_stmt *e = find_entry(c, name_hash, h, &closing);
+	if (e && closing)
+		e->never_made = true;
+	else if (e)
+		free(detach(c, e->name, &last)); /* detach leaves e whole: freed here */
 }
 
 void prep_client_close_done(struct prep_client *c)
@@ -671,23 +689,12 @@ void prep_client_close_skipped(struct prep_client *c)
 	if (!e)
 		return;
 	/* Back in the map as it was (its description told, its placement), counted again. */
-	if (e->never_made || (c->tab && c->tab[client_slot(c, e->name, e->name_hash)]) ||
-	    ((!c->tab || 2 * ((size_t)c->count + 1) > c->mask + 1) && client_grow(c) != 0)) {
+	if (e->never_made || c->tab[client_slot(c, e->name, e->name_hash)] || client_make_room(c) != 0 ||
+	    client_ref(c, e->hash) != 0) {
 		free(e);
 		return;
 	}
-	if (c->refs) {
-		pthread_mutex_lock(&c->refs->lock);
-		int err = refs_add(c->refs, e->hash);
-		pthread_mutex_unlock(&c->refs->lock);
-		if (err) {
-			free(e);
-			return;
-		}
-	}
-	c->tab[client_slot(c, e->name, e->name_hash)] = e;
-	c->count++;
-	c->bytes += entry_size(e->body_len);
+	client_put(c, e);
 }
 
 void prep_client_clear(struct prep_client *c)

@@ -1082,13 +1082,20 @@ static void replay_record(struct client *c, struct server *s, size_t wbuf_from, 
 	s->replay_len += (uint32_t)theirs;
 }
 
+/* The fields of the ErrorResponse m (whole, total bytes): false when it is malformed or has no
+ * SQLSTATE. */
+static bool error_read(const uint8_t *m, size_t total, struct proto_error_fields *f)
+{
+	return proto_parse_error(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, f) == 0 && f->sqlstate;
+}
+
 /* An ErrorResponse (whole, at m) saying the statement no longer fits the schema. Any 0A000
  * counts (a retry of another one fails the same way and passes on); XX000 only with the
  * message of a vanished type (English; the SQLSTATE alone is any internal error). */
 static bool is_stale_error(const uint8_t *m, size_t total)
 {
 	struct proto_error_fields f;
-	if (proto_parse_error(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &f) < 0 || !f.sqlstate)
+	if (!error_read(m, total, &f))
 		return false;
 	if (strcmp(f.sqlstate, "0A000") == 0)
 		return true;
@@ -1677,10 +1684,7 @@ static enum scan_result cut_names(struct client *c, struct proto_hdr *h, size_t 
 			size_t cut = len - PREP_NAME_MAX;
 			buf_cut(b, c->c2s_scanned + off + PREP_NAME_MAX, cut);
 			h->len -= (uint32_t)cut;
-			m[1] = (uint8_t)(h->len >> 24);
-			m[2] = (uint8_t)(h->len >> 16);
-			m[3] = (uint8_t)(h->len >> 8);
-			m[4] = (uint8_t)h->len;
+			proto_store_be32(m + 1, h->len);
 			total -= cut;
 			have -= cut;
 			len = PREP_NAME_MAX;
@@ -1959,8 +1963,7 @@ static int put_name_taken(struct client *c, const struct server_expect *e)
 static bool error_is(const uint8_t *m, size_t total, const char *state)
 {
 	struct proto_error_fields f;
-	return proto_parse_error(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &f) == 0 && f.sqlstate &&
-	       strcmp(f.sqlstate, state) == 0;
+	return error_read(m, total, &f) && strcmp(f.sqlstate, state) == 0;
 }
 
 /* An ErrorResponse (scan_server): a Bind sent to fail becomes 0A000, a Parse sent to fail
@@ -1975,42 +1978,38 @@ static enum scan_result reply_error(struct client *c, struct server *s, struct s
 	*next = REPLY_STOP;
 	const uint8_t *whole = NULL; /* the ErrorResponse for the hooks, when read whole */
 	s->desc_params = 0; /* a statement Describe that failed after it */
-	if (e && e->fake && e->kind == EXPECT_PARSE && total <= b->cap) {
+	if (e && e->fake && total <= b->cap) {
 		if (c->s2c_scanned > 0)
 			return SCAN_STALL;
 		if (avail < total)
 			return SCAN_OK;
-		e->fake = false;
-		if (error_is(m, total, "42P01")) {
-			if (put_name_taken(c, e) < 0) {
-				e->fake = true;
-				return SCAN_STALL;
+		if (e->kind == EXPECT_PARSE) {
+			/* A Parse sent to fail (parse_taken): its 42P01 is the client's 42P05; any other
+			 * error (25P02 in a failed block) is the client's as it is. */
+			if (error_is(m, total, "42P01")) {
+				if (put_name_taken(c, e) < 0)
+					return SCAN_STALL;
+				*drop = true;
 			}
+		} else {
+			/* A Bind sent to fail (told_check): the client gets PostgreSQL's 0A000, with its
+			 * routine (R): drivers tell this error from other 0A000s by it and then prepare
+			 * again (pgjdbc's willHealViaReparse, asyncpg's InvalidCachedStatementError);
+			 * without it pgjdbc and asyncpg gave up where PostgreSQL direct healed. */
+			static const char body[] = "SERROR\0VERROR\0C0A000\0Mcached plan must not change result type\0"
+						   "Fplancache.c\0RRevalidateCachedQuery\0";
+			const struct proto_part part = { body, sizeof body }; /* its NUL ends the fields */
+			if (proto_put_parts(&c->wbuf, 'E', 0, &part, 1) < 0)
+				return SCAN_STALL;
 			*drop = true;
 		}
+		e->fake = false;
 		if (*drop) {
 			client_count_error(c, NULL, 0);
 		} else {
 			client_count_error(c, m, total);
 			whole = m;
 		}
-	} else if (e && e->fake && total <= b->cap) {
-		/* A Bind sent to fail (told_check): the client gets PostgreSQL's 0A000. */
-		if (c->s2c_scanned > 0)
-			return SCAN_STALL;
-		if (avail < total)
-			return SCAN_OK;
-		/* With PostgreSQL's routine (R): drivers tell this error from other 0A000s by it and
-		 * then prepare again (pgjdbc's willHealViaReparse, asyncpg's InvalidCachedStatementError);
-		 * without it pgjdbc and asyncpg gave up where PostgreSQL direct healed. */
-		static const char body[] = "SERROR\0VERROR\0C0A000\0Mcached plan must not change result type\0"
-					   "Fplancache.c\0RRevalidateCachedQuery\0";
-		const struct proto_part part = { body, sizeof body }; /* its NUL ends the fields */
-		if (proto_put_parts(&c->wbuf, 'E', 0, &part, 1) < 0)
-			return SCAN_STALL;
-		e->fake = false;
-		*drop = true;
-		client_count_error(c, NULL, 0);
 	} else if (total <= RELAY_INSPECT_MAX && total <= b->cap) { /* stats: its SQLSTATE */
 		if (avail < total)
 			return SCAN_OK;

@@ -31,14 +31,6 @@ static uint32_t load_be32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | (uint32_t)p[3];
 }
 
-static uint8_t *store_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-	return p + 4;
-}
 
 /* ---- reader ---- */
 
@@ -405,7 +397,7 @@ static uint8_t *begin_typed(struct buf *b, uint8_t type, size_t n)
 	if (!p)
 		return NULL;
 	p = put_u8(p, type);
-	return store_be32(p, (uint32_t)(n - 1));
+	return proto_store_be32(p, (uint32_t)(n - 1));
 }
 
 /* Commits the n bytes a builder wrote; p is where its writing ended, which must be n bytes
@@ -480,8 +472,8 @@ int proto_put_negotiate_version(struct buf *b, uint32_t minor, const char *const
 	uint8_t *p = begin_typed(b, 'v', n);
 	if (!p)
 		return -ENOSPC;
-	p = store_be32(p, minor);
-	p = store_be32(p, (uint32_t)noptions);
+	p = proto_store_be32(p, minor);
+	p = proto_store_be32(p, (uint32_t)noptions);
 	for (int i = 0; i < noptions; i++)
 		p = put_cstr(p, options[i]);
 	return finish(b, p, n);
@@ -493,8 +485,8 @@ int proto_put_backend_key(struct buf *b, uint32_t pid, uint32_t key)
 	uint8_t *p = begin_typed(b, 'K', n);
 	if (!p)
 		return -ENOSPC;
-	p = store_be32(p, pid);
-	p = store_be32(p, key);
+	p = proto_store_be32(p, pid);
+	p = proto_store_be32(p, key);
 	return finish(b, p, n);
 }
 
@@ -514,7 +506,7 @@ int proto_put_auth_ok(struct buf *b)
 	uint8_t *p = begin_typed(b, 'R', n);
 	if (!p)
 		return -ENOSPC;
-	p = store_be32(p, PROTO_AUTH_OK);
+	p = proto_store_be32(p, PROTO_AUTH_OK);
 	return finish(b, p, n);
 }
 
@@ -530,7 +522,7 @@ int proto_put_parts(struct buf *b, uint8_t type, size_t declared_len, const stru
 	uint8_t *p = reserve(b, n);
 	if (!p)
 		return -ENOSPC;
-	p = store_be32(put_u8(p, type), (uint32_t)len);
+	p = proto_store_be32(put_u8(p, type), (uint32_t)len);
 	for (int i = 0; i < nparts; i++)
 		p = put_mem(p, parts[i].p, parts[i].n);
 	buf_produce(b, n);
@@ -545,7 +537,7 @@ int proto_put_auth_request(struct buf *b, uint32_t code, const void *data, size_
 	uint8_t *p = begin_typed(b, 'R', n);
 	if (!p)
 		return -ENOSPC;
-	p = store_be32(p, code);
+	p = proto_store_be32(p, code);
 	p = put_mem(p, data, len);
 	return finish(b, p, n);
 }
@@ -562,8 +554,8 @@ int proto_put_startup(struct buf *b, const struct proto_param *params, int npara
 	uint8_t *p = reserve(b, n);
 	if (!p)
 		return -ENOSPC;
-	p = store_be32(p, (uint32_t)n);
-	p = store_be32(p, PROTO_VERSION_3);
+	p = proto_store_be32(p, (uint32_t)n);
+	p = proto_store_be32(p, PROTO_VERSION_3);
 	for (int i = 0; i < nparams; i++) {
 		p = put_cstr(p, params[i].name);
 		p = put_cstr(p, params[i].value);
@@ -578,10 +570,10 @@ int proto_put_cancel_request(struct buf *b, uint32_t pid, uint32_t key)
 	uint8_t *p = reserve(b, n);
 	if (!p)
 		return -ENOSPC;
-	p = store_be32(p, (uint32_t)n);
-	p = store_be32(p, PROTO_CODE_CANCEL);
-	p = store_be32(p, pid);
-	p = store_be32(p, key);
+	p = proto_store_be32(p, (uint32_t)n);
+	p = proto_store_be32(p, PROTO_CODE_CANCEL);
+	p = proto_store_be32(p, pid);
+	p = proto_store_be32(p, key);
 	return finish(b, p, n);
 }
 
@@ -633,7 +625,7 @@ int proto_put_sasl_initial(struct buf *b, const char *mechanism, const void *dat
 	if (!p)
 		return -ENOSPC;
 	p = put_cstr(p, mechanism);
-	p = store_be32(p, (uint32_t)len);
+	p = proto_store_be32(p, (uint32_t)len);
 	p = put_mem(p, data, len);
 	return finish(b, p, n);
 }

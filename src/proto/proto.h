@@ -84,6 +84,16 @@ struct proto_hdr {
  * complete and valid, 0 when fewer than 5 bytes are present, PROTO_ETOOSHORT when
  * len < 4, PROTO_ETOOLONG when len > max_len (*out is filled then too, for the error text).
  * The body need not be present. */
+/* v big-endian at p (a length word, an OID): returns p + 4. */
+static inline uint8_t *proto_store_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+	return p + 4;
+}
+
 static inline ssize_t proto_read_hdr(const uint8_t *buf, size_t avail, uint32_t max_len, struct proto_hdr *out)
 {
 	/* Inline: every message of every relayed transaction passes here (~12 per pgbench one). */

@@ -1119,6 +1119,20 @@ static size_t glob_literal(const char *p, size_t n)
 	return i;
 }
 
+/* Argument i, a pattern of what (MATCH, KEYS), is one tusk takes; else the error is replied. */
+static bool glob_ok(struct resp_conn *c, int i, const char *what)
+{
+	if (memchr(arg(c, i), '\0', alen(c, i))) {
+		reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+		return false;
+	}
+	if (alen(c, i) > RESP_GLOB_MAX) {
+		reply_error(c, "ERR tusk: a %s pattern takes at most %d bytes", what, RESP_GLOB_MAX);
+		return false;
+	}
+	return true;
+}
+
 /* A pattern that is a literal prefix and one '*' needs no filter: kv.scan's prefix is it. */
 static bool glob_is_prefix(const char *p, size_t n)
 {
@@ -1172,13 +1186,13 @@ static void scan_answer(struct resp_conn *c)
 	 * the keys are read. */
 	char globbuf[RESP_GLOB_MAX + 1];
 	const char *glob = c->glob_arg ? glob_of(c, globbuf) : NULL;
-	int matched = 0;
-	for (int i = 0; i < n; i++)
-		matched += !glob || glob_match(glob, rows[i].k, rows[i].kl);
-	reply_array(c, matched);
+	int matched = 0; /* the rows kept close up (the cursor above has the page's last key) */
 	for (int i = 0; i < n; i++)
 		if (!glob || glob_match(glob, rows[i].k, rows[i].kl))
-			reply_bulk(c, rows[i].k, rows[i].kl);
+			rows[matched++] = rows[i];
+	reply_array(c, matched);
+	for (int i = 0; i < matched; i++)
+		reply_bulk(c, rows[i].k, rows[i].kl);
 	free(rows);
 }
 
@@ -1970,14 +1984,8 @@ static void cmd_scan(struct resp_conn *c)
 		if (is(c, i, "MATCH")) {
 			prefix = arg(c, i + 1);
 			plen = alen(c, i + 1);
-			if (memchr(prefix, '\0', plen)) {
-				reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+			if (!glob_ok(c, i + 1, "MATCH"))
 				return;
-			}
-			if (plen > RESP_GLOB_MAX) {
-				reply_error(c, "ERR tusk: a MATCH pattern takes at most %d bytes", RESP_GLOB_MAX);
-				return;
-			}
 			/* kv.scan reads by the literal prefix; anything more filters (glob_match) */
 			c->glob_arg = glob_is_prefix(prefix, plen) ? 0 : i + 1;
 			plen = glob_literal(prefix, plen);
@@ -2019,14 +2027,8 @@ static void cmd_keys(struct resp_conn *c)
 	const char *pat = arg(c, 1);
 	size_t plen = alen(c, 1), lit = glob_literal(pat, plen);
 	c->glob_arg = 0;
-	if (memchr(pat, '\0', plen)) {
-		reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+	if (!glob_ok(c, 1, "KEYS"))
 		return;
-	}
-	if (plen > RESP_GLOB_MAX) {
-		reply_error(c, "ERR tusk: a KEYS pattern takes at most %d bytes", RESP_GLOB_MAX);
-		return;
-	}
 	c->keys_exact = lit >= plen;
 	if (c->keys_exact && plen == 0) { /* the empty key: never a kv key */
 		reply_array(c, 0);

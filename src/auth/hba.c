@@ -15,7 +15,10 @@
 
 enum hba_type { HBA_TYPE_LOCAL, HBA_TYPE_HOST, HBA_TYPE_HOSTSSL, HBA_TYPE_HOSTNOSSL };
 
-enum hba_name_kind { HBA_NAME_LITERAL, HBA_NAME_ALL, HBA_NAME_SAMEUSER };
+/* HBA_NAME_REPLICATION: the database keyword "replication", which matches physical replication
+ * connections and only them (as in PostgreSQL: "all" does not match those, "replication" no
+ * other connection; a database named replication is written quoted). */
+enum hba_name_kind { HBA_NAME_LITERAL, HBA_NAME_ALL, HBA_NAME_SAMEUSER, HBA_NAME_REPLICATION };
 
 struct hba_name {
 	enum hba_name_kind kind;
@@ -199,6 +202,8 @@ static int parse_list(struct util_file_report *c, const struct hba_line *l, int 
 			nm->kind = HBA_NAME_ALL;
 		} else if (is_db && tok_is(t, "sameuser")) {
 			nm->kind = HBA_NAME_SAMEUSER;
+		} else if (is_db && tok_is(t, "replication")) {
+			nm->kind = HBA_NAME_REPLICATION;
 		} else if (!t->quoted && (strcmp(t->text, "sameuser") == 0 || strcmp(t->text, "samerole") == 0 ||
 					  strcmp(t->text, "samegroup") == 0 || strcmp(t->text, "replication") == 0)) {
 			util_file_report(c, "%s keyword \"%s\" is not supported%s", what, t->text,
@@ -496,10 +501,18 @@ int hba_load(const char *path, FILE *errout, struct hba **out)
 	return rc;
 }
 
+/* name NULL: a physical replication connection's database, which only "replication" matches. */
 static bool list_match(const struct hba_list *l, const char *name, const char *user)
 {
 	for (int i = 0; i < l->n; i++) {
+		if (!name) {
+			if (l->v[i].kind == HBA_NAME_REPLICATION)
+				return true;
+			continue;
+		}
 		switch (l->v[i].kind) {
+		case HBA_NAME_REPLICATION:
+			break;
 		case HBA_NAME_ALL:
 			return true;
 		case HBA_NAME_SAMEUSER:
@@ -564,8 +577,8 @@ static bool type_match(enum hba_type t, enum hba_conn conn)
 	return false;
 }
 
-bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-	       const struct net_addr *addr, enum hba_method *method, int *line)
+static bool match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
+		  const struct net_addr *addr, enum hba_method *method, int *line)
 {
 	for (int i = 0; i < h->n; i++) {
 		const struct hba_rule *r = &h->rules[i];
@@ -580,6 +593,18 @@ bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, co
 		return true;
 	}
 	return false;
+}
+
+bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
+	       const struct net_addr *addr, enum hba_method *method, int *line)
+{
+	return match(h, conn, database, user, addr, method, line);
+}
+
+bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
+			enum hba_method *method, int *line)
+{
+	return match(h, conn, NULL, user, addr, method, line);
 }
 
 const char *hba_method_name(enum hba_method m)

@@ -1,6 +1,7 @@
 /* Client authentication rules: a pg_hba.conf subset (local/host/hostssl/hostnossl, database and
- * user lists, CIDR or address+netmask, six methods, no options). Loaded once into an immutable
- * rule list; the first line that matches a connection decides its method. */
+ * user lists with the database keywords all, sameuser and replication, CIDR or
+ * address+netmask, six methods, no options). Loaded once into an immutable rule list; the
+ * first line that matches a connection decides its method. */
 #ifndef TUSK_AUTH_HBA_H
 #define TUSK_AUTH_HBA_H
 
@@ -40,6 +41,13 @@ void hba_free(struct hba *h);
  * mapped peer); it never matches a plain AF_INET peer. */
 bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
 	       const struct net_addr *addr, enum hba_method *method, int *line);
+
+/* hba_match for a physical replication connection (startup parameter replication=true): only
+ * lines whose database field holds the keyword "replication" match it, as in PostgreSQL
+ * (that keyword matches nothing else; a logical one, replication=database, goes through
+ * hba_match with its database). */
+bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
+			enum hba_method *method, int *line);
 
 /* "trust", "reject", "password", "md5", "scram-sha-256", "cert"; "?" for anything else. */
 const char *hba_method_name(enum hba_method m);

@@ -19,6 +19,7 @@
 #include "auth/userlist.h"
 #include "frontend/authquery.h"
 #include "frontend/client_int.h"
+#include "frontend/replication.h"
 #include "pool/server.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
@@ -105,7 +106,14 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		struct net_addr peer;
 		client_peer(c, &peer);
 		enum hba_conn conn = c->peer.sa.sa_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
-		if (!hba_match(rt->hba, conn, c->database, c->user, conn == HBA_LOCAL ? NULL : &peer, &hm, &line)) {
+		const struct net_addr *from = conn == HBA_LOCAL ? NULL : &peer;
+		if (repl_is_physical(c)) {
+			if (!hba_match_physical(rt->hba, conn, c->user, from, &hm, &line)) {
+				client_fail(c, "28000", "no hba_file line matches a replication connection for user \"%s\" from this address",
+					    c->user);
+				return false;
+			}
+		} else if (!hba_match(rt->hba, conn, c->database, c->user, from, &hm, &line)) {
 			client_fail(c, "28000", "no hba_file line matches user \"%s\", database \"%s\" from this address",
 				    c->user, c->database);
 			return false;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "frontend/client_int.h"
+#include "frontend/client_kind.h"
 #include "pool/server.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
@@ -323,6 +324,8 @@ void cancel_on_message(struct worker *w, struct worker_msg *m)
 	pthread_mutex_unlock(&reg->lock);
 	if (!c)
 		return;
+	if (c->kind->cancel && c->kind->cancel(c))
+		return; /* a replication connection's own server */
 	if (relay_hooks_cancel(c))
 		return; /* it waited on another client's identical query: only it stops waiting */
 	if (client_cancel_wait(c))

@@ -21,6 +21,7 @@
 #include "frontend/authquery.h"
 #include "frontend/client_int.h"
 #include "frontend/client_kind.h"
+#include "frontend/replication.h"
 #include "frontend/vdb.h"
 #include "net/evio.h"
 #include "net/handshake.h"
@@ -480,6 +481,7 @@ static void free_client(struct client *c)
 		free(c->ctx);
 	free(c->big);
 	prep_client_free(c->prep);
+	repl_free(c);
 	client_auth_free(c);
 	free(c->wait); /* a husk's, only if its answer never came (shutdown) */
 	free(c);
@@ -894,8 +896,11 @@ static int keep_startup(struct client *c, const struct proto_startup *st)
 		    strcmp(name, "options") == 0)
 			continue;
 		if (strcmp(name, "replication") == 0) {
-			if (strcmp(value, "false") && strcmp(value, "0") && strcmp(value, "off") && strcmp(value, "no"))
+			int mode = repl_mode_of(value);
+			if (mode < 0)
 				return -EPROTONOSUPPORT;
+			if (mode != REPL_NONE && repl_keep_startup(c, st, (enum repl_mode)mode) < 0)
+				return -ENOMEM;
 			continue;
 		}
 		if (!valid_guc_name(name) || add_param(c, name, value) < 0)
@@ -910,7 +915,6 @@ static void on_cancel_request(struct client *c, const struct proto_startup *st)
 	client_close(c, "cancel request handled");
 }
 
-static void after_auth(struct client *c);
 
 /* A client asking for a newer 3.x minor or for protocol options ("_pq_.*") hears, as from
  * PostgreSQL, that tusk speaks 3.0 and knows none of them; the session goes on in 3.0 (the
@@ -943,7 +947,7 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		return;
 	}
 	if (rc == -EPROTONOSUPPORT) {
-		client_fail(c, "08P01", "replication connections are not supported");
+		client_fail(c, "22023", "invalid value for parameter \"replication\" (false, 0, true, 1 or database)");
 		return;
 	}
 	if (rc == -ENAMETOOLONG) {
@@ -967,44 +971,61 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 			return;
 		}
 	}
-	/* Chosen once: a virtual database (the admin console, kv) answers the client itself. */
+	/* Chosen once: a virtual database (the admin console, kv) answers the client itself; a
+	 * replication connection gets a server of its own. */
 	c->kind = client_kind_of(cfg_of(c), c->database);
+	if (c->repl) {
+		if (c->kind != &pooled_kind) {
+			client_fail(c, "08P01", "database \"%s\" (%s) takes no replication connections", c->database,
+				    c->kind->name);
+			return;
+		}
+		c->kind = &repl_kind;
+	}
 	c->kind->startup(c);
+}
+
+const struct config_pool_rule *client_take_rule(struct client *c)
+{
+	const struct config_pool_rule *rule = config_match_pool(cfg_of(c), c->database, c->user);
+	if (!rule) {
+		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
+		return NULL;
+	}
+	c->pool = pool_get(c->worker->rt, rule, c->database, c->user);
+	if (!c->pool && pool_registry_full(c->worker->rt)) {
+		client_fail(c, "53300", "too many pools: no new pool for database \"%s\" and user \"%s\"", c->database, c->user);
+		return NULL;
+	}
+	if (!c->pool) {
+		client_fail(c, "53200", "out of memory");
+		return NULL;
+	}
+	if (rule->blocked) {
+		client_fail(c, "28000", "user \"%s\" is blocked for database \"%s\"", c->user, c->database);
+		return NULL;
+	}
+	if (pool_database_disabled(c->worker->rt, c->database)) {
+		client_fail(c, "55000", "database \"%s\" is not currently accepting connections (DISABLE)", c->database);
+		return NULL;
+	}
+	return rule;
 }
 
 /* The pooled kind's startup: the pool rule, its pool, and the rule's authentication. */
 static void pooled_startup(struct client *c)
 {
-	const struct config_pool_rule *rule = config_match_pool(cfg_of(c), c->database, c->user);
-	if (!rule) {
-		client_fail(c, "28000", "no pool rule matches database \"%s\" and user \"%s\"", c->database, c->user);
+	const struct config_pool_rule *rule = client_take_rule(c);
+	if (!rule)
 		return;
-	}
-	c->pool = pool_get(c->worker->rt, rule, c->database, c->user);
 	relay_hooks_refresh(c); /* the pool rule's features */
-	if (!c->pool && pool_registry_full(c->worker->rt)) {
-		client_fail(c, "53300", "too many pools: no new pool for database \"%s\" and user \"%s\"", c->database, c->user);
-		return;
-	}
-	if (!c->pool) {
-		client_fail(c, "53200", "out of memory");
-		return;
-	}
 	c->mode = rule->mode;
 	c->prep_on = c->mode != POOL_MODE_SESSION && cfg_of(c)->max_prepared_statements > 0;
-	if (rule->blocked) {
-		client_fail(c, "28000", "user \"%s\" is blocked for database \"%s\"", c->user, c->database);
-		return;
-	}
-	if (pool_database_disabled(c->worker->rt, c->database)) {
-		client_fail(c, "55000", "database \"%s\" is not currently accepting connections (DISABLE)", c->database);
-		return;
-	}
-	if (client_auth_begin(c, rule->client_auth, c->pool ? pool_rule(c->pool) : NULL, c->database))
-		after_auth(c);
+	if (client_auth_begin(c, rule->client_auth, pool_rule(c->pool), c->database))
+		client_after_auth(c);
 }
 
-static void after_auth(struct client *c)
+void client_after_auth(struct client *c)
 {
 	c->kind->begin(c);
 }
@@ -1022,20 +1043,27 @@ static bool pooled_writable(struct client *c)
 	return false;
 }
 
-/* The pooled kind, authenticated: mint the cancel key and look for a server. */
-static void pooled_begin(struct client *c)
+int client_mint_cancel_key(struct client *c)
 {
 	/* The key the client will cancel with; random so that it cannot be guessed. */
 	if (RAND_bytes((unsigned char *)&c->cancel_pid, sizeof c->cancel_pid) != 1 ||
 	    RAND_bytes((unsigned char *)&c->cancel_key, sizeof c->cancel_key) != 1) {
 		client_fail(c, "58000", "could not generate a cancel key");
-		return;
+		return -1;
 	}
 	c->cancel_pid &= 0x7fffffff; /* some drivers treat the pid as a signed int */
 	if (cancel_register(c) < 0) {
 		client_fail(c, "53200", "out of memory");
-		return;
+		return -1;
 	}
+	return 0;
+}
+
+/* The pooled kind, authenticated: mint the cancel key and look for a server. */
+static void pooled_begin(struct client *c)
+{
+	if (client_mint_cancel_key(c) < 0)
+		return;
 	log_debug(c->id, c->ctx, "startup done, asking pool for a server");
 	client_set_state(c, CLIENT_WAITING);
 	start_claim(c);
@@ -1970,7 +1998,8 @@ static void read_startup_phase(struct client *c)
 	ssize_t n = tls_link_read(c->fd, &c->tls, buf_tail(&c->rbuf), buf_room(&c->rbuf));
 	if (n == 0) {
 		client_close(c, c->state == CLIENT_STARTUP ? "client closed the connection during startup"
-							   : "client closed the connection while waiting");
+				: c->state == CLIENT_IDLE          ? "client closed the connection"
+								   : "client closed the connection while waiting");
 		return;
 	}
 	if (n < 0) {
@@ -1986,7 +2015,7 @@ static void read_startup_phase(struct client *c)
 		handle_startup_input(c);
 	else if (c->state == CLIENT_AUTH) {
 		if (client_auth_input(c) == 1)
-			after_auth(c);
+			client_after_auth(c);
 	} else if (c->state == CLIENT_IDLE) {
 		c->active_at = ev_now(c->worker->loop); /* a request the cache may answer in place */
 		c->kind->input(c);

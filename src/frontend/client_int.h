@@ -35,6 +35,7 @@ struct client_wait;
 struct prep_parse;
 struct prep_stmt;
 struct client_big;
+struct repl_link;
 
 #define CLIENT_MAX_STATEMENTS 10000          /* named prepared statements per client */
 #define CLIENT_MAX_STATEMENT_BYTES (16u << 20) /* their memory per client */
@@ -154,6 +155,7 @@ struct client {
 	const struct client_kind *kind; /* chosen once, at startup (client_kind.h); never NULL */
 	struct vdb *vdb;            /* a virtual database's kind (console, kv): the vdb inside its
 	                             * session that reads c's requests; NULL otherwise */
+	struct repl_link *repl;     /* a replication connection's (replication.c); NULL otherwise */
 	struct flight_client *flight; /* the result cache's state (src/flight/serve.c); NULL: none yet */
 	struct notify_client *notify; /* LISTEN/NOTIFY's state (src/notify/); NULL: never listened */
 	/* The relay hooks attached (relay_hooks.h; NULL: none, the relay calls no feature) and
@@ -213,6 +215,15 @@ void client_go_idle(struct client *c);
 /* A closed client kept while a fetch of read-your-writes ran (dead, ryw_pending now 0):
  * freed now unless a pool answer is still on its way. */
 void client_husk_done(struct client *c);
+
+/* Startup of a kind served by a pool rule (the pooled kind, replication connections): the
+ * rule for c's database and user, its pool in c->pool, the rule's and DISABLE's refusals.
+ * NULL when c was failed. */
+const struct config_pool_rule *client_take_rule(struct client *c);
+/* Authenticated: the kind's begin. */
+void client_after_auth(struct client *c);
+/* The key c will cancel with, minted and registered; 0, or -1 when c was failed. */
+__attribute__((warn_unused_result)) int client_mint_cancel_key(struct client *c);
 
 /* auth.c: true when the client may go on at once (trust); false when an exchange started
  * (state CLIENT_AUTH) or the client was failed. A user absent from auth_file is looked up

@@ -15,7 +15,7 @@ struct tusk_config;
 struct worker;
 
 struct client_kind {
-	const char *name; /* "pooled", "console", "kv": for logs */
+	const char *name; /* "pooled", "console", "kv", "replication": for logs */
 	/* Registered kinds: the database names whose startup packet selects it (NULL-terminated),
 	 * and whether cfg offers it (NULL: always). The first registered kind that matches wins;
 	 * none: the pooled kind. */
@@ -34,6 +34,9 @@ struct client_kind {
 	/* Teardown, from client_close (server released, socket closed): free the kind's state
 	 * (c->vdb for a virtual database); NULL: nothing to free. */
 	void (*closed)(struct client *c);
+	/* A CancelRequest with c's key (cancel.c, on c's worker): true when the kind took it;
+	 * NULL: the pooled path (the request running on c's server, or waiting for one). */
+	bool (*cancel)(struct client *c);
 	/* Its clients keep their buffers while idle and never move to another worker: their
 	 * answers are written into wbuf outside the relay (a kv answer arrives from a router
 	 * thread while the client looks idle). */

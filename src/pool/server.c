@@ -456,6 +456,8 @@ struct server *server_connect_login(struct worker *w, const struct server_login 
 	s->login_password = login->password;
 	if (login->cred && !login->password)
 		s->cred = *login->cred;
+	s->login_extra = login->extra;
+	s->login_nextra = login->nextra < SERVER_LOGIN_EXTRA_MAX ? login->nextra : SERVER_LOGIN_EXTRA_MAX;
 	net_addr_str(&s->addr, addr, sizeof addr);
 	log_ctx_format(s->ctx, sizeof s->ctx, login->database, login->user, addr);
 	start_connect(s, w);
@@ -464,11 +466,16 @@ struct server *server_connect_login(struct worker *w, const struct server_login 
 
 static int send_startup(struct server *s)
 {
-	struct proto_param params[2] = {
+	struct proto_param params[2 + SERVER_LOGIN_EXTRA_MAX] = {
 		{ "user", s->login_user },
 		{ "database", s->login_database },
 	};
-	if (proto_put_startup(&s->wbuf, params, 2) < 0)
+	for (int i = 0; i < s->login_nextra; i++)
+		params[2 + i] = s->login_extra[i];
+	int rc = proto_put_startup(&s->wbuf, params, 2 + s->login_nextra);
+	s->login_extra = NULL; /* the caller's: not read after this */
+	s->login_nextra = 0;
+	if (rc < 0)
 		return -ENOSPC;
 	set_state(s, SERVER_LOGIN);
 	return flush_wbuf(s);

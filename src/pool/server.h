@@ -12,6 +12,7 @@
 #include "net/net.h"
 #include "net/tls.h"
 #include "pool/prepared.h"
+#include "proto/proto.h"
 #include "util/buf.h"
 #include "util/id.h"
 
@@ -206,6 +207,8 @@ struct server {
 	void *done_arg;
 	struct scram_client *scram;
 	const char *login_password;
+	const struct proto_param *login_extra; /* server_login.extra, until logged in */
+	int login_nextra;
 	struct server_cred cred;              /* used when login_password is NULL */
 	char login_user[64];
 	char login_database[64];
@@ -252,7 +255,13 @@ struct server_login {
 	const struct server_cred *cred;
 	const char *password; /* a rule's server_password (NULL: cred); kept, not copied */
 	size_t rbuf_size;     /* 0: SERVER_LOGIN_RBUF_SIZE */
+	/* More startup parameters after user and database (a replication connection's
+	 * "replication" and its client's own, frontend/replication.c); kept, not copied: they
+	 * must live until done runs. At most SERVER_LOGIN_EXTRA_MAX. */
+	const struct proto_param *extra;
+	int nextra;
 };
+#define SERVER_LOGIN_EXTRA_MAX 62 /* with user and database: PROTO_STARTUP_MAX_PARAMS */
 #define SERVER_LOGIN_RBUF_SIZE (16 * 1024)
 struct server *server_connect_login(struct worker *w, const struct server_login *login, server_done_fn done,
 				    void *arg);

@@ -83,6 +83,34 @@ static int match(const struct hba *h, enum hba_conn conn, const char *db, const 
 	return line;
 }
 
+/* The database keyword "replication" matches physical replication connections and only them;
+ * "all" and names never match those (PostgreSQL's rule); quoted, it is a database's name. */
+static void test_replication_keyword(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host replication rep 127.0.0.1/32 md5\n"
+				"host \"replication\" all 127.0.0.1/32 scram-sha-256\n"
+				"host all all 127.0.0.1/32 trust\n"
+				"host replication,app all 10.0.0.0/8 password\n");
+	struct net_addr a = ip("127.0.0.1"), far = ip("10.1.2.3");
+	enum hba_method m;
+	int line = 0;
+	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "rep", &a, &m, &line));
+	assert_int_equal(line, 1);
+	assert_int_equal(m, HBA_MD5);
+	/* another user: no later line holds the keyword for this address, "all" does not count */
+	assert_false(hba_match_physical(h, HBA_HOST_PLAIN, "other", &a, &m, &line));
+	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "other", &far, &m, &line));
+	assert_int_equal(line, 4);
+	assert_int_equal(m, HBA_PASSWORD);
+	/* an ordinary connection to a database named replication: the quoted name, not the keyword */
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "replication", "rep", "127.0.0.1", &m), 2);
+	assert_int_equal(m, HBA_SCRAM);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "app", "u", "10.1.2.3", &m), 4);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "other", "u", "10.1.2.3", &m), 0);
+	hba_free(h);
+}
+
 static void test_line_kinds(void **state)
 {
 	(void)state;
@@ -284,7 +312,7 @@ static void test_each_error(void **state)
 		{ "local all @users trust", "file inclusion \"@users\" is not supported (write the names inline)" },
 		{ "local all sameuser trust", "user keyword \"sameuser\" is not supported in the user field" },
 		{ "local samerole all trust", "database keyword \"samerole\" is not supported" },
-		{ "local replication all trust", "database keyword \"replication\" is not supported" },
+		{ "local all replication,x trust", "user keyword \"replication\" is not supported" },
 		{ "local \"\" all trust", "empty database name" },
 		{ "local all \"\" trust", "empty user name" },
 		{ "local a,,b all trust", "empty element in a comma-separated list" },
@@ -414,6 +442,7 @@ int main(void)
 		cmocka_unit_test(test_netmask_form),
 		cmocka_unit_test(test_first_match_wins),
 		cmocka_unit_test(test_each_error),
+		cmocka_unit_test(test_replication_keyword),
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_all_errors_reported),
 		cmocka_unit_test(test_load_file),

@@ -19,6 +19,7 @@
 #include "console/console_int.h"
 #include "flight/cache.h"
 #include "frontend/client_int.h"
+#include "frontend/replication.h"
 #include "kv/replicate.h"
 #include "notify/notify.h"
 #include "pool/pool.h"
@@ -263,7 +264,7 @@ static const struct vdb_col pools_cols[] = {
 	I("active_limit"), /* tusk's own: servers in use at once at most (active_limit; size when off) */
 };
 static const struct vdb_col conn_cols[] = {
-	T("type"), T("user"), T("database"), T("state"), T("addr"), I("port"), T("local_addr"), I("local_port"),
+	T("type"), T("user"), T("database"), T("replication"), T("state"), T("addr"), I("port"), T("local_addr"), I("local_port"),
 	T("connect_time"), T("request_time"), I("wait"), I("wait_us"), I("close_needed"), T("ptr"), T("link"),
 	I("remote_pid"), T("tls"), T("application_name"), I("prepared_statements"), T("id"), I("worker"),
 	T("channels"),
@@ -481,8 +482,8 @@ static void client_row(struct vdb_out *o, const struct client *c, double now)
 	(void)notify_client_channels(c, chans, sizeof chans);
 	const char *app = session_param_get(&c->session, "application_name");
 	const char *vals[] = {
-		"C", c->user, c->database, client_state_name(c), addr, port, laddr, lport, ct, rt, wait, wait_us, "0",
-		c->id, c->server ? c->server->id : NULL, "0", c->tls.conn ? tls_version(c->tls.conn) : "", app ? app : "",
+		"C", c->user, c->database, repl_mode_name(c), client_state_name(c), addr, port, laddr, lport, ct, rt, wait,
+		wait_us, "0", c->id, c->server ? c->server->id : repl_server(c) ? repl_server(c)->id : NULL, "0", c->tls.conn ? tls_version(c->tls.conn) : "", app ? app : "",
 		nprep, c->id, wk, chans,
 	};
 	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
@@ -505,7 +506,7 @@ static void server_row(struct vdb_out *o, const struct server *s, double now)
 	snprintf(wk, sizeof wk, "%d", s->worker ? s->worker->index : s->idle_worker);
 	const char *app = server_param(s, "application_name");
 	const char *vals[] = {
-		"S", pool_user(s->pool), pool_database(s->pool), server_state_name(s), addr, port, laddr, lport, ct, rt,
+		"S", pool_user(s->pool), pool_database(s->pool), "none", server_state_name(s), addr, port, laddr, lport, ct, rt,
 		"0", "0", stale ? "1" : "0", s->id, owner ? owner->id : NULL, pid, s->tls.conn ? tls_version(s->tls.conn) : "",
 		app ? app : "", nprep, s->id, wk, NULL,
 	};

@@ -123,6 +123,16 @@ bool repl_is_physical(const struct client *c)
 	return c->repl && c->repl->mode == REPL_PHYSICAL;
 }
 
+const char *repl_mode_name(const struct client *c)
+{
+	return !c->repl ? "none" : c->repl->mode == REPL_PHYSICAL ? "physical" : "logical";
+}
+
+const struct server *repl_server(const struct client *c)
+{
+	return c->repl ? c->repl->s : NULL;
+}
+
 void repl_free(struct client *c)
 {
 	struct repl_link *r = c->repl;
@@ -133,11 +143,6 @@ void repl_free(struct client *c)
 	free(r->strings);
 	free(r);
 	c->repl = NULL;
-}
-
-static const char *mode_name(const struct repl_link *r)
-{
-	return r->mode == REPL_PHYSICAL ? "physical" : "logical";
 }
 
 /* ---- startup ---- */
@@ -326,7 +331,7 @@ static void greet(struct client *c, struct server *s)
 	c->greeted = true;
 	c->login_at = ev_now(c->worker->loop);
 	if (c->worker->rt->cfg->log_connections)
-		log_info(c->id, c->ctx, "login: %s replication connection, server %s", mode_name(c->repl), s->id);
+		log_info(c->id, c->ctx, "login: %s replication connection, server %s", repl_mode_name(c), s->id);
 	struct ev_loop *loop = c->worker->loop;
 	ev_io_stop(loop, &s->io);
 	ev_set_cb(&s->io, server_cb);
@@ -416,7 +421,7 @@ static void repl_begin(struct client *c)
 {
 	if (client_mint_cancel_key(c) < 0)
 		return;
-	log_debug(c->id, c->ctx, "%s replication connection: opening its server", mode_name(c->repl));
+	log_debug(c->id, c->ctx, "%s replication connection: opening its server", repl_mode_name(c));
 	client_set_state(c, CLIENT_WAITING);
 	repl_connect(c);
 }

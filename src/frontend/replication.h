@@ -14,6 +14,7 @@
 
 struct client;
 struct client_kind;
+struct server;
 
 enum repl_mode { REPL_NONE, REPL_PHYSICAL, REPL_LOGICAL };
 
@@ -28,6 +29,10 @@ __attribute__((warn_unused_result)) int repl_keep_startup(struct client *c, cons
 							    enum repl_mode mode);
 /* A physical replication client: hba_file matches it by the keyword "replication". */
 bool repl_is_physical(const struct client *c);
+/* SHOW CLIENTS: "none", "physical" or "logical" (PgBouncer's column), and the server of
+ * c's own (NULL: none, or not yet). */
+const char *repl_mode_name(const struct client *c);
+const struct server *repl_server(const struct client *c);
 /* Teardown of c (free_client): what repl_keep_startup kept. */
 void repl_free(struct client *c);
 

@@ -24,7 +24,7 @@ APP_PW = "app-secret"
 POOLS_COLS = ["database", "user", "cl_active", "cl_waiting", "cl_active_cancel_req", "cl_waiting_cancel_req",
               "sv_active", "sv_active_cancel", "sv_being_canceled", "sv_idle", "sv_used", "sv_tested",
               "sv_login", "maxwait", "maxwait_us", "pool_mode"]
-CONN_COLS = ["type", "user", "database", "state", "addr", "port", "local_addr", "local_port", "connect_time",
+CONN_COLS = ["type", "user", "database", "replication", "state", "addr", "port", "local_addr", "local_port", "connect_time",
              "request_time", "wait", "wait_us", "close_needed", "ptr", "link", "remote_pid", "tls",
              "application_name", "prepared_statements"]
 STATS_COLS = ["database", "total_xact_count", "total_query_count", "total_received", "total_sent",

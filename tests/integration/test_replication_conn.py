@@ -34,6 +34,7 @@ def rpg(workdir):
                 "wal_sender_timeout = 60s\n")
     hba = s.data / "pg_hba.conf"
     hba.write_text("host replication tusk_solo 127.0.0.1/32 trust\n"
+                   "host replication tusk_trust 127.0.0.1/32 trust\n"
                    "host replication postgres 127.0.0.1/32 trust\n"
                    "host replication rep_scram 127.0.0.1/32 scram-sha-256\n"
                    "host all rep_scram 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
@@ -99,7 +100,9 @@ def test_pg_basebackup_through_tusk_and_a_standby_that_streams_through_it(rpg, t
         assert ("via_tusk", "tusk_solo", "streaming") in rows, rows
         # tusk's admin console lists the client
         clients = [r for r in console_show(t, "show clients") if r["user"] == "tusk_solo"]
-        assert clients, console_show(t, "show clients")
+        assert [(r["replication"], r["state"], r["database"]) for r in clients] == [
+            ("physical", "active", "replication")], clients
+        assert clients[0]["link"], clients  # its server's id
     finally:
         standby.destroy()
     # the standby gone, its walsender goes too
@@ -111,3 +114,354 @@ def _pg_ids():
     import pwd
     p = pwd.getpwnam("postgres")
     return p.pw_uid, p.pw_gid
+
+
+def test_pg_recvlogical_through_tusk(rpg, tusk, workdir):
+    """pg_recvlogical (replication=database) creates a slot, streams the decoded changes of a
+    transaction committed meanwhile, stops at SIGINT, and drops its slot, all through tusk."""
+    t = tusk(pg_server=rpg, pools=POOLS, admin=ADMIN)
+    out = workdir / "recvlogical.out"
+    common = [str(PG_BIN / "pg_recvlogical"), "-h", "127.0.0.1", "-p", str(t.port), "-U", "postgres",
+              "-d", TEST_DB, "--slot", "via_tusk"]
+    run(as_postgres(common + ["--create-slot", "-P", "test_decoding"]), timeout=30 * SLOW)
+    # not under runuser, which keeps SIGINT from its child
+    proc = subprocess.Popen(common + ["--start", "-f", str(out), "-F", "1", "-s", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: walsenders(rpg) == 1, 10 * SLOW, what="pg_recvlogical streaming")
+        assert [(r["replication"], r["database"]) for r in console_show(t, "show clients")
+                if r["user"] == "postgres" and r["database"] == TEST_DB] == [("logical", TEST_DB)]
+        rpg.execute("insert into events values (10, 'ten'), (11, 'eleven')", dbname=TEST_DB)
+        wait_until(lambda: out.exists() and "COMMIT" in out.read_text(), 20 * SLOW, what="the decoded commit")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20 * SLOW)
+    assert proc.returncode == 0, err
+    lines = [ln for ln in out.read_text().splitlines() if ln]
+    assert [ln.split(" ")[0] for ln in lines] == ["BEGIN", "table", "table", "COMMIT"], lines
+    assert "table public.events: INSERT: id[integer]:10 what[text]:'ten'" in lines[1]
+    assert "id[integer]:11" in lines[2]
+    run(as_postgres(common + ["--drop-slot"]), timeout=30 * SLOW)
+    assert rpg.execute("select count(*) from pg_replication_slots")[0][0] == 0
+    wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")
+    rpg.execute("delete from events", dbname=TEST_DB)
+
+
+def test_pg_receivewal_through_tusk_writes_the_same_wal_as_direct(rpg, tusk, workdir):
+    """pg_receivewal through tusk and directly, at once, up to one end position: the WAL they
+    wrote is the same bytes."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    rpg.execute("select pg_switch_wal()")  # both start at the beginning of the segment after
+    rpg.execute("insert into events select g, repeat('w', 200) from generate_series(100, 3099) g", dbname=TEST_DB)
+    end = rpg.execute("select pg_current_wal_insert_lsn()::text")[0][0]
+    dirs = {}
+    procs = []
+    for name, port in (("direct", rpg.port), ("tusk", t.port)):
+        d = workdir / f"receivewal-{name}"
+        d.mkdir()
+        if IS_ROOT:
+            os.chown(d, *_pg_ids())
+        dirs[name] = d
+        procs.append(subprocess.Popen(as_postgres([
+            str(PG_BIN / "pg_receivewal"), "-h", "127.0.0.1", "-p", str(port), "-U", "tusk_solo", "-D", str(d),
+            "-E", end, "--no-loop", "--no-sync"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in procs:
+        _, err = p.communicate(timeout=60 * SLOW)
+        assert p.returncode == 0, err
+    names = {k: sorted(f.name for f in d.iterdir()) for k, d in dirs.items()}
+    assert names["direct"] == names["tusk"] and names["direct"], names
+    seg = 16 << 20
+    upto = lsn_of(end) % seg  # the bytes of the last segment up to the end position
+    for i, f in enumerate(names["direct"]):
+        a = (dirs["direct"] / f).read_bytes()
+        b = (dirs["tusk"] / f).read_bytes()
+        if i == len(names["direct"]) - 1:
+            a, b = a[:upto], b[:upto]
+        assert a == b, f"{f} differs"
+    rpg.execute("delete from events", dbname=TEST_DB)
+
+
+# ---- the protocol, step by step, direct and through tusk ---------------------------------------
+
+
+def read_copy_both(c, until, timeout):
+    """CopyData messages of a START_REPLICATION stream until until(texts) holds: the decoded
+    texts of XLogData ('w'), keepalives ('k') skipped."""
+    texts = []
+    deadline = time.monotonic() + timeout
+    while not until(texts):
+        kind, body = c.read_message(max(0.01, deadline - time.monotonic()))
+        assert kind == b"d", (kind, body[:200])
+        if body[:1] == b"w":
+            texts.append(body[25:].decode())
+        else:
+            assert body[:1] == b"k", body[:40]
+    return texts
+
+
+def transcript(msgs):
+    """Messages as (type, what matters): an error's SQLSTATE and message, a row's values, a
+    command tag; parameter statuses and the cancel key (tusk's own) left out."""
+    out = []
+    for kind, body in msgs:
+        if kind in (b"S", b"K", b"N"):
+            continue
+        if kind == b"E":
+            f = parse_error_fields(body)
+            out.append(("E", f.get("C"), f.get("M")))
+        elif kind == b"D":
+            out.append(("D", body))
+        else:
+            out.append((kind.decode(), body))
+    return out
+
+
+def steps(port, slot):
+    """A logical replication connection's commands, as a driver or a subscriber sends them;
+    their answers as transcripts. The slot is created and streamed from; the stream is
+    returned to its caller open (the client and its decoded texts so far)."""
+    c, msgs = raw_startup(port, "postgres", TEST_DB, replication="database")
+    got = [transcript(msgs)]
+    for sql in ("SELECT 1 AS one, 'x'::text AS two", "SHOW wal_level", "NO_SUCH_COMMAND",
+                "SELECT * FROM no_such_table", "TIMELINE_HISTORY 1"):
+        c.send(query_message(sql))
+        got.append((sql, transcript(c.read_until_ready())))
+    # the extended protocol: PostgreSQL refuses it in a replication connection
+    c.send(message(b"P", b"\0SELECT 1\0\0\0") + message(b"S"))
+    got.append(("Parse", transcript(c.read_until_ready())))
+    c.send(query_message("IDENTIFY_SYSTEM"))
+    ident = c.read_until_ready()
+    got.append(("IDENTIFY_SYSTEM", [k for k, _ in ident]))
+    c.send(query_message(f"CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL test_decoding"))
+    created = transcript(c.read_until_ready())
+    got.append(("CREATE", [m[0] for m in created]))
+    c.send(query_message(f"START_REPLICATION SLOT {slot} LOGICAL 0/0"))
+    kind, _ = c.read_message()
+    got.append(("START", kind))
+    return c, got
+
+
+def end_stream(c):
+    """CopyDone from the client: the server ends its stream (its CopyDone, the command's
+    completion, ReadyForQuery)."""
+    c.send(message(b"c"))
+    out = []
+    while True:
+        kind, body = c.read_message()
+        if kind == b"d":
+            continue  # data sent before it saw the CopyDone
+        out.append((kind, body))
+        if kind == b"Z":
+            return transcript(out)
+
+
+def test_logical_replication_protocol_same_as_direct(rpg, tusk):
+    """The same commands on a logical replication connection, directly and through tusk, at
+    once: SQL, replication commands, errors, the extended protocol's refusal, a slot, and a
+    stream of one transaction decoded, ended by the client's CopyDone: the same answers."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    direct, got_direct = steps(rpg.port, "diff_direct")
+    through, got_tusk = steps(t.port, "diff_tusk")
+    try:
+        assert got_tusk == got_direct
+        rpg.execute("insert into events values (20, 'streamed'), (21, 'twice')", dbname=TEST_DB)
+        done = lambda texts: any(x.startswith("COMMIT") for x in texts)  # noqa: E731
+        texts_direct = read_copy_both(direct, done, 20 * SLOW)
+        texts_tusk = read_copy_both(through, done, 20 * SLOW)
+        assert texts_tusk == texts_direct and len(texts_tusk) == 4, (texts_direct, texts_tusk)
+        assert end_stream(through) == end_stream(direct)
+        for c in (direct, through):  # the connection goes on after the stream
+            c.send(query_message("SELECT 2"))
+        assert transcript(through.read_until_ready()) == transcript(direct.read_until_ready())
+    finally:
+        direct.close()
+        through.close()
+    wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")
+    rpg.execute("delete from events", dbname=TEST_DB)
+
+
+def first_error(port, user, database, **params):
+    """The error that ends a login (PostgreSQL checks the REPLICATION attribute after its
+    AuthenticationOk)."""
+    c = RawClient("127.0.0.1", port, timeout=10 * SLOW)
+    try:
+        c.send(startup_packet({"user": user, "database": database, **params}))
+        while True:
+            kind, body = c.read_message()
+            if kind == b"E":
+                return parse_error_fields(body)
+            assert kind in (b"R", b"S", b"K", b"N"), (kind, body)
+    finally:
+        c.close()
+
+
+def test_refusals_as_from_postgresql(rpg, tusk):
+    """What PostgreSQL refuses, it refuses through tusk in its own words: a physical
+    replication connection of a role without REPLICATION, a value of "replication" that is
+    none. tusk's own: a replication connection to its admin console."""
+    t = tusk(pg_server=rpg, pools=POOLS, admin=ADMIN)
+    for params in ({"replication": "true"}, {"replication": "database"}):
+        want = first_error(rpg.port, "tusk_trust", TEST_DB, **params)
+        got = first_error(t.port, "tusk_trust", TEST_DB, **params)
+        assert (got["C"], got["M"]) == (want["C"], want["M"]) == ("42501", want["M"]), (want, got)
+    want = first_error(rpg.port, "tusk_solo", TEST_DB, replication="maybe")
+    got = first_error(t.port, "tusk_solo", TEST_DB, replication="maybe")
+    assert got["C"] == want["C"] == "22023", (want, got)
+    got = first_error(t.port, "postgres", "tusk", replication="true")
+    assert got["C"] == "08P01" and "replication" in got["M"], got
+    # the values PostgreSQL reads as a boolean
+    for value in ("on", "1", "yes", "TRUE", "t"):
+        c, _ = raw_startup(t.port, "tusk_solo", "replication", replication=value)
+        c.send(query_message("IDENTIFY_SYSTEM"))
+        assert [k for k, _ in c.read_until_ready()] == [b"T", b"D", b"C", b"Z"], value
+        c.close()
+    for value in ("off", "0", "no", "false"):  # an ordinary connection
+        c, _ = raw_startup(t.port, "tusk_solo", TEST_DB, replication=value)
+        rows, errors = c.simple_query("select count(*) from pg_stat_replication where pid = pg_backend_pid()")
+        assert rows == [["0"]] and not errors, value
+        c.close()
+
+
+def test_hba_file_replication_keyword(rpg, tusk, tmp_path):
+    """tusk's hba_file reads the keyword replication as PostgreSQL does: a physical replication
+    connection matches only lines that name it, and "all" does not; a logical one matches its
+    database's lines. And a server_password login (SCRAM to PostgreSQL) on a replication
+    connection."""
+    hba = tmp_path / "hba.conf"
+    hba.write_text("host replication tusk_solo 127.0.0.1/32 trust\n"
+                   "host replication rep_scram 127.0.0.1/32 trust\n"
+                   "host all all 127.0.0.1/32 trust\n")
+    pools = [{"database": "*", "user": "rep_scram", "service": "main", "mode": "session", "size": 2,
+              "server_password": "rep-pw"}] + POOLS
+    t = tusk(pg_server=rpg, pools=pools, hba_file=str(hba))
+    got = first_error(t.port, "postgres", "replication", replication="true")
+    assert got["C"] == "28000" and "replication connection" in got["M"], got
+    for user in ("tusk_solo", "rep_scram"):
+        c, _ = raw_startup(t.port, user, "replication", replication="true")
+        c.send(query_message("IDENTIFY_SYSTEM"))
+        assert [k for k, _ in c.read_until_ready()] == [b"T", b"D", b"C", b"Z"], user
+        c.close()
+    c, _ = raw_startup(t.port, "postgres", TEST_DB, replication="database")
+    rows, errors = c.simple_query("select current_database()")
+    assert rows == [[TEST_DB]] and not errors
+    c.close()
+
+
+# ---- faults ---------------------------------------------------------------------------------------
+
+
+def start_physical(port):
+    """A raw physical replication stream from the current WAL position: the client, after the
+    CopyBothResponse."""
+    c, _ = raw_startup(port, "tusk_solo", "replication", replication="true")
+    rows, errors = c.simple_query("IDENTIFY_SYSTEM")
+    assert not errors, errors
+    tli, pos = rows[0][1], rows[0][2]
+    c.send(query_message(f"START_REPLICATION PHYSICAL {pos} TIMELINE {tli}"))
+    kind, _ = c.read_message()
+    assert kind == b"W", kind
+    return c
+
+
+def walsender_pids(pg):
+    return [r[0] for r in pg.execute("select pid from pg_stat_replication")]
+
+
+def test_client_gone_mid_stream_ends_the_walsender(rpg, tusk):
+    """A streaming client that vanishes (RST) takes its walsender with it."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    c = start_physical(t.port)
+    rpg.execute("insert into events values (30, 'x')", dbname=TEST_DB)
+    c.read_message()  # something streamed
+    assert walsenders(rpg) == 1
+    c.close(reset=True)
+    wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="the walsender gone")
+    t.wait_log("replication/tusk_solo")
+    rpg.execute("delete from events", dbname=TEST_DB)
+
+
+def test_walsender_terminated_reaches_the_client_as_from_postgresql(rpg, tusk):
+    """pg_terminate_backend of a streaming walsender: the client sees what it sees directly
+    (PostgreSQL 15 sends no error in the middle of the stream: the connection just ends)."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    seen = {}
+    for name, port in (("direct", rpg.port), ("tusk", t.port)):
+        c = start_physical(port)
+        [pid] = walsender_pids(rpg)
+        rpg.execute("select pg_terminate_backend(%s)", [pid])
+        errors = []
+        try:
+            while True:
+                kind, body = c.read_message()
+                if kind == b"E":
+                    errors.append(parse_error_fields(body))
+        except Closed:
+            pass
+        c.close()
+        seen[name] = [(e["S"], e["C"]) for e in errors]
+        wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="the walsender gone")
+    assert seen["tusk"] == seen["direct"], seen
+
+
+def test_cancel_on_a_replication_connection(rpg, tusk):
+    """A CancelRequest with the key tusk gave a logical replication client cancels the query
+    its server runs (57014), and the connection goes on."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    c, msgs = raw_startup(t.port, "postgres", TEST_DB, replication="database")
+    key = [b for k, b in msgs if k == b"K"][0]
+    c.send(query_message("SELECT pg_sleep(60)"))
+    time.sleep(0.3)
+    with socket.create_connection(("127.0.0.1", t.port), timeout=10) as cs:
+        cs.sendall(struct.pack("!II", 16, 80877102) + key)
+    started = time.monotonic()
+    msgs = c.read_until_ready(timeout=20 * SLOW)
+    assert time.monotonic() - started < 10 * SLOW
+    assert [parse_error_fields(b)["C"] for k, b in msgs if k == b"E"] == ["57014"], msgs
+    rows, errors = c.simple_query("SELECT 3")
+    assert rows == [["3"]] and not errors
+    c.close()
+
+
+def test_a_slow_reader_is_paced_not_buffered(rpg, tusk):
+    """A logical stream whose client stops reading while 20,000 rows are decoded: tusk's memory
+    stays bounded (it stops reading the server), and when the client reads again every change
+    arrives, in order."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    c, _ = raw_startup(t.port, "postgres", TEST_DB, replication="database")
+    c.send(query_message("CREATE_REPLICATION_SLOT slow TEMPORARY LOGICAL test_decoding"))
+    c.read_until_ready()
+    c.send(query_message("START_REPLICATION SLOT slow LOGICAL 0/0"))
+    assert c.read_message()[0] == b"W"
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    rss0 = t.status("VmRSS")
+    n = 20000
+    rpg.execute(f"insert into events select g, repeat('p', 500) from generate_series(1000, {999 + n}) g",
+                dbname=TEST_DB)
+    time.sleep(2 * SLOW)  # the walsender decodes and sends; nobody reads
+    grown = t.status("VmRSS") - rss0
+    assert grown < 8 * 1024, f"tusk grew {grown} kB while its client did not read"
+    texts = read_copy_both(c, lambda x: any(s.startswith("COMMIT") for s in x), 60 * SLOW)
+    ids = [int(s.split("id[integer]:")[1].split(" ")[0]) for s in texts if "INSERT" in s]
+    assert ids == list(range(1000, 1000 + n))
+    c.close()
+    wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")
+    rpg.execute("delete from events", dbname=TEST_DB)
+
+
+def test_shutdown_with_a_stream_running(rpg, tusk):
+    """SIGTERM while a replication client streams: the client hears 57P01 from tusk (or the
+    end), tusk exits 0 (the fixture checks), and the walsender goes."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    c = start_physical(t.port)
+    t.proc.send_signal(signal.SIGTERM)
+    got = None
+    try:
+        while True:
+            kind, body = c.read_message(timeout=20 * SLOW)
+            if kind == b"E":
+                got = parse_error_fields(body)
+    except Closed:
+        pass
+    assert got is None or got["C"] == "57P01", got
+    c.close()
+    wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")

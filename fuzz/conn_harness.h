@@ -506,12 +506,15 @@ static inline void h_begin_redis(void)
 }
 
 /* A StartupMessage for user and database (protocol 3.0) from the client. */
-static inline void h_startup(const char *user, const char *database)
+/* With a "replication" parameter when replication is not NULL (a replication connection:
+ * frontend/replication.c passes its bytes unread). */
+static inline void h_startup_repl(const char *user, const char *database, const char *replication)
 {
 	uint8_t p[256];
 	size_t n = 8;
-	const char *kv[] = { "user", user, "database", database, "application_name", "fuzz" };
-	for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+	const char *kv[] = { "user", user, "database", database, "application_name", "fuzz", "replication", replication };
+	size_t nkv = sizeof kv / sizeof kv[0] - (replication ? 0 : 2);
+	for (size_t i = 0; i < nkv; i++) {
 		size_t l = strlen(kv[i]) + 1;
 		memcpy(p + n, kv[i], l);
 		n += l;
@@ -521,6 +524,11 @@ static inline void h_startup(const char *user, const char *database)
 	h_put_u32(p + 4, 0x00030000u);
 	h_client_send(p, n);
 	h_pump();
+}
+
+static inline void h_startup(const char *user, const char *database)
+{
+	h_startup_repl(user, database, NULL);
 }
 
 /* The chunks of the input (see the top of this file). */

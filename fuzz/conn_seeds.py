@@ -54,6 +54,12 @@ for mode, mname in ((0,"session"),(1,"transaction")):
 write("relay", "transaction-parse-taken", bytes([1]) + chunks(parse("s1", "select 1") + SYNC,
       parse("s1", "select 2") + bind("", "s1") + execute() + SYNC, q("begin"), parse("s1", "select 3") + SYNC,
       q("rollback"), parse("s2", "select 1") + parse("s2", "select 1") + SYNC))
+# replication connections (mode byte 60 physical, 61 logical): bytes unread both ways, the
+# server's framed (a CopyBoth stream, a message split across writes, an impossible length)
+write("relay", "replication-physical", bytes([60|0x80]) + chunks(q("IDENTIFY_SYSTEM"), q("START_REPLICATION 0/0"),
+      (msg(b"W", b"\0\0\0"),), (msg(b"d", b"w" + b"\0"*24 + b"wal")[:9],), (b"\0"*20,), msg(b"d", b"r" + b"\0"*33), msg(b"c")))
+write("relay", "replication-logical", bytes([61]) + chunks(q("select 1"), parse("", "select 1") + SYNC,
+      (b"E\0\0\0\x03",), q("select 2")))
 write("relay", "transaction-unknown-type", bytes([1]) + chunks(q("select 1"), msg(b"?", b"x")))
 write("relay", "transaction-long-name", bytes([1]) + chunks(parse("n"*64, "select 1") + SYNC))
 write("relay", "transaction-big-query", bytes([1]) + chunks(q("select '" + "x"*5000 + "'"), q("select 1")))

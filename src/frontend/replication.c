@@ -3,9 +3,13 @@
  *
  * Its startup is the pooled kind's (the pool rule of its database and user, the rule's
  * authentication; hba_file matches a physical one by the keyword "replication"). Then it gets
- * a server connection of its own, never pooled: opened for it on its worker to the service's
- * primary (the backend the LISTEN connection uses) with the pool rule's login and the client's
- * own startup parameters ("replication" among them), closed with it. The client is greeted
+ * a server connection of its own, never pooled: opened for it on its worker with the pool
+ * rule's login and the client's own startup parameters ("replication" among them), closed with
+ * it. It goes to the service's primary (a standby for a rule whose target_session_attrs is
+ * standby, read-only or prefer-standby: cascading replication), found by trying the backends
+ * one after the other (services_candidate: known role first, down ones late) and reading
+ * in_hot_standby at each login, so that a standby's walreceiver reconnecting after a failover
+ * reaches the promoted one; each login tells the services what it found. The client is greeted
  * with the server's parameters and tusk's cancel key, and from then on the bytes pass both
  * ways without being read: the client's straight from its read buffer to the server's socket,
  * the server's straight into the client's write buffer. The server's messages are framed as
@@ -33,7 +37,7 @@
 #include "util/log.h"
 #include "worker/worker.h"
 
-#define REPL_TRIES 3 /* backends tried when the one taken for the primary is a standby */
+#define REPL_TRIES 8 /* backends tried at most, one after the other, for one replication connection */
 
 struct repl_link {
 	enum repl_mode mode;
@@ -43,6 +47,7 @@ struct repl_link {
 	struct proto_param params[SERVER_LOGIN_EXTRA_MAX];
 	char *strings;            /* the params' names and values, in one allocation */
 	struct tp_backend_addr be; /* the backend s is on */
+	struct tp_backend_addr tried[REPL_TRIES]; /* the backends tried before it, for this login */
 	/* The server's message being passed on: its header's bytes so far (hdr_got < 5) and
 	 * then the bytes of its body still to come. */
 	uint8_t hdr[PROTO_HDR_LEN];
@@ -352,40 +357,97 @@ static void greet(struct client *c, struct server *s)
 	repl_input(c);
 }
 
+/* Which servers the rule's target takes: a standby for standby and read-only (cascading
+ * replication), either for prefer-standby, else the primary. */
+static bool want_standby(const struct client *c)
+{
+	int t = pool_rule(c->pool)->target_session_attrs;
+	return t == CONFIG_TARGET_STANDBY || t == CONFIG_TARGET_READ_ONLY || t == CONFIG_TARGET_PREFER_STANDBY;
+}
+
+static bool takes(const struct client *c, bool standby)
+{
+	int t = pool_rule(c->pool)->target_session_attrs;
+	return t == CONFIG_TARGET_PREFER_STANDBY || standby == want_standby(c);
+}
+
+/* The backend to try next (the one just tried among those tried): 0, or -EHOSTUNREACH. */
+static int candidate(struct client *c, int ntried, struct net_addr *addr, struct tp_backend_addr *be)
+{
+	if (ntried >= REPL_TRIES)
+		return -EHOSTUNREACH;
+	return services_candidate(c->worker->rt->services, pool_rule(c->pool)->service, want_standby(c),
+				  c->repl->tried, ntried, addr, be);
+}
+
+/* Whether another backend is left after the one just tried. */
+static bool has_next(struct client *c)
+{
+	struct repl_link *r = c->repl;
+	struct net_addr addr;
+	struct tp_backend_addr be;
+	r->tried[r->tries] = r->be;
+	return candidate(c, r->tries + 1, &addr, &be) == 0;
+}
+
+/* The next backend, after one that failed or is of the wrong role (why, for the client if it
+ * was the last). */
+static void try_next(struct client *c, const char *why)
+{
+	struct repl_link *r = c->repl;
+	if (!has_next(c)) {
+		client_fail(c, "08006", "no server took the replication connection (%d tried; the last: %s)", r->tries + 1,
+			    why);
+		return;
+	}
+	r->tries++;
+	repl_connect(c);
+}
+
 static void on_login(struct server *s, void *arg, int err, const char *reason, const uint8_t *errmsg, size_t errlen)
 {
 	struct client *c = arg;
 	struct repl_link *r = c->repl;
+	struct services *svcs = c->worker->rt->services;
 	const struct config_service *svc = pool_rule(c->pool)->service;
 
 	if (err < 0) { /* s is closed by the connector */
 		r->s = NULL;
-		if (errmsg && errlen > PROTO_HDR_LEN && errmsg[0] == 'E') {
-			/* PostgreSQL's own refusal (no REPLICATION attribute, max_wal_senders, its
-			 * pg_hba.conf), as the client would have had it directly. */
-			log_info(c->id, c->ctx, "replication login refused by the server: %s", reason ? reason : "");
-			if (buf_append(&c->wbuf, errmsg, errlen) == 0) {
-				client_count_error(c, errmsg, errlen);
-				client_set_state(c, CLIENT_CLOSING);
-				client_flush(c);
-				return;
-			}
+		bool refused = errmsg && errlen > PROTO_HDR_LEN && errmsg[0] == 'E';
+		/* Not reached, no answer, or the backend cannot take sessions now (08, 53, 57: a
+		 * failover, a restart, max_wal_senders): the next, if there is one. */
+		if (server_error_backoff_worthy(errmsg, errlen) && (!refused || has_next(c))) {
+			if (!refused)
+				services_note_down(svcs, svc, &r->be);
+			log_info(c->id, c->ctx, "replication connection to %s:%u failed: %s", r->be.name, r->be.port,
+				 reason ? reason : "");
+			try_next(c, reason ? reason : "connect failed");
+			return;
+		}
+		/* PostgreSQL's own refusal (no REPLICATION attribute, its pg_hba.conf), as the
+		 * client would have had it directly. */
+		log_info(c->id, c->ctx, "replication login refused by the server: %s", reason ? reason : "");
+		if (refused && buf_append(&c->wbuf, errmsg, errlen) == 0) {
+			client_count_error(c, errmsg, errlen);
+			client_set_state(c, CLIENT_CLOSING);
+			client_flush(c);
+			return;
 		}
 		client_fail(c, "08006", "server connection failed: %s", reason ? reason : "unknown error");
 		return;
 	}
+	services_note_up(svcs, svc, &r->be);
 	const char *hs = server_param(s, "in_hot_standby");
-	if (hs && strcmp(hs, "on") == 0) {
-		/* Taken for the primary, but a standby (a failover since): say so and try again. */
-		services_note_role(c->worker->rt->services, svc, &r->be, SERVICES_ROLE_STANDBY);
-		r->s = NULL;
-		server_close(s, "a replication connection reached a standby");
-		if (++r->tries < REPL_TRIES) {
-			repl_connect(c);
+	if (hs) { /* PostgreSQL 14 and later say; older ones are taken as they come */
+		bool standby = strcmp(hs, "on") == 0;
+		services_note_role(svcs, svc, &r->be, standby ? SERVICES_ROLE_STANDBY : SERVICES_ROLE_PRIMARY);
+		if (!takes(c, standby)) {
+			r->s = NULL;
+			server_close(s, standby ? "a replication connection for the primary reached a standby"
+						: "a replication connection for a standby reached the primary");
+			try_next(c, standby ? "a standby, not the primary" : "the primary, not a standby");
 			return;
 		}
-		client_fail(c, "08006", "no primary found for the replication connection (every backend tried is a standby)");
-		return;
 	}
 	greet(c, s);
 }
@@ -396,8 +458,8 @@ static void repl_connect(struct client *c)
 	const struct config_pool_rule *rule = pool_rule(c->pool);
 	struct net_addr addr;
 
-	if (services_primary_addr(c->worker->rt->services, rule->service, &addr, &r->be) < 0) {
-		client_fail(c, "08006", "no primary known for the service of database \"%s\" yet", c->database);
+	if (candidate(c, r->tries, &addr, &r->be) < 0) {
+		client_fail(c, "08006", "no backend known for the service of database \"%s\" yet", c->database);
 		return;
 	}
 	struct server_login login = {

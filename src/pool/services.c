@@ -810,6 +810,48 @@ static int entry_addr(struct services *s, const struct config_service *svc, int 
 	return rc;
 }
 
+static bool among(const struct tp_backend_addr *be, const struct tp_backend_addr *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (v[i].port == be->port && strcmp(v[i].name, be->name) == 0)
+			return true;
+	return false;
+}
+
+int services_candidate(struct services *s, const struct config_service *svc, bool standby_first,
+		       const struct tp_backend_addr *tried, int ntried, struct net_addr *out, struct tp_backend_addr *be)
+{
+	pthread_mutex_lock(&s->lock);
+	struct svc_entry *e = find_locked(s, svc);
+	pthread_mutex_unlock(&s->lock);
+	if (!e)
+		return -EHOSTUNREACH;
+	uint8_t want = standby_first ? SERVICES_ROLE_STANDBY : SERVICES_ROLE_PRIMARY;
+	uint8_t other = standby_first ? SERVICES_ROLE_PRIMARY : SERVICES_ROLE_STANDBY;
+	int rc = -EHOSTUNREACH;
+	pthread_mutex_lock(&e->lock);
+	/* rounds: the wanted role up, unknown up, the wanted role down, unknown down, the other */
+	for (int round = 0; round < 5 && rc < 0; round++) {
+		for (int i = 0; i < e->n; i++) {
+			uint8_t role = e->roles[i];
+			bool down = e->down[i] != 0;
+			bool in = round == 0   ? role == want && !down
+				  : round == 1 ? role == SERVICES_ROLE_UNKNOWN && !down
+				  : round == 2 ? role == want && down
+				  : round == 3 ? role == SERVICES_ROLE_UNKNOWN && down
+					       : role == other;
+			if (!in || among(&e->addrs[i], tried, ntried))
+				continue;
+			rc = net_addr_numeric(e->addrs[i].name, e->addrs[i].port, out) < 0 ? -EHOSTUNREACH : 0;
+			if (be)
+				*be = e->addrs[i];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	return rc;
+}
+
 int services_addr(struct services *s, const struct config_service *svc, struct net_addr *out)
 {
 	return entry_addr(s, svc, pick_first, out, NULL);

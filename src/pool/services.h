@@ -96,6 +96,16 @@ __attribute__((warn_unused_result))
 int services_primary_addr(struct services *s, const struct config_service *svc, struct net_addr *out,
 			  struct tp_backend_addr *be);
 
+/* The next backend of svc, none of tried, for a connection of tusk's own that must reach the
+ * primary (or, standby_first, a standby) and tries them one after the other until one is (a
+ * replication connection, frontend/replication.c). In this order: the role wanted and not
+ * down, of unknown role and not down, the role wanted but down, unknown and down, and last the
+ * other role (a role noted before a failover may have changed). 0, or -EHOSTUNREACH when
+ * every backend was tried. */
+__attribute__((warn_unused_result))
+int services_candidate(struct services *s, const struct config_service *svc, bool standby_first,
+		       const struct tp_backend_addr *tried, int ntried, struct net_addr *out, struct tp_backend_addr *be);
+
 /* Would resolvers for a and b (services of any generations) find the same backends? A pool
  * whose service changed this way is retired by a reload, as its resolver is replaced. */
 bool services_same_discovery(const struct config_service *a, const struct config_service *b);

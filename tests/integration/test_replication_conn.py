@@ -465,3 +465,75 @@ def test_shutdown_with_a_stream_running(rpg, tusk):
     assert got is None or got["C"] == "57P01", got
     c.close()
     wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")
+
+
+def test_a_standby_through_tusk_follows_a_failover_under_load(workdir, tusk):
+    """A standby made and streaming through tusk (S2) while writers insert through tusk's pool:
+    the primary is shut down and the other standby (S1) promoted. S2's walreceiver reconnects
+    through tusk, which finds the old primary down and the promoted one a primary, and S2
+    follows the new timeline: every row a writer had acknowledged, before and after the
+    failover, is on S2, which holds exactly what the new primary holds."""
+    import threading
+
+    from failover_util import Writer
+    from repl_util import make_cluster
+
+    c = make_cluster(workdir / "cluster-replication-failover", standbys=1)
+    s2 = None
+    stop = threading.Event()
+    writers = []
+    try:
+        p, s1 = c.primary, c.standbys[0]
+        p.execute("create table fo (id bigint primary key, writer int, at float8); grant all on fo to public",
+                  dbname=TEST_DB)
+        t = tusk(pg_server=p, services={"main": {"hosts": [f"127.0.0.1:{p.port}", f"127.0.0.1:{s1.port}"]}},
+                 pools=[{"database": "*", "user": "*", "service": "main", "mode": "transaction", "size": 8,
+                         "target_session_attrs": "primary"}],
+                 pool_wait_timeout="10s", server_connect_timeout="2s")
+        base = workdir / "cluster-replication-failover" / "s2"
+        base.mkdir()
+        (base / "sock").mkdir()
+        if IS_ROOT:
+            for d in (base, base / "sock"):
+                os.chown(d, *_pg_ids())
+        run(as_postgres([str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(t.port), "-U", "postgres",
+                         "-D", str(base / "data"), "-R", "-X", "stream", "-c", "fast", "--no-sync"]),
+            timeout=120 * SLOW)
+        s2 = PgServer(base, with_bench=False)
+        _atexit_servers.append(s2)
+        with open(s2.data / "postgresql.conf", "a") as f:
+            f.write(f"\nport = {s2.port}\nunix_socket_directories = '{s2.sockdir}'\n"
+                    "cluster_name = 's2_via_tusk'\nwal_retrieve_retry_interval = 500ms\n")
+        s2.start()
+        wait_until(lambda: ("s2_via_tusk",) in p.execute("select application_name from pg_stat_replication"),
+                   30 * SLOW, what="S2 streaming from the primary through tusk")
+        writers = [Writer(t.port, w, stop, w * 1_000_000) for w in range(4)]
+        for w in writers:
+            w.start()
+        wait_until(lambda: all(len(w.acked) >= 20 for w in writers), 30 * SLOW, what="writes before the failover")
+        p.stop("fast")  # a switchover: every standby receives all the old primary wrote
+        c.promote(s1)
+        wait_until(lambda: all(any(at > time.monotonic() - 1 for _, at in w.acked[-3:]) for w in writers),
+                   60 * SLOW, interval=0.2, what="writes again, on the new primary")
+        time.sleep(1)
+        stop.set()
+        for w in writers:
+            w.join(timeout=30)
+        lsn = c.current_lsn(s1)
+        wait_until(lambda: c.replayed(s2, lsn), 60 * SLOW, what="S2 replays the new primary's writes")
+        on_new = {r[0] for r in s1.execute("select id from fo", dbname=TEST_DB)}
+        on_s2 = {r[0] for r in s2.execute("select id from fo", dbname=TEST_DB)}
+        acked = {i for w in writers for i, _ in w.acked}
+        assert on_s2 == on_new
+        assert acked <= on_s2, f"{len(acked - on_s2)} acknowledged rows missing on S2"
+        assert s2.execute("select received_tli from pg_stat_wal_receiver")[0][0] == 2
+        assert ("s2_via_tusk",) in s1.execute("select application_name from pg_stat_replication")
+        log = t.log_text()
+        assert "replication connection to 127.0.0.1:%d failed" % p.port in log, t.log_tail(30)
+    finally:
+        stop.set()
+        for w in writers:
+            w.join(timeout=30)
+        if s2 is not None:
+            s2.destroy()
+        c.destroy()

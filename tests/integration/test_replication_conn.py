@@ -537,3 +537,31 @@ def test_a_standby_through_tusk_follows_a_failover_under_load(workdir, tusk):
         if s2 is not None:
             s2.destroy()
         c.destroy()
+
+
+def test_target_standby_takes_a_standby_cascading(pg_cluster, tusk):
+    """A rule whose target_session_attrs is standby sends a physical replication connection to
+    a standby (cascading replication), one of primary (the default) to the primary: the
+    walsender runs where the rule says."""
+    c = pg_cluster
+    nodes = c.nodes
+    pools = [{"database": "cascade", "user": "postgres", "service": "main", "mode": "session", "size": 2,
+              "target_session_attrs": "standby"},
+             {"database": "*", "user": "*", "service": "main", "mode": "session", "size": 2}]
+    t = tusk(pg_server=c.primary, services={"main": {"hosts": [f"127.0.0.1:{n.port}" for n in nodes]}}, pools=pools)
+
+    def senders(node, user):
+        return node.execute("select count(*) from pg_stat_replication where usename = %s and "
+                            "application_name = 'via_tusk'", [user])[0][0]
+
+    # a physical connection's database names the rule only: PostgreSQL ignores it
+    for database, user, want in (("cascade", "postgres", c.standbys), ("replication", "postgres", [c.primary])):
+        cl, _ = raw_startup(t.port, user, database, replication="true", application_name="via_tusk")
+        rows, errors = cl.simple_query("IDENTIFY_SYSTEM")
+        assert not errors, errors
+        cl.send(query_message(f"START_REPLICATION PHYSICAL {rows[0][2]} TIMELINE {rows[0][1]}"))
+        assert cl.read_message()[0] == b"W"
+        wait_until(lambda: sum(senders(n, user) for n in want) == 1, 10 * SLOW, what=f"{user}'s walsender")
+        assert sum(senders(n, user) for n in nodes) == 1
+        cl.close()
+        wait_until(lambda: sum(senders(n, user) for n in nodes) == 0, 10 * SLOW, what="walsender gone")

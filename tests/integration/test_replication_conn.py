@@ -565,3 +565,34 @@ def test_target_standby_takes_a_standby_cascading(pg_cluster, tusk):
         assert sum(senders(n, user) for n in nodes) == 1
         cl.close()
         wait_until(lambda: sum(senders(n, user) for n in nodes) == 0, 10 * SLOW, what="walsender gone")
+
+
+def test_a_subscription_through_tusk(rpg, tusk, workdir):
+    """A logical replication subscription whose connection string names tusk: the table's
+    initial copy (a tablesync worker's replication connection, with SQL and COPY in it) and
+    then the changes streamed by pgoutput (inserts, an update, a delete) reach the
+    subscriber, and dropping the subscription drops its slot through tusk."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    sub = PgServer(workdir / "pg-subscriber", with_bench=False)
+    _atexit_servers.append(sub)
+    sub.init()
+    try:
+        rpg.execute("insert into events select g, 'initial ' || g from generate_series(1, 500) g", dbname=TEST_DB)
+        rpg.execute("create publication pub_events for table events", dbname=TEST_DB)
+        sub.execute("create table events (id int primary key, what text)", dbname=TEST_DB)
+        sub.execute(f"create subscription sub_events connection 'host=127.0.0.1 port={t.port} user=postgres "
+                    f"dbname={TEST_DB} application_name=sub_events' publication pub_events", dbname=TEST_DB)
+        count = lambda: sub.execute("select count(*) from events", dbname=TEST_DB)[0][0]  # noqa: E731
+        wait_until(lambda: count() == 500, 60 * SLOW, what="the initial copy")
+        rpg.execute("insert into events values (501, 'streamed'); update events set what = 'changed' where id = 1;"
+                    " delete from events where id = 2", dbname=TEST_DB)
+        want = rpg.execute("select id, what from events order by id", dbname=TEST_DB)
+        wait_until(lambda: sub.execute("select id, what from events order by id", dbname=TEST_DB) == want,
+                   30 * SLOW, what="the changes on the subscriber")
+        assert rpg.execute("select count(*) from pg_stat_replication where application_name = 'sub_events'")[0][0] == 1
+        sub.execute("drop subscription sub_events", dbname=TEST_DB)
+        assert rpg.execute("select count(*) from pg_replication_slots")[0][0] == 0
+    finally:
+        sub.destroy()
+        rpg.execute("drop publication if exists pub_events", dbname=TEST_DB)
+        rpg.execute("delete from events", dbname=TEST_DB)

@@ -147,24 +147,34 @@ def test_pg_recvlogical_through_tusk(rpg, tusk, workdir):
     rpg.execute("delete from events", dbname=TEST_DB)
 
 
-def test_pg_receivewal_through_tusk_writes_the_same_wal_as_direct(rpg, tusk, workdir):
-    """pg_receivewal through tusk and directly, at once, up to one end position: the WAL they
-    wrote is the same bytes."""
-    t = tusk(pg_server=rpg, pools=POOLS)
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_pg_receivewal_through_tusk_writes_the_same_wal_as_direct(rpg, tusk, workdir, tmp_path_factory, tls):
+    """pg_receivewal through tusk (and, tls, with TLS between it and tusk) and directly, at
+    once, up to one end position: the WAL they wrote is the same bytes (~8 MB of it)."""
+    listen = None
+    if tls:
+        from tls_util import Certs
+        certs = Certs(tmp_path_factory.mktemp("certs"))
+        listen = {"tls": "require", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key}
+    t = tusk(pg_server=rpg, pools=POOLS, listen_opts=listen)
     rpg.execute("select pg_switch_wal()")  # both start at the beginning of the segment after
-    rpg.execute("insert into events select g, repeat('w', 200) from generate_series(100, 3099) g", dbname=TEST_DB)
+    rpg.execute("insert into events select g, repeat('w', 200) from generate_series(100, 30099) g", dbname=TEST_DB)
     end = rpg.execute("select pg_current_wal_insert_lsn()::text")[0][0]
+    # WAL past the end, flushed, so that both stop there at once
+    rpg.execute("insert into events values (99, 'past the end'); select pg_sleep(0.3)", dbname=TEST_DB)
     dirs = {}
     procs = []
     for name, port in (("direct", rpg.port), ("tusk", t.port)):
-        d = workdir / f"receivewal-{name}"
+        d = workdir / f"receivewal-{name}-{'tls' if tls else 'plain'}"
         d.mkdir()
         if IS_ROOT:
             os.chown(d, *_pg_ids())
         dirs[name] = d
+        ssl = "require" if tls and name == "tusk" else "disable"
         procs.append(subprocess.Popen(as_postgres([
-            str(PG_BIN / "pg_receivewal"), "-h", "127.0.0.1", "-p", str(port), "-U", "tusk_solo", "-D", str(d),
-            "-E", end, "--no-loop", "--no-sync"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            str(PG_BIN / "pg_receivewal"), "-d", f"host=127.0.0.1 port={port} user=tusk_solo sslmode={ssl}",
+            "-D", str(d), "-E", end, "-s", "1", "--no-loop", "--no-sync"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True))
     for p in procs:
         _, err = p.communicate(timeout=60 * SLOW)
         assert p.returncode == 0, err

@@ -489,12 +489,15 @@ static void client_row(struct vdb_out *o, const struct client *c, double now)
 	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
 
-static void server_row(struct vdb_out *o, const struct server *s, double now)
+/* A server row: of a pool, or (repl) a replication connection's own (pool-less: its client's
+ * pool names it). */
+static void server_row(struct vdb_out *o, const struct server *s, const struct client *repl, double now)
 {
 	char addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], ct[40], rt[40];
 	char pid[16], nprep[16], wk[16];
-	const struct client *owner = s->state == SERVER_ACTIVE ? s->owner : NULL;
-	bool stale = s->pool_gen != pool_generation(s->pool);
+	const struct client *owner = repl ? repl : s->state == SERVER_ACTIVE ? s->owner : NULL;
+	const struct pool *pool = repl ? repl->pool : s->pool;
+	bool stale = !repl && s->pool_gen != pool_generation(s->pool);
 
 	(void)now;
 	addr_parts(&s->addr, addr, sizeof addr, port, sizeof port);
@@ -506,7 +509,7 @@ static void server_row(struct vdb_out *o, const struct server *s, double now)
 	snprintf(wk, sizeof wk, "%d", s->worker ? s->worker->index : s->idle_worker);
 	const char *app = server_param(s, "application_name");
 	const char *vals[] = {
-		"S", pool_user(s->pool), pool_database(s->pool), "none", server_state_name(s), addr, port, laddr, lport, ct, rt,
+		"S", pool_user(pool), pool_database(pool), repl ? repl_mode_name(repl) : "none", server_state_name(s), addr, port, laddr, lport, ct, rt,
 		"0", "0", stale ? "1" : "0", s->id, owner ? owner->id : NULL, pid, s->tls.conn ? tls_version(s->tls.conn) : "",
 		app ? app : "", nprep, s->id, wk, NULL,
 	};
@@ -810,9 +813,15 @@ static void collect_on_worker(struct worker *w, struct worker_msg *msg)
 		for (struct client *c = client_first(w); c; c = c->next)
 			client_row(&col->rows, c, now);
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_SERVERS) {
-		for (struct server *s = server_first(w); s; s = s->wnext)
-			if (s->pool) /* pool-less connections (auth_query) serve no client */
-				server_row(&col->rows, s, now);
+		for (struct server *s = server_first(w); s; s = s->wnext) {
+			/* Of the pool-less connections (auth_query, LISTEN), only a replication
+			 * client's own serves a client. */
+			const struct client *owner = !s->pool && s->state == SERVER_ACTIVE ? s->owner : NULL;
+			if (s->pool)
+				server_row(&col->rows, s, NULL, now);
+			else if (owner && repl_server(owner) == s)
+				server_row(&col->rows, s, owner, now);
+		}
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_POOLS) {
 		tally_worker(col, w, now);
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_MEM) {

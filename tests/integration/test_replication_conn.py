@@ -102,7 +102,10 @@ def test_pg_basebackup_through_tusk_and_a_standby_that_streams_through_it(rpg, t
         clients = [r for r in console_show(t, "show clients") if r["user"] == "tusk_solo"]
         assert [(r["replication"], r["state"], r["database"]) for r in clients] == [
             ("physical", "active", "replication")], clients
-        assert clients[0]["link"], clients  # its server's id
+        servers = [r for r in console_show(t, "show servers") if r["user"] == "tusk_solo"]
+        assert [(r["replication"], r["state"], r["link"]) for r in servers] == [
+            ("physical", "active", clients[0]["id"])], servers
+        assert clients[0]["link"] == servers[0]["id"], (clients, servers)
     finally:
         standby.destroy()
     # the standby gone, its walsender goes too

@@ -411,6 +411,12 @@ static void on_login(struct server *s, void *arg, int err, const char *reason, c
 	struct services *svcs = c->worker->rt->services;
 	const struct config_service *svc = pool_rule(c->pool)->service;
 
+	if (c->state != CLIENT_WAITING) { /* failed meanwhile (KILL_CLIENT): closing */
+		r->s = NULL;
+		if (err == 0)
+			server_close(s, "its replication client is closing");
+		return;
+	}
 	if (err < 0) { /* s is closed by the connector */
 		r->s = NULL;
 		bool refused = errmsg && errlen > PROTO_HDR_LEN && errmsg[0] == 'E';

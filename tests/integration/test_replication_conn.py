@@ -609,3 +609,89 @@ def test_a_subscription_through_tusk(rpg, tusk, workdir):
         sub.destroy()
         rpg.execute("drop publication if exists pub_events", dbname=TEST_DB)
         rpg.execute("delete from events", dbname=TEST_DB)
+
+
+class SlowProxy:
+    """A TCP proxy in front of PostgreSQL that holds each new connection's first bytes for
+    delay seconds, then relays both ways: a server login that takes that long."""
+
+    def __init__(self, target_port, delay):
+        import threading
+        self.target, self.delay = target_port, delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while not self.closed:
+            try:
+                a, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(a,), daemon=True).start()
+
+    def _serve(self, a):
+        import threading
+        time.sleep(self.delay)
+        try:
+            b = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            a.close()
+            return
+
+        def pipe(x, y):
+            try:
+                while True:
+                    d = x.recv(65536)
+                    if not d:
+                        break
+                    y.sendall(d)
+            except OSError:
+                pass
+            for s in (x, y):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pipe, args=(b, a), daemon=True).start()
+        pipe(a, b)
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+def test_killed_while_its_server_logs_in(rpg, tusk):
+    """KILL_CLIENT of a replication client whose server is still logging in: the client hears
+    57P01, and the server, once logged in, is closed instead of greeting anyone; tusk goes on."""
+    proxy = SlowProxy(rpg.port, 1.5)
+    try:
+        t = tusk(pg_server=rpg, services={"main": {"hosts": [f"127.0.0.1:{proxy.port}"]}}, pools=POOLS,
+                 admin=ADMIN, server_connect_timeout="10s")
+        c = RawClient("127.0.0.1", t.port, timeout=10 * SLOW)
+        c.send(startup_packet({"user": "tusk_solo", "database": "replication", "replication": "true"}))
+        wait_until(lambda: [r for r in console_show(t, "show clients") if r["user"] == "tusk_solo"], 5 * SLOW,
+                   what="the client listed")
+        [row] = [r for r in console_show(t, "show clients") if r["user"] == "tusk_solo"]
+        assert row["state"] == "waiting", row
+        import psycopg
+        with psycopg.connect(host="127.0.0.1", port=t.port, user="postgres", dbname="tusk", autocommit=True) as a:
+            a.execute(f"KILL_CLIENT {row['id']}")
+        kind, f = c.expect_error_or_close(timeout=10 * SLOW)
+        assert kind == "error" and f["C"] == "57P01", f
+        # kept open: tusk's side lingers while the server's login ends
+        t.wait_log("its replication client is closing", timeout=10)
+        c.close()
+        # tusk goes on: a replication connection through it works
+        c2, _ = raw_startup(t.port, "tusk_solo", "replication", replication="true")
+        c2.send(query_message("IDENTIFY_SYSTEM"))
+        assert [k for k, _ in c2.read_until_ready()] == [b"T", b"D", b"C", b"Z"]
+        c2.close()
+    finally:
+        proxy.close()
+    wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")

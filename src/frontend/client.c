@@ -881,6 +881,7 @@ static int add_options(struct client *c, const char *opts)
 static int keep_startup(struct client *c, const struct proto_startup *st)
 {
 	const char *database = st->database && st->database[0] ? st->database : st->user;
+	int rc;
 	if (strlen(st->user) >= CONFIG_NAME_MAX || strlen(database) >= CONFIG_NAME_MAX)
 		return -ENAMETOOLONG;
 	if (format_ctx(c, database, st->user) < 0)
@@ -899,8 +900,10 @@ static int keep_startup(struct client *c, const struct proto_startup *st)
 			int mode = repl_mode_of(value);
 			if (mode < 0)
 				return -EPROTONOSUPPORT;
-			if (mode != REPL_NONE && repl_keep_startup(c, st, (enum repl_mode)mode) < 0)
-				return -ENOMEM;
+			if (mode == REPL_NONE)
+				repl_free(c); /* the last of several counts, as in PostgreSQL */
+			else if ((rc = repl_keep_startup(c, st, (enum repl_mode)mode)) < 0)
+				return rc;
 			continue;
 		}
 		if (!valid_guc_name(name) || add_param(c, name, value) < 0)

@@ -95,7 +95,7 @@ int repl_keep_startup(struct client *c, const struct proto_startup *st, enum rep
 		n++;
 	}
 	if (n > SERVER_LOGIN_EXTRA_MAX)
-		return -ENOMEM; /* cannot happen: PROTO_STARTUP_MAX_PARAMS in all, user among them */
+		return -EINVAL; /* with user and database, more than a startup packet of tusk's holds */
 	struct repl_link *r = calloc(1, sizeof *r);
 	char *p = r ? malloc(need ? need : 1) : NULL;
 	if (!p) {

@@ -24,7 +24,8 @@ enum repl_mode { REPL_NONE, REPL_PHYSICAL, REPL_LOGICAL };
 int repl_mode_of(const char *value);
 
 /* Keep what the server connection's startup packet will carry: every parameter of st but
- * user, database and protocol options (_pq_.*). 0, or -ENOMEM. */
+ * user, database and protocol options (_pq_.*). 0, -ENOMEM, or -EINVAL when they are more
+ * than SERVER_LOGIN_EXTRA_MAX. */
 __attribute__((warn_unused_result)) int repl_keep_startup(struct client *c, const struct proto_startup *st,
 							    enum repl_mode mode);
 /* A physical replication client: hba_file matches it by the keyword "replication". */

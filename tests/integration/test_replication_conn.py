@@ -333,6 +333,18 @@ def test_refusals_as_from_postgresql(rpg, tusk):
         rows, errors = c.simple_query("select count(*) from pg_stat_replication where pid = pg_backend_pid()")
         assert rows == [["0"]] and not errors, value
         c.close()
+    # the parameter twice: the last counts, as in PostgreSQL
+    for last, want in (("false", [["0"]]), ("database", [["1"]])):
+        for port in (rpg.port, t.port):
+            body = struct.pack("!I", 196608) + b"".join(
+                k.encode() + b"\0" + v.encode() + b"\0" for k, v in (
+                    ("user", "tusk_solo"), ("database", TEST_DB), ("replication", "true"), ("replication", last)))
+            c = RawClient("127.0.0.1", port, timeout=10 * SLOW)
+            c.send(struct.pack("!I", len(body) + 5) + body + b"\0")
+            c.read_until_ready()
+            rows, errors = c.simple_query("select count(*) from pg_stat_replication where pid = pg_backend_pid()")
+            assert rows == want and not errors, (port, last, rows, errors)
+            c.close()
 
 
 def test_hba_file_replication_keyword(rpg, tusk, tmp_path):

@@ -707,3 +707,25 @@ def test_killed_while_its_server_logs_in(rpg, tusk):
     finally:
         proxy.close()
     wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")
+
+
+def test_reload_keeps_a_stream(rpg, tusk):
+    """SIGHUP (a reload that changes the pool rules) while a logical stream runs: the stream
+    goes on, and a change committed after the reload arrives."""
+    t = tusk(pg_server=rpg, pools=POOLS)
+    c, _ = raw_startup(t.port, "postgres", TEST_DB, replication="database")
+    c.send(query_message("CREATE_REPLICATION_SLOT reload TEMPORARY LOGICAL test_decoding"))
+    c.read_until_ready()
+    c.send(query_message("START_REPLICATION SLOT reload LOGICAL 0/0"))
+    assert c.read_message()[0] == b"W"
+    text = t.cfg_path.read_text().replace("size: 4", "size: 5")
+    assert text != t.cfg_path.read_text()
+    t.cfg_path.write_text(text)
+    t.proc.send_signal(signal.SIGHUP)
+    t.wait_log("reloaded", timeout=10)
+    rpg.execute("insert into events values (40, 'after the reload')", dbname=TEST_DB)
+    texts = read_copy_both(c, lambda x: any(s.startswith("COMMIT") for s in x), 20 * SLOW)
+    assert any("'after the reload'" in s for s in texts), texts
+    c.close()
+    wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")
+    rpg.execute("delete from events", dbname=TEST_DB)

@@ -918,7 +918,6 @@ static void on_cancel_request(struct client *c, const struct proto_startup *st)
 	client_close(c, "cancel request handled");
 }
 
-
 /* A client asking for a newer 3.x minor or for protocol options ("_pq_.*") hears, as from
  * PostgreSQL, that tusk speaks 3.0 and knows none of them; the session goes on in 3.0 (the
  * client decides whether that is enough). 0, or -1 when the client was failed. */

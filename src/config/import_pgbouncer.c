@@ -236,6 +236,7 @@ static const char *const handled[] = {
 	"server_tls_cert_file", "server_lifetime", "server_idle_timeout", "server_connect_timeout",
 	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
+	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout",
 };
 
 static bool is_handled(const char *key)
@@ -260,6 +261,8 @@ static const char *const durations[][2] = {
 	{ "autodb_idle_timeout", "pool_idle_timeout" },
 	{ "query_wait_timeout", "pool_wait_timeout" },
 	{ "reserve_pool_timeout", "reserve_pool_timeout" },
+	{ "tcp_keepidle", "tcp_keepidle" },
+	{ "tcp_keepintvl", "tcp_keepintvl" },
 };
 
 static void put_durations(struct importer *im)
@@ -654,6 +657,13 @@ static void put_general(struct importer *im, const char *userlist)
 	if ((kv = get(&im->general, "max_packet_size")))
 		fprintf(im->out, "max_message_size: %d\n", atoi(kv->value) < 8192 ? 8192 : atoi(kv->value));
 	put_plain(im, "max_prepared_statements", "max_prepared_statements", false);
+	put_bool(im, "tcp_keepalive");
+	put_plain(im, "tcp_keepcnt", "tcp_keepcnt", false);
+	if ((kv = get(&im->general, "tcp_user_timeout"))) { /* milliseconds in PgBouncer */
+		fprintf(im->out, "tcp_user_timeout: %lldms   # PgBouncer: tcp_user_timeout = %s (milliseconds)\n",
+			atoll(kv->value) < 0 ? 0LL : atoll(kv->value), kv->value);
+		im->ncarried++;
+	}
 	put_durations(im);
 }
 

@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config/config.h"
+
 int net_resolve(const char *host, int port, bool passive, struct net_addr *out)
 {
 	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC };
@@ -180,19 +182,53 @@ void net_tune(int fd)
 	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
 }
 
+static int whole_seconds(uint64_t ms)
+{
+	return ms ? (int)((ms + 999) / 1000) : 0;
+}
+
+void net_keepalive_of(const struct tusk_config *cfg, bool outgoing, struct net_keepalive *k)
+{
+	k->on = cfg->tcp_keepalive != 0;
+	k->idle_s = whole_seconds(cfg->tcp_keepidle_ms);
+	k->intvl_s = whole_seconds(cfg->tcp_keepintvl_ms);
+	k->cnt = cfg->tcp_keepcnt;
+	k->user_timeout_ms = (unsigned)cfg->tcp_user_timeout_ms;
+	if (outgoing) { /* tusk's own defaults (net_tune_outgoing) where the file says nothing */
+		k->idle_s = k->idle_s ? k->idle_s : NET_KEEPIDLE_S;
+		k->intvl_s = k->intvl_s ? k->intvl_s : NET_KEEPINTVL_S;
+		k->cnt = k->cnt ? k->cnt : NET_KEEPCNT;
+		k->user_timeout_ms = k->user_timeout_ms ? k->user_timeout_ms : NET_USER_TIMEOUT_MS;
+	}
+}
+
+void net_keepalive_apply(int fd, const struct net_keepalive *k)
+{
+	int on = k->on ? 1 : 0;
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+	if (k->on && k->idle_s > 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &k->idle_s, sizeof k->idle_s);
+	if (k->on && k->intvl_s > 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &k->intvl_s, sizeof k->intvl_s);
+	if (k->on && k->cnt > 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &k->cnt, sizeof k->cnt);
+	if (k->user_timeout_ms > 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &k->user_timeout_ms, sizeof k->user_timeout_ms);
+}
+
 void net_tune_outgoing(int fd)
 {
 	/* The kernel's keepalive default waits two hours before the first probe: an idle server
 	 * whose host vanished would look alive all that time. Probes after 30 s idle, three
 	 * unanswered 10 s apart: dead within about a minute. */
-	int idle = 30, intvl = 10, cnt = 3;
+	int idle = NET_KEEPIDLE_S, intvl = NET_KEEPINTVL_S, cnt = NET_KEEPCNT;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
 	/* Bytes sent and not acknowledged for 30 s (a black-holed host in mid-query) fail the
 	 * connection instead of the default of about 15 minutes of retransmissions. A slow
 	 * server still acknowledges what it was sent, so a long query is not cut. */
-	unsigned int user_timeout_ms = 30000;
+	unsigned int user_timeout_ms = NET_USER_TIMEOUT_MS;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
 }
 

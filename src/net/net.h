@@ -67,6 +67,24 @@ void net_tune(int fd);
  * within about a minute) and TCP_USER_TIMEOUT 30 s; best effort, a no-op on Unix sockets. */
 void net_tune_outgoing(int fd);
 
+#define NET_KEEPIDLE_S 30
+#define NET_KEEPINTVL_S 10
+#define NET_KEEPCNT 3
+#define NET_USER_TIMEOUT_MS 30000u
+
+/* A socket's keepalive and TCP_USER_TIMEOUT (0: left as it is). */
+struct net_keepalive {
+	bool on;
+	int idle_s, intvl_s, cnt;
+	unsigned user_timeout_ms;
+};
+/* From the configuration's tcp_* keys: for a client socket (0s leave the system's defaults)
+ * or, outgoing, a server socket (0s take net_tune_outgoing's). */
+struct tusk_config;
+void net_keepalive_of(const struct tusk_config *cfg, bool outgoing, struct net_keepalive *k);
+/* Set them on fd; best effort. */
+void net_keepalive_apply(int fd, const struct net_keepalive *k);
+
 /* "127.0.0.1:5432" / "[::1]:5432"; always NUL-terminated. */
 void net_addr_str(const struct net_addr *addr, char *out, size_t cap);
 /* The numeric host of an IPv4 or IPv6 addr into host (INET6_ADDRSTRLEN will do), and its

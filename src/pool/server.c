@@ -354,6 +354,11 @@ static void start_connect(struct server *s, struct worker *w)
 {
 	TUSK_PROBE3(connect__start, s->id, s->ctx, w->index);
 	s->fd = net_connect(&s->addr);
+	if (s->fd >= 0 && s->addr.sa.ss_family != AF_UNIX) {
+		struct net_keepalive k;
+		net_keepalive_of(w->rt->cfg, true, &k);
+		net_keepalive_apply(s->fd, &k);
+	}
 	if (s->fd < 0) {
 		/* Report asynchronously-shaped failures the same way: through done, from the loop. */
 		int e = -s->fd;

@@ -70,6 +70,10 @@ stats_period = 60
 client_tls_sslmode = disable
 server_tls_sslmode = prefer
 tcp_keepalive = 1
+tcp_keepidle = 45
+tcp_keepcnt = 5
+tcp_user_timeout = 20000
+tcp_defer_accept = 45
 pkt_buf = 4096
 """
 
@@ -140,8 +144,13 @@ def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
         wait_until(lambda: port_open(pgb_port), 15 * SLOW, what="pgbouncer listening")
 
         # Every setting not carried is named with its reason.
-        for key in ("tcp_keepalive", "connect_query", "server_login_retry"):
+        for key in ("tcp_defer_accept", "connect_query", "server_login_retry"):
             assert f"{key}" in r.stderr, (key, r.stderr)
+        # the keepalive keys are carried, PgBouncer's milliseconds of tcp_user_timeout too
+        for line in ("tcp_keepalive: true", "tcp_keepidle: 45s", "tcp_keepcnt: 5", "tcp_user_timeout: 20000ms"):
+            assert line in yaml, (line, yaml)
+        assert "] tcp_keep" not in r.stderr and "] tcp_user_timeout" not in r.stderr, r.stderr
+        assert "] tcp_defer_accept = 45: not carried" in r.stderr, r.stderr
         assert "query_timeout: 0 " in yaml and "client_idle_timeout: 0 " in yaml
         assert ": query_timeout" not in r.stderr and ": client_idle_timeout" not in r.stderr
         assert "not carried" in r.stderr and ": server_lifetime" not in r.stderr

@@ -92,6 +92,10 @@ def startup(params, version=0x30000):
 write("login", "raw-ssl-then-startup", bytes([0x40]) + chunks(struct.pack("!II", 8, 80877103) + startup({"user":"t","database":"db"}), q("select 1")))
 write("login", "raw-protocol-3.2-options", bytes([0x40]) + chunks(startup({"user":"t","database":"db","_pq_.x":"1","options":"-c search_path=a"}, 0x30002), q("select 1")))
 write("login", "raw-cancel", bytes([0x40]) + chunks(struct.pack("!IIII", 16, 80877102, 1, 2)))
+write("login", "raw-replication-password", bytes([0x40]) + chunks(startup({"user":"password","database":"replication","replication":"true","application_name":"r"}), msg(b"p", b"pw\0"), q("IDENTIFY_SYSTEM")))
+write("login", "raw-replication-twice", bytes([0x40]) + chunks(startup({"user":"t","database":"db","replication":"database","options":"-c a.b=1"}) + b"", q("select 1")))
+write("login", "raw-replication-console", bytes([0x40]) + chunks(startup({"user":"admin","database":"tusk","replication":"on"})))
+write("login", "raw-replication-bad", bytes([0x40]) + chunks(startup({"user":"t","database":"db","replication":"maybe"})))
 write("login", "raw-console-protocol-3.1", bytes([0x40|0x80]) + chunks(startup({"user":"admin","database":"pgbouncer"}, 0x30001), q("SHOW POOLS")))
 
 # console: bit0 monitor, bit1 pgbouncer

@@ -1539,6 +1539,9 @@ static const struct key_def pool_keys[] = {
 	  .max = MS_PER_DAY, .reloadable = true },
 	{ .name = "client_idle_timeout", .type = KEY_DURATION, .offset = RULE_FIELD(client_idle_timeout_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .reloadable = true },
+	/* Absent: -1 (parse_pools), the top-level value. */
+	{ .name = "reserve_pool_size", .type = KEY_INT, .offset = RULE_FIELD(reserve_pool_size), .min = 0,
+	  .max = 10000, .reloadable = true },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
 
@@ -1636,6 +1639,8 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 			rule->query_timeout_ms = CONFIG_TIMEOUT_INHERIT;
 		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "client_idle_timeout"))
 			rule->client_idle_timeout_ms = CONFIG_TIMEOUT_INHERIT;
+		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "reserve_pool_size"))
+			rule->reserve_pool_size = -1;
 		resolve_service(ld, item, sub, rule);
 		/* Statement pooling is not cached (docs/cache.md). */
 		if (rule->cache > CONFIG_CACHE_OFF && rule->mode == POOL_MODE_STATEMENT) {
@@ -2416,6 +2421,11 @@ const char *config_auth_query(const struct tusk_config *cfg, const struct config
 uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)
 {
 	return rule && rule->query_timeout_ms != CONFIG_TIMEOUT_INHERIT ? rule->query_timeout_ms : cfg->query_timeout_ms;
+}
+
+int config_reserve_pool_size(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->reserve_pool_size >= 0 ? rule->reserve_pool_size : cfg->reserve_pool_size;
 }
 
 uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)

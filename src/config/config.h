@@ -140,6 +140,10 @@ struct config_pool_rule {
 	 * (absent): the top-level value (config_query_timeout, config_client_idle_timeout) */
 	uint64_t query_timeout_ms;
 	uint64_t client_idle_timeout_ms;
+	/* servers above size for a queue that waited reserve_pool_timeout (PgBouncer's
+	 * per-database reserve_pool); -1 (absent): the top-level reserve_pool_size
+	 * (config_reserve_pool_size) */
+	int reserve_pool_size;
 	int line;                             /* where the rule starts, for logs */
 };
 
@@ -331,6 +335,7 @@ const char *config_auth_query(const struct tusk_config *cfg, const struct config
 /* The query_timeout / client_idle_timeout that apply to rule's clients (its own, else the
  * top-level one; rule may be NULL): milliseconds, 0 = off. */
 uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+int config_reserve_pool_size(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 
 /* Whether user is listed in names (admin.users, admin.stats_users). */

@@ -476,12 +476,15 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 		fprintf(im->out, "    min_size: %s\n", v);
 	if ((v = opt(d, "max_db_connections")))
 		fprintf(im->out, "    max_db_connections: %s\n", v);
+	if ((v = opt(d, "reserve_pool")) || (v = opt(d, "reserve_pool_size")))
+		fprintf(im->out, "    reserve_pool_size: %s\n", v);
 	if (u && (v = opt(u, "max_user_connections")))
 		fprintf(im->out, "    max_user_connections: %s\n", v);
 }
 
 static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "pool_mode",
-					       "pool_size", "min_pool_size", "max_db_connections" };
+					       "pool_size", "min_pool_size", "max_db_connections", "reserve_pool",
+					       "reserve_pool_size" };
 
 static void check_db_opts(struct importer *im, const struct imp_kv *kv, const struct imp_opts *o, const char *sec)
 {

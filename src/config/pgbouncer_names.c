@@ -115,7 +115,7 @@ static const struct pgb_name names[] = {
 	TO("port", "services.NAME.hosts (host:port)"),
 	TO("password", "pools[].server_password"),
 	TO("pool_size", "pools[].size"),
-	MISSING("reserve_pool", "one reserve_pool_size for every pool"),
+	TO("reserve_pool", "pools[].reserve_pool_size"),
 	MISSING("connect_query", "run it from the application, or ALTER ROLE ... SET"),
 	MISSING("client_encoding", "set it on the role or database (ALTER ROLE/DATABASE ... SET)"),
 	MISSING("datestyle", "set it on the role or database (ALTER ROLE/DATABASE ... SET)"),

@@ -1300,7 +1300,7 @@ static void show_databases(struct console_session *cs)
 		snprintf(size, sizeof size, "%d", r->size);
 		snprintf(min, sizeof min, "%d", r->min_size);
 		snprintf(maxc, sizeof maxc, "%d", r->max_db_connections);
-		snprintf(reserve, sizeof reserve, "%d", cfg->reserve_pool_size);
+		snprintf(reserve, sizeof reserve, "%d", config_reserve_pool_size(cfg, r));
 		long_str(cur, sizeof cur, current);
 		const char *vals[] = {
 			r->database, h ? h->host : NULL, port, r->server_database ? r->server_database : r->database,

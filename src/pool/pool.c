@@ -970,7 +970,7 @@ static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *r
 		.idle_timeout = (double)cfg->server_idle_timeout_ms / 1000.0,
 		.lifetime = (double)cfg->server_lifetime_ms / 1000.0,
 		.check_after = check_after(cfg),
-		.reserve_slots = cfg->reserve_pool_size,
+		.reserve_slots = config_reserve_pool_size(cfg, rule),
 		.reserve_after = (double)cfg->reserve_pool_timeout_ms / 1000.0,
 		.backoff_first = POOL_BACKOFF_FIRST,
 		.backoff_max = POOL_BACKOFF_MAX,
@@ -1360,7 +1360,8 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 			tp_pool_set_expiry(t, (double)next->server_idle_timeout_ms / 1000.0,
 					   (double)next->server_lifetime_ms / 1000.0);
 			tp_pool_set_check_after(t, check_after(next));
-			tp_pool_set_reserve(t, next->reserve_pool_size, (double)next->reserve_pool_timeout_ms / 1000.0);
+			tp_pool_set_reserve(t, config_reserve_pool_size(next, rule),
+					    (double)next->reserve_pool_timeout_ms / 1000.0);
 		}
 		if (old->size != rule->size || old->min_size != rule->min_size) {
 			log_info(NULL, NULL, "pool %s/%s: size %d -> %d, min_size %d -> %d", p->database, p->user,

@@ -22,7 +22,7 @@ PGBOUNCER = Path("/usr/sbin/pgbouncer")
 INI = """\
 ;; pgbouncer.ini of a typical deployment (comments, odd spacing, several databases, TLS keys)
 [databases]
-appdb = host=127.0.0.1 port={pg} dbname={db} pool_size=5 pool_mode=transaction
+appdb = host=127.0.0.1 port={pg} dbname={db} pool_size=5 pool_mode=transaction reserve_pool=3
 reports = host=127.0.0.1 port={pg} dbname={db} pool_size=2 min_pool_size=1 connect_query='SELECT 1'
 bench   = host=127.0.0.1 port={pg} dbname={bench} user=tusk_trust pool_size=3
 * = host=127.0.0.1 port={pg}
@@ -157,6 +157,8 @@ def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
         assert "server_lifetime: 3600s" in yaml and "pool_wait_timeout: 120s" in yaml
         assert "client_auth: md5" in yaml
         assert "reserve_pool_size: " in yaml and "reserve_pool_timeout: " in yaml
+        assert "    reserve_pool_size: 3\n" in yaml, yaml  # appdb's own reserve_pool
+        assert "reserve_pool=3" not in r.stderr, r.stderr
         assert 'server_check_query: "select 1"' in yaml and ": server_check_query" not in r.stderr
 
         seen = {}

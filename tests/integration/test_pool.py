@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import BENCH_DB, DIRECT, SLOW, TUSK_ERROR_RE, assert_tusk_error, wait_until
+from conftest import BENCH_DB, DIRECT, SLOW, TUSK_ERROR_RE, assert_tusk_error, console_show, wait_until
 
 
 def pool(size, user="*", database="*"):
@@ -246,6 +246,30 @@ def test_reserve_pool_serves_a_queue_that_waited_reserve_pool_timeout(tusk, pg):
                 with pytest.raises(psycopg.OperationalError):
                     b.execute("select 2")  # pool_wait_timeout: no reserve to take
                 assert time.monotonic() - start >= 4.5
+            a.execute("commit")
+
+
+@pytest.mark.tusk_only
+def test_a_rules_reserve_pool_size_over_the_top_level(tusk):
+    """A rule's own reserve_pool_size (PgBouncer's per-database reserve_pool) wins over the
+    top-level one, both ways: a reserve for one rule with none at the top, and none for a rule
+    whose top level has one. SHOW DATABASES tells each rule's."""
+    with_reserve = {**pool(1), "mode": "transaction", "reserve_pool_size": 1}
+    without = {**pool(1, user="tusk_solo"), "mode": "transaction", "reserve_pool_size": 0}
+    t = tusk(pools=[without, with_reserve], pool_wait_timeout="3s", reserve_pool_size=0,
+             reserve_pool_timeout="500ms", admin={"users": ["postgres"], "client_auth": "trust"})
+    rows = {(r["name"], r["user"]): r["reserve_pool"] for r in console_show(t, "SHOW DATABASES")}
+    assert rows == {("*", "*"): 1, ("*", "tusk_solo"): 0}, rows
+    for user, reserve in (("tusk_trust", True), ("tusk_solo", False)):
+        app = f"reserve-{user}"
+        with t.connect(user=user, application_name=app) as a, t.connect(user=user, application_name=app) as b:
+            a.execute("begin")
+            a.execute("select 1")  # holds the rule's only server
+            if reserve:  # a second server while the rule's size is 1 and a holds it
+                assert b.execute("select 2").fetchone()[0] == 2
+            else:
+                with pytest.raises(psycopg.OperationalError):
+                    b.execute("select 2")  # pool_wait_timeout: this rule has no reserve
             a.execute("commit")
 
 

@@ -53,6 +53,7 @@ static const struct keyword show_words[] = {
 	{ "CACHE", CONSOLE_CMD_SHOW_CACHE, 0 },
 	{ "SERVICES", CONSOLE_CMD_SHOW_SERVICES, 0 },
 	{ "HELP", CONSOLE_CMD_SHOW_HELP, 0 },
+	{ "STATE", CONSOLE_CMD_SHOW_STATE, 0 },
 	{ "WAITS", CONSOLE_CMD_SHOW_WAITS, 0 },
 	{ "STATS_TOTALS", CONSOLE_CMD_SHOW_STATS_TOTALS, 0 },
 	{ "STATS_AVERAGES", CONSOLE_CMD_SHOW_STATS_AVERAGES, 0 },
@@ -289,6 +290,7 @@ static const struct vdb_col databases_cols[] = {
 static const struct vdb_col config_cols[] = { T("key"), T("value"), T("default"), T("changeable") };
 static const struct vdb_col lists_cols[] = { T("list"), I("items") };
 static const struct vdb_col version_cols[] = { T("version") };
+static const struct vdb_col state_cols[] = { T("key"), T("value") };
 /* tusk's own (PgBouncer has no such SHOW): what `tusk top` reads for tps and wait percentiles. */
 static const struct vdb_col waits_cols[] = {
 	T("database"), T("user"), I("xact_count"), I("wait_count"), I("wait_p50_us"), I("wait_p99_us"),
@@ -340,6 +342,7 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_CONFIG: return COLS(config_cols);
 	case CONSOLE_CMD_SHOW_LISTS: return COLS(lists_cols);
 	case CONSOLE_CMD_SHOW_VERSION: return COLS(version_cols);
+	case CONSOLE_CMD_SHOW_STATE: return COLS(state_cols);
 	case CONSOLE_CMD_SHOW_WAITS: return COLS(waits_cols);
 	case CONSOLE_CMD_SHOW_KV: return COLS(kv_cols);
 	case CONSOLE_CMD_SHOW_CACHE: return COLS(cache_cols);
@@ -1209,6 +1212,18 @@ static void show_version(struct console_session *cs)
 	vdb_complete(&cs->v, "SHOW");
 }
 
+/* PgBouncer's three rows: active (no while a PAUSE of every database holds), paused (that
+ * PAUSE), suspended (tusk has no SUSPEND: always no). */
+static void show_state(struct console_session *cs)
+{
+	bool paused = pool_paused_all(cs->v.client->worker->rt);
+	const char *rows[3][2] = { { "active", paused ? "no" : "yes" }, { "paused", paused ? "yes" : "no" },
+				   { "suspended", "no" } };
+	for (int i = 0; i < 3; i++)
+		vdb_out_row(&cs->v.out, 2, rows[i]);
+	vdb_complete(&cs->v, "SHOW");
+}
+
 /* One row per kv replication link (docs/kv.md, "Operations"); none without a kv section. */
 static void show_kv(struct console_session *cs)
 {
@@ -1248,7 +1263,7 @@ static void show_help(struct console_session *cs)
 	vdb_out_error(&cs->v, false, true, "00000", "Console usage\n"
 			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE|SERVICES\n"
 			   "\tSHOW STATS_TOTALS|STATS_AVERAGES|TOTALS|USERS\n"
-			   "\tSHOW MEM|SOCKETS|FDS|LISTENERS\n"
+			   "\tSHOW MEM|SOCKETS|FDS|LISTENERS|STATE\n"
 			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
@@ -1480,6 +1495,9 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 		return 0;
 	case CONSOLE_CMD_SHOW_VERSION:
 		show_version(cs);
+		return 0;
+	case CONSOLE_CMD_SHOW_STATE:
+		show_state(cs);
 		return 0;
 	case CONSOLE_CMD_SHOW_KV:
 		show_kv(cs);

@@ -1421,6 +1421,15 @@ int pool_pause_database(struct runtime *rt, const char *database)
 	return 0;
 }
 
+bool pool_paused_all(struct runtime *rt)
+{
+	struct pool_registry *reg = rt->pools;
+	pthread_mutex_lock(&reg->lock);
+	bool paused = reg->pause_all;
+	pthread_mutex_unlock(&reg->lock);
+	return paused;
+}
+
 int pool_disable_database(struct runtime *rt, const char *database, bool disabled)
 {
 	struct pool_registry *reg = rt->pools;

@@ -175,6 +175,8 @@ struct pool *pool_next(const struct pool *p);
  * pool_resume_database, also pools created meanwhile; servers released meanwhile are parked.
  * The caller waits for slots == idle (pool_snapshot). 0 or -ENOMEM. */
 __attribute__((warn_unused_result)) int pool_pause_database(struct runtime *rt, const char *database);
+/* Whether a PAUSE of every database (pool_pause_database with "") holds (SHOW STATE). */
+bool pool_paused_all(struct runtime *rt);
 /* RESUME: the queue is served again (parked servers, then new connects for the rest). */
 void pool_resume_database(struct runtime *rt, const char *database);
 /* Console DISABLE / ENABLE: new logins to database (one name, never "") are refused while it

@@ -49,7 +49,31 @@ SHOW_COLS = {
                        "query_time", "wait_time"],
     "TOTALS": ["name", "value"],
     "USERS": ["name", "pool_mode"],
+    "STATE": ["key", "value"],  # PgBouncer 1.25's
 }
+
+
+def test_show_state_follows_pause_and_resume(tusk, tmp_path):
+    """SHOW STATE, PgBouncer's three rows (read from PgBouncer 1.25.2): active and paused follow
+    a PAUSE of every database and its RESUME; a PAUSE of one database does not count; tusk has
+    no SUSPEND."""
+    t = start(tusk, tmp_path)
+
+    def state():
+        _, rows = psql_rows(t, "SHOW STATE")
+        return {r["key"]: r["value"] for r in rows}
+
+    assert state() == {"active": "yes", "paused": "no", "suspended": "no"}
+    assert psql(t, f"PAUSE {TEST_DB}").returncode == 0
+    assert state() == {"active": "yes", "paused": "no", "suspended": "no"}
+    assert psql(t, f"RESUME {TEST_DB}").returncode == 0
+    assert psql(t, "PAUSE").returncode == 0
+    assert state() == {"active": "no", "paused": "yes", "suspended": "no"}
+    assert psql(t, "RESUME").returncode == 0
+    assert state() == {"active": "yes", "paused": "no", "suspended": "no"}
+    # a stats user may read it
+    _, rows = psql_rows(t, "SHOW STATE", user=MONITOR, password=MONITOR_PW)
+    assert len(rows) == 3
 
 
 def start(tusk, tmp_path, mode="session", size=5, **kw):

@@ -1384,9 +1384,7 @@ static int settle_startup_session(struct client *c, struct server *s)
 	return rc;
 }
 
-/* AuthenticationOk, the server's parameters, tusk's cancel key, ReadyForQuery. Then a
- * session-pooled client keeps the server; the others give it back until they ask again. */
-static void greet(struct client *c, struct server *s)
+int client_put_greeting(struct client *c, const struct server *s)
 {
 	struct buf *b = &c->wbuf;
 	bool ok = proto_put_auth_ok(b) == 0;
@@ -1396,8 +1394,17 @@ static void greet(struct client *c, struct server *s)
 	ok = ok && proto_put_ready(b, 'I') == 0;
 	if (!ok) {
 		client_fail(c, "54000", "startup reply too large for the client buffer");
-		return;
+		return -1;
 	}
+	return 0;
+}
+
+/* The greeting (client_put_greeting). Then a session-pooled client keeps the server; the
+ * others give it back until they ask again. */
+static void greet(struct client *c, struct server *s)
+{
+	if (client_put_greeting(c, s) < 0)
+		return;
 	if (settle_startup_session(c, s) < 0) {
 		client_fail(c, "54000", "startup parameters too large");
 		return;

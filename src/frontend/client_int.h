@@ -222,6 +222,9 @@ void client_husk_done(struct client *c);
 const struct config_pool_rule *client_take_rule(struct client *c);
 /* Authenticated: the kind's begin. */
 void client_after_auth(struct client *c);
+/* AuthenticationOk, s's reported parameters, c's cancel key, ReadyForQuery 'I' into c's wbuf;
+ * 0, or -1 when they did not fit (c was failed). */
+__attribute__((warn_unused_result)) int client_put_greeting(struct client *c, const struct server *s);
 /* The key c will cancel with, minted and registered; 0, or -1 when c was failed. */
 __attribute__((warn_unused_result)) int client_mint_cancel_key(struct client *c);
 

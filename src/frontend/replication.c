@@ -83,13 +83,20 @@ int repl_mode_of(const char *value)
 	return -1;
 }
 
+/* A startup parameter the server connection's packet carries as the client sent it (tusk
+ * writes user and database itself; protocol options were answered with 3.0). */
+static bool passed_on(const char *name)
+{
+	return strcmp(name, "user") != 0 && strcmp(name, "database") != 0 && strncmp(name, "_pq_.", 5) != 0;
+}
+
 int repl_keep_startup(struct client *c, const struct proto_startup *st, enum repl_mode mode)
 {
 	size_t need = 0;
 	int n = 0;
 	for (int i = 0; i < st->nparams; i++) {
 		const char *name = st->params[i].name;
-		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strncmp(name, "_pq_.", 5) == 0)
+		if (!passed_on(name))
 			continue;
 		need += strlen(name) + strlen(st->params[i].value) + 2;
 		n++;
@@ -106,7 +113,7 @@ int repl_keep_startup(struct client *c, const struct proto_startup *st, enum rep
 	r->mode = mode;
 	for (int i = 0; i < st->nparams; i++) {
 		const char *name = st->params[i].name, *value = st->params[i].value;
-		if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0 || strncmp(name, "_pq_.", 5) == 0)
+		if (!passed_on(name))
 			continue;
 		size_t nl = strlen(name) + 1, vl = strlen(value) + 1;
 		memcpy(p, name, nl);
@@ -319,20 +326,11 @@ static bool repl_writable(struct client *c)
 	return false;
 }
 
-/* AuthenticationOk, the server's parameters, tusk's cancel key, ReadyForQuery; then the
- * bytes pass. */
+/* The greeting, as for a pooled client (client_put_greeting); then the bytes pass. */
 static void greet(struct client *c, struct server *s)
 {
-	struct buf *b = &c->wbuf;
-	bool ok = proto_put_auth_ok(b) == 0;
-	for (int i = 0; ok && i < s->nparams; i++)
-		ok = proto_put_parameter_status(b, s->params[i].name, s->params[i].value) == 0;
-	ok = ok && proto_put_backend_key(b, c->cancel_pid, c->cancel_key) == 0;
-	ok = ok && proto_put_ready(b, 'I') == 0;
-	if (!ok) {
-		client_fail(c, "54000", "startup reply too large for the client buffer");
+	if (client_put_greeting(c, s) < 0)
 		return;
-	}
 	c->greeted = true;
 	c->login_at = ev_now(c->worker->loop);
 	if (c->worker->rt->cfg->log_connections)
@@ -380,14 +378,12 @@ static int candidate(struct client *c, int ntried, struct net_addr *addr, struct
 				  c->repl->tried, ntried, addr, be);
 }
 
-/* Whether another backend is left after the one just tried. */
+/* Whether another backend is left after the one just tried (recorded by on_login). */
 static bool has_next(struct client *c)
 {
-	struct repl_link *r = c->repl;
 	struct net_addr addr;
 	struct tp_backend_addr be;
-	r->tried[r->tries] = r->be;
-	return candidate(c, r->tries + 1, &addr, &be) == 0;
+	return candidate(c, c->repl->tries + 1, &addr, &be) == 0;
 }
 
 /* The next backend, after one that failed or is of the wrong role (why, for the client if it
@@ -411,6 +407,7 @@ static void on_login(struct server *s, void *arg, int err, const char *reason, c
 	struct services *svcs = c->worker->rt->services;
 	const struct config_service *svc = pool_rule(c->pool)->service;
 
+	r->tried[r->tries] = r->be; /* tries < REPL_TRIES: candidate's bound */
 	if (c->state != CLIENT_WAITING) { /* failed meanwhile (KILL_CLIENT): closing */
 		r->s = NULL;
 		if (err == 0)

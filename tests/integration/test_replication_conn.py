@@ -278,9 +278,8 @@ def test_logical_replication_protocol_same_as_direct(rpg, tusk):
     try:
         assert got_tusk == got_direct
         rpg.execute("insert into events values (20, 'streamed'), (21, 'twice')", dbname=TEST_DB)
-        done = lambda texts: any(x.startswith("COMMIT") for x in texts)  # noqa: E731
-        texts_direct = read_copy_both(direct, done, 20 * SLOW)
-        texts_tusk = read_copy_both(through, done, 20 * SLOW)
+        texts_direct = read_copy_both(direct, committed, 20 * SLOW)
+        texts_tusk = read_copy_both(through, committed, 20 * SLOW)
         assert texts_tusk == texts_direct and len(texts_tusk) == 4, (texts_direct, texts_tusk)
         assert end_stream(through) == end_stream(direct)
         for c in (direct, through):  # the connection goes on after the stream
@@ -388,6 +387,22 @@ def start_physical(port):
     return c
 
 
+def start_logical(port, slot):
+    """A raw logical replication stream of test_decoding from a temporary slot: the client,
+    after the CopyBothResponse."""
+    c, _ = raw_startup(port, "postgres", TEST_DB, replication="database")
+    c.send(query_message(f"CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL test_decoding"))
+    c.read_until_ready()
+    c.send(query_message(f"START_REPLICATION SLOT {slot} LOGICAL 0/0"))
+    assert c.read_message()[0] == b"W"
+    return c
+
+
+def committed(texts):
+    """read_copy_both's until: a transaction's COMMIT decoded."""
+    return any(x.startswith("COMMIT") for x in texts)
+
+
 def walsender_pids(pg):
     return [r[0] for r in pg.execute("select pid from pg_stat_replication")]
 
@@ -452,11 +467,7 @@ def test_a_slow_reader_is_paced_not_buffered(rpg, tusk):
     stays bounded (it stops reading the server), and when the client reads again every change
     arrives, in order."""
     t = tusk(pg_server=rpg, pools=POOLS)
-    c, _ = raw_startup(t.port, "postgres", TEST_DB, replication="database")
-    c.send(query_message("CREATE_REPLICATION_SLOT slow TEMPORARY LOGICAL test_decoding"))
-    c.read_until_ready()
-    c.send(query_message("START_REPLICATION SLOT slow LOGICAL 0/0"))
-    assert c.read_message()[0] == b"W"
+    c = start_logical(t.port, "slow")
     c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     rss0 = t.status("VmRSS")
     n = 20000
@@ -465,7 +476,7 @@ def test_a_slow_reader_is_paced_not_buffered(rpg, tusk):
     time.sleep(2 * SLOW)  # the walsender decodes and sends; nobody reads
     grown = t.status("VmRSS") - rss0
     assert grown < 8 * 1024, f"tusk grew {grown} kB while its client did not read"
-    texts = read_copy_both(c, lambda x: any(s.startswith("COMMIT") for s in x), 60 * SLOW)
+    texts = read_copy_both(c, committed, 60 * SLOW)
     ids = [int(s.split("id[integer]:")[1].split(" ")[0]) for s in texts if "INSERT" in s]
     assert ids == list(range(1000, 1000 + n))
     c.close()
@@ -713,18 +724,14 @@ def test_reload_keeps_a_stream(rpg, tusk):
     """SIGHUP (a reload that changes the pool rules) while a logical stream runs: the stream
     goes on, and a change committed after the reload arrives."""
     t = tusk(pg_server=rpg, pools=POOLS)
-    c, _ = raw_startup(t.port, "postgres", TEST_DB, replication="database")
-    c.send(query_message("CREATE_REPLICATION_SLOT reload TEMPORARY LOGICAL test_decoding"))
-    c.read_until_ready()
-    c.send(query_message("START_REPLICATION SLOT reload LOGICAL 0/0"))
-    assert c.read_message()[0] == b"W"
+    c = start_logical(t.port, "reload")
     text = t.cfg_path.read_text().replace("size: 4", "size: 5")
     assert text != t.cfg_path.read_text()
     t.cfg_path.write_text(text)
     t.proc.send_signal(signal.SIGHUP)
     t.wait_log("reloaded", timeout=10)
     rpg.execute("insert into events values (40, 'after the reload')", dbname=TEST_DB)
-    texts = read_copy_both(c, lambda x: any(s.startswith("COMMIT") for s in x), 20 * SLOW)
+    texts = read_copy_both(c, committed, 20 * SLOW)
     assert any("'after the reload'" in s for s in texts), texts
     c.close()
     wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")

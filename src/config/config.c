@@ -1966,6 +1966,8 @@ static const struct key_def top_keys[] = {
 	  .max = 4096, .def = "SELECT 1", .reloadable = true },
 	{ .name = "server_reset_query", .type = KEY_STRING, .offset = TOP_FIELD(server_reset_query), .min = 0,
 	  .max = 4096, .def = "DISCARD ALL", .reloadable = true },
+	{ .name = "server_reset_query_always", .type = KEY_ENUM, .offset = TOP_FIELD(server_reset_query_always),
+	  .names = yes_no_names, .def = "false", .reloadable = true },
 	{ .name = "max_message_size", .type = KEY_SIZE, .offset = TOP_FIELD(max_message_size), .min = 8 << 10,
 	  .max = 1 << 30, .def = "64MB", .reloadable = true },
 	/* Buffers come from per-size pools set up at start. */

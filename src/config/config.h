@@ -241,6 +241,7 @@ struct tusk_config {
 	int max_prepared_statements;   /* default 200: per server, LRU; 0 = pass named statements through */
 
 	char *server_reset_query;      /* default "DISCARD ALL"; "" = none */
+	int server_reset_query_always; /* default false: server_reset_query in transaction/statement pooling too */
 	char *server_check_query;      /* default "SELECT 1": the idle check (server_check_delay); "" = no query */
 	char *auth_file;               /* NULL: none; PgBouncer userlist.txt format (auth/userlist.h) */
 	char *hba_file;                /* NULL: none; pg_hba.conf syntax (auth/hba.h), before the rules */

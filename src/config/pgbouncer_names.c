@@ -61,7 +61,7 @@ static const struct pgb_name names[] = {
 	TO("stats_users", "admin.stats_users"),
 	/* connection sanity */
 	SAME("server_reset_query"),
-	MISSING("server_reset_query_always", "transaction-mode servers are reset as the isolation rule needs (docs/pooling.md)"),
+	SAME("server_reset_query_always"),
 	SAME("server_check_query"),
 	SAME("server_check_delay"),
 	MISSING("server_fast_close", "PAUSE and RECONNECT wait for the transaction to end"),

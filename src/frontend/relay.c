@@ -2867,6 +2867,10 @@ static void release_after_transaction(struct client *c, struct server *s)
 {
 	struct worker *w = c->worker;
 	bool reset = c->reset_before_reuse;
+	const struct tusk_config *cfg = cfg_of(c);
+	/* server_reset_query_always (PgBouncer's): the operator's reset after every transaction */
+	enum reset_kind always = cfg->server_reset_query_always && cfg->server_reset_query && cfg->server_reset_query[0]
+		? RESET_CONFIGURED : RESET_NONE;
 
 	/* The watcher stays armed (server_park re-points it): stopping and restarting it would
 	 * cost libev a failed EPOLL_CTL_ADD and a MOD per transaction. */
@@ -2893,9 +2897,12 @@ static void release_after_transaction(struct client *c, struct server *s)
 		server_unpark(s);
 		state_check_start(c, s); /* the client goes idle when it answers */
 		return;
-	} else if (relay_hooks_release(c, s, RESET_NONE)) {
+	} else if (relay_hooks_release(c, s, always)) {
 		/* taken (read-your-writes fetches the primary's WAL position on s first):
 		 * relay_release_finish follows */
+	} else if (always != RESET_NONE) {
+		server_unpark(s);
+		reset_and_park(s, always);
 	} else {
 		park(s); /* stays on this loop, watcher armed: no epoll change */
 	}

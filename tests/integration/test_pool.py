@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import BENCH_DB, DIRECT, SLOW, TUSK_ERROR_RE, assert_tusk_error, console_show, wait_until
+from conftest import BENCH_DB, DIRECT, TEST_DB, SLOW, TUSK_ERROR_RE, assert_tusk_error, console_show, wait_until
 
 
 def pool(size, user="*", database="*"):
@@ -218,6 +218,52 @@ def test_custom_server_reset_query(tusk):
         assert b.execute("show work_mem").fetchone() == ("4MB",)
         # only what the configured reset query resets is reset
         assert b.execute("show maintenance_work_mem").fetchone() == ("99MB",)
+
+
+@pytest.mark.tusk_only
+def test_server_reset_query_always_runs_after_every_transaction(tusk, pg):
+    """server_reset_query_always (PgBouncer's): in transaction pooling the reset query runs after
+    every transaction too, not only when tusk must reset; off (the default), a transaction-mode
+    server goes back to the pool as it is."""
+    pg.execute("create table if not exists reset_always_log (n serial);"
+               " grant all on reset_always_log, reset_always_log_n_seq to public", dbname=TEST_DB)
+    txn = {**pool(1), "mode": "transaction"}
+    for always in (True, False):
+        pg.execute("truncate reset_always_log", dbname=TEST_DB)
+        t = tusk(pools=[txn], server_reset_query="insert into reset_always_log default values",
+                 server_reset_query_always=always)
+        with t.connect(autocommit=True) as a:
+            for _ in range(5):
+                a.execute("select 1")
+
+        def resets():
+            return pg.execute("select count(*) from reset_always_log", dbname=TEST_DB)[0][0]
+        if always:
+            wait_until(lambda: resets() >= 5, 10 * SLOW, what="a reset after each transaction")
+        else:
+            time.sleep(0.3)
+            assert resets() == 0
+
+
+@pytest.mark.tusk_only
+def test_server_reset_query_always_discard_all_keeps_the_clients_session(tusk):
+    """With server_reset_query_always and DISCARD ALL, the server forgets everything between
+    transactions, yet each client's settings and prepared statements follow it as before (tusk
+    sets and prepares them again), and another client on the same server sees none of them."""
+    txn = {**pool(1), "mode": "transaction"}
+    for always in (True, False):
+        t = tusk(pools=[txn], server_reset_query="DISCARD ALL", server_reset_query_always=always)
+        with t.connect(autocommit=True) as a, t.connect(autocommit=True) as b:
+            a.execute("set work_mem = '77MB'")
+            for i in range(3):
+                assert a.execute("select %s::int", [i], prepare=True).fetchone() == (i,)
+            # what the server holds at the start of the next transaction
+            held = a.execute("select count(*) from pg_prepared_statements").fetchone()[0]
+            assert (held == 0) if always else (held >= 1), held
+            assert a.execute("show work_mem").fetchone() == ("77MB",)
+            assert a.execute("select %s::int", [7], prepare=True).fetchone() == (7,)
+            assert b.execute("show work_mem").fetchone() == ("4MB",)
+            assert a.execute("show work_mem").fetchone() == ("77MB",)
 
 
 @pytest.mark.tusk_only

@@ -62,6 +62,7 @@ static const struct keyword show_words[] = {
 	{ "MEM", CONSOLE_CMD_SHOW_MEM, 0 },
 	{ "SOCKETS", CONSOLE_CMD_SHOW_SOCKETS, 0 },
 	{ "FDS", CONSOLE_CMD_SHOW_SOCKETS, 0 },
+	{ "ACTIVE_SOCKETS", CONSOLE_CMD_SHOW_ACTIVE_SOCKETS, 0 },
 	{ "LISTENERS", CONSOLE_CMD_SHOW_LISTENERS, 0 },
 };
 
@@ -348,7 +349,8 @@ struct console_columns console_columns_of(enum console_cmd_kind kind)
 	case CONSOLE_CMD_SHOW_CACHE: return COLS(cache_cols);
 	case CONSOLE_CMD_SHOW_SERVICES: return COLS(services_cols);
 	case CONSOLE_CMD_SHOW_MEM: return COLS(mem_cols);
-	case CONSOLE_CMD_SHOW_SOCKETS: return COLS(sockets_cols);
+	case CONSOLE_CMD_SHOW_SOCKETS:
+	case CONSOLE_CMD_SHOW_ACTIVE_SOCKETS: return COLS(sockets_cols);
 	case CONSOLE_CMD_SHOW_LISTENERS: return COLS(listeners_cols);
 	default: return (struct console_columns){ 0, NULL };
 	}
@@ -623,10 +625,12 @@ static const char *server_socket_state(const struct server *s)
 	return (unsigned)s->state < sizeof names / sizeof names[0] ? names[s->state] : "?";
 }
 
-static void socket_row(struct vdb_out *o, const char *type, int fd, const struct worker *w, const char *id,
-		       const char *state, const char *user, const char *db, const struct net_addr *peer,
+static void socket_row(struct vdb_out *o, bool active_only, const char *type, int fd, const struct worker *w,
+		       const char *id, const char *state, const char *user, const char *db, const struct net_addr *peer,
 		       const struct tls_link *tls, const struct buf *rbuf, const struct buf *wbuf)
 {
+	if (active_only && buf_empty(rbuf) && buf_empty(wbuf))
+		return; /* SHOW ACTIVE_SOCKETS: PgBouncer's, a socket with bytes in its buffers */
 	char sfd[16], wk[16], addr[NET_ADDR_STR_MAX], port[16], laddr[NET_ADDR_STR_MAX], lport[16], rp[24], sp[24];
 	snprintf(sfd, sizeof sfd, "%d", fd);
 	snprintf(wk, sizeof wk, "%d", w->index);
@@ -639,17 +643,17 @@ static void socket_row(struct vdb_out *o, const char *type, int fd, const struct
 	vdb_out_row(o, (int)(sizeof vals / sizeof vals[0]), vals);
 }
 
-static void socket_rows(struct vdb_out *o, struct worker *w)
+static void socket_rows(struct vdb_out *o, struct worker *w, bool active_only)
 {
 	for (const struct client *c = client_first(w); c; c = c->next) {
 		struct net_addr peer;
 		client_peer(c, &peer);
-		socket_row(o, "C", c->fd, w, c->id, client_socket_state(c), c->user, c->database, &peer, &c->tls,
+		socket_row(o, active_only, "C", c->fd, w, c->id, client_socket_state(c), c->user, c->database, &peer, &c->tls,
 			   &c->rbuf, &c->wbuf);
 	}
 	for (const struct server *s = server_first(w); s; s = s->wnext)
 		if (s->fd >= 0)
-			socket_row(o, "S", s->fd, w, s->id, server_socket_state(s), s->pool ? pool_user(s->pool) : "",
+			socket_row(o, active_only, "S", s->fd, w, s->id, server_socket_state(s), s->pool ? pool_user(s->pool) : "",
 				   s->pool ? pool_database(s->pool) : "", &s->addr, &s->tls, &s->rbuf, &s->wbuf);
 }
 /* ---- end SHOW MEM, SHOW SOCKETS ---- */
@@ -829,8 +833,8 @@ static void collect_on_worker(struct worker *w, struct worker_msg *msg)
 		tally_worker(col, w, now);
 	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_MEM) {
 		mem_rows(&col->rows, w);
-	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_SOCKETS) {
-		socket_rows(&col->rows, w);
+	} else if (col->cmd.kind == CONSOLE_CMD_SHOW_SOCKETS || col->cmd.kind == CONSOLE_CMD_SHOW_ACTIVE_SOCKETS) {
+		socket_rows(&col->rows, w, col->cmd.kind == CONSOLE_CMD_SHOW_ACTIVE_SOCKETS);
 	}
 	bool last = --col->remaining == 0;
 	pthread_mutex_unlock(&col->lock);
@@ -1091,6 +1095,7 @@ static void collect_done(struct worker *w, struct worker_msg *m)
 	case CONSOLE_CMD_SHOW_SERVERS:
 	case CONSOLE_CMD_SHOW_MEM:
 	case CONSOLE_CMD_SHOW_SOCKETS:
+	case CONSOLE_CMD_SHOW_ACTIVE_SOCKETS:
 		if (col->cmd.kind == CONSOLE_CMD_SHOW_MEM)
 			mem_global_rows(&col->rows, col->rt);
 		if (col->rows.len > col->rows.start)
@@ -1263,7 +1268,7 @@ static void show_help(struct console_session *cs)
 	vdb_out_error(&cs->v, false, true, "00000", "Console usage\n"
 			   "\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|STATS|WAITS|LISTS|VERSION|KV|CACHE|SERVICES\n"
 			   "\tSHOW STATS_TOTALS|STATS_AVERAGES|TOTALS|USERS\n"
-			   "\tSHOW MEM|SOCKETS|FDS|LISTENERS|STATE\n"
+			   "\tSHOW MEM|SOCKETS|ACTIVE_SOCKETS|FDS|LISTENERS|STATE\n"
 			   "\tCACHE FLUSH [<db>]\n"
 			   "\tPAUSE [<db>]\n"
 			   "\tRESUME [<db>]\n"
@@ -1543,6 +1548,7 @@ int console_run(struct console_session *cs, const struct console_cmd *cmd)
 	case CONSOLE_CMD_SHOW_SERVERS:
 	case CONSOLE_CMD_SHOW_MEM:
 	case CONSOLE_CMD_SHOW_SOCKETS:
+	case CONSOLE_CMD_SHOW_ACTIVE_SOCKETS:
 		return broadcast(cs, cmd);
 	case CONSOLE_CMD_PAUSE:
 	case CONSOLE_CMD_RESUME:

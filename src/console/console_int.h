@@ -40,6 +40,7 @@ enum console_cmd_kind {
 	CONSOLE_CMD_SHOW_USERS,
 	CONSOLE_CMD_SHOW_MEM,     /* memory per worker: client/server structs and buffer blocks; the cache's */
 	CONSOLE_CMD_SHOW_SOCKETS, /* one row per client and server socket (also SHOW FDS) */
+	CONSOLE_CMD_SHOW_ACTIVE_SOCKETS, /* SHOW SOCKETS' rows with bytes pending in a buffer */
 	CONSOLE_CMD_SHOW_LISTENERS, /* one row per LISTEN/NOTIFY listener connection (notify/notify.h) */
 	CONSOLE_CMD_SHOW_STATE,     /* PgBouncer's: active, paused, suspended as (key, value) rows */
 	CONSOLE_CMD_SHOW_HELP, /* the last SHOW: console_run reads SHOW_POOLS..SHOW_HELP as "SHOW" */

@@ -4,6 +4,7 @@ Parse/Bind/Describe/Execute/Sync), column names checked against PgBouncer's, and
 PAUSE/RESUME, KILL, KILL_CLIENT, RECONNECT, RELOAD and SHUTDOWN checked with real clients."""
 
 import os
+import socket
 import re
 import subprocess
 import threading
@@ -14,6 +15,7 @@ import pytest
 
 from conftest import PG_BIN, SLOW, TEST_DB, assert_tusk_error, wait_until, SANITIZER_RE
 from auth_util import write_auth_file
+from pgwire import RawClient, query_message
 
 pytestmark = pytest.mark.tusk_only
 
@@ -699,6 +701,35 @@ def test_show_mem_and_sockets_follow_real_connections(tusk, tmp_path):
             names, rows, _ = pipelined(c, "show mem;")
             assert names[:5] == ["name", "size", "used", "free", "memtotal"] and rows
         assert backend_pid
+
+
+def test_show_active_sockets_lists_sockets_with_bytes_pending(tusk, tmp_path):
+    # PgBouncer's SHOW ACTIVE_SOCKETS: SHOW SOCKETS' columns, only the sockets with bytes in
+    # their buffers. A client that asked for a large result and does not read it has some
+    # (in its own buffer or its server's); an idle client has none.
+    t = start(tusk, tmp_path)
+    with app(t, application_name="idle-one") as idle:
+        idle.execute("select 1")
+        idle_id = client_id(t, "idle-one")
+        slow = RawClient("127.0.0.1", t.port)
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            slow.startup("tusk_trust", TEST_DB, application_name="slow-reader")
+            slow_id = client_id(t, "slow-reader")
+            slow.send(query_message("select repeat('x', 100000) from generate_series(1, 200)"))
+
+            def active():
+                header, rows = psql_rows(t, "SHOW ACTIVE_SOCKETS")
+                assert header == psql_rows(t, "SHOW SOCKETS")[0], header
+                return rows
+            wait_until(lambda: any(r["id"] == slow_id or (r["type"] == "S" and int(r["recv_pending"]) > 0)
+                                   for r in active()), 10 * SLOW, what="the slow reader's bytes pending")
+            rows = active()
+            assert all(int(r["recv_pending"]) + int(r["send_pending"]) > 0 for r in rows), rows
+            assert idle_id not in [r["id"] for r in rows], rows
+            assert idle_id in [r["id"] for r in psql_rows(t, "SHOW SOCKETS")[1]]
+        finally:
+            slow.close(reset=True)
 
 
 def test_set_changes_a_reloadable_key_until_the_next_reload(tusk, tmp_path):

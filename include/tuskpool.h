@@ -339,6 +339,9 @@ struct tp_pool *tp_slot_pool(const struct tp_slot *slot);
 /* bind_connects: the claim a connecting slot is for; NULL for a min_slots connect (and
  * once the slot is connected). */
 struct tp_claim *tp_slot_claim(const struct tp_slot *slot);
+/* A connected slot that its release will close rather than keep: its pool was reconnected
+ * (tp_pool_reconnect) or retired, or its backend removed (any thread). */
+bool tp_slot_must_close(const struct tp_slot *slot);
 
 /* Gauges (any thread, under the pool's lock). */
 struct tp_stats {

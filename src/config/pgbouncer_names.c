@@ -64,7 +64,7 @@ static const struct pgb_name names[] = {
 	SAME("server_reset_query_always"),
 	SAME("server_check_query"),
 	SAME("server_check_delay"),
-	MISSING("server_fast_close", "PAUSE and RECONNECT wait for the transaction to end"),
+	SAME("server_fast_close"),
 	SAME("server_lifetime"),
 	SAME("server_idle_timeout"),
 	SAME("server_connect_timeout"),

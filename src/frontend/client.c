@@ -2173,13 +2173,28 @@ static void query_timed_out(struct client *c, uint64_t ms, double now)
 	}
 }
 
+/* server_fast_close (PgBouncer's): a session (or pinned client) whose server is to be closed
+ * (RECONNECT, a reload that retired its pool, its backend gone) loses it, and the client its
+ * connection, as soon as it is idle outside a transaction, not at the session's end. */
+static void fast_close(struct client *c)
+{
+	struct server *s = c->server;
+	char sid[ID_LEN];
+	memcpy(sid, s->id, ID_LEN); /* server_close frees s */
+	c->server = NULL;
+	s->owner = NULL;
+	server_close(s, "closed at once for its client's idle session (server_fast_close)");
+	client_fail(c, "57P01", "terminating connection: server %s was to be closed (RECONNECT, a reload or a removed "
+		    "backend) and server_fast_close is on", sid);
+}
+
 static void client_check_timeouts(struct worker *w, double now)
 {
 	const struct tusk_config *cfg = w->rt->cfg;
 	struct client *next;
 
 	/* Each is off unless the top level or a rule sets it. */
-	bool any = cfg->query_timeout_ms || cfg->client_idle_timeout_ms;
+	bool any = cfg->query_timeout_ms || cfg->client_idle_timeout_ms || cfg->server_fast_close;
 	for (int i = 0; i < cfg->npools && !any; i++)
 		any = (cfg->pools[i].query_timeout_ms && cfg->pools[i].query_timeout_ms != CONFIG_TIMEOUT_INHERIT) ||
 		      (cfg->pools[i].client_idle_timeout_ms && cfg->pools[i].client_idle_timeout_ms != CONFIG_TIMEOUT_INHERIT);
@@ -2200,6 +2215,8 @@ static void client_check_timeouts(struct worker *w, double now)
 			log_info(c->id, c->ctx, "closing client idle for %.1fs (client_idle_timeout %.1fs)", now - c->active_at,
 				 (double)it / 1000.0);
 			client_fail(c, "57P05", "terminating connection due to idle-session timeout (client_idle_timeout)");
+		} else if (cfg->server_fast_close && c->server && client_is_idle(c) && pool_server_must_close(c->server)) {
+			fast_close(c);
 		}
 	}
 }

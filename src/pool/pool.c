@@ -721,6 +721,11 @@ bool pool_retired(const struct pool *p)
 	return atomic_load(&p->retired);
 }
 
+bool pool_server_must_close(const struct server *s)
+{
+	return s->slot && tp_slot_must_close(s->slot);
+}
+
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap)
 {
 	(void)now;

@@ -128,6 +128,9 @@ void pool_server_param(struct server *s, const char *name, const char *value);
 
 /* Retired by a reload (its clients finish; no new client finds it). */
 bool pool_retired(const struct pool *p);
+/* s, in use, is to be closed when released: RECONNECT or KILL, a reload that retired its
+ * pool, its backend gone (server_fast_close closes it sooner). */
+bool pool_server_must_close(const struct server *s);
 
 /* Why the pool's backend is backed off, for the client's error. */
 void pool_down_reason(struct pool *p, double now, char *out, size_t cap);

@@ -732,6 +732,42 @@ def test_show_active_sockets_lists_sockets_with_bytes_pending(tusk, tmp_path):
             slow.close(reset=True)
 
 
+def test_server_fast_close_ends_idle_sessions_after_reconnect(tusk, tmp_path):
+    # PgBouncer's server_fast_close: after RECONNECT a session-mode client's server closes as
+    # soon as the session is idle outside a transaction, and the client with it (57P01); a
+    # transaction under way finishes first. Off (the default), the session keeps its old
+    # server until it ends.
+    for fast in (True, False):
+        t = start(tusk, tmp_path, server_fast_close=fast)
+        with app(t, autocommit=True) as idle, app(t, autocommit=True) as busy:
+            pid = idle.execute("select pg_backend_pid()").fetchone()[0]
+            busy.execute("begin")
+            busy.execute("select 1")
+            assert psql(t, "RECONNECT").returncode == 0
+            time.sleep(2.5 * SLOW)  # the check runs on the workers' 1 s tick
+            if not fast:
+                assert idle.execute("select pg_backend_pid()").fetchone()[0] == pid
+                busy.execute("commit")
+                continue
+            with pytest.raises(psycopg.OperationalError) as e:
+                idle.execute("select 1")
+            assert "server_fast_close is on" in str(e.value), e.value  # an error sent while idle: no sqlstate read
+            # inside its transaction the other session goes on, and is ended after it
+            assert busy.execute("select 2").fetchone() == (2,)
+            busy.execute("commit")
+            t.wait_log("server_fast_close is on", timeout=5 * SLOW)
+
+            def ended():
+                try:
+                    busy.execute("select 1")
+                    return False
+                except psycopg.OperationalError:
+                    return True
+            wait_until(ended, 5 * SLOW, what="the session ended after its transaction")
+        with app(t) as fresh:  # new sessions get new servers
+            assert fresh.execute("select pg_backend_pid()").fetchone()[0] != pid
+
+
 def test_set_changes_a_reloadable_key_until_the_next_reload(tusk, tmp_path):
     # PgBouncer's SET key = value for the keys a reload may change (issue 26): applied by the
     # reload it asks for, over the file; RELOAD gives the file's value back.

@@ -1744,6 +1744,15 @@ void tp_slot_moved(struct tp_slot *s, int thread)
 struct tp_pool *tp_slot_pool(const struct tp_slot *s) { return s->pool; }
 struct tp_claim *tp_slot_claim(const struct tp_slot *s) { return s->state == SLOT_CONNECTING ? s->claim : NULL; }
 
+bool tp_slot_must_close(const struct tp_slot *s)
+{
+	struct tp_pool *p = s->pool;
+	pool_lock(p);
+	bool closing = s->connected && (s->gen != p->gen || p->retired || s->be->state == TP_BACKEND_DRAINING);
+	pool_unlock(p);
+	return closing;
+}
+
 void tp_pool_stats(struct tp_pool *p, struct tp_stats *out)
 {
 	pool_lock(p);

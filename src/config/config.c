@@ -1968,6 +1968,8 @@ static const struct key_def top_keys[] = {
 	  .max = 4096, .def = "DISCARD ALL", .reloadable = true },
 	{ .name = "server_reset_query_always", .type = KEY_ENUM, .offset = TOP_FIELD(server_reset_query_always),
 	  .names = yes_no_names, .def = "false", .reloadable = true },
+	{ .name = "disable_pqexec", .type = KEY_ENUM, .offset = TOP_FIELD(disable_pqexec), .names = yes_no_names,
+	  .def = "false", .reloadable = true },
 	{ .name = "server_fast_close", .type = KEY_ENUM, .offset = TOP_FIELD(server_fast_close), .names = yes_no_names,
 	  .def = "false", .reloadable = true },
 	{ .name = "max_message_size", .type = KEY_SIZE, .offset = TOP_FIELD(max_message_size), .min = 8 << 10,

@@ -31,7 +31,7 @@ static const struct pgb_name names[] = {
 	NOT_NEEDED("server_round_robin", "new servers are spread over a service's hosts by weight; idle ones are reused"),
 	NOT_NEEDED("ignore_startup_parameters", "tusk passes every startup parameter on (extra_float_digits, search_path, ...)"),
 	NOT_NEEDED("track_extra_parameters", "tusk tracks every parameter a client sets and carries it between servers"),
-	MISSING("disable_pqexec", "multi-statement simple queries are always allowed"),
+	SAME("disable_pqexec"),
 	MISSING("application_name_add_host", "application_name is passed as the client sent it"),
 	NOT_NEEDED("conffile", "tusk -c FILE"),
 	NOT_NEEDED("service_name", "Windows only"),

@@ -933,6 +933,11 @@ int relay_check_client_hdr(struct client *c, const uint8_t *p, size_t avail, str
 			    p[0] >= 0x20 && p[0] < 0x7f ? p[0] : '?');
 		return -1;
 	}
+	if (p[0] == 'Q' && cfg_of(c)->disable_pqexec) {
+		/* PgBouncer's: only the extended protocol, one statement a message */
+		client_fail(c, "08P01", "simple Query messages are not allowed (disable_pqexec): use the extended query protocol");
+		return -1;
+	}
 	if (r == PROTO_ETOOLONG) {
 		/* proto_read_hdr filled h in for the error text. */
 		client_fail(c, "54000", "message of %llu bytes exceeds max_message_size (%u)",

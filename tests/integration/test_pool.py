@@ -2,13 +2,15 @@
 
 import os
 import signal
+import subprocess
 import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import BENCH_DB, DIRECT, TEST_DB, SLOW, TUSK_ERROR_RE, assert_tusk_error, console_show, wait_until
+from conftest import BENCH_DB, DIRECT, PG_BIN, TEST_DB, SLOW, TUSK_ERROR_RE, assert_tusk_error, console_show, wait_until
+from pgwire import Closed, RawClient, query_message
 
 
 def pool(size, user="*", database="*"):
@@ -264,6 +266,36 @@ def test_server_reset_query_always_discard_all_keeps_the_clients_session(tusk):
             assert a.execute("select %s::int", [7], prepare=True).fetchone() == (7,)
             assert b.execute("show work_mem").fetchone() == ("4MB",)
             assert a.execute("show work_mem").fetchone() == ("77MB",)
+
+
+@pytest.mark.tusk_only
+def test_disable_pqexec_refuses_simple_queries(tusk):
+    """disable_pqexec (PgBouncer's): the extended protocol passes, a simple Query (psql's, one
+    carrying two statements) ends the connection with 08P01. Off (the default), both pass."""
+    for disabled in (True, False):
+        t = tusk(pools=[pool(2)], disable_pqexec=disabled)
+        with t.connect(autocommit=True) as c:
+            assert c.execute("select %s::int + 1", [1]).fetchone() == (2,)  # extended
+        raw = RawClient("127.0.0.1", t.port)
+        try:
+            raw.startup("tusk_trust", TEST_DB)
+            if disabled:
+                raw.send(query_message("select 1; select 2"))
+                kind, err = raw.expect_error_or_close()
+                assert kind == "error" and err.get("C") == "08P01" and "disable_pqexec" in err.get("M", ""), err
+                with pytest.raises(Closed):
+                    raw.read_message(timeout=5 * SLOW)
+            else:
+                rows, errors = raw.simple_query("select 1; select 2")
+                assert not errors and rows == [["1"], ["2"]], (rows, errors)
+        finally:
+            raw.close()
+        p = subprocess.run([str(PG_BIN / "psql"), "-X", "-h", "127.0.0.1", "-p", str(t.port), "-U", "tusk_trust",
+                            "-d", TEST_DB, "-Atc", "select 42"], capture_output=True, text=True, timeout=30 * SLOW)
+        if disabled:
+            assert p.returncode != 0 and "disable_pqexec" in p.stderr, (p.stdout, p.stderr)
+        else:
+            assert p.returncode == 0 and p.stdout.strip() == "42", (p.stdout, p.stderr)
 
 
 @pytest.mark.tusk_only

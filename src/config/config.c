@@ -1516,8 +1516,10 @@ static const struct key_def pool_keys[] = {
 	  .max = 1024, .reloadable = true, .secret = true },
 	{ .name = "server_database", .type = KEY_STRING, .offset = RULE_FIELD(server_database), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
-	/* Override the top-level auth_user / auth_query for this rule; NULL: inherit. */
+	/* Override the top-level auth_user / auth_query / auth_dbname for this rule; NULL: inherit. */
 	{ .name = "auth_user", .type = KEY_STRING, .offset = RULE_FIELD(auth_user), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "auth_dbname", .type = KEY_STRING, .offset = RULE_FIELD(auth_dbname), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "auth_query", .type = KEY_STRING, .offset = RULE_FIELD(auth_query), .min = 1, .max = 4096,
 	  .check = check_auth_query, .reloadable = true },
@@ -1940,6 +1942,8 @@ static const struct key_def top_keys[] = {
 	{ .name = "hba_file", .type = KEY_STRING, .offset = TOP_FIELD(hba_file), .min = 1, .max = 4096,
 	  .reloadable = true },
 	{ .name = "auth_user", .type = KEY_STRING, .offset = TOP_FIELD(auth_user), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "auth_dbname", .type = KEY_STRING, .offset = TOP_FIELD(auth_dbname), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "auth_query", .type = KEY_STRING, .offset = TOP_FIELD(auth_query), .min = 1, .max = 4096,
 	  .check = check_auth_query, .def = AUTH_QUERY_DEFAULT, .reloadable = true },
@@ -2422,6 +2426,11 @@ const char *config_auth_user(const struct tusk_config *cfg, const struct config_
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule)
 {
 	return rule->auth_query ? rule->auth_query : cfg->auth_query;
+}
+
+const char *config_auth_dbname(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule->auth_dbname ? rule->auth_dbname : cfg->auth_dbname;
 }
 
 uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)

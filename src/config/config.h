@@ -125,6 +125,7 @@ struct config_pool_rule {
 	char *server_database;                /* NULL: the client's database */
 	char *auth_user;                      /* NULL: the top-level auth_user (config_auth_user) */
 	char *auth_query;                     /* NULL: the top-level auth_query (config_auth_query) */
+	char *auth_dbname;                    /* NULL: the top-level auth_dbname (config_auth_dbname) */
 	/* The result cache; 0 / NULL: the top-level value (src/flight/policy.h resolves them). */
 	int cache;                            /* enum config_cache */
 	uint64_t cache_ttl_ms;
@@ -249,6 +250,7 @@ struct tusk_config {
 	char *hba_file;                /* NULL: none; pg_hba.conf syntax (auth/hba.h), before the rules */
 	char *auth_user;               /* NULL: no auth_query; role that runs auth_query for users not in auth_file */
 	char *auth_query;              /* default PgBouncer's pg_shadow query; $1 is the user name */
+	char *auth_dbname;             /* NULL: auth_query runs in the client's (server) database */
 	uint64_t auth_cache_ttl_ms;    /* default 60s: how long auth_query answers are kept; 0 = not cached */
 	char *unix_socket_dir;         /* NULL: no Unix socket; else DIR/.s.PGSQL.<port> per listen port */
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
@@ -332,6 +334,8 @@ const char *config_target_name(enum config_target t);
  * is NULL when auth_query is off for the rule. */
 const char *config_auth_user(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+/* The database auth_query runs in (PgBouncer's auth_dbname); NULL: the client's. */
+const char *config_auth_dbname(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 
 /* A rule's query_timeout / client_idle_timeout when the rule does not set it. */
 #define CONFIG_TIMEOUT_INHERIT UINT64_MAX

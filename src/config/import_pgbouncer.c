@@ -237,7 +237,7 @@ static const char *const handled[] = {
 	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
 	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout",
-	"server_reset_query_always", "server_fast_close", "disable_pqexec",
+	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname",
 };
 
 static bool is_handled(const char *key)
@@ -469,6 +469,7 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 	put_opt_str(im->out, d, "user", "server_user");
 	put_opt_str(im->out, d, "password", "server_password");
 	put_opt_str(im->out, d, "auth_user", "auth_user");
+	put_opt_str(im->out, d, "auth_dbname", "auth_dbname");
 	if ((v = u ? opt(u, "pool_mode") : NULL) || (v = opt(d, "pool_mode")))
 		fprintf(im->out, "    mode: %s\n", v);
 	if ((v = opt(d, "pool_size")))
@@ -483,7 +484,7 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 		fprintf(im->out, "    max_user_connections: %s\n", v);
 }
 
-static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "pool_mode",
+static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "auth_dbname", "pool_mode",
 					       "pool_size", "min_pool_size", "max_db_connections", "reserve_pool",
 					       "reserve_pool_size" };
 
@@ -648,6 +649,7 @@ static void put_general(struct importer *im, const char *userlist)
 	}
 	put_plain(im, "auth_user", "auth_user", true);
 	put_plain(im, "auth_query", "auth_query", true);
+	put_plain(im, "auth_dbname", "auth_dbname", true);
 	put_plain(im, "server_reset_query", "server_reset_query", true);
 	put_bool(im, "server_reset_query_always");
 	put_bool(im, "server_fast_close");

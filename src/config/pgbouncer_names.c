@@ -46,7 +46,7 @@ static const struct pgb_name names[] = {
 	SAME("auth_file"),
 	SAME("auth_user"),
 	SAME("auth_query"),
-	MISSING("auth_dbname", "auth_query runs in the client's database"),
+	SAME("auth_dbname"),
 	/* logging */
 	TO("syslog", "log.target: syslog"),
 	MISSING("syslog_ident", "syslog lines are tagged tusk"),

@@ -1,5 +1,6 @@
 /* auth_query (see authquery.h). Each worker keeps at most one auth_query connection per
- * (rule, database), logged in as auth_user with its auth_file secret: requests for that
+ * (rule, database), logged in as auth_user with its auth_file secret (to auth_dbname when
+ * set, else to that database): requests for that
  * key queue on it and run one after another with the extended protocol, the user name
  * bound as $1. A connection exists only while it has work: opened on the first request,
  * closed when its queue is empty, so no idle connection needs watching, a change of
@@ -258,11 +259,12 @@ static struct authq_conn *open_conn(struct worker *w, const struct config_pool_r
 	q->rule = rule;
 	snprintf(q->database, sizeof q->database, "%s", database);
 	auth_user_cred(rt, config_auth_user(rt->cfg, rule), &cred);
+	const char *auth_db = config_auth_dbname(rt->cfg, rule);
 	struct server_login login = {
 		.service = rule->service,
 		.addr = &addr,
 		.user = config_auth_user(rt->cfg, rule),
-		.database = rule->server_database ? rule->server_database : database,
+		.database = auth_db ? auth_db : rule->server_database ? rule->server_database : database,
 		.cred = &cred,
 	};
 	q->s = server_connect_login(w, &login, on_login, q);

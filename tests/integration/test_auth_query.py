@@ -171,6 +171,37 @@ def test_security_definer_function_per_rule(tusk, tmp_path, aq_pg):
     assert_login_ok(t, "aq_lookup", PW["aq_lookup"])
 
 
+def test_auth_dbname_runs_auth_query_in_its_own_database(tusk, tmp_path, aq_pg):
+    """auth_dbname (PgBouncer's, top level and per rule): auth_query runs in that database, so
+    the lookup function need exist only there; without it, in the client's database, where
+    the function is missing and the login fails."""
+    with aq_pg.admin() as c:
+        if not c.execute("select 1 from pg_database where datname = 'aq_authdb'").fetchone():
+            c.execute("create database aq_authdb")
+    with aq_pg.admin("aq_authdb") as c:
+        c.execute("""create or replace function public.lookup_elsewhere(i_username text, out uname text,
+                     out phash text) returns record as $$
+                       select usename::text, passwd::text from pg_catalog.pg_shadow where usename = i_username
+                     $$ language sql security definer set search_path = pg_catalog""")
+        c.execute("revoke all on function public.lookup_elsewhere(text) from public")
+        c.execute("grant execute on function public.lookup_elsewhere(text) to aq_lookup")
+    query = "SELECT uname, phash FROM public.lookup_elsewhere($1)"
+    base = dict(auth_entries={"aq_lookup": PW["aq_lookup"]}, auth_user="aq_lookup", auth_query=query,
+                auth_cache_ttl=0)
+    t = aq_tusk(tusk, tmp_path, aq_pg, "scram-sha-256", auth_dbname="aq_authdb", **base)
+    assert_login_ok(t, "aq_scram", PW["aq_scram"])
+    assert_refused(t, "aq_scram", "wrong")
+    # a rule's own auth_dbname wins over the top-level one
+    t = aq_tusk(tusk, tmp_path, aq_pg, None, auth_dbname="postgres",
+                pools=[rule("scram-sha-256", auth_dbname="aq_authdb")], **base)
+    assert_login_ok(t, "aq_scram", PW["aq_scram"])
+    # none: the query runs in the client's database, which has no such function
+    t = aq_tusk(tusk, tmp_path, aq_pg, "scram-sha-256", **base)
+    r = raw_login(t.port, "aq_scram", PW["aq_scram"])
+    assert r.outcome == "error" and r.sqlstate == "28000" and "auth_query failed" in r.message, r
+    wait_log(t, "lookup_elsewhere")
+
+
 def test_auth_user_with_trust_and_no_auth_file(tusk, tmp_path, aq_pg):
     # postgres is trusted by the cluster and absent from auth_file (there is none)
     t = aq_tusk(tusk, tmp_path, aq_pg, "md5", auth_entries={}, auth_user="postgres")

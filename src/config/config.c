@@ -1544,6 +1544,15 @@ static const struct key_def pool_keys[] = {
 	/* Absent: -1 (parse_pools), the top-level value. */
 	{ .name = "reserve_pool_size", .type = KEY_INT, .offset = RULE_FIELD(reserve_pool_size), .min = 0,
 	  .max = 10000, .reloadable = true },
+	/* A change retires the rule's pools (pool.c, same_servers): new servers get the new ones. */
+	{ .name = "connect_query", .type = KEY_STRING, .offset = RULE_FIELD(connect_query), .min = 1, .max = 4096,
+	  .reloadable = true },
+	{ .name = "client_encoding", .type = KEY_STRING, .offset = RULE_FIELD(client_encoding), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "datestyle", .type = KEY_STRING, .offset = RULE_FIELD(datestyle), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "timezone", .type = KEY_STRING, .offset = RULE_FIELD(timezone), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
 

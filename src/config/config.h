@@ -145,6 +145,13 @@ struct config_pool_rule {
 	 * per-database reserve_pool); -1 (absent): the top-level reserve_pool_size
 	 * (config_reserve_pool_size) */
 	int reserve_pool_size;
+	/* run on each new server connection after login, and again after each reset tusk runs
+	 * (pool/server.c, frontend/relay.c); NULL: none */
+	char *connect_query;
+	/* sent in the server's startup packet (PgBouncer's per-database options); NULL: none */
+	char *client_encoding;
+	char *datestyle;
+	char *timezone;
 	int line;                             /* where the rule starts, for logs */
 };
 

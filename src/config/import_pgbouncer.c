@@ -148,9 +148,10 @@ static int parse_connstr(const char *s, struct imp_opts *o)
 		while (isspace((unsigned char)*s))
 			s++;
 		if (*s == '\'') {
+			/* PgBouncer's quoting (cstr_unquote_value): '' is a quote, a backslash is itself */
 			s++;
-			while (*s && *s != '\'' && v < sizeof o->value[0] - 1) {
-				if (*s == '\\' && s[1])
+			while (*s && (*s != '\'' || s[1] == '\'') && v < sizeof o->value[0] - 1) {
+				if (*s == '\'')
 					s++;
 				o->value[o->n][v++] = *s++;
 			}
@@ -482,11 +483,16 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 		fprintf(im->out, "    reserve_pool_size: %s\n", v);
 	if (u && (v = opt(u, "max_user_connections")))
 		fprintf(im->out, "    max_user_connections: %s\n", v);
+	put_opt_str(im->out, d, "connect_query", "connect_query");
+	put_opt_str(im->out, d, "client_encoding", "client_encoding");
+	put_opt_str(im->out, d, "datestyle", "datestyle");
+	put_opt_str(im->out, d, "timezone", "timezone");
 }
 
 static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "auth_dbname", "pool_mode",
 					       "pool_size", "min_pool_size", "max_db_connections", "reserve_pool",
-					       "reserve_pool_size" };
+					       "reserve_pool_size", "connect_query", "client_encoding", "datestyle",
+					       "timezone" };
 
 static void check_db_opts(struct importer *im, const struct imp_kv *kv, const struct imp_opts *o, const char *sec)
 {

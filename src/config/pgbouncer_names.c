@@ -116,10 +116,10 @@ static const struct pgb_name names[] = {
 	TO("password", "pools[].server_password"),
 	TO("pool_size", "pools[].size"),
 	TO("reserve_pool", "pools[].reserve_pool_size"),
-	MISSING("connect_query", "run it from the application, or ALTER ROLE ... SET"),
-	MISSING("client_encoding", "set it on the role or database (ALTER ROLE/DATABASE ... SET)"),
-	MISSING("datestyle", "set it on the role or database (ALTER ROLE/DATABASE ... SET)"),
-	MISSING("timezone", "set it on the role or database (ALTER ROLE/DATABASE ... SET)"),
+	TO("connect_query", "pools[].connect_query"),
+	TO("client_encoding", "pools[].client_encoding"),
+	TO("datestyle", "pools[].datestyle"),
+	TO("timezone", "pools[].timezone"),
 	{ NULL, PGB_SAME, NULL, NULL },
 };
 

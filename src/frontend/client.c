@@ -1489,6 +1489,12 @@ static void on_reset_all(struct server *s, void *arg, int err, const char *reaso
 			 size_t errlen)
 {
 	struct client *c = arg;
+	if (err == 0 && s->tx_status != 'I') {
+		c->server = NULL;
+		server_close(s, "connect_query left the server inside a transaction");
+		client_fail(c, "08006", "server connection failed: connect_query left it inside a transaction");
+		return;
+	}
 	if (err == 0) {
 		s->carry_hash = 0;
 		if (!c->greeted && s->params_hash != s->login_params_hash) {
@@ -1545,8 +1551,8 @@ static void use_server_now(struct client *c, struct server *s)
 	 * client the server's values, and it would adopt them. */
 	if ((s->carry_hash != 0 && s->carry_hash != c->session.carry_hash) ||
 	    (!c->greeted && s->params_hash != s->login_params_hash)) {
-		const char *q[1] = { "RESET ALL" };
-		server_run_queries(s, q, 1, timeout, on_reset_all, c);
+		const char *q[2] = { "RESET ALL", server_connect_query(s) };
+		server_run_queries(s, q, q[1] ? 2 : 1, timeout, on_reset_all, c);
 		return;
 	}
 	if (s->params_hash == c->session.params_hash && s->carry_hash == c->session.carry_hash) {

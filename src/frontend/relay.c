@@ -612,6 +612,9 @@ static bool note_session(struct client *c, struct server *s, const char *sql, si
 			c->lex_pending = true;
 		if (runs && (st->kind == CLASSIFY_RESET_ALL || st->kind == CLASSIFY_DISCARD_ALL))
 			c->lex_pending = true;
+		if (runs && (st->kind == CLASSIFY_RESET || st->kind == CLASSIFY_RESET_ALL ||
+			     st->kind == CLASSIFY_DISCARD_ALL) && server_connect_query(s))
+			s->connect_query_undone = true;
 		if (rc < 0) {
 			client_fail(c, "54000", "session settings too large to carry between servers");
 			return false;
@@ -2868,6 +2871,15 @@ static void state_check_start(struct client *c, struct server *s)
 	server_check_state(s, (double)cfg_of(c)->server_reset_timeout_ms / 1000.0, on_state_checked, c);
 }
 
+/* Released after its client's RESET of what connect_query may have set: no client takes it
+ * as it is (client.c's use_server_now runs RESET ALL and connect_query first). */
+static void forget_connect_query(struct server *s)
+{
+	if (s->connect_query_undone)
+		s->carry_hash = SESSION_CARRY_UNKNOWN;
+	s->connect_query_undone = false;
+}
+
 static void release_after_transaction(struct client *c, struct server *s)
 {
 	struct worker *w = c->worker;
@@ -2883,6 +2895,7 @@ static void release_after_transaction(struct client *c, struct server *s)
 	s->last_owner = c->serial;
 	/* (the check may pin the client to s: then the resync is s's, on_state_checked) */
 	s->carry_hash = reset ? c->session.carry_hash : session_resync_take(&c->session);
+	forget_connect_query(s);
 	server_set_state(s, SERVER_IDLE);
 	c->server = NULL;
 	c->release_pending = false;
@@ -2991,7 +3004,7 @@ static void on_reset_done(struct server *s, void *arg, int err, const char *reas
 static void reset_and_park(struct server *s, enum reset_kind kind)
 {
 	const struct tusk_config *cfg = s->worker->rt->cfg;
-	const char *queries[3];
+	const char *queries[4];
 	const char *configured = cfg->server_reset_query && cfg->server_reset_query[0] ? cfg->server_reset_query : NULL;
 	int n = 0;
 
@@ -3017,6 +3030,9 @@ static void reset_and_park(struct server *s, enum reset_kind kind)
 			prep_server_forget_all(s->prep);
 		s->check_prepared = false;
 	}
+	/* What a reset undid of connect_query's (its SETs) is made again for the next client. */
+	if (n > (s->tx_status != 'I') && server_connect_query(s))
+		queries[n++] = server_connect_query(s);
 	if (n == 0) {
 		server_set_state(s, SERVER_IDLE);
 		park(s);
@@ -3058,6 +3074,7 @@ void relay_release_server(struct client *c, struct server *s)
 	s->owner = NULL;
 	s->last_owner = c->serial;
 	s->carry_hash = session_resync_take(&c->session);
+	forget_connect_query(s);
 	if (w->stopping) {
 		server_close(s, "shutting down");
 		return;

@@ -1337,7 +1337,9 @@ static bool same_servers(const struct config_pool_rule *a, const struct config_p
 	return SAME_STR(a->server_user, b->server_user) && SAME_STR(a->server_password, b->server_password) &&
 	       SAME_STR(a->server_database, b->server_database) && sa->tls == sb->tls &&
 	       SAME_STR(sa->tls_ca_file, sb->tls_ca_file) && SAME_STR(sa->tls_cert_file, sb->tls_cert_file) &&
-	       SAME_STR(sa->tls_key_file, sb->tls_key_file);
+	       SAME_STR(sa->tls_key_file, sb->tls_key_file) && SAME_STR(a->connect_query, b->connect_query) &&
+	       SAME_STR(a->client_encoding, b->client_encoding) && SAME_STR(a->datestyle, b->datestyle) &&
+	       SAME_STR(a->timezone, b->timezone);
 #undef SAME_STR
 }
 
@@ -1357,7 +1359,7 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 				tp_pool_retire(t);
 			log_info(NULL, NULL, "pool %s/%s retired by reload (%s): its clients finish, its servers close",
 				 p->database, p->user, !rule ? "no rule matches any more" : rule->blocked ? "now blocked"
-				 : "its service, server login or mode changed");
+				 : "its service, server login, connect_query or mode changed");
 			continue;
 		}
 		atomic_store(&p->rule, rule);

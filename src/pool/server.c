@@ -475,9 +475,21 @@ static int send_startup(struct server *s)
 		{ "user", s->login_user },
 		{ "database", s->login_database },
 	};
+	int n = 2;
 	for (int i = 0; i < s->login_nextra; i++)
-		params[2 + i] = s->login_extra[i];
-	int rc = proto_put_startup(&s->wbuf, params, 2 + s->login_nextra);
+		params[n++] = s->login_extra[i];
+	if (s->pool) {
+		/* The rule's, as PgBouncer's per-database options: the session's defaults, which
+		 * RESET ALL and DISCARD ALL go back to and the greeting reports. */
+		const struct config_pool_rule *rule = pool_rule(s->pool);
+		const struct proto_param asked[] = { { "client_encoding", rule->client_encoding },
+						     { "datestyle", rule->datestyle },
+						     { "timezone", rule->timezone } };
+		for (size_t i = 0; i < sizeof asked / sizeof asked[0]; i++)
+			if (asked[i].value && n < (int)(sizeof params / sizeof params[0]))
+				params[n++] = asked[i];
+	}
+	int rc = proto_put_startup(&s->wbuf, params, n);
 	s->login_extra = NULL; /* the caller's: not read after this */
 	s->login_nextra = 0;
 	if (rc < 0)
@@ -810,6 +822,60 @@ static void keep_row(struct server *s, const uint8_t *body, size_t len)
 	s->rowlen = len;
 }
 
+const char *server_connect_query(const struct server *s)
+{
+	return s->pool ? pool_rule(s->pool)->connect_query : NULL;
+}
+
+/* Logged in: the rule's connect_query goes out, still inside the login (its timeout, no
+ * client yet). */
+static int start_connect_query(struct server *s)
+{
+	s->in_connect_query = true;
+	if (proto_put_query(&s->wbuf, server_connect_query(s)) < 0 || flush_wbuf(s) < 0) {
+		fail(s, "could not send connect_query");
+		return -1;
+	}
+	return 0;
+}
+
+/* connect_query's ReadyForQuery came: an error, or a transaction left open, fails the login
+ * (a server in a state the operator did not mean is handed to no client). Logged with the
+ * server's id even for a min_size refill: the login itself went through. */
+static bool connect_query_failed(struct server *s)
+{
+	char reason[320];
+	if (s->errmsg) {
+		struct proto_error_fields f = { 0 };
+		char message[320];
+		struct buf b;
+		(void)proto_parse_error(s->errmsg + PROTO_HDR_LEN, s->errlen - PROTO_HDR_LEN, &f);
+		snprintf(reason, sizeof reason, "connect_query failed: %s %s", f.sqlstate ? f.sqlstate : "",
+			 f.message ? f.message : "");
+		/* What the waiting client is told: the server's SQLSTATE (the pool's verdict on the
+		 * backend reads it), with a message that says it was the connect_query. */
+		snprintf(message, sizeof message, "tusk %s: connect_query failed: %s", s->id, f.message ? f.message : "");
+		if (buf_init(&b, sizeof message + 64) == 0) {
+			if (proto_put_error(&b, "FATAL", f.sqlstate ? f.sqlstate : "XX000", message, NULL, NULL) == 0) {
+				uint8_t *e = realloc(s->errmsg, buf_len(&b));
+				if (e) {
+					memcpy(e, buf_head(&b), buf_len(&b));
+					s->errmsg = e;
+					s->errlen = buf_len(&b);
+				}
+			}
+			buf_free(&b);
+		}
+	} else if (s->tx_status != 'I') {
+		snprintf(reason, sizeof reason, "connect_query left the server inside a transaction");
+	} else {
+		return false;
+	}
+	s->quiet = false;
+	fail(s, reason);
+	return true;
+}
+
 /* One complete message during login or a query of ours. Returns 1 to go on, 0 when the
  * operation finished (finish() ran; s may be gone), -1 when it failed (s is gone). */
 static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, size_t total)
@@ -840,7 +906,7 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 		if (s->state == SERVER_DRAINING)
 			return 1; /* the cancel we sent, or the client's own failure: nobody to tell */
 		keep_error(s, msg, total);
-		if (s->state == SERVER_LOGIN) {
+		if (s->state == SERVER_LOGIN && !s->in_connect_query) {
 			struct proto_error_fields f = { 0 };
 			char reason[256];
 			(void)proto_parse_error(body, len, &f);
@@ -857,6 +923,11 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 		}
 		s->tx_status = body[0];
 		if (s->state == SERVER_LOGIN) {
+			if (!s->in_connect_query && server_connect_query(s))
+				return start_connect_query(s) < 0 ? -1 : 1;
+			if (s->in_connect_query && connect_query_failed(s))
+				return -1;
+			/* after connect_query: its settings are part of what a client starts from */
 			s->login_params_hash = s->params_hash;
 			log_debug(s->id, s->ctx, "logged in (backend pid %u)", s->backend_pid);
 			finish(s, 0, NULL);

@@ -207,6 +207,8 @@ struct server {
 	void *done_arg;
 	struct scram_client *scram;
 	const char *login_password;
+	bool in_connect_query;                /* login done, its pool's connect_query running */
+	bool connect_query_undone;            /* relay.c: its client RESET what connect_query may have set */
 	const struct proto_param *login_extra; /* server_login.extra, until logged in */
 	int login_nextra;
 	struct server_cred cred;              /* used when login_password is NULL */
@@ -330,6 +332,10 @@ struct server *server_first(const struct worker *w);
 /* Attach a detached server to worker w's loop (watchers idle), or detach it. */
 void server_attach(struct server *s, struct worker *w);
 void server_detach(struct server *s);
+
+/* Its pool rule's connect_query (config.h); NULL when none or pool-less (auth_query,
+ * replication). Whoever runs DISCARD ALL or RESET ALL on a pool server runs it after. */
+const char *server_connect_query(const struct server *s);
 
 /* Look up a reported parameter; NULL when the server never reported it. */
 const char *server_param(const struct server *s, const char *name);

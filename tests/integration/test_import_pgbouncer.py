@@ -23,7 +23,7 @@ INI = """\
 ;; pgbouncer.ini of a typical deployment (comments, odd spacing, several databases, TLS keys)
 [databases]
 appdb = host=127.0.0.1 port={pg} dbname={db} pool_size=5 pool_mode=transaction reserve_pool=3
-reports = host=127.0.0.1 port={pg} dbname={db} pool_size=2 min_pool_size=1 connect_query='SELECT 1'
+reports = host=127.0.0.1 port={pg} dbname={db} pool_size=2 min_pool_size=1 connect_query='set tusk_test.cq = ''it''''s\\''' timezone=Asia/Tokyo datestyle='SQL, DMY'
 bench   = host=127.0.0.1 port={pg} dbname={bench} user=tusk_trust pool_size=3
 * = host=127.0.0.1 port={pg}
 
@@ -147,8 +147,13 @@ def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
         wait_until(lambda: port_open(pgb_port), 15 * SLOW, what="pgbouncer listening")
 
         # Every setting not carried is named with its reason.
-        for key in ("tcp_defer_accept", "connect_query", "server_login_retry"):
+        for key in ("tcp_defer_accept", "server_login_retry"):
             assert f"{key}" in r.stderr, (key, r.stderr)
+        # reports' connect_query ('' is a quote in PgBouncer's quoting, a backslash itself),
+        # timezone and datestyle are carried
+        assert "connect_query" not in r.stderr and "timezone" not in r.stderr, r.stderr
+        assert '    connect_query: "set tusk_test.cq = \'it\'\'s\\\\\'"\n' in yaml, yaml
+        assert '    timezone: "Asia/Tokyo"\n' in yaml and '    datestyle: "SQL, DMY"\n' in yaml, yaml
         # the keepalive keys are carried, PgBouncer's milliseconds of tcp_user_timeout too
         for line in ("tcp_keepalive: true", "tcp_keepidle: 45s", "tcp_keepcnt: 5", "tcp_user_timeout: 20000ms"):
             assert line in yaml, (line, yaml)
@@ -167,12 +172,25 @@ def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
         assert "reserve_pool=3" not in r.stderr, r.stderr
         assert 'server_check_query: "select 1"' in yaml and ": server_check_query" not in r.stderr
 
+        # connect_query and the startup settings reach the first server of both alike
+        for port in (pgb_port, tusk_port):
+            with psycopg.connect(host="127.0.0.1", port=port, user="pw_md5", dbname="reports",
+                                 password=PASSWORDS["pw_md5"], autocommit=True) as c:
+                got = c.execute("select current_setting('tusk_test.cq'), current_setting('timezone'), "
+                                "current_setting('datestyle')").fetchone()
+                assert got == ("it's\\", "Asia/Tokyo", "SQL, DMY"), (port, got)
+                assert c.info.parameter_status("TimeZone") == "Asia/Tokyo", port
         seen = {}
         for user, db in CASES:
             want = probe(pgb_port, user, db)
             got = probe(tusk_port, user, db)
             assert got == want, (user, db, "pgbouncer:", want, "tusk:", got)
             seen[(user, db)] = got
+        # After the reports server's DISCARD ALL (server_reset_query, the probe's logout),
+        # tusk ran connect_query again; PgBouncer does not (its client finds '' there).
+        with psycopg.connect(host="127.0.0.1", port=tusk_port, user="pw_md5", dbname="reports",
+                             password=PASSWORDS["pw_md5"], autocommit=True) as c:
+            assert c.execute("select current_setting('tusk_test.cq')").fetchone()[0] == "it's\\"
         # ... and what they agree on is the aliases' targets, not a shared refusal.
         assert seen[("pw_md5", "appdb")] == (TEST_DB, "pw_md5")
         assert seen[("pw_scram", "appdb")] == (TEST_DB, "pw_scram")  # through auth_query
@@ -199,7 +217,7 @@ def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
 
 def test_import_reports_what_it_cannot_carry(tmp_path):
     ini = tmp_path / "p.ini"
-    ini.write_text("[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8\n"
+    ini.write_text("[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 load_balance_hosts=disable\n"
                    "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
                    "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
                    "server_lifetime = 0.5\nbogus_key = 1\nquery_timeout = 30\nclient_idle_timeout = 600\n[peers]\n1 = host=x\n")
@@ -211,7 +229,8 @@ def test_import_reports_what_it_cannot_carry(tmp_path):
     assert "tls: allow" in y and 'tls_cert_file: "/etc/c.crt"' in y
     assert "client_auth: reject" in y and "pool_wait_timeout: 1d" in y and "server_lifetime: 500ms" in y
     assert "query_timeout: 30s" in y and "client_idle_timeout: 600s" in y
-    for text in ("auth_type = pam: not carried", "client_encoding=UTF8", "bogus_key = 1: not carried",
+    assert '    client_encoding: "UTF8"\n' in y and "(client_encoding=UTF8)" not in r.stderr, (y, r.stderr)
+    for text in ("auth_type = pam: not carried", "(load_balance_hosts=disable) = ", "bogus_key = 1: not carried",
                  "[peers]", "server_tls_sslmode = allow became prefer", "query_wait_timeout = 0 (forever)"):
         assert text in r.stderr, (text, r.stderr)
 

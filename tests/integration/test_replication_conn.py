@@ -739,3 +739,29 @@ def test_reload_keeps_a_stream(rpg, tusk):
     c.close()
     wait_until(lambda: walsenders(rpg) == 0, 10 * SLOW, what="no walsender left")
     rpg.execute("delete from events", dbname=TEST_DB)
+
+
+def test_no_connect_query_nor_rule_settings_on_a_replication_connection(rpg, tusk):
+    """A rule's connect_query and timezone are its pool's: the replication connection, a
+    server of its own outside the pool, gets neither (a physical walsender would refuse the
+    query); the pool's clients get both."""
+    pools = [{**POOLS[0], "connect_query": "set tusk_test.cq = 'yes'", "timezone": "Asia/Tokyo"}]
+    t = tusk(pg_server=rpg, pools=pools)
+    ask = "select coalesce(current_setting('tusk_test.cq', true), ''), current_setting('timezone')"
+    default_tz = rpg.execute("select setting from pg_settings where name = 'TimeZone'")[0][0]
+    c, _ = raw_startup(t.port, "tusk_solo", TEST_DB, replication="database")
+    try:
+        assert c.simple_query(ask) == ([["", default_tz]], [])
+    finally:
+        c.close()
+    c, _ = raw_startup(t.port, "tusk_solo", TEST_DB, replication="true")
+    try:
+        rows, errors = c.simple_query("IDENTIFY_SYSTEM")
+        assert errors == [] and len(rows) == 1
+    finally:
+        c.close()
+    c, _ = raw_startup(t.port, "tusk_solo", TEST_DB)
+    try:
+        assert c.simple_query(ask) == ([["yes", "Asia/Tokyo"]], [])
+    finally:
+        c.close()

@@ -1337,10 +1337,13 @@ static int settle_startup_session(struct client *c, struct server *s)
 	int rc = 0;
 
 	while (rc == 0 && session_param_next(st, &it, &name, &value)) {
-		if (server_param(s, name)) {
-			size_t l = strlen(name) + 1;
+		/* As the server spells it: a RESET tells the client the startup value under that
+		 * name, which drivers look up as the server reports it ("TimeZone"). */
+		const char *reported = server_param_name(s, name);
+		if (reported) {
+			size_t l = strlen(reported) + 1;
 			if (nlen + l < sizeof names) { /* past it: RESET goes to the server's default */
-				memcpy(names + nlen, name, l);
+				memcpy(names + nlen, reported, l);
 				nlen += l;
 			}
 			continue;

@@ -750,14 +750,26 @@ err_nospace:
 	return -1;
 }
 
-const char *server_param(const struct server *s, const char *name)
+/* GUC names are case-insensitive: the classifier lower-cases them, the server reports
+ * "TimeZone", "DateStyle". */
+static int param_index(const struct server *s, const char *name)
 {
-	/* GUC names are case-insensitive: the classifier lower-cases them, the server reports
-	 * "TimeZone", "DateStyle". */
 	for (int i = 0; i < s->nparams; i++)
 		if (strcasecmp(s->params[i].name, name) == 0)
-			return s->params[i].value;
-	return NULL;
+			return i;
+	return -1;
+}
+
+const char *server_param(const struct server *s, const char *name)
+{
+	int i = param_index(s, name);
+	return i < 0 ? NULL : s->params[i].value;
+}
+
+const char *server_param_name(const struct server *s, const char *name)
+{
+	int i = param_index(s, name);
+	return i < 0 ? NULL : s->params[i].name;
 }
 
 void server_set_param(struct server *s, const char *name, const char *value)

@@ -339,6 +339,8 @@ const char *server_connect_query(const struct server *s);
 
 /* Look up a reported parameter; NULL when the server never reported it. */
 const char *server_param(const struct server *s, const char *name);
+/* The server's own spelling of a reported parameter's name ("TimeZone" for "timezone"). */
+const char *server_param_name(const struct server *s, const char *name);
 /* Record a ParameterStatus (name/value from the server). */
 void server_set_param(struct server *s, const char *name, const char *value);
 /* Reported parameters only the server sets (server_version, is_superuser, ...): never SET,

@@ -13,6 +13,7 @@ One tusk (transaction mode, size 2) for the module, with a role of its own so th
 can be told apart in pg_stat_activity."""
 
 import asyncio
+from datetime import date
 import functools
 import threading
 import time
@@ -273,6 +274,40 @@ def test_reset_in_session_pooling_goes_back_to_the_startup_values(pg, rs_db, tmp
 
     want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode="session")], steps)
     assert want[0][2] == ("3MB", "rs_app,public", "sess-a0")  # PostgreSQL direct
+    assert got == want
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_reset_tells_the_startup_value_under_the_servers_name(pg, rs_db, tmp_path, mode):
+    """A client that gave TimeZone, DateStyle and IntervalStyle at startup (as options, or as
+    libpq's PGTZ/PGDATESTYLE do, in lower case): after RESET, RESET ALL or DISCARD ALL the
+    driver must know the startup values again under the names PostgreSQL reports them with,
+    for it reads dates and timestamps by them. tusk told them under the client's spelling
+    ("timezone"), so libpq kept the server's default it had passed on: psycopg then took the
+    server's SQL-style dates for ISO ones and failed to read them, and would have given
+    timestamps the server default's zone."""
+    def steps(port):
+        seen = []
+        with connect(port, user=USER, prepare_threshold=None,
+                     options="-c timezone=Asia/Tokyo -c datestyle=SQL,DMY -c intervalstyle=postgres_verbose") as a:
+            a.autocommit = True
+            for reset in ("reset timezone; reset datestyle; reset intervalstyle", "reset all", "discard all",
+                          "begin; reset all; commit"):
+                a.execute("set timezone = 'America/Denver'; set datestyle = 'ISO, MDY'; set intervalstyle = iso_8601")
+                for stmt in reset.split("; "):
+                    a.execute(stmt)
+                row = a.execute("select '2026-01-02'::date, current_setting('TimeZone'), "
+                                "current_setting('DateStyle')").fetchone()
+                # (binary: psycopg reads timestamptz as text in ISO style only)
+                ts = a.execute("select '2026-01-02 03:04:05+00'::timestamptz", binary=True).fetchone()[0]
+                seen.append((reset, row[0], ts.isoformat(), str(ts.tzinfo), row[1], row[2],
+                             a.info.parameter_status("TimeZone"), a.info.parameter_status("DateStyle"),
+                             a.info.parameter_status("IntervalStyle")))
+        return seen
+
+    want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode=mode)], steps)
+    assert want[0][1:] == (date(2026, 1, 2), "2026-01-02T12:04:05+09:00", "Asia/Tokyo", "Asia/Tokyo", "SQL, DMY",
+                           "Asia/Tokyo", "SQL, DMY", "postgres_verbose")  # PostgreSQL direct
     assert got == want
 
 

@@ -1981,6 +1981,8 @@ static const struct key_def top_keys[] = {
 	  .max = 4096, .def = "DISCARD ALL", .reloadable = true },
 	{ .name = "server_reset_query_always", .type = KEY_ENUM, .offset = TOP_FIELD(server_reset_query_always),
 	  .names = yes_no_names, .def = "false", .reloadable = true },
+	{ .name = "application_name_add_host", .type = KEY_ENUM, .offset = TOP_FIELD(application_name_add_host),
+	  .names = yes_no_names, .def = "false", .reloadable = true },
 	{ .name = "disable_pqexec", .type = KEY_ENUM, .offset = TOP_FIELD(disable_pqexec), .names = yes_no_names,
 	  .def = "false", .reloadable = true },
 	{ .name = "server_fast_close", .type = KEY_ENUM, .offset = TOP_FIELD(server_fast_close), .names = yes_no_names,

@@ -250,6 +250,7 @@ struct tusk_config {
 
 	char *server_reset_query;      /* default "DISCARD ALL"; "" = none */
 	int server_reset_query_always; /* default false: server_reset_query in transaction/statement pooling too */
+	int application_name_add_host; /* default false: " - addr:port" appended to a client's application_name */
 	int disable_pqexec;            /* default false: pooled clients' simple Query messages refused (08P01) */
 	int server_fast_close;         /* default false: a session's server to be closed closes when it is idle */
 	char *server_check_query;      /* default "SELECT 1": the idle check (server_check_delay); "" = no query */

@@ -238,7 +238,7 @@ static const char *const handled[] = {
 	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
 	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout",
-	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname",
+	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname", "application_name_add_host",
 };
 
 static bool is_handled(const char *key)
@@ -660,6 +660,7 @@ static void put_general(struct importer *im, const char *userlist)
 	put_bool(im, "server_reset_query_always");
 	put_bool(im, "server_fast_close");
 	put_bool(im, "disable_pqexec");
+	put_bool(im, "application_name_add_host");
 	put_plain(im, "server_check_query", "server_check_query", true);
 	put_plain(im, "reserve_pool_size", "reserve_pool_size", false);
 	put_bool(im, "log_connections");

@@ -32,7 +32,7 @@ static const struct pgb_name names[] = {
 	NOT_NEEDED("ignore_startup_parameters", "tusk passes every startup parameter on (extra_float_digits, search_path, ...)"),
 	NOT_NEEDED("track_extra_parameters", "tusk tracks every parameter a client sets and carries it between servers"),
 	SAME("disable_pqexec"),
-	MISSING("application_name_add_host", "application_name is passed as the client sent it"),
+	SAME("application_name_add_host"),
 	NOT_NEEDED("conffile", "tusk -c FILE"),
 	NOT_NEEDED("service_name", "Windows only"),
 	NOT_NEEDED("job_name", "Windows only"),

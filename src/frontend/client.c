@@ -878,6 +878,19 @@ static int add_options(struct client *c, const char *opts)
 	return want_c_value ? -1 : 0;
 }
 
+/* application_name_add_host (PgBouncer's): "NAME - ADDR:PORT" ("app" when none was given),
+ * so that pg_stat_activity and the server's logs tell where a query came from. */
+static int add_host_to_app_name(struct client *c)
+{
+	const char *app = session_param_get(&c->session, "application_name");
+	struct net_addr peer;
+	char addr[NET_ADDR_STR_MAX], name[512];
+	client_peer(c, &peer);
+	net_addr_str(&peer, addr, sizeof addr);
+	snprintf(name, sizeof name, "%s - %s", app && app[0] ? app : "app", addr);
+	return add_param(c, "application_name", name) < 0 ? -ENOMEM : 0;
+}
+
 static int keep_startup(struct client *c, const struct proto_startup *st)
 {
 	const char *database = st->database && st->database[0] ? st->database : st->user;
@@ -909,6 +922,8 @@ static int keep_startup(struct client *c, const struct proto_startup *st)
 		if (!valid_guc_name(name) || add_param(c, name, value) < 0)
 			return -EINVAL;
 	}
+	if (cfg_of(c)->application_name_add_host && !c->repl)
+		return add_host_to_app_name(c);
 	return 0;
 }
 

@@ -53,6 +53,7 @@ server_reset_query = DISCARD ALL
 server_reset_query_always = 1
 server_fast_close = 1
 disable_pqexec = 0
+application_name_add_host = 0
 server_check_query = select 1
 server_check_delay = 30
 server_lifetime = 3600
@@ -167,6 +168,7 @@ def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
         assert "server_reset_query_always: true" in yaml and "] server_reset_query_always" not in r.stderr
         assert "server_fast_close: true" in yaml and "] server_fast_close" not in r.stderr
         assert "disable_pqexec: false" in yaml and "] disable_pqexec" not in r.stderr
+        assert "application_name_add_host: false" in yaml and "] application_name_add_host" not in r.stderr
         assert "reserve_pool_size: " in yaml and "reserve_pool_timeout: " in yaml
         assert "    reserve_pool_size: 3\n" in yaml, yaml  # appdb's own reserve_pool
         assert "reserve_pool=3" not in r.stderr, r.stderr

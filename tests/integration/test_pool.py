@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -266,6 +267,26 @@ def test_server_reset_query_always_discard_all_keeps_the_clients_session(tusk):
             assert a.execute("select %s::int", [7], prepare=True).fetchone() == (7,)
             assert b.execute("show work_mem").fetchone() == ("4MB",)
             assert a.execute("show work_mem").fetchone() == ("77MB",)
+
+
+@pytest.mark.tusk_only
+def test_application_name_add_host(tusk, pg):
+    """application_name_add_host (PgBouncer's): the client's address and port are added to the
+    application_name it gave ("app" when none), as the server sees it and as the client is
+    told; off (the default), the name passes as given."""
+    for on in (True, False):
+        t = tusk(pools=[pool(2)], application_name_add_host=on)
+        for given in ("myapp", None):
+            kw = {"application_name": given} if given else {}
+            with t.connect(autocommit=True, **kw) as c:
+                s = socket.socket(fileno=os.dup(c.pgconn.socket))
+                host, port = s.getsockname()[:2]
+                s.close()
+                want = f"{given or 'app'} - {host}:{port}" if on else (given or "")
+                assert c.execute("show application_name").fetchone() == (want,)
+                assert c.info.parameter_status("application_name") == want
+                pid = c.execute("select pg_backend_pid()").fetchone()[0]
+                assert pg.execute("select application_name from pg_stat_activity where pid = %s", [pid]) == [(want,)]
 
 
 @pytest.mark.tusk_only

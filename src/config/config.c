@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -730,6 +731,45 @@ static const char *check_log_target(const char *val)
 	if (strncmp(val, "file:", 5) == 0)
 		return val[5] ? NULL : "file: needs a path, as in file:/var/log/tusk.log";
 	return "expected stderr, syslog or file:PATH";
+}
+
+static const char *check_octal_mode(const char *val)
+{
+	if (strlen(val) > 4 || strspn(val, "01234567") != strlen(val) || strtoul(val, NULL, 8) > 0777)
+		return "expected an octal file mode such as 0770 (0 to 0777)";
+	return NULL;
+}
+
+unsigned config_unix_socket_mode(const struct tusk_config *cfg)
+{
+	return (unsigned)strtoul(cfg->unix_socket_mode, NULL, 8);
+}
+
+/* A group name, or a gid in digits as PgBouncer takes it (not looked up). */
+static int find_group(const char *name, unsigned *gid)
+{
+	struct group gr, *found = NULL;
+	char buf[16384];
+	if (strspn(name, "0123456789") == strlen(name) && strlen(name) < 10) {
+		*gid = (unsigned)strtoul(name, NULL, 10);
+		return 0;
+	}
+	if (getgrnam_r(name, &gr, buf, sizeof buf, &found) != 0 || !found)
+		return -ENOENT;
+	*gid = (unsigned)found->gr_gid;
+	return 0;
+}
+
+static const char *check_group(const char *val)
+{
+	unsigned gid;
+	return find_group(val, &gid) == 0 ? NULL : "no such group on this host";
+}
+
+int config_unix_socket_group(const struct tusk_config *cfg, unsigned *gid)
+{
+	*gid = (unsigned)-1;
+	return cfg->unix_socket_group ? find_group(cfg->unix_socket_group, gid) : 0;
 }
 
 int config_split_host_port(const char *s, char *host, size_t cap, int *port)
@@ -1946,6 +1986,11 @@ static const struct key_def top_keys[] = {
 	{ .name = "auth_cache_ttl", .type = KEY_DURATION, .offset = TOP_FIELD(auth_cache_ttl_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
 	{ .name = "unix_socket_dir", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_dir), .min = 1, .max = 90 },
+	/* Set on the socket files as they are opened (at start, and at a takeover on the ones inherited). */
+	{ .name = "unix_socket_mode", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_mode), .min = 1, .max = 16,
+	  .check = check_octal_mode, .def = "0777" },
+	{ .name = "unix_socket_group", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_group), .min = 1,
+	  .max = 255, .check = check_group },
 	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = TOP_FIELD(server_lifetime_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
 	{ .name = "server_check_delay", .type = KEY_DURATION, .offset = TOP_FIELD(server_check_delay_ms), .min = 0,

@@ -248,6 +248,8 @@ struct tusk_config {
 	char *auth_query;              /* default PgBouncer's pg_shadow query; $1 is the user name */
 	uint64_t auth_cache_ttl_ms;    /* default 60s: how long auth_query answers are kept; 0 = not cached */
 	char *unix_socket_dir;         /* NULL: no Unix socket; else DIR/.s.PGSQL.<port> per listen port */
+	char *unix_socket_mode;        /* default "0777": octal, checked (config_unix_socket_mode) */
+	char *unix_socket_group;       /* NULL: the process's group; else a group name that exists */
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
 	int max_client_connections;    /* default 10000 */
@@ -345,6 +347,12 @@ bool config_name_listed(char *const *names, int n, const char *user);
  * summarised; secrets are shown as "********"). For the console's SHOW CONFIG. */
 typedef void config_key_fn(void *arg, const char *key, const char *value, const char *def, bool reloadable);
 void config_describe(const struct tusk_config *cfg, config_key_fn *fn, void *arg);
+
+/* unix_socket_mode as a mode (the load checked it: octal, at most 0777). */
+unsigned config_unix_socket_mode(const struct tusk_config *cfg);
+/* unix_socket_group's gid into *gid ((unsigned)-1 when the key is unset): 0, or -ENOENT when
+ * the group is gone since the load. Blocking (NSS): not on a worker loop. */
+int config_unix_socket_group(const struct tusk_config *cfg, unsigned *gid);
 
 /* Split "HOST:PORT" or "[V6]:PORT" into host (brackets dropped) and port. 0 or -EINVAL. */
 int config_split_host_port(const char *s, char *host, size_t cap, int *port);

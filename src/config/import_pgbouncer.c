@@ -236,7 +236,8 @@ static const char *const handled[] = {
 	"server_tls_cert_file", "server_lifetime", "server_idle_timeout", "server_connect_timeout",
 	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
-	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout",
+	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "unix_socket_mode",
+	"unix_socket_group",
 };
 
 static bool is_handled(const char *key)
@@ -618,6 +619,18 @@ static void put_general(struct importer *im, const char *userlist)
 	put_listen(im);
 	if ((kv = get(&im->general, "unix_socket_dir")) && kv->value[0])
 		put_plain(im, "unix_socket_dir", "unix_socket_dir", true);
+	if ((kv = get(&im->general, "unix_socket_mode"))) { /* PgBouncer reads it as C does: 0660 octal, 432 decimal */
+		char *end;
+		long mode = strtol(kv->value, &end, 0);
+		if (end == kv->value || *end || mode < 0 || mode > 0777) {
+			skip(im, "pgbouncer", kv->key, kv->value, kv->line, "not a file mode from 0 to 0777");
+		} else {
+			fprintf(im->out, "unix_socket_mode: \"%04lo\"\n", mode);
+			im->ncarried++;
+		}
+	}
+	if ((kv = get(&im->general, "unix_socket_group")) && kv->value[0])
+		put_plain(im, "unix_socket_group", "unix_socket_group", true);
 	kv = get(&im->general, "logfile");
 	const struct imp_kv *sl = get(&im->general, "syslog"), *vb = get(&im->general, "verbose");
 	fprintf(im->out, "log:\n  level: %s\n  target: ", vb && atoi(vb->value) > 0 ? "debug" : "info");

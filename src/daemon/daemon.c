@@ -280,9 +280,15 @@ static int open_entries(struct runtime *rt, const struct tusk_config *cfg, const
 	return rc;
 }
 
-/* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
+/* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. Inherited ones take
+ * this configuration's unix_socket_mode and unix_socket_group too. */
 static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct runtime_inherited *inh, int ninh)
 {
+	unsigned mode = config_unix_socket_mode(cfg), gid;
+	if (cfg->unix_socket_dir && config_unix_socket_group(cfg, &gid) < 0) {
+		log_error(NULL, NULL, "%s: unix_socket_group %s: no such group", cfg->path, cfg->unix_socket_group);
+		return -ENOENT;
+	}
 	for (int i = 0; cfg->unix_socket_dir && i < cfg->nlisten; i++) {
 		char path[128], key[300];
 		int fd = -1;
@@ -304,13 +310,19 @@ static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct r
 			log_error(NULL, NULL, "listen on Unix socket %s: " ANOTHER_LISTENS, path);
 			return -EADDRINUSE;
 		}
+		int rc = 0;
 		if (fd < 0)
-			fd = net_listen_unix(path, LISTEN_BACKLOG);
-		if (fd < 0) {
-			log_error(NULL, NULL, "listen on Unix socket %s: %s", path, strerror(-fd));
-			return fd;
+			fd = net_listen_unix(path, LISTEN_BACKLOG, mode, gid);
+		else
+			rc = net_unix_own(path, mode, gid);
+		if (fd < 0 || rc < 0) {
+			rc = fd < 0 ? fd : rc;
+			log_error(NULL, NULL, "listen on Unix socket %s: %s", path, strerror(-rc));
+			if (fd >= 0)
+				close(fd);
+			return rc;
 		}
-		int rc = give_listener(rt, key, fd, 0);
+		rc = give_listener(rt, key, fd, 0);
 		if (rc < 0)
 			return rc;
 		struct stat st;

@@ -92,7 +92,14 @@ int net_unix_addr(const char *path, struct sockaddr_un *sun)
 	return 0;
 }
 
-int net_listen_unix(const char *path, int backlog)
+int net_unix_own(const char *path, unsigned mode, unsigned gid)
+{
+	if (gid != (unsigned)-1 && chown(path, (uid_t)-1, (gid_t)gid) < 0)
+		return -errno;
+	return chmod(path, (mode_t)mode) < 0 ? -errno : 0;
+}
+
+int net_listen_unix(const char *path, int backlog, unsigned mode, unsigned gid)
 {
 	struct sockaddr_un sun;
 	if (net_unix_addr(path, &sun) < 0)
@@ -101,10 +108,13 @@ int net_listen_unix(const char *path, int backlog)
 	if (fd < 0)
 		return -errno;
 	(void)unlink(path);
-	if (bind(fd, (const struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, 0777) < 0 || listen(fd, backlog) < 0) {
-		int e = errno;
+	/* Mode and group before listen: no client connects through the umask's mode. */
+	int rc = bind(fd, (const struct sockaddr *)&sun, sizeof sun) < 0 ? -errno : net_unix_own(path, mode, gid);
+	if (rc == 0 && listen(fd, backlog) < 0)
+		rc = -errno;
+	if (rc < 0) {
 		close(fd);
-		return -e;
+		return rc;
 	}
 	return fd;
 }

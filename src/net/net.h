@@ -30,10 +30,15 @@ int net_addr_numeric(const char *host, int port, struct net_addr *out);
 __attribute__((warn_unused_result))
 int net_listen(const struct net_addr *addr, int backlog);
 
-/* A non-blocking listening Unix socket at path (a stale socket file is replaced), mode 0777
- * as PostgreSQL's. fd or -errno (-ENAMETOOLONG when path does not fit). */
+/* A non-blocking listening Unix socket at path (a stale socket file is replaced), its file
+ * given mode and group gid as net_unix_own before it listens. fd or -errno (-ENAMETOOLONG when
+ * path does not fit). */
 __attribute__((warn_unused_result))
-int net_listen_unix(const char *path, int backlog);
+int net_listen_unix(const char *path, int backlog, unsigned mode, unsigned gid);
+
+/* The socket file at path: group gid ((unsigned)-1: left as it is), then mode. 0 or -errno. */
+__attribute__((warn_unused_result))
+int net_unix_own(const char *path, unsigned mode, unsigned gid);
 
 /* Whether another socket listens on addr: 0 when none does, -EADDRINUSE when one does (a
  * socket bound there with SO_REUSEADDR but not SO_REUSEPORT is refused only by a listener,

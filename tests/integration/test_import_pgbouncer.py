@@ -208,3 +208,23 @@ def test_import_reports_what_it_cannot_carry(tmp_path):
     for text in ("auth_type = pam: not carried", "client_encoding=UTF8", "bogus_key = 1: not carried",
                  "[peers]", "server_tls_sslmode = allow became prefer", "query_wait_timeout = 0 (forever)"):
         assert text in r.stderr, (text, r.stderr)
+
+
+def test_import_carries_socket_keys(tmp_path):
+    """unix_socket_mode as PgBouncer reads it (C's 0 prefix for octal), unix_socket_group by name."""
+    ini = tmp_path / "p.ini"
+    ini.write_text("[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = 127.0.0.1\nunix_socket_mode = 0660\n"
+                   "unix_socket_group = postgres\n")
+    out = tmp_path / "t.yaml"
+    r = import_ini(ini, out)
+    assert r.returncode == 0, r.stderr
+    y = out.read_text()
+    for line in ('unix_socket_mode: "0660"', 'unix_socket_group: "postgres"'):
+        assert line in y, (line, y)
+    assert ": not carried" not in r.stderr, r.stderr
+    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
+    assert chk.returncode == 0, chk.stdout + chk.stderr + y
+    # 432 is decimal to PgBouncer: the same 0660
+    ini.write_text("[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nunix_socket_mode = 432\n")
+    r = import_ini(ini, out)
+    assert r.returncode == 0 and 'unix_socket_mode: "0660"' in out.read_text(), (r.stderr, out.read_text())

@@ -2033,6 +2033,9 @@ static const struct key_def top_keys[] = {
 	  .reloadable = true },
 	{ .name = "tcp_user_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(tcp_user_timeout_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "0", .reloadable = true },
+	/* Set on every listener at start and again at each reload (daemon.c's tune_listeners). */
+	{ .name = "tcp_defer_accept", .type = KEY_DURATION, .offset = TOP_FIELD(tcp_defer_accept_ms), .min = 0,
+	  .max = 3600 * 1000ull, .def = "0", .reloadable = true },
 	{ .name = "log_connections", .type = KEY_ENUM, .offset = TOP_FIELD(log_connections), .names = yes_no_names,
 	  .def = "true", .reloadable = true },
 	{ .name = "log_disconnections", .type = KEY_ENUM, .offset = TOP_FIELD(log_disconnections),

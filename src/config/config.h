@@ -262,6 +262,7 @@ struct tusk_config {
 	uint64_t tcp_keepintvl_ms;     /* rounded up to whole seconds */
 	int tcp_keepcnt;
 	uint64_t tcp_user_timeout_ms;
+	uint64_t tcp_defer_accept_ms;  /* default 0 (off): TCP_DEFER_ACCEPT on TCP listeners, whole seconds */
 	int log_connections;           /* default true: a line per client login */
 	int log_disconnections;        /* default true: a line per client logout */
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */

@@ -237,7 +237,7 @@ static const char *const handled[] = {
 	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
 	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "unix_socket_mode",
-	"unix_socket_group",
+	"unix_socket_group", "tcp_defer_accept",
 };
 
 static bool is_handled(const char *key)
@@ -679,6 +679,17 @@ static void put_general(struct importer *im, const char *userlist)
 		fprintf(im->out, "tcp_user_timeout: %lldms   # PgBouncer: tcp_user_timeout = %s (milliseconds)\n",
 			atoll(kv->value) < 0 ? 0LL : atoll(kv->value), kv->value);
 		im->ncarried++;
+	}
+	if ((kv = get(&im->general, "tcp_defer_accept"))) { /* a switch in PgBouncer: on sets 1 s */
+		char *end;
+		long on = strtol(kv->value, &end, 0);
+		if (end == kv->value || *end) {
+			skip(im, "pgbouncer", kv->key, kv->value, kv->line, "not a number");
+		} else {
+			fprintf(im->out, "tcp_defer_accept: %s   # PgBouncer: tcp_defer_accept = %s (%s)\n", on ? "1s" : "0",
+				kv->value, on ? "on: TCP_DEFER_ACCEPT of 1 s" : "off");
+			im->ncarried++;
+		}
 	}
 	put_durations(im);
 }

@@ -101,7 +101,7 @@ static const struct pgb_name names[] = {
 	TO("max_packet_size", "max_message_size"),
 	MISSING("listen_backlog", "the system's SOMAXCONN"),
 	NOT_NEEDED("sbuf_loopcnt", "each worker loop is fair by design"),
-	MISSING("tcp_defer_accept", "not used"),
+	SAME("tcp_defer_accept"),
 	MISSING("tcp_socket_buffer", "the system's buffers"),
 	SAME("tcp_keepalive"),
 	SAME("tcp_keepcnt"),

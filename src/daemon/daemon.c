@@ -336,6 +336,19 @@ next:;
 	return 0;
 }
 
+/* What cfg sets on every listener, inherited and opened before included, at start and at each
+ * reload: TCP_DEFER_ACCEPT on the TCP ones. Best effort: a failure is logged. */
+static void tune_listeners(const struct runtime *rt, const struct tusk_config *cfg)
+{
+	int defer_s = (int)((cfg->tcp_defer_accept_ms + 999) / 1000);
+	for (int i = 0; i < rt->nlisteners; i++) {
+		const struct runtime_listener *l = &rt->listeners[i];
+		int rc = strncmp(l->key, "unix:", 5) == 0 ? 0 : net_defer_accept(l->fd, defer_s);
+		if (rc < 0)
+			log_warn(NULL, NULL, "listener %s: tcp_defer_accept: %s", l->key, strerror(-rc));
+	}
+}
+
 static void publish(struct runtime *rt, struct runtime_gen *g)
 {
 	g->older = rt->gen;
@@ -525,6 +538,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 			inherited[i].fd = -1;
 		}
 	}
+	tune_listeners(rt, cfg);
 	post_listeners(rt);
 	return 0;
 
@@ -624,6 +638,7 @@ int daemon_reload(struct runtime *rt, const char *path)
 		goto out;
 	}
 	publish(rt, g);
+	tune_listeners(rt, g->cfg);
 	post_listeners(rt);
 	pool_registry_reload(rt->pools, g->cfg);
 	/* Listeners whose listen entry is gone. */

@@ -56,6 +56,11 @@ int net_unix_addr(const char *path, struct sockaddr_un *sun);
 __attribute__((warn_unused_result))
 int net_unix_probe(const char *path);
 
+/* TCP_DEFER_ACCEPT on a listening TCP socket: the kernel hands a connection to accept only
+ * once the client has sent data, or after about seconds (0: at once). 0 or -errno. */
+__attribute__((warn_unused_result))
+int net_defer_accept(int fd, int seconds);
+
 /* Start a non-blocking connect. fd (connect in progress or done) or -errno. */
 __attribute__((warn_unused_result))
 int net_connect(const struct net_addr *addr);

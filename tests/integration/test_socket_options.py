@@ -1,21 +1,26 @@
-"""Listener and socket settings PgBouncer has (unix_socket_mode, unix_socket_group; docs/operations.md),
-each read back from the kernel: the socket file's mode and group, and who may connect through it."""
+"""Listener and socket settings PgBouncer has (unix_socket_mode, unix_socket_group, tcp_defer_accept;
+docs/operations.md), each read back from the kernel: the socket file's mode and group and who may
+connect through it, the handshakes a listener holds back (ss)."""
 
 import grp
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tempfile
+import time
 
 import psycopg
 import pytest
 
-from conftest import IS_ROOT, SLOW, TEST_DB
+from conftest import IS_ROOT, SLOW, TEST_DB, connect, console_show
+from lifecycle_util import reload
 
 pytestmark = pytest.mark.tusk_only
 
 SESSION = [{"database": "*", "user": "*", "service": "main", "mode": "session", "size": 2}]
+ADMIN = {"users": ["postgres"], "client_auth": "trust"}  # console_show's
 
 
 @pytest.fixture
@@ -53,3 +58,50 @@ def test_unix_socket_default_mode_is_0777(tusk, sockdir):
     t = tusk(pools=SESSION, unix_socket_dir=sockdir)
     st = os.stat(f"{sockdir}/.s.PGSQL.{t.port}")
     assert stat.S_IMODE(st.st_mode) == 0o777 and st.st_gid == os.getegid(), (oct(st.st_mode), st.st_gid)
+
+
+def server_side(port, state):
+    """tusk's side of the connections to port in that TCP state (ss), as "peer:port" strings."""
+    out = subprocess.run(["ss", "-tnH", "state", state, f"( sport = :{port} )"], capture_output=True, text=True,
+                         check=True).stdout
+    return [line.split()[-1] for line in out.splitlines()]
+
+
+def client_ports(t):
+    return {r["port"] for r in console_show(t, "SHOW SOCKETS") if r["type"] == "C"}
+
+
+def test_tcp_defer_accept_holds_silent_clients_back(tusk):
+    t = tusk(pools=SESSION, admin=ADMIN, tcp_defer_accept="10s")
+    silent = socket.create_connection(("127.0.0.1", t.port), timeout=5)
+    try:
+        me = silent.getsockname()[1]
+        # the handshake is done on the client's side; tusk's side waits for data, unaccepted
+        time.sleep(0.5)
+        assert server_side(t.port, "syn-recv") == [f"127.0.0.1:{me}"], server_side(t.port, "syn-recv")
+        assert me not in client_ports(t)
+        # one that sends its startup is served at once
+        start = time.monotonic()
+        with connect(t.port) as c:
+            assert c.execute("select 1").fetchone() == (1,)
+        assert time.monotonic() - start < 2 * SLOW
+        # and the silent one is accepted by its first bytes (an SSLRequest: tusk answers N)
+        silent.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+        assert silent.recv(1) == b"N"
+        assert me in client_ports(t)
+    finally:
+        silent.close()
+
+
+def test_tcp_defer_accept_off_by_default_and_by_reload(tusk):
+    for t in (tusk(pools=SESSION, admin=ADMIN), tusk(pools=SESSION, admin=ADMIN, tcp_defer_accept="10s")):
+        if "tcp_defer_accept" in t.cfg_path.read_text():
+            t.cfg_path.write_text(t.cfg_path.read_text().replace("tcp_defer_accept: 10s", "tcp_defer_accept: 0"))
+            reload(t)
+        with socket.create_connection(("127.0.0.1", t.port), timeout=5) as silent:
+            me = silent.getsockname()[1]
+            wait_until_accepted = time.monotonic() + 5 * SLOW
+            while me not in client_ports(t) and time.monotonic() < wait_until_accepted:
+                time.sleep(0.05)
+            assert me in client_ports(t), t.cfg_path.read_text()
+            assert server_side(t.port, "syn-recv") == []

@@ -2033,6 +2033,8 @@ static const struct key_def top_keys[] = {
 	  .reloadable = true },
 	{ .name = "tcp_user_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(tcp_user_timeout_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "0", .reloadable = true },
+	{ .name = "tcp_socket_buffer", .type = KEY_SIZE, .offset = TOP_FIELD(tcp_socket_buffer), .min = 0,
+	  .max = 1u << 30, .def = "0", .reloadable = true },
 	/* Set on every listener at start and again at each reload (daemon.c's tune_listeners). */
 	{ .name = "tcp_defer_accept", .type = KEY_DURATION, .offset = TOP_FIELD(tcp_defer_accept_ms), .min = 0,
 	  .max = 3600 * 1000ull, .def = "0", .reloadable = true },

@@ -254,14 +254,15 @@ struct tusk_config {
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
 	int max_client_connections;    /* default 10000 */
 	uint64_t shutdown_timeout_ms;  /* default 30s: SIGTERM waits this long for transactions to finish */
-	/* TCP keepalive and TCP_USER_TIMEOUT of client and server sockets (PgBouncer's tcp_* keys;
-	 * net_keepalive_of). 0: the system's default on client sockets, tusk's own on server
+	/* TCP keepalive, TCP_USER_TIMEOUT and buffers of client and server sockets (PgBouncer's tcp_* keys;
+	 * net_tcp_opts_of). 0: the system's default on client sockets, tusk's own on server
 	 * sockets (probes after 30 s idle, 10 s apart, 3 of them; 30 s unacknowledged). */
 	int tcp_keepalive;             /* default true: SO_KEEPALIVE on both */
 	uint64_t tcp_keepidle_ms;      /* rounded up to whole seconds */
 	uint64_t tcp_keepintvl_ms;     /* rounded up to whole seconds */
 	int tcp_keepcnt;
 	uint64_t tcp_user_timeout_ms;
+	uint32_t tcp_socket_buffer;    /* default 0: the system's; else SO_SNDBUF and SO_RCVBUF, bytes */
 	uint64_t tcp_defer_accept_ms;  /* default 0 (off): TCP_DEFER_ACCEPT on TCP listeners, whole seconds */
 	int log_connections;           /* default true: a line per client login */
 	int log_disconnections;        /* default true: a line per client logout */

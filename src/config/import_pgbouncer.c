@@ -237,7 +237,7 @@ static const char *const handled[] = {
 	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
 	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "unix_socket_mode",
-	"unix_socket_group", "tcp_defer_accept",
+	"unix_socket_group", "tcp_defer_accept", "tcp_socket_buffer",
 };
 
 static bool is_handled(const char *key)
@@ -675,6 +675,7 @@ static void put_general(struct importer *im, const char *userlist)
 	put_plain(im, "max_prepared_statements", "max_prepared_statements", false);
 	put_bool(im, "tcp_keepalive");
 	put_plain(im, "tcp_keepcnt", "tcp_keepcnt", false);
+	put_plain(im, "tcp_socket_buffer", "tcp_socket_buffer", false); /* bytes in both */
 	if ((kv = get(&im->general, "tcp_user_timeout"))) { /* milliseconds in PgBouncer */
 		fprintf(im->out, "tcp_user_timeout: %lldms   # PgBouncer: tcp_user_timeout = %s (milliseconds)\n",
 			atoll(kv->value) < 0 ? 0LL : atoll(kv->value), kv->value);

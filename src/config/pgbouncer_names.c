@@ -102,7 +102,7 @@ static const struct pgb_name names[] = {
 	MISSING("listen_backlog", "the system's SOMAXCONN"),
 	NOT_NEEDED("sbuf_loopcnt", "each worker loop is fair by design"),
 	SAME("tcp_defer_accept"),
-	MISSING("tcp_socket_buffer", "the system's buffers"),
+	SAME("tcp_socket_buffer"),
 	SAME("tcp_keepalive"),
 	SAME("tcp_keepcnt"),
 	SAME("tcp_keepidle"),

@@ -64,6 +64,10 @@ int net_defer_accept(int fd, int seconds);
 /* Start a non-blocking connect. fd (connect in progress or done) or -errno. */
 __attribute__((warn_unused_result))
 int net_connect(const struct net_addr *addr);
+/* The same with SO_SNDBUF and SO_RCVBUF of buffer bytes (0: the system's), set before the
+ * handshake so that the window scale it offers fits them. */
+__attribute__((warn_unused_result))
+int net_connect_buffered(const struct net_addr *addr, int buffer);
 
 /* After the socket turned writable: 0 when connected, else -errno from SO_ERROR. */
 int net_connect_result(int fd);
@@ -82,18 +86,19 @@ void net_tune_outgoing(int fd);
 #define NET_KEEPCNT 3
 #define NET_USER_TIMEOUT_MS 30000u
 
-/* A socket's keepalive and TCP_USER_TIMEOUT (0: left as it is). */
-struct net_keepalive {
+/* A socket's keepalive, TCP_USER_TIMEOUT and buffer sizes (0: left as they are). */
+struct net_tcp_opts {
 	bool on;
 	int idle_s, intvl_s, cnt;
 	unsigned user_timeout_ms;
+	int buffer; /* SO_SNDBUF and SO_RCVBUF; the kernel doubles it and caps it at [wr]mem_max */
 };
 /* From the configuration's tcp_* keys: for a client socket (0s leave the system's defaults)
  * or, outgoing, a server socket (0s take net_tune_outgoing's). */
 struct tusk_config;
-void net_keepalive_of(const struct tusk_config *cfg, bool outgoing, struct net_keepalive *k);
+void net_tcp_opts_of(const struct tusk_config *cfg, bool outgoing, struct net_tcp_opts *k);
 /* Set them on fd; best effort. */
-void net_keepalive_apply(int fd, const struct net_keepalive *k);
+void net_tcp_opts_apply(int fd, const struct net_tcp_opts *k);
 
 /* "127.0.0.1:5432" / "[::1]:5432"; always NUL-terminated. */
 void net_addr_str(const struct net_addr *addr, char *out, size_t cap);

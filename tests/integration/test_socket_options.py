@@ -1,9 +1,10 @@
-"""Listener and socket settings PgBouncer has (unix_socket_mode, unix_socket_group, tcp_defer_accept;
-docs/operations.md), each read back from the kernel: the socket file's mode and group and who may
-connect through it, the handshakes a listener holds back (ss)."""
+"""Listener and socket settings PgBouncer has (unix_socket_mode, unix_socket_group, tcp_defer_accept,
+tcp_socket_buffer; docs/operations.md), each read back from the kernel: the socket file's mode and
+group and who may connect through it, the handshakes a listener holds back, socket buffers (ss)."""
 
 import grp
 import os
+import re
 import shutil
 import socket
 import stat
@@ -105,3 +106,26 @@ def test_tcp_defer_accept_off_by_default_and_by_reload(tusk):
                 time.sleep(0.05)
             assert me in client_ports(t), t.cfg_path.read_text()
             assert server_side(t.port, "syn-recv") == []
+
+
+def buffers(filter_expr):
+    """(rcvbuf, sndbuf) of each established socket ss's filter matches, as the kernel holds them."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established", filter_expr], capture_output=True, text=True,
+                         check=True).stdout
+    return [(int(rb), int(tb)) for rb, tb in re.findall(r"skmem:\(r\d+,rb(\d+),t\d+,tb(\d+),", out)]
+
+
+def test_tcp_socket_buffer_on_client_and_server_sockets(tusk, pg):
+    t = tusk(pools=SESSION, tcp_socket_buffer="48kB")
+    with connect(t.port) as c:
+        pid = c.execute("select pg_backend_pid()").fetchone()[0]
+        port = pg.execute("select client_port from pg_stat_activity where pid = %s", [pid])[0][0]
+        # SO_SNDBUF/SO_RCVBUF of 49152: the kernel keeps twice that, and no autotuning moves it
+        want = [(2 * 49152, 2 * 49152)]
+        assert buffers(f"( sport = :{t.port} )") == want, buffers(f"( sport = :{t.port} )")
+        assert buffers(f"( sport = :{port} and dport = :{pg.port} )") == want
+        # the system's on a tusk without the key (Linux starts a receive buffer at tcp_rmem's default)
+        plain = tusk(pools=SESSION)
+        with connect(plain.port):
+            [(rb, _)] = buffers(f"( sport = :{plain.port} )")
+            assert rb != 2 * 49152, rb

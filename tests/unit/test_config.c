@@ -1161,10 +1161,12 @@ static void test_socket_keys(void **state)
 	assert_int_equal(config_unix_socket_group(r.cfg, &gid), 0);
 	assert_int_equal(gid, (unsigned)-1);
 	assert_int_equal(r.cfg->tcp_defer_accept_ms, 0);
+	assert_int_equal(r.cfg->tcp_socket_buffer, 0);
 	release(&r);
-	load_text(&r, BASE "tcp_defer_accept: 45s\n");
+	load_text(&r, BASE "tcp_defer_accept: 45s\ntcp_socket_buffer: 64kB\n");
 	assert_int_equal(r.n, 0);
 	assert_int_equal(r.cfg->tcp_defer_accept_ms, 45000);
+	assert_int_equal(r.cfg->tcp_socket_buffer, 65536);
 	release(&r);
 
 	load_text(&r, BASE "unix_socket_mode: 0660\nunix_socket_group: root\n");

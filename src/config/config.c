@@ -2036,6 +2036,8 @@ static const struct key_def top_keys[] = {
 	{ .name = "tcp_socket_buffer", .type = KEY_SIZE, .offset = TOP_FIELD(tcp_socket_buffer), .min = 0,
 	  .max = 1u << 30, .def = "0", .reloadable = true },
 	/* Set on every listener at start and again at each reload (daemon.c's tune_listeners). */
+	{ .name = "listen_backlog", .type = KEY_INT, .offset = TOP_FIELD(listen_backlog), .min = 1, .max = 65535,
+	  .def = "1024", .reloadable = true },
 	{ .name = "tcp_defer_accept", .type = KEY_DURATION, .offset = TOP_FIELD(tcp_defer_accept_ms), .min = 0,
 	  .max = 3600 * 1000ull, .def = "0", .reloadable = true },
 	{ .name = "log_connections", .type = KEY_ENUM, .offset = TOP_FIELD(log_connections), .names = yes_no_names,

@@ -263,6 +263,7 @@ struct tusk_config {
 	int tcp_keepcnt;
 	uint64_t tcp_user_timeout_ms;
 	uint32_t tcp_socket_buffer;    /* default 0: the system's; else SO_SNDBUF and SO_RCVBUF, bytes */
+	int listen_backlog;            /* default 1024: listen(2)'s backlog on every listener (the kernel caps it at somaxconn) */
 	uint64_t tcp_defer_accept_ms;  /* default 0 (off): TCP_DEFER_ACCEPT on TCP listeners, whole seconds */
 	int log_connections;           /* default true: a line per client login */
 	int log_disconnections;        /* default true: a line per client logout */

@@ -238,6 +238,7 @@ static const char *const handled[] = {
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
 	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "unix_socket_mode",
 	"unix_socket_group", "tcp_defer_accept", "tcp_socket_buffer",
+	"listen_backlog",
 };
 
 static bool is_handled(const char *key)
@@ -676,6 +677,7 @@ static void put_general(struct importer *im, const char *userlist)
 	put_bool(im, "tcp_keepalive");
 	put_plain(im, "tcp_keepcnt", "tcp_keepcnt", false);
 	put_plain(im, "tcp_socket_buffer", "tcp_socket_buffer", false); /* bytes in both */
+	put_plain(im, "listen_backlog", "listen_backlog", false);
 	if ((kv = get(&im->general, "tcp_user_timeout"))) { /* milliseconds in PgBouncer */
 		fprintf(im->out, "tcp_user_timeout: %lldms   # PgBouncer: tcp_user_timeout = %s (milliseconds)\n",
 			atoll(kv->value) < 0 ? 0LL : atoll(kv->value), kv->value);

@@ -99,7 +99,7 @@ static const struct pgb_name names[] = {
 	/* low level */
 	TO("pkt_buf", "buffer_size"),
 	TO("max_packet_size", "max_message_size"),
-	MISSING("listen_backlog", "the system's SOMAXCONN"),
+	SAME("listen_backlog"),
 	NOT_NEEDED("sbuf_loopcnt", "each worker loop is fair by design"),
 	SAME("tcp_defer_accept"),
 	SAME("tcp_socket_buffer"),

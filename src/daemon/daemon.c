@@ -35,8 +35,6 @@
 #include "util/log.h"
 #include "worker/worker.h"
 
-#define LISTEN_BACKLOG 1024
-
 static void unix_path(const struct tusk_config *cfg, int port, char *out, size_t cap)
 {
 	snprintf(out, cap, "%s/.s.PGSQL.%d", cfg->unix_socket_dir, port);
@@ -134,7 +132,7 @@ static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const s
 		int fresh[256];
 		int n = 0;
 		for (; w + n < rt->nworkers; n++) {
-			fresh[n] = net_listen(addr, LISTEN_BACKLOG);
+			fresh[n] = net_listen(addr, cfg->listen_backlog);
 			if (fresh[n] < 0) {
 				rc = fresh[n];
 				log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key, strerror(-rc));
@@ -312,7 +310,7 @@ static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct r
 		}
 		int rc = 0;
 		if (fd < 0)
-			fd = net_listen_unix(path, LISTEN_BACKLOG, mode, gid);
+			fd = net_listen_unix(path, cfg->listen_backlog, mode, gid);
 		else
 			rc = net_unix_own(path, mode, gid);
 		if (fd < 0 || rc < 0) {
@@ -337,13 +335,16 @@ next:;
 }
 
 /* What cfg sets on every listener, inherited and opened before included, at start and at each
- * reload: TCP_DEFER_ACCEPT on the TCP ones. Best effort: a failure is logged. */
+ * reload: listen_backlog, and TCP_DEFER_ACCEPT on the TCP ones. Best effort: a failure is logged. */
 static void tune_listeners(const struct runtime *rt, const struct tusk_config *cfg)
 {
 	int defer_s = (int)((cfg->tcp_defer_accept_ms + 999) / 1000);
 	for (int i = 0; i < rt->nlisteners; i++) {
 		const struct runtime_listener *l = &rt->listeners[i];
-		int rc = strncmp(l->key, "unix:", 5) == 0 ? 0 : net_defer_accept(l->fd, defer_s);
+		int rc = net_set_backlog(l->fd, cfg->listen_backlog);
+		if (rc < 0)
+			log_warn(NULL, NULL, "listener %s: listen_backlog: %s", l->key, strerror(-rc));
+		rc = strncmp(l->key, "unix:", 5) == 0 ? 0 : net_defer_accept(l->fd, defer_s);
 		if (rc < 0)
 			log_warn(NULL, NULL, "listener %s: tcp_defer_accept: %s", l->key, strerror(-rc));
 	}

@@ -82,6 +82,11 @@ err_close_fd : {
 }
 }
 
+int net_set_backlog(int fd, int backlog)
+{
+	return listen(fd, backlog) < 0 ? -errno : 0;
+}
+
 int net_defer_accept(int fd, int seconds)
 {
 	return setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds) < 0 ? -errno : 0;

@@ -56,6 +56,11 @@ int net_unix_addr(const char *path, struct sockaddr_un *sun);
 __attribute__((warn_unused_result))
 int net_unix_probe(const char *path);
 
+/* A new backlog for a listening socket (listen(2) again, which Linux takes as only that). 0 or
+ * -errno. */
+__attribute__((warn_unused_result))
+int net_set_backlog(int fd, int backlog);
+
 /* TCP_DEFER_ACCEPT on a listening TCP socket: the kernel hands a connection to accept only
  * once the client has sent data, or after about seconds (0: at once). 0 or -errno. */
 __attribute__((warn_unused_result))

@@ -1,6 +1,7 @@
 """Listener and socket settings PgBouncer has (unix_socket_mode, unix_socket_group, tcp_defer_accept,
-tcp_socket_buffer; docs/operations.md), each read back from the kernel: the socket file's mode and
-group and who may connect through it, the handshakes a listener holds back, socket buffers (ss)."""
+tcp_socket_buffer, listen_backlog; docs/operations.md), each read back from the kernel: the socket
+file's mode and group and who may connect through it, the handshakes a listener holds back, socket
+buffers and listen backlogs (ss)."""
 
 import grp
 import os
@@ -129,3 +130,25 @@ def test_tcp_socket_buffer_on_client_and_server_sockets(tusk, pg):
         with connect(plain.port):
             [(rb, _)] = buffers(f"( sport = :{plain.port} )")
             assert rb != 2 * 49152, rb
+
+
+def backlogs(t, sockdir):
+    """The backlog of each of t's listeners, TCP and Unix: ss shows it as a listener's Send-Q (after
+    a Netid column for Unix sockets)."""
+    tcp = subprocess.run(["ss", "-tlnH", f"( sport = :{t.port} )"], capture_output=True, text=True, check=True).stdout
+    unix = subprocess.run(["ss", "-xlnH", "src", f"{sockdir}/.s.PGSQL.{t.port}"], capture_output=True, text=True,
+                          check=True).stdout
+    return [int(line.split()[2]) for line in tcp.splitlines()], [int(line.split()[3]) for line in unix.splitlines()]
+
+
+def test_listen_backlog_at_start_and_by_reload(tusk, sockdir):
+    somaxconn = int(open("/proc/sys/net/core/somaxconn").read())
+    plain = tusk(pools=SESSION, unix_socket_dir=sockdir)
+    assert backlogs(plain, sockdir) == ([min(1024, somaxconn)] * 2, [min(1024, somaxconn)])  # two workers
+    t = tusk(pools=SESSION, unix_socket_dir=sockdir, listen_backlog=77)
+    assert backlogs(t, sockdir) == ([77, 77], [77])
+    t.cfg_path.write_text(t.cfg_path.read_text().replace("listen_backlog: 77", "listen_backlog: 33"))
+    reload(t)
+    assert backlogs(t, sockdir) == ([33, 33], [33])
+    with connect(t.port) as c:  # the same sockets still accept
+        assert c.execute("select 1").fetchone() == (1,)

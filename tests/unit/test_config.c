@@ -1162,11 +1162,13 @@ static void test_socket_keys(void **state)
 	assert_int_equal(gid, (unsigned)-1);
 	assert_int_equal(r.cfg->tcp_defer_accept_ms, 0);
 	assert_int_equal(r.cfg->tcp_socket_buffer, 0);
+	assert_int_equal(r.cfg->listen_backlog, 1024);
 	release(&r);
-	load_text(&r, BASE "tcp_defer_accept: 45s\ntcp_socket_buffer: 64kB\n");
+	load_text(&r, BASE "tcp_defer_accept: 45s\ntcp_socket_buffer: 64kB\nlisten_backlog: 128\n");
 	assert_int_equal(r.n, 0);
 	assert_int_equal(r.cfg->tcp_defer_accept_ms, 45000);
 	assert_int_equal(r.cfg->tcp_socket_buffer, 65536);
+	assert_int_equal(r.cfg->listen_backlog, 128);
 	release(&r);
 
 	load_text(&r, BASE "unix_socket_mode: 0660\nunix_socket_group: root\n");
@@ -1188,6 +1190,7 @@ static void test_socket_keys(void **state)
 		  "6: unix_socket_mode: expected an octal file mode such as 0770 (0 to 0777), found \"1777\"");
 	one_error(BASE "unix_socket_mode: rw-rw----\n",
 		  "6: unix_socket_mode: expected an octal file mode such as 0770 (0 to 0777), found \"rw-rw----\"");
+	one_error(BASE "listen_backlog: 0\n", "6: listen_backlog: \"0\" is out of range (1 to 65535)");
 	one_error(BASE "tcp_defer_accept: 2h\n", "6: tcp_defer_accept: \"2h\" is out of range (0 to 1h)");
 	one_error(BASE "unix_socket_group: tusk_no_such_group\n",
 		  "6: unix_socket_group: no such group on this host, found \"tusk_no_such_group\"");

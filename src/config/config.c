@@ -772,6 +772,11 @@ int config_unix_socket_group(const struct tusk_config *cfg, unsigned *gid)
 	return cfg->unix_socket_group ? find_group(cfg->unix_socket_group, gid) : 0;
 }
 
+static const char *check_syslog_facility(const char *val)
+{
+	return log_syslog_facility(val) < 0 ? "expected auth, authpriv, daemon, user or local0 to local7" : NULL;
+}
+
 int config_split_host_port(const char *s, char *host, size_t cap, int *port)
 {
 	const char *colon = strrchr(s, ':');
@@ -849,6 +854,11 @@ static const struct key_def log_keys[] = {
 	{ .name = "format", .type = KEY_ENUM, .offset = LOG_FIELD(format), .names = log_format_names, .def = "text" },
 	{ .name = "target", .type = KEY_STRING, .offset = LOG_FIELD(target), .min = 1, .max = 4096,
 	  .check = check_log_target, .def = "stderr" },
+	/* openlog(3) is called once, at start. */
+	{ .name = "syslog_ident", .type = KEY_STRING, .offset = LOG_FIELD(syslog_ident), .min = 1, .max = 63,
+	  .def = "tusk" },
+	{ .name = "syslog_facility", .type = KEY_STRING, .offset = LOG_FIELD(syslog_facility), .min = 1, .max = 16,
+	  .check = check_syslog_facility, .def = "daemon" },
 };
 static const struct key_table log_table = { log_keys, sizeof(log_keys) / sizeof(log_keys[0]) };
 

@@ -210,6 +210,8 @@ struct tusk_config {
 		enum log_level level;   /* default info */
 		enum log_format format; /* default text */
 		char *target;           /* "stderr" (default), "file:PATH" or "syslog" */
+		char *syslog_ident;     /* default "tusk": the name syslog lines carry */
+		char *syslog_facility;  /* default "daemon" (log_syslog_facility names the rest) */
 	} log;
 
 	int nservices;

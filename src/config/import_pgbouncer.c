@@ -238,7 +238,7 @@ static const char *const handled[] = {
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
 	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "unix_socket_mode",
 	"unix_socket_group", "tcp_defer_accept", "tcp_socket_buffer",
-	"listen_backlog",
+	"listen_backlog", "syslog_ident", "syslog_facility",
 };
 
 static bool is_handled(const char *key)
@@ -645,6 +645,8 @@ static void put_general(struct importer *im, const char *userlist)
 	} else {
 		fputs("stderr\n", im->out);
 	}
+	put_plain(im, "syslog_ident", "  syslog_ident", true); /* under log: */
+	put_plain(im, "syslog_facility", "  syslog_facility", true);
 	put_plain(im, "pidfile", "pidfile", true);
 	put_plain(im, "max_client_conn", "max_client_connections", false);
 	if ((kv = get(&im->general, "auth_type")) && strcmp(kv->value, "hba") == 0) {

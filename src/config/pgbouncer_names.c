@@ -49,8 +49,8 @@ static const struct pgb_name names[] = {
 	MISSING("auth_dbname", "auth_query runs in the client's database"),
 	/* logging */
 	TO("syslog", "log.target: syslog"),
-	MISSING("syslog_ident", "syslog lines are tagged tusk"),
-	MISSING("syslog_facility", "syslog lines go to the daemon facility"),
+	TO("syslog_ident", "log.syslog_ident"),
+	TO("syslog_facility", "log.syslog_facility"),
 	SAME("log_connections"),
 	SAME("log_disconnections"),
 	NOT_NEEDED("log_pooler_errors", "errors tusk sends a client are always logged with its id"),

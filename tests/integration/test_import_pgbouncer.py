@@ -214,13 +214,15 @@ def test_import_carries_socket_keys(tmp_path):
     """unix_socket_mode as PgBouncer reads it (C's 0 prefix for octal), unix_socket_group by name."""
     ini = tmp_path / "p.ini"
     ini.write_text("[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = 127.0.0.1\nunix_socket_mode = 0660\n"
-                   "unix_socket_group = postgres\ntcp_defer_accept = 1\ntcp_socket_buffer = 65536\nlisten_backlog = 128\n")
+                   "unix_socket_group = postgres\ntcp_defer_accept = 1\ntcp_socket_buffer = 65536\nlisten_backlog = 128\nsyslog = 1\nsyslog_ident = pgb\n"
+                   "syslog_facility = local3\n")
     out = tmp_path / "t.yaml"
     r = import_ini(ini, out)
     assert r.returncode == 0, r.stderr
     y = out.read_text()
     for line in ('unix_socket_mode: "0660"', 'unix_socket_group: "postgres"', "tcp_defer_accept: 1s ",
-                 "tcp_socket_buffer: 65536\n", "listen_backlog: 128\n"):
+                 "tcp_socket_buffer: 65536\n", "listen_backlog: 128\n",
+                 'log:\n  level: info\n  target: syslog\n  syslog_ident: "pgb"\n  syslog_facility: "local3"\n'):
         assert line in y, (line, y)
     assert ": not carried" not in r.stderr, r.stderr
     chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)

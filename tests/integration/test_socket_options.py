@@ -1,7 +1,7 @@
 """Listener and socket settings PgBouncer has (unix_socket_mode, unix_socket_group, tcp_defer_accept,
-tcp_socket_buffer, listen_backlog; docs/operations.md), each read back from the kernel: the socket
-file's mode and group and who may connect through it, the handshakes a listener holds back, socket
-buffers and listen backlogs (ss)."""
+tcp_socket_buffer, listen_backlog, log.syslog_ident/facility; docs/operations.md), each read back from
+the kernel: the socket file's mode and group and who may connect through it, the handshakes a listener
+holds back, socket buffers and listen backlogs (ss), the datagrams syslog(3) sends."""
 
 import grp
 import os
@@ -16,7 +16,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import IS_ROOT, SLOW, TEST_DB, connect, console_show
+from conftest import IS_ROOT, SLOW, TEST_DB, TUSK_BIN, connect, console_show, free_port, to_yaml
 from lifecycle_util import reload
 
 pytestmark = pytest.mark.tusk_only
@@ -152,3 +152,34 @@ def test_listen_backlog_at_start_and_by_reload(tusk, sockdir):
     assert backlogs(t, sockdir) == ([33, 33], [33])
     with connect(t.port) as c:  # the same sockets still accept
         assert c.execute("select 1").fetchone() == (1,)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="a mount namespace needs root")
+def test_syslog_ident_and_facility(tmp_path, pg):
+    """tusk's syslog lines reach /dev/log with the configured ident and facility. tusk runs in a
+    mount namespace of its own whose /dev holds the test's datagram socket as log (the host's
+    /dev is left alone)."""
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    log = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    log.bind(str(dev / "log"))
+    log.settimeout(15 * SLOW)
+    port = free_port()
+    cfg = tmp_path / "tusk.yaml"
+    cfg.write_text(to_yaml({
+        "listen": [{"host": "127.0.0.1", "port": port}], "workers": 1,
+        "log": {"level": "info", "target": "syslog", "syslog_ident": "tusk-it", "syslog_facility": "local3"},
+        "services": {"main": {"hosts": [f"127.0.0.1:{pg.port}"]}}, "pools": SESSION}) + "\n")
+    devs = " ".join(f"touch {dev}/{f} && mount --bind /dev/{f} {dev}/{f} &&" for f in ("null", "zero", "urandom"))
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                             f"{devs} mount --rbind {dev} /dev && exec {TUSK_BIN} -c {cfg}"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        line = log.recv(4096).decode(errors="replace")
+        # <PRI> is facility * 8 + severity: local3 (19) and info (6); then the ident and pid
+        assert line.startswith(f"<{19 * 8 + 6}>"), line
+        assert re.search(r" tusk-it\[\d+\]: ", line), line
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30 * SLOW) == 0, proc.stderr.read().decode()[-2000:]
+        log.close()

@@ -1163,6 +1163,8 @@ static void test_socket_keys(void **state)
 	assert_int_equal(r.cfg->tcp_defer_accept_ms, 0);
 	assert_int_equal(r.cfg->tcp_socket_buffer, 0);
 	assert_int_equal(r.cfg->listen_backlog, 1024);
+	assert_string_equal(r.cfg->log.syslog_ident, "tusk");
+	assert_string_equal(r.cfg->log.syslog_facility, "daemon");
 	release(&r);
 	load_text(&r, BASE "tcp_defer_accept: 45s\ntcp_socket_buffer: 64kB\nlisten_backlog: 128\n");
 	assert_int_equal(r.n, 0);
@@ -1190,6 +1192,8 @@ static void test_socket_keys(void **state)
 		  "6: unix_socket_mode: expected an octal file mode such as 0770 (0 to 0777), found \"1777\"");
 	one_error(BASE "unix_socket_mode: rw-rw----\n",
 		  "6: unix_socket_mode: expected an octal file mode such as 0770 (0 to 0777), found \"rw-rw----\"");
+	one_error(BASE "log:\n  syslog_facility: kern\n",
+		  "7: log.syslog_facility: expected auth, authpriv, daemon, user or local0 to local7, found \"kern\"");
 	one_error(BASE "listen_backlog: 0\n", "6: listen_backlog: \"0\" is out of range (1 to 65535)");
 	one_error(BASE "tcp_defer_accept: 2h\n", "6: tcp_defer_accept: \"2h\" is out of range (0 to 1h)");
 	one_error(BASE "unix_socket_group: tusk_no_such_group\n",

@@ -332,7 +332,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	if (log_init(cfg->log.level, cfg->log.format, cfg->log.target) < 0) {
+	if (log_set_syslog(cfg->log.syslog_ident, cfg->log.syslog_facility) < 0 ||
+	    log_init(cfg->log.level, cfg->log.format, cfg->log.target) < 0) {
 		fprintf(stderr, "tusk: cannot open log target %s\n", cfg->log.target);
 		config_free(cfg);
 		return 1;

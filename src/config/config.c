@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -732,6 +733,50 @@ static const char *check_log_target(const char *val)
 	return "expected stderr, syslog or file:PATH";
 }
 
+static const char *check_octal_mode(const char *val)
+{
+	if (strlen(val) > 4 || strspn(val, "01234567") != strlen(val) || strtoul(val, NULL, 8) > 0777)
+		return "expected an octal file mode such as 0770 (0 to 0777)";
+	return NULL;
+}
+
+unsigned config_unix_socket_mode(const struct tusk_config *cfg)
+{
+	return (unsigned)strtoul(cfg->unix_socket_mode, NULL, 8);
+}
+
+/* A group name, or a gid in digits as PgBouncer takes it (not looked up). */
+static int find_group(const char *name, unsigned *gid)
+{
+	struct group gr, *found = NULL;
+	char buf[16384];
+	if (strspn(name, "0123456789") == strlen(name) && strlen(name) < 10) {
+		*gid = (unsigned)strtoul(name, NULL, 10);
+		return 0;
+	}
+	if (getgrnam_r(name, &gr, buf, sizeof buf, &found) != 0 || !found)
+		return -ENOENT;
+	*gid = (unsigned)found->gr_gid;
+	return 0;
+}
+
+static const char *check_group(const char *val)
+{
+	unsigned gid;
+	return find_group(val, &gid) == 0 ? NULL : "no such group on this host";
+}
+
+int config_unix_socket_group(const struct tusk_config *cfg, unsigned *gid)
+{
+	*gid = (unsigned)-1;
+	return cfg->unix_socket_group ? find_group(cfg->unix_socket_group, gid) : 0;
+}
+
+static const char *check_syslog_facility(const char *val)
+{
+	return log_syslog_facility(val) < 0 ? "expected auth, authpriv, daemon, user or local0 to local7" : NULL;
+}
+
 int config_split_host_port(const char *s, char *host, size_t cap, int *port)
 {
 	const char *colon = strrchr(s, ':');
@@ -809,6 +854,11 @@ static const struct key_def log_keys[] = {
 	{ .name = "format", .type = KEY_ENUM, .offset = LOG_FIELD(format), .names = log_format_names, .def = "text" },
 	{ .name = "target", .type = KEY_STRING, .offset = LOG_FIELD(target), .min = 1, .max = 4096,
 	  .check = check_log_target, .def = "stderr" },
+	/* openlog(3) is called once, at start. */
+	{ .name = "syslog_ident", .type = KEY_STRING, .offset = LOG_FIELD(syslog_ident), .min = 1, .max = 63,
+	  .def = "tusk" },
+	{ .name = "syslog_facility", .type = KEY_STRING, .offset = LOG_FIELD(syslog_facility), .min = 1, .max = 16,
+	  .check = check_syslog_facility, .def = "daemon" },
 };
 static const struct key_table log_table = { log_keys, sizeof(log_keys) / sizeof(log_keys[0]) };
 
@@ -1959,6 +2009,11 @@ static const struct key_def top_keys[] = {
 	{ .name = "auth_cache_ttl", .type = KEY_DURATION, .offset = TOP_FIELD(auth_cache_ttl_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
 	{ .name = "unix_socket_dir", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_dir), .min = 1, .max = 90 },
+	/* Set on the socket files as they are opened (at start, and at a takeover on the ones inherited). */
+	{ .name = "unix_socket_mode", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_mode), .min = 1, .max = 16,
+	  .check = check_octal_mode, .def = "0777" },
+	{ .name = "unix_socket_group", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_group), .min = 1,
+	  .max = 255, .check = check_group },
 	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = TOP_FIELD(server_lifetime_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .def = "1h", .reloadable = true },
 	{ .name = "server_check_delay", .type = KEY_DURATION, .offset = TOP_FIELD(server_check_delay_ms), .min = 0,
@@ -2009,6 +2064,13 @@ static const struct key_def top_keys[] = {
 	  .reloadable = true },
 	{ .name = "tcp_user_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(tcp_user_timeout_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "0", .reloadable = true },
+	{ .name = "tcp_socket_buffer", .type = KEY_SIZE, .offset = TOP_FIELD(tcp_socket_buffer), .min = 0,
+	  .max = 1u << 30, .def = "0", .reloadable = true },
+	/* Set on every listener at start and again at each reload (daemon.c's tune_listeners). */
+	{ .name = "listen_backlog", .type = KEY_INT, .offset = TOP_FIELD(listen_backlog), .min = 1, .max = 65535,
+	  .def = "1024", .reloadable = true },
+	{ .name = "tcp_defer_accept", .type = KEY_DURATION, .offset = TOP_FIELD(tcp_defer_accept_ms), .min = 0,
+	  .max = 3600 * 1000ull, .def = "0", .reloadable = true },
 	{ .name = "log_connections", .type = KEY_ENUM, .offset = TOP_FIELD(log_connections), .names = yes_no_names,
 	  .def = "true", .reloadable = true },
 	{ .name = "log_disconnections", .type = KEY_ENUM, .offset = TOP_FIELD(log_disconnections),

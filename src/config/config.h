@@ -218,6 +218,8 @@ struct tusk_config {
 		enum log_level level;   /* default info */
 		enum log_format format; /* default text */
 		char *target;           /* "stderr" (default), "file:PATH" or "syslog" */
+		char *syslog_ident;     /* default "tusk": the name syslog lines carry */
+		char *syslog_facility;  /* default "daemon" (log_syslog_facility names the rest) */
 	} log;
 
 	int nservices;
@@ -261,18 +263,23 @@ struct tusk_config {
 	char *auth_dbname;             /* NULL: auth_query runs in the client's (server) database */
 	uint64_t auth_cache_ttl_ms;    /* default 60s: how long auth_query answers are kept; 0 = not cached */
 	char *unix_socket_dir;         /* NULL: no Unix socket; else DIR/.s.PGSQL.<port> per listen port */
+	char *unix_socket_mode;        /* default "0777": octal, checked (config_unix_socket_mode) */
+	char *unix_socket_group;       /* NULL: the process's group; else a group name that exists */
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
 	int max_client_connections;    /* default 10000 */
 	uint64_t shutdown_timeout_ms;  /* default 30s: SIGTERM waits this long for transactions to finish */
-	/* TCP keepalive and TCP_USER_TIMEOUT of client and server sockets (PgBouncer's tcp_* keys;
-	 * net_keepalive_of). 0: the system's default on client sockets, tusk's own on server
+	/* TCP keepalive, TCP_USER_TIMEOUT and buffers of client and server sockets (PgBouncer's tcp_* keys;
+	 * net_tcp_opts_of). 0: the system's default on client sockets, tusk's own on server
 	 * sockets (probes after 30 s idle, 10 s apart, 3 of them; 30 s unacknowledged). */
 	int tcp_keepalive;             /* default true: SO_KEEPALIVE on both */
 	uint64_t tcp_keepidle_ms;      /* rounded up to whole seconds */
 	uint64_t tcp_keepintvl_ms;     /* rounded up to whole seconds */
 	int tcp_keepcnt;
 	uint64_t tcp_user_timeout_ms;
+	uint32_t tcp_socket_buffer;    /* default 0: the system's; else SO_SNDBUF and SO_RCVBUF, bytes */
+	int listen_backlog;            /* default 1024: listen(2)'s backlog on every listener (the kernel caps it at somaxconn) */
+	uint64_t tcp_defer_accept_ms;  /* default 0 (off): TCP_DEFER_ACCEPT on TCP listeners, whole seconds */
 	int log_connections;           /* default true: a line per client login */
 	int log_disconnections;        /* default true: a line per client logout */
 	uint64_t stats_period_ms;      /* default 60s: a stats line per period; 0 = none */
@@ -360,6 +367,12 @@ bool config_name_listed(char *const *names, int n, const char *user);
  * summarised; secrets are shown as "********"). For the console's SHOW CONFIG. */
 typedef void config_key_fn(void *arg, const char *key, const char *value, const char *def, bool reloadable);
 void config_describe(const struct tusk_config *cfg, config_key_fn *fn, void *arg);
+
+/* unix_socket_mode as a mode (the load checked it: octal, at most 0777). */
+unsigned config_unix_socket_mode(const struct tusk_config *cfg);
+/* unix_socket_group's gid into *gid ((unsigned)-1 when the key is unset): 0, or -ENOENT when
+ * the group is gone since the load. Blocking (NSS): not on a worker loop. */
+int config_unix_socket_group(const struct tusk_config *cfg, unsigned *gid);
 
 /* Split "HOST:PORT" or "[V6]:PORT" into host (brackets dropped) and port. 0 or -EINVAL. */
 int config_split_host_port(const char *s, char *host, size_t cap, int *port);

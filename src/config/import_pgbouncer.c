@@ -237,7 +237,9 @@ static const char *const handled[] = {
 	"server_tls_cert_file", "server_lifetime", "server_idle_timeout", "server_connect_timeout",
 	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
-	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout",
+	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "unix_socket_mode",
+	"unix_socket_group", "tcp_defer_accept", "tcp_socket_buffer",
+	"listen_backlog", "syslog_ident", "syslog_facility",
 	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname", "application_name_add_host",
 };
 
@@ -626,6 +628,18 @@ static void put_general(struct importer *im, const char *userlist)
 	put_listen(im);
 	if ((kv = get(&im->general, "unix_socket_dir")) && kv->value[0])
 		put_plain(im, "unix_socket_dir", "unix_socket_dir", true);
+	if ((kv = get(&im->general, "unix_socket_mode"))) { /* PgBouncer reads it as C does: 0660 octal, 432 decimal */
+		char *end;
+		long mode = strtol(kv->value, &end, 0);
+		if (end == kv->value || *end || mode < 0 || mode > 0777) {
+			skip(im, "pgbouncer", kv->key, kv->value, kv->line, "not a file mode from 0 to 0777");
+		} else {
+			fprintf(im->out, "unix_socket_mode: \"%04lo\"\n", mode);
+			im->ncarried++;
+		}
+	}
+	if ((kv = get(&im->general, "unix_socket_group")) && kv->value[0])
+		put_plain(im, "unix_socket_group", "unix_socket_group", true);
 	kv = get(&im->general, "logfile");
 	const struct imp_kv *sl = get(&im->general, "syslog"), *vb = get(&im->general, "verbose");
 	fprintf(im->out, "log:\n  level: %s\n  target: ", vb && atoi(vb->value) > 0 ? "debug" : "info");
@@ -639,6 +653,8 @@ static void put_general(struct importer *im, const char *userlist)
 	} else {
 		fputs("stderr\n", im->out);
 	}
+	put_plain(im, "syslog_ident", "  syslog_ident", true); /* under log: */
+	put_plain(im, "syslog_facility", "  syslog_facility", true);
 	put_plain(im, "pidfile", "pidfile", true);
 	put_plain(im, "max_client_conn", "max_client_connections", false);
 	if ((kv = get(&im->general, "auth_type")) && strcmp(kv->value, "hba") == 0) {
@@ -675,10 +691,23 @@ static void put_general(struct importer *im, const char *userlist)
 	put_plain(im, "max_prepared_statements", "max_prepared_statements", false);
 	put_bool(im, "tcp_keepalive");
 	put_plain(im, "tcp_keepcnt", "tcp_keepcnt", false);
+	put_plain(im, "tcp_socket_buffer", "tcp_socket_buffer", false); /* bytes in both */
+	put_plain(im, "listen_backlog", "listen_backlog", false);
 	if ((kv = get(&im->general, "tcp_user_timeout"))) { /* milliseconds in PgBouncer */
 		fprintf(im->out, "tcp_user_timeout: %lldms   # PgBouncer: tcp_user_timeout = %s (milliseconds)\n",
 			atoll(kv->value) < 0 ? 0LL : atoll(kv->value), kv->value);
 		im->ncarried++;
+	}
+	if ((kv = get(&im->general, "tcp_defer_accept"))) { /* a switch in PgBouncer: on sets 1 s */
+		char *end;
+		long on = strtol(kv->value, &end, 0);
+		if (end == kv->value || *end) {
+			skip(im, "pgbouncer", kv->key, kv->value, kv->line, "not a number");
+		} else {
+			fprintf(im->out, "tcp_defer_accept: %s   # PgBouncer: tcp_defer_accept = %s (%s)\n", on ? "1s" : "0",
+				kv->value, on ? "on: TCP_DEFER_ACCEPT of 1 s" : "off");
+			im->ncarried++;
+		}
 	}
 	put_durations(im);
 }

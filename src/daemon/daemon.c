@@ -35,8 +35,6 @@
 #include "util/log.h"
 #include "worker/worker.h"
 
-#define LISTEN_BACKLOG 1024
-
 static void unix_path(const struct tusk_config *cfg, int port, char *out, size_t cap)
 {
 	snprintf(out, cap, "%s/.s.PGSQL.%d", cfg->unix_socket_dir, port);
@@ -134,7 +132,7 @@ static int open_entry(struct runtime *rt, const struct tusk_config *cfg, const s
 		int fresh[256];
 		int n = 0;
 		for (; w + n < rt->nworkers; n++) {
-			fresh[n] = net_listen(addr, LISTEN_BACKLOG);
+			fresh[n] = net_listen(addr, cfg->listen_backlog);
 			if (fresh[n] < 0) {
 				rc = fresh[n];
 				log_error(NULL, NULL, "%s: listen %s: %s", cfg->path, key, strerror(-rc));
@@ -280,9 +278,15 @@ static int open_entries(struct runtime *rt, const struct tusk_config *cfg, const
 	return rc;
 }
 
-/* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. */
+/* Unix sockets (no SO_REUSEPORT for them): worker 0 accepts on them. Inherited ones take
+ * this configuration's unix_socket_mode and unix_socket_group too. */
 static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct runtime_inherited *inh, int ninh)
 {
+	unsigned mode = config_unix_socket_mode(cfg), gid;
+	if (cfg->unix_socket_dir && config_unix_socket_group(cfg, &gid) < 0) {
+		log_error(NULL, NULL, "%s: unix_socket_group %s: no such group", cfg->path, cfg->unix_socket_group);
+		return -ENOENT;
+	}
 	for (int i = 0; cfg->unix_socket_dir && i < cfg->nlisten; i++) {
 		char path[128], key[300];
 		int fd = -1;
@@ -304,13 +308,19 @@ static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct r
 			log_error(NULL, NULL, "listen on Unix socket %s: " ANOTHER_LISTENS, path);
 			return -EADDRINUSE;
 		}
+		int rc = 0;
 		if (fd < 0)
-			fd = net_listen_unix(path, LISTEN_BACKLOG);
-		if (fd < 0) {
-			log_error(NULL, NULL, "listen on Unix socket %s: %s", path, strerror(-fd));
-			return fd;
+			fd = net_listen_unix(path, cfg->listen_backlog, mode, gid);
+		else
+			rc = net_unix_own(path, mode, gid);
+		if (fd < 0 || rc < 0) {
+			rc = fd < 0 ? fd : rc;
+			log_error(NULL, NULL, "listen on Unix socket %s: %s", path, strerror(-rc));
+			if (fd >= 0)
+				close(fd);
+			return rc;
 		}
-		int rc = give_listener(rt, key, fd, 0);
+		rc = give_listener(rt, key, fd, 0);
 		if (rc < 0)
 			return rc;
 		struct stat st;
@@ -322,6 +332,22 @@ static int open_unix(struct runtime *rt, const struct tusk_config *cfg, struct r
 next:;
 	}
 	return 0;
+}
+
+/* What cfg sets on every listener, inherited and opened before included, at start and at each
+ * reload: listen_backlog, and TCP_DEFER_ACCEPT on the TCP ones. Best effort: a failure is logged. */
+static void tune_listeners(const struct runtime *rt, const struct tusk_config *cfg)
+{
+	int defer_s = (int)((cfg->tcp_defer_accept_ms + 999) / 1000);
+	for (int i = 0; i < rt->nlisteners; i++) {
+		const struct runtime_listener *l = &rt->listeners[i];
+		int rc = net_set_backlog(l->fd, cfg->listen_backlog);
+		if (rc < 0)
+			log_warn(NULL, NULL, "listener %s: listen_backlog: %s", l->key, strerror(-rc));
+		rc = strncmp(l->key, "unix:", 5) == 0 ? 0 : net_defer_accept(l->fd, defer_s);
+		if (rc < 0)
+			log_warn(NULL, NULL, "listener %s: tcp_defer_accept: %s", l->key, strerror(-rc));
+	}
 }
 
 static void publish(struct runtime *rt, struct runtime_gen *g)
@@ -513,6 +539,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 			inherited[i].fd = -1;
 		}
 	}
+	tune_listeners(rt, cfg);
 	post_listeners(rt);
 	return 0;
 
@@ -612,6 +639,7 @@ int daemon_reload(struct runtime *rt, const char *path)
 		goto out;
 	}
 	publish(rt, g);
+	tune_listeners(rt, g->cfg);
 	post_listeners(rt);
 	pool_registry_reload(rt->pools, g->cfg);
 	/* Listeners whose listen entry is gone. */

@@ -82,6 +82,16 @@ err_close_fd : {
 }
 }
 
+int net_set_backlog(int fd, int backlog)
+{
+	return listen(fd, backlog) < 0 ? -errno : 0;
+}
+
+int net_defer_accept(int fd, int seconds)
+{
+	return setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &seconds, sizeof seconds) < 0 ? -errno : 0;
+}
+
 int net_unix_addr(const char *path, struct sockaddr_un *sun)
 {
 	*sun = (struct sockaddr_un){ .sun_family = AF_UNIX };
@@ -92,7 +102,14 @@ int net_unix_addr(const char *path, struct sockaddr_un *sun)
 	return 0;
 }
 
-int net_listen_unix(const char *path, int backlog)
+int net_unix_own(const char *path, unsigned mode, unsigned gid)
+{
+	if (gid != (unsigned)-1 && chown(path, (uid_t)-1, (gid_t)gid) < 0)
+		return -errno;
+	return chmod(path, (mode_t)mode) < 0 ? -errno : 0;
+}
+
+int net_listen_unix(const char *path, int backlog, unsigned mode, unsigned gid)
 {
 	struct sockaddr_un sun;
 	if (net_unix_addr(path, &sun) < 0)
@@ -101,10 +118,13 @@ int net_listen_unix(const char *path, int backlog)
 	if (fd < 0)
 		return -errno;
 	(void)unlink(path);
-	if (bind(fd, (const struct sockaddr *)&sun, sizeof sun) < 0 || chmod(path, 0777) < 0 || listen(fd, backlog) < 0) {
-		int e = errno;
+	/* Mode and group before listen: no client connects through the umask's mode. */
+	int rc = bind(fd, (const struct sockaddr *)&sun, sizeof sun) < 0 ? -errno : net_unix_own(path, mode, gid);
+	if (rc == 0 && listen(fd, backlog) < 0)
+		rc = -errno;
+	if (rc < 0) {
 		close(fd);
-		return -e;
+		return rc;
 	}
 	return fd;
 }
@@ -140,11 +160,25 @@ int net_unix_probe(const char *path)
 	return rc;
 }
 
+static void set_buffers(int fd, int buffer)
+{
+	if (buffer > 0) {
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &buffer, sizeof buffer);
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
+	}
+}
+
 int net_connect(const struct net_addr *addr)
+{
+	return net_connect_buffered(addr, 0);
+}
+
+int net_connect_buffered(const struct net_addr *addr, int buffer)
 {
 	int fd = socket(addr->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	set_buffers(fd, buffer);
 	if (connect(fd, (const struct sockaddr *)&addr->sa, addr->len) < 0 && errno != EINPROGRESS) {
 		int e = errno;
 		close(fd);
@@ -187,13 +221,14 @@ static int whole_seconds(uint64_t ms)
 	return ms ? (int)((ms + 999) / 1000) : 0;
 }
 
-void net_keepalive_of(const struct tusk_config *cfg, bool outgoing, struct net_keepalive *k)
+void net_tcp_opts_of(const struct tusk_config *cfg, bool outgoing, struct net_tcp_opts *k)
 {
 	k->on = cfg->tcp_keepalive != 0;
 	k->idle_s = whole_seconds(cfg->tcp_keepidle_ms);
 	k->intvl_s = whole_seconds(cfg->tcp_keepintvl_ms);
 	k->cnt = cfg->tcp_keepcnt;
 	k->user_timeout_ms = (unsigned)cfg->tcp_user_timeout_ms;
+	k->buffer = (int)cfg->tcp_socket_buffer; /* at most 1GB (config.c) */
 	if (outgoing) { /* tusk's own defaults (net_tune_outgoing) where the file says nothing */
 		k->idle_s = k->idle_s ? k->idle_s : NET_KEEPIDLE_S;
 		k->intvl_s = k->intvl_s ? k->intvl_s : NET_KEEPINTVL_S;
@@ -202,7 +237,7 @@ void net_keepalive_of(const struct tusk_config *cfg, bool outgoing, struct net_k
 	}
 }
 
-void net_keepalive_apply(int fd, const struct net_keepalive *k)
+void net_tcp_opts_apply(int fd, const struct net_tcp_opts *k)
 {
 	int on = k->on ? 1 : 0;
 	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
@@ -214,6 +249,7 @@ void net_keepalive_apply(int fd, const struct net_keepalive *k)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &k->cnt, sizeof k->cnt);
 	if (k->user_timeout_ms > 0)
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &k->user_timeout_ms, sizeof k->user_timeout_ms);
+	set_buffers(fd, k->buffer);
 }
 
 void net_tune_outgoing(int fd)

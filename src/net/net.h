@@ -30,10 +30,15 @@ int net_addr_numeric(const char *host, int port, struct net_addr *out);
 __attribute__((warn_unused_result))
 int net_listen(const struct net_addr *addr, int backlog);
 
-/* A non-blocking listening Unix socket at path (a stale socket file is replaced), mode 0777
- * as PostgreSQL's. fd or -errno (-ENAMETOOLONG when path does not fit). */
+/* A non-blocking listening Unix socket at path (a stale socket file is replaced), its file
+ * given mode and group gid as net_unix_own before it listens. fd or -errno (-ENAMETOOLONG when
+ * path does not fit). */
 __attribute__((warn_unused_result))
-int net_listen_unix(const char *path, int backlog);
+int net_listen_unix(const char *path, int backlog, unsigned mode, unsigned gid);
+
+/* The socket file at path: group gid ((unsigned)-1: left as it is), then mode. 0 or -errno. */
+__attribute__((warn_unused_result))
+int net_unix_own(const char *path, unsigned mode, unsigned gid);
 
 /* Whether another socket listens on addr: 0 when none does, -EADDRINUSE when one does (a
  * socket bound there with SO_REUSEADDR but not SO_REUSEPORT is refused only by a listener,
@@ -51,9 +56,23 @@ int net_unix_addr(const char *path, struct sockaddr_un *sun);
 __attribute__((warn_unused_result))
 int net_unix_probe(const char *path);
 
+/* A new backlog for a listening socket (listen(2) again, which Linux takes as only that). 0 or
+ * -errno. */
+__attribute__((warn_unused_result))
+int net_set_backlog(int fd, int backlog);
+
+/* TCP_DEFER_ACCEPT on a listening TCP socket: the kernel hands a connection to accept only
+ * once the client has sent data, or after about seconds (0: at once). 0 or -errno. */
+__attribute__((warn_unused_result))
+int net_defer_accept(int fd, int seconds);
+
 /* Start a non-blocking connect. fd (connect in progress or done) or -errno. */
 __attribute__((warn_unused_result))
 int net_connect(const struct net_addr *addr);
+/* The same with SO_SNDBUF and SO_RCVBUF of buffer bytes (0: the system's), set before the
+ * handshake so that the window scale it offers fits them. */
+__attribute__((warn_unused_result))
+int net_connect_buffered(const struct net_addr *addr, int buffer);
 
 /* After the socket turned writable: 0 when connected, else -errno from SO_ERROR. */
 int net_connect_result(int fd);
@@ -72,18 +91,19 @@ void net_tune_outgoing(int fd);
 #define NET_KEEPCNT 3
 #define NET_USER_TIMEOUT_MS 30000u
 
-/* A socket's keepalive and TCP_USER_TIMEOUT (0: left as it is). */
-struct net_keepalive {
+/* A socket's keepalive, TCP_USER_TIMEOUT and buffer sizes (0: left as they are). */
+struct net_tcp_opts {
 	bool on;
 	int idle_s, intvl_s, cnt;
 	unsigned user_timeout_ms;
+	int buffer; /* SO_SNDBUF and SO_RCVBUF; the kernel doubles it and caps it at [wr]mem_max */
 };
 /* From the configuration's tcp_* keys: for a client socket (0s leave the system's defaults)
  * or, outgoing, a server socket (0s take net_tune_outgoing's). */
 struct tusk_config;
-void net_keepalive_of(const struct tusk_config *cfg, bool outgoing, struct net_keepalive *k);
+void net_tcp_opts_of(const struct tusk_config *cfg, bool outgoing, struct net_tcp_opts *k);
 /* Set them on fd; best effort. */
-void net_keepalive_apply(int fd, const struct net_keepalive *k);
+void net_tcp_opts_apply(int fd, const struct net_tcp_opts *k);
 
 /* "127.0.0.1:5432" / "[::1]:5432"; always NUL-terminated. */
 void net_addr_str(const struct net_addr *addr, char *out, size_t cap);

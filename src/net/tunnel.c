@@ -383,8 +383,8 @@ int tunnel_start(const struct tunnel_opts *o, struct tunnel **out)
 		goto err;
 	}
 	snprintf(t->path, sizeof(t->path), "%s/s", t->dir);
-	/* The directory's 0700 is what guards the socket (net_listen_unix makes it 0777). */
-	rc = net_listen_unix(t->path, 64);
+	/* The directory's 0700 is what guards the socket. */
+	rc = net_listen_unix(t->path, 64, 0777, (unsigned)-1);
 	if (rc < 0) {
 		log_error(NULL, NULL, "%s: TLS tunnel: cannot listen on %s: %s", o->name, t->path, strerror(-rc));
 		t->path[0] = '\0';

@@ -353,12 +353,12 @@ err_free:
 static void start_connect(struct server *s, struct worker *w)
 {
 	TUSK_PROBE3(connect__start, s->id, s->ctx, w->index);
-	s->fd = net_connect(&s->addr);
-	if (s->fd >= 0 && s->addr.sa.ss_family != AF_UNIX) {
-		struct net_keepalive k;
-		net_keepalive_of(w->rt->cfg, true, &k);
-		net_keepalive_apply(s->fd, &k);
-	}
+	struct net_tcp_opts k;
+	net_tcp_opts_of(w->rt->cfg, true, &k);
+	bool tcp = s->addr.sa.ss_family != AF_UNIX;
+	s->fd = net_connect_buffered(&s->addr, tcp ? k.buffer : 0);
+	if (s->fd >= 0 && tcp)
+		net_tcp_opts_apply(s->fd, &k);
 	if (s->fd < 0) {
 		/* Report asynchronously-shaped failures the same way: through done, from the loop. */
 		int e = -s->fd;

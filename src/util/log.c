@@ -500,6 +500,36 @@ static void *logger_main(void *arg)
 	return NULL;
 }
 
+/* openlog(3) keeps the ident pointer: it lives here. */
+static char syslog_ident[64] = "tusk";
+static int syslog_facility = LOG_DAEMON;
+
+int log_syslog_facility(const char *name)
+{
+	static const struct {
+		const char *name;
+		int value;
+	} names[] = {
+		{ "auth", LOG_AUTH },	  { "authpriv", LOG_AUTHPRIV }, { "daemon", LOG_DAEMON }, { "user", LOG_USER },
+		{ "local0", LOG_LOCAL0 }, { "local1", LOG_LOCAL1 },	{ "local2", LOG_LOCAL2 }, { "local3", LOG_LOCAL3 },
+		{ "local4", LOG_LOCAL4 }, { "local5", LOG_LOCAL5 },	{ "local6", LOG_LOCAL6 }, { "local7", LOG_LOCAL7 },
+	};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (strcmp(name, names[i].name) == 0)
+			return names[i].value;
+	return -EINVAL;
+}
+
+int log_set_syslog(const char *ident, const char *facility)
+{
+	int f = log_syslog_facility(facility);
+	if (f < 0 || !ident[0] || strlen(ident) >= sizeof syslog_ident)
+		return -EINVAL;
+	snprintf(syslog_ident, sizeof syslog_ident, "%s", ident);
+	syslog_facility = f;
+	return 0;
+}
+
 int log_init(enum log_level level, enum log_format format, const char *target)
 {
 	enum log_target_kind kind;
@@ -535,7 +565,7 @@ int log_init(enum log_level level, enum log_format format, const char *target)
 			goto err_free_ring;
 		}
 	} else if (kind == LOG_TARGET_SYSLOG) {
-		openlog("tusk", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+		openlog(syslog_ident, LOG_PID | LOG_NDELAY, syslog_facility);
 	}
 
 	logger.ring = ring;

@@ -18,6 +18,13 @@ enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
  * after log_shutdown) lines go synchronously to stderr, so startup errors are seen. */
 __attribute__((warn_unused_result))
 int log_init(enum log_level level, enum log_format format, const char *target);
+/* syslog(3)'s facility named as PgBouncer's syslog_facility names it: auth, authpriv, daemon,
+ * user, local0 to local7. The LOG_* value, or -EINVAL. */
+int log_syslog_facility(const char *name);
+/* For the syslog target: the ident and facility (a name log_syslog_facility takes) openlog(3)
+ * gets. Before log_init; by default "tusk" and daemon. 0 or -EINVAL. */
+__attribute__((warn_unused_result))
+int log_set_syslog(const char *ident, const char *facility);
 /* SIGUSR1 (log rotation): reopen a file:PATH target by name, so lines go to the new file
  * once the old one was renamed. No-op for stderr and syslog. 0 or a negative errno (the
  * old file is kept). Same thread as log_init. */

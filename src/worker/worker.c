@@ -148,9 +148,9 @@ static void accept_cb(struct ev_loop *loop, ev_io *io, int revents)
 			return;
 		}
 		if (peer.sa.ss_family != AF_UNIX && w->rt->cfg) { /* tcp_keepalive and the rest, as the file says now */
-			struct net_keepalive k;
-			net_keepalive_of(w->rt->cfg, false, &k);
-			net_keepalive_apply(fd, &k);
+			struct net_tcp_opts k;
+			net_tcp_opts_of(w->rt->cfg, false, &k);
+			net_tcp_opts_apply(fd, &k);
 		}
 		if (accept)
 			accept(w, fd, &peer, l->key);

@@ -1148,6 +1148,58 @@ static void test_check_reload(void **state)
 	release(&a);
 }
 
+/* The listener and socket keys PgBouncer has: defaults, values, and what is refused. */
+static void test_socket_keys(void **state)
+{
+	struct result r;
+	unsigned gid;
+	(void)state;
+
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(config_unix_socket_mode(r.cfg), 0777);
+	assert_int_equal(config_unix_socket_group(r.cfg, &gid), 0);
+	assert_int_equal(gid, (unsigned)-1);
+	assert_int_equal(r.cfg->tcp_defer_accept_ms, 0);
+	assert_int_equal(r.cfg->tcp_socket_buffer, 0);
+	assert_int_equal(r.cfg->listen_backlog, 1024);
+	assert_string_equal(r.cfg->log.syslog_ident, "tusk");
+	assert_string_equal(r.cfg->log.syslog_facility, "daemon");
+	release(&r);
+	load_text(&r, BASE "tcp_defer_accept: 45s\ntcp_socket_buffer: 64kB\nlisten_backlog: 128\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->tcp_defer_accept_ms, 45000);
+	assert_int_equal(r.cfg->tcp_socket_buffer, 65536);
+	assert_int_equal(r.cfg->listen_backlog, 128);
+	release(&r);
+
+	load_text(&r, BASE "unix_socket_mode: 0660\nunix_socket_group: root\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(config_unix_socket_mode(r.cfg), 0660);
+	assert_int_equal(config_unix_socket_group(r.cfg, &gid), 0);
+	assert_int_equal(gid, 0);
+	release(&r);
+	load_text(&r, BASE "unix_socket_mode: \"700\"\nunix_socket_group: 4242\n"); /* a gid is not looked up */
+	assert_int_equal(r.n, 0);
+	assert_int_equal(config_unix_socket_mode(r.cfg), 0700);
+	assert_int_equal(config_unix_socket_group(r.cfg, &gid), 0);
+	assert_int_equal(gid, 4242);
+	release(&r);
+
+	one_error(BASE "unix_socket_mode: 0999\n",
+		  "6: unix_socket_mode: expected an octal file mode such as 0770 (0 to 0777), found \"0999\"");
+	one_error(BASE "unix_socket_mode: 1777\n",
+		  "6: unix_socket_mode: expected an octal file mode such as 0770 (0 to 0777), found \"1777\"");
+	one_error(BASE "unix_socket_mode: rw-rw----\n",
+		  "6: unix_socket_mode: expected an octal file mode such as 0770 (0 to 0777), found \"rw-rw----\"");
+	one_error(BASE "log:\n  syslog_facility: kern\n",
+		  "7: log.syslog_facility: expected auth, authpriv, daemon, user or local0 to local7, found \"kern\"");
+	one_error(BASE "listen_backlog: 0\n", "6: listen_backlog: \"0\" is out of range (1 to 65535)");
+	one_error(BASE "tcp_defer_accept: 2h\n", "6: tcp_defer_accept: \"2h\" is out of range (0 to 1h)");
+	one_error(BASE "unix_socket_group: tusk_no_such_group\n",
+		  "6: unix_socket_group: no such group on this host, found \"tusk_no_such_group\"");
+}
+
 /* auth_user / auth_query / auth_cache_ttl: defaults, per-rule overrides, and the $1 rule. */
 static void test_auth_query_keys(void **state)
 {
@@ -1294,6 +1346,7 @@ int main(void)
 		cmocka_unit_test(test_pool_mode_name),
 		cmocka_unit_test(test_check_reload),
 		cmocka_unit_test(test_auth_query_keys),
+		cmocka_unit_test(test_socket_keys),
 		cmocka_unit_test(test_admin),
 		cmocka_unit_test(test_example_loads),
 		cmocka_unit_test(test_redis_tls),

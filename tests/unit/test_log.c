@@ -434,6 +434,18 @@ static void test_bad_targets(void **state)
 	log_shutdown();
 }
 
+/* PgBouncer's facility names, as syslog.h numbers them (facility << 3). */
+static void test_syslog_facility_names(void **state)
+{
+	(void)state;
+	assert_int_equal(log_syslog_facility("daemon"), 3 << 3);
+	assert_int_equal(log_syslog_facility("local3"), 19 << 3);
+	assert_int_equal(log_syslog_facility("kern"), -EINVAL);
+	assert_int_equal(log_set_syslog("tusk", "kern"), -EINVAL);
+	assert_int_equal(log_set_syslog("", "daemon"), -EINVAL);
+	assert_int_equal(log_set_syslog("tusk", "daemon"), 0);
+}
+
 static void test_syslog_target(void **state)
 {
 	(void)state;
@@ -553,6 +565,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stderr_target, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_targets, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_syslog_target, setup, teardown),
+		cmocka_unit_test(test_syslog_facility_names),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_full_queue_drops, setup, teardown),
 	};

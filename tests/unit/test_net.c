@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -79,14 +80,18 @@ static void test_unix_probe(void **state)
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof path, "%s/.s.PGSQL.5432", dir);
 	assert_int_equal(net_unix_probe(path), 0); /* no file */
-	int l = net_listen_unix(path, 8);
+	int l = net_listen_unix(path, 8, 0777, (unsigned)-1);
 	assert_true(l >= 0);
 	assert_int_equal(net_unix_probe(path), -EADDRINUSE);
 	close(l); /* the file stays, stale */
 	assert_int_equal(access(path, F_OK), 0);
 	assert_int_equal(net_unix_probe(path), 0);
-	l = net_listen_unix(path, 8); /* a stale file is replaced */
+	l = net_listen_unix(path, 8, 0640, (unsigned)getgid()); /* a stale file is replaced */
 	assert_true(l >= 0);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(st.st_gid, getgid());
 	close(l);
 	unlink(path);
 	rmdir(dir);
@@ -108,7 +113,7 @@ static void test_unix_addr_bounds(void **state)
 	path[sizeof sun.sun_path - 1] = 'a';
 	path[sizeof sun.sun_path] = 0; /* one byte too long */
 	assert_int_equal(net_unix_addr(path, &sun), -ENAMETOOLONG);
-	assert_int_equal(net_listen_unix(path, 8), -ENAMETOOLONG);
+	assert_int_equal(net_listen_unix(path, 8, 0777, (unsigned)-1), -ENAMETOOLONG);
 	assert_int_equal(net_unix_probe(path), -ENAMETOOLONG);
 }
 

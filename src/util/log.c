@@ -3,6 +3,10 @@
  * ever waits for log I/O. Owns the one static `logger` below and the log file descriptor. */
 #include "util/log.h"
 
+/* <syslog.h> below defines LOG_INFO and LOG_DEBUG again as its own priorities (6 and 7):
+ * tusk's levels are taken here, before it. */
+enum { LEVEL_ERROR = LOG_ERROR, LEVEL_INFO = LOG_INFO, LEVEL_DEBUG = LOG_DEBUG };
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -62,7 +66,7 @@ static struct {
 	pthread_t thread;
 	char path[4096]; /* file target; read by log_reopen on the thread that called log_init */
 } logger = {
-	.level = LOG_INFO,
+	.level = LEVEL_INFO,
 	.format = LOG_FORMAT_TEXT,
 	.mu = PTHREAD_MUTEX_INITIALIZER,
 	.nonempty = PTHREAD_COND_INITIALIZER,
@@ -75,10 +79,10 @@ static const int level_syslog[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
 
 static enum log_level clamp_level(enum log_level level)
 {
-	if ((int)level < LOG_ERROR)
-		return LOG_ERROR;
-	if ((int)level > LOG_DEBUG)
-		return LOG_DEBUG;
+	if ((int)level < LEVEL_ERROR)
+		return (enum log_level)LEVEL_ERROR;
+	if ((int)level > LEVEL_DEBUG)
+		return (enum log_level)LEVEL_DEBUG;
 	return level;
 }
 

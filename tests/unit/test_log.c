@@ -166,6 +166,19 @@ static void test_appends(void **state)
 	free(buf);
 }
 
+/* First of the tests: the level before log_init (and after log_shutdown) is info, not
+ * syslog's number for it (6, which let debug lines through). */
+static void test_default_level_is_info(void **state)
+{
+	(void)state;
+	assert_true(log_enabled(LOG_INFO));
+	assert_false(log_enabled(LOG_DEBUG));
+	log_set_level((enum log_level)9); /* past debug: debug */
+	assert_true(log_enabled(LOG_DEBUG));
+	assert_false(log_enabled((enum log_level)(LOG_DEBUG + 1)));
+	log_set_level(LOG_INFO);
+}
+
 static void test_level_filtering(void **state)
 {
 	struct fixture *f = *state;
@@ -554,6 +567,7 @@ static void test_full_queue_drops(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_default_level_is_info),
 		cmocka_unit_test_setup_teardown(test_text_format, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_appends, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_level_filtering, setup, teardown),

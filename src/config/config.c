@@ -1591,6 +1591,8 @@ static const struct key_def pool_keys[] = {
 	  .max = MS_PER_DAY, .reloadable = true },
 	{ .name = "client_idle_timeout", .type = KEY_DURATION, .offset = RULE_FIELD(client_idle_timeout_ms), .min = 0,
 	  .max = 30 * MS_PER_DAY, .reloadable = true },
+	{ .name = "transaction_timeout", .type = KEY_DURATION, .offset = RULE_FIELD(transaction_timeout_ms), .min = 0,
+	  .max = MS_PER_DAY, .reloadable = true },
 	/* Absent: -1 (parse_pools), the top-level value. */
 	{ .name = "reserve_pool_size", .type = KEY_INT, .offset = RULE_FIELD(reserve_pool_size), .min = 0,
 	  .max = 10000, .reloadable = true },
@@ -1700,6 +1702,8 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 			rule->query_timeout_ms = CONFIG_TIMEOUT_INHERIT;
 		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "client_idle_timeout"))
 			rule->client_idle_timeout_ms = CONFIG_TIMEOUT_INHERIT;
+		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "transaction_timeout"))
+			rule->transaction_timeout_ms = CONFIG_TIMEOUT_INHERIT;
 		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "reserve_pool_size"))
 			rule->reserve_pool_size = -1;
 		resolve_service(ld, item, sub, rule);
@@ -2021,6 +2025,8 @@ static const struct key_def top_keys[] = {
 	{ .name = "idle_transaction_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(idle_transaction_timeout_ms),
 	  .min = 0, .max = MS_PER_DAY, .def = "0", .reloadable = true },
 	{ .name = "query_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(query_timeout_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "0", .reloadable = true },
+	{ .name = "transaction_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(transaction_timeout_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "0", .reloadable = true },
 	{ .name = "client_idle_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(client_idle_timeout_ms),
 	  .min = 0, .max = 30 * MS_PER_DAY, .def = "0", .reloadable = true },
@@ -2509,6 +2515,12 @@ const char *config_auth_dbname(const struct tusk_config *cfg, const struct confi
 uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)
 {
 	return rule && rule->query_timeout_ms != CONFIG_TIMEOUT_INHERIT ? rule->query_timeout_ms : cfg->query_timeout_ms;
+}
+
+uint64_t config_transaction_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->transaction_timeout_ms != CONFIG_TIMEOUT_INHERIT ? rule->transaction_timeout_ms
+									     : cfg->transaction_timeout_ms;
 }
 
 int config_reserve_pool_size(const struct tusk_config *cfg, const struct config_pool_rule *rule)

@@ -137,10 +137,11 @@ struct config_pool_rule {
 	char **cache_exclude_tables;
 	int target_session_attrs;             /* enum config_target; default any */
 	int read_your_writes;                 /* bool, read-write-split only; default true */
-	/* query_timeout / client_idle_timeout of this rule's clients; CONFIG_TIMEOUT_INHERIT
-	 * (absent): the top-level value (config_query_timeout, config_client_idle_timeout) */
+	/* query_timeout / client_idle_timeout / transaction_timeout of this rule's clients;
+	 * CONFIG_TIMEOUT_INHERIT (absent): the top-level value (config_query_timeout, ...) */
 	uint64_t query_timeout_ms;
 	uint64_t client_idle_timeout_ms;
+	uint64_t transaction_timeout_ms;
 	/* servers above size for a queue that waited reserve_pool_timeout (PgBouncer's
 	 * per-database reserve_pool); -1 (absent): the top-level reserve_pool_size
 	 * (config_reserve_pool_size) */
@@ -245,6 +246,7 @@ struct tusk_config {
 	uint64_t server_check_delay_ms;     /* default 30s: idle servers checked (SELECT 1) after this idle; 0 = never */
 	uint64_t idle_transaction_timeout_ms; /* default 0 (off): close clients idle inside a transaction */
 	uint64_t query_timeout_ms;          /* default 0 (off): cancel a query running longer (pools[] may override) */
+	uint64_t transaction_timeout_ms;    /* default 0 (off): end a client whose transaction runs longer (pools[] too) */
 	uint64_t client_idle_timeout_ms;    /* default 0 (off): close a client idle (no transaction) longer (pools[] too) */
 	int reserve_pool_size;             /* default 0: servers a pool may open above its size for a queue ... */
 	uint64_t reserve_pool_timeout_ms;  /* ... whose first client has waited this long (default 5s) */
@@ -359,6 +361,7 @@ const char *config_auth_dbname(const struct tusk_config *cfg, const struct confi
 uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 int config_reserve_pool_size(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+uint64_t config_transaction_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 
 /* Whether user is listed in names (admin.users, admin.stats_users). */
 bool config_name_listed(char *const *names, int n, const char *user);

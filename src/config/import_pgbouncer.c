@@ -241,6 +241,7 @@ static const char *const handled[] = {
 	"unix_socket_group", "tcp_defer_accept", "tcp_socket_buffer",
 	"listen_backlog", "syslog_ident", "syslog_facility",
 	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname", "application_name_add_host",
+	"transaction_timeout",
 };
 
 static bool is_handled(const char *key)
@@ -259,6 +260,7 @@ static const char *const durations[][2] = {
 	{ "client_login_timeout", "client_login_timeout" },
 	{ "idle_transaction_timeout", "idle_transaction_timeout" },
 	{ "query_timeout", "query_timeout" },
+	{ "transaction_timeout", "transaction_timeout" },
 	{ "client_idle_timeout", "client_idle_timeout" },
 	{ "server_check_delay", "server_check_delay" },
 	{ "stats_period", "stats_period" },

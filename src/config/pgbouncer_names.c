@@ -95,6 +95,7 @@ static const struct pgb_name names[] = {
 	TO("query_wait_timeout", "pool_wait_timeout"),
 	SAME("client_idle_timeout"),
 	SAME("idle_transaction_timeout"),
+	SAME("transaction_timeout"),
 	NOT_NEEDED("suspend_timeout", "online restart hands the listeners over (tusk --takeover)"),
 	/* low level */
 	TO("pkt_buf", "buffer_size"),

@@ -2212,16 +2212,36 @@ static void fast_close(struct client *c)
 		    "backend) and server_fast_close is on", sid);
 }
 
+/* transaction_timeout (PgBouncer 1.25's, PostgreSQL 17's): a transaction, or a statement
+ * outside one, that has run this long ends its client's connection, and its server's, as
+ * PostgreSQL's own timeout does (25P04); a query still running is cancelled first. */
+static void transaction_timed_out(struct client *c, uint64_t ms, double now)
+{
+	struct server *s = c->server;
+	log_warn(c->id, c->ctx, "transaction open for %.1fs on server %s: closing it (transaction_timeout %.1fs)",
+		 now - c->xact_start, s->id, (double)ms / 1000.0);
+	if (s->pending_rfq > 0)
+		cancel_send_for(c->worker, s, 0); /* else its backend would run on, locks and all */
+	c->server = NULL;
+	s->owner = NULL;
+	server_close(s, "its client's transaction outlived transaction_timeout");
+	client_fail(c, "25P04", "terminating connection due to transaction timeout (transaction_timeout)");
+}
+
 static void client_check_timeouts(struct worker *w, double now)
 {
 	const struct tusk_config *cfg = w->rt->cfg;
 	struct client *next;
 
 	/* Each is off unless the top level or a rule sets it. */
-	bool any = cfg->query_timeout_ms || cfg->client_idle_timeout_ms || cfg->server_fast_close;
-	for (int i = 0; i < cfg->npools && !any; i++)
-		any = (cfg->pools[i].query_timeout_ms && cfg->pools[i].query_timeout_ms != CONFIG_TIMEOUT_INHERIT) ||
-		      (cfg->pools[i].client_idle_timeout_ms && cfg->pools[i].client_idle_timeout_ms != CONFIG_TIMEOUT_INHERIT);
+	bool any = cfg->query_timeout_ms || cfg->client_idle_timeout_ms || cfg->transaction_timeout_ms ||
+		   cfg->server_fast_close;
+	for (int i = 0; i < cfg->npools && !any; i++) {
+		const struct config_pool_rule *r = &cfg->pools[i];
+		any = (r->query_timeout_ms && r->query_timeout_ms != CONFIG_TIMEOUT_INHERIT) ||
+		      (r->client_idle_timeout_ms && r->client_idle_timeout_ms != CONFIG_TIMEOUT_INHERIT) ||
+		      (r->transaction_timeout_ms && r->transaction_timeout_ms != CONFIG_TIMEOUT_INHERIT);
+	}
 	if (!any || w->stopping)
 		return;
 	/* client_fail may free c, never another client (a released server's next claimer is
@@ -2232,7 +2252,11 @@ static void client_check_timeouts(struct worker *w, double now)
 			continue;
 		const struct config_pool_rule *rule = pool_rule(c->pool);
 		uint64_t qt = config_query_timeout(cfg, rule), it = config_client_idle_timeout(cfg, rule);
-		if (qt && c->state == CLIENT_ACTIVE && c->server && c->server->state == SERVER_ACTIVE && c->query_start > 0 &&
+		uint64_t tt = config_transaction_timeout(cfg, rule);
+		if (tt && c->state == CLIENT_ACTIVE && c->server && c->xact_start > 0 &&
+		    (now - c->xact_start) * 1000.0 >= (double)tt) {
+			transaction_timed_out(c, tt, now);
+		} else if (qt && c->state == CLIENT_ACTIVE && c->server && c->server->state == SERVER_ACTIVE && c->query_start > 0 &&
 		    (now - c->query_start) * 1000.0 >= (double)qt) {
 			query_timed_out(c, qt, now);
 		} else if (it && (now - c->active_at) * 1000.0 >= (double)it && client_is_idle(c)) {

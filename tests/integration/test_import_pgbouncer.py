@@ -238,17 +238,18 @@ def test_import_reports_what_it_cannot_carry(tmp_path):
 
 
 def test_import_carries_auth_dbname(tmp_path):
-    # PgBouncer's auth_dbname, top level and per database (1.18, the suite's PgBouncer, has
-    # neither: not in the shared ini above)
+    # PgBouncer's auth_dbname, top level and per database, and 1.25's transaction_timeout (1.18,
+    # the suite's PgBouncer, has none of them: not in the shared ini above)
     ini = tmp_path / "p.ini"
     ini.write_text("[databases]\napp = host=db1 auth_dbname=appauth\n* = host=db1\n"
-                   "[pgbouncer]\nauth_user = pgb\nauth_dbname = authdb\n")
+                   "[pgbouncer]\nauth_user = pgb\nauth_dbname = authdb\ntransaction_timeout = 90\n")
     out = tmp_path / "t.yaml"
     r = import_ini(ini, out)
     assert r.returncode == 0, r.stderr
     y = out.read_text()
     assert "\nauth_dbname: \"authdb\"" in y and "    auth_dbname: \"appauth\"" in y, y
     assert "auth_dbname" not in r.stderr, r.stderr
+    assert "\ntransaction_timeout: 90s " in y and "transaction_timeout" not in r.stderr, (y, r.stderr)
     chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
     assert chk.returncode == 0, chk.stderr
 

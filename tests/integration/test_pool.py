@@ -270,6 +270,37 @@ def test_server_reset_query_always_discard_all_keeps_the_clients_session(tusk):
 
 
 @pytest.mark.tusk_only
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_transaction_timeout_ends_long_transactions(tusk, pg, mode):
+    """transaction_timeout (PgBouncer 1.25's, PostgreSQL 17's): a transaction open longer, or a
+    statement outside one running longer, ends its client with 25P04 and its server; short
+    transactions one after another are never counted together. A rule's own 0 turns it off."""
+    rule = {**pool(4), "mode": mode}
+    t = tusk(pools=[{**rule, "database": BENCH_DB, "transaction_timeout": "0s"}, rule], transaction_timeout="2s")
+    with t.connect(autocommit=True) as busy, t.connect(autocommit=True) as idle_in_tx, \
+            t.connect(autocommit=True) as slow, t.connect(dbname=BENCH_DB, autocommit=True) as exempt:
+        idle_in_tx.execute("begin")
+        idle_in_tx.execute("select 1")
+        exempt.execute("begin")
+        exempt.execute("select 1")
+        pid = slow.execute("select pg_backend_pid()").fetchone()[0]
+        with pytest.raises(psycopg.OperationalError) as e:
+            slow.execute("select pg_sleep(30)")
+        assert "transaction_timeout" in str(e.value), e.value
+        for _ in range(8):  # 0.4 s apart: each short, together well past 2 s
+            assert busy.execute("select 1").fetchone() == (1,)
+            time.sleep(0.4)
+        with pytest.raises(psycopg.OperationalError) as e:
+            idle_in_tx.execute("select 1")
+        assert "transaction_timeout" in str(e.value), e.value
+        assert exempt.execute("select 2").fetchone() == (2,)
+        exempt.execute("commit")
+        wait_until(lambda: not pg.execute("select 1 from pg_stat_activity where pid = %s", [pid]), 5 * SLOW,
+                   what="the slow statement's server closed")
+    t.wait_log("transaction_timeout 2.0s")
+
+
+@pytest.mark.tusk_only
 def test_application_name_add_host(tusk, pg):
     """application_name_add_host (PgBouncer's): the client's address and port are added to the
     application_name it gave ("app" when none), as the server sees it and as the client is

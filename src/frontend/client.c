@@ -2171,6 +2171,17 @@ static bool client_is_idle(const struct client *c)
 	return session_settled(c, c->server);
 }
 
+/* c's server is closed under it (a timeout, server_fast_close), before c is failed: sid gets
+ * its id for the client's message. */
+static void close_clients_server(struct client *c, const char *reason, char sid[ID_LEN])
+{
+	struct server *s = c->server;
+	memcpy(sid, s->id, ID_LEN); /* server_close frees s */
+	c->server = NULL;
+	s->owner = NULL;
+	server_close(s, reason);
+}
+
 /* A query of c has run for query_timeout: ask its server to cancel it (PostgreSQL answers the
  * client 57014 and the session goes on); still running a query_timeout later (a server or
  * network that does not answer, PgBouncer's case for the key), the client is closed and its
@@ -2188,10 +2199,7 @@ static void query_timed_out(struct client *c, uint64_t ms, double now)
 		 * next, and one that wakes later must not serve another client (PgBouncer, too,
 		 * disconnects the server on query_timeout). */
 		char sid[ID_LEN];
-		memcpy(sid, s->id, ID_LEN); /* server_close frees s */
-		c->server = NULL;
-		s->owner = NULL;
-		server_close(s, "its query outlived query_timeout and the cancel sent for it");
+		close_clients_server(c, "its query outlived query_timeout and the cancel sent for it", sid);
 		client_fail(c, "57014", "canceling statement due to query_timeout: server %s did not end it %.1fs after its cancel",
 			    sid, (double)ms / 1000.0);
 	}
@@ -2202,12 +2210,8 @@ static void query_timed_out(struct client *c, uint64_t ms, double now)
  * connection, as soon as it is idle outside a transaction, not at the session's end. */
 static void fast_close(struct client *c)
 {
-	struct server *s = c->server;
 	char sid[ID_LEN];
-	memcpy(sid, s->id, ID_LEN); /* server_close frees s */
-	c->server = NULL;
-	s->owner = NULL;
-	server_close(s, "closed at once for its client's idle session (server_fast_close)");
+	close_clients_server(c, "closed at once for its client's idle session (server_fast_close)", sid);
 	client_fail(c, "57P01", "terminating connection: server %s was to be closed (RECONNECT, a reload or a removed "
 		    "backend) and server_fast_close is on", sid);
 }
@@ -2220,11 +2224,10 @@ static void transaction_timed_out(struct client *c, uint64_t ms, double now)
 	struct server *s = c->server;
 	log_warn(c->id, c->ctx, "transaction open for %.1fs on server %s: closing it (transaction_timeout %.1fs)",
 		 now - c->xact_start, s->id, (double)ms / 1000.0);
+	char sid[ID_LEN];
 	if (s->pending_rfq > 0)
 		cancel_send_for(c->worker, s, 0); /* else its backend would run on, locks and all */
-	c->server = NULL;
-	s->owner = NULL;
-	server_close(s, "its client's transaction outlived transaction_timeout");
+	close_clients_server(c, "its client's transaction outlived transaction_timeout", sid);
 	client_fail(c, "25P04", "terminating connection due to transaction timeout (transaction_timeout)");
 }
 

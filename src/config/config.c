@@ -1251,6 +1251,9 @@ static const struct key_def service_keys[] = {
 	  .max = MS_PER_DAY, .def = "5s", .reloadable = true },
 	{ .name = "dns_max_ttl", .type = KEY_DURATION, .offset = SVC_FIELD(dns_max_ttl_ms), .min = 100,
 	  .max = MS_PER_DAY, .def = "5m", .reloadable = true },
+	/* Absent (0): dns_max_ttl. */
+	{ .name = "dns_nxdomain_ttl", .type = KEY_DURATION, .offset = SVC_FIELD(dns_nxdomain_ttl_ms), .min = 100,
+	  .max = MS_PER_DAY, .reloadable = true },
 	{ .name = "max_per_host", .type = KEY_INT, .offset = SVC_FIELD(max_per_host), .min = 0, .max = 10000,
 	  .def = "0", .reloadable = true },
 	{ .name = "tls", .type = KEY_ENUM, .offset = offsetof(struct config_service, tls), .names = tls_service_names,

@@ -98,6 +98,7 @@ struct config_service {
 	struct config_host *nameservers; /* numeric addresses, port default 53 */
 	uint64_t dns_min_ttl_ms;    /* default 5s: floor of the re-resolution period (TTL 0 gets it) */
 	uint64_t dns_max_ttl_ms;    /* default 5m: ceiling of the re-resolution period */
+	uint64_t dns_nxdomain_ttl_ms; /* 0 (absent): dns_max_ttl; ceiling of the retry backoff of a failed name */
 	int max_per_host;           /* server connections per backend per pool; 0 = only "size" bounds it */
 	int tls;              /* enum config_tls_service; default disable */
 	char *tls_ca_file;    /* verify-ca/verify-full; NULL: the system's trusted CAs */

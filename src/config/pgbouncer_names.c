@@ -72,7 +72,7 @@ static const struct pgb_name names[] = {
 	SAME("client_login_timeout"),
 	TO("autodb_idle_timeout", "pool_idle_timeout"),
 	TO("dns_max_ttl", "services.NAME.dns_max_ttl"),
-	MISSING("dns_nxdomain_ttl", "a failed name is asked again soon (bounded by dns_min_ttl)"),
+	TO("dns_nxdomain_ttl", "services.NAME.dns_nxdomain_ttl"),
 	NOT_NEEDED("dns_zone_check_period", "names are re-resolved on their TTL"),
 	TO("resolv_conf", "services.NAME.nameservers"),
 	/* TLS */

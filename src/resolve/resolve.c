@@ -22,7 +22,7 @@
 
 #define QUERY_TIMEOUT_MS 1000 /* per try; c-ares moves to the next nameserver on timeout */
 #define QUERY_TRIES 2
-#define RETRY_FIRST_S 0.5     /* first retry after a failed round; doubles up to dns_max_ttl */
+#define RETRY_FIRST_S 0.5     /* first retry after a failed round; doubles up to dns_nxdomain_ttl */
 #define MAX_SRV_TARGETS 2048  /* SRV records looked at per answer */
 #define MISSES_TO_REMOVE 2    /* good answers in a row without a backend before it leaves */
 /* Address lookups in flight at once: 1,000 SRV targets sent in one burst are 2,000 UDP
@@ -69,6 +69,7 @@ struct resolve {
 	char name[CONFIG_HOST_MAX]; /* dns or srv */
 	uint16_t port;
 	double min_ttl, max_ttl;   /* seconds */
+	double fail_ttl;           /* seconds: the longest wait before a failed name is asked again */
 	resolve_update_fn *fn;
 	void *arg;
 
@@ -560,10 +561,10 @@ static double backoff(struct resolve *r, int attempt)
 {
 	double d = RETRY_FIRST_S;
 
-	for (int i = 1; i < attempt && d < r->max_ttl; i++)
+	for (int i = 1; i < attempt && d < r->fail_ttl; i++)
 		d *= 2;
-	if (d > r->max_ttl)
-		d = r->max_ttl;
+	if (d > r->fail_ttl)
+		d = r->fail_ttl;
 	r->seed ^= r->seed << 13; /* xorshift32: rand() is neither per-thread nor needed here */
 	r->seed ^= r->seed >> 17;
 	r->seed ^= r->seed << 5;
@@ -820,6 +821,7 @@ struct resolve *resolve_start(const struct config_service *svc, resolve_update_f
 		r->min_ttl = 1; /* a config_service built by hand, without the loader's defaults */
 	if (r->max_ttl < r->min_ttl)
 		r->max_ttl = r->min_ttl;
+	r->fail_ttl = svc->dns_nxdomain_ttl_ms ? (double)svc->dns_nxdomain_ttl_ms / 1000 : r->max_ttl;
 	r->fn = fn;
 	r->seed = (uint32_t)resolve_source(r->name) ^ (uint32_t)wall_now() ^ 0x9e3779b9u;
 	if (!r->seed)

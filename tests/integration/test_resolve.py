@@ -112,6 +112,28 @@ def test_server_down_at_start_then_answers(dns, probe):
     assert p.state()["consecutive_failures"] == 0
 
 
+def test_dns_nxdomain_ttl_bounds_the_retry_of_a_failed_name(dns, probe):
+    """dns_nxdomain_ttl (PgBouncer's): how long a failed name (NXDOMAIN) waits at most before it
+    is asked again. Without it the retries back off up to dns_max_ttl (here 1 m): after a few
+    seconds they are seconds apart; with 400 ms they stay that close."""
+    rates = {}
+    for cap in ("400ms", None):
+        svc = {"dns": f"gone-{cap or 'none'}.test", "nameservers": [dns.nameserver], "dns_min_ttl": "200ms",
+               "dns_max_ttl": "1m"}
+        if cap:
+            svc["dns_nxdomain_ttl"] = cap
+        p = probe(svc, name=f"svc{len(rates)}")
+        time.sleep(3)  # the backoff grows past 400 ms meanwhile
+        before = dns.queries
+        time.sleep(3)
+        rates[cap] = dns.queries - before
+        st = p.state()
+        assert st["failures"] >= 1 and st["nbackends"] == 0, st
+        p.close()
+    # 3 s at <= 400 ms: at least 7 rounds of A and AAAA; without: 2 s then 4 s steps, 2 rounds at most
+    assert rates["400ms"] >= 14 and rates[None] <= 4, rates
+
+
 def test_server_down_later_keeps_last_good_set(dns, probe):
     dns.set_a("keep.test", ["10.0.6.1", "10.0.6.2"], ttl=1)
     p = probe({"dns": "keep.test", "nameservers": [dns.nameserver], "dns_min_ttl": "500ms", "dns_max_ttl": "1s"})

@@ -295,7 +295,7 @@ static void test_pgbouncer_names_explained(void **state)
 		  "6: ignore_startup_parameters: unknown key: PgBouncer's ignore_startup_parameters is not needed in tusk: "
 		  "tusk passes every startup parameter on (extra_float_digits, search_path, ...)");
 	one_error(BASE "dns_nxdomain_ttl: 15\n",
-		  "6: dns_nxdomain_ttl: unknown key: PgBouncer's dns_nxdomain_ttl has no tusk equivalent (a failed name is asked again soon (bounded by dns_min_ttl))");
+		  "6: dns_nxdomain_ttl: unknown key: PgBouncer's dns_nxdomain_ttl is services.NAME.dns_nxdomain_ttl in tusk");
 	one_error(BASE "    pool_size: 5\n",
 		  "6: pools[0].pool_size: unknown key: PgBouncer's pool_size is pools[].size in tusk");
 }

@@ -296,6 +296,9 @@ static void test_pgbouncer_names_explained(void **state)
 		  "tusk passes every startup parameter on (extra_float_digits, search_path, ...)");
 	one_error(BASE "dns_nxdomain_ttl: 15\n",
 		  "6: dns_nxdomain_ttl: unknown key: PgBouncer's dns_nxdomain_ttl has no tusk equivalent (a failed name is asked again soon (bounded by dns_min_ttl))");
+	one_error(BASE "server_tls13_ciphers: TLS_AES_128_GCM_SHA256\n",
+		  "6: server_tls13_ciphers: unknown key: PgBouncer's server_tls13_ciphers is services.NAME.tls13_ciphers in "
+		  "tusk; PgBouncer 1.25; empty: OpenSSL's suites");
 	one_error(BASE "    pool_size: 5\n",
 		  "6: pools[0].pool_size: unknown key: PgBouncer's pool_size is pools[].size in tusk");
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -740,6 +741,56 @@ static const char *check_octal_mode(const char *val)
 	return NULL;
 }
 
+int config_tls_protocols(const char *val)
+{
+	static const struct {
+		const char *name;
+		int bits;
+	} words[] = {
+		{ "tlsv1.0", 1 }, { "tlsv1.1", 2 }, { "tlsv1.2", 4 }, { "tlsv1.3", 8 },
+		{ "secure", 12 }, { "default", 12 }, { "all", 15 }, { "tlsv1", 15 }, { "legacy", 15 },
+	};
+	int set = 0;
+	bool first = true;
+
+	for (const char *p = val;; first = false) {
+		size_t n = strcspn(p, ",:");
+		const char *w = p;
+		size_t wn = n;
+		bool negate;
+		int bits = -1;
+
+		while (wn > 0 && (*w == ' ' || *w == '\t'))
+			w++, wn--;
+		while (wn > 0 && (w[wn - 1] == ' ' || w[wn - 1] == '\t'))
+			wn--;
+		negate = wn > 0 && *w == '!';
+		if (negate)
+			w++, wn--;
+		for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+			if (strlen(words[i].name) == wn && strncasecmp(words[i].name, w, wn) == 0)
+				bits = words[i].bits;
+		if (bits < 0)
+			return -1;
+		/* As PgBouncer: a list that starts by taking away starts from all. */
+		if (negate && first)
+			set = 15;
+		set = negate ? set & ~bits : set | bits;
+		if (p[n] == '\0')
+			break;
+		p += n + 1;
+	}
+	return set == 0 ? -1 : set;
+}
+
+static const char *check_tls_protocols(const char *val)
+{
+	if (config_tls_protocols(val) < 0)
+		return "expected TLS versions tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3 or secure (1.2 and 1.3), all, legacy "
+		       "(all), separated by commas, each may be negated with ! (and at least one left)";
+	return NULL;
+}
+
 unsigned config_unix_socket_mode(const struct tusk_config *cfg)
 {
 	return (unsigned)strtoul(cfg->unix_socket_mode, NULL, 8);
@@ -939,6 +990,10 @@ static const struct key_def listen_keys[] = {
 	{ .name = "tls_key_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_key_file), .min = 1, .max = 4096 },
 	{ .name = "tls_ca_file", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ca_file), .min = 1, .max = 4096 },
 	{ .name = "tls_ciphers", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ciphers), .min = 1, .max = 4096 },
+	{ .name = "tls13_ciphers", .type = KEY_STRING, .offset = LISTEN_FIELD(tls13_ciphers), .min = 1, .max = 4096 },
+	{ .name = "tls_protocols", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_protocols), .min = 1, .max = 256,
+	  .check = check_tls_protocols, .def = "secure" },
+	{ .name = "tls_ecdhcurve", .type = KEY_STRING, .offset = LISTEN_FIELD(tls_ecdhcurve), .min = 1, .max = 1024 },
 	{ .name = "tls_session_tickets", .type = KEY_ENUM, .offset = LISTEN_FIELD(tls_session_tickets),
 	  .names = yes_no_names, .def = "true" },
 	{ .name = "protocol", .type = KEY_ENUM, .offset = LISTEN_FIELD(protocol), .names = listen_protocol_names,
@@ -1264,6 +1319,12 @@ static const struct key_def service_keys[] = {
 	  .max = 4096, .reloadable = true },
 	{ .name = "tls_key_file", .type = KEY_STRING, .offset = offsetof(struct config_service, tls_key_file), .min = 1,
 	  .max = 4096, .reloadable = true },
+	{ .name = "tls_protocols", .type = KEY_STRING, .offset = SVC_FIELD(tls_protocols), .min = 1, .max = 256,
+	  .check = check_tls_protocols, .def = "secure", .reloadable = true },
+	{ .name = "tls_ciphers", .type = KEY_STRING, .offset = SVC_FIELD(tls_ciphers), .min = 1, .max = 4096,
+	  .reloadable = true },
+	{ .name = "tls13_ciphers", .type = KEY_STRING, .offset = SVC_FIELD(tls13_ciphers), .min = 1, .max = 4096,
+	  .reloadable = true },
 };
 static const struct key_table service_table = { service_keys, sizeof(service_keys) / sizeof(service_keys[0]) };
 

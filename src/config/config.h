@@ -54,6 +54,9 @@ struct config_listen {
 	char *tls_ca_file;          /* required for verify-ca/verify-full; with allow/require a
 	                             * client certificate is asked for and checked when sent */
 	char *tls_ciphers;          /* TLS 1.2 cipher list; NULL: OpenSSL's default */
+	char *tls13_ciphers;        /* TLS 1.3 suites; NULL: OpenSSL's default */
+	char *tls_protocols;        /* default "secure" (TLS 1.2 and 1.3): config_tls_protocols */
+	char *tls_ecdhcurve;        /* ECDHE groups; NULL or "auto": OpenSSL's default */
 	int tls_session_tickets;    /* default true: resumption with stateless session tickets */
 	int protocol;               /* enum config_listen_protocol; default postgres */
 	char *kv_namespace;         /* protocol redis: the kv namespace of database 0; NULL: "default" */
@@ -104,6 +107,9 @@ struct config_service {
 	char *tls_ca_file;    /* verify-ca/verify-full; NULL: the system's trusted CAs */
 	char *tls_cert_file;  /* optional client certificate for the servers (with tls_key_file) */
 	char *tls_key_file;
+	char *tls_protocols;  /* default "secure" (TLS 1.2 and 1.3): config_tls_protocols */
+	char *tls_ciphers;    /* TLS 1.2 cipher list; NULL: OpenSSL's default */
+	char *tls13_ciphers;  /* TLS 1.3 suites; NULL: OpenSSL's default */
 };
 
 /* One entry of "pools": first match on (database, user) wins; "*" matches any name. */
@@ -371,6 +377,11 @@ bool config_name_listed(char *const *names, int n, const char *user);
  * summarised; secrets are shown as "********"). For the console's SHOW CONFIG. */
 typedef void config_key_fn(void *arg, const char *key, const char *value, const char *def, bool reloadable);
 void config_describe(const struct tusk_config *cfg, config_key_fn *fn, void *arg);
+
+/* A tls_protocols value (PgBouncer's syntax: "tlsv1.2,tlsv1.3", "secure", "all", "!tlsv1.0")
+ * as bits: 1 << 0 TLS 1.0 up to 1 << 3 TLS 1.3 (net/tls.h's TLS_PROTO_*). -1 when malformed
+ * or when it allows no version. */
+int config_tls_protocols(const char *val);
 
 /* unix_socket_mode as a mode (the load checked it: octal, at most 0777). */
 unsigned config_unix_socket_mode(const struct tusk_config *cfg);

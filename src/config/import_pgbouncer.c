@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config/pgbouncer_names.h"
 
@@ -233,7 +234,8 @@ static const char *const handled[] = {
 	"auth_hba_file", "auth_file", "auth_user", "auth_query", "admin_users", "stats_users", "max_client_conn",
 	"server_reset_query", "server_check_query", "log_connections", "log_disconnections", "pkt_buf", "max_packet_size",
 	"max_prepared_statements", "client_tls_sslmode", "client_tls_key_file", "client_tls_cert_file",
-	"client_tls_ca_file", "client_tls_ciphers", "server_tls_sslmode", "server_tls_ca_file", "server_tls_key_file",
+	"client_tls_ca_file", "client_tls_ciphers", "client_tls13_ciphers", "client_tls_protocols",
+	"client_tls_ecdhcurve", "server_tls_sslmode", "server_tls_protocols", "server_tls_ciphers", "server_tls13_ciphers", "server_tls_ca_file", "server_tls_key_file",
 	"server_tls_cert_file", "server_lifetime", "server_idle_timeout", "server_connect_timeout",
 	"client_login_timeout", "idle_transaction_timeout", "query_timeout", "client_idle_timeout", "server_check_delay", "stats_period", "autodb_idle_timeout",
 	"query_wait_timeout", "reserve_pool_size", "reserve_pool_timeout", "log_stats", "ignore_startup_parameters", "user",
@@ -341,10 +343,34 @@ static const char *listen_tls(const char *mode)
 	return mode;
 }
 
+/* The TLS keys of a listener or a service, PgBouncer's name then tusk's, where the ini sets
+ * them; values that mean OpenSSL's default (tusk's too) are left out: PgBouncer's cipher
+ * shortcuts, an empty TLS 1.3 list, curve none (with OpenSSL 1.1+ it kept OpenSSL's groups). */
+static void put_tls_keys(struct importer *im, const char *const keys[][2], size_t n)
+{
+	static const char *const openssl_default[] = { "default", "secure", "fast", "normal", "compat", "legacy" };
+
+	for (size_t i = 0; i < n; i++) {
+		const struct imp_kv *kv = get(&im->general, keys[i][0]);
+		bool dflt = !kv || !kv->value[0];
+		if (!dflt && strcmp(keys[i][1], "tls_ciphers") == 0)
+			for (size_t k = 0; k < sizeof openssl_default / sizeof openssl_default[0]; k++)
+				dflt = dflt || strcasecmp(kv->value, openssl_default[k]) == 0;
+		if (!dflt && strcmp(keys[i][1], "tls_ecdhcurve") == 0)
+			dflt = strcasecmp(kv->value, "none") == 0;
+		if (dflt)
+			continue;
+		fprintf(im->out, "    %s: ", keys[i][1]);
+		put_str(im->out, kv->value);
+		fputc('\n', im->out);
+	}
+}
+
 static void put_listen(struct importer *im)
 {
 	const struct imp_kv *addr = get(&im->general, "listen_addr"), *port = get(&im->general, "listen_port");
 	const struct imp_kv *tls = get(&im->general, "client_tls_sslmode");
+	const struct imp_kv *curve = get(&im->general, "client_tls_ecdhcurve");
 	char copy[IMP_LINE], *save = NULL;
 
 	snprintf(copy, sizeof copy, "%s", addr ? addr->value : "127.0.0.1");
@@ -357,23 +383,19 @@ static void put_listen(struct importer *im)
 		put_str(im->out, trim(t));
 		fprintf(im->out, "\n    port: %s\n", port ? port->value : "6432");
 		if (tls && strcmp(tls->value, "disable") != 0) {
+			static const char *const keys[][2] = {
+				{ "client_tls_cert_file", "tls_cert_file" }, { "client_tls_key_file", "tls_key_file" },
+				{ "client_tls_ca_file", "tls_ca_file" },     { "client_tls_ciphers", "tls_ciphers" },
+				{ "client_tls13_ciphers", "tls13_ciphers" }, { "client_tls_protocols", "tls_protocols" },
+				{ "client_tls_ecdhcurve", "tls_ecdhcurve" },
+			};
 			fprintf(im->out, "    tls: %s\n", listen_tls(tls->value));
-			static const char *const files[][2] = { { "client_tls_cert_file", "tls_cert_file" },
-								{ "client_tls_key_file", "tls_key_file" },
-								{ "client_tls_ca_file", "tls_ca_file" },
-								{ "client_tls_ciphers", "tls_ciphers" } };
-			for (size_t i = 0; i < 4; i++) {
-				const struct imp_kv *kv = get(&im->general, files[i][0]);
-				if (kv && !(i == 3 && (strcmp(kv->value, "fast") == 0 || strcmp(kv->value, "normal") == 0 ||
-						      strcmp(kv->value, "secure") == 0 || strcmp(kv->value, "compat") == 0 ||
-						      strcmp(kv->value, "legacy") == 0 || strcmp(kv->value, "default") == 0))) {
-					fprintf(im->out, "    %s: ", files[i][1]);
-					put_str(im->out, kv->value);
-					fputc('\n', im->out);
-				}
-			}
+			put_tls_keys(im, keys, sizeof keys / sizeof keys[0]);
 		}
 	}
+	if (tls && strcmp(tls->value, "disable") != 0 && curve && strcasecmp(curve->value, "none") == 0)
+		fprintf(im->report, "%s:%d: [pgbouncer] client_tls_ecdhcurve = none left out: with OpenSSL 1.1 and later "
+			"PgBouncer then keeps OpenSSL's groups, which is tusk's default (auto)\n", im->ini_path, curve->line);
 	im->ncarried++;
 }
 
@@ -428,18 +450,13 @@ static void put_services(struct importer *im, struct imp_service *svc, int nsvc)
 		}
 		fprintf(im->out, "]\n");
 		if (tls && strcmp(tls->value, "disable") != 0) {
-			static const char *const files[][2] = { { "server_tls_ca_file", "tls_ca_file" },
-								{ "server_tls_cert_file", "tls_cert_file" },
-								{ "server_tls_key_file", "tls_key_file" } };
+			static const char *const keys[][2] = {
+				{ "server_tls_ca_file", "tls_ca_file" },     { "server_tls_cert_file", "tls_cert_file" },
+				{ "server_tls_key_file", "tls_key_file" },   { "server_tls_protocols", "tls_protocols" },
+				{ "server_tls_ciphers", "tls_ciphers" },     { "server_tls13_ciphers", "tls13_ciphers" },
+			};
 			fprintf(im->out, "    tls: %s\n", server_tls(tls->value, im, tls->line));
-			for (size_t k = 0; k < 3; k++) {
-				const struct imp_kv *kv = get(&im->general, files[k][0]);
-				if (kv) {
-					fprintf(im->out, "    %s: ", files[k][1]);
-					put_str(im->out, kv->value);
-					fputc('\n', im->out);
-				}
-			}
+			put_tls_keys(im, keys, sizeof keys / sizeof keys[0]);
 		}
 	}
 }

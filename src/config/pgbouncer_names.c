@@ -1,4 +1,4 @@
-/* PgBouncer 1.18's keys, one line each: see pgbouncer_names.h. */
+/* PgBouncer 1.18's keys (and 1.25's TLS 1.3 suites), one line each: see pgbouncer_names.h. */
 #include "config/pgbouncer_names.h"
 
 #include <stddef.h>
@@ -80,16 +80,26 @@ static const struct pgb_name names[] = {
 	TO("client_tls_key_file", "listen[].tls_key_file"),
 	TO("client_tls_cert_file", "listen[].tls_cert_file"),
 	TO("client_tls_ca_file", "listen[].tls_ca_file"),
-	MISSING("client_tls_protocols", "TLS 1.2 and 1.3 are accepted"),
+	TO_NOTE("client_tls_protocols", "listen[].tls_protocols",
+		"same syntax and default (secure); legacy is taken as all, as PgBouncer's documentation says "
+		"(its parser refuses it)"),
 	TO("client_tls_ciphers", "listen[].tls_ciphers"),
-	MISSING("client_tls_ecdhcurve", "OpenSSL's default groups"),
-	MISSING("client_tls_dheparams", "no DHE: ECDHE and TLS 1.3 only"),
+	TO_NOTE("client_tls13_ciphers", "listen[].tls13_ciphers", "PgBouncer 1.25; empty: OpenSSL's suites"),
+	TO_NOTE("client_tls_ecdhcurve", "listen[].tls_ecdhcurve",
+		"auto or a colon-separated list of groups (PgBouncer takes one curve); PgBouncer's none is not "
+		"taken (with OpenSSL 1.1+ it changed nothing: the importer leaves it out)"),
+	NOT_NEEDED("client_tls_dheparams",
+		   "no finite-field DHE: tusk loads no DH parameters, so ECDHE (or TLS 1.3) is always the key "
+		   "exchange, which every TLS client of the last decade offers"),
 	TO("server_tls_sslmode", "services.NAME.tls"),
 	TO("server_tls_ca_file", "services.NAME.tls_ca_file"),
 	TO("server_tls_key_file", "services.NAME.tls_key_file"),
 	TO("server_tls_cert_file", "services.NAME.tls_cert_file"),
-	MISSING("server_tls_protocols", "OpenSSL's default versions"),
-	MISSING("server_tls_ciphers", "OpenSSL's default ciphers"),
+	TO_NOTE("server_tls_protocols", "services.NAME.tls_protocols", "same syntax and default (secure)"),
+	TO_NOTE("server_tls_ciphers", "services.NAME.tls_ciphers",
+		"OpenSSL's cipher list; PgBouncer's shortcuts (default, secure, fast, normal) are OpenSSL's "
+		"default: the importer leaves them out"),
+	TO_NOTE("server_tls13_ciphers", "services.NAME.tls13_ciphers", "PgBouncer 1.25; empty: OpenSSL's suites"),
 	/* dangerous timeouts */
 	SAME("query_timeout"),
 	TO("query_wait_timeout", "pool_wait_timeout"),

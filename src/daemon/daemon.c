@@ -668,6 +668,9 @@ out:
 	return rc;
 }
 
+_Static_assert(TLS_PROTO_1_0 == 1 && TLS_PROTO_1_1 == 2 && TLS_PROTO_1_2 == 4 && TLS_PROTO_1_3 == 8,
+	       "config_tls_protocols's bits are net/tls.h's TLS_PROTO_*");
+
 int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_tickets *tickets,
 		     struct tls_ctx ***listen_tls, struct tls_ctx ***service_tls)
 {
@@ -689,7 +692,8 @@ int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_tick
 			continue;
 		struct tls_server_opts o = {
 			.cert_file = l->tls_cert_file, .key_file = l->tls_key_file, .ca_file = l->tls_ca_file,
-			.ciphers = l->tls_ciphers, .mode = (enum tls_mode_server)l->tls,
+			.ciphers = l->tls_ciphers, .ciphersuites = l->tls13_ciphers, .groups = l->tls_ecdhcurve,
+			.protocols = (unsigned)config_tls_protocols(l->tls_protocols), .mode = (enum tls_mode_server)l->tls,
 			.tickets = l->tls_session_tickets ? tickets : NULL,
 		};
 		if (tls_ctx_server_new(&o, err, sizeof err, &lt[i]) < 0) {
@@ -704,6 +708,8 @@ int daemon_load_tls(const struct tusk_config *cfg, FILE *errout, struct tls_tick
 		struct tls_client_opts o = {
 			.ca_file = svc->tls_ca_file, .cert_file = svc->tls_cert_file, .key_file = svc->tls_key_file,
 			.verify = svc->tls == CONFIG_STLS_VERIFY_FULL ? 2 : svc->tls == CONFIG_STLS_VERIFY_CA ? 1 : 0,
+			.ciphers = svc->tls_ciphers, .ciphersuites = svc->tls13_ciphers,
+			.protocols = (unsigned)config_tls_protocols(svc->tls_protocols),
 		};
 		if (tls_ctx_client_new(&o, err, sizeof err, &st[i]) < 0) {
 			fprintf(errout, "%s: services.%s: %s\n", cfg->path, svc->name, err);

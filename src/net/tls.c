@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -82,14 +83,12 @@ static void collect_errors(char *buf, size_t cap, const char *prefix)
 	buf[n] = '\0';
 }
 
-static int ctx_common(SSL_CTX *s)
+static void ctx_common(SSL_CTX *s)
 {
 	/* Renegotiation mid-stream would need both directions of readiness at odd times and
 	 * buys nothing; compression is CRIME. */
 	SSL_CTX_set_options(s, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
 			       SSL_OP_IGNORE_UNEXPECTED_EOF);
-	if (!SSL_CTX_set_min_proto_version(s, TLS1_2_VERSION))
-		return -1;
 	/* The caller's output buffer may be compacted between retries; partial writes let a
 	 * large buffer go out record by record as the socket accepts it. Buffers stay
 	 * allocated (no RELEASE_BUFFERS): freeing and re-allocating 16 KB per idle moment costs
@@ -102,6 +101,96 @@ static int ctx_common(SSL_CTX *s)
 	/* No session cache: it is a locked structure shared by every worker. Servers resume
 	 * with stateless tickets instead (tls_tickets), which need none. */
 	SSL_CTX_set_session_cache_mode(s, SSL_SESS_CACHE_OFF);
+}
+
+static int ctx_fail(SSL_CTX *s, char *err, size_t errcap, const char *what, int rc)
+{
+	collect_errors(err, errcap, what);
+	SSL_CTX_free(s);
+	return rc;
+}
+
+/* The versions of protocols (TLS_PROTO_* bits, 0: the default): the lowest to the highest,
+ * minus the holes between them. 0, or -1 with OpenSSL's error queue set. */
+static int set_protocols(SSL_CTX *s, unsigned protocols)
+{
+	static const struct {
+		unsigned bit;
+		int version;
+		uint64_t no; /* the option that leaves the version out of a range around it */
+	} v[] = {
+		{ TLS_PROTO_1_0, TLS1_VERSION, SSL_OP_NO_TLSv1 },
+		{ TLS_PROTO_1_1, TLS1_1_VERSION, SSL_OP_NO_TLSv1_1 },
+		{ TLS_PROTO_1_2, TLS1_2_VERSION, SSL_OP_NO_TLSv1_2 },
+		{ TLS_PROTO_1_3, TLS1_3_VERSION, SSL_OP_NO_TLSv1_3 },
+	};
+	int lo = -1, hi = -1;
+
+	if (protocols == 0)
+		protocols = TLS_PROTO_DEFAULT;
+	for (int i = 0; i < 4; i++)
+		if (protocols & v[i].bit) {
+			lo = lo < 0 ? i : lo;
+			hi = i;
+		}
+	if (lo < 0) {
+		ERR_raise_data(ERR_LIB_SSL, SSL_R_NO_PROTOCOLS_AVAILABLE, "no TLS version allowed");
+		return -1;
+	}
+	for (int i = lo; i <= hi; i++)
+		if (!(protocols & v[i].bit))
+			SSL_CTX_set_options(s, v[i].no);
+	return SSL_CTX_set_min_proto_version(s, v[lo].version) && SSL_CTX_set_max_proto_version(s, v[hi].version)
+		       ? 0
+		       : -1;
+}
+
+/* Every name of a TLS 1.3 suite list must be one OpenSSL knows: SSL_CTX_set_ciphersuites
+ * skips unknown names without a word as long as one is known. */
+static bool suites_known(SSL_CTX *s, const char *suites, char *bad, size_t badcap)
+{
+	STACK_OF(SSL_CIPHER) *have = SSL_CTX_get_ciphers(s);
+	const char *p = suites;
+
+	while (*p) {
+		size_t n = strcspn(p, ":");
+		bool found = false;
+		for (int i = 0; !found && have && i < sk_SSL_CIPHER_num(have); i++) {
+			const char *name = SSL_CIPHER_get_name(sk_SSL_CIPHER_value(have, i));
+			found = strlen(name) == n && strncmp(name, p, n) == 0;
+		}
+		if (!found && n > 0) {
+			snprintf(bad, badcap, "%.*s", (int)(n < 128 ? n : 128), p);
+			return false;
+		}
+		p += n + (p[n] == ':');
+	}
+	return true;
+}
+
+/* Versions, TLS 1.2 ciphers and TLS 1.3 suites, the same on both sides. 0, or (s freed, err
+ * set) -EINVAL. */
+static int set_versions_ciphers(SSL_CTX *s, unsigned protocols, const char *ciphers, const char *suites, char *err,
+				size_t errcap)
+{
+	char what[320], bad[160];
+
+	if (set_protocols(s, protocols) < 0) {
+		snprintf(what, sizeof(what), "TLS versions (protocols 0x%x)", protocols);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	if (ciphers && !SSL_CTX_set_cipher_list(s, ciphers)) {
+		snprintf(what, sizeof(what), "ciphers \"%s\"", ciphers);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	if (suites && !SSL_CTX_set_ciphersuites(s, suites)) {
+		snprintf(what, sizeof(what), "TLS 1.3 cipher suites \"%s\"", suites);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
+	if (suites && !suites_known(s, suites, bad, sizeof bad)) {
+		snprintf(what, sizeof(what), "TLS 1.3 cipher suites \"%s\": no such suite %s", suites, bad);
+		return ctx_fail(s, err, errcap, what, -EINVAL);
+	}
 	return 0;
 }
 
@@ -264,13 +353,6 @@ static int set_sid_ctx(SSL_CTX *s, const struct tls_server_opts *o)
 	return ok ? 0 : -1;
 }
 
-static int ctx_fail(SSL_CTX *s, char *err, size_t errcap, const char *what, int rc)
-{
-	collect_errors(err, errcap, what);
-	SSL_CTX_free(s);
-	return rc;
-}
-
 /* Our certificate (chain) and its key. 0, or (s freed, err set) -EINVAL. */
 static int use_cert_key(SSL_CTX *s, const char *cert_file, const char *key_file, char *err, size_t errcap)
 {
@@ -352,8 +434,7 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 		collect_errors(err, errcap, "SSL_CTX_new");
 		return -ENOMEM;
 	}
-	if (ctx_common(s) < 0)
-		return ctx_fail(s, err, errcap, "TLS 1.2 minimum", -EPROTO);
+	ctx_common(s);
 	SSL_CTX_set_options(s, SSL_OP_CIPHER_SERVER_PREFERENCE);
 	if (o->tickets) {
 		/* Stateless tickets (TLS 1.3 and 1.2) sealed with o->tickets' keys: one per full
@@ -365,8 +446,11 @@ int tls_ctx_server_new(const struct tls_server_opts *o, char *err, size_t errcap
 		SSL_CTX_set_options(s, SSL_OP_NO_TICKET);
 		SSL_CTX_set_num_tickets(s, 0);
 	}
-	if (o->ciphers && !SSL_CTX_set_cipher_list(s, o->ciphers)) {
-		snprintf(what, sizeof(what), "ciphers \"%s\"", o->ciphers);
+	rc = set_versions_ciphers(s, o->protocols, o->ciphers, o->ciphersuites, err, errcap);
+	if (rc < 0)
+		return rc;
+	if (o->groups && strcasecmp(o->groups, "auto") != 0 && !SSL_CTX_set1_groups_list(s, o->groups)) {
+		snprintf(what, sizeof(what), "ECDH groups \"%s\"", o->groups);
 		return ctx_fail(s, err, errcap, what, -EINVAL);
 	}
 	rc = use_cert_key(s, o->cert_file, o->key_file, err, errcap);
@@ -430,8 +514,10 @@ int tls_ctx_client_new(const struct tls_client_opts *o, char *err, size_t errcap
 		collect_errors(err, errcap, "SSL_CTX_new");
 		return -ENOMEM;
 	}
-	if (ctx_common(s) < 0)
-		return ctx_fail(s, err, errcap, "TLS 1.2 minimum", -EPROTO);
+	ctx_common(s);
+	rc = set_versions_ciphers(s, o->protocols, o->ciphers, o->ciphersuites, err, errcap);
+	if (rc < 0)
+		return rc;
 	if (o->cert_file) {
 		rc = use_cert_key(s, o->cert_file, o->key_file, err, errcap);
 		if (rc < 0)

@@ -27,11 +27,24 @@ struct tls_tickets;
 struct tls_tickets *tls_tickets_new(int rotate_seconds);
 void tls_tickets_free(struct tls_tickets *t);
 
+/* TLS versions a context allows (bits of tls_*_opts.protocols); 0 means TLS_PROTO_DEFAULT.
+ * A set with holes (1.0 and 1.3) allows the versions between its lowest and highest but
+ * those it leaves out. OpenSSL 3 refuses TLS 1.0 and 1.1 below security level 0 (ciphers
+ * "...:@SECLEVEL=0") whatever the set says. */
+#define TLS_PROTO_1_0 (1u << 0)
+#define TLS_PROTO_1_1 (1u << 1)
+#define TLS_PROTO_1_2 (1u << 2)
+#define TLS_PROTO_1_3 (1u << 3)
+#define TLS_PROTO_DEFAULT (TLS_PROTO_1_2 | TLS_PROTO_1_3)
+
 struct tls_server_opts {
 	const char *cert_file; /* PEM, may hold the chain after the leaf */
 	const char *key_file;
 	const char *ca_file;   /* required for VERIFY_CA / VERIFY_FULL */
 	const char *ciphers;   /* TLS 1.2 cipher list; NULL = OpenSSL's default */
+	const char *ciphersuites; /* TLS 1.3 suites, colon-separated; NULL = OpenSSL's default */
+	const char *groups;    /* ECDHE groups, colon-separated; NULL or "auto" = OpenSSL's default */
+	unsigned protocols;    /* TLS_PROTO_* bits; 0 = TLS_PROTO_DEFAULT */
 	enum tls_mode_server mode;
 	struct tls_tickets *tickets; /* session resumption with tickets sealed by these keys; NULL: none */
 };
@@ -42,6 +55,9 @@ struct tls_client_opts {
 	const char *key_file;
 	int verify;            /* 0 none, 1 CA, 2 CA + hostname */
 	const char *hostname;  /* default name to check when tls_conn_new() gets none */
+	const char *ciphers;   /* TLS 1.2 cipher list; NULL = OpenSSL's default */
+	const char *ciphersuites; /* TLS 1.3 suites, colon-separated; NULL = OpenSSL's default */
+	unsigned protocols;    /* TLS_PROTO_* bits; 0 = TLS_PROTO_DEFAULT */
 };
 
 #define TLS_WANT_READ 1

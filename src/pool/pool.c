@@ -1337,7 +1337,9 @@ static bool same_servers(const struct config_pool_rule *a, const struct config_p
 	return SAME_STR(a->server_user, b->server_user) && SAME_STR(a->server_password, b->server_password) &&
 	       SAME_STR(a->server_database, b->server_database) && sa->tls == sb->tls &&
 	       SAME_STR(sa->tls_ca_file, sb->tls_ca_file) && SAME_STR(sa->tls_cert_file, sb->tls_cert_file) &&
-	       SAME_STR(sa->tls_key_file, sb->tls_key_file) && SAME_STR(a->connect_query, b->connect_query) &&
+	       SAME_STR(sa->tls_key_file, sb->tls_key_file) && SAME_STR(sa->tls_protocols, sb->tls_protocols) &&
+	       SAME_STR(sa->tls_ciphers, sb->tls_ciphers) && SAME_STR(sa->tls13_ciphers, sb->tls13_ciphers) &&
+	       SAME_STR(a->connect_query, b->connect_query) &&
 	       SAME_STR(a->client_encoding, b->client_encoding) && SAME_STR(a->datestyle, b->datestyle) &&
 	       SAME_STR(a->timezone, b->timezone);
 #undef SAME_STR

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import PASSWORDS, SLOW, TEST_DB, BENCH_DB, TUSK_BIN, as_postgres, free_port, port_open, wait_until
 from auth_util import md5_secret, psql
+from tls_util import Certs
 
 pytestmark = pytest.mark.tusk_only
 PGBOUNCER = Path("/usr/sbin/pgbouncer")
@@ -275,3 +276,57 @@ def test_import_carries_socket_keys(tmp_path):
     ini.write_text("[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nunix_socket_mode = 432\n")
     r = import_ini(ini, out)
     assert r.returncode == 0 and 'unix_socket_mode: "0660"' in out.read_text(), (r.stderr, out.read_text())
+
+
+def test_import_carries_tls_choices(tmp_path):
+    """PgBouncer 1.25's TLS versions, ciphers, TLS 1.3 suites and curve land on the listener and
+    the services, and tusk --check builds TLS contexts from them; values meaning OpenSSL's
+    default are left out, client_tls_dheparams is reported as not needed."""
+    certs = Certs(tmp_path / "certs")
+    ini = tmp_path / "p.ini"
+    ini.write_text(f"""[databases]
+* = host=127.0.0.1 port=5432
+[pgbouncer]
+listen_addr = 127.0.0.1
+client_tls_sslmode = require
+client_tls_cert_file = {certs.server_crt}
+client_tls_key_file = {certs.server_key}
+client_tls_protocols = tlsv1.2,tlsv1.3
+client_tls_ciphers = ECDHE-RSA-AES256-GCM-SHA384
+client_tls13_ciphers = TLS_AES_256_GCM_SHA384
+client_tls_ecdhcurve = secp384r1
+client_tls_dheparams = auto
+server_tls_sslmode = require
+server_tls_protocols = tlsv1.3
+server_tls_ciphers = ECDHE-RSA-AES128-GCM-SHA256
+server_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256
+""")
+    out = tmp_path / "t.yaml"
+    r = import_ini(ini, out)
+    assert r.returncode == 0, r.stderr
+    y = out.read_text()
+    listener = ('    tls: require\n', '    tls_ciphers: "ECDHE-RSA-AES256-GCM-SHA384"\n',
+                '    tls13_ciphers: "TLS_AES_256_GCM_SHA384"\n', '    tls_protocols: "tlsv1.2,tlsv1.3"\n',
+                '    tls_ecdhcurve: "secp384r1"\n')
+    service = ('    tls_protocols: "tlsv1.3"\n', '    tls_ciphers: "ECDHE-RSA-AES128-GCM-SHA256"\n',
+               '    tls13_ciphers: "TLS_CHACHA20_POLY1305_SHA256"\n')
+    head, svc = y.split("services:", 1)
+    for line in listener:
+        assert line in head, (line, y)
+    for line in service:
+        assert line in svc, (line, y)
+    assert "client_tls_dheparams = auto: not carried: no finite-field DHE" in r.stderr, r.stderr
+    for key in ("client_tls_protocols", "client_tls13_ciphers", "client_tls_ecdhcurve", "server_tls_protocols",
+                "server_tls_ciphers", "server_tls13_ciphers"):
+        assert key not in r.stderr, r.stderr
+    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
+    assert chk.returncode == 0, chk.stdout + chk.stderr + y
+    # PgBouncer's words for OpenSSL's defaults: nothing written, the curve's none said so.
+    ini.write_text(ini.read_text().replace("secp384r1", "none").replace("ECDHE-RSA-AES128-GCM-SHA256", "fast")
+                   .replace("server_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256", "server_tls13_ciphers ="))
+    r = import_ini(ini, out)
+    assert r.returncode == 0, r.stderr
+    y = out.read_text()
+    assert "tls_ecdhcurve" not in y and "tls13_ciphers" not in y.split("services:", 1)[1], y
+    assert "tls_ciphers" not in y.split("services:", 1)[1], y
+    assert "client_tls_ecdhcurve = none left out" in r.stderr, r.stderr

@@ -5,7 +5,6 @@ over both encrypted legs."""
 
 import contextlib
 import hashlib
-import shutil
 import socket
 import ssl
 import struct
@@ -14,10 +13,10 @@ import subprocess
 import psycopg
 import pytest
 
-from conftest import IS_ROOT, PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, connect, free_port, wait_until
+from conftest import PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, connect, free_port, wait_until
 from auth_util import psql, scram_verifier, write_auth_file, write_hba
 from test_metrics import scrape, value
-from tls_util import Certs
+from tls_util import Certs, serve_tls_only
 
 pytestmark = pytest.mark.tusk_only
 
@@ -249,19 +248,7 @@ pools:
 @pytest.fixture
 def ssl_pg(private_pg, certs):
     """A PostgreSQL that takes only TLS connections over TCP."""
-    pg = private_pg
-    for src, name in ((certs.server_crt, "server.crt"), (certs.server_key, "server.key")):
-        shutil.copy(src, pg.data / name)
-        if IS_ROOT:
-            shutil.chown(pg.data / name, "postgres", "postgres")
-        (pg.data / name).chmod(0o600)
-    with open(pg.data / "postgresql.conf", "a") as f:
-        f.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
-    (pg.data / "pg_hba.conf").write_text(
-        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n")
-    pg.stop()
-    pg.start()
-    return pg
+    return serve_tls_only(private_pg, certs)
 
 
 def test_server_tls_require(tusk, ssl_pg):

@@ -1,8 +1,11 @@
 """Certificates for the TLS tests, made with the openssl command line: a CA, a server certificate
 for localhost/127.0.0.1, client certificates by CN, and a second CA nobody trusts."""
 
+import shutil
 import subprocess
 from pathlib import Path
+
+from conftest import IS_ROOT
 
 
 def _openssl(*args, cwd):
@@ -44,3 +47,19 @@ class Certs:
         if k not in self.clients:
             self.clients[k] = self._leaf(f"client-{cn}-{ca}", cn, ca)
         return self.clients[k]
+
+
+def serve_tls_only(pg, certs):
+    """Restart pg with ssl on (certs' server certificate) and TCP logins on TLS only."""
+    for src, name in ((certs.server_crt, "server.crt"), (certs.server_key, "server.key")):
+        shutil.copy(src, pg.data / name)
+        if IS_ROOT:
+            shutil.chown(pg.data / name, "postgres", "postgres")
+        (pg.data / name).chmod(0o600)
+    with open(pg.data / "postgresql.conf", "a") as f:
+        f.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+    (pg.data / "pg_hba.conf").write_text(
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n")
+    pg.stop()
+    pg.start()
+    return pg

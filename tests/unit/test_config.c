@@ -296,6 +296,9 @@ static void test_pgbouncer_names_explained(void **state)
 		  "tusk passes every startup parameter on (extra_float_digits, search_path, ...)");
 	one_error(BASE "dns_nxdomain_ttl: 15\n",
 		  "6: dns_nxdomain_ttl: unknown key: PgBouncer's dns_nxdomain_ttl is services.NAME.dns_nxdomain_ttl in tusk");
+	one_error(BASE "server_tls13_ciphers: TLS_AES_128_GCM_SHA256\n",
+		  "6: server_tls13_ciphers: unknown key: PgBouncer's server_tls13_ciphers is services.NAME.tls13_ciphers in "
+		  "tusk; PgBouncer 1.25; empty: OpenSSL's suites");
 	one_error(BASE "    pool_size: 5\n",
 		  "6: pools[0].pool_size: unknown key: PgBouncer's pool_size is pools[].size in tusk");
 }
@@ -1304,6 +1307,61 @@ static void test_redis_tls(void **state)
 		  "7: redis.tls_cert_file: tls_cert_file and tls_key_file go together");
 }
 
+/* tls_protocols (PgBouncer's syntax, on listeners and services), the TLS 1.3 suites, the
+ * curves and the services' ciphers: defaults and malformed values (the cipher and curve names
+ * themselves are OpenSSL's to judge: test_tls.c). */
+static void test_tls_options(void **state)
+{
+	struct result r;
+	(void)state;
+
+	assert_int_equal(config_tls_protocols("secure"), 12);
+	assert_int_equal(config_tls_protocols("tlsv1.3"), 8);
+	assert_int_equal(config_tls_protocols("TLSv1.2, tlsv1.3"), 12);
+	assert_int_equal(config_tls_protocols("tlsv1.0:tlsv1.3"), 9);
+	assert_int_equal(config_tls_protocols("all"), 15);
+	assert_int_equal(config_tls_protocols("legacy"), 15);
+	assert_int_equal(config_tls_protocols("!tlsv1.0,!tlsv1.1"), 12); /* negation first starts from all */
+	assert_int_equal(config_tls_protocols("all,!tlsv1.3"), 7);
+	assert_int_equal(config_tls_protocols("tlsv1.4"), -1);
+	assert_int_equal(config_tls_protocols("tlsv1.2,"), -1);
+	assert_int_equal(config_tls_protocols("!all"), -1);
+	assert_int_equal(config_tls_protocols(""), -1);
+
+	load_text(&r, BASE "listen:\n  - host: a\n");
+	assert_int_equal(r.n, 0);
+	assert_string_equal(r.cfg->listen[0].tls_protocols, "secure");
+	assert_null(r.cfg->listen[0].tls13_ciphers);
+	assert_null(r.cfg->listen[0].tls_ecdhcurve);
+	assert_string_equal(r.cfg->services[0].tls_protocols, "secure");
+	assert_null(r.cfg->services[0].tls_ciphers);
+	assert_null(r.cfg->services[0].tls13_ciphers);
+	release(&r);
+	load_text(&r, "services:\n  main:\n    hosts: [db]\n    tls: require\n    tls_protocols: tlsv1.2\n"
+		      "    tls_ciphers: ECDHE-RSA-AES128-GCM-SHA256\n    tls13_ciphers: TLS_AES_128_GCM_SHA256\n"
+		      "pools: [{}]\nlisten:\n  - host: a\n    tls_protocols: tlsv1.3\n"
+		      "    tls13_ciphers: TLS_CHACHA20_POLY1305_SHA256\n    tls_ecdhcurve: P-384\n");
+	assert_string_equal(r.errs, "");
+	assert_string_equal(r.cfg->services[0].tls_protocols, "tlsv1.2");
+	assert_string_equal(r.cfg->services[0].tls_ciphers, "ECDHE-RSA-AES128-GCM-SHA256");
+	assert_string_equal(r.cfg->services[0].tls13_ciphers, "TLS_AES_128_GCM_SHA256");
+	assert_string_equal(r.cfg->listen[0].tls_protocols, "tlsv1.3");
+	assert_string_equal(r.cfg->listen[0].tls13_ciphers, "TLS_CHACHA20_POLY1305_SHA256");
+	assert_string_equal(r.cfg->listen[0].tls_ecdhcurve, "P-384");
+	release(&r);
+
+	one_error(BASE "listen:\n  - host: a\n    tls_protocols: tlsv1.4\n",
+		  "8: listen[0].tls_protocols: expected TLS versions tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3 or secure (1.2 "
+		  "and 1.3), all, legacy (all), separated by commas, each may be negated with ! (and at least one left), "
+		  "found \"tlsv1.4\"");
+	one_error("services:\n  main:\n    hosts: [db]\n    tls_protocols: \"!all\"\npools: [{}]\n",
+		  "4: services.main.tls_protocols: expected TLS versions tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3 or secure (1.2 "
+		  "and 1.3), all, legacy (all), separated by commas, each may be negated with ! (and at least one left), "
+		  "found \"!all\"");
+	one_error("services:\n  main:\n    hosts: [db]\n    tls13_ciphers: \"\"\npools: [{}]\n",
+		  "4: services.main.tls13_ciphers: must be 1 to 4096 bytes long, found 0");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1350,6 +1408,7 @@ int main(void)
 		cmocka_unit_test(test_admin),
 		cmocka_unit_test(test_example_loads),
 		cmocka_unit_test(test_redis_tls),
+		cmocka_unit_test(test_tls_options),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -156,15 +156,31 @@ static void nonblock(int fd)
 	assert_int_equal(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
 }
 
-static struct tls_ctx *server_ctx_ca(enum tls_mode_server mode, const char *ca)
+/* A context from o, or the test fails with OpenSSL's reason. */
+static struct tls_ctx *server_from(struct tls_server_opts o)
 {
-	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .ca_file = ca, .mode = mode };
 	struct tls_ctx *ctx;
 	char err[256];
 
 	if (tls_ctx_server_new(&o, err, sizeof(err), &ctx) != 0)
 		fail_msg("server ctx: %s", err);
 	return ctx;
+}
+
+static struct tls_ctx *client_from(struct tls_client_opts o)
+{
+	struct tls_ctx *ctx;
+	char err[256];
+
+	if (tls_ctx_client_new(&o, err, sizeof(err), &ctx) != 0)
+		fail_msg("client ctx: %s", err);
+	return ctx;
+}
+
+static struct tls_ctx *server_ctx_ca(enum tls_mode_server mode, const char *ca)
+{
+	return server_from((struct tls_server_opts){ .cert_file = srv_pem, .key_file = srv_key, .ca_file = ca,
+						     .mode = mode });
 }
 
 static struct tls_ctx *server_ctx(enum tls_mode_server mode)
@@ -175,16 +191,12 @@ static struct tls_ctx *server_ctx(enum tls_mode_server mode)
 static struct tls_ctx *client_ctx(int verify, const char *ca, bool with_cert)
 {
 	struct tls_client_opts o = { .ca_file = ca, .verify = verify };
-	struct tls_ctx *ctx;
-	char err[256];
 
 	if (with_cert) {
 		o.cert_file = cli_pem;
 		o.key_file = cli_key;
 	}
-	if (tls_ctx_client_new(&o, err, sizeof(err), &ctx) != 0)
-		fail_msg("client ctx: %s", err);
-	return ctx;
+	return client_from(o);
 }
 
 static void pair_open(struct pair *p, struct tls_ctx *cctx, struct tls_ctx *sctx, const char *host)
@@ -494,6 +506,73 @@ static void test_bad_ciphers(void **state)
 	o.key_file = cli_key; /* not the server certificate's key */
 	assert_int_equal(tls_ctx_server_new(&o, err, sizeof(err), &ctx), -EINVAL);
 	if (!strstr(err, "mismatch"))
+		fail_msg("%s", err);
+}
+
+/* protocols, TLS 1.3 suites, groups and (client side) ciphers: what a handshake between two
+ * such contexts negotiates, and the values OpenSSL does not know refused with their name. */
+static struct tls_ctx *opts_server(unsigned protocols, const char *suites, const char *groups)
+{
+	return server_from((struct tls_server_opts){ .cert_file = srv_pem, .key_file = srv_key,
+						     .mode = TLS_SERVER_REQUIRE, .protocols = protocols,
+						     .ciphersuites = suites, .groups = groups });
+}
+
+static struct tls_ctx *opts_client(unsigned protocols, const char *ciphers, const char *suites)
+{
+	return client_from((struct tls_client_opts){ .protocols = protocols, .ciphers = ciphers,
+						     .ciphersuites = suites });
+}
+
+static void test_versions_and_suites(void **state)
+{
+	struct pair p;
+	int crc, src;
+	char err[256];
+	struct tls_ctx *ctx;
+
+	(void)state;
+	pair_open(&p, opts_client(TLS_PROTO_1_2, NULL, NULL), opts_server(TLS_PROTO_1_3, NULL, NULL), NULL);
+	handshake(&p, &crc, &src);
+	assert_true(crc < 0 && src < 0);
+	pair_close(&p);
+
+	pair_open(&p, opts_client(0, NULL, NULL), opts_server(TLS_PROTO_1_3, NULL, "auto"), NULL);
+	handshake_ok(&p);
+	assert_string_equal(tls_version(p.srv), "TLSv1.3");
+	pair_close(&p);
+
+	pair_open(&p, opts_client(0, "ECDHE-ECDSA-AES128-GCM-SHA256", NULL), opts_server(TLS_PROTO_1_2, NULL, "P-384"),
+		  NULL);
+	handshake_ok(&p);
+	assert_string_equal(tls_version(p.cli), "TLSv1.2");
+	assert_string_equal(tls_cipher(p.srv), "ECDHE-ECDSA-AES128-GCM-SHA256");
+	pair_close(&p);
+
+	pair_open(&p, opts_client(TLS_PROTO_1_2 | TLS_PROTO_1_3, NULL, "TLS_AES_128_GCM_SHA256"),
+		  opts_server(0, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256", NULL), NULL);
+	handshake_ok(&p);
+	assert_string_equal(tls_cipher(p.cli), "TLS_AES_128_GCM_SHA256");
+	pair_close(&p);
+
+	struct tls_server_opts so = { .cert_file = srv_pem, .key_file = srv_key, .ciphersuites = "TLS_AES_128_GCM_SHA256:BOGUS" };
+	assert_int_equal(tls_ctx_server_new(&so, err, sizeof(err), &ctx), -EINVAL);
+	assert_null(ctx);
+	if (!strstr(err, "no such suite BOGUS"))
+		fail_msg("%s", err);
+	so.ciphersuites = NULL;
+	so.groups = "P-256:nosuchcurve";
+	assert_int_equal(tls_ctx_server_new(&so, err, sizeof(err), &ctx), -EINVAL);
+	if (!strstr(err, "ECDH groups \"P-256:nosuchcurve\""))
+		fail_msg("%s", err);
+	struct tls_client_opts co = { .ciphers = "NOPE-NOT-A-CIPHER" };
+	assert_int_equal(tls_ctx_client_new(&co, err, sizeof(err), &ctx), -EINVAL);
+	if (!strstr(err, "ciphers \"NOPE-NOT-A-CIPHER\""))
+		fail_msg("%s", err);
+	co.ciphers = NULL;
+	co.ciphersuites = "NOPE";
+	assert_int_equal(tls_ctx_client_new(&co, err, sizeof(err), &ctx), -EINVAL);
+	if (!strstr(err, "TLS 1.3 cipher suites \"NOPE\""))
 		fail_msg("%s", err);
 }
 
@@ -972,14 +1051,8 @@ static SSL_CTX *raw_client(int max_version)
 
 static struct tls_ctx *ticket_server(struct tls_tickets *tk, const char *ca)
 {
-	struct tls_server_opts o = { .cert_file = srv_pem, .key_file = srv_key, .ca_file = ca,
-				     .mode = TLS_SERVER_REQUIRE, .tickets = tk };
-	struct tls_ctx *ctx;
-	char err[256];
-
-	if (tls_ctx_server_new(&o, err, sizeof(err), &ctx) != 0)
-		fail_msg("server ctx: %s", err);
-	return ctx;
+	return server_from((struct tls_server_opts){ .cert_file = srv_pem, .key_file = srv_key, .ca_file = ca,
+						     .mode = TLS_SERVER_REQUIRE, .tickets = tk });
 }
 
 /* A returning client resumes with its ticket, on TLS 1.3 and 1.2, again and again (each
@@ -1105,6 +1178,7 @@ int main(void)
 		cmocka_unit_test(test_handshake_threads),
 		cmocka_unit_test(test_tls12),
 		cmocka_unit_test(test_bad_ciphers),
+		cmocka_unit_test(test_versions_and_suites),
 		cmocka_unit_test(test_end_point),
 		cmocka_unit_test(test_verify_full_hostname),
 		cmocka_unit_test(test_verify_full_needs_name),

@@ -526,6 +526,10 @@ void client_close(struct client *c, const char *reason)
 	c->vdb = NULL; /* it went with the kind's session */
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
+	if (c->pool_counted) {
+		c->pool_counted = false;
+		pool_client_leave(c->pool);
+	}
 	count_client(c, -1);
 	if (c->tls_away) {
 		keep_husk(c); /* hs_back closes and frees it */
@@ -1002,6 +1006,31 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 	c->kind->startup(c);
 }
 
+/* max_db_client_connections / max_user_client_connections (PgBouncer's), counted from here
+ * to client_close, before authentication as in PgBouncer; the limit is that of c's rule.
+ * 0, or -1 when c was failed: 53300, PostgreSQL's code for "too many connections for
+ * database/role" (PgBouncer sends its catch-all 08P01). */
+static int count_in_pool(struct client *c, const struct config_pool_rule *rule)
+{
+	const struct tusk_config *cfg = cfg_of(c);
+	int db_max = config_max_db_client_connections(cfg, rule), user_max = config_max_user_client_connections(cfg, rule);
+	int count;
+	switch (pool_client_enter(c->pool, db_max, user_max, &count)) {
+	case POOL_CLIENT_IN:
+		c->pool_counted = true;
+		return 0;
+	case POOL_CLIENT_DB_FULL:
+		client_fail(c, "53300", "too many client connections for database \"%s\" (%d; max_db_client_connections is %d)",
+			    c->database, count, db_max);
+		return -1;
+	case POOL_CLIENT_USER_FULL:
+		client_fail(c, "53300", "too many client connections for user \"%s\" (%d; max_user_client_connections is %d)",
+			    c->user, count, user_max);
+		return -1;
+	}
+	return 0;
+}
+
 const struct config_pool_rule *client_take_rule(struct client *c)
 {
 	const struct config_pool_rule *rule = config_match_pool(cfg_of(c), c->database, c->user);
@@ -1026,6 +1055,8 @@ const struct config_pool_rule *client_take_rule(struct client *c)
 		client_fail(c, "55000", "database \"%s\" is not currently accepting connections (DISABLE)", c->database);
 		return NULL;
 	}
+	if (count_in_pool(c, rule) < 0)
+		return NULL;
 	return rule;
 }
 

@@ -134,6 +134,8 @@ struct client {
 	uint8_t ryw_reset;          /* relay.c: the reset (enum reset_kind) the server of that fetch
 	                             * needs before it parks */
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
+	bool pool_counted;          /* counted in its pool's database and user (pool_client_enter):
+	                             * client_close takes it out */
 	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_key;        /* minted by tusk (with cancel_pid), sent in BackendKeyData */
 	bool copy_in;               /* the server waits for COPY data from the client */

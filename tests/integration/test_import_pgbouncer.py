@@ -217,16 +217,28 @@ def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
         assert tusk.wait(timeout=30 * SLOW) == 0, tusk.stderr.read().decode()[-3000:]
 
 
-def test_import_reports_what_it_cannot_carry(tmp_path):
-    ini = tmp_path / "p.ini"
-    ini.write_text("[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 load_balance_hosts=disable\n"
-                   "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
-                   "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
-                   "server_lifetime = 0.5\nbogus_key = 1\nquery_timeout = 30\nclient_idle_timeout = 600\n[peers]\n1 = host=x\n")
-    out = tmp_path / "t.yaml"
+def import_text(tmp_path, text):
+    """Import an ini of text: -> (the run, the YAML written)."""
+    ini, out = tmp_path / "p.ini", tmp_path / "t.yaml"
+    ini.write_text(text)
     r = import_ini(ini, out)
     assert r.returncode == 0, r.stderr
-    y = out.read_text()
+    return r, out.read_text()
+
+
+def assert_loads(yaml_text, tmp_path):
+    """tusk --check accepts the imported YAML."""
+    out = tmp_path / "checked.yaml"
+    out.write_text(yaml_text)
+    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
+    assert chk.returncode == 0, chk.stdout + chk.stderr + yaml_text
+
+
+def test_import_reports_what_it_cannot_carry(tmp_path):
+    r, y = import_text(tmp_path, "[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 load_balance_hosts=disable\n"
+                       "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
+                       "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
+                       "server_lifetime = 0.5\nbogus_key = 1\nquery_timeout = 30\nclient_idle_timeout = 600\n[peers]\n1 = host=x\n")
     assert 'hosts: ["db1:5433", "db2:5433"]' in y and "tls: prefer" in y
     assert "tls: allow" in y and 'tls_cert_file: "/etc/c.crt"' in y
     assert "client_auth: reject" in y and "pool_wait_timeout: 1d" in y and "server_lifetime: 500ms" in y
@@ -274,3 +286,21 @@ def test_import_carries_socket_keys(tmp_path):
     ini.write_text("[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nunix_socket_mode = 432\n")
     r = import_ini(ini, out)
     assert r.returncode == 0 and 'unix_socket_mode: "0660"' in out.read_text(), (r.stderr, out.read_text())
+
+
+def test_import_carries_client_connection_limits(tmp_path):
+    """PgBouncer 1.24's max_db_client_connections / max_user_client_connections, top-level and
+    per [databases] / [users] entry (where 0 means the top-level value: not written)."""
+    r, y = import_text(tmp_path, "[databases]\napp = host=127.0.0.1 port=5432 max_db_client_connections=40\n"
+                       "other = host=127.0.0.1 port=5432 max_db_client_connections=0\n"
+                       "[users]\nalice = max_user_client_connections=7\n"
+                       "[pgbouncer]\nlisten_addr = 127.0.0.1\nmax_db_client_connections = 100\n"
+                       "max_user_client_connections = 30\n")
+    for line in ("\nmax_db_client_connections: 100\n", "\nmax_user_client_connections: 30\n",
+                 '  - database: "app"\n    user: "alice"\n', "    max_user_client_connections: 7\n"):
+        assert line in y, (line, y)
+    assert y.count("    max_db_client_connections: 40\n") == 2, y  # app's rules: alice's and "*"
+    assert y.count("max_user_client_connections: 7") == 2, y  # alice's rules: app's and other's
+    assert y.count("max_db_client_connections:") == 3, y  # none for other's 0
+    assert "client_connections" not in r.stderr, r.stderr
+    assert_loads(y, tmp_path)

@@ -1995,6 +1995,8 @@ static const struct key_def top_keys[] = {
 	  .release = release_pools },
 	{ .name = "pool_wait_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(pool_wait_timeout_ms), .min = 1,
 	  .max = MS_PER_DAY, .def = "30s", .reloadable = true },
+	{ .name = "query_wait_notify", .type = KEY_DURATION, .offset = TOP_FIELD(query_wait_notify_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "5s", .reloadable = true },
 	{ .name = "server_connect_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_connect_timeout_ms),
 	  .min = 1, .max = MS_PER_DAY, .def = "5s", .reloadable = true },
 	{ .name = "server_reset_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_reset_timeout_ms),

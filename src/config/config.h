@@ -240,6 +240,7 @@ struct tusk_config {
 
 	/* Timeouts in milliseconds. */
 	uint64_t pool_wait_timeout_ms;      /* default 30s: claim deadline */
+	uint64_t query_wait_notify_ms;      /* default 5s: a NOTICE to a client waiting longer for a server; 0 = none */
 	uint64_t server_connect_timeout_ms; /* default 5s: TCP connect + server login */
 	uint64_t server_reset_timeout_ms;   /* default 5s: reset query must finish within */
 	uint64_t client_login_timeout_ms;   /* default 15s: startup must finish within */

@@ -241,7 +241,7 @@ static const char *const handled[] = {
 	"unix_socket_group", "tcp_defer_accept", "tcp_socket_buffer",
 	"listen_backlog", "syslog_ident", "syslog_facility",
 	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname", "application_name_add_host",
-	"max_db_client_connections", "max_user_client_connections",
+	"max_db_client_connections", "max_user_client_connections", "query_wait_notify",
 };
 
 static bool is_handled(const char *key)
@@ -265,6 +265,7 @@ static const char *const durations[][2] = {
 	{ "stats_period", "stats_period" },
 	{ "autodb_idle_timeout", "pool_idle_timeout" },
 	{ "query_wait_timeout", "pool_wait_timeout" },
+	{ "query_wait_notify", "query_wait_notify" },
 	{ "reserve_pool_timeout", "reserve_pool_timeout" },
 	{ "tcp_keepidle", "tcp_keepidle" },
 	{ "tcp_keepintvl", "tcp_keepintvl" },

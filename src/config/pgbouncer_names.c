@@ -96,6 +96,7 @@ static const struct pgb_name names[] = {
 	/* dangerous timeouts */
 	SAME("query_timeout"),
 	TO("query_wait_timeout", "pool_wait_timeout"),
+	SAME("query_wait_notify"), /* PgBouncer 1.25 */
 	SAME("client_idle_timeout"),
 	SAME("idle_transaction_timeout"),
 	NOT_NEEDED("suspend_timeout", "online restart hands the listeners over (tusk --takeover)"),

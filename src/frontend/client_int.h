@@ -124,6 +124,8 @@ struct client {
 	struct client_wait *wait;
 	bool queued;                /* wait is (or was, until the answer arrives) in the pool queue */
 	bool wait_quiet;            /* CLIENT_WAITING not yet counted, timed or polled (client_need_server) */
+	bool wait_notice_armed;     /* CLIENT_WAITING: the timer runs for query_wait_notify's NOTICE,
+	                             * not yet for pool_wait_timeout (arm_wait_timer) */
 	bool standby;               /* read-write-split: this transaction's claim is for the standby
 	                             * side (the split's claim hook; copied into the claim) */
 	bool dead;                  /* closed while an answer from the pool (or a read-your-writes

@@ -2,6 +2,9 @@
 max_user_client_connections (clients per database / per user name, across workers, freed by
 every way a client leaves), query_wait_notify (a NOTICE to a client queued for a server)."""
 
+import threading
+import time
+
 import psycopg
 import pytest
 
@@ -151,3 +154,76 @@ def test_client_limits_reload_for_new_clients(tusk, pg):
         assert "max_user_client_connections is 3" in refused(t)["M"]
     a.close()
     b.close()
+
+
+QUEUED = "No server connection available in postgres backend, client being queued"
+
+
+def held_server(t, user="tusk_trust"):
+    """A client inside a transaction on its rule's only server (transaction pooling)."""
+    a = t.connect(user=user)
+    a.execute("begin")
+    a.execute("select 1")
+    return a
+
+
+def wait_with_notices(t, hold, timeout_ok=False):
+    """A logged-in client's query while another holds the only server for hold seconds:
+    -> (notices with the time each came after the query began, the query's outcome)."""
+    notices, start = [], []
+    with t.connect() as b, held_server(t) as a:
+        # the Diagnostic is only readable inside the handler
+        b.add_notice_handler(lambda d: notices.append(({"message": d.message_primary, "sqlstate": d.sqlstate,
+                                                         "severity": d.severity_nonlocalized,
+                                                         "detail": d.message_detail}, time.monotonic() - start[0])))
+        release = threading.Timer(hold, a.execute, args=("commit",))
+        release.start()
+        start.append(time.monotonic())
+        try:
+            outcome = b.execute("select 42").fetchone()[0]
+        except psycopg.OperationalError as e:
+            assert timeout_ok, e
+            outcome = e
+        release.join()
+    return notices, outcome
+
+
+@pytest.mark.tusk_only
+def test_query_wait_notify_tells_a_queued_client_once_and_it_keeps_waiting(tusk):
+    """PgBouncer 1.25's query_wait_notify: a client that has waited this long for a server gets
+    PgBouncer's NOTICE (00000) once, then is served when the server comes back."""
+    txn = {**rule(size=1), "mode": "transaction"}
+    t = tusk(pools=[txn], query_wait_notify="500ms", pool_wait_timeout="10s")
+    notices, got = wait_with_notices(t, hold=2.0 * SLOW)
+    assert got == 42
+    assert len(notices) == 1, notices
+    diag, after = notices[0]
+    assert diag["message"] == QUEUED and diag["sqlstate"] == "00000" and diag["severity"] == "NOTICE", diag
+    assert "pool_wait_timeout is 10.0s" in diag["detail"] and "tusk c" in diag["detail"], diag
+    assert 0.45 <= after < 2.0 * SLOW, after
+
+
+@pytest.mark.tusk_only
+def test_query_wait_notify_then_pool_wait_timeout_still_applies(tusk):
+    txn = {**rule(size=1), "mode": "transaction"}
+    t = tusk(pools=[txn], query_wait_notify="300ms", pool_wait_timeout="1500ms")
+    notices, err = wait_with_notices(t, hold=3.0 * SLOW, timeout_ok=True)
+    assert isinstance(err, psycopg.OperationalError) and "timed out after 1.5s waiting" in str(err), err
+    assert [d["message"] for d, _ in notices] == [QUEUED]
+
+
+@pytest.mark.tusk_only
+def test_query_wait_notify_off_and_reloaded(tusk, pg):
+    """0 turns it off; a short wait (under the default 5s) gets nothing; a reload turns it on."""
+    txn = {**rule(size=1), "mode": "transaction"}
+    t = tusk(pools=[txn], query_wait_notify=0)
+    notices, got = wait_with_notices(t, hold=1.0)
+    assert got == 42 and notices == []
+    write_config(t, pg, [txn])  # the default, 5s
+    reload(t)
+    notices, got = wait_with_notices(t, hold=1.0)
+    assert got == 42 and notices == []
+    write_config(t, pg, [txn], query_wait_notify="200ms")
+    reload(t)
+    notices, got = wait_with_notices(t, hold=1.0)
+    assert got == 42 and [d["message"] for d, _ in notices] == [QUEUED]

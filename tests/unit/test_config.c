@@ -285,6 +285,20 @@ static void test_client_connection_limits(void **state)
 		  "6: pools[0].max_user_client_connections: \"-1\" is out of range (0 to 1000000)");
 }
 
+/* query_wait_notify (PgBouncer 1.25): PgBouncer's default, 5 s; a duration with its unit. */
+static void test_query_wait_notify(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->query_wait_notify_ms, 5000);
+	release(&r);
+	one_error(BASE "query_wait_notify: 5\n",
+		  "6: query_wait_notify: \"5\" has no unit: write 5s (seconds, PgBouncer's meaning) or 5ms");
+}
+
 /* The console's SET: reloadable scalar keys only, each value read as the file reads it. */
 static void test_config_set(void **state)
 {
@@ -1344,6 +1358,7 @@ int main(void)
 		cmocka_unit_test(test_active_limit),
 		cmocka_unit_test(test_pgbouncer_names_explained),
 		cmocka_unit_test(test_client_connection_limits),
+		cmocka_unit_test(test_query_wait_notify),
 		cmocka_unit_test(test_query_and_client_idle_timeouts),
 		cmocka_unit_test(test_config_set),
 		cmocka_unit_test(test_pidfile_key),

@@ -97,6 +97,8 @@ static const struct pgb_name names[] = {
 	SAME("query_timeout"),
 	TO("query_wait_timeout", "pool_wait_timeout"),
 	SAME("query_wait_notify"), /* PgBouncer 1.25 */
+	NOT_NEEDED("cancel_wait_timeout", "a CancelRequest never waits for a pool's server: tusk closes its connection at once "
+		   "and cancels on a connection of its own to the backend, given up after 5 s"), /* PgBouncer 1.25 */
 	SAME("client_idle_timeout"),
 	SAME("idle_transaction_timeout"),
 	NOT_NEEDED("suspend_timeout", "online restart hands the listeners over (tusk --takeover)"),

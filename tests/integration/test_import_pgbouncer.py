@@ -291,12 +291,12 @@ def test_import_carries_socket_keys(tmp_path):
 def test_import_carries_client_limits_and_query_wait_notify(tmp_path):
     """PgBouncer 1.24's max_db_client_connections / max_user_client_connections, top-level and
     per [databases] / [users] entry (where 0 means the top-level value: not written), and
-    1.25's query_wait_notify (seconds)."""
+    1.25's query_wait_notify (seconds); 1.25's cancel_wait_timeout is reported as not needed."""
     r, y = import_text(tmp_path, "[databases]\napp = host=127.0.0.1 port=5432 max_db_client_connections=40\n"
                        "other = host=127.0.0.1 port=5432 max_db_client_connections=0\n"
                        "[users]\nalice = max_user_client_connections=7\n"
                        "[pgbouncer]\nlisten_addr = 127.0.0.1\nmax_db_client_connections = 100\n"
-                       "max_user_client_connections = 30\nquery_wait_notify = 3\n")
+                       "max_user_client_connections = 30\nquery_wait_notify = 3\ncancel_wait_timeout = 10\n")
     for line in ("\nmax_db_client_connections: 100\n", "\nmax_user_client_connections: 30\n", "\nquery_wait_notify: 3s ",
                  '  - database: "app"\n    user: "alice"\n', "    max_user_client_connections: 7\n"):
         assert line in y, (line, y)
@@ -304,4 +304,5 @@ def test_import_carries_client_limits_and_query_wait_notify(tmp_path):
     assert y.count("max_user_client_connections: 7") == 2, y  # alice's rules: app's and other's
     assert y.count("max_db_client_connections:") == 3, y  # none for other's 0
     assert "client_connections" not in r.stderr and "query_wait_notify" not in r.stderr, r.stderr
+    assert "cancel_wait_timeout = 10: not carried: a CancelRequest never waits" in r.stderr, r.stderr
     assert_loads(y, tmp_path)

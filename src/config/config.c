@@ -1660,6 +1660,11 @@ static const struct key_def pool_keys[] = {
 	/* Absent: -1 (parse_pools), the top-level value. */
 	{ .name = "reserve_pool_size", .type = KEY_INT, .offset = RULE_FIELD(reserve_pool_size), .min = 0,
 	  .max = 10000, .reloadable = true },
+	/* Absent: -1 (parse_pools), the top-level value; present, 0 = no limit. */
+	{ .name = "max_db_client_connections", .type = KEY_INT, .offset = RULE_FIELD(max_db_client_connections),
+	  .min = 0, .max = 1000000, .reloadable = true },
+	{ .name = "max_user_client_connections", .type = KEY_INT, .offset = RULE_FIELD(max_user_client_connections),
+	  .min = 0, .max = 1000000, .reloadable = true },
 	/* A change retires the rule's pools (pool.c, same_servers): new servers get the new ones. */
 	{ .name = "connect_query", .type = KEY_STRING, .offset = RULE_FIELD(connect_query), .min = 1, .max = 4096,
 	  .reloadable = true },
@@ -1770,6 +1775,10 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 			rule->transaction_timeout_ms = CONFIG_TIMEOUT_INHERIT;
 		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "reserve_pool_size"))
 			rule->reserve_pool_size = -1;
+		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "max_db_client_connections"))
+			rule->max_db_client_connections = -1;
+		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "max_user_client_connections"))
+			rule->max_user_client_connections = -1;
 		resolve_service(ld, item, sub, rule);
 		/* Statement pooling is not cached (docs/cache.md). */
 		if (rule->cache > CONFIG_CACHE_OFF && rule->mode == POOL_MODE_STATEMENT) {
@@ -2054,6 +2063,8 @@ static const struct key_def top_keys[] = {
 	  .release = release_pools },
 	{ .name = "pool_wait_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(pool_wait_timeout_ms), .min = 1,
 	  .max = MS_PER_DAY, .def = "30s", .reloadable = true },
+	{ .name = "query_wait_notify", .type = KEY_DURATION, .offset = TOP_FIELD(query_wait_notify_ms), .min = 0,
+	  .max = MS_PER_DAY, .def = "5s", .reloadable = true },
 	{ .name = "server_connect_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_connect_timeout_ms),
 	  .min = 1, .max = MS_PER_DAY, .def = "5s", .reloadable = true },
 	{ .name = "server_reset_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(server_reset_timeout_ms),
@@ -2119,6 +2130,10 @@ static const struct key_def top_keys[] = {
 	  .max = 16 << 20, .def = "64kB" },
 	{ .name = "max_client_connections", .type = KEY_INT, .offset = TOP_FIELD(max_client_connections), .min = 1,
 	  .max = 1000000, .def = "10000", .reloadable = true },
+	{ .name = "max_db_client_connections", .type = KEY_INT, .offset = TOP_FIELD(max_db_client_connections),
+	  .min = 0, .max = 1000000, .def = "0", .reloadable = true },
+	{ .name = "max_user_client_connections", .type = KEY_INT, .offset = TOP_FIELD(max_user_client_connections),
+	  .min = 0, .max = 1000000, .def = "0", .reloadable = true },
 	{ .name = "shutdown_timeout", .type = KEY_DURATION, .offset = TOP_FIELD(shutdown_timeout_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "30s", .reloadable = true },
 	{ .name = "worker_balance", .type = KEY_ENUM, .offset = TOP_FIELD(worker_balance), .names = yes_no_names,
@@ -2590,6 +2605,18 @@ uint64_t config_transaction_timeout(const struct tusk_config *cfg, const struct 
 int config_reserve_pool_size(const struct tusk_config *cfg, const struct config_pool_rule *rule)
 {
 	return rule && rule->reserve_pool_size >= 0 ? rule->reserve_pool_size : cfg->reserve_pool_size;
+}
+
+int config_max_db_client_connections(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->max_db_client_connections >= 0 ? rule->max_db_client_connections
+							    : cfg->max_db_client_connections;
+}
+
+int config_max_user_client_connections(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->max_user_client_connections >= 0 ? rule->max_user_client_connections
+							      : cfg->max_user_client_connections;
 }
 
 uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)

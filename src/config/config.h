@@ -153,6 +153,11 @@ struct config_pool_rule {
 	 * per-database reserve_pool); -1 (absent): the top-level reserve_pool_size
 	 * (config_reserve_pool_size) */
 	int reserve_pool_size;
+	/* client connections of one database / one user, counted across all pools (PgBouncer's
+	 * per-database max_db_client_connections, per-user max_user_client_connections); -1
+	 * (absent): the top-level value (config_max_db_client_connections); 0: no limit */
+	int max_db_client_connections;
+	int max_user_client_connections;
 	/* run on each new server connection after login, and again after each reset tusk runs
 	 * (pool/server.c, frontend/relay.c); NULL: none */
 	char *connect_query;
@@ -243,6 +248,7 @@ struct tusk_config {
 
 	/* Timeouts in milliseconds. */
 	uint64_t pool_wait_timeout_ms;      /* default 30s: claim deadline */
+	uint64_t query_wait_notify_ms;      /* default 5s: a NOTICE to a client waiting longer for a server; 0 = none */
 	uint64_t server_connect_timeout_ms; /* default 5s: TCP connect + server login */
 	uint64_t server_reset_timeout_ms;   /* default 5s: reset query must finish within */
 	uint64_t client_login_timeout_ms;   /* default 15s: startup must finish within */
@@ -277,6 +283,8 @@ struct tusk_config {
 	uint32_t max_message_size;     /* default 64MB (size); bounds every typed message length */
 	uint32_t buffer_size;          /* default 64kB (size), per-connection read buffer, 4kB..16MB */
 	int max_client_connections;    /* default 10000 */
+	int max_db_client_connections;   /* default 0 (none): clients per database name (pools[] may override) */
+	int max_user_client_connections; /* default 0 (none): clients per user name (pools[] may override) */
 	uint64_t shutdown_timeout_ms;  /* default 30s: SIGTERM waits this long for transactions to finish */
 	/* TCP keepalive, TCP_USER_TIMEOUT and buffers of client and server sockets (PgBouncer's tcp_* keys;
 	 * net_tcp_opts_of). 0: the system's default on client sockets, tusk's own on server
@@ -369,6 +377,10 @@ uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config
 int config_reserve_pool_size(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 uint64_t config_transaction_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+/* The max_db_client_connections / max_user_client_connections for rule's clients (its own,
+ * else the top-level one; rule may be NULL): 0 = no limit. */
+int config_max_db_client_connections(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+int config_max_user_client_connections(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 
 /* Whether user is listed in names (admin.users, admin.stats_users). */
 bool config_name_listed(char *const *names, int n, const char *user);

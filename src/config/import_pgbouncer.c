@@ -244,6 +244,7 @@ static const char *const handled[] = {
 	"listen_backlog", "syslog_ident", "syslog_facility",
 	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname", "application_name_add_host",
 	"transaction_timeout",
+	"max_db_client_connections", "max_user_client_connections", "query_wait_notify",
 };
 
 static bool is_handled(const char *key)
@@ -268,6 +269,7 @@ static const char *const durations[][2] = {
 	{ "stats_period", "stats_period" },
 	{ "autodb_idle_timeout", "pool_idle_timeout" },
 	{ "query_wait_timeout", "pool_wait_timeout" },
+	{ "query_wait_notify", "query_wait_notify" },
 	{ "reserve_pool_timeout", "reserve_pool_timeout" },
 	{ "tcp_keepidle", "tcp_keepidle" },
 	{ "tcp_keepintvl", "tcp_keepintvl" },
@@ -504,6 +506,11 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 		fprintf(im->out, "    reserve_pool_size: %s\n", v);
 	if (u && (v = opt(u, "max_user_connections")))
 		fprintf(im->out, "    max_user_connections: %s\n", v);
+	/* PgBouncer reads 0 here as "the [pgbouncer] value", which the rule inherits when absent. */
+	if ((v = opt(d, "max_db_client_connections")) && atoi(v) > 0)
+		fprintf(im->out, "    max_db_client_connections: %d\n", atoi(v));
+	if (u && (v = opt(u, "max_user_client_connections")) && atoi(v) > 0)
+		fprintf(im->out, "    max_user_client_connections: %d\n", atoi(v));
 	put_opt_str(im->out, d, "connect_query", "connect_query");
 	put_opt_str(im->out, d, "client_encoding", "client_encoding");
 	put_opt_str(im->out, d, "datestyle", "datestyle");
@@ -513,7 +520,7 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "auth_dbname", "pool_mode",
 					       "pool_size", "min_pool_size", "max_db_connections", "reserve_pool",
 					       "reserve_pool_size", "connect_query", "client_encoding", "datestyle",
-					       "timezone" };
+					       "timezone", "max_db_client_connections" };
 
 static void check_db_opts(struct importer *im, const struct imp_kv *kv, const struct imp_opts *o, const char *sec)
 {
@@ -522,7 +529,8 @@ static void check_db_opts(struct importer *im, const struct imp_kv *kv, const st
 		for (size_t k = 0; k < sizeof db_opts_carried / sizeof db_opts_carried[0]; k++)
 			carried = carried || strcasecmp(db_opts_carried[k], o->key[i]) == 0;
 		if (strcmp(sec, "users") == 0)
-			carried = strcasecmp(o->key[i], "pool_mode") == 0 || strcasecmp(o->key[i], "max_user_connections") == 0;
+			carried = strcasecmp(o->key[i], "pool_mode") == 0 || strcasecmp(o->key[i], "max_user_connections") == 0 ||
+				  strcasecmp(o->key[i], "max_user_client_connections") == 0;
 		if (carried)
 			continue;
 		const struct pgb_name *n = pgb_name_find(o->key[i]);
@@ -676,6 +684,8 @@ static void put_general(struct importer *im, const char *userlist)
 	put_plain(im, "syslog_facility", "  syslog_facility", true);
 	put_plain(im, "pidfile", "pidfile", true);
 	put_plain(im, "max_client_conn", "max_client_connections", false);
+	put_plain(im, "max_db_client_connections", "max_db_client_connections", false);
+	put_plain(im, "max_user_client_connections", "max_user_client_connections", false);
 	if ((kv = get(&im->general, "auth_type")) && strcmp(kv->value, "hba") == 0) {
 		if (!get(&im->general, "auth_hba_file"))
 			skip(im, "pgbouncer", "auth_type", "hba", kv->line, "auth_hba_file is not set");

@@ -28,6 +28,9 @@ static const struct pgb_name names[] = {
 	SAME("reserve_pool_timeout"),
 	TO("max_db_connections", "pool_defaults.max_db_connections (or pools[].max_db_connections)"),
 	TO("max_user_connections", "pool_defaults.max_user_connections (or pools[].max_user_connections)"),
+	/* PgBouncer 1.24 */
+	SAME("max_db_client_connections"),
+	SAME("max_user_client_connections"),
 	NOT_NEEDED("server_round_robin", "new servers are spread over a service's hosts by weight; idle ones are reused"),
 	NOT_NEEDED("ignore_startup_parameters", "tusk passes every startup parameter on (extra_float_digits, search_path, ...)"),
 	NOT_NEEDED("track_extra_parameters", "tusk tracks every parameter a client sets and carries it between servers"),
@@ -103,6 +106,9 @@ static const struct pgb_name names[] = {
 	/* dangerous timeouts */
 	SAME("query_timeout"),
 	TO("query_wait_timeout", "pool_wait_timeout"),
+	SAME("query_wait_notify"), /* PgBouncer 1.25 */
+	NOT_NEEDED("cancel_wait_timeout", "a CancelRequest never waits for a pool's server: tusk closes its connection at once "
+		   "and cancels on a connection of its own to the backend, given up after 5 s"), /* PgBouncer 1.25 */
 	SAME("client_idle_timeout"),
 	SAME("idle_transaction_timeout"),
 	SAME("transaction_timeout"),

@@ -186,6 +186,15 @@ static void arm_timer(struct client *c, double seconds)
 	}
 }
 
+/* CLIENT_WAITING's timer: query_wait_notify's NOTICE first when it comes before
+ * pool_wait_timeout (notify_wait arms the rest), else the deadline. */
+static void arm_wait_timer(struct client *c)
+{
+	const struct tusk_config *cfg = cfg_of(c);
+	c->wait_notice_armed = cfg->query_wait_notify_ms > 0 && cfg->query_wait_notify_ms < cfg->pool_wait_timeout_ms;
+	arm_timer(c, (double)(c->wait_notice_armed ? cfg->query_wait_notify_ms : cfg->pool_wait_timeout_ms) / 1000.0);
+}
+
 void client_set_state(struct client *c, enum client_state to)
 {
 	client_set_state_no_io(c, to);
@@ -207,7 +216,7 @@ void client_set_state_no_io(struct client *c, enum client_state to)
 		break; /* the login timer started at accept keeps running */
 	case CLIENT_WAITING:
 		/* The wait deadline is absolute from the moment the client asked for a server. */
-		arm_timer(c, (double)cfg->pool_wait_timeout_ms / 1000.0);
+		arm_wait_timer(c);
 		break;
 	case CLIENT_ACTIVE:
 	case CLIENT_IDLE:
@@ -526,6 +535,10 @@ void client_close(struct client *c, const char *reason)
 	c->vdb = NULL; /* it went with the kind's session */
 	unlink_client(c);
 	atomic_fetch_sub_explicit(&w->rt->nclients, 1, memory_order_relaxed);
+	if (c->pool_counted) {
+		c->pool_counted = false;
+		pool_client_leave(c->pool);
+	}
 	count_client(c, -1);
 	if (c->tls_away) {
 		keep_husk(c); /* hs_back closes and frees it */
@@ -1002,6 +1015,31 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 	c->kind->startup(c);
 }
 
+/* max_db_client_connections / max_user_client_connections (PgBouncer's), counted from here
+ * to client_close, before authentication as in PgBouncer; the limit is that of c's rule.
+ * 0, or -1 when c was failed: 53300, PostgreSQL's code for "too many connections for
+ * database/role" (PgBouncer sends its catch-all 08P01). */
+static int count_in_pool(struct client *c, const struct config_pool_rule *rule)
+{
+	const struct tusk_config *cfg = cfg_of(c);
+	int db_max = config_max_db_client_connections(cfg, rule), user_max = config_max_user_client_connections(cfg, rule);
+	int count;
+	switch (pool_client_enter(c->pool, db_max, user_max, &count)) {
+	case POOL_CLIENT_IN:
+		c->pool_counted = true;
+		return 0;
+	case POOL_CLIENT_DB_FULL:
+		client_fail(c, "53300", "too many client connections for database \"%s\" (%d; max_db_client_connections is %d)",
+			    c->database, count, db_max);
+		return -1;
+	case POOL_CLIENT_USER_FULL:
+		client_fail(c, "53300", "too many client connections for user \"%s\" (%d; max_user_client_connections is %d)",
+			    c->user, count, user_max);
+		return -1;
+	}
+	return 0;
+}
+
 const struct config_pool_rule *client_take_rule(struct client *c)
 {
 	const struct config_pool_rule *rule = config_match_pool(cfg_of(c), c->database, c->user);
@@ -1026,6 +1064,8 @@ const struct config_pool_rule *client_take_rule(struct client *c)
 		client_fail(c, "55000", "database \"%s\" is not currently accepting connections (DISABLE)", c->database);
 		return NULL;
 	}
+	if (count_in_pool(c, rule) < 0)
+		return NULL;
 	return rule;
 }
 
@@ -1876,7 +1916,7 @@ void client_need_server(struct client *c)
 	if (fe->gone == gone && c->wait_quiet && c->state == CLIENT_WAITING) {
 		c->wait_quiet = false;
 		count_client(c, STATS_CLIENT_WAITING);
-		arm_timer(c, (double)cfg_of(c)->pool_wait_timeout_ms / 1000.0);
+		arm_wait_timer(c);
 		client_update_io(c);
 	}
 }
@@ -2106,6 +2146,29 @@ static void client_io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	}
 }
 
+/* query_wait_notify (PgBouncer 1.25): a logged-in client still waiting for a server hears
+ * once, in PgBouncer's NOTICE, that it is queued, and waits on until pool_wait_timeout. A
+ * client still logging in is told nothing (no message may precede AuthenticationOk). */
+static void notify_wait(struct client *c)
+{
+	const struct tusk_config *cfg = cfg_of(c);
+	double waited = (double)cfg->query_wait_notify_ms / 1000.0;
+	double left = (double)cfg->pool_wait_timeout_ms / 1000.0 - waited;
+	c->wait_notice_armed = false;
+	arm_timer(c, left > 0 ? left : 0.001); /* a reload may have shortened pool_wait_timeout */
+	if (!c->greeted || c->s2c_scanned || c->s2c_remaining || buf_attach(&c->wbuf, &fe_of(c->worker)->wbufs) < 0)
+		return;
+	char detail[256];
+	snprintf(detail, sizeof detail, "tusk %s: waited %.1fs for a server of pool %s/%s (size %d); pool_wait_timeout is %.1fs",
+		 c->id, waited, pool_database(c->pool), pool_user(c->pool), pool_rule(c->pool)->size,
+		 (double)cfg->pool_wait_timeout_ms / 1000.0);
+	if (proto_put_notice(&c->wbuf, "NOTICE", "00000", "No server connection available in postgres backend, client being queued",
+			     detail, NULL) < 0)
+		return;
+	log_debug(c->id, c->ctx, "waited %.1fs for a server: notice sent (query_wait_notify)", waited);
+	client_update_io(c);
+}
+
 static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct client *c = t->data;
@@ -2118,6 +2181,10 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 		client_fail(c, "08P01", "client did not finish startup within client_login_timeout");
 		break;
 	case CLIENT_WAITING:
+		if (c->wait_notice_armed) {
+			notify_wait(c);
+			break;
+		}
 		/* One deadline covers queueing, connecting and preparing the server. */
 		if (c->queued && client_leave_queue(c)) {
 			fail_wait_timeout(c);

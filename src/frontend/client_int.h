@@ -124,6 +124,8 @@ struct client {
 	struct client_wait *wait;
 	bool queued;                /* wait is (or was, until the answer arrives) in the pool queue */
 	bool wait_quiet;            /* CLIENT_WAITING not yet counted, timed or polled (client_need_server) */
+	bool wait_notice_armed;     /* CLIENT_WAITING: the timer runs for query_wait_notify's NOTICE,
+	                             * not yet for pool_wait_timeout (arm_wait_timer) */
 	bool standby;               /* read-write-split: this transaction's claim is for the standby
 	                             * side (the split's claim hook; copied into the claim) */
 	bool dead;                  /* closed while an answer from the pool (or a read-your-writes
@@ -134,6 +136,8 @@ struct client {
 	uint8_t ryw_reset;          /* relay.c: the reset (enum reset_kind) the server of that fetch
 	                             * needs before it parks */
 	bool shut_wr;               /* CLOSING: our side is half-closed, the error is out */
+	bool pool_counted;          /* counted in its pool's database and user (pool_client_enter):
+	                             * client_close takes it out */
 	bool cancel_registered;     /* the minted key is in the cancel registry */
 	uint32_t cancel_key;        /* minted by tusk (with cancel_pid), sent in BackendKeyData */
 	bool copy_in;               /* the server waits for COPY data from the client */

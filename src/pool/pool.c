@@ -45,6 +45,9 @@ struct pool_group {
 	bool paused; /* database groups: console PAUSE, so pools created later start paused; under the registry lock */
 	bool disabled; /* database groups: console DISABLE, logins refused; under the registry lock */
 	int limit;   /* the tightest max_db/user_connections of its pools' rules (0: none); under the registry lock */
+	/* Client connections of this database (user) on every worker (pool_client_enter); an
+	 * atomic of its own, no lock: each login's fetch-add gets a distinct previous count. */
+	atomic_int clients;
 	struct tp_group *tp;
 };
 
@@ -857,6 +860,7 @@ static struct pool_group *find_group(struct pool_registry *reg, const char *name
 	}
 	snprintf(g->name, sizeof g->name, "%s", name);
 	g->is_user = is_user;
+	atomic_init(&g->clients, 0);
 	g->next = reg->groups;
 	reg->groups = g;
 	g->hnext = reg->group_hash[h];
@@ -911,6 +915,35 @@ void pool_registry_free(struct pool_registry *reg)
 	}
 	pthread_mutex_destroy(&reg->lock);
 	free(reg);
+}
+
+/* Count one client in g unless that makes more than max (0: no limit). */
+static bool group_enter(struct pool_group *g, int max, int *count)
+{
+	int before = atomic_fetch_add_explicit(&g->clients, 1, memory_order_relaxed);
+	*count = before;
+	if (max > 0 && before >= max) {
+		atomic_fetch_sub_explicit(&g->clients, 1, memory_order_relaxed);
+		return false;
+	}
+	return true;
+}
+
+enum pool_client_entry pool_client_enter(struct pool *p, int db_max, int user_max, int *count)
+{
+	if (!group_enter(p->db_group, db_max, count))
+		return POOL_CLIENT_DB_FULL;
+	if (!group_enter(p->user_group, user_max, count)) {
+		atomic_fetch_sub_explicit(&p->db_group->clients, 1, memory_order_relaxed);
+		return POOL_CLIENT_USER_FULL;
+	}
+	return POOL_CLIENT_IN;
+}
+
+void pool_client_leave(struct pool *p)
+{
+	atomic_fetch_sub_explicit(&p->db_group->clients, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&p->user_group->clients, 1, memory_order_relaxed);
 }
 
 bool pool_registry_full(struct runtime *rt)

@@ -64,6 +64,14 @@ struct pool *pool_get(struct runtime *rt, const struct config_pool_rule *rule, c
 /* No new pool can be made: the bound on pools (not retired by a reload) is reached. */
 bool pool_registry_full(struct runtime *rt);
 
+/* max_db_client_connections / max_user_client_connections: a client of p counts in p's
+ * database and in p's user (every pool of that name, on every worker) unless that would
+ * make more than db_max (user_max; 0: no limit); *count is the clients already there in the
+ * group that was full. An entered client leaves by pool_client_leave, once. */
+enum pool_client_entry { POOL_CLIENT_IN, POOL_CLIENT_DB_FULL, POOL_CLIENT_USER_FULL };
+enum pool_client_entry pool_client_enter(struct pool *p, int db_max, int user_max, int *count);
+void pool_client_leave(struct pool *p);
+
 const struct config_pool_rule *pool_rule(const struct pool *p);
 const char *pool_database(const struct pool *p);
 const char *pool_user(const struct pool *p);

@@ -218,16 +218,28 @@ def test_imported_config_starts_and_answers_like_pgbouncer(pg, workdir_shared):
         assert tusk.wait(timeout=30 * SLOW) == 0, tusk.stderr.read().decode()[-3000:]
 
 
-def test_import_reports_what_it_cannot_carry(tmp_path):
-    ini = tmp_path / "p.ini"
-    ini.write_text("[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 load_balance_hosts=disable\n"
-                   "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
-                   "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
-                   "server_lifetime = 0.5\nbogus_key = 1\nquery_timeout = 30\nclient_idle_timeout = 600\n[peers]\n1 = host=x\n")
-    out = tmp_path / "t.yaml"
+def import_text(tmp_path, text):
+    """Import an ini of text: -> (the run, the YAML written)."""
+    ini, out = tmp_path / "p.ini", tmp_path / "t.yaml"
+    ini.write_text(text)
     r = import_ini(ini, out)
     assert r.returncode == 0, r.stderr
-    y = out.read_text()
+    return r, out.read_text()
+
+
+def assert_loads(yaml_text, tmp_path):
+    """tusk --check accepts the imported YAML."""
+    out = tmp_path / "checked.yaml"
+    out.write_text(yaml_text)
+    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
+    assert chk.returncode == 0, chk.stdout + chk.stderr + yaml_text
+
+
+def test_import_reports_what_it_cannot_carry(tmp_path):
+    r, y = import_text(tmp_path, "[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 load_balance_hosts=disable\n"
+                       "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
+                       "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
+                       "server_lifetime = 0.5\nbogus_key = 1\nquery_timeout = 30\nclient_idle_timeout = 600\n[peers]\n1 = host=x\n")
     assert 'hosts: ["db1:5433", "db2:5433"]' in y and "tls: prefer" in y
     assert "tls: allow" in y and 'tls_cert_file: "/etc/c.crt"' in y
     assert "client_auth: reject" in y and "pool_wait_timeout: 1d" in y and "server_lifetime: 500ms" in y
@@ -330,3 +342,23 @@ server_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256
     assert "tls_ecdhcurve" not in y and "tls13_ciphers" not in y.split("services:", 1)[1], y
     assert "tls_ciphers" not in y.split("services:", 1)[1], y
     assert "client_tls_ecdhcurve = none left out" in r.stderr, r.stderr
+
+
+def test_import_carries_client_limits_and_query_wait_notify(tmp_path):
+    """PgBouncer 1.24's max_db_client_connections / max_user_client_connections, top-level and
+    per [databases] / [users] entry (where 0 means the top-level value: not written), and
+    1.25's query_wait_notify (seconds); 1.25's cancel_wait_timeout is reported as not needed."""
+    r, y = import_text(tmp_path, "[databases]\napp = host=127.0.0.1 port=5432 max_db_client_connections=40\n"
+                       "other = host=127.0.0.1 port=5432 max_db_client_connections=0\n"
+                       "[users]\nalice = max_user_client_connections=7\n"
+                       "[pgbouncer]\nlisten_addr = 127.0.0.1\nmax_db_client_connections = 100\n"
+                       "max_user_client_connections = 30\nquery_wait_notify = 3\ncancel_wait_timeout = 10\n")
+    for line in ("\nmax_db_client_connections: 100\n", "\nmax_user_client_connections: 30\n", "\nquery_wait_notify: 3s ",
+                 '  - database: "app"\n    user: "alice"\n', "    max_user_client_connections: 7\n"):
+        assert line in y, (line, y)
+    assert y.count("    max_db_client_connections: 40\n") == 2, y  # app's rules: alice's and "*"
+    assert y.count("max_user_client_connections: 7") == 2, y  # alice's rules: app's and other's
+    assert y.count("max_db_client_connections:") == 3, y  # none for other's 0
+    assert "client_connections" not in r.stderr and "query_wait_notify" not in r.stderr, r.stderr
+    assert "cancel_wait_timeout = 10: not carried: a CancelRequest never waits" in r.stderr, r.stderr
+    assert_loads(y, tmp_path)

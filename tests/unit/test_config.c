@@ -256,6 +256,49 @@ static void test_query_and_client_idle_timeouts(void **state)
 	one_error(BASE "    client_idle_timeout: 31d\n", "6: pools[0].client_idle_timeout: \"31d\" is out of range (0 to 30d)");
 }
 
+/* max_db_client_connections / max_user_client_connections (PgBouncer 1.24): top-level, and
+ * per rule, where a rule's own value wins (0 too: no limit there) and an absent one inherits. */
+static void test_client_connection_limits(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, "services:\n  main:\n    hosts: [\"db:5432\"]\n"
+		      "max_db_client_connections: 50\nmax_user_client_connections: 20\n"
+		      "pools:\n  - database: a\n    max_db_client_connections: 0\n    max_user_client_connections: 5\n"
+		      "  - database: b\n");
+	assert_int_equal(r.n, 0);
+	static const int want[2][2] = { { 0, 5 }, { 50, 20 } }; /* per rule: db, user */
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(config_max_db_client_connections(r.cfg, &r.cfg->pools[i]), want[i][0]);
+		assert_int_equal(config_max_user_client_connections(r.cfg, &r.cfg->pools[i]), want[i][1]);
+	}
+	release(&r);
+
+	load_text(&r, BASE); /* no limit by default */
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->max_db_client_connections + r.cfg->max_user_client_connections, 0);
+	assert_int_equal(config_max_user_client_connections(r.cfg, &r.cfg->pools[0]), 0);
+	release(&r);
+
+	one_error(BASE "    max_user_client_connections: -1\n",
+		  "6: pools[0].max_user_client_connections: \"-1\" is out of range (0 to 1000000)");
+}
+
+/* query_wait_notify (PgBouncer 1.25): PgBouncer's default, 5 s; a duration with its unit. */
+static void test_query_wait_notify(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, BASE);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->query_wait_notify_ms, 5000);
+	release(&r);
+	one_error(BASE "query_wait_notify: 5\n",
+		  "6: query_wait_notify: \"5\" has no unit: write 5s (seconds, PgBouncer's meaning) or 5ms");
+}
+
 /* The console's SET: reloadable scalar keys only, each value read as the file reads it. */
 static void test_config_set(void **state)
 {
@@ -1372,6 +1415,8 @@ int main(void)
 		cmocka_unit_test(test_pool_defaults_inherited),
 		cmocka_unit_test(test_active_limit),
 		cmocka_unit_test(test_pgbouncer_names_explained),
+		cmocka_unit_test(test_client_connection_limits),
+		cmocka_unit_test(test_query_wait_notify),
 		cmocka_unit_test(test_query_and_client_idle_timeouts),
 		cmocka_unit_test(test_config_set),
 		cmocka_unit_test(test_pidfile_key),

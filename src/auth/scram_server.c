@@ -64,13 +64,12 @@ int scram_verifier_from_password_salt(struct scram_verifier *v, const char *pass
 	return rc;
 }
 
-int scram_verifier_from_password(struct scram_verifier *v, const char *password)
+int scram_verifier_from_password(struct scram_verifier *v, const char *password, int iterations)
 {
 	uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
 	if (RAND_bytes(salt, sizeof(salt)) != 1)
 		return -EIO;
-	return scram_verifier_from_password_salt(v, password, salt, sizeof(salt),
-						 SCRAM_DEFAULT_ITERATIONS);
+	return scram_verifier_from_password_salt(v, password, salt, sizeof(salt), iterations);
 }
 
 /* The piece of s up to the next sep (or the end when sep is 0); advances *p past the sep. */

@@ -32,11 +32,12 @@ struct scram_verifier {
  * key is not 32 bytes. */
 __attribute__((warn_unused_result))
 int scram_verifier_parse(struct scram_verifier *v, const char *s, size_t len);
-/* A verifier for a plaintext password as PostgreSQL makes one: random 16-byte salt, 4096
- * iterations (PBKDF2 runs on the calling thread). 0, -EINVAL (password over 1023 bytes) or
+/* A verifier for a plaintext password as PostgreSQL makes one: random 16-byte salt, the given
+ * iterations (PostgreSQL's default: SCRAM_DEFAULT_ITERATIONS; PBKDF2 runs on the calling
+ * thread). 0, -EINVAL (password over 1023 bytes, iterations outside 1..SCRAM_ITER_MAX) or
  * -EIO. The password is used without SASLprep, as scram_client does. */
 __attribute__((warn_unused_result))
-int scram_verifier_from_password(struct scram_verifier *v, const char *password);
+int scram_verifier_from_password(struct scram_verifier *v, const char *password, int iterations);
 /* The same with a given salt and iteration count (tests, reproducible verifiers). */
 __attribute__((warn_unused_result))
 int scram_verifier_from_password_salt(struct scram_verifier *v, const char *password,

@@ -2085,6 +2085,10 @@ static const struct key_def top_keys[] = {
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "auth_query", .type = KEY_STRING, .offset = TOP_FIELD(auth_query), .min = 1, .max = 4096,
 	  .check = check_auth_query, .def = AUTH_QUERY_DEFAULT, .reloadable = true },
+	/* PBKDF2 rounds of the SCRAM exchange with a plaintext auth_file secret (PgBouncer's key;
+	 * PostgreSQL's default), SCRAM_ITER_MAX at most. */
+	{ .name = "scram_iterations", .type = KEY_INT, .offset = TOP_FIELD(scram_iterations), .min = 1,
+	  .max = 10000000, .def = "4096", .reloadable = true },
 	{ .name = "auth_cache_ttl", .type = KEY_DURATION, .offset = TOP_FIELD(auth_cache_ttl_ms), .min = 0,
 	  .max = MS_PER_DAY, .def = "60s", .reloadable = true },
 	{ .name = "unix_socket_dir", .type = KEY_STRING, .offset = TOP_FIELD(unix_socket_dir), .min = 1, .max = 90 },

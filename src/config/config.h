@@ -276,6 +276,7 @@ struct tusk_config {
 	char *auth_user;               /* NULL: no auth_query; role that runs auth_query for users not in auth_file */
 	char *auth_query;              /* default PgBouncer's pg_shadow query; $1 is the user name */
 	char *auth_dbname;             /* NULL: auth_query runs in the client's (server) database */
+	int scram_iterations;          /* default 4096: SCRAM's rounds for a plaintext auth_file secret */
 	uint64_t auth_cache_ttl_ms;    /* default 60s: how long auth_query answers are kept; 0 = not cached */
 	char *unix_socket_dir;         /* NULL: no Unix socket; else DIR/.s.PGSQL.<port> per listen port */
 	char *unix_socket_mode;        /* default "0777": octal, checked (config_unix_socket_mode) */

@@ -242,7 +242,7 @@ static const char *const handled[] = {
 	"tcp_keepalive", "tcp_keepcnt", "tcp_keepidle", "tcp_keepintvl", "tcp_user_timeout", "unix_socket_mode",
 	"unix_socket_group", "tcp_defer_accept", "tcp_socket_buffer",
 	"listen_backlog", "syslog_ident", "syslog_facility",
-	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname", "application_name_add_host",
+	"server_reset_query_always", "server_fast_close", "disable_pqexec", "auth_dbname", "application_name_add_host", "scram_iterations",
 	"transaction_timeout",
 	"max_db_client_connections", "max_user_client_connections", "query_wait_notify",
 };
@@ -701,6 +701,7 @@ static void put_general(struct importer *im, const char *userlist)
 	put_plain(im, "auth_user", "auth_user", true);
 	put_plain(im, "auth_query", "auth_query", true);
 	put_plain(im, "auth_dbname", "auth_dbname", true);
+	put_plain(im, "scram_iterations", "scram_iterations", false);
 	put_plain(im, "server_reset_query", "server_reset_query", true);
 	put_bool(im, "server_reset_query_always");
 	put_bool(im, "server_fast_close");

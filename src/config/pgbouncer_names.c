@@ -50,6 +50,7 @@ static const struct pgb_name names[] = {
 	SAME("auth_user"),
 	SAME("auth_query"),
 	SAME("auth_dbname"),
+	SAME("scram_iterations"),
 	/* logging */
 	TO("syslog", "log.target: syslog"),
 	TO("syslog_ident", "log.syslog_ident"),

@@ -67,14 +67,15 @@ static void start_scram(struct client *c)
 {
 	struct client_auth *a = c->auth;
 	struct scram_verifier v;
+	int iterations = c->worker->rt->cfg->scram_iterations;
 	int rc;
 
 	if (a->entry && a->entry->kind == USERLIST_SCRAM)
 		rc = scram_verifier_parse(&v, a->entry->secret, strlen(a->entry->secret));
 	else if (a->entry && a->entry->kind == USERLIST_PLAIN && a->entry->secret[0])
-		rc = scram_verifier_from_password(&v, a->entry->secret);
-	else
-		rc = scram_verifier_mock(&v, c->user); /* unknown user, or only an md5 hash stored */
+		rc = scram_verifier_from_password(&v, a->entry->secret, iterations);
+	else if ((rc = scram_verifier_mock(&v, c->user)) == 0) /* unknown user, or only an md5 hash */
+		v.iterations = iterations; /* as a plaintext secret's: no tell */
 	/* On TLS the binding is the hash of tusk's certificate, and -PLUS is offered first. */
 	uint8_t cb[64];
 	int cblen = c->tls.conn ? tls_server_end_point(c->tls.conn, cb) : -1;

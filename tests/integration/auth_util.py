@@ -79,6 +79,7 @@ class LoginResult:
         self.error = {}            # ErrorResponse fields when outcome == 'error'
         self.closed_reason = None
         self.server_signature_ok = None  # SCRAM: the server's final signature verified
+        self.iterations = None  # SCRAM: the iteration count the server asked for
 
     @property
     def sqlstate(self):
@@ -140,6 +141,7 @@ def raw_login(port, user, password, dbname=TEST_DB, timeout=10.0, client=None, k
                 server_first = body[4:].decode()
                 attrs = dict(kv.split("=", 1) for kv in server_first.split(","))
                 assert attrs["r"].startswith(scram["nonce"]), server_first
+                res.iterations = int(attrs["i"])
                 client_key, stored, server_key = _scram_keys(password, base64.b64decode(attrs["s"]),
                                                              int(attrs["i"]))
                 final_wo_proof = "c=biws,r=" + attrs["r"]

@@ -114,6 +114,23 @@ def test_unknown_user_looks_like_wrong_password(tusk, tmp_path, method):
         assert ghost.requests == [AUTH_SASL, AUTH_SASL_CONTINUE], ghost
 
 
+def test_scram_iterations_for_plaintext_secrets(tusk, tmp_path):
+    """scram_iterations (PgBouncer's): the PBKDF2 rounds tusk asks for when it runs SCRAM from a
+    plaintext auth_file secret, and for an unknown user's mock exchange alike (no tell); a
+    stored verifier keeps its own. Default 4096, PostgreSQL's."""
+    for iterations in (7000, None):
+        kw = {"scram_iterations": iterations} if iterations else {}
+        t = authed_tusk(tusk, tmp_path, "scram-sha-256",
+                        {USER: SECRET, "tusk_solo": scram_verifier("solo-pw", iterations=5000)}, **kw)
+        want = iterations or 4096
+        ok = raw_login(t.port, USER, SECRET)
+        assert ok.outcome == "ok" and ok.server_signature_ok and ok.iterations == want, ok
+        ghost = raw_login(t.port, "ghost_user", "whatever")
+        assert ghost.outcome == "error" and ghost.iterations == want, ghost
+        solo = raw_login(t.port, "tusk_solo", "solo-pw")
+        assert solo.outcome == "ok" and solo.iterations == 5000, solo
+
+
 def test_trust_and_reject(tusk):
     t = tusk(pools=[rule(user="tusk_solo", client_auth="reject"), rule(client_auth="trust")])
     r = raw_login(t.port, USER, None)

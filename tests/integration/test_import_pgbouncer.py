@@ -255,7 +255,8 @@ def test_import_carries_auth_dbname(tmp_path):
     # the suite's PgBouncer, has none of them: not in the shared ini above)
     ini = tmp_path / "p.ini"
     ini.write_text("[databases]\napp = host=db1 auth_dbname=appauth\n* = host=db1\n"
-                   "[pgbouncer]\nauth_user = pgb\nauth_dbname = authdb\ntransaction_timeout = 90\n")
+                   "[pgbouncer]\nauth_user = pgb\nauth_dbname = authdb\ntransaction_timeout = 90\n"
+                   "scram_iterations = 8192\n")
     out = tmp_path / "t.yaml"
     r = import_ini(ini, out)
     assert r.returncode == 0, r.stderr
@@ -263,6 +264,7 @@ def test_import_carries_auth_dbname(tmp_path):
     assert "\nauth_dbname: \"authdb\"" in y and "    auth_dbname: \"appauth\"" in y, y
     assert "auth_dbname" not in r.stderr, r.stderr
     assert "\ntransaction_timeout: 90s " in y and "transaction_timeout" not in r.stderr, (y, r.stderr)
+    assert "\nscram_iterations: 8192\n" in y and "scram_iterations" not in r.stderr, (y, r.stderr)
     chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
     assert chk.returncode == 0, chk.stderr
 

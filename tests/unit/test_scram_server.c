@@ -116,7 +116,7 @@ static void test_round_trip_plaintext_verifier(void **state)
 {
 	(void)state;
 	struct scram_verifier v;
-	assert_int_equal(scram_verifier_from_password(&v, "pencil"), 0);
+	assert_int_equal(scram_verifier_from_password(&v, "pencil", SCRAM_DEFAULT_ITERATIONS), 0);
 	assert_int_equal(v.iterations, 4096);
 	assert_int_equal(v.salt_len, 16);
 	assert_false(v.doomed);
@@ -130,7 +130,7 @@ static void test_format_parse_round_trip(void **state)
 	(void)state;
 	struct scram_verifier v, w;
 	char text[SCRAM_VERIFIER_MAX];
-	assert_int_equal(scram_verifier_from_password(&v, "s3cret"), 0);
+	assert_int_equal(scram_verifier_from_password(&v, "s3cret", SCRAM_DEFAULT_ITERATIONS), 0);
 	int n = scram_verifier_format(&v, text, sizeof(text));
 	assert_true(n > 0);
 	assert_int_equal(scram_verifier_parse(&w, text, (size_t)n), 0);
@@ -197,7 +197,7 @@ static void test_verifier_parse_rejects(void **state)
 	char longpw[1100];
 	memset(longpw, 'a', sizeof(longpw) - 1);
 	longpw[sizeof(longpw) - 1] = '\0';
-	assert_int_equal(scram_verifier_from_password(&v, longpw), -EINVAL);
+	assert_int_equal(scram_verifier_from_password(&v, longpw, SCRAM_DEFAULT_ITERATIONS), -EINVAL);
 }
 
 static void test_channel_binding(void **state)
@@ -208,7 +208,7 @@ static void test_channel_binding(void **state)
 	uint8_t hdr_cb[23 + 2 + 32];
 	uint8_t other_cb[32];
 
-	assert_int_equal(scram_verifier_from_password(&v, "pencil"), 0);
+	assert_int_equal(scram_verifier_from_password(&v, "pencil", SCRAM_DEFAULT_ITERATIONS), 0);
 	memcpy(hdr_cb, "p=tls-server-end-point,,", 24);
 	memcpy(hdr_cb + 24, cb_data, 32);
 	assert_true(scram_b64_encode(hdr_cb, 24 + 32, c_b64, sizeof(c_b64)) > 0);
@@ -301,7 +301,7 @@ static void test_passthrough(void **state)
 
 	/* The server's verifier has another salt or iteration count: -EPROTO before any proof. */
 	struct scram_verifier other;
-	assert_int_equal(scram_verifier_from_password(&other, "pencil"), 0);
+	assert_int_equal(scram_verifier_from_password(&other, "pencil", SCRAM_DEFAULT_ITERATIONS), 0);
 	assert_int_equal(scram_server_init(&st, &other, NULL, 0), 0);
 	assert_int_equal(scram_client_init_with_keys(&sc, ck, v.server_key, v.salt, v.salt_len,
 						     v.iterations), 0);
@@ -415,7 +415,7 @@ static void test_client_final_malformed(void **state)
 	char msg[2 * SCRAM_MSG_MAX];
 	int n;
 
-	assert_int_equal(scram_verifier_from_password(&v, "pencil"), 0);
+	assert_int_equal(scram_verifier_from_password(&v, "pencil", SCRAM_DEFAULT_ITERATIONS), 0);
 
 	/* The well-formed one first, with an extension before p= (allowed and signed). */
 	assert_true(start(&st, &v, sfirst) > 0);

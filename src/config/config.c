@@ -1674,6 +1674,8 @@ static const struct key_def pool_keys[] = {
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "timezone", .type = KEY_STRING, .offset = RULE_FIELD(timezone), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
+	{ .name = "application_name", .type = KEY_STRING, .offset = RULE_FIELD(application_name), .min = 1,
+	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 };
 static const struct key_table pool_table = { pool_keys, sizeof(pool_keys) / sizeof(pool_keys[0]) };
 

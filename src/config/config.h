@@ -165,6 +165,7 @@ struct config_pool_rule {
 	char *client_encoding;
 	char *datestyle;
 	char *timezone;
+	char *application_name;
 	int line;                             /* where the rule starts, for logs */
 };
 

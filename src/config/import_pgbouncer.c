@@ -515,12 +515,13 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 	put_opt_str(im->out, d, "client_encoding", "client_encoding");
 	put_opt_str(im->out, d, "datestyle", "datestyle");
 	put_opt_str(im->out, d, "timezone", "timezone");
+	put_opt_str(im->out, d, "application_name", "application_name");
 }
 
 static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "auth_dbname", "pool_mode",
 					       "pool_size", "min_pool_size", "max_db_connections", "reserve_pool",
 					       "reserve_pool_size", "connect_query", "client_encoding", "datestyle",
-					       "timezone", "max_db_client_connections" };
+					       "timezone", "application_name", "max_db_client_connections" };
 
 static void check_db_opts(struct importer *im, const struct imp_kv *kv, const struct imp_opts *o, const char *sec)
 {

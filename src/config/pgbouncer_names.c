@@ -138,6 +138,7 @@ static const struct pgb_name names[] = {
 	TO("client_encoding", "pools[].client_encoding"),
 	TO("datestyle", "pools[].datestyle"),
 	TO("timezone", "pools[].timezone"),
+	TO("application_name", "pools[].application_name"),
 	{ NULL, PGB_SAME, NULL, NULL },
 };
 

@@ -1374,7 +1374,7 @@ static bool same_servers(const struct config_pool_rule *a, const struct config_p
 	       SAME_STR(sa->tls_ciphers, sb->tls_ciphers) && SAME_STR(sa->tls13_ciphers, sb->tls13_ciphers) &&
 	       SAME_STR(a->connect_query, b->connect_query) &&
 	       SAME_STR(a->client_encoding, b->client_encoding) && SAME_STR(a->datestyle, b->datestyle) &&
-	       SAME_STR(a->timezone, b->timezone);
+	       SAME_STR(a->timezone, b->timezone) && SAME_STR(a->application_name, b->application_name);
 #undef SAME_STR
 }
 

@@ -484,7 +484,8 @@ static int send_startup(struct server *s)
 		const struct config_pool_rule *rule = pool_rule(s->pool);
 		const struct proto_param asked[] = { { "client_encoding", rule->client_encoding },
 						     { "datestyle", rule->datestyle },
-						     { "timezone", rule->timezone } };
+						     { "timezone", rule->timezone },
+						     { "application_name", rule->application_name } };
 		for (size_t i = 0; i < sizeof asked / sizeof asked[0]; i++)
 			if (asked[i].value && n < (int)(sizeof params / sizeof params[0]))
 				params[n++] = asked[i];

@@ -1,4 +1,4 @@
-"""A pool rule's client_encoding, datestyle and timezone (PgBouncer's per-database options,
+"""A pool rule's client_encoding, datestyle, timezone and application_name (PgBouncer's per-database options,
 "ask specific X from server"): they go into the startup packet of the pool's server
 connections, so they are the session's defaults there. A client that does not send its own
 sees the rule's, in the greeting's ParameterStatus and in SHOW; one that sends its own gets its
@@ -18,6 +18,7 @@ PARAMS = [
     ("timezone", "timezone", "TimeZone", "Asia/Tokyo", "UTC", "UTC"),
     ("datestyle", "datestyle", "DateStyle", "SQL, DMY", "ISO,MDY", "ISO, MDY"),
     ("client_encoding", "client_encoding", "client_encoding", "LATIN1", "UTF8", "UTF8"),
+    ("application_name", "application_name", "application_name", "pool-app", "mine", "mine"),
 ]
 
 
@@ -39,10 +40,10 @@ def test_rule_setting_is_the_default_a_client_may_override(tusk, pg, mode, key, 
         for _ in range(3):
             assert seen(plain, guc, reported) == (value, value)
             assert seen(mine, guc, reported) == (own, own)
-        # a RESET goes back to the client's own startup value, as on PostgreSQL (SHOW only:
-        # tusk leaves the client the ParameterStatus of the server's RESET, an old quirk)
+        # a RESET goes back to the client's own startup value, as on PostgreSQL, and the client
+        # is told so under the name the server reports
         mine.execute(f"reset {guc}")
-        assert mine.execute(f"show {guc}").fetchone()[0] == own
+        assert seen(mine, guc, reported) == (own, own)
         assert seen(plain, guc, reported) == (value, value)
     with t.connect(**kw) as again:  # after both: the rule's value again
         assert seen(again, guc, reported) == (value, value)

@@ -236,7 +236,7 @@ err:
 
 static int parse_method(const char *s, enum hba_method *m)
 {
-	static const enum hba_method all[] = { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT };
+	static const enum hba_method all[] = { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER };
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (strcmp(s, hba_method_name(all[i])) == 0) {
 			*m = all[i];
@@ -394,12 +394,16 @@ static int parse_rule(struct util_file_report *c, const struct hba_line *l, stru
 	}
 	t = &l->toks[l->fields[f].first];
 	if (l->fields[f].n > 1 || parse_method(t->text, &r->method) < 0) {
-		util_file_report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256 or cert)",
+		util_file_report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256, cert or peer)",
 		       t->text);
 		return -EINVAL;
 	}
 	if (r->method == HBA_CERT && r->type != HBA_TYPE_HOSTSSL) {
 		util_file_report(c, "cert authentication is only supported on hostssl lines");
+		return -EINVAL;
+	}
+	if (r->method == HBA_PEER && r->type != HBA_TYPE_LOCAL) {
+		util_file_report(c, "peer authentication is only supported on local sockets");
 		return -EINVAL;
 	}
 	if (f + 1 < l->nfields) {
@@ -622,6 +626,8 @@ const char *hba_method_name(enum hba_method m)
 		return "scram-sha-256";
 	case HBA_CERT:
 		return "cert";
+	case HBA_PEER:
+		return "peer";
 	}
 	return "?";
 }

@@ -12,7 +12,7 @@
 #include "net/net.h"
 
 enum hba_conn { HBA_LOCAL, HBA_HOST_PLAIN, HBA_HOST_TLS };
-enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT };
+enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER };
 
 struct hba; /* opaque, immutable after load: safe to share between threads */
 

@@ -882,6 +882,7 @@ static const struct enum_name client_auth_names[] = {
 	{ "md5", CONFIG_AUTH_MD5 },
 	{ "scram-sha-256", CONFIG_AUTH_SCRAM },
 	{ "cert", CONFIG_AUTH_CERT },
+	{ "peer", CONFIG_AUTH_PEER },
 	{ NULL, 0 },
 };
 

@@ -30,7 +30,7 @@ enum config_cache_inval {
 
 /* How clients of a rule prove who they are (hba_file, when set, decides instead). */
 enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM,
-		   CONFIG_AUTH_CERT };
+		   CONFIG_AUTH_CERT, CONFIG_AUTH_PEER };
 
 /* TLS towards clients, per listener (same order as net/tls.h's enum tls_mode_server). */
 enum config_tls_listen { CONFIG_TLS_DISABLE, CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIRE, CONFIG_TLS_VERIFY_CA,

@@ -216,7 +216,7 @@ static const char *client_auth_for(const char *auth_type, const char **note)
 {
 	*note = NULL;
 	if (strcmp(auth_type, "trust") == 0 || strcmp(auth_type, "md5") == 0 || strcmp(auth_type, "cert") == 0 ||
-	    strcmp(auth_type, "scram-sha-256") == 0)
+	    strcmp(auth_type, "scram-sha-256") == 0 || strcmp(auth_type, "peer") == 0)
 		return auth_type;
 	if (strcmp(auth_type, "plain") == 0)
 		return "password";

@@ -126,6 +126,7 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		case HBA_MD5: method = CONFIG_AUTH_MD5; break;
 		case HBA_SCRAM: method = CONFIG_AUTH_SCRAM; break;
 		case HBA_CERT: method = CONFIG_AUTH_CERT; break;
+		case HBA_PEER: method = CONFIG_AUTH_PEER; break;
 		}
 		log_debug(c->id, c->ctx, "hba_file line %d: %s", line, hba_method_name(hm));
 	}
@@ -139,6 +140,19 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 			log_info(c->id, c->ctx, "certificate authentication failed: %s",
 				 !c->tls.conn ? "not on TLS" : "no verified client certificate with CN equal to the user name");
 			client_fail(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
+			return false;
+		}
+		return true;
+	}
+	if (method == CONFIG_AUTH_PEER) {
+		/* PostgreSQL's peer method without a user name map: on a Unix socket, the system
+		 * user at the other end (SO_PEERCRED) is the user name. */
+		char os_user[CONFIG_NAME_MAX];
+		int err = c->peer.sa.sa_family == AF_UNIX ? net_peer_user(c->fd, os_user, sizeof os_user) : -EPROTOTYPE;
+		if (err < 0 || strcmp(os_user, c->user) != 0) {
+			log_info(c->id, c->ctx, "peer authentication failed: %s", err == -EPROTOTYPE ? "not on a Unix socket"
+				 : err < 0 ? strerror(-err) : "the system user is another");
+			client_fail(c, "28000", "Peer authentication failed for user \"%s\"", c->user);
 			return false;
 		}
 		return true;

@@ -7,6 +7,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pwd.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <stdio.h>
@@ -299,4 +302,25 @@ bool net_idle_alive(int fd)
 	char c;
 	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+int net_peer_user(int fd, char *out, size_t cap)
+{
+	struct ucred cred;
+	socklen_t len = sizeof cred;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return -errno;
+	if (len != sizeof cred)
+		return -EINVAL;
+	struct passwd pw, *found = NULL;
+	char buf[4096];
+	int rc = getpwuid_r(cred.uid, &pw, buf, sizeof buf, &found);
+	if (rc != 0)
+		return -rc;
+	if (!found)
+		return -ENOENT;
+	if (strlen(pw.pw_name) >= cap)
+		return -ENAMETOOLONG;
+	memcpy(out, pw.pw_name, strlen(pw.pw_name) + 1);
+	return 0;
 }

@@ -116,4 +116,9 @@ int net_addr_host_port(const struct net_addr *addr, char *host, size_t cap);
  * handed out either. */
 bool net_idle_alive(int fd);
 
+/* The name of the system user at the other end of the Unix socket fd (SO_PEERCRED), for
+ * peer authentication: 0, or -errno (not a Unix socket, a uid with no passwd entry, a name
+ * longer than cap - 1). */
+int net_peer_user(int fd, char *out, size_t cap);
+
 #endif

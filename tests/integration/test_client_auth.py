@@ -3,15 +3,17 @@ scram-sha-256), blocked rules, auth_file secrets (plaintext, md5, SCRAM verifier
 with the client's own credentials (passthrough), hba_file, the unix socket, client_login_timeout,
 and memory staying flat under a stream of failed logins."""
 
+import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 
 import psycopg
 import pytest
 
-from conftest import PASSWORDS, SLOW, TEST_DB, assert_tusk_error, SANITIZED
+from conftest import PASSWORDS, PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, SANITIZED
 from auth_util import (AUTH_CLEARTEXT, AUTH_MD5, AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, fail_cleartext_fast,
                        login_error_re, md5_secret, normalized_error, psql, raw_login, scram_verifier,
                        wait_closed, write_auth_file, write_hba)
@@ -129,6 +131,42 @@ def test_scram_iterations_for_plaintext_secrets(tusk, tmp_path):
         assert ghost.outcome == "error" and ghost.iterations == want, ghost
         solo = raw_login(t.port, "tusk_solo", "solo-pw")
         assert solo.outcome == "ok" and solo.iterations == 5000, solo
+
+
+def test_peer_authentication_on_the_unix_socket(tusk, tmp_path):
+    """client_auth peer (PostgreSQL's and PgBouncer's, without a user name map): on the Unix
+    socket the system user at the other end must be the user named; over TCP it always fails.
+    In hba_file, peer is for local lines only."""
+    sockdir = tempfile.mkdtemp(prefix="tusk-peer-")
+    os.chmod(sockdir, 0o755)
+    try:
+        t = tusk(pools=[rule(client_auth="peer")], unix_socket_dir=sockdir)
+
+        def local_psql(db_user):
+            return subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "psql"), "-XAt", "-h", sockdir,
+                                   "-p", str(t.port), "-U", db_user, "-d", TEST_DB, "-c", "select current_user"],
+                                  capture_output=True, text=True, timeout=30 * SLOW)
+        ok = local_psql("postgres")
+        assert ok.returncode == 0 and ok.stdout.strip() == "postgres", (ok.stdout, ok.stderr)
+        other = local_psql(USER)
+        assert other.returncode != 0 and f'Peer authentication failed for user "{USER}"' in other.stderr, other.stderr
+        assert_tusk_error(other.stderr)
+        r = raw_login(t.port, "postgres", None)  # TCP
+        assert r.outcome == "error" and r.sqlstate == "28000" and "Peer authentication failed" in r.message, r
+        t.wait_log("peer authentication failed: not on a Unix socket")
+        # hba_file: peer on a local line; TCP clients by their own line
+        hba = tmp_path / "hba.conf"
+        hba.write_text("local all all peer\nhost all all 127.0.0.1/32 trust\n")
+        t = tusk(pools=[rule()], unix_socket_dir=sockdir, hba_file=str(hba))
+        ok = local_psql("postgres")
+        assert ok.returncode == 0 and ok.stdout.strip() == "postgres", (ok.stdout, ok.stderr)
+        assert local_psql(USER).returncode != 0
+        assert raw_login(t.port, USER, None).outcome == "ok"
+        hba.write_text("host all all 127.0.0.1/32 peer\n")
+        chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(t.cfg_path)], capture_output=True, text=True)
+        assert chk.returncode != 0 and "peer authentication is only supported on local sockets" in chk.stderr, chk.stderr
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
 
 
 def test_trust_and_reject(tusk):

@@ -121,9 +121,10 @@ static void test_line_kinds(void **state)
 				"hostnossl all all 10.0.0.0/8   md5\n"
 				"host    all all all            scram-sha-256\n"
 				"   \t  # indented comment\r\n"
-				"local   all all                reject\n");
+				"local   all all                reject\n"
+				"local   all all                peer\n");
 	enum hba_method m;
-	assert_int_equal(hba_count(h), 5);
+	assert_int_equal(hba_count(h), 6);
 	assert_int_equal(match(h, HBA_LOCAL, "db", "u", NULL, &m), 3);
 	assert_int_equal(m, HBA_TRUST);
 	assert_int_equal(match(h, HBA_HOST_TLS, "db", "u", "10.1.1.1", &m), 4);
@@ -299,13 +300,15 @@ static void test_each_error(void **state)
 		{ "local all all", "end of line before the authentication method" },
 		{ "host all all", "end of line before the address field" },
 		{ "host all all 10.0.0.0/8", "end of line before the authentication method" },
-		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256 or cert)" },
-		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256 or cert)" },
+		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256, cert or peer)" },
+		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert or peer)" },
 		{ "local all all trust clientcert=verify-full", "authentication option \"clientcert=verify-full\" is not supported" },
 		{ "local all all trust extra", "unexpected field \"extra\" after the authentication method" },
 		{ "host all all all md5 map=x", "authentication option \"map=x\" is not supported" },
 		{ "host all all all cert", "cert authentication is only supported on hostssl lines" },
 		{ "local all all cert", "cert authentication is only supported on hostssl lines" },
+		{ "host all all all peer", "peer authentication is only supported on local sockets" },
+		{ "hostssl all all all peer", "peer authentication is only supported on local sockets" },
 		{ "local +admins all trust", "group membership \"+admins\" is not supported (write the user names)" },
 		{ "local all a,+admins trust", "group membership \"+admins\" is not supported (write the user names)" },
 		{ "local @dbs all trust", "file inclusion \"@dbs\" is not supported (write the names inline)" },
@@ -371,7 +374,7 @@ static void test_all_errors_reported(void **state)
 		      "local +g all trust\n",
 		      3,
 		      "t.conf:2: hba: invalid CIDR mask in address \"10.0.0.0/99\" (0..32)\n"
-		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256 or cert)\n"
+		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256, cert or peer)\n"
 		      "t.conf:6: hba: group membership \"+g\" is not supported (write the user names)\n");
 }
 
@@ -405,7 +408,7 @@ static void test_load_file(void **state)
 	assert_null(h);
 	char want[256];
 	snprintf(want, sizeof(want),
-		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256 or cert)\n",
+		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256, cert or peer)\n",
 		 path);
 	assert_string_equal(errs, want);
 	free(errs);
@@ -424,6 +427,7 @@ static void test_method_names(void **state)
 	(void)state;
 	assert_string_equal(hba_method_name(HBA_TRUST), "trust");
 	assert_string_equal(hba_method_name(HBA_REJECT), "reject");
+	assert_string_equal(hba_method_name(HBA_PEER), "peer");
 	assert_string_equal(hba_method_name(HBA_PASSWORD), "password");
 	assert_string_equal(hba_method_name(HBA_MD5), "md5");
 	assert_string_equal(hba_method_name(HBA_SCRAM), "scram-sha-256");

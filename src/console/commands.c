@@ -282,11 +282,15 @@ static const struct vdb_col stats_part_cols[] = {
 	I("query_time"), I("wait_time"),
 };
 static const struct vdb_col totals_cols[] = { T("name"), I("value") };
-static const struct vdb_col users_cols[] = { T("name"), T("pool_mode") };
+/* PgBouncer 1.18's columns first, then 1.25's others (max_connections of users...) */
+static const struct vdb_col users_cols[] = {
+	T("name"), T("pool_mode"), T("pool_size"), T("reserve_pool_size"), I("max_user_connections"),
+	I("current_connections"), I("max_user_client_connections"), I("current_client_connections"),
+};
 static const struct vdb_col databases_cols[] = {
 	T("name"), T("host"), I("port"), T("database"), T("force_user"), I("pool_size"), I("min_pool_size"),
 	I("reserve_pool"), T("pool_mode"), I("max_connections"), I("current_connections"), I("paused"),
-	I("disabled"), T("user"), T("service"),
+	I("disabled"), T("user"), T("service"), I("max_client_connections"), I("current_client_connections"),
 };
 static const struct vdb_col config_cols[] = { T("key"), T("value"), T("default"), T("changeable") };
 static const struct vdb_col lists_cols[] = { T("list"), I("items") };
@@ -1297,6 +1301,24 @@ static void show_config(struct console_session *cs)
 	vdb_complete(&cs->v, "SHOW");
 }
 
+static bool user_listed(const char *name, const char **seen, int nseen);
+
+/* SHOW DATABASES' current_client_connections: the clients of the databases a rule serves
+ * (all their users), each database once; for a "*" rule, of the databases it has pools for. */
+static int rule_clients(struct runtime *rt, const struct config_pool_rule *r)
+{
+	if (strcmp(r->database, "*") != 0)
+		return pool_name_clients(rt, r->database, false);
+	const char *seen[256];
+	int nseen = 0, n = 0;
+	for (struct pool *p = pool_first(rt); p && nseen < 256; p = pool_next(p))
+		if (pool_rule(p) == r && !user_listed(pool_database(p), seen, nseen)) {
+			seen[nseen++] = pool_database(p);
+			n += pool_name_clients(rt, pool_database(p), false);
+		}
+	return n;
+}
+
 static void show_databases(struct console_session *cs)
 {
 	struct runtime *rt = cs->v.client->worker->rt;
@@ -1314,7 +1336,9 @@ static void show_databases(struct console_session *cs)
 			current += info.slots;
 			paused = paused || info.paused;
 		}
-		char port[16], size[16], min[16], maxc[16], cur[24], reserve[16];
+		char port[16], size[16], min[16], maxc[16], cur[24], reserve[16], max_clients[16], clients[16];
+		snprintf(max_clients, sizeof max_clients, "%d", config_max_db_client_connections(cfg, r));
+		snprintf(clients, sizeof clients, "%d", rule_clients(rt, r));
 		const struct config_host *h = r->service && r->service->nhosts ? &r->service->hosts[0] : NULL;
 		snprintf(port, sizeof port, "%d", h ? h->port : 0);
 		snprintf(size, sizeof size, "%d", r->size);
@@ -1326,6 +1350,7 @@ static void show_databases(struct console_session *cs)
 			r->database, h ? h->host : NULL, port, r->server_database ? r->server_database : r->database,
 			r->server_user, size, min, reserve, config_pool_mode_name(r->mode), maxc, cur, paused ? "1" : "0",
 			r->blocked || pool_database_disabled(rt, r->database) ? "1" : "0", r->user, r->service_name,
+			max_clients, clients,
 		};
 		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}
@@ -1368,7 +1393,8 @@ static bool user_listed(const char *name, const char **seen, int nseen)
  * that user and every database sets ("" when none: the database's rule decides). */
 static void show_users(struct console_session *cs)
 {
-	const struct tusk_config *cfg = cs->v.client->worker->rt->cfg;
+	struct runtime *rt = cs->v.client->worker->rt;
+	const struct tusk_config *cfg = rt->cfg;
 	const char *seen[256];
 	int nseen = 0;
 
@@ -1385,8 +1411,24 @@ static void show_users(struct console_session *cs)
 		for (int k = 0; k < cfg->npools && !r; k++)
 			if (strcmp(cfg->pools[k].database, "*") == 0 && strcmp(cfg->pools[k].user, seen[i]) == 0)
 				r = &cfg->pools[k];
-		const char *vals[2] = { seen[i], r ? config_pool_mode_name(r->mode) : "" };
-		vdb_out_row(&cs->v.out, 2, vals);
+		long servers = 0;
+		for (struct pool *p = pool_first(rt); p; p = pool_next(p))
+			if (strcmp(pool_user(p), seen[i]) == 0) {
+				struct pool_gauges g;
+				pool_snapshot(p, &g);
+				servers += g.slots;
+			}
+		char size[16], reserve[16], maxs[16], cur[24], maxc[16], clients[16];
+		snprintf(size, sizeof size, "%d", r ? r->size : 0);
+		snprintf(reserve, sizeof reserve, "%d", r ? config_reserve_pool_size(cfg, r) : 0);
+		snprintf(maxs, sizeof maxs, "%d", r ? r->max_user_connections : 0);
+		long_str(cur, sizeof cur, servers);
+		snprintf(maxc, sizeof maxc, "%d", config_max_user_client_connections(cfg, r));
+		snprintf(clients, sizeof clients, "%d", pool_name_clients(rt, seen[i], true));
+		/* pool_size and reserve_pool_size: a user's own "*" rule's, as PgBouncer's [users] */
+		const char *vals[] = { seen[i], r ? config_pool_mode_name(r->mode) : "", r ? size : NULL,
+				       r ? reserve : NULL, maxs, cur, maxc, clients };
+		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}
 	vdb_complete(&cs->v, "SHOW");
 }

@@ -940,6 +940,16 @@ enum pool_client_entry pool_client_enter(struct pool *p, int db_max, int user_ma
 	return POOL_CLIENT_IN;
 }
 
+int pool_name_clients(struct runtime *rt, const char *name, bool is_user)
+{
+	struct pool_registry *reg = rt->pools;
+	pthread_mutex_lock(&reg->lock);
+	const struct pool_group *g = lookup_group(reg, name, is_user);
+	int n = g ? atomic_load_explicit(&g->clients, memory_order_relaxed) : 0;
+	pthread_mutex_unlock(&reg->lock);
+	return n;
+}
+
 void pool_client_leave(struct pool *p)
 {
 	atomic_fetch_sub_explicit(&p->db_group->clients, 1, memory_order_relaxed);

@@ -71,6 +71,8 @@ bool pool_registry_full(struct runtime *rt);
 enum pool_client_entry { POOL_CLIENT_IN, POOL_CLIENT_DB_FULL, POOL_CLIENT_USER_FULL };
 enum pool_client_entry pool_client_enter(struct pool *p, int db_max, int user_max, int *count);
 void pool_client_leave(struct pool *p);
+/* The clients counted in the database (is_user: the user) name, on every worker. */
+int pool_name_clients(struct runtime *rt, const char *name, bool is_user);
 
 const struct config_pool_rule *pool_rule(const struct pool *p);
 const char *pool_database(const struct pool *p);

@@ -234,3 +234,26 @@ def test_query_wait_notify_off_and_reloaded(tusk, pg):
     reload(t)
     notices, got = wait_with_notices(t, hold=1.0)
     assert got == 42 and [d["message"] for d, _ in notices] == [QUEUED]
+
+
+@pytest.mark.tusk_only
+def test_show_databases_and_users_count_clients(tusk):
+    """PgBouncer 1.25's columns: SHOW DATABASES' max_client_connections and
+    current_client_connections (the database's clients, all users) per row, SHOW USERS'
+    max_user_client_connections, current_client_connections and current_connections."""
+    t = tusk(pools=[rule(user="tusk_solo", database=TEST_DB, mode="session", size=3), rule(mode="session", size=3)],
+             admin=ADMIN, max_db_client_connections=5, max_user_client_connections=4)
+    with admitted(t) as a, admitted(t) as b, admitted(t, user="tusk_solo") as c:
+        dbs = [r for r in console_show(t, "SHOW DATABASES") if r["name"] == TEST_DB]
+        assert dbs and all(r["max_client_connections"] == 5 and r["current_client_connections"] == 3 for r in dbs), dbs
+        star = [r for r in console_show(t, "SHOW DATABASES") if r["name"] == "*"]
+        assert star and star[0]["current_client_connections"] == 3, star  # its pools' database
+        users = {r["name"]: r for r in console_show(t, "SHOW USERS")}
+        assert users["tusk_trust"]["current_client_connections"] == 2, users
+        assert users["tusk_trust"]["max_user_client_connections"] == 4, users
+        assert users["tusk_trust"]["current_connections"] == 2, users  # session mode: a server each
+        assert users["tusk_trust"]["pool_size"] is None, users  # as PgBouncer: a [users] entry's own only
+        assert users["tusk_solo"]["current_client_connections"] == 1, users
+        assert a and b and c
+    wait_until(lambda: {r["name"]: r["current_client_connections"] for r in console_show(t, "SHOW USERS")}
+               .get("tusk_trust") == 0, 5 * SLOW, what="the clients uncounted")

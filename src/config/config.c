@@ -886,6 +886,10 @@ static const struct enum_name client_auth_names[] = {
 	{ NULL, 0 },
 };
 
+static const struct enum_name load_balance_names[] = {
+	{ "round-robin", CONFIG_LOAD_BALANCE_ROUND_ROBIN }, { "disable", CONFIG_LOAD_BALANCE_DISABLE }, { NULL, 0 },
+};
+
 static const struct enum_name yes_no_names[] = {
 	{ "false", 0 }, { "true", 1 }, { "no", 0 }, { "yes", 1 }, { "off", 0 }, { "on", 1 }, { NULL, 0 },
 };
@@ -1310,6 +1314,8 @@ static const struct key_def service_keys[] = {
 	/* Absent (0): dns_max_ttl. */
 	{ .name = "dns_nxdomain_ttl", .type = KEY_DURATION, .offset = SVC_FIELD(dns_nxdomain_ttl_ms), .min = 100,
 	  .max = MS_PER_DAY, .reloadable = true },
+	{ .name = "load_balance_hosts", .type = KEY_ENUM, .offset = SVC_FIELD(load_balance_hosts),
+	  .names = load_balance_names, .def = "round-robin", .reloadable = true },
 	{ .name = "max_per_host", .type = KEY_INT, .offset = SVC_FIELD(max_per_host), .min = 0, .max = 10000,
 	  .def = "0", .reloadable = true },
 	{ .name = "tls", .type = KEY_ENUM, .offset = offsetof(struct config_service, tls), .names = tls_service_names,
@@ -1359,6 +1365,11 @@ static void check_discovery(struct loader *ld, const yaml_node_t *map, int line,
 		join_key(sub, path, "port");
 		report(ld, node_line(port), sub, "only with dns: %s", srv ? "SRV records carry their own ports"
 									  : "give each host its port, as in db1:5433");
+	}
+	if (svc->load_balance_hosts == CONFIG_LOAD_BALANCE_DISABLE && !hosts) {
+		join_key(sub, path, "load_balance_hosts");
+		report(ld, line, sub, "disable orders a hosts list; %s", srv ? "SRV records order by their priority"
+									: "a name's addresses have no order");
 	}
 	if (svc->dns_min_ttl_ms > svc->dns_max_ttl_ms) {
 		join_key(sub, path, "dns_min_ttl");

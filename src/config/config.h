@@ -71,6 +71,10 @@ struct config_host {
 	int weight; /* 0..65535, default 1: share of new connections against the other hosts */
 };
 
+/* How a static hosts list is used (PgBouncer's and libpq's load_balance_hosts): spread by
+ * weight, or in its order, a later host only while the earlier ones are down. */
+enum config_load_balance { CONFIG_LOAD_BALANCE_ROUND_ROBIN, CONFIG_LOAD_BALANCE_DISABLE };
+
 /* Where a service's backends come from: exactly one of hosts, dns and srv (docs/backends.md). */
 enum config_discovery {
 	CONFIG_DISCOVERY_HOSTS, /* the static list "hosts" (names in it resolved too) */
@@ -103,6 +107,7 @@ struct config_service {
 	uint64_t dns_max_ttl_ms;    /* default 5m: ceiling of the re-resolution period */
 	uint64_t dns_nxdomain_ttl_ms; /* 0 (absent): dns_max_ttl; ceiling of the retry backoff of a failed name */
 	int max_per_host;           /* server connections per backend per pool; 0 = only "size" bounds it */
+	int load_balance_hosts;     /* enum config_load_balance; default round-robin */
 	int tls;              /* enum config_tls_service; default disable */
 	char *tls_ca_file;    /* verify-ca/verify-full; NULL: the system's trusted CAs */
 	char *tls_cert_file;  /* optional client certificate for the servers (with tls_key_file) */

@@ -406,17 +406,19 @@ static void put_listen(struct importer *im)
 struct imp_service {
 	char hosts[512];
 	char port[16];
+	bool in_order; /* load_balance_hosts=disable */
 };
 
-static int service_for(struct imp_service *svc, int *nsvc, const char *hosts, const char *port)
+static int service_for(struct imp_service *svc, int *nsvc, const char *hosts, const char *port, bool in_order)
 {
 	for (int i = 0; i < *nsvc; i++)
-		if (strcmp(svc[i].hosts, hosts) == 0 && strcmp(svc[i].port, port) == 0)
+		if (strcmp(svc[i].hosts, hosts) == 0 && strcmp(svc[i].port, port) == 0 && svc[i].in_order == in_order)
 			return i;
 	if (*nsvc == IMP_MAX_SERVICES)
 		return -1;
 	snprintf(svc[*nsvc].hosts, sizeof svc[0].hosts, "%s", hosts);
 	snprintf(svc[*nsvc].port, sizeof svc[0].port, "%s", port);
+	svc[*nsvc].in_order = in_order;
 	return (*nsvc)++;
 }
 
@@ -451,6 +453,8 @@ static void put_services(struct importer *im, struct imp_service *svc, int nsvc)
 			first = false;
 		}
 		fprintf(im->out, "]\n");
+		if (svc[i].in_order)
+			fprintf(im->out, "    load_balance_hosts: disable\n");
 		if (tls && strcmp(tls->value, "disable") != 0) {
 			static const char *const keys[][2] = {
 				{ "server_tls_ca_file", "tls_ca_file" },     { "server_tls_cert_file", "tls_cert_file" },
@@ -521,7 +525,8 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "auth_dbname", "pool_mode",
 					       "pool_size", "min_pool_size", "max_db_connections", "reserve_pool",
 					       "reserve_pool_size", "connect_query", "client_encoding", "datestyle",
-					       "timezone", "application_name", "max_db_client_connections" };
+					       "timezone", "application_name", "max_db_client_connections",
+					       "load_balance_hosts" };
 
 static void check_db_opts(struct importer *im, const struct imp_kv *kv, const struct imp_opts *o, const char *sec)
 {
@@ -565,7 +570,8 @@ static int put_pools(struct importer *im)
 				host ? "a Unix socket directory as host" : "no host (PgBouncer uses the Unix socket)");
 			host = "127.0.0.1";
 		}
-		sid[i] = service_for(svc, &nsvc, host, port ? port : "5432");
+		const char *lb = opt(&dopt[i], "load_balance_hosts");
+		sid[i] = service_for(svc, &nsvc, host, port ? port : "5432", lb && strcmp(lb, "disable") == 0);
 		if (strcmp(kv->key, "*") == 0)
 			star = i;
 	}

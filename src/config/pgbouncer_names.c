@@ -139,6 +139,7 @@ static const struct pgb_name names[] = {
 	TO("datestyle", "pools[].datestyle"),
 	TO("timezone", "pools[].timezone"),
 	TO("application_name", "pools[].application_name"),
+	TO("load_balance_hosts", "services.NAME.load_balance_hosts"),
 	{ NULL, PGB_SAME, NULL, NULL },
 };
 

@@ -83,7 +83,8 @@ bool services_same_discovery(const struct config_service *a, const struct config
 	if (strcmp(a->name, b->name) != 0 || a->discovery != b->discovery || a->nhosts != b->nhosts ||
 	    strcmp(a->dns, b->dns) != 0 || a->port != b->port || strcmp(a->srv, b->srv) != 0 ||
 	    a->nnameservers != b->nnameservers || a->dns_min_ttl_ms != b->dns_min_ttl_ms ||
-	    a->dns_max_ttl_ms != b->dns_max_ttl_ms)
+	    a->dns_max_ttl_ms != b->dns_max_ttl_ms || a->dns_nxdomain_ttl_ms != b->dns_nxdomain_ttl_ms ||
+	    a->load_balance_hosts != b->load_balance_hosts)
 		return false;
 	for (int i = 0; i < a->nhosts; i++)
 		if (!same_host(&a->hosts[i], &b->hosts[i]))
@@ -299,8 +300,9 @@ static void seed_numeric(struct svc_entry *e)
 		return;
 	struct tp_backend_addr *a = calloc((size_t)svc->nhosts, sizeof *a);
 	uint32_t *w = calloc((size_t)svc->nhosts, sizeof *w);
+	uint16_t *prio = calloc((size_t)svc->nhosts, sizeof *prio);
 	uint64_t *src = calloc((size_t)svc->nhosts, sizeof *src);
-	if (!a || !w || !src)
+	if (!a || !w || !prio || !src)
 		goto out;
 	for (int i = 0; i < svc->nhosts; i++) {
 		unsigned char bin[sizeof(struct in6_addr)];
@@ -310,12 +312,14 @@ static void seed_numeric(struct svc_entry *e)
 			goto out; /* a name: the resolver's first answer brings the set */
 		a[i].port = (uint16_t)svc->hosts[i].port;
 		w[i] = (uint32_t)svc->hosts[i].weight;
+		prio[i] = svc->load_balance_hosts == CONFIG_LOAD_BALANCE_DISABLE ? (uint16_t)i : 0; /* as the resolver */
 		src[i] = resolve_source(svc->hosts[i].host);
 	}
 	pthread_mutex_lock(&e->lock);
-	publish_locked(e, a, w, NULL, src, svc->nhosts);
+	publish_locked(e, a, w, prio, src, svc->nhosts);
 	pthread_mutex_unlock(&e->lock);
 out:
+	free(prio);
 	free(src);
 	free(a);
 	free(w);

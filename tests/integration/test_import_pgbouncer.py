@@ -252,10 +252,11 @@ def test_import_reports_what_it_cannot_carry(tmp_path):
 
 def test_import_carries_auth_dbname(tmp_path):
     # PgBouncer's auth_dbname, top level and per database, and 1.25's transaction_timeout,
-    # scram_iterations and per-database application_name (1.18, the suite's PgBouncer, has
+    # scram_iterations, per-database application_name and load_balance_hosts (1.18, the suite's PgBouncer, has
     # none of them: not in the shared ini above)
     ini = tmp_path / "p.ini"
-    ini.write_text("[databases]\napp = host=db1 auth_dbname=appauth application_name=appx\n* = host=db1\n"
+    ini.write_text("[databases]\napp = host=db1,db2 auth_dbname=appauth application_name=appx load_balance_hosts=disable\n"
+                   "* = host=db1,db2\n"
                    "[pgbouncer]\nauth_user = pgb\nauth_dbname = authdb\ntransaction_timeout = 90\n"
                    "scram_iterations = 8192\n")
     out = tmp_path / "t.yaml"
@@ -267,6 +268,8 @@ def test_import_carries_auth_dbname(tmp_path):
     assert "\ntransaction_timeout: 90s " in y and "transaction_timeout" not in r.stderr, (y, r.stderr)
     assert "\nscram_iterations: 8192\n" in y and "scram_iterations" not in r.stderr, (y, r.stderr)
     assert '    application_name: "appx"\n' in y and "application_name" not in r.stderr, (y, r.stderr)
+    # load_balance_hosts=disable: a service of its own for the same hosts, taken in order
+    assert y.count("    load_balance_hosts: disable\n") == 1 and y.count('hosts: ["db1:5432", "db2:5432"]') == 2, y
     chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
     assert chk.returncode == 0, chk.stderr
 

@@ -4,7 +4,7 @@ new connects go to the backend whose servers / weight is least, so transactions 
 import collections
 import threading
 
-from conftest import TEST_DB
+from conftest import free_port
 
 
 def test_weights_1_and_3_share_200_transactions(pg_cluster, tusk):
@@ -45,3 +45,23 @@ def test_weights_1_and_3_share_200_transactions(pg_cluster, tusk):
     share = ran[heavy.port] / 200
     print(f"weights 1:3, 200 transactions: heavy {share:.0%} {dict(ran)}")
     assert 0.60 <= share <= 0.90, (share, ran)
+
+
+def test_load_balance_hosts_disable_takes_the_hosts_in_order(pg_cluster, tusk):
+    """load_balance_hosts: disable (PgBouncer's and libpq's): every server goes to the first host
+    of the list while it is up, and to the next only while the ones before it are down."""
+    first, second = pg_cluster.standbys
+    closed = free_port()
+    for hosts, want in (([first.port, second.port], first.port), ([closed, second.port], second.port)):
+        t = tusk(services={"main": {"hosts": [{"host": "127.0.0.1", "port": p} for p in hosts],
+                                    "load_balance_hosts": "disable"}},
+                 pools=[{"database": "*", "user": "*", "service": "main", "mode": "transaction", "size": 6}])
+        conns = [t.connect() for _ in range(6)]
+        held = collections.Counter()
+        for c in conns:
+            c.execute("begin")
+            held[c.execute("select current_setting('port')::int").fetchone()[0]] += 1
+        for c in conns:
+            c.execute("commit")
+            c.close()
+        assert held == {want: 6}, (hosts, held)

@@ -891,6 +891,10 @@ static void test_error_service_discovery(void **state)
 		  "4: services.main.port: only with dns: SRV records carry their own ports");
 	one_error("services:\n  main:\n    hosts: [db]\n    port: 5433\npools: [{}]\n",
 		  "4: services.main.port: only with dns: give each host its port, as in db1:5433");
+	one_error("services:\n  main:\n    dns: db.example\n    load_balance_hosts: disable\npools: [{}]\n",
+		  "2: services.main.load_balance_hosts: disable orders a hosts list; a name's addresses have no order");
+	one_error("services:\n  main:\n    hosts: [db]\n    load_balance_hosts: random\npools: [{}]\n",
+		  "4: services.main.load_balance_hosts: expected one of round-robin, disable, found \"random\"");
 	one_error("services:\n  main:\n    srv: db.example\npools: [{}]\n",
 		  "3: services.main.srv: expected _SERVICE._tcp.NAME, as in _postgresql._tcp.db.example, found \"db.example\"");
 	one_error("services:\n  main:\n    srv: _pg._udp.db\npools: [{}]\n",

@@ -7,6 +7,18 @@ import threading
 from conftest import free_port
 
 
+def held_by_port(conns):
+    """Each client opens a transaction, one after another (each holds a server of its own), then
+    all commit: how many servers each backend (by port) took."""
+    held = collections.Counter()
+    for c in conns:
+        c.execute("begin")
+        held[c.execute("select current_setting('port')::int").fetchone()[0]] += 1
+    for c in conns:
+        c.execute("commit")
+    return held
+
+
 def test_weights_1_and_3_share_200_transactions(pg_cluster, tusk):
     light, heavy = pg_cluster.standbys
     t = tusk(services={"main": {"hosts": [{"host": "127.0.0.1", "port": light.port, "weight": 1},
@@ -14,12 +26,7 @@ def test_weights_1_and_3_share_200_transactions(pg_cluster, tusk):
              pools=[{"database": "*", "user": "*", "service": "main", "mode": "transaction", "size": 8}])
     # Eight clients open a transaction one after another: eight servers, spread 2 : 6.
     conns = [t.connect() for _ in range(8)]
-    held = collections.Counter()
-    for c in conns:
-        c.execute("begin")
-        held[c.execute("select current_setting('port')::int").fetchone()[0]] += 1
-    for c in conns:
-        c.execute("commit")
+    held = held_by_port(conns)
     assert held == {light.port: 2, heavy.port: 6}, held
 
     # 200 transactions from the eight clients at once.
@@ -57,11 +64,7 @@ def test_load_balance_hosts_disable_takes_the_hosts_in_order(pg_cluster, tusk):
                                     "load_balance_hosts": "disable"}},
                  pools=[{"database": "*", "user": "*", "service": "main", "mode": "transaction", "size": 6}])
         conns = [t.connect() for _ in range(6)]
-        held = collections.Counter()
+        held = held_by_port(conns)
         for c in conns:
-            c.execute("begin")
-            held[c.execute("select current_setting('port')::int").fetchone()[0]] += 1
-        for c in conns:
-            c.execute("commit")
             c.close()
         assert held == {want: 6}, (hosts, held)

@@ -498,6 +498,7 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 	put_opt_str(im->out, d, "password", "server_password");
 	put_opt_str(im->out, d, "auth_user", "auth_user");
 	put_opt_str(im->out, d, "auth_dbname", "auth_dbname");
+	put_opt_str(im->out, d, "auth_query", "auth_query");
 	if ((v = u ? opt(u, "pool_mode") : NULL) || (v = opt(d, "pool_mode")))
 		fprintf(im->out, "    mode: %s\n", v);
 	if ((v = opt(d, "pool_size")))
@@ -522,7 +523,7 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 	put_opt_str(im->out, d, "application_name", "application_name");
 }
 
-static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "auth_dbname", "pool_mode",
+static const char *const db_opts_carried[] = { "host", "port", "dbname", "user", "password", "auth_user", "auth_dbname", "auth_query", "pool_mode",
 					       "pool_size", "min_pool_size", "max_db_connections", "reserve_pool",
 					       "reserve_pool_size", "connect_query", "client_encoding", "datestyle",
 					       "timezone", "application_name", "max_db_client_connections",

@@ -236,7 +236,7 @@ def assert_loads(yaml_text, tmp_path):
 
 
 def test_import_reports_what_it_cannot_carry(tmp_path):
-    r, y = import_text(tmp_path, "[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 load_balance_hosts=disable\n"
+    r, y = import_text(tmp_path, "[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 server_lifetime=60\n"
                        "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
                        "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
                        "server_lifetime = 0.5\nbogus_key = 1\nquery_timeout = 30\nclient_idle_timeout = 600\n[peers]\n1 = host=x\n")
@@ -245,7 +245,7 @@ def test_import_reports_what_it_cannot_carry(tmp_path):
     assert "client_auth: reject" in y and "pool_wait_timeout: 1d" in y and "server_lifetime: 500ms" in y
     assert "query_timeout: 30s" in y and "client_idle_timeout: 600s" in y
     assert '    client_encoding: "UTF8"\n' in y and "(client_encoding=UTF8)" not in r.stderr, (y, r.stderr)
-    for text in ("auth_type = pam: not carried", "(load_balance_hosts=disable) = ", "bogus_key = 1: not carried",
+    for text in ("auth_type = pam: not carried", "(server_lifetime=60) = ", "bogus_key = 1: not carried",
                  "[peers]", "server_tls_sslmode = allow became prefer", "query_wait_timeout = 0 (forever)"):
         assert text in r.stderr, (text, r.stderr)
 
@@ -255,7 +255,8 @@ def test_import_carries_auth_dbname(tmp_path):
     # scram_iterations, per-database application_name and load_balance_hosts (1.18, the suite's PgBouncer, has
     # none of them: not in the shared ini above)
     ini = tmp_path / "p.ini"
-    ini.write_text("[databases]\napp = host=db1,db2 auth_dbname=appauth application_name=appx load_balance_hosts=disable\n"
+    ini.write_text("[databases]\napp = host=db1,db2 auth_dbname=appauth application_name=appx load_balance_hosts=disable "
+                   "auth_query='SELECT u, p FROM lookup($1)'\n"
                    "* = host=db1,db2\n"
                    "[pgbouncer]\nauth_user = pgb\nauth_dbname = authdb\ntransaction_timeout = 90\n"
                    "scram_iterations = 8192\n")
@@ -268,6 +269,7 @@ def test_import_carries_auth_dbname(tmp_path):
     assert "\ntransaction_timeout: 90s " in y and "transaction_timeout" not in r.stderr, (y, r.stderr)
     assert "\nscram_iterations: 8192\n" in y and "scram_iterations" not in r.stderr, (y, r.stderr)
     assert '    application_name: "appx"\n' in y and "application_name" not in r.stderr, (y, r.stderr)
+    assert '    auth_query: "SELECT u, p FROM lookup($1)"\n' in y and "auth_query" not in r.stderr, (y, r.stderr)
     # load_balance_hosts=disable: a service of its own for the same hosts, taken in order
     assert y.count("    load_balance_hosts: disable\n") == 1 and y.count('hosts: ["db1:5432", "db2:5432"]') == 2, y
     chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)

@@ -13,8 +13,8 @@ import subprocess
 import psycopg
 import pytest
 
-from conftest import PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, connect, free_port, wait_until
-from auth_util import psql, scram_verifier, write_auth_file, write_hba
+from conftest import PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, free_port, wait_until
+from auth_util import scram_verifier, write_auth_file, write_hba
 from test_metrics import scrape, value
 from tls_util import Certs, serve_tls_only
 

@@ -254,16 +254,11 @@ def test_import_carries_auth_dbname(tmp_path):
     # PgBouncer's auth_dbname, top level and per database, and 1.25's transaction_timeout,
     # scram_iterations, per-database application_name and load_balance_hosts (1.18, the suite's PgBouncer, has
     # none of them: not in the shared ini above)
-    ini = tmp_path / "p.ini"
-    ini.write_text("[databases]\napp = host=db1,db2 auth_dbname=appauth application_name=appx load_balance_hosts=disable "
-                   "auth_query='SELECT u, p FROM lookup($1)'\n"
-                   "* = host=db1,db2\n"
-                   "[pgbouncer]\nauth_user = pgb\nauth_dbname = authdb\ntransaction_timeout = 90\n"
-                   "scram_iterations = 8192\n")
-    out = tmp_path / "t.yaml"
-    r = import_ini(ini, out)
-    assert r.returncode == 0, r.stderr
-    y = out.read_text()
+    r, y = import_text(tmp_path, "[databases]\napp = host=db1,db2 auth_dbname=appauth application_name=appx "
+                       "load_balance_hosts=disable auth_query='SELECT u, p FROM lookup($1)'\n"
+                       "* = host=db1,db2\n"
+                       "[pgbouncer]\nauth_user = pgb\nauth_dbname = authdb\ntransaction_timeout = 90\n"
+                       "scram_iterations = 8192\n")
     assert "\nauth_dbname: \"authdb\"" in y and "    auth_dbname: \"appauth\"" in y, y
     assert "auth_dbname" not in r.stderr, r.stderr
     assert "\ntransaction_timeout: 90s " in y and "transaction_timeout" not in r.stderr, (y, r.stderr)
@@ -272,31 +267,24 @@ def test_import_carries_auth_dbname(tmp_path):
     assert '    auth_query: "SELECT u, p FROM lookup($1)"\n' in y and "auth_query" not in r.stderr, (y, r.stderr)
     # load_balance_hosts=disable: a service of its own for the same hosts, taken in order
     assert y.count("    load_balance_hosts: disable\n") == 1 and y.count('hosts: ["db1:5432", "db2:5432"]') == 2, y
-    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
-    assert chk.returncode == 0, chk.stderr
+    assert_loads(y, tmp_path)
 
 
 def test_import_carries_socket_keys(tmp_path):
     """unix_socket_mode as PgBouncer reads it (C's 0 prefix for octal), unix_socket_group by name."""
-    ini = tmp_path / "p.ini"
-    ini.write_text("[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = 127.0.0.1\nunix_socket_mode = 0660\n"
-                   "unix_socket_group = postgres\ntcp_defer_accept = 1\ntcp_socket_buffer = 65536\nlisten_backlog = 128\nsyslog = 1\nsyslog_ident = pgb\n"
-                   "syslog_facility = local3\n")
-    out = tmp_path / "t.yaml"
-    r = import_ini(ini, out)
-    assert r.returncode == 0, r.stderr
-    y = out.read_text()
+    r, y = import_text(tmp_path, "[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = 127.0.0.1\n"
+                       "unix_socket_mode = 0660\nunix_socket_group = postgres\ntcp_defer_accept = 1\n"
+                       "tcp_socket_buffer = 65536\nlisten_backlog = 128\nsyslog = 1\nsyslog_ident = pgb\n"
+                       "syslog_facility = local3\n")
     for line in ('unix_socket_mode: "0660"', 'unix_socket_group: "postgres"', "tcp_defer_accept: 1s ",
                  "tcp_socket_buffer: 65536\n", "listen_backlog: 128\n",
                  'log:\n  level: info\n  target: syslog\n  syslog_ident: "pgb"\n  syslog_facility: "local3"\n'):
         assert line in y, (line, y)
     assert ": not carried" not in r.stderr, r.stderr
-    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
-    assert chk.returncode == 0, chk.stdout + chk.stderr + y
+    assert_loads(y, tmp_path)
     # 432 is decimal to PgBouncer: the same 0660
-    ini.write_text("[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nunix_socket_mode = 432\n")
-    r = import_ini(ini, out)
-    assert r.returncode == 0 and 'unix_socket_mode: "0660"' in out.read_text(), (r.stderr, out.read_text())
+    r, y = import_text(tmp_path, "[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nunix_socket_mode = 432\n")
+    assert 'unix_socket_mode: "0660"' in y, (r.stderr, y)
 
 
 def test_import_carries_tls_choices(tmp_path):
@@ -304,8 +292,7 @@ def test_import_carries_tls_choices(tmp_path):
     the services, and tusk --check builds TLS contexts from them; values meaning OpenSSL's
     default are left out, client_tls_dheparams is reported as not needed."""
     certs = Certs(tmp_path / "certs")
-    ini = tmp_path / "p.ini"
-    ini.write_text(f"""[databases]
+    text = f"""[databases]
 * = host=127.0.0.1 port=5432
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -321,11 +308,8 @@ server_tls_sslmode = require
 server_tls_protocols = tlsv1.3
 server_tls_ciphers = ECDHE-RSA-AES128-GCM-SHA256
 server_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256
-""")
-    out = tmp_path / "t.yaml"
-    r = import_ini(ini, out)
-    assert r.returncode == 0, r.stderr
-    y = out.read_text()
+"""
+    r, y = import_text(tmp_path, text)
     listener = ('    tls: require\n', '    tls_ciphers: "ECDHE-RSA-AES256-GCM-SHA384"\n',
                 '    tls13_ciphers: "TLS_AES_256_GCM_SHA384"\n', '    tls_protocols: "tlsv1.2,tlsv1.3"\n',
                 '    tls_ecdhcurve: "secp384r1"\n')
@@ -340,14 +324,10 @@ server_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256
     for key in ("client_tls_protocols", "client_tls13_ciphers", "client_tls_ecdhcurve", "server_tls_protocols",
                 "server_tls_ciphers", "server_tls13_ciphers"):
         assert key not in r.stderr, r.stderr
-    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
-    assert chk.returncode == 0, chk.stdout + chk.stderr + y
+    assert_loads(y, tmp_path)
     # PgBouncer's words for OpenSSL's defaults: nothing written, the curve's none said so.
-    ini.write_text(ini.read_text().replace("secp384r1", "none").replace("ECDHE-RSA-AES128-GCM-SHA256", "fast")
-                   .replace("server_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256", "server_tls13_ciphers ="))
-    r = import_ini(ini, out)
-    assert r.returncode == 0, r.stderr
-    y = out.read_text()
+    r, y = import_text(tmp_path, text.replace("secp384r1", "none").replace("ECDHE-RSA-AES128-GCM-SHA256", "fast")
+                       .replace("server_tls13_ciphers = TLS_CHACHA20_POLY1305_SHA256", "server_tls13_ciphers ="))
     assert "tls_ecdhcurve" not in y and "tls13_ciphers" not in y.split("services:", 1)[1], y
     assert "tls_ciphers" not in y.split("services:", 1)[1], y
     assert "client_tls_ecdhcurve = none left out" in r.stderr, r.stderr

@@ -357,6 +357,7 @@ static void start_connect(struct server *s, struct worker *w)
 	net_tcp_opts_of(w->rt->cfg, true, &k);
 	bool tcp = s->addr.sa.ss_family != AF_UNIX;
 	s->fd = net_connect_buffered(&s->addr, tcp ? k.buffer : 0);
+	k.buffer = 0; /* set already, before the handshake */
 	if (s->fd >= 0 && tcp)
 		net_tcp_opts_apply(s->fd, &k);
 	if (s->fd < 0) {
@@ -861,23 +862,18 @@ static bool connect_query_failed(struct server *s)
 	if (s->errmsg) {
 		struct proto_error_fields f = { 0 };
 		char message[320];
-		struct buf b;
 		(void)proto_parse_error(s->errmsg + PROTO_HDR_LEN, s->errlen - PROTO_HDR_LEN, &f);
 		snprintf(reason, sizeof reason, "connect_query failed: %s %s", f.sqlstate ? f.sqlstate : "",
 			 f.message ? f.message : "");
 		/* What the waiting client is told: the server's SQLSTATE (the pool's verdict on the
 		 * backend reads it), with a message that says it was the connect_query. */
 		snprintf(message, sizeof message, "tusk %s: connect_query failed: %s", s->id, f.message ? f.message : "");
-		if (buf_init(&b, sizeof message + 64) == 0) {
-			if (proto_put_error(&b, "FATAL", f.sqlstate ? f.sqlstate : "XX000", message, NULL, NULL) == 0) {
-				uint8_t *e = realloc(s->errmsg, buf_len(&b));
-				if (e) {
-					memcpy(e, buf_head(&b), buf_len(&b));
-					s->errmsg = e;
-					s->errlen = buf_len(&b);
-				}
-			}
-			buf_free(&b);
+		uint8_t out[sizeof message + 64];
+		struct buf b = { .data = out, .cap = sizeof out };
+		if (proto_put_error(&b, "FATAL", f.sqlstate ? f.sqlstate : "XX000", message, NULL, NULL) == 0) {
+			free(s->errmsg); /* f's strings pointed into it: read above */
+			s->errmsg = NULL;
+			keep_error(s, buf_head(&b), buf_len(&b));
 		}
 	} else if (s->tx_status != 'I') {
 		snprintf(reason, sizeof reason, "connect_query left the server inside a transaction");

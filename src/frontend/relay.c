@@ -2880,14 +2880,20 @@ static void forget_connect_query(struct server *s)
 	s->connect_query_undone = false;
 }
 
+/* server_reset_query, NULL when none ("" runs nothing). */
+static const char *configured_reset_query(const struct tusk_config *cfg)
+{
+	return cfg->server_reset_query && cfg->server_reset_query[0] ? cfg->server_reset_query : NULL;
+}
+
 static void release_after_transaction(struct client *c, struct server *s)
 {
 	struct worker *w = c->worker;
 	bool reset = c->reset_before_reuse;
 	const struct tusk_config *cfg = cfg_of(c);
 	/* server_reset_query_always (PgBouncer's): the operator's reset after every transaction */
-	enum reset_kind always = cfg->server_reset_query_always && cfg->server_reset_query && cfg->server_reset_query[0]
-		? RESET_CONFIGURED : RESET_NONE;
+	enum reset_kind always = cfg->server_reset_query_always && configured_reset_query(cfg) ? RESET_CONFIGURED
+											      : RESET_NONE;
 
 	/* The watcher stays armed (server_park re-points it): stopping and restarting it would
 	 * cost libev a failed EPOLL_CTL_ADD and a MOD per transaction. */
@@ -3005,7 +3011,7 @@ static void reset_and_park(struct server *s, enum reset_kind kind)
 {
 	const struct tusk_config *cfg = s->worker->rt->cfg;
 	const char *queries[4];
-	const char *configured = cfg->server_reset_query && cfg->server_reset_query[0] ? cfg->server_reset_query : NULL;
+	const char *configured = configured_reset_query(cfg);
 	int n = 0;
 
 	if (s->tx_status != 'I')

@@ -74,6 +74,11 @@ struct config_host {
 /* How a static hosts list is used (PgBouncer's and libpq's load_balance_hosts): spread by
  * weight, or in its order, a later host only while the earlier ones are down. */
 enum config_load_balance { CONFIG_LOAD_BALANCE_ROUND_ROBIN, CONFIG_LOAD_BALANCE_DISABLE };
+/* The priority of a hosts list's host i (lower first): its place under disable, else 0. */
+static inline uint16_t config_host_priority(int load_balance_hosts, int i)
+{
+	return load_balance_hosts == CONFIG_LOAD_BALANCE_DISABLE ? (uint16_t)i : 0;
+}
 
 /* Where a service's backends come from: exactly one of hosts, dns and srv (docs/backends.md). */
 enum config_discovery {

@@ -312,7 +312,7 @@ static void seed_numeric(struct svc_entry *e)
 			goto out; /* a name: the resolver's first answer brings the set */
 		a[i].port = (uint16_t)svc->hosts[i].port;
 		w[i] = (uint32_t)svc->hosts[i].weight;
-		prio[i] = svc->load_balance_hosts == CONFIG_LOAD_BALANCE_DISABLE ? (uint16_t)i : 0; /* as the resolver */
+		prio[i] = config_host_priority(svc->load_balance_hosts, i);
 		src[i] = resolve_source(svc->hosts[i].host);
 	}
 	pthread_mutex_lock(&e->lock);

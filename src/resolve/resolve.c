@@ -70,7 +70,7 @@ struct resolve {
 	uint16_t port;
 	double min_ttl, max_ttl;   /* seconds */
 	double fail_ttl;           /* seconds: the longest wait before a failed name is asked again */
-	bool in_order;             /* load_balance_hosts disable: host i has priority i */
+	int load_balance_hosts;    /* enum config_load_balance: config_host_priority */
 	resolve_update_fn *fn;
 	void *arg;
 
@@ -536,7 +536,7 @@ static void start_round(struct resolve *r)
 	case CONFIG_DISCOVERY_HOSTS:
 		for (int i = 0; i < r->nhosts; i++)
 			lookup_addresses(r, r->hosts[i].host, (uint16_t)r->hosts[i].port, (uint32_t)r->hosts[i].weight,
-					 r->in_order ? (uint16_t)i : 0);
+					 config_host_priority(r->load_balance_hosts, i));
 		break;
 	case CONFIG_DISCOVERY_DNS:
 		lookup_addresses(r, r->name, r->port, 1, 0);
@@ -824,7 +824,7 @@ struct resolve *resolve_start(const struct config_service *svc, resolve_update_f
 	if (r->max_ttl < r->min_ttl)
 		r->max_ttl = r->min_ttl;
 	r->fail_ttl = svc->dns_nxdomain_ttl_ms ? (double)svc->dns_nxdomain_ttl_ms / 1000 : r->max_ttl;
-	r->in_order = svc->load_balance_hosts == CONFIG_LOAD_BALANCE_DISABLE;
+	r->load_balance_hosts = svc->load_balance_hosts;
 	r->fn = fn;
 	r->seed = (uint32_t)resolve_source(r->name) ^ (uint32_t)wall_now() ^ 0x9e3779b9u;
 	if (!r->seed)

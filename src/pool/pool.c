@@ -917,13 +917,18 @@ void pool_registry_free(struct pool_registry *reg)
 	free(reg);
 }
 
+static void group_leave(struct pool_group *g)
+{
+	atomic_fetch_sub_explicit(&g->clients, 1, memory_order_relaxed);
+}
+
 /* Count one client in g unless that makes more than max (0: no limit). */
 static bool group_enter(struct pool_group *g, int max, int *count)
 {
 	int before = atomic_fetch_add_explicit(&g->clients, 1, memory_order_relaxed);
 	*count = before;
 	if (max > 0 && before >= max) {
-		atomic_fetch_sub_explicit(&g->clients, 1, memory_order_relaxed);
+		group_leave(g);
 		return false;
 	}
 	return true;
@@ -934,7 +939,7 @@ enum pool_client_entry pool_client_enter(struct pool *p, int db_max, int user_ma
 	if (!group_enter(p->db_group, db_max, count))
 		return POOL_CLIENT_DB_FULL;
 	if (!group_enter(p->user_group, user_max, count)) {
-		atomic_fetch_sub_explicit(&p->db_group->clients, 1, memory_order_relaxed);
+		group_leave(p->db_group);
 		return POOL_CLIENT_USER_FULL;
 	}
 	return POOL_CLIENT_IN;
@@ -952,8 +957,8 @@ int pool_name_clients(struct runtime *rt, const char *name, bool is_user)
 
 void pool_client_leave(struct pool *p)
 {
-	atomic_fetch_sub_explicit(&p->db_group->clients, 1, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&p->user_group->clients, 1, memory_order_relaxed);
+	group_leave(p->db_group);
+	group_leave(p->user_group);
 }
 
 bool pool_registry_full(struct runtime *rt)

@@ -2298,6 +2298,12 @@ static void transaction_timed_out(struct client *c, uint64_t ms, double now)
 	client_fail(c, "25P04", "terminating connection due to transaction timeout (transaction_timeout)");
 }
 
+/* A rule's own timeout that is on (not absent, not 0). */
+static bool rule_sets(uint64_t ms)
+{
+	return ms && ms != CONFIG_TIMEOUT_INHERIT;
+}
+
 static void client_check_timeouts(struct worker *w, double now)
 {
 	const struct tusk_config *cfg = w->rt->cfg;
@@ -2308,9 +2314,8 @@ static void client_check_timeouts(struct worker *w, double now)
 		   cfg->server_fast_close;
 	for (int i = 0; i < cfg->npools && !any; i++) {
 		const struct config_pool_rule *r = &cfg->pools[i];
-		any = (r->query_timeout_ms && r->query_timeout_ms != CONFIG_TIMEOUT_INHERIT) ||
-		      (r->client_idle_timeout_ms && r->client_idle_timeout_ms != CONFIG_TIMEOUT_INHERIT) ||
-		      (r->transaction_timeout_ms && r->transaction_timeout_ms != CONFIG_TIMEOUT_INHERIT);
+		any = rule_sets(r->query_timeout_ms) || rule_sets(r->client_idle_timeout_ms) ||
+		      rule_sets(r->transaction_timeout_ms);
 	}
 	if (!any || w->stopping)
 		return;

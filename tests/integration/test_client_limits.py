@@ -57,6 +57,26 @@ def admitted_soon(t, user="tusk_trust", dbname=TEST_DB, **kw):
     return c
 
 
+def raw_admitted_soon(t, user, dbname=TEST_DB):
+    """A raw client logged in (ReadyForQuery) once tusk has seen the last client go."""
+    out = []
+
+    def attempt():
+        raw = RawClient("127.0.0.1", t.port, timeout=10 * SLOW)
+        raw.send(startup_packet({"user": user, "database": dbname}))
+        kind, body = raw.read_message()
+        while kind not in (b"Z", b"E"):
+            kind, body = raw.read_message()
+        if kind == b"E":
+            raw.close()
+            assert b"client_connections" in body, body
+            return False
+        out.append(raw)
+        return True
+    wait_until(attempt, 10 * SLOW, interval=0.1, what="a client slot freed")
+    return out[0]
+
+
 @pytest.mark.tusk_only
 def test_max_db_client_connections_refuses_the_client_over_it_with_53300(tusk):
     """Two clients of a database (any user), the third refused with 53300 naming the key and the
@@ -121,14 +141,12 @@ def test_client_count_drops_however_a_client_leaves(tusk, tmp_path):
     c = admitted_soon(t, **pw)
     c.close()
 
-    raw = RawClient("127.0.0.1", t.port, timeout=10 * SLOW)  # vanishes
-    raw.send(startup_packet({"user": "tusk_solo", "database": TEST_DB}))
-    raw.read_until_ready()
+    raw = raw_admitted_soon(t, "tusk_solo")  # vanishes
     assert refused(t)["C"] == "53300"
     raw.close(reset=True)
     admitted_soon(t, **pw).close()
 
-    with admitted(t, application_name="victim", **pw) as v:  # KILL_CLIENT
+    with admitted_soon(t, application_name="victim", **pw) as v:  # KILL_CLIENT
         cid = [r["id"] for r in console_show(t, "SHOW CLIENTS") if r["application_name"] == "victim"][0]
         with psycopg.connect(host="127.0.0.1", port=t.port, user="postgres", dbname="tusk", autocommit=True) as adm:
             adm.execute(f"KILL_CLIENT {cid}")
@@ -140,7 +158,7 @@ def test_client_count_drops_however_a_client_leaves(tusk, tmp_path):
     assert isinstance(e, psycopg.OperationalError) and "password authentication failed" in str(e), e
     admitted_soon(t, **pw).close()
 
-    idle = admitted(t, user="tusk_solo")  # closed by tusk after client_idle_timeout
+    idle = admitted_soon(t, user="tusk_solo")  # closed by tusk after client_idle_timeout
     wait_until(lambda: "client_idle_timeout" in t.log_text(), 10 * SLOW, what="the idle client closed")
     admitted_soon(t, **pw).close()
     idle.close()

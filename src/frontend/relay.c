@@ -1794,6 +1794,13 @@ static int any_restored(void *arg, const char *name, const char *value)
 	return 1;
 }
 
+/* session_restores_each: whether arg (a parameter's name) is among them. */
+static int restores_name(void *arg, const char *name, const char *value)
+{
+	(void)value;
+	return strcasecmp(name, arg) == 0;
+}
+
 static int tell_restored(void *arg, const char *name, const char *value)
 {
 	struct client *c = arg;
@@ -2145,6 +2152,15 @@ static enum scan_result scan_reply(struct client *c, struct server *s, struct se
 			if (avail < total)
 				return SCAN_OK;
 			if (proto_parse_parameter_status(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &name, &value) == 0) {
+				/* A RESET of what the startup packet gave: the server went to its
+				 * default, which PostgreSQL direct never shows (it goes back to the
+				 * startup value, which tusk tells instead: tell_restored, tell_put_back).
+				 * Passed on, a driver would see a value it refuses (pgjdbc closes on a
+				 * client_encoding other than UTF8 or a DateStyle not ISO). */
+				bool transient = c->greeted && !c->tx_failed && c->session.pending_len &&
+						 session_restores_each(&c->session, restores_name, (void *)name) > 0;
+				if (transient && c->s2c_scanned > 0)
+					return SCAN_STALL; /* what is before it goes out first */
 				server_set_param(s, name, value);
 				/* The client changed it (SET, RESET, DISCARD, set_config, a function):
 				 * it is theirs to keep, and the next client's sync undoes it. */
@@ -2153,6 +2169,7 @@ static enum scan_result scan_reply(struct client *c, struct server *s, struct se
 						return SCAN_BAD;
 					relay_note_param(c, name, value);
 				}
+				*drop = transient;
 			}
 		}
 		return reply_pass(next);

@@ -63,6 +63,17 @@ def jdbc_classes(src=HERE / "jdbc" / "DriverSuite.java"):
     return d
 
 
+def jdbc_program(src, *args, timeout=120):
+    """A one-class Java program (tests/integration/jdbc/) run with pgjdbc: its output lines.
+    Fails (AssertionError, with the end of its stderr) when it cannot run or exits non-zero."""
+    why = available("jdbc")
+    assert not why, why
+    p = subprocess.run(["java", "-cp", f"{JDBC_JAR}:{jdbc_classes(src)}", src.stem, *map(str, args)],
+                       capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return p.stdout.split("\n")[:-1]
+
+
 def command(suite, host, port, db, user, extra=()):
     if suite == "node":
         return ["node", str(NODE_DIR / "suite.js"), *extra]

@@ -6,7 +6,6 @@ the third listening client waits pool_wait_timeout and fails, or the server coun
 pool size + 1)."""
 import select
 import struct
-import subprocess
 import sys
 import time
 
@@ -490,14 +489,8 @@ def test_own_notify_carries_the_senders_backend_pid(lt, pg):
 
 def jdbc_listen_notify(port):
     """tests/integration/jdbc/ListenNotify.java against port: its sorted output lines."""
-    why = harness.available("jdbc")
-    if why:
-        pytest.fail(why)
-    classes = harness.jdbc_classes(REPO / "tests" / "integration" / "jdbc" / "ListenNotify.java")
-    p = subprocess.run(["java", "-cp", f"{harness.JDBC_JAR}:{classes}", "ListenNotify", "127.0.0.1", str(port),
-                        TEST_DB, "tusk_trust"], capture_output=True, text=True, timeout=120 * SLOW)
-    assert p.returncode == 0, p.stderr[-3000:]
-    return p.stdout.split("\n")[:-1]
+    return harness.jdbc_program(REPO / "tests" / "integration" / "jdbc" / "ListenNotify.java", "127.0.0.1", port,
+                                TEST_DB, "tusk_trust", timeout=120 * SLOW)
 
 
 def test_pgjdbc_listen_and_own_notify_as_postgres(lt, pg, direct):

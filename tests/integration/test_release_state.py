@@ -15,6 +15,7 @@ can be told apart in pg_stat_activity."""
 import asyncio
 from datetime import date
 import functools
+import sys
 import threading
 import time
 
@@ -23,9 +24,12 @@ import pytest
 
 import pgwire
 
-from conftest import DIRECT, SLOW, TEST_DB, Tusk, connect, wait_until
+from conftest import DIRECT, REPO, SLOW, TEST_DB, Tusk, connect, wait_until
 from relay_util import Relay
 from txn_util import WireClient, bind_msg, close_msg, execute_msg, parse_msg, sync_msg, txn_pool
+
+sys.path.insert(0, str(REPO / "tests" / "drivers"))
+import harness  # noqa: E402
 
 USER = "rs_user"
 SIZE = 2
@@ -308,6 +312,96 @@ def test_reset_tells_the_startup_value_under_the_servers_name(pg, rs_db, tmp_pat
     want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode=mode)], steps)
     assert want[0][1:] == (date(2026, 1, 2), "2026-01-02T12:04:05+09:00", "Asia/Tokyo", "Asia/Tokyo", "SQL, DMY",
                            "Asia/Tokyo", "SQL, DMY", "postgres_verbose")  # PostgreSQL direct
+    assert got == want
+
+
+LATIN1_DB = "rs_latin1"
+
+
+@pytest.fixture(scope="module")
+def latin1_db(pg, rs_db):
+    """A database whose defaults are not what its clients give at startup: LATIN1 (its default
+    client_encoding), DateStyle 'SQL, DMY'."""
+    with pg.admin() as c:
+        c.execute(f"drop database if exists {LATIN1_DB}")
+        c.execute(f"create database {LATIN1_DB} encoding 'LATIN1' lc_collate 'C' lc_ctype 'C' template template0")
+        c.execute(f"alter database {LATIN1_DB} set datestyle = 'SQL, DMY'")
+    yield LATIN1_DB
+    with pg.admin() as c:
+        c.execute(f"drop database if exists {LATIN1_DB} with (force)")
+
+
+RESET_STEPS = ["set datestyle = 'German, DMY'", "reset all", "set datestyle = 'German, DMY'; set timezone = 'UTC'",
+               "discard all", "set client_encoding = 'LATIN1'", "reset client_encoding", "begin",
+               "set datestyle = 'Postgres, YMD'", "reset all", "select 1", "commit", "begin", "reset datestyle",
+               "rollback", "reset all; set datestyle = 'Postgres, YMD'", "reset all; select 1/0", "reset all"]
+
+
+def told_at_each_reset(port):
+    """A raw client that gives client_encoding, DateStyle and TimeZone at startup runs
+    RESET_STEPS; each step followed by an empty query (what tusk tells between a RESET inside a
+    transaction and the next statement counts for the RESET). -> its parameters after the
+    login, and per step: [(name, value) told], its parameters after it."""
+    c = pgwire.RawClient("127.0.0.1", port, timeout=10 * SLOW)
+    try:
+        params = {}
+        for kind, body in c.startup(USER, LATIN1_DB, client_encoding="UTF8", DateStyle="ISO, MDY",
+                                    TimeZone="Asia/Tokyo"):
+            if kind == b"S":
+                name, value = body.split(b"\0")[:2]
+                params[name.decode()] = value.decode()
+        login, steps = dict(params), []
+        for sql in RESET_STEPS:
+            told = []
+            for q in (sql, ";"):
+                c.send(pgwire.query_message(q))
+                for kind, body in c.read_until_ready():
+                    if kind == b"S":
+                        name, value = (x.decode() for x in body.split(b"\0")[:2])
+                        told.append((name, value))
+                        params[name] = value
+            steps.append((sql, told, dict(params)))
+        return login, steps
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_a_reset_never_tells_the_servers_default_of_a_startup_setting(pg, latin1_db, tmp_path, mode):
+    """A RESET of a setting the startup packet gave goes back to the startup value on
+    PostgreSQL direct, which tells that value (or nothing, when it had it). tusk's server got
+    the startup values as SETs, so its RESET went to the database's defaults, and tusk passed
+    the server's ParameterStatus on before telling the startup value: the client was told, for
+    a moment, client_encoding LATIN1 and DateStyle 'SQL, DMY', which pgjdbc takes as fatal
+    (the test after this one). Now no value is told that the client does not have on
+    PostgreSQL direct before or after that step, and the values after each step are direct's.
+    (Full DateStyles only: a partial one such as 'ISO' is completed from the server's
+    default, the database's 'SQL, DMY', where PostgreSQL direct completes a startup value
+    from postgresql.conf's: docs/pooling.md.)"""
+    want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode=mode)], told_at_each_reset)
+    assert want[0] == got[0]
+    before = got[0]
+    for (sql, told, after), (_, _, direct_after) in zip(got[1], want[1]):
+        for name, value in told:
+            assert value in (before.get(name), after.get(name)), (sql, name, value, before, after)
+        assert after == direct_after, sql
+        before = after
+
+
+def jdbc_reset_to_startup(port):
+    """tests/integration/jdbc/ResetToStartup.java against port: its output lines."""
+    return harness.jdbc_program(REPO / "tests" / "integration" / "jdbc" / "ResetToStartup.java", "127.0.0.1", port,
+                                LATIN1_DB, USER, timeout=120 * SLOW)
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_pgjdbc_keeps_its_connection_through_reset_all_and_discard_all(pg, latin1_db, tmp_path, mode):
+    """pgjdbc on a LATIN1 database: RESET ALL, DISCARD ALL, RESET client_encoding (as a
+    Statement, as a PreparedStatement past prepareThreshold, inside a transaction). Through
+    tusk pgjdbc was told client_encoding LATIN1 and closed its connection ("The server's
+    client_encoding parameter was changed to LATIN1"); now it answers as direct."""
+    want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode=mode)], jdbc_reset_to_startup)
+    assert want[0] == "RESET ALL UTF8 2026-01-02" and len(want) == 10, want
     assert got == want
 
 

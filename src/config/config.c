@@ -1669,6 +1669,10 @@ static const struct key_def pool_keys[] = {
 	  .max = 30 * MS_PER_DAY, .reloadable = true },
 	{ .name = "transaction_timeout", .type = KEY_DURATION, .offset = RULE_FIELD(transaction_timeout_ms), .min = 0,
 	  .max = MS_PER_DAY, .reloadable = true },
+	{ .name = "idle_transaction_timeout", .type = KEY_DURATION, .offset = RULE_FIELD(idle_transaction_timeout_ms),
+	  .min = 0, .max = MS_PER_DAY, .reloadable = true },
+	{ .name = "server_lifetime", .type = KEY_DURATION, .offset = RULE_FIELD(server_lifetime_ms), .min = 0,
+	  .max = 30 * MS_PER_DAY, .reloadable = true },
 	/* Absent: -1 (parse_pools), the top-level value. */
 	{ .name = "reserve_pool_size", .type = KEY_INT, .offset = RULE_FIELD(reserve_pool_size), .min = 0,
 	  .max = 10000, .reloadable = true },
@@ -1787,6 +1791,10 @@ static void parse_pools(struct loader *ld, const yaml_node_t *node, int line, co
 			rule->client_idle_timeout_ms = CONFIG_TIMEOUT_INHERIT;
 		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "transaction_timeout"))
 			rule->transaction_timeout_ms = CONFIG_TIMEOUT_INHERIT;
+		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "idle_transaction_timeout"))
+			rule->idle_transaction_timeout_ms = CONFIG_TIMEOUT_INHERIT;
+		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "server_lifetime"))
+			rule->server_lifetime_ms = CONFIG_TIMEOUT_INHERIT;
 		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "reserve_pool_size"))
 			rule->reserve_pool_size = -1;
 		if (item->type != YAML_MAPPING_NODE || !find_value(ld, item, "max_db_client_connections"))
@@ -2641,6 +2649,18 @@ uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct 
 {
 	return rule && rule->client_idle_timeout_ms != CONFIG_TIMEOUT_INHERIT ? rule->client_idle_timeout_ms
 									       : cfg->client_idle_timeout_ms;
+}
+
+uint64_t config_idle_transaction_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->idle_transaction_timeout_ms != CONFIG_TIMEOUT_INHERIT ? rule->idle_transaction_timeout_ms
+										    : cfg->idle_transaction_timeout_ms;
+}
+
+uint64_t config_server_lifetime(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->server_lifetime_ms != CONFIG_TIMEOUT_INHERIT ? rule->server_lifetime_ms
+									   : cfg->server_lifetime_ms;
 }
 
 bool config_name_listed(char *const *names, int n, const char *user)

@@ -154,11 +154,14 @@ struct config_pool_rule {
 	char **cache_exclude_tables;
 	int target_session_attrs;             /* enum config_target; default any */
 	int read_your_writes;                 /* bool, read-write-split only; default true */
-	/* query_timeout / client_idle_timeout / transaction_timeout of this rule's clients;
+	/* query_timeout / client_idle_timeout / transaction_timeout / idle_transaction_timeout of
+	 * this rule's clients, server_lifetime of its servers (PgBouncer's per-database one);
 	 * CONFIG_TIMEOUT_INHERIT (absent): the top-level value (config_query_timeout, ...) */
 	uint64_t query_timeout_ms;
 	uint64_t client_idle_timeout_ms;
 	uint64_t transaction_timeout_ms;
+	uint64_t idle_transaction_timeout_ms;
+	uint64_t server_lifetime_ms;
 	/* servers above size for a queue that waited reserve_pool_timeout (PgBouncer's
 	 * per-database reserve_pool); -1 (absent): the top-level reserve_pool_size
 	 * (config_reserve_pool_size) */
@@ -383,12 +386,14 @@ const char *config_auth_dbname(const struct tusk_config *cfg, const struct confi
 
 /* A rule's query_timeout / client_idle_timeout when the rule does not set it. */
 #define CONFIG_TIMEOUT_INHERIT UINT64_MAX
-/* The query_timeout / client_idle_timeout that apply to rule's clients (its own, else the
+/* The query_timeout / client_idle_timeout / ... / server_lifetime that apply to rule's clients (its own, else the
  * top-level one; rule may be NULL): milliseconds, 0 = off. */
 uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 int config_reserve_pool_size(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 uint64_t config_transaction_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+uint64_t config_idle_transaction_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+uint64_t config_server_lifetime(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 /* The max_db_client_connections / max_user_client_connections for rule's clients (its own,
  * else the top-level one; rule may be NULL): 0 = no limit. */
 int config_max_db_client_connections(const struct tusk_config *cfg, const struct config_pool_rule *rule);

@@ -477,6 +477,19 @@ static void put_opt_str(FILE *f, const struct imp_opts *o, const char *key, cons
 	}
 }
 
+/* The [users] timeouts (PgBouncer 1.25's), which win over the [pgbouncer] ones. */
+static const char *const user_timeouts[] = { "query_timeout", "idle_transaction_timeout", "transaction_timeout",
+					     "client_idle_timeout" };
+
+/* A rule's duration from an entry's seconds, whole as PgBouncer reads them (atoi); it reads 0
+ * there as "the [pgbouncer] value", which the rule inherits when absent. */
+static void put_rule_seconds(struct importer *im, const struct imp_opts *o, const char *key)
+{
+	const char *v = opt(o, key);
+	if (v && atoi(v) > 0)
+		fprintf(im->out, "    %s: %ds\n", key, atoi(v));
+}
+
 /* One pool rule: database name (or "*"), user (or "*"), the [databases] entry's options and
  * the [users] entry's (which win, as in PgBouncer). */
 static void put_rule(struct importer *im, const char *db, const char *user, int service, const struct imp_opts *d,
@@ -501,14 +514,18 @@ static void put_rule(struct importer *im, const char *db, const char *user, int 
 	put_opt_str(im->out, d, "auth_query", "auth_query");
 	if ((v = u ? opt(u, "pool_mode") : NULL) || (v = opt(d, "pool_mode")))
 		fprintf(im->out, "    mode: %s\n", v);
-	if ((v = opt(d, "pool_size")))
+	if ((v = u ? opt(u, "pool_size") : NULL) || (v = opt(d, "pool_size")))
 		fprintf(im->out, "    size: %s\n", v);
 	if ((v = opt(d, "min_pool_size")))
 		fprintf(im->out, "    min_size: %s\n", v);
 	if ((v = opt(d, "max_db_connections")))
 		fprintf(im->out, "    max_db_connections: %s\n", v);
-	if ((v = opt(d, "reserve_pool")) || (v = opt(d, "reserve_pool_size")))
+	if ((v = u ? opt(u, "reserve_pool_size") : NULL) || (v = opt(d, "reserve_pool")) ||
+	    (v = opt(d, "reserve_pool_size")))
 		fprintf(im->out, "    reserve_pool_size: %s\n", v);
+	put_rule_seconds(im, d, "server_lifetime");
+	for (size_t i = 0; u && i < sizeof user_timeouts / sizeof user_timeouts[0]; i++)
+		put_rule_seconds(im, u, user_timeouts[i]);
 	if (u && (v = opt(u, "max_user_connections")))
 		fprintf(im->out, "    max_user_connections: %s\n", v);
 	/* PgBouncer reads 0 here as "the [pgbouncer] value", which the rule inherits when absent. */
@@ -527,7 +544,7 @@ static const char *const db_opts_carried[] = { "host", "port", "dbname", "user",
 					       "pool_size", "min_pool_size", "max_db_connections", "reserve_pool",
 					       "reserve_pool_size", "connect_query", "client_encoding", "datestyle",
 					       "timezone", "application_name", "max_db_client_connections",
-					       "load_balance_hosts" };
+					       "load_balance_hosts", "server_lifetime" };
 
 static void check_db_opts(struct importer *im, const struct imp_kv *kv, const struct imp_opts *o, const char *sec)
 {
@@ -535,9 +552,15 @@ static void check_db_opts(struct importer *im, const struct imp_kv *kv, const st
 		bool carried = false;
 		for (size_t k = 0; k < sizeof db_opts_carried / sizeof db_opts_carried[0]; k++)
 			carried = carried || strcasecmp(db_opts_carried[k], o->key[i]) == 0;
-		if (strcmp(sec, "users") == 0)
-			carried = strcasecmp(o->key[i], "pool_mode") == 0 || strcasecmp(o->key[i], "max_user_connections") == 0 ||
-				  strcasecmp(o->key[i], "max_user_client_connections") == 0;
+		if (strcmp(sec, "users") == 0) {
+			static const char *const user_opts[] = { "pool_mode", "pool_size", "reserve_pool_size",
+								  "max_user_connections", "max_user_client_connections" };
+			carried = false;
+			for (size_t k = 0; k < sizeof user_opts / sizeof user_opts[0]; k++)
+				carried = carried || strcasecmp(user_opts[k], o->key[i]) == 0;
+			for (size_t k = 0; k < sizeof user_timeouts / sizeof user_timeouts[0]; k++)
+				carried = carried || strcasecmp(user_timeouts[k], o->key[i]) == 0;
+		}
 		if (carried)
 			continue;
 		const struct pgb_name *n = pgb_name_find(o->key[i]);

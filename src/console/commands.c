@@ -291,6 +291,7 @@ static const struct vdb_col databases_cols[] = {
 	T("name"), T("host"), I("port"), T("database"), T("force_user"), I("pool_size"), I("min_pool_size"),
 	I("reserve_pool"), T("pool_mode"), I("max_connections"), I("current_connections"), I("paused"),
 	I("disabled"), T("user"), T("service"), I("max_client_connections"), I("current_client_connections"),
+	I("reserve_pool_size"), I("server_lifetime"), T("load_balance_hosts"),
 };
 static const struct vdb_col config_cols[] = { T("key"), T("value"), T("default"), T("changeable") };
 static const struct vdb_col lists_cols[] = { T("list"), I("items") };
@@ -1336,7 +1337,7 @@ static void show_databases(struct console_session *cs)
 			current += info.slots;
 			paused = paused || info.paused;
 		}
-		char port[16], size[16], min[16], maxc[16], cur[24], reserve[16], max_clients[16], clients[16];
+		char port[16], size[16], min[16], maxc[16], cur[24], reserve[16], max_clients[16], clients[16], life[24];
 		snprintf(max_clients, sizeof max_clients, "%d", config_max_db_client_connections(cfg, r));
 		snprintf(clients, sizeof clients, "%d", rule_clients(rt, r));
 		const struct config_host *h = r->service && r->service->nhosts ? &r->service->hosts[0] : NULL;
@@ -1346,11 +1347,15 @@ static void show_databases(struct console_session *cs)
 		snprintf(maxc, sizeof maxc, "%d", r->max_db_connections);
 		snprintf(reserve, sizeof reserve, "%d", config_reserve_pool_size(cfg, r));
 		long_str(cur, sizeof cur, current);
+		long_str(life, sizeof life, (long)(config_server_lifetime(cfg, r) / 1000));
+		/* PgBouncer's: only for a list of hosts */
+		const char *balance = !r->service || r->service->nhosts < 2 ? NULL
+				      : r->service->load_balance_hosts == CONFIG_LOAD_BALANCE_DISABLE ? "disable" : "round-robin";
 		const char *vals[] = {
 			r->database, h ? h->host : NULL, port, r->server_database ? r->server_database : r->database,
 			r->server_user, size, min, reserve, config_pool_mode_name(r->mode), maxc, cur, paused ? "1" : "0",
 			r->blocked || pool_database_disabled(rt, r->database) ? "1" : "0", r->user, r->service_name,
-			max_clients, clients,
+			max_clients, clients, reserve, life, balance,
 		};
 		vdb_out_row(&cs->v.out, (int)(sizeof vals / sizeof vals[0]), vals);
 	}

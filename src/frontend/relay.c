@@ -2649,9 +2649,10 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 	if (!pump_both(c, s))
 		return;
 	/* Inside a transaction with nothing owed: the client is the one keeping it open. */
-	if ((s->tx_status != 'I' || s->ext_open) && s->expect_count == 0 && s->pending_rfq == 0 &&
-	    cfg_of(c)->idle_transaction_timeout_ms && !ev_is_active(&c->timer)) {
-		ev_timer_set(&c->timer, (double)cfg_of(c)->idle_transaction_timeout_ms / 1000.0, 0.);
+	uint64_t idle_tx_ms = config_idle_transaction_timeout(cfg_of(c), c->pool ? pool_rule(c->pool) : NULL);
+	if ((s->tx_status != 'I' || s->ext_open) && s->expect_count == 0 && s->pending_rfq == 0 && idle_tx_ms &&
+	    !ev_is_active(&c->timer)) {
+		ev_timer_set(&c->timer, (double)idle_tx_ms / 1000.0, 0.);
 		ev_timer_start(c->worker->loop, &c->timer);
 	} else if (c->mode == POOL_MODE_SESSION && s->tx_status == 'I' && c->worker->rt->nworkers > 1) {
 		client_maybe_move(c); /* may move c and s to another worker: last */

@@ -1021,7 +1021,7 @@ static struct tp_pool *new_core(struct pool *p, const struct config_pool_rule *r
 		.max_slots = size,
 		.min_slots = rule->min_size < size ? rule->min_size : size,
 		.idle_timeout = (double)cfg->server_idle_timeout_ms / 1000.0,
-		.lifetime = (double)cfg->server_lifetime_ms / 1000.0,
+		.lifetime = (double)config_server_lifetime(cfg, rule) / 1000.0,
 		.check_after = check_after(cfg),
 		.reserve_slots = config_reserve_pool_size(cfg, rule),
 		.reserve_after = (double)cfg->reserve_pool_timeout_ms / 1000.0,
@@ -1415,7 +1415,7 @@ void pool_registry_reload(struct pool_registry *reg, const struct tusk_config *n
 		atomic_store(&p->rule, rule);
 		FOR_CORES(p, t) {
 			tp_pool_set_expiry(t, (double)next->server_idle_timeout_ms / 1000.0,
-					   (double)next->server_lifetime_ms / 1000.0);
+					   (double)config_server_lifetime(next, rule) / 1000.0);
 			tp_pool_set_check_after(t, check_after(next));
 			tp_pool_set_reserve(t, config_reserve_pool_size(next, rule),
 					    (double)next->reserve_pool_timeout_ms / 1000.0);

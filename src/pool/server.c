@@ -411,10 +411,11 @@ static struct server *connect_pool_server(struct pool *pool, struct worker *w, c
 	}
 	s->done = done;
 	s->done_arg = arg;
-	if (rt->cfg->server_lifetime_ms) {
+	uint64_t lifetime_ms = config_server_lifetime(rt->cfg, rule);
+	if (lifetime_ms) {
 		/* +-10% so that servers opened together do not all expire together. */
 		unsigned r = (unsigned)random() % 2001;
-		double life = (double)rt->cfg->server_lifetime_ms / 1000.0 * (0.9 + (double)r / 10000.0);
+		double life = (double)lifetime_ms / 1000.0 * (0.9 + (double)r / 10000.0);
 		s->expires_at = s->created + life;
 	}
 	s->service = rule->service;

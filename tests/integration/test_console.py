@@ -804,3 +804,21 @@ def test_set_changes_a_reloadable_key_until_the_next_reload(tusk, tmp_path):
         c.execute("RELOAD")
         wait_until(lambda: value("query_timeout") == "5000ms" and value("pool_wait_timeout") == "30000ms", 5 * SLOW,
                    what="RELOAD back to the file's values")
+
+
+def test_show_databases_has_pgbouncer_125s_columns(tusk, pg):
+    """SHOW DATABASES ends with PgBouncer 1.25's reserve_pool_size (1.18's reserve_pool, which
+    stays in its place), server_lifetime (seconds: the rule's, else the top level's) and
+    load_balance_hosts (for a list of hosts only, as PgBouncer)."""
+    from conftest import BENCH_DB, console_show
+    hosts = [f"127.0.0.1:{pg.port}", f"localhost:{pg.port}"]
+    t = tusk(pools=[{"database": BENCH_DB, "user": "*", "service": "two", "mode": "session", "size": 2,
+                     "server_lifetime": "90s", "reserve_pool_size": 2},
+                    {"database": "*", "user": "*", "service": "main", "mode": "session", "size": 2}],
+             services={"main": {"hosts": hosts[:1]}, "two": {"hosts": hosts, "load_balance_hosts": "disable"}},
+             admin={"users": ["postgres"], "client_auth": "trust"}, server_lifetime="30m")
+    rows = {r["name"]: r for r in console_show(t, "SHOW DATABASES")}
+    assert list(rows[BENCH_DB])[-3:] == ["reserve_pool_size", "server_lifetime", "load_balance_hosts"], rows
+    assert (rows[BENCH_DB]["reserve_pool"], rows[BENCH_DB]["reserve_pool_size"]) == (2, 2), rows
+    assert (rows[BENCH_DB]["server_lifetime"], rows[BENCH_DB]["load_balance_hosts"]) == (90, "disable"), rows
+    assert (rows["*"]["server_lifetime"], rows["*"]["load_balance_hosts"]) == (1800, None), rows

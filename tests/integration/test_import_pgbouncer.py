@@ -236,7 +236,7 @@ def assert_loads(yaml_text, tmp_path):
 
 
 def test_import_reports_what_it_cannot_carry(tmp_path):
-    r, y = import_text(tmp_path, "[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 server_lifetime=60\n"
+    r, y = import_text(tmp_path, "[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 server_idle_timeout=60\n"
                        "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
                        "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
                        "server_lifetime = 0.5\nbogus_key = 1\nquery_timeout = 30\nclient_idle_timeout = 600\n[peers]\n1 = host=x\n")
@@ -245,7 +245,7 @@ def test_import_reports_what_it_cannot_carry(tmp_path):
     assert "client_auth: reject" in y and "pool_wait_timeout: 1d" in y and "server_lifetime: 500ms" in y
     assert "query_timeout: 30s" in y and "client_idle_timeout: 600s" in y
     assert '    client_encoding: "UTF8"\n' in y and "(client_encoding=UTF8)" not in r.stderr, (y, r.stderr)
-    for text in ("auth_type = pam: not carried", "(server_lifetime=60) = ", "bogus_key = 1: not carried",
+    for text in ("auth_type = pam: not carried", "(server_idle_timeout=60) = ", "bogus_key = 1: not carried",
                  "[peers]", "server_tls_sslmode = allow became prefer", "query_wait_timeout = 0 (forever)"):
         assert text in r.stderr, (text, r.stderr)
 
@@ -350,4 +350,35 @@ def test_import_carries_client_limits_and_query_wait_notify(tmp_path):
     assert y.count("max_db_client_connections:") == 3, y  # none for other's 0
     assert "client_connections" not in r.stderr and "query_wait_notify" not in r.stderr, r.stderr
     assert "cancel_wait_timeout = 10: not carried: a CancelRequest never waits" in r.stderr, r.stderr
+    assert_loads(y, tmp_path)
+
+
+def test_import_carries_per_database_server_lifetime_and_per_user_pool_settings(tmp_path):
+    """PgBouncer 1.25's [databases] server_lifetime and [users] pool_size, reserve_pool_size,
+    query_timeout, idle_transaction_timeout, transaction_timeout and client_idle_timeout land on
+    the rules they apply to (a user's over its database's); 0 there means the top-level value
+    (not written)."""
+    r, y = import_text(tmp_path, "[databases]\napp = host=127.0.0.1 port=5432 server_lifetime=120 pool_size=8 "
+                       "reserve_pool=2\nother = host=127.0.0.1 port=5432 server_lifetime=0\n"
+                       "[users]\nalice = pool_size=3 reserve_pool_size=1 query_timeout=30 idle_transaction_timeout=20 "
+                       "transaction_timeout=60 client_idle_timeout=0\n"
+                       "[pgbouncer]\nlisten_addr = 127.0.0.1\nserver_lifetime = 600\n")
+    rules = {}
+    for block in y.split("\n  - database: ")[1:]:
+        head, _, rest = block.partition("\n    user: ")
+        user, _, body = rest.partition("\n")
+        rules[(head.strip('"'), user.strip('"'))] = body + "\n"
+    assert set(rules) == {("app", "alice"), ("app", "*"), ("other", "alice"), ("other", "*")}, y
+    assert "server_lifetime: 120s\n" in rules[("app", "alice")] and "server_lifetime: 120s\n" in rules[("app", "*")]
+    assert "server_lifetime" not in rules[("other", "*")] + rules[("other", "alice")], y
+    for db in ("app", "other"):
+        alice = rules[(db, "alice")]
+        for line in ("    size: 3\n", "    reserve_pool_size: 1\n", "    query_timeout: 30s\n",
+                     "    idle_transaction_timeout: 20s\n", "    transaction_timeout: 60s\n"):
+            assert line in alice, (db, line, alice)
+        assert "client_idle_timeout" not in alice, alice
+    assert "    size: 8\n" in rules[("app", "*")] and "    reserve_pool_size: 2\n" in rules[("app", "*")], y
+    assert "timeout" not in rules[("app", "*")], y
+    assert "\nserver_lifetime: 600s " in y, y
+    assert ": not carried" not in r.stderr, r.stderr
     assert_loads(y, tmp_path)

@@ -605,6 +605,55 @@ def test_server_lifetime_replaces_servers(tusk, pg):
     assert all(r >= 5 for r in runs), f"servers replaced too early: {runs}"
 
 
+def pids_over(c, seconds):
+    """The backend pids c's transactions see, one every 0.1 s for seconds."""
+    pids, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        pids.append(backend_pid(c))
+        time.sleep(0.1)
+    return set(pids)
+
+
+@pytest.mark.tusk_only
+def test_a_rules_idle_transaction_timeout_and_server_lifetime(tusk, pg):
+    """A rule's own idle_transaction_timeout and server_lifetime (PgBouncer 1.25's per-user
+    and per-database ones) win over the top level's; absent, the rule has the top level's; a
+    rule's 0 turns it off."""
+    wait_no_backends(pg, user="tusk_solo")
+    t = tusk(pools=[txn_pool(1, user="tusk_solo", idle_transaction_timeout="300ms", server_lifetime="1s"),
+                    txn_pool(1)])
+    solo, other = WireClient(t.port, user="tusk_solo"), WireClient(t.port)
+    try:
+        for c in (solo, other):
+            assert c.simple_query("begin; select 1") == ([["1"]], [])
+        kind, fields = solo.expect_error_or_close(timeout=5 * SLOW)
+        assert kind == "error" and fields["C"] == "25P03", fields
+        time.sleep(0.8)
+        assert other.simple_query("select 2; commit") == ([["2"]], [])  # the top level's: off
+    finally:
+        solo.close()
+        other.close()
+    with t.connect(user="tusk_solo") as c, t.connect() as d:
+        assert len(pids_over(c, 3.5 * SLOW)) >= 3  # the rule's 1s
+        assert len(pids_over(d, 1.5 * SLOW)) == 1  # the top level's 1h
+
+    t = tusk(pools=[txn_pool(1, user="tusk_solo", idle_transaction_timeout="0s", server_lifetime="0s"), txn_pool(1)],
+             idle_transaction_timeout="300ms", server_lifetime="1s")
+    solo, other = WireClient(t.port, user="tusk_solo"), WireClient(t.port)
+    try:
+        for c in (solo, other):
+            assert c.simple_query("begin; select 1") == ([["1"]], [])
+        kind, fields = other.expect_error_or_close(timeout=5 * SLOW)
+        assert kind == "error" and fields["C"] == "25P03", fields
+        assert solo.simple_query("select 2; commit") == ([["2"]], [])  # the rule's 0: off
+    finally:
+        solo.close()
+        other.close()
+    with t.connect(user="tusk_solo") as c, t.connect() as d:
+        assert len(pids_over(d, 3.5 * SLOW)) >= 3  # the top level's 1s
+        assert len(pids_over(c, 1.5 * SLOW)) == 1  # the rule's 0: never for age
+
+
 def test_server_idle_timeout_in_transaction_mode(tusk, pg):
     wait_no_backends(pg, user="tusk_solo")
     t = tusk(pools=[txn_pool(4, user="tusk_solo"), txn_pool(5)], server_idle_timeout="1s")

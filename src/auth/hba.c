@@ -1,7 +1,7 @@
-/* pg_hba.conf subset: tokenizes each line the way PostgreSQL does (double quotes, "" inside
- * quotes for one quote, comma lists that may continue after whitespace, # comments), checks it,
- * and keeps a flat array of rules for first-match lookup. Owns the rule array and its names. */
+/* pg_hba.conf subset: each line tokenized the way PostgreSQL does (conftok.c), checked, and kept
+ * in a flat array of rules for first-match lookup. Owns the rule array and its names. */
 #include "auth/hba.h"
+#include "auth/conftok.h"
 #include "util/file.h"
 
 #include <arpa/inet.h>
@@ -47,135 +47,6 @@ struct hba {
 	int n;
 };
 
-/* One token of a line after unquoting; field counts whitespace-separated fields from 0, and the
- * items of a comma list share their field. */
-struct hba_tok {
-	const char *text;
-	bool quoted;
-	int field;
-};
-
-struct hba_field {
-	int first; /* index of its first token */
-	int n;
-};
-
-struct hba_line {
-	struct hba_tok *toks;
-	struct hba_field *fields;
-	int ntoks;
-	int nfields;
-	int cap;
-	char *scratch; /* unquoted token texts, NUL-separated */
-};
-
-static int push_tok(struct hba_line *l, const char *text, bool quoted, int field)
-{
-	if (l->ntoks == l->cap) {
-		int cap = l->cap ? l->cap * 2 : 16;
-		struct hba_tok *t = realloc(l->toks, (size_t)cap * sizeof(*t));
-		if (!t)
-			return -ENOMEM;
-		l->toks = t;
-		struct hba_field *f = realloc(l->fields, (size_t)cap * sizeof(*f));
-		if (!f)
-			return -ENOMEM;
-		l->fields = f;
-		l->cap = cap;
-	}
-	l->toks[l->ntoks] = (struct hba_tok){ .text = text, .quoted = quoted, .field = field };
-	if (field == l->nfields) {
-		l->fields[l->nfields++] = (struct hba_field){ .first = l->ntoks, .n = 0 };
-	}
-	l->fields[field].n++;
-	l->ntoks++;
-	return 0;
-}
-
-/* Split one line (no '\n') into tokens. 0, -ENOMEM, or -EINVAL after reporting. */
-static int tokenize(struct util_file_report *c, const char *s, size_t len, struct hba_line *l)
-{
-	size_t i = 0;
-	char *w;
-	int field = -1;
-
-	l->ntoks = 0;
-	l->nfields = 0;
-	free(l->scratch);
-	/* Unquoting never lengthens a token; each token adds one NUL and there are at most len+1. */
-	l->scratch = malloc(2 * len + 2);
-	if (!l->scratch)
-		return -ENOMEM;
-	w = l->scratch;
-	if (memchr(s, '\0', len)) {
-		util_file_report(c, "NUL byte in line");
-		return -EINVAL;
-	}
-	for (;;) {
-		while (i < len && util_is_blank(s[i]))
-			i++;
-		if (i == len || s[i] == '#')
-			return 0;
-		field++;
-		for (;;) {
-			char *start = w;
-			bool quoted = false, in_quote = false;
-			while (i < len) {
-				char ch = s[i];
-				if (in_quote) {
-					if (ch == '"') {
-						if (i + 1 < len && s[i + 1] == '"') {
-							*w++ = '"';
-							i += 2;
-							continue;
-						}
-						in_quote = false;
-					} else {
-						*w++ = ch;
-					}
-					i++;
-					continue;
-				}
-				if (ch == ',' || ch == '#' || util_is_blank(ch))
-					break;
-				if (ch == '"')
-					in_quote = quoted = true;
-				else
-					*w++ = ch;
-				i++;
-			}
-			if (in_quote) {
-				util_file_report(c, "unterminated quoted string");
-				return -EINVAL;
-			}
-			*w++ = '\0';
-			if (w - 1 == start && !quoted) {
-				util_file_report(c, "empty element in a comma-separated list");
-				return -EINVAL;
-			}
-			int rc = push_tok(l, start, quoted, field);
-			if (rc < 0)
-				return rc;
-			if (i < len && s[i] == ',') {
-				i++;
-				while (i < len && util_is_blank(s[i]))
-					i++;
-				if (i == len || s[i] == '#') {
-					util_file_report(c, "list ends with a comma");
-					return -EINVAL;
-				}
-				continue;
-			}
-			break;
-		}
-	}
-}
-
-static bool tok_is(const struct hba_tok *t, const char *kw)
-{
-	return !t->quoted && strcmp(t->text, kw) == 0;
-}
-
 static void free_list(struct hba_list *l)
 {
 	for (int i = 0; i < l->n; i++)
@@ -186,23 +57,23 @@ static void free_list(struct hba_list *l)
 }
 
 /* Database (is_db) or user list from field f. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_list(struct util_file_report *c, const struct hba_line *l, int f, bool is_db, struct hba_list *out)
+static int parse_list(struct util_file_report *c, const struct conftok_line *l, int f, bool is_db, struct hba_list *out)
 {
 	const char *what = is_db ? "database" : "user";
-	const struct hba_field *fld = &l->fields[f];
+	const struct conftok_field *fld = &l->fields[f];
 
 	out->v = calloc((size_t)fld->n, sizeof(*out->v));
 	out->n = 0;
 	if (!out->v)
 		return -ENOMEM;
 	for (int k = 0; k < fld->n; k++) {
-		const struct hba_tok *t = &l->toks[fld->first + k];
+		const struct conftok_tok *t = &l->toks[fld->first + k];
 		struct hba_name *nm = &out->v[out->n];
-		if (tok_is(t, "all")) {
+		if (conftok_is(t, "all")) {
 			nm->kind = HBA_NAME_ALL;
-		} else if (is_db && tok_is(t, "sameuser")) {
+		} else if (is_db && conftok_is(t, "sameuser")) {
 			nm->kind = HBA_NAME_SAMEUSER;
-		} else if (is_db && tok_is(t, "replication")) {
+		} else if (is_db && conftok_is(t, "replication")) {
 			nm->kind = HBA_NAME_REPLICATION;
 		} else if (!t->quoted && (strcmp(t->text, "sameuser") == 0 || strcmp(t->text, "samerole") == 0 ||
 					  strcmp(t->text, "samegroup") == 0 || strcmp(t->text, "replication") == 0)) {
@@ -283,20 +154,20 @@ static void prefix_mask(int bits, uint8_t mask[16])
 
 /* The address (and maybe netmask) starting at field f: the index of the field after it, or
  * -EINVAL after reporting. */
-static int parse_address(struct util_file_report *c, const struct hba_line *l, int f, struct hba_rule *r)
+static int parse_address(struct util_file_report *c, const struct conftok_line *l, int f, struct hba_rule *r)
 {
-	const struct hba_tok *t = &l->toks[l->fields[f].first];
+	const struct conftok_tok *t = &l->toks[l->fields[f].first];
 	char buf[64];
 
 	if (l->fields[f].n > 1) {
 		util_file_report(c, "the address must be a single value, not a list");
 		return -EINVAL;
 	}
-	if (tok_is(t, "all")) {
+	if (conftok_is(t, "all")) {
 		r->addr_all = true;
 		return f + 1;
 	}
-	if (tok_is(t, "samehost") || tok_is(t, "samenet")) {
+	if (conftok_is(t, "samehost") || conftok_is(t, "samenet")) {
 		util_file_report(c, "address keyword \"%s\" is not supported", t->text);
 		return -EINVAL;
 	}
@@ -328,7 +199,7 @@ static int parse_address(struct util_file_report *c, const struct hba_line *l, i
 			util_file_report(c, "end of line before the netmask of \"%s\"", t->text);
 			return -EINVAL;
 		}
-		const struct hba_tok *m = &l->toks[l->fields[f + 1].first];
+		const struct conftok_tok *m = &l->toks[l->fields[f + 1].first];
 		if (l->fields[f + 1].n > 1 || parse_ip(m->text, r->mask) != r->family) {
 			util_file_report(c, "invalid IP mask \"%s\" for address \"%s\"", m->text, t->text);
 			return -EINVAL;
@@ -341,9 +212,9 @@ static int parse_address(struct util_file_report *c, const struct hba_line *l, i
 }
 
 /* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_rule(struct util_file_report *c, const struct hba_line *l, struct hba_rule *r)
+static int parse_rule(struct util_file_report *c, const struct conftok_line *l, struct hba_rule *r)
 {
-	const struct hba_tok *t;
+	const struct conftok_tok *t;
 	int f, rc;
 
 	memset(r, 0, sizeof(*r));
@@ -440,7 +311,7 @@ void hba_free(struct hba *h)
 int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out)
 {
 	struct util_file_report c = { .name = name, .what = "hba", .errout = errout };
-	struct hba_line l = { 0 };
+	struct conftok_line l = { 0 };
 	struct hba *h = calloc(1, sizeof(*h));
 	int cap = 0;
 	size_t pos = 0;
@@ -451,7 +322,7 @@ int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout
 	size_t n;
 	while (util_next_line(data, len, &pos, &c, &s, &n)) {
 
-		int rc = tokenize(&c, s, n, &l);
+		int rc = conftok_split(&c, s, n, &l);
 		if (rc == -ENOMEM)
 			goto err_free_line;
 		if (rc < 0 || l.ntoks == 0)
@@ -470,9 +341,7 @@ int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout
 		if (rc == 0)
 			h->n++;
 	}
-	free(l.toks);
-	free(l.fields);
-	free(l.scratch);
+	conftok_line_free(&l);
 	if (c.nerr) {
 		hba_free(h);
 		return c.nerr;
@@ -481,9 +350,7 @@ int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout
 	return 0;
 
 err_free_line:
-	free(l.toks);
-	free(l.fields);
-	free(l.scratch);
+	conftok_line_free(&l);
 	hba_free(h);
 err_nomem:
 	c.line = 0;

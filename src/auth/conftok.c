@@ -118,3 +118,35 @@ void conftok_line_free(struct conftok_line *l)
 	free(l->scratch);
 	*l = (struct conftok_line){ 0 };
 }
+
+int conftok_parse(struct util_file_report *c, const char *data, size_t len, conftok_line_fn *fn, void *arg)
+{
+	struct conftok_line l = { 0 };
+	size_t pos = 0, n;
+	const char *s;
+	int rc = 0;
+
+	while (rc != -ENOMEM && util_next_line(data, len, &pos, c, &s, &n)) {
+		rc = conftok_split(c, s, n, &l);
+		if (rc == 0 && l.ntoks > 0)
+			rc = fn(arg, c, &l);
+	}
+	conftok_line_free(&l);
+	if (rc == -ENOMEM) {
+		c->line = 0;
+		util_file_report(c, "out of memory");
+	}
+	return c->nerr;
+}
+
+int conftok_parse_file(struct util_file_report *c, const char *path, size_t max, conftok_line_fn *fn, void *arg)
+{
+	char *data;
+	size_t len;
+
+	if (util_load_file(path, max, false, c, &data, &len) > 0)
+		return c->nerr;
+	conftok_parse(c, data, len, fn, arg);
+	free(data);
+	return c->nerr;
+}

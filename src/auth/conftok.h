@@ -39,6 +39,17 @@ int conftok_split(struct util_file_report *c, const char *s, size_t len, struct 
 
 void conftok_line_free(struct conftok_line *l);
 
+/* Called for each line with tokens: 0 (taken), -EINVAL (reported through c; the parse goes on to
+ * report every bad line) or -ENOMEM (the parse stops). */
+typedef int conftok_line_fn(void *arg, struct util_file_report *c, const struct conftok_line *l);
+
+/* Each line of data through fn. c->nerr (0: every line taken); out of memory is reported as one
+ * more error. Bytes need not be NUL-terminated; a NUL byte inside a line is an error. */
+int conftok_parse(struct util_file_report *c, const char *data, size_t len, conftok_line_fn *fn, void *arg);
+
+/* conftok_parse over the file at path, at most max bytes (more, or unreadable: one error). */
+int conftok_parse_file(struct util_file_report *c, const char *path, size_t max, conftok_line_fn *fn, void *arg);
+
 /* t is the unquoted keyword kw (a quoted "all" is a name, not the keyword). */
 bool conftok_is(const struct conftok_tok *t, const char *kw);
 

@@ -3,6 +3,7 @@
 #include "auth/hba.h"
 #include "auth/conftok.h"
 #include "util/file.h"
+#include "util/grow.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,6 +46,7 @@ struct hba_rule {
 struct hba {
 	struct hba_rule *rules;
 	int n;
+	size_t cap; /* bytes of rules (grow_bytes) */
 };
 
 static void free_list(struct hba_list *l)
@@ -308,68 +310,49 @@ void hba_free(struct hba *h)
 	free(h);
 }
 
-int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out)
+static int add_rule(void *arg, struct util_file_report *c, const struct conftok_line *l)
 {
-	struct util_file_report c = { .name = name, .what = "hba", .errout = errout };
-	struct conftok_line l = { 0 };
+	struct hba *h = arg;
+	struct hba_rule *v = grow_bytes(h->rules, &h->cap, (size_t)(h->n + 1) * sizeof(*v), 16 * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	h->rules = v;
+	int rc = parse_rule(c, l, &h->rules[h->n]);
+	if (rc == 0)
+		h->n++;
+	return rc;
+}
+
+/* The file at path, or else data. */
+static int load(struct util_file_report *c, const char *path, const char *data, size_t len, struct hba **out)
+{
 	struct hba *h = calloc(1, sizeof(*h));
-	int cap = 0;
-	size_t pos = 0;
-
-	if (!h)
-		goto err_nomem;
-	const char *s;
-	size_t n;
-	while (util_next_line(data, len, &pos, &c, &s, &n)) {
-
-		int rc = conftok_split(&c, s, n, &l);
-		if (rc == -ENOMEM)
-			goto err_free_line;
-		if (rc < 0 || l.ntoks == 0)
-			continue;
-		if (h->n == cap) {
-			int ncap = cap ? cap * 2 : 16;
-			struct hba_rule *nr = realloc(h->rules, (size_t)ncap * sizeof(*nr));
-			if (!nr)
-				goto err_free_line;
-			h->rules = nr;
-			cap = ncap;
-		}
-		rc = parse_rule(&c, &l, &h->rules[h->n]);
-		if (rc == -ENOMEM)
-			goto err_free_line;
-		if (rc == 0)
-			h->n++;
+	if (!h) {
+		util_file_report(c, "out of memory");
+		return c->nerr;
 	}
-	conftok_line_free(&l);
-	if (c.nerr) {
+	if (path)
+		conftok_parse_file(c, path, HBA_FILE_MAX, add_rule, h);
+	else
+		conftok_parse(c, data, len, add_rule, h);
+	if (c->nerr) {
 		hba_free(h);
-		return c.nerr;
+		return c->nerr;
 	}
 	*out = h;
 	return 0;
+}
 
-err_free_line:
-	conftok_line_free(&l);
-	hba_free(h);
-err_nomem:
-	c.line = 0;
-	util_file_report(&c, "out of memory");
-	return c.nerr;
+int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out)
+{
+	struct util_file_report c = { .name = name, .what = "hba", .errout = errout };
+	return load(&c, NULL, data, len, out);
 }
 
 int hba_load(const char *path, FILE *errout, struct hba **out)
 {
 	struct util_file_report c = { .name = path, .what = "hba", .errout = errout };
-	char *data;
-	size_t len;
-	int rc = util_load_file(path, HBA_FILE_MAX, false, &c, &data, &len);
-
-	if (rc > 0)
-		return rc;
-	rc = hba_load_buffer(path, data, len, errout, out);
-	free(data);
-	return rc;
+	return load(&c, path, NULL, 0, out);
 }
 
 /* name NULL: a physical replication connection's database, which only "replication" matches. */

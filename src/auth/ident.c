@@ -4,6 +4,7 @@
 #include "auth/ident.h"
 #include "auth/conftok.h"
 #include "util/file.h"
+#include "util/grow.h"
 
 #include <errno.h>
 #include <regex.h>
@@ -24,6 +25,7 @@ struct ident_entry {
 struct ident {
 	struct ident_entry *v;
 	int n;
+	size_t cap; /* bytes of v (grow_bytes) */
 };
 
 static void free_entry(struct ident_entry *e)
@@ -125,67 +127,49 @@ static int parse_entry(struct util_file_report *c, const struct conftok_line *l,
 	return 0;
 }
 
-int ident_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct ident **out)
+static int add_entry(void *arg, struct util_file_report *c, const struct conftok_line *l)
 {
-	struct util_file_report c = { .name = name, .what = "ident", .errout = errout };
-	struct conftok_line l = { 0 };
-	struct ident *id = calloc(1, sizeof(*id));
-	int cap = 0;
-	size_t pos = 0;
-	const char *s;
-	size_t n;
+	struct ident *id = arg;
+	struct ident_entry *v = grow_bytes(id->v, &id->cap, (size_t)(id->n + 1) * sizeof(*v), 16 * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	id->v = v;
+	int rc = parse_entry(c, l, &id->v[id->n]);
+	if (rc == 0)
+		id->n++;
+	return rc;
+}
 
-	if (!id)
-		goto err_nomem;
-	while (util_next_line(data, len, &pos, &c, &s, &n)) {
-		int rc = conftok_split(&c, s, n, &l);
-		if (rc == -ENOMEM)
-			goto err_free;
-		if (rc < 0 || l.ntoks == 0)
-			continue;
-		if (id->n == cap) {
-			int ncap = cap ? cap * 2 : 16;
-			struct ident_entry *nv = realloc(id->v, (size_t)ncap * sizeof(*nv));
-			if (!nv)
-				goto err_free;
-			id->v = nv;
-			cap = ncap;
-		}
-		rc = parse_entry(&c, &l, &id->v[id->n]);
-		if (rc == -ENOMEM)
-			goto err_free;
-		if (rc == 0)
-			id->n++;
+/* The file at path, or else data. */
+static int load(struct util_file_report *c, const char *path, const char *data, size_t len, struct ident **out)
+{
+	struct ident *id = calloc(1, sizeof(*id));
+	if (!id) {
+		util_file_report(c, "out of memory");
+		return c->nerr;
 	}
-	conftok_line_free(&l);
-	if (c.nerr) {
+	if (path)
+		conftok_parse_file(c, path, IDENT_FILE_MAX, add_entry, id);
+	else
+		conftok_parse(c, data, len, add_entry, id);
+	if (c->nerr) {
 		ident_free(id);
-		return c.nerr;
+		return c->nerr;
 	}
 	*out = id;
 	return 0;
+}
 
-err_free:
-	conftok_line_free(&l);
-	ident_free(id);
-err_nomem:
-	c.line = 0;
-	util_file_report(&c, "out of memory");
-	return c.nerr;
+int ident_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct ident **out)
+{
+	struct util_file_report c = { .name = name, .what = "ident", .errout = errout };
+	return load(&c, NULL, data, len, out);
 }
 
 int ident_load(const char *path, FILE *errout, struct ident **out)
 {
 	struct util_file_report c = { .name = path, .what = "ident", .errout = errout };
-	char *data;
-	size_t len;
-	int rc = util_load_file(path, IDENT_FILE_MAX, false, &c, &data, &len);
-
-	if (rc > 0)
-		return rc;
-	rc = ident_load_buffer(path, data, len, errout, out);
-	free(data);
-	return rc;
+	return load(&c, path, NULL, 0, out);
 }
 
 bool ident_has_map(const struct ident *id, const char *map)

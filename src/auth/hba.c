@@ -2,6 +2,7 @@
  * in a flat array of rules for first-match lookup. Owns the rule array and its names. */
 #include "auth/hba.h"
 #include "auth/conftok.h"
+#include "auth/ident.h"
 #include "util/file.h"
 #include "util/grow.h"
 
@@ -41,12 +42,14 @@ struct hba_rule {
 	uint8_t addr[16]; /* already masked */
 	uint8_t mask[16];
 	enum hba_method method;
+	char *map;      /* map=NAME (cert and peer), or NULL */
 };
 
 struct hba {
 	struct hba_rule *rules;
 	int n;
 	size_t cap; /* bytes of rules (grow_bytes) */
+	const struct ident *ident; /* ident_file, or NULL; not owned (see hba_load) */
 };
 
 static void free_list(struct hba_list *l)
@@ -213,8 +216,53 @@ static int parse_address(struct util_file_report *c, const struct conftok_line *
 	return f;
 }
 
+/* The option NAME=VALUE of field o (after the method): only map=NAME, on cert and peer lines,
+ * naming a map of ident. 0, -ENOMEM, or -EINVAL after reporting. */
+static int parse_option(struct util_file_report *c, const struct conftok_line *l, int o, const struct ident *ident,
+			struct hba_rule *r)
+{
+	const struct conftok_tok *t = &l->toks[l->fields[o].first];
+	const char *eq = strchr(t->text, '=');
+
+	if (!eq) {
+		util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
+		return -EINVAL;
+	}
+	if (eq - t->text != 3 || strncmp(t->text, "map", 3) != 0) {
+		util_file_report(c, "authentication option \"%s\" is not supported", t->text);
+		return -EINVAL;
+	}
+	if (l->fields[o].n > 1) {
+		util_file_report(c, "the map name must be a single value, not a list");
+		return -EINVAL;
+	}
+	if (r->method != HBA_CERT && r->method != HBA_PEER) {
+		util_file_report(c, "authentication option \"map\" is only valid for the cert and peer methods");
+		return -EINVAL;
+	}
+	if (r->map) {
+		util_file_report(c, "authentication option \"map\" given twice");
+		return -EINVAL;
+	}
+	if (eq[1] == '\0') {
+		util_file_report(c, "empty user name map in \"%s\"", t->text);
+		return -EINVAL;
+	}
+	if (!ident) {
+		util_file_report(c, "user name map \"%s\" but no ident_file is set", eq + 1);
+		return -EINVAL;
+	}
+	if (!ident_has_map(ident, eq + 1)) {
+		util_file_report(c, "user name map \"%s\" is not in ident_file", eq + 1);
+		return -EINVAL;
+	}
+	r->map = strdup(eq + 1);
+	return r->map ? 0 : -ENOMEM;
+}
+
 /* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_rule(struct util_file_report *c, const struct conftok_line *l, struct hba_rule *r)
+static int parse_rule(struct util_file_report *c, const struct conftok_line *l, const struct ident *ident,
+		      struct hba_rule *r)
 {
 	const struct conftok_tok *t;
 	int f, rc;
@@ -279,23 +327,25 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 		util_file_report(c, "peer authentication is only supported on local sockets");
 		return -EINVAL;
 	}
-	if (f + 1 < l->nfields) {
-		t = &l->toks[l->fields[f + 1].first];
-		if (strchr(t->text, '='))
-			util_file_report(c, "authentication option \"%s\" is not supported", t->text);
-		else
-			util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
-		return -EINVAL;
+	for (int o = f + 1; o < l->nfields; o++) {
+		rc = parse_option(c, l, o, ident, r);
+		if (rc < 0)
+			goto err_free_map;
 	}
 	rc = parse_list(c, l, 1, true, &r->databases);
 	if (rc < 0)
-		return rc;
+		goto err_free_map;
 	rc = parse_list(c, l, 2, false, &r->users);
-	if (rc < 0) {
-		free_list(&r->databases);
-		return rc;
-	}
+	if (rc < 0)
+		goto err_free_databases;
 	return 0;
+
+err_free_databases:
+	free_list(&r->databases);
+err_free_map:
+	free(r->map);
+	r->map = NULL;
+	return rc;
 }
 
 void hba_free(struct hba *h)
@@ -305,6 +355,7 @@ void hba_free(struct hba *h)
 	for (int i = 0; i < h->n; i++) {
 		free_list(&h->rules[i].databases);
 		free_list(&h->rules[i].users);
+		free(h->rules[i].map);
 	}
 	free(h->rules);
 	free(h);
@@ -317,20 +368,22 @@ static int add_rule(void *arg, struct util_file_report *c, const struct conftok_
 	if (!v)
 		return -ENOMEM;
 	h->rules = v;
-	int rc = parse_rule(c, l, &h->rules[h->n]);
+	int rc = parse_rule(c, l, h->ident, &h->rules[h->n]);
 	if (rc == 0)
 		h->n++;
 	return rc;
 }
 
 /* The file at path, or else data. */
-static int load(struct util_file_report *c, const char *path, const char *data, size_t len, struct hba **out)
+static int load(struct util_file_report *c, const char *path, const char *data, size_t len, const struct ident *ident,
+		struct hba **out)
 {
 	struct hba *h = calloc(1, sizeof(*h));
 	if (!h) {
 		util_file_report(c, "out of memory");
 		return c->nerr;
 	}
+	h->ident = ident;
 	if (path)
 		conftok_parse_file(c, path, HBA_FILE_MAX, add_rule, h);
 	else
@@ -343,16 +396,17 @@ static int load(struct util_file_report *c, const char *path, const char *data, 
 	return 0;
 }
 
-int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out)
+int hba_load_buffer(const char *name, const char *data, size_t len, const struct ident *ident, FILE *errout,
+		    struct hba **out)
 {
 	struct util_file_report c = { .name = name, .what = "hba", .errout = errout };
-	return load(&c, NULL, data, len, out);
+	return load(&c, NULL, data, len, ident, out);
 }
 
-int hba_load(const char *path, FILE *errout, struct hba **out)
+int hba_load(const char *path, const struct ident *ident, FILE *errout, struct hba **out)
 {
 	struct util_file_report c = { .name = path, .what = "hba", .errout = errout };
-	return load(&c, path, NULL, 0, out);
+	return load(&c, path, NULL, 0, ident, out);
 }
 
 /* name NULL: a physical replication connection's database, which only "replication" matches. */
@@ -432,7 +486,7 @@ static bool type_match(enum hba_type t, enum hba_conn conn)
 }
 
 static bool match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-		  const struct net_addr *addr, enum hba_method *method, int *line)
+		  const struct net_addr *addr, enum hba_method *method, int *line, const char **map)
 {
 	for (int i = 0; i < h->n; i++) {
 		const struct hba_rule *r = &h->rules[i];
@@ -444,21 +498,31 @@ static bool match(const struct hba *h, enum hba_conn conn, const char *database,
 			continue;
 		*method = r->method;
 		*line = r->line;
+		if (map)
+			*map = r->map;
 		return true;
 	}
 	return false;
 }
 
 bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-	       const struct net_addr *addr, enum hba_method *method, int *line)
+	       const struct net_addr *addr, enum hba_method *method, int *line, const char **map)
 {
-	return match(h, conn, database, user, addr, method, line);
+	return match(h, conn, database, user, addr, method, line, map);
 }
 
 bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
-			enum hba_method *method, int *line)
+			enum hba_method *method, int *line, const char **map)
 {
-	return match(h, conn, NULL, user, addr, method, line);
+	return match(h, conn, NULL, user, addr, method, line, map);
+}
+
+bool hba_map_admits(const struct hba *h, const char *map, const char *system_user, const char *user, int *line)
+{
+	*line = 0;
+	if (!map)
+		return strcmp(system_user, user) == 0;
+	return ident_match(h->ident, map, system_user, user, line);
 }
 
 const char *hba_method_name(enum hba_method m)

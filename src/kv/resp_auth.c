@@ -61,7 +61,8 @@ bool resp_auth_open(const struct resp_auth_conn *a, const char *user)
 	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
 	const char *map;
-	return without_password(a, g, method_of(a, g, user, &rule, &map), map, user);
+	int method = method_of(a, g, user, &rule, &map); /* before map is read */
+	return without_password(a, g, method, map, user);
 }
 
 bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass)

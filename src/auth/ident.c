@@ -19,7 +19,9 @@ struct ident_entry {
 	char *system;  /* as written; for a regular expression, without its leading '/' */
 	char *user;    /* NULL for the keyword all */
 	bool is_regex;
-	regex_t re;    /* is_regex only */
+	/* is_regex only. Workers run regexec on it at once: POSIX makes regexec thread-safe on a
+	 * compiled pattern (glibc takes the pattern's own lock). */
+	regex_t re;
 };
 
 struct ident {

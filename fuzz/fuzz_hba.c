@@ -52,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; i < size; i++)
 		lines += text[i] == '\n';
 
-	int n = hba_load_buffer("fuzz.conf", text, size, devnull, &h);
+	int n = hba_load_buffer("fuzz.conf", text, size, NULL, devnull, &h);
 	check(n >= 0);
 	if (n > 0) {
 		check(h == (struct hba *)1);
@@ -70,7 +70,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				enum hba_method m = (enum hba_method)-1;
 				int line = 0;
 				const struct net_addr *pa = conn == HBA_LOCAL || a == sizeof(addrs) / sizeof(addrs[0]) ? NULL : &addr;
-				if (hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, &m, &line)) {
+				if (hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, &m, &line, NULL)) {
 					check(line >= 1 && (size_t)line <= lines);
 					check(strcmp(hba_method_name(m), "?") != 0);
 				}

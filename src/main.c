@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "auth/hba.h"
+#include "auth/ident.h"
 #include "auth/userlist.h"
 #include "config/config.h"
 #include "config/import_pgbouncer.h"
@@ -191,22 +192,24 @@ static void usage(FILE *out)
 		"  -h, --help         print this help and exit\n");
 }
 
-/* tusk --check: the configuration and the files it names (auth_file, hba_file, TLS). */
+/* tusk --check: the configuration and the files it names (auth_file, ident_file, hba_file, TLS). */
 static int check_config(struct tusk_config *cfg, const char *path)
 {
 	struct userlist *users;
+	struct ident *ident;
 	struct hba *hba;
 	struct tls_ctx **ltls, **stls;
-	int aerr = daemon_load_auth(cfg, stderr, &users, &hba);
+	int aerr = daemon_load_auth(cfg, stderr, &users, &ident, &hba);
 	userlist_free(users);
 	hba_free(hba);
+	ident_free(ident);
 	aerr += daemon_load_tls(cfg, stderr, NULL, &ltls, &stls);
 	daemon_free_tls(cfg, ltls, stls);
 	struct tls_ctx *rtls;
 	aerr += daemon_load_redis_tls(cfg, stderr, &rtls);
 	tls_ctx_free(rtls);
 	if (aerr > 0) {
-		fprintf(stderr, "%s: %d error%s in auth_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
+		fprintf(stderr, "%s: %d error%s in auth_file/ident_file/hba_file/TLS files; tusk not started\n", path, aerr, aerr == 1 ? "" : "s");
 		config_free(cfg);
 		return 1;
 	}

@@ -1,8 +1,10 @@
-/* pg_hba.conf subset: tokenizes each line the way PostgreSQL does (double quotes, "" inside
- * quotes for one quote, comma lists that may continue after whitespace, # comments), checks it,
- * and keeps a flat array of rules for first-match lookup. Owns the rule array and its names. */
+/* pg_hba.conf subset: each line tokenized the way PostgreSQL does (conftok.c), checked, and kept
+ * in a flat array of rules for first-match lookup. Owns the rule array and its names. */
 #include "auth/hba.h"
+#include "auth/conftok.h"
+#include "auth/ident.h"
 #include "util/file.h"
+#include "util/grow.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,141 +42,15 @@ struct hba_rule {
 	uint8_t addr[16]; /* already masked */
 	uint8_t mask[16];
 	enum hba_method method;
+	char *map;      /* map=NAME (cert and peer), or NULL */
 };
 
 struct hba {
 	struct hba_rule *rules;
 	int n;
+	size_t cap; /* bytes of rules (grow_bytes) */
+	const struct ident *ident; /* ident_file, or NULL; not owned (see hba_load) */
 };
-
-/* One token of a line after unquoting; field counts whitespace-separated fields from 0, and the
- * items of a comma list share their field. */
-struct hba_tok {
-	const char *text;
-	bool quoted;
-	int field;
-};
-
-struct hba_field {
-	int first; /* index of its first token */
-	int n;
-};
-
-struct hba_line {
-	struct hba_tok *toks;
-	struct hba_field *fields;
-	int ntoks;
-	int nfields;
-	int cap;
-	char *scratch; /* unquoted token texts, NUL-separated */
-};
-
-static int push_tok(struct hba_line *l, const char *text, bool quoted, int field)
-{
-	if (l->ntoks == l->cap) {
-		int cap = l->cap ? l->cap * 2 : 16;
-		struct hba_tok *t = realloc(l->toks, (size_t)cap * sizeof(*t));
-		if (!t)
-			return -ENOMEM;
-		l->toks = t;
-		struct hba_field *f = realloc(l->fields, (size_t)cap * sizeof(*f));
-		if (!f)
-			return -ENOMEM;
-		l->fields = f;
-		l->cap = cap;
-	}
-	l->toks[l->ntoks] = (struct hba_tok){ .text = text, .quoted = quoted, .field = field };
-	if (field == l->nfields) {
-		l->fields[l->nfields++] = (struct hba_field){ .first = l->ntoks, .n = 0 };
-	}
-	l->fields[field].n++;
-	l->ntoks++;
-	return 0;
-}
-
-/* Split one line (no '\n') into tokens. 0, -ENOMEM, or -EINVAL after reporting. */
-static int tokenize(struct util_file_report *c, const char *s, size_t len, struct hba_line *l)
-{
-	size_t i = 0;
-	char *w;
-	int field = -1;
-
-	l->ntoks = 0;
-	l->nfields = 0;
-	free(l->scratch);
-	/* Unquoting never lengthens a token; each token adds one NUL and there are at most len+1. */
-	l->scratch = malloc(2 * len + 2);
-	if (!l->scratch)
-		return -ENOMEM;
-	w = l->scratch;
-	if (memchr(s, '\0', len)) {
-		util_file_report(c, "NUL byte in line");
-		return -EINVAL;
-	}
-	for (;;) {
-		while (i < len && util_is_blank(s[i]))
-			i++;
-		if (i == len || s[i] == '#')
-			return 0;
-		field++;
-		for (;;) {
-			char *start = w;
-			bool quoted = false, in_quote = false;
-			while (i < len) {
-				char ch = s[i];
-				if (in_quote) {
-					if (ch == '"') {
-						if (i + 1 < len && s[i + 1] == '"') {
-							*w++ = '"';
-							i += 2;
-							continue;
-						}
-						in_quote = false;
-					} else {
-						*w++ = ch;
-					}
-					i++;
-					continue;
-				}
-				if (ch == ',' || ch == '#' || util_is_blank(ch))
-					break;
-				if (ch == '"')
-					in_quote = quoted = true;
-				else
-					*w++ = ch;
-				i++;
-			}
-			if (in_quote) {
-				util_file_report(c, "unterminated quoted string");
-				return -EINVAL;
-			}
-			*w++ = '\0';
-			if (w - 1 == start && !quoted) {
-				util_file_report(c, "empty element in a comma-separated list");
-				return -EINVAL;
-			}
-			int rc = push_tok(l, start, quoted, field);
-			if (rc < 0)
-				return rc;
-			if (i < len && s[i] == ',') {
-				i++;
-				while (i < len && util_is_blank(s[i]))
-					i++;
-				if (i == len || s[i] == '#') {
-					util_file_report(c, "list ends with a comma");
-					return -EINVAL;
-				}
-				continue;
-			}
-			break;
-		}
-	}
-}
-
-static bool tok_is(const struct hba_tok *t, const char *kw)
-{
-	return !t->quoted && strcmp(t->text, kw) == 0;
-}
 
 static void free_list(struct hba_list *l)
 {
@@ -186,23 +62,23 @@ static void free_list(struct hba_list *l)
 }
 
 /* Database (is_db) or user list from field f. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_list(struct util_file_report *c, const struct hba_line *l, int f, bool is_db, struct hba_list *out)
+static int parse_list(struct util_file_report *c, const struct conftok_line *l, int f, bool is_db, struct hba_list *out)
 {
 	const char *what = is_db ? "database" : "user";
-	const struct hba_field *fld = &l->fields[f];
+	const struct conftok_field *fld = &l->fields[f];
 
 	out->v = calloc((size_t)fld->n, sizeof(*out->v));
 	out->n = 0;
 	if (!out->v)
 		return -ENOMEM;
 	for (int k = 0; k < fld->n; k++) {
-		const struct hba_tok *t = &l->toks[fld->first + k];
+		const struct conftok_tok *t = &l->toks[fld->first + k];
 		struct hba_name *nm = &out->v[out->n];
-		if (tok_is(t, "all")) {
+		if (conftok_is(t, "all")) {
 			nm->kind = HBA_NAME_ALL;
-		} else if (is_db && tok_is(t, "sameuser")) {
+		} else if (is_db && conftok_is(t, "sameuser")) {
 			nm->kind = HBA_NAME_SAMEUSER;
-		} else if (is_db && tok_is(t, "replication")) {
+		} else if (is_db && conftok_is(t, "replication")) {
 			nm->kind = HBA_NAME_REPLICATION;
 		} else if (!t->quoted && (strcmp(t->text, "sameuser") == 0 || strcmp(t->text, "samerole") == 0 ||
 					  strcmp(t->text, "samegroup") == 0 || strcmp(t->text, "replication") == 0)) {
@@ -283,20 +159,20 @@ static void prefix_mask(int bits, uint8_t mask[16])
 
 /* The address (and maybe netmask) starting at field f: the index of the field after it, or
  * -EINVAL after reporting. */
-static int parse_address(struct util_file_report *c, const struct hba_line *l, int f, struct hba_rule *r)
+static int parse_address(struct util_file_report *c, const struct conftok_line *l, int f, struct hba_rule *r)
 {
-	const struct hba_tok *t = &l->toks[l->fields[f].first];
+	const struct conftok_tok *t = &l->toks[l->fields[f].first];
 	char buf[64];
 
 	if (l->fields[f].n > 1) {
 		util_file_report(c, "the address must be a single value, not a list");
 		return -EINVAL;
 	}
-	if (tok_is(t, "all")) {
+	if (conftok_is(t, "all")) {
 		r->addr_all = true;
 		return f + 1;
 	}
-	if (tok_is(t, "samehost") || tok_is(t, "samenet")) {
+	if (conftok_is(t, "samehost") || conftok_is(t, "samenet")) {
 		util_file_report(c, "address keyword \"%s\" is not supported", t->text);
 		return -EINVAL;
 	}
@@ -328,7 +204,7 @@ static int parse_address(struct util_file_report *c, const struct hba_line *l, i
 			util_file_report(c, "end of line before the netmask of \"%s\"", t->text);
 			return -EINVAL;
 		}
-		const struct hba_tok *m = &l->toks[l->fields[f + 1].first];
+		const struct conftok_tok *m = &l->toks[l->fields[f + 1].first];
 		if (l->fields[f + 1].n > 1 || parse_ip(m->text, r->mask) != r->family) {
 			util_file_report(c, "invalid IP mask \"%s\" for address \"%s\"", m->text, t->text);
 			return -EINVAL;
@@ -340,10 +216,55 @@ static int parse_address(struct util_file_report *c, const struct hba_line *l, i
 	return f;
 }
 
-/* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_rule(struct util_file_report *c, const struct hba_line *l, struct hba_rule *r)
+/* The option NAME=VALUE of field o (after the method): only map=NAME, on cert and peer lines,
+ * naming a map of ident. 0, -ENOMEM, or -EINVAL after reporting. */
+static int parse_option(struct util_file_report *c, const struct conftok_line *l, int o, const struct ident *ident,
+			struct hba_rule *r)
 {
-	const struct hba_tok *t;
+	const struct conftok_tok *t = &l->toks[l->fields[o].first];
+	const char *eq = strchr(t->text, '=');
+
+	if (!eq) {
+		util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
+		return -EINVAL;
+	}
+	if (eq - t->text != 3 || strncmp(t->text, "map", 3) != 0) {
+		util_file_report(c, "authentication option \"%s\" is not supported", t->text);
+		return -EINVAL;
+	}
+	if (l->fields[o].n > 1) {
+		util_file_report(c, "the map name must be a single value, not a list");
+		return -EINVAL;
+	}
+	if (r->method != HBA_CERT && r->method != HBA_PEER) {
+		util_file_report(c, "authentication option \"map\" is only valid for the cert and peer methods");
+		return -EINVAL;
+	}
+	if (r->map) {
+		util_file_report(c, "authentication option \"map\" given twice");
+		return -EINVAL;
+	}
+	if (eq[1] == '\0') {
+		util_file_report(c, "empty user name map in \"%s\"", t->text);
+		return -EINVAL;
+	}
+	if (!ident) {
+		util_file_report(c, "user name map \"%s\" but no ident_file is set", eq + 1);
+		return -EINVAL;
+	}
+	if (!ident_has_map(ident, eq + 1)) {
+		util_file_report(c, "user name map \"%s\" is not in ident_file", eq + 1);
+		return -EINVAL;
+	}
+	r->map = strdup(eq + 1);
+	return r->map ? 0 : -ENOMEM;
+}
+
+/* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
+static int parse_rule(struct util_file_report *c, const struct conftok_line *l, const struct ident *ident,
+		      struct hba_rule *r)
+{
+	const struct conftok_tok *t;
 	int f, rc;
 
 	memset(r, 0, sizeof(*r));
@@ -406,23 +327,25 @@ static int parse_rule(struct util_file_report *c, const struct hba_line *l, stru
 		util_file_report(c, "peer authentication is only supported on local sockets");
 		return -EINVAL;
 	}
-	if (f + 1 < l->nfields) {
-		t = &l->toks[l->fields[f + 1].first];
-		if (strchr(t->text, '='))
-			util_file_report(c, "authentication option \"%s\" is not supported", t->text);
-		else
-			util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
-		return -EINVAL;
+	for (int o = f + 1; o < l->nfields; o++) {
+		rc = parse_option(c, l, o, ident, r);
+		if (rc < 0)
+			goto err_free_map;
 	}
 	rc = parse_list(c, l, 1, true, &r->databases);
 	if (rc < 0)
-		return rc;
+		goto err_free_map;
 	rc = parse_list(c, l, 2, false, &r->users);
-	if (rc < 0) {
-		free_list(&r->databases);
-		return rc;
-	}
+	if (rc < 0)
+		goto err_free_databases;
 	return 0;
+
+err_free_databases:
+	free_list(&r->databases);
+err_free_map:
+	free(r->map);
+	r->map = NULL;
+	return rc;
 }
 
 void hba_free(struct hba *h)
@@ -432,77 +355,58 @@ void hba_free(struct hba *h)
 	for (int i = 0; i < h->n; i++) {
 		free_list(&h->rules[i].databases);
 		free_list(&h->rules[i].users);
+		free(h->rules[i].map);
 	}
 	free(h->rules);
 	free(h);
 }
 
-int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out)
+static int add_rule(void *arg, struct util_file_report *c, const struct conftok_line *l)
 {
-	struct util_file_report c = { .name = name, .what = "hba", .errout = errout };
-	struct hba_line l = { 0 };
+	struct hba *h = arg;
+	struct hba_rule *v = grow_bytes(h->rules, &h->cap, (size_t)(h->n + 1) * sizeof(*v), 16 * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	h->rules = v;
+	int rc = parse_rule(c, l, h->ident, &h->rules[h->n]);
+	if (rc == 0)
+		h->n++;
+	return rc;
+}
+
+/* The file at path, or else data. */
+static int load(struct util_file_report *c, const char *path, const char *data, size_t len, const struct ident *ident,
+		struct hba **out)
+{
 	struct hba *h = calloc(1, sizeof(*h));
-	int cap = 0;
-	size_t pos = 0;
-
-	if (!h)
-		goto err_nomem;
-	const char *s;
-	size_t n;
-	while (util_next_line(data, len, &pos, &c, &s, &n)) {
-
-		int rc = tokenize(&c, s, n, &l);
-		if (rc == -ENOMEM)
-			goto err_free_line;
-		if (rc < 0 || l.ntoks == 0)
-			continue;
-		if (h->n == cap) {
-			int ncap = cap ? cap * 2 : 16;
-			struct hba_rule *nr = realloc(h->rules, (size_t)ncap * sizeof(*nr));
-			if (!nr)
-				goto err_free_line;
-			h->rules = nr;
-			cap = ncap;
-		}
-		rc = parse_rule(&c, &l, &h->rules[h->n]);
-		if (rc == -ENOMEM)
-			goto err_free_line;
-		if (rc == 0)
-			h->n++;
+	if (!h) {
+		util_file_report(c, "out of memory");
+		return c->nerr;
 	}
-	free(l.toks);
-	free(l.fields);
-	free(l.scratch);
-	if (c.nerr) {
+	h->ident = ident;
+	if (path)
+		conftok_parse_file(c, path, HBA_FILE_MAX, add_rule, h);
+	else
+		conftok_parse(c, data, len, add_rule, h);
+	if (c->nerr) {
 		hba_free(h);
-		return c.nerr;
+		return c->nerr;
 	}
 	*out = h;
 	return 0;
-
-err_free_line:
-	free(l.toks);
-	free(l.fields);
-	free(l.scratch);
-	hba_free(h);
-err_nomem:
-	c.line = 0;
-	util_file_report(&c, "out of memory");
-	return c.nerr;
 }
 
-int hba_load(const char *path, FILE *errout, struct hba **out)
+int hba_load_buffer(const char *name, const char *data, size_t len, const struct ident *ident, FILE *errout,
+		    struct hba **out)
+{
+	struct util_file_report c = { .name = name, .what = "hba", .errout = errout };
+	return load(&c, NULL, data, len, ident, out);
+}
+
+int hba_load(const char *path, const struct ident *ident, FILE *errout, struct hba **out)
 {
 	struct util_file_report c = { .name = path, .what = "hba", .errout = errout };
-	char *data;
-	size_t len;
-	int rc = util_load_file(path, HBA_FILE_MAX, false, &c, &data, &len);
-
-	if (rc > 0)
-		return rc;
-	rc = hba_load_buffer(path, data, len, errout, out);
-	free(data);
-	return rc;
+	return load(&c, path, NULL, 0, ident, out);
 }
 
 /* name NULL: a physical replication connection's database, which only "replication" matches. */
@@ -582,7 +486,7 @@ static bool type_match(enum hba_type t, enum hba_conn conn)
 }
 
 static bool match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-		  const struct net_addr *addr, enum hba_method *method, int *line)
+		  const struct net_addr *addr, enum hba_method *method, int *line, const char **map)
 {
 	for (int i = 0; i < h->n; i++) {
 		const struct hba_rule *r = &h->rules[i];
@@ -594,21 +498,31 @@ static bool match(const struct hba *h, enum hba_conn conn, const char *database,
 			continue;
 		*method = r->method;
 		*line = r->line;
+		if (map)
+			*map = r->map;
 		return true;
 	}
 	return false;
 }
 
 bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-	       const struct net_addr *addr, enum hba_method *method, int *line)
+	       const struct net_addr *addr, enum hba_method *method, int *line, const char **map)
 {
-	return match(h, conn, database, user, addr, method, line);
+	return match(h, conn, database, user, addr, method, line, map);
 }
 
 bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
-			enum hba_method *method, int *line)
+			enum hba_method *method, int *line, const char **map)
 {
-	return match(h, conn, NULL, user, addr, method, line);
+	return match(h, conn, NULL, user, addr, method, line, map);
+}
+
+bool hba_map_admits(const struct hba *h, const char *map, const char *system_user, const char *user, int *line)
+{
+	*line = 0;
+	if (!map)
+		return strcmp(system_user, user) == 0;
+	return ident_match(h->ident, map, system_user, user, line);
 }
 
 const char *hba_method_name(enum hba_method m)

@@ -1,7 +1,8 @@
 /* Client authentication rules: a pg_hba.conf subset (local/host/hostssl/hostnossl, database and
  * user lists with the database keywords all, sameuser and replication, CIDR or
- * address+netmask, six methods, no options). Loaded once into an immutable rule list; the
- * first line that matches a connection decides its method. */
+ * address+netmask, seven methods, one option: map=NAME on cert and peer lines, a user name map
+ * of ident_file, auth/ident.h). Loaded once into an immutable rule list; the first line that
+ * matches a connection decides its method. */
 #ifndef TUSK_AUTH_HBA_H
 #define TUSK_AUTH_HBA_H
 
@@ -15,22 +16,26 @@ enum hba_conn { HBA_LOCAL, HBA_HOST_PLAIN, HBA_HOST_TLS };
 enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER };
 
 struct hba; /* opaque, immutable after load: safe to share between threads */
+struct ident;
 
 /* Parse the file at path. 0 and *out, or the number of errors (*out untouched), each written to
  * errout (NULL: not written) as "FILE:LINE: hba: message"; every bad line is reported, not just
- * the first. A file that cannot be read is one error, "FILE: hba: ...". */
+ * the first. A file that cannot be read is one error, "FILE: hba: ...". ident is ident_file
+ * (NULL: none), which every map=NAME must name a map of; the hba keeps a pointer to it, so
+ * ident must outlive it (a configuration generation holds both until exit). */
 __attribute__((warn_unused_result))
-int hba_load(const char *path, FILE *errout, struct hba **out);
+int hba_load(const char *path, const struct ident *ident, FILE *errout, struct hba **out);
 
 /* The same over bytes in memory; name stands for FILE in messages. Bytes need not be
  * NUL-terminated; a NUL byte inside a line is an error. */
 __attribute__((warn_unused_result))
-int hba_load_buffer(const char *name, const char *data, size_t len, FILE *errout, struct hba **out);
+int hba_load_buffer(const char *name, const char *data, size_t len, const struct ident *ident, FILE *errout,
+		    struct hba **out);
 
 void hba_free(struct hba *h);
 
-/* First matching line: true with its method and line number; false when none matches (the
- * caller refuses with 28000). addr is NULL for HBA_LOCAL; a NULL addr on a host connection
+/* First matching line: true with its method, line number and map=NAME (NULL: none; map itself
+ * may be NULL when not wanted); false when none matches (the caller refuses with 28000). addr is NULL for HBA_LOCAL; a NULL addr on a host connection
  * matches only lines whose address is "all".
  *
  * Address families: an IPv4 line (10.0.0.0/8, or address and netmask) matches IPv4 peers and
@@ -40,16 +45,22 @@ void hba_free(struct hba *h);
  * peers only, mapped ones included on their full 128 bits (so ::ffff:0:0/96 matches every
  * mapped peer); it never matches a plain AF_INET peer. */
 bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-	       const struct net_addr *addr, enum hba_method *method, int *line);
+	       const struct net_addr *addr, enum hba_method *method, int *line, const char **map);
 
 /* hba_match for a physical replication connection (startup parameter replication=true): only
  * lines whose database field holds the keyword "replication" match it, as in PostgreSQL
  * (that keyword matches nothing else; a logical one, replication=database, goes through
  * hba_match with its database). */
 bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
-			enum hba_method *method, int *line);
+			enum hba_method *method, int *line, const char **map);
 
-/* "trust", "reject", "password", "md5", "scram-sha-256", "cert"; "?" for anything else. */
+/* Whether a cert or peer login of system_user (the certificate's CN, the SO_PEERCRED user) may
+ * be user under the matched line's map: with no map, when the two names are equal (PostgreSQL's
+ * cert and peer without map=); with one, when a line of that map of ident_file admits it (*line
+ * its line number in ident_file; 0 without a map). */
+bool hba_map_admits(const struct hba *h, const char *map, const char *system_user, const char *user, int *line);
+
+/* "trust", "reject", "password", "md5", "scram-sha-256", "cert", "peer"; "?" for anything else. */
 const char *hba_method_name(enum hba_method m);
 
 /* Number of rules loaded (for logs and tests). */

@@ -2101,6 +2101,8 @@ static const struct key_def top_keys[] = {
 	  .reloadable = true },
 	{ .name = "hba_file", .type = KEY_STRING, .offset = TOP_FIELD(hba_file), .min = 1, .max = 4096,
 	  .reloadable = true },
+	{ .name = "ident_file", .type = KEY_STRING, .offset = TOP_FIELD(ident_file), .min = 1, .max = 4096,
+	  .reloadable = true },
 	{ .name = "auth_user", .type = KEY_STRING, .offset = TOP_FIELD(auth_user), .min = 1,
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "auth_dbname", .type = KEY_STRING, .offset = TOP_FIELD(auth_dbname), .min = 1,

@@ -287,6 +287,7 @@ struct tusk_config {
 	char *server_check_query;      /* default "SELECT 1": the idle check (server_check_delay); "" = no query */
 	char *auth_file;               /* NULL: none; PgBouncer userlist.txt format (auth/userlist.h) */
 	char *hba_file;                /* NULL: none; pg_hba.conf syntax (auth/hba.h), before the rules */
+	char *ident_file;              /* NULL: none; pg_ident.conf syntax (auth/ident.h), hba_file's map=NAME */
 	char *auth_user;               /* NULL: no auth_query; role that runs auth_query for users not in auth_file */
 	char *auth_query;              /* default PgBouncer's pg_shadow query; $1 is the user name */
 	char *auth_dbname;             /* NULL: auth_query runs in the client's (server) database */

@@ -231,7 +231,7 @@ static const char *client_auth_for(const char *auth_type, const char **note)
 static const char *const handled[] = {
 	"listen_addr", "listen_port", "unix_socket_dir", "logfile", "syslog", "verbose", "pidfile", "pool_mode",
 	"default_pool_size", "min_pool_size", "max_db_connections", "max_user_connections", "auth_type",
-	"auth_hba_file", "auth_file", "auth_user", "auth_query", "admin_users", "stats_users", "max_client_conn",
+	"auth_hba_file", "auth_ident_file", "auth_file", "auth_user", "auth_query", "admin_users", "stats_users", "max_client_conn",
 	"server_reset_query", "server_check_query", "log_connections", "log_disconnections", "pkt_buf", "max_packet_size",
 	"max_prepared_statements", "client_tls_sslmode", "client_tls_key_file", "client_tls_cert_file",
 	"client_tls_ca_file", "client_tls_ciphers", "client_tls13_ciphers", "client_tls_protocols",
@@ -722,6 +722,8 @@ static void put_general(struct importer *im, const char *userlist)
 			skip(im, "pgbouncer", "auth_type", "hba", kv->line, "auth_hba_file is not set");
 		put_plain(im, "auth_hba_file", "hba_file", true);
 	}
+	/* The maps of the hba file's map=NAME; loaded and checked even without one, as PgBouncer does. */
+	put_plain(im, "auth_ident_file", "ident_file", true);
 	if (userlist) {
 		fprintf(im->out, "auth_file: ");
 		put_str(im->out, userlist);

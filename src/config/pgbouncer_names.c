@@ -46,6 +46,7 @@ static const struct pgb_name names[] = {
 	TO_NOTE("auth_type", "pool_defaults.client_auth (or pools[].client_auth, admin.client_auth)",
 		"hba: hba_file; any: trust (every name accepted); plain: password"),
 	TO("auth_hba_file", "hba_file"),
+	TO("auth_ident_file", "ident_file"), /* PgBouncer 1.25: hba_file's map=NAME */
 	SAME("auth_file"),
 	SAME("auth_user"),
 	SAME("auth_query"),

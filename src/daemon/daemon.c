@@ -16,6 +16,7 @@
 #include "flight/serve.h"
 #include "notify/notify.h"
 #include "auth/hba.h"
+#include "auth/ident.h"
 #include "auth/userlist.h"
 #include "console/console.h"
 #include "frontend/cancel.h"
@@ -367,6 +368,7 @@ static void free_gen(struct runtime_gen *g)
 		return;
 	userlist_free(g->users);
 	hba_free(g->hba);
+	ident_free(g->ident); /* after the hba, which points into it */
 	daemon_free_tls(g->cfg, g->listen_tls, g->service_tls);
 	config_free(g->cfg);
 	free(g);
@@ -445,7 +447,7 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		free_gen(g);
 		return -ENOMEM;
 	}
-	if (daemon_load_auth(cfg, stderr, &g->users, &g->hba) > 0 ||
+	if (daemon_load_auth(cfg, stderr, &g->users, &g->ident, &g->hba) > 0 ||
 	    daemon_load_tls(cfg, stderr, rt->tls_tickets, &g->listen_tls, &g->service_tls) > 0) {
 		free_gen(g);
 		tls_tickets_free(rt->tls_tickets);
@@ -559,16 +561,20 @@ int daemon_start_inline(struct runtime *rt, struct tusk_config *cfg)
 	return start(rt, cfg, NULL, 0, false);
 }
 
-int daemon_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba)
+int daemon_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct ident **ident,
+		     struct hba **hba)
 {
-	int nerr = 0;
+	int nerr = 0, ierr = 0;
 	*users = NULL;
+	*ident = NULL;
 	*hba = NULL;
 	if (cfg->auth_file)
 		nerr += userlist_load(cfg->auth_file, errout, users);
-	if (cfg->hba_file)
-		nerr += hba_load(cfg->hba_file, errout, hba);
-	return nerr;
+	if (cfg->ident_file)
+		ierr = ident_load(cfg->ident_file, errout, ident);
+	if (cfg->hba_file && ierr == 0)
+		nerr += hba_load(cfg->hba_file, *ident, errout, hba);
+	return nerr + ierr;
 }
 
 /* Each line the loaders wrote (FILE:LINE: KEY: message) as one log line. */
@@ -597,7 +603,7 @@ int daemon_reload(struct runtime *rt, const char *path)
 	if (nerr == 0 && rt->sets)
 		(void)console_sets_apply(rt->sets, g->cfg);
 	if (nerr == 0)
-		nerr = daemon_load_auth(g->cfg, err, &g->users, &g->hba);
+		nerr = daemon_load_auth(g->cfg, err, &g->users, &g->ident, &g->hba);
 	if (nerr == 0)
 		nerr = daemon_load_tls(g->cfg, err, rt->tls_tickets, &g->listen_tls, &g->service_tls);
 	fflush(err);

@@ -17,14 +17,17 @@
 __attribute__((warn_unused_result))
 int daemon_start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inherited *inherited,
 		  int ninherited);
-/* Load auth_file and hba_file of cfg (either may be absent). 0, or the number of errors,
- * each printed to errout as FILE:LINE: ... (also used by --check). */
 /* Test seam (fuzzers): the same runtime with threadless workers (worker_new) and no
  * listening sockets; the caller runs each rt->workers[i]->loop and hands connections to
  * client_accept itself. daemon_stop ends it. */
 __attribute__((warn_unused_result))
 int daemon_start_inline(struct runtime *rt, struct tusk_config *cfg);
-int daemon_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct hba **hba);
+/* Load auth_file, ident_file and hba_file of cfg (any may be absent). 0, or the number of
+ * errors, each printed to errout as FILE:LINE: ... (also used by --check). The hba points
+ * into the ident (its map=NAME): free the hba first. When ident_file has errors, hba_file is
+ * not read (its maps could not be checked); its errors show once ident_file is right. */
+int daemon_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlist **users, struct ident **ident,
+		     struct hba **hba);
 
 /* SIGHUP: load path into a new generation and switch to it (pools follow, listeners are
  * added and removed, restart-only keys are logged and kept). On any error the running

@@ -92,6 +92,28 @@ static void start_scram(struct client *c)
 }
 
 static void start_exchange(struct client *c, int method);
+
+/* cert and peer: may system_user (CN, SO_PEERCRED user) log in as c->user? With no map (or no
+ * hba_file: a rule's client_auth), when the names are equal; with the hba_file line's map,
+ * when a line of it in ident_file admits it. A refusal is logged, as PostgreSQL logs it. */
+static bool admitted(struct client *c, const struct hba *hba, const char *map, const char *system_user)
+{
+	int line;
+	if (!map) {
+		if (strcmp(system_user, c->user) == 0)
+			return true;
+		log_info(c->id, c->ctx, "%s authentication failed: the system user \"%s\" is another",
+			 c->peer.sa.sa_family == AF_UNIX ? "peer" : "certificate", system_user);
+		return false;
+	}
+	if (hba_map_admits(hba, map, system_user, c->user, &line)) {
+		log_debug(c->id, c->ctx, "user name map \"%s\": ident_file line %d admits \"%s\"", map, line, system_user);
+		return true;
+	}
+	log_info(c->id, c->ctx, "no match in usermap \"%s\" for user \"%s\" authenticated as \"%s\"", map, c->user,
+		 system_user);
+	return false;
+}
 static void use_fetched(struct client *c, int result);
 static void auth_fetched(void *arg, int result, const char *secret);
 
@@ -100,8 +122,10 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 {
 	struct runtime *rt = c->worker->rt;
 	int method = rule_method;
+	const struct hba *hba = rt->hba; /* one load: the map below is this hba's */
+	const char *map = NULL;           /* the hba_file line's map=NAME */
 
-	if (rt->hba) {
+	if (hba) {
 		enum hba_method hm;
 		int line;
 		struct net_addr peer;
@@ -109,12 +133,12 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		enum hba_conn conn = c->peer.sa.sa_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
 		const struct net_addr *from = conn == HBA_LOCAL ? NULL : &peer;
 		if (repl_is_physical(c)) {
-			if (!hba_match_physical(rt->hba, conn, c->user, from, &hm, &line)) {
+			if (!hba_match_physical(hba, conn, c->user, from, &hm, &line, &map)) {
 				client_fail(c, "28000", "no hba_file line matches a replication connection for user \"%s\" from this address",
 					    c->user);
 				return false;
 			}
-		} else if (!hba_match(rt->hba, conn, c->database, c->user, from, &hm, &line)) {
+		} else if (!hba_match(hba, conn, c->database, c->user, from, &hm, &line, &map)) {
 			client_fail(c, "28000", "no hba_file line matches user \"%s\", database \"%s\" from this address",
 				    c->user, c->database);
 			return false;
@@ -128,30 +152,39 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		case HBA_CERT: method = CONFIG_AUTH_CERT; break;
 		case HBA_PEER: method = CONFIG_AUTH_PEER; break;
 		}
-		log_debug(c->id, c->ctx, "hba_file line %d: %s", line, hba_method_name(hm));
+		log_debug(c->id, c->ctx, "hba_file line %d: %s%s%s", line, hba_method_name(hm), map ? " map=" : "",
+			  map ? map : "");
 	}
 	if (method == CONFIG_AUTH_TRUST)
 		return true;
 	if (method == CONFIG_AUTH_CERT) {
-		/* A certificate the listener's CA verified, whose CN is the user name (PostgreSQL's
-		 * cert method without a user name map). */
+		/* A certificate the listener's CA verified, whose CN is the user name, or which the
+		 * line's user name map admits as it (PostgreSQL's cert method). */
 		char cn[CONFIG_NAME_MAX];
-		if (!c->tls.conn || !tls_peer_cn(c->tls.conn, cn, sizeof cn) || strcmp(cn, c->user) != 0) {
+		if (!c->tls.conn || !tls_peer_cn(c->tls.conn, cn, sizeof cn)) {
 			log_info(c->id, c->ctx, "certificate authentication failed: %s",
-				 !c->tls.conn ? "not on TLS" : "no verified client certificate with CN equal to the user name");
+				 !c->tls.conn ? "not on TLS" : "no verified client certificate");
+			client_fail(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
+			return false;
+		}
+		if (!admitted(c, hba, map, cn)) {
 			client_fail(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
 			return false;
 		}
 		return true;
 	}
 	if (method == CONFIG_AUTH_PEER) {
-		/* PostgreSQL's peer method without a user name map: on a Unix socket, the system
-		 * user at the other end (SO_PEERCRED) is the user name. */
+		/* PostgreSQL's peer method: on a Unix socket, the system user at the other end
+		 * (SO_PEERCRED) is the user name, or the line's user name map admits it as it. */
 		char os_user[CONFIG_NAME_MAX];
 		int err = c->peer.sa.sa_family == AF_UNIX ? net_peer_user(c->fd, os_user, sizeof os_user) : -EPROTOTYPE;
-		if (err < 0 || strcmp(os_user, c->user) != 0) {
-			log_info(c->id, c->ctx, "peer authentication failed: %s", err == -EPROTOTYPE ? "not on a Unix socket"
-				 : err < 0 ? strerror(-err) : "the system user is another");
+		if (err < 0) {
+			log_info(c->id, c->ctx, "peer authentication failed: %s",
+				 err == -EPROTOTYPE ? "not on a Unix socket" : strerror(-err));
+			client_fail(c, "28000", "Peer authentication failed for user \"%s\"", c->user);
+			return false;
+		}
+		if (!admitted(c, hba, map, os_user)) {
 			client_fail(c, "28000", "Peer authentication failed for user \"%s\"", c->user);
 			return false;
 		}

@@ -14,10 +14,12 @@
 #include "worker/worker.h"
 
 /* How user logs in: hba_file's first matching line (database kv, hostssl by the connection's
- * TLS), else the pool rule's client_auth; *rule the rule (auth_query's), NULL when refused. */
+ * TLS), else the pool rule's client_auth; *rule the rule (auth_query's), NULL when refused;
+ * *map the line's map=NAME (NULL: none). */
 static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g, const char *user,
-		     const struct config_pool_rule **rule)
+		     const struct config_pool_rule **rule, const char **map)
 {
+	*map = NULL;
 	*rule = config_match_pool(g->cfg, "kv", user);
 	if (*rule && (*rule)->blocked)
 		*rule = NULL;
@@ -27,7 +29,7 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		return (*rule)->client_auth;
 	enum hba_method hm;
 	int line;
-	if (!hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, &hm, &line))
+	if (!hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, &hm, &line, map))
 		return CONFIG_AUTH_REJECT;
 	static const int method[] = {
 		[HBA_TRUST] = CONFIG_AUTH_TRUST, [HBA_REJECT] = CONFIG_AUTH_REJECT, [HBA_PASSWORD] = CONFIG_AUTH_PASSWORD,
@@ -42,18 +44,25 @@ static const struct runtime_gen *gen_of(const struct resp_auth_conn *a)
 	return atomic_load_explicit(&a->worker->rt->gen, memory_order_acquire);
 }
 
-static bool without_password(const struct resp_auth_conn *a, int method, const char *user)
+/* cert: the certificate's CN is user, or the hba_file line's map admits it as user. */
+static bool without_password(const struct resp_auth_conn *a, const struct runtime_gen *g, int method,
+			     const char *map, const char *user)
 {
 	char cn[64];
+	int line;
 	if (method == CONFIG_AUTH_TRUST)
 		return true;
-	return method == CONFIG_AUTH_CERT && a->tls && tls_peer_cn(a->tls, cn, sizeof cn) && strcmp(cn, user) == 0;
+	return method == CONFIG_AUTH_CERT && a->tls && tls_peer_cn(a->tls, cn, sizeof cn) &&
+	       hba_map_admits(g->hba, map, cn, user, &line);
 }
 
 bool resp_auth_open(const struct resp_auth_conn *a, const char *user)
 {
+	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
-	return without_password(a, method_of(a, gen_of(a), user, &rule), user);
+	const char *map;
+	int method = method_of(a, g, user, &rule, &map); /* before map is read */
+	return without_password(a, g, method, map, user);
 }
 
 bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass)
@@ -73,11 +82,12 @@ enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char
 {
 	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
-	int method = method_of(a, g, user, &rule);
+	const char *map;
+	int method = method_of(a, g, user, &rule, &map);
 
 	if (a->cert_user[0] && strcmp(user, a->cert_user) != 0)
 		return RESP_AUTH_REFUSED; /* verify-full: the certificate's CN is the only user */
-	if (without_password(a, method, user))
+	if (without_password(a, g, method, map, user))
 		return RESP_AUTH_OK;
 	if (method != CONFIG_AUTH_PASSWORD && method != CONFIG_AUTH_MD5 && method != CONFIG_AUTH_SCRAM)
 		return RESP_AUTH_REFUSED;

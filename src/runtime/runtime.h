@@ -20,6 +20,7 @@ struct pool_registry;
 struct cancel_registry;
 struct userlist;
 struct hba;
+struct ident;
 struct stats;
 struct tls_ctx;
 struct tls_tickets;
@@ -38,6 +39,7 @@ struct runtime_gen {
 	struct tusk_config *cfg;
 	struct userlist *users;         /* auth_file, or NULL */
 	struct hba *hba;                /* hba_file, or NULL */
+	struct ident *ident;            /* ident_file, or NULL; hba points into it (reached through hba only) */
 	struct tls_ctx **listen_tls;    /* per cfg->listen entry; NULL where tls is disable */
 	struct tls_ctx **service_tls;   /* per cfg->services entry; NULL where tls is disable */
 	struct runtime_gen *older;

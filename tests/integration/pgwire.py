@@ -53,6 +53,17 @@ class RawClient:
         self.timeout = timeout
         self.buf = b""
 
+    @classmethod
+    def unix(cls, path, timeout=10.0):
+        """A client over the Unix socket at path (DIR/.s.PGSQL.PORT)."""
+        c = cls.__new__(cls)
+        c.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.sock.settimeout(timeout)
+        c.sock.connect(path)
+        c.timeout = timeout
+        c.buf = b""
+        return c
+
     def send(self, data):
         self.sock.sendall(data)
 

@@ -13,7 +13,9 @@ import time
 import psycopg
 import pytest
 
+import pgwire
 from conftest import PASSWORDS, PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, SANITIZED
+from lifecycle_util import reload as lifecycle_reload
 from auth_util import (AUTH_CLEARTEXT, AUTH_MD5, AUTH_OK, AUTH_SASL, AUTH_SASL_CONTINUE, fail_cleartext_fast,
                        login_error_re, md5_secret, normalized_error, psql, raw_login, scram_verifier,
                        wait_closed, write_auth_file, write_hba)
@@ -167,6 +169,87 @@ def test_peer_authentication_on_the_unix_socket(tusk, tmp_path):
         assert chk.returncode != 0 and "peer authentication is only supported on local sockets" in chk.stderr, chk.stderr
     finally:
         shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_peer_with_a_user_name_map(tusk, tmp_path):
+    """hba_file's map=NAME on a peer line names a map of ident_file (PostgreSQL's pg_ident.conf,
+    PgBouncer's auth_ident_file): root, the system user of these tests, logs in as tusk_trust by a
+    line of the map, plain or a regular expression with \\1; a map without such a line refuses
+    with 28000 and the log names the map; a changed ident_file takes effect at a reload."""
+    sockdir = tempfile.mkdtemp(prefix="tusk-ident-")
+    os.chmod(sockdir, 0o755)
+    try:
+        ident = tmp_path / "ident.conf"
+        ident.write_text("# tusk test ident_file\n"
+                         "plain root tusk_trust\n"
+                         "rx /^(r)oot$ tusk_t\\1ust\n"
+                         "nobody someone_else tusk_trust\n")
+        hba = write_hba(tmp_path / "hba.conf", [
+            "local all tusk_trust peer map=plain",
+            "local all tusk_solo peer map=nobody",
+            "local all all peer map=rx",
+        ])
+        t = tusk(pools=[rule()], unix_socket_dir=sockdir, hba_file=hba, ident_file=str(ident))
+        sock = os.path.join(sockdir, f".s.PGSQL.{t.port}")
+
+        def local_login(db_user):
+            return raw_login(t.port, db_user, None, client=pgwire.RawClient.unix(sock, timeout=10 * SLOW))
+
+        def local_psql(db_user):
+            return subprocess.run([str(PG_BIN / "psql"), "-XAt", "-h", sockdir, "-p", str(t.port), "-U", db_user,
+                                   "-d", TEST_DB, "-c", "select current_user"],
+                                  capture_output=True, text=True, timeout=30 * SLOW)
+        ok = local_psql(USER)
+        assert ok.returncode == 0 and ok.stdout.strip() == USER, (ok.stdout, ok.stderr)
+        # Without the map, root would have to log in as root.
+        r = local_login("tusk_solo")
+        assert r.outcome == "error" and r.sqlstate == "28000", r
+        assert r.message.endswith('Peer authentication failed for user "tusk_solo"'), r
+        t.wait_log('no match in usermap "nobody" for user "tusk_solo" authenticated as "root"')
+        # The regular expression's capture: tusk_t + r + ust; anything else is refused.
+        ok = local_psql("postgres")
+        assert ok.returncode != 0 and 'Peer authentication failed for user "postgres"' in ok.stderr, ok.stderr
+        assert_tusk_error(ok.stderr)
+        t.wait_log('no match in usermap "rx" for user "postgres" authenticated as "root"')
+        # A reload reads ident_file again: the map nobody now admits root as tusk_solo, and plain
+        # no longer admits it as tusk_trust.
+        ident.write_text("plain someone_else tusk_trust\n"
+                         "rx /^(r)oot$ tusk_t\\1ust\n"
+                         "nobody root tusk_solo\n")
+        lifecycle_reload(t)
+        assert local_login("tusk_solo").outcome == "ok"
+        r = local_login(USER)
+        assert r.outcome == "error" and r.sqlstate == "28000", r
+        t.wait_log(f'no match in usermap "plain" for user "{USER}" authenticated as "root"')
+        # A bad ident_file fails the reload and the running maps stay.
+        ident.write_text("plain root\n")
+        lifecycle_reload(t, expect_ok=False)
+        t.wait_log(f"{ident}:1: ident: end of line before the database user name")
+        assert local_login("tusk_solo").outcome == "ok"
+        # --check: file:line and the reason, for ident_file and for a map it lacks.
+        chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(t.cfg_path)], capture_output=True, text=True)
+        assert chk.returncode != 0 and f"{ident}:1: ident: end of line before the database user name" in chk.stderr, \
+            chk.stderr
+        ident.write_text("rx root tusk_trust\n")
+        chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(t.cfg_path)], capture_output=True, text=True)
+        assert chk.returncode != 0, chk.stderr
+        assert f'{hba}:2: hba: user name map "plain" is not in ident_file' in chk.stderr, chk.stderr
+        assert f'{hba}:3: hba: user name map "nobody" is not in ident_file' in chk.stderr, chk.stderr
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def test_map_needs_ident_file_and_cert_or_peer(tusk, tmp_path):
+    """map=NAME without ident_file, or on a method other than cert and peer, fails --check with
+    the hba_file's line."""
+    hba = write_hba(tmp_path / "hba.conf", ["host all all 127.0.0.1/32 trust"])
+    t = tusk(pools=[rule()], hba_file=hba)
+    for line, reason in [("local all all peer map=m", 'user name map "m" but no ident_file is set'),
+                         ("host all all 127.0.0.1/32 md5 map=m",
+                          'authentication option "map" is only valid for the cert and peer methods')]:
+        write_hba(tmp_path / "hba.conf", [line])
+        chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(t.cfg_path)], capture_output=True, text=True)
+        assert chk.returncode != 0 and f"{hba}:2: hba: {reason}" in chk.stderr, chk.stderr
 
 
 def test_trust_and_reject(tusk):

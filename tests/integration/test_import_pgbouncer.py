@@ -270,6 +270,29 @@ def test_import_carries_auth_dbname(tmp_path):
     assert_loads(y, tmp_path)
 
 
+def test_import_carries_auth_ident_file(tmp_path):
+    """PgBouncer 1.25's auth_ident_file is tusk's ident_file, beside auth_hba_file's hba_file;
+    the imported configuration loads with the hba file's map=NAME resolved in it."""
+    ident = tmp_path / "ident.conf"
+    ident.write_text("certs alice app\nlocal /^(.*)$ \\1\n")
+    hba = tmp_path / "hba.conf"
+    hba.write_text("local all all peer map=local\nhostssl all all 0.0.0.0/0 cert map=certs\n")
+    r, y = import_text(tmp_path, "[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nauth_type = hba\n"
+                       f"auth_hba_file = {hba}\nauth_ident_file = {ident}\n")
+    assert f'\nhba_file: "{hba}"\n' in y and f'\nident_file: "{ident}"\n' in y, y
+    assert "auth_ident_file" not in r.stderr, r.stderr
+    assert_loads(y, tmp_path)
+    # Without it the hba file's maps are unknown: tusk --check names the line.
+    r, y = import_text(tmp_path, "[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nauth_type = hba\n"
+                       f"auth_hba_file = {hba}\n")
+    assert "ident_file" not in y, y
+    out = tmp_path / "checked.yaml"
+    out.write_text(y)
+    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(out)], capture_output=True, text=True)
+    assert chk.returncode != 0 and f'{hba}:1: hba: user name map "local" but no ident_file is set' in chk.stderr, \
+        chk.stderr
+
+
 def test_import_carries_socket_keys(tmp_path):
     """unix_socket_mode as PgBouncer reads it (C's 0 prefix for octal), unix_socket_group by name."""
     r, y = import_text(tmp_path, "[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = 127.0.0.1\n"

@@ -47,6 +47,8 @@ def zone(workdir, certs):
     z.http_port = free_port()
     with z.pg.admin() as c:
         c.execute(f"create role bob login password '{BOB}'")
+    ident = z.cfg_dir / "ident.conf"
+    ident.write_text("kvcerts carol frank\n")
     z.tusk = Tusk(z.cfg_dir, z.pg.port, services={"local": {"hosts": [f"127.0.0.1:{z.pg.port}"]}},
                   pools=[
                       # Redis's user "default" (a connection before AUTH) needs its password.
@@ -77,12 +79,16 @@ def zone(workdir, certs):
                       "host kv alice 127.0.0.1/32 scram-sha-256",
                       "host kv bob 127.0.0.1/32 scram-sha-256",
                       "hostssl kv carol 127.0.0.1/32 cert",
+                      # frank logs in with a certificate whose CN the map kvcerts admits as him.
+                      "hostssl kv frank 127.0.0.1/32 cert map=kvcerts",
                       "host all all 127.0.0.1/32 trust",
                   ]),
+                  ident_file=str(ident),
                   auth_file=write_auth_file(z.cfg_dir / "users.txt",
                                             {"default": PASSWORD, "alice": scram_verifier(ALICE)}))
     cfg = yaml.safe_load(z.tusk.cfg_path.read_text())
     z.redis_port, z.tls_port, z.allow_port, z.full_port = free_port(), free_port(), free_port(), free_port()
+    z.ca_port = free_port()
     tls = {"tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key}
     cfg["listen"] += [
         {"host": "127.0.0.1", "port": z.redis_port, "protocol": "redis",
@@ -91,6 +97,9 @@ def zone(workdir, certs):
         {"host": "127.0.0.1", "port": z.allow_port, "protocol": "redis", "tls": "allow", **tls},
         {"host": "127.0.0.1", "port": z.full_port, "protocol": "redis", "tls": "verify-full",
          "tls_ca_file": certs.ca, **tls},
+        # require with a CA: a client certificate is checked when sent, and names no user.
+        {"host": "127.0.0.1", "port": z.ca_port, "protocol": "redis", "tls": "require", "tls_ca_file": certs.ca,
+         **tls},
     ]
     z.tusk.cfg_path.write_text(to_yaml(cfg) + "\n")
     try:
@@ -714,6 +723,21 @@ def test_redis_tls_verify_full_the_certificate_is_the_user(zone, certs):
         tls_client(zone, port=zone.full_port, ssl_certfile=crt, ssl_keyfile=key).ping()
     with pytest.raises(redis.ConnectionError):  # no client certificate
         tls_client(zone, port=zone.full_port).ping()
+
+
+def test_redis_cert_auth_through_a_user_name_map(zone, certs):
+    """AUTH frank on an hba_file cert line with map=kvcerts: the certificate's CN carol is
+    frank by ident_file's map; CN alice is not, and no certificate is no login."""
+    crt, key = certs.client("carol")
+    frank = tls_client(zone, port=zone.ca_port, username="frank", password="unused", ssl_certfile=crt,
+                       ssl_keyfile=key)
+    assert frank.set("map:k", "frank's") is True
+    crt, key = certs.client("alice")
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        tls_client(zone, port=zone.ca_port, username="frank", password="unused", ssl_certfile=crt,
+                   ssl_keyfile=key).ping()
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        tls_client(zone, port=zone.ca_port, username="frank", password="unused").ping()
 
 
 def test_redis_select_maps_databases_to_namespaces(zone):

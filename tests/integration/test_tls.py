@@ -137,6 +137,32 @@ def test_cert_auth(tusk, certs):
     assert "unknown ca" in msg or "certificate" in msg, msg
 
 
+def test_cert_auth_with_a_user_name_map(tusk, certs, tmp_path):
+    """hba_file's map=NAME on a cert line: the certificate's CN goes through ident_file's map
+    (PostgreSQL's pg_ident.conf, PgBouncer's auth_ident_file). CN alice mapped to tusk_trust is
+    admitted; an unmapped CN, or a CN equal to the user name but absent from the map, is refused;
+    a regular expression's \\1 carries part of the CN."""
+    ident = tmp_path / "ident.conf"
+    ident.write_text("certs alice tusk_trust\ncerts /^svc-(.*)$ \\1\n")
+    hba = write_hba(tmp_path / "hba.conf", ["hostssl all all 127.0.0.1/32 cert map=certs"])
+    t = tusk(listen_opts=listen_tls(certs, "require", ca=True), hba_file=hba, ident_file=str(ident))
+    crt, key = certs.client("alice")
+    with tls_conn(t, sslcert=crt, sslkey=key) as c:
+        assert c.execute("select current_user").fetchone() == (USER,)
+    msg = login_error(t, user="tusk_solo", sslcert=crt, sslkey=key)
+    assert 'certificate authentication failed for user "tusk_solo"' in msg, msg
+    assert_tusk_error(msg)
+    t.wait_log('no match in usermap "certs" for user "tusk_solo" authenticated as "alice"')
+    for cn in ("bob", USER):
+        crt2, key2 = certs.client(cn)
+        msg = login_error(t, sslcert=crt2, sslkey=key2)
+        assert f'certificate authentication failed for user "{USER}"' in msg, msg
+        t.wait_log(f'no match in usermap "certs" for user "{USER}" authenticated as "{cn}"')
+    crt3, key3 = certs.client(f"svc-{USER}")
+    with tls_conn(t, sslcert=crt3, sslkey=key3) as c:
+        assert c.execute("select current_user").fetchone() == (USER,)
+
+
 def test_verify_ca_and_verify_full_listeners(tusk, certs):
     t = tusk(listen_opts=listen_tls(certs, "verify-ca", ca=True))
     crt, key = certs.client("any_name")

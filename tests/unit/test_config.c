@@ -342,6 +342,8 @@ static void test_pgbouncer_names_explained(void **state)
 	one_error(BASE "server_tls13_ciphers: TLS_AES_128_GCM_SHA256\n",
 		  "6: server_tls13_ciphers: unknown key: PgBouncer's server_tls13_ciphers is services.NAME.tls13_ciphers in "
 		  "tusk; PgBouncer 1.25; empty: OpenSSL's suites");
+	one_error(BASE "auth_ident_file: /etc/pgbouncer/ident.conf\n",
+		  "6: auth_ident_file: unknown key: PgBouncer's auth_ident_file is ident_file in tusk");
 	one_error(BASE "    pool_size: 5\n",
 		  "6: pools[0].pool_size: unknown key: PgBouncer's pool_size is pools[].size in tusk");
 }

@@ -1,6 +1,7 @@
 /* pg_hba.conf subset: every line kind and connection kind, name lists and quoting, CIDR and
- * netmask addresses in both families (IPv4-mapped peers included), first-match order, and each
- * load error with its exact "FILE:LINE: hba:" text, all of them reported in one load. */
+ * netmask addresses in both families (IPv4-mapped peers included), first-match order, the
+ * option map=NAME against an ident_file, and each load error with its exact "FILE:LINE: hba:"
+ * text, all of them reported in one load. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 #include <cmocka.h>
 
 #include "auth/hba.h"
+#include "auth/ident.h"
 
 /* Load text as "t.conf"; returns the error count and leaves the messages in *errs (caller frees). */
 static int load(const char *text, struct hba **h, char **errs)
@@ -22,7 +24,7 @@ static int load(const char *text, struct hba **h, char **errs)
 	size_t errlen;
 	FILE *ef = open_memstream(errs, &errlen);
 	assert_non_null(ef);
-	int n = hba_load_buffer("t.conf", text, strlen(text), ef, h);
+	int n = hba_load_buffer("t.conf", text, strlen(text), NULL, ef, h);
 	fclose(ef);
 	return n;
 }
@@ -77,7 +79,7 @@ static int match(const struct hba *h, enum hba_conn conn, const char *db, const 
 	int line = -1;
 	if (addr)
 		a = ip(addr);
-	if (!hba_match(h, conn, db, user, addr ? &a : NULL, m ? m : &dummy, &line))
+	if (!hba_match(h, conn, db, user, addr ? &a : NULL, m ? m : &dummy, &line, NULL))
 		return 0;
 	assert_true(line > 0);
 	return line;
@@ -95,12 +97,12 @@ static void test_replication_keyword(void **state)
 	struct net_addr a = ip("127.0.0.1"), far = ip("10.1.2.3");
 	enum hba_method m;
 	int line = 0;
-	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "rep", &a, &m, &line));
+	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "rep", &a, &m, &line, NULL));
 	assert_int_equal(line, 1);
 	assert_int_equal(m, HBA_MD5);
 	/* another user: no later line holds the keyword for this address, "all" does not count */
-	assert_false(hba_match_physical(h, HBA_HOST_PLAIN, "other", &a, &m, &line));
-	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "other", &far, &m, &line));
+	assert_false(hba_match_physical(h, HBA_HOST_PLAIN, "other", &a, &m, &line, NULL));
+	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "other", &far, &m, &line, NULL));
 	assert_int_equal(line, 4);
 	assert_int_equal(m, HBA_PASSWORD);
 	/* an ordinary connection to a database named replication: the quoted name, not the keyword */
@@ -304,7 +306,12 @@ static void test_each_error(void **state)
 		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert or peer)" },
 		{ "local all all trust clientcert=verify-full", "authentication option \"clientcert=verify-full\" is not supported" },
 		{ "local all all trust extra", "unexpected field \"extra\" after the authentication method" },
-		{ "host all all all md5 map=x", "authentication option \"map=x\" is not supported" },
+		{ "host all all all md5 map=x", "authentication option \"map\" is only valid for the cert and peer methods" },
+		{ "local all all trust map=x", "authentication option \"map\" is only valid for the cert and peer methods" },
+		{ "local all all peer mapping=x", "authentication option \"mapping=x\" is not supported" },
+		{ "local all all peer map=x", "user name map \"x\" but no ident_file is set" },
+		{ "local all all peer map=", "empty user name map in \"map=\"" },
+		{ "local all all peer map=x,y", "the map name must be a single value, not a list" },
 		{ "host all all all cert", "cert authentication is only supported on hostssl lines" },
 		{ "local all all cert", "cert authentication is only supported on hostssl lines" },
 		{ "host all all all peer", "peer authentication is only supported on local sockets" },
@@ -356,7 +363,7 @@ static void test_nul_byte(void **state)
 	char *errs = NULL;
 	size_t errlen;
 	FILE *ef = open_memstream(&errs, &errlen);
-	assert_int_equal(hba_load_buffer("t.conf", text, sizeof(text) - 1, ef, &h), 1);
+	assert_int_equal(hba_load_buffer("t.conf", text, sizeof(text) - 1, NULL, ef, &h), 1);
 	fclose(ef);
 	assert_string_equal(errs, "t.conf:2: hba: NUL byte in line\n");
 	assert_null(h);
@@ -389,7 +396,7 @@ static void test_load_file(void **state)
 	close(fd);
 
 	struct hba *h = NULL;
-	assert_int_equal(hba_load(path, NULL, &h), 0);
+	assert_int_equal(hba_load(path, NULL, NULL, &h), 0);
 	enum hba_method m;
 	assert_int_equal(match(h, HBA_HOST_TLS, "d", "u", "127.0.0.1", &m), 1);
 	assert_int_equal(m, HBA_SCRAM);
@@ -403,7 +410,7 @@ static void test_load_file(void **state)
 	size_t errlen;
 	FILE *ef = open_memstream(&errs, &errlen);
 	h = NULL;
-	assert_int_equal(hba_load(path, ef, &h), 1);
+	assert_int_equal(hba_load(path, NULL, ef, &h), 1);
 	fclose(ef);
 	assert_null(h);
 	char want[256];
@@ -415,7 +422,7 @@ static void test_load_file(void **state)
 
 	unlink(path);
 	ef = open_memstream(&errs, &errlen);
-	assert_int_equal(hba_load(path, ef, &h), 1);
+	assert_int_equal(hba_load(path, NULL, ef, &h), 1);
 	fclose(ef);
 	snprintf(want, sizeof(want), "%s: hba: cannot open: No such file or directory\n", path);
 	assert_string_equal(errs, want);
@@ -435,6 +442,89 @@ static void test_method_names(void **state)
 	assert_string_equal(hba_method_name((enum hba_method)99), "?");
 }
 
+static struct ident *ident_of(const char *text)
+{
+	struct ident *id = NULL;
+	assert_int_equal(ident_load_buffer("i.conf", text, strlen(text), NULL, &id), 0);
+	return id;
+}
+
+/* map=NAME on cert and peer lines: the line carries it, and hba_map_admits asks ident_file. */
+static void test_map_option(void **state)
+{
+	(void)state;
+	struct ident *id = ident_of("local root tusk_trust\n"
+				    "local /^svc-(.*)$ \\1\n"
+				    "certs alice tusk_trust\n"
+				    "\"my map\" bob all\n");
+	static const char text[] = "local all admin peer\n"
+				   "local all all peer map=local\n"
+				   "hostssl all all all cert map=certs\n"
+				   "hostssl all all all cert \"map=my map\"\n";
+	struct hba *h = NULL;
+	assert_int_equal(hba_load_buffer("t.conf", text, sizeof(text) - 1, id, NULL, &h), 0);
+	struct net_addr a = ip("10.1.2.3");
+	enum hba_method m;
+	int line;
+	const char *map = "unset";
+
+	assert_true(hba_match(h, HBA_LOCAL, "d", "admin", NULL, &m, &line, &map));
+	assert_int_equal(line, 1);
+	assert_null(map);
+	/* Without a map, the names must be equal. */
+	assert_true(hba_map_admits(h, map, "admin", "admin", &line));
+	assert_int_equal(line, 0);
+	assert_false(hba_map_admits(h, map, "root", "admin", &line));
+
+	assert_true(hba_match(h, HBA_LOCAL, "d", "tusk_trust", NULL, &m, &line, &map));
+	assert_int_equal(m, HBA_PEER);
+	assert_int_equal(line, 2);
+	assert_string_equal(map, "local");
+	assert_true(hba_map_admits(h, map, "root", "tusk_trust", &line));
+	assert_int_equal(line, 1);
+	/* With a map, equal names are not enough. */
+	assert_false(hba_map_admits(h, map, "tusk_trust", "tusk_trust", &line));
+	assert_true(hba_map_admits(h, map, "svc-app", "app", &line));
+	assert_int_equal(line, 2);
+	assert_false(hba_map_admits(h, map, "svc-app", "svc-app", &line));
+	/* Another map's lines do not count. */
+	assert_false(hba_map_admits(h, map, "alice", "tusk_trust", &line));
+
+	assert_true(hba_match_physical(h, HBA_LOCAL, "rep", NULL, &m, &line, &map) == false);
+	assert_true(hba_match(h, HBA_HOST_TLS, "d", "x", &a, &m, &line, &map));
+	assert_int_equal(m, HBA_CERT);
+	assert_string_equal(map, "certs");
+	assert_true(hba_map_admits(h, map, "alice", "tusk_trust", &line));
+	assert_int_equal(line, 3);
+	assert_false(hba_map_admits(h, map, "alice", "alice", &line));
+	assert_true(hba_map_admits(h, "my map", "bob", "anyone", &line));
+	assert_int_equal(line, 4);
+	hba_free(h);
+	ident_free(id);
+}
+
+static void test_map_errors(void **state)
+{
+	(void)state;
+	struct ident *id = ident_of("m root root\n");
+	static const char text[] = "local all all peer map=m\n"
+				   "local all all peer map=n\n"
+				   "hostssl all all all cert map=m map=m\n"
+				   "local all all md5 map=m\n";
+	struct hba *h = NULL;
+	char *errs = NULL;
+	size_t errlen;
+	FILE *ef = open_memstream(&errs, &errlen);
+	assert_int_equal(hba_load_buffer("t.conf", text, sizeof(text) - 1, id, ef, &h), 3);
+	fclose(ef);
+	assert_null(h);
+	assert_string_equal(errs, "t.conf:2: hba: user name map \"n\" is not in ident_file\n"
+				  "t.conf:3: hba: authentication option \"map\" given twice\n"
+				  "t.conf:4: hba: authentication option \"map\" is only valid for the cert and peer methods\n");
+	free(errs);
+	ident_free(id);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -451,6 +541,8 @@ int main(void)
 		cmocka_unit_test(test_all_errors_reported),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_method_names),
+		cmocka_unit_test(test_map_option),
+		cmocka_unit_test(test_map_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2153,11 +2153,14 @@ static enum scan_result scan_reply(struct client *c, struct server *s, struct se
 				return SCAN_OK;
 			if (proto_parse_parameter_status(m + PROTO_HDR_LEN, total - PROTO_HDR_LEN, &name, &value) == 0) {
 				/* A RESET of what the startup packet gave: the server went to its
-				 * default, which PostgreSQL direct never shows (it goes back to the
-				 * startup value, which tusk tells instead: tell_restored, tell_put_back).
-				 * Passed on, a driver would see a value it refuses (pgjdbc closes on a
-				 * client_encoding other than UTF8 or a DateStyle not ISO). */
+				 * default (its value at its login), which PostgreSQL direct never shows
+				 * (it goes back to the startup value, which tusk tells instead:
+				 * tell_restored, tell_put_back). Passed on, a driver would see a value
+				 * it refuses (pgjdbc closes on a client_encoding other than UTF8 or a
+				 * DateStyle not ISO). Any other value (a SET LOCAL after the RESET) is
+				 * the client's own and passes. */
 				bool transient = c->greeted && !c->tx_failed && c->session.pending_len &&
+						 server_param_is_reset_value(s, name, value) &&
 						 session_restores_each(&c->session, restores_name, (void *)name) > 0;
 				if (transient && c->s2c_scanned > 0)
 					return SCAN_STALL; /* what is before it goes out first */

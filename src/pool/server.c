@@ -775,6 +775,12 @@ const char *server_param_name(const struct server *s, const char *name)
 	return i < 0 ? NULL : s->params[i].name;
 }
 
+bool server_param_is_reset_value(const struct server *s, const char *name, const char *value)
+{
+	int i = param_index(s, name);
+	return i >= 0 && i < s->nreset && s->reset_pairs[i] == phash_pair(s->params[i].name, value);
+}
+
 void server_set_param(struct server *s, const char *name, const char *value)
 {
 	int i;
@@ -933,6 +939,11 @@ static int handle_message(struct server *s, uint8_t type, const uint8_t *msg, si
 		}
 		s->tx_status = body[0];
 		if (s->state == SERVER_LOGIN) {
+			if (!s->in_connect_query) {
+				s->nreset = s->nparams;
+				for (int i = 0; i < s->nparams; i++)
+					s->reset_pairs[i] = phash_pair(s->params[i].name, s->params[i].value);
+			}
 			if (!s->in_connect_query && server_connect_query(s))
 				return start_connect_query(s) < 0 ? -1 : 1;
 			if (s->in_connect_query && connect_query_failed(s))

@@ -142,6 +142,9 @@ struct server {
 	uint64_t params_hash;                 /* phash of the settable ones (util/phash.h) */
 	uint64_t login_params_hash;           /* params_hash right after login: the database's
 	                                       * defaults, which RESET ALL / DISCARD ALL restore */
+	int nreset;                           /* params[0, nreset) have reset_pairs */
+	uint64_t reset_pairs[SERVER_PARAMS_MAX]; /* phash_pair of each as the server reported it at
+	                                          * login, before connect_query: what its RESET goes to */
 	struct net_addr addr;                 /* where the server is (for cancel) */
 	char ctx[192];                        /* "db/user@host:port" for logs */
 	double idle_since;                    /* ev_now when parked */
@@ -341,6 +344,8 @@ const char *server_connect_query(const struct server *s);
 const char *server_param(const struct server *s, const char *name);
 /* The server's own spelling of a reported parameter's name ("TimeZone" for "timezone"). */
 const char *server_param_name(const struct server *s, const char *name);
+/* Whether value is what a RESET of name goes back to on s (its value at s's login). */
+bool server_param_is_reset_value(const struct server *s, const char *name, const char *value);
 /* Record a ParameterStatus (name/value from the server). */
 void server_set_param(struct server *s, const char *name, const char *value);
 /* Reported parameters only the server sets (server_version, is_superuser, ...): never SET,

@@ -334,7 +334,8 @@ def latin1_db(pg, rs_db):
 RESET_STEPS = ["set datestyle = 'German, DMY'", "reset all", "set datestyle = 'German, DMY'; set timezone = 'UTC'",
                "discard all", "set client_encoding = 'LATIN1'", "reset client_encoding", "begin",
                "set datestyle = 'Postgres, YMD'", "reset all", "select 1", "commit", "begin", "reset datestyle",
-               "rollback", "reset all; set datestyle = 'Postgres, YMD'", "reset all; select 1/0", "reset all"]
+               "rollback", "reset all; set datestyle = 'Postgres, YMD'", "reset all; select 1/0", "begin", "reset all",
+               "set local datestyle = 'German, DMY'", "commit", "reset all"]
 
 
 def told_at_each_reset(port):
@@ -375,7 +376,7 @@ def test_a_reset_never_tells_the_servers_default_of_a_startup_setting(pg, latin1
     a moment, client_encoding LATIN1 and DateStyle 'SQL, DMY', which pgjdbc takes as fatal
     (the test after this one). Now no value is told that the client does not have on
     PostgreSQL direct before or after that step, and the values after each step are direct's.
-    (Full DateStyles only: a partial one such as 'ISO' is completed from the server's
+    A SET LOCAL after the RESET is the client's and is told. (Full DateStyles only: a partial one such as 'ISO' is completed from the server's
     default, the database's 'SQL, DMY', where PostgreSQL direct completes a startup value
     from postgresql.conf's: docs/pooling.md.)"""
     want, got = direct_and_through_tusk(pg, tmp_path, [txn_pool(2, mode=mode)], told_at_each_reset)

@@ -7,7 +7,8 @@ prepare=True), transactions that commit or roll back (or fail, and are healed by
 savepoint), a savepoint rolled back to, top-level
 set_config(), temporary tables and session advisory locks (which pin), psycopg's pipeline mode (several statements, one Sync), and clients leaving
 and coming back. After each step a client may look at its
-session: the settings, the application_name it was last told (ParameterStatus), whether it
+session: the settings, the application_name, DateStyle and standard_conforming_strings it was
+last told (ParameterStatus), whether it
 has the temporary table and how many advisory locks it holds.
 
 Looks happen between transactions and between the statements of a transaction block (not
@@ -53,6 +54,11 @@ POOLS = [("transaction", 1, False, {}, {}, "transaction1"),
          ("transaction", 3, True, {"cache": "on"}, {}, "transaction3-cache"),
          ("statement", 2, False, {}, {}, "statement2"),
          ("session", 3, True, {}, {"TUSK_TEST_BALANCE": "pingpong"}, "session3-moving")]
+
+
+def told(c):
+    """The reported settings the client was last told (ParameterStatus) that steps change."""
+    return tuple(c.info.parameter_status(n) for n in ("application_name", "DateStyle", "standard_conforming_strings"))
 
 
 def statement(rng, lex=True):
@@ -165,8 +171,7 @@ def run(port, seed, pins=True, blocks=True):
                     continue
                 if sql == "look":
                     try:
-                        out.append((c.execute(SHOW, prepare=False).fetchone(),
-                                    c.info.parameter_status("application_name")))
+                        out.append((c.execute(SHOW, prepare=False).fetchone(), told(c)))
                     except psycopg.Error as e:
                         out.append(e.sqlstate or type(e).__name__)
                     continue
@@ -191,7 +196,7 @@ def run(port, seed, pins=True, blocks=True):
                 c.execute("rollback", prepare=False)
             if look:
                 out.append(c.execute(SHOW, prepare=False).fetchone())
-                out.append(c.info.parameter_status("application_name"))
+                out.append(told(c))
             seen.append((who, body, out))
     finally:
         for c in conns:

@@ -62,6 +62,47 @@ def test_unix_socket_default_mode_is_0777(tusk, sockdir):
     assert stat.S_IMODE(st.st_mode) == 0o777 and st.st_gid == os.getegid(), (oct(st.st_mode), st.st_gid)
 
 
+def test_a_takeover_applies_the_new_unix_socket_mode_and_group(tusk, sockdir, tmp_path):
+    """An online restart (--takeover) inherits the Unix socket, not its old mode: the new
+    configuration's unix_socket_mode and unix_socket_group are put on the socket file, and
+    clients connect through it to the new process."""
+    t = tusk(pools=SESSION, unix_socket_dir=sockdir, unix_socket_mode="0660",
+             takeover_socket=str(tmp_path / "takeover.sock"))
+    path = f"{sockdir}/.s.PGSQL.{t.port}"
+    st = os.stat(path)
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, os.getegid()), (oct(st.st_mode), st.st_gid)
+    text = t.cfg_path.read_text()
+    new_text = re.sub(r"(?m)^unix_socket_mode: .*$", 'unix_socket_mode: "0640"\nunix_socket_group: postgres', text)
+    assert new_text != text, text
+    t.cfg_path.write_text(new_text)
+    new_log = tmp_path / "new.log"
+    with open(new_log, "ab") as logf:
+        new = subprocess.Popen([str(TUSK_BIN), "-c", str(t.cfg_path), "--takeover"], stdin=subprocess.DEVNULL,
+                               stdout=logf, stderr=subprocess.STDOUT, cwd=t.dir)
+    try:
+        deadline = time.monotonic() + 15 * SLOW
+        while "this process serves" not in new_log.read_text(errors="replace") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "this process serves" in new_log.read_text(errors="replace"), new_log.read_text(errors="replace")
+        assert t.proc.wait(timeout=10 * SLOW) == 0  # the old one drained (no client) and left
+        t.logf.close()
+        t.proc = None
+        st = os.stat(path)
+        assert stat.S_ISSOCK(st.st_mode), oct(st.st_mode)
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o640, grp.getgrnam("postgres").gr_gid), \
+            (oct(st.st_mode), st.st_gid)
+        with psycopg.connect(host=sockdir, port=t.port, user="tusk_trust", dbname=TEST_DB, autocommit=True,
+                             connect_timeout=int(15 * SLOW)) as c:
+            assert c.execute("select current_database()").fetchone() == (TEST_DB,)
+        if IS_ROOT:  # 0640: the group may read, not write: connecting needs write
+            assert not connects_as("postgres", path)
+    finally:
+        if new.poll() is None:
+            new.terminate()
+        rc = new.wait(15 * SLOW)
+    assert rc == 0, new_log.read_text(errors="replace")
+
+
 def server_side(port, state):
     """tusk's side of the connections to port in that TCP state (ss), as "peer:port" strings."""
     out = subprocess.run(["ss", "-tnH", "state", state, f"( sport = :{port} )"], capture_output=True, text=True,

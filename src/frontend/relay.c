@@ -2652,8 +2652,9 @@ static void relay_server_cb(struct ev_loop *loop, ev_io *io, int revents)
 	if (!pump_both(c, s))
 		return;
 	/* Inside a transaction with nothing owed: the client is the one keeping it open. */
-	uint64_t idle_tx_ms = config_idle_transaction_timeout(cfg_of(c), c->pool ? pool_rule(c->pool) : NULL);
-	if ((s->tx_status != 'I' || s->ext_open) && s->expect_count == 0 && s->pending_rfq == 0 && idle_tx_ms &&
+	uint64_t idle_tx_ms = 0;
+	if ((s->tx_status != 'I' || s->ext_open) && s->expect_count == 0 && s->pending_rfq == 0 &&
+	    (idle_tx_ms = config_idle_transaction_timeout(cfg_of(c), c->pool ? pool_rule(c->pool) : NULL)) &&
 	    !ev_is_active(&c->timer)) {
 		ev_timer_set(&c->timer, (double)idle_tx_ms / 1000.0, 0.);
 		ev_timer_start(c->worker->loop, &c->timer);

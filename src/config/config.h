@@ -387,8 +387,9 @@ const char *config_auth_dbname(const struct tusk_config *cfg, const struct confi
 
 /* A rule's query_timeout / client_idle_timeout when the rule does not set it. */
 #define CONFIG_TIMEOUT_INHERIT UINT64_MAX
-/* The query_timeout / client_idle_timeout / ... / server_lifetime that apply to rule's clients (its own, else the
- * top-level one; rule may be NULL): milliseconds, 0 = off. */
+/* The query_timeout / client_idle_timeout / transaction_timeout / idle_transaction_timeout that
+ * apply to rule's clients, the server_lifetime of its servers (its own, else the top-level one;
+ * rule may be NULL): milliseconds, 0 = off. */
 uint64_t config_query_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 int config_reserve_pool_size(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 uint64_t config_client_idle_timeout(const struct tusk_config *cfg, const struct config_pool_rule *rule);

@@ -4,17 +4,9 @@
  * exact-size heap copy, so ASan flags a read even one byte past it. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "auth/hba.h"
-
-static void check(int ok)
-{
-	if (!ok)
-		abort();
-}
+#include "file_harness.h"
 
 static struct net_addr make_addr(const char *s)
 {
@@ -37,22 +29,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static FILE *devnull;
 	static const char *const addrs[] = { "127.0.0.1", "10.1.2.3", "::1", "::ffff:10.1.2.3", "2001:db8::1" };
 	static const char *const names[] = { "all", "app", "My DB", "a\"b", "" };
-	char *text = malloc(size ? size : 1);
 	struct hba *h = (struct hba *)1;
-	size_t lines = 1;
+	size_t lines;
+	char *text = fuzz_file_text(data, size, &lines);
 
-	check(text != NULL);
-	if (!devnull)
-		devnull = fopen("/dev/null", "w");
-	if (size)
-		memcpy(text, data, size);
-	for (size_t i = 0; i < size; i++)
-		lines += text[i] == '\n';
-
-	int n = hba_load_buffer("fuzz.conf", text, size, NULL, devnull, &h);
+	int n = hba_load_buffer("fuzz.conf", text, size, NULL, fuzz_devnull(), &h);
 	check(n >= 0);
 	if (n > 0) {
 		check(h == (struct hba *)1);

@@ -2,17 +2,8 @@
  * either fails with errors and no result or succeeds with entries whose decoded SCRAM fields are
  * within their bounds, and that each user found on a line of the input is found by lookup. The
  * input is an exact-size heap copy, so ASan flags a read even one byte past it. */
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "auth/userlist.h"
-
-static void check(int ok)
-{
-	if (!ok)
-		abort();
-}
+#include "file_harness.h"
 
 static void check_entry(const struct userlist_entry *e, const char *user, size_t lines)
 {
@@ -34,20 +25,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static FILE *devnull;
-	char *text = malloc(size ? size : 1);
 	struct userlist *ul = (struct userlist *)1;
-	size_t lines = 1;
+	size_t lines;
+	char *text = fuzz_file_text(data, size, &lines);
 
-	check(text != NULL);
-	if (!devnull)
-		devnull = fopen("/dev/null", "w");
-	if (size)
-		memcpy(text, data, size);
-	for (size_t i = 0; i < size; i++)
-		lines += text[i] == '\n';
-
-	int n = userlist_load_buffer("fuzz.txt", text, size, devnull, &ul);
+	int n = userlist_load_buffer("fuzz.txt", text, size, fuzz_devnull(), &ul);
 	check(n >= 0);
 	if (n > 0) {
 		check(ul == (struct userlist *)1);

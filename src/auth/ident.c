@@ -49,6 +49,152 @@ void ident_free(struct ident *id)
 	free(id);
 }
 
+/* Workers run a map's regular expressions at login, on the CN of a client's certificate or a
+ * peer's user name, with glibc's matcher, which takes exponential time on back-references
+ * ("(a|aa)*\1*\1*\1*(b|\1)*$" ran past a minute on 51 characters), and whose regcomp copies what a
+ * count or a '+' repeats, so that nested or stacked ones multiply ("((((a{200}){200}){200}){200})"
+ * took 5 s and gigabytes to fail, "x+++...+" with a hundred '+' ran out of 2 GB; the fuzzer's
+ * "@********++++++++++***" took over 10 s). So a pattern is refused with a back-reference (\1 to
+ * \9 outside a bracket expression), with stacked quantifiers (PostgreSQL refuses most of them too),
+ * or when its size after those copies, estimated from above, passes IDENT_REGEX_SIZE_MAX. NULL when
+ * the pattern is fine, else why not; regcomp judges its syntax afterwards (and builds what it read
+ * before an error, so a pattern it refuses is estimated too). */
+#define IDENT_REGEX_SIZE_MAX 10000ul
+#define IDENT_REGEX_DEPTH_MAX 64
+
+static unsigned long size_cap(unsigned long v)
+{
+	return v > IDENT_REGEX_SIZE_MAX ? IDENT_REGEX_SIZE_MAX + 1 : v;
+}
+
+/* p at a bracket expression's '[': the byte after its ']', or NULL when it is not closed. A ']'
+ * first (after an optional '^') is a member, and so is everything inside [: :], [. .], [= =]. */
+static const char *skip_bracket(const char *p)
+{
+	p++;
+	if (*p == '^')
+		p++;
+	if (*p == ']')
+		p++;
+	while (*p && *p != ']') {
+		if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+			const char *end = strchr(p + 2, p[1]);
+			while (end && end[1] != ']')
+				end = strchr(end + 1, p[1]);
+			if (!end)
+				return NULL;
+			p = end + 2;
+		} else {
+			p++;
+		}
+	}
+	return *p ? p + 1 : NULL;
+}
+
+/* p at a '{' and a digit: the count's largest number of copies ({m,} counts as m + 1), and *end
+ * after the '}' (or wherever the digits stopped: regcomp refuses what is not a count). */
+static unsigned long count_copies(const char *p, const char **end)
+{
+	unsigned long m = 0, n;
+	const char *q = p + 1;
+	while (*q >= '0' && *q <= '9')
+		m = size_cap(m * 10 + (unsigned long)(*q++ - '0'));
+	n = m;
+	if (*q == ',') {
+		q++;
+		if (*q >= '0' && *q <= '9') {
+			n = 0;
+			while (*q >= '0' && *q <= '9')
+				n = size_cap(n * 10 + (unsigned long)(*q++ - '0'));
+		} else {
+			n = m + 1;
+		}
+	}
+	if (*q == '}')
+		q++;
+	*end = q;
+	n = n > m ? n : m;
+	return n ? n : 1;
+}
+
+static const char *regex_too_costly(const char *re)
+{
+	/* Per open group: the sizes of its finished alternatives and of the one under way. The last
+	 * atom's size (with its quantifiers so far) is held apart until the next atom, since a
+	 * quantifier multiplies only it. */
+	struct {
+		unsigned long alts, seq;
+	} g[IDENT_REGEX_DEPTH_MAX + 1] = { { 0, 0 } };
+	int d = 0;
+	unsigned long last = 0, total = 0;
+	bool quantified = false; /* the last atom has a quantifier already */
+	for (const char *p = re; *p;) {
+		unsigned long atom = 1;
+		if (!strchr("*?+{", *p))
+			quantified = false;
+		switch (*p) {
+		case '\\':
+			if (p[1] >= '1' && p[1] <= '9')
+				return "back-references (\\1 to \\9) are not supported: they can take exponential time";
+			p += p[1] ? 2 : 1;
+			break;
+		case '[':
+			/* Unclosed, it is the pattern's last atom: regcomp reads up to it before refusing. */
+			if (!(p = skip_bracket(p)))
+				p = "";
+			break;
+		case '(':
+			g[d].seq = size_cap(g[d].seq + last);
+			last = 0;
+			if (++d > IDENT_REGEX_DEPTH_MAX)
+				return "its groups nest more than 64 deep";
+			g[d].alts = g[d].seq = 0;
+			p++;
+			continue;
+		case ')':
+			if (d > 0) {
+				atom = size_cap(g[d].alts + g[d].seq + last + 1);
+				last = 0;
+				d--;
+			}
+			p++;
+			break;
+		case '|':
+			g[d].alts = size_cap(g[d].alts + g[d].seq + last);
+			g[d].seq = last = 0;
+			p++;
+			continue;
+		case '*':
+		case '?':
+		case '+':
+		case '{':
+			if (*p == '{' && !(p[1] >= '0' && p[1] <= '9')) {
+				p++;
+				break;
+			}
+			if (quantified)
+				return "a quantifier right after a quantifier (\"a**\", \"a+*\", PostgreSQL's non-greedy \"a*?\") is not supported";
+			quantified = true;
+			if (*p == '{')
+				last = size_cap(last * count_copies(p, &p));
+			else
+				last = size_cap(*p++ == '+' ? last * 2 : last + 1);
+			continue;
+		default:
+			p++;
+			break;
+		}
+		g[d].seq = size_cap(g[d].seq + last);
+		last = atom;
+	}
+	for (; d >= 0; d--)
+		total = size_cap(total + g[d].alts + g[d].seq);
+	total = size_cap(total + last);
+	if (total > IDENT_REGEX_SIZE_MAX)
+		return "it is too large once what its counts and '+' repeat is copied (over 10000 elements)";
+	return NULL;
+}
+
 /* The single token of field f, or NULL after reporting. */
 static const struct conftok_tok *single(struct util_file_report *c, const struct conftok_line *l, int f,
 					const char *what)
@@ -101,6 +247,12 @@ static int parse_entry(struct util_file_report *c, const struct conftok_line *l,
 	}
 	e->is_regex = t[1]->text[0] == '/';
 	if (e->is_regex) {
+		const char *costly = regex_too_costly(t[1]->text + 1);
+		if (costly) {
+			util_file_report(c, "regular expression \"%s\": %s", t[1]->text + 1, costly);
+			e->is_regex = false;
+			return -EINVAL;
+		}
 		int rc = regcomp(&e->re, t[1]->text + 1, REG_EXTENDED);
 		if (rc != 0) {
 			char msg[256];

@@ -164,6 +164,68 @@ static void test_each_error(void **state)
 	free(errs);
 }
 
+/* Patterns glibc's matcher could take minutes or gigabytes on, refused at load; their
+ * harmless neighbours load. */
+static void test_costly_patterns(void **state)
+{
+	(void)state;
+	const char *backref = ": back-references (\\1 to \\9) are not supported: they can take exponential time";
+	const char *counts = ": it is too large once what its counts and '+' repeat is copied (over 10000 elements)";
+	char want[512];
+	static const char *const refused_backref[] = { "(a|aa)*\\1*$", "(x)\\9", "[a-z](b)\\1[\\]" };
+	for (size_t i = 0; i < sizeof(refused_backref) / sizeof(refused_backref[0]); i++) {
+		char line[128];
+		snprintf(line, sizeof line, "m \"/%s\" \\1", refused_backref[i]);
+		snprintf(want, sizeof want, "regular expression \"%s\"%s", refused_backref[i], backref);
+		expect_one_error(line, want);
+	}
+	/* Stacked quantifiers: the fuzzer found a hundred '+' (regcomp ran out of 2 GB) and
+	 * "@********++++++++++***" (over 10 s). */
+	char stacked[128] = "x";
+	memset(stacked + 1, '+', 100);
+	stacked[101] = '\0';
+	const char *stack = ": a quantifier right after a quantifier (\"a**\", \"a+*\", PostgreSQL's non-greedy \"a*?\") is not supported";
+	const char *const refused_stacked[] = { stacked, "^(.*)@********++++++++++***$", "a*?", "(a)+*", "a{2}?", "b?{3}" };
+	for (size_t i = 0; i < sizeof(refused_stacked) / sizeof(refused_stacked[0]); i++) {
+		char line[300];
+		snprintf(line, sizeof line, "m \"/%s\" bob", refused_stacked[i]);
+		snprintf(want, sizeof want, "regular expression \"%s\"%s", refused_stacked[i], stack);
+		expect_one_error(line, want);
+	}
+	/* Nested ones multiply. */
+	char nested[256] = "x";
+	for (int i = 0; i < 14; i++) {
+		char tmp[256];
+		snprintf(tmp, sizeof tmp, "(%s+)", nested);
+		strcpy(nested, tmp);
+	}
+	const char *const refused_counts[] = { "((a{200}){200}){200}", "(a{100}){100}", "a{10001}", "(a{2,}){5000}",
+					       "(a{0,9999}){0,2}", nested, "x(y|z{9000}|w{2000})" };
+	for (size_t i = 0; i < sizeof(refused_counts) / sizeof(refused_counts[0]); i++) {
+		char line[300];
+		snprintf(line, sizeof line, "m \"/%s\" bob", refused_counts[i]);
+		snprintf(want, sizeof want, "regular expression \"%s\"%s", refused_counts[i], counts);
+		expect_one_error(line, want);
+	}
+	/* Not back-references: an escaped backslash before a digit, a digit inside brackets
+	 * (a bracket expression's backslash is a member), ']' first in a bracket and a class name;
+	 * counts that stay within the bound, and braces that are no count. */
+	struct ident *id = load_ok("m /^a\\\\1$ bob\n"
+				   "m /^[\\1]x$ carol\n"
+				   "m /^[]\\1]{3}$ dave\n"
+				   "m /^[[:digit:]\\]{2}(y)$ \\1\n"
+				   "m /^(a{99}){99}$ erin\n"
+				   "m \"/^(x{10,11}|y){1,700}z+$\" gina\n"
+				   "m /^x{0}z$ frank\n");
+	assert_int_equal(admits(id, "m", "a\\1", "bob"), 1);
+	assert_int_equal(admits(id, "m", "\\x", "carol"), 2);
+	assert_int_equal(admits(id, "m", "]\\1", "dave"), 3);
+	assert_int_equal(admits(id, "m", "4\\y", "y"), 4);
+	assert_int_equal(admits(id, "m", "z", "frank"), 7);
+	assert_int_equal(admits(id, "m", "yxxxxxxxxxxzz", "gina"), 6);
+	ident_free(id);
+}
+
 static void test_quoted_names_are_names(void **state)
 {
 	(void)state;
@@ -228,6 +290,7 @@ int main(void)
 		cmocka_unit_test(test_plain_lines),
 		cmocka_unit_test(test_keyword_all),
 		cmocka_unit_test(test_regex),
+		cmocka_unit_test(test_costly_patterns),
 		cmocka_unit_test(test_first_line_of_the_map_wins),
 		cmocka_unit_test(test_each_error),
 		cmocka_unit_test(test_quoted_names_are_names),

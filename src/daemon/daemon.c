@@ -574,6 +574,9 @@ int daemon_load_auth(const struct tusk_config *cfg, FILE *errout, struct userlis
 		ierr = ident_load(cfg->ident_file, errout, ident);
 	if (cfg->hba_file && ierr == 0)
 		nerr += hba_load(cfg->hba_file, *ident, errout, hba);
+	if (cfg->ident_file && !cfg->hba_file)
+		log_warn(NULL, NULL, "ident_file %s is set but hba_file is not: its maps are used only by hba_file's map= option",
+			 cfg->ident_file);
 	return nerr + ierr;
 }
 

@@ -252,6 +252,31 @@ def test_map_needs_ident_file_and_cert_or_peer(tusk, tmp_path):
         assert chk.returncode != 0 and f"{hba}:2: hba: {reason}" in chk.stderr, chk.stderr
 
 
+def test_ident_file_without_hba_file_warns_and_costly_patterns_are_refused(tusk, tmp_path):
+    """ident_file's maps serve only hba_file's map=: set alone, it is checked and tusk warns at the
+    start and at --check (and at each reload). A pattern glibc's matcher could spend minutes or gigabytes
+    on (a back-reference, stacked quantifiers, counts that multiply) fails --check and the reload
+    with its line, and the running maps stay."""
+    ident = tmp_path / "ident.conf"
+    ident.write_text("m root tusk_trust\n")
+    warning = f"ident_file {ident} is set but hba_file is not: its maps are used only by hba_file's map= option"
+    t = tusk(pools=[rule()], ident_file=str(ident))
+    t.wait_log(warning)
+    assert_login_ok(t, USER, None)
+    chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(t.cfg_path)], capture_output=True, text=True)
+    assert chk.returncode == 0 and warning in chk.stderr, chk.stderr
+    for pattern, reason in [("^(a|aa)*\\1$", "back-references (\\1 to \\9) are not supported"),
+                            ("^x**$", "a quantifier right after a quantifier"),
+                            ("^((a{200}){200}){200}$", "it is too large once what its counts and '+' repeat is copied")]:
+        ident.write_text(f"m root tusk_trust\nm /{pattern} tusk_trust\n")
+        chk = subprocess.run([str(TUSK_BIN), "--check", "-c", str(t.cfg_path)], capture_output=True, text=True)
+        assert chk.returncode != 0, chk.stderr
+        assert f'{ident}:2: ident: regular expression "{pattern}": {reason}' in chk.stderr, chk.stderr
+    lifecycle_reload(t, expect_ok=False)
+    t.wait_log(f'{ident}:2: ident: regular expression "^((a{{200}}){{200}}){{200}}$"')
+    assert_login_ok(t, USER, None)
+
+
 def test_trust_and_reject(tusk):
     t = tusk(pools=[rule(user="tusk_solo", client_auth="reject"), rule(client_auth="trust")])
     r = raw_login(t.port, USER, None)

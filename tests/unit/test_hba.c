@@ -302,8 +302,8 @@ static void test_each_error(void **state)
 		{ "local all all", "end of line before the authentication method" },
 		{ "host all all", "end of line before the address field" },
 		{ "host all all 10.0.0.0/8", "end of line before the authentication method" },
-		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256, cert or peer)" },
-		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert or peer)" },
+		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)" },
+		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)" },
 		{ "local all all trust clientcert=verify-full", "authentication option \"clientcert=verify-full\" is not supported" },
 		{ "local all all trust extra", "unexpected field \"extra\" after the authentication method" },
 		{ "host all all all md5 map=x", "authentication option \"map\" is only valid for the cert and peer methods" },
@@ -381,7 +381,7 @@ static void test_all_errors_reported(void **state)
 		      "local +g all trust\n",
 		      3,
 		      "t.conf:2: hba: invalid CIDR mask in address \"10.0.0.0/99\" (0..32)\n"
-		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256, cert or peer)\n"
+		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)\n"
 		      "t.conf:6: hba: group membership \"+g\" is not supported (write the user names)\n");
 }
 
@@ -415,7 +415,7 @@ static void test_load_file(void **state)
 	assert_null(h);
 	char want[256];
 	snprintf(want, sizeof(want),
-		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256, cert or peer)\n",
+		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)\n",
 		 path);
 	assert_string_equal(errs, want);
 	free(errs);

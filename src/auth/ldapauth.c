@@ -1,10 +1,15 @@
 /* LDAP checks on threads of their own (ldapauth.h): a bounded FIFO of checks under one lock,
  * up to LDAPAUTH_THREADS threads started as checks come, each running one check at a time with
  * libldap's synchronous calls under PostgreSQL's rules. Owns the queue, the threads and each
- * check until its done callback returns. */
+ * check until its done callback returns.
+ *
+ * libldap is opened with dlopen at the first check, not linked: it brings GnuTLS, SASL and
+ * p11-kit, ~2.7 MB of RSS in every tusk, used or not (as libpq, pq/pq.c). Only its header is
+ * needed to build; a tusk without the library refuses LDAP logins and says why in the log. */
 #define LDAP_DEPRECATED 0
 #include "auth/ldapauth.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -16,6 +21,52 @@
 #include <sys/time.h>
 
 #include <ldap.h>
+
+/* The library the header describes: its soname changed with 2.6. */
+#if LDAP_VENDOR_VERSION_MAJOR == 2 && LDAP_VENDOR_VERSION_MINOR < 6
+#define LDAP_LIBRARY "libldap-2." LDAP_STR(LDAP_VENDOR_VERSION_MINOR) ".so.0"
+#else
+#define LDAP_LIBRARY "libldap.so.2"
+#endif
+#define LDAP_STR(x) LDAP_STR2(x)
+#define LDAP_STR2(x) #x
+
+#define LDAP_FUNCTIONS(X)                                                                                  \
+	X(ldap_initialize) X(ldap_set_option) X(ldap_sasl_bind_s) X(ldap_search_ext_s) X(ldap_count_entries) \
+	X(ldap_first_entry) X(ldap_get_dn) X(ldap_memfree) X(ldap_msgfree) X(ldap_unbind_ext_s)              \
+	X(ldap_start_tls_s) X(ldap_err2string)
+
+/* Written once under lib_once, read-only afterwards (pthread_once orders it for every thread). */
+static struct {
+#define LDAP_POINTER(f) __typeof__(&f) f;
+	LDAP_FUNCTIONS(LDAP_POINTER)
+#undef LDAP_POINTER
+} lib;
+static bool lib_ok;
+static char lib_error[LDAPAUTH_WHY_MAX];
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static void lib_load(void)
+{
+	void *h = dlopen(LDAP_LIBRARY, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		snprintf(lib_error, sizeof lib_error, "cannot load %s: %s", LDAP_LIBRARY, dlerror());
+		return;
+	}
+	/* dlsym gives an object pointer; POSIX guarantees it converts to a function pointer. */
+#define LDAP_RESOLVE(f)                                                                                  \
+	{                                                                                                \
+		void *sym = dlsym(h, #f);                                                                \
+		if (!sym) {                                                                              \
+			snprintf(lib_error, sizeof lib_error, "cannot load %s: no symbol %s", LDAP_LIBRARY, #f); \
+			return;                                                                          \
+		}                                                                                        \
+		memcpy(&lib.f, &sym, sizeof sym);                                                        \
+	}
+	LDAP_FUNCTIONS(LDAP_RESOLVE)
+#undef LDAP_RESOLVE
+	lib_ok = true; /* loaded until exit */
+}
 
 struct ldapauth_req {
 	struct config_ldap o;
@@ -145,7 +196,7 @@ static int errno_of(int lrc)
 static int simple_bind(LDAP *ld, const char *dn, const char *password)
 {
 	struct berval cred = { .bv_len = strlen(password), .bv_val = (char *)password };
-	return ldap_sasl_bind_s(ld, dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
+	return lib.ldap_sasl_bind_s(ld, dn, LDAP_SASL_SIMPLE, &cred, NULL, NULL, NULL);
 }
 
 static int fail(char *why, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -175,28 +226,28 @@ static int find_dn(LDAP *ld, const struct ldapauth_req *r, const char *filter, c
 		int e = errno_of(lrc);
 		return fail(why, e == -EACCES ? -EIO : e, "could not perform initial LDAP bind for ldapbinddn \"%s\" on "
 					       "server \"%s\": %s",
-			    r->o.binddn, r->o.server, ldap_err2string(lrc));
+			    r->o.binddn, r->o.server, lib.ldap_err2string(lrc));
 	}
-	lrc = ldap_search_ext_s(ld, r->o.basedn, scopes[r->o.scope], filter, attrs, 0, NULL, NULL, &tv, 0, &res);
+	lrc = lib.ldap_search_ext_s(ld, r->o.basedn, scopes[r->o.scope], filter, attrs, 0, NULL, NULL, &tv, 0, &res);
 	if (lrc != LDAP_SUCCESS) {
-		ldap_msgfree(res);
+		lib.ldap_msgfree(res);
 		return fail(why, errno_of(lrc) == -EACCES ? -EIO : errno_of(lrc),
 			    "could not search LDAP for filter \"%s\" on server \"%s\": %s", filter, r->o.server,
-			    ldap_err2string(lrc));
+			    lib.ldap_err2string(lrc));
 	}
-	int count = ldap_count_entries(ld, res);
+	int count = lib.ldap_count_entries(ld, res);
 	if (count != 1) {
-		ldap_msgfree(res);
+		lib.ldap_msgfree(res);
 		return fail(why, -EACCES, count == 0 ? "LDAP user \"%s\" does not exist (filter \"%s\", server \"%s\")"
 							: "LDAP user \"%s\" is not unique (filter \"%s\", server \"%s\")",
 			    r->user, filter, r->o.server);
 	}
-	char *found = ldap_get_dn(ld, ldap_first_entry(ld, res));
-	ldap_msgfree(res);
+	char *found = lib.ldap_get_dn(ld, lib.ldap_first_entry(ld, res));
+	lib.ldap_msgfree(res);
 	if (!found)
 		return fail(why, -EIO, "could not get the DN of LDAP user \"%s\"", r->user);
 	int w = snprintf(dn, cap, "%s", found);
-	ldap_memfree(found);
+	lib.ldap_memfree(found);
 	if (w < 0 || (size_t)w >= cap)
 		return fail(why, -EIO, "the DN of LDAP user \"%s\" is too long", r->user);
 	return 0;
@@ -221,19 +272,22 @@ static int check(const struct ldapauth_req *r, char *why)
 	}
 	if (ldapauth_uris(&r->o, uris, sizeof uris) < 0)
 		return fail(why, -EIO, "ldapserver list too long");
-	lrc = ldap_initialize(&ld, uris);
+	pthread_once(&lib_once, lib_load);
+	if (!lib_ok)
+		return fail(why, -EIO, "%s", lib_error);
+	lrc = lib.ldap_initialize(&ld, uris);
 	if (lrc != LDAP_SUCCESS)
-		return fail(why, -EIO, "could not initialize LDAP for \"%s\": %s", uris, ldap_err2string(lrc));
-	if ((lrc = ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &version)) != LDAP_OPT_SUCCESS ||
-	    (lrc = ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv)) != LDAP_OPT_SUCCESS ||
-	    (lrc = ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv)) != LDAP_OPT_SUCCESS ||
-	    (lrc = ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF)) != LDAP_OPT_SUCCESS) {
-		rc = fail(why, -EIO, "could not set LDAP options: %s", ldap_err2string(lrc));
+		return fail(why, -EIO, "could not initialize LDAP for \"%s\": %s", uris, lib.ldap_err2string(lrc));
+	if ((lrc = lib.ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &version)) != LDAP_OPT_SUCCESS ||
+	    (lrc = lib.ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv)) != LDAP_OPT_SUCCESS ||
+	    (lrc = lib.ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv)) != LDAP_OPT_SUCCESS ||
+	    (lrc = lib.ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF)) != LDAP_OPT_SUCCESS) {
+		rc = fail(why, -EIO, "could not set LDAP options: %s", lib.ldap_err2string(lrc));
 		goto out;
 	}
-	if (r->o.starttls && (lrc = ldap_start_tls_s(ld, NULL, NULL)) != LDAP_SUCCESS) {
+	if (r->o.starttls && (lrc = lib.ldap_start_tls_s(ld, NULL, NULL)) != LDAP_SUCCESS) {
 		rc = fail(why, errno_of(lrc) == -EACCES ? -EIO : errno_of(lrc), "could not start LDAP TLS session on \"%s\": %s",
-			  uris, ldap_err2string(lrc));
+			  uris, lib.ldap_err2string(lrc));
 		goto out;
 	}
 	if (r->o.search && (rc = find_dn(ld, r, filter, dn, sizeof dn, why)) < 0)
@@ -242,9 +296,9 @@ static int check(const struct ldapauth_req *r, char *why)
 	rc = errno_of(lrc);
 	if (rc < 0)
 		fail(why, rc, "LDAP login failed for user \"%s\" (DN \"%s\") on server \"%s\": %s", r->user, dn, r->o.server,
-		     ldap_err2string(lrc));
+		     lib.ldap_err2string(lrc));
 out:
-	ldap_unbind_ext_s(ld, NULL, NULL);
+	lib.ldap_unbind_ext_s(ld, NULL, NULL);
 	return rc;
 }
 

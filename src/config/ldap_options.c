@@ -3,9 +3,11 @@
  * taken apart by hand, so that config/ needs no libldap. */
 #include "config/ldap_options.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum ldap_opt_bit {
@@ -101,17 +103,6 @@ static int parse_port(const char *s, size_t len)
 	return v >= 1 && v <= 65535 ? v : -1;
 }
 
-static int hexval(char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
 /* s[0..len) with %XX decoded into dst (cap bytes, NUL included). A bad escape, or one that
  * decodes to NUL, is an error. */
 static int pct_decode(char *dst, size_t cap, const char *s, size_t len, const char *what, char *err, size_t errlen)
@@ -120,11 +111,12 @@ static int pct_decode(char *dst, size_t cap, const char *s, size_t len, const ch
 	for (size_t i = 0; i < len; i++) {
 		char ch = s[i];
 		if (ch == '%') {
-			int hi = i + 2 < len ? hexval(s[i + 1]) : -1;
-			int lo = hi >= 0 ? hexval(s[i + 2]) : -1;
-			if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+			char hex[3] = { 0 };
+			if (i + 2 < len && isxdigit((unsigned char)s[i + 1]) && isxdigit((unsigned char)s[i + 2]))
+				memcpy(hex, s + i + 1, 2);
+			ch = (char)strtol(hex, NULL, 16); /* "": 0, refused below with a bad escape */
+			if (ch == '\0')
 				return fail(err, errlen, "invalid %%-escape in the %s of ldapurl", what);
-			ch = (char)(hi * 16 + lo);
 			i += 2;
 		}
 		if (n + 1 >= cap)

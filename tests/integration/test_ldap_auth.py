@@ -14,7 +14,7 @@ import pytest
 
 import ldap_util
 from auth_util import AUTH_CLEARTEXT, login_error_re, md5_secret, psql, raw_login, write_auth_file, write_hba
-from conftest import SLOW, TUSK_BIN, assert_tusk_error, port_open, wait_until
+from conftest import SANITIZER_RE, SLOW, TUSK_BIN, assert_tusk_error, port_open, wait_until
 from lifecycle_util import reload as lifecycle_reload
 from tls_util import Certs
 
@@ -306,6 +306,7 @@ def test_import_pgbouncer_ldap(tmp_path, slapd, pg):
         proc.terminate()
         assert proc.wait(timeout=15 * SLOW) == 0
         log.close()
+        assert not SANITIZER_RE.search((tmp_path / "tusk.log").read_text(errors="replace"))
     # Without auth_ldap_options the importer says tusk would refuse it.
     ini.write_text("[databases]\n* = host=127.0.0.1\n[pgbouncer]\nauth_type = ldap\n")
     r = subprocess.run([str(TUSK_BIN), "import-pgbouncer", "-o", str(out), str(ini)], capture_output=True, text=True,

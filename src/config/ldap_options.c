@@ -295,8 +295,8 @@ int config_ldap_parse(const char *s, struct config_ldap *o, char *err, size_t er
 		if (!*p)
 			break;
 		size_t nlen = strcspn(p, "= \t\n\r");
-		if (p[nlen] != '=')
-			return fail(err, errlen, "expected NAME=VALUE at \"%.32s\"", p);
+		if (p[nlen] != '=') /* not echoed: it may be a piece of a password */
+			return fail(err, errlen, "expected NAME=VALUE, found a word without \"=\"");
 		if (nlen == 0 || nlen >= sizeof name)
 			return fail(err, errlen, "unknown LDAP option \"%.*s\"", (int)(nlen > 32 ? 32 : nlen), p);
 		memcpy(name, p, nlen);

@@ -122,7 +122,7 @@ static void test_option_errors(void **state)
 	expect_error("ldapserver=h ldapscheme=LDAP ldapprefix=x", "invalid ldapscheme value \"LDAP\" (ldap or ldaps)");
 	expect_error("ldapserver=h ldapprefix=x ldapprefix=y", "LDAP option \"ldapprefix\" given twice (or also in ldapurl)");
 	expect_error("ldapserver=h ldapprefix=x bogus=1", "unknown LDAP option \"bogus\"");
-	expect_error("ldapserver=h ldapprefix", "expected NAME=VALUE at \"ldapprefix\"");
+	expect_error("ldapserver=h ldapprefix", "expected NAME=VALUE, found a word without \"=\"");
 	expect_error("ldapserver=h ldapprefix=\"x", "unterminated quote in the value of ldapprefix");
 	expect_error("ldapserver=\" \" ldapprefix=x", "ldapserver is empty");
 	expect_error("ldapserver=h:389 ldapprefix=x", "invalid ldapserver host \"h:389\"");

@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <ldap.h>
 
@@ -34,7 +36,7 @@
 #define LDAP_FUNCTIONS(X)                                                                                  \
 	X(ldap_initialize) X(ldap_set_option) X(ldap_sasl_bind_s) X(ldap_search_ext_s) X(ldap_count_entries) \
 	X(ldap_first_entry) X(ldap_get_dn) X(ldap_memfree) X(ldap_msgfree) X(ldap_unbind_ext_s)              \
-	X(ldap_start_tls_s) X(ldap_err2string)
+	X(ldap_start_tls_s) X(ldap_err2string) X(ber_sockbuf_ctrl)
 
 /* Written once under lib_once, read-only afterwards (pthread_once orders it for every thread). */
 static struct {
@@ -78,9 +80,21 @@ struct ldapauth_req {
 	struct ldapauth_req *next;
 };
 
+struct ldapauth_pool;
+
+/* One checking thread. fd and deadline are the watchdog's to read, under the pool's lock. */
+struct ldapauth_thread {
+	struct ldapauth_pool *p;
+	pthread_t thread;
+	int fd;                   /* the connection libldap has open for the check, or -1 */
+	struct timespec deadline; /* CLOCK_MONOTONIC: the check's end, connections shut after it */
+	bool busy;
+};
+
 struct ldapauth_pool {
 	pthread_mutex_t mu; /* protects everything below */
 	pthread_cond_t cv;  /* a check queued, or stopping */
+	pthread_cond_t wd_cv; /* CLOCK_MONOTONIC: the watchdog's sleep, cut short at the stop */
 	struct ldapauth_req *head, *tail;
 	unsigned queued;  /* on the list */
 	unsigned running; /* taken by a thread, done not yet returned */
@@ -89,7 +103,9 @@ struct ldapauth_pool {
 	int max_threads;
 	int idle;         /* threads waiting on cv */
 	bool stopping;
-	pthread_t threads[LDAPAUTH_THREADS];
+	bool wd_started, wd_stop;
+	pthread_t watchdog;
+	struct ldapauth_thread threads[LDAPAUTH_THREADS];
 };
 
 int ldapauth_pool_new(int nthreads, unsigned queue_max, struct ldapauth_pool **out)
@@ -101,11 +117,20 @@ int ldapauth_pool_new(int nthreads, unsigned queue_max, struct ldapauth_pool **o
 		free(p);
 		return -ENOMEM;
 	}
-	if (pthread_cond_init(&p->cv, NULL) != 0) {
+	pthread_condattr_t ca;
+	if (pthread_condattr_init(&ca) != 0) {
 		pthread_mutex_destroy(&p->mu);
 		free(p);
 		return -ENOMEM;
 	}
+	(void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (pthread_cond_init(&p->cv, NULL) != 0 || pthread_cond_init(&p->wd_cv, &ca) != 0) {
+		pthread_condattr_destroy(&ca);
+		pthread_mutex_destroy(&p->mu);
+		free(p);
+		return -ENOMEM; /* (a cv that did init is not worth a label: nothing to undo on Linux) */
+	}
+	pthread_condattr_destroy(&ca);
 	p->max_threads = nthreads < 1 ? 1 : nthreads > LDAPAUTH_THREADS ? LDAPAUTH_THREADS : nthreads;
 	p->queue_max = queue_max;
 	*out = p;
@@ -253,12 +278,44 @@ static int find_dn(LDAP *ld, const struct ldapauth_req *r, const char *filter, c
 	return 0;
 }
 
+/* Each connection libldap opens for a check, once connected, and closes: the watchdog's to shut
+ * when the check's deadline passes. LDAP_OPT_NETWORK_TIMEOUT bounds the connect and
+ * LDAP_OPT_TIMEOUT each operation's wait, but libldap 2.5 bounds no TLS handshake (ldaps, or
+ * StartTLS once the server agreed): on its blocking socket a server that never answers held
+ * the thread for good (test_ldap_auth). shutdown() ends the blocked read; the check fails. */
+static int on_connect(LDAP *ld, Sockbuf *sb, LDAPURLDesc *srv, struct sockaddr *addr, struct ldap_conncb *ctx)
+{
+	struct ldapauth_thread *t = ctx->lc_arg;
+	ber_socket_t fd;
+	(void)ld;
+	(void)srv;
+	(void)addr;
+	if (lib.ber_sockbuf_ctrl(sb, LBER_SB_OPT_GET_FD, &fd) == 1) {
+		pthread_mutex_lock(&t->p->mu);
+		t->fd = fd;
+		pthread_mutex_unlock(&t->p->mu);
+	}
+	return 0;
+}
+
+/* Before libldap closes it: the number may be another file's once closed. */
+static void on_disconnect(LDAP *ld, Sockbuf *sb, struct ldap_conncb *ctx)
+{
+	struct ldapauth_thread *t = ctx->lc_arg;
+	(void)ld;
+	(void)sb;
+	pthread_mutex_lock(&t->p->mu);
+	t->fd = -1;
+	pthread_mutex_unlock(&t->p->mu);
+}
+
 /* One check, start to end; why filled unless it succeeds. */
-static int check(const struct ldapauth_req *r, char *why)
+static int check(struct ldapauth_thread *t, const struct ldapauth_req *r, char *why)
 {
 	char uris[CONFIG_LDAP_STR_MAX * 2], filter[CONFIG_LDAP_STR_MAX + LDAPAUTH_USER_MAX], dn[1024];
 	struct timeval tv = { .tv_sec = r->timeout_ms / 1000, .tv_usec = (r->timeout_ms % 1000) * 1000 };
 	int version = LDAP_VERSION3, lrc, rc;
+	struct ldap_conncb cb = { .lc_add = on_connect, .lc_del = on_disconnect, .lc_arg = t };
 	LDAP *ld = NULL;
 
 	if (!r->password[0]) /* an empty password would be an unauthenticated bind, which succeeds */
@@ -281,7 +338,8 @@ static int check(const struct ldapauth_req *r, char *why)
 	if ((lrc = lib.ldap_set_option(ld, LDAP_OPT_PROTOCOL_VERSION, &version)) != LDAP_OPT_SUCCESS ||
 	    (lrc = lib.ldap_set_option(ld, LDAP_OPT_NETWORK_TIMEOUT, &tv)) != LDAP_OPT_SUCCESS ||
 	    (lrc = lib.ldap_set_option(ld, LDAP_OPT_TIMEOUT, &tv)) != LDAP_OPT_SUCCESS ||
-	    (lrc = lib.ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF)) != LDAP_OPT_SUCCESS) {
+	    (lrc = lib.ldap_set_option(ld, LDAP_OPT_REFERRALS, LDAP_OPT_OFF)) != LDAP_OPT_SUCCESS ||
+	    (lrc = lib.ldap_set_option(ld, LDAP_OPT_CONNECT_CB, &cb)) != LDAP_OPT_SUCCESS) {
 		rc = fail(why, -EIO, "could not set LDAP options: %s", lib.ldap_err2string(lrc));
 		goto out;
 	}
@@ -309,9 +367,15 @@ static void finish(struct ldapauth_req *r, int rc, const char *why)
 	free(r);
 }
 
+/* A check is a connect and up to four waits (StartTLS, two binds, a search), each bounded by
+ * the timeout; the whole check by twice it (then its connection is shut), which the caller
+ * keeps inside the client's login time. */
+#define LDAPAUTH_WAITS 2
+
 static void *run(void *arg)
 {
-	struct ldapauth_pool *p = arg;
+	struct ldapauth_thread *t = arg;
+	struct ldapauth_pool *p = t->p;
 	char why[LDAPAUTH_WHY_MAX];
 
 	(void)pthread_setname_np(pthread_self(), "tusk-ldap");
@@ -330,15 +394,74 @@ static void *run(void *arg)
 			p->tail = NULL;
 		p->queued--;
 		p->running++;
+		clock_gettime(CLOCK_MONOTONIC, &t->deadline);
+		long ms = (long)r->timeout_ms * LDAPAUTH_WAITS;
+		t->deadline.tv_sec += ms / 1000 + (t->deadline.tv_nsec + (ms % 1000) * 1000000L) / 1000000000L;
+		t->deadline.tv_nsec = (t->deadline.tv_nsec + (ms % 1000) * 1000000L) % 1000000000L;
+		t->fd = -1;
+		t->busy = true;
 		pthread_mutex_unlock(&p->mu);
 		why[0] = '\0';
-		int rc = check(r, why);
+		int rc = check(t, r, why);
 		finish(r, rc, why);
 		pthread_mutex_lock(&p->mu);
+		t->busy = false;
+		t->fd = -1;
 		p->running--;
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
+}
+
+static bool passed(const struct timespec *now, const struct timespec *deadline)
+{
+	return now->tv_sec > deadline->tv_sec || (now->tv_sec == deadline->tv_sec && now->tv_nsec >= deadline->tv_nsec);
+}
+
+/* Every 100 ms: shut the connection of a check past its deadline (every one, once stopping), so
+ * that no blocked read of libldap's holds a thread longer. */
+static void *watchdog(void *arg)
+{
+	struct ldapauth_pool *p = arg;
+
+	(void)pthread_setname_np(pthread_self(), "tusk-ldap-wd");
+	pthread_mutex_lock(&p->mu);
+	while (!p->wd_stop) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		for (int i = 0; i < p->nthreads; i++) {
+			struct ldapauth_thread *t = &p->threads[i];
+			if (t->busy && t->fd >= 0 && (p->stopping || passed(&now, &t->deadline))) {
+				(void)shutdown(t->fd, SHUT_RDWR);
+				t->fd = -1;
+			}
+		}
+		struct timespec until = now;
+		until.tv_nsec += 100 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		(void)pthread_cond_timedwait(&p->wd_cv, &p->mu, &until);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/* Under p->mu: one more checking thread (and the watchdog with the first). */
+static void add_thread(struct ldapauth_pool *p)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals are the main thread's */
+	if (!p->wd_started && pthread_create(&p->watchdog, NULL, watchdog, p) == 0)
+		p->wd_started = true;
+	struct ldapauth_thread *t = &p->threads[p->nthreads];
+	t->p = p;
+	t->fd = -1;
+	if (p->wd_started && pthread_create(&t->thread, NULL, run, t) == 0)
+		p->nthreads++;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 int ldapauth_submit(struct ldapauth_pool *p, const struct config_ldap *o, const char *user, const char *password,
@@ -366,12 +489,7 @@ int ldapauth_submit(struct ldapauth_pool *p, const struct config_ldap *o, const 
 	} else {
 		/* A thread more when every one is busy, up to the bound. */
 		if (p->idle <= (int)p->queued && p->nthreads < p->max_threads) {
-			sigset_t all, old;
-			sigfillset(&all);
-			pthread_sigmask(SIG_BLOCK, &all, &old); /* signals are the main thread's */
-			if (pthread_create(&p->threads[p->nthreads], NULL, run, p) == 0)
-				p->nthreads++;
-			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			add_thread(p);
 			if (p->nthreads == 0)
 				rc = -ENOMEM; /* no thread to run it at all */
 		}
@@ -406,11 +524,19 @@ void ldapauth_pool_stop(struct ldapauth_pool *p)
 	if (!p)
 		return;
 	pthread_mutex_lock(&p->mu);
-	p->stopping = true;
+	p->stopping = true; /* the watchdog shuts every check's connection now */
 	pthread_cond_broadcast(&p->cv);
+	pthread_cond_signal(&p->wd_cv);
 	pthread_mutex_unlock(&p->mu);
 	for (int i = 0; i < p->nthreads; i++)
-		pthread_join(p->threads[i], NULL);
+		pthread_join(p->threads[i].thread, NULL);
+	if (p->wd_started) {
+		pthread_mutex_lock(&p->mu);
+		p->wd_stop = true;
+		pthread_cond_signal(&p->wd_cv);
+		pthread_mutex_unlock(&p->mu);
+		pthread_join(p->watchdog, NULL);
+	}
 	/* No thread runs: what is left was never started. */
 	while (p->head) {
 		struct ldapauth_req *r = p->head;
@@ -418,6 +544,7 @@ void ldapauth_pool_stop(struct ldapauth_pool *p)
 		finish(r, -ECANCELED, "tusk is stopping");
 	}
 	pthread_cond_destroy(&p->cv);
+	pthread_cond_destroy(&p->wd_cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 }

@@ -4,7 +4,7 @@
  * (started at the first check), never on a worker's loop: a worker submits a check and its
  * done callback runs later on one of those threads, which the caller turns into a message to
  * its worker. Every wait is bounded (LDAP_OPT_NETWORK_TIMEOUT per server, LDAP_OPT_TIMEOUT
- * per operation), and so is the queue. */
+ * per operation, and the whole check by a watchdog), and so is the queue. */
 #ifndef TUSK_AUTH_LDAPAUTH_H
 #define TUSK_AUTH_LDAPAUTH_H
 
@@ -31,7 +31,8 @@ typedef void ldapauth_done_fn(void *arg, int rc, const char *why);
 __attribute__((warn_unused_result))
 int ldapauth_pool_new(int nthreads, unsigned queue_max, struct ldapauth_pool **out);
 /* Any thread: check user's password under o (copied: o may go away), each LDAP wait at
- * most timeout_ms. 0 (done(arg, ...) will run on a pool thread, never before this returns),
+ * most timeout_ms, the whole check at most twice that (a watchdog thread shuts its connection
+ * then: libldap bounds no TLS handshake). 0 (done(arg, ...) will run on a pool thread, never before this returns),
  * or -EAGAIN (the queue is full), -ENAMETOOLONG (user or password too long), -ENOMEM,
  * -ESHUTDOWN (stopped); then done never runs. */
 __attribute__((warn_unused_result))

@@ -221,8 +221,9 @@ static void ldap_back(struct worker *w, struct worker_msg *m)
 	free(k);
 }
 
-/* Each LDAP wait's bound: a third of what is left of client_login_timeout (a check is a
- * connect and a bind, or a connect, two binds and a search), at most 5 s, at least 0.2 s. */
+/* Each LDAP wait's bound: a third of what is left of client_login_timeout, at most 5 s, at
+ * least 0.2 s; the whole check ends within twice that (ldapauth.h), so before the client's
+ * login time does, and the client hears why. */
 static int ldap_timeout_ms(const struct client *c)
 {
 	double left = c->connect_time + (double)c->worker->rt->cfg->client_login_timeout_ms / 1000.0 -

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import ldap_util
+import pgwire
 from auth_util import AUTH_CLEARTEXT, login_error_re, md5_secret, psql, raw_login, write_auth_file, write_hba
 from conftest import SANITIZER_RE, SLOW, TUSK_BIN, assert_tusk_error, port_open, wait_until
 from lifecycle_util import reload as lifecycle_reload
@@ -233,6 +234,44 @@ def test_silent_server_times_out_and_workers_serve_others(tusk, tmp_path, slapd)
             assert r.outcome == "error" and r.sqlstate == "28P01", r
             assert took < 5.5 * SLOW, took  # a 2 s bound on each wait, inside the 6 s login timeout
         t.wait_log("Timed out")
+    finally:
+        hole.close()
+
+
+def test_client_leaving_during_its_check_is_not_touched(tusk, tmp_path, slapd):
+    """Clients that send their password to a silent LDAP server and hang up at once: their
+    checks finish later (timed out) on the LDAP threads, and the answers, which find no client,
+    are dropped (the ASan build would catch a use after free; the fixture fails on its report).
+    ldaps to the same silent server is bounded too (its TLS handshake never gets an answer)."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", ldap_util.low_port()))
+    hole.listen(64)
+    try:
+        port = hole.getsockname()[1]
+        t = tusk(pools=[rule()], workers=1, client_login_timeout="6s", log_level="debug",
+                 hba_file=write_hba(tmp_path / "hba.conf", [
+            f'host all alice 127.0.0.1/32 ldap ldapserver=127.0.0.1 ldapport={port} ldapprefix="uid=" ldapsuffix=",{PEOPLE}"',
+            f'host all bob 127.0.0.1/32 ldap ldapserver=127.0.0.1 ldapport={port} ldapscheme=ldaps ldapprefix="uid=" '
+            f'ldapsuffix=",{PEOPLE}"',
+            "host all all 127.0.0.1/32 trust"]))
+        for _ in range(3):
+            c = pgwire.RawClient("127.0.0.1", t.port, timeout=5 * SLOW)
+            c.send(pgwire.startup_packet({"user": "alice", "database": "tusk_test"}))
+            kind, body = c.read_message()
+            assert kind == b"R" and body[:4] == AUTH_CLEARTEXT.to_bytes(4, "big"), (kind, body)
+            c.send(pgwire.message(b"p", b"alice-pw\0"))
+            c.close()
+        start = time.monotonic()
+        r = login(t, "bob", "bob-pw")
+        assert r.outcome == "error" and r.sqlstate == "28P01", r
+        assert time.monotonic() - start < 5.5 * SLOW
+        t.wait_log("LDAP authentication failed: LDAP login failed for user \"bob\"")
+        # the three clients were gone before their checks ended (each ~2 s, bob's took longer)
+        assert t.log_text().count("closing client connection: client closed the connection while waiting") == 3
+        time.sleep(0.5 * SLOW)
+        with t.connect(user="tusk_trust") as c:
+            assert c.execute("select 1").fetchone() == (1,)
+        assert 'LDAP authentication failed: LDAP login failed for user "alice"' not in t.log_text()
     finally:
         hole.close()
 

@@ -353,6 +353,16 @@ def test_import_pgbouncer_ldap(tmp_path, slapd, pg):
     assert "auth_ldap_options is not set" in r.stderr, r.stderr
 
 
+def test_admin_console_through_an_hba_ldap_line(tusk, tmp_path, slapd):
+    """The console's login completes on the LDAP answer too (its own session kind)."""
+    t = tusk(pools=[rule()], admin={"users": ["alice"]},
+             hba_file=write_hba(tmp_path / "hba.conf", [simple_line(slapd).replace("host all all", "host tusk all")]))
+    with t.connect(user="alice", password="alice-pw", dbname="tusk") as c:
+        assert c.execute("show version").fetchone()
+    r = raw_login(t.port, "alice", "bob-pw", dbname="tusk")
+    assert r.outcome == "error" and r.sqlstate == "28P01", r
+
+
 def test_password_method_still_asks_cleartext_without_ldap(tusk, tmp_path, slapd):
     """An ldap line for one user leaves the other lines as they were."""
     auth = write_auth_file(tmp_path / "users.txt", {"carol": "carol-pw"})

@@ -193,6 +193,7 @@ def test_server_list_dead_first(tusk, tmp_path, slapd):
     assert_refused(t, "alice", "bob-pw")
 
 
+@pytest.mark.exclusive  # timing bounds: runs alone (conftest.py)
 def test_silent_server_times_out_and_workers_serve_others(tusk, tmp_path, slapd):
     """A server that takes the TCP connection and never answers: the client gets its error
     within client_login_timeout (each LDAP wait bounded), and meanwhile trust and md5 logins on
@@ -238,6 +239,7 @@ def test_silent_server_times_out_and_workers_serve_others(tusk, tmp_path, slapd)
         hole.close()
 
 
+@pytest.mark.exclusive  # timing bounds: runs alone (conftest.py)
 def test_client_leaving_during_its_check_is_not_touched(tusk, tmp_path, slapd):
     """Clients that send their password to a silent LDAP server and hang up at once: their
     checks finish later (timed out) on the LDAP threads, and the answers, which find no client,

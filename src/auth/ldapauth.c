@@ -372,6 +372,16 @@ static void finish(struct ldapauth_req *r, int rc, const char *why)
  * keeps inside the client's login time. */
 #define LDAPAUTH_WAITS 2
 
+static void add_ms(struct timespec *ts, long ms)
+{
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 static void *run(void *arg)
 {
 	struct ldapauth_thread *t = arg;
@@ -395,11 +405,10 @@ static void *run(void *arg)
 		p->queued--;
 		p->running++;
 		clock_gettime(CLOCK_MONOTONIC, &t->deadline);
-		long ms = (long)r->timeout_ms * LDAPAUTH_WAITS;
-		t->deadline.tv_sec += ms / 1000 + (t->deadline.tv_nsec + (ms % 1000) * 1000000L) / 1000000000L;
-		t->deadline.tv_nsec = (t->deadline.tv_nsec + (ms % 1000) * 1000000L) % 1000000000L;
+		add_ms(&t->deadline, (long)r->timeout_ms * LDAPAUTH_WAITS);
 		t->fd = -1;
 		t->busy = true;
+		pthread_cond_signal(&p->wd_cv); /* the watchdog sleeps while no check runs */
 		pthread_mutex_unlock(&p->mu);
 		why[0] = '\0';
 		int rc = check(t, r, why);
@@ -418,8 +427,9 @@ static bool passed(const struct timespec *now, const struct timespec *deadline)
 	return now->tv_sec > deadline->tv_sec || (now->tv_sec == deadline->tv_sec && now->tv_nsec >= deadline->tv_nsec);
 }
 
-/* Every 100 ms: shut the connection of a check past its deadline (every one, once stopping), so
- * that no blocked read of libldap's holds a thread longer. */
+/* Every 100 ms while a check runs (asleep while none does): shut the connection of a check past
+ * its deadline (every one, once stopping), so that no blocked read of libldap's holds a thread
+ * longer. */
 static void *watchdog(void *arg)
 {
 	struct ldapauth_pool *p = arg;
@@ -429,19 +439,21 @@ static void *watchdog(void *arg)
 	while (!p->wd_stop) {
 		struct timespec now;
 		clock_gettime(CLOCK_MONOTONIC, &now);
+		bool any = false;
 		for (int i = 0; i < p->nthreads; i++) {
 			struct ldapauth_thread *t = &p->threads[i];
+			any |= t->busy;
 			if (t->busy && t->fd >= 0 && (p->stopping || passed(&now, &t->deadline))) {
 				(void)shutdown(t->fd, SHUT_RDWR);
 				t->fd = -1;
 			}
 		}
-		struct timespec until = now;
-		until.tv_nsec += 100 * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
+		if (!any) {
+			pthread_cond_wait(&p->wd_cv, &p->mu);
+			continue;
 		}
+		struct timespec until = now;
+		add_ms(&until, 100);
 		(void)pthread_cond_timedwait(&p->wd_cv, &p->mu, &until);
 	}
 	pthread_mutex_unlock(&p->mu);

@@ -12,6 +12,7 @@ PACKAGES=(
 	libpq-dev # the key-value store's init, push and replication (src/kv/)
 	libhiredis-dev # the result cache's L2 on Redis (src/flight/l2.c)
 	libc-ares-dev # DNS (A/AAAA/SRV) of services off the workers' loops (src/resolve/)
+	libldap-dev # LDAP client authentication (src/auth/ldapauth.c)
 	libclang-rt-14-dev # ASan/UBSan/libFuzzer runtimes for clang
 	systemtap-sdt-dev # <sys/sdt.h>: USDT probes (optional: a build without it has none)
 	# integration tests and bench
@@ -24,6 +25,7 @@ PACKAGES=(
 	python3-dnspython # the authoritative DNS server the resolver tests run (tests/integration/dns_util.py)
 	python3-redis # test_kv_resp.py and bench/kv_speed.py talk to the kv's Redis listener as a Redis client would
 	python3-yaml # test_kv_resp.py and bench/kv_speed.py read the kv fixture's tusk.yaml
+	slapd ldap-utils # test_ldap_auth.py starts its own slapd on a free port (tests/integration/ldap_util.py)
 	openssl # the TLS tests and bench make their CA and certificates with the openssl command
 	# real drivers (tests/integration/test_drivers.py, bench/drivers.sh)
 	python3-asyncpg
@@ -69,6 +71,10 @@ export DEBIAN_FRONTEND=noninteractive
 # their own throwaway servers on free ports, so stop it from being created in the first place.
 mkdir -p /etc/postgresql-common/createcluster.d
 echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/tusk-no-main.conf
+# slapd would ask for an admin password and a domain, make a directory and start a server on
+# port 389; the tests run their own from a config file of theirs. Answer "omit the server
+# configuration" up front: the package installs its binaries and nothing runs.
+echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
 node_modules

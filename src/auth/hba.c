@@ -3,6 +3,7 @@
 #include "auth/hba.h"
 #include "auth/conftok.h"
 #include "auth/ident.h"
+#include "config/ldap_options.h"
 #include "util/file.h"
 #include "util/grow.h"
 
@@ -43,6 +44,7 @@ struct hba_rule {
 	uint8_t mask[16];
 	enum hba_method method;
 	char *map;      /* map=NAME (cert and peer), or NULL */
+	struct config_ldap *ldap; /* the ldap method's options, or NULL */
 };
 
 struct hba {
@@ -112,7 +114,8 @@ err:
 
 static int parse_method(const char *s, enum hba_method *m)
 {
-	static const enum hba_method all[] = { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER };
+	static const enum hba_method all[] = { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5,
+					       HBA_SCRAM, HBA_CERT,   HBA_PEER,     HBA_LDAP };
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (strcmp(s, hba_method_name(all[i])) == 0) {
 			*m = all[i];
@@ -260,6 +263,55 @@ static int parse_option(struct util_file_report *c, const struct conftok_line *l
 	return r->map ? 0 : -ENOMEM;
 }
 
+/* The options of an ldap line, fields o.. (PostgreSQL's: each token NAME=VALUE, a value with
+ * a comma or a blank quoted), into r->ldap, checked as a set at the end. 0, -ENOMEM, or
+ * -EINVAL after reporting. */
+static int parse_ldap_options(struct util_file_report *c, const struct conftok_line *l, int o, struct hba_rule *r)
+{
+	char err[256];
+
+	r->ldap = malloc(sizeof *r->ldap);
+	if (!r->ldap)
+		return -ENOMEM;
+	config_ldap_init(r->ldap);
+	for (; o < l->nfields; o++) {
+		for (int k = 0; k < l->fields[o].n; k++) {
+			const struct conftok_tok *t = &l->toks[l->fields[o].first + k];
+			char name[32];
+			const char *eq = strchr(t->text, '=');
+			if (!eq) {
+				util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
+				return -EINVAL;
+			}
+			size_t nlen = (size_t)(eq - t->text);
+			if (nlen >= sizeof name) {
+				util_file_report(c, "unknown LDAP option \"%.*s\"", 32, t->text);
+				return -EINVAL;
+			}
+			memcpy(name, t->text, nlen);
+			name[nlen] = '\0';
+			if (config_ldap_set(r->ldap, name, eq + 1, err, sizeof err) < 0) {
+				util_file_report(c, "%s", err);
+				return -EINVAL;
+			}
+		}
+	}
+	if (config_ldap_finish(r->ldap, err, sizeof err) < 0) {
+		util_file_report(c, "%s", err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void free_ldap(struct hba_rule *r)
+{
+	if (r->ldap) {
+		explicit_bzero(r->ldap, sizeof *r->ldap); /* ldapbindpasswd */
+		free(r->ldap);
+		r->ldap = NULL;
+	}
+}
+
 /* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
 static int parse_rule(struct util_file_report *c, const struct conftok_line *l, const struct ident *ident,
 		      struct hba_rule *r)
@@ -315,7 +367,7 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 	}
 	t = &l->toks[l->fields[f].first];
 	if (l->fields[f].n > 1 || parse_method(t->text, &r->method) < 0) {
-		util_file_report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256, cert or peer)",
+		util_file_report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)",
 		       t->text);
 		return -EINVAL;
 	}
@@ -327,7 +379,12 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 		util_file_report(c, "peer authentication is only supported on local sockets");
 		return -EINVAL;
 	}
-	for (int o = f + 1; o < l->nfields; o++) {
+	if (r->method == HBA_LDAP) {
+		rc = parse_ldap_options(c, l, f + 1, r);
+		if (rc < 0)
+			goto err_free_map;
+	}
+	for (int o = f + 1; r->method != HBA_LDAP && o < l->nfields; o++) {
 		rc = parse_option(c, l, o, ident, r);
 		if (rc < 0)
 			goto err_free_map;
@@ -345,6 +402,7 @@ err_free_databases:
 err_free_map:
 	free(r->map);
 	r->map = NULL;
+	free_ldap(r);
 	return rc;
 }
 
@@ -356,6 +414,7 @@ void hba_free(struct hba *h)
 		free_list(&h->rules[i].databases);
 		free_list(&h->rules[i].users);
 		free(h->rules[i].map);
+		free_ldap(&h->rules[i]);
 	}
 	free(h->rules);
 	free(h);
@@ -542,8 +601,18 @@ const char *hba_method_name(enum hba_method m)
 		return "cert";
 	case HBA_PEER:
 		return "peer";
+	case HBA_LDAP:
+		return "ldap";
 	}
 	return "?";
+}
+
+const struct config_ldap *hba_line_ldap(const struct hba *h, int line)
+{
+	for (int i = 0; i < h->n; i++)
+		if (h->rules[i].line == line)
+			return h->rules[i].ldap;
+	return NULL;
 }
 
 int hba_count(const struct hba *h)

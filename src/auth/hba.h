@@ -1,7 +1,8 @@
 /* Client authentication rules: a pg_hba.conf subset (local/host/hostssl/hostnossl, database and
  * user lists with the database keywords all, sameuser and replication, CIDR or
- * address+netmask, seven methods, one option: map=NAME on cert and peer lines, a user name map
- * of ident_file, auth/ident.h). Loaded once into an immutable rule list; the first line that
+ * address+netmask, eight methods; options: map=NAME on cert and peer lines, a user name map
+ * of ident_file, auth/ident.h, and PostgreSQL's ldap* options on ldap lines,
+ * config/ldap_options.h). Loaded once into an immutable rule list; the first line that
  * matches a connection decides its method. */
 #ifndef TUSK_AUTH_HBA_H
 #define TUSK_AUTH_HBA_H
@@ -13,8 +14,9 @@
 #include "net/net.h"
 
 enum hba_conn { HBA_LOCAL, HBA_HOST_PLAIN, HBA_HOST_TLS };
-enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER };
+enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER, HBA_LDAP };
 
+struct config_ldap;
 struct hba; /* opaque, immutable after load: safe to share between threads */
 struct ident;
 
@@ -60,7 +62,12 @@ bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *use
  * its line number in ident_file; 0 without a map). */
 bool hba_map_admits(const struct hba *h, const char *map, const char *system_user, const char *user, int *line);
 
-/* "trust", "reject", "password", "md5", "scram-sha-256", "cert", "peer"; "?" for anything else. */
+/* The LDAP options of the ldap line at line (hba_match's *line); NULL when that line is not
+ * one. Valid as long as h. */
+const struct config_ldap *hba_line_ldap(const struct hba *h, int line);
+
+/* "trust", "reject", "password", "md5", "scram-sha-256", "cert", "peer", "ldap"; "?" for
+ * anything else. */
 const char *hba_method_name(enum hba_method m);
 
 /* Number of rules loaded (for logs and tests). */

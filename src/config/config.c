@@ -2,6 +2,7 @@
  * against the tables below and builds one immutable struct tusk_config. Owns every message
  * about a bad configuration; all errors are collected, sorted by line and printed at once. */
 #include "config/config.h"
+#include "config/ldap_options.h"
 #include "config/pgbouncer_names.h"
 
 #include <arpa/inet.h>
@@ -883,6 +884,7 @@ static const struct enum_name client_auth_names[] = {
 	{ "scram-sha-256", CONFIG_AUTH_SCRAM },
 	{ "cert", CONFIG_AUTH_CERT },
 	{ "peer", CONFIG_AUTH_PEER },
+	{ "ldap", CONFIG_AUTH_LDAP },
 	{ NULL, 0 },
 };
 
@@ -1456,6 +1458,16 @@ static const char *check_auth_query(const char *val)
 	return has_1 ? NULL : "must use $1 for the user name (and no other parameter)";
 }
 
+/* client_auth: ldap's options, checked as hba_file's ldap lines are (config/ldap_options.h). */
+static const char *check_ldap_options(const char *val)
+{
+	static _Thread_local char msg[256];
+	struct config_ldap o;
+	int rc = config_ldap_parse(val, &o, msg, sizeof msg);
+	explicit_bzero(&o, sizeof o); /* ldapbindpasswd */
+	return rc < 0 ? msg : NULL;
+}
+
 #define AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
 
 /* ---- the result cache: keys shared by the top level and the pool rules ----------------- */
@@ -1649,6 +1661,8 @@ static const struct key_def pool_keys[] = {
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "auth_query", .type = KEY_STRING, .offset = RULE_FIELD(auth_query), .min = 1, .max = 4096,
 	  .check = check_auth_query, .reloadable = true },
+	{ .name = "ldap_options", .type = KEY_STRING, .offset = RULE_FIELD(ldap_options), .min = 1, .max = 4096,
+	  .check = check_ldap_options, .reloadable = true, .secret = true },
 	/* No defaults: absent (0 / NULL) means the top-level value. */
 	{ .name = "cache_ttl", .type = KEY_DURATION, .offset = RULE_FIELD(cache_ttl_ms), .min = 1, .max = MS_PER_DAY,
 	  .reloadable = true },
@@ -2035,6 +2049,26 @@ static const struct key_def redis_keys[] = {
 static const struct key_table redis_table = { redis_keys, sizeof(redis_keys) / sizeof(redis_keys[0]) };
 
 /* The redis keys that depend on each other. */
+/* client_auth: ldap needs its options, unless hba_file decides instead (then each ldap line
+ * carries its own); the console's admin.client_auth has no place for them: hba_file only. */
+static void check_ldap(struct loader *ld)
+{
+	const struct tusk_config *cfg = ld->cfg;
+	if (cfg->admin.client_auth == CONFIG_AUTH_LDAP)
+		report(ld, 1, "admin.client_auth", "ldap is not available for the admin console here: use an hba_file "
+						   "ldap line for database tusk/pgbouncer");
+	if (cfg->hba_file)
+		return;
+	for (int i = 0; i < cfg->npools; i++) {
+		const struct config_pool_rule *r = &cfg->pools[i];
+		if (r->client_auth == CONFIG_AUTH_LDAP && !config_ldap_options(cfg, r)) {
+			char sub[PATH_LEN];
+			snprintf(sub, sizeof sub, "pools[%d].client_auth", i);
+			report(ld, r->line, sub, "ldap needs ldap_options (at the top level or in the rule)");
+		}
+	}
+}
+
 static void check_redis(struct loader *ld, const yaml_node_t *root)
 {
 	const struct config_redis *r = &ld->cfg->redis;
@@ -2109,6 +2143,9 @@ static const struct key_def top_keys[] = {
 	  .max = CONFIG_NAME_MAX - 1, .reloadable = true },
 	{ .name = "auth_query", .type = KEY_STRING, .offset = TOP_FIELD(auth_query), .min = 1, .max = 4096,
 	  .check = check_auth_query, .def = AUTH_QUERY_DEFAULT, .reloadable = true },
+	/* client_auth: ldap's (PgBouncer's auth_ldap_options); a rule's own ldap_options wins. */
+	{ .name = "ldap_options", .type = KEY_STRING, .offset = TOP_FIELD(ldap_options), .min = 1, .max = 4096,
+	  .check = check_ldap_options, .reloadable = true, .secret = true },
 	/* PBKDF2 rounds of the SCRAM exchange with a plaintext auth_file secret (PgBouncer's key;
 	 * PostgreSQL's default), SCRAM_ITER_MAX at most. */
 	{ .name = "scram_iterations", .type = KEY_INT, .offset = TOP_FIELD(scram_iterations), .min = 1,
@@ -2382,6 +2419,7 @@ static void load_document(struct loader *ld, const char *data, size_t len)
 	else
 		parse_mapping(ld, root, 1, "", &top_table, (char *)ld->cfg);
 	check_redis(ld, root);
+	check_ldap(ld);
 	for (int i = 0; i < ld->cfg->nlisten; i++)
 		if (ld->cfg->listen[i].protocol == CONFIG_LISTEN_REDIS && !ld->cfg->kv.zone)
 			report(ld, 1, "listen", "entry %d has protocol redis: it needs the kv section (kv.zone)", i);
@@ -2612,6 +2650,11 @@ const char *config_auth_user(const struct tusk_config *cfg, const struct config_
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule)
 {
 	return rule->auth_query ? rule->auth_query : cfg->auth_query;
+}
+
+const char *config_ldap_options(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule->ldap_options ? rule->ldap_options : cfg->ldap_options;
 }
 
 const char *config_auth_dbname(const struct tusk_config *cfg, const struct config_pool_rule *rule)

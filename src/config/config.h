@@ -30,7 +30,7 @@ enum config_cache_inval {
 
 /* How clients of a rule prove who they are (hba_file, when set, decides instead). */
 enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM,
-		   CONFIG_AUTH_CERT, CONFIG_AUTH_PEER };
+		   CONFIG_AUTH_CERT, CONFIG_AUTH_PEER, CONFIG_AUTH_LDAP };
 
 /* TLS towards clients, per listener (same order as net/tls.h's enum tls_mode_server). */
 enum config_tls_listen { CONFIG_TLS_DISABLE, CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIRE, CONFIG_TLS_VERIFY_CA,
@@ -143,6 +143,7 @@ struct config_pool_rule {
 	char *auth_user;                      /* NULL: the top-level auth_user (config_auth_user) */
 	char *auth_query;                     /* NULL: the top-level auth_query (config_auth_query) */
 	char *auth_dbname;                    /* NULL: the top-level auth_dbname (config_auth_dbname) */
+	char *ldap_options;                   /* NULL: the top-level ldap_options (config_ldap_options) */
 	/* The result cache; 0 / NULL: the top-level value (src/flight/policy.h resolves them). */
 	int cache;                            /* enum config_cache */
 	uint64_t cache_ttl_ms;
@@ -291,6 +292,8 @@ struct tusk_config {
 	char *auth_user;               /* NULL: no auth_query; role that runs auth_query for users not in auth_file */
 	char *auth_query;              /* default PgBouncer's pg_shadow query; $1 is the user name */
 	char *auth_dbname;             /* NULL: auth_query runs in the client's (server) database */
+	char *ldap_options;            /* client_auth: ldap's options (PgBouncer's auth_ldap_options,
+					* config/ldap_options.h); NULL: none */
 	int scram_iterations;          /* default 4096: SCRAM's rounds for a plaintext auth_file secret */
 	uint64_t auth_cache_ttl_ms;    /* default 60s: how long auth_query answers are kept; 0 = not cached */
 	char *unix_socket_dir;         /* NULL: no Unix socket; else DIR/.s.PGSQL.<port> per listen port */
@@ -384,6 +387,9 @@ const char *config_auth_user(const struct tusk_config *cfg, const struct config_
 const char *config_auth_query(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 /* The database auth_query runs in (PgBouncer's auth_dbname); NULL: the client's. */
 const char *config_auth_dbname(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+/* The LDAP options of a rule with client_auth: ldap (its own, else the top-level ldap_options),
+ * checked at load (config_ldap_parse); NULL: none. */
+const char *config_ldap_options(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 
 /* A rule's query_timeout / client_idle_timeout when the rule does not set it. */
 #define CONFIG_TIMEOUT_INHERIT UINT64_MAX

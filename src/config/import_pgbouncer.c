@@ -216,7 +216,7 @@ static const char *client_auth_for(const char *auth_type, const char **note)
 {
 	*note = NULL;
 	if (strcmp(auth_type, "trust") == 0 || strcmp(auth_type, "md5") == 0 || strcmp(auth_type, "cert") == 0 ||
-	    strcmp(auth_type, "scram-sha-256") == 0 || strcmp(auth_type, "peer") == 0)
+	    strcmp(auth_type, "scram-sha-256") == 0 || strcmp(auth_type, "peer") == 0 || strcmp(auth_type, "ldap") == 0)
 		return auth_type;
 	if (strcmp(auth_type, "plain") == 0)
 		return "password";
@@ -231,7 +231,7 @@ static const char *client_auth_for(const char *auth_type, const char **note)
 static const char *const handled[] = {
 	"listen_addr", "listen_port", "unix_socket_dir", "logfile", "syslog", "verbose", "pidfile", "pool_mode",
 	"default_pool_size", "min_pool_size", "max_db_connections", "max_user_connections", "auth_type",
-	"auth_hba_file", "auth_ident_file", "auth_file", "auth_user", "auth_query", "admin_users", "stats_users", "max_client_conn",
+	"auth_hba_file", "auth_ident_file", "auth_ldap_options", "auth_file", "auth_user", "auth_query", "admin_users", "stats_users", "max_client_conn",
 	"server_reset_query", "server_check_query", "log_connections", "log_disconnections", "pkt_buf", "max_packet_size",
 	"max_prepared_statements", "client_tls_sslmode", "client_tls_key_file", "client_tls_cert_file",
 	"client_tls_ca_file", "client_tls_ciphers", "client_tls13_ciphers", "client_tls_protocols",
@@ -674,7 +674,11 @@ static void put_admin(struct importer *im)
 		put_list(im->out, su->value);
 		fputc('\n', im->out);
 	}
-	if (ca)
+	if (ca && strcmp(ca, "ldap") == 0) /* tusk's console takes LDAP through hba_file only */
+		fprintf(im->report, "%s:%d: [pgbouncer] auth_type = ldap: admin.client_auth left at scram-sha-256 (an "
+				    "hba_file ldap line for database pgbouncer gives the console LDAP)\n",
+			im->ini_path, type->line);
+	else if (ca)
 		fprintf(im->out, "  client_auth: %s\n", ca);
 	im->ncarried++;
 }
@@ -722,6 +726,11 @@ static void put_general(struct importer *im, const char *userlist)
 			skip(im, "pgbouncer", "auth_type", "hba", kv->line, "auth_hba_file is not set");
 		put_plain(im, "auth_hba_file", "hba_file", true);
 	}
+	if ((kv = get(&im->general, "auth_type")) && strcmp(kv->value, "ldap") == 0 &&
+	    !get(&im->general, "auth_ldap_options"))
+		skip(im, "pgbouncer", "auth_type", "ldap", kv->line, "auth_ldap_options is not set (tusk refuses "
+								       "client_auth: ldap without ldap_options)");
+	put_plain(im, "auth_ldap_options", "ldap_options", true);
 	/* The maps of the hba file's map=NAME; loaded and checked even without one, as PgBouncer does. */
 	put_plain(im, "auth_ident_file", "ident_file", true);
 	if (userlist) {

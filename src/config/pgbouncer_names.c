@@ -47,6 +47,7 @@ static const struct pgb_name names[] = {
 		"hba: hba_file; any: trust (every name accepted); plain: password"),
 	TO("auth_hba_file", "hba_file"),
 	TO("auth_ident_file", "ident_file"), /* PgBouncer 1.25: hba_file's map=NAME */
+	TO("auth_ldap_options", "ldap_options (or pools[].ldap_options)"), /* PgBouncer 1.25: auth_type = ldap */
 	SAME("auth_file"),
 	SAME("auth_user"),
 	SAME("auth_query"),

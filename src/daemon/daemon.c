@@ -17,6 +17,7 @@
 #include "notify/notify.h"
 #include "auth/hba.h"
 #include "auth/ident.h"
+#include "auth/ldapauth.h"
 #include "auth/userlist.h"
 #include "console/console.h"
 #include "frontend/cancel.h"
@@ -507,6 +508,10 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 		if (rc < 0)
 			goto err;
 	}
+	/* Before the workers, which hand their clients' LDAP checks to it (no thread until one). */
+	rc = ldapauth_pool_new(LDAPAUTH_THREADS, LDAPAUTH_QUEUE_MAX, &rt->ldap);
+	if (rc < 0)
+		goto err;
 	register_worker_tenants();
 	for (int w = 0; w < cfg->workers; w++) {
 		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
@@ -808,6 +813,9 @@ void daemon_stop(struct runtime *rt)
 	 * the workers below settles them (their clients, closed by now, are freed). */
 	tls_hs_pool_stop(rt->tls_hs);
 	rt->tls_hs = NULL;
+	/* The same for LDAP checks: queued ones come back cancelled, running ones finish first. */
+	ldapauth_pool_stop(rt->ldap);
+	rt->ldap = NULL;
 	/* Freeing settles the inboxes; a settled message may post to another worker's inbox,
 	 * so settle all before freeing any (the pool core posts only for waiters, and every
 	 * client is closed by now, so this converges in one pass per worker). */

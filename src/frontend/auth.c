@@ -5,7 +5,10 @@
  * exchange reveals (the cleartext, the stored md5 hash, or the ClientKey recovered from a
  * SCRAM proof) is kept in c->cred, so tusk can log in to the server as the client when the
  * rule has no server_password. A user absent from auth_file, under a rule with an
- * auth_user, gets its secret from auth_query first (authquery.c); the exchange is the same. */
+ * auth_user, gets its secret from auth_query first (authquery.c); the exchange is the same.
+ * ldap (an hba_file line's options, or the rule's ldap_options) asks for the cleartext
+ * password and hands it to the LDAP threads (auth/ldapauth.h); their answer comes back to the
+ * client's worker as a message, and a client gone meanwhile is never touched (ldap_check). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +17,11 @@
 #include <openssl/rand.h>
 
 #include "auth/hba.h"
+#include "auth/ldapauth.h"
 #include "auth/scram.h"
 #include "auth/scram_server.h"
 #include "auth/userlist.h"
+#include "config/ldap_options.h"
 #include "frontend/authquery.h"
 #include "frontend/client_int.h"
 #include "frontend/replication.h"
@@ -47,6 +52,25 @@ struct client_auth {
 	struct authq_req *fetch;
 	struct userlist_entry fetched;
 	char fetched_secret[AUTHCACHE_SECRET_MAX];
+	struct ldap_login *ldap; /* method ldap; NULL otherwise */
+};
+
+/* One LDAP check in flight: the worker's, from ldapauth_submit until ldap_back runs on it.
+ * c is cleared (on the worker) when the client goes first, so the answer is dropped. */
+struct ldap_check {
+	struct client *c;
+	struct worker *w;
+	struct worker_msg *msg; /* made before the submit: the LDAP thread's post cannot fail */
+	int rc;
+	char why[LDAPAUTH_WHY_MAX];
+};
+
+/* Method ldap: the options (a copy), the check in flight, the password while it runs (kept
+ * for the server login after a success). */
+struct ldap_login {
+	struct config_ldap o;
+	struct ldap_check *check;
+	char password[LDAPAUTH_PASSWORD_MAX];
 };
 
 static void auth_failed(struct client *c)
@@ -117,6 +141,143 @@ static bool admitted(struct client *c, const struct hba *hba, const char *map, c
 static void use_fetched(struct client *c, int result);
 static void auth_fetched(void *arg, int result, const char *secret);
 
+/* ---- ldap ---- */
+
+/* The options of method ldap: the hba_file line's (hba_opts), else the rule's ldap_options
+ * (checked at load, so they parse). 0, or -1 when the client was failed. */
+static int ldap_login_begin(struct client *c, const struct config_ldap *hba_opts, const struct config_pool_rule *rule)
+{
+	const struct tusk_config *cfg = c->worker->rt->cfg;
+	const char *s = !hba_opts && rule ? config_ldap_options(cfg, rule) : NULL;
+	char err[256];
+	struct ldap_login *l;
+
+	if (!hba_opts && !s) {
+		client_fail(c, "28000", "LDAP authentication is not configured for user \"%s\"", c->user);
+		return -1;
+	}
+	l = calloc(1, sizeof *l);
+	if (!l) {
+		client_fail(c, "53200", "out of memory");
+		return -1;
+	}
+	c->auth->ldap = l;
+	if (hba_opts) {
+		l->o = *hba_opts;
+	} else if (config_ldap_parse(s, &l->o, err, sizeof err) < 0) {
+		log_warn(c->id, c->ctx, "ldap_options: %s", err); /* cannot happen: checked at load */
+		client_fail(c, "28000", "LDAP authentication is not configured for user \"%s\"", c->user);
+		return -1;
+	}
+	return 0;
+}
+
+static void ldap_login_free(struct ldap_login *l)
+{
+	if (l->check)
+		l->check->c = NULL; /* the answer is dropped when it comes */
+	OPENSSL_cleanse(l, sizeof *l);
+	free(l);
+}
+
+/* On an LDAP thread: back to the client's worker. */
+static void ldap_done(void *arg, int rc, const char *why)
+{
+	struct ldap_check *k = arg;
+	struct worker_msg *m = k->msg;
+
+	k->rc = rc;
+	snprintf(k->why, sizeof k->why, "%s", why);
+	k->msg = NULL;
+	m->arg = k;
+	worker_post(k->w, m);
+}
+
+static void keep_cred_plain(struct client *c, const char *password);
+
+/* On the client's worker: the LDAP server's answer. */
+static void ldap_back(struct worker *w, struct worker_msg *m)
+{
+	struct ldap_check *k = m->arg;
+	struct client *c = k->c;
+	int rc = k->rc;
+	(void)w;
+
+	if (c) {
+		struct ldap_login *l = c->auth->ldap;
+		l->check = NULL;
+		/* Not in CLIENT_AUTH: failed meanwhile (login timeout), its teardown follows. */
+		if (c->state == CLIENT_AUTH && rc == 0) {
+			log_debug(c->id, c->ctx, "LDAP authentication succeeded");
+			keep_cred_plain(c, l->password);
+			client_auth_free_state(c);
+			client_after_auth(c);
+		} else if (c->state == CLIENT_AUTH) {
+			log_info(c->id, c->ctx, "LDAP authentication failed: %s", k->why);
+			auth_failed(c);
+		}
+	}
+	OPENSSL_cleanse(k, sizeof *k);
+	free(k);
+}
+
+/* Each LDAP wait's bound: a third of what is left of client_login_timeout, at most 5 s, at
+ * least 0.2 s; the whole check ends within twice that (ldapauth.h), so before the client's
+ * login time does, and the client hears why. */
+static int ldap_timeout_ms(const struct client *c)
+{
+	double left = c->connect_time + (double)c->worker->rt->cfg->client_login_timeout_ms / 1000.0 -
+		      ev_now(c->worker->loop);
+	double ms = left * 1000.0 / 3.0;
+	return ms > 5000.0 ? 5000 : ms < 200.0 ? 200 : (int)ms;
+}
+
+/* The password message of method ldap: hand it to the LDAP threads. Never true at once. */
+static bool ldap_check_password(struct client *c, const char *password)
+{
+	struct ldap_login *l = c->auth->ldap;
+	struct ldap_check *k;
+	int rc;
+
+	if (!password[0]) { /* an unauthenticated bind would succeed: refused before any */
+		log_info(c->id, c->ctx, "LDAP authentication failed: empty password");
+		auth_failed(c);
+		return false;
+	}
+	if (strlen(password) >= sizeof l->password) {
+		log_info(c->id, c->ctx, "LDAP authentication failed: password longer than %zu bytes",
+			 sizeof l->password - 1);
+		auth_failed(c);
+		return false;
+	}
+	k = calloc(1, sizeof *k);
+	if (!k || !(k->msg = worker_msg_new())) {
+		free(k);
+		client_fail(c, "53200", "out of memory");
+		return false;
+	}
+	k->c = c;
+	k->w = c->worker;
+	k->msg->fn = ldap_back;
+	memcpy(l->password, password, strlen(password) + 1);
+	rc = ldapauth_submit(c->worker->rt->ldap, &l->o, c->user, password, ldap_timeout_ms(c), ldap_done, k);
+	if (rc < 0) {
+		free(k->msg);
+		free(k);
+		if (rc == -EAGAIN)
+			client_fail(c, "53300", "too many LDAP logins waiting (%d); try again", LDAPAUTH_QUEUE_MAX);
+		else if (rc == -ENAMETOOLONG)
+			auth_failed(c);
+		else
+			client_fail(c, "53200", "could not start LDAP authentication: %s", strerror(-rc));
+		return false;
+	}
+	l->check = k;
+	return false;
+}
+
+/* ---- end ldap ---- */
+
 bool client_auth_begin(struct client *c, int rule_method, const struct config_pool_rule *authq_rule,
 		       const char *authq_db)
 {
@@ -124,6 +285,7 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	int method = rule_method;
 	const struct hba *hba = rt->hba; /* one load: the map below is this hba's */
 	const char *map = NULL;           /* the hba_file line's map=NAME */
+	const struct config_ldap *ldap_opts = NULL;
 
 	if (hba) {
 		enum hba_method hm;
@@ -151,7 +313,10 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		case HBA_SCRAM: method = CONFIG_AUTH_SCRAM; break;
 		case HBA_CERT: method = CONFIG_AUTH_CERT; break;
 		case HBA_PEER: method = CONFIG_AUTH_PEER; break;
+		case HBA_LDAP: method = CONFIG_AUTH_LDAP; break;
 		}
+		if (hm == HBA_LDAP)
+			ldap_opts = hba_line_ldap(hba, line);
 		log_debug(c->id, c->ctx, "hba_file line %d: %s%s%s", line, hba_method_name(hm), map ? " map=" : "",
 			  map ? map : "");
 	}
@@ -203,6 +368,11 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	c->auth = a;
 	a->entry = rt->users ? userlist_find(rt->users, c->user) : NULL;
 	client_set_state(c, CLIENT_AUTH);
+	if (method == CONFIG_AUTH_LDAP) {
+		if (ldap_login_begin(c, ldap_opts, authq_rule) == 0)
+			start_exchange(c, method);
+		return false;
+	}
 	/* ---- auth_query: not in auth_file, so ask the server (or the cache) first. Admin
 	 * console clients have no rule, hence no auth_user: auth_file only. ---- */
 	if (!a->entry && authq_rule && authq_db && config_auth_user(rt->cfg, authq_rule)) {
@@ -229,6 +399,7 @@ static void start_exchange(struct client *c, int method)
 
 	switch (method) {
 	case CONFIG_AUTH_PASSWORD:
+	case CONFIG_AUTH_LDAP:
 		a->step = AUTH_WAIT_PASSWORD;
 		if (send_request(c, PROTO_AUTH_CLEARTEXT, NULL, 0) < 0)
 			client_close(c, "write to client failed");
@@ -355,6 +526,8 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 			client_fail(c, "08P01", "invalid password message");
 			return false;
 		}
+		if (a->ldap)
+			return ldap_check_password(c, (const char *)body);
 		if (!check_cleartext(c, (const char *)body)) {
 			auth_failed(c);
 			return false;
@@ -435,9 +608,11 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 
 int client_auth_input(struct client *c)
 {
-	if (c->auth->fetch)
-		return 0; /* nothing was asked yet: auth_query is running (bytes wait) */
 	for (;;) {
+		if (c->auth->fetch)
+			return 0; /* nothing was asked yet: auth_query is running (bytes wait) */
+		if (c->auth->ldap && c->auth->ldap->check)
+			return 0; /* the LDAP check runs: what follows waits for its answer */
 		struct proto_hdr h;
 		ssize_t r = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), AUTH_MSG_MAX, &h);
 		if (r == 0)
@@ -469,6 +644,8 @@ void client_auth_free_state(struct client *c)
 	if (c->auth) {
 		if (c->auth->fetch)
 			authquery_cancel(c->auth->fetch);
+		if (c->auth->ldap)
+			ldap_login_free(c->auth->ldap);
 		scram_server_clear(&c->auth->scram);
 		OPENSSL_cleanse(c->auth, sizeof *c->auth);
 		free(c->auth);

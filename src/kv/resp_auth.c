@@ -35,6 +35,7 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		[HBA_TRUST] = CONFIG_AUTH_TRUST, [HBA_REJECT] = CONFIG_AUTH_REJECT, [HBA_PASSWORD] = CONFIG_AUTH_PASSWORD,
 		[HBA_MD5] = CONFIG_AUTH_MD5, [HBA_SCRAM] = CONFIG_AUTH_SCRAM, [HBA_CERT] = CONFIG_AUTH_CERT,
 		[HBA_PEER] = CONFIG_AUTH_PEER, /* never matched: local lines only, and RESP is TCP */
+		[HBA_LDAP] = CONFIG_AUTH_LDAP, /* refused: AUTH here takes no LDAP check */
 	};
 	return method[hm];
 }

@@ -25,6 +25,7 @@ struct stats;
 struct tls_ctx;
 struct tls_tickets;
 struct tls_hs_pool;
+struct ldapauth_pool;
 struct authcache;
 struct flight_cache;
 struct services;
@@ -111,6 +112,10 @@ struct runtime {
 	 * NULL: each worker runs its own. Started before the workers, stopped after they joined
 	 * and before they are freed (a handshake still running comes back as a message). */
 	struct tls_hs_pool *tls_hs;
+	/* The threads that run LDAP checks (auth/ldapauth.h; started at the first one): made before
+	 * the workers, stopped after they joined and before they are freed (a check still queued
+	 * comes back as a message). */
+	struct ldapauth_pool *ldap;
 	/* redis.tls: the tunnel (net/tunnel.h) the workers' L2 connections go through; NULL
 	 * without. Set before the workers start, stopped after they are gone: read-only to them. */
 	struct tunnel *redis_tunnel;

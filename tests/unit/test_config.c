@@ -346,6 +346,42 @@ static void test_pgbouncer_names_explained(void **state)
 		  "6: auth_ident_file: unknown key: PgBouncer's auth_ident_file is ident_file in tusk");
 	one_error(BASE "    pool_size: 5\n",
 		  "6: pools[0].pool_size: unknown key: PgBouncer's pool_size is pools[].size in tusk");
+	one_error(BASE "auth_ldap_options: ldapserver=h ldapprefix=uid=\n",
+		  "6: auth_ldap_options: unknown key: PgBouncer's auth_ldap_options is ldap_options (or pools[].ldap_options) in tusk");
+}
+
+/* client_auth: ldap and its ldap_options (PgBouncer's auth_ldap_options): checked at load as an
+ * hba_file line's options, a rule's own over the top-level one, needed without hba_file. */
+static void test_ldap_options_key(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, BASE "    user: alice\n    client_auth: ldap\n"
+			   "  - user: bob\n    client_auth: ldap\n    ldap_options: ldapserver=b ldapprefix=uid=\n"
+			   "ldap_options: 'ldapurl=\"ldap://h/dc=x?uid?sub\"'\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->pools[0].client_auth, CONFIG_AUTH_LDAP);
+	assert_string_equal(config_ldap_options(r.cfg, &r.cfg->pools[0]), "ldapurl=\"ldap://h/dc=x?uid?sub\"");
+	assert_string_equal(config_ldap_options(r.cfg, &r.cfg->pools[1]), "ldapserver=b ldapprefix=uid=");
+	release(&r);
+
+	one_error(BASE "ldap_options: ldapserver=h\n",
+		  "6: ldap_options: authentication method \"ldap\" requires argument \"ldapbasedn\", \"ldapprefix\", or "
+		  "\"ldapsuffix\" to be set, found something else");
+	one_error(BASE "    ldap_options: ldapserver=h ldapprefix=x ldapbasedn=y\n",
+		  "6: pools[0].ldap_options: cannot use ldapbasedn, ldapbinddn, ldapbindpasswd, ldapsearchattribute, "
+		  "ldapsearchfilter, or ldapurl together with ldapprefix, found something else");
+	one_error(BASE "    client_auth: ldap\n", "5: pools[0].client_auth: ldap needs ldap_options (at the top level or in the rule)");
+	one_error(BASE "pool_defaults:\n  client_auth: ldap\n",
+		  "5: pools[0].client_auth: ldap needs ldap_options (at the top level or in the rule)");
+	one_error(BASE "admin:\n  client_auth: ldap\n",
+		  "1: admin.client_auth: ldap is not available for the admin console here: use an hba_file ldap line for "
+		  "database tusk/pgbouncer");
+	/* hba_file decides: its ldap lines carry their own options. */
+	load_text(&r, BASE "    client_auth: ldap\nhba_file: /etc/tusk/hba.conf\n");
+	assert_int_equal(r.n, 0);
+	release(&r);
 }
 
 static void test_pidfile_key(void **state)
@@ -1421,6 +1457,7 @@ int main(void)
 		cmocka_unit_test(test_pool_defaults_inherited),
 		cmocka_unit_test(test_active_limit),
 		cmocka_unit_test(test_pgbouncer_names_explained),
+		cmocka_unit_test(test_ldap_options_key),
 		cmocka_unit_test(test_client_connection_limits),
 		cmocka_unit_test(test_query_wait_notify),
 		cmocka_unit_test(test_query_and_client_idle_timeouts),

@@ -17,6 +17,7 @@
 
 #include "auth/hba.h"
 #include "auth/ident.h"
+#include "config/ldap_options.h"
 
 /* Load text as "t.conf"; returns the error count and leaves the messages in *errs (caller frees). */
 static int load(const char *text, struct hba **h, char **errs)
@@ -302,8 +303,8 @@ static void test_each_error(void **state)
 		{ "local all all", "end of line before the authentication method" },
 		{ "host all all", "end of line before the address field" },
 		{ "host all all 10.0.0.0/8", "end of line before the authentication method" },
-		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256, cert or peer)" },
-		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert or peer)" },
+		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)" },
+		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)" },
 		{ "local all all trust clientcert=verify-full", "authentication option \"clientcert=verify-full\" is not supported" },
 		{ "local all all trust extra", "unexpected field \"extra\" after the authentication method" },
 		{ "host all all all md5 map=x", "authentication option \"map\" is only valid for the cert and peer methods" },
@@ -381,7 +382,7 @@ static void test_all_errors_reported(void **state)
 		      "local +g all trust\n",
 		      3,
 		      "t.conf:2: hba: invalid CIDR mask in address \"10.0.0.0/99\" (0..32)\n"
-		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256, cert or peer)\n"
+		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)\n"
 		      "t.conf:6: hba: group membership \"+g\" is not supported (write the user names)\n");
 }
 
@@ -415,7 +416,7 @@ static void test_load_file(void **state)
 	assert_null(h);
 	char want[256];
 	snprintf(want, sizeof(want),
-		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256, cert or peer)\n",
+		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)\n",
 		 path);
 	assert_string_equal(errs, want);
 	free(errs);
@@ -439,7 +440,87 @@ static void test_method_names(void **state)
 	assert_string_equal(hba_method_name(HBA_MD5), "md5");
 	assert_string_equal(hba_method_name(HBA_SCRAM), "scram-sha-256");
 	assert_string_equal(hba_method_name(HBA_CERT), "cert");
+	assert_string_equal(hba_method_name(HBA_LDAP), "ldap");
 	assert_string_equal(hba_method_name((enum hba_method)99), "?");
+}
+
+/* ldap lines: PostgreSQL's options, quoted values with blanks and commas, the options found by
+ * the matched line's number; other lines have none. */
+static void test_ldap_lines(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host all alice 10.0.0.0/8 ldap ldapserver=\"ldap1 ldap2\" ldapport=1389 "
+				"ldapprefix=\"uid=\" ldapsuffix=\", ou=people, dc=example, dc=net\"\n"
+				"host all all all ldap ldapurl=\"ldaps://ldap.example.net/dc=example,dc=net??one?(%7C(uid=$username)(mail=$username))\"\n"
+				"host all all all md5\n");
+	enum hba_method m;
+	int line;
+	struct net_addr a = ip("10.1.2.3");
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, &m, &line, NULL));
+	assert_int_equal(m, HBA_LDAP);
+	assert_int_equal(line, 1);
+	const struct config_ldap *o = hba_line_ldap(h, line);
+	assert_non_null(o);
+	assert_false(o->search);
+	assert_string_equal(o->server, "ldap1 ldap2");
+	assert_int_equal(o->port, 1389);
+	assert_string_equal(o->prefix, "uid=");
+	assert_string_equal(o->suffix, ", ou=people, dc=example, dc=net");
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "bob", &a, &m, &line, NULL));
+	assert_int_equal(line, 2);
+	o = hba_line_ldap(h, line);
+	assert_non_null(o);
+	assert_true(o->search);
+	assert_true(o->ldaps);
+	assert_string_equal(o->server, "ldap.example.net");
+	assert_string_equal(o->basedn, "dc=example,dc=net");
+	assert_string_equal(o->searchattribute, "");
+	assert_int_equal(o->scope, CONFIG_LDAP_SCOPE_ONE);
+	assert_string_equal(o->searchfilter, "(|(uid=$username)(mail=$username))");
+	assert_null(hba_line_ldap(h, 3));
+	assert_null(hba_line_ldap(h, 42));
+	hba_free(h);
+}
+
+static void test_ldap_errors(void **state)
+{
+	(void)state;
+	/* Every bad line reported, each with its number. */
+	expect_errors("host all all all ldap\n"
+		      "host all all all ldap ldapserver=h\n"
+		      "host all all all ldap ldapserver=h ldapprefix=x ldapbasedn=dc=x\n"
+		      "host all all all ldap ldapserver=h ldapport=0 ldapprefix=x\n"
+		      "host all all all ldap ldapserver=h ldapport=65536 ldapprefix=x\n"
+		      "host all all all ldap ldapserver=h ldapprefix=x ldapfoo=1\n"
+		      "host all all all ldap ldapurl=http://h/dc=x\n"
+		      "host all all all ldap ldapserver=h ldapbasedn=dc=x,dc=y\n"
+		      "host all all all ldap ldapserver=h ldapbasedn=x ldapsearchattribute=uid ldapsearchfilter=(uid=$username)\n"
+		      "host all all all ldap ldapserver=h ldapprefix=x map=m\n"
+		      "host all all all ldap ldapserver=h ldapprefix=x junk\n"
+		      "host all all all ldap ldapserver=h ldapserver=g ldapprefix=x\n"
+		      "host all all all ldap ldapscheme=ldapx ldapserver=h ldapprefix=x\n"
+		      "host all all all ldap ldapserver=h ldapscheme=ldaps ldaptls=1 ldapprefix=x\n"
+		      "host all all all ldap ldapurl=\"ldap://h:1/dc=x?uid?deep\"\n"
+		      "host all all all ldap ldapserver=h/x ldapprefix=x\n"
+		      "host all all all md5\n",
+		      16,
+		      "t.conf:1: hba: authentication method \"ldap\" requires argument \"ldapbasedn\", \"ldapprefix\", or \"ldapsuffix\" to be set\n"
+		      "t.conf:2: hba: authentication method \"ldap\" requires argument \"ldapbasedn\", \"ldapprefix\", or \"ldapsuffix\" to be set\n"
+		      "t.conf:3: hba: cannot use ldapbasedn, ldapbinddn, ldapbindpasswd, ldapsearchattribute, ldapsearchfilter, or ldapurl together with ldapprefix\n"
+		      "t.conf:4: hba: invalid LDAP port number \"0\" (1..65535)\n"
+		      "t.conf:5: hba: invalid LDAP port number \"65536\" (1..65535)\n"
+		      "t.conf:6: hba: unknown LDAP option \"ldapfoo\"\n"
+		      "t.conf:7: hba: unsupported LDAP URL scheme in \"http://h/dc=x\" (ldap:// or ldaps://)\n"
+		      /* PostgreSQL's: an unquoted comma makes two tokens, and "dc=y" is no option */
+		      "t.conf:8: hba: unknown LDAP option \"dc\"\n"
+		      "t.conf:9: hba: cannot use ldapsearchattribute together with ldapsearchfilter\n"
+		      "t.conf:10: hba: unknown LDAP option \"map\"\n"
+		      "t.conf:11: hba: unexpected field \"junk\" after the authentication method\n"
+		      "t.conf:12: hba: LDAP option \"ldapserver\" given twice (or also in ldapurl)\n"
+		      "t.conf:13: hba: invalid ldapscheme value \"ldapx\" (ldap or ldaps)\n"
+		      "t.conf:14: hba: ldaptls=1 (StartTLS) cannot be used with ldapscheme ldaps\n"
+		      "t.conf:15: hba: invalid scope in ldapurl \"ldap://h:1/dc=x?uid?deep\" (base, one or sub)\n"
+		      "t.conf:16: hba: invalid ldapserver host \"h/x\"\n");
 }
 
 static struct ident *ident_of(const char *text)
@@ -543,6 +624,8 @@ int main(void)
 		cmocka_unit_test(test_method_names),
 		cmocka_unit_test(test_map_option),
 		cmocka_unit_test(test_map_errors),
+		cmocka_unit_test(test_ldap_lines),
+		cmocka_unit_test(test_ldap_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -180,6 +180,14 @@ static void ldap_login_free(struct ldap_login *l)
 	free(l);
 }
 
+/* PostgreSQL's refusal for method ldap (28000, its own words, not password's 28P01); the
+ * reason only to the log. */
+static void ldap_failed(struct client *c, const char *why)
+{
+	log_info(c->id, c->ctx, "LDAP authentication failed: %s", why);
+	client_fail(c, "28000", "LDAP authentication failed for user \"%s\"", c->user);
+}
+
 /* On an LDAP thread: back to the client's worker. */
 static void ldap_done(void *arg, int rc, const char *why)
 {
@@ -213,8 +221,7 @@ static void ldap_back(struct worker *w, struct worker_msg *m)
 			client_auth_free_state(c);
 			client_after_auth(c);
 		} else if (c->state == CLIENT_AUTH) {
-			log_info(c->id, c->ctx, "LDAP authentication failed: %s", k->why);
-			auth_failed(c);
+			ldap_failed(c, k->why);
 		}
 	}
 	OPENSSL_cleanse(k, sizeof *k);
@@ -240,14 +247,11 @@ static bool ldap_check_password(struct client *c, const char *password)
 	int rc;
 
 	if (!password[0]) { /* an unauthenticated bind would succeed: refused before any */
-		log_info(c->id, c->ctx, "LDAP authentication failed: empty password");
-		auth_failed(c);
+		ldap_failed(c, "empty password");
 		return false;
 	}
 	if (strlen(password) >= sizeof l->password) {
-		log_info(c->id, c->ctx, "LDAP authentication failed: password longer than %zu bytes",
-			 sizeof l->password - 1);
-		auth_failed(c);
+		ldap_failed(c, "password too long");
 		return false;
 	}
 	k = calloc(1, sizeof *k);
@@ -267,7 +271,7 @@ static bool ldap_check_password(struct client *c, const char *password)
 		if (rc == -EAGAIN)
 			client_fail(c, "53300", "too many LDAP logins waiting (%d); try again", LDAPAUTH_QUEUE_MAX);
 		else if (rc == -ENAMETOOLONG)
-			auth_failed(c);
+			ldap_failed(c, "user name or password too long");
 		else
 			client_fail(c, "53200", "could not start LDAP authentication: %s", strerror(-rc));
 		return false;

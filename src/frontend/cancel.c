@@ -8,6 +8,7 @@
 #include "frontend/cancel.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,7 +271,13 @@ void cancel_move(struct client *c, struct worker *to)
 
 /* ---- receiving ---- */
 
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
+/* The requester's connection stays open (m->num, a duplicate of fd) until the owner has
+ * decided what the cancel does. A client takes the close as done (libpq's PQcancel returns
+ * on it) and sends its next request; closed at once, the owner could come to the cancel after
+ * that request had arrived and take the cancel as meant for it (client_sent_more), so a
+ * cancel sent while nothing ran cancelled the request after it (PostgreSQL ignores it).
+ * Without a duplicate (no descriptor left) the connection closes at once, as before. */
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd)
 {
 	struct cancel_registry *reg = w->rt->cancels;
 	struct worker *owner = NULL;
@@ -293,6 +300,7 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key)
 	m->fn = cancel_on_message;
 	m->u32[0] = pid;
 	m->u32[1] = key;
+	m->num = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
 	worker_post(owner, m);
 }
 
@@ -304,11 +312,10 @@ static bool client_sent_more(const struct client *c)
 	return !buf_empty(&c->rbuf) || c->tls.buffered || (ioctl(c->fd, FIONREAD, &n) == 0 && n > 0);
 }
 
-void cancel_on_message(struct worker *w, struct worker_msg *m)
+static void take_cancel(struct worker *w, uint32_t pid, uint32_t key)
 {
 	struct cancel_registry *reg = w->rt->cancels;
 	struct client *c = NULL;
-	uint32_t pid = m->u32[0], key = m->u32[1];
 
 	if (w->stopping)
 		return;
@@ -346,6 +353,13 @@ void cancel_on_message(struct worker *w, struct worker_msg *m)
 		return;
 	}
 	log_debug(c->id, c->ctx, "cancel request while no query runs; ignored");
+}
+
+void cancel_on_message(struct worker *w, struct worker_msg *m)
+{
+	take_cancel(w, m->u32[0], m->u32[1]);
+	if (m->num >= 0)
+		close(m->num); /* the requester's acknowledgement (cancel_forward) */
 }
 
 bool cancel_running(struct client *c)

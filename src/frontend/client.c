@@ -942,7 +942,7 @@ static int keep_startup(struct client *c, const struct proto_startup *st)
 
 static void on_cancel_request(struct client *c, const struct proto_startup *st)
 {
-	cancel_forward(c->worker, st->cancel_pid, st->cancel_key);
+	cancel_forward(c->worker, st->cancel_pid, st->cancel_key, c->fd);
 	client_close(c, "cancel request handled");
 }
 

@@ -319,9 +319,12 @@ static inline struct client *client_first(const struct worker *w)
 }
 
 /* cancel.c: the registry lives in the runtime (cancel_registry_new/free there). */
-/* A CancelRequest arrived on w: post it to the worker of the client that owns the key. */
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key);
-/* On the owner's worker: cancel what the client's server runs now, if anything. */
+/* A CancelRequest arrived on w over the connection fd: post it to the worker of the client
+ * that owns the key, with a duplicate of fd that the owner closes once it has decided (the
+ * requester's close is its acknowledgement; cancel.c). The caller closes fd itself. */
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd);
+/* On the owner's worker: cancel what the client's server runs now, if anything; then close
+ * the request's connection. */
 void cancel_on_message(struct worker *w, struct worker_msg *m);
 /* Send a cancel for what c's server runs now; false (nothing sent) when it runs nothing. */
 bool cancel_running(struct client *c);

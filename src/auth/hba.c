@@ -277,20 +277,12 @@ static int parse_ldap_options(struct util_file_report *c, const struct conftok_l
 	for (; o < l->nfields; o++) {
 		for (int k = 0; k < l->fields[o].n; k++) {
 			const struct conftok_tok *t = &l->toks[l->fields[o].first + k];
-			char name[32];
 			const char *eq = strchr(t->text, '=');
 			if (!eq) {
 				util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
 				return -EINVAL;
 			}
-			size_t nlen = (size_t)(eq - t->text);
-			if (nlen >= sizeof name) {
-				util_file_report(c, "unknown LDAP option \"%.*s\"", 32, t->text);
-				return -EINVAL;
-			}
-			memcpy(name, t->text, nlen);
-			name[nlen] = '\0';
-			if (config_ldap_set(r->ldap, name, eq + 1, err, sizeof err) < 0) {
+			if (config_ldap_set(r->ldap, t->text, (size_t)(eq - t->text), eq + 1, err, sizeof err) < 0) {
 				util_file_report(c, "%s", err);
 				return -EINVAL;
 			}
@@ -383,11 +375,12 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 		rc = parse_ldap_options(c, l, f + 1, r);
 		if (rc < 0)
 			goto err_free_map;
-	}
-	for (int o = f + 1; r->method != HBA_LDAP && o < l->nfields; o++) {
-		rc = parse_option(c, l, o, ident, r);
-		if (rc < 0)
-			goto err_free_map;
+	} else {
+		for (int o = f + 1; o < l->nfields; o++) {
+			rc = parse_option(c, l, o, ident, r);
+			if (rc < 0)
+				goto err_free_map;
+		}
 	}
 	rc = parse_list(c, l, 1, true, &r->databases);
 	if (rc < 0)

@@ -203,7 +203,8 @@ static int set_url(struct config_ldap *o, const char *url, char *err, size_t err
 	return 0;
 }
 
-int config_ldap_set(struct config_ldap *o, const char *name, const char *value, char *err, size_t errlen)
+int config_ldap_set(struct config_ldap *o, const char *name, size_t nlen, const char *value, char *err,
+		    size_t errlen)
 {
 	static const struct {
 		const char *name;
@@ -227,10 +228,11 @@ int config_ldap_set(struct config_ldap *o, const char *name, const char *value, 
 	size_t i;
 
 	for (i = 0; i < sizeof opts / sizeof opts[0]; i++)
-		if (strcmp(name, opts[i].name) == 0)
+		if (strlen(opts[i].name) == nlen && memcmp(name, opts[i].name, nlen) == 0)
 			break;
 	if (i == sizeof opts / sizeof opts[0])
-		return fail(err, errlen, "unknown LDAP option \"%.64s\"", name);
+		return fail(err, errlen, "unknown LDAP option \"%.*s\"", (int)(nlen > 32 ? 32 : nlen), name);
+	name = opts[i].name; /* NUL-terminated from here on */
 	/* An ldapurl sets what it holds; an option it set may not be written again, nor twice. */
 	if (o->given & opts[i].bit)
 		return fail(err, errlen, "LDAP option \"%s\" given twice (or also in ldapurl)", name);
@@ -285,7 +287,7 @@ int config_ldap_finish(struct config_ldap *o, char *err, size_t errlen)
 
 int config_ldap_parse(const char *s, struct config_ldap *o, char *err, size_t errlen)
 {
-	char name[32], value[CONFIG_LDAP_STR_MAX];
+	char value[CONFIG_LDAP_STR_MAX];
 	int rc;
 
 	config_ldap_init(o);
@@ -294,13 +296,10 @@ int config_ldap_parse(const char *s, struct config_ldap *o, char *err, size_t er
 			p++;
 		if (!*p)
 			break;
+		const char *name = p;
 		size_t nlen = strcspn(p, "= \t\n\r");
 		if (p[nlen] != '=') /* not echoed: it may be a piece of a password */
 			return fail(err, errlen, "expected NAME=VALUE, found a word without \"=\"");
-		if (nlen == 0 || nlen >= sizeof name)
-			return fail(err, errlen, "unknown LDAP option \"%.*s\"", (int)(nlen > 32 ? 32 : nlen), p);
-		memcpy(name, p, nlen);
-		name[nlen] = '\0';
 		p += nlen + 1;
 		size_t n = 0;
 		bool quoted = false;
@@ -316,13 +315,15 @@ int config_ldap_parse(const char *s, struct config_ldap *o, char *err, size_t er
 				}
 			}
 			if (n + 1 >= sizeof value)
-				return fail(err, errlen, "%s is longer than %zu bytes", name, sizeof value - 1);
+				return fail(err, errlen, "%.*s is longer than %zu bytes", (int)(nlen > 32 ? 32 : nlen), name,
+					    sizeof value - 1);
 			value[n++] = *p++;
 		}
 		if (quoted)
-			return fail(err, errlen, "unterminated quote in the value of %s", name);
+			return fail(err, errlen, "unterminated quote in the value of %.*s", (int)(nlen > 32 ? 32 : nlen),
+				    name);
 		value[n] = '\0';
-		if ((rc = config_ldap_set(o, name, value, err, errlen)) < 0)
+		if ((rc = config_ldap_set(o, name, nlen, value, err, errlen)) < 0)
 			return rc;
 	}
 	return config_ldap_finish(o, err, errlen);

@@ -34,10 +34,12 @@ struct config_ldap {
 
 /* Start o empty (before the first config_ldap_set). */
 void config_ldap_init(struct config_ldap *o);
-/* One option NAME=VALUE into o. 0, or -EINVAL with what is wrong in err (an unknown name, a
- * bad value, an option given twice, a value too long, an ldapurl that does not parse). */
+/* One option NAME=VALUE into o, its name the nlen bytes at name (need not end there). 0, or
+ * -EINVAL with what is wrong in err (an unknown name, a bad value, an option given twice, a
+ * value too long, an ldapurl that does not parse). */
 __attribute__((warn_unused_result))
-int config_ldap_set(struct config_ldap *o, const char *name, const char *value, char *err, size_t errlen);
+int config_ldap_set(struct config_ldap *o, const char *name, size_t nlen, const char *value, char *err,
+		    size_t errlen);
 /* After the last option: the set must name a server and one mode (ldapprefix/ldapsuffix, or
  * ldapbasedn), not both, and not ldapsearchattribute with ldapsearchfilter. 0 or -EINVAL. */
 __attribute__((warn_unused_result))

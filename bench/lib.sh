@@ -23,8 +23,21 @@ pg_started=
 as_postgres() {
 	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
+# A free loopback port below the kernel's ephemeral range (32768-60999), where the relays'
+# outgoing connections never take their local port, and not handed out before by this script
+# (called as $(free_port), a subshell: the ports given are kept in a file named by the script's
+# pid, which $$ still is in a subshell).
 free_port() {
-	/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+	local p given=/tmp/bench-ports.$$
+	touch "$given"
+	while :; do
+		p=$((10000 + RANDOM % 22000))
+		grep -qx "$p" "$given" && continue
+		ss -Htan "sport = :$p" 2>/dev/null | grep -q . && continue
+		break
+	done
+	echo "$p" >> "$given"
+	echo "$p"
 }
 wait_port() { # PORT: until something accepts on it (10 s)
 	for _ in $(seq 1 100); do
@@ -85,6 +98,7 @@ bench_pg_start() {
 }
 
 bench_pg_stop() {
+	rm -f "/tmp/bench-ports.$$"
 	[ -n "$pg_started" ] && as_postgres "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1
 	pg_started=
 }

@@ -56,7 +56,7 @@ fsync = off
 CONF
 fi
 
-PG_PORT=$(next_free_port 54320)
+PG_PORT=$(next_free_port 15432) # below the ephemeral range (32768-60999)
 TUSK_PORT=$(next_free_port 6432)
 tusk_pid=
 

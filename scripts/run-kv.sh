@@ -19,8 +19,9 @@ as_postgres() {
 	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# Any socket on the port, not only listeners: these ports are in the kernel's ephemeral range,
-# so an outgoing connection may hold one as its local port, and PostgreSQL's bind then fails.
+# Any socket on the port, not only listeners: a connection left in TIME_WAIT by the last run,
+# or a port some other program chose, makes PostgreSQL's bind fail. The ports start below the
+# kernel's ephemeral range (32768-60999), where no outgoing connection takes its local port.
 port_busy() { ss -Htan "sport = :$1" 2>/dev/null | grep -q .; }
 
 # pick_port NAME START: the first free port from START on that this script has not picked yet,
@@ -84,7 +85,7 @@ has_catalog() {
 		-c "SELECT 1 FROM pg_database WHERE datname = 'kv_catalog'")" = 1 ]
 }
 
-port=54340
+port=15440
 for z in "${ZONES[@]}"; do
 	PGDATA[$z]=$RUN/pg-$z
 	pick_port "PG_PORT[$z]" $port

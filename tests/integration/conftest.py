@@ -10,8 +10,8 @@ Environment:
 """
 
 import atexit
-import collections
 import os
+import random
 import re
 import shutil
 import signal
@@ -91,34 +91,48 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
-# Under pytest-xdist (make test runs the suite in parallel processes) each process hands out
-# only its own share of the ports, so two processes never hand out one port between its
-# bind(0) here and the bind of the tusk or PostgreSQL it was for. Linux's bind(0) prefers
-# ports of one parity, so the share is taken by port / 2.
+# Ports for tests come from below the kernel's ephemeral range (32768-60999 here, read from
+# /proc when it says otherwise): a port handed out from that range (bind(0), then closed, then
+# bound again by the tusk or PostgreSQL it was for) may meanwhile become the local port of any
+# outgoing connection on the machine, and tusk makes many. Under pytest-xdist (make test runs the
+# suite in parallel processes) each process hands out only its own share, so two processes never
+# hand out one port. Each process walks its share in a random order and hands a port out again
+# only after the rest of its share: a port a test has just left may still be in TIME_WAIT.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
 _WORKER = int((os.environ.get("PYTEST_XDIST_WORKER") or "gw0")[2:])
 
-_given_ports = set()
-_given_order = collections.deque()  # the oldest are forgotten past 16384 (the range holds 28232)
+
+def _port_range():
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 10000, max(12000, min(low, 32768))
+
+
+_share = [p for p in range(*_port_range()) if p % _WORKERS == _WORKER]
+_walk = []
 
 
 def free_port():
-    """A loopback port nobody listens on right now, and not handed out before by this process:
-    the kernel may offer the same free port to two bind(0)s in a row, and two calls made before
-    either port is bound (a tusk's listen and admin.http ports) then got one port twice (a kv
-    zone's tusk served HTTP on its PostgreSQL port, and a client hung). Racy by nature against
-    other processes, good enough for tests."""
-    for _ in range(1000 * _WORKERS):
+    """A loopback port below the ephemeral range that nobody holds right now (a bind without
+    SO_REUSEADDR succeeds, so not even a TIME_WAIT is left on it), in this process's share, not
+    handed out again before the rest of the share. Racy by nature against other processes of
+    the machine, good enough for tests."""
+    for _ in range(2 * len(_share)):
+        if not _walk:
+            _walk.extend(_share)
+            random.shuffle(_walk)
+        port = _walk.pop()
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if (port >> 1) % _WORKERS == _WORKER and port not in _given_ports:
-            _given_ports.add(port)
-            _given_order.append(port)
-            if len(_given_order) > 16384:
-                _given_ports.discard(_given_order.popleft())
-            return port
-    raise RuntimeError("no loopback port left that this process has not handed out")
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port left below the ephemeral range")
 
 
 def port_open(port, host="127.0.0.1"):

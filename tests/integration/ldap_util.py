@@ -3,14 +3,13 @@ below the ephemeral range, an mdb database in a temporary directory loaded with 
 it starts, and a listener for StartTLS with the TLS tests' certificates."""
 
 import os
-import random
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from conftest import SLOW, _WORKER, _WORKERS
+from conftest import SLOW, free_port
 
 SLAPD = shutil.which("slapd") or "/usr/sbin/slapd"
 SLAPADD = shutil.which("slapadd") or "/usr/sbin/slapadd"
@@ -28,23 +27,6 @@ USERS = {
 
 def available():
     return os.path.exists(SLAPD) and os.path.exists(SLAPADD)
-
-
-def low_port():
-    """A free loopback port in 20000..32767: below the kernel's ephemeral range (32768-60999),
-    so no outgoing connection of another test can be holding it, and in this xdist worker's
-    share of ports as conftest.free_port splits them."""
-    for _ in range(2000):
-        port = random.randrange(20000, 32768)
-        if (port >> 1) % _WORKERS != _WORKER:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free loopback port below 32768")
 
 
 def _ldif():
@@ -66,7 +48,7 @@ class Slapd:
         self.dir = Path(d)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "db").mkdir(exist_ok=True)
-        self.port = low_port()
+        self.port = free_port()
         self.conf = self.dir / "slapd.conf"
         tls = ""
         if certs:

@@ -141,7 +141,7 @@ def test_run_kv_demo_replicates_between_zones_and_stops_on_ctrl_c(workdir):
         assert "kv: routing calls to instance" in log and "stopped" in log, log[-2000:]
 
     # Run again on the same data while a socket holds zone a's last PostgreSQL port (as a
-    # connection of the last run may, its port being in the ephemeral range): zone a's
+    # connection of the last run left in TIME_WAIT may, or another program): zone a's
     # PostgreSQL moves to another port, which the catalog kept from the first run does not
     # name. The demo refreshes the catalog before tusk kv init reads it (it used to init
     # first, and stop on "connection refused" at the old port).

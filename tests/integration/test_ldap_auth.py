@@ -16,7 +16,7 @@ import pytest
 import ldap_util
 import pgwire
 from auth_util import AUTH_CLEARTEXT, md5_secret, psql, raw_login, write_auth_file, write_hba
-from conftest import SANITIZER_RE, SLOW, TUSK_BIN, assert_tusk_error, port_open, wait_until
+from conftest import SANITIZER_RE, SLOW, TUSK_BIN, assert_tusk_error, free_port, port_open, wait_until
 from lifecycle_util import reload as lifecycle_reload
 from tls_util import Certs
 
@@ -202,7 +202,7 @@ def test_silent_server_times_out_and_workers_serve_others(tusk, tmp_path, slapd)
     within client_login_timeout (each LDAP wait bounded), and meanwhile trust and md5 logins on
     the same one-worker tusk go on at their usual speed (the check runs on an LDAP thread)."""
     hole = socket.socket()
-    hole.bind(("127.0.0.1", ldap_util.low_port()))
+    hole.bind(("127.0.0.1", free_port()))
     hole.listen(64)  # the kernel completes handshakes; nobody ever reads
     try:
         port = hole.getsockname()[1]
@@ -249,7 +249,7 @@ def test_client_leaving_during_its_check_is_not_touched(tusk, tmp_path, slapd):
     are dropped (the ASan build would catch a use after free; the fixture fails on its report).
     ldaps to the same silent server is bounded too (its TLS handshake never gets an answer)."""
     hole = socket.socket()
-    hole.bind(("127.0.0.1", ldap_util.low_port()))
+    hole.bind(("127.0.0.1", free_port()))
     hole.listen(64)
     try:
         port = hole.getsockname()[1]
@@ -328,7 +328,7 @@ def test_passthrough_with_the_ldap_checked_password(tusk, tmp_path, slapd, pg):
 def test_import_pgbouncer_ldap(tmp_path, slapd, pg):
     """auth_type = ldap with auth_ldap_options becomes client_auth: ldap with ldap_options, and
     tusk started on the imported file logs LDAP users in."""
-    port = ldap_util.low_port()
+    port = free_port()
     ini = tmp_path / "pgbouncer.ini"
     ini.write_text(f"[databases]\n* = host=127.0.0.1 port={pg.port} user=tusk_trust\n[pgbouncer]\n"
                    f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\nauth_type = ldap\n"

@@ -133,10 +133,11 @@ def test_second_tusk_on_the_same_port_is_refused_without_takeover_socket(tusk, p
     assert p.returncode == 1, out
     assert f"listen 127.0.0.1:{t.port}: another process listens there" in out, out
     text = t.cfg_path.read_text()
-    # Another loopback address, the same port (hence the same socket file). That port came from
-    # the kernel's ephemeral range, so some other socket on the machine may hold it on the other
-    # address (seen once in a few hundred runs: "listen 127.0.0.2:P: another process listens
-    # there"); then another address is tried, and only the Unix socket's refusal passes.
+    # Another loopback address, the same port (hence the same socket file). Some other socket
+    # on the machine may hold that port on the other address (seen once in a few hundred runs,
+    # when free_port took ports from the kernel's ephemeral range: "listen 127.0.0.2:P: another
+    # process listens there"); then another address is tried, and only the Unix socket's
+    # refusal passes.
     second = tmp_path / "second.yaml"
     http2 = free_port()
     for host in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):

@@ -8,7 +8,6 @@
 #include "frontend/cancel.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,13 +270,27 @@ void cancel_move(struct client *c, struct worker *to)
 
 /* ---- receiving ---- */
 
-/* The requester's connection stays open (m->num, a duplicate of fd) until the owner has
- * decided what the cancel does. A client takes the close as done (libpq's PQcancel returns
- * on it) and sends its next request; closed at once, the owner could come to the cancel after
- * that request had arrived and take the cancel as meant for it (client_sent_more), so a
- * cancel sent while nothing ran cancelled the request after it (PostgreSQL ignores it).
- * Without a duplicate (no descriptor left) the connection closes at once, as before. */
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd)
+/* The end of a cancel request's connection: TLS's close_notify first (as PostgreSQL's
+ * backend sends it; best effort, the socket is non-blocking), then the close. */
+static void end_request(int fd, struct tls_conn *tls)
+{
+	if (tls) {
+		int want;
+		if (tls_shutdown(tls, &want) < 0)
+			want = 0; /* the requester is gone or not reading: it closes anyway */
+		tls_conn_free(tls);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+/* The requester's connection (m->num, and its TLS session in m->arg2) stays open until the
+ * owner has decided what the cancel does. A client takes the close as done (libpq's PQcancel
+ * returns on it, libpq 17's PQcancelBlocking on TLS's close_notify) and sends its next
+ * request; closed at once, the owner could come to the cancel after that request had arrived
+ * and take the cancel as meant for it (client_sent_more), so a cancel sent while nothing ran
+ * cancelled the request after it (PostgreSQL ignores it). */
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls)
 {
 	struct cancel_registry *reg = w->rt->cancels;
 	struct worker *owner = NULL;
@@ -292,15 +305,19 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd)
 	pthread_mutex_unlock(&reg->lock);
 	if (!owner) {
 		log_info(NULL, NULL, "cancel request with an unknown key; ignored");
+		end_request(fd, tls);
 		return;
 	}
 	struct worker_msg *m = calloc(1, sizeof *m);
-	if (!m)
+	if (!m) {
+		end_request(fd, tls);
 		return;
+	}
 	m->fn = cancel_on_message;
 	m->u32[0] = pid;
 	m->u32[1] = key;
-	m->num = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+	m->num = fd;
+	m->arg2 = tls;
 	worker_post(owner, m);
 }
 
@@ -358,8 +375,7 @@ static void take_cancel(struct worker *w, uint32_t pid, uint32_t key)
 void cancel_on_message(struct worker *w, struct worker_msg *m)
 {
 	take_cancel(w, m->u32[0], m->u32[1]);
-	if (m->num >= 0)
-		close(m->num); /* the requester's acknowledgement (cancel_forward) */
+	end_request(m->num, m->arg2); /* the requester's acknowledgement (cancel_forward) */
 }
 
 bool cancel_running(struct client *c)

@@ -940,10 +940,20 @@ static int keep_startup(struct client *c, const struct proto_startup *st)
 	return 0;
 }
 
+/* The connection and its TLS session go to cancel_forward, which ends them once the owner
+ * of the key has decided; the client closes without them. */
 static void on_cancel_request(struct client *c, const struct proto_startup *st)
 {
-	cancel_forward(c->worker, st->cancel_pid, st->cancel_key, c->fd);
-	client_close(c, "cancel request handled");
+	struct worker *w = c->worker;
+	uint32_t pid = st->cancel_pid, key = st->cancel_key;
+	int fd = c->fd;
+	struct tls_conn *tls = c->tls.conn;
+
+	ev_io_stop(w->loop, &c->io);
+	c->fd = -1;
+	c->tls = (struct tls_link){ 0 };
+	client_close(c, "cancel request handled"); /* frees c, and st with it */
+	cancel_forward(w, pid, key, fd, tls);
 }
 
 /* A client asking for a newer 3.x minor or for protocol options ("_pq_.*") hears, as from

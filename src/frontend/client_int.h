@@ -319,10 +319,11 @@ static inline struct client *client_first(const struct worker *w)
 }
 
 /* cancel.c: the registry lives in the runtime (cancel_registry_new/free there). */
-/* A CancelRequest arrived on w over the connection fd: post it to the worker of the client
- * that owns the key, with a duplicate of fd that the owner closes once it has decided (the
- * requester's close is its acknowledgement; cancel.c). The caller closes fd itself. */
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd);
+/* A CancelRequest arrived on w over the connection fd (through TLS when tls is set): post it
+ * to the worker of the client that owns the key, which ends the connection (tls's
+ * close_notify, then fd's close) once it has decided: the close is the requester's
+ * acknowledgement (cancel.c). fd and tls are given to it: the caller keeps neither. */
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls);
 /* On the owner's worker: cancel what the client's server runs now, if anything; then close
  * the request's connection. */
 void cancel_on_message(struct worker *w, struct worker_msg *m);

@@ -9,6 +9,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import time
 
 import psycopg
 import pytest
@@ -372,16 +373,27 @@ def test_copy_in_over_tls(tusk, certs, pg):
 
 
 @contextlib.contextmanager
-def raw_tls_session(t, certs, timeout):
-    """A raw TLS socket past SSLRequest, handshake and login (ReadyForQuery read)."""
+def raw_tls_socket(t, certs, timeout):
+    """A raw TLS socket past SSLRequest and handshake."""
     ctx = ssl.create_default_context(cafile=certs.ca)
     with socket.create_connection(("127.0.0.1", t.port), timeout=timeout) as raw:
         raw.sendall(struct.pack("!II", 8, 80877103))
         assert raw.recv(1) == b"S"
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(_startup(USER, TEST_DB))
-            assert _read_until_ready(s)[-1][0] == b"Z"
             yield s
+
+
+@contextlib.contextmanager
+def raw_tls_session(t, certs, timeout, login=None):
+    """A raw TLS socket past SSLRequest, handshake and login (ReadyForQuery read); the login's
+    messages are appended to the list login when given."""
+    with raw_tls_socket(t, certs, timeout) as s:
+        s.sendall(_startup(USER, TEST_DB))
+        msgs = _read_until_ready(s)
+        assert msgs[-1][0] == b"Z"
+        if login is not None:
+            login.extend(msgs)
+        yield s
 
 
 def test_copy_tail_held_by_openssl_is_read(tusk, certs):
@@ -432,6 +444,52 @@ def test_pipelined_queries_held_by_openssl_are_read(tusk, certs, pg, mode):
                 assert buf[:1] != b"E", buf[:k]
                 got += buf[:1] == b"Z"
                 buf = buf[k:]
+
+
+def _tls_query(s, sql):
+    q = sql.encode() + b"\0"
+    s.sendall(b"Q" + struct.pack("!I", len(q) + 4) + q)
+    msgs = _read_until_ready(s, stop=(b"Z",))
+    assert msgs and msgs[-1][0] == b"Z", msgs
+    return [body for kind, body in msgs if kind == b"E"]
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_tls_cancel_request_ends_once_the_cancel_is_decided(tusk, certs, mode):
+    """libpq 17's PQcancelBlocking and PQcancelStart (psycopg 3.2's cancel) send the
+    CancelRequest over TLS when the connection used TLS, and take TLS's close_notify as the
+    cancel handled; the client then sends its next query. tusk sent the close_notify as soon as
+    it had read the request and only then decided, on the client's worker, what the cancel
+    was for: a next query that had arrived by then was taken for one sent before the cancel,
+    and cancelled (the plaintext CancelRequest had the same defect: test_txn_faults.py). A TLS
+    cancel must stop a running query, and 200 sent while nothing runs must cancel nothing;
+    the request's connection ends with a close_notify (Python's ssl raises on a bare close)."""
+    from lifecycle_util import rule
+    t = tusk(listen_opts=listen_tls(certs, "require"), pools=[rule(mode=mode, size=2)])
+    login = []
+
+    def cancel(key):
+        with raw_tls_socket(t, certs, 10 * SLOW) as c:
+            c.sendall(struct.pack("!IIII", 16, 80877102, *key))
+            assert c.recv(1) == b""  # close_notify: the cancel is handled
+
+    with raw_tls_session(t, certs, 30 * SLOW, login=login) as s:
+        key = next(struct.unpack("!II", body[:8]) for kind, body in login if kind == b"K")
+        q = b"select pg_sleep(30)\0"
+        s.sendall(b"Q" + struct.pack("!I", len(q) + 4) + q)
+        time.sleep(0.3)
+        cancel(key)
+        msgs = _read_until_ready(s, stop=(b"Z",))
+        errors = [body for kind, body in msgs if kind == b"E"]
+        assert errors and b"C57014\0" in errors[0], msgs
+        hit = []
+        for i in range(200):
+            assert not _tls_query(s, "select 1")
+            cancel(key)
+            errors = _tls_query(s, "select pg_sleep(0.002)")
+            if errors:
+                hit.append(f"round {i}: {errors[0]!r}")
+        assert not hit, f"{len(hit)} of 200 queries after a TLS cancel sent while idle were cancelled: {hit[:3]}"
 
 
 def test_reload_turns_tls_on_and_keeps_running_on_a_bad_certificate(tusk, pg, certs, tmp_path):

@@ -24,6 +24,7 @@
 #include "pool/pool.h"
 #include "daemon/daemon.h"
 #include "daemon/takeover.h"
+#include "frontend/cancel.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
 #include "util/log.h"
@@ -39,6 +40,8 @@ struct control {
 	int sigfd;
 	int takeover_fd;   /* listening takeover socket, or -1 */
 	int takeover_conn; /* --takeover: connection to the old process until it drains */
+	int successor;     /* after a takeover of this process: the new process's connection,
+	                    * which hands over the cancels for our clients; or -1 */
 	double drain_deadline; /* > 0 while draining */
 	double next_stats;
 	double stats_at;            /* when the last stats line's counters were read */
@@ -126,12 +129,18 @@ static int control_loop(struct control *ctl)
 			ctl->next_stats = now + 1.0; /* re-armed when stats_period is reloaded */
 		}
 
-		struct pollfd pfd[2] = { { .fd = ctl->sigfd, .events = POLLIN }, { .fd = ctl->takeover_fd, .events = POLLIN } };
-		int n = poll(pfd, ctl->takeover_fd >= 0 ? 2 : 1, (int)(wait * 1000) + 1);
+		struct pollfd pfd[3] = { { .fd = ctl->sigfd, .events = POLLIN }, { .fd = ctl->takeover_fd, .events = POLLIN },
+					 { .fd = ctl->successor, .events = POLLIN } };
+		int n = poll(pfd, 3, (int)(wait * 1000) + 1); /* a negative fd is skipped */
 		if (n <= 0)
 			continue;
+		if (ctl->successor >= 0 && (pfd[2].revents & (POLLIN | POLLHUP | POLLERR)) &&
+		    takeover_take_cancel(&ctl->rt, ctl->successor) < 0) {
+			close(ctl->successor);
+			ctl->successor = -1;
+		}
 		if (ctl->takeover_fd >= 0 && (pfd[1].revents & POLLIN)) {
-			int rc = takeover_serve(&ctl->rt, ctl->takeover_fd);
+			int rc = takeover_serve(&ctl->rt, ctl->takeover_fd, &ctl->successor);
 			if (rc == 1) {
 				begin_drain(ctl, "online restart");
 			} else if (rc < 0) {
@@ -241,8 +250,11 @@ static int take_signals(void)
  * next online restart. */
 static void takeover_serving(struct control *ctl, int old_pid)
 {
-	if (takeover_finish(ctl->takeover_conn) == 0)
+	if (takeover_finish(ctl->takeover_conn) == 0) {
 		log_info(NULL, NULL, "takeover: pid %d drains; this process serves", old_pid);
+		/* Its clients' cancels reach this process now: they go to it over the connection. */
+		cancel_registry_set_predecessor(ctl->rt.cancels, ctl->takeover_conn);
+	}
 	ctl->takeover_conn = -1;
 	ctl->takeover_fd = takeover_listen(ctl->rt.cfg->takeover_socket);
 	if (ctl->takeover_fd < 0)
@@ -341,7 +353,7 @@ int main(int argc, char **argv)
 		config_free(cfg);
 		return 1;
 	}
-	struct control ctl = { .path = path, .sigfd = sigfd, .takeover_fd = -1, .takeover_conn = -1 };
+	struct control ctl = { .path = path, .sigfd = sigfd, .takeover_fd = -1, .takeover_conn = -1, .successor = -1 };
 	/* Kept here: cfg is the runtime's once it starts, and a reload may not change it. */
 	char pid_path[4096] = "";
 	struct runtime_inherited *inherited = NULL;
@@ -399,6 +411,8 @@ int main(int argc, char **argv)
 	stop_serving(&ctl);
 	if (ctl.takeover_fd >= 0)
 		close(ctl.takeover_fd);
+	if (ctl.successor >= 0)
+		close(ctl.successor);
 	if (pid_path[0])
 		pidfile_remove(pid_path);
 	log_info(NULL, NULL, "stopped");

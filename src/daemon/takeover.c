@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "frontend/cancel.h"
 #include "net/net.h"
 #include "util/log.h"
 
@@ -33,55 +34,17 @@ static int wait_fd(int fd, short events)
 /* One message, with fd attached when fd >= 0. */
 static int send_msg(int conn, const char *text, int fd)
 {
-	struct iovec iov = { .iov_base = (void *)text, .iov_len = strlen(text) };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (fd >= 0) {
-		memset(&u, 0, sizeof u);
-		mh.msg_control = u.buf;
-		mh.msg_controllen = sizeof u.buf;
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof fd);
-	}
 	int rc = wait_fd(conn, POLLOUT);
-	if (rc < 0)
-		return rc;
-	return sendmsg(conn, &mh, MSG_NOSIGNAL) < 0 ? -errno : 0;
+	return rc < 0 ? rc : net_send_fd(conn, text, strlen(text), fd, 0);
 }
 
 /* One message into text (NUL-terminated); *fd gets an attached descriptor or -1. Returns
  * the length, 0 at end of stream, or a negative errno. */
 static int recv_msg(int conn, char *text, size_t cap, int *fd)
 {
-	struct iovec iov = { .iov_base = text, .iov_len = cap - 1 };
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-	int rc = wait_fd(conn, POLLIN);
-	if (rc < 0)
-		return rc;
-	ssize_t n = recvmsg(conn, &mh, MSG_CMSG_CLOEXEC);
-	if (n < 0)
-		return -errno;
-	text[n] = '\0';
 	*fd = -1;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(fd, CMSG_DATA(c), sizeof *fd);
-	if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-		if (*fd >= 0)
-			close(*fd);
-		return -EMSGSIZE;
-	}
-	return (int)n;
+	int rc = wait_fd(conn, POLLIN);
+	return rc < 0 ? rc : net_recv_fd(conn, text, cap, fd);
 }
 
 int takeover_listen(const char *path)
@@ -111,7 +74,7 @@ int takeover_listen(const char *path)
 	return fd;
 }
 
-int takeover_serve(struct runtime *rt, int listen_fd)
+int takeover_serve(struct runtime *rt, int listen_fd, int *successor)
 {
 	char msg[512];
 	int fd, rc;
@@ -163,12 +126,33 @@ int takeover_serve(struct runtime *rt, int listen_fd)
 	daemon_drain(rt);
 	rc = send_msg(conn, "OK", -1);
 	log_info(NULL, NULL, "takeover: listeners handed over; draining");
-	rc = 1;
+	*successor = conn; /* for the cancels of our clients that reach the new process */
+	return 1;
 out:
-	if (rc != 1)
-		daemon_pause_accepting(rt, false);
+	daemon_pause_accepting(rt, false);
 	close(conn);
 	return rc;
+}
+
+int takeover_take_cancel(struct runtime *rt, int successor)
+{
+	char msg[64];
+	unsigned pid, key;
+	int fd, end = 0;
+	int rc = net_recv_fd(successor, msg, sizeof msg, &fd);
+
+	if (rc == -EAGAIN || rc == -EINTR)
+		return 0;
+	if (rc > 0 && sscanf(msg, "C %u %u%n", &pid, &key, &end) == 2 && end == rc) {
+		cancel_handed_over(rt->cancels, pid, key, fd);
+		return 0;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (rc != 0)
+		log_warn(NULL, NULL, "takeover: unexpected message from the new process%s%s; no more cancels from it",
+			 rc < 0 ? ": " : "", rc < 0 ? strerror(-rc) : "");
+	return rc < 0 ? rc : -EPROTO;
 }
 
 int takeover_fetch(const char *path, int *conn, struct runtime_inherited **out, int *n, int *old_pid)
@@ -249,8 +233,9 @@ int takeover_finish(int conn)
 			close(fd);
 		rc = rc > 0 && strcmp(msg, "OK") == 0 ? 0 : rc < 0 ? rc : -EPROTO;
 	}
-	if (rc < 0)
+	if (rc < 0) {
 		log_error(NULL, NULL, "takeover: the old process did not confirm draining: %s", strerror(-rc));
-	close(conn);
+		close(conn);
+	}
 	return rc;
 }

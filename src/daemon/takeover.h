@@ -7,6 +7,10 @@
  *   new → old  "DRAIN"
  *   old → new  "OK": old has stopped accepting and drains like SIGTERM; new binds the
  *              takeover socket for the next restart.
+ *   new → old  "C <pid> <key>" (decimal) for each CancelRequest whose key new never gave
+ *              out, the requester's connection attached when it is plaintext: it is for a
+ *              client of old, which serves it as its own (frontend/cancel.h). The
+ *              connection stays open for these until old exits.
  * The socket is SOCK_SEQPACKET, so every message keeps its boundaries. If the new process
  * goes away before DRAIN, the old one carries on as if nothing happened. */
 #ifndef TUSK_DAEMON_TAKEOVER_H
@@ -20,17 +24,25 @@ __attribute__((warn_unused_result))
 int takeover_listen(const char *path);
 
 /* Old side, main thread: serve one connection accepted on the takeover socket. Sends
- * rt's listeners; when the peer asks to DRAIN, drains rt and returns 1 (the caller then
- * closes its takeover socket and exits once drained); 0 when the peer went away without
- * asking; negative on error. */
+ * rt's listeners; when the peer asks to DRAIN, drains rt and returns 1 with the connection
+ * in *successor (the caller then closes its takeover socket, reads the cancels the new
+ * process hands over with takeover_take_cancel, and exits once drained); 0 when the peer
+ * went away without asking; negative on error. */
 __attribute__((warn_unused_result))
-int takeover_serve(struct runtime *rt, int listen_fd);
+int takeover_serve(struct runtime *rt, int listen_fd, int *successor);
+/* Old side, when successor is readable: one cancel handed over, served as if it had arrived
+ * here. 0, or negative when the new process has gone or broke the protocol (the caller then
+ * closes successor). */
+__attribute__((warn_unused_result))
+int takeover_take_cancel(struct runtime *rt, int successor);
 
 /* New side: connect to path and receive the listeners. *conn stays open for
  * takeover_finish. 0 or a negative errno (logged). */
 __attribute__((warn_unused_result))
 int takeover_fetch(const char *path, int *conn, struct runtime_inherited **out, int *n, int *old_pid);
-/* New side, once serving: tell the old process to drain, wait for its OK, close conn. */
+/* New side, once serving: tell the old process to drain and wait for its OK. 0: conn stays
+ * open (the caller hands it to the cancel registry: cancel_registry_set_predecessor);
+ * negative: conn is closed. */
 __attribute__((warn_unused_result))
 int takeover_finish(int conn);
 

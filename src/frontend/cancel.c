@@ -10,12 +10,15 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "frontend/client_int.h"
 #include "frontend/client_kind.h"
+#include "net/net.h"
 #include "pool/server.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
@@ -34,13 +37,21 @@
 struct cancel_registry {
 	pthread_mutex_t lock; /* protects buckets and every client's cancel_next */
 	struct client *buckets[CANCEL_BUCKETS];
+	/* The process this one took over from, while it drains (cancel_registry_set_predecessor):
+	 * the takeover connection, or -1. pred_lock is held around each send and the close, so
+	 * no worker sends on a descriptor number another has closed (and the kernel reused). */
+	pthread_mutex_t pred_lock;
+	int pred;
 };
 
 struct cancel_registry *cancel_registry_new(void)
 {
 	struct cancel_registry *reg = calloc(1, sizeof *reg);
-	if (reg)
+	if (reg) {
 		pthread_mutex_init(&reg->lock, NULL);
+		pthread_mutex_init(&reg->pred_lock, NULL);
+		reg->pred = -1;
+	}
 	return reg;
 }
 
@@ -49,8 +60,20 @@ void cancel_registry_free(struct cancel_registry *reg)
 	if (!reg)
 		return;
 	/* The clients, and with them the entries, are gone by now. */
+	if (reg->pred >= 0)
+		close(reg->pred);
+	pthread_mutex_destroy(&reg->pred_lock);
 	pthread_mutex_destroy(&reg->lock);
 	free(reg);
+}
+
+void cancel_registry_set_predecessor(struct cancel_registry *reg, int conn)
+{
+	pthread_mutex_lock(&reg->pred_lock);
+	if (reg->pred >= 0)
+		close(reg->pred);
+	reg->pred = conn;
+	pthread_mutex_unlock(&reg->pred_lock);
 }
 
 int cancel_register(struct client *c)
@@ -284,15 +307,41 @@ static void end_request(int fd, struct tls_conn *tls)
 		close(fd);
 }
 
+/* A key this process never gave out goes to the process it took over from, if that one is
+ * still draining: true when sent (then fd and tls are ended here, the predecessor holding its
+ * own copy of a plaintext fd until it has decided). A TLS session cannot travel: its
+ * close_notify goes at once, so such a client may send its next query before the predecessor
+ * has decided (plaintext requesters wait for the decision). */
+static bool hand_to_predecessor(struct cancel_registry *reg, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls)
+{
+	char msg[32];
+	int len = snprintf(msg, sizeof msg, "C %u %u", (unsigned)pid, (unsigned)key);
+	int rc = -ENOTCONN;
+
+	pthread_mutex_lock(&reg->pred_lock);
+	if (reg->pred >= 0) {
+		rc = net_send_fd(reg->pred, msg, (size_t)len, tls ? -1 : fd, MSG_DONTWAIT);
+		if (rc < 0 && rc != -EAGAIN && rc != -ENOBUFS && rc != -EINTR) {
+			close(reg->pred); /* it has exited: nothing more goes there */
+			reg->pred = -1;
+		}
+	}
+	pthread_mutex_unlock(&reg->pred_lock);
+	if (rc < 0)
+		return false;
+	log_info(NULL, NULL, "cancel request for a client of the process this one took over from: handed to it");
+	end_request(fd, tls);
+	return true;
+}
+
 /* The requester's connection (m->num, and its TLS session in m->arg2) stays open until the
  * owner has decided what the cancel does. A client takes the close as done (libpq's PQcancel
  * returns on it, libpq 17's PQcancelBlocking on TLS's close_notify) and sends its next
  * request; closed at once, the owner could come to the cancel after that request had arrived
  * and take the cancel as meant for it (client_sent_more), so a cancel sent while nothing ran
  * cancelled the request after it (PostgreSQL ignores it). */
-void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls)
+static void forward(struct cancel_registry *reg, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls)
 {
-	struct cancel_registry *reg = w->rt->cancels;
 	struct worker *owner = NULL;
 
 	pthread_mutex_lock(&reg->lock);
@@ -304,6 +353,8 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd, struct
 	}
 	pthread_mutex_unlock(&reg->lock);
 	if (!owner) {
+		if (hand_to_predecessor(reg, pid, key, fd, tls))
+			return;
 		log_info(NULL, NULL, "cancel request with an unknown key; ignored");
 		end_request(fd, tls);
 		return;
@@ -319,6 +370,16 @@ void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd, struct
 	m->num = fd;
 	m->arg2 = tls;
 	worker_post(owner, m);
+}
+
+void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls)
+{
+	forward(w->rt->cancels, pid, key, fd, tls);
+}
+
+void cancel_handed_over(struct cancel_registry *reg, uint32_t pid, uint32_t key, int fd)
+{
+	forward(reg, pid, key, fd, NULL);
 }
 
 /* c has sent bytes tusk has not answered: read (c->rbuf), or still in the socket (a client

@@ -121,4 +121,12 @@ bool net_idle_alive(int fd);
  * longer than cap - 1). */
 int net_peer_user(int fd, char *out, size_t cap);
 
+/* One message of len bytes over the Unix socket conn, with the descriptor fd attached
+ * (SCM_RIGHTS) when fd >= 0; flags as sendmsg's (MSG_NOSIGNAL is added). 0 or -errno. */
+int net_send_fd(int conn, const void *buf, size_t len, int fd, int flags);
+/* One message into buf[0, cap - 1], NUL-terminated; *fd gets an attached descriptor
+ * (close-on-exec) or -1. The length, 0 at end of stream, -EMSGSIZE for a message (or its
+ * control data) cut short, or -errno. */
+int net_recv_fd(int conn, char *buf, size_t cap, int *fd);
+
 #endif

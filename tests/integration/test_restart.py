@@ -4,6 +4,9 @@ connecting every 10 ms sees no failure; a transaction on the old process commits
 
 import os
 import signal
+import socket
+import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -12,6 +15,7 @@ import urllib.request
 import psycopg
 import pytest
 
+import pgwire
 from conftest import SANITIZER_RE, SLOW, TEST_DB, TUSK_BIN, free_port, to_yaml, wait_until
 from lifecycle_util import finished, rule
 
@@ -45,6 +49,21 @@ def start_new(t, log_path):
     return proc, logf
 
 
+def wait_taken_over(t, new_log):
+    wait_until(lambda: "this process serves" in new_log.read_text(errors="replace"), 15 * SLOW,
+               what="new process serving")
+    wait_until(lambda: "listeners handed over; draining" in t.log_text(), 5 * SLOW, what="old draining")
+
+
+def stop_new(new, new_logf):
+    """SIGTERM to the new process unless it has exited; its exit code."""
+    if new.poll() is None:
+        new.send_signal(signal.SIGTERM)
+    rc = new.wait(15 * SLOW)
+    new_logf.close()
+    return rc
+
+
 @pytest.mark.tusk_only
 @pytest.mark.parametrize("new_workers", [2, 3, 1])
 def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
@@ -69,9 +88,7 @@ def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
     new_log = tmp_path / "new.log"
     new, new_logf = start_new(t, new_log)
     try:
-        wait_until(lambda: "this process serves" in new_log.read_text(errors="replace"), 15 * SLOW,
-                   what="new process serving")
-        wait_until(lambda: "listeners handed over; draining" in t.log_text(), 5 * SLOW, what="old draining")
+        wait_taken_over(t, new_log)
         time.sleep(0.5)
         # the old transaction goes on and commits on the old process
         held.execute("insert into restart_t values (2)")
@@ -97,10 +114,7 @@ def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
     finally:
         held.close()
         loop.stop.set()
-        if new.poll() is None:
-            new.send_signal(signal.SIGTERM)
-        rc = new.wait(15 * SLOW)
-        new_logf.close()
+        rc = stop_new(new, new_logf)
     assert rc == 0
     assert not SANITIZER_RE.search(new_log.read_text(errors="replace"))
 
@@ -256,3 +270,73 @@ def test_failed_takeover_leaves_the_old_process_serving(tusk, pg, tmp_path):
     with t.connect() as c:
         assert c.execute("select 1").fetchone() == (1,)
     assert sock.exists()
+
+
+def _tls_cancel(port, ca, key):
+    """A CancelRequest over TLS (as libpq 17's PQcancelBlocking and asyncpg send it on a TLS
+    connection), waiting for its end."""
+    ctx = ssl.create_default_context(cafile=ca)
+    with socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) as raw:
+        raw.sendall(struct.pack("!II", 8, 80877103))
+        assert raw.recv(1) == b"S"
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(struct.pack("!IIII", 16, 80877102, *key))
+            assert s.recv(1) == b""
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    from tls_util import Certs
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.mark.tusk_only
+@pytest.mark.parametrize("mode,how", [("session", "plain"), ("transaction", "plain"), ("session", "tls")])
+def test_a_cancel_reaches_a_query_of_the_draining_process(tusk, pg, tmp_path, certs, mode, how):
+    """After a takeover the listeners are the new process's, so a client of the old one (still
+    running its query while the old process drains) sends its CancelRequest to the new one,
+    which never gave out that key: the cancel was ignored ("unknown key") and the query ran
+    its full time, holding the old process up to shutdown_timeout. The new process hands a
+    key it does not know to the process it took over from, whose client's query is cancelled;
+    so does it for a cancel sent over TLS (the TLS session itself stays with the new process)."""
+    sock = tmp_path / "takeover.sock"
+    tls = {"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key}
+    t = tusk(pools=[rule(mode=mode)], takeover_socket=str(sock), shutdown_timeout="60s",
+             listen_opts=tls if how == "tls" else None)
+    c = pgwire.RawClient("127.0.0.1", t.port, timeout=60 * SLOW)
+    key = next(struct.unpack("!II", body[:8]) for kind, body in c.startup("tusk_trust", TEST_DB) if kind == b"K")
+    ended = {}
+
+    def run():
+        began = time.monotonic()
+        rows, errors = c.simple_query("select pg_sleep(30)")
+        ended["how"] = "cancelled" if errors and errors[0].get("C") == "57014" else repr((rows, errors))
+        ended["after"] = time.monotonic() - began
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    new_log = tmp_path / "new.log"
+    new, new_logf = start_new(t, new_log)
+    try:
+        wait_taken_over(t, new_log)
+        assert th.is_alive(), ended
+        # The cancel reaches the new process: the listeners are its own now.
+        if how == "tls":
+            _tls_cancel(t.port, certs.ca, key)
+        else:
+            with socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW) as s:
+                s.sendall(struct.pack("!IIII", 16, 80877102, *key))
+                assert s.recv(1) == b""  # closed once the old process has decided
+        th.join(10 * SLOW)
+        assert ended.get("how") == "cancelled", f"pg_sleep(30) {ended.get('how', 'still running')}"
+        assert ended["after"] < 15, ended
+        assert "handed to it" in new_log.read_text(errors="replace")
+        c.close()
+        assert finished(t, 10 * SLOW) == 0
+        with psycopg.connect(host="127.0.0.1", port=t.port, user="tusk_trust", dbname=TEST_DB) as d:
+            assert d.execute("select 1").fetchone() == (1,)
+    finally:
+        c.close()
+        rc = stop_new(new, new_logf)
+    assert rc == 0
+    assert not SANITIZER_RE.search(new_log.read_text(errors="replace"))

@@ -45,6 +45,8 @@ struct hba_rule {
 	enum hba_method method;
 	char *map;      /* map=NAME (cert and peer), or NULL */
 	struct config_ldap *ldap; /* the ldap method's options, or NULL */
+	enum hba_clientcert clientcert;
+	bool clientname_dn; /* clientname=DN */
 };
 
 struct hba {
@@ -219,18 +221,59 @@ static int parse_address(struct util_file_report *c, const struct conftok_line *
 	return f;
 }
 
-/* The option NAME=VALUE of field o (after the method): only map=NAME, on cert and peer lines,
- * naming a map of ident. 0, -ENOMEM, or -EINVAL after reporting. */
+/* clientcert=verify-ca|verify-full and clientname=CN|DN, on any method's hostssl line, with
+ * PostgreSQL's words for what it refuses: 1 when t was one of them, 0 when it is another
+ * option, -EINVAL after reporting. */
+static int parse_cert_option(struct util_file_report *c, const struct conftok_tok *t, const char *eq,
+			     struct hba_rule *r)
+{
+	size_t n = (size_t)(eq - t->text);
+	const char *v = eq + 1;
+	bool cert = n == 10 && strncmp(t->text, "clientcert", n) == 0;
+
+	if (!cert && !(n == 10 && strncmp(t->text, "clientname", n) == 0))
+		return 0;
+	if (r->type != HBA_TYPE_HOSTSSL) {
+		util_file_report(c, "%s can only be configured for \"hostssl\" rows", cert ? "clientcert" : "clientname");
+		return -EINVAL;
+	}
+	if (!cert) {
+		if (strcmp(v, "CN") != 0 && strcmp(v, "DN") != 0) {
+			util_file_report(c, "invalid value for clientname: \"%s\"", v);
+			return -EINVAL;
+		}
+		r->clientname_dn = v[0] == 'D';
+	} else if (strcmp(v, "verify-full") == 0) {
+		r->clientcert = HBA_CLIENTCERT_FULL;
+	} else if (strcmp(v, "verify-ca") == 0) {
+		if (r->method == HBA_CERT) {
+			util_file_report(c, "clientcert only accepts \"verify-full\" when using \"cert\" authentication");
+			return -EINVAL;
+		}
+		r->clientcert = HBA_CLIENTCERT_CA;
+	} else {
+		util_file_report(c, "invalid value for clientcert: \"%s\"", v);
+		return -EINVAL;
+	}
+	return 1;
+}
+
+/* The option NAME=VALUE of field o (after the method): map=NAME, on cert and peer lines,
+ * naming a map of ident, or clientcert= and clientname= (parse_cert_option). 0, -ENOMEM, or
+ * -EINVAL after reporting. */
 static int parse_option(struct util_file_report *c, const struct conftok_line *l, int o, const struct ident *ident,
 			struct hba_rule *r)
 {
 	const struct conftok_tok *t = &l->toks[l->fields[o].first];
 	const char *eq = strchr(t->text, '=');
+	int rc;
 
 	if (!eq) {
 		util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
 		return -EINVAL;
 	}
+	if ((rc = parse_cert_option(c, t, eq, r)) != 0)
+		return rc < 0 ? rc : 0;
 	if (eq - t->text != 3 || strncmp(t->text, "map", 3) != 0) {
 		util_file_report(c, "authentication option \"%s\" is not supported", t->text);
 		return -EINVAL;
@@ -282,7 +325,10 @@ static int parse_ldap_options(struct util_file_report *c, const struct conftok_l
 				util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
 				return -EINVAL;
 			}
-			if (config_ldap_set(r->ldap, t->text, (size_t)(eq - t->text), eq + 1, err, sizeof err) < 0) {
+			int rc = parse_cert_option(c, t, eq, r);
+			if (rc < 0)
+				return rc;
+			if (rc == 0 && config_ldap_set(r->ldap, t->text, (size_t)(eq - t->text), eq + 1, err, sizeof err) < 0) {
 				util_file_report(c, "%s", err);
 				return -EINVAL;
 			}
@@ -371,6 +417,8 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 		util_file_report(c, "peer authentication is only supported on local sockets");
 		return -EINVAL;
 	}
+	if (r->method == HBA_CERT)
+		r->clientcert = HBA_CLIENTCERT_FULL; /* PostgreSQL's: the cert method is verify-full */
 	if (r->method == HBA_LDAP) {
 		rc = parse_ldap_options(c, l, f + 1, r);
 		if (rc < 0)
@@ -600,12 +648,25 @@ const char *hba_method_name(enum hba_method m)
 	return "?";
 }
 
-const struct config_ldap *hba_line_ldap(const struct hba *h, int line)
+static const struct hba_rule *rule_at(const struct hba *h, int line)
 {
 	for (int i = 0; i < h->n; i++)
 		if (h->rules[i].line == line)
-			return h->rules[i].ldap;
+			return &h->rules[i];
 	return NULL;
+}
+
+const struct config_ldap *hba_line_ldap(const struct hba *h, int line)
+{
+	const struct hba_rule *r = rule_at(h, line);
+	return r ? r->ldap : NULL;
+}
+
+enum hba_clientcert hba_line_clientcert(const struct hba *h, int line, bool *dn)
+{
+	const struct hba_rule *r = rule_at(h, line);
+	*dn = r && r->clientname_dn;
+	return r ? r->clientcert : HBA_CLIENTCERT_OFF;
 }
 
 int hba_count(const struct hba *h)

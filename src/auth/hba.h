@@ -1,8 +1,8 @@
 /* Client authentication rules: a pg_hba.conf subset (local/host/hostssl/hostnossl, database and
  * user lists with the database keywords all, sameuser and replication, CIDR or
  * address+netmask, eight methods; options: map=NAME on cert and peer lines, a user name map
- * of ident_file, auth/ident.h, and PostgreSQL's ldap* options on ldap lines,
- * config/ldap_options.h). Loaded once into an immutable rule list; the first line that
+ * of ident_file, auth/ident.h, PostgreSQL's ldap* options on ldap lines,
+ * config/ldap_options.h, and clientcert= and clientname= on hostssl lines). Loaded once into an immutable rule list; the first line that
  * matches a connection decides its method. */
 #ifndef TUSK_AUTH_HBA_H
 #define TUSK_AUTH_HBA_H
@@ -15,6 +15,10 @@
 
 enum hba_conn { HBA_LOCAL, HBA_HOST_PLAIN, HBA_HOST_TLS };
 enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER, HBA_LDAP };
+/* A hostssl line's clientcert= (PostgreSQL's): a client certificate the listener's CA verified
+ * is demanded before the method runs (verify-ca), and after it succeeded its name must be
+ * the user's (verify-full; the cert method always). */
+enum hba_clientcert { HBA_CLIENTCERT_OFF, HBA_CLIENTCERT_CA, HBA_CLIENTCERT_FULL };
 
 struct config_ldap;
 struct hba; /* opaque, immutable after load: safe to share between threads */
@@ -65,6 +69,11 @@ bool hba_map_admits(const struct hba *h, const char *map, const char *system_use
 /* The LDAP options of the ldap line at line (hba_match's *line); NULL when that line is not
  * one. Valid as long as h. */
 const struct config_ldap *hba_line_ldap(const struct hba *h, int line);
+
+/* The clientcert= of the line at line (HBA_CLIENTCERT_FULL on cert lines; OFF for a line
+ * that is not there), and in *dn whether its clientname= is DN (the certificate's whole
+ * subject is the name compared, not its CN). */
+enum hba_clientcert hba_line_clientcert(const struct hba *h, int line, bool *dn);
 
 /* "trust", "reject", "password", "md5", "scram-sha-256", "cert", "peer", "ldap"; "?" for
  * anything else. */

@@ -141,6 +141,37 @@ static bool admitted(struct client *c, const struct hba *hba, const char *map, c
 static void use_fetched(struct client *c, int result);
 static void auth_fetched(void *arg, int result, const char *secret);
 
+bool client_auth_cert_name_ok(struct client *c)
+{
+	char name[CONFIG_NAME_MAX];
+	int check = c->cert_name_check;
+
+	if (!check)
+		return true;
+	c->cert_name_check = 0;
+	if (c->tls.conn && tls_peer_name(c->tls.conn, check == 2, name, sizeof name) == 0 && strcmp(name, c->user) == 0)
+		return true;
+	log_info(c->id, c->ctx, "certificate validation (clientcert=verify-full) failed for user \"%s\": %s mismatch",
+		 c->user, check == 2 ? "DN" : "CN");
+	switch (c->cert_name_method) {
+	case CONFIG_AUTH_PASSWORD:
+	case CONFIG_AUTH_MD5:
+	case CONFIG_AUTH_SCRAM:
+		client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+		break;
+	case CONFIG_AUTH_LDAP:
+		client_fail(c, "28000", "LDAP authentication failed for user \"%s\"", c->user);
+		break;
+	case CONFIG_AUTH_TRUST:
+		client_fail(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
+		break;
+	default:
+		client_fail(c, "28000", "authentication failed for user \"%s\"", c->user);
+		break;
+	}
+	return false;
+}
+
 /* ---- ldap ---- */
 
 /* The options of method ldap: the hba_file line's (hba_opts), else the rule's ldap_options
@@ -290,6 +321,8 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	const struct hba *hba = rt->hba; /* one load: the map below is this hba's */
 	const char *map = NULL;           /* the hba_file line's map=NAME */
 	const struct config_ldap *ldap_opts = NULL;
+	enum hba_clientcert clientcert = HBA_CLIENTCERT_OFF;
+	bool dn = false; /* clientname=DN */
 
 	if (hba) {
 		enum hba_method hm;
@@ -321,18 +354,38 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		}
 		if (hm == HBA_LDAP)
 			ldap_opts = hba_line_ldap(hba, line);
+		clientcert = hba_line_clientcert(hba, line, &dn);
 		log_debug(c->id, c->ctx, "hba_file line %d: %s%s%s", line, hba_method_name(hm), map ? " map=" : "",
 			  map ? map : "");
+	}
+	/* clientcert= (hostssl lines; the cert method's is verify-full): a certificate the
+	 * listener's CA verified first, before the method asks anything, in PostgreSQL's words. */
+	char cn[CONFIG_NAME_MAX]; /* the CN, or the DN with clientname=DN */
+	int cert = -ENOENT;
+	if (c->tls.conn && (clientcert != HBA_CLIENTCERT_OFF || method == CONFIG_AUTH_CERT))
+		cert = tls_peer_name(c->tls.conn, dn, cn, sizeof cn);
+	if (clientcert != HBA_CLIENTCERT_OFF && cert == -ENOTSUP) {
+		log_warn(c->id, c->ctx, "hba_file line with clientcert=, but this listener has no tls_ca_file");
+		client_fail(c, "F0000", "client certificates can only be checked if a root certificate store is available");
+		return false;
+	}
+	if (clientcert != HBA_CLIENTCERT_OFF && (cert == -ENOENT || cert == -ENOMEM)) {
+		client_fail(c, "28000", "connection requires a valid client certificate");
+		return false;
+	}
+	if (clientcert == HBA_CLIENTCERT_FULL && method != CONFIG_AUTH_CERT) {
+		c->cert_name_check = dn ? 2 : 1; /* once the method has succeeded */
+		c->cert_name_method = (uint8_t)method;
 	}
 	if (method == CONFIG_AUTH_TRUST)
 		return true;
 	if (method == CONFIG_AUTH_CERT) {
-		/* A certificate the listener's CA verified, whose CN is the user name, or which the
-		 * line's user name map admits as it (PostgreSQL's cert method). */
-		char cn[CONFIG_NAME_MAX];
-		if (!c->tls.conn || !tls_peer_cn(c->tls.conn, cn, sizeof cn)) {
+		/* A certificate the listener's CA verified, whose CN (or DN) is the user name, or
+		 * which the line's user name map admits as it (PostgreSQL's cert method). Without
+		 * hba_file (a rule's client_auth: cert) the listener must have verified one. */
+		if (cert < 0) {
 			log_info(c->id, c->ctx, "certificate authentication failed: %s",
-				 !c->tls.conn ? "not on TLS" : "no verified client certificate");
+				 !c->tls.conn ? "not on TLS" : cert == -EINVAL ? "the certificate names no user" : "no verified client certificate");
 			client_fail(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
 			return false;
 		}

@@ -1094,7 +1094,8 @@ static void pooled_startup(struct client *c)
 
 void client_after_auth(struct client *c)
 {
-	c->kind->begin(c);
+	if (client_auth_cert_name_ok(c))
+		c->kind->begin(c);
 }
 
 /* wbuf written while idle: the rest of a cached answer larger than it, and then what the

@@ -147,6 +147,10 @@ struct client {
 	                             * for no map) */
 	bool cancel_deferred;       /* a CancelRequest came for a request that did not run yet
 	                             * (cancel.c); pump_both sends it once the request runs */
+	uint8_t cert_name_check;    /* hba_file's clientcert=verify-full on a method other than
+	                             * cert: 1 the certificate's CN, 2 its DN, must be the user once
+	                             * the method has succeeded (client_auth_cert_name_ok) */
+	uint8_t cert_name_method;   /* that method (enum config_auth), for PostgreSQL's refusal */
 	uint8_t cancel_again;       /* sends left of that cancel while the request still runs
 	                             * (relay_cancel_done) */
 	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
@@ -240,6 +244,10 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		       const char *authq_db);
 /* Bytes arrived in CLIENT_AUTH: 1 authenticated, 0 need more, -1 failed (client gone). */
 int client_auth_input(struct client *c);
+/* After the method succeeded (client_after_auth): false when hba_file's clientcert=verify-full
+ * refuses the certificate's name (c was failed with the method's own refusal, as
+ * PostgreSQL's). */
+bool client_auth_cert_name_ok(struct client *c);
 void client_auth_free_state(struct client *c);
 /* Teardown: the exchange state and any credentials kept. */
 void client_auth_free(struct client *c);

@@ -1,6 +1,7 @@
 /* The Redis listener's AUTH against tusk's users (resp_auth.h). */
 #include "kv/resp_auth.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -13,13 +14,29 @@
 #include "runtime/runtime.h"
 #include "worker/worker.h"
 
+/* A hostssl line's clientcert=: a certificate the listener's CA verified, and with verify-full
+ * its CN (or DN, clientname=DN) the user's, as for SQL clients (where the name is compared
+ * after the password; a refusal is a refusal either way). */
+static bool cert_admits(const struct resp_auth_conn *a, enum hba_clientcert cc, bool dn, int method, const char *user)
+{
+	char name[64];
+	int rc = a->tls ? tls_peer_name(a->tls, dn, name, sizeof name) : -ENOENT;
+
+	if (cc == HBA_CLIENTCERT_OFF)
+		return true;
+	if (cc == HBA_CLIENTCERT_CA || method == CONFIG_AUTH_CERT) /* cert compares in without_password */
+		return rc == 0 || rc == -EINVAL;
+	return rc == 0 && strcmp(name, user) == 0;
+}
+
 /* How user logs in: hba_file's first matching line (database kv, hostssl by the connection's
  * TLS), else the pool rule's client_auth; *rule the rule (auth_query's), NULL when refused;
- * *map the line's map=NAME (NULL: none). */
+ * *map the line's map=NAME (NULL: none); *dn the line's clientname=DN. */
 static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g, const char *user,
-		     const struct config_pool_rule **rule, const char **map)
+		     const struct config_pool_rule **rule, const char **map, bool *dn)
 {
 	*map = NULL;
+	*dn = false;
 	*rule = config_match_pool(g->cfg, "kv", user);
 	if (*rule && (*rule)->blocked)
 		*rule = NULL;
@@ -37,7 +54,8 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		[HBA_PEER] = CONFIG_AUTH_PEER, /* never matched: local lines only, and RESP is TCP */
 		[HBA_LDAP] = CONFIG_AUTH_LDAP, /* refused: AUTH here takes no LDAP check */
 	};
-	return method[hm];
+	enum hba_clientcert cc = hba_line_clientcert(g->hba, line, dn);
+	return cert_admits(a, cc, *dn, method[hm], user) ? method[hm] : CONFIG_AUTH_REJECT;
 }
 
 static const struct runtime_gen *gen_of(const struct resp_auth_conn *a)
@@ -45,15 +63,15 @@ static const struct runtime_gen *gen_of(const struct resp_auth_conn *a)
 	return atomic_load_explicit(&a->worker->rt->gen, memory_order_acquire);
 }
 
-/* cert: the certificate's CN is user, or the hba_file line's map admits it as user. */
+/* cert: the certificate's CN (or DN) is user, or the hba_file line's map admits it as user. */
 static bool without_password(const struct resp_auth_conn *a, const struct runtime_gen *g, int method,
-			     const char *map, const char *user)
+			     const char *map, bool dn, const char *user)
 {
 	char cn[64];
 	int line;
 	if (method == CONFIG_AUTH_TRUST)
 		return true;
-	return method == CONFIG_AUTH_CERT && a->tls && tls_peer_cn(a->tls, cn, sizeof cn) &&
+	return method == CONFIG_AUTH_CERT && a->tls && tls_peer_name(a->tls, dn, cn, sizeof cn) == 0 &&
 	       hba_map_admits(g->hba, map, cn, user, &line);
 }
 
@@ -62,8 +80,9 @@ bool resp_auth_open(const struct resp_auth_conn *a, const char *user)
 	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
 	const char *map;
-	int method = method_of(a, g, user, &rule, &map); /* before map is read */
-	return without_password(a, g, method, map, user);
+	bool dn;
+	int method = method_of(a, g, user, &rule, &map, &dn); /* before map is read */
+	return without_password(a, g, method, map, dn, user);
 }
 
 bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass)
@@ -84,11 +103,12 @@ enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char
 	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
 	const char *map;
-	int method = method_of(a, g, user, &rule, &map);
+	bool dn;
+	int method = method_of(a, g, user, &rule, &map, &dn);
 
 	if (a->cert_user[0] && strcmp(user, a->cert_user) != 0)
 		return RESP_AUTH_REFUSED; /* verify-full: the certificate's CN is the only user */
-	if (without_password(a, g, method, map, user))
+	if (without_password(a, g, method, map, dn, user))
 		return RESP_AUTH_OK;
 	if (method != CONFIG_AUTH_PASSWORD && method != CONFIG_AUTH_MD5 && method != CONFIG_AUTH_SCRAM)
 		return RESP_AUTH_REFUSED;

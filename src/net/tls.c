@@ -858,33 +858,57 @@ int tls_server_end_point(const struct tls_conn *c, uint8_t out[64])
 
 bool tls_peer_cn(const struct tls_conn *c, char *out, size_t cap)
 {
+	return tls_peer_name(c, false, out, cap) == 0;
+}
+
+/* len bytes at p as a NUL-terminated name into out: -EINVAL when they hold a NUL (which
+ * would let "alice\0.evil" pass as "alice") or do not fit. */
+static int copy_name(const void *p, int len, char *out, size_t cap)
+{
+	if (len < 0 || (size_t)len >= cap || memchr(p, '\0', (size_t)len))
+		return -EINVAL;
+	memcpy(out, p, (size_t)len);
+	out[len] = '\0';
+	return 0;
+}
+
+int tls_peer_name(const struct tls_conn *c, bool dn, char *out, size_t cap)
+{
 	const X509 *cert = SSL_get0_peer_certificate(c->ssl);
 	const X509_NAME *name;
-	const ASN1_STRING *v;
-	unsigned char *utf8 = NULL;
-	int idx, len;
-	bool ok = false;
+	int rc = -EINVAL;
 
-	if (!cert || !c->verify_peer || SSL_get_verify_result(c->ssl) != X509_V_OK)
-		return false;
+	if (!c->verify_peer)
+		return -ENOTSUP;
+	if (!cert || SSL_get_verify_result(c->ssl) != X509_V_OK)
+		return -ENOENT;
 	name = X509_get_subject_name(cert);
-	idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
+	if (dn) {
+		BIO *b = BIO_new(BIO_s_mem());
+		char *p = NULL;
+		if (!b)
+			return -ENOMEM;
+		if (X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253) >= 0) {
+			long len = BIO_get_mem_data(b, &p);
+			if (p && len > 0 && len < INT_MAX)
+				rc = copy_name(p, (int)len, out, cap);
+		}
+		BIO_free(b);
+		ERR_clear_error();
+		return rc;
+	}
+	int idx = X509_NAME_get_index_by_NID(name, NID_commonName, -1);
 	if (idx < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, idx) >= 0)
-		return false;
-	v = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx));
-	len = ASN1_STRING_to_UTF8(&utf8, v);
+		return -EINVAL;
+	unsigned char *utf8 = NULL;
+	int len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, idx)));
 	if (len < 0) {
 		ERR_clear_error();
-		return false;
+		return -EINVAL;
 	}
-	/* A NUL inside the name would let "alice\0.evil" pass as "alice". */
-	if ((size_t)len < cap && memchr(utf8, '\0', (size_t)len) == NULL) {
-		memcpy(out, utf8, (size_t)len);
-		out[len] = '\0';
-		ok = true;
-	}
+	rc = copy_name(utf8, len, out, cap);
 	OPENSSL_free(utf8);
-	return ok;
+	return rc;
 }
 
 const char *tls_version(const struct tls_conn *c)

@@ -135,6 +135,15 @@ int tls_server_end_point(const struct tls_conn *c, uint8_t out[64]);
  * ambiguous (several CNs), holds a NUL, or does not fit in cap. */
 bool tls_peer_cn(const struct tls_conn *c, char *out, size_t cap);
 
+/* The name hba_file's clientcert=verify-full and clientname= compare (PostgreSQL's): the
+ * verified peer certificate's CN as tls_peer_cn gives it, or with dn its subject's whole
+ * distinguished name in RFC 2253 form ("CN=alice,O=Example"), as PostgreSQL prints it. 0;
+ * -ENOTSUP when this side verifies no certificates (a server context without a CA file);
+ * -ENOENT when the peer presented none (or it did not verify); -EINVAL when the name is
+ * absent, ambiguous, holds a NUL, or does not fit in cap. */
+__attribute__((warn_unused_result))
+int tls_peer_name(const struct tls_conn *c, bool dn, char *out, size_t cap);
+
 /* A connection as a readiness loop sees it: plaintext (conn NULL) or TLS. Reads and writes
  * remember which readiness a blocked call waits for (a TLS read may need the socket writable
  * during a key update, a write readable), and whether decrypted or read-ahead bytes may sit

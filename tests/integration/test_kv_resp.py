@@ -81,11 +81,15 @@ def zone(workdir, certs):
                       "hostssl kv carol 127.0.0.1/32 cert",
                       # frank logs in with a certificate whose CN the map kvcerts admits as him.
                       "hostssl kv frank 127.0.0.1/32 cert map=kvcerts",
+                      # gina's password, and a certificate of hers; hank's certificate, any CN.
+                      "hostssl kv gina 127.0.0.1/32 password clientcert=verify-full",
+                      "hostssl kv hank 127.0.0.1/32 trust clientcert=verify-ca",
                       "host all all 127.0.0.1/32 trust",
                   ]),
                   ident_file=str(ident),
                   auth_file=write_auth_file(z.cfg_dir / "users.txt",
-                                            {"default": PASSWORD, "alice": scram_verifier(ALICE)}))
+                                            {"default": PASSWORD, "alice": scram_verifier(ALICE),
+                                             "gina": "gina-secret"}))
     cfg = yaml.safe_load(z.tusk.cfg_path.read_text())
     z.redis_port, z.tls_port, z.allow_port, z.full_port = free_port(), free_port(), free_port(), free_port()
     z.ca_port = free_port()
@@ -738,6 +742,26 @@ def test_redis_cert_auth_through_a_user_name_map(zone, certs):
                    ssl_keyfile=key).ping()
     with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
         tls_client(zone, port=zone.ca_port, username="frank", password="unused").ping()
+
+
+def test_redis_auth_under_hba_clientcert(zone, certs):
+    """hba_file's clientcert= on the Redis listener's AUTH: gina's line (password,
+    verify-full) takes her password only beside a certificate named gina; hank's (trust,
+    verify-ca) any certificate of the CA, and none is no login. On a listener that verifies
+    no certificates (no tls_ca_file) neither logs in."""
+    gina, other = certs.client("gina"), certs.client("alice")
+    assert tls_client(zone, port=zone.ca_port, username="gina", password="gina-secret", ssl_certfile=gina[0],
+                      ssl_keyfile=gina[1]).set("cc:k", "gina's") is True
+    for cert, password in ((other, "gina-secret"), (None, "gina-secret"), (gina, "wrong")):
+        kw = {"ssl_certfile": cert[0], "ssl_keyfile": cert[1]} if cert else {}
+        with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+            tls_client(zone, port=zone.ca_port, username="gina", password=password, **kw).ping()
+    assert tls_client(zone, port=zone.ca_port, username="hank", password="any", ssl_certfile=other[0],
+                      ssl_keyfile=other[1]).ping() is True
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        tls_client(zone, port=zone.ca_port, username="hank", password="any").ping()
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        tls_client(zone, username="hank", password="any").ping()  # tls_port: no tls_ca_file
 
 
 def test_redis_select_maps_databases_to_namespaces(zone):

@@ -49,15 +49,23 @@ class Certs:
         return self.clients[k]
 
 
-def serve_tls_only(pg, certs):
-    """Restart pg with ssl on (certs' server certificate) and TCP logins on TLS only."""
-    for src, name in ((certs.server_crt, "server.crt"), (certs.server_key, "server.key")):
+def ssl_on(pg, certs, ca=False):
+    """pg's configuration with ssl on (certs' server certificate) and, with ca, certs' CA as
+    its ssl_ca_file (client certificates); a restart takes it."""
+    files = [(certs.server_crt, "server.crt"), (certs.server_key, "server.key")] + ([(certs.ca, "ca.crt")] if ca else [])
+    for src, name in files:
         shutil.copy(src, pg.data / name)
         if IS_ROOT:
             shutil.chown(pg.data / name, "postgres", "postgres")
         (pg.data / name).chmod(0o600)
     with open(pg.data / "postgresql.conf", "a") as f:
-        f.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+        f.write("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
+                + ("ssl_ca_file = 'ca.crt'\n" if ca else ""))
+
+
+def serve_tls_only(pg, certs):
+    """Restart pg with ssl on (certs' server certificate) and TCP logins on TLS only."""
+    ssl_on(pg, certs)
     (pg.data / "pg_hba.conf").write_text(
         "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n")
     pg.stop()

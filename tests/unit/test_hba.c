@@ -305,7 +305,13 @@ static void test_each_error(void **state)
 		{ "host all all 10.0.0.0/8", "end of line before the authentication method" },
 		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)" },
 		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)" },
-		{ "local all all trust clientcert=verify-full", "authentication option \"clientcert=verify-full\" is not supported" },
+		{ "local all all trust clientcert=verify-full", "clientcert can only be configured for \"hostssl\" rows" },
+		{ "host all all all md5 clientname=DN", "clientname can only be configured for \"hostssl\" rows" },
+		{ "hostssl all all all md5 clientcert=1", "invalid value for clientcert: \"1\"" },
+		{ "hostssl all all all md5 clientname=cn", "invalid value for clientname: \"cn\"" },
+		{ "hostssl all all all cert clientcert=verify-ca", "clientcert only accepts \"verify-full\" when using \"cert\" authentication" },
+		{ "hostssl all all all ldap ldapserver=x ldapprefix=a ldapsuffix=b clientcert=no-verify", "invalid value for clientcert: \"no-verify\"" },
+		{ "local all all trust frobnicate=1", "authentication option \"frobnicate=1\" is not supported" },
 		{ "local all all trust extra", "unexpected field \"extra\" after the authentication method" },
 		{ "host all all all md5 map=x", "authentication option \"map\" is only valid for the cert and peer methods" },
 		{ "local all all trust map=x", "authentication option \"map\" is only valid for the cert and peer methods" },
@@ -482,6 +488,33 @@ static void test_ldap_lines(void **state)
 	hba_free(h);
 }
 
+static void test_clientcert_lines(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("hostssl all a all scram-sha-256 clientcert=verify-full\n"
+				"hostssl all b all trust clientcert=verify-ca clientname=DN\n"
+				"hostssl all c all cert clientname=DN\n"
+				"hostssl all d all cert\n"
+				"hostssl all e all ldap ldapserver=x ldapprefix=a ldapsuffix=b clientcert=verify-full\n"
+				"hostssl all f all md5 clientname=CN\n");
+	static const struct {
+		int line;
+		enum hba_clientcert cc;
+		bool dn;
+	} want[] = {
+		{ 1, HBA_CLIENTCERT_FULL, false }, { 2, HBA_CLIENTCERT_CA, true }, { 3, HBA_CLIENTCERT_FULL, true },
+		{ 4, HBA_CLIENTCERT_FULL, false }, { 5, HBA_CLIENTCERT_FULL, false }, { 6, HBA_CLIENTCERT_OFF, false },
+		{ 42, HBA_CLIENTCERT_OFF, false },
+	};
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+		bool dn = !want[i].dn;
+		assert_int_equal(hba_line_clientcert(h, want[i].line, &dn), want[i].cc);
+		assert_int_equal(dn, want[i].dn);
+	}
+	assert_non_null(hba_line_ldap(h, 5));
+	hba_free(h);
+}
+
 static void test_ldap_errors(void **state)
 {
 	(void)state;
@@ -617,6 +650,7 @@ int main(void)
 		cmocka_unit_test(test_netmask_form),
 		cmocka_unit_test(test_first_match_wins),
 		cmocka_unit_test(test_each_error),
+		cmocka_unit_test(test_clientcert_lines),
 		cmocka_unit_test(test_replication_keyword),
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_all_errors_reported),

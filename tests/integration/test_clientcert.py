@@ -1,0 +1,136 @@
+"""hba_file's clientcert= and clientname= on hostssl lines (PostgreSQL's): verify-ca demands a
+client certificate the listener's CA verified before the method asks anything; verify-full
+also demands, once the method has succeeded, that the certificate's CN (or its whole DN with
+clientname=DN) be the user name; the cert method is verify-full. Differential: the same
+hba lines on a PostgreSQL 15 with the same CA, the same logins straight and through tusk, and
+every outcome (logged in, or the SQLSTATE and message, and whether a password was asked)
+must be the same."""
+
+import contextlib
+import ssl
+import struct
+
+import pytest
+
+import pgwire
+from auth_util import md5_secret, raw_login, write_auth_file, write_hba
+from conftest import PASSWORDS, SLOW, TUSK_ERROR_RE
+from lifecycle_util import rule
+from tls_util import Certs, ssl_on
+
+pytestmark = pytest.mark.tusk_only
+
+DN_USER = "CN=dnuser"  # a role named as its certificate's subject (clientname=DN)
+HBA = [
+    "local all all trust",
+    "hostssl all tusk_trust 127.0.0.1/32 trust clientcert=verify-full",
+    "hostssl all pw_scram 127.0.0.1/32 scram-sha-256 clientcert=verify-ca",
+    "hostssl all pw_md5 127.0.0.1/32 md5 clientcert=verify-full",
+    f'hostssl all "{DN_USER}" 127.0.0.1/32 trust clientcert=verify-full clientname=DN',
+    "hostssl all tusk_solo 127.0.0.1/32 cert",
+]
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return Certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture
+def cert_pg(private_pg, certs):
+    """A PostgreSQL with TLS, certs' CA as its ssl_ca_file, and HBA."""
+    pg = private_pg
+    ssl_on(pg, certs, ca=True)
+    pg.execute(f'create role "{DN_USER}" login')
+    write_hba(pg.data / "pg_hba.conf", HBA)
+    pg.stop()
+    pg.start()
+    return pg
+
+
+@pytest.fixture
+def cert_tusk(tusk, certs, tmp_path):
+    # Secrets tusk can also log in to the server with: a SCRAM verifier of another salt than
+    # the role's would not do there.
+    auth = write_auth_file(tmp_path / "userlist.txt", {"pw_scram": PASSWORDS["pw_scram"],
+                                                      "pw_md5": md5_secret("pw_md5", PASSWORDS["pw_md5"])})
+    return tusk(listen_opts={"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key,
+                             "tls_ca_file": certs.ca},
+                hba_file=write_hba(tmp_path / "hba.conf", HBA), auth_file=auth,
+                pools=[rule(user=DN_USER, server_user="tusk_trust"), rule()])
+
+
+@contextlib.contextmanager
+def tls_client(port, certs, cert):
+    """A RawClient past SSLRequest and the TLS handshake, presenting cert (a CN of certs' CA,
+    ("rogue", CN) for one of another CA, or None)."""
+    ctx = ssl.create_default_context(cafile=certs.ca)
+    if cert:
+        crt, key = certs.client(cert[1], "rogue") if isinstance(cert, tuple) else certs.client(cert)
+        ctx.load_cert_chain(crt, key)
+    c = pgwire.RawClient("127.0.0.1", port, timeout=15 * SLOW)
+    try:
+        c.sock.sendall(struct.pack("!II", 8, 80877103))
+        assert c.sock.recv(1) == b"S"
+        c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+        yield c
+    finally:
+        c.close()
+
+
+def outcome(port, certs, user, password, cert):
+    try:
+        with tls_client(port, certs, cert) as c:
+            r = raw_login(port, user, password, client=c)
+    except (ssl.SSLError, ConnectionError):
+        return ("TLS handshake failed",)  # refused at the handshake (an alert, or a reset)
+    asked = bool(r.requests and r.requests != [0])
+    if r.outcome == "ok":
+        return ("ok", asked)
+    return (r.sqlstate, TUSK_ERROR_RE.sub("", r.message).lstrip(": "), asked)
+
+
+CASES = [
+    # (user, password, certificate)
+    ("tusk_trust", None, None),
+    ("tusk_trust", None, "tusk_trust"),
+    ("tusk_trust", None, "someone"),
+    ("tusk_trust", None, ("rogue", "tusk_trust")),
+    ("pw_scram", PASSWORDS["pw_scram"], None),
+    ("pw_scram", PASSWORDS["pw_scram"], "someone"),
+    ("pw_scram", "wrong", "someone"),
+    ("pw_md5", PASSWORDS["pw_md5"], "pw_md5"),
+    ("pw_md5", PASSWORDS["pw_md5"], "someone"),
+    ("pw_md5", "wrong", "pw_md5"),
+    (DN_USER, None, "dnuser"),
+    (DN_USER, None, "someone"),
+    ("tusk_solo", None, "tusk_solo"),
+    ("tusk_solo", None, "someone"),
+    ("tusk_solo", None, None),
+]
+
+
+def test_clientcert_logins_match_postgresql(cert_pg, cert_tusk, certs):
+    """Every case straight to PostgreSQL and through tusk: the same outcome. Before tusk read
+    these options, it refused such an hba_file at the start ("authentication option
+    \"clientcert=verify-full\" is not supported")."""
+    differ = []
+    for user, password, cert in CASES:
+        direct = outcome(cert_pg.port, certs, user, password, cert)
+        through = outcome(cert_tusk.port, certs, user, password, cert)
+        if direct != through:
+            differ.append(f"{user} {cert!r}: PostgreSQL {direct}, tusk {through}")
+    assert not differ, "\n".join(differ)
+    log = cert_tusk.log_text()
+    assert 'clientcert=verify-full) failed for user "tusk_trust": CN mismatch' in log
+    assert f'clientcert=verify-full) failed for user "{DN_USER}": DN mismatch' in log
+
+
+def test_clientcert_without_a_ca_on_the_listener(tusk, certs, tmp_path):
+    """A clientcert= line on a listener that verifies no certificates (no tls_ca_file):
+    PostgreSQL's refusal when it has no ssl_ca_file, and a warning in the log."""
+    t = tusk(listen_opts={"tls": "require", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key},
+             hba_file=write_hba(tmp_path / "hba.conf", HBA), pools=[rule()])
+    assert outcome(t.port, certs, "tusk_trust", None, "tusk_trust") == (
+        "F0000", "client certificates can only be checked if a root certificate store is available", False)
+    t.wait_log("hba_file line with clientcert=, but this listener has no tls_ca_file")

@@ -56,6 +56,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				if (hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, &m, &line, NULL)) {
 					check(line >= 1 && (size_t)line <= lines);
 					check(strcmp(hba_method_name(m), "?") != 0);
+					bool dn;
+					enum hba_clientcert cc = hba_line_clientcert(h, line, &dn);
+					/* clientcert= only on hostssl lines; the cert method always verify-full */
+					check(cc == HBA_CLIENTCERT_OFF || conn == HBA_HOST_TLS);
+					check(m != HBA_CERT || cc == HBA_CLIENTCERT_FULL);
 				}
 			}
 		}

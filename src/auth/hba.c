@@ -16,7 +16,9 @@
 
 #define HBA_FILE_MAX (64u << 20) /* a bigger file is a mistake, not a rule set */
 
-enum hba_type { HBA_TYPE_LOCAL, HBA_TYPE_HOST, HBA_TYPE_HOSTSSL, HBA_TYPE_HOSTNOSSL };
+/* hostgssenc lines never match (tusk answers N to GSSENCRequest: no connection is
+ * GSSAPI-encrypted), and hostnogssenc lines are host lines (every TCP connection is not). */
+enum hba_type { HBA_TYPE_LOCAL, HBA_TYPE_HOST, HBA_TYPE_HOSTSSL, HBA_TYPE_HOSTNOSSL, HBA_TYPE_HOSTGSSENC };
 
 /* HBA_NAME_REPLICATION: the database keyword "replication", which matches physical replication
  * connections and only them (as in PostgreSQL: "all" does not match those, "replication" no
@@ -372,11 +374,13 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 		r->type = HBA_TYPE_HOSTSSL;
 	else if (strcmp(t->text, "hostnossl") == 0)
 		r->type = HBA_TYPE_HOSTNOSSL;
-	else if (strcmp(t->text, "hostgssenc") == 0 || strcmp(t->text, "hostnogssenc") == 0) {
-		util_file_report(c, "connection type \"%s\" is not supported", t->text);
-		return -EINVAL;
-	} else {
-		util_file_report(c, "invalid connection type \"%s\" (local, host, hostssl or hostnossl)", t->text);
+	else if (strcmp(t->text, "hostgssenc") == 0)
+		r->type = HBA_TYPE_HOSTGSSENC;
+	else if (strcmp(t->text, "hostnogssenc") == 0)
+		r->type = HBA_TYPE_HOST;
+	else {
+		util_file_report(c, "invalid connection type \"%s\" (local, host, hostssl, hostnossl, hostgssenc or hostnogssenc)",
+				 t->text);
 		return -EINVAL;
 	}
 	if (l->nfields < 2) {
@@ -581,6 +585,8 @@ static bool type_match(enum hba_type t, enum hba_conn conn)
 		return conn == HBA_HOST_TLS;
 	case HBA_TYPE_HOSTNOSSL:
 		return conn == HBA_HOST_PLAIN;
+	case HBA_TYPE_HOSTGSSENC:
+		return false;
 	}
 	return false;
 }

@@ -1,4 +1,5 @@
-"""hba_file's clientcert= and clientname= on hostssl lines (PostgreSQL's): verify-ca demands a
+"""hba_file's clientcert= and clientname= on hostssl lines (PostgreSQL's), and its hostgssenc
+and hostnogssenc types: verify-ca demands a
 client certificate the listener's CA verified before the method asks anything; verify-full
 also demands, once the method has succeeded, that the certificate's CN (or its whole DN with
 clientname=DN) be the user name; the cert method is verify-full. Differential: the same
@@ -27,6 +28,9 @@ HBA = [
     "hostssl all pw_scram 127.0.0.1/32 scram-sha-256 clientcert=verify-ca",
     "hostssl all pw_md5 127.0.0.1/32 md5 clientcert=verify-full",
     f'hostssl all "{DN_USER}" 127.0.0.1/32 trust clientcert=verify-full clientname=DN',
+    # No connection here is GSSAPI-encrypted: the first never matches, the second always.
+    "hostgssenc all tusk_solo 127.0.0.1/32 reject",
+    "hostnogssenc all pw_clear 127.0.0.1/32 password",
     "hostssl all tusk_solo 127.0.0.1/32 cert",
 ]
 
@@ -53,6 +57,7 @@ def cert_tusk(tusk, certs, tmp_path):
     # Secrets tusk can also log in to the server with: a SCRAM verifier of another salt than
     # the role's would not do there.
     auth = write_auth_file(tmp_path / "userlist.txt", {"pw_scram": PASSWORDS["pw_scram"],
+                                                      "pw_clear": PASSWORDS["pw_clear"],
                                                       "pw_md5": md5_secret("pw_md5", PASSWORDS["pw_md5"])})
     return tusk(listen_opts={"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key,
                              "tls_ca_file": certs.ca},
@@ -107,6 +112,8 @@ CASES = [
     ("tusk_solo", None, "tusk_solo"),
     ("tusk_solo", None, "someone"),
     ("tusk_solo", None, None),
+    ("pw_clear", PASSWORDS["pw_clear"], None),
+    ("pw_clear", "wrong", "someone"),
 ]
 
 

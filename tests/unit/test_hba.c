@@ -86,6 +86,24 @@ static int match(const struct hba *h, enum hba_conn conn, const char *db, const 
 	return line;
 }
 
+/* PostgreSQL's hostgssenc and hostnogssenc: tusk encrypts no connection with GSSAPI (it answers
+ * N to a GSSENCRequest), so a hostgssenc line matches nothing and a hostnogssenc line every TCP
+ * connection, plaintext or TLS, as a host line. */
+static void test_gssenc_types(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("hostgssenc all all all trust\n"
+				"hostnogssenc all a 127.0.0.1/32 md5\n"
+				"host all all all reject\n");
+	enum hba_method m;
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "a", "127.0.0.1", &m), 2);
+	assert_int_equal(m, HBA_MD5);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "a", "127.0.0.1", &m), 2);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "b", "127.0.0.1", &m), 3);
+	assert_int_equal(match(h, HBA_LOCAL, "d", "a", NULL, &m), 0);
+	hba_free(h);
+}
+
 /* The database keyword "replication" matches physical replication connections and only them;
  * "all" and names never match those (PostgreSQL's rule); quoted, it is a database's name. */
 static void test_replication_keyword(void **state)
@@ -295,8 +313,9 @@ static void test_each_error(void **state)
 		const char *line;
 		const char *message;
 	} cases[] = {
-		{ "hots all all all trust", "invalid connection type \"hots\" (local, host, hostssl or hostnossl)" },
-		{ "hostgssenc all all all trust", "connection type \"hostgssenc\" is not supported" },
+		{ "hots all all all trust",
+		  "invalid connection type \"hots\" (local, host, hostssl, hostnossl, hostgssenc or hostnogssenc)" },
+		{ "hostgssenc all all", "end of line before the address field" },
 		{ "local,host all all trust", "the connection type must be a single value, not a list" },
 		{ "local", "end of line before the database field" },
 		{ "local all", "end of line before the user field" },
@@ -651,6 +670,7 @@ int main(void)
 		cmocka_unit_test(test_first_match_wins),
 		cmocka_unit_test(test_each_error),
 		cmocka_unit_test(test_clientcert_lines),
+		cmocka_unit_test(test_gssenc_types),
 		cmocka_unit_test(test_replication_keyword),
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_all_errors_reported),

@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,6 +42,7 @@ struct hba_rule {
 	struct hba_list databases;
 	struct hba_list users;
 	bool addr_all;  /* "all", or a local line */
+	uint8_t same;   /* SAME_HOST, SAME_NET: PostgreSQL's samehost and samenet */
 	int family;     /* AF_INET or AF_INET6 */
 	uint8_t addr[16]; /* already masked */
 	uint8_t mask[16];
@@ -164,6 +166,8 @@ static void prefix_mask(int bits, uint8_t mask[16])
 		mask[bits / 8] = (uint8_t)(0xff00 >> (bits % 8));
 }
 
+enum { SAME_HOST = 1, SAME_NET };
+
 /* The address (and maybe netmask) starting at field f: the index of the field after it, or
  * -EINVAL after reporting. */
 static int parse_address(struct util_file_report *c, const struct conftok_line *l, int f, struct hba_rule *r)
@@ -180,8 +184,8 @@ static int parse_address(struct util_file_report *c, const struct conftok_line *
 		return f + 1;
 	}
 	if (conftok_is(t, "samehost") || conftok_is(t, "samenet")) {
-		util_file_report(c, "address keyword \"%s\" is not supported", t->text);
-		return -EINVAL;
+		r->same = conftok_is(t, "samehost") ? SAME_HOST : SAME_NET;
+		return f + 1;
 	}
 	const char *slash = strchr(t->text, '/');
 	size_t alen = slash ? (size_t)(slash - t->text) : strlen(t->text);
@@ -540,6 +544,61 @@ static bool list_match(const struct hba_list *l, const char *name, const char *u
 	return false;
 }
 
+/* The bytes of sa's address (4 or 16; an IPv4-mapped IPv6 address as its IPv4 when v4 is
+ * wanted) into out: their count, 0 for another family. */
+static int ip_bytes(const struct sockaddr *sa, bool v4, uint8_t out[16])
+{
+	if (sa->sa_family == AF_INET) {
+		if (!v4)
+			return 0;
+		memcpy(out, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+		return 4;
+	}
+	if (sa->sa_family != AF_INET6)
+		return 0;
+	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (v4) {
+		if (!IN6_IS_ADDR_V4MAPPED(a6))
+			return 0;
+		memcpy(out, &a6->s6_addr[12], 4);
+		return 4;
+	}
+	memcpy(out, a6->s6_addr, 16);
+	return 16;
+}
+
+/* samehost: the peer is one of this machine's interface addresses; samenet: it lies in the
+ * subnet of one of them (PostgreSQL's, which also reads the interfaces at each connection).
+ * An IPv4-mapped peer is compared as IPv4, as address lines do. */
+static bool same_match(int same, const struct net_addr *addr)
+{
+	struct ifaddrs *ifs, *i;
+	bool v4 = addr->sa.ss_family == AF_INET ||
+		  (addr->sa.ss_family == AF_INET6 &&
+		   IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&addr->sa)->sin6_addr));
+	uint8_t peer[16], a[16], m[16];
+	int n = ip_bytes((const struct sockaddr *)&addr->sa, v4, peer);
+	bool hit = false;
+
+	if (!n || getifaddrs(&ifs) < 0)
+		return false;
+	for (i = ifs; i && !hit; i = i->ifa_next) {
+		if (!i->ifa_addr || ip_bytes(i->ifa_addr, v4, a) != n || (i->ifa_addr->sa_family == AF_INET6) == v4)
+			continue;
+		if (same == SAME_HOST) {
+			hit = memcmp(a, peer, (size_t)n) == 0;
+			continue;
+		}
+		if (!i->ifa_netmask || ip_bytes(i->ifa_netmask, v4, m) != n)
+			continue;
+		hit = true;
+		for (int k = 0; k < n && hit; k++)
+			hit = (a[k] & m[k]) == (peer[k] & m[k]);
+	}
+	freeifaddrs(ifs);
+	return hit;
+}
+
 static bool addr_match(const struct hba_rule *r, const struct net_addr *addr)
 {
 	uint8_t peer[16];
@@ -549,25 +608,11 @@ static bool addr_match(const struct hba_rule *r, const struct net_addr *addr)
 		return true;
 	if (!addr)
 		return false;
-	if (addr->sa.ss_family == AF_INET) {
-		if (r->family != AF_INET)
-			return false;
-		memcpy(peer, &((const struct sockaddr_in *)&addr->sa)->sin_addr, 4);
-		n = 4;
-	} else if (addr->sa.ss_family == AF_INET6) {
-		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)&addr->sa)->sin6_addr;
-		if (r->family == AF_INET) {
-			if (!IN6_IS_ADDR_V4MAPPED(a6))
-				return false;
-			memcpy(peer, &a6->s6_addr[12], 4);
-			n = 4;
-		} else {
-			memcpy(peer, a6->s6_addr, 16);
-			n = 16;
-		}
-	} else {
+	if (r->same)
+		return same_match(r->same, addr);
+	n = ip_bytes((const struct sockaddr *)&addr->sa, r->family == AF_INET, peer);
+	if (!n)
 		return false;
-	}
 	for (int i = 0; i < n; i++)
 		if ((peer[i] & r->mask[i]) != r->addr[i])
 			return false;

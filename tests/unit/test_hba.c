@@ -3,6 +3,7 @@
  * option map=NAME against an ident_file, and each load error with its exact "FILE:LINE: hba:"
  * text, all of them reported in one load. */
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -101,6 +102,53 @@ static void test_gssenc_types(void **state)
 	assert_int_equal(match(h, HBA_HOST_TLS, "d", "a", "127.0.0.1", &m), 2);
 	assert_int_equal(match(h, HBA_HOST_TLS, "d", "b", "127.0.0.1", &m), 3);
 	assert_int_equal(match(h, HBA_LOCAL, "d", "a", NULL, &m), 0);
+	hba_free(h);
+}
+
+/* An IPv4 address in no subnet of this machine's interfaces (machines may use the
+ * documentation ranges themselves), or NULL. */
+static const char *foreign_ipv4(void)
+{
+	static const char *const candidates[] = { "192.0.2.77", "198.51.100.77", "203.0.113.77", "100.127.200.77" };
+	struct ifaddrs *ifs;
+	if (getifaddrs(&ifs) < 0)
+		return NULL;
+	const char *found = NULL;
+	for (size_t k = 0; k < sizeof candidates / sizeof candidates[0] && !found; k++) {
+		struct in_addr c;
+		bool inside = false;
+		assert_int_equal(inet_pton(AF_INET, candidates[k], &c), 1);
+		for (struct ifaddrs *i = ifs; i && !inside; i = i->ifa_next)
+			if (i->ifa_addr && i->ifa_netmask && i->ifa_addr->sa_family == AF_INET) {
+				uint32_t a = ((struct sockaddr_in *)i->ifa_addr)->sin_addr.s_addr;
+				uint32_t m = ((struct sockaddr_in *)i->ifa_netmask)->sin_addr.s_addr;
+				inside = (a & m) == (c.s_addr & m);
+			}
+		if (!inside)
+			found = candidates[k];
+	}
+	freeifaddrs(ifs);
+	return found;
+}
+
+/* samehost: one of this machine's addresses (the loopback's 127.0.0.1, not 127.0.0.2: lo holds
+ * 127.0.0.1/8); samenet: any address of an interface's subnet (127.0.0.2 too, not one of no
+ * interface's subnet). IPv4-mapped peers as IPv4. */
+static void test_samehost_samenet(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host all a samehost trust\n"
+				"host all a samenet md5\n"
+				"host all all all reject\n");
+	enum hba_method m;
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "a", "127.0.0.1", &m), 1);
+	assert_int_equal(match(h, HBA_HOST_TLS, "d", "a", "::ffff:127.0.0.1", &m), 1);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "a", "127.0.0.2", &m), 2);
+	assert_int_equal(m, HBA_MD5);
+	const char *foreign = foreign_ipv4();
+	if (foreign)
+		assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "a", foreign, &m), 3);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "d", "b", "127.0.0.1", &m), 3);
 	hba_free(h);
 }
 
@@ -357,8 +405,7 @@ static void test_each_error(void **state)
 		{ "local a, # x", "list ends with a comma" },
 		{ "local \"My DB all trust", "unterminated quoted string" },
 		{ "host all all db.example.com md5", "invalid IP address \"db.example.com\" (host names are not supported)" },
-		{ "host all all samenet md5", "address keyword \"samenet\" is not supported" },
-		{ "host all all samehost md5", "address keyword \"samehost\" is not supported" },
+		{ "host all all samenet,samehost md5", "the address must be a single value, not a list" },
 		{ "host all all 10.0.0.0/33 md5", "invalid CIDR mask in address \"10.0.0.0/33\" (0..32)" },
 		{ "host all all ::1/129 md5", "invalid CIDR mask in address \"::1/129\" (0..128)" },
 		{ "host all all 10.0.0.0/ md5", "invalid CIDR mask in address \"10.0.0.0/\" (0..32)" },
@@ -671,6 +718,7 @@ int main(void)
 		cmocka_unit_test(test_each_error),
 		cmocka_unit_test(test_clientcert_lines),
 		cmocka_unit_test(test_gssenc_types),
+		cmocka_unit_test(test_samehost_samenet),
 		cmocka_unit_test(test_replication_keyword),
 		cmocka_unit_test(test_nul_byte),
 		cmocka_unit_test(test_all_errors_reported),

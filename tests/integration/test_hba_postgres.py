@@ -1,5 +1,6 @@
-"""hba_file's clientcert= and clientname= on hostssl lines (PostgreSQL's), and its hostgssenc
-and hostnogssenc types: verify-ca demands a
+"""pg_hba.conf's features in tusk's hba_file, each compared with PostgreSQL 15 given the same
+lines: samehost and samenet; hostgssenc and hostnogssenc; clientcert= and clientname= on
+hostssl lines: verify-ca demands a
 client certificate the listener's CA verified before the method asks anything; verify-full
 also demands, once the method has succeeded, that the certificate's CN (or its whole DN with
 clientname=DN) be the user name; the cert method is verify-full. Differential: the same
@@ -8,6 +9,7 @@ every outcome (logged in, or the SQLSTATE and message, and whether a password wa
 must be the same."""
 
 import contextlib
+import socket
 import ssl
 import struct
 
@@ -141,3 +143,40 @@ def test_clientcert_without_a_ca_on_the_listener(tusk, certs, tmp_path):
     assert outcome(t.port, certs, "tusk_trust", None, "tusk_trust") == (
         "F0000", "client certificates can only be checked if a root certificate store is available", False)
     t.wait_log("hba_file line with clientcert=, but this listener has no tls_ca_file")
+
+
+def raw_from(port, source):
+    """A RawClient connected to 127.0.0.1:port from the loopback address source."""
+    c = pgwire.RawClient.__new__(pgwire.RawClient)
+    c.sock = socket.create_connection(("127.0.0.1", port), timeout=15 * SLOW, source_address=(source, 0))
+    c.timeout = 15 * SLOW
+    c.buf = b""
+    return c
+
+
+def test_samehost_and_samenet_match_as_in_postgresql(private_pg, tusk, tmp_path):
+    """samehost is one of the machine's own addresses (127.0.0.1, not 127.0.0.2: the loopback
+    holds 127.0.0.1/8), samenet any address of an interface's subnet (127.0.0.2 too). Logins
+    from both addresses, straight and through tusk, must end alike: logged in, or refused with
+    28000 (tusk words its reject its own way)."""
+    lines = ["local all all trust",
+             "host all tusk_trust samehost trust",
+             "host all tusk_trust samenet reject",
+             "host all tusk_solo samenet trust",
+             "host all all all reject"]
+    write_hba(private_pg.data / "pg_hba.conf", lines)
+    private_pg.stop()
+    private_pg.start()
+    t = tusk(hba_file=write_hba(tmp_path / "hba.conf", lines), pools=[rule()])
+    differ = []
+    for user in ("tusk_trust", "tusk_solo", "pw_md5"):
+        for source in ("127.0.0.1", "127.0.0.2"):
+            got = []
+            for port in (private_pg.port, t.port):
+                r = raw_login(port, user, None, client=raw_from(port, source))
+                got.append("ok" if r.outcome == "ok" else r.sqlstate)
+            if got[0] != got[1]:
+                differ.append(f"{user} from {source}: PostgreSQL {got[0]}, tusk {got[1]}")
+            if (user, source) in (("tusk_trust", "127.0.0.1"), ("tusk_solo", "127.0.0.2")):
+                assert got == ["ok", "ok"], (user, source, got)
+    assert not differ, "\n".join(differ)

@@ -377,8 +377,8 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		c->cert_name_check = dn ? 2 : 1; /* once the method has succeeded */
 		c->cert_name_method = (uint8_t)method;
 	}
-	if (method == CONFIG_AUTH_TRUST)
-		return true;
+	if (method == CONFIG_AUTH_TRUST) /* succeeded: the name now (callers that begin at once */
+		return client_auth_cert_name_ok(c); /* skip client_after_auth: the console, kv) */
 	if (method == CONFIG_AUTH_CERT) {
 		/* A certificate the listener's CA verified, whose CN (or DN) is the user name, or
 		 * which the line's user name map admits as it (PostgreSQL's cert method). Without

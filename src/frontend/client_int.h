@@ -236,7 +236,8 @@ __attribute__((warn_unused_result)) int client_put_greeting(struct client *c, co
 /* The key c will cancel with, minted and registered; 0, or -1 when c was failed. */
 __attribute__((warn_unused_result)) int client_mint_cancel_key(struct client *c);
 
-/* auth.c: true when the client may go on at once (trust); false when an exchange started
+/* auth.c: true when the client may go on at once (trust, and its certificate's name checked
+ * under clientcert=verify-full: client_auth_cert_name_ok); false when an exchange started
  * (state CLIENT_AUTH) or the client was failed. A user absent from auth_file is looked up
  * with authq_rule's auth_query in database authq_db when the rule has an auth_user (NULL
  * rule: auth_file only, as for the admin console). */

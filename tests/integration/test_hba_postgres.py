@@ -180,3 +180,20 @@ def test_samehost_and_samenet_match_as_in_postgresql(private_pg, tusk, tmp_path)
             if (user, source) in (("tusk_trust", "127.0.0.1"), ("tusk_solo", "127.0.0.2")):
                 assert got == ["ok", "ok"], (user, source, got)
     assert not differ, "\n".join(differ)
+
+
+def test_clientcert_verify_full_holds_for_the_admin_console(tusk, certs, tmp_path):
+    """The admin console begins at once after a trust line (it does not go through the
+    pooled clients' path): verify-full must hold there too. A certificate of the CA whose CN
+    is another user is refused; the admin's own logs in."""
+    t = tusk(listen_opts={"tls": "require", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key,
+                          "tls_ca_file": certs.ca},
+             hba_file=write_hba(tmp_path / "hba.conf", ["hostssl tusk admin 127.0.0.1/32 trust clientcert=verify-full",
+                                                         "hostssl all all 127.0.0.1/32 reject"]),
+             admin={"users": ["admin"]}, pools=[rule()])
+    with tls_client(t.port, certs, "someone") as c:
+        r = raw_login(t.port, "admin", None, client=c, dbname="tusk")
+    assert (r.outcome, r.sqlstate) == ("error", "28000") and '"trust" authentication failed' in r.message, r
+    with tls_client(t.port, certs, "admin") as c:
+        r = raw_login(t.port, "admin", None, client=c, dbname="tusk")
+    assert r.outcome == "ok", r

@@ -10,12 +10,17 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ifaddrs.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define HBA_FILE_MAX (64u << 20) /* a bigger file is a mistake, not a rule set */
+#define HBA_INCLUDE_DEPTH 10     /* @file inside @file, as deep as PostgreSQL 16 allows */
+#define HBA_INCLUDES_MAX 1000    /* @files read in one load: a file that names itself many
+				  * times over would otherwise be read exponentially often */
 
 /* hostgssenc lines never match (tusk answers N to GSSENCRequest: no connection is
  * GSSAPI-encrypted), and hostnogssenc lines are host lines (every TCP connection is not). */
@@ -32,6 +37,7 @@ struct hba_name {
 };
 
 struct hba_list {
+	size_t cap; /* bytes of v (grow_bytes) */
 	struct hba_name *v;
 	int n;
 };
@@ -58,6 +64,8 @@ struct hba {
 	int n;
 	size_t cap; /* bytes of rules (grow_bytes) */
 	const struct ident *ident; /* ident_file, or NULL; not owned (see hba_load) */
+	char *dir;    /* while loading: the directory @file names are read from (NULL: none) */
+	int includes; /* while loading: @files read */
 };
 
 static void free_list(struct hba_list *l)
@@ -69,53 +77,145 @@ static void free_list(struct hba_list *l)
 	l->n = 0;
 }
 
-/* Database (is_db) or user list from field f. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_list(struct util_file_report *c, const struct conftok_line *l, int f, bool is_db, struct hba_list *out)
-{
-	const char *what = is_db ? "database" : "user";
-	const struct conftok_field *fld = &l->fields[f];
+/* Where @file names are read from: the directory of the file that names them (NULL for an
+ * hba_file given as bytes, which may not name files), and the count of files read so far. */
+struct hba_inc {
+	const char *dir;
+	int *count;
+};
 
-	out->v = calloc((size_t)fld->n, sizeof(*out->v));
-	out->n = 0;
-	if (!out->v)
-		return -ENOMEM;
-	for (int k = 0; k < fld->n; k++) {
-		const struct conftok_tok *t = &l->toks[fld->first + k];
-		struct hba_name *nm = &out->v[out->n];
-		if (conftok_is(t, "all")) {
-			nm->kind = HBA_NAME_ALL;
-		} else if (is_db && conftok_is(t, "sameuser")) {
-			nm->kind = HBA_NAME_SAMEUSER;
-		} else if (is_db && conftok_is(t, "replication")) {
-			nm->kind = HBA_NAME_REPLICATION;
-		} else if (!t->quoted && (strcmp(t->text, "sameuser") == 0 || strcmp(t->text, "samerole") == 0 ||
-					  strcmp(t->text, "samegroup") == 0 || strcmp(t->text, "replication") == 0)) {
-			util_file_report(c, "%s keyword \"%s\" is not supported%s", what, t->text,
-			       strcmp(t->text, "sameuser") == 0 ? " in the user field" : "");
-			goto err;
-		} else if (!t->quoted && t->text[0] == '+') {
-			util_file_report(c, "group membership \"%s\" is not supported (write the user names)", t->text);
-			goto err;
-		} else if (!t->quoted && t->text[0] == '@') {
-			util_file_report(c, "file inclusion \"%s\" is not supported (write the names inline)", t->text);
-			goto err;
-		} else if (t->text[0] == '\0') {
-			util_file_report(c, "empty %s name", what);
-			goto err;
-		} else {
-			nm->kind = HBA_NAME_LITERAL;
-			nm->name = strdup(t->text);
-			if (!nm->name) {
-				free_list(out);
-				return -ENOMEM;
-			}
-		}
-		out->n++;
+static int add_names(struct util_file_report *c, const struct conftok_tok *t, bool is_db, struct hba_list *out,
+		     const struct hba_inc *inc, int depth);
+
+/* One line of an @file: each of its tokens a name (whitespace or commas between them). */
+struct inc_line_arg {
+	bool is_db;
+	struct hba_list *out;
+	const struct hba_inc *inc;
+	int depth;
+};
+
+static int inc_line(void *arg, struct util_file_report *c, const struct conftok_line *l)
+{
+	struct inc_line_arg *a = arg;
+	for (int k = 0; k < l->ntoks; k++) {
+		int rc = add_names(c, &l->toks[k], a->is_db, a->out, a->inc, a->depth);
+		if (rc < 0)
+			return rc;
 	}
 	return 0;
-err:
-	free_list(out);
-	return -EINVAL;
+}
+
+/* PostgreSQL's @file in a database or user field: the names of the file (relative to the
+ * directory of the file naming it), read as lists of names; an @file inside it too, down to
+ * HBA_INCLUDE_DEPTH. Errors in it are reported with its own name and line. */
+static int include_names(struct util_file_report *c, const char *file, bool is_db, struct hba_list *out,
+			 const struct hba_inc *inc, int depth)
+{
+	char path[4096];
+	struct stat st;
+	char *data;
+	size_t len;
+
+	if (!inc->dir) {
+		util_file_report(c, "file inclusion \"@%s\" needs hba_file on disk", file);
+		return -EINVAL;
+	}
+	if (depth >= HBA_INCLUDE_DEPTH || ++*inc->count > HBA_INCLUDES_MAX) {
+		util_file_report(c, "could not open file \"%s\": %s", file,
+				 depth >= HBA_INCLUDE_DEPTH ? "maximum nesting depth exceeded" : "too many files included");
+		return -EINVAL;
+	}
+	int n = file[0] == '/' ? snprintf(path, sizeof path, "%s", file) : snprintf(path, sizeof path, "%s/%s", inc->dir, file);
+	if (!file[0] || n < 0 || (size_t)n >= sizeof path) {
+		util_file_report(c, "invalid file name in \"@%s\"", file);
+		return -EINVAL;
+	}
+	/* A regular file only: a FIFO or a device would hold the load (the start, or a reload). */
+	int rc = stat(path, &st) < 0 ? -errno : !S_ISREG(st.st_mode) ? -EINVAL : util_read_file(path, HBA_FILE_MAX, false, &data, &len);
+	if (rc < 0) {
+		util_file_report(c, "could not open secondary authentication file \"@%s\" as \"%s\": %s", file, path,
+				 rc == -EINVAL ? "not a regular file" : strerror(-rc));
+		return -EINVAL;
+	}
+	char *dir = strdup(path);
+	if (!dir) {
+		free(data);
+		return -ENOMEM;
+	}
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	struct hba_inc sub = { slash ? dir : ".", inc->count };
+	struct util_file_report ic = { .name = path, .what = "hba", .errout = c->errout };
+	struct inc_line_arg a = { is_db, out, &sub, depth + 1 };
+	conftok_parse(&ic, data, len, inc_line, &a);
+	free(data);
+	free(dir);
+	if (ic.nerr) {
+		util_file_report(c, "%d error%s in \"@%s\"", ic.nerr, ic.nerr == 1 ? "" : "s", file);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Token t of a database (is_db) or user field into out: a keyword, a name, or an @file's
+ * names. 0, -ENOMEM, or -EINVAL after reporting. */
+static int add_names(struct util_file_report *c, const struct conftok_tok *t, bool is_db, struct hba_list *out,
+		     const struct hba_inc *inc, int depth)
+{
+	const char *what = is_db ? "database" : "user";
+
+	if (!t->quoted && t->text[0] == '@')
+		return include_names(c, t->text + 1, is_db, out, inc, depth);
+	struct hba_name *v = grow_bytes(out->v, &out->cap, (size_t)(out->n + 1) * sizeof(*v), 8 * sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	out->v = v;
+	struct hba_name *nm = &out->v[out->n];
+	nm->name = NULL;
+	if (conftok_is(t, "all")) {
+		nm->kind = HBA_NAME_ALL;
+	} else if (is_db && conftok_is(t, "sameuser")) {
+		nm->kind = HBA_NAME_SAMEUSER;
+	} else if (is_db && conftok_is(t, "replication")) {
+		nm->kind = HBA_NAME_REPLICATION;
+	} else if (!t->quoted && (strcmp(t->text, "sameuser") == 0 || strcmp(t->text, "samerole") == 0 ||
+				  strcmp(t->text, "samegroup") == 0 || strcmp(t->text, "replication") == 0)) {
+		util_file_report(c, "%s keyword \"%s\" is not supported%s", what, t->text,
+				 strcmp(t->text, "sameuser") == 0 ? " in the user field" : "");
+		return -EINVAL;
+	} else if (!t->quoted && t->text[0] == '+') {
+		util_file_report(c, "group membership \"%s\" is not supported (write the user names)", t->text);
+		return -EINVAL;
+	} else if (t->text[0] == '\0') {
+		util_file_report(c, "empty %s name", what);
+		return -EINVAL;
+	} else {
+		nm->kind = HBA_NAME_LITERAL;
+		nm->name = strdup(t->text);
+		if (!nm->name)
+			return -ENOMEM;
+	}
+	out->n++;
+	return 0;
+}
+
+/* Database (is_db) or user list from field f. 0, -ENOMEM, or -EINVAL after reporting. */
+static int parse_list(struct util_file_report *c, const struct conftok_line *l, int f, bool is_db,
+		      const struct hba_inc *inc, struct hba_list *out)
+{
+	const struct conftok_field *fld = &l->fields[f];
+
+	*out = (struct hba_list){ 0 };
+	for (int k = 0; k < fld->n; k++) {
+		int rc = add_names(c, &l->toks[fld->first + k], is_db, out, inc, 0);
+		if (rc < 0) {
+			free_list(out);
+			return rc;
+		}
+	}
+	return 0;
 }
 
 static int parse_method(const char *s, enum hba_method *m)
@@ -358,7 +458,7 @@ static void free_ldap(struct hba_rule *r)
 
 /* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
 static int parse_rule(struct util_file_report *c, const struct conftok_line *l, const struct ident *ident,
-		      struct hba_rule *r)
+		      const struct hba_inc *inc, struct hba_rule *r)
 {
 	const struct conftok_tok *t;
 	int f, rc;
@@ -438,10 +538,10 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 				goto err_free_map;
 		}
 	}
-	rc = parse_list(c, l, 1, true, &r->databases);
+	rc = parse_list(c, l, 1, true, inc, &r->databases);
 	if (rc < 0)
 		goto err_free_map;
-	rc = parse_list(c, l, 2, false, &r->users);
+	rc = parse_list(c, l, 2, false, inc, &r->users);
 	if (rc < 0)
 		goto err_free_databases;
 	return 0;
@@ -476,7 +576,8 @@ static int add_rule(void *arg, struct util_file_report *c, const struct conftok_
 	if (!v)
 		return -ENOMEM;
 	h->rules = v;
-	int rc = parse_rule(c, l, h->ident, &h->rules[h->n]);
+	struct hba_inc inc = { h->dir, &h->includes };
+	int rc = parse_rule(c, l, h->ident, &inc, &h->rules[h->n]);
 	if (rc == 0)
 		h->n++;
 	return rc;
@@ -492,10 +593,20 @@ static int load(struct util_file_report *c, const char *path, const char *data, 
 		return c->nerr;
 	}
 	h->ident = ident;
-	if (path)
+	if (path) {
+		const char *slash = strrchr(path, '/');
+		h->dir = !slash ? strdup(".") : slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+		if (!h->dir) {
+			util_file_report(c, "out of memory");
+			free(h);
+			return c->nerr;
+		}
 		conftok_parse_file(c, path, HBA_FILE_MAX, add_rule, h);
-	else
+		free(h->dir);
+		h->dir = NULL;
+	} else {
 		conftok_parse(c, data, len, add_rule, h);
+	}
 	if (c->nerr) {
 		hba_free(h);
 		return c->nerr;

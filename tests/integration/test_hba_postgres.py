@@ -17,7 +17,7 @@ import pytest
 
 import pgwire
 from auth_util import md5_secret, raw_login, write_auth_file, write_hba
-from conftest import PASSWORDS, SLOW, TUSK_ERROR_RE
+from conftest import PASSWORDS, SLOW, TEST_DB, TUSK_ERROR_RE
 from lifecycle_util import rule
 from tls_util import Certs, ssl_on
 
@@ -197,3 +197,31 @@ def test_clientcert_verify_full_holds_for_the_admin_console(tusk, certs, tmp_pat
     with tls_client(t.port, certs, "admin") as c:
         r = raw_login(t.port, "admin", None, client=c, dbname="tusk")
     assert r.outcome == "ok", r
+
+
+def test_at_file_names_match_as_in_postgresql(private_pg, tusk, tmp_path):
+    """@file in the database and user fields, nested, relative to the file naming it: the
+    same files beside PostgreSQL's pg_hba.conf and tusk's hba_file, the same logins."""
+    lines = ["local all all trust",
+             "host @dbs @people/list 127.0.0.1/32 trust",
+             "host all all 127.0.0.1/32 reject"]
+    for d in (private_pg.data, tmp_path):
+        (d / "people").mkdir(exist_ok=True)
+        (d / "dbs").write_text(f"# databases\n{TEST_DB}, postgres\n")
+        (d / "people" / "list").write_text("tusk_trust\n@more\n")
+        (d / "people" / "more").write_text('"tusk_solo"\n')
+    write_hba(private_pg.data / "pg_hba.conf", lines)
+    private_pg.stop()
+    private_pg.start()
+    t = tusk(hba_file=write_hba(tmp_path / "hba.conf", lines), pools=[rule()])
+    differ = []
+    for user, db in (("tusk_trust", TEST_DB), ("tusk_solo", TEST_DB), ("pw_md5", TEST_DB), ("tusk_trust", "template1")):
+        got = []
+        for port in (private_pg.port, t.port):
+            r = raw_login(port, user, None, dbname=db)
+            got.append("ok" if r.outcome == "ok" else r.sqlstate)
+        if got[0] != got[1]:
+            differ.append(f"{user}@{db}: PostgreSQL {got[0]}, tusk {got[1]}")
+        if user != "pw_md5" and db == TEST_DB:
+            assert got == ["ok", "ok"], (user, got)
+    assert not differ, "\n".join(differ)

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -392,8 +393,8 @@ static void test_each_error(void **state)
 		{ "hostssl all all all peer", "peer authentication is only supported on local sockets" },
 		{ "local +admins all trust", "group membership \"+admins\" is not supported (write the user names)" },
 		{ "local all a,+admins trust", "group membership \"+admins\" is not supported (write the user names)" },
-		{ "local @dbs all trust", "file inclusion \"@dbs\" is not supported (write the names inline)" },
-		{ "local all @users trust", "file inclusion \"@users\" is not supported (write the names inline)" },
+		{ "local @dbs all trust", "file inclusion \"@dbs\" needs hba_file on disk" },
+		{ "local all @users trust", "file inclusion \"@users\" needs hba_file on disk" },
 		{ "local all sameuser trust", "user keyword \"sameuser\" is not supported in the user field" },
 		{ "local samerole all trust", "database keyword \"samerole\" is not supported" },
 		{ "local all replication,x trust", "user keyword \"replication\" is not supported" },
@@ -456,6 +457,86 @@ static void test_all_errors_reported(void **state)
 		      "t.conf:2: hba: invalid CIDR mask in address \"10.0.0.0/99\" (0..32)\n"
 		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)\n"
 		      "t.conf:6: hba: group membership \"+g\" is not supported (write the user names)\n");
+}
+
+static void put_file(const char *dir, const char *name, const char *text)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+/* hba_load of dir/name: the number of errors, their text in *errs (freed by the caller). */
+static int load_path(const char *dir, const char *name, struct hba **h, char **errs)
+{
+	char path[512];
+	size_t len;
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	FILE *ef = open_memstream(errs, &len);
+	int n = hba_load(path, NULL, ef, h);
+	fclose(ef);
+	return n;
+}
+
+/* PostgreSQL's @file in database and user fields: names read from a file relative to the
+ * directory of the file naming it (whitespace or commas between them, # comments, quotes as
+ * on a line), nested @files too, down to ten deep; keywords keep their meaning there. */
+static void test_include_files(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/tusk-test-hba-inc-XXXXXX";
+	char sub[600], path[700], want[1024];
+	assert_non_null(mkdtemp(dir));
+	snprintf(sub, sizeof sub, "%s/users", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	put_file(dir, "hba.conf", "host @dbs.txt @users/list 127.0.0.1/32 trust\nhost all all all reject\n");
+	put_file(dir, "dbs.txt", "db1, db2 # two\n\n\"all\"\n");
+	put_file(dir, "users/list", "alice bob\n@more\n");
+	put_file(dir, "users/more", "carol");
+	struct hba *h = NULL;
+	char *errs = NULL;
+	assert_int_equal(load_path(dir, "hba.conf", &h, &errs), 0);
+	assert_string_equal(errs, "");
+	free(errs);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "db1", "alice", "127.0.0.1", NULL), 1);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "db2", "carol", "127.0.0.1", NULL), 1);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "all", "bob", "127.0.0.1", NULL), 1); /* quoted: a name */
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "db3", "alice", "127.0.0.1", NULL), 2);
+	assert_int_equal(match(h, HBA_HOST_PLAIN, "db1", "dave", "127.0.0.1", NULL), 2);
+	hba_free(h);
+
+	/* A missing file, one that names itself, a directory: each reported on its line. */
+	put_file(dir, "loop", "x @loop\n");
+	put_file(dir, "bad.conf", "host @nope all all trust\nhost all @loop all trust\nhost all @users all trust\n");
+	h = NULL;
+	assert_int_equal(load_path(dir, "bad.conf", &h, &errs), 3);
+	assert_null(h);
+	snprintf(path, sizeof path, "%s/loop", dir);
+	snprintf(want, sizeof want,
+		 "%s/bad.conf:1: hba: could not open secondary authentication file \"@nope\" as \"%s/nope\": No such file or directory\n",
+		 dir, dir);
+	assert_non_null(strstr(errs, want));
+	snprintf(want, sizeof want, "%s:1: hba: could not open file \"loop\": maximum nesting depth exceeded\n", path);
+	assert_non_null(strstr(errs, want));
+	snprintf(want, sizeof want, "%s/bad.conf:2: hba: 1 error in \"@loop\"\n", dir);
+	assert_non_null(strstr(errs, want));
+	snprintf(want, sizeof want, "%s/bad.conf:3: hba: could not open secondary authentication file \"@users\" as \"%s/users\": not a regular file\n", dir, dir);
+	assert_non_null(strstr(errs, want));
+	free(errs);
+
+	/* Bytes in memory name no directory: no @file. */
+	expect_errors("host @dbs.txt all all trust\n", 1, "t.conf:1: hba: file inclusion \"@dbs.txt\" needs hba_file on disk\n");
+
+	const char *names[] = { "hba.conf", "dbs.txt", "users/list", "users/more", "loop", "bad.conf" };
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+		unlink(path);
+	}
+	rmdir(sub);
+	rmdir(dir);
 }
 
 static void test_load_file(void **state)
@@ -721,6 +802,7 @@ int main(void)
 		cmocka_unit_test(test_samehost_samenet),
 		cmocka_unit_test(test_replication_keyword),
 		cmocka_unit_test(test_nul_byte),
+		cmocka_unit_test(test_include_files),
 		cmocka_unit_test(test_all_errors_reported),
 		cmocka_unit_test(test_load_file),
 		cmocka_unit_test(test_method_names),

@@ -1,0 +1,423 @@
+/* PAM checks on threads of their own (pamauth.h): a bounded FIFO of checks under one lock, up to
+ * PAMAUTH_THREADS threads started as checks come, each running one check at a time through
+ * libpam's blocking calls. Owns the queue, the threads and each check until its done callback
+ * returns.
+ *
+ * libpam is opened with dlopen at the first check, not linked, as libldap is (ldapauth.c): no
+ * build dependency (libpam0g-dev) and nothing mapped in a tusk that never checks a PAM login;
+ * libpam0g is Priority: required on Debian, so it is there to open. Its header is used when
+ * installed; otherwise the few names below, which are the Linux-PAM ABI (X/Open XSSO's
+ * numbers, unchanged since 1996), stand in for it. */
+#include "auth/pamauth.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if __has_include(<security/pam_appl.h>)
+#include <security/pam_appl.h>
+#else
+typedef struct pam_handle pam_handle_t;
+struct pam_message {
+	int msg_style;
+	const char *msg;
+};
+struct pam_response {
+	char *resp;
+	int resp_retcode;
+};
+struct pam_conv {
+	int (*conv)(int num_msg, const struct pam_message **msg, struct pam_response **resp, void *appdata_ptr);
+	void *appdata_ptr;
+};
+#define PAM_SUCCESS 0
+#define PAM_BUF_ERR 5
+#define PAM_PERM_DENIED 6
+#define PAM_AUTH_ERR 7
+#define PAM_CRED_INSUFFICIENT 8
+#define PAM_USER_UNKNOWN 10
+#define PAM_MAXTRIES 11
+#define PAM_NEW_AUTHTOK_REQD 12
+#define PAM_ACCT_EXPIRED 13
+#define PAM_CONV_ERR 19
+#define PAM_AUTHTOK_EXPIRED 27
+#define PAM_SILENT 0x8000U
+#define PAM_DISALLOW_NULL_AUTHTOK 0x0001U
+#define PAM_RHOST 4
+#define PAM_PROMPT_ECHO_OFF 1
+#define PAM_PROMPT_ECHO_ON 2
+#define PAM_ERROR_MSG 3
+#define PAM_TEXT_INFO 4
+#define PAM_MAX_NUM_MSG 32
+int pam_start(const char *service_name, const char *user, const struct pam_conv *pam_conversation,
+	      pam_handle_t **pamh);
+int pam_end(pam_handle_t *pamh, int pam_status);
+int pam_set_item(pam_handle_t *pamh, int item_type, const void *item);
+int pam_authenticate(pam_handle_t *pamh, int flags);
+int pam_acct_mgmt(pam_handle_t *pamh, int flags);
+const char *pam_strerror(pam_handle_t *pamh, int errnum);
+#endif
+
+#define PAM_LIBRARY "libpam.so.0"
+#define PAM_FUNCTIONS(X) X(pam_start) X(pam_end) X(pam_set_item) X(pam_authenticate) X(pam_acct_mgmt) X(pam_strerror)
+
+/* Written once under lib_once, read-only afterwards (pthread_once orders it for every thread). */
+static struct {
+#define PAM_POINTER(f) __typeof__(&f) f;
+	PAM_FUNCTIONS(PAM_POINTER)
+#undef PAM_POINTER
+} lib;
+static bool lib_ok;
+static char lib_error[PAMAUTH_WHY_MAX];
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+
+static void lib_load(void)
+{
+	void *h = dlopen(PAM_LIBRARY, RTLD_NOW | RTLD_LOCAL);
+	if (!h) {
+		snprintf(lib_error, sizeof lib_error, "cannot load %s: %s", PAM_LIBRARY, dlerror());
+		return;
+	}
+	/* dlsym gives an object pointer; POSIX guarantees it converts to a function pointer. */
+#define PAM_RESOLVE(f)                                                                                   \
+	{                                                                                                \
+		void *sym = dlsym(h, #f);                                                                \
+		if (!sym) {                                                                              \
+			snprintf(lib_error, sizeof lib_error, "cannot load %s: no symbol %s", PAM_LIBRARY, #f); \
+			return;                                                                          \
+		}                                                                                        \
+		memcpy(&lib.f, &sym, sizeof sym);                                                        \
+	}
+	PAM_FUNCTIONS(PAM_RESOLVE)
+#undef PAM_RESOLVE
+	lib_ok = true; /* loaded until exit */
+}
+
+struct pamauth_req {
+	char service[PAMAUTH_SERVICE_MAX];
+	char user[PAMAUTH_USER_MAX];
+	char password[PAMAUTH_PASSWORD_MAX];
+	struct sockaddr_storage peer;
+	socklen_t peer_len;
+	bool use_hostname;
+	pamauth_done_fn *done;
+	void *arg;
+	struct pamauth_req *next;
+};
+
+struct pamauth_pool {
+	pthread_mutex_t mu; /* protects everything below */
+	pthread_cond_t cv;  /* a check queued, or stopping */
+	pthread_cond_t idle_cv; /* CLOCK_MONOTONIC: a running check ended (pamauth_pool_stop waits) */
+	struct pamauth_req *head, *tail;
+	unsigned queued;  /* on the list */
+	unsigned running; /* taken by a thread, done not yet returned */
+	unsigned queue_max;
+	int nthreads;     /* started */
+	int max_threads;
+	int idle;         /* threads waiting on cv */
+	bool stopping;
+	bool abandoned;   /* stop gave up waiting: a check that ends now calls no done */
+	int exited;       /* threads out of run(): the last one of an abandoned pool frees it */
+	pthread_t threads[PAMAUTH_THREADS];
+};
+
+int pamauth_pool_new(int nthreads, unsigned queue_max, struct pamauth_pool **out)
+{
+	struct pamauth_pool *p = calloc(1, sizeof *p);
+	if (!p)
+		return -ENOMEM;
+	pthread_condattr_t ca;
+	if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&ca) != 0) {
+		free(p); /* (a mutex that did init is not worth a label: nothing to undo on Linux) */
+		return -ENOMEM;
+	}
+	(void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	int rc = pthread_cond_init(&p->cv, NULL) | pthread_cond_init(&p->idle_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc != 0) {
+		pthread_mutex_destroy(&p->mu);
+		free(p);
+		return -ENOMEM;
+	}
+	p->max_threads = nthreads < 1 ? 1 : nthreads > PAMAUTH_THREADS ? PAMAUTH_THREADS : nthreads;
+	p->queue_max = queue_max;
+	*out = p;
+	return 0;
+}
+
+int pamauth_rhost(const struct sockaddr *peer, socklen_t len, bool use_hostname, char *out, size_t cap)
+{
+	if (peer->sa_family == AF_UNIX) {
+		int w = snprintf(out, cap, "[local]");
+		return w < 0 || (size_t)w >= cap ? -EINVAL : w;
+	}
+	if (peer->sa_family != AF_INET && peer->sa_family != AF_INET6)
+		return -EINVAL;
+	/* PostgreSQL's: the name when the address has one, else the address (no NI_NAMEREQD). */
+	if (getnameinfo(peer, len, out, (socklen_t)cap, NULL, 0, use_hostname ? 0 : NI_NUMERICHOST) != 0)
+		return -EINVAL;
+	return (int)strlen(out);
+}
+
+/* PAM's conversation: each prompt answered with the password (PAM frees the answers, so each
+ * is malloc'd, as the PAM specification requires), informational messages ignored (PAM_SILENT
+ * asks modules for none, and there is no one to show them to). */
+static int conversation(int n, const struct pam_message **msg, struct pam_response **resp, void *arg)
+{
+	const char *password = arg;
+	struct pam_response *r;
+
+	*resp = NULL;
+	if (n <= 0 || n > PAM_MAX_NUM_MSG)
+		return PAM_CONV_ERR;
+	r = calloc((size_t)n, sizeof *r);
+	if (!r)
+		return PAM_BUF_ERR;
+	for (int i = 0; i < n; i++) {
+		switch (msg[i]->msg_style) {
+		case PAM_PROMPT_ECHO_OFF:
+		case PAM_PROMPT_ECHO_ON:
+			if (!(r[i].resp = strdup(password)))
+				goto fail;
+			break;
+		case PAM_ERROR_MSG:
+		case PAM_TEXT_INFO:
+			break;
+		default: /* binary prompts and the like: nothing tusk can answer */
+			goto fail;
+		}
+	}
+	*resp = r;
+	return PAM_SUCCESS;
+fail:
+	for (int i = 0; i < n; i++) {
+		if (r[i].resp) {
+			explicit_bzero(r[i].resp, strlen(r[i].resp));
+			free(r[i].resp);
+		}
+	}
+	free(r);
+	return PAM_CONV_ERR;
+}
+
+/* A PAM result as the errno pamauth_done_fn passes: a refusal of the password or the account
+ * (-EACCES), or PAM not working (-EIO: a missing service file, module or library). */
+static int errno_of(int prc)
+{
+	switch (prc) {
+	case PAM_SUCCESS:
+		return 0;
+	case PAM_AUTH_ERR:
+	case PAM_USER_UNKNOWN:
+	case PAM_PERM_DENIED:
+	case PAM_CRED_INSUFFICIENT:
+	case PAM_MAXTRIES:
+	case PAM_ACCT_EXPIRED:
+	case PAM_NEW_AUTHTOK_REQD:
+	case PAM_AUTHTOK_EXPIRED:
+		return -EACCES;
+	default:
+		return -EIO;
+	}
+}
+
+/* One check, start to end; why filled unless it succeeds. */
+static int check(struct pamauth_req *r, char *why)
+{
+	struct pam_conv conv = { .conv = conversation, .appdata_ptr = r->password };
+	char rhost[NI_MAXHOST];
+	pam_handle_t *h = NULL;
+	const char *step = "pam_start";
+	int prc;
+
+	pthread_once(&lib_once, lib_load);
+	if (!lib_ok) {
+		snprintf(why, PAMAUTH_WHY_MAX, "%s", lib_error);
+		return -EIO;
+	}
+	if (pamauth_rhost((const struct sockaddr *)&r->peer, r->peer_len, r->use_hostname, rhost, sizeof rhost) < 0)
+		rhost[0] = '\0';
+	prc = lib.pam_start(r->service, r->user, &conv, &h);
+	if (prc == PAM_SUCCESS && rhost[0]) {
+		step = "pam_set_item(PAM_RHOST)";
+		prc = lib.pam_set_item(h, PAM_RHOST, rhost);
+	}
+	if (prc == PAM_SUCCESS) {
+		step = "pam_authenticate";
+		prc = lib.pam_authenticate(h, PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK);
+	}
+	if (prc == PAM_SUCCESS) {
+		step = "pam_acct_mgmt";
+		prc = lib.pam_acct_mgmt(h, PAM_SILENT);
+	}
+	if (prc != PAM_SUCCESS)
+		snprintf(why, PAMAUTH_WHY_MAX, "%s failed (service \"%s\", PAM_RHOST \"%s\"): %s", step, r->service, rhost,
+			 lib.pam_strerror(h, prc));
+	if (h)
+		(void)lib.pam_end(h, prc);
+	return errno_of(prc);
+}
+
+static void drop(struct pamauth_req *r)
+{
+	explicit_bzero(r, sizeof *r); /* the password */
+	free(r);
+}
+
+static void *run(void *arg)
+{
+	struct pamauth_pool *p = arg;
+	char why[PAMAUTH_WHY_MAX];
+
+	(void)pthread_setname_np(pthread_self(), "tusk-pam");
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (!p->head && !p->stopping) {
+			p->idle++;
+			pthread_cond_wait(&p->cv, &p->mu);
+			p->idle--;
+		}
+		if (p->stopping)
+			break; /* what is queued is cancelled by pamauth_pool_stop */
+		struct pamauth_req *r = p->head;
+		p->head = r->next;
+		if (!p->head)
+			p->tail = NULL;
+		p->queued--;
+		p->running++;
+		pthread_mutex_unlock(&p->mu);
+		why[0] = '\0';
+		int rc = check(r, why);
+		pthread_mutex_lock(&p->mu);
+		/* done under the lock: stop's abandon and this answer cannot cross (an abandoned
+		 * pool's callers, the workers, are being freed). */
+		if (!p->abandoned)
+			r->done(r->arg, rc, why);
+		drop(r);
+		p->running--;
+		pthread_cond_signal(&p->idle_cv);
+	}
+	/* The last thread out of an abandoned pool frees it (nobody joins it). */
+	p->exited++;
+	bool last = p->abandoned && p->exited == p->nthreads;
+	pthread_mutex_unlock(&p->mu);
+	if (last) {
+		pthread_cond_destroy(&p->cv);
+		pthread_cond_destroy(&p->idle_cv);
+		pthread_mutex_destroy(&p->mu);
+		free(p);
+	}
+	return NULL;
+}
+
+int pamauth_submit(struct pamauth_pool *p, const struct pamauth_check *k, pamauth_done_fn *done, void *arg)
+{
+	if (!k->service[0] || !k->user[0])
+		return -EINVAL;
+	if (strlen(k->service) >= PAMAUTH_SERVICE_MAX || strlen(k->user) >= PAMAUTH_USER_MAX ||
+	    strlen(k->password) >= PAMAUTH_PASSWORD_MAX || k->peer_len > sizeof(struct sockaddr_storage))
+		return -ENAMETOOLONG;
+	struct pamauth_req *r = calloc(1, sizeof *r);
+	if (!r)
+		return -ENOMEM;
+	memcpy(r->service, k->service, strlen(k->service) + 1);
+	memcpy(r->user, k->user, strlen(k->user) + 1);
+	memcpy(r->password, k->password, strlen(k->password) + 1);
+	memcpy(&r->peer, k->peer, k->peer_len);
+	r->peer_len = k->peer_len;
+	r->use_hostname = k->use_hostname;
+	r->done = done;
+	r->arg = arg;
+
+	int rc = 0;
+	pthread_mutex_lock(&p->mu);
+	if (p->stopping) {
+		rc = -ESHUTDOWN;
+	} else if (p->queued >= p->queue_max) {
+		rc = -EAGAIN;
+	} else {
+		/* A thread more when every one is busy, up to the bound. */
+		if (p->idle <= (int)p->queued && p->nthreads < p->max_threads) {
+			sigset_t all, old;
+			sigfillset(&all);
+			pthread_sigmask(SIG_BLOCK, &all, &old); /* signals are the main thread's */
+			if (pthread_create(&p->threads[p->nthreads], NULL, run, p) == 0)
+				p->nthreads++;
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			if (p->nthreads == 0)
+				rc = -ENOMEM; /* no thread to run it at all */
+		}
+		if (rc == 0) {
+			if (p->tail)
+				p->tail->next = r;
+			else
+				p->head = r;
+			p->tail = r;
+			p->queued++;
+			pthread_cond_signal(&p->cv);
+		}
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (rc < 0)
+		drop(r);
+	return rc;
+}
+
+unsigned pamauth_pending(struct pamauth_pool *p)
+{
+	pthread_mutex_lock(&p->mu);
+	unsigned n = p->queued + p->running;
+	pthread_mutex_unlock(&p->mu);
+	return n;
+}
+
+void pamauth_pool_stop(struct pamauth_pool *p)
+{
+	if (!p)
+		return;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += PAMAUTH_STOP_WAIT_MS / 1000;
+	until.tv_nsec += (PAMAUTH_STOP_WAIT_MS % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&p->mu);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->cv);
+	/* What is queued was never started: cancelled now, while the workers still take answers. */
+	while (p->head) {
+		struct pamauth_req *r = p->head;
+		p->head = r->next;
+		p->queued--;
+		r->done(r->arg, -ECANCELED, "tusk is stopping");
+		drop(r);
+	}
+	p->tail = NULL;
+	while (p->running > 0 && pthread_cond_timedwait(&p->idle_cv, &p->mu, &until) != ETIMEDOUT)
+		;
+	if (p->running > 0) {
+		/* A module holds a thread (PAM has no way to interrupt one): leave the pool to its
+		 * threads, which free it as the last one leaves, if it ever does. */
+		p->abandoned = true;
+		for (int i = 0; i < p->nthreads; i++)
+			(void)pthread_detach(p->threads[i]);
+		pthread_mutex_unlock(&p->mu);
+		return;
+	}
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 0; i < p->nthreads; i++)
+		pthread_join(p->threads[i], NULL);
+	pthread_cond_destroy(&p->cv);
+	pthread_cond_destroy(&p->idle_cv);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}

@@ -1,7 +1,6 @@
-/* PAM checks on threads of their own (pamauth.h): a bounded FIFO of checks under one lock, up to
- * PAMAUTH_THREADS threads started as checks come, each running one check at a time through
- * libpam's blocking calls. Owns the queue, the threads and each check until its done callback
- * returns.
+/* PAM checks on threads of their own (pamauth.h): a util/workq.h queue of up to PAMAUTH_THREADS
+ * threads, each running one check at a time through libpam's blocking calls. Owns each check
+ * until its done callback returns.
  *
  * libpam is opened with dlopen at the first check, not linked, as libldap is (ldapauth.c): no
  * build dependency (libpam0g-dev) and nothing mapped in a tusk that never checks a PAM login;
@@ -10,15 +9,15 @@
  * numbers, unchanged since 1996), stand in for it. */
 #include "auth/pamauth.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+
+#include "util/dl.h"
+#include "util/workq.h"
 
 #if __has_include(<security/pam_appl.h>)
 #include <security/pam_appl.h>
@@ -67,90 +66,25 @@ const char *pam_strerror(pam_handle_t *pamh, int errnum);
 #define PAM_LIBRARY "libpam.so.0"
 #define PAM_FUNCTIONS(X) X(pam_start) X(pam_end) X(pam_set_item) X(pam_authenticate) X(pam_acct_mgmt) X(pam_strerror)
 
-/* Written once under lib_once, read-only afterwards (pthread_once orders it for every thread). */
-static struct {
-#define PAM_POINTER(f) __typeof__(&f) f;
-	PAM_FUNCTIONS(PAM_POINTER)
-#undef PAM_POINTER
-} lib;
-static bool lib_ok;
-static char lib_error[PAMAUTH_WHY_MAX];
-static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-
-static void lib_load(void)
-{
-	void *h = dlopen(PAM_LIBRARY, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		snprintf(lib_error, sizeof lib_error, "cannot load %s: %s", PAM_LIBRARY, dlerror());
-		return;
-	}
-	/* dlsym gives an object pointer; POSIX guarantees it converts to a function pointer. */
-#define PAM_RESOLVE(f)                                                                                   \
-	{                                                                                                \
-		void *sym = dlsym(h, #f);                                                                \
-		if (!sym) {                                                                              \
-			snprintf(lib_error, sizeof lib_error, "cannot load %s: no symbol %s", PAM_LIBRARY, #f); \
-			return;                                                                          \
-		}                                                                                        \
-		memcpy(&lib.f, &sym, sizeof sym);                                                        \
-	}
-	PAM_FUNCTIONS(PAM_RESOLVE)
-#undef PAM_RESOLVE
-	lib_ok = true; /* loaded until exit */
-}
+UTIL_DL_LIBRARY(PAM_FUNCTIONS, PAM_LIBRARY)
 
 struct pamauth_req {
+	struct workq_item item; /* first: the queue's */
 	char service[PAMAUTH_SERVICE_MAX];
 	char user[PAMAUTH_USER_MAX];
 	char password[PAMAUTH_PASSWORD_MAX];
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	bool use_hostname;
+	int rc;
+	char why[PAMAUTH_WHY_MAX];
 	pamauth_done_fn *done;
 	void *arg;
-	struct pamauth_req *next;
 };
 
 struct pamauth_pool {
-	pthread_mutex_t mu; /* protects everything below */
-	pthread_cond_t cv;  /* a check queued, or stopping */
-	pthread_cond_t idle_cv; /* CLOCK_MONOTONIC: a running check ended (pamauth_pool_stop waits) */
-	struct pamauth_req *head, *tail;
-	unsigned queued;  /* on the list */
-	unsigned running; /* taken by a thread, done not yet returned */
-	unsigned queue_max;
-	int nthreads;     /* started */
-	int max_threads;
-	int idle;         /* threads waiting on cv */
-	bool stopping;
-	bool abandoned;   /* stop gave up waiting: a check that ends now calls no done */
-	int exited;       /* threads out of run(): the last one of an abandoned pool frees it */
-	pthread_t threads[PAMAUTH_THREADS];
+	struct workq *q;
 };
-
-int pamauth_pool_new(int nthreads, unsigned queue_max, struct pamauth_pool **out)
-{
-	struct pamauth_pool *p = calloc(1, sizeof *p);
-	if (!p)
-		return -ENOMEM;
-	pthread_condattr_t ca;
-	if (pthread_mutex_init(&p->mu, NULL) != 0 || pthread_condattr_init(&ca) != 0) {
-		free(p); /* (a mutex that did init is not worth a label: nothing to undo on Linux) */
-		return -ENOMEM;
-	}
-	(void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	int rc = pthread_cond_init(&p->cv, NULL) | pthread_cond_init(&p->idle_cv, &ca);
-	pthread_condattr_destroy(&ca);
-	if (rc != 0) {
-		pthread_mutex_destroy(&p->mu);
-		free(p);
-		return -ENOMEM;
-	}
-	p->max_threads = nthreads < 1 ? 1 : nthreads > PAMAUTH_THREADS ? PAMAUTH_THREADS : nthreads;
-	p->queue_max = queue_max;
-	*out = p;
-	return 0;
-}
 
 int pamauth_rhost(const struct sockaddr *peer, socklen_t len, bool use_hostname, char *out, size_t cap)
 {
@@ -265,56 +199,42 @@ static int check(struct pamauth_req *r, char *why)
 	return errno_of(prc);
 }
 
-static void drop(struct pamauth_req *r)
+static void work(void *ctx, int index, struct workq_item *it)
 {
-	explicit_bzero(r, sizeof *r); /* the password */
+	struct pamauth_req *r = (struct pamauth_req *)it;
+	(void)ctx;
+	(void)index;
+	r->why[0] = '\0';
+	r->rc = check(r, r->why);
+}
+
+/* Under the queue's lock: the answer (none for a check of a pool given up at the stop: the
+ * workers it would go to are being freed), then the request, password and all, is wiped. */
+static void end(void *ctx, struct workq_item *it, enum workq_end how)
+{
+	struct pamauth_req *r = (struct pamauth_req *)it;
+	(void)ctx;
+	if (how == WORKQ_DONE)
+		r->done(r->arg, r->rc, r->why);
+	else if (how == WORKQ_CANCELLED)
+		r->done(r->arg, -ECANCELED, "tusk is stopping");
+	explicit_bzero(r, sizeof *r);
 	free(r);
 }
 
-static void *run(void *arg)
+int pamauth_pool_new(int nthreads, unsigned queue_max, struct pamauth_pool **out)
 {
-	struct pamauth_pool *p = arg;
-	char why[PAMAUTH_WHY_MAX];
-
-	(void)pthread_setname_np(pthread_self(), "tusk-pam");
-	pthread_mutex_lock(&p->mu);
-	for (;;) {
-		while (!p->head && !p->stopping) {
-			p->idle++;
-			pthread_cond_wait(&p->cv, &p->mu);
-			p->idle--;
-		}
-		if (p->stopping)
-			break; /* what is queued is cancelled by pamauth_pool_stop */
-		struct pamauth_req *r = p->head;
-		p->head = r->next;
-		if (!p->head)
-			p->tail = NULL;
-		p->queued--;
-		p->running++;
-		pthread_mutex_unlock(&p->mu);
-		why[0] = '\0';
-		int rc = check(r, why);
-		pthread_mutex_lock(&p->mu);
-		/* done under the lock: stop's abandon and this answer cannot cross (an abandoned
-		 * pool's callers, the workers, are being freed). */
-		if (!p->abandoned)
-			r->done(r->arg, rc, why);
-		drop(r);
-		p->running--;
-		pthread_cond_signal(&p->idle_cv);
-	}
-	/* The last thread out of an abandoned pool frees it (nobody joins it). */
-	p->exited++;
-	bool last = p->abandoned && p->exited == p->nthreads;
-	pthread_mutex_unlock(&p->mu);
-	if (last) {
-		pthread_cond_destroy(&p->cv);
-		pthread_cond_destroy(&p->idle_cv);
-		pthread_mutex_destroy(&p->mu);
+	struct pamauth_pool *p = calloc(1, sizeof *p);
+	if (!p)
+		return -ENOMEM;
+	struct workq_def d = { .name = "tusk-pam", .max_threads = nthreads < 1 ? 1 : nthreads > PAMAUTH_THREADS ? PAMAUTH_THREADS : nthreads,
+			       .queue_max = queue_max, .work = work, .end = end };
+	if (workq_new(&d, &p->q) < 0) {
 		free(p);
+		return -ENOMEM;
 	}
-	return NULL;
+	*out = p;
+	return 0;
 }
 
 int pamauth_submit(struct pamauth_pool *p, const struct pamauth_check *k, pamauth_done_fn *done, void *arg)
@@ -335,89 +255,25 @@ int pamauth_submit(struct pamauth_pool *p, const struct pamauth_check *k, pamaut
 	r->use_hostname = k->use_hostname;
 	r->done = done;
 	r->arg = arg;
-
-	int rc = 0;
-	pthread_mutex_lock(&p->mu);
-	if (p->stopping) {
-		rc = -ESHUTDOWN;
-	} else if (p->queued >= p->queue_max) {
-		rc = -EAGAIN;
-	} else {
-		/* A thread more when every one is busy, up to the bound. */
-		if (p->idle <= (int)p->queued && p->nthreads < p->max_threads) {
-			sigset_t all, old;
-			sigfillset(&all);
-			pthread_sigmask(SIG_BLOCK, &all, &old); /* signals are the main thread's */
-			if (pthread_create(&p->threads[p->nthreads], NULL, run, p) == 0)
-				p->nthreads++;
-			pthread_sigmask(SIG_SETMASK, &old, NULL);
-			if (p->nthreads == 0)
-				rc = -ENOMEM; /* no thread to run it at all */
-		}
-		if (rc == 0) {
-			if (p->tail)
-				p->tail->next = r;
-			else
-				p->head = r;
-			p->tail = r;
-			p->queued++;
-			pthread_cond_signal(&p->cv);
-		}
+	int rc = workq_submit(p->q, &r->item);
+	if (rc < 0) {
+		explicit_bzero(r, sizeof *r);
+		free(r);
 	}
-	pthread_mutex_unlock(&p->mu);
-	if (rc < 0)
-		drop(r);
 	return rc;
 }
 
 unsigned pamauth_pending(struct pamauth_pool *p)
 {
-	pthread_mutex_lock(&p->mu);
-	unsigned n = p->queued + p->running;
-	pthread_mutex_unlock(&p->mu);
-	return n;
+	return workq_pending(p->q);
 }
 
 void pamauth_pool_stop(struct pamauth_pool *p)
 {
 	if (!p)
 		return;
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += PAMAUTH_STOP_WAIT_MS / 1000;
-	until.tv_nsec += (PAMAUTH_STOP_WAIT_MS % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	pthread_mutex_lock(&p->mu);
-	p->stopping = true;
-	pthread_cond_broadcast(&p->cv);
-	/* What is queued was never started: cancelled now, while the workers still take answers. */
-	while (p->head) {
-		struct pamauth_req *r = p->head;
-		p->head = r->next;
-		p->queued--;
-		r->done(r->arg, -ECANCELED, "tusk is stopping");
-		drop(r);
-	}
-	p->tail = NULL;
-	while (p->running > 0 && pthread_cond_timedwait(&p->idle_cv, &p->mu, &until) != ETIMEDOUT)
-		;
-	if (p->running > 0) {
-		/* A module holds a thread (PAM has no way to interrupt one): leave the pool to its
-		 * threads, which free it as the last one leaves, if it ever does. */
-		p->abandoned = true;
-		for (int i = 0; i < p->nthreads; i++)
-			(void)pthread_detach(p->threads[i]);
-		pthread_mutex_unlock(&p->mu);
-		return;
-	}
-	pthread_mutex_unlock(&p->mu);
-	for (int i = 0; i < p->nthreads; i++)
-		pthread_join(p->threads[i], NULL);
-	pthread_cond_destroy(&p->cv);
-	pthread_cond_destroy(&p->idle_cv);
-	pthread_mutex_destroy(&p->mu);
+	/* false: a module holds a thread (PAM has no way to interrupt one); the queue is left to
+	 * its threads, which free it as the last one leaves, if it ever does. */
+	(void)workq_stop(p->q, PAMAUTH_STOP_WAIT_MS);
 	free(p);
 }

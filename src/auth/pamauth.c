@@ -82,6 +82,8 @@ struct pamauth_req {
 	void *arg;
 };
 
+_Static_assert(PAMAUTH_THREADS <= WORKQ_THREADS_MAX, "the queue runs that many threads");
+
 struct pamauth_pool {
 	struct workq *q;
 };
@@ -227,8 +229,11 @@ int pamauth_pool_new(int nthreads, unsigned queue_max, struct pamauth_pool **out
 	struct pamauth_pool *p = calloc(1, sizeof *p);
 	if (!p)
 		return -ENOMEM;
-	struct workq_def d = { .name = "tusk-pam", .max_threads = nthreads < 1 ? 1 : nthreads > PAMAUTH_THREADS ? PAMAUTH_THREADS : nthreads,
-			       .queue_max = queue_max, .work = work, .end = end };
+	struct workq_def d = { .name = "tusk-pam",
+			       .max_threads = nthreads > PAMAUTH_THREADS ? PAMAUTH_THREADS : nthreads,
+			       .queue_max = queue_max,
+			       .work = work,
+			       .end = end };
 	if (workq_new(&d, &p->q) < 0) {
 		free(p);
 		return -ENOMEM;

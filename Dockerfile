@@ -9,7 +9,7 @@ FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends cmake make gcc pkg-config libev-dev libyaml-dev \
       libssl-dev libxxhash-dev libpg-query-dev libmicrohttpd-dev libpq-dev libhiredis-dev \
-      libc-ares-dev libldap-dev systemtap-sdt-dev dpkg-dev file ca-certificates \
+      libc-ares-dev libldap-dev libpam0g-dev systemtap-sdt-dev dpkg-dev file ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN make -C /src deb DEB_OUT=/out

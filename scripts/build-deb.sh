@@ -3,7 +3,7 @@
 # The package installs /usr/bin/tusk, the man page, libtuskpool, the docs, the systemd unit at
 # /usr/lib/systemd/system/tusk.service (not enabled: the operator writes /etc/tusk/tusk.yaml
 # first), the example configuration as /etc/tusk/tusk.yaml (a conffile, mode 0640 root:tusk) and a
-# `tusk` system user. libpq, libmicrohttpd and libldap are opened with dlopen, so dpkg-shlibdeps
+# `tusk` system user. libpq, libmicrohttpd, libldap and libpam are opened with dlopen, so dpkg-shlibdeps
 # cannot see them: they are named as dependencies here.
 # Usage: scripts/build-deb.sh [OUTDIR]   (prints the .deb's path last)
 set -euo pipefail
@@ -40,7 +40,7 @@ mkdir -p "$shl/debian"
 printf 'Source: tusk\n\nPackage: tusk\nArchitecture: any\n' >"$shl/debian/control"
 linked=$(cd "$shl" && dpkg-shlibdeps -O --ignore-missing-info \
 	"$stage/usr/bin/tusk" "$stage"/usr/lib/*/libtuskpool.so.* 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
-depends="$linked, libpq5, libmicrohttpd12, libldap-2.5-0, adduser" # libldap: src/auth/ldapauth.c's LDAP_LIBRARY
+depends="$linked, libpq5, libmicrohttpd12, libldap-2.5-0, libpam0g, adduser" # libldap: src/auth/ldapauth.c's LDAP_LIBRARY; libpam0g: pamauth.c's
 
 installed_size=$(du -sk --exclude=DEBIAN "$stage" | cut -f1)
 sed -e "s/@VERSION@/$debversion/" -e "s/@ARCH@/$arch/" -e "s/@DEPENDS@/$depends/" \

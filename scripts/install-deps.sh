@@ -13,6 +13,8 @@ PACKAGES=(
 	libhiredis-dev # the result cache's L2 on Redis (src/flight/l2.c)
 	libc-ares-dev # DNS (A/AAAA/SRV) of services off the workers' loops (src/resolve/)
 	libldap-dev # LDAP client authentication (src/auth/ldapauth.c)
+	libpam0g-dev # PAM client authentication's header (src/auth/pamauth.c; libpam itself is opened
+	# with dlopen); pam_exec.so (libpam-modules, always installed) drives test_pam_auth.py
 	libclang-rt-14-dev # ASan/UBSan/libFuzzer runtimes for clang
 	systemtap-sdt-dev # <sys/sdt.h>: USDT probes (optional: a build without it has none)
 	# integration tests and bench

@@ -57,6 +57,7 @@ struct hba_rule {
 	struct config_ldap *ldap; /* the ldap method's options, or NULL */
 	enum hba_clientcert clientcert;
 	bool clientname_dn; /* clientname=DN */
+	struct hba_pam *pam;      /* the pam method's options, or NULL */
 };
 
 struct hba {
@@ -220,8 +221,8 @@ static int parse_list(struct util_file_report *c, const struct conftok_line *l, 
 
 static int parse_method(const char *s, enum hba_method *m)
 {
-	static const enum hba_method all[] = { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5,
-					       HBA_SCRAM, HBA_CERT,   HBA_PEER,     HBA_LDAP };
+	static const enum hba_method all[] = { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM,
+					       HBA_CERT,  HBA_PEER,   HBA_LDAP,     HBA_PAM };
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (strcmp(s, hba_method_name(all[i])) == 0) {
 			*m = all[i];
@@ -447,8 +448,71 @@ static int parse_ldap_options(struct util_file_report *c, const struct conftok_l
 	return 0;
 }
 
-static void free_ldap(struct hba_rule *r)
+/* The options of a pam line, fields o.. (PostgreSQL's pamservice=NAME and pam_use_hostname=0|1,
+ * and clientcert=/clientname= as on any hostssl line), into r->pam. 0, -ENOMEM, or -EINVAL after
+ * reporting. */
+static int parse_pam_options(struct util_file_report *c, const struct conftok_line *l, int o, struct hba_rule *r)
 {
+	bool service_given = false, hostname_given = false;
+
+	r->pam = malloc(sizeof *r->pam);
+	if (!r->pam)
+		return -ENOMEM;
+	snprintf(r->pam->service, sizeof r->pam->service, "%s", HBA_PAM_SERVICE_DEFAULT);
+	r->pam->use_hostname = false;
+	for (; o < l->nfields; o++) {
+		const struct conftok_tok *t = &l->toks[l->fields[o].first];
+		const char *eq = strchr(t->text, '=');
+		if (!eq) {
+			util_file_report(c, "unexpected field \"%s\" after the authentication method", t->text);
+			return -EINVAL;
+		}
+		if (l->fields[o].n > 1) {
+			util_file_report(c, "the value of \"%.*s\" must be a single value, not a list", (int)(eq - t->text),
+					 t->text);
+			return -EINVAL;
+		}
+		int rc = parse_cert_option(c, t, eq, r); /* clientcert=, clientname= on hostssl lines */
+		if (rc < 0)
+			return rc;
+		if (rc == 1)
+			continue;
+		size_t nlen = (size_t)(eq - t->text);
+		const char *v = eq + 1;
+		if (nlen == 10 && strncmp(t->text, "pamservice", 10) == 0) {
+			/* A file name under /etc/pam.d: no path, as libpam reads it. */
+			if (service_given || !v[0] || strlen(v) >= sizeof r->pam->service || strchr(v, '/')) {
+				util_file_report(c, service_given ? "authentication option \"pamservice\" given twice"
+								  : "invalid pamservice \"%s\" (a file name of /etc/pam.d, "
+								    "at most %d bytes)",
+						 v, HBA_PAM_SERVICE_MAX - 1);
+				return -EINVAL;
+			}
+			memcpy(r->pam->service, v, strlen(v) + 1);
+			service_given = true;
+		} else if (nlen == 16 && strncmp(t->text, "pam_use_hostname", 16) == 0) {
+			if (hostname_given || (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)) {
+				util_file_report(c, hostname_given ? "authentication option \"pam_use_hostname\" given twice"
+								   : "invalid pam_use_hostname \"%s\" (0 or 1)",
+						 v);
+				return -EINVAL;
+			}
+			r->pam->use_hostname = v[0] == '1';
+			hostname_given = true;
+		} else {
+			util_file_report(c, "authentication option \"%.*s\" is not supported for the pam method "
+					    "(pamservice, pam_use_hostname)",
+					 (int)nlen, t->text);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+static void free_options(struct hba_rule *r)
+{
+	free(r->pam);
+	r->pam = NULL;
 	if (r->ldap) {
 		explicit_bzero(r->ldap, sizeof *r->ldap); /* ldapbindpasswd */
 		free(r->ldap);
@@ -513,7 +577,7 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 	}
 	t = &l->toks[l->fields[f].first];
 	if (l->fields[f].n > 1 || parse_method(t->text, &r->method) < 0) {
-		util_file_report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)",
+		util_file_report(c, "invalid authentication method \"%s\" (trust, reject, password, md5, scram-sha-256, cert, peer, ldap or pam)",
 		       t->text);
 		return -EINVAL;
 	}
@@ -529,6 +593,10 @@ static int parse_rule(struct util_file_report *c, const struct conftok_line *l, 
 		r->clientcert = HBA_CLIENTCERT_FULL; /* PostgreSQL's: the cert method is verify-full */
 	if (r->method == HBA_LDAP) {
 		rc = parse_ldap_options(c, l, f + 1, r);
+		if (rc < 0)
+			goto err_free_map;
+	} else if (r->method == HBA_PAM) {
+		rc = parse_pam_options(c, l, f + 1, r);
 		if (rc < 0)
 			goto err_free_map;
 	} else {
@@ -551,7 +619,7 @@ err_free_databases:
 err_free_map:
 	free(r->map);
 	r->map = NULL;
-	free_ldap(r);
+	free_options(r);
 	return rc;
 }
 
@@ -563,7 +631,7 @@ void hba_free(struct hba *h)
 		free_list(&h->rules[i].databases);
 		free_list(&h->rules[i].users);
 		free(h->rules[i].map);
-		free_ldap(&h->rules[i]);
+		free_options(&h->rules[i]);
 	}
 	free(h->rules);
 	free(h);
@@ -806,6 +874,8 @@ const char *hba_method_name(enum hba_method m)
 		return "peer";
 	case HBA_LDAP:
 		return "ldap";
+	case HBA_PAM:
+		return "pam";
 	}
 	return "?";
 }
@@ -829,6 +899,12 @@ enum hba_clientcert hba_line_clientcert(const struct hba *h, int line, bool *dn)
 	const struct hba_rule *r = rule_at(h, line);
 	*dn = r && r->clientname_dn;
 	return r ? r->clientcert : HBA_CLIENTCERT_OFF;
+}
+
+const struct hba_pam *hba_line_pam(const struct hba *h, int line)
+{
+	const struct hba_rule *r = rule_at(h, line);
+	return r ? r->pam : NULL;
 }
 
 int hba_count(const struct hba *h)

@@ -2,7 +2,8 @@
  * user lists with the database keywords all, sameuser and replication, CIDR or
  * address+netmask, eight methods; options: map=NAME on cert and peer lines, a user name map
  * of ident_file, auth/ident.h, PostgreSQL's ldap* options on ldap lines,
- * config/ldap_options.h, and clientcert= and clientname= on hostssl lines). Loaded once into an immutable rule list; the first line that
+ * config/ldap_options.h, pamservice and pam_use_hostname on pam lines, and clientcert= and
+ * clientname= on hostssl lines). Loaded once into an immutable rule list; the first line that
  * matches a connection decides its method. */
 #ifndef TUSK_AUTH_HBA_H
 #define TUSK_AUTH_HBA_H
@@ -14,11 +15,20 @@
 #include "net/net.h"
 
 enum hba_conn { HBA_LOCAL, HBA_HOST_PLAIN, HBA_HOST_TLS };
-enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER, HBA_LDAP };
+enum hba_method { HBA_TRUST, HBA_REJECT, HBA_PASSWORD, HBA_MD5, HBA_SCRAM, HBA_CERT, HBA_PEER, HBA_LDAP, HBA_PAM };
 /* A hostssl line's clientcert= (PostgreSQL's): a client certificate the listener's CA verified
  * is demanded before the method runs (verify-ca), and after it succeeded its name must be
  * the user's (verify-full; the cert method always). */
 enum hba_clientcert { HBA_CLIENTCERT_OFF, HBA_CLIENTCERT_CA, HBA_CLIENTCERT_FULL };
+
+#define HBA_PAM_SERVICE_MAX 128 /* a pamservice, NUL included (auth/pamauth.h's PAMAUTH_SERVICE_MAX) */
+#define HBA_PAM_SERVICE_DEFAULT "postgresql" /* PostgreSQL's */
+
+/* A pam line's options (PostgreSQL's). */
+struct hba_pam {
+	char service[HBA_PAM_SERVICE_MAX]; /* pamservice: /etc/pam.d/<service>; default postgresql */
+	bool use_hostname;                 /* pam_use_hostname=1: PAM_RHOST the client's host name */
+};
 
 struct config_ldap;
 struct hba; /* opaque, immutable after load: safe to share between threads */
@@ -75,7 +85,10 @@ const struct config_ldap *hba_line_ldap(const struct hba *h, int line);
  * subject is the name compared, not its CN). */
 enum hba_clientcert hba_line_clientcert(const struct hba *h, int line, bool *dn);
 
-/* "trust", "reject", "password", "md5", "scram-sha-256", "cert", "peer", "ldap"; "?" for
+/* The PAM options of the pam line at line; NULL when that line is not one. Valid as long as h. */
+const struct hba_pam *hba_line_pam(const struct hba *h, int line);
+
+/* "trust", "reject", "password", "md5", "scram-sha-256", "cert", "peer", "ldap", "pam"; "?" for
  * anything else. */
 const char *hba_method_name(enum hba_method m);
 

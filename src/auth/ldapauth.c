@@ -1,7 +1,7 @@
-/* LDAP checks on threads of their own (ldapauth.h): a bounded FIFO of checks under one lock,
- * up to LDAPAUTH_THREADS threads started as checks come, each running one check at a time with
- * libldap's synchronous calls under PostgreSQL's rules. Owns the queue, the threads and each
- * check until its done callback returns.
+/* LDAP checks on threads of their own (ldapauth.h): a util/workq.h queue of up to
+ * LDAPAUTH_THREADS threads, each running one check at a time with libldap's synchronous calls
+ * under PostgreSQL's rules, and a watchdog thread that shuts a check's connection past its
+ * deadline. Owns each check until its done callback returns.
  *
  * libldap is opened with dlopen at the first check, not linked: it brings GnuTLS, SASL and
  * p11-kit, ~2.7 MB of RSS in every tusk, used or not (as libpq, pq/pq.c). Only its header is
@@ -9,7 +9,6 @@
 #define LDAP_DEPRECATED 0
 #include "auth/ldapauth.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -23,6 +22,9 @@
 #include <time.h>
 
 #include <ldap.h>
+
+#include "util/dl.h"
+#include "util/workq.h"
 
 /* The library the header describes: its soname changed with 2.6. */
 #if LDAP_VENDOR_VERSION_MAJOR == 2 && LDAP_VENDOR_VERSION_MINOR < 6
@@ -38,75 +40,45 @@
 	X(ldap_first_entry) X(ldap_get_dn) X(ldap_memfree) X(ldap_msgfree) X(ldap_unbind_ext_s)              \
 	X(ldap_start_tls_s) X(ldap_err2string) X(ber_sockbuf_ctrl)
 
-/* Written once under lib_once, read-only afterwards (pthread_once orders it for every thread). */
-static struct {
-#define LDAP_POINTER(f) __typeof__(&f) f;
-	LDAP_FUNCTIONS(LDAP_POINTER)
-#undef LDAP_POINTER
-} lib;
-static bool lib_ok;
-static char lib_error[LDAPAUTH_WHY_MAX];
-static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-
-static void lib_load(void)
-{
-	void *h = dlopen(LDAP_LIBRARY, RTLD_NOW | RTLD_LOCAL);
-	if (!h) {
-		snprintf(lib_error, sizeof lib_error, "cannot load %s: %s", LDAP_LIBRARY, dlerror());
-		return;
-	}
-	/* dlsym gives an object pointer; POSIX guarantees it converts to a function pointer. */
-#define LDAP_RESOLVE(f)                                                                                  \
-	{                                                                                                \
-		void *sym = dlsym(h, #f);                                                                \
-		if (!sym) {                                                                              \
-			snprintf(lib_error, sizeof lib_error, "cannot load %s: no symbol %s", LDAP_LIBRARY, #f); \
-			return;                                                                          \
-		}                                                                                        \
-		memcpy(&lib.f, &sym, sizeof sym);                                                        \
-	}
-	LDAP_FUNCTIONS(LDAP_RESOLVE)
-#undef LDAP_RESOLVE
-	lib_ok = true; /* loaded until exit */
-}
+UTIL_DL_LIBRARY(LDAP_FUNCTIONS, LDAP_LIBRARY)
 
 struct ldapauth_req {
+	struct workq_item item; /* first: the queue's */
 	struct config_ldap o;
 	char user[LDAPAUTH_USER_MAX];
 	char password[LDAPAUTH_PASSWORD_MAX];
 	int timeout_ms;
+	int rc;
+	char why[LDAPAUTH_WHY_MAX];
 	ldapauth_done_fn *done;
 	void *arg;
-	struct ldapauth_req *next;
 };
 
 struct ldapauth_pool;
 
-/* One checking thread. fd and deadline are the watchdog's to read, under the pool's lock. */
+/* What the watchdog knows of the check on one queue thread (by its index), under the pool's
+ * lock. */
 struct ldapauth_thread {
 	struct ldapauth_pool *p;
-	pthread_t thread;
 	int fd;                   /* the connection libldap has open for the check, or -1 */
 	struct timespec deadline; /* CLOCK_MONOTONIC: the check's end, connections shut after it */
 	bool busy;
 };
 
+_Static_assert(LDAPAUTH_THREADS <= WORKQ_THREADS_MAX, "one watchdog slot per queue thread");
+
 struct ldapauth_pool {
+	struct workq *q;    /* the checks and their threads (util/workq.h) */
 	pthread_mutex_t mu; /* protects everything below */
-	pthread_cond_t cv;  /* a check queued, or stopping */
 	pthread_cond_t wd_cv; /* CLOCK_MONOTONIC: the watchdog's sleep, cut short at the stop */
-	struct ldapauth_req *head, *tail;
-	unsigned queued;  /* on the list */
-	unsigned running; /* taken by a thread, done not yet returned */
-	unsigned queue_max;
-	int nthreads;     /* started */
-	int max_threads;
-	int idle;         /* threads waiting on cv */
 	bool stopping;
 	bool wd_started, wd_stop;
 	pthread_t watchdog;
 	struct ldapauth_thread threads[LDAPAUTH_THREADS];
 };
+
+static void work(void *ctx, int index, struct workq_item *it);
+static void end(void *ctx, struct workq_item *it, enum workq_end how);
 
 int ldapauth_pool_new(int nthreads, unsigned queue_max, struct ldapauth_pool **out)
 {
@@ -124,15 +96,23 @@ int ldapauth_pool_new(int nthreads, unsigned queue_max, struct ldapauth_pool **o
 		return -ENOMEM;
 	}
 	(void)pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (pthread_cond_init(&p->cv, NULL) != 0 || pthread_cond_init(&p->wd_cv, &ca) != 0) {
-		pthread_condattr_destroy(&ca);
+	int rc = pthread_cond_init(&p->wd_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	struct workq_def d = { .name = "tusk-ldap",
+			       .max_threads = nthreads > LDAPAUTH_THREADS ? LDAPAUTH_THREADS : nthreads,
+			       .queue_max = queue_max,
+			       .work = work,
+			       .end = end,
+			       .ctx = p };
+	if (rc != 0 || workq_new(&d, &p->q) < 0) {
 		pthread_mutex_destroy(&p->mu);
 		free(p);
 		return -ENOMEM; /* (a cv that did init is not worth a label: nothing to undo on Linux) */
 	}
-	pthread_condattr_destroy(&ca);
-	p->max_threads = nthreads < 1 ? 1 : nthreads > LDAPAUTH_THREADS ? LDAPAUTH_THREADS : nthreads;
-	p->queue_max = queue_max;
+	for (int i = 0; i < LDAPAUTH_THREADS; i++) {
+		p->threads[i].p = p;
+		p->threads[i].fd = -1;
+	}
 	*out = p;
 	return 0;
 }
@@ -360,13 +340,6 @@ out:
 	return rc;
 }
 
-static void finish(struct ldapauth_req *r, int rc, const char *why)
-{
-	r->done(r->arg, rc, why);
-	explicit_bzero(r, sizeof *r); /* the password, and bindpasswd */
-	free(r);
-}
-
 /* A check is a connect and up to four waits (StartTLS, two binds, a search), each bounded by
  * the timeout; the whole check by twice it (then its connection is shut), which the caller
  * keeps inside the client's login time. */
@@ -382,44 +355,40 @@ static void add_ms(struct timespec *ts, long ms)
 	}
 }
 
-static void *run(void *arg)
+/* On a queue thread: one check, its deadline the watchdog's to enforce. */
+static void work(void *ctx, int index, struct workq_item *it)
 {
-	struct ldapauth_thread *t = arg;
-	struct ldapauth_pool *p = t->p;
-	char why[LDAPAUTH_WHY_MAX];
+	struct ldapauth_pool *p = ctx;
+	struct ldapauth_thread *t = &p->threads[index];
+	struct ldapauth_req *r = (struct ldapauth_req *)it;
 
-	(void)pthread_setname_np(pthread_self(), "tusk-ldap");
 	pthread_mutex_lock(&p->mu);
-	for (;;) {
-		while (!p->head && !p->stopping) {
-			p->idle++;
-			pthread_cond_wait(&p->cv, &p->mu);
-			p->idle--;
-		}
-		if (p->stopping)
-			break; /* what is queued is cancelled by ldapauth_pool_stop */
-		struct ldapauth_req *r = p->head;
-		p->head = r->next;
-		if (!p->head)
-			p->tail = NULL;
-		p->queued--;
-		p->running++;
-		clock_gettime(CLOCK_MONOTONIC, &t->deadline);
-		add_ms(&t->deadline, (long)r->timeout_ms * LDAPAUTH_WAITS);
-		t->fd = -1;
-		t->busy = true;
-		pthread_cond_signal(&p->wd_cv); /* the watchdog sleeps while no check runs */
-		pthread_mutex_unlock(&p->mu);
-		why[0] = '\0';
-		int rc = check(t, r, why);
-		finish(r, rc, why);
-		pthread_mutex_lock(&p->mu);
-		t->busy = false;
-		t->fd = -1;
-		p->running--;
-	}
+	clock_gettime(CLOCK_MONOTONIC, &t->deadline);
+	add_ms(&t->deadline, (long)r->timeout_ms * LDAPAUTH_WAITS);
+	t->fd = -1;
+	t->busy = true;
+	pthread_cond_signal(&p->wd_cv); /* the watchdog sleeps while no check runs */
 	pthread_mutex_unlock(&p->mu);
-	return NULL;
+	r->why[0] = '\0';
+	r->rc = check(t, r, r->why);
+	pthread_mutex_lock(&p->mu);
+	t->busy = false;
+	t->fd = -1;
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Under the queue's lock: the answer, then the request (password, bindpasswd) wiped. The
+ * queue is never given up (ldapauth_pool_stop waits for every check: each is bounded). */
+static void end(void *ctx, struct workq_item *it, enum workq_end how)
+{
+	struct ldapauth_req *r = (struct ldapauth_req *)it;
+	(void)ctx;
+	if (how == WORKQ_CANCELLED)
+		r->done(r->arg, -ECANCELED, "tusk is stopping");
+	else if (how == WORKQ_DONE)
+		r->done(r->arg, r->rc, r->why);
+	explicit_bzero(r, sizeof *r);
+	free(r);
 }
 
 static bool passed(const struct timespec *now, const struct timespec *deadline)
@@ -440,7 +409,7 @@ static void *watchdog(void *arg)
 		struct timespec now;
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		bool any = false;
-		for (int i = 0; i < p->nthreads; i++) {
+		for (int i = 0; i < LDAPAUTH_THREADS; i++) {
 			struct ldapauth_thread *t = &p->threads[i];
 			any |= t->busy;
 			if (t->busy && t->fd >= 0 && (p->stopping || passed(&now, &t->deadline))) {
@@ -460,28 +429,28 @@ static void *watchdog(void *arg)
 	return NULL;
 }
 
-/* Under p->mu: one more checking thread (and the watchdog with the first). */
-static void add_thread(struct ldapauth_pool *p)
-{
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals are the main thread's */
-	if (!p->wd_started && pthread_create(&p->watchdog, NULL, watchdog, p) == 0)
-		p->wd_started = true;
-	struct ldapauth_thread *t = &p->threads[p->nthreads];
-	t->p = p;
-	t->fd = -1;
-	if (p->wd_started && pthread_create(&t->thread, NULL, run, t) == 0)
-		p->nthreads++;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
 int ldapauth_submit(struct ldapauth_pool *p, const struct config_ldap *o, const char *user, const char *password,
 		    int timeout_ms, ldapauth_done_fn *done, void *arg)
 {
 	if (strlen(user) >= LDAPAUTH_USER_MAX || strlen(password) >= LDAPAUTH_PASSWORD_MAX)
 		return -ENAMETOOLONG;
-	struct ldapauth_req *r = malloc(sizeof *r);
+	/* The watchdog with the first check (a check it cannot watch is not run). */
+	pthread_mutex_lock(&p->mu);
+	if (!p->wd_started && !p->stopping) {
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_BLOCK, &all, &old); /* signals are the main thread's */
+		if (pthread_create(&p->watchdog, NULL, watchdog, p) == 0)
+			p->wd_started = true;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+	}
+	bool watched = p->wd_started, stopping = p->stopping;
+	pthread_mutex_unlock(&p->mu);
+	if (stopping)
+		return -ESHUTDOWN;
+	if (!watched)
+		return -ENOMEM;
+	struct ldapauth_req *r = calloc(1, sizeof *r);
 	if (!r)
 		return -ENOMEM;
 	r->o = *o;
@@ -490,32 +459,7 @@ int ldapauth_submit(struct ldapauth_pool *p, const struct config_ldap *o, const 
 	r->timeout_ms = timeout_ms < 100 ? 100 : timeout_ms;
 	r->done = done;
 	r->arg = arg;
-	r->next = NULL;
-
-	int rc = 0;
-	pthread_mutex_lock(&p->mu);
-	if (p->stopping) {
-		rc = -ESHUTDOWN;
-	} else if (p->queued >= p->queue_max) {
-		rc = -EAGAIN;
-	} else {
-		/* A thread more when every one is busy, up to the bound. */
-		if (p->idle <= (int)p->queued && p->nthreads < p->max_threads) {
-			add_thread(p);
-			if (p->nthreads == 0)
-				rc = -ENOMEM; /* no thread to run it at all */
-		}
-		if (rc == 0) {
-			if (p->tail)
-				p->tail->next = r;
-			else
-				p->head = r;
-			p->tail = r;
-			p->queued++;
-			pthread_cond_signal(&p->cv);
-		}
-	}
-	pthread_mutex_unlock(&p->mu);
+	int rc = workq_submit(p->q, &r->item);
 	if (rc < 0) {
 		explicit_bzero(r, sizeof *r);
 		free(r);
@@ -525,10 +469,7 @@ int ldapauth_submit(struct ldapauth_pool *p, const struct config_ldap *o, const 
 
 unsigned ldapauth_pending(struct ldapauth_pool *p)
 {
-	pthread_mutex_lock(&p->mu);
-	unsigned n = p->queued + p->running;
-	pthread_mutex_unlock(&p->mu);
-	return n;
+	return workq_pending(p->q);
 }
 
 void ldapauth_pool_stop(struct ldapauth_pool *p)
@@ -537,11 +478,11 @@ void ldapauth_pool_stop(struct ldapauth_pool *p)
 		return;
 	pthread_mutex_lock(&p->mu);
 	p->stopping = true; /* the watchdog shuts every check's connection now */
-	pthread_cond_broadcast(&p->cv);
 	pthread_cond_signal(&p->wd_cv);
 	pthread_mutex_unlock(&p->mu);
-	for (int i = 0; i < p->nthreads; i++)
-		pthread_join(p->threads[i].thread, NULL);
+	/* Queued checks come back cancelled; the running ones end (bounded, their connections
+	 * shut) before the threads are joined. */
+	(void)workq_stop(p->q, -1);
 	if (p->wd_started) {
 		pthread_mutex_lock(&p->mu);
 		p->wd_stop = true;
@@ -549,13 +490,6 @@ void ldapauth_pool_stop(struct ldapauth_pool *p)
 		pthread_mutex_unlock(&p->mu);
 		pthread_join(p->watchdog, NULL);
 	}
-	/* No thread runs: what is left was never started. */
-	while (p->head) {
-		struct ldapauth_req *r = p->head;
-		p->head = r->next;
-		finish(r, -ECANCELED, "tusk is stopping");
-	}
-	pthread_cond_destroy(&p->cv);
 	pthread_cond_destroy(&p->wd_cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p);

@@ -885,6 +885,7 @@ static const struct enum_name client_auth_names[] = {
 	{ "cert", CONFIG_AUTH_CERT },
 	{ "peer", CONFIG_AUTH_PEER },
 	{ "ldap", CONFIG_AUTH_LDAP },
+	{ "pam", CONFIG_AUTH_PAM },
 	{ NULL, 0 },
 };
 
@@ -1468,6 +1469,13 @@ static const char *check_ldap_options(const char *val)
 	return rc < 0 ? msg : NULL;
 }
 
+/* client_auth: pam's service: a file name of /etc/pam.d, which libpam reads as such (a '/'
+ * would name another directory's file). */
+static const char *check_pam_service(const char *val)
+{
+	return strchr(val, '/') ? "must be a file name of /etc/pam.d (no '/')" : NULL;
+}
+
 #define AUTH_QUERY_DEFAULT "SELECT usename, passwd FROM pg_shadow WHERE usename=$1"
 
 /* ---- the result cache: keys shared by the top level and the pool rules ----------------- */
@@ -1663,6 +1671,8 @@ static const struct key_def pool_keys[] = {
 	  .check = check_auth_query, .reloadable = true },
 	{ .name = "ldap_options", .type = KEY_STRING, .offset = RULE_FIELD(ldap_options), .min = 1, .max = 4096,
 	  .check = check_ldap_options, .reloadable = true, .secret = true },
+	{ .name = "pam_service", .type = KEY_STRING, .offset = RULE_FIELD(pam_service), .min = 1, .max = 127,
+	  .check = check_pam_service, .reloadable = true },
 	/* No defaults: absent (0 / NULL) means the top-level value. */
 	{ .name = "cache_ttl", .type = KEY_DURATION, .offset = RULE_FIELD(cache_ttl_ms), .min = 1, .max = MS_PER_DAY,
 	  .reloadable = true },
@@ -2146,6 +2156,10 @@ static const struct key_def top_keys[] = {
 	/* client_auth: ldap's (PgBouncer's auth_ldap_options); a rule's own ldap_options wins. */
 	{ .name = "ldap_options", .type = KEY_STRING, .offset = TOP_FIELD(ldap_options), .min = 1, .max = 4096,
 	  .check = check_ldap_options, .reloadable = true, .secret = true },
+	/* client_auth: pam's service (/etc/pam.d/<it>); a rule's own pam_service wins. PgBouncer's
+	 * is fixed, "pgbouncer" (the importer writes that). */
+	{ .name = "pam_service", .type = KEY_STRING, .offset = TOP_FIELD(pam_service), .min = 1, .max = 127,
+	  .check = check_pam_service, .def = "tusk", .reloadable = true },
 	/* PBKDF2 rounds of the SCRAM exchange with a plaintext auth_file secret (PgBouncer's key;
 	 * PostgreSQL's default), SCRAM_ITER_MAX at most. */
 	{ .name = "scram_iterations", .type = KEY_INT, .offset = TOP_FIELD(scram_iterations), .min = 1,
@@ -2655,6 +2669,11 @@ const char *config_auth_query(const struct tusk_config *cfg, const struct config
 const char *config_ldap_options(const struct tusk_config *cfg, const struct config_pool_rule *rule)
 {
 	return rule->ldap_options ? rule->ldap_options : cfg->ldap_options;
+}
+
+const char *config_pam_service(const struct tusk_config *cfg, const struct config_pool_rule *rule)
+{
+	return rule && rule->pam_service ? rule->pam_service : cfg->pam_service;
 }
 
 const char *config_auth_dbname(const struct tusk_config *cfg, const struct config_pool_rule *rule)

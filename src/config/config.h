@@ -30,7 +30,7 @@ enum config_cache_inval {
 
 /* How clients of a rule prove who they are (hba_file, when set, decides instead). */
 enum config_auth { CONFIG_AUTH_TRUST, CONFIG_AUTH_REJECT, CONFIG_AUTH_PASSWORD, CONFIG_AUTH_MD5, CONFIG_AUTH_SCRAM,
-		   CONFIG_AUTH_CERT, CONFIG_AUTH_PEER, CONFIG_AUTH_LDAP };
+		   CONFIG_AUTH_CERT, CONFIG_AUTH_PEER, CONFIG_AUTH_LDAP, CONFIG_AUTH_PAM };
 
 /* TLS towards clients, per listener (same order as net/tls.h's enum tls_mode_server). */
 enum config_tls_listen { CONFIG_TLS_DISABLE, CONFIG_TLS_ALLOW, CONFIG_TLS_REQUIRE, CONFIG_TLS_VERIFY_CA,
@@ -144,6 +144,7 @@ struct config_pool_rule {
 	char *auth_query;                     /* NULL: the top-level auth_query (config_auth_query) */
 	char *auth_dbname;                    /* NULL: the top-level auth_dbname (config_auth_dbname) */
 	char *ldap_options;                   /* NULL: the top-level ldap_options (config_ldap_options) */
+	char *pam_service;                    /* NULL: the top-level pam_service (config_pam_service) */
 	/* The result cache; 0 / NULL: the top-level value (src/flight/policy.h resolves them). */
 	int cache;                            /* enum config_cache */
 	uint64_t cache_ttl_ms;
@@ -294,6 +295,7 @@ struct tusk_config {
 	char *auth_dbname;             /* NULL: auth_query runs in the client's (server) database */
 	char *ldap_options;            /* client_auth: ldap's options (PgBouncer's auth_ldap_options,
 					* config/ldap_options.h); NULL: none */
+	char *pam_service;             /* default "tusk": client_auth: pam's service, /etc/pam.d/<it> */
 	int scram_iterations;          /* default 4096: SCRAM's rounds for a plaintext auth_file secret */
 	uint64_t auth_cache_ttl_ms;    /* default 60s: how long auth_query answers are kept; 0 = not cached */
 	char *unix_socket_dir;         /* NULL: no Unix socket; else DIR/.s.PGSQL.<port> per listen port */
@@ -390,6 +392,9 @@ const char *config_auth_dbname(const struct tusk_config *cfg, const struct confi
 /* The LDAP options of a rule with client_auth: ldap (its own, else the top-level ldap_options),
  * checked at load (config_ldap_parse); NULL: none. */
 const char *config_ldap_options(const struct tusk_config *cfg, const struct config_pool_rule *rule);
+/* The PAM service of client_auth: pam under rule (its own pam_service, else the top-level one;
+ * rule NULL: the top-level one, the admin console's). */
+const char *config_pam_service(const struct tusk_config *cfg, const struct config_pool_rule *rule);
 
 /* A rule's query_timeout / client_idle_timeout when the rule does not set it. */
 #define CONFIG_TIMEOUT_INHERIT UINT64_MAX

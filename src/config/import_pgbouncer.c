@@ -216,7 +216,8 @@ static const char *client_auth_for(const char *auth_type, const char **note)
 {
 	*note = NULL;
 	if (strcmp(auth_type, "trust") == 0 || strcmp(auth_type, "md5") == 0 || strcmp(auth_type, "cert") == 0 ||
-	    strcmp(auth_type, "scram-sha-256") == 0 || strcmp(auth_type, "peer") == 0 || strcmp(auth_type, "ldap") == 0)
+	    strcmp(auth_type, "scram-sha-256") == 0 || strcmp(auth_type, "peer") == 0 || strcmp(auth_type, "ldap") == 0 ||
+	    strcmp(auth_type, "pam") == 0) /* pam: with pam_service: pgbouncer (put_general) */
 		return auth_type;
 	if (strcmp(auth_type, "plain") == 0)
 		return "password";
@@ -646,7 +647,7 @@ static void put_pool_defaults(struct importer *im)
 	const char *type = kv ? kv->value : "md5";
 	const char *ca = strcmp(type, "hba") == 0 ? "md5" : client_auth_for(type, &note);
 	if (!ca) {
-		skip(im, "pgbouncer", "auth_type", type, kv ? kv->line : 0, "tusk has no such method (pam): reject is written");
+		skip(im, "pgbouncer", "auth_type", type, kv ? kv->line : 0, "tusk has no such method: reject is written");
 		ca = "reject";
 	} else if (note) {
 		fprintf(im->report, "%s:%d: [pgbouncer] auth_type = %s: %s\n", im->ini_path, kv ? kv->line : 0, type, note);
@@ -731,6 +732,9 @@ static void put_general(struct importer *im, const char *userlist)
 		skip(im, "pgbouncer", "auth_type", "ldap", kv->line, "auth_ldap_options is not set (tusk refuses "
 								       "client_auth: ldap without ldap_options)");
 	put_plain(im, "auth_ldap_options", "ldap_options", true);
+	/* PgBouncer's PAM service name is fixed; tusk's default is its own ("tusk"). */
+	if ((kv = get(&im->general, "auth_type")) && strcmp(kv->value, "pam") == 0)
+		fprintf(im->out, "pam_service: pgbouncer\n");
 	/* The maps of the hba file's map=NAME; loaded and checked even without one, as PgBouncer does. */
 	put_plain(im, "auth_ident_file", "ident_file", true);
 	if (userlist) {

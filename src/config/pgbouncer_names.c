@@ -44,7 +44,7 @@ static const struct pgb_name names[] = {
 	NOT_NEEDED("so_reuseport", "one process serves every worker thread from the same listeners"),
 	/* authentication */
 	TO_NOTE("auth_type", "pool_defaults.client_auth (or pools[].client_auth, admin.client_auth)",
-		"hba: hba_file; any: trust (every name accepted); plain: password"),
+		"hba: hba_file; any: trust (every name accepted); plain: password; pam: pam (pam_service: pgbouncer)"),
 	TO("auth_hba_file", "hba_file"),
 	TO("auth_ident_file", "ident_file"), /* PgBouncer 1.25: hba_file's map=NAME */
 	TO("auth_ldap_options", "ldap_options (or pools[].ldap_options)"), /* PgBouncer 1.25: auth_type = ldap */

@@ -18,6 +18,7 @@
 #include "auth/hba.h"
 #include "auth/ident.h"
 #include "auth/ldapauth.h"
+#include "auth/pamauth.h"
 #include "auth/userlist.h"
 #include "console/console.h"
 #include "frontend/cancel.h"
@@ -512,6 +513,9 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rc = ldapauth_pool_new(LDAPAUTH_THREADS, LDAPAUTH_QUEUE_MAX, &rt->ldap);
 	if (rc < 0)
 		goto err;
+	rc = pamauth_pool_new(PAMAUTH_THREADS, PAMAUTH_QUEUE_MAX, &rt->pam);
+	if (rc < 0)
+		goto err;
 	register_worker_tenants();
 	for (int w = 0; w < cfg->workers; w++) {
 		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
@@ -816,6 +820,10 @@ void daemon_stop(struct runtime *rt)
 	/* The same for LDAP checks: queued ones come back cancelled, running ones finish first. */
 	ldapauth_pool_stop(rt->ldap);
 	rt->ldap = NULL;
+	/* PAM checks: queued ones come back cancelled, running ones get PAMAUTH_STOP_WAIT_MS (a
+	 * module cannot be interrupted: past it the pool is left to its threads, answers dropped). */
+	pamauth_pool_stop(rt->pam);
+	rt->pam = NULL;
 	/* Freeing settles the inboxes; a settled message may post to another worker's inbox,
 	 * so settle all before freeing any (the pool core posts only for waiters, and every
 	 * client is closed by now, so this converges in one pass per worker). */

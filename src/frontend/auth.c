@@ -7,8 +7,10 @@
  * rule has no server_password. A user absent from auth_file, under a rule with an
  * auth_user, gets its secret from auth_query first (authquery.c); the exchange is the same.
  * ldap (an hba_file line's options, or the rule's ldap_options) asks for the cleartext
- * password and hands it to the LDAP threads (auth/ldapauth.h); their answer comes back to the
- * client's worker as a message, and a client gone meanwhile is never touched (ldap_check). */
+ * password and hands it to the LDAP threads (auth/ldapauth.h), pam (an hba_file line's
+ * pamservice, or the rule's pam_service) to the PAM threads (auth/pamauth.h); their answer
+ * comes back to the client's worker as a message, and a client gone meanwhile is never touched
+ * (ext_check). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 
 #include "auth/hba.h"
 #include "auth/ldapauth.h"
+#include "auth/pamauth.h"
 #include "auth/scram.h"
 #include "auth/scram_server.h"
 #include "auth/userlist.h"
@@ -52,24 +55,30 @@ struct client_auth {
 	struct authq_req *fetch;
 	struct userlist_entry fetched;
 	char fetched_secret[AUTHCACHE_SECRET_MAX];
-	struct ldap_login *ldap; /* method ldap; NULL otherwise */
+	struct ext_login *ext; /* methods ldap and pam; NULL otherwise */
 };
 
-/* One LDAP check in flight: the worker's, from ldapauth_submit until ldap_back runs on it.
- * c is cleared (on the worker) when the client goes first, so the answer is dropped. */
-struct ldap_check {
+/* One check on threads of their own (LDAP or PAM) in flight: the worker's, from the submit
+ * until ext_back runs on it. c is cleared (on the worker) when the client goes first, so the
+ * answer is dropped. */
+struct ext_check {
 	struct client *c;
 	struct worker *w;
-	struct worker_msg *msg; /* made before the submit: the LDAP thread's post cannot fail */
+	struct worker_msg *msg; /* made before the submit: the pool thread's post cannot fail */
 	int rc;
 	char why[LDAPAUTH_WHY_MAX];
 };
+_Static_assert(LDAPAUTH_WHY_MAX == PAMAUTH_WHY_MAX, "one why buffer serves both");
+_Static_assert(LDAPAUTH_PASSWORD_MAX == PAMAUTH_PASSWORD_MAX, "one password buffer serves both");
+_Static_assert(HBA_PAM_SERVICE_MAX == PAMAUTH_SERVICE_MAX, "an hba_file pamservice fits a check");
 
-/* Method ldap: the options (a copy), the check in flight, the password while it runs (kept
- * for the server login after a success). */
-struct ldap_login {
-	struct config_ldap o;
-	struct ldap_check *check;
+/* Method ldap or pam: the options (a copy), the check in flight, the password while it runs
+ * (kept for the server login after a success). */
+struct ext_login {
+	bool is_pam;
+	struct config_ldap o; /* ldap */
+	struct hba_pam pam;   /* pam */
+	struct ext_check *check;
 	char password[LDAPAUTH_PASSWORD_MAX];
 };
 
@@ -162,6 +171,9 @@ bool client_auth_cert_name_ok(struct client *c)
 	case CONFIG_AUTH_LDAP:
 		client_fail(c, "28000", "LDAP authentication failed for user \"%s\"", c->user);
 		break;
+	case CONFIG_AUTH_PAM:
+		client_fail(c, "28000", "PAM authentication failed for user \"%s\"", c->user);
+		break;
 	case CONFIG_AUTH_TRUST:
 		client_fail(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
 		break;
@@ -172,7 +184,18 @@ bool client_auth_cert_name_ok(struct client *c)
 	return false;
 }
 
-/* ---- ldap ---- */
+/* ---- ldap and pam: checks on threads of their own ---- */
+
+static struct ext_login *ext_login_new(struct client *c)
+{
+	struct ext_login *l = calloc(1, sizeof *l);
+	if (!l) {
+		client_fail(c, "53200", "out of memory");
+		return NULL;
+	}
+	c->auth->ext = l;
+	return l;
+}
 
 /* The options of method ldap: the hba_file line's (hba_opts), else the rule's ldap_options
  * (checked at load, so they parse). 0, or -1 when the client was failed. */
@@ -181,18 +204,14 @@ static int ldap_login_begin(struct client *c, const struct config_ldap *hba_opts
 	const struct tusk_config *cfg = c->worker->rt->cfg;
 	const char *s = !hba_opts && rule ? config_ldap_options(cfg, rule) : NULL;
 	char err[256];
-	struct ldap_login *l;
+	struct ext_login *l;
 
 	if (!hba_opts && !s) {
 		client_fail(c, "28000", "LDAP authentication is not configured for user \"%s\"", c->user);
 		return -1;
 	}
-	l = calloc(1, sizeof *l);
-	if (!l) {
-		client_fail(c, "53200", "out of memory");
+	if (!(l = ext_login_new(c)))
 		return -1;
-	}
-	c->auth->ldap = l;
 	if (hba_opts) {
 		l->o = *hba_opts;
 	} else if (config_ldap_parse(s, &l->o, err, sizeof err) < 0) {
@@ -203,7 +222,23 @@ static int ldap_login_begin(struct client *c, const struct config_ldap *hba_opts
 	return 0;
 }
 
-static void ldap_login_free(struct ldap_login *l)
+/* The options of method pam: the hba_file line's (pamservice, pam_use_hostname), else the
+ * rule's pam_service (or the top-level one), the address as PAM_RHOST. 0, or -1 when the
+ * client was failed. */
+static int pam_login_begin(struct client *c, const struct hba_pam *hba_opts, const struct config_pool_rule *rule)
+{
+	struct ext_login *l = ext_login_new(c);
+	if (!l)
+		return -1;
+	l->is_pam = true;
+	if (hba_opts)
+		l->pam = *hba_opts;
+	else /* (a config key of at most 127 bytes: it fits) */
+		snprintf(l->pam.service, sizeof l->pam.service, "%s", config_pam_service(c->worker->rt->cfg, rule));
+	return 0;
+}
+
+static void ext_login_free(struct ext_login *l)
 {
 	if (l->check)
 		l->check->c = NULL; /* the answer is dropped when it comes */
@@ -211,18 +246,19 @@ static void ldap_login_free(struct ldap_login *l)
 	free(l);
 }
 
-/* PostgreSQL's refusal for method ldap (28000, its own words, not password's 28P01); the
- * reason only to the log. */
-static void ldap_failed(struct client *c, const char *why)
+/* PostgreSQL's refusal for methods ldap and pam (28000, its own words, not password's 28P01);
+ * the reason only to the log. */
+static void ext_failed(struct client *c, const char *why)
 {
-	log_info(c->id, c->ctx, "LDAP authentication failed: %s", why);
-	client_fail(c, "28000", "LDAP authentication failed for user \"%s\"", c->user);
+	const char *m = c->auth->ext && c->auth->ext->is_pam ? "PAM" : "LDAP";
+	log_info(c->id, c->ctx, "%s authentication failed: %s", m, why);
+	client_fail(c, "28000", "%s authentication failed for user \"%s\"", m, c->user);
 }
 
-/* On an LDAP thread: back to the client's worker. */
-static void ldap_done(void *arg, int rc, const char *why)
+/* On an LDAP or PAM thread: back to the client's worker. */
+static void ext_done(void *arg, int rc, const char *why)
 {
-	struct ldap_check *k = arg;
+	struct ext_check *k = arg;
 	struct worker_msg *m = k->msg;
 
 	k->rc = rc;
@@ -234,25 +270,25 @@ static void ldap_done(void *arg, int rc, const char *why)
 
 static void keep_cred_plain(struct client *c, const char *password);
 
-/* On the client's worker: the LDAP server's answer. */
-static void ldap_back(struct worker *w, struct worker_msg *m)
+/* On the client's worker: the LDAP server's or PAM's answer. */
+static void ext_back(struct worker *w, struct worker_msg *m)
 {
-	struct ldap_check *k = m->arg;
+	struct ext_check *k = m->arg;
 	struct client *c = k->c;
 	int rc = k->rc;
 	(void)w;
 
 	if (c) {
-		struct ldap_login *l = c->auth->ldap;
+		struct ext_login *l = c->auth->ext;
 		l->check = NULL;
 		/* Not in CLIENT_AUTH: failed meanwhile (login timeout), its teardown follows. */
 		if (c->state == CLIENT_AUTH && rc == 0) {
-			log_debug(c->id, c->ctx, "LDAP authentication succeeded");
+			log_debug(c->id, c->ctx, "%s authentication succeeded", l->is_pam ? "PAM" : "LDAP");
 			keep_cred_plain(c, l->password);
 			client_auth_free_state(c);
 			client_after_auth(c);
 		} else if (c->state == CLIENT_AUTH) {
-			ldap_failed(c, k->why);
+			ext_failed(c, k->why);
 		}
 	}
 	OPENSSL_cleanse(k, sizeof *k);
@@ -261,7 +297,8 @@ static void ldap_back(struct worker *w, struct worker_msg *m)
 
 /* Each LDAP wait's bound: a third of what is left of client_login_timeout, at most 5 s, at
  * least 0.2 s; the whole check ends within twice that (ldapauth.h), so before the client's
- * login time does, and the client hears why. */
+ * login time does, and the client hears why. (A PAM check has no such bound of its own: the
+ * login time ends it, client_auth_timed_out.) */
 static int ldap_timeout_ms(const struct client *c)
 {
 	double left = c->connect_time + (double)c->worker->rt->cfg->client_login_timeout_ms / 1000.0 -
@@ -270,19 +307,35 @@ static int ldap_timeout_ms(const struct client *c)
 	return ms > 5000.0 ? 5000 : ms < 200.0 ? 200 : (int)ms;
 }
 
-/* The password message of method ldap: hand it to the LDAP threads. Never true at once. */
-static bool ldap_check_password(struct client *c, const char *password)
+static int pam_submit(struct client *c, const char *password, struct ext_check *k)
 {
-	struct ldap_login *l = c->auth->ldap;
-	struct ldap_check *k;
+	const struct ext_login *l = c->auth->ext;
+	struct net_addr peer;
+	client_peer(c, &peer);
+	struct pamauth_check pk = { .service = l->pam.service,
+				    .user = c->user,
+				    .password = password,
+				    .peer = (const struct sockaddr *)&peer.sa,
+				    .peer_len = peer.len,
+				    .use_hostname = l->pam.use_hostname };
+	return pamauth_submit(c->worker->rt->pam, &pk, ext_done, k);
+}
+
+/* The password message of methods ldap and pam: hand it to their threads. Never true at once. */
+static bool ext_check_password(struct client *c, const char *password)
+{
+	struct ext_login *l = c->auth->ext;
+	struct ext_check *k;
 	int rc;
 
-	if (!password[0]) { /* an unauthenticated bind would succeed: refused before any */
-		ldap_failed(c, "empty password");
+	/* LDAP: an unauthenticated bind would succeed; PAM: PostgreSQL refuses one too. Refused
+	 * before any check. */
+	if (!password[0]) {
+		ext_failed(c, "empty password");
 		return false;
 	}
 	if (strlen(password) >= sizeof l->password) {
-		ldap_failed(c, "password too long");
+		ext_failed(c, "password too long");
 		return false;
 	}
 	k = calloc(1, sizeof *k);
@@ -293,25 +346,39 @@ static bool ldap_check_password(struct client *c, const char *password)
 	}
 	k->c = c;
 	k->w = c->worker;
-	k->msg->fn = ldap_back;
+	k->msg->fn = ext_back;
 	memcpy(l->password, password, strlen(password) + 1);
-	rc = ldapauth_submit(c->worker->rt->ldap, &l->o, c->user, password, ldap_timeout_ms(c), ldap_done, k);
+	if (l->is_pam)
+		rc = pam_submit(c, password, k);
+	else
+		rc = ldapauth_submit(c->worker->rt->ldap, &l->o, c->user, password, ldap_timeout_ms(c), ext_done, k);
 	if (rc < 0) {
 		free(k->msg);
 		free(k);
 		if (rc == -EAGAIN)
-			client_fail(c, "53300", "too many LDAP logins waiting (%d); try again", LDAPAUTH_QUEUE_MAX);
-		else if (rc == -ENAMETOOLONG)
-			ldap_failed(c, "user name or password too long");
+			client_fail(c, "53300", "too many %s logins waiting (%d); try again", l->is_pam ? "PAM" : "LDAP",
+				    l->is_pam ? PAMAUTH_QUEUE_MAX : LDAPAUTH_QUEUE_MAX);
+		else if (rc == -ENAMETOOLONG || rc == -EINVAL)
+			ext_failed(c, "user name or password too long");
 		else
-			client_fail(c, "53200", "could not start LDAP authentication: %s", strerror(-rc));
+			client_fail(c, "53200", "could not start %s authentication: %s", l->is_pam ? "PAM" : "LDAP",
+				    strerror(-rc));
 		return false;
 	}
 	l->check = k;
 	return false;
 }
 
-/* ---- end ldap ---- */
+bool client_auth_timed_out(struct client *c)
+{
+	if (c->state != CLIENT_AUTH || !c->auth || !c->auth->ext || !c->auth->ext->is_pam || !c->auth->ext->check)
+		return false;
+	ext_failed(c, "the PAM check did not end within client_login_timeout (its thread runs on: PAM cannot "
+		      "interrupt a module)");
+	return true;
+}
+
+/* ---- end ldap and pam ---- */
 
 bool client_auth_begin(struct client *c, int rule_method, const struct config_pool_rule *authq_rule,
 		       const char *authq_db)
@@ -323,6 +390,7 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	const struct config_ldap *ldap_opts = NULL;
 	enum hba_clientcert clientcert = HBA_CLIENTCERT_OFF;
 	bool dn = false; /* clientname=DN */
+	const struct hba_pam *pam_opts = NULL;
 
 	if (hba) {
 		enum hba_method hm;
@@ -351,10 +419,13 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		case HBA_CERT: method = CONFIG_AUTH_CERT; break;
 		case HBA_PEER: method = CONFIG_AUTH_PEER; break;
 		case HBA_LDAP: method = CONFIG_AUTH_LDAP; break;
+		case HBA_PAM: method = CONFIG_AUTH_PAM; break;
 		}
 		if (hm == HBA_LDAP)
 			ldap_opts = hba_line_ldap(hba, line);
 		clientcert = hba_line_clientcert(hba, line, &dn);
+		if (hm == HBA_PAM)
+			pam_opts = hba_line_pam(hba, line);
 		log_debug(c->id, c->ctx, "hba_file line %d: %s%s%s", line, hba_method_name(hm), map ? " map=" : "",
 			  map ? map : "");
 	}
@@ -430,6 +501,11 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 			start_exchange(c, method);
 		return false;
 	}
+	if (method == CONFIG_AUTH_PAM) {
+		if (pam_login_begin(c, pam_opts, authq_rule) == 0)
+			start_exchange(c, method);
+		return false;
+	}
 	/* ---- auth_query: not in auth_file, so ask the server (or the cache) first. Admin
 	 * console clients have no rule, hence no auth_user: auth_file only. ---- */
 	if (!a->entry && authq_rule && authq_db && config_auth_user(rt->cfg, authq_rule)) {
@@ -457,6 +533,7 @@ static void start_exchange(struct client *c, int method)
 	switch (method) {
 	case CONFIG_AUTH_PASSWORD:
 	case CONFIG_AUTH_LDAP:
+	case CONFIG_AUTH_PAM:
 		a->step = AUTH_WAIT_PASSWORD;
 		if (send_request(c, PROTO_AUTH_CLEARTEXT, NULL, 0) < 0)
 			client_close(c, "write to client failed");
@@ -583,8 +660,8 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 			client_fail(c, "08P01", "invalid password message");
 			return false;
 		}
-		if (a->ldap)
-			return ldap_check_password(c, (const char *)body);
+		if (a->ext)
+			return ext_check_password(c, (const char *)body);
 		if (!check_cleartext(c, (const char *)body)) {
 			auth_failed(c);
 			return false;
@@ -668,8 +745,8 @@ int client_auth_input(struct client *c)
 	for (;;) {
 		if (c->auth->fetch)
 			return 0; /* nothing was asked yet: auth_query is running (bytes wait) */
-		if (c->auth->ldap && c->auth->ldap->check)
-			return 0; /* the LDAP check runs: what follows waits for its answer */
+		if (c->auth->ext && c->auth->ext->check)
+			return 0; /* the LDAP or PAM check runs: what follows waits for its answer */
 		struct proto_hdr h;
 		ssize_t r = proto_read_hdr(buf_head(&c->rbuf), buf_len(&c->rbuf), AUTH_MSG_MAX, &h);
 		if (r == 0)
@@ -701,8 +778,8 @@ void client_auth_free_state(struct client *c)
 	if (c->auth) {
 		if (c->auth->fetch)
 			authquery_cancel(c->auth->fetch);
-		if (c->auth->ldap)
-			ldap_login_free(c->auth->ldap);
+		if (c->auth->ext)
+			ext_login_free(c->auth->ext);
 		scram_server_clear(&c->auth->scram);
 		OPENSSL_cleanse(c->auth, sizeof *c->auth);
 		free(c->auth);

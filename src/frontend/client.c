@@ -2189,6 +2189,8 @@ static void client_timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	switch (c->state) {
 	case CLIENT_STARTUP:
 	case CLIENT_AUTH:
+		if (client_auth_timed_out(c))
+			break;
 		client_fail(c, "08P01", "client did not finish startup within client_login_timeout");
 		break;
 	case CLIENT_WAITING:

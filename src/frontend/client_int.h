@@ -250,6 +250,10 @@ int client_auth_input(struct client *c);
  * PostgreSQL's). */
 bool client_auth_cert_name_ok(struct client *c);
 void client_auth_free_state(struct client *c);
+/* client_login_timeout, in CLIENT_AUTH: when a PAM check still runs, fail c as PAM's refusal
+ * (the module's thread runs on; its answer is dropped) and true; else false (the caller fails
+ * c as a login timeout). */
+bool client_auth_timed_out(struct client *c);
 /* Teardown: the exchange state and any credentials kept. */
 void client_auth_free(struct client *c);
 

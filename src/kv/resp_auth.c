@@ -53,6 +53,7 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		[HBA_MD5] = CONFIG_AUTH_MD5, [HBA_SCRAM] = CONFIG_AUTH_SCRAM, [HBA_CERT] = CONFIG_AUTH_CERT,
 		[HBA_PEER] = CONFIG_AUTH_PEER, /* never matched: local lines only, and RESP is TCP */
 		[HBA_LDAP] = CONFIG_AUTH_LDAP, /* refused: AUTH here takes no LDAP check */
+		[HBA_PAM] = CONFIG_AUTH_PAM,   /* refused: nor a PAM check */
 	};
 	enum hba_clientcert cc = hba_line_clientcert(g->hba, line, dn);
 	return cert_admits(a, cc, *dn, method[hm], user) ? method[hm] : CONFIG_AUTH_REJECT;

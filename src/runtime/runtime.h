@@ -26,6 +26,7 @@ struct tls_ctx;
 struct tls_tickets;
 struct tls_hs_pool;
 struct ldapauth_pool;
+struct pamauth_pool;
 struct authcache;
 struct flight_cache;
 struct services;
@@ -116,6 +117,9 @@ struct runtime {
 	 * the workers, stopped after they joined and before they are freed (a check still queued
 	 * comes back as a message). */
 	struct ldapauth_pool *ldap;
+	/* The threads that run PAM checks (auth/pamauth.h; started at the first one): made and
+	 * stopped as ldap. */
+	struct pamauth_pool *pam;
 	/* redis.tls: the tunnel (net/tunnel.h) the workers' L2 connections go through; NULL
 	 * without. Set before the workers start, stopped after they are gone: read-only to them. */
 	struct tunnel *redis_tunnel;

@@ -10,6 +10,7 @@ import re
 import socket
 import struct
 import subprocess
+import threading
 import time
 
 from conftest import PG_BIN, SLOW, TEST_DB, TUSK_ERROR_RE
@@ -208,3 +209,30 @@ def wait_closed(sock, timeout):
 def login_error_re(user):
     return re.compile(r"^tusk c[0-9a-f]{8}: password authentication failed for user \"?"
                       + re.escape(user) + r"\"?$")
+
+
+def logins_beside(t, slow_login, n=4, bound=1.5):
+    """Runs slow_login() in n threads (logins whose check is slow: an LDAP server that never
+    answers, a PAM module that sleeps) and, meanwhile, five times a trust login that runs a query
+    and an md5 login (user pw_md5, password md5-secret), each pair within bound seconds (times
+    SLOW): the slow checks must not hold the worker. Returns [(result, seconds)] per thread."""
+    results = [None] * n
+
+    def run(i):
+        start = time.monotonic()
+        results[i] = (slow_login(), time.monotonic() - start)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for th in threads:
+        th.start()
+    time.sleep(0.3)
+    for _ in range(5):
+        start = time.monotonic()
+        with t.connect(user="tusk_trust") as c:
+            assert c.execute("select 1").fetchone() == (1,)
+        r = raw_login(t.port, "pw_md5", "md5-secret")
+        assert r.outcome == "ok", r
+        assert time.monotonic() - start < bound * SLOW
+    for th in threads:
+        th.join(timeout=20 * SLOW)
+    return results

@@ -237,7 +237,7 @@ def assert_loads(yaml_text, tmp_path):
 
 def test_import_reports_what_it_cannot_carry(tmp_path):
     r, y = import_text(tmp_path, "[databases]\n* = host=db1,db2 port=5433 client_encoding=UTF8 server_idle_timeout=60\n"
-                       "[pgbouncer]\nauth_type = pam\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
+                       "[pgbouncer]\nauth_type = gss\nserver_tls_sslmode = allow\nclient_tls_sslmode = prefer\n"
                        "client_tls_cert_file = /etc/c.crt\nclient_tls_key_file = /etc/c.key\nquery_wait_timeout = 0\n"
                        "server_lifetime = 0.5\nbogus_key = 1\nquery_timeout = 30\nclient_idle_timeout = 600\n[peers]\n1 = host=x\n")
     assert 'hosts: ["db1:5433", "db2:5433"]' in y and "tls: prefer" in y
@@ -245,7 +245,7 @@ def test_import_reports_what_it_cannot_carry(tmp_path):
     assert "client_auth: reject" in y and "pool_wait_timeout: 1d" in y and "server_lifetime: 500ms" in y
     assert "query_timeout: 30s" in y and "client_idle_timeout: 600s" in y
     assert '    client_encoding: "UTF8"\n' in y and "(client_encoding=UTF8)" not in r.stderr, (y, r.stderr)
-    for text in ("auth_type = pam: not carried", "(server_idle_timeout=60) = ", "bogus_key = 1: not carried",
+    for text in ("auth_type = gss: not carried", "(server_idle_timeout=60) = ", "bogus_key = 1: not carried",
                  "[peers]", "server_tls_sslmode = allow became prefer", "query_wait_timeout = 0 (forever)"):
         assert text in r.stderr, (text, r.stderr)
 

@@ -84,6 +84,8 @@ def zone(workdir, certs):
                       # gina's password, and a certificate of hers; hank's certificate, any CN.
                       "hostssl kv gina 127.0.0.1/32 password clientcert=verify-full",
                       "hostssl kv hank 127.0.0.1/32 trust clientcert=verify-ca",
+                      # AUTH runs no PAM check: refused (the rule alone would trust gwen).
+                      "host kv gwen 127.0.0.1/32 pam pamservice=tusk-test-never-written",
                       "host all all 127.0.0.1/32 trust",
                   ]),
                   ident_file=str(ident),
@@ -845,6 +847,8 @@ def test_redis_auth_through_hba_file(zone):
                in zone.tusk.log_text(), 5 * SLOW, what="erin's AUTH failure logged")
     with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
         client(zone, username="mallory", password="x").ping()  # hba trusts, the rule is blocked
+    with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
+        client(zone, username="gwen", password="x").ping()  # a pam line: no PAM check here
     assert client(zone, username="someone", password="y").ping() is True
 
 

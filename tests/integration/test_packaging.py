@@ -71,7 +71,7 @@ def test_make_deb_installs_and_serves(tmp_path, pg):
     deb = debs[0]
 
     info = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True).stdout
-    for dep in ("libpq5", "libmicrohttpd12", "libldap-2.5-0", "libev4", "libssl3"):
+    for dep in ("libpq5", "libmicrohttpd12", "libldap-2.5-0", "libpam0g", "libev4", "libssl3"):
         assert dep in info, info
 
     inst = subprocess.run(["dpkg", "-i", str(deb)], capture_output=True, text=True, timeout=300)

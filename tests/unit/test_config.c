@@ -1447,6 +1447,30 @@ static void test_tls_options(void **state)
 		  "4: services.main.tls13_ciphers: must be 1 to 4096 bytes long, found 0");
 }
 
+/* client_auth: pam and its pam_service: default tusk, the top-level one, a rule's own over it;
+ * a name with '/' refused (libpam reads /etc/pam.d/<name>). */
+static void test_pam_service_key(void **state)
+{
+	struct result r;
+	(void)state;
+
+	load_text(&r, BASE "    user: alice\n    client_auth: pam\n"
+			   "  - user: bob\n    client_auth: pam\n    pam_service: bobs\n");
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.cfg->pools[0].client_auth, CONFIG_AUTH_PAM);
+	assert_string_equal(config_pam_service(r.cfg, &r.cfg->pools[0]), "tusk");
+	assert_string_equal(config_pam_service(r.cfg, &r.cfg->pools[1]), "bobs");
+	assert_string_equal(config_pam_service(r.cfg, NULL), "tusk");
+	release(&r);
+	load_text(&r, BASE "    client_auth: pam\npam_service: pgbouncer\nadmin:\n  client_auth: pam\n");
+	assert_int_equal(r.n, 0);
+	assert_string_equal(config_pam_service(r.cfg, &r.cfg->pools[0]), "pgbouncer");
+	assert_int_equal(r.cfg->admin.client_auth, CONFIG_AUTH_PAM);
+	release(&r);
+	one_error(BASE "pam_service: ../etc/x\n", "6: pam_service: must be a file name of /etc/pam.d (no '/'), found \"../etc/x\"");
+	one_error(BASE "    pam_service: \"\"\n", "6: pools[0].pam_service: must be 1 to 127 bytes long, found 0");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1458,6 +1482,7 @@ int main(void)
 		cmocka_unit_test(test_active_limit),
 		cmocka_unit_test(test_pgbouncer_names_explained),
 		cmocka_unit_test(test_ldap_options_key),
+		cmocka_unit_test(test_pam_service_key),
 		cmocka_unit_test(test_client_connection_limits),
 		cmocka_unit_test(test_query_wait_notify),
 		cmocka_unit_test(test_query_and_client_idle_timeouts),

@@ -371,8 +371,8 @@ static void test_each_error(void **state)
 		{ "local all all", "end of line before the authentication method" },
 		{ "host all all", "end of line before the address field" },
 		{ "host all all 10.0.0.0/8", "end of line before the authentication method" },
-		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)" },
-		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)" },
+		{ "local all all md6", "invalid authentication method \"md6\" (trust, reject, password, md5, scram-sha-256, cert, peer, ldap or pam)" },
+		{ "local all all md5,trust", "invalid authentication method \"md5\" (trust, reject, password, md5, scram-sha-256, cert, peer, ldap or pam)" },
 		{ "local all all trust clientcert=verify-full", "clientcert can only be configured for \"hostssl\" rows" },
 		{ "host all all all md5 clientname=DN", "clientname can only be configured for \"hostssl\" rows" },
 		{ "hostssl all all all md5 clientcert=1", "invalid value for clientcert: \"1\"" },
@@ -455,7 +455,7 @@ static void test_all_errors_reported(void **state)
 		      "local +g all trust\n",
 		      3,
 		      "t.conf:2: hba: invalid CIDR mask in address \"10.0.0.0/99\" (0..32)\n"
-		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)\n"
+		      "t.conf:4: hba: invalid authentication method \"bogus\" (trust, reject, password, md5, scram-sha-256, cert, peer, ldap or pam)\n"
 		      "t.conf:6: hba: group membership \"+g\" is not supported (write the user names)\n");
 }
 
@@ -569,7 +569,7 @@ static void test_load_file(void **state)
 	assert_null(h);
 	char want[256];
 	snprintf(want, sizeof(want),
-		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256, cert, peer or ldap)\n",
+		 "%s:3: hba: invalid authentication method \"nope\" (trust, reject, password, md5, scram-sha-256, cert, peer, ldap or pam)\n",
 		 path);
 	assert_string_equal(errs, want);
 	free(errs);
@@ -660,6 +660,68 @@ static void test_clientcert_lines(void **state)
 	}
 	assert_non_null(hba_line_ldap(h, 5));
 	hba_free(h);
+}
+
+/* pam lines: PostgreSQL's pamservice (default postgresql) and pam_use_hostname; other lines
+ * have none. */
+static void test_pam_lines(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host all alice 10.0.0.0/8 pam\n"
+				"host all bob all pam pamservice=tusk-db pam_use_hostname=1\n"
+				"local all all pam pam_use_hostname=0 pamservice=\"x.y\"\n"
+				"host all all all md5\n"
+				"hostssl all all all pam clientcert=verify-full pamservice=z\n");
+	enum hba_method m;
+	int line;
+	struct net_addr a = ip("10.1.2.3");
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, &m, &line, NULL));
+	assert_int_equal(m, HBA_PAM);
+	const struct hba_pam *o = hba_line_pam(h, line);
+	assert_non_null(o);
+	assert_string_equal(o->service, "postgresql");
+	assert_false(o->use_hostname);
+	assert_null(hba_line_ldap(h, line));
+	o = hba_line_pam(h, 2);
+	assert_non_null(o);
+	assert_string_equal(o->service, "tusk-db");
+	assert_true(o->use_hostname);
+	o = hba_line_pam(h, 3);
+	assert_non_null(o);
+	assert_string_equal(o->service, "x.y");
+	assert_false(o->use_hostname);
+	assert_null(hba_line_pam(h, 4));
+	bool dn = true; /* clientcert= on a hostssl pam line, as on any method's */
+	assert_int_equal(hba_line_clientcert(h, 5, &dn), HBA_CLIENTCERT_FULL);
+	assert_false(dn);
+	assert_string_equal(hba_line_pam(h, 5)->service, "z");
+	assert_string_equal(hba_method_name(HBA_PAM), "pam");
+	hba_free(h);
+}
+
+static void test_pam_errors(void **state)
+{
+	(void)state;
+	expect_errors("host all all all pam pamfoo=1\n"
+		      "host all all all pam pam_use_hostname=yes\n"
+		      "host all all all pam pamservice=a pamservice=b\n"
+		      "host all all all pam pamservice=\n"
+		      "host all all all pam pamservice=../x\n"
+		      "host all all all pam map=m\n"
+		      "host all all all pam junk\n"
+		      "host all all all pam ldapserver=h\n"
+		      "host all all all pam pamservice=a,b\n"
+		      "host all all all pam\n",
+		      9,
+		      "t.conf:1: hba: authentication option \"pamfoo\" is not supported for the pam method (pamservice, pam_use_hostname)\n"
+		      "t.conf:2: hba: invalid pam_use_hostname \"yes\" (0 or 1)\n"
+		      "t.conf:3: hba: authentication option \"pamservice\" given twice\n"
+		      "t.conf:4: hba: invalid pamservice \"\" (a file name of /etc/pam.d, at most 127 bytes)\n"
+		      "t.conf:5: hba: invalid pamservice \"../x\" (a file name of /etc/pam.d, at most 127 bytes)\n"
+		      "t.conf:6: hba: authentication option \"map\" is not supported for the pam method (pamservice, pam_use_hostname)\n"
+		      "t.conf:7: hba: unexpected field \"junk\" after the authentication method\n"
+		      "t.conf:8: hba: authentication option \"ldapserver\" is not supported for the pam method (pamservice, pam_use_hostname)\n"
+		      "t.conf:9: hba: the value of \"pamservice\" must be a single value, not a list\n");
 }
 
 static void test_ldap_errors(void **state)
@@ -810,6 +872,8 @@ int main(void)
 		cmocka_unit_test(test_map_errors),
 		cmocka_unit_test(test_ldap_lines),
 		cmocka_unit_test(test_ldap_errors),
+		cmocka_unit_test(test_pam_lines),
+		cmocka_unit_test(test_pam_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

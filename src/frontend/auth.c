@@ -82,6 +82,11 @@ struct ext_login {
 	char password[LDAPAUTH_PASSWORD_MAX];
 };
 
+/* What a password message did (handle_message): authenticated; more of the exchange to come
+ * (c asked for it, or a check runs); or c failed, and may be freed already (client_fail and
+ * client_close free a client whose socket is gone), so the caller must not touch it. */
+enum { AUTH_GONE = -1, AUTH_MORE = 0, AUTH_DONE = 1 };
+
 static void auth_failed(struct client *c)
 {
 	log_info(c->id, c->ctx, "password authentication failed");
@@ -322,7 +327,7 @@ static int pam_submit(struct client *c, const char *password, struct ext_check *
 }
 
 /* The password message of methods ldap and pam: hand it to their threads. Never true at once. */
-static bool ext_check_password(struct client *c, const char *password)
+static int ext_check_password(struct client *c, const char *password)
 {
 	struct ext_login *l = c->auth->ext;
 	struct ext_check *k;
@@ -332,17 +337,17 @@ static bool ext_check_password(struct client *c, const char *password)
 	 * before any check. */
 	if (!password[0]) {
 		ext_failed(c, "empty password");
-		return false;
+		return AUTH_GONE;
 	}
 	if (strlen(password) >= sizeof l->password) {
 		ext_failed(c, "password too long");
-		return false;
+		return AUTH_GONE;
 	}
 	k = calloc(1, sizeof *k);
 	if (!k || !(k->msg = worker_msg_new())) {
 		free(k);
 		client_fail(c, "53200", "out of memory");
-		return false;
+		return AUTH_GONE;
 	}
 	k->c = c;
 	k->w = c->worker;
@@ -363,10 +368,10 @@ static bool ext_check_password(struct client *c, const char *password)
 		else
 			client_fail(c, "53200", "could not start %s authentication: %s", l->is_pam ? "PAM" : "LDAP",
 				    strerror(-rc));
-		return false;
+		return AUTH_GONE;
 	}
 	l->check = k;
-	return false;
+	return AUTH_MORE;
 }
 
 bool client_auth_timed_out(struct client *c)
@@ -648,7 +653,7 @@ static void keep_cred_md5(struct client *c)
 }
 
 /* One complete 'p' message. Returns true when authentication succeeded. */
-static bool handle_message(struct client *c, const uint8_t *body, size_t len)
+static int handle_message(struct client *c, const uint8_t *body, size_t len)
 {
 	struct client_auth *a = c->auth;
 	char out[SCRAM_MSG_MAX];
@@ -658,28 +663,28 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 	case AUTH_WAIT_PASSWORD: {
 		if (len == 0 || body[len - 1] != 0) {
 			client_fail(c, "08P01", "invalid password message");
-			return false;
+			return AUTH_GONE;
 		}
 		if (a->ext)
 			return ext_check_password(c, (const char *)body);
 		if (!check_cleartext(c, (const char *)body)) {
 			auth_failed(c);
-			return false;
+			return AUTH_GONE;
 		}
 		keep_cred_plain(c, (const char *)body);
-		return true;
+		return AUTH_DONE;
 	}
 	case AUTH_WAIT_MD5:
 		if (len == 0 || body[len - 1] != 0) {
 			client_fail(c, "08P01", "invalid password message");
-			return false;
+			return AUTH_GONE;
 		}
 		if (!a->entry || !a->entry->secret[0] || !auth_md5_verify(c->user, a->entry->secret, a->salt, (const char *)body)) {
 			auth_failed(c);
-			return false;
+			return AUTH_GONE;
 		}
 		keep_cred_md5(c);
-		return true;
+		return AUTH_DONE;
 	case AUTH_WAIT_SASL_INITIAL: {
 		struct proto_reader r;
 		proto_reader_init(&r, body, len);
@@ -688,41 +693,43 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 		const uint8_t *data = r.err || dlen == 0xffffffffu ? NULL : proto_get_bytes(&r, dlen);
 		if (r.err || !data || !mech) {
 			client_fail(c, "08P01", "invalid SASLInitialResponse");
-			return false;
+			return AUTH_GONE;
 		}
 		bool plus = strcmp(mech, "SCRAM-SHA-256-PLUS") == 0;
 		if (!(plus && a->plus) && strcmp(mech, "SCRAM-SHA-256") != 0) {
 			client_fail(c, "28000", "SASL mechanism %s is not supported", mech);
-			return false;
+			return AUTH_GONE;
 		}
 		/* The mechanism and the GS2 header must agree: -PLUS binds ("p="), the other not. */
 		if (plus != (dlen >= 2 && data[0] == 'p' && data[1] == '=')) {
 			client_fail(c, "08P01", "SCRAM channel binding does not match the mechanism %s", mech);
-			return false;
+			return AUTH_GONE;
 		}
 		n = scram_server_first(&a->scram, (const char *)data, dlen, out, sizeof out);
 		if (n < 0) {
 			client_fail(c, "08P01", "invalid SCRAM client-first-message");
-			return false;
+			return AUTH_GONE;
 		}
 		a->step = AUTH_WAIT_SASL_FINAL;
-		if (send_request(c, PROTO_AUTH_SASL_CONTINUE, out, (size_t)n) < 0)
+		if (send_request(c, PROTO_AUTH_SASL_CONTINUE, out, (size_t)n) < 0) {
 			client_close(c, "write to client failed");
-		return false;
+			return AUTH_GONE;
+		}
+		return AUTH_MORE;
 	}
 	case AUTH_WAIT_SASL_FINAL:
 		n = scram_server_final(&a->scram, (const char *)body, len, out, sizeof out);
 		if (n == -EPERM) {
 			auth_failed(c);
-			return false;
+			return AUTH_GONE;
 		}
 		if (n < 0) {
 			client_fail(c, "08P01", "invalid SCRAM client-final-message");
-			return false;
+			return AUTH_GONE;
 		}
 		if (proto_put_auth_request(&c->wbuf, PROTO_AUTH_SASL_FINAL, out, (size_t)n) < 0) {
 			client_fail(c, "54000", "SCRAM reply too large");
-			return false;
+			return AUTH_GONE;
 		}
 		struct server_cred *cred;
 		if (a->entry && a->entry->kind == USERLIST_SCRAM && (cred = cred_for(c)) &&
@@ -735,9 +742,10 @@ static bool handle_message(struct client *c, const uint8_t *body, size_t len)
 		} else if (a->entry && a->entry->kind == USERLIST_PLAIN) {
 			keep_cred_plain(c, a->entry->secret);
 		}
-		return true;
+		return AUTH_DONE;
 	}
-	return false;
+	client_fail(c, "08P01", "unexpected password message"); /* (every step is a case above) */
+	return AUTH_GONE;
 }
 
 int client_auth_input(struct client *c)
@@ -764,12 +772,13 @@ int client_auth_input(struct client *c)
 			return 0;
 		const uint8_t *body = buf_head(&c->rbuf) + PROTO_HDR_LEN;
 		buf_consume(&c->rbuf, total); /* bytes stay valid until the next read */
-		if (handle_message(c, body, total - PROTO_HDR_LEN)) {
+		int rc = handle_message(c, body, total - PROTO_HDR_LEN);
+		if (rc == AUTH_DONE) {
 			client_auth_free_state(c);
 			return 1;
 		}
-		if (c->state != CLIENT_AUTH)
-			return -1; /* failed or closed */
+		if (rc == AUTH_GONE)
+			return -1; /* failed: c may be freed already (client_fail closes a client gone) */
 	}
 }
 

@@ -197,7 +197,13 @@ void client_set_state(struct client *c, enum client_state to);
  * itself before it returns to the loop (or closes c), as the relay's round does. */
 void client_set_state_no_io(struct client *c, enum client_state to);
 void client_update_io(struct client *c);
+/* The one teardown: c is freed before this returns (or kept as a husk the pool's answer frees):
+ * the caller must not touch c afterwards. */
 void client_close(struct client *c, const char *reason);
+/* A FATAL ErrorResponse (sqlstate, the message with tusk's connection id), then the close once
+ * it is written. When it cannot be written (the client reset its connection) c is closed, and
+ * freed, before this returns: a caller must not touch c after client_fail either, nor tell from
+ * c's state what happened (auth.c's handle_message returns it instead). */
 void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int client_write_wbuf(struct client *c);

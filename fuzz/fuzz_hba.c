@@ -50,17 +50,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (a < sizeof(addrs) / sizeof(addrs[0]))
 				addr = make_addr(addrs[a]);
 			for (size_t d = 0; d < sizeof(names) / sizeof(names[0]); d++) {
-				enum hba_method m = (enum hba_method)-1;
-				int line = 0;
+				struct hba_hit hit;
 				const struct net_addr *pa = conn == HBA_LOCAL || a == sizeof(addrs) / sizeof(addrs[0]) ? NULL : &addr;
-				if (hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, &m, &line, NULL)) {
-					check(line >= 1 && (size_t)line <= lines);
-					check(strcmp(hba_method_name(m), "?") != 0);
-					bool dn;
-					enum hba_clientcert cc = hba_line_clientcert(h, line, &dn);
+				if (hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, &hit)) {
+					check(hit.line >= 1 && (size_t)hit.line <= lines);
+					check(strcmp(hba_method_name(hit.method), "?") != 0);
 					/* clientcert= only on hostssl lines; the cert method always verify-full */
-					check(cc == HBA_CLIENTCERT_OFF || conn == HBA_HOST_TLS);
-					check(m != HBA_CERT || cc == HBA_CLIENTCERT_FULL);
+					check(hit.clientcert == HBA_CLIENTCERT_OFF || conn == HBA_HOST_TLS);
+					check(hit.method != HBA_CERT || hit.clientcert == HBA_CLIENTCERT_FULL);
+					/* a method's options on its own lines only */
+					check((hit.ldap != NULL) == (hit.method == HBA_LDAP));
+					check((hit.pam != NULL) == (hit.method == HBA_PAM));
 				}
 			}
 		}

@@ -816,7 +816,7 @@ static bool type_match(enum hba_type t, enum hba_conn conn)
 }
 
 static bool match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-		  const struct net_addr *addr, enum hba_method *method, int *line, const char **map)
+		  const struct net_addr *addr, struct hba_hit *hit)
 {
 	for (int i = 0; i < h->n; i++) {
 		const struct hba_rule *r = &h->rules[i];
@@ -826,25 +826,30 @@ static bool match(const struct hba *h, enum hba_conn conn, const char *database,
 			continue;
 		if (!list_match(&r->databases, database, user) || !list_match(&r->users, user, user))
 			continue;
-		*method = r->method;
-		*line = r->line;
-		if (map)
-			*map = r->map;
+		*hit = (struct hba_hit){
+			.method = r->method,
+			.line = r->line,
+			.map = r->map,
+			.ldap = r->ldap,
+			.pam = r->pam,
+			.clientcert = r->clientcert,
+			.clientname_dn = r->clientname_dn,
+		};
 		return true;
 	}
 	return false;
 }
 
 bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-	       const struct net_addr *addr, enum hba_method *method, int *line, const char **map)
+	       const struct net_addr *addr, struct hba_hit *hit)
 {
-	return match(h, conn, database, user, addr, method, line, map);
+	return match(h, conn, database, user, addr, hit);
 }
 
 bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
-			enum hba_method *method, int *line, const char **map)
+			struct hba_hit *hit)
 {
-	return match(h, conn, NULL, user, addr, method, line, map);
+	return match(h, conn, NULL, user, addr, hit);
 }
 
 bool hba_map_admits(const struct hba *h, const char *map, const char *system_user, const char *user, int *line)
@@ -878,33 +883,6 @@ const char *hba_method_name(enum hba_method m)
 		return "pam";
 	}
 	return "?";
-}
-
-static const struct hba_rule *rule_at(const struct hba *h, int line)
-{
-	for (int i = 0; i < h->n; i++)
-		if (h->rules[i].line == line)
-			return &h->rules[i];
-	return NULL;
-}
-
-const struct config_ldap *hba_line_ldap(const struct hba *h, int line)
-{
-	const struct hba_rule *r = rule_at(h, line);
-	return r ? r->ldap : NULL;
-}
-
-enum hba_clientcert hba_line_clientcert(const struct hba *h, int line, bool *dn)
-{
-	const struct hba_rule *r = rule_at(h, line);
-	*dn = r && r->clientname_dn;
-	return r ? r->clientcert : HBA_CLIENTCERT_OFF;
-}
-
-const struct hba_pam *hba_line_pam(const struct hba *h, int line)
-{
-	const struct hba_rule *r = rule_at(h, line);
-	return r ? r->pam : NULL;
 }
 
 int hba_count(const struct hba *h)

@@ -50,9 +50,21 @@ int hba_load_buffer(const char *name, const char *data, size_t len, const struct
 
 void hba_free(struct hba *h);
 
-/* First matching line: true with its method, line number and map=NAME (NULL: none; map itself
- * may be NULL when not wanted); false when none matches (the caller refuses with 28000). addr is NULL for HBA_LOCAL; a NULL addr on a host connection
- * matches only lines whose address is "all".
+/* What the first matching line says, filled in by hba_match: everything a login needs of it, so
+ * that nothing looks the line up again. Pointers are valid as long as the hba. */
+struct hba_hit {
+	enum hba_method method;
+	int line;                       /* its line number in the file (1-based) */
+	const char *map;                /* map=NAME (cert and peer lines), or NULL */
+	const struct config_ldap *ldap; /* the ldap method's options, else NULL */
+	const struct hba_pam *pam;      /* the pam method's options, else NULL */
+	enum hba_clientcert clientcert; /* HBA_CLIENTCERT_FULL on cert lines */
+	bool clientname_dn;             /* clientname=DN: the certificate's whole subject is the name */
+};
+
+/* First matching line: true with what it says in *hit; false when none matches (the caller
+ * refuses with 28000; *hit untouched). addr is NULL for HBA_LOCAL; a NULL addr on a host
+ * connection matches only lines whose address is "all".
  *
  * Address families: an IPv4 line (10.0.0.0/8, or address and netmask) matches IPv4 peers and
  * IPv4-mapped IPv6 peers (::ffff:10.1.2.3) on their embedded IPv4 address, because a dual-stack
@@ -61,32 +73,20 @@ void hba_free(struct hba *h);
  * peers only, mapped ones included on their full 128 bits (so ::ffff:0:0/96 matches every
  * mapped peer); it never matches a plain AF_INET peer. */
 bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-	       const struct net_addr *addr, enum hba_method *method, int *line, const char **map);
+	       const struct net_addr *addr, struct hba_hit *hit);
 
 /* hba_match for a physical replication connection (startup parameter replication=true): only
  * lines whose database field holds the keyword "replication" match it, as in PostgreSQL
  * (that keyword matches nothing else; a logical one, replication=database, goes through
  * hba_match with its database). */
 bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
-			enum hba_method *method, int *line, const char **map);
+			struct hba_hit *hit);
 
 /* Whether a cert or peer login of system_user (the certificate's CN, the SO_PEERCRED user) may
  * be user under the matched line's map: with no map, when the two names are equal (PostgreSQL's
  * cert and peer without map=); with one, when a line of that map of ident_file admits it (*line
  * its line number in ident_file; 0 without a map). */
 bool hba_map_admits(const struct hba *h, const char *map, const char *system_user, const char *user, int *line);
-
-/* The LDAP options of the ldap line at line (hba_match's *line); NULL when that line is not
- * one. Valid as long as h. */
-const struct config_ldap *hba_line_ldap(const struct hba *h, int line);
-
-/* The clientcert= of the line at line (HBA_CLIENTCERT_FULL on cert lines; OFF for a line
- * that is not there), and in *dn whether its clientname= is DN (the certificate's whole
- * subject is the name compared, not its CN). */
-enum hba_clientcert hba_line_clientcert(const struct hba *h, int line, bool *dn);
-
-/* The PAM options of the pam line at line; NULL when that line is not one. Valid as long as h. */
-const struct hba_pam *hba_line_pam(const struct hba *h, int line);
 
 /* "trust", "reject", "password", "md5", "scram-sha-256", "cert", "peer", "ldap", "pam"; "?" for
  * anything else. */

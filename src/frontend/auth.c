@@ -87,10 +87,31 @@ struct ext_login {
  * client_close free a client whose socket is gone), so the caller must not touch it. */
 enum { AUTH_GONE = -1, AUTH_MORE = 0, AUTH_DONE = 1 };
 
+/* A method's refusal (enum config_auth), in PostgreSQL's words and SQLSTATE; why goes to the
+ * log only. */
+static void method_failed(struct client *c, int method, const char *why)
+{
+	const char *words = "authentication";
+	switch (method) {
+	case CONFIG_AUTH_PASSWORD:
+	case CONFIG_AUTH_MD5:
+	case CONFIG_AUTH_SCRAM:
+		log_info(c->id, c->ctx, "password authentication failed: %s", why);
+		client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+		return;
+	case CONFIG_AUTH_LDAP: words = "LDAP authentication"; break;
+	case CONFIG_AUTH_PAM: words = "PAM authentication"; break;
+	case CONFIG_AUTH_TRUST: words = "\"trust\" authentication"; break;
+	case CONFIG_AUTH_CERT: words = "certificate authentication"; break;
+	case CONFIG_AUTH_PEER: words = "Peer authentication"; break;
+	}
+	log_info(c->id, c->ctx, "%s failed: %s", words, why);
+	client_fail(c, "28000", "%s failed for user \"%s\"", words, c->user);
+}
+
 static void auth_failed(struct client *c)
 {
-	log_info(c->id, c->ctx, "password authentication failed");
-	client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+	method_failed(c, CONFIG_AUTH_PASSWORD, "no such user, or the password does not match");
 }
 
 static int send_request(struct client *c, uint32_t code, const void *data, size_t len)
@@ -157,35 +178,14 @@ static void auth_fetched(void *arg, int result, const char *secret);
 
 bool client_auth_cert_name_ok(struct client *c)
 {
-	char name[CONFIG_NAME_MAX];
-	int check = c->cert_name_check;
+	int wrong = c->cert_name_wrong;
 
-	if (!check)
+	if (!wrong)
 		return true;
-	c->cert_name_check = 0;
-	if (c->tls.conn && tls_peer_name(c->tls.conn, check == 2, name, sizeof name) == 0 && strcmp(name, c->user) == 0)
-		return true;
+	c->cert_name_wrong = 0;
 	log_info(c->id, c->ctx, "certificate validation (clientcert=verify-full) failed for user \"%s\": %s mismatch",
-		 c->user, check == 2 ? "DN" : "CN");
-	switch (c->cert_name_method) {
-	case CONFIG_AUTH_PASSWORD:
-	case CONFIG_AUTH_MD5:
-	case CONFIG_AUTH_SCRAM:
-		client_fail(c, "28P01", "password authentication failed for user \"%s\"", c->user);
-		break;
-	case CONFIG_AUTH_LDAP:
-		client_fail(c, "28000", "LDAP authentication failed for user \"%s\"", c->user);
-		break;
-	case CONFIG_AUTH_PAM:
-		client_fail(c, "28000", "PAM authentication failed for user \"%s\"", c->user);
-		break;
-	case CONFIG_AUTH_TRUST:
-		client_fail(c, "28000", "\"trust\" authentication failed for user \"%s\"", c->user);
-		break;
-	default:
-		client_fail(c, "28000", "authentication failed for user \"%s\"", c->user);
-		break;
-	}
+		 c->user, wrong == 2 ? "DN" : "CN");
+	method_failed(c, c->cert_name_method, "clientcert=verify-full");
 	return false;
 }
 
@@ -255,9 +255,7 @@ static void ext_login_free(struct ext_login *l)
  * the reason only to the log. */
 static void ext_failed(struct client *c, const char *why)
 {
-	const char *m = c->auth->ext && c->auth->ext->is_pam ? "PAM" : "LDAP";
-	log_info(c->id, c->ctx, "%s authentication failed: %s", m, why);
-	client_fail(c, "28000", "%s authentication failed for user \"%s\"", m, c->user);
+	method_failed(c, c->auth->ext && c->auth->ext->is_pam ? CONFIG_AUTH_PAM : CONFIG_AUTH_LDAP, why);
 }
 
 /* On an LDAP or PAM thread: back to the client's worker. */
@@ -398,24 +396,23 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	const struct hba_pam *pam_opts = NULL;
 
 	if (hba) {
-		enum hba_method hm;
-		int line;
+		struct hba_hit hit;
 		struct net_addr peer;
 		client_peer(c, &peer);
 		enum hba_conn conn = c->peer.sa.sa_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
 		const struct net_addr *from = conn == HBA_LOCAL ? NULL : &peer;
 		if (repl_is_physical(c)) {
-			if (!hba_match_physical(hba, conn, c->user, from, &hm, &line, &map)) {
+			if (!hba_match_physical(hba, conn, c->user, from, &hit)) {
 				client_fail(c, "28000", "no hba_file line matches a replication connection for user \"%s\" from this address",
 					    c->user);
 				return false;
 			}
-		} else if (!hba_match(hba, conn, c->database, c->user, from, &hm, &line, &map)) {
+		} else if (!hba_match(hba, conn, c->database, c->user, from, &hit)) {
 			client_fail(c, "28000", "no hba_file line matches user \"%s\", database \"%s\" from this address",
 				    c->user, c->database);
 			return false;
 		}
-		switch (hm) {
+		switch (hit.method) {
 		case HBA_TRUST: method = CONFIG_AUTH_TRUST; break;
 		case HBA_REJECT: method = CONFIG_AUTH_REJECT; break;
 		case HBA_PASSWORD: method = CONFIG_AUTH_PASSWORD; break;
@@ -426,12 +423,12 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		case HBA_LDAP: method = CONFIG_AUTH_LDAP; break;
 		case HBA_PAM: method = CONFIG_AUTH_PAM; break;
 		}
-		if (hm == HBA_LDAP)
-			ldap_opts = hba_line_ldap(hba, line);
-		clientcert = hba_line_clientcert(hba, line, &dn);
-		if (hm == HBA_PAM)
-			pam_opts = hba_line_pam(hba, line);
-		log_debug(c->id, c->ctx, "hba_file line %d: %s%s%s", line, hba_method_name(hm), map ? " map=" : "",
+		map = hit.map;
+		ldap_opts = hit.ldap;
+		pam_opts = hit.pam;
+		clientcert = hit.clientcert;
+		dn = hit.clientname_dn;
+		log_debug(c->id, c->ctx, "hba_file line %d: %s%s%s", hit.line, hba_method_name(hit.method), map ? " map=" : "",
 			  map ? map : "");
 	}
 	/* clientcert= (hostssl lines; the cert method's is verify-full): a certificate the
@@ -449,8 +446,9 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		client_fail(c, "28000", "connection requires a valid client certificate");
 		return false;
 	}
-	if (clientcert == HBA_CLIENTCERT_FULL && method != CONFIG_AUTH_CERT) {
-		c->cert_name_check = dn ? 2 : 1; /* once the method has succeeded */
+	if (clientcert == HBA_CLIENTCERT_FULL && method != CONFIG_AUTH_CERT &&
+	    (cert < 0 || strcmp(cn, c->user) != 0)) {
+		c->cert_name_wrong = dn ? 2 : 1; /* refused once the method has succeeded */
 		c->cert_name_method = (uint8_t)method;
 	}
 	if (method == CONFIG_AUTH_TRUST) /* succeeded: the name now (callers that begin at once */
@@ -460,13 +458,11 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		 * which the line's user name map admits as it (PostgreSQL's cert method). Without
 		 * hba_file (a rule's client_auth: cert) the listener must have verified one. */
 		if (cert < 0) {
-			log_info(c->id, c->ctx, "certificate authentication failed: %s",
-				 !c->tls.conn ? "not on TLS" : cert == -EINVAL ? "the certificate names no user" : "no verified client certificate");
-			client_fail(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
+			method_failed(c, method, !c->tls.conn ? "not on TLS" : cert == -EINVAL ? "the certificate names no user" : "no verified client certificate");
 			return false;
 		}
 		if (!admitted(c, hba, map, cn)) {
-			client_fail(c, "28000", "certificate authentication failed for user \"%s\"", c->user);
+			method_failed(c, method, "the certificate's name is not admitted (above)");
 			return false;
 		}
 		return true;
@@ -477,13 +473,11 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 		char os_user[CONFIG_NAME_MAX];
 		int err = c->peer.sa.sa_family == AF_UNIX ? net_peer_user(c->fd, os_user, sizeof os_user) : -EPROTOTYPE;
 		if (err < 0) {
-			log_info(c->id, c->ctx, "peer authentication failed: %s",
-				 err == -EPROTOTYPE ? "not on a Unix socket" : strerror(-err));
-			client_fail(c, "28000", "Peer authentication failed for user \"%s\"", c->user);
+			method_failed(c, method, err == -EPROTOTYPE ? "not on a Unix socket" : strerror(-err));
 			return false;
 		}
 		if (!admitted(c, hba, map, os_user)) {
-			client_fail(c, "28000", "Peer authentication failed for user \"%s\"", c->user);
+			method_failed(c, method, "the system user is not admitted (above)");
 			return false;
 		}
 		return true;

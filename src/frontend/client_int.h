@@ -147,9 +147,11 @@ struct client {
 	                             * for no map) */
 	bool cancel_deferred;       /* a CancelRequest came for a request that did not run yet
 	                             * (cancel.c); pump_both sends it once the request runs */
-	uint8_t cert_name_check;    /* hba_file's clientcert=verify-full on a method other than
-	                             * cert: 1 the certificate's CN, 2 its DN, must be the user once
-	                             * the method has succeeded (client_auth_cert_name_ok) */
+	uint8_t cert_name_wrong;    /* hba_file's clientcert=verify-full on a method other than
+	                             * cert, and the certificate's CN (1) or DN (2) is not the user:
+	                             * refused once the method has succeeded, as PostgreSQL does
+	                             * (client_auth_cert_name_ok; the name is read once, at
+	                             * client_auth_begin) */
 	uint8_t cert_name_method;   /* that method (enum config_auth), for PostgreSQL's refusal */
 	uint8_t cancel_again;       /* sends left of that cancel while the request still runs
 	                             * (relay_cancel_done) */

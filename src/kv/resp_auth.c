@@ -44,10 +44,11 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		return CONFIG_AUTH_REJECT;
 	if (!g->hba)
 		return (*rule)->client_auth;
-	enum hba_method hm;
-	int line;
-	if (!hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, &hm, &line, map))
+	struct hba_hit hit;
+	if (!hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, &hit))
 		return CONFIG_AUTH_REJECT;
+	*map = hit.map;
+	*dn = hit.clientname_dn;
 	static const int method[] = {
 		[HBA_TRUST] = CONFIG_AUTH_TRUST, [HBA_REJECT] = CONFIG_AUTH_REJECT, [HBA_PASSWORD] = CONFIG_AUTH_PASSWORD,
 		[HBA_MD5] = CONFIG_AUTH_MD5, [HBA_SCRAM] = CONFIG_AUTH_SCRAM, [HBA_CERT] = CONFIG_AUTH_CERT,
@@ -55,8 +56,7 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		[HBA_LDAP] = CONFIG_AUTH_LDAP, /* refused: AUTH here takes no LDAP check */
 		[HBA_PAM] = CONFIG_AUTH_PAM,   /* refused: nor a PAM check */
 	};
-	enum hba_clientcert cc = hba_line_clientcert(g->hba, line, dn);
-	return cert_admits(a, cc, *dn, method[hm], user) ? method[hm] : CONFIG_AUTH_REJECT;
+	return cert_admits(a, hit.clientcert, *dn, method[hit.method], user) ? method[hit.method] : CONFIG_AUTH_REJECT;
 }
 
 static const struct runtime_gen *gen_of(const struct resp_auth_conn *a)

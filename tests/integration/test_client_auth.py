@@ -174,7 +174,7 @@ def test_peer_authentication_on_the_unix_socket(tusk, tmp_path):
         assert_tusk_error(other.stderr)
         r = raw_login(t.port, "postgres", None)  # TCP
         assert r.outcome == "error" and r.sqlstate == "28000" and "Peer authentication failed" in r.message, r
-        t.wait_log("peer authentication failed: not on a Unix socket")
+        t.wait_log("Peer authentication failed: not on a Unix socket")
         # hba_file: peer on a local line; TCP clients by their own line
         hba = tmp_path / "hba.conf"
         hba.write_text("local all all peer\nhost all all 127.0.0.1/32 trust\n")

@@ -78,14 +78,15 @@ static int match(const struct hba *h, enum hba_conn conn, const char *db, const 
 		 enum hba_method *m)
 {
 	struct net_addr a;
-	enum hba_method dummy;
-	int line = -1;
+	struct hba_hit hit;
 	if (addr)
 		a = ip(addr);
-	if (!hba_match(h, conn, db, user, addr ? &a : NULL, m ? m : &dummy, &line, NULL))
+	if (!hba_match(h, conn, db, user, addr ? &a : NULL, &hit))
 		return 0;
-	assert_true(line > 0);
-	return line;
+	assert_true(hit.line > 0);
+	if (m)
+		*m = hit.method;
+	return hit.line;
 }
 
 /* PostgreSQL's hostgssenc and hostnogssenc: tusk encrypts no connection with GSSAPI (it answers
@@ -163,16 +164,16 @@ static void test_replication_keyword(void **state)
 				"host all all 127.0.0.1/32 trust\n"
 				"host replication,app all 10.0.0.0/8 password\n");
 	struct net_addr a = ip("127.0.0.1"), far = ip("10.1.2.3");
+	struct hba_hit hit;
 	enum hba_method m;
-	int line = 0;
-	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "rep", &a, &m, &line, NULL));
-	assert_int_equal(line, 1);
-	assert_int_equal(m, HBA_MD5);
+	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "rep", &a, &hit));
+	assert_int_equal(hit.line, 1);
+	assert_int_equal(hit.method, HBA_MD5);
 	/* another user: no later line holds the keyword for this address, "all" does not count */
-	assert_false(hba_match_physical(h, HBA_HOST_PLAIN, "other", &a, &m, &line, NULL));
-	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "other", &far, &m, &line, NULL));
-	assert_int_equal(line, 4);
-	assert_int_equal(m, HBA_PASSWORD);
+	assert_false(hba_match_physical(h, HBA_HOST_PLAIN, "other", &a, &hit));
+	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "other", &far, &hit));
+	assert_int_equal(hit.line, 4);
+	assert_int_equal(hit.method, HBA_PASSWORD);
 	/* an ordinary connection to a database named replication: the quoted name, not the keyword */
 	assert_int_equal(match(h, HBA_HOST_PLAIN, "replication", "rep", "127.0.0.1", &m), 2);
 	assert_int_equal(m, HBA_SCRAM);
@@ -606,22 +607,22 @@ static void test_ldap_lines(void **state)
 				"ldapprefix=\"uid=\" ldapsuffix=\", ou=people, dc=example, dc=net\"\n"
 				"host all all all ldap ldapurl=\"ldaps://ldap.example.net/dc=example,dc=net??one?(%7C(uid=$username)(mail=$username))\"\n"
 				"host all all all md5\n");
-	enum hba_method m;
-	int line;
-	struct net_addr a = ip("10.1.2.3");
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, &m, &line, NULL));
-	assert_int_equal(m, HBA_LDAP);
-	assert_int_equal(line, 1);
-	const struct config_ldap *o = hba_line_ldap(h, line);
+	struct hba_hit hit;
+	struct net_addr a = ip("10.1.2.3"), far = ip("192.168.1.1");
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, &hit));
+	assert_int_equal(hit.method, HBA_LDAP);
+	assert_int_equal(hit.line, 1);
+	assert_null(hit.pam);
+	const struct config_ldap *o = hit.ldap;
 	assert_non_null(o);
 	assert_false(o->search);
 	assert_string_equal(o->server, "ldap1 ldap2");
 	assert_int_equal(o->port, 1389);
 	assert_string_equal(o->prefix, "uid=");
 	assert_string_equal(o->suffix, ", ou=people, dc=example, dc=net");
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "bob", &a, &m, &line, NULL));
-	assert_int_equal(line, 2);
-	o = hba_line_ldap(h, line);
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "bob", &a, &hit));
+	assert_int_equal(hit.line, 2);
+	o = hit.ldap;
 	assert_non_null(o);
 	assert_true(o->search);
 	assert_true(o->ldaps);
@@ -630,8 +631,15 @@ static void test_ldap_lines(void **state)
 	assert_string_equal(o->searchattribute, "");
 	assert_int_equal(o->scope, CONFIG_LDAP_SCOPE_ONE);
 	assert_string_equal(o->searchfilter, "(|(uid=$username)(mail=$username))");
-	assert_null(hba_line_ldap(h, 3));
-	assert_null(hba_line_ldap(h, 42));
+	/* a line of another method has none */
+	hba_free(h);
+	h = load_ok("host all alice 10.0.0.0/8 ldap ldapserver=x ldapprefix=a ldapsuffix=b\n"
+		    "host all all all md5\n");
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &far, &hit));
+	assert_int_equal(hit.line, 2);
+	assert_int_equal(hit.method, HBA_MD5);
+	assert_null(hit.ldap);
+	assert_null(hit.pam);
 	hba_free(h);
 }
 
@@ -645,20 +653,24 @@ static void test_clientcert_lines(void **state)
 				"hostssl all e all ldap ldapserver=x ldapprefix=a ldapsuffix=b clientcert=verify-full\n"
 				"hostssl all f all md5 clientname=CN\n");
 	static const struct {
+		const char *user;
 		int line;
 		enum hba_clientcert cc;
 		bool dn;
 	} want[] = {
-		{ 1, HBA_CLIENTCERT_FULL, false }, { 2, HBA_CLIENTCERT_CA, true }, { 3, HBA_CLIENTCERT_FULL, true },
-		{ 4, HBA_CLIENTCERT_FULL, false }, { 5, HBA_CLIENTCERT_FULL, false }, { 6, HBA_CLIENTCERT_OFF, false },
-		{ 42, HBA_CLIENTCERT_OFF, false },
+		{ "a", 1, HBA_CLIENTCERT_FULL, false }, { "b", 2, HBA_CLIENTCERT_CA, true },
+		{ "c", 3, HBA_CLIENTCERT_FULL, true },  { "d", 4, HBA_CLIENTCERT_FULL, false },
+		{ "e", 5, HBA_CLIENTCERT_FULL, false }, { "f", 6, HBA_CLIENTCERT_OFF, false },
 	};
+	struct net_addr a = ip("10.1.2.3");
 	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-		bool dn = !want[i].dn;
-		assert_int_equal(hba_line_clientcert(h, want[i].line, &dn), want[i].cc);
-		assert_int_equal(dn, want[i].dn);
+		struct hba_hit hit;
+		assert_true(hba_match(h, HBA_HOST_TLS, "db", want[i].user, &a, &hit));
+		assert_int_equal(hit.line, want[i].line);
+		assert_int_equal(hit.clientcert, want[i].cc);
+		assert_int_equal(hit.clientname_dn, want[i].dn);
+		assert_true((hit.ldap != NULL) == (want[i].line == 5));
 	}
-	assert_non_null(hba_line_ldap(h, 5));
 	hba_free(h);
 }
 
@@ -670,31 +682,35 @@ static void test_pam_lines(void **state)
 	struct hba *h = load_ok("host all alice 10.0.0.0/8 pam\n"
 				"host all bob all pam pamservice=tusk-db pam_use_hostname=1\n"
 				"local all all pam pam_use_hostname=0 pamservice=\"x.y\"\n"
-				"host all all all md5\n"
-				"hostssl all all all pam clientcert=verify-full pamservice=z\n");
-	enum hba_method m;
-	int line;
+				"hostssl all eve all pam clientcert=verify-full pamservice=z\n"
+				"host all all all md5\n");
+	struct hba_hit hit;
 	struct net_addr a = ip("10.1.2.3");
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, &m, &line, NULL));
-	assert_int_equal(m, HBA_PAM);
-	const struct hba_pam *o = hba_line_pam(h, line);
-	assert_non_null(o);
-	assert_string_equal(o->service, "postgresql");
-	assert_false(o->use_hostname);
-	assert_null(hba_line_ldap(h, line));
-	o = hba_line_pam(h, 2);
-	assert_non_null(o);
-	assert_string_equal(o->service, "tusk-db");
-	assert_true(o->use_hostname);
-	o = hba_line_pam(h, 3);
-	assert_non_null(o);
-	assert_string_equal(o->service, "x.y");
-	assert_false(o->use_hostname);
-	assert_null(hba_line_pam(h, 4));
-	bool dn = true; /* clientcert= on a hostssl pam line, as on any method's */
-	assert_int_equal(hba_line_clientcert(h, 5, &dn), HBA_CLIENTCERT_FULL);
-	assert_false(dn);
-	assert_string_equal(hba_line_pam(h, 5)->service, "z");
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, &hit));
+	assert_int_equal(hit.method, HBA_PAM);
+	assert_non_null(hit.pam);
+	assert_string_equal(hit.pam->service, "postgresql");
+	assert_false(hit.pam->use_hostname);
+	assert_null(hit.ldap);
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "bob", &a, &hit));
+	assert_int_equal(hit.line, 2);
+	assert_non_null(hit.pam);
+	assert_string_equal(hit.pam->service, "tusk-db");
+	assert_true(hit.pam->use_hostname);
+	assert_true(hba_match(h, HBA_LOCAL, "db", "carol", NULL, &hit));
+	assert_int_equal(hit.line, 3);
+	assert_non_null(hit.pam);
+	assert_string_equal(hit.pam->service, "x.y");
+	assert_false(hit.pam->use_hostname);
+	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "eve", &a, &hit)); /* not on TLS: the md5 line */
+	assert_int_equal(hit.line, 5);
+	assert_null(hit.pam);
+	/* clientcert= on a hostssl pam line, as on any method's */
+	assert_true(hba_match(h, HBA_HOST_TLS, "db", "eve", &a, &hit));
+	assert_int_equal(hit.line, 4);
+	assert_int_equal(hit.clientcert, HBA_CLIENTCERT_FULL);
+	assert_false(hit.clientname_dn);
+	assert_string_equal(hit.pam->service, "z");
 	assert_string_equal(hba_method_name(HBA_PAM), "pam");
 	hba_free(h);
 }
@@ -787,21 +803,23 @@ static void test_map_option(void **state)
 	struct hba *h = NULL;
 	assert_int_equal(hba_load_buffer("t.conf", text, sizeof(text) - 1, id, NULL, &h), 0);
 	struct net_addr a = ip("10.1.2.3");
-	enum hba_method m;
+	struct hba_hit hit;
 	int line;
-	const char *map = "unset";
+	const char *map;
 
-	assert_true(hba_match(h, HBA_LOCAL, "d", "admin", NULL, &m, &line, &map));
-	assert_int_equal(line, 1);
+	assert_true(hba_match(h, HBA_LOCAL, "d", "admin", NULL, &hit));
+	assert_int_equal(hit.line, 1);
+	map = hit.map;
 	assert_null(map);
 	/* Without a map, the names must be equal. */
 	assert_true(hba_map_admits(h, map, "admin", "admin", &line));
 	assert_int_equal(line, 0);
 	assert_false(hba_map_admits(h, map, "root", "admin", &line));
 
-	assert_true(hba_match(h, HBA_LOCAL, "d", "tusk_trust", NULL, &m, &line, &map));
-	assert_int_equal(m, HBA_PEER);
-	assert_int_equal(line, 2);
+	assert_true(hba_match(h, HBA_LOCAL, "d", "tusk_trust", NULL, &hit));
+	assert_int_equal(hit.method, HBA_PEER);
+	assert_int_equal(hit.line, 2);
+	map = hit.map;
 	assert_string_equal(map, "local");
 	assert_true(hba_map_admits(h, map, "root", "tusk_trust", &line));
 	assert_int_equal(line, 1);
@@ -813,9 +831,10 @@ static void test_map_option(void **state)
 	/* Another map's lines do not count. */
 	assert_false(hba_map_admits(h, map, "alice", "tusk_trust", &line));
 
-	assert_true(hba_match_physical(h, HBA_LOCAL, "rep", NULL, &m, &line, &map) == false);
-	assert_true(hba_match(h, HBA_HOST_TLS, "d", "x", &a, &m, &line, &map));
-	assert_int_equal(m, HBA_CERT);
+	assert_true(hba_match_physical(h, HBA_LOCAL, "rep", NULL, &hit) == false);
+	assert_true(hba_match(h, HBA_HOST_TLS, "d", "x", &a, &hit));
+	assert_int_equal(hit.method, HBA_CERT);
+	map = hit.map;
 	assert_string_equal(map, "certs");
 	assert_true(hba_map_admits(h, map, "alice", "tusk_trust", &line));
 	assert_int_equal(line, 3);

@@ -459,12 +459,7 @@ int ldapauth_submit(struct ldapauth_pool *p, const struct config_ldap *o, const 
 	r->timeout_ms = timeout_ms < 100 ? 100 : timeout_ms;
 	r->done = done;
 	r->arg = arg;
-	int rc = workq_submit(p->q, &r->item);
-	if (rc < 0) {
-		explicit_bzero(r, sizeof *r);
-		free(r);
-	}
-	return rc;
+	return workq_submit_or_wipe(p->q, &r->item, r, sizeof *r);
 }
 
 unsigned ldapauth_pending(struct ldapauth_pool *p)

@@ -216,12 +216,7 @@ int pamauth_submit(struct pamauth_pool *p, const struct pamauth_check *k, pamaut
 	r->use_hostname = k->use_hostname;
 	r->done = done;
 	r->arg = arg;
-	int rc = workq_submit(p->q, &r->item);
-	if (rc < 0) {
-		explicit_bzero(r, sizeof *r);
-		free(r);
-	}
-	return rc;
+	return workq_submit_or_wipe(p->q, &r->item, r, sizeof *r);
 }
 
 unsigned pamauth_pending(struct pamauth_pool *p)

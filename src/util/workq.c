@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 struct workq_thread {
@@ -132,6 +133,16 @@ int workq_submit(struct workq *q, struct workq_item *it)
 		}
 	}
 	pthread_mutex_unlock(&q->mu);
+	return rc;
+}
+
+int workq_submit_or_wipe(struct workq *q, struct workq_item *it, void *block, size_t size)
+{
+	int rc = workq_submit(q, it);
+	if (rc < 0) {
+		explicit_bzero(block, size);
+		free(block);
+	}
 	return rc;
 }
 

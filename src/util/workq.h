@@ -7,6 +7,7 @@
 #define TUSK_UTIL_WORKQ_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #define WORKQ_THREADS_MAX 8
 
@@ -46,6 +47,11 @@ int workq_new(const struct workq_def *d, struct workq **out);
  * still the caller's. */
 __attribute__((warn_unused_result))
 int workq_submit(struct workq *q, struct workq_item *it);
+/* workq_submit of an item that holds a secret (a password): the item is the whole heap block
+ * at block (size bytes), which is wiped and freed here when the queue refuses it. The same
+ * return values; on refusal the caller owns nothing. */
+__attribute__((warn_unused_result))
+int workq_submit_or_wipe(struct workq *q, struct workq_item *it, void *block, size_t size);
 /* Items submitted whose end has not run (any thread). */
 unsigned workq_pending(struct workq *q);
 /* Stop: the queued items end WORKQ_CANCELLED (here, on the calling thread); the running ones

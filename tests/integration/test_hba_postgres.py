@@ -11,7 +11,6 @@ must be the same."""
 import contextlib
 import socket
 import ssl
-import struct
 
 import pytest
 
@@ -19,7 +18,7 @@ import pgwire
 from auth_util import md5_secret, raw_login, write_auth_file, write_hba
 from conftest import PASSWORDS, SLOW, TEST_DB, TUSK_ERROR_RE
 from lifecycle_util import rule
-from tls_util import Certs, ssl_on
+from tls_util import Certs, ssl_on, starttls
 
 pytestmark = pytest.mark.tusk_only
 
@@ -77,9 +76,7 @@ def tls_client(port, certs, cert):
         ctx.load_cert_chain(crt, key)
     c = pgwire.RawClient("127.0.0.1", port, timeout=15 * SLOW)
     try:
-        c.sock.sendall(struct.pack("!II", 8, 80877103))
-        assert c.sock.recv(1) == b"S"
-        c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost")
+        c.sock = starttls(c.sock, ctx)
         yield c
     finally:
         c.close()

@@ -17,7 +17,7 @@ import pytest
 from conftest import PG_BIN, SLOW, TEST_DB, TUSK_BIN, assert_tusk_error, free_port, wait_until
 from auth_util import scram_verifier, write_auth_file, write_hba
 from test_metrics import scrape, value
-from tls_util import Certs, serve_tls_only
+from tls_util import Certs, serve_tls_only, starttls
 
 pytestmark = pytest.mark.tusk_only
 
@@ -377,9 +377,7 @@ def raw_tls_socket(t, certs, timeout):
     """A raw TLS socket past SSLRequest and handshake."""
     ctx = ssl.create_default_context(cafile=certs.ca)
     with socket.create_connection(("127.0.0.1", t.port), timeout=timeout) as raw:
-        raw.sendall(struct.pack("!II", 8, 80877103))
-        assert raw.recv(1) == b"S"
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        with starttls(raw, ctx) as s:
             yield s
 
 
@@ -518,9 +516,7 @@ def test_reload_turns_tls_on_and_keeps_running_on_a_bad_certificate(tusk, pg, ce
 def _tls_login(t, certs, ctx, session=None):
     """SSLRequest, a handshake offering session, login, Terminate. (reused, the new session)."""
     with socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW) as raw:
-        raw.sendall(struct.pack("!II", 8, 80877103))
-        assert raw.recv(1) == b"S"
-        with ctx.wrap_socket(raw, server_hostname="localhost", session=session) as s:
+        with starttls(raw, ctx, session) as s:
             s.sendall(_startup(USER, TEST_DB))
             # ReadyForQuery comes after the ticket (TLS 1.3 sends it after the handshake).
             assert _read_until_ready(s)[-1][0] == b"Z"

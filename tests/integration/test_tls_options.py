@@ -7,7 +7,6 @@ pg_stat_ssl for tusk's own connections to a PostgreSQL with ssl on."""
 import ctypes
 import socket
 import ssl
-import struct
 import subprocess
 
 import psycopg
@@ -16,7 +15,7 @@ import pytest
 
 from conftest import SLOW, TUSK_BIN, to_yaml
 from test_tls import listen_tls, tls_conn
-from tls_util import Certs, serve_tls_only
+from tls_util import Certs, serve_tls_only, starttls
 
 pytestmark = pytest.mark.tusk_only
 
@@ -44,10 +43,8 @@ def handshake(t, certs, version, ciphers=None):
     if ciphers:
         ctx.set_ciphers(ciphers)
     with socket.create_connection(("127.0.0.1", t.port), timeout=10 * SLOW) as raw:
-        raw.sendall(struct.pack("!II", 8, 80877103))
-        assert raw.recv(1) == b"S"
         try:
-            with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            with starttls(raw, ctx) as s:
                 return s.version(), s.cipher()[0]
         except ssl.SSLError as e:
             return e

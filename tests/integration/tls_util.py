@@ -2,6 +2,7 @@
 for localhost/127.0.0.1, client certificates by CN, and a second CA nobody trusts."""
 
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -71,3 +72,12 @@ def serve_tls_only(pg, certs):
     pg.stop()
     pg.start()
     return pg
+
+
+def starttls(sock, ctx, session=None):
+    """PostgreSQL's STARTTLS on a connected socket: SSLRequest, the server's "S", then the
+    handshake with ctx (checking the name localhost; session to resume one). The TLS socket;
+    an ssl.SSLError when the handshake is refused."""
+    sock.sendall(struct.pack("!II", 8, 80877103))
+    assert sock.recv(1) == b"S"
+    return ctx.wrap_socket(sock, server_hostname="localhost", session=session)

@@ -47,7 +47,6 @@ statement prepared again on a new server, a cached result across a reload)."""
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -156,7 +155,7 @@ class Results:
             if suite == "node":
                 harness.install_node_modules()
             if target == "direct":
-                cache[key] = harness.run_suite(suite, "127.0.0.1", self.pg.port, TEST_DB, USER, tag=f"{suite}_d")
+                cache[key] = harness.run_reference(suite, "127.0.0.1", self.pg.port, TEST_DB, USER, tag=f"{suite}_d")
             else:
                 # TUSK_TEST_DIRECT=1: the stand-in is PostgreSQL, which has neither.
                 cache[key] = harness.run_suite(suite, "127.0.0.1", self.tusk.port, TEST_DB, USER,

@@ -301,6 +301,7 @@ static void put_wait(struct client *c)
 /* ---- the frontend's tenancy on each worker (worker.h, worker_hooks) ---- */
 
 static void hs_prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents);
+static void reap_cb(struct ev_loop *loop, ev_prepare *p, int revents);
 static void hs_idle_cb(struct ev_loop *loop, ev_idle *i, int revents)
 {
 	(void)loop;
@@ -316,6 +317,8 @@ static int frontend_worker_init(struct worker *w)
 	ev_prepare_init(&fe->hs_prepare, hs_prepare_cb);
 	fe->hs_prepare.data = w;
 	ev_idle_init(&fe->hs_idle, hs_idle_cb);
+	ev_prepare_init(&fe->reap_prepare, reap_cb);
+	fe->reap_prepare.data = w;
 	return 0;
 }
 
@@ -335,6 +338,8 @@ static void free_client(struct client *c);
 static void frontend_worker_free(struct worker *w)
 {
 	struct frontend_worker *fe = fe_of(w);
+	ev_prepare_stop(w->loop, &fe->reap_prepare);
+	reap_cb(w->loop, &fe->reap_prepare, 0); /* closed in the loop's last turn */
 	/* The loop is over and the inbox settled (hand-overs back, pool answers delivered): a
 	 * husk left waits for a read-your-writes fetch whose server was closed at the stop
 	 * without ending it, and nothing will ever end it now. */
@@ -474,6 +479,10 @@ static void keep_husk(struct client *c)
 static void free_client(struct client *c)
 {
 	struct frontend_worker *fe = fe_of(c->worker);
+	/* a closed client's watchers were stopped; anything that started one again since (it
+	 * should not) must not outlive it */
+	ev_io_stop(c->worker->loop, &c->io);
+	ev_timer_stop(c->worker->loop, &c->timer);
 	if (c->dead) {
 		if (c->prev)
 			c->prev->next = c->next;
@@ -482,7 +491,6 @@ static void free_client(struct client *c)
 		if (c->next)
 			c->next->prev = c->prev;
 	}
-	fe->gone++;
 	buf_detach(&c->rbuf, &fe->rbufs);
 	buf_detach(&c->wbuf, &fe->wbufs);
 	session_free(&c->session);
@@ -503,6 +511,8 @@ void client_close(struct client *c, const char *reason)
 {
 	struct worker *w = c->worker;
 
+	if (c->dead)
+		return; /* closed already, in this turn of the loop (its memory waits for reap_cb) */
 	if (c->greeted && cfg_of(c)->log_disconnections)
 		log_info(c->id, c->ctx, "logout after %.3fs: %s", ev_now(w->loop) - c->login_at, reason);
 	else if (c->state == CLIENT_ACTIVE || c->server)
@@ -540,19 +550,33 @@ void client_close(struct client *c, const char *reason)
 		pool_client_leave(c->pool);
 	}
 	count_client(c, -1);
-	if (c->tls_away) {
-		keep_husk(c); /* hs_back closes and frees it */
-		return;
+	fe_of(w)->gone++;
+	keep_husk(c);
+	if (c->tls_away)
+		return; /* hs_back closes and frees it */
+	if (c->queued && !client_leave_queue(c))
+		return; /* on_pool_answer frees it */
+	if (c->ryw_pending)
+		return; /* the fetch's end frees it (client_husk_done) */
+	/* Freed before the loop polls again, not here: a caller up the stack may still read c
+	 * (c->dead tells it closed). */
+	struct frontend_worker *fe = fe_of(w);
+	c->reap_next = fe->reap;
+	fe->reap = c;
+	ev_prepare_start(w->loop, &fe->reap_prepare);
+}
+
+/* Before the loop polls again: the clients closed in this turn with nothing in flight. */
+static void reap_cb(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+	struct frontend_worker *fe = fe_of((struct worker *)p->data);
+	(void)revents;
+	while (fe->reap) {
+		struct client *c = fe->reap;
+		fe->reap = c->reap_next;
+		free_client(c);
 	}
-	if (c->queued && !client_leave_queue(c)) {
-		keep_husk(c); /* on_pool_answer frees it */
-		return;
-	}
-	if (c->ryw_pending) {
-		keep_husk(c); /* the fetch's end frees it (client_husk_done) */
-		return;
-	}
-	free_client(c);
+	ev_prepare_stop(loop, p);
 }
 
 bool client_leave_queue(struct client *c)

@@ -128,8 +128,9 @@ struct client {
 	                             * not yet for pool_wait_timeout (arm_wait_timer) */
 	bool standby;               /* read-write-split: this transaction's claim is for the standby
 	                             * side (the split's claim hook; copied into the claim) */
-	bool dead;                  /* closed while an answer from the pool (or a read-your-writes
-	                             * fetch, ryw_pending) was in flight */
+	bool dead;                  /* closed (client_close): kept as a husk, freed at the loop's
+	                             * next prepare phase (reap), or when an answer from the pool
+	                             * (or a read-your-writes fetch, ryw_pending) in flight comes */
 	uint8_t ryw_pending;        /* read-write-split: fetches of its writes' WAL positions in flight
 	                             * (split/route.c; a second transaction on the primary may end
 	                             * before the first's fetch): its reads go to the primary meanwhile */
@@ -156,6 +157,7 @@ struct client {
 	uint8_t cancel_again;       /* sends left of that cancel while the request still runs
 	                             * (relay_cancel_done) */
 	struct client *cancel_next; /* in the cancel registry (cancel.c; under its lock) */
+	struct client *reap_next;   /* closed, on frontend_worker's reap list */
 	struct client *prev, *next; /* worker->clients; while dead, the worker's husks (frontend_worker) */
 	double connect_time;        /* ev_now at accept (SHOW CLIENTS, the drain's login grace) */
 	/* client_idle_timeout: loop time of its last sign of life (a state change, bytes read
@@ -199,13 +201,14 @@ void client_set_state(struct client *c, enum client_state to);
  * itself before it returns to the loop (or closes c), as the relay's round does. */
 void client_set_state_no_io(struct client *c, enum client_state to);
 void client_update_io(struct client *c);
-/* The one teardown: c is freed before this returns (or kept as a husk the pool's answer frees):
- * the caller must not touch c afterwards. */
+/* The one teardown: c's socket, server and watchers are let go, c->dead is set, and its memory
+ * is freed before the loop polls again (or when an answer in flight for it comes), never under
+ * the caller: a caller may still read c (c->dead tells it closed) but must not serve it. A
+ * second close of a dead client does nothing. */
 void client_close(struct client *c, const char *reason);
 /* A FATAL ErrorResponse (sqlstate, the message with tusk's connection id), then the close once
- * it is written. When it cannot be written (the client reset its connection) c is closed, and
- * freed, before this returns: a caller must not touch c after client_fail either, nor tell from
- * c's state what happened (auth.c's handle_message returns it instead). */
+ * it is written. When it cannot be written (the client reset its connection) c is closed before
+ * this returns (client_close: c->dead, its memory still there until the loop's next turn). */
 void client_fail(struct client *c, const char *sqlstate, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int client_write_wbuf(struct client *c);
@@ -305,8 +308,13 @@ struct frontend_worker {
 	 * the ones whose answer can no longer come (a read-your-writes fetch on a server that
 	 * was closed) are freed here. */
 	struct client *husks;
-	uint64_t gone;          /* clients freed or moved to another worker so far: whether a
-	                         * call left its client no longer this thread's */
+	/* Closed clients with nothing in flight (also husks), freed by reap_prepare before the
+	 * loop polls again: until then a caller up the stack may still read a client it closed
+	 * (c->dead), so no closing call frees memory under its caller. */
+	struct client *reap;
+	ev_prepare reap_prepare;
+	uint64_t gone;          /* clients closed or moved to another worker so far: whether a
+	                         * call left its client no longer this thread's to serve */
 	/* client read/write buffer blocks, taken while bytes are in flight and given back when
 	 * the client goes idle with both drained */
 	struct buf_pool rbufs, wbufs;

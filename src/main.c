@@ -129,19 +129,31 @@ static int control_loop(struct control *ctl)
 			ctl->next_stats = now + 1.0; /* re-armed when stats_period is reloaded */
 		}
 
-		struct pollfd pfd[3] = { { .fd = ctl->sigfd, .events = POLLIN }, { .fd = ctl->takeover_fd, .events = POLLIN },
-					 { .fd = ctl->successor, .events = POLLIN } };
-		int n = poll(pfd, 3, (int)(wait * 1000) + 1); /* a negative fd is skipped */
+		/* Cancel requests handed to the process this one took over from, held until it
+		 * answers: the earliest one's time limit. */
+		double held = cancel_registry_tick(ctl->rt.cancels);
+		if (held >= 0 && held < wait)
+			wait = held;
+
+		struct pollfd pfd[4] = { { .fd = ctl->sigfd, .events = POLLIN },
+					 { .fd = ctl->takeover_fd, .events = POLLIN },
+					 { .fd = ctl->successor, .events = POLLIN },
+					 { .fd = cancel_registry_predecessor(ctl->rt.cancels), .events = POLLIN } };
+		int n = poll(pfd, 4, (int)(wait * 1000) + 1); /* a negative fd is skipped */
 		if (n <= 0)
 			continue;
+		if (pfd[3].fd >= 0 && (pfd[3].revents & (POLLIN | POLLHUP | POLLERR)))
+			(void)cancel_registry_predecessor_input(ctl->rt.cancels); /* closes it at its end */
 		if (ctl->successor >= 0 && (pfd[2].revents & (POLLIN | POLLHUP | POLLERR)) &&
-		    takeover_take_cancel(&ctl->rt, ctl->successor) < 0) {
+		    cancel_registry_successor_input(ctl->rt.cancels, ctl->successor) < 0) {
+			cancel_registry_set_successor(ctl->rt.cancels, -1); /* no worker answers on it now */
 			close(ctl->successor);
 			ctl->successor = -1;
 		}
 		if (ctl->takeover_fd >= 0 && (pfd[1].revents & POLLIN)) {
 			int rc = takeover_serve(&ctl->rt, ctl->takeover_fd, &ctl->successor);
 			if (rc == 1) {
+				cancel_registry_set_successor(ctl->rt.cancels, ctl->successor);
 				begin_drain(ctl, "online restart");
 			} else if (rc < 0) {
 				log_warn(NULL, NULL, "takeover: %s", strerror(-rc));

@@ -4,6 +4,7 @@
 #include "daemon/takeover.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,7 +15,6 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
-#include "frontend/cancel.h"
 #include "net/net.h"
 #include "util/log.h"
 
@@ -78,7 +78,9 @@ int takeover_serve(struct runtime *rt, int listen_fd, int *successor)
 {
 	char msg[512];
 	int fd, rc;
-	int conn = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	/* Non-blocking (every exchange here polls first): after the hand-over the main thread
+	 * reads the cancels on it and the workers answer on it, none of which may block. */
+	int conn = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (conn < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED ? 0 : -errno;
 
@@ -132,27 +134,6 @@ out:
 	daemon_pause_accepting(rt, false);
 	close(conn);
 	return rc;
-}
-
-int takeover_take_cancel(struct runtime *rt, int successor)
-{
-	char msg[64];
-	unsigned pid, key;
-	int fd, end = 0;
-	int rc = net_recv_fd(successor, msg, sizeof msg, &fd);
-
-	if (rc == -EAGAIN || rc == -EINTR)
-		return 0;
-	if (rc > 0 && sscanf(msg, "C %u %u%n", &pid, &key, &end) == 2 && end == rc) {
-		cancel_handed_over(rt->cancels, pid, key, fd);
-		return 0;
-	}
-	if (fd >= 0)
-		close(fd);
-	if (rc != 0)
-		log_warn(NULL, NULL, "takeover: unexpected message from the new process%s%s; no more cancels from it",
-			 rc < 0 ? ": " : "", rc < 0 ? strerror(-rc) : "");
-	return rc < 0 ? rc : -EPROTO;
 }
 
 int takeover_fetch(const char *path, int *conn, struct runtime_inherited **out, int *n, int *old_pid)
@@ -233,6 +214,8 @@ int takeover_finish(int conn)
 			close(fd);
 		rc = rc > 0 && strcmp(msg, "OK") == 0 ? 0 : rc < 0 ? rc : -EPROTO;
 	}
+	if (rc == 0 && fcntl(conn, F_SETFL, fcntl(conn, F_GETFL) | O_NONBLOCK) < 0) /* see takeover_serve */
+		rc = -errno;
 	if (rc < 0) {
 		log_error(NULL, NULL, "takeover: the old process did not confirm draining: %s", strerror(-rc));
 		close(conn);

@@ -7,10 +7,16 @@
  *   new → old  "DRAIN"
  *   old → new  "OK": old has stopped accepting and drains like SIGTERM; new binds the
  *              takeover socket for the next restart.
- *   new → old  "C <pid> <key>" (decimal) for each CancelRequest whose key new never gave
- *              out, the requester's connection attached when it is plaintext: it is for a
- *              client of old, which serves it as its own (frontend/cancel.h). The
- *              connection stays open for these until old exits.
+ *   new → old  "C <pid> <key> <seq>" (decimal) for each CancelRequest whose key new never
+ *              gave out: it is for a client of old, which serves it as its own. new holds the
+ *              requester's connection (plaintext or TLS) until
+ *   old → new  "D <seq>": old's worker has decided what the cancel does; new ends the
+ *              requester's connection now (at most 3 s after, without an answer). Beyond
+ *              256 held at once, new sends "C <pid> <key>", answered by nothing, and ends the
+ *              request at once (frontend/cancel.h). The connection stays open for these
+ *              until old exits; then new ends every request still held. Both sides read it
+ *              non-blocking on their main thread, a bounded number of messages at a time,
+ *              and log and ignore a malformed message; nothing comes attached any more.
  * The socket is SOCK_SEQPACKET, so every message keeps its boundaries. If the new process
  * goes away before DRAIN, the old one carries on as if nothing happened. */
 #ifndef TUSK_DAEMON_TAKEOVER_H
@@ -25,17 +31,12 @@ int takeover_listen(const char *path);
 
 /* Old side, main thread: serve one connection accepted on the takeover socket. Sends
  * rt's listeners; when the peer asks to DRAIN, drains rt and returns 1 with the connection
- * in *successor (the caller then closes its takeover socket, reads the cancels the new
- * process hands over with takeover_take_cancel, and exits once drained); 0 when the peer
+ * in *successor, non-blocking (the caller then closes its takeover socket, reads the cancels
+ * the new process hands over with cancel_registry_successor_input, and exits once drained);
+ * 0 when the peer
  * went away without asking; negative on error. */
 __attribute__((warn_unused_result))
 int takeover_serve(struct runtime *rt, int listen_fd, int *successor);
-/* Old side, when successor is readable: one cancel handed over, served as if it had arrived
- * here. 0, or negative when the new process has gone or broke the protocol (the caller then
- * closes successor). */
-__attribute__((warn_unused_result))
-int takeover_take_cancel(struct runtime *rt, int successor);
-
 /* New side: connect to path and receive the listeners. *conn stays open for
  * takeover_finish. 0 or a negative errno (logged). */
 __attribute__((warn_unused_result))

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "frontend/client_int.h"
@@ -29,6 +30,26 @@
 #define CANCEL_TIMEOUT 5.0
 #define CANCEL_EARLY 0.05 /* s: a query younger than this when cancelled may not have begun */
 
+/* An online restart's hand-over (cancel_registry_set_predecessor): the requester's connection
+ * of a cancel handed to the predecessor is held here until the predecessor answers that its
+ * worker has decided ("D <seq>"), never longer than HANDOVER_WAIT, and at most HANDOVER_HELD at
+ * once (beyond, a request is handed over and ended at once, as if answered). */
+#define HANDOVER_WAIT 3.0  /* s: the predecessor decides in microseconds unless it is stuck */
+#define HANDOVER_HELD 256
+#define HANDOVER_READS 64  /* messages read from a takeover connection per call */
+#define HANDOVER_MSG 48    /* bytes: the longest message is "C 4294967295 4294967295 4294967295" */
+#define HANDOVER_BAD_LOGGED 10
+
+/* A request waiting for the predecessor's answer: the requester's connection (fd, tls), or
+ * the successor's request it stands for (up: that one's seq, answered when this one ends). */
+struct held {
+	uint32_t seq; /* 0: a free slot */
+	int fd;
+	struct tls_conn *tls;
+	uint32_t up;
+	double deadline;
+};
+
 /* The entries are the clients themselves (client->cancel_next): a separate allocation
  * would be a good part of what an idle client costs. Under the lock any thread may read a
  * registered client's cancel_pid, cancel_key, worker and cancel_next (set before it is
@@ -37,11 +58,17 @@
 struct cancel_registry {
 	pthread_mutex_t lock; /* protects buckets and every client's cancel_next */
 	struct client *buckets[CANCEL_BUCKETS];
-	/* The process this one took over from, while it drains (cancel_registry_set_predecessor):
-	 * the takeover connection, or -1. pred_lock is held around each send and the close, so
-	 * no worker sends on a descriptor number another has closed (and the kernel reused). */
-	pthread_mutex_t pred_lock;
-	int pred;
+	/* The takeover connections, while an online restart drains: pred, to the process this one
+	 * took over from (requests go there; read by the main thread only, which alone closes it);
+	 * succ, to the one that took over from this one (answers go there; the main thread's, which
+	 * reads it and closes it after cancel_registry_set_successor(reg, -1)). hand_lock is held
+	 * around each send, and guards held, nheld and next_seq; never around other I/O. */
+	pthread_mutex_t hand_lock;
+	int pred, succ;
+	uint32_t next_seq;
+	int nheld;
+	struct held held[HANDOVER_HELD];
+	unsigned bad_logged; /* malformed messages logged (main thread) */
 };
 
 struct cancel_registry *cancel_registry_new(void)
@@ -49,31 +76,50 @@ struct cancel_registry *cancel_registry_new(void)
 	struct cancel_registry *reg = calloc(1, sizeof *reg);
 	if (reg) {
 		pthread_mutex_init(&reg->lock, NULL);
-		pthread_mutex_init(&reg->pred_lock, NULL);
+		pthread_mutex_init(&reg->hand_lock, NULL);
 		reg->pred = -1;
+		reg->succ = -1;
 	}
 	return reg;
 }
+
+static void end_held_all(struct cancel_registry *reg);
 
 void cancel_registry_free(struct cancel_registry *reg)
 {
 	if (!reg)
 		return;
 	/* The clients, and with them the entries, are gone by now. */
+	end_held_all(reg);
 	if (reg->pred >= 0)
 		close(reg->pred);
-	pthread_mutex_destroy(&reg->pred_lock);
+	pthread_mutex_destroy(&reg->hand_lock);
 	pthread_mutex_destroy(&reg->lock);
 	free(reg);
 }
 
 void cancel_registry_set_predecessor(struct cancel_registry *reg, int conn)
 {
-	pthread_mutex_lock(&reg->pred_lock);
-	if (reg->pred >= 0)
-		close(reg->pred);
+	pthread_mutex_lock(&reg->hand_lock);
+	int old = reg->pred;
 	reg->pred = conn;
-	pthread_mutex_unlock(&reg->pred_lock);
+	pthread_mutex_unlock(&reg->hand_lock);
+	if (old >= 0) {
+		close(old);
+		end_held_all(reg);
+	}
+}
+
+int cancel_registry_predecessor(const struct cancel_registry *reg)
+{
+	return reg->pred; /* written by the main thread only, which asks */
+}
+
+void cancel_registry_set_successor(struct cancel_registry *reg, int conn)
+{
+	pthread_mutex_lock(&reg->hand_lock);
+	reg->succ = conn;
+	pthread_mutex_unlock(&reg->hand_lock);
 }
 
 int cancel_register(struct client *c)
@@ -307,30 +353,114 @@ static void end_request(int fd, struct tls_conn *tls)
 		close(fd);
 }
 
-/* A key this process never gave out goes to the process it took over from, if that one is
- * still draining: true when sent (then fd and tls are ended here, the predecessor holding its
- * own copy of a plaintext fd until it has decided). A TLS session cannot travel: its
- * close_notify goes at once, so such a client may send its next query before the predecessor
- * has decided (plaintext requesters wait for the decision). */
-static bool hand_to_predecessor(struct cancel_registry *reg, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls)
-{
-	char msg[32];
-	int len = snprintf(msg, sizeof msg, "C %u %u", (unsigned)pid, (unsigned)key);
-	int rc = -ENOTCONN;
+/* ---- online restart: the hand-over (cancel.h) ---- */
 
-	pthread_mutex_lock(&reg->pred_lock);
-	if (reg->pred >= 0) {
-		rc = net_send_fd(reg->pred, msg, (size_t)len, tls ? -1 : fd, MSG_DONTWAIT);
-		if (rc < 0 && rc != -EAGAIN && rc != -ENOBUFS && rc != -EINTR) {
-			close(reg->pred); /* it has exited: nothing more goes there */
-			reg->pred = -1;
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The end of a request: its connection's, and when the successor handed it here (up != 0),
+ * the answer that lets the successor end its requester's. Any thread; no lock held. */
+static void finish(struct cancel_registry *reg, int fd, struct tls_conn *tls, uint32_t up)
+{
+	end_request(fd, tls);
+	if (!up)
+		return;
+	char msg[HANDOVER_MSG];
+	int len = snprintf(msg, sizeof msg, "D %u", (unsigned)up);
+	int rc = -ENOTCONN;
+	pthread_mutex_lock(&reg->hand_lock);
+	if (reg->succ >= 0)
+		rc = net_send_fd(reg->succ, msg, (size_t)len, -1, MSG_DONTWAIT);
+	pthread_mutex_unlock(&reg->hand_lock);
+	if (rc < 0) /* it ends its requester at its time limit, or has gone */
+		log_debug(NULL, NULL, "cancel request of the process that took over from this one: could not answer: %s",
+			  strerror(-rc));
+}
+
+/* The held request seq, taken out of the table (seq 0 in *out when there is none). */
+static void take_held(struct cancel_registry *reg, uint32_t seq, struct held *out)
+{
+	out->seq = 0;
+	pthread_mutex_lock(&reg->hand_lock);
+	for (int i = 0; i < HANDOVER_HELD && reg->nheld > 0; i++) {
+		if (reg->held[i].seq == seq) {
+			*out = reg->held[i];
+			reg->held[i].seq = 0;
+			reg->nheld--;
+			break;
 		}
 	}
-	pthread_mutex_unlock(&reg->pred_lock);
-	if (rc < 0)
+	pthread_mutex_unlock(&reg->hand_lock);
+}
+
+/* Every held request ended: the predecessor has gone (or this process stops). */
+static void end_held_all(struct cancel_registry *reg)
+{
+	for (int i = 0; i < HANDOVER_HELD; i++) {
+		struct held h;
+		pthread_mutex_lock(&reg->hand_lock);
+		h = reg->held[i];
+		reg->held[i].seq = 0;
+		if (h.seq)
+			reg->nheld--;
+		pthread_mutex_unlock(&reg->hand_lock);
+		if (h.seq)
+			finish(reg, h.fd, h.tls, h.up);
+	}
+}
+
+/* A key this process never gave out goes to the process it took over from, if that one is
+ * still draining: true when sent ("C <pid> <key> <seq>"). The requester's connection (fd and
+ * its TLS session, which cannot travel to another process) is held here until the
+ * predecessor answers "D <seq>" once its worker has decided (cancel_registry_predecessor_input),
+ * so the requester cannot send its next request before then (see forward); or at most
+ * HANDOVER_WAIT. Beyond HANDOVER_HELD held, "C <pid> <key>" and the request ends at once. up:
+ * the successor's request this one stands for (a chain of restarts), or 0. */
+static bool hand_to_predecessor(struct cancel_registry *reg, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls,
+				uint32_t up)
+{
+	char msg[HANDOVER_MSG];
+	struct held *slot = NULL;
+	int rc = -ENOTCONN, len;
+
+	pthread_mutex_lock(&reg->hand_lock);
+	if (reg->pred >= 0) {
+		for (int i = 0; i < HANDOVER_HELD && reg->nheld < HANDOVER_HELD && !slot; i++)
+			if (!reg->held[i].seq)
+				slot = &reg->held[i];
+		if (slot) {
+			if (++reg->next_seq == 0)
+				reg->next_seq = 1;
+			len = snprintf(msg, sizeof msg, "C %u %u %u", (unsigned)pid, (unsigned)key, (unsigned)reg->next_seq);
+		} else {
+			len = snprintf(msg, sizeof msg, "C %u %u", (unsigned)pid, (unsigned)key);
+		}
+		rc = net_send_fd(reg->pred, msg, (size_t)len, -1, MSG_DONTWAIT);
+		if (rc == 0 && slot) {
+			*slot = (struct held){ .seq = reg->next_seq, .fd = fd, .tls = tls, .up = up,
+					       .deadline = mono_now() + HANDOVER_WAIT };
+			reg->nheld++;
+		}
+	}
+	pthread_mutex_unlock(&reg->hand_lock);
+	if (rc < 0) {
+		/* -EAGAIN: it reads nothing now; otherwise it has gone (the main thread sees the end). */
+		if (rc != -ENOTCONN)
+			log_warn(NULL, NULL, "cancel request: could not hand it to the process this one took over from: %s",
+				 strerror(-rc));
 		return false;
-	log_info(NULL, NULL, "cancel request for a client of the process this one took over from: handed to it");
-	end_request(fd, tls);
+	}
+	if (slot) {
+		log_info(NULL, NULL, "cancel request for a client of the process this one took over from: handed to it");
+	} else {
+		log_warn(NULL, NULL, "cancel request for a client of the process this one took over from: handed to it, "
+				     "ended at once (%d wait for its answer already)", HANDOVER_HELD);
+		finish(reg, fd, tls, up);
+	}
 	return true;
 }
 
@@ -339,8 +469,8 @@ static bool hand_to_predecessor(struct cancel_registry *reg, uint32_t pid, uint3
  * returns on it, libpq 17's PQcancelBlocking on TLS's close_notify) and sends its next
  * request; closed at once, the owner could come to the cancel after that request had arrived
  * and take the cancel as meant for it (client_sent_more), so a cancel sent while nothing ran
- * cancelled the request after it (PostgreSQL ignores it). */
-static void forward(struct cancel_registry *reg, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls)
+ * cancelled the request after it (PostgreSQL ignores it). up: as for hand_to_predecessor. */
+static void forward(struct cancel_registry *reg, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls, uint32_t up)
 {
 	struct worker *owner = NULL;
 
@@ -353,20 +483,21 @@ static void forward(struct cancel_registry *reg, uint32_t pid, uint32_t key, int
 	}
 	pthread_mutex_unlock(&reg->lock);
 	if (!owner) {
-		if (hand_to_predecessor(reg, pid, key, fd, tls))
+		if (hand_to_predecessor(reg, pid, key, fd, tls, up))
 			return;
 		log_info(NULL, NULL, "cancel request with an unknown key; ignored");
-		end_request(fd, tls);
+		finish(reg, fd, tls, up);
 		return;
 	}
 	struct worker_msg *m = calloc(1, sizeof *m);
 	if (!m) {
-		end_request(fd, tls);
+		finish(reg, fd, tls, up);
 		return;
 	}
 	m->fn = cancel_on_message;
 	m->u32[0] = pid;
 	m->u32[1] = key;
+	m->u32[2] = up;
 	m->num = fd;
 	m->arg2 = tls;
 	worker_post(owner, m);
@@ -374,12 +505,134 @@ static void forward(struct cancel_registry *reg, uint32_t pid, uint32_t key, int
 
 void cancel_forward(struct worker *w, uint32_t pid, uint32_t key, int fd, struct tls_conn *tls)
 {
-	forward(w->rt->cancels, pid, key, fd, tls);
+	forward(w->rt->cancels, pid, key, fd, tls, 0);
 }
 
-void cancel_handed_over(struct cancel_registry *reg, uint32_t pid, uint32_t key, int fd)
+/* "<tag> <n1> ... <nmax>" with at least min numbers: decimal, 1 to 10 digits, each below
+ * 2^32, one space before each; the count of numbers, or -1. */
+static int parse_msg(const char *msg, int len, char tag, uint32_t *n, int min, int max)
 {
-	forward(reg, pid, key, fd, NULL);
+	int count = 0, i = 1;
+	if (len < 1 || msg[0] != tag)
+		return -1;
+	while (i < len && count < max) {
+		uint64_t v = 0;
+		int digits = 0;
+		if (msg[i++] != ' ')
+			return -1;
+		while (i < len && msg[i] >= '0' && msg[i] <= '9' && digits < 11) {
+			v = v * 10 + (uint64_t)(msg[i++] - '0');
+			digits++;
+		}
+		if (digits == 0 || digits > 10 || v > UINT32_MAX)
+			return -1;
+		n[count++] = (uint32_t)v;
+	}
+	return i == len && count >= min ? count : -1;
+}
+
+static void log_bad(struct cancel_registry *reg, const char *from, const char *what)
+{
+	if (reg->bad_logged >= HANDOVER_BAD_LOGGED)
+		return;
+	reg->bad_logged++;
+	log_warn(NULL, NULL, "takeover: %s from the process %s; ignored%s", what, from,
+		 reg->bad_logged == HANDOVER_BAD_LOGGED ? " (no more such messages are logged)" : "");
+}
+
+/* Up to HANDOVER_READS messages from conn (non-blocking), each given to take. 0, or -1 at
+ * the connection's end or failure (logged). */
+static int read_messages(struct cancel_registry *reg, int conn, const char *from,
+			 void (*take)(struct cancel_registry *, const char *, int, const char *))
+{
+	for (int i = 0; i < HANDOVER_READS; i++) {
+		char msg[HANDOVER_MSG];
+		int fd;
+		int rc = net_recv_fd(conn, msg, sizeof msg, &fd);
+		if (fd >= 0)
+			close(fd); /* nothing comes attached any more */
+		if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR)
+			return 0;
+		if (rc == -EMSGSIZE) {
+			log_bad(reg, from, "an overlong message");
+			continue;
+		}
+		if (rc <= 0) {
+			log_info(NULL, NULL, "takeover: the process %s has gone%s%s", from, rc < 0 ? ": " : "",
+				 rc < 0 ? strerror(-rc) : "");
+			return -1;
+		}
+		take(reg, msg, rc, from);
+	}
+	return 0;
+}
+
+/* On the predecessor: "C <pid> <key> [<seq>]" from the successor, served as if it had
+ * arrived here; answered with "D <seq>" once decided (finish). */
+static void take_request(struct cancel_registry *reg, const char *msg, int len, const char *from)
+{
+	uint32_t n[3] = { 0 };
+	if (parse_msg(msg, len, 'C', n, 2, 3) < 0) {
+		log_bad(reg, from, "a malformed cancel request");
+		return;
+	}
+	forward(reg, n[0], n[1], -1, NULL, n[2]);
+}
+
+/* On the successor: "D <seq>", the predecessor has decided: the request held ends now. */
+static void take_answer(struct cancel_registry *reg, const char *msg, int len, const char *from)
+{
+	uint32_t seq;
+	struct held h;
+	if (parse_msg(msg, len, 'D', &seq, 1, 1) < 0 || seq == 0) {
+		log_bad(reg, from, "a malformed answer");
+		return;
+	}
+	take_held(reg, seq, &h);
+	if (h.seq)
+		finish(reg, h.fd, h.tls, h.up);
+	else
+		log_debug(NULL, NULL, "takeover: an answer for a cancel request already ended (its time limit)");
+}
+
+int cancel_registry_successor_input(struct cancel_registry *reg, int conn)
+{
+	return read_messages(reg, conn, "that took over from this one", take_request);
+}
+
+int cancel_registry_predecessor_input(struct cancel_registry *reg)
+{
+	if (reg->pred < 0 || read_messages(reg, reg->pred, "this one took over from", take_answer) == 0)
+		return 0;
+	cancel_registry_set_predecessor(reg, -1); /* closes it, ends every held request */
+	return -1;
+}
+
+double cancel_registry_tick(struct cancel_registry *reg)
+{
+	double now = mono_now(), next = -1;
+	for (int i = 0; i < HANDOVER_HELD; i++) {
+		struct held h = { 0 };
+		pthread_mutex_lock(&reg->hand_lock);
+		if (reg->nheld == 0) {
+			pthread_mutex_unlock(&reg->hand_lock);
+			break;
+		}
+		if (reg->held[i].seq && reg->held[i].deadline <= now) {
+			h = reg->held[i];
+			reg->held[i].seq = 0;
+			reg->nheld--;
+		} else if (reg->held[i].seq && (next < 0 || reg->held[i].deadline - now < next)) {
+			next = reg->held[i].deadline - now;
+		}
+		pthread_mutex_unlock(&reg->hand_lock);
+		if (h.seq) {
+			log_warn(NULL, NULL, "takeover: the process this one took over from did not answer a cancel request "
+					     "within %.0fs; its connection is ended", HANDOVER_WAIT);
+			finish(reg, h.fd, h.tls, h.up);
+		}
+	}
+	return next;
 }
 
 /* c has sent bytes tusk has not answered: read (c->rbuf), or still in the socket (a client
@@ -436,7 +689,8 @@ static void take_cancel(struct worker *w, uint32_t pid, uint32_t key)
 void cancel_on_message(struct worker *w, struct worker_msg *m)
 {
 	take_cancel(w, m->u32[0], m->u32[1]);
-	end_request(m->num, m->arg2); /* the requester's acknowledgement (cancel_forward) */
+	/* The requester's acknowledgement (cancel_forward), or the successor's (forward). */
+	finish(w->rt->cancels, m->num, m->arg2, m->u32[2]);
 }
 
 bool cancel_running(struct client *c)

@@ -32,7 +32,7 @@ struct worker_msg {
 	/* More words for fn, named by whoever posts it (the worker reads none of them). */
 	void *arg2;
 	int num;
-	uint32_t u32[2];
+	uint32_t u32[3];
 	struct worker_msg *next;
 };
 

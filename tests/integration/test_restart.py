@@ -55,6 +55,12 @@ def wait_taken_over(t, new_log):
     wait_until(lambda: "listeners handed over; draining" in t.log_text(), 5 * SLOW, what="old draining")
 
 
+def _exited_clean(rc, new_log):
+    """The new process (stop_new's rc) exited 0, its log free of sanitizer reports."""
+    assert rc == 0
+    assert not SANITIZER_RE.search(new_log.read_text(errors="replace"))
+
+
 def stop_new(new, new_logf):
     """SIGTERM to the new process unless it has exited; its exit code."""
     if new.poll() is None:
@@ -115,8 +121,7 @@ def test_online_restart_refuses_no_connection(tusk, pg, tmp_path, new_workers):
         held.close()
         loop.stop.set()
         rc = stop_new(new, new_logf)
-    assert rc == 0
-    assert not SANITIZER_RE.search(new_log.read_text(errors="replace"))
+    _exited_clean(rc, new_log)
 
 
 @pytest.mark.tusk_only
@@ -338,5 +343,251 @@ def test_a_cancel_reaches_a_query_of_the_draining_process(tusk, pg, tmp_path, ce
     finally:
         c.close()
         rc = stop_new(new, new_logf)
+    _exited_clean(rc, new_log)
+
+
+def _old_in_a_transaction(tusk, tmp_path, certs):
+    """A tusk with a takeover socket and TLS allowed; a client of it inside a transaction (so
+    that the old process still drains after a takeover), its cancel key; the new process."""
+    tls = {"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key}
+    t = tusk(pools=[rule(mode="transaction")], takeover_socket=str(tmp_path / "takeover.sock"),
+             shutdown_timeout="60s", listen_opts=tls)
+    c = pgwire.RawClient("127.0.0.1", t.port, timeout=30 * SLOW)
+    key = next(struct.unpack("!II", body[:8]) for kind, body in c.startup("tusk_trust", TEST_DB) if kind == b"K")
+    for sql in ("begin", "savepoint s"):
+        assert c.simple_query(sql)[1] == []
+    new_log = tmp_path / "new.log"
+    new, new_logf = start_new(t, new_log)
+    wait_taken_over(t, new_log)
+    return t, c, key, new, new_logf, new_log
+
+
+@pytest.mark.tusk_only
+def test_a_tls_cancel_handed_to_the_draining_process_ends_once_it_has_decided(tusk, tmp_path, certs):
+    """A TLS cancel (libpq 17's PQcancelBlocking) that the new process hands to the draining
+    one: its TLS session cannot travel, and the new process sent its close_notify at once,
+    before the old process had decided. The client then sent its next query, which the old
+    process often took for one sent before the cancel, and cancelled (11 to 87 of 150 on the code
+    before). The new process now holds the request until the old one answers that it has
+    decided: 150 cancels sent while the client runs nothing must cancel nothing."""
+    t, c, key, new, new_logf, new_log = _old_in_a_transaction(tusk, tmp_path, certs)
+    try:
+        hit = []
+        for i in range(150):
+            _tls_cancel(t.port, certs.ca, key)
+            rows, errors = c.simple_query("select pg_sleep(0.002)")
+            if errors:
+                hit.append(f"round {i}: {errors[0]}")
+                assert c.simple_query("rollback to savepoint s")[1] == []
+        assert not hit, f"{len(hit)} of 150 queries after a handed-over TLS cancel sent while idle were cancelled: {hit[:3]}"
+        assert c.simple_query("commit")[1] == []
+        c.close()
+        assert finished(t, 10 * SLOW) == 0
+    finally:
+        c.close()
+        rc = stop_new(new, new_logf)
+    _exited_clean(rc, new_log)
+
+
+def _cancel_in_background(port, ca, key):
+    """A TLS cancel sent from a thread; -> (thread, result: {"after": seconds to its end})."""
+    result = {}
+
+    def run():
+        began = time.monotonic()
+        try:
+            _tls_cancel(port, ca, key)
+            result["after"] = time.monotonic() - began
+        except Exception as e:  # noqa: BLE001 - the test reports it
+            result["error"] = repr(e)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th, result
+
+
+@pytest.mark.tusk_only
+def test_a_held_cancel_ends_when_the_draining_process_exits_or_times_out(tusk, tmp_path, certs):
+    """The new process holds a handed-over cancel's connection until the old one answers;
+    never longer than CANCEL_HANDOVER_WAIT (3 s), and not a moment longer once the old
+    process has gone (its end of the takeover connection closes)."""
+    t, c, key, new, new_logf, new_log = _old_in_a_transaction(tusk, tmp_path, certs)
+    try:
+        os.kill(t.proc.pid, signal.SIGSTOP)  # the old process answers nothing now
+        try:
+            th, res = _cancel_in_background(t.port, certs.ca, key)
+            th.join(10 * SLOW)
+            assert not th.is_alive() and "after" in res, res
+            assert 2.5 < res["after"] < 6, res  # the time limit, not at once
+            wait_until(lambda: "did not answer" in new_log.read_text(errors="replace"), 5 * SLOW,
+                       what="the time limit logged")
+            th, res = _cancel_in_background(t.port, certs.ca, key)
+            time.sleep(0.5)
+            assert th.is_alive(), res  # held: the old process has not decided
+        finally:
+            os.kill(t.proc.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        th.join(10 * SLOW)
+        assert not th.is_alive() and "after" in res, res
+        assert time.monotonic() - killed < 1.5, res  # at once, not at the time limit
+        t.proc.wait(10 * SLOW)
+        t.logf.close()
+        t.proc = None
+        wait_until(lambda: "has gone" in new_log.read_text(errors="replace"), 5 * SLOW, what="the end logged")
+        assert _serves(t.port)
+    finally:
+        c.close()
+        rc = stop_new(new, new_logf)
+    _exited_clean(rc, new_log)
+
+
+def _devnulls(pid):
+    """How many of pid's descriptors are open on /dev/null."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}") == os.devnull
+        except OSError:
+            pass
+    return n
+
+
+def _fake_successor(sock_path):
+    """Take the listeners of the tusk at sock_path as a new process would (TAKEOVER, ...,
+    DRAIN, OK); -> the takeover connection, now for cancels; the listeners are closed."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn.settimeout(10 * SLOW)
+    conn.connect(str(sock_path))
+    conn.send(b"TAKEOVER")
+    while True:
+        msg, fds, _, _ = socket.recv_fds(conn, 512, 4)
+        for fd in fds:
+            os.close(fd)
+        if msg.startswith(b"END "):
+            break
+        assert msg.startswith(b"L "), msg
+    conn.send(b"DRAIN")
+    assert conn.recv(64) == b"OK"
+    return conn
+
+
+@pytest.mark.tusk_only
+def test_the_draining_process_answers_handed_over_cancels_and_ignores_garbage(tusk, tmp_path):
+    """The old process's end of the takeover connection after the hand-over: it serves
+    "C <pid> <key> <seq>" as its own cancel and answers "D <seq>" once decided (for a key it
+    does not know as well, at once), and logs and ignores what is malformed (a bounded number
+    of times), closing any descriptor that comes attached, without stopping reading."""
+    sock = tmp_path / "takeover.sock"
+    t = tusk(pools=[rule(mode="transaction")], takeover_socket=str(sock), shutdown_timeout="60s")
+    c = pgwire.RawClient("127.0.0.1", t.port, timeout=30 * SLOW)
+    pid, key = next(struct.unpack("!II", body[:8]) for kind, body in c.startup("tusk_trust", TEST_DB) if kind == b"K")
+    assert c.simple_query("begin")[1] == []  # the old process drains, and stays, while it runs
+    conn = _fake_successor(sock)
+    try:
+        wait_until(lambda: "listeners handed over; draining" in t.log_text(), 5 * SLOW, what="old draining")
+        fds_before = _devnulls(t.proc.pid)
+        garbage = [b"X", b"C", b"C 1", b"C  1 2 3", b"C -1 2 3", b"C 1 2 4294967296", b"C 1 2 3 4",
+                   b"C 1 2 3 ", b"C 01x 2 3", b"D 5", b"C 1 2 99999999999", b"C" + b" 1" * 100, b"\0" * 300]
+        for g in garbage:
+            conn.send(g)
+        with open(os.devnull, "rb") as f:
+            socket.send_fds(conn, [b"C 1 2"], [f.fileno()])  # well formed, with a descriptor attached
+        conn.send(b"C 1 2 9")  # a key the old process does not know either
+        assert conn.recv(64) == b"D 9"
+        ended = {}
+
+        def run():
+            rows, errors = c.simple_query("select pg_sleep(30)")
+            ended["how"] = "cancelled" if errors and errors[0].get("C") == "57014" else repr((rows, errors))
+
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        time.sleep(0.3)
+        conn.send(f"C {pid} {key} 4294967295".encode())
+        assert conn.recv(64) == b"D 4294967295"
+        th.join(10 * SLOW)
+        assert ended.get("how") == "cancelled", ended
+        log = t.log_text()
+        assert log.count("malformed cancel request from the process that took over") == 10, log[-3000:]
+        assert "no more such messages are logged" in log
+        assert _devnulls(t.proc.pid) == fds_before  # the one attached was closed
+        assert c.simple_query("rollback")[1] == []
+    finally:
+        conn.close()
+    wait_until(lambda: "that took over from this one has gone" in t.log_text(), 5 * SLOW, what="the end logged")
+    c.close()
+    assert finished(t, 10 * SLOW) == 0
+
+
+@pytest.mark.tusk_only
+def test_the_new_process_holds_handed_over_cancels_until_answered_within_bounds(tusk, tmp_path, certs):
+    """The new process's end of the takeover connection, with the test as the old process:
+    a handed-over TLS cancel is held until "D <seq>" comes for it, garbage in between (or an
+    answer for no request) is logged and ignored; beyond 256 held at once a request is handed
+    over without a seq and ended at once."""
+    sock = tmp_path / "takeover.sock"
+    tls = {"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key}
+    t = tusk(pools=[rule()], takeover_socket=str(sock), listen_opts=tls)
+    t.proc.send_signal(signal.SIGTERM)
+    assert finished(t, 10 * SLOW) == 0
+    lsock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if sock.exists():
+        sock.unlink()
+    lsock.bind(str(sock))
+    lsock.listen(1)
+    lsock.settimeout(15 * SLOW)
+    new_log = tmp_path / "new.log"
+    new, new_logf = start_new(t, new_log)
+    conn = None
+    try:
+        conn, _ = lsock.accept()
+        conn.settimeout(10 * SLOW)
+        assert conn.recv(64) == b"TAKEOVER"
+        conn.send(b"END 1")  # no listeners: the new process opens its own
+        assert conn.recv(64) == b"DRAIN"
+        conn.send(b"OK")
+        wait_until(lambda: "this process serves" in new_log.read_text(errors="replace"), 15 * SLOW,
+                   what="new process serving")
+        th, res = _cancel_in_background(t.port, certs.ca, (7, 8))
+        msg = conn.recv(64).split()
+        assert msg[:3] == [b"C", b"7", b"8"] and len(msg) == 4, msg
+        for g in [b"D", b"D 0", b"D x", b"D " + msg[3] + b" ", b"D -" + msg[3], b"C 7 8 1", b"D 1" * 100,
+                  b"D " + str(int(msg[3]) + 1).encode()]:
+            conn.send(g)
+        time.sleep(0.5)
+        assert th.is_alive(), res  # held: no answer for it yet
+        conn.send(b"D " + msg[3])
+        th.join(5 * SLOW)
+        assert "after" in res and res["after"] < 2.5, res  # the answer ended it, not the time limit
+        # 256 held at once: the next ones are ended at once, handed over without a seq.
+        held = [_cancel_in_background(t.port, certs.ca, (7, i)) for i in range(256)]
+        seqs = []
+        while len(seqs) < 256:
+            m = conn.recv(64).split()
+            assert len(m) == 4, m
+            seqs.append(m[3])
+        over = [_cancel_in_background(t.port, certs.ca, (9, i)) for i in range(3)]
+        for th, res in over:
+            th.join(5 * SLOW)
+            assert "after" in res and res["after"] < 2.5, res
+        for _ in over:
+            m = conn.recv(64).split()
+            assert m[:2] == [b"C", b"9"] and len(m) == 3, m
+        assert all(th.is_alive() for th, _ in held)
+        for s in seqs:
+            conn.send(b"D " + s)
+        for th, res in held:
+            th.join(5 * SLOW)
+            assert "after" in res, res
+        log = new_log.read_text(errors="replace")
+        assert "malformed answer from the process this one took over from" in log
+        assert "did not answer" not in log
+    finally:
+        if conn:
+            conn.close()
+        lsock.close()
+        rc = stop_new(new, new_logf)
     assert rc == 0
-    assert not SANITIZER_RE.search(new_log.read_text(errors="replace"))
+    log = new_log.read_text(errors="replace")
+    assert "the process this one took over from has gone" in log
+    assert not SANITIZER_RE.search(log)

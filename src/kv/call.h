@@ -40,6 +40,9 @@ enum kv_op {
 	KV_OP_APPEND,
 	/* Redis's WATCH: read_meta's answer and the versions of the key's rows, as text */
 	KV_OP_WATCH_TAG,
+	/* Redis's MSETNX (its keys as one JSON object, of one shard: job->key names one of them, for
+	 * routing) and RENAME / RENAMENX (of two keys of one shard): one step each (docs/kv.md) */
+	KV_OP_MSETNX, KV_OP_RENAME,
 };
 
 /* Type OIDs of the call arguments and results. */

@@ -55,7 +55,7 @@ static size_t keys_max = RESP_KEYS_MAX;
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
 	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW, STEP_SET_PAST,
-	    STEP_SET_PAST_NX, STEP_KEYS, STEP_WATCH };
+	    STEP_SET_PAST_NX, STEP_KEYS, STEP_WATCH, STEP_MSETNX, STEP_RENAME };
 
 /* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
 enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
@@ -107,7 +107,8 @@ struct resp_conn {
 	bool pttl;                     /* TTL in ms */
 	bool ttl_abs;                  /* EXPIRETIME: the expiry, not the time left */
 	const char *bad_time;          /* STEP_GETEX_BAD: the error for a key that exists */
-	unsigned set_how;              /* STEP_SET_HOW: SET's options, SET_NX | SET_XX | SET_GET | SET_KEEPTTL */
+	unsigned set_how;              /* STEP_SET_HOW: SET's options, SET_NX | SET_XX | SET_GET | SET_KEEPTTL;
+					* STEP_RENAME: SET_NX for RENAMENX */
 	long long ttl_ms;              /* SET's EX/PX (0: none) */
 	long long count;
 	struct kv_job job;
@@ -827,18 +828,25 @@ static void submit(struct resp_conn *c, enum step step)
 	kv_router_submit(r, &c->job);
 }
 
-/* One call on one key: args as texts (NULL: SQL NULL), already in vals at offs. */
-static void call_key(struct resp_conn *c, enum step step, enum kv_op op, const size_t *offs, int n)
+/* One call on the shard of the key at vals + key (SIZE_MAX: the key is its argument 1): args as
+ * texts (NULL: SQL NULL), already in vals at offs. */
+static void call_routed(struct resp_conn *c, enum step step, enum kv_op op, const size_t *offs, int n, size_t key)
 {
 	struct kv_job *j = &c->job;
 	j->op = op;
 	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
 		j->args[i] = i < n && offs[i] != SIZE_MAX ? c->vals + offs[i] : NULL;
 	j->ns = j->args[0];
-	j->key = kv_op_keyless(op) ? NULL : j->args[1];
+	j->key = kv_op_keyless(op) ? NULL : key != SIZE_MAX ? c->vals + key : j->args[1];
 	j->nkeys = j->nvalues = 0;
 	j->keys = j->values = NULL;
 	submit(c, step);
+}
+
+/* One call on one key: args as texts (NULL: SQL NULL), already in vals at offs. */
+static void call_key(struct resp_conn *c, enum step step, enum kv_op op, const size_t *offs, int n)
+{
+	call_routed(c, step, op, offs, n, SIZE_MAX);
 }
 
 /* ns and key, alone in vals: offs[0], offs[1] (the rest SIZE_MAX). false: out of memory. */
@@ -1213,6 +1221,12 @@ static void answer(struct resp_conn *c)
 			reply_error(c, "ERR value is not an integer or out of range");
 		else if (c->step == STEP_INCR && strcmp(j->sqlstate, "22003") == 0)
 			reply_error(c, "ERR increment or decrement would overflow");
+		else if (c->step == STEP_RENAME && strcmp(j->sqlstate, "KV004") == 0)
+			reply_error(c, "ERR no such key");
+		else if ((c->step == STEP_RENAME || c->step == STEP_MSETNX) && strcmp(j->sqlstate, "22023") == 0 &&
+			 strstr(j->message, "belongs to shard")) /* kv._check: keys of another shard (routing not
+								   * ready when the command was checked) */
+			reply_error(c, "CROSSSLOT Keys in request don't hash to the same slot");
 		else
 			kv_error(c);
 		return;
@@ -1256,6 +1270,15 @@ static void answer(struct resp_conn *c)
 		return;
 	case STEP_SETNX:
 		reply_int(c, 1);
+		return;
+	case STEP_MSETNX: /* kv.msetnx: true when written */
+		reply_int(c, v && n == 1 && *v == 't');
+		return;
+	case STEP_RENAME: /* kv.rename: 1 moved, 0 RENAMENX found newkey */
+		if (!(c->set_how & SET_NX))
+			reply_simple(c, "OK");
+		else
+			reply_int(c, v && n == 1 && *v == '1');
 		return;
 	case STEP_DEL:
 	case STEP_SET_PAST: {
@@ -1897,6 +1920,93 @@ static void cmd_append(struct resp_conn *c)
 	call_key(c, STEP_STRLEN, KV_OP_APPEND, offs, 3);
 }
 
+/* Whether the keys of arguments first, first + stride, ... < end lie on one shard; when not,
+ * answered CROSSSLOT, as Redis Cluster answers keys of several slots. Routing not ready yet
+ * (no shard count): true, and kv._check on the shard refuses a key of another (answered
+ * CROSSSLOT too). */
+static bool one_shard(struct resp_conn *c, int first, int end, int stride)
+{
+	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
+	int nshards = r ? kv_router_nshards(r) : 0, shard = -1;
+	for (int i = first; nshards > 0 && i < end; i += stride) {
+		int sh = kv_shard_of(c->ns, strlen(c->ns), arg(c, i), alen(c, i), nshards);
+		if (shard >= 0 && sh != shard) {
+			reply_error(c, "CROSSSLOT Keys in request don't hash to the same slot");
+			return false;
+		}
+		shard = sh;
+	}
+	return true;
+}
+
+/* The byte sep, then argument i (a Redis string) as JSON text, appended to vals without a NUL
+ * (the object being built goes on after it); false answered (a NUL byte, out of memory). */
+static bool json_piece(struct resp_conn *c, char sep, int i, const char *what)
+{
+	size_t off = add_val(c, &sep, 1);
+	if (off != SIZE_MAX) {
+		c->vals_len--;
+		off = add_json(c, arg(c, i), alen(c, i));
+	}
+	if (off >= SIZE_MAX - 1) {
+		if (off == SIZE_MAX - 1)
+			reply_error(c, "ERR tusk: a %s may not contain a NUL byte", what);
+		else
+			reply_error(c, "ERR out of memory");
+		return false;
+	}
+	c->vals_len--;
+	return true;
+}
+
+/* MSETNX k v [k v ...]: all written (1) or, when one of the keys exists (a live value or a
+ * counter), none (0), in one step of their shard (kv.msetnx, its keys and values one JSON
+ * object); keys of several shards: CROSSSLOT, nothing written. */
+static void cmd_msetnx(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (wrong_args(c, c->nargs < 3 || c->nargs % 2 == 0))
+		return;
+	if ((c->nargs - 1) / 2 > KV_CALL_MAX_KEYS) {
+		reply_error(c, "ERR tusk: a command takes at most %d keys", KV_CALL_MAX_KEYS);
+		return;
+	}
+	if (!one_shard(c, 1, c->nargs, 2) || !ns_key(c, 1, offs)) /* offs[1]: the first key, for routing */
+		return;
+	offs[2] = c->vals_len;
+	for (int i = 1; i < c->nargs; i += 2)
+		if (!json_piece(c, i == 1 ? '{' : ',', i, "key") || !json_piece(c, ':', i + 1, "value"))
+			return;
+	if (add_val(c, "}", 1) == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	size_t key = offs[1];
+	offs[1] = offs[2];
+	call_routed(c, STEP_MSETNX, KV_OP_MSETNX, offs, 2, key);
+}
+
+/* RENAME k newk (RENAMENX: nx): k's value, or counter, moved to newk with its expiry, in one
+ * step of their shard (kv.rename); keys of two shards: CROSSSLOT. */
+static void cmd_rename(struct resp_conn *c, bool nx)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (wrong_args(c, c->nargs != 3) || !one_shard(c, 1, 3, 1) || !ns_key(c, 1, offs))
+		return;
+	if (memchr(arg(c, 2), '\0', alen(c, 2))) {
+		reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+		return;
+	}
+	offs[2] = add_val(c, arg(c, 2), alen(c, 2));
+	offs[3] = add_val(c, nx ? "true" : "false", nx ? 4 : 5);
+	if (offs[2] == SIZE_MAX || offs[3] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	c->set_how = nx ? SET_NX : 0;
+	call_key(c, STEP_RENAME, KV_OP_RENAME, offs, 4);
+}
+
 /* PERSIST k: 1 when an expiry was removed, 0 when the key is absent or has none (kv.persist). */
 static void cmd_persist(struct resp_conn *c)
 {
@@ -2274,6 +2384,8 @@ static const struct resp_cmd {
 	{ "APPEND", 3, 1, 1, 1, 0 },             { "GETEX", -2, 1, 1, 1, 0 },
 	{ "GETDEL", 2, 1, 1, 1, 0 },             { "DEL", -2, 1, -1, 1, 0 },
 	{ "UNLINK", -2, 1, -1, 1, 0 },           { "PERSIST", 2, 1, 1, 1, 0 },
+	{ "MSETNX", -3, 1, -1, 2, 0 },           { "RENAME", 3, 1, 2, 1, 0 },
+	{ "RENAMENX", 3, 1, 2, 1, 0 },
 	{ "EXISTS", -2, 1, -1, 1, CMD_READ },    { "TOUCH", -2, 1, -1, 1, CMD_READ },
 	{ "MGET", -2, 1, -1, 1, CMD_READ },      { "MSET", -3, 1, -1, 2, 0 },
 	{ "EXPIRE", -3, 1, 1, 1, 0 },            { "PEXPIRE", -3, 1, 1, 1, 0 },
@@ -2800,6 +2912,10 @@ static void dispatch(struct resp_conn *c)
 		cmd_exists_mget(c, STEP_MGET);
 	} else if (is(c, 0, "MSET")) {
 		cmd_mset(c);
+	} else if (is(c, 0, "MSETNX")) {
+		cmd_msetnx(c);
+	} else if (is(c, 0, "RENAME") || is(c, 0, "RENAMENX")) {
+		cmd_rename(c, is(c, 0, "RENAMENX"));
 	} else if (is(c, 0, "EXPIRE") || is(c, 0, "PEXPIRE")) {
 		cmd_expire(c, is(c, 0, "PEXPIRE"), false);
 	} else if (is(c, 0, "EXPIREAT") || is(c, 0, "PEXPIREAT")) {

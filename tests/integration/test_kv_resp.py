@@ -2025,3 +2025,102 @@ def test_redis_watch_makes_optimistic_increments_lose_nothing(zone):
     race(zone, clients, body)
     assert int(setup.get(k)) == clients * rounds
     setup.delete(k)
+
+
+def exact_outcome(r, cmd):
+    """A command's reply, or its error's text (for commands whose errors tusk words as Redis)."""
+    try:
+        return settle(r.execute_command(*cmd))
+    except redis.ResponseError as e:
+        return "error: " + str(e)
+
+
+def test_redis_msetnx_and_rename_differential_against_redis_server(zone, tmp_path):
+    """MSETNX writes all its keys (1) or, when one exists (a value, or a counter INCR made),
+    none (0); RENAME moves a key's value with its expiry (none stays none) over whatever newkey
+    held, RENAMENX only when newkey is absent; an absent key is Redis's "no such key"; a key
+    renamed to itself is OK (RENAMENX: 0); a counter moves as its number, INCR goes on from it.
+    The same commands to a real redis-server and to tusk answer the same, errors word for word.
+    Every key lies on one shard of the namespace "diff"."""
+    k = zone.parade.keys_on(0, 12, "mr", ns="diff")
+    script = [
+        ("MSETNX", k[0], "1", k[1], "2"), ("MGET", k[0], k[1]), ("MSETNX", k[1], "3", k[2], "4"), ("EXISTS", k[2]),
+        ("MSETNX", k[2], "a", k[2], "b"), ("GET", k[2]), ("INCR", k[3]), ("MSETNX", k[3], "x", k[4], "y"),
+        ("EXISTS", k[4]), ("GET", k[3]), ("MSETNX",), ("MSETNX", k[4]), ("MSETNX", k[4], "1", k[5]),
+        ("SET", k[5], "v", "EX", "100"), ("RENAME", k[5], k[6]), ("GET", k[5]), ("GET", k[6]), ("EXISTS", k[5]),
+        ("RENAME", k[5], k[7]), ("RENAMENX", k[5], k[7]), ("RENAME", k[5], k[5]), ("RENAME", k[6], k[6]),
+        ("RENAMENX", k[6], k[6]), ("RENAMENX", k[0], k[1]), ("MGET", k[0], k[1]), ("RENAMENX", k[0], k[7]),
+        ("MGET", k[0], k[7]), ("TTL", k[7]),
+        # a counter moves as its number; INCR goes on from it; the old key is gone
+        ("INCRBY", k[8], "5"), ("RENAME", k[8], k[9]), ("GET", k[9]), ("INCR", k[9]), ("EXISTS", k[8]),
+        ("INCR", k[8]),
+        # over a counter, and a counter over a value
+        ("SET", k[10], "word"), ("RENAME", k[10], k[9]), ("GET", k[9]), ("INCR", k[9]),
+        ("INCRBY", k[11], "-3"), ("RENAME", k[11], k[9]), ("GET", k[9]), ("DECR", k[9]), ("TTL", k[9]),
+        ("RENAME", k[9]), ("RENAME", k[9], k[10], k[11]), ("RENAMENX", k[9]),
+    ]
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        differ = []
+        for cmd in script:
+            want, got = exact_outcome(ref, cmd), exact_outcome(ours, cmd)
+            if got != want:
+                differ.append((cmd, got, want))
+        for r in (ref, ours):
+            assert 98 <= r.ttl(k[6]) <= 100  # RENAME kept the expiry
+            r.incr(k[10]), r.expire(k[10], 200)
+            assert r.rename(k[10], k[11]) and 198 <= r.ttl(k[11]) <= 200 and r.get(k[11]) == b"1"
+        assert not differ, differ
+
+
+def test_redis_msetnx_and_rename_over_two_shards_are_crossslot_and_run_in_multi(zone):
+    """MSETNX and RENAME are one step of one shard: keys of two shards are refused with Redis
+    Cluster's CROSSSLOT and nothing is written; in MULTI they queue, and EXEC of keys of one
+    shard runs them (of two: CROSSSLOT, as any transaction)."""
+    r = client(zone, db=3)
+    a, b = zone.parade.key_on(0, "xr-a", ns="diff"), zone.parade.key_on(1, "xr-b", ns="diff")
+    a2, ax = zone.parade.keys_on(0, 3, "xr-c", ns="diff")[1:]
+    r.set(a, "1")
+    for cmd in (("MSETNX", b, "2", a2, "3"), ("RENAME", a, b), ("RENAMENX", a, b)):
+        with pytest.raises(redis.ResponseError, match="^CROSSSLOT Keys in request don't hash to the same slot"):
+            r.execute_command(*cmd)
+    assert r.exists(a2, b) == 0 and r.get(a) == b"1"
+    with r.pipeline() as p:
+        assert p.msetnx({a2: "m"}).rename(a, ax).renamenx(a2, ax).get(ax).execute() == [True, True, False, b"1"]
+    with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
+        r.pipeline().rename(ax, b).execute()
+    assert r.get(ax) == b"1" and r.exists(b) == 0
+    r.delete(a, a2, ax)
+
+
+def test_redis_msetnx_and_renamenx_have_one_winner(zone):
+    """kv.msetnx and kv.rename lock their keys before they look: 8 clients at a barrier, each
+    MSETNX of a shared key and a key of its own, then each RENAMENX of a key of its own to one
+    shared new key: in each round exactly one of them writes, the others answer 0 and leave
+    their own keys as they were. 10 rounds."""
+    tag = f"one:{time.monotonic_ns()}"
+    clients, rounds = 8, 10
+    keys = zone.parade.keys_on(0, 2 + 2 * clients, tag, ns="diff")
+    won, lock = [], threading.Lock()
+    setup = client(zone, db=3)
+
+    def body(i, r, barrier):
+        for n in range(rounds):
+            barrier.wait(30 * SLOW)
+            if r.execute_command("MSETNX", f"{keys[0]}", f"{i}", f"{keys[2 + i]}", f"{i}") == 1:
+                with lock:
+                    won.append(("msetnx", n, i))
+            r.set(keys[2 + clients + i], f"{i}")
+            barrier.wait(30 * SLOW)
+            if r.execute_command("RENAMENX", keys[2 + clients + i], keys[1]) == 1:
+                with lock:
+                    won.append(("renamenx", n, i))
+            barrier.wait(30 * SLOW)
+            if i == 0:
+                r.delete(*keys)
+            barrier.wait(30 * SLOW)
+
+    race(zone, clients, body)
+    for what in ("msetnx", "renamenx"):
+        for n in range(rounds):
+            assert len([w for w in won if w[:2] == (what, n)]) == 1, (what, n, won)
+    assert setup.exists(*keys) == 0

@@ -43,6 +43,9 @@ enum kv_op {
 	/* Redis's MSETNX (its keys as one JSON object, of one shard: job->key names one of them, for
 	 * routing) and RENAME / RENAMENX (of two keys of one shard): one step each (docs/kv.md) */
 	KV_OP_MSETNX, KV_OP_RENAME,
+	/* Redis's INCRBYFLOAT's write: a value put, the expiry kept, only when the key reads as
+	 * expected (tusk computed the sum from that read, in long double as Redis) */
+	KV_OP_PUT_IF_VALUE,
 };
 
 /* Type OIDs of the call arguments and results. */

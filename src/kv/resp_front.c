@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,6 +48,7 @@
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's); KEYS's page */
 #define RESP_KEYS_MAX (64u << 20)   /* KEYS's reply at most (beyond: an error, use SCAN) */
 #define RESP_MULTI_MAX 100000       /* commands one MULTI may queue (and RESP_IN_MAX bytes of them) */
+#define RESP_FLOAT_TRIES 1000      /* INCRBYFLOAT's reads whose key changed before its write */
 #define RESP_EXEC_TRIES 50          /* runs of one EXEC that a concurrent write may undo (40001, 40P01) */
 /* RESP_KEYS_MAX, or less for a test (TUSK_TEST_RESP_KEYS_MAX_MB: to see the bound act
  * without 64 MB of keys); set once by kv_resp_register, before any worker runs. */
@@ -55,7 +57,8 @@ static size_t keys_max = RESP_KEYS_MAX;
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
 	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW, STEP_SET_PAST,
-	    STEP_SET_PAST_NX, STEP_KEYS, STEP_WATCH, STEP_MSETNX, STEP_RENAME };
+	    STEP_SET_PAST_NX, STEP_KEYS, STEP_WATCH, STEP_MSETNX, STEP_RENAME,
+	    STEP_FLOAT_READ, STEP_FLOAT_PUT };
 
 /* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
 enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
@@ -111,6 +114,7 @@ struct resp_conn {
 					* STEP_RENAME: SET_NX for RENAMENX */
 	long long ttl_ms;              /* SET's EX/PX (0: none) */
 	long long count;
+	size_t float_at;               /* STEP_FLOAT_PUT: the new value's JSON text in vals */
 	struct kv_job job;
 	struct worker_msg *msg;
 	char *vals;                    /* the job's texts, NUL-terminated */
@@ -1060,6 +1064,8 @@ static bool watch_add(struct resp_conn *c, const char *key, size_t kl, const cha
 static void watch_next(struct resp_conn *c);
 
 static void set_put(struct resp_conn *c, int vi, enum step step);
+static void float_read(struct resp_conn *c);
+static void float_add(struct resp_conn *c, const char *v, size_t n);
 
 static void kv_error(struct resp_conn *c)
 {
@@ -1273,6 +1279,18 @@ static void answer(struct resp_conn *c)
 		return;
 	case STEP_MSETNX: /* kv.msetnx: true when written */
 		reply_int(c, v && n == 1 && *v == 't');
+		return;
+	case STEP_FLOAT_READ:
+		float_add(c, v, n);
+		return;
+	case STEP_FLOAT_PUT: /* kv.put_if_value: written, or the key changed since it was read */
+		if (v && n == 1 && *v == 't')
+			reply_bulk(c, c->vals + c->float_at + 1, strlen(c->vals + c->float_at) - 2);
+		else if (++c->count >= RESP_FLOAT_TRIES)
+			reply_error(c, "ERR tusk: the key changed between INCRBYFLOAT's read and its write in each of %d tries",
+				    RESP_FLOAT_TRIES);
+		else
+			float_read(c);
 		return;
 	case STEP_RENAME: /* kv.rename: 1 moved, 0 RENAMENX found newkey */
 		if (!(c->set_how & SET_NX))
@@ -2007,6 +2025,68 @@ static void cmd_rename(struct resp_conn *c, bool nx)
 	call_key(c, STEP_RENAME, KV_OP_RENAME, offs, 4);
 }
 
+/* INCRBYFLOAT k delta: the key read (kv.read: its value, or its counter's number), the sum made
+ * here as Redis makes it (long double, which PostgreSQL has not; resp_to_ld, resp_ld_human), and
+ * written by kv.put_if_value only if the key still reads the same (under its lock, the expiry
+ * kept); else read again, at most RESP_FLOAT_TRIES times. A counter becomes a value. */
+static void cmd_incrbyfloat(struct resp_conn *c)
+{
+	long double d;
+	if (wrong_args(c, c->nargs != 3))
+		return;
+	if (!resp_to_ld(arg(c, 2), alen(c, 2), &d)) {
+		reply_error(c, "ERR value is not a valid float");
+		return;
+	}
+	c->count = 0;
+	float_read(c);
+}
+
+static void float_read(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (ns_key(c, 1, offs))
+		call_key(c, STEP_FLOAT_READ, KV_OP_READ, offs, 2);
+}
+
+/* The key read as v[0, n) (JSON; NULL absent): the sum written if the key still reads so. */
+static void float_add(struct resp_conn *c, const char *v, size_t n)
+{
+	long double old = 0, d = 0;
+	size_t offs[KV_CALL_MAX_ARGS];
+	char num[RESP_LD_MAX];
+
+	if (v) { /* the value as a Redis string (GET's): a JSON string unquoted, else its JSON text */
+		const char *t = v;
+		long tl = (long)n;
+		if (n >= 2 && v[0] == '"') {
+			vals_reset(c);
+			tl = n <= 6 * (size_t)RESP_LD_MAX && vals_room(c, n) ? resp_json_unquote(v, n, c->vals) : -1;
+			t = c->vals;
+		}
+		if (tl < 0 || !resp_to_ld(t, (size_t)tl, &old)) {
+			reply_error(c, "ERR value is not a valid float");
+			return;
+		}
+	}
+	(void)resp_to_ld(arg(c, 2), alen(c, 2), &d); /* checked by cmd_incrbyfloat */
+	long double sum = old + d;
+	size_t l = resp_ld_human(sum, num);
+	if (isnan(sum) || isinf(sum) || l == 0) {
+		reply_error(c, "ERR increment would produce NaN or Infinity");
+		return;
+	}
+	if (!ns_key(c, 1, offs))
+		return;
+	offs[2] = v ? add_val(c, v, n) : SIZE_MAX; /* NULL: expected absent */
+	offs[3] = c->float_at = add_json(c, num, l);
+	if ((v && offs[2] == SIZE_MAX) || offs[3] >= SIZE_MAX - 1) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_FLOAT_PUT, KV_OP_PUT_IF_VALUE, offs, 4);
+}
+
 /* PERSIST k: 1 when an expiry was removed, 0 when the key is absent or has none (kv.persist). */
 static void cmd_persist(struct resp_conn *c)
 {
@@ -2394,6 +2474,7 @@ static const struct resp_cmd {
 	{ "EXPIRETIME", 2, 1, 1, 1, CMD_READ },  { "PEXPIRETIME", 2, 1, 1, 1, CMD_READ },
 	{ "INCR", 2, 1, 1, 1, 0 },               { "DECR", 2, 1, 1, 1, 0 },
 	{ "INCRBY", 3, 1, 1, 1, 0 },             { "DECRBY", 3, 1, 1, 1, 0 },
+	{ "INCRBYFLOAT", 3, 1, 1, 1, 0 },
 	{ "PING", -1, 0, 0, 0, 0 },              { "ECHO", 2, 0, 0, 0, 0 },
 	{ "INFO", -1, 0, 0, 0, 0 },              { "CONFIG", -2, 0, 0, 0, 0 },
 	{ "COMMAND", -1, 0, 0, 0, 0 },           { "CLIENT", -2, 0, 0, 0, 0 },
@@ -2926,6 +3007,8 @@ static void dispatch(struct resp_conn *c)
 		cmd_ttl(c, is(c, 0, "PEXPIRETIME"), true);
 	} else if (is(c, 0, "INCR") || is(c, 0, "INCRBY")) {
 		cmd_incr(c, 1, is(c, 0, "INCRBY"));
+	} else if (is(c, 0, "INCRBYFLOAT")) {
+		cmd_incrbyfloat(c);
 	} else if (is(c, 0, "DECR") || is(c, 0, "DECRBY")) {
 		cmd_incr(c, -1, is(c, 0, "DECRBY"));
 	} else if (is(c, 0, "SCAN")) {

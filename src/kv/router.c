@@ -361,6 +361,7 @@ const char *const kv_op_sql[KV_OP_COUNT_ALL] = {
 	[KV_OP_WATCH_TAG] = "SELECT kv.watch_tag($1, $2)",
 	[KV_OP_MSETNX] = "SELECT kv.msetnx($1, $2::jsonb)",
 	[KV_OP_RENAME] = "SELECT kv.rename($1, $2, $3, $4::boolean)",
+	[KV_OP_PUT_IF_VALUE] = "SELECT kv.put_if_value($1, $2, $3::jsonb, $4::jsonb)",
 };
 const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3, [KV_OP_GET_MANY] = 2,
@@ -368,7 +369,7 @@ const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_TOUCH] = 3, [KV_OP_INCR] = 3, [KV_OP_COUNTER] = 2, [KV_OP_PUT_MANY] = 4, [KV_OP_DELETE_MANY] = 2,
 	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2, [KV_OP_READ] = 2, [KV_OP_READ_MANY] = 2, [KV_OP_READ_META] = 2,
 	[KV_OP_SWAP] = 4, [KV_OP_PERSIST] = 2, [KV_OP_EXPIRE] = 4, [KV_OP_GETEX] = 4, [KV_OP_SET] = 5, [KV_OP_APPEND] = 3,
-	[KV_OP_WATCH_TAG] = 2, [KV_OP_MSETNX] = 2, [KV_OP_RENAME] = 4,
+	[KV_OP_WATCH_TAG] = 2, [KV_OP_MSETNX] = 2, [KV_OP_RENAME] = 4, [KV_OP_PUT_IF_VALUE] = 4,
 };
 const char kv_get_fallback_sql[] = "SELECT kv.get($1, $2)";
 /* kv.read's answer from the functions every schema with counters has: still one statement. */
@@ -394,7 +395,7 @@ bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *p
 	}
 	return true;
 }
-_Static_assert(KV_OP_RENAME + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
+_Static_assert(KV_OP_PUT_IF_VALUE + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 _Static_assert(KV_SLOT_PUT_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_SLOW < 31, "the slow put's bit is no op's nor the fallback's");
 _Static_assert(KV_SLOT_PUT_MANY_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_MANY_SLOW < 31 &&
 		       KV_SLOT_PUT_MANY_SLOW != KV_SLOT_PUT_SLOW,

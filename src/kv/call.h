@@ -46,6 +46,10 @@ enum kv_op {
 	/* Redis's INCRBYFLOAT's write: a value put, the expiry kept, only when the key reads as
 	 * expected (tusk computed the sum from that read, in long double as Redis) */
 	KV_OP_PUT_IF_VALUE,
+	/* Redis's RANDOMKEY: a live key of one shard (job->key routes it, not an argument) */
+	KV_OP_RANDOM_KEY,
+	/* Redis's FLUSHDB: every key of the namespace deleted, asked of every shard; the count */
+	KV_OP_FLUSH,
 };
 
 /* Type OIDs of the call arguments and results. */

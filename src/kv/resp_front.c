@@ -58,7 +58,7 @@ enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
 	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW, STEP_SET_PAST,
 	    STEP_SET_PAST_NX, STEP_KEYS, STEP_WATCH, STEP_MSETNX, STEP_RENAME,
-	    STEP_FLOAT_READ, STEP_FLOAT_PUT };
+	    STEP_FLOAT_READ, STEP_FLOAT_PUT, STEP_RANDOMKEY, STEP_FLUSH, STEP_OBJECT };
 
 /* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
 enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
@@ -115,6 +115,8 @@ struct resp_conn {
 	long long ttl_ms;              /* SET's EX/PX (0: none) */
 	long long count;
 	size_t float_at;               /* STEP_FLOAT_PUT: the new value's JSON text in vals */
+	int random_from;               /* STEP_RANDOMKEY: the shard asked first (c->count: asked so far) */
+	const char *object_sub;        /* STEP_OBJECT: OBJECT's subcommand, lower case */
 	struct kv_job job;
 	struct worker_msg *msg;
 	char *vals;                    /* the job's texts, NUL-terminated */
@@ -1066,6 +1068,8 @@ static void watch_next(struct resp_conn *c);
 static void set_put(struct resp_conn *c, int vi, enum step step);
 static void float_read(struct resp_conn *c);
 static void float_add(struct resp_conn *c, const char *v, size_t n);
+static void random_next(struct resp_conn *c);
+static void object_answer(struct resp_conn *c, const char *v, size_t n);
 
 static void kv_error(struct resp_conn *c)
 {
@@ -1282,6 +1286,18 @@ static void answer(struct resp_conn *c)
 		return;
 	case STEP_FLOAT_READ:
 		float_add(c, v, n);
+		return;
+	case STEP_RANDOMKEY: /* kv.random_key of one shard: a key, else the next shard is asked */
+		if (v)
+			reply_bulk(c, v, n);
+		else
+			random_next(c);
+		return;
+	case STEP_FLUSH:
+		reply_simple(c, "OK");
+		return;
+	case STEP_OBJECT:
+		object_answer(c, v, n);
 		return;
 	case STEP_FLOAT_PUT: /* kv.put_if_value: written, or the key changed since it was read */
 		if (v && n == 1 && *v == 't')
@@ -2087,6 +2103,181 @@ static void float_add(struct resp_conn *c, const char *v, size_t n)
 	call_key(c, STEP_FLOAT_PUT, KV_OP_PUT_IF_VALUE, offs, 4);
 }
 
+/* RANDOMKEY: a key of the namespace (kv.random_key: of a random sample of its shard's rows),
+ * nil when it has none. The shards are asked one after the other from a random one until one
+ * has a key; not uniform (a shard's keys weigh as much as a larger one's). */
+static void cmd_randomkey(struct resp_conn *c)
+{
+	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
+	int nshards = r ? kv_router_nshards(r) : 0;
+	if (wrong_args(c, c->nargs != 1))
+		return;
+	c->random_from = nshards > 0 ? rand() % nshards : -1; /* -1: routing not ready yet */
+	c->count = 0;
+	random_next(c);
+}
+
+static void random_next(struct resp_conn *c)
+{
+	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
+	int nshards = r ? kv_router_nshards(r) : 0; /* 0: routing not ready (the first call makes it so) */
+	char key[24];
+	size_t offs[KV_CALL_MAX_ARGS];
+
+	if (nshards > 0 && c->random_from < 0) { /* known now: every shard, from a random one */
+		c->random_from = rand() % nshards;
+		c->count = 0;
+	}
+	if (c->count >= (nshards > 0 ? nshards : 1)) {
+		reply_nil(c);
+		return;
+	}
+	int want = nshards > 0 ? (c->random_from + (int)c->count) % nshards : 0;
+	for (unsigned i = 0;; i++) { /* a key of that shard, to route the call by (not an argument) */
+		snprintf(key, sizeof key, "r%u", i);
+		if (nshards == 0 || kv_shard_of(c->ns, strlen(c->ns), key, strlen(key), nshards) == want || i > 1000000)
+			break;
+	}
+	c->count++;
+	vals_reset(c);
+	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+		offs[k] = SIZE_MAX;
+	offs[0] = add_val(c, c->ns, strlen(c->ns));
+	size_t at = add_val(c, key, strlen(key));
+	if (offs[0] == SIZE_MAX || at == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_routed(c, STEP_RANDOMKEY, KV_OP_RANDOM_KEY, offs, 1, at);
+}
+
+/* FLUSHDB [ASYNC | SYNC]: every key of the namespace deleted (kv.flush on every shard, each
+ * shard's part one transaction); the two options do the same. */
+static void cmd_flushdb(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (c->nargs > 2 || (c->nargs == 2 && !is(c, 1, "ASYNC") && !is(c, 1, "SYNC"))) {
+		reply_error(c, "ERR syntax error");
+		return;
+	}
+	vals_reset(c);
+	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+		offs[k] = SIZE_MAX;
+	offs[0] = add_val(c, c->ns, strlen(c->ns));
+	if (offs[0] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_FLUSH, KV_OP_FLUSH, offs, 1);
+}
+
+/* WAIT numreplicas timeout: 0 at once. The kv's replication is its own (zones pull from each
+ * other, docs/kv.md "Replication"): no Redis replica acknowledges a write, and none is waited
+ * for (Redis with none waits out the timeout when numreplicas > 0). Redis's errors. */
+static void cmd_wait(struct resp_conn *c)
+{
+	long long t, n;
+	if (wrong_args(c, c->nargs != 3) || !arg_ll(c, 1, &n))
+		return;
+	if (!resp_to_ll(arg(c, 2), alen(c, 2), &t))
+		reply_error(c, "ERR timeout is not an integer or out of range");
+	else if (t < 0)
+		reply_error(c, "ERR timeout is negative");
+	else
+		reply_int(c, 0);
+}
+
+/* OBJECT HELP | ENCODING k | REFCOUNT k | IDLETIME k | FREQ k: what Redis 7 answers of a string
+ * key (object_answer), nil for an absent one; Redis's errors. */
+static void cmd_object(struct resp_conn *c)
+{
+	static const char *const subs[] = { "HELP", "ENCODING", "REFCOUNT", "IDLETIME", "FREQ" };
+	static const char *const names[] = { "help", "encoding", "refcount", "idletime", "freq" };
+	static const char *const help[] = {
+		"OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+		"ENCODING <key>",
+		"    Return the kind of internal representation used in order to store the value",
+		"    associated with a <key>.",
+		"FREQ <key>",
+		"    Return the access frequency index of the <key>. The returned integer is",
+		"    proportional to the logarithm of the recent access frequency of the key.",
+		"IDLETIME <key>",
+		"    Return the idle time of the <key>, that is the approximated number of",
+		"    seconds elapsed since the last access to the key.",
+		"REFCOUNT <key>",
+		"    Return the number of references of the value associated with the specified",
+		"    <key>.",
+		"HELP",
+		"    Prints this help.",
+	};
+	size_t offs[KV_CALL_MAX_ARGS];
+	const char *sub = NULL;
+
+	if (wrong_args(c, c->nargs < 2))
+		return;
+	for (size_t i = 0; i < sizeof subs / sizeof subs[0] && !sub; i++)
+		if (is(c, 1, subs[i]))
+			sub = names[i];
+	if (!sub) {
+		int l = alen(c, 1) < 128 ? (int)alen(c, 1) : 128;
+		reply_error(c, "ERR unknown subcommand '%.*s'. Try OBJECT HELP.", l, arg(c, 1));
+		return;
+	}
+	if (c->nargs != (strcmp(sub, "help") == 0 ? 2 : 3)) {
+		reply_error(c, "ERR wrong number of arguments for 'object|%s' command", sub);
+		return;
+	}
+	if (strcmp(sub, "help") == 0) {
+		reply_array(c, (long long)(sizeof help / sizeof help[0]));
+		for (size_t i = 0; i < sizeof help / sizeof help[0]; i++)
+			reply_simple(c, help[i]);
+		return;
+	}
+	c->object_sub = sub;
+	if (ns_key(c, 2, offs))
+		call_key(c, STEP_OBJECT, KV_OP_READ, offs, 2);
+}
+
+/* OBJECT's answer of the key read as v[0, n) (GET's kv.read; NULL: absent). ENCODING as Redis
+ * picks it for a string written by SET: "int" for an integer in Redis's form of at most 20
+ * bytes (a counter too), "embstr" up to 44 bytes, else "raw" (Redis answers "raw" for a value
+ * APPEND or SETRANGE made, whatever its length: tusk does not know how a value was made);
+ * REFCOUNT 2147483647 for Redis's shared integers (0..9999), else 1; IDLETIME 0 (no LRU clock
+ * here, as TOUCH); FREQ Redis's error without an LFU policy (tusk has no maxmemory policy). */
+static void object_answer(struct resp_conn *c, const char *v, size_t n)
+{
+	if (!v) {
+		reply_nil(c);
+		return;
+	}
+	if (strcmp(c->object_sub, "idletime") == 0) {
+		reply_int(c, 0);
+		return;
+	}
+	if (strcmp(c->object_sub, "freq") == 0) {
+		reply_error(c, "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
+			       "that when switching between policies at runtime LRU and LFU data will take some time to adjust.");
+		return;
+	}
+	const char *t = v; /* the value as a Redis string (GET's): a JSON string unquoted */
+	long tl = (long)n;
+	if (n >= 2 && v[0] == '"') {
+		vals_reset(c);
+		tl = vals_room(c, n) ? resp_json_unquote(v, n, c->vals) : -1;
+		t = c->vals;
+		if (tl < 0) {
+			reply_error(c, "ERR out of memory");
+			return;
+		}
+	}
+	long long x;
+	bool integer = tl <= 20 && resp_to_ll(t, (size_t)tl, &x);
+	if (strcmp(c->object_sub, "refcount") == 0)
+		reply_int(c, integer && x >= 0 && x < 10000 ? 2147483647 : 1);
+	else
+		reply_simple(c, integer ? "int" : tl <= 44 ? "embstr" : "raw");
+}
+
 /* PERSIST k: 1 when an expiry was removed, 0 when the key is absent or has none (kv.persist). */
 static void cmd_persist(struct resp_conn *c)
 {
@@ -2474,7 +2665,9 @@ static const struct resp_cmd {
 	{ "EXPIRETIME", 2, 1, 1, 1, CMD_READ },  { "PEXPIRETIME", 2, 1, 1, 1, CMD_READ },
 	{ "INCR", 2, 1, 1, 1, 0 },               { "DECR", 2, 1, 1, 1, 0 },
 	{ "INCRBY", 3, 1, 1, 1, 0 },             { "DECRBY", 3, 1, 1, 1, 0 },
-	{ "INCRBYFLOAT", 3, 1, 1, 1, 0 },
+	{ "INCRBYFLOAT", 3, 1, 1, 1, 0 },        { "OBJECT", -2, 2, 2, 1, CMD_READ },
+	{ "WAIT", 3, 0, 0, 0, 0 },
+	{ "RANDOMKEY", 1, 0, 0, 0, CMD_NOMULTI }, { "FLUSHDB", -1, 0, 0, 0, CMD_NOMULTI },
 	{ "PING", -1, 0, 0, 0, 0 },              { "ECHO", 2, 0, 0, 0, 0 },
 	{ "INFO", -1, 0, 0, 0, 0 },              { "CONFIG", -2, 0, 0, 0, 0 },
 	{ "COMMAND", -1, 0, 0, 0, 0 },           { "CLIENT", -2, 0, 0, 0, 0 },
@@ -3009,6 +3202,14 @@ static void dispatch(struct resp_conn *c)
 		cmd_incr(c, 1, is(c, 0, "INCRBY"));
 	} else if (is(c, 0, "INCRBYFLOAT")) {
 		cmd_incrbyfloat(c);
+	} else if (is(c, 0, "RANDOMKEY")) {
+		cmd_randomkey(c);
+	} else if (is(c, 0, "FLUSHDB")) {
+		cmd_flushdb(c);
+	} else if (is(c, 0, "WAIT")) {
+		cmd_wait(c);
+	} else if (is(c, 0, "OBJECT")) {
+		cmd_object(c);
 	} else if (is(c, 0, "DECR") || is(c, 0, "DECRBY")) {
 		cmd_incr(c, -1, is(c, 0, "DECRBY"));
 	} else if (is(c, 0, "SCAN")) {

@@ -317,7 +317,7 @@ bool kv_op_is_read(enum kv_op op)
 {
 	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
 	       op == KV_OP_SCAN || op == KV_OP_COUNT || op == KV_OP_READ || op == KV_OP_READ_MANY ||
-	       op == KV_OP_READ_META || op == KV_OP_WATCH_TAG;
+	       op == KV_OP_READ_META || op == KV_OP_WATCH_TAG || op == KV_OP_RANDOM_KEY;
 }
 
 /* A hit is one planned query of the view, no PL/pgSQL (docs/kv.md, "Fifth step"); COALESCE
@@ -362,6 +362,8 @@ const char *const kv_op_sql[KV_OP_COUNT_ALL] = {
 	[KV_OP_MSETNX] = "SELECT kv.msetnx($1, $2::jsonb)",
 	[KV_OP_RENAME] = "SELECT kv.rename($1, $2, $3, $4::boolean)",
 	[KV_OP_PUT_IF_VALUE] = "SELECT kv.put_if_value($1, $2, $3::jsonb, $4::jsonb)",
+	[KV_OP_RANDOM_KEY] = "SELECT kv.random_key($1)",
+	[KV_OP_FLUSH] = "SELECT kv.flush($1)",
 };
 const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3, [KV_OP_GET_MANY] = 2,
@@ -369,7 +371,8 @@ const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_TOUCH] = 3, [KV_OP_INCR] = 3, [KV_OP_COUNTER] = 2, [KV_OP_PUT_MANY] = 4, [KV_OP_DELETE_MANY] = 2,
 	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2, [KV_OP_READ] = 2, [KV_OP_READ_MANY] = 2, [KV_OP_READ_META] = 2,
 	[KV_OP_SWAP] = 4, [KV_OP_PERSIST] = 2, [KV_OP_EXPIRE] = 4, [KV_OP_GETEX] = 4, [KV_OP_SET] = 5, [KV_OP_APPEND] = 3,
-	[KV_OP_WATCH_TAG] = 2, [KV_OP_MSETNX] = 2, [KV_OP_RENAME] = 4, [KV_OP_PUT_IF_VALUE] = 4,
+	[KV_OP_WATCH_TAG] = 2, [KV_OP_MSETNX] = 2, [KV_OP_RENAME] = 4, [KV_OP_PUT_IF_VALUE] = 4, [KV_OP_RANDOM_KEY] = 1,
+	[KV_OP_FLUSH] = 1,
 };
 const char kv_get_fallback_sql[] = "SELECT kv.get($1, $2)";
 /* kv.read's answer from the functions every schema with counters has: still one statement. */
@@ -395,7 +398,7 @@ bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, kv_prepared
 	}
 	return true;
 }
-_Static_assert(KV_OP_PUT_IF_VALUE + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
+_Static_assert(KV_OP_FLUSH + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
 _Static_assert(KV_SLOT_PUT_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_SLOW < 63, "the slow put's bit is no op's nor the fallback's");
 _Static_assert(KV_SLOT_PUT_MANY_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_MANY_SLOW < 63 &&
 		       KV_SLOT_PUT_MANY_SLOW != KV_SLOT_PUT_SLOW,

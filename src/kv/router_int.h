@@ -131,7 +131,7 @@ static inline const struct kv_route *kv_route_now(struct kv_router *r)
 
 extern const char *const kv_op_sql[];
 extern const int kv_op_nparams[];
-#define KV_OP_COUNT_ALL 29 /* entries of kv_op_sql */
+#define KV_OP_COUNT_ALL 31 /* entries of kv_op_sql */
 /* kv_op_sql[KV_OP_GET] reads the view kv.live and calls kv.get only when it has no row;
  * kv_op_sql[KV_OP_READ] the same with kv.read. A shard database whose schema predates them
  * (tusk kv init not run again since) fails that statement's prepare: the connection then sets

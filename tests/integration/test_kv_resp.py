@@ -2029,8 +2029,10 @@ def test_redis_watch_makes_optimistic_increments_lose_nothing(zone):
 
 def exact_outcome(r, cmd):
     """A command's reply, or its error's text (for commands whose errors tusk words as Redis)."""
+    # (redis-py's reply callback of OBJECT wants its subcommand)
+    opts = {"infotype": str(cmd[1]).lower()} if str(cmd[0]).upper() == "OBJECT" and len(cmd) > 1 else {}
     try:
-        return settle(r.execute_command(*cmd))
+        return settle(r.execute_command(*cmd, **opts))
     except redis.ResponseError as e:
         return "error: " + str(e)
 
@@ -2177,3 +2179,75 @@ def test_redis_incrbyfloat_loses_nothing(zone):
     assert check.get(f"{tag}:v") == b"81.25" and check.get(f"{tag}:c") == b"83"
     assert 90 <= check.ttl(f"{tag}:v") <= 100
     check.delete(f"{tag}:v", f"{tag}:c")
+
+
+def test_redis_object_wait_randomkey_flushdb_differential_against_redis_server(zone, tmp_path):
+    """OBJECT of string keys answers as Redis 7 for keys SET wrote (ENCODING int / embstr / raw
+    by the value, REFCOUNT of Redis's shared integers, IDLETIME 0, FREQ's error without an LFU
+    policy, HELP's text, nil for an absent key), WAIT with no replica to wait for answers 0,
+    RANDOMKEY of an empty database nil and of one key that key, FLUSHDB empties it; errors word
+    for word."""
+    script = [("OBJECT",), ("OBJECT", "HELP"), ("OBJECT", "help", "x"), ("OBJECT", "foo"), ("OBJECT", "foo", "k"),
+              ("OBJECT", "ENCODING"), ("OBJECT", "encoding", "k", "x"), ("OBJECT", "ENCODING", "nokey"),
+              ("OBJECT", "REFCOUNT", "nokey"), ("OBJECT", "IDLETIME", "nokey"), ("OBJECT", "FREQ", "nokey"),
+              ("RANDOMKEY",), ("RANDOMKEY", "x"),
+              ("WAIT",), ("WAIT", "0"), ("WAIT", "0", "0"), ("WAIT", "-1", "0"), ("WAIT", "x", "0"), ("WAIT", "0", "-1"),
+              ("WAIT", "0", "x"), ("WAIT", "x", "x"), ("WAIT", "99999999999999999999", "0"), ("WAIT", "0", "100"),
+              ("FLUSHDB", "foo"), ("FLUSHDB", "ASYNC", "SYNC")]
+    forms = ["hello", "12345", "-12", "012", "9223372036854775807", "9223372036854775808", "a" * 44, "a" * 45,
+             "5", "0", "9999", "10000", " 1", "+1", "-0", "1.5", "", "x" * 300]
+    for i, f in enumerate(forms):
+        script += [("SET", f"o:{i}", f)] + [("OBJECT", sub, f"o:{i}") for sub in ("ENCODING", "REFCOUNT", "IDLETIME", "freq")]
+    script += [("INCR", "ctr"), ("OBJECT", "ENCODING", "ctr"), ("OBJECT", "REFCOUNT", "ctr"),
+               ("INCRBYFLOAT", "fl", "1.5"), ("OBJECT", "ENCODING", "fl"),
+               ("FLUSHDB",), ("DBSIZE",), ("RANDOMKEY",), ("SET", "only", "1"), ("RANDOMKEY",), ("FLUSHDB", "async"),
+               ("EXISTS", "only"), ("INCR", "c2"), ("RANDOMKEY",), ("FLUSHDB", "SYNC"), ("GET", "c2"), ("INCR", "c2")]
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        differ = []
+        for cmd in script:
+            want, got = exact_outcome(ref, cmd), exact_outcome(ours, cmd)
+            if got != want:
+                differ.append((cmd, got, want))
+        assert not differ, (len(differ), differ[:20])
+
+
+def test_redis_flushdb_empties_the_selected_namespace_over_every_shard(zone):
+    """FLUSHDB deletes every key of the namespace SELECT maps to, on every shard (values, counters,
+    keys with an expiry), as tombstones (the rows stay, value NULL: they replicate as any delete);
+    another namespace keeps its keys. RANDOMKEY answers keys of several shards of a namespace,
+    and nil once it is empty. WAIT and OBJECT queue in MULTI; RANDOMKEY and FLUSHDB (every shard)
+    are refused while queuing."""
+    r, other = client(zone, db=3), client(zone, db=0)
+    keys = [f"fl:{i}" for i in range(60)]
+    r.mset({k: "v" for k in keys[:40]})
+    for k in keys[40:50]:
+        r.incr(k)
+    for k in keys[50:]:
+        r.set(k, "e", ex=100)
+    other.set("fl:stays", "here")
+    assert r.dbsize() == 60
+    seen = {r.randomkey() for _ in range(40)}
+    assert seen <= {k.encode() for k in keys} and len(seen) > 1
+    assert len(set(zone.parade.shards_of("diff", [k.decode() for k in seen]))) > 1
+    p = r.pipeline()
+    p.set(keys[0], "x").object("ENCODING", keys[0]).execute_command("WAIT", "0", "0")
+    assert p.execute() == [True, b"embstr", 0]
+    for queued in (("RANDOMKEY",), ("FLUSHDB",)):
+        conn = r.connection_pool.get_connection("MULTI")
+        try:
+            conn.send_command("MULTI")
+            assert conn.read_response() == b"OK"
+            conn.send_command(*queued)
+            with pytest.raises(redis.ResponseError, match="not allowed inside a transaction"):
+                conn.read_response()
+            conn.send_command("DISCARD")
+            assert conn.read_response() == b"OK"
+        finally:
+            r.connection_pool.release(conn)
+    assert r.flushdb() is True
+    assert r.dbsize() == 0 and r.mget(keys) == [None] * 60 and r.randomkey() is None
+    assert other.get("fl:stays") == b"here"
+    for k in (keys[0], keys[45]):  # a value's tombstone; a counter's part reset (its baseline)
+        shard = zone.parade.shards_of("diff", [k])[0]
+        assert zone.sql(shard, "select value is null from kv.data where ns = 'diff' and key = %s", (k,)) == [(True,)]
+    other.delete("fl:stays")

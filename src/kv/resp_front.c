@@ -1954,14 +1954,19 @@ static void cmd_append(struct resp_conn *c)
 	call_key(c, STEP_STRLEN, KV_OP_APPEND, offs, 3);
 }
 
-/* Whether the keys of arguments first, first + stride, ... < end lie on one shard; when not,
- * answered CROSSSLOT, as Redis Cluster answers keys of several slots. Routing not ready yet
+/* Whether the keys of arguments first, first + stride, ... < end lie on one shard (and hold no
+ * NUL byte); when not, answered CROSSSLOT, as Redis Cluster answers keys of several slots. Routing not ready yet
  * (no shard count): true, and kv._check on the shard refuses a key of another (answered
  * CROSSSLOT too). */
 static bool one_shard(struct resp_conn *c, int first, int end, int stride)
 {
 	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
 	int nshards = r ? kv_router_nshards(r) : 0, shard = -1;
+	for (int i = first; i < end; i += stride)
+		if (memchr(arg(c, i), '\0', alen(c, i))) {
+			reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+			return false;
+		}
 	for (int i = first; nshards > 0 && i < end; i += stride) {
 		int sh = kv_shard_of(c->ns, strlen(c->ns), arg(c, i), alen(c, i), nshards);
 		if (shard >= 0 && sh != shard) {
@@ -2027,10 +2032,6 @@ static void cmd_rename(struct resp_conn *c, bool nx)
 	size_t offs[KV_CALL_MAX_ARGS];
 	if (wrong_args(c, c->nargs != 3) || !one_shard(c, 1, 3, 1) || !ns_key(c, 1, offs))
 		return;
-	if (memchr(arg(c, 2), '\0', alen(c, 2))) {
-		reply_error(c, "ERR tusk: a key may not contain a NUL byte");
-		return;
-	}
 	offs[2] = add_val(c, arg(c, 2), alen(c, 2));
 	offs[3] = add_val(c, nx ? "true" : "false", nx ? 4 : 5);
 	if (offs[2] == SIZE_MAX || offs[3] == SIZE_MAX) {

@@ -2091,6 +2091,14 @@ def test_redis_msetnx_and_rename_over_two_shards_are_crossslot_and_run_in_multi(
     with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
         r.pipeline().rename(ax, b).execute()
     assert r.get(ax) == b"1" and r.exists(b) == 0
+    with r.pipeline() as p:  # INCRBYFLOAT's two calls (a read, a conditional write) in one transaction
+        assert p.incrbyfloat(ax, 0.5).get(ax).execute() == [1.5, b"1.5"]
+    # what PostgreSQL's text cannot hold is refused, and the connection goes on
+    for cmd in (("MSETNX", "a\0b", "v"), ("MSETNX", a2 + "n", "v\0"), ("RENAME", ax, "x\0"), ("RENAMENX", "x\0", ax),
+                ("INCRBYFLOAT", "x\0", "1"), ("INCRBYFLOAT", ax, "1\0")):
+        with pytest.raises(redis.ResponseError, match="NUL byte|not a valid float"):
+            r.execute_command(*cmd)
+    assert r.get(ax) == b"1.5"
     r.delete(a, a2, ax)
 
 

@@ -149,9 +149,11 @@ static int check(struct pamauth_req *r, char *why)
 		step = "pam_acct_mgmt";
 		prc = lib.pam_acct_mgmt(h, PAM_SILENT);
 	}
-	if (prc != PAM_SUCCESS)
-		snprintf(why, PAMAUTH_WHY_MAX, "%s failed (service \"%s\", PAM_RHOST \"%s\"): %s", step, r->service, rhost,
-			 lib.pam_strerror(h, prc));
+	/* A reason longer than why is cut short (a host name near 1 kB): the log line only. */
+	if (prc != PAM_SUCCESS &&
+	    snprintf(why, PAMAUTH_WHY_MAX, "%s failed (service \"%s\", PAM_RHOST \"%s\"): %s", step, r->service, rhost,
+		     lib.pam_strerror(h, prc)) >= PAMAUTH_WHY_MAX)
+		why[PAMAUTH_WHY_MAX - 1] = '\0';
 	if (h)
 		(void)lib.pam_end(h, prc);
 	return errno_of(prc);

@@ -196,7 +196,7 @@ static void test_costly_patterns(void **state)
 	char nested[256] = "x";
 	for (int i = 0; i < 14; i++) {
 		char tmp[256];
-		snprintf(tmp, sizeof tmp, "(%s+)", nested);
+		assert_true(snprintf(tmp, sizeof tmp, "(%s+)", nested) < (int)sizeof tmp); /* 3 + 3 x 14 bytes */
 		strcpy(nested, tmp);
 	}
 	const char *const refused_counts[] = { "((a{200}){200}){200}", "(a{100}){100}", "a{10001}", "(a{2,}){5000}",

@@ -1955,9 +1955,9 @@ static void cmd_append(struct resp_conn *c)
 }
 
 /* Whether the keys of arguments first, first + stride, ... < end lie on one shard (and hold no
- * NUL byte); when not, answered CROSSSLOT, as Redis Cluster answers keys of several slots. Routing not ready yet
- * (no shard count): true, and kv._check on the shard refuses a key of another (answered
- * CROSSSLOT too). */
+ * NUL byte); when not, answered CROSSSLOT, as Redis Cluster answers keys of several slots.
+ * Routing not ready yet (no shard count): true, and kv._check on the shard refuses a key of
+ * another (answered CROSSSLOT too). */
 static bool one_shard(struct resp_conn *c, int first, int end, int stride)
 {
 	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
@@ -2042,6 +2042,19 @@ static void cmd_rename(struct resp_conn *c, bool nx)
 	call_key(c, STEP_RENAME, KV_OP_RENAME, offs, 4);
 }
 
+/* A kv value v[0, n) (JSON text) as the Redis string GET replies: a JSON string unquoted into
+ * vals (emptied first), another value's JSON text as it is; *t its start, its length returned
+ * (-1: out of memory, or not one JSON string). */
+static long value_string(struct resp_conn *c, const char *v, size_t n, const char **t)
+{
+	*t = v;
+	if (n < 2 || v[0] != '"')
+		return (long)n;
+	vals_reset(c);
+	*t = c->vals;
+	return vals_room(c, n) ? resp_json_unquote(v, n, c->vals) : -1;
+}
+
 /* INCRBYFLOAT k delta: the key read (kv.read: its value, or its counter's number), the sum made
  * here as Redis makes it (long double, which PostgreSQL has not; resp_to_ld, resp_ld_human), and
  * written by kv.put_if_value only if the key still reads the same (under its lock, the expiry
@@ -2073,14 +2086,9 @@ static void float_add(struct resp_conn *c, const char *v, size_t n)
 	size_t offs[KV_CALL_MAX_ARGS];
 	char num[RESP_LD_MAX];
 
-	if (v) { /* the value as a Redis string (GET's): a JSON string unquoted, else its JSON text */
-		const char *t = v;
-		long tl = (long)n;
-		if (n >= 2 && v[0] == '"') {
-			vals_reset(c);
-			tl = n <= 6 * (size_t)RESP_LD_MAX && vals_room(c, n) ? resp_json_unquote(v, n, c->vals) : -1;
-			t = c->vals;
-		}
+	if (v) {
+		const char *t;
+		long tl = n <= 6 * (size_t)RESP_LD_MAX + 2 ? value_string(c, v, n, &t) : -1; /* longer: no float */
 		if (tl < 0 || !resp_to_ld(t, (size_t)tl, &old)) {
 			reply_error(c, "ERR value is not a valid float");
 			return;
@@ -2260,16 +2268,11 @@ static void object_answer(struct resp_conn *c, const char *v, size_t n)
 			       "that when switching between policies at runtime LRU and LFU data will take some time to adjust.");
 		return;
 	}
-	const char *t = v; /* the value as a Redis string (GET's): a JSON string unquoted */
-	long tl = (long)n;
-	if (n >= 2 && v[0] == '"') {
-		vals_reset(c);
-		tl = vals_room(c, n) ? resp_json_unquote(v, n, c->vals) : -1;
-		t = c->vals;
-		if (tl < 0) {
-			reply_error(c, "ERR out of memory");
-			return;
-		}
+	const char *t;
+	long tl = value_string(c, v, n, &t);
+	if (tl < 0) {
+		reply_error(c, "ERR out of memory");
+		return;
 	}
 	long long x;
 	bool integer = tl <= 20 && resp_to_ll(t, (size_t)tl, &x);

@@ -1394,23 +1394,30 @@ def test_redis_set_nx_get_is_one_step(zone):
         assert all(old == value for i, old in got[n] if i != winners[0]), got[n]
 
 
+def writes_to_a_value_and_a_counter(zone, tag, value, count, write, clients=8, times=20):
+    """clients at a barrier each write(r, key, i) times times to the value tag:v (set to value,
+    with a 100 s expiry) and to the counter tag:c (INCRBY count); a client to read them after."""
+    check = client(zone, db=3)
+    check.set(f"{tag}:v", value, ex=100)
+    check.incrby(f"{tag}:c", count)
+
+    def body(i, r, barrier):
+        barrier.wait(30 * SLOW)
+        for _ in range(times):
+            write(r, f"{tag}:v", i)
+            write(r, f"{tag}:c", i)
+
+    race(zone, clients, body)
+    return check
+
+
 def test_redis_append_loses_nothing(zone):
     """APPEND (kv.append) reads and writes under the key's lock: 8 clients each append their
     own letter 20 times to one key (a value with an expiry, then a counter's number): the key
     ends holding every append, each client's 20 times, and the value's expiry is kept."""
     tag = f"append:{time.monotonic_ns()}"
     clients, times = 8, 20
-    check = client(zone, db=3)
-    check.set(f"{tag}:v", "start", ex=100)
-    check.incrby(f"{tag}:c", 5)
-
-    def appends(i, r, barrier):
-        barrier.wait(30 * SLOW)
-        for _ in range(times):
-            r.append(f"{tag}:v", chr(ord("a") + i))
-            r.append(f"{tag}:c", chr(ord("a") + i))
-
-    race(zone, clients, appends)
+    check = writes_to_a_value_and_a_counter(zone, tag, "start", 5, lambda r, k, i: r.append(k, chr(ord("a") + i)))
     for key, head in ((f"{tag}:v", b"start"), (f"{tag}:c", b"5")):
         got = check.get(key)
         assert got.startswith(head) and len(got) == len(head) + clients * times, (key, got)
@@ -1767,6 +1774,23 @@ def test_redis_multi_exec_differential_against_redis_server(zone, tmp_path):
         ref.connection_pool.release(ref_conn)
 
 
+def refused_while_queuing(r, queued):
+    """After MULTI, the command queued is refused (every shard, or the connection's state), and
+    EXEC then discards the transaction."""
+    conn = r.connection_pool.get_connection("MULTI")
+    try:
+        conn.send_command("MULTI")
+        assert conn.read_response() == b"OK"
+        conn.send_command(*queued)
+        with pytest.raises(redis.ResponseError, match="not allowed inside a transaction"):
+            conn.read_response()
+        conn.send_command("EXEC")
+        with pytest.raises(redis.exceptions.ExecAbortError):
+            conn.read_response()
+    finally:
+        r.connection_pool.release(conn)
+
+
 def test_redis_multi_of_keys_on_several_shards_is_refused_whole(zone):
     """A transaction runs on one kv shard: keys of two shards are refused at EXEC with Redis
     Cluster's CROSSSLOT, and nothing of it applies (a watched key counts: it is read again in
@@ -1783,18 +1807,7 @@ def test_redis_multi_of_keys_on_several_shards_is_refused_whole(zone):
         r.pipeline().mset({a: "1", b: "2"}).execute()
     assert r.exists(a, b) == 0
     for queued in (("SCAN", "0"), ("KEYS", "*"), ("DBSIZE",), ("SELECT", "1")):
-        conn = r.connection_pool.get_connection("MULTI")
-        try:
-            conn.send_command("MULTI")
-            assert conn.read_response() == b"OK"
-            conn.send_command(*queued)
-            with pytest.raises(redis.ResponseError, match="not allowed inside a transaction"):
-                conn.read_response()
-            conn.send_command("EXEC")
-            with pytest.raises(redis.exceptions.ExecAbortError):
-                conn.read_response()
-        finally:
-            r.connection_pool.release(conn)
+        refused_while_queuing(r, queued)
     with r.pipeline() as p:
         p.watch(b)
         p.multi()
@@ -2037,6 +2050,16 @@ def exact_outcome(r, cmd):
         return "error: " + str(e)
 
 
+def differences(ref, ours, script):
+    """Each command of script sent to both, in turn: (command, ours, ref's) where they differ."""
+    differ = []
+    for cmd in script:
+        want, got = exact_outcome(ref, cmd), exact_outcome(ours, cmd)
+        if got != want:
+            differ.append((cmd, got, want))
+    return differ
+
+
 def test_redis_msetnx_and_rename_differential_against_redis_server(zone, tmp_path):
     """MSETNX writes all its keys (1) or, when one exists (a value, or a counter INCR made),
     none (0); RENAME moves a key's value with its expiry (none stays none) over whatever newkey
@@ -2062,11 +2085,7 @@ def test_redis_msetnx_and_rename_differential_against_redis_server(zone, tmp_pat
         ("RENAME", k[9]), ("RENAME", k[9], k[10], k[11]), ("RENAMENX", k[9]),
     ]
     with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
-        differ = []
-        for cmd in script:
-            want, got = exact_outcome(ref, cmd), exact_outcome(ours, cmd)
-            if got != want:
-                differ.append((cmd, got, want))
+        differ = differences(ref, ours, script)
         for r in (ref, ours):
             assert 98 <= r.ttl(k[6]) <= 100  # RENAME kept the expiry
             r.incr(k[10]), r.expire(k[10], 200)
@@ -2158,11 +2177,7 @@ def test_redis_incrbyfloat_differential_against_redis_server(zone, tmp_path):
                ("INCRBYFLOAT", "x"), ("INCRBYFLOAT", "x", "1", "2"),
                ("SET", "t", "1.5", "EX", "100"), ("INCRBYFLOAT", "t", "1")]
     with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
-        differ = []
-        for cmd in script:
-            want, got = exact_outcome(ref, cmd), exact_outcome(ours, cmd)
-            if got != want:
-                differ.append((cmd, got, want))
+        differ = differences(ref, ours, script)
         assert not differ, (len(differ), differ[:20])
         assert 98 <= ours.ttl("t") <= 100 and 98 <= ref.ttl("t") <= 100
 
@@ -2172,18 +2187,7 @@ def test_redis_incrbyfloat_loses_nothing(zone):
     the key's lock), else reads and adds again: 8 clients add 0.5 20 times each to one value
     (with an expiry, kept) and to a counter: every addition is there."""
     tag = f"ibf:{time.monotonic_ns()}"
-    clients, times = 8, 20
-    check = client(zone, db=3)
-    check.set(f"{tag}:v", "1.25", ex=100)
-    check.incrby(f"{tag}:c", 3)
-
-    def adds(i, r, barrier):
-        barrier.wait(30 * SLOW)
-        for _ in range(times):
-            r.incrbyfloat(f"{tag}:v", 0.5)
-            r.incrbyfloat(f"{tag}:c", 0.5)
-
-    race(zone, clients, adds)
+    check = writes_to_a_value_and_a_counter(zone, tag, "1.25", 3, lambda r, k, i: r.incrbyfloat(k, 0.5))
     assert check.get(f"{tag}:v") == b"81.25" and check.get(f"{tag}:c") == b"83"
     assert 90 <= check.ttl(f"{tag}:v") <= 100
     check.delete(f"{tag}:v", f"{tag}:c")
@@ -2211,11 +2215,7 @@ def test_redis_object_wait_randomkey_flushdb_differential_against_redis_server(z
                ("FLUSHDB",), ("DBSIZE",), ("RANDOMKEY",), ("SET", "only", "1"), ("RANDOMKEY",), ("FLUSHDB", "async"),
                ("EXISTS", "only"), ("INCR", "c2"), ("RANDOMKEY",), ("FLUSHDB", "SYNC"), ("GET", "c2"), ("INCR", "c2")]
     with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
-        differ = []
-        for cmd in script:
-            want, got = exact_outcome(ref, cmd), exact_outcome(ours, cmd)
-            if got != want:
-                differ.append((cmd, got, want))
+        differ = differences(ref, ours, script)
         assert not differ, (len(differ), differ[:20])
 
 
@@ -2241,17 +2241,7 @@ def test_redis_flushdb_empties_the_selected_namespace_over_every_shard(zone):
     p.set(keys[0], "x").object("ENCODING", keys[0]).execute_command("WAIT", "0", "0")
     assert p.execute() == [True, b"embstr", 0]
     for queued in (("RANDOMKEY",), ("FLUSHDB",)):
-        conn = r.connection_pool.get_connection("MULTI")
-        try:
-            conn.send_command("MULTI")
-            assert conn.read_response() == b"OK"
-            conn.send_command(*queued)
-            with pytest.raises(redis.ResponseError, match="not allowed inside a transaction"):
-                conn.read_response()
-            conn.send_command("DISCARD")
-            assert conn.read_response() == b"OK"
-        finally:
-            r.connection_pool.release(conn)
+        refused_while_queuing(r, queued)
     assert r.flushdb() is True
     assert r.dbsize() == 0 and r.mget(keys) == [None] * 60 and r.randomkey() is None
     assert other.get("fl:stays") == b"here"

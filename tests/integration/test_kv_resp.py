@@ -2083,6 +2083,9 @@ def test_redis_msetnx_and_rename_differential_against_redis_server(zone, tmp_pat
         ("SET", k[10], "word"), ("RENAME", k[10], k[9]), ("GET", k[9]), ("INCR", k[9]),
         ("INCRBY", k[11], "-3"), ("RENAME", k[11], k[9]), ("GET", k[9]), ("DECR", k[9]), ("TTL", k[9]),
         ("RENAME", k[9]), ("RENAME", k[9], k[10], k[11]), ("RENAMENX", k[9]),
+        # a counter at 0 exists, and moves as 0
+        ("EXISTS", k[4], k[5]), ("INCR", k[4]), ("DECR", k[4]), ("RENAME", k[4], k[5]), ("GET", k[5]),
+        ("EXISTS", k[4], k[5]), ("INCR", k[5]),
     ]
     with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
         differ = differences(ref, ours, script)
@@ -2249,3 +2252,34 @@ def test_redis_flushdb_empties_the_selected_namespace_over_every_shard(zone):
         shard = zone.parade.shards_of("diff", [k])[0]
         assert zone.sql(shard, "select value is null from kv.data where ns = 'diff' and key = %s", (k,)) == [(True,)]
     other.delete("fl:stays")
+
+
+def test_redis_new_commands_on_a_shard_without_their_functions_until_kv_init_runs_again(zone):
+    """A shard whose schema predates kv.msetnx, kv.rename, kv.put_if_value, kv.random_key and
+    kv.flush (tusk kv init not run again) answers those commands PostgreSQL's error, and the
+    connection goes on; tusk kv init run again installs them, and they answer."""
+    r = client(zone, db=3)
+    a, b = zone.parade.keys_on(0, 2, "upg", ns="diff")
+    drops = ["kv.msetnx(text, jsonb)", "kv.rename(text, text, text, boolean)", "kv.put_if_value(text, text, jsonb, jsonb)",
+             "kv.random_key(text)", "kv.flush(text)"]
+
+    def fresh_connections():
+        with zone.pg.admin() as c:
+            c.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")
+        wait_until(lambda: not kv_worker_backends(zone), 10 * SLOW, what="the worker's shard connections closing")
+
+    try:
+        for s in range(NSHARDS):
+            for f in drops:
+                zone.sql(s, f"drop function {f}")
+        fresh_connections()
+        for cmd in (("MSETNX", a, "1"), ("RENAME", a, b), ("INCRBYFLOAT", a, "1"), ("RANDOMKEY",), ("FLUSHDB",)):
+            with pytest.raises(redis.ResponseError, match="does not exist"):
+                r.execute_command(*cmd)
+        assert r.ping() is True
+    finally:
+        zone.kv("init")
+        fresh_connections()
+    assert r.msetnx({a: "1"}) is True and r.rename(a, b) is True and r.incrbyfloat(b, 0.5) == 1.5
+    assert r.randomkey() is not None
+    r.delete(b)

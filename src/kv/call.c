@@ -613,7 +613,7 @@ bool kv_op_array_arg(enum kv_op op, int i)
 bool kv_op_keyless(enum kv_op op)
 {
 	return op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY || op == KV_OP_SCAN ||
-	       op == KV_OP_COUNT || op == KV_OP_READ_MANY;
+	       op == KV_OP_COUNT || op == KV_OP_READ_MANY || op == KV_OP_FLUSH;
 }
 
 /* ---- bound values ---- */

@@ -40,6 +40,16 @@ enum kv_op {
 	KV_OP_APPEND,
 	/* Redis's WATCH: read_meta's answer and the versions of the key's rows, as text */
 	KV_OP_WATCH_TAG,
+	/* Redis's MSETNX (its keys as one JSON object, of one shard: job->key names one of them, for
+	 * routing) and RENAME / RENAMENX (of two keys of one shard): one step each (docs/kv.md) */
+	KV_OP_MSETNX, KV_OP_RENAME,
+	/* Redis's INCRBYFLOAT's write: a value put, the expiry kept, only when the key reads as
+	 * expected (tusk computed the sum from that read, in long double as Redis) */
+	KV_OP_PUT_IF_VALUE,
+	/* Redis's RANDOMKEY: a live key of one shard (job->key routes it, not an argument) */
+	KV_OP_RANDOM_KEY,
+	/* Redis's FLUSHDB: every key of the namespace deleted, asked of every shard; the count */
+	KV_OP_FLUSH,
 };
 
 /* Type OIDs of the call arguments and results. */

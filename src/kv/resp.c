@@ -1,7 +1,11 @@
 /* RESP2 requests and replies (resp.h). */
 #include "kv/resp.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 bool resp_to_ll(const char *p, size_t n, long long *out)
@@ -411,4 +415,43 @@ long resp_json_unquote(const char *s, size_t n, char *out)
 		}
 	}
 	return (long)k;
+}
+
+bool resp_to_ld(const char *p, size_t n, long double *out)
+{
+	char buf[RESP_LD_MAX];
+	char *end;
+	if (n == 0 || n >= sizeof buf || memchr(p, '\0', n))
+		return false;
+	memcpy(buf, p, n);
+	buf[n] = '\0';
+	errno = 0;
+	long double v = strtold(buf, &end);
+	if (isspace((unsigned char)buf[0]) || *end != '\0' ||
+	    (errno == ERANGE && (v == HUGE_VALL || v == -HUGE_VALL || fpclassify(v) == FP_ZERO)) || isnan(v))
+		return false;
+	*out = v;
+	return true;
+}
+
+size_t resp_ld_human(long double v, char buf[RESP_LD_MAX])
+{
+	if (!isfinite(v))
+		return 0;
+	int k = snprintf(buf, RESP_LD_MAX, "%.17Lf", v);
+	if (k <= 0 || k >= RESP_LD_MAX)
+		return 0;
+	size_t l = (size_t)k;
+	if (memchr(buf, '.', l)) {
+		while (buf[l - 1] == '0')
+			l--;
+		if (buf[l - 1] == '.')
+			l--;
+	}
+	if (l == 2 && buf[0] == '-' && buf[1] == '0') {
+		buf[0] = '0';
+		l = 1;
+	}
+	buf[l] = '\0';
+	return l;
 }

@@ -59,6 +59,14 @@ bool resp_is(const char *buf, const struct resp_arg *a, const char *name);
 /* A signed 64-bit decimal as Redis reads it (no blanks, no '+', no leading zeros but "0"). */
 bool resp_to_ll(const char *p, size_t n, long long *out);
 
+/* A float as Redis reads one (its string2ld: strtold in the C locale, the whole of p[0, n),
+ * no leading blank, not NaN, no overflow nor underflow to 0, shorter than RESP_LD_MAX). */
+#define RESP_LD_MAX 5120 /* Redis's MAX_LONG_DOUBLE_CHARS */
+bool resp_to_ld(const char *p, size_t n, long double *out);
+/* v as Redis's INCRBYFLOAT writes it (ld2string's LD_STR_HUMAN: "%.17Lf", trailing zeros and
+ * point cut, "-0" as "0") into buf (RESP_LD_MAX bytes): its length; 0 when v is not finite. */
+size_t resp_ld_human(long double v, char buf[RESP_LD_MAX]);
+
 /* JSON text of the string p[0, n) ("..." with escapes) into out (at most cap bytes): its
  * length, or -1 when it does not fit or p has a NUL byte (jsonb refuses \u0000). */
 long resp_json_quote(const char *p, size_t n, char *out, size_t cap);

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -47,6 +48,7 @@
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's); KEYS's page */
 #define RESP_KEYS_MAX (64u << 20)   /* KEYS's reply at most (beyond: an error, use SCAN) */
 #define RESP_MULTI_MAX 100000       /* commands one MULTI may queue (and RESP_IN_MAX bytes of them) */
+#define RESP_FLOAT_TRIES 1000      /* INCRBYFLOAT's reads whose key changed before its write */
 #define RESP_EXEC_TRIES 50          /* runs of one EXEC that a concurrent write may undo (40001, 40P01) */
 /* RESP_KEYS_MAX, or less for a test (TUSK_TEST_RESP_KEYS_MAX_MB: to see the bound act
  * without 64 MB of keys); set once by kv_resp_register, before any worker runs. */
@@ -55,7 +57,8 @@ static size_t keys_max = RESP_KEYS_MAX;
 enum step { STEP_NONE, STEP_GET, STEP_SET, STEP_SET_NX, STEP_DEL,
 	    STEP_EXISTS, STEP_MGET, STEP_MSET, STEP_TOUCH, STEP_TTL, STEP_INCR, STEP_SCAN, STEP_DBSIZE,
 	    STEP_TYPE, STEP_STRLEN, STEP_SETNX, STEP_SWAP, STEP_GETEX_BAD, STEP_SET_HOW, STEP_SET_PAST,
-	    STEP_SET_PAST_NX, STEP_KEYS, STEP_WATCH };
+	    STEP_SET_PAST_NX, STEP_KEYS, STEP_WATCH, STEP_MSETNX, STEP_RENAME,
+	    STEP_FLOAT_READ, STEP_FLOAT_PUT, STEP_RANDOMKEY, STEP_FLUSH, STEP_OBJECT };
 
 /* SET's options, as STEP_SET_HOW carries them to kv.set's answer. */
 enum { SET_NX = 1, SET_XX = 2, SET_GET = 4, SET_KEEPTTL = 8 };
@@ -107,9 +110,13 @@ struct resp_conn {
 	bool pttl;                     /* TTL in ms */
 	bool ttl_abs;                  /* EXPIRETIME: the expiry, not the time left */
 	const char *bad_time;          /* STEP_GETEX_BAD: the error for a key that exists */
-	unsigned set_how;              /* STEP_SET_HOW: SET's options, SET_NX | SET_XX | SET_GET | SET_KEEPTTL */
+	unsigned set_how;              /* STEP_SET_HOW: SET's options, SET_NX | SET_XX | SET_GET | SET_KEEPTTL;
+					* STEP_RENAME: SET_NX for RENAMENX */
 	long long ttl_ms;              /* SET's EX/PX (0: none) */
 	long long count;
+	size_t float_at;               /* STEP_FLOAT_PUT: the new value's JSON text in vals */
+	int random_from;               /* STEP_RANDOMKEY: the shard asked first (c->count: asked so far) */
+	const char *object_sub;        /* STEP_OBJECT: OBJECT's subcommand, lower case */
 	struct kv_job job;
 	struct worker_msg *msg;
 	char *vals;                    /* the job's texts, NUL-terminated */
@@ -827,18 +834,25 @@ static void submit(struct resp_conn *c, enum step step)
 	kv_router_submit(r, &c->job);
 }
 
-/* One call on one key: args as texts (NULL: SQL NULL), already in vals at offs. */
-static void call_key(struct resp_conn *c, enum step step, enum kv_op op, const size_t *offs, int n)
+/* One call on the shard of the key at vals + key (SIZE_MAX: the key is its argument 1): args as
+ * texts (NULL: SQL NULL), already in vals at offs. */
+static void call_routed(struct resp_conn *c, enum step step, enum kv_op op, const size_t *offs, int n, size_t key)
 {
 	struct kv_job *j = &c->job;
 	j->op = op;
 	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
 		j->args[i] = i < n && offs[i] != SIZE_MAX ? c->vals + offs[i] : NULL;
 	j->ns = j->args[0];
-	j->key = kv_op_keyless(op) ? NULL : j->args[1];
+	j->key = kv_op_keyless(op) ? NULL : key != SIZE_MAX ? c->vals + key : j->args[1];
 	j->nkeys = j->nvalues = 0;
 	j->keys = j->values = NULL;
 	submit(c, step);
+}
+
+/* One call on one key: args as texts (NULL: SQL NULL), already in vals at offs. */
+static void call_key(struct resp_conn *c, enum step step, enum kv_op op, const size_t *offs, int n)
+{
+	call_routed(c, step, op, offs, n, SIZE_MAX);
 }
 
 /* ns and key, alone in vals: offs[0], offs[1] (the rest SIZE_MAX). false: out of memory. */
@@ -1052,6 +1066,10 @@ static bool watch_add(struct resp_conn *c, const char *key, size_t kl, const cha
 static void watch_next(struct resp_conn *c);
 
 static void set_put(struct resp_conn *c, int vi, enum step step);
+static void float_read(struct resp_conn *c);
+static void float_add(struct resp_conn *c, const char *v, size_t n);
+static void random_next(struct resp_conn *c);
+static void object_answer(struct resp_conn *c, const char *v, size_t n);
 
 static void kv_error(struct resp_conn *c)
 {
@@ -1213,6 +1231,12 @@ static void answer(struct resp_conn *c)
 			reply_error(c, "ERR value is not an integer or out of range");
 		else if (c->step == STEP_INCR && strcmp(j->sqlstate, "22003") == 0)
 			reply_error(c, "ERR increment or decrement would overflow");
+		else if (c->step == STEP_RENAME && strcmp(j->sqlstate, "KV004") == 0)
+			reply_error(c, "ERR no such key");
+		else if ((c->step == STEP_RENAME || c->step == STEP_MSETNX) && strcmp(j->sqlstate, "22023") == 0 &&
+			 strstr(j->message, "belongs to shard")) /* kv._check: keys of another shard (routing not
+								   * ready when the command was checked) */
+			reply_error(c, "CROSSSLOT Keys in request don't hash to the same slot");
 		else
 			kv_error(c);
 		return;
@@ -1256,6 +1280,39 @@ static void answer(struct resp_conn *c)
 		return;
 	case STEP_SETNX:
 		reply_int(c, 1);
+		return;
+	case STEP_MSETNX: /* kv.msetnx: true when written */
+		reply_int(c, v && n == 1 && *v == 't');
+		return;
+	case STEP_FLOAT_READ:
+		float_add(c, v, n);
+		return;
+	case STEP_RANDOMKEY: /* kv.random_key of one shard: a key, else the next shard is asked */
+		if (v)
+			reply_bulk(c, v, n);
+		else
+			random_next(c);
+		return;
+	case STEP_FLUSH:
+		reply_simple(c, "OK");
+		return;
+	case STEP_OBJECT:
+		object_answer(c, v, n);
+		return;
+	case STEP_FLOAT_PUT: /* kv.put_if_value: written, or the key changed since it was read */
+		if (v && n == 1 && *v == 't')
+			reply_bulk(c, c->vals + c->float_at + 1, strlen(c->vals + c->float_at) - 2);
+		else if (++c->count >= RESP_FLOAT_TRIES)
+			reply_error(c, "ERR tusk: the key changed between INCRBYFLOAT's read and its write in each of %d tries",
+				    RESP_FLOAT_TRIES);
+		else
+			float_read(c);
+		return;
+	case STEP_RENAME: /* kv.rename: 1 moved, 0 RENAMENX found newkey */
+		if (!(c->set_how & SET_NX))
+			reply_simple(c, "OK");
+		else
+			reply_int(c, v && n == 1 && *v == '1');
 		return;
 	case STEP_DEL:
 	case STEP_SET_PAST: {
@@ -1897,6 +1954,334 @@ static void cmd_append(struct resp_conn *c)
 	call_key(c, STEP_STRLEN, KV_OP_APPEND, offs, 3);
 }
 
+/* Whether the keys of arguments first, first + stride, ... < end lie on one shard (and hold no
+ * NUL byte); when not, answered CROSSSLOT, as Redis Cluster answers keys of several slots.
+ * Routing not ready yet (no shard count): true, and kv._check on the shard refuses a key of
+ * another (answered CROSSSLOT too). */
+static bool one_shard(struct resp_conn *c, int first, int end, int stride)
+{
+	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
+	int nshards = r ? kv_router_nshards(r) : 0, shard = -1;
+	for (int i = first; i < end; i += stride)
+		if (memchr(arg(c, i), '\0', alen(c, i))) {
+			reply_error(c, "ERR tusk: a key may not contain a NUL byte");
+			return false;
+		}
+	for (int i = first; nshards > 0 && i < end; i += stride) {
+		int sh = kv_shard_of(c->ns, strlen(c->ns), arg(c, i), alen(c, i), nshards);
+		if (shard >= 0 && sh != shard) {
+			reply_error(c, "CROSSSLOT Keys in request don't hash to the same slot");
+			return false;
+		}
+		shard = sh;
+	}
+	return true;
+}
+
+/* The byte sep, then argument i (a Redis string) as JSON text, appended to vals without a NUL
+ * (the object being built goes on after it); false answered (a NUL byte, out of memory). */
+static bool json_piece(struct resp_conn *c, char sep, int i, const char *what)
+{
+	size_t off = add_val(c, &sep, 1);
+	if (off != SIZE_MAX) {
+		c->vals_len--;
+		off = add_json(c, arg(c, i), alen(c, i));
+	}
+	if (off >= SIZE_MAX - 1) {
+		if (off == SIZE_MAX - 1)
+			reply_error(c, "ERR tusk: a %s may not contain a NUL byte", what);
+		else
+			reply_error(c, "ERR out of memory");
+		return false;
+	}
+	c->vals_len--;
+	return true;
+}
+
+/* MSETNX k v [k v ...]: all written (1) or, when one of the keys exists (a live value or a
+ * counter), none (0), in one step of their shard (kv.msetnx, its keys and values one JSON
+ * object); keys of several shards: CROSSSLOT, nothing written. */
+static void cmd_msetnx(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (wrong_args(c, c->nargs < 3 || c->nargs % 2 == 0))
+		return;
+	if ((c->nargs - 1) / 2 > KV_CALL_MAX_KEYS) {
+		reply_error(c, "ERR tusk: a command takes at most %d keys", KV_CALL_MAX_KEYS);
+		return;
+	}
+	if (!one_shard(c, 1, c->nargs, 2) || !ns_key(c, 1, offs)) /* offs[1]: the first key, for routing */
+		return;
+	offs[2] = c->vals_len;
+	for (int i = 1; i < c->nargs; i += 2)
+		if (!json_piece(c, i == 1 ? '{' : ',', i, "key") || !json_piece(c, ':', i + 1, "value"))
+			return;
+	if (add_val(c, "}", 1) == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	size_t key = offs[1];
+	offs[1] = offs[2];
+	call_routed(c, STEP_MSETNX, KV_OP_MSETNX, offs, 2, key);
+}
+
+/* RENAME k newk (RENAMENX: nx): k's value, or counter, moved to newk with its expiry, in one
+ * step of their shard (kv.rename); keys of two shards: CROSSSLOT. */
+static void cmd_rename(struct resp_conn *c, bool nx)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (wrong_args(c, c->nargs != 3) || !one_shard(c, 1, 3, 1) || !ns_key(c, 1, offs))
+		return;
+	offs[2] = add_val(c, arg(c, 2), alen(c, 2));
+	offs[3] = add_val(c, nx ? "true" : "false", nx ? 4 : 5);
+	if (offs[2] == SIZE_MAX || offs[3] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	c->set_how = nx ? SET_NX : 0;
+	call_key(c, STEP_RENAME, KV_OP_RENAME, offs, 4);
+}
+
+/* A kv value v[0, n) (JSON text) as the Redis string GET replies: a JSON string unquoted into
+ * vals (emptied first), another value's JSON text as it is; *t its start, its length returned
+ * (-1: out of memory, or not one JSON string). */
+static long value_string(struct resp_conn *c, const char *v, size_t n, const char **t)
+{
+	*t = v;
+	if (n < 2 || v[0] != '"')
+		return (long)n;
+	vals_reset(c);
+	*t = c->vals;
+	return vals_room(c, n) ? resp_json_unquote(v, n, c->vals) : -1;
+}
+
+/* INCRBYFLOAT k delta: the key read (kv.read: its value, or its counter's number), the sum made
+ * here as Redis makes it (long double, which PostgreSQL has not; resp_to_ld, resp_ld_human), and
+ * written by kv.put_if_value only if the key still reads the same (under its lock, the expiry
+ * kept); else read again, at most RESP_FLOAT_TRIES times. A counter becomes a value. */
+static void cmd_incrbyfloat(struct resp_conn *c)
+{
+	long double d;
+	if (wrong_args(c, c->nargs != 3))
+		return;
+	if (!resp_to_ld(arg(c, 2), alen(c, 2), &d)) {
+		reply_error(c, "ERR value is not a valid float");
+		return;
+	}
+	c->count = 0;
+	float_read(c);
+}
+
+static void float_read(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (ns_key(c, 1, offs))
+		call_key(c, STEP_FLOAT_READ, KV_OP_READ, offs, 2);
+}
+
+/* The key read as v[0, n) (JSON; NULL absent): the sum written if the key still reads so. */
+static void float_add(struct resp_conn *c, const char *v, size_t n)
+{
+	long double old = 0, d = 0;
+	size_t offs[KV_CALL_MAX_ARGS];
+	char num[RESP_LD_MAX];
+
+	if (v) {
+		const char *t;
+		long tl = n <= 6 * (size_t)RESP_LD_MAX + 2 ? value_string(c, v, n, &t) : -1; /* longer: no float */
+		if (tl < 0 || !resp_to_ld(t, (size_t)tl, &old)) {
+			reply_error(c, "ERR value is not a valid float");
+			return;
+		}
+	}
+	(void)resp_to_ld(arg(c, 2), alen(c, 2), &d); /* checked by cmd_incrbyfloat */
+	long double sum = old + d;
+	size_t l = resp_ld_human(sum, num);
+	if (isnan(sum) || isinf(sum) || l == 0) {
+		reply_error(c, "ERR increment would produce NaN or Infinity");
+		return;
+	}
+	if (!ns_key(c, 1, offs))
+		return;
+	offs[2] = v ? add_val(c, v, n) : SIZE_MAX; /* NULL: expected absent */
+	offs[3] = c->float_at = add_json(c, num, l);
+	if ((v && offs[2] == SIZE_MAX) || offs[3] >= SIZE_MAX - 1) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_FLOAT_PUT, KV_OP_PUT_IF_VALUE, offs, 4);
+}
+
+/* RANDOMKEY: a key of the namespace (kv.random_key: of a random sample of its shard's rows),
+ * nil when it has none. The shards are asked one after the other from a random one until one
+ * has a key; not uniform (a shard's keys weigh as much as a larger one's). */
+static void cmd_randomkey(struct resp_conn *c)
+{
+	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
+	int nshards = r ? kv_router_nshards(r) : 0;
+	if (wrong_args(c, c->nargs != 1))
+		return;
+	c->random_from = nshards > 0 ? rand() % nshards : -1; /* -1: routing not ready yet */
+	c->count = 0;
+	random_next(c);
+}
+
+static void random_next(struct resp_conn *c)
+{
+	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
+	int nshards = r ? kv_router_nshards(r) : 0; /* 0: routing not ready (the first call makes it so) */
+	char key[24];
+	size_t offs[KV_CALL_MAX_ARGS];
+
+	if (nshards > 0 && c->random_from < 0) { /* known now: every shard, from a random one */
+		c->random_from = rand() % nshards;
+		c->count = 0;
+	}
+	if (c->count >= (nshards > 0 ? nshards : 1)) {
+		reply_nil(c);
+		return;
+	}
+	int want = nshards > 0 ? (c->random_from + (int)c->count) % nshards : 0;
+	for (unsigned i = 0;; i++) { /* a key of that shard, to route the call by (not an argument) */
+		snprintf(key, sizeof key, "r%u", i);
+		if (nshards == 0 || kv_shard_of(c->ns, strlen(c->ns), key, strlen(key), nshards) == want || i > 1000000)
+			break;
+	}
+	c->count++;
+	vals_reset(c);
+	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+		offs[k] = SIZE_MAX;
+	offs[0] = add_val(c, c->ns, strlen(c->ns));
+	size_t at = add_val(c, key, strlen(key));
+	if (offs[0] == SIZE_MAX || at == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_routed(c, STEP_RANDOMKEY, KV_OP_RANDOM_KEY, offs, 1, at);
+}
+
+/* FLUSHDB [ASYNC | SYNC]: every key of the namespace deleted (kv.flush on every shard, each
+ * shard's part one transaction); the two options do the same. */
+static void cmd_flushdb(struct resp_conn *c)
+{
+	size_t offs[KV_CALL_MAX_ARGS];
+	if (c->nargs > 2 || (c->nargs == 2 && !is(c, 1, "ASYNC") && !is(c, 1, "SYNC"))) {
+		reply_error(c, "ERR syntax error");
+		return;
+	}
+	vals_reset(c);
+	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
+		offs[k] = SIZE_MAX;
+	offs[0] = add_val(c, c->ns, strlen(c->ns));
+	if (offs[0] == SIZE_MAX) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	call_key(c, STEP_FLUSH, KV_OP_FLUSH, offs, 1);
+}
+
+/* WAIT numreplicas timeout: 0 at once. The kv's replication is its own (zones pull from each
+ * other, docs/kv.md "Replication"): no Redis replica acknowledges a write, and none is waited
+ * for (Redis with none waits out the timeout when numreplicas > 0). Redis's errors. */
+static void cmd_wait(struct resp_conn *c)
+{
+	long long t, n;
+	if (wrong_args(c, c->nargs != 3) || !arg_ll(c, 1, &n))
+		return;
+	if (!resp_to_ll(arg(c, 2), alen(c, 2), &t))
+		reply_error(c, "ERR timeout is not an integer or out of range");
+	else if (t < 0)
+		reply_error(c, "ERR timeout is negative");
+	else
+		reply_int(c, 0);
+}
+
+/* OBJECT HELP | ENCODING k | REFCOUNT k | IDLETIME k | FREQ k: what Redis 7 answers of a string
+ * key (object_answer), nil for an absent one; Redis's errors. */
+static void cmd_object(struct resp_conn *c)
+{
+	static const char *const subs[] = { "HELP", "ENCODING", "REFCOUNT", "IDLETIME", "FREQ" };
+	static const char *const names[] = { "help", "encoding", "refcount", "idletime", "freq" };
+	static const char *const help[] = {
+		"OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+		"ENCODING <key>",
+		"    Return the kind of internal representation used in order to store the value",
+		"    associated with a <key>.",
+		"FREQ <key>",
+		"    Return the access frequency index of the <key>. The returned integer is",
+		"    proportional to the logarithm of the recent access frequency of the key.",
+		"IDLETIME <key>",
+		"    Return the idle time of the <key>, that is the approximated number of",
+		"    seconds elapsed since the last access to the key.",
+		"REFCOUNT <key>",
+		"    Return the number of references of the value associated with the specified",
+		"    <key>.",
+		"HELP",
+		"    Prints this help.",
+	};
+	size_t offs[KV_CALL_MAX_ARGS];
+	const char *sub = NULL;
+
+	if (wrong_args(c, c->nargs < 2))
+		return;
+	for (size_t i = 0; i < sizeof subs / sizeof subs[0] && !sub; i++)
+		if (is(c, 1, subs[i]))
+			sub = names[i];
+	if (!sub) {
+		int l = alen(c, 1) < 128 ? (int)alen(c, 1) : 128;
+		reply_error(c, "ERR unknown subcommand '%.*s'. Try OBJECT HELP.", l, arg(c, 1));
+		return;
+	}
+	if (c->nargs != (strcmp(sub, "help") == 0 ? 2 : 3)) {
+		reply_error(c, "ERR wrong number of arguments for 'object|%s' command", sub);
+		return;
+	}
+	if (strcmp(sub, "help") == 0) {
+		reply_array(c, (long long)(sizeof help / sizeof help[0]));
+		for (size_t i = 0; i < sizeof help / sizeof help[0]; i++)
+			reply_simple(c, help[i]);
+		return;
+	}
+	c->object_sub = sub;
+	if (ns_key(c, 2, offs))
+		call_key(c, STEP_OBJECT, KV_OP_READ, offs, 2);
+}
+
+/* OBJECT's answer of the key read as v[0, n) (GET's kv.read; NULL: absent). ENCODING as Redis
+ * picks it for a string written by SET: "int" for an integer in Redis's form of at most 20
+ * bytes (a counter too), "embstr" up to 44 bytes, else "raw" (Redis answers "raw" for a value
+ * APPEND or SETRANGE made, whatever its length: tusk does not know how a value was made);
+ * REFCOUNT 2147483647 for Redis's shared integers (0..9999), else 1; IDLETIME 0 (no LRU clock
+ * here, as TOUCH); FREQ Redis's error without an LFU policy (tusk has no maxmemory policy). */
+static void object_answer(struct resp_conn *c, const char *v, size_t n)
+{
+	if (!v) {
+		reply_nil(c);
+		return;
+	}
+	if (strcmp(c->object_sub, "idletime") == 0) {
+		reply_int(c, 0);
+		return;
+	}
+	if (strcmp(c->object_sub, "freq") == 0) {
+		reply_error(c, "ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note "
+			       "that when switching between policies at runtime LRU and LFU data will take some time to adjust.");
+		return;
+	}
+	const char *t;
+	long tl = value_string(c, v, n, &t);
+	if (tl < 0) {
+		reply_error(c, "ERR out of memory");
+		return;
+	}
+	long long x;
+	bool integer = tl <= 20 && resp_to_ll(t, (size_t)tl, &x);
+	if (strcmp(c->object_sub, "refcount") == 0)
+		reply_int(c, integer && x >= 0 && x < 10000 ? 2147483647 : 1);
+	else
+		reply_simple(c, integer ? "int" : tl <= 44 ? "embstr" : "raw");
+}
+
 /* PERSIST k: 1 when an expiry was removed, 0 when the key is absent or has none (kv.persist). */
 static void cmd_persist(struct resp_conn *c)
 {
@@ -2274,6 +2659,8 @@ static const struct resp_cmd {
 	{ "APPEND", 3, 1, 1, 1, 0 },             { "GETEX", -2, 1, 1, 1, 0 },
 	{ "GETDEL", 2, 1, 1, 1, 0 },             { "DEL", -2, 1, -1, 1, 0 },
 	{ "UNLINK", -2, 1, -1, 1, 0 },           { "PERSIST", 2, 1, 1, 1, 0 },
+	{ "MSETNX", -3, 1, -1, 2, 0 },           { "RENAME", 3, 1, 2, 1, 0 },
+	{ "RENAMENX", 3, 1, 2, 1, 0 },
 	{ "EXISTS", -2, 1, -1, 1, CMD_READ },    { "TOUCH", -2, 1, -1, 1, CMD_READ },
 	{ "MGET", -2, 1, -1, 1, CMD_READ },      { "MSET", -3, 1, -1, 2, 0 },
 	{ "EXPIRE", -3, 1, 1, 1, 0 },            { "PEXPIRE", -3, 1, 1, 1, 0 },
@@ -2282,6 +2669,9 @@ static const struct resp_cmd {
 	{ "EXPIRETIME", 2, 1, 1, 1, CMD_READ },  { "PEXPIRETIME", 2, 1, 1, 1, CMD_READ },
 	{ "INCR", 2, 1, 1, 1, 0 },               { "DECR", 2, 1, 1, 1, 0 },
 	{ "INCRBY", 3, 1, 1, 1, 0 },             { "DECRBY", 3, 1, 1, 1, 0 },
+	{ "INCRBYFLOAT", 3, 1, 1, 1, 0 },        { "OBJECT", -2, 2, 2, 1, CMD_READ },
+	{ "WAIT", 3, 0, 0, 0, 0 },
+	{ "RANDOMKEY", 1, 0, 0, 0, CMD_NOMULTI }, { "FLUSHDB", -1, 0, 0, 0, CMD_NOMULTI },
 	{ "PING", -1, 0, 0, 0, 0 },              { "ECHO", 2, 0, 0, 0, 0 },
 	{ "INFO", -1, 0, 0, 0, 0 },              { "CONFIG", -2, 0, 0, 0, 0 },
 	{ "COMMAND", -1, 0, 0, 0, 0 },           { "CLIENT", -2, 0, 0, 0, 0 },
@@ -2800,6 +3190,10 @@ static void dispatch(struct resp_conn *c)
 		cmd_exists_mget(c, STEP_MGET);
 	} else if (is(c, 0, "MSET")) {
 		cmd_mset(c);
+	} else if (is(c, 0, "MSETNX")) {
+		cmd_msetnx(c);
+	} else if (is(c, 0, "RENAME") || is(c, 0, "RENAMENX")) {
+		cmd_rename(c, is(c, 0, "RENAMENX"));
 	} else if (is(c, 0, "EXPIRE") || is(c, 0, "PEXPIRE")) {
 		cmd_expire(c, is(c, 0, "PEXPIRE"), false);
 	} else if (is(c, 0, "EXPIREAT") || is(c, 0, "PEXPIREAT")) {
@@ -2810,6 +3204,16 @@ static void dispatch(struct resp_conn *c)
 		cmd_ttl(c, is(c, 0, "PEXPIRETIME"), true);
 	} else if (is(c, 0, "INCR") || is(c, 0, "INCRBY")) {
 		cmd_incr(c, 1, is(c, 0, "INCRBY"));
+	} else if (is(c, 0, "INCRBYFLOAT")) {
+		cmd_incrbyfloat(c);
+	} else if (is(c, 0, "RANDOMKEY")) {
+		cmd_randomkey(c);
+	} else if (is(c, 0, "FLUSHDB")) {
+		cmd_flushdb(c);
+	} else if (is(c, 0, "WAIT")) {
+		cmd_wait(c);
+	} else if (is(c, 0, "OBJECT")) {
+		cmd_object(c);
 	} else if (is(c, 0, "DECR") || is(c, 0, "DECRBY")) {
 		cmd_incr(c, -1, is(c, 0, "DECRBY"));
 	} else if (is(c, 0, "SCAN")) {

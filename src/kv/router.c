@@ -275,7 +275,7 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 			return NULL;
 		}
 		x->conns = c;
-		uint32_t *pr = realloc(x->prepared, (size_t)r->nshards * sizeof *pr);
+		kv_prepared_t *pr = realloc(x->prepared, (size_t)r->nshards * sizeof *pr);
 		if (!pr) {
 			kv_job_fail(job, "53200", "out of memory");
 			return NULL;
@@ -317,7 +317,7 @@ bool kv_op_is_read(enum kv_op op)
 {
 	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
 	       op == KV_OP_SCAN || op == KV_OP_COUNT || op == KV_OP_READ || op == KV_OP_READ_MANY ||
-	       op == KV_OP_READ_META || op == KV_OP_WATCH_TAG;
+	       op == KV_OP_READ_META || op == KV_OP_WATCH_TAG || op == KV_OP_RANDOM_KEY;
 }
 
 /* A hit is one planned query of the view, no PL/pgSQL (docs/kv.md, "Fifth step"); COALESCE
@@ -359,6 +359,11 @@ const char *const kv_op_sql[KV_OP_COUNT_ALL] = {
 	[KV_OP_SET] = "SELECT kv.set($1, $2, $3::jsonb, $4::interval, $5)",
 	[KV_OP_APPEND] = "SELECT kv.append($1, $2, $3)",
 	[KV_OP_WATCH_TAG] = "SELECT kv.watch_tag($1, $2)",
+	[KV_OP_MSETNX] = "SELECT kv.msetnx($1, $2::jsonb)",
+	[KV_OP_RENAME] = "SELECT kv.rename($1, $2, $3, $4::boolean)",
+	[KV_OP_PUT_IF_VALUE] = "SELECT kv.put_if_value($1, $2, $3::jsonb, $4::jsonb)",
+	[KV_OP_RANDOM_KEY] = "SELECT kv.random_key($1)",
+	[KV_OP_FLUSH] = "SELECT kv.flush($1)",
 };
 const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_GET] = 2, [KV_OP_PUT] = 4, [KV_OP_DELETE] = 2, [KV_OP_PATCH] = 3, [KV_OP_GET_MANY] = 2,
@@ -366,7 +371,8 @@ const int kv_op_nparams[KV_OP_COUNT_ALL] = {
 	[KV_OP_TOUCH] = 3, [KV_OP_INCR] = 3, [KV_OP_COUNTER] = 2, [KV_OP_PUT_MANY] = 4, [KV_OP_DELETE_MANY] = 2,
 	[KV_OP_SCAN] = 4, [KV_OP_COUNT] = 2, [KV_OP_READ] = 2, [KV_OP_READ_MANY] = 2, [KV_OP_READ_META] = 2,
 	[KV_OP_SWAP] = 4, [KV_OP_PERSIST] = 2, [KV_OP_EXPIRE] = 4, [KV_OP_GETEX] = 4, [KV_OP_SET] = 5, [KV_OP_APPEND] = 3,
-	[KV_OP_WATCH_TAG] = 2,
+	[KV_OP_WATCH_TAG] = 2, [KV_OP_MSETNX] = 2, [KV_OP_RENAME] = 4, [KV_OP_PUT_IF_VALUE] = 4, [KV_OP_RANDOM_KEY] = 1,
+	[KV_OP_FLUSH] = 1,
 };
 const char kv_get_fallback_sql[] = "SELECT kv.get($1, $2)";
 /* kv.read's answer from the functions every schema with counters has: still one statement. */
@@ -376,13 +382,13 @@ const char kv_read_fallback_sql[] = "SELECT COALESCE(kv.get($1, $2), (SELECT pg_
 const char kv_read_many_fallback_sql[] = "SELECT key, value FROM kv.get_many($1, $2::text[])";
 /* kv.read_meta's: a value's only (a counter reads as absent) */
 const char kv_read_meta_fallback_sql[] = "SELECT kv.get_meta($1, $2)";
-_Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 31, "the prepared mask holds one bit per op and the fallback's");
+_Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 61, "the prepared mask holds one bit per op and the fallback's");
 
-bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res)
+bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, kv_prepared_t *prepared, const PGresult *res)
 {
 	if (!kv_op_falls_back(op) || (*prepared & KV_PREPARED_GET_FALLBACK))
 		return false;
-	*prepared = (*prepared & ~(1u << op)) | KV_PREPARED_GET_FALLBACK;
+	*prepared = (*prepared & ~KV_PREPARED_BIT(op)) | KV_PREPARED_GET_FALLBACK;
 	if (!atomic_exchange(&r->get_fallback_noted, true)) {
 		const char *why = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 		const struct kv_route *rt = kv_route_now(r);
@@ -392,9 +398,9 @@ bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *p
 	}
 	return true;
 }
-_Static_assert(KV_OP_WATCH_TAG + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
-_Static_assert(KV_SLOT_PUT_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_SLOW < 31, "the slow put's bit is no op's nor the fallback's");
-_Static_assert(KV_SLOT_PUT_MANY_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_MANY_SLOW < 31 &&
+_Static_assert(KV_OP_FLUSH + 1 == KV_OP_COUNT_ALL, "kv_op_sql has one entry per op");
+_Static_assert(KV_SLOT_PUT_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_SLOW < 63, "the slow put's bit is no op's nor the fallback's");
+_Static_assert(KV_SLOT_PUT_MANY_SLOW >= KV_OP_COUNT_ALL && KV_SLOT_PUT_MANY_SLOW < 63 &&
 		       KV_SLOT_PUT_MANY_SLOW != KV_SLOT_PUT_SLOW,
 	       "the slow put_many's bit is no op's, nor the fallback's, nor the slow put's");
 
@@ -508,7 +514,7 @@ bool kv_put_fast_missed(const struct kv_router *r, struct kv_job *job, const PGr
 	return true;
 }
 
-const char *kv_stmt(const struct kv_router *r, const struct kv_job *job, uint32_t prepared, int *nparams)
+const char *kv_stmt(const struct kv_router *r, const struct kv_job *job, kv_prepared_t prepared, int *nparams)
 {
 	if (put_fast(r, job)) {
 		*nparams = 7;
@@ -578,7 +584,7 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, const
 	int np, slot = kv_stmt_slot(x->r, job);
 	const char *sql = kv_stmt(x->r, job, x->prepared[shard], &np);
 	snprintf(name, sizeof name, "tusk_kv_%d", slot);
-	if (!(x->prepared[shard] & (1u << slot))) {
+	if (!(x->prepared[shard] & KV_PREPARED_BIT(slot))) {
 		PGresult *res = PQprepare(conn, name, sql, np, NULL);
 		if (res && PQresultStatus(res) == PGRES_FATAL_ERROR && PQstatus(conn) == CONNECTION_OK &&
 		    kv_get_fall_back(x->r, shard, job->op, &x->prepared[shard], res)) {
@@ -589,7 +595,7 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, const
 		if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
 			return res;
 		PQclear(res);
-		x->prepared[shard] |= 1u << slot;
+		x->prepared[shard] |= KV_PREPARED_BIT(slot);
 	}
 	return PQexecPrepared(conn, name, np, params, NULL, NULL, 0);
 }

@@ -15,6 +15,11 @@
 #include "kv/router.h"
 #include "pq/pq.h"
 
+/* A shard connection's prepared mask: one bit per statement it prepared (an op's, the slow
+ * puts' KV_SLOT_*), and KV_PREPARED_GET_FALLBACK. (It was 32 bits, which the ops filled.) */
+typedef uint64_t kv_prepared_t;
+#define KV_PREPARED_BIT(slot) ((kv_prepared_t)1 << (slot))
+
 struct kv_loop;
 struct kv_route;
 
@@ -23,7 +28,7 @@ struct kv_exec {
 	pthread_t thread;
 	bool started;
 	PGconn **conns; /* per shard, opened on first use; this thread's own */
-	uint32_t *prepared; /* per shard: bit op set once that connection prepared op's statement */
+	kv_prepared_t *prepared; /* per shard: bit op set once that connection prepared op's statement */
 	const struct kv_route **routes; /* per shard: the route that connection was opened for */
 	const struct kv_route *route_seen; /* the newest route when this thread last looked */
 	int nconns;
@@ -126,7 +131,7 @@ static inline const struct kv_route *kv_route_now(struct kv_router *r)
 
 extern const char *const kv_op_sql[];
 extern const int kv_op_nparams[];
-#define KV_OP_COUNT_ALL 26 /* entries of kv_op_sql */
+#define KV_OP_COUNT_ALL 31 /* entries of kv_op_sql */
 /* kv_op_sql[KV_OP_GET] reads the view kv.live and calls kv.get only when it has no row;
  * kv_op_sql[KV_OP_READ] the same with kv.read. A shard database whose schema predates them
  * (tusk kv init not run again since) fails that statement's prepare: the connection then sets
@@ -134,7 +139,7 @@ extern const int kv_op_nparams[];
  * kv_get_fallback_sql ("SELECT kv.get($1, $2)"), kv_read_fallback_sql (kv.get, else
  * kv.counter when not 0, in one statement), kv_read_many_fallback_sql (kv.get_many: the
  * values only) and kv_read_meta_fallback_sql (kv.get_meta). */
-#define KV_PREPARED_GET_FALLBACK (1u << 31)
+#define KV_PREPARED_GET_FALLBACK KV_PREPARED_BIT(63)
 extern const char kv_get_fallback_sql[];
 extern const char kv_read_fallback_sql[];
 extern const char kv_read_many_fallback_sql[];
@@ -146,7 +151,7 @@ static inline bool kv_op_falls_back(enum kv_op op)
 	       op == KV_OP_WATCH_TAG;
 }
 /* The statement op runs on a connection whose prepared mask is prepared. */
-static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
+static inline const char *kv_op_statement(enum kv_op op, kv_prepared_t prepared)
 {
 	if (!(prepared & KV_PREPARED_GET_FALLBACK))
 		return kv_op_sql[op];
@@ -159,18 +164,18 @@ static inline const char *kv_op_statement(enum kv_op op, uint32_t prepared)
  * when one of its checks failed; then the put runs kv.put (kv_op_sql[KV_OP_PUT]) as a second
  * statement (job->put_slow), which raises kv.put's error or writes. That statement is prepared
  * under this bit of a connection's prepared mask (the ops' are 0..KV_OP_COUNT_ALL-1). */
-#define KV_SLOT_PUT_SLOW 30
+#define KV_SLOT_PUT_SLOW 62
 /* The same for put_many (kv_put_many_fast_sql, then kv.put_many), on a worker's loop, for a
  * shard's part of at most KV_PUT_MANY_FAST_MAX keys (above, the fast statement gained nothing
  * over kv.put_many: 2,600 keys of one shard 52 ms either way; docs/kv.md, "Twelfth step"). */
-#define KV_SLOT_PUT_MANY_SLOW 29
+#define KV_SLOT_PUT_MANY_SLOW 61
 #define KV_PUT_MANY_FAST_MAX 1000
 /* The prepared mask's bit of job's statement on a connection of r, which names it too
  * ("tusk_kv_<slot>"): its op, or KV_SLOT_PUT_SLOW. */
 int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job);
 /* The statement job runs on a connection of r whose prepared mask is prepared, and its
  * parameter count (a put on the fast path: kv_put_fast_sql, 7). */
-const char *kv_stmt(const struct kv_router *r, const struct kv_job *job, uint32_t prepared, int *nparams);
+const char *kv_stmt(const struct kv_router *r, const struct kv_job *job, kv_prepared_t prepared, int *nparams);
 /* res, the answer of job's statement, is the fast path's "wrote nothing" (no row, a count of 0,
  * or kv._stale's error KV003): job->put_slow is set and true returned, and the put is run again
  * with kv.put or kv.put_many (its error or its write). */
@@ -184,7 +189,7 @@ const char *const *kv_stmt_params(struct kv_router *r, struct kv_job *job, const
 /* A failed prepare (res) of op on a connection of shard whose prepared mask is *prepared:
  * when it was the prepare of a statement with a fallback (kv_op_falls_back), switch that
  * connection to the fallbacks (set the bit, clear op's, log once per router) and return true. */
-bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, uint32_t *prepared, const PGresult *res);
+bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, kv_prepared_t *prepared, const PGresult *res);
 
 /* A call that writes nothing: safe to run again. */
 bool kv_op_is_read(enum kv_op op);

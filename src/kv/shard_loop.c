@@ -52,7 +52,7 @@ struct kv_lconn {
 	int fd, events;             /* what io watches */
 	ev_timer timer;             /* the connect's deadline, the oldest sent call's, or idle_close's */
 	bool idle_close;            /* timer closes this extra connection (no call in flight) */
-	uint32_t prepared;          /* bit op: op's statement sent to be prepared on this connection */
+	kv_prepared_t prepared;     /* bit op: op's statement sent to be prepared on this connection */
 	struct kv_job *sent, *sent_tail; /* sent, answered in this order */
 	int nsent;
 	struct kv_job *wait, *wait_tail; /* waiting for the connect */
@@ -388,10 +388,10 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 	const char *pbuf[KV_STMT_MAX_PARAMS];
 	int np;
 	const char *sql = kv_stmt(r, job, lc->prepared, &np);
-	if (!(lc->prepared & (1u << slot))) {
+	if (!(lc->prepared & KV_PREPARED_BIT(slot))) {
 		if (!PQsendPrepare(lc->conn, name, sql, np, NULL))
 			goto err_lost;
-		lc->prepared |= 1u << slot; /* later calls in the pipeline use it */
+		lc->prepared |= KV_PREPARED_BIT(slot); /* later calls in the pipeline use it */
 		job->stage = STAGE_PREPARE;
 	}
 	if (!PQsendQueryPrepared(lc->conn, name, np, kv_stmt_params(r, job, pbuf), NULL, NULL, 0) ||
@@ -489,7 +489,7 @@ static bool get_without_view(struct kv_lconn *lc, struct kv_job *job, const PGre
 	    (lc->prepared & KV_PREPARED_GET_FALLBACK)) {
 		/* the connection had switched while this prepare (of the newer statement) was in
 		 * flight: it is prepared again, with the fallback, when sent again */
-		lc->prepared &= ~(1u << job->op);
+		lc->prepared &= ~KV_PREPARED_BIT(job->op);
 	} else if (job->stage != STAGE_PREPARE) {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		if (job->stage != STAGE_EXEC || !(lc->prepared & KV_PREPARED_GET_FALLBACK) || !state ||
@@ -524,7 +524,7 @@ static void take_results(struct kv_lconn *lc)
 			if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 				job->txn->doomed = true;
 				if (job->stage == STAGE_PREPARE) /* skipped: the next call prepares again */
-					lc->prepared &= ~(1u << kv_stmt_slot(lc->l->r, job));
+					lc->prepared &= ~KV_PREPARED_BIT(kv_stmt_slot(lc->l->r, job));
 				if (!job->failed) {
 					if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED)
 						kv_job_fail(job, "XX000", "kv shard %s%d skipped a step of the transaction",
@@ -607,7 +607,7 @@ static void take_results(struct kv_lconn *lc)
 			if (job->stage == STAGE_PREPARE) {
 				/* calls behind it in the pipeline fail too (the statement is not there);
 				 * the next one prepares again */
-				lc->prepared &= ~(1u << kv_stmt_slot(lc->l->r, job));
+				lc->prepared &= ~KV_PREPARED_BIT(kv_stmt_slot(lc->l->r, job));
 				job->stage = STAGE_EXEC;
 			} else {
 				job->stage = STAGE_SYNC;

@@ -1394,23 +1394,30 @@ def test_redis_set_nx_get_is_one_step(zone):
         assert all(old == value for i, old in got[n] if i != winners[0]), got[n]
 
 
+def writes_to_a_value_and_a_counter(zone, tag, value, count, write, clients=8, times=20):
+    """clients at a barrier each write(r, key, i) times times to the value tag:v (set to value,
+    with a 100 s expiry) and to the counter tag:c (INCRBY count); a client to read them after."""
+    check = client(zone, db=3)
+    check.set(f"{tag}:v", value, ex=100)
+    check.incrby(f"{tag}:c", count)
+
+    def body(i, r, barrier):
+        barrier.wait(30 * SLOW)
+        for _ in range(times):
+            write(r, f"{tag}:v", i)
+            write(r, f"{tag}:c", i)
+
+    race(zone, clients, body)
+    return check
+
+
 def test_redis_append_loses_nothing(zone):
     """APPEND (kv.append) reads and writes under the key's lock: 8 clients each append their
     own letter 20 times to one key (a value with an expiry, then a counter's number): the key
     ends holding every append, each client's 20 times, and the value's expiry is kept."""
     tag = f"append:{time.monotonic_ns()}"
     clients, times = 8, 20
-    check = client(zone, db=3)
-    check.set(f"{tag}:v", "start", ex=100)
-    check.incrby(f"{tag}:c", 5)
-
-    def appends(i, r, barrier):
-        barrier.wait(30 * SLOW)
-        for _ in range(times):
-            r.append(f"{tag}:v", chr(ord("a") + i))
-            r.append(f"{tag}:c", chr(ord("a") + i))
-
-    race(zone, clients, appends)
+    check = writes_to_a_value_and_a_counter(zone, tag, "start", 5, lambda r, k, i: r.append(k, chr(ord("a") + i)))
     for key, head in ((f"{tag}:v", b"start"), (f"{tag}:c", b"5")):
         got = check.get(key)
         assert got.startswith(head) and len(got) == len(head) + clients * times, (key, got)
@@ -1767,6 +1774,23 @@ def test_redis_multi_exec_differential_against_redis_server(zone, tmp_path):
         ref.connection_pool.release(ref_conn)
 
 
+def refused_while_queuing(r, queued):
+    """After MULTI, the command queued is refused (every shard, or the connection's state), and
+    EXEC then discards the transaction."""
+    conn = r.connection_pool.get_connection("MULTI")
+    try:
+        conn.send_command("MULTI")
+        assert conn.read_response() == b"OK"
+        conn.send_command(*queued)
+        with pytest.raises(redis.ResponseError, match="not allowed inside a transaction"):
+            conn.read_response()
+        conn.send_command("EXEC")
+        with pytest.raises(redis.exceptions.ExecAbortError):
+            conn.read_response()
+    finally:
+        r.connection_pool.release(conn)
+
+
 def test_redis_multi_of_keys_on_several_shards_is_refused_whole(zone):
     """A transaction runs on one kv shard: keys of two shards are refused at EXEC with Redis
     Cluster's CROSSSLOT, and nothing of it applies (a watched key counts: it is read again in
@@ -1783,18 +1807,7 @@ def test_redis_multi_of_keys_on_several_shards_is_refused_whole(zone):
         r.pipeline().mset({a: "1", b: "2"}).execute()
     assert r.exists(a, b) == 0
     for queued in (("SCAN", "0"), ("KEYS", "*"), ("DBSIZE",), ("SELECT", "1")):
-        conn = r.connection_pool.get_connection("MULTI")
-        try:
-            conn.send_command("MULTI")
-            assert conn.read_response() == b"OK"
-            conn.send_command(*queued)
-            with pytest.raises(redis.ResponseError, match="not allowed inside a transaction"):
-                conn.read_response()
-            conn.send_command("EXEC")
-            with pytest.raises(redis.exceptions.ExecAbortError):
-                conn.read_response()
-        finally:
-            r.connection_pool.release(conn)
+        refused_while_queuing(r, queued)
     with r.pipeline() as p:
         p.watch(b)
         p.multi()
@@ -2025,3 +2038,248 @@ def test_redis_watch_makes_optimistic_increments_lose_nothing(zone):
     race(zone, clients, body)
     assert int(setup.get(k)) == clients * rounds
     setup.delete(k)
+
+
+def exact_outcome(r, cmd):
+    """A command's reply, or its error's text (for commands whose errors tusk words as Redis)."""
+    # (redis-py's reply callback of OBJECT wants its subcommand)
+    opts = {"infotype": str(cmd[1]).lower()} if str(cmd[0]).upper() == "OBJECT" and len(cmd) > 1 else {}
+    try:
+        return settle(r.execute_command(*cmd, **opts))
+    except redis.ResponseError as e:
+        return "error: " + str(e)
+
+
+def differences(ref, ours, script):
+    """Each command of script sent to both, in turn: (command, ours, ref's) where they differ."""
+    differ = []
+    for cmd in script:
+        want, got = exact_outcome(ref, cmd), exact_outcome(ours, cmd)
+        if got != want:
+            differ.append((cmd, got, want))
+    return differ
+
+
+def test_redis_msetnx_and_rename_differential_against_redis_server(zone, tmp_path):
+    """MSETNX writes all its keys (1) or, when one exists (a value, or a counter INCR made),
+    none (0); RENAME moves a key's value with its expiry (none stays none) over whatever newkey
+    held, RENAMENX only when newkey is absent; an absent key is Redis's "no such key"; a key
+    renamed to itself is OK (RENAMENX: 0); a counter moves as its number, INCR goes on from it.
+    The same commands to a real redis-server and to tusk answer the same, errors word for word.
+    Every key lies on one shard of the namespace "diff"."""
+    k = zone.parade.keys_on(0, 12, "mr", ns="diff")
+    script = [
+        ("MSETNX", k[0], "1", k[1], "2"), ("MGET", k[0], k[1]), ("MSETNX", k[1], "3", k[2], "4"), ("EXISTS", k[2]),
+        ("MSETNX", k[2], "a", k[2], "b"), ("GET", k[2]), ("INCR", k[3]), ("MSETNX", k[3], "x", k[4], "y"),
+        ("EXISTS", k[4]), ("GET", k[3]), ("MSETNX",), ("MSETNX", k[4]), ("MSETNX", k[4], "1", k[5]),
+        ("SET", k[5], "v", "EX", "100"), ("RENAME", k[5], k[6]), ("GET", k[5]), ("GET", k[6]), ("EXISTS", k[5]),
+        ("RENAME", k[5], k[7]), ("RENAMENX", k[5], k[7]), ("RENAME", k[5], k[5]), ("RENAME", k[6], k[6]),
+        ("RENAMENX", k[6], k[6]), ("RENAMENX", k[0], k[1]), ("MGET", k[0], k[1]), ("RENAMENX", k[0], k[7]),
+        ("MGET", k[0], k[7]), ("TTL", k[7]),
+        # a counter moves as its number; INCR goes on from it; the old key is gone
+        ("INCRBY", k[8], "5"), ("RENAME", k[8], k[9]), ("GET", k[9]), ("INCR", k[9]), ("EXISTS", k[8]),
+        ("INCR", k[8]),
+        # over a counter, and a counter over a value
+        ("SET", k[10], "word"), ("RENAME", k[10], k[9]), ("GET", k[9]), ("INCR", k[9]),
+        ("INCRBY", k[11], "-3"), ("RENAME", k[11], k[9]), ("GET", k[9]), ("DECR", k[9]), ("TTL", k[9]),
+        ("RENAME", k[9]), ("RENAME", k[9], k[10], k[11]), ("RENAMENX", k[9]),
+        # a counter at 0 exists, and moves as 0
+        ("EXISTS", k[4], k[5]), ("INCR", k[4]), ("DECR", k[4]), ("RENAME", k[4], k[5]), ("GET", k[5]),
+        ("EXISTS", k[4], k[5]), ("INCR", k[5]),
+    ]
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        differ = differences(ref, ours, script)
+        for r in (ref, ours):
+            assert 98 <= r.ttl(k[6]) <= 100  # RENAME kept the expiry
+            r.incr(k[10]), r.expire(k[10], 200)
+            assert r.rename(k[10], k[11]) and 198 <= r.ttl(k[11]) <= 200 and r.get(k[11]) == b"1"
+        assert not differ, differ
+
+
+def test_redis_msetnx_and_rename_over_two_shards_are_crossslot_and_run_in_multi(zone):
+    """MSETNX and RENAME are one step of one shard: keys of two shards are refused with Redis
+    Cluster's CROSSSLOT and nothing is written; in MULTI they queue, and EXEC of keys of one
+    shard runs them (of two: CROSSSLOT, as any transaction)."""
+    r = client(zone, db=3)
+    a, b = zone.parade.key_on(0, "xr-a", ns="diff"), zone.parade.key_on(1, "xr-b", ns="diff")
+    a2, ax = zone.parade.keys_on(0, 3, "xr-c", ns="diff")[1:]
+    r.set(a, "1")
+    for cmd in (("MSETNX", b, "2", a2, "3"), ("RENAME", a, b), ("RENAMENX", a, b)):
+        with pytest.raises(redis.ResponseError, match="^CROSSSLOT Keys in request don't hash to the same slot"):
+            r.execute_command(*cmd)
+    assert r.exists(a2, b) == 0 and r.get(a) == b"1"
+    with r.pipeline() as p:
+        assert p.msetnx({a2: "m"}).rename(a, ax).renamenx(a2, ax).get(ax).execute() == [True, True, False, b"1"]
+    with pytest.raises(redis.ResponseError, match="CROSSSLOT"):
+        r.pipeline().rename(ax, b).execute()
+    assert r.get(ax) == b"1" and r.exists(b) == 0
+    with r.pipeline() as p:  # INCRBYFLOAT's two calls (a read, a conditional write) in one transaction
+        assert p.incrbyfloat(ax, 0.5).get(ax).execute() == [1.5, b"1.5"]
+    # what PostgreSQL's text cannot hold is refused, and the connection goes on
+    for cmd in (("MSETNX", "a\0b", "v"), ("MSETNX", a2 + "n", "v\0"), ("RENAME", ax, "x\0"), ("RENAMENX", "x\0", ax),
+                ("INCRBYFLOAT", "x\0", "1"), ("INCRBYFLOAT", ax, "1\0")):
+        with pytest.raises(redis.ResponseError, match="NUL byte|not a valid float"):
+            r.execute_command(*cmd)
+    assert r.get(ax) == b"1.5"
+    r.delete(a, a2, ax)
+
+
+def test_redis_msetnx_and_renamenx_have_one_winner(zone):
+    """kv.msetnx and kv.rename lock their keys before they look: 8 clients at a barrier, each
+    MSETNX of a shared key and a key of its own, then each RENAMENX of a key of its own to one
+    shared new key: in each round exactly one of them writes, the others answer 0 and leave
+    their own keys as they were. 10 rounds."""
+    tag = f"one:{time.monotonic_ns()}"
+    clients, rounds = 8, 10
+    keys = zone.parade.keys_on(0, 2 + 2 * clients, tag, ns="diff")
+    won, lock = [], threading.Lock()
+    setup = client(zone, db=3)
+
+    def body(i, r, barrier):
+        for n in range(rounds):
+            barrier.wait(30 * SLOW)
+            if r.execute_command("MSETNX", f"{keys[0]}", f"{i}", f"{keys[2 + i]}", f"{i}") == 1:
+                with lock:
+                    won.append(("msetnx", n, i))
+            r.set(keys[2 + clients + i], f"{i}")
+            barrier.wait(30 * SLOW)
+            if r.execute_command("RENAMENX", keys[2 + clients + i], keys[1]) == 1:
+                with lock:
+                    won.append(("renamenx", n, i))
+            barrier.wait(30 * SLOW)
+            if i == 0:
+                r.delete(*keys)
+            barrier.wait(30 * SLOW)
+
+    race(zone, clients, body)
+    for what in ("msetnx", "renamenx"):
+        for n in range(rounds):
+            assert len([w for w in won if w[:2] == (what, n)]) == 1, (what, n, won)
+    assert setup.exists(*keys) == 0
+
+
+def test_redis_incrbyfloat_differential_against_redis_server(zone, tmp_path):
+    """INCRBYFLOAT adds in long double and writes the sum as Redis 7 does ("%.17Lf", its
+    trailing zeros cut): the same commands to a real redis-server and to tusk answer the same,
+    errors word for word, over values of many forms (decimals, exponents, hex, integers, a
+    counter INCR made, huge and tiny numbers, inf, nan, blanks, words), and the expiry is kept."""
+    values = ["10.5", "5.0e3", "0", "-0", "3", "1e15", "100.1", "1e300", "1e4000", "1e-20", "0x10", "inf", "-inf",
+              "nan", " 1", "1 ", "", "abc", "1e5000", "1e-5000", "1.5e-10", ".5", "5.", "+2", "1e", "0.1",
+              "9223372036854775807", "-1.7976931348623157e308", "1" + "0" * 5200]
+    deltas = ["0.1", "2.0e2", "-0.3", "1", "1e15", "0", "-0", "inf", "nan", "abc", "", " 1", "1e4000", "0x1p-3",
+              "1e-20", "-10.5", "1.7976931348623157e308"]
+    script = []
+    for i, v in enumerate(values):
+        for j, d in enumerate(deltas):
+            script += [("SET", f"f:{i}:{j}", v), ("INCRBYFLOAT", f"f:{i}:{j}", d), ("GET", f"f:{i}:{j}")]
+    for j, d in enumerate(deltas):
+        script += [("INCRBYFLOAT", f"absent:{j}", d), ("GET", f"absent:{j}")]
+    script += [("INCRBY", "ctr", "5"), ("INCRBYFLOAT", "ctr", "0.25"), ("GET", "ctr"), ("INCR", "ctr"),
+               ("INCRBYFLOAT", "ctr", "-0.25"), ("INCR", "ctr"), ("GET", "ctr"),
+               ("SET", "acc", "0"), *[("INCRBYFLOAT", "acc", "0.1")] * 12,
+               ("INCRBYFLOAT", "x"), ("INCRBYFLOAT", "x", "1", "2"),
+               ("SET", "t", "1.5", "EX", "100"), ("INCRBYFLOAT", "t", "1")]
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        differ = differences(ref, ours, script)
+        assert not differ, (len(differ), differ[:20])
+        assert 98 <= ours.ttl("t") <= 100 and 98 <= ref.ttl("t") <= 100
+
+
+def test_redis_incrbyfloat_loses_nothing(zone):
+    """INCRBYFLOAT writes its sum only if the key still reads as it did (kv.put_if_value, under
+    the key's lock), else reads and adds again: 8 clients add 0.5 20 times each to one value
+    (with an expiry, kept) and to a counter: every addition is there."""
+    tag = f"ibf:{time.monotonic_ns()}"
+    check = writes_to_a_value_and_a_counter(zone, tag, "1.25", 3, lambda r, k, i: r.incrbyfloat(k, 0.5))
+    assert check.get(f"{tag}:v") == b"81.25" and check.get(f"{tag}:c") == b"83"
+    assert 90 <= check.ttl(f"{tag}:v") <= 100
+    check.delete(f"{tag}:v", f"{tag}:c")
+
+
+def test_redis_object_wait_randomkey_flushdb_differential_against_redis_server(zone, tmp_path):
+    """OBJECT of string keys answers as Redis 7 for keys SET wrote (ENCODING int / embstr / raw
+    by the value, REFCOUNT of Redis's shared integers, IDLETIME 0, FREQ's error without an LFU
+    policy, HELP's text, nil for an absent key), WAIT with no replica to wait for answers 0,
+    RANDOMKEY of an empty database nil and of one key that key, FLUSHDB empties it; errors word
+    for word."""
+    script = [("OBJECT",), ("OBJECT", "HELP"), ("OBJECT", "help", "x"), ("OBJECT", "foo"), ("OBJECT", "foo", "k"),
+              ("OBJECT", "ENCODING"), ("OBJECT", "encoding", "k", "x"), ("OBJECT", "ENCODING", "nokey"),
+              ("OBJECT", "REFCOUNT", "nokey"), ("OBJECT", "IDLETIME", "nokey"), ("OBJECT", "FREQ", "nokey"),
+              ("RANDOMKEY",), ("RANDOMKEY", "x"),
+              ("WAIT",), ("WAIT", "0"), ("WAIT", "0", "0"), ("WAIT", "-1", "0"), ("WAIT", "x", "0"), ("WAIT", "0", "-1"),
+              ("WAIT", "0", "x"), ("WAIT", "x", "x"), ("WAIT", "99999999999999999999", "0"), ("WAIT", "0", "100"),
+              ("FLUSHDB", "foo"), ("FLUSHDB", "ASYNC", "SYNC")]
+    forms = ["hello", "12345", "-12", "012", "9223372036854775807", "9223372036854775808", "a" * 44, "a" * 45,
+             "5", "0", "9999", "10000", " 1", "+1", "-0", "1.5", "", "x" * 300]
+    for i, f in enumerate(forms):
+        script += [("SET", f"o:{i}", f)] + [("OBJECT", sub, f"o:{i}") for sub in ("ENCODING", "REFCOUNT", "IDLETIME", "freq")]
+    script += [("INCR", "ctr"), ("OBJECT", "ENCODING", "ctr"), ("OBJECT", "REFCOUNT", "ctr"),
+               ("INCRBYFLOAT", "fl", "1.5"), ("OBJECT", "ENCODING", "fl"),
+               ("FLUSHDB",), ("DBSIZE",), ("RANDOMKEY",), ("SET", "only", "1"), ("RANDOMKEY",), ("FLUSHDB", "async"),
+               ("EXISTS", "only"), ("INCR", "c2"), ("RANDOMKEY",), ("FLUSHDB", "SYNC"), ("GET", "c2"), ("INCR", "c2")]
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        differ = differences(ref, ours, script)
+        assert not differ, (len(differ), differ[:20])
+
+
+def test_redis_flushdb_empties_the_selected_namespace_over_every_shard(zone):
+    """FLUSHDB deletes every key of the namespace SELECT maps to, on every shard (values, counters,
+    keys with an expiry), as tombstones (the rows stay, value NULL: they replicate as any delete);
+    another namespace keeps its keys. RANDOMKEY answers keys of several shards of a namespace,
+    and nil once it is empty. WAIT and OBJECT queue in MULTI; RANDOMKEY and FLUSHDB (every shard)
+    are refused while queuing."""
+    r, other = client(zone, db=3), client(zone, db=0)
+    keys = [f"fl:{i}" for i in range(60)]
+    r.mset({k: "v" for k in keys[:40]})
+    for k in keys[40:50]:
+        r.incr(k)
+    for k in keys[50:]:
+        r.set(k, "e", ex=100)
+    other.set("fl:stays", "here")
+    assert r.dbsize() == 60
+    seen = {r.randomkey() for _ in range(40)}
+    assert seen <= {k.encode() for k in keys} and len(seen) > 1
+    assert len(set(zone.parade.shards_of("diff", [k.decode() for k in seen]))) > 1
+    p = r.pipeline()
+    p.set(keys[0], "x").object("ENCODING", keys[0]).execute_command("WAIT", "0", "0")
+    assert p.execute() == [True, b"embstr", 0]
+    for queued in (("RANDOMKEY",), ("FLUSHDB",)):
+        refused_while_queuing(r, queued)
+    assert r.flushdb() is True
+    assert r.dbsize() == 0 and r.mget(keys) == [None] * 60 and r.randomkey() is None
+    assert other.get("fl:stays") == b"here"
+    for k in (keys[0], keys[45]):  # a value's tombstone; a counter's part reset (its baseline)
+        shard = zone.parade.shards_of("diff", [k])[0]
+        assert zone.sql(shard, "select value is null from kv.data where ns = 'diff' and key = %s", (k,)) == [(True,)]
+    other.delete("fl:stays")
+
+
+def test_redis_new_commands_on_a_shard_without_their_functions_until_kv_init_runs_again(zone):
+    """A shard whose schema predates kv.msetnx, kv.rename, kv.put_if_value, kv.random_key and
+    kv.flush (tusk kv init not run again) answers those commands PostgreSQL's error, and the
+    connection goes on; tusk kv init run again installs them, and they answer."""
+    r = client(zone, db=3)
+    a, b = zone.parade.keys_on(0, 2, "upg", ns="diff")
+    drops = ["kv.msetnx(text, jsonb)", "kv.rename(text, text, text, boolean)", "kv.put_if_value(text, text, jsonb, jsonb)",
+             "kv.random_key(text)", "kv.flush(text)"]
+
+    def fresh_connections():
+        with zone.pg.admin() as c:
+            c.execute("select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'tusk kv worker'")
+        wait_until(lambda: not kv_worker_backends(zone), 10 * SLOW, what="the worker's shard connections closing")
+
+    try:
+        for s in range(NSHARDS):
+            for f in drops:
+                zone.sql(s, f"drop function {f}")
+        fresh_connections()
+        for cmd in (("MSETNX", a, "1"), ("RENAME", a, b), ("INCRBYFLOAT", a, "1"), ("RANDOMKEY",), ("FLUSHDB",)):
+            with pytest.raises(redis.ResponseError, match="does not exist"):
+                r.execute_command(*cmd)
+        assert r.ping() is True
+    finally:
+        zone.kv("init")
+        fresh_connections()
+    assert r.msetnx({a: "1"}) is True and r.rename(a, b) is True and r.incrbyfloat(b, 0.5) == 1.5
+    assert r.randomkey() is not None
+    r.delete(b)

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <float.h>
+#include <math.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +88,39 @@ static void test_hostile_bounds(void **state)
 	assert_int_equal(used, 4);
 }
 
+/* Redis's string2ld and INCRBYFLOAT's output (the forms the differential test compares too). */
+static void test_long_doubles(void **state)
+{
+	long double v;
+	char buf[RESP_LD_MAX];
+	(void)state;
+	assert_true(resp_to_ld("10.5", 4, &v) && resp_to_ld("0x10", 4, &v) && v == 16);
+	assert_true(resp_to_ld("inf", 3, &v) && isinf(v));
+	assert_false(resp_to_ld("nan", 3, &v));
+	assert_false(resp_to_ld(" 1", 2, &v));
+	assert_false(resp_to_ld("1 ", 2, &v));
+	assert_false(resp_to_ld("", 0, &v));
+	assert_false(resp_to_ld("1e5000", 6, &v));  /* overflow */
+	assert_false(resp_to_ld("1e-5000", 7, &v)); /* underflow to 0 */
+	assert_false(resp_to_ld("1\0", 2, &v));
+	char big[RESP_LD_MAX + 1];
+	memset(big, '0', sizeof big);
+	big[0] = '1';
+	big[1] = '.'; /* 1.000...: a float of RESP_LD_MAX - 1 bytes, but not of RESP_LD_MAX */
+	assert_false(resp_to_ld(big, RESP_LD_MAX, &v));
+	assert_true(resp_to_ld(big, RESP_LD_MAX - 1, &v) && v == 1);
+	assert_int_equal(resp_ld_human(10.5L + 0.1L, buf), 4);
+	assert_string_equal(buf, "10.6");
+	(void)resp_ld_human(1e15L + 0.1L, buf);
+	assert_string_equal(buf, "1000000000000000.0999755859375");
+	(void)resp_ld_human(-0.0L, buf);
+	assert_string_equal(buf, "0");
+	(void)resp_ld_human(5200.0L, buf);
+	assert_string_equal(buf, "5200");
+	assert_int_equal(resp_ld_human(1.0L / 0.0L, buf), 0);
+	assert_true(resp_ld_human(LDBL_MAX, buf) > 4900);
+}
+
 static void test_numbers_and_replies(void **state)
 {
 	long long v;
@@ -157,6 +192,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_multibulk_and_pieces), cmocka_unit_test(test_inline),
 		cmocka_unit_test(test_hostile_bounds), cmocka_unit_test(test_numbers_and_replies),
+		cmocka_unit_test(test_long_doubles),
 		cmocka_unit_test(test_json_values), cmocka_unit_test(test_value_replies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

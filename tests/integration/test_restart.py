@@ -18,6 +18,7 @@ import pytest
 import pgwire
 from conftest import SANITIZER_RE, SLOW, TEST_DB, TUSK_BIN, free_port, to_yaml, wait_until
 from lifecycle_util import finished, rule
+from tls_util import starttls
 
 
 class Loop(threading.Thread):
@@ -282,9 +283,7 @@ def _tls_cancel(port, ca, key):
     connection), waiting for its end."""
     ctx = ssl.create_default_context(cafile=ca)
     with socket.create_connection(("127.0.0.1", port), timeout=10 * SLOW) as raw:
-        raw.sendall(struct.pack("!II", 8, 80877103))
-        assert raw.recv(1) == b"S"
-        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+        with starttls(raw, ctx) as s:
             s.sendall(struct.pack("!IIII", 16, 80877102, *key))
             assert s.recv(1) == b""
 

@@ -69,6 +69,8 @@ struct cancel_registry {
 	int nheld;
 	struct held held[HANDOVER_HELD];
 	unsigned bad_logged; /* malformed messages logged (main thread) */
+	double full_logged;  /* when a request beyond HANDOVER_HELD was last logged (under hand_lock) */
+	unsigned full_quiet; /* such requests since, not logged */
 };
 
 struct cancel_registry *cancel_registry_new(void)
@@ -457,8 +459,24 @@ static bool hand_to_predecessor(struct cancel_registry *reg, uint32_t pid, uint3
 	if (slot) {
 		log_info(NULL, NULL, "cancel request for a client of the process this one took over from: handed to it");
 	} else {
-		log_warn(NULL, NULL, "cancel request for a client of the process this one took over from: handed to it, "
-				     "ended at once (%d wait for its answer already)", HANDOVER_HELD);
+		/* A flood of them (a client looping on cancels) is logged once a second. */
+		double now = mono_now();
+		unsigned quiet = 0;
+		bool say = false;
+		pthread_mutex_lock(&reg->hand_lock);
+		if (now - reg->full_logged >= 1.0) {
+			say = true;
+			quiet = reg->full_quiet;
+			reg->full_logged = now;
+			reg->full_quiet = 0;
+		} else {
+			reg->full_quiet++;
+		}
+		pthread_mutex_unlock(&reg->hand_lock);
+		if (say)
+			log_warn(NULL, NULL, "cancel request for a client of the process this one took over from: handed to it, "
+					     "ended at once (%d wait for its answer already; %u more such since the last "
+					     "of these lines)", HANDOVER_HELD, quiet);
 		finish(reg, fd, tls, up);
 	}
 	return true;

@@ -151,7 +151,7 @@ static int control_loop(struct control *ctl)
 			ctl->successor = -1;
 		}
 		if (ctl->takeover_fd >= 0 && (pfd[1].revents & POLLIN)) {
-			int rc = takeover_serve(&ctl->rt, ctl->takeover_fd, &ctl->successor);
+			int rc = takeover_serve(&ctl->rt, &ctl->takeover_fd, &ctl->successor);
 			if (rc == 1) {
 				cancel_registry_set_successor(ctl->rt.cancels, ctl->successor);
 				begin_drain(ctl, "online restart");

@@ -53,11 +53,13 @@ int takeover_listen(const char *path)
 	int rc = net_unix_addr(path, &sun);
 	if (rc < 0)
 		return rc;
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	/* Someone answering there is a running tusk: never steal its socket file. */
-	if (connect(fd, (const struct sockaddr *)&sun, sizeof sun) == 0) {
+	/* Someone answering there is a running tusk: never steal its socket file. Non-blocking:
+	 * a listener whose backlog is full (EAGAIN) is one answering there too, and must not
+	 * hold this thread. */
+	if (connect(fd, (const struct sockaddr *)&sun, sizeof sun) == 0 || errno == EAGAIN) {
 		close(fd);
 		return -EADDRINUSE;
 	}
@@ -74,13 +76,13 @@ int takeover_listen(const char *path)
 	return fd;
 }
 
-int takeover_serve(struct runtime *rt, int listen_fd, int *successor)
+int takeover_serve(struct runtime *rt, int *listen_fd, int *successor)
 {
 	char msg[512];
 	int fd, rc;
 	/* Non-blocking (every exchange here polls first): after the hand-over the main thread
 	 * reads the cancels on it and the workers answer on it, none of which may block. */
-	int conn = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+	int conn = accept4(*listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (conn < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK || errno == ECONNABORTED ? 0 : -errno;
 
@@ -126,6 +128,10 @@ int takeover_serve(struct runtime *rt, int listen_fd, int *successor)
 	}
 	rt->handed_over = true;
 	daemon_drain(rt);
+	/* Closed before the OK: the new process binds its own takeover socket on the same
+	 * path as soon as it reads the OK, and finds nobody answering there. */
+	close(*listen_fd);
+	*listen_fd = -1;
 	rc = send_msg(conn, "OK", -1);
 	log_info(NULL, NULL, "takeover: listeners handed over; draining");
 	*successor = conn; /* for the cancels of our clients that reach the new process */

@@ -29,14 +29,15 @@
 __attribute__((warn_unused_result))
 int takeover_listen(const char *path);
 
-/* Old side, main thread: serve one connection accepted on the takeover socket. Sends
- * rt's listeners; when the peer asks to DRAIN, drains rt and returns 1 with the connection
- * in *successor, non-blocking (the caller then closes its takeover socket, reads the cancels
- * the new process hands over with cancel_registry_successor_input, and exits once drained);
- * 0 when the peer
- * went away without asking; negative on error. */
+/* Old side, main thread: serve one connection accepted on the takeover socket *listen_fd.
+ * Sends rt's listeners; when the peer asks to DRAIN, drains rt, closes *listen_fd (sets it
+ * to -1) before it answers OK, so that the new process, once it has the OK, finds the path
+ * free for its own takeover socket; and returns 1 with the connection in *successor,
+ * non-blocking (the caller reads the cancels the new process hands over with
+ * cancel_registry_successor_input, and exits once drained). 0 when the peer went away
+ * without asking; negative on error. */
 __attribute__((warn_unused_result))
-int takeover_serve(struct runtime *rt, int listen_fd, int *successor);
+int takeover_serve(struct runtime *rt, int *listen_fd, int *successor);
 /* New side: connect to path and receive the listeners. *conn stays open for
  * takeover_finish. 0 or a negative errno (logged). */
 __attribute__((warn_unused_result))

@@ -388,6 +388,111 @@ def test_a_tls_cancel_handed_to_the_draining_process_ends_once_it_has_decided(tu
     _exited_clean(rc, new_log)
 
 
+@pytest.mark.tusk_only
+def test_a_cancel_goes_down_a_chain_of_restarts(tusk, tmp_path, certs):
+    """Two takeovers in a row while the first process still drains: the third process hands a
+    key it never gave out to the second, which does not know it either and hands it on to the
+    first, whose client's query is cancelled; the first's answer comes back up the chain, and
+    only then does the requester's (TLS) connection end."""
+    tls = {"tls": "allow", "tls_cert_file": certs.server_crt, "tls_key_file": certs.server_key}
+    t = tusk(pools=[rule(mode="transaction")], takeover_socket=str(tmp_path / "takeover.sock"),
+             shutdown_timeout="60s", listen_opts=tls)
+    a = pgwire.RawClient("127.0.0.1", t.port, timeout=60 * SLOW)
+    key = next(struct.unpack("!II", body[:8]) for kind, body in a.startup("tusk_trust", TEST_DB) if kind == b"K")
+    ended = {}
+
+    def run():
+        rows, errors = a.simple_query("select pg_sleep(30)")
+        ended["how"] = "cancelled" if errors and errors[0].get("C") == "57014" else repr((rows, errors))
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    b_log, c_log = tmp_path / "b.log", tmp_path / "c.log"
+    b, b_logf = start_new(t, b_log)
+    c = c_logf = None
+    b_client = None
+    try:
+        wait_taken_over(t, b_log)
+        # a client of the second process, inside a transaction: it drains after the next takeover
+        b_client = pgwire.RawClient("127.0.0.1", t.port, timeout=30 * SLOW)
+        b_client.startup("tusk_trust", TEST_DB)
+        assert b_client.simple_query("begin")[1] == []
+        c, c_logf = start_new(t, c_log)
+        wait_until(lambda: "this process serves" in c_log.read_text(errors="replace"), 15 * SLOW,
+                   what="third process serving")
+        wait_until(lambda: "listeners handed over; draining" in b_log.read_text(errors="replace"), 5 * SLOW,
+                   what="second draining")
+        assert th.is_alive(), ended
+        began = time.monotonic()
+        _tls_cancel(t.port, certs.ca, key)  # to the third process's listener
+        th.join(10 * SLOW)
+        assert ended.get("how") == "cancelled", f"pg_sleep(30) {ended.get('how', 'still running')}"
+        assert time.monotonic() - began < 10, "the cancel took its time limit, not the chain's answer"
+        for log in (c_log, b_log):
+            text = log.read_text(errors="replace")
+            assert "handed to it" in text and "did not answer" not in text, text[-2000:]
+        a.close()
+        assert finished(t, 10 * SLOW) == 0
+        assert b_client.simple_query("commit")[1] == []
+        b_client.close()
+        assert b.wait(15 * SLOW) == 0  # drained
+        assert _serves(t.port)
+    finally:
+        a.close()
+        if b_client:
+            b_client.close()
+        rc_b = stop_new(b, b_logf)
+        rc_c = stop_new(c, c_logf) if c else 0
+    _exited_clean(rc_b, b_log)
+    _exited_clean(rc_c, c_log)
+
+
+@pytest.mark.tusk_only
+def test_restarts_in_a_row_each_bind_the_takeover_socket(tusk, tmp_path):
+    """Five online restarts in a row under a connect loop, each as soon as the last new process
+    serves, while the process before it still drains a transaction. Each new process must bind
+    takeover_socket: the old one used to close it only as it began to drain, a moment after
+    its OK, so that the new one could still find it answering there ('Address already in use;
+    the next online restart will not find this process') and the next restart failed."""
+    t = tusk(pools=[rule(mode="transaction")], takeover_socket=str(tmp_path / "takeover.sock"),
+             shutdown_timeout="30s")
+    loop = Loop(t.port)
+    loop.start()
+    procs, held = [], []
+    try:
+        for i in range(5):
+            c = pgwire.RawClient("127.0.0.1", t.port, timeout=30 * SLOW)
+            c.startup("tusk_trust", TEST_DB)
+            assert c.simple_query("begin")[1] == []  # its process drains until it commits
+            held.append(c)
+            log = tmp_path / f"new{i}.log"
+            p, logf = start_new(t, log)
+            procs.append((p, logf, log))
+            wait_until(lambda: "this process serves" in log.read_text(errors="replace") or p.poll() is not None,
+                       15 * SLOW, what=f"restart {i + 1} serving")
+            text = log.read_text(errors="replace")
+            assert "this process serves" in text, text[-2000:]
+            assert "will not find this process" not in text, text[-2000:]
+        for c in held:
+            assert c.simple_query("commit")[1] == []
+            c.close()
+        assert finished(t, 15 * SLOW) == 0
+        for p, logf, log in procs[:-1]:
+            assert p.wait(15 * SLOW) == 0, log.read_text(errors="replace")[-2000:]
+        time.sleep(0.3)
+        loop.stop.set()
+        loop.join(10)
+        assert loop.failures == [], f"{len(loop.failures)} failed of {loop.ok + len(loop.failures)}: {loop.failures[:3]}"
+        assert _serves(t.port)
+    finally:
+        loop.stop.set()
+        for c in held:
+            c.close()
+        rcs = [stop_new(p, logf) for p, logf, _ in procs]
+    for rc, (_, _, log) in zip(rcs, procs):
+        _exited_clean(rc, log)
+
+
 def _cancel_in_background(port, ca, key):
     """A TLS cancel sent from a thread; -> (thread, result: {"after": seconds to its end})."""
     result = {}

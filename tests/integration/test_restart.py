@@ -294,6 +294,22 @@ def certs(tmp_path_factory):
     return Certs(tmp_path_factory.mktemp("certs"))
 
 
+def _sleep_in_background(c):
+    """pg_sleep(30) on RawClient c from a thread; -> (thread, ended: {"how": "cancelled" or what
+    came instead, "after": seconds})."""
+    ended = {}
+
+    def run():
+        began = time.monotonic()
+        rows, errors = c.simple_query("select pg_sleep(30)")
+        ended["how"] = "cancelled" if errors and errors[0].get("C") == "57014" else repr((rows, errors))
+        ended["after"] = time.monotonic() - began
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th, ended
+
+
 @pytest.mark.tusk_only
 @pytest.mark.parametrize("mode,how", [("session", "plain"), ("transaction", "plain"), ("session", "tls")])
 def test_a_cancel_reaches_a_query_of_the_draining_process(tusk, pg, tmp_path, certs, mode, how):
@@ -309,16 +325,7 @@ def test_a_cancel_reaches_a_query_of_the_draining_process(tusk, pg, tmp_path, ce
              listen_opts=tls if how == "tls" else None)
     c = pgwire.RawClient("127.0.0.1", t.port, timeout=60 * SLOW)
     key = next(struct.unpack("!II", body[:8]) for kind, body in c.startup("tusk_trust", TEST_DB) if kind == b"K")
-    ended = {}
-
-    def run():
-        began = time.monotonic()
-        rows, errors = c.simple_query("select pg_sleep(30)")
-        ended["how"] = "cancelled" if errors and errors[0].get("C") == "57014" else repr((rows, errors))
-        ended["after"] = time.monotonic() - began
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
+    th, ended = _sleep_in_background(c)
     new_log = tmp_path / "new.log"
     new, new_logf = start_new(t, new_log)
     try:
@@ -399,14 +406,7 @@ def test_a_cancel_goes_down_a_chain_of_restarts(tusk, tmp_path, certs):
              shutdown_timeout="60s", listen_opts=tls)
     a = pgwire.RawClient("127.0.0.1", t.port, timeout=60 * SLOW)
     key = next(struct.unpack("!II", body[:8]) for kind, body in a.startup("tusk_trust", TEST_DB) if kind == b"K")
-    ended = {}
-
-    def run():
-        rows, errors = a.simple_query("select pg_sleep(30)")
-        ended["how"] = "cancelled" if errors and errors[0].get("C") == "57014" else repr((rows, errors))
-
-    th = threading.Thread(target=run, daemon=True)
-    th.start()
+    th, ended = _sleep_in_background(a)
     b_log, c_log = tmp_path / "b.log", tmp_path / "c.log"
     b, b_logf = start_new(t, b_log)
     c = c_logf = None
@@ -598,14 +598,7 @@ def test_the_draining_process_answers_handed_over_cancels_and_ignores_garbage(tu
             socket.send_fds(conn, [b"C 1 2"], [f.fileno()])  # well formed, with a descriptor attached
         conn.send(b"C 1 2 9")  # a key the old process does not know either
         assert conn.recv(64) == b"D 9"
-        ended = {}
-
-        def run():
-            rows, errors = c.simple_query("select pg_sleep(30)")
-            ended["how"] = "cancelled" if errors and errors[0].get("C") == "57014" else repr((rows, errors))
-
-        th = threading.Thread(target=run, daemon=True)
-        th.start()
+        th, ended = _sleep_in_background(c)
         time.sleep(0.3)
         conn.send(f"C {pid} {key} 4294967295".encode())
         assert conn.recv(64) == b"D 4294967295"

@@ -860,6 +860,31 @@ bool hba_map_admits(const struct hba *h, const char *map, const char *system_use
 	return ident_match(h->ident, map, system_user, user, line);
 }
 
+enum config_auth hba_config_auth(enum hba_method m)
+{
+	switch (m) {
+	case HBA_TRUST:
+		return CONFIG_AUTH_TRUST;
+	case HBA_PASSWORD:
+		return CONFIG_AUTH_PASSWORD;
+	case HBA_MD5:
+		return CONFIG_AUTH_MD5;
+	case HBA_SCRAM:
+		return CONFIG_AUTH_SCRAM;
+	case HBA_CERT:
+		return CONFIG_AUTH_CERT;
+	case HBA_PEER:
+		return CONFIG_AUTH_PEER;
+	case HBA_LDAP:
+		return CONFIG_AUTH_LDAP;
+	case HBA_PAM:
+		return CONFIG_AUTH_PAM;
+	case HBA_REJECT:
+		break;
+	}
+	return CONFIG_AUTH_REJECT;
+}
+
 const char *hba_method_name(enum hba_method m)
 {
 	switch (m) {

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "config/config.h" /* enum config_auth */
 #include "net/net.h"
 
 enum hba_conn { HBA_LOCAL, HBA_HOST_PLAIN, HBA_HOST_TLS };
@@ -91,6 +92,10 @@ bool hba_map_admits(const struct hba *h, const char *map, const char *system_use
 /* "trust", "reject", "password", "md5", "scram-sha-256", "cert", "peer", "ldap", "pam"; "?" for
  * anything else. */
 const char *hba_method_name(enum hba_method m);
+
+/* The matched line's method as a pool rule's client_auth says it (the two enums name the same
+ * methods), for the code that runs either. */
+enum config_auth hba_config_auth(enum hba_method m);
 
 /* Number of rules loaded (for logs and tests). */
 int hba_count(const struct hba *h);

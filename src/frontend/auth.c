@@ -389,14 +389,9 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	struct runtime *rt = c->worker->rt;
 	int method = rule_method;
 	const struct hba *hba = rt->hba; /* one load: the map below is this hba's */
-	const char *map = NULL;           /* the hba_file line's map=NAME */
-	const struct config_ldap *ldap_opts = NULL;
-	enum hba_clientcert clientcert = HBA_CLIENTCERT_OFF;
-	bool dn = false; /* clientname=DN */
-	const struct hba_pam *pam_opts = NULL;
+	struct hba_hit hit = { 0 };       /* without hba_file: no map, no clientcert, no options */
 
 	if (hba) {
-		struct hba_hit hit;
 		struct net_addr peer;
 		client_peer(c, &peer);
 		enum hba_conn conn = c->peer.sa.sa_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
@@ -412,43 +407,28 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 				    c->user, c->database);
 			return false;
 		}
-		switch (hit.method) {
-		case HBA_TRUST: method = CONFIG_AUTH_TRUST; break;
-		case HBA_REJECT: method = CONFIG_AUTH_REJECT; break;
-		case HBA_PASSWORD: method = CONFIG_AUTH_PASSWORD; break;
-		case HBA_MD5: method = CONFIG_AUTH_MD5; break;
-		case HBA_SCRAM: method = CONFIG_AUTH_SCRAM; break;
-		case HBA_CERT: method = CONFIG_AUTH_CERT; break;
-		case HBA_PEER: method = CONFIG_AUTH_PEER; break;
-		case HBA_LDAP: method = CONFIG_AUTH_LDAP; break;
-		case HBA_PAM: method = CONFIG_AUTH_PAM; break;
-		}
-		map = hit.map;
-		ldap_opts = hit.ldap;
-		pam_opts = hit.pam;
-		clientcert = hit.clientcert;
-		dn = hit.clientname_dn;
-		log_debug(c->id, c->ctx, "hba_file line %d: %s%s%s", hit.line, hba_method_name(hit.method), map ? " map=" : "",
-			  map ? map : "");
+		method = hba_config_auth(hit.method);
+		log_debug(c->id, c->ctx, "hba_file line %d: %s%s%s", hit.line, hba_method_name(hit.method),
+			  hit.map ? " map=" : "", hit.map ? hit.map : "");
 	}
 	/* clientcert= (hostssl lines; the cert method's is verify-full): a certificate the
 	 * listener's CA verified first, before the method asks anything, in PostgreSQL's words. */
 	char cn[CONFIG_NAME_MAX]; /* the CN, or the DN with clientname=DN */
 	int cert = -ENOENT;
-	if (c->tls.conn && (clientcert != HBA_CLIENTCERT_OFF || method == CONFIG_AUTH_CERT))
-		cert = tls_peer_name(c->tls.conn, dn, cn, sizeof cn);
-	if (clientcert != HBA_CLIENTCERT_OFF && cert == -ENOTSUP) {
+	if (c->tls.conn && (hit.clientcert != HBA_CLIENTCERT_OFF || method == CONFIG_AUTH_CERT))
+		cert = tls_peer_name(c->tls.conn, hit.clientname_dn, cn, sizeof cn);
+	if (hit.clientcert != HBA_CLIENTCERT_OFF && cert == -ENOTSUP) {
 		log_warn(c->id, c->ctx, "hba_file line with clientcert=, but this listener has no tls_ca_file");
 		client_fail(c, "F0000", "client certificates can only be checked if a root certificate store is available");
 		return false;
 	}
-	if (clientcert != HBA_CLIENTCERT_OFF && (cert == -ENOENT || cert == -ENOMEM)) {
+	if (hit.clientcert != HBA_CLIENTCERT_OFF && (cert == -ENOENT || cert == -ENOMEM)) {
 		client_fail(c, "28000", "connection requires a valid client certificate");
 		return false;
 	}
-	if (clientcert == HBA_CLIENTCERT_FULL && method != CONFIG_AUTH_CERT &&
+	if (hit.clientcert == HBA_CLIENTCERT_FULL && method != CONFIG_AUTH_CERT &&
 	    (cert < 0 || strcmp(cn, c->user) != 0)) {
-		c->cert_name_wrong = dn ? 2 : 1; /* refused once the method has succeeded */
+		c->cert_name_wrong = hit.clientname_dn ? 2 : 1; /* refused once the method has succeeded */
 		c->cert_name_method = (uint8_t)method;
 	}
 	if (method == CONFIG_AUTH_TRUST) /* succeeded: the name now (callers that begin at once */
@@ -461,7 +441,7 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 			method_failed(c, method, !c->tls.conn ? "not on TLS" : cert == -EINVAL ? "the certificate names no user" : "no verified client certificate");
 			return false;
 		}
-		if (!admitted(c, hba, map, cn)) {
+		if (!admitted(c, hba, hit.map, cn)) {
 			method_failed(c, method, "the certificate's name is not admitted (above)");
 			return false;
 		}
@@ -476,7 +456,7 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 			method_failed(c, method, err == -EPROTOTYPE ? "not on a Unix socket" : strerror(-err));
 			return false;
 		}
-		if (!admitted(c, hba, map, os_user)) {
+		if (!admitted(c, hba, hit.map, os_user)) {
 			method_failed(c, method, "the system user is not admitted (above)");
 			return false;
 		}
@@ -496,12 +476,12 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	a->entry = rt->users ? userlist_find(rt->users, c->user) : NULL;
 	client_set_state(c, CLIENT_AUTH);
 	if (method == CONFIG_AUTH_LDAP) {
-		if (ldap_login_begin(c, ldap_opts, authq_rule) == 0)
+		if (ldap_login_begin(c, hit.ldap, authq_rule) == 0)
 			start_exchange(c, method);
 		return false;
 	}
 	if (method == CONFIG_AUTH_PAM) {
-		if (pam_login_begin(c, pam_opts, authq_rule) == 0)
+		if (pam_login_begin(c, hit.pam, authq_rule) == 0)
 			start_exchange(c, method);
 		return false;
 	}

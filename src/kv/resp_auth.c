@@ -49,14 +49,10 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		return CONFIG_AUTH_REJECT;
 	*map = hit.map;
 	*dn = hit.clientname_dn;
-	static const int method[] = {
-		[HBA_TRUST] = CONFIG_AUTH_TRUST, [HBA_REJECT] = CONFIG_AUTH_REJECT, [HBA_PASSWORD] = CONFIG_AUTH_PASSWORD,
-		[HBA_MD5] = CONFIG_AUTH_MD5, [HBA_SCRAM] = CONFIG_AUTH_SCRAM, [HBA_CERT] = CONFIG_AUTH_CERT,
-		[HBA_PEER] = CONFIG_AUTH_PEER, /* never matched: local lines only, and RESP is TCP */
-		[HBA_LDAP] = CONFIG_AUTH_LDAP, /* refused: AUTH here takes no LDAP check */
-		[HBA_PAM] = CONFIG_AUTH_PAM,   /* refused: nor a PAM check */
-	};
-	return cert_admits(a, hit.clientcert, *dn, method[hit.method], user) ? method[hit.method] : CONFIG_AUTH_REJECT;
+	/* peer is never matched (local lines only, and RESP is TCP); ldap and pam are refused
+	 * (AUTH here takes no LDAP or PAM check) */
+	int method = hba_config_auth(hit.method);
+	return cert_admits(a, hit.clientcert, *dn, method, user) ? method : CONFIG_AUTH_REJECT;
 }
 
 static const struct runtime_gen *gen_of(const struct resp_auth_conn *a)

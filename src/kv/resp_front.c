@@ -1634,7 +1634,7 @@ static void cmd_select(struct resp_conn *c)
 }
 
 /* GET, and TYPE and STRLEN (redis-cli --bigkeys and --memkeys ask them): kv.read's answer. */
-static void cmd_get(struct resp_conn *c, enum step step)
+static void cmd_get(struct resp_conn *c, int step)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
 	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
@@ -1644,6 +1644,8 @@ static void cmd_get(struct resp_conn *c, enum step step)
 /* An expiry argument t of the command named cmd, in seconds or (ms) milliseconds, as
  * milliseconds in *ttl_ms; false (answered with Redis's error) when not positive or past 64
  * bits of milliseconds. */
+enum { TIME_MS = 1, TIME_AT = 2 }; /* EXPIRE/TTL's variants: PEXPIRE, EXPIREAT, PTTL, EXPIRETIME... */
+
 static bool expire_arg(struct resp_conn *c, long long t, bool ms, const char *cmd, long long *ttl_ms)
 {
 	if (t <= 0 || (!ms && t > 9223372036854775LL)) {
@@ -1735,7 +1737,7 @@ static void set_past(struct resp_conn *c, unsigned how)
 }
 
 /* SETEX k seconds v, PSETEX k ms v: SET k v EX|PX, with their own errors, as Redis. */
-static void cmd_setex(struct resp_conn *c, bool ms)
+static void cmd_setex(struct resp_conn *c, int ms)
 {
 	long long t;
 	if (wrong_args(c, c->nargs != 4) || !arg_ll(c, 2, &t) ||
@@ -1746,7 +1748,7 @@ static void cmd_setex(struct resp_conn *c, bool ms)
 
 /* SETNX k v (STEP_SETNX: SET k v NX answered 1 or 0, as Redis) and GETSET k v (STEP_SWAP: SET
  * k v GET): a put of argument 2 without expiry. */
-static void cmd_set_kin(struct resp_conn *c, enum step step)
+static void cmd_set_kin(struct resp_conn *c, int step)
 {
 	if (wrong_args(c, c->nargs != 3))
 		return;
@@ -1805,7 +1807,7 @@ static void cmd_del(struct resp_conn *c)
 		call_batch(c, STEP_DEL, KV_OP_DELETE_MANY, false);
 }
 
-static void cmd_exists_mget(struct resp_conn *c, enum step step)
+static void cmd_exists_mget(struct resp_conn *c, int step)
 {
 	/* read_many: the keys' values, else their counters, 0 too (as GET reads them), one
 	 * call per shard holding some of the keys */
@@ -1823,8 +1825,10 @@ static void cmd_mset(struct resp_conn *c)
  * Redis 7: the options checked first, then the time; an expiry not in the future deletes the key.
  * Without options kv.touch (or DEL's delete_many), with them kv.expire, which tests the key's
  * expiry and writes in one step. An absolute time becomes a ttl by tusk's clock. */
-static void cmd_expire(struct resp_conn *c, bool ms, bool at)
+/* how: TIME_MS and TIME_AT, as the command's name says */
+static void cmd_expire(struct resp_conn *c, int how)
 {
+	bool ms = how & TIME_MS, at = how & TIME_AT;
 	long long t;
 	size_t offs[KV_CALL_MAX_ARGS];
 	bool nx = false, xx = false, gt = false, lt = false;
@@ -1870,9 +1874,9 @@ static void cmd_expire(struct resp_conn *c, bool ms, bool at)
 	if (!ns_key(c, 1, offs))
 		return;
 	offs[2] = add_ttl(c, when);
-	const char *how = nx ? "nx" : gt ? "gt" : xx && lt ? "xx lt" : xx ? "xx" : "lt";
+	const char *only = nx ? "nx" : gt ? "gt" : xx && lt ? "xx lt" : xx ? "xx" : "lt";
 	if (cond)
-		offs[3] = add_val(c, how, strlen(how));
+		offs[3] = add_val(c, only, strlen(only));
 	if (offs[2] == SIZE_MAX || (cond && offs[3] == SIZE_MAX)) {
 		reply_error(c, "ERR out of memory");
 		return;
@@ -2027,7 +2031,7 @@ static void cmd_msetnx(struct resp_conn *c)
 
 /* RENAME k newk (RENAMENX: nx): k's value, or counter, moved to newk with its expiry, in one
  * step of their shard (kv.rename); keys of two shards: CROSSSLOT. */
-static void cmd_rename(struct resp_conn *c, bool nx)
+static void cmd_rename(struct resp_conn *c, int nx)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
 	if (wrong_args(c, c->nargs != 3) || !one_shard(c, 1, 3, 1) || !ns_key(c, 1, offs))
@@ -2291,17 +2295,21 @@ static void cmd_persist(struct resp_conn *c)
 }
 
 /* TTL, PTTL: the time left; EXPIRETIME, PEXPIRETIME (abs): the expiry, in unix time. */
-static void cmd_ttl(struct resp_conn *c, bool ms, bool abs)
+/* how: TIME_MS and TIME_AT (EXPIRETIME: when, not how long) */
+static void cmd_ttl(struct resp_conn *c, int how)
 {
 	size_t offs[KV_CALL_MAX_ARGS];
-	c->pttl = ms;
-	c->ttl_abs = abs;
+	c->pttl = how & TIME_MS;
+	c->ttl_abs = how & TIME_AT;
 	if (!wrong_args(c, c->nargs != 2) && ns_key(c, 1, offs))
 		call_key(c, STEP_TTL, KV_OP_READ_META, offs, 2); /* a value's, else a counter's */
 }
 
-static void cmd_incr(struct resp_conn *c, int sign, bool by)
+/* how: 1 INCR, 2 INCRBY, -1 DECR, -2 DECRBY */
+static void cmd_incr(struct resp_conn *c, int how)
 {
+	int sign = how < 0 ? -1 : 1;
+	bool by = how == 2 || how == -2;
 	long long d = 1;
 	size_t offs[KV_CALL_MAX_ARGS];
 	char num[24];
@@ -2642,43 +2650,106 @@ static void cmd_watch(struct resp_conn *c)
 	watch_next(c);
 }
 
-/* What a command is checked for when MULTI queues it, as Redis checks it: its arity
- * (negative: at least), where its keys are (first, last: -1 the last argument, step), and
- * whether a transaction may hold it here (flags). */
+static void cmd_ping(struct resp_conn *c)
+{
+	if (wrong_args(c, c->nargs > 2))
+		return;
+	if (c->nargs == 2)
+		reply_bulk(c, arg(c, 1), alen(c, 1));
+	else
+		reply_simple(c, "PONG");
+}
+
+static void cmd_echo(struct resp_conn *c)
+{
+	if (!wrong_args(c, c->nargs != 2))
+		reply_bulk(c, arg(c, 1), alen(c, 1));
+}
+
+static void cmd_command(struct resp_conn *c)
+{
+	reply_array(c, 0); /* redis-cli asks at start; no command table */
+}
+
+static void cmd_client(struct resp_conn *c)
+{
+	reply_simple(c, "OK"); /* SETNAME, SETINFO: accepted, ignored */
+}
+
+static void cmd_unwatch(struct resp_conn *c)
+{
+	if (!c->exec)
+		unwatch(c); /* (in a transaction: EXEC unwatches anyway) */
+	reply_simple(c, "OK");
+}
+
+/* Every command but QUIT and MULTI's own (MULTI, EXEC, DISCARD, WATCH): what runs it (run, or
+ * run_how with how), and what it is checked for when MULTI queues it, as Redis checks it: its
+ * arity (negative: at least), where its keys are (first, last: -1 the last argument, step),
+ * and whether a transaction may hold it here (flags). */
 enum { CMD_NOMULTI = 1, /* not in one shard's transaction (every shard's keys, the connection's state) */
-       CMD_READ = 2 };   /* reads keys and writes none: a transaction holding one reads one snapshot */
+       CMD_READ = 2,     /* reads keys and writes none: a transaction holding one reads one snapshot */
+       CMD_NOAUTH = 4 }; /* runs before AUTH */
 static const struct resp_cmd {
 	const char *name;
 	int arity, first, last, step;
 	unsigned flags;
+	void (*run)(struct resp_conn *c);
+	void (*run_how)(struct resp_conn *c, int how);
+	int how;
 } resp_cmds[] = {
-	{ "GET", 2, 1, 1, 1, CMD_READ },         { "TYPE", 2, 1, 1, 1, CMD_READ },
-	{ "STRLEN", 2, 1, 1, 1, CMD_READ },      { "SET", -3, 1, 1, 1, 0 },
-	{ "SETEX", 4, 1, 1, 1, 0 },              { "PSETEX", 4, 1, 1, 1, 0 },
-	{ "SETNX", 3, 1, 1, 1, 0 },              { "GETSET", 3, 1, 1, 1, 0 },
-	{ "APPEND", 3, 1, 1, 1, 0 },             { "GETEX", -2, 1, 1, 1, 0 },
-	{ "GETDEL", 2, 1, 1, 1, 0 },             { "DEL", -2, 1, -1, 1, 0 },
-	{ "UNLINK", -2, 1, -1, 1, 0 },           { "PERSIST", 2, 1, 1, 1, 0 },
-	{ "MSETNX", -3, 1, -1, 2, 0 },           { "RENAME", 3, 1, 2, 1, 0 },
-	{ "RENAMENX", 3, 1, 2, 1, 0 },
-	{ "EXISTS", -2, 1, -1, 1, CMD_READ },    { "TOUCH", -2, 1, -1, 1, CMD_READ },
-	{ "MGET", -2, 1, -1, 1, CMD_READ },      { "MSET", -3, 1, -1, 2, 0 },
-	{ "EXPIRE", -3, 1, 1, 1, 0 },            { "PEXPIRE", -3, 1, 1, 1, 0 },
-	{ "EXPIREAT", -3, 1, 1, 1, 0 },          { "PEXPIREAT", -3, 1, 1, 1, 0 },
-	{ "TTL", 2, 1, 1, 1, CMD_READ },         { "PTTL", 2, 1, 1, 1, CMD_READ },
-	{ "EXPIRETIME", 2, 1, 1, 1, CMD_READ },  { "PEXPIRETIME", 2, 1, 1, 1, CMD_READ },
-	{ "INCR", 2, 1, 1, 1, 0 },               { "DECR", 2, 1, 1, 1, 0 },
-	{ "INCRBY", 3, 1, 1, 1, 0 },             { "DECRBY", 3, 1, 1, 1, 0 },
-	{ "INCRBYFLOAT", 3, 1, 1, 1, 0 },        { "OBJECT", -2, 2, 2, 1, CMD_READ },
-	{ "WAIT", 3, 0, 0, 0, 0 },
-	{ "RANDOMKEY", 1, 0, 0, 0, CMD_NOMULTI }, { "FLUSHDB", -1, 0, 0, 0, CMD_NOMULTI },
-	{ "PING", -1, 0, 0, 0, 0 },              { "ECHO", 2, 0, 0, 0, 0 },
-	{ "INFO", -1, 0, 0, 0, 0 },              { "CONFIG", -2, 0, 0, 0, 0 },
-	{ "COMMAND", -1, 0, 0, 0, 0 },           { "CLIENT", -2, 0, 0, 0, 0 },
-	{ "UNWATCH", 1, 0, 0, 0, 0 },
-	{ "SCAN", -2, 0, 0, 0, CMD_NOMULTI },    { "KEYS", 2, 0, 0, 0, CMD_NOMULTI },
-	{ "DBSIZE", 1, 0, 0, 0, CMD_NOMULTI },   { "SELECT", 2, 0, 0, 0, CMD_NOMULTI },
-	{ "AUTH", -2, 0, 0, 0, CMD_NOMULTI },    { "HELLO", -1, 0, 0, 0, CMD_NOMULTI },
+	{ "GET", 2, 1, 1, 1, CMD_READ, NULL, cmd_get, STEP_GET },
+	{ "TYPE", 2, 1, 1, 1, CMD_READ, NULL, cmd_get, STEP_TYPE },
+	{ "STRLEN", 2, 1, 1, 1, CMD_READ, NULL, cmd_get, STEP_STRLEN },
+	{ "SET", -3, 1, 1, 1, 0, cmd_set, NULL, 0 },
+	{ "SETEX", 4, 1, 1, 1, 0, NULL, cmd_setex, 0 },
+	{ "PSETEX", 4, 1, 1, 1, 0, NULL, cmd_setex, 1 },
+	{ "SETNX", 3, 1, 1, 1, 0, NULL, cmd_set_kin, STEP_SETNX },
+	{ "GETSET", 3, 1, 1, 1, 0, NULL, cmd_set_kin, STEP_SWAP },
+	{ "APPEND", 3, 1, 1, 1, 0, cmd_append, NULL, 0 },
+	{ "GETEX", -2, 1, 1, 1, 0, cmd_getex, NULL, 0 },
+	{ "GETDEL", 2, 1, 1, 1, 0, cmd_getdel, NULL, 0 },
+	{ "DEL", -2, 1, -1, 1, 0, cmd_del, NULL, 0 },
+	{ "UNLINK", -2, 1, -1, 1, 0, cmd_del, NULL, 0 },
+	{ "PERSIST", 2, 1, 1, 1, 0, cmd_persist, NULL, 0 },
+	{ "MSETNX", -3, 1, -1, 2, 0, cmd_msetnx, NULL, 0 },
+	{ "RENAME", 3, 1, 2, 1, 0, NULL, cmd_rename, 0 },
+	{ "RENAMENX", 3, 1, 2, 1, 0, NULL, cmd_rename, 1 },
+	{ "EXISTS", -2, 1, -1, 1, CMD_READ, NULL, cmd_exists_mget, STEP_EXISTS },
+	/* TOUCH: the keys that exist (no LRU here) */
+	{ "TOUCH", -2, 1, -1, 1, CMD_READ, NULL, cmd_exists_mget, STEP_EXISTS },
+	{ "MGET", -2, 1, -1, 1, CMD_READ, NULL, cmd_exists_mget, STEP_MGET },
+	{ "MSET", -3, 1, -1, 2, 0, cmd_mset, NULL, 0 },
+	{ "EXPIRE", -3, 1, 1, 1, 0, NULL, cmd_expire, 0 },
+	{ "PEXPIRE", -3, 1, 1, 1, 0, NULL, cmd_expire, TIME_MS },
+	{ "EXPIREAT", -3, 1, 1, 1, 0, NULL, cmd_expire, TIME_AT },
+	{ "PEXPIREAT", -3, 1, 1, 1, 0, NULL, cmd_expire, TIME_MS | TIME_AT },
+	{ "TTL", 2, 1, 1, 1, CMD_READ, NULL, cmd_ttl, 0 },
+	{ "PTTL", 2, 1, 1, 1, CMD_READ, NULL, cmd_ttl, TIME_MS },
+	{ "EXPIRETIME", 2, 1, 1, 1, CMD_READ, NULL, cmd_ttl, TIME_AT },
+	{ "PEXPIRETIME", 2, 1, 1, 1, CMD_READ, NULL, cmd_ttl, TIME_MS | TIME_AT },
+	{ "INCR", 2, 1, 1, 1, 0, NULL, cmd_incr, 1 },
+	{ "DECR", 2, 1, 1, 1, 0, NULL, cmd_incr, -1 },
+	{ "INCRBY", 3, 1, 1, 1, 0, NULL, cmd_incr, 2 },
+	{ "DECRBY", 3, 1, 1, 1, 0, NULL, cmd_incr, -2 },
+	{ "INCRBYFLOAT", 3, 1, 1, 1, 0, cmd_incrbyfloat, NULL, 0 },
+	{ "OBJECT", -2, 2, 2, 1, CMD_READ, cmd_object, NULL, 0 },
+	{ "WAIT", 3, 0, 0, 0, 0, cmd_wait, NULL, 0 },
+	{ "RANDOMKEY", 1, 0, 0, 0, CMD_NOMULTI, cmd_randomkey, NULL, 0 },
+	{ "FLUSHDB", -1, 0, 0, 0, CMD_NOMULTI, cmd_flushdb, NULL, 0 },
+	{ "PING", -1, 0, 0, 0, 0, cmd_ping, NULL, 0 },
+	{ "ECHO", 2, 0, 0, 0, 0, cmd_echo, NULL, 0 },
+	{ "INFO", -1, 0, 0, 0, 0, cmd_info, NULL, 0 },
+	{ "CONFIG", -2, 0, 0, 0, 0, cmd_config, NULL, 0 },
+	{ "COMMAND", -1, 0, 0, 0, 0, cmd_command, NULL, 0 },
+	{ "CLIENT", -2, 0, 0, 0, 0, cmd_client, NULL, 0 },
+	{ "UNWATCH", 1, 0, 0, 0, 0, cmd_unwatch, NULL, 0 },
+	{ "SCAN", -2, 0, 0, 0, CMD_NOMULTI, cmd_scan, NULL, 0 },
+	{ "KEYS", 2, 0, 0, 0, CMD_NOMULTI, cmd_keys, NULL, 0 },
+	{ "DBSIZE", 1, 0, 0, 0, CMD_NOMULTI, cmd_dbsize, NULL, 0 },
+	{ "SELECT", 2, 0, 0, 0, CMD_NOMULTI, cmd_select, NULL, 0 },
+	{ "AUTH", -2, 0, 0, 0, CMD_NOMULTI | CMD_NOAUTH, cmd_auth, NULL, 0 },
+	{ "HELLO", -1, 0, 0, 0, CMD_NOMULTI | CMD_NOAUTH, cmd_hello, NULL, 0 },
 };
 
 static const struct resp_cmd *cmd_find(const struct resp_conn *c)
@@ -3132,15 +3203,8 @@ static void dispatch(struct resp_conn *c)
 		(void)dispatch_multi(c);
 		return;
 	}
-	if (is(c, 0, "AUTH")) {
-		cmd_auth(c);
-		return;
-	}
-	if (is(c, 0, "HELLO")) {
-		cmd_hello(c);
-		return;
-	}
-	if (!c->authed) {
+	const struct resp_cmd *cmd = cmd_find(c);
+	if (!c->authed && !(cmd && (cmd->flags & CMD_NOAUTH))) {
 		reply_error(c, "NOAUTH Authentication required.");
 		if (c->multi)
 			c->multi_dirty = true;
@@ -3148,95 +3212,12 @@ static void dispatch(struct resp_conn *c)
 	}
 	if (!c->exec && dispatch_multi(c))
 		return;
-	if (is(c, 0, "PING")) {
-		if (!wrong_args(c, c->nargs > 2)) {
-			if (c->nargs == 2)
-				reply_bulk(c, arg(c, 1), alen(c, 1));
-			else
-				reply_simple(c, "PONG");
-		}
-	} else if (is(c, 0, "ECHO")) {
-		if (!wrong_args(c, c->nargs != 2))
-			reply_bulk(c, arg(c, 1), alen(c, 1));
-	} else if (is(c, 0, "SELECT")) {
-		cmd_select(c);
-	} else if (is(c, 0, "GET")) {
-		cmd_get(c, STEP_GET);
-	} else if (is(c, 0, "TYPE")) {
-		cmd_get(c, STEP_TYPE);
-	} else if (is(c, 0, "STRLEN")) {
-		cmd_get(c, STEP_STRLEN);
-	} else if (is(c, 0, "SET")) {
-		cmd_set(c);
-	} else if (is(c, 0, "SETEX") || is(c, 0, "PSETEX")) {
-		cmd_setex(c, is(c, 0, "PSETEX"));
-	} else if (is(c, 0, "SETNX")) {
-		cmd_set_kin(c, STEP_SETNX);
-	} else if (is(c, 0, "GETSET")) {
-		cmd_set_kin(c, STEP_SWAP);
-	} else if (is(c, 0, "APPEND")) {
-		cmd_append(c);
-	} else if (is(c, 0, "GETEX")) {
-		cmd_getex(c);
-	} else if (is(c, 0, "GETDEL")) {
-		cmd_getdel(c);
-	} else if (is(c, 0, "DEL") || is(c, 0, "UNLINK")) {
-		cmd_del(c);
-	} else if (is(c, 0, "PERSIST")) {
-		cmd_persist(c);
-	} else if (is(c, 0, "EXISTS") || is(c, 0, "TOUCH")) { /* TOUCH: the keys that exist (no LRU here) */
-		cmd_exists_mget(c, STEP_EXISTS);
-	} else if (is(c, 0, "MGET")) {
-		cmd_exists_mget(c, STEP_MGET);
-	} else if (is(c, 0, "MSET")) {
-		cmd_mset(c);
-	} else if (is(c, 0, "MSETNX")) {
-		cmd_msetnx(c);
-	} else if (is(c, 0, "RENAME") || is(c, 0, "RENAMENX")) {
-		cmd_rename(c, is(c, 0, "RENAMENX"));
-	} else if (is(c, 0, "EXPIRE") || is(c, 0, "PEXPIRE")) {
-		cmd_expire(c, is(c, 0, "PEXPIRE"), false);
-	} else if (is(c, 0, "EXPIREAT") || is(c, 0, "PEXPIREAT")) {
-		cmd_expire(c, is(c, 0, "PEXPIREAT"), true);
-	} else if (is(c, 0, "TTL") || is(c, 0, "PTTL")) {
-		cmd_ttl(c, is(c, 0, "PTTL"), false);
-	} else if (is(c, 0, "EXPIRETIME") || is(c, 0, "PEXPIRETIME")) {
-		cmd_ttl(c, is(c, 0, "PEXPIRETIME"), true);
-	} else if (is(c, 0, "INCR") || is(c, 0, "INCRBY")) {
-		cmd_incr(c, 1, is(c, 0, "INCRBY"));
-	} else if (is(c, 0, "INCRBYFLOAT")) {
-		cmd_incrbyfloat(c);
-	} else if (is(c, 0, "RANDOMKEY")) {
-		cmd_randomkey(c);
-	} else if (is(c, 0, "FLUSHDB")) {
-		cmd_flushdb(c);
-	} else if (is(c, 0, "WAIT")) {
-		cmd_wait(c);
-	} else if (is(c, 0, "OBJECT")) {
-		cmd_object(c);
-	} else if (is(c, 0, "DECR") || is(c, 0, "DECRBY")) {
-		cmd_incr(c, -1, is(c, 0, "DECRBY"));
-	} else if (is(c, 0, "SCAN")) {
-		cmd_scan(c);
-	} else if (is(c, 0, "KEYS")) {
-		cmd_keys(c);
-	} else if (is(c, 0, "DBSIZE")) {
-		cmd_dbsize(c);
-	} else if (is(c, 0, "INFO")) {
-		cmd_info(c);
-	} else if (is(c, 0, "CONFIG")) {
-		cmd_config(c);
-	} else if (is(c, 0, "COMMAND")) {
-		reply_array(c, 0); /* redis-cli asks at start; no command table */
-	} else if (is(c, 0, "CLIENT")) {
-		reply_simple(c, "OK"); /* SETNAME, SETINFO: accepted, ignored */
-	} else if (is(c, 0, "UNWATCH")) {
-		if (!c->exec)
-			unwatch(c); /* (in a transaction: EXEC unwatches anyway) */
-		reply_simple(c, "OK");
-	} else {
+	if (!cmd)
 		reply_unknown(c);
-	}
+	else if (cmd->run)
+		cmd->run(c);
+	else
+		cmd->run_how(c, cmd->how);
 }
 
 /* The command is done: drop its bytes. */

@@ -290,6 +290,9 @@ static const struct kv_op_def {
 	{ "getex", KV_OP_GETEX, 2, 4, { T, T, I, T }, J },
 	{ "set", KV_OP_SET, 3, 5, { T, T, J, I, T }, J },
 	{ "append", KV_OP_APPEND, 3, 3, { T, T, T }, J },
+	{ "rename", KV_OP_RENAME, 3, 4, { T, T, T, KV_OID_BOOL }, KV_OID_INT4 },
+	{ "put_if_value", KV_OP_PUT_IF_VALUE, 4, 4, { T, T, J, J }, KV_OID_BOOL },
+	{ "flush", KV_OP_FLUSH, 1, 1, { T }, B },
 };
 #undef T
 #undef J
@@ -781,6 +784,16 @@ long kv_binary_scalar_text(uint32_t oid, const uint8_t *p, size_t len, char *out
 		int n = snprintf(out, cap, "%" PRId32 " mons %" PRId32 " days %" PRId64 " microseconds", months, days,
 				 (int64_t)us);
 		return n < 0 || (size_t)n >= cap ? -E2BIG : n;
+	}
+	case KV_OID_BOOL: {
+		if (len != 1 || p[0] > 1)
+			return -EINVAL;
+		const char *t = p[0] ? "true" : "false";
+		size_t n = strlen(t);
+		if (n > cap)
+			return -E2BIG;
+		memcpy(out, t, n);
+		return (long)n;
 	}
 	case KV_OID_INT8:
 	case KV_OID_INT4:

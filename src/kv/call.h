@@ -53,6 +53,7 @@ enum kv_op {
 };
 
 /* Type OIDs of the call arguments and results. */
+#define KV_OID_BOOL 16u
 #define KV_OID_INT8 20u
 #define KV_OID_INT4 23u
 #define KV_OID_TEXT 25u

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.tusk_only
 @pytest.fixture(scope="module")
 def zone(workdir):
     p = Parade(workdir / "kv-route", ["r1"])
-    p.setup()
+    p.setup(namespaces=(("default", None), ("short", "short"), ("flushme", None)))
     z = p.zones[0]
     z.start_tusk()
     yield z
@@ -134,6 +134,52 @@ def test_bad_input_gets_a_clear_error_and_the_session_goes_on(zone, sql, params,
         # The session is still usable.
         c.execute("select kv.put('default', 'after-error', '1')")
         assert c.execute("select kv.get('default', 'after-error')").fetchone()[0] == 1
+
+
+def test_rename_put_if_value_and_flush_through_the_kv_database(zone):
+    """The calls the Redis listener's RENAME, INCRBYFLOAT and FLUSHDB use are the kv database's
+    too (they were refused with 42883): kv.rename by its first key's shard (a second key of
+    another shard is the shard's own error, nothing written), kv.put_if_value, and kv.flush asked
+    of every shard, the counts summed. Booleans bound in text and in binary."""
+    p = zone.parade
+    a, b = p.keys_on(0, 2, "rn-")
+    far = p.key_on(1, "rn-")
+    with kv_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '{\"v\": 1}')", (a,))
+        assert c.execute("select kv.rename(%s, %s, %s)", ("default", a, b)).fetchone()[0] == 1
+        assert c.execute("select kv.get('default', %s)", (a,)).fetchone()[0] is None
+        assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == {"v": 1}
+        c.execute("select kv.put('default', %s, '2')", (a,))
+        for fmt in ("%t", "%b"):  # nx: b exists, nothing written
+            assert c.execute(f"select kv.rename(%s, %s, %s, {fmt})", ("default", a, b, True)).fetchone()[0] == 0
+        assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == {"v": 1}
+        assert c.execute("select kv.rename('default', %s, %s, false) as n", (a, b)).fetchone()[0] == 1
+        assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == 2
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("select kv.rename('default', %s, %s)", (b, far))
+        assert e.value.sqlstate == "22023" and f'key "{far}" belongs to shard 1' in str(e.value), e.value
+        assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == 2
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("select kv.rename('default', %s, %s)", ("rn-absent", b))
+        assert "no such key" in str(e.value), e.value
+
+        cur = c.execute("select kv.put_if_value(%s, %s, %s, %s)", ("default", b, "2", Jsonb(3)))
+        assert cur.fetchone()[0] is True
+        assert c.execute("select kv.put_if_value(%b, %b, %b, %b)",
+                         ("default", b, Jsonb(2), Jsonb(4))).fetchone()[0] is False  # it reads 3
+        assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == 3
+        assert c.execute("select kv.put_if_value('default', 'piv-new', NULL, '5')").fetchone()[0] is True
+
+        keys = [f"fl-{i}" for i in range(12)]
+        assert set(p.shards_of("flushme", keys)) == set(range(NSHARDS))
+        assert c.execute("select kv.put_many('flushme', %s, %s)", (keys, ["1"] * 12)).fetchone()[0] == 12
+        cur = c.execute("select kv.flush('flushme') as gone")
+        assert cur.description[0].name == "gone" and cur.fetchone()[0] == 12
+        assert c.execute("select kv.count('flushme', '')").fetchone()[0] == 0
+        assert c.execute("select kv.flush(%b)", ("flushme",)).fetchone()[0] == 0
+        assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == 3  # another namespace: kept
+    out = psql(zone, f"select kv.rename('default', '{b}', '{a}', true)")
+    assert out.returncode == 0 and out.stdout.strip() == "1", out
 
 
 def test_calls_of_several_shards_run_on_the_workers(zone):

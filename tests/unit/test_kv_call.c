@@ -257,6 +257,15 @@ static void test_binary_values(void **st)
 	const uint8_t nul[] = { 'a', 0, 'b' };
 	assert_int_equal(kv_binary_scalar_text(KV_OID_TEXT, nul, 3, out, sizeof out), -EINVAL);
 	assert_int_equal(kv_binary_scalar_text(23 /* int4 */, nul, 3, out, sizeof out), -EINVAL);
+	/* bool: kv.rename's nx; one byte, 0 or 1 */
+	const uint8_t t1[] = { 1 }, f0[] = { 0 }, two[] = { 2 };
+	assert_int_equal(kv_binary_scalar_text(KV_OID_BOOL, t1, 1, out, sizeof out), 4);
+	assert_memory_equal(out, "true", 4);
+	assert_int_equal(kv_binary_scalar_text(KV_OID_BOOL, f0, 1, out, sizeof out), 5);
+	assert_memory_equal(out, "false", 5);
+	assert_int_equal(kv_binary_scalar_text(KV_OID_BOOL, two, 1, out, sizeof out), -EINVAL);
+	assert_int_equal(kv_binary_scalar_text(KV_OID_BOOL, i4, 4, out, sizeof out), -EINVAL);
+	assert_int_equal(kv_binary_scalar_text(KV_OID_BOOL, t1, 1, out, 3), -E2BIG);
 }
 
 static int teardown(void **st)

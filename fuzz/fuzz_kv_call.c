@@ -1,7 +1,7 @@
 /* libFuzzer target for what a client of the virtual kv database controls (src/kv/call.c): the
  * call parser (SQL through libpg_query, then the parse tree walk) and the decoders of bound
  * values. The first byte picks the entry point: 0 kv_call_parse, 1 the text[] literal, 2 the
- * binary text[], 3+ a binary scalar of type oids[mode % 6] (jsonb, interval, text, unknown, json, int4). Besides crashes and leaks, it
+ * binary text[], 3+ a binary scalar of type oids[mode % 7] (jsonb, interval, text, unknown, json, int4, bool). Besides crashes and leaks, it
  * checks the invariants the front relies on: arguments within bounds, constants inside the
  * call's storage, parameters numbered 1..KV_CALL_MAX_PARAMS, elements within their counts. */
 #include <errno.h>
@@ -52,7 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char state[6], err[300];
 		int rc = kv_call_parse(s, &call, state, err, sizeof err);
 		if (rc == 0) {
-			check(call.nargs >= 2 && call.nargs <= KV_CALL_MAX_ARGS);
+			check(call.nargs >= 1 && call.nargs <= KV_CALL_MAX_ARGS); /* kv.flush(ns): 1 */
 			for (int i = 0; i < call.nargs; i++) {
 				const struct kv_arg *a = &call.args[i];
 				if (a->kind == KV_ARG_ARRAY) {
@@ -80,9 +80,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			free(scratch);
 		}
 	} else {
-		static const uint32_t oids[] = { KV_OID_JSONB, KV_OID_INTERVAL, KV_OID_TEXT, 0, 114, 23 };
+		static const uint32_t oids[] = { KV_OID_JSONB, KV_OID_INTERVAL, KV_OID_TEXT, 0, 114, 23, KV_OID_BOOL };
 		char out[256];
-		long n = kv_binary_scalar_text(oids[mode % 6], data, size, out, sizeof out);
+		long n = kv_binary_scalar_text(oids[mode % 7], data, size, out, sizeof out);
 		check((n >= 0 && n <= (long)sizeof out) || n == -E2BIG || n == -EINVAL);
 	}
 	free(s);

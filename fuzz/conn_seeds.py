@@ -122,6 +122,11 @@ write("kv_session", "batches", bytes([0]) + chunks(
     q("select * from kv.scan('default', 'a', NULL, 10)")))
 write("kv_session", "many-statements", bytes([0]) + chunks(
     b"".join(parse(f"s{i}", f"select kv.get($1, $2) as c{i}") for i in range(20)) + close(b"S", "s3") + parse("s3", "select kv.delete($1, $2)") + SYNC))
+write("kv_session", "msetnx-rename-flush", bytes([0]) + chunks(
+    q("select kv.msetnx('default', ' { \"a\\\\\\\"\\u00e9\": 1, \"b\": 2}')"), q("select kv.msetnx('default', '{\"')"),
+    parse("", "select kv.msetnx($1, $2)") + bind("", "", (b"default", b'{"k\\":1}')) + execute() + SYNC,
+    q("select kv.rename('default', 'a', 'b', true)"), q("select kv.flush('default')"),
+    q("select kv.put_if_value('default', 'a', NULL, '1')")))
 write("kv_session", "errors", bytes([0]) + chunks(
     parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
     bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))

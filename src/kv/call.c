@@ -293,6 +293,7 @@ static const struct kv_op_def {
 	{ "rename", KV_OP_RENAME, 3, 4, { T, T, T, KV_OID_BOOL }, KV_OID_INT4 },
 	{ "put_if_value", KV_OP_PUT_IF_VALUE, 4, 4, { T, T, J, J }, KV_OID_BOOL },
 	{ "flush", KV_OP_FLUSH, 1, 1, { T }, B },
+	{ "msetnx", KV_OP_MSETNX, 2, 2, { T, J }, KV_OID_BOOL },
 };
 #undef T
 #undef J

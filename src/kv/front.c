@@ -18,6 +18,7 @@
 #include "frontend/client_kind.h"
 #include "frontend/vdb.h"
 #include "kv/call.h"
+#include "kv/resp.h" /* resp_json_unquote */
 #include "kv/router.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
@@ -29,6 +30,7 @@
  * cache holds by default (pgjdbc's preparedStatementCacheQueries 256; asyncpg's 100; node-
  * postgres never closes its named statements), allocated as the client makes them. */
 #define KV_FRONT_STATEMENTS 256
+#define KV_ROUTE_KEY_MAX 4096 /* a JSON key's text read for routing, quotes included (keys: 1024 bytes) */
 #define NO_VALUE SIZE_MAX
 
 struct kv_stmt {
@@ -358,6 +360,28 @@ static bool bind_keys(struct kv_session *ks, const struct kv_stmt *st, const str
 	return ok;
 }
 
+/* kv.msetnx(ns, pairs) has no key argument: it is routed by the first key of its JSON object
+ * (the shard refuses keys of another shard, kv._check, before it writes any). Its offset in
+ * vals; "" (any shard, whose own parse then answers) for an object not read here. */
+static size_t first_json_key(struct kv_session *ks, size_t pairs)
+{
+	char key[KV_ROUTE_KEY_MAX];
+	long n = -1;
+	const char *s = ks->vals + pairs, *q;
+	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+		s++;
+	if (*s++ == '{') {
+		while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+			s++;
+		for (q = s + 1; *s == '"' && *q && *q != '"'; q++)
+			if (*q == '\\' && q[1])
+				q++;
+		if (*s == '"' && *q == '"' && (size_t)(q + 1 - s) <= sizeof key)
+			n = resp_json_unquote(s, (size_t)(q + 1 - s), key); /* at most its text's length */
+	}
+	return add_val(ks, key, n > 0 ? (size_t)n : 0);
+}
+
 /* Fill ks->job from call and the bound values. false after an error was written. */
 static bool bind_call(struct kv_session *ks, const struct kv_stmt *st, const struct kv_call *call,
 		      const struct kv_bind_val *vals)
@@ -380,12 +404,15 @@ static bool bind_call(struct kv_session *ks, const struct kv_stmt *st, const str
 		vdb_error(&ks->v, "22004", "kv: namespace and key must not be NULL");
 		return false;
 	}
+	size_t route = offs[1];
+	if (call->op == KV_OP_MSETNX && (route = first_json_key(ks, offs[1])) == NO_VALUE)
+		return false;
 	struct kv_job *job = &ks->job;
 	job->op = call->op;
 	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
 		job->args[i] = offs[i] != NO_VALUE ? ks->vals + offs[i] : NULL;
 	job->ns = job->args[0];
-	job->key = kv_op_keyless(call->op) ? NULL : job->args[1];
+	job->key = kv_op_keyless(call->op) ? NULL : ks->vals + route;
 	for (int l = 0; l < 2; l++)
 		for (int i = 0; i < ks->lists[l].n; i++)
 			ks->lists[l].ptrs[i] = ks->vals + ks->lists[l].offs[i];

@@ -136,11 +136,12 @@ def test_bad_input_gets_a_clear_error_and_the_session_goes_on(zone, sql, params,
         assert c.execute("select kv.get('default', 'after-error')").fetchone()[0] == 1
 
 
-def test_rename_put_if_value_and_flush_through_the_kv_database(zone):
-    """The calls the Redis listener's RENAME, INCRBYFLOAT and FLUSHDB use are the kv database's
-    too (they were refused with 42883): kv.rename by its first key's shard (a second key of
-    another shard is the shard's own error, nothing written), kv.put_if_value, and kv.flush asked
-    of every shard, the counts summed. Booleans bound in text and in binary."""
+def test_rename_put_if_value_flush_and_msetnx_through_the_kv_database(zone):
+    """The calls the Redis listener's RENAME, INCRBYFLOAT, FLUSHDB and MSETNX use are the kv
+    database's too (they were refused with 42883): kv.rename by its first key's shard (a second
+    key of another shard is the shard's own error, nothing written), kv.put_if_value, kv.flush
+    asked of every shard, the counts summed, and kv.msetnx by the first key of its object.
+    Booleans bound in text and in binary."""
     p = zone.parade
     a, b = p.keys_on(0, 2, "rn-")
     far = p.key_on(1, "rn-")
@@ -178,6 +179,28 @@ def test_rename_put_if_value_and_flush_through_the_kv_database(zone):
         assert c.execute("select kv.count('flushme', '')").fetchone()[0] == 0
         assert c.execute("select kv.flush(%b)", ("flushme",)).fetchone()[0] == 0
         assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == 3  # another namespace: kept
+
+        # msetnx: routed by its object's first key (escaped here: the route decodes it)
+        m1, m2 = p.keys_on(1, 2, 'ms"\\')
+        pairs = {m1: 1, m2: {"x": [1]}}
+        for fmt in ("%s", "%b"):
+            assert c.execute(f"select kv.msetnx('default', {fmt})", (Jsonb(pairs),)).fetchone()[0] is (fmt == "%s")
+        assert c.execute("select * from kv.get_many('default', %s)", ([m1, m2],)).fetchall() == sorted(
+            [(m1, 1), (m2, {"x": [1]})])
+        for sh in range(NSHARDS):  # each shard's keys land there (hashing the JSON text would miss)
+            for i in range(3):
+                ks = p.keys_on(sh, 2, f"ms{sh}.{i}-")
+                assert c.execute("select kv.msetnx('default', %s)", (Jsonb({k: i for k in ks}),)).fetchone()[0]
+                assert stored(zone, ks[1]) == [sh]
+        m0 = p.key_on(0, "ms-")
+        with pytest.raises(psycopg.Error) as e:  # keys of two shards: the shard's error, nothing written
+            c.execute("select kv.msetnx('default', %s)", (Jsonb({m0: 1, "ms-new": 2, m1: 3}),))
+        assert e.value.sqlstate == "22023" and "belongs to shard" in str(e.value), e.value
+        assert c.execute("select kv.get('default', %s)", (m0,)).fetchone()[0] is None
+        for bad, state in ((" {}", "22023"), ("[1]", "22023"), ('{"a": ', "22P02")):  # any shard's answer
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select kv.msetnx('default', %s)", (bad,))
+            assert e.value.sqlstate == state, (bad, e.value)
     out = psql(zone, f"select kv.rename('default', '{b}', '{a}', true)")
     assert out.returncode == 0 and out.stdout.strip() == "1", out
 

@@ -8,8 +8,11 @@
 #include <openssl/crypto.h>
 
 #include "auth/hba.h"
+#include "auth/ldapauth.h"
+#include "auth/pamauth.h"
 #include "auth/userlist.h"
 #include "config/config.h"
+#include "config/ldap_options.h"
 #include "net/tls.h"
 #include "runtime/runtime.h"
 #include "worker/worker.h"
@@ -30,13 +33,12 @@ static bool cert_admits(const struct resp_auth_conn *a, enum hba_clientcert cc, 
 }
 
 /* How user logs in: hba_file's first matching line (database kv, hostssl by the connection's
- * TLS), else the pool rule's client_auth; *rule the rule (auth_query's), NULL when refused;
- * *map the line's map=NAME (NULL: none); *dn the line's clientname=DN. */
+ * TLS; *hit what it says, zeroed without hba_file), else the pool rule's client_auth; *rule
+ * the rule (auth_query's, ldap_options', pam_service's), NULL when refused. */
 static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g, const char *user,
-		     const struct config_pool_rule **rule, const char **map, bool *dn)
+		     const struct config_pool_rule **rule, struct hba_hit *hit)
 {
-	*map = NULL;
-	*dn = false;
+	*hit = (struct hba_hit){ 0 };
 	*rule = config_match_pool(g->cfg, "kv", user);
 	if (*rule && (*rule)->blocked)
 		*rule = NULL;
@@ -44,15 +46,11 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		return CONFIG_AUTH_REJECT;
 	if (!g->hba)
 		return (*rule)->client_auth;
-	struct hba_hit hit;
-	if (!hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, &hit))
+	if (!hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, hit))
 		return CONFIG_AUTH_REJECT;
-	*map = hit.map;
-	*dn = hit.clientname_dn;
-	/* peer is never matched (local lines only, and RESP is TCP); ldap and pam are refused
-	 * (AUTH here takes no LDAP or PAM check) */
-	int method = hba_config_auth(hit.method);
-	return cert_admits(a, hit.clientcert, *dn, method, user) ? method : CONFIG_AUTH_REJECT;
+	/* peer is never matched: local lines only, and RESP is TCP */
+	int method = hba_config_auth(hit->method);
+	return cert_admits(a, hit->clientcert, hit->clientname_dn, method, user) ? method : CONFIG_AUTH_REJECT;
 }
 
 static const struct runtime_gen *gen_of(const struct resp_auth_conn *a)
@@ -76,10 +74,9 @@ bool resp_auth_open(const struct resp_auth_conn *a, const char *user)
 {
 	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
-	const char *map;
-	bool dn;
-	int method = method_of(a, g, user, &rule, &map, &dn); /* before map is read */
-	return without_password(a, g, method, map, dn, user);
+	struct hba_hit hit;
+	int method = method_of(a, g, user, &rule, &hit);
+	return without_password(a, g, method, hit.map, hit.clientname_dn, user);
 }
 
 bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass)
@@ -94,19 +91,52 @@ bool resp_auth_fetched(int result, const char *secret, const char *user, const c
 	return ok;
 }
 
+/* LDAP or PAM (PostgreSQL's methods, as for SQL clients): the password handed to their threads
+ * (the hba_file line's options, else the rule's ldap_options or pam_service). */
+static enum resp_auth_result ext_check(const struct resp_auth_conn *a, const struct runtime_gen *g,
+				       const struct config_pool_rule *rule, const struct hba_hit *hit, int method,
+				       const char *user, const char *pass, resp_auth_ext_fn *ext_done, void *ext_arg)
+{
+	struct runtime *rt = a->worker->rt;
+	int rc;
+	if (!pass[0]) /* LDAP: an unauthenticated bind would succeed; PAM: PostgreSQL refuses one too */
+		return RESP_AUTH_REFUSED;
+	if (method == CONFIG_AUTH_LDAP) {
+		struct config_ldap o;
+		char err[256];
+		const char *opts = hit->ldap ? NULL : config_ldap_options(g->cfg, rule);
+		if (hit->ldap)
+			o = *hit->ldap;
+		else if (!opts || config_ldap_parse(opts, &o, err, sizeof err) < 0) /* checked at load */
+			return RESP_AUTH_REFUSED;
+		rc = ldapauth_submit(rt->ldap, &o, user, pass, RESP_AUTH_LDAP_WAIT_MS, ext_done, ext_arg);
+	} else {
+		struct pamauth_check k = { .service = hit->pam ? hit->pam->service : config_pam_service(g->cfg, rule),
+					   .user = user,
+					   .password = pass,
+					   .peer = (const struct sockaddr *)&a->peer->sa,
+					   .peer_len = a->peer->len,
+					   .use_hostname = hit->pam && hit->pam->use_hostname };
+		rc = pamauth_submit(rt->pam, &k, ext_done, ext_arg);
+	}
+	return rc == 0 ? RESP_AUTH_PENDING_EXT : rc == -EAGAIN ? RESP_AUTH_BUSY : RESP_AUTH_REFUSED;
+}
+
 enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char *user, const char *pass,
-				      authquery_done_fn *done, void *arg, struct authq_req **req)
+				      authquery_done_fn *done, void *arg, struct authq_req **req,
+				      resp_auth_ext_fn *ext_done, void *ext_arg)
 {
 	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
-	const char *map;
-	bool dn;
-	int method = method_of(a, g, user, &rule, &map, &dn);
+	struct hba_hit hit;
+	int method = method_of(a, g, user, &rule, &hit);
 
 	if (a->cert_user[0] && strcmp(user, a->cert_user) != 0)
 		return RESP_AUTH_REFUSED; /* verify-full: the certificate's CN is the only user */
-	if (without_password(a, g, method, map, dn, user))
+	if (without_password(a, g, method, hit.map, hit.clientname_dn, user))
 		return RESP_AUTH_OK;
+	if (method == CONFIG_AUTH_LDAP || method == CONFIG_AUTH_PAM)
+		return ext_check(a, g, rule, &hit, method, user, pass, ext_done, ext_arg);
 	if (method != CONFIG_AUTH_PASSWORD && method != CONFIG_AUTH_MD5 && method != CONFIG_AUTH_SCRAM)
 		return RESP_AUTH_REFUSED;
 	const struct userlist_entry *e = g->users ? userlist_find(g->users, user) : NULL;

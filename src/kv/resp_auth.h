@@ -1,7 +1,8 @@
 /* Who may use the kv's Redis listener (docs/kv.md, "The Redis protocol", AUTH): tusk's users as
  * a SQL client of database kv meets them: hba_file's first matching line or else the pool rule
  * of database kv and the user (none, or blocked: refused), then the secret in auth_file, else
- * the one auth_query fetches (frontend/authquery.h). No I/O of its own, no state. */
+ * the one auth_query fetches (frontend/authquery.h), or with methods ldap and pam the check of
+ * their threads (auth/ldapauth.h, auth/pamauth.h). No I/O of its own, no state. */
 #ifndef TUSK_KV_RESP_AUTH_H
 #define TUSK_KV_RESP_AUTH_H
 
@@ -25,17 +26,29 @@ enum resp_auth_result {
 	RESP_AUTH_REFUSED = 0,
 	RESP_AUTH_OK = 1,
 	RESP_AUTH_PENDING = 2, /* auth_query runs: done comes later, then resp_auth_fetched decides */
+	RESP_AUTH_PENDING_EXT = 3, /* an LDAP or PAM check runs: ext_done comes later, rc 0 the password's right */
+	RESP_AUTH_BUSY = 4,    /* refused without a check: too many LDAP or PAM checks wait already */
 };
+
+/* An LDAP or PAM check's answer, on one of their threads (ldapauth_done_fn, pamauth_done_fn):
+ * rc 0 when the password is right; why (for the log) otherwise. */
+typedef void resp_auth_ext_fn(void *arg, int rc, const char *why);
+
+/* Each LDAP wait's bound (ldapauth_submit: the whole check at most twice that). */
+#define RESP_AUTH_LDAP_WAIT_MS 5000
 
 /* Whether user is in without a password: its method is trust, or cert with a verified client
  * certificate whose CN is user. */
 bool resp_auth_open(const struct resp_auth_conn *a, const char *user);
 
 /* user's password pass: OK, REFUSED, or PENDING with *req set (for authquery_cancel) and
- * done(arg, result, secret) called later on the worker's loop. */
+ * done(arg, result, secret) called later on the worker's loop; with method ldap or pam,
+ * PENDING_EXT and ext_done(ext_arg, ...) called later on an LDAP or PAM thread (never before
+ * this returns: ext_arg must be ready for it before the call), or BUSY. */
 __attribute__((warn_unused_result))
 enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char *user, const char *pass,
-				      authquery_done_fn *done, void *arg, struct authq_req **req);
+				      authquery_done_fn *done, void *arg, struct authq_req **req,
+				      resp_auth_ext_fn *ext_done, void *ext_arg);
 
 /* A PENDING check's answer (done's result and secret) against the password. */
 bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass);

@@ -13,7 +13,9 @@ import subprocess
 import threading
 import time
 
-from conftest import PG_BIN, SLOW, TEST_DB, TUSK_ERROR_RE
+import yaml
+
+from conftest import PG_BIN, SLOW, TEST_DB, TUSK_ERROR_RE, free_port, port_open, to_yaml, wait_until
 import pgwire
 
 # Authentication request codes (the int32 after 'R').
@@ -236,3 +238,19 @@ def logins_beside(t, slow_login, n=4, bound=1.5):
     for th in threads:
         th.join(timeout=20 * SLOW)
     return results
+
+
+def with_redis_listener(t):
+    """t (a started tusk) started again with a kv section (a zone over its service main: AUTH
+    needs no catalog) and a listener of the Redis protocol; -> that listener's port."""
+    problems = t.stop()
+    assert problems == [], problems
+    cfg = yaml.safe_load(t.cfg_path.read_text())
+    port = free_port()
+    cfg["kv"] = {"zone": "z1", "service": "main"}
+    cfg["listen"].append({"host": "127.0.0.1", "port": port, "protocol": "redis"})
+    t.cfg_path.write_text(to_yaml(cfg) + "\n")
+    t.start()
+    wait_until(lambda: port_open(port), 10 * SLOW, what="the redis listener")
+    return port
+

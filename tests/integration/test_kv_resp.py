@@ -22,6 +22,7 @@ import yaml
 from auth_util import scram_verifier, write_auth_file, write_hba
 from conftest import SLOW, Tusk, free_port, port_open, to_yaml, wait_until
 from kv_util import NSHARDS, ROUTER_PASSWORD, Parade, shard_statements
+from resp_util import recv_until, redis_cmd
 from tls_util import Certs
 
 pytestmark = pytest.mark.tusk_only
@@ -84,7 +85,8 @@ def zone(workdir, certs):
                       # gina's password, and a certificate of hers; hank's certificate, any CN.
                       "hostssl kv gina 127.0.0.1/32 password clientcert=verify-full",
                       "hostssl kv hank 127.0.0.1/32 trust clientcert=verify-ca",
-                      # AUTH runs no PAM check: refused (the rule alone would trust gwen).
+                      # a PAM stack that does not exist: refused (the rule alone would trust gwen;
+                      # test_pam_auth.py runs a real one).
                       "host kv gwen 127.0.0.1/32 pam pamservice=tusk-test-never-written",
                       "host all all 127.0.0.1/32 trust",
                   ]),
@@ -501,17 +503,6 @@ def test_redis_concurrent_incr_beside_del_counts_on_or_restarts(zone):
     r.delete("race:d")
 
 
-def recv_until(s, n_lines, timeout=20):
-    buf = b""
-    s.settimeout(timeout * SLOW)
-    while buf.count(b"\r\n") < n_lines:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
 def test_redis_pipelining_inline_and_protocol_errors(zone):
     with socket.create_connection(("127.0.0.1", zone.redis_port), timeout=10 * SLOW) as s:
         req = f"AUTH {PASSWORD}\r\n".encode()
@@ -848,7 +839,7 @@ def test_redis_auth_through_hba_file(zone):
     with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
         client(zone, username="mallory", password="x").ping()  # hba trusts, the rule is blocked
     with pytest.raises(redis.RedisError, match="WRONGPASS|invalid username"):
-        client(zone, username="gwen", password="x").ping()  # a pam line: no PAM check here
+        client(zone, username="gwen", password="x").ping()  # a pam line, its PAM stack missing
     assert client(zone, username="someone", password="y").ping() is True
 
 
@@ -1946,14 +1937,6 @@ def test_redis_client_leaving_during_exec_leaves_no_transaction_open(zone):
     assert int(r.get(ctr)) == 240
     r.delete(ctr, *keys[:1000])
     r.delete(*keys[1000:])
-
-
-def redis_cmd(*args):
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
 
 
 def test_redis_watch_differential_against_redis_server(zone, tmp_path):

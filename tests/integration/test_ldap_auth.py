@@ -11,12 +11,15 @@ import subprocess
 import time
 
 import pytest
+import redis
 
 import ldap_util
 import pgwire
-from auth_util import AUTH_CLEARTEXT, logins_beside, md5_secret, psql, raw_login, write_auth_file, write_hba
+from auth_util import (AUTH_CLEARTEXT, logins_beside, md5_secret, psql, raw_login, with_redis_listener,
+                       write_auth_file, write_hba)
 from conftest import SANITIZER_RE, SLOW, TUSK_BIN, assert_tusk_error, free_port, port_open, wait_until
 from lifecycle_util import reload as lifecycle_reload
+from resp_util import redis_cmd, resp_exchange
 from tls_util import Certs
 
 pytestmark = [pytest.mark.tusk_only,
@@ -355,3 +358,30 @@ def test_password_method_still_asks_cleartext_without_ldap(tusk, tmp_path, slapd
     t = hba_tusk(tusk, tmp_path, ["host all carol 127.0.0.1/32 password", simple_line(slapd)], auth_file=auth)
     assert login(t, "carol", "carol-pw").outcome == "ok"
     assert_ok(t, "alice", "alice-pw")
+
+
+def test_redis_auth_on_an_ldap_line_binds_as_a_sql_login_does(tusk, tmp_path, slapd):
+    """The kv's Redis listener: AUTH on an hba_file ldap line (database kv) is checked by the
+    LDAP server as a SQL client's login is (it was refused without a check). Commands sent
+    behind AUTH in the same write wait for its answer; a wrong password is WRONGPASS and the
+    LDAP server's reason goes to the log; the empty password is refused before any bind; a
+    client that leaves while its check runs leaves nothing behind (ASan)."""
+    t = hba_tusk(tusk, tmp_path, [simple_line(slapd)])
+    port = with_redis_listener(t)
+    got = resp_exchange(port, redis_cmd("AUTH", "alice", "alice-pw") + redis_cmd("PING"), 2)
+    assert got == b"+OK\r\n+PONG\r\n", got
+    got = resp_exchange(port, redis_cmd("AUTH", "alice", "wrong-pw") + redis_cmd("PING"), 2)
+    assert got.startswith(b"-WRONGPASS") and got.endswith(b"-NOAUTH Authentication required.\r\n"), got
+    t.wait_log('kv redis: LDAP or PAM check of "alice": LDAP login failed for user "alice"')
+    assert "Invalid credentials" in t.log_text() and "wrong-pw" not in t.log_text()
+    got = resp_exchange(port, redis_cmd("HELLO", "3", "AUTH", "bob", "bob-pw"), 1)
+    assert got.startswith(b"%") and b"tusk" in got, got
+    binds = t.log_text().count("LDAP login failed")
+    got = resp_exchange(port, redis_cmd("AUTH", "alice", ""), 1)
+    assert got.startswith(b"-WRONGPASS"), got
+    assert t.log_text().count("LDAP login failed") == binds  # no bind was tried
+    for _ in range(3):  # gone before the answer: it is dropped
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+            c.sendall(redis_cmd("AUTH", "alice", "alice-pw"))
+    r = redis.Redis(host="127.0.0.1", port=port, username="bob", password="bob-pw", socket_timeout=10 * SLOW)
+    assert r.ping() is True

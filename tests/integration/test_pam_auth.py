@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 import pgwire
-from auth_util import AUTH_CLEARTEXT, logins_beside, md5_secret, psql, raw_login, write_auth_file, write_hba
+from auth_util import (AUTH_CLEARTEXT, logins_beside, md5_secret, psql, raw_login, with_redis_listener,
+                       write_auth_file, write_hba)
 from conftest import SLOW, TUSK_BIN, assert_tusk_error
 from lifecycle_util import reload as lifecycle_reload
+from resp_util import redis_cmd, resp_exchange
 
 PAM_EXEC = next((p for p in ("/lib/x86_64-linux-gnu/security/pam_exec.so", "/usr/lib/x86_64-linux-gnu/security/pam_exec.so",
                              "/lib/security/pam_exec.so", "/usr/lib/security/pam_exec.so",
@@ -314,3 +316,29 @@ def test_admin_console_through_client_auth_pam(tusk, tmp_path, pam):
         assert c.execute("show version").fetchone()
     r = raw_login(t.port, "alice", "bob-pw", dbname="tusk")
     assert r.outcome == "error" and r.sqlstate == "28000", r
+
+
+def test_redis_auth_on_a_pam_line_runs_the_pam_stack(tusk, tmp_path, pam):
+    """The kv's Redis listener: AUTH on an hba_file pam line (database kv) runs the PAM stack as
+    a SQL client's login does (it was refused without a check), with the client's address as
+    PAM_RHOST; a check that outlives client_login_timeout answers AUTH with an error then (the
+    module cannot be interrupted) and the connection goes on."""
+    s = pam()
+    t = hba_tusk(tusk, tmp_path, [pam_line(s)], client_login_timeout="2s")
+    port = with_redis_listener(t)
+    got = resp_exchange(port, redis_cmd("AUTH", "alice", "alice-pw") + redis_cmd("PING"), 2)
+    assert got == b"+OK\r\n+PONG\r\n", got
+    assert (s.name, "alice", "127.0.0.1") in s.seen()
+    got = resp_exchange(port, redis_cmd("AUTH", "bob", "alice-pw") + redis_cmd("PING"), 2)
+    assert got.startswith(b"-WRONGPASS") and got.endswith(b"-NOAUTH Authentication required.\r\n"), got
+    t.wait_log('kv redis: LDAP or PAM check of "bob"')
+    s.slow_seconds(6)
+    began = time.monotonic()
+    got = resp_exchange(port, redis_cmd("AUTH", "slow", "slow-pw") + redis_cmd("AUTH", "alice", "alice-pw")
+                        + redis_cmd("PING"), 3, timeout=20)
+    assert got.startswith(b"-ERR tusk: the password check did not end in time") and got.endswith(
+        b"+OK\r\n+PONG\r\n"), got
+    assert 1.5 < time.monotonic() - began < 5 * SLOW
+    t.wait_log("an LDAP or PAM check of AUTH did not end within client_login_timeout")
+    time.sleep(5)  # the slow check ends now, its answer dropped
+    assert resp_exchange(port, redis_cmd("AUTH", "bob", "bob-pw"), 1) == b"+OK\r\n"

@@ -294,6 +294,7 @@ static const struct kv_op_def {
 	{ "put_if_value", KV_OP_PUT_IF_VALUE, 4, 4, { T, T, J, J }, KV_OID_BOOL },
 	{ "flush", KV_OP_FLUSH, 1, 1, { T }, B },
 	{ "msetnx", KV_OP_MSETNX, 2, 2, { T, J }, KV_OID_BOOL },
+	{ "random_key", KV_OP_RANDOM_KEY, 1, 1, { T }, T },
 };
 #undef T
 #undef J
@@ -617,7 +618,7 @@ bool kv_op_array_arg(enum kv_op op, int i)
 bool kv_op_keyless(enum kv_op op)
 {
 	return op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY || op == KV_OP_SCAN ||
-	       op == KV_OP_COUNT || op == KV_OP_READ_MANY || op == KV_OP_FLUSH;
+	       op == KV_OP_COUNT || op == KV_OP_READ_MANY || op == KV_OP_FLUSH || op == KV_OP_RANDOM_KEY;
 }
 
 /* ---- bound values ---- */

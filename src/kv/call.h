@@ -46,7 +46,8 @@ enum kv_op {
 	/* Redis's INCRBYFLOAT's write: a value put, the expiry kept, only when the key reads as
 	 * expected (tusk computed the sum from that read, in long double as Redis) */
 	KV_OP_PUT_IF_VALUE,
-	/* Redis's RANDOMKEY: a live key of one shard (job->key routes it, not an argument) */
+	/* Redis's RANDOMKEY: every shard asked (kv.random_key), one of the keys they answered
+	 * picked at random (NULL: none had one) */
 	KV_OP_RANDOM_KEY,
 	/* Redis's FLUSHDB: every key of the namespace deleted, asked of every shard; the count */
 	KV_OP_FLUSH,

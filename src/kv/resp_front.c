@@ -119,7 +119,6 @@ struct resp_conn {
 	long long ttl_ms;              /* SET's EX/PX (0: none) */
 	long long count;
 	size_t float_at;               /* STEP_FLOAT_PUT: the new value's JSON text in vals */
-	int random_from;               /* STEP_RANDOMKEY: the shard asked first (c->count: asked so far) */
 	const char *object_sub;        /* STEP_OBJECT: OBJECT's subcommand, lower case */
 	struct kv_job job;
 	struct worker_msg *msg;
@@ -1094,7 +1093,6 @@ static void watch_next(struct resp_conn *c);
 static void set_put(struct resp_conn *c, int vi, enum step step);
 static void float_read(struct resp_conn *c);
 static void float_add(struct resp_conn *c, const char *v, size_t n);
-static void random_next(struct resp_conn *c);
 static void object_answer(struct resp_conn *c, const char *v, size_t n);
 
 static void kv_error(struct resp_conn *c)
@@ -1313,11 +1311,11 @@ static void answer(struct resp_conn *c)
 	case STEP_FLOAT_READ:
 		float_add(c, v, n);
 		return;
-	case STEP_RANDOMKEY: /* kv.random_key of one shard: a key, else the next shard is asked */
+	case STEP_RANDOMKEY: /* kv.random_key of every shard: one of their keys, or none */
 		if (v)
 			reply_bulk(c, v, n);
 		else
-			random_next(c);
+			reply_nil(c);
 		return;
 	case STEP_FLUSH:
 		reply_simple(c, "OK");
@@ -2220,47 +2218,18 @@ static void float_add(struct resp_conn *c, const char *v, size_t n)
  * has a key; not uniform (a shard's keys weigh as much as a larger one's). */
 static void cmd_randomkey(struct resp_conn *c)
 {
-	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
-	int nshards = r ? kv_router_nshards(r) : 0;
+	size_t offs[KV_CALL_MAX_ARGS];
 	if (wrong_args(c, c->nargs != 1))
 		return;
-	c->random_from = nshards > 0 ? rand() % nshards : -1; /* -1: routing not ready yet */
-	c->count = 0;
-	random_next(c);
-}
-
-static void random_next(struct resp_conn *c)
-{
-	struct kv_router *r = atomic_load_explicit(&c->worker->rt->kv_router, memory_order_acquire);
-	int nshards = r ? kv_router_nshards(r) : 0; /* 0: routing not ready (the first call makes it so) */
-	char key[24];
-	size_t offs[KV_CALL_MAX_ARGS];
-
-	if (nshards > 0 && c->random_from < 0) { /* known now: every shard, from a random one */
-		c->random_from = rand() % nshards;
-		c->count = 0;
-	}
-	if (c->count >= (nshards > 0 ? nshards : 1)) {
-		reply_nil(c);
-		return;
-	}
-	int want = nshards > 0 ? (c->random_from + (int)c->count) % nshards : 0;
-	for (unsigned i = 0;; i++) { /* a key of that shard, to route the call by (not an argument) */
-		snprintf(key, sizeof key, "r%u", i);
-		if (nshards == 0 || kv_shard_of(c->ns, strlen(c->ns), key, strlen(key), nshards) == want || i > 1000000)
-			break;
-	}
-	c->count++;
 	vals_reset(c);
 	for (int k = 0; k < KV_CALL_MAX_ARGS; k++)
 		offs[k] = SIZE_MAX;
 	offs[0] = add_val(c, c->ns, strlen(c->ns));
-	size_t at = add_val(c, key, strlen(key));
-	if (offs[0] == SIZE_MAX || at == SIZE_MAX) {
+	if (offs[0] == SIZE_MAX) {
 		reply_error(c, "ERR out of memory");
 		return;
 	}
-	call_routed(c, STEP_RANDOMKEY, KV_OP_RANDOM_KEY, offs, 1, at);
+	call_key(c, STEP_RANDOMKEY, KV_OP_RANDOM_KEY, offs, 1); /* every shard asked */
 }
 
 /* FLUSHDB [ASYNC | SYNC]: every key of the namespace deleted (kv.flush on every shard, each

@@ -801,6 +801,27 @@ static bool add_count(struct kv_job *job, PGresult *res, int shard, long long *s
 	return true;
 }
 
+void kv_send_value(struct kv_job *job, const char *v, int n)
+{
+	if (!add_row(job, 1, &v, &n))
+		kv_job_fail(job, "53200", "out of memory");
+}
+
+bool kv_random_offer(char **pick, int *pick_len, int *seen, const char *v, int n)
+{
+	if (rand() % ++*seen != 0)
+		return true;
+	char *copy = malloc((size_t)n + 1);
+	if (!copy)
+		return false;
+	memcpy(copy, v, (size_t)n);
+	copy[n] = '\0';
+	free(*pick);
+	*pick = copy;
+	*pick_len = n;
+	return true;
+}
+
 void kv_send_count(struct kv_job *job, long long sum)
 {
 	char buf[32];
@@ -895,13 +916,15 @@ out:
 	free(idx);
 }
 
-/* scan, count: every shard asked, the rows merged in key order (the first lim kept; each shard
- * sent at most lim) or the counts summed. */
+/* scan, count, flush, random_key: every shard asked, the rows merged in key order (the first
+ * lim kept; each shard sent at most lim), the counts summed, or one of the keys picked. */
 static void run_fanout(struct kv_exec *x, int nshards, struct kv_job *job)
 {
 	struct kv_pair *pairs = NULL;
 	size_t npairs = 0, cap = 0;
 	long long sum = 0;
+	char *pick = NULL;
+	int pick_len = 0, seen = 0;
 
 	for (int s = 0; s < nshards && !job->failed; s++) {
 		PGresult *res = shard_exec(x, s, job->args, job);
@@ -909,18 +932,24 @@ static void run_fanout(struct kv_exec *x, int nshards, struct kv_job *job)
 			break;
 		if (job->op == KV_OP_SCAN)
 			(void)collect_pairs(job, res, &pairs, &npairs, &cap);
-		else
+		else if (job->op != KV_OP_RANDOM_KEY)
 			(void)add_count(job, res, s, &sum);
+		else if (PQntuples(res) == 1 && PQnfields(res) == 1 && !PQgetisnull(res, 0, 0) &&
+			 !kv_random_offer(&pick, &pick_len, &seen, PQgetvalue(res, 0, 0), PQgetlength(res, 0, 0)))
+			kv_job_fail(job, "53200", "out of memory");
 		PQclear(res);
 	}
 	if (!job->failed) {
 		if (job->op == KV_OP_SCAN) {
 			long lim = job->args[3] ? strtol(job->args[3], NULL, 10) : 0;
 			kv_send_pairs(job, pairs, npairs, lim > 0 ? (size_t)lim : 0);
+		} else if (job->op == KV_OP_RANDOM_KEY) {
+			kv_send_value(job, pick, pick_len);
 		} else {
 			kv_send_count(job, sum);
 		}
 	}
+	free(pick);
 	if (job->failed) {
 		job->rows_len = 0;
 		job->nrows = 0;

@@ -213,6 +213,12 @@ char *kv_array_literal(const char *const *arr, const int *idx, int n);
 /* Sort the pairs by key (bytewise, as the shards order them) and send the first max. */
 void kv_send_pairs(struct kv_job *job, struct kv_pair *pairs, size_t npairs, size_t max);
 void kv_send_count(struct kv_job *job, long long sum);
+/* One row of one text column, v[0, n) (NULL: SQL NULL). */
+void kv_send_value(struct kv_job *job, const char *v, int n);
+/* kv.random_key's answers of several shards: each one not NULL (v[0, n)) offered in turn to
+ * *pick, which keeps each of the *seen offered so far with the same chance (a reservoir of
+ * one; malloc'd, NULL: none yet). false: no memory. */
+bool kv_random_offer(char **pick, int *pick_len, int *seen, const char *v, int n);
 /* A one-row one-column answer of shard into the job (or the job failed). */
 void kv_job_single(struct kv_job *job, const PGresult *res, int shard);
 

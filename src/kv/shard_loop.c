@@ -932,6 +932,8 @@ struct fan {
 	struct kv_pair *pairs;
 	size_t npairs, cap;
 	long long sum;
+	char *pick;                /* random_key: the key kept so far (kv_random_offer) */
+	int pick_len, seen;
 	int nparts;
 	struct fan_part {
 		struct kv_job job;
@@ -994,6 +996,7 @@ static void fan_free(struct fan *f)
 		free(f->pairs[i].value);
 	}
 	free(f->pairs);
+	free(f->pick);
 	for (int i = 0; i < f->nparts; i++) {
 		kv_job_free(&f->parts[i].job);
 		free(f->parts[i].keys);
@@ -1015,6 +1018,8 @@ static void fan_answer(struct fan *f)
 	} else if (kv_op_rows(op)) {
 		long lim = op == KV_OP_SCAN && call->args[3] ? strtol(call->args[3], NULL, 10) : 0;
 		kv_send_pairs(call, f->pairs, f->npairs, lim > 0 ? (size_t)lim : f->npairs);
+	} else if (op == KV_OP_RANDOM_KEY) {
+		kv_send_value(call, f->pick, f->pick_len);
 	} else {
 		kv_send_count(call, f->sum);
 	}
@@ -1054,6 +1059,13 @@ static void fan_part_done(struct kv_job *part)
 			f->failed = true;
 			kv_job_fail(call, "53200", "out of memory");
 		}
+		f->written++;
+	} else if (call->op == KV_OP_RANDOM_KEY) {
+		/* one row of one text column: a key, or NULL */
+		uint32_t n = part->rows_len >= 11 ? get32(part->rows + 7) : UINT32_MAX;
+		if (n != UINT32_MAX && 11 + (size_t)n <= part->rows_len && !f->failed &&
+		    !kv_random_offer(&f->pick, &f->pick_len, &f->seen, (const char *)part->rows + 11, (int)n))
+			f->failed = true, kv_job_fail(call, "53200", "out of memory");
 		f->written++;
 	} else {
 		/* one row of one bigint column */

@@ -136,11 +136,12 @@ def test_bad_input_gets_a_clear_error_and_the_session_goes_on(zone, sql, params,
         assert c.execute("select kv.get('default', 'after-error')").fetchone()[0] == 1
 
 
-def test_rename_put_if_value_flush_and_msetnx_through_the_kv_database(zone):
+def test_rename_put_if_value_flush_msetnx_and_random_key_through_the_kv_database(zone):
     """The calls the Redis listener's RENAME, INCRBYFLOAT, FLUSHDB and MSETNX use are the kv
     database's too (they were refused with 42883): kv.rename by its first key's shard (a second
     key of another shard is the shard's own error, nothing written), kv.put_if_value, kv.flush
-    asked of every shard, the counts summed, and kv.msetnx by the first key of its object.
+    asked of every shard, the counts summed, kv.msetnx by the first key of its object, and
+    kv.random_key asked of every shard, one of their keys picked.
     Booleans bound in text and in binary."""
     p = zone.parade
     a, b = p.keys_on(0, 2, "rn-")
@@ -174,10 +175,14 @@ def test_rename_put_if_value_flush_and_msetnx_through_the_kv_database(zone):
         keys = [f"fl-{i}" for i in range(12)]
         assert set(p.shards_of("flushme", keys)) == set(range(NSHARDS))
         assert c.execute("select kv.put_many('flushme', %s, %s)", (keys, ["1"] * 12)).fetchone()[0] == 12
+        # random_key: every shard asked, one key of theirs picked (both shards' keys come up)
+        picked = {c.execute("select kv.random_key('flushme') as k").fetchone()[0] for _ in range(40)}
+        assert picked <= set(keys) and len(set(p.shards_of("flushme", list(picked)))) == NSHARDS, picked
         cur = c.execute("select kv.flush('flushme') as gone")
         assert cur.description[0].name == "gone" and cur.fetchone()[0] == 12
         assert c.execute("select kv.count('flushme', '')").fetchone()[0] == 0
         assert c.execute("select kv.flush(%b)", ("flushme",)).fetchone()[0] == 0
+        assert c.execute("select kv.random_key(%s)", ("flushme",)).fetchone()[0] is None
         assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == 3  # another namespace: kept
 
         # msetnx: routed by its object's first key (escaped here: the route decodes it)

@@ -160,13 +160,16 @@ def direct_problem(suite, case, out):
 
 def run_reference(suite, host, port, db, user, tag):
     """run_suite against PostgreSQL itself, the reference every target is judged by: {case: out},
-    with one more run when a case failed there (direct_problem). node-postgres's cancel does
-    not wait for its cancel connection to close, so on a loaded machine (the ASan pass) the
-    backend's late second signal once cancelled the statement after the pg_sleep, against
-    PostgreSQL itself. A case that fails twice stays failed: the caller asserts on it."""
-    out = run_suite(suite, host, port, db, user, tag=tag)
-    if any(direct_problem(suite, c, o) for c, o in out.items()):
+    run again (up to three runs in all) while a case fails there (direct_problem).
+    node-postgres's cancel does not wait for its cancel connection to close, so on a loaded
+    machine (the ASan pass) the backend's late second signal has cancelled the statement after
+    the pg_sleep, against PostgreSQL itself: once in a run, and in two runs in a row in one CI
+    pass (test_drivers_latin1.py, session-node). A case that fails three times stays failed:
+    the caller asserts on it."""
+    for _ in range(3):
         out = run_suite(suite, host, port, db, user, tag=tag)
+        if not any(direct_problem(suite, c, o) for c, o in out.items()):
+            break
     return out
 
 

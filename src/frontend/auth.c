@@ -10,7 +10,7 @@
  * password and hands it to the LDAP threads (auth/ldapauth.h), pam (an hba_file line's
  * pamservice, or the rule's pam_service) to the PAM threads (auth/pamauth.h); their answer
  * comes back to the client's worker as a message, and a client gone meanwhile is never touched
- * (ext_check). */
+ * (extauth.h). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,8 +24,8 @@
 #include "auth/scram.h"
 #include "auth/scram_server.h"
 #include "auth/userlist.h"
-#include "config/ldap_options.h"
 #include "frontend/authquery.h"
+#include "frontend/extauth.h"
 #include "frontend/client_int.h"
 #include "frontend/replication.h"
 #include "pool/server.h"
@@ -58,27 +58,11 @@ struct client_auth {
 	struct ext_login *ext; /* methods ldap and pam; NULL otherwise */
 };
 
-/* One check on threads of their own (LDAP or PAM) in flight: the worker's, from the submit
- * until ext_back runs on it. c is cleared (on the worker) when the client goes first, so the
- * answer is dropped. */
-struct ext_check {
-	struct client *c;
-	struct worker *w;
-	struct worker_msg *msg; /* made before the submit: the pool thread's post cannot fail */
-	int rc;
-	char why[LDAPAUTH_WHY_MAX];
-};
-_Static_assert(LDAPAUTH_WHY_MAX == PAMAUTH_WHY_MAX, "one why buffer serves both");
-_Static_assert(LDAPAUTH_PASSWORD_MAX == PAMAUTH_PASSWORD_MAX, "one password buffer serves both");
-_Static_assert(HBA_PAM_SERVICE_MAX == PAMAUTH_SERVICE_MAX, "an hba_file pamservice fits a check");
-
-/* Method ldap or pam: the options (a copy), the check in flight, the password while it runs
- * (kept for the server login after a success). */
+/* Method ldap or pam: the options, the check in flight, the password while it runs (kept for
+ * the server login after a success). */
 struct ext_login {
-	bool is_pam;
-	struct config_ldap o; /* ldap */
-	struct hba_pam pam;   /* pam */
-	struct ext_check *check;
+	struct extauth_opts o;
+	struct extauth_check *check;
 	char password[LDAPAUTH_PASSWORD_MAX];
 };
 
@@ -189,64 +173,34 @@ bool client_auth_cert_name_ok(struct client *c)
 	return false;
 }
 
-/* ---- ldap and pam: checks on threads of their own ---- */
+/* ---- ldap and pam: checks on threads of their own (extauth.h) ---- */
 
-static struct ext_login *ext_login_new(struct client *c)
+/* The options of method ldap or pam: the hba_file line's (hit), else the rule's ldap_options
+ * (checked at load, so they parse) or pam_service (or the top-level one). 0, or -1 when the
+ * client was failed. */
+static int ext_login_begin(struct client *c, int method, const struct hba_hit *hit, const struct config_pool_rule *rule)
 {
+	char err[256];
 	struct ext_login *l = calloc(1, sizeof *l);
 	if (!l) {
 		client_fail(c, "53200", "out of memory");
-		return NULL;
+		return -1;
 	}
 	c->auth->ext = l;
-	return l;
-}
-
-/* The options of method ldap: the hba_file line's (hba_opts), else the rule's ldap_options
- * (checked at load, so they parse). 0, or -1 when the client was failed. */
-static int ldap_login_begin(struct client *c, const struct config_ldap *hba_opts, const struct config_pool_rule *rule)
-{
-	const struct tusk_config *cfg = c->worker->rt->cfg;
-	const char *s = !hba_opts && rule ? config_ldap_options(cfg, rule) : NULL;
-	char err[256];
-	struct ext_login *l;
-
-	if (!hba_opts && !s) {
+	int rc = extauth_opts_of(c->worker->rt->cfg, method, hit, rule, &l->o, err, sizeof err);
+	if (rc < 0) {
+		if (rc == -EINVAL)
+			log_warn(c->id, c->ctx, "ldap_options: %s", err); /* cannot happen: checked at load */
 		client_fail(c, "28000", "LDAP authentication is not configured for user \"%s\"", c->user);
 		return -1;
 	}
-	if (!(l = ext_login_new(c)))
-		return -1;
-	if (hba_opts) {
-		l->o = *hba_opts;
-	} else if (config_ldap_parse(s, &l->o, err, sizeof err) < 0) {
-		log_warn(c->id, c->ctx, "ldap_options: %s", err); /* cannot happen: checked at load */
-		client_fail(c, "28000", "LDAP authentication is not configured for user \"%s\"", c->user);
-		return -1;
-	}
-	return 0;
-}
-
-/* The options of method pam: the hba_file line's (pamservice, pam_use_hostname), else the
- * rule's pam_service (or the top-level one), the address as PAM_RHOST. 0, or -1 when the
- * client was failed. */
-static int pam_login_begin(struct client *c, const struct hba_pam *hba_opts, const struct config_pool_rule *rule)
-{
-	struct ext_login *l = ext_login_new(c);
-	if (!l)
-		return -1;
-	l->is_pam = true;
-	if (hba_opts)
-		l->pam = *hba_opts;
-	else /* (a config key of at most 127 bytes: it fits) */
-		snprintf(l->pam.service, sizeof l->pam.service, "%s", config_pam_service(c->worker->rt->cfg, rule));
 	return 0;
 }
 
 static void ext_login_free(struct ext_login *l)
 {
 	if (l->check)
-		l->check->c = NULL; /* the answer is dropped when it comes */
+		extauth_cancel(l->check); /* the answer is dropped when it comes */
 	OPENSSL_cleanse(l, sizeof *l);
 	free(l);
 }
@@ -255,47 +209,29 @@ static void ext_login_free(struct ext_login *l)
  * the reason only to the log. */
 static void ext_failed(struct client *c, const char *why)
 {
-	method_failed(c, c->auth->ext && c->auth->ext->is_pam ? CONFIG_AUTH_PAM : CONFIG_AUTH_LDAP, why);
-}
-
-/* On an LDAP or PAM thread: back to the client's worker. */
-static void ext_done(void *arg, int rc, const char *why)
-{
-	struct ext_check *k = arg;
-	struct worker_msg *m = k->msg;
-
-	k->rc = rc;
-	snprintf(k->why, sizeof k->why, "%s", why);
-	k->msg = NULL;
-	m->arg = k;
-	worker_post(k->w, m);
+	method_failed(c, c->auth->ext && c->auth->ext->o.is_pam ? CONFIG_AUTH_PAM : CONFIG_AUTH_LDAP, why);
 }
 
 static void keep_cred_plain(struct client *c, const char *password);
 
-/* On the client's worker: the LDAP server's or PAM's answer. */
-static void ext_back(struct worker *w, struct worker_msg *m)
+/* On the client's worker: the LDAP server's or PAM's answer (a client gone first cancelled it). */
+static void ext_answered(void *arg, int rc, const char *why)
 {
-	struct ext_check *k = m->arg;
-	struct client *c = k->c;
-	int rc = k->rc;
-	(void)w;
+	struct client *c = arg;
+	struct ext_login *l = c->auth->ext;
 
-	if (c) {
-		struct ext_login *l = c->auth->ext;
-		l->check = NULL;
-		/* Not in CLIENT_AUTH: failed meanwhile (login timeout), its teardown follows. */
-		if (c->state == CLIENT_AUTH && rc == 0) {
-			log_debug(c->id, c->ctx, "%s authentication succeeded", l->is_pam ? "PAM" : "LDAP");
-			keep_cred_plain(c, l->password);
-			client_auth_free_state(c);
-			client_after_auth(c);
-		} else if (c->state == CLIENT_AUTH) {
-			ext_failed(c, k->why);
-		}
+	l->check = NULL;
+	/* Not in CLIENT_AUTH: failed meanwhile (login timeout), its teardown follows. */
+	if (c->state != CLIENT_AUTH)
+		return;
+	if (rc == 0) {
+		log_debug(c->id, c->ctx, "%s authentication succeeded", extauth_name(&l->o));
+		keep_cred_plain(c, l->password);
+		client_auth_free_state(c);
+		client_after_auth(c);
+	} else {
+		ext_failed(c, why);
 	}
-	OPENSSL_cleanse(k, sizeof *k);
-	free(k);
 }
 
 /* Each LDAP wait's bound: a third of what is left of client_login_timeout, at most 5 s, at
@@ -310,71 +246,38 @@ static int ldap_timeout_ms(const struct client *c)
 	return ms > 5000.0 ? 5000 : ms < 200.0 ? 200 : (int)ms;
 }
 
-static int pam_submit(struct client *c, const char *password, struct ext_check *k)
-{
-	const struct ext_login *l = c->auth->ext;
-	struct net_addr peer;
-	client_peer(c, &peer);
-	struct pamauth_check pk = { .service = l->pam.service,
-				    .user = c->user,
-				    .password = password,
-				    .peer = (const struct sockaddr *)&peer.sa,
-				    .peer_len = peer.len,
-				    .use_hostname = l->pam.use_hostname };
-	return pamauth_submit(c->worker->rt->pam, &pk, ext_done, k);
-}
-
 /* The password message of methods ldap and pam: hand it to their threads. Never true at once. */
 static int ext_check_password(struct client *c, const char *password)
 {
 	struct ext_login *l = c->auth->ext;
-	struct ext_check *k;
-	int rc;
+	const char *name = extauth_name(&l->o);
+	struct net_addr peer;
 
-	/* LDAP: an unauthenticated bind would succeed; PAM: PostgreSQL refuses one too. Refused
-	 * before any check. */
-	if (!password[0]) {
-		ext_failed(c, "empty password");
-		return AUTH_GONE;
-	}
 	if (strlen(password) >= sizeof l->password) {
 		ext_failed(c, "password too long");
 		return AUTH_GONE;
 	}
-	k = calloc(1, sizeof *k);
-	if (!k || !(k->msg = worker_msg_new())) {
-		free(k);
-		client_fail(c, "53200", "out of memory");
-		return AUTH_GONE;
-	}
-	k->c = c;
-	k->w = c->worker;
-	k->msg->fn = ext_back;
-	memcpy(l->password, password, strlen(password) + 1);
-	if (l->is_pam)
-		rc = pam_submit(c, password, k);
+	memcpy(l->password, password, strlen(password) + 1); /* for the server login after a success */
+	client_peer(c, &peer);
+	int rc = extauth_submit(c->worker, &l->o, c->user, password, &peer, ldap_timeout_ms(c), ext_answered, c,
+				&l->check);
+	if (rc == 0)
+		return AUTH_MORE;
+	if (rc == -EACCES)
+		ext_failed(c, "empty password");
+	else if (rc == -EAGAIN)
+		client_fail(c, "53300", "too many %s logins waiting (%d); try again", name,
+			    l->o.is_pam ? PAMAUTH_QUEUE_MAX : LDAPAUTH_QUEUE_MAX);
+	else if (rc == -ENAMETOOLONG || rc == -EINVAL)
+		ext_failed(c, "user name or password too long");
 	else
-		rc = ldapauth_submit(c->worker->rt->ldap, &l->o, c->user, password, ldap_timeout_ms(c), ext_done, k);
-	if (rc < 0) {
-		free(k->msg);
-		free(k);
-		if (rc == -EAGAIN)
-			client_fail(c, "53300", "too many %s logins waiting (%d); try again", l->is_pam ? "PAM" : "LDAP",
-				    l->is_pam ? PAMAUTH_QUEUE_MAX : LDAPAUTH_QUEUE_MAX);
-		else if (rc == -ENAMETOOLONG || rc == -EINVAL)
-			ext_failed(c, "user name or password too long");
-		else
-			client_fail(c, "53200", "could not start %s authentication: %s", l->is_pam ? "PAM" : "LDAP",
-				    strerror(-rc));
-		return AUTH_GONE;
-	}
-	l->check = k;
-	return AUTH_MORE;
+		client_fail(c, "53200", "could not start %s authentication: %s", name, strerror(-rc));
+	return AUTH_GONE;
 }
 
 bool client_auth_timed_out(struct client *c)
 {
-	if (c->state != CLIENT_AUTH || !c->auth || !c->auth->ext || !c->auth->ext->is_pam || !c->auth->ext->check)
+	if (c->state != CLIENT_AUTH || !c->auth || !c->auth->ext || !c->auth->ext->o.is_pam || !c->auth->ext->check)
 		return false;
 	ext_failed(c, "the PAM check did not end within client_login_timeout (its thread runs on: PAM cannot "
 		      "interrupt a module)");
@@ -475,13 +378,8 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	c->auth = a;
 	a->entry = rt->users ? userlist_find(rt->users, c->user) : NULL;
 	client_set_state(c, CLIENT_AUTH);
-	if (method == CONFIG_AUTH_LDAP) {
-		if (ldap_login_begin(c, hit.ldap, authq_rule) == 0)
-			start_exchange(c, method);
-		return false;
-	}
-	if (method == CONFIG_AUTH_PAM) {
-		if (pam_login_begin(c, hit.pam, authq_rule) == 0)
+	if (method == CONFIG_AUTH_LDAP || method == CONFIG_AUTH_PAM) {
+		if (ext_login_begin(c, method, &hit, authq_rule) == 0)
 			start_exchange(c, method);
 		return false;
 	}

@@ -8,11 +8,9 @@
 #include <openssl/crypto.h>
 
 #include "auth/hba.h"
-#include "auth/ldapauth.h"
-#include "auth/pamauth.h"
 #include "auth/userlist.h"
 #include "config/config.h"
-#include "config/ldap_options.h"
+#include "frontend/extauth.h"
 #include "net/tls.h"
 #include "runtime/runtime.h"
 #include "worker/worker.h"
@@ -92,39 +90,23 @@ bool resp_auth_fetched(int result, const char *secret, const char *user, const c
 }
 
 /* LDAP or PAM (PostgreSQL's methods, as for SQL clients): the password handed to their threads
- * (the hba_file line's options, else the rule's ldap_options or pam_service). */
+ * (frontend/extauth.h: the hba_file line's options, else the rule's). */
 static enum resp_auth_result ext_check(const struct resp_auth_conn *a, const struct runtime_gen *g,
 				       const struct config_pool_rule *rule, const struct hba_hit *hit, int method,
-				       const char *user, const char *pass, resp_auth_ext_fn *ext_done, void *ext_arg)
+				       const char *user, const char *pass, extauth_done_fn *ext_done, void *ext_arg,
+				       struct extauth_check **ext)
 {
-	struct runtime *rt = a->worker->rt;
-	int rc;
-	if (!pass[0]) /* LDAP: an unauthenticated bind would succeed; PAM: PostgreSQL refuses one too */
+	struct extauth_opts o;
+	char err[256];
+	if (extauth_opts_of(g->cfg, method, hit, rule, &o, err, sizeof err) < 0)
 		return RESP_AUTH_REFUSED;
-	if (method == CONFIG_AUTH_LDAP) {
-		struct config_ldap o;
-		char err[256];
-		const char *opts = hit->ldap ? NULL : config_ldap_options(g->cfg, rule);
-		if (hit->ldap)
-			o = *hit->ldap;
-		else if (!opts || config_ldap_parse(opts, &o, err, sizeof err) < 0) /* checked at load */
-			return RESP_AUTH_REFUSED;
-		rc = ldapauth_submit(rt->ldap, &o, user, pass, RESP_AUTH_LDAP_WAIT_MS, ext_done, ext_arg);
-	} else {
-		struct pamauth_check k = { .service = hit->pam ? hit->pam->service : config_pam_service(g->cfg, rule),
-					   .user = user,
-					   .password = pass,
-					   .peer = (const struct sockaddr *)&a->peer->sa,
-					   .peer_len = a->peer->len,
-					   .use_hostname = hit->pam && hit->pam->use_hostname };
-		rc = pamauth_submit(rt->pam, &k, ext_done, ext_arg);
-	}
+	int rc = extauth_submit(a->worker, &o, user, pass, a->peer, RESP_AUTH_LDAP_WAIT_MS, ext_done, ext_arg, ext);
 	return rc == 0 ? RESP_AUTH_PENDING_EXT : rc == -EAGAIN ? RESP_AUTH_BUSY : RESP_AUTH_REFUSED;
 }
 
 enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char *user, const char *pass,
 				      authquery_done_fn *done, void *arg, struct authq_req **req,
-				      resp_auth_ext_fn *ext_done, void *ext_arg)
+				      extauth_done_fn *ext_done, void *ext_arg, struct extauth_check **ext)
 {
 	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
@@ -136,7 +118,7 @@ enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char
 	if (without_password(a, g, method, hit.map, hit.clientname_dn, user))
 		return RESP_AUTH_OK;
 	if (method == CONFIG_AUTH_LDAP || method == CONFIG_AUTH_PAM)
-		return ext_check(a, g, rule, &hit, method, user, pass, ext_done, ext_arg);
+		return ext_check(a, g, rule, &hit, method, user, pass, ext_done, ext_arg, ext);
 	if (method != CONFIG_AUTH_PASSWORD && method != CONFIG_AUTH_MD5 && method != CONFIG_AUTH_SCRAM)
 		return RESP_AUTH_REFUSED;
 	const struct userlist_entry *e = g->users ? userlist_find(g->users, user) : NULL;

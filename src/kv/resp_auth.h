@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "frontend/authquery.h"
+#include "frontend/extauth.h"
 
 struct net_addr;
 struct tls_conn;
@@ -26,13 +27,9 @@ enum resp_auth_result {
 	RESP_AUTH_REFUSED = 0,
 	RESP_AUTH_OK = 1,
 	RESP_AUTH_PENDING = 2, /* auth_query runs: done comes later, then resp_auth_fetched decides */
-	RESP_AUTH_PENDING_EXT = 3, /* an LDAP or PAM check runs: ext_done comes later, rc 0 the password's right */
+	RESP_AUTH_PENDING_EXT = 3, /* an LDAP or PAM check runs: ext_done comes later */
 	RESP_AUTH_BUSY = 4,    /* refused without a check: too many LDAP or PAM checks wait already */
 };
-
-/* An LDAP or PAM check's answer, on one of their threads (ldapauth_done_fn, pamauth_done_fn):
- * rc 0 when the password is right; why (for the log) otherwise. */
-typedef void resp_auth_ext_fn(void *arg, int rc, const char *why);
 
 /* Each LDAP wait's bound (ldapauth_submit: the whole check at most twice that). */
 #define RESP_AUTH_LDAP_WAIT_MS 5000
@@ -43,12 +40,12 @@ bool resp_auth_open(const struct resp_auth_conn *a, const char *user);
 
 /* user's password pass: OK, REFUSED, or PENDING with *req set (for authquery_cancel) and
  * done(arg, result, secret) called later on the worker's loop; with method ldap or pam,
- * PENDING_EXT and ext_done(ext_arg, ...) called later on an LDAP or PAM thread (never before
- * this returns: ext_arg must be ready for it before the call), or BUSY. */
+ * PENDING_EXT with *ext set (for extauth_cancel) and ext_done(ext_arg, rc, why) called later
+ * on the worker's loop, rc 0 when the password is right, or BUSY. */
 __attribute__((warn_unused_result))
 enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char *user, const char *pass,
 				      authquery_done_fn *done, void *arg, struct authq_req **req,
-				      resp_auth_ext_fn *ext_done, void *ext_arg);
+				      extauth_done_fn *ext_done, void *ext_arg, struct extauth_check **ext);
 
 /* A PENDING check's answer (done's result and secret) against the password. */
 bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass);

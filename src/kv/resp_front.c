@@ -25,10 +25,9 @@
 
 #include <openssl/crypto.h>
 
-#include "auth/ldapauth.h"
-#include "auth/pamauth.h"
 #include "config/config.h"
 #include "frontend/client_kind.h"
+#include "frontend/extauth.h"
 #include "kv/call.h"
 #include "kv/hash.h"
 #include "kv/resp.h"
@@ -99,7 +98,7 @@ struct resp_conn {
 	bool authed, closing;
 	bool resp3;                    /* HELLO 3: nulls are _, HELLO's reply a map */
 	struct authq_req *authq;       /* AUTH waits for auth_query's answer */
-	struct resp_ext *ext;          /* AUTH waits for an LDAP or PAM check */
+	struct extauth_check *ext;     /* AUTH waits for an LDAP or PAM check (frontend/extauth.h) */
 	int auth_user_arg, auth_pass_arg; /* where AUTH's (or HELLO's) user and password are; 0: user default */
 	int hello;                     /* HELLO's protocol version, answered once AUTH passed; 0: AUTH */
 	bool busy;                     /* a call is with the router */
@@ -168,18 +167,6 @@ struct resp_conn {
 struct resp_worker {
 	struct resp_conn *head;
 };
-
-/* An LDAP or PAM check of AUTH in flight, from before its submit until ext_back runs on the
- * connection's worker; c is cleared when the connection closes first (or the check outlives
- * client_login_timeout), and the answer is then dropped. */
-struct resp_ext {
-	struct resp_conn *c;
-	struct worker *w;
-	struct worker_msg *msg; /* made before the submit: the check's thread posts it */
-	int rc;
-	char why[LDAPAUTH_WHY_MAX];
-};
-_Static_assert(LDAPAUTH_WHY_MAX == PAMAUTH_WHY_MAX, "one why buffer serves both");
 
 struct worker_hooks kv_resp_worker_hooks;
 
@@ -399,7 +386,7 @@ static void conn_close(struct resp_conn *c)
 		c->authq = NULL;
 	}
 	if (c->ext) {
-		c->ext->c = NULL; /* its answer is dropped */
+		extauth_cancel(c->ext); /* its answer is dropped */
 		c->ext = NULL;
 	}
 	if (c->away) {
@@ -1610,41 +1597,21 @@ static void auth_fetched(void *arg, int result, const char *secret)
 	run_and_flush(c);
 }
 
-/* On an LDAP or PAM thread: the answer back to the connection's worker. */
-static void ext_done(void *arg, int rc, const char *why)
-{
-	struct resp_ext *k = arg;
-	struct worker_msg *m = k->msg;
-
-	k->rc = rc;
-	snprintf(k->why, sizeof k->why, "%s", why ? why : "");
-	k->msg = NULL;
-	m->arg = k;
-	worker_post(k->w, m);
-}
-
 /* On the connection's worker: the LDAP server's or PAM's answer to AUTH. */
-static void ext_back(struct worker *w, struct worker_msg *m)
+static void ext_answered(void *arg, int rc, const char *why)
 {
-	struct resp_ext *k = m->arg;
-	struct resp_conn *c = k->c;
-	(void)w;
+	struct resp_conn *c = arg;
+	char user[64], pass[1024], ctx[256];
 
-	if (c) {
-		char user[64], pass[1024], ctx[256];
-		c->ext = NULL;
-		ev_timer_stop(c->worker->loop, &c->deadline);
-		bool shaped = auth_args(c, user, pass);
-		OPENSSL_cleanse(pass, sizeof pass);
-		if (k->rc != 0)
-			log_info(NULL, conn_ctx(c, user, ctx, sizeof ctx), "kv redis: LDAP or PAM check of \"%s\": %s", user,
-				 k->why);
-		auth_done(c, user, shaped && k->rc == 0);
-		finish(c);
-		run_and_flush(c);
-	}
-	OPENSSL_cleanse(k, sizeof *k);
-	free(k);
+	c->ext = NULL;
+	ev_timer_stop(c->worker->loop, &c->deadline);
+	bool shaped = auth_args(c, user, pass);
+	OPENSSL_cleanse(pass, sizeof pass);
+	if (rc != 0)
+		log_info(NULL, conn_ctx(c, user, ctx, sizeof ctx), "kv redis: LDAP or PAM check of \"%s\": %s", user, why);
+	auth_done(c, user, shaped && rc == 0);
+	finish(c);
+	run_and_flush(c);
 }
 
 /* The check did not answer within client_login_timeout (a PAM module cannot be interrupted:
@@ -1652,7 +1619,7 @@ static void ext_back(struct worker *w, struct worker_msg *m)
 static void ext_timed_out(struct resp_conn *c)
 {
 	char ctx[256];
-	c->ext->c = NULL;
+	extauth_cancel(c->ext);
 	c->ext = NULL;
 	log_warn(NULL, conn_ctx(c, c->user[0] ? c->user : NULL, ctx, sizeof ctx),
 		 "kv redis: an LDAP or PAM check of AUTH did not end within client_login_timeout");
@@ -1663,7 +1630,7 @@ static void ext_timed_out(struct resp_conn *c)
 
 /* Check the user and password of arguments ui (0: none) and pi (resp_auth.h); when
  * auth_query runs, the answer comes later (c->authq, auth_fetched), and so does an LDAP or
- * PAM check's (c->ext, ext_back). */
+ * PAM check's (c->ext, ext_answered). */
 static void start_auth(struct resp_conn *c, int ui, int pi)
 {
 	char user[64], pass[1024];
@@ -1673,28 +1640,15 @@ static void start_auth(struct resp_conn *c, int ui, int pi)
 		auth_done(c, "?", false);
 		return;
 	}
-	/* Made first: an LDAP or PAM thread may answer as soon as the check is submitted. */
-	struct resp_ext *k = calloc(1, sizeof *k);
-	if (!k || !(k->msg = worker_msg_new())) {
-		free(k);
-		OPENSSL_cleanse(pass, sizeof pass);
-		reply_error(c, "ERR out of memory");
-		return;
-	}
-	k->c = c;
-	k->w = c->worker;
-	k->msg->fn = ext_back;
 	struct resp_auth_conn a = auth_conn(c);
-	enum resp_auth_result r = resp_auth_check(&a, user, pass, auth_fetched, c, &c->authq, ext_done, k);
+	enum resp_auth_result r = resp_auth_check(&a, user, pass, auth_fetched, c, &c->authq, ext_answered, c, &c->ext);
 	OPENSSL_cleanse(pass, sizeof pass);
 	if (r == RESP_AUTH_PENDING_EXT) {
-		c->ext = k; /* answered on this worker (ext_back), or timed out by the deadline timer */
+		/* answered on this worker (ext_answered), or timed out by the deadline timer */
 		ev_timer_set(&c->deadline, (double)c->worker->rt->cfg->client_login_timeout_ms / 1000.0, 0.);
 		ev_timer_start(c->worker->loop, &c->deadline);
 		return;
 	}
-	free(k->msg);
-	free(k);
 	if (r == RESP_AUTH_BUSY)
 		reply_error(c, "ERR tusk: too many LDAP or PAM checks wait already; try again");
 	else if (r != RESP_AUTH_PENDING)

@@ -1,0 +1,59 @@
+/* Passwords checked by LDAP or PAM (PostgreSQL's methods ldap and pam) for any asker on a
+ * worker: a SQL client's login (auth.c) and the kv's Redis listener's AUTH (kv/resp_front.c).
+ * The options are the hba_file line's, else the pool rule's (ldap_options, pam_service); the
+ * check runs on rt->ldap's or rt->pam's threads (auth/ldapauth.h, auth/pamauth.h), and its
+ * answer comes back to the asker's worker as a message. An asker that goes first cancels the
+ * check, and the answer is dropped when it comes. */
+#ifndef TUSK_FRONTEND_EXTAUTH_H
+#define TUSK_FRONTEND_EXTAUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "auth/hba.h"
+#include "auth/ldapauth.h"
+
+struct net_addr;
+struct worker;
+
+/* What a check runs with: method pam's service, or method ldap's options. */
+struct extauth_opts {
+	bool is_pam;
+	struct config_ldap ldap; /* ldap */
+	struct hba_pam pam;      /* pam */
+};
+
+/* The options of method (CONFIG_AUTH_LDAP or CONFIG_AUTH_PAM) for hba_file's hit (zeroed
+ * without hba_file; its ldap or pam, else) rule's, or the top-level ones; rule may be NULL.
+ * 0, or -ENOENT when method ldap has no options (none on the line, no ldap_options), or
+ * -EINVAL when the rule's do not parse (checked at load: cannot happen), with why in err. */
+__attribute__((warn_unused_result))
+int extauth_opts_of(const struct tusk_config *cfg, int method, const struct hba_hit *hit,
+		    const struct config_pool_rule *rule, struct extauth_opts *out, char *err, size_t errlen);
+
+/* On w's thread, once per check that extauth_submit took: rc 0 when the password is right,
+ * else (ldapauth_done_fn's, pamauth_done_fn's codes) why says why, for the log. The check is
+ * gone when it returns: the asker drops its pointer to it. */
+typedef void extauth_done_fn(void *arg, int rc, const char *why);
+
+struct extauth_check;
+
+/* On w's thread: check user's password under o (copied), peer the client's address (PAM_RHOST),
+ * each LDAP wait at most ldap_wait_ms. 0 with *out set: done(arg, ...) runs later on w's
+ * thread, unless extauth_cancel(*out) comes first. Else done never runs: -EACCES (the empty
+ * password, refused without a check: an LDAP server takes it as an unauthenticated bind, and
+ * PostgreSQL refuses it for PAM too), -EAGAIN (too many checks wait), -ENAMETOOLONG or
+ * -EINVAL (user name or password too long, or empty), -ENOMEM, -ESHUTDOWN. */
+__attribute__((warn_unused_result))
+int extauth_submit(struct worker *w, const struct extauth_opts *o, const char *user, const char *password,
+		   const struct net_addr *peer, int ldap_wait_ms, extauth_done_fn *done, void *arg,
+		   struct extauth_check **out);
+
+/* On the check's worker, before its done ran: done never runs (the check's threads finish it,
+ * and its answer is dropped on the worker). */
+void extauth_cancel(struct extauth_check *k);
+
+/* "LDAP" or "PAM", for messages. */
+const char *extauth_name(const struct extauth_opts *o);
+
+#endif

@@ -1,7 +1,7 @@
 /* libFuzzer target for what a client of the kv's Redis listener controls (src/kv/resp.c): the
  * RESP2 request parser (multi-bulk and inline), parsing command after command as the listener
  * does, with a small argument array grown on RESP_GROW; and the JSON string codec values go
- * through. Besides crashes and leaks it checks the invariants the listener relies on:
+ * through (and the first key of a JSON object, kv.msetnx's route). Besides crashes and leaks it checks the invariants the listener relies on:
  * arguments inside the bytes consumed, progress on every command, the bounds of resp.h. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -32,6 +32,18 @@ static void codec(const char *p, size_t n)
 	}
 	long m = resp_json_unquote(p, n, u); /* hostile JSON text */
 	check(m <= (long)n);
+	m = resp_json_first_key(p, n, u, n); /* hostile JSON object (kv.msetnx's route) */
+	check(m <= (long)n);
+	if (k >= 0) { /* {"p"} names p first */
+		char *o = malloc((size_t)k + 2);
+		check(o != NULL);
+		o[0] = '{';
+		memcpy(o + 1, q, (size_t)k);
+		o[k + 1] = '}';
+		m = resp_json_first_key(o, (size_t)k + 2, u, cap);
+		check(m == (long)n && memcmp(u, p, n) == 0);
+		free(o);
+	}
 	free(q);
 	free(u);
 }

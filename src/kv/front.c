@@ -366,19 +366,8 @@ static bool bind_keys(struct kv_session *ks, const struct kv_stmt *st, const str
 static size_t first_json_key(struct kv_session *ks, size_t pairs)
 {
 	char key[KV_ROUTE_KEY_MAX];
-	long n = -1;
-	const char *s = ks->vals + pairs, *q;
-	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
-		s++;
-	if (*s++ == '{') {
-		while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
-			s++;
-		for (q = s + 1; *s == '"' && *q && *q != '"'; q++)
-			if (*q == '\\' && q[1])
-				q++;
-		if (*s == '"' && *q == '"' && (size_t)(q + 1 - s) <= sizeof key)
-			n = resp_json_unquote(s, (size_t)(q + 1 - s), key); /* at most its text's length */
-	}
+	const char *s = ks->vals + pairs;
+	long n = resp_json_first_key(s, strlen(s), key, sizeof key);
 	return add_val(ks, key, n > 0 ? (size_t)n : 0);
 }
 

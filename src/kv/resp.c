@@ -417,6 +417,31 @@ long resp_json_unquote(const char *s, size_t n, char *out)
 	return (long)k;
 }
 
+static const char *json_space(const char *s, const char *end)
+{
+	while (s < end && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
+		s++;
+	return s;
+}
+
+long resp_json_first_key(const char *s, size_t n, char *out, size_t cap)
+{
+	const char *end = s + n, *q;
+
+	s = json_space(s, end);
+	if (s == end || *s++ != '{')
+		return -1;
+	s = json_space(s, end);
+	if (s == end || *s != '"')
+		return -1;
+	for (q = s + 1; q < end && *q != '"'; q++)
+		if (*q == '\\' && q + 1 < end)
+			q++;
+	if (q >= end || (size_t)(q + 1 - s) > cap) /* the key is at most its text's length */
+		return -1;
+	return resp_json_unquote(s, (size_t)(q + 1 - s), out);
+}
+
 bool resp_to_ld(const char *p, size_t n, long double *out)
 {
 	char buf[RESP_LD_MAX];

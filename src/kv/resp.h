@@ -73,5 +73,9 @@ long resp_json_quote(const char *p, size_t n, char *out, size_t cap);
 /* The string a JSON string text denotes (s[0, n), quotes included), into out (at least n
  * bytes): its length, or -1 when s is not one JSON string. */
 long resp_json_unquote(const char *s, size_t n, char *out);
+/* The first key of the JSON object text s[0, n) (spaces before it allowed; what follows the key
+ * is not read) into out (cap bytes; the key's text, quotes included, must fit): its length, or
+ * -1 when s does not start an object with a key, the key is no JSON string, or it does not fit. */
+long resp_json_first_key(const char *s, size_t n, char *out, size_t cap);
 
 #endif

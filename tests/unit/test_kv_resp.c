@@ -160,6 +160,30 @@ static void test_json_values(void **state)
 	assert_int_equal(resp_json_unquote("\"a\"b\"", 5, u), -1);
 }
 
+/* kv.msetnx's route: the first key of a JSON object, unquoted; what follows it is not read. */
+static void test_json_first_key(void **state)
+{
+	char k[16];
+	(void)state;
+#define FIRST(s, cap) resp_json_first_key(s, sizeof(s) - 1, k, cap)
+	assert_int_equal(FIRST(" \n{ \t\"a\\\"b\": 1, \"z\": 2}", sizeof k), 3);
+	assert_memory_equal(k, "a\"b", 3);
+	assert_int_equal(FIRST("{\"\\u00e9\":", sizeof k), 2); /* the rest unread */
+	assert_memory_equal(k, "\xc3\xa9", 2);
+	assert_int_equal(FIRST("{\"\": 1}", sizeof k), 0);
+	assert_int_equal(FIRST("{\"abcd\": 1}", 6), 4);  /* the text "abcd" fits 6 bytes */
+	assert_int_equal(FIRST("{\"abcde\": 1}", 6), -1); /* its 7 do not */
+	assert_int_equal(FIRST("[\"a\"]", sizeof k), -1);
+	assert_int_equal(FIRST("{}", sizeof k), -1);
+	assert_int_equal(FIRST("{ 1: 2}", sizeof k), -1);
+	assert_int_equal(FIRST("{\"ab", sizeof k), -1);   /* unterminated */
+	assert_int_equal(FIRST("{\"ab\\", sizeof k), -1); /* ends in an escape */
+	assert_int_equal(FIRST("{\"a\\q\"", sizeof k), -1); /* no JSON escape */
+	assert_int_equal(FIRST("   ", sizeof k), -1);
+	assert_int_equal(resp_json_first_key("{\"a\"}", 3, k, sizeof k), -1); /* n bounds the read */
+#undef FIRST
+}
+
 /* A value as Redis reads it: a JSON string unquoted in place behind its header, any other
  * JSON text (or a malformed string) as is, nothing written when it does not fit. */
 static void test_value_replies(void **state)
@@ -193,7 +217,7 @@ int main(void)
 		cmocka_unit_test(test_multibulk_and_pieces), cmocka_unit_test(test_inline),
 		cmocka_unit_test(test_hostile_bounds), cmocka_unit_test(test_numbers_and_replies),
 		cmocka_unit_test(test_long_doubles),
-		cmocka_unit_test(test_json_values), cmocka_unit_test(test_value_replies),
+		cmocka_unit_test(test_json_values), cmocka_unit_test(test_json_first_key), cmocka_unit_test(test_value_replies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,7 +21,6 @@ tests/integration/test_memory.py; stdlib only.
 """
 
 import argparse
-import os
 import selectors
 import socket
 import struct
@@ -131,15 +130,20 @@ def settled_rss_kb(pid, settle=2.5, quiet=2.5, cap=20.0, trace=None):
         time.sleep(0.25)
 
 
-def measure(pid, host, port, user, database, n, warmup=50, settle=2.5, timeout=300.0, trace=None):
+def measure(pid, host, port, user, database, n, warmup=50, settle=2.5, timeout=300.0, trace=None, probe=None):
     """Returns (rss_before_kb, rss_after_kb, bytes_per_client, sockets). The caller closes
     the sockets (keeping them lets it run something beside the idle clients). TRACE, a list,
-    gets the two readings' series (settled_rss_kb)."""
+    gets the two readings' series (settled_rss_kb). PROBE, a function, is called right after
+    each of the two readings (to read what else the caller compares, at the same moments)."""
     socks = open_clients(host, port, user, database, warmup, 0, timeout)
     t0, t1 = [], []
     before = settled_rss_kb(pid, settle, trace=t0)
+    if probe:
+        probe()
     socks += open_clients(host, port, user, database, n, warmup, timeout)
     after = settled_rss_kb(pid, settle, trace=t1)
+    if probe:
+        probe()
     if trace is not None:
         trace += [t0, t1]
     return before, after, (after - before) * 1024.0 / n, socks

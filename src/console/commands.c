@@ -27,6 +27,7 @@
 #include "pool/services.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
+#include "util/heap.h"
 #include "util/log.h"
 #include "worker/worker.h"
 
@@ -605,11 +606,15 @@ static void cache_mem_of(void *arg, const char *name, const char *reason, uint64
 		m->bytes = value;
 }
 
-/* Process-wide: the result cache's kept results (its own report, SHOW CACHE's), against
+/* Process-wide: the heap (bytes malloc handed out and holds free, and what it got from the
+ * system), and the result cache's kept results (its own report, SHOW CACHE's), against
  * cache_memory. */
 static void mem_global_rows(struct vdb_out *o, struct runtime *rt)
 {
 	struct cache_mem m = { 0 };
+	struct heap_usage h;
+	if (heap_usage(&h)) /* the allocator's own counters: everything above included */
+		mem_row(o, "heap", 1, (long)h.used, (long)h.free, h.total, NULL);
 	if (!rt->flight)
 		return;
 	flight_cache_report(rt->flight, cache_mem_of, &m);

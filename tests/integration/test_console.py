@@ -684,6 +684,9 @@ def test_show_mem_and_sockets_follow_real_connections(tusk, tmp_path):
         for r in per["client"] + per["client_rbuf"]:
             assert int(r["memtotal"]) == (int(r["used"]) + int(r["free"])) * int(r["size"]), r
         assert int(per["client_rbuf"][0]["size"]) > 0
+        # the allocator's counters, process-wide: what it handed out is part of what it got
+        (heap,) = per["heap"]
+        assert heap["worker"] == "" and 0 < int(heap["used"]) <= int(heap["memtotal"]), heap
 
         for verb in ("SOCKETS", "FDS"):
             header, socks = psql_rows(t, f"SHOW {verb}")

@@ -161,11 +161,13 @@ def direct_problem(suite, case, out):
 def run_reference(suite, host, port, db, user, tag):
     """run_suite against PostgreSQL itself, the reference every target is judged by: {case: out},
     run again (up to three runs in all) while a case fails there (direct_problem).
-    node-postgres's cancel does not wait for its cancel connection to close, so on a loaded
-    machine (the ASan pass) the backend's late second signal has cancelled the statement after
-    the pg_sleep, against PostgreSQL itself: once in a run, and in two runs in a row in one CI
-    pass (test_drivers_latin1.py, session-node). A case that fails three times stays failed:
-    the caller asserts on it."""
+    node-postgres's cancel does not wait for its cancel connection to close, and PostgreSQL's
+    postmaster signals the backend twice (its process, then its process group): on a loaded
+    machine (the ASan pass) the late second signal has cancelled the statement after the
+    pg_sleep, against PostgreSQL itself, once in a run and in two runs in a row in one CI pass
+    (test_drivers_latin1.py, session-node). The suite now leaves the backend 200 ms idle after
+    each cancel (an idle backend ignores the signal). A case that fails three times stays
+    failed: the caller asserts on it."""
     for _ in range(3):
         out = run_suite(suite, host, port, db, user, tag=tag)
         if not any(direct_problem(suite, c, o) for c, o in out.items()):

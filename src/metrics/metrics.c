@@ -27,6 +27,7 @@
 #include "pool/services.h"
 #include "runtime/runtime.h"
 #include "stats/stats.h"
+#include "util/heap.h"
 #include "util/log.h"
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -301,6 +302,14 @@ static int render_metrics(struct runtime *rt, char **out, size_t *len)
 	fputs("tusk_up 1\n", f);
 	put_family(f, "tusk_build_info", "gauge", "Build of the running tusk, as labels; always 1.");
 	fputs("tusk_build_info{version=\"" TUSK_VERSION "\"} 1\n", f);
+	struct heap_usage h;
+	if (heap_usage(&h)) {
+		put_family(f, "tusk_heap_bytes", "gauge",
+			   "The allocator's own counters: bytes handed out and not freed (used), held unused (free), "
+			   "got from the system (total).");
+		fprintf(f, "tusk_heap_bytes{kind=\"used\"} %zu\ntusk_heap_bytes{kind=\"free\"} %zu\n"
+			   "tusk_heap_bytes{kind=\"total\"} %zu\n", h.used, h.free, h.total);
+	}
 
 	put_family(f, "tusk_clients", "gauge", "Client connections per state, across all pools and workers.");
 	for (int s = 0; s < STATS_CLIENT_NSTATES; s++)

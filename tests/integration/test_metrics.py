@@ -281,6 +281,9 @@ def test_metrics_move_during_pgbench(tusk, pg):
                 "tusk_wait_seconds", "tusk_query_seconds", "tusk_errors_total"):
         assert fam in before, f"{fam} missing"
     assert value(before, "tusk_up") == 1
+    # the allocator's counters: what it handed out is part of what it got
+    assert before["tusk_heap_bytes"]["type"] == "gauge"
+    assert 0 < value(before, "tusk_heap_bytes", kind="used") <= value(before, "tusk_heap_bytes", kind="total")
     assert before["tusk_wait_seconds"]["type"] == "histogram"
     assert before["tusk_transactions_total"]["type"] == "counter"
 

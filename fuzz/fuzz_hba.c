@@ -52,7 +52,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			for (size_t d = 0; d < sizeof(names) / sizeof(names[0]); d++) {
 				struct hba_hit hit;
 				const struct net_addr *pa = conn == HBA_LOCAL || a == sizeof(addrs) / sizeof(addrs[0]) ? NULL : &addr;
-				if (hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, &hit)) {
+				/* the name a lookup found, for host-name lines (matched case-insensitively) */
+				static const struct hba_peer_name pn = { true, "A.example.com" };
+				enum hba_result r = hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, NULL, &hit);
+				check(r == HBA_MATCH || r == HBA_NO_MATCH || (r == HBA_NEED_NAME && pa && hba_has_names(h)));
+				if (r == HBA_NEED_NAME)
+					check(hba_match(h, (enum hba_conn)conn, names[d], names[(d + 1) % 5], pa, &pn, &hit) !=
+					      HBA_NEED_NAME);
+				if (r == HBA_MATCH) {
 					check(hit.line >= 1 && (size_t)hit.line <= lines);
 					check(strcmp(hba_method_name(hit.method), "?") != 0);
 					/* clientcert= only on hostssl lines; the cert method always verify-full */

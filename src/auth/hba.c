@@ -10,12 +10,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ifaddrs.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define HBA_FILE_MAX (64u << 20) /* a bigger file is a mistake, not a rule set */
 #define HBA_INCLUDE_DEPTH 10     /* @file inside @file, as deep as PostgreSQL 16 allows */
@@ -49,6 +51,7 @@ struct hba_rule {
 	struct hba_list users;
 	bool addr_all;  /* "all", or a local line */
 	uint8_t same;   /* SAME_HOST, SAME_NET: PostgreSQL's samehost and samenet */
+	char *hostname; /* a host name (".suffix": any name that ends so), or NULL */
 	int family;     /* AF_INET or AF_INET6 */
 	uint8_t addr[16]; /* already masked */
 	uint8_t mask[16];
@@ -65,6 +68,7 @@ struct hba {
 	int n;
 	size_t cap; /* bytes of rules (grow_bytes) */
 	const struct ident *ident; /* ident_file, or NULL; not owned (see hba_load) */
+	bool names;   /* a line's address is a host name */
 	char *dir;    /* while loading: the directory @file names are read from (NULL: none) */
 	int includes; /* while loading: @files read */
 };
@@ -269,6 +273,28 @@ static void prefix_mask(int bits, uint8_t mask[16])
 
 enum { SAME_HOST = 1, SAME_NET };
 
+/* A host name of an address field: letters, digits, '-', '_' and '.', at least one letter (so
+ * that a mistyped address stays an error), shorter than HBA_NAME_MAX. */
+static bool is_host_name_len(const char *s, size_t n)
+{
+	bool letter = false;
+	if (n == 0 || n >= HBA_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
+			letter = true;
+		else if (!(ch >= '0' && ch <= '9') && ch != '-' && ch != '_' && ch != '.')
+			return false;
+	}
+	return letter;
+}
+
+static bool is_host_name(const char *s)
+{
+	return is_host_name_len(s, strlen(s));
+}
+
 /* The address (and maybe netmask) starting at field f: the index of the field after it, or
  * -EINVAL after reporting. */
 static int parse_address(struct util_file_report *c, const struct conftok_line *l, int f, struct hba_rule *r)
@@ -289,6 +315,15 @@ static int parse_address(struct util_file_report *c, const struct conftok_line *
 		return f + 1;
 	}
 	const char *slash = strchr(t->text, '/');
+	if (is_host_name(t->text)) { /* PostgreSQL's: no netmask field after it */
+		if (!(r->hostname = strdup(t->text)))
+			return -ENOMEM;
+		return f + 1;
+	}
+	if (slash && is_host_name_len(t->text, (size_t)(slash - t->text))) {
+		util_file_report(c, "specifying both host name and CIDR mask is invalid: \"%s\"", t->text);
+		return -EINVAL;
+	}
 	size_t alen = slash ? (size_t)(slash - t->text) : strlen(t->text);
 	if (alen >= sizeof(buf)) {
 		util_file_report(c, "invalid IP address \"%s\"", t->text);
@@ -298,7 +333,7 @@ static int parse_address(struct util_file_report *c, const struct conftok_line *
 	buf[alen] = '\0';
 	r->family = parse_ip(buf, r->addr);
 	if (!r->family) {
-		util_file_report(c, "invalid IP address \"%s\" (host names are not supported)", t->text);
+		util_file_report(c, "invalid IP address \"%s\"", t->text);
 		return -EINVAL;
 	}
 	int max = r->family == AF_INET ? 32 : 128;
@@ -521,8 +556,8 @@ static void free_options(struct hba_rule *r)
 }
 
 /* One tokenized, non-empty line into r. 0, -ENOMEM, or -EINVAL after reporting. */
-static int parse_rule(struct util_file_report *c, const struct conftok_line *l, const struct ident *ident,
-		      const struct hba_inc *inc, struct hba_rule *r)
+static int parse_fields(struct util_file_report *c, const struct conftok_line *l, const struct ident *ident,
+			const struct hba_inc *inc, struct hba_rule *r)
 {
 	const struct conftok_tok *t;
 	int f, rc;
@@ -623,6 +658,18 @@ err_free_map:
 	return rc;
 }
 
+/* parse_fields, and on an error the address's host name too (the rest is freed there). */
+static int parse_rule(struct util_file_report *c, const struct conftok_line *l, const struct ident *ident,
+		      const struct hba_inc *inc, struct hba_rule *r)
+{
+	int rc = parse_fields(c, l, ident, inc, r);
+	if (rc < 0) {
+		free(r->hostname);
+		r->hostname = NULL;
+	}
+	return rc;
+}
+
 void hba_free(struct hba *h)
 {
 	if (!h)
@@ -631,6 +678,7 @@ void hba_free(struct hba *h)
 		free_list(&h->rules[i].databases);
 		free_list(&h->rules[i].users);
 		free(h->rules[i].map);
+		free(h->rules[i].hostname);
 		free_options(&h->rules[i]);
 	}
 	free(h->rules);
@@ -647,7 +695,7 @@ static int add_rule(void *arg, struct util_file_report *c, const struct conftok_
 	struct hba_inc inc = { h->dir, &h->includes };
 	int rc = parse_rule(c, l, h->ident, &inc, &h->rules[h->n]);
 	if (rc == 0)
-		h->n++;
+		h->names |= h->rules[h->n++].hostname != NULL;
 	return rc;
 }
 
@@ -778,7 +826,18 @@ static bool same_match(int same, const struct net_addr *addr)
 	return hit;
 }
 
-static bool addr_match(const struct hba_rule *r, const struct net_addr *addr)
+/* PostgreSQL's hostname_match: the name itself, or with a leading '.' any name that ends so
+ * (longer than the suffix), both case-insensitively. */
+static bool name_match(const char *pattern, const char *name)
+{
+	if (pattern[0] == '.') {
+		size_t pl = strlen(pattern), nl = strlen(name);
+		return nl > pl && strcasecmp(pattern, name + nl - pl) == 0;
+	}
+	return strcasecmp(pattern, name) == 0;
+}
+
+static bool addr_match(const struct hba_rule *r, const struct net_addr *addr, const struct hba_peer_name *pn)
 {
 	uint8_t peer[16];
 	int n;
@@ -789,6 +848,8 @@ static bool addr_match(const struct hba_rule *r, const struct net_addr *addr)
 		return false;
 	if (r->same)
 		return same_match(r->same, addr);
+	if (r->hostname) /* the caller looked the name up (match: HBA_NEED_NAME before) */
+		return pn && pn->verified && name_match(r->hostname, pn->name);
 	n = ip_bytes((const struct sockaddr *)&addr->sa, r->family == AF_INET, peer);
 	if (!n)
 		return false;
@@ -815,16 +876,18 @@ static bool type_match(enum hba_type t, enum hba_conn conn)
 	return false;
 }
 
-static bool match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-		  const struct net_addr *addr, struct hba_hit *hit)
+static enum hba_result match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
+			     const struct net_addr *addr, const struct hba_peer_name *pn, struct hba_hit *hit)
 {
 	for (int i = 0; i < h->n; i++) {
 		const struct hba_rule *r = &h->rules[i];
 		if (!type_match(r->type, conn))
 			continue;
-		if (conn != HBA_LOCAL && !addr_match(r, addr))
-			continue;
 		if (!list_match(&r->databases, database, user) || !list_match(&r->users, user, user))
+			continue;
+		if (conn != HBA_LOCAL && r->hostname && addr && !pn)
+			return HBA_NEED_NAME; /* the rest of the line matches: its host name decides */
+		if (conn != HBA_LOCAL && !addr_match(r, addr, pn))
 			continue;
 		*hit = (struct hba_hit){
 			.method = r->method,
@@ -835,21 +898,50 @@ static bool match(const struct hba *h, enum hba_conn conn, const char *database,
 			.clientcert = r->clientcert,
 			.clientname_dn = r->clientname_dn,
 		};
-		return true;
+		return HBA_MATCH;
 	}
-	return false;
+	return HBA_NO_MATCH;
 }
 
-bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-	       const struct net_addr *addr, struct hba_hit *hit)
+enum hba_result hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
+			  const struct net_addr *addr, const struct hba_peer_name *pn, struct hba_hit *hit)
 {
-	return match(h, conn, database, user, addr, hit);
+	return match(h, conn, database, user, addr, pn, hit);
 }
 
-bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
-			struct hba_hit *hit)
+enum hba_result hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user,
+				   const struct net_addr *addr, const struct hba_peer_name *pn, struct hba_hit *hit)
 {
-	return match(h, conn, NULL, user, addr, hit);
+	return match(h, conn, NULL, user, addr, pn, hit);
+}
+
+void hba_peer_name_lookup(const struct net_addr *addr, struct hba_peer_name *out)
+{
+	/* An IPv4-mapped peer (a dual-stack listener's) is its IPv4 address, as address lines see it. */
+	bool v4 = addr->sa.ss_family == AF_INET ||
+		  (addr->sa.ss_family == AF_INET6 &&
+		   IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&addr->sa)->sin6_addr));
+	struct addrinfo hints = { .ai_family = v4 ? AF_INET : AF_INET6, .ai_socktype = SOCK_STREAM }, *res = NULL;
+	uint8_t want[16], got[16];
+	int n = ip_bytes((const struct sockaddr *)&addr->sa, v4, want);
+
+	memset(out, 0, sizeof *out);
+	if (!n || getnameinfo((const struct sockaddr *)&addr->sa, addr->len, out->name, sizeof out->name, NULL, 0,
+			      NI_NAMEREQD) != 0) {
+		out->name[0] = '\0';
+		return;
+	}
+	/* The forward check: the name's addresses of the client's family hold the client's. */
+	if (getaddrinfo(out->name, NULL, &hints, &res) != 0)
+		return;
+	for (const struct addrinfo *a = res; a && !out->verified; a = a->ai_next)
+		out->verified = ip_bytes(a->ai_addr, v4, got) == n && memcmp(got, want, (size_t)n) == 0;
+	freeaddrinfo(res);
+}
+
+bool hba_has_names(const struct hba *h)
+{
+	return h && h->names;
 }
 
 bool hba_map_admits(const struct hba *h, const char *map, const char *system_user, const char *user, int *line)

@@ -63,25 +63,53 @@ struct hba_hit {
 	bool clientname_dn;             /* clientname=DN: the certificate's whole subject is the name */
 };
 
-/* First matching line: true with what it says in *hit; false when none matches (the caller
- * refuses with 28000; *hit untouched). addr is NULL for HBA_LOCAL; a NULL addr on a host
- * connection matches only lines whose address is "all".
+#define HBA_NAME_MAX 256 /* a host name, NUL included (a DNS name has at most 253 bytes) */
+
+/* The client's host name, as hba_file's host-name lines need it (PostgreSQL's check_hostname):
+ * the name its address has (reverse lookup), and whether that name's addresses hold the
+ * client's (the forward check). A host-name line matches only a verified name. */
+struct hba_peer_name {
+	bool verified;
+	char name[HBA_NAME_MAX]; /* "": the address has no name */
+};
+
+enum hba_result {
+	HBA_NO_MATCH = 0, /* the caller refuses with 28000; *hit untouched */
+	HBA_MATCH = 1,    /* *hit says what the line does */
+	HBA_NEED_NAME = 2, /* pn was NULL and the first line that otherwise matches names a host:
+			    * look the name up (hba_peer_name_lookup) and ask again with it */
+};
+
+/* First matching line. addr is NULL for HBA_LOCAL; a NULL addr on a host connection matches
+ * only lines whose address is "all". pn: the client's name once looked up, NULL before (a
+ * line naming a host is never matched without it).
  *
  * Address families: an IPv4 line (10.0.0.0/8, or address and netmask) matches IPv4 peers and
  * IPv4-mapped IPv6 peers (::ffff:10.1.2.3) on their embedded IPv4 address, because a dual-stack
  * listener on "::" sees IPv4 clients that way. PostgreSQL itself compares same-family only;
  * tusk's rule is the one an administrator writing 10.0.0.0/8 expects. An IPv6 line matches IPv6
  * peers only, mapped ones included on their full 128 bits (so ::ffff:0:0/96 matches every
- * mapped peer); it never matches a plain AF_INET peer. */
-bool hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
-	       const struct net_addr *addr, struct hba_hit *hit);
+ * mapped peer); it never matches a plain AF_INET peer. A host-name line (PostgreSQL's: the name,
+ * or ".example.com" for any name ending so, case-insensitively) matches the verified name. */
+__attribute__((warn_unused_result))
+enum hba_result hba_match(const struct hba *h, enum hba_conn conn, const char *database, const char *user,
+			  const struct net_addr *addr, const struct hba_peer_name *pn, struct hba_hit *hit);
 
 /* hba_match for a physical replication connection (startup parameter replication=true): only
  * lines whose database field holds the keyword "replication" match it, as in PostgreSQL
  * (that keyword matches nothing else; a logical one, replication=database, goes through
  * hba_match with its database). */
-bool hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user, const struct net_addr *addr,
-			struct hba_hit *hit);
+__attribute__((warn_unused_result))
+enum hba_result hba_match_physical(const struct hba *h, enum hba_conn conn, const char *user,
+				   const struct net_addr *addr, const struct hba_peer_name *pn, struct hba_hit *hit);
+
+/* Whether a line names a host (so that a login may need hba_peer_name_lookup). NULL: false. */
+bool hba_has_names(const struct hba *h);
+
+/* Blocking (DNS: threads of their own, never a worker's loop): PostgreSQL's lookup of addr's
+ * name (getnameinfo, a name required) and the forward check (getaddrinfo of that name, in the
+ * client's family: an IPv4-mapped address as IPv4). */
+void hba_peer_name_lookup(const struct net_addr *addr, struct hba_peer_name *out);
 
 /* Whether a cert or peer login of system_user (the certificate's CN, the SO_PEERCRED user) may
  * be user under the matched line's map: with no map, when the two names are equal (PostgreSQL's

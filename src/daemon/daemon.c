@@ -23,6 +23,7 @@
 #include "console/console.h"
 #include "frontend/cancel.h"
 #include "frontend/client.h"
+#include "frontend/extauth.h"
 #include "frontend/relay_hooks.h"
 #include "kv/front.h"
 #include "kv/resp_front.h"
@@ -516,6 +517,9 @@ static int start(struct runtime *rt, struct tusk_config *cfg, struct runtime_inh
 	rc = pamauth_pool_new(PAMAUTH_THREADS, PAMAUTH_QUEUE_MAX, &rt->pam);
 	if (rc < 0)
 		goto err;
+	rc = extauth_names_new(&rt->names);
+	if (rc < 0)
+		goto err;
 	register_worker_tenants();
 	for (int w = 0; w < cfg->workers; w++) {
 		rc = threads ? worker_start(rt, w, &rt->workers[w]) : worker_new(rt, w, &rt->workers[w]);
@@ -824,6 +828,9 @@ void daemon_stop(struct runtime *rt)
 	 * module cannot be interrupted: past it the pool is left to its threads, answers dropped). */
 	pamauth_pool_stop(rt->pam);
 	rt->pam = NULL;
+	/* Host-name lookups (hba_file): the same, each bounded by the resolver's own timeouts. */
+	extauth_names_stop(rt->names);
+	rt->names = NULL;
 	/* Freeing settles the inboxes; a settled message may post to another worker's inbox,
 	 * so settle all before freeing any (the pool core posts only for waiters, and every
 	 * client is closed by now, so this converges in one pass per worker). */

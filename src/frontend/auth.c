@@ -27,6 +27,7 @@
 #include "frontend/authquery.h"
 #include "frontend/extauth.h"
 #include "frontend/client_int.h"
+#include "frontend/client_kind.h"
 #include "frontend/replication.h"
 #include "pool/server.h"
 #include "proto/proto.h"
@@ -286,6 +287,78 @@ bool client_auth_timed_out(struct client *c)
 
 /* ---- end ldap and pam ---- */
 
+/* ---- host names (hba_file lines that name a host): looked up before the kind's startup ---- */
+
+struct client_name {
+	struct extauth_check *lookup; /* running; NULL once answered */
+	struct hba_peer_name pn;
+};
+
+static enum hba_conn conn_of(const struct client *c)
+{
+	return c->peer.sa.sa_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
+}
+
+/* hba's first line for c: pn its name, or NULL (not looked up). */
+static enum hba_result match_client(struct client *c, const struct hba *hba, const struct hba_peer_name *pn,
+				    struct hba_hit *hit)
+{
+	struct net_addr peer;
+	enum hba_conn conn = conn_of(c);
+	client_peer(c, &peer);
+	const struct net_addr *from = conn == HBA_LOCAL ? NULL : &peer;
+	return repl_is_physical(c) ? hba_match_physical(hba, conn, c->user, from, pn, hit)
+				   : hba_match(hba, conn, c->database, c->user, from, pn, hit);
+}
+
+static void name_answered(void *arg, const struct hba_peer_name *pn)
+{
+	struct client *c = arg;
+	c->name->lookup = NULL;
+	c->name->pn = *pn;
+	log_debug(c->id, c->ctx, "host name for hba_file: \"%s\"%s", pn->name,
+		  !pn->name[0] ? " (none)" : pn->verified ? "" : " (its addresses do not include the client's)");
+	if (c->state == CLIENT_STARTUP)
+		c->kind->startup(c);
+}
+
+bool client_auth_wait_name(struct client *c)
+{
+	const struct hba *hba = c->worker->rt->hba;
+	struct hba_hit hit;
+	struct net_addr peer;
+
+	if (c->name || conn_of(c) == HBA_LOCAL || !hba_has_names(hba) ||
+	    match_client(c, hba, NULL, &hit) != HBA_NEED_NAME)
+		return false;
+	if (!(c->name = calloc(1, sizeof *c->name))) {
+		client_fail(c, "53200", "out of memory");
+		return true;
+	}
+	client_peer(c, &peer);
+	int rc = extauth_name_submit(c->worker, &peer, name_answered, c, &c->name->lookup);
+	if (rc == -EAGAIN)
+		client_fail(c, "53300", "too many host-name lookups waiting (%d); try again", EXTAUTH_NAME_QUEUE_MAX);
+	else if (rc < 0)
+		client_fail(c, "53200", "could not look up the client's host name: %s", strerror(-rc));
+	return true;
+}
+
+bool client_auth_name_pending(const struct client *c)
+{
+	return c->name && c->name->lookup;
+}
+
+static void free_name(struct client *c)
+{
+	if (c->name) {
+		if (c->name->lookup)
+			extauth_cancel(c->name->lookup);
+		free(c->name);
+		c->name = NULL;
+	}
+}
+
 bool client_auth_begin(struct client *c, int rule_method, const struct config_pool_rule *authq_rule,
 		       const char *authq_db)
 {
@@ -295,17 +368,16 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	struct hba_hit hit = { 0 };       /* without hba_file: no map, no clientcert, no options */
 
 	if (hba) {
-		struct net_addr peer;
-		client_peer(c, &peer);
-		enum hba_conn conn = c->peer.sa.sa_family == AF_UNIX ? HBA_LOCAL : c->tls.conn ? HBA_HOST_TLS : HBA_HOST_PLAIN;
-		const struct net_addr *from = conn == HBA_LOCAL ? NULL : &peer;
-		if (repl_is_physical(c)) {
-			if (!hba_match_physical(hba, conn, c->user, from, &hit)) {
-				client_fail(c, "28000", "no hba_file line matches a replication connection for user \"%s\" from this address",
-					    c->user);
-				return false;
-			}
-		} else if (!hba_match(hba, conn, c->database, c->user, from, &hit)) {
+		/* (a host name: looked up before, client_auth_wait_name; a reload since that added a
+		 * host-name line ahead finds none, and the line does not match) */
+		static const struct hba_peer_name none;
+		enum hba_result r = match_client(c, hba, c->name ? &c->name->pn : &none, &hit);
+		free_name(c);
+		if (r != HBA_MATCH && repl_is_physical(c)) {
+			client_fail(c, "28000", "no hba_file line matches a replication connection for user \"%s\" from this address",
+				    c->user);
+			return false;
+		} else if (r != HBA_MATCH) {
 			client_fail(c, "28000", "no hba_file line matches user \"%s\", database \"%s\" from this address",
 				    c->user, c->database);
 			return false;
@@ -477,6 +549,7 @@ static void auth_fetched(void *arg, int result, const char *secret)
 
 void client_auth_free(struct client *c)
 {
+	free_name(c);
 	client_auth_free_state(c);
 	if (c->cred) {
 		OPENSSL_cleanse(c->cred, sizeof *c->cred);

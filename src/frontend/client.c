@@ -1046,6 +1046,8 @@ static void on_startup(struct client *c, const struct proto_startup *st)
 		}
 		c->kind = &repl_kind;
 	}
+	if (client_auth_wait_name(c))
+		return; /* its host name first (hba_file): the lookup's answer calls the kind's startup */
 	c->kind->startup(c);
 }
 
@@ -1358,6 +1360,8 @@ static int terminate_before_startup(const struct client *c)
 
 static void handle_startup_input(struct client *c)
 {
+	if (client_auth_name_pending(c))
+		return; /* the startup packet is read: what follows waits for the host name */
 	for (;;) {
 		struct proto_startup st;
 		int term = terminate_before_startup(c);

@@ -113,6 +113,8 @@ struct client {
 	struct client_big *big;
 	struct prep_client *prep;   /* NULL: no name (prepared.h reads NULL as an empty map) */
 	struct client_auth *auth;   /* during CLIENT_AUTH (auth.c) */
+	struct client_name *name;   /* hba_file's host-name lines: the name looked up, until the login
+	                             * is done (auth.c); NULL: not needed, or not yet */
 	struct server_cred *cred;   /* what the client's authentication revealed, for passthrough
 	                             * (NULL: nothing; allocated by auth.c only when there is) */
 	struct pool *pool;
@@ -254,6 +256,12 @@ __attribute__((warn_unused_result)) int client_mint_cancel_key(struct client *c)
  * rule: auth_file only, as for the admin console). */
 bool client_auth_begin(struct client *c, int rule_method, const struct config_pool_rule *authq_rule,
 		       const char *authq_db);
+/* auth.c, after the startup packet, before the kind's startup: true when c waits for its host
+ * name (hba_file's first line that otherwise matches names a host: the lookup runs, and its
+ * answer calls c->kind->startup; or c was failed); false to go on at once. */
+bool client_auth_wait_name(struct client *c);
+/* A host-name lookup runs: the bytes c sends wait. */
+bool client_auth_name_pending(const struct client *c);
 /* Bytes arrived in CLIENT_AUTH: 1 authenticated, 0 need more, -1 failed (client gone). */
 int client_auth_input(struct client *c);
 /* After the method succeeded (client_after_auth): false when hba_file's clientcert=verify-full

@@ -1,5 +1,7 @@
-/* Passwords checked by LDAP or PAM (PostgreSQL's methods ldap and pam) for any asker on a
- * worker: a SQL client's login (auth.c) and the kv's Redis listener's AUTH (kv/resp_front.c).
+/* Login checks on threads of their own for any asker on a worker: a SQL client's login (auth.c,
+ * client.c) and the kv's Redis listener's AUTH (kv/resp_front.c). Passwords checked by LDAP or
+ * PAM (PostgreSQL's methods ldap and pam), and the client's host name looked up for hba_file's
+ * host-name lines (auth/hba.h, hba_peer_name_lookup, on rt->names' threads).
  * The options are the hba_file line's, else the pool rule's (ldap_options, pam_service); the
  * check runs on rt->ldap's or rt->pam's threads (auth/ldapauth.h, auth/pamauth.h), and its
  * answer comes back to the asker's worker as a message. An asker that goes first cancels the
@@ -55,5 +57,28 @@ void extauth_cancel(struct extauth_check *k);
 
 /* "LDAP" or "PAM", for messages. */
 const char *extauth_name(const struct extauth_opts *o);
+
+/* On w's thread, once per lookup extauth_name_submit took: pn the client's name (pn->name ""
+ * when none was found, or when tusk is stopping). The lookup is gone when it returns. */
+typedef void extauth_name_fn(void *arg, const struct hba_peer_name *pn);
+
+/* On w's thread: look peer's host name up (hba_peer_name_lookup) on rt->names' threads. 0 with
+ * *out set: done(arg, ...) runs later on w's thread, unless extauth_cancel(*out) comes first.
+ * Else done never runs: -EAGAIN (too many lookups wait), -ENOMEM, -ESHUTDOWN. */
+__attribute__((warn_unused_result))
+int extauth_name_submit(struct worker *w, const struct net_addr *peer, extauth_name_fn *done, void *arg,
+			struct extauth_check **out);
+
+#define EXTAUTH_NAME_THREADS 4     /* lookups at once (each waits on DNS) */
+#define EXTAUTH_NAME_QUEUE_MAX 256 /* lookups waiting; past it a login is refused (-EAGAIN) */
+#define EXTAUTH_NAME_STOP_WAIT_MS 2000 /* extauth_names_stop's wait for running lookups */
+
+struct workq;
+/* The lookups' threads (rt->names; none until the first lookup): made before the workers. */
+__attribute__((warn_unused_result))
+int extauth_names_new(struct workq **out);
+/* After the workers stopped: queued lookups answered as failed, running ones waited for up to
+ * EXTAUTH_NAME_STOP_WAIT_MS (then left to their threads, their answers dropped). NULL: nothing. */
+void extauth_names_stop(struct workq *q);
 
 #endif

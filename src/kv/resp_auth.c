@@ -30,6 +30,8 @@ static bool cert_admits(const struct resp_auth_conn *a, enum hba_clientcert cc, 
 	return rc == 0 && strcmp(name, user) == 0;
 }
 
+#define RESP_METHOD_NEED_NAME (-1) /* method_of: hba_match's HBA_NEED_NAME */
+
 /* How user logs in: hba_file's first matching line (database kv, hostssl by the connection's
  * TLS; *hit what it says, zeroed without hba_file), else the pool rule's client_auth; *rule
  * the rule (auth_query's, ldap_options', pam_service's), NULL when refused. */
@@ -44,7 +46,10 @@ static int method_of(const struct resp_auth_conn *a, const struct runtime_gen *g
 		return CONFIG_AUTH_REJECT;
 	if (!g->hba)
 		return (*rule)->client_auth;
-	if (!hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, hit))
+	enum hba_result r = hba_match(g->hba, a->tls ? HBA_HOST_TLS : HBA_HOST_PLAIN, "kv", user, a->peer, a->name, hit);
+	if (r == HBA_NEED_NAME)
+		return RESP_METHOD_NEED_NAME;
+	if (r != HBA_MATCH)
 		return CONFIG_AUTH_REJECT;
 	/* peer is never matched: local lines only, and RESP is TCP */
 	int method = hba_config_auth(hit->method);
@@ -68,13 +73,15 @@ static bool without_password(const struct resp_auth_conn *a, const struct runtim
 	       hba_map_admits(g->hba, map, cn, user, &line);
 }
 
-bool resp_auth_open(const struct resp_auth_conn *a, const char *user)
+enum resp_auth_result resp_auth_open(const struct resp_auth_conn *a, const char *user)
 {
 	const struct runtime_gen *g = gen_of(a);
 	const struct config_pool_rule *rule;
 	struct hba_hit hit;
 	int method = method_of(a, g, user, &rule, &hit);
-	return without_password(a, g, method, hit.map, hit.clientname_dn, user);
+	if (method == RESP_METHOD_NEED_NAME)
+		return RESP_AUTH_NEED_NAME;
+	return without_password(a, g, method, hit.map, hit.clientname_dn, user) ? RESP_AUTH_OK : RESP_AUTH_REFUSED;
 }
 
 bool resp_auth_fetched(int result, const char *secret, const char *user, const char *pass)
@@ -113,6 +120,8 @@ enum resp_auth_result resp_auth_check(const struct resp_auth_conn *a, const char
 	struct hba_hit hit;
 	int method = method_of(a, g, user, &rule, &hit);
 
+	if (method == RESP_METHOD_NEED_NAME)
+		return RESP_AUTH_NEED_NAME;
 	if (a->cert_user[0] && strcmp(user, a->cert_user) != 0)
 		return RESP_AUTH_REFUSED; /* verify-full: the certificate's CN is the only user */
 	if (without_password(a, g, method, hit.map, hit.clientname_dn, user))

@@ -21,6 +21,7 @@ struct resp_auth_conn {
 	const struct net_addr *peer; /* hba_file's address */
 	struct tls_conn *tls;        /* NULL: plaintext (hba's host, no certificate) */
 	const char *cert_user;       /* verify-full: the certificate's CN, the only user; "": any */
+	const struct hba_peer_name *name; /* the peer's host name once looked up, else NULL */
 };
 
 enum resp_auth_result {
@@ -29,16 +30,18 @@ enum resp_auth_result {
 	RESP_AUTH_PENDING = 2, /* auth_query runs: done comes later, then resp_auth_fetched decides */
 	RESP_AUTH_PENDING_EXT = 3, /* an LDAP or PAM check runs: ext_done comes later */
 	RESP_AUTH_BUSY = 4,    /* refused without a check: too many LDAP or PAM checks wait already */
+	RESP_AUTH_NEED_NAME = 5, /* hba_file's line for the user names a host and the name is not known:
+				  * look it up (extauth_name_submit) and ask again with it */
 };
 
 /* Each LDAP wait's bound (ldapauth_submit: the whole check at most twice that). */
 #define RESP_AUTH_LDAP_WAIT_MS 5000
 
-/* Whether user is in without a password: its method is trust, or cert with a verified client
- * certificate whose CN is user. */
-bool resp_auth_open(const struct resp_auth_conn *a, const char *user);
+/* Whether user is in without a password (OK): its method is trust, or cert with a verified
+ * client certificate whose CN is user; else REFUSED, or NEED_NAME. */
+enum resp_auth_result resp_auth_open(const struct resp_auth_conn *a, const char *user);
 
-/* user's password pass: OK, REFUSED, or PENDING with *req set (for authquery_cancel) and
+/* user's password pass: OK, REFUSED, NEED_NAME, or PENDING with *req set (for authquery_cancel) and
  * done(arg, result, secret) called later on the worker's loop; with method ldap or pam,
  * PENDING_EXT with *ext set (for extauth_cancel) and ext_done(ext_arg, rc, why) called later
  * on the worker's loop, rc 0 when the password is right, or BUSY. */

@@ -98,7 +98,11 @@ struct resp_conn {
 	bool authed, closing;
 	bool resp3;                    /* HELLO 3: nulls are _, HELLO's reply a map */
 	struct authq_req *authq;       /* AUTH waits for auth_query's answer */
-	struct extauth_check *ext;     /* AUTH waits for an LDAP or PAM check (frontend/extauth.h) */
+	struct extauth_check *ext;     /* an LDAP or PAM check, or the host-name lookup, in flight
+					* (frontend/extauth.h): what ext_for says waits for it */
+	enum { EXT_CHECK, EXT_NAME_OPEN, EXT_NAME_AUTH } ext_for;
+	const struct hba_peer_name *name; /* hba_file's host-name lines: the peer's name once looked
+					   * up (heap, or no_name), else NULL */
 	int auth_user_arg, auth_pass_arg; /* where AUTH's (or HELLO's) user and password are; 0: user default */
 	int hello;                     /* HELLO's protocol version, answered once AUTH passed; 0: AUTH */
 	bool busy;                     /* a call is with the router */
@@ -167,6 +171,9 @@ struct resp_conn {
 struct resp_worker {
 	struct resp_conn *head;
 };
+
+/* A peer's host name not found, or not looked up in time (c->name). */
+static const struct hba_peer_name no_name;
 
 struct worker_hooks kv_resp_worker_hooks;
 
@@ -389,6 +396,9 @@ static void conn_close(struct resp_conn *c)
 		extauth_cancel(c->ext); /* its answer is dropped */
 		c->ext = NULL;
 	}
+	if (c->name != &no_name)
+		free((void *)c->name);
+	c->name = NULL;
 	if (c->away) {
 		c->closed_away = true; /* the socket and TLS state are the handshake thread's */
 	} else {
@@ -457,7 +467,20 @@ static void run_and_flush(struct resp_conn *c)
 /* What resp_auth.h needs of the connection. */
 static struct resp_auth_conn auth_conn(const struct resp_conn *c)
 {
-	return (struct resp_auth_conn){ c->worker, &c->peer, c->link.conn, c->cert_user };
+	return (struct resp_auth_conn){ c->worker, &c->peer, c->link.conn, c->cert_user, c->name };
+}
+
+static void start_name(struct resp_conn *c, int ext_for);
+
+/* Whether the connection's user is in without AUTH; false while its host name is looked up
+ * first (start_name: commands wait). */
+static void check_open(struct resp_conn *c)
+{
+	struct resp_auth_conn a = auth_conn(c);
+	enum resp_auth_result r = resp_auth_open(&a, c->user);
+	c->authed = r == RESP_AUTH_OK;
+	if (r == RESP_AUTH_NEED_NAME)
+		start_name(c, EXT_NAME_OPEN);
 }
 
 /* TLS is done (or plaintext was taken): commands from now on, as Redis's user "default" (or,
@@ -469,8 +492,7 @@ static void tls_settled(struct resp_conn *c)
 	c->phase = RESP_READY;
 	if (c->cert_user[0])
 		snprintf(c->user, sizeof c->user, "%s", c->cert_user);
-	struct resp_auth_conn a = auth_conn(c);
-	c->authed = resp_auth_open(&a, c->user);
+	check_open(c);
 }
 
 /* The log context of c, "kv/user@addr:port" (log.h), into out[cap]. */
@@ -601,12 +623,17 @@ static bool sniff(struct resp_conn *c)
 }
 
 static void ext_timed_out(struct resp_conn *c);
+static void name_timed_out(struct resp_conn *c);
 
 static void deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct resp_conn *c = t->data;
 	(void)loop;
 	(void)revents;
+	if (c->ext && c->ext_for != EXT_CHECK) {
+		name_timed_out(c);
+		return;
+	}
 	if (c->ext) {
 		ext_timed_out(c);
 		return;
@@ -1628,6 +1655,69 @@ static void ext_timed_out(struct resp_conn *c)
 	run_and_flush(c);
 }
 
+/* ---- the peer's host name, for hba_file's host-name lines ---- */
+
+static void start_auth(struct resp_conn *c, int ui, int pi);
+
+/* The name known: what waited for it goes on. */
+static void name_known(struct resp_conn *c, const struct hba_peer_name *pn)
+{
+	int ext_for = c->ext_for;
+	struct hba_peer_name *copy = pn->name[0] ? malloc(sizeof *copy) : NULL;
+	if (copy)
+		*copy = *pn;
+	c->name = copy ? copy : &no_name;
+	if (ext_for == EXT_NAME_OPEN) {
+		check_open(c);
+	} else {
+		start_auth(c, c->auth_user_arg, c->auth_pass_arg);
+		if (!waiting(c))
+			finish(c);
+	}
+	run_and_flush(c);
+}
+
+static void name_answered(void *arg, const struct hba_peer_name *pn)
+{
+	struct resp_conn *c = arg;
+	c->ext = NULL;
+	ev_timer_stop(c->worker->loop, &c->deadline);
+	name_known(c, pn);
+}
+
+/* The lookup did not answer within client_login_timeout: no name (host-name lines do not
+ * match), its answer dropped when it comes. */
+static void name_timed_out(struct resp_conn *c)
+{
+	char ctx[256];
+	extauth_cancel(c->ext);
+	c->ext = NULL;
+	log_warn(NULL, conn_ctx(c, c->user[0] ? c->user : NULL, ctx, sizeof ctx),
+		 "kv redis: the client's host name (hba_file) was not found within client_login_timeout");
+	name_known(c, &no_name);
+}
+
+/* Look the peer's name up, for the connection's user (EXT_NAME_OPEN) or AUTH's (EXT_NAME_AUTH);
+ * what needs it waits (waiting: c->ext). A lookup that cannot start is no name. */
+static void start_name(struct resp_conn *c, int ext_for)
+{
+	char ctx[256];
+	c->ext_for = ext_for;
+	int rc = extauth_name_submit(c->worker, &c->peer, name_answered, c, &c->ext);
+	if (rc < 0) {
+		log_warn(NULL, conn_ctx(c, c->user[0] ? c->user : NULL, ctx, sizeof ctx),
+			 "kv redis: could not look up the client's host name (hba_file): %s", strerror(-rc));
+		c->name = &no_name;
+		if (ext_for == EXT_NAME_OPEN)
+			check_open(c);
+		else
+			start_auth(c, c->auth_user_arg, c->auth_pass_arg);
+		return;
+	}
+	ev_timer_set(&c->deadline, (double)c->worker->rt->cfg->client_login_timeout_ms / 1000.0, 0.);
+	ev_timer_start(c->worker->loop, &c->deadline);
+}
+
 /* Check the user and password of arguments ui (0: none) and pi (resp_auth.h); when
  * auth_query runs, the answer comes later (c->authq, auth_fetched), and so does an LDAP or
  * PAM check's (c->ext, ext_answered). */
@@ -1643,7 +1733,12 @@ static void start_auth(struct resp_conn *c, int ui, int pi)
 	struct resp_auth_conn a = auth_conn(c);
 	enum resp_auth_result r = resp_auth_check(&a, user, pass, auth_fetched, c, &c->authq, ext_answered, c, &c->ext);
 	OPENSSL_cleanse(pass, sizeof pass);
+	if (r == RESP_AUTH_NEED_NAME) {
+		start_name(c, EXT_NAME_AUTH); /* then start_auth again */
+		return;
+	}
 	if (r == RESP_AUTH_PENDING_EXT) {
+		c->ext_for = EXT_CHECK;
 		/* answered on this worker (ext_answered), or timed out by the deadline timer */
 		ev_timer_set(&c->deadline, (double)c->worker->rt->cfg->client_login_timeout_ms / 1000.0, 0.);
 		ev_timer_start(c->worker->loop, &c->deadline);

@@ -1,5 +1,5 @@
 """pg_hba.conf's features in tusk's hba_file, each compared with PostgreSQL 15 given the same
-lines: samehost and samenet; hostgssenc and hostnogssenc; clientcert= and clientname= on
+lines: samehost and samenet; host names; hostgssenc and hostnogssenc; clientcert= and clientname= on
 hostssl lines: verify-ca demands a
 client certificate the listener's CA verified before the method asks anything; verify-full
 also demands, once the method has succeeded, that the certificate's CN (or its whole DN with
@@ -151,6 +151,23 @@ def raw_from(port, source):
     return c
 
 
+def logins_from(pg, t, users, sources):
+    """Each user's login (no password) from each loopback source straight to pg and through t:
+    {(user, source): "ok" or tusk's SQLSTATE}; fails on any outcome that differs."""
+    differ, seen = [], {}
+    for user in users:
+        for source in sources:
+            got = []
+            for port in (pg.port, t.port):
+                r = raw_login(port, user, None, client=raw_from(port, source))
+                got.append("ok" if r.outcome == "ok" else r.sqlstate)
+            seen[(user, source)] = got[1]
+            if got[0] != got[1]:
+                differ.append(f"{user} from {source}: PostgreSQL {got[0]}, tusk {got[1]}")
+    assert not differ, "\n".join(differ)
+    return seen
+
+
 def test_samehost_and_samenet_match_as_in_postgresql(private_pg, tusk, tmp_path):
     """samehost is one of the machine's own addresses (127.0.0.1, not 127.0.0.2: the loopback
     holds 127.0.0.1/8), samenet any address of an interface's subnet (127.0.0.2 too). Logins
@@ -165,18 +182,8 @@ def test_samehost_and_samenet_match_as_in_postgresql(private_pg, tusk, tmp_path)
     private_pg.stop()
     private_pg.start()
     t = tusk(hba_file=write_hba(tmp_path / "hba.conf", lines), pools=[rule()])
-    differ = []
-    for user in ("tusk_trust", "tusk_solo", "pw_md5"):
-        for source in ("127.0.0.1", "127.0.0.2"):
-            got = []
-            for port in (private_pg.port, t.port):
-                r = raw_login(port, user, None, client=raw_from(port, source))
-                got.append("ok" if r.outcome == "ok" else r.sqlstate)
-            if got[0] != got[1]:
-                differ.append(f"{user} from {source}: PostgreSQL {got[0]}, tusk {got[1]}")
-            if (user, source) in (("tusk_trust", "127.0.0.1"), ("tusk_solo", "127.0.0.2")):
-                assert got == ["ok", "ok"], (user, source, got)
-    assert not differ, "\n".join(differ)
+    seen = logins_from(private_pg, t, ("tusk_trust", "tusk_solo", "pw_md5"), ("127.0.0.1", "127.0.0.2"))
+    assert seen[("tusk_trust", "127.0.0.1")] == "ok" and seen[("tusk_solo", "127.0.0.2")] == "ok", seen
 
 
 def test_clientcert_verify_full_holds_for_the_admin_console(tusk, certs, tmp_path):
@@ -222,3 +229,91 @@ def test_at_file_names_match_as_in_postgresql(private_pg, tusk, tmp_path):
         if user != "pw_md5" and db == TEST_DB:
             assert got == ["ok", "ok"], (user, got)
     assert not differ, "\n".join(differ)
+
+
+HOST_NAME_LINES = [
+    "local all all trust",
+    "host all tusk_trust localhost trust",      # 127.0.0.1's name (/etc/hosts), verified both ways
+    "host all tusk_solo .localhost reject",     # a suffix matches longer names only
+    "host all tusk_solo LOCALHOST trust",       # names compare case-insensitively
+    "host all pw_md5 no-such-host.invalid trust",
+    "host all all all reject",
+]
+
+
+@pytest.fixture
+def quick_dns(monkeypatch):
+    """127.0.0.2 has no name in /etc/hosts, so its lookup asks DNS: a machine without a reachable
+    name server waits out the resolver's timeouts (10 s a lookup here). Processes started now
+    (PostgreSQL, tusk) give up after one try of one second (glibc's RES_OPTIONS)."""
+    monkeypatch.setenv("RES_OPTIONS", "timeout:1 attempts:1")
+
+
+def test_host_name_lines_match_as_in_postgresql(private_pg, tusk, tmp_path, quick_dns):
+    """Host names in the address field: the client's address must have the name (a reverse
+    lookup) and the name must resolve back to it (the forward check). 127.0.0.1 is localhost
+    (/etc/hosts), 127.0.0.2 has no name. The same lines straight and through tusk, logins from
+    both addresses: the same outcomes. Before, tusk refused such an hba_file at the start
+    ("host names are not supported"). The lookups run on threads of their own: 16 logins at once
+    through the name line all succeed, and a login that an address line decides looks nothing up."""
+    write_hba(private_pg.data / "pg_hba.conf", HOST_NAME_LINES)
+    private_pg.stop()
+    private_pg.start()
+    name = socket.gethostbyaddr("127.0.0.1")[0]  # the machine's own naming, which both ends read
+    assert name == "localhost", f"127.0.0.1 is {name!r} here: /etc/hosts should name it localhost first"
+    t = tusk(hba_file=write_hba(tmp_path / "hba.conf", HOST_NAME_LINES), pools=[rule()], log_level="debug")
+    seen = logins_from(private_pg, t, ("tusk_trust", "tusk_solo", "pw_md5"), ("127.0.0.1", "127.0.0.2"))
+    assert seen == {("tusk_trust", "127.0.0.1"): "ok", ("tusk_trust", "127.0.0.2"): "28000",
+                    ("tusk_solo", "127.0.0.1"): "ok", ("tusk_solo", "127.0.0.2"): "28000",
+                    ("pw_md5", "127.0.0.1"): "28000", ("pw_md5", "127.0.0.2"): "28000"}, seen
+    t.wait_log('host name for hba_file: "localhost"')
+
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        outs = list(ex.map(lambda _: raw_login(t.port, "tusk_trust", None, client=raw_from(t.port, "127.0.0.1")).outcome,
+                           range(16)))
+    assert outs == ["ok"] * 16, outs
+
+
+def test_a_login_an_address_line_decides_looks_no_name_up(tusk, tmp_path):
+    """A host-name line after the line that decides (or for another user) costs nothing: the
+    name is looked up only when such a line is the first that otherwise matches."""
+    t = tusk(hba_file=write_hba(tmp_path / "hba.conf", ["host all tusk_trust 127.0.0.1/32 trust",
+                                                         "host all pw_md5 localhost reject",
+                                                         "host all all all reject"]),
+             pools=[rule()], log_level="debug")
+    assert raw_login(t.port, "tusk_trust", None).outcome == "ok"
+    r = raw_login(t.port, "pw_md5", None)
+    assert (r.outcome, r.sqlstate) == ("error", "28000"), r
+    t.wait_log('host name for hba_file: "localhost"')
+    assert t.log_text().count("host name for hba_file") == 1
+
+
+def test_redis_auth_on_host_name_lines(tusk, tmp_path, quick_dns):
+    """The kv's Redis listener: a host-name line decides AUTH, and also whether the connection's
+    default user is in without AUTH, as for SQL clients (127.0.0.1 is localhost, 127.0.0.2 has no
+    name). Commands sent at once wait for the lookup."""
+    from auth_util import with_redis_listener, write_auth_file
+    from resp_util import recv_until, redis_cmd
+
+    lines = ["host kv default localhost trust",
+             "host kv alice LOCALHOST password",
+             "host all all all reject"]
+    t = tusk(hba_file=write_hba(tmp_path / "hba.conf", lines), pools=[rule()],
+             auth_file=write_auth_file(tmp_path / "userlist.txt", {"alice": "alice-pw"}))
+    port = with_redis_listener(t)
+
+    def exchange(source, payload, n):
+        with socket.create_connection(("127.0.0.1", port), timeout=20 * SLOW, source_address=(source, 0)) as s:
+            s.sendall(payload)
+            return recv_until(s, n)
+
+    assert exchange("127.0.0.1", redis_cmd("PING"), 1) == b"+PONG\r\n"  # default: trusted by name
+    got = exchange("127.0.0.2", redis_cmd("PING"), 1)
+    assert got.startswith(b"-NOAUTH"), got
+    got = exchange("127.0.0.1", redis_cmd("AUTH", "alice", "alice-pw") + redis_cmd("PING"), 2)
+    assert got == b"+OK\r\n+PONG\r\n", got
+    got = exchange("127.0.0.2", redis_cmd("AUTH", "alice", "alice-pw") + redis_cmd("PING"), 2)
+    assert got.startswith(b"-WRONGPASS") and got.endswith(b"-NOAUTH Authentication required.\r\n"), got
+    got = exchange("127.0.0.1", redis_cmd("AUTH", "alice", "wrong") + redis_cmd("PING"), 2)
+    assert got.startswith(b"-WRONGPASS"), got

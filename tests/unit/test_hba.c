@@ -81,12 +81,61 @@ static int match(const struct hba *h, enum hba_conn conn, const char *db, const 
 	struct hba_hit hit;
 	if (addr)
 		a = ip(addr);
-	if (!hba_match(h, conn, db, user, addr ? &a : NULL, &hit))
+	if (hba_match(h, conn, db, user, addr ? &a : NULL, NULL, &hit) != HBA_MATCH)
 		return 0;
 	assert_true(hit.line > 0);
 	if (m)
 		*m = hit.method;
 	return hit.line;
+}
+
+/* Host names in the address field (PostgreSQL's): the line is decided by the client's name,
+ * which the caller looks up only when such a line is the first that otherwise matches; the name
+ * must be verified (its addresses hold the client's); ".suffix" matches longer names ending so;
+ * both case-insensitively. */
+static void test_host_names(void **state)
+{
+	(void)state;
+	struct hba *h = load_ok("host all carol 10.0.0.0/8 trust\n"
+				"host all alice,bob db.example.com md5\n"
+				"host all all .Example.com password\n"
+				"host all all all reject\n");
+	struct net_addr a = ip("10.1.2.3"), far = ip("192.168.1.1");
+	struct hba_hit hit = { 0 };
+	struct hba_peer_name db = { true, "DB.example.COM" }, www = { true, "www.example.com" },
+			     bare = { true, "example.com" }, near = { true, "xexample.com" },
+			     unverified = { false, "db.example.com" }, none = { false, "" };
+	assert_true(hba_has_names(h));
+	/* an address line before, or a user no name line names: no name needed */
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "d", "carol", &a, NULL, &hit), HBA_MATCH);
+	assert_int_equal(hit.line, 1);
+	assert_int_equal(hba_match(h, HBA_LOCAL, "d", "alice", NULL, NULL, &hit), HBA_NO_MATCH);
+	/* the first line that otherwise matches names a host: the name decides */
+	hit.line = 0;
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "d", "alice", &a, NULL, &hit), HBA_NEED_NAME);
+	assert_int_equal(hit.line, 0); /* untouched */
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "d", "eve", &far, NULL, &hit), HBA_NEED_NAME);
+	const struct {
+		const char *user;
+		const struct hba_peer_name *pn;
+		int line;
+	} want[] = {
+		{ "alice", &db, 2 },         { "bob", &db, 2 },        { "eve", &db, 3 },  /* eve: not on line 2 */
+		{ "alice", &www, 3 },        { "alice", &bare, 4 },    /* the suffix needs a longer name */
+		{ "alice", &near, 4 },       /* ends with "example.com", not ".example.com" */
+		{ "alice", &unverified, 4 }, /* its addresses do not hold the client's */
+		{ "alice", &none, 4 },
+	};
+	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+		assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "d", want[i].user, &a, want[i].pn, &hit), HBA_MATCH);
+		assert_int_equal(hit.line, want[i].line);
+	}
+	assert_int_equal(hba_match_physical(h, HBA_HOST_TLS, "alice", &a, NULL, &hit), HBA_NO_MATCH);
+	hba_free(h);
+	h = load_ok("host all all 10.0.0.0/8 md5\n");
+	assert_false(hba_has_names(h));
+	assert_false(hba_has_names(NULL));
+	hba_free(h);
 }
 
 /* PostgreSQL's hostgssenc and hostnogssenc: tusk encrypts no connection with GSSAPI (it answers
@@ -166,12 +215,12 @@ static void test_replication_keyword(void **state)
 	struct net_addr a = ip("127.0.0.1"), far = ip("10.1.2.3");
 	struct hba_hit hit;
 	enum hba_method m;
-	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "rep", &a, &hit));
+	assert_int_equal(hba_match_physical(h, HBA_HOST_PLAIN, "rep", &a, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.line, 1);
 	assert_int_equal(hit.method, HBA_MD5);
 	/* another user: no later line holds the keyword for this address, "all" does not count */
-	assert_false(hba_match_physical(h, HBA_HOST_PLAIN, "other", &a, &hit));
-	assert_true(hba_match_physical(h, HBA_HOST_PLAIN, "other", &far, &hit));
+	assert_int_equal(hba_match_physical(h, HBA_HOST_PLAIN, "other", &a, NULL, &hit), HBA_NO_MATCH);
+	assert_int_equal(hba_match_physical(h, HBA_HOST_PLAIN, "other", &far, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.line, 4);
 	assert_int_equal(hit.method, HBA_PASSWORD);
 	/* an ordinary connection to a database named replication: the quoted name, not the keyword */
@@ -406,14 +455,17 @@ static void test_each_error(void **state)
 		{ "local a,", "list ends with a comma" },
 		{ "local a, # x", "list ends with a comma" },
 		{ "local \"My DB all trust", "unterminated quoted string" },
-		{ "host all all db.example.com md5", "invalid IP address \"db.example.com\" (host names are not supported)" },
+		{ "host all all db.example.com/24 md5", "specifying both host name and CIDR mask is invalid: \"db.example.com/24\"" },
+		{ "host all all db!example.com md5", "invalid IP address \"db!example.com\"" },
+		{ "host all all db.example.com", "end of line before the authentication method" }, /* no netmask */
+		{ "host all all db.example.com md5 map=x", "authentication option \"map\" is only valid for the cert and peer methods" },
 		{ "host all all samenet,samehost md5", "the address must be a single value, not a list" },
 		{ "host all all 10.0.0.0/33 md5", "invalid CIDR mask in address \"10.0.0.0/33\" (0..32)" },
 		{ "host all all ::1/129 md5", "invalid CIDR mask in address \"::1/129\" (0..128)" },
 		{ "host all all 10.0.0.0/ md5", "invalid CIDR mask in address \"10.0.0.0/\" (0..32)" },
 		{ "host all all 10.0.0.0/-1 md5", "invalid CIDR mask in address \"10.0.0.0/-1\" (0..32)" },
 		{ "host all all 10.0.0.0/8x md5", "invalid CIDR mask in address \"10.0.0.0/8x\" (0..32)" },
-		{ "host all all 10.0.0.256/8 md5", "invalid IP address \"10.0.0.256/8\" (host names are not supported)" },
+		{ "host all all 10.0.0.256/8 md5", "invalid IP address \"10.0.0.256/8\"" },
 		{ "host all all 10.0.0.0", "end of line before the netmask of \"10.0.0.0\"" },
 		{ "host all all 10.0.0.0 md5", "invalid IP mask \"md5\" for address \"10.0.0.0\"" },
 		{ "host all all 10.0.0.0 ffff:: md5", "invalid IP mask \"ffff::\" for address \"10.0.0.0\"" },
@@ -609,7 +661,7 @@ static void test_ldap_lines(void **state)
 				"host all all all md5\n");
 	struct hba_hit hit;
 	struct net_addr a = ip("10.1.2.3"), far = ip("192.168.1.1");
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, &hit));
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.method, HBA_LDAP);
 	assert_int_equal(hit.line, 1);
 	assert_null(hit.pam);
@@ -620,7 +672,7 @@ static void test_ldap_lines(void **state)
 	assert_int_equal(o->port, 1389);
 	assert_string_equal(o->prefix, "uid=");
 	assert_string_equal(o->suffix, ", ou=people, dc=example, dc=net");
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "bob", &a, &hit));
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "db", "bob", &a, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.line, 2);
 	o = hit.ldap;
 	assert_non_null(o);
@@ -635,7 +687,7 @@ static void test_ldap_lines(void **state)
 	hba_free(h);
 	h = load_ok("host all alice 10.0.0.0/8 ldap ldapserver=x ldapprefix=a ldapsuffix=b\n"
 		    "host all all all md5\n");
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &far, &hit));
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &far, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.line, 2);
 	assert_int_equal(hit.method, HBA_MD5);
 	assert_null(hit.ldap);
@@ -665,7 +717,7 @@ static void test_clientcert_lines(void **state)
 	struct net_addr a = ip("10.1.2.3");
 	for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
 		struct hba_hit hit;
-		assert_true(hba_match(h, HBA_HOST_TLS, "db", want[i].user, &a, &hit));
+		assert_int_equal(hba_match(h, HBA_HOST_TLS, "db", want[i].user, &a, NULL, &hit), HBA_MATCH);
 		assert_int_equal(hit.line, want[i].line);
 		assert_int_equal(hit.clientcert, want[i].cc);
 		assert_int_equal(hit.clientname_dn, want[i].dn);
@@ -686,27 +738,27 @@ static void test_pam_lines(void **state)
 				"host all all all md5\n");
 	struct hba_hit hit;
 	struct net_addr a = ip("10.1.2.3");
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, &hit));
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "db", "alice", &a, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.method, HBA_PAM);
 	assert_non_null(hit.pam);
 	assert_string_equal(hit.pam->service, "postgresql");
 	assert_false(hit.pam->use_hostname);
 	assert_null(hit.ldap);
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "bob", &a, &hit));
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "db", "bob", &a, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.line, 2);
 	assert_non_null(hit.pam);
 	assert_string_equal(hit.pam->service, "tusk-db");
 	assert_true(hit.pam->use_hostname);
-	assert_true(hba_match(h, HBA_LOCAL, "db", "carol", NULL, &hit));
+	assert_int_equal(hba_match(h, HBA_LOCAL, "db", "carol", NULL, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.line, 3);
 	assert_non_null(hit.pam);
 	assert_string_equal(hit.pam->service, "x.y");
 	assert_false(hit.pam->use_hostname);
-	assert_true(hba_match(h, HBA_HOST_PLAIN, "db", "eve", &a, &hit)); /* not on TLS: the md5 line */
+	assert_int_equal(hba_match(h, HBA_HOST_PLAIN, "db", "eve", &a, NULL, &hit), HBA_MATCH); /* not on TLS: the md5 line */
 	assert_int_equal(hit.line, 5);
 	assert_null(hit.pam);
 	/* clientcert= on a hostssl pam line, as on any method's */
-	assert_true(hba_match(h, HBA_HOST_TLS, "db", "eve", &a, &hit));
+	assert_int_equal(hba_match(h, HBA_HOST_TLS, "db", "eve", &a, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.line, 4);
 	assert_int_equal(hit.clientcert, HBA_CLIENTCERT_FULL);
 	assert_false(hit.clientname_dn);
@@ -807,7 +859,7 @@ static void test_map_option(void **state)
 	int line;
 	const char *map;
 
-	assert_true(hba_match(h, HBA_LOCAL, "d", "admin", NULL, &hit));
+	assert_int_equal(hba_match(h, HBA_LOCAL, "d", "admin", NULL, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.line, 1);
 	map = hit.map;
 	assert_null(map);
@@ -816,7 +868,7 @@ static void test_map_option(void **state)
 	assert_int_equal(line, 0);
 	assert_false(hba_map_admits(h, map, "root", "admin", &line));
 
-	assert_true(hba_match(h, HBA_LOCAL, "d", "tusk_trust", NULL, &hit));
+	assert_int_equal(hba_match(h, HBA_LOCAL, "d", "tusk_trust", NULL, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.method, HBA_PEER);
 	assert_int_equal(hit.line, 2);
 	map = hit.map;
@@ -831,8 +883,8 @@ static void test_map_option(void **state)
 	/* Another map's lines do not count. */
 	assert_false(hba_map_admits(h, map, "alice", "tusk_trust", &line));
 
-	assert_true(hba_match_physical(h, HBA_LOCAL, "rep", NULL, &hit) == false);
-	assert_true(hba_match(h, HBA_HOST_TLS, "d", "x", &a, &hit));
+	assert_int_equal(hba_match_physical(h, HBA_LOCAL, "rep", NULL, NULL, &hit), HBA_NO_MATCH);
+	assert_int_equal(hba_match(h, HBA_HOST_TLS, "d", "x", &a, NULL, &hit), HBA_MATCH);
 	assert_int_equal(hit.method, HBA_CERT);
 	map = hit.map;
 	assert_string_equal(map, "certs");
@@ -879,7 +931,7 @@ int main(void)
 		cmocka_unit_test(test_first_match_wins),
 		cmocka_unit_test(test_each_error),
 		cmocka_unit_test(test_clientcert_lines),
-		cmocka_unit_test(test_gssenc_types),
+		cmocka_unit_test(test_gssenc_types), cmocka_unit_test(test_host_names),
 		cmocka_unit_test(test_samehost_samenet),
 		cmocka_unit_test(test_replication_keyword),
 		cmocka_unit_test(test_nul_byte),

@@ -13,7 +13,10 @@
 #endif
 
 #if defined(HEAP_ASAN)
-#include <sanitizer/allocator_interface.h>
+/* The sanitizer runtime's (sanitizer/allocator_interface.h, which gcc does not ship). */
+size_t __sanitizer_get_current_allocated_bytes(void);
+size_t __sanitizer_get_free_bytes(void);
+size_t __sanitizer_get_heap_size(void);
 #elif defined(__GLIBC__)
 #include <malloc.h>
 #endif

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -163,11 +164,18 @@ struct name_req {
 	struct extauth_check *k;
 };
 
+/* Test seam, from the environment at extauth_names_new (TUSK_TEST_NAME_LOOKUP_DELAY_MS): each
+ * lookup waits that long first, as behind a slow DNS, to see logins go on beside it, clients
+ * leave during it, and client_login_timeout end it. 0: none. */
+static int lookup_delay_ms;
+
 static void name_work(void *ctx, int index, struct workq_item *it)
 {
 	struct name_req *r = (struct name_req *)it;
 	(void)ctx;
 	(void)index;
+	if (lookup_delay_ms > 0)
+		nanosleep(&(struct timespec){ lookup_delay_ms / 1000, (long)(lookup_delay_ms % 1000) * 1000000L }, NULL);
 	hba_peer_name_lookup(&r->addr, &r->k->pn);
 }
 
@@ -190,6 +198,8 @@ static void name_end(void *ctx, struct workq_item *it, enum workq_end how)
 
 int extauth_names_new(struct workq **out)
 {
+	const char *t = getenv("TUSK_TEST_NAME_LOOKUP_DELAY_MS");
+	lookup_delay_ms = t ? atoi(t) : 0;
 	struct workq_def d = { .name = "tusk-names",
 			       .max_threads = EXTAUTH_NAME_THREADS,
 			       .queue_max = EXTAUTH_NAME_QUEUE_MAX,

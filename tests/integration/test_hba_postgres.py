@@ -268,6 +268,12 @@ def test_host_name_lines_match_as_in_postgresql(private_pg, tusk, tmp_path, quic
                     ("pw_md5", "127.0.0.1"): "28000", ("pw_md5", "127.0.0.2"): "28000"}, seen
     t.wait_log('host name for hba_file: "localhost"')
 
+    # Clients that leave while their name is looked up (their startup packet sent, the socket
+    # closed at once): the answers are dropped on arrival, and the logins after them go on.
+    for source in ("127.0.0.1", "127.0.0.2") * 5:
+        c = raw_from(t.port, source)
+        c.send(pgwire.startup_packet({"user": "tusk_trust", "database": TEST_DB}))
+        c.close()
     import concurrent.futures
     with concurrent.futures.ThreadPoolExecutor(16) as ex:
         outs = list(ex.map(lambda _: raw_login(t.port, "tusk_trust", None, client=raw_from(t.port, "127.0.0.1")).outcome,
@@ -317,3 +323,68 @@ def test_redis_auth_on_host_name_lines(tusk, tmp_path, quick_dns):
     assert got.startswith(b"-WRONGPASS") and got.endswith(b"-NOAUTH Authentication required.\r\n"), got
     got = exchange("127.0.0.1", redis_cmd("AUTH", "alice", "wrong") + redis_cmd("PING"), 2)
     assert got.startswith(b"-WRONGPASS"), got
+    # connections that leave while their name is looked up: the answers are dropped
+    for source in ("127.0.0.1", "127.0.0.2") * 5:
+        with socket.create_connection(("127.0.0.1", port), timeout=20 * SLOW, source_address=(source, 0)) as s:
+            s.sendall(redis_cmd("AUTH", "alice", "alice-pw"))
+    assert exchange("127.0.0.1", redis_cmd("PING"), 1) == b"+PONG\r\n"
+
+
+def test_a_slow_name_lookup_delays_only_its_own_login(tusk, tmp_path):
+    """Behind a slow DNS (the test seam TUSK_TEST_NAME_LOOKUP_DELAY_MS: each lookup waits 1.5 s
+    first) a login a host-name line decides waits for its lookup, and only it: logins an address
+    line decides, on the same single worker, are all done before it. Clients that leave during
+    their lookup are dropped quietly (the suite's ASan pass sees any use of them after), and a
+    lookup that outlives client_login_timeout ends the login as a login timeout. The Redis
+    listener's connections wait too, and one whose lookup outlives it goes on nameless."""
+    import threading
+    import time
+
+    from auth_util import with_redis_listener
+    from resp_util import recv_until, redis_cmd
+
+    lines = ["host all tusk_solo localhost trust",
+             "host kv default localhost trust",
+             "host kv all all reject",
+             "host all all 127.0.0.1/32 trust",
+             "host all all all reject"]
+    t = tusk(hba_file=write_hba(tmp_path / "hba.conf", lines), pools=[rule()], workers=1,
+             client_login_timeout="5s", env={"TUSK_TEST_NAME_LOOKUP_DELAY_MS": "1500"})
+    done = {}
+
+    def slow():
+        r = raw_login(t.port, "tusk_solo", None, timeout=30)
+        done["slow"] = (r.outcome, time.monotonic())
+
+    began = time.monotonic()
+    th = threading.Thread(target=slow)
+    th.start()
+    fast = []
+    for _ in range(10):
+        r = raw_login(t.port, "tusk_trust", None)
+        fast.append((r.outcome, time.monotonic()))
+    th.join(30 * SLOW)
+    assert [o for o, _ in fast] == ["ok"] * 10 and done["slow"][0] == "ok", (fast, done)
+    assert fast[-1][1] < done["slow"][1] and done["slow"][1] - began >= 1.4, (fast, done, began)
+
+    for _ in range(5):  # leave during the lookup
+        c = pgwire.RawClient("127.0.0.1", t.port, timeout=15 * SLOW)
+        c.send(pgwire.startup_packet({"user": "tusk_solo", "database": TEST_DB}))
+        c.close()
+    time.sleep(2)
+    assert raw_login(t.port, "tusk_solo", None, timeout=30).outcome == "ok"
+
+    port = with_redis_listener(t)
+    with socket.create_connection(("127.0.0.1", port), timeout=30 * SLOW) as s:
+        s.sendall(redis_cmd("PING"))  # waits for the open check's lookup
+        assert recv_until(s, 1) == b"+PONG\r\n"
+
+    t2 = tusk(hba_file=write_hba(tmp_path / "hba2.conf", lines), pools=[rule()], client_login_timeout="1s",
+              env={"TUSK_TEST_NAME_LOOKUP_DELAY_MS": "3000"})
+    r = raw_login(t2.port, "tusk_solo", None, timeout=30)
+    assert (r.outcome, r.sqlstate) == ("error", "08P01") and "client_login_timeout" in r.message, r
+    port2 = with_redis_listener(t2)
+    with socket.create_connection(("127.0.0.1", port2), timeout=30 * SLOW) as s:
+        s.sendall(redis_cmd("PING"))
+        assert recv_until(s, 1).startswith(b"-NOAUTH")  # nameless: the trust line is not its
+    t2.wait_log("was not found within client_login_timeout")

@@ -69,7 +69,7 @@ __attribute__((warn_unused_result))
 int extauth_name_submit(struct worker *w, const struct net_addr *peer, extauth_name_fn *done, void *arg,
 			struct extauth_check **out);
 
-#define EXTAUTH_NAME_THREADS 4     /* lookups at once (each waits on DNS) */
+#define EXTAUTH_NAME_THREADS 8     /* lookups at once (each may wait on DNS) */
 #define EXTAUTH_NAME_QUEUE_MAX 256 /* lookups waiting; past it a login is refused (-EAGAIN) */
 #define EXTAUTH_NAME_STOP_WAIT_MS 2000 /* extauth_names_stop's wait for running lookups */
 

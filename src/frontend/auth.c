@@ -10,7 +10,8 @@
  * password and hands it to the LDAP threads (auth/ldapauth.h), pam (an hba_file line's
  * pamservice, or the rule's pam_service) to the PAM threads (auth/pamauth.h); their answer
  * comes back to the client's worker as a message, and a client gone meanwhile is never touched
- * (extauth.h). */
+ * (extauth.h). An hba_file line whose address is a host name needs the client's name, looked up
+ * the same way after the startup packet and before the kind's startup (client_auth_wait_name). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

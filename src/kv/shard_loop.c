@@ -1037,6 +1037,18 @@ static void fan_release(struct fan *f)
 		fan_answer(f);
 }
 
+/* The value of a part's one row of one column (a DataRow: its length at 7, its bytes from 11):
+ * false when there is none (no row, NULL, or cut short). */
+static bool part_value(const struct kv_job *part, const uint8_t **v, uint32_t *n)
+{
+	uint32_t len = part->rows_len >= 11 ? get32(part->rows + 7) : UINT32_MAX;
+	if (len == UINT32_MAX || 11 + (size_t)len > part->rows_len)
+		return false;
+	*v = part->rows + 11;
+	*n = len;
+	return true;
+}
+
 /* A part answered (its done): its error becomes the call's (the first one), else its rows or
  * count are merged. */
 static void fan_part_done(struct kv_job *part)
@@ -1062,15 +1074,17 @@ static void fan_part_done(struct kv_job *part)
 		f->written++;
 	} else if (call->op == KV_OP_RANDOM_KEY) {
 		/* one row of one text column: a key, or NULL */
-		uint32_t n = part->rows_len >= 11 ? get32(part->rows + 7) : UINT32_MAX;
-		if (n != UINT32_MAX && 11 + (size_t)n <= part->rows_len && !f->failed &&
-		    !kv_random_offer(&f->pick, &f->pick_len, &f->seen, (const char *)part->rows + 11, (int)n))
+		const uint8_t *k;
+		uint32_t n;
+		if (part_value(part, &k, &n) && !f->failed &&
+		    !kv_random_offer(&f->pick, &f->pick_len, &f->seen, (const char *)k, (int)n))
 			f->failed = true, kv_job_fail(call, "53200", "out of memory");
 		f->written++;
 	} else {
 		/* one row of one bigint column */
-		uint32_t n = part->rows_len >= 11 ? get32(part->rows + 7) : UINT32_MAX;
-		char *v = n != UINT32_MAX && n < 32 && 11 + (size_t)n <= part->rows_len ? dup_n(part->rows + 11, n) : NULL;
+		const uint8_t *p;
+		uint32_t n;
+		char *v = part_value(part, &p, &n) && n < 32 ? dup_n(p, n) : NULL;
 		if (v)
 			f->sum += strtoll(v, NULL, 10);
 		else if (!f->failed)

@@ -623,17 +623,12 @@ static bool sniff(struct resp_conn *c)
 }
 
 static void ext_timed_out(struct resp_conn *c);
-static void name_timed_out(struct resp_conn *c);
 
 static void deadline_cb(struct ev_loop *loop, ev_timer *t, int revents)
 {
 	struct resp_conn *c = t->data;
 	(void)loop;
 	(void)revents;
-	if (c->ext && c->ext_for != EXT_CHECK) {
-		name_timed_out(c);
-		return;
-	}
 	if (c->ext) {
 		ext_timed_out(c);
 		return;
@@ -1641,15 +1636,25 @@ static void ext_answered(void *arg, int rc, const char *why)
 	run_and_flush(c);
 }
 
-/* The check did not answer within client_login_timeout (a PAM module cannot be interrupted:
- * its thread runs on): AUTH is answered, its answer dropped when it comes. */
+static void name_known(struct resp_conn *c, const struct hba_peer_name *pn);
+
+/* What c->ext is did not answer within client_login_timeout: it is cancelled (its answer dropped
+ * when it comes; a PAM module cannot be interrupted, its thread runs on). AUTH's check answers
+ * AUTH with an error; a host-name lookup leaves the connection nameless (host-name lines do not
+ * match it), and what waited for it goes on. */
 static void ext_timed_out(struct resp_conn *c)
 {
 	char ctx[256];
+	bool check = c->ext_for == EXT_CHECK;
 	extauth_cancel(c->ext);
 	c->ext = NULL;
-	log_warn(NULL, conn_ctx(c, c->user[0] ? c->user : NULL, ctx, sizeof ctx),
-		 "kv redis: an LDAP or PAM check of AUTH did not end within client_login_timeout");
+	log_warn(NULL, conn_ctx(c, c->user[0] ? c->user : NULL, ctx, sizeof ctx), "kv redis: %s",
+		 check ? "an LDAP or PAM check of AUTH did not end within client_login_timeout"
+		       : "the client's host name (hba_file) was not found within client_login_timeout");
+	if (!check) {
+		name_known(c, &no_name);
+		return;
+	}
 	reply_error(c, "ERR tusk: the password check did not end in time (client_login_timeout)");
 	finish(c);
 	run_and_flush(c);
@@ -1659,7 +1664,16 @@ static void ext_timed_out(struct resp_conn *c)
 
 static void start_auth(struct resp_conn *c, int ui, int pi);
 
-/* The name known: what waited for it goes on. */
+/* c->name is known now (or taken as none): what waited for it, the open check or AUTH, runs. */
+static void after_name(struct resp_conn *c, int ext_for)
+{
+	if (ext_for == EXT_NAME_OPEN)
+		check_open(c);
+	else
+		start_auth(c, c->auth_user_arg, c->auth_pass_arg);
+}
+
+/* The name known, on the worker (its answer, or none at the deadline): what waited goes on. */
 static void name_known(struct resp_conn *c, const struct hba_peer_name *pn)
 {
 	int ext_for = c->ext_for;
@@ -1667,13 +1681,9 @@ static void name_known(struct resp_conn *c, const struct hba_peer_name *pn)
 	if (copy)
 		*copy = *pn;
 	c->name = copy ? copy : &no_name;
-	if (ext_for == EXT_NAME_OPEN) {
-		check_open(c);
-	} else {
-		start_auth(c, c->auth_user_arg, c->auth_pass_arg);
-		if (!waiting(c))
-			finish(c);
-	}
+	after_name(c, ext_for);
+	if (ext_for == EXT_NAME_AUTH && !waiting(c))
+		finish(c);
 	run_and_flush(c);
 }
 
@@ -1683,18 +1693,6 @@ static void name_answered(void *arg, const struct hba_peer_name *pn)
 	c->ext = NULL;
 	ev_timer_stop(c->worker->loop, &c->deadline);
 	name_known(c, pn);
-}
-
-/* The lookup did not answer within client_login_timeout: no name (host-name lines do not
- * match), its answer dropped when it comes. */
-static void name_timed_out(struct resp_conn *c)
-{
-	char ctx[256];
-	extauth_cancel(c->ext);
-	c->ext = NULL;
-	log_warn(NULL, conn_ctx(c, c->user[0] ? c->user : NULL, ctx, sizeof ctx),
-		 "kv redis: the client's host name (hba_file) was not found within client_login_timeout");
-	name_known(c, &no_name);
 }
 
 /* Look the peer's name up, for the connection's user (EXT_NAME_OPEN) or AUTH's (EXT_NAME_AUTH);
@@ -1708,10 +1706,7 @@ static void start_name(struct resp_conn *c, int ext_for)
 		log_warn(NULL, conn_ctx(c, c->user[0] ? c->user : NULL, ctx, sizeof ctx),
 			 "kv redis: could not look up the client's host name (hba_file): %s", strerror(-rc));
 		c->name = &no_name;
-		if (ext_for == EXT_NAME_OPEN)
-			check_open(c);
-		else
-			start_auth(c, c->auth_user_arg, c->auth_pass_arg);
+		after_name(c, ext_for); /* (within its caller: the caller finishes and flushes) */
 		return;
 	}
 	ev_timer_set(&c->deadline, (double)c->worker->rt->cfg->client_login_timeout_ms / 1000.0, 0.);

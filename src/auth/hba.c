@@ -275,7 +275,7 @@ enum { SAME_HOST = 1, SAME_NET };
 
 /* A host name of an address field: letters, digits, '-', '_' and '.', at least one letter (so
  * that a mistyped address stays an error), shorter than HBA_NAME_MAX. */
-static bool is_host_name_len(const char *s, size_t n)
+static bool is_host_name(const char *s, size_t n)
 {
 	bool letter = false;
 	if (n == 0 || n >= HBA_NAME_MAX)
@@ -290,10 +290,6 @@ static bool is_host_name_len(const char *s, size_t n)
 	return letter;
 }
 
-static bool is_host_name(const char *s)
-{
-	return is_host_name_len(s, strlen(s));
-}
 
 /* The address (and maybe netmask) starting at field f: the index of the field after it, or
  * -EINVAL after reporting. */
@@ -315,12 +311,12 @@ static int parse_address(struct util_file_report *c, const struct conftok_line *
 		return f + 1;
 	}
 	const char *slash = strchr(t->text, '/');
-	if (is_host_name(t->text)) { /* PostgreSQL's: no netmask field after it */
+	if (is_host_name(t->text, strlen(t->text))) { /* PostgreSQL's: no netmask field after it */
 		if (!(r->hostname = strdup(t->text)))
 			return -ENOMEM;
 		return f + 1;
 	}
-	if (slash && is_host_name_len(t->text, (size_t)(slash - t->text))) {
+	if (slash && is_host_name(t->text, (size_t)(slash - t->text))) {
 		util_file_report(c, "specifying both host name and CIDR mask is invalid: \"%s\"", t->text);
 		return -EINVAL;
 	}

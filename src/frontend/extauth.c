@@ -1,4 +1,5 @@
-/* LDAP and PAM checks for askers on a worker (extauth.h). */
+/* Login checks on threads for askers on a worker (extauth.h): LDAP and PAM checks of a
+ * password, and host-name lookups for hba_file. */
 #include "frontend/extauth.h"
 
 #include <errno.h>

@@ -17,7 +17,10 @@ class Relay:
     these bytes is never passed on, and nothing after it on that connection; `held` is set then.
     `slow` (None by default, settable at any time): (bytes, seconds): a piece going towards the
     target that contains these bytes waits that long first (that connection's pieces only).
-    `sent`: (time.monotonic(), bytes) of every piece passed on towards the target, in order.
+    `sent`: (time.monotonic(), bytes) of every piece passed on towards the target; the time is
+    taken before the piece is handed on (what the target does in answer, and what that causes,
+    is later: after it, the thread may not run again before the answer's consequences came back
+    through the relay).
     upstream_ports: the local ports of its connections to the target (what PostgreSQL's
     pg_stat_activity shows as client_port). close() stops listening and drops every connection."""
 
@@ -67,10 +70,11 @@ class Relay:
                     holding = True
                     self.held.set()
                     continue  # kept back; read on, so that the sender never blocks
+                at = time.monotonic()
                 dst.sendall(data)
                 if towards_target:
                     with self.lock:
-                        self.sent.append((time.monotonic(), data))
+                        self.sent.append((at, data))
         except OSError:
             pass
         finally:

@@ -911,6 +911,8 @@ enum hba_result hba_match_physical(const struct hba *h, enum hba_conn conn, cons
 	return match(h, conn, NULL, user, addr, pn, hit);
 }
 
+const struct hba_peer_name hba_no_name;
+
 void hba_peer_name_lookup(const struct net_addr *addr, struct hba_peer_name *out)
 {
 	/* An IPv4-mapped peer (a dual-stack listener's) is its IPv4 address, as address lines see it. */

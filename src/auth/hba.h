@@ -73,6 +73,9 @@ struct hba_peer_name {
 	char name[HBA_NAME_MAX]; /* "": the address has no name */
 };
 
+/* No name: what a client whose lookup was not done (or could not be) is matched with. */
+extern const struct hba_peer_name hba_no_name;
+
 enum hba_result {
 	HBA_NO_MATCH = 0, /* the caller refuses with 28000; *hit untouched */
 	HBA_MATCH = 1,    /* *hit says what the line does */

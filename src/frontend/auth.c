@@ -338,6 +338,9 @@ bool client_auth_wait_name(struct client *c)
 	}
 	client_peer(c, &peer);
 	int rc = extauth_name_submit(c->worker, &peer, name_answered, c, &c->name->lookup);
+	if (rc >= 0)
+		log_debug(c->id, c->ctx, "hba_file needs the client's host name: %s",
+			  rc ? "joined the lookup of this address in flight" : "looking it up");
 	if (rc == -EAGAIN)
 		client_fail(c, "53300", "too many host-name lookups waiting (%d); try again", EXTAUTH_NAME_QUEUE_MAX);
 	else if (rc < 0)
@@ -371,8 +374,7 @@ bool client_auth_begin(struct client *c, int rule_method, const struct config_po
 	if (hba) {
 		/* (a host name: looked up before, client_auth_wait_name; a reload since that added a
 		 * host-name line ahead finds none, and the line does not match) */
-		static const struct hba_peer_name none;
-		enum hba_result r = match_client(c, hba, c->name ? &c->name->pn : &none, &hit);
+		enum hba_result r = match_client(c, hba, c->name ? &c->name->pn : &hba_no_name, &hit);
 		free_name(c);
 		if (r != HBA_MATCH && repl_is_physical(c)) {
 			client_fail(c, "28000", "no hba_file line matches a replication connection for user \"%s\" from this address",

@@ -3,10 +3,14 @@
 #include "frontend/extauth.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include <netinet/in.h>
 
 #include <openssl/crypto.h>
 
@@ -30,6 +34,7 @@ struct extauth_check {
 	struct hba_peer_name pn;    /* a host-name lookup's answer */
 	struct worker *w;
 	struct worker_msg *msg; /* made before the submit: the check's thread posts it, which cannot fail */
+	struct extauth_check *next; /* a host-name lookup's other waiters */
 	int rc;
 	char why[LDAPAUTH_WHY_MAX];
 };
@@ -158,11 +163,29 @@ void extauth_cancel(struct extauth_check *k)
 
 /* ---- host names ---- */
 
-/* A lookup on rt->names: its address, and the check it answers (posted back by end). */
+/* A lookup in flight (queued or running) of one host's name, and the checks waiting for its
+ * answer. A login that needs the name of a host already being looked up joins that lookup
+ * instead of queueing its own: the clients of an application's pool that reconnect at once
+ * from one host cost one DNS round trip and one thread, not one each (behind a slow DNS,
+ * their own lookups would fill the threads and the queue, and refuse logins 53300). */
 struct name_req {
 	struct workq_item item;
+	struct name_req *next;         /* names->flights, until the lookup is done */
 	struct net_addr addr;
-	struct extauth_check *k;
+	struct hba_peer_name pn;       /* the answer */
+	struct extauth_check *waiters; /* each gets the answer; linked by their next */
+};
+
+/* rt->names. mu guards flights and each flight's waiters; the queue's end callback never
+ * takes it (submit takes mu, then the queue's lock inside workq_submit), and reads a flight's
+ * waiters only once no submit can reach it: after its lookup took it off flights, or at the
+ * stop (the workers gone). refs: the owner's, and one per flight not yet ended; the last one
+ * out frees it (the owner's at the stop, or a lookup's left to its thread then). */
+struct extauth_names {
+	struct workq *q;
+	pthread_mutex_t mu;
+	struct name_req *flights;
+	atomic_uint refs;
 };
 
 /* Test seam, from the environment at extauth_names_new (TUSK_TEST_NAME_LOOKUP_DELAY_MS): each
@@ -170,68 +193,149 @@ struct name_req {
  * leave during it, and client_login_timeout end it. 0: none. */
 static int lookup_delay_ms;
 
+static void names_release(struct extauth_names *n)
+{
+	if (atomic_fetch_sub(&n->refs, 1) != 1)
+		return;
+	/* every flight ended: what is still listed was cancelled at the stop, never looked up */
+	for (struct name_req *f = n->flights, *next; f; f = next) {
+		next = f->next;
+		free(f);
+	}
+	pthread_mutex_destroy(&n->mu);
+	free(n);
+}
+
+/* The same host: the family and the address (not the port). */
+static bool same_host(const struct net_addr *a, const struct net_addr *b)
+{
+	if (a->sa.ss_family != b->sa.ss_family)
+		return false;
+	if (a->sa.ss_family == AF_INET)
+		return ((const struct sockaddr_in *)&a->sa)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)&b->sa)->sin_addr.s_addr;
+	if (a->sa.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)&a->sa, *y = (const struct sockaddr_in6 *)&b->sa;
+		return !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) && x->sin6_scope_id == y->sin6_scope_id;
+	}
+	return false;
+}
+
 static void name_work(void *ctx, int index, struct workq_item *it)
 {
-	struct name_req *r = (struct name_req *)it;
-	(void)ctx;
+	struct extauth_names *n = ctx;
+	struct name_req *f = (struct name_req *)it;
 	(void)index;
 	if (lookup_delay_ms > 0)
 		nanosleep(&(struct timespec){ lookup_delay_ms / 1000, (long)(lookup_delay_ms % 1000) * 1000000L }, NULL);
-	hba_peer_name_lookup(&r->addr, &r->k->pn);
+	hba_peer_name_lookup(&f->addr, &f->pn);
+	pthread_mutex_lock(&n->mu); /* done: no one joins it now */
+	for (struct name_req **pp = &n->flights; *pp; pp = &(*pp)->next) {
+		if (*pp == f) {
+			*pp = f->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&n->mu);
 }
 
-/* Under the queue's lock: the answer to the asker's worker (a cancelled lookup: no name), none
- * for a queue given up at the stop (the workers are being freed). */
+/* Under the queue's lock: the answer to each waiter's worker (a lookup cancelled at the stop:
+ * no name), none for a queue given up at the stop (the workers are being freed). */
 static void name_end(void *ctx, struct workq_item *it, enum workq_end how)
 {
-	struct name_req *r = (struct name_req *)it;
-	(void)ctx;
-	if (how == WORKQ_CANCELLED)
-		memset(&r->k->pn, 0, sizeof r->k->pn);
-	if (how != WORKQ_DROPPED) {
-		struct worker_msg *m = r->k->msg;
-		r->k->msg = NULL;
-		m->arg = r->k;
-		worker_post(r->k->w, m);
+	struct extauth_names *n = ctx;
+	struct name_req *f = (struct name_req *)it;
+	for (struct extauth_check *k = f->waiters, *next; k; k = next) {
+		next = k->next;
+		if (how == WORKQ_DROPPED) {
+			check_free(k);
+			continue;
+		}
+		if (how == WORKQ_DONE)
+			k->pn = f->pn;
+		struct worker_msg *m = k->msg;
+		k->msg = NULL;
+		m->arg = k;
+		worker_post(k->w, m);
 	}
-	free(r);
+	f->waiters = NULL;
+	if (how != WORKQ_CANCELLED) /* (a cancelled one is still listed: freed with n) */
+		free(f);
+	names_release(n);
 }
 
-int extauth_names_new(struct workq **out)
+int extauth_names_new(struct extauth_names **out)
 {
 	const char *t = getenv("TUSK_TEST_NAME_LOOKUP_DELAY_MS");
 	lookup_delay_ms = t ? atoi(t) : 0;
+	struct extauth_names *n = calloc(1, sizeof *n);
+	if (!n)
+		return -ENOMEM;
+	pthread_mutex_init(&n->mu, NULL);
+	atomic_init(&n->refs, 1);
 	struct workq_def d = { .name = "tusk-names",
 			       .max_threads = EXTAUTH_NAME_THREADS,
 			       .queue_max = EXTAUTH_NAME_QUEUE_MAX,
 			       .work = name_work,
-			       .end = name_end };
-	return workq_new(&d, out);
+			       .end = name_end,
+			       .ctx = n };
+	int rc = workq_new(&d, &n->q);
+	if (rc < 0) {
+		names_release(n);
+		return rc;
+	}
+	*out = n;
+	return 0;
 }
 
-void extauth_names_stop(struct workq *q)
+void extauth_names_stop(struct extauth_names *n)
 {
-	(void)workq_stop(q, EXTAUTH_NAME_STOP_WAIT_MS);
+	if (!n)
+		return;
+	(void)workq_stop(n->q, EXTAUTH_NAME_STOP_WAIT_MS);
+	names_release(n);
 }
 
 int extauth_name_submit(struct worker *w, const struct net_addr *peer, extauth_name_fn *done, void *arg,
 			struct extauth_check **out)
 {
-	struct name_req *r = calloc(1, sizeof *r);
-	struct extauth_check *k = r ? check_new(w, arg) : NULL;
-	if (!k) {
-		free(r);
+	struct extauth_names *n = w->rt->names;
+	struct extauth_check *k;
+	struct name_req *f;
+	int rc = 0;
+
+	if (!n)
+		return -ESHUTDOWN;
+	if (!(k = check_new(w, arg)))
 		return -ENOMEM;
-	}
 	k->name_done = done;
-	r->addr = *peer;
-	r->k = k;
-	int rc = w->rt->names ? workq_submit(w->rt->names, &r->item) : -ESHUTDOWN;
+	pthread_mutex_lock(&n->mu);
+	for (f = n->flights; f && !same_host(&f->addr, peer); f = f->next)
+		;
+	if (f) {
+		rc = 1; /* joins it */
+	} else if (!(f = calloc(1, sizeof *f))) {
+		rc = -ENOMEM;
+	} else {
+		f->addr = *peer;
+		atomic_fetch_add(&n->refs, 1);
+		if ((rc = workq_submit(n->q, &f->item)) < 0) {
+			atomic_fetch_sub(&n->refs, 1); /* (the owner's stays) */
+			free(f);
+		} else {
+			f->next = n->flights; /* (its lookup takes it off under mu: not before this) */
+			n->flights = f;
+		}
+	}
+	if (rc >= 0) {
+		k->next = f->waiters;
+		f->waiters = k;
+	}
+	pthread_mutex_unlock(&n->mu);
 	if (rc < 0) {
 		check_free(k);
-		free(r);
 		return rc;
 	}
 	*out = k;
-	return 0;
+	return rc;
 }

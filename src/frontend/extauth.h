@@ -62,23 +62,27 @@ const char *extauth_name(const struct extauth_opts *o);
  * when none was found, or when tusk is stopping). The lookup is gone when it returns. */
 typedef void extauth_name_fn(void *arg, const struct hba_peer_name *pn);
 
-/* On w's thread: look peer's host name up (hba_peer_name_lookup) on rt->names' threads. 0 with
- * *out set: done(arg, ...) runs later on w's thread, unless extauth_cancel(*out) comes first.
- * Else done never runs: -EAGAIN (too many lookups wait), -ENOMEM, -ESHUTDOWN. */
+/* On w's thread: look peer's host name up (hba_peer_name_lookup) on rt->names' threads; a
+ * lookup of the same host's name already in flight is joined instead (its answer serves both).
+ * 0 (a lookup of its own) or 1 (joined one) with *out set: done(arg, ...) runs later on w's
+ * thread, unless extauth_cancel(*out) comes first. Else done never runs: -EAGAIN (too many
+ * lookups wait), -ENOMEM, -ESHUTDOWN. */
 __attribute__((warn_unused_result))
 int extauth_name_submit(struct worker *w, const struct net_addr *peer, extauth_name_fn *done, void *arg,
 			struct extauth_check **out);
 
 #define EXTAUTH_NAME_THREADS 8     /* lookups at once (each may wait on DNS) */
-#define EXTAUTH_NAME_QUEUE_MAX 256 /* lookups waiting; past it a login is refused (-EAGAIN) */
+#define EXTAUTH_NAME_QUEUE_MAX 256 /* lookups waiting (not those joined); past it a login is refused (-EAGAIN) */
 #define EXTAUTH_NAME_STOP_WAIT_MS 2000 /* extauth_names_stop's wait for running lookups */
 
-struct workq;
-/* The lookups' threads (rt->names; none until the first lookup): made before the workers. */
+struct extauth_names;
+/* The lookups' threads and the lookups in flight (rt->names; no thread until the first
+ * lookup): made before the workers. */
 __attribute__((warn_unused_result))
-int extauth_names_new(struct workq **out);
+int extauth_names_new(struct extauth_names **out);
 /* After the workers stopped: queued lookups answered as failed, running ones waited for up to
- * EXTAUTH_NAME_STOP_WAIT_MS (then left to their threads, their answers dropped). NULL: nothing. */
-void extauth_names_stop(struct workq *q);
+ * EXTAUTH_NAME_STOP_WAIT_MS (then left to their threads, their answers dropped; the last one
+ * frees what is left). NULL: nothing. */
+void extauth_names_stop(struct extauth_names *n);
 
 #endif

@@ -102,7 +102,7 @@ struct resp_conn {
 					* (frontend/extauth.h): what ext_for says waits for it */
 	enum { EXT_CHECK, EXT_NAME_OPEN, EXT_NAME_AUTH } ext_for;
 	const struct hba_peer_name *name; /* hba_file's host-name lines: the peer's name once looked
-					   * up (heap, or no_name), else NULL */
+					   * up (heap, or hba_no_name: none found, or not in time), else NULL */
 	int auth_user_arg, auth_pass_arg; /* where AUTH's (or HELLO's) user and password are; 0: user default */
 	int hello;                     /* HELLO's protocol version, answered once AUTH passed; 0: AUTH */
 	bool busy;                     /* a call is with the router */
@@ -171,9 +171,6 @@ struct resp_conn {
 struct resp_worker {
 	struct resp_conn *head;
 };
-
-/* A peer's host name not found, or not looked up in time (c->name). */
-static const struct hba_peer_name no_name;
 
 struct worker_hooks kv_resp_worker_hooks;
 
@@ -396,7 +393,7 @@ static void conn_close(struct resp_conn *c)
 		extauth_cancel(c->ext); /* its answer is dropped */
 		c->ext = NULL;
 	}
-	if (c->name != &no_name)
+	if (c->name != &hba_no_name)
 		free((void *)c->name);
 	c->name = NULL;
 	if (c->away) {
@@ -1652,7 +1649,7 @@ static void ext_timed_out(struct resp_conn *c)
 		 check ? "an LDAP or PAM check of AUTH did not end within client_login_timeout"
 		       : "the client's host name (hba_file) was not found within client_login_timeout");
 	if (!check) {
-		name_known(c, &no_name);
+		name_known(c, &hba_no_name);
 		return;
 	}
 	reply_error(c, "ERR tusk: the password check did not end in time (client_login_timeout)");
@@ -1680,7 +1677,7 @@ static void name_known(struct resp_conn *c, const struct hba_peer_name *pn)
 	struct hba_peer_name *copy = pn->name[0] ? malloc(sizeof *copy) : NULL;
 	if (copy)
 		*copy = *pn;
-	c->name = copy ? copy : &no_name;
+	c->name = copy ? copy : &hba_no_name;
 	after_name(c, ext_for);
 	if (ext_for == EXT_NAME_AUTH && !waiting(c))
 		finish(c);
@@ -1705,7 +1702,7 @@ static void start_name(struct resp_conn *c, int ext_for)
 	if (rc < 0) {
 		log_warn(NULL, conn_ctx(c, c->user[0] ? c->user : NULL, ctx, sizeof ctx),
 			 "kv redis: could not look up the client's host name (hba_file): %s", strerror(-rc));
-		c->name = &no_name;
+		c->name = &hba_no_name;
 		after_name(c, ext_for); /* (within its caller: the caller finishes and flushes) */
 		return;
 	}

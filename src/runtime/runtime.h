@@ -27,7 +27,7 @@ struct tls_tickets;
 struct tls_hs_pool;
 struct ldapauth_pool;
 struct pamauth_pool;
-struct workq;
+struct extauth_names;
 struct authcache;
 struct flight_cache;
 struct services;
@@ -123,7 +123,7 @@ struct runtime {
 	struct pamauth_pool *pam;
 	/* The threads that look clients' host names up for hba_file's host-name lines
 	 * (frontend/extauth.h; started at the first lookup): made and stopped as ldap. */
-	struct workq *names;
+	struct extauth_names *names;
 	/* redis.tls: the tunnel (net/tunnel.h) the workers' L2 connections go through; NULL
 	 * without. Set before the workers start, stopped after they are gone: read-only to them. */
 	struct tunnel *redis_tunnel;

@@ -150,6 +150,10 @@ write("kv_redis", "counters-scan", bytes([0]) + chunks(resp("INCR", "n"), resp("
     resp("SCAN", "0", "MATCH", "a*", "COUNT", "10"), resp("SCAN", "17", "MATCH", "*a"), resp("DBSIZE"), resp("TYPE", "n"), resp("STRLEN", "n")))
 write("kv_redis", "admin", bytes([0]) + chunks(resp("INFO"), resp("INFO", "server"), resp("CONFIG", "GET", "*"), resp("CONFIG", "SET", "save", ""),
     resp("CLIENT", "SETNAME", "x"), resp("COMMAND"), resp("FLUSHALL"), resp("QUIT")))
+write("kv_redis", "client", bytes([0x80]) + chunks(resp("CLIENT"), resp("CLIENT", "SETNAME", "n"), resp("CLIENT", "GETNAME"),
+    resp("CLIENT", "SETNAME", "a b"), resp("CLIENT", "SETNAME", ""), resp("CLIENT", "ID"), resp("CLIENT", "INFO"), resp("CLIENT", "INFO", "x"),
+    resp("CLIENT", "SETINFO", "LIB-NAME", "x"), resp("CLIENT", "NO-EVICT", "on"), resp("CLIENT", "REPLY", "OFF"), resp("CLIENT", "TRACKING", "on"),
+    resp("CLIENT", "TRACKINGINFO"), resp("CLIENT", "HELP"), resp("CLIENT", "KILL"), resp("HELLO", "3", "SETNAME", "h"), resp("CLIENT", "GETNAME")))
 write("kv_redis", "split-and-bad", bytes([0]) + chunks(b"*2\r\n$3\r\nGE", b"T\r\n$1\r\nk\r\n", b"*-1\r\n", b"*1\r\n$-5\r\n", b"$3\r\nabc\r\n", b"*99999999999\r\n"))
 write("kv_redis", "multi", bytes([0x80]) + chunks(resp("MULTI"), resp("SET", "a", "1"), resp("GET"), resp("EXEC"),
     resp("MULTI"), resp("MULTI"), resp("PING"), resp("INCR", "n"), resp("MGET", "a", "b"), resp("EXEC"), resp("EXEC"),

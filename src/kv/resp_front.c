@@ -46,6 +46,7 @@
 #define RESP_OUT_PAUSE (1u << 20)   /* unsent replies beyond which commands wait */
 #define RESP_SHRINK (1u << 20)      /* buffers larger than this are freed after their command */
 #define RESP_SCAN_CURSORS 8         /* SCAN continuations kept per connection */
+#define RESP_CLIENT_NAME_MAX 512    /* CLIENT SETNAME: bytes kept (Redis has no bound) */
 #define RESP_SCAN_MAX 10000         /* COUNT's bound (kv.scan's); KEYS's page */
 #define RESP_KEYS_MAX (64u << 20)   /* KEYS's reply at most (beyond: an error, use SCAN) */
 #define RESP_MULTI_MAX 100000       /* commands one MULTI may queue (and RESP_IN_MAX bytes of them) */
@@ -94,6 +95,9 @@ struct resp_conn {
 	const struct config_listen *listen; /* its entry (generations live until exit) */
 	struct net_addr peer;          /* for hba_file */
 	char ns[64];                   /* the selected database's namespace */
+	int db;                        /* and its number (SELECT's) */
+	char *client_name;             /* CLIENT SETNAME's (or HELLO's SETNAME), heap; NULL: none */
+	int hello_name_arg;            /* HELLO's SETNAME argument, set once its AUTH passed; 0: none */
 	char user[64];
 	bool authed, closing;
 	bool resp3;                    /* HELLO 3: nulls are _, HELLO's reply a map */
@@ -369,6 +373,7 @@ static void conn_free(struct resp_conn *c)
 	for (int i = 0; i < RESP_SCAN_CURSORS; i++)
 		free(c->scan_after[i]);
 	free(c->keys);
+	free(c->client_name);
 	free(c->mq);
 	free(c->held);
 	free(c->watch);
@@ -1503,9 +1508,16 @@ static bool arg_ll(struct resp_conn *c, int i, long long *v)
 
 static void start_auth(struct resp_conn *c, int ui, int pi);
 
-/* HELLO's answer, as Redis's: the server's facts as a map (an array on RESP2). */
+static bool set_client_name(struct resp_conn *c, int i);
+
+/* HELLO's answer, as Redis's: its SETNAME taken (a name Redis refuses: that error, and the
+ * protocol stays), then the server's facts as a map (an array on RESP2). */
 static void reply_hello(struct resp_conn *c)
 {
+	int name = c->hello_name_arg;
+	c->hello_name_arg = 0;
+	if (name && !set_client_name(c, name))
+		return;
 	c->resp3 = c->hello == 3;
 	reply_map(c, 7);
 	reply_str(c, "server");
@@ -1539,13 +1551,14 @@ static void cmd_hello(struct resp_conn *c)
 			return;
 		}
 	}
+	int ni = 0;
 	for (int i = 2; i < c->nargs; i++) {
 		if (is(c, i, "AUTH") && i + 2 < c->nargs) {
 			ui = i + 1;
 			pi = i + 2;
 			i += 2;
 		} else if (is(c, i, "SETNAME") && i + 1 < c->nargs) {
-			i++; /* accepted, ignored, as CLIENT SETNAME */
+			ni = ++i; /* set once authenticated (reply_hello), as Redis */
 		} else {
 			reply_error(c, "ERR Syntax error in HELLO option '%.*s'", alen(c, i) < 40 ? (int)alen(c, i) : 40,
 				    arg(c, i));
@@ -1553,11 +1566,13 @@ static void cmd_hello(struct resp_conn *c)
 		}
 	}
 	c->hello = (int)ver;
+	c->hello_name_arg = ni; /* (this command's: reply_hello runs within it, or once its AUTH passed) */
 	if (pi) {
 		start_auth(c, ui, pi);
 		return;
 	}
 	if (!c->authed) {
+		c->hello_name_arg = 0;
 		reply_error(c, "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
 			       "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select "
 			       "the RESP protocol version at the same time");
@@ -1747,6 +1762,7 @@ static void cmd_auth(struct resp_conn *c)
 	if (wrong_args(c, c->nargs < 2 || c->nargs > 3))
 		return;
 	c->hello = 0;
+	c->hello_name_arg = 0;
 	start_auth(c, c->nargs == 3 ? 1 : 0, c->nargs - 1);
 }
 
@@ -1761,6 +1777,7 @@ static void cmd_select(struct resp_conn *c)
 		reply_error(c, "ERR DB index is out of range");
 		return;
 	}
+	c->db = (int)db;
 	if (strcmp(c->ns, ns) != 0) {
 		snprintf(c->ns, sizeof c->ns, "%s", ns);
 		for (int i = 0; i < RESP_SCAN_CURSORS; i++) {
@@ -2780,9 +2797,164 @@ static void cmd_command(struct resp_conn *c)
 	reply_array(c, 0); /* redis-cli asks at start; no command table */
 }
 
+/* A client name, or CLIENT SETINFO's library name or version, as Redis takes them: printable
+ * ASCII without spaces. */
+static bool client_attr_ok(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i] < '!' || p[i] > '~')
+			return false;
+	return true;
+}
+
+/* The connection's name from argument i ("": none), as CLIENT SETNAME; false when refused
+ * (answered). */
+static bool set_client_name(struct resp_conn *c, int i)
+{
+	const char *p = arg(c, i);
+	size_t n = alen(c, i);
+	char *copy = NULL;
+	if (!client_attr_ok(p, n)) {
+		reply_error(c, "ERR Client names cannot contain spaces, newlines or special characters.");
+		return false;
+	}
+	if (n > RESP_CLIENT_NAME_MAX) {
+		reply_error(c, "ERR Client name too long (at most %d bytes here)", RESP_CLIENT_NAME_MAX);
+		return false;
+	}
+	if (n && !(copy = strndup(p, n))) {
+		reply_error(c, "ERR out of memory");
+		return false;
+	}
+	free(c->client_name);
+	c->client_name = copy;
+	return true;
+}
+
+/* CLIENT INFO's line, as Redis's (the fields tusk has: no memory or buffer figures). */
+static void client_info(struct resp_conn *c)
+{
+	char addr[64], laddr[64] = "", line[RESP_CLIENT_NAME_MAX + 512];
+	struct net_addr local = { .len = sizeof local.sa };
+	net_addr_str(&c->peer, addr, sizeof addr);
+	if (getsockname(c->fd, (struct sockaddr *)&local.sa, &local.len) == 0)
+		net_addr_str(&local, laddr, sizeof laddr);
+	int n = snprintf(line, sizeof line,
+			 "id=%llu addr=%s laddr=%s fd=%d name=%s db=%d multi=%d user=%s resp=%d\n", c->id, addr,
+			 laddr, c->fd, c->client_name ? c->client_name : "", c->db, c->multi ? (int)c->mq_n : -1,
+			 c->user, c->resp3 ? 3 : 2);
+	reply_bulk(c, line, n > 0 && (size_t)n < sizeof line ? (size_t)n : 0);
+}
+
+/* CLIENT's subcommands, as Redis 7 answers them, for what a connection here has: its id, name
+ * and info, the library's attributes (taken, not kept), the eviction and touch flags (nothing
+ * to evict or touch: taken). Client-side caching is refused: tusk sends no invalidation, so
+ * a client that believed TRACKING on would serve its cached values after other clients changed
+ * them (OFF, GETREDIR, TRACKINGINFO and CACHING answer as for a client that never turned it
+ * on). REPLY OFF and SKIP are refused (each command is answered). The rest (LIST, KILL,
+ * PAUSE...): unknown, as Redis words it. */
 static void cmd_client(struct resp_conn *c)
 {
-	reply_simple(c, "OK"); /* SETNAME, SETINFO: accepted, ignored */
+	static const struct {
+		const char *name;
+		int arity; /* with CLIENT and the subcommand; negative: at least */
+	} subs[] = { { "ID", 2 },      { "GETNAME", 2 },  { "SETNAME", 3 },  { "SETINFO", 4 },      { "INFO", 2 },
+		     { "NO-EVICT", 3 }, { "NO-TOUCH", 3 }, { "REPLY", 3 },    { "TRACKING", -3 },    { "CACHING", 3 },
+		     { "GETREDIR", 2 }, { "TRACKINGINFO", 2 }, { "HELP", 2 } };
+	size_t k = 0;
+	if (wrong_args(c, c->nargs < 2))
+		return;
+	while (k < sizeof subs / sizeof subs[0] && !is(c, 1, subs[k].name))
+		k++;
+	if (k == sizeof subs / sizeof subs[0]) {
+		reply_error(c, "ERR unknown subcommand '%.*s'. Try CLIENT HELP.", alen(c, 1) < 128 ? (int)alen(c, 1) : 128,
+			    arg(c, 1));
+		return;
+	}
+	const char *sub = subs[k].name;
+	if (subs[k].arity > 0 ? c->nargs != subs[k].arity : c->nargs < -subs[k].arity) {
+		char lower[16];
+		size_t i = 0;
+		for (; sub[i] && i < sizeof lower - 1; i++)
+			lower[i] = (char)(sub[i] >= 'A' && sub[i] <= 'Z' ? sub[i] - 'A' + 'a' : sub[i]);
+		lower[i] = '\0';
+		reply_error(c, "ERR wrong number of arguments for 'client|%s' command", lower);
+		return;
+	}
+	if (!strcmp(sub, "ID")) {
+		reply_int(c, (long long)c->id);
+	} else if (!strcmp(sub, "GETNAME")) {
+		if (c->client_name)
+			reply_str(c, c->client_name);
+		else
+			reply_nil(c);
+	} else if (!strcmp(sub, "SETNAME")) {
+		if (set_client_name(c, 2))
+			reply_simple(c, "OK");
+	} else if (!strcmp(sub, "SETINFO")) { /* Redis 7.2's */
+		const char *attr = is(c, 2, "LIB-NAME") ? "lib-name" : is(c, 2, "LIB-VER") ? "lib-ver" : NULL;
+		if (!attr)
+			reply_error(c, "ERR Unrecognized option '%.*s'", alen(c, 2) < 128 ? (int)alen(c, 2) : 128, arg(c, 2));
+		else if (!client_attr_ok(arg(c, 3), alen(c, 3)))
+			reply_error(c, "ERR %s cannot contain spaces, newlines or special characters.", attr);
+		else
+			reply_simple(c, "OK");
+	} else if (!strcmp(sub, "INFO")) {
+		client_info(c);
+	} else if (!strcmp(sub, "NO-EVICT") || !strcmp(sub, "NO-TOUCH")) {
+		if (is(c, 2, "ON") || is(c, 2, "OFF"))
+			reply_simple(c, "OK");
+		else
+			reply_error(c, "ERR syntax error");
+	} else if (!strcmp(sub, "REPLY")) {
+		if (is(c, 2, "ON"))
+			reply_simple(c, "OK");
+		else if (is(c, 2, "OFF") || is(c, 2, "SKIP"))
+			reply_error(c, "ERR CLIENT REPLY OFF and SKIP are not supported here: every command is answered");
+		else
+			reply_error(c, "ERR syntax error");
+	} else if (!strcmp(sub, "TRACKING")) {
+		if (is(c, 2, "OFF") && c->nargs == 3)
+			reply_simple(c, "OK");
+		else if (is(c, 2, "ON"))
+			reply_error(c, "ERR CLIENT TRACKING is not supported here: tusk sends no invalidation messages, so "
+				       "a client-side cache would serve stale values");
+		else
+			reply_error(c, "ERR syntax error");
+	} else if (!strcmp(sub, "CACHING")) {
+		reply_error(c, "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or "
+			       "OPTOUT mode enabled");
+	} else if (!strcmp(sub, "GETREDIR")) {
+		reply_int(c, -1);
+	} else if (!strcmp(sub, "TRACKINGINFO")) {
+		reply_map(c, 3);
+		reply_str(c, "flags");
+		reply_array(c, 1);
+		reply_str(c, "off");
+		reply_str(c, "redirect");
+		reply_int(c, -1);
+		reply_str(c, "prefixes");
+		reply_array(c, 0);
+	} else { /* HELP */
+		static const char *const help[] = {
+			"CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are (tusk's kv listener):",
+			"ID", "    Return the ID of the current connection.",
+			"GETNAME", "    Return the name of the current connection.",
+			"SETNAME <name>", "    Assign the name <name> to the current connection.",
+			"SETINFO <LIB-NAME|LIB-VER> <value>", "    Taken and not kept.",
+			"INFO", "    Return information about the current client connection.",
+			"NO-EVICT (ON|OFF)", "    Taken (nothing is evicted).",
+			"NO-TOUCH (ON|OFF)", "    Taken (nothing is touched).",
+			"REPLY ON", "    Every command is answered (OFF and SKIP are not supported).",
+			"TRACKING OFF", "    Client-side caching is not supported (no invalidation messages).",
+			"GETREDIR", "    -1: no tracking.",
+			"TRACKINGINFO", "    Tracking is off.",
+			"HELP", "    Print this help.",
+		};
+		reply_array(c, (long long)(sizeof help / sizeof help[0]));
+		for (size_t i = 0; i < sizeof help / sizeof help[0]; i++)
+			reply_simple(c, help[i]);
+	}
 }
 
 static void cmd_unwatch(struct resp_conn *c)

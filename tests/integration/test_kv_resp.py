@@ -2205,6 +2205,64 @@ def test_redis_object_wait_randomkey_flushdb_differential_against_redis_server(z
         assert not differ, (len(differ), differ[:20])
 
 
+def test_redis_client_subcommands_differential_against_redis_server(zone, tmp_path):
+    """CLIENT answers as Redis 7 for what a connection here has: SETNAME and GETNAME (a name with
+    a space, a newline or a byte outside printable ASCII refused word for word, "" clears it),
+    ID and INFO of this connection, NO-EVICT, REPLY ON, TRACKING OFF, GETREDIR, TRACKINGINFO and
+    CACHING as for a client that never turned tracking on, arity and unknown subcommands; HELLO's
+    SETNAME names the connection (a refused name: the error, the name kept). Before, every CLIENT
+    command answered +OK: GETNAME after SETNAME, ID and INFO answered OK instead of their values,
+    and CLIENT TRACKING ON answered OK though tusk sends no invalidation: a client-side cache
+    (redis-py's, rueidis's by default on RESP3) would have served its cached values for good
+    after other clients changed them. It is refused now, as are REPLY OFF and SKIP (every
+    command is answered here)."""
+    script = [("CLIENT",), ("CLIENT", "GETNAME"), ("CLIENT", "SETNAME", "foo"), ("CLIENT", "GETNAME"),
+              ("CLIENT", "setname", "a b"), ("CLIENT", "SETNAME", "a\nb"), ("CLIENT", "SETNAME", "\u00e9"),
+              ("CLIENT", "GETNAME"), ("CLIENT", "SETNAME", "~!"), ("CLIENT", "getname"), ("CLIENT", "SETNAME", ""),
+              ("CLIENT", "GETNAME"), ("CLIENT", "SETNAME"), ("CLIENT", "SETNAME", "a", "b"), ("CLIENT", "ID", "x"),
+              ("CLIENT", "GETNAME", "x"), ("CLIENT", "INFO", "x"), ("CLIENT", "NO-EVICT", "on"),
+              ("CLIENT", "no-evict", "OFF"), ("CLIENT", "NO-EVICT", "x"), ("CLIENT", "NO-EVICT"),
+              ("CLIENT", "REPLY", "ON"), ("CLIENT", "REPLY", "x"), ("CLIENT", "REPLY"), ("CLIENT", "TRACKING", "off"),
+              ("CLIENT", "TRACKING"), ("CLIENT", "GETREDIR"), ("CLIENT", "GETREDIR", "x"), ("CLIENT", "TRACKINGINFO"),
+              ("CLIENT", "CACHING", "yes"), ("CLIENT", "FOO"), ("CLIENT", "foo", "bar"), ("CLIENT", "SETNAME", "kept")]
+    with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
+        ref, ours = ref.client(), ours.client()  # one connection each: the name is a connection's
+        differ = differences(ref, ours, script)
+        assert not differ, (len(differ), differ[:20])
+        for r in (ref, ours):
+            ident = r.execute_command("CLIENT", "ID")
+            assert isinstance(ident, int) and ident > 0
+            info = dict(f.split("=", 1) for f in r.execute_command("CLIENT", "INFO").decode().split())
+            assert info["id"] == str(ident) and info["name"] == "kept" and info["db"] == ("3" if r is ours else "0")
+            assert info["addr"].startswith("127.0.0.1:") and info["resp"] == "2", info
+            with pytest.raises(redis.ResponseError, match="wrong number of arguments|Syntax error|cannot contain"):
+                r.execute_command("HELLO", "2", "SETNAME", "x y")
+            assert r.execute_command("CLIENT", "GETNAME") == b"kept"
+            assert r.execute_command("HELLO", "2", "SETNAME", "hello-name")[0] == b"server"
+            assert r.execute_command("CLIENT", "GETNAME") == b"hello-name"
+        ref.close()
+        ours.close()
+    with socket.create_connection(("127.0.0.1", zone.redis_port), timeout=30 * SLOW) as s:
+        s.sendall(redis_cmd("HELLO", "2", "SETNAME", "early") + redis_cmd("AUTH", PASSWORD) + redis_cmd("CLIENT", "GETNAME"))
+        got = recv_until(s, 3)  # not authenticated: no name
+        assert got.startswith(b"-NOAUTH") and got.endswith(b"+OK\r\n$-1\r\n"), got
+        s.sendall(redis_cmd("HELLO", "2", "AUTH", "default", PASSWORD, "SETNAME", "via-auth"))
+        assert recv_until(s, 26).startswith(b"*14\r\n$6\r\nserver\r\n")
+        s.sendall(redis_cmd("CLIENT", "GETNAME"))
+        assert recv_until(s, 2) == b"$8\r\nvia-auth\r\n"
+    r = client(zone)
+    for refused in (("TRACKING", "ON"), ("TRACKING", "on", "OPTIN"), ("REPLY", "OFF"), ("REPLY", "SKIP")):
+        with pytest.raises(redis.ResponseError, match="not supported here"):
+            r.execute_command("CLIENT", *refused)
+    assert r.ping() is True  # answered, and in step
+    assert r.execute_command("CLIENT", "SETINFO", "LIB-NAME", "redis-py") == b"OK"  # Redis 7.2's
+    for bad, error in ((("SETINFO", "LIB-VER", "1 2"), "lib-ver cannot contain spaces"),
+                       (("SETINFO", "foo", "x"), "Unrecognized option 'foo'"),
+                       (("SETNAME", "n" * 513), "Client name too long")):
+        with pytest.raises(redis.ResponseError, match=error):
+            r.execute_command("CLIENT", *bad)
+
+
 def test_redis_flushdb_empties_the_selected_namespace_over_every_shard(zone):
     """FLUSHDB deletes every key of the namespace SELECT maps to, on every shard (values, counters,
     keys with an expiry), as tombstones (the rows stay, value NULL: they replicate as any delete);

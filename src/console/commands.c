@@ -257,8 +257,8 @@ bad:
 
 /* ---- columns ---- */
 
-#define T(name) { name, CONSOLE_TEXT }
-#define I(name) { name, CONSOLE_INT8 }
+#define T(name) { name, CONSOLE_TEXT, 0 }
+#define I(name) { name, CONSOLE_INT8, 0 }
 
 static const struct vdb_col pools_cols[] = {
 	T("database"), T("user"), I("cl_active"), I("cl_waiting"), I("cl_active_cancel_req"),

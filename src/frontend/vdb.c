@@ -127,9 +127,10 @@ void vdb_out_row_description(struct vdb_out *o, const struct vdb_col *cols, int 
 		p = put_u32(p, 0);                                             /* table oid */
 		p = put_u16(p, 0);                                             /* column number */
 		p = put_u32(p, cols[i].type_oid);
-		p = put_u16(p, cols[i].type_oid == VDB_OID_INT8 ? 8 : 0xffff); /* typlen */
-		p = put_u32(p, UINT32_MAX);                                    /* typmod -1 */
-		p = put_u16(p, 0);                                             /* text */
+		uint32_t t = cols[i].type_oid;
+		p = put_u16(p, t == VDB_OID_INT8 ? 8 : t == VDB_OID_INT4 ? 4 : t == VDB_OID_BOOL ? 1 : 0xffff); /* typlen */
+		p = put_u32(p, UINT32_MAX); /* typmod -1 */
+		p = put_u16(p, cols[i].format);
 	}
 	o->len += 1 + len;
 }

@@ -36,14 +36,18 @@ void vdb_out_msg(struct vdb_out *o, uint8_t type, const void *body, size_t n);
 void vdb_out_row(struct vdb_out *o, int ncols, const char *const *vals);
 void vdb_out_free(struct vdb_out *o);
 
-/* A column: values always travel as text; the type tells drivers how to read them. */
+/* A column: its name, its type (which tells drivers how to read it), and the format its values
+ * travel in: 0 text (the console's, and the kv's unless a Bind asks for binary), 1 binary. */
+#define VDB_OID_BOOL 16u
 #define VDB_OID_INT8 20u
+#define VDB_OID_INT4 23u
 #define VDB_OID_TEXT 25u
 struct vdb_col {
 	const char *name;
 	uint32_t type_oid;
+	uint16_t format;
 };
-/* A RowDescription of n text-format columns. */
+/* A RowDescription of n columns. */
 void vdb_out_row_description(struct vdb_out *o, const struct vdb_col *cols, int n);
 
 struct vdb;

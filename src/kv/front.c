@@ -63,6 +63,7 @@ struct kv_session {
 	int nnamed, named_cap;
 	struct kv_call query;        /* the call of the last simple Query */
 	int portal_stmt;             /* v.portal_set: the unnamed portal's statement; its values in job */
+	unsigned portal_binary;      /* its Bind's result formats: bit i, column i in binary */
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
 	struct worker_msg *msg;      /* reserved at submit: the answer's way back to the worker */
@@ -76,18 +77,134 @@ static struct kv_session *session_of(struct vdb *v)
 	return (struct kv_session *)((char *)v - offsetof(struct kv_session, v));
 }
 
-static void out_row_description(struct kv_session *ks, const struct kv_call *call)
-{
-	struct vdb_col cols[2];
-	int n = 0;
+#define KV_FRONT_COLS 2 /* a call's result columns at most: key and value */
 
+/* call's result columns: their number, and each one's type in types. */
+static int result_types(const struct kv_call *call, uint32_t types[KV_FRONT_COLS])
+{
 	if (call->from) {
-		cols[n++] = (struct vdb_col){ "key", KV_OID_TEXT };
-		cols[n++] = (struct vdb_col){ "value", KV_OID_JSONB };
-	} else {
-		cols[n++] = (struct vdb_col){ call->column, kv_call_result_type(call->op) };
+		types[0] = KV_OID_TEXT;
+		types[1] = KV_OID_JSONB;
+		return 2;
 	}
+	types[0] = kv_call_result_type(call->op);
+	return 1;
+}
+
+/* binary: bit i, column i's values in binary (a Bind's result formats). */
+static void out_row_description(struct kv_session *ks, const struct kv_call *call, unsigned binary)
+{
+	struct vdb_col cols[KV_FRONT_COLS];
+	uint32_t types[KV_FRONT_COLS];
+	int n = result_types(call, types);
+
+	for (int i = 0; i < n; i++)
+		cols[i] = (struct vdb_col){ call->from ? (i ? "value" : "key") : call->column, types[i],
+					    (uint16_t)((binary >> i) & 1) };
 	vdb_out_row_description(&ks->v.out, cols, n);
+}
+
+/* A binary value's length for a text one t[0, n) of type oid (PostgreSQL's send form: text as
+ * it is, jsonb after its version byte 1, int8 / int4 big-endian, bool one byte); -1 when t is
+ * not that type's text form (the shard's answers always are). *v: an integer's value. */
+static long binary_len(uint32_t oid, const uint8_t *t, uint32_t n, long long *v)
+{
+	switch (oid) {
+	case KV_OID_JSONB:
+		return (long)n + 1;
+	case KV_OID_BOOL:
+		return n == 1 && (t[0] == 't' || t[0] == 'f') ? 1 : -1;
+	case KV_OID_INT8:
+	case KV_OID_INT4: {
+		char buf[24];
+		char *end;
+		if (n == 0 || n >= sizeof buf)
+			return -1;
+		memcpy(buf, t, n);
+		buf[n] = '\0';
+		errno = 0;
+		*v = strtoll(buf, &end, 10);
+		if (errno || *end || (oid == KV_OID_INT4 && (*v < INT32_MIN || *v > INT32_MAX)))
+			return -1;
+		return oid == KV_OID_INT8 ? 8 : 4;
+	}
+	default: /* text */
+		return (long)n;
+	}
+}
+
+/* The answer's DataRows (text, as the shard sent them, ncols columns of types) written with the
+ * columns binary marks in binary. false (nothing written) when a row is not what the call
+ * answers. */
+static bool out_rows_binary(struct vdb_out *o, const uint32_t *types, int ncols, unsigned binary, const uint8_t *rows,
+			    size_t len)
+{
+	for (int pass = 0; pass < 2; pass++) { /* all checked first, then written */
+		struct proto_reader r;
+		proto_reader_init(&r, rows, len);
+		while (proto_remaining(&r) > 0) {
+			uint8_t type = proto_get_u8(&r);
+			uint32_t mlen = proto_get_u32(&r);
+			if (r.err || type != 'D' || mlen < 6 || mlen - 4 > proto_remaining(&r))
+				return false;
+			struct proto_reader b;
+			proto_reader_init(&b, proto_get_bytes(&r, mlen - 4), mlen - 4);
+			if (proto_get_u16(&b) != ncols)
+				return false;
+			const size_t body_at = b.off;
+			size_t out = 4 + 2;
+			for (int step = 0; step < 2; step++) { /* the row's length, then (pass 1) its columns */
+				b.off = body_at;
+				if (step == 1) {
+					uint8_t head[7] = { 'D' };
+					uint32_t l = htonl((uint32_t)out);
+					uint16_t nc = htons((uint16_t)ncols);
+					memcpy(head + 1, &l, 4);
+					memcpy(head + 5, &nc, 2);
+					vdb_out_raw(o, head, sizeof head);
+				}
+				for (int i = 0; i < ncols; i++) {
+					uint32_t n = proto_get_u32(&b);
+					if (b.err)
+						return false;
+					if (n == UINT32_MAX) { /* NULL */
+						if (step == 0)
+							out += 4;
+						else
+							vdb_out_raw(o, &n, 4);
+						continue;
+					}
+					const uint8_t *t = proto_get_bytes(&b, n);
+					long long v = 0;
+					long bl = (binary >> i) & 1 ? binary_len(types[i], t, n, &v) : (long)n;
+					if (b.err || bl < 0)
+						return false;
+					if (step == 0) {
+						out += 4 + (size_t)bl;
+						continue;
+					}
+					uint32_t l = htonl((uint32_t)bl);
+					vdb_out_raw(o, &l, 4);
+					if (!((binary >> i) & 1) || types[i] == KV_OID_TEXT) {
+						vdb_out_raw(o, t, n);
+					} else if (types[i] == KV_OID_JSONB) {
+						vdb_out_raw(o, "\1", 1);
+						vdb_out_raw(o, t, n);
+					} else if (types[i] == KV_OID_BOOL) {
+						vdb_out_raw(o, t[0] == 't' ? "\1" : "\0", 1);
+					} else {
+						uint8_t be[8];
+						for (int k = 0; k < bl; k++)
+							be[k] = (uint8_t)((unsigned long long)v >> (8 * (bl - 1 - k)));
+						vdb_out_raw(o, be, (size_t)bl);
+					}
+				}
+				if (pass == 0)
+					break; /* (checked: the length is enough) */
+			}
+		}
+	}
+	return true;
 }
 
 /* ---- login ---- */
@@ -480,9 +597,18 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		vdb_out_error(&ks->v, true, job->ours, job->sqlstate, job->message, job->detail, job->hint);
 		if (!ks->v.busy_simple)
 			ks->v.skipping = true;
+	} else if (!ks->v.busy_simple && ks->portal_binary) {
+		uint32_t types[KV_FRONT_COLS];
+		int n = result_types(ks->busy_call, types);
+		if (out_rows_binary(&ks->v.out, types, n, ks->portal_binary, job->rows, job->rows_len)) {
+			vdb_complete_select(&ks->v, (uint64_t)job->nrows);
+		} else {
+			vdb_out_error(&ks->v, true, true, "XX000", "kv: an answer could not be put in binary format", NULL, NULL);
+			ks->v.skipping = true;
+		}
 	} else {
 		if (ks->v.busy_simple)
-			out_row_description(ks, ks->busy_call);
+			out_row_description(ks, ks->busy_call, 0);
 		vdb_out_raw(&ks->v.out, job->rows, job->rows_len);
 		vdb_complete_select(&ks->v, (uint64_t)job->nrows);
 	}
@@ -668,12 +794,6 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	uint16_t nres = proto_get_u16(&r);
 	if (r.err || proto_remaining(&r) != (size_t)nres * 2)
 		goto malformed;
-	for (uint16_t i = 0; i < nres; i++) {
-		if (proto_get_u16(&r) != 0) {
-			vdb_error_skip(v, "0A000", "kv calls answer in text format only (binary results requested)");
-			return;
-		}
-	}
 	if (*portal) {
 		vdb_error_skip(v, "0A000", "named portals are not supported by the kv database");
 		return;
@@ -689,6 +809,24 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 			       nvals, name, stmt_nparams(st));
 		return;
 	}
+	/* The result formats, as PostgreSQL takes them: none, all text; one, for every column;
+	 * else one each. */
+	uint32_t types[KV_FRONT_COLS];
+	int ncols = result_types(&st->call, types);
+	unsigned binary = 0;
+	if (nres > 1 && nres != ncols) {
+		vdb_error_skip(v, "08P01", "bind message has %u result formats but query has %d columns", nres, ncols);
+		return;
+	}
+	for (uint16_t c = 0; c < nres; c++) {
+		uint16_t code = proto_get_u16(&r);
+		if (code > 1) {
+			vdb_error_skip(v, "22023", "unsupported format code: %u", code);
+			return;
+		}
+		if (code)
+			binary |= nres == 1 ? (1u << ncols) - 1 : 1u << c;
+	}
 	ks->v.portal_set = false;
 	if (!bind_call(ks, st, &st->call, vals)) {
 		v->skipping = true;
@@ -696,6 +834,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	}
 	ks->v.portal_set = true;
 	ks->portal_stmt = i;
+	ks->portal_binary = binary;
 	vdb_out_msg(&v->out, '2', NULL, 0);
 	return;
 malformed:
@@ -720,13 +859,13 @@ static void describe_statement(struct vdb *v, const char *name)
 		memcpy(desc + 2 + 4 * (p - 1), &oid, 4);
 	}
 	vdb_out_msg(&v->out, 't', desc, 2 + 4 * (size_t)n);
-	out_row_description(ks, &st->call);
+	out_row_description(ks, &st->call, 0);
 }
 
 static void describe_portal(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	out_row_description(ks, &stmt_at(ks, ks->portal_stmt)->call);
+	out_row_description(ks, &stmt_at(ks, ks->portal_stmt)->call, ks->portal_binary);
 }
 
 /* Whole: get_many is bounded. */

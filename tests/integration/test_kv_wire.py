@@ -37,11 +37,12 @@ def parse(name, sql, oids=()):
     return pgwire.message(b"P", name + b"\0" + sql + b"\0" + struct.pack(f"!H{len(oids)}I", len(oids), *oids))
 
 
-def bind(portal, stmt, values):
+def bind(portal, stmt, values, results=()):
+    """results: the result format codes (none: all text)."""
     body = portal + b"\0" + stmt + b"\0" + struct.pack("!HH", 0, len(values))
     for v in values:
         body += struct.pack("!I", len(v)) + v
-    return pgwire.message(b"B", body + struct.pack("!H", 0))
+    return pgwire.message(b"B", body + struct.pack(f"!H{len(results)}H", len(results), *results))
 
 
 def describe(kind, name):
@@ -59,15 +60,16 @@ def close(kind, name):
 SYNC = pgwire.message(b"S")
 
 
-def columns(body):
-    """RowDescription body -> [(name, type oid)]."""
+def columns(body, formats=False):
+    """RowDescription body -> [(name, type oid)] (formats: [(name, type oid, format code)])."""
     (n,) = struct.unpack("!H", body[:2])
     off, out = 2, []
     for _ in range(n):
         end = body.index(b"\0", off)
         name = body[off:end].decode()
         oid = struct.unpack("!I", body[end + 7 : end + 11])[0]
-        out.append((name, oid))
+        fmt = struct.unpack("!H", body[end + 17 : end + 19])[0]
+        out.append((name, oid, fmt) if formats else (name, oid))
         off = end + 19
     return out
 
@@ -273,3 +275,84 @@ def test_requests_sent_before_the_password_are_not_answered(zone, tmp_path):
     finally:
         problems = t.stop()
     assert not problems, problems
+
+
+# The calls of the binary-format tests: each answers the same whenever it is asked (reads, and
+# writes that change nothing), one of each result type: jsonb, int8, int4, bool, and text with
+# jsonb. {k}: a key written first.
+BINARY_CALLS = [
+    (b"select kv.get($1, $2)", [b"default", b"{k}"]),
+    (b"select kv.get($1, $2)", [b"default", b"never-written"]),  # NULL
+    (b"select kv.get_meta($1, $2)", [b"default", b"{k}"]),
+    (b"select kv.counter($1, $2)", [b"default", b"{k}-n"]),
+    (b"select kv.rename($1, $2, $2)", [b"default", b"{k}"]),  # to itself: 1, nothing written
+    (b"select kv.put_if_value($1, $2, '[1]', '[2]')", [b"default", b"{k}"]),  # not [1]: false
+    (b"select * from kv.get_many($1, ARRAY[$2, $3])", [b"default", b"{k}", b"never-written"]),
+]
+
+
+def test_binary_results_are_postgresqls_send_form(zone):
+    """A Bind that asks for binary results (asyncpg always does, pgjdbc for its binary types once
+    a statement is prepared) gets each column in PostgreSQL's send form: the same calls bound
+    alike on the key's shard directly and through tusk's kv database answer the same DataRow
+    bytes, for one code for all columns, one per column (text then binary), and none (text); a
+    Describe of the portal says each column's format. Before, any binary result format was
+    refused (0A000 "kv calls answer in text format only"). Result format counts that match
+    neither one nor the columns, and codes other than 0 and 1, are PostgreSQL's errors."""
+    k = "wire-bin"
+    zone.put(k, {"n": [1, "x"], "s": "\u00e9"})
+    shard = zone.parade.shard_of("default", k)
+    with zone.db(shard) as c:
+        c.execute("select kv.incr('default', %s, 41)", (k + "-n",))
+    ours = raw(zone)
+    direct = pgwire.RawClient("127.0.0.1", zone.pg.port)
+    direct.startup("kv_client", f"kv_shard_{shard}")
+    try:
+        for sql, values in BINARY_CALLS:
+            values = [v.replace(b"{k}", k.encode()) for v in values]
+            ncols = 2 if b"get_many" in sql else 1
+            for results in ((1,), (0, 1) if ncols == 2 else (1,), ()):
+                answers = []
+                for c in (direct, ours):
+                    c.send(parse(b"", sql) + bind(b"", b"", values, results) + describe(b"P", b"") + execute() + SYNC)
+                    msgs = c.read_until_ready()
+                    assert kinds(msgs)[:2] == [b"1", b"2"] and kinds(msgs)[-2:] == [b"C", b"Z"], (sql, msgs)
+                    answers.append(([b for kd, b in msgs if kd == b"D"], [f for _, _, f in columns(msgs[2][1], True)]))
+                assert answers[0] == answers[1], (sql, results, answers)
+                want = [1] * ncols if results == (1,) else list(results) or [0] * ncols
+                assert answers[1][1] == want, (sql, results, answers)
+        for results, state in (((1, 1), "08P01"), ((2,), "22023")):
+            ours.send(parse(b"", b"select kv.get($1, $2)") + bind(b"", b"", [b"default", b"x"], results) + execute() + SYNC)
+            fields = error_of(msgs := ours.read_until_ready())
+            assert fields["C"] == state, (results, fields)
+    finally:
+        ours.close()
+        direct.close()
+
+
+def test_asyncpg_through_the_kv_database(zone):
+    """asyncpg (which prepares every statement and asks for binary results of every type it
+    knows) puts, reads and counts through the kv database, with its own codecs: jsonb as text,
+    bigint, boolean, and get_many's rows."""
+    import asyncio
+
+    import asyncpg
+
+    async def run():
+        c = await asyncpg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv")
+        try:
+            version = await c.fetchval("select kv.put($1, $2, $3::jsonb)", "default", "apg-1", '{"n": 1}')
+            assert isinstance(version, int) and version > 0
+            assert await c.fetchval("select kv.get($1, $2)", "default", "apg-1") == '{"n": 1}'
+            assert await c.fetchval("select kv.get($1, $2)", "default", "apg-none") is None
+            assert await c.fetchval("select kv.incr($1, $2, $3)", "default", "apg-n", 5) == 5
+            assert await c.fetchval("select kv.put_if_value($1, $2, $3::jsonb, $4::jsonb)", "default", "apg-1",
+                                    '{"n": 1}', '{"n": 2}') is True
+            rows = await c.fetch("select * from kv.get_many($1, $2)", "default", ["apg-1", "apg-none"])
+            assert [(r["key"], r["value"]) for r in rows] == [("apg-1", '{"n": 2}')], rows
+            st = await c.prepare("select kv.get($1, $2)")
+            assert [await st.fetchval("default", "apg-1") for _ in range(3)] == ['{"n": 2}'] * 3
+        finally:
+            await c.close()
+
+    asyncio.run(run())

@@ -5,10 +5,10 @@ import struct, os
 def msg(k, body=b""): return k + struct.pack("!I", len(body)+4) + body
 def q(sql): return msg(b"Q", sql.encode()+b"\0")
 def parse(name, sql, oids=()): return msg(b"P", name.encode()+b"\0"+sql.encode()+b"\0"+struct.pack("!H",len(oids))+b"".join(struct.pack("!I",o) for o in oids))
-def bind(portal, stmt, params=()):
+def bind(portal, stmt, params=(), results=()):
     b = portal.encode()+b"\0"+stmt.encode()+b"\0"+struct.pack("!H",0)+struct.pack("!H",len(params))
     for p in params: b += struct.pack("!I", len(p)) + p
-    return msg(b"B", b + struct.pack("!H",0))
+    return msg(b"B", b + struct.pack(f"!H{len(results)}H", len(results), *results))
 def describe(kind, name): return msg(b"D", kind+name.encode()+b"\0")
 def close(kind, name): return msg(b"C", kind+name.encode()+b"\0")
 def execute(portal="", n=0): return msg(b"E", portal.encode()+b"\0"+struct.pack("!I",n))
@@ -127,6 +127,12 @@ write("kv_session", "msetnx-rename-flush", bytes([0]) + chunks(
     parse("", "select kv.msetnx($1, $2)") + bind("", "", (b"default", b'{"k\\":1}')) + execute() + SYNC,
     q("select kv.rename('default', 'a', 'b', true)"), q("select kv.flush('default')"),
     q("select kv.put_if_value('default', 'a', NULL, '1')")))
+write("kv_session", "driver-set-binary", bytes([0]) + chunks(
+    q("SET extra_float_digits = 3"), q("set session application_name to 'a''b'"), q("SET search_path = x"),
+    parse("j", "SET application_name = 'PostgreSQL JDBC Driver'") + describe(b"S", "j") + bind("", "j") + describe(b"P", "") + execute() + SYNC,
+    parse("", "select * from kv.get_many($1, $2)") + bind("", "", (b"default", b"{a}"), (0, 1)) + describe(b"P", "") + execute() + SYNC,
+    parse("", "select kv.put($1, $2, $3)") + bind("", "", (b"default", b"a", b"1"), (1,)) + execute() + SYNC,
+    bind("", "", (b"default", b"a", b"1"), (1, 1)) + SYNC, bind("", "", (b"default", b"a", b"1"), (2,)) + SYNC))
 write("kv_session", "errors", bytes([0]) + chunks(
     parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
     bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config/config.h"
 #include "frontend/client_int.h"
@@ -35,6 +36,7 @@
 
 struct kv_stmt {
 	bool used;
+	bool set_only;  /* a driver's SET at connect (driver_set): no call */
 	char name[VDB_NAME_MAX];
 	struct kv_call call;
 	int ntypes;
@@ -677,6 +679,68 @@ static bool is_empty_query(const char *s)
 	}
 }
 
+/* s[0, n) is the word w (ASCII, any case) and not the start of a longer word. */
+static bool word_is(const char *s, size_t n, const char *w)
+{
+	return strlen(w) == n && strncasecmp(s, w, n) == 0;
+}
+
+/* A SET that drivers send as they connect, of a setting no kv call depends on: pgjdbc's
+ * "SET extra_float_digits = 3" and "SET application_name = '...'" (it sends them after the
+ * startup, through the extended protocol). SET [SESSION] name {= | TO} value, value a number,
+ * a word or a quoted string, then blanks or semicolons. Answered SET; nothing is kept (the kv
+ * answers no float, and tusk's log names the client by its own id). */
+static bool driver_set(const char *s)
+{
+	static const char *const names[] = { "extra_float_digits", "application_name" };
+	size_t n;
+	bool known = false;
+
+	s += strspn(s, " \t\r\n");
+	n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_");
+	if (!word_is(s, n, "set"))
+		return false;
+	s += n;
+	s += strspn(s, " \t\r\n");
+	n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789");
+	if (word_is(s, n, "session")) {
+		s += n;
+		s += strspn(s, " \t\r\n");
+		n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789");
+	}
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		known = known || word_is(s, n, names[i]);
+	if (!known)
+		return false;
+	s += n;
+	s += strspn(s, " \t\r\n");
+	if (*s == '=') {
+		s++;
+	} else if (strncasecmp(s, "to", 2) == 0 && strchr(" \t\r\n'", s[2]) && s[2]) {
+		s += 2;
+	} else {
+		return false;
+	}
+	s += strspn(s, " \t\r\n");
+	if (*s == '\'') {
+		for (s++;; s++) {
+			if (!*s)
+				return false;
+			if (*s == '\'' && s[1] == '\'')
+				s++;
+			else if (*s == '\'')
+				break;
+		}
+		s++;
+	} else {
+		n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789.+-");
+		if (!n)
+			return false;
+		s += n;
+	}
+	return s[strspn(s, " \t\r\n;")] == '\0';
+}
+
 static bool on_query(struct vdb *v, const char *text)
 {
 	struct kv_session *ks = session_of(v);
@@ -684,6 +748,10 @@ static bool on_query(struct vdb *v, const char *text)
 
 	if (is_empty_query(text)) {
 		vdb_out_msg(&v->out, 'I', NULL, 0);
+		return false;
+	}
+	if (driver_set(text)) {
+		vdb_complete(v, "SET");
 		return false;
 	}
 	int rc = kv_call_parse(text, &ks->query, state, err, sizeof err);
@@ -726,7 +794,12 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 	if (i == 0 && ks->v.portal_set && ks->portal_stmt == 0)
 		ks->v.portal_set = false; /* its call is about to be replaced */
 	st->used = false;
-	int rc = kv_call_parse(text, &st->call, state, err, sizeof err);
+	st->set_only = driver_set(text);
+	int rc = 0;
+	if (st->set_only)
+		kv_call_free(&st->call); /* (no call: no parameters, no columns) */
+	else
+		rc = kv_call_parse(text, &st->call, state, err, sizeof err);
 	if (rc == -ENOMEM) {
 		vdb_error_skip(v, "53200", "out of memory");
 		return;
@@ -809,6 +882,13 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 			       nvals, name, stmt_nparams(st));
 		return;
 	}
+	if (st->set_only) {
+		ks->v.portal_set = true;
+		ks->portal_stmt = i;
+		ks->portal_binary = 0;
+		vdb_out_msg(&v->out, '2', NULL, 0);
+		return;
+	}
 	/* The result formats, as PostgreSQL takes them: none, all text; one, for every column;
 	 * else one each. */
 	uint32_t types[KV_FRONT_COLS];
@@ -859,20 +939,29 @@ static void describe_statement(struct vdb *v, const char *name)
 		memcpy(desc + 2 + 4 * (p - 1), &oid, 4);
 	}
 	vdb_out_msg(&v->out, 't', desc, 2 + 4 * (size_t)n);
-	out_row_description(ks, &st->call, 0);
+	if (st->set_only)
+		vdb_out_msg(&v->out, 'n', NULL, 0); /* NoData */
+	else
+		out_row_description(ks, &st->call, 0);
 }
 
 static void describe_portal(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	out_row_description(ks, &stmt_at(ks, ks->portal_stmt)->call, ks->portal_binary);
+	if (stmt_at(ks, ks->portal_stmt)->set_only)
+		vdb_out_msg(&v->out, 'n', NULL, 0); /* NoData */
+	else
+		out_row_description(ks, &stmt_at(ks, ks->portal_stmt)->call, ks->portal_binary);
 }
 
 /* Whole: get_many is bounded. */
 static void execute(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	(void)run_call(ks, &stmt_at(ks, ks->portal_stmt)->call, false);
+	if (stmt_at(ks, ks->portal_stmt)->set_only)
+		vdb_complete(v, "SET");
+	else
+		(void)run_call(ks, &stmt_at(ks, ks->portal_stmt)->call, false);
 }
 
 static void close_statement(struct vdb *v, const char *name)

@@ -4,13 +4,18 @@ the client's read buffer, and requests the kv database does not serve (frontend/
 kv/front.c)."""
 
 import struct
+import sys
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 import pgwire
+from conftest import REPO, SLOW
 from kv_util import Parade
+
+sys.path.insert(0, str(REPO / "tests" / "drivers"))
+import harness  # noqa: E402
 
 pytestmark = pytest.mark.tusk_only
 
@@ -356,3 +361,44 @@ def test_asyncpg_through_the_kv_database(zone):
             await c.close()
 
     asyncio.run(run())
+
+
+def test_pgjdbc_through_the_kv_database(zone):
+    """pgjdbc (tests/integration/jdbc/KvCalls.java): it sends SET extra_float_digits and SET
+    application_name after the startup, through the extended protocol, and from a statement's
+    second execution on (prepareThreshold=2) asks for bigint, int and boolean results in
+    binary. The two SETs are answered SET (no kv call depends on them) and the calls answer as
+    through psql. Before, the connection failed at its first SET (0A000 "only calls of the kv
+    API are served here")."""
+    lines = harness.jdbc_program(REPO / "tests" / "integration" / "jdbc" / "KvCalls.java", "127.0.0.1",
+                                 zone.tusk.port, "postgres", 4, timeout=120 * SLOW)
+    want = []
+    for i in range(4):
+        want += ["put true", f'get {{"i": {i}}}', f"incr {2 * (i + 1)}", "rename 1", "put_if_value false",
+                 f'get_many jdbc-{i} {{"i": {i}}}']
+    assert lines == want, lines
+
+
+def test_driver_sets_at_connect_are_answered_and_others_refused(zone):
+    """The kv database answers SET of extra_float_digits and application_name (what drivers send
+    as they connect) with SET, by simple query and by Parse/Bind/Describe/Execute (NoData);
+    any other SET is still refused (0A000), a malformed one is a syntax error (42601)."""
+    c = raw(zone)
+    try:
+        for sql in (b"SET extra_float_digits = 3", b"set application_name to 'it''s me';",
+                    b"SET SESSION extra_float_digits TO -1"):
+            c.send(pgwire.message(b"Q", sql + b"\0"))
+            msgs = c.read_until_ready()
+            assert msgs[0] == (b"C", b"SET\0") and kinds(msgs) == [b"C", b"Z"], (sql, msgs)
+        c.send(parse(b"s", b"SET application_name = 'PostgreSQL JDBC Driver'") + describe(b"S", b"s")
+               + bind(b"", b"s", []) + describe(b"P", b"") + execute() + SYNC)
+        msgs = c.read_until_ready()
+        assert kinds(msgs) == [b"1", b"t", b"n", b"2", b"n", b"C", b"Z"] and msgs[5][1] == b"SET\0", msgs
+        for sql, state in ((b"SET search_path = x", "0A000"), (b"SET application_name = 'open", "42601"),
+                           (b"SET extra_float_digits", "42601"), (b"SET extra_float_digits = 3; SELECT 1", "0A000"),
+                           (b"RESET ALL", "0A000")):
+            c.send(pgwire.message(b"Q", sql + b"\0"))
+            fields = error_of(c.read_until_ready())
+            assert fields["C"] == state, (sql, fields)
+    finally:
+        c.close()

@@ -102,6 +102,8 @@ write("login", "raw-console-protocol-3.1", bytes([0x40|0x80]) + chunks(startup({
 for cmd in ("SHOW POOLS","SHOW CLIENTS","SHOW SERVERS","SHOW STATS","SHOW DATABASES","SHOW CONFIG","SHOW LISTS","SHOW VERSION","SHOW HELP","PAUSE db","RESUME db","KILL db","RECONNECT","KILL_CLIENT c0000000"):
     write("console_session", cmd.lower().replace(" ","-"), bytes([0]) + chunks(q(cmd)))
 write("console_session", "extended", bytes([0x80]) + chunks(parse("s","SHOW POOLS") + bind("","s") + describe(b"P","") + execute() + SYNC + describe(b"S","s") + close(b"S","s") + SYNC))
+write("console_session", "binary", bytes([0x80]) + chunks(parse("s","SHOW LISTS") + bind("","s",(),(1,)) + describe(b"P","") + execute() + SYNC,
+    bind("","s",(),(0,1)) + execute() + SYNC + bind("","s",(),(1,1,1)) + SYNC + bind("","s",(),(2,)) + SYNC + q("SHOW LISTS")))
 write("console_session", "monitor-pause", bytes([1]) + chunks(q("PAUSE"), q("SHOW STATS")))
 write("console_session", "function-call", bytes([2]) + chunks(msg(b"F", struct.pack("!IHHH",1,0,0,0)), msg(b"?"), q("SHOW VERSION")))
 write("console_session", "pipeline-error", bytes([0]) + chunks(parse("","BOGUS") + bind("","") + execute() + SYNC + q("")))

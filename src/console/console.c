@@ -27,9 +27,17 @@ static struct console_session *session_of(struct vdb *v)
 	return (struct console_session *)((char *)v - offsetof(struct console_session, v));
 }
 
-static void out_row_description(struct console_session *cs, struct console_columns cols)
+/* binary: bit i, column i in binary (a Bind's result formats). */
+static void out_row_description(struct console_session *cs, struct console_columns cols, uint64_t binary)
 {
-	vdb_out_row_description(&cs->v.out, cols.cols, cols.n);
+	struct vdb_col c[64];
+	if (!binary || cols.n > 64) {
+		vdb_out_row_description(&cs->v.out, cols.cols, cols.n);
+		return;
+	}
+	for (int i = 0; i < cols.n; i++)
+		c[i] = (struct vdb_col){ cols.cols[i].name, cols.cols[i].type_oid, (uint16_t)((binary >> i) & 1) };
+	vdb_out_row_description(&cs->v.out, c, cols.n);
 }
 
 /* ---- login ---- */
@@ -148,7 +156,8 @@ static bool on_query(struct vdb *v, const char *text)
 	}
 	struct console_columns cols = console_columns_of(cmd.kind);
 	if (cols.n > 0)
-		out_row_description(cs, cols);
+		out_row_description(cs, cols, 0);
+	v->out.row_binary = 0;
 	return run(cs, &cmd, true) == 1;
 }
 
@@ -205,14 +214,8 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		vdb_error_skip(v, "0A000", "console commands take no parameters");
 		return;
 	}
-	n = proto_get_u16(&r); /* result formats */
-	for (uint16_t i = 0; !r.err && i < n; i++) {
-		uint16_t f = proto_get_u16(&r);
-		if (!r.err && f != 0) {
-			vdb_error_skip(v, "0A000", "the admin console answers in text format only (binary results requested)");
-			return;
-		}
-	}
+	uint16_t nres = proto_get_u16(&r); /* result formats */
+	const uint8_t *codes = proto_get_bytes(&r, (size_t)nres * 2);
 	if (r.err)
 		goto malformed;
 	if (*portal) {
@@ -224,7 +227,30 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		vdb_error_skip(v, "26000", "prepared statement \"%s\" does not exist", name);
 		return;
 	}
+	/* As PostgreSQL takes them: none, all text; one, for every column; else one each. */
+	int ncols = console_columns_of(st->cmd.kind).n;
+	uint64_t binary = 0;
+	if (nres > 1 && nres != ncols) {
+		vdb_error_skip(v, "08P01", "bind message has %u result formats but query has %d columns", nres, ncols);
+		return;
+	}
+	struct proto_reader fr;
+	proto_reader_init(&fr, codes, (size_t)nres * 2);
+	for (uint16_t i = 0; i < nres; i++) {
+		uint16_t f = proto_get_u16(&fr);
+		if (f > 1) {
+			vdb_error_skip(v, "22023", "unsupported format code: %u", f);
+			return;
+		}
+		if (f && ncols > 64) {
+			vdb_error_skip(v, "0A000", "binary results of more than 64 columns are not supported");
+			return;
+		}
+		if (f)
+			binary |= nres == 1 ? (ncols == 64 ? UINT64_MAX : (UINT64_C(1) << ncols) - 1) : UINT64_C(1) << i;
+	}
 	cs->portal = st->cmd;
+	cs->portal_binary = binary;
 	v->portal_set = true;
 	vdb_out_msg(&v->out, '2', NULL, 0);
 	return;
@@ -240,7 +266,7 @@ static void describe(struct console_session *cs, const struct console_cmd *cmd, 
 		vdb_out_msg(&cs->v.out, 't', none, sizeof none);
 	}
 	if (cols.n > 0)
-		out_row_description(cs, cols);
+		out_row_description(cs, cols, statement ? 0 : cs->portal_binary);
 	else
 		vdb_out_msg(&cs->v.out, 'n', NULL, 0);
 }
@@ -271,6 +297,8 @@ static void execute(struct vdb *v)
 		vdb_out_msg(&v->out, 'I', NULL, 0);
 		return;
 	}
+	v->out.row_binary = cs->portal_binary; /* (the rows' writer reads it, now or when they come) */
+	v->out.row_cols = console_columns_of(cs->portal.kind).cols;
 	(void)run(cs, &cs->portal, false);
 }
 

@@ -4,6 +4,7 @@
 #include "frontend/vdb.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,11 +89,23 @@ void vdb_out_msg(struct vdb_out *o, uint8_t type, const void *body, size_t n)
 	vdb_out_raw(o, body, n);
 }
 
+/* Whether column i of o's rows is an int8 sent in binary, and then its value v of text t. */
+static bool binary_int8(const struct vdb_out *o, int i, const char *t, long long *v)
+{
+	if (i >= 64 || !((o->row_binary >> i) & 1) || o->row_cols[i].type_oid != VDB_OID_INT8)
+		return false;
+	char *end;
+	errno = 0;
+	*v = strtoll(t, &end, 10);
+	return !errno && *t && !*end; /* (else sent as its text: every int8 column holds a number) */
+}
+
 void vdb_out_row(struct vdb_out *o, int ncols, const char *const *vals)
 {
+	long long v;
 	size_t len = 4 + 2;
 	for (int i = 0; i < ncols; i++)
-		len += 4 + (vals[i] ? strlen(vals[i]) : 0);
+		len += 4 + (!vals[i] ? 0 : binary_int8(o, i, vals[i], &v) ? 8 : strlen(vals[i]));
 	uint8_t type = 'D';
 	vdb_out_raw(o, &type, 1);
 	out_u32(o, (uint32_t)len);
@@ -100,6 +113,12 @@ void vdb_out_row(struct vdb_out *o, int ncols, const char *const *vals)
 	for (int i = 0; i < ncols; i++) {
 		if (!vals[i]) {
 			out_u32(o, UINT32_MAX); /* -1: NULL */
+			continue;
+		}
+		if (binary_int8(o, i, vals[i], &v)) {
+			out_u32(o, 8);
+			out_u32(o, (uint32_t)((unsigned long long)v >> 32));
+			out_u32(o, (uint32_t)v);
 			continue;
 		}
 		size_t n = strlen(vals[i]);

@@ -14,11 +14,17 @@
 
 struct client;
 
+struct vdb_col;
+
 /* A growable output buffer. */
 struct vdb_out {
 	uint8_t *data;
 	size_t start, len, cap; /* bytes [start, len) not yet moved to the wbuf */
 	bool failed;            /* out of memory or over VDB_OUT_MAX: the answer is lost */
+	/* vdb_out_row's form: bit i set, column i (of type row_cols[i].type_oid) in binary (an
+	 * extended Bind's result formats); 0, every value as text. */
+	uint64_t row_binary;
+	const struct vdb_col *row_cols;
 };
 
 #define VDB_OUT_MAX (64u << 20)  /* bound on one answer's unsent bytes */
@@ -32,7 +38,8 @@ const char *vdb_name(const char *name, char out[VDB_NAME_MAX]);
 
 void vdb_out_raw(struct vdb_out *o, const void *p, size_t n);
 void vdb_out_msg(struct vdb_out *o, uint8_t type, const void *body, size_t n);
-/* A DataRow of ncols text values (NULL: SQL NULL). */
+/* A DataRow of ncols values given as text (NULL: SQL NULL), each sent as text, or in binary
+ * when o->row_binary says (int8: big-endian; text: its bytes). */
 void vdb_out_row(struct vdb_out *o, int ncols, const char *const *vals);
 void vdb_out_free(struct vdb_out *o);
 

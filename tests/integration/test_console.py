@@ -428,9 +428,6 @@ def test_errors_are_clear_and_the_session_goes_on(tusk, tmp_path):
         with pytest.raises(psycopg.errors.SyntaxError) as e:
             ext(c, "FROBNICATE")
         assert_tusk_error(str(e.value))
-        with pytest.raises(psycopg.errors.FeatureNotSupported) as e:
-            c.cursor().execute("SHOW POOLS", binary=True)
-        assert "text format only" in str(e.value)
         # Simple protocol after extended errors, on the same connection.
         assert c.execute("SHOW VERSION").fetchone()[0].startswith("tusk ")
         assert ext(c, "SHOW LISTS")[0] == ["list", "items"]
@@ -825,3 +822,55 @@ def test_show_databases_has_pgbouncer_125s_columns(tusk, pg):
     assert (rows[BENCH_DB]["reserve_pool"], rows[BENCH_DB]["reserve_pool_size"]) == (2, 2), rows
     assert (rows[BENCH_DB]["server_lifetime"], rows[BENCH_DB]["load_balance_hosts"]) == (90, "disable"), rows
     assert (rows["*"]["server_lifetime"], rows["*"]["load_balance_hosts"]) == (1800, None), rows
+
+
+def test_binary_results_read_as_the_text_ones(tusk, tmp_path):
+    """A Bind that asks for binary results (psycopg's binary=True; pgjdbc once a statement is
+    prepared) gets the console's int8 columns as 8-byte integers and its text columns as their
+    bytes: SHOW LISTS and SHOW CONFIG read the same both ways, and a Describe of the portal says
+    the formats (psycopg decodes by them). Before, any binary result format was refused (0A000
+    "the admin console answers in text format only")."""
+    t = start(tusk, tmp_path)
+    with admin(t) as c:
+        for sql in ("SHOW LISTS", "SHOW CONFIG", "SHOW VERSION"):
+            text = c.cursor().execute(sql).fetchall()
+            binary = c.cursor().execute(sql, binary=True).fetchall()
+            assert binary == text and text, (sql, text, binary)
+        assert all(isinstance(n, int) for _, n in c.cursor().execute("SHOW LISTS", binary=True).fetchall())
+    # Result format counts that match neither one nor the columns, and codes other than 0 and 1:
+    # PostgreSQL's errors.
+    import struct
+
+    import pgwire
+    from auth_util import raw_login
+    res, r = raw_login(t.port, ADMIN, ADMIN_PW, dbname="tusk", keep_open=True)
+    assert res.outcome == "ok", res
+    try:
+        parse = pgwire.message(b"P", b"\0SHOW LISTS\0" + struct.pack("!H", 0))
+        for codes, state in (((1, 1, 1), "08P01"), ((2,), "22023")):
+            bind = pgwire.message(b"B", b"\0\0" + struct.pack(f"!HHH{len(codes)}H", 0, 0, len(codes), *codes))
+            r.send(parse + bind + pgwire.message(b"E", b"\0" + struct.pack("!I", 0)) + pgwire.message(b"S"))
+            errors = [pgwire.parse_error_fields(b) for k, b in r.read_until_ready() if k == b"E"]
+            assert [e["C"] for e in errors] == [state], (codes, errors)
+    finally:
+        r.close()
+
+
+def test_pgjdbc_polls_the_console_with_a_prepared_statement(tusk, tmp_path):
+    """A Java monitor's loop (tests/integration/jdbc/ConsoleShow.java): one prepared SHOW LISTS
+    run six times; from the second run on (prepareThreshold=2) pgjdbc asks for the int8 column
+    in binary. Every round reads the same rows. Before, the third run failed (0A000)."""
+    import sys
+
+    from conftest import REPO
+    sys.path.insert(0, str(REPO / "tests" / "drivers"))
+    import harness
+
+    t = start(tusk, tmp_path)
+    lines = harness.jdbc_program(REPO / "tests" / "integration" / "jdbc" / "ConsoleShow.java", "127.0.0.1", t.port,
+                                 ADMIN, ADMIN_PW, 6, timeout=120 * SLOW)
+    rounds = {}
+    for line in lines:
+        i, name, items = line.split(" ")
+        rounds.setdefault(int(i), []).append((name, int(items)))
+    assert sorted(rounds) == list(range(6)) and all(r == rounds[0] for r in rounds.values()) and rounds[0], lines

@@ -227,28 +227,9 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		vdb_error_skip(v, "26000", "prepared statement \"%s\" does not exist", name);
 		return;
 	}
-	/* As PostgreSQL takes them: none, all text; one, for every column; else one each. */
-	int ncols = console_columns_of(st->cmd.kind).n;
-	uint64_t binary = 0;
-	if (nres > 1 && nres != ncols) {
-		vdb_error_skip(v, "08P01", "bind message has %u result formats but query has %d columns", nres, ncols);
+	uint64_t binary;
+	if (!vdb_result_formats(v, codes, nres, console_columns_of(st->cmd.kind).n, &binary))
 		return;
-	}
-	struct proto_reader fr;
-	proto_reader_init(&fr, codes, (size_t)nres * 2);
-	for (uint16_t i = 0; i < nres; i++) {
-		uint16_t f = proto_get_u16(&fr);
-		if (f > 1) {
-			vdb_error_skip(v, "22023", "unsupported format code: %u", f);
-			return;
-		}
-		if (f && ncols > 64) {
-			vdb_error_skip(v, "0A000", "binary results of more than 64 columns are not supported");
-			return;
-		}
-		if (f)
-			binary |= nres == 1 ? (ncols == 64 ? UINT64_MAX : (UINT64_C(1) << ncols) - 1) : UINT64_C(1) << i;
-	}
 	cs->portal = st->cmd;
 	cs->portal_binary = binary;
 	v->portal_set = true;

@@ -127,6 +127,31 @@ void vdb_out_row(struct vdb_out *o, int ncols, const char *const *vals)
 	}
 }
 
+bool vdb_result_formats(struct vdb *v, const uint8_t *codes, uint16_t nres, int ncols, uint64_t *binary)
+{
+	struct proto_reader r;
+	*binary = 0;
+	if (nres > 1 && nres != ncols) {
+		vdb_error_skip(v, "08P01", "bind message has %u result formats but query has %d columns", nres, ncols);
+		return false;
+	}
+	proto_reader_init(&r, codes, (size_t)nres * 2);
+	for (uint16_t i = 0; i < nres; i++) {
+		uint16_t f = proto_get_u16(&r);
+		if (f > 1) {
+			vdb_error_skip(v, "22023", "unsupported format code: %u", f);
+			return false;
+		}
+		if (f && ncols > 64) {
+			vdb_error_skip(v, "0A000", "binary results of more than 64 columns are not supported");
+			return false;
+		}
+		if (f)
+			*binary |= nres == 1 ? (ncols == 64 ? UINT64_MAX : (UINT64_C(1) << ncols) - 1) : UINT64_C(1) << i;
+	}
+	return true;
+}
+
 void vdb_out_row_description(struct vdb_out *o, const struct vdb_col *cols, int n)
 {
 	/* composed in one piece: one reserve and one copy (it is written for every kv call) */

@@ -54,6 +54,13 @@ struct vdb_col {
 	uint32_t type_oid;
 	uint16_t format;
 };
+/* A Bind's nres result format codes (big-endian, at codes) for ncols columns, as PostgreSQL
+ * takes them: none, all text; one, for every column; else one per column. *binary: bit i,
+ * column i in binary. false after an error (vdb_error_skip): a count that is neither (08P01),
+ * a code other than 0 and 1 (22023), binary past 64 columns (0A000). */
+struct vdb;
+bool vdb_result_formats(struct vdb *v, const uint8_t *codes, uint16_t nres, int ncols, uint64_t *binary);
+
 /* A RowDescription of n columns. */
 void vdb_out_row_description(struct vdb_out *o, const struct vdb_col *cols, int n);
 

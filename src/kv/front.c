@@ -65,7 +65,7 @@ struct kv_session {
 	int nnamed, named_cap;
 	struct kv_call query;        /* the call of the last simple Query */
 	int portal_stmt;             /* v.portal_set: the unnamed portal's statement; its values in job */
-	unsigned portal_binary;      /* its Bind's result formats: bit i, column i in binary */
+	uint64_t portal_binary;      /* its Bind's result formats: bit i, column i in binary */
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
 	struct worker_msg *msg;      /* reserved at submit: the answer's way back to the worker */
@@ -94,7 +94,7 @@ static int result_types(const struct kv_call *call, uint32_t types[KV_FRONT_COLS
 }
 
 /* binary: bit i, column i's values in binary (a Bind's result formats). */
-static void out_row_description(struct kv_session *ks, const struct kv_call *call, unsigned binary)
+static void out_row_description(struct kv_session *ks, const struct kv_call *call, uint64_t binary)
 {
 	struct vdb_col cols[KV_FRONT_COLS];
 	uint32_t types[KV_FRONT_COLS];
@@ -138,7 +138,7 @@ static long binary_len(uint32_t oid, const uint8_t *t, uint32_t n, long long *v)
 /* The answer's DataRows (text, as the shard sent them, ncols columns of types) written with the
  * columns binary marks in binary. false (nothing written) when a row is not what the call
  * answers. */
-static bool out_rows_binary(struct vdb_out *o, const uint32_t *types, int ncols, unsigned binary, const uint8_t *rows,
+static bool out_rows_binary(struct vdb_out *o, const uint32_t *types, int ncols, uint64_t binary, const uint8_t *rows,
 			    size_t len)
 {
 	for (int pass = 0; pass < 2; pass++) { /* all checked first, then written */
@@ -178,8 +178,10 @@ static bool out_rows_binary(struct vdb_out *o, const uint32_t *types, int ncols,
 					}
 					const uint8_t *t = proto_get_bytes(&b, n);
 					long long v = 0;
+					if (b.err)
+						return false;
 					long bl = (binary >> i) & 1 ? binary_len(types[i], t, n, &v) : (long)n;
-					if (b.err || bl < 0)
+					if (bl < 0)
 						return false;
 					if (step == 0) {
 						out += 4 + (size_t)bl;
@@ -889,24 +891,10 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		vdb_out_msg(&v->out, '2', NULL, 0);
 		return;
 	}
-	/* The result formats, as PostgreSQL takes them: none, all text; one, for every column;
-	 * else one each. */
 	uint32_t types[KV_FRONT_COLS];
-	int ncols = result_types(&st->call, types);
-	unsigned binary = 0;
-	if (nres > 1 && nres != ncols) {
-		vdb_error_skip(v, "08P01", "bind message has %u result formats but query has %d columns", nres, ncols);
+	uint64_t binary;
+	if (!vdb_result_formats(v, proto_get_bytes(&r, (size_t)nres * 2), nres, result_types(&st->call, types), &binary))
 		return;
-	}
-	for (uint16_t c = 0; c < nres; c++) {
-		uint16_t code = proto_get_u16(&r);
-		if (code > 1) {
-			vdb_error_skip(v, "22023", "unsupported format code: %u", code);
-			return;
-		}
-		if (code)
-			binary |= nres == 1 ? (1u << ncols) - 1 : 1u << c;
-	}
 	ks->v.portal_set = false;
 	if (!bind_call(ks, st, &st->call, vals)) {
 		v->skipping = true;

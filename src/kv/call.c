@@ -38,6 +38,9 @@ enum {
 	PB_LIST_ITEMS = 1,
 	PB_SETOP_NONE = 1,
 	PB_LIMIT_OPTION_DEFAULT = 1,
+	PB_NODE_VARIABLE_SET_STMT = 97,
+	PB_VARIABLE_SET_KIND = 1, PB_VARIABLE_SET_NAME = 2, PB_VARIABLE_SET_ARGS = 3, PB_VARIABLE_SET_IS_LOCAL = 4,
+	PB_VAR_SET_VALUE = 1,
 };
 
 /* A Node: a message with one field, numbered by the node type. 0 when malformed. */
@@ -506,6 +509,36 @@ static bool select_stmt(struct parse *ps, struct pb msg)
 	return nfrom ? from_form(ps, target, from) : target_form(ps, target);
 }
 
+/* A SET that drivers send as they connect, of a setting no kv call depends on: pgjdbc's
+ * "SET extra_float_digits = 3" and "SET application_name = '...'" (after the startup). Only
+ * SET [SESSION] name {= | TO} one value: not LOCAL, DEFAULT, a list or another setting. */
+static bool driver_set(struct pb stmt)
+{
+	static const char *const names[] = { "extra_float_digits", "application_name" };
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub;
+	bool value = false, known = false;
+	int nargs = 0;
+
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return false;
+		if (f == PB_VARIABLE_SET_KIND && w == PB_VARINT)
+			value = v == PB_VAR_SET_VALUE;
+		else if (f == PB_VARIABLE_SET_NAME && w == PB_BYTES)
+			for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+				known = known || ((size_t)(sub.end - sub.p) == strlen(names[i]) &&
+						  !memcmp(sub.p, names[i], strlen(names[i])));
+		else if (f == PB_VARIABLE_SET_ARGS && w == PB_BYTES)
+			nargs++;
+		else if (f == PB_VARIABLE_SET_IS_LOCAL && w == PB_VARINT && v)
+			return false;
+	}
+	return value && known && nargs == 1;
+}
+
 int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err, size_t errcap)
 {
 	struct parse ps = { .call = out, .state = state, .err = err, .errcap = errcap };
@@ -516,6 +549,7 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	int nstmts = 0;
 
 	out->op = KV_OP_GET;
+	out->set_only = false;
 	out->from = false;
 	out->column[0] = '\0';
 	out->nargs = 0;
@@ -562,7 +596,12 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 		fail(&ps, "0A000", "kv: one call per query (each call runs on its own shard)");
 		goto out;
 	}
-	if (!stmt.p || pb_node(stmt, &inner) != PB_NODE_SELECT_STMT) {
+	uint32_t type = stmt.p ? pb_node(stmt, &inner) : 0;
+	if (type == PB_NODE_VARIABLE_SET_STMT && driver_set(inner)) {
+		out->set_only = true;
+		goto out;
+	}
+	if (type != PB_NODE_SELECT_STMT) {
 		fail(&ps, "0A000", "%s", not_a_call);
 		goto out;
 	}

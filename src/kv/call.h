@@ -77,6 +77,8 @@ struct kv_arg {
 };
 
 struct kv_call {
+	bool set_only;         /* a SET a driver sends as it connects (pgjdbc's extra_float_digits,
+				* application_name): no call; answered SET, nothing kept */
 	enum kv_op op;
 	bool from;             /* SELECT * FROM kv.get_many(...) */
 	char column[64];       /* name of the single result column (target form) */

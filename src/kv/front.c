@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "config/config.h"
 #include "frontend/client_int.h"
@@ -36,7 +35,6 @@
 
 struct kv_stmt {
 	bool used;
-	bool set_only;  /* a driver's SET at connect (driver_set): no call */
 	char name[VDB_NAME_MAX];
 	struct kv_call call;
 	int ntypes;
@@ -117,94 +115,84 @@ static long binary_len(uint32_t oid, const uint8_t *t, uint32_t n, long long *v)
 	case KV_OID_BOOL:
 		return n == 1 && (t[0] == 't' || t[0] == 'f') ? 1 : -1;
 	case KV_OID_INT8:
-	case KV_OID_INT4: {
-		char buf[24];
-		char *end;
-		if (n == 0 || n >= sizeof buf)
-			return -1;
-		memcpy(buf, t, n);
-		buf[n] = '\0';
-		errno = 0;
-		*v = strtoll(buf, &end, 10);
-		if (errno || *end || (oid == KV_OID_INT4 && (*v < INT32_MIN || *v > INT32_MAX)))
-			return -1;
-		return oid == KV_OID_INT8 ? 8 : 4;
-	}
+		return resp_to_ll((const char *)t, n, v) ? 8 : -1;
+	case KV_OID_INT4:
+		return resp_to_ll((const char *)t, n, v) && *v >= INT32_MIN && *v <= INT32_MAX ? 4 : -1;
 	default: /* text */
 		return (long)n;
 	}
 }
 
-/* The answer's DataRows (text, as the shard sent them, ncols columns of types) written with the
- * columns binary marks in binary. false (nothing written) when a row is not what the call
- * answers. */
+/* One DataRow's body b[0, n) (ncols text columns of types, as the shard sent them) with the
+ * columns binary marks in binary: written to o, or only measured when o is NULL. Its body's
+ * length; -1 when it is not what the call answers. */
+static long row_binary(struct vdb_out *o, const uint8_t *b, size_t n, const uint32_t *types, int ncols,
+		       uint64_t binary)
+{
+	struct proto_reader r;
+	long out = 2;
+	proto_reader_init(&r, b, n);
+	if (proto_get_u16(&r) != ncols || r.err)
+		return -1;
+	if (o) {
+		uint16_t nc = htons((uint16_t)ncols);
+		vdb_out_raw(o, &nc, 2);
+	}
+	for (int i = 0; i < ncols; i++) {
+		uint32_t len = proto_get_u32(&r), be;
+		const uint8_t *t = len == UINT32_MAX ? NULL : proto_get_bytes(&r, len);
+		long long v = 0;
+		long bl = !t ? 0 : (binary >> i) & 1 ? binary_len(types[i], t, len, &v) : (long)len;
+		if (r.err || bl < 0)
+			return -1;
+		out += 4 + bl;
+		if (!o)
+			continue;
+		be = htonl(t ? (uint32_t)bl : UINT32_MAX);
+		vdb_out_raw(o, &be, 4);
+		if (!t)
+			continue;
+		if (!((binary >> i) & 1) || types[i] == KV_OID_TEXT) {
+			vdb_out_raw(o, t, len);
+		} else if (types[i] == KV_OID_JSONB) {
+			vdb_out_raw(o, "\1", 1);
+			vdb_out_raw(o, t, len);
+		} else if (types[i] == KV_OID_BOOL) {
+			vdb_out_raw(o, t[0] == 't' ? "\1" : "\0", 1);
+		} else {
+			uint8_t num[8];
+			for (long k = 0; k < bl; k++)
+				num[k] = (uint8_t)((unsigned long long)v >> (8 * (bl - 1 - k)));
+			vdb_out_raw(o, num, (size_t)bl);
+		}
+	}
+	return out;
+}
+
+/* The answer's DataRows rows[0, len) written with the columns binary marks in binary (each row
+ * measured, then written). false (nothing written) when a row is not what the call answers:
+ * all are checked first. */
 static bool out_rows_binary(struct vdb_out *o, const uint32_t *types, int ncols, uint64_t binary, const uint8_t *rows,
 			    size_t len)
 {
-	for (int pass = 0; pass < 2; pass++) { /* all checked first, then written */
+	for (int pass = 0; pass < 2; pass++) {
 		struct proto_reader r;
 		proto_reader_init(&r, rows, len);
 		while (proto_remaining(&r) > 0) {
 			uint8_t type = proto_get_u8(&r);
 			uint32_t mlen = proto_get_u32(&r);
-			if (r.err || type != 'D' || mlen < 6 || mlen - 4 > proto_remaining(&r))
+			if (r.err || type != 'D' || mlen < 4 || mlen - 4 > proto_remaining(&r))
 				return false;
-			struct proto_reader b;
-			proto_reader_init(&b, proto_get_bytes(&r, mlen - 4), mlen - 4);
-			if (proto_get_u16(&b) != ncols)
+			const uint8_t *body = proto_get_bytes(&r, mlen - 4);
+			long blen = row_binary(NULL, body, mlen - 4, types, ncols, binary);
+			if (blen < 0)
 				return false;
-			const size_t body_at = b.off;
-			size_t out = 4 + 2;
-			for (int step = 0; step < 2; step++) { /* the row's length, then (pass 1) its columns */
-				b.off = body_at;
-				if (step == 1) {
-					uint8_t head[7] = { 'D' };
-					uint32_t l = htonl((uint32_t)out);
-					uint16_t nc = htons((uint16_t)ncols);
-					memcpy(head + 1, &l, 4);
-					memcpy(head + 5, &nc, 2);
-					vdb_out_raw(o, head, sizeof head);
-				}
-				for (int i = 0; i < ncols; i++) {
-					uint32_t n = proto_get_u32(&b);
-					if (b.err)
-						return false;
-					if (n == UINT32_MAX) { /* NULL */
-						if (step == 0)
-							out += 4;
-						else
-							vdb_out_raw(o, &n, 4);
-						continue;
-					}
-					const uint8_t *t = proto_get_bytes(&b, n);
-					long long v = 0;
-					if (b.err)
-						return false;
-					long bl = (binary >> i) & 1 ? binary_len(types[i], t, n, &v) : (long)n;
-					if (bl < 0)
-						return false;
-					if (step == 0) {
-						out += 4 + (size_t)bl;
-						continue;
-					}
-					uint32_t l = htonl((uint32_t)bl);
-					vdb_out_raw(o, &l, 4);
-					if (!((binary >> i) & 1) || types[i] == KV_OID_TEXT) {
-						vdb_out_raw(o, t, n);
-					} else if (types[i] == KV_OID_JSONB) {
-						vdb_out_raw(o, "\1", 1);
-						vdb_out_raw(o, t, n);
-					} else if (types[i] == KV_OID_BOOL) {
-						vdb_out_raw(o, t[0] == 't' ? "\1" : "\0", 1);
-					} else {
-						uint8_t be[8];
-						for (int k = 0; k < bl; k++)
-							be[k] = (uint8_t)((unsigned long long)v >> (8 * (bl - 1 - k)));
-						vdb_out_raw(o, be, (size_t)bl);
-					}
-				}
-				if (pass == 0)
-					break; /* (checked: the length is enough) */
+			if (pass == 1) {
+				uint8_t head[5] = { 'D' };
+				uint32_t l = htonl((uint32_t)(4 + blen));
+				memcpy(head + 1, &l, 4);
+				vdb_out_raw(o, head, sizeof head);
+				(void)row_binary(o, body, mlen - 4, types, ncols, binary);
 			}
 		}
 	}
@@ -681,68 +669,6 @@ static bool is_empty_query(const char *s)
 	}
 }
 
-/* s[0, n) is the word w (ASCII, any case) and not the start of a longer word. */
-static bool word_is(const char *s, size_t n, const char *w)
-{
-	return strlen(w) == n && strncasecmp(s, w, n) == 0;
-}
-
-/* A SET that drivers send as they connect, of a setting no kv call depends on: pgjdbc's
- * "SET extra_float_digits = 3" and "SET application_name = '...'" (it sends them after the
- * startup, through the extended protocol). SET [SESSION] name {= | TO} value, value a number,
- * a word or a quoted string, then blanks or semicolons. Answered SET; nothing is kept (the kv
- * answers no float, and tusk's log names the client by its own id). */
-static bool driver_set(const char *s)
-{
-	static const char *const names[] = { "extra_float_digits", "application_name" };
-	size_t n;
-	bool known = false;
-
-	s += strspn(s, " \t\r\n");
-	n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_");
-	if (!word_is(s, n, "set"))
-		return false;
-	s += n;
-	s += strspn(s, " \t\r\n");
-	n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789");
-	if (word_is(s, n, "session")) {
-		s += n;
-		s += strspn(s, " \t\r\n");
-		n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789");
-	}
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-		known = known || word_is(s, n, names[i]);
-	if (!known)
-		return false;
-	s += n;
-	s += strspn(s, " \t\r\n");
-	if (*s == '=') {
-		s++;
-	} else if (strncasecmp(s, "to", 2) == 0 && strchr(" \t\r\n'", s[2]) && s[2]) {
-		s += 2;
-	} else {
-		return false;
-	}
-	s += strspn(s, " \t\r\n");
-	if (*s == '\'') {
-		for (s++;; s++) {
-			if (!*s)
-				return false;
-			if (*s == '\'' && s[1] == '\'')
-				s++;
-			else if (*s == '\'')
-				break;
-		}
-		s++;
-	} else {
-		n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789.+-");
-		if (!n)
-			return false;
-		s += n;
-	}
-	return s[strspn(s, " \t\r\n;")] == '\0';
-}
-
 static bool on_query(struct vdb *v, const char *text)
 {
 	struct kv_session *ks = session_of(v);
@@ -752,15 +678,13 @@ static bool on_query(struct vdb *v, const char *text)
 		vdb_out_msg(&v->out, 'I', NULL, 0);
 		return false;
 	}
-	if (driver_set(text)) {
-		vdb_complete(v, "SET");
-		return false;
-	}
 	int rc = kv_call_parse(text, &ks->query, state, err, sizeof err);
 	if (rc == -ENOMEM)
 		vdb_error(v, "53200", "out of memory");
 	else if (rc < 0)
 		vdb_error(v, state, "%s", err);
+	else if (ks->query.set_only)
+		vdb_complete(v, "SET");
 	else if (ks->query.nparams > 0)
 		vdb_error(v, "42P02", "there is no parameter $%d (a simple query has none)", ks->query.nparams);
 	else if (bind_call(ks, NULL, &ks->query, NULL))
@@ -796,12 +720,7 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 	if (i == 0 && ks->v.portal_set && ks->portal_stmt == 0)
 		ks->v.portal_set = false; /* its call is about to be replaced */
 	st->used = false;
-	st->set_only = driver_set(text);
-	int rc = 0;
-	if (st->set_only)
-		kv_call_free(&st->call); /* (no call: no parameters, no columns) */
-	else
-		rc = kv_call_parse(text, &st->call, state, err, sizeof err);
+	int rc = kv_call_parse(text, &st->call, state, err, sizeof err);
 	if (rc == -ENOMEM) {
 		vdb_error_skip(v, "53200", "out of memory");
 		return;
@@ -884,7 +803,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 			       nvals, name, stmt_nparams(st));
 		return;
 	}
-	if (st->set_only) {
+	if (st->call.set_only) {
 		ks->v.portal_set = true;
 		ks->portal_stmt = i;
 		ks->portal_binary = 0;
@@ -927,7 +846,7 @@ static void describe_statement(struct vdb *v, const char *name)
 		memcpy(desc + 2 + 4 * (p - 1), &oid, 4);
 	}
 	vdb_out_msg(&v->out, 't', desc, 2 + 4 * (size_t)n);
-	if (st->set_only)
+	if (st->call.set_only)
 		vdb_out_msg(&v->out, 'n', NULL, 0); /* NoData */
 	else
 		out_row_description(ks, &st->call, 0);
@@ -936,7 +855,7 @@ static void describe_statement(struct vdb *v, const char *name)
 static void describe_portal(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	if (stmt_at(ks, ks->portal_stmt)->set_only)
+	if (stmt_at(ks, ks->portal_stmt)->call.set_only)
 		vdb_out_msg(&v->out, 'n', NULL, 0); /* NoData */
 	else
 		out_row_description(ks, &stmt_at(ks, ks->portal_stmt)->call, ks->portal_binary);
@@ -946,7 +865,7 @@ static void describe_portal(struct vdb *v)
 static void execute(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	if (stmt_at(ks, ks->portal_stmt)->set_only)
+	if (stmt_at(ks, ks->portal_stmt)->call.set_only)
 		vdb_complete(v, "SET");
 	else
 		(void)run_call(ks, &stmt_at(ks, ks->portal_stmt)->call, false);

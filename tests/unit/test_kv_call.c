@@ -162,6 +162,12 @@ static void test_refusals(void **st)
 		{ "select 1", "0A000" },
 		{ "begin", "0A000" },
 		{ "set search_path = x", "0A000" },
+		{ "set local application_name = 'x'", "0A000" },
+		{ "set application_name to default", "0A000" },
+		{ "set extra_float_digits = 1, 2", "0A000" },
+		{ "reset all", "0A000" },
+		{ "set extra_float_digits = 3; select 1", "0A000" },
+		{ "set extra_float_digits", "42601" },
 		{ "insert into kv.data values (1)", "0A000" },
 		{ "select kv.get('a', 'b'); select 1", "0A000" },
 		{ "select kv.get('a', 'b'), kv.get('a', 'c')", "0A000" },
@@ -197,6 +203,21 @@ static void test_refusals(void **st)
 			fail_msg("%s: rc %d state %s (want %s): %s", cases[i].sql, rc, state, cases[i].state, err);
 		assert_true(err[0] != '\0');
 	}
+}
+
+/* The SETs drivers send as they connect: no call, answered SET (kv/front.c). */
+static void test_driver_sets(void **st)
+{
+	static const char *const sets[] = { "SET extra_float_digits = 3", "set application_name to 'it''s me';",
+					    "SET SESSION extra_float_digits TO -1",
+					    "/* c */ SET application_name = \"PostgreSQL JDBC Driver\"" };
+	(void)st;
+	for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
+		if (parse(sets[i]) != 0 || !call.set_only)
+			fail_msg("%s: %s %s", sets[i], state, err);
+	}
+	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
+	assert_false(call.set_only);
 }
 
 static void test_text_array(void **st)
@@ -280,6 +301,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_target_form),
 		cmocka_unit_test(test_from_form_and_arrays),
+		cmocka_unit_test(test_driver_sets),
 		cmocka_unit_test(test_the_calls_beyond_get_and_put),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_text_array),

@@ -1482,16 +1482,22 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 
 /* ---- commands ---- */
 
+/* Argument i as Redis names a command in its errors: lower case, printable (cut to 31 bytes). */
+static void lower_arg(const struct resp_conn *c, int i, char name[32])
+{
+	size_t n = alen(c, i) < 31 ? alen(c, i) : 31;
+	for (size_t k = 0; k < n; k++) {
+		char ch = arg(c, i)[k];
+		name[k] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : (ch >= ' ' && ch < 127 ? ch : '?');
+	}
+	name[n] = '\0';
+}
+
 static bool wrong_args(struct resp_conn *c, bool bad)
 {
 	if (bad) {
 		char name[32];
-		size_t n = alen(c, 0) < sizeof name - 1 ? alen(c, 0) : sizeof name - 1;
-		for (size_t i = 0; i < n; i++) {
-			char ch = arg(c, 0)[i];
-			name[i] = ch >= 'A' && ch <= 'Z' ? (char)(ch - 'A' + 'a') : (ch >= ' ' && ch < 127 ? ch : '?');
-		}
-		name[n] = '\0';
+		lower_arg(c, 0, name);
 		reply_error(c, "ERR wrong number of arguments for '%s' command", name);
 	}
 	return bad;
@@ -2855,12 +2861,16 @@ static void client_info(struct resp_conn *c)
  * PAUSE...): unknown, as Redis words it. */
 static void cmd_client(struct resp_conn *c)
 {
+	enum { ID, GETNAME, SETNAME, SETINFO, INFO, NO_EVICT, REPLY, TRACKING, CACHING, GETREDIR, TRACKINGINFO, HELP };
 	static const struct {
-		const char *name;
-		int arity; /* with CLIENT and the subcommand; negative: at least */
-	} subs[] = { { "ID", 2 },      { "GETNAME", 2 },  { "SETNAME", 3 },  { "SETINFO", 4 },      { "INFO", 2 },
-		     { "NO-EVICT", 3 }, { "NO-TOUCH", 3 }, { "REPLY", 3 },    { "TRACKING", -3 },    { "CACHING", 3 },
-		     { "GETREDIR", 2 }, { "TRACKINGINFO", 2 }, { "HELP", 2 } };
+		const char *name; /* (matched in any case) */
+		int arity;        /* with CLIENT and the subcommand; negative: at least */
+		int sub;
+	} subs[] = { { "ID", 2, ID },           { "GETNAME", 2, GETNAME },   { "SETNAME", 3, SETNAME },
+		     { "SETINFO", 4, SETINFO }, { "INFO", 2, INFO },         { "NO-EVICT", 3, NO_EVICT },
+		     { "NO-TOUCH", 3, NO_EVICT }, { "REPLY", 3, REPLY },     { "TRACKING", -3, TRACKING },
+		     { "CACHING", 3, CACHING }, { "GETREDIR", 2, GETREDIR }, { "TRACKINGINFO", 2, TRACKINGINFO },
+		     { "HELP", 2, HELP } };
 	size_t k = 0;
 	if (wrong_args(c, c->nargs < 2))
 		return;
@@ -2871,27 +2881,27 @@ static void cmd_client(struct resp_conn *c)
 			    arg(c, 1));
 		return;
 	}
-	const char *sub = subs[k].name;
 	if (subs[k].arity > 0 ? c->nargs != subs[k].arity : c->nargs < -subs[k].arity) {
-		char lower[16];
-		size_t i = 0;
-		for (; sub[i] && i < sizeof lower - 1; i++)
-			lower[i] = (char)(sub[i] >= 'A' && sub[i] <= 'Z' ? sub[i] - 'A' + 'a' : sub[i]);
-		lower[i] = '\0';
-		reply_error(c, "ERR wrong number of arguments for 'client|%s' command", lower);
+		char name[32];
+		lower_arg(c, 1, name); /* (the subcommand, as typed: one of the names above) */
+		reply_error(c, "ERR wrong number of arguments for 'client|%s' command", name);
 		return;
 	}
-	if (!strcmp(sub, "ID")) {
+	switch (subs[k].sub) {
+	case ID:
 		reply_int(c, (long long)c->id);
-	} else if (!strcmp(sub, "GETNAME")) {
+		break;
+	case GETNAME:
 		if (c->client_name)
 			reply_str(c, c->client_name);
 		else
 			reply_nil(c);
-	} else if (!strcmp(sub, "SETNAME")) {
+		break;
+	case SETNAME:
 		if (set_client_name(c, 2))
 			reply_simple(c, "OK");
-	} else if (!strcmp(sub, "SETINFO")) { /* Redis 7.2's */
+		break;
+	case SETINFO: { /* Redis 7.2's */
 		const char *attr = is(c, 2, "LIB-NAME") ? "lib-name" : is(c, 2, "LIB-VER") ? "lib-ver" : NULL;
 		if (!attr)
 			reply_error(c, "ERR Unrecognized option '%.*s'", alen(c, 2) < 128 ? (int)alen(c, 2) : 128, arg(c, 2));
@@ -2899,21 +2909,26 @@ static void cmd_client(struct resp_conn *c)
 			reply_error(c, "ERR %s cannot contain spaces, newlines or special characters.", attr);
 		else
 			reply_simple(c, "OK");
-	} else if (!strcmp(sub, "INFO")) {
+		break;
+	}
+	case INFO:
 		client_info(c);
-	} else if (!strcmp(sub, "NO-EVICT") || !strcmp(sub, "NO-TOUCH")) {
+		break;
+	case NO_EVICT: /* and NO-TOUCH */
 		if (is(c, 2, "ON") || is(c, 2, "OFF"))
 			reply_simple(c, "OK");
 		else
 			reply_error(c, "ERR syntax error");
-	} else if (!strcmp(sub, "REPLY")) {
+		break;
+	case REPLY:
 		if (is(c, 2, "ON"))
 			reply_simple(c, "OK");
 		else if (is(c, 2, "OFF") || is(c, 2, "SKIP"))
 			reply_error(c, "ERR CLIENT REPLY OFF and SKIP are not supported here: every command is answered");
 		else
 			reply_error(c, "ERR syntax error");
-	} else if (!strcmp(sub, "TRACKING")) {
+		break;
+	case TRACKING:
 		if (is(c, 2, "OFF") && c->nargs == 3)
 			reply_simple(c, "OK");
 		else if (is(c, 2, "ON"))
@@ -2921,12 +2936,15 @@ static void cmd_client(struct resp_conn *c)
 				       "a client-side cache would serve stale values");
 		else
 			reply_error(c, "ERR syntax error");
-	} else if (!strcmp(sub, "CACHING")) {
+		break;
+	case CACHING:
 		reply_error(c, "ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or "
 			       "OPTOUT mode enabled");
-	} else if (!strcmp(sub, "GETREDIR")) {
+		break;
+	case GETREDIR:
 		reply_int(c, -1);
-	} else if (!strcmp(sub, "TRACKINGINFO")) {
+		break;
+	case TRACKINGINFO:
 		reply_map(c, 3);
 		reply_str(c, "flags");
 		reply_array(c, 1);
@@ -2935,7 +2953,8 @@ static void cmd_client(struct resp_conn *c)
 		reply_int(c, -1);
 		reply_str(c, "prefixes");
 		reply_array(c, 0);
-	} else { /* HELP */
+		break;
+	default: { /* HELP */
 		static const char *const help[] = {
 			"CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are (tusk's kv listener):",
 			"ID", "    Return the ID of the current connection.",
@@ -2954,6 +2973,8 @@ static void cmd_client(struct resp_conn *c)
 		reply_array(c, (long long)(sizeof help / sizeof help[0]));
 		for (size_t i = 0; i < sizeof help / sizeof help[0]; i++)
 			reply_simple(c, help[i]);
+		break;
+	}
 	}
 }
 

@@ -187,8 +187,8 @@ void vdb_out_free(struct vdb_out *o)
 
 void vdb_ready(struct vdb *v)
 {
-	uint8_t idle = 'I';
-	vdb_out_msg(&v->out, 'Z', &idle, 1);
+	uint8_t status = v->txn_status ? v->txn_status : 'I';
+	vdb_out_msg(&v->out, 'Z', &status, 1);
 	v->out_ready = true;
 }
 
@@ -223,9 +223,22 @@ void vdb_out_error(struct vdb *v, bool error, bool ours, const char *sqlstate, c
 		snprintf(message, sizeof message, "%s", text);
 	detail = detail && *detail ? detail : NULL;
 	hint = hint && *hint ? hint : NULL;
+	if (error && v->txn_status == 'T')
+		v->txn_status = 'E';
 	int rc = error ? proto_put_error(&b, "ERROR", sqlstate, message, detail, hint)
 		       : proto_put_notice(&b, "NOTICE", sqlstate, message, detail, hint);
 	if (rc == 0)
+		vdb_out_raw(&v->out, buf_head(&b), buf_len(&b));
+	else
+		v->out.failed = true;
+}
+
+void vdb_out_warning(struct vdb *v, const char *sqlstate, const char *text)
+{
+	uint8_t scratch[1024];
+	struct buf b = { .data = scratch, .cap = sizeof scratch };
+
+	if (proto_put_notice(&b, "WARNING", sqlstate, text, NULL, NULL) == 0)
 		vdb_out_raw(&v->out, buf_head(&b), buf_len(&b));
 	else
 		v->out.failed = true;

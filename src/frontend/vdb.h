@@ -104,6 +104,8 @@ struct vdb {
 	bool busy;                /* public: a request is answered later; input waits */
 	bool busy_simple;         /* public: ... and it came in a simple Query */
 	bool portal_set;          /* public: the unnamed portal is bound (named ones are refused) */
+	uint8_t txn_status;       /* public: ReadyForQuery's status: 0 ('I'), 'T', or 'E' (an error
+				   * written while 'T' makes it 'E', as PostgreSQL's aborted block) */
 	bool out_ready;           /* private: a ReadyForQuery waits in out (a whole answer to send) */
 	uint8_t *big;             /* private: a message longer than rbuf, collected as it streams */
 	size_t big_len, big_need;
@@ -127,7 +129,9 @@ void vdb_error_skip(struct vdb *v, const char *sqlstate, const char *fmt, ...) _
  * ("tusk <client id>: " before it) when ours; detail and hint may be NULL or "". */
 void vdb_out_error(struct vdb *v, bool error, bool ours, const char *sqlstate, const char *text,
 		   const char *detail, const char *hint);
-void vdb_ready(struct vdb *v); /* ReadyForQuery, idle */
+/* A WARNING with the text as it is (PostgreSQL's "there is already a transaction in progress"). */
+void vdb_out_warning(struct vdb *v, const char *sqlstate, const char *text);
+void vdb_ready(struct vdb *v); /* ReadyForQuery, with txn_status */
 void vdb_complete(struct vdb *v, const char *tag); /* CommandComplete */
 void vdb_complete_select(struct vdb *v, uint64_t nrows); /* CommandComplete "SELECT <nrows>", no printf */
 

@@ -41,6 +41,11 @@ enum {
 	PB_NODE_VARIABLE_SET_STMT = 97,
 	PB_VARIABLE_SET_KIND = 1, PB_VARIABLE_SET_NAME = 2, PB_VARIABLE_SET_ARGS = 3, PB_VARIABLE_SET_IS_LOCAL = 4,
 	PB_VAR_SET_VALUE = 1,
+	PB_NODE_TRANSACTION_STMT = 86, PB_NODE_DEF_ELEM = 195,
+	PB_TRANSACTION_KIND = 1, PB_TRANSACTION_OPTIONS = 2, PB_TRANSACTION_CHAIN = 5,
+	PB_TRANS_BEGIN = 1, PB_TRANS_START = 2, PB_TRANS_COMMIT = 3, PB_TRANS_ROLLBACK = 4, PB_TRANS_SAVEPOINT = 5,
+	PB_TRANS_RELEASE = 6, PB_TRANS_ROLLBACK_TO = 7,
+	PB_DEF_ELEM_NAME = 2, PB_DEF_ELEM_ARG = 3,
 };
 
 /* A Node: a message with one field, numbered by the node type. 0 when malformed. */
@@ -539,6 +544,95 @@ static bool driver_set(struct pb stmt)
 	return value && known && nargs == 1;
 }
 
+/* One option of BEGIN (a DefElem): appended to call->begin as PostgreSQL would read it back. */
+static bool txn_option(struct parse *ps, struct pb def)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub, name = { NULL, NULL }, arg = { NULL, NULL }, inner;
+	struct kv_arg val = { 0 };
+
+	while (def.p < def.end) {
+		if (!pb_next(&def, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_DEF_ELEM_NAME && w == PB_BYTES)
+			name = sub;
+		else if (f == PB_DEF_ELEM_ARG && w == PB_BYTES)
+			arg = sub;
+	}
+	if (!name.p || !arg.p || pb_node(arg, &inner) != PB_NODE_A_CONST || !a_const(ps, inner, &val))
+		return ps->rc ? false : fail(ps, "0A000", "kv: unsupported transaction option");
+	const char *t = val.kind == KV_ARG_CONST ? ps->call->text + val.off : "";
+	size_t nlen = (size_t)(name.end - name.p), tlen = val.kind == KV_ARG_CONST ? val.len : 0;
+	const char *add = NULL;
+#define NAME_IS(s) (nlen == strlen(s) && memcmp(name.p, s, nlen) == 0)
+#define VAL_IS(s) (tlen == strlen(s) && memcmp(t, s, tlen) == 0)
+	if (NAME_IS("transaction_isolation"))
+		add = VAL_IS("read uncommitted")  ? " ISOLATION LEVEL READ UNCOMMITTED"
+		      : VAL_IS("read committed")  ? " ISOLATION LEVEL READ COMMITTED"
+		      : VAL_IS("repeatable read") ? " ISOLATION LEVEL REPEATABLE READ"
+		      : VAL_IS("serializable")    ? " ISOLATION LEVEL SERIALIZABLE"
+						  : NULL;
+	else if (NAME_IS("transaction_read_only"))
+		add = VAL_IS("0") ? " READ WRITE" : " READ ONLY";
+	else if (NAME_IS("transaction_deferrable"))
+		add = VAL_IS("0") ? " NOT DEFERRABLE" : " DEFERRABLE";
+#undef NAME_IS
+#undef VAL_IS
+	size_t have = strlen(ps->call->begin);
+	if (!add || have + strlen(add) >= sizeof ps->call->begin)
+		return fail(ps, "0A000", "kv: unsupported transaction option");
+	memcpy(ps->call->begin + have, add, strlen(add) + 1);
+	return true;
+}
+
+/* BEGIN / START TRANSACTION [options], COMMIT / END, ROLLBACK / ABORT; the rest refused. */
+static bool txn_stmt(struct parse *ps, struct pb stmt)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v, kind = 0;
+	struct pb sub, options[8];
+	int nopt = 0;
+	bool chain = false;
+
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_TRANSACTION_KIND && w == PB_VARINT)
+			kind = v;
+		else if (f == PB_TRANSACTION_CHAIN && w == PB_VARINT)
+			chain = v != 0;
+		else if (f == PB_TRANSACTION_OPTIONS && w == PB_BYTES) {
+			if (nopt == (int)(sizeof options / sizeof options[0]))
+				return fail(ps, "0A000", "kv: unsupported transaction option");
+			options[nopt++] = sub;
+		}
+	}
+	if (kind == PB_TRANS_SAVEPOINT || kind == PB_TRANS_RELEASE || kind == PB_TRANS_ROLLBACK_TO)
+		return fail(ps, "0A000", "kv: savepoints are not supported by the kv database");
+	if (chain)
+		return fail(ps, "0A000", "kv: AND CHAIN is not supported by the kv database");
+	if (kind == PB_TRANS_COMMIT || kind == PB_TRANS_ROLLBACK) {
+		ps->call->txn = kind == PB_TRANS_COMMIT ? KV_TXN_STMT_COMMIT : KV_TXN_STMT_ROLLBACK;
+		return true;
+	}
+	if (kind != PB_TRANS_BEGIN && kind != PB_TRANS_START)
+		return fail(ps, "0A000", "kv: two-phase commit is not supported by the kv database");
+	snprintf(ps->call->begin, sizeof ps->call->begin, "BEGIN");
+	for (int i = 0; i < nopt; i++) {
+		struct pb def;
+		if (pb_node(options[i], &def) != PB_NODE_DEF_ELEM)
+			return fail(ps, "0A000", "kv: unsupported transaction option");
+		if (!txn_option(ps, def))
+			return false;
+	}
+	ps->call->txn = KV_TXN_STMT_BEGIN;
+	ps->call->txn_start = kind == PB_TRANS_START;
+	return true;
+}
+
 int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err, size_t errcap)
 {
 	struct parse ps = { .call = out, .state = state, .err = err, .errcap = errcap };
@@ -549,6 +643,9 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	int nstmts = 0;
 
 	out->op = KV_OP_GET;
+	out->txn = KV_TXN_STMT_NONE;
+	out->txn_start = false;
+	out->begin[0] = '\0';
 	out->set_only = false;
 	out->from = false;
 	out->column[0] = '\0';
@@ -599,6 +696,10 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	uint32_t type = stmt.p ? pb_node(stmt, &inner) : 0;
 	if (type == PB_NODE_VARIABLE_SET_STMT && driver_set(inner)) {
 		out->set_only = true;
+		goto out;
+	}
+	if (type == PB_NODE_TRANSACTION_STMT) {
+		(void)txn_stmt(&ps, inner);
 		goto out;
 	}
 	if (type != PB_NODE_SELECT_STMT) {

@@ -76,7 +76,16 @@ struct kv_arg {
 	uint32_t first, n;   /* ARRAY */
 };
 
+/* Transaction control, answered by the kv database itself (front.c): BEGIN or START TRANSACTION
+ * (kv_call.begin: the statement the shard's transaction begins with, its options as given),
+ * COMMIT or END, ROLLBACK or ABORT. */
+enum kv_txn_stmt { KV_TXN_STMT_NONE, KV_TXN_STMT_BEGIN, KV_TXN_STMT_COMMIT, KV_TXN_STMT_ROLLBACK };
+#define KV_CALL_BEGIN_MAX 80
+
 struct kv_call {
+	uint8_t txn;           /* enum kv_txn_stmt: no call */
+	char begin[KV_CALL_BEGIN_MAX]; /* KV_TXN_STMT_BEGIN: "BEGIN" and its options, rewritten */
+	bool txn_start;        /* ... written START TRANSACTION (PostgreSQL's tag says so) */
 	bool set_only;         /* a SET a driver sends as it connects (pgjdbc's extra_float_digits,
 				* application_name): no call; answered SET, nothing kept */
 	enum kv_op op;

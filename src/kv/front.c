@@ -18,6 +18,7 @@
 #include "frontend/client_kind.h"
 #include "frontend/vdb.h"
 #include "kv/call.h"
+#include "kv/hash.h"
 #include "kv/resp.h" /* resp_json_unquote */
 #include "kv/router.h"
 #include "proto/proto.h"
@@ -70,6 +71,18 @@ struct kv_session {
 	char *vals;                  /* the bound texts, NUL-terminated */
 	size_t vals_len, vals_cap;
 	struct kv_list lists[2];     /* the text[] arguments: [0] a batch's keys, [1] put_many's values */
+	/* A transaction the client began (v.txn_status 'T' or 'E'): its calls go to the shard of
+	 * its first call's keys, on a connection it holds from then to its end (shard_loop.c). */
+	struct kv_txn txn;
+	char txn_begin[KV_CALL_BEGIN_MAX]; /* txn.begin */
+	bool txn_routed;             /* txn.shard is its first call's */
+	const char *end_tag;         /* the end in flight: "COMMIT" or "ROLLBACK" */
+	bool warming;                /* a read of the call's key runs first: routing was not ready */
+	enum kv_op warm_op;          /* the call's, while warming */
+	const char *warm_args[KV_CALL_MAX_ARGS];
+	uint64_t idle_tx_ms;         /* the rule's idle_transaction_timeout (0: none) */
+	ev_timer idle_tx;            /* while in a transaction and idle_tx_ms: checks the client's idle time */
+	double active_at;            /* the last request read or answer written */
 };
 
 static struct kv_session *session_of(struct vdb *v)
@@ -203,6 +216,8 @@ static bool out_rows_binary(struct vdb_out *o, const uint32_t *types, int ncols,
 
 static void kv_session_free(struct kv_session *ks)
 {
+	kv_txn_abandon(&ks->txn); /* (no call in flight) its connection closes: the shard rolls it back */
+	ev_timer_stop(ks->worker->loop, &ks->idle_tx);
 	kv_call_free(&ks->unnamed.call);
 	for (int i = 0; i < ks->nnamed; i++) {
 		kv_call_free(&ks->named[i]->call);
@@ -222,6 +237,7 @@ static void kv_session_free(struct kv_session *ks)
 
 static const struct vdb_ops kv_ops;
 
+static void idle_tx_cb(struct ev_loop *loop, ev_timer *t, int revents);
 static void kv_front_startup(struct client *c);
 static void kv_front_begin(struct client *c);
 static void kv_front_closed(struct client *c);
@@ -250,6 +266,24 @@ void kv_front_register(void)
 	client_kind_register(&kv_kind);
 }
 
+/* idle_transaction_timeout, checked once a second as the pooler's is: a client that sat idle
+ * inside its transaction that long is closed (its shard connection with it: rolled back). */
+static void idle_tx_cb(struct ev_loop *loop, ev_timer *t, int revents)
+{
+	struct kv_session *ks = t->data;
+	(void)revents;
+
+	if (!ks->v.txn_status || !ks->v.client) {
+		ev_timer_stop(loop, t);
+		return;
+	}
+	if (ks->v.busy || ev_now(loop) - ks->active_at < (double)ks->idle_tx_ms / 1000.0)
+		return;
+	ev_timer_stop(loop, t);
+	client_fail(ks->v.client, "25P03",
+		    "terminating connection due to idle-in-transaction timeout (idle_transaction_timeout)");
+}
+
 /* After the startup packet: pick the rule, authenticate, and begin when that is done at once. */
 static void kv_front_startup(struct client *c)
 {
@@ -272,6 +306,10 @@ static void kv_front_startup(struct client *c)
 	}
 	vdb_init(&ks->v, c, &kv_ops); /* c->vdb: from here on, client_close frees ks */
 	ks->worker = c->worker;
+	ks->idle_tx_ms = config_idle_transaction_timeout(cfg, rule);
+	ev_init(&ks->idle_tx, idle_tx_cb);
+	ks->idle_tx.repeat = 1.0;
+	ks->idle_tx.data = ks;
 	/* auth_query as for the Redis listener: kv is no database of the server's, so the query
 	 * runs in the rule's server_database, else in postgres */
 	if (client_auth_begin(c, rule->client_auth, rule, rule->server_database ? rule->server_database : "postgres"))
@@ -538,10 +576,8 @@ static void answer_done(struct kv_job *job)
 		worker_post(ks->worker, m); /* its mutex orders the job's output before on_answer */
 }
 
-/* Hand the bound call to the router. The session stays busy until on_answer. false after
- * an error (the extended protocol then skips until Sync; a simple Query's ReadyForQuery is the
- * caller's). */
-static bool run_call(struct kv_session *ks, const struct kv_call *call, bool simple)
+/* Hand ks->job to the router. The session stays busy until on_answer. */
+static bool submit(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
 	struct kv_router *r = ks->worker->rt->kv_router;
 
@@ -568,6 +604,130 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 	return true;
 }
 
+/* An error that ends the request (the extended protocol then skips until Sync). */
+static bool refuse(struct kv_session *ks, bool simple, const char *sqlstate, const char *text)
+{
+	vdb_error(&ks->v, sqlstate, "%s", text);
+	ks->v.skipping = !simple;
+	return false;
+}
+
+static const char aborted_text[] = "current transaction is aborted, commands ignored until end of transaction block";
+
+/* BEGIN, COMMIT or ROLLBACK (PostgreSQL's answers, warnings included). BEGIN is answered at once:
+ * the shard's transaction begins with the first call. An end is sent to the shard when a call
+ * began one there. */
+static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	struct vdb *v = &ks->v;
+
+	if (call->txn == KV_TXN_STMT_BEGIN) {
+		if (v->txn_status == 'E')
+			return refuse(ks, simple, "25P02", aborted_text);
+		if (v->txn_status == 'T') {
+			vdb_out_warning(v, "25001", "there is already a transaction in progress");
+		} else {
+			snprintf(ks->txn_begin, sizeof ks->txn_begin, "%s", call->begin);
+			ks->txn = (struct kv_txn){ .begin = ks->txn_begin };
+			ks->txn_routed = false;
+			v->txn_status = 'T';
+			if (ks->idle_tx_ms)
+				ev_timer_again(ks->worker->loop, &ks->idle_tx);
+		}
+		vdb_complete(v, call->txn_start ? "START TRANSACTION" : "BEGIN");
+		return false;
+	}
+	bool commit = call->txn == KV_TXN_STMT_COMMIT;
+	if (!v->txn_status) {
+		vdb_out_warning(v, "25P01", "there is no transaction in progress");
+		vdb_complete(v, commit ? "COMMIT" : "ROLLBACK");
+		return false;
+	}
+	commit = commit && v->txn_status == 'T'; /* COMMIT of a failed transaction rolls it back */
+	ks->end_tag = commit ? "COMMIT" : "ROLLBACK";
+	if (!ks->txn_routed) { /* no call reached a shard */
+		v->txn_status = 0;
+		vdb_complete(v, ks->end_tag);
+		return false;
+	}
+	struct kv_job *j = &ks->job;
+	j->op = KV_OP_COUNTER; /* not run: the end needs an op of the worker's loop */
+	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
+		j->args[i] = NULL;
+	j->ns = "";
+	j->key = NULL;
+	j->nkeys = j->nvalues = 0;
+	j->keys = j->values = NULL;
+	j->txn = &ks->txn;
+	j->txn_end = commit ? KV_TXN_COMMIT : KV_TXN_ROLLBACK;
+	return submit(ks, call, simple);
+}
+
+/* The keys the bound call names, checked against the transaction's shard (the first call's);
+ * false after an error. A call that asks every shard is refused. */
+static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool simple, int nshards)
+{
+	struct kv_job *j = &ks->job;
+	char text[600];
+
+	if (kv_op_keyless(call->op) && !kv_op_array_arg(call->op, 1)) {
+		snprintf(text, sizeof text, "kv: kv.%s asks every shard, and a transaction holds one: call it outside the "
+			 "transaction", kv_op_name(call->op));
+		return refuse(ks, simple, "0A000", text);
+	}
+	int n = kv_op_keyless(call->op) ? j->nkeys : 1;
+	for (int i = 0; i < n; i++) {
+		const char *key = kv_op_keyless(call->op) ? j->keys[i] : j->key;
+		int sh = kv_shard_of(j->ns, strlen(j->ns), key, strlen(key), nshards);
+		if (!ks->txn_routed) {
+			ks->txn.shard = sh;
+			ks->txn_routed = true;
+		} else if (sh != ks->txn.shard) {
+			snprintf(text, sizeof text,
+				 "kv: key \"%.200s\" lies on shard %d, and this transaction's keys on shard %d: a transaction "
+				 "holds the keys of one shard (tusk kv shard N ns key... tells a key's)", key, sh, ks->txn.shard);
+			return refuse(ks, simple, "0A000", text);
+		}
+	}
+	j->txn = &ks->txn;
+	return true;
+}
+
+/* Run the bound call (ks->job), inside the client's transaction when it began one. false after
+ * an error (the extended protocol then skips until Sync; a simple Query's ReadyForQuery is the
+ * caller's). */
+static bool run_call(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	struct kv_router *r = ks->worker->rt->kv_router;
+	struct kv_job *j = &ks->job;
+
+	j->txn = NULL;
+	j->txn_end = 0;
+	if (ks->v.txn_status == 'E')
+		return refuse(ks, simple, "25P02", aborted_text);
+	bool keys = !kv_op_keyless(call->op) || j->nkeys > 0 || !kv_op_array_arg(call->op, 1);
+	if (ks->v.txn_status == 'T' && r && keys) {
+		int nshards = kv_router_nshards(r);
+		if (nshards == 0 && !ks->warming && (!kv_op_keyless(call->op) || j->nkeys > 0)) {
+			/* routing is not ready (the catalog is read on the first call): one read of a
+			 * key it names first, its answer unused; then the call */
+			ks->warming = true;
+			ks->warm_op = j->op;
+			memcpy(ks->warm_args, j->args, sizeof ks->warm_args);
+			memset(j->args, 0, sizeof j->args);
+			j->args[0] = j->ns;
+			j->args[1] = kv_op_keyless(call->op) ? j->keys[0] : j->key;
+			j->op = KV_OP_COUNTER;
+			return submit(ks, call, simple);
+		}
+		if (nshards == 0)
+			return refuse(ks, simple, "57P03", "kv routing is not ready for a transaction yet: try again");
+		if (!txn_route(ks, call, simple, nshards))
+			return false;
+	}
+	return submit(ks, call, simple);
+}
+
 /* On the client's worker: the router answered (also while tusk stops). */
 static void on_answer(struct worker *w, struct worker_msg *m)
 {
@@ -582,7 +742,28 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 	}
 	if (ks->v.client->state == CLIENT_CLOSING)
 		return;
-	if (job->failed) {
+	ks->active_at = ev_now(ks->worker->loop);
+	if (ks->warming) {
+		/* the read that made routing ready: now the call itself */
+		ks->warming = false;
+		job->op = ks->warm_op;
+		memcpy(job->args, ks->warm_args, sizeof job->args);
+		if (run_call(ks, ks->busy_call, ks->v.busy_simple))
+			return;
+	} else if (job->txn_end) {
+		/* the end of the transaction, failed or not */
+		if (job->failed) {
+			log_info(ks->v.client->id, ks->v.client->ctx, "kv: the transaction's %s failed: %s (%s)", ks->end_tag,
+				 job->message, job->sqlstate);
+			vdb_out_error(&ks->v, true, job->ours, job->sqlstate, job->message, job->detail, job->hint);
+			if (!ks->v.busy_simple)
+				ks->v.skipping = true;
+		} else {
+			vdb_complete(&ks->v, ks->end_tag);
+		}
+		ks->v.txn_status = 0;
+		ks->txn_routed = false;
+	} else if (job->failed) {
 		if (job->ours)
 			log_info(ks->v.client->id, ks->v.client->ctx, "kv.%s failed: %s (%s)", kv_op_name(job->op), job->message,
 				 job->sqlstate);
@@ -678,11 +859,16 @@ static bool on_query(struct vdb *v, const char *text)
 		vdb_out_msg(&v->out, 'I', NULL, 0);
 		return false;
 	}
+	ks->active_at = ev_now(ks->worker->loop);
 	int rc = kv_call_parse(text, &ks->query, state, err, sizeof err);
 	if (rc == -ENOMEM)
 		vdb_error(v, "53200", "out of memory");
 	else if (rc < 0)
 		vdb_error(v, state, "%s", err);
+	else if (ks->query.txn)
+		return txn_control(ks, &ks->query, true);
+	else if (ks->query.set_only && v->txn_status == 'E')
+		vdb_error(v, "25P02", "%s", aborted_text);
 	else if (ks->query.set_only)
 		vdb_complete(v, "SET");
 	else if (ks->query.nparams > 0)
@@ -727,6 +913,10 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 	}
 	if (rc < 0) {
 		vdb_error_skip(v, state, "%s", err);
+		return;
+	}
+	if (v->txn_status == 'E' && !st->call.txn) {
+		vdb_error_skip(v, "25P02", "%s", aborted_text);
 		return;
 	}
 	st->ntypes = ntypes;
@@ -798,12 +988,16 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		return;
 	}
 	struct kv_stmt *st = stmt_at(ks, i);
+	if (v->txn_status == 'E' && !st->call.txn) {
+		vdb_error_skip(v, "25P02", "%s", aborted_text);
+		return;
+	}
 	if (nvals != stmt_nparams(st)) {
 		vdb_error_skip(v, "08P01", "bind message supplies %u parameters, but prepared statement \"%s\" requires %d",
 			       nvals, name, stmt_nparams(st));
 		return;
 	}
-	if (st->call.set_only) {
+	if (st->call.set_only || st->call.txn) {
 		ks->v.portal_set = true;
 		ks->portal_stmt = i;
 		ks->portal_binary = 0;
@@ -846,7 +1040,7 @@ static void describe_statement(struct vdb *v, const char *name)
 		memcpy(desc + 2 + 4 * (p - 1), &oid, 4);
 	}
 	vdb_out_msg(&v->out, 't', desc, 2 + 4 * (size_t)n);
-	if (st->call.set_only)
+	if (st->call.set_only || st->call.txn)
 		vdb_out_msg(&v->out, 'n', NULL, 0); /* NoData */
 	else
 		out_row_description(ks, &st->call, 0);
@@ -855,20 +1049,27 @@ static void describe_statement(struct vdb *v, const char *name)
 static void describe_portal(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	if (stmt_at(ks, ks->portal_stmt)->call.set_only)
+	const struct kv_call *call = &stmt_at(ks, ks->portal_stmt)->call;
+	if (call->set_only || call->txn)
 		vdb_out_msg(&v->out, 'n', NULL, 0); /* NoData */
 	else
-		out_row_description(ks, &stmt_at(ks, ks->portal_stmt)->call, ks->portal_binary);
+		out_row_description(ks, call, ks->portal_binary);
 }
 
 /* Whole: get_many is bounded. */
 static void execute(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	if (stmt_at(ks, ks->portal_stmt)->call.set_only)
+	const struct kv_call *call = &stmt_at(ks, ks->portal_stmt)->call;
+	ks->active_at = ev_now(ks->worker->loop);
+	if (call->txn)
+		(void)txn_control(ks, call, false);
+	else if (call->set_only && v->txn_status == 'E')
+		vdb_error_skip(v, "25P02", "%s", aborted_text);
+	else if (call->set_only)
 		vdb_complete(v, "SET");
 	else
-		(void)run_call(ks, &stmt_at(ks, ks->portal_stmt)->call, false);
+		(void)run_call(ks, call, false);
 }
 
 static void close_statement(struct vdb *v, const char *name)

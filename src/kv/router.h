@@ -29,6 +29,8 @@ struct worker;
 struct kv_txn {
 	int shard;      /* in: the shard of every key its calls name */
 	bool snapshot;  /* in: REPEATABLE READ (every call reads one snapshot), else READ COMMITTED */
+	const char *begin; /* in: the statement it begins with, when not NULL (snapshot unused); the
+			    * submitter keeps it until the end */
 	/* private: shard_loop.c */
 	void *lc;       /* the connection it holds; NULL before its first call and after its end */
 	bool begun;     /* BEGIN sent on lc */

@@ -69,6 +69,7 @@ struct kv_loop {
 	struct kv_lconn *conns; /* KV_LOOP_CONNS per shard: [shard * KV_LOOP_CONNS + i] */
 	struct kv_lconn *tconns; /* KV_LOOP_TXN_CONNS per shard, for transactions */
 	struct kv_job **twait, **twait_tail; /* per shard: first calls of transactions waiting for one */
+	ev_timer twait_timer;    /* while any waits: fails those waiting longer than call_timeout */
 };
 
 static void push(struct kv_job **head, struct kv_job **tail, struct kv_job *job)
@@ -342,7 +343,7 @@ static bool send_txn_steps(struct kv_lconn *lc, struct kv_job *job)
 	struct kv_txn *t = job->txn;
 	if (!t->begun) {
 		t->begun = true;
-		if (!send_step(lc, job, t->snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN"))
+		if (!send_step(lc, job, t->begin ? t->begin : t->snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN"))
 			return false;
 	}
 	if (t->aborted) {
@@ -689,6 +690,39 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	ev_timer_start(loop, t);
 }
 
+/* Once a second while a transaction waits for a connection (all KV_LOOP_TXN_CONNS of its
+ * shard held by open transactions, perhaps clients idle in them): one waiting longer than a
+ * call may wait for its answer fails, so no wait is unbounded. */
+static void twait_cb(struct ev_loop *loop, ev_timer *timer, int revents)
+{
+	struct kv_loop *l = timer->data;
+	double now = ev_now(loop);
+	bool any = false;
+	(void)revents;
+
+	for (int s = 0; s < l->nshards; s++) {
+		struct kv_job **pp = &l->twait[s], *late = NULL, *prev = NULL;
+		while (*pp) {
+			struct kv_job *job = *pp;
+			if (now - job->sent < l->r->call_timeout) {
+				prev = job;
+				pp = &job->next;
+				continue;
+			}
+			*pp = job->next;
+			job->next = late;
+			late = job;
+		}
+		l->twait_tail[s] = prev;
+		any |= l->twait[s] != NULL;
+		fail_all(late, "53300",
+			 "waited %g s for one of this worker's %d connections to kv shard %s%d for transactions: all are "
+			 "held by open transactions", l->r->call_timeout, KV_LOOP_TXN_CONNS, KV_SHARD_DB_PREFIX, s);
+	}
+	if (!any)
+		ev_timer_stop(loop, timer);
+}
+
 static struct kv_loop *loop_new(struct kv_router *r, struct worker *w)
 {
 	struct kv_loop *l = calloc(1, sizeof *l);
@@ -709,6 +743,9 @@ static struct kv_loop *loop_new(struct kv_router *r, struct worker *w)
 	l->r = r;
 	l->w = w;
 	l->nshards = r->nshards;
+	ev_init(&l->twait_timer, twait_cb);
+	l->twait_timer.repeat = 1.0;
+	l->twait_timer.data = l;
 	for (int i = 0; i < l->nshards * (KV_LOOP_CONNS + KV_LOOP_TXN_CONNS); i++) {
 		bool t = i >= l->nshards * KV_LOOP_CONNS;
 		int k = t ? i - l->nshards * KV_LOOP_CONNS : i;
@@ -817,7 +854,7 @@ static void txn_ended(struct kv_lconn *lc, struct kv_job *job)
 	job->rows_len = 0;
 	job->nrows = 0;
 	lc->owner = NULL;
-	*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot };
+	*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot, .begin = t->begin };
 	finish(job); /* posts to the submitter: it runs later on this loop */
 	if (l->twait[lc->shard])
 		txn_kick(lc);
@@ -862,7 +899,7 @@ static void txn_send(struct kv_loop *l, int shard, struct kv_job *job)
 		if (t->broken && job->txn_end == KV_TXN_COMMIT)
 			kv_job_fail(job, "08006", "the transaction's connection to kv shard %s%d was lost: nothing of it "
 				    "was committed", KV_SHARD_DB_PREFIX, shard);
-		*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot };
+		*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot, .begin = t->begin };
 		finish(job);
 		return;
 	}
@@ -879,7 +916,10 @@ static void txn_send(struct kv_loop *l, int shard, struct kv_job *job)
 	if (!lc) {
 		lc = txn_pick(l, shard);
 		if (!lc) {
+			job->sent = ev_now(l->w->loop);
 			push(&l->twait[shard], &l->twait_tail[shard], job);
+			if (!ev_is_active(&l->twait_timer))
+				ev_timer_again(l->w->loop, &l->twait_timer);
 			return;
 		}
 		lc->owner = t;
@@ -1209,6 +1249,7 @@ void kv_loop_stop(struct kv_router *r, struct kv_loop *l)
 {
 	(void)r;
 	l->stopped = true;
+	ev_timer_stop(l->w->loop, &l->twait_timer);
 	for (int s = 0; s < l->nshards; s++) {
 		struct kv_job *wait = l->twait[s];
 		l->twait[s] = l->twait_tail[s] = NULL;

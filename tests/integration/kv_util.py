@@ -27,6 +27,7 @@ class Zone:
         self.pg = pg
         self.tusk = None
         self.cfg_dir = parade.base / f"tusk-{name}"
+        self.settings = {}  # more of tusk's top-level settings (idle_transaction_timeout)
         self.write_config()
 
     def write_config(self, **kv_extra):
@@ -40,7 +41,7 @@ class Zone:
         self.tusk = Tusk(self.cfg_dir, self.pg.port, services={"local": {"hosts": [f"127.0.0.1:{self.pg.port}"]}},
                          pools=[{"database": "*", "user": "*", "service": "local", "mode": "transaction"}],
                          workers=1, kv=kv, admin={"users": ["postgres"], "client_auth": "trust",
-                                                  "http": f"127.0.0.1:{self.http_port}"})
+                                                  "http": f"127.0.0.1:{self.http_port}"}, **self.settings)
 
     def kv(self, *args, check=True):
         p = subprocess.run([str(TUSK_BIN), "kv", *args, "-c", str(self.tusk.cfg_path)], capture_output=True,

@@ -160,7 +160,7 @@ static void test_refusals(void **st)
 		const char *sql, *state;
 	} cases[] = {
 		{ "select 1", "0A000" },
-		{ "begin", "0A000" },
+		{ "savepoint a", "0A000" },
 		{ "set search_path = x", "0A000" },
 		{ "set local application_name = 'x'", "0A000" },
 		{ "set application_name to default", "0A000" },
@@ -218,6 +218,44 @@ static void test_driver_sets(void **st)
 	}
 	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
 	assert_false(call.set_only);
+}
+
+/* Transaction control: BEGIN's options rewritten into the shard's BEGIN; savepoints, AND CHAIN
+ * and two-phase commit refused (kv/front.c answers the rest). */
+static void test_transaction_statements(void **st)
+{
+	static const struct {
+		const char *sql;
+		int txn;
+		bool start;
+		const char *begin;
+	} ok[] = {
+		{ "BEGIN", KV_TXN_STMT_BEGIN, false, "BEGIN" },
+		{ "begin transaction;", KV_TXN_STMT_BEGIN, false, "BEGIN" },
+		{ "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", KV_TXN_STMT_BEGIN, true,
+		  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" },
+		{ "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE NOT DEFERRABLE", KV_TXN_STMT_BEGIN, false,
+		  "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE NOT DEFERRABLE" },
+		{ "begin isolation level read committed deferrable", KV_TXN_STMT_BEGIN, false,
+		  "BEGIN ISOLATION LEVEL READ COMMITTED DEFERRABLE" },
+		{ "COMMIT", KV_TXN_STMT_COMMIT, false, "" },
+		{ "end work", KV_TXN_STMT_COMMIT, false, "" },
+		{ "ROLLBACK", KV_TXN_STMT_ROLLBACK, false, "" },
+		{ "abort", KV_TXN_STMT_ROLLBACK, false, "" },
+	};
+	static const char *const refused[] = { "SAVEPOINT a", "RELEASE a", "ROLLBACK TO a", "COMMIT AND CHAIN",
+					       "PREPARE TRANSACTION 'x'", "COMMIT PREPARED 'x'", "BEGIN; COMMIT" };
+	(void)st;
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		if (parse(ok[i].sql) != 0 || call.txn != ok[i].txn || call.txn_start != ok[i].start ||
+		    strcmp(call.begin, ok[i].begin) != 0)
+			fail_msg("%s: %d %s / %d %d [%s]", ok[i].sql, parse(ok[i].sql), err, call.txn, call.txn_start, call.begin);
+	}
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		if (parse(refused[i]) != -EINVAL || strcmp(state, "0A000") != 0)
+			fail_msg("%s: %s %s", refused[i], state, err);
+	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
+	assert_int_equal(call.txn, KV_TXN_STMT_NONE);
 }
 
 static void test_text_array(void **st)
@@ -302,6 +340,7 @@ int main(void)
 		cmocka_unit_test(test_target_form),
 		cmocka_unit_test(test_from_form_and_arrays),
 		cmocka_unit_test(test_driver_sets),
+		cmocka_unit_test(test_transaction_statements),
 		cmocka_unit_test(test_the_calls_beyond_get_and_put),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_text_array),

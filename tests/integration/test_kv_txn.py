@@ -1,0 +1,332 @@
+"""Transactions in the kv database: BEGIN / COMMIT / ROLLBACK as drivers send them (psycopg2's
+implicit BEGIN, asyncpg's transaction(), pgjdbc's autocommit off), answered as PostgreSQL
+answers them (differential against a shard database), their calls on one shard in one
+transaction of that shard, and nothing left behind by a client that leaves inside one."""
+
+import asyncio
+import os
+import sys
+import time
+
+import psycopg
+import pytest
+
+import pgwire
+from conftest import REPO, SLOW
+from kv_util import Parade
+
+sys.path.insert(0, str(REPO / "tests" / "drivers"))
+import harness  # noqa: E402
+
+
+pytestmark = pytest.mark.tusk_only
+
+
+CALL_TIMEOUT = 2.0  # how long a call waits for a shard's answer, and a transaction for a connection
+IDLE_TX = 6.0  # idle_transaction_timeout, seconds (longer than the waits of the test before it)
+
+
+@pytest.fixture(scope="module")
+def parade(workdir):
+    p = Parade(workdir / "kv-txn", ["t1"])  # one zone, one worker
+    p.setup()
+    p.zones[0].settings = {"idle_transaction_timeout": f"{int(IDLE_TX * 1000)}ms"}
+    old = os.environ.get("TUSK_TEST_KV_CALL_TIMEOUT")
+    os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = str(CALL_TIMEOUT)
+    try:
+        p.zones[0].start_tusk()
+    finally:
+        if old is None:
+            del os.environ["TUSK_TEST_KV_CALL_TIMEOUT"]
+        else:
+            os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = old
+    yield p
+    p.destroy()
+
+
+@pytest.fixture
+def zone(parade):
+    return parade.zones[0]
+
+
+def tusk_conn(zone, **kw):
+    return psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv", autocommit=True,
+                           connect_timeout=10, **kw)
+
+
+def get(zone, key):
+    with tusk_conn(zone) as c:
+        return c.execute("select kv.get('default', %s)", (key,)).fetchone()[0]
+
+
+def answer(c):
+    """The messages up to ReadyForQuery, each reduced to what must match PostgreSQL's: a
+    CommandComplete's tag, an error's or warning's severity and SQLSTATE, the row count, and
+    ReadyForQuery's transaction status."""
+    out = []
+    for kind, body in c.read_until_ready():
+        if kind == b"C":
+            tag = body.rstrip(b"\0").decode()
+            out.append(("C", tag.split()[0] if tag.startswith("SELECT") else tag))
+        elif kind in (b"E", b"N"):
+            f = pgwire.parse_error_fields(body)
+            out.append((kind.decode(), f["V"], f["C"]))
+        elif kind == b"Z":
+            out.append(("Z", body.decode()))
+        else:
+            out.append((kind.decode(),))
+    # A call's error comes without the RowDescription PostgreSQL sends before an error raised
+    # while the statement runs (the kv database's calls, in or out of a transaction, always
+    # did so; drivers read either): not compared.
+    return [m for i, m in enumerate(out) if not (m == ("T",) and i + 1 < len(out) and out[i + 1][0] == "E")]
+
+
+def script(zone, keys):
+    """What a client of the kv database and one of a shard database (the same calls, on keys of
+    that shard) may send: every answer must be the same."""
+    k1, k2 = keys
+    return [
+        "COMMIT",                                       # no transaction: WARNING 25P01, COMMIT
+        "ROLLBACK",
+        "BEGIN",
+        f"select kv.put('default', '{k1}', '{{\"a\": 1}}')",
+        "BEGIN",                                        # WARNING 25001, still in it
+        f"select kv.get('default', '{k1}')",
+        "COMMIT",
+        "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE",
+        f"select kv.incr('default', '{k2}', 2)",
+        "END",
+        "BEGIN READ ONLY",
+        f"select kv.get('default', '{k1}')",
+        f"select kv.put('default', '{k1}', '{{\"a\": 2}}')",  # 25006: the transaction is aborted
+        f"select kv.get('default', '{k1}')",                # 25P02
+        "SET application_name = 'x'",                       # 25P02
+        "BEGIN",                                            # 25P02
+        "COMMIT",                                           # ROLLBACK, idle
+        "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        f"select kv.put('default', '{k1}', 'not json')",    # 22P02
+        "ROLLBACK",
+        "ABORT",                                            # WARNING 25P01
+        "begin",
+        "rollback",
+        f"select kv.get('default', '{k1}')",
+    ]
+
+
+def run_script(port, db, user, steps):
+    c = pgwire.RawClient("127.0.0.1", port)
+    try:
+        c.startup(user, db)
+        out = []
+        for sql in steps:
+            c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
+            out.append((sql, answer(c)))
+        return out
+    finally:
+        c.close()
+
+
+def test_transaction_control_answers_as_a_shard_database_answers(parade, zone):
+    """The same steps, in the kv database and directly in a shard database (as kv_client, on keys
+    of that shard): the same messages, tags, warnings and errors (SQLSTATE), and the same
+    transaction status in every ReadyForQuery."""
+    shard = 1
+    ours_keys = parade.keys_on(shard, 2, "txn-diff-tusk-")
+    direct_keys = parade.keys_on(shard, 2, "txn-diff-pg-")
+    ours = run_script(zone.tusk.port, "kv", "postgres", script(zone, ours_keys))
+    direct = run_script(zone.pg.port, f"kv_shard_{shard}", "kv_client", script(zone, direct_keys))
+    for (sql, a), (_, b) in zip(ours, direct):
+        assert a == b, (sql, a, b)
+    # what the steps did: the first transaction's put committed; the read-only one's and the
+    # serializable one's were not
+    assert get(zone, ours_keys[0]) == {"a": 1}
+    with tusk_conn(zone) as c:
+        assert c.execute("select kv.counter('default', %s)", (ours_keys[1],)).fetchone()[0] == 2
+
+
+def test_psycopg_in_its_default_mode_commits_and_rolls_back(parade, zone):
+    """psycopg (autocommit off, its default, as psycopg2's) sends BEGIN before its first call: the
+    writes of a transaction are seen by no other client before its COMMIT, and a ROLLBACK undoes
+    them."""
+    k1, k2 = parade.keys_on(0, 2, "txn-pg2-")
+    c = psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv", connect_timeout=10)
+    try:
+        cur = c.cursor()
+        cur.execute("select kv.put('default', %s, %s::jsonb)", (k1, '{"v": 1}'))
+        cur.execute("select kv.put('default', %s, %s::jsonb)", (k2, '{"v": 2}'))
+        cur.execute("select * from kv.get_many('default', %s)", ([k1, k2],))
+        assert [r[1] for r in cur.fetchall()] == [{"v": 1}, {"v": 2}]
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert get(zone, k1) is None and get(zone, k2) is None  # not yet committed
+        c.commit()
+        assert get(zone, k1) == {"v": 1} and get(zone, k2) == {"v": 2}
+        cur.execute("select kv.delete('default', %s)", (k1,))
+        cur.execute("select kv.put('default', %s, %s::jsonb)", (k2, '{"v": 3}'))
+        c.rollback()
+        assert get(zone, k1) == {"v": 1} and get(zone, k2) == {"v": 2}
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        c.close()
+
+
+def test_a_transaction_holds_the_keys_of_one_shard(parade, zone):
+    """A call naming a key of another shard than the transaction's first call is refused (0A000)
+    and the transaction is aborted, as any error aborts PostgreSQL's: nothing of it is written.
+    Calls that ask every shard (scan, count) are refused inside a transaction."""
+    a = parade.key_on(0, "txn-cross-a-")
+    b = parade.key_on(1, "txn-cross-b-")
+    with tusk_conn(zone) as c:
+        c.execute("begin")
+        c.execute("select kv.put('default', %s, '1')", (a,))
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="a transaction holds the keys of one shard"):
+            c.execute("select kv.put('default', %s, '1')", (b,))
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            c.execute("select kv.get('default', %s)", (a,))
+        c.execute("commit")
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert c.execute("select kv.get('default', %s)", (a,)).fetchone()[0] is None
+        c.execute("begin")
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="asks every shard"):
+            c.execute("select kv.count('default', '')")
+        c.execute("rollback")
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="savepoints"):
+            c.execute("savepoint s")
+
+
+def test_repeatable_read_reads_one_snapshot_and_asyncpg_transactions(parade, zone):
+    """asyncpg's transaction(): committed on leaving the block, rolled back on an exception; with
+    isolation='repeatable_read' its reads see one snapshot while another client writes."""
+    import asyncpg
+
+    k = parade.key_on(1, "txn-apg-")
+
+    async def run():
+        c = await asyncpg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv")
+        other = await asyncpg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv")
+        try:
+            async with c.transaction():
+                await c.fetchval("select kv.put($1, $2, $3::jsonb)", "default", k, '{"n": 1}')
+                assert await other.fetchval("select kv.get($1, $2)", "default", k) is None
+            assert await other.fetchval("select kv.get($1, $2)", "default", k) == '{"n": 1}'
+            with pytest.raises(RuntimeError):
+                async with c.transaction():
+                    await c.fetchval("select kv.put($1, $2, $3::jsonb)", "default", k, '{"n": 2}')
+                    raise RuntimeError("undo")
+            assert await other.fetchval("select kv.get($1, $2)", "default", k) == '{"n": 1}'
+            async with c.transaction(isolation="repeatable_read"):
+                first = await c.fetchval("select kv.get($1, $2)", "default", k)
+                await other.fetchval("select kv.put($1, $2, $3::jsonb)", "default", k, '{"n": 3}')
+                assert await c.fetchval("select kv.get($1, $2)", "default", k) == first == '{"n": 1}'
+            async with c.transaction():  # read committed: the other's write is seen at once
+                assert await c.fetchval("select kv.get($1, $2)", "default", k) == '{"n": 3}'
+                await other.fetchval("select kv.put($1, $2, $3::jsonb)", "default", k, '{"n": 4}')
+                assert await c.fetchval("select kv.get($1, $2)", "default", k) == '{"n": 4}'
+        finally:
+            await c.close()
+            await other.close()
+
+    asyncio.run(run())
+
+
+def test_a_client_that_leaves_inside_a_transaction_leaves_nothing_behind(parade, zone):
+    """A client that put a key in a transaction and closed its socket: the put is rolled back and
+    its row lock released at once (another client's put of that key is not held up)."""
+    k = parade.key_on(0, "txn-leave-")
+    for how in ("close", "terminate"):
+        c = pgwire.RawClient("127.0.0.1", zone.tusk.port)
+        c.startup("postgres", "kv")
+        for sql in ("BEGIN", f"select kv.put('default', '{k}', '\"{how}\"')"):
+            c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
+            assert answer(c)[-1] == ("Z", "T")
+        if how == "terminate":
+            c.send(pgwire.message(b"X"))
+        c.close()
+        start = time.monotonic()
+        with tusk_conn(zone) as o:
+            o.execute("set application_name = 'x'")
+            assert o.execute("select kv.get('default', %s)", (k,)).fetchone()[0] is None
+            o.execute("select kv.put('default', %s, '1')", (k,))
+            o.execute("select kv.delete('default', %s)", (k,))
+        assert time.monotonic() - start < 5, how
+
+
+def query(c, sql):
+    c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
+    return answer(c)
+
+
+def test_the_fifth_transaction_of_a_worker_on_a_shard_waits_for_one_bounded(parade, zone):
+    """A worker holds 4 connections per shard for transactions. With 4 clients inside
+    transactions on one shard, a fifth transaction's first call waits until one ends (then runs
+    at once), and fails 53300 after the call timeout when none does; its client goes on."""
+    keys = parade.keys_on(0, 6, "txn-wait-")
+    holders = []
+    try:
+        for k in keys[:4]:
+            c = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+            c.startup("postgres", "kv")
+            holders.append(c)
+            assert query(c, "BEGIN")[-1] == ("Z", "T")
+            assert query(c, f"select kv.put('default', '{k}', '1')")[-1] == ("Z", "T")
+        waiter = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+        waiter.startup("postgres", "kv")
+        holders.append(waiter)
+        assert query(waiter, "BEGIN")[-1] == ("Z", "T")
+        start = time.monotonic()
+        got = query(waiter, f"select kv.put('default', '{keys[4]}', '1')")
+        waited = time.monotonic() - start
+        assert ("E", "ERROR", "53300") in got and got[-1] == ("Z", "E"), got
+        assert CALL_TIMEOUT - 0.1 <= waited < CALL_TIMEOUT + 3, waited
+        assert query(waiter, "ROLLBACK") == [("C", "ROLLBACK"), ("Z", "I")]
+        # the same wait, ended by a holder's COMMIT after 1 s: it then runs
+        assert query(waiter, "BEGIN")[-1] == ("Z", "T")
+        waiter.send(pgwire.message(b"Q", f"select kv.put('default', '{keys[5]}', '2')".encode() + b"\0"))
+        time.sleep(1)
+        assert query(holders[0], "COMMIT") == [("C", "COMMIT"), ("Z", "I")]
+        got = answer(waiter)
+        assert got[-2:] == [("C", "SELECT"), ("Z", "T")], got
+        assert query(waiter, "COMMIT") == [("C", "COMMIT"), ("Z", "I")]
+        assert get(zone, keys[0]) == 1 and get(zone, keys[5]) == 2 and get(zone, keys[4]) is None
+    finally:
+        for c in holders:
+            c.close()
+
+
+def test_idle_transaction_timeout_closes_a_client_idle_inside_a_transaction(parade, zone):
+    """idle_transaction_timeout applies to the kv database's clients as to the pooler's: one that
+    sits inside its transaction longer is closed with 25P03 and its transaction rolled back; one
+    busy all along, or outside a transaction, is not."""
+    k = parade.key_on(1, "txn-idle-")
+    c = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+    c.startup("postgres", "kv")
+    try:
+        assert query(c, "BEGIN")[-1] == ("Z", "T")
+        assert query(c, f"select kv.put('default', '{k}', '1')")[-1] == ("Z", "T")
+        for _ in range(4):  # active: a call every half second for 2 s
+            time.sleep(IDLE_TX / 3)
+            assert query(c, f"select kv.get('default', '{k}')")[-1] == ("Z", "T")
+        start = time.monotonic()
+        kind, fields = c.expect_error_or_close(timeout=IDLE_TX + 5)
+        assert kind == "error" and fields["C"] == "25P03", (kind, fields)
+        assert IDLE_TX - 0.1 <= time.monotonic() - start < IDLE_TX + 2
+    finally:
+        c.close()
+    assert get(zone, k) is None
+    with tusk_conn(zone) as o:  # outside a transaction: never closed for being idle
+        time.sleep(IDLE_TX + 1.2)
+        assert o.execute("select kv.get('default', %s)", (k,)).fetchone()[0] is None
+
+
+def test_pgjdbc_with_autocommit_off(parade, zone):
+    """pgjdbc with autocommit off (tests/integration/jdbc/KvTxn.java): BEGIN goes in one batch with
+    the first call; another connection sees the writes only after commit(); rollback() undoes
+    them."""
+    k1, k2 = parade.keys_on(1, 2, "txn-jdbc-")
+    lines = harness.jdbc_program(REPO / "tests" / "integration" / "jdbc" / "KvTxn.java", "127.0.0.1",
+                                 zone.tusk.port, "postgres", k1, k2, timeout=120 * SLOW)
+    assert lines == [
+        'inside {"i": 0} other null', "committed", 'after {"i": 0} {"i": 0}',
+        'inside {"i": 1} other {"i": 0}', "rolled back", 'after {"i": 0} {"i": 0}',
+        'inside {"i": 2} other {"i": 0}', "committed", 'after {"i": 2} {"i": 2}',
+    ], lines

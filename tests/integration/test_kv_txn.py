@@ -330,3 +330,35 @@ def test_pgjdbc_with_autocommit_off(parade, zone):
         'inside {"i": 1} other {"i": 0}', "rolled back", 'after {"i": 0} {"i": 0}',
         'inside {"i": 2} other {"i": 0}', "committed", 'after {"i": 2} {"i": 2}',
     ], lines
+
+
+def test_a_transaction_whose_shard_connection_dies_commits_nothing(parade, zone):
+    """The shard backend of a transaction terminated between its calls: its COMMIT gets 08006
+    saying nothing was committed, and nothing was; the client's next transaction works."""
+    k1, k2 = parade.keys_on(1, 2, "txn-kill-")
+    with tusk_conn(zone) as c:
+        for end in ("commit", "call"):
+            c.execute("begin")
+            c.execute("select kv.put('default', %s, '1')", (k1,))
+            with zone.pg.admin() as a:
+                pids = [r[0] for r in a.execute(
+                    "select pid from pg_stat_activity where datname = 'kv_shard_1' and state like 'idle in transaction%'"
+                    " and query not like '%%pg_stat_activity%%'").fetchall()]
+                assert len(pids) == 1, pids
+                a.execute("select pg_terminate_backend(%s)", (pids[0],))
+            time.sleep(0.3)
+            if end == "commit":
+                with pytest.raises(psycopg.OperationalError, match="nothing of it was committed") as e:
+                    c.execute("commit")
+                assert e.value.sqlstate == "08006"
+                assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            else:
+                with pytest.raises(psycopg.OperationalError, match="nothing of it was committed"):
+                    c.execute("select kv.put('default', %s, '2')", (k2,))
+                assert c.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+                c.execute("commit")  # answered ROLLBACK
+            assert get(zone, k1) is None and get(zone, k2) is None, end
+        c.execute("begin")
+        c.execute("select kv.put('default', %s, '3')", (k1,))
+        c.execute("commit")
+        assert get(zone, k1) == 3

@@ -755,6 +755,13 @@ bool kv_op_array_arg(enum kv_op op, int i)
 	return kv_call_arg_type(op, i) == KV_OID_TEXT_ARRAY;
 }
 
+bool kv_op_is_read(enum kv_op op)
+{
+	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
+	       op == KV_OP_SCAN || op == KV_OP_COUNT || op == KV_OP_READ || op == KV_OP_READ_MANY ||
+	       op == KV_OP_READ_META || op == KV_OP_WATCH_TAG || op == KV_OP_RANDOM_KEY;
+}
+
 bool kv_op_keyless(enum kv_op op)
 {
 	return op == KV_OP_GET_MANY || op == KV_OP_PUT_MANY || op == KV_OP_DELETE_MANY || op == KV_OP_SCAN ||

@@ -120,6 +120,8 @@ bool kv_op_rows(enum kv_op op);
 bool kv_op_array_arg(enum kv_op op, int i);
 /* op has no key argument (scan, count: a prefix; the batches: keys in an array). */
 bool kv_op_keyless(enum kv_op op);
+/* A call that writes nothing: safe to run again. */
+bool kv_op_is_read(enum kv_op op);
 
 /* One element of a text[] value. */
 struct kv_elem {

@@ -663,32 +663,49 @@ static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool 
 	return submit(ks, call, simple);
 }
 
+/* The transaction reads a new snapshot at each statement (READ COMMITTED, the default). */
+static bool txn_read_committed(const struct kv_session *ks)
+{
+	return !strstr(ks->txn_begin, "REPEATABLE READ") && !strstr(ks->txn_begin, "SERIALIZABLE");
+}
+
 /* The keys the bound call names, checked against the transaction's shard (the first call's);
- * false after an error. A call that asks every shard is refused. */
+ * false after an error. A call of several shards that only reads runs as a statement of its own
+ * (j->txn stays NULL) while the transaction is READ COMMITTED and has reached no shard yet:
+ * there it would read a snapshot of its own too, and there is nothing of the transaction's for
+ * it to see (psycopg's default mode begins a transaction before any call, a scan's too).
+ * Otherwise it is refused. */
 static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool simple, int nshards)
 {
 	struct kv_job *j = &ks->job;
+	bool alone = !ks->txn_routed && kv_op_is_read(call->op) && txn_read_committed(ks);
 	char text[600];
 
 	if (kv_op_keyless(call->op) && !kv_op_array_arg(call->op, 1)) {
+		if (alone)
+			return true;
 		snprintf(text, sizeof text, "kv: kv.%s asks every shard, and a transaction holds one: call it outside the "
-			 "transaction", kv_op_name(call->op));
+			 "transaction%s", kv_op_name(call->op),
+			 kv_op_is_read(call->op) ? ", or first in a READ COMMITTED one" : "");
 		return refuse(ks, simple, "0A000", text);
 	}
-	int n = kv_op_keyless(call->op) ? j->nkeys : 1;
+	int n = kv_op_keyless(call->op) ? j->nkeys : 1, shard = ks->txn_routed ? ks->txn.shard : -1;
 	for (int i = 0; i < n; i++) {
 		const char *key = kv_op_keyless(call->op) ? j->keys[i] : j->key;
 		int sh = kv_shard_of(j->ns, strlen(j->ns), key, strlen(key), nshards);
-		if (!ks->txn_routed) {
-			ks->txn.shard = sh;
-			ks->txn_routed = true;
-		} else if (sh != ks->txn.shard) {
+		if (shard < 0) {
+			shard = sh;
+		} else if (sh != shard) {
+			if (alone)
+				return true;
 			snprintf(text, sizeof text,
 				 "kv: key \"%.200s\" lies on shard %d, and this transaction's keys on shard %d: a transaction "
-				 "holds the keys of one shard (tusk kv shard N ns key... tells a key's)", key, sh, ks->txn.shard);
+				 "holds the keys of one shard (tusk kv shard N ns key... tells a key's)", key, sh, shard);
 			return refuse(ks, simple, "0A000", text);
 		}
 	}
+	ks->txn.shard = shard;
+	ks->txn_routed = true;
 	j->txn = &ks->txn;
 	return true;
 }

@@ -313,13 +313,6 @@ static PGconn *shard_conn(struct kv_exec *x, int shard, struct kv_job *job)
 	return x->conns[shard];
 }
 
-bool kv_op_is_read(enum kv_op op)
-{
-	return op == KV_OP_GET || op == KV_OP_GET_MANY || op == KV_OP_GET_META || op == KV_OP_COUNTER ||
-	       op == KV_OP_SCAN || op == KV_OP_COUNT || op == KV_OP_READ || op == KV_OP_READ_MANY ||
-	       op == KV_OP_READ_META || op == KV_OP_WATCH_TAG || op == KV_OP_RANDOM_KEY;
-}
-
 /* A hit is one planned query of the view, no PL/pgSQL (docs/kv.md, "Fifth step"); COALESCE
  * calls kv.get, which checks and raises, only when the view has no row. */
 static const char get_live_sql[] = "SELECT COALESCE((SELECT l.value FROM kv.live l WHERE l.ns OPERATOR(pg_catalog.=) $1 "

@@ -191,8 +191,6 @@ const char *const *kv_stmt_params(struct kv_router *r, struct kv_job *job, const
  * connection to the fallbacks (set the bit, clear op's, log once per router) and return true. */
 bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, kv_prepared_t *prepared, const PGresult *res);
 
-/* A call that writes nothing: safe to run again. */
-bool kv_op_is_read(enum kv_op op);
 __attribute__((format(printf, 3, 4)))
 void kv_job_fail(struct kv_job *job, const char *sqlstate, const char *fmt, ...);
 /* The shard's own error, forwarded as PostgreSQL sent it. */

@@ -171,8 +171,7 @@ def test_psycopg_in_its_default_mode_commits_and_rolls_back(parade, zone):
 
 def test_a_transaction_holds_the_keys_of_one_shard(parade, zone):
     """A call naming a key of another shard than the transaction's first call is refused (0A000)
-    and the transaction is aborted, as any error aborts PostgreSQL's: nothing of it is written.
-    Calls that ask every shard (scan, count) are refused inside a transaction."""
+    and the transaction is aborted, as any error aborts PostgreSQL's: nothing of it is written."""
     a = parade.key_on(0, "txn-cross-a-")
     b = parade.key_on(1, "txn-cross-b-")
     with tusk_conn(zone) as c:
@@ -186,10 +185,32 @@ def test_a_transaction_holds_the_keys_of_one_shard(parade, zone):
         c.execute("commit")
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         assert c.execute("select kv.get('default', %s)", (a,)).fetchone()[0] is None
+        # reads of several shards: each its own statement while the transaction is READ
+        # COMMITTED and has reached no shard (where it would read a snapshot of its own too);
+        # refused once it holds one, or when it reads one snapshot
+        c.execute("select kv.put('default', %s, '1')", (b,))
+        c.execute("begin")
+        assert c.execute("select kv.count('default', 'txn-cross-')").fetchone()[0] == 1
+        assert c.execute("select * from kv.get_many('default', %s)", ([a, b],)).fetchall() == [(b, 1)]
+        c.execute("select kv.put('default', %s, '2')", (a,))
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="asks every shard"):
+            c.execute("select kv.count('default', 'txn-cross-')")
+        c.execute("rollback")
+        c.execute("begin")
+        c.execute("select kv.put('default', %s, '2')", (a,))
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="a transaction holds the keys of one shard"):
+            c.execute("select * from kv.get_many('default', %s)", ([a, b],))
+        c.execute("rollback")
+        for begin in ("begin isolation level repeatable read", "begin isolation level serializable"):
+            c.execute(begin)
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="asks every shard"):
+                c.execute("select * from kv.scan('default', 'txn-cross-', NULL, 10)")
+            c.execute("rollback")
         c.execute("begin")
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="asks every shard"):
-            c.execute("select kv.count('default', '')")
+            c.execute("select kv.flush('default')")
         c.execute("rollback")
+        assert c.execute("select kv.get('default', %s)", (a,)).fetchone()[0] is None
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="savepoints"):
             c.execute("savepoint s")
 

@@ -218,10 +218,6 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	const uint8_t *codes = proto_get_bytes(&r, (size_t)nres * 2);
 	if (r.err)
 		goto malformed;
-	if (*portal) {
-		vdb_error_skip(v, "0A000", "named portals are not supported by the admin console");
-		return;
-	}
 	st = find_stmt(cs, name);
 	if (!st || !st->used) {
 		vdb_error_skip(v, "26000", "prepared statement \"%s\" does not exist", name);
@@ -232,7 +228,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		return;
 	cs->portal = st->cmd;
 	cs->portal_binary = binary;
-	v->portal_set = true;
+	vdb_bind_portal(v, portal);
 	vdb_out_msg(&v->out, '2', NULL, 0);
 	return;
 malformed:

@@ -427,10 +427,18 @@ static bool read_target(struct vdb *v, const uint8_t *body, size_t len, const ch
 	return true;
 }
 
-/* The unnamed portal is the only one there is. */
+void vdb_bind_portal(struct vdb *v, const char *name)
+{
+	char cut[VDB_NAME_MAX];
+	snprintf(v->portal_name, sizeof v->portal_name, "%s", vdb_name(name, cut));
+	v->portal_set = true;
+}
+
+/* The portal bound last is the only one there is. */
 static bool portal_exists(struct vdb *v, const char *name)
 {
-	if (*name || !v->portal_set) {
+	char cut[VDB_NAME_MAX];
+	if (!v->portal_set || strcmp(vdb_name(name, cut), v->portal_name) != 0) {
 		vdb_error_skip(v, "34000", "portal \"%s\" does not exist", name);
 		return false;
 	}
@@ -478,7 +486,7 @@ static void on_close(struct vdb *v, const uint8_t *body, size_t len)
 	char cut[VDB_NAME_MAX];
 	if (kind == 'S')
 		v->ops->close_statement(v, vdb_name(name, cut));
-	else if (!*name)
+	else if (strcmp(vdb_name(name, cut), v->portal_name) == 0)
 		v->portal_set = false;
 	vdb_out_msg(&v->out, '3', NULL, 0);
 }

@@ -103,7 +103,8 @@ struct vdb {
 	bool skipping;            /* public: after an error in the extended protocol, until Sync */
 	bool busy;                /* public: a request is answered later; input waits */
 	bool busy_simple;         /* public: ... and it came in a simple Query */
-	bool portal_set;          /* public: the unnamed portal is bound (named ones are refused) */
+	bool portal_set;          /* public: a portal is bound (vdb_bind_portal): one at a time */
+	char portal_name[VDB_NAME_MAX]; /* public, read-only: its name ("" the unnamed) */
 	uint8_t txn_status;       /* public: ReadyForQuery's status: 0 ('I'), 'T', or 'E' (an error
 				   * written while 'T' makes it 'E', as PostgreSQL's aborted block) */
 	bool out_ready;           /* private: a ReadyForQuery waits in out (a whole answer to send) */
@@ -129,6 +130,11 @@ void vdb_error_skip(struct vdb *v, const char *sqlstate, const char *fmt, ...) _
  * ("tusk <client id>: " before it) when ours; detail and hint may be NULL or "". */
 void vdb_out_error(struct vdb *v, bool error, bool ours, const char *sqlstate, const char *text,
 		   const char *detail, const char *hint);
+/* The Bind of portal name (cut as vdb_name cuts it) succeeded: Describe, Execute and Close find
+ * it by that name until it is executed, closed or another is bound (PostgreSQL keeps several;
+ * a virtual database keeps the last, enough for drivers that bind and execute a named portal
+ * in turn: pgjdbc with a fetch size inside a transaction). */
+void vdb_bind_portal(struct vdb *v, const char *name);
 /* A WARNING with the text as it is (PostgreSQL's "there is already a transaction in progress"). */
 void vdb_out_warning(struct vdb *v, const char *sqlstate, const char *text);
 void vdb_ready(struct vdb *v); /* ReadyForQuery, with txn_status */

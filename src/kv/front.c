@@ -63,7 +63,7 @@ struct kv_session {
 	struct kv_stmt **named;      /* statements 1..nnamed: each allocated once, reused when closed */
 	int nnamed, named_cap;
 	struct kv_call query;        /* the call of the last simple Query */
-	int portal_stmt;             /* v.portal_set: the unnamed portal's statement; its values in job */
+	int portal_stmt;             /* v.portal_set: the bound portal's statement; its values in job */
 	uint64_t portal_binary;      /* its Bind's result formats: bit i, column i in binary */
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
@@ -995,10 +995,6 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	uint16_t nres = proto_get_u16(&r);
 	if (r.err || proto_remaining(&r) != (size_t)nres * 2)
 		goto malformed;
-	if (*portal) {
-		vdb_error_skip(v, "0A000", "named portals are not supported by the kv database");
-		return;
-	}
 	int i = find_stmt(ks, name);
 	if (i < 0 || !stmt_at(ks, i)->used) {
 		vdb_error_skip(v, "26000", "prepared statement \"%s\" does not exist", name);
@@ -1015,7 +1011,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		return;
 	}
 	if (st->call.set_only || st->call.txn) {
-		ks->v.portal_set = true;
+		vdb_bind_portal(v, portal);
 		ks->portal_stmt = i;
 		ks->portal_binary = 0;
 		vdb_out_msg(&v->out, '2', NULL, 0);
@@ -1030,7 +1026,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		v->skipping = true;
 		return;
 	}
-	ks->v.portal_set = true;
+	vdb_bind_portal(v, portal);
 	ks->portal_stmt = i;
 	ks->portal_binary = binary;
 	vdb_out_msg(&v->out, '2', NULL, 0);

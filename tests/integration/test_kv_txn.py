@@ -350,7 +350,7 @@ def test_pgjdbc_with_autocommit_off(parade, zone):
         'inside {"i": 0} other null', "committed", 'after {"i": 0} {"i": 0}',
         'inside {"i": 1} other {"i": 0}', "rolled back", 'after {"i": 0} {"i": 0}',
         'inside {"i": 2} other {"i": 0}', "committed", 'after {"i": 2} {"i": 2}',
-    ], lines
+    ] + [f'fetched {k1}={{"i": 2}} {k2}={{"i": 2}}'] * 2, lines
 
 
 def test_a_transaction_whose_shard_connection_dies_commits_nothing(parade, zone):

@@ -402,3 +402,30 @@ def test_driver_sets_at_connect_are_answered_and_others_refused(zone):
             assert fields["C"] == state, (sql, fields)
     finally:
         c.close()
+
+
+def test_one_portal_at_a_time_named_or_not(zone):
+    """A named portal is bound, described and executed by its name (pgjdbc's fetch size inside a
+    transaction); an Execute consumes it; a Bind replaces the one bound before; Close of a portal
+    that is not there is CloseComplete, as PostgreSQL answers it."""
+    zone.put("wire-portal", {"p": 1})
+    c = raw(zone)
+    try:
+        c.send(parse(b"s", b"select kv.get($1, $2)") + bind(b"C_1", b"s", [b"default", b"wire-portal"])
+               + describe(b"P", b"C_1") + execute(b"C_1") + SYNC)
+        msgs = c.read_until_ready()
+        assert kinds(msgs) == [b"1", b"2", b"T", b"D", b"C", b"Z"], msgs
+        assert msgs[3][1].endswith(b'{"p": 1}'), msgs
+        c.send(execute(b"C_1") + SYNC)
+        fields = error_of(msgs := c.read_until_ready())
+        assert fields["C"] == "34000" and kinds(msgs) == [b"E", b"Z"], msgs
+        c.send(bind(b"C_1", b"s", [b"default", b"wire-portal"]) + bind(b"C_2", b"s", [b"default", b"none"])
+               + execute(b"C_1") + SYNC)
+        fields = error_of(msgs := c.read_until_ready())
+        assert fields["C"] == "34000" and kinds(msgs) == [b"2", b"2", b"E", b"Z"], msgs
+        c.send(bind(b"C_1", b"s", [b"default", b"wire-portal"]) + close(b"P", b"C_9") + execute(b"C_1")
+               + close(b"P", b"C_1") + SYNC)
+        msgs = c.read_until_ready()
+        assert kinds(msgs) == [b"2", b"3", b"D", b"C", b"3", b"Z"], msgs
+    finally:
+        c.close()

@@ -39,6 +39,22 @@ public class KvTxn {
                 System.out.println("after " + one(o, "SELECT kv.get(?, ?)", "default", k1) + " "
                                    + one(o, "SELECT kv.get(?, ?)", "default", k2));
             }
+            // a fetch size inside a transaction: pgjdbc binds a named portal and executes it
+            // with a row limit, twice (the second time with a statement it prepared)
+            for (int round = 0; round < 2; round++) {
+                try (PreparedStatement p = c.prepareStatement("SELECT * FROM kv.get_many(?, ?)")) {
+                    p.setFetchSize(1);
+                    p.setString(1, "default");
+                    p.setArray(2, c.createArrayOf("text", new String[] { k1, k2 }));
+                    StringBuilder line = new StringBuilder("fetched");
+                    try (ResultSet r = p.executeQuery()) {
+                        while (r.next())
+                            line.append(' ').append(r.getString(1)).append('=').append(r.getString(2));
+                    }
+                    System.out.println(line);
+                }
+            }
+            c.commit();
         }
     }
 }

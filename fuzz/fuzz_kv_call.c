@@ -3,7 +3,8 @@
  * values. The first byte picks the entry point: 0 kv_call_parse, 1 the text[] literal, 2 the
  * binary text[], 3+ a binary scalar of type oids[mode % 7] (jsonb, interval, text, unknown, json, int4, bool). Besides crashes and leaks, it
  * checks the invariants the front relies on: arguments within bounds, constants inside the
- * call's storage, parameters numbered 1..KV_CALL_MAX_PARAMS, elements within their counts. */
+ * call's storage, parameters numbered 1..KV_CALL_MAX_PARAMS, elements within their counts, and
+ * a SET or transaction statement with no arguments (a BEGIN's text bounded). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -51,7 +52,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		static struct kv_call call; /* reused, as a session reuses its statements */
 		char state[6], err[300];
 		int rc = kv_call_parse(s, &call, state, err, sizeof err);
-		if (rc == 0) {
+		if (rc == 0 && (call.set_only || call.txn)) {
+			/* no call: a driver's SET, or transaction control (BEGIN's text as the shard's) */
+			check(call.nargs == 0 && !(call.set_only && call.txn) && call.txn <= KV_TXN_STMT_ROLLBACK);
+			check(memchr(call.begin, '\0', sizeof call.begin) != NULL);
+			check(call.txn == KV_TXN_STMT_BEGIN ? strncmp(call.begin, "BEGIN", 5) == 0 : !call.txn_start);
+		} else if (rc == 0) {
 			check(call.nargs >= 1 && call.nargs <= KV_CALL_MAX_ARGS); /* kv.flush(ns): 1 */
 			for (int i = 0; i < call.nargs; i++) {
 				const struct kv_arg *a = &call.args[i];

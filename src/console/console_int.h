@@ -90,8 +90,6 @@ struct console_session {
 	struct console_stmt stmts[CONSOLE_STATEMENTS]; /* [0] is the unnamed statement */
 	struct console_cmd portal;  /* the unnamed portal (named portals are refused), when v.portal_set */
 	uint64_t portal_binary;     /* its Bind's result formats: bit i, column i in binary */
-	bool portal_described;      /* RowDescription sent: Execute sends rows only */
-	bool busy_describe;         /* ... and its rows need a RowDescription first */
 	struct console_collect *collect; /* in flight, or NULL */
 	ev_timer pause_timer;       /* PAUSE, WAIT_CLOSE: polls until the pools' servers are back / closed */
 	char pause_db[CONFIG_NAME_MAX];

@@ -88,7 +88,7 @@ struct console_session {
 	struct vdb v;               /* client, output, skipping, busy, portal_set */
 	bool full;                  /* listed in admin.users (else stats_users: SHOW only) */
 	struct console_stmt stmts[CONSOLE_STATEMENTS]; /* [0] is the unnamed statement */
-	struct console_cmd portal;  /* the unnamed portal (named portals are refused), when v.portal_set */
+	struct console_cmd portal;  /* the portal bound last (vdb_bind_portal), when v.portal_set */
 	uint64_t portal_binary;     /* its Bind's result formats: bit i, column i in binary */
 	struct console_collect *collect; /* in flight, or NULL */
 	ev_timer pause_timer;       /* PAUSE, WAIT_CLOSE: polls until the pools' servers are back / closed */

@@ -266,9 +266,11 @@ static void describe_portal(struct vdb *v)
 	describe(cs, &cs->portal, false);
 }
 
-static void execute(struct vdb *v)
+/* Whole: max_rows is not honoured (the rows are bounded by what tusk holds). */
+static void execute(struct vdb *v, uint32_t max_rows)
 {
 	struct console_session *cs = session_of(v);
+	(void)max_rows;
 
 	if (cs->portal.kind == CONSOLE_CMD_EMPTY) {
 		vdb_out_msg(&v->out, 'I', NULL, 0);

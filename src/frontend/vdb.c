@@ -465,7 +465,7 @@ static void on_execute(struct vdb *v, const uint8_t *body, size_t len)
 
 	proto_reader_init(&r, body, len);
 	const char *name = proto_get_cstr(&r);
-	(void)proto_get_u32(&r); /* max_rows: not honoured (answers are bounded and complete) */
+	uint32_t max_rows = proto_get_u32(&r);
 	if (r.err) {
 		vdb_error_skip(v, "08P01", "malformed Execute message");
 		return;
@@ -473,7 +473,7 @@ static void on_execute(struct vdb *v, const uint8_t *body, size_t len)
 	if (!portal_exists(v, name))
 		return;
 	v->portal_set = false;
-	v->ops->execute(v);
+	v->ops->execute(v, max_rows);
 }
 
 static void on_close(struct vdb *v, const uint8_t *body, size_t len)

@@ -86,11 +86,12 @@ struct vdb_ops {
 	/* Describe of a statement ("" is the unnamed one): ParameterDescription and RowDescription
 	 * (or NoData), or an error (vdb_error_skip) when there is no such statement. */
 	void (*describe_statement)(struct vdb *v, const char *name);
-	/* Describe of the unnamed portal, which is bound (portal_set). */
+	/* Describe of the portal, which is bound (portal_set). */
 	void (*describe_portal)(struct vdb *v);
-	/* Execute the unnamed portal: it was bound; portal_set is already cleared (a portal runs
-	 * once, whole: max_rows is not honoured). */
-	void (*execute)(struct vdb *v);
+	/* Execute the portal: it was bound; portal_set is already cleared (the op sets it again
+	 * when it sends PortalSuspended: at most max_rows rows, 0 = all, and more are left; an op
+	 * may ignore max_rows and run the portal whole). */
+	void (*execute)(struct vdb *v, uint32_t max_rows);
 	/* Close of a statement: forget it if it exists (not an error otherwise). */
 	void (*close_statement)(struct vdb *v, const char *name);
 };

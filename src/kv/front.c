@@ -65,6 +65,9 @@ struct kv_session {
 	struct kv_call query;        /* the call of the last simple Query */
 	int portal_stmt;             /* v.portal_set: the bound portal's statement; its values in job */
 	uint64_t portal_binary;      /* its Bind's result formats: bit i, column i in binary */
+	uint32_t max_rows;           /* its Execute's row limit (0: none) */
+	bool suspended;              /* it sent PortalSuspended: job's rows from rest_off are left */
+	size_t rest_off;
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
 	struct worker_msg *msg;      /* reserved at submit: the answer's way back to the worker */
@@ -745,6 +748,50 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 	return submit(ks, call, simple);
 }
 
+/* An Execute's answer: the call's DataRows from rest_off, up to max_rows of them (0: all),
+ * in the Bind's formats; then PortalSuspended when some are left (the portal stays bound for
+ * the next Execute, which goes on from there), else CommandComplete with the count this
+ * Execute sent, as PostgreSQL counts it. */
+static void out_rest(struct kv_session *ks)
+{
+	const struct kv_job *job = &ks->job;
+	size_t off = ks->rest_off, end = off;
+	uint64_t n = 0;
+
+	while (end < job->rows_len && (ks->max_rows == 0 || n < ks->max_rows)) {
+		uint32_t len;
+		if (job->rows_len - end < 5 || job->rows[end] != 'D')
+			break;
+		memcpy(&len, job->rows + end + 1, 4);
+		len = ntohl(len);
+		if (len < 4 || len > job->rows_len - end - 1)
+			break;
+		end += 1 + (size_t)len;
+		n++;
+	}
+	bool ok = true;
+	if (ks->portal_binary) {
+		uint32_t types[KV_FRONT_COLS];
+		int ncols = result_types(ks->busy_call, types);
+		ok = out_rows_binary(&ks->v.out, types, ncols, ks->portal_binary, job->rows + off, end - off);
+	} else {
+		vdb_out_raw(&ks->v.out, job->rows + off, end - off);
+	}
+	ks->suspended = false;
+	if (!ok || (end < job->rows_len && (ks->max_rows == 0 || n < ks->max_rows))) {
+		vdb_out_error(&ks->v, true, true, "XX000", "kv: an answer's rows could not be sent in the Bind's formats", NULL,
+			      NULL);
+		ks->v.skipping = true;
+	} else if (end < job->rows_len) {
+		ks->rest_off = end;
+		ks->suspended = true;
+		ks->v.portal_set = true; /* (vdb cleared it at the Execute) */
+		vdb_out_msg(&ks->v.out, 's', NULL, 0);
+	} else {
+		vdb_complete_select(&ks->v, n);
+	}
+}
+
 /* On the client's worker: the router answered (also while tusk stops). */
 static void on_answer(struct worker *w, struct worker_msg *m)
 {
@@ -787,15 +834,9 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		vdb_out_error(&ks->v, true, job->ours, job->sqlstate, job->message, job->detail, job->hint);
 		if (!ks->v.busy_simple)
 			ks->v.skipping = true;
-	} else if (!ks->v.busy_simple && ks->portal_binary) {
-		uint32_t types[KV_FRONT_COLS];
-		int n = result_types(ks->busy_call, types);
-		if (out_rows_binary(&ks->v.out, types, n, ks->portal_binary, job->rows, job->rows_len)) {
-			vdb_complete_select(&ks->v, (uint64_t)job->nrows);
-		} else {
-			vdb_out_error(&ks->v, true, true, "XX000", "kv: an answer could not be put in binary format", NULL, NULL);
-			ks->v.skipping = true;
-		}
+	} else if (!ks->v.busy_simple) {
+		ks->rest_off = 0;
+		out_rest(ks);
 	} else {
 		if (ks->v.busy_simple)
 			out_row_description(ks, ks->busy_call, 0);
@@ -872,6 +913,10 @@ static bool on_query(struct vdb *v, const char *text)
 	struct kv_session *ks = session_of(v);
 	char state[6], err[600];
 
+	if (ks->suspended) { /* a Query ends the portal whose rows were left (the call's answer goes) */
+		ks->suspended = false;
+		v->portal_set = false;
+	}
 	if (is_empty_query(text)) {
 		vdb_out_msg(&v->out, 'I', NULL, 0);
 		return false;
@@ -920,8 +965,10 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 		return;
 	}
 	struct kv_stmt *st = stmt_at(ks, i);
-	if (i == 0 && ks->v.portal_set && ks->portal_stmt == 0)
+	if (i == 0 && ks->v.portal_set && ks->portal_stmt == 0) {
 		ks->v.portal_set = false; /* its call is about to be replaced */
+		ks->suspended = false;
+	}
 	st->used = false;
 	int rc = kv_call_parse(text, &st->call, state, err, sizeof err);
 	if (rc == -ENOMEM) {
@@ -957,6 +1004,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	struct proto_reader r;
 	struct kv_bind_val vals[KV_CALL_MAX_PARAMS];
 
+	ks->suspended = false; /* a Bind replaces the portal */
 	proto_reader_init(&r, body, len);
 	const char *portal = proto_get_cstr(&r);
 	const char *name = proto_get_cstr(&r);
@@ -1069,13 +1117,15 @@ static void describe_portal(struct vdb *v)
 		out_row_description(ks, call, ks->portal_binary);
 }
 
-/* Whole: get_many is bounded. */
-static void execute(struct vdb *v)
+static void execute(struct vdb *v, uint32_t max_rows)
 {
 	struct kv_session *ks = session_of(v);
 	const struct kv_call *call = &stmt_at(ks, ks->portal_stmt)->call;
 	ks->active_at = ev_now(ks->worker->loop);
-	if (call->txn)
+	ks->max_rows = max_rows;
+	if (ks->suspended)
+		out_rest(ks); /* the rows its last Execute left */
+	else if (call->txn)
 		(void)txn_control(ks, call, false);
 	else if (call->set_only && v->txn_status == 'E')
 		vdb_error_skip(v, "25P02", "%s", aborted_text);
@@ -1092,8 +1142,10 @@ static void close_statement(struct vdb *v, const char *name)
 
 	if (i < 0)
 		return;
-	if (v->portal_set && ks->portal_stmt == i)
+	if (v->portal_set && ks->portal_stmt == i) {
 		v->portal_set = false;
+		ks->suspended = false;
+	}
 	stmt_at(ks, i)->used = false;
 }
 

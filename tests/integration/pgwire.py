@@ -33,6 +33,19 @@ def terminate_message():
     return message(b"X")
 
 
+def bind_message(portal, stmt, values, results=()):
+    """Bind of stmt to portal (bytes), the values in text; results: the result format codes
+    (none: all text)."""
+    body = portal + b"\0" + stmt + b"\0" + struct.pack("!HH", 0, len(values))
+    for v in values:
+        body += struct.pack("!I", len(v)) + v
+    return message(b"B", body + struct.pack(f"!H{len(results)}H", len(results), *results))
+
+
+def execute_message(portal=b"", max_rows=0):
+    return message(b"E", portal + b"\0" + struct.pack("!I", max_rows))
+
+
 def parse_error_fields(body):
     """ErrorResponse / NoticeResponse body -> {'S': .., 'C': .., 'M': ..}."""
     fields = {}

@@ -42,20 +42,14 @@ def parse(name, sql, oids=()):
     return pgwire.message(b"P", name + b"\0" + sql + b"\0" + struct.pack(f"!H{len(oids)}I", len(oids), *oids))
 
 
-def bind(portal, stmt, values, results=()):
-    """results: the result format codes (none: all text)."""
-    body = portal + b"\0" + stmt + b"\0" + struct.pack("!HH", 0, len(values))
-    for v in values:
-        body += struct.pack("!I", len(v)) + v
-    return pgwire.message(b"B", body + struct.pack(f"!H{len(results)}H", len(results), *results))
+bind = pgwire.bind_message
 
 
 def describe(kind, name):
     return pgwire.message(b"D", kind + name + b"\0")
 
 
-def execute(portal=b""):
-    return pgwire.message(b"E", portal + b"\0" + struct.pack("!I", 0))
+execute = pgwire.execute_message
 
 
 def close(kind, name):

@@ -4,7 +4,9 @@ answers them (differential against a shard database), their calls on one shard i
 transaction of that shard, and nothing left behind by a client that leaves inside one."""
 
 import asyncio
+import json
 import os
+import subprocess
 import sys
 import time
 
@@ -424,3 +426,22 @@ def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone
         ours.close()
         direct.close()
 
+
+
+def test_node_postgres_transactions_and_a_cursor(parade, zone):
+    """node-postgres (tests/drivers/node/kv_txn.js): BEGIN, puts, COMMIT seen by another client
+    only after it; ROLLBACK undoing a put; pg-cursor over get_many in a transaction, read 2 rows
+    at a time (a named portal executed with a row limit: 2, 2, 1 rows)."""
+    why = harness.available("node")
+    assert not why, why
+    harness.install_node_modules()
+    keys = parade.keys_on(0, 5, "txn-node-")
+    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(zone.tusk.port), PGUSER="postgres", PGDATABASE="kv",
+               KEYS=",".join(keys))
+    p = subprocess.run(["node", str(REPO / "tests" / "drivers" / "node" / "kv_txn.js")], env=env, capture_output=True,
+                       text=True, timeout=120 * SLOW)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    rows = sorted([k, {"i": i}] for i, k in enumerate(keys))  # get_many's order: the keys' bytes
+    assert res == {"other": None, "committed": {"i": 0}, "rolled_back": {"i": 0},
+                   "batches": [rows[j:j + 2] for j in (0, 2, 4)]}, res

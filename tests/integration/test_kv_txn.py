@@ -33,17 +33,21 @@ def parade(workdir):
     p = Parade(workdir / "kv-txn", ["t1"])  # one zone, one worker
     p.setup()
     p.zones[0].settings = {"idle_transaction_timeout": f"{int(IDLE_TX * 1000)}ms"}
+    start_tusk(p.zones[0])
+    yield p
+    p.destroy()
+
+
+def start_tusk(zone):
     old = os.environ.get("TUSK_TEST_KV_CALL_TIMEOUT")
     os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = str(CALL_TIMEOUT)
     try:
-        p.zones[0].start_tusk()
+        zone.start_tusk()
     finally:
         if old is None:
             del os.environ["TUSK_TEST_KV_CALL_TIMEOUT"]
         else:
             os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = old
-    yield p
-    p.destroy()
 
 
 @pytest.fixture
@@ -445,3 +449,38 @@ def test_node_postgres_transactions_and_a_cursor(parade, zone):
     rows = sorted([k, {"i": i}] for i, k in enumerate(keys))  # get_many's order: the keys' bytes
     assert res == {"other": None, "committed": {"i": 0}, "rolled_back": {"i": 0},
                    "batches": [rows[j:j + 2] for j in (0, 2, 4)]}, res
+
+
+def test_tusk_stops_cleanly_with_clients_inside_transactions(parade, zone):
+    """SIGTERM while 4 clients hold transactions on one shard (their connections all taken), a
+    fifth waits for one, and a sixth is between BEGIN and its first call: tusk exits 0 (clean
+    under the sanitizers), the waiting call is answered (57P01) or its connection closed, and
+    nothing of the open transactions was committed. (Last in the module: tusk is started again.)"""
+    keys = parade.keys_on(1, 5, "txn-stop-")
+    clients = []
+    try:
+        for k in keys[:4]:
+            c = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+            c.startup("postgres", "kv")
+            clients.append(c)
+            assert query(c, "BEGIN")[-1] == ("Z", "T")
+            assert query(c, f"select kv.put('default', '{k}', '1')")[-1] == ("Z", "T")
+        waiter = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+        waiter.startup("postgres", "kv")
+        clients.append(waiter)
+        assert query(waiter, "BEGIN")[-1] == ("Z", "T")
+        waiter.send(pgwire.message(b"Q", f"select kv.put('default', '{keys[4]}', '1')".encode() + b"\0"))
+        idle = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+        idle.startup("postgres", "kv")
+        clients.append(idle)
+        assert query(idle, "BEGIN")[-1] == ("Z", "T")
+        time.sleep(0.5)
+        assert zone.stop_tusk() == []
+        kind, info = waiter.expect_error_or_close(timeout=10)
+        assert kind == "closed" or info["C"] == "57P01", (kind, info)
+    finally:
+        for c in clients:
+            c.close()
+        start_tusk(zone)
+    for k in keys:
+        assert get(zone, k) is None, k

@@ -631,7 +631,8 @@ static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool 
 			vdb_out_warning(v, "25001", "there is already a transaction in progress");
 		} else {
 			snprintf(ks->txn_begin, sizeof ks->txn_begin, "%s", call->begin);
-			ks->txn = (struct kv_txn){ .begin = ks->txn_begin };
+			/* no savepoint per call: an error aborts the transaction, as PostgreSQL's */
+			ks->txn = (struct kv_txn){ .begin = ks->txn_begin, .no_savepoints = true };
 			ks->txn_routed = false;
 			v->txn_status = 'T';
 			if (ks->idle_tx_ms)

@@ -25,12 +25,15 @@ struct worker;
  * submitted one after another by one worker, run on a shard connection that is its own until
  * its end job (kv_job.txn_end) answers, in BEGIN ... COMMIT, each call under a savepoint so
  * that a call that fails is undone alone and the next ones run, as Redis's EXEC goes on past
- * an error. Zeroed by the submitter before its first job; shard_loop.c keeps the rest. */
+ * an error (unless no_savepoints). Zeroed by the submitter before its first job; shard_loop.c keeps the rest. */
 struct kv_txn {
 	int shard;      /* in: the shard of every key its calls name */
 	bool snapshot;  /* in: REPEATABLE READ (every call reads one snapshot), else READ COMMITTED */
 	const char *begin; /* in: the statement it begins with, when not NULL (snapshot unused); the
 			    * submitter keeps it until the end */
+	bool no_savepoints; /* in: its calls run without a savepoint each: a call that fails aborts
+			     * the whole (the kv database's transactions, as PostgreSQL's); each
+			     * savepoint of a write is a subtransaction with an xid of its own */
 	/* private: shard_loop.c */
 	void *lc;       /* the connection it holds; NULL before its first call and after its end */
 	bool begun;     /* BEGIN sent on lc */

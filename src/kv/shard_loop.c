@@ -346,7 +346,7 @@ static bool send_txn_steps(struct kv_lconn *lc, struct kv_job *job)
 		if (!send_step(lc, job, t->begin ? t->begin : t->snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN"))
 			return false;
 	}
-	if (t->aborted) {
+	if (t->aborted && !t->no_savepoints) {
 		t->aborted = false;
 		if (!send_step(lc, job, "ROLLBACK TO SAVEPOINT " TXN_SAVEPOINT) ||
 		    !send_step(lc, job, "RELEASE SAVEPOINT " TXN_SAVEPOINT))
@@ -358,7 +358,7 @@ static bool send_txn_steps(struct kv_lconn *lc, struct kv_job *job)
 		return PQsendQueryParams(lc->conn, commit ? "COMMIT" : "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) &&
 		       PQpipelineSync(lc->conn);
 	}
-	return send_step(lc, job, "SAVEPOINT " TXN_SAVEPOINT);
+	return t->no_savepoints || send_step(lc, job, "SAVEPOINT " TXN_SAVEPOINT);
 }
 
 static void send_call(struct kv_lconn *lc, struct kv_job *job)
@@ -396,7 +396,8 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 		job->stage = STAGE_PREPARE;
 	}
 	if (!PQsendQueryPrepared(lc->conn, name, np, kv_stmt_params(r, job, pbuf), NULL, NULL, 0) ||
-	    (job->txn && !PQsendQueryParams(lc->conn, "RELEASE SAVEPOINT " TXN_SAVEPOINT, 0, NULL, NULL, NULL, NULL, 0)) ||
+	    (job->txn && !job->txn->no_savepoints &&
+	     !PQsendQueryParams(lc->conn, "RELEASE SAVEPOINT " TXN_SAVEPOINT, 0, NULL, NULL, NULL, NULL, 0)) ||
 	    !PQpipelineSync(lc->conn))
 		goto err_lost;
 	arm_call_timer(lc);
@@ -497,6 +498,9 @@ static bool get_without_view(struct kv_lconn *lc, struct kv_job *job, const PGre
 		    strcmp(state, "26000") != 0)
 			return false;
 	}
+	if (job->txn && job->txn->no_savepoints)
+		return false; /* its error aborted the transaction: the client gets it (the connection
+			       * has switched: the next transaction's get runs the fallback) */
 	job->again = job->resent = true;
 	job->stage = STAGE_SYNC; /* what is left of it in the pipeline is its Sync */
 	return true;
@@ -854,7 +858,7 @@ static void txn_ended(struct kv_lconn *lc, struct kv_job *job)
 	job->rows_len = 0;
 	job->nrows = 0;
 	lc->owner = NULL;
-	*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot, .begin = t->begin };
+	*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot, .begin = t->begin, .no_savepoints = t->no_savepoints };
 	finish(job); /* posts to the submitter: it runs later on this loop */
 	if (l->twait[lc->shard])
 		txn_kick(lc);
@@ -899,7 +903,7 @@ static void txn_send(struct kv_loop *l, int shard, struct kv_job *job)
 		if (t->broken && job->txn_end == KV_TXN_COMMIT)
 			kv_job_fail(job, "08006", "the transaction's connection to kv shard %s%d was lost: nothing of it "
 				    "was committed", KV_SHARD_DB_PREFIX, shard);
-		*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot, .begin = t->begin };
+		*t = (struct kv_txn){ .shard = t->shard, .snapshot = t->snapshot, .begin = t->begin, .no_savepoints = t->no_savepoints };
 		finish(job);
 		return;
 	}

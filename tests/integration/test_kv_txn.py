@@ -455,7 +455,7 @@ def test_tusk_stops_cleanly_with_clients_inside_transactions(parade, zone):
     """SIGTERM while 4 clients hold transactions on one shard (their connections all taken), a
     fifth waits for one, and a sixth is between BEGIN and its first call: tusk exits 0 (clean
     under the sanitizers), the waiting call is answered (57P01) or its connection closed, and
-    nothing of the open transactions was committed. (Last in the module: tusk is started again.)"""
+    nothing of the open transactions was committed. (tusk is started again for the tests after it.)"""
     keys = parade.keys_on(1, 5, "txn-stop-")
     clients = []
     try:
@@ -484,3 +484,20 @@ def test_tusk_stops_cleanly_with_clients_inside_transactions(parade, zone):
         start_tusk(zone)
     for k in keys:
         assert get(zone, k) is None, k
+
+
+def test_a_transactions_calls_take_no_subtransactions(parade, zone):
+    """The kv database's transaction runs its calls without a savepoint each (an error aborts it
+    anyway): 200 puts in one transaction take one xid on the shard, not 200 subtransactions' (past
+    64 a backend's subtransactions overflow, and every snapshot on the instance then reads
+    pg_subtrans)."""
+    keys = parade.keys_on(0, 10, "txn-subx-")
+    with zone.db(0, user="postgres") as probe, tusk_conn(zone) as c:
+        before = probe.execute("select pg_current_xact_id()::text::bigint").fetchone()[0]
+        c.execute("begin")
+        for i in range(200):
+            c.execute("select kv.put('default', %s, %s)", (keys[i % 10], str(i)))
+        c.execute("commit")
+        after = probe.execute("select pg_current_xact_id()::text::bigint").fetchone()[0]
+    assert after - before < 20, after - before
+    assert get(zone, keys[9]) == 199

@@ -154,6 +154,7 @@ struct resp_conn {
 	bool exec_warmed;              /* a read was made for routing to be ready: not again */
 	bool exec_rollback;            /* its end is a ROLLBACK: the client left, or (exec_again) it runs again */
 	bool exec_again;               /* a call met a concurrent write (40001, 40P01): run the queue again */
+	bool exec_savepoints;          /* its runs put each call under a savepoint (a command failed) */
 	int exec_tries;                /* runs of this EXEC so far */
 	ev_timer exec_wait;            /* before a run again: a random pause, longer with each run */
 	int exec_i;                    /* queued commands run so far */
@@ -3224,7 +3225,9 @@ static void exec_start(struct resp_conn *c)
 		exec_refuse(c, "TRYAGAIN tusk: kv routing is not ready yet (see tusk's log)");
 		return;
 	}
-	c->txn = (struct kv_txn){ .shard = shard < 0 ? 0 : shard, .snapshot = reads };
+	/* no savepoint per call until a command fails (then the queue runs again with them) */
+	c->txn = (struct kv_txn){ .shard = shard < 0 ? 0 : shard, .snapshot = reads, .no_savepoints = true };
+	c->exec_savepoints = false;
 	c->exec_tries = 1;
 	swap_out(c); /* out is empty now; what it held waits in held */
 	exec_run(c);
@@ -3370,6 +3373,16 @@ static void exec_answer(struct resp_conn *c)
 			exec_end(c);
 			break;
 		}
+		if (c->exec == EXEC_CMDS && c->job.failed && !c->job.ours && c->txn.no_savepoints) {
+			/* a command failed on the shard, which aborts a transaction without savepoints:
+			 * the queue runs again with a savepoint per call, so that the failed command
+			 * alone is undone and the others apply, as Redis goes on past a command's
+			 * error. (A savepoint of a write is a subtransaction with an xid of its own:
+			 * paid only when a command fails.) */
+			c->exec_again = c->exec_rollback = c->exec_savepoints = true;
+			exec_end(c);
+			break;
+		}
 		if (c->exec == EXEC_WATCHED) {
 			const char *ns, *key, *meta, *v = NULL;
 			size_t n = 0;
@@ -3401,7 +3414,8 @@ static void exec_answer(struct resp_conn *c)
 			c->exec_again = c->exec_rollback = false;
 			c->exec_tries++;
 			c->out_off = c->out_len = 0; /* the replies of the run undone */
-			c->txn = (struct kv_txn){ .shard = c->txn.shard, .snapshot = c->txn.snapshot };
+			c->txn = (struct kv_txn){ .shard = c->txn.shard, .snapshot = c->txn.snapshot,
+						  .no_savepoints = !c->exec_savepoints };
 			c->exec = EXEC_PAUSE;
 			int most = c->exec_tries < 20 ? c->exec_tries : 20;
 			ev_timer_set(&c->exec_wait, (double)(rand() % (most * 1000 + 1)) / 1e6, 0.);

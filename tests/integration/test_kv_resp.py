@@ -1845,6 +1845,33 @@ def test_redis_multi_is_atomic_and_isolated(zone):
     setup.delete(a, b, n)
 
 
+def test_redis_exec_takes_no_subtransactions_unless_a_command_fails(zone):
+    """EXEC runs its calls without a savepoint each: 100 SETs in one transaction take one xid on
+    the shard, not a subtransaction's each (past 64 they overflow). When a command fails, the
+    queue runs again with a savepoint per call, so that it alone is undone and the others apply,
+    as Redis does (the differential test above covers the replies)."""
+    keys = zone.parade.keys_on(0, 2, "subx", ns="diff")
+    r = client(zone, db=3)
+    r.set(keys[1], "word")
+
+    def xid():
+        return zone.sql(0, "select pg_current_xact_id()::text::bigint")[0][0]
+
+    before = xid()
+    with r.pipeline() as p:
+        for i in range(100):
+            p.set(keys[0], str(i))
+        assert p.execute() == [True] * 100
+    used = xid() - before
+    assert used < 20, used
+    with r.pipeline() as p:
+        p.set(keys[0], "a").incr(keys[1]).append(keys[0], "b")
+        got = p.execute(raise_on_error=False)
+    assert got[0] is True and isinstance(got[1], redis.ResponseError) and got[2] == 2, got
+    assert r.get(keys[0]) == b"ab" and r.get(keys[1]) == b"word"
+    r.delete(*keys)
+
+
 def test_redis_multi_that_reads_and_writes_reads_what_it_writes_over(zone):
     """A transaction that reads a key and writes it reads one snapshot and runs again when a
     concurrent write to its key came first (REPEATABLE READ, 40001): 6 clients each run MULTI;

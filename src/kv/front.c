@@ -673,34 +673,30 @@ static bool txn_read_committed(const struct kv_session *ks)
 	return !strstr(ks->txn_begin, "REPEATABLE READ") && !strstr(ks->txn_begin, "SERIALIZABLE");
 }
 
+/* A read of several shards in the transaction runs as a statement of its own (job.txn NULL):
+ * while it is READ COMMITTED and has reached no shard yet, that is what it would read inside
+ * (a snapshot of its own, nothing of the transaction's to see). psycopg's default mode begins a
+ * transaction before any call, a scan's too. */
+static bool txn_alone(const struct kv_session *ks, const struct kv_call *call)
+{
+	return !ks->txn_routed && kv_op_is_read(call->op) && txn_read_committed(ks);
+}
+
 /* The keys the bound call names, checked against the transaction's shard (the first call's);
- * false after an error. A call of several shards that only reads runs as a statement of its own
- * (j->txn stays NULL) while the transaction is READ COMMITTED and has reached no shard yet:
- * there it would read a snapshot of its own too, and there is nothing of the transaction's for
- * it to see (psycopg's default mode begins a transaction before any call, a scan's too).
- * Otherwise it is refused. */
+ * false after an error. Keys of several shards: alone (txn_alone), else refused. */
 static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool simple, int nshards)
 {
 	struct kv_job *j = &ks->job;
-	bool alone = !ks->txn_routed && kv_op_is_read(call->op) && txn_read_committed(ks);
+	int n = kv_op_keyless(call->op) ? j->nkeys : 1, shard = ks->txn_routed ? ks->txn.shard : -1;
 	char text[600];
 
-	if (kv_op_keyless(call->op) && !kv_op_array_arg(call->op, 1)) {
-		if (alone)
-			return true;
-		snprintf(text, sizeof text, "kv: kv.%s asks every shard, and a transaction holds one: call it outside the "
-			 "transaction%s", kv_op_name(call->op),
-			 kv_op_is_read(call->op) ? ", or first in a READ COMMITTED one" : "");
-		return refuse(ks, simple, "0A000", text);
-	}
-	int n = kv_op_keyless(call->op) ? j->nkeys : 1, shard = ks->txn_routed ? ks->txn.shard : -1;
 	for (int i = 0; i < n; i++) {
 		const char *key = kv_op_keyless(call->op) ? j->keys[i] : j->key;
 		int sh = kv_shard_of(j->ns, strlen(j->ns), key, strlen(key), nshards);
 		if (shard < 0) {
 			shard = sh;
 		} else if (sh != shard) {
-			if (alone)
+			if (txn_alone(ks, call))
 				return true;
 			snprintf(text, sizeof text,
 				 "kv: key \"%.200s\" lies on shard %d, and this transaction's keys on shard %d: a transaction "
@@ -721,32 +717,38 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 {
 	struct kv_router *r = ks->worker->rt->kv_router;
 	struct kv_job *j = &ks->job;
+	char text[300];
 
 	j->txn = NULL;
 	j->txn_end = 0;
 	if (ks->v.txn_status == 'E')
 		return refuse(ks, simple, "25P02", aborted_text);
-	bool keys = !kv_op_keyless(call->op) || j->nkeys > 0 || !kv_op_array_arg(call->op, 1);
-	if (ks->v.txn_status == 'T' && r && keys) {
-		int nshards = kv_router_nshards(r);
-		if (nshards == 0 && !ks->warming && (!kv_op_keyless(call->op) || j->nkeys > 0)) {
-			/* routing is not ready (the catalog is read on the first call): one read of a
-			 * key it names first, its answer unused; then the call */
-			ks->warming = true;
-			ks->warm_op = j->op;
-			memcpy(ks->warm_args, j->args, sizeof ks->warm_args);
-			memset(j->args, 0, sizeof j->args);
-			j->args[0] = j->ns;
-			j->args[1] = kv_op_keyless(call->op) ? j->keys[0] : j->key;
-			j->op = KV_OP_COUNTER;
+	if (ks->v.txn_status != 'T' || !r || (kv_op_array_arg(call->op, 1) && j->nkeys == 0))
+		return submit(ks, call, simple); /* (a batch of no key reaches no shard) */
+	if (kv_op_keyless(call->op) && !kv_op_array_arg(call->op, 1)) { /* every shard */
+		if (txn_alone(ks, call))
 			return submit(ks, call, simple);
-		}
-		if (nshards == 0)
-			return refuse(ks, simple, "57P03", "kv routing is not ready for a transaction yet: try again");
-		if (!txn_route(ks, call, simple, nshards))
-			return false;
+		snprintf(text, sizeof text, "kv: kv.%s asks every shard, and a transaction holds one: call it outside the "
+			 "transaction%s", kv_op_name(call->op),
+			 kv_op_is_read(call->op) ? ", or first in a READ COMMITTED one" : "");
+		return refuse(ks, simple, "0A000", text);
 	}
-	return submit(ks, call, simple);
+	int nshards = kv_router_nshards(r);
+	if (nshards == 0 && !ks->warming) {
+		/* routing is not ready (the catalog is read on the first call): one read of a key it
+		 * names first, its answer unused; then the call */
+		ks->warming = true;
+		ks->warm_op = j->op;
+		memcpy(ks->warm_args, j->args, sizeof ks->warm_args);
+		memset(j->args, 0, sizeof j->args);
+		j->args[0] = j->ns;
+		j->args[1] = kv_op_keyless(call->op) ? j->keys[0] : j->key;
+		j->op = KV_OP_COUNTER;
+		return submit(ks, call, simple);
+	}
+	if (nshards == 0)
+		return refuse(ks, simple, "57P03", "kv routing is not ready for a transaction yet: try again");
+	return txn_route(ks, call, simple, nshards) && submit(ks, call, simple);
 }
 
 /* An Execute's answer: the call's DataRows from rest_off, up to max_rows of them (0: all),

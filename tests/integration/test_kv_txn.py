@@ -501,3 +501,22 @@ def test_a_transactions_calls_take_no_subtransactions(parade, zone):
         after = probe.execute("select pg_current_xact_id()::text::bigint").fetchone()[0]
     assert after - before < 20, after - before
     assert get(zone, keys[9]) == 199
+
+
+def test_a_fresh_tusks_first_calls_are_in_transactions(parade, zone):
+    """Right after tusk starts (its routing not read yet), psycopg's default mode: the first call
+    inside a transaction is a scan (run alone), then a put of one key (routing is read first,
+    then the call runs in the transaction); the same with a put first after another restart."""
+    for first in ("scan", "put"):
+        keys = parade.keys_on(0, 2, f"txn-fresh-{first}-")
+        assert zone.stop_tusk() == []
+        start_tusk(zone)
+        with psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv",
+                             connect_timeout=10) as c:
+            if first == "scan":
+                assert c.execute("select * from kv.scan('default', 'txn-fresh-scan-', NULL, 10)").fetchall() == []
+            c.execute("select kv.put('default', %s, %s)", (keys[0], f'"{first}"'))
+            c.execute("select kv.put('default', %s, %s)", (keys[1], f'"{first}"'))
+            assert get(zone, keys[0]) is None  # not committed yet
+            c.commit()
+        assert get(zone, keys[0]) == first and get(zone, keys[1]) == first

@@ -477,9 +477,13 @@ static inline bool put_as_router(const struct kv_router *r, const struct kv_job 
 		(job->op == KV_OP_PUT_MANY && job->fan && job->nkeys > 0 && job->nkeys <= KV_PUT_MANY_FAST_MAX));
 }
 
+/* A put_many part inside a transaction without savepoints takes kv.put_many at once: its fast
+ * statement's miss is an error (KV003), which would abort the transaction before kv.put_many
+ * could run after it. (A put's miss is no row, not an error.) */
 static inline bool put_fast(const struct kv_router *r, const struct kv_job *job)
 {
-	return put_as_router(r, job) && !job->put_slow;
+	return put_as_router(r, job) && !job->put_slow &&
+	       !(job->op == KV_OP_PUT_MANY && job->txn && job->txn->no_savepoints);
 }
 
 int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job)

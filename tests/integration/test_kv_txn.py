@@ -520,3 +520,18 @@ def test_a_fresh_tusks_first_calls_are_in_transactions(parade, zone):
             assert get(zone, keys[0]) is None  # not committed yet
             c.commit()
         assert get(zone, keys[0]) == first and get(zone, keys[1]) == first
+
+
+def test_put_many_of_deleted_keys_in_a_transaction(parade, zone):
+    """put_many over keys whose rows are tombstones (deleted before), inside a transaction: the
+    kv_router fast path would miss with an error (KV003) there, which aborts a transaction
+    without savepoints (25P02 at the kv.put_many after it, before this was fixed); such a part
+    calls kv.put_many at once, and the transaction commits."""
+    keys = parade.keys_on(1, 3, "txn-pm-")
+    with tusk_conn(zone) as c:
+        c.execute("select kv.put_many('default', %s, %s)", (keys, ['1', '2', '3']))
+        c.execute("select kv.delete_many('default', %s)", (keys,))
+        c.execute("begin")
+        assert c.execute("select kv.put_many('default', %s, %s)", (keys, ['4', '5', '6'])).fetchone()[0] == 3
+        c.execute("commit")
+        assert c.execute("select * from kv.get_many('default', %s)", (keys,)).fetchall() == list(zip(keys, [4, 5, 6]))

@@ -654,16 +654,7 @@ static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool 
 		vdb_complete(v, ks->end_tag);
 		return false;
 	}
-	struct kv_job *j = &ks->job;
-	j->op = KV_OP_COUNTER; /* not run: the end needs an op of the worker's loop */
-	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
-		j->args[i] = NULL;
-	j->ns = "";
-	j->key = NULL;
-	j->nkeys = j->nvalues = 0;
-	j->keys = j->values = NULL;
-	j->txn = &ks->txn;
-	j->txn_end = commit ? KV_TXN_COMMIT : KV_TXN_ROLLBACK;
+	kv_job_txn_end(&ks->job, &ks->txn, commit ? KV_TXN_COMMIT : KV_TXN_ROLLBACK);
 	return submit(ks, call, simple);
 }
 

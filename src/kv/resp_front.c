@@ -3301,14 +3301,7 @@ static void exec_end(struct resp_conn *c)
 		exec_done(c, c->watch_broke ? EXEC_WATCH_BROKE : EXEC_OK); /* nothing reached a shard: nothing to end */
 		return;
 	}
-	struct kv_job *j = &c->job;
-	j->op = KV_OP_COUNTER; /* not run: kv_router_submit needs an op of the worker's loop */
-	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
-		j->args[i] = NULL;
-	j->ns = c->ns;
-	j->key = NULL;
-	j->nkeys = j->nvalues = 0;
-	j->keys = j->values = NULL;
+	kv_job_txn_end(&c->job, &c->txn, c->exec_rollback ? KV_TXN_ROLLBACK : KV_TXN_COMMIT); /* (submit sets the same) */
 	submit(c, STEP_NONE);
 	if (!c->busy && c->exec == EXEC_END)
 		exec_done(c, EXEC_NO_ROUTER); /* submit could not (its reply is dropped with out) */

@@ -958,6 +958,19 @@ static void run_fanout(struct kv_exec *x, int nshards, struct kv_job *job)
 	free(pairs);
 }
 
+void kv_job_txn_end(struct kv_job *job, struct kv_txn *t, uint8_t end)
+{
+	job->op = KV_OP_COUNTER;
+	for (int i = 0; i < KV_CALL_MAX_ARGS; i++)
+		job->args[i] = NULL;
+	job->ns = "";
+	job->key = NULL;
+	job->nkeys = job->nvalues = 0;
+	job->keys = job->values = NULL;
+	job->txn = t;
+	job->txn_end = end;
+}
+
 void kv_job_reset(struct kv_job *job)
 {
 	job->failed = false;

@@ -91,6 +91,10 @@ struct kv_job {
 	uint8_t pre;                   /* shard_loop.c: results of a transaction's steps owed first */
 };
 
+/* Make job the end of t (KV_TXN_COMMIT or KV_TXN_ROLLBACK): no call, no key, an op of the
+ * worker's loop (kv_router_submit needs one; it is not run). */
+void kv_job_txn_end(struct kv_job *job, struct kv_txn *t, uint8_t end);
+
 /* Calls of a transaction can run (the catalog is read and the instance resolved): until then
  * kv_router_submit answers them 57P03. */
 bool kv_router_loop_ready(struct kv_router *r);

@@ -283,6 +283,18 @@ def query(c, sql):
     return answer(c)
 
 
+def open_transaction(zone, clients, key=None):
+    """A raw client of the kv database (appended to clients) inside a transaction, which has put
+    key when one is given (holding one of its worker's connections for transactions)."""
+    c = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+    c.startup("postgres", "kv")
+    clients.append(c)
+    assert query(c, "BEGIN")[-1] == ("Z", "T")
+    if key is not None:
+        assert query(c, f"select kv.put('default', '{key}', '1')")[-1] == ("Z", "T")
+    return c
+
+
 def test_the_fifth_transaction_of_a_worker_on_a_shard_waits_for_one_bounded(parade, zone):
     """A worker holds 4 connections per shard for transactions. With 4 clients inside
     transactions on one shard, a fifth transaction's first call waits until one ends (then runs
@@ -291,15 +303,8 @@ def test_the_fifth_transaction_of_a_worker_on_a_shard_waits_for_one_bounded(para
     holders = []
     try:
         for k in keys[:4]:
-            c = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
-            c.startup("postgres", "kv")
-            holders.append(c)
-            assert query(c, "BEGIN")[-1] == ("Z", "T")
-            assert query(c, f"select kv.put('default', '{k}', '1')")[-1] == ("Z", "T")
-        waiter = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
-        waiter.startup("postgres", "kv")
-        holders.append(waiter)
-        assert query(waiter, "BEGIN")[-1] == ("Z", "T")
+            open_transaction(zone, holders, k)
+        waiter = open_transaction(zone, holders)
         start = time.monotonic()
         got = query(waiter, f"select kv.put('default', '{keys[4]}', '1')")
         waited = time.monotonic() - start
@@ -460,20 +465,10 @@ def test_tusk_stops_cleanly_with_clients_inside_transactions(parade, zone):
     clients = []
     try:
         for k in keys[:4]:
-            c = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
-            c.startup("postgres", "kv")
-            clients.append(c)
-            assert query(c, "BEGIN")[-1] == ("Z", "T")
-            assert query(c, f"select kv.put('default', '{k}', '1')")[-1] == ("Z", "T")
-        waiter = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
-        waiter.startup("postgres", "kv")
-        clients.append(waiter)
-        assert query(waiter, "BEGIN")[-1] == ("Z", "T")
+            open_transaction(zone, clients, k)
+        waiter = open_transaction(zone, clients)
         waiter.send(pgwire.message(b"Q", f"select kv.put('default', '{keys[4]}', '1')".encode() + b"\0"))
-        idle = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
-        idle.startup("postgres", "kv")
-        clients.append(idle)
-        assert query(idle, "BEGIN")[-1] == ("Z", "T")
+        open_transaction(zone, clients)
         time.sleep(0.5)
         assert zone.stop_tusk() == []
         kind, info = waiter.expect_error_or_close(timeout=10)

@@ -188,6 +188,8 @@ void vdb_out_free(struct vdb_out *o)
 void vdb_ready(struct vdb *v)
 {
 	uint8_t status = v->txn_status ? v->txn_status : 'I';
+	if (v->ops->before_ready)
+		v->ops->before_ready(v);
 	vdb_out_msg(&v->out, 'Z', &status, 1);
 	v->out_ready = true;
 }
@@ -339,6 +341,8 @@ void vdb_greet(struct vdb *v, const char *server_version, const char *datestyle)
 		{ "server_encoding", "UTF8" },
 		{ "client_encoding", "UTF8" },
 		{ "DateStyle", datestyle },
+		{ "default_transaction_read_only", "off" },
+		{ "in_hot_standby", "off" },
 		{ "TimeZone", "UTC" },
 		{ "integer_datetimes", "on" },
 		{ "standard_conforming_strings", "on" },

@@ -40,7 +40,9 @@ enum {
 	PB_LIMIT_OPTION_DEFAULT = 1,
 	PB_NODE_VARIABLE_SET_STMT = 97,
 	PB_VARIABLE_SET_KIND = 1, PB_VARIABLE_SET_NAME = 2, PB_VARIABLE_SET_ARGS = 3, PB_VARIABLE_SET_IS_LOCAL = 4,
-	PB_VAR_SET_VALUE = 1,
+	PB_VAR_SET_VALUE = 1, PB_VAR_SET_DEFAULT = 2, PB_VAR_SET_MULTI = 4, PB_VAR_RESET = 5,
+	PB_NODE_VARIABLE_SHOW_STMT = 98, PB_VARIABLE_SHOW_NAME = 1,
+	PB_NODE_DEALLOCATE_STMT = 121, PB_DEALLOCATE_NAME = 1,
 	PB_NODE_TRANSACTION_STMT = 86, PB_NODE_DEF_ELEM = 195,
 	PB_TRANSACTION_KIND = 1, PB_TRANSACTION_OPTIONS = 2, PB_TRANSACTION_CHAIN = 5,
 	PB_TRANS_BEGIN = 1, PB_TRANS_START = 2, PB_TRANS_COMMIT = 3, PB_TRANS_ROLLBACK = 4, PB_TRANS_SAVEPOINT = 5,
@@ -544,14 +546,106 @@ static bool driver_set(struct pb stmt)
 	return value && known && nargs == 1;
 }
 
-/* One option of BEGIN (a DefElem): appended to call->begin as PostgreSQL would read it back. */
-static bool txn_option(struct parse *ps, struct pb def)
+/* ---- transaction control and settings ---- */
+
+static const char *const show_names[] = {
+	[KV_SHOW_ISOLATION] = "transaction_isolation",
+	[KV_SHOW_READ_ONLY] = "transaction_read_only",
+	[KV_SHOW_DEFERRABLE] = "transaction_deferrable",
+	[KV_SHOW_DEFAULT_ISOLATION] = "default_transaction_isolation",
+	[KV_SHOW_DEFAULT_READ_ONLY] = "default_transaction_read_only",
+	[KV_SHOW_DEFAULT_DEFERRABLE] = "default_transaction_deferrable",
+};
+static const char *const iso_names[] = { "read uncommitted", "read committed", "repeatable read", "serializable" };
+
+const char *kv_show_name(enum kv_show which)
+{
+	return show_names[which];
+}
+
+const char *kv_txn_char_text(enum kv_show which, int value)
+{
+	if (which % 3 == KV_SHOW_ISOLATION)
+		return iso_names[value >= 0 && value <= KV_ISO_SERIALIZABLE ? value : KV_ISO_READ_COMMITTED];
+	return value == 1 ? "on" : "off";
+}
+
+void kv_txn_begin_text(const struct kv_txn_chars *c, char out[KV_CALL_BEGIN_MAX])
+{
+	static const char *const iso[] = { " ISOLATION LEVEL READ UNCOMMITTED", " ISOLATION LEVEL READ COMMITTED",
+					   " ISOLATION LEVEL REPEATABLE READ", " ISOLATION LEVEL SERIALIZABLE" };
+	snprintf(out, KV_CALL_BEGIN_MAX, "BEGIN%s%s%s",
+		 c->iso >= 0 && c->iso <= KV_ISO_SERIALIZABLE ? iso[c->iso] : "",
+		 c->read_only == 1 ? " READ ONLY" : c->read_only == 0 ? " READ WRITE" : "",
+		 c->deferrable == 1 ? " DEFERRABLE" : c->deferrable == 0 ? " NOT DEFERRABLE" : "");
+}
+
+/* One of the six settings by name (any case, as PostgreSQL finds a setting); -1 if none. */
+static int setting_of(struct pb name)
+{
+	size_t n = (size_t)(name.end - name.p);
+	for (size_t i = 0; i < sizeof show_names / sizeof show_names[0]; i++)
+		if (n == strlen(show_names[i]) && strncasecmp((const char *)name.p, show_names[i], n) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* A setting's value as PostgreSQL reads it: an isolation level by name, any case; a Boolean
+ * as parse_bool (a prefix of true, false, yes or no, on or of(f) by two letters, 1 or 0).
+ * -1 when it is not one. */
+static int char_value(enum kv_show which, const char *t, size_t n)
+{
+	if (which % 3 == KV_SHOW_ISOLATION) {
+		for (int i = 0; i <= KV_ISO_SERIALIZABLE; i++)
+			if (n == strlen(iso_names[i]) && strncasecmp(t, iso_names[i], n) == 0)
+				return i;
+		return -1;
+	}
+	static const struct {
+		const char *word;
+		size_t min;
+		int value;
+	} words[] = { { "true", 1, 1 }, { "false", 1, 0 }, { "yes", 1, 1 }, { "no", 1, 0 },
+		      { "on", 2, 1 },   { "off", 2, 0 },   { "1", 1, 1 },   { "0", 1, 0 } };
+	for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+		if (n >= words[i].min && n <= strlen(words[i].word) && strncasecmp(t, words[i].word, n) == 0)
+			return words[i].value;
+	return -1;
+}
+
+static void set_char(struct kv_txn_chars *c, enum kv_show which, int value)
+{
+	int8_t *f = which % 3 == KV_SHOW_ISOLATION ? &c->iso : which % 3 == KV_SHOW_READ_ONLY ? &c->read_only
+											     : &c->deferrable;
+	*f = (int8_t)value;
+}
+
+/* A constant (node) that sets setting which: its value in *value, or an error as PostgreSQL's. */
+static bool setting_value(struct parse *ps, enum kv_show which, struct pb node, int *value)
+{
+	struct pb inner;
+	struct kv_arg val = { 0 };
+
+	if (pb_node(node, &inner) != PB_NODE_A_CONST || !a_const(ps, inner, &val) || val.kind != KV_ARG_CONST)
+		return ps->rc ? false : fail(ps, "0A000", "kv: unsupported value for %s", show_names[which]);
+	const char *t = ps->call->text + val.off;
+	*value = char_value(which, t, val.len);
+	if (*value >= 0)
+		return true;
+	if (which % 3 == KV_SHOW_ISOLATION)
+		return fail(ps, "22023", "invalid value for parameter \"%s\": \"%.*s\"", show_names[which], (int)val.len, t);
+	return fail(ps, "22023", "parameter \"%s\" requires a Boolean value", show_names[which]);
+}
+
+/* One option of BEGIN, SET TRANSACTION or SET SESSION CHARACTERISTICS (a DefElem named as the
+ * setting, transaction_isolation ...): into chars (a later one wins, as in PostgreSQL). */
+static bool txn_option(struct parse *ps, struct pb def, struct kv_txn_chars *chars)
 {
 	uint32_t f;
 	enum pb_wire w;
 	uint64_t v;
-	struct pb sub, name = { NULL, NULL }, arg = { NULL, NULL }, inner;
-	struct kv_arg val = { 0 };
+	struct pb sub, name = { NULL, NULL }, arg = { NULL, NULL };
+	int value;
 
 	while (def.p < def.end) {
 		if (!pb_next(&def, &f, &w, &v, &sub))
@@ -561,29 +655,12 @@ static bool txn_option(struct parse *ps, struct pb def)
 		else if (f == PB_DEF_ELEM_ARG && w == PB_BYTES)
 			arg = sub;
 	}
-	if (!name.p || !arg.p || pb_node(arg, &inner) != PB_NODE_A_CONST || !a_const(ps, inner, &val))
-		return ps->rc ? false : fail(ps, "0A000", "kv: unsupported transaction option");
-	const char *t = val.kind == KV_ARG_CONST ? ps->call->text + val.off : "";
-	size_t nlen = (size_t)(name.end - name.p), tlen = val.kind == KV_ARG_CONST ? val.len : 0;
-	const char *add = NULL;
-#define NAME_IS(s) (nlen == strlen(s) && memcmp(name.p, s, nlen) == 0)
-#define VAL_IS(s) (tlen == strlen(s) && memcmp(t, s, tlen) == 0)
-	if (NAME_IS("transaction_isolation"))
-		add = VAL_IS("read uncommitted")  ? " ISOLATION LEVEL READ UNCOMMITTED"
-		      : VAL_IS("read committed")  ? " ISOLATION LEVEL READ COMMITTED"
-		      : VAL_IS("repeatable read") ? " ISOLATION LEVEL REPEATABLE READ"
-		      : VAL_IS("serializable")    ? " ISOLATION LEVEL SERIALIZABLE"
-						  : NULL;
-	else if (NAME_IS("transaction_read_only"))
-		add = VAL_IS("0") ? " READ WRITE" : " READ ONLY";
-	else if (NAME_IS("transaction_deferrable"))
-		add = VAL_IS("0") ? " NOT DEFERRABLE" : " DEFERRABLE";
-#undef NAME_IS
-#undef VAL_IS
-	size_t have = strlen(ps->call->begin);
-	if (!add || have + strlen(add) >= sizeof ps->call->begin)
+	int which = name.p ? setting_of(name) : -1;
+	if (which < 0 || which > KV_SHOW_DEFERRABLE || !arg.p)
 		return fail(ps, "0A000", "kv: unsupported transaction option");
-	memcpy(ps->call->begin + have, add, strlen(add) + 1);
+	if (!setting_value(ps, (enum kv_show)which, arg, &value))
+		return false;
+	set_char(chars, (enum kv_show)which, value);
 	return true;
 }
 
@@ -620,16 +697,126 @@ static bool txn_stmt(struct parse *ps, struct pb stmt)
 	}
 	if (kind != PB_TRANS_BEGIN && kind != PB_TRANS_START)
 		return fail(ps, "0A000", "kv: two-phase commit is not supported by the kv database");
-	snprintf(ps->call->begin, sizeof ps->call->begin, "BEGIN");
 	for (int i = 0; i < nopt; i++) {
 		struct pb def;
 		if (pb_node(options[i], &def) != PB_NODE_DEF_ELEM)
 			return fail(ps, "0A000", "kv: unsupported transaction option");
-		if (!txn_option(ps, def))
+		if (!txn_option(ps, def, &ps->call->chars))
 			return false;
 	}
 	ps->call->txn = KV_TXN_STMT_BEGIN;
 	ps->call->txn_start = kind == PB_TRANS_START;
+	return true;
+}
+
+/* SET TRANSACTION ..., SET SESSION CHARACTERISTICS AS TRANSACTION ..., SET [SESSION] one of the
+ * six settings {= | TO} a value, and for the defaults SET ... TO DEFAULT and RESET: true when
+ * stmt is one (parsed, or failed); false, nothing said, when it is another SET. */
+static bool txn_set(struct parse *ps, struct pb stmt)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v, kind = 0;
+	struct pb sub, name = { NULL, NULL }, args[8];
+	int nargs = 0, value = KV_CHAR_RESET;
+	bool local = false;
+
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_VARIABLE_SET_KIND && w == PB_VARINT)
+			kind = v;
+		else if (f == PB_VARIABLE_SET_NAME && w == PB_BYTES)
+			name = sub;
+		else if (f == PB_VARIABLE_SET_ARGS && w == PB_BYTES) {
+			if (nargs == (int)(sizeof args / sizeof args[0]))
+				return fail(ps, "0A000", "kv: unsupported transaction option");
+			args[nargs++] = sub;
+		} else if (f == PB_VARIABLE_SET_IS_LOCAL && w == PB_VARINT)
+			local = v != 0;
+	}
+	size_t nlen = (size_t)(name.end - name.p);
+#define NAME_IS(s) (name.p && nlen == strlen(s) && strncasecmp((const char *)name.p, s, nlen) == 0)
+	if (kind == PB_VAR_SET_MULTI && (NAME_IS("TRANSACTION") || NAME_IS("SESSION CHARACTERISTICS"))) {
+		bool session = NAME_IS("SESSION CHARACTERISTICS");
+#undef NAME_IS
+		for (int i = 0; i < nargs; i++) {
+			struct pb def;
+			if (pb_node(args[i], &def) != PB_NODE_DEF_ELEM)
+				return fail(ps, "0A000", "kv: unsupported transaction option");
+			if (!txn_option(ps, def, &ps->call->chars))
+				return true;
+		}
+		ps->call->txn = session ? KV_TXN_STMT_DEFAULT : KV_TXN_STMT_SET;
+		ps->call->txn_warn = !session;
+		return true;
+	}
+	int which = name.p ? setting_of(name) : -1;
+	if (which < 0 || kind == PB_VAR_SET_MULTI)
+		return false;
+	bool dflt = which >= KV_SHOW_DEFAULT_ISOLATION;
+	if (local)
+		return fail(ps, "0A000", "kv: SET LOCAL is not supported by the kv database");
+	if (kind == PB_VAR_RESET || kind == PB_VAR_SET_DEFAULT) {
+		if (!dflt)
+			return fail(ps, "0A000", "kv: %s %s is not supported by the kv database",
+				    kind == PB_VAR_RESET ? "RESET of" : "SET TO DEFAULT of", show_names[which]);
+		ps->call->reset = kind == PB_VAR_RESET;
+	} else if (kind != PB_VAR_SET_VALUE || nargs != 1) {
+		return fail(ps, "0A000", "kv: unsupported SET of %s", show_names[which]);
+	} else if (!setting_value(ps, (enum kv_show)which, args[0], &value)) {
+		return true;
+	}
+	set_char(&ps->call->chars, (enum kv_show)which, value);
+	ps->call->txn = dflt ? KV_TXN_STMT_DEFAULT : KV_TXN_STMT_SET;
+	return true;
+}
+
+/* SHOW of one of the six settings. */
+static bool show_stmt(struct parse *ps, struct pb stmt)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub, name = { NULL, NULL };
+
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_VARIABLE_SHOW_NAME && w == PB_BYTES)
+			name = sub;
+	}
+	int which = name.p ? setting_of(name) : -1;
+	if (which < 0)
+		return fail(ps, "0A000", "kv: the kv database shows only transaction_isolation, transaction_read_only, "
+			    "transaction_deferrable and their default_transaction_ settings");
+	ps->call->txn = KV_TXN_STMT_SHOW;
+	ps->call->show = (uint8_t)which;
+	return true;
+}
+
+/* DEALLOCATE [PREPARE] name, or ALL (no name): the name in column (the parser cut it to 63
+ * bytes, as PostgreSQL keeps names). */
+static bool deallocate_stmt(struct parse *ps, struct pb stmt)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub;
+
+	ps->call->column[0] = '\0';
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_DEALLOCATE_NAME && w == PB_BYTES) {
+			size_t n = (size_t)(sub.end - sub.p);
+			if (n == 0 || n >= sizeof ps->call->column || memchr(sub.p, '\0', n))
+				return fail(ps, "42601", "kv: malformed DEALLOCATE");
+			memcpy(ps->call->column, sub.p, n);
+			ps->call->column[n] = '\0';
+		}
+	}
+	ps->call->txn = KV_TXN_STMT_DEALLOCATE;
 	return true;
 }
 
@@ -645,7 +832,10 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	out->op = KV_OP_GET;
 	out->txn = KV_TXN_STMT_NONE;
 	out->txn_start = false;
-	out->begin[0] = '\0';
+	out->txn_warn = false;
+	out->reset = false;
+	out->show = 0;
+	out->chars = KV_TXN_CHARS_UNSET;
 	out->set_only = false;
 	out->from = false;
 	out->column[0] = '\0';
@@ -696,6 +886,16 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	uint32_t type = stmt.p ? pb_node(stmt, &inner) : 0;
 	if (type == PB_NODE_VARIABLE_SET_STMT && driver_set(inner)) {
 		out->set_only = true;
+		goto out;
+	}
+	if (type == PB_NODE_VARIABLE_SET_STMT && txn_set(&ps, inner))
+		goto out;
+	if (type == PB_NODE_VARIABLE_SHOW_STMT) {
+		(void)show_stmt(&ps, inner);
+		goto out;
+	}
+	if (type == PB_NODE_DEALLOCATE_STMT) {
+		(void)deallocate_stmt(&ps, inner);
 		goto out;
 	}
 	if (type == PB_NODE_TRANSACTION_STMT) {

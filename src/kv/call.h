@@ -76,16 +76,55 @@ struct kv_arg {
 	uint32_t first, n;   /* ARRAY */
 };
 
-/* Transaction control, answered by the kv database itself (front.c): BEGIN or START TRANSACTION
- * (kv_call.begin: the statement the shard's transaction begins with, its options as given),
- * COMMIT or END, ROLLBACK or ABORT. */
-enum kv_txn_stmt { KV_TXN_STMT_NONE, KV_TXN_STMT_BEGIN, KV_TXN_STMT_COMMIT, KV_TXN_STMT_ROLLBACK };
+/* Transaction control and settings, answered by the kv database itself (front.c): BEGIN or
+ * START TRANSACTION (kv_call.chars: its options), COMMIT or END, ROLLBACK or ABORT; SET
+ * TRANSACTION or SET transaction_* (chars: the current transaction's characteristics); SET
+ * SESSION CHARACTERISTICS AS TRANSACTION, SET / RESET default_transaction_* (chars: the
+ * session's defaults); SHOW of one of those six settings (kv_call.show); and DEALLOCATE of
+ * prepared statements (psycopg sends DEALLOCATE ALL after a ROLLBACK once it prepared some). */
+enum kv_txn_stmt {
+	KV_TXN_STMT_NONE,
+	KV_TXN_STMT_BEGIN,
+	KV_TXN_STMT_COMMIT,
+	KV_TXN_STMT_ROLLBACK,
+	KV_TXN_STMT_SET,     /* the current transaction's */
+	KV_TXN_STMT_DEFAULT, /* the session's defaults */
+	KV_TXN_STMT_SHOW,
+	KV_TXN_STMT_DEALLOCATE, /* DEALLOCATE [PREPARE] name (kv_call.column) | ALL (column "") */
+};
 #define KV_CALL_BEGIN_MAX 80
+
+/* A transaction's characteristics, each KV_CHAR_UNSET when not given (the server's default),
+ * KV_CHAR_RESET in a SET of the defaults that resets it, else its value: iso an enum kv_iso,
+ * read_only and deferrable 0 or 1. */
+enum kv_iso { KV_ISO_READ_UNCOMMITTED, KV_ISO_READ_COMMITTED, KV_ISO_REPEATABLE_READ, KV_ISO_SERIALIZABLE };
+#define KV_CHAR_UNSET (-1)
+#define KV_CHAR_RESET (-2)
+struct kv_txn_chars {
+	int8_t iso, read_only, deferrable;
+};
+#define KV_TXN_CHARS_UNSET ((struct kv_txn_chars){ KV_CHAR_UNSET, KV_CHAR_UNSET, KV_CHAR_UNSET })
+
+/* The settings SHOW answers (kv_call.show): the transaction's three, then the defaults'. */
+enum kv_show {
+	KV_SHOW_ISOLATION, KV_SHOW_READ_ONLY, KV_SHOW_DEFERRABLE,
+	KV_SHOW_DEFAULT_ISOLATION, KV_SHOW_DEFAULT_READ_ONLY, KV_SHOW_DEFAULT_DEFERRABLE,
+};
+/* Its name ("transaction_isolation"), and a value's text as SHOW prints it (a value unset
+ * prints PostgreSQL's default: read committed, off). */
+const char *kv_show_name(enum kv_show which);
+const char *kv_txn_char_text(enum kv_show which, int value);
+
+/* "BEGIN" with the options c gives, the statement a shard's transaction begins with. */
+void kv_txn_begin_text(const struct kv_txn_chars *c, char out[KV_CALL_BEGIN_MAX]);
 
 struct kv_call {
 	uint8_t txn;           /* enum kv_txn_stmt: no call */
-	char begin[KV_CALL_BEGIN_MAX]; /* KV_TXN_STMT_BEGIN: "BEGIN" and its options, rewritten */
-	bool txn_start;        /* ... written START TRANSACTION (PostgreSQL's tag says so) */
+	struct kv_txn_chars chars; /* BEGIN's options; SET's values */
+	bool txn_start;        /* BEGIN written START TRANSACTION (PostgreSQL's tag says so) */
+	bool txn_warn;         /* KV_TXN_STMT_SET written SET TRANSACTION: warns outside a transaction */
+	bool reset;            /* KV_TXN_STMT_DEFAULT written RESET (its tag) */
+	uint8_t show;          /* KV_TXN_STMT_SHOW: enum kv_show */
 	bool set_only;         /* a SET a driver sends as it connects (pgjdbc's extra_float_digits,
 				* application_name): no call; answered SET, nothing kept */
 	enum kv_op op;

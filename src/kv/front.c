@@ -77,8 +77,16 @@ struct kv_session {
 	/* A transaction the client began (v.txn_status 'T' or 'E'): its calls go to the shard of
 	 * its first call's keys, on a connection it holds from then to its end (shard_loop.c). */
 	struct kv_txn txn;
-	char txn_begin[KV_CALL_BEGIN_MAX]; /* txn.begin */
+	char txn_begin[KV_CALL_BEGIN_MAX]; /* txn.begin: from txn_chars */
+	struct kv_txn_chars txn_chars; /* its characteristics: BEGIN's options over the defaults, SET TRANSACTION's */
 	bool txn_routed;             /* txn.shard is its first call's */
+	bool txn_queried;            /* a call ran in it (its characteristics are fixed, as PostgreSQL's
+				      * after its first snapshot) */
+	/* The session's defaults (SET SESSION CHARACTERISTICS, default_transaction_*): unset, the
+	 * server's; as they were at BEGIN, restored when the transaction rolls back (a setting's
+	 * change is transactional); default_transaction_read_only as last reported (ParameterStatus). */
+	struct kv_txn_chars defaults, defaults_at_begin;
+	bool reported_read_only;
 	const char *end_tag;         /* the end in flight: "COMMIT" or "ROLLBACK" */
 	bool warming;                /* a read of the call's key runs first: routing was not ready */
 	enum kv_op warm_op;          /* the call's, while warming */
@@ -309,6 +317,7 @@ static void kv_front_startup(struct client *c)
 	}
 	vdb_init(&ks->v, c, &kv_ops); /* c->vdb: from here on, client_close frees ks */
 	ks->worker = c->worker;
+	ks->defaults = KV_TXN_CHARS_UNSET;
 	ks->idle_tx_ms = config_idle_transaction_timeout(cfg, rule);
 	ev_init(&ks->idle_tx, idle_tx_cb);
 	ks->idle_tx.repeat = 1.0;
@@ -615,31 +624,107 @@ static bool refuse(struct kv_session *ks, bool simple, const char *sqlstate, con
 	return false;
 }
 
+/* COMMIT or ROLLBACK: all an aborted transaction takes (PostgreSQL's IsTransactionExitStmt). */
+static bool txn_exit(const struct kv_call *call)
+{
+	return call->txn == KV_TXN_STMT_COMMIT || call->txn == KV_TXN_STMT_ROLLBACK;
+}
+
 static const char aborted_text[] = "current transaction is aborted, commands ignored until end of transaction block";
 
-/* BEGIN, COMMIT or ROLLBACK (PostgreSQL's answers, warnings included). BEGIN is answered at once:
- * the shard's transaction begins with the first call. An end is sent to the shard when a call
- * began one there. */
+static void out_show(struct kv_session *ks, const struct kv_call *call, bool simple);
+static bool deallocate(struct kv_session *ks, const struct kv_call *call, bool simple);
+
+/* SET TRANSACTION (or SET transaction_*) in a transaction: what PostgreSQL refuses after its
+ * first snapshot (here: its first call), and what tusk cannot change on a shard's transaction
+ * that began; else the characteristics the shard's transaction will begin with. */
+static bool txn_set_current(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	struct kv_txn_chars now = ks->txn_chars, want = call->chars;
+
+	if (ks->txn_queried) {
+		if (want.iso >= 0 && want.iso != (now.iso >= 0 ? now.iso : KV_ISO_READ_COMMITTED))
+			return refuse(ks, simple, "25001", "SET TRANSACTION ISOLATION LEVEL must be called before any query");
+		if (want.read_only == 0 && now.read_only == 1)
+			return refuse(ks, simple, "25001", "transaction read-write mode must be set before any query");
+		if (want.deferrable >= 0)
+			return refuse(ks, simple, "25001", "SET TRANSACTION [NOT] DEFERRABLE must be called before any query");
+		if (want.read_only == 1 && now.read_only != 1 && ks->txn_routed)
+			return refuse(ks, simple, "0A000", "kv: SET TRANSACTION READ ONLY after a call of the transaction reached "
+				      "its shard is not supported by the kv database (set it before, or in BEGIN)");
+	}
+	if (want.iso >= 0)
+		ks->txn_chars.iso = want.iso;
+	if (want.read_only >= 0)
+		ks->txn_chars.read_only = want.read_only;
+	if (want.deferrable >= 0)
+		ks->txn_chars.deferrable = want.deferrable;
+	kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
+	vdb_complete(&ks->v, "SET");
+	return false;
+}
+
+/* BEGIN, COMMIT or ROLLBACK (PostgreSQL's answers, warnings included), a SET or SHOW of the
+ * transaction settings. BEGIN is answered at once: the shard's transaction begins with the
+ * first call. An end is sent to the shard when a call began one there. */
 static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
 	struct vdb *v = &ks->v;
 
-	if (call->txn == KV_TXN_STMT_BEGIN) {
-		if (v->txn_status == 'E')
-			return refuse(ks, simple, "25P02", aborted_text);
+	if (v->txn_status == 'E' && call->txn != KV_TXN_STMT_COMMIT && call->txn != KV_TXN_STMT_ROLLBACK)
+		return refuse(ks, simple, "25P02", aborted_text);
+	switch (call->txn) {
+	case KV_TXN_STMT_DEALLOCATE:
+		return deallocate(ks, call, simple);
+	case KV_TXN_STMT_SHOW:
+		out_show(ks, call, simple);
+		return false;
+	case KV_TXN_STMT_DEFAULT:
+		for (enum kv_show s = KV_SHOW_ISOLATION; s <= KV_SHOW_DEFERRABLE; s++) {
+			const int8_t *from = s == KV_SHOW_ISOLATION   ? &call->chars.iso
+					     : s == KV_SHOW_READ_ONLY ? &call->chars.read_only
+								      : &call->chars.deferrable;
+			int8_t *to = s == KV_SHOW_ISOLATION ? &ks->defaults.iso
+				     : s == KV_SHOW_READ_ONLY ? &ks->defaults.read_only
+							      : &ks->defaults.deferrable;
+			if (*from != KV_CHAR_UNSET)
+				*to = *from == KV_CHAR_RESET ? KV_CHAR_UNSET : *from;
+		}
+		vdb_complete(v, call->reset ? "RESET" : "SET");
+		return false;
+	case KV_TXN_STMT_SET:
+		if (v->txn_status == 'T')
+			return txn_set_current(ks, call, simple);
+		if (call->txn_warn)
+			vdb_out_warning(v, "25P01", "SET TRANSACTION can only be used in transaction blocks");
+		vdb_complete(v, "SET");
+		return false;
+	case KV_TXN_STMT_BEGIN:
 		if (v->txn_status == 'T') {
 			vdb_out_warning(v, "25001", "there is already a transaction in progress");
 		} else {
-			snprintf(ks->txn_begin, sizeof ks->txn_begin, "%s", call->begin);
+			/* BEGIN's options over the session's defaults */
+			ks->txn_chars = ks->defaults;
+			if (call->chars.iso >= 0)
+				ks->txn_chars.iso = call->chars.iso;
+			if (call->chars.read_only >= 0)
+				ks->txn_chars.read_only = call->chars.read_only;
+			if (call->chars.deferrable >= 0)
+				ks->txn_chars.deferrable = call->chars.deferrable;
+			kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
+			ks->defaults_at_begin = ks->defaults;
 			/* no savepoint per call: an error aborts the transaction, as PostgreSQL's */
 			ks->txn = (struct kv_txn){ .begin = ks->txn_begin, .no_savepoints = true };
 			ks->txn_routed = false;
+			ks->txn_queried = false;
 			v->txn_status = 'T';
 			if (ks->idle_tx_ms)
 				ev_timer_again(ks->worker->loop, &ks->idle_tx);
 		}
 		vdb_complete(v, call->txn_start ? "START TRANSACTION" : "BEGIN");
 		return false;
+	default:
+		break;
 	}
 	bool commit = call->txn == KV_TXN_STMT_COMMIT;
 	if (!v->txn_status) {
@@ -649,6 +734,8 @@ static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool 
 	}
 	commit = commit && v->txn_status == 'T'; /* COMMIT of a failed transaction rolls it back */
 	ks->end_tag = commit ? "COMMIT" : "ROLLBACK";
+	if (!commit)
+		ks->defaults = ks->defaults_at_begin;
 	if (!ks->txn_routed) { /* no call reached a shard */
 		v->txn_status = 0;
 		vdb_complete(v, ks->end_tag);
@@ -658,10 +745,47 @@ static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool 
 	return submit(ks, call, simple);
 }
 
+/* SHOW's answer: its RowDescription (a simple Query's; in the extended protocol a Describe
+ * sends it), its row, its tag. Outside a transaction, the transaction's settings are the
+ * defaults (PostgreSQL's SHOW runs in a transaction of its own). */
+static void out_show(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	const struct kv_txn_chars *c = call->show >= KV_SHOW_DEFAULT_ISOLATION || ks->v.txn_status != 'T'
+					       ? &ks->defaults : &ks->txn_chars;
+	int which = call->show % 3;
+	int value = which == KV_SHOW_ISOLATION ? c->iso : which == KV_SHOW_READ_ONLY ? c->read_only : c->deferrable;
+	const char *text = kv_txn_char_text((enum kv_show)call->show, value);
+
+	if (simple)
+		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ kv_show_name((enum kv_show)call->show), VDB_OID_TEXT, 0 },
+					1);
+	ks->v.out.row_binary = 0;
+	vdb_out_row(&ks->v.out, 1, &text);
+	vdb_complete(&ks->v, "SHOW");
+}
+
+/* Before each ReadyForQuery: default_transaction_read_only, when it changed since last
+ * reported (PostgreSQL 14 and later report it: a driver may pick a read-write server by it). */
+static void before_ready(struct vdb *v)
+{
+	struct kv_session *ks = session_of(v);
+	bool ro = ks->defaults.read_only == 1;
+
+	if (ro == ks->reported_read_only)
+		return;
+	uint8_t body[64];
+	static const char name[] = "default_transaction_read_only";
+	const char *val = ro ? "on" : "off";
+	memcpy(body, name, sizeof name);
+	memcpy(body + sizeof name, val, strlen(val) + 1);
+	vdb_out_msg(&v->out, 'S', body, sizeof name + strlen(val) + 1);
+	ks->reported_read_only = ro;
+}
+
 /* The transaction reads a new snapshot at each statement (READ COMMITTED, the default). */
 static bool txn_read_committed(const struct kv_session *ks)
 {
-	return !strstr(ks->txn_begin, "REPEATABLE READ") && !strstr(ks->txn_begin, "SERIALIZABLE");
+	return ks->txn_chars.iso != KV_ISO_REPEATABLE_READ && ks->txn_chars.iso != KV_ISO_SERIALIZABLE;
 }
 
 /* A read of several shards in the transaction runs as a statement of its own (job.txn NULL):
@@ -714,6 +838,12 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 	j->txn_end = 0;
 	if (ks->v.txn_status == 'E')
 		return refuse(ks, simple, "25P02", aborted_text);
+	if (ks->v.txn_status != 'T' && ks->defaults.read_only == 1 && !kv_op_is_read(call->op)) {
+		snprintf(text, sizeof text, "cannot execute kv.%s in a read-only transaction", kv_op_name(call->op));
+		return refuse(ks, simple, "25006", text);
+	}
+	if (ks->v.txn_status == 'T')
+		ks->txn_queried = true;
 	if (ks->v.txn_status != 'T' || !r || (kv_op_array_arg(call->op, 1) && j->nkeys == 0))
 		return submit(ks, call, simple); /* (a batch of no key reaches no shard) */
 	if (kv_op_keyless(call->op) && !kv_op_array_arg(call->op, 1)) { /* every shard */
@@ -819,6 +949,8 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		} else {
 			vdb_complete(&ks->v, ks->end_tag);
 		}
+		if (job->failed) /* the transaction rolled back: its settings' changes too */
+			ks->defaults = ks->defaults_at_begin;
 		ks->v.txn_status = 0;
 		ks->txn_routed = false;
 	} else if (job->failed) {
@@ -973,7 +1105,7 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 		vdb_error_skip(v, state, "%s", err);
 		return;
 	}
-	if (v->txn_status == 'E' && !st->call.txn) {
+	if (v->txn_status == 'E' && !txn_exit(&st->call)) {
 		vdb_error_skip(v, "25P02", "%s", aborted_text);
 		return;
 	}
@@ -1043,7 +1175,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		return;
 	}
 	struct kv_stmt *st = stmt_at(ks, i);
-	if (v->txn_status == 'E' && !st->call.txn) {
+	if (v->txn_status == 'E' && !txn_exit(&st->call)) {
 		vdb_error_skip(v, "25P02", "%s", aborted_text);
 		return;
 	}
@@ -1077,6 +1209,18 @@ malformed:
 	vdb_error_skip(v, "08P01", "malformed Bind message");
 }
 
+/* The RowDescription of call's rows, or NoData. */
+static void describe_call(struct kv_session *ks, const struct kv_call *call, uint64_t binary)
+{
+	if (call->txn == KV_TXN_STMT_SHOW)
+		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ kv_show_name((enum kv_show)call->show), VDB_OID_TEXT, 0 },
+					1);
+	else if (call->set_only || call->txn)
+		vdb_out_msg(&ks->v.out, 'n', NULL, 0); /* NoData */
+	else
+		out_row_description(ks, call, binary);
+}
+
 static void describe_statement(struct vdb *v, const char *name)
 {
 	struct kv_session *ks = session_of(v);
@@ -1095,20 +1239,13 @@ static void describe_statement(struct vdb *v, const char *name)
 		memcpy(desc + 2 + 4 * (p - 1), &oid, 4);
 	}
 	vdb_out_msg(&v->out, 't', desc, 2 + 4 * (size_t)n);
-	if (st->call.set_only || st->call.txn)
-		vdb_out_msg(&v->out, 'n', NULL, 0); /* NoData */
-	else
-		out_row_description(ks, &st->call, 0);
+	describe_call(ks, &st->call, 0);
 }
 
 static void describe_portal(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	const struct kv_call *call = &stmt_at(ks, ks->portal_stmt)->call;
-	if (call->set_only || call->txn)
-		vdb_out_msg(&v->out, 'n', NULL, 0); /* NoData */
-	else
-		out_row_description(ks, call, ks->portal_binary);
+	describe_call(ks, &stmt_at(ks, ks->portal_stmt)->call, ks->portal_binary);
 }
 
 static void execute(struct vdb *v, uint32_t max_rows)
@@ -1143,6 +1280,29 @@ static void close_statement(struct vdb *v, const char *name)
 	stmt_at(ks, i)->used = false;
 }
 
+/* DEALLOCATE name: that named statement is gone (26000 when there is none); DEALLOCATE ALL:
+ * every named one (the unnamed stays, as in PostgreSQL). */
+static bool deallocate(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	char text[200];
+
+	if (call->column[0]) {
+		int i = find_stmt(ks, call->column);
+		if (i <= 0) {
+			snprintf(text, sizeof text, "prepared statement \"%s\" does not exist", call->column);
+			return refuse(ks, simple, "26000", text);
+		}
+		close_statement(&ks->v, call->column);
+		vdb_complete(&ks->v, "DEALLOCATE");
+		return false;
+	}
+	for (int i = 1; i <= ks->nnamed; i++)
+		if (stmt_at(ks, i)->used)
+			close_statement(&ks->v, stmt_at(ks, i)->name);
+	vdb_complete(&ks->v, "DEALLOCATE ALL");
+	return false;
+}
+
 static const struct vdb_ops kv_ops = {
 	.name = "the kv database",
 	.log_tag = "kv",
@@ -1157,4 +1317,5 @@ static const struct vdb_ops kv_ops = {
 	.describe_portal = describe_portal,
 	.execute = execute,
 	.close_statement = close_statement,
+	.before_ready = before_ready,
 };

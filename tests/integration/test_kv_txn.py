@@ -65,13 +65,16 @@ def get(zone, key):
         return c.execute("select kv.get('default', %s)", (key,)).fetchone()[0]
 
 
-def answer(c):
+def answer(c, rows=False):
     """The messages up to ReadyForQuery, each reduced to what must match PostgreSQL's: a
-    CommandComplete's tag, an error's or warning's severity and SQLSTATE, the row count, and
-    ReadyForQuery's transaction status."""
+    CommandComplete's tag, an error's or warning's severity and SQLSTATE, the row count, a
+    ParameterStatus whole, and ReadyForQuery's transaction status; rows: each DataRow whole
+    too."""
     out = []
     for kind, body in c.read_until_ready():
-        if kind == b"C":
+        if kind == b"S" or (kind == b"D" and rows):
+            out.append((kind.decode(), body))
+        elif kind == b"C":
             tag = body.rstrip(b"\0").decode()
             out.append(("C", tag.split()[0] if tag.startswith("SELECT") else tag))
         elif kind in (b"E", b"N"):
@@ -126,7 +129,7 @@ def run_script(port, db, user, steps):
         out = []
         for sql in steps:
             c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
-            out.append((sql, answer(c)))
+            out.append((sql, answer(c, rows=sql.startswith("SHOW"))))
         return out
     finally:
         c.close()
@@ -148,6 +151,170 @@ def test_transaction_control_answers_as_a_shard_database_answers(parade, zone):
     assert get(zone, ours_keys[0]) == {"a": 1}
     with tusk_conn(zone) as c:
         assert c.execute("select kv.counter('default', %s)", (ours_keys[1],)).fetchone()[0] == 2
+
+
+def settings_script(k1):
+    """The transaction settings as a client may set and show them, around calls on key k1."""
+    return [
+        "SHOW transaction_isolation",
+        "SHOW default_transaction_read_only",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",        # WARNING 25P01: no transaction
+        "SET transaction_isolation = 'serializable'",           # no warning
+        "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        "SHOW transaction_isolation",                           # the default: repeatable read
+        "BEGIN",
+        "SHOW transaction_isolation",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "SHOW TRANSACTION ISOLATION LEVEL",
+        "SHOW default_transaction_isolation",                   # still repeatable read
+        f"select kv.get('default', '{k1}')",                    # the first call: NULL
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",         # the same level: fine
+        "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",       # 25001, aborted
+        "SHOW transaction_isolation",                           # 25P02
+        "SET TRANSACTION READ ONLY",                            # 25P02
+        "ROLLBACK",
+        "BEGIN READ ONLY",
+        "SET TRANSACTION READ WRITE",                           # before any call: fine
+        "SHOW transaction_read_only",
+        "SET TRANSACTION READ ONLY, NOT DEFERRABLE",
+        "SHOW transaction_read_only",
+        f"select kv.put('default', '{k1}', '{{\"ro\": 1}}')",     # 25006
+        "ROLLBACK",
+        "BEGIN ISOLATION LEVEL READ COMMITTED",
+        f"select kv.get('default', '{k1}')",
+        "SET TRANSACTION DEFERRABLE",                           # 25001
+        "ROLLBACK",
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",  # ParameterStatus on
+        f"select kv.put('default', '{k1}', '{{\"ro\": 2}}')",     # 25006 outside a transaction too
+        f"select kv.get('default', '{k1}')",
+        "BEGIN",
+        "SHOW transaction_read_only",                           # on: from the default
+        "SET default_transaction_read_only = off",              # ParameterStatus off
+        "ROLLBACK",                                             # undone: ParameterStatus on
+        "SHOW default_transaction_read_only",
+        "BEGIN",
+        "SET default_transaction_read_only = off",
+        "COMMIT",                                               # kept
+        "SHOW default_transaction_read_only",
+        "RESET default_transaction_isolation",
+        "SHOW transaction_isolation",
+        "SET default_transaction_read_only = 'x'",              # 22023
+        "SET default_transaction_isolation = 'bogus'",          # 22023
+        "SET default_transaction_deferrable = yes",
+        "SHOW default_transaction_deferrable",
+        "SET default_transaction_deferrable TO DEFAULT",
+        "SHOW transaction_deferrable",
+        "BEGIN",
+        f"select kv.put('default', '{k1}', 'not json')",        # 22P02, aborted
+        "SHOW transaction_isolation",                           # 25P02
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",  # 25P02
+        "DEALLOCATE ALL",                                       # 25P02
+        "ROLLBACK",
+        "DEALLOCATE ALL",
+        "DEALLOCATE PREPARE nosuch",                            # 26000
+        "SHOW default_transaction_read_only",
+        f"select kv.put('default', '{k1}', '{{\"rw\": 1}}')",
+    ]
+
+
+def test_transaction_settings_answer_as_a_shard_database_answers(parade, zone):
+    """SET TRANSACTION, SET SESSION CHARACTERISTICS, the default_transaction_* settings and SHOW
+    of them, in and out of transactions, in the kv database and directly in a shard database:
+    the same messages, the same SHOW rows, the same ParameterStatus of
+    default_transaction_read_only (reported as it changes, undone by a ROLLBACK), the same
+    errors where PostgreSQL refuses a change after the transaction's first query."""
+    shard = 1
+    ours_key = parade.keys_on(shard, 1, "txn-set-tusk-")[0]
+    direct_key = parade.keys_on(shard, 1, "txn-set-pg-")[0]
+    ours = run_script(zone.tusk.port, "kv", "postgres", settings_script(ours_key))
+    direct = run_script(zone.pg.port, f"kv_shard_{shard}", "kv_client", settings_script(direct_key))
+    assert len(ours) == len(direct)
+    for (sql, a), (_, b) in zip(ours, direct):
+        assert a == b, (sql, a, b)
+    assert get(zone, ours_key) == {"rw": 1}
+
+
+def test_set_transaction_read_only_after_a_call_reached_its_shard_is_refused(parade, zone):
+    """PostgreSQL lets a transaction turn read-only after its first query; tusk's shard
+    transaction began already, so it refuses (0A000, the transaction aborted) rather than let
+    writes through that the client asked to forbid."""
+    k1 = parade.keys_on(0, 1, "txn-ro-late-")[0]
+    c = pgwire.RawClient("127.0.0.1", zone.tusk.port)
+    try:
+        c.startup("postgres", "kv")
+        steps = ["BEGIN", f"select kv.get('default', '{k1}')", "SET TRANSACTION READ ONLY",
+                 f"select kv.put('default', '{k1}', '1')", "ROLLBACK"]
+        out = []
+        for sql in steps:
+            c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
+            out.append(answer(c))
+        assert out[2] == [("E", "ERROR", "0A000"), ("Z", "E")], out
+        assert out[3] == [("E", "ERROR", "25P02"), ("Z", "E")], out
+        assert out[4] == [("C", "ROLLBACK"), ("Z", "I")], out
+    finally:
+        c.close()
+    assert get(zone, k1) is None
+
+
+def test_pgjdbc_isolation_levels_and_read_only(parade, zone):
+    """pgjdbc's setTransactionIsolation (SET SESSION CHARACTERISTICS AS TRANSACTION ...),
+    getTransactionIsolation (SHOW TRANSACTION ISOLATION LEVEL) and setReadOnly
+    (tests/integration/jdbc/KvIsolation.java): each level is the next transaction's, a read-only
+    transaction refuses a put (25006) and reads."""
+    key = parade.keys_on(1, 1, "txn-jdbc-iso-")[0]
+    lines = harness.jdbc_program(REPO / "tests" / "integration" / "jdbc" / "KvIsolation.java", "127.0.0.1",
+                                 zone.tusk.port, "postgres", key, timeout=120 * SLOW)
+    assert lines == [
+        "default 2", "level 8 inside serializable", "level 4 inside repeatable read",
+        "level 2 inside read committed", 'read only get {"level": 2}', "read only put 25006",
+        'after {"level": 2}',
+    ], lines
+
+
+def test_show_in_the_extended_protocol(parade, zone):
+    """SHOW through psycopg's extended protocol, prepared and not: Describe gives its one text
+    column, Execute its row."""
+    with tusk_conn(zone) as c:
+        c.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        for prepare in (False, True):
+            cur = c.execute("SHOW transaction_isolation", prepare=prepare)
+            assert [d.name for d in cur.description] == ["transaction_isolation"]
+            assert cur.fetchall() == [("serializable",)]
+        c.autocommit = False
+        assert c.execute("SHOW transaction_isolation", prepare=True).fetchone() == ("serializable",)
+        c.rollback()
+
+
+def test_psycopg_rolls_back_after_it_prepared_statements(parade, zone):
+    """psycopg prepares a query it ran five times (prepare_threshold), and after a ROLLBACK it
+    sends DEALLOCATE ALL: the kv database drops its named statements, and psycopg prepares again.
+    DEALLOCATE of one statement drops that one (its next Bind: 26000)."""
+    key = parade.keys_on(0, 1, "txn-dealloc-")[0]
+    c = psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv", connect_timeout=10)
+    try:
+        for attempt in range(3):
+            for i in range(7):
+                c.execute("select kv.put('default', %s, %s)", (key, json.dumps({"attempt": attempt, "i": i})))
+            assert c.execute("select kv.get('default', %s)", (key,)).fetchone()[0] == {"attempt": attempt, "i": 6}
+            if attempt < 2:
+                c.rollback()
+            else:
+                c.commit()
+    finally:
+        c.close()
+    assert get(zone, key) == {"attempt": 2, "i": 6}
+    r = pgwire.RawClient("127.0.0.1", zone.tusk.port)
+    try:
+        r.startup("postgres", "kv")
+        r.send(pgwire.message(b"P", b"s1\0select kv.get('default', 'x')\0\0\0") + pgwire.message(b"S"))
+        assert [k for k, _ in r.read_until_ready()] == [b"1", b"Z"]
+        r.send(pgwire.query_message("DEALLOCATE s1"))
+        assert [(k, b) for k, b in r.read_until_ready() if k == b"C"] == [(b"C", b"DEALLOCATE\0")]
+        r.send(pgwire.bind_message(b"", b"s1", []) + pgwire.execute_message() + pgwire.message(b"S"))
+        out = r.read_until_ready()
+        assert pgwire.parse_error_fields(out[0][1])["C"] == "26000", out
+    finally:
+        r.close()
 
 
 def test_psycopg_in_its_default_mode_commits_and_rolls_back(parade, zone):

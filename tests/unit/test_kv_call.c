@@ -238,6 +238,9 @@ static void test_transaction_statements(void **st)
 		  "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE NOT DEFERRABLE" },
 		{ "begin isolation level read committed deferrable", KV_TXN_STMT_BEGIN, false,
 		  "BEGIN ISOLATION LEVEL READ COMMITTED DEFERRABLE" },
+		/* a later option wins, as in PostgreSQL */
+		{ "BEGIN ISOLATION LEVEL SERIALIZABLE, ISOLATION LEVEL READ UNCOMMITTED, READ ONLY, READ WRITE",
+		  KV_TXN_STMT_BEGIN, false, "BEGIN ISOLATION LEVEL READ UNCOMMITTED READ WRITE" },
 		{ "COMMIT", KV_TXN_STMT_COMMIT, false, "" },
 		{ "end work", KV_TXN_STMT_COMMIT, false, "" },
 		{ "ROLLBACK", KV_TXN_STMT_ROLLBACK, false, "" },
@@ -246,16 +249,107 @@ static void test_transaction_statements(void **st)
 	static const char *const refused[] = { "SAVEPOINT a", "RELEASE a", "ROLLBACK TO a", "COMMIT AND CHAIN",
 					       "PREPARE TRANSACTION 'x'", "COMMIT PREPARED 'x'", "BEGIN; COMMIT" };
 	(void)st;
+	char begin[KV_CALL_BEGIN_MAX];
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
-		if (parse(ok[i].sql) != 0 || call.txn != ok[i].txn || call.txn_start != ok[i].start ||
-		    strcmp(call.begin, ok[i].begin) != 0)
-			fail_msg("%s: %d %s / %d %d [%s]", ok[i].sql, parse(ok[i].sql), err, call.txn, call.txn_start, call.begin);
+		int rc = parse(ok[i].sql);
+		kv_txn_begin_text(&call.chars, begin);
+		if (rc != 0 || call.txn != ok[i].txn || call.txn_start != ok[i].start ||
+		    (ok[i].txn == KV_TXN_STMT_BEGIN && strcmp(begin, ok[i].begin) != 0))
+			fail_msg("%s: %d %s / %d %d [%s]", ok[i].sql, rc, err, call.txn, call.txn_start, begin);
 	}
 	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
 		if (parse(refused[i]) != -EINVAL || strcmp(state, "0A000") != 0)
 			fail_msg("%s: %s %s", refused[i], state, err);
 	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
 	assert_int_equal(call.txn, KV_TXN_STMT_NONE);
+}
+
+/* SET TRANSACTION, SET SESSION CHARACTERISTICS, the six settings' SET / RESET / SHOW. */
+static void test_transaction_settings(void **st)
+{
+	static const struct {
+		const char *sql;
+		int txn;
+		struct kv_txn_chars chars;
+		bool warn, reset;
+	} ok[] = {
+		{ "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", KV_TXN_STMT_SET, { KV_ISO_SERIALIZABLE, -1, -1 }, true, false },
+		{ "set transaction read only, not deferrable", KV_TXN_STMT_SET, { -1, 1, 0 }, true, false },
+		{ "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ", KV_TXN_STMT_DEFAULT,
+		  { KV_ISO_REPEATABLE_READ, -1, -1 }, false, false },
+		{ "SET transaction_isolation = 'read committed'", KV_TXN_STMT_SET, { KV_ISO_READ_COMMITTED, -1, -1 }, false,
+		  false },
+		{ "SET default_transaction_isolation TO 'Serializable'", KV_TXN_STMT_DEFAULT, { KV_ISO_SERIALIZABLE, -1, -1 },
+		  false, false },
+		{ "SET SESSION default_transaction_read_only = on", KV_TXN_STMT_DEFAULT, { -1, 1, -1 }, false, false },
+		{ "set default_transaction_read_only = 'of'", KV_TXN_STMT_DEFAULT, { -1, 0, -1 }, false, false },
+		{ "set default_transaction_deferrable = 1", KV_TXN_STMT_DEFAULT, { -1, -1, 1 }, false, false },
+		{ "set default_transaction_deferrable to 'Y'", KV_TXN_STMT_DEFAULT, { -1, -1, 1 }, false, false },
+		{ "SET default_transaction_read_only TO DEFAULT", KV_TXN_STMT_DEFAULT, { -1, KV_CHAR_RESET, -1 }, false,
+		  false },
+		{ "RESET default_transaction_isolation", KV_TXN_STMT_DEFAULT, { KV_CHAR_RESET, -1, -1 }, false, true },
+	};
+	static const struct {
+		const char *sql, *state;
+	} refused[] = {
+		{ "SET default_transaction_read_only = 'x'", "22023" },
+		{ "SET default_transaction_read_only = 'o'", "22023" },
+		{ "SET default_transaction_isolation = 'bogus'", "22023" },
+		{ "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, SNAPSHOT 'x'", "42601" },
+		{ "SET TRANSACTION SNAPSHOT '0000-1'", "0A000" },
+		{ "SET LOCAL default_transaction_read_only = on", "0A000" },
+		{ "RESET transaction_isolation", "0A000" },
+		{ "RESET ALL", "0A000" },
+		{ "SET default_transaction_isolation = 'serializable', 'read committed'", "0A000" },
+		{ "SET search_path = x", "0A000" },
+		{ "SHOW search_path", "0A000" },
+		{ "SHOW ALL", "0A000" },
+	};
+	(void)st;
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		int rc = parse(ok[i].sql);
+		if (rc != 0 || call.txn != ok[i].txn || call.chars.iso != ok[i].chars.iso ||
+		    call.chars.read_only != ok[i].chars.read_only || call.chars.deferrable != ok[i].chars.deferrable ||
+		    call.txn_warn != ok[i].warn || call.reset != ok[i].reset)
+			fail_msg("%s: %d %s / %d {%d %d %d} %d %d", ok[i].sql, rc, err, call.txn, call.chars.iso,
+				 call.chars.read_only, call.chars.deferrable, call.txn_warn, call.reset);
+	}
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		if (parse(refused[i].sql) != -EINVAL || strcmp(state, refused[i].state) != 0)
+			fail_msg("%s: %s %s", refused[i].sql, state, err);
+	assert_int_equal(parse("SET default_transaction_read_only = 'x'"), -EINVAL);
+	assert_string_equal(err, "parameter \"default_transaction_read_only\" requires a Boolean value");
+	assert_int_equal(parse("SET default_transaction_isolation = 'bogus'"), -EINVAL);
+	assert_string_equal(err, "invalid value for parameter \"default_transaction_isolation\": \"bogus\"");
+	static const struct {
+		const char *sql;
+		enum kv_show show;
+	} shows[] = {
+		{ "SHOW TRANSACTION ISOLATION LEVEL", KV_SHOW_ISOLATION },
+		{ "show transaction_read_only", KV_SHOW_READ_ONLY },
+		{ "SHOW \"Transaction_Deferrable\"", KV_SHOW_DEFERRABLE },
+		{ "SHOW default_transaction_isolation", KV_SHOW_DEFAULT_ISOLATION },
+		{ "SHOW default_transaction_read_only", KV_SHOW_DEFAULT_READ_ONLY },
+		{ "show default_transaction_deferrable;", KV_SHOW_DEFAULT_DEFERRABLE },
+	};
+	for (size_t i = 0; i < sizeof shows / sizeof shows[0]; i++)
+		if (parse(shows[i].sql) != 0 || call.txn != KV_TXN_STMT_SHOW || call.show != shows[i].show)
+			fail_msg("%s: %s / %d %d", shows[i].sql, err, call.txn, call.show);
+	assert_string_equal(kv_show_name(KV_SHOW_DEFAULT_READ_ONLY), "default_transaction_read_only");
+	assert_string_equal(kv_txn_char_text(KV_SHOW_ISOLATION, KV_CHAR_UNSET), "read committed");
+	assert_string_equal(kv_txn_char_text(KV_SHOW_DEFAULT_ISOLATION, KV_ISO_REPEATABLE_READ), "repeatable read");
+	assert_string_equal(kv_txn_char_text(KV_SHOW_READ_ONLY, 1), "on");
+	assert_string_equal(kv_txn_char_text(KV_SHOW_DEFERRABLE, KV_CHAR_UNSET), "off");
+	static const struct {
+		const char *sql, *name;
+	} deallocs[] = { { "DEALLOCATE ALL", "" }, { "deallocate prepare all", "" }, { "DEALLOCATE _pg3_0", "_pg3_0" },
+			 { "deallocate prepare \"Ab\"", "Ab" } };
+	for (size_t i = 0; i < sizeof deallocs / sizeof deallocs[0]; i++)
+		if (parse(deallocs[i].sql) != 0 || call.txn != KV_TXN_STMT_DEALLOCATE || strcmp(call.column, deallocs[i].name))
+			fail_msg("%s: %s / %d [%s]", deallocs[i].sql, err, call.txn, call.column);
+	/* the driver SETs still answered without a trace */
+	assert_int_equal(parse("SET extra_float_digits = 3"), 0);
+	assert_true(call.set_only && call.txn == KV_TXN_STMT_NONE);
 }
 
 static void test_text_array(void **st)
@@ -341,6 +435,7 @@ int main(void)
 		cmocka_unit_test(test_from_form_and_arrays),
 		cmocka_unit_test(test_driver_sets),
 		cmocka_unit_test(test_transaction_statements),
+		cmocka_unit_test(test_transaction_settings),
 		cmocka_unit_test(test_the_calls_beyond_get_and_put),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_text_array),

@@ -52,11 +52,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		static struct kv_call call; /* reused, as a session reuses its statements */
 		char state[6], err[300];
 		int rc = kv_call_parse(s, &call, state, err, sizeof err);
-		if (rc == 0 && (call.set_only || call.txn)) {
-			/* no call: a driver's SET, or transaction control (BEGIN's text as the shard's) */
-			check(call.nargs == 0 && !(call.set_only && call.txn) && call.txn <= KV_TXN_STMT_ROLLBACK);
-			check(memchr(call.begin, '\0', sizeof call.begin) != NULL);
-			check(call.txn == KV_TXN_STMT_BEGIN ? strncmp(call.begin, "BEGIN", 5) == 0 : !call.txn_start);
+		if (rc == 0 && call.local) {
+			/* no call: a statement answered by the kv database itself */
+			char begin[KV_CALL_BEGIN_MAX];
+			kv_txn_begin_text(&call.chars, begin);
+			check(call.nargs == 0 && call.local <= KV_LOCAL_DISCARD);
+			check(strncmp(begin, "BEGIN", 5) == 0 && memchr(call.column, '\0', sizeof call.column) != NULL);
+			check(call.local == KV_LOCAL_BEGIN || !call.txn_start);
+			check(call.local != KV_LOCAL_SHOW || call.show <= KV_SHOW_DEFAULT_DEFERRABLE);
+		} else if (rc == -E2BIG) {
+			/* several statements: each span inside the text */
+			struct kv_span sp[KV_CALL_MAX_STMTS];
+			int n = kv_call_split(s, sp, KV_CALL_MAX_STMTS, state, err, sizeof err);
+			check(n >= 2 || n == -EINVAL || n == -ENOMEM);
+			size_t len = strlen(s);
+			for (int i = 0; i < n; i++)
+				check(sp[i].off <= len && sp[i].len <= len - sp[i].off &&
+				      (i == 0 || sp[i].off >= sp[i - 1].off + sp[i - 1].len));
 		} else if (rc == 0) {
 			check(call.nargs >= 1 && call.nargs <= KV_CALL_MAX_ARGS); /* kv.flush(ns): 1 */
 			for (int i = 0; i < call.nargs; i++) {

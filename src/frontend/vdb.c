@@ -227,6 +227,8 @@ void vdb_out_error(struct vdb *v, bool error, bool ours, const char *sqlstate, c
 	hint = hint && *hint ? hint : NULL;
 	if (error && v->txn_status == 'T')
 		v->txn_status = 'E';
+	if (error)
+		v->nerrors++;
 	int rc = error ? proto_put_error(&b, "ERROR", sqlstate, message, detail, hint)
 		       : proto_put_notice(&b, "NOTICE", sqlstate, message, detail, hint);
 	if (rc == 0)

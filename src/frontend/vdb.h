@@ -110,6 +110,7 @@ struct vdb {
 	char portal_name[VDB_NAME_MAX]; /* public, read-only: its name ("" the unnamed) */
 	uint8_t txn_status;       /* public: ReadyForQuery's status: 0 ('I'), 'T', or 'E' (an error
 				   * written while 'T' makes it 'E', as PostgreSQL's aborted block) */
+	uint32_t nerrors;         /* public, read-only: the ErrorResponses written so far */
 	bool out_ready;           /* private: a ReadyForQuery waits in out (a whole answer to send) */
 	uint8_t *big;             /* private: a message longer than rbuf, collected as it streams */
 	size_t big_len, big_need;

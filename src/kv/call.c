@@ -43,6 +43,12 @@ enum {
 	PB_VAR_SET_VALUE = 1, PB_VAR_SET_DEFAULT = 2, PB_VAR_SET_MULTI = 4, PB_VAR_RESET = 5,
 	PB_NODE_VARIABLE_SHOW_STMT = 98, PB_VARIABLE_SHOW_NAME = 1,
 	PB_NODE_DEALLOCATE_STMT = 121, PB_DEALLOCATE_NAME = 1,
+	PB_RAW_STMT_LOCATION = 2, PB_RAW_STMT_LEN = 3,
+	PB_VAR_RESET_ALL = 6,
+	PB_NODE_CLOSE_PORTAL_STMT = 68, PB_CLOSE_PORTAL_NAME = 1,
+	PB_NODE_LISTEN_STMT = 84, PB_NODE_UNLISTEN_STMT = 85,
+	PB_NODE_DISCARD_STMT = 99, PB_DISCARD_TARGET = 1,
+	PB_DISCARD_ALL = 1, PB_DISCARD_PLANS = 2, PB_DISCARD_SEQUENCES = 3, PB_DISCARD_TEMP = 4,
 	PB_NODE_TRANSACTION_STMT = 86, PB_NODE_DEF_ELEM = 195,
 	PB_TRANSACTION_KIND = 1, PB_TRANSACTION_OPTIONS = 2, PB_TRANSACTION_CHAIN = 5,
 	PB_TRANS_BEGIN = 1, PB_TRANS_START = 2, PB_TRANS_COMMIT = 3, PB_TRANS_ROLLBACK = 4, PB_TRANS_SAVEPOINT = 5,
@@ -355,6 +361,13 @@ static bool func_call(struct parse *ps, struct pb msg)
 						 "VARIADIC, DISTINCT, ORDER BY or window)");
 		}
 	}
+	/* what a pool sends to reset a session (asyncpg's): no locks are held here */
+	if (nargs == 0 && strcmp(names[nnames - 1], "pg_advisory_unlock_all") == 0 &&
+	    (nnames == 1 || strcmp(names[0], "pg_catalog") == 0)) {
+		c->local = KV_LOCAL_UNLOCK_ALL;
+		snprintf(c->column, sizeof c->column, "pg_advisory_unlock_all");
+		return true;
+	}
 	if (nnames != 2 || strcmp(names[0], "kv") != 0)
 		return fail(ps, "0A000", "%s", not_a_call);
 	size_t i;
@@ -405,6 +418,11 @@ static bool target_form(struct parse *ps, struct pb res_target)
 		return fail(ps, "0A000", "%s", not_a_call);
 	if (!func_call(ps, inner))
 		return false;
+	if (ps->call->local == KV_LOCAL_UNLOCK_ALL) {
+		if (alias[0])
+			snprintf(ps->call->column, sizeof ps->call->column, "%s", alias);
+		return true;
+	}
 	if (kv_op_rows(ps->call->op))
 		return fail(ps, "0A000", "kv.%s returns rows: call it as SELECT * FROM kv.%s(...)", kv_op_name(ps->call->op),
 			    kv_op_name(ps->call->op));
@@ -471,7 +489,7 @@ static bool from_form(struct parse *ps, struct pb res_target, struct pb range_fu
 			return fail(ps, "0A000", "%s", not_a_call);
 		}
 	}
-	if (!call.p || !func_call(ps, call))
+	if (!call.p || !func_call(ps, call) || ps->call->local)
 		return ps->rc ? false : fail(ps, "0A000", "%s", not_a_call);
 	if (!kv_op_rows(ps->call->op))
 		return fail(ps, "0A000", "kv.%s returns one value: call it as SELECT kv.%s(...)", kv_op_name(ps->call->op),
@@ -692,7 +710,7 @@ static bool txn_stmt(struct parse *ps, struct pb stmt)
 	if (chain)
 		return fail(ps, "0A000", "kv: AND CHAIN is not supported by the kv database");
 	if (kind == PB_TRANS_COMMIT || kind == PB_TRANS_ROLLBACK) {
-		ps->call->txn = kind == PB_TRANS_COMMIT ? KV_TXN_STMT_COMMIT : KV_TXN_STMT_ROLLBACK;
+		ps->call->local = kind == PB_TRANS_COMMIT ? KV_LOCAL_COMMIT : KV_LOCAL_ROLLBACK;
 		return true;
 	}
 	if (kind != PB_TRANS_BEGIN && kind != PB_TRANS_START)
@@ -704,7 +722,7 @@ static bool txn_stmt(struct parse *ps, struct pb stmt)
 		if (!txn_option(ps, def, &ps->call->chars))
 			return false;
 	}
-	ps->call->txn = KV_TXN_STMT_BEGIN;
+	ps->call->local = KV_LOCAL_BEGIN;
 	ps->call->txn_start = kind == PB_TRANS_START;
 	return true;
 }
@@ -747,7 +765,7 @@ static bool txn_set(struct parse *ps, struct pb stmt)
 			if (!txn_option(ps, def, &ps->call->chars))
 				return true;
 		}
-		ps->call->txn = session ? KV_TXN_STMT_DEFAULT : KV_TXN_STMT_SET;
+		ps->call->local = session ? KV_LOCAL_DEFAULT : KV_LOCAL_SET;
 		ps->call->txn_warn = !session;
 		return true;
 	}
@@ -768,7 +786,7 @@ static bool txn_set(struct parse *ps, struct pb stmt)
 		return true;
 	}
 	set_char(&ps->call->chars, (enum kv_show)which, value);
-	ps->call->txn = dflt ? KV_TXN_STMT_DEFAULT : KV_TXN_STMT_SET;
+	ps->call->local = dflt ? KV_LOCAL_DEFAULT : KV_LOCAL_SET;
 	return true;
 }
 
@@ -790,14 +808,39 @@ static bool show_stmt(struct parse *ps, struct pb stmt)
 	if (which < 0)
 		return fail(ps, "0A000", "kv: the kv database shows only transaction_isolation, transaction_read_only, "
 			    "transaction_deferrable and their default_transaction_ settings");
-	ps->call->txn = KV_TXN_STMT_SHOW;
+	ps->call->local = KV_LOCAL_SHOW;
 	ps->call->show = (uint8_t)which;
+	return true;
+}
+
+static bool name_field(struct parse *ps, struct pb stmt, uint32_t field, const char *what);
+
+/* libpg_query's parse r: its tree in *res, or false after its error (42601, or -ENOMEM). */
+static bool parse_result(struct parse *ps, const PgQueryProtobufParseResult *r, struct pb *res)
+{
+	if (r->error) {
+		if (r->error->message && strcmp(r->error->message, "out of memory") == 0)
+			ps->rc = -ENOMEM;
+		else
+			fail(ps, "42601", "%s", r->error->message ? r->error->message : "syntax error");
+		return false;
+	}
+	*res = (struct pb){ (const uint8_t *)r->parse_tree.data, (const uint8_t *)r->parse_tree.data + r->parse_tree.len };
 	return true;
 }
 
 /* DEALLOCATE [PREPARE] name, or ALL (no name): the name in column (the parser cut it to 63
  * bytes, as PostgreSQL keeps names). */
 static bool deallocate_stmt(struct parse *ps, struct pb stmt)
+{
+	if (!name_field(ps, stmt, PB_DEALLOCATE_NAME, "DEALLOCATE"))
+		return false;
+	ps->call->local = KV_LOCAL_DEALLOCATE;
+	return true;
+}
+
+/* The one string field (number field) of a statement, into column: "" when absent (ALL). */
+static bool name_field(struct parse *ps, struct pb stmt, uint32_t field, const char *what)
 {
 	uint32_t f;
 	enum pb_wire w;
@@ -808,16 +851,110 @@ static bool deallocate_stmt(struct parse *ps, struct pb stmt)
 	while (stmt.p < stmt.end) {
 		if (!pb_next(&stmt, &f, &w, &v, &sub))
 			return fail(ps, "XX000", "malformed parse tree");
-		if (f == PB_DEALLOCATE_NAME && w == PB_BYTES) {
+		if (f == field && w == PB_BYTES) {
 			size_t n = (size_t)(sub.end - sub.p);
 			if (n == 0 || n >= sizeof ps->call->column || memchr(sub.p, '\0', n))
-				return fail(ps, "42601", "kv: malformed DEALLOCATE");
+				return fail(ps, "42601", "kv: malformed %s", what);
 			memcpy(ps->call->column, sub.p, n);
 			ps->call->column[n] = '\0';
 		}
 	}
-	ps->call->txn = KV_TXN_STMT_DEALLOCATE;
 	return true;
+}
+
+/* DISCARD ALL | PLANS | SEQUENCES | TEMP */
+static bool discard_stmt(struct parse *ps, struct pb stmt)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v, target = 0;
+	struct pb sub;
+
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_DISCARD_TARGET && w == PB_VARINT)
+			target = v;
+	}
+	static const char *const tags[] = { [PB_DISCARD_ALL] = "DISCARD ALL", [PB_DISCARD_PLANS] = "DISCARD PLANS",
+					    [PB_DISCARD_SEQUENCES] = "DISCARD SEQUENCES",
+					    [PB_DISCARD_TEMP] = "DISCARD TEMP" };
+	if (target < PB_DISCARD_ALL || target > PB_DISCARD_TEMP)
+		return fail(ps, "0A000", "kv: unsupported DISCARD");
+	snprintf(ps->call->column, sizeof ps->call->column, "%s", tags[target]);
+	ps->call->discard_all = target == PB_DISCARD_ALL;
+	ps->call->local = KV_LOCAL_DISCARD;
+	return true;
+}
+
+/* A RESET ALL (VariableSetStmt of kind VAR_RESET_ALL). */
+static bool reset_all(struct pb stmt)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub;
+
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return false;
+		if (f == PB_VARIABLE_SET_KIND && w == PB_VARINT)
+			return v == PB_VAR_RESET_ALL;
+	}
+	return false;
+}
+
+int kv_call_split(const char *sql, struct kv_span *spans, int max, char state[6], char *err, size_t errcap)
+{
+	struct kv_call scratch = { 0 };
+	struct parse ps = { .call = &scratch, .state = state, .err = err, .errcap = errcap };
+	struct pb res, sub;
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v;
+	int n = 0;
+	size_t len = strlen(sql);
+
+	if (len > KV_CALL_SQL_MAX) {
+		fail(&ps, "54000", "kv: query text longer than %u bytes", KV_CALL_SQL_MAX);
+		return ps.rc;
+	}
+	PgQueryProtobufParseResult r = pg_query_parse_protobuf(sql);
+	if (!parse_result(&ps, &r, &res))
+		goto out;
+	while (res.p < res.end) {
+		if (!pb_next(&res, &f, &w, &v, &sub)) {
+			fail(&ps, "XX000", "malformed parse tree");
+			goto out;
+		}
+		if (f != PB_PARSE_RESULT_STMTS || w != PB_BYTES)
+			continue;
+		if (n == max) {
+			fail(&ps, "54000", "kv: more than %d statements in one query", max);
+			goto out;
+		}
+		uint64_t loc = 0, slen = 0; /* proto3 leaves zeros out; a length of 0: to the end */
+		struct pb s;
+		while (sub.p < sub.end) {
+			if (!pb_next(&sub, &f, &w, &v, &s)) {
+				fail(&ps, "XX000", "malformed parse tree");
+				goto out;
+			}
+			if (f == PB_RAW_STMT_LOCATION && w == PB_VARINT)
+				loc = v;
+			else if (f == PB_RAW_STMT_LEN && w == PB_VARINT)
+				slen = v;
+		}
+		if (loc > len || slen > len - loc) {
+			fail(&ps, "XX000", "malformed parse tree");
+			goto out;
+		}
+		spans[n++] = (struct kv_span){ (uint32_t)loc, (uint32_t)(slen ? slen : len - loc) };
+	}
+out:
+	pg_query_free_protobuf_parse_result(r);
+	kv_call_free(&scratch);
+	return ps.rc ? ps.rc : n;
 }
 
 int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err, size_t errcap)
@@ -830,13 +967,13 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	int nstmts = 0;
 
 	out->op = KV_OP_GET;
-	out->txn = KV_TXN_STMT_NONE;
+	out->local = KV_LOCAL_NONE;
 	out->txn_start = false;
 	out->txn_warn = false;
 	out->reset = false;
 	out->show = 0;
 	out->chars = KV_TXN_CHARS_UNSET;
-	out->set_only = false;
+	out->discard_all = false;
 	out->from = false;
 	out->column[0] = '\0';
 	out->nargs = 0;
@@ -848,14 +985,8 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 		return ps.rc;
 	}
 	PgQueryProtobufParseResult r = pg_query_parse_protobuf(sql);
-	if (r.error) {
-		if (r.error->message && strcmp(r.error->message, "out of memory") == 0)
-			ps.rc = -ENOMEM;
-		else
-			fail(&ps, "42601", "%s", r.error->message ? r.error->message : "syntax error");
+	if (!parse_result(&ps, &r, &res))
 		goto out;
-	}
-	res = (struct pb){ (const uint8_t *)r.parse_tree.data, (const uint8_t *)r.parse_tree.data + r.parse_tree.len };
 	while (res.p < res.end) {
 		if (!pb_next(&res, &f, &w, &v, &sub)) {
 			fail(&ps, "XX000", "malformed parse tree");
@@ -881,11 +1012,33 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	}
 	if (nstmts > 1) {
 		fail(&ps, "0A000", "kv: one call per query (each call runs on its own shard)");
+		ps.rc = -E2BIG;
 		goto out;
 	}
 	uint32_t type = stmt.p ? pb_node(stmt, &inner) : 0;
 	if (type == PB_NODE_VARIABLE_SET_STMT && driver_set(inner)) {
-		out->set_only = true;
+		out->local = KV_LOCAL_DRIVER_SET;
+		goto out;
+	}
+	if (type == PB_NODE_VARIABLE_SET_STMT && reset_all(inner)) {
+		out->local = KV_LOCAL_RESET_ALL;
+		goto out;
+	}
+	if (type == PB_NODE_CLOSE_PORTAL_STMT) {
+		if (name_field(&ps, inner, PB_CLOSE_PORTAL_NAME, "CLOSE"))
+			out->local = KV_LOCAL_CLOSE;
+		goto out;
+	}
+	if (type == PB_NODE_UNLISTEN_STMT) {
+		out->local = KV_LOCAL_UNLISTEN;
+		goto out;
+	}
+	if (type == PB_NODE_LISTEN_STMT) {
+		fail(&ps, "0A000", "kv: LISTEN is not supported by the kv database");
+		goto out;
+	}
+	if (type == PB_NODE_DISCARD_STMT) {
+		(void)discard_stmt(&ps, inner);
 		goto out;
 	}
 	if (type == PB_NODE_VARIABLE_SET_STMT && txn_set(&ps, inner))

@@ -58,6 +58,7 @@ enum kv_op {
 #define KV_OID_INT8 20u
 #define KV_OID_INT4 23u
 #define KV_OID_TEXT 25u
+#define KV_OID_VOID 2278u
 #define KV_OID_INTERVAL 1186u
 #define KV_OID_TEXT_ARRAY 1009u
 #define KV_OID_JSONB 3802u
@@ -76,21 +77,30 @@ struct kv_arg {
 	uint32_t first, n;   /* ARRAY */
 };
 
-/* Transaction control and settings, answered by the kv database itself (front.c): BEGIN or
- * START TRANSACTION (kv_call.chars: its options), COMMIT or END, ROLLBACK or ABORT; SET
- * TRANSACTION or SET transaction_* (chars: the current transaction's characteristics); SET
- * SESSION CHARACTERISTICS AS TRANSACTION, SET / RESET default_transaction_* (chars: the
- * session's defaults); SHOW of one of those six settings (kv_call.show); and DEALLOCATE of
- * prepared statements (psycopg sends DEALLOCATE ALL after a ROLLBACK once it prepared some). */
-enum kv_txn_stmt {
-	KV_TXN_STMT_NONE,
-	KV_TXN_STMT_BEGIN,
-	KV_TXN_STMT_COMMIT,
-	KV_TXN_STMT_ROLLBACK,
-	KV_TXN_STMT_SET,     /* the current transaction's */
-	KV_TXN_STMT_DEFAULT, /* the session's defaults */
-	KV_TXN_STMT_SHOW,
-	KV_TXN_STMT_DEALLOCATE, /* DEALLOCATE [PREPARE] name (kv_call.column) | ALL (column "") */
+/* Statements the kv database answers itself (front.c), no call: a SET a driver sends as it
+ * connects, of a setting no call depends on (pgjdbc's extra_float_digits, application_name:
+ * answered SET, nothing kept); transaction control: BEGIN or START TRANSACTION (kv_call.chars:
+ * its options), COMMIT or END, ROLLBACK or ABORT; the transaction settings: SET TRANSACTION or
+ * SET transaction_* (chars: the current transaction's characteristics), SET SESSION
+ * CHARACTERISTICS AS TRANSACTION, SET / RESET default_transaction_* (chars: the session's
+ * defaults), SHOW of one of those six (kv_call.show); and what drivers and pools send to reset
+ * a session (asyncpg's pool: SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;
+ * psycopg after a ROLLBACK once it prepared: DEALLOCATE ALL). */
+enum kv_local {
+	KV_LOCAL_NONE,
+	KV_LOCAL_DRIVER_SET,
+	KV_LOCAL_BEGIN,
+	KV_LOCAL_COMMIT,
+	KV_LOCAL_ROLLBACK,
+	KV_LOCAL_SET,        /* the current transaction's */
+	KV_LOCAL_DEFAULT,    /* the session's defaults */
+	KV_LOCAL_SHOW,
+	KV_LOCAL_DEALLOCATE, /* DEALLOCATE [PREPARE] name (kv_call.column) | ALL (column "") */
+	KV_LOCAL_UNLOCK_ALL, /* SELECT pg_advisory_unlock_all() (its column name in column): one void row */
+	KV_LOCAL_CLOSE,      /* CLOSE name (column) | ALL (column "") */
+	KV_LOCAL_UNLISTEN,   /* UNLISTEN channel | * */
+	KV_LOCAL_RESET_ALL,  /* RESET ALL */
+	KV_LOCAL_DISCARD,    /* DISCARD ALL | PLANS | SEQUENCES | TEMP (kv_call.discard_all: ALL) */
 };
 #define KV_CALL_BEGIN_MAX 80
 
@@ -119,14 +129,13 @@ const char *kv_txn_char_text(enum kv_show which, int value);
 void kv_txn_begin_text(const struct kv_txn_chars *c, char out[KV_CALL_BEGIN_MAX]);
 
 struct kv_call {
-	uint8_t txn;           /* enum kv_txn_stmt: no call */
+	uint8_t local;         /* enum kv_local: no call */
 	struct kv_txn_chars chars; /* BEGIN's options; SET's values */
 	bool txn_start;        /* BEGIN written START TRANSACTION (PostgreSQL's tag says so) */
-	bool txn_warn;         /* KV_TXN_STMT_SET written SET TRANSACTION: warns outside a transaction */
-	bool reset;            /* KV_TXN_STMT_DEFAULT written RESET (its tag) */
-	uint8_t show;          /* KV_TXN_STMT_SHOW: enum kv_show */
-	bool set_only;         /* a SET a driver sends as it connects (pgjdbc's extra_float_digits,
-				* application_name): no call; answered SET, nothing kept */
+	bool txn_warn;         /* KV_LOCAL_SET written SET TRANSACTION: warns outside a transaction */
+	bool reset;            /* KV_LOCAL_DEFAULT written RESET (its tag) */
+	uint8_t show;          /* KV_LOCAL_SHOW: enum kv_show */
+	bool discard_all;      /* KV_LOCAL_DISCARD: DISCARD ALL (else a tag in column) */
 	enum kv_op op;
 	bool from;             /* SELECT * FROM kv.get_many(...) */
 	char column[64];       /* name of the single result column (target form) */
@@ -140,9 +149,22 @@ struct kv_call {
 	uint32_t text_len, text_cap;
 };
 
+/* Where a statement of a Query of several lies in its text. */
+struct kv_span {
+	uint32_t off, len;
+};
+#define KV_CALL_MAX_STMTS 64
+
+/* The statements of sql, a Query of several (kv_call_parse returned -E2BIG): their number,
+ * each one's place in spans[0, n); or -EINVAL with a SQLSTATE in state and the reason in err
+ * (a syntax error 42601; more than max statements 54000); or -ENOMEM. */
+__attribute__((warn_unused_result))
+int kv_call_split(const char *sql, struct kv_span *spans, int max, char state[6], char *err, size_t errcap);
+
 /* Parse sql (NUL-terminated, one statement) into out. 0; or -EINVAL with a SQLSTATE in state
  * and the reason in err (syntax error 42601, not a kv call 0A000, wrong arguments 42883,
- * parameter number out of range 42P02); or -ENOMEM. out must be zeroed before the first
+ * parameter number out of range 42P02); or -E2BIG when sql holds several statements (state and
+ * err say 0A000, one call per query: kv_call_split splits them); or -ENOMEM. out must be zeroed before the first
  * use; it is reused (its storage kept) by later parses, and freed by kv_call_free. */
 __attribute__((warn_unused_result))
 int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err, size_t errcap);

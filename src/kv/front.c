@@ -87,7 +87,17 @@ struct kv_session {
 	 * change is transactional); default_transaction_read_only as last reported (ParameterStatus). */
 	struct kv_txn_chars defaults, defaults_at_begin;
 	bool reported_read_only;
-	const char *end_tag;         /* the end in flight: "COMMIT" or "ROLLBACK" */
+	/* A simple Query of several statements: run in turn, as PostgreSQL runs them, each in the
+	 * client's transaction, else in an implicit one (txn_status 'T' inside the Query, its calls
+	 * on one shard as a transaction's) that ends at a COMMIT or ROLLBACK of the Query's or at
+	 * its end; the first error ends the Query (asyncpg's pool resets a connection with one). */
+	char *multi;                 /* the Query's text, each statement's end cut with a NUL */
+	struct kv_span *multi_spans; /* KV_CALL_MAX_STMTS, allocated at the first such Query */
+	int multi_n, multi_next;     /* its statements (0: no such Query), the next to run */
+	uint32_t multi_errors;       /* v.nerrors when the statement running began */
+	bool implicit;               /* the transaction is the Query's implicit one */
+	const char *end_tag;         /* the end in flight: "COMMIT" or "ROLLBACK"; NULL, an implicit
+				      * transaction's (no CommandComplete) */
 	bool warming;                /* a read of the call's key runs first: routing was not ready */
 	enum kv_op warm_op;          /* the call's, while warming */
 	const char *warm_args[KV_CALL_MAX_ARGS];
@@ -230,6 +240,8 @@ static void kv_session_free(struct kv_session *ks)
 	kv_txn_abandon(&ks->txn); /* (no call in flight) its connection closes: the shard rolls it back */
 	ev_timer_stop(ks->worker->loop, &ks->idle_tx);
 	kv_call_free(&ks->unnamed.call);
+	free(ks->multi);
+	free(ks->multi_spans);
 	for (int i = 0; i < ks->nnamed; i++) {
 		kv_call_free(&ks->named[i]->call);
 		free(ks->named[i]);
@@ -574,6 +586,7 @@ static bool bind_call(struct kv_session *ks, const struct kv_stmt *st, const str
 /* ---- running a call ---- */
 
 static void on_answer(struct worker *w, struct worker_msg *m);
+static bool multi_run(struct kv_session *ks);
 
 /* On the router's thread, or the worker's (job->local): hand the answer to the client's worker. */
 static void answer_done(struct kv_job *job)
@@ -627,20 +640,21 @@ static bool refuse(struct kv_session *ks, bool simple, const char *sqlstate, con
 /* COMMIT or ROLLBACK: all an aborted transaction takes (PostgreSQL's IsTransactionExitStmt). */
 static bool txn_exit(const struct kv_call *call)
 {
-	return call->txn == KV_TXN_STMT_COMMIT || call->txn == KV_TXN_STMT_ROLLBACK;
+	return call->local == KV_LOCAL_COMMIT || call->local == KV_LOCAL_ROLLBACK;
 }
 
 static const char aborted_text[] = "current transaction is aborted, commands ignored until end of transaction block";
 
 static void out_show(struct kv_session *ks, const struct kv_call *call, bool simple);
 static bool deallocate(struct kv_session *ks, const struct kv_call *call, bool simple);
+static void drop_named(struct kv_session *ks);
 
 /* SET TRANSACTION (or SET transaction_*) in a transaction: what PostgreSQL refuses after its
  * first snapshot (here: its first call), and what tusk cannot change on a shard's transaction
  * that began; else the characteristics the shard's transaction will begin with. */
-static bool txn_set_current(struct kv_session *ks, const struct kv_call *call, bool simple)
+static bool txn_set_current(struct kv_session *ks, const struct kv_txn_chars *wanted, bool simple)
 {
-	struct kv_txn_chars now = ks->txn_chars, want = call->chars;
+	struct kv_txn_chars now = ks->txn_chars, want = *wanted;
 
 	if (ks->txn_queried) {
 		if (want.iso >= 0 && want.iso != (now.iso >= 0 ? now.iso : KV_ISO_READ_COMMITTED))
@@ -660,26 +674,116 @@ static bool txn_set_current(struct kv_session *ks, const struct kv_call *call, b
 	if (want.deferrable >= 0)
 		ks->txn_chars.deferrable = want.deferrable;
 	kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
-	vdb_complete(&ks->v, "SET");
-	return false;
+	return true;
 }
 
-/* BEGIN, COMMIT or ROLLBACK (PostgreSQL's answers, warnings included), a SET or SHOW of the
- * transaction settings. BEGIN is answered at once: the shard's transaction begins with the
- * first call. An end is sent to the shard when a call began one there. */
-static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool simple)
+/* A transaction begins (BEGIN's, or a Query's implicit one): its characteristics are the
+ * session's defaults, with BEGIN's options (opts) over them. */
+static void txn_open(struct kv_session *ks, const struct kv_txn_chars *opts)
+{
+	ks->txn_chars = ks->defaults;
+	if (opts->iso >= 0)
+		ks->txn_chars.iso = opts->iso;
+	if (opts->read_only >= 0)
+		ks->txn_chars.read_only = opts->read_only;
+	if (opts->deferrable >= 0)
+		ks->txn_chars.deferrable = opts->deferrable;
+	kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
+	ks->defaults_at_begin = ks->defaults;
+	/* no savepoint per call: an error aborts the transaction, as PostgreSQL's */
+	ks->txn = (struct kv_txn){ .begin = ks->txn_begin, .no_savepoints = true };
+	ks->txn_routed = false;
+	ks->txn_queried = false;
+	ks->v.txn_status = 'T';
+}
+
+/* The end of the transaction, COMMIT (commit: and it did not fail) or ROLLBACK, by call (the
+ * COMMIT's, the ROLLBACK's, or the statement that ended a Query's implicit transaction), with
+ * a CommandComplete (tag: false for an implicit transaction's end); true when the shard answers
+ * it later. */
+static bool txn_close(struct kv_session *ks, bool commit, bool tag, const struct kv_call *call, bool simple)
 {
 	struct vdb *v = &ks->v;
 
-	if (v->txn_status == 'E' && call->txn != KV_TXN_STMT_COMMIT && call->txn != KV_TXN_STMT_ROLLBACK)
+	commit = commit && v->txn_status == 'T'; /* COMMIT of a failed transaction rolls it back */
+	ks->end_tag = tag ? (commit ? "COMMIT" : "ROLLBACK") : NULL;
+	ks->implicit = false;
+	if (!commit)
+		ks->defaults = ks->defaults_at_begin; /* a change of a setting is undone too */
+	if (!ks->txn_routed) { /* no call reached a shard */
+		v->txn_status = 0;
+		if (ks->end_tag)
+			vdb_complete(v, ks->end_tag);
+		return false;
+	}
+	kv_job_txn_end(&ks->job, &ks->txn, commit ? KV_TXN_COMMIT : KV_TXN_ROLLBACK);
+	return submit(ks, call, simple);
+}
+
+/* A statement answered here (enum kv_local; PostgreSQL's answers, warnings included): BEGIN is
+ * answered at once (the shard's transaction begins with the first call); an end is sent to the
+ * shard when a call began one there. True when answered later. */
+static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	struct vdb *v = &ks->v;
+
+	if (v->txn_status == 'E' && !txn_exit(call))
 		return refuse(ks, simple, "25P02", aborted_text);
-	switch (call->txn) {
-	case KV_TXN_STMT_DEALLOCATE:
+	switch (call->local) {
+	case KV_LOCAL_DRIVER_SET:
+		vdb_complete(v, "SET");
+		return false;
+	case KV_LOCAL_UNLOCK_ALL: {
+		const char *none = "";
+		if (simple)
+			vdb_out_row_description(&v->out, &(struct vdb_col){ call->column, KV_OID_VOID, 0 }, 1);
+		v->out.row_binary = 0;
+		vdb_out_row(&v->out, 1, &none);
+		vdb_complete_select(v, 1);
+		return false;
+	}
+	case KV_LOCAL_CLOSE:
+		if (!call->column[0]) {
+			if (v->portal_set && v->portal_name[0]) { /* the named portal: a cursor too */
+				v->portal_set = false;
+				ks->suspended = false;
+			}
+			vdb_complete(v, "CLOSE CURSOR ALL");
+			return false;
+		}
+		if (!v->portal_set || strcmp(v->portal_name, call->column) != 0) {
+			char text[120];
+			snprintf(text, sizeof text, "cursor \"%s\" does not exist", call->column);
+			return refuse(ks, simple, "34000", text);
+		}
+		v->portal_set = false;
+		ks->suspended = false;
+		vdb_complete(v, "CLOSE CURSOR");
+		return false;
+	case KV_LOCAL_UNLISTEN:
+		vdb_complete(v, "UNLISTEN"); /* LISTEN is refused: nothing to stop */
+		return false;
+	case KV_LOCAL_RESET_ALL:
+		ks->defaults = KV_TXN_CHARS_UNSET;
+		vdb_complete(v, "RESET");
+		return false;
+	case KV_LOCAL_DISCARD:
+		if (call->discard_all) {
+			if (v->txn_status)
+				return refuse(ks, simple, "25001", "DISCARD ALL cannot run inside a transaction block");
+			ks->defaults = KV_TXN_CHARS_UNSET;
+			drop_named(ks);
+			v->portal_set = false;
+			ks->suspended = false;
+		}
+		vdb_complete(v, call->column);
+		return false;
+	case KV_LOCAL_DEALLOCATE:
 		return deallocate(ks, call, simple);
-	case KV_TXN_STMT_SHOW:
+	case KV_LOCAL_SHOW:
 		out_show(ks, call, simple);
 		return false;
-	case KV_TXN_STMT_DEFAULT:
+	case KV_LOCAL_DEFAULT:
 		for (enum kv_show s = KV_SHOW_ISOLATION; s <= KV_SHOW_DEFERRABLE; s++) {
 			const int8_t *from = s == KV_SHOW_ISOLATION   ? &call->chars.iso
 					     : s == KV_SHOW_READ_ONLY ? &call->chars.read_only
@@ -692,57 +796,48 @@ static bool txn_control(struct kv_session *ks, const struct kv_call *call, bool 
 		}
 		vdb_complete(v, call->reset ? "RESET" : "SET");
 		return false;
-	case KV_TXN_STMT_SET:
-		if (v->txn_status == 'T')
-			return txn_set_current(ks, call, simple);
+	case KV_LOCAL_SET:
+		if (v->txn_status == 'T') {
+			if (txn_set_current(ks, &call->chars, simple))
+				vdb_complete(v, "SET");
+			return false;
+		}
 		if (call->txn_warn)
 			vdb_out_warning(v, "25P01", "SET TRANSACTION can only be used in transaction blocks");
 		vdb_complete(v, "SET");
 		return false;
-	case KV_TXN_STMT_BEGIN:
-		if (v->txn_status == 'T') {
+	case KV_LOCAL_BEGIN:
+		if (v->txn_status == 'T' && ks->implicit) {
+			/* the Query's implicit transaction becomes the client's: BEGIN's options as
+			 * SET TRANSACTION's (PostgreSQL's 25001 after a query) */
+			if (!txn_set_current(ks, &call->chars, simple))
+				return false;
+			ks->implicit = false;
+			if (ks->idle_tx_ms)
+				ev_timer_again(ks->worker->loop, &ks->idle_tx);
+		} else if (v->txn_status == 'T') {
 			vdb_out_warning(v, "25001", "there is already a transaction in progress");
 		} else {
-			/* BEGIN's options over the session's defaults */
-			ks->txn_chars = ks->defaults;
-			if (call->chars.iso >= 0)
-				ks->txn_chars.iso = call->chars.iso;
-			if (call->chars.read_only >= 0)
-				ks->txn_chars.read_only = call->chars.read_only;
-			if (call->chars.deferrable >= 0)
-				ks->txn_chars.deferrable = call->chars.deferrable;
-			kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
-			ks->defaults_at_begin = ks->defaults;
-			/* no savepoint per call: an error aborts the transaction, as PostgreSQL's */
-			ks->txn = (struct kv_txn){ .begin = ks->txn_begin, .no_savepoints = true };
-			ks->txn_routed = false;
-			ks->txn_queried = false;
-			v->txn_status = 'T';
+			txn_open(ks, &call->chars);
 			if (ks->idle_tx_ms)
 				ev_timer_again(ks->worker->loop, &ks->idle_tx);
 		}
 		vdb_complete(v, call->txn_start ? "START TRANSACTION" : "BEGIN");
 		return false;
-	default:
+	case KV_LOCAL_COMMIT:
+	case KV_LOCAL_ROLLBACK:
 		break;
+	default:
+		return refuse(ks, simple, "XX000", "kv: unknown statement");
 	}
-	bool commit = call->txn == KV_TXN_STMT_COMMIT;
-	if (!v->txn_status) {
+	bool commit = call->local == KV_LOCAL_COMMIT;
+	if (!v->txn_status || ks->implicit) /* (an implicit transaction ends, as PostgreSQL's) */
 		vdb_out_warning(v, "25P01", "there is no transaction in progress");
+	if (!v->txn_status) {
 		vdb_complete(v, commit ? "COMMIT" : "ROLLBACK");
 		return false;
 	}
-	commit = commit && v->txn_status == 'T'; /* COMMIT of a failed transaction rolls it back */
-	ks->end_tag = commit ? "COMMIT" : "ROLLBACK";
-	if (!commit)
-		ks->defaults = ks->defaults_at_begin;
-	if (!ks->txn_routed) { /* no call reached a shard */
-		v->txn_status = 0;
-		vdb_complete(v, ks->end_tag);
-		return false;
-	}
-	kv_job_txn_end(&ks->job, &ks->txn, commit ? KV_TXN_COMMIT : KV_TXN_ROLLBACK);
-	return submit(ks, call, simple);
+	return txn_close(ks, commit, true, call, simple);
 }
 
 /* SHOW's answer: its RowDescription (a simple Query's; in the extended protocol a Describe
@@ -788,7 +883,7 @@ static bool txn_read_committed(const struct kv_session *ks)
 	return ks->txn_chars.iso != KV_ISO_REPEATABLE_READ && ks->txn_chars.iso != KV_ISO_SERIALIZABLE;
 }
 
-/* A read of several shards in the transaction runs as a statement of its own (job.txn NULL):
+/* A read of every shard in the transaction runs as a statement of its own (job.txn NULL):
  * while it is READ COMMITTED and has reached no shard yet, that is what it would read inside
  * (a snapshot of its own, nothing of the transaction's to see). psycopg's default mode begins a
  * transaction before any call, a scan's too. */
@@ -798,26 +893,37 @@ static bool txn_alone(const struct kv_session *ks, const struct kv_call *call)
 }
 
 /* The keys the bound call names, checked against the transaction's shard (the first call's);
- * false after an error. Keys of several shards: alone (txn_alone), else refused. */
+ * false after an error. A READ COMMITTED read that would see nothing of the transaction's runs
+ * alone (job.txn NULL), as it would read inside (a snapshot of its own): one of keys of several
+ * shards before the transaction holds one (txn_alone), or one of no key of the shard it holds
+ * (a Query of several statements reads keys of several shards in its implicit transaction).
+ * Else keys off the transaction's shard are refused. */
 static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool simple, int nshards)
 {
 	struct kv_job *j = &ks->job;
 	int n = kv_op_keyless(call->op) ? j->nkeys : 1, shard = ks->txn_routed ? ks->txn.shard : -1;
+	int off = -1, off_sh = -1; /* a key off the shard (the transaction's, else the first key's), its shard */
+	bool on = false;           /* a key on the shard the transaction holds */
 	char text[600];
 
 	for (int i = 0; i < n; i++) {
 		const char *key = kv_op_keyless(call->op) ? j->keys[i] : j->key;
 		int sh = kv_shard_of(j->ns, strlen(j->ns), key, strlen(key), nshards);
-		if (shard < 0) {
+		if (shard < 0)
 			shard = sh;
-		} else if (sh != shard) {
-			if (txn_alone(ks, call))
-				return true;
-			snprintf(text, sizeof text,
-				 "kv: key \"%.200s\" lies on shard %d, and this transaction's keys on shard %d: a transaction "
-				 "holds the keys of one shard (tusk kv shard N ns key... tells a key's)", key, sh, shard);
-			return refuse(ks, simple, "0A000", text);
-		}
+		if (sh == shard && ks->txn_routed)
+			on = true;
+		else if (sh != shard && off < 0)
+			off = i, off_sh = sh;
+	}
+	if (off >= 0) {
+		if (kv_op_is_read(call->op) && txn_read_committed(ks) && !on)
+			return true;
+		snprintf(text, sizeof text,
+			 "kv: key \"%.200s\" lies on shard %d, and this transaction's keys on shard %d: a transaction "
+			 "holds the keys of one shard (tusk kv shard N ns key... tells a key's)",
+			 kv_op_keyless(call->op) ? j->keys[off] : j->key, off_sh, shard);
+		return refuse(ks, simple, "0A000", text);
 	}
 	ks->txn.shard = shard;
 	ks->txn_routed = true;
@@ -941,12 +1047,12 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 	} else if (job->txn_end) {
 		/* the end of the transaction, failed or not */
 		if (job->failed) {
-			log_info(ks->v.client->id, ks->v.client->ctx, "kv: the transaction's %s failed: %s (%s)", ks->end_tag,
-				 job->message, job->sqlstate);
+			log_info(ks->v.client->id, ks->v.client->ctx, "kv: the transaction's %s failed: %s (%s)",
+				 ks->end_tag ? ks->end_tag : "implicit COMMIT", job->message, job->sqlstate);
 			vdb_out_error(&ks->v, true, job->ours, job->sqlstate, job->message, job->detail, job->hint);
 			if (!ks->v.busy_simple)
 				ks->v.skipping = true;
-		} else {
+		} else if (ks->end_tag) {
 			vdb_complete(&ks->v, ks->end_tag);
 		}
 		if (job->failed) /* the transaction rolled back: its settings' changes too */
@@ -969,8 +1075,11 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		vdb_out_raw(&ks->v.out, job->rows, job->rows_len);
 		vdb_complete_select(&ks->v, (uint64_t)job->nrows);
 	}
-	if (ks->v.busy_simple)
+	if (ks->v.busy_simple) {
+		if (ks->multi_n && multi_run(ks))
+			return; /* the Query's next statement is with the router */
 		vdb_ready(&ks->v);
+	}
 	vdb_input(&ks->v);
 }
 
@@ -1034,6 +1143,88 @@ static bool is_empty_query(const char *s)
 	}
 }
 
+/* A statement of a simple Query, parsed (rc, state, err: kv_call_parse's) into ks->query: its
+ * answer, or an error; true when answered later. */
+static bool run_query(struct kv_session *ks, int rc, const char *state, const char *err)
+{
+	struct vdb *v = &ks->v;
+
+	if (rc == -ENOMEM)
+		vdb_error(v, "53200", "out of memory");
+	else if (rc < 0)
+		vdb_error(v, state, "%s", err);
+	else if (ks->query.local)
+		return local_stmt(ks, &ks->query, true);
+	else if (ks->query.nparams > 0)
+		vdb_error(v, "42P02", "there is no parameter $%d (a simple query has none)", ks->query.nparams);
+	else if (bind_call(ks, NULL, &ks->query, NULL))
+		return run_call(ks, &ks->query, true);
+	return false;
+}
+
+/* The Query's statements from multi_next on, until one is answered later (true) or the last
+ * is answered or one failed; then the implicit transaction ends, committed if none failed
+ * (true while the shard answers that), and the Query is done (false: ReadyForQuery next). */
+static bool multi_run(struct kv_session *ks)
+{
+	struct vdb *v = &ks->v;
+	char state[6], err[600];
+
+	for (;;) {
+		bool failed = v->nerrors != ks->multi_errors;
+		if (failed || ks->multi_next == ks->multi_n) {
+			if (ks->implicit && v->txn_status && txn_close(ks, !failed, false, &ks->query, true))
+				return true;
+			ks->implicit = false;
+			ks->multi_n = 0;
+			return false;
+		}
+		struct kv_span sp = ks->multi_spans[ks->multi_next++];
+		char *text = ks->multi + sp.off;
+		text[sp.len] = '\0';
+		if (!v->txn_status) {
+			txn_open(ks, &KV_TXN_CHARS_UNSET);
+			ks->implicit = true;
+		}
+		int rc = kv_call_parse(text, &ks->query, state, err, sizeof err);
+		if (rc == -E2BIG)
+			rc = -EINVAL;
+		if (run_query(ks, rc, state, err))
+			return true;
+	}
+}
+
+/* A simple Query of several statements (kv_call_parse said so). */
+static bool multi_start(struct kv_session *ks, const char *text)
+{
+	struct vdb *v = &ks->v;
+	char state[6], err[600];
+	size_t len = strlen(text);
+
+	if (!ks->multi_spans && !(ks->multi_spans = malloc(KV_CALL_MAX_STMTS * sizeof *ks->multi_spans))) {
+		vdb_error(v, "53200", "out of memory");
+		return false;
+	}
+	int n = kv_call_split(text, ks->multi_spans, KV_CALL_MAX_STMTS, state, err, sizeof err);
+	if (n == -ENOMEM)
+		vdb_error(v, "53200", "out of memory");
+	else if (n < 0)
+		vdb_error(v, state, "%s", err);
+	if (n < 0)
+		return false;
+	char *copy = realloc(ks->multi, len + 1);
+	if (!copy) {
+		vdb_error(v, "53200", "out of memory");
+		return false;
+	}
+	memcpy(copy, text, len + 1);
+	ks->multi = copy;
+	ks->multi_n = n;
+	ks->multi_next = 0;
+	ks->multi_errors = v->nerrors;
+	return multi_run(ks);
+}
+
 static bool on_query(struct vdb *v, const char *text)
 {
 	struct kv_session *ks = session_of(v);
@@ -1049,21 +1240,9 @@ static bool on_query(struct vdb *v, const char *text)
 	}
 	ks->active_at = ev_now(ks->worker->loop);
 	int rc = kv_call_parse(text, &ks->query, state, err, sizeof err);
-	if (rc == -ENOMEM)
-		vdb_error(v, "53200", "out of memory");
-	else if (rc < 0)
-		vdb_error(v, state, "%s", err);
-	else if (ks->query.txn)
-		return txn_control(ks, &ks->query, true);
-	else if (ks->query.set_only && v->txn_status == 'E')
-		vdb_error(v, "25P02", "%s", aborted_text);
-	else if (ks->query.set_only)
-		vdb_complete(v, "SET");
-	else if (ks->query.nparams > 0)
-		vdb_error(v, "42P02", "there is no parameter $%d (a simple query has none)", ks->query.nparams);
-	else if (bind_call(ks, NULL, &ks->query, NULL))
-		return run_call(ks, &ks->query, true);
-	return false;
+	if (rc == -E2BIG)
+		return multi_start(ks, text);
+	return run_query(ks, rc, state, err);
 }
 
 static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t ntypes, const uint8_t *types)
@@ -1099,6 +1278,10 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 	int rc = kv_call_parse(text, &st->call, state, err, sizeof err);
 	if (rc == -ENOMEM) {
 		vdb_error_skip(v, "53200", "out of memory");
+		return;
+	}
+	if (rc == -E2BIG) { /* PostgreSQL's answer */
+		vdb_error_skip(v, "42601", "cannot insert multiple commands into a prepared statement");
 		return;
 	}
 	if (rc < 0) {
@@ -1184,7 +1367,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 			       nvals, name, stmt_nparams(st));
 		return;
 	}
-	if (st->call.set_only || st->call.txn) {
+	if (st->call.local) {
 		vdb_bind_portal(v, portal);
 		ks->portal_stmt = i;
 		ks->portal_binary = 0;
@@ -1212,10 +1395,12 @@ malformed:
 /* The RowDescription of call's rows, or NoData. */
 static void describe_call(struct kv_session *ks, const struct kv_call *call, uint64_t binary)
 {
-	if (call->txn == KV_TXN_STMT_SHOW)
+	if (call->local == KV_LOCAL_SHOW)
 		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ kv_show_name((enum kv_show)call->show), VDB_OID_TEXT, 0 },
 					1);
-	else if (call->set_only || call->txn)
+	else if (call->local == KV_LOCAL_UNLOCK_ALL)
+		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ call->column, KV_OID_VOID, 0 }, 1);
+	else if (call->local)
 		vdb_out_msg(&ks->v.out, 'n', NULL, 0); /* NoData */
 	else
 		out_row_description(ks, call, binary);
@@ -1256,12 +1441,8 @@ static void execute(struct vdb *v, uint32_t max_rows)
 	ks->max_rows = max_rows;
 	if (ks->suspended)
 		out_rest(ks); /* the rows its last Execute left */
-	else if (call->txn)
-		(void)txn_control(ks, call, false);
-	else if (call->set_only && v->txn_status == 'E')
-		vdb_error_skip(v, "25P02", "%s", aborted_text);
-	else if (call->set_only)
-		vdb_complete(v, "SET");
+	else if (call->local)
+		(void)local_stmt(ks, call, false);
 	else
 		(void)run_call(ks, call, false);
 }
@@ -1296,11 +1477,17 @@ static bool deallocate(struct kv_session *ks, const struct kv_call *call, bool s
 		vdb_complete(&ks->v, "DEALLOCATE");
 		return false;
 	}
+	drop_named(ks);
+	vdb_complete(&ks->v, "DEALLOCATE ALL");
+	return false;
+}
+
+/* Every named statement is gone (the unnamed stays, as in PostgreSQL). */
+static void drop_named(struct kv_session *ks)
+{
 	for (int i = 1; i <= ks->nnamed; i++)
 		if (stmt_at(ks, i)->used)
 			close_statement(&ks->v, stmt_at(ks, i)->name);
-	vdb_complete(&ks->v, "DEALLOCATE ALL");
-	return false;
 }
 
 static const struct vdb_ops kv_ops = {

@@ -129,7 +129,7 @@ def run_script(port, db, user, steps):
         out = []
         for sql in steps:
             c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
-            out.append((sql, answer(c, rows=sql.startswith("SHOW"))))
+            out.append((sql, answer(c, rows=sql.startswith(("SHOW", "select kv.get")))))
         return out
     finally:
         c.close()
@@ -151,6 +151,20 @@ def test_transaction_control_answers_as_a_shard_database_answers(parade, zone):
     assert get(zone, ours_keys[0]) == {"a": 1}
     with tusk_conn(zone) as c:
         assert c.execute("select kv.counter('default', %s)", (ours_keys[1],)).fetchone()[0] == 2
+
+
+def differential(parade, zone, shard, prefix, steps):
+    """steps(key) run in the kv database and directly in shard database `shard` (as kv_client),
+    each on a key of its own of that shard: every answer must be the same. The kv database's
+    key."""
+    ours_key = parade.keys_on(shard, 1, prefix + "tusk-")[0]
+    direct_key = parade.keys_on(shard, 1, prefix + "pg-")[0]
+    ours = run_script(zone.tusk.port, "kv", "postgres", steps(ours_key))
+    direct = run_script(zone.pg.port, f"kv_shard_{shard}", "kv_client", steps(direct_key))
+    assert len(ours) == len(direct)
+    for (sql, a), (_, b) in zip(ours, direct):
+        assert a == b, (sql, a, b)
+    return ours_key
 
 
 def settings_script(k1):
@@ -223,14 +237,7 @@ def test_transaction_settings_answer_as_a_shard_database_answers(parade, zone):
     the same messages, the same SHOW rows, the same ParameterStatus of
     default_transaction_read_only (reported as it changes, undone by a ROLLBACK), the same
     errors where PostgreSQL refuses a change after the transaction's first query."""
-    shard = 1
-    ours_key = parade.keys_on(shard, 1, "txn-set-tusk-")[0]
-    direct_key = parade.keys_on(shard, 1, "txn-set-pg-")[0]
-    ours = run_script(zone.tusk.port, "kv", "postgres", settings_script(ours_key))
-    direct = run_script(zone.pg.port, f"kv_shard_{shard}", "kv_client", settings_script(direct_key))
-    assert len(ours) == len(direct)
-    for (sql, a), (_, b) in zip(ours, direct):
-        assert a == b, (sql, a, b)
+    ours_key = differential(parade, zone, 1, "txn-set-", settings_script)
     assert get(zone, ours_key) == {"rw": 1}
 
 
@@ -317,6 +324,118 @@ def test_psycopg_rolls_back_after_it_prepared_statements(parade, zone):
         r.close()
 
 
+def multi_script(k1):
+    """Queries of several statements (one simple Query each), as psql -c, asyncpg's pool and
+    scripts send them, around calls on key k1."""
+    def put(n):  # n: the value {"a": n}, or None for a value that is not JSON (22P02)
+        return f"select kv.put('default', '{k1}', '{json.dumps({'a': n}) if n is not None else 'not json'}')"
+
+    def q(*stmts):
+        return "; ".join(stmts)
+
+    get, bad = f"select kv.get('default', '{k1}')", put(None)
+    return [
+        "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",  # asyncpg's pool reset
+        q(put(1), put(2)),                                  # one implicit transaction: both
+        get,                                                # {"a": 2}
+        q(put(3), bad),                                     # 22P02: the first is undone too
+        get,                                                # {"a": 2}
+        q(put(4), "ROLLBACK"),                              # WARNING 25P01, rolled back
+        get,
+        q(put(5), "COMMIT", bad),                           # the first committed
+        get,                                                # {"a": 5}
+        q("BEGIN", put(6)),                                 # left open: T
+        q(get, get),
+        "COMMIT",
+        q("BEGIN", put(7), bad, "COMMIT"),                  # E, the COMMIT not run
+        q("SHOW transaction_isolation", "ROLLBACK"),        # 25P02, the ROLLBACK not run
+        "ROLLBACK",
+        get,                                                # {"a": 6}
+        q(get, "BEGIN ISOLATION LEVEL SERIALIZABLE"),       # 25001: after a query
+        "SHOW transaction_isolation",                       # idle again
+        q("BEGIN ISOLATION LEVEL SERIALIZABLE", "SHOW transaction_isolation", "COMMIT"),
+        q("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", "SHOW transaction_isolation"),  # no warning
+        q("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", bad),  # undone
+        "SHOW default_transaction_read_only",
+        q("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "SHOW transaction_read_only"),
+        q("SHOW default_transaction_read_only", "RESET ALL", "SHOW default_transaction_read_only"),
+        q("SHOW transaction_isolation", "DISCARD ALL"),     # 25001
+        "DISCARD ALL",
+        q("DEALLOCATE ALL", "DISCARD PLANS", "UNLISTEN ch", "CLOSE ALL"),
+        "CLOSE c1",                                         # 34000
+        get + ";;",
+    ]
+
+
+def test_queries_of_several_statements_answer_as_a_shard_database_answers(parade, zone):
+    """A simple Query of several statements, in the kv database and directly in a shard
+    database: the same messages (each statement's answer, one ReadyForQuery), the same implicit
+    transaction (all or nothing, ended by a COMMIT or ROLLBACK in it, which warns), the same end
+    at the first error, BEGIN inside it, the settings in it, asyncpg's pool reset. Before, every
+    such Query was refused (0A000)."""
+    ours_key = differential(parade, zone, 0, "multi-", multi_script)
+    assert get(zone, ours_key) == {"a": 6}
+
+
+def test_a_query_of_several_statements_across_shards(parade, zone):
+    """Reads of keys of several shards in one Query run (each READ COMMITTED read alone, as it
+    would read in the implicit transaction); writes of two shards in one Query are refused
+    (0A000: its implicit transaction holds one shard) and none is kept; a Parse of several
+    statements is PostgreSQL's 42601."""
+    k0 = parade.keys_on(0, 1, "multi-x-")[0]
+    k1 = parade.keys_on(1, 1, "multi-x-")[0]
+    with tusk_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '1')", (k0,))
+        c.execute("select kv.put('default', %s, '2')", (k1,))
+    r = pgwire.RawClient("127.0.0.1", zone.tusk.port)
+    try:
+        r.startup("postgres", "kv")
+        r.send(pgwire.query_message(f"select kv.get('default', '{k0}'); select kv.get('default', '{k1}')"))
+        out = r.read_until_ready()
+        assert [b for k, b in out if k == b"D"] == [b"\0\1\0\0\0\0011", b"\0\1\0\0\0\0012"], out
+        r.send(pgwire.query_message(f"select kv.put('default', '{k0}', '3'); select kv.put('default', '{k1}', '4')"))
+        out = r.read_until_ready()
+        errors = [pgwire.parse_error_fields(b) for k, b in out if k == b"E"]
+        assert [e["C"] for e in errors] == ["0A000"] and "one shard" in errors[0]["M"], errors
+        assert out[-1] == (b"Z", b"I"), out
+        r.send(pgwire.message(b"P", b"\0select kv.get('default', 'a'); select kv.get('default', 'b')\0\0\0")
+               + pgwire.message(b"S"))
+        out = r.read_until_ready()
+        assert pgwire.parse_error_fields(out[0][1])["C"] == "42601", out
+    finally:
+        r.close()
+    assert get(zone, k0) == 1 and get(zone, k1) == 2
+
+
+def test_asyncpg_pool_releases_and_reuses_its_connections(parade, zone):
+    """asyncpg's pool resets a connection it takes back with one Query of four statements
+    (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL): the release works and the next
+    acquire gets the same connection, its prepared statements kept. Before, the release raised
+    (0A000) and the pool closed the connection."""
+    import asyncpg
+    key = parade.keys_on(1, 1, "multi-apool-")[0]
+
+    async def run():
+        pool = await asyncpg.create_pool(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv",
+                                         min_size=1, max_size=1)
+        seen = []
+        try:
+            for i in range(4):
+                async with pool.acquire() as c:
+                    await c.execute("select kv.put('default', $1, $2::jsonb)", key, json.dumps({"i": i}))
+                    seen.append((id(c._con), await c.fetchval("select kv.get('default', $1)", key)))
+                    if i == 2:
+                        async with c.transaction(isolation="repeatable_read"):
+                            await c.execute("select kv.put('default', $1, $2::jsonb)", key, '{"in": 1}')
+        finally:
+            await pool.close()
+        return seen
+
+    seen = asyncio.run(run())
+    assert len({con for con, _ in seen}) == 1, seen
+    assert [json.loads(v) for _, v in seen] == [{"i": i} for i in range(4)], seen
+
+
 def test_psycopg_in_its_default_mode_commits_and_rolls_back(parade, zone):
     """psycopg (autocommit off, its default, as psycopg2's) sends BEGIN before its first call: the
     writes of a transaction are seen by no other client before its COMMIT, and a ROLLBACK undoes
@@ -360,12 +479,15 @@ def test_a_transaction_holds_the_keys_of_one_shard(parade, zone):
         assert c.execute("select kv.get('default', %s)", (a,)).fetchone()[0] is None
         # reads of several shards: each its own statement while the transaction is READ
         # COMMITTED and has reached no shard (where it would read a snapshot of its own too);
-        # refused once it holds one, or when it reads one snapshot
+        # refused once it holds one, or when it reads one snapshot; a READ COMMITTED read of
+        # keys all off the shard it holds sees nothing of it: its own statement too
         c.execute("select kv.put('default', %s, '1')", (b,))
         c.execute("begin")
         assert c.execute("select kv.count('default', 'txn-cross-')").fetchone()[0] == 1
         assert c.execute("select * from kv.get_many('default', %s)", ([a, b],)).fetchall() == [(b, 1)]
         c.execute("select kv.put('default', %s, '2')", (a,))
+        assert c.execute("select kv.get('default', %s)", (b,)).fetchone()[0] == 1
+        assert c.execute("select * from kv.get_many('default', %s)", ([b],)).fetchall() == [(b, 1)]
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="asks every shard"):
             c.execute("select kv.count('default', 'txn-cross-')")
         c.execute("rollback")
@@ -378,6 +500,11 @@ def test_a_transaction_holds_the_keys_of_one_shard(parade, zone):
             c.execute(begin)
             with pytest.raises(psycopg.errors.FeatureNotSupported, match="asks every shard"):
                 c.execute("select * from kv.scan('default', 'txn-cross-', NULL, 10)")
+            c.execute("rollback")
+            c.execute(begin)
+            c.execute("select kv.get('default', %s)", (a,))
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="a transaction holds the keys of one shard"):
+                c.execute("select kv.get('default', %s)", (b,))
             c.execute("rollback")
         c.execute("begin")
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="asks every shard"):

@@ -165,11 +165,12 @@ static void test_refusals(void **st)
 		{ "set local application_name = 'x'", "0A000" },
 		{ "set application_name to default", "0A000" },
 		{ "set extra_float_digits = 1, 2", "0A000" },
-		{ "reset all", "0A000" },
-		{ "set extra_float_digits = 3; select 1", "0A000" },
+		{ "listen x", "0A000" },
+		{ "select pg_advisory_unlock_all(1)", "0A000" },
+		{ "select * from pg_advisory_unlock_all()", "0A000" },
+		{ "select public.pg_advisory_unlock_all()", "0A000" },
 		{ "set extra_float_digits", "42601" },
 		{ "insert into kv.data values (1)", "0A000" },
-		{ "select kv.get('a', 'b'); select 1", "0A000" },
 		{ "select kv.get('a', 'b'), kv.get('a', 'c')", "0A000" },
 		{ "select kv.get('a', 'b') from t", "0A000" },
 		{ "select kv.get('a', 'b') where true", "0A000" },
@@ -213,11 +214,11 @@ static void test_driver_sets(void **st)
 					    "/* c */ SET application_name = \"PostgreSQL JDBC Driver\"" };
 	(void)st;
 	for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++) {
-		if (parse(sets[i]) != 0 || !call.set_only)
+		if (parse(sets[i]) != 0 || call.local != KV_LOCAL_DRIVER_SET)
 			fail_msg("%s: %s %s", sets[i], state, err);
 	}
 	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
-	assert_false(call.set_only);
+	assert_int_equal(call.local, KV_LOCAL_NONE);
 }
 
 /* Transaction control: BEGIN's options rewritten into the shard's BEGIN; savepoints, AND CHAIN
@@ -226,42 +227,42 @@ static void test_transaction_statements(void **st)
 {
 	static const struct {
 		const char *sql;
-		int txn;
+		int local;
 		bool start;
 		const char *begin;
 	} ok[] = {
-		{ "BEGIN", KV_TXN_STMT_BEGIN, false, "BEGIN" },
-		{ "begin transaction;", KV_TXN_STMT_BEGIN, false, "BEGIN" },
-		{ "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", KV_TXN_STMT_BEGIN, true,
+		{ "BEGIN", KV_LOCAL_BEGIN, false, "BEGIN" },
+		{ "begin transaction;", KV_LOCAL_BEGIN, false, "BEGIN" },
+		{ "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", KV_LOCAL_BEGIN, true,
 		  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" },
-		{ "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE NOT DEFERRABLE", KV_TXN_STMT_BEGIN, false,
+		{ "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE NOT DEFERRABLE", KV_LOCAL_BEGIN, false,
 		  "BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE NOT DEFERRABLE" },
-		{ "begin isolation level read committed deferrable", KV_TXN_STMT_BEGIN, false,
+		{ "begin isolation level read committed deferrable", KV_LOCAL_BEGIN, false,
 		  "BEGIN ISOLATION LEVEL READ COMMITTED DEFERRABLE" },
 		/* a later option wins, as in PostgreSQL */
 		{ "BEGIN ISOLATION LEVEL SERIALIZABLE, ISOLATION LEVEL READ UNCOMMITTED, READ ONLY, READ WRITE",
-		  KV_TXN_STMT_BEGIN, false, "BEGIN ISOLATION LEVEL READ UNCOMMITTED READ WRITE" },
-		{ "COMMIT", KV_TXN_STMT_COMMIT, false, "" },
-		{ "end work", KV_TXN_STMT_COMMIT, false, "" },
-		{ "ROLLBACK", KV_TXN_STMT_ROLLBACK, false, "" },
-		{ "abort", KV_TXN_STMT_ROLLBACK, false, "" },
+		  KV_LOCAL_BEGIN, false, "BEGIN ISOLATION LEVEL READ UNCOMMITTED READ WRITE" },
+		{ "COMMIT", KV_LOCAL_COMMIT, false, "" },
+		{ "end work", KV_LOCAL_COMMIT, false, "" },
+		{ "ROLLBACK", KV_LOCAL_ROLLBACK, false, "" },
+		{ "abort", KV_LOCAL_ROLLBACK, false, "" },
 	};
 	static const char *const refused[] = { "SAVEPOINT a", "RELEASE a", "ROLLBACK TO a", "COMMIT AND CHAIN",
-					       "PREPARE TRANSACTION 'x'", "COMMIT PREPARED 'x'", "BEGIN; COMMIT" };
+					       "PREPARE TRANSACTION 'x'", "COMMIT PREPARED 'x'" };
 	(void)st;
 	char begin[KV_CALL_BEGIN_MAX];
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
 		int rc = parse(ok[i].sql);
 		kv_txn_begin_text(&call.chars, begin);
-		if (rc != 0 || call.txn != ok[i].txn || call.txn_start != ok[i].start ||
-		    (ok[i].txn == KV_TXN_STMT_BEGIN && strcmp(begin, ok[i].begin) != 0))
-			fail_msg("%s: %d %s / %d %d [%s]", ok[i].sql, rc, err, call.txn, call.txn_start, begin);
+		if (rc != 0 || call.local != ok[i].local || call.txn_start != ok[i].start ||
+		    (ok[i].local == KV_LOCAL_BEGIN && strcmp(begin, ok[i].begin) != 0))
+			fail_msg("%s: %d %s / %d %d [%s]", ok[i].sql, rc, err, call.local, call.txn_start, begin);
 	}
 	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
 		if (parse(refused[i]) != -EINVAL || strcmp(state, "0A000") != 0)
 			fail_msg("%s: %s %s", refused[i], state, err);
 	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
-	assert_int_equal(call.txn, KV_TXN_STMT_NONE);
+	assert_int_equal(call.local, KV_LOCAL_NONE);
 }
 
 /* SET TRANSACTION, SET SESSION CHARACTERISTICS, the six settings' SET / RESET / SHOW. */
@@ -269,25 +270,25 @@ static void test_transaction_settings(void **st)
 {
 	static const struct {
 		const char *sql;
-		int txn;
+		int local;
 		struct kv_txn_chars chars;
 		bool warn, reset;
 	} ok[] = {
-		{ "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", KV_TXN_STMT_SET, { KV_ISO_SERIALIZABLE, -1, -1 }, true, false },
-		{ "set transaction read only, not deferrable", KV_TXN_STMT_SET, { -1, 1, 0 }, true, false },
-		{ "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ", KV_TXN_STMT_DEFAULT,
+		{ "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", KV_LOCAL_SET, { KV_ISO_SERIALIZABLE, -1, -1 }, true, false },
+		{ "set transaction read only, not deferrable", KV_LOCAL_SET, { -1, 1, 0 }, true, false },
+		{ "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ", KV_LOCAL_DEFAULT,
 		  { KV_ISO_REPEATABLE_READ, -1, -1 }, false, false },
-		{ "SET transaction_isolation = 'read committed'", KV_TXN_STMT_SET, { KV_ISO_READ_COMMITTED, -1, -1 }, false,
+		{ "SET transaction_isolation = 'read committed'", KV_LOCAL_SET, { KV_ISO_READ_COMMITTED, -1, -1 }, false,
 		  false },
-		{ "SET default_transaction_isolation TO 'Serializable'", KV_TXN_STMT_DEFAULT, { KV_ISO_SERIALIZABLE, -1, -1 },
+		{ "SET default_transaction_isolation TO 'Serializable'", KV_LOCAL_DEFAULT, { KV_ISO_SERIALIZABLE, -1, -1 },
 		  false, false },
-		{ "SET SESSION default_transaction_read_only = on", KV_TXN_STMT_DEFAULT, { -1, 1, -1 }, false, false },
-		{ "set default_transaction_read_only = 'of'", KV_TXN_STMT_DEFAULT, { -1, 0, -1 }, false, false },
-		{ "set default_transaction_deferrable = 1", KV_TXN_STMT_DEFAULT, { -1, -1, 1 }, false, false },
-		{ "set default_transaction_deferrable to 'Y'", KV_TXN_STMT_DEFAULT, { -1, -1, 1 }, false, false },
-		{ "SET default_transaction_read_only TO DEFAULT", KV_TXN_STMT_DEFAULT, { -1, KV_CHAR_RESET, -1 }, false,
+		{ "SET SESSION default_transaction_read_only = on", KV_LOCAL_DEFAULT, { -1, 1, -1 }, false, false },
+		{ "set default_transaction_read_only = 'of'", KV_LOCAL_DEFAULT, { -1, 0, -1 }, false, false },
+		{ "set default_transaction_deferrable = 1", KV_LOCAL_DEFAULT, { -1, -1, 1 }, false, false },
+		{ "set default_transaction_deferrable to 'Y'", KV_LOCAL_DEFAULT, { -1, -1, 1 }, false, false },
+		{ "SET default_transaction_read_only TO DEFAULT", KV_LOCAL_DEFAULT, { -1, KV_CHAR_RESET, -1 }, false,
 		  false },
-		{ "RESET default_transaction_isolation", KV_TXN_STMT_DEFAULT, { KV_CHAR_RESET, -1, -1 }, false, true },
+		{ "RESET default_transaction_isolation", KV_LOCAL_DEFAULT, { KV_CHAR_RESET, -1, -1 }, false, true },
 	};
 	static const struct {
 		const char *sql, *state;
@@ -299,7 +300,6 @@ static void test_transaction_settings(void **st)
 		{ "SET TRANSACTION SNAPSHOT '0000-1'", "0A000" },
 		{ "SET LOCAL default_transaction_read_only = on", "0A000" },
 		{ "RESET transaction_isolation", "0A000" },
-		{ "RESET ALL", "0A000" },
 		{ "SET default_transaction_isolation = 'serializable', 'read committed'", "0A000" },
 		{ "SET search_path = x", "0A000" },
 		{ "SHOW search_path", "0A000" },
@@ -308,10 +308,10 @@ static void test_transaction_settings(void **st)
 	(void)st;
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
 		int rc = parse(ok[i].sql);
-		if (rc != 0 || call.txn != ok[i].txn || call.chars.iso != ok[i].chars.iso ||
+		if (rc != 0 || call.local != ok[i].local || call.chars.iso != ok[i].chars.iso ||
 		    call.chars.read_only != ok[i].chars.read_only || call.chars.deferrable != ok[i].chars.deferrable ||
 		    call.txn_warn != ok[i].warn || call.reset != ok[i].reset)
-			fail_msg("%s: %d %s / %d {%d %d %d} %d %d", ok[i].sql, rc, err, call.txn, call.chars.iso,
+			fail_msg("%s: %d %s / %d {%d %d %d} %d %d", ok[i].sql, rc, err, call.local, call.chars.iso,
 				 call.chars.read_only, call.chars.deferrable, call.txn_warn, call.reset);
 	}
 	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
@@ -333,8 +333,8 @@ static void test_transaction_settings(void **st)
 		{ "show default_transaction_deferrable;", KV_SHOW_DEFAULT_DEFERRABLE },
 	};
 	for (size_t i = 0; i < sizeof shows / sizeof shows[0]; i++)
-		if (parse(shows[i].sql) != 0 || call.txn != KV_TXN_STMT_SHOW || call.show != shows[i].show)
-			fail_msg("%s: %s / %d %d", shows[i].sql, err, call.txn, call.show);
+		if (parse(shows[i].sql) != 0 || call.local != KV_LOCAL_SHOW || call.show != shows[i].show)
+			fail_msg("%s: %s / %d %d", shows[i].sql, err, call.local, call.show);
 	assert_string_equal(kv_show_name(KV_SHOW_DEFAULT_READ_ONLY), "default_transaction_read_only");
 	assert_string_equal(kv_txn_char_text(KV_SHOW_ISOLATION, KV_CHAR_UNSET), "read committed");
 	assert_string_equal(kv_txn_char_text(KV_SHOW_DEFAULT_ISOLATION, KV_ISO_REPEATABLE_READ), "repeatable read");
@@ -345,11 +345,65 @@ static void test_transaction_settings(void **st)
 	} deallocs[] = { { "DEALLOCATE ALL", "" }, { "deallocate prepare all", "" }, { "DEALLOCATE _pg3_0", "_pg3_0" },
 			 { "deallocate prepare \"Ab\"", "Ab" } };
 	for (size_t i = 0; i < sizeof deallocs / sizeof deallocs[0]; i++)
-		if (parse(deallocs[i].sql) != 0 || call.txn != KV_TXN_STMT_DEALLOCATE || strcmp(call.column, deallocs[i].name))
-			fail_msg("%s: %s / %d [%s]", deallocs[i].sql, err, call.txn, call.column);
+		if (parse(deallocs[i].sql) != 0 || call.local != KV_LOCAL_DEALLOCATE || strcmp(call.column, deallocs[i].name))
+			fail_msg("%s: %s / %d [%s]", deallocs[i].sql, err, call.local, call.column);
 	/* the driver SETs still answered without a trace */
 	assert_int_equal(parse("SET extra_float_digits = 3"), 0);
-	assert_true(call.set_only && call.txn == KV_TXN_STMT_NONE);
+	assert_int_equal(call.local, KV_LOCAL_DRIVER_SET);
+}
+
+/* What a pool sends to reset a session (asyncpg's), answered here; a Query of several
+ * statements split where PostgreSQL splits it. */
+static void test_session_resets_and_split(void **st)
+{
+	static const struct {
+		const char *sql;
+		int local;
+		const char *column;
+	} ok[] = {
+		{ "SELECT pg_advisory_unlock_all()", KV_LOCAL_UNLOCK_ALL, "pg_advisory_unlock_all" },
+		{ "select pg_catalog.pg_advisory_unlock_all() as u", KV_LOCAL_UNLOCK_ALL, "u" },
+		{ "CLOSE ALL", KV_LOCAL_CLOSE, "" },
+		{ "close c1", KV_LOCAL_CLOSE, "c1" },
+		{ "UNLISTEN *", KV_LOCAL_UNLISTEN, "" },
+		{ "unlisten ch", KV_LOCAL_UNLISTEN, "" },
+		{ "RESET ALL", KV_LOCAL_RESET_ALL, "" },
+		{ "DISCARD ALL", KV_LOCAL_DISCARD, "DISCARD ALL" },
+		{ "discard plans", KV_LOCAL_DISCARD, "DISCARD PLANS" },
+		{ "DISCARD TEMPORARY", KV_LOCAL_DISCARD, "DISCARD TEMP" },
+		{ "discard sequences", KV_LOCAL_DISCARD, "DISCARD SEQUENCES" },
+	};
+	(void)st;
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+		if (parse(ok[i].sql) != 0 || call.local != ok[i].local || strcmp(call.column, ok[i].column) != 0)
+			fail_msg("%s: %s / %d [%s]", ok[i].sql, err, call.local, call.column);
+	assert_int_equal(parse("DISCARD ALL"), 0);
+	assert_true(call.discard_all);
+	assert_int_equal(parse("DISCARD PLANS"), 0);
+	assert_false(call.discard_all);
+
+	/* several statements: -E2BIG, and kv_call_split finds each */
+	const char *q = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;";
+	assert_int_equal(parse(q), -E2BIG);
+	assert_string_equal(state, "0A000");
+	struct kv_span sp[KV_CALL_MAX_STMTS];
+	assert_int_equal(kv_call_split(q, sp, KV_CALL_MAX_STMTS, state, err, sizeof err), 4);
+	static const char *const want[] = { "SELECT pg_advisory_unlock_all()", "CLOSE ALL", "UNLISTEN *", "RESET ALL" };
+	for (int i = 0; i < 4; i++) { /* each from just after the last one's ';' */
+		const char *at = q + sp[i].off + (i > 0);
+		if (sp[i].len != strlen(want[i]) + (i > 0) || memcmp(at, want[i], strlen(want[i])) != 0)
+			fail_msg("statement %d: [%.*s]", i, (int)sp[i].len, q + sp[i].off);
+	}
+	/* a ';' in a string or a comment does not split; empty statements are none; the last
+	 * without its ';' runs to the end */
+	const char *q2 = "select kv.put('a', 'b;c', '1') ;; /* ; */ select kv.get('a', 'x')";
+	assert_int_equal(kv_call_split(q2, sp, KV_CALL_MAX_STMTS, state, err, sizeof err), 2);
+	assert_true(sp[0].off == 0 && sp[0].len == strlen("select kv.put('a', 'b;c', '1') "));
+	assert_string_equal(q2 + sp[1].off, " /* ; */ select kv.get('a', 'x')");
+	assert_int_equal(kv_call_split("select 1; select 2; select 3", sp, 2, state, err, sizeof err), -EINVAL);
+	assert_string_equal(state, "54000");
+	assert_int_equal(kv_call_split("select 1; selec 2", sp, 2, state, err, sizeof err), -EINVAL);
+	assert_string_equal(state, "42601");
 }
 
 static void test_text_array(void **st)
@@ -436,6 +490,7 @@ int main(void)
 		cmocka_unit_test(test_driver_sets),
 		cmocka_unit_test(test_transaction_statements),
 		cmocka_unit_test(test_transaction_settings),
+		cmocka_unit_test(test_session_resets_and_split),
 		cmocka_unit_test(test_the_calls_beyond_get_and_put),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_text_array),

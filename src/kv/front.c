@@ -67,6 +67,9 @@ struct kv_session {
 	uint64_t portal_binary;      /* its Bind's result formats: bit i, column i in binary */
 	uint32_t max_rows;           /* its Execute's row limit (0: none) */
 	bool suspended;              /* it sent PortalSuspended: job's rows from rest_off are left */
+	bool portal_done;            /* it ran to its end: another Execute answers SELECT 0, as
+				      * PostgreSQL's; a portal lasts until another Bind, a Close, or
+				      * the end of its transaction (ReadyForQuery outside one) */
 	size_t rest_off;
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
@@ -859,13 +862,20 @@ static void out_show(struct kv_session *ks, const struct kv_call *call, bool sim
 	vdb_complete(&ks->v, "SHOW");
 }
 
-/* Before each ReadyForQuery: default_transaction_read_only, when it changed since last
- * reported (PostgreSQL 14 and later report it: a driver may pick a read-write server by it). */
+/* Before each ReadyForQuery: outside a transaction the portal is gone (PostgreSQL drops a
+ * transaction's portals at its end, an autocommit one's at Sync); default_transaction_read_only
+ * reported when it changed since last reported (PostgreSQL 14 and later report it: a driver may
+ * pick a read-write server by it). */
 static void before_ready(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
 	bool ro = ks->defaults.read_only == 1;
 
+	if (!v->txn_status) { /* the transaction ended: its portals with it */
+		v->portal_set = false;
+		ks->suspended = false;
+		ks->portal_done = false;
+	}
 	if (ro == ks->reported_read_only)
 		return;
 	uint8_t body[64];
@@ -1019,6 +1029,8 @@ static void out_rest(struct kv_session *ks)
 		vdb_out_msg(&ks->v.out, 's', NULL, 0);
 	} else {
 		vdb_complete_select(&ks->v, n);
+		ks->portal_done = true;
+		ks->v.portal_set = true;
 	}
 }
 
@@ -1314,6 +1326,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	struct kv_bind_val vals[KV_CALL_MAX_PARAMS];
 
 	ks->suspended = false; /* a Bind replaces the portal */
+	ks->portal_done = false;
 	proto_reader_init(&r, body, len);
 	const char *portal = proto_get_cstr(&r);
 	const char *name = proto_get_cstr(&r);
@@ -1439,7 +1452,10 @@ static void execute(struct vdb *v, uint32_t max_rows)
 	const struct kv_call *call = &stmt_at(ks, ks->portal_stmt)->call;
 	ks->active_at = ev_now(ks->worker->loop);
 	ks->max_rows = max_rows;
-	if (ks->suspended)
+	if (ks->portal_done) {
+		ks->v.portal_set = true;
+		vdb_complete_select(v, 0);
+	} else if (ks->suspended)
 		out_rest(ks); /* the rows its last Execute left */
 	else if (call->local)
 		(void)local_stmt(ks, call, false);
@@ -1457,6 +1473,7 @@ static void close_statement(struct vdb *v, const char *name)
 	if (v->portal_set && ks->portal_stmt == i) {
 		v->portal_set = false;
 		ks->suspended = false;
+		ks->portal_done = false;
 	}
 	stmt_at(ks, i)->used = false;
 }

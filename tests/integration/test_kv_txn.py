@@ -693,13 +693,19 @@ def test_a_transaction_whose_shard_connection_dies_commits_nothing(parade, zone)
 def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone):
     """Execute with a row limit: that many rows, then PortalSuspended, and the next Execute of the
     portal goes on (node's pg-cursor, pgjdbc's fetch size), the last one's CommandComplete counting
-    its own rows. The same messages and the same DataRow bytes (binary formats too) as a shard
-    database sends, for a named portal in a transaction and for the unnamed one outside."""
+    its own rows; an Execute of a portal run to its end answers SELECT 0 until the transaction
+    ends (outside one, at the Sync), then 34000. The same messages and the same DataRow bytes
+    (binary formats too) as a shard database sends, for a named portal in a transaction and for
+    the unnamed one outside."""
     keys = parade.keys_on(1, 5, "txn-rows-")
     with tusk_conn(zone) as c:
         for i, k in enumerate(keys):
             c.execute("select kv.put('default', %s, %s)", (k, str(i)))
     arr = ("{" + ",".join(keys) + "}").encode()
+
+    def messages(c):
+        return [(k, b if k == b"D" else b.rstrip(b"\0") if k == b"C" else
+                 pgwire.parse_error_fields(b)["C"].encode() if k == b"E" else b"") for k, b in c.read_until_ready()]
 
     def steps(c):
         out = []
@@ -708,12 +714,16 @@ def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone
                 out.append(query(c, "BEGIN"))
             c.send(pgwire.message(b"P", b"s\0select * from kv.get_many($1, $2)\0\0\0")
                    + pgwire.bind_message(portal, b"s", [b"default", arr], formats)
-                   + b"".join(pgwire.execute_message(portal, n) for n in (2, 2, 2)) + pgwire.message(b"S"))
-            out.append([(k, b if k == b"D" else b.rstrip(b"\0") if k == b"C" else b"") for k, b in c.read_until_ready()])
+                   + b"".join(pgwire.execute_message(portal, n) for n in (2, 2, 2, 2)) + pgwire.message(b"S"))
+            out.append(messages(c))
+            c.send(pgwire.execute_message(portal) + pgwire.message(b"S"))  # SELECT 0 in a transaction
+            out.append(messages(c))
             c.send(pgwire.message(b"C", b"Ss\0") + pgwire.message(b"S"))
             c.read_until_ready()
             if begin:
                 out.append(query(c, "COMMIT"))
+                c.send(pgwire.execute_message(portal) + pgwire.message(b"S"))  # gone with it: 34000
+                out.append(messages(c))
         return out
 
     ours = pgwire.RawClient("127.0.0.1", zone.tusk.port)
@@ -723,8 +733,10 @@ def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone
         direct.startup("kv_client", "kv_shard_1")
         a, b = steps(ours), steps(direct)
         assert a == b, (a, b)
-        assert [k for k, _ in a[1]] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"D", b"C", b"Z"], a[1]
-        assert a[1][-2] == (b"C", b"SELECT 1"), a[1]
+        assert [k for k, _ in a[1]] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"D", b"C", b"C", b"Z"], a[1]
+        assert a[1][-3:-1] == [(b"C", b"SELECT 1"), (b"C", b"SELECT 0")], a[1]
+        assert a[2] == [(b"C", b"SELECT 0"), (b"Z", b"")] and a[4] == [(b"E", b"34000"), (b"Z", b"")], a
+        assert a[6] == [(b"E", b"34000"), (b"Z", b"")], a  # the unnamed portal outside: gone at the Sync
     finally:
         ours.close()
         direct.close()

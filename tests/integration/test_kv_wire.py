@@ -401,8 +401,8 @@ def test_driver_sets_at_connect_are_answered_and_others_refused(zone):
 
 def test_one_portal_at_a_time_named_or_not(zone):
     """A named portal is bound, described and executed by its name (pgjdbc's fetch size inside a
-    transaction); an Execute consumes it; a Bind replaces the one bound before; Close of a portal
-    that is not there is CloseComplete, as PostgreSQL answers it."""
+    transaction); outside a transaction it is gone after the Sync; a Bind replaces the one bound
+    before; Close of a portal that is not there is CloseComplete, as PostgreSQL answers it."""
     zone.put("wire-portal", {"p": 1})
     c = raw(zone)
     try:

@@ -102,7 +102,7 @@ static void console_begin(struct client *c)
 	cs->full = full;
 	ev_init(&cs->pause_timer, NULL); /* started by PAUSE; stopped at teardown either way */
 	log_info(c->id, c->ctx, "admin console login (%s)", full ? "admin.users" : "admin.stats_users");
-	vdb_greet(&cs->v, TUSK_VERSION "/tusk", "ISO");
+	vdb_greet(&cs->v, TUSK_VERSION "/tusk", "ISO", false);
 }
 
 /* Teardown of an admin client (from client_close): stop timers, forget pending work. */

@@ -328,7 +328,7 @@ void vdb_free(struct vdb *v)
 	v->big = NULL;
 }
 
-void vdb_greet(struct vdb *v, const char *server_version, const char *datestyle)
+void vdb_greet(struct vdb *v, const char *server_version, const char *datestyle, bool default_read_only)
 {
 	struct client *c = v->client;
 	uint32_t pid, key;
@@ -343,7 +343,7 @@ void vdb_greet(struct vdb *v, const char *server_version, const char *datestyle)
 		{ "server_encoding", "UTF8" },
 		{ "client_encoding", "UTF8" },
 		{ "DateStyle", datestyle },
-		{ "default_transaction_read_only", "off" },
+		{ "default_transaction_read_only", default_read_only ? "on" : "off" },
 		{ "in_hot_standby", "off" },
 		{ "TimeZone", "UTC" },
 		{ "integer_datetimes", "on" },

@@ -121,10 +121,11 @@ void vdb_init(struct vdb *v, struct client *c, const struct vdb_ops *ops);
 /* Frees what v holds (not v). */
 void vdb_free(struct vdb *v);
 
-/* Greet the authenticated client (AuthenticationOk, ParameterStatus, BackendKeyData with a
- * fresh random key, ReadyForQuery), make it CLIENT_IDLE and serve what it already sent. On
- * failure the client is failed (closing). */
-void vdb_greet(struct vdb *v, const char *server_version, const char *datestyle);
+/* Greet the authenticated client (AuthenticationOk, ParameterStatus, default_read_only the
+ * default_transaction_read_only reported; BackendKeyData with a fresh random key,
+ * ReadyForQuery), make it CLIENT_IDLE and serve what it already sent. On failure the client
+ * is failed (closing). */
+void vdb_greet(struct vdb *v, const char *server_version, const char *datestyle, bool default_read_only);
 
 /* An ErrorResponse "tusk <client id>: <text>", logged at ops->error_log_level. */
 void vdb_error(struct vdb *v, const char *sqlstate, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -611,7 +611,7 @@ static int setting_of(struct pb name)
 /* A setting's value as PostgreSQL reads it: an isolation level by name, any case; a Boolean
  * as parse_bool (a prefix of true, false, yes or no, on or of(f) by two letters, 1 or 0).
  * -1 when it is not one. */
-static int char_value(enum kv_show which, const char *t, size_t n)
+int kv_txn_char_value(enum kv_show which, const char *t, size_t n)
 {
 	if (which % 3 == KV_SHOW_ISOLATION) {
 		for (int i = 0; i <= KV_ISO_SERIALIZABLE; i++)
@@ -631,11 +631,14 @@ static int char_value(enum kv_show which, const char *t, size_t n)
 	return -1;
 }
 
+int8_t *kv_txn_char_field(struct kv_txn_chars *c, enum kv_show which)
+{
+	return which % 3 == KV_SHOW_ISOLATION ? &c->iso : which % 3 == KV_SHOW_READ_ONLY ? &c->read_only : &c->deferrable;
+}
+
 static void set_char(struct kv_txn_chars *c, enum kv_show which, int value)
 {
-	int8_t *f = which % 3 == KV_SHOW_ISOLATION ? &c->iso : which % 3 == KV_SHOW_READ_ONLY ? &c->read_only
-											     : &c->deferrable;
-	*f = (int8_t)value;
+	*kv_txn_char_field(c, which) = (int8_t)value;
 }
 
 /* A constant (node) that sets setting which: its value in *value, or an error as PostgreSQL's. */
@@ -647,7 +650,7 @@ static bool setting_value(struct parse *ps, enum kv_show which, struct pb node, 
 	if (pb_node(node, &inner) != PB_NODE_A_CONST || !a_const(ps, inner, &val) || val.kind != KV_ARG_CONST)
 		return ps->rc ? false : fail(ps, "0A000", "kv: unsupported value for %s", show_names[which]);
 	const char *t = ps->call->text + val.off;
-	*value = char_value(which, t, val.len);
+	*value = kv_txn_char_value(which, t, val.len);
 	if (*value >= 0)
 		return true;
 	if (which % 3 == KV_SHOW_ISOLATION)

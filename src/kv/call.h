@@ -124,6 +124,12 @@ enum kv_show {
  * prints PostgreSQL's default: read committed, off). */
 const char *kv_show_name(enum kv_show which);
 const char *kv_txn_char_text(enum kv_show which, int value);
+/* A setting's value t[0, n) as PostgreSQL reads it (an isolation level by name, any case; a
+ * Boolean as parse_bool); -1 when it is not one. */
+int kv_txn_char_value(enum kv_show which, const char *t, size_t n);
+/* The field of c setting which sets (the isolation level for both KV_SHOW_ISOLATION and
+ * KV_SHOW_DEFAULT_ISOLATION ...). */
+int8_t *kv_txn_char_field(struct kv_txn_chars *c, enum kv_show which);
 
 /* "BEGIN" with the options c gives, the statement a shard's transaction begins with. */
 void kv_txn_begin_text(const struct kv_txn_chars *c, char out[KV_CALL_BEGIN_MAX]);

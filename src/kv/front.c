@@ -343,11 +343,29 @@ static void kv_front_startup(struct client *c)
 		kv_front_begin(c);
 }
 
-/* Authenticated: greet, and answer calls from now on. */
+/* Authenticated: the transaction settings' defaults the startup packet gives (as parameters or
+ * in options, PGOPTIONS="-c default_transaction_read_only=on"); greet, and answer calls from
+ * now on. */
 static void kv_front_begin(struct client *c)
 {
+	struct kv_session *ks = session_of(c->vdb);
+
+	for (enum kv_show s = KV_SHOW_DEFAULT_ISOLATION; s <= KV_SHOW_DEFAULT_DEFERRABLE; s++) {
+		const char *name = kv_show_name(s), *text = session_param_get(&c->session, name);
+		if (!text)
+			continue;
+		int value = kv_txn_char_value(s, text, strlen(text));
+		if (value < 0) {
+			client_fail(c, "22023", s == KV_SHOW_DEFAULT_ISOLATION ? "invalid value for parameter \"%s\": \"%s\""
+									: "parameter \"%s\" requires a Boolean value: \"%s\"",
+				    name, text);
+			return;
+		}
+		*kv_txn_char_field(&ks->defaults, s) = (int8_t)value;
+	}
+	ks->reported_read_only = ks->defaults.read_only == 1;
 	log_info(c->id, c->ctx, "kv login");
-	vdb_greet(c->vdb, "15.0 (tusk " TUSK_VERSION " kv)", "ISO, MDY");
+	vdb_greet(c->vdb, "15.0 (tusk " TUSK_VERSION " kv)", "ISO, MDY", ks->reported_read_only);
 }
 
 /* Teardown (from client_close). A call in flight keeps its session until it is answered. */
@@ -788,14 +806,10 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 		return false;
 	case KV_LOCAL_DEFAULT:
 		for (enum kv_show s = KV_SHOW_ISOLATION; s <= KV_SHOW_DEFERRABLE; s++) {
-			const int8_t *from = s == KV_SHOW_ISOLATION   ? &call->chars.iso
-					     : s == KV_SHOW_READ_ONLY ? &call->chars.read_only
-								      : &call->chars.deferrable;
-			int8_t *to = s == KV_SHOW_ISOLATION ? &ks->defaults.iso
-				     : s == KV_SHOW_READ_ONLY ? &ks->defaults.read_only
-							      : &ks->defaults.deferrable;
-			if (*from != KV_CHAR_UNSET)
-				*to = *from == KV_CHAR_RESET ? KV_CHAR_UNSET : *from;
+			struct kv_txn_chars given = call->chars;
+			int8_t from = *kv_txn_char_field(&given, s);
+			if (from != KV_CHAR_UNSET)
+				*kv_txn_char_field(&ks->defaults, s) = from == KV_CHAR_RESET ? KV_CHAR_UNSET : from;
 		}
 		vdb_complete(v, call->reset ? "RESET" : "SET");
 		return false;
@@ -850,9 +864,8 @@ static void out_show(struct kv_session *ks, const struct kv_call *call, bool sim
 {
 	const struct kv_txn_chars *c = call->show >= KV_SHOW_DEFAULT_ISOLATION || ks->v.txn_status != 'T'
 					       ? &ks->defaults : &ks->txn_chars;
-	int which = call->show % 3;
-	int value = which == KV_SHOW_ISOLATION ? c->iso : which == KV_SHOW_READ_ONLY ? c->read_only : c->deferrable;
-	const char *text = kv_txn_char_text((enum kv_show)call->show, value);
+	struct kv_txn_chars chars = *c;
+	const char *text = kv_txn_char_text((enum kv_show)call->show, *kv_txn_char_field(&chars, (enum kv_show)call->show));
 
 	if (simple)
 		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ kv_show_name((enum kv_show)call->show), VDB_OID_TEXT, 0 },

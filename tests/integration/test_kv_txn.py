@@ -241,6 +241,49 @@ def test_transaction_settings_answer_as_a_shard_database_answers(parade, zone):
     assert get(zone, ours_key) == {"rw": 1}
 
 
+def test_transaction_settings_in_the_startup_packet(parade, zone):
+    """default_transaction_* given at connect (PGOPTIONS="-c ...", or as startup parameters) are
+    the session's defaults, as in a shard database: the greeting reports
+    default_transaction_read_only, SHOW tells, a write is refused; a bad value fails the
+    connection (22023)."""
+    shard = 1
+    key = parade.keys_on(shard, 1, "txn-startup-")[0]
+
+    def steps(port, db, user, **params):
+        c = pgwire.RawClient("127.0.0.1", port)
+        try:
+            greeting = c.startup(user, db, **params)
+            reported = [b for k, b in greeting if k == b"S" and b.startswith(b"default_transaction_read_only\0")]
+            out = [reported]
+            for sql in ("SHOW transaction_isolation", "SHOW default_transaction_deferrable",
+                        f"select kv.put('default', '{key}', '1')", "SHOW transaction_read_only"):
+                c.send(pgwire.query_message(sql))
+                out.append(answer(c, rows=sql.startswith("SHOW")))
+            return out
+        finally:
+            c.close()
+
+    for params in ({"options": "-c default_transaction_read_only=on -c default_transaction_isolation=serializable"},
+                   {"default_transaction_read_only": "yes", "default_transaction_deferrable": "1"}):
+        ours = steps(zone.tusk.port, "kv", "postgres", **params)
+        direct = steps(zone.pg.port, f"kv_shard_{shard}", "kv_client", **params)
+        assert ours == direct, (params, ours, direct)
+        assert ours[0] == [b"default_transaction_read_only\0on\0"] and ours[3][0] == ("E", "ERROR", "25006"), ours
+    for port, db, user in ((zone.tusk.port, "kv", "postgres"), (zone.pg.port, f"kv_shard_{shard}", "kv_client")):
+        c = pgwire.RawClient("127.0.0.1", port)
+        try:
+            c.send(pgwire.startup_packet({"user": user, "database": db,
+                                          "options": "-c default_transaction_isolation=bogus"}))
+            kind, body = c.read_message()
+            if kind == b"R":  # PostgreSQL authenticates first
+                kind, body = c.read_message()
+            fields = pgwire.parse_error_fields(body) if kind == b"E" else {}
+            assert fields.get("C") == "22023" and fields.get("S") == "FATAL", (port, kind, body)
+        finally:
+            c.close()
+    assert get(zone, key) is None
+
+
 def test_set_transaction_read_only_after_a_call_reached_its_shard_is_refused(parade, zone):
     """PostgreSQL lets a transaction turn read-only after its first query; tusk's shard
     transaction began already, so it refuses (0A000, the transaction aborted) rather than let

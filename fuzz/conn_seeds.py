@@ -135,6 +135,15 @@ write("kv_session", "driver-set-binary", bytes([0]) + chunks(
     parse("", "select * from kv.get_many($1, $2)") + bind("", "", (b"default", b"{a}"), (0, 1)) + describe(b"P", "") + execute() + SYNC,
     parse("", "select kv.put($1, $2, $3)") + bind("", "", (b"default", b"a", b"1"), (1,)) + execute() + SYNC,
     bind("", "", (b"default", b"a", b"1"), (1, 1)) + SYNC, bind("", "", (b"default", b"a", b"1"), (2,)) + SYNC))
+write("kv_session", "settings-multi", bytes([0]) + chunks(
+    q("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"),
+    q("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY"), q("SHOW transaction_isolation"),
+    q("BEGIN; SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SHOW transaction_isolation; COMMIT"),
+    q("SHOW default_transaction_read_only; RESET default_transaction_read_only; select kv.get('default', 'k'); DISCARD ALL"),
+    q("select kv.get('default', 'a'); BEGIN; select kv.put('default', 'a', '1'); ROLLBACK; DEALLOCATE ALL"),
+    parse("sh", "SHOW TRANSACTION ISOLATION LEVEL") + describe(b"S", "sh") + bind("", "sh") + execute() + execute() + SYNC,
+    parse("u", "select pg_advisory_unlock_all()") + bind("C1", "u") + describe(b"P", "C1") + execute("C1") + SYNC,
+    q("CLOSE C1; DEALLOCATE u; DISCARD PLANS"), q("set default_transaction_isolation = 'bogus'")))
 write("kv_session", "errors", bytes([0]) + chunks(
     parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
     bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))

@@ -206,6 +206,23 @@ static long row_binary(struct vdb_out *o, const uint8_t *b, size_t n, const uint
 	return out;
 }
 
+/* The end of the DataRow at rows[off, len) (its body in *body, *blen bytes); 0 when there is
+ * none there, or not a whole one. */
+static size_t data_row_end(const uint8_t *rows, size_t len, size_t off, const uint8_t **body, size_t *blen)
+{
+	uint32_t mlen;
+
+	if (off >= len || len - off < 5 || rows[off] != 'D')
+		return 0;
+	memcpy(&mlen, rows + off + 1, 4);
+	mlen = ntohl(mlen);
+	if (mlen < 4 || mlen > len - off - 1)
+		return 0;
+	*body = rows + off + 5;
+	*blen = mlen - 4;
+	return off + 1 + mlen;
+}
+
 /* The answer's DataRows rows[0, len) written with the columns binary marks in binary (each row
  * measured, then written). false (nothing written) when a row is not what the call answers:
  * all are checked first. */
@@ -213,23 +230,19 @@ static bool out_rows_binary(struct vdb_out *o, const uint32_t *types, int ncols,
 			    size_t len)
 {
 	for (int pass = 0; pass < 2; pass++) {
-		struct proto_reader r;
-		proto_reader_init(&r, rows, len);
-		while (proto_remaining(&r) > 0) {
-			uint8_t type = proto_get_u8(&r);
-			uint32_t mlen = proto_get_u32(&r);
-			if (r.err || type != 'D' || mlen < 4 || mlen - 4 > proto_remaining(&r))
-				return false;
-			const uint8_t *body = proto_get_bytes(&r, mlen - 4);
-			long blen = row_binary(NULL, body, mlen - 4, types, ncols, binary);
-			if (blen < 0)
+		for (size_t off = 0, end; off < len; off = end) {
+			const uint8_t *body;
+			size_t blen;
+			end = data_row_end(rows, len, off, &body, &blen);
+			long out = end ? row_binary(NULL, body, blen, types, ncols, binary) : -1;
+			if (out < 0)
 				return false;
 			if (pass == 1) {
 				uint8_t head[5] = { 'D' };
-				uint32_t l = htonl((uint32_t)(4 + blen));
+				uint32_t l = htonl((uint32_t)(4 + out));
 				memcpy(head + 1, &l, 4);
 				vdb_out_raw(o, head, sizeof head);
-				(void)row_binary(o, body, mlen - 4, types, ncols, binary);
+				(void)row_binary(o, body, blen, types, ncols, binary);
 			}
 		}
 	}
@@ -1012,14 +1025,11 @@ static void out_rest(struct kv_session *ks)
 	uint64_t n = 0;
 
 	while (end < job->rows_len && (ks->max_rows == 0 || n < ks->max_rows)) {
-		uint32_t len;
-		if (job->rows_len - end < 5 || job->rows[end] != 'D')
+		const uint8_t *body;
+		size_t blen, next = data_row_end(job->rows, job->rows_len, end, &body, &blen);
+		if (!next)
 			break;
-		memcpy(&len, job->rows + end + 1, 4);
-		len = ntohl(len);
-		if (len < 4 || len > job->rows_len - end - 1)
-			break;
-		end += 1 + (size_t)len;
+		end = next;
 		n++;
 	}
 	bool ok = true;

@@ -144,6 +144,12 @@ write("kv_session", "settings-multi", bytes([0]) + chunks(
     parse("sh", "SHOW TRANSACTION ISOLATION LEVEL") + describe(b"S", "sh") + bind("", "sh") + execute() + execute() + SYNC,
     parse("u", "select pg_advisory_unlock_all()") + bind("C1", "u") + describe(b"P", "C1") + execute("C1") + SYNC,
     q("CLOSE C1; DEALLOCATE u; DISCARD PLANS"), q("set default_transaction_isolation = 'bogus'")))
+write("kv_session", "cursors", bytes([0]) + chunks(
+    q("BEGIN"), parse("", "DECLARE \"c\" CURSOR FOR select * from kv.scan($1, $2, NULL, 10)", (25, 25))
+    + bind("", "", (b"default", b"a")) + describe(b"P", "") + execute() + SYNC,
+    describe(b"P", "c") + SYNC, parse("", "FETCH FORWARD 2 FROM \"c\"") + bind("", "", (), (1,)) + describe(b"P", "") + execute() + SYNC,
+    q("MOVE ALL IN c; FETCH c; CLOSE c; CLOSE c"), q("DECLARE h CURSOR WITH HOLD FOR select kv.get('default', 'a')"),
+    q("COMMIT"), q("FETCH ALL FROM h; CLOSE ALL; DECLARE s SCROLL CURSOR FOR select kv.get('a', 'b')")))
 write("kv_session", "errors", bytes([0]) + chunks(
     parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
     bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))

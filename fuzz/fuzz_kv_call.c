@@ -52,11 +52,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		static struct kv_call call; /* reused, as a session reuses its statements */
 		char state[6], err[300];
 		int rc = kv_call_parse(s, &call, state, err, sizeof err);
-		if (rc == 0 && call.local) {
-			/* no call: a statement answered by the kv database itself */
+		if (rc == 0 && call.local && call.local != KV_LOCAL_DECLARE) {
+			/* no call: a statement answered by the kv database itself (a DECLARE has its call) */
 			char begin[KV_CALL_BEGIN_MAX];
 			kv_txn_begin_text(&call.chars, begin);
-			check(call.nargs == 0 && call.local <= KV_LOCAL_DISCARD);
+			check(call.nargs == 0 && call.local <= KV_LOCAL_FETCH);
+			check(memchr(call.cursor, '\0', sizeof call.cursor) != NULL);
+			check(call.local != KV_LOCAL_FETCH || call.fetch_count == -1 || call.fetch_count >= 1);
 			check(strncmp(begin, "BEGIN", 5) == 0 && memchr(call.column, '\0', sizeof call.column) != NULL);
 			check(call.local == KV_LOCAL_BEGIN || !call.txn_start);
 			check(call.local != KV_LOCAL_SHOW || call.show <= KV_SHOW_DEFAULT_DEFERRABLE);

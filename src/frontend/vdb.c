@@ -461,8 +461,10 @@ static void on_describe(struct vdb *v, const uint8_t *body, size_t len)
 	char cut[VDB_NAME_MAX];
 	if (kind == 'S')
 		v->ops->describe_statement(v, vdb_name(name, cut));
-	else if (portal_exists(v, name))
+	else if (v->portal_set && strcmp(vdb_name(name, cut), v->portal_name) == 0)
 		v->ops->describe_portal(v);
+	else if (!v->ops->describe_cursor || !v->ops->describe_cursor(v, vdb_name(name, cut)))
+		(void)portal_exists(v, name); /* 34000 */
 }
 
 static void on_execute(struct vdb *v, const uint8_t *body, size_t len)

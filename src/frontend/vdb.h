@@ -94,6 +94,9 @@ struct vdb_ops {
 	void (*execute)(struct vdb *v, uint32_t max_rows);
 	/* Close of a statement: forget it if it exists (not an error otherwise). */
 	void (*close_statement)(struct vdb *v, const char *name);
+	/* Optional: Describe of a portal that is not the bound one, a cursor the owner keeps
+	 * (DECLARE): true when it answered (RowDescription). */
+	bool (*describe_cursor)(struct vdb *v, const char *name);
 	/* Optional: called before each ReadyForQuery (ParameterStatus of a setting that changed). */
 	void (*before_ready)(struct vdb *v);
 };

@@ -49,6 +49,10 @@ enum {
 	PB_NODE_LISTEN_STMT = 84, PB_NODE_UNLISTEN_STMT = 85,
 	PB_NODE_DISCARD_STMT = 99, PB_DISCARD_TARGET = 1,
 	PB_DISCARD_ALL = 1, PB_DISCARD_PLANS = 2, PB_DISCARD_SEQUENCES = 3, PB_DISCARD_TEMP = 4,
+	PB_NODE_DECLARE_CURSOR_STMT = 122, PB_DECLARE_NAME = 1, PB_DECLARE_OPTIONS = 2, PB_DECLARE_QUERY = 3,
+	PB_CURSOR_OPT_BINARY = 0x1, PB_CURSOR_OPT_SCROLL = 0x2, PB_CURSOR_OPT_HOLD = 0x20,
+	PB_NODE_FETCH_STMT = 76, PB_FETCH_DIRECTION = 1, PB_FETCH_HOW_MANY = 2, PB_FETCH_NAME = 3, PB_FETCH_IS_MOVE = 4,
+	PB_FETCH_FORWARD = 1,
 	PB_NODE_TRANSACTION_STMT = 86, PB_NODE_DEF_ELEM = 195,
 	PB_TRANSACTION_KIND = 1, PB_TRANSACTION_OPTIONS = 2, PB_TRANSACTION_CHAIN = 5,
 	PB_TRANS_BEGIN = 1, PB_TRANS_START = 2, PB_TRANS_COMMIT = 3, PB_TRANS_ROLLBACK = 4, PB_TRANS_SAVEPOINT = 5,
@@ -816,7 +820,7 @@ static bool show_stmt(struct parse *ps, struct pb stmt)
 	return true;
 }
 
-static bool name_field(struct parse *ps, struct pb stmt, uint32_t field, const char *what);
+static bool name_field(struct parse *ps, struct pb stmt, uint32_t field, const char *what, char out[64]);
 
 /* libpg_query's parse r: its tree in *res, or false after its error (42601, or -ENOMEM). */
 static bool parse_result(struct parse *ps, const PgQueryProtobufParseResult *r, struct pb *res)
@@ -836,32 +840,94 @@ static bool parse_result(struct parse *ps, const PgQueryProtobufParseResult *r, 
  * bytes, as PostgreSQL keeps names). */
 static bool deallocate_stmt(struct parse *ps, struct pb stmt)
 {
-	if (!name_field(ps, stmt, PB_DEALLOCATE_NAME, "DEALLOCATE"))
+	if (!name_field(ps, stmt, PB_DEALLOCATE_NAME, "DEALLOCATE", ps->call->column))
 		return false;
 	ps->call->local = KV_LOCAL_DEALLOCATE;
 	return true;
 }
 
-/* The one string field (number field) of a statement, into column: "" when absent (ALL). */
-static bool name_field(struct parse *ps, struct pb stmt, uint32_t field, const char *what)
+/* The one string field (number field) of a statement, into out (64 bytes): "" when absent (ALL). */
+static bool name_field(struct parse *ps, struct pb stmt, uint32_t field, const char *what, char out[64])
 {
 	uint32_t f;
 	enum pb_wire w;
 	uint64_t v;
 	struct pb sub;
 
-	ps->call->column[0] = '\0';
+	out[0] = '\0';
 	while (stmt.p < stmt.end) {
 		if (!pb_next(&stmt, &f, &w, &v, &sub))
 			return fail(ps, "XX000", "malformed parse tree");
 		if (f == field && w == PB_BYTES) {
 			size_t n = (size_t)(sub.end - sub.p);
-			if (n == 0 || n >= sizeof ps->call->column || memchr(sub.p, '\0', n))
+			if (n == 0 || n >= 64 || memchr(sub.p, '\0', n))
 				return fail(ps, "42601", "kv: malformed %s", what);
-			memcpy(ps->call->column, sub.p, n);
-			ps->call->column[n] = '\0';
+			memcpy(out, sub.p, n);
+			out[n] = '\0';
 		}
 	}
+	return true;
+}
+
+/* DECLARE name [NO SCROLL | SCROLL] CURSOR [WITH[OUT] HOLD] FOR <a call>: the call parsed as its
+ * SELECT is. */
+static bool declare_stmt(struct parse *ps, struct pb stmt)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v, options = 0;
+	struct pb sub, query = { NULL, NULL }, inner;
+
+	if (!name_field(ps, stmt, PB_DECLARE_NAME, "DECLARE", ps->call->cursor))
+		return false;
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_DECLARE_OPTIONS && w == PB_VARINT)
+			options = v;
+		else if (f == PB_DECLARE_QUERY && w == PB_BYTES)
+			query = sub;
+	}
+	if (options & (PB_CURSOR_OPT_BINARY | PB_CURSOR_OPT_SCROLL))
+		return fail(ps, "0A000", "kv: %s cursors are not supported by the kv database",
+			    options & PB_CURSOR_OPT_BINARY ? "BINARY" : "SCROLL");
+	if (!ps->call->cursor[0] || !query.p || pb_node(query, &inner) != PB_NODE_SELECT_STMT)
+		return fail(ps, "0A000", "%s", not_a_call);
+	if (!select_stmt(ps, inner))
+		return false;
+	if (ps->call->local) /* pg_advisory_unlock_all() */
+		return fail(ps, "0A000", "%s", not_a_call);
+	ps->call->hold = (options & PB_CURSOR_OPT_HOLD) != 0;
+	ps->call->local = KV_LOCAL_DECLARE;
+	return true;
+}
+
+/* FETCH / MOVE [FORWARD | NEXT] [n | ALL] [FROM | IN] name; other directions refused. */
+static bool fetch_stmt(struct parse *ps, struct pb stmt)
+{
+	uint32_t f;
+	enum pb_wire w;
+	uint64_t v, direction = 0, how_many = 0;
+	struct pb sub;
+
+	if (!name_field(ps, stmt, PB_FETCH_NAME, "FETCH", ps->call->cursor))
+		return false;
+	ps->call->is_move = false;
+	while (stmt.p < stmt.end) {
+		if (!pb_next(&stmt, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f == PB_FETCH_DIRECTION && w == PB_VARINT)
+			direction = v;
+		else if (f == PB_FETCH_HOW_MANY && w == PB_VARINT)
+			how_many = v;
+		else if (f == PB_FETCH_IS_MOVE && w == PB_VARINT)
+			ps->call->is_move = v != 0;
+	}
+	int64_t n = (int64_t)how_many;
+	if (direction != PB_FETCH_FORWARD || n < 1)
+		return fail(ps, "0A000", "kv: a cursor of the kv database moves forward only: FETCH | MOVE [FORWARD] n | ALL");
+	ps->call->fetch_count = n == INT64_MAX ? -1 : n;
+	ps->call->local = KV_LOCAL_FETCH;
 	return true;
 }
 
@@ -977,6 +1043,10 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	out->show = 0;
 	out->chars = KV_TXN_CHARS_UNSET;
 	out->discard_all = false;
+	out->cursor[0] = '\0';
+	out->hold = false;
+	out->is_move = false;
+	out->fetch_count = 0;
 	out->from = false;
 	out->column[0] = '\0';
 	out->nargs = 0;
@@ -1028,8 +1098,16 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 		goto out;
 	}
 	if (type == PB_NODE_CLOSE_PORTAL_STMT) {
-		if (name_field(&ps, inner, PB_CLOSE_PORTAL_NAME, "CLOSE"))
+		if (name_field(&ps, inner, PB_CLOSE_PORTAL_NAME, "CLOSE", out->cursor))
 			out->local = KV_LOCAL_CLOSE;
+		goto out;
+	}
+	if (type == PB_NODE_DECLARE_CURSOR_STMT) {
+		(void)declare_stmt(&ps, inner);
+		goto out;
+	}
+	if (type == PB_NODE_FETCH_STMT) {
+		(void)fetch_stmt(&ps, inner);
 		goto out;
 	}
 	if (type == PB_NODE_UNLISTEN_STMT) {

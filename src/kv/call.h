@@ -97,10 +97,16 @@ enum kv_local {
 	KV_LOCAL_SHOW,
 	KV_LOCAL_DEALLOCATE, /* DEALLOCATE [PREPARE] name (kv_call.column) | ALL (column "") */
 	KV_LOCAL_UNLOCK_ALL, /* SELECT pg_advisory_unlock_all() (its column name in column): one void row */
-	KV_LOCAL_CLOSE,      /* CLOSE name (column) | ALL (column "") */
+	KV_LOCAL_CLOSE,      /* CLOSE name (kv_call.cursor) | ALL (cursor "") */
 	KV_LOCAL_UNLISTEN,   /* UNLISTEN channel | * */
 	KV_LOCAL_RESET_ALL,  /* RESET ALL */
 	KV_LOCAL_DISCARD,    /* DISCARD ALL | PLANS | SEQUENCES | TEMP (kv_call.discard_all: ALL) */
+	/* A cursor (psycopg's named cursors): DECLARE cursor [NO SCROLL] CURSOR [WITH[OUT] HOLD]
+	 * FOR a call that returns rows or a value (the call parsed into the rest of kv_call, as a
+	 * SELECT of it is; kv_call.hold); FETCH / MOVE [FORWARD | NEXT] [n | ALL] [FROM | IN]
+	 * cursor (fetch_count, -1 ALL; is_move). */
+	KV_LOCAL_DECLARE,
+	KV_LOCAL_FETCH,
 };
 #define KV_CALL_BEGIN_MAX 80
 
@@ -142,6 +148,10 @@ struct kv_call {
 	bool reset;            /* KV_LOCAL_DEFAULT written RESET (its tag) */
 	uint8_t show;          /* KV_LOCAL_SHOW: enum kv_show */
 	bool discard_all;      /* KV_LOCAL_DISCARD: DISCARD ALL (else a tag in column) */
+	char cursor[64];       /* KV_LOCAL_DECLARE, _FETCH, _CLOSE: the cursor's name */
+	bool hold;             /* KV_LOCAL_DECLARE: WITH HOLD */
+	bool is_move;          /* KV_LOCAL_FETCH: MOVE */
+	int64_t fetch_count;   /* KV_LOCAL_FETCH: rows, -1 ALL */
 	enum kv_op op;
 	bool from;             /* SELECT * FROM kv.get_many(...) */
 	char column[64];       /* name of the single result column (target form) */

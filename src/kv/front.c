@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,18 @@ struct kv_stmt {
 	struct kv_call call;
 	int ntypes;
 	uint32_t types[KV_CALL_MAX_PARAMS];
+};
+
+/* A cursor (DECLARE): its call's answer, kept whole, fetched from off on. */
+#define KV_FRONT_CURSORS 4
+struct kv_cursor {
+	bool used;
+	bool hold;          /* WITH HOLD: it outlives its transaction's COMMIT */
+	bool in_txn;        /* declared in the transaction still open (its ROLLBACK drops it) */
+	char name[64];
+	struct kv_call shape; /* the call's result columns (from, op, column; nothing allocated) */
+	uint8_t *rows;      /* its DataRows */
+	size_t len, off;
 };
 
 /* A value of a Bind message. */
@@ -99,6 +112,7 @@ struct kv_session {
 	int multi_n, multi_next;     /* its statements (0: no such Query), the next to run */
 	uint32_t multi_errors;       /* v.nerrors when the statement running began */
 	bool implicit;               /* the transaction is the Query's implicit one */
+	struct kv_cursor cursors[KV_FRONT_CURSORS];
 	const char *end_tag;         /* the end in flight: "COMMIT" or "ROLLBACK"; NULL, an implicit
 				      * transaction's (no CommandComplete) */
 	bool warming;                /* a read of the call's key runs first: routing was not ready */
@@ -258,6 +272,8 @@ static void kv_session_free(struct kv_session *ks)
 	kv_call_free(&ks->unnamed.call);
 	free(ks->multi);
 	free(ks->multi_spans);
+	for (int i = 0; i < KV_FRONT_CURSORS; i++)
+		free(ks->cursors[i].rows);
 	for (int i = 0; i < ks->nnamed; i++) {
 		kv_call_free(&ks->named[i]->call);
 		free(ks->named[i]);
@@ -677,6 +693,59 @@ static bool txn_exit(const struct kv_call *call)
 	return call->local == KV_LOCAL_COMMIT || call->local == KV_LOCAL_ROLLBACK;
 }
 
+/* ---- cursors ---- */
+
+/* The cursor of that name ("": a free one), or NULL. */
+static struct kv_cursor *find_cursor(struct kv_session *ks, const char *name)
+{
+	for (int i = 0; i < KV_FRONT_CURSORS; i++)
+		if (ks->cursors[i].used == (name[0] != '\0') && (!name[0] || strcmp(ks->cursors[i].name, name) == 0))
+			return &ks->cursors[i];
+	return NULL;
+}
+
+static void cursor_drop(struct kv_cursor *cur)
+{
+	free(cur->rows);
+	*cur = (struct kv_cursor){ 0 };
+}
+
+/* At a transaction's end (rolled_back: by a ROLLBACK, or a COMMIT that failed) the cursors it
+ * leaves: those WITHOUT HOLD, and those it declared when it rolled back; else (txn_end false)
+ * all of them (CLOSE ALL, DISCARD ALL). */
+static void drop_cursors(struct kv_session *ks, bool txn_end, bool rolled_back)
+{
+	for (int i = 0; i < KV_FRONT_CURSORS; i++) {
+		struct kv_cursor *cur = &ks->cursors[i];
+		if (cur->used && (!txn_end || !cur->hold || (rolled_back && cur->in_txn)))
+			cursor_drop(cur);
+		else if (cur->used)
+			cur->in_txn = false;
+	}
+}
+
+/* The DECLARE's call answered (ks->job): its cursor keeps the rows. */
+static void cursor_store(struct kv_session *ks, const struct kv_call *call)
+{
+	struct kv_cursor *cur = find_cursor(ks, "");
+	uint8_t *rows = ks->job.rows_len ? malloc(ks->job.rows_len) : NULL;
+
+	if (!cur || (ks->job.rows_len && !rows)) {
+		free(rows);
+		vdb_error(&ks->v, "53200", "out of memory");
+		return;
+	}
+	if (rows)
+		memcpy(rows, ks->job.rows, ks->job.rows_len);
+	*cur = (struct kv_cursor){ .used = true, .hold = call->hold, .in_txn = ks->v.txn_status != 0, .rows = rows,
+				   .len = ks->job.rows_len };
+	snprintf(cur->name, sizeof cur->name, "%s", call->cursor);
+	cur->shape.from = call->from;
+	cur->shape.op = call->op;
+	snprintf(cur->shape.column, sizeof cur->shape.column, "%s", call->column);
+	vdb_complete(&ks->v, "DECLARE CURSOR");
+}
+
 static const char aborted_text[] = "current transaction is aborted, commands ignored until end of transaction block";
 
 static void out_show(struct kv_session *ks, const struct kv_call *call, bool simple);
@@ -742,8 +811,10 @@ static bool txn_close(struct kv_session *ks, bool commit, bool tag, const struct
 	commit = commit && v->txn_status == 'T'; /* COMMIT of a failed transaction rolls it back */
 	ks->end_tag = tag ? (commit ? "COMMIT" : "ROLLBACK") : NULL;
 	ks->implicit = false;
-	if (!commit)
+	if (!commit) {
 		ks->defaults = ks->defaults_at_begin; /* a change of a setting is undone too */
+		drop_cursors(ks, true, true);
+	}
 	if (!ks->txn_routed) { /* no call reached a shard */
 		v->txn_status = 0;
 		if (ks->end_tag)
@@ -752,6 +823,55 @@ static bool txn_close(struct kv_session *ks, bool commit, bool tag, const struct
 	}
 	kv_job_txn_end(&ks->job, &ks->txn, commit ? KV_TXN_COMMIT : KV_TXN_ROLLBACK);
 	return submit(ks, call, simple);
+}
+
+static bool refuse(struct kv_session *ks, bool simple, const char *sqlstate, const char *text);
+static bool run_call(struct kv_session *ks, const struct kv_call *call, bool simple);
+
+static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	char text[120];
+	snprintf(text, sizeof text, "cursor \"%s\" does not exist", call->cursor);
+	return refuse(ks, simple, "34000", text);
+}
+
+/* FETCH / MOVE: the cursor's next rows (in the simple protocol after its RowDescription; in
+ * the extended in the Bind's formats), then FETCH n / MOVE n. */
+static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	struct kv_cursor *cur = find_cursor(ks, call->cursor);
+	uint64_t n = 0;
+
+	if (!cur)
+		return no_cursor(ks, call, simple);
+	size_t end = cur->off;
+	while (call->fetch_count < 0 || n < (uint64_t)call->fetch_count) {
+		const uint8_t *body;
+		size_t blen, next = data_row_end(cur->rows, cur->len, end, &body, &blen);
+		if (!next)
+			break;
+		end = next;
+		n++;
+	}
+	if (!call->is_move) {
+		bool ok = true;
+		if (simple)
+			out_row_description(ks, &cur->shape, 0);
+		if (!simple && ks->portal_binary) {
+			uint32_t types[KV_FRONT_COLS];
+			int ncols = result_types(&cur->shape, types);
+			ok = out_rows_binary(&ks->v.out, types, ncols, ks->portal_binary, cur->rows + cur->off, end - cur->off);
+		} else {
+			vdb_out_raw(&ks->v.out, cur->rows + cur->off, end - cur->off);
+		}
+		if (!ok)
+			return refuse(ks, simple, "XX000", "kv: a cursor's rows could not be sent in the Bind's formats");
+	}
+	cur->off = end;
+	char tag[40];
+	snprintf(tag, sizeof tag, "%s %" PRIu64, call->is_move ? "MOVE" : "FETCH", n);
+	vdb_complete(&ks->v, tag);
+	return false;
 }
 
 /* A statement answered here (enum kv_local; PostgreSQL's answers, warnings included): BEGIN is
@@ -776,24 +896,44 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 		vdb_complete_select(v, 1);
 		return false;
 	}
-	case KV_LOCAL_CLOSE:
-		if (!call->column[0]) {
+	case KV_LOCAL_CLOSE: {
+		if (!call->cursor[0]) {
 			if (v->portal_set && v->portal_name[0]) { /* the named portal: a cursor too */
 				v->portal_set = false;
 				ks->suspended = false;
 			}
+			drop_cursors(ks, false, false);
 			vdb_complete(v, "CLOSE CURSOR ALL");
 			return false;
 		}
-		if (!v->portal_set || strcmp(v->portal_name, call->column) != 0) {
-			char text[120];
-			snprintf(text, sizeof text, "cursor \"%s\" does not exist", call->column);
-			return refuse(ks, simple, "34000", text);
+		struct kv_cursor *cur = find_cursor(ks, call->cursor);
+		if (cur) {
+			cursor_drop(cur);
+		} else if (v->portal_set && strcmp(v->portal_name, call->cursor) == 0) {
+			v->portal_set = false;
+			ks->suspended = false;
+		} else {
+			return no_cursor(ks, call, simple);
 		}
-		v->portal_set = false;
-		ks->suspended = false;
 		vdb_complete(v, "CLOSE CURSOR");
 		return false;
+	}
+	case KV_LOCAL_DECLARE:
+		if (!v->txn_status && !call->hold)
+			return refuse(ks, simple, "25P01", "DECLARE CURSOR can only be used in transaction blocks");
+		if (find_cursor(ks, call->cursor)) {
+			char text[120];
+			snprintf(text, sizeof text, "cursor \"%s\" already exists", call->cursor);
+			return refuse(ks, simple, "42P03", text);
+		}
+		if (!find_cursor(ks, "")) {
+			char text[120];
+			snprintf(text, sizeof text, "kv: at most %d cursors open at a time", KV_FRONT_CURSORS);
+			return refuse(ks, simple, "54000", text);
+		}
+		return run_call(ks, call, simple); /* on_answer keeps its rows */
+	case KV_LOCAL_FETCH:
+		return cursor_fetch(ks, call, simple);
 	case KV_LOCAL_UNLISTEN:
 		vdb_complete(v, "UNLISTEN"); /* LISTEN is refused: nothing to stop */
 		return false;
@@ -807,6 +947,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 				return refuse(ks, simple, "25001", "DISCARD ALL cannot run inside a transaction block");
 			ks->defaults = KV_TXN_CHARS_UNSET;
 			drop_named(ks);
+			drop_cursors(ks, false, false);
 			v->portal_set = false;
 			ks->suspended = false;
 		}
@@ -897,10 +1038,11 @@ static void before_ready(struct vdb *v)
 	struct kv_session *ks = session_of(v);
 	bool ro = ks->defaults.read_only == 1;
 
-	if (!v->txn_status) { /* the transaction ended: its portals with it */
+	if (!v->txn_status) { /* the transaction ended: its portals with it, and its cursors */
 		v->portal_set = false;
 		ks->suspended = false;
 		ks->portal_done = false;
+		drop_cursors(ks, true, false);
 	}
 	if (ro == ks->reported_read_only)
 		return;
@@ -1090,8 +1232,10 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		} else if (ks->end_tag) {
 			vdb_complete(&ks->v, ks->end_tag);
 		}
-		if (job->failed) /* the transaction rolled back: its settings' changes too */
+		if (job->failed) { /* the transaction rolled back: its settings' changes too */
 			ks->defaults = ks->defaults_at_begin;
+			drop_cursors(ks, true, true);
+		}
 		ks->v.txn_status = 0;
 		ks->txn_routed = false;
 	} else if (job->failed) {
@@ -1101,6 +1245,8 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		vdb_out_error(&ks->v, true, job->ours, job->sqlstate, job->message, job->detail, job->hint);
 		if (!ks->v.busy_simple)
 			ks->v.skipping = true;
+	} else if (ks->busy_call->local == KV_LOCAL_DECLARE) {
+		cursor_store(ks, ks->busy_call);
 	} else if (!ks->v.busy_simple) {
 		ks->rest_off = 0;
 		out_rest(ks);
@@ -1188,12 +1334,12 @@ static bool run_query(struct kv_session *ks, int rc, const char *state, const ch
 		vdb_error(v, "53200", "out of memory");
 	else if (rc < 0)
 		vdb_error(v, state, "%s", err);
-	else if (ks->query.local)
+	else if (ks->query.local && ks->query.local != KV_LOCAL_DECLARE) /* (a DECLARE binds its call) */
 		return local_stmt(ks, &ks->query, true);
 	else if (ks->query.nparams > 0)
 		vdb_error(v, "42P02", "there is no parameter $%d (a simple query has none)", ks->query.nparams);
 	else if (bind_call(ks, NULL, &ks->query, NULL))
-		return run_call(ks, &ks->query, true);
+		return ks->query.local ? local_stmt(ks, &ks->query, true) : run_call(ks, &ks->query, true);
 	return false;
 }
 
@@ -1403,15 +1549,20 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 			       nvals, name, stmt_nparams(st));
 		return;
 	}
-	if (st->call.local) {
+	uint32_t types[KV_FRONT_COLS];
+	uint64_t binary = 0;
+	if (st->call.local && st->call.local != KV_LOCAL_DECLARE) { /* (a DECLARE binds its call) */
+		/* a FETCH's rows are its cursor's: in the formats asked for its columns */
+		struct kv_cursor *cur = st->call.local == KV_LOCAL_FETCH ? find_cursor(ks, st->call.cursor) : NULL;
+		if (cur && !vdb_result_formats(v, proto_get_bytes(&r, (size_t)nres * 2), nres, result_types(&cur->shape, types),
+					       &binary))
+			return;
 		vdb_bind_portal(v, portal);
 		ks->portal_stmt = i;
-		ks->portal_binary = 0;
+		ks->portal_binary = binary;
 		vdb_out_msg(&v->out, '2', NULL, 0);
 		return;
 	}
-	uint32_t types[KV_FRONT_COLS];
-	uint64_t binary;
 	if (!vdb_result_formats(v, proto_get_bytes(&r, (size_t)nres * 2), nres, result_types(&st->call, types), &binary))
 		return;
 	ks->v.portal_set = false;
@@ -1436,6 +1587,8 @@ static void describe_call(struct kv_session *ks, const struct kv_call *call, uin
 					1);
 	else if (call->local == KV_LOCAL_UNLOCK_ALL)
 		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ call->column, KV_OID_VOID, 0 }, 1);
+	else if (call->local == KV_LOCAL_FETCH && !call->is_move && find_cursor(ks, call->cursor))
+		out_row_description(ks, &find_cursor(ks, call->cursor)->shape, binary);
 	else if (call->local)
 		vdb_out_msg(&ks->v.out, 'n', NULL, 0); /* NoData */
 	else
@@ -1467,6 +1620,17 @@ static void describe_portal(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
 	describe_call(ks, &stmt_at(ks, ks->portal_stmt)->call, ks->portal_binary);
+}
+
+/* Describe of a cursor by its name (psycopg's named cursor, after its DECLARE). */
+static bool describe_cursor(struct vdb *v, const char *name)
+{
+	struct kv_session *ks = session_of(v);
+	struct kv_cursor *cur = name[0] ? find_cursor(ks, name) : NULL;
+
+	if (cur)
+		out_row_description(ks, &cur->shape, 0);
+	return cur != NULL;
 }
 
 static void execute(struct vdb *v, uint32_t max_rows)
@@ -1544,5 +1708,6 @@ static const struct vdb_ops kv_ops = {
 	.describe_portal = describe_portal,
 	.execute = execute,
 	.close_statement = close_statement,
+	.describe_cursor = describe_cursor,
 	.before_ready = before_ready,
 };

@@ -420,6 +420,96 @@ def test_queries_of_several_statements_answer_as_a_shard_database_answers(parade
     assert get(zone, ours_key) == {"a": 6}
 
 
+def cursor_script(keys):
+    """Cursors as a client may declare, fetch, move and close them, over a get_many of keys (of
+    one shard) and a get."""
+    arr = "ARRAY[" + ", ".join(f"'{k}'" for k in keys) + "]"
+    many = f"select * from kv.get_many('default', {arr})"
+    one = f"select kv.get('default', '{keys[0]}')"
+    return [
+        f"select kv.put_many('default', {arr}, ARRAY[" + ", ".join(f"'{i}'" for i in range(len(keys))) + "])",
+        f"DECLARE c CURSOR FOR {many}",                     # 25P01: outside a transaction
+        "BEGIN",
+        f"DECLARE c CURSOR FOR {many}",
+        "FETCH 2 FROM c",
+        "FETCH FORWARD 1 IN c",
+        "MOVE 1 FROM c",
+        "FETCH NEXT FROM c",
+        "FETCH ALL FROM c",
+        "FETCH c",                                          # FETCH 0
+        "MOVE ALL IN c",                                    # MOVE 0
+        f"DECLARE c CURSOR FOR {many}",                     # 42P03, aborted
+        "ROLLBACK",
+        "FETCH 1 FROM c",                                   # 34000: gone with its transaction
+        f"DECLARE h CURSOR WITH HOLD FOR {one}",            # outside a transaction: WITH HOLD may
+        "FETCH ALL FROM h",
+        "CLOSE h",
+        "CLOSE h",                                          # 34000
+        "BEGIN",
+        f"DECLARE x CURSOR WITH HOLD FOR {many}",
+        f"DECLARE y CURSOR FOR {one}",
+        "FETCH 1 FROM x",
+        "COMMIT",
+        "FETCH 1 FROM x",                                   # WITH HOLD: kept by the COMMIT
+        "FETCH 1 FROM y",                                   # 34000
+        "BEGIN",
+        f"DECLARE z CURSOR WITH HOLD FOR {one}",
+        "ROLLBACK",
+        "FETCH 1 FROM z",                                   # 34000: its transaction rolled back
+        "FETCH ALL FROM x",
+        "CLOSE ALL",
+        "FETCH 1 FROM x",                                   # 34000
+        f"BEGIN; DECLARE m CURSOR FOR {many}; FETCH 2 FROM m; MOVE 1 IN m; FETCH ALL FROM m; COMMIT",
+    ]
+
+
+def test_cursors_answer_as_a_shard_database_answers(parade, zone):
+    """DECLARE / FETCH / MOVE / CLOSE in the kv database and directly in a shard database: the
+    same messages, row counts and tags, the same lifetimes (gone with their transaction unless
+    WITH HOLD, and then gone when it rolls back), the same errors. Before, DECLARE was refused
+    (0A000), and psycopg's named cursors with it."""
+    keys = parade.keys_on(0, 5, "curs-diff-tusk-")
+    direct_keys = parade.keys_on(0, 5, "curs-diff-pg-")
+    ours = run_script(zone.tusk.port, "kv", "postgres", cursor_script(keys))
+    direct = run_script(zone.pg.port, "kv_shard_0", "kv_client", cursor_script(direct_keys))
+    assert len(ours) == len(direct)
+    for (sql, a), (_, b) in zip(ours, direct):
+        assert a == b, (sql, a, b)
+    tags = [[m[1] for m in a if m[0] == "C"] for _, a in ours]
+    assert tags[4:9] == [["FETCH 2"], ["FETCH 1"], ["MOVE 1"], ["FETCH 1"], ["FETCH 0"]], tags
+    assert tags[-1] == ["BEGIN", "DECLARE CURSOR", "FETCH 2", "MOVE 1", "FETCH 2", "COMMIT"], tags
+
+
+def test_psycopg_named_cursors(parade, zone):
+    """psycopg's server-side cursors (conn.cursor(name=...)): DECLARE with parameters, Describe of
+    the cursor by its name, FETCH FORWARD in batches (itersize), CLOSE; a scan of every shard in a
+    cursor; a WITH HOLD cursor read after its transaction committed; text and binary."""
+    keys = [f"curs-py-{i:02d}" for i in range(23)]
+    with tusk_conn(zone) as c:
+        for i, k in enumerate(keys):
+            c.execute("select kv.put('default', %s, %s)", (k, json.dumps({"i": i})))
+    c = psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv", connect_timeout=10)
+    try:
+        for binary in (False, True):
+            with c.cursor(name="scan", binary=binary) as cur:
+                cur.itersize = 5
+                cur.execute("select * from kv.scan('default', %s, NULL, 100)", ("curs-py-",))
+                assert [d.name for d in cur.description] == ["key", "value"]
+                assert cur.fetchone() == (keys[0], {"i": 0})
+                assert cur.fetchmany(3) == [(k, {"i": i}) for i, k in enumerate(keys[1:4], 1)]
+                rest = list(cur)
+                assert rest == [(k, {"i": i}) for i, k in enumerate(keys[4:], 4)], binary
+            c.commit()
+        with c.cursor(name="held", withhold=True) as cur:
+            cur.execute("select kv.get('default', %s) as v", (keys[5],))
+            c.commit()
+            assert [d.name for d in cur.description] == ["v"]
+            assert cur.fetchall() == [({"i": 5},)]
+        c.commit()
+    finally:
+        c.close()
+
+
 def test_a_query_of_several_statements_across_shards(parade, zone):
     """Reads of keys of several shards in one Query run (each READ COMMITTED read alone, as it
     would read in the implicit transaction); writes of two shards in one Query are refused

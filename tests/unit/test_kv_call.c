@@ -375,7 +375,8 @@ static void test_session_resets_and_split(void **st)
 	};
 	(void)st;
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-		if (parse(ok[i].sql) != 0 || call.local != ok[i].local || strcmp(call.column, ok[i].column) != 0)
+		if (parse(ok[i].sql) != 0 || call.local != ok[i].local ||
+		    strcmp(call.local == KV_LOCAL_CLOSE ? call.cursor : call.column, ok[i].column) != 0)
 			fail_msg("%s: %s / %d [%s]", ok[i].sql, err, call.local, call.column);
 	assert_int_equal(parse("DISCARD ALL"), 0);
 	assert_true(call.discard_all);
@@ -404,6 +405,42 @@ static void test_session_resets_and_split(void **st)
 	assert_string_equal(state, "54000");
 	assert_int_equal(kv_call_split("select 1; selec 2", sp, 2, state, err, sizeof err), -EINVAL);
 	assert_string_equal(state, "42601");
+}
+
+/* DECLARE of a call, FETCH and MOVE forward (psycopg's named cursors). */
+static void test_cursors(void **st)
+{
+	(void)st;
+	assert_int_equal(parse("DECLARE \"c 1\" NO SCROLL CURSOR WITH HOLD FOR select * from kv.scan($1, $2, NULL, 10)"), 0);
+	assert_int_equal(call.local, KV_LOCAL_DECLARE);
+	assert_string_equal(call.cursor, "c 1");
+	assert_true(call.hold && call.from && call.op == KV_OP_SCAN && call.nargs == 4 && call.nparams == 2);
+	assert_int_equal(parse("declare c cursor without hold for select kv.get('a', 'b') as v"), 0);
+	assert_true(call.local == KV_LOCAL_DECLARE && !call.hold && call.op == KV_OP_GET);
+	assert_string_equal(call.column, "v");
+	static const struct {
+		const char *sql;
+		int64_t count;
+		bool move;
+	} fetches[] = {
+		{ "FETCH FORWARD 5 FROM c", 5, false }, { "fetch next in c", 1, false }, { "FETCH c", 1, false },
+		{ "FETCH ALL FROM c", -1, false },      { "FETCH 100 c", 100, false },   { "MOVE 3 FROM c", 3, true },
+		{ "move forward all in c", -1, true },
+	};
+	for (size_t i = 0; i < sizeof fetches / sizeof fetches[0]; i++)
+		if (parse(fetches[i].sql) != 0 || call.local != KV_LOCAL_FETCH || call.fetch_count != fetches[i].count ||
+		    call.is_move != fetches[i].move || strcmp(call.cursor, "c") != 0)
+			fail_msg("%s: %s / %d %lld %d [%s]", fetches[i].sql, err, call.local, (long long)call.fetch_count,
+				 call.is_move, call.cursor);
+	static const char *const refused[] = {
+		"FETCH BACKWARD 1 FROM c", "FETCH PRIOR FROM c", "FETCH ABSOLUTE 3 FROM c", "MOVE RELATIVE -1 FROM c",
+		"FETCH FORWARD 0 FROM c", "FETCH -2 FROM c", "DECLARE c SCROLL CURSOR FOR select kv.get('a', 'b')",
+		"DECLARE c BINARY CURSOR FOR select kv.get('a', 'b')", "DECLARE c CURSOR FOR select 1",
+		"DECLARE c CURSOR FOR select pg_advisory_unlock_all()",
+	};
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		if (parse(refused[i]) != -EINVAL || strcmp(state, "0A000") != 0)
+			fail_msg("%s: %s %s", refused[i], state, err);
 }
 
 static void test_text_array(void **st)
@@ -491,6 +528,7 @@ int main(void)
 		cmocka_unit_test(test_transaction_statements),
 		cmocka_unit_test(test_transaction_settings),
 		cmocka_unit_test(test_session_resets_and_split),
+		cmocka_unit_test(test_cursors),
 		cmocka_unit_test(test_the_calls_beyond_get_and_put),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_text_array),

@@ -1070,12 +1070,14 @@ static bool txn_alone(const struct kv_session *ks, const struct kv_call *call)
 	return !ks->txn_routed && kv_op_is_read(call->op) && txn_read_committed(ks);
 }
 
-/* The keys the bound call names, checked against the transaction's shard (the first call's);
- * false after an error. A READ COMMITTED read that would see nothing of the transaction's runs
- * alone (job.txn NULL), as it would read inside (a snapshot of its own): one of keys of several
- * shards before the transaction holds one (txn_alone), or one of no key of the shard it holds
- * (a Query of several statements reads keys of several shards in its implicit transaction).
- * Else keys off the transaction's shard are refused. */
+/* The keys the bound call names, checked against the transaction's shard (its first write's,
+ * or first read's when it reads one snapshot); false after an error. A READ COMMITTED read of
+ * no key of the shard the transaction holds (of any, before it holds one) runs alone (job.txn
+ * NULL): it would read inside what it reads so, a snapshot of its own, and the transaction has
+ * written nothing there for it to see. So a transaction that only reads holds no connection
+ * (psycopg's default mode begins one before every read), and a Query of several statements
+ * reads keys of several shards in its implicit transaction. Else keys off the transaction's
+ * shard are refused. */
 static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool simple, int nshards)
 {
 	struct kv_job *j = &ks->job;
@@ -1094,9 +1096,9 @@ static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool si
 		else if (sh != shard && off < 0)
 			off = i, off_sh = sh;
 	}
+	if (kv_op_is_read(call->op) && txn_read_committed(ks) && !on)
+		return true;
 	if (off >= 0) {
-		if (kv_op_is_read(call->op) && txn_read_committed(ks) && !on)
-			return true;
 		snprintf(text, sizeof text,
 			 "kv: key \"%.200s\" lies on shard %d, and this transaction's keys on shard %d: a transaction "
 			 "holds the keys of one shard (tusk kv shard N ns key... tells a key's)",

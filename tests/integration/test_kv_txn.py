@@ -285,15 +285,18 @@ def test_transaction_settings_in_the_startup_packet(parade, zone):
 
 
 def test_set_transaction_read_only_after_a_call_reached_its_shard_is_refused(parade, zone):
-    """PostgreSQL lets a transaction turn read-only after its first query; tusk's shard
-    transaction began already, so it refuses (0A000, the transaction aborted) rather than let
-    writes through that the client asked to forbid."""
-    k1 = parade.keys_on(0, 1, "txn-ro-late-")[0]
+    """PostgreSQL lets a transaction turn read-only after its first query; once a write began
+    tusk's shard transaction, tusk refuses (0A000, the transaction aborted) rather than let
+    writes through that the client asked to forbid. After reads only (each its own statement)
+    it is taken, and a later write is refused by the shard (25006)."""
+    k1, k2 = parade.keys_on(0, 2, "txn-ro-late-")
     c = pgwire.RawClient("127.0.0.1", zone.tusk.port)
     try:
         c.startup("postgres", "kv")
-        steps = ["BEGIN", f"select kv.get('default', '{k1}')", "SET TRANSACTION READ ONLY",
-                 f"select kv.put('default', '{k1}', '1')", "ROLLBACK"]
+        steps = ["BEGIN", f"select kv.put('default', '{k1}', '1')", "SET TRANSACTION READ ONLY",
+                 f"select kv.put('default', '{k2}', '1')", "ROLLBACK",
+                 "BEGIN", f"select kv.get('default', '{k1}')", "SET TRANSACTION READ ONLY",
+                 f"select kv.put('default', '{k2}', '1')", "ROLLBACK"]
         out = []
         for sql in steps:
             c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
@@ -301,9 +304,12 @@ def test_set_transaction_read_only_after_a_call_reached_its_shard_is_refused(par
         assert out[2] == [("E", "ERROR", "0A000"), ("Z", "E")], out
         assert out[3] == [("E", "ERROR", "25P02"), ("Z", "E")], out
         assert out[4] == [("C", "ROLLBACK"), ("Z", "I")], out
+        assert out[7] == [("C", "SET"), ("Z", "T")], out
+        assert out[8] == [("E", "ERROR", "25006"), ("Z", "E")], out
+        assert out[9] == [("C", "ROLLBACK"), ("Z", "I")], out
     finally:
         c.close()
-    assert get(zone, k1) is None
+    assert get(zone, k1) is None and get(zone, k2) is None
 
 
 def test_pgjdbc_isolation_levels_and_read_only(parade, zone):
@@ -720,6 +726,32 @@ def open_transaction(zone, clients, key=None):
     if key is not None:
         assert query(c, f"select kv.put('default', '{key}', '1')")[-1] == ("Z", "T")
     return c
+
+
+def test_transactions_that_only_read_hold_no_connection(parade, zone):
+    """READ COMMITTED transactions that only read (psycopg's default mode begins one before every
+    read) take none of the worker's 4 connections for transactions: 8 of them open at once on
+    one shard all read, and a transaction that writes there still gets a connection at once."""
+    keys = parade.keys_on(0, 2, "txn-readers-")
+    with tusk_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '7')", (keys[0],))
+    readers = []
+    try:
+        for _ in range(8):
+            c = open_transaction(zone, readers)
+            assert query(c, f"select kv.get('default', '{keys[0]}')")[-1] == ("Z", "T")
+        writer = open_transaction(zone, readers)
+        start = time.monotonic()
+        assert query(writer, f"select kv.put('default', '{keys[1]}', '8')")[-1] == ("Z", "T")
+        assert time.monotonic() - start < CALL_TIMEOUT / 2
+        assert query(writer, "COMMIT") == [("C", "COMMIT"), ("Z", "I")]
+        for c in readers[:8]:
+            assert query(c, f"select kv.get('default', '{keys[1]}')")[-2:] == [("C", "SELECT"), ("Z", "T")]
+            assert query(c, "COMMIT") == [("C", "COMMIT"), ("Z", "I")]
+    finally:
+        for c in readers:
+            c.close()
+    assert get(zone, keys[1]) == 8
 
 
 def test_the_fifth_transaction_of_a_worker_on_a_shard_waits_for_one_bounded(parade, zone):

@@ -911,7 +911,8 @@ def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone
 def test_node_postgres_transactions_and_a_cursor(parade, zone):
     """node-postgres (tests/drivers/node/kv_txn.js): BEGIN, puts, COMMIT seen by another client
     only after it; ROLLBACK undoing a put; pg-cursor over get_many in a transaction, read 2 rows
-    at a time (a named portal executed with a row limit: 2, 2, 1 rows)."""
+    at a time (a named portal executed with a row limit: 2, 2, 1 rows); a Query of several
+    statements, one result each, and one whose second put fails keeping neither."""
     why = harness.available("node")
     assert not why, why
     harness.install_node_modules()
@@ -924,7 +925,9 @@ def test_node_postgres_transactions_and_a_cursor(parade, zone):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     rows = sorted([k, {"i": i}] for i, k in enumerate(keys))  # get_many's order: the keys' bytes
     assert res == {"other": None, "committed": {"i": 0}, "rolled_back": {"i": 0},
-                   "batches": [rows[j:j + 2] for j in (0, 2, 4)]}, res
+                   "batches": [rows[j:j + 2] for j in (0, 2, 4)],
+                   "multi": ["BEGIN", "SELECT", "SELECT", "COMMIT"], "multi_after": {"m": 1},
+                   "multi_error": "22P02", "multi_kept": {"i": 2}}, res
 
 
 def test_tusk_stops_cleanly_with_clients_inside_transactions(parade, zone):

@@ -1,9 +1,12 @@
 // node-postgres and pg-cursor through tusk's kv database, as an application uses them
 // (tests/integration/test_kv_txn.py): a transaction of BEGIN, puts and COMMIT or ROLLBACK
 // (client.query), then a pg-cursor over get_many inside a transaction read 2 rows at a time
-// (a named portal, Execute with a row limit). Env: PGHOST PGPORT PGUSER PGDATABASE (the
-// target), KEYS (comma-separated keys of one shard). Prints one JSON line:
-// {"committed": ..., "rolled_back": ..., "batches": [[[key, value], ...] per read], "other": ...}
+// (a named portal, Execute with a row limit); then a Query of several statements (client.query
+// of a text without parameters: one result per statement) that commits, and one that fails in
+// its middle and so keeps nothing. Env: PGHOST PGPORT PGUSER PGDATABASE (the target), KEYS
+// (comma-separated keys of one shard). Prints one JSON line:
+// {"committed": ..., "rolled_back": ..., "batches": [[[key, value], ...] per read], "other": ...,
+//  "multi": [command of each result], "multi_after": ..., "multi_error": ..., "multi_kept": ...}
 // or {"error": message}.
 'use strict'
 const pg = require('pg')
@@ -39,7 +42,20 @@ async function main() {
     }
     await cursor.close()
     await c.query('COMMIT')
-    console.log(JSON.stringify({ committed, rolled_back: rolledBack, batches, other }))
+    // keys are the test's own (no quote in them)
+    const results = await c.query(`BEGIN; select kv.put('default', '${keys[1]}', '{"m": 1}'); ` +
+                                  `select kv.get('default', '${keys[1]}'); COMMIT`)
+    const multi = results.map((r) => r.command)
+    const multiAfter = await get(keys[1])
+    let multiError = null
+    try {
+      await c.query(`select kv.put('default', '${keys[2]}', '{"m": 2}'); select kv.put('default', '${keys[2]}', 'x')`)
+    } catch (e) {
+      multiError = e.code
+    }
+    const multiKept = await get(keys[2])
+    console.log(JSON.stringify({ committed, rolled_back: rolledBack, batches, other, multi, multi_after: multiAfter,
+                                 multi_error: multiError, multi_kept: multiKept }))
   } catch (e) {
     console.log(JSON.stringify({ error: String(e && e.message) }))
   } finally {

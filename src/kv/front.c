@@ -827,6 +827,7 @@ static bool txn_close(struct kv_session *ks, bool commit, bool tag, const struct
 
 static bool refuse(struct kv_session *ks, bool simple, const char *sqlstate, const char *text);
 static bool run_call(struct kv_session *ks, const struct kv_call *call, bool simple);
+static struct kv_stmt *stmt_at(struct kv_session *ks, int i);
 
 static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
@@ -839,9 +840,21 @@ static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool si
  * the extended in the Bind's formats), then FETCH n / MOVE n. */
 static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
-	struct kv_cursor *cur = find_cursor(ks, call->cursor);
+	struct kv_cursor *cur = find_cursor(ks, call->cursor), portal;
 	uint64_t n = 0;
 
+	if (!cur && ks->v.portal_set && ks->v.portal_name[0] && strcmp(ks->v.portal_name, call->cursor) == 0 &&
+	    (ks->suspended || ks->portal_done)) {
+		/* the bound named portal, executed (asyncpg's cursor.forward(): MOVE of its portal):
+		 * the rows its last Execute left */
+		const struct kv_call *pc = &stmt_at(ks, ks->portal_stmt)->call;
+		portal = (struct kv_cursor){ .rows = ks->job.rows, .len = ks->suspended ? ks->job.rows_len : 0,
+					     .off = ks->suspended ? ks->rest_off : 0 };
+		portal.shape.from = pc->from;
+		portal.shape.op = pc->op;
+		snprintf(portal.shape.column, sizeof portal.shape.column, "%s", pc->column);
+		cur = &portal;
+	}
 	if (!cur)
 		return no_cursor(ks, call, simple);
 	size_t end = cur->off;
@@ -868,6 +881,13 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 			return refuse(ks, simple, "XX000", "kv: a cursor's rows could not be sent in the Bind's formats");
 	}
 	cur->off = end;
+	if (cur == &portal && ks->suspended) {
+		ks->rest_off = end;
+		if (end >= ks->job.rows_len) { /* run to its end */
+			ks->suspended = false;
+			ks->portal_done = true;
+		}
+	}
 	char tag[40];
 	snprintf(tag, sizeof tag, "%s %" PRIu64, call->is_move ? "MOVE" : "FETCH", n);
 	vdb_complete(&ks->v, tag);
@@ -1340,8 +1360,14 @@ static bool run_query(struct kv_session *ks, int rc, const char *state, const ch
 		return local_stmt(ks, &ks->query, true);
 	else if (ks->query.nparams > 0)
 		vdb_error(v, "42P02", "there is no parameter $%d (a simple query has none)", ks->query.nparams);
-	else if (bind_call(ks, NULL, &ks->query, NULL))
-		return ks->query.local ? local_stmt(ks, &ks->query, true) : run_call(ks, &ks->query, true);
+	else {
+		if (ks->suspended) { /* the call's answer replaces the rows a named portal left */
+			ks->suspended = false;
+			v->portal_set = false;
+		}
+		if (bind_call(ks, NULL, &ks->query, NULL))
+			return ks->query.local ? local_stmt(ks, &ks->query, true) : run_call(ks, &ks->query, true);
+	}
 	return false;
 }
 
@@ -1413,7 +1439,7 @@ static bool on_query(struct vdb *v, const char *text)
 	struct kv_session *ks = session_of(v);
 	char state[6], err[600];
 
-	if (ks->suspended) { /* a Query ends the portal whose rows were left (the call's answer goes) */
+	if (ks->suspended && !v->portal_name[0]) { /* a Query ends the unnamed portal, as PostgreSQL's */
 		ks->suspended = false;
 		v->portal_set = false;
 	}

@@ -516,6 +516,38 @@ def test_psycopg_named_cursors(parade, zone):
         c.close()
 
 
+def test_asyncpg_cursors(parade, zone):
+    """asyncpg's cursors in a transaction: iterated (a named portal executed with a row limit,
+    prefetch rows at a time), and read by fetch / fetchrow with forward(n) between, which sends
+    MOVE FORWARD n of the portal by its name in a simple Query (34000 before: the portal was no
+    cursor, and the Query ended it)."""
+    import asyncpg
+    keys = [f"curs-ap-{i:02d}" for i in range(13)]
+    with tusk_conn(zone) as c:
+        for i, k in enumerate(keys):
+            c.execute("select kv.put('default', %s, %s)", (k, json.dumps({"i": i})))
+
+    async def run():
+        c = await asyncpg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv")
+        try:
+            async with c.transaction():
+                q = "select * from kv.scan($1, $2, NULL, 100)"
+                iterated = [r["key"] async for r in c.cursor(q, "default", "curs-ap-", prefetch=4)]
+                cur = await c.cursor(q, "default", "curs-ap-")
+                first = [r["key"] for r in await cur.fetch(3)]
+                one = (await cur.fetchrow())["key"]
+                moved = await cur.forward(2)
+                rest = [r["key"] for r in await cur.fetch(100)]
+                moved_at_end = await cur.forward(5)
+            return iterated, first, one, moved, rest, moved_at_end
+        finally:
+            await c.close()
+
+    iterated, first, one, moved, rest, moved_at_end = asyncio.run(run())
+    assert iterated == keys
+    assert first == keys[:3] and one == keys[3] and moved == 2 and rest == keys[6:] and moved_at_end == 0
+
+
 def test_a_query_of_several_statements_across_shards(parade, zone):
     """Reads of keys of several shards in one Query run (each READ COMMITTED read alone, as it
     would read in the implicit transaction); writes of two shards in one Query are refused

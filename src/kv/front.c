@@ -263,6 +263,46 @@ static bool out_rows_binary(struct vdb_out *o, const uint32_t *types, int ncols,
 	return true;
 }
 
+/* The end of the DataRows of rows[0, len) from off on, at most limit of them (UINT64_MAX: all);
+ * *n, how many. Stops before a row that is not whole. */
+static size_t rows_upto(const uint8_t *rows, size_t len, size_t off, uint64_t limit, uint64_t *n)
+{
+	*n = 0;
+	while (*n < limit) {
+		const uint8_t *body;
+		size_t blen, next = data_row_end(rows, len, off, &body, &blen);
+		if (!next)
+			break;
+		off = next;
+		(*n)++;
+	}
+	return off;
+}
+
+/* DataRows rows[0, len) of call's columns, each column in the format binary marks (bit set:
+ * binary; the shard's rows are text). false (nothing written) when a row is not what the call
+ * answers. */
+static bool out_rows(struct kv_session *ks, const struct kv_call *call, uint64_t binary, const uint8_t *rows,
+		     size_t len)
+{
+	uint32_t types[KV_FRONT_COLS];
+
+	if (!binary) {
+		vdb_out_raw(&ks->v.out, rows, len);
+		return true;
+	}
+	return out_rows_binary(&ks->v.out, types, result_types(call, types), binary, rows, len);
+}
+
+/* What fixes a call's result columns (out_row_description, result_types): from, op, column;
+ * nothing allocated, kept past the call. */
+static struct kv_call shape_of(const struct kv_call *call)
+{
+	struct kv_call shape = { .from = call->from, .op = call->op };
+	snprintf(shape.column, sizeof shape.column, "%s", call->column);
+	return shape;
+}
+
 /* ---- login ---- */
 
 static void kv_session_free(struct kv_session *ks)
@@ -737,12 +777,9 @@ static void cursor_store(struct kv_session *ks, const struct kv_call *call)
 	}
 	if (rows)
 		memcpy(rows, ks->job.rows, ks->job.rows_len);
-	*cur = (struct kv_cursor){ .used = true, .hold = call->hold, .in_txn = ks->v.txn_status != 0, .rows = rows,
-				   .len = ks->job.rows_len };
+	*cur = (struct kv_cursor){ .used = true, .hold = call->hold, .in_txn = ks->v.txn_status != 0,
+				   .shape = shape_of(call), .rows = rows, .len = ks->job.rows_len };
 	snprintf(cur->name, sizeof cur->name, "%s", call->cursor);
-	cur->shape.from = call->from;
-	cur->shape.op = call->op;
-	snprintf(cur->shape.column, sizeof cur->shape.column, "%s", call->column);
 	vdb_complete(&ks->v, "DECLARE CURSOR");
 }
 
@@ -847,37 +884,19 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 	    (ks->suspended || ks->portal_done)) {
 		/* the bound named portal, executed (asyncpg's cursor.forward(): MOVE of its portal):
 		 * the rows its last Execute left */
-		const struct kv_call *pc = &stmt_at(ks, ks->portal_stmt)->call;
-		portal = (struct kv_cursor){ .rows = ks->job.rows, .len = ks->suspended ? ks->job.rows_len : 0,
+		portal = (struct kv_cursor){ .shape = shape_of(&stmt_at(ks, ks->portal_stmt)->call), .rows = ks->job.rows,
+					     .len = ks->suspended ? ks->job.rows_len : 0,
 					     .off = ks->suspended ? ks->rest_off : 0 };
-		portal.shape.from = pc->from;
-		portal.shape.op = pc->op;
-		snprintf(portal.shape.column, sizeof portal.shape.column, "%s", pc->column);
 		cur = &portal;
 	}
 	if (!cur)
 		return no_cursor(ks, call, simple);
-	size_t end = cur->off;
-	while (call->fetch_count < 0 || n < (uint64_t)call->fetch_count) {
-		const uint8_t *body;
-		size_t blen, next = data_row_end(cur->rows, cur->len, end, &body, &blen);
-		if (!next)
-			break;
-		end = next;
-		n++;
-	}
+	size_t end = rows_upto(cur->rows, cur->len, cur->off, call->fetch_count < 0 ? UINT64_MAX : (uint64_t)call->fetch_count,
+			       &n);
 	if (!call->is_move) {
-		bool ok = true;
 		if (simple)
 			out_row_description(ks, &cur->shape, 0);
-		if (!simple && ks->portal_binary) {
-			uint32_t types[KV_FRONT_COLS];
-			int ncols = result_types(&cur->shape, types);
-			ok = out_rows_binary(&ks->v.out, types, ncols, ks->portal_binary, cur->rows + cur->off, end - cur->off);
-		} else {
-			vdb_out_raw(&ks->v.out, cur->rows + cur->off, end - cur->off);
-		}
-		if (!ok)
+		if (!out_rows(ks, &cur->shape, simple ? 0 : ks->portal_binary, cur->rows + cur->off, end - cur->off))
 			return refuse(ks, simple, "XX000", "kv: a cursor's rows could not be sent in the Bind's formats");
 	}
 	cur->off = end;
@@ -1185,25 +1204,11 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 static void out_rest(struct kv_session *ks)
 {
 	const struct kv_job *job = &ks->job;
-	size_t off = ks->rest_off, end = off;
-	uint64_t n = 0;
+	size_t off = ks->rest_off;
+	uint64_t n;
+	size_t end = rows_upto(job->rows, job->rows_len, off, ks->max_rows ? ks->max_rows : UINT64_MAX, &n);
+	bool ok = out_rows(ks, ks->busy_call, ks->portal_binary, job->rows + off, end - off);
 
-	while (end < job->rows_len && (ks->max_rows == 0 || n < ks->max_rows)) {
-		const uint8_t *body;
-		size_t blen, next = data_row_end(job->rows, job->rows_len, end, &body, &blen);
-		if (!next)
-			break;
-		end = next;
-		n++;
-	}
-	bool ok = true;
-	if (ks->portal_binary) {
-		uint32_t types[KV_FRONT_COLS];
-		int ncols = result_types(ks->busy_call, types);
-		ok = out_rows_binary(&ks->v.out, types, ncols, ks->portal_binary, job->rows + off, end - off);
-	} else {
-		vdb_out_raw(&ks->v.out, job->rows + off, end - off);
-	}
 	ks->suspended = false;
 	if (!ok || (end < job->rows_len && (ks->max_rows == 0 || n < ks->max_rows))) {
 		vdb_out_error(&ks->v, true, true, "XX000", "kv: an answer's rows could not be sent in the Bind's formats", NULL,
@@ -1273,8 +1278,7 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		ks->rest_off = 0;
 		out_rest(ks);
 	} else {
-		if (ks->v.busy_simple)
-			out_row_description(ks, ks->busy_call, 0);
+		out_row_description(ks, ks->busy_call, 0);
 		vdb_out_raw(&ks->v.out, job->rows, job->rows_len);
 		vdb_complete_select(&ks->v, (uint64_t)job->nrows);
 	}

@@ -973,6 +973,59 @@ static bool reset_all(struct pb stmt)
 	return false;
 }
 
+/* SET: a driver's (driver_set), RESET ALL, a transaction setting (txn_set); no other. */
+static bool set_stmt(struct parse *ps, struct pb stmt)
+{
+	if (driver_set(stmt))
+		ps->call->local = KV_LOCAL_DRIVER_SET;
+	else if (reset_all(stmt))
+		ps->call->local = KV_LOCAL_RESET_ALL;
+	else if (!txn_set(ps, stmt))
+		return fail(ps, "0A000", "%s", not_a_call);
+	return ps->rc == 0;
+}
+
+/* CLOSE name | ALL */
+static bool close_stmt(struct parse *ps, struct pb stmt)
+{
+	if (!name_field(ps, stmt, PB_CLOSE_PORTAL_NAME, "CLOSE", ps->call->cursor))
+		return false;
+	ps->call->local = KV_LOCAL_CLOSE;
+	return true;
+}
+
+/* UNLISTEN (a pool's reset: there is nothing to stop listening to) */
+static bool unlisten_stmt(struct parse *ps, struct pb stmt)
+{
+	(void)stmt;
+	ps->call->local = KV_LOCAL_UNLISTEN;
+	return true;
+}
+
+static bool listen_stmt(struct parse *ps, struct pb stmt)
+{
+	(void)stmt;
+	return fail(ps, "0A000", "kv: LISTEN is not supported by the kv database");
+}
+
+/* The statements a kv call can be, by their parse node; any other is refused (not_a_call). */
+static const struct {
+	uint32_t node;
+	bool (*parse)(struct parse *ps, struct pb stmt);
+} stmt_kinds[] = {
+	{ PB_NODE_SELECT_STMT, select_stmt },
+	{ PB_NODE_VARIABLE_SET_STMT, set_stmt },
+	{ PB_NODE_VARIABLE_SHOW_STMT, show_stmt },
+	{ PB_NODE_TRANSACTION_STMT, txn_stmt },
+	{ PB_NODE_DECLARE_CURSOR_STMT, declare_stmt },
+	{ PB_NODE_FETCH_STMT, fetch_stmt },
+	{ PB_NODE_CLOSE_PORTAL_STMT, close_stmt },
+	{ PB_NODE_DEALLOCATE_STMT, deallocate_stmt },
+	{ PB_NODE_DISCARD_STMT, discard_stmt },
+	{ PB_NODE_UNLISTEN_STMT, unlisten_stmt },
+	{ PB_NODE_LISTEN_STMT, listen_stmt },
+};
+
 int kv_call_split(const char *sql, struct kv_span *spans, int max, char state[6], char *err, size_t errcap)
 {
 	struct kv_call scratch = { 0 };
@@ -1089,58 +1142,13 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 		goto out;
 	}
 	uint32_t type = stmt.p ? pb_node(stmt, &inner) : 0;
-	if (type == PB_NODE_VARIABLE_SET_STMT && driver_set(inner)) {
-		out->local = KV_LOCAL_DRIVER_SET;
-		goto out;
-	}
-	if (type == PB_NODE_VARIABLE_SET_STMT && reset_all(inner)) {
-		out->local = KV_LOCAL_RESET_ALL;
-		goto out;
-	}
-	if (type == PB_NODE_CLOSE_PORTAL_STMT) {
-		if (name_field(&ps, inner, PB_CLOSE_PORTAL_NAME, "CLOSE", out->cursor))
-			out->local = KV_LOCAL_CLOSE;
-		goto out;
-	}
-	if (type == PB_NODE_DECLARE_CURSOR_STMT) {
-		(void)declare_stmt(&ps, inner);
-		goto out;
-	}
-	if (type == PB_NODE_FETCH_STMT) {
-		(void)fetch_stmt(&ps, inner);
-		goto out;
-	}
-	if (type == PB_NODE_UNLISTEN_STMT) {
-		out->local = KV_LOCAL_UNLISTEN;
-		goto out;
-	}
-	if (type == PB_NODE_LISTEN_STMT) {
-		fail(&ps, "0A000", "kv: LISTEN is not supported by the kv database");
-		goto out;
-	}
-	if (type == PB_NODE_DISCARD_STMT) {
-		(void)discard_stmt(&ps, inner);
-		goto out;
-	}
-	if (type == PB_NODE_VARIABLE_SET_STMT && txn_set(&ps, inner))
-		goto out;
-	if (type == PB_NODE_VARIABLE_SHOW_STMT) {
-		(void)show_stmt(&ps, inner);
-		goto out;
-	}
-	if (type == PB_NODE_DEALLOCATE_STMT) {
-		(void)deallocate_stmt(&ps, inner);
-		goto out;
-	}
-	if (type == PB_NODE_TRANSACTION_STMT) {
-		(void)txn_stmt(&ps, inner);
-		goto out;
-	}
-	if (type != PB_NODE_SELECT_STMT) {
+	size_t k = 0;
+	while (k < sizeof stmt_kinds / sizeof stmt_kinds[0] && stmt_kinds[k].node != type)
+		k++;
+	if (k == sizeof stmt_kinds / sizeof stmt_kinds[0])
 		fail(&ps, "0A000", "%s", not_a_call);
-		goto out;
-	}
-	(void)select_stmt(&ps, inner);
+	else
+		(void)stmt_kinds[k].parse(&ps, inner);
 out:
 	pg_query_free_protobuf_parse_result(r);
 	return ps.rc;

@@ -1100,29 +1100,22 @@ static bool txn_read_committed(const struct kv_session *ks)
 	return ks->txn_chars.iso != KV_ISO_REPEATABLE_READ && ks->txn_chars.iso != KV_ISO_SERIALIZABLE;
 }
 
-/* A read of every shard in the transaction runs as a statement of its own (job.txn NULL):
- * while it is READ COMMITTED and has reached no shard yet, that is what it would read inside
- * (a snapshot of its own, nothing of the transaction's to see). psycopg's default mode begins a
- * transaction before any call, a scan's too. */
-static bool txn_alone(const struct kv_session *ks, const struct kv_call *call)
-{
-	return !ks->txn_routed && kv_op_is_read(call->op) && txn_read_committed(ks);
-}
-
-/* The keys the bound call names, checked against the transaction's shard (its first write's,
- * or first read's when it reads one snapshot); false after an error. A READ COMMITTED read of
- * no key of the shard the transaction holds (of any, before it holds one) runs alone (job.txn
- * NULL): it would read inside what it reads so, a snapshot of its own, and the transaction has
- * written nothing there for it to see. So a transaction that only reads holds no connection
- * (psycopg's default mode begins one before every read), and a Query of several statements
- * reads keys of several shards in its implicit transaction. Else keys off the transaction's
- * shard are refused. */
+/* Where the bound call runs in the client's transaction; false after an error. A READ
+ * COMMITTED read of no key of the shard the transaction holds (of any, before it holds one)
+ * runs alone (job.txn NULL): it would read inside what it reads so, a snapshot of its own, and
+ * the transaction has written nothing there for it to see. So a transaction that only reads
+ * holds no connection (psycopg's default mode begins one before every read, a scan's too), and
+ * a Query of several statements reads keys of several shards in its implicit transaction. Else
+ * the call's keys must lie on the transaction's shard (its first such call's): it runs there
+ * (job.txn); a call of every shard (a scan) is refused. nshards: the router's (unused for a
+ * call of every shard). */
 static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool simple, int nshards)
 {
 	struct kv_job *j = &ks->job;
-	int n = kv_op_keyless(call->op) ? j->nkeys : 1, shard = ks->txn_routed ? ks->txn.shard : -1;
+	bool every = kv_op_keyless(call->op) && !kv_op_array_arg(call->op, 1);
+	int n = every ? 0 : kv_op_keyless(call->op) ? j->nkeys : 1, shard = ks->txn_routed ? ks->txn.shard : -1;
 	int off = -1, off_sh = -1; /* a key off the shard (the transaction's, else the first key's), its shard */
-	bool on = false;           /* a key on the shard the transaction holds */
+	bool on = every && ks->txn_routed; /* the call reads the shard the transaction holds */
 	char text[600];
 
 	for (int i = 0; i < n; i++) {
@@ -1137,6 +1130,12 @@ static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool si
 	}
 	if (kv_op_is_read(call->op) && txn_read_committed(ks) && !on)
 		return true;
+	if (every) {
+		snprintf(text, sizeof text, "kv: kv.%s asks every shard, and a transaction holds one: call it outside the "
+			 "transaction%s", kv_op_name(call->op),
+			 kv_op_is_read(call->op) ? ", or first in a READ COMMITTED one" : "");
+		return refuse(ks, simple, "0A000", text);
+	}
 	if (off >= 0) {
 		snprintf(text, sizeof text,
 			 "kv: key \"%.200s\" lies on shard %d, and this transaction's keys on shard %d: a transaction "
@@ -1171,14 +1170,8 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 		ks->txn_queried = true;
 	if (ks->v.txn_status != 'T' || !r || (kv_op_array_arg(call->op, 1) && j->nkeys == 0))
 		return submit(ks, call, simple); /* (a batch of no key reaches no shard) */
-	if (kv_op_keyless(call->op) && !kv_op_array_arg(call->op, 1)) { /* every shard */
-		if (txn_alone(ks, call))
-			return submit(ks, call, simple);
-		snprintf(text, sizeof text, "kv: kv.%s asks every shard, and a transaction holds one: call it outside the "
-			 "transaction%s", kv_op_name(call->op),
-			 kv_op_is_read(call->op) ? ", or first in a READ COMMITTED one" : "");
-		return refuse(ks, simple, "0A000", text);
-	}
+	if (kv_op_keyless(call->op) && !kv_op_array_arg(call->op, 1)) /* every shard: no routing needed */
+		return txn_route(ks, call, simple, 0) && submit(ks, call, simple);
 	int nshards = kv_router_nshards(r);
 	if (nshards == 0 && !ks->warming) {
 		/* routing is not ready (the catalog is read on the first call): one read of a key it

@@ -635,9 +635,22 @@ int kv_txn_char_value(enum kv_show which, const char *t, size_t n)
 	return -1;
 }
 
+/* Where in a struct kv_txn_chars the field of which lies. */
+static size_t char_offset(enum kv_show which)
+{
+	return which % 3 == KV_SHOW_ISOLATION   ? offsetof(struct kv_txn_chars, iso)
+	       : which % 3 == KV_SHOW_READ_ONLY ? offsetof(struct kv_txn_chars, read_only)
+						: offsetof(struct kv_txn_chars, deferrable);
+}
+
 int8_t *kv_txn_char_field(struct kv_txn_chars *c, enum kv_show which)
 {
-	return which % 3 == KV_SHOW_ISOLATION ? &c->iso : which % 3 == KV_SHOW_READ_ONLY ? &c->read_only : &c->deferrable;
+	return (int8_t *)((char *)c + char_offset(which));
+}
+
+int kv_txn_char_get(const struct kv_txn_chars *c, enum kv_show which)
+{
+	return *(const int8_t *)((const char *)c + char_offset(which));
 }
 
 static void set_char(struct kv_txn_chars *c, enum kv_show which, int value)

@@ -136,6 +136,8 @@ int kv_txn_char_value(enum kv_show which, const char *t, size_t n);
 /* The field of c setting which sets (the isolation level for both KV_SHOW_ISOLATION and
  * KV_SHOW_DEFAULT_ISOLATION ...). */
 int8_t *kv_txn_char_field(struct kv_txn_chars *c, enum kv_show which);
+/* Its value (KV_CHAR_UNSET, KV_CHAR_RESET or the setting's). */
+int kv_txn_char_get(const struct kv_txn_chars *c, enum kv_show which);
 
 /* "BEGIN" with the options c gives, the statement a shard's transaction begins with. */
 void kv_txn_begin_text(const struct kv_txn_chars *c, char out[KV_CALL_BEGIN_MAX]);

@@ -999,10 +999,9 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 		return false;
 	case KV_LOCAL_DEFAULT:
 		for (enum kv_show s = KV_SHOW_ISOLATION; s <= KV_SHOW_DEFERRABLE; s++) {
-			struct kv_txn_chars given = call->chars;
-			int8_t from = *kv_txn_char_field(&given, s);
+			int from = kv_txn_char_get(&call->chars, s);
 			if (from != KV_CHAR_UNSET)
-				*kv_txn_char_field(&ks->defaults, s) = from == KV_CHAR_RESET ? KV_CHAR_UNSET : from;
+				*kv_txn_char_field(&ks->defaults, s) = (int8_t)(from == KV_CHAR_RESET ? KV_CHAR_UNSET : from);
 		}
 		vdb_complete(v, call->reset ? "RESET" : "SET");
 		return false;
@@ -1057,8 +1056,7 @@ static void out_show(struct kv_session *ks, const struct kv_call *call, bool sim
 {
 	const struct kv_txn_chars *c = call->show >= KV_SHOW_DEFAULT_ISOLATION || ks->v.txn_status != 'T'
 					       ? &ks->defaults : &ks->txn_chars;
-	struct kv_txn_chars chars = *c;
-	const char *text = kv_txn_char_text((enum kv_show)call->show, *kv_txn_char_field(&chars, (enum kv_show)call->show));
+	const char *text = kv_txn_char_text((enum kv_show)call->show, kv_txn_char_get(c, (enum kv_show)call->show));
 
 	if (simple)
 		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ kv_show_name((enum kv_show)call->show), VDB_OID_TEXT, 0 },

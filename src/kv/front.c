@@ -803,9 +803,6 @@ static bool txn_set_current(struct kv_session *ks, const struct kv_txn_chars *wa
 			return refuse(ks, simple, "25001", "transaction read-write mode must be set before any query");
 		if (want.deferrable >= 0)
 			return refuse(ks, simple, "25001", "SET TRANSACTION [NOT] DEFERRABLE must be called before any query");
-		if (want.read_only == 1 && now.read_only != 1 && ks->txn_routed)
-			return refuse(ks, simple, "0A000", "kv: SET TRANSACTION READ ONLY after a call of the transaction reached "
-				      "its shard is not supported by the kv database (set it before, or in BEGIN)");
 	}
 	if (want.iso >= 0)
 		ks->txn_chars.iso = want.iso;
@@ -862,7 +859,6 @@ static bool txn_close(struct kv_session *ks, bool commit, bool tag, const struct
 	return submit(ks, call, simple);
 }
 
-static bool refuse(struct kv_session *ks, bool simple, const char *sqlstate, const char *text);
 static bool run_call(struct kv_session *ks, const struct kv_call *call, bool simple);
 static struct kv_stmt *stmt_at(struct kv_session *ks, int i);
 
@@ -1160,7 +1156,7 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 	j->txn_end = 0;
 	if (ks->v.txn_status == 'E')
 		return refuse(ks, simple, "25P02", aborted_text);
-	if (ks->v.txn_status != 'T' && ks->defaults.read_only == 1 && !kv_op_is_read(call->op)) {
+	if ((ks->v.txn_status == 'T' ? ks->txn_chars.read_only : ks->defaults.read_only) == 1 && !kv_op_is_read(call->op)) {
 		snprintf(text, sizeof text, "cannot execute kv.%s in a read-only transaction", kv_op_name(call->op));
 		return refuse(ks, simple, "25006", text);
 	}

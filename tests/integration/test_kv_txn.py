@@ -198,6 +198,19 @@ def settings_script(k1):
         f"select kv.get('default', '{k1}')",
         "SET TRANSACTION DEFERRABLE",                           # 25001
         "ROLLBACK",
+        "BEGIN",
+        f"select kv.put('default', '{k1}', '{{\"w\": 1}}')",
+        "SET TRANSACTION READ ONLY",                            # after a write too
+        "SHOW transaction_read_only",
+        f"select kv.get('default', '{k1}')",                    # its own write
+        "SET TRANSACTION READ WRITE",                           # 25001 after a query
+        "ROLLBACK",
+        "BEGIN",
+        f"select kv.put('default', '{k1}', '{{\"w\": 2}}')",
+        "SET TRANSACTION READ ONLY",
+        f"select kv.delete('default', '{k1}')",                 # 25006
+        "ROLLBACK",
+        f"select kv.get('default', '{k1}')",                    # NULL: both rolled back
         "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",  # ParameterStatus on
         f"select kv.put('default', '{k1}', '{{\"ro\": 2}}')",     # 25006 outside a transaction too
         f"select kv.get('default', '{k1}')",

@@ -150,6 +150,12 @@ write("kv_session", "cursors", bytes([0]) + chunks(
     describe(b"P", "c") + SYNC, parse("", "FETCH FORWARD 2 FROM \"c\"") + bind("", "", (), (1,)) + describe(b"P", "") + execute() + SYNC,
     q("MOVE ALL IN c; FETCH c; CLOSE c; CLOSE c"), q("DECLARE h CURSOR WITH HOLD FOR select kv.get('default', 'a')"),
     q("COMMIT"), q("FETCH ALL FROM h; CLOSE ALL; DECLARE s SCROLL CURSOR FOR select kv.get('a', 'b')")))
+write("kv_session", "savepoints", bytes([0]) + chunks(
+    q("SAVEPOINT a"), q("BEGIN; SAVEPOINT a; SAVEPOINT \"B\"\"b\"; SAVEPOINT a"), q("SET default_transaction_read_only = on"),
+    q("DECLARE c CURSOR FOR select kv.get('default', 'a')"), q("ROLLBACK TO a; RELEASE a; RELEASE nope"),
+    parse("", "ROLLBACK TO SAVEPOINT \"B\"\"b\"") + bind("", "") + execute() + SYNC,
+    q("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE; SET TRANSACTION DEFERRABLE"), q("ROLLBACK TO a; RELEASE a"),
+    q("SAVEPOINT x; COMMIT; SAVEPOINT y; select kv.get('default', 'a')")))
 write("kv_session", "errors", bytes([0]) + chunks(
     parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
     bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))

@@ -54,7 +54,7 @@ enum {
 	PB_NODE_FETCH_STMT = 76, PB_FETCH_DIRECTION = 1, PB_FETCH_HOW_MANY = 2, PB_FETCH_NAME = 3, PB_FETCH_IS_MOVE = 4,
 	PB_FETCH_FORWARD = 1,
 	PB_NODE_TRANSACTION_STMT = 86, PB_NODE_DEF_ELEM = 195,
-	PB_TRANSACTION_KIND = 1, PB_TRANSACTION_OPTIONS = 2, PB_TRANSACTION_CHAIN = 5,
+	PB_TRANSACTION_KIND = 1, PB_TRANSACTION_OPTIONS = 2, PB_TRANSACTION_SAVEPOINT_NAME = 3, PB_TRANSACTION_CHAIN = 5,
 	PB_TRANS_BEGIN = 1, PB_TRANS_START = 2, PB_TRANS_COMMIT = 3, PB_TRANS_ROLLBACK = 4, PB_TRANS_SAVEPOINT = 5,
 	PB_TRANS_RELEASE = 6, PB_TRANS_ROLLBACK_TO = 7,
 	PB_DEF_ELEM_NAME = 2, PB_DEF_ELEM_ARG = 3,
@@ -719,14 +719,27 @@ static bool txn_stmt(struct parse *ps, struct pb stmt)
 			kind = v;
 		else if (f == PB_TRANSACTION_CHAIN && w == PB_VARINT)
 			chain = v != 0;
+		else if (f == PB_TRANSACTION_SAVEPOINT_NAME && w == PB_BYTES) {
+			size_t n = (size_t)(sub.end - sub.p);
+			if (n == 0 || n >= sizeof ps->call->name || memchr(sub.p, '\0', n))
+				return fail(ps, "42601", "kv: malformed savepoint name");
+			memcpy(ps->call->name, sub.p, n);
+			ps->call->name[n] = '\0';
+		}
 		else if (f == PB_TRANSACTION_OPTIONS && w == PB_BYTES) {
 			if (nopt == (int)(sizeof options / sizeof options[0]))
 				return fail(ps, "0A000", "kv: unsupported transaction option");
 			options[nopt++] = sub;
 		}
 	}
-	if (kind == PB_TRANS_SAVEPOINT || kind == PB_TRANS_RELEASE || kind == PB_TRANS_ROLLBACK_TO)
-		return fail(ps, "0A000", "kv: savepoints are not supported by the kv database");
+	if (kind == PB_TRANS_SAVEPOINT || kind == PB_TRANS_RELEASE || kind == PB_TRANS_ROLLBACK_TO) {
+		if (!ps->call->name[0])
+			return fail(ps, "42601", "kv: a savepoint's name is missing");
+		ps->call->local = kind == PB_TRANS_SAVEPOINT ? KV_LOCAL_SAVEPOINT
+				  : kind == PB_TRANS_RELEASE ? KV_LOCAL_RELEASE
+							     : KV_LOCAL_ROLLBACK_TO;
+		return true;
+	}
 	if (chain)
 		return fail(ps, "0A000", "kv: AND CHAIN is not supported by the kv database");
 	if (kind == PB_TRANS_COMMIT || kind == PB_TRANS_ROLLBACK) {
@@ -891,7 +904,7 @@ static bool declare_stmt(struct parse *ps, struct pb stmt)
 	uint64_t v, options = 0;
 	struct pb sub, query = { NULL, NULL }, inner;
 
-	if (!name_field(ps, stmt, PB_DECLARE_NAME, "DECLARE", ps->call->cursor))
+	if (!name_field(ps, stmt, PB_DECLARE_NAME, "DECLARE", ps->call->name))
 		return false;
 	while (stmt.p < stmt.end) {
 		if (!pb_next(&stmt, &f, &w, &v, &sub))
@@ -904,7 +917,7 @@ static bool declare_stmt(struct parse *ps, struct pb stmt)
 	if (options & (PB_CURSOR_OPT_BINARY | PB_CURSOR_OPT_SCROLL))
 		return fail(ps, "0A000", "kv: %s cursors are not supported by the kv database",
 			    options & PB_CURSOR_OPT_BINARY ? "BINARY" : "SCROLL");
-	if (!ps->call->cursor[0] || !query.p || pb_node(query, &inner) != PB_NODE_SELECT_STMT)
+	if (!ps->call->name[0] || !query.p || pb_node(query, &inner) != PB_NODE_SELECT_STMT)
 		return fail(ps, "0A000", "%s", not_a_call);
 	if (!select_stmt(ps, inner))
 		return false;
@@ -923,7 +936,7 @@ static bool fetch_stmt(struct parse *ps, struct pb stmt)
 	uint64_t v, direction = 0, how_many = 0;
 	struct pb sub;
 
-	if (!name_field(ps, stmt, PB_FETCH_NAME, "FETCH", ps->call->cursor))
+	if (!name_field(ps, stmt, PB_FETCH_NAME, "FETCH", ps->call->name))
 		return false;
 	ps->call->is_move = false;
 	while (stmt.p < stmt.end) {
@@ -1001,7 +1014,7 @@ static bool set_stmt(struct parse *ps, struct pb stmt)
 /* CLOSE name | ALL */
 static bool close_stmt(struct parse *ps, struct pb stmt)
 {
-	if (!name_field(ps, stmt, PB_CLOSE_PORTAL_NAME, "CLOSE", ps->call->cursor))
+	if (!name_field(ps, stmt, PB_CLOSE_PORTAL_NAME, "CLOSE", ps->call->name))
 		return false;
 	ps->call->local = KV_LOCAL_CLOSE;
 	return true;
@@ -1109,7 +1122,7 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	out->show = 0;
 	out->chars = KV_TXN_CHARS_UNSET;
 	out->discard_all = false;
-	out->cursor[0] = '\0';
+	out->name[0] = '\0';
 	out->hold = false;
 	out->is_move = false;
 	out->fetch_count = 0;

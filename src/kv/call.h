@@ -97,7 +97,7 @@ enum kv_local {
 	KV_LOCAL_SHOW,
 	KV_LOCAL_DEALLOCATE, /* DEALLOCATE [PREPARE] name (kv_call.column) | ALL (column "") */
 	KV_LOCAL_UNLOCK_ALL, /* SELECT pg_advisory_unlock_all() (its column name in column): one void row */
-	KV_LOCAL_CLOSE,      /* CLOSE name (kv_call.cursor) | ALL (cursor "") */
+	KV_LOCAL_CLOSE,      /* CLOSE name (kv_call.name) | ALL (name "") */
 	KV_LOCAL_UNLISTEN,   /* UNLISTEN channel | * */
 	KV_LOCAL_RESET_ALL,  /* RESET ALL */
 	KV_LOCAL_DISCARD,    /* DISCARD ALL | PLANS | SEQUENCES | TEMP (kv_call.discard_all: ALL) */
@@ -107,6 +107,10 @@ enum kv_local {
 	 * cursor (fetch_count, -1 ALL; is_move). */
 	KV_LOCAL_DECLARE,
 	KV_LOCAL_FETCH,
+	/* SAVEPOINT name, RELEASE [SAVEPOINT] name, ROLLBACK TO [SAVEPOINT] name (kv_call.name) */
+	KV_LOCAL_SAVEPOINT,
+	KV_LOCAL_RELEASE,
+	KV_LOCAL_ROLLBACK_TO,
 };
 #define KV_CALL_BEGIN_MAX 80
 
@@ -150,7 +154,8 @@ struct kv_call {
 	bool reset;            /* KV_LOCAL_DEFAULT written RESET (its tag) */
 	uint8_t show;          /* KV_LOCAL_SHOW: enum kv_show */
 	bool discard_all;      /* KV_LOCAL_DISCARD: DISCARD ALL (else a tag in column) */
-	char cursor[64];       /* KV_LOCAL_DECLARE, _FETCH, _CLOSE: the cursor's name */
+	char name[64];         /* KV_LOCAL_DECLARE, _FETCH, _CLOSE: the cursor's name; _SAVEPOINT,
+				* _RELEASE, _ROLLBACK_TO: the savepoint's */
 	bool hold;             /* KV_LOCAL_DECLARE: WITH HOLD */
 	bool is_move;          /* KV_LOCAL_FETCH: MOVE */
 	int64_t fetch_count;   /* KV_LOCAL_FETCH: rows, -1 ALL */

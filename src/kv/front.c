@@ -49,10 +49,30 @@ struct kv_cursor {
 	bool used;
 	bool hold;          /* WITH HOLD: it outlives its transaction's COMMIT */
 	bool in_txn;        /* declared in the transaction still open (its ROLLBACK drops it) */
+	int level;          /* the savepoints open when it was declared (a ROLLBACK TO one of them drops it) */
 	char name[64];
 	struct kv_call shape; /* the call's result columns (from, op, column; nothing allocated) */
 	uint8_t *rows;      /* its DataRows */
 	size_t len, off;
+};
+
+/* A transaction's savepoints (SAVEPOINT, RELEASE, ROLLBACK TO): what a ROLLBACK TO one
+ * restores, and the statements that make them on the shard. A savepoint made before the
+ * transaction reaches its shard is made there right after its BEGIN (kv_txn.steps); after,
+ * each statement is sent as the client's (KV_TXN_STEP). */
+#define KV_FRONT_SAVEPOINTS 32
+#define KV_SAVEPOINT_SQL (sizeof "ROLLBACK TO SAVEPOINT \"\"" + 2 * 63)
+struct kv_savepoint {
+	char name[64];
+	struct kv_txn_chars defaults, txn_chars; /* as they were when it was made */
+	char sql[KV_SAVEPOINT_SQL];            /* SAVEPOINT "name" */
+};
+struct kv_savepoints {
+	int n;
+	struct kv_savepoint sp[KV_FRONT_SAVEPOINTS];
+	const char *steps[KV_FRONT_SAVEPOINTS]; /* kv_txn.steps: sp[i].sql */
+	char step[KV_SAVEPOINT_SQL];           /* the statement in flight (KV_TXN_STEP) */
+	const char *tag;                       /* its CommandComplete */
 };
 
 /* A value of a Bind message. */
@@ -113,6 +133,7 @@ struct kv_session {
 	uint32_t multi_errors;       /* v.nerrors when the statement running began */
 	bool implicit;               /* the transaction is the Query's implicit one */
 	struct kv_cursor cursors[KV_FRONT_CURSORS];
+	struct kv_savepoints *sps;   /* allocated at the first SAVEPOINT */
 	const char *end_tag;         /* the end in flight: "COMMIT" or "ROLLBACK"; NULL, an implicit
 				      * transaction's (no CommandComplete) */
 	bool warming;                /* a read of the call's key runs first: routing was not ready */
@@ -312,6 +333,7 @@ static void kv_session_free(struct kv_session *ks)
 	kv_call_free(&ks->unnamed.call);
 	free(ks->multi);
 	free(ks->multi_spans);
+	free(ks->sps);
 	for (int i = 0; i < KV_FRONT_CURSORS; i++)
 		free(ks->cursors[i].rows);
 	for (int i = 0; i < ks->nnamed; i++) {
@@ -730,6 +752,8 @@ static bool refuse(struct kv_session *ks, bool simple, const char *sqlstate, con
 /* COMMIT or ROLLBACK: all an aborted transaction takes (PostgreSQL's IsTransactionExitStmt). */
 static bool txn_exit(const struct kv_call *call)
 {
+	if (call->local == KV_LOCAL_ROLLBACK_TO)
+		return true;
 	return call->local == KV_LOCAL_COMMIT || call->local == KV_LOCAL_ROLLBACK;
 }
 
@@ -778,8 +802,9 @@ static void cursor_store(struct kv_session *ks, const struct kv_call *call)
 	if (rows)
 		memcpy(rows, ks->job.rows, ks->job.rows_len);
 	*cur = (struct kv_cursor){ .used = true, .hold = call->hold, .in_txn = ks->v.txn_status != 0,
+				   .level = ks->sps && ks->v.txn_status ? ks->sps->n : 0,
 				   .shape = shape_of(call), .rows = rows, .len = ks->job.rows_len };
-	snprintf(cur->name, sizeof cur->name, "%s", call->cursor);
+	snprintf(cur->name, sizeof cur->name, "%s", call->name);
 	vdb_complete(&ks->v, "DECLARE CURSOR");
 }
 
@@ -795,15 +820,20 @@ static void drop_named(struct kv_session *ks);
 static bool txn_set_current(struct kv_session *ks, const struct kv_txn_chars *wanted, bool simple)
 {
 	struct kv_txn_chars now = ks->txn_chars, want = *wanted;
+	bool sub = ks->sps && ks->sps->n > 0; /* in a savepoint: PostgreSQL's subtransaction */
 
-	if (ks->txn_queried) {
-		if (want.iso >= 0 && want.iso != (now.iso >= 0 ? now.iso : KV_ISO_READ_COMMITTED))
-			return refuse(ks, simple, "25001", "SET TRANSACTION ISOLATION LEVEL must be called before any query");
-		if (want.read_only == 0 && now.read_only == 1)
-			return refuse(ks, simple, "25001", "transaction read-write mode must be set before any query");
-		if (want.deferrable >= 0)
-			return refuse(ks, simple, "25001", "SET TRANSACTION [NOT] DEFERRABLE must be called before any query");
-	}
+	if (want.iso >= 0 && want.iso != (now.iso >= 0 ? now.iso : KV_ISO_READ_COMMITTED) && (ks->txn_queried || sub))
+		return refuse(ks, simple, "25001",
+			      ks->txn_queried ? "SET TRANSACTION ISOLATION LEVEL must be called before any query"
+					      : "SET TRANSACTION ISOLATION LEVEL must not be called in a subtransaction");
+	if (want.read_only == 0 && now.read_only == 1 && (ks->txn_queried || sub))
+		return refuse(ks, simple, "25001",
+			      sub ? "cannot set transaction read-write mode inside a read-only transaction"
+				  : "transaction read-write mode must be set before any query");
+	if (want.deferrable >= 0 && (ks->txn_queried || sub))
+		return refuse(ks, simple, "25001",
+			      sub ? "SET TRANSACTION [NOT] DEFERRABLE cannot be called within a subtransaction"
+				  : "SET TRANSACTION [NOT] DEFERRABLE must be called before any query");
 	if (want.iso >= 0)
 		ks->txn_chars.iso = want.iso;
 	if (want.read_only >= 0)
@@ -831,6 +861,8 @@ static void txn_open(struct kv_session *ks, const struct kv_txn_chars *opts)
 	ks->txn = (struct kv_txn){ .begin = ks->txn_begin, .no_savepoints = true };
 	ks->txn_routed = false;
 	ks->txn_queried = false;
+	if (ks->sps)
+		ks->sps->n = 0;
 	ks->v.txn_status = 'T';
 }
 
@@ -862,10 +894,93 @@ static bool txn_close(struct kv_session *ks, bool commit, bool tag, const struct
 static bool run_call(struct kv_session *ks, const struct kv_call *call, bool simple);
 static struct kv_stmt *stmt_at(struct kv_session *ks, int i);
 
+/* ---- savepoints ---- */
+
+/* The newest savepoint of that name: its index, or -1. */
+static int find_savepoint(const struct kv_session *ks, const char *name)
+{
+	for (int i = ks->sps ? ks->sps->n - 1 : -1; i >= 0; i--)
+		if (strcmp(ks->sps->sp[i].name, name) == 0)
+			return i;
+	return -1;
+}
+
+/* verb "name" (the name quoted as an identifier) into out. */
+static void savepoint_sql(char out[KV_SAVEPOINT_SQL], const char *verb, const char *name)
+{
+	size_t n = (size_t)snprintf(out, KV_SAVEPOINT_SQL, "%s \"", verb);
+	for (const char *p = name; *p && n + 3 < KV_SAVEPOINT_SQL; p++) {
+		if (*p == '"')
+			out[n++] = '"';
+		out[n++] = *p;
+	}
+	out[n++] = '"';
+	out[n] = '\0';
+}
+
+/* SAVEPOINT, RELEASE, ROLLBACK TO: kept here, and sent to the shard once the transaction holds
+ * one (as the client's statement; a savepoint made before, right after the shard's BEGIN).
+ * True when the shard answers it later. */
+static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	static const char *const what[] = { [KV_LOCAL_SAVEPOINT] = "SAVEPOINT", [KV_LOCAL_RELEASE] = "RELEASE SAVEPOINT",
+					    [KV_LOCAL_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT" };
+	struct vdb *v = &ks->v;
+	char text[160];
+	int i = find_savepoint(ks, call->name);
+
+	if (!v->txn_status || ks->implicit) {
+		snprintf(text, sizeof text, "%s can only be used in transaction blocks", what[call->local]);
+		return refuse(ks, simple, "25P01", text);
+	}
+	if (call->local == KV_LOCAL_SAVEPOINT) {
+		if (!ks->sps && !(ks->sps = calloc(1, sizeof *ks->sps)))
+			return refuse(ks, simple, "53200", "out of memory");
+		if (ks->sps->n == KV_FRONT_SAVEPOINTS) {
+			snprintf(text, sizeof text, "kv: at most %d savepoints open at a time", KV_FRONT_SAVEPOINTS);
+			return refuse(ks, simple, "54000", text);
+		}
+		struct kv_savepoint *sp = &ks->sps->sp[ks->sps->n];
+		snprintf(sp->name, sizeof sp->name, "%s", call->name);
+		sp->defaults = ks->defaults;
+		sp->txn_chars = ks->txn_chars;
+		savepoint_sql(sp->sql, "SAVEPOINT", sp->name);
+		ks->sps->steps[ks->sps->n++] = sp->sql;
+		ks->sps->tag = "SAVEPOINT";
+	} else if (i < 0) {
+		snprintf(text, sizeof text, "savepoint \"%s\" does not exist", call->name);
+		return refuse(ks, simple, "3B001", text);
+	} else if (call->local == KV_LOCAL_RELEASE) { /* it and the later ones end; their changes stay */
+		ks->sps->n = i;
+		for (int c = 0; c < KV_FRONT_CURSORS; c++)
+			if (ks->cursors[c].used && ks->cursors[c].level > i)
+				ks->cursors[c].level = i;
+		ks->sps->tag = "RELEASE";
+	} else { /* back to it: the later ones end, their changes are undone; it stays */
+		ks->sps->n = i + 1;
+		ks->defaults = ks->sps->sp[i].defaults;
+		ks->txn_chars = ks->sps->sp[i].txn_chars;
+		kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
+		for (int c = 0; c < KV_FRONT_CURSORS; c++)
+			if (ks->cursors[c].used && ks->cursors[c].in_txn && ks->cursors[c].level > i)
+				cursor_drop(&ks->cursors[c]);
+		v->txn_status = 'T';
+		ks->sps->tag = "ROLLBACK";
+	}
+	if (!ks->txn_routed) {
+		vdb_complete(v, ks->sps->tag);
+		return false;
+	}
+	savepoint_sql(ks->sps->step, what[call->local], call->name);
+	kv_job_txn_end(&ks->job, &ks->txn, KV_TXN_STEP);
+	ks->job.args[0] = ks->sps->step;
+	return submit(ks, call, simple);
+}
+
 static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
 	char text[120];
-	snprintf(text, sizeof text, "cursor \"%s\" does not exist", call->cursor);
+	snprintf(text, sizeof text, "cursor \"%s\" does not exist", call->name);
 	return refuse(ks, simple, "34000", text);
 }
 
@@ -873,10 +988,10 @@ static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool si
  * the extended in the Bind's formats), then FETCH n / MOVE n. */
 static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
-	struct kv_cursor *cur = find_cursor(ks, call->cursor), portal;
+	struct kv_cursor *cur = find_cursor(ks, call->name), portal;
 	uint64_t n = 0;
 
-	if (!cur && ks->v.portal_set && ks->v.portal_name[0] && strcmp(ks->v.portal_name, call->cursor) == 0 &&
+	if (!cur && ks->v.portal_set && ks->v.portal_name[0] && strcmp(ks->v.portal_name, call->name) == 0 &&
 	    (ks->suspended || ks->portal_done)) {
 		/* the bound named portal, executed (asyncpg's cursor.forward(): MOVE of its portal):
 		 * the rows its last Execute left */
@@ -932,7 +1047,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 		return false;
 	}
 	case KV_LOCAL_CLOSE: {
-		if (!call->cursor[0]) {
+		if (!call->name[0]) {
 			if (v->portal_set && v->portal_name[0]) { /* the named portal: a cursor too */
 				v->portal_set = false;
 				ks->suspended = false;
@@ -941,10 +1056,10 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 			vdb_complete(v, "CLOSE CURSOR ALL");
 			return false;
 		}
-		struct kv_cursor *cur = find_cursor(ks, call->cursor);
+		struct kv_cursor *cur = find_cursor(ks, call->name);
 		if (cur) {
 			cursor_drop(cur);
-		} else if (v->portal_set && strcmp(v->portal_name, call->cursor) == 0) {
+		} else if (v->portal_set && strcmp(v->portal_name, call->name) == 0) {
 			v->portal_set = false;
 			ks->suspended = false;
 		} else {
@@ -956,9 +1071,9 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 	case KV_LOCAL_DECLARE:
 		if (!v->txn_status && !call->hold)
 			return refuse(ks, simple, "25P01", "DECLARE CURSOR can only be used in transaction blocks");
-		if (find_cursor(ks, call->cursor)) {
+		if (find_cursor(ks, call->name)) {
 			char text[120];
-			snprintf(text, sizeof text, "cursor \"%s\" already exists", call->cursor);
+			snprintf(text, sizeof text, "cursor \"%s\" already exists", call->name);
 			return refuse(ks, simple, "42P03", text);
 		}
 		if (!find_cursor(ks, "")) {
@@ -1032,6 +1147,10 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 	case KV_LOCAL_COMMIT:
 	case KV_LOCAL_ROLLBACK:
 		break;
+	case KV_LOCAL_SAVEPOINT:
+	case KV_LOCAL_RELEASE:
+	case KV_LOCAL_ROLLBACK_TO:
+		return savepoint_stmt(ks, call, simple);
 	default:
 		return refuse(ks, simple, "XX000", "kv: unknown statement");
 	}
@@ -1138,6 +1257,8 @@ static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool si
 		return refuse(ks, simple, "0A000", text);
 	}
 	ks->txn.shard = shard;
+	ks->txn.steps = ks->sps ? ks->sps->steps : NULL; /* its savepoints, made right after its BEGIN */
+	ks->txn.nsteps = ks->sps ? ks->sps->n : 0;
 	ks->txn_routed = true;
 	j->txn = &ks->txn;
 	return true;
@@ -1235,6 +1356,17 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		memcpy(job->args, ks->warm_args, sizeof job->args);
 		if (run_call(ks, ks->busy_call, ks->v.busy_simple))
 			return;
+	} else if (job->txn_end == KV_TXN_STEP) {
+		/* a savepoint's statement */
+		if (job->failed) {
+			log_info(ks->v.client->id, ks->v.client->ctx, "kv: the transaction's %s failed: %s (%s)", ks->sps->step,
+				 job->message, job->sqlstate);
+			vdb_out_error(&ks->v, true, job->ours, job->sqlstate, job->message, job->detail, job->hint);
+			if (!ks->v.busy_simple)
+				ks->v.skipping = true;
+		} else {
+			vdb_complete(&ks->v, ks->sps->tag);
+		}
 	} else if (job->txn_end) {
 		/* the end of the transaction, failed or not */
 		if (job->failed) {
@@ -1572,7 +1704,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	uint64_t binary = 0;
 	if (st->call.local && st->call.local != KV_LOCAL_DECLARE) { /* (a DECLARE binds its call) */
 		/* a FETCH's rows are its cursor's: in the formats asked for its columns */
-		struct kv_cursor *cur = st->call.local == KV_LOCAL_FETCH ? find_cursor(ks, st->call.cursor) : NULL;
+		struct kv_cursor *cur = st->call.local == KV_LOCAL_FETCH ? find_cursor(ks, st->call.name) : NULL;
 		if (cur && !vdb_result_formats(v, proto_get_bytes(&r, (size_t)nres * 2), nres, result_types(&cur->shape, types),
 					       &binary))
 			return;
@@ -1606,8 +1738,8 @@ static void describe_call(struct kv_session *ks, const struct kv_call *call, uin
 					1);
 	else if (call->local == KV_LOCAL_UNLOCK_ALL)
 		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ call->column, KV_OID_VOID, 0 }, 1);
-	else if (call->local == KV_LOCAL_FETCH && !call->is_move && find_cursor(ks, call->cursor))
-		out_row_description(ks, &find_cursor(ks, call->cursor)->shape, binary);
+	else if (call->local == KV_LOCAL_FETCH && !call->is_move && find_cursor(ks, call->name))
+		out_row_description(ks, &find_cursor(ks, call->name)->shape, binary);
 	else if (call->local)
 		vdb_out_msg(&ks->v.out, 'n', NULL, 0); /* NoData */
 	else

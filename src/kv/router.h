@@ -34,6 +34,10 @@ struct kv_txn {
 	bool no_savepoints; /* in: its calls run without a savepoint each: a call that fails aborts
 			     * the whole (the kv database's transactions, as PostgreSQL's); each
 			     * savepoint of a write is a subtransaction with an xid of its own */
+	const char *const *steps; /* in: statements sent right after its BEGIN (the kv database's
+				   * client's savepoints made before its first call; each must
+				   * succeed, else the transaction is doomed); the submitter keeps them */
+	int nsteps;
 	/* private: shard_loop.c */
 	void *lc;       /* the connection it holds; NULL before its first call and after its end */
 	bool begun;     /* BEGIN sent on lc */
@@ -43,7 +47,10 @@ struct kv_txn {
 	bool ending;    /* its end (COMMIT) was sent: a loss now may or may not have committed */
 };
 
-enum { KV_TXN_COMMIT = 1, KV_TXN_ROLLBACK = 2 };
+/* kv_job.txn_end: its end, or (KV_TXN_STEP) one statement of its own on its connection, the
+ * text in args[0] (a client's SAVEPOINT, RELEASE, ROLLBACK TO: the job's result, its error the
+ * client's; the transaction goes on). */
+enum { KV_TXN_COMMIT = 1, KV_TXN_ROLLBACK = 2, KV_TXN_STEP = 3 };
 
 /* On the submitter's worker, with no job of t in flight: t is going away without its end (its
  * owner is freed); the connection it holds, if any, is closed (the server rolls it back). */
@@ -85,14 +92,16 @@ struct kv_job {
 	double sent;                   /* the worker loop's time it was sent */
 	void *fan;                     /* shard_loop.c: the call of several shards this one is a part of */
 	/* in: a call of a transaction (NULL: none; runs only on the worker's loop), or (txn_end:
-	 * KV_TXN_COMMIT or KV_TXN_ROLLBACK, no call) its end, which releases its connection */
+	 * KV_TXN_COMMIT or KV_TXN_ROLLBACK, no call) its end, which releases its connection, or
+	 * (KV_TXN_STEP) a statement of its own */
 	struct kv_txn *txn;
 	uint8_t txn_end;
 	uint8_t pre;                   /* shard_loop.c: results of a transaction's steps owed first */
 };
 
-/* Make job the end of t (KV_TXN_COMMIT or KV_TXN_ROLLBACK): no call, no key, an op of the
- * worker's loop (kv_router_submit needs one; it is not run). */
+/* Make job the end of t (KV_TXN_COMMIT or KV_TXN_ROLLBACK), or a step (KV_TXN_STEP; the
+ * caller sets args[0] after): no call, no key, an op of the worker's loop (kv_router_submit
+ * needs one; it is not run). */
 void kv_job_txn_end(struct kv_job *job, struct kv_txn *t, uint8_t end);
 
 /* Calls of a transaction can run (the catalog is read and the instance resolved): until then

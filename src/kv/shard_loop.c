@@ -345,6 +345,9 @@ static bool send_txn_steps(struct kv_lconn *lc, struct kv_job *job)
 		t->begun = true;
 		if (!send_step(lc, job, t->begin ? t->begin : t->snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN"))
 			return false;
+		for (int i = 0; i < t->nsteps; i++)
+			if (!send_step(lc, job, t->steps[i]))
+				return false;
 	}
 	if (t->aborted && !t->no_savepoints) {
 		t->aborted = false;
@@ -352,6 +355,8 @@ static bool send_txn_steps(struct kv_lconn *lc, struct kv_job *job)
 		    !send_step(lc, job, "RELEASE SAVEPOINT " TXN_SAVEPOINT))
 			return false;
 	}
+	if (job->txn_end == KV_TXN_STEP)
+		return PQsendQueryParams(lc->conn, job->args[0], 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(lc->conn);
 	if (job->txn_end) {
 		bool commit = job->txn_end == KV_TXN_COMMIT && !t->doomed;
 		t->ending = commit;
@@ -548,7 +553,7 @@ static void take_results(struct kv_lconn *lc)
 			lc->sent = job->next;
 			if (!lc->sent)
 				lc->sent_tail = NULL;
-			if (job->txn_end) {
+			if (job->txn_end && job->txn_end != KV_TXN_STEP) {
 				txn_ended(lc, job);
 				break;
 			}
@@ -898,7 +903,11 @@ static void txn_send(struct kv_loop *l, int shard, struct kv_job *job)
 		finish(job);
 		return;
 	}
-	if (job->txn_end && !t->lc) {
+	if (job->txn_end == KV_TXN_STEP && !t->lc && !t->broken) {
+		finish(job); /* nothing was begun: nothing to do */
+		return;
+	}
+	if (job->txn_end && job->txn_end != KV_TXN_STEP && !t->lc) {
 		/* nothing was begun, or the connection is gone with all of it */
 		if (t->broken && job->txn_end == KV_TXN_COMMIT)
 			kv_job_fail(job, "08006", "the transaction's connection to kv shard %s%d was lost: nothing of it "
@@ -907,7 +916,7 @@ static void txn_send(struct kv_loop *l, int shard, struct kv_job *job)
 		finish(job);
 		return;
 	}
-	if (t->broken || (t->doomed && !job->txn_end)) {
+	if (t->broken || (t->doomed && (!job->txn_end || job->txn_end == KV_TXN_STEP))) {
 		kv_job_fail(job, t->broken ? "08006" : "XX000",
 			    t->broken ? "the transaction's connection to kv shard %s%d was lost: nothing of it was committed"
 				      : "a step of the transaction failed on kv shard %s%d: it is rolled back",

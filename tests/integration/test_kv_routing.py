@@ -110,7 +110,7 @@ def test_get_many_is_split_by_shard_and_merged_in_key_order(zone):
 @pytest.mark.parametrize("sql,params,sqlstate,text", [
     ("select 1", None, "0A000", "only calls of the kv API"),
     ("select kv.get('default', 'a'); select 1", None, "0A000", "only calls of the kv API"),
-    ("savepoint a", None, "0A000", "savepoints are not supported"),
+    ("savepoint a", None, "25P01", "SAVEPOINT can only be used in transaction blocks"),
     ("select kv.get('default')", None, "42883", "kv.get takes 2"),
     ("select kv.nope('default', 'a')", None, "42883", "no function kv.nope"),
     ("select kv.get('default', 'a') where true", None, "0A000", "only calls of the kv API"),

@@ -297,11 +297,88 @@ def test_transaction_settings_in_the_startup_packet(parade, zone):
     assert get(zone, key) is None
 
 
-def test_set_transaction_read_only_after_a_call_reached_its_shard_is_refused(parade, zone):
-    """PostgreSQL lets a transaction turn read-only after its first query; once a write began
-    tusk's shard transaction, tusk refuses (0A000, the transaction aborted) rather than let
-    writes through that the client asked to forbid. After reads only (each its own statement)
-    it is taken, and a later write is refused by the shard (25006)."""
+def savepoint_script(k1):
+    """Savepoints as clients use them (psycopg's nested transaction() blocks, pgjdbc's
+    setSavepoint and autosave): made before and after the transaction's first write, released,
+    rolled back to after an error of the shard's and of tusk's, nested, named alike, quoted;
+    with the settings and cursors they undo."""
+    put = lambda v: f"select kv.put('default', '{k1}', '{{\"v\": {v}}}')"  # noqa: E731
+    get = f"select kv.get('default', '{k1}')"
+    return [
+        "SAVEPOINT a",                                          # 25P01: no transaction
+        "RELEASE a",                                            # 25P01
+        "ROLLBACK TO a",                                        # 25P01
+        "BEGIN",
+        "SAVEPOINT a",                                          # before any call
+        put(1),
+        "ROLLBACK TO SAVEPOINT a",                              # the put undone
+        get,                                                    # NULL
+        put(2),
+        "SAVEPOINT \"B b\"",
+        put(3),
+        "select kv.put('default', 'x', '{not json')",           # 22P02 from the shard
+        get,                                                    # 25P02
+        "RELEASE \"B b\"",                                      # 25P02
+        "ROLLBACK TO \"B b\"",
+        get,                                                    # 2
+        "RELEASE SAVEPOINT \"B b\"",
+        "ROLLBACK TO \"B b\"",                                  # 3B001: released
+        "ROLLBACK TO a",
+        get,                                                    # NULL
+        "COMMIT",                                               # nothing
+        get,
+        "BEGIN",
+        put(4),
+        "SAVEPOINT s",
+        "SAVEPOINT s",                                          # the same name: the newer hides it
+        put(5),
+        "SET default_transaction_isolation = 'serializable'",
+        "DECLARE c CURSOR FOR " + get,
+        "ROLLBACK TO s",                                        # the newer s: 5, the SET, c undone
+        "SHOW default_transaction_isolation",
+        "FETCH ALL c",                                          # 34000
+        "ROLLBACK TO s",
+        get,                                                    # 4
+        "RELEASE s",                                            # the newer s
+        "RELEASE s",                                            # the older
+        "RELEASE s",                                            # 3B001
+        "ROLLBACK TO s",                                        # 3B001 in an aborted one
+        "ROLLBACK",
+        "BEGIN",
+        put(6),
+        "SAVEPOINT p",
+        "SET TRANSACTION READ ONLY",
+        put(7),                                                 # 25006
+        "ROLLBACK TO p",
+        "SHOW transaction_read_only",                           # off again
+        put(8),
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",         # 25001
+        "ROLLBACK TO p",                                        # 8 undone too
+        "SAVEPOINT q; " + put(9) + "; ROLLBACK TO q; RELEASE q",  # psycopg's rollback of a block
+        "COMMIT",
+        get,                                                    # 6
+        "BEGIN; SAVEPOINT i; COMMIT",                           # a Query's explicit block
+        "SAVEPOINT i; " + get,                                  # 25P01 in an implicit one
+        "BEGIN",
+        "SAVEPOINT r",
+        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",      # 25001 in a subtransaction
+        "ROLLBACK TO r",
+        "SET TRANSACTION DEFERRABLE",                           # 25001
+        "ROLLBACK",
+    ]
+
+
+def test_savepoints_answer_as_a_shard_database_answers(parade, zone):
+    """SAVEPOINT, RELEASE and ROLLBACK TO, step by step as a shard database answers them (tags,
+    errors, statuses, rows), and what they leave: the value the steps committed."""
+    ours_key = differential(parade, zone, 1, "txn-sp-", savepoint_script)
+    assert get(zone, ours_key) == {"v": 6}
+
+
+def test_set_transaction_read_only_after_a_write_refuses_the_later_writes(parade, zone):
+    """As PostgreSQL: a transaction may turn read-only after its first query, a write too; its
+    later writes are refused (25006: by tusk when its shard's transaction began read-write, by the
+    shard after reads only) and what it wrote before rolls back with it."""
     k1, k2 = parade.keys_on(0, 2, "txn-ro-late-")
     c = pgwire.RawClient("127.0.0.1", zone.tusk.port)
     try:
@@ -314,8 +391,8 @@ def test_set_transaction_read_only_after_a_call_reached_its_shard_is_refused(par
         for sql in steps:
             c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
             out.append(answer(c))
-        assert out[2] == [("E", "ERROR", "0A000"), ("Z", "E")], out
-        assert out[3] == [("E", "ERROR", "25P02"), ("Z", "E")], out
+        assert out[2] == [("C", "SET"), ("Z", "T")], out
+        assert out[3] == [("E", "ERROR", "25006"), ("Z", "E")], out
         assert out[4] == [("C", "ROLLBACK"), ("Z", "I")], out
         assert out[7] == [("C", "SET"), ("Z", "T")], out
         assert out[8] == [("E", "ERROR", "25006"), ("Z", "E")], out
@@ -695,7 +772,7 @@ def test_a_transaction_holds_the_keys_of_one_shard(parade, zone):
             c.execute("select kv.flush('default')")
         c.execute("rollback")
         assert c.execute("select kv.get('default', %s)", (a,)).fetchone()[0] is None
-        with pytest.raises(psycopg.errors.FeatureNotSupported, match="savepoints"):
+        with pytest.raises(psycopg.errors.NoActiveSqlTransaction, match="can only be used in transaction blocks"):
             c.execute("savepoint s")
 
 
@@ -1049,3 +1126,92 @@ def test_put_many_of_deleted_keys_in_a_transaction(parade, zone):
         assert c.execute("select kv.put_many('default', %s, %s)", (keys, ['4', '5', '6'])).fetchone()[0] == 3
         c.execute("commit")
         assert c.execute("select * from kv.get_many('default', %s)", (keys,)).fetchall() == list(zip(keys, [4, 5, 6]))
+
+
+def test_pgjdbc_savepoints_and_autosave(parade, zone):
+    """pgjdbc's setSavepoint / rollback(Savepoint) / releaseSavepoint, and autosave=always (a
+    savepoint around every statement: a failed one is rolled back to and the transaction goes
+    on), through the kv database and directly in a shard database: the same lines
+    (tests/integration/jdbc/KvSavepoints.java)."""
+    src = REPO / "tests" / "integration" / "jdbc" / "KvSavepoints.java"
+    shard = 0
+    ours_key, direct_key = parade.keys_on(shard, 2, "txn-jdbc-sp-")
+    ours = harness.jdbc_program(src, "127.0.0.1", zone.tusk.port, "kv", "postgres", ours_key, timeout=120 * SLOW)
+    direct = harness.jdbc_program(src, "127.0.0.1", zone.pg.port, f"kv_shard_{shard}", "kv_client", direct_key,
+                                  timeout=120 * SLOW)
+    assert ours == direct
+    assert ours == [
+        "after rollback to the first null", "bad put 22P02", "get in the aborted transaction 25P02",
+        'after rollback to the named {"v": 2}',
+        "rollback to a released savepoint 3B000",  # (pgjdbc's own refusal)
+        "after rollback null",
+        'committed {"v": 6}', "autosave bad put 22P02", 'autosave goes on {"v": 7}', 'autosave committed {"v": 8}',
+    ], ours
+    assert get(zone, ours_key) == {"v": 8}
+
+
+def test_psycopg_and_asyncpg_nested_transaction_blocks(parade, zone):
+    """psycopg's transaction() inside a transaction (its default mode after a query, or nested
+    blocks: SAVEPOINT "_pg3_n", RELEASE, or ROLLBACK TO; RELEASE in one Query) and asyncpg's
+    nested transaction(): an inner block that raises is undone alone. The same code directly in
+    a shard database: the same values."""
+    import asyncpg
+
+    shard = 1
+    ours_key, direct_key = parade.keys_on(shard, 2, "txn-nested-")
+
+    class Undo(Exception):
+        pass
+
+    def with_psycopg(port, db, user, key):
+        seen = []
+        with psycopg.connect(host="127.0.0.1", port=port, user=user, dbname=db, connect_timeout=10) as c:
+            put = lambda v: c.execute("select kv.put('default', %s, %s)", (key, json.dumps({"v": v})))  # noqa: E731
+            value = lambda: c.execute("select kv.get('default', %s)", (key,)).fetchone()[0]  # noqa: E731
+            put(1)  # default mode: BEGIN; the blocks below are savepoints
+            with c.transaction():
+                put(2)
+                try:
+                    with c.transaction():
+                        put(3)
+                        raise Undo
+                except Undo:
+                    pass
+                seen.append(value())
+                try:
+                    with c.transaction():
+                        c.execute("select kv.put('default', %s, '{bad')", (key,))
+                except psycopg.errors.InvalidTextRepresentation:
+                    seen.append("22P02")
+                seen.append(value())
+            c.commit()
+        with psycopg.connect(host="127.0.0.1", port=port, user=user, dbname=db, autocommit=True) as c:
+            seen.append(c.execute("select kv.get('default', %s)", (key,)).fetchone()[0])
+        return seen
+
+    async def with_asyncpg(port, db, user, key):
+        seen = []
+        c = await asyncpg.connect(host="127.0.0.1", port=port, user=user, database=db)
+        try:
+            async with c.transaction():
+                await c.execute("select kv.put('default', $1, $2::text::jsonb)", key, '{"a": 1}')
+                try:
+                    async with c.transaction():
+                        await c.execute("select kv.put('default', $1, $2::text::jsonb)", key, '{"a": 2}')
+                        raise Undo
+                except Undo:
+                    pass
+                seen.append(await c.fetchval("select kv.get('default', $1)", key))
+                async with c.transaction():
+                    await c.execute("select kv.put('default', $1, $2::text::jsonb)", key, '{"a": 3}')
+            seen.append(await c.fetchval("select kv.get('default', $1)", key))
+        finally:
+            await c.close()
+        return seen
+
+    runs = []
+    for port, db, user, key in ((zone.tusk.port, "kv", "postgres", ours_key),
+                                (zone.pg.port, f"kv_shard_{shard}", "kv_client", direct_key)):
+        runs.append(with_psycopg(port, db, user, key) + asyncio.run(with_asyncpg(port, db, user, key)))
+    assert runs[0] == runs[1], runs
+    assert runs[0] == [{"v": 2}, "22P02", {"v": 2}, {"v": 2}, '{"a": 1}', '{"a": 3}'], runs

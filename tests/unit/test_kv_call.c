@@ -160,7 +160,6 @@ static void test_refusals(void **st)
 		const char *sql, *state;
 	} cases[] = {
 		{ "select 1", "0A000" },
-		{ "savepoint a", "0A000" },
 		{ "set search_path = x", "0A000" },
 		{ "set local application_name = 'x'", "0A000" },
 		{ "set application_name to default", "0A000" },
@@ -221,8 +220,8 @@ static void test_driver_sets(void **st)
 	assert_int_equal(call.local, KV_LOCAL_NONE);
 }
 
-/* Transaction control: BEGIN's options rewritten into the shard's BEGIN; savepoints, AND CHAIN
- * and two-phase commit refused (kv/front.c answers the rest). */
+/* Transaction control: BEGIN's options rewritten into the shard's BEGIN; savepoints by name
+ * (as the parser folds it); AND CHAIN and two-phase commit refused (kv/front.c answers the rest). */
 static void test_transaction_statements(void **st)
 {
 	static const struct {
@@ -247,8 +246,21 @@ static void test_transaction_statements(void **st)
 		{ "ROLLBACK", KV_LOCAL_ROLLBACK, false, "" },
 		{ "abort", KV_LOCAL_ROLLBACK, false, "" },
 	};
-	static const char *const refused[] = { "SAVEPOINT a", "RELEASE a", "ROLLBACK TO a", "COMMIT AND CHAIN",
-					       "PREPARE TRANSACTION 'x'", "COMMIT PREPARED 'x'" };
+	static const char *const refused[] = { "COMMIT AND CHAIN", "PREPARE TRANSACTION 'x'", "COMMIT PREPARED 'x'" };
+	static const struct {
+		const char *sql;
+		int local;
+		const char *name;
+	} savepoints[] = {
+		{ "SAVEPOINT a", KV_LOCAL_SAVEPOINT, "a" },
+		{ "savepoint \"_pg3_1\"", KV_LOCAL_SAVEPOINT, "_pg3_1" },
+		{ "SAVEPOINT Mixed", KV_LOCAL_SAVEPOINT, "mixed" },
+		{ "SAVEPOINT \"Mi\"\"x\"", KV_LOCAL_SAVEPOINT, "Mi\"x" },
+		{ "RELEASE a", KV_LOCAL_RELEASE, "a" },
+		{ "release savepoint \"b c\"", KV_LOCAL_RELEASE, "b c" },
+		{ "ROLLBACK TO a", KV_LOCAL_ROLLBACK_TO, "a" },
+		{ "rollback work to savepoint x1", KV_LOCAL_ROLLBACK_TO, "x1" },
+	};
 	(void)st;
 	char begin[KV_CALL_BEGIN_MAX];
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
@@ -261,8 +273,13 @@ static void test_transaction_statements(void **st)
 	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
 		if (parse(refused[i]) != -EINVAL || strcmp(state, "0A000") != 0)
 			fail_msg("%s: %s %s", refused[i], state, err);
+	for (size_t i = 0; i < sizeof savepoints / sizeof savepoints[0]; i++)
+		if (parse(savepoints[i].sql) != 0 || call.local != savepoints[i].local ||
+		    strcmp(call.name, savepoints[i].name) != 0)
+			fail_msg("%s: %s / %d [%s]", savepoints[i].sql, err, call.local, call.name);
 	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
 	assert_int_equal(call.local, KV_LOCAL_NONE);
+	assert_string_equal(call.name, "");
 }
 
 /* SET TRANSACTION, SET SESSION CHARACTERISTICS, the six settings' SET / RESET / SHOW. */
@@ -376,7 +393,7 @@ static void test_session_resets_and_split(void **st)
 	(void)st;
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
 		if (parse(ok[i].sql) != 0 || call.local != ok[i].local ||
-		    strcmp(call.local == KV_LOCAL_CLOSE ? call.cursor : call.column, ok[i].column) != 0)
+		    strcmp(call.local == KV_LOCAL_CLOSE ? call.name : call.column, ok[i].column) != 0)
 			fail_msg("%s: %s / %d [%s]", ok[i].sql, err, call.local, call.column);
 	assert_int_equal(parse("DISCARD ALL"), 0);
 	assert_true(call.discard_all);
@@ -413,7 +430,7 @@ static void test_cursors(void **st)
 	(void)st;
 	assert_int_equal(parse("DECLARE \"c 1\" NO SCROLL CURSOR WITH HOLD FOR select * from kv.scan($1, $2, NULL, 10)"), 0);
 	assert_int_equal(call.local, KV_LOCAL_DECLARE);
-	assert_string_equal(call.cursor, "c 1");
+	assert_string_equal(call.name, "c 1");
 	assert_true(call.hold && call.from && call.op == KV_OP_SCAN && call.nargs == 4 && call.nparams == 2);
 	assert_int_equal(parse("declare c cursor without hold for select kv.get('a', 'b') as v"), 0);
 	assert_true(call.local == KV_LOCAL_DECLARE && !call.hold && call.op == KV_OP_GET);
@@ -429,9 +446,9 @@ static void test_cursors(void **st)
 	};
 	for (size_t i = 0; i < sizeof fetches / sizeof fetches[0]; i++)
 		if (parse(fetches[i].sql) != 0 || call.local != KV_LOCAL_FETCH || call.fetch_count != fetches[i].count ||
-		    call.is_move != fetches[i].move || strcmp(call.cursor, "c") != 0)
+		    call.is_move != fetches[i].move || strcmp(call.name, "c") != 0)
 			fail_msg("%s: %s / %d %lld %d [%s]", fetches[i].sql, err, call.local, (long long)call.fetch_count,
-				 call.is_move, call.cursor);
+				 call.is_move, call.name);
 	static const char *const refused[] = {
 		"FETCH BACKWARD 1 FROM c", "FETCH PRIOR FROM c", "FETCH ABSOLUTE 3 FROM c", "MOVE RELATIVE -1 FROM c",
 		"FETCH FORWARD 0 FROM c", "FETCH -2 FROM c", "DECLARE c SCROLL CURSOR FOR select kv.get('a', 'b')",

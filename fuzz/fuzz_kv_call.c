@@ -56,9 +56,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			/* no call: a statement answered by the kv database itself (a DECLARE has its call) */
 			char begin[KV_CALL_BEGIN_MAX];
 			kv_txn_begin_text(&call.chars, begin);
-			check(call.nargs == 0 && call.local <= KV_LOCAL_ROLLBACK_TO);
+			check(call.nargs == 0 && call.local <= KV_LOCAL_VALUE);
+			check(memchr(call.value, '\0', sizeof call.value) != NULL);
 			check(memchr(call.name, '\0', sizeof call.name) != NULL);
-			check(call.local < KV_LOCAL_SAVEPOINT || call.name[0]);
+			check(call.local < KV_LOCAL_SAVEPOINT || call.local > KV_LOCAL_ROLLBACK_TO || call.name[0]);
 			check(call.local != KV_LOCAL_FETCH || call.fetch_count == -1 || call.fetch_count >= 1);
 			check(strncmp(begin, "BEGIN", 5) == 0 && memchr(call.column, '\0', sizeof call.column) != NULL);
 			check(call.local == KV_LOCAL_BEGIN || !call.txn_start);

@@ -372,6 +372,21 @@ static bool func_call(struct parse *ps, struct pb msg)
 		snprintf(c->column, sizeof c->column, "pg_advisory_unlock_all");
 		return true;
 	}
+	/* what a toolkit asks as it connects (SQLAlchemy: version(), current_schema()) */
+	static const struct {
+		const char *name;
+		enum kv_value_fn fn;
+	} values[] = { { "version", KV_VALUE_VERSION },
+		       { "current_schema", KV_VALUE_CURRENT_SCHEMA },
+		       { "current_database", KV_VALUE_CURRENT_DATABASE } };
+	for (size_t k = 0; nargs == 0 && k < sizeof values / sizeof values[0]; k++)
+		if (strcmp(names[nnames - 1], values[k].name) == 0 && (nnames == 1 || strcmp(names[0], "pg_catalog") == 0)) {
+			c->local = KV_LOCAL_VALUE;
+			c->value_fn = (uint8_t)values[k].fn;
+			c->value_type = KV_OID_TEXT;
+			snprintf(c->column, sizeof c->column, "%s", values[k].name);
+			return true;
+		}
 	if (nnames != 2 || strcmp(names[0], "kv") != 0)
 		return fail(ps, "0A000", "%s", not_a_call);
 	size_t i;
@@ -392,6 +407,40 @@ static bool func_call(struct parse *ps, struct pb msg)
 	for (int a = 0; a < nargs; a++)
 		if (!arg_of(ps, args[a], kv_op_array_arg(c->op, a), &c->args[a]))
 			return false;
+	return true;
+}
+
+/* SELECT constant: an integer (int4), a string (text) or a Boolean, not NULL nor a numeric. */
+static bool const_value(struct parse *ps, struct pb msg)
+{
+	struct kv_call *c = ps->call;
+	struct kv_arg a;
+	uint32_t f, which = 0;
+	enum pb_wire w;
+	uint64_t v;
+	struct pb sub, m = msg;
+
+	while (m.p < m.end) {
+		if (!pb_next(&m, &f, &w, &v, &sub))
+			return fail(ps, "XX000", "malformed parse tree");
+		if (f >= PB_A_CONST_IVAL && f <= PB_A_CONST_SVAL && w == PB_BYTES)
+			which = f;
+	}
+	if (which != PB_A_CONST_IVAL && which != PB_A_CONST_SVAL && which != PB_A_CONST_BOOLVAL)
+		return fail(ps, "0A000", "%s", not_a_call);
+	size_t text_len = c->text_len;
+	if (!a_const(ps, msg, &a))
+		return false;
+	c->text_len = text_len; /* (a_const kept the text in the call's arguments' buffer) */
+	if (a.kind != KV_ARG_CONST || a.len >= sizeof c->value)
+		return fail(ps, "0A000", "%s", not_a_call);
+	memcpy(c->value, c->text + a.off, a.len);
+	c->value[a.len] = '\0';
+	if (which == PB_A_CONST_BOOLVAL)
+		snprintf(c->value, sizeof c->value, "%s", strcmp(c->value, "true") == 0 ? "t" : "f");
+	c->value_type = which == PB_A_CONST_IVAL ? KV_OID_INT4 : which == PB_A_CONST_BOOLVAL ? KV_OID_BOOL : KV_OID_TEXT;
+	c->value_fn = KV_VALUE_CONST;
+	c->local = KV_LOCAL_VALUE;
 	return true;
 }
 
@@ -418,11 +467,18 @@ static bool target_form(struct parse *ps, struct pb res_target)
 		} else if (f != PB_RES_TARGET_LOCATION)
 			return fail(ps, "0A000", "%s", not_a_call);
 	}
-	if (!val.p || pb_node(val, &inner) != PB_NODE_FUNC_CALL)
+	uint32_t node = val.p ? pb_node(val, &inner) : 0;
+	if (node == PB_NODE_A_CONST) {
+		if (!const_value(ps, inner))
+			return false;
+		snprintf(ps->call->column, sizeof ps->call->column, "%s", alias[0] ? alias : "?column?");
+		return true;
+	}
+	if (node != PB_NODE_FUNC_CALL)
 		return fail(ps, "0A000", "%s", not_a_call);
 	if (!func_call(ps, inner))
 		return false;
-	if (ps->call->local == KV_LOCAL_UNLOCK_ALL) {
+	if (ps->call->local == KV_LOCAL_UNLOCK_ALL || ps->call->local == KV_LOCAL_VALUE) {
 		if (alias[0])
 			snprintf(ps->call->column, sizeof ps->call->column, "%s", alias);
 		return true;
@@ -837,10 +893,28 @@ static bool show_stmt(struct parse *ps, struct pb stmt)
 		if (f == PB_VARIABLE_SHOW_NAME && w == PB_BYTES)
 			name = sub;
 	}
+	/* settings every session of the kv database has, as its greeting reports them (SQLAlchemy
+	 * asks standard_conforming_strings as it connects) */
+	static const struct {
+		const char *name, *value;
+	} fixed[] = { { "standard_conforming_strings", "on" }, { "client_encoding", "UTF8" },
+		      { "server_encoding", "UTF8" },		 { "DateStyle", "ISO, MDY" },
+		      { "IntervalStyle", "postgres" },		 { "integer_datetimes", "on" },
+		      { "TimeZone", "UTC" },			 { "max_identifier_length", "63" } };
+	for (size_t k = 0; name.p && k < sizeof fixed / sizeof fixed[0]; k++)
+		if ((size_t)(name.end - name.p) == strlen(fixed[k].name) &&
+		    strncasecmp((const char *)name.p, fixed[k].name, strlen(fixed[k].name)) == 0) {
+			ps->call->local = KV_LOCAL_VALUE;
+			ps->call->value_fn = KV_VALUE_SETTING;
+			ps->call->value_type = KV_OID_TEXT;
+			snprintf(ps->call->value, sizeof ps->call->value, "%s", fixed[k].value);
+			snprintf(ps->call->column, sizeof ps->call->column, "%s", fixed[k].name);
+			return true;
+		}
 	int which = name.p ? setting_of(name) : -1;
 	if (which < 0)
 		return fail(ps, "0A000", "kv: the kv database shows only transaction_isolation, transaction_read_only, "
-			    "transaction_deferrable and their default_transaction_ settings");
+			    "transaction_deferrable, their default_transaction_ settings, and those its greeting reports");
 	ps->call->local = KV_LOCAL_SHOW;
 	ps->call->show = (uint8_t)which;
 	return true;
@@ -1128,6 +1202,9 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	out->fetch_count = 0;
 	out->from = false;
 	out->column[0] = '\0';
+	out->value[0] = '\0';
+	out->value_fn = 0;
+	out->value_type = 0;
 	out->nargs = 0;
 	out->nparams = 0;
 	out->nelems = 0;

@@ -111,6 +111,19 @@ enum kv_local {
 	KV_LOCAL_SAVEPOINT,
 	KV_LOCAL_RELEASE,
 	KV_LOCAL_ROLLBACK_TO,
+	/* SELECT of one constant (a pool's health check: SELECT 1), or of version(),
+	 * current_schema(), current_database() (what a toolkit asks as it connects): one row of one
+	 * value (kv_call.value_fn, value_type, value; its column's name in column) */
+	KV_LOCAL_VALUE,
+};
+
+/* KV_LOCAL_VALUE: what the value is. */
+enum kv_value_fn {
+	KV_VALUE_CONST,   /* the text in kv_call.value */
+	KV_VALUE_SETTING, /* SHOW of a setting: its text in value (tagged SHOW) */
+	KV_VALUE_VERSION,
+	KV_VALUE_CURRENT_SCHEMA,
+	KV_VALUE_CURRENT_DATABASE,
 };
 #define KV_CALL_BEGIN_MAX 80
 
@@ -154,6 +167,9 @@ struct kv_call {
 	bool reset;            /* KV_LOCAL_DEFAULT written RESET (its tag) */
 	uint8_t show;          /* KV_LOCAL_SHOW: enum kv_show */
 	bool discard_all;      /* KV_LOCAL_DISCARD: DISCARD ALL (else a tag in column) */
+	uint8_t value_fn;      /* KV_LOCAL_VALUE: enum kv_value_fn */
+	uint32_t value_type;   /* KV_LOCAL_VALUE: its type (int4, text, bool) */
+	char value[64];        /* KV_LOCAL_VALUE, KV_VALUE_CONST and _SETTING: its text */
 	char name[64];         /* KV_LOCAL_DECLARE, _FETCH, _CLOSE: the cursor's name; _SAVEPOINT,
 				* _RELEASE, _ROLLBACK_TO: the savepoint's */
 	bool hold;             /* KV_LOCAL_DECLARE: WITH HOLD */

@@ -154,6 +154,10 @@ static struct kv_session *session_of(struct vdb *v)
 /* call's result columns: their number, and each one's type in types. */
 static int result_types(const struct kv_call *call, uint32_t types[KV_FRONT_COLS])
 {
+	if (call->local == KV_LOCAL_VALUE) {
+		types[0] = call->value_type;
+		return 1;
+	}
 	if (call->from) {
 		types[0] = KV_OID_TEXT;
 		types[1] = KV_OID_JSONB;
@@ -1024,6 +1028,37 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 	return false;
 }
 
+/* SELECT 1, version(), SHOW DateStyle ...: its RowDescription (a simple Query's), its row in
+ * the Bind's formats, its tag. */
+static void out_value(struct kv_session *ks, const struct kv_call *call, bool simple)
+{
+	const char *text = call->value_fn == KV_VALUE_VERSION		? "PostgreSQL 15.0 (tusk " TUSK_VERSION " kv)"
+			   : call->value_fn == KV_VALUE_CURRENT_SCHEMA	? "public"
+			   : call->value_fn == KV_VALUE_CURRENT_DATABASE ? KV_FRONT_DATABASE
+									: call->value;
+	uint8_t row[5 + 2 + 4 + 128];
+	uint32_t n = (uint32_t)strlen(text), be;
+	uint16_t one = htons(1);
+
+	if (simple)
+		out_row_description(ks, call, 0);
+	row[0] = 'D';
+	be = htonl(4 + 2 + 4 + n);
+	memcpy(row + 1, &be, 4);
+	memcpy(row + 5, &one, 2);
+	be = htonl(n);
+	memcpy(row + 7, &be, 4);
+	memcpy(row + 11, text, n); /* (n < 100: a constant is under 64 bytes) */
+	if (!out_rows(ks, call, simple ? 0 : ks->portal_binary, row, 11 + n)) {
+		refuse(ks, simple, "XX000", "kv: a value could not be sent in the Bind's formats");
+		return;
+	}
+	if (call->value_fn == KV_VALUE_SETTING)
+		vdb_complete(&ks->v, "SHOW");
+	else
+		vdb_complete_select(&ks->v, 1);
+}
+
 /* A statement answered here (enum kv_local; PostgreSQL's answers, warnings included): BEGIN is
  * answered at once (the shard's transaction begins with the first call); an end is sent to the
  * shard when a call began one there. True when answered later. */
@@ -1151,6 +1186,9 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 	case KV_LOCAL_RELEASE:
 	case KV_LOCAL_ROLLBACK_TO:
 		return savepoint_stmt(ks, call, simple);
+	case KV_LOCAL_VALUE:
+		out_value(ks, call, simple);
+		return false;
 	default:
 		return refuse(ks, simple, "XX000", "kv: unknown statement");
 	}
@@ -1705,8 +1743,9 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	if (st->call.local && st->call.local != KV_LOCAL_DECLARE) { /* (a DECLARE binds its call) */
 		/* a FETCH's rows are its cursor's: in the formats asked for its columns */
 		struct kv_cursor *cur = st->call.local == KV_LOCAL_FETCH ? find_cursor(ks, st->call.name) : NULL;
-		if (cur && !vdb_result_formats(v, proto_get_bytes(&r, (size_t)nres * 2), nres, result_types(&cur->shape, types),
-					       &binary))
+		const struct kv_call *shape = cur ? &cur->shape : st->call.local == KV_LOCAL_VALUE ? &st->call : NULL;
+		if (shape && !vdb_result_formats(v, proto_get_bytes(&r, (size_t)nres * 2), nres, result_types(shape, types),
+						 &binary))
 			return;
 		vdb_bind_portal(v, portal);
 		ks->portal_stmt = i;
@@ -1738,6 +1777,8 @@ static void describe_call(struct kv_session *ks, const struct kv_call *call, uin
 					1);
 	else if (call->local == KV_LOCAL_UNLOCK_ALL)
 		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ call->column, KV_OID_VOID, 0 }, 1);
+	else if (call->local == KV_LOCAL_VALUE)
+		out_row_description(ks, call, binary);
 	else if (call->local == KV_LOCAL_FETCH && !call->is_move && find_cursor(ks, call->name))
 		out_row_description(ks, &find_cursor(ks, call->name)->shape, binary);
 	else if (call->local)

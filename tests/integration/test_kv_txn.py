@@ -1215,3 +1215,57 @@ def test_psycopg_and_asyncpg_nested_transaction_blocks(parade, zone):
         runs.append(with_psycopg(port, db, user, key) + asyncio.run(with_asyncpg(port, db, user, key)))
     assert runs[0] == runs[1], runs
     assert runs[0] == [{"v": 2}, "22P02", {"v": 2}, {"v": 2}, '{"a": 1}', '{"a": 3}'], runs
+
+
+def values_script(k1):
+    """What pools check a connection with, and toolkits ask as they connect: one value each."""
+    return [
+        "SELECT 1",
+        "select -5 AS n",
+        "select 'ok'",
+        "select true",
+        "SHOW standard_conforming_strings",
+        "SHOW client_encoding",
+        "SHOW integer_datetimes",
+        "SHOW IntervalStyle",
+        "BEGIN",
+        "SELECT 1",
+        f"select kv.put('default', '{k1}', '1')",
+        "SELECT 1",
+        "ROLLBACK",
+        f"select 1; select kv.get('default', '{k1}'); select 'two'",
+    ]
+
+
+def test_health_checks_and_connect_time_queries(parade, zone):
+    """SELECT 1 (SQLAlchemy's pool_pre_ping, Django's health checks, HikariCP's test query),
+    constants, and the settings a greeting reports answer as a shard database answers them (rows,
+    types, tags), in and out of a transaction; version(), current_schema() and
+    current_database() (SQLAlchemy's first queries) answer one text value; asyncpg (binary
+    int4 and bool) and psycopg in binary too."""
+    import asyncpg
+
+    differential(parade, zone, 0, "values-", values_script)
+    with tusk_conn(zone) as c:
+        for sql, value in (("select pg_catalog.version()", None), ("select current_schema()", "public"),
+                           ("select current_database()", "kv"), ("show DateStyle", "ISO, MDY"),
+                           ("select 7 as seven", 7), ("select false", False)):
+            for binary in (False, True):
+                cur = c.cursor(binary=binary)
+                row = cur.execute(sql).fetchone()
+                if value is None:
+                    assert row[0].startswith("PostgreSQL 15.0 (tusk "), row
+                else:
+                    assert row == (value,), (sql, binary, row)
+        assert [d.name for d in c.execute("show datestyle").description] == ["DateStyle"]
+        assert [d.name for d in c.execute("select 7 as seven").description] == ["seven"]
+
+    async def with_asyncpg():
+        a = await asyncpg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv")
+        try:
+            st = await a.prepare("select 1")
+            return (await st.fetchval(), await a.fetchval("select true"), await a.fetchval("select 'x' as y"),
+                    [t.name for t in st.get_attributes()], await a.fetchval("show standard_conforming_strings"))
+        finally:
+            await a.close()
+    assert asyncio.run(with_asyncpg()) == (1, True, "x", ["?column?"], "on")

@@ -390,7 +390,7 @@ def test_driver_sets_at_connect_are_answered_and_others_refused(zone):
         msgs = c.read_until_ready()
         assert kinds(msgs) == [b"1", b"t", b"n", b"2", b"n", b"C", b"Z"] and msgs[5][1] == b"SET\0", msgs
         for sql, state in ((b"SET search_path = x", "0A000"), (b"SET application_name = 'open", "42601"),
-                           (b"SET extra_float_digits", "42601"), (b"SET extra_float_digits = 3; SELECT 1", "0A000"),
+                           (b"SET extra_float_digits", "42601"), (b"SET extra_float_digits = 3; SELECT now()", "0A000"),
                            (b"RESET search_path", "0A000")):
             c.send(pgwire.message(b"Q", sql + b"\0"))
             fields = error_of(c.read_until_ready())

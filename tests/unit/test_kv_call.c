@@ -154,12 +154,60 @@ static void test_the_calls_beyond_get_and_put(void **st)
 	assert_non_null(strstr(err, "kv.touch takes 2 or 3 arguments"));
 }
 
+/* What the kv database answers with one value of its own: a constant (pools' health checks),
+ * version(), current_schema(), current_database(), SHOW of a setting its greeting reports. */
+static void test_values(void **st)
+{
+	static const struct {
+		const char *sql;
+		int fn;
+		uint32_t type;
+		const char *value, *column;
+	} ok[] = {
+		{ "SELECT 1", KV_VALUE_CONST, KV_OID_INT4, "1", "?column?" },
+		{ "select 0", KV_VALUE_CONST, KV_OID_INT4, "0", "?column?" },
+		{ "select -5 as n", KV_VALUE_CONST, KV_OID_INT4, "-5", "n" },
+		{ "select 'ok'", KV_VALUE_CONST, KV_OID_TEXT, "ok", "?column?" },
+		{ "select ''", KV_VALUE_CONST, KV_OID_TEXT, "", "?column?" },
+		{ "select true AS \"Up\"", KV_VALUE_CONST, KV_OID_BOOL, "t", "Up" },
+		{ "select false", KV_VALUE_CONST, KV_OID_BOOL, "f", "?column?" },
+		{ "select pg_catalog.version()", KV_VALUE_VERSION, KV_OID_TEXT, "", "version" },
+		{ "select current_schema()", KV_VALUE_CURRENT_SCHEMA, KV_OID_TEXT, "", "current_schema" },
+		{ "select current_database() as db", KV_VALUE_CURRENT_DATABASE, KV_OID_TEXT, "", "db" },
+		{ "show standard_conforming_strings", KV_VALUE_SETTING, KV_OID_TEXT, "on", "standard_conforming_strings" },
+		{ "SHOW datestyle", KV_VALUE_SETTING, KV_OID_TEXT, "ISO, MDY", "DateStyle" },
+	};
+	(void)st;
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+		if (parse(ok[i].sql) != 0 || call.local != KV_LOCAL_VALUE || call.value_fn != ok[i].fn ||
+		    call.value_type != ok[i].type || strcmp(call.value, ok[i].value) != 0 ||
+		    strcmp(call.column, ok[i].column) != 0 || call.nargs != 0)
+			fail_msg("%s: %s / %d %d %u [%s] [%s]", ok[i].sql, err, call.local, call.value_fn, call.value_type,
+				 call.value, call.column);
+	char long_text[100];
+	snprintf(long_text, sizeof long_text, "select '%070d'", 0);
+	assert_int_equal(parse(long_text), -EINVAL);
+	assert_string_equal(state, "0A000");
+	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
+	assert_int_equal(call.local, KV_LOCAL_NONE);
+	assert_string_equal(call.value, "");
+}
+
 static void test_refusals(void **st)
 {
 	static const struct {
 		const char *sql, *state;
 	} cases[] = {
-		{ "select 1", "0A000" },
+		{ "select 1.5", "0A000" },
+		{ "select 1, 2", "0A000" },
+		{ "select null", "0A000" },
+		{ "select 1 from t", "0A000" },
+		{ "select 1 where false", "0A000" },
+		{ "select version(1)", "0A000" },
+		{ "select public.version()", "0A000" },
+		{ "select * from version()", "0A000" },
+		{ "declare c cursor for select 1", "0A000" },
+		{ "show search_path", "0A000" },
 		{ "set search_path = x", "0A000" },
 		{ "set local application_name = 'x'", "0A000" },
 		{ "set application_name to default", "0A000" },
@@ -547,6 +595,7 @@ int main(void)
 		cmocka_unit_test(test_session_resets_and_split),
 		cmocka_unit_test(test_cursors),
 		cmocka_unit_test(test_the_calls_beyond_get_and_put),
+		cmocka_unit_test(test_values),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_text_array),
 		cmocka_unit_test(test_binary_values),

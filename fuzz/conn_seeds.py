@@ -160,7 +160,10 @@ write("kv_session", "values", bytes([0]) + chunks(
     q("SELECT 1"), q("select 'x' as y; select true; select pg_catalog.version(); select current_schema()"),
     parse("v", "select 7") + describe(b"S", "v") + bind("", "v", (), (1,)) + execute() + SYNC,
     parse("", "show standard_conforming_strings") + bind("", "", (), (1,)) + describe(b"P", "") + execute() + SYNC,
-    q("SHOW TimeZone; select current_database(); select 1.5")))
+    q("SHOW TimeZone; select current_database(); select 1.5"),
+    parse("t", "SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t WHERE t.oid = $1")
+    + describe(b"S", "t") + bind("", "t", (b"3802",), (1, 1, 1)) + execute() + bind("", "t", (b"114",)) + execute() + SYNC,
+    q("SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t WHERE t.oid = $1")))
 write("kv_session", "errors", bytes([0]) + chunks(
     parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
     bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))

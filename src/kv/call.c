@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1179,6 +1180,38 @@ out:
 	return ps.rc ? ps.rc : n;
 }
 
+/* asyncpg's queries of a type (asyncpg/introspection.py, TYPE_BY_OID and TYPE_BY_NAME, the same
+ * since 0.18), known by their fingerprints (whitespace, constants and aliases aside). */
+static const char *const type_queries[2] = {
+	"SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t WHERE t.oid = $1",
+	"SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t INNER JOIN "
+	"pg_catalog.pg_namespace ns ON (ns.oid = t.typnamespace) WHERE t.typname = $1 AND ns.nspname = $2",
+};
+static uint64_t type_query_fps[2];
+static pthread_once_t type_query_once = PTHREAD_ONCE_INIT;
+
+static void type_query_init(void)
+{
+	for (int i = 0; i < 2; i++) {
+		PgQueryFingerprintResult r = pg_query_fingerprint(type_queries[i]);
+		type_query_fps[i] = r.error ? 0 : r.fingerprint;
+		pg_query_free_fingerprint_result(r);
+	}
+}
+
+/* 1 when sql is asyncpg's query of a type by oid, 2 by name, else 0. */
+static int type_query(const char *sql)
+{
+	pthread_once(&type_query_once, type_query_init);
+	PgQueryFingerprintResult r = pg_query_fingerprint(sql);
+	int which = 0;
+	for (int i = 0; !r.error && i < 2; i++)
+		if (type_query_fps[i] && r.fingerprint == type_query_fps[i])
+			which = i + 1;
+	pg_query_free_fingerprint_result(r);
+	return which;
+}
+
 int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err, size_t errcap)
 {
 	struct parse ps = { .call = out, .state = state, .err = err, .errcap = errcap };
@@ -1252,6 +1285,18 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 		fail(&ps, "0A000", "%s", not_a_call);
 	else
 		(void)stmt_kinds[k].parse(&ps, inner);
+	int by;
+	if (ps.rc == -EINVAL && type == PB_NODE_SELECT_STMT && strstr(sql, "pg_type") && (by = type_query(sql)) > 0) {
+		ps.rc = 0;
+		state[0] = err[0] = '\0';
+		out->local = KV_LOCAL_TYPE_INFO;
+		out->nargs = 0;
+		out->nelems = 0;
+		out->text_len = 0;
+		out->from = false;
+		out->column[0] = '\0';
+		out->nparams = by;
+	}
 out:
 	pg_query_free_protobuf_parse_result(r);
 	return ps.rc;

@@ -55,6 +55,9 @@ enum kv_op {
 
 /* Type OIDs of the call arguments and results. */
 #define KV_OID_BOOL 16u
+#define KV_OID_CHAR 18u /* "char" */
+#define KV_OID_NAME 19u
+#define KV_OID_OID 26u
 #define KV_OID_INT8 20u
 #define KV_OID_INT4 23u
 #define KV_OID_TEXT 25u
@@ -115,6 +118,10 @@ enum kv_local {
 	 * current_schema(), current_database() (what a toolkit asks as it connects): one row of one
 	 * value (kv_call.value_fn, value_type, value; its column's name in column) */
 	KV_LOCAL_VALUE,
+	/* asyncpg's introspection of a type (set_type_codec: its TYPE_BY_OID query, $1 an oid, and
+	 * TYPE_BY_NAME, $1 a name and $2 a schema; known by their fingerprints): rows (oid,
+	 * elemtype, kind) of PostgreSQL's built-in types (kv/pg_types.h); kv_call.nparams 1 or 2 */
+	KV_LOCAL_TYPE_INFO,
 };
 
 /* KV_LOCAL_VALUE: what the value is. */

@@ -6,6 +6,7 @@
  * c->vdb from startup on; it never claims a pooled server. At most one call per client is
  * in flight: input waits until the router answers. */
 #include "kv/front.h"
+#include "kv/pg_types.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -134,6 +135,10 @@ struct kv_session {
 	bool implicit;               /* the transaction is the Query's implicit one */
 	struct kv_cursor cursors[KV_FRONT_CURSORS];
 	struct kv_savepoints *sps;   /* allocated at the first SAVEPOINT */
+	/* the bound KV_LOCAL_TYPE_INFO's arguments: an oid, or a name and a schema ("" when NULL
+	 * or longer than a name: then no type has it) */
+	uint32_t type_oid;
+	char type_name[64], type_schema[64];
 	const char *end_tag;         /* the end in flight: "COMMIT" or "ROLLBACK"; NULL, an implicit
 				      * transaction's (no CommandComplete) */
 	bool warming;                /* a read of the call's key runs first: routing was not ready */
@@ -149,7 +154,7 @@ static struct kv_session *session_of(struct vdb *v)
 	return (struct kv_session *)((char *)v - offsetof(struct kv_session, v));
 }
 
-#define KV_FRONT_COLS 2 /* a call's result columns at most: key and value */
+#define KV_FRONT_COLS 3 /* a call's result columns at most: key and value; a type's oid, elemtype, kind */
 
 /* call's result columns: their number, and each one's type in types. */
 static int result_types(const struct kv_call *call, uint32_t types[KV_FRONT_COLS])
@@ -157,6 +162,11 @@ static int result_types(const struct kv_call *call, uint32_t types[KV_FRONT_COLS
 	if (call->local == KV_LOCAL_VALUE) {
 		types[0] = call->value_type;
 		return 1;
+	}
+	if (call->local == KV_LOCAL_TYPE_INFO) {
+		types[0] = types[1] = KV_OID_OID;
+		types[2] = KV_OID_CHAR;
+		return 3;
 	}
 	if (call->from) {
 		types[0] = KV_OID_TEXT;
@@ -174,14 +184,17 @@ static void out_row_description(struct kv_session *ks, const struct kv_call *cal
 	uint32_t types[KV_FRONT_COLS];
 	int n = result_types(call, types);
 
+	static const char *const type_cols[] = { "oid", "elemtype", "kind" };
 	for (int i = 0; i < n; i++)
-		cols[i] = (struct vdb_col){ call->from ? (i ? "value" : "key") : call->column, types[i],
-					    (uint16_t)((binary >> i) & 1) };
+		cols[i] = (struct vdb_col){ call->local == KV_LOCAL_TYPE_INFO ? type_cols[i]
+					    : call->from			  ? (i ? "value" : "key")
+										  : call->column,
+					    types[i], (uint16_t)((binary >> i) & 1) };
 	vdb_out_row_description(&ks->v.out, cols, n);
 }
 
-/* A binary value's length for a text one t[0, n) of type oid (PostgreSQL's send form: text as
- * it is, jsonb after its version byte 1, int8 / int4 big-endian, bool one byte); -1 when t is
+/* A binary value's length for a text one t[0, n) of type oid (PostgreSQL's send form: text and
+ * "char" as they are, jsonb after its version byte 1, int8 / int4 / oid big-endian, bool one byte); -1 when t is
  * not that type's text form (the shard's answers always are). *v: an integer's value. */
 static long binary_len(uint32_t oid, const uint8_t *t, uint32_t n, long long *v)
 {
@@ -194,6 +207,8 @@ static long binary_len(uint32_t oid, const uint8_t *t, uint32_t n, long long *v)
 		return resp_to_ll((const char *)t, n, v) ? 8 : -1;
 	case KV_OID_INT4:
 		return resp_to_ll((const char *)t, n, v) && *v >= INT32_MIN && *v <= INT32_MAX ? 4 : -1;
+	case KV_OID_OID:
+		return resp_to_ll((const char *)t, n, v) && *v >= 0 && *v <= UINT32_MAX ? 4 : -1;
 	default: /* text */
 		return (long)n;
 	}
@@ -228,7 +243,7 @@ static long row_binary(struct vdb_out *o, const uint8_t *b, size_t n, const uint
 		vdb_out_raw(o, &be, 4);
 		if (!t)
 			continue;
-		if (!((binary >> i) & 1) || types[i] == KV_OID_TEXT) {
+		if (!((binary >> i) & 1) || types[i] == KV_OID_TEXT || types[i] == KV_OID_CHAR) {
 			vdb_out_raw(o, t, len);
 		} else if (types[i] == KV_OID_JSONB) {
 			vdb_out_raw(o, "\1", 1);
@@ -505,6 +520,8 @@ static uint32_t param_type(const struct kv_stmt *st, const struct kv_call *call,
 {
 	if (st && n <= st->ntypes && st->types[n - 1] != 0)
 		return st->types[n - 1];
+	if (call->local == KV_LOCAL_TYPE_INFO)
+		return call->nparams == 1 ? KV_OID_OID : KV_OID_NAME;
 	for (int i = 0; i < call->nargs; i++) {
 		const struct kv_arg *a = &call->args[i];
 		if (a->kind == KV_ARG_PARAM && a->param == n)
@@ -1059,6 +1076,40 @@ static void out_value(struct kv_session *ks, const struct kv_call *call, bool si
 		vdb_complete_select(&ks->v, 1);
 }
 
+/* asyncpg's query of a type: the built-in type of the bound oid, or of the bound name in
+ * pg_catalog; none else. */
+static void out_type_info(struct kv_session *ks, const struct kv_call *call)
+{
+	const struct kv_pg_type *t = NULL;
+	for (size_t i = 0; !t && i < sizeof kv_pg_types / sizeof kv_pg_types[0]; i++)
+		if (call->nparams == 1 ? kv_pg_types[i].oid == ks->type_oid
+				       : strcmp(ks->type_schema, "pg_catalog") == 0 && strcmp(kv_pg_types[i].name, ks->type_name) == 0)
+			t = &kv_pg_types[i];
+	if (t) {
+		char oid[12], elem[12];
+		const char *cols[3] = { oid, elem, (const char[]){ t->kind, '\0' } };
+		snprintf(oid, sizeof oid, "%" PRIu32, t->oid);
+		snprintf(elem, sizeof elem, "%" PRIu32, t->elem);
+		uint8_t row[5 + 2 + 3 * 4 + 12 + 12 + 1];
+		size_t n = 7;
+		row[0] = 'D';
+		row[5] = 0, row[6] = 3;
+		for (int c = 0; c < 3; c++) {
+			uint32_t len = (uint32_t)strlen(cols[c]), be = htonl(len);
+			memcpy(row + n, &be, 4);
+			memcpy(row + n + 4, cols[c], len);
+			n += 4 + len;
+		}
+		uint32_t be = htonl((uint32_t)n - 1);
+		memcpy(row + 1, &be, 4);
+		if (!out_rows(ks, call, ks->portal_binary, row, n)) {
+			refuse(ks, false, "XX000", "kv: a type's row could not be sent in the Bind's formats");
+			return;
+		}
+	}
+	vdb_complete_select(&ks->v, t ? 1 : 0);
+}
+
 /* A statement answered here (enum kv_local; PostgreSQL's answers, warnings included): BEGIN is
  * answered at once (the shard's transaction begins with the first call); an end is sent to the
  * shard when a call began one there. True when answered later. */
@@ -1188,6 +1239,11 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 		return savepoint_stmt(ks, call, simple);
 	case KV_LOCAL_VALUE:
 		out_value(ks, call, simple);
+		return false;
+	case KV_LOCAL_TYPE_INFO:
+		if (simple)
+			return refuse(ks, simple, "42P02", "there is no parameter $1");
+		out_type_info(ks, call);
 		return false;
 	default:
 		return refuse(ks, simple, "XX000", "kv: unknown statement");
@@ -1672,6 +1728,30 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 	vdb_out_msg(&v->out, '1', NULL, 0);
 }
 
+/* A type's query bound: its oid (binary, or text digits), or its name and schema. */
+static void bind_type_info(struct kv_session *ks, const struct kv_call *call, const struct kv_bind_val *vals)
+{
+	ks->type_oid = 0;
+	ks->type_name[0] = ks->type_schema[0] = '\0';
+	if (call->nparams == 1) {
+		const struct kv_bind_val *o = &vals[0];
+		if (o->p && o->binary && o->len == 4) {
+			ks->type_oid = (uint32_t)o->p[0] << 24 | (uint32_t)o->p[1] << 16 | (uint32_t)o->p[2] << 8 | o->p[3];
+		} else if (o->p && !o->binary) {
+			long long n;
+			if (resp_to_ll((const char *)o->p, o->len, &n) && n > 0 && n <= UINT32_MAX)
+				ks->type_oid = (uint32_t)n;
+		}
+		return;
+	}
+	char *out[2] = { ks->type_name, ks->type_schema };
+	for (int i = 0; i < 2; i++)
+		if (vals[i].p && vals[i].len < sizeof ks->type_name && !memchr(vals[i].p, '\0', vals[i].len)) {
+			memcpy(out[i], vals[i].p, vals[i].len);
+			out[i][vals[i].len] = '\0';
+		}
+}
+
 static int stmt_nparams(const struct kv_stmt *st)
 {
 	return st->call.nparams > st->ntypes ? st->call.nparams : st->ntypes;
@@ -1743,10 +1823,13 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	if (st->call.local && st->call.local != KV_LOCAL_DECLARE) { /* (a DECLARE binds its call) */
 		/* a FETCH's rows are its cursor's: in the formats asked for its columns */
 		struct kv_cursor *cur = st->call.local == KV_LOCAL_FETCH ? find_cursor(ks, st->call.name) : NULL;
-		const struct kv_call *shape = cur ? &cur->shape : st->call.local == KV_LOCAL_VALUE ? &st->call : NULL;
+		bool own_rows = st->call.local == KV_LOCAL_VALUE || st->call.local == KV_LOCAL_TYPE_INFO;
+		const struct kv_call *shape = cur ? &cur->shape : own_rows ? &st->call : NULL;
 		if (shape && !vdb_result_formats(v, proto_get_bytes(&r, (size_t)nres * 2), nres, result_types(shape, types),
 						 &binary))
 			return;
+		if (st->call.local == KV_LOCAL_TYPE_INFO)
+			bind_type_info(ks, &st->call, vals);
 		vdb_bind_portal(v, portal);
 		ks->portal_stmt = i;
 		ks->portal_binary = binary;
@@ -1777,7 +1860,7 @@ static void describe_call(struct kv_session *ks, const struct kv_call *call, uin
 					1);
 	else if (call->local == KV_LOCAL_UNLOCK_ALL)
 		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ call->column, KV_OID_VOID, 0 }, 1);
-	else if (call->local == KV_LOCAL_VALUE)
+	else if (call->local == KV_LOCAL_VALUE || call->local == KV_LOCAL_TYPE_INFO)
 		out_row_description(ks, call, binary);
 	else if (call->local == KV_LOCAL_FETCH && !call->is_move && find_cursor(ks, call->name))
 		out_row_description(ks, &find_cursor(ks, call->name)->shape, binary);

@@ -1269,3 +1269,48 @@ def test_health_checks_and_connect_time_queries(parade, zone):
         finally:
             await a.close()
     assert asyncio.run(with_asyncpg()) == (1, True, "x", ["?column?"], "on")
+
+
+def test_asyncpg_type_codecs(parade, zone):
+    """asyncpg's set_type_codec (its documented way to read jsonb as Python objects) introspects
+    the type with queries of pg_type (asyncpg.introspection's own texts): answered for
+    PostgreSQL's built-in types as a shard database answers them, row for row, by oid and by
+    name; then values come decoded, in a pool's init too. 0A000 before."""
+    import asyncpg
+    from asyncpg import introspection
+
+    shard = 1
+    ours_key, direct_key = parade.keys_on(shard, 2, "txn-codec-")
+
+    async def run(port, db, user, key):
+        c = await asyncpg.connect(host="127.0.0.1", port=port, user=user, database=db)
+        try:
+            rows = []
+            for oid in (16, 18, 25, 26, 114, 1009, 2278, 3802, 3904, 4451, 99999):
+                rows.append([tuple(r) for r in await c.fetch(introspection.TYPE_BY_OID, oid)])
+            for name, schema in (("jsonb", "pg_catalog"), ("_int4", "pg_catalog"), ("jsonb", "public"),
+                                 ("nope", "pg_catalog")):
+                rows.append([tuple(r) for r in await c.fetch(introspection.TYPE_BY_NAME, name, schema)])
+            await c.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+            await c.execute("select kv.put('default', $1, $2)", key, {"n": [1, 2]})
+            rows.append(await c.fetchval("select kv.get('default', $1)", key))
+        finally:
+            await c.close()
+        return rows
+
+    ours = asyncio.run(run(zone.tusk.port, "kv", "postgres", ours_key))
+    direct = asyncio.run(run(zone.pg.port, f"kv_shard_{shard}", "kv_client", direct_key))
+    assert ours == direct
+    assert ours[7] == [(3802, 0, b"b")] and ours[5] == [(1009, 25, b"b")] and ours[10] == [], ours
+    assert ours[-1] == {"n": [1, 2]}
+
+    async def pool():
+        async def init(c):
+            await c.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+        p = await asyncpg.create_pool(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv",
+                                      min_size=2, max_size=2, init=init)
+        try:
+            return [await p.fetchval("select kv.get('default', $1)", ours_key) for _ in range(3)]
+        finally:
+            await p.close()
+    assert asyncio.run(pool()) == [{"n": [1, 2]}] * 3

@@ -193,6 +193,36 @@ static void test_values(void **st)
 	assert_string_equal(call.value, "");
 }
 
+/* asyncpg's queries of a type (set_type_codec), as it writes them, known whatever their layout;
+ * a query of pg_type that is not one of them is refused. */
+static void test_type_queries(void **st)
+{
+	(void)st;
+	assert_int_equal(parse("SELECT\n    t.oid,\n    t.typelem     AS elemtype,\n    t.typtype     AS kind\nFROM\n"
+			       "    pg_catalog.pg_type AS t\nWHERE\n    t.oid = $1\n"),
+			 0);
+	assert_int_equal(call.local, KV_LOCAL_TYPE_INFO);
+	assert_int_equal(call.nparams, 1);
+	assert_int_equal(call.nargs, 0);
+	assert_int_equal(parse("SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t "
+			       "INNER JOIN pg_catalog.pg_namespace ns ON (ns.oid = t.typnamespace) "
+			       "WHERE t.typname = $1 AND ns.nspname = $2"),
+			 0);
+	assert_int_equal(call.local, KV_LOCAL_TYPE_INFO);
+	assert_int_equal(call.nparams, 2);
+	static const char *const refused[] = {
+		"SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind, t.typname FROM pg_catalog.pg_type AS t WHERE t.oid = $1",
+		"SELECT t.oid FROM pg_catalog.pg_type AS t WHERE t.oid = $1",
+		"SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t WHERE t.oid > $1",
+		"SELECT * FROM pg_type",
+	};
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+		if (parse(refused[i]) != -EINVAL || strcmp(state, "0A000") != 0)
+			fail_msg("%s: %d %s", refused[i], call.local, state);
+	assert_int_equal(parse("select kv.get($1, $2)"), 0);
+	assert_int_equal(call.local, KV_LOCAL_NONE);
+}
+
 static void test_refusals(void **st)
 {
 	static const struct {
@@ -596,6 +626,7 @@ int main(void)
 		cmocka_unit_test(test_cursors),
 		cmocka_unit_test(test_the_calls_beyond_get_and_put),
 		cmocka_unit_test(test_values),
+		cmocka_unit_test(test_type_queries),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_text_array),
 		cmocka_unit_test(test_binary_values),

@@ -163,7 +163,10 @@ write("kv_session", "values", bytes([0]) + chunks(
     q("SHOW TimeZone; select current_database(); select 1.5"),
     parse("t", "SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t WHERE t.oid = $1")
     + describe(b"S", "t") + bind("", "t", (b"3802",), (1, 1, 1)) + execute() + bind("", "t", (b"114",)) + execute() + SYNC,
-    q("SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t WHERE t.oid = $1")))
+    q("SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t WHERE t.oid = $1"),
+    parse("r", "SELECT typname AS name, oid, typarray AS array_oid, oid::regtype::text AS regtype, typdelim AS delimiter "
+          "FROM pg_type t WHERE t.oid = $1::regtype ORDER BY t.oid") + bind("", "r", (b"text[]",), (1,)) + execute()
+    + bind("", "r", (b' "char" ',)) + execute() + bind("", "r", (b"hstore",)) + execute() + SYNC))
 write("kv_session", "errors", bytes([0]) + chunks(
     parse("", "select kv.nope($1)") + bind("", "") + execute() + SYNC, parse("x", "select 1; select 2") + SYNC,
     bind("", "missing") + SYNC, msg(b"F", struct.pack("!IHHH", 1, 0, 0, 0)), q("select kv.get($1, $2)")))

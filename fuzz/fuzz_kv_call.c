@@ -57,7 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			char begin[KV_CALL_BEGIN_MAX];
 			kv_txn_begin_text(&call.chars, begin);
 			check(call.nargs == 0 && call.local <= KV_LOCAL_TYPE_INFO);
-			check(call.local == KV_LOCAL_TYPE_INFO ? call.nparams == 1 || call.nparams == 2 : call.nparams == 0);
+			check(call.local == KV_LOCAL_TYPE_INFO ? call.type_query >= KV_TYPE_BY_OID && call.type_query <= KV_TYPE_BY_REGTYPE
+							 : call.nparams == 0 && call.type_query == 0);
 			check(memchr(call.value, '\0', sizeof call.value) != NULL);
 			check(memchr(call.name, '\0', sizeof call.name) != NULL);
 			check(call.local < KV_LOCAL_SAVEPOINT || call.local > KV_LOCAL_ROLLBACK_TO || call.name[0]);

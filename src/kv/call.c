@@ -1180,32 +1180,37 @@ out:
 	return ps.rc ? ps.rc : n;
 }
 
-/* asyncpg's queries of a type (asyncpg/introspection.py, TYPE_BY_OID and TYPE_BY_NAME, the same
- * since 0.18), known by their fingerprints (whitespace, constants and aliases aside). */
-static const char *const type_queries[2] = {
+/* Drivers' queries of a type, known by their fingerprints (whitespace and constants aside), in
+ * enum kv_type_query's order: asyncpg's (asyncpg/introspection.py, TYPE_BY_OID and TYPE_BY_NAME,
+ * the same since 0.18), psycopg 3's TypeInfo (psycopg/_typeinfo.py, its parameter as psycopg
+ * sends it). */
+#define KV_TYPE_QUERIES 3
+static const char *const type_queries[KV_TYPE_QUERIES] = {
 	"SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t WHERE t.oid = $1",
 	"SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t INNER JOIN "
 	"pg_catalog.pg_namespace ns ON (ns.oid = t.typnamespace) WHERE t.typname = $1 AND ns.nspname = $2",
+	"SELECT typname AS name, oid, typarray AS array_oid, oid::regtype::text AS regtype, typdelim AS delimiter "
+	"FROM pg_type t WHERE t.oid = $1::regtype ORDER BY t.oid",
 };
-static uint64_t type_query_fps[2];
+static uint64_t type_query_fps[KV_TYPE_QUERIES];
 static pthread_once_t type_query_once = PTHREAD_ONCE_INIT;
 
 static void type_query_init(void)
 {
-	for (int i = 0; i < 2; i++) {
+	for (int i = 0; i < KV_TYPE_QUERIES; i++) {
 		PgQueryFingerprintResult r = pg_query_fingerprint(type_queries[i]);
 		type_query_fps[i] = r.error ? 0 : r.fingerprint;
 		pg_query_free_fingerprint_result(r);
 	}
 }
 
-/* 1 when sql is asyncpg's query of a type by oid, 2 by name, else 0. */
+/* Which of those sql is (enum kv_type_query), or 0. */
 static int type_query(const char *sql)
 {
 	pthread_once(&type_query_once, type_query_init);
 	PgQueryFingerprintResult r = pg_query_fingerprint(sql);
 	int which = 0;
-	for (int i = 0; !r.error && i < 2; i++)
+	for (int i = 0; !r.error && i < KV_TYPE_QUERIES; i++)
 		if (type_query_fps[i] && r.fingerprint == type_query_fps[i])
 			which = i + 1;
 	pg_query_free_fingerprint_result(r);
@@ -1237,6 +1242,7 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	out->column[0] = '\0';
 	out->value[0] = '\0';
 	out->value_fn = 0;
+	out->type_query = 0;
 	out->value_type = 0;
 	out->nargs = 0;
 	out->nparams = 0;
@@ -1295,7 +1301,8 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 		out->text_len = 0;
 		out->from = false;
 		out->column[0] = '\0';
-		out->nparams = by;
+		out->type_query = (uint8_t)by;
+		out->nparams = by == KV_TYPE_BY_NAME ? 2 : 1;
 	}
 out:
 	pg_query_free_protobuf_parse_result(r);

@@ -58,6 +58,7 @@ enum kv_op {
 #define KV_OID_CHAR 18u /* "char" */
 #define KV_OID_NAME 19u
 #define KV_OID_OID 26u
+#define KV_OID_REGTYPE 2206u
 #define KV_OID_INT8 20u
 #define KV_OID_INT4 23u
 #define KV_OID_TEXT 25u
@@ -118,10 +119,18 @@ enum kv_local {
 	 * current_schema(), current_database() (what a toolkit asks as it connects): one row of one
 	 * value (kv_call.value_fn, value_type, value; its column's name in column) */
 	KV_LOCAL_VALUE,
-	/* asyncpg's introspection of a type (set_type_codec: its TYPE_BY_OID query, $1 an oid, and
-	 * TYPE_BY_NAME, $1 a name and $2 a schema; known by their fingerprints): rows (oid,
-	 * elemtype, kind) of PostgreSQL's built-in types (kv/pg_types.h); kv_call.nparams 1 or 2 */
+	/* a driver's introspection of a type, known by its query's fingerprint (kv_call.type_query):
+	 * answered from PostgreSQL's built-in types (kv/pg_types.h) */
 	KV_LOCAL_TYPE_INFO,
+};
+
+/* KV_LOCAL_TYPE_INFO: which query. */
+enum kv_type_query {
+	KV_TYPE_BY_OID = 1,  /* asyncpg's TYPE_BY_OID (set_type_codec), $1 an oid: (oid, elemtype, kind) */
+	KV_TYPE_BY_NAME,     /* asyncpg's TYPE_BY_NAME, $1 a name, $2 a schema: the same */
+	KV_TYPE_BY_REGTYPE,  /* psycopg's TypeInfo.fetch (SQLAlchemy's check for hstore as it connects),
+			      * $1 a type's name as regtype reads it: (name, oid, array_oid, regtype,
+			      * delimiter), 42704 for no such type */
 };
 
 /* KV_LOCAL_VALUE: what the value is. */
@@ -175,6 +184,7 @@ struct kv_call {
 	uint8_t show;          /* KV_LOCAL_SHOW: enum kv_show */
 	bool discard_all;      /* KV_LOCAL_DISCARD: DISCARD ALL (else a tag in column) */
 	uint8_t value_fn;      /* KV_LOCAL_VALUE: enum kv_value_fn */
+	uint8_t type_query;    /* KV_LOCAL_TYPE_INFO: enum kv_type_query */
 	uint32_t value_type;   /* KV_LOCAL_VALUE: its type (int4, text, bool) */
 	char value[64];        /* KV_LOCAL_VALUE, KV_VALUE_CONST and _SETTING: its text */
 	char name[64];         /* KV_LOCAL_DECLARE, _FETCH, _CLOSE: the cursor's name; _SAVEPOINT,

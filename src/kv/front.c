@@ -154,7 +154,7 @@ static struct kv_session *session_of(struct vdb *v)
 	return (struct kv_session *)((char *)v - offsetof(struct kv_session, v));
 }
 
-#define KV_FRONT_COLS 3 /* a call's result columns at most: key and value; a type's oid, elemtype, kind */
+#define KV_FRONT_COLS 5 /* a call's result columns at most: key and value; a type's five (psycopg's TypeInfo) */
 
 /* call's result columns: their number, and each one's type in types. */
 static int result_types(const struct kv_call *call, uint32_t types[KV_FRONT_COLS])
@@ -162,6 +162,11 @@ static int result_types(const struct kv_call *call, uint32_t types[KV_FRONT_COLS
 	if (call->local == KV_LOCAL_VALUE) {
 		types[0] = call->value_type;
 		return 1;
+	}
+	if (call->local == KV_LOCAL_TYPE_INFO && call->type_query == KV_TYPE_BY_REGTYPE) {
+		static const uint32_t cols[] = { KV_OID_NAME, KV_OID_OID, KV_OID_OID, KV_OID_TEXT, KV_OID_CHAR };
+		memcpy(types, cols, sizeof cols);
+		return 5;
 	}
 	if (call->local == KV_LOCAL_TYPE_INFO) {
 		types[0] = types[1] = KV_OID_OID;
@@ -184,9 +189,10 @@ static void out_row_description(struct kv_session *ks, const struct kv_call *cal
 	uint32_t types[KV_FRONT_COLS];
 	int n = result_types(call, types);
 
-	static const char *const type_cols[] = { "oid", "elemtype", "kind" };
+	static const char *const type_cols[2][KV_FRONT_COLS] = { { "oid", "elemtype", "kind" },
+								  { "name", "oid", "array_oid", "regtype", "delimiter" } };
 	for (int i = 0; i < n; i++)
-		cols[i] = (struct vdb_col){ call->local == KV_LOCAL_TYPE_INFO ? type_cols[i]
+		cols[i] = (struct vdb_col){ call->local == KV_LOCAL_TYPE_INFO ? type_cols[call->type_query == KV_TYPE_BY_REGTYPE][i]
 					    : call->from			  ? (i ? "value" : "key")
 										  : call->column,
 					    types[i], (uint16_t)((binary >> i) & 1) };
@@ -243,7 +249,7 @@ static long row_binary(struct vdb_out *o, const uint8_t *b, size_t n, const uint
 		vdb_out_raw(o, &be, 4);
 		if (!t)
 			continue;
-		if (!((binary >> i) & 1) || types[i] == KV_OID_TEXT || types[i] == KV_OID_CHAR) {
+		if (!((binary >> i) & 1) || types[i] == KV_OID_TEXT || types[i] == KV_OID_CHAR || types[i] == KV_OID_NAME) {
 			vdb_out_raw(o, t, len);
 		} else if (types[i] == KV_OID_JSONB) {
 			vdb_out_raw(o, "\1", 1);
@@ -521,7 +527,9 @@ static uint32_t param_type(const struct kv_stmt *st, const struct kv_call *call,
 	if (st && n <= st->ntypes && st->types[n - 1] != 0)
 		return st->types[n - 1];
 	if (call->local == KV_LOCAL_TYPE_INFO)
-		return call->nparams == 1 ? KV_OID_OID : KV_OID_NAME;
+		return call->type_query == KV_TYPE_BY_OID ? KV_OID_OID
+		       : call->type_query == KV_TYPE_BY_NAME ? KV_OID_NAME
+							     : KV_OID_REGTYPE;
 	for (int i = 0; i < call->nargs; i++) {
 		const struct kv_arg *a = &call->args[i];
 		if (a->kind == KV_ARG_PARAM && a->param == n)
@@ -1076,25 +1084,68 @@ static void out_value(struct kv_session *ks, const struct kv_call *call, bool si
 		vdb_complete_select(&ks->v, 1);
 }
 
-/* asyncpg's query of a type: the built-in type of the bound oid, or of the bound name in
- * pg_catalog; none else. */
+/* The built-in type regtype's input text reads (a name as typname or as format_type writes it,
+ * [pg_catalog.] before it, case folded unless quoted), or NULL. */
+static const struct kv_pg_type *regtype_in(const char *text)
+{
+	char t[64];
+	size_t n = strlen(text);
+
+	while (n && text[n - 1] == ' ')
+		n--;
+	while (n && *text == ' ')
+		text++, n--;
+	if (n >= sizeof t)
+		return NULL;
+	memcpy(t, text, n);
+	t[n] = '\0';
+	const char *name = strncasecmp(t, "pg_catalog.", 11) == 0 ? t + 11 : t;
+	bool quoted = name[0] == '"';
+	for (size_t i = 0; i < sizeof kv_pg_types / sizeof kv_pg_types[0]; i++) {
+		const struct kv_pg_type *k = &kv_pg_types[i];
+		if ((quoted ? strcmp(k->display, name) : strcasecmp(k->display, name)) == 0 ||
+		    (quoted ? (strlen(name) == strlen(k->name) + 2 && strncmp(name + 1, k->name, strlen(k->name)) == 0 &&
+			       name[strlen(name) - 1] == '"')
+			    : strcasecmp(k->name, name) == 0))
+			return k;
+	}
+	return NULL;
+}
+
+/* A driver's query of a type (kv_call.type_query) with the bound arguments: the built-in type
+ * they name, if any (as in a database with no type of its own: the kv database's). */
 static void out_type_info(struct kv_session *ks, const struct kv_call *call)
 {
 	const struct kv_pg_type *t = NULL;
+	char text[128];
+
+	if (call->type_query == KV_TYPE_BY_REGTYPE) {
+		if (!(t = regtype_in(ks->type_name))) {
+			snprintf(text, sizeof text, "type \"%s\" does not exist", ks->type_name);
+			refuse(ks, false, "42704", text);
+			return;
+		}
+	}
 	for (size_t i = 0; !t && i < sizeof kv_pg_types / sizeof kv_pg_types[0]; i++)
-		if (call->nparams == 1 ? kv_pg_types[i].oid == ks->type_oid
-				       : strcmp(ks->type_schema, "pg_catalog") == 0 && strcmp(kv_pg_types[i].name, ks->type_name) == 0)
+		if (call->type_query == KV_TYPE_BY_OID ? kv_pg_types[i].oid == ks->type_oid
+						       : strcmp(ks->type_schema, "pg_catalog") == 0 &&
+								 strcmp(kv_pg_types[i].name, ks->type_name) == 0)
 			t = &kv_pg_types[i];
 	if (t) {
-		char oid[12], elem[12];
-		const char *cols[3] = { oid, elem, (const char[]){ t->kind, '\0' } };
+		char oid[12], elem[12], array[12], kind[2] = { t->kind, '\0' }, delim[2] = { t->delim, '\0' };
+		const char *by_driver[2][KV_FRONT_COLS] = { { oid, elem, kind }, { t->name, oid, array, t->display, delim } };
+		const char *const *cols = by_driver[call->type_query == KV_TYPE_BY_REGTYPE];
+		uint32_t types[KV_FRONT_COLS];
+		int ncols = result_types(call, types);
+		uint8_t row[7 + KV_FRONT_COLS * 4 + 2 * 64 + 3 * 12 + 2];
+		size_t n = 7;
+
 		snprintf(oid, sizeof oid, "%" PRIu32, t->oid);
 		snprintf(elem, sizeof elem, "%" PRIu32, t->elem);
-		uint8_t row[5 + 2 + 3 * 4 + 12 + 12 + 1];
-		size_t n = 7;
+		snprintf(array, sizeof array, "%" PRIu32, t->array);
 		row[0] = 'D';
-		row[5] = 0, row[6] = 3;
-		for (int c = 0; c < 3; c++) {
+		row[5] = 0, row[6] = (uint8_t)ncols;
+		for (int c = 0; c < ncols; c++) {
 			uint32_t len = (uint32_t)strlen(cols[c]), be = htonl(len);
 			memcpy(row + n, &be, 4);
 			memcpy(row + n + 4, cols[c], len);
@@ -1733,7 +1784,7 @@ static void bind_type_info(struct kv_session *ks, const struct kv_call *call, co
 {
 	ks->type_oid = 0;
 	ks->type_name[0] = ks->type_schema[0] = '\0';
-	if (call->nparams == 1) {
+	if (call->type_query == KV_TYPE_BY_OID) {
 		const struct kv_bind_val *o = &vals[0];
 		if (o->p && o->binary && o->len == 4) {
 			ks->type_oid = (uint32_t)o->p[0] << 24 | (uint32_t)o->p[1] << 16 | (uint32_t)o->p[2] << 8 | o->p[3];
@@ -1745,7 +1796,7 @@ static void bind_type_info(struct kv_session *ks, const struct kv_call *call, co
 		return;
 	}
 	char *out[2] = { ks->type_name, ks->type_schema };
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < call->nparams; i++)
 		if (vals[i].p && vals[i].len < sizeof ks->type_name && !memchr(vals[i].p, '\0', vals[i].len)) {
 			memcpy(out[i], vals[i].p, vals[i].len);
 			out[i][vals[i].len] = '\0';

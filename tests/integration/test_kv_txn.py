@@ -1314,3 +1314,33 @@ def test_asyncpg_type_codecs(parade, zone):
         finally:
             await p.close()
     assert asyncio.run(pool()) == [{"n": [1, 2]}] * 3
+
+
+def test_psycopg_type_info(parade, zone):
+    """psycopg's TypeInfo.fetch (SQLAlchemy's psycopg dialect asks it for hstore as it connects,
+    in a savepoint) queries pg_type by a name read as regtype reads it: answered for the
+    built-in types as a shard database answers (None for hstore: 42704 inside, caught), outside
+    a transaction and inside one (a savepoint); 0A000 before."""
+    from psycopg.types import TypeInfo
+
+    shard = 0
+    names = ("hstore", "jsonb", "integer", "int4", "text[]", '"char"', "pg_catalog.json", "character varying",
+             "timestamp with time zone", "JSONB", "nope")
+
+    def fetch(port, db, user):
+        out = []
+        with psycopg.connect(host="127.0.0.1", port=port, user=user, dbname=db, connect_timeout=10) as c:
+            c.execute("select kv.get('default', 'x')" if db == "kv" else "select 1")  # a transaction is open
+            for autocommit in (False, True):
+                if autocommit:
+                    c.rollback()
+                    c.autocommit = True
+                for name in names:
+                    info = TypeInfo.fetch(c, name)
+                    out.append(info and (info.name, info.oid, info.array_oid, info.regtype, info.delimiter))
+        return out
+
+    ours = fetch(zone.tusk.port, "kv", "postgres")
+    direct = fetch(zone.pg.port, f"kv_shard_{shard}", "kv_client")
+    assert ours == direct
+    assert ours[:3] == [None, ("jsonb", 3802, 3807, "jsonb", ","), ("int4", 23, 1007, "integer", ",")], ours

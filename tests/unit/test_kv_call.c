@@ -193,23 +193,30 @@ static void test_values(void **st)
 	assert_string_equal(call.value, "");
 }
 
-/* asyncpg's queries of a type (set_type_codec), as it writes them, known whatever their layout;
- * a query of pg_type that is not one of them is refused. */
+/* asyncpg's queries of a type (set_type_codec) and psycopg's (TypeInfo.fetch), as they write
+ * them, known whatever their layout; a query of pg_type that is not one of them is refused. */
 static void test_type_queries(void **st)
 {
+	static const struct {
+		const char *sql;
+		int query, nparams;
+	} known[] = {
+		{ "SELECT\n    t.oid,\n    t.typelem     AS elemtype,\n    t.typtype     AS kind\nFROM\n"
+		  "    pg_catalog.pg_type AS t\nWHERE\n    t.oid = $1\n",
+		  KV_TYPE_BY_OID, 1 },
+		{ "SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t "
+		  "INNER JOIN pg_catalog.pg_namespace ns ON (ns.oid = t.typnamespace) "
+		  "WHERE t.typname = $1 AND ns.nspname = $2",
+		  KV_TYPE_BY_NAME, 2 },
+		{ "SELECT\n    typname AS name, oid, typarray AS array_oid,\n    oid::regtype::text AS regtype, "
+		  "typdelim AS delimiter\nFROM pg_type t\nWHERE t.oid = $1::regtype\nORDER BY t.oid\n",
+		  KV_TYPE_BY_REGTYPE, 1 },
+	};
 	(void)st;
-	assert_int_equal(parse("SELECT\n    t.oid,\n    t.typelem     AS elemtype,\n    t.typtype     AS kind\nFROM\n"
-			       "    pg_catalog.pg_type AS t\nWHERE\n    t.oid = $1\n"),
-			 0);
-	assert_int_equal(call.local, KV_LOCAL_TYPE_INFO);
-	assert_int_equal(call.nparams, 1);
-	assert_int_equal(call.nargs, 0);
-	assert_int_equal(parse("SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t "
-			       "INNER JOIN pg_catalog.pg_namespace ns ON (ns.oid = t.typnamespace) "
-			       "WHERE t.typname = $1 AND ns.nspname = $2"),
-			 0);
-	assert_int_equal(call.local, KV_LOCAL_TYPE_INFO);
-	assert_int_equal(call.nparams, 2);
+	for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+		if (parse(known[i].sql) != 0 || call.local != KV_LOCAL_TYPE_INFO || call.type_query != known[i].query ||
+		    call.nparams != known[i].nparams || call.nargs != 0)
+			fail_msg("%zu: %s / %d %d %d", i, err, call.local, call.type_query, call.nparams);
 	static const char *const refused[] = {
 		"SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind, t.typname FROM pg_catalog.pg_type AS t WHERE t.oid = $1",
 		"SELECT t.oid FROM pg_catalog.pg_type AS t WHERE t.oid = $1",

@@ -58,20 +58,22 @@ struct kv_cursor {
 };
 
 /* A transaction's savepoints (SAVEPOINT, RELEASE, ROLLBACK TO): what a ROLLBACK TO one
- * restores, and the statements that make them on the shard. A savepoint made before the
- * transaction reaches its shard is made there right after its BEGIN (kv_txn.steps); after,
- * each statement is sent as the client's (KV_TXN_STEP). */
-#define KV_FRONT_SAVEPOINTS 32
+ * restores. A savepoint made before the transaction reaches its shard is made there right
+ * after its BEGIN (kv_txn.steps, written then); after, each statement is sent as the client's
+ * (KV_TXN_STEP). As many as PostgreSQL keeps, nearly: pgjdbc's autosave=always makes one before
+ * every statement of a transaction and never releases them (a same name hides the older). */
+#define KV_FRONT_SAVEPOINTS 65536
 #define KV_SAVEPOINT_SQL (sizeof "ROLLBACK TO SAVEPOINT \"\"" + 2 * 63)
 struct kv_savepoint {
 	char name[64];
 	struct kv_txn_chars defaults, txn_chars; /* as they were when it was made */
-	char sql[KV_SAVEPOINT_SQL];            /* SAVEPOINT "name" */
 };
 struct kv_savepoints {
-	int n;
-	struct kv_savepoint sp[KV_FRONT_SAVEPOINTS];
-	const char *steps[KV_FRONT_SAVEPOINTS]; /* kv_txn.steps: sp[i].sql */
+	int n, cap;
+	struct kv_savepoint *sp;               /* cap of them, n made */
+	char (*sql)[KV_SAVEPOINT_SQL];         /* at routing: SAVEPOINT "name" of each of the n */
+	const char **steps;                    /* kv_txn.steps: sql[i] */
+	int steps_cap;
 	char step[KV_SAVEPOINT_SQL];           /* the statement in flight (KV_TXN_STEP) */
 	const char *tag;                       /* its CommandComplete */
 };
@@ -358,7 +360,12 @@ static void kv_session_free(struct kv_session *ks)
 	kv_call_free(&ks->unnamed.call);
 	free(ks->multi);
 	free(ks->multi_spans);
-	free(ks->sps);
+	if (ks->sps) {
+		free(ks->sps->sp);
+		free(ks->sps->sql);
+		free(ks->sps->steps);
+		free(ks->sps);
+	}
 	for (int i = 0; i < KV_FRONT_CURSORS; i++)
 		free(ks->cursors[i].rows);
 	for (int i = 0; i < ks->nnamed; i++) {
@@ -947,6 +954,36 @@ static void savepoint_sql(char out[KV_SAVEPOINT_SQL], const char *verb, const ch
 	out[n] = '\0';
 }
 
+/* The transaction reaches its shard: kv_txn.steps, the savepoints made so far. false when out
+ * of memory. */
+static bool savepoint_steps(struct kv_session *ks)
+{
+	struct kv_savepoints *sps = ks->sps;
+	int n = sps ? sps->n : 0;
+
+	ks->txn.steps = NULL;
+	ks->txn.nsteps = 0;
+	if (n == 0)
+		return true;
+	if (n > sps->steps_cap) {
+		char(*sql)[KV_SAVEPOINT_SQL] = realloc(sps->sql, (size_t)sps->cap * sizeof *sql);
+		if (sql)
+			sps->sql = sql;
+		const char **steps = sql ? realloc(sps->steps, (size_t)sps->cap * sizeof *steps) : NULL;
+		if (!steps)
+			return false;
+		sps->steps = steps;
+		sps->steps_cap = sps->cap;
+	}
+	for (int i = 0; i < n; i++) {
+		savepoint_sql(sps->sql[i], "SAVEPOINT", sps->sp[i].name);
+		sps->steps[i] = sps->sql[i];
+	}
+	ks->txn.steps = sps->steps;
+	ks->txn.nsteps = n;
+	return true;
+}
+
 /* SAVEPOINT, RELEASE, ROLLBACK TO: kept here, and sent to the shard once the transaction holds
  * one (as the client's statement; a savepoint made before, right after the shard's BEGIN).
  * True when the shard answers it later. */
@@ -969,12 +1006,18 @@ static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bo
 			snprintf(text, sizeof text, "kv: at most %d savepoints open at a time", KV_FRONT_SAVEPOINTS);
 			return refuse(ks, simple, "54000", text);
 		}
-		struct kv_savepoint *sp = &ks->sps->sp[ks->sps->n];
+		if (ks->sps->n == ks->sps->cap) {
+			int cap = ks->sps->cap ? 2 * ks->sps->cap : 8;
+			struct kv_savepoint *sp = realloc(ks->sps->sp, (size_t)cap * sizeof *sp);
+			if (!sp)
+				return refuse(ks, simple, "53200", "out of memory");
+			ks->sps->sp = sp;
+			ks->sps->cap = cap;
+		}
+		struct kv_savepoint *sp = &ks->sps->sp[ks->sps->n++];
 		snprintf(sp->name, sizeof sp->name, "%s", call->name);
 		sp->defaults = ks->defaults;
 		sp->txn_chars = ks->txn_chars;
-		savepoint_sql(sp->sql, "SAVEPOINT", sp->name);
-		ks->sps->steps[ks->sps->n++] = sp->sql;
 		ks->sps->tag = "SAVEPOINT";
 	} else if (i < 0) {
 		snprintf(text, sizeof text, "savepoint \"%s\" does not exist", call->name);
@@ -1401,9 +1444,9 @@ static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool si
 			 kv_op_keyless(call->op) ? j->keys[off] : j->key, off_sh, shard);
 		return refuse(ks, simple, "0A000", text);
 	}
+	if (!savepoint_steps(ks)) /* its savepoints, made right after its BEGIN */
+		return refuse(ks, simple, "53200", "out of memory");
 	ks->txn.shard = shard;
-	ks->txn.steps = ks->sps ? ks->sps->steps : NULL; /* its savepoints, made right after its BEGIN */
-	ks->txn.nsteps = ks->sps ? ks->sps->n : 0;
 	ks->txn_routed = true;
 	j->txn = &ks->txn;
 	return true;

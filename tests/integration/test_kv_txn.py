@@ -1345,3 +1345,25 @@ def test_psycopg_type_info(parade, zone):
     direct = fetch(zone.pg.port, f"kv_shard_{shard}", "kv_client")
     assert ours == direct
     assert ours[:3] == [None, ("jsonb", 3802, 3807, "jsonb", ","), ("int4", 23, 1007, "integer", ",")], ours
+
+
+def test_a_sessions_settings_and_savepoints_stay_its_own(parade, zone):
+    """Nothing one client sets reaches another on the same worker: its session's transaction
+    defaults and its savepoints (the other client's transaction has none, and writes)."""
+    key = parade.keys_on(1, 1, "txn-own-")[0]
+    with tusk_conn(zone) as a, tusk_conn(zone) as b:
+        a.execute("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY")
+        a.execute("begin")
+        a.execute("savepoint s")
+        assert b.execute("show default_transaction_read_only").fetchone()[0] == "off"
+        assert b.execute("show default_transaction_isolation").fetchone()[0] == "read committed"
+        b.execute("begin")
+        with pytest.raises(psycopg.errors.InvalidSavepointSpecification):
+            b.execute("rollback to s")
+        b.execute("rollback")
+        b.execute("select kv.put('default', %s, '1')", (key,))
+        assert a.execute("show transaction_read_only").fetchone()[0] == "on"
+        a.execute("rollback to s")
+        a.execute("rollback")
+        assert a.execute("show default_transaction_read_only").fetchone()[0] == "on"
+    assert get(zone, key) == 1

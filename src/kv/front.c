@@ -1444,7 +1444,7 @@ static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool si
 			 kv_op_keyless(call->op) ? j->keys[off] : j->key, off_sh, shard);
 		return refuse(ks, simple, "0A000", text);
 	}
-	if (!savepoint_steps(ks)) /* its savepoints, made right after its BEGIN */
+	if (!ks->txn_routed && !savepoint_steps(ks)) /* its savepoints, made right after its BEGIN */
 		return refuse(ks, simple, "53200", "out of memory");
 	ks->txn.shard = shard;
 	ks->txn_routed = true;

@@ -901,7 +901,8 @@ static bool show_stmt(struct parse *ps, struct pb stmt)
 	} fixed[] = { { "standard_conforming_strings", "on" }, { "client_encoding", "UTF8" },
 		      { "server_encoding", "UTF8" },		 { "DateStyle", "ISO, MDY" },
 		      { "IntervalStyle", "postgres" },		 { "integer_datetimes", "on" },
-		      { "TimeZone", "UTC" },			 { "max_identifier_length", "63" } };
+		      { "TimeZone", "UTC" },			 { "max_identifier_length", "63" },
+		      { "server_version", "15.0 (tusk " TUSK_VERSION " kv)" }, { "server_version_num", "150000" } };
 	for (size_t k = 0; name.p && k < sizeof fixed / sizeof fixed[0]; k++)
 		if ((size_t)(name.end - name.p) == strlen(fixed[k].name) &&
 		    strncasecmp((const char *)name.p, fixed[k].name, strlen(fixed[k].name)) == 0) {

@@ -1250,6 +1250,7 @@ def test_health_checks_and_connect_time_queries(parade, zone):
     with tusk_conn(zone) as c:
         for sql, value in (("select pg_catalog.version()", None), ("select current_schema()", "public"),
                            ("select current_database()", "kv"), ("show DateStyle", "ISO, MDY"),
+                           ("show server_version_num", str(c.info.server_version)),
                            ("select 7 as seven", 7), ("select false", False)):
             for binary in (False, True):
                 cur = c.cursor(binary=binary)

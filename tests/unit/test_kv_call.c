@@ -176,6 +176,8 @@ static void test_values(void **st)
 		{ "select current_database() as db", KV_VALUE_CURRENT_DATABASE, KV_OID_TEXT, "", "db" },
 		{ "show standard_conforming_strings", KV_VALUE_SETTING, KV_OID_TEXT, "on", "standard_conforming_strings" },
 		{ "SHOW datestyle", KV_VALUE_SETTING, KV_OID_TEXT, "ISO, MDY", "DateStyle" },
+		{ "show server_version", KV_VALUE_SETTING, KV_OID_TEXT, "15.0 (tusk " TUSK_VERSION " kv)", "server_version" },
+		{ "SHOW SERVER_VERSION_NUM", KV_VALUE_SETTING, KV_OID_TEXT, "150000", "server_version_num" },
 	};
 	(void)st;
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)

@@ -96,7 +96,7 @@ struct kv_job {
 	 * (KV_TXN_STEP) a statement of its own */
 	struct kv_txn *txn;
 	uint8_t txn_end;
-	uint8_t pre;                   /* shard_loop.c: results of a transaction's steps owed first */
+	uint32_t pre;                  /* shard_loop.c: results of a transaction's steps owed first (its savepoints: up to 65,536) */
 };
 
 /* Make job the end of t (KV_TXN_COMMIT or KV_TXN_ROLLBACK), or a step (KV_TXN_STEP; the

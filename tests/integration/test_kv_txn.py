@@ -1145,7 +1145,7 @@ def test_pgjdbc_savepoints_and_autosave(parade, zone):
         'after rollback to the named {"v": 2}',
         "rollback to a released savepoint 3B000",  # (pgjdbc's own refusal)
         "after rollback null",
-        'committed {"v": 6}', "autosave bad put 22P02", 'autosave goes on {"v": 7}',
+        'committed {"v": 6}', "autosave first write answered: put 7", "autosave bad put 22P02", 'autosave goes on {"v": 7}',
         "autosave bad put after 300 statements 22P02", 'autosave committed {"v": 8}',
     ], ours
     assert get(zone, ours_key) == {"v": 8}
@@ -1390,3 +1390,24 @@ def test_an_error_in_a_pipeline_rolls_back_its_earlier_calls(parade, zone):
 
     assert run(zone.pg.port, f"kv_shard_{shard}", "kv_client", direct_key) is None
     assert run(zone.tusk.port, "kv", "postgres", ours_key) is None
+
+
+def test_hundreds_of_savepoints_before_the_first_write(parade, zone):
+    """300 savepoints made while a transaction only read (psycopg here; pgjdbc's autosave does
+    the same) are all made on the shard after its BEGIN, before the first write: that write's
+    answer is its own (an incr answered once, counted once). With a one-byte count of the steps
+    owed, the 256th step's answer was taken for the call's: a wrong answer, or the call sent
+    again."""
+    key = parade.keys_on(0, 1, "txn-sp300-")[0]
+    with psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv",
+                         connect_timeout=10) as c:
+        for _ in range(300):
+            c.execute("savepoint s")
+            c.execute("select kv.get('default', %s)", (key,))
+        assert c.execute("select kv.incr('default', %s, 1)", (key,)).fetchone()[0] == 1
+        c.execute("rollback to s")  # back to the newest s, made before the incr: it is undone
+        assert c.execute("select kv.counter('default', %s)", (key,)).fetchone()[0] == 0
+        assert c.execute("select kv.incr('default', %s, 5)", (key,)).fetchone()[0] == 5
+        c.commit()
+    with tusk_conn(zone) as c:
+        assert c.execute("select kv.counter('default', %s)", (key,)).fetchone()[0] == 5

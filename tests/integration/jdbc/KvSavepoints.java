@@ -75,9 +75,9 @@ public class KvSavepoints {
         }
         try (Connection c = DriverManager.getConnection(base + "&autosave=always")) {
             c.setAutoCommit(false);
-            for (int i = 0; i < 100; i++) /* reads first: the first write makes all their savepoints on the shard */
+            for (int i = 0; i < 300; i++) /* reads first: the first write makes all their savepoints on the shard */
                 get(c, key);
-            put(c, key, 7);
+            System.out.println("autosave first write answered: " + put(c, key, 7));
             attempt("autosave bad put", () -> one(c, "SELECT kv.put(?, ?, ?::jsonb)", "default", key, "{not json"));
             System.out.println("autosave goes on " + get(c, key));
             for (int i = 0; i < 300; i++) /* a savepoint before each, none released */

@@ -649,6 +649,18 @@ const char *kv_txn_char_text(enum kv_show which, int value)
 	return value == 1 ? "on" : "off";
 }
 
+void kv_savepoint_sql(char out[KV_SAVEPOINT_SQL_MAX], const char *verb, const char *name)
+{
+	size_t n = (size_t)snprintf(out, KV_SAVEPOINT_SQL_MAX, "%s \"", verb);
+	for (const char *p = name; *p && n + 3 < KV_SAVEPOINT_SQL_MAX; p++) {
+		if (*p == '"')
+			out[n++] = '"';
+		out[n++] = *p;
+	}
+	out[n++] = '"';
+	out[n] = '\0';
+}
+
 void kv_txn_begin_text(const struct kv_txn_chars *c, char out[KV_CALL_BEGIN_MAX])
 {
 	static const char *const iso[] = { " ISOLATION LEVEL READ UNCOMMITTED", " ISOLATION LEVEL READ COMMITTED",

@@ -175,6 +175,11 @@ int kv_txn_char_get(const struct kv_txn_chars *c, enum kv_show which);
 /* "BEGIN" with the options c gives, the statement a shard's transaction begins with. */
 void kv_txn_begin_text(const struct kv_txn_chars *c, char out[KV_CALL_BEGIN_MAX]);
 
+/* "verb "name"": a savepoint's statement (SAVEPOINT, RELEASE SAVEPOINT, ROLLBACK TO SAVEPOINT)
+ * with its name (kv_call.name, up to 63 bytes) quoted as an identifier. */
+#define KV_SAVEPOINT_SQL_MAX (sizeof "ROLLBACK TO SAVEPOINT \"\"" + 2 * 63)
+void kv_savepoint_sql(char out[KV_SAVEPOINT_SQL_MAX], const char *verb, const char *name);
+
 struct kv_call {
 	uint8_t local;         /* enum kv_local: no call */
 	struct kv_txn_chars chars; /* BEGIN's options; SET's values */

@@ -59,11 +59,10 @@ struct kv_cursor {
 
 /* A transaction's savepoints (SAVEPOINT, RELEASE, ROLLBACK TO): what a ROLLBACK TO one
  * restores. A savepoint made before the transaction reaches its shard is made there right
- * after its BEGIN (kv_txn.steps, written then); after, each statement is sent as the client's
+ * after its BEGIN (kv_txn.savepoints, set then); after, each statement is sent as the client's
  * (KV_TXN_STEP). As many as PostgreSQL keeps, nearly: pgjdbc's autosave=always makes one before
  * every statement of a transaction and never releases them (a same name hides the older). */
 #define KV_FRONT_SAVEPOINTS 65536
-#define KV_SAVEPOINT_SQL (sizeof "ROLLBACK TO SAVEPOINT \"\"" + 2 * 63)
 struct kv_savepoint {
 	char name[64];
 	struct kv_txn_chars defaults, txn_chars; /* as they were when it was made */
@@ -71,10 +70,9 @@ struct kv_savepoint {
 struct kv_savepoints {
 	int n, cap;
 	struct kv_savepoint *sp;               /* cap of them, n made */
-	char (*sql)[KV_SAVEPOINT_SQL];         /* at routing: SAVEPOINT "name" of each of the n */
-	const char **steps;                    /* kv_txn.steps: sql[i] */
-	int steps_cap;
-	char step[KV_SAVEPOINT_SQL];           /* the statement in flight (KV_TXN_STEP) */
+	const char **names;                    /* kv_txn.savepoints: sp[i].name, set at routing */
+	int names_cap;
+	char step[KV_SAVEPOINT_SQL_MAX];       /* the statement in flight (KV_TXN_STEP) */
 	const char *tag;                       /* its CommandComplete */
 };
 
@@ -362,8 +360,7 @@ static void kv_session_free(struct kv_session *ks)
 	free(ks->multi_spans);
 	if (ks->sps) {
 		free(ks->sps->sp);
-		free(ks->sps->sql);
-		free(ks->sps->steps);
+		free(ks->sps->names);
 		free(ks->sps);
 	}
 	for (int i = 0; i < KV_FRONT_CURSORS; i++)
@@ -941,46 +938,28 @@ static int find_savepoint(const struct kv_session *ks, const char *name)
 	return -1;
 }
 
-/* verb "name" (the name quoted as an identifier) into out. */
-static void savepoint_sql(char out[KV_SAVEPOINT_SQL], const char *verb, const char *name)
-{
-	size_t n = (size_t)snprintf(out, KV_SAVEPOINT_SQL, "%s \"", verb);
-	for (const char *p = name; *p && n + 3 < KV_SAVEPOINT_SQL; p++) {
-		if (*p == '"')
-			out[n++] = '"';
-		out[n++] = *p;
-	}
-	out[n++] = '"';
-	out[n] = '\0';
-}
-
-/* The transaction reaches its shard: kv_txn.steps, the savepoints made so far. false when out
- * of memory. */
-static bool savepoint_steps(struct kv_session *ks)
+/* The transaction reaches its shard: kv_txn.savepoints, those made so far. false when out of
+ * memory. */
+static bool savepoint_names(struct kv_session *ks)
 {
 	struct kv_savepoints *sps = ks->sps;
 	int n = sps ? sps->n : 0;
 
-	ks->txn.steps = NULL;
-	ks->txn.nsteps = 0;
+	ks->txn.savepoints = NULL;
+	ks->txn.nsavepoints = 0;
 	if (n == 0)
 		return true;
-	if (n > sps->steps_cap) {
-		char(*sql)[KV_SAVEPOINT_SQL] = realloc(sps->sql, (size_t)sps->cap * sizeof *sql);
-		if (sql)
-			sps->sql = sql;
-		const char **steps = sql ? realloc(sps->steps, (size_t)sps->cap * sizeof *steps) : NULL;
-		if (!steps)
+	if (n > sps->names_cap) {
+		const char **names = realloc(sps->names, (size_t)sps->cap * sizeof *names);
+		if (!names)
 			return false;
-		sps->steps = steps;
-		sps->steps_cap = sps->cap;
+		sps->names = names;
+		sps->names_cap = sps->cap;
 	}
-	for (int i = 0; i < n; i++) {
-		savepoint_sql(sps->sql[i], "SAVEPOINT", sps->sp[i].name);
-		sps->steps[i] = sps->sql[i];
-	}
-	ks->txn.steps = sps->steps;
-	ks->txn.nsteps = n;
+	for (int i = 0; i < n; i++)
+		sps->names[i] = sps->sp[i].name;
+	ks->txn.savepoints = sps->names;
+	ks->txn.nsavepoints = n;
 	return true;
 }
 
@@ -1043,7 +1022,7 @@ static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bo
 		vdb_complete(v, ks->sps->tag);
 		return false;
 	}
-	savepoint_sql(ks->sps->step, what[call->local], call->name);
+	kv_savepoint_sql(ks->sps->step, what[call->local], call->name);
 	kv_job_txn_end(&ks->job, &ks->txn, KV_TXN_STEP);
 	ks->job.args[0] = ks->sps->step;
 	return submit(ks, call, simple);
@@ -1444,7 +1423,7 @@ static bool txn_route(struct kv_session *ks, const struct kv_call *call, bool si
 			 kv_op_keyless(call->op) ? j->keys[off] : j->key, off_sh, shard);
 		return refuse(ks, simple, "0A000", text);
 	}
-	if (!ks->txn_routed && !savepoint_steps(ks)) /* its savepoints, made right after its BEGIN */
+	if (!ks->txn_routed && !savepoint_names(ks)) /* its savepoints, made right after its BEGIN */
 		return refuse(ks, simple, "53200", "out of memory");
 	ks->txn.shard = shard;
 	ks->txn_routed = true;

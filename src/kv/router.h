@@ -34,10 +34,10 @@ struct kv_txn {
 	bool no_savepoints; /* in: its calls run without a savepoint each: a call that fails aborts
 			     * the whole (the kv database's transactions, as PostgreSQL's); each
 			     * savepoint of a write is a subtransaction with an xid of its own */
-	const char *const *steps; /* in: statements sent right after its BEGIN (the kv database's
-				   * client's savepoints made before its first call; each must
-				   * succeed, else the transaction is doomed); the submitter keeps them */
-	int nsteps;
+	const char *const *savepoints; /* in: savepoints made right after its BEGIN, by name (the kv
+					* database's client's, made before its first call; each must
+					* succeed, else the transaction is doomed); the submitter keeps them */
+	int nsavepoints;
 	/* private: shard_loop.c */
 	void *lc;       /* the connection it holds; NULL before its first call and after its end */
 	bool begun;     /* BEGIN sent on lc */

@@ -345,9 +345,12 @@ static bool send_txn_steps(struct kv_lconn *lc, struct kv_job *job)
 		t->begun = true;
 		if (!send_step(lc, job, t->begin ? t->begin : t->snapshot ? "BEGIN ISOLATION LEVEL REPEATABLE READ" : "BEGIN"))
 			return false;
-		for (int i = 0; i < t->nsteps; i++)
-			if (!send_step(lc, job, t->steps[i]))
+		for (int i = 0; i < t->nsavepoints; i++) {
+			char sql[KV_SAVEPOINT_SQL_MAX];
+			kv_savepoint_sql(sql, "SAVEPOINT", t->savepoints[i]);
+			if (!send_step(lc, job, sql))
 				return false;
+		}
 	}
 	if (t->aborted && !t->no_savepoints) {
 		t->aborted = false;

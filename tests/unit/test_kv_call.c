@@ -364,6 +364,13 @@ static void test_transaction_statements(void **st)
 		if (parse(savepoints[i].sql) != 0 || call.local != savepoints[i].local ||
 		    strcmp(call.name, savepoints[i].name) != 0)
 			fail_msg("%s: %s / %d [%s]", savepoints[i].sql, err, call.local, call.name);
+	char sql[KV_SAVEPOINT_SQL_MAX], name[64];
+	kv_savepoint_sql(sql, "ROLLBACK TO SAVEPOINT", "Mi\"x");
+	assert_string_equal(sql, "ROLLBACK TO SAVEPOINT \"Mi\"\"x\"");
+	memset(name, '"', 63);
+	name[63] = '\0';
+	kv_savepoint_sql(sql, "ROLLBACK TO SAVEPOINT", name); /* the longest: every byte doubled */
+	assert_int_equal(strlen(sql), sizeof "ROLLBACK TO SAVEPOINT \"\"" - 1 + 126);
 	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
 	assert_int_equal(call.local, KV_LOCAL_NONE);
 	assert_string_equal(call.name, "");

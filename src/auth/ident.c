@@ -54,8 +54,10 @@ void ident_free(struct ident *id)
  * ("(a|aa)*\1*\1*\1*(b|\1)*$" ran past a minute on 51 characters), and whose regcomp copies what a
  * count or a '+' repeats, so that nested or stacked ones multiply ("((((a{200}){200}){200}){200})"
  * took 5 s and gigabytes to fail, "x+++...+" with a hundred '+' ran out of 2 GB; the fuzzer's
- * "@********++++++++++***" took over 10 s). So a pattern is refused with a back-reference (\1 to
- * \9 outside a bracket expression), with stacked quantifiers (PostgreSQL refuses most of them too),
+ * "@********++++++++++***" took over 10 s), and which never ends on some empty alternatives under
+ * a quantifier (the fuzzer's "(||||.|||.Z)*" on "w"). So a pattern is refused with a
+ * back-reference (\1 to \9 outside a bracket expression), with stacked quantifiers (PostgreSQL
+ * refuses most of them too), with an empty alternative or group ("(|a)", "a||b", "a|", "()"),
  * or when its size after those copies, estimated from above, passes IDENT_REGEX_SIZE_MAX. NULL when
  * the pattern is fine, else why not; regcomp judges its syntax afterwards (and builds what it read
  * before an error, so a pattern it refuses is estimated too). */
@@ -128,6 +130,9 @@ static const char *regex_too_costly(const char *re)
 	int d = 0;
 	unsigned long last = 0, total = 0;
 	bool quantified = false; /* the last atom has a quantifier already */
+	bool empty = true, bar = false; /* no atom yet in this alternative; it began at a '|' */
+	static const char empty_alt[] = "an empty alternative or group (\"(|a)\", \"a||b\", \"a|\", \"()\") is not "
+					"supported: glibc's matcher may never end on one (write \"(a)?\")";
 	for (const char *p = re; *p;) {
 		unsigned long atom = 1;
 		if (!strchr("*?+{", *p))
@@ -149,9 +154,13 @@ static const char *regex_too_costly(const char *re)
 			if (++d > IDENT_REGEX_DEPTH_MAX)
 				return "its groups nest more than 64 deep";
 			g[d].alts = g[d].seq = 0;
+			empty = true;
+			bar = false;
 			p++;
 			continue;
 		case ')':
+			if (d > 0 && empty)
+				return empty_alt;
 			if (d > 0) {
 				atom = size_cap(g[d].alts + g[d].seq + last + 1);
 				last = 0;
@@ -160,8 +169,11 @@ static const char *regex_too_costly(const char *re)
 			p++;
 			break;
 		case '|':
+			if (empty)
+				return empty_alt;
 			g[d].alts = size_cap(g[d].alts + g[d].seq + last);
 			g[d].seq = last = 0;
+			empty = bar = true;
 			p++;
 			continue;
 		case '*':
@@ -186,7 +198,10 @@ static const char *regex_too_costly(const char *re)
 		}
 		g[d].seq = size_cap(g[d].seq + last);
 		last = atom;
+		empty = false;
 	}
+	if (empty && bar)
+		return empty_alt;
 	for (; d >= 0; d--)
 		total = size_cap(total + g[d].alts + g[d].seq);
 	total = size_cap(total + last);

@@ -207,6 +207,20 @@ static void test_costly_patterns(void **state)
 		snprintf(want, sizeof want, "regular expression \"%s\"%s", refused_counts[i], counts);
 		expect_one_error(line, want);
 	}
+	/* Empty alternatives and groups: the fuzzer's "(||||.|||.Z)*$" never ended on "w". */
+	const char *empty = ": an empty alternative or group (\"(|a)\", \"a||b\", \"a|\", \"()\") is not supported: "
+			    "glibc's matcher may never end on one (write \"(a)?\")";
+	const char *const refused_empty[] = { "(||||.|||.Z)*$", "(|a)", "a||b", "a|", "()", "|a", "x(a|)" };
+	for (size_t i = 0; i < sizeof(refused_empty) / sizeof(refused_empty[0]); i++) {
+		char line[300];
+		snprintf(line, sizeof line, "m \"/%s\" bob", refused_empty[i]);
+		snprintf(want, sizeof want, "regular expression \"%s\"%s", refused_empty[i], empty);
+		expect_one_error(line, want);
+	}
+	struct ident *alts = load_ok("m \"/^(^|,)(a|[|])$\" bob\nm \"/^x|y$\" carol\n");
+	assert_int_equal(admits(alts, "m", ",|", "bob"), 1);
+	assert_int_equal(admits(alts, "m", "y", "carol"), 2);
+	ident_free(alts);
 	/* Not back-references: an escaped backslash before a digit, a digit inside brackets
 	 * (a bracket expression's backslash is a member), ']' first in a bracket and a class name;
 	 * counts that stay within the bound, and braces that are no count. */

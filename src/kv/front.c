@@ -283,6 +283,31 @@ static size_t data_row_end(const uint8_t *rows, size_t len, size_t off, const ui
 	return off + 1 + mlen;
 }
 
+/* A DataRow of ncols text columns vals (none NULL) written into row[0, cap), as a shard
+ * sends one: its length, or 0 when it does not fit. */
+static size_t text_row(uint8_t *row, size_t cap, int ncols, const char *const *vals)
+{
+	size_t n = 7;
+	uint32_t be;
+
+	if (cap < n)
+		return 0;
+	for (int c = 0; c < ncols; c++) {
+		size_t len = strlen(vals[c]);
+		if (len > cap - n || cap - n - len < 4)
+			return 0;
+		be = htonl((uint32_t)len);
+		memcpy(row + n, &be, 4);
+		memcpy(row + n + 4, vals[c], len);
+		n += 4 + len;
+	}
+	row[0] = 'D';
+	be = htonl((uint32_t)n - 1);
+	memcpy(row + 1, &be, 4);
+	row[5] = (uint8_t)(ncols >> 8), row[6] = (uint8_t)ncols;
+	return n;
+}
+
 /* The answer's DataRows rows[0, len) written with the columns binary marks in binary (each row
  * measured, then written). false (nothing written) when a row is not what the call answers:
  * all are checked first. */
@@ -1083,20 +1108,12 @@ static void out_value(struct kv_session *ks, const struct kv_call *call, bool si
 			   : call->value_fn == KV_VALUE_CURRENT_SCHEMA	? "public"
 			   : call->value_fn == KV_VALUE_CURRENT_DATABASE ? KV_FRONT_DATABASE
 									: call->value;
-	uint8_t row[5 + 2 + 4 + 128];
-	uint32_t n = (uint32_t)strlen(text), be;
-	uint16_t one = htons(1);
+	uint8_t row[7 + 4 + 128];
+	size_t n = text_row(row, sizeof row, 1, &text); /* (a constant is under 64 bytes) */
 
 	if (simple)
 		out_row_description(ks, call, 0);
-	row[0] = 'D';
-	be = htonl(4 + 2 + 4 + n);
-	memcpy(row + 1, &be, 4);
-	memcpy(row + 5, &one, 2);
-	be = htonl(n);
-	memcpy(row + 7, &be, 4);
-	memcpy(row + 11, text, n); /* (n < 100: a constant is under 64 bytes) */
-	if (!out_rows(ks, call, simple ? 0 : ks->portal_binary, row, 11 + n)) {
+	if (!n || !out_rows(ks, call, simple ? 0 : ks->portal_binary, row, n)) {
 		refuse(ks, simple, "XX000", "kv: a value could not be sent in the Bind's formats");
 		return;
 	}
@@ -1160,22 +1177,12 @@ static void out_type_info(struct kv_session *ks, const struct kv_call *call)
 		uint32_t types[KV_FRONT_COLS];
 		int ncols = result_types(call, types);
 		uint8_t row[7 + KV_FRONT_COLS * 4 + 2 * 64 + 3 * 12 + 2];
-		size_t n = 7;
 
 		snprintf(oid, sizeof oid, "%" PRIu32, t->oid);
 		snprintf(elem, sizeof elem, "%" PRIu32, t->elem);
 		snprintf(array, sizeof array, "%" PRIu32, t->array);
-		row[0] = 'D';
-		row[5] = 0, row[6] = (uint8_t)ncols;
-		for (int c = 0; c < ncols; c++) {
-			uint32_t len = (uint32_t)strlen(cols[c]), be = htonl(len);
-			memcpy(row + n, &be, 4);
-			memcpy(row + n + 4, cols[c], len);
-			n += 4 + len;
-		}
-		uint32_t be = htonl((uint32_t)n - 1);
-		memcpy(row + 1, &be, 4);
-		if (!out_rows(ks, call, ks->portal_binary, row, n)) {
+		size_t n = text_row(row, sizeof row, ncols, cols);
+		if (!n || !out_rows(ks, call, ks->portal_binary, row, n)) {
 			refuse(ks, false, "XX000", "kv: a type's row could not be sent in the Bind's formats");
 			return;
 		}

@@ -104,6 +104,8 @@ struct kv_session {
 	bool portal_done;            /* it ran to its end: another Execute answers SELECT 0, as
 				      * PostgreSQL's; a portal lasts until another Bind, a Close, or
 				      * the end of its transaction (ReadyForQuery outside one) */
+	const char *done_tag;        /* portal_done: that Execute's tag, when not SELECT 0 (a static
+				      * string: SHOW's) */
 	size_t rest_off;
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
@@ -1092,12 +1094,33 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 		if (end >= ks->job.rows_len) { /* run to its end */
 			ks->suspended = false;
 			ks->portal_done = true;
+			ks->done_tag = NULL;
 		}
 	}
 	char tag[40];
 	snprintf(tag, sizeof tag, "%s %" PRIu64, call->is_move ? "MOVE" : "FETCH", n);
 	vdb_complete(&ks->v, tag);
 	return false;
+}
+
+/* The end of a statement answered here with nrows rows (at most one): in the extended
+ * protocol, PortalSuspended when that reached the Execute's limit, as PostgreSQL's; the portal
+ * stays, run to its end (another Execute: no row, and its tag). Else its tag (NULL: SELECT n). */
+static void local_rows_end(struct kv_session *ks, bool simple, uint64_t nrows, const char *tag)
+{
+	if (!simple) {
+		ks->v.portal_set = true; /* (vdb cleared it at the Execute) */
+		ks->portal_done = true;
+		ks->done_tag = tag;
+		if (ks->max_rows && nrows == ks->max_rows) {
+			vdb_out_msg(&ks->v.out, 's', NULL, 0);
+			return;
+		}
+	}
+	if (tag)
+		vdb_complete(&ks->v, tag);
+	else
+		vdb_complete_select(&ks->v, nrows);
 }
 
 /* SELECT 1, version(), SHOW DateStyle ...: its RowDescription (a simple Query's), its row in
@@ -1117,10 +1140,7 @@ static void out_value(struct kv_session *ks, const struct kv_call *call, bool si
 		refuse(ks, simple, "XX000", "kv: a value could not be sent in the Bind's formats");
 		return;
 	}
-	if (call->value_fn == KV_VALUE_SETTING)
-		vdb_complete(&ks->v, "SHOW");
-	else
-		vdb_complete_select(&ks->v, 1);
+	local_rows_end(ks, simple, 1, call->value_fn == KV_VALUE_SETTING ? "SHOW" : NULL);
 }
 
 /* The built-in type regtype's input text reads (a name as typname or as format_type writes it,
@@ -1187,7 +1207,7 @@ static void out_type_info(struct kv_session *ks, const struct kv_call *call)
 			return;
 		}
 	}
-	vdb_complete_select(&ks->v, t ? 1 : 0);
+	local_rows_end(ks, false, t ? 1 : 0, NULL);
 }
 
 /* A statement answered here (enum kv_local; PostgreSQL's answers, warnings included): BEGIN is
@@ -1209,7 +1229,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 			vdb_out_row_description(&v->out, &(struct vdb_col){ call->column, KV_OID_VOID, 0 }, 1);
 		v->out.row_binary = 0;
 		vdb_out_row(&v->out, 1, &none);
-		vdb_complete_select(v, 1);
+		local_rows_end(ks, simple, 1, NULL);
 		return false;
 	}
 	case KV_LOCAL_CLOSE: {
@@ -1352,7 +1372,7 @@ static void out_show(struct kv_session *ks, const struct kv_call *call, bool sim
 					1);
 	ks->v.out.row_binary = 0;
 	vdb_out_row(&ks->v.out, 1, &text);
-	vdb_complete(&ks->v, "SHOW");
+	local_rows_end(ks, simple, 1, "SHOW");
 }
 
 /* Before each ReadyForQuery: outside a transaction the portal is gone (PostgreSQL drops a
@@ -1480,9 +1500,10 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 }
 
 /* An Execute's answer: the call's DataRows from rest_off, up to max_rows of them (0: all),
- * in the Bind's formats; then PortalSuspended when some are left (the portal stays bound for
- * the next Execute, which goes on from there), else CommandComplete with the count this
- * Execute sent, as PostgreSQL counts it. */
+ * in the Bind's formats; then PortalSuspended when it sent max_rows of them, as PostgreSQL's
+ * (which does not look past its limit: its last row too; the portal stays bound for the next
+ * Execute, which goes on from there), else CommandComplete with the count this Execute sent,
+ * as PostgreSQL counts it. */
 static void out_rest(struct kv_session *ks)
 {
 	const struct kv_job *job = &ks->job;
@@ -1496,7 +1517,7 @@ static void out_rest(struct kv_session *ks)
 		vdb_out_error(&ks->v, true, true, "XX000", "kv: an answer's rows could not be sent in the Bind's formats", NULL,
 			      NULL);
 		ks->v.skipping = true;
-	} else if (end < job->rows_len) {
+	} else if (ks->max_rows && n == ks->max_rows) { /* its limit reached: by the last row too */
 		ks->rest_off = end;
 		ks->suspended = true;
 		ks->v.portal_set = true; /* (vdb cleared it at the Execute) */
@@ -1504,6 +1525,7 @@ static void out_rest(struct kv_session *ks)
 	} else {
 		vdb_complete_select(&ks->v, n);
 		ks->portal_done = true;
+		ks->done_tag = NULL;
 		ks->v.portal_set = true;
 	}
 }
@@ -1996,7 +2018,10 @@ static void execute(struct vdb *v, uint32_t max_rows)
 	ks->max_rows = max_rows;
 	if (ks->portal_done) {
 		ks->v.portal_set = true;
-		vdb_complete_select(v, 0);
+		if (ks->done_tag)
+			vdb_complete(v, ks->done_tag);
+		else
+			vdb_complete_select(v, 0);
 	} else if (ks->suspended)
 		out_rest(ks); /* the rows its last Execute left */
 	else if (call->local)

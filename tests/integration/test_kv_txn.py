@@ -1030,6 +1030,64 @@ def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone
 
 
 
+def test_an_execute_that_reaches_its_row_limit_is_suspended_as_postgresql_suspends_it(parade, zone):
+    """PostgreSQL answers PortalSuspended when an Execute's row limit is reached, even by a
+    statement's last row (asyncpg's fetchrow and fetchval execute with a limit of 1, pgjdbc with
+    its fetch size): the next Execute then sends no row and its CommandComplete. The same
+    messages as a shard database's for a call (4 rows read 2 at a time, one row read 1 at a time),
+    a SELECT of a constant, SHOW, pg_advisory_unlock_all() and asyncpg's type query, for the
+    unnamed portal outside a transaction and a named one inside."""
+    from asyncpg import introspection
+    keys = parade.keys_on(1, 4, "txn-limit-")
+    with tusk_conn(zone) as c:
+        for i, k in enumerate(keys):
+            c.execute("select kv.put('default', %s, %s)", (k, str(i)))
+    arr = ("{" + ",".join(keys) + "}").encode()
+    cases = [("select * from kv.get_many($1, $2)", [b"default", arr], 2),
+             ("select kv.get('default', $1)", [keys[0].encode()], 1),
+             ("select 1", [], 1), ("SHOW standard_conforming_strings", [], 1),
+             ("select pg_advisory_unlock_all()", [], 1),
+             (introspection.TYPE_BY_NAME, [b"jsonb", b"pg_catalog"], 1)]
+
+    def messages(c):
+        return [(k, b if k in (b"D", b"C") else pgwire.parse_error_fields(b)["C"].encode() if k == b"E" else b"")
+                for k, b in c.read_until_ready()]
+
+    def steps(c):
+        out = []
+        for sql, args, limit in cases:
+            for portal in (b"", b"P1"):
+                if portal:
+                    c.send(pgwire.query_message("BEGIN"))
+                    c.read_until_ready()
+                c.send(pgwire.message(b"P", b"\0" + sql.encode() + b"\0\0\0")
+                       + pgwire.bind_message(portal, b"", args)
+                       + b"".join(pgwire.execute_message(portal, n) for n in (limit, limit, limit, 0))
+                       + pgwire.message(b"S"))
+                out.append((sql, portal, messages(c)))
+                if portal:
+                    c.send(pgwire.query_message("COMMIT"))
+                    c.read_until_ready()
+        return out
+
+    ours = pgwire.RawClient("127.0.0.1", zone.tusk.port)
+    direct = pgwire.RawClient("127.0.0.1", zone.pg.port)
+    try:
+        ours.startup("postgres", "kv")
+        direct.startup("kv_client", "kv_shard_1")
+        a, b = steps(ours), steps(direct)
+        for x, y in zip(a, b):
+            assert x == y, (x, y)
+        assert len(a) == len(b) == 2 * len(cases)
+        for sql, portal, m in a:  # every one suspended at its limit, none failed
+            kinds = [k for k, _ in m]
+            assert b"s" in kinds and b"E" not in kinds and kinds[-3:] == [b"C", b"C", b"Z"], (sql, portal, m)
+        assert [k for k, _ in a[0][2]] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"C", b"C", b"Z"], a[0]
+    finally:
+        ours.close()
+        direct.close()
+
+
 def test_node_postgres_transactions_and_a_cursor(parade, zone):
     """node-postgres (tests/drivers/node/kv_txn.js): BEGIN, puts, COMMIT seen by another client
     only after it; ROLLBACK undoing a put; pg-cursor over get_many in a transaction, read 2 rows

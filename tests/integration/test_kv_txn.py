@@ -977,6 +977,26 @@ def test_a_transaction_whose_shard_connection_dies_commits_nothing(parade, zone)
         assert get(zone, k1) == 3
 
 
+def wire_messages(c):
+    """The messages up to ReadyForQuery: DataRow bytes, CommandComplete tags, error SQLSTATEs."""
+    return [(k, b if k == b"D" else b.rstrip(b"\0") if k == b"C" else
+             pgwire.parse_error_fields(b)["C"].encode() if k == b"E" else b"") for k, b in c.read_until_ready()]
+
+
+def raw_differential(zone, steps):
+    """steps run on a raw connection to tusk's kv database and on one straight to a shard
+    database; both results returned."""
+    ours = pgwire.RawClient("127.0.0.1", zone.tusk.port)
+    direct = pgwire.RawClient("127.0.0.1", zone.pg.port)
+    try:
+        ours.startup("postgres", "kv")
+        direct.startup("kv_client", "kv_shard_1")
+        return steps(ours), steps(direct)
+    finally:
+        ours.close()
+        direct.close()
+
+
 def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone):
     """Execute with a row limit: that many rows, then PortalSuspended, and the next Execute of the
     portal goes on (node's pg-cursor, pgjdbc's fetch size), the last one's CommandComplete counting
@@ -990,10 +1010,6 @@ def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone
             c.execute("select kv.put('default', %s, %s)", (k, str(i)))
     arr = ("{" + ",".join(keys) + "}").encode()
 
-    def messages(c):
-        return [(k, b if k == b"D" else b.rstrip(b"\0") if k == b"C" else
-                 pgwire.parse_error_fields(b)["C"].encode() if k == b"E" else b"") for k, b in c.read_until_ready()]
-
     def steps(c):
         out = []
         for portal, formats, begin in ((b"C_1", (1, 1), True), (b"", (), False), (b"C_2", (0, 1), True)):
@@ -1002,32 +1018,23 @@ def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone
             c.send(pgwire.message(b"P", b"s\0select * from kv.get_many($1, $2)\0\0\0")
                    + pgwire.bind_message(portal, b"s", [b"default", arr], formats)
                    + b"".join(pgwire.execute_message(portal, n) for n in (2, 2, 2, 2)) + pgwire.message(b"S"))
-            out.append(messages(c))
+            out.append(wire_messages(c))
             c.send(pgwire.execute_message(portal) + pgwire.message(b"S"))  # SELECT 0 in a transaction
-            out.append(messages(c))
+            out.append(wire_messages(c))
             c.send(pgwire.message(b"C", b"Ss\0") + pgwire.message(b"S"))
             c.read_until_ready()
             if begin:
                 out.append(query(c, "COMMIT"))
                 c.send(pgwire.execute_message(portal) + pgwire.message(b"S"))  # gone with it: 34000
-                out.append(messages(c))
+                out.append(wire_messages(c))
         return out
 
-    ours = pgwire.RawClient("127.0.0.1", zone.tusk.port)
-    direct = pgwire.RawClient("127.0.0.1", zone.pg.port)
-    try:
-        ours.startup("postgres", "kv")
-        direct.startup("kv_client", "kv_shard_1")
-        a, b = steps(ours), steps(direct)
-        assert a == b, (a, b)
-        assert [k for k, _ in a[1]] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"D", b"C", b"C", b"Z"], a[1]
-        assert a[1][-3:-1] == [(b"C", b"SELECT 1"), (b"C", b"SELECT 0")], a[1]
-        assert a[2] == [(b"C", b"SELECT 0"), (b"Z", b"")] and a[4] == [(b"E", b"34000"), (b"Z", b"")], a
-        assert a[6] == [(b"E", b"34000"), (b"Z", b"")], a  # the unnamed portal outside: gone at the Sync
-    finally:
-        ours.close()
-        direct.close()
-
+    a, b = raw_differential(zone, steps)
+    assert a == b, (a, b)
+    assert [k for k, _ in a[1]] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"D", b"C", b"C", b"Z"], a[1]
+    assert a[1][-3:-1] == [(b"C", b"SELECT 1"), (b"C", b"SELECT 0")], a[1]
+    assert a[2] == [(b"C", b"SELECT 0"), (b"Z", b"")] and a[4] == [(b"E", b"34000"), (b"Z", b"")], a
+    assert a[6] == [(b"E", b"34000"), (b"Z", b"")], a  # the unnamed portal outside: gone at the Sync
 
 
 def test_an_execute_that_reaches_its_row_limit_is_suspended_as_postgresql_suspends_it(parade, zone):
@@ -1049,10 +1056,6 @@ def test_an_execute_that_reaches_its_row_limit_is_suspended_as_postgresql_suspen
              ("select pg_advisory_unlock_all()", [], 1),
              (introspection.TYPE_BY_NAME, [b"jsonb", b"pg_catalog"], 1)]
 
-    def messages(c):
-        return [(k, b if k in (b"D", b"C") else pgwire.parse_error_fields(b)["C"].encode() if k == b"E" else b"")
-                for k, b in c.read_until_ready()]
-
     def steps(c):
         out = []
         for sql, args, limit in cases:
@@ -1064,28 +1067,20 @@ def test_an_execute_that_reaches_its_row_limit_is_suspended_as_postgresql_suspen
                        + pgwire.bind_message(portal, b"", args)
                        + b"".join(pgwire.execute_message(portal, n) for n in (limit, limit, limit, 0))
                        + pgwire.message(b"S"))
-                out.append((sql, portal, messages(c)))
+                out.append((sql, portal, wire_messages(c)))
                 if portal:
                     c.send(pgwire.query_message("COMMIT"))
                     c.read_until_ready()
         return out
 
-    ours = pgwire.RawClient("127.0.0.1", zone.tusk.port)
-    direct = pgwire.RawClient("127.0.0.1", zone.pg.port)
-    try:
-        ours.startup("postgres", "kv")
-        direct.startup("kv_client", "kv_shard_1")
-        a, b = steps(ours), steps(direct)
-        for x, y in zip(a, b):
-            assert x == y, (x, y)
-        assert len(a) == len(b) == 2 * len(cases)
-        for sql, portal, m in a:  # every one suspended at its limit, none failed
-            kinds = [k for k, _ in m]
-            assert b"s" in kinds and b"E" not in kinds and kinds[-3:] == [b"C", b"C", b"Z"], (sql, portal, m)
-        assert [k for k, _ in a[0][2]] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"C", b"C", b"Z"], a[0]
-    finally:
-        ours.close()
-        direct.close()
+    a, b = raw_differential(zone, steps)
+    for x, y in zip(a, b):
+        assert x == y, (x, y)
+    assert len(a) == len(b) == 2 * len(cases)
+    for sql, portal, m in a:  # every one suspended at its limit, none failed
+        kinds = [k for k, _ in m]
+        assert b"s" in kinds and b"E" not in kinds and kinds[-3:] == [b"C", b"C", b"Z"], (sql, portal, m)
+    assert [k for k, _ in a[0][2]] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"C", b"C", b"Z"], a[0]
 
 
 def test_node_postgres_transactions_and_a_cursor(parade, zone):

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			/* no call: a statement answered by the kv database itself (a DECLARE has its call) */
 			char begin[KV_CALL_BEGIN_MAX];
 			kv_txn_begin_text(&call.chars, begin);
-			check(call.nargs == 0 && call.local <= KV_LOCAL_TYPE_INFO);
+			check(call.nargs == 0 && call.local <= KV_LOCAL_TIMEOUT);
 			check(call.local == KV_LOCAL_TYPE_INFO ? call.type_query >= KV_TYPE_BY_OID && call.type_query <= KV_TYPE_BY_REGTYPE
 							 : call.nparams == 0 && call.type_query == 0);
 			check(memchr(call.value, '\0', sizeof call.value) != NULL);
@@ -65,7 +65,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(call.local != KV_LOCAL_FETCH || call.fetch_count == -1 || call.fetch_count >= 1);
 			check(strncmp(begin, "BEGIN", 5) == 0 && memchr(call.column, '\0', sizeof call.column) != NULL);
 			check(call.local == KV_LOCAL_BEGIN || !call.txn_start);
-			check(call.local != KV_LOCAL_SHOW || call.show <= KV_SHOW_DEFAULT_DEFERRABLE);
+			check(call.local != KV_LOCAL_SHOW || call.show <= KV_SHOW_LOCK_TIMEOUT);
+			check(call.local != KV_LOCAL_TIMEOUT ||
+			      (call.timeout < KV_TIMEOUT_COUNT && (call.timeout_ms <= INT32_MAX || call.timeout_ms == KV_TIMEOUT_RESET)));
 		} else if (rc == -E2BIG) {
 			/* several statements: each span inside the text */
 			struct kv_span sp[KV_CALL_MAX_STMTS];

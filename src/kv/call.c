@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -634,6 +635,8 @@ static const char *const show_names[] = {
 	[KV_SHOW_DEFAULT_ISOLATION] = "default_transaction_isolation",
 	[KV_SHOW_DEFAULT_READ_ONLY] = "default_transaction_read_only",
 	[KV_SHOW_DEFAULT_DEFERRABLE] = "default_transaction_deferrable",
+	[KV_SHOW_STATEMENT_TIMEOUT] = "statement_timeout",
+	[KV_SHOW_LOCK_TIMEOUT] = "lock_timeout",
 };
 static const char *const iso_names[] = { "read uncommitted", "read committed", "repeatable read", "serializable" };
 
@@ -647,6 +650,92 @@ const char *kv_txn_char_text(enum kv_show which, int value)
 	if (which % 3 == KV_SHOW_ISOLATION)
 		return iso_names[value >= 0 && value <= KV_ISO_SERIALIZABLE ? value : KV_ISO_READ_COMMITTED];
 	return value == 1 ? "on" : "off";
+}
+
+const char *kv_timeout_name(enum kv_timeout which)
+{
+	return show_names[KV_SHOW_STATEMENT_TIMEOUT + which];
+}
+
+/* PostgreSQL's units of a setting in milliseconds (guc.c's time table), largest first. */
+static const struct {
+	const char *unit;
+	double ms;
+} time_units[] = { { "d", 86400000. }, { "h", 3600000. }, { "min", 60000. }, { "s", 1000. }, { "ms", 1. }, { "us", 0.001 } };
+
+/* guc.c's parse_int for a setting in milliseconds: a number (strtol's, base 0, else strtod's),
+ * spaces, an optional unit (up to 3 bytes, case-sensitive) and spaces; a fraction of a unit
+ * rounded to the next smaller unit, the whole to an integer. */
+static bool parse_ms(const char *text, double *out)
+{
+	char *end;
+	errno = 0;
+	long iv = strtol(text, &end, 0);
+	double v = (double)iv;
+	if (*end == '.' || *end == 'e' || *end == 'E' || errno == ERANGE) {
+		errno = 0;
+		v = strtod(text, &end);
+		if (end == text || errno == ERANGE || v != v)
+			return false;
+	}
+	if (end == text)
+		return false;
+	while (*end == ' ' || (*end >= '\t' && *end <= '\r'))
+		end++;
+	if (*end) {
+		char unit[4];
+		size_t n = 0;
+		while (*end && !(*end == ' ' || (*end >= '\t' && *end <= '\r')) && n < 3)
+			unit[n++] = *end++;
+		unit[n] = '\0';
+		while (*end == ' ' || (*end >= '\t' && *end <= '\r'))
+			end++;
+		if (*end)
+			return false;
+		size_t i = 0, nunits = sizeof time_units / sizeof time_units[0];
+		while (i < nunits && strcmp(unit, time_units[i].unit) != 0)
+			i++;
+		if (i == nunits)
+			return false;
+		v *= time_units[i].ms;
+		if (i + 1 < nunits)
+			v = rint(v / time_units[i + 1].ms) * time_units[i + 1].ms;
+	}
+	v = rint(v);
+	if (v > 2147483647. || v < -2147483648.)
+		return false;
+	*out = v;
+	return true;
+}
+
+int kv_timeout_value(enum kv_timeout which, const char *t, size_t n, uint32_t *ms, char *err, size_t cap)
+{
+	char text[256];
+	double v;
+
+	snprintf(text, sizeof text, "%.*s", (int)(n < sizeof text - 1 ? n : sizeof text - 1), t);
+	if (n >= sizeof text || memchr(t, '\0', n) || !parse_ms(text, &v)) {
+		snprintf(err, cap, "invalid value for parameter \"%s\": \"%.*s\"", kv_timeout_name(which),
+			 (int)(n > 200 ? 200 : n), t);
+		return -1;
+	}
+	if (v < 0) {
+		snprintf(err, cap, "%.0f ms is outside the valid range for parameter \"%s\" (0 .. 2147483647)", v,
+			 kv_timeout_name(which));
+		return -1;
+	}
+	*ms = (uint32_t)v;
+	return 0;
+}
+
+void kv_timeout_text(uint32_t ms, char out[16])
+{
+	for (size_t i = 0; ms > 0 && i < sizeof time_units / sizeof time_units[0]; i++)
+		if (time_units[i].ms >= 1. && ms % (uint32_t)time_units[i].ms == 0) {
+			snprintf(out, 16, "%" PRIu32 "%s", ms / (uint32_t)time_units[i].ms, time_units[i].unit);
+			return;
+		}
+	snprintf(out, 16, "0");
 }
 
 void kv_savepoint_sql(char out[KV_SAVEPOINT_SQL_MAX], const char *verb, const char *name)
@@ -832,6 +921,31 @@ static bool txn_stmt(struct parse *ps, struct pb stmt)
 /* SET TRANSACTION ..., SET SESSION CHARACTERISTICS AS TRANSACTION ..., SET [SESSION] one of the
  * six settings {= | TO} a value, and for the defaults SET ... TO DEFAULT and RESET: true when
  * stmt is one (parsed, or failed); false, nothing said, when it is another SET. */
+/* SET [SESSION] statement_timeout | lock_timeout {= | TO} one value, or DEFAULT; RESET. */
+static bool timeout_set(struct parse *ps, enum kv_timeout which, uint64_t kind, bool local, struct pb arg, int nargs)
+{
+	struct pb inner;
+	struct kv_arg val = { 0 };
+	char err[300];
+
+	if (local)
+		return fail(ps, "0A000", "kv: SET LOCAL is not supported by the kv database");
+	ps->call->local = KV_LOCAL_TIMEOUT;
+	ps->call->timeout = (uint8_t)which;
+	ps->call->reset = kind == PB_VAR_RESET;
+	if (kind == PB_VAR_RESET || kind == PB_VAR_SET_DEFAULT) {
+		ps->call->timeout_ms = KV_TIMEOUT_RESET;
+		return true;
+	}
+	if (kind != PB_VAR_SET_VALUE || nargs != 1)
+		return fail(ps, "0A000", "kv: unsupported SET of %s", kv_timeout_name(which));
+	if (pb_node(arg, &inner) != PB_NODE_A_CONST || !a_const(ps, inner, &val) || val.kind != KV_ARG_CONST)
+		return ps->rc ? false : fail(ps, "0A000", "kv: unsupported value for %s", kv_timeout_name(which));
+	if (kv_timeout_value(which, ps->call->text + val.off, val.len, &ps->call->timeout_ms, err, sizeof err) < 0)
+		return fail(ps, "22023", "%s", err);
+	return true;
+}
+
 static bool txn_set(struct parse *ps, struct pb stmt)
 {
 	uint32_t f;
@@ -874,6 +988,9 @@ static bool txn_set(struct parse *ps, struct pb stmt)
 	int which = name.p ? setting_of(name) : -1;
 	if (which < 0 || kind == PB_VAR_SET_MULTI)
 		return false;
+	if (which >= KV_SHOW_STATEMENT_TIMEOUT)
+		return timeout_set(ps, (enum kv_timeout)(which - KV_SHOW_STATEMENT_TIMEOUT), kind, local, nargs ? args[0] : name,
+				   nargs);
 	bool dflt = which >= KV_SHOW_DEFAULT_ISOLATION;
 	if (local)
 		return fail(ps, "0A000", "kv: SET LOCAL is not supported by the kv database");

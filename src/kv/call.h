@@ -122,6 +122,10 @@ enum kv_local {
 	/* a driver's introspection of a type, known by its query's fingerprint (kv_call.type_query):
 	 * answered from PostgreSQL's built-in types (kv/pg_types.h) */
 	KV_LOCAL_TYPE_INFO,
+	/* SET [SESSION] statement_timeout | lock_timeout {= | TO} value, {= | TO} DEFAULT, RESET
+	 * (kv_call.timeout: which; timeout_ms its value in ms, KV_TIMEOUT_RESET for DEFAULT and
+	 * RESET); SHOW of either is KV_LOCAL_SHOW (KV_SHOW_STATEMENT_TIMEOUT ...) */
+	KV_LOCAL_TIMEOUT,
 };
 
 /* KV_LOCAL_TYPE_INFO: which query. */
@@ -158,7 +162,22 @@ struct kv_txn_chars {
 enum kv_show {
 	KV_SHOW_ISOLATION, KV_SHOW_READ_ONLY, KV_SHOW_DEFERRABLE,
 	KV_SHOW_DEFAULT_ISOLATION, KV_SHOW_DEFAULT_READ_ONLY, KV_SHOW_DEFAULT_DEFERRABLE,
+	KV_SHOW_STATEMENT_TIMEOUT, KV_SHOW_LOCK_TIMEOUT, /* the session's timeouts (KV_TIMEOUT_*) */
 };
+
+/* The session timeouts a kv client may set (kv_call.timeout, kv_job.timeout_ms[]): each call
+ * runs on its shard under the session's value (kv_timeouts_sql), as PostgreSQL runs a
+ * statement under it. */
+enum kv_timeout { KV_TIMEOUT_STATEMENT, KV_TIMEOUT_LOCK, KV_TIMEOUT_COUNT };
+#define KV_TIMEOUT_RESET UINT32_MAX
+/* A timeout's value t[0, n) as PostgreSQL reads an integer setting in milliseconds (a number,
+ * fractions rounded, with an optional unit us, ms, s, min, h or d): 0 and *ms, or -1 and err
+ * (for 22023: PostgreSQL's message, without its hint) when it is not one or out of
+ * 0 .. 2147483647. */
+int kv_timeout_value(enum kv_timeout which, const char *t, size_t n, uint32_t *ms, char *err, size_t cap);
+const char *kv_timeout_name(enum kv_timeout which);
+/* ms as SHOW prints it: in the largest unit that divides it (ms, s, min, h, d); 0 as "0". */
+void kv_timeout_text(uint32_t ms, char out[16]);
 /* Its name ("transaction_isolation"), and a value's text as SHOW prints it (a value unset
  * prints PostgreSQL's default: read committed, off). */
 const char *kv_show_name(enum kv_show which);
@@ -187,6 +206,8 @@ struct kv_call {
 	bool txn_warn;         /* KV_LOCAL_SET written SET TRANSACTION: warns outside a transaction */
 	bool reset;            /* KV_LOCAL_DEFAULT written RESET (its tag) */
 	uint8_t show;          /* KV_LOCAL_SHOW: enum kv_show */
+	uint8_t timeout;       /* KV_LOCAL_TIMEOUT: enum kv_timeout */
+	uint32_t timeout_ms;   /* KV_LOCAL_TIMEOUT: its value (KV_TIMEOUT_RESET: the session's default) */
 	bool discard_all;      /* KV_LOCAL_DISCARD: DISCARD ALL (else a tag in column) */
 	uint8_t value_fn;      /* KV_LOCAL_VALUE: enum kv_value_fn */
 	uint8_t type_query;    /* KV_LOCAL_TYPE_INFO: enum kv_type_query */

@@ -66,6 +66,7 @@ struct kv_cursor {
 struct kv_savepoint {
 	char name[64];
 	struct kv_txn_chars defaults, txn_chars; /* as they were when it was made */
+	uint32_t timeout_ms[KV_TIMEOUT_COUNT];
 };
 struct kv_savepoints {
 	int n, cap;
@@ -126,6 +127,10 @@ struct kv_session {
 	 * change is transactional); default_transaction_read_only as last reported (ParameterStatus). */
 	struct kv_txn_chars defaults, defaults_at_begin;
 	bool reported_read_only;
+	/* statement_timeout and lock_timeout (ms, 0: none of the client's), each call run on its
+	 * shard under them (kv_job.timeout_ms); as at BEGIN (restored as defaults are); as the
+	 * startup packet gave them (RESET's). */
+	uint32_t timeout_ms[KV_TIMEOUT_COUNT], timeout_at_begin[KV_TIMEOUT_COUNT], timeout_boot[KV_TIMEOUT_COUNT];
 	/* A simple Query of several statements: run in turn, as PostgreSQL runs them, each in the
 	 * client's transaction, else in an implicit one (txn_status 'T' inside the Query, its calls
 	 * on one shard as a transaction's) that ends at a COMMIT or ROLLBACK of the Query's or at
@@ -360,6 +365,8 @@ static bool out_rows(struct kv_session *ks, const struct kv_call *call, uint64_t
 {
 	uint32_t types[KV_FRONT_COLS];
 
+	if (!len) /* none (rows may be NULL: a session's first call answered without any) */
+		return true;
 	if (!binary) {
 		vdb_out_raw(&ks->v.out, rows, len);
 		return true;
@@ -509,6 +516,15 @@ static void kv_front_begin(struct client *c)
 			return;
 		}
 		*kv_txn_char_field(&ks->defaults, s) = (int8_t)value;
+	}
+	for (int t = 0; t < KV_TIMEOUT_COUNT; t++) {
+		const char *text = session_param_get(&c->session, kv_timeout_name((enum kv_timeout)t));
+		char err[300];
+		if (text && kv_timeout_value((enum kv_timeout)t, text, strlen(text), &ks->timeout_boot[t], err, sizeof err) < 0) {
+			client_fail(c, "22023", "%s", err);
+			return;
+		}
+		ks->timeout_ms[t] = ks->timeout_boot[t];
 	}
 	ks->reported_read_only = ks->defaults.read_only == 1;
 	log_info(c->id, c->ctx, "kv login");
@@ -794,6 +810,7 @@ static bool submit(struct kv_session *ks, const struct kv_call *call, bool simpl
 	ks->job.done = answer_done;
 	ks->job.arg = ks;
 	ks->job.worker = ks->worker;
+	memcpy(ks->job.timeout_ms, ks->timeout_ms, sizeof ks->job.timeout_ms);
 	ks->v.busy = true;
 	ks->v.busy_simple = simple;
 	ks->busy_call = call;
@@ -917,6 +934,7 @@ static void txn_open(struct kv_session *ks, const struct kv_txn_chars *opts)
 		ks->txn_chars.deferrable = opts->deferrable;
 	kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
 	ks->defaults_at_begin = ks->defaults;
+	memcpy(ks->timeout_at_begin, ks->timeout_ms, sizeof ks->timeout_ms);
 	/* no savepoint per call: an error aborts the transaction, as PostgreSQL's */
 	ks->txn = (struct kv_txn){ .begin = ks->txn_begin, .no_savepoints = true };
 	ks->txn_routed = false;
@@ -939,6 +957,7 @@ static bool txn_close(struct kv_session *ks, bool commit, bool tag, const struct
 	ks->implicit = false;
 	if (!commit) {
 		ks->defaults = ks->defaults_at_begin; /* a change of a setting is undone too */
+		memcpy(ks->timeout_ms, ks->timeout_at_begin, sizeof ks->timeout_ms);
 		drop_cursors(ks, true, true);
 	}
 	if (!ks->txn_routed) { /* no call reached a shard */
@@ -1024,6 +1043,7 @@ static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bo
 		snprintf(sp->name, sizeof sp->name, "%s", call->name);
 		sp->defaults = ks->defaults;
 		sp->txn_chars = ks->txn_chars;
+		memcpy(sp->timeout_ms, ks->timeout_ms, sizeof sp->timeout_ms);
 		ks->sps->tag = "SAVEPOINT";
 	} else if (i < 0) {
 		snprintf(text, sizeof text, "savepoint \"%s\" does not exist", call->name);
@@ -1038,6 +1058,7 @@ static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bo
 		ks->sps->n = i + 1;
 		ks->defaults = ks->sps->sp[i].defaults;
 		ks->txn_chars = ks->sps->sp[i].txn_chars;
+		memcpy(ks->timeout_ms, ks->sps->sp[i].timeout_ms, sizeof ks->timeout_ms);
 		kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
 		for (int c = 0; c < KV_FRONT_CURSORS; c++)
 			if (ks->cursors[c].used && ks->cursors[c].in_txn && ks->cursors[c].level > i)
@@ -1085,7 +1106,7 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 	if (!call->is_move) {
 		if (simple)
 			out_row_description(ks, &cur->shape, 0);
-		if (!out_rows(ks, &cur->shape, simple ? 0 : ks->portal_binary, cur->rows + cur->off, end - cur->off))
+		if (!out_rows(ks, &cur->shape, simple ? 0 : ks->portal_binary, cur->rows ? cur->rows + cur->off : NULL, end - cur->off))
 			return refuse(ks, simple, "XX000", "kv: a cursor's rows could not be sent in the Bind's formats");
 	}
 	cur->off = end;
@@ -1275,6 +1296,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 		return false;
 	case KV_LOCAL_RESET_ALL:
 		ks->defaults = KV_TXN_CHARS_UNSET;
+		memcpy(ks->timeout_ms, ks->timeout_boot, sizeof ks->timeout_ms);
 		vdb_complete(v, "RESET");
 		return false;
 	case KV_LOCAL_DISCARD:
@@ -1282,6 +1304,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 			if (v->txn_status)
 				return refuse(ks, simple, "25001", "DISCARD ALL cannot run inside a transaction block");
 			ks->defaults = KV_TXN_CHARS_UNSET;
+			memcpy(ks->timeout_ms, ks->timeout_boot, sizeof ks->timeout_ms);
 			drop_named(ks);
 			drop_cursors(ks, false, false);
 			v->portal_set = false;
@@ -1300,6 +1323,10 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 			if (from != KV_CHAR_UNSET)
 				*kv_txn_char_field(&ks->defaults, s) = (int8_t)(from == KV_CHAR_RESET ? KV_CHAR_UNSET : from);
 		}
+		vdb_complete(v, call->reset ? "RESET" : "SET");
+		return false;
+	case KV_LOCAL_TIMEOUT:
+		ks->timeout_ms[call->timeout] = call->timeout_ms == KV_TIMEOUT_RESET ? ks->timeout_boot[call->timeout] : call->timeout_ms;
 		vdb_complete(v, call->reset ? "RESET" : "SET");
 		return false;
 	case KV_LOCAL_SET:
@@ -1365,7 +1392,12 @@ static void out_show(struct kv_session *ks, const struct kv_call *call, bool sim
 {
 	const struct kv_txn_chars *c = call->show >= KV_SHOW_DEFAULT_ISOLATION || ks->v.txn_status != 'T'
 					       ? &ks->defaults : &ks->txn_chars;
-	const char *text = kv_txn_char_text((enum kv_show)call->show, kv_txn_char_get(c, (enum kv_show)call->show));
+	char ms[16];
+	const char *text = ms;
+	if (call->show >= KV_SHOW_STATEMENT_TIMEOUT)
+		kv_timeout_text(ks->timeout_ms[call->show - KV_SHOW_STATEMENT_TIMEOUT], ms);
+	else
+		text = kv_txn_char_text((enum kv_show)call->show, kv_txn_char_get(c, (enum kv_show)call->show));
 
 	if (simple)
 		vdb_out_row_description(&ks->v.out, &(struct vdb_col){ kv_show_name((enum kv_show)call->show), VDB_OID_TEXT, 0 },
@@ -1510,7 +1542,7 @@ static void out_rest(struct kv_session *ks)
 	size_t off = ks->rest_off;
 	uint64_t n;
 	size_t end = rows_upto(job->rows, job->rows_len, off, ks->max_rows ? ks->max_rows : UINT64_MAX, &n);
-	bool ok = out_rows(ks, ks->busy_call, ks->portal_binary, job->rows + off, end - off);
+	bool ok = out_rows(ks, ks->busy_call, ks->portal_binary, job->rows ? job->rows + off : NULL, end - off);
 
 	ks->suspended = false;
 	if (!ok || (end < job->rows_len && (ks->max_rows == 0 || n < ks->max_rows))) {
@@ -1576,6 +1608,7 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		}
 		if (job->failed) { /* the transaction rolled back: its settings' changes too */
 			ks->defaults = ks->defaults_at_begin;
+			memcpy(ks->timeout_ms, ks->timeout_at_begin, sizeof ks->timeout_ms);
 			drop_cursors(ks, true, true);
 		}
 		ks->v.txn_status = 0;

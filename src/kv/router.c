@@ -7,6 +7,7 @@
 #include "kv/router_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include "pq/pq.h"
@@ -594,7 +595,29 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, const
 		PQclear(res);
 		x->prepared[shard] |= KV_PREPARED_BIT(slot);
 	}
-	return PQexecPrepared(conn, name, np, params, NULL, NULL, 0);
+	char set[KV_TIMEOUTS_SQL_MAX];
+	if (!kv_job_timeouts_sql(job, set))
+		return PQexecPrepared(conn, name, np, params, NULL, NULL, 0);
+	/* the caller's timeouts, for this call only: its own transaction, ended whatever came of
+	 * the call (a failed call's ROLLBACK; a lost connection is closed) */
+	PGresult *res = PQexec(conn, "BEGIN");
+	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
+		return res;
+	PQclear(res);
+	res = PQexec(conn, set);
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK) {
+		PQclear(res);
+		res = PQexecPrepared(conn, name, np, params, NULL, NULL, 0);
+	}
+	bool ok = res && (PQresultStatus(res) == PGRES_TUPLES_OK || PQresultStatus(res) == PGRES_COMMAND_OK);
+	PGresult *end = PQexec(conn, ok ? "COMMIT" : "ROLLBACK");
+	if (ok && (!end || PQresultStatus(end) != PGRES_COMMAND_OK)) {
+		PQclear(res); /* the commit's error is the call's */
+		res = end;
+	} else {
+		PQclear(end);
+	}
+	return res;
 }
 
 /* Run op's statement on shard. The result (tuples), or NULL with the job failed. */
@@ -969,6 +992,19 @@ void kv_job_txn_end(struct kv_job *job, struct kv_txn *t, uint8_t end)
 	job->keys = job->values = NULL;
 	job->txn = t;
 	job->txn_end = end;
+}
+
+size_t kv_job_timeouts_sql(const struct kv_job *job, char out[KV_TIMEOUTS_SQL_MAX])
+{
+	size_t n = 0;
+	for (int t = 0; t < KV_TIMEOUT_COUNT; t++) {
+		uint32_t ms = job->timeout_ms[t];
+		if (ms == 0 || (t == KV_TIMEOUT_STATEMENT && ms >= 60000))
+			continue;
+		n += (size_t)snprintf(out + n, KV_TIMEOUTS_SQL_MAX - n, "%spg_catalog.set_config('%s','%" PRIu32 "',true)",
+				      n ? "," : "SELECT ", kv_timeout_name((enum kv_timeout)t), ms);
+	}
+	return n;
 }
 
 void kv_job_reset(struct kv_job *job)

@@ -328,7 +328,8 @@ static void arm_call_timer(struct kv_lconn *lc)
 	ev_timer_start(loop, &lc->timer);
 }
 
-/* One of a transaction's own statements, whose result is owed before the call's (job->pre). */
+/* One of a transaction's own statements, or the call's timeouts, whose result is owed before
+ * the call's (job->pre). */
 static bool send_step(struct kv_lconn *lc, struct kv_job *job, const char *sql)
 {
 	job->pre++;
@@ -394,6 +395,9 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 			return;
 		}
 	}
+	char set[KV_TIMEOUTS_SQL_MAX];
+	if (kv_job_timeouts_sql(job, set) && !send_step(lc, job, set))
+		goto err_lost; /* the caller's timeouts, in the call's transaction (before its Sync) */
 	const char *pbuf[KV_STMT_MAX_PARAMS];
 	int np;
 	const char *sql = kv_stmt(r, job, lc->prepared, &np);
@@ -531,11 +535,13 @@ static void take_results(struct kv_lconn *lc)
 		}
 		idle_nulls = 0;
 		if (job->pre > 0 && PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
-			/* a transaction's own step (BEGIN, a savepoint): anything but its success
-			 * leaves the transaction in a state tusk does not follow: it ends in ROLLBACK */
+			/* a transaction's own step (BEGIN, a savepoint) or the call's timeouts (rows):
+			 * anything but its success leaves the transaction in a state tusk does not
+			 * follow: it ends in ROLLBACK (outside one, the call is skipped: its error) */
 			job->pre--;
-			if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-				job->txn->doomed = true;
+			if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+				if (job->txn)
+					job->txn->doomed = true;
 				if (job->stage == STAGE_PREPARE) /* skipped: the next call prepares again */
 					lc->prepared &= ~KV_PREPARED_BIT(kv_stmt_slot(lc->l->r, job));
 				if (!job->failed) {
@@ -1206,6 +1212,7 @@ static void fan_out(struct kv_loop *l, struct kv_job *call)
 		j->worker = call->worker;
 		j->ns = call->ns;
 		j->txn = call->txn;
+		memcpy(j->timeout_ms, call->timeout_ms, sizeof j->timeout_ms);
 		j->done = fan_part_done;
 		j->fan = f;
 		pt->shard = s;

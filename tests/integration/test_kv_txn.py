@@ -6,6 +6,7 @@ transaction of that shard, and nothing left behind by a client that leaves insid
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -122,14 +123,16 @@ def script(zone, keys):
     ]
 
 
-def run_script(port, db, user, steps):
+def run_script(port, db, user, steps, read=None):
+    """Each step a simple Query, its answer as read(c, sql) reads it (by default answer's, with
+    the rows of SHOW and kv.get)."""
     c = pgwire.RawClient("127.0.0.1", port)
     try:
         c.startup(user, db)
         out = []
         for sql in steps:
             c.send(pgwire.message(b"Q", sql.encode() + b"\0"))
-            out.append((sql, answer(c, rows=sql.startswith(("SHOW", "select kv.get")))))
+            out.append((sql, read(c, sql) if read else answer(c, rows=sql.startswith(("SHOW", "select kv.get")))))
         return out
     finally:
         c.close()
@@ -1464,3 +1467,160 @@ def test_hundreds_of_savepoints_before_the_first_write(parade, zone):
         c.commit()
     with tusk_conn(zone) as c:
         assert c.execute("select kv.counter('default', %s)", (key,)).fetchone()[0] == 5
+
+
+def timeout_script(k1):
+    """SET, SHOW and RESET of statement_timeout and lock_timeout as PostgreSQL reads them (units,
+    fractions, hex, spaces; the values it refuses), transactional as its settings are."""
+    steps = []
+    for value in ("0", "5000", "'1.5s'", "'2min'", "' 10 s '", "'1e3'", "1.5", "'100us'", "'0x10'", "'1d'",
+                  "'abc'", "-1", "'5 sec'", "'3000000000'", "'1 h'", "''"):
+        steps += [f"SET statement_timeout = {value}", "SHOW statement_timeout"]
+    steps += [
+        "SET lock_timeout TO '250ms'", "SHOW lock_timeout",
+        "SET SESSION statement_timeout TO 7000",
+        "BEGIN", "SET statement_timeout = 8000", "SHOW statement_timeout", "ROLLBACK",
+        "SHOW statement_timeout",                                   # 7s: undone with the transaction
+        "BEGIN", "SET statement_timeout = '9s'", f"select kv.put('default', '{k1}', '1')", "COMMIT",
+        "SHOW statement_timeout",                                   # 9s: kept with it
+        "BEGIN", f"select kv.get('default', '{k1}')", "SET lock_timeout = 'x'",
+        "SET lock_timeout = 5", "ROLLBACK",                         # 25P02 after the error
+        "SHOW lock_timeout",                                        # 250ms
+        "BEGIN", "SET lock_timeout = 1000", "SAVEPOINT a", "SET lock_timeout = 2000", "SAVEPOINT b",
+        "SET lock_timeout = 3000", "ROLLBACK TO SAVEPOINT b", "SHOW lock_timeout",   # 2s
+        "ROLLBACK TO a", "SHOW lock_timeout", "RELEASE a", "SET lock_timeout = '4s'", "COMMIT",
+        "SHOW lock_timeout",                                        # 4s
+        "SET lock_timeout = '250ms'",
+        "SET statement_timeout TO DEFAULT", "SET lock_timeout = 0", "SHOW statement_timeout",
+        "SET statement_timeout = 3000", "RESET statement_timeout", "SHOW statement_timeout",
+        "SET statement_timeout = 3000", "SET lock_timeout = 3000", "RESET ALL",
+        "SHOW statement_timeout", "SHOW lock_timeout",
+    ]
+    return steps
+
+
+def test_timeouts_answer_as_a_shard_database_answers(parade, zone):
+    """statement_timeout and lock_timeout set, shown and reset in the kv database and directly
+    in a shard database: the same messages, SHOW rows, SQLSTATEs and error texts."""
+    shard = 1
+
+    def read(c, sql):  # errors' texts too
+        msgs = []
+        for kind, body in c.read_until_ready():
+            if kind in (b"E", b"N"):
+                f = pgwire.parse_error_fields(body)
+                msgs.append((kind, f["C"], re.sub(r"^tusk \w+: ", "", f["M"])))  # tusk's connection id
+            elif kind in (b"C", b"Z") or (kind == b"D" and sql.startswith("SHOW")):
+                msgs.append((kind, body))
+        return msgs
+
+    ours_key = parade.keys_on(shard, 1, "txn-timeout-tusk-")[0]
+    direct_key = parade.keys_on(shard, 1, "txn-timeout-pg-")[0]
+    ours = run_script(zone.tusk.port, "kv", "postgres", timeout_script(ours_key), read)
+    direct = run_script(zone.pg.port, f"kv_shard_{shard}", "kv_client", timeout_script(direct_key), read)
+    assert len(ours) == len(direct)
+    for a, b in zip(ours, direct):
+        assert a[1] == b[1], (a, b)
+    shows = [m[0][1][6:].decode() for sql, m in ours if sql.startswith("SHOW") and m[0][0] == b"D"]
+    assert shows[:5] == ["0", "5s", "1500ms", "2min", "10s"], shows
+    assert sum(1 for _, m in ours if m and m[0][0] == b"E" and m[0][1] == "22023") == 6, ours
+    assert get(zone, ours_key) == 1
+
+
+def test_a_calls_timeouts_are_its_sessions_and_end_it_as_postgresql_would(parade, zone):
+    """A put that waits for a key another transaction holds (directly on its shard) is cancelled
+    by the session's statement_timeout (57014) or lock_timeout (55P03), given by SET or at
+    connect, and writes nothing; in a transaction it aborts it and the ROLLBACK undoes the SET.
+    A session without them on the same worker waits for the key and writes: the timeouts are
+    set on the shard for each call alone."""
+    shard = 1
+    keys = parade.keys_on(shard, 3, "txn-timeout-wait-")
+    holder = psycopg.connect(host="127.0.0.1", port=zone.pg.port, user="kv_client", dbname=f"kv_shard_{shard}",
+                             connect_timeout=10)
+    try:
+        for k in keys:
+            holder.execute("select kv.put('default', %s, '\"held\"')", (k,))  # the key's locks, until the commit
+
+        def refused(c, sql, args):
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.Error) as e:
+                c.execute(sql, args)
+            return e.value.sqlstate, e.value.diag.message_primary, time.monotonic() - t0
+
+        with tusk_conn(zone) as c:
+            c.execute("SET statement_timeout = '300ms'")
+            state, text, took = refused(c, "select kv.put('default', %s, '1')", (keys[0],))
+            assert (state, text) == ("57014", "canceling statement due to statement timeout"), (state, text)
+            assert 0.25 < took < CALL_TIMEOUT - 0.3, took
+            # a fan-out of several shards under the same setting
+            assert c.execute("select * from kv.get_many('default', %s)",
+                             (parade.keys_on(0, 2, "txn-timeout-fan-") + [keys[2] + "-none"],)).fetchall() == []
+            c.execute("RESET statement_timeout")
+            c.execute("SET lock_timeout = 200")
+            state, text, took = refused(c, "select kv.put('default', %s, '2')", (keys[1],))
+            assert (state, text) == ("55P03", "canceling statement due to lock timeout"), (state, text)
+            assert 0.15 < took < CALL_TIMEOUT - 0.3, took
+        with tusk_conn(zone, options="-c statement_timeout=250") as c:
+            assert c.execute("SHOW statement_timeout").fetchone()[0] == "250ms"
+            assert refused(c, "select kv.incr('default', %s, 1)", (keys[0],))[0] == "57014"
+            c.execute("BEGIN")
+            c.execute("SET statement_timeout = 400")
+            state, _, took = refused(c, "select kv.put('default', %s, '3')", (keys[2],))
+            assert state == "57014" and 0.35 < took < CALL_TIMEOUT - 0.3, (state, took)
+            assert refused(c, "select 1", ())[0] == "25P02"
+            c.execute("ROLLBACK")
+            assert c.execute("SHOW statement_timeout").fetchone()[0] == "250ms"
+
+        # a session without timeouts waits for the key and writes once the holder commits
+        done = {}
+
+        def waiter():
+            with tusk_conn(zone) as w:
+                t0 = time.monotonic()
+                w.execute("select kv.put('default', %s, '4')", (keys[0],))
+                done["took"] = time.monotonic() - t0
+        import threading
+        t = threading.Thread(target=waiter)
+        t.start()
+        time.sleep(0.6)  # past every timeout above, on the same worker's shard connections
+        holder.commit()
+        t.join(10)
+        assert done.get("took", 0) > 0.5, done
+    finally:
+        holder.close()
+    assert get(zone, keys[0]) == 4
+    assert get(zone, keys[1]) == "held" and get(zone, keys[2]) == "held"
+    with tusk_conn(zone) as c:
+        assert c.execute("select kv.counter('default', %s)", (keys[0],)).fetchone()[0] in (0, None)
+    for options in ("-c statement_timeout=bogus", "-c lock_timeout=-5"):
+        with pytest.raises(psycopg.OperationalError) as e:
+            tusk_conn(zone, options=options)
+        assert "statement_timeout" in str(e.value) or "lock_timeout" in str(e.value), e.value
+
+
+def test_timeouts_of_a_fresh_tusks_first_calls(parade, zone):
+    """Right after tusk starts, its first call runs on a router thread (routing not read yet):
+    the session's timeouts hold there too, for that call alone: a put under a statement_timeout
+    writes, and one that waits for a held key longer than it is cancelled (57014) and writes
+    nothing."""
+    shard = 1
+    free, held = parade.keys_on(shard, 2, "txn-timeout-fresh-")
+    holder = psycopg.connect(host="127.0.0.1", port=zone.pg.port, user="kv_client", dbname=f"kv_shard_{shard}",
+                             connect_timeout=10)
+    try:
+        holder.execute("select kv.put('default', %s, '\"held\"')", (held,))
+        for key, value in ((free, "1"), (held, "2")):
+            assert zone.stop_tusk() == []
+            start_tusk(zone)
+            with tusk_conn(zone, options="-c statement_timeout=300") as c:
+                if key == free:
+                    c.execute("select kv.put('default', %s, %s)", (key, value))
+                    assert c.execute("SHOW statement_timeout").fetchone()[0] == "300ms"
+                else:
+                    with pytest.raises(psycopg.errors.QueryCanceled):
+                        c.execute("select kv.put('default', %s, %s)", (key, value))
+                    c.execute("select kv.put('default', %s, '3')", (free,))  # the connection goes on
+        holder.commit()
+    finally:
+        holder.close()
+    assert get(zone, free) == 3 and get(zone, held) == "held"

@@ -921,15 +921,14 @@ static bool txn_stmt(struct parse *ps, struct pb stmt)
 /* SET TRANSACTION ..., SET SESSION CHARACTERISTICS AS TRANSACTION ..., SET [SESSION] one of the
  * six settings {= | TO} a value, and for the defaults SET ... TO DEFAULT and RESET: true when
  * stmt is one (parsed, or failed); false, nothing said, when it is another SET. */
-/* SET [SESSION] statement_timeout | lock_timeout {= | TO} one value, or DEFAULT; RESET. */
+/* SET [SESSION | LOCAL] statement_timeout | lock_timeout {= | TO} one value, or DEFAULT; RESET. */
 static bool timeout_set(struct parse *ps, enum kv_timeout which, uint64_t kind, bool local, struct pb arg, int nargs)
 {
 	struct pb inner;
 	struct kv_arg val = { 0 };
 	char err[300];
 
-	if (local)
-		return fail(ps, "0A000", "kv: SET LOCAL is not supported by the kv database");
+	ps->call->set_local = local;
 	ps->call->local = KV_LOCAL_TIMEOUT;
 	ps->call->timeout = (uint8_t)which;
 	ps->call->reset = kind == PB_VAR_RESET;
@@ -992,8 +991,9 @@ static bool txn_set(struct parse *ps, struct pb stmt)
 		return timeout_set(ps, (enum kv_timeout)(which - KV_SHOW_STATEMENT_TIMEOUT), kind, local, nargs ? args[0] : name,
 				   nargs);
 	bool dflt = which >= KV_SHOW_DEFAULT_ISOLATION;
-	if (local)
-		return fail(ps, "0A000", "kv: SET LOCAL is not supported by the kv database");
+	if (local && dflt)
+		return fail(ps, "0A000", "kv: SET LOCAL of %s is not supported by the kv database", show_names[which]);
+	ps->call->set_local = local; /* of the transaction's own: as SET (a warning outside one) */
 	if (kind == PB_VAR_RESET || kind == PB_VAR_SET_DEFAULT) {
 		if (!dflt)
 			return fail(ps, "0A000", "kv: %s %s is not supported by the kv database",
@@ -1361,6 +1361,9 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	out->txn_start = false;
 	out->txn_warn = false;
 	out->reset = false;
+	out->set_local = false;
+	out->timeout = 0;
+	out->timeout_ms = 0;
 	out->show = 0;
 	out->chars = KV_TXN_CHARS_UNSET;
 	out->discard_all = false;

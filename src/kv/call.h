@@ -122,7 +122,7 @@ enum kv_local {
 	/* a driver's introspection of a type, known by its query's fingerprint (kv_call.type_query):
 	 * answered from PostgreSQL's built-in types (kv/pg_types.h) */
 	KV_LOCAL_TYPE_INFO,
-	/* SET [SESSION] statement_timeout | lock_timeout {= | TO} value, {= | TO} DEFAULT, RESET
+	/* SET [SESSION | LOCAL] statement_timeout | lock_timeout {= | TO} value, {= | TO} DEFAULT, RESET
 	 * (kv_call.timeout: which; timeout_ms its value in ms, KV_TIMEOUT_RESET for DEFAULT and
 	 * RESET); SHOW of either is KV_LOCAL_SHOW (KV_SHOW_STATEMENT_TIMEOUT ...) */
 	KV_LOCAL_TIMEOUT,
@@ -208,6 +208,7 @@ struct kv_call {
 	uint8_t show;          /* KV_LOCAL_SHOW: enum kv_show */
 	uint8_t timeout;       /* KV_LOCAL_TIMEOUT: enum kv_timeout */
 	uint32_t timeout_ms;   /* KV_LOCAL_TIMEOUT: its value (KV_TIMEOUT_RESET: the session's default) */
+	bool set_local;        /* KV_LOCAL_TIMEOUT, KV_LOCAL_SET: SET LOCAL (until the transaction's end) */
 	bool discard_all;      /* KV_LOCAL_DISCARD: DISCARD ALL (else a tag in column) */
 	uint8_t value_fn;      /* KV_LOCAL_VALUE: enum kv_value_fn */
 	uint8_t type_query;    /* KV_LOCAL_TYPE_INFO: enum kv_type_query */

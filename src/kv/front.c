@@ -66,7 +66,7 @@ struct kv_cursor {
 struct kv_savepoint {
 	char name[64];
 	struct kv_txn_chars defaults, txn_chars; /* as they were when it was made */
-	uint32_t timeout_ms[KV_TIMEOUT_COUNT];
+	uint32_t timeout_ms[KV_TIMEOUT_COUNT], timeout_local[KV_TIMEOUT_COUNT];
 };
 struct kv_savepoints {
 	int n, cap;
@@ -128,9 +128,11 @@ struct kv_session {
 	struct kv_txn_chars defaults, defaults_at_begin;
 	bool reported_read_only;
 	/* statement_timeout and lock_timeout (ms, 0: none of the client's), each call run on its
-	 * shard under them (kv_job.timeout_ms); as at BEGIN (restored as defaults are); as the
-	 * startup packet gave them (RESET's). */
-	uint32_t timeout_ms[KV_TIMEOUT_COUNT], timeout_at_begin[KV_TIMEOUT_COUNT], timeout_boot[KV_TIMEOUT_COUNT];
+	 * shard under them (kv_job.timeout_ms, timeouts_now): the session's; in a transaction,
+	 * its own (SET LOCAL's, else the session's); as at BEGIN (restored as defaults are); as
+	 * the startup packet gave them (RESET's). */
+	uint32_t timeout_ms[KV_TIMEOUT_COUNT], timeout_local[KV_TIMEOUT_COUNT], timeout_at_begin[KV_TIMEOUT_COUNT],
+		timeout_boot[KV_TIMEOUT_COUNT];
 	/* A simple Query of several statements: run in turn, as PostgreSQL runs them, each in the
 	 * client's transaction, else in an implicit one (txn_status 'T' inside the Query, its calls
 	 * on one shard as a transaction's) that ends at a COMMIT or ROLLBACK of the Query's or at
@@ -524,7 +526,7 @@ static void kv_front_begin(struct client *c)
 			client_fail(c, "22023", "%s", err);
 			return;
 		}
-		ks->timeout_ms[t] = ks->timeout_boot[t];
+		ks->timeout_ms[t] = ks->timeout_local[t] = ks->timeout_boot[t];
 	}
 	ks->reported_read_only = ks->defaults.read_only == 1;
 	log_info(c->id, c->ctx, "kv login");
@@ -789,6 +791,12 @@ static void answer_done(struct kv_job *job)
 		worker_post(ks->worker, m); /* its mutex orders the job's output before on_answer */
 }
 
+/* The timeouts a call runs under now: in a transaction its own, else the session's. */
+static const uint32_t *timeouts_now(const struct kv_session *ks)
+{
+	return ks->v.txn_status ? ks->timeout_local : ks->timeout_ms;
+}
+
 /* Hand ks->job to the router. The session stays busy until on_answer. */
 static bool submit(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
@@ -810,7 +818,7 @@ static bool submit(struct kv_session *ks, const struct kv_call *call, bool simpl
 	ks->job.done = answer_done;
 	ks->job.arg = ks;
 	ks->job.worker = ks->worker;
-	memcpy(ks->job.timeout_ms, ks->timeout_ms, sizeof ks->job.timeout_ms);
+	memcpy(ks->job.timeout_ms, timeouts_now(ks), sizeof ks->job.timeout_ms);
 	ks->v.busy = true;
 	ks->v.busy_simple = simple;
 	ks->busy_call = call;
@@ -935,6 +943,7 @@ static void txn_open(struct kv_session *ks, const struct kv_txn_chars *opts)
 	kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
 	ks->defaults_at_begin = ks->defaults;
 	memcpy(ks->timeout_at_begin, ks->timeout_ms, sizeof ks->timeout_ms);
+	memcpy(ks->timeout_local, ks->timeout_ms, sizeof ks->timeout_ms);
 	/* no savepoint per call: an error aborts the transaction, as PostgreSQL's */
 	ks->txn = (struct kv_txn){ .begin = ks->txn_begin, .no_savepoints = true };
 	ks->txn_routed = false;
@@ -1044,6 +1053,7 @@ static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bo
 		sp->defaults = ks->defaults;
 		sp->txn_chars = ks->txn_chars;
 		memcpy(sp->timeout_ms, ks->timeout_ms, sizeof sp->timeout_ms);
+		memcpy(sp->timeout_local, ks->timeout_local, sizeof sp->timeout_local);
 		ks->sps->tag = "SAVEPOINT";
 	} else if (i < 0) {
 		snprintf(text, sizeof text, "savepoint \"%s\" does not exist", call->name);
@@ -1059,6 +1069,7 @@ static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bo
 		ks->defaults = ks->sps->sp[i].defaults;
 		ks->txn_chars = ks->sps->sp[i].txn_chars;
 		memcpy(ks->timeout_ms, ks->sps->sp[i].timeout_ms, sizeof ks->timeout_ms);
+		memcpy(ks->timeout_local, ks->sps->sp[i].timeout_local, sizeof ks->timeout_local);
 		kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
 		for (int c = 0; c < KV_FRONT_CURSORS; c++)
 			if (ks->cursors[c].used && ks->cursors[c].in_txn && ks->cursors[c].level > i)
@@ -1297,6 +1308,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 	case KV_LOCAL_RESET_ALL:
 		ks->defaults = KV_TXN_CHARS_UNSET;
 		memcpy(ks->timeout_ms, ks->timeout_boot, sizeof ks->timeout_ms);
+		memcpy(ks->timeout_local, ks->timeout_boot, sizeof ks->timeout_local);
 		vdb_complete(v, "RESET");
 		return false;
 	case KV_LOCAL_DISCARD:
@@ -1305,6 +1317,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 				return refuse(ks, simple, "25001", "DISCARD ALL cannot run inside a transaction block");
 			ks->defaults = KV_TXN_CHARS_UNSET;
 			memcpy(ks->timeout_ms, ks->timeout_boot, sizeof ks->timeout_ms);
+			memcpy(ks->timeout_local, ks->timeout_boot, sizeof ks->timeout_local);
 			drop_named(ks);
 			drop_cursors(ks, false, false);
 			v->portal_set = false;
@@ -1325,17 +1338,26 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 		}
 		vdb_complete(v, call->reset ? "RESET" : "SET");
 		return false;
-	case KV_LOCAL_TIMEOUT:
-		ks->timeout_ms[call->timeout] = call->timeout_ms == KV_TIMEOUT_RESET ? ks->timeout_boot[call->timeout] : call->timeout_ms;
+	case KV_LOCAL_TIMEOUT: {
+		uint32_t ms = call->timeout_ms == KV_TIMEOUT_RESET ? ks->timeout_boot[call->timeout] : call->timeout_ms;
+		if (!call->set_local)
+			ks->timeout_ms[call->timeout] = ks->timeout_local[call->timeout] = ms;
+		else if (v->txn_status == 'T')
+			ks->timeout_local[call->timeout] = ms; /* until the transaction's end */
+		else
+			vdb_out_warning(v, "25P01", "SET LOCAL can only be used in transaction blocks");
 		vdb_complete(v, call->reset ? "RESET" : "SET");
 		return false;
+	}
 	case KV_LOCAL_SET:
 		if (v->txn_status == 'T') {
 			if (txn_set_current(ks, &call->chars, simple))
 				vdb_complete(v, "SET");
 			return false;
 		}
-		if (call->txn_warn)
+		if (call->set_local)
+			vdb_out_warning(v, "25P01", "SET LOCAL can only be used in transaction blocks");
+		else if (call->txn_warn)
 			vdb_out_warning(v, "25P01", "SET TRANSACTION can only be used in transaction blocks");
 		vdb_complete(v, "SET");
 		return false;
@@ -1395,7 +1417,7 @@ static void out_show(struct kv_session *ks, const struct kv_call *call, bool sim
 	char ms[16];
 	const char *text = ms;
 	if (call->show >= KV_SHOW_STATEMENT_TIMEOUT)
-		kv_timeout_text(ks->timeout_ms[call->show - KV_SHOW_STATEMENT_TIMEOUT], ms);
+		kv_timeout_text(timeouts_now(ks)[call->show - KV_SHOW_STATEMENT_TIMEOUT], ms);
 	else
 		text = kv_txn_char_text((enum kv_show)call->show, kv_txn_char_get(c, (enum kv_show)call->show));
 

@@ -1491,6 +1491,15 @@ def timeout_script(k1):
         "ROLLBACK TO a", "SHOW lock_timeout", "RELEASE a", "SET lock_timeout = '4s'", "COMMIT",
         "SHOW lock_timeout",                                        # 4s
         "SET lock_timeout = '250ms'",
+        "SET LOCAL lock_timeout = 100", "SHOW lock_timeout",        # 25P01 warning: 250ms still
+        "BEGIN", "SET LOCAL lock_timeout = '1s'", "SHOW lock_timeout", f"select kv.get('default', '{k1}')",
+        "SET lock_timeout = 300", "SET LOCAL lock_timeout = 400", "SAVEPOINT s", "SET LOCAL lock_timeout = 500",
+        "ROLLBACK TO s", "SHOW lock_timeout", "COMMIT",
+        "SHOW lock_timeout",                                        # 300ms: the SET's, not the SET LOCAL's
+        "BEGIN", "SET LOCAL statement_timeout TO DEFAULT", "SHOW statement_timeout", "ROLLBACK",
+        "SET LOCAL transaction_isolation = 'serializable'",         # 25P01 warning
+        "BEGIN", "SET LOCAL transaction_isolation = 'repeatable read'", "SHOW transaction_isolation", "COMMIT",
+        "SET lock_timeout = '250ms'",
         "SET statement_timeout TO DEFAULT", "SET lock_timeout = 0", "SHOW statement_timeout",
         "SET statement_timeout = 3000", "RESET statement_timeout", "SHOW statement_timeout",
         "SET statement_timeout = 3000", "SET lock_timeout = 3000", "RESET ALL",
@@ -1564,12 +1573,18 @@ def test_a_calls_timeouts_are_its_sessions_and_end_it_as_postgresql_would(parade
             assert c.execute("SHOW statement_timeout").fetchone()[0] == "250ms"
             assert refused(c, "select kv.incr('default', %s, 1)", (keys[0],))[0] == "57014"
             c.execute("BEGIN")
-            c.execute("SET statement_timeout = 400")
+            c.execute("SET LOCAL statement_timeout = 400")
             state, _, took = refused(c, "select kv.put('default', %s, '3')", (keys[2],))
             assert state == "57014" and 0.35 < took < CALL_TIMEOUT - 0.3, (state, took)
             assert refused(c, "select 1", ())[0] == "25P02"
             c.execute("ROLLBACK")
             assert c.execute("SHOW statement_timeout").fetchone()[0] == "250ms"
+            c.execute("SET statement_timeout = 0")
+            c.execute("BEGIN")  # SET LOCAL: for the transaction's calls alone
+            c.execute("SET LOCAL lock_timeout = '150ms'")
+            assert refused(c, "select kv.put('default', %s, '5')", (keys[1],))[0] == "55P03"
+            c.execute("ROLLBACK")
+            assert c.execute("SHOW lock_timeout").fetchone()[0] == "0"
 
         # a session without timeouts waits for the key and writes once the holder commits
         done = {}

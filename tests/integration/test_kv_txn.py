@@ -1586,6 +1586,19 @@ def test_a_calls_timeouts_are_its_sessions_and_end_it_as_postgresql_would(parade
             c.execute("ROLLBACK")
             assert c.execute("SHOW lock_timeout").fetchone()[0] == "0"
 
+        async def by_asyncpg():  # asyncpg's server_settings: startup parameters
+            import asyncpg
+            a = await asyncpg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv",
+                                      server_settings={"statement_timeout": "250", "lock_timeout": "5s"})
+            try:
+                shown = [await a.fetchval(f"SHOW {n}") for n in ("statement_timeout", "lock_timeout")]
+                with pytest.raises(asyncpg.exceptions.QueryCanceledError):
+                    await a.execute("select kv.put('default', $1, '6')", keys[2])
+                return shown
+            finally:
+                await a.close()
+        assert asyncio.run(by_asyncpg()) == ["250ms", "5s"]
+
         # a session without timeouts waits for the key and writes once the holder commits
         done = {}
 

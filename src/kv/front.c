@@ -44,8 +44,10 @@ struct kv_stmt {
 	uint32_t types[KV_CALL_MAX_PARAMS];
 };
 
-/* A cursor (DECLARE): its call's answer, kept whole, fetched from off on. */
-#define KV_FRONT_CURSORS 4
+/* A cursor (DECLARE): its call's answer, kept whole, fetched from off on. At most
+ * KV_FRONT_CURSORS open per client (each holds a whole answer in memory; PostgreSQL has no
+ * limit); the array grows as they are declared. */
+#define KV_FRONT_CURSORS 64
 struct kv_cursor {
 	bool used;
 	bool hold;          /* WITH HOLD: it outlives its transaction's COMMIT */
@@ -142,7 +144,8 @@ struct kv_session {
 	int multi_n, multi_next;     /* its statements (0: no such Query), the next to run */
 	uint32_t multi_errors;       /* v.nerrors when the statement running began */
 	bool implicit;               /* the transaction is the Query's implicit one */
-	struct kv_cursor cursors[KV_FRONT_CURSORS];
+	struct kv_cursor *cursors;   /* ncursors of them, used or free */
+	int ncursors;
 	struct kv_savepoints *sps;   /* allocated at the first SAVEPOINT */
 	/* the bound KV_LOCAL_TYPE_INFO's arguments: an oid, or a name and a schema ("" when NULL
 	 * or longer than a name: then no type has it) */
@@ -399,8 +402,9 @@ static void kv_session_free(struct kv_session *ks)
 		free(ks->sps->names);
 		free(ks->sps);
 	}
-	for (int i = 0; i < KV_FRONT_CURSORS; i++)
+	for (int i = 0; i < ks->ncursors; i++)
 		free(ks->cursors[i].rows);
+	free(ks->cursors);
 	for (int i = 0; i < ks->nnamed; i++) {
 		kv_call_free(&ks->named[i]->call);
 		free(ks->named[i]);
@@ -844,13 +848,34 @@ static bool txn_exit(const struct kv_call *call)
 
 /* ---- cursors ---- */
 
-/* The cursor of that name ("": a free one), or NULL. */
+/* The cursor of that name, or NULL. */
 static struct kv_cursor *find_cursor(struct kv_session *ks, const char *name)
 {
-	for (int i = 0; i < KV_FRONT_CURSORS; i++)
-		if (ks->cursors[i].used == (name[0] != '\0') && (!name[0] || strcmp(ks->cursors[i].name, name) == 0))
+	for (int i = 0; name[0] && i < ks->ncursors; i++)
+		if (ks->cursors[i].used && strcmp(ks->cursors[i].name, name) == 0)
 			return &ks->cursors[i];
 	return NULL;
+}
+
+/* A free cursor, the array grown for it while below KV_FRONT_CURSORS; NULL when there are
+ * that many (54000) or memory is short (53200): *state says which. */
+static struct kv_cursor *free_cursor(struct kv_session *ks, const char **state)
+{
+	for (int i = 0; i < ks->ncursors; i++)
+		if (!ks->cursors[i].used)
+			return &ks->cursors[i];
+	*state = "54000";
+	if (ks->ncursors >= KV_FRONT_CURSORS)
+		return NULL;
+	*state = "53200";
+	int old = ks->ncursors, n = old ? 2 * old : 4;
+	struct kv_cursor *c = realloc(ks->cursors, (size_t)n * sizeof *c);
+	if (!c)
+		return NULL;
+	memset(c + old, 0, (size_t)(n - old) * sizeof *c);
+	ks->cursors = c;
+	ks->ncursors = n;
+	return &c[old];
 }
 
 static void cursor_drop(struct kv_cursor *cur)
@@ -864,7 +889,7 @@ static void cursor_drop(struct kv_cursor *cur)
  * all of them (CLOSE ALL, DISCARD ALL). */
 static void drop_cursors(struct kv_session *ks, bool txn_end, bool rolled_back)
 {
-	for (int i = 0; i < KV_FRONT_CURSORS; i++) {
+	for (int i = 0; i < ks->ncursors; i++) {
 		struct kv_cursor *cur = &ks->cursors[i];
 		if (cur->used && (!txn_end || !cur->hold || (rolled_back && cur->in_txn)))
 			cursor_drop(cur);
@@ -876,7 +901,8 @@ static void drop_cursors(struct kv_session *ks, bool txn_end, bool rolled_back)
 /* The DECLARE's call answered (ks->job): its cursor keeps the rows. */
 static void cursor_store(struct kv_session *ks, const struct kv_call *call)
 {
-	struct kv_cursor *cur = find_cursor(ks, "");
+	const char *state;
+	struct kv_cursor *cur = free_cursor(ks, &state); /* there is one: DECLARE made sure */
 	uint8_t *rows = ks->job.rows_len ? malloc(ks->job.rows_len) : NULL;
 
 	if (!cur || (ks->job.rows_len && !rows)) {
@@ -1060,7 +1086,7 @@ static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bo
 		return refuse(ks, simple, "3B001", text);
 	} else if (call->local == KV_LOCAL_RELEASE) { /* it and the later ones end; their changes stay */
 		ks->sps->n = i;
-		for (int c = 0; c < KV_FRONT_CURSORS; c++)
+		for (int c = 0; c < ks->ncursors; c++)
 			if (ks->cursors[c].used && ks->cursors[c].level > i)
 				ks->cursors[c].level = i;
 		ks->sps->tag = "RELEASE";
@@ -1071,7 +1097,7 @@ static bool savepoint_stmt(struct kv_session *ks, const struct kv_call *call, bo
 		memcpy(ks->timeout_ms, ks->sps->sp[i].timeout_ms, sizeof ks->timeout_ms);
 		memcpy(ks->timeout_local, ks->sps->sp[i].timeout_local, sizeof ks->timeout_local);
 		kv_txn_begin_text(&ks->txn_chars, ks->txn_begin);
-		for (int c = 0; c < KV_FRONT_CURSORS; c++)
+		for (int c = 0; c < ks->ncursors; c++)
 			if (ks->cursors[c].used && ks->cursors[c].in_txn && ks->cursors[c].level > i)
 				cursor_drop(&ks->cursors[c]);
 		v->txn_status = 'T';
@@ -1294,10 +1320,11 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 			snprintf(text, sizeof text, "cursor \"%s\" already exists", call->name);
 			return refuse(ks, simple, "42P03", text);
 		}
-		if (!find_cursor(ks, "")) {
+		const char *state;
+		if (!free_cursor(ks, &state)) {
 			char text[120];
 			snprintf(text, sizeof text, "kv: at most %d cursors open at a time", KV_FRONT_CURSORS);
-			return refuse(ks, simple, "54000", text);
+			return refuse(ks, simple, state, state[1] == '4' ? text : "out of memory");
 		}
 		return run_call(ks, call, simple); /* on_answer keeps its rows */
 	case KV_LOCAL_FETCH:

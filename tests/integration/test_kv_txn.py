@@ -1652,3 +1652,34 @@ def test_timeouts_of_a_fresh_tusks_first_calls(parade, zone):
     finally:
         holder.close()
     assert get(zone, free) == 3 and get(zone, held) == "held"
+
+
+def test_many_cursors_open_at_once(parade, zone):
+    """Cursors are as many as a client declares, up to 64 open at a time (before: 4): each
+    keeps its own place; the 65th is refused (54000) and the transaction goes on after a
+    ROLLBACK; CLOSE frees a place."""
+    keys = [f"curs-many-{i:02d}" for i in range(8)]
+    with tusk_conn(zone) as c:
+        for i, k in enumerate(keys):
+            c.execute("select kv.put('default', %s, %s)", (k, str(i)))
+        c.execute("BEGIN")
+        for i in range(64):
+            c.execute(f"DECLARE c{i} CURSOR FOR select * from kv.scan('default', 'curs-many-', NULL, 100)")
+        for i in range(64):  # each from its own place: the i % 8 rows before it skipped
+            if i % 8:
+                c.execute(f"MOVE {i % 8} FROM c{i}")
+        got = [c.execute(f"FETCH 1 FROM c{i}").fetchone()[0] for i in range(64)]
+        assert got == [keys[i % 8] for i in range(64)], got
+        assert [r[0] for r in c.execute("FETCH ALL FROM c3").fetchall()] == keys[4:]
+        with pytest.raises(psycopg.Error) as e:
+            c.execute("DECLARE c64 CURSOR FOR select * from kv.scan('default', 'curs-many-', NULL, 100)")
+        assert e.value.sqlstate == "54000", e.value
+        c.execute("ROLLBACK")
+        c.execute("BEGIN")
+        for i in range(64):
+            c.execute(f"DECLARE d{i} CURSOR FOR select kv.get('default', %s)", (keys[i % 8],))
+        c.execute("CLOSE d10")
+        c.execute("DECLARE d64 CURSOR FOR select kv.get('default', %s)", (keys[1],))
+        assert c.execute("FETCH 1 FROM d64").fetchone()[0] == 1
+        assert c.execute("FETCH 1 FROM d63").fetchone()[0] == 7
+        c.execute("COMMIT")

@@ -376,7 +376,8 @@ const char kv_read_fallback_sql[] = "SELECT COALESCE(kv.get($1, $2), (SELECT pg_
 const char kv_read_many_fallback_sql[] = "SELECT key, value FROM kv.get_many($1, $2::text[])";
 /* kv.read_meta's: a value's only (a counter reads as absent) */
 const char kv_read_meta_fallback_sql[] = "SELECT kv.get_meta($1, $2)";
-_Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= 61, "the prepared mask holds one bit per op and the fallback's");
+_Static_assert(sizeof kv_op_sql / sizeof kv_op_sql[0] <= KV_SLOT_TIMEOUTS,
+	       "the prepared mask holds one bit per op, the timeouts', the slow puts' and the fallback's");
 
 bool kv_get_fall_back(struct kv_router *r, int shard, enum kv_op op, kv_prepared_t *prepared, const PGresult *res)
 {
@@ -595,8 +596,9 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, const
 		PQclear(res);
 		x->prepared[shard] |= KV_PREPARED_BIT(slot);
 	}
-	char set[KV_TIMEOUTS_SQL_MAX];
-	if (!kv_job_timeouts_sql(job, set))
+	char text[KV_TIMEOUT_COUNT][12];
+	const char *set[KV_TIMEOUT_COUNT];
+	if (!kv_job_timeouts(job, text, set))
 		return PQexecPrepared(conn, name, np, params, NULL, NULL, 0);
 	/* the caller's timeouts, for this call only: its own transaction, ended whatever came of
 	 * the call (a failed call's ROLLBACK; a lost connection is closed) */
@@ -604,7 +606,7 @@ static PGresult *exec_prepared(struct kv_exec *x, PGconn *conn, int shard, const
 	if (!res || PQresultStatus(res) != PGRES_COMMAND_OK)
 		return res;
 	PQclear(res);
-	res = PQexec(conn, set);
+	res = PQexecParams(conn, kv_timeouts_sql, KV_TIMEOUT_COUNT, NULL, set, NULL, NULL, 0);
 	if (res && PQresultStatus(res) == PGRES_TUPLES_OK) {
 		PQclear(res);
 		res = PQexecPrepared(conn, name, np, params, NULL, NULL, 0);
@@ -994,17 +996,22 @@ void kv_job_txn_end(struct kv_job *job, struct kv_txn *t, uint8_t end)
 	job->txn_end = end;
 }
 
-size_t kv_job_timeouts_sql(const struct kv_job *job, char out[KV_TIMEOUTS_SQL_MAX])
+const char kv_timeouts_sql[] = "SELECT pg_catalog.set_config('statement_timeout', $1, true), "
+			       "pg_catalog.set_config('lock_timeout', $2, true)";
+
+bool kv_job_timeouts(const struct kv_job *job, char text[KV_TIMEOUT_COUNT][12], const char *params[KV_TIMEOUT_COUNT])
 {
-	size_t n = 0;
+	bool any = false;
 	for (int t = 0; t < KV_TIMEOUT_COUNT; t++) {
 		uint32_t ms = job->timeout_ms[t];
+		params[t] = NULL;
 		if (ms == 0 || (t == KV_TIMEOUT_STATEMENT && ms >= 60000))
 			continue;
-		n += (size_t)snprintf(out + n, KV_TIMEOUTS_SQL_MAX - n, "%spg_catalog.set_config('%s','%" PRIu32 "',true)",
-				      n ? "," : "SELECT ", kv_timeout_name((enum kv_timeout)t), ms);
+		snprintf(text[t], sizeof text[t], "%" PRIu32, ms);
+		params[t] = text[t];
+		any = true;
 	}
-	return n;
+	return any;
 }
 
 void kv_job_reset(struct kv_job *job)

@@ -67,7 +67,7 @@ struct kv_job {
 	int nvalues;                   /* put_many: the JSON texts, one per key */
 	const char *const *values;
 	/* the caller's statement_timeout and lock_timeout in ms (enum kv_timeout; 0: the shard
-	 * connection's own), set on the shard for the call (kv_job_timeouts_sql) */
+	 * connection's own), set on the shard for the call (router_int.h, kv_timeouts_sql) */
 	uint32_t timeout_ms[KV_TIMEOUT_COUNT];
 	/* out: complete when done runs */
 	bool failed;
@@ -85,6 +85,7 @@ struct kv_job {
 	void *arg;
 	/* private: the router's queue, or a worker's shard connection */
 	struct kv_job *next;
+	bool timeouts_prepared;        /* its timeouts' statement prepared on the connection with it */
 	uint8_t stage;                 /* which result of the pipeline comes next */
 	bool retried;                  /* a read already sent again on a new connection */
 	/* Its prepare or its statement was not there (a get's kv.live missing: shard_loop.c):
@@ -101,14 +102,6 @@ struct kv_job {
 	uint8_t txn_end;
 	uint32_t pre;                  /* shard_loop.c: results of a transaction's steps owed first (its savepoints: up to 65,536) */
 };
-
-/* The statement that sets job's timeouts on a shard for its transaction (set_config's, local:
- * the end of the call's implicit transaction, or of the client's, undoes it) into out: its
- * length, 0 when it has none to set. statement_timeout is set when below the shard
- * connections' own (60 s, kv/conn.c), so that tusk's wait for a call (65 s) stays above it;
- * lock_timeout when given. */
-#define KV_TIMEOUTS_SQL_MAX 160
-size_t kv_job_timeouts_sql(const struct kv_job *job, char out[KV_TIMEOUTS_SQL_MAX]);
 
 /* Make job the end of t (KV_TXN_COMMIT or KV_TXN_ROLLBACK), or a step (KV_TXN_STEP; the
  * caller sets args[0] after): no call, no key, an op of the worker's loop (kv_router_submit

@@ -170,6 +170,16 @@ static inline const char *kv_op_statement(enum kv_op op, kv_prepared_t prepared)
  * over kv.put_many: 2,600 keys of one shard 52 ms either way; docs/kv.md, "Twelfth step"). */
 #define KV_SLOT_PUT_MANY_SLOW 61
 #define KV_PUT_MANY_FAST_MAX 1000
+/* A call of a session with timeouts (kv_job.timeout_ms) runs after kv_timeouts_sql, prepared
+ * under this bit ("tusk_kv_60"), in the call's own transaction (before its Sync, or the
+ * client's): set_config(..., true), which that transaction's end undoes, so the connection's
+ * other calls (other clients') run under theirs. kv_job_timeouts: its two parameters, the
+ * statement_timeout and lock_timeout in ms as text, or NULL for the connection's own (RESET:
+ * 60 s and 30 s, kv/conn.c); false when the job has none to set. statement_timeout is set below
+ * 60 s only, so that tusk's wait for a call (65 s) stays above it. */
+#define KV_SLOT_TIMEOUTS 60
+extern const char kv_timeouts_sql[];
+bool kv_job_timeouts(const struct kv_job *job, char text[KV_TIMEOUT_COUNT][12], const char *params[KV_TIMEOUT_COUNT]);
 /* The prepared mask's bit of job's statement on a connection of r, which names it too
  * ("tusk_kv_<slot>"): its op, or KV_SLOT_PUT_SLOW. */
 int kv_stmt_slot(const struct kv_router *r, const struct kv_job *job);

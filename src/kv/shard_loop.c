@@ -395,9 +395,21 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 			return;
 		}
 	}
-	char set[KV_TIMEOUTS_SQL_MAX];
-	if (kv_job_timeouts_sql(job, set) && !send_step(lc, job, set))
-		goto err_lost; /* the caller's timeouts, in the call's transaction (before its Sync) */
+	char ttext[KV_TIMEOUT_COUNT][12];
+	const char *tparams[KV_TIMEOUT_COUNT];
+	job->timeouts_prepared = false;
+	if (kv_job_timeouts(job, ttext, tparams)) { /* the caller's timeouts, in the call's transaction */
+		if (!(lc->prepared & KV_PREPARED_BIT(KV_SLOT_TIMEOUTS))) {
+			if (!PQsendPrepare(lc->conn, "tusk_kv_60", kv_timeouts_sql, KV_TIMEOUT_COUNT, NULL))
+				goto err_lost;
+			lc->prepared |= KV_PREPARED_BIT(KV_SLOT_TIMEOUTS);
+			job->timeouts_prepared = true;
+			job->pre++;
+		}
+		if (!PQsendQueryPrepared(lc->conn, "tusk_kv_60", KV_TIMEOUT_COUNT, tparams, NULL, NULL, 0))
+			goto err_lost;
+		job->pre++;
+	}
 	const char *pbuf[KV_STMT_MAX_PARAMS];
 	int np;
 	const char *sql = kv_stmt(r, job, lc->prepared, &np);
@@ -540,6 +552,8 @@ static void take_results(struct kv_lconn *lc)
 			 * follow: it ends in ROLLBACK (outside one, the call is skipped: its error) */
 			job->pre--;
 			if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
+				if (job->timeouts_prepared && job->pre == 1) /* it was the timeouts' prepare: not there */
+					lc->prepared &= ~KV_PREPARED_BIT(KV_SLOT_TIMEOUTS);
 				if (job->txn)
 					job->txn->doomed = true;
 				if (job->stage == STAGE_PREPARE) /* skipped: the next call prepares again */

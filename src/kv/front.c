@@ -135,6 +135,13 @@ struct kv_session {
 	 * the startup packet gave them (RESET's). */
 	uint32_t timeout_ms[KV_TIMEOUT_COUNT], timeout_local[KV_TIMEOUT_COUNT], timeout_at_begin[KV_TIMEOUT_COUNT],
 		timeout_boot[KV_TIMEOUT_COUNT];
+	/* The session's settings as they were at the first Execute after a Sync, outside a
+	 * transaction (pipe_saved): PostgreSQL runs the Executes up to the Sync in one implicit
+	 * transaction, so an error before the Sync undoes their SETs (pipe_nerrors: v.nerrors then). */
+	bool pipe_saved;
+	uint32_t pipe_nerrors;
+	struct kv_txn_chars pipe_defaults;
+	uint32_t pipe_timeouts[KV_TIMEOUT_COUNT];
 	/* A simple Query of several statements: run in turn, as PostgreSQL runs them, each in the
 	 * client's transaction, else in an implicit one (txn_status 'T' inside the Query, its calls
 	 * on one shard as a transaction's) that ends at a COMMIT or ROLLBACK of the Query's or at
@@ -919,6 +926,9 @@ static void cursor_store(struct kv_session *ks, const struct kv_call *call)
 	vdb_complete(&ks->v, "DECLARE CURSOR");
 }
 
+/* ks->done_tag of a utility statement's portal, run: it cannot be run again. */
+static const char portal_spent_tag[] = "";
+
 static const char aborted_text[] = "current transaction is aborted, commands ignored until end of transaction block";
 
 static void out_show(struct kv_session *ks, const struct kv_call *call, bool simple);
@@ -1463,16 +1473,21 @@ static void out_show(struct kv_session *ks, const struct kv_call *call, bool sim
 static void before_ready(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	bool ro = ks->defaults.read_only == 1;
 
 	if (!v->txn_status) { /* the transaction ended: its portals with it, and its cursors */
 		v->portal_set = false;
 		ks->suspended = false;
 		ks->portal_done = false;
 		drop_cursors(ks, true, false);
+		if (ks->pipe_saved && v->nerrors != ks->pipe_nerrors) { /* its implicit transaction failed */
+			ks->defaults = ks->pipe_defaults;
+			memcpy(ks->timeout_ms, ks->pipe_timeouts, sizeof ks->timeout_ms);
+		}
 	}
-	if (ro == ks->reported_read_only)
-		return;
+	ks->pipe_saved = false;
+	bool ro = ks->defaults.read_only == 1;
+	if (ro == ks->reported_read_only || v->txn_status == 'E')
+		return; /* (in a failed transaction PostgreSQL reports nothing: its ROLLBACK undoes it) */
 	uint8_t body[64];
 	static const char name[] = "default_transaction_read_only";
 	const char *val = ro ? "on" : "off";
@@ -2092,24 +2107,66 @@ static bool describe_cursor(struct vdb *v, const char *name)
 	return cur != NULL;
 }
 
+/* After an Execute of a statement answered here: the portal of a utility statement stays, run
+ * (another Execute: PostgreSQL's 55000), a FETCH's too (another: FETCH 0); the end of a
+ * transaction or of a savepoint's part of it (COMMIT, ROLLBACK, ROLLBACK TO), or DISCARD ALL,
+ * drops it (34000); a statement of rows saw to its own (local_rows_end). */
+static void portal_spent(struct kv_session *ks, const struct kv_call *call)
+{
+	switch (call->local) {
+	case KV_LOCAL_COMMIT:
+	case KV_LOCAL_ROLLBACK:
+	case KV_LOCAL_ROLLBACK_TO:
+	case KV_LOCAL_SHOW:
+	case KV_LOCAL_VALUE:
+	case KV_LOCAL_UNLOCK_ALL:
+	case KV_LOCAL_TYPE_INFO:
+		return;
+	case KV_LOCAL_DISCARD:
+		if (call->discard_all)
+			return;
+		break;
+	default:
+		break;
+	}
+	ks->v.portal_set = true;
+	ks->portal_done = true;
+	ks->done_tag = call->local == KV_LOCAL_FETCH && !call->is_move ? "FETCH 0" : portal_spent_tag;
+}
+
 static void execute(struct vdb *v, uint32_t max_rows)
 {
 	struct kv_session *ks = session_of(v);
 	const struct kv_call *call = &stmt_at(ks, ks->portal_stmt)->call;
 	ks->active_at = ev_now(ks->worker->loop);
 	ks->max_rows = max_rows;
+	if (!ks->pipe_saved && !v->txn_status) {
+		ks->pipe_saved = true;
+		ks->pipe_nerrors = v->nerrors;
+		ks->pipe_defaults = ks->defaults;
+		memcpy(ks->pipe_timeouts, ks->timeout_ms, sizeof ks->pipe_timeouts);
+	}
 	if (ks->portal_done) {
 		ks->v.portal_set = true;
-		if (ks->done_tag)
+		if (v->txn_status == 'E') {
+			(void)refuse(ks, false, "25P02", aborted_text);
+		} else if (ks->done_tag == portal_spent_tag) {
+			char text[120];
+			snprintf(text, sizeof text, "portal \"%s\" cannot be run", v->portal_name);
+			(void)refuse(ks, false, "55000", text);
+		} else if (ks->done_tag) {
 			vdb_complete(v, ks->done_tag);
-		else
+		} else {
 			vdb_complete_select(v, 0);
-	} else if (ks->suspended)
+		}
+	} else if (ks->suspended) {
 		out_rest(ks); /* the rows its last Execute left */
-	else if (call->local)
+	} else if (call->local) {
 		(void)local_stmt(ks, call, false);
-	else
+		portal_spent(ks, call);
+	} else {
 		(void)run_call(ks, call, false);
+	}
 }
 
 static void close_statement(struct vdb *v, const char *name)

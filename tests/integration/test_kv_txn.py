@@ -1683,3 +1683,61 @@ def test_many_cursors_open_at_once(parade, zone):
         assert c.execute("FETCH 1 FROM d64").fetchone()[0] == 1
         assert c.execute("FETCH 1 FROM d63").fetchone()[0] == 7
         c.execute("COMMIT")
+
+
+def test_a_second_execute_of_a_statement_answered_here_answers_as_postgresql(parade, zone):
+    """An Execute of a portal whose statement the kv database answers itself (no call), then
+    another Execute of it, in a transaction (after BEGIN; SAVEPOINT a; DECLARE c ...) and
+    outside one: a utility statement's portal cannot be run again (55000), a FETCH's answers
+    FETCH 0, a SHOW's SHOW, and COMMIT, ROLLBACK, ROLLBACK TO and DISCARD ALL drop it (34000);
+    in a failed transaction the portal answers 25P02. The same messages as a shard database's.
+    Before, every one of them was 34000, and a SET of a pipeline that failed outside a
+    transaction stayed (and was reported: ParameterStatus) where PostgreSQL's implicit
+    transaction undoes it."""
+    pre = "BEGIN; SAVEPOINT a; DECLARE c CURSOR FOR select kv.get('default', 'x')"
+    stmts = ["SET application_name = 'x'", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT b", "RELEASE a",
+             "ROLLBACK TO a", "FETCH 1 FROM c", "MOVE 1 FROM c", "CLOSE c", "CLOSE ALL", "DISCARD PLANS",
+             "DISCARD ALL", "RESET ALL", "UNLISTEN *", "DEALLOCATE ALL", "SET LOCAL lock_timeout = 5",
+             "SET lock_timeout = 5", "SET TRANSACTION READ ONLY", "SET default_transaction_read_only = off",
+             "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "DECLARE d CURSOR FOR select kv.get('default', 'y')",
+             "SELECT 1", "SHOW transaction_isolation", "select pg_advisory_unlock_all()"]
+
+    def steps(c):
+        out = []
+        for sql in stmts:
+            for in_txn in (True, False):
+                if in_txn:
+                    c.send(pgwire.query_message(pre))
+                    c.read_until_ready()
+                c.send(pgwire.message(b"P", b"\0" + sql.encode() + b"\0\0\0") + pgwire.bind_message(b"", b"", [])
+                       + pgwire.execute_message(b"") + pgwire.execute_message(b"") + pgwire.message(b"S"))
+                out.append((sql, in_txn, wire_messages(c)))
+                c.send(pgwire.query_message("ROLLBACK"))
+                out.append(("ROLLBACK", in_txn, wire_messages(c)))
+        # a named portal of a SET in a transaction, run; a failed statement; the portal again
+        c.send(pgwire.query_message("BEGIN"))
+        c.read_until_ready()
+        c.send(pgwire.message(b"P", b"\0SET lock_timeout = 7\0\0\0") + pgwire.bind_message(b"p", b"", [])
+               + pgwire.execute_message(b"p") + pgwire.message(b"S"))
+        out.append(wire_messages(c))
+        c.send(pgwire.query_message("FETCH 1 FROM nosuch"))
+        out.append(wire_messages(c))
+        c.send(pgwire.execute_message(b"p") + pgwire.message(b"S"))
+        out.append(wire_messages(c))
+        c.send(pgwire.query_message("ROLLBACK"))
+        out.append(wire_messages(c))
+        # the SETs of the failed pipelines outside a transaction were undone with them
+        c.send(pgwire.query_message("SHOW lock_timeout; SHOW default_transaction_read_only"))
+        out.append(wire_messages(c))
+        return out
+
+    a, b = raw_differential(zone, steps)
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x == y, (x, y)
+    assert [m for m in a[-1] if m[0] == b"D"] == [(b"D", b"\x00\x01\x00\x00\x00\x010"), (b"D", b"\x00\x01\x00\x00\x00\x03off")]
+    second = {(sql, t): m[-2] for sql, t, m in a[:-5] if sql != "ROLLBACK" or m[-2][0] == b"E"}
+    assert second[("SET application_name = 'x'", False)] == (b"E", b"55000"), second
+    assert second[("FETCH 1 FROM c", True)] == (b"C", b"FETCH 0"), second
+    assert second[("COMMIT", True)] == (b"E", b"34000"), second
+    assert a[-3] == [(b"E", b"25P02"), (b"Z", b"")], a[-3]

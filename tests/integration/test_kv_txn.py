@@ -1090,7 +1090,8 @@ def test_node_postgres_transactions_and_a_cursor(parade, zone):
     """node-postgres (tests/drivers/node/kv_txn.js): BEGIN, puts, COMMIT seen by another client
     only after it; ROLLBACK undoing a put; pg-cursor over get_many in a transaction, read 2 rows
     at a time (a named portal executed with a row limit: 2, 2, 1 rows); a Query of several
-    statements, one result each, and one whose second put fails keeping neither."""
+    statements, one result each, and one whose second put fails keeping neither; a client given
+    statement_timeout and lock_timeout (startup parameters) shows them and calls under them."""
     why = harness.available("node")
     assert not why, why
     harness.install_node_modules()
@@ -1105,7 +1106,8 @@ def test_node_postgres_transactions_and_a_cursor(parade, zone):
     assert res == {"other": None, "committed": {"i": 0}, "rolled_back": {"i": 0},
                    "batches": [rows[j:j + 2] for j in (0, 2, 4)],
                    "multi": ["BEGIN", "SELECT", "SELECT", "COMMIT"], "multi_after": {"m": 1},
-                   "multi_error": "22P02", "multi_kept": {"i": 2}}, res
+                   "multi_error": "22P02", "multi_kept": {"i": 2},
+                   "timeouts": ["1500ms", "250ms", {"i": 0}]}, res
 
 
 def test_tusk_stops_cleanly_with_clients_inside_transactions(parade, zone):

@@ -6,7 +6,8 @@
 // its middle and so keeps nothing. Env: PGHOST PGPORT PGUSER PGDATABASE (the target), KEYS
 // (comma-separated keys of one shard). Prints one JSON line:
 // {"committed": ..., "rolled_back": ..., "batches": [[[key, value], ...] per read], "other": ...,
-//  "multi": [command of each result], "multi_after": ..., "multi_error": ..., "multi_kept": ...}
+//  "multi": [command of each result], "multi_after": ..., "multi_error": ..., "multi_kept": ...,
+//  "timeouts": [SHOW statement_timeout, SHOW lock_timeout, a get] of a client given them}
 // or {"error": message}.
 'use strict'
 const pg = require('pg')
@@ -54,8 +55,19 @@ async function main() {
       multiError = e.code
     }
     const multiKept = await get(keys[2])
+    // node-postgres's statement_timeout and lock_timeout options: startup parameters
+    const t = new pg.Client({ ...base, statement_timeout: 1500, lock_timeout: 250 })
+    await t.connect()
+    let timeouts
+    try {
+      timeouts = [(await t.query('SHOW statement_timeout')).rows[0].statement_timeout,
+                  (await t.query('SHOW lock_timeout')).rows[0].lock_timeout,
+                  (await t.query('select kv.get($1, $2)', ['default', keys[0]])).rows[0].get]
+    } finally {
+      await t.end()
+    }
     console.log(JSON.stringify({ committed, rolled_back: rolledBack, batches, other, multi, multi_after: multiAfter,
-                                 multi_error: multiError, multi_kept: multiKept }))
+                                 multi_error: multiError, multi_kept: multiKept, timeouts }))
   } catch (e) {
     console.log(JSON.stringify({ error: String(e && e.message) }))
   } finally {

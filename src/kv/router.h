@@ -45,6 +45,7 @@ struct kv_txn {
 	bool doomed;    /* a step of tusk's own failed: the rest fails, its end rolls back */
 	bool broken;    /* its connection closed: nothing of it was committed; the rest fails */
 	bool ending;    /* its end (COMMIT) was sent: a loss now may or may not have committed */
+	bool timeouts;  /* a call of it set timeouts on its shard: every later call sets its own (or resets them) */
 };
 
 /* kv_job.txn_end: its end, or (KV_TXN_STEP) one statement of its own on its connection, the

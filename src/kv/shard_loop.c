@@ -398,7 +398,11 @@ static void send_call(struct kv_lconn *lc, struct kv_job *job)
 	char ttext[KV_TIMEOUT_COUNT][12];
 	const char *tparams[KV_TIMEOUT_COUNT];
 	job->timeouts_prepared = false;
-	if (kv_job_timeouts(job, ttext, tparams)) { /* the caller's timeouts, in the call's transaction */
+	/* the caller's timeouts, in the call's transaction; in a client's, once set they stay on
+	 * the shard until its end: every later call sets its own, NULL (the connection's) too */
+	if (kv_job_timeouts(job, ttext, tparams) || (job->txn && job->txn->timeouts)) {
+		if (job->txn)
+			job->txn->timeouts = true;
 		if (!(lc->prepared & KV_PREPARED_BIT(KV_SLOT_TIMEOUTS))) {
 			if (!PQsendPrepare(lc->conn, "tusk_kv_60", kv_timeouts_sql, KV_TIMEOUT_COUNT, NULL))
 				goto err_lost;

@@ -1543,7 +1543,8 @@ def test_a_calls_timeouts_are_its_sessions_and_end_it_as_postgresql_would(parade
     by the session's statement_timeout (57014) or lock_timeout (55P03), given by SET or at
     connect, and writes nothing; in a transaction it aborts it and the ROLLBACK undoes the SET.
     A session without them on the same worker waits for the key and writes: the timeouts are
-    set on the shard for each call alone."""
+    set on the shard for each call alone; in a transaction, a call after they were reset runs
+    without them (a set_config of the call before stays in the shard's transaction)."""
     shard = 1
     keys = parade.keys_on(shard, 3, "txn-timeout-wait-")
     holder = psycopg.connect(host="127.0.0.1", port=zone.pg.port, user="kv_client", dbname=f"kv_shard_{shard}",
@@ -1604,11 +1605,18 @@ def test_a_calls_timeouts_are_its_sessions_and_end_it_as_postgresql_would(parade
         # a session without timeouts waits for the key and writes once the holder commits
         done = {}
 
-        def waiter():
+        free = parade.keys_on(shard, 1, "txn-timeout-free-")[0]
+
+        def waiter():  # in a transaction whose first call ran under a statement_timeout, since reset
             with tusk_conn(zone) as w:
+                w.execute("BEGIN")
+                w.execute("SET LOCAL statement_timeout = 300")
+                w.execute("select kv.put('default', %s, '1')", (free,))
+                w.execute("SET LOCAL statement_timeout TO DEFAULT")
                 t0 = time.monotonic()
                 w.execute("select kv.put('default', %s, '4')", (keys[0],))
                 done["took"] = time.monotonic() - t0
+                w.execute("COMMIT")
         import threading
         t = threading.Thread(target=waiter)
         t.start()
@@ -1618,7 +1626,7 @@ def test_a_calls_timeouts_are_its_sessions_and_end_it_as_postgresql_would(parade
         assert done.get("took", 0) > 0.5, done
     finally:
         holder.close()
-    assert get(zone, keys[0]) == 4
+    assert get(zone, keys[0]) == 4 and get(zone, free) == 1
     assert get(zone, keys[1]) == "held" and get(zone, keys[2]) == "held"
     with tusk_conn(zone) as c:
         assert c.execute("select kv.counter('default', %s)", (keys[0],)).fetchone()[0] in (0, None)

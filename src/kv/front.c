@@ -1411,6 +1411,12 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 			vdb_out_warning(v, "25001", "there is already a transaction in progress");
 		} else {
 			txn_open(ks, &call->chars);
+			if (ks->pipe_saved) {
+				/* an extended-protocol BEGIN makes the Sync's implicit transaction the
+				 * client's: the SETs of the Executes before it are undone by its ROLLBACK */
+				ks->defaults_at_begin = ks->pipe_defaults;
+				memcpy(ks->timeout_at_begin, ks->pipe_timeouts, sizeof ks->timeout_at_begin);
+			}
 			if (ks->idle_tx_ms)
 				ev_timer_again(ks->worker->loop, &ks->idle_tx);
 		}

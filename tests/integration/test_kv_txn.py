@@ -1739,15 +1739,25 @@ def test_a_second_execute_of_a_statement_answered_here_answers_as_postgresql(par
         # the SETs of the failed pipelines outside a transaction were undone with them
         c.send(pgwire.query_message("SHOW lock_timeout; SHOW default_transaction_read_only"))
         out.append(wire_messages(c))
+        # an extended-protocol BEGIN after SETs: they are the transaction's, undone by its ROLLBACK
+        for sql in ("SET lock_timeout = 9", "SET default_transaction_read_only = on", "BEGIN"):
+            c.send(pgwire.message(b"P", b"\0" + sql.encode() + b"\0\0\0") + pgwire.bind_message(b"", b"", [])
+                   + pgwire.execute_message(b""))
+        c.send(pgwire.message(b"S"))
+        out.append(wire_messages(c))
+        c.send(pgwire.query_message("ROLLBACK; SHOW lock_timeout; SHOW default_transaction_read_only"))
+        out.append(wire_messages(c))
         return out
 
     a, b = raw_differential(zone, steps)
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x == y, (x, y)
-    assert [m for m in a[-1] if m[0] == b"D"] == [(b"D", b"\x00\x01\x00\x00\x00\x010"), (b"D", b"\x00\x01\x00\x00\x00\x03off")]
-    second = {(sql, t): m[-2] for sql, t, m in a[:-5] if sql != "ROLLBACK" or m[-2][0] == b"E"}
+    for m in (a[-3], a[-1]):
+        assert [x for x in m if x[0] == b"D"] == [(b"D", b"\x00\x01\x00\x00\x00\x010"),
+                                                  (b"D", b"\x00\x01\x00\x00\x00\x03off")], m
+    second = {(sql, t): m[-2] for sql, t, m in a[:-7] if sql != "ROLLBACK" or m[-2][0] == b"E"}
     assert second[("SET application_name = 'x'", False)] == (b"E", b"55000"), second
     assert second[("FETCH 1 FROM c", True)] == (b"C", b"FETCH 0"), second
     assert second[("COMMIT", True)] == (b"E", b"34000"), second
-    assert a[-3] == [(b"E", b"25P02"), (b"Z", b"")], a[-3]
+    assert a[-5] == [(b"E", b"25P02"), (b"Z", b"")], a[-5]

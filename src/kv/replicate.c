@@ -365,11 +365,16 @@ static int note_caught_up(struct kv_link *l, PGconn *local, PGconn *peer, const 
 	return 0;
 }
 
-/* A page that failed or was slow or huge: the next is asked for half as many rows, not fewer
- * than BATCH_MIN. */
-static void halve_batch(struct kv_link *l)
+/* A page that was slow or huge: the next is asked for half as many rows, not fewer than
+ * BATCH_MIN; one that failed (failed: its statement_timeout, say), down to one row: with a
+ * floor of 10, ten large rows that the peer could not build within the links' timeout (a
+ * loaded machine, 100 kB rows, 50 ms) stopped the link for good, the same page failing at
+ * every pass. */
+static void halve_batch(struct kv_link *l, bool failed)
 {
-	l->batch = l->batch / 2 > BATCH_MIN ? l->batch / 2 : BATCH_MIN;
+	int floor = failed ? 1 : BATCH_MIN;
+	if (l->batch > floor)
+		l->batch = l->batch / 2 > floor ? l->batch / 2 : floor;
 }
 
 /* One pass. *more: the pass stopped before the end (pages left); pull again at once. */
@@ -438,7 +443,7 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 			 * written together; a JSON past its size limit) is asked again smaller,
 			 * as one that failed to apply below: the same page at every retry would
 			 * stop the link for good. */
-			halve_batch(l);
+			halve_batch(l, true);
 			goto out_rollback;
 		}
 		if (pg.n == 0) {
@@ -458,7 +463,7 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		PQclear(pg.res);
 		if (rc < 0) {
 			/* A page that failed whole (a timeout, say) is retried smaller. */
-			halve_batch(l);
+			halve_batch(l, true);
 			goto out_rollback;
 		}
 		*rows += pg.n;
@@ -468,7 +473,7 @@ static int run_pass(struct kv_link *l, PGconn *local, PGconn *peer, bool *more, 
 		 * never grows into it. */
 		double dt = now_real() - t0, to = l->r->link_timeout_s;
 		if (bytes > PAGE_BYTES_SOFT || dt > (to / 2 < 1.0 ? to / 2 : 1.0))
-			halve_batch(l);
+			halve_batch(l, false);
 		else if (full && dt < (to / 8 < 0.2 ? to / 8 : 0.2) && l->batch < BATCH_MAX)
 			l->batch = l->batch * 2 < BATCH_MAX ? l->batch * 2 : BATCH_MAX;
 		if (!full) {

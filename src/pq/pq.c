@@ -7,6 +7,7 @@
  * PQconnectdbParams logs why and returns NULL, which kv reports as a failed connection. */
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "pq/pq.h"
@@ -21,7 +22,8 @@
 	X(PQresultErrorField) X(PQresultStatus) X(PQsetNoticeProcessor) X(PQstatus) X(PQconnectdb)          \
 	X(PQconsumeInput) X(PQfnumber) X(PQgetlength) X(PQhost) X(PQnotifies) X(PQport) X(PQreset)           \
 	X(PQsocket) X(PQconnectStartParams) X(PQconnectPoll) X(PQsetnonblocking) X(PQenterPipelineMode)        \
-	X(PQpipelineSync) X(PQsendPrepare) X(PQsendQueryPrepared) X(PQsendQueryParams) X(PQisBusy) X(PQgetResult) X(PQflush)
+	X(PQpipelineSync) X(PQsendPrepare) X(PQsendQueryPrepared) X(PQsendQueryParams) X(PQisBusy) X(PQgetResult) X(PQflush) \
+	X(PQgetCancel) X(PQfreeCancel) X(PQcancel) X(PQbackendPID)
 
 /* Written once under pq_once, read-only afterwards (pthread_once orders it for every
  * thread that calls pq_loaded). */
@@ -279,4 +281,29 @@ PGresult *PQgetResult(PGconn *conn)
 int PQflush(PGconn *conn)
 {
 	return conn && pq_loaded() ? pq.PQflush(conn) : -1;
+}
+
+PGcancel *PQgetCancel(PGconn *conn)
+{
+	return conn && pq_loaded() ? pq.PQgetCancel(conn) : NULL;
+}
+
+void PQfreeCancel(PGcancel *cancel)
+{
+	if (cancel && pq_loaded())
+		pq.PQfreeCancel(cancel);
+}
+
+int PQcancel(PGcancel *cancel, char *errbuf, int errbufsize)
+{
+	if (cancel && pq_loaded())
+		return pq.PQcancel(cancel, errbuf, errbufsize);
+	if (errbuf && errbufsize > 0)
+		snprintf(errbuf, (size_t)errbufsize, "libpq could not be loaded");
+	return 0;
+}
+
+int PQbackendPID(const PGconn *conn)
+{
+	return conn && pq_loaded() ? pq.PQbackendPID(conn) : 0;
 }

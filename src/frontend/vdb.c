@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "frontend/client_int.h"
+#include "frontend/client_kind.h"
 #include "proto/proto.h"
 #include "runtime/runtime.h"
 #include "util/grow.h"
@@ -333,7 +334,14 @@ void vdb_greet(struct vdb *v, const char *server_version, const char *datestyle,
 	struct client *c = v->client;
 	uint32_t pid, key;
 
-	if (RAND_bytes((unsigned char *)&pid, sizeof pid) != 1 || RAND_bytes((unsigned char *)&key, sizeof key) != 1) {
+	if (c->kind->cancel) {
+		/* its CancelRequests come to its kind (the kv database's: its call in flight) */
+		if (client_mint_cancel_key(c) < 0)
+			return;
+		pid = c->cancel_pid;
+		key = c->cancel_key;
+	} else if (RAND_bytes((unsigned char *)&pid, sizeof pid) != 1 ||
+		   RAND_bytes((unsigned char *)&key, sizeof key) != 1) {
 		client_fail(c, "58000", "could not generate a cancel key");
 		return;
 	}

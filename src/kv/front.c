@@ -442,6 +442,21 @@ static bool kv_enabled(const struct tusk_config *cfg)
 
 static const char *const kv_databases[] = { KV_FRONT_DATABASE, NULL };
 
+/* A CancelRequest with the client's key (vdb_greet registered it), on its worker: its call in
+ * flight, if any, is cancelled as kv_router_cancel can; a cancel while none runs is ignored,
+ * as PostgreSQL ignores one between statements. */
+static bool kv_front_cancel(struct client *c)
+{
+	struct kv_session *ks = c->vdb ? session_of(c->vdb) : NULL;
+	if (!ks || !ks->v.busy) {
+		log_debug(c->id, c->ctx, "kv: cancel request while no call runs; ignored");
+		return true;
+	}
+	const char *what = kv_router_cancel(ks->worker->rt->kv_router, &ks->job);
+	log_info(c->id, c->ctx, "kv: client asked to cancel its kv.%s: %s", kv_op_name(ks->job.op), what);
+	return true;
+}
+
 static const struct client_kind kv_kind = {
 	.name = "kv",
 	.databases = kv_databases,
@@ -451,6 +466,7 @@ static const struct client_kind kv_kind = {
 	.input = vdb_client_input,
 	.writable = vdb_client_writable,
 	.closed = kv_front_closed,
+	.cancel = kv_front_cancel,
 	.resident = true,
 };
 

@@ -1126,6 +1126,33 @@ int kv_router_nshards(struct kv_router *r)
 	return nshards > 0 ? nshards : 0;
 }
 
+const char *kv_router_cancel(struct kv_router *r, struct kv_job *job)
+{
+	bool queued = false;
+	if (!r || !job->worker)
+		return "no kv call runs";
+	pthread_mutex_lock(&r->mu);
+	for (struct kv_job **pp = &r->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == job) { /* waiting for a router thread: it never runs */
+			*pp = job->next;
+			if (r->tail == job)
+				r->tail = prev;
+			queued = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (queued) {
+		kv_job_reset(job);
+		kv_job_fail(job, "57014", "canceling statement due to user request");
+		job->ours = false; /* PostgreSQL's own error */
+		job->local = true;
+		job->done(job);
+		return "its call was not sent yet: answered 57014";
+	}
+	return kv_loop_cancel(r, job->worker, job);
+}
+
 void kv_router_submit(struct kv_router *r, struct kv_job *job)
 {
 	job->put_slow = false;
@@ -1197,9 +1224,14 @@ int kv_router_start(const struct tusk_config *cfg, struct kv_router **out)
 	t = getenv("TUSK_TEST_KV_IDLE_CLOSE"); /* tests: seconds, to see the close without waiting 10 s */
 	if (t && strtod(t, NULL) > 0)
 		r->idle_close = strtod(t, NULL);
+	t = getenv("TUSK_TEST_KV_CANCEL_DELAY"); /* tests: seconds a cancel waits before it is sent */
+	if (t && strtod(t, NULL) > 0)
+		r->cancel_delay = strtod(t, NULL);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_mutex_init(&r->cat_mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
+	if (kv_loop_cancels_start(r) < 0)
+		log_error(NULL, NULL, "kv: out of memory; clients' cancels of kv calls will not be sent");
 	int started = 0;
 	for (int i = 0; i < KV_ROUTER_THREADS; i++) {
 		r->exec[i].r = r;
@@ -1228,6 +1260,7 @@ void kv_router_stop(struct kv_router *r)
 	r->head = r->tail = NULL;
 	pthread_cond_broadcast(&r->cv);
 	pthread_mutex_unlock(&r->mu);
+	kv_loop_cancels_stop(r); /* after stopping: no answer is posted to a worker from here on */
 	for (int i = 0; i < KV_ROUTER_THREADS; i++)
 		if (r->exec[i].started) {
 			pthread_join(r->exec[i].thread, NULL);

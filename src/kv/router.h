@@ -102,6 +102,8 @@ struct kv_job {
 	struct kv_txn *txn;
 	uint8_t txn_end;
 	uint32_t pre;                  /* shard_loop.c: results of a transaction's steps owed first (its savepoints: up to 65,536) */
+	bool cancel_asked;             /* shard_loop.c: its client sent a CancelRequest for it */
+	uint8_t stray_resends;         /* shard_loop.c: sent again after another client's cancel hit it */
 };
 
 /* Make job the end of t (KV_TXN_COMMIT or KV_TXN_ROLLBACK), or a step (KV_TXN_STEP; the
@@ -122,6 +124,13 @@ int kv_router_start(const struct tusk_config *cfg, struct kv_router **out);
 /* Run job (on job->worker's thread when it has one); done runs once it is answered, perhaps
  * before this returns (an error found at once, a stopped router). */
 void kv_router_submit(struct kv_router *r, struct kv_job *job);
+/* On job->worker's thread, while job is in flight: its client sent a CancelRequest. A call
+ * not sent yet (queued for a router thread, or waiting on the worker's loop) is answered
+ * 57014 at once; one on a shard connection gets a cancel once it is the oldest call in flight
+ * there, and that connection takes no new call until the shard has taken the cancel and the
+ * call is answered (a call of another client pipelined behind it that the signal hits is sent
+ * again: shard_loop.c); one running on a router thread runs on. What was done, for the log. */
+const char *kv_router_cancel(struct kv_router *r, struct kv_job *job);
 /* On w's thread, when w stops (its kv tenant's stop hook): answer w's calls in flight on
  * shard connections 57P01 and close those connections. */
 void kv_router_worker_stop(struct kv_router *r, struct worker *w);

@@ -70,6 +70,8 @@ struct kv_nstab {
 	struct kv_nstab *older;
 };
 
+struct workq;
+
 struct kv_router {
 	pthread_mutex_t mu;  /* protects the queue, stop, and sleeps on cv */
 	pthread_cond_t cv;
@@ -94,6 +96,7 @@ struct kv_router {
 	int nloops;
 	double call_timeout; /* seconds a worker waits for a shard's answer (then the connection is dropped) */
 	double idle_close;   /* seconds a worker's extra shard connection stays open without a call */
+	double cancel_delay; /* tests: seconds a cancel's thread waits before it sends it */
 	/* set at start, read-only */
 	char zone[64];
 	char catalog_host[256];
@@ -104,6 +107,9 @@ struct kv_router {
 	/* set: they are called as kv_router instead (kv_client's rights and a put's fast path) */
 	char *router_password;
 	_Atomic(struct kv_nstab *) nstab; /* NULL until the catalog is read (router_password only) */
+	/* clients' CancelRequests for their calls on a worker's loop (shard_loop.c): libpq's
+	 * PQcancel blocks, so it runs on these threads; NULL: cancels are not sent */
+	struct workq *cancel_q;
 };
 
 /* The role tusk's shard connections log in as, and its password (NULL: none). */
@@ -236,5 +242,12 @@ void kv_loop_submit(struct kv_router *r, struct kv_job *job);
 /* The worker w stops: answer its calls in flight 57P01, close its shard connections. */
 void kv_loop_stop(struct kv_router *r, struct kv_loop *l);
 void kv_loop_free(struct kv_loop *l);
+/* The threads that send cancels (r->cancel_q): started with the router (-ENOMEM), and
+ * stopped before the workers are (kv_router_stop). */
+int kv_loop_cancels_start(struct kv_router *r);
+void kv_loop_cancels_stop(struct kv_router *r);
+/* On w's thread: a client's CancelRequest for its call (of w's loop) in flight; what was
+ * done about it, for the log. */
+const char *kv_loop_cancel(struct kv_router *r, struct worker *w, const struct kv_job *call);
 
 #endif

@@ -11,15 +11,18 @@
  * call in flight as router.c does (a read sent again once, on a new connection; a write
  * reported 08006, "may or may not have been applied"); the next call connects again. */
 #include <ev.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kv/hash.h"
 #include "kv/router_int.h"
 #include "kv/schema.h"
 #include "util/log.h"
+#include "util/workq.h"
 #include "worker/worker.h"
 
 #define CONNECT_TIMEOUT_S 5.0 /* as kv_conn_open's connect_timeout */
@@ -35,6 +38,11 @@
 #define KV_LOOP_TXN_CONNS 4
 /* The savepoint each call of a transaction runs under. */
 #define TXN_SAVEPOINT "tusk_kv_call"
+/* A cancel sent this soon after its call may have reached the backend before the call did
+ * (it is ignored there): sent once more if the call still runs when the shard has taken it. */
+#define CANCEL_EARLY_S 0.05
+#define CANCEL_THREADS 2
+#define CANCEL_QUEUE 64
 
 /* An extra connection (not the shard's first, which pick prefers when idle) closes after this
  * long without a call in flight; the next burst opens it again (a connect: milliseconds). */
@@ -59,6 +67,23 @@ struct kv_lconn {
 	const struct kv_route *route;    /* the route it was opened for (connect_start) */
 	bool for_txn;                    /* one of tconns: takes only its owner's calls */
 	struct kv_txn *owner;            /* the transaction holding it (for_txn) */
+	/* Clients' cancels (kv_loop_cancel). A cancel is sent for hold_job once it is the oldest
+	 * call in flight here (until then it is want), and cancel_out while PostgreSQL has not
+	 * closed the cancel connection (it does once it has signalled the backend). Meanwhile the
+	 * connection is held: no new call is sent on it (they wait in wait) until the cancel is
+	 * taken and hold_job answered. The signal cancels the statement running when it comes
+	 * (PostgreSQL drops one that comes between messages): hold_job's, or that of a call
+	 * pipelined behind it (strays counts the signals sent, two per cancel, not seen yet). Such
+	 * a call's implicit transaction is rolled back, so it is sent again (stray), as is one that
+	 * found the statement it uses gone because a stray hit that statement's prepare
+	 * (stray_prepare). Once the cancel is taken and nothing is in flight, no signal is left. */
+	bool held, cancel_out, stray_prepare;
+	struct kv_job *hold_job, *want;
+	int strays;
+	unsigned cancel_gen;             /* bumped when the connection closes: a late answer is stale */
+	double cancel_at;                /* when the cancel was sent */
+	double head_at;                  /* when the oldest call in flight became the oldest */
+	int cancel_tries;                /* for hold_job (a call that began just before: twice) */
 };
 
 struct kv_loop {
@@ -167,6 +192,11 @@ static void lc_close(struct kv_lconn *lc)
 	lc->conn = NULL;
 	lc->state = LC_CLOSED;
 	lc->prepared = 0; /* a new connection has no prepared statements */
+	lc->held = lc->cancel_out = lc->stray_prepare = false; /* the backend is gone: no signal lands */
+	lc->hold_job = lc->want = NULL;
+	lc->strays = 0;
+	lc->cancel_tries = 0;
+	lc->cancel_gen++;
 }
 
 static void notice_ignore(void *arg, const char *message)
@@ -204,16 +234,9 @@ static void flush(struct kv_lconn *lc);
 static void lost(struct kv_lconn *lc, bool timed_out);
 static void arm_idle_timer(struct kv_lconn *lc);
 
-static void connect_ready(struct kv_lconn *lc)
+/* lc is ready (connected, or its cancel settled): the calls that waited are sent. */
+static void send_waiting(struct kv_lconn *lc)
 {
-	if (PQsetnonblocking(lc->conn, 1) != 0 || !PQenterPipelineMode(lc->conn)) {
-		connect_failed(lc, NULL);
-		return;
-	}
-	PQsetNoticeProcessor(lc->conn, notice_ignore, NULL);
-	lc->state = LC_READY;
-	ev_timer_stop(lc->l->w->loop, &lc->timer);
-	watch(lc, PQsocket(lc->conn), EV_READ);
 	struct kv_job *wait = lc->wait;
 	lc->wait = lc->wait_tail = NULL;
 	while (wait) {
@@ -228,6 +251,31 @@ static void connect_ready(struct kv_lconn *lc)
 		connect_start(lc);
 	else if (lc->state == LC_READY && !lc->sent)
 		arm_idle_timer(lc);
+}
+
+/* The cancel on lc is settled (taken by the shard, its call answered): the calls that waited
+ * for it are sent. */
+static void hold_check(struct kv_lconn *lc)
+{
+	if (!lc->held || lc->cancel_out || lc->hold_job || lc->want || lc->state != LC_READY)
+		return;
+	lc->held = false;
+	lc->cancel_tries = 0;
+	send_waiting(lc);
+	txn_kick(lc);
+}
+
+static void connect_ready(struct kv_lconn *lc)
+{
+	if (PQsetnonblocking(lc->conn, 1) != 0 || !PQenterPipelineMode(lc->conn)) {
+		connect_failed(lc, NULL);
+		return;
+	}
+	PQsetNoticeProcessor(lc->conn, notice_ignore, NULL);
+	lc->state = LC_READY;
+	ev_timer_stop(lc->l->w->loop, &lc->timer);
+	watch(lc, PQsocket(lc->conn), EV_READ);
+	send_waiting(lc);
 }
 
 static void connect_poll(struct kv_lconn *lc)
@@ -302,6 +350,12 @@ static void arm_idle_timer(struct kv_lconn *lc)
 	}
 	ev_timer_stop(loop, &lc->timer);
 	lc->idle_close = false;
+	if (lc->cancel_out) { /* the cancel's bound (timer_cb) */
+		double left = lc->cancel_at + lc->l->r->call_timeout - ev_now(loop);
+		ev_timer_set(&lc->timer, left > 0.001 ? left : 0.001, 0.);
+		ev_timer_start(loop, &lc->timer);
+		return;
+	}
 	if (lc == &lc->l->conns[lc->shard * KV_LOOP_CONNS])
 		return;
 	ev_timer_set(&lc->timer, lc->l->r->idle_close, 0.);
@@ -534,6 +588,58 @@ static bool get_without_view(struct kv_lconn *lc, struct kv_job *job, const PGre
 	return true;
 }
 
+/* res, an error of job (not a transaction's: those connections are their own) on lc: whether
+ * another client's cancel made it, so that it is sent again. A cancel's signal cancels the
+ * statement that runs when it comes: counted against lc->strays either way. */
+static bool stray(struct kv_lconn *lc, struct kv_job *job, const PGresult *res)
+{
+	const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	if (!state || !msg)
+		return false;
+	if (strcmp(state, "57014") == 0 && strcmp(msg, "canceling statement due to user request") == 0) {
+		if (lc->strays == 0) {
+			if (!job->cancel_asked)
+				log_warn(NULL, NULL, "kv: a call on kv shard %s%d was cancelled by no cancel of tusk's",
+					 KV_SHARD_DB_PREFIX, lc->shard);
+			return false;
+		}
+		lc->strays--;
+		if (job->txn || job->cancel_asked || job->stray_resends >= 3)
+			return false;
+		lc->stray_prepare = true; /* what it prepared is not there: those behind it miss it */
+		job->stray_resends++;
+		log_info(NULL, NULL, "kv: another client's cancel hit a call on kv shard %s%d: it is sent again",
+			 KV_SHARD_DB_PREFIX, lc->shard);
+		return true;
+	}
+	/* a statement prepared by a call a stray hit (26000: "prepared statement ... does not exist") */
+	if (strcmp(state, "26000") == 0 && lc->stray_prepare && !job->txn && job->stray_resends < 3) {
+		job->stray_resends++;
+		return true;
+	}
+	return false;
+}
+
+static bool cancel_send(struct kv_lconn *lc, struct kv_job *job);
+
+/* A call was answered on lc: a cancel that waited for its call to be the oldest in flight is
+ * sent; with nothing in flight and the last cancel taken, no signal is left to come. */
+static void cancel_next(struct kv_lconn *lc)
+{
+	if (lc->cancel_out)
+		return;
+	if (!lc->sent) {
+		lc->strays = 0;
+		lc->stray_prepare = false;
+	}
+	if (lc->want && lc->sent == lc->want) {
+		struct kv_job *job = lc->want;
+		lc->want = NULL;
+		(void)cancel_send(lc, job); /* not sent (no memory, too many): the call runs on */
+	}
+}
+
 /* Every result libpq has parsed, to the calls they belong to. */
 static void take_results(struct kv_lconn *lc)
 {
@@ -562,10 +668,12 @@ static void take_results(struct kv_lconn *lc)
 					job->txn->doomed = true;
 				if (job->stage == STAGE_PREPARE) /* skipped: the next call prepares again */
 					lc->prepared &= ~KV_PREPARED_BIT(kv_stmt_slot(lc->l->r, job));
-				if (!job->failed) {
+				if (!job->failed && !job->again) {
 					if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED)
 						kv_job_fail(job, "XX000", "kv shard %s%d skipped a step of the transaction",
 							    KV_SHARD_DB_PREFIX, lc->shard);
+					else if (stray(lc, job, res))
+						job->again = true; /* after its Sync, from the start */
 					else
 						kv_job_fail_result(job, res, lc->conn);
 				}
@@ -580,6 +688,12 @@ static void take_results(struct kv_lconn *lc)
 			lc->sent = job->next;
 			if (!lc->sent)
 				lc->sent_tail = NULL;
+			lc->head_at = ev_now(lc->l->w->loop);
+			if (job == lc->hold_job && !job->again)
+				lc->hold_job = NULL; /* answered: free once the cancel is taken (hold_check) */
+			if (job == lc->want && !job->again)
+				lc->want = NULL; /* answered before its cancel could be sent */
+			cancel_next(lc);
 			if (job->txn_end && job->txn_end != KV_TXN_STEP) {
 				txn_ended(lc, job);
 				break;
@@ -639,6 +753,16 @@ static void take_results(struct kv_lconn *lc)
 				job->stage = STAGE_SYNC;
 				break;
 			}
+			if (!job->failed && !job->again && stray(lc, job, res)) {
+				job->again = true; /* nothing of it stays: after its Sync, from the start */
+				if (job->stage == STAGE_PREPARE) { /* its statement is not there */
+					lc->prepared &= ~KV_PREPARED_BIT(kv_stmt_slot(lc->l->r, job));
+					job->stage = STAGE_EXEC;
+				} else {
+					job->stage = STAGE_SYNC;
+				}
+				break;
+			}
 			if (!job->failed)
 				kv_job_fail_result(job, res, lc->conn);
 			if (job->stage == STAGE_PREPARE) {
@@ -692,6 +816,8 @@ static void io_cb(struct ev_loop *loop, ev_io *io, int revents)
 	take_results(lc);
 	if (lc->state == LC_READY && PQstatus(lc->conn) != CONNECTION_OK)
 		lost(lc, false);
+	else if (lc->state == LC_READY && lc->held)
+		hold_check(lc);
 }
 
 static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
@@ -706,6 +832,18 @@ static void timer_cb(struct ev_loop *loop, ev_timer *t, int revents)
 	if (lc->state != LC_READY)
 		return;
 	if (!lc->sent) {
+		if (lc->cancel_out) {
+			/* PQcancel's connect has no bound of its own: the calls held behind it get one */
+			if (ev_now(loop) - lc->cancel_at < lc->l->r->call_timeout) {
+				arm_idle_timer(lc);
+				return;
+			}
+			log_warn(NULL, NULL, "kv: shard %s%d of instance %d (%s:%d) did not take a cancel within %g s: closing "
+				 "worker %d's connection", KV_SHARD_DB_PREFIX, lc->shard, lc->route->instance_id,
+				 lc->route->host, lc->route->port, lc->l->r->call_timeout, lc->l->w->index);
+			lost(lc, true); /* nothing in flight: its waiting calls go to a new connection */
+			return;
+		}
 		if (lc->idle_close) {
 			log_debug(NULL, NULL, "kv: closing worker %d's idle extra connection to shard %s%d",
 				  lc->l->w->index, KV_SHARD_DB_PREFIX, lc->shard);
@@ -806,7 +944,7 @@ static struct kv_loop *loop_new(struct kv_router *r, struct worker *w)
 static struct kv_lconn *pick(struct kv_loop *l, int shard)
 {
 	struct kv_lconn *set = &l->conns[shard * KV_LOOP_CONNS];
-	struct kv_lconn *busy = NULL, *connecting = NULL, *closed = NULL, *stuck = NULL, *old = NULL;
+	struct kv_lconn *busy = NULL, *connecting = NULL, *closed = NULL, *stuck = NULL, *old = NULL, *held = NULL;
 	double now = ev_now(l->w->loop);
 	const struct kv_route *rt = kv_route_now(l->r);
 
@@ -819,6 +957,10 @@ static struct kv_lconn *pick(struct kv_loop *l, int shard)
 				old = old ? old : lc;
 				continue;
 			}
+		}
+		if (lc->held) { /* a cancel is being settled on it: calls wait */
+			held = held ? held : lc;
+			continue;
 		}
 		switch (lc->state) {
 		case LC_READY:
@@ -841,7 +983,7 @@ static struct kv_lconn *pick(struct kv_loop *l, int shard)
 			break;
 		}
 	}
-	return closed ? closed : busy ? busy : connecting ? connecting : stuck ? stuck : old;
+	return closed ? closed : busy ? busy : connecting ? connecting : stuck ? stuck : old ? old : held;
 }
 
 static void txn_send(struct kv_loop *l, int shard, struct kv_job *job);
@@ -864,7 +1006,7 @@ static void txn_kick(struct kv_lconn *lc)
 {
 	struct kv_loop *l = lc->l;
 	struct kv_job *next = l->twait[lc->shard];
-	if (!lc->for_txn || !next || l->stopped || lc->owner || lc->sent || lc->wait)
+	if (!lc->for_txn || !next || l->stopped || lc->owner || lc->sent || lc->wait || lc->held)
 		return;
 	l->twait[lc->shard] = next->next;
 	if (!next->next)
@@ -907,7 +1049,7 @@ static struct kv_lconn *txn_pick(struct kv_loop *l, int shard)
 
 	for (int i = 0; i < KV_LOOP_TXN_CONNS; i++) {
 		struct kv_lconn *lc = &set[i];
-		if (lc->owner || lc->sent || lc->wait)
+		if (lc->owner || lc->sent || lc->wait || lc->held)
 			continue;
 		if (lc->state == LC_READY && lc->route != rt)
 			lc_close(lc);
@@ -983,7 +1125,10 @@ static void lc_send(struct kv_lconn *lc, struct kv_job *job)
 {
 	switch (lc->state) {
 	case LC_READY:
-		send_call(lc, job);
+		if (lc->held)
+			push(&lc->wait, &lc->wait_tail, job); /* until its cancel is settled (hold_check) */
+		else
+			send_call(lc, job);
 		break;
 	case LC_CONNECTING:
 		push(&lc->wait, &lc->wait_tail, job);
@@ -1256,6 +1401,8 @@ void kv_loop_submit(struct kv_router *r, struct kv_job *job)
 	kv_job_reset(job);
 	job->retried = false;
 	job->resent = false;
+	job->cancel_asked = false;
+	job->stray_resends = 0;
 	if (atomic_load_explicit(&r->stopping, memory_order_relaxed) || w->stopping) {
 		if (job->txn && job->txn->lc)
 			lc_close(job->txn->lc); /* its transaction is over: no end will free the connection */
@@ -1322,4 +1469,212 @@ void kv_loop_free(struct kv_loop *l)
 	free(l->twait);
 	free(l->twait_tail);
 	free(l);
+}
+
+/* ---- clients' cancels (kv_router_cancel) ---- */
+
+/* One cancel: PQcancel on a thread of r->cancel_q, then its answer (msg, first: the worker
+ * frees a message once it has run it, which frees all of it) back to the loop that sent it. */
+struct lc_cancel {
+	struct worker_msg msg;
+	struct workq_item item;
+	PGcancel *pc;
+	struct kv_router *r;
+	struct kv_lconn *lc;
+	unsigned gen;
+	bool taken;
+	char err[160];
+};
+
+static struct lc_cancel *cancel_of(struct workq_item *it)
+{
+	return (struct lc_cancel *)(void *)((char *)it - offsetof(struct lc_cancel, item));
+}
+
+static void cancel_work(void *ctx, int index, struct workq_item *it)
+{
+	struct lc_cancel *c = cancel_of(it);
+	(void)ctx;
+	(void)index;
+	if (c->r->cancel_delay > 0) { /* tests: a shard slow to take the cancel */
+		struct timespec ts = { (time_t)c->r->cancel_delay,
+				       (long)((c->r->cancel_delay - (double)(time_t)c->r->cancel_delay) * 1e9) };
+		nanosleep(&ts, NULL);
+	}
+	c->taken = PQcancel(c->pc, c->err, (int)sizeof c->err) != 0;
+}
+
+static void cancel_answered(struct worker *w, struct worker_msg *m);
+
+/* Under the queue's lock: the answer goes back to its loop, unless tusk is stopping (the
+ * workers outlive this queue: kv_router_stop stops it first). */
+static void cancel_end(void *ctx, struct workq_item *it, enum workq_end how)
+{
+	struct lc_cancel *c = cancel_of(it);
+	(void)ctx;
+	PQfreeCancel(c->pc);
+	c->pc = NULL;
+	if (how != WORKQ_DONE || atomic_load_explicit(&c->r->stopping, memory_order_relaxed)) {
+		free(c);
+		return;
+	}
+	c->msg.fn = cancel_answered;
+	c->msg.arg = c;
+	worker_post(c->lc->l->w, &c->msg);
+}
+
+int kv_loop_cancels_start(struct kv_router *r)
+{
+	struct workq_def d = { .name = "tusk-kv-cancel",
+			       .max_threads = CANCEL_THREADS,
+			       .queue_max = CANCEL_QUEUE,
+			       .work = cancel_work,
+			       .end = cancel_end,
+			       .ctx = r };
+	return workq_new(&d, &r->cancel_q);
+}
+
+void kv_loop_cancels_stop(struct kv_router *r)
+{
+	/* a cancel's connect to a host that stopped answering is not waited for long */
+	(void)workq_stop(r->cancel_q, 1000);
+	r->cancel_q = NULL;
+}
+
+/* Send a cancel for job, alone in flight on lc; false when it could not be sent. */
+static bool cancel_send(struct kv_lconn *lc, struct kv_job *job)
+{
+	struct kv_router *r = lc->l->r;
+	struct lc_cancel *c = r->cancel_q ? calloc(1, sizeof *c) : NULL;
+	if (!c || !(c->pc = PQgetCancel(lc->conn))) {
+		free(c);
+		return false;
+	}
+	c->r = r;
+	c->lc = lc;
+	c->gen = lc->cancel_gen;
+	if (workq_submit(r->cancel_q, &c->item) != 0) {
+		PQfreeCancel(c->pc);
+		free(c);
+		return false;
+	}
+	lc->held = lc->cancel_out = true;
+	if (lc->hold_job != job)
+		lc->cancel_tries = 0;
+	lc->hold_job = job;
+	lc->cancel_at = ev_now(lc->l->w->loop);
+	lc->cancel_tries++;
+	/* PostgreSQL signals the backend and then its process group: it may take the second
+	 * signal after the first one's error, and cancel the next statement with it */
+	lc->strays += 2;
+	log_info(NULL, NULL, "kv: sending a client's cancel to kv shard %s%d's backend pid %d (worker %d)",
+		 KV_SHARD_DB_PREFIX, lc->shard, PQbackendPID(lc->conn), lc->l->w->index);
+	return true;
+}
+
+/* On the loop: the shard took the cancel (or it could not be sent). */
+static void cancel_answered(struct worker *w, struct worker_msg *m)
+{
+	struct lc_cancel *c = m->arg;
+	struct kv_lconn *lc = c->lc;
+	(void)w;
+
+	if (!c->taken)
+		log_warn(NULL, NULL, "kv: could not send a client's cancel to kv shard %s%d: %s", KV_SHARD_DB_PREFIX,
+			 lc->shard, c->err);
+	if (!lc->l->stopped && lc->cancel_out && lc->cancel_gen == c->gen) {
+		lc->cancel_out = false;
+		struct kv_job *job = lc->hold_job;
+		/* sent (or become the oldest in flight) just before the cancel and still running:
+		 * the backend may not have begun it when the signal came (ignored, as between
+		 * statements): once more */
+		double began = job && job->sent > lc->head_at ? job->sent : lc->head_at;
+		if (c->taken && job && lc->cancel_tries < 2 && lc->cancel_at - began < CANCEL_EARLY_S && lc->sent == job &&
+		    cancel_send(lc, job))
+			return;
+		cancel_next(lc);
+		hold_check(lc);
+	}
+	/* c is m's block: the worker frees it (or keeps it for its next message) */
+}
+
+static bool part_of(const struct kv_job *job, const struct kv_job *call)
+{
+	return job == call || (job->fan && ((const struct fan *)job->fan)->call == call);
+}
+
+/* The jobs of call in *list not sent yet (none of a transaction's: its connection is its
+ * own), answered 57014; their number. */
+static int cancel_waiting(struct kv_job **head, struct kv_job **tail, const struct kv_job *call, bool txn_too)
+{
+	struct kv_job *keep = NULL, *keep_tail = NULL, *drop = NULL, *drop_tail = NULL;
+	int n = 0;
+	for (struct kv_job *job = *head, *next; job; job = next) {
+		next = job->next;
+		if (part_of(job, call) && (txn_too || !job->txn)) {
+			push(&drop, &drop_tail, job);
+			n++;
+		} else {
+			push(&keep, &keep_tail, job);
+		}
+	}
+	*head = keep;
+	*tail = keep_tail;
+	while (drop) {
+		struct kv_job *job = drop;
+		drop = drop->next;
+		job->rows_len = 0;
+		job->nrows = 0;
+		kv_job_fail(job, "57014", "canceling statement due to user request");
+		job->ours = false; /* PostgreSQL's own error, as a shard would have said it */
+		finish(job);
+	}
+	return n;
+}
+
+const char *kv_loop_cancel(struct kv_router *r, struct worker *w, const struct kv_job *call)
+{
+	struct kv_loop *l = w->index < r->nloops ? r->loops[w->index] : NULL;
+	int unsent = 0, sent = 0, later = 0, not_sent = 0;
+
+	if (!l || l->stopped)
+		return "no kv call of this worker's runs";
+	for (int s = 0; s < l->nshards; s++) /* first calls of transactions waiting for a connection */
+		unsent += cancel_waiting(&l->twait[s], &l->twait_tail[s], call, true);
+	for (int i = 0; i < l->nshards * (KV_LOOP_CONNS + KV_LOOP_TXN_CONNS); i++) {
+		int n = l->nshards * KV_LOOP_CONNS;
+		struct kv_lconn *lc = i < n ? &l->conns[i] : &l->tconns[i - n];
+		unsent += cancel_waiting(&lc->wait, &lc->wait_tail, call, false);
+		struct kv_job *mine = NULL;
+		for (struct kv_job *job = lc->sent; job; job = job->next) {
+			if (part_of(job, call)) {
+				job->cancel_asked = true; /* its own 57014 is its answer, not another's stray */
+				mine = mine ? mine : job;
+			}
+		}
+		if (!mine || lc->state != LC_READY)
+			continue;
+		if ((lc->cancel_out && lc->hold_job == mine) || lc->want == mine) {
+			sent++; /* asked already */
+		} else if (lc->sent == mine && !lc->cancel_out) {
+			if (cancel_send(lc, mine))
+				sent++;
+			else
+				not_sent++;
+		} else if (!lc->want) {
+			lc->want = mine; /* once the calls before it are answered (cancel_next) */
+			lc->held = true;
+			later++;
+		} else {
+			not_sent++; /* another client's cancel waits on this connection already */
+		}
+	}
+	if (not_sent)
+		return "a cancel could not be sent now (another waits on its shard connection, or no memory): the call "
+		       "runs on";
+	if (later)
+		return "cancel to be sent once the calls before it on its shard connection are answered";
+	if (sent)
+		return unsent ? "cancel sent to its shard; its calls not sent yet answered 57014" : "cancel sent to its shard";
+	return unsent ? "its call was not sent yet: answered 57014" : "no kv call of this worker's runs";
 }

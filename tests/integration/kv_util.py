@@ -3,6 +3,7 @@ the way an operator would (tusk kv init, fill the catalog, kv_catalog.bump(), tu
 
 import contextlib
 import json
+import os
 import re
 import subprocess
 import time
@@ -270,3 +271,18 @@ def shard_statements(zone, r):
         with zone.pg.admin() as c:
             c.execute("alter system reset log_statement")
             c.execute("select pg_reload_conf()")
+
+
+@contextlib.contextmanager
+def environ(env):
+    """os.environ with env set for the block (a tusk started in it takes them), then as before."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                del os.environ[k]
+            else:
+                os.environ[k] = v

@@ -5,7 +5,6 @@ calls in flight (reads are sent again once); a client that leaves mid-call leaks
 call stuck on a row lock holds up no other call; a shard that does not answer is bounded by
 the call timeout (TUSK_TEST_KV_CALL_TIMEOUT shortens it here)."""
 
-import os
 import threading
 import time
 
@@ -13,7 +12,7 @@ import psycopg
 import pytest
 
 from conftest import SLOW, wait_until
-from kv_util import NSHARDS, Parade
+from kv_util import NSHARDS, Parade, environ
 
 pytestmark = pytest.mark.tusk_only
 
@@ -32,17 +31,8 @@ def zone(workdir):
 
 
 def start_tusk(z):
-    test_env = {"TUSK_TEST_KV_CALL_TIMEOUT": str(CALL_TIMEOUT), "TUSK_TEST_KV_IDLE_CLOSE": str(IDLE_CLOSE)}
-    old = {k: os.environ.get(k) for k in test_env}
-    os.environ.update(test_env)
-    try:
+    with environ({"TUSK_TEST_KV_CALL_TIMEOUT": str(CALL_TIMEOUT), "TUSK_TEST_KV_IDLE_CLOSE": str(IDLE_CLOSE)}):
         z.start_tusk()
-    finally:
-        for k, v in old.items():
-            if v is None:
-                del os.environ[k]
-            else:
-                os.environ[k] = v
 
 
 def kv_conn(zone, **kw):

@@ -7,8 +7,11 @@ import asyncio
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 import psycopg
@@ -16,7 +19,7 @@ import pytest
 
 import pgwire
 from conftest import REPO, SLOW
-from kv_util import Parade
+from kv_util import Parade, environ
 
 sys.path.insert(0, str(REPO / "tests" / "drivers"))
 import harness  # noqa: E402
@@ -39,16 +42,9 @@ def parade(workdir):
     p.destroy()
 
 
-def start_tusk(zone):
-    old = os.environ.get("TUSK_TEST_KV_CALL_TIMEOUT")
-    os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = str(CALL_TIMEOUT)
-    try:
+def start_tusk(zone, env=None):
+    with environ({"TUSK_TEST_KV_CALL_TIMEOUT": str(CALL_TIMEOUT), **(env or {})}):
         zone.start_tusk()
-    finally:
-        if old is None:
-            del os.environ["TUSK_TEST_KV_CALL_TIMEOUT"]
-        else:
-            os.environ["TUSK_TEST_KV_CALL_TIMEOUT"] = old
 
 
 @pytest.fixture
@@ -59,6 +55,13 @@ def zone(parade):
 def tusk_conn(zone, **kw):
     return psycopg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", dbname="kv", autocommit=True,
                            connect_timeout=10, **kw)
+
+
+def shard_conn(zone, shard):
+    """A connection straight to a shard database, as kv_client (a transaction's locks held
+    there make tusk's calls of the same keys wait)."""
+    return psycopg.connect(host="127.0.0.1", port=zone.pg.port, user="kv_client", dbname=f"kv_shard_{shard}",
+                           connect_timeout=10)
 
 
 def get(zone, key):
@@ -1547,8 +1550,7 @@ def test_a_calls_timeouts_are_its_sessions_and_end_it_as_postgresql_would(parade
     without them (a set_config of the call before stays in the shard's transaction)."""
     shard = 1
     keys = parade.keys_on(shard, 3, "txn-timeout-wait-")
-    holder = psycopg.connect(host="127.0.0.1", port=zone.pg.port, user="kv_client", dbname=f"kv_shard_{shard}",
-                             connect_timeout=10)
+    holder = shard_conn(zone, shard)
     try:
         for k in keys:
             holder.execute("select kv.put('default', %s, '\"held\"')", (k,))  # the key's locks, until the commit
@@ -1643,8 +1645,7 @@ def test_timeouts_of_a_fresh_tusks_first_calls(parade, zone):
     nothing."""
     shard = 1
     free, held = parade.keys_on(shard, 2, "txn-timeout-fresh-")
-    holder = psycopg.connect(host="127.0.0.1", port=zone.pg.port, user="kv_client", dbname=f"kv_shard_{shard}",
-                             connect_timeout=10)
+    holder = shard_conn(zone, shard)
     try:
         holder.execute("select kv.put('default', %s, '\"held\"')", (held,))
         for key, value in ((free, "1"), (held, "2")):
@@ -1761,3 +1762,362 @@ def test_a_second_execute_of_a_statement_answered_here_answers_as_postgresql(par
     assert second[("FETCH 1 FROM c", True)] == (b"C", b"FETCH 0"), second
     assert second[("COMMIT", True)] == (b"E", b"34000"), second
     assert a[-5] == [(b"E", b"25P02"), (b"Z", b"")], a[-5]
+
+
+def cancel_key(startup_msgs):
+    """The (pid, key) of a raw client's BackendKeyData."""
+    body = next(b for k, b in startup_msgs if k == b"K")
+    return struct.unpack("!II", body)
+
+
+def send_cancel(zone, key):
+    """A CancelRequest with key, as libpq sends one: on a connection of its own, which the server
+    closes once it has taken it."""
+    with socket.create_connection(("127.0.0.1", zone.tusk.port), timeout=10) as s:
+        s.sendall(struct.pack("!IIII", 16, 80877102, *key))
+        assert s.recv(1) == b""
+
+
+def cancel_stops(zone, raw, key, status, within):
+    """raw's call in flight, cancelled with key, answered 57014 within that many seconds, then
+    ReadyForQuery with status."""
+    t0 = time.monotonic()
+    send_cancel(zone, key)
+    got = answer(raw)
+    assert ("E", "ERROR", "57014") in got and got[-1] == ("Z", status), got
+    assert time.monotonic() - t0 < within
+
+
+def test_a_cancel_stops_a_call_that_waits_on_its_shard(parade, zone):
+    """A CancelRequest (psycopg's cancel(), asyncpg's timeout=, a raw one) stops the client's
+    call that waits for a key another transaction holds: 57014 "canceling statement due to user
+    request" at once (not the call's 2 s bound), nothing written; in a transaction the call
+    aborts it (25P02 after) and its ROLLBACK ends it; the client goes on. A cancel while no call
+    runs changes nothing. Before, kv clients' cancels were dropped and the call waited on."""
+    shard = 1
+    keys = parade.keys_on(shard, 4, "txn-cancel-held-")
+    free = parade.keys_on(shard, 2, "txn-cancel-free-")
+    holder = shard_conn(zone, shard)
+    try:
+        for k in keys:
+            holder.execute("select kv.put('default', %s, '\"held\"')", (k,))  # the key's locks, until the commit
+
+        def cancelled_after(c, delay, sql, args):
+            timer = threading.Timer(delay, c.cancel)
+            timer.start()
+            t0 = time.monotonic()
+            try:
+                with pytest.raises(psycopg.Error) as e:
+                    c.execute(sql, args)
+            finally:
+                timer.cancel()
+            return e.value.sqlstate, e.value.diag.message_primary, time.monotonic() - t0
+
+        with tusk_conn(zone) as c:
+            c.cancel()  # nothing runs: ignored
+            assert c.execute("select kv.get('default', %s)", (free[0],)).fetchone()[0] is None
+            state, text, took = cancelled_after(c, 0.3, "select kv.put('default', %s, '1')", (keys[0],))
+            assert (state, text) == ("57014", "canceling statement due to user request"), (state, text)
+            assert 0.25 < took < CALL_TIMEOUT - 0.5, took
+            c.execute("select kv.put('default', %s, '1')", (free[0],))  # the client goes on
+            c.execute("BEGIN")
+            c.execute("select kv.put('default', %s, '2')", (free[1],))
+            state, _, took = cancelled_after(c, 0.3, "select kv.incr('default', %s, 1)", (keys[1],))
+            assert state == "57014" and took < CALL_TIMEOUT - 0.5, (state, took)
+            with pytest.raises(psycopg.Error) as e:
+                c.execute("select kv.get('default', %s)", (free[1],))
+            assert e.value.sqlstate == "25P02", e.value
+            c.execute("ROLLBACK")
+            assert c.execute("select kv.get('default', %s)", (free[1],)).fetchone()[0] is None
+
+        async def by_asyncpg():  # its timeout= cancels the query and waits for its end
+            import asyncpg
+            a = await asyncpg.connect(host="127.0.0.1", port=zone.tusk.port, user="postgres", database="kv")
+            try:
+                t0 = time.monotonic()
+                with pytest.raises(asyncio.TimeoutError):
+                    await a.execute(f"select kv.put('default', '{keys[2]}', '3')", timeout=0.3)
+                took = time.monotonic() - t0
+                return took, await a.fetchval("select kv.get('default', $1)", free[0])
+            finally:
+                await a.close()
+        took, value = asyncio.run(by_asyncpg())
+        assert took < CALL_TIMEOUT - 0.5 and value == "1", (took, value)  # jsonb as text
+
+        raw = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+        try:
+            key = cancel_key(raw.startup("postgres", "kv"))
+            raw.send(pgwire.message(b"Q", f"select kv.put('default', '{keys[3]}', '4')".encode() + b"\0"))
+            time.sleep(0.3)
+            cancel_stops(zone, raw, key, "I", CALL_TIMEOUT - 0.5)
+            send_cancel(zone, (key[0], key[1] ^ 1))  # a wrong key: nothing
+            assert query(raw, f"select kv.get('default', '{free[0]}')")[-2:] == [("C", "SELECT"), ("Z", "I")]
+        finally:
+            raw.close()
+        holder.commit()
+    finally:
+        holder.close()
+    assert [get(zone, k) for k in keys] == ["held"] * 4
+    assert get(zone, free[0]) == 1 and get(zone, free[1]) is None
+
+
+def test_a_cancel_never_lands_on_another_clients_call(parade, zone):
+    """The worker's 4 connections to a shard each run a put that waits for a held key; a fifth
+    put (of a held key too) and a reader's get are then pipelined behind them. The fifth's client
+    cancels first: its call is not the oldest on its connection (a cancel now would land on
+    another client's put), so nothing happens yet. The four waiters' clients cancel: they are
+    cancelled (57014, nothing written), the reader's get is answered, and the fifth, once the
+    oldest, is cancelled too. Later calls on the connections run normally."""
+    shard = 1
+    keys = parade.keys_on(shard, 5, "txn-cancel-pipe-")
+    other = parade.key_on(shard, "txn-cancel-other-")
+    with tusk_conn(zone) as c:
+        c.execute("select kv.put('default', %s, '\"before\"')", (other,))
+    holder = shard_conn(zone, shard)
+    clients = []
+    reader = None
+    try:
+        for k in keys:
+            holder.execute("select kv.put('default', %s, '\"held\"')", (k,))
+        for i, k in enumerate(keys):
+            raw = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+            clients.append((raw, cancel_key(raw.startup("postgres", "kv"))))
+            raw.send(pgwire.message(b"Q", f"select kv.put('default', '{k}', '{i}')".encode() + b"\0"))
+            time.sleep(0.15)  # each older than 0.1 s: the next goes to another connection
+        reader = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+        reader.startup("postgres", "kv")
+        reader.send(pgwire.message(b"Q", f"select kv.get('default', '{other}')".encode() + b"\0"))
+        time.sleep(0.2)
+        fifth, fifth_key = clients[4]
+        send_cancel(zone, fifth_key)
+        time.sleep(0.3)
+        assert not wait_readable(fifth, 0), "a cancel of a call behind another client's was sent at once"
+        assert not wait_readable(reader, 0)
+        for raw, key in clients[:4]:
+            send_cancel(zone, key)
+        for raw, _ in clients[:4]:
+            assert wait_readable(raw, 1.5), "a waiter's cancel did not stop it"  # (the calls' bound is 2 s)
+            got = answer(raw)
+            assert ("E", "ERROR", "57014") in got and got[-1] == ("Z", "I"), got
+        assert wait_readable(reader, 1.5)
+        assert answer(reader, rows=True)[-3:] == [("D", b"\x00\x01\x00\x00\x00\x08\"before\""), ("C", "SELECT"),
+                                                  ("Z", "I")]
+        assert wait_readable(fifth, 1.5), "the pipelined call's cancel was not sent once it was the oldest"
+        got = answer(fifth)
+        assert ("E", "ERROR", "57014") in got and got[-1] == ("Z", "I"), got
+        holder.commit()
+        for raw, _ in clients + [(reader, None)]:  # the connections go on
+            assert query(raw, f"select kv.get('default', '{other}')")[-2:] == [("C", "SELECT"), ("Z", "I")]
+    finally:
+        holder.close()
+        for raw, _ in clients:
+            raw.close()
+        if reader is not None:
+            reader.close()
+    assert [get(zone, k) for k in keys] == ["held"] * 5
+
+
+def test_a_cancel_of_a_transactions_call_that_waits_for_a_connection(parade, zone):
+    """With the worker's 4 connections for transactions on a shard held, a fifth transaction's
+    first call waits for one; its client's cancel answers it 57014 at once (it never ran), the
+    transaction is aborted until its ROLLBACK, and the holders go on."""
+    keys = parade.keys_on(0, 5, "txn-cancel-wait-")
+    holders = []
+    try:
+        for k in keys[:4]:
+            open_transaction(zone, holders, k)
+        waiter = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+        holders.append(waiter)
+        key = cancel_key(waiter.startup("postgres", "kv"))
+        assert query(waiter, "BEGIN")[-1] == ("Z", "T")
+        waiter.send(pgwire.message(b"Q", f"select kv.put('default', '{keys[4]}', '1')".encode() + b"\0"))
+        time.sleep(0.3)
+        cancel_stops(zone, waiter, key, "E", CALL_TIMEOUT / 2)
+        assert query(waiter, "ROLLBACK") == [("C", "ROLLBACK"), ("Z", "I")]
+        for c in holders[:4]:
+            assert query(c, "COMMIT") == [("C", "COMMIT"), ("Z", "I")]
+    finally:
+        for c in holders:
+            c.close()
+    assert [get(zone, k) for k in keys] == [1, 1, 1, 1, None]
+
+
+def test_cancels_under_load_land_on_no_other_clients_call(parade, zone):
+    """Under load on one shard (6 clients putting and reading back their own keys as fast as
+    they can, on the worker's pipelined connections), 3 clients put a key that a transaction
+    on the shard holds for 0.25 s at a time and cancel after 0-80 ms, again and again: some of
+    their calls are cancelled (57014), the others run once the key is free; not one of the
+    other clients' calls fails, and each of their keys holds its last value."""
+    import random
+    shard = 1
+    held = parade.key_on(shard, "txn-cancel-load-held-")
+    own = parade.keys_on(shard, 6, "txn-cancel-load-own-")
+    stop = threading.Event()
+    errors, outcomes, last = [], [], {}
+
+    def holder():
+        with shard_conn(zone, shard) as h:
+            while not stop.is_set():
+                h.execute("select kv.put('default', %s, '\"held\"')", (held,))
+                time.sleep(0.25)
+                h.commit()
+                time.sleep(0.01)
+
+    def busy(key):
+        try:
+            with tusk_conn(zone) as c:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    c.execute("select kv.put('default', %s, %s)", (key, str(n)))
+                    got = c.execute("select kv.get('default', %s)", (key,)).fetchone()[0]
+                    if got != n:
+                        errors.append((key, n, got))
+                    last[key] = n
+        except psycopg.Error as e:
+            errors.append((key, e.sqlstate, str(e)))
+
+    def canceller(seed):
+        rnd = random.Random(seed)
+        with tusk_conn(zone) as c:
+            for i in range(12):
+                timer = threading.Timer(rnd.uniform(0, 0.08), c.cancel)
+                timer.start()
+                try:
+                    c.execute("select kv.put('default', %s, %s)", (held, str(i)))
+                    outcomes.append("ran")
+                except psycopg.Error as e:
+                    outcomes.append(e.sqlstate)
+                timer.join()
+
+    threads = [threading.Thread(target=holder)] + [threading.Thread(target=busy, args=(k,)) for k in own]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    cancellers = [threading.Thread(target=canceller, args=(i,)) for i in range(3)]
+    for t in cancellers:
+        t.start()
+    for t in cancellers:
+        t.join(60)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert errors == [], errors[:5]
+    assert len(outcomes) == 36 and set(outcomes) <= {"ran", "57014"}, outcomes
+    assert outcomes.count("57014") >= 6, outcomes
+    assert [get(zone, k) for k in own] == [last[k] for k in own]
+
+
+def restart_tusk(zone, env):
+    """The zone's tusk stopped and started again with env set (and the module's own)."""
+    assert zone.stop_tusk() == []
+    start_tusk(zone, env)
+    get(zone, "warm-up")  # the route known: calls run on the worker's connections from here on
+
+
+def raw_kv(zone):
+    raw = pgwire.RawClient("127.0.0.1", zone.tusk.port, timeout=30)
+    return raw, cancel_key(raw.startup("postgres", "kv"))
+
+
+def send_query(raw, sql):
+    raw.send(pgwire.message(b"Q", sql.encode() + b"\0"))
+
+
+def test_a_cancel_the_shard_is_slow_to_take_holds_no_call_for_ever(parade, zone):
+    """With the shard slow to take cancels (TUSK_TEST_KV_CANCEL_DELAY), the worker's 4
+    connections to a shard are each held while a cancel is out. (1) A get pipelined behind a
+    cancelled put, whose client cancels too, is answered before its cancel could be sent (the
+    put's key is freed): the call that then waits on that connection is sent once the put's
+    cancel is taken, not held for ever. (2) A cancel not taken within the calls' 2 s bound
+    closes its connection: the call waiting behind it goes to a new one."""
+    shard = 1
+    keys = parade.keys_on(shard, 6, "txn-cancel-slow-")
+    other = parade.key_on(shard, "txn-cancel-slow-other-")
+
+    clients = []
+    try:
+        restart_tusk(zone, {"TUSK_TEST_KV_CANCEL_DELAY": "0.8"})
+        h_x, h_1, h_rest = shard_conn(zone, shard), shard_conn(zone, shard), shard_conn(zone, shard)
+        try:
+            h_x.execute("select kv.put('default', %s, '\"held\"')", (keys[0],))
+            h_1.execute("select kv.put('default', %s, '\"held\"')", (keys[1],))
+            for k in keys[2:5]:
+                h_rest.execute("select kv.put('default', %s, '\"held\"')", (k,))
+            # the worker's first connection (x's) is freed, then a1 blocks on it, the youngest
+            x = raw_kv(zone)
+            send_query(x[0], f"select kv.put('default', '{keys[0]}', '0')")
+            time.sleep(0.15)
+            rest = []
+            for k in keys[2:5]:
+                rest.append(raw_kv(zone))
+                send_query(rest[-1][0], f"select kv.put('default', '{k}', '1')")
+                time.sleep(0.15)
+            h_x.commit()
+            assert wait_readable(x[0], 1.5) and answer(x[0])[-2:] == [("C", "SELECT"), ("Z", "I")]
+            a1 = raw_kv(zone)
+            send_query(a1[0], f"select kv.put('default', '{keys[1]}', '1')")
+            time.sleep(0.15)
+            w = raw_kv(zone)  # behind a1: its connection has the youngest call
+            send_query(w[0], f"select kv.get('default', '{other}')")
+            time.sleep(0.1)
+            clients += [x, a1, w] + rest
+            send_cancel(zone, a1[1])  # out for 0.8 s
+            send_cancel(zone, w[1])  # to be sent once a1 is answered
+            for raw, key in rest:  # every connection held
+                send_cancel(zone, key)
+            h_1.commit()  # a1 writes, then w's get is answered: both before a1's cancel is taken
+            assert wait_readable(a1[0], 1.0) and answer(a1[0])[-2:] == [("C", "SELECT"), ("Z", "I")]
+            assert wait_readable(w[0], 1.0) and answer(w[0])[-2:] == [("C", "SELECT"), ("Z", "I")]
+            z = raw_kv(zone)
+            clients.append(z)
+            send_query(z[0], f"select kv.get('default', '{other}')")  # waits on a held connection
+            assert wait_readable(z[0], 3.0), "a call waited for ever on a connection whose cancel was settled"
+            assert answer(z[0])[-2:] == [("C", "SELECT"), ("Z", "I")]
+        finally:
+            for h in (h_x, h_1, h_rest):
+                h.close()
+        for raw, _ in rest:  # cancelled, past the calls' bound, or run once their keys were freed
+            got = answer(raw)
+            assert got[-1] == ("Z", "I") and (("E", "ERROR", "57014") in got or ("E", "ERROR", "08006") in got
+                                              or ("C", "SELECT") in got), got
+        for raw, _ in clients:
+            raw.close()
+        clients = []
+
+        restart_tusk(zone, {"TUSK_TEST_KV_CANCEL_DELAY": "4"})
+        h = shard_conn(zone, shard)
+        try:
+            for k in keys[:4]:
+                h.execute("select kv.put('default', %s, '\"again\"')", (k,))
+            for k in keys[:4]:
+                clients.append(raw_kv(zone))
+                send_query(clients[-1][0], f"select kv.put('default', '{k}', '2')")
+                time.sleep(0.15)
+            for raw, key in clients:
+                send_cancel(zone, key)
+            began = time.monotonic()
+            h.commit()  # the puts write; their cancels are out for 4 s (8 s: two threads)
+            for raw, _ in clients:
+                assert wait_readable(raw, 1.0) and answer(raw)[-2:] == [("C", "SELECT"), ("Z", "I")]
+        finally:
+            h.close()
+        z = raw_kv(zone)
+        clients.append(z)
+        send_query(z[0], f"select kv.get('default', '{other}')")  # waits on a held connection
+        assert wait_readable(z[0], 6.0)
+        took = time.monotonic() - began
+        assert answer(z[0])[-2:] == [("C", "SELECT"), ("Z", "I")]
+        assert took < 3.5, f"a call waited {took:.1f} s for a cancel the shard did not take"
+        assert "did not take a cancel within 2 s" in zone.tusk.log_text()
+        assert [get(zone, k) for k in keys[:4]] == [2, 2, 2, 2]
+    finally:
+        for raw, _ in clients:
+            raw.close()
+        restart_tusk(zone, {})
+
+
+def wait_readable(raw, timeout):
+    """Whether raw has an answer (buffered, or on its socket) within timeout."""
+    import select
+    return bool(raw.buf) or bool(select.select([raw.sock], [], [], timeout)[0])

@@ -110,6 +110,8 @@ struct kv_session {
 	const char *done_tag;        /* portal_done: that Execute's tag, when not SELECT 0 (a static
 				      * string: SHOW's) */
 	size_t rest_off;
+	bool rest_fetch;             /* suspended: job's rows are a FETCH's (its tags FETCH n) */
+	struct kv_call fetch_shape;  /* then their columns (busy_call points here) */
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
 	struct worker_msg *msg;      /* reserved at submit: the answer's way back to the worker */
@@ -849,6 +851,7 @@ static bool submit(struct kv_session *ks, const struct kv_call *call, bool simpl
 	ks->v.busy = true;
 	ks->v.busy_simple = simple;
 	ks->busy_call = call;
+	ks->rest_fetch = false;
 	kv_router_submit(r, &ks->job);
 	return true;
 }
@@ -1146,6 +1149,8 @@ static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool si
 	return refuse(ks, simple, "34000", text);
 }
 
+static void out_rest(struct kv_session *ks);
+
 /* FETCH / MOVE: the cursor's next rows (in the simple protocol after its RowDescription; in
  * the extended in the Bind's formats), then FETCH n / MOVE n. */
 static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool simple)
@@ -1166,6 +1171,24 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 		return no_cursor(ks, call, simple);
 	size_t end = rows_upto(cur->rows, cur->len, cur->off, call->fetch_count < 0 ? UINT64_MAX : (uint64_t)call->fetch_count,
 			       &n);
+	if (!simple && !call->is_move && ks->max_rows && n > ks->max_rows && cur != &portal) {
+		/* an Execute with a row limit under the FETCH's count: PostgreSQL runs the FETCH
+		 * whole into its portal and hands its rows out max_rows at a time (PortalSuspended),
+		 * the last Execute's tag FETCH with the rows it sent */
+		uint8_t *rows = grow_bytes(ks->job.rows, &ks->job.rows_cap, end - cur->off, 4096);
+		if (!rows)
+			return refuse(ks, simple, "53200", "out of memory");
+		ks->job.rows = rows;
+		memcpy(rows, cur->rows + cur->off, end - cur->off);
+		ks->job.rows_len = end - cur->off;
+		cur->off = end;
+		ks->fetch_shape = cur->shape;
+		ks->busy_call = &ks->fetch_shape;
+		ks->rest_off = 0;
+		ks->rest_fetch = true;
+		out_rest(ks);
+		return false;
+	}
 	if (!call->is_move) {
 		if (simple)
 			out_row_description(ks, &cur->shape, 0);
@@ -1640,6 +1663,13 @@ static void out_rest(struct kv_session *ks)
 		ks->suspended = true;
 		ks->v.portal_set = true; /* (vdb cleared it at the Execute) */
 		vdb_out_msg(&ks->v.out, 's', NULL, 0);
+	} else if (ks->rest_fetch) { /* a FETCH's portal, run to its end: FETCH n, then FETCH 0 */
+		char tag[40];
+		snprintf(tag, sizeof tag, "FETCH %" PRIu64, n);
+		vdb_complete(&ks->v, tag);
+		ks->portal_done = true;
+		ks->done_tag = "FETCH 0";
+		ks->v.portal_set = true;
 	} else {
 		vdb_complete_select(&ks->v, n);
 		ks->portal_done = true;
@@ -2185,7 +2215,8 @@ static void execute(struct vdb *v, uint32_t max_rows)
 		out_rest(ks); /* the rows its last Execute left */
 	} else if (call->local) {
 		(void)local_stmt(ks, call, false);
-		portal_spent(ks, call);
+		if (!ks->suspended) /* (a FETCH that filled its portal: out_rest) */
+			portal_spent(ks, call);
 	} else {
 		(void)run_call(ks, call, false);
 	}

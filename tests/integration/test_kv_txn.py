@@ -582,6 +582,48 @@ def test_cursors_answer_as_a_shard_database_answers(parade, zone):
     assert tags[-1] == ["BEGIN", "DECLARE CURSOR", "FETCH 2", "MOVE 1", "FETCH 2", "COMMIT"], tags
 
 
+def fetch_with_row_limits(port, db, user, keys):
+    """FETCHes of a cursor over a get_many of keys (5, one shard) run in the extended protocol
+    by Executes with a row limit, as pgjdbc's fetch size sends them: each step's messages
+    (DataRows with their bodies)."""
+    arr = "ARRAY[" + ", ".join(f"'{k}'" for k in keys) + "]"
+    c = pgwire.RawClient("127.0.0.1", port)
+    out = []
+
+    def extended(sql, limits):
+        c.send(pgwire.message(b"P", b"\0" + sql.encode() + b"\0\0\0") + pgwire.bind_message(b"", b"", [])
+               + b"".join(pgwire.execute_message(b"", n) for n in limits) + pgwire.message(b"S"))
+        out.append((sql, limits, answer(c, rows=True)))
+
+    try:
+        c.startup(user, db)
+        assert query(c, f"select kv.put_many('default', {arr}, ARRAY['0', '1', '2', '3', '4'])")[-1] == ("Z", "I")
+        assert query(c, "BEGIN")[-1] == ("Z", "T")
+        assert query(c, f"DECLARE c CURSOR FOR select * from kv.get_many('default', {arr})")[-1] == ("Z", "T")
+        extended("FETCH 3 FROM c", [2, 2, 2])  # 2 rows, suspended; the last; then none
+        extended("FETCH 2 FROM c", [1, 1, 1])  # the limit reached by its last row too: suspended
+        extended("FETCH 2 FROM c", [5])  # under the limit: as before
+        extended("FETCH ALL FROM c", [1, 1])  # the cursor is spent: FETCH 0
+        assert query(c, "ROLLBACK")[-1] == ("Z", "I")
+        return out
+    finally:
+        c.close()
+
+
+def test_a_fetch_executed_with_a_row_limit_answers_as_a_shard_database(parade, zone):
+    """An Execute whose row limit is under its FETCH's count gets that many rows and
+    PortalSuspended, the next Execute the rest and FETCH with the count it sent, as PostgreSQL's
+    portal of a FETCH (which it runs whole). Before, the whole FETCH came at the first Execute."""
+    keys = sorted(parade.keys_on(0, 5, "curs-limit-"))  # the same rows both ways (one after the other)
+    ours = fetch_with_row_limits(zone.tusk.port, "kv", "postgres", keys)
+    direct = fetch_with_row_limits(zone.pg.port, "kv_shard_0", "kv_client", keys)
+    assert ours == direct
+    rows = [m[1] for m in ours[0][2] if m[0] == "D"]
+    assert [m[0] if m[0] != "C" else m for m in ours[0][2]] == ["1", "2", "D", "D", "s", "D", ("C", "FETCH 1"),
+                                                               ("C", "FETCH 0"), "Z"], ours[0]
+    assert [r[-1:] for r in rows] == [b"0", b"1", b"2"] and keys[0].encode() in rows[0], rows
+
+
 def test_psycopg_named_cursors(parade, zone):
     """psycopg's server-side cursors (conn.cursor(name=...)): DECLARE with parameters, Describe of
     the cursor by its name, FETCH FORWARD in batches (itersize), CLOSE; a scan of every shard in a

@@ -2231,6 +2231,9 @@ def test_redis_object_wait_randomkey_flushdb_differential_against_redis_server(z
                ("EXISTS", "only"), ("INCR", "c2"), ("RANDOMKEY",), ("FLUSHDB", "SYNC"), ("GET", "c2"), ("INCR", "c2")]
     with real_redis(tmp_path) as ref, ours_emptied(zone) as ours:
         differ = differences(ref, ours, script)
+        # Redis's LRU clock counts whole seconds: a key SET just before its clock ticked is 1 s
+        # idle there (seen on a loaded machine: 3 keys in a row)
+        differ = [d for d in differ if not (d[0][:2] == ("OBJECT", "IDLETIME") and d[1:] == (0, 1))]
         assert not differ, (len(differ), differ[:20])
 
 

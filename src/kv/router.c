@@ -1024,6 +1024,13 @@ void kv_job_reset(struct kv_job *job)
 	job->nrows = 0;
 }
 
+void kv_job_canceled(struct kv_job *job)
+{
+	kv_job_reset(job);
+	kv_job_fail(job, "57014", KV_CANCELED_MESSAGE);
+	job->ours = false; /* PostgreSQL's own error, as a shard would have said it */
+}
+
 static void run_job(struct kv_exec *x, struct kv_job *job)
 {
 	char err[KV_ERR_MAX];
@@ -1143,9 +1150,7 @@ const char *kv_router_cancel(struct kv_router *r, struct kv_job *job)
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (queued) {
-		kv_job_reset(job);
-		kv_job_fail(job, "57014", "canceling statement due to user request");
-		job->ours = false; /* PostgreSQL's own error */
+		kv_job_canceled(job);
 		job->local = true;
 		job->done(job);
 		return "its call was not sent yet: answered 57014";

@@ -213,6 +213,10 @@ void kv_job_fail(struct kv_job *job, const char *sqlstate, const char *fmt, ...)
 void kv_job_fail_result(struct kv_job *job, const PGresult *res, PGconn *conn);
 /* Clear the job's output before a run. */
 void kv_job_reset(struct kv_job *job);
+/* The message of PostgreSQL's 57014 for a client's cancel. */
+#define KV_CANCELED_MESSAGE "canceling statement due to user request"
+/* job answered as a statement its client cancelled: no rows, PostgreSQL's own 57014. */
+void kv_job_canceled(struct kv_job *job);
 /* Every row (of one or two columns) of res appended to the job's rows (or the job failed). */
 void kv_job_add_rows(struct kv_job *job, const PGresult *res);
 /* The answers of a call of several shards, merged (router.c's threads, shard_loop.c's fan). */

@@ -597,7 +597,7 @@ static bool stray(struct kv_lconn *lc, struct kv_job *job, const PGresult *res)
 	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	if (!state || !msg)
 		return false;
-	if (strcmp(state, "57014") == 0 && strcmp(msg, "canceling statement due to user request") == 0) {
+	if (strcmp(state, "57014") == 0 && strcmp(msg, KV_CANCELED_MESSAGE) == 0) {
 		if (lc->strays == 0) {
 			if (!job->cancel_asked)
 				log_warn(NULL, NULL, "kv: a call on kv shard %s%d was cancelled by no cancel of tusk's",
@@ -1623,10 +1623,7 @@ static int cancel_waiting(struct kv_job **head, struct kv_job **tail, const stru
 	while (drop) {
 		struct kv_job *job = drop;
 		drop = drop->next;
-		job->rows_len = 0;
-		job->nrows = 0;
-		kv_job_fail(job, "57014", "canceling statement due to user request");
-		job->ours = false; /* PostgreSQL's own error, as a shard would have said it */
+		kv_job_canceled(job);
 		finish(job);
 	}
 	return n;

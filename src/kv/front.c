@@ -165,6 +165,7 @@ struct kv_session {
 	bool warming;                /* a read of the call's key runs first: routing was not ready */
 	enum kv_op warm_op;          /* the call's, while warming */
 	const char *warm_args[KV_CALL_MAX_ARGS];
+	const char *warm_key;
 	uint64_t idle_tx_ms;         /* the rule's idle_transaction_timeout (0: none) */
 	ev_timer idle_tx;            /* while in a transaction and idle_tx_ms: checks the client's idle time */
 	double active_at;            /* the last request read or answer written */
@@ -1632,6 +1633,8 @@ static bool run_call(struct kv_session *ks, const struct kv_call *call, bool sim
 		memset(j->args, 0, sizeof j->args);
 		j->args[0] = j->ns;
 		j->args[1] = kv_op_keyless(call->op) ? j->keys[0] : j->key;
+		ks->warm_key = j->key; /* (NULL for a batch: the read's key is its first key's) */
+		j->key = j->args[1];
 		j->op = KV_OP_COUNTER;
 		return submit(ks, call, simple);
 	}
@@ -1697,6 +1700,7 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		/* the read that made routing ready: now the call itself */
 		ks->warming = false;
 		job->op = ks->warm_op;
+		job->key = ks->warm_key;
 		memcpy(job->args, ks->warm_args, sizeof job->args);
 		if (run_call(ks, ks->busy_call, ks->v.busy_simple))
 			return;

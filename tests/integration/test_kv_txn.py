@@ -1200,8 +1200,10 @@ def test_a_transactions_calls_take_no_subtransactions(parade, zone):
 def test_a_fresh_tusks_first_calls_are_in_transactions(parade, zone):
     """Right after tusk starts (its routing not read yet), psycopg's default mode: the first call
     inside a transaction is a scan (run alone), then a put of one key (routing is read first,
-    then the call runs in the transaction); the same with a put first after another restart."""
-    for first in ("scan", "put"):
+    then the call runs in the transaction); the same with a put first after another restart, and
+    with each batch call first (put_many, get_many, delete_many: the read that makes routing
+    ready is of their first key; before, its key was left unset and tusk died of a NULL key)."""
+    for first in ("scan", "put", "put_many", "get_many", "delete_many"):
         keys = parade.keys_on(0, 2, f"txn-fresh-{first}-")
         assert zone.stop_tusk() == []
         start_tusk(zone)
@@ -1209,6 +1211,12 @@ def test_a_fresh_tusks_first_calls_are_in_transactions(parade, zone):
                              connect_timeout=10) as c:
             if first == "scan":
                 assert c.execute("select * from kv.scan('default', 'txn-fresh-scan-', NULL, 10)").fetchall() == []
+            elif first == "put_many":
+                assert c.execute("select kv.put_many('default', %s, %s)", (keys, ['1', '2'])).fetchone()[0] == 2
+            elif first == "get_many":
+                assert c.execute("select * from kv.get_many('default', %s)", (keys,)).fetchall() == []
+            elif first == "delete_many":
+                assert c.execute("select kv.delete_many('default', %s)", (keys,)).fetchone()[0] == 0
             c.execute("select kv.put('default', %s, %s)", (keys[0], f'"{first}"'))
             c.execute("select kv.put('default', %s, %s)", (keys[1], f'"{first}"'))
             assert get(zone, keys[0]) is None  # not committed yet

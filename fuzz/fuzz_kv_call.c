@@ -62,7 +62,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(memchr(call.value, '\0', sizeof call.value) != NULL);
 			check(memchr(call.name, '\0', sizeof call.name) != NULL);
 			check(call.local < KV_LOCAL_SAVEPOINT || call.local > KV_LOCAL_ROLLBACK_TO || call.name[0]);
-			check(call.local != KV_LOCAL_FETCH || call.fetch_count == -1 || call.fetch_count >= 1);
+			check(call.local != KV_LOCAL_FETCH || (call.fetch_dir <= KV_FETCH_RELATIVE && call.fetch_count != INT64_MIN));
+			check(call.scroll >= -1 && call.scroll <= 1);
 			check(strncmp(begin, "BEGIN", 5) == 0 && memchr(call.column, '\0', sizeof call.column) != NULL);
 			check(call.local == KV_LOCAL_BEGIN || !call.txn_start);
 			check(call.local != KV_LOCAL_SHOW || call.show <= KV_SHOW_LOCK_TIMEOUT);

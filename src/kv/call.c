@@ -52,9 +52,9 @@ enum {
 	PB_NODE_DISCARD_STMT = 99, PB_DISCARD_TARGET = 1,
 	PB_DISCARD_ALL = 1, PB_DISCARD_PLANS = 2, PB_DISCARD_SEQUENCES = 3, PB_DISCARD_TEMP = 4,
 	PB_NODE_DECLARE_CURSOR_STMT = 122, PB_DECLARE_NAME = 1, PB_DECLARE_OPTIONS = 2, PB_DECLARE_QUERY = 3,
-	PB_CURSOR_OPT_BINARY = 0x1, PB_CURSOR_OPT_SCROLL = 0x2, PB_CURSOR_OPT_HOLD = 0x20,
+	PB_CURSOR_OPT_BINARY = 0x1, PB_CURSOR_OPT_SCROLL = 0x2, PB_CURSOR_OPT_NO_SCROLL = 0x4, PB_CURSOR_OPT_HOLD = 0x20,
 	PB_NODE_FETCH_STMT = 76, PB_FETCH_DIRECTION = 1, PB_FETCH_HOW_MANY = 2, PB_FETCH_NAME = 3, PB_FETCH_IS_MOVE = 4,
-	PB_FETCH_FORWARD = 1,
+	PB_FETCH_FORWARD = 1, PB_FETCH_RELATIVE = 4,
 	PB_NODE_TRANSACTION_STMT = 86, PB_NODE_DEF_ELEM = 195,
 	PB_TRANSACTION_KIND = 1, PB_TRANSACTION_OPTIONS = 2, PB_TRANSACTION_SAVEPOINT_NAME = 3, PB_TRANSACTION_CHAIN = 5,
 	PB_TRANS_BEGIN = 1, PB_TRANS_START = 2, PB_TRANS_COMMIT = 3, PB_TRANS_ROLLBACK = 4, PB_TRANS_SAVEPOINT = 5,
@@ -1100,8 +1100,8 @@ static bool name_field(struct parse *ps, struct pb stmt, uint32_t field, const c
 	return true;
 }
 
-/* DECLARE name [NO SCROLL | SCROLL] CURSOR [WITH[OUT] HOLD] FOR <a call>: the call parsed as its
- * SELECT is. */
+/* DECLARE name [BINARY] [[A]SENSITIVE | INSENSITIVE] [NO SCROLL | SCROLL] CURSOR [WITH[OUT] HOLD]
+ * FOR <a call>: the call parsed as its SELECT is. BINARY refused. */
 static bool declare_stmt(struct parse *ps, struct pb stmt)
 {
 	uint32_t f;
@@ -1119,9 +1119,8 @@ static bool declare_stmt(struct parse *ps, struct pb stmt)
 		else if (f == PB_DECLARE_QUERY && w == PB_BYTES)
 			query = sub;
 	}
-	if (options & (PB_CURSOR_OPT_BINARY | PB_CURSOR_OPT_SCROLL))
-		return fail(ps, "0A000", "kv: %s cursors are not supported by the kv database",
-			    options & PB_CURSOR_OPT_BINARY ? "BINARY" : "SCROLL");
+	if (options & PB_CURSOR_OPT_BINARY)
+		return fail(ps, "0A000", "kv: BINARY cursors are not supported by the kv database");
 	if (!ps->call->name[0] || !query.p || pb_node(query, &inner) != PB_NODE_SELECT_STMT)
 		return fail(ps, "0A000", "%s", not_a_call);
 	if (!select_stmt(ps, inner))
@@ -1129,11 +1128,13 @@ static bool declare_stmt(struct parse *ps, struct pb stmt)
 	if (ps->call->local) /* pg_advisory_unlock_all() */
 		return fail(ps, "0A000", "%s", not_a_call);
 	ps->call->hold = (options & PB_CURSOR_OPT_HOLD) != 0;
+	ps->call->scroll = options & PB_CURSOR_OPT_SCROLL ? 1 : options & PB_CURSOR_OPT_NO_SCROLL ? -1 : 0;
 	ps->call->local = KV_LOCAL_DECLARE;
 	return true;
 }
 
-/* FETCH / MOVE [FORWARD | NEXT] [n | ALL] [FROM | IN] name; other directions refused. */
+/* FETCH / MOVE [NEXT | PRIOR | FIRST | LAST | ABSOLUTE n | RELATIVE n | [FORWARD | BACKWARD] [n |
+ * ALL]] [FROM | IN] name, as PostgreSQL's parse tree has it (a direction and a signed count). */
 static bool fetch_stmt(struct parse *ps, struct pb stmt)
 {
 	uint32_t f;
@@ -1154,10 +1155,12 @@ static bool fetch_stmt(struct parse *ps, struct pb stmt)
 		else if (f == PB_FETCH_IS_MOVE && w == PB_VARINT)
 			ps->call->is_move = v != 0;
 	}
-	int64_t n = (int64_t)how_many;
-	if (direction != PB_FETCH_FORWARD || n < 1)
-		return fail(ps, "0A000", "kv: a cursor of the kv database moves forward only: FETCH | MOVE [FORWARD] n | ALL");
-	ps->call->fetch_count = n == INT64_MAX ? -1 : n;
+	if (direction < PB_FETCH_FORWARD || direction > PB_FETCH_RELATIVE)
+		return fail(ps, "XX000", "malformed parse tree");
+	ps->call->fetch_dir = (uint8_t)(direction - PB_FETCH_FORWARD); /* (enum kv_fetch_dir's order) */
+	ps->call->fetch_count = (int64_t)how_many;
+	if (ps->call->fetch_count == INT64_MIN) /* (PostgreSQL's counts are an int's, or ALL) */
+		return fail(ps, "XX000", "malformed parse tree");
 	ps->call->local = KV_LOCAL_FETCH;
 	return true;
 }
@@ -1369,7 +1372,9 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 	out->discard_all = false;
 	out->name[0] = '\0';
 	out->hold = false;
+	out->scroll = 0;
 	out->is_move = false;
+	out->fetch_dir = KV_FETCH_FORWARD;
 	out->fetch_count = 0;
 	out->from = false;
 	out->column[0] = '\0';

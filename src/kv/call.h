@@ -105,10 +105,10 @@ enum kv_local {
 	KV_LOCAL_UNLISTEN,   /* UNLISTEN channel | * */
 	KV_LOCAL_RESET_ALL,  /* RESET ALL */
 	KV_LOCAL_DISCARD,    /* DISCARD ALL | PLANS | SEQUENCES | TEMP (kv_call.discard_all: ALL) */
-	/* A cursor (psycopg's named cursors): DECLARE cursor [NO SCROLL] CURSOR [WITH[OUT] HOLD]
+	/* A cursor (psycopg's named cursors): DECLARE cursor [[NO] SCROLL] CURSOR [WITH[OUT] HOLD]
 	 * FOR a call that returns rows or a value (the call parsed into the rest of kv_call, as a
-	 * SELECT of it is; kv_call.hold); FETCH / MOVE [FORWARD | NEXT] [n | ALL] [FROM | IN]
-	 * cursor (fetch_count, -1 ALL; is_move). */
+	 * SELECT of it is; kv_call.hold, .scroll); FETCH / MOVE [direction] [FROM | IN] cursor
+	 * (fetch_dir and fetch_count as PostgreSQL's FetchStmt has them; is_move). */
 	KV_LOCAL_DECLARE,
 	KV_LOCAL_FETCH,
 	/* SAVEPOINT name, RELEASE [SAVEPOINT] name, ROLLBACK TO [SAVEPOINT] name (kv_call.name) */
@@ -127,6 +127,10 @@ enum kv_local {
 	 * RESET); SHOW of either is KV_LOCAL_SHOW (KV_SHOW_STATEMENT_TIMEOUT ...) */
 	KV_LOCAL_TIMEOUT,
 };
+
+/* A FETCH's or MOVE's direction, as PostgreSQL's FetchDirection. */
+enum kv_fetch_dir { KV_FETCH_FORWARD, KV_FETCH_BACKWARD, KV_FETCH_ABSOLUTE, KV_FETCH_RELATIVE };
+#define KV_FETCH_ALL INT64_MAX /* FETCH ALL's count (PostgreSQL's FETCH_ALL, LONG_MAX) */
 
 /* KV_LOCAL_TYPE_INFO: which query. */
 enum kv_type_query {
@@ -217,8 +221,11 @@ struct kv_call {
 	char name[64];         /* KV_LOCAL_DECLARE, _FETCH, _CLOSE: the cursor's name; _SAVEPOINT,
 				* _RELEASE, _ROLLBACK_TO: the savepoint's */
 	bool hold;             /* KV_LOCAL_DECLARE: WITH HOLD */
+	int8_t scroll;         /* KV_LOCAL_DECLARE: 1 SCROLL, -1 NO SCROLL, 0 neither said */
 	bool is_move;          /* KV_LOCAL_FETCH: MOVE */
-	int64_t fetch_count;   /* KV_LOCAL_FETCH: rows, -1 ALL */
+	uint8_t fetch_dir;     /* KV_LOCAL_FETCH: enum kv_fetch_dir (NEXT is FORWARD 1, PRIOR
+				* BACKWARD 1, FIRST ABSOLUTE 1, LAST ABSOLUTE -1) */
+	int64_t fetch_count;   /* KV_LOCAL_FETCH: its count, signed (KV_FETCH_ALL: ALL) */
 	enum kv_op op;
 	bool from;             /* SELECT * FROM kv.get_many(...) */
 	char column[64];       /* name of the single result column (target form) */

@@ -56,7 +56,17 @@ struct kv_cursor {
 	char name[64];
 	struct kv_call shape; /* the call's result columns (from, op, column; nothing allocated) */
 	uint8_t *rows;      /* its DataRows */
-	size_t len, off;
+	size_t len, off;    /* off: where row pos + 1 begins (the end of the rows past the last) */
+	/* Where it stands, as PostgreSQL's portal: pos, the scan's row (0 before the first, rows + 1
+	 * past the last); at_start, at_end and portal_pos, PostgreSQL's atStart, atEnd and
+	 * portalPos, which decide what a move does and counts as PostgreSQL decides it. */
+	uint64_t pos, portal_pos;
+	bool at_start, at_end;
+	bool scroll;        /* it may move backward: SCROLL, or neither said and a call FROM a
+			     * function (PostgreSQL's function scan can; the Result of SELECT kv.f() cannot) */
+	size_t *ix;         /* ix[i]: where row i + 1 begins, ix[nrows]: their end; built at the
+			     * first move backward */
+	uint64_t nrows;
 };
 
 /* A transaction's savepoints (SAVEPOINT, RELEASE, ROLLBACK TO): what a ROLLBACK TO one
@@ -112,6 +122,8 @@ struct kv_session {
 	size_t rest_off;
 	bool rest_fetch;             /* suspended: job's rows are a FETCH's (its tags FETCH n) */
 	struct kv_call fetch_shape;  /* then their columns (busy_call points here) */
+	uint8_t *fetch_buf;          /* a FETCH BACKWARD's rows, in the order read */
+	size_t fetch_cap;
 	const struct kv_call *busy_call; /* v.busy: the call with the router */
 	struct kv_job job;           /* the call in flight; its strings point into vals */
 	struct worker_msg *msg;      /* reserved at submit: the answer's way back to the worker */
@@ -400,6 +412,8 @@ static struct kv_call shape_of(const struct kv_call *call)
 
 /* ---- login ---- */
 
+static void cursor_drop(struct kv_cursor *cur);
+
 static void kv_session_free(struct kv_session *ks)
 {
 	kv_txn_abandon(&ks->txn); /* (no call in flight) its connection closes: the shard rolls it back */
@@ -413,8 +427,9 @@ static void kv_session_free(struct kv_session *ks)
 		free(ks->sps);
 	}
 	for (int i = 0; i < ks->ncursors; i++)
-		free(ks->cursors[i].rows);
+		cursor_drop(&ks->cursors[i]);
 	free(ks->cursors);
+	free(ks->fetch_buf);
 	for (int i = 0; i < ks->nnamed; i++) {
 		kv_call_free(&ks->named[i]->call);
 		free(ks->named[i]);
@@ -908,6 +923,7 @@ static struct kv_cursor *free_cursor(struct kv_session *ks, const char **state)
 static void cursor_drop(struct kv_cursor *cur)
 {
 	free(cur->rows);
+	free(cur->ix);
 	*cur = (struct kv_cursor){ 0 };
 }
 
@@ -941,7 +957,8 @@ static void cursor_store(struct kv_session *ks, const struct kv_call *call)
 		memcpy(rows, ks->job.rows, ks->job.rows_len);
 	*cur = (struct kv_cursor){ .used = true, .hold = call->hold, .in_txn = ks->v.txn_status != 0,
 				   .level = ks->sps && ks->v.txn_status ? ks->sps->n : 0,
-				   .shape = shape_of(call), .rows = rows, .len = ks->job.rows_len };
+				   .shape = shape_of(call), .rows = rows, .len = ks->job.rows_len, .at_start = true,
+				   .scroll = call->scroll > 0 || (call->scroll == 0 && call->from) };
 	snprintf(cur->name, sizeof cur->name, "%s", call->name);
 	vdb_complete(&ks->v, "DECLARE CURSOR");
 }
@@ -1152,37 +1169,231 @@ static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool si
 
 static void out_rest(struct kv_session *ks);
 
-/* FETCH / MOVE: the cursor's next rows (in the simple protocol after its RowDescription; in
- * the extended in the Bind's formats), then FETCH n / MOVE n. */
+/* The rows a FETCH returns: forward, where they lie in the cursor's rows; backward, copied
+ * (in the order read) into the session's fetch_buf. */
+struct fetch_out {
+	const uint8_t *rows;
+	size_t len;
+};
+
+#define FETCH_NO_SCROLL (-1) /* a cursor that cannot scroll would move backward (55000) */
+#define FETCH_NO_MEMORY (-2)
+
+/* The cursor's row offsets (cur->ix), made at its first move backward. */
+static bool cursor_index(struct kv_cursor *cur)
+{
+	uint64_t n, one;
+
+	if (cur->ix)
+		return true;
+	rows_upto(cur->rows, cur->len, 0, UINT64_MAX, &n);
+	size_t *ix = malloc((size_t)(n + 1) * sizeof *ix), off = 0;
+	if (!ix)
+		return false;
+	for (uint64_t i = 0; i < n; i++) {
+		ix[i] = off;
+		off = rows_upto(cur->rows, cur->len, off, 1, &one);
+	}
+	ix[n] = off;
+	cur->ix = ix;
+	cur->nrows = n;
+	return true;
+}
+
+/* PostgreSQL's PortalRunSelect over the cursor's rows: up to count of them (KV_FETCH_ALL: all)
+ * forward or backward from where it stands, its flags and position moved as PostgreSQL moves
+ * a portal's; the rows read in *out when out is not NULL. How many it read, or FETCH_NO_*. */
+static int64_t cursor_select(struct kv_session *ks, struct kv_cursor *cur, bool forward, int64_t count,
+			     struct fetch_out *out)
+{
+	uint64_t n, want = count == KV_FETCH_ALL ? UINT64_MAX : (uint64_t)count;
+
+	if (out)
+		*out = (struct fetch_out){ NULL, 0 };
+	if (forward) {
+		if (cur->at_end || count <= 0)
+			return 0;
+		size_t end = rows_upto(cur->rows, cur->len, cur->off, want, &n);
+		if (out)
+			*out = (struct fetch_out){ cur->rows ? cur->rows + cur->off : NULL, end - cur->off };
+		cur->off = end;
+		cur->pos += n;
+		cur->portal_pos += n;
+		if (n > 0)
+			cur->at_start = false;
+		if (n < want) { /* ran past the last row */
+			cur->at_end = true;
+			cur->pos++;
+		}
+		return (int64_t)n;
+	}
+	if (!cur->scroll)
+		return FETCH_NO_SCROLL;
+	if (cur->at_start || count <= 0)
+		return 0;
+	if (!cursor_index(cur))
+		return FETCH_NO_MEMORY;
+	uint64_t avail = cur->pos ? cur->pos - 1 : 0; /* the rows before the scan's */
+	n = avail < want ? avail : want;
+	if (out && n) {
+		size_t len = cur->ix[cur->pos - 1] - cur->ix[cur->pos - 1 - n], at = 0;
+		uint8_t *buf = grow_bytes(ks->fetch_buf, &ks->fetch_cap, len, 4096);
+		if (!buf)
+			return FETCH_NO_MEMORY;
+		ks->fetch_buf = buf;
+		for (uint64_t r = cur->pos - 1; r > cur->pos - 1 - n; r--) { /* row r: [ix[r - 1], ix[r]) */
+			memcpy(buf + at, cur->rows + cur->ix[r - 1], cur->ix[r] - cur->ix[r - 1]);
+			at += cur->ix[r] - cur->ix[r - 1];
+		}
+		*out = (struct fetch_out){ buf, len };
+	}
+	if (n > 0 && cur->at_end) {
+		cur->at_end = false;
+		cur->portal_pos++;
+	}
+	if (n < want) { /* ran before the first row */
+		cur->at_start = true;
+		cur->portal_pos = 0;
+		cur->pos = 0;
+	} else {
+		cur->portal_pos -= n;
+		cur->pos -= n;
+	}
+	cur->off = cur->ix[cur->pos < cur->nrows ? cur->pos : cur->nrows];
+	return (int64_t)n;
+}
+
+/* PostgreSQL's DoPortalRewind. */
+static bool cursor_rewind(struct kv_cursor *cur)
+{
+	if (cur->at_start && !cur->at_end)
+		return true;
+	if (!cur->scroll)
+		return false;
+	cur->at_start = true;
+	cur->at_end = false;
+	cur->pos = cur->portal_pos = 0;
+	cur->off = 0;
+	return true;
+}
+
+/* PostgreSQL's DoPortalRunFetch: the FETCH's or MOVE's direction and count taken apart into
+ * moves as PostgreSQL takes them (so that what it returns, counts, and refuses of a cursor
+ * that cannot scroll is PostgreSQL's); the FETCH's rows in *out. How many rows, or FETCH_NO_*. */
+static int64_t cursor_run_fetch(struct kv_session *ks, struct kv_cursor *cur, int dir, int64_t count, bool move,
+				struct fetch_out *out)
+{
+	struct fetch_out *dest = move ? NULL : out;
+	int64_t r = 0;
+
+	*out = (struct fetch_out){ NULL, 0 };
+	switch (dir) {
+	case KV_FETCH_FORWARD:
+	case KV_FETCH_BACKWARD:
+		if (count < 0) {
+			dir = dir == KV_FETCH_FORWARD ? KV_FETCH_BACKWARD : KV_FETCH_FORWARD;
+			count = -count;
+		}
+		break;
+	case KV_FETCH_ABSOLUTE:
+		if (count > 0) {
+			if ((uint64_t)count - 1 < cur->portal_pos / 2) { /* nearer the start: from there */
+				if (!cursor_rewind(cur))
+					return FETCH_NO_SCROLL;
+				if (count > 1)
+					r = cursor_select(ks, cur, true, count - 1, NULL);
+			} else {
+				int64_t pos = (int64_t)cur->portal_pos + (cur->at_end ? 1 : 0);
+				if (count <= pos)
+					r = cursor_select(ks, cur, false, pos - count + 1, NULL);
+				else if (count > pos + 1)
+					r = cursor_select(ks, cur, true, count - pos - 1, NULL);
+			}
+			return r < 0 ? r : cursor_select(ks, cur, true, 1, dest);
+		}
+		if (count < 0) { /* from the end */
+			r = cursor_select(ks, cur, true, KV_FETCH_ALL, NULL);
+			if (r >= 0 && count < -1)
+				r = cursor_select(ks, cur, false, -count - 1, NULL);
+			return r < 0 ? r : cursor_select(ks, cur, false, 1, dest);
+		}
+		return cursor_rewind(cur) ? cursor_select(ks, cur, true, 0, dest) : FETCH_NO_SCROLL;
+	case KV_FETCH_RELATIVE:
+		if (count > 0) {
+			if (count > 1)
+				r = cursor_select(ks, cur, true, count - 1, NULL);
+			return r < 0 ? r : cursor_select(ks, cur, true, 1, dest);
+		}
+		if (count < 0) {
+			if (count < -1)
+				r = cursor_select(ks, cur, false, -count - 1, NULL);
+			return r < 0 ? r : cursor_select(ks, cur, false, 1, dest);
+		}
+		dir = KV_FETCH_FORWARD; /* RELATIVE 0: FORWARD 0 */
+		break;
+	}
+	bool forward = dir == KV_FETCH_FORWARD;
+	if (count == 0) { /* the current row again, if it stands on one */
+		bool on_row = !cur->at_start && !cur->at_end;
+		if (move)
+			return on_row ? 1 : 0;
+		if (on_row) {
+			if ((r = cursor_select(ks, cur, false, 1, NULL)) < 0)
+				return r;
+			count = 1;
+			forward = true;
+		}
+	}
+	if (!forward && count == KV_FETCH_ALL && move) { /* MOVE BACKWARD ALL: a rewind */
+		int64_t moved = (int64_t)cur->portal_pos - (cur->portal_pos > 0 && !cur->at_end ? 1 : 0);
+		return cursor_rewind(cur) ? moved : FETCH_NO_SCROLL;
+	}
+	return cursor_select(ks, cur, forward, count, dest);
+}
+
+/* FETCH / MOVE: the cursor's rows (in the simple protocol after its RowDescription; in the
+ * extended in the Bind's formats), then FETCH n / MOVE n, as PostgreSQL's. */
 static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
 	struct kv_cursor *cur = find_cursor(ks, call->name), portal;
-	uint64_t n = 0;
+	uint64_t before = 0;
 
 	if (!cur && ks->v.portal_set && ks->v.portal_name[0] && strcmp(ks->v.portal_name, call->name) == 0 &&
 	    (ks->suspended || ks->portal_done)) {
 		/* the bound named portal, executed (asyncpg's cursor.forward(): MOVE of its portal):
-		 * the rows its last Execute left */
+		 * the rows its last Execute left; a protocol portal cannot scroll, as PostgreSQL's */
+		if (ks->suspended)
+			rows_upto(ks->job.rows, ks->rest_off, 0, UINT64_MAX, &before);
 		portal = (struct kv_cursor){ .shape = shape_of(&stmt_at(ks, ks->portal_stmt)->call), .rows = ks->job.rows,
 					     .len = ks->suspended ? ks->job.rows_len : 0,
-					     .off = ks->suspended ? ks->rest_off : 0 };
+					     .off = ks->suspended ? ks->rest_off : 0, .pos = before, .portal_pos = before,
+					     .at_start = before == 0, .at_end = !ks->suspended };
 		cur = &portal;
 	}
 	if (!cur)
 		return no_cursor(ks, call, simple);
-	size_t end = rows_upto(cur->rows, cur->len, cur->off, call->fetch_count < 0 ? UINT64_MAX : (uint64_t)call->fetch_count,
-			       &n);
-	if (!simple && !call->is_move && ks->max_rows && n > ks->max_rows && cur != &portal) {
-		/* an Execute with a row limit under the FETCH's count: PostgreSQL runs the FETCH
-		 * whole into its portal and hands its rows out max_rows at a time (PortalSuspended),
-		 * the last Execute's tag FETCH with the rows it sent */
-		uint8_t *rows = grow_bytes(ks->job.rows, &ks->job.rows_cap, end - cur->off, 4096);
+	struct fetch_out out;
+	int64_t got = cursor_run_fetch(ks, cur, call->fetch_dir, call->fetch_count, call->is_move, &out);
+	if (got == FETCH_NO_SCROLL) {
+		vdb_out_error(&ks->v, true, true, "55000", "cursor can only scan forward", NULL,
+			      "Declare it with SCROLL option to enable backward scan.");
+		ks->v.skipping = !simple;
+		return false;
+	}
+	if (got < 0)
+		return refuse(ks, simple, "53200", "out of memory");
+	uint64_t n = (uint64_t)got;
+	if (!simple && !call->is_move && ks->max_rows && n >= ks->max_rows && cur != &portal) {
+		/* an Execute with a row limit the FETCH's rows reach: PostgreSQL runs the FETCH
+		 * whole into its portal and hands its rows out max_rows at a time (PortalSuspended,
+		 * after its last row too when the limit falls there), the last Execute's tag FETCH
+		 * with the rows it sent */
+		uint8_t *rows = grow_bytes(ks->job.rows, &ks->job.rows_cap, out.len, 4096);
 		if (!rows)
 			return refuse(ks, simple, "53200", "out of memory");
 		ks->job.rows = rows;
-		memcpy(rows, cur->rows + cur->off, end - cur->off);
-		ks->job.rows_len = end - cur->off;
-		cur->off = end;
+		memcpy(rows, out.rows, out.len);
+		ks->job.rows_len = out.len;
 		ks->fetch_shape = cur->shape;
 		ks->busy_call = &ks->fetch_shape;
 		ks->rest_off = 0;
@@ -1193,13 +1404,12 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 	if (!call->is_move) {
 		if (simple)
 			out_row_description(ks, &cur->shape, 0);
-		if (!out_rows(ks, &cur->shape, simple ? 0 : ks->portal_binary, cur->rows ? cur->rows + cur->off : NULL, end - cur->off))
+		if (!out_rows(ks, &cur->shape, simple ? 0 : ks->portal_binary, out.rows, out.len))
 			return refuse(ks, simple, "XX000", "kv: a cursor's rows could not be sent in the Bind's formats");
 	}
-	cur->off = end;
 	if (cur == &portal && ks->suspended) {
-		ks->rest_off = end;
-		if (end >= ks->job.rows_len) { /* run to its end */
+		ks->rest_off = cur->off;
+		if (cur->off >= ks->job.rows_len) { /* run to its end */
 			ks->suspended = false;
 			ks->portal_done = true;
 			ks->done_tag = NULL;

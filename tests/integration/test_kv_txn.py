@@ -6,6 +6,7 @@ transaction of that shard, and nothing left behind by a client that leaves insid
 import asyncio
 import json
 import os
+import random
 import re
 import socket
 import struct
@@ -622,6 +623,140 @@ def test_a_fetch_executed_with_a_row_limit_answers_as_a_shard_database(parade, z
     assert [m[0] if m[0] != "C" else m for m in ours[0][2]] == ["1", "2", "D", "D", "s", "D", ("C", "FETCH 1"),
                                                                ("C", "FETCH 0"), "Z"], ours[0]
     assert [r[-1:] for r in rows] == [b"0", b"1", b"2"] and keys[0].encode() in rows[0], rows
+
+
+def scroll_script(keys):
+    """Cursors moved every way FETCH and MOVE can move them (PRIOR, FIRST, LAST, ABSOLUTE,
+    RELATIVE, BACKWARD, negative counts, 0, ALL), SCROLL, NO SCROLL and neither said, over a
+    get_many of keys (5, one shard), a scan of them, and a get; then seeded walks of moves over
+    cursors of 5 rows, one row and none."""
+    arr = "ARRAY[" + ", ".join(f"'{k}'" for k in keys) + "]"
+    many = f"select * from kv.get_many('default', {arr})"
+    scan = f"select * from kv.scan('default', '{os.path.commonprefix(keys)}', NULL, 10)"
+    one = f"select kv.get('default', '{keys[0]}')"
+    moves = ["FETCH LAST FROM c", "FETCH PRIOR FROM c", "FETCH ABSOLUTE -2 FROM c", "FETCH RELATIVE 0 FROM c",
+             "FETCH 0 FROM c", "MOVE 0 IN c", "MOVE BACKWARD ALL IN c", "FETCH -1 FROM c", "FETCH FIRST FROM c",
+             "FETCH ABSOLUTE 4 FROM c", "FETCH ABSOLUTE 2 FROM c", "FETCH BACKWARD 3 FROM c", "FETCH 7 FROM c",
+             "FETCH BACKWARD 2 FROM c", "FETCH BACKWARD ALL FROM c", "MOVE FORWARD ALL IN c", "FETCH 0 FROM c",
+             "MOVE RELATIVE -2 IN c", "FETCH FORWARD -1 FROM c", "FETCH BACKWARD -2 FROM c", "MOVE ABSOLUTE 0 IN c",
+             "FETCH ABSOLUTE 9 FROM c", "MOVE ABSOLUTE -9 IN c", "FETCH RELATIVE 3 FROM c", "MOVE LAST IN c",
+             "FETCH ABSOLUTE 0 FROM c", "FETCH NEXT FROM c"]
+    steps = [f"select kv.put_many('default', {arr}, ARRAY['0', '1', '2', '3', '4'])"]
+    for q in (many, scan, one):
+        steps += ["BEGIN", f"DECLARE c SCROLL CURSOR FOR {q}"] + moves + ["ROLLBACK"]
+        steps += ["BEGIN", f"DECLARE c CURSOR FOR {q}", "FETCH 2 FROM c", "FETCH BACKWARD 1 FROM c", "ROLLBACK"]
+        for m in ("FETCH ABSOLUTE 1 FROM c", "FETCH ABSOLUTE 3 FROM c", "FETCH ABSOLUTE 2 FROM c",
+                  "FETCH RELATIVE 0 FROM c", "MOVE BACKWARD ALL IN c", "MOVE ABSOLUTE 0 IN c", "FETCH -1 FROM c"):
+            # NO SCROLL: forward moves only, whatever they are written as (55000 after)
+            steps += ["BEGIN", f"DECLARE c NO SCROLL CURSOR FOR {q}", "FETCH 2 FROM c", m, "FETCH 1 FROM c",
+                      "ROLLBACK"]
+    steps += ["BEGIN", f"DECLARE c NO SCROLL CURSOR FOR {many}", "MOVE ABSOLUTE 0 IN c", "FETCH FIRST FROM c",
+              "FETCH ABSOLUTE 4 FROM c", "FETCH 0 FROM c", "ROLLBACK"]
+    steps += ["BEGIN", f"DECLARE h SCROLL CURSOR WITH HOLD FOR {many}", "FETCH 3 FROM h", "COMMIT",
+              "FETCH PRIOR FROM h", "FETCH LAST FROM h", "CLOSE h"]
+    rng = random.Random(25)
+    forms = ["FETCH {n} FROM c", "MOVE {n} IN c", "FETCH BACKWARD {n} FROM c", "MOVE BACKWARD {n} IN c",
+             "FETCH ABSOLUTE {n} FROM c", "MOVE ABSOLUTE {n} IN c", "FETCH RELATIVE {n} FROM c", "MOVE RELATIVE {n} IN c",
+             "FETCH ALL FROM c", "FETCH BACKWARD ALL FROM c", "MOVE ALL IN c", "MOVE BACKWARD ALL IN c",
+             "FETCH PRIOR FROM c", "FETCH NEXT FROM c", "FETCH FIRST FROM c", "FETCH LAST FROM c"]
+    none = f"select * from kv.get_many('default', ARRAY['{keys[0]}-absent'])"
+    for q, n in ((many, 120), (f"SELECT * FROM kv.get_many('default', ARRAY['{keys[2]}'])", 50), (none, 40)):
+        steps += ["BEGIN", f"DECLARE c SCROLL CURSOR FOR {q}"]
+        steps += [rng.choice(forms).format(n=rng.randint(-7, 7)) for _ in range(n)] + ["ROLLBACK"]
+    return steps
+
+
+def test_scroll_cursors_answer_as_a_shard_database_answers(parade, zone):
+    """FETCH and MOVE every way, in the kv database and directly in a shard database: the same
+    rows in the same order, the same counts in the tags, the same 55000 for a cursor that cannot
+    scroll (NO SCROLL, or a get's, whose plan PostgreSQL cannot run backward, when neither is
+    said). Before, a SCROLL cursor and every move but forward were refused (0A000)."""
+    keys = sorted(parade.keys_on(0, 5, "curs-scroll-"))  # the same rows both ways (one after the other)
+    rows = (lambda c, sql: answer(c, rows=True))
+    ours = run_script(zone.tusk.port, "kv", "postgres", scroll_script(keys), read=rows)
+    direct = run_script(zone.pg.port, "kv_shard_0", "kv_client", scroll_script(keys), read=rows)
+    assert len(ours) == len(direct)
+    for (sql, a), (_, b) in zip(ours, direct):
+        assert a == b, (sql, a, b)
+    found = {sql: [m[1][-1:] for m in a if m[0] == "D"] for sql, a in ours[3:12]}
+    assert found["FETCH LAST FROM c"] == [b"4"] and found["FETCH PRIOR FROM c"] == [b"3"], found
+    assert sum(1 for _, a in ours if ("E", "ERROR", "55000") in a) >= 10
+    tags = [m[1] for _, a in ours for m in a if m[0] == "C"]
+    assert "MOVE 3" in tags and "FETCH 3" in tags
+
+
+def backward_fetch_with_row_limits(port, db, user, keys):
+    """A FETCH BACKWARD of a SCROLL cursor run by Executes with a row limit (pgjdbc's fetch size):
+    each step's messages."""
+    arr = "ARRAY[" + ", ".join(f"'{k}'" for k in keys) + "]"
+    c = pgwire.RawClient("127.0.0.1", port)
+    out = []
+
+    def extended(sql, limits):
+        c.send(pgwire.message(b"P", b"\0" + sql.encode() + b"\0\0\0") + pgwire.bind_message(b"", b"", [])
+               + b"".join(pgwire.execute_message(b"", n) for n in limits) + pgwire.message(b"S"))
+        out.append((sql, limits, answer(c, rows=True)))
+
+    try:
+        c.startup(user, db)
+        assert query(c, f"select kv.put_many('default', {arr}, ARRAY['0', '1', '2', '3', '4'])")[-1] == ("Z", "I")
+        assert query(c, "BEGIN")[-1] == ("Z", "T")
+        assert query(c, f"DECLARE c SCROLL CURSOR FOR select * from kv.get_many('default', {arr})")[-1] == ("Z", "T")
+        extended("MOVE LAST IN c", [0])
+        extended("FETCH BACKWARD 3 FROM c", [2, 2, 2])  # 2 rows, suspended; the last; then none
+        extended("FETCH ABSOLUTE 2 FROM c", [1])
+        extended("FETCH BACKWARD ALL FROM c", [5])
+        extended("FETCH 1 FROM c", [1, 1])  # forward, its count the limit: suspended after its row
+        assert query(c, "ROLLBACK")[-1] == ("Z", "I")
+        return out
+    finally:
+        c.close()
+
+
+def test_a_backward_fetch_executed_with_a_row_limit_answers_as_a_shard_database(parade, zone):
+    """A FETCH BACKWARD (ABSOLUTE, a forward one of exactly the limit) executed with a row limit:
+    PostgreSQL's rows in its order, PortalSuspended where its portal stops (also when the limit
+    falls on the FETCH's last row: before, tusk sent FETCH n there)."""
+    keys = sorted(parade.keys_on(0, 5, "curs-blimit-"))
+    ours = backward_fetch_with_row_limits(zone.tusk.port, "kv", "postgres", keys)
+    direct = backward_fetch_with_row_limits(zone.pg.port, "kv_shard_0", "kv_client", keys)
+    assert ours == direct
+    assert [m[1][-1:] for m in ours[1][2] if m[0] == "D"] == [b"3", b"2", b"1"], ours[1]
+
+
+def test_psycopg_scrollable_cursors(parade, zone):
+    """psycopg's scrollable named cursors (DECLARE ... SCROLL CURSOR, scroll() as MOVE, relative
+    and absolute), in the kv database and directly in a shard database: the same rows; a cursor
+    declared NO SCROLL (scrollable=False) refuses to go back with psycopg's
+    ObjectNotInPrerequisiteState in both."""
+    keys = sorted(parade.keys_on(1, 6, "curs-pyscroll-"))
+
+    def run(port, db, user):
+        with psycopg.connect(host="127.0.0.1", port=port, user=user, dbname=db, connect_timeout=10) as c:
+            c.execute("select kv.put_many('default', %s, %s)", (keys, [json.dumps(i) for i in range(6)]))
+            c.commit()
+            seen = []
+            with c.cursor(name="s", scrollable=True) as cur:
+                cur.execute("select * from kv.get_many('default', %s)", (keys,))
+                seen.append(cur.fetchmany(4))
+                cur.scroll(-3)
+                seen.append(cur.fetchone())
+                cur.scroll(0, mode="absolute")
+                seen.append(cur.fetchmany(2))
+                cur.scroll(5, mode="absolute")
+                seen.append(cur.fetchall())
+            with c.cursor(name="n", scrollable=False) as cur:
+                cur.execute("select * from kv.get_many('default', %s)", (keys,))
+                seen.append(cur.fetchmany(2))
+                with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):
+                    cur.scroll(-1)
+            c.rollback()
+            return seen
+
+    ours = run(zone.tusk.port, "kv", "postgres")
+    assert ours == run(zone.pg.port, "kv_shard_1", "kv_client")
+    assert [r[1] for r in ours[0]] == [0, 1, 2, 3] and ours[1][1] == 1 and [r[1] for r in ours[2]] == [0, 1]
+    assert [r[1] for r in ours[3]] == [5], ours
 
 
 def test_psycopg_named_cursors(parade, zone):

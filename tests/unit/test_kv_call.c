@@ -526,26 +526,45 @@ static void test_cursors(void **st)
 	assert_int_equal(call.local, KV_LOCAL_DECLARE);
 	assert_string_equal(call.name, "c 1");
 	assert_true(call.hold && call.from && call.op == KV_OP_SCAN && call.nargs == 4 && call.nparams == 2);
+	assert_int_equal(call.scroll, -1);
 	assert_int_equal(parse("declare c cursor without hold for select kv.get('a', 'b') as v"), 0);
 	assert_true(call.local == KV_LOCAL_DECLARE && !call.hold && call.op == KV_OP_GET);
 	assert_string_equal(call.column, "v");
+	assert_int_equal(call.scroll, 0);
+	assert_int_equal(parse("DECLARE c SCROLL CURSOR FOR select * from kv.get_many('a', ARRAY['b'])"), 0);
+	assert_true(call.local == KV_LOCAL_DECLARE && call.scroll == 1 && call.from);
+	assert_int_equal(parse("DECLARE c INSENSITIVE CURSOR FOR select kv.get('a', 'b')"), 0);
+	assert_true(call.local == KV_LOCAL_DECLARE && call.scroll == 0);
 	static const struct {
 		const char *sql;
+		int dir;
 		int64_t count;
 		bool move;
 	} fetches[] = {
-		{ "FETCH FORWARD 5 FROM c", 5, false }, { "fetch next in c", 1, false }, { "FETCH c", 1, false },
-		{ "FETCH ALL FROM c", -1, false },      { "FETCH 100 c", 100, false },   { "MOVE 3 FROM c", 3, true },
-		{ "move forward all in c", -1, true },
+		{ "FETCH FORWARD 5 FROM c", KV_FETCH_FORWARD, 5, false },
+		{ "fetch next in c", KV_FETCH_FORWARD, 1, false },
+		{ "FETCH c", KV_FETCH_FORWARD, 1, false },
+		{ "FETCH ALL FROM c", KV_FETCH_FORWARD, KV_FETCH_ALL, false },
+		{ "FETCH 100 c", KV_FETCH_FORWARD, 100, false },
+		{ "MOVE 3 FROM c", KV_FETCH_FORWARD, 3, true },
+		{ "move forward all in c", KV_FETCH_FORWARD, KV_FETCH_ALL, true },
+		{ "FETCH -2 FROM c", KV_FETCH_FORWARD, -2, false },
+		{ "FETCH FORWARD 0 FROM c", KV_FETCH_FORWARD, 0, false },
+		{ "FETCH BACKWARD 1 FROM c", KV_FETCH_BACKWARD, 1, false },
+		{ "FETCH BACKWARD ALL FROM c", KV_FETCH_BACKWARD, KV_FETCH_ALL, false },
+		{ "FETCH PRIOR FROM c", KV_FETCH_BACKWARD, 1, false },
+		{ "FETCH FIRST FROM c", KV_FETCH_ABSOLUTE, 1, false },
+		{ "FETCH LAST FROM c", KV_FETCH_ABSOLUTE, -1, false },
+		{ "FETCH ABSOLUTE 3 FROM c", KV_FETCH_ABSOLUTE, 3, false },
+		{ "MOVE RELATIVE -1 FROM c", KV_FETCH_RELATIVE, -1, true },
+		{ "MOVE ABSOLUTE 0 IN c", KV_FETCH_ABSOLUTE, 0, true },
 	};
 	for (size_t i = 0; i < sizeof fetches / sizeof fetches[0]; i++)
-		if (parse(fetches[i].sql) != 0 || call.local != KV_LOCAL_FETCH || call.fetch_count != fetches[i].count ||
-		    call.is_move != fetches[i].move || strcmp(call.name, "c") != 0)
-			fail_msg("%s: %s / %d %lld %d [%s]", fetches[i].sql, err, call.local, (long long)call.fetch_count,
-				 call.is_move, call.name);
+		if (parse(fetches[i].sql) != 0 || call.local != KV_LOCAL_FETCH || call.fetch_dir != fetches[i].dir ||
+		    call.fetch_count != fetches[i].count || call.is_move != fetches[i].move || strcmp(call.name, "c") != 0)
+			fail_msg("%s: %s / %d %d %lld %d [%s]", fetches[i].sql, err, call.local, call.fetch_dir,
+				 (long long)call.fetch_count, call.is_move, call.name);
 	static const char *const refused[] = {
-		"FETCH BACKWARD 1 FROM c", "FETCH PRIOR FROM c", "FETCH ABSOLUTE 3 FROM c", "MOVE RELATIVE -1 FROM c",
-		"FETCH FORWARD 0 FROM c", "FETCH -2 FROM c", "DECLARE c SCROLL CURSOR FOR select kv.get('a', 'b')",
 		"DECLARE c BINARY CURSOR FOR select kv.get('a', 'b')", "DECLARE c CURSOR FOR select 1",
 		"DECLARE c CURSOR FOR select pg_advisory_unlock_all()",
 	};

@@ -583,28 +583,31 @@ def test_cursors_answer_as_a_shard_database_answers(parade, zone):
     assert tags[-1] == ["BEGIN", "DECLARE CURSOR", "FETCH 2", "MOVE 1", "FETCH 2", "COMMIT"], tags
 
 
-def fetch_with_row_limits(port, db, user, keys):
-    """FETCHes of a cursor over a get_many of keys (5, one shard) run in the extended protocol
-    by Executes with a row limit, as pgjdbc's fetch size sends them: each step's messages
-    (DataRows with their bodies)."""
+FORWARD_LIMITS = [
+    ("FETCH 3 FROM c", [2, 2, 2]),  # 2 rows, suspended; the last; then none
+    ("FETCH 2 FROM c", [1, 1, 1]),  # the limit reached by its last row too: suspended
+    ("FETCH 2 FROM c", [5]),  # under the limit: as before
+    ("FETCH ALL FROM c", [1, 1]),  # the cursor is spent: FETCH 0
+]
+
+
+def fetch_with_row_limits(port, db, user, keys, steps=FORWARD_LIMITS, scroll=""):
+    """FETCHes (steps: each a statement and its Executes' row limits) of a cursor over a
+    get_many of keys (5, one shard) run in the extended protocol by Executes with a row limit,
+    as pgjdbc's fetch size sends them: each step's messages (DataRows with their bodies)."""
     arr = "ARRAY[" + ", ".join(f"'{k}'" for k in keys) + "]"
     c = pgwire.RawClient("127.0.0.1", port)
     out = []
-
-    def extended(sql, limits):
-        c.send(pgwire.message(b"P", b"\0" + sql.encode() + b"\0\0\0") + pgwire.bind_message(b"", b"", [])
-               + b"".join(pgwire.execute_message(b"", n) for n in limits) + pgwire.message(b"S"))
-        out.append((sql, limits, answer(c, rows=True)))
-
     try:
         c.startup(user, db)
         assert query(c, f"select kv.put_many('default', {arr}, ARRAY['0', '1', '2', '3', '4'])")[-1] == ("Z", "I")
         assert query(c, "BEGIN")[-1] == ("Z", "T")
-        assert query(c, f"DECLARE c CURSOR FOR select * from kv.get_many('default', {arr})")[-1] == ("Z", "T")
-        extended("FETCH 3 FROM c", [2, 2, 2])  # 2 rows, suspended; the last; then none
-        extended("FETCH 2 FROM c", [1, 1, 1])  # the limit reached by its last row too: suspended
-        extended("FETCH 2 FROM c", [5])  # under the limit: as before
-        extended("FETCH ALL FROM c", [1, 1])  # the cursor is spent: FETCH 0
+        declare = f"DECLARE c {scroll} CURSOR FOR select * from kv.get_many('default', {arr})"
+        assert query(c, declare)[-1] == ("Z", "T")
+        for sql, limits in steps:
+            c.send(pgwire.message(b"P", b"\0" + sql.encode() + b"\0\0\0") + pgwire.bind_message(b"", b"", [])
+                   + b"".join(pgwire.execute_message(b"", n) for n in limits) + pgwire.message(b"S"))
+            out.append((sql, limits, answer(c, rows=True)))
         assert query(c, "ROLLBACK")[-1] == ("Z", "I")
         return out
     finally:
@@ -685,32 +688,13 @@ def test_scroll_cursors_answer_as_a_shard_database_answers(parade, zone):
     assert "MOVE 3" in tags and "FETCH 3" in tags
 
 
-def backward_fetch_with_row_limits(port, db, user, keys):
-    """A FETCH BACKWARD of a SCROLL cursor run by Executes with a row limit (pgjdbc's fetch size):
-    each step's messages."""
-    arr = "ARRAY[" + ", ".join(f"'{k}'" for k in keys) + "]"
-    c = pgwire.RawClient("127.0.0.1", port)
-    out = []
-
-    def extended(sql, limits):
-        c.send(pgwire.message(b"P", b"\0" + sql.encode() + b"\0\0\0") + pgwire.bind_message(b"", b"", [])
-               + b"".join(pgwire.execute_message(b"", n) for n in limits) + pgwire.message(b"S"))
-        out.append((sql, limits, answer(c, rows=True)))
-
-    try:
-        c.startup(user, db)
-        assert query(c, f"select kv.put_many('default', {arr}, ARRAY['0', '1', '2', '3', '4'])")[-1] == ("Z", "I")
-        assert query(c, "BEGIN")[-1] == ("Z", "T")
-        assert query(c, f"DECLARE c SCROLL CURSOR FOR select * from kv.get_many('default', {arr})")[-1] == ("Z", "T")
-        extended("MOVE LAST IN c", [0])
-        extended("FETCH BACKWARD 3 FROM c", [2, 2, 2])  # 2 rows, suspended; the last; then none
-        extended("FETCH ABSOLUTE 2 FROM c", [1])
-        extended("FETCH BACKWARD ALL FROM c", [5])
-        extended("FETCH 1 FROM c", [1, 1])  # forward, its count the limit: suspended after its row
-        assert query(c, "ROLLBACK")[-1] == ("Z", "I")
-        return out
-    finally:
-        c.close()
+BACKWARD_LIMITS = [
+    ("MOVE LAST IN c", [0]),
+    ("FETCH BACKWARD 3 FROM c", [2, 2, 2]),  # 2 rows, suspended; the last; then none
+    ("FETCH ABSOLUTE 2 FROM c", [1]),
+    ("FETCH BACKWARD ALL FROM c", [5]),
+    ("FETCH 1 FROM c", [1, 1]),  # forward, its count the limit: suspended after its row
+]
 
 
 def test_a_backward_fetch_executed_with_a_row_limit_answers_as_a_shard_database(parade, zone):
@@ -718,8 +702,8 @@ def test_a_backward_fetch_executed_with_a_row_limit_answers_as_a_shard_database(
     PostgreSQL's rows in its order, PortalSuspended where its portal stops (also when the limit
     falls on the FETCH's last row: before, tusk sent FETCH n there)."""
     keys = sorted(parade.keys_on(0, 5, "curs-blimit-"))
-    ours = backward_fetch_with_row_limits(zone.tusk.port, "kv", "postgres", keys)
-    direct = backward_fetch_with_row_limits(zone.pg.port, "kv_shard_0", "kv_client", keys)
+    ours = fetch_with_row_limits(zone.tusk.port, "kv", "postgres", keys, BACKWARD_LIMITS, "SCROLL")
+    direct = fetch_with_row_limits(zone.pg.port, "kv_shard_0", "kv_client", keys, BACKWARD_LIMITS, "SCROLL")
     assert ours == direct
     assert [m[1][-1:] for m in ours[1][2] if m[0] == "D"] == [b"3", b"2", b"1"], ours[1]
 

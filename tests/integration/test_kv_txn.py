@@ -710,7 +710,7 @@ def test_a_backward_fetch_executed_with_a_row_limit_answers_as_a_shard_database(
 
 def test_psycopg_scrollable_cursors(parade, zone):
     """psycopg's scrollable named cursors (DECLARE ... SCROLL CURSOR, scroll() as MOVE, relative
-    and absolute), in the kv database and directly in a shard database: the same rows; a cursor
+    and absolute; text and binary), in the kv database and directly in a shard database: the same rows; a cursor
     declared NO SCROLL (scrollable=False) refuses to go back with psycopg's
     ObjectNotInPrerequisiteState in both."""
     keys = sorted(parade.keys_on(1, 6, "curs-pyscroll-"))
@@ -720,15 +720,16 @@ def test_psycopg_scrollable_cursors(parade, zone):
             c.execute("select kv.put_many('default', %s, %s)", (keys, [json.dumps(i) for i in range(6)]))
             c.commit()
             seen = []
-            with c.cursor(name="s", scrollable=True) as cur:
-                cur.execute("select * from kv.get_many('default', %s)", (keys,))
-                seen.append(cur.fetchmany(4))
-                cur.scroll(-3)
-                seen.append(cur.fetchone())
-                cur.scroll(0, mode="absolute")
-                seen.append(cur.fetchmany(2))
-                cur.scroll(5, mode="absolute")
-                seen.append(cur.fetchall())
+            for binary in (False, True):
+                with c.cursor(name="s", scrollable=True, binary=binary) as cur:
+                    cur.execute("select * from kv.get_many('default', %s)", (keys,))
+                    seen.append(cur.fetchmany(4))
+                    cur.scroll(-3)
+                    seen.append(cur.fetchone())
+                    cur.scroll(0, mode="absolute")
+                    seen.append(cur.fetchmany(2))
+                    cur.scroll(5, mode="absolute")
+                    seen.append(cur.fetchall())
             with c.cursor(name="n", scrollable=False) as cur:
                 cur.execute("select * from kv.get_many('default', %s)", (keys,))
                 seen.append(cur.fetchmany(2))
@@ -741,6 +742,7 @@ def test_psycopg_scrollable_cursors(parade, zone):
     assert ours == run(zone.pg.port, "kv_shard_1", "kv_client")
     assert [r[1] for r in ours[0]] == [0, 1, 2, 3] and ours[1][1] == 1 and [r[1] for r in ours[2]] == [0, 1]
     assert [r[1] for r in ours[3]] == [5], ours
+    assert ours[4:8] == ours[0:4]  # binary: the same rows
 
 
 def test_psycopg_named_cursors(parade, zone):

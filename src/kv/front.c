@@ -120,6 +120,7 @@ struct kv_session {
 	const char *done_tag;        /* portal_done: that Execute's tag, when not SELECT 0 (a static
 				      * string: SHOW's) */
 	size_t rest_off;
+	uint64_t portal_pos;         /* the rows the bound portal returned or moved past (PostgreSQL's portalPos) */
 	bool rest_fetch;             /* suspended: job's rows are a FETCH's (its tags FETCH n) */
 	struct kv_call fetch_shape;  /* then their columns (busy_call points here) */
 	uint8_t *fetch_buf;          /* a FETCH BACKWARD's rows, in the order read */
@@ -130,6 +131,14 @@ struct kv_session {
 	char *vals;                  /* the bound texts, NUL-terminated */
 	size_t vals_len, vals_cap;
 	struct kv_list lists[2];     /* the text[] arguments: [0] a batch's keys, [1] put_many's values */
+	/* A named portal's Bind of a call, its values kept while the call has not run: a simple
+	 * Query's call binds the job over them (rebind), and the portal, which PostgreSQL keeps,
+	 * binds them again before it runs. */
+	uint8_t *bind_copy;
+	size_t bind_cap;
+	struct kv_bind_val bind_vals[KV_CALL_MAX_PARAMS];
+	bool rebind;
+	const struct kv_call *moving; /* a FETCH or MOVE of the named portal, whose call runs first */
 	/* A transaction the client began (v.txn_status 'T' or 'E'): its calls go to the shard of
 	 * its first call's keys, on a connection it holds from then to its end (shard_loop.c). */
 	struct kv_txn txn;
@@ -437,6 +446,7 @@ static void kv_session_free(struct kv_session *ks)
 	free(ks->named);
 	kv_call_free(&ks->query);
 	kv_job_free(&ks->job);
+	free(ks->bind_copy);
 	free(ks->vals);
 	for (int i = 0; i < 2; i++) {
 		free(ks->lists[i].offs);
@@ -1168,6 +1178,7 @@ static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool si
 }
 
 static void out_rest(struct kv_session *ks);
+static bool portal_rebind(struct kv_session *ks, bool simple);
 
 /* The rows a FETCH returns: forward, where they lie in the cursor's rows; backward, copied
  * (in the order read) into the session's fetch_buf. */
@@ -1179,22 +1190,30 @@ struct fetch_out {
 #define FETCH_NO_SCROLL (-1) /* a cursor that cannot scroll would move backward (55000) */
 #define FETCH_NO_MEMORY (-2)
 
-/* The cursor's row offsets (cur->ix), made at its first move backward. */
+/* The cursor's row offsets (cur->ix), made at its first move backward, in one walk over
+ * its rows. */
 static bool cursor_index(struct kv_cursor *cur)
 {
-	uint64_t n, one;
+	size_t *ix = NULL, cap = 0, off = 0;
+	uint64_t n = 0;
 
 	if (cur->ix)
 		return true;
-	rows_upto(cur->rows, cur->len, 0, UINT64_MAX, &n);
-	size_t *ix = malloc((size_t)(n + 1) * sizeof *ix), off = 0;
-	if (!ix)
-		return false;
-	for (uint64_t i = 0; i < n; i++) {
-		ix[i] = off;
-		off = rows_upto(cur->rows, cur->len, off, 1, &one);
+	for (;;) {
+		size_t *grown = grow_bytes(ix, &cap, (size_t)(n + 1) * sizeof *ix, 64 * sizeof *ix);
+		if (!grown) {
+			free(ix);
+			return false;
+		}
+		ix = grown;
+		ix[n] = off; /* where row n + 1 begins; after the last, their end */
+		const uint8_t *body;
+		size_t blen, next = data_row_end(cur->rows, cur->len, off, &body, &blen);
+		if (!next)
+			break;
+		off = next;
+		n++;
 	}
-	ix[n] = off;
 	cur->ix = ix;
 	cur->nrows = n;
 	return true;
@@ -1356,18 +1375,29 @@ static int64_t cursor_run_fetch(struct kv_session *ks, struct kv_cursor *cur, in
 static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool simple)
 {
 	struct kv_cursor *cur = find_cursor(ks, call->name), portal;
-	uint64_t before = 0;
 
+	if (!cur && simple && ks->v.portal_set && ks->v.portal_name[0] && strcmp(ks->v.portal_name, call->name) == 0 &&
+	    !ks->suspended && !ks->portal_done && !stmt_at(ks, ks->portal_stmt)->call.local) {
+		/* the bound named portal not run yet (asyncpg's cursor.forward() before a fetch): its
+		 * call runs, then the move (on_answer: moving) */
+		if (ks->rebind && !portal_rebind(ks, true))
+			return false;
+		ks->moving = call;
+		if (run_call(ks, &stmt_at(ks, ks->portal_stmt)->call, true))
+			return true;
+		ks->moving = NULL;
+		return false;
+	}
 	if (!cur && ks->v.portal_set && ks->v.portal_name[0] && strcmp(ks->v.portal_name, call->name) == 0 &&
 	    (ks->suspended || ks->portal_done)) {
 		/* the bound named portal, executed (asyncpg's cursor.forward(): MOVE of its portal):
 		 * the rows its last Execute left; a protocol portal cannot scroll, as PostgreSQL's */
-		if (ks->suspended)
-			rows_upto(ks->job.rows, ks->rest_off, 0, UINT64_MAX, &before);
 		portal = (struct kv_cursor){ .shape = shape_of(&stmt_at(ks, ks->portal_stmt)->call), .rows = ks->job.rows,
 					     .len = ks->suspended ? ks->job.rows_len : 0,
-					     .off = ks->suspended ? ks->rest_off : 0, .pos = before, .portal_pos = before,
-					     .at_start = before == 0, .at_end = !ks->suspended };
+					     .off = ks->suspended ? ks->rest_off : 0, .pos = ks->portal_pos,
+					     .portal_pos = ks->portal_pos,
+					     .at_start = !ks->suspended || ks->rest_off == 0,
+					     .at_end = !ks->suspended };
 		cur = &portal;
 	}
 	if (!cur)
@@ -1407,6 +1437,8 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 		if (!out_rows(ks, &cur->shape, simple ? 0 : ks->portal_binary, out.rows, out.len))
 			return refuse(ks, simple, "XX000", "kv: a cursor's rows could not be sent in the Bind's formats");
 	}
+	if (cur == &portal)
+		ks->portal_pos = cur->portal_pos;
 	if (cur == &portal && ks->suspended) {
 		ks->rest_off = cur->off;
 		if (cur->off >= ks->job.rows_len) { /* run to its end */
@@ -1866,6 +1898,7 @@ static void out_rest(struct kv_session *ks)
 	size_t end = rows_upto(job->rows, job->rows_len, off, ks->max_rows ? ks->max_rows : UINT64_MAX, &n);
 	bool ok = out_rows(ks, ks->busy_call, ks->portal_binary, job->rows ? job->rows + off : NULL, end - off);
 
+	ks->portal_pos = (off == 0 ? 0 : ks->portal_pos) + n;
 	ks->suspended = false;
 	if (!ok || (end < job->rows_len && (ks->max_rows == 0 || n < ks->max_rows))) {
 		vdb_out_error(&ks->v, true, true, "XX000", "kv: an answer's rows could not be sent in the Bind's formats", NULL,
@@ -1950,6 +1983,11 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		vdb_out_error(&ks->v, true, job->ours, job->sqlstate, job->message, job->detail, job->hint);
 		if (!ks->v.busy_simple)
 			ks->v.skipping = true;
+	} else if (ks->moving) { /* the portal's call ran: now the FETCH or MOVE of it */
+		ks->rest_off = 0;
+		ks->suspended = true;
+		ks->v.portal_set = true;
+		(void)cursor_fetch(ks, ks->moving, true);
 	} else if (ks->busy_call->local == KV_LOCAL_DECLARE) {
 		cursor_store(ks, ks->busy_call);
 	} else if (!ks->v.busy_simple) {
@@ -1960,6 +1998,7 @@ static void on_answer(struct worker *w, struct worker_msg *m)
 		vdb_out_raw(&ks->v.out, job->rows, job->rows_len);
 		vdb_complete_select(&ks->v, (uint64_t)job->nrows);
 	}
+	ks->moving = NULL;
 	if (ks->v.busy_simple) {
 		if (ks->multi_n && multi_run(ks))
 			return; /* the Query's next statement is with the router */
@@ -2046,6 +2085,8 @@ static bool run_query(struct kv_session *ks, int rc, const char *state, const ch
 		if (ks->suspended) { /* the call's answer replaces the rows a named portal left */
 			ks->suspended = false;
 			v->portal_set = false;
+		} else if (v->portal_set && !ks->portal_done) { /* a named one not run: its values */
+			ks->rebind = true;
 		}
 		if (bind_call(ks, NULL, &ks->query, NULL))
 			return ks->query.local ? local_stmt(ks, &ks->query, true) : run_call(ks, &ks->query, true);
@@ -2121,10 +2162,12 @@ static bool on_query(struct vdb *v, const char *text)
 	struct kv_session *ks = session_of(v);
 	char state[6], err[600];
 
-	if (ks->suspended && !v->portal_name[0]) { /* a Query ends the unnamed portal, as PostgreSQL's */
+	if (!v->portal_name[0]) { /* a Query ends the unnamed portal, as PostgreSQL's */
 		ks->suspended = false;
+		ks->portal_done = false;
 		v->portal_set = false;
 	}
+	ks->unnamed.used = false; /* and the unnamed statement (exec_simple_query's drop_unnamed_stmt) */
 	if (is_empty_query(text)) {
 		vdb_out_msg(&v->out, 'I', NULL, 0);
 		return false;
@@ -2296,6 +2339,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		if (st->call.local == KV_LOCAL_TYPE_INFO)
 			bind_type_info(ks, &st->call, vals);
 		vdb_bind_portal(v, portal);
+		ks->portal_pos = 0;
 		ks->portal_stmt = i;
 		ks->portal_binary = binary;
 		vdb_out_msg(&v->out, '2', NULL, 0);
@@ -2308,7 +2352,23 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 		v->skipping = true;
 		return;
 	}
+	ks->rebind = false;
+	if (*portal) { /* its values kept (bind_vals) until it runs */
+		uint8_t *copy = grow_bytes(ks->bind_copy, &ks->bind_cap, len ? len : 1, 256);
+		if (!copy) {
+			vdb_error_skip(v, "53200", "out of memory");
+			return;
+		}
+		ks->bind_copy = copy;
+		memcpy(copy, body, len);
+		for (int k = 0; k < nvals; k++)
+			ks->bind_vals[k] = vals[k];
+		for (int k = 0; k < nvals; k++)
+			if (vals[k].p)
+				ks->bind_vals[k].p = copy + (vals[k].p - body);
+	}
 	vdb_bind_portal(v, portal);
+	ks->portal_pos = 0;
 	ks->portal_stmt = i;
 	ks->portal_binary = binary;
 	vdb_out_msg(&v->out, '2', NULL, 0);
@@ -2400,6 +2460,20 @@ static void portal_spent(struct kv_session *ks, const struct kv_call *call)
 	ks->done_tag = call->local == KV_LOCAL_FETCH && !call->is_move ? "FETCH 0" : portal_spent_tag;
 }
 
+/* The named portal's call not run yet, its values bound again (a simple Query's call bound
+ * the job over them). false after an error. */
+static bool portal_rebind(struct kv_session *ks, bool simple)
+{
+	struct kv_stmt *st = stmt_at(ks, ks->portal_stmt);
+
+	if (!bind_call(ks, st, &st->call, ks->bind_vals)) {
+		ks->v.skipping = !simple;
+		return false;
+	}
+	ks->rebind = false;
+	return true;
+}
+
 static void execute(struct vdb *v, uint32_t max_rows)
 {
 	struct kv_session *ks = session_of(v);
@@ -2431,7 +2505,7 @@ static void execute(struct vdb *v, uint32_t max_rows)
 		(void)local_stmt(ks, call, false);
 		if (!ks->suspended) /* (a FETCH that filled its portal: out_rest) */
 			portal_spent(ks, call);
-	} else {
+	} else if (!ks->rebind || portal_rebind(ks, false)) {
 		(void)run_call(ks, call, false);
 	}
 }

@@ -807,6 +807,40 @@ def test_asyncpg_cursors(parade, zone):
     assert first == keys[:3] and one == keys[3] and moved == 2 and rest == keys[6:] and moved_at_end == 0
 
 
+def test_asyncpg_cursor_moved_before_its_first_fetch_and_a_call_between(parade, zone):
+    """asyncpg's cursor binds its portal and runs nothing until a fetch: forward(n) first sends
+    MOVE FORWARD n of a portal not run yet (34000 before), and a call made meanwhile with
+    execute() (a simple Query) must not take the portal's arguments (before, the cursor then
+    read the Query's key: a wrong answer). The same answers directly on a shard database."""
+    import asyncpg
+    keys = parade.keys_on(1, 6, "curs-first-")
+    with tusk_conn(zone) as c:
+        for i, k in enumerate(keys):
+            c.execute("select kv.put('default', %s, %s)", (k, json.dumps({"i": i})))
+
+    async def run(port, db, user):
+        c = await asyncpg.connect(host="127.0.0.1", port=port, user=user, database=db)
+        try:
+            async with c.transaction():
+                q = "select * from kv.get_many($1, $2)"
+                cur = await c.cursor(q, "default", keys)
+                moved = await cur.forward(2)
+                first = [r["key"] for r in await cur.fetch(2)]
+                cur2 = await c.cursor("select kv.get($1, $2)", "default", keys[0])
+                await c.execute(f"select kv.get('default', '{keys[5]}')")
+                value = (await cur2.fetchrow())[0]
+                cur3 = await c.cursor(q, "default", keys[:3])
+                moved_all = await cur3.forward(10)
+            return moved, first, value, moved_all
+        finally:
+            await c.close()
+
+    ours = asyncio.run(run(zone.tusk.port, "kv", "postgres"))
+    direct = asyncio.run(run(zone.pg.port, "kv_shard_1", "kv_client"))
+    assert ours == direct, (ours, direct)
+    assert ours == (2, keys[2:4], json.dumps({"i": 0}), 3), ours
+
+
 def test_a_query_of_several_statements_across_shards(parade, zone):
     """Reads of keys of several shards in one Query run (each READ COMMITTED read alone, as it
     would read in the implicit transaction); writes of two shards in one Query are refused
@@ -1166,6 +1200,15 @@ def raw_differential(zone, steps):
         direct.close()
 
 
+def numbered_keys(parade, zone, n, prefix):
+    """n keys of shard 1, key i put with the value i; and them as a text[] literal."""
+    keys = parade.keys_on(1, n, prefix)
+    with tusk_conn(zone) as c:
+        for i, k in enumerate(keys):
+            c.execute("select kv.put('default', %s, %s)", (k, str(i)))
+    return keys, ("{" + ",".join(keys) + "}").encode()
+
+
 def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone):
     """Execute with a row limit: that many rows, then PortalSuspended, and the next Execute of the
     portal goes on (node's pg-cursor, pgjdbc's fetch size), the last one's CommandComplete counting
@@ -1173,11 +1216,7 @@ def test_an_executes_row_limit_is_honoured_as_postgresql_honours_it(parade, zone
     ends (outside one, at the Sync), then 34000. The same messages and the same DataRow bytes
     (binary formats too) as a shard database sends, for a named portal in a transaction and for
     the unnamed one outside."""
-    keys = parade.keys_on(1, 5, "txn-rows-")
-    with tusk_conn(zone) as c:
-        for i, k in enumerate(keys):
-            c.execute("select kv.put('default', %s, %s)", (k, str(i)))
-    arr = ("{" + ",".join(keys) + "}").encode()
+    keys, arr = numbered_keys(parade, zone, 5, "txn-rows-")
 
     def steps(c):
         out = []
@@ -1250,6 +1289,103 @@ def test_an_execute_that_reaches_its_row_limit_is_suspended_as_postgresql_suspen
         kinds = [k for k, _ in m]
         assert b"s" in kinds and b"E" not in kinds and kinds[-3:] == [b"C", b"C", b"Z"], (sql, portal, m)
     assert [k for k, _ in a[0][2]] == [b"1", b"2", b"D", b"D", b"s", b"D", b"D", b"s", b"C", b"C", b"Z"], a[0]
+
+
+PORTAL_MOVES = [
+    ["MOVE 1 IN p1", "FETCH 1 FROM p1", "FETCH ALL FROM p1", "MOVE 0 IN p1", "FETCH 1 FROM p1"],
+    ["FETCH 0 FROM p1"],                  # the current row again: a move backward (55000)
+    ["MOVE 0 IN p1", "FETCH RELATIVE 0 FROM p1"],
+    ["MOVE ABSOLUTE 4 IN p1", "FETCH 1 FROM p1"],  # forward from where it stands
+    ["FETCH ABSOLUTE 3 FROM p1", "FETCH ABSOLUTE 5 FROM p1", "FETCH ABSOLUTE 9 FROM p1"],
+    ["FETCH ABSOLUTE 2 FROM p1"],         # behind it: 55000
+    ["MOVE ABSOLUTE 0 IN p1"],
+    ["MOVE ABSOLUTE -1 IN p1"],
+    ["FETCH PRIOR FROM p1"],
+    ["MOVE ALL IN p1", "FETCH ABSOLUTE 7 FROM p1", "MOVE 3 IN p1", "FETCH NEXT FROM p1"],
+    ["MOVE ALL IN p1", "FETCH ABSOLUTE 6 FROM p1"],  # at its end, one past its last row: 55000
+]
+
+
+def test_moves_of_a_protocol_portal_answer_as_a_shard_database(parade, zone):
+    """A named portal bound, then moved and read by name in simple Queries (asyncpg's
+    cursor.forward() sends MOVE FORWARD n of its portal; the name in lower case, as an unquoted
+    name reads): every direction, counts and refusals (a protocol portal cannot scroll: 55000)
+    message for message as a shard database answers, for a portal not run yet, one executed
+    with a row limit (2 of its 5 rows sent) and one run to its end."""
+    keys, arr = numbered_keys(parade, zone, 5, "txn-pmove-")
+
+    def steps(c):
+        out = []
+        for moves in PORTAL_MOVES:
+            for limits in ((), (2,), (2, 0)):
+                out.append(query(c, "BEGIN"))
+                c.send(pgwire.message(b"P", b"\0select * from kv.get_many($1, $2)\0\0\0")
+                       + pgwire.bind_message(b"p1", b"", [b"default", arr])
+                       + b"".join(pgwire.execute_message(b"p1", n) for n in limits) + pgwire.message(b"S"))
+                out.append(wire_messages(c))
+                for m in moves:
+                    c.send(pgwire.query_message(m))
+                    out.append((m, answer(c, rows=True)))
+                out.append(query(c, "ROLLBACK"))
+        return out
+
+    a, b = raw_differential(zone, steps)
+    for x, y in zip(a, b):
+        assert x == y, (x, y)
+    assert len(a) == len(b)
+    refused = [m for m, ans in (x for x in a if isinstance(x, tuple) and isinstance(x[0], str))
+               if any(e[0] == "E" for e in ans)]
+    assert "FETCH 0 FROM p1" in refused and "FETCH ABSOLUTE 2 FROM p1" in refused, refused
+
+
+def test_a_simple_query_between_a_bind_and_its_execute_answers_as_postgresql(parade, zone):
+    """A named portal bound and not run yet outlives a simple Query, whose call (a get, a put, a
+    Query of two statements) must not take its values: its Execute runs its own call. A simple
+    Query ends the unnamed portal (34000 at its Execute) and the unnamed statement (26000 at
+    its Bind), as PostgreSQL's does. Before, the named portal's Execute ran with the Query's
+    values (a get of the Query's key: a wrong answer), and the unnamed ones stayed."""
+    (k0, k1, k2), _ = numbered_keys(parade, zone, 3, "txn-between-")
+    get, delete = b"select kv.get('default', $1)", b"select kv.delete('default', $1)"
+    cases = [(b"p1", get, [k0.encode()], f"select kv.get('default', '{k2}')"),
+             (b"p1", delete, [k1.encode()], f"select kv.get('default', '{k2}')"),
+             (b"p1", get, [k0.encode()], f"select kv.delete('default', '{k2}')"),
+             (b"p1", get, [k1.encode()], f"select kv.get('default', '{k0}'); select kv.get('default', '{k2}')"),
+             (b"p1", get, [k0.encode()], "select 1"),
+             (b"", get, [k0.encode()], f"select kv.get('default', '{k2}')"),
+             (b"", get, [k0.encode()], "select 1")]
+
+    def steps(c):
+        out = []
+        for portal, sql, args, between in cases:
+            out.append(query(c, "BEGIN"))
+            c.send(pgwire.message(b"P", b"\0" + sql + b"\0\0\0") + pgwire.bind_message(portal, b"", args)
+                   + pgwire.message(b"S"))
+            out.append(wire_messages(c))
+            c.send(pgwire.query_message(between))
+            out.append(answer(c, rows=True))
+            c.send(pgwire.execute_message(portal, 0) + pgwire.message(b"S"))
+            out.append(wire_messages(c))
+            out.append(query(c, "ROLLBACK"))
+            c.send(pgwire.message(b"P", b"\0" + get + b"\0\0\0") + pgwire.message(b"S"))
+            c.read_until_ready()
+            c.send(pgwire.query_message("select 1"))
+            c.read_until_ready()
+            c.send(pgwire.bind_message(b"", b"", [k0.encode()]) + pgwire.execute_message(b"", 0) + pgwire.message(b"S"))
+            out.append(wire_messages(c))
+        c.send(pgwire.query_message(f"select kv.get('default', '{k1}')"))
+        out.append(answer(c, rows=True))
+        return out
+
+    def versions_hidden(out):  # a delete's answer, its version, is the moment's
+        return [[(m[0], b"version") if m[0] in (b"D", "D") and re.fullmatch(rb"\x00\x01\x00\x00\x00\x10[0-9]{16}", m[1])
+                 else m for m in ms] for ms in out]
+
+    a, b = (versions_hidden(x) for x in raw_differential(zone, steps))
+    for x, y in zip(a, b):
+        assert x == y, (x, y)
+    assert len(a) == len(b) == 7 * 6 + 1
+    assert a[3] == [(b"D", b"\0\1\0\0\0\0010"), (b"C", b"SELECT 1"), (b"Z", b"")], a[3]  # k0's, not k2's
+    assert a[5 * 6 + 3][0] == (b"E", b"34000") and a[5][0] == (b"E", b"26000"), a
 
 
 def test_node_postgres_transactions_and_a_cursor(parade, zone):

@@ -448,11 +448,19 @@ void vdb_bind_portal(struct vdb *v, const char *name)
 	v->portal_set = true;
 }
 
-/* The portal bound last is the only one there is. */
+/* The portal of that name is the bound one, or the owner's find_portal made it so. */
+static bool portal_found(struct vdb *v, const char *cut)
+{
+	if (v->portal_set && strcmp(cut, v->portal_name) == 0)
+		return true;
+	return *cut && v->ops->find_portal && v->ops->find_portal(v, cut);
+}
+
+/* The portal exists (portal_found), else 34000. */
 static bool portal_exists(struct vdb *v, const char *name)
 {
 	char cut[VDB_NAME_MAX];
-	if (!v->portal_set || strcmp(vdb_name(name, cut), v->portal_name) != 0) {
+	if (!portal_found(v, vdb_name(name, cut))) {
 		vdb_error_skip(v, "34000", "portal \"%s\" does not exist", name);
 		return false;
 	}
@@ -469,7 +477,7 @@ static void on_describe(struct vdb *v, const uint8_t *body, size_t len)
 	char cut[VDB_NAME_MAX];
 	if (kind == 'S')
 		v->ops->describe_statement(v, vdb_name(name, cut));
-	else if (v->portal_set && strcmp(vdb_name(name, cut), v->portal_name) == 0)
+	else if (portal_found(v, vdb_name(name, cut)))
 		v->ops->describe_portal(v);
 	else if (!v->ops->describe_cursor || !v->ops->describe_cursor(v, vdb_name(name, cut)))
 		(void)portal_exists(v, name); /* 34000 */
@@ -502,7 +510,7 @@ static void on_close(struct vdb *v, const uint8_t *body, size_t len)
 	char cut[VDB_NAME_MAX];
 	if (kind == 'S')
 		v->ops->close_statement(v, vdb_name(name, cut));
-	else if (strcmp(vdb_name(name, cut), v->portal_name) == 0)
+	else if (portal_found(v, vdb_name(name, cut)))
 		v->portal_set = false;
 	vdb_out_msg(&v->out, '3', NULL, 0);
 }

@@ -97,6 +97,10 @@ struct vdb_ops {
 	/* Optional: Describe of a portal that is not the bound one, a cursor the owner keeps
 	 * (DECLARE): true when it answered (RowDescription). */
 	bool (*describe_cursor)(struct vdb *v, const char *name);
+	/* Optional: a named portal that is not the bound one, kept by the owner since another was
+	 * bound (PostgreSQL keeps every portal of a transaction): made the bound one
+	 * (vdb_bind_portal), true; false when the owner keeps none of that name. */
+	bool (*find_portal)(struct vdb *v, const char *name);
 	/* Optional: called before each ReadyForQuery (ParameterStatus of a setting that changed). */
 	void (*before_ready)(struct vdb *v);
 };

@@ -69,6 +69,23 @@ struct kv_cursor {
 	uint64_t nrows;
 };
 
+/* A named portal of a call, executed (rows left, or run to its end), put aside when another
+ * portal was bound or a simple Query ran a call (pgjdbc reads a result set with a fetch size
+ * while other statements run between its fetches): PostgreSQL keeps every portal until its
+ * transaction ends. Its rows are the job's buffer it had, swapped out and back. */
+#define KV_FRONT_PORTALS 16
+struct kv_portal {
+	bool used;
+	char name[VDB_NAME_MAX];
+	struct kv_call shape;  /* its call's result columns (shape_of: its statement may be gone) */
+	uint64_t binary, pos;  /* its Bind's result formats; portal_pos */
+	bool suspended, done;
+	const char *done_tag;
+	size_t rest_off;
+	uint8_t *rows;         /* its answer (job.rows when it was bound); a free slot's: a spare buffer */
+	size_t rows_len, rows_cap;
+};
+
 /* A transaction's savepoints (SAVEPOINT, RELEASE, ROLLBACK TO): what a ROLLBACK TO one
  * restores. A savepoint made before the transaction reaches its shard is made there right
  * after its BEGIN (kv_txn.savepoints, set then); after, each statement is sent as the client's
@@ -139,6 +156,10 @@ struct kv_session {
 	struct kv_bind_val bind_vals[KV_CALL_MAX_PARAMS];
 	bool rebind;
 	const struct kv_call *moving; /* a FETCH or MOVE of the named portal, whose call runs first */
+	struct kv_portal *portals;   /* KV_FRONT_PORTALS put aside, allocated at the first */
+	bool resumed;                /* the bound portal was one of them: its columns in portal_shape,
+				      * not its statement's (which may be gone or another) */
+	struct kv_call portal_shape;
 	/* A transaction the client began (v.txn_status 'T' or 'E'): its calls go to the shard of
 	 * its first call's keys, on a connection it holds from then to its end (shard_loop.c). */
 	struct kv_txn txn;
@@ -447,6 +468,9 @@ static void kv_session_free(struct kv_session *ks)
 	kv_call_free(&ks->query);
 	kv_job_free(&ks->job);
 	free(ks->bind_copy);
+	for (int i = 0; ks->portals && i < KV_FRONT_PORTALS; i++)
+		free(ks->portals[i].rows);
+	free(ks->portals);
 	free(ks->vals);
 	for (int i = 0; i < 2; i++) {
 		free(ks->lists[i].offs);
@@ -1065,6 +1089,104 @@ static bool txn_close(struct kv_session *ks, bool commit, bool tag, const struct
 static bool run_call(struct kv_session *ks, const struct kv_call *call, bool simple);
 static struct kv_stmt *stmt_at(struct kv_session *ks, int i);
 
+/* ---- portals put aside ---- */
+
+/* The bound portal's call (its result columns, once resumed). */
+static const struct kv_call *portal_call(struct kv_session *ks)
+{
+	return ks->resumed ? &ks->portal_shape : &stmt_at(ks, ks->portal_stmt)->call;
+}
+
+/* The job's answer buffer and p's traded (the one put aside keeps its rows; the other, none). */
+static void swap_rows(struct kv_job *job, struct kv_portal *p)
+{
+	uint8_t *rows = p->rows;
+	size_t cap = p->rows_cap;
+
+	p->rows = job->rows;
+	p->rows_len = job->rows_len;
+	p->rows_cap = job->rows_cap;
+	job->rows = rows;
+	job->rows_len = 0;
+	job->rows_cap = cap;
+}
+
+/* Another portal is about to be bound (or a simple Query's call to take the job): the bound
+ * one put aside when it is a named portal of a call, executed, and there is room; else it is
+ * gone (34000 after, as before portals were put aside). */
+static void park_portal(struct kv_session *ks)
+{
+	struct vdb *v = &ks->v;
+	bool keep = v->portal_set && v->portal_name[0] && !ks->rest_fetch && !portal_call(ks)->local &&
+		    (ks->suspended || (ks->portal_done && ks->done_tag != portal_spent_tag));
+	struct kv_portal *p = NULL;
+
+	if (keep && !ks->portals)
+		ks->portals = calloc(KV_FRONT_PORTALS, sizeof *ks->portals);
+	for (int i = 0; keep && ks->portals && i < KV_FRONT_PORTALS; i++) {
+		struct kv_portal *q = &ks->portals[i];
+		if (q->used && strcmp(q->name, v->portal_name) == 0) {
+			p = q; /* (a stale one of the same name) */
+			break;
+		}
+		if (!q->used && !p)
+			p = q;
+	}
+	if (p) {
+		p->used = true;
+		snprintf(p->name, sizeof p->name, "%s", v->portal_name);
+		p->shape = shape_of(portal_call(ks));
+		p->binary = ks->portal_binary;
+		p->pos = ks->portal_pos;
+		p->suspended = ks->suspended;
+		p->done = ks->portal_done;
+		p->done_tag = ks->done_tag;
+		p->rest_off = ks->rest_off;
+		swap_rows(&ks->job, p);
+	}
+	v->portal_set = false;
+	ks->suspended = false;
+	ks->portal_done = false;
+	ks->resumed = false;
+}
+
+/* vdb's find_portal: the named portal put aside made the bound one (the bound one aside). */
+static bool find_portal(struct vdb *v, const char *name)
+{
+	struct kv_session *ks = session_of(v);
+	struct kv_portal *p = NULL;
+
+	for (int i = 0; ks->portals && i < KV_FRONT_PORTALS && !p; i++)
+		if (ks->portals[i].used && strcmp(ks->portals[i].name, name) == 0)
+			p = &ks->portals[i];
+	if (!p)
+		return false;
+	park_portal(ks);
+	size_t len = p->rows_len;
+	swap_rows(&ks->job, p);
+	ks->job.rows_len = len;
+	p->used = false;
+	ks->portal_shape = p->shape;
+	ks->resumed = true;
+	ks->portal_binary = p->binary;
+	ks->portal_pos = p->pos;
+	ks->suspended = p->suspended;
+	ks->portal_done = p->done;
+	ks->done_tag = p->done_tag;
+	ks->rest_off = p->rest_off;
+	ks->rest_fetch = false;
+	ks->rebind = false;
+	vdb_bind_portal(v, name);
+	return true;
+}
+
+/* The portals put aside are gone (their transaction ended; CLOSE ALL; DISCARD ALL). */
+static void drop_portals(struct kv_session *ks)
+{
+	for (int i = 0; ks->portals && i < KV_FRONT_PORTALS; i++)
+		ks->portals[i].used = false;
+}
+
 /* ---- savepoints ---- */
 
 /* The newest savepoint of that name: its index, or -1. */
@@ -1376,8 +1498,11 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 {
 	struct kv_cursor *cur = find_cursor(ks, call->name), portal;
 
+	if (!cur && call->name[0] && !(ks->v.portal_set && strcmp(ks->v.portal_name, call->name) == 0))
+		(void)find_portal(&ks->v, call->name); /* one put aside */
+
 	if (!cur && simple && ks->v.portal_set && ks->v.portal_name[0] && strcmp(ks->v.portal_name, call->name) == 0 &&
-	    !ks->suspended && !ks->portal_done && !stmt_at(ks, ks->portal_stmt)->call.local) {
+	    !ks->suspended && !ks->portal_done && !portal_call(ks)->local) {
 		/* the bound named portal not run yet (asyncpg's cursor.forward() before a fetch): its
 		 * call runs, then the move (on_answer: moving) */
 		if (ks->rebind && !portal_rebind(ks, true))
@@ -1392,7 +1517,7 @@ static bool cursor_fetch(struct kv_session *ks, const struct kv_call *call, bool
 	    (ks->suspended || ks->portal_done)) {
 		/* the bound named portal, executed (asyncpg's cursor.forward(): MOVE of its portal):
 		 * the rows its last Execute left; a protocol portal cannot scroll, as PostgreSQL's */
-		portal = (struct kv_cursor){ .shape = shape_of(&stmt_at(ks, ks->portal_stmt)->call), .rows = ks->job.rows,
+		portal = (struct kv_cursor){ .shape = shape_of(portal_call(ks)), .rows = ks->job.rows,
 					     .len = ks->suspended ? ks->job.rows_len : 0,
 					     .off = ks->suspended ? ks->rest_off : 0, .pos = ks->portal_pos,
 					     .portal_pos = ks->portal_pos,
@@ -1588,6 +1713,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 				v->portal_set = false;
 				ks->suspended = false;
 			}
+			drop_portals(ks);
 			drop_cursors(ks, false, false);
 			vdb_complete(v, "CLOSE CURSOR ALL");
 			return false;
@@ -1595,7 +1721,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 		struct kv_cursor *cur = find_cursor(ks, call->name);
 		if (cur) {
 			cursor_drop(cur);
-		} else if (v->portal_set && strcmp(v->portal_name, call->name) == 0) {
+		} else if ((v->portal_set && strcmp(v->portal_name, call->name) == 0) || find_portal(v, call->name)) {
 			v->portal_set = false;
 			ks->suspended = false;
 		} else {
@@ -1639,6 +1765,7 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 			memcpy(ks->timeout_local, ks->timeout_boot, sizeof ks->timeout_local);
 			drop_named(ks);
 			drop_cursors(ks, false, false);
+			drop_portals(ks);
 			v->portal_set = false;
 			ks->suspended = false;
 		}
@@ -1767,6 +1894,7 @@ static void before_ready(struct vdb *v)
 		ks->suspended = false;
 		ks->portal_done = false;
 		drop_cursors(ks, true, false);
+		drop_portals(ks);
 		if (ks->pipe_saved && v->nerrors != ks->pipe_nerrors) { /* its implicit transaction failed */
 			ks->defaults = ks->pipe_defaults;
 			memcpy(ks->timeout_ms, ks->pipe_timeouts, sizeof ks->timeout_ms);
@@ -2082,10 +2210,9 @@ static bool run_query(struct kv_session *ks, int rc, const char *state, const ch
 	else if (ks->query.nparams > 0)
 		vdb_error(v, "42P02", "there is no parameter $%d (a simple query has none)", ks->query.nparams);
 	else {
-		if (ks->suspended) { /* the call's answer replaces the rows a named portal left */
-			ks->suspended = false;
-			v->portal_set = false;
-		} else if (v->portal_set && !ks->portal_done) { /* a named one not run: its values */
+		if (ks->suspended) /* the call's answer takes the job: the named portal's rows put aside */
+			park_portal(ks);
+		else if (v->portal_set && !ks->portal_done) { /* a named one not run: its values */
 			ks->rebind = true;
 		}
 		if (bind_call(ks, NULL, &ks->query, NULL))
@@ -2204,10 +2331,8 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 		return;
 	}
 	struct kv_stmt *st = stmt_at(ks, i);
-	if (i == 0 && ks->v.portal_set && ks->portal_stmt == 0) {
-		ks->v.portal_set = false; /* its call is about to be replaced */
-		ks->suspended = false;
-	}
+	if (ks->v.portal_set && ks->portal_stmt == i && !ks->resumed)
+		park_portal(ks); /* its call is about to be replaced: put aside (its columns kept), or gone */
 	st->used = false;
 	int rc = kv_call_parse(text, &st->call, state, err, sizeof err);
 	if (rc == -ENOMEM) {
@@ -2271,8 +2396,7 @@ static void on_bind(struct vdb *v, const uint8_t *body, size_t len)
 	struct proto_reader r;
 	struct kv_bind_val vals[KV_CALL_MAX_PARAMS];
 
-	ks->suspended = false; /* a Bind replaces the portal */
-	ks->portal_done = false;
+	park_portal(ks); /* a Bind replaces the portal: a named one executed is put aside */
 	proto_reader_init(&r, body, len);
 	const char *portal = proto_get_cstr(&r);
 	const char *name = proto_get_cstr(&r);
@@ -2419,7 +2543,7 @@ static void describe_statement(struct vdb *v, const char *name)
 static void describe_portal(struct vdb *v)
 {
 	struct kv_session *ks = session_of(v);
-	describe_call(ks, &stmt_at(ks, ks->portal_stmt)->call, ks->portal_binary);
+	describe_call(ks, portal_call(ks), ks->portal_binary);
 }
 
 /* Describe of a cursor by its name (psycopg's named cursor, after its DECLARE). */
@@ -2500,6 +2624,8 @@ static void execute(struct vdb *v, uint32_t max_rows)
 			vdb_complete_select(v, 0);
 		}
 	} else if (ks->suspended) {
+		if (ks->resumed)
+			ks->busy_call = &ks->portal_shape;
 		out_rest(ks); /* the rows its last Execute left */
 	} else if (call->local) {
 		(void)local_stmt(ks, call, false);
@@ -2517,11 +2643,8 @@ static void close_statement(struct vdb *v, const char *name)
 
 	if (i < 0)
 		return;
-	if (v->portal_set && ks->portal_stmt == i) {
-		v->portal_set = false;
-		ks->suspended = false;
-		ks->portal_done = false;
-	}
+	if (v->portal_set && ks->portal_stmt == i && !ks->resumed)
+		park_portal(ks); /* PostgreSQL's portal outlives its statement: put aside, or gone */
 	stmt_at(ks, i)->used = false;
 }
 
@@ -2569,5 +2692,6 @@ static const struct vdb_ops kv_ops = {
 	.execute = execute,
 	.close_statement = close_statement,
 	.describe_cursor = describe_cursor,
+	.find_portal = find_portal,
 	.before_ready = before_ready,
 };

@@ -1148,6 +1148,25 @@ def test_pgjdbc_with_autocommit_off(parade, zone):
     ] + [f'fetched {k1}={{"i": 2}} {k2}={{"i": 2}}'] * 2, lines
 
 
+def test_pgjdbc_reads_a_result_set_while_other_statements_run(parade, zone):
+    """pgjdbc with a fetch size in a transaction (tests/integration/jdbc/KvNested.java): while it
+    reads a result set two rows at a time (a named portal executed with a row limit), each row's
+    other statements run on the same connection (a get on the unnamed portal, another result
+    set with a fetch size, closed after two rows), and the first result set goes on where it
+    stood. Before, the first other statement's Bind dropped its portal: 34000 at its next
+    fetch. The same lines directly on a shard database, with named statements and with the
+    unnamed one only (prepareThreshold 0: parsed again each time)."""
+    keys, _ = numbered_keys(parade, zone, 7, "txn-nested-")
+    src = REPO / "tests" / "integration" / "jdbc" / "KvNested.java"
+    for threshold in (1, 0):
+        ours = harness.jdbc_program(src, "127.0.0.1", zone.tusk.port, "kv", "postgres", threshold, "default", *keys,
+                                    timeout=120 * SLOW)
+        direct = harness.jdbc_program(src, "127.0.0.1", zone.pg.port, "kv_shard_1", "kv_client", threshold,
+                                      "default", *keys, timeout=120 * SLOW)
+        assert ours == direct, (threshold, ours, direct)
+        assert sorted(ours) == sorted(f"{k} {i} {i} 2" for i, k in enumerate(keys)), ours
+
+
 def test_a_transaction_whose_shard_connection_dies_commits_nothing(parade, zone):
     """The shard backend of a transaction terminated between its calls: its COMMIT gets 08006
     saying nothing was committed, and nothing was; the client's next transaction works."""
@@ -1386,6 +1405,66 @@ def test_a_simple_query_between_a_bind_and_its_execute_answers_as_postgresql(par
     assert len(a) == len(b) == 7 * 6 + 1
     assert a[3] == [(b"D", b"\0\1\0\0\0\0010"), (b"C", b"SELECT 1"), (b"Z", b"")], a[3]  # k0's, not k2's
     assert a[5 * 6 + 3][0] == (b"E", b"34000") and a[5][0] == (b"E", b"26000"), a
+
+
+def test_several_portals_at_once_answer_as_a_shard_database(parade, zone):
+    """Named portals executed with a row limit and put aside while other portals are bound and
+    run, then executed, described, moved (MOVE / FETCH by name in a simple Query), closed and
+    closed all, and after a simple Query that ran a call: message for message as a shard
+    database answers; every portal gone at its transaction's end (34000). Before, a Bind (or a
+    Query's call) dropped the portal bound before it."""
+    keys, arr = numbered_keys(parade, zone, 5, "txn-portals-")
+    many = b"select * from kv.get_many($1, $2)"
+
+    def bind_run(c, portal, limit, stmt=b""):
+        c.send(pgwire.bind_message(portal, stmt, [b"default", arr]) + pgwire.execute_message(portal, limit)
+               + pgwire.message(b"S"))
+        return wire_messages(c)
+
+    def run(c, *msgs):
+        c.send(b"".join(msgs) + pgwire.message(b"S"))
+        return wire_messages(c)
+
+    def steps(c):
+        out = [query(c, "BEGIN")]
+        c.send(pgwire.message(b"P", b"m\0" + many + b"\0\0\0") + pgwire.message(b"S"))
+        out.append(wire_messages(c))
+        out.append(bind_run(c, b"a", 2, b"m"))
+        out.append(bind_run(c, b"b", 1, b"m"))
+        c.send(pgwire.message(b"P", b"\0select kv.get('default', $1)\0\0\0")
+               + pgwire.bind_message(b"", b"", [keys[3].encode()]) + pgwire.execute_message(b"", 0) + pgwire.message(b"S"))
+        out.append(wire_messages(c))
+        out.append(run(c, pgwire.execute_message(b"a", 1)))
+        out.append(run(c, pgwire.message(b"D", b"Pb\0"), pgwire.execute_message(b"b", 2)))
+        out.append(run(c, pgwire.execute_message(b"a", 0), pgwire.execute_message(b"a", 0)))
+        out.append(bind_run(c, b"c", 1, b"m"))
+        c.send(pgwire.query_message(f"select kv.get('default', '{keys[0]}')"))
+        out.append(answer(c, rows=True))
+        for m in ("MOVE 1 IN b", "FETCH 1 FROM c", "FETCH ALL FROM b", "MOVE 0 IN a"):
+            c.send(pgwire.query_message(m))
+            out.append((m, answer(c, rows=True)))
+        out.append(run(c, pgwire.message(b"C", b"Pc\0"), pgwire.execute_message(b"b", 0)))
+        out.append(run(c, pgwire.execute_message(b"c", 0)))  # closed: 34000
+        out.append(query(c, "ROLLBACK"))
+        out.append(query(c, "BEGIN"))
+        out.append(bind_run(c, b"d", 1, b"m"))
+        out.append(bind_run(c, b"e", 1, b"m"))
+        out.append(query(c, "CLOSE ALL"))
+        out.append(run(c, pgwire.execute_message(b"d", 0)))
+        out.append(query(c, "ROLLBACK"))
+        out.append(query(c, "BEGIN"))
+        out.append(bind_run(c, b"f", 1, b"m"))
+        out.append(bind_run(c, b"g", 1, b"m"))
+        out.append(query(c, "COMMIT"))
+        out.append(run(c, pgwire.execute_message(b"f", 0)))  # gone with its transaction
+        return out
+
+    a, b = raw_differential(zone, steps)
+    for x, y in zip(a, b):
+        assert x == y, (x, y)
+    assert len(a) == len(b) == 28
+    assert [k for k, _ in a[5]] == [b"D", b"s", b"Z"] and keys[2].encode() in a[5][0][1], a[5]  # a's third row
+    assert a[15][0] == a[21][0] == a[27][0] == (b"E", b"34000"), a
 
 
 def test_node_postgres_transactions_and_a_cursor(parade, zone):

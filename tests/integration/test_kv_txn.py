@@ -811,7 +811,8 @@ def test_asyncpg_cursor_moved_before_its_first_fetch_and_a_call_between(parade, 
     """asyncpg's cursor binds its portal and runs nothing until a fetch: forward(n) first sends
     MOVE FORWARD n of a portal not run yet (34000 before), and a call made meanwhile with
     execute() (a simple Query) must not take the portal's arguments (before, the cursor then
-    read the Query's key: a wrong answer). The same answers directly on a shard database."""
+    read the Query's key: a wrong answer). An iterated cursor with a call per row between its
+    fetches (34000 at its second fetch before). The same answers directly on a shard database."""
     import asyncpg
     keys = parade.keys_on(1, 6, "curs-first-")
     with tusk_conn(zone) as c:
@@ -831,14 +832,19 @@ def test_asyncpg_cursor_moved_before_its_first_fetch_and_a_call_between(parade, 
                 value = (await cur2.fetchrow())[0]
                 cur3 = await c.cursor(q, "default", keys[:3])
                 moved_all = await cur3.forward(10)
-            return moved, first, value, moved_all
+                # iterated (a portal executed prefetch rows at a time) with a call per row
+                # between its fetches, on the unnamed portal: the cursor's portal put aside
+                per_row = [(r["key"], await c.fetchval("select kv.get($1, $2)", "default", r["key"]))
+                           async for r in c.cursor(q, "default", keys, prefetch=2)]
+            return moved, first, value, moved_all, per_row
         finally:
             await c.close()
 
     ours = asyncio.run(run(zone.tusk.port, "kv", "postgres"))
     direct = asyncio.run(run(zone.pg.port, "kv_shard_1", "kv_client"))
     assert ours == direct, (ours, direct)
-    assert ours == (2, keys[2:4], json.dumps({"i": 0}), 3), ours
+    assert ours[:4] == (2, keys[2:4], json.dumps({"i": 0}), 3), ours
+    assert ours[4] == [(k, json.dumps({"i": i})) for i, k in enumerate(keys)], ours
 
 
 def test_a_query_of_several_statements_across_shards(parade, zone):

@@ -150,6 +150,13 @@ write("kv_session", "cursors", bytes([0]) + chunks(
     describe(b"P", "c") + SYNC, parse("", "FETCH FORWARD 2 FROM \"c\"") + bind("", "", (), (1,)) + describe(b"P", "") + execute() + SYNC,
     q("MOVE ALL IN c; FETCH c; CLOSE c; CLOSE c"), q("DECLARE h CURSOR WITH HOLD FOR select kv.get('default', 'a')"),
     q("COMMIT"), q("FETCH ALL FROM h; CLOSE ALL; DECLARE s SCROLL CURSOR FOR select kv.get('a', 'b')")))
+write("kv_session", "portals", bytes([0]) + chunks(
+    q("BEGIN"), parse("m", "select * from kv.get_many($1, $2)", (25, 1009)),
+    bind("a", "m", (b"default", b"{k1,k2,k3}")) + bind("b", "m", (b"default", b"{k4}"), (1,)) + describe(b"P", "a")
+    + execute("a", 1) + execute("b") + SYNC,
+    q("select kv.get('default', 'k'); MOVE 1 IN a"), parse("", "select kv.get($1, $2)") + bind("", "", (b"d", b"k"))
+    + execute() + close(b"P", "b") + execute("b") + SYNC, parse("m", "select kv.get($1, $2)") + bind("c", "m", (b"d", b"k"))
+    + close(b"S", "m") + execute("c", 2) + SYNC, q("CLOSE ALL; FETCH 1 FROM a; ROLLBACK")))
 write("kv_session", "savepoints", bytes([0]) + chunks(
     q("SAVEPOINT a"), q("BEGIN; SAVEPOINT a; SAVEPOINT \"B\"\"b\"; SAVEPOINT a"), q("SET default_transaction_read_only = on"),
     q("DECLARE c CURSOR FOR select kv.get('default', 'a')"), q("ROLLBACK TO a; RELEASE a; RELEASE nope"),

@@ -38,6 +38,7 @@
 
 struct kv_stmt {
 	bool used;
+	uint32_t gen;               /* its Parses: a portal put aside before it ran runs its own call only */
 	char name[VDB_NAME_MAX];
 	struct kv_call call;
 	int ntypes;
@@ -69,23 +70,6 @@ struct kv_cursor {
 	uint64_t nrows;
 };
 
-/* A named portal of a call, executed (rows left, or run to its end), put aside when another
- * portal was bound or a simple Query ran a call (pgjdbc reads a result set with a fetch size
- * while other statements run between its fetches): PostgreSQL keeps every portal until its
- * transaction ends. Its rows are the job's buffer it had, swapped out and back. */
-#define KV_FRONT_PORTALS 16
-struct kv_portal {
-	bool used;
-	char name[VDB_NAME_MAX];
-	struct kv_call shape;  /* its call's result columns (shape_of: its statement may be gone) */
-	uint64_t binary, pos;  /* its Bind's result formats; portal_pos */
-	bool suspended, done;
-	const char *done_tag;
-	size_t rest_off;
-	uint8_t *rows;         /* its answer (job.rows when it was bound); a free slot's: a spare buffer */
-	size_t rows_len, rows_cap;
-};
-
 /* A transaction's savepoints (SAVEPOINT, RELEASE, ROLLBACK TO): what a ROLLBACK TO one
  * restores. A savepoint made before the transaction reaches its shard is made there right
  * after its BEGIN (kv_txn.savepoints, set then); after, each statement is sent as the client's
@@ -111,6 +95,33 @@ struct kv_bind_val {
 	const uint8_t *p; /* NULL: SQL NULL */
 	uint32_t len;
 	bool binary;
+};
+
+/* A named portal of a call, executed (rows left, or run to its end) or not run yet (of a
+ * named statement), put aside when another portal was bound or a simple Query ran a call
+ * (pgjdbc reads a result set with a fetch size while other statements run between its
+ * fetches): PostgreSQL keeps every portal until its transaction ends. Its rows are the job's
+ * buffer it had, swapped out and back. */
+#define KV_FRONT_PORTALS 16
+struct kv_portal {
+	bool used;
+	char name[VDB_NAME_MAX];
+	struct kv_call shape;  /* its call's result columns (shape_of: its statement may be gone) */
+	uint64_t binary, pos;  /* its Bind's result formats; portal_pos */
+	bool suspended, done;
+	const char *done_tag;
+	size_t rest_off;
+	uint8_t *rows;         /* its answer (job.rows when it was bound); a free slot's: a spare buffer */
+	size_t rows_len, rows_cap;
+	/* not run yet (a named statement's: asyncpg's cursor before its first fetch): that
+	 * statement, as it was parsed (gen), and its Bind's values (the session's bind_copy when
+	 * it was bound, traded as rows are) */
+	bool pending;
+	int stmt;
+	uint32_t gen;
+	uint8_t *bind_copy;
+	size_t bind_cap;
+	struct kv_bind_val bind_vals[KV_CALL_MAX_PARAMS];
 };
 
 /* The elements of a text[] argument, as offsets into vals (then pointers, at submit). */
@@ -469,7 +480,7 @@ static void kv_session_free(struct kv_session *ks)
 	kv_job_free(&ks->job);
 	free(ks->bind_copy);
 	for (int i = 0; ks->portals && i < KV_FRONT_PORTALS; i++)
-		free(ks->portals[i].rows);
+		free(ks->portals[i].rows), free(ks->portals[i].bind_copy);
 	free(ks->portals);
 	free(ks->vals);
 	for (int i = 0; i < 2; i++) {
@@ -1091,6 +1102,8 @@ static struct kv_stmt *stmt_at(struct kv_session *ks, int i);
 
 /* ---- portals put aside ---- */
 
+static bool portal_rebind(struct kv_session *ks, bool simple);
+
 /* The bound portal's call (its result columns, once resumed). */
 static const struct kv_call *portal_call(struct kv_session *ks)
 {
@@ -1111,14 +1124,29 @@ static void swap_rows(struct kv_job *job, struct kv_portal *p)
 	job->rows_cap = cap;
 }
 
+/* The session's copy of a Bind (bind_copy, bind_vals) and p's traded. */
+static void swap_binds(struct kv_session *ks, struct kv_portal *p)
+{
+	struct kv_portal was = *p;
+
+	p->bind_copy = ks->bind_copy;
+	p->bind_cap = ks->bind_cap;
+	memcpy(p->bind_vals, ks->bind_vals, sizeof p->bind_vals);
+	ks->bind_copy = was.bind_copy;
+	ks->bind_cap = was.bind_cap;
+	memcpy(ks->bind_vals, was.bind_vals, sizeof ks->bind_vals);
+}
+
 /* Another portal is about to be bound (or a simple Query's call to take the job): the bound
  * one put aside when it is a named portal of a call, executed, and there is room; else it is
  * gone (34000 after, as before portals were put aside). */
 static void park_portal(struct kv_session *ks)
 {
 	struct vdb *v = &ks->v;
-	bool keep = v->portal_set && v->portal_name[0] && !ks->rest_fetch && !portal_call(ks)->local &&
-		    (ks->suspended || (ks->portal_done && ks->done_tag != portal_spent_tag));
+	bool pending = v->portal_set && v->portal_name[0] && !ks->suspended && !ks->portal_done && !ks->resumed &&
+		       ks->portal_stmt > 0 && !portal_call(ks)->local;
+	bool keep = pending || (v->portal_set && v->portal_name[0] && !ks->rest_fetch && !portal_call(ks)->local &&
+				(ks->suspended || (ks->portal_done && ks->done_tag != portal_spent_tag)));
 	struct kv_portal *p = NULL;
 
 	if (keep && !ks->portals)
@@ -1143,6 +1171,12 @@ static void park_portal(struct kv_session *ks)
 		p->done_tag = ks->done_tag;
 		p->rest_off = ks->rest_off;
 		swap_rows(&ks->job, p);
+		p->pending = pending;
+		if (pending) { /* its values: the session's copy of its Bind, traded for the slot's buffer */
+			p->stmt = ks->portal_stmt;
+			p->gen = stmt_at(ks, ks->portal_stmt)->gen;
+			swap_binds(ks, p);
+		}
 	}
 	v->portal_set = false;
 	ks->suspended = false;
@@ -1161,7 +1195,26 @@ static bool find_portal(struct vdb *v, const char *name)
 			p = &ks->portals[i];
 	if (!p)
 		return false;
+	if (p->pending) { /* not run yet: its statement must be the one it was bound from */
+		const struct kv_stmt *st = p->stmt <= ks->nnamed ? stmt_at(ks, p->stmt) : NULL;
+		if (!st || !st->used || st->gen != p->gen) {
+			p->used = false;
+			return false;
+		}
+	}
 	park_portal(ks);
+	if (p->pending) {
+		swap_binds(ks, p);
+		p->used = false;
+		ks->portal_stmt = p->stmt;
+		ks->portal_binary = p->binary;
+		ks->portal_pos = 0;
+		ks->rest_fetch = false;
+		if (!portal_rebind(ks, false)) /* (its values bound before: they bind again) */
+			return false;
+		vdb_bind_portal(v, name);
+		return true;
+	}
 	size_t len = p->rows_len;
 	swap_rows(&ks->job, p);
 	ks->job.rows_len = len;
@@ -1300,7 +1353,6 @@ static bool no_cursor(struct kv_session *ks, const struct kv_call *call, bool si
 }
 
 static void out_rest(struct kv_session *ks);
-static bool portal_rebind(struct kv_session *ks, bool simple);
 
 /* The rows a FETCH returns: forward, where they lie in the cursor's rows; backward, copied
  * (in the order read) into the session's fetch_buf. */
@@ -2358,6 +2410,7 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 		st->types[t] = proto_get_u32(&tr);
 	snprintf(st->name, sizeof st->name, "%s", name);
 	st->used = true;
+	st->gen++;
 	vdb_out_msg(&v->out, '1', NULL, 0);
 }
 

@@ -812,7 +812,9 @@ def test_asyncpg_cursor_moved_before_its_first_fetch_and_a_call_between(parade, 
     MOVE FORWARD n of a portal not run yet (34000 before), and a call made meanwhile with
     execute() (a simple Query) must not take the portal's arguments (before, the cursor then
     read the Query's key: a wrong answer). An iterated cursor with a call per row between its
-    fetches (34000 at its second fetch before). The same answers directly on a shard database."""
+    fetches (34000 at its second fetch before), and a cursor not fetched yet when a call binds
+    the unnamed portal (34000 at its fetch before). The same answers directly on a shard
+    database."""
     import asyncpg
     keys = parade.keys_on(1, 6, "curs-first-")
     with tusk_conn(zone) as c:
@@ -836,7 +838,11 @@ def test_asyncpg_cursor_moved_before_its_first_fetch_and_a_call_between(parade, 
                 # between its fetches, on the unnamed portal: the cursor's portal put aside
                 per_row = [(r["key"], await c.fetchval("select kv.get($1, $2)", "default", r["key"]))
                            async for r in c.cursor(q, "default", keys, prefetch=2)]
-            return moved, first, value, moved_all, per_row
+                # bound, not run yet, when a call binds the unnamed portal: fetched after it
+                cur4 = await c.cursor(q, "default", keys[1:4])
+                between = await c.fetchval("select kv.get($1, $2)", "default", keys[5])
+                after = [r["key"] for r in await cur4.fetch(5)]
+            return moved, first, value, moved_all, per_row, between, after
         finally:
             await c.close()
 
@@ -845,6 +851,7 @@ def test_asyncpg_cursor_moved_before_its_first_fetch_and_a_call_between(parade, 
     assert ours == direct, (ours, direct)
     assert ours[:4] == (2, keys[2:4], json.dumps({"i": 0}), 3), ours
     assert ours[4] == [(k, json.dumps({"i": i})) for i, k in enumerate(keys)], ours
+    assert ours[5:] == (json.dumps({"i": 5}), keys[1:4]), ours
 
 
 def test_a_query_of_several_statements_across_shards(parade, zone):
@@ -1414,11 +1421,11 @@ def test_a_simple_query_between_a_bind_and_its_execute_answers_as_postgresql(par
 
 
 def test_several_portals_at_once_answer_as_a_shard_database(parade, zone):
-    """Named portals executed with a row limit and put aside while other portals are bound and
-    run, then executed, described, moved (MOVE / FETCH by name in a simple Query), closed and
-    closed all, and after a simple Query that ran a call: message for message as a shard
-    database answers; every portal gone at its transaction's end (34000). Before, a Bind (or a
-    Query's call) dropped the portal bound before it."""
+    """Named portals executed with a row limit (or not run yet) and put aside while other
+    portals are bound and run, then executed, described, moved (MOVE / FETCH by name in a
+    simple Query), closed and closed all, and after a simple Query that ran a call: message for
+    message as a shard database answers; every portal gone at its transaction's end (34000).
+    Before, a Bind (or a Query's call) dropped the portal bound before it."""
     keys, arr = numbered_keys(parade, zone, 5, "txn-portals-")
     many = b"select * from kv.get_many($1, $2)"
 
@@ -1459,6 +1466,13 @@ def test_several_portals_at_once_answer_as_a_shard_database(parade, zone):
         out.append(run(c, pgwire.execute_message(b"d", 0)))
         out.append(query(c, "ROLLBACK"))
         out.append(query(c, "BEGIN"))
+        c.send(pgwire.bind_message(b"h", b"m", [b"default", arr]) + pgwire.message(b"S"))  # not run yet
+        out.append(wire_messages(c))
+        out.append(bind_run(c, b"i", 1, b"m"))
+        out.append(run(c, pgwire.execute_message(b"h", 3), pgwire.execute_message(b"i", 1)))
+        out.append(run(c, pgwire.message(b"D", b"Ph\0"), pgwire.execute_message(b"h", 0)))
+        out.append(query(c, "ROLLBACK"))
+        out.append(query(c, "BEGIN"))
         out.append(bind_run(c, b"f", 1, b"m"))
         out.append(bind_run(c, b"g", 1, b"m"))
         out.append(query(c, "COMMIT"))
@@ -1468,9 +1482,10 @@ def test_several_portals_at_once_answer_as_a_shard_database(parade, zone):
     a, b = raw_differential(zone, steps)
     for x, y in zip(a, b):
         assert x == y, (x, y)
-    assert len(a) == len(b) == 28
+    assert len(a) == len(b) == 34
     assert [k for k, _ in a[5]] == [b"D", b"s", b"Z"] and keys[2].encode() in a[5][0][1], a[5]  # a's third row
-    assert a[15][0] == a[21][0] == a[27][0] == (b"E", b"34000"), a
+    assert a[15][0] == a[21][0] == a[33][0] == (b"E", b"34000"), a
+    assert [k for k, _ in a[26]] == [b"D", b"D", b"D", b"s", b"D", b"s", b"Z"], a[26]  # h ran after i
 
 
 def test_node_postgres_transactions_and_a_cursor(parade, zone):

@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			/* no call: a statement answered by the kv database itself (a DECLARE has its call) */
 			char begin[KV_CALL_BEGIN_MAX];
 			kv_txn_begin_text(&call.chars, begin);
-			check(call.nargs == 0 && call.local <= KV_LOCAL_TIMEOUT);
+			check(call.nargs == 0 && call.local <= KV_LOCAL_EMPTY);
 			check(call.local == KV_LOCAL_TYPE_INFO ? call.type_query >= KV_TYPE_BY_OID && call.type_query <= KV_TYPE_BY_REGTYPE
 							 : call.nparams == 0 && call.type_query == 0);
 			check(memchr(call.value, '\0', sizeof call.value) != NULL);

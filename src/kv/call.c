@@ -1412,8 +1412,8 @@ int kv_call_parse(const char *sql, struct kv_call *out, char state[6], char *err
 			}
 		}
 	}
-	if (nstmts == 0) {
-		fail(&ps, "42601", "kv: empty query (a call is expected)");
+	if (nstmts == 0) { /* the empty query */
+		out->local = KV_LOCAL_EMPTY;
 		goto out;
 	}
 	if (nstmts > 1) {

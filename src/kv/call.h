@@ -126,6 +126,9 @@ enum kv_local {
 	 * (kv_call.timeout: which; timeout_ms its value in ms, KV_TIMEOUT_RESET for DEFAULT and
 	 * RESET); SHOW of either is KV_LOCAL_SHOW (KV_SHOW_STATEMENT_TIMEOUT ...) */
 	KV_LOCAL_TIMEOUT,
+	/* no statement at all (blanks, comments, semicolons): a Parse of it is PostgreSQL's empty
+	 * query, each Execute answered EmptyQueryResponse (pgjdbc's isValid() runs one) */
+	KV_LOCAL_EMPTY,
 };
 
 /* A FETCH's or MOVE's direction, as PostgreSQL's FetchDirection. */

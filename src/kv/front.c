@@ -1802,6 +1802,11 @@ static bool local_stmt(struct kv_session *ks, const struct kv_call *call, bool s
 	case KV_LOCAL_UNLISTEN:
 		vdb_complete(v, "UNLISTEN"); /* LISTEN is refused: nothing to stop */
 		return false;
+	case KV_LOCAL_EMPTY: /* EmptyQueryResponse; the portal stays, each Execute answered so */
+		vdb_out_msg(&v->out, 'I', NULL, 0);
+		if (!simple)
+			v->portal_set = true;
+		return false;
 	case KV_LOCAL_RESET_ALL:
 		ks->defaults = KV_TXN_CHARS_UNSET;
 		memcpy(ks->timeout_ms, ks->timeout_boot, sizeof ks->timeout_ms);
@@ -2399,7 +2404,7 @@ static void on_parse(struct vdb *v, const char *name, const char *text, uint16_t
 		vdb_error_skip(v, state, "%s", err);
 		return;
 	}
-	if (v->txn_status == 'E' && !txn_exit(&st->call)) {
+	if (v->txn_status == 'E' && !txn_exit(&st->call) && st->call.local != KV_LOCAL_EMPTY) {
 		vdb_error_skip(v, "25P02", "%s", aborted_text);
 		return;
 	}
@@ -2624,6 +2629,7 @@ static void portal_spent(struct kv_session *ks, const struct kv_call *call)
 	case KV_LOCAL_VALUE:
 	case KV_LOCAL_UNLOCK_ALL:
 	case KV_LOCAL_TYPE_INFO:
+	case KV_LOCAL_EMPTY:
 		return;
 	case KV_LOCAL_DISCARD:
 		if (call->discard_all)

@@ -1180,6 +1180,46 @@ def test_pgjdbc_reads_a_result_set_while_other_statements_run(parade, zone):
         assert sorted(ours) == sorted(f"{k} {i} {i} 2" for i, k in enumerate(keys)), ours
 
 
+def test_the_empty_query_answers_as_a_shard_database(parade, zone):
+    """The empty statement in the extended protocol (pgjdbc's isValid() prepares and executes
+    it; HikariCP calls isValid() before it hands a connection out when no test query is set):
+    ParseComplete, NoData, BindComplete, EmptyQueryResponse at every Execute, in and out of a
+    transaction, and its Parse in an aborted one (its Bind there 25P02), message for message as a
+    shard database answers; pgjdbc's isValid() true (tests/integration/jdbc/KvValid.java).
+    Before, its Parse was 42601 and isValid() false: a pool would have dropped every
+    connection."""
+    def steps(c):
+        out = []
+        for sql in (b"", b" ; -- c"):
+            c.send(pgwire.message(b"P", b"e\0" + sql + b"\0\0\0") + pgwire.message(b"D", b"Se\0")
+                   + pgwire.bind_message(b"", b"e", []) + pgwire.message(b"D", b"P\0")
+                   + pgwire.execute_message(b"", 0) + pgwire.execute_message(b"", 0) + pgwire.message(b"S"))
+            out.append(wire_messages(c))
+            out.append(query(c, "BEGIN"))
+            c.send(pgwire.bind_message(b"", b"e", []) + pgwire.execute_message(b"", 0) + pgwire.message(b"S"))
+            out.append(wire_messages(c))
+            out.append(query(c, "select kv.get(NULL, NULL)"))
+            c.send(pgwire.message(b"C", b"Se\0") + pgwire.message(b"P", b"e\0" + sql + b"\0\0\0")
+                   + pgwire.message(b"S"))
+            out.append(wire_messages(c))
+            c.send(pgwire.bind_message(b"", b"e", []) + pgwire.execute_message(b"", 0) + pgwire.message(b"S"))
+            out.append(wire_messages(c))
+            out.append(query(c, "ROLLBACK"))
+            c.send(pgwire.message(b"C", b"Se\0") + pgwire.message(b"S"))
+            out.append(wire_messages(c))
+        return out
+
+    a, b = raw_differential(zone, steps)
+    assert a == b, (a, b)
+    assert [k for k, _ in a[0]] == [b"1", b"t", b"n", b"2", b"n", b"I", b"I", b"Z"], a[0]
+    assert a[5][0] == (b"E", b"25P02"), a[5]
+    src = REPO / "tests" / "integration" / "jdbc" / "KvValid.java"
+    ours = harness.jdbc_program(src, "127.0.0.1", zone.tusk.port, "kv", "postgres", timeout=120 * SLOW)
+    direct = harness.jdbc_program(src, "127.0.0.1", zone.pg.port, "kv_shard_1", "kv_client", timeout=120 * SLOW)
+    assert ours == direct, (ours, direct)
+    assert ours[0] == "idle true" and ours[1] == "in a transaction true" and ours[-1] == "after true", ours
+
+
 def test_a_transaction_whose_shard_connection_dies_commits_nothing(parade, zone):
     """The shard backend of a transaction terminated between its calls: its COMMIT gets 08006
     saying nothing was committed, and nothing was; the client's next transaction works."""

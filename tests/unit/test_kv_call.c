@@ -281,7 +281,6 @@ static void test_refusals(void **st)
 		{ "select kv.get($0, 'b')", "42P02" },
 		{ "select kv.get($65, 'b')", "42P02" },
 		{ "selec kv.get('a', 'b')", "42601" },
-		{ "", "42601" },
 	};
 	(void)st;
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -304,6 +303,19 @@ static void test_driver_sets(void **st)
 			fail_msg("%s: %s %s", sets[i], state, err);
 	}
 	assert_int_equal(parse("select kv.get('a', 'b')"), 0);
+	assert_int_equal(call.local, KV_LOCAL_NONE);
+}
+
+/* No statement at all: PostgreSQL's empty query (pgjdbc's isValid() prepares one). */
+static void test_empty_query(void **st)
+{
+	static const char *const empties[] = { "", " ", ";", " ; ;\n", "-- c\n", "/* c */", "/* a /* nested */ b */ ;" };
+	(void)st;
+	for (size_t i = 0; i < sizeof empties / sizeof empties[0]; i++) {
+		if (parse(empties[i]) != 0 || call.local != KV_LOCAL_EMPTY || call.nparams != 0)
+			fail_msg("\"%s\": %s %s", empties[i], state, err);
+	}
+	assert_int_equal(parse("/* c */ select kv.get('a', 'b')"), 0);
 	assert_int_equal(call.local, KV_LOCAL_NONE);
 }
 
@@ -655,6 +667,7 @@ int main(void)
 		cmocka_unit_test(test_target_form),
 		cmocka_unit_test(test_from_form_and_arrays),
 		cmocka_unit_test(test_driver_sets),
+		cmocka_unit_test(test_empty_query),
 		cmocka_unit_test(test_transaction_statements),
 		cmocka_unit_test(test_transaction_settings),
 		cmocka_unit_test(test_session_resets_and_split),
